@@ -1,0 +1,75 @@
+"""The op registry: each primitive op is declared once, with its attributes, shape rule, forward
+computation (written against the backend's array module) and gradient rule.
+
+An op family module (activation.py, linear.py, ...) calls `register(OpDef(...))` at import time;
+importing this package imports every family, so REGISTRY is complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class NoAttrs:
+    pass
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    attrs: type = NoAttrs
+    # shape(attrs, *input_types) -> TensorType, or a tuple of them for an op of several outputs
+    shape: Callable[..., Any] | None = None
+    # forward(be, attrs, *arrays) -> array, or a tuple of arrays for several outputs
+    forward: Callable[..., Any] | None = None
+    # vjp(gb, node, g) -> one gradient Value (or None) per input; None: not differentiable
+    vjp: Callable[..., Any] | None = None
+    # flops(attrs, input_types, output_type) -> forward FLOPs per sample (DESIGN.md section 6)
+    flops: Callable[..., int] | None = None
+    doc: str = ""
+    # A gradient or update op: autodiff refuses it with a clear message instead of a KeyError.
+    is_gradient: bool = False
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in REGISTRY:
+        raise ValueError(f"op '{op.name}' is declared twice")
+    REGISTRY[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    return REGISTRY[name]
+
+
+def attrs_text(attrs: Any) -> str:
+    """`stride=(1,1) pad=(2,2)`: attributes in declaration order, tuples without spaces."""
+    if attrs is None:
+        return ""
+    shown = [f for f in fields(attrs) if not _is_quiet(f.name, getattr(attrs, f.name))]
+    return " ".join(f"{f.name}={_value_text(getattr(attrs, f.name))}" for f in shown)
+
+
+def _is_quiet(name: str, value: Any) -> bool:
+    """False flags and a dilation of 1 say nothing; leaving them out keeps lines short."""
+    return value is False or (name == "dilation" and set(value) == {1})
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ",".join(_value_text(v) for v in value) + ")"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _import_families() -> None:
+    from . import activation, conv, linear, loss, norm, optim, pool, shape  # noqa: F401
+
+
+_import_families()

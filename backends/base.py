@@ -1,0 +1,73 @@
+"""The backend interface: an array module plus the few kernels that must differ per device.
+
+Everything here is written once against `self.xp`; a device backend overrides only what a
+benchmark shows to be worth a kernel of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Protocol
+
+
+class Backend(Protocol):
+    name: str
+    xp: Any
+
+    def from_host(self, array): ...
+    def to_host(self, array): ...
+    def rng(self, seed: int): ...
+    def synchronize(self) -> None: ...
+    def erf(self, x): ...
+    def im2col(self, x, kernel, stride, dilation): ...
+    def col2im(self, cols, padded_shape, kernel, stride, dilation): ...
+
+
+def window_count(n: int, k: int, s: int, d: int) -> int:
+    return (n - d * (k - 1) - 1) // s + 1
+
+
+class ArrayBackend:
+    """Generic kernels over `xp`. Column layout: [B, *out, C, *kernel] (one row per window)."""
+
+    name = "generic"
+    xp: Any = None
+
+    def from_host(self, array):
+        return self.xp.asarray(array)
+
+    def to_host(self, array):
+        return array
+
+    def synchronize(self) -> None:
+        pass
+
+    def _window_slices(self, spatial, kernel, stride, dilation):
+        """For each kernel offset: the strided slice of the (padded) input it reads."""
+        out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+        for offset in itertools.product(*(range(k) for k in kernel)):
+            slices = tuple(
+                slice(o * d, o * d + s * (m - 1) + 1, s)
+                for o, d, s, m in zip(offset, dilation, stride, out)
+            )
+            yield offset, slices
+
+    def im2col(self, x, kernel, stride, dilation):
+        batch, channels, *spatial = x.shape
+        rank = len(spatial)
+        out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+        cols = self.xp.empty((batch, *out, channels, *kernel), dtype=x.dtype)
+        # x[:, :, window] is [B, C, *out]; move C behind the output axes to match the layout.
+        to_rows = (0, *range(2, 2 + rank), 1)
+        for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
+            cols[(Ellipsis, *offset)] = x[(slice(None), slice(None), *slices)].transpose(to_rows)
+        return cols
+
+    def col2im(self, cols, padded_shape, kernel, stride, dilation):
+        batch, channels, *spatial = padded_shape
+        rank = len(spatial)
+        x = self.xp.zeros(padded_shape, dtype=cols.dtype)
+        from_rows = (0, rank + 1, *range(1, rank + 1))
+        for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
+            x[(slice(None), slice(None), *slices)] += cols[(Ellipsis, *offset)].transpose(from_rows)
+        return x

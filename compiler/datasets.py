@@ -1,0 +1,68 @@
+"""Static facts about the datasets a spec may name.
+
+The compiler validates `data:` and `model.input_shape` against this table without loading any
+data, so this module imports neither numpy nor scikit-learn. Loading lives in
+`nnrun.runtime.data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Task = Literal["classification", "binary"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    input_shape: tuple[int, ...] | None  # per sample, channels first; None: known only on load
+    num_classes: int | None  # None: known only on load (npz, csv)
+    task: Task  # "binary": one 0/1 label, so either units 1 + binary_cross_entropy
+    # or units 2 + cross_entropy fits
+    has_test_split: bool
+    needs_files: bool  # the files must be present (or fetched) before loading
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "digits", (1, 8, 8), 10, "classification", True, False,
+            "8x8 handwritten digits shipped with scikit-learn (1797 images, fixed 80/20 test split)",
+        ),
+        DatasetInfo(
+            "mnist", (1, 28, 28), 10, "classification", True, True,
+            "28x28 handwritten digits, 60000 train / 10000 test, four IDX files",
+        ),
+        DatasetInfo(
+            "fashion_mnist", (1, 28, 28), 10, "classification", True, True,
+            "28x28 clothing images (Zalando), 60000 train / 10000 test, four IDX files",
+        ),
+        DatasetInfo(
+            "mnist1d", (1, 40), 10, "classification", True, False,
+            "1-D digit templates of length 40 from the mnist1d package, 4000 train / 1000 test",
+        ),
+        DatasetInfo(
+            "xor", (2,), 2, "binary", True, False,
+            "the four corners of the unit square with gaussian noise, label = x0 XOR x1",
+        ),
+        DatasetInfo(
+            "spirals", (2,), 2, "classification", True, False,
+            "two interleaved spirals in the plane",
+        ),
+        DatasetInfo(
+            "blobs", (2,), 3, "classification", True, False,
+            "three gaussian blobs in the plane (scikit-learn make_blobs)",
+        ),
+        DatasetInfo(
+            "npz", None, None, "classification", False, True,
+            "arrays x, y (optional x_test, y_test) from an .npz file given by data.path",
+        ),
+        DatasetInfo(
+            "csv", None, None, "classification", False, True,
+            "a CSV file given by data.path: a header row, a `label` column, the rest features",
+        ),
+    )
+}

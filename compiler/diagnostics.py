@@ -1,0 +1,604 @@
+"""gcc-style diagnostics, and the translation of pydantic errors into them (DESIGN.md §5).
+
+    specs/bad.yaml:9:7: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; did you mean 'kernel_size'?
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
+
+import pydantic
+import yaml
+
+if TYPE_CHECKING:
+    from nnrun.compiler.loader import Loaded, Position
+
+Severity = Literal["error", "warning"]
+FORMATS = ("text", "json", "github")
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    file: str
+    line: int
+    col: int
+    severity: Severity
+    where: str
+    message: str
+
+    def format(self) -> str:
+        where = f"{self.where}: " if self.where else ""
+        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
+
+
+class SpecError(Exception):
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__(format_diagnostics(self.diagnostics, "text"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> str:
+    diagnostics = list(diagnostics)
+    if fmt == "text":
+        return "\n".join(diagnostic.format() for diagnostic in diagnostics)
+    if fmt == "json":
+        return json.dumps([asdict(diagnostic) for diagnostic in diagnostics], indent=2)
+    if fmt == "github":
+        return "\n".join(_github_line(diagnostic) for diagnostic in diagnostics)
+    raise ValueError(f"unknown diagnostics format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def _github_line(diagnostic: Diagnostic) -> str:
+    properties = f"file={_github_escape(diagnostic.file, True)},line={diagnostic.line},col={diagnostic.col}"
+    where = f"{diagnostic.where}: " if diagnostic.where else ""
+    return f"::{diagnostic.severity} {properties}::{_github_escape(where + diagnostic.message, False)}"
+
+
+def _github_escape(text: str, is_property: bool) -> str:
+    # GitHub's workflow-command syntax: these characters would end the value or the command.
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if is_property:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def suggest(word: Any, candidates: Iterable[Any]) -> str | None:
+    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _did_you_mean(word: Any, candidates: Iterable[Any]) -> str:
+    match = suggest(word, candidates)
+    return f"; did you mean '{match}'?" if match else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec paths
+
+
+def format_path(path: Iterable[Hashable]) -> str:
+    """("model", "layers", 3, "kernel_size") -> "model.layers[3].kernel_size"."""
+    text = ""
+    for component in path:
+        if isinstance(component, int) and not isinstance(component, bool):
+            text += f"[{component}]"
+        else:
+            text += f".{component}" if text else str(component)
+    return text
+
+
+def layer_name(layers: list, index: int) -> str:
+    """The layer's `name`, else the default `<type>_<k>`, k counting that type from 1."""
+    layer = layers[index]
+    if isinstance(layer, dict) and isinstance(layer.get("name"), str):
+        return layer["name"]
+    layer_type = _layer_type(layer)
+    count = sum(1 for earlier in layers[: index + 1] if _layer_type(earlier) == layer_type)
+    return f"{layer_type}_{count}"
+
+
+def _layer_type(layer: Any) -> str:
+    if isinstance(layer, dict) and isinstance(layer.get("type"), str):
+        return layer["type"]
+    return "layer"
+
+
+def describe_path(path: tuple, data: Any) -> str:
+    """The spec path, naming the layer when it leads into model.layers[i]."""
+    text = format_path(path)
+    layers = _value_at(data, ("model", "layers"))
+    if len(path) >= 3 and path[:2] == ("model", "layers") and _has_child(layers, path[2]):
+        text += f" ({layer_name(layers, path[2])})"
+    return text
+
+
+_ABSENT = object()
+
+
+def _has_child(value: Any, component: Any) -> bool:
+    if isinstance(value, dict):
+        return _is_hashable(component) and component in value
+    if isinstance(value, list) and isinstance(component, int) and not isinstance(component, bool):
+        return 0 <= component < len(value)
+    return False
+
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _value_at(data: Any, path: tuple) -> Any:
+    for component in path:
+        if not _has_child(data, component):
+            return _ABSENT
+        data = data[component]
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# From pydantic errors
+
+
+@dataclass(frozen=True)
+class _Problem:
+    error: dict
+    # The loc with pydantic's union labels (like 'conv2d' or 'int') dropped: a path in the data.
+    data_path: tuple
+    # (index in loc, label) for each dropped component.
+    labels: tuple
+
+
+def diagnostics_from_validation_error(
+    error: pydantic.ValidationError, loaded: Loaded, schema: Any = None
+) -> list[Diagnostic]:
+    """One diagnostic per problem in `error`. `schema` is the root model class that was validated;
+    with it, unknown fields get a did-you-mean and bounds name the expected number type."""
+    problems = [_locate(item, loaded.data) for item in error.errors()]
+    problems = _resolve_alternatives(problems)
+    diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
+    return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+
+
+def _locate(error: dict, data: Any) -> _Problem:
+    path, labels, value = [], [], data
+    loc = error["loc"]
+    for index, component in enumerate(loc):
+        if _has_child(value, component):
+            value = value[component]
+            path.append(component)
+        elif index == len(loc) - 1 and error["type"] == "missing" and isinstance(value, dict):
+            path.append(component)
+        else:
+            labels.append((index, component))
+    return _Problem(error, tuple(path), tuple(labels))
+
+
+# -- plain (undiscriminated) unions report one error per member; keep the one that fits best ------
+
+
+def _resolve_alternatives(problems: list[_Problem]) -> list[_Problem]:
+    branch_points = {problem.error["loc"][:index] for problem in problems for index, _ in problem.labels}
+    for point in sorted(branch_points, key=len):
+        problems = _choose_branch(problems, point)
+    return problems
+
+
+def _branch_label(problem: _Problem, point: tuple) -> Any:
+    loc = problem.error["loc"]
+    if loc[: len(point)] != point:
+        return _ABSENT
+    return next((label for index, label in problem.labels if index == len(point)), _ABSENT)
+
+
+def _choose_branch(problems: list[_Problem], point: tuple) -> list[_Problem]:
+    branches: dict[Any, list[_Problem]] = {}
+    for problem in problems:
+        label = _branch_label(problem, point)
+        if label is not _ABSENT:
+            branches.setdefault(str(label), []).append(problem)
+    if len(branches) < 2:
+        return problems
+    inside = [problem for branch in branches.values() for problem in branch]
+    outside = [problem for problem in problems if problem not in inside]
+    return outside + _best_branch(list(branches.values()))
+
+
+def _best_branch(branches: list[list[_Problem]]) -> list[_Problem]:
+    # A custom validator's message beats a type mismatch; otherwise the member that got furthest
+    # into the value is the one the user meant. If none got past the value itself, list them all.
+    def score(branch):
+        custom = any(problem.error["type"] in _CUSTOM_TYPES for problem in branch)
+        return custom, max(len(problem.data_path) for problem in branch)
+
+    best = max(branches, key=score)
+    if score(best)[0] or any(score(branch) < score(best) for branch in branches):
+        return best
+    return [_combine(branches)]
+
+
+def _combine(branches: list[list[_Problem]]) -> _Problem:
+    first = branches[0][0]
+    alternatives = [problem.error for branch in branches for problem in branch]
+    error = dict(first.error, type="union_alternatives", alternatives=alternatives)
+    return _Problem(error, first.data_path, first.labels)
+
+
+# -- one problem, one diagnostic ----------------------------------------------------------------
+
+_CUSTOM_TYPES = {"value_error", "assertion_error"}
+_ABOUT_MAPPING = {"union_tag_invalid", "union_tag_not_found"}
+
+
+def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
+    location = _error_location(problem, loaded)
+    owner, field = _split_field(problem, loaded.data)
+    where = location.origin or describe_path(owner, loaded.data)
+    message = _message(problem, field, loaded.data, schema)
+    return Diagnostic(location.file, location.line, location.col, "error", where, message)
+
+
+def _error_location(problem: _Problem, loaded: Loaded) -> Position:
+    kind = problem.error["type"]
+    if kind == "extra_forbidden":
+        return loaded.location(problem.data_path, key=True)
+    if kind == "union_tag_invalid":
+        return loaded.location(problem.data_path + (_discriminator(problem.error),))
+    return loaded.location(problem.data_path)
+
+
+def _split_field(problem: _Problem, data: Any) -> tuple[tuple, str | None]:
+    """The mapping a problem belongs to, and the field inside it (None: the mapping itself)."""
+    path = problem.data_path
+    about_mapping = problem.error["type"] in _ABOUT_MAPPING or (
+        problem.error["type"] in _CUSTOM_TYPES and isinstance(_value_at(data, path), dict)
+    )
+    # A layer is its own owner even when it is not a mapping: `- 5` is "model.layers[2]: ...".
+    length = len(path) if about_mapping or _is_layer_path(path) else len(path) - 1
+    while length > 0 and not isinstance(_value_at(data, path[:length]), dict):
+        if _is_layer_path(path[:length]):
+            break
+        length -= 1
+    length = max(length, 0)
+    field = format_path(path[length:]) if length < len(path) else None
+    return path[:length], field
+
+
+def _is_layer_path(path: tuple) -> bool:
+    return len(path) == 3 and path[:2] == ("model", "layers") and isinstance(path[2], int)
+
+
+def _discriminator(error: dict) -> str:
+    return str(error.get("ctx", {}).get("discriminator", "type")).strip("'\"")
+
+
+_KIND_BY_FIELD = {
+    "layers": "layer type",
+    "activation": "activation",
+    "optimizer": "optimizer",
+    "loss": "loss",
+    "schedule": "schedule",
+    "dataset": "dataset",
+    "init": "initializer",
+    "bias_init": "initializer",
+    "metrics": "metric",
+    "augment": "augmentation",
+    "pruning": "pruning method",
+}
+
+
+def _kind_of(path: tuple) -> str | None:
+    keys = [component for component in path if isinstance(component, str)]
+    return _KIND_BY_FIELD.get(keys[-1]) if keys else None
+
+
+def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    error = problem.error
+    handler = _MESSAGE_HANDLERS.get(error["type"])
+    if handler is not None:
+        return handler(problem, field, data, schema)
+    expectation = _expectation(error, _annotation_at(schema, error["loc"]))
+    got = _show(error["input"])
+    if expectation is None:
+        return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
+    return f"'{field}' must be {expectation}, got {got}" if field else f"expected {expectation}, got {got}"
+
+
+def _subject(field: str | None) -> str:
+    return f"'{field}'" if field else "the value"
+
+
+def _missing(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    return f"missing required field '{problem.data_path[-1]}'"
+
+
+def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    name = problem.data_path[-1]
+    present = _value_at(data, problem.data_path[:-1])
+    model = _annotation_at(schema, problem.error["loc"][:-1])
+    candidates = [known for known in _field_names(model) if not _has_child(present, known)]
+    return f"unknown field '{name}'{_did_you_mean(name, candidates)}"
+
+
+def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    context = problem.error.get("ctx", {})
+    tag, expected = context.get("tag"), _literal_items(context.get("expected_tags", ""))
+    kind = _kind_of(problem.data_path)
+    subject = f"{kind} '{tag}'" if kind else f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
+    return f"unknown {subject}{_suggestion_or_choices(tag, expected)}"
+
+
+def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    discriminator = _discriminator(problem.error)
+    if _value_at(data, problem.data_path) is _ABSENT or isinstance(_value_at(data, problem.data_path), dict):
+        return f"missing required field '{discriminator}'"
+    return f"{_subject(field)} must be a name or a mapping with '{discriminator}', got {_show(problem.error['input'])}"
+
+
+def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    value = problem.error["input"]
+    expected = _literal_items(problem.error.get("ctx", {}).get("expected", ""))
+    kind = _kind_of(problem.data_path)
+    if kind and isinstance(value, str):
+        return f"unknown {kind} '{value}'{_suggestion_or_choices(value, expected)}"
+    suggestion = _did_you_mean(value, _unquoted(expected)) if isinstance(value, str) else ""
+    return f"{_subject(field)} must be {_join_or(expected)}, got {_show(value)}{suggestion}"
+
+
+def _custom(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    message = re.sub(r"^(Value error|Assertion failed), ", "", problem.error["msg"])
+    if field and field not in message:
+        return f"'{field}': {message}"
+    return message
+
+
+def _alternatives(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
+    expectations, literals = [], []
+    for error in problem.error["alternatives"]:
+        if error["type"] == "literal_error":
+            items = _literal_items(error.get("ctx", {}).get("expected", ""))
+            literals += items
+            expectations += items
+        else:
+            expectations.append(_expectation(error, None) or error["msg"])
+    value = problem.error["input"]
+    suggestion = _did_you_mean(value, _unquoted(literals)) if isinstance(value, str) else ""
+    unique = list(dict.fromkeys(expectations))
+    return f"{_subject(field)} must be {_join_or(unique)}, got {_show(value)}{suggestion}"
+
+
+_MESSAGE_HANDLERS = {
+    "missing": _missing,
+    "extra_forbidden": _extra,
+    "union_tag_invalid": _unknown_tag,
+    "union_tag_not_found": _tag_not_found,
+    "literal_error": _literal,
+    "value_error": _custom,
+    "assertion_error": _custom,
+    "union_alternatives": _alternatives,
+}
+
+
+def _suggestion_or_choices(word: Any, choices: list[str]) -> str:
+    suggestion = _did_you_mean(word, _unquoted(choices))
+    if suggestion or not choices:
+        return suggestion
+    return f"; expected one of {', '.join(choices)}"
+
+
+# -- what a value should have been ----------------------------------------------------------------
+
+_TYPE_PHRASES = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "iterable_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "none_required": "null",
+}
+_BOUNDS = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", "≥"),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "≤"),
+}
+
+
+def _expectation(error: dict, annotation: Any) -> str | None:
+    kind, context = error["type"], error.get("ctx", {})
+    if kind in _TYPE_PHRASES:
+        return _TYPE_PHRASES[kind]
+    if kind in _BOUNDS:
+        return _bound_expectation(kind, context, _number_noun(annotation, error["input"]))
+    if kind == "multiple_of":
+        return f"a multiple of {context.get('multiple_of')}"
+    if kind in ("too_short", "too_long"):
+        return _length_expectation(kind, context, error["input"])
+    return None
+
+
+def _bound_expectation(kind: str, context: dict, noun: str) -> str:
+    key, symbol = _BOUNDS[kind]
+    bound = context.get(key)
+    # PositiveInt says "> 0"; for whole numbers "≥ 1" is what a reader expects.
+    if noun == "an integer" and isinstance(bound, int) and kind in ("greater_than", "less_than"):
+        key, symbol = ("ge", "≥") if kind == "greater_than" else ("le", "≤")
+        bound = bound + 1 if kind == "greater_than" else bound - 1
+    return f"{noun} {symbol} {bound}"
+
+
+def _length_expectation(kind: str, context: dict, value: Any) -> str:
+    count = context.get("min_length") if kind == "too_short" else context.get("max_length")
+    bound = "at least" if kind == "too_short" else "at most"
+    if isinstance(value, str):
+        return f"a string of {bound} {count} character{'s' if count != 1 else ''}"
+    return f"a list of {bound} {count} entr{'ies' if count != 1 else 'y'}"
+
+
+def _number_noun(annotation: Any, value: Any) -> str:
+    candidates = _union_members(_unwrap(annotation)) if annotation is not None else []
+    if any(member is int for member in candidates):
+        return "an integer"
+    if any(member is float for member in candidates):
+        return "a number"
+    return "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+
+
+def _literal_items(text: str) -> list[str]:
+    """pydantic's "'a', 'b' or 'c'" (or "1 or 2") as a list, keeping the quotes of strings."""
+    return [item for item in re.split(r", | or ", text) if item]
+
+
+def _unquoted(items: list[str]) -> list[str]:
+    return [item[1:-1] if len(item) >= 2 and item[0] == item[-1] == "'" else item for item in items]
+
+
+def _join_or(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"'{value}'" if "'" not in value else repr(value)
+    if isinstance(value, (list, dict)):
+        text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+        return text if len(text) <= 60 else text[:57] + "..."
+    return repr(value)
+
+
+# -- walking the schema along a pydantic loc ------------------------------------------------------
+
+
+def _annotation_at(schema: Any, loc: tuple) -> Any:
+    annotation = schema
+    for component in loc:
+        if annotation is None:
+            return None
+        annotation = _step(annotation, component)
+    return annotation
+
+
+def _step(annotation: Any, component: Any) -> Any:
+    annotation = _unwrap(annotation)
+    if _is_model(annotation):
+        return _field_annotation(annotation, component)
+    members = _union_members(annotation)
+    if len(members) > 1:
+        return _union_step(members, component)
+    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (list, set, frozenset) and isinstance(component, int) and arguments:
+        return arguments[0]
+    if origin is tuple and isinstance(component, int) and arguments:
+        return _tuple_item(arguments, component)
+    if origin is dict and len(arguments) == 2:
+        return arguments[1]
+    return None
+
+
+def _tuple_item(arguments: tuple, index: int) -> Any:
+    if len(arguments) == 2 and arguments[1] is Ellipsis:
+        return arguments[0]
+    return arguments[index] if index < len(arguments) else None
+
+
+def _union_step(members: list, component: Any) -> Any:
+    for member in members:
+        if _member_matches(member, component):
+            return member
+    # Not a union label: a key or index inside whichever member has it.
+    for member in members:
+        found = _step(member, component)
+        if found is not None:
+            return found
+    return None
+
+
+def _member_matches(member: Any, component: Any) -> bool:
+    if any(isinstance(item, pydantic.Tag) and item.tag == component for item in _metadata(member)):
+        return True
+    member = _unwrap(member)
+    if component == getattr(member, "__name__", None) or component == str(member):
+        return True
+    return _is_model(member) and component in _literal_values(member, "type")
+
+
+def _literal_values(model: Any, name: str) -> tuple:
+    field = model.model_fields.get(name)
+    if field is None or typing.get_origin(field.annotation) is not Literal:
+        return ()
+    return typing.get_args(field.annotation)
+
+
+def _field_annotation(model: Any, component: Any) -> Any:
+    for name, field in model.model_fields.items():
+        if component in (name, field.alias):
+            return field.annotation
+    return None
+
+
+def _field_names(annotation: Any) -> list[str]:
+    names: list[str] = []
+    for member in _union_members(_unwrap(annotation)) if annotation is not None else []:
+        member = _unwrap(member)
+        if _is_model(member):
+            names += [field.alias or name for name, field in member.model_fields.items()]
+    return list(dict.fromkeys(names))
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
+
+
+def _metadata(annotation: Any) -> list:
+    found = []
+    while typing.get_origin(annotation) is typing.Annotated:
+        found += list(annotation.__metadata__)
+        annotation = typing.get_args(annotation)[0]
+    return found
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strips Annotated and Optional: the type a value of this annotation mostly has."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    members = _union_members(annotation)
+    if len(members) == 1 and members[0] is not annotation:
+        return _unwrap(members[0])
+    return annotation
+
+
+def _union_members(annotation: Any) -> list:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [member for member in typing.get_args(annotation) if member is not type(None)]
+    return [annotation]

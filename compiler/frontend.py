@@ -1,0 +1,118 @@
+"""From a spec file to a checked, compiled model: load, validate, lower, check budgets.
+
+Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydantic
+
+from .builder import CompileError, CompileWarning
+from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error
+from .ir import Origin
+from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
+from .lower import Lowered, lower
+from .schema import Spec
+from .step import TrainStep, build_train_step
+from .summary import Summary, summarize
+
+
+@dataclass
+class SourceSpec:
+    """A validated spec and where it came from (for positions and relative data paths)."""
+
+    spec: Spec
+    loaded: Loaded
+    path: Path | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def diagnostic(self, origin: Origin | None, message: str, severity="error") -> Diagnostic:
+        keys = origin.keys if origin else ()
+        position = self.loaded.location(keys)
+        where = position.origin or (origin.where() if origin else "")
+        return Diagnostic(position.file, position.line, position.col, severity, where, message)
+
+
+@dataclass
+class Checked:
+    source: SourceSpec
+    summary: Summary | None = None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.diagnostics)
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec:
+    loaded = apply_overrides(load_yaml_file(path), list(overrides))
+    return _validate(loaded, Path(path))
+
+
+def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:
+    loaded = apply_overrides(load_yaml_text(text, filename), list(overrides))
+    return _validate(loaded, None)
+
+
+def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
+    try:
+        spec = Spec.model_validate(loaded.data)
+    except pydantic.ValidationError as error:
+        raise SpecError(diagnostics_from_validation_error(error, loaded, Spec)) from None
+    if spec.name is None:
+        spec = spec.model_copy(update={"name": path.stem if path else "spec"})
+    return SourceSpec(spec, loaded, path)
+
+
+def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:
+    """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
+    try:
+        return lower(source.spec, mode="eval"), build_train_step(source.spec)
+    except CompileError as error:
+        raise SpecError([source.diagnostic(error.origin, error.message)]) from None
+
+
+def check(source: SourceSpec) -> Checked:
+    """Shapes, dataset compatibility, warnings and budgets; never loads data."""
+    lowered, step = compile_checked(source)
+    summary = summarize(source.spec, lowered, step)
+    diagnostics = [_warning(source, w) for w in lowered.warnings]
+    diagnostics += _budget_errors(source, summary)
+    return Checked(source, summary, diagnostics)
+
+
+def _warning(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
+    return source.diagnostic(warning.origin, warning.message, "warning")
+
+
+def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
+    limits = source.spec.limits
+    if limits is None:
+        return []
+    checks = [
+        ("max_params", summary.total_params, limits.max_params, "parameters",
+         "make layers smaller or raise the budget"),
+        ("max_flops", summary.flops_per_sample, limits.max_flops, "forward FLOPs per sample",
+         "reduce filters/units or downsample earlier"),
+        ("max_train_memory_mb", summary.train_memory_bytes / 2**20, limits.max_train_memory_mb,
+         f"MB of training memory at batch size {source.spec.train.batch_size}",
+         "lower train.batch_size or the model size"),
+    ]
+    errors = []
+    for key, actual, limit, what, fix in checks:
+        if limit is not None and actual > limit:
+            origin = Origin(f"limits.{key}", keys=("limits", key))
+            errors.append(source.diagnostic(
+                origin, f"the model needs {_number(actual)} {what}, over the budget of "
+                        f"{_number(limit)}; {fix}"))
+    return errors
+
+
+def _number(value) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value):,}"

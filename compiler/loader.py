@@ -1,0 +1,417 @@
+"""Safe YAML loading that remembers where every value came from (DESIGN.md §4, §5).
+
+PyYAML composes the text into a node graph; this module constructs the Python values itself so it
+can record the line and column of every key and value, reject duplicate keys (PyYAML keeps the
+last one silently) and refuse any tag that would build a Python object.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Hashable
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from nnrun.compiler.diagnostics import Diagnostic, SpecError, format_path
+
+SpecPath = tuple[Hashable, ...]
+
+_YAML_TAG = "tag:yaml.org,2002:"
+_MAPPING_TAG = _YAML_TAG + "map"
+_SEQUENCE_TAG = _YAML_TAG + "seq"
+_MERGE_TAG = _YAML_TAG + "merge"
+_SCALAR_TAGS = {
+    _YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "binary", "timestamp")
+}
+# Alias expansion can grow a small file exponentially ("billion laughs"); a spec never needs this.
+_MAX_NODES = 200_000
+
+OVERRIDE_FILE = "--set"
+
+
+@dataclass(frozen=True)
+class Position:
+    file: str
+    line: int
+    col: int
+    # The `--set` argument that produced this value; diagnostics use it as their `where`.
+    origin: str = ""
+
+
+@dataclass(frozen=True)
+class NodePositions:
+    value: Position
+    key: Position | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    filename: str
+    data: dict
+    positions: dict[SpecPath, NodePositions]
+
+    def location(self, path: SpecPath, key: bool = False) -> Position:
+        """Position of `path`, or of its nearest recorded ancestor (a missing field's mapping)."""
+        path = tuple(path)
+        exact = self.positions.get(path)
+        if exact is not None:
+            return exact.key if key and exact.key is not None else exact.value
+        for length in range(len(path) - 1, -1, -1):
+            ancestor = self.positions.get(path[:length])
+            if ancestor is not None:
+                return ancestor.value
+        return Position(self.filename, 1, 1)
+
+    def position(self, path: SpecPath, key: bool = False) -> tuple[int, int]:
+        location = self.location(path, key)
+        return location.line, location.col
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_yaml_text(text: str, filename: str) -> Loaded:
+    builder = _Builder(filename)
+    root = builder.build_document(text)
+    if not builder.diagnostics:
+        _check_top_level(root, builder)
+    if builder.diagnostics:
+        raise SpecError(builder.diagnostics)
+    return Loaded(filename, builder.value, builder.positions)
+
+
+def load_yaml_file(path: str | Path) -> Loaded:
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise SpecError([Diagnostic(filename, 1, 1, "error", "", f"cannot read file: {reason}")])
+    return load_yaml_text(text, filename)
+
+
+def _check_top_level(root: Node | None, builder: _Builder) -> None:
+    if root is None:
+        builder.error(1, 1, (), "the file is empty; expected a mapping of spec fields")
+    elif not isinstance(root, MappingNode):
+        line, col = _mark(root)
+        kind = "a list" if isinstance(root, SequenceNode) else f"the value {root.value!r}"
+        builder.error(line, col, (), f"the top level must be a mapping of spec fields, got {kind}")
+
+
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _display_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG):] if tag.startswith(_YAML_TAG) else tag
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Builder:
+    """Constructs plain values from a composed node graph, recording positions and problems."""
+
+    def __init__(self, filename: str, fixed_position: Position | None = None):
+        self.filename = filename
+        # For `--set` values every node reports the argument instead of its place in the text.
+        self.fixed_position = fixed_position
+        self.positions: dict[SpecPath, NodePositions] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.value: Any = None
+        self._constructor = SafeConstructor()
+        self._node_count = 0
+        self._active: set[int] = set()
+
+    def error(self, line: int, col: int, path: SpecPath, message: str) -> None:
+        if self.fixed_position is not None:
+            line, col = self.fixed_position.line, self.fixed_position.col
+        where = self.fixed_position.origin if self.fixed_position else format_path(path)
+        self.diagnostics.append(Diagnostic(self.filename, line, col, "error", where, message))
+
+    def build_document(self, text: str) -> Node | None:
+        root = self._compose(text)
+        if root is None:
+            return None
+        try:
+            self.value = self.construct(root, (), None)
+        except _TooLarge:
+            self.error(1, 1, (), f"aliases expand to more than {_MAX_NODES} values")
+        except RecursionError:
+            self.error(*_mark(root), (), "the document is nested too deeply")
+        return root
+
+    def _compose(self, text: str) -> Node | None:
+        try:
+            return yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as error:
+            self._syntax_error(error)
+        except yaml.reader.ReaderError as error:
+            line, col = _line_and_column(text, error.position)
+            self.error(line, col, (), f"invalid YAML: character {error.character!r}: {error.reason}")
+        except yaml.YAMLError as error:
+            self.error(1, 1, (), f"invalid YAML: {error}")
+        except RecursionError:
+            self.error(1, 1, (), "invalid YAML: the document is nested too deeply")
+        return None
+
+    def _syntax_error(self, error: yaml.MarkedYAMLError) -> None:
+        mark = error.problem_mark or error.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        message = f"invalid YAML: {error.problem or error.context}"
+        if error.context and error.problem and error.context_mark:
+            start = error.context_mark
+            message += f" ({error.context} started at {start.line + 1}:{start.column + 1})"
+        self.error(line, col, (), message)
+
+    # -- construction -------------------------------------------------------------------------
+
+    def construct(self, node: Node, path: SpecPath, key_node: Node | None) -> Any:
+        self._count_node()
+        self._record(path, node, key_node)
+        if id(node) in self._active:
+            self.error(*_mark(node), path, "an alias refers to a value that contains it")
+            return None
+        if not self._tag_allowed(node, path):
+            return None
+        self._active.add(id(node))
+        try:
+            return self._construct_by_kind(node, path)
+        finally:
+            self._active.discard(id(node))
+
+    def _construct_by_kind(self, node: Node, path: SpecPath) -> Any:
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.construct(item, path + (index,), None) for index, item in enumerate(node.value)]
+        return self._scalar(node, path)
+
+    def _count_node(self) -> None:
+        self._node_count += 1
+        if self._node_count > _MAX_NODES:
+            raise _TooLarge()
+
+    def _record(self, path: SpecPath, node: Node, key_node: Node | None) -> None:
+        if self.fixed_position is not None:
+            self.positions[path] = NodePositions(self.fixed_position, self.fixed_position)
+            return
+        value = Position(self.filename, *_mark(node))
+        key = Position(self.filename, *_mark(key_node)) if key_node is not None else None
+        self.positions[path] = NodePositions(value, key)
+
+    def _tag_allowed(self, node: Node, path: SpecPath) -> bool:
+        expected = {MappingNode: {_MAPPING_TAG}, SequenceNode: {_SEQUENCE_TAG}}
+        allowed = expected.get(type(node), _SCALAR_TAGS)
+        if node.tag in allowed:
+            return True
+        tag = _display_tag(node.tag)
+        if tag.startswith("!!python/"):
+            message = f"tag '{tag}' is not allowed: specs are loaded safely and never build Python objects"
+        else:
+            message = f"unsupported YAML tag '{tag}' here"
+        self.error(*_mark(node), path, message)
+        return False
+
+    def _scalar(self, node: ScalarNode, path: SpecPath) -> Any:
+        construct = self._constructor.yaml_constructors[node.tag]
+        try:
+            return construct(self._constructor, node)
+        # PyYAML raises assorted exceptions (ValueError, KeyError, binascii.Error) for scalars whose
+        # explicit or implied tag does not fit their text, e.g. `2001-13-45` or `!!int abc`.
+        except Exception as error:
+            self.error(*_mark(node), path, f"cannot read {node.value!r} as {_display_tag(node.tag)}: {error}")
+            return None
+
+    def _mapping(self, node: MappingNode, path: SpecPath) -> dict:
+        result: dict = {}
+        first_keys: dict[Hashable, Node] = {}
+        explicit, merged = self._entries(node, path)
+        for key_node, value_node in explicit:
+            key = self._key(key_node, path)
+            if key is _INVALID_KEY:
+                continue
+            if key in first_keys:
+                self._duplicate(key, key_node, first_keys[key], path)
+                continue
+            first_keys[key] = key_node
+            result[key] = self.construct(value_node, path + (key,), key_node)
+        self._add_merged(result, merged, path)
+        return result
+
+    def _duplicate(self, key: Hashable, key_node: Node, first: Node, path: SpecPath) -> None:
+        first_line, _ = _mark(first)
+        self.error(*_mark(key_node), path, f"duplicate key {key!r} (first at line {first_line})")
+
+    def _add_merged(self, result: dict, merged: list[tuple[Node, Node]], path: SpecPath) -> None:
+        # `<<: *defaults` fills in keys the mapping does not set itself; earlier sources win.
+        for key_node, value_node in merged:
+            key = self._key(key_node, path)
+            if key is not _INVALID_KEY and key not in result:
+                result[key] = self.construct(value_node, path + (key,), key_node)
+
+    def _entries(self, node: MappingNode, path: SpecPath) -> tuple[list, list]:
+        explicit, merged = [], []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged.extend(self._merge_sources(value_node, path))
+            else:
+                explicit.append((key_node, value_node))
+        return explicit, merged
+
+    def _merge_sources(self, node: Node, path: SpecPath) -> list[tuple[Node, Node]]:
+        sources = node.value if isinstance(node, SequenceNode) else [node]
+        entries = []
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                self.error(*_mark(source), path, "'<<' (merge) needs a mapping or a list of mappings")
+                continue
+            explicit, merged = self._entries(source, path)
+            entries.extend(explicit + merged)
+        return entries
+
+    def _key(self, key_node: Node, path: SpecPath) -> Any:
+        if not self._tag_allowed(key_node, path):
+            return _INVALID_KEY
+        if not isinstance(key_node, ScalarNode):
+            self.error(*_mark(key_node), path, "mapping keys must be plain scalars, not lists or mappings")
+            return _INVALID_KEY
+        key = self._scalar(key_node, path)
+        return _INVALID_KEY if key is None and key_node.tag != _YAML_TAG + "null" else key
+
+
+_INVALID_KEY = object()
+
+
+def _line_and_column(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: `--set PATH=VALUE`
+
+
+class _OverrideError(Exception):
+    pass
+
+
+_PATH_KEY = r"[A-Za-z_][A-Za-z0-9_-]*"
+_PATH_PATTERN = re.compile(rf"{_PATH_KEY}(\[\d+\])*(\.{_PATH_KEY}(\[\d+\])*)*")
+_PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(\d+)\]")
+
+
+def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
+    data = copy.deepcopy(loaded.data)
+    positions = dict(loaded.positions)
+    diagnostics: list[Diagnostic] = []
+    for number, argument in enumerate(overrides, start=1):
+        origin = f"{OVERRIDE_FILE} {argument}"
+        position = Position(OVERRIDE_FILE, number, 1, origin)
+        try:
+            path, value = _parse_override(argument, position)
+            _assign(data, positions, path, value, position)
+        except _OverrideError as error:
+            diagnostics.append(Diagnostic(OVERRIDE_FILE, number, 1, "error", origin, str(error)))
+        except SpecError as error:
+            diagnostics.extend(error.diagnostics)
+    if diagnostics:
+        raise SpecError(diagnostics)
+    return Loaded(loaded.filename, data, positions)
+
+
+def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
+    path_text, equals, value_text = argument.partition("=")
+    if not equals:
+        raise _OverrideError("expected PATH=VALUE, e.g. optimizer.lr=0.01")
+    path_text = path_text.strip()
+    if not _PATH_PATTERN.fullmatch(path_text):
+        raise _OverrideError(
+            f"cannot read the path {path_text!r}; expected keys and indices like model.layers[0].filters"
+        )
+    path = tuple(
+        key if key else int(index) for key, index in _PATH_TOKEN.findall(path_text)
+    )
+    return path, _parse_value(value_text, position)
+
+
+def _parse_value(text: str, position: Position) -> Any:
+    builder = _Builder(OVERRIDE_FILE, fixed_position=position)
+    builder.build_document(text)
+    if builder.diagnostics:
+        raise SpecError(builder.diagnostics)
+    return builder.value
+
+
+def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: Position) -> None:
+    container = data
+    for depth in range(len(path) - 1):
+        container = _child(container, path[:depth], path[depth], positions, position)
+    _check_target(container, path[:-1], path[-1])
+    container[path[-1]] = value
+    _replace_positions(positions, path, value, position)
+
+
+def _child(container: Any, walked: SpecPath, component: Hashable, positions: dict, position: Position) -> Any:
+    _check_target(container, walked, component)
+    if isinstance(container, dict) and component not in container:
+        # A missing intermediate key becomes a new mapping, so `--set data.limit=100` works without
+        # a data section in the file.
+        container[component] = {}
+        positions[walked + (component,)] = NodePositions(position, position)
+    return container[component]
+
+
+def _check_target(container: Any, walked: SpecPath, component: Hashable) -> None:
+    name = format_path(walked) or "the top level"
+    if isinstance(component, int):
+        _check_index(container, name, component)
+    elif isinstance(container, list):
+        raise _OverrideError(f"{name} is a list; select an entry first, like {name}[0].{component}")
+    elif not isinstance(container, dict):
+        raise _OverrideError(f"{name} is {_describe_scalar(container)}; it has no key '{component}'")
+
+
+def _check_index(container: Any, name: str, index: int) -> None:
+    if isinstance(container, dict):
+        raise _OverrideError(f"{name} is a mapping, not a list; use {name}.KEY")
+    if not isinstance(container, list):
+        raise _OverrideError(f"{name} is {_describe_scalar(container)}, not a list")
+    if index >= len(container):
+        raise _OverrideError(f"{name} has {len(container)} entries{_index_range(len(container))}")
+
+
+def _index_range(count: int) -> str:
+    return f" (indices 0..{count - 1})" if count else ""
+
+
+def _describe_scalar(value: Any) -> str:
+    return "null" if value is None else f"the value {value!r}"
+
+
+def _replace_positions(positions: dict, path: SpecPath, value: Any, position: Position) -> None:
+    for stale in [known for known in positions if known[: len(path)] == path]:
+        del positions[stale]
+    for subpath in _subpaths(value, path):
+        positions[subpath] = NodePositions(position, position)
+
+
+def _subpaths(value: Any, path: SpecPath) -> list[SpecPath]:
+    found = [path]
+    if isinstance(value, dict):
+        children = value.items()
+    elif isinstance(value, list):
+        children = enumerate(value)
+    else:
+        return found
+    for component, child in children:
+        found.extend(_subpaths(child, path + (component,)))
+    return found

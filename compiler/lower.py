@@ -1,0 +1,428 @@
+"""Lowering: each layer of a spec becomes primitive ops in one graph (DESIGN.md section 3).
+
+One function per layer type, keyed by the same `type` strings as the schema's Layer union
+(a test checks that the two key sets are equal). Each returns the layer's output value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import schema
+from .builder import CompileError, CompileWarning, GraphBuilder
+from .datasets import DATASETS
+from .ir import BATCH, Graph, Origin, TensorType, Value
+from .ops import REGISTRY
+from .ops.activation import AlphaAttrs, AxisAttrs
+from .ops.conv import ConvAttrs
+from .ops.linear import MatmulAttrs
+from .ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
+from .ops.pool import PoolAttrs
+from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
+from .shapes import as_tuple, per_sample, same_padding, size_of, window_output
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    shape: tuple[int, ...]
+    init: Any  # an initializer model of the schema
+    fan_in: int
+    fan_out: int
+    layer: str
+    trainable: bool = True
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    type: str
+    output: Value
+    params: int = 0
+    flops: int = 0
+
+
+@dataclass
+class Lowered:
+    """A forward graph plus what training and `summary` need to know about it."""
+
+    graph: Graph
+    builder: GraphBuilder
+    params: dict[str, ParamInfo] = field(default_factory=dict)
+    state: dict[str, ParamInfo] = field(default_factory=dict)
+    layers: list[LayerInfo] = field(default_factory=list)
+    logits: Value | None = None  # the output before a final softmax/sigmoid fused into the loss
+    prediction: Value | None = None
+    mode: str = "eval"
+
+    @property
+    def warnings(self) -> list[CompileWarning]:
+        return self.builder.warnings
+
+
+@dataclass
+class LayerContext:
+    """What a layer's lowering function may use besides its own spec."""
+
+    gb: GraphBuilder
+    lowered: Lowered
+    spec: Any
+    name: str
+    origin: Origin
+    mode: str
+
+    def param(self, suffix, shape, init, fan_in, fan_out, trainable=True) -> Value:
+        name = f"{self.name}.{suffix}"
+        info = ParamInfo(name, tuple(shape), init, fan_in, fan_out, self.name, trainable)
+        if trainable:
+            self.lowered.params[name] = info
+            return self.gb.param(name, TensorType(tuple(shape), self.spec.dtype))
+        self.lowered.state[name] = info
+        return self.gb.state(name, TensorType(tuple(shape), self.spec.dtype))
+
+    def rng(self) -> Value:
+        for value in self.gb.graph.inputs:
+            if value.name == "rng":
+                return value
+        return self.gb.input("rng", TensorType((), "rng"))
+
+    def fail(self, message: str, *keys):
+        raise CompileError(self.origin.at_field(*keys) if keys else self.origin, message)
+
+
+# --- the input shape ------------------------------------------------------------------------
+
+
+def input_shape(spec) -> tuple[int, ...]:
+    declared = tuple(spec.model.input_shape) if spec.model.input_shape else None
+    dataset = DATASETS[spec.data.dataset] if spec.data else None
+    known = dataset.input_shape if dataset else None
+    if declared and known and declared != known:
+        raise CompileError(
+            Origin("model.input_shape", keys=("model", "input_shape")),
+            f"input_shape {list(declared)} does not match dataset '{dataset.name}' samples "
+            f"{list(known)}; use {list(known)} or remove model.input_shape",
+        )
+    if declared or known:
+        return declared or known
+    where = ("model",) if spec.data is None else ("data", "dataset")
+    raise CompileError(
+        Origin("model", keys=where),
+        "model.input_shape is needed: the dataset's sample shape is known only when loaded"
+        if spec.data else "model.input_shape is needed when there is no data section",
+    )
+
+
+# --- activations ----------------------------------------------------------------------------
+
+_ACTIVATION_ATTRS = {"leaky_relu": AlphaAttrs, "elu": AlphaAttrs}
+
+
+def apply_activation(gb: GraphBuilder, activation, x: Value) -> Value:
+    if activation is None or activation.type == "identity":
+        return x
+    if activation.type in _ACTIVATION_ATTRS:
+        return gb.emit(activation.type, x, attrs=_ACTIVATION_ATTRS[activation.type](activation.alpha))
+    if activation.type == "softmax":
+        return gb.emit("softmax", x, attrs=AxisAttrs(1))
+    return gb.emit(activation.type, x)
+
+
+# --- layers ---------------------------------------------------------------------------------
+
+
+def _lower_dense(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    if x.type.rank != 2:
+        ctx.fail(f"dense expects a vector sample, got shape {per_sample(x.type)}; "
+                 "add {type: flatten} before this layer")
+    features = x.type.shape[1]
+    w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units)
+    y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
+    if layer.use_bias:
+        b = ctx.param("bias", (layer.units,), layer.bias_init, features, layer.units)
+        y = ctx.gb.emit("bias_add", y, b)
+    return y
+
+
+def _init(ctx: LayerContext, layer):
+    return layer.init or ctx.spec.model.init
+
+
+def _conv_geometry(ctx, layer, x: Value, rank: int):
+    """Kernel, stride, dilation and (before, after) padding per spatial axis."""
+    if x.type.rank != rank + 2:
+        example = "[1, 28, 28]" if rank == 2 else "[1, 40]"
+        axes = "channels, height, width" if rank == 2 else "channels, length"
+        ctx.fail(f"{layer.type} expects a [{axes}] sample, got shape {per_sample(x.type)}; "
+                 f"set model.input_shape with a channel axis, e.g. {example}, or use "
+                 f"{'conv1d' if rank == 2 else 'conv2d'}")
+    kernel = as_tuple(getattr(layer, "kernel_size", None) or layer.pool_size, rank)
+    stride = as_tuple(layer.stride or kernel, rank)
+    dilation = as_tuple(getattr(layer, "dilation", 1), rank)
+    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
+        if len(values) != rank:
+            ctx.fail(f"{name} needs {rank} value{'s' if rank > 1 else ''}, got {list(values)}", name)
+    spatial = x.type.shape[2:]
+    if layer.padding == "same":
+        pad = tuple(same_padding(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation))
+    elif layer.padding == "valid":
+        pad = ((0, 0),) * rank
+    else:
+        pad = tuple((p, p) for p in as_tuple(layer.padding, rank))
+        if len(pad) != rank:
+            ctx.fail(f"padding needs {rank} values, got {layer.padding}", "padding")
+    _warn_unused(ctx, spatial, kernel, stride, pad, dilation)
+    return kernel, stride, dilation, pad
+
+
+def _warn_unused(ctx, spatial, kernel, stride, pad, dilation) -> None:
+    names = ("length",) if len(spatial) == 1 else ("rows", "columns")
+    for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
+        result = window_output(n, k, s, p, d)
+        if result.size >= 1 and result.unused:
+            unit = axis.rstrip("s") if result.unused == 1 else axis
+            with ctx.gb.at(ctx.origin.at_field("stride") if s > 1 else ctx.origin):
+                ctx.gb.warn(f"{n} {axis} / stride {s} leaves {result.unused} {unit} unused "
+                            f"({result.formula}); adjust padding, kernel or stride to use every input")
+
+
+def _compact_pad(pad) -> tuple:
+    return tuple(lo if lo == hi else (lo, hi) for lo, hi in pad)
+
+
+def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    rank = 1 if layer.type == "conv1d" else 2
+    kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
+    if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
+        x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode))
+        pad = ((0, 0),) * rank
+    channels = x.type.shape[1]
+    fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
+    w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
+    with ctx.gb.at(ctx.origin.at_field("kernel_size")):
+        y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
+    if layer.use_bias:
+        b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
+        y = ctx.gb.emit("bias_add", y, b)
+    return y
+
+
+def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    rank = int(layer.type[-2])
+    kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
+    op = f"{layer.type[:3]}_pool{rank}d"
+    with ctx.gb.at(ctx.origin.at_field("pool_size")):
+        return ctx.gb.emit(op, x, attrs=PoolAttrs(kernel, stride, _compact_pad(pad), dilation))
+
+
+def _lower_global_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    if x.type.rank < 3:
+        ctx.fail(f"{layer.type} needs spatial axes to reduce, got shape {per_sample(x.type)}")
+    spatial = tuple(x.type.shape[2:])
+    rank = len(spatial)
+    op = f"{'max' if layer.type == 'global_maxpool' else 'avg'}_pool{rank}d"
+    zeros = (0,) * rank
+    pooled = ctx.gb.emit(op, x, attrs=PoolAttrs(spatial, (1,) * rank, zeros, (1,) * rank))
+    return ctx.gb.emit("reshape", pooled, attrs=ReshapeAttrs((x.type.shape[1],)))
+
+
+def _lower_flatten(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs((size_of(x.type.shape[1:]),)))
+
+
+def _lower_reshape(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    total = size_of(x.type.shape[1:])
+    shape = list(layer.shape)
+    if shape.count(-1) > 1 or any(d == 0 or d < -1 for d in shape):
+        ctx.fail(f"shape {shape}: entries must be positive, with at most one -1", "shape")
+    known = size_of([d for d in shape if d != -1])
+    if -1 in shape:
+        if total % known:
+            ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape}: "
+                     f"{total} is not a multiple of {known}", "shape")
+        shape[shape.index(-1)] = total // known
+    if size_of(shape) != total:
+        ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape} "
+                 f"({size_of(shape)} values)", "shape")
+    return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs(tuple(shape)))
+
+
+def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    if ctx.mode != "train" or layer.rate == 0:
+        return x
+    mask = ctx.gb.emit("dropout_mask", x, ctx.rng(), attrs=RateAttrs(layer.rate))
+    return ctx.gb.emit("mul", x, mask)
+
+
+def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    if x.type.rank < 2:
+        ctx.fail(f"batchnorm needs a sample with a channel axis, got {per_sample(x.type)}")
+    channels = (x.type.shape[1],)
+    ones, zeros = schema.OnesInit(type="ones"), schema.ZerosInit(type="zeros")
+    gamma = ctx.param("gamma", channels, ones, 0, 0)
+    beta = ctx.param("beta", channels, zeros, 0, 0)
+    mean = ctx.param("running_mean", channels, zeros, 0, 0, trainable=False)
+    var = ctx.param("running_var", channels, ones, 0, 0, trainable=False)
+    eps = EpsAttrs(layer.eps)
+    if ctx.mode != "train":
+        return ctx.gb.emit("batch_norm_infer", x, mean, var, gamma, beta, attrs=eps)
+    momentum = MomentumAttrs(layer.momentum)
+    updates = ctx.gb.graph.updates
+    updates[mean.name] = ctx.gb.emit("ema", mean, ctx.gb.emit("channel_mean", x), attrs=momentum)
+    updates[var.name] = ctx.gb.emit("ema", var, ctx.gb.emit("channel_var", x), attrs=momentum)
+    return ctx.gb.emit("batch_norm_train", x, gamma, beta, attrs=eps)
+
+
+def _lower_add(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    if len(inputs) < 2:
+        ctx.fail("add needs two or more inputs; list them in inputs: [a, b]", "inputs")
+    total = inputs[0]
+    for other in inputs[1:]:
+        total = ctx.gb.emit("add", total, other)
+    return total
+
+
+def _lower_concat(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    if len(inputs) < 2:
+        ctx.fail("concat needs two or more inputs; list them in inputs: [a, b]", "inputs")
+    rank = inputs[0].type.rank - 1
+    if layer.axis >= rank:
+        ctx.fail(f"axis {layer.axis} is out of range for {rank}-D samples "
+                 f"{per_sample(inputs[0].type)}", "axis")
+    return ctx.gb.emit("concat", *inputs, attrs=ConcatAttrs(layer.axis + 1))
+
+
+def _lower_activation(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    return apply_activation(ctx.gb, layer, x)
+
+
+LOWERINGS: dict[str, Callable] = {
+    "dense": _lower_dense, "conv1d": _lower_conv, "conv2d": _lower_conv,
+    "maxpool1d": _lower_pool, "maxpool2d": _lower_pool, "avgpool1d": _lower_pool,
+    "avgpool2d": _lower_pool, "global_avgpool": _lower_global_pool,
+    "global_maxpool": _lower_global_pool, "flatten": _lower_flatten, "reshape": _lower_reshape,
+    "dropout": _lower_dropout, "batchnorm": _lower_batchnorm, "add": _lower_add,
+    "concat": _lower_concat,
+    **{name: _lower_activation for name in schema.ACTIVATION_TYPES},
+}
+
+MULTI_INPUT = {"add", "concat"}
+
+
+# --- the whole model ------------------------------------------------------------------------
+
+
+def lower(spec, mode: str = "eval") -> Lowered:
+    """The forward graph of `spec`: input %x, outputs `logits` and `prediction`."""
+    gb = GraphBuilder()
+    lowered = Lowered(gb.graph, gb, mode=mode)
+    x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
+    env: dict[str, Value] = {"input": x}
+    pre_activation: dict[str, Value] = {}
+    layers = spec.model.layers
+    names = schema.default_layer_names(layers)
+    all_inputs = schema.layer_inputs(layers)
+    for index, (layer, name, input_names) in enumerate(zip(layers, names, all_inputs)):
+        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        ctx = LayerContext(gb, lowered, spec, name, origin, mode)
+        _check_name(ctx, name, env)
+        inputs = _resolve_inputs(ctx, layer, input_names, env, names)
+        before = len(gb.graph.nodes)
+        with gb.at(origin):
+            output = LOWERINGS[layer.type](ctx, layer, inputs)
+            activation = getattr(layer, "activation", None)
+            if activation is not None:
+                pre_activation[name] = output
+                output = apply_activation(gb, activation, output)
+            elif layer.type in schema.ACTIVATION_TYPES:
+                pre_activation[name] = inputs[0]
+        env[name] = output
+        lowered.layers.append(_layer_info(lowered, name, layer.type, output, before))
+    _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
+    return lowered
+
+
+def _check_name(ctx: LayerContext, name: str, env: dict) -> None:
+    if name in env:
+        ctx.fail(f"layer name '{name}' is used twice; give each layer a unique name", "name")
+
+
+def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
+    if len(input_names) != 1 and layer.type not in MULTI_INPUT:
+        ctx.fail(f"{layer.type} takes one input, got {len(input_names)}", "inputs")
+    values = []
+    for input_name in input_names:
+        if input_name not in env:
+            later = input_name in all_names
+            hint = ("it comes later; layers may only use earlier layers" if later else
+                    _did_you_mean(input_name, list(env)))
+            ctx.fail(f"inputs: unknown layer '{input_name}'; {hint}", "inputs")
+        values.append(env[input_name])
+    return values
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, candidates, n=1)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return "known names: " + ", ".join(candidates)
+
+
+def _layer_info(lowered: Lowered, name, type_, output, first_node) -> LayerInfo:
+    nodes = lowered.graph.nodes[first_node:]
+    flops = 0
+    for node in nodes:
+        op = REGISTRY[node.op]
+        if op.flops:
+            flops += op.flops(node.attrs, [v.type for v in node.inputs], node.output.type)
+    params = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
+    return LayerInfo(name, type_, output, params, flops)
+
+
+_FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+
+
+def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> None:
+    """A final softmax (sigmoid) before cross_entropy (binary) is left out of the loss path."""
+    prediction = env[last_name]
+    final_activation = last_layer.type
+    if getattr(last_layer, "activation", None) is not None:
+        final_activation = last_layer.activation.type
+    fused = _FUSED_ACTIVATION.get(spec.loss.type) == final_activation
+    lowered.logits = pre_activation[last_name] if fused else prediction
+    lowered.prediction = prediction
+    lowered.graph.outputs["prediction"] = prediction
+    _check_output(spec, lowered)
+
+
+def _check_output(spec, lowered) -> None:
+    logits = lowered.logits.type
+    last = len(spec.model.layers) - 1
+    origin = Origin(f"model.layers[{last}]", lowered.layers[-1].name, ("model", "layers", last))
+    dataset = DATASETS[spec.data.dataset] if spec.data else None
+    classes = dataset.num_classes if dataset else None
+    if spec.loss.type == "cross_entropy":
+        if logits.rank != 2:
+            raise CompileError(origin, f"cross_entropy needs class scores, the model ends with "
+                               f"shape {per_sample(logits)}; end with flatten and a dense layer")
+        if classes and logits.shape[1] != classes:
+            raise CompileError(origin.at_field("units"), f"the model ends with "
+                               f"{logits.shape[1]} outputs but dataset '{dataset.name}' has "
+                               f"{classes} classes; set units: {classes}")
+    elif spec.loss.type == "binary_cross_entropy" and dataset and dataset.task == "binary":
+        if per_sample(logits) != [1]:
+            raise CompileError(origin.at_field("units"), f"binary_cross_entropy on '{dataset.name}' "
+                               f"needs one output, the model ends with {per_sample(logits)}; "
+                               "set units: 1")

@@ -1,0 +1,100 @@
+"""Elementwise activations and their gradient ops.
+
+Gradients of activations whose derivative is cheapest from the output (sigmoid, tanh, softmax)
+take the forward output `y`; the others take the input `x`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import NoAttrs, OpDef, register
+from .common import same_as_first
+
+
+@dataclass(frozen=True)
+class AlphaAttrs:
+    alpha: float = 0.01
+
+
+@dataclass(frozen=True)
+class AxisAttrs:
+    axis: int = 1
+
+
+def _from_input(grad_op):
+    def vjp(gb, node, g):
+        (x,) = node.inputs
+        return (gb.emit(grad_op, g, x, attrs=node.attrs),)
+
+    return vjp
+
+
+def _from_output(grad_op):
+    def vjp(gb, node, g):
+        return (gb.emit(grad_op, g, node.output, attrs=node.attrs),)
+
+    return vjp
+
+
+def _activation(name, attrs, forward, grad_forward, doc, uses_output=False):
+    """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together."""
+    vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
+    register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc))
+    register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
+                   doc=f"gradient of {name}: g * d{name}/dx"))
+
+
+def _sigmoid(xp, x):
+    # Split by sign so that exp never overflows.
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _gelu(be, x):
+    return 0.5 * x * (1 + be.erf(x / math.sqrt(2)))
+
+
+def _gelu_grad(be, attrs, g, x):
+    xp = be.xp
+    cdf = 0.5 * (1 + be.erf(x / math.sqrt(2)))
+    pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return g * (cdf + x * pdf)
+
+
+def _softplus(xp, x):
+    # log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for large |x|
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _softmax(be, attrs, x):
+    xp = be.xp
+    shifted = x - x.max(axis=attrs.axis, keepdims=True)
+    e = xp.exp(shifted)
+    return e / e.sum(axis=attrs.axis, keepdims=True)
+
+
+def _softmax_grad(be, attrs, g, y):
+    return y * (g - (g * y).sum(axis=attrs.axis, keepdims=True))
+
+
+_activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
+            # The gradient at exactly 0 is taken as 0, as PyTorch does.
+            lambda be, a, g, x: g * (x > 0), "max(x, 0)")
+_activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
+            lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x")
+_activation("elu", AlphaAttrs,
+            lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
+            lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
+            "x if x > 0 else alpha*(exp(x) - 1)")
+_activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
+            lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True)
+_activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
+            lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True)
+_activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
+            "x * Phi(x), Phi the standard normal CDF (exact form)")
+_activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
+            lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))")
+_activation("softmax", AxisAttrs, _softmax, _softmax_grad,
+            "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True)

@@ -1,0 +1,28 @@
+"""Shape rules and helpers shared by several op families."""
+
+from __future__ import annotations
+
+from ..ir import TensorType
+from ..shapes import ShapeError, per_sample
+
+
+def same_as_first(attrs, x: TensorType, *rest: TensorType) -> TensorType:
+    for other in rest:
+        if other.rank and other.shape != x.shape:
+            raise ShapeError(f"shapes differ: {per_sample(x)} and {per_sample(other)}")
+    return x
+
+
+def scalar_like(x: TensorType) -> TensorType:
+    return TensorType((), x.dtype)
+
+
+def all_same(attrs, *types: TensorType) -> TensorType:
+    first = types[0]
+    for other in types[1:]:
+        if other.shape != first.shape:
+            raise ShapeError(
+                f"inputs must have equal shapes, got {per_sample(first)} and {per_sample(other)}",
+                "make the branches produce the same shape (or use concat)",
+            )
+    return first

@@ -1,0 +1,129 @@
+"""Convolution (1-D and 2-D share one N-d implementation) through im2col and one matrix product."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import TensorType
+from ..shapes import ShapeError, per_sample, size_of, window_output
+from . import OpDef, register
+
+
+@dataclass(frozen=True)
+class ConvAttrs:
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)  # per spatial axis: an int (both sides) or a (before, after) pair
+    dilation: tuple = (1, 1)
+
+
+def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
+    return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
+
+
+def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
+    """Output spatial sizes of a sliding window over x, or a ShapeError with the arithmetic."""
+    sizes = []
+    axis_names = ["length"] if len(kernel) == 1 else ["rows", "columns"]
+    for axis, n, k, s, pad, d in zip(axis_names, x.shape[2:], kernel, attrs.stride,
+                                     pad_pairs(attrs.pad), attrs.dilation):
+        result = window_output(n, k, s, pad, d)
+        if result.size < 1:
+            raise ShapeError(
+                f"{what} {'x'.join(map(str, kernel))} does not fit the "
+                f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
+                "use a smaller kernel, add padding, or remove a downsampling layer before it",
+            )
+        sizes.append(result.size)
+    return tuple(sizes)
+
+
+def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
+    rank = w.rank - 2
+    if x.rank != rank + 2:
+        raise ShapeError(
+            f"conv{rank}d expects a [channels, {'length' if rank == 1 else 'height, width'}] "
+            f"sample, got shape {per_sample(x)}",
+            "set model.input_shape with a channel axis, e.g. [1, 28, 28]" if rank == 2
+            else "set model.input_shape with a channel axis, e.g. [1, 40]",
+        )
+    if x.shape[1] != w.shape[1]:
+        raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[1]}")
+    out = window_shape(attrs, x, w.shape[2:], "kernel")
+    return TensorType((x.shape[0], w.shape[0], *out), x.dtype)
+
+
+def zero_pad(xp, x, pad):
+    pairs = pad_pairs(pad)
+    if not any(lo or hi for lo, hi in pairs):
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), *pairs))
+
+
+def unpad(x, pad):
+    slices = tuple(slice(lo, x.shape[2 + i] - hi) for i, (lo, hi) in enumerate(pad_pairs(pad)))
+    return x[(slice(None), slice(None), *slices)]
+
+
+def _rows_to_channels_first(xp, rows, batch, out):
+    """[B*prod(out), F] -> [B, F, *out]."""
+    return xp.ascontiguousarray(xp.moveaxis(rows.reshape(batch, *out, -1), -1, 1))
+
+
+def _channels_to_rows(xp, g):
+    """[B, F, *out] -> [B*prod(out), F]."""
+    return xp.moveaxis(g, 1, -1).reshape(-1, g.shape[1])
+
+
+def _conv_forward(be, attrs, x, w):
+    xp = be.xp
+    cols = be.im2col(zero_pad(xp, x, attrs.pad), w.shape[2:], attrs.stride, attrs.dilation)
+    out = cols.shape[1:1 + w.ndim - 2]
+    rows = cols.reshape(-1, w[0].size) @ w.reshape(w.shape[0], -1).T
+    return _rows_to_channels_first(xp, rows, x.shape[0], out)
+
+
+def _conv_grad_input(be, attrs, g, x, w):
+    xp = be.xp
+    kernel = w.shape[2:]
+    cols = _channels_to_rows(xp, g) @ w.reshape(w.shape[0], -1)
+    cols = cols.reshape(x.shape[0], *g.shape[2:], w.shape[1], *kernel)
+    padded = zero_pad(xp, x[:1], attrs.pad).shape
+    padded = (x.shape[0], *padded[1:])
+    return unpad(be.col2im(cols, padded, kernel, attrs.stride, attrs.dilation), attrs.pad)
+
+
+def _conv_grad_weight(be, attrs, g, x, w):
+    xp = be.xp
+    cols = be.im2col(zero_pad(xp, x, attrs.pad), w.shape[2:], attrs.stride, attrs.dilation)
+    grad = _channels_to_rows(xp, g).T @ cols.reshape(-1, w[0].size)
+    return grad.reshape(w.shape)
+
+
+def _conv_vjp(gb, node, g):
+    x, w = node.inputs
+    name = node.op
+    return (gb.emit(f"{name}_grad_input", g, x, w, attrs=node.attrs),
+            gb.emit(f"{name}_grad_weight", g, x, w, attrs=node.attrs))
+
+
+def _conv_flops(attrs, inputs, output) -> int:
+    x, w = inputs
+    return 2 * size_of(w.shape) * size_of(output.shape[2:])
+
+
+def _second_input_shape(attrs, g, x, w):
+    return w
+
+
+def _first_input_shape(attrs, g, x, w):
+    return x
+
+
+for _rank in (1, 2):
+    _name = f"conv{_rank}d"
+    register(OpDef(_name, ConvAttrs, _conv_shape, _conv_forward, _conv_vjp, flops=_conv_flops,
+                   doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]"))
+    register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
+                   is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input"))
+    register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
+                   None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))

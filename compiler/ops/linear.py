@@ -1,0 +1,102 @@
+"""Matrix product, bias, and the elementwise arithmetic that gradients are built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import TensorType
+from ..shapes import ShapeError, per_sample
+from . import NoAttrs, OpDef, register
+from .common import all_same, same_as_first
+
+
+@dataclass(frozen=True)
+class MatmulAttrs:
+    transpose_a: bool = False
+    transpose_b: bool = False
+
+
+def _matmul_shape(attrs, a: TensorType, b: TensorType) -> TensorType:
+    if a.rank != 2 or b.rank != 2:
+        raise ShapeError(
+            f"dense expects a vector sample, got shape {per_sample(a)}",
+            "add {type: flatten} before this layer",
+        )
+    m, k = a.shape[::-1] if attrs.transpose_a else a.shape
+    k2, n = b.shape[::-1] if attrs.transpose_b else b.shape
+    if k != k2:
+        raise ShapeError(f"matmul inner sizes differ: {k} and {k2}")
+    return TensorType((m, n), a.dtype)
+
+
+def _matmul_forward(be, attrs, a, b):
+    return (a.T if attrs.transpose_a else a) @ (b.T if attrs.transpose_b else b)
+
+
+def _matmul_vjp(gb, node, g):
+    a, b = node.inputs
+    if node.attrs.transpose_a or node.attrs.transpose_b:
+        raise NotImplementedError("gradients of transposed matmul are not needed by any layer")
+    return (gb.emit("matmul", g, b, attrs=MatmulAttrs(transpose_b=True)),
+            gb.emit("matmul", a, g, attrs=MatmulAttrs(transpose_a=True)))
+
+
+def _matmul_flops(attrs, inputs, output) -> int:
+    a, b = inputs
+    return 2 * b.shape[0] * b.shape[1]
+
+
+register(OpDef("matmul", MatmulAttrs, _matmul_shape, _matmul_forward, _matmul_vjp,
+               flops=_matmul_flops, doc="a @ b (optionally transposed): dense layers"))
+
+
+def _bias_add_shape(attrs, x: TensorType, b: TensorType) -> TensorType:
+    if b.rank != 1 or x.rank < 2 or x.shape[1] != b.shape[0]:
+        raise ShapeError(f"bias of shape {list(b.shape)} does not match channels of {per_sample(x)}")
+    return x
+
+
+def _channel_view(xp, b, rank):
+    return b.reshape((1, -1) + (1,) * (rank - 2))
+
+
+def _bias_add_forward(be, attrs, x, b):
+    return x + _channel_view(be.xp, b, x.ndim)
+
+
+def _bias_add_vjp(gb, node, g):
+    return g, gb.emit("bias_add_grad", g)
+
+
+def _bias_add_grad_shape(attrs, g: TensorType) -> TensorType:
+    return TensorType((g.shape[1],), g.dtype)
+
+
+def _bias_add_grad_forward(be, attrs, g):
+    return g.sum(axis=(0, *range(2, g.ndim)))
+
+
+register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_add_vjp,
+               doc="x + b, b broadcast along axis 1 (features or channels)"))
+register(OpDef("bias_add_grad", NoAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
+               is_gradient=True, doc="sum of g over every axis but 1"))
+
+register(OpDef("add", NoAttrs, all_same, lambda be, a, x, y: x + y,
+               lambda gb, node, g: (g, g), doc="x + y, equal shapes"))
+register(OpDef("mul", NoAttrs, all_same, lambda be, a, x, y: x * y,
+               lambda gb, node, g: (gb.emit("mul", g, node.inputs[1]),
+                                    gb.emit("mul", g, node.inputs[0])),
+               doc="x * y elementwise, equal shapes"))
+
+
+@dataclass(frozen=True)
+class ScaleAttrs:
+    factor: float = 1.0
+
+
+register(OpDef("scale", ScaleAttrs, same_as_first, lambda be, a, x: x * a.factor,
+               lambda gb, node, g: (gb.emit("scale", g, attrs=node.attrs),),
+               doc="x * factor"))
+
+register(OpDef("ones_like", NoAttrs, lambda a, x: x, lambda be, a, x: be.xp.ones_like(x),
+               lambda gb, node, g: (None,), doc="1 everywhere: the seed gradient d loss / d loss"))

@@ -1,0 +1,141 @@
+"""Ops that move data without arithmetic: reshape, concat, slice, pad."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir import TensorType
+from ..shapes import ShapeError, per_sample, size_of
+from . import OpDef, register
+from .conv import pad_pairs
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs:
+    shape: tuple = ()  # per sample, without the batch axis; fully resolved (no -1)
+
+
+def _reshape_shape(attrs, x: TensorType) -> TensorType:
+    if size_of(attrs.shape) != size_of(x.shape[1:]):
+        raise ShapeError(f"cannot reshape {per_sample(x)} ({size_of(x.shape[1:])} values) "
+                         f"into {list(attrs.shape)} ({size_of(attrs.shape)} values)")
+    return TensorType((x.shape[0], *attrs.shape), x.dtype)
+
+
+def _reshape_vjp(gb, node, g):
+    (x,) = node.inputs
+    return (gb.emit("reshape", g, attrs=ReshapeAttrs(tuple(x.type.shape[1:]))),)
+
+
+register(OpDef("reshape", ReshapeAttrs, _reshape_shape,
+               lambda be, a, x: x.reshape(x.shape[0], *a.shape), _reshape_vjp,
+               doc="same values, new per-sample shape"))
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    axis: int = 1  # including the batch axis
+
+
+def _concat_shape(attrs, *inputs: TensorType) -> TensorType:
+    first = inputs[0]
+    for other in inputs[1:]:
+        same = [d for i, d in enumerate(other.shape) if i != attrs.axis]
+        if other.rank != first.rank or same != [d for i, d in enumerate(first.shape) if i != attrs.axis]:
+            raise ShapeError(
+                f"concat on axis {attrs.axis - 1} needs equal sizes elsewhere, got "
+                f"{per_sample(first)} and {per_sample(other)}",
+                "check the branches' shapes, or concat on another axis",
+            )
+    total = sum(t.shape[attrs.axis] for t in inputs)
+    shape = list(first.shape)
+    shape[attrs.axis] = total
+    return TensorType(tuple(shape), first.dtype)
+
+
+def _concat_vjp(gb, node, g):
+    grads, start = [], 0
+    for x in node.inputs:
+        stop = start + x.type.shape[node.attrs.axis]
+        grads.append(gb.emit("slice", g, attrs=SliceAttrs(node.attrs.axis, start, stop)))
+        start = stop
+    return tuple(grads)
+
+
+register(OpDef("concat", ConcatAttrs, _concat_shape,
+               lambda be, a, *xs: be.xp.concatenate(xs, axis=a.axis), _concat_vjp,
+               doc="joins inputs along axis"))
+
+
+@dataclass(frozen=True)
+class SliceAttrs:
+    axis: int = 1
+    start: int = 0
+    stop: int = 0
+
+
+def _slice_shape(attrs, x: TensorType) -> TensorType:
+    shape = list(x.shape)
+    shape[attrs.axis] = attrs.stop - attrs.start
+    return TensorType(tuple(shape), x.dtype)
+
+
+def _slice_forward(be, attrs, x):
+    index = [slice(None)] * x.ndim
+    index[attrs.axis] = slice(attrs.start, attrs.stop)
+    return be.xp.ascontiguousarray(x[tuple(index)])
+
+
+register(OpDef("slice", SliceAttrs, _slice_shape, _slice_forward, None, is_gradient=True,
+               doc="x[start:stop] along axis (the gradient of concat)"))
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    pad: tuple = ((0, 0), (0, 0))  # per spatial axis
+    mode: str = "zeros"  # zeros | reflect | replicate
+
+
+_NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}
+
+
+def _pad_shape(attrs, x: TensorType) -> TensorType:
+    shape = list(x.shape)
+    for axis, (lo, hi) in enumerate(pad_pairs(attrs.pad), start=2):
+        if attrs.mode == "reflect" and max(lo, hi) >= shape[axis]:
+            raise ShapeError(f"reflect padding {max(lo, hi)} needs an input longer than that, "
+                             f"got {shape[axis]}", "use padding_mode: zeros or replicate")
+        shape[axis] += lo + hi
+    return TensorType(tuple(shape), x.dtype)
+
+
+def _pad_forward(be, attrs, x):
+    return be.xp.pad(x, ((0, 0), (0, 0), *pad_pairs(attrs.pad)), mode=_NUMPY_MODES[attrs.mode])
+
+
+def _source_index(xp, n, lo, hi, mode):
+    """For each padded position, the input position it was copied from (-1: a zero)."""
+    if mode == "zeros":
+        return xp.concatenate([xp.full(lo, -1), xp.arange(n), xp.full(hi, -1)])
+    return xp.pad(xp.arange(n), (lo, hi), mode=_NUMPY_MODES[mode])
+
+
+def _pad_grad_forward(be, attrs, g, x):
+    xp = be.xp
+    grad = g
+    for axis, (lo, hi) in enumerate(pad_pairs(attrs.pad), start=2):
+        n = x.shape[axis]
+        source = _source_index(xp, n, lo, hi, attrs.mode)
+        moved = xp.moveaxis(grad, axis, 0)
+        summed = xp.zeros((n, *moved.shape[1:]), dtype=g.dtype)
+        keep = source >= 0
+        xp.add.at(summed, source[keep], moved[keep])
+        grad = xp.moveaxis(summed, 0, axis)
+    return xp.ascontiguousarray(grad)
+
+
+register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
+               lambda gb, node, g: (gb.emit("pad_grad", g, node.inputs[0], attrs=node.attrs),),
+               doc="pads the spatial axes with zeros, a reflection, or the edge value"))
+register(OpDef("pad_grad", PadAttrs, lambda attrs, g, x: x, _pad_grad_forward, None,
+               is_gradient=True, doc="sums g over every padded copy of each input position"))

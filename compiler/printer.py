@@ -1,0 +1,46 @@
+"""The stable text form of a graph (grammar in docs/graph-text.md) and a Graphviz rendering."""
+
+from __future__ import annotations
+
+from .ir import Graph, Node
+from .ops import attrs_text
+
+
+def node_text(node: Node) -> str:
+    outputs = ", ".join(v.ref() for v in node.outputs)
+    args = ", ".join(v.ref() for v in node.inputs)
+    attrs = attrs_text(node.attrs)
+    types = ", ".join(v.type.text() for v in node.outputs)
+    return f"{outputs} = {node.op}({args}){' ' + attrs if attrs else ''} : {types}"
+
+
+def graph_text(graph: Graph) -> str:
+    graph.renumber()
+    lines = [_leaf_line(kind, values) for kind, values in
+             (("input", graph.inputs), ("param", graph.params), ("state", graph.state)) if values]
+    lines += [node_text(node) for node in graph.nodes]
+    lines += [f"output {name} = {value.ref()}" for name, value in graph.outputs.items()]
+    lines += [f"update {name} = {value.ref()}" for name, value in graph.updates.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _leaf_line(kind: str, values) -> str:
+    return f"{kind} " + ", ".join(f"{v.ref()} : {v.type.text()}" for v in values)
+
+
+def graph_dot(graph: Graph) -> str:
+    graph.renumber()
+    lines = ["digraph nnrun {", "  rankdir=TB;", '  node [shape=box, fontname="monospace"];']
+    for value in graph.leaves():
+        lines.append(f'  "{value.ref()}" [shape=ellipse, label="{value.ref()}\\n{value.type.text()}"];')
+    for node in graph.nodes:
+        node_id = f"n{node.outputs[0].index}"
+        label = f"{node.op}\\n{attrs_text(node.attrs)}\\n" + " ".join(v.type.text() for v in node.outputs)
+        lines.append(f'  {node_id} [label="{label}"];')
+        for value in node.inputs:
+            lines.append(f'  "{value.ref()}" -> {node_id};')
+        for value in node.outputs:
+            lines.append(f'  {node_id} -> "{value.ref()}" [arrowhead=none];')
+            lines.append(f'  "{value.ref()}" [shape=point];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,511 @@
+"""The spec language (DESIGN.md section 4) as pydantic v2 models.
+
+One model per layer type, joined in a discriminated union on `type`. Every model forbids unknown
+keys and is frozen. Tables such as "all layer types" are derived from the unions, never repeated.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
+
+from .datasets import DATASETS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _wrap_name(value: Any) -> Any:
+    """Let `relu` stand for `{type: relu}` wherever a typed mapping is expected."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+def tagged_union(*models: type[BaseModel]) -> Any:
+    return Annotated[Union[models], Field(discriminator="type"), BeforeValidator(_wrap_name)]
+
+
+def union_members(union: Any) -> tuple[type[BaseModel], ...]:
+    """The models of a tagged union, e.g. every layer class of `Layer`."""
+    inner = typing.get_args(union)[0]
+    return typing.get_args(inner)
+
+
+def union_tags(union: Any) -> dict[str, type[BaseModel]]:
+    return {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in union_members(union)}
+
+
+IntOrPair = Union[PositiveInt, Annotated[list[PositiveInt], Field(min_length=1, max_length=2)]]
+NonNegIntOrPair = Union[
+    Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=2)]
+]
+
+# --- activations ----------------------------------------------------------------------------
+
+
+class Relu(Strict):
+    type: Literal["relu"]
+
+
+class LeakyRelu(Strict):
+    type: Literal["leaky_relu"]
+    alpha: NonNegativeFloat = Field(0.01, description="slope for x < 0")
+
+
+class Elu(Strict):
+    type: Literal["elu"]
+    alpha: PositiveFloat = Field(1.0, description="alpha * (exp(x) - 1) for x < 0")
+
+
+class Sigmoid(Strict):
+    type: Literal["sigmoid"]
+
+
+class Tanh(Strict):
+    type: Literal["tanh"]
+
+
+class Softmax(Strict):
+    type: Literal["softmax"]
+
+
+class Gelu(Strict):
+    type: Literal["gelu"]
+
+
+class Softplus(Strict):
+    type: Literal["softplus"]
+
+
+class Identity(Strict):
+    type: Literal["identity"]
+
+
+ACTIVATION_MODELS = (Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softmax, Gelu, Softplus, Identity)
+Activation = tagged_union(*ACTIVATION_MODELS)
+
+# --- initializers ---------------------------------------------------------------------------
+
+
+class XavierUniform(Strict):
+    type: Literal["xavier_uniform"]
+
+
+class XavierNormal(Strict):
+    type: Literal["xavier_normal"]
+
+
+class HeUniform(Strict):
+    type: Literal["he_uniform"]
+
+
+class HeNormal(Strict):
+    type: Literal["he_normal"]
+
+
+class LecunNormal(Strict):
+    type: Literal["lecun_normal"]
+
+
+class NormalInit(Strict):
+    type: Literal["normal"]
+    std: PositiveFloat = Field(0.01, description="standard deviation")
+
+
+class UniformInit(Strict):
+    type: Literal["uniform"]
+    limit: PositiveFloat = Field(0.05, description="samples from U(-limit, limit)")
+
+
+class ZerosInit(Strict):
+    type: Literal["zeros"]
+
+
+class OnesInit(Strict):
+    type: Literal["ones"]
+
+
+Initializer = tagged_union(
+    XavierUniform, XavierNormal, HeUniform, HeNormal, LecunNormal, NormalInit, UniformInit,
+    ZerosInit, OnesInit,
+)
+
+# --- layers ---------------------------------------------------------------------------------
+
+
+class LayerBase(Strict):
+    name: str | None = Field(None, description="unique name; default <type>_<k>", min_length=1)
+    inputs: str | list[str] | None = Field(
+        None, description="input layer name(s); default the previous layer ('input' is the model input)"
+    )
+
+
+Padding = Union[Literal["valid", "same"], NonNegIntOrPair]
+
+
+class Dense(LayerBase):
+    type: Literal["dense"]
+    units: PositiveInt = Field(description="number of output features")
+    activation: Activation | None = None
+    use_bias: bool = True
+    init: Initializer | None = Field(None, description="weight initializer; default model.init")
+    bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
+
+
+class ConvBase(LayerBase):
+    filters: PositiveInt = Field(description="number of output channels (feature maps)")
+    stride: IntOrPair = 1
+    padding: Padding = Field(0, description="0 | int | [h, w] | valid | same")
+    dilation: IntOrPair = 1
+    padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    activation: Activation | None = None
+    use_bias: bool = True
+    init: Initializer | None = None
+    bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
+
+
+class Conv1d(ConvBase):
+    type: Literal["conv1d"]
+    kernel_size: IntOrPair = Field(description="kernel length")
+
+
+class Conv2d(ConvBase):
+    type: Literal["conv2d"]
+    kernel_size: IntOrPair = Field(description="kernel size, int or [h, w]")
+
+
+class PoolBase(LayerBase):
+    pool_size: IntOrPair = Field(description="window size")
+    stride: IntOrPair | None = Field(None, description="default: pool_size")
+    padding: NonNegIntOrPair = 0
+
+
+class MaxPool1d(PoolBase):
+    type: Literal["maxpool1d"]
+
+
+class MaxPool2d(PoolBase):
+    type: Literal["maxpool2d"]
+
+
+class AvgPool1d(PoolBase):
+    type: Literal["avgpool1d"]
+
+
+class AvgPool2d(PoolBase):
+    type: Literal["avgpool2d"]
+
+
+class GlobalAvgPool(LayerBase):
+    type: Literal["global_avgpool"]
+
+
+class GlobalMaxPool(LayerBase):
+    type: Literal["global_maxpool"]
+
+
+class Flatten(LayerBase):
+    type: Literal["flatten"]
+
+
+class Reshape(LayerBase):
+    type: Literal["reshape"]
+    shape: list[int] = Field(min_length=1, description="per-sample shape; one entry may be -1")
+
+
+class Dropout(LayerBase):
+    type: Literal["dropout"]
+    rate: float = Field(ge=0.0, lt=1.0, description="fraction of units zeroed in training")
+
+
+class BatchNorm(LayerBase):
+    type: Literal["batchnorm"]
+    momentum: float = Field(0.9, ge=0.0, le=1.0, description="running = m*running + (1-m)*batch")
+    eps: PositiveFloat = 1e-5
+
+
+class Add(LayerBase):
+    type: Literal["add"]
+
+
+class Concat(LayerBase):
+    type: Literal["concat"]
+    axis: int = Field(0, ge=0, description="per-sample axis; 0 is the channel axis")
+
+
+def _activation_layer(model: type[BaseModel]) -> type[BaseModel]:
+    """An activation usable as a layer: the same fields plus name and inputs."""
+    return type(model.__name__ + "Layer", (model, LayerBase), {"__module__": __name__})
+
+
+ACTIVATION_LAYERS = tuple(_activation_layer(m) for m in ACTIVATION_MODELS)
+
+Layer = tagged_union(
+    Dense, Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool,
+    GlobalMaxPool, Flatten, Reshape, Dropout, BatchNorm, Add, Concat, *ACTIVATION_LAYERS,
+)
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+class LossBase(Strict):
+    scale: float = Field(1.0, description="multiplier of the loss")
+
+
+class CrossEntropy(LossBase):
+    type: Literal["cross_entropy"]
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class BinaryCrossEntropy(LossBase):
+    type: Literal["binary_cross_entropy"]
+
+
+class Mse(LossBase):
+    type: Literal["mse"]
+
+
+class Mae(LossBase):
+    type: Literal["mae"]
+
+
+class Huber(LossBase):
+    type: Literal["huber"]
+    delta: PositiveFloat = 1.0
+
+
+Loss = tagged_union(CrossEntropy, BinaryCrossEntropy, Mse, Mae, Huber)
+
+# --- optimizers and schedules ---------------------------------------------------------------
+
+
+class ScheduleBase(Strict):
+    warmup_epochs: Annotated[int, Field(ge=0)] = Field(0, description="linear warm-up from 0")
+
+
+class Constant(ScheduleBase):
+    type: Literal["constant"]
+
+
+class StepSchedule(ScheduleBase):
+    type: Literal["step"]
+    step_epochs: PositiveInt = 10
+    gamma: PositiveFloat = 0.1
+
+
+class Exponential(ScheduleBase):
+    type: Literal["exponential"]
+    gamma: PositiveFloat = 0.95
+
+
+class Cosine(ScheduleBase):
+    type: Literal["cosine"]
+    min_lr: NonNegativeFloat = 0.0
+
+
+Schedule = tagged_union(Constant, StepSchedule, Exponential, Cosine)
+
+
+class OptimizerBase(Strict):
+    clip_grad_norm: PositiveFloat | None = Field(None, description="clip by global L2 norm")
+    clip_grad_value: PositiveFloat | None = Field(None, description="clip each gradient element")
+    schedule: Schedule = Field(default_factory=lambda: Constant(type="constant"))
+
+
+class Sgd(OptimizerBase):
+    type: Literal["sgd"]
+    lr: PositiveFloat = 0.01
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    nesterov: bool = False
+    weight_decay: NonNegativeFloat = 0.0
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "Sgd":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: true needs momentum > 0; set optimizer.momentum (e.g. 0.9)")
+        return self
+
+
+class Adam(OptimizerBase):
+    type: Literal["adam"]
+    lr: PositiveFloat = 0.001
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class AdamW(Adam):
+    type: Literal["adamw"]  # type: ignore[assignment]
+    weight_decay: NonNegativeFloat = 0.01
+
+
+class RmsProp(OptimizerBase):
+    type: Literal["rmsprop"]
+    lr: PositiveFloat = 0.01
+    alpha: float = Field(0.99, ge=0.0, lt=1.0)
+    eps: PositiveFloat = 1e-8
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class Adagrad(OptimizerBase):
+    type: Literal["adagrad"]
+    lr: PositiveFloat = 0.01
+    eps: PositiveFloat = 1e-10
+    weight_decay: NonNegativeFloat = 0.0
+
+
+Optimizer = tagged_union(Sgd, Adam, AdamW, RmsProp, Adagrad)
+
+# --- data -----------------------------------------------------------------------------------
+
+
+class RandomShift(Strict):
+    type: Literal["random_shift"]
+    max_shift: PositiveInt = Field(2, description="pixels, each direction, zero fill")
+
+
+class RandomFlip(Strict):
+    type: Literal["random_flip"]
+    axis: Literal["horizontal", "vertical"] = "horizontal"
+
+
+class GaussianNoise(Strict):
+    type: Literal["gaussian_noise"]
+    std: PositiveFloat = 0.05
+
+
+Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise)
+
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+
+class Data(Strict):
+    dataset: DatasetName = Field(description="which dataset")  # type: ignore[valid-type]
+    path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
+    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    normalize: Literal["none", "scale", "standard"] = "standard"
+    permute_features: bool | int = Field(False, description="true or a seed: shuffle pixels once")
+    limit: PositiveInt | None = Field(None, description="use only the first N training samples")
+    n_samples: PositiveInt | None = Field(None, description="size of a generated dataset")
+    noise: NonNegativeFloat | None = Field(None, description="noise of a generated dataset")
+    augment: list[Augmentation] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _file_datasets_need_path(self) -> "Data":
+        if self.dataset in ("npz", "csv") and not self.path:
+            raise ValueError(f"dataset '{self.dataset}' needs data.path (a file next to the spec)")
+        return self
+
+
+# --- model, training, limits ----------------------------------------------------------------
+
+
+class Model(Strict):
+    input_shape: list[PositiveInt] | None = Field(
+        None, min_length=1, max_length=3, description="per-sample shape, channels first"
+    )
+    init: Initializer = Field(default_factory=lambda: XavierUniform(type="xavier_uniform"))
+    layers: list[Layer] = Field(min_length=1)
+
+
+class Accuracy(Strict):
+    type: Literal["accuracy"]
+
+
+class TopKAccuracy(Strict):
+    type: Literal["top_k_accuracy"]
+    k: PositiveInt = 5
+
+
+class MaeMetric(Strict):
+    type: Literal["mae"]
+
+
+class MseMetric(Strict):
+    type: Literal["mse"]
+
+
+Metric = tagged_union(Accuracy, TopKAccuracy, MaeMetric, MseMetric)
+
+
+class EarlyStopping(Strict):
+    monitor: str = Field("val_loss", description="a key of metrics.jsonl, e.g. val_loss, val_accuracy")
+    patience: PositiveInt = 3
+    min_delta: NonNegativeFloat = 0.0
+    mode: Literal["auto", "min", "max"] = "auto"
+    restore_best: bool = True
+
+
+class Pruning(Strict):
+    type: Literal["magnitude"] = "magnitude"
+    target_sparsity: float = Field(ge=0.0, lt=1.0)
+    start_epoch: Annotated[int, Field(ge=1)] = 1
+    end_epoch: PositiveInt | None = None
+
+
+class Train(Strict):
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 32
+    shuffle: bool = True
+    metrics: list[Metric] = Field(default_factory=lambda: [Accuracy(type="accuracy")])
+    early_stopping: EarlyStopping | None = None
+    pruning: Pruning | None = None
+    log_grad_norms: bool = False
+
+
+class Limits(Strict):
+    max_params: PositiveInt | None = None
+    max_flops: PositiveFloat | None = Field(None, description="forward FLOPs per sample")
+    max_train_memory_mb: PositiveFloat | None = None
+
+
+class Spec(Strict):
+    version: Literal[1] = 1
+    name: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    dtype: Literal["float32", "float64"] = "float32"
+    data: Data | None = None
+    model: Model
+    loss: Loss = Field(default_factory=lambda: CrossEntropy(type="cross_entropy"))
+    optimizer: Optimizer = Field(default_factory=lambda: Sgd(type="sgd"))
+    train: Train = Field(default_factory=Train)
+    limits: Limits | None = None
+
+
+LAYER_TYPES = union_tags(Layer)
+ACTIVATION_TYPES = union_tags(Activation)
+
+
+def default_layer_names(layers: list[Any]) -> list[str]:
+    """`<type>_<k>` with k counting each type from 1, or the layer's own name."""
+    counts: dict[str, int] = {}
+    names = []
+    for layer in layers:
+        counts[layer.type] = counts.get(layer.type, 0) + 1
+        names.append(layer.name or f"{layer.type}_{counts[layer.type]}")
+    return names
+
+
+def layer_inputs(layers: list[Any]) -> list[list[str]]:
+    """Each layer's input names: its own `inputs`, else the previous layer, else 'input'."""
+    names = default_layer_names(layers)
+    result = []
+    for index, layer in enumerate(layers):
+        if layer.inputs is None:
+            result.append([names[index - 1] if index else "input"])
+        else:
+            result.append([layer.inputs] if isinstance(layer.inputs, str) else list(layer.inputs))
+    return result

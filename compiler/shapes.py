@@ -1,0 +1,77 @@
+"""Size arithmetic shared by convolution and pooling, and the shape errors that state it.
+
+Every helper returns the size *and* the formula as text, so an error can show the arithmetic.
+The course's formula: out = floor((n + 2p - d(k-1) - 1) / s) + 1, here with separate padding
+before and after (p_lo + p_hi instead of 2p) so that asymmetric `same` padding fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ir import BATCH, TensorType
+
+
+class ShapeError(Exception):
+    """A shape rule failed; `hint` says what would fix it."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class WindowSize:
+    size: int
+    formula: str
+    unused: int  # input elements at the end that no window reaches
+
+
+def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> WindowSize:
+    lo, hi = pad
+    span = d * (k - 1) + 1
+    numerator = n + lo + hi - span
+    size = numerator // s + 1 if numerator >= 0 else 0
+    pad_text = f"2*{lo}" if lo == hi else f"{lo}+{hi}"
+    if d == 1:
+        formula = f"({n} + {pad_text} - {k})/{s} + 1 = {size}"
+    else:
+        formula = f"({n} + {pad_text} - {d}*({k}-1) - 1)/{s} + 1 = {size}"
+    unused = (numerator % s) if numerator >= 0 else 0
+    unused = max(0, unused - hi)
+    return WindowSize(size, formula, unused)
+
+
+def same_padding(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow's `same`: output ceil(n/s); the odd padding element goes after."""
+    out = -(-n // s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
+    return total // 2, total - total // 2
+
+
+def as_tuple(value, rank: int) -> tuple[int, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(value) * rank if len(value) == 1 else tuple(value)
+    return (value,) * rank
+
+
+def require_rank(x: TensorType, rank: int, what: str, hint: str = "") -> None:
+    if x.rank != rank:
+        raise ShapeError(f"{what} expects a {rank - 1}-D sample, got shape {per_sample(x)}", hint)
+
+
+def per_sample(x: TensorType) -> list:
+    """The shape without the batch axis, as users write it in specs."""
+    shape = list(x.shape)
+    return shape[1:] if shape and shape[0] == BATCH else shape
+
+
+def size_of(shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total

@@ -1,0 +1,124 @@
+"""The graphs that runtime executes, built from the forward graph of lower.py:
+loss and gradients (eval mode), and the whole training step (train mode): forward, loss,
+backward, clipping and the optimizer update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .autodiff import append_backward
+from .builder import GraphBuilder
+from .ir import BATCH, Graph, TensorType, Value
+from .lower import Lowered, ParamInfo, lower
+from .ops.linear import ScaleAttrs
+from .ops.loss import CrossEntropyAttrs, HuberAttrs
+from .ops.optim import AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs, SgdAttrs
+
+
+@dataclass
+class TrainStep:
+    graph: Graph
+    lowered: Lowered
+    # optimizer state: name -> (param it belongs to); all start at zero
+    optimizer_state: dict[str, str] = field(default_factory=dict)
+
+
+def add_loss(gb: GraphBuilder, lowered: Lowered, spec) -> Value:
+    """Emits the loss of `spec.loss` on the model's logits against a new input %y."""
+    loss_spec = spec.loss
+    logits = lowered.logits
+    if loss_spec.type == "cross_entropy":
+        y = gb.input("y", TensorType((BATCH,), "int64"))
+        loss = gb.emit("softmax_cross_entropy", logits, y,
+                       attrs=CrossEntropyAttrs(loss_spec.label_smoothing))
+    else:
+        y = gb.input("y", logits.type)
+        op = {"binary_cross_entropy": "sigmoid_binary_cross_entropy"}.get(loss_spec.type,
+                                                                          loss_spec.type)
+        attrs = HuberAttrs(loss_spec.delta) if loss_spec.type == "huber" else None
+        loss = gb.emit(op, logits, y, attrs=attrs)
+    if loss_spec.scale != 1.0:
+        loss = gb.emit("scale", loss, attrs=ScaleAttrs(loss_spec.scale))
+    gb.graph.outputs["loss"] = loss
+    return loss
+
+
+def build_loss_and_grads(spec) -> Lowered:
+    """Eval mode (no dropout, running batchnorm statistics): outputs loss and grad/<param>."""
+    lowered = lower(spec, mode="eval")
+    gb = lowered.builder
+    loss = add_loss(gb, lowered, spec)
+    grads = append_backward(gb, loss, lowered.graph.params)
+    for name, grad in grads.items():
+        gb.graph.outputs[f"grad/{name}"] = grad
+    return lowered
+
+
+def build_train_step(spec) -> TrainStep:
+    lowered = lower(spec, mode="train")
+    gb = lowered.builder
+    graph = gb.graph
+    with gb.at(None):
+        loss = add_loss(gb, lowered, spec)
+        graph.outputs["logits"] = lowered.logits
+        grads = append_backward(gb, loss, graph.params)
+        if spec.train.log_grad_norms:
+            for name, grad in grads.items():
+                graph.outputs[f"grad_norm/{name}"] = gb.emit("global_norm", grad)
+        grads = _clip(gb, spec.optimizer, grads)
+        step = TrainStep(graph, lowered)
+        _apply_optimizer(gb, step, spec.optimizer, grads)
+    return step
+
+
+def _clip(gb: GraphBuilder, optimizer, grads: dict[str, Value]) -> dict[str, Value]:
+    if optimizer.clip_grad_value:
+        limit = ClipAttrs(optimizer.clip_grad_value)
+        grads = {name: gb.emit("clip_by_value", g, attrs=limit) for name, g in grads.items()}
+    if optimizer.clip_grad_norm:
+        norm = gb.emit("global_norm", *grads.values())
+        gb.graph.outputs["grad_norm"] = norm
+        limit = ClipAttrs(optimizer.clip_grad_norm)
+        grads = {name: gb.emit("clip_by_norm", g, norm, attrs=limit) for name, g in grads.items()}
+    return grads
+
+
+def _optimizer_op(optimizer):
+    """(op name, attrs, state slot names) for the spec's optimizer."""
+    kind = optimizer.type
+    if kind == "sgd":
+        slots = ("momentum",) if optimizer.momentum else ()
+        return "sgd_update", SgdAttrs(optimizer.momentum, optimizer.nesterov,
+                                      optimizer.weight_decay), slots
+    if kind in ("adam", "adamw"):
+        attrs = AdamAttrs(optimizer.beta1, optimizer.beta2, optimizer.eps,
+                          optimizer.weight_decay, decoupled=kind == "adamw")
+        return "adam_update", attrs, ("exp_avg", "exp_avg_sq")
+    if kind == "rmsprop":
+        slots = ("square_avg", "momentum") if optimizer.momentum else ("square_avg",)
+        return "rmsprop_update", RmsPropAttrs(optimizer.alpha, optimizer.eps, optimizer.momentum,
+                                              optimizer.weight_decay), slots
+    return "adagrad_update", AdagradAttrs(optimizer.eps, optimizer.weight_decay), ("sum",)
+
+
+def _apply_optimizer(gb: GraphBuilder, step: TrainStep, optimizer, grads) -> None:
+    op, attrs, slots = _optimizer_op(optimizer)
+    scalar = TensorType((), step.graph.params[0].type.dtype if step.graph.params else "float32")
+    lr = gb.input("lr", scalar)
+    count = gb.input("step", scalar)
+    for param in step.graph.params:
+        if param.name not in grads:
+            continue  # a parameter the loss does not depend on
+        state = []
+        for slot in slots:
+            name = f"opt/{param.name}.{slot}"
+            state.append(gb.state(name, param.type))
+            step.optimizer_state[name] = param.name
+        new_values = gb.emit(op, param, grads[param.name], lr, count, *state, attrs=attrs)
+        step.graph.updates[param.name] = new_values[0]
+        for value, new in zip(state, new_values[1:]):
+            step.graph.updates[value.name] = new
+
+
+def param_infos(lowered: Lowered) -> dict[str, ParamInfo]:
+    return {**lowered.params, **lowered.state}

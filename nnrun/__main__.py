@@ -1,0 +1,3 @@
+from nnrun.cli import main
+
+main()

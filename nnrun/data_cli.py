@@ -1,0 +1,53 @@
+"""`nnrun data list` and `nnrun data fetch NAME`; attached to the main CLI as the `data` group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nnrun.compiler.datasets import DATASETS
+from nnrun.runtime.data.errors import DataError
+from nnrun.runtime.data.fetch import fetch_dataset
+from nnrun.runtime.data.locations import where_stored
+
+COLUMNS = ("name", "sample shape", "classes", "location", "status")
+
+
+@click.group()
+def data() -> None:
+    """Datasets: where they are, and downloading them."""
+
+
+@data.command("list")
+def list_datasets() -> None:
+    """Every dataset a spec can name, with its shape and where its files are (or would be)."""
+    rows = [COLUMNS] + [dataset_row(name) for name in DATASETS]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+def dataset_row(name: str) -> tuple[str, ...]:
+    info = DATASETS[name]
+    shape = str(list(info.input_shape)) if info.input_shape else "from the file"
+    classes = str(info.num_classes) if info.num_classes else "from the file"
+    location, status = where_stored(name)
+    return name, shape, classes, location, status
+
+
+@data.command("fetch")
+@click.argument("name", metavar="NAME")
+@click.option(
+    "--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="directory for the files (default: $NNRUN_DATA_DIR/NAME, else ~/.cache/nnrun/NAME)",
+)
+def fetch(name: str, dest: Path | None) -> None:
+    """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
+    try:
+        directory = fetch_dataset(name, dest, report=click.echo)
+    except DataError as error:
+        click.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
+    click.echo(f"{name}: files in {directory}")

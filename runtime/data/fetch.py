@@ -1,0 +1,167 @@
+"""Downloading the IDX files of mnist and fashion_mnist, each checked against its SHA-256.
+
+A download goes to a hidden temporary name in the destination and is renamed only once its
+checksum matches, so an interrupted or corrupted download never looks like a dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from .errors import DataError
+from .locations import IDX_FILES, default_dir, is_writable_dir
+
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+    "fashion_mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+}
+
+# mnist: the first digest of each file is the one the public mirrors serve (the original LeCun
+# .gz files; the same values appear in many independent projects). The second is this
+# project's shared copy (/work/shared/data/mnist/SHA256SUMS): the same decompressed bytes,
+# gzip-compressed again, so both are accepted.
+# fashion_mnist: the published digests of the Zalando release files, as listed by TensorFlow
+# Datasets and other projects; not checked here against a download (no network).
+CHECKSUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "mnist": {
+        "train-images-idx3-ubyte.gz": (
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            "0b367032e93c5d0cea0925647cfdb18614af8ee15f83e6f2fc2ad904a6835971",
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            "1787548bbe0bff1ec2ecdc0ef292b02df999e2d1a6002d27500982c652b17203",
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            "1a1a05eab793c14bb050b398624a11b0ffd1a2953baed553b1b9bd079e2a20be",
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+            "b91679a0acfe4ba0e50a2437a903084cba1f5f92592b016a25a7dfd00455798b",
+        ),
+    },
+    "fashion_mnist": {
+        "train-images-idx3-ubyte.gz": (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+        ),
+        "train-labels-idx1-ubyte.gz": (
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+        ),
+        "t10k-images-idx3-ubyte.gz": (
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+        ),
+        "t10k-labels-idx1-ubyte.gz": (
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        ),
+    },
+}
+
+CHUNK_BYTES = 1 << 20
+Report = Callable[[str], None]
+
+
+def fetch_dataset(
+    name: str,
+    dest_dir: Path | str | None = None,
+    mirrors: Iterable[str] | None = None,
+    checksums: Mapping[str, str | Iterable[str]] | None = None,
+    *,
+    report: Report | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Makes the four files present and verified in dest_dir; returns that directory."""
+    if name not in MIRRORS:
+        raise DataError(
+            f"{name}: nothing to fetch; downloadable datasets are {', '.join(MIRRORS)} "
+            f"(the others are built in, generated, or your own files)"
+        )
+    destination = Path(dest_dir).expanduser() if dest_dir else default_dir(name)
+    mirror_list = list(mirrors or MIRRORS[name])
+    digests = {file: accepted(value) for file, value in (checksums or CHECKSUMS[name]).items()}
+    say = report or (lambda message: None)
+    for base in IDX_FILES.values():
+        file_name = f"{base}.gz"
+        if file_name not in digests:
+            raise DataError(f"{name}: no SHA-256 known for {file_name}; refusing to download it")
+        fetch_file(name, destination / file_name, mirror_list, digests[file_name], say, timeout)
+    return destination
+
+
+def accepted(value: str | Iterable[str]) -> tuple[str, ...]:
+    return (value.lower(),) if isinstance(value, str) else tuple(d.lower() for d in value)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_file(
+    name: str, target: Path, mirrors: list[str], digests: tuple[str, ...],
+    say: Report, timeout: float,
+) -> None:
+    if target.is_file() and sha256_of(target) in digests:
+        say(f"{target.name}: already present, checksum ok")
+        return
+    make_directory(name, target.parent)
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + target.name
+        problem = download(url, target, digests, timeout)
+        if problem is None:
+            say(f"{target.name}: downloaded from {url}, checksum ok")
+            return
+        failures.append(f"{url}: {problem}")
+    raise DataError(
+        f"{name}: could not fetch {target.name} ({'; '.join(failures)}); "
+        f"download it by hand into {target.parent}"
+    )
+
+
+def make_directory(name: str, directory: Path) -> None:
+    existing = next(path for path in (directory, *directory.parents) if path.exists())
+    if not is_writable_dir(existing):
+        raise DataError(f"{name}: {existing} is not writable; choose another place with --dest DIR")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{name}: cannot create {directory} ({error.strerror}); use --dest") from None
+
+
+def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:
+    """Returns None on success, otherwise why this mirror failed; never leaves a partial file."""
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            digest = copy_url(url, handle, timeout)
+        if digest not in digests:
+            return f"checksum mismatch (got sha256 {digest[:16]}...), file refused"
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a dataset is readable by all
+        os.replace(temporary, target)
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        return str(getattr(error, "reason", None) or error)
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+
+
+def copy_url(url: str, handle, timeout: float) -> str:
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        while chunk := response.read(CHUNK_BYTES):
+            digest.update(chunk)
+            handle.write(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,101 @@
+"""Where dataset files live (DESIGN.md section 8) and where decoded caches go."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+# The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def cache_root() -> Path:
+    return Path.home() / ".cache" / "nnrun"
+
+
+def cache_dir(name: str) -> Path:
+    return cache_root() / name
+
+
+def mnist1d_cache_file() -> Path:
+    return cache_dir("mnist1d") / "mnist1d-default.npz"
+
+
+def default_dir(name: str) -> Path:
+    """Where `nnrun data fetch` puts a dataset when no destination is given."""
+    data_dir = os.environ.get("NNRUN_DATA_DIR")
+    return Path(data_dir).expanduser() / name if data_dir else cache_dir(name)
+
+
+def search_dirs(name: str, path: str | None = None, spec_dir: Path | None = None) -> list[Path]:
+    """An explicit data.path is the only place looked at; otherwise the environment, then the cache."""
+    if path:
+        return [(Path(spec_dir or ".") / Path(path).expanduser())]
+    data_dir = os.environ.get("NNRUN_DATA_DIR")
+    candidates = [Path(data_dir).expanduser() / name] if data_dir else []
+    return candidates + [cache_dir(name)]
+
+
+def find_idx_file(directory: Path, base: str) -> Path | None:
+    for candidate in (directory / f"{base}.gz", directory / base):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def has_idx_files(directory: Path) -> bool:
+    return all(find_idx_file(directory, base) for base in IDX_FILES.values())
+
+
+def where_stored(name: str) -> tuple[str, str]:
+    """(location, status) of a dataset, for `nnrun data list`."""
+    if name in ("mnist", "fashion_mnist"):
+        found = next((d for d in search_dirs(name) if has_idx_files(d)), None)
+        if found:
+            return str(found), "present"
+        return str(default_dir(name)), f"missing: nnrun data fetch {name}"
+    if name == "mnist1d":
+        cached = mnist1d_cache_file()
+        return str(cached), "cached" if cached.is_file() else "generated on first use"
+    if name == "digits":
+        return "inside scikit-learn", "ready"
+    if name in ("npz", "csv"):
+        return "data.path, relative to the spec", "-"
+    return "generated", "ready"
+
+
+def is_writable_dir(directory: Path) -> bool:
+    # root passes os.access on a r-x directory, so the mode bits also count: a directory made
+    # read-only on purpose (like the shared data) stays untouched.
+    try:
+        mode = directory.stat().st_mode
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK) and bool(stat.S_IMODE(mode) & 0o222)
+
+
+def write_cache_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Writes under a temporary name, then renames, so readers never see half a file.
+
+    A cache is only a speed-up: when it cannot be written, the load goes on without it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    except OSError:
+        return
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a cache is as readable as its source
+        os.replace(temporary, path)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)

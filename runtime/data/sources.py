@@ -1,0 +1,327 @@
+"""One loader per dataset name. Each returns raw arrays; splits.py does the rest.
+
+Generated datasets (xor, spirals, blobs) use a fixed generator seed, not the spec's seed, so
+that runs with different seeds train on the same data and differ only in their own randomness.
+They and digits keep 20% of their samples as a test split.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from nnrun.compiler.datasets import DATASETS
+
+from .errors import DataError
+from .idx import load_idx_cached
+from .locations import (
+    IDX_FILES,
+    find_idx_file,
+    mnist1d_cache_file,
+    search_dirs,
+    write_cache_file,
+)
+
+GENERATOR_SEED = 0
+DIGITS_SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class RawData:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    num_classes: int | None
+    task: str = "classification"
+
+
+def option(data_spec: Any, name: str, default: Any = None) -> Any:
+    value = getattr(data_spec, name, None)
+    return default if value is None else value
+
+
+# --- checks shared by every loader ------------------------------------------------------------
+
+
+def check_features(x: np.ndarray, where: str) -> np.ndarray:
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where}: features must be numbers, found dtype {x.dtype}")
+    if x.ndim < 2:
+        raise DataError(f"{where}: features must be [N, ...] with one row per sample, got {x.shape}")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        sample = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataError(f"{where}: features contain NaN or inf (first at sample {sample})")
+    return x
+
+
+def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> np.ndarray:
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}")
+    if y.dtype.kind == "f":
+        integral = np.isfinite(y) & (y == np.round(y))
+        if not integral.all():
+            sample = int(np.argmin(integral))
+            raise DataError(f"{where}: labels must be integers, found {y[sample]} at sample {sample}")
+    labels = y.astype(np.int64)
+    if len(labels) and labels.min() < 0:
+        sample = int(np.argmin(labels))
+        raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample {sample}")
+    if num_classes is not None and len(labels) and labels.max() >= num_classes:
+        sample = int(np.argmax(labels))
+        raise DataError(
+            f"{where}: labels must be < {num_classes}, found {labels[sample]} at sample {sample}"
+        )
+    return labels
+
+
+def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
+    """y of shape [N] holds class labels; a float y of shape [N, k] holds regression targets."""
+    if y.ndim == 1:
+        return check_labels(y, where), "classification"
+    if y.dtype.kind != "f":
+        raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
+    if not np.isfinite(y).all():
+        raise DataError(f"{where}: targets contain NaN or inf")
+    return y, "regression"
+
+
+def check_lengths(x: np.ndarray, y: np.ndarray, where: str) -> None:
+    if len(x) != len(y):
+        raise DataError(f"{where}: {len(x)} samples of features but {len(y)} labels")
+
+
+def classes_of(*label_arrays: np.ndarray | None) -> int:
+    present = [labels for labels in label_arrays if labels is not None and len(labels)]
+    return int(max(labels.max() for labels in present)) + 1 if present else 0
+
+
+# --- built-in and generated ------------------------------------------------------------------
+
+
+def hold_out_test(x: np.ndarray, y: np.ndarray, num_classes: int) -> RawData:
+    test_size = max(1, round(len(y) * TEST_FRACTION))
+    if test_size >= len(y):
+        raise DataError(f"n_samples {len(y)} is too small to keep a test split; use at least 5")
+    return RawData(x[test_size:], y[test_size:], x[:test_size], y[:test_size], num_classes)
+
+
+def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    x = bunch.images[:, None].astype(np.float64)  # raw 0..16; `normalize` rescales
+    y = bunch.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=y
+    )
+    return RawData(x_train, y_train, x_test, y_test, 10)
+
+
+def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
+    count, noise = option(data_spec, "n_samples", 200), option(data_spec, "noise", 0.1)
+    generator = np.random.default_rng(GENERATOR_SEED)
+    corners = generator.permutation(np.arange(count) % 4)  # balanced corners, shuffled
+    bits = np.stack([corners // 2, corners % 2], axis=1)
+    x = bits + noise * generator.standard_normal((count, 2))
+    return hold_out_test(x, (bits[:, 0] ^ bits[:, 1]).astype(np.int64), 2)
+
+
+def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
+    count, noise = option(data_spec, "n_samples", 1000), option(data_spec, "noise", 0.2)
+    generator = np.random.default_rng(GENERATOR_SEED)
+    y = generator.permutation(np.arange(count) % 2).astype(np.int64)
+    radius = generator.uniform(0.05, 1.0, count)
+    # One and a half turns per arm; the second arm is the first rotated by half a turn.
+    angle = 3 * np.pi * radius + np.pi * y + noise * generator.standard_normal(count)
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+    return hold_out_test(x, y, 2)
+
+
+def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
+    from sklearn.datasets import make_blobs
+
+    count, noise = option(data_spec, "n_samples", 300), option(data_spec, "noise", 1.0)
+    x, y = make_blobs(
+        n_samples=count, centers=3, n_features=2, cluster_std=noise, random_state=GENERATOR_SEED
+    )
+    return hold_out_test(x, y.astype(np.int64), 3)
+
+
+def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
+    path = mnist1d_cache_file()
+    arrays = read_npz_cache(path)
+    if arrays is None:
+        arrays = generate_mnist1d()
+        write_cache_file(path, lambda handle: np.savez(handle, **arrays))
+    return RawData(
+        arrays["x"][:, None], arrays["y"].astype(np.int64),
+        arrays["x_test"][:, None], arrays["y_test"].astype(np.int64), 10,
+    )
+
+
+def generate_mnist1d() -> dict[str, np.ndarray]:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    # make_dataset reseeds the global `random` and `np.random`; put them back afterwards.
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        generated = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    return {key: np.asarray(generated[key]) for key in ("x", "y", "x_test", "y_test")}
+
+
+def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in ("x", "y", "x_test", "y_test")}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+# --- IDX: mnist and fashion_mnist ------------------------------------------------------------
+
+
+def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
+    candidates = search_dirs(name, option(data_spec, "path"), spec_dir)
+    for directory in candidates:
+        if all(find_idx_file(directory, base) for base in IDX_FILES.values()):
+            return directory
+    partial = [d for d in candidates if any(find_idx_file(d, b) for b in IDX_FILES.values())]
+    directory = (partial or candidates)[0]
+    missing = next(base for base in IDX_FILES.values() if not find_idx_file(directory, base))
+    places = " or ".join(str(candidate) for candidate in ([directory] if partial else candidates))
+    raise DataError(
+        f"{name}: {missing}(.gz) not found in {places}; run `nnrun data fetch {name}` "
+        f"or put the four IDX files there (or set NNRUN_DATA_DIR)"
+    )
+
+
+def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_path = find_idx_file(directory, IDX_FILES[f"{split}_images"])
+    labels_path = find_idx_file(directory, IDX_FILES[f"{split}_labels"])
+    images = load_idx_cached(images_path, name, expected_ndim=3)
+    expected = DATASETS[name].input_shape[1:]
+    if images.shape[1:] != expected:
+        raise DataError(f"{images_path}: images are {images.shape[1:]}, expected {expected}")
+    labels = load_idx_cached(labels_path, name, expected_ndim=1)
+    labels = check_labels(labels, str(labels_path), DATASETS[name].num_classes)
+    check_lengths(images, labels, f"{images_path} and {labels_path.name}")
+    return images[:, None], labels
+
+
+def load_idx_dataset(name: str) -> Callable[[Any, Path], RawData]:
+    def load(data_spec: Any, spec_dir: Path) -> RawData:
+        directory = idx_directory(name, data_spec, spec_dir)
+        x_train, y_train = read_idx_pair(name, directory, "train")
+        x_test, y_test = read_idx_pair(name, directory, "test")
+        return RawData(x_train, y_train, x_test, y_test, DATASETS[name].num_classes)
+
+    return load
+
+
+# --- user files: npz and csv -----------------------------------------------------------------
+
+
+def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
+    path = option(data_spec, "path")
+    if not path:
+        raise DataError(f"{name}: data.path is required (a file, relative to the spec file)")
+    full_path = spec_dir / Path(path).expanduser()
+    if not full_path.is_file():
+        raise DataError(f"{name}: file {full_path} not found (data.path is relative to the spec)")
+    return full_path
+
+
+def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
+    path = user_file("npz", data_spec, spec_dir)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    if "x" not in arrays or "y" not in arrays:
+        found = ", ".join(sorted(arrays)) or "nothing"
+        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found})")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: 'x_test' and 'y_test' must be given together")
+    x_train, y_train, task = npz_pair(arrays["x"], arrays["y"], f"{path} (x, y)")
+    x_test = y_test = None
+    if "x_test" in arrays:
+        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays["y_test"], f"{path} (x_test, y_test)")
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{path}: x_test samples are {x_test.shape[1:]}, x are {x_train.shape[1:]}")
+    classes = classes_of(y_train, y_test) if task == "classification" else None
+    return RawData(x_train, y_train, x_test, y_test, classes, task)
+
+
+def npz_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    check_lengths(x, y, where)
+    targets, task = check_targets(y, where)
+    return check_features(x, where), targets, task
+
+
+def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
+    path = user_file("csv", data_spec, spec_dir)
+    header = read_csv_header(path)
+    if "label" not in header:
+        raise DataError(f"{path}: no `label` column in the header row ({', '.join(header)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    if len(table) == 0:
+        raise DataError(f"{path}: no data rows after the header")
+    if table.shape[1] != len(header):
+        raise DataError(f"{path}: rows have {table.shape[1]} columns, the header has {len(header)}")
+    label_column = header.index("label")
+    x = check_features(np.delete(table, label_column, axis=1), str(path))
+    y = check_labels(table[:, label_column], str(path))
+    return RawData(x, y, None, None, classes_of(y))
+
+
+def read_csv_header(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            first_line = handle.readline()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot read ({error})") from None
+    header = [column.strip().strip('"') for column in first_line.strip().split(",")]
+    if header == [""]:
+        raise DataError(f"{path}: empty file; expected a header row with a `label` column")
+    return header
+
+
+LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
+    "digits": load_digits,
+    "mnist": load_idx_dataset("mnist"),
+    "fashion_mnist": load_idx_dataset("fashion_mnist"),
+    "mnist1d": load_mnist1d,
+    "xor": load_xor,
+    "spirals": load_spirals,
+    "blobs": load_blobs,
+    "npz": load_npz,
+    "csv": load_csv,
+}
+
+
+def load_raw(data_spec: Any, spec_dir: Path) -> RawData:
+    name = getattr(data_spec, "dataset", None)
+    if name not in LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
+    raw = LOADERS[name](data_spec, spec_dir)
+    if DATASETS[name].task == "binary":
+        raw.task = "binary"
+    return raw

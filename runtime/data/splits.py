@@ -1,0 +1,109 @@
+"""Splits and the transforms fitted on them: limit, validation split, normalize, permute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+
+# Each use of the spec's seed draws from its own stream, so adding one never shifts another.
+VALIDATION_STREAM = 1
+PERMUTATION_STREAM = 2
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # [N, *input_shape], the requested float dtype
+    y: np.ndarray  # [N] int64 labels, or float targets for regression
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, indices: np.ndarray | slice) -> Split:
+        return Split(self.x[indices], self.y[indices])
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split | None
+    test: Split | None
+    input_shape: tuple[int, ...]
+    num_classes: int | None
+    name: str
+    task: str = "classification"  # "classification" | "binary" | "regression"
+
+    def splits(self) -> dict[str, Split]:
+        named = {"train": self.train, "val": self.val, "test": self.test}
+        return {name: split for name, split in named.items() if split is not None}
+
+
+def first(split: Split, limit: int | None) -> Split:
+    return split if limit is None else split.take(slice(0, limit))
+
+
+def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
+    """Holds out a random `fraction` of train; the rest keeps its original order."""
+    if not fraction:
+        return train, None
+    held_out = max(1, round(len(train) * fraction))
+    if held_out >= len(train):
+        raise DataError(
+            f"validation_split {fraction} of {len(train)} training samples leaves none to train on"
+        )
+    order = np.random.default_rng([seed, VALIDATION_STREAM]).permutation(len(train))
+    return train.take(np.sort(order[held_out:])), train.take(np.sort(order[:held_out]))
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """Works in place: `x` must be an array this module's caller owns."""
+        x -= self.shift.astype(x.dtype)
+        x /= self.scale.astype(x.dtype)
+        return x
+
+
+def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
+    """Statistics come from the training split only, so val and test stay unseen."""
+    if mode == "none":
+        return None
+    if mode == "scale":
+        low, high = float(x.min()), float(x.max())
+        return Normalizer(np.asarray(low), np.asarray(high - low if high > low else 1.0))
+    if mode == "standard":
+        mean, std = channel_statistics(x)
+        return Normalizer(mean, np.where(std > 1e-12, std, 1.0))
+    raise DataError(f"normalize must be none, scale or standard, not {mode!r}")
+
+
+def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per channel for images and sequences, per feature for vectors (axis 1).
+
+    Sums run in float64 over chunks of samples: one float64 copy of all of MNIST would cost
+    more time in page faults than the arithmetic itself.
+    """
+    axes = tuple(axis for axis in range(x.ndim) if axis != 1)
+    count = x.size // x.shape[1]
+    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
+    total = sum(block.sum(axis=axes, keepdims=True, dtype=np.float64) for block in chunks)
+    mean = total / count
+    squares = sum(np.square(block - mean).sum(axis=axes, keepdims=True) for block in chunks)
+    return mean, np.sqrt(squares / count)
+
+
+def feature_permutation(permute: bool | int | None, seed: int, size: int) -> np.ndarray | None:
+    """`true` derives the permutation from the spec's seed; an integer is its own seed."""
+    if permute is None or permute is False:
+        return None
+    generator_seed = [seed, PERMUTATION_STREAM] if permute is True else int(permute)
+    return np.random.default_rng(generator_seed).permutation(size)
+
+
+def permute_features(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1)[:, permutation].reshape(x.shape)

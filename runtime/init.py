@@ -1,0 +1,40 @@
+"""Weight initializers, with PyTorch's formulas (fan_in, fan_out as in torch.nn.init)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def initial_value(info, rng: np.random.Generator, dtype: str) -> np.ndarray:
+    init, shape = info.init, info.shape
+    fan_in, fan_out = max(info.fan_in, 1), max(info.fan_out, 1)
+    kind = init.type
+    if kind == "zeros":
+        return np.zeros(shape, dtype)
+    if kind == "ones":
+        return np.ones(shape, dtype)
+    if kind == "xavier_uniform":
+        return _uniform(rng, shape, math.sqrt(6 / (fan_in + fan_out)), dtype)
+    if kind == "he_uniform":
+        return _uniform(rng, shape, math.sqrt(6 / fan_in), dtype)
+    if kind == "uniform":
+        return _uniform(rng, shape, init.limit, dtype)
+    std = {
+        "xavier_normal": math.sqrt(2 / (fan_in + fan_out)),
+        "he_normal": math.sqrt(2 / fan_in),
+        "lecun_normal": math.sqrt(1 / fan_in),
+        "normal": getattr(init, "std", 0.0),
+    }[kind]
+    return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+def _uniform(rng, shape, limit, dtype) -> np.ndarray:
+    return rng.uniform(-limit, limit, shape).astype(dtype)
+
+
+def init_params(infos: dict, seed: int, dtype: str) -> dict[str, np.ndarray]:
+    """Every parameter and buffer in declaration order from one generator seeded by `seed`."""
+    rng = np.random.default_rng(seed)
+    return {name: initial_value(info, rng, dtype) for name, info in infos.items()}

@@ -1,0 +1,70 @@
+"""The Python API's Model: a compiled spec on a backend, NumPy arrays in and out."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+
+from nnrun.backends import get_backend
+from nnrun.compiler.frontend import SourceSpec, compile_checked
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.step import build_loss_and_grads
+
+from .executor import Executor
+from .init import init_params
+
+
+class Model:
+    def __init__(self, source: SourceSpec, backend: str = "numpy"):
+        self.source = source
+        self.spec = source.spec
+        self.backend = get_backend(backend)
+        self.lowered, self.train_step = compile_checked(source)
+
+    @property
+    def param_infos(self) -> dict:
+        """Trainable parameters, then buffers (batchnorm running statistics), in layer order."""
+        return {**self.lowered.params, **self.lowered.state}
+
+    def init_params(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        seed = self.spec.seed if seed is None else seed
+        return init_params(self.param_infos, seed, self.spec.dtype)
+
+    @cached_property
+    def _forward(self) -> Executor:
+        return Executor(eliminate_dead_code(self.lowered.graph), self.backend)
+
+    @cached_property
+    def _loss_and_grads(self) -> Executor:
+        return Executor(eliminate_dead_code(build_loss_and_grads(self.spec).graph), self.backend)
+
+    def forward(self, params: dict, x) -> np.ndarray:
+        """Outputs after the final activation, in inference mode (no dropout)."""
+        outputs, _ = self._forward.run(self._feeds(params, x=x))
+        return self.backend.to_host(outputs["prediction"])
+
+    def loss_and_grads(self, params: dict, x, y_true) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss and its gradients in inference mode (no dropout, running batchnorm statistics)."""
+        outputs, _ = self._loss_and_grads.run(self._feeds(params, x=x, y=y_true))
+        grads = {name[len("grad/"):]: self.backend.to_host(v)
+                 for name, v in outputs.items() if name.startswith("grad/")}
+        return float(outputs["loss"]), grads
+
+    def _feeds(self, params: dict, **arrays) -> dict:
+        be = self.backend
+        feeds = {name: be.from_host(value) for name, value in params.items()}
+        feeds["x"] = be.from_host(np.asarray(arrays["x"], dtype=self.spec.dtype))
+        if "y" in arrays:
+            feeds["y"] = be.from_host(target_array(self.spec, self.lowered, arrays["y"]))
+        return feeds
+
+
+def target_array(spec, lowered, y) -> np.ndarray:
+    """Labels as the loss wants them: int64 classes for cross_entropy, else values shaped like
+    the model's output (so 0/1 labels [N] fit a [N, 1] sigmoid output)."""
+    y = np.asarray(y)
+    if spec.loss.type == "cross_entropy":
+        return y.astype(np.int64)
+    shape = lowered.logits.type.shape[1:]
+    return y.astype(spec.dtype).reshape(len(y), *shape)

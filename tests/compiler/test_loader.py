@@ -1,0 +1,417 @@
+import math
+import textwrap
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.loader import (
+    Loaded,
+    Position,
+    apply_overrides,
+    load_yaml_file,
+    load_yaml_text,
+)
+
+LENET = textwrap.dedent(
+    """\
+    name: lenet
+    seed: 0
+    model:
+      input_shape: [1, 28, 28]
+      layers:
+        - {type: conv2d, filters: 6, kernel_size: 5}
+        - type: maxpool2d
+          pool_size: 2
+        - {type: flatten}
+        - type: dense
+          units: 10
+    optimizer:
+      type: sgd
+      lr: 0.05
+    """
+)
+
+
+def load(text: str) -> Loaded:
+    return load_yaml_text(textwrap.dedent(text), "spec.yaml")
+
+
+def errors_of(text: str, filename: str = "spec.yaml") -> list:
+    with pytest.raises(SpecError) as caught:
+        load_yaml_text(textwrap.dedent(text), filename)
+    return caught.value.diagnostics
+
+
+def only_error(text: str):
+    diagnostics = errors_of(text)
+    assert len(diagnostics) == 1, diagnostics
+    return diagnostics[0]
+
+
+# --- data and positions --------------------------------------------------------------------------
+
+
+def test_data_is_what_safe_load_gives():
+    assert load(LENET).data == yaml.safe_load(LENET)
+
+
+def test_positions_of_top_level_keys_and_values():
+    loaded = load(LENET)
+    assert loaded.position(("seed",)) == (2, 7)
+    assert loaded.position(("seed",), key=True) == (2, 1)
+    assert loaded.position(("optimizer", "lr")) == (14, 7)
+    assert loaded.position(("optimizer", "lr"), key=True) == (14, 3)
+
+
+def test_positions_of_block_list_items():
+    loaded = load(LENET)
+    assert loaded.position(("model", "layers", 1)) == (7, 7)
+    assert loaded.position(("model", "layers", 1, "pool_size")) == (8, 18)
+    assert loaded.position(("model", "layers", 1, "pool_size"), key=True) == (8, 7)
+    assert loaded.position(("model", "layers", 3, "units"), key=True) == (11, 7)
+
+
+def test_positions_inside_flow_mappings_and_sequences():
+    loaded = load(LENET)
+    assert loaded.position(("model", "layers", 0)) == (6, 7)
+    assert loaded.position(("model", "layers", 0, "type")) == (6, 14)
+    assert loaded.position(("model", "layers", 0, "filters")) == (6, 31)
+    assert loaded.position(("model", "layers", 0, "filters"), key=True) == (6, 22)
+    assert loaded.position(("model", "input_shape", 2)) == (4, 24)
+
+
+def test_position_of_a_missing_path_is_its_nearest_ancestor():
+    loaded = load(LENET)
+    assert loaded.position(("model", "layers", 3, "activation")) == (10, 7)
+    assert loaded.position(("model", "layers", 3, "activation"), key=True) == (10, 7)
+    assert loaded.position(("data", "dataset")) == (1, 1)
+
+
+def test_location_names_the_file():
+    location = load(LENET).location(("seed",))
+    assert location == Position("spec.yaml", 2, 7)
+    assert location.origin == ""
+
+
+def test_load_yaml_file(tmp_path):
+    path = tmp_path / "lenet.yaml"
+    path.write_text(LENET)
+    loaded = load_yaml_file(path)
+    assert loaded.filename == str(path)
+    assert loaded.location(("seed",)).file == str(path)
+
+
+def test_load_yaml_file_that_does_not_exist(tmp_path):
+    with pytest.raises(SpecError) as caught:
+        load_yaml_file(tmp_path / "missing.yaml")
+    assert "cannot read file" in caught.value.diagnostics[0].message
+
+
+def test_anchors_and_aliases_are_fine():
+    loaded = load(
+        """\
+        conv: &conv {type: conv2d, filters: 6, kernel_size: 3}
+        model:
+          layers: [*conv, *conv]
+        """
+    )
+    assert loaded.data["model"]["layers"] == [loaded.data["conv"]] * 2
+    assert loaded.position(("model", "layers", 1, "filters")) == (1, 37)
+
+
+def test_merge_keys_fill_in_what_the_mapping_does_not_set():
+    loaded = load(
+        """\
+        base: &base {type: conv2d, filters: 6}
+        layer: {<<: *base, filters: 8}
+        """
+    )
+    assert loaded.data["layer"] == {"type": "conv2d", "filters": 8}
+    assert loaded.position(("layer", "filters")) == (2, 29)
+    assert loaded.position(("layer", "type")) == (1, 20)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def test_duplicate_key_points_at_the_second_key():
+    diagnostic = only_error(
+        """\
+        seed: 0
+        name: a
+        seed: 1
+        """
+    )
+    assert (diagnostic.line, diagnostic.col) == (3, 1)
+    assert diagnostic.message == "duplicate key 'seed' (first at line 1)"
+    assert diagnostic.where == ""
+
+
+def test_duplicate_keys_in_nested_and_flow_mappings_are_all_reported():
+    diagnostics = errors_of(
+        """\
+        model:
+          layers:
+            - {type: dense, units: 3, units: 4}
+            - type: dense
+              type: flatten
+        """
+    )
+    assert [(d.line, d.col, d.where) for d in diagnostics] == [
+        (3, 31, "model.layers[0]"),
+        (5, 7, "model.layers[1]"),
+    ]
+
+
+def test_python_object_tags_are_rejected_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    text = f'model: !!python/object/apply:os.system ["touch {marker}"]\n'
+    with pytest.raises(SpecError) as caught:
+        load_yaml_text(text, "evil.yaml")
+    assert not marker.exists()
+    diagnostic = caught.value.diagnostics[0]
+    assert (diagnostic.file, diagnostic.line, diagnostic.col) == ("evil.yaml", 1, 8)
+    assert "'!!python/object/apply:os.system' is not allowed" in diagnostic.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/name:os.system\n",
+        "a: !!python/tuple [1, 2]\n",
+        "a: !custom {x: 1}\n",
+        "a: !!set {x, y}\n",
+        "!!python/object:builtins.dict {a: 1}\n",
+        "? !!python/tuple [1]\n: 2\n",
+    ],
+)
+def test_other_unsafe_or_unknown_tags_are_rejected(text):
+    assert "tag" in only_error(text).message
+
+
+def test_syntax_error_has_the_position_pyyaml_reports():
+    diagnostic = only_error(
+        """\
+        model:
+          layers: [1, 2
+        seed: 0
+        """
+    )
+    assert diagnostic.message.startswith("invalid YAML: ")
+    assert (diagnostic.line, diagnostic.col) == (3, 5)
+
+
+def test_mapping_value_syntax_error_position():
+    diagnostic = only_error("seed: 0\nname: a: b\n")
+    assert (diagnostic.line, diagnostic.col) == (2, 8)
+    assert "mapping values are not allowed here" in diagnostic.message
+
+
+def test_unprintable_character_is_an_error_with_a_position():
+    diagnostic = only_error("seed: 0\nname: a\x07b\n")
+    assert (diagnostic.line, diagnostic.col) == (2, 8)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file_is_an_error(text):
+    diagnostic = only_error(text)
+    assert "empty" in diagnostic.message
+    assert (diagnostic.line, diagnostic.col) == (1, 1)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just text\n", "42\n", "---\n"])
+def test_top_level_must_be_a_mapping(text):
+    assert "top level must be a mapping" in only_error(text).message
+
+
+def test_several_documents_are_an_error():
+    diagnostic = only_error("seed: 0\n---\nseed: 1\n")
+    assert (diagnostic.line, diagnostic.col) == (2, 1)
+
+
+def test_recursive_alias_is_an_error():
+    assert "alias" in only_error("a: &loop [*loop]\n").message
+
+
+def test_exponential_aliases_are_refused():
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    assert "aliases expand" in only_error("\n".join(lines) + "\n").message
+
+
+def test_scalar_that_does_not_fit_its_tag_is_an_error():
+    diagnostic = only_error("a: 1\nday: 2001-13-45\n")
+    assert (diagnostic.line, diagnostic.col) == (2, 6)
+    diagnostic = only_error("a: !!int abc\n")
+    assert "cannot read 'abc' as !!int" in diagnostic.message
+
+
+def test_mapping_as_a_key_is_an_error():
+    assert "keys must be plain scalars" in only_error("? [a, b]\n: 1\n").message
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    diagnostic = only_error("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested too deeply" in diagnostic.message
+
+
+# --- overrides -------------------------------------------------------------------------------
+
+
+def test_override_sets_values_parsed_as_yaml():
+    loaded = apply_overrides(
+        load(LENET),
+        [
+            "optimizer.lr=0.01",
+            "model.layers[0].filters=8",
+            "name=lenet-small",
+            "model.input_shape=[1, 32, 32]",
+            "seed=null",
+        ],
+    )
+    assert loaded.data["optimizer"]["lr"] == 0.01
+    assert loaded.data["model"]["layers"][0]["filters"] == 8
+    assert loaded.data["name"] == "lenet-small"
+    assert loaded.data["model"]["input_shape"] == [1, 32, 32]
+    assert loaded.data["seed"] is None
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("true", True), ("3", 3), ("3.5", 3.5), ("'3'", "3"), ("relu", "relu"), ("", None),
+     ("{type: leaky_relu, alpha: 0.1}", {"type": "leaky_relu", "alpha": 0.1}), ("a=b", "a=b")],
+)
+def test_override_values_are_yaml_typed(value, expected):
+    loaded = apply_overrides(load(LENET), [f"model.layers[3].activation={value}"])
+    assert loaded.data["model"]["layers"][3]["activation"] == expected
+
+
+def test_override_adds_keys_and_missing_mappings():
+    loaded = apply_overrides(load(LENET), ["optimizer.momentum=0.9", "data.limit=100"])
+    assert loaded.data["optimizer"]["momentum"] == 0.9
+    assert loaded.data["data"] == {"limit": 100}
+
+
+def test_overridden_positions_point_at_the_argument():
+    arguments = ["optimizer.lr=0.01", "model.layers[0]={type: dense, units: 3}", "data.limit=5"]
+    loaded = apply_overrides(load(LENET), arguments)
+    expected = Position("--set", 2, 1, "--set model.layers[0]={type: dense, units: 3}")
+    assert loaded.location(("model", "layers", 0, "units")) == expected
+    assert loaded.location(("model", "layers", 0, "units"), key=True) == expected
+    assert loaded.location(("model", "layers", 0, "missing")) == expected
+    assert loaded.location(("optimizer", "lr")).origin == "--set optimizer.lr=0.01"
+    assert loaded.location(("data",)).origin == "--set data.limit=5"
+    # Keys that the replacement dropped have no position of their own any more.
+    assert ("model", "layers", 0, "kernel_size") not in loaded.positions
+    assert loaded.position(("model", "layers", 1, "pool_size")) == (8, 18)
+
+
+def test_overrides_leave_the_original_alone():
+    original = load(LENET)
+    apply_overrides(original, ["optimizer.lr=0.5", "data.limit=5"])
+    assert original.data == yaml.safe_load(LENET)
+    assert ("data",) not in original.positions
+
+
+def override_errors(*arguments: str) -> list:
+    with pytest.raises(SpecError) as caught:
+        apply_overrides(load(LENET), list(arguments))
+    return caught.value.diagnostics
+
+
+def test_override_index_out_of_range():
+    diagnostic, = override_errors("model.layers[9].filters=8")
+    assert diagnostic.format() == (
+        "--set:1:1: error: --set model.layers[9].filters=8: "
+        "model.layers has 4 entries (indices 0..3)"
+    )
+
+
+@pytest.mark.parametrize(
+    "argument, message",
+    [
+        ("seed.x=1", "seed is the value 0; it has no key 'x'"),
+        ("model.layers.filters=8", "model.layers is a list; select an entry first"),
+        ("model[0]=1", "model is a mapping, not a list"),
+        ("seed[0]=1", "seed is the value 0, not a list"),
+        ("optimizer.lr", "expected PATH=VALUE"),
+        ("model..layers=1", "cannot read the path 'model..layers'"),
+        ("=3", "cannot read the path ''"),
+        ("model.layers[-1].units=3", "cannot read the path"),
+        ("seed=[1", "invalid YAML"),
+        ("seed=a: b: c", "invalid YAML"),
+        ("seed=!!python/object/apply:os.system [ls]", "is not allowed"),
+        ("seed={a: 1, a: 2}", "duplicate key 'a'"),
+    ],
+)
+def test_override_errors(argument, message):
+    diagnostic, = override_errors(argument)
+    assert (diagnostic.file, diagnostic.line, diagnostic.col) == ("--set", 1, 1)
+    assert diagnostic.where == f"--set {argument}"
+    assert message in diagnostic.message
+
+
+def test_override_errors_are_all_reported_with_their_argument_number():
+    diagnostics = override_errors("optimizer.lr=0.1", "model.layers[4].units=1", "seed.x=1")
+    assert [(d.line, d.where) for d in diagnostics] == [
+        (2, "--set model.layers[4].units=1"),
+        (3, "--set seed.x=1"),
+    ]
+
+
+# --- nothing but SpecError, whatever the input ---------------------------------------------------
+
+YAMLISH = st.text(alphabet=list(" \n\t:-[]{},'\"&*!#|>?%@`.~=<") + list("abcxyz019_"), max_size=80)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(YAMLISH)
+def test_random_text_raises_only_spec_errors(text):
+    try:
+        loaded = load_yaml_text(text, "random.yaml")
+    except SpecError as error:
+        assert error.diagnostics
+        assert all(d.line >= 1 and d.col >= 1 for d in error.diagnostics)
+        return
+    # Whatever loads, loads as PyYAML would load it.
+    assert repr(loaded.data) == repr(yaml.safe_load(text))
+    for path in loaded.positions:
+        assert loaded.position(path) >= (1, 1)
+
+
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10)
+)
+NESTED = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), NESTED, min_size=1, max_size=5), st.booleans())
+def test_random_nested_dicts_round_trip(data, flow):
+    text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
+    loaded = load_yaml_text(text, "random.yaml")
+    # Compared with safe_load, not `data`: PyYAML itself does not round-trip some characters (\x85).
+    assert loaded.data == yaml.safe_load(text)
+    assert all(loaded.position(path) >= (1, 1) for path in loaded.positions)
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(alphabet=list("abmodelayrs.[]0129=-: {}'\"!"), max_size=30), max_size=3))
+def test_random_overrides_raise_only_spec_errors(arguments):
+    try:
+        apply_overrides(load(LENET), arguments)
+    except SpecError as error:
+        assert all(d.file == "--set" for d in error.diagnostics)
+
+
+def test_float_specials_load():
+    loaded = load("a: .nan\nb: -.inf\n")
+    assert math.isnan(loaded.data["a"]) and loaded.data["b"] == -math.inf
