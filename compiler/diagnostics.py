@@ -449,6 +449,8 @@ def _bound_expectation(kind: str, context: dict, noun: str) -> str:
     if noun == "an integer" and isinstance(bound, int) and kind in ("greater_than", "less_than"):
         key, symbol = ("ge", "≥") if kind == "greater_than" else ("le", "≤")
         bound = bound + 1 if kind == "greater_than" else bound - 1
+    if isinstance(bound, float) and bound.is_integer():
+        bound = int(bound)
     return f"{noun} {symbol} {bound}"
 
 

@@ -134,7 +134,7 @@ def fetch_file(
 def make_directory(name: str, directory: Path) -> None:
     existing = next(path for path in (directory, *directory.parents) if path.exists())
     if not is_writable_dir(existing):
-        raise DataError(f"{name}: {existing} is not writable; choose another place with --dest DIR")
+        raise DataError(f"{name}: {existing} is not writable; choose a directory with --dest")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:

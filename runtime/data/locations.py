@@ -36,7 +36,7 @@ def default_dir(name: str) -> Path:
 
 
 def search_dirs(name: str, path: str | None = None, spec_dir: Path | None = None) -> list[Path]:
-    """An explicit data.path is the only place looked at; otherwise the environment, then the cache."""
+    """An explicit data.path is the only place searched; else the environment, then the cache."""
     if path:
         return [(Path(spec_dir or ".") / Path(path).expanduser())]
     data_dir = os.environ.get("NNRUN_DATA_DIR")

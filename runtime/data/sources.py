@@ -55,7 +55,7 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: features must be numbers, found dtype {x.dtype}")
     if x.ndim < 2:
-        raise DataError(f"{where}: features must be [N, ...] with one row per sample, got {x.shape}")
+        raise DataError(f"{where}: features must be [N, ...], one row per sample, got {x.shape}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         sample = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"{where}: features contain NaN or inf (first at sample {sample})")
@@ -69,7 +69,9 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> n
         integral = np.isfinite(y) & (y == np.round(y))
         if not integral.all():
             sample = int(np.argmin(integral))
-            raise DataError(f"{where}: labels must be integers, found {y[sample]} at sample {sample}")
+            raise DataError(
+                f"{where}: labels must be integers, found {y[sample]} at sample {sample}"
+            )
     labels = y.astype(np.int64)
     if len(labels) and labels.min() < 0:
         sample = int(np.argmin(labels))
@@ -258,9 +260,10 @@ def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
     x_train, y_train, task = npz_pair(arrays["x"], arrays["y"], f"{path} (x, y)")
     x_test = y_test = None
     if "x_test" in arrays:
-        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays["y_test"], f"{path} (x_test, y_test)")
+        where = f"{path} (x_test, y_test)"
+        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays["y_test"], where)
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"{path}: x_test samples are {x_test.shape[1:]}, x are {x_train.shape[1:]}")
+            raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
     classes = classes_of(y_train, y_test) if task == "classification" else None
     return RawData(x_train, y_train, x_test, y_test, classes, task)
 

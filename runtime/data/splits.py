@@ -21,6 +21,9 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def __repr__(self) -> str:
+        return f"Split(x={self.x.dtype}{list(self.x.shape)}, y={self.y.dtype}{list(self.y.shape)})"
+
     def take(self, indices: np.ndarray | slice) -> Split:
         return Split(self.x[indices], self.y[indices])
 

@@ -1,0 +1,310 @@
+"""The `nnrun` command line (DESIGN.md section 6).
+
+Exit codes: 0 success; 1 invalid spec, bad data, failed training; 2 usage; 70 internal error.
+Bad input prints one line per problem and never a traceback (unless --debug).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from functools import wraps
+from pathlib import Path
+
+import click
+
+from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
+
+INTERNAL_ERROR = 70
+
+spec_argument = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
+                          help="Override a spec value before validation, e.g. optimizer.lr=0.01 "
+                               "(repeatable; VALUE is parsed as YAML).")
+backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
+                              show_default=True, help="Array backend.")
+
+
+class UserError(Exception):
+    """A problem with the user's input: one line, exit 1."""
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    from nnrun.backends import BackendUnavailable
+    from nnrun.runtime.checkpoint import CheckpointError
+    from nnrun.runtime.data import DataError
+    from nnrun.runtime.train import TrainingError
+
+    return UserError, DataError, TrainingError, CheckpointError, BackendUnavailable
+
+
+def handle_errors(command):
+    """Spec errors print as diagnostics, other user errors as one line; anything else is a bug."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return command(*args, **kwargs)
+        except SpecError as error:
+            click.echo(format_diagnostics(error.diagnostics), err=True)
+            sys.exit(1)
+        except click.exceptions.Exit:
+            raise
+        except _expected_errors() as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            if debug:
+                traceback.print_exc()
+            click.echo(f"nnrun: internal error: {type(error).__name__}: {error} "
+                       "(rerun with --debug for the traceback, and please report it)", err=True)
+            sys.exit(INTERNAL_ERROR)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@click.version_option(package_name="nnrun")
+def main(debug: bool) -> None:
+    """nnrun: compile a YAML neural-network spec to an op graph and run it."""
+
+
+# --- validate, summary, graph, schema -------------------------------------------------------
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@set_option
+@handle_errors
+def validate(specs, fmt, strict, overrides) -> None:
+    """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
+    from nnrun.compiler.frontend import check, load_spec
+
+    all_diagnostics: list[Diagnostic] = []
+    failed = 0
+    for path in specs:
+        try:
+            checked = check(load_spec(path, overrides))
+            diagnostics, summary = checked.diagnostics, checked.summary
+        except SpecError as error:
+            diagnostics, summary = error.diagnostics, None
+        bad = any(d.severity == "error" or strict for d in diagnostics)
+        failed += bad
+        all_diagnostics += diagnostics
+        if fmt == "text":
+            _print_validation(path, diagnostics, summary, bad)
+    if fmt != "text":
+        click.echo(format_diagnostics(all_diagnostics, fmt))
+    elif len(specs) > 1:
+        click.echo(f"{len(specs) - failed} of {len(specs)} specs valid", err=bool(failed))
+    sys.exit(1 if failed else 0)
+
+
+def _print_validation(path, diagnostics, summary, bad: bool) -> None:
+    if diagnostics:
+        click.echo(format_diagnostics(diagnostics), err=True)
+    if not bad and summary is not None:
+        click.echo(f"{path}: ok ({summary.total_params:,} parameters, "
+                   f"{summary.flops_per_sample:,} FLOPs per sample)")
+
+
+@main.command()
+@spec_argument
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+@set_option
+@handle_errors
+def summary(spec, fmt, overrides) -> None:
+    """Per layer: output shape, parameters, FLOPs; totals; training memory."""
+    from nnrun.compiler.frontend import check, load_spec
+    from nnrun.compiler.summary import summary_text
+
+    checked = check(load_spec(spec, overrides))
+    errors = [d for d in checked.diagnostics if d.severity == "error"]
+    if errors:
+        raise SpecError(errors)
+    if fmt == "json":
+        click.echo(json.dumps(checked.summary.as_json(), indent=2))
+    else:
+        click.echo(summary_text(checked.summary), nl=False)
+
+
+@main.command()
+@spec_argument
+@click.option("--format", "fmt", type=click.Choice(["text", "dot"]), default="text",
+              show_default=True)
+@click.option("--backward", is_flag=True, help="Show the whole training step (forward, "
+                                                "backward, optimizer update).")
+@set_option
+@handle_errors
+def graph(spec, fmt, backward, overrides) -> None:
+    """The lowered op graph; every value with its shape."""
+    from nnrun.compiler.frontend import compile_checked, load_spec
+    from nnrun.compiler.passes.dead_code import eliminate_dead_code
+    from nnrun.compiler.printer import graph_dot, graph_text
+
+    lowered, step = compile_checked(load_spec(spec, overrides))
+    shown = eliminate_dead_code(step.graph) if backward else lowered.graph
+    click.echo(graph_dot(shown) if fmt == "dot" else graph_text(shown), nl=False)
+
+
+@main.command()
+@handle_errors
+def schema() -> None:
+    """The JSON Schema of the spec language, for editors (see docs/spec-reference.md)."""
+    from nnrun.compiler.schema import Spec
+
+    document = Spec.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "nnrun spec (version 1)"
+    click.echo(json.dumps(document, indent=2))
+
+
+# --- train, eval, predict -------------------------------------------------------------------
+
+
+@main.command()
+@spec_argument
+@backend_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory (default runs/<name>/<timestamp>).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Same as --set train.epochs=N.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Same as --set train.batch_size=N.")
+@click.option("--seed", type=click.IntRange(min=0), help="Same as --set seed=N.")
+@set_option
+@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Continue the run in this directory from its last.npz.")
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
+              help="Cap the batches per epoch (quick checks).")
+@handle_errors
+def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, quiet,
+          max_steps) -> None:
+    """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
+    from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.train import train as run_training
+
+    overrides = list(overrides)
+    for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size), ("seed", seed)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if resume and out_dir:
+        raise click.UsageError("--resume continues a run in its own directory; drop --out")
+    run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir, resume=resume,
+                 quiet=quiet, max_steps=max_steps)
+
+
+run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
+                                                             path_type=Path))
+checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "last"]),
+                                 default="best", show_default=True)
+
+
+@main.command(name="eval")
+@run_dir_argument
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
+              show_default=True)
+@checkpoint_option
+@backend_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@handle_errors
+def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
+    """Metrics of a run's checkpoint on a data split."""
+    from nnrun.runtime.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, split, checkpoint, backend)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{run_dir} ({checkpoint}.npz, epoch {result['epoch']}), {split} split, "
+               f"{result['samples']} samples")
+    for name, value in result.items():
+        if name.startswith(f"{split}_"):
+            click.echo(f"  {name:<20} {value:.4f}")
+
+
+@main.command()
+@run_dir_argument
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Where to write the outputs (.npy).")
+@checkpoint_option
+@backend_option
+@handle_errors
+def predict(run_dir, input_file, out_path, checkpoint, backend) -> None:
+    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy."""
+    from nnrun.runtime.evaluate import predict_run
+
+    outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
+    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
+
+
+# --- bench, gradcheck -----------------------------------------------------------------------
+
+
+@main.command()
+@spec_argument
+@backend_option
+@click.option("--batch-size", type=click.IntRange(min=1), help="Default: train.batch_size.")
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@set_option
+@handle_errors
+def bench(spec, backend, batch_size, steps, fmt, overrides) -> None:
+    """Train-step and inference throughput on random data of the spec's shape."""
+    import nnrun
+    from nnrun.runtime.bench import bench as run_bench
+
+    model = nnrun.compile(spec, backend=backend, overrides=overrides)
+    result = run_bench(model, batch_size or model.spec.train.batch_size, steps)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{spec} on {result['backend']}, batch {result['batch_size']}, {steps} steps")
+    click.echo(f"  train step  {result['train_step_ms']:>10.3f} ms  "
+               f"{result['train_samples_per_s']:>12,.0f} samples/s")
+    click.echo(f"  inference   {result['inference_ms']:>10.3f} ms  "
+               f"{result['inference_samples_per_s']:>12,.0f} samples/s")
+
+
+@main.command()
+@spec_argument
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Entries checked per parameter.")
+@click.option("--tolerance", type=float, default=1e-5, show_default=True)
+@set_option
+@handle_errors
+def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
+    """Compiled gradients vs central finite differences, in float64."""
+    import nnrun
+    from nnrun.runtime.gradcheck import gradcheck as run_gradcheck
+
+    model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
+    results = run_gradcheck(model, batch=batch_size, samples=samples)
+    worst = max((r.worst_relative_error for r in results), default=0.0)
+    for result in results:
+        mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
+        click.echo(f"  {result.name:<28} worst relative error {result.worst_relative_error:.2e}  {mark}")
+    passed = worst <= tolerance
+    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g}); "
+               "training-mode ops (dropout, batch statistics) are checked in inference mode")
+    sys.exit(0 if passed else 1)
+
+
+def _attach_data_group() -> None:
+    from nnrun.data_cli import data
+
+    main.add_command(data)
+
+
+_attach_data_group()

@@ -1,0 +1,88 @@
+"""`nnrun eval` and `nnrun predict`: a run directory's checkpoint applied to data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from nnrun.compiler.frontend import load_spec
+
+from . import checkpoint as ckpt
+from .data import DataError, load_dataset
+from .model import Model
+from .train import TrainingError, evaluate, evaluation_executor
+
+
+def load_run(run_dir: Path, which: str = "best", backend: str = "numpy"):
+    """The run's spec compiled, and the checkpoint's state checked against it."""
+    run_dir = Path(run_dir)
+    spec_path = run_dir / "spec.yaml"
+    if not spec_path.exists():
+        raise TrainingError(f"{run_dir}: not a run directory (no spec.yaml)")
+    model = Model(load_spec(spec_path), backend)
+    path = run_dir / f"{which}.npz"
+    if not path.exists():
+        fallback = run_dir / "last.npz"
+        if which == "best" and fallback.exists():
+            path = fallback
+        else:
+            raise TrainingError(f"{path}: no such checkpoint")
+    state, meta = ckpt.load_checkpoint(path)
+    expected = {name: info.shape for name, info in model.param_infos.items()}
+    ckpt.check_compatible(path, meta, state, model.spec, expected)
+    params = {name: state[name] for name in expected}
+    return model, params, meta
+
+
+def evaluate_run(run_dir: Path, split: str = "test", which: str = "best",
+                 backend: str = "numpy") -> dict:
+    model, params, meta = load_run(run_dir, which, backend)
+    spec = model.spec
+    data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype)
+    chosen = getattr(data, split)
+    if chosen is None:
+        raise DataError(f"{spec.data.dataset}: has no {split} split"
+                        + ("; set data.validation_split" if split == "val" else ""))
+    state = {name: model.backend.from_host(value) for name, value in params.items()}
+    result = evaluate(spec, model, evaluation_executor(spec, model.backend), state, chosen, split)
+    return {"epoch": meta.get("epoch"), "split": split, "samples": len(chosen.x), **result}
+
+
+def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str = "best",
+                backend: str = "numpy") -> np.ndarray:
+    model, params, _ = load_run(run_dir, which, backend)
+    x = _read_inputs(Path(input_path), model)
+    outputs = np.concatenate([model.forward(params, x[i:i + 1000]) for i in range(0, len(x), 1000)])
+    _save_atomically(Path(out_path), outputs)
+    return outputs
+
+
+def _read_inputs(path: Path, model) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise DataError(f"{path}: has no array 'x' (found: {', '.join(archive.files) or 'none'})")
+            x = archive["x"]
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    expected = list(model.lowered.graph.inputs[0].type.shape[1:])
+    if list(x.shape[1:]) != expected:
+        raise DataError(f"{path}: x has samples of shape {list(x.shape[1:])}, the model expects "
+                        f"{expected} (x must be [N, {', '.join(map(str, expected))}])")
+    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
+        raise DataError(f"{path}: x must hold finite numbers")
+    return x.astype(model.spec.dtype)
+
+
+def _save_atomically(path: Path, array: np.ndarray) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, array)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

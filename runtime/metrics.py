@@ -1,0 +1,35 @@
+"""Metrics computed on the host from a batch's outputs and targets.
+
+Each returns a sum over the batch, so that epoch values are exact means however the
+batches fall."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def metric_name(metric) -> str:
+    return f"top_{metric.k}_accuracy" if metric.type == "top_k_accuracy" else metric.type
+
+
+def predicted_classes(logits: np.ndarray) -> np.ndarray:
+    if logits.ndim == 2 and logits.shape[1] == 1:
+        return (logits[:, 0] > 0).astype(np.int64)  # one logit: class 1 when sigmoid > 0.5
+    return logits.argmax(axis=1)
+
+
+def metric_sum(metric, logits: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> float:
+    kind = metric.type
+    if kind == "accuracy":
+        return float((predicted_classes(logits) == target.reshape(len(target), -1)[:, 0]).sum())
+    if kind == "top_k_accuracy":
+        top = np.argsort(-logits, axis=1)[:, : metric.k]
+        return float((top == target[:, None]).any(axis=1).sum())
+    difference = prediction.reshape(len(prediction), -1) - target.reshape(len(target), -1)
+    per_sample = np.abs(difference) if kind == "mae" else difference**2
+    return float(per_sample.mean(axis=1).sum())
+
+
+def default_mode(monitor: str) -> str:
+    """Loss-like metrics improve downwards, the rest upwards."""
+    return "min" if any(word in monitor for word in ("loss", "mae", "mse")) else "max"

@@ -1,0 +1,25 @@
+"""Learning-rate schedules. Warm-up is linear per step over `warmup_epochs`; after it the
+schedule changes the rate once per epoch, counting epochs from the end of the warm-up."""
+
+from __future__ import annotations
+
+import math
+
+
+def learning_rate(optimizer, epoch: int, step_in_epoch: int, steps_per_epoch: int,
+                  total_epochs: int) -> float:
+    """epoch counts from 0; the rate for that step."""
+    schedule, base = optimizer.schedule, optimizer.lr
+    warmup = schedule.warmup_epochs
+    if epoch < warmup:
+        done = epoch * steps_per_epoch + step_in_epoch + 1
+        return base * done / (warmup * steps_per_epoch)
+    after = epoch - warmup
+    if schedule.type == "step":
+        return base * schedule.gamma ** (after // schedule.step_epochs)
+    if schedule.type == "exponential":
+        return base * schedule.gamma ** after
+    if schedule.type == "cosine":
+        span = max(total_epochs - warmup, 1)
+        return schedule.min_lr + (base - schedule.min_lr) * (1 + math.cos(math.pi * after / span)) / 2
+    return base

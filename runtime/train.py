@@ -1,0 +1,400 @@
+"""The training loop: batches through the compiled training-step graph, per-epoch evaluation,
+metrics.jsonl, checkpoints, early stopping, resume, and the run's summary.json.
+
+Randomness: epoch e draws from default_rng([seed, e]) (shuffling, then per batch augmentation
+and dropout), so a run resumed at an epoch boundary repeats exactly what an uninterrupted run
+does; the checkpoint records the epoch, which is the whole RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.step import add_loss
+from nnrun.compiler.lower import lower
+
+from . import checkpoint as ckpt
+from .data import DataError, augment_batch, load_dataset
+from .executor import Executor
+from .metrics import default_mode, metric_name, metric_sum
+from .model import Model, target_array
+from .progress import EpochProgress, print_final_table
+from .schedules import learning_rate
+
+
+class TrainingError(Exception):
+    """Training cannot go on (bad data for this model, a diverged loss, a bad resume)."""
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int = 0
+    epochs_since_best: int = 0
+
+
+def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
+          max_steps: int | None = None) -> dict:
+    """Trains `source` (a SourceSpec) and returns the run summary. `max_steps` caps the
+    batches per epoch (for quick checks)."""
+    trainer = Trainer(source, backend, quiet=quiet, max_steps=max_steps)
+    return trainer.run(_run_directory(source, out_dir, resume), resume is not None)
+
+
+def _run_directory(source, out_dir, resume) -> Path:
+    if resume is not None:
+        return Path(resume)
+    if out_dir is not None:
+        return Path(out_dir)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / source.spec.name / stamp
+
+
+class Trainer:
+    def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None):
+        self.source, self.spec = source, source.spec
+        self.quiet, self.max_steps = quiet, max_steps
+        if self.spec.data is None:
+            raise TrainingError(f"{source.loaded.filename}: training needs a data section "
+                                "(data: {dataset: ...})")
+        self.model = Model(source, backend)
+        self.backend = self.model.backend
+        self.data = load_dataset(self.spec.data, spec_dir=source.directory, seed=self.spec.seed,
+                                 dtype=self.spec.dtype)
+        check_data_fits(self.spec, self.model, self.data)
+        step = self.model.train_step
+        self.step_exec = Executor(eliminate_dead_code(step.graph), self.backend)
+        self.eval_exec = Executor(eliminate_dead_code(_evaluation_graph(self.spec)), self.backend)
+        self.optimizer_state = step.optimizer_state
+
+    # --- state ----------------------------------------------------------------------------
+
+    def initial_state(self) -> dict:
+        state = self.model.init_params(self.spec.seed)
+        for name, param in self.optimizer_state.items():
+            state[name] = np.zeros_like(state[param])
+        return {name: self.backend.from_host(value) for name, value in state.items()}
+
+    def host_state(self) -> dict:
+        return {name: self.backend.to_host(value) for name, value in self.state.items()}
+
+    def expected_shapes(self) -> dict:
+        shapes = {name: info.shape for name, info in self.model.param_infos.items()}
+        shapes.update({name: shapes[param] for name, param in self.optimizer_state.items()})
+        return shapes
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self, run_dir: Path, resuming: bool) -> dict:
+        self.run_dir = run_dir
+        started = time.perf_counter()
+        self.state, self.history, self.global_step, first_epoch = self._start(resuming)
+        stopped_early = False
+        for epoch in range(first_epoch, self.spec.train.epochs + 1):
+            row = self.train_epoch(epoch)
+            self.history.rows.append(row)
+            self._append_metrics(row)
+            if self._after_epoch(epoch, row):
+                stopped_early = True
+                break
+        return self._finish(started, stopped_early)
+
+    def _start(self, resuming: bool):
+        if not resuming:
+            _prepare_new_run(self.run_dir, self.source)
+            return self.initial_state(), History(), 0, 1
+        return self._resume()
+
+    def _resume(self):
+        path = self.run_dir / "last.npz"
+        if not path.exists():
+            raise TrainingError(f"{self.run_dir}: no last.npz to resume from")
+        saved, meta = ckpt.load_checkpoint(path)
+        ckpt.check_compatible(path, meta, saved, self.spec, self.expected_shapes())
+        history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
+                          epochs_since_best=meta.get("epochs_since_best", 0))
+        history.rows = _read_metrics(self.run_dir / "metrics.jsonl", meta["epoch"])
+        _rewrite_metrics(self.run_dir / "metrics.jsonl", history.rows)
+        state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
+        return state, history, meta["step"], meta["epoch"] + 1
+
+    def train_epoch(self, epoch: int) -> dict:
+        train = self.data.train
+        rng = np.random.default_rng([self.spec.seed, epoch])
+        batches = _batches(len(train.x), self.spec.train.batch_size, self.spec.train.shuffle, rng)
+        if self.max_steps:
+            batches = batches[: self.max_steps]
+        progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
+        totals = _Totals()
+        started = time.perf_counter()
+        for index, batch in enumerate(batches):
+            lr = learning_rate(self.spec.optimizer, epoch - 1, index, len(batches),
+                               self.spec.train.epochs)
+            outputs = self.train_step(train.x[batch], train.y[batch], lr, rng, epoch, index)
+            totals.add(self.spec, outputs, train.y[batch], self.backend)
+            progress.update(len(batch), totals.running_loss())
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, **totals.means("train_", self.spec), "lr": lr}
+        row.update(self.evaluate_split("val"))
+        row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
+        row.update(totals.grad_norms())
+        progress.close(row)
+        return row
+
+    def train_step(self, x, y, lr: float, rng, epoch: int, index: int) -> dict:
+        if self.spec.data.augment:
+            x = augment_batch(x, self.spec.data.augment, rng)
+        self.global_step += 1
+        be, dtype = self.backend, self.spec.dtype
+        feeds = dict(self.state)
+        feeds.update(x=be.from_host(x), y=be.from_host(target_array(self.spec, self.model.lowered, y)),
+                     lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(self.global_step, dtype=dtype),
+                     rng=self.backend.rng(rng.integers(2**63)))
+        outputs, updates = self.step_exec.run(feeds)
+        loss = float(outputs["loss"])
+        if not math.isfinite(loss):
+            raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
+        self.state.update(updates)
+        return outputs
+
+    def _diverged_message(self, loss, epoch, step, lr) -> str:
+        optimizer = self.spec.optimizer
+        causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
+        if not optimizer.clip_grad_norm:
+            causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
+        kept = self.run_dir / "last.npz"
+        last = f"last good checkpoint: {kept}" if kept.exists() else "no checkpoint was written yet"
+        return f"loss became {loss} at epoch {epoch}, step {step}; {'; '.join(causes)}; {last}"
+
+    # --- evaluation -----------------------------------------------------------------------
+
+    def evaluate_split(self, split: str, state=None) -> dict:
+        data = getattr(self.data, split)
+        if data is None:
+            return {}
+        return evaluate(self.spec, self.model, self.eval_exec, state or self.state, data, split)
+
+    # --- after each epoch -----------------------------------------------------------------
+
+    def _append_metrics(self, row: dict) -> None:
+        _append_metrics_line(self.run_dir / "metrics.jsonl", row)
+
+    def _after_epoch(self, epoch: int, row: dict) -> bool:
+        """Checkpoints and early stopping; True when training should stop."""
+        monitor, mode, stopping = self._monitor()
+        value = row.get(monitor)
+        history = self.history
+        improved = value is not None and (
+            history.best_value is None or _better(value, history.best_value, mode,
+                                                  stopping.min_delta if stopping else 0.0))
+        if improved:
+            history.best_value, history.best_epoch, history.epochs_since_best = value, epoch, 0
+        else:
+            history.epochs_since_best += 1
+        meta = self._meta(epoch)
+        if improved:
+            ckpt.save_checkpoint(self.run_dir / "best.npz", self.host_state(), meta)
+        ckpt.save_checkpoint(self.run_dir / "last.npz", self.host_state(), meta)
+        return bool(stopping and history.epochs_since_best >= stopping.patience)
+
+    def _monitor(self):
+        stopping = self.spec.train.early_stopping
+        default = "val_loss" if self.data.val is not None else "train_loss"
+        monitor = stopping.monitor if stopping else default
+        if stopping and monitor not in self.history.rows[-1]:
+            known = ", ".join(k for k in self.history.rows[-1] if k not in ("epoch", "lr"))
+            raise TrainingError(f"train.early_stopping.monitor: '{monitor}' is not a metric of "
+                                f"this run; choose one of: {known}")
+        mode = stopping.mode if stopping and stopping.mode != "auto" else default_mode(monitor)
+        return monitor, mode, stopping
+
+    def _meta(self, epoch: int) -> dict:
+        history = self.history
+        return {"epoch": epoch, "step": self.global_step, "spec_hash": ckpt.spec_hash(self.spec),
+                "seed": self.spec.seed, "rng": {"seed": self.spec.seed, "next_epoch": epoch + 1},
+                "best_value": history.best_value, "best_epoch": history.best_epoch,
+                "epochs_since_best": history.epochs_since_best, "version": 1,
+                "backend": self.backend.name}
+
+    def _finish(self, started: float, stopped_early: bool) -> dict:
+        stopping = self.spec.train.early_stopping
+        final_state = self.state
+        best_path = self.run_dir / "best.npz"
+        if stopping and stopping.restore_best and best_path.exists():
+            saved, _ = ckpt.load_checkpoint(best_path)
+            final_state = {name: self.backend.from_host(saved[name]) for name in self.state}
+        final = self._final_metrics(final_state)
+        rows = self.history.rows
+        wall = time.perf_counter() - started
+        summary = {
+            "backend": self.backend.name, "epochs_run": len(rows), "stopped_early": stopped_early,
+            "best_epoch": self.history.best_epoch, "final": final,
+            "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
+            "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
+        }
+        _write_json(self.run_dir / "summary.json", summary)
+        if not self.quiet:
+            print_final_table(summary, rows)
+        return summary
+
+    def _final_metrics(self, state) -> dict:
+        last = self.history.rows[-1] if self.history.rows else {}
+        final = {"train_loss": last.get("train_loss")}
+        for split in ("val", "test"):
+            final.update(self.evaluate_split(split, state))
+        final.setdefault("val_loss", None)
+        final.setdefault("test_loss", None)
+        if any(m.type == "accuracy" for m in self.spec.train.metrics):
+            final.setdefault("val_accuracy", None)
+            final.setdefault("test_accuracy", None)
+        return final
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _evaluation_graph(spec):
+    """Forward in inference mode plus the loss: what validation and `eval` run."""
+    lowered = lower(spec, mode="eval")
+    add_loss(lowered.builder, lowered, spec)
+    lowered.graph.outputs["logits"] = lowered.logits
+    return lowered.graph
+
+
+def evaluation_executor(spec, backend) -> Executor:
+    return Executor(eliminate_dead_code(_evaluation_graph(spec)), backend)
+
+
+def evaluate(spec, model, executor, state, split, prefix: str, batch_size: int = 1000) -> dict:
+    be = model.backend
+    loss_sum, sums, count = 0.0, {}, 0
+    for start in range(0, len(split.x), batch_size):
+        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+        feeds = dict(state)
+        feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
+        outputs, _ = executor.run(feeds)
+        loss_sum += float(outputs["loss"]) * len(x)
+        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
+        for metric in spec.train.metrics:
+            name = metric_name(metric)
+            sums[name] = sums.get(name, 0.0) + metric_sum(metric, logits, prediction, y)
+        count += len(x)
+    result = {f"{prefix}_loss": loss_sum / count}
+    result.update({f"{prefix}_{name}": value / count for name, value in sums.items()})
+    return result
+
+
+class _Totals:
+    """Running sums over an epoch's batches."""
+
+    def __init__(self):
+        self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
+
+    def add(self, spec, outputs, y, be) -> None:
+        n = len(y)
+        self.loss += float(outputs["loss"]) * n
+        self.count += n
+        self.steps += 1
+        logits = be.to_host(outputs["logits"])
+        for metric in spec.train.metrics:
+            if metric.type in ("accuracy", "top_k_accuracy"):
+                name = metric_name(metric)
+                self.metrics[name] = self.metrics.get(name, 0.0) + metric_sum(metric, logits, logits, y)
+        for name, value in outputs.items():
+            if name.startswith("grad_norm/"):
+                self.norms[name] = self.norms.get(name, 0.0) + float(value)
+
+    def running_loss(self) -> float:
+        return self.loss / max(self.count, 1)
+
+    def means(self, prefix: str, spec) -> dict:
+        result = {f"{prefix}loss": self.loss / self.count}
+        result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
+        return result
+
+    def grad_norms(self) -> dict:
+        return {name: value / self.steps for name, value in self.norms.items()}
+
+
+def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray]:
+    order = rng.permutation(count) if shuffle else np.arange(count)
+    return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+
+
+def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def check_data_fits(spec, model, data) -> None:
+    """Labels must fit the output layer; samples must have the model's input shape."""
+    where = spec.data.path or spec.data.dataset
+    expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
+    if tuple(data.input_shape) != expected:
+        raise TrainingError(f"{where}: samples have shape {list(data.input_shape)}, the model "
+                            f"expects {list(expected)}; set model.input_shape to "
+                            f"{list(data.input_shape)}")
+    outputs = model.lowered.logits.type.shape[1:]
+    labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
+    if spec.loss.type == "cross_entropy":
+        top = int(labels.max())
+        if top >= outputs[0]:
+            raise TrainingError(f"{where}: labels go up to {top} but the model has {outputs[0]} "
+                                f"outputs; set the last layer's units to {top + 1}")
+    elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
+        raise TrainingError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
+                            "for more classes")
+
+
+def _prepare_new_run(run_dir: Path, source) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = [name for name in ("last.npz", "metrics.jsonl") if (run_dir / name).exists()]
+    if existing:
+        raise TrainingError(f"{run_dir}: already holds a run ({', '.join(existing)}); use "
+                            "--resume to continue it or choose another --out")
+    (run_dir / "metrics.jsonl").write_text("")
+    (run_dir / "spec.yaml").write_text(resolved_spec_text(source))
+
+
+def resolved_spec_text(source) -> str:
+    """The spec as run: overrides applied, name filled in, data.path made absolute."""
+    data = json.loads(json.dumps(source.loaded.data))  # a deep copy of plain data
+    data["name"] = source.spec.name
+    path = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None
+    if path:
+        data["data"]["path"] = str((source.directory / path).resolve())
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _append_metrics_line(path: Path, row: dict) -> None:
+    with open(path, "a") as stream:
+        stream.write(json.dumps(row) + "\n")
+
+
+def _read_metrics(path: Path, through_epoch: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [row for row in rows if row["epoch"] <= through_epoch]
+
+
+def _rewrite_metrics(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    temporary.replace(path)
+
+
+__all__ = ["train", "Trainer", "TrainingError", "DataError", "evaluate", "evaluation_executor"]

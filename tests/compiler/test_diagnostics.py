@@ -1,0 +1,514 @@
+import json
+import textwrap
+from typing import Annotated, Literal, Union
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from nnrun.compiler.diagnostics import (
+    Diagnostic,
+    SpecError,
+    describe_path,
+    diagnostics_from_validation_error,
+    format_diagnostics,
+    format_path,
+    layer_name,
+    suggest,
+)
+from nnrun.compiler.loader import apply_overrides, load_yaml_text
+
+# --- the record and its formats ------------------------------------------------------------------
+
+ERROR = Diagnostic("specs/bad.yaml", 9, 7, "error", "model.layers[1]", "unknown field 'kernal_size'")
+WARNING = Diagnostic("specs/bad.yaml", 12, 11, "warning", "", "13 columns / stride 2 leaves 1 unused")
+
+
+def test_format_is_gcc_style():
+    assert ERROR.format() == "specs/bad.yaml:9:7: error: model.layers[1]: unknown field 'kernal_size'"
+
+
+def test_format_without_where():
+    assert WARNING.format() == "specs/bad.yaml:12:11: warning: 13 columns / stride 2 leaves 1 unused"
+
+
+def test_spec_error_carries_and_prints_its_diagnostics():
+    error = SpecError([ERROR, WARNING])
+    assert error.diagnostics == [ERROR, WARNING]
+    assert str(error) == ERROR.format() + "\n" + WARNING.format()
+
+
+def test_text_format():
+    assert format_diagnostics([ERROR, WARNING], "text") == f"{ERROR.format()}\n{WARNING.format()}"
+
+
+def test_json_format():
+    decoded = json.loads(format_diagnostics([ERROR, WARNING], "json"))
+    assert decoded[0] == {
+        "file": "specs/bad.yaml", "line": 9, "col": 7, "severity": "error",
+        "where": "model.layers[1]", "message": "unknown field 'kernal_size'",
+    }
+    assert decoded[1]["severity"] == "warning"
+    assert json.loads(format_diagnostics([], "json")) == []
+
+
+def test_github_format():
+    lines = format_diagnostics([ERROR, WARNING], "github").splitlines()
+    assert lines == [
+        "::error file=specs/bad.yaml,line=9,col=7::model.layers[1]: unknown field 'kernal_size'",
+        "::warning file=specs/bad.yaml,line=12,col=11::13 columns / stride 2 leaves 1 unused",
+    ]
+
+
+def test_github_format_escapes_what_would_break_the_command():
+    odd = Diagnostic("a,b:c.yaml", 1, 1, "error", "", "100% done\nnext")
+    assert format_diagnostics([odd], "github") == "::error file=a%2Cb%3Ac.yaml,line=1,col=1::100%25 done%0Anext"
+
+
+def test_unknown_format_is_a_value_error():
+    with pytest.raises(ValueError, match="github"):
+        format_diagnostics([ERROR], "xml")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def test_suggest():
+    assert suggest("kernal_size", ["kernel_size", "filters", "stride"]) == "kernel_size"
+    assert suggest("mnsit", ["digits", "mnist", "fashion_mnist"]) == "mnist"
+    assert suggest("zzz", ["kernel_size", "filters"]) is None
+    assert suggest("x", []) is None
+
+
+def test_format_path():
+    assert format_path(("model", "layers", 3, "kernel_size")) == "model.layers[3].kernel_size"
+    assert format_path(("train", "metrics", 0)) == "train.metrics[0]"
+    assert format_path(()) == ""
+
+
+def test_layer_names_count_each_type_from_one():
+    layers = [{"type": "conv2d"}, {"type": "dense"}, {"type": "conv2d", "name": "head"},
+              {"type": "conv2d"}, 5]
+    assert [layer_name(layers, index) for index in range(5)] == [
+        "conv2d_1", "dense_1", "head", "conv2d_3", "layer_1",
+    ]
+
+
+def test_describe_path_names_the_layer():
+    data = {"model": {"layers": [{"type": "dense"}, {"type": "dense", "name": "out"}]}}
+    assert describe_path(("model", "layers", 1), data) == "model.layers[1] (out)"
+    assert describe_path(("model", "layers", 0, "activation"), data) == "model.layers[0].activation (dense_1)"
+    assert describe_path(("model",), data) == "model"
+    assert describe_path(("model", "layers", 7), data) == "model.layers[7]"
+
+
+# --- stand-in schema, shaped like compiler/schema.py -------------------------------------------
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def wrap_name(value):
+    return {"type": value} if isinstance(value, str) else value
+
+
+def tagged(*models):
+    return Annotated[Union[models], Field(discriminator="type"), BeforeValidator(wrap_name)]
+
+
+class Relu(Strict):
+    type: Literal["relu"]
+
+
+class LeakyRelu(Strict):
+    type: Literal["leaky_relu"]
+    alpha: float = 0.01
+
+
+Activation = tagged(Relu, LeakyRelu)
+
+
+class Dense(Strict):
+    type: Literal["dense"]
+    name: str | None = None
+    units: int = Field(gt=0)
+    activation: Activation | None = None
+
+
+class Conv2d(Strict):
+    type: Literal["conv2d"]
+    name: str | None = None
+    filters: Annotated[int, Field(ge=1)]
+    kernel_size: Union[Annotated[int, Field(ge=1)], Annotated[list[int], Field(min_length=1, max_length=2)]]
+    padding: Union[Literal["valid", "same"], int] = 0
+    activation: Activation | None = None
+
+
+class Sgd(Strict):
+    type: Literal["sgd"]
+    lr: float = Field(0.01, gt=0)
+    momentum: float = 0.0
+
+
+class Adam(Strict):
+    type: Literal["adam"]
+    lr: float = 0.001
+
+
+class Data(Strict):
+    dataset: Literal["digits", "mnist", "fashion_mnist", "npz"]
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _npz_needs_path(self):
+        if self.dataset == "npz" and not self.path:
+            raise ValueError("dataset 'npz' needs data.path")
+        return self
+
+
+class Model(Strict):
+    layers: list[tagged(Dense, Conv2d)] = Field(min_length=1)
+
+
+class StandInSpec(Strict):
+    seed: int = Field(0, ge=0)
+    dtype: Literal["float32", "float64"] = "float32"
+    data: Data | None = None
+    model: Model
+    optimizer: tagged(Sgd, Adam) = Field(default_factory=lambda: Sgd(type="sgd"))
+
+
+def diagnose(text: str, overrides=(), schema=StandInSpec) -> list[Diagnostic]:
+    loaded = load_yaml_text(textwrap.dedent(text), "spec.yaml")
+    loaded = apply_overrides(loaded, list(overrides))
+    with pytest.raises(ValidationError) as caught:
+        schema.model_validate(loaded.data)
+    return diagnostics_from_validation_error(caught.value, loaded, schema)
+
+
+def formatted(text: str, overrides=(), schema=StandInSpec) -> list[str]:
+    return [d.format() for d in diagnose(text, overrides, schema)]
+
+
+def test_unknown_field_with_did_you_mean_points_at_the_key():
+    assert formatted(
+        """\
+        model:
+          layers:
+            - {type: dense, units: 3}
+            - {type: conv2d, filters: 6, kernal_size: 5}
+        """
+    ) == [
+        "spec.yaml:4:7: error: model.layers[1] (conv2d_1): missing required field 'kernel_size'",
+        "spec.yaml:4:34: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; "
+        "did you mean 'kernel_size'?",
+    ]
+
+
+def test_unknown_field_without_a_close_match():
+    assert formatted("model:\n  layers: [{type: dense, units: 3, colour: red}]\n") == [
+        "spec.yaml:2:36: error: model.layers[0] (dense_1): unknown field 'colour'",
+    ]
+
+
+def test_unknown_field_at_the_top_level():
+    assert formatted("sed: 1\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
+        "spec.yaml:1:1: error: unknown field 'sed'; did you mean 'seed'?",
+    ]
+
+
+def test_unknown_field_in_a_nested_union_member():
+    assert formatted(
+        """\
+        model:
+          layers:
+            - type: dense
+              units: 3
+              activation: {type: leaky_relu, alpa: 0.1}
+        """
+    ) == [
+        "spec.yaml:5:38: error: model.layers[0].activation (dense_1): unknown field 'alpa'; "
+        "did you mean 'alpha'?",
+    ]
+
+
+def test_unknown_layer_type_points_at_the_type_value():
+    assert formatted(
+        """\
+        model:
+          layers:
+            - {type: dense, units: 3}
+            - {type: conv3d, filters: 6}
+            - {type: conv3d, name: second}
+        """
+    ) == [
+        "spec.yaml:4:14: error: model.layers[1] (conv3d_1): unknown layer type 'conv3d'; "
+        "did you mean 'conv2d'?",
+        "spec.yaml:5:14: error: model.layers[2] (second): unknown layer type 'conv3d'; "
+        "did you mean 'conv2d'?",
+    ]
+
+
+def test_unknown_tag_without_a_close_match_lists_the_choices():
+    assert formatted("model:\n  layers: [{type: dense, units: 3}]\noptimizer: lbfgs\n") == [
+        "spec.yaml:3:12: error: unknown optimizer 'lbfgs'; expected one of 'sgd', 'adam'",
+    ]
+
+
+def test_unknown_activation_given_by_name():
+    assert formatted("model:\n  layers: [{type: dense, units: 3, activation: relux}]\n") == [
+        "spec.yaml:2:48: error: model.layers[0] (dense_1): unknown activation 'relux'; "
+        "did you mean 'relu'?",
+    ]
+
+
+def test_missing_type():
+    assert formatted("model:\n  layers:\n    - units: 3\n") == [
+        "spec.yaml:3:7: error: model.layers[0] (layer_1): missing required field 'type'",
+    ]
+
+
+def test_literal_with_a_kind_gets_did_you_mean():
+    assert formatted("data: {dataset: mnsit}\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
+        "spec.yaml:1:17: error: data: unknown dataset 'mnsit'; did you mean 'mnist'?",
+    ]
+
+
+def test_literal_without_a_kind_names_the_choices():
+    assert formatted("dtype: half\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
+        "spec.yaml:1:8: error: 'dtype' must be 'float32' or 'float64', got 'half'",
+    ]
+
+
+def test_missing_required_field_points_at_the_parent_mapping():
+    assert formatted(
+        """\
+        model:
+          layers:
+            - type: dense
+              activation: relu
+        """
+    ) == ["spec.yaml:3:7: error: model.layers[0] (dense_1): missing required field 'units'"]
+
+
+def test_missing_required_top_level_field():
+    assert formatted("seed: 1\n") == ["spec.yaml:1:1: error: missing required field 'model'"]
+
+
+def test_bound_errors_say_what_is_expected():
+    assert formatted(
+        """\
+        seed: -1
+        model:
+          layers:
+            - {type: conv2d, filters: -3, kernel_size: 5}
+            - {type: dense, units: 0}
+        optimizer: {type: sgd, lr: -0.5}
+        """
+    ) == [
+        "spec.yaml:1:7: error: 'seed' must be an integer ≥ 0, got -1",
+        "spec.yaml:4:31: error: model.layers[0] (conv2d_1): 'filters' must be an integer ≥ 1, got -3",
+        "spec.yaml:5:28: error: model.layers[1] (dense_1): 'units' must be an integer ≥ 1, got 0",
+        "spec.yaml:6:28: error: optimizer: 'lr' must be a number > 0, got -0.5",
+    ]
+
+
+def test_type_errors_say_what_is_expected():
+    assert formatted(
+        """\
+        seed: 1.5
+        model:
+          layers:
+            - {type: dense, units: many}
+        optimizer: {type: sgd, momentum: [1]}
+        """
+    ) == [
+        "spec.yaml:1:7: error: 'seed' must be an integer, got 1.5",
+        "spec.yaml:4:28: error: model.layers[0] (dense_1): 'units' must be an integer, got 'many'",
+        "spec.yaml:5:34: error: optimizer: 'momentum' must be a number, got [1]",
+    ]
+
+
+def test_length_errors():
+    assert formatted("model:\n  layers: []\n") == [
+        "spec.yaml:2:11: error: model: 'layers' must be a list of at least 1 entry, got []",
+    ]
+
+
+def test_a_layer_that_is_not_a_mapping():
+    assert formatted("model:\n  layers: [{type: dense, units: 3}, 5]\n") == [
+        "spec.yaml:2:37: error: model.layers[1] (layer_1): expected a mapping, got 5",
+    ]
+
+
+def test_union_alternatives_that_all_fail_become_one_message():
+    assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: 3, padding: smae}]\n") == [
+        "spec.yaml:2:64: error: model.layers[0] (conv2d_1): 'padding' must be 'valid', 'same' "
+        "or an integer, got 'smae'; did you mean 'same'?",
+    ]
+
+
+def test_union_alternative_that_got_furthest_wins():
+    assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: [3, a]}]\n") == [
+        "spec.yaml:2:56: error: model.layers[0] (conv2d_1): 'kernel_size[1]' must be an integer, got 'a'",
+    ]
+
+
+def test_union_alternatives_failing_at_the_value_itself():
+    assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: [3, 3, 3]}]\n") == [
+        "spec.yaml:2:52: error: model.layers[0] (conv2d_1): 'kernel_size' must be an integer "
+        "or a list of at most 2 entries, got [3, 3, 3]",
+    ]
+
+
+def test_custom_validator_message_is_used():
+    assert formatted("data: {dataset: npz}\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
+        "spec.yaml:1:7: error: data: dataset 'npz' needs data.path",
+    ]
+
+
+def test_every_error_once_sorted_by_position():
+    diagnostics = diagnose(
+        """\
+        optimizer: {type: adam, lr: x}
+        model:
+          layers:
+            - {type: dense, unit: 3, activation: relux}
+        seed: -1
+        dtype: 16
+        """
+    )
+    positions = [(d.line, d.col) for d in diagnostics]
+    assert positions == sorted(positions)
+    assert len({d.format() for d in diagnostics}) == len(diagnostics) == 6
+
+
+def test_without_a_schema_there_is_no_field_suggestion():
+    loaded = load_yaml_text("model:\n  layers: [{type: dense, units: 3, unit: 3}]\n", "spec.yaml")
+    with pytest.raises(ValidationError) as caught:
+        StandInSpec.model_validate(loaded.data)
+    diagnostic, = diagnostics_from_validation_error(caught.value, loaded)
+    assert diagnostic.message == "unknown field 'unit'"
+
+
+# --- overridden values name the --set argument -----------------------------------------------------
+
+BASE = "model:\n  layers: [{type: conv2d, filters: 6, kernel_size: 5}]\n"
+
+
+def test_error_in_an_overridden_value_names_the_argument():
+    assert formatted(BASE, ["model.layers[0].filters=-1"]) == [
+        "--set:1:1: error: --set model.layers[0].filters=-1: 'filters' must be an integer ≥ 1, got -1",
+    ]
+
+
+def test_error_inside_an_overridden_mapping_names_the_argument():
+    assert formatted(BASE, ["seed=1", "optimizer={type: sgd, lr: 0.1, momentun: 0.9}"]) == [
+        "--set:2:1: error: --set optimizer={type: sgd, lr: 0.1, momentun: 0.9}: "
+        "unknown field 'momentun'; did you mean 'momentum'?",
+    ]
+
+
+def test_errors_from_the_file_come_before_those_of_overrides():
+    diagnostics = diagnose(BASE + "seed: -1\n", ["dtype=half"])
+    assert [d.file for d in diagnostics] == ["spec.yaml", "--set"]
+
+
+# --- the real schema ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def Spec():
+    return pytest.importorskip("nnrun.compiler.schema").Spec
+
+
+BAD_SPEC = """\
+dtype: float16
+data:
+  dataset: mnsit
+model:
+  init: xavier
+  layers:
+    - {type: conv3d, filters: 6}
+    - {type: conv2d, filters: -3, kernal_size: 5, padding: smae, activation: relux}
+    - type: dense
+      activation: {type: leaky_relu, alpa: 0.1}
+loss: crossentropy
+optimizer: {type: sgd, lr: -1, schedule: {type: cosin}}
+train: {metrics: [accuracy, top_k], early_stopping: {patiense: 3}}
+"""
+
+
+def test_real_schema_messages(Spec):
+    assert formatted(BAD_SPEC, schema=Spec) == [
+        "spec.yaml:1:8: error: 'dtype' must be 'float32' or 'float64', got 'float16'; did you mean 'float64'?",
+        "spec.yaml:3:12: error: data: unknown dataset 'mnsit'; did you mean 'mnist'?",
+        "spec.yaml:5:9: error: model: unknown initializer 'xavier'; did you mean 'xavier_normal'?",
+        "spec.yaml:7:14: error: model.layers[0] (conv3d_1): unknown layer type 'conv3d'; did you mean 'conv2d'?",
+        "spec.yaml:8:7: error: model.layers[1] (conv2d_1): missing required field 'kernel_size'",
+        "spec.yaml:8:31: error: model.layers[1] (conv2d_1): 'filters' must be an integer ≥ 1, got -3",
+        "spec.yaml:8:35: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; did you mean 'kernel_size'?",
+        "spec.yaml:8:60: error: model.layers[1] (conv2d_1): 'padding' must be 'valid', 'same', "
+        "an integer or a list, got 'smae'; did you mean 'same'?",
+        "spec.yaml:8:78: error: model.layers[1] (conv2d_1): unknown activation 'relux'; did you mean 'relu'?",
+        "spec.yaml:9:7: error: model.layers[2] (dense_1): missing required field 'units'",
+        "spec.yaml:10:38: error: model.layers[2].activation (dense_1): unknown field 'alpa'; did you mean 'alpha'?",
+        "spec.yaml:11:7: error: unknown loss 'crossentropy'; did you mean 'cross_entropy'?",
+        "spec.yaml:12:28: error: optimizer: 'lr' must be a number > 0, got -1",
+        "spec.yaml:12:49: error: optimizer.schedule: unknown schedule 'cosin'; did you mean 'cosine'?",
+        "spec.yaml:13:29: error: train: unknown metric 'top_k'; "
+        "expected one of 'accuracy', 'top_k_accuracy', 'mae', 'mse'",
+        "spec.yaml:13:54: error: train.early_stopping: unknown field 'patiense'; did you mean 'patience'?",
+    ]
+
+
+def test_real_schema_with_an_override(Spec):
+    text = "model:\n  layers: [{type: dense, units: 3}]\n"
+    assert formatted(text, ["model.layers[0].units=0"], schema=Spec) == [
+        "--set:1:1: error: --set model.layers[0].units=0: 'units' must be an integer ≥ 1, got 0",
+    ]
+
+
+# --- whatever the data, every pydantic error becomes a diagnostic ---------------------------------
+
+WORDS = st.sampled_from(
+    ["model", "layers", "type", "dense", "conv2d", "units", "filters", "kernel_size", "padding",
+     "activation", "relu", "leaky_relu", "alpha", "optimizer", "sgd", "lr", "data", "dataset",
+     "mnist", "seed", "name", "train", "metrics", "loss", "init", "same", "x"]
+)
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 5) | st.floats(-2, 2) | WORDS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(WORDS, children, max_size=4),
+    max_leaves=25,
+)
+LAYERS = st.lists(st.dictionaries(WORDS, VALUES, max_size=5) | VALUES, max_size=3)
+SPECS = st.builds(
+    lambda top, layers: {**top, "model": {"layers": layers}},
+    st.dictionaries(WORDS, VALUES, max_size=5),
+    LAYERS,
+) | st.dictionaries(WORDS, VALUES, min_size=1, max_size=5)
+
+
+def check_every_error_is_diagnosed(data, schema):
+    loaded = load_yaml_text(yaml.safe_dump(data), "random.yaml")
+    try:
+        schema.model_validate(loaded.data)
+    except ValidationError as error:
+        diagnostics = diagnostics_from_validation_error(error, loaded, schema)
+        assert diagnostics and all(d.line >= 1 and d.message for d in diagnostics)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SPECS)
+def test_random_data_against_the_stand_in(data):
+    check_every_error_is_diagnosed(data, StandInSpec)
+
+
+@settings(max_examples=300, deadline=None)
+@given(SPECS)
+def test_random_data_against_the_real_schema(data):
+    schema = pytest.importorskip("nnrun.compiler.schema")
+    check_every_error_is_diagnosed(data, schema.Spec)

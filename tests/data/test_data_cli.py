@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import hashlib
+import os
+
+from click.testing import CliRunner
+
+from nnrun.data_cli import data
+from nnrun.runtime.data import fetch
+from nnrun.runtime.data.locations import IDX_FILES
+
+
+def run(*arguments: str):
+    return CliRunner().invoke(data, list(arguments))
+
+
+def table(output: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in output.splitlines()[1:]}
+
+
+def test_list_shows_every_dataset_with_shape_and_location(tmp_path, monkeypatch, make_mnist_like):
+    make_mnist_like(tmp_path / "mnist")
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    rows = table(result.output)
+    assert result.output.split()[:2] == ["name", "sample"]
+    assert set(rows) == {"digits", "mnist", "fashion_mnist", "mnist1d", "xor", "spirals", "blobs",
+                         "npz", "csv"}
+    assert "[1, 28, 28]" in rows["mnist"] and str(tmp_path / "mnist") in rows["mnist"]
+    assert rows["mnist"].endswith("present")
+    assert str(tmp_path / "fashion_mnist") in rows["fashion_mnist"]
+    assert "missing: nnrun data fetch fashion_mnist" in rows["fashion_mnist"]
+    assert "[1, 40]" in rows["mnist1d"] and "[2]" in rows["xor"]
+
+
+def test_fetch_something_built_in_is_a_one_line_error():
+    result = run("fetch", "digits")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: digits: nothing to fetch")
+    assert result.stderr.count("\n") == 1
+
+
+def serve_files(root, seed: bytes = b"") -> dict[str, str]:
+    root.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for base in IDX_FILES.values():
+        content = seed + base.encode() * 50
+        (root / f"{base}.gz").write_bytes(content)
+        digests[f"{base}.gz"] = (hashlib.sha256(content).hexdigest(),)
+    return digests
+
+
+def test_fetch_downloads_into_dest(mirror, tmp_path, monkeypatch):
+    root, url = mirror
+    monkeypatch.setitem(fetch.CHECKSUMS, "mnist", serve_files(root / "mnist"))
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", (f"{url}/mnist/",))
+    destination = tmp_path / "out"
+    result = run("fetch", "mnist", "--dest", str(destination))
+    assert result.exit_code == 0, result.output
+    assert f"mnist: files in {destination}" in result.stdout
+    assert result.stdout.count("checksum ok") == 4
+    assert len(os.listdir(destination)) == 4
+
+
+def test_fetch_default_destination_follows_nnrun_data_dir(mirror, tmp_path, monkeypatch):
+    root, url = mirror
+    monkeypatch.setitem(fetch.CHECKSUMS, "fashion_mnist", serve_files(root / "f"))
+    monkeypatch.setitem(fetch.MIRRORS, "fashion_mnist", (f"{url}/f/",))
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "data"))
+    result = run("fetch", "fashion_mnist")
+    assert result.exit_code == 0, result.output
+    assert len(os.listdir(tmp_path / "data" / "fashion_mnist")) == 4
+
+
+def test_fetch_with_a_corrupted_mirror_fails_in_one_line(mirror, tmp_path, monkeypatch):
+    root, url = mirror
+    digests = serve_files(root / "mnist")
+    serve_files(root / "mnist", seed=b"tampered")
+    monkeypatch.setitem(fetch.CHECKSUMS, "mnist", digests)
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", (f"{url}/mnist/",))
+    result = run("fetch", "mnist", "--dest", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: mnist: could not fetch train-images-idx3-ubyte.gz")
+    assert "checksum mismatch" in result.stderr and result.stderr.count("\n") == 1
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_fetch_finds_the_shared_files_already_present(shared_data):
+    result = run("fetch", "mnist", "--dest", str(shared_data / "mnist"))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("already present, checksum ok") == 4

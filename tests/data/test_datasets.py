@@ -1,0 +1,521 @@
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from nnrun.compiler.datasets import DATASETS
+from nnrun.runtime.data import DataError, Dataset, augment_batch, fetch_dataset, load_dataset
+from nnrun.runtime.data.fetch import CHECKSUMS
+from nnrun.runtime.data.idx import read_idx
+from nnrun.runtime.data.locations import IDX_FILES
+
+
+def spec(dataset: str, **fields) -> SimpleNamespace:
+    return SimpleNamespace(dataset=dataset, **fields)
+
+
+def load(dataset: str, spec_dir: Path = Path("."), seed: int = 0, **fields) -> Dataset:
+    return load_dataset(spec(dataset, **fields), spec_dir=spec_dir, seed=seed)
+
+
+def write_npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def one_line_error(excinfo, *needles: str) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+# --- every named dataset ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist1d", "xor", "spirals", "blobs"])
+def test_built_in_and_generated_datasets_match_the_static_table(name):
+    info = DATASETS[name]
+    dataset = load(name, normalize="none")
+    assert dataset.input_shape == info.input_shape
+    assert dataset.num_classes == info.num_classes
+    for split in (dataset.train, dataset.test):
+        assert split.x.shape[1:] == info.input_shape and split.x.dtype == np.float32
+        assert split.y.dtype == np.int64 and split.y.shape == (len(split.x),)
+        assert 0 <= split.y.min() and split.y.max() < info.num_classes
+    assert dataset.val is None
+    assert abs(len(dataset.test) - 0.2 * (len(dataset.train) + len(dataset.test))) <= 1
+
+
+def test_dataset_sizes_and_defaults():
+    assert (len(load("digits").train), len(load("digits").test)) == (1437, 360)
+    mnist1d = load("mnist1d")
+    assert (len(mnist1d.train), len(mnist1d.test)) == (4000, 1000)
+    xor = load("xor", normalize="none", noise=0.0)
+    assert xor.task == "binary" and len(xor.train) + len(xor.test) == 200
+    assert np.array_equal(xor.train.y, np.logical_xor(*xor.train.x.T.round()).astype(np.int64))
+    assert len(load("spirals").train) == 800
+    assert len(load("blobs", n_samples=50).train) == 40
+
+
+def test_generated_data_does_not_depend_on_the_spec_seed():
+    first, second = load("spirals", seed=0), load("spirals", seed=7)
+    assert np.array_equal(first.train.x, second.train.x)
+
+
+def test_mnist1d_generation_leaves_global_random_state_alone():
+    np.random.seed(123)
+    expected = np.random.get_state()[1].copy()
+    load("mnist1d")
+    assert np.array_equal(np.random.get_state()[1], expected)
+
+
+def test_digits_keeps_raw_values_for_normalize_none():
+    digits = load("digits", normalize="none")
+    assert digits.train.x.min() == 0 and digits.train.x.max() == 16
+
+
+def test_float64_dtype():
+    dataset = load_dataset(spec("xor"), spec_dir=Path("."), seed=0, dtype="float64")
+    assert dataset.train.x.dtype == np.float64 and dataset.train.y.dtype == np.int64
+
+
+def test_unknown_dataset():
+    with pytest.raises(DataError, match="unknown dataset 'cifar'"):
+        load("cifar")
+
+
+# --- MNIST from the shared directory ---------------------------------------------------------
+
+
+def test_mnist_from_shared_directory_and_fast_second_load(shared_data, monkeypatch, tmp_path):
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty cache, so the first load decodes
+    first = load("mnist", validation_split=0.1)
+    start = time.perf_counter()
+    second = load("mnist", validation_split=0.1)
+    assert time.perf_counter() - start < 1.0
+    assert first.train.x.shape == (54000, 1, 28, 28) and first.val.x.shape == (6000, 1, 28, 28)
+    assert first.test.x.shape == (10000, 1, 28, 28) and first.num_classes == 10
+    assert np.array_equal(first.val.y, second.val.y)
+    assert np.bincount(first.test.y).tolist()[:2] == [980, 1135]
+    # The shared directory is read-only by intent, so the decoded cache went to the home cache.
+    assert len(list((tmp_path / ".cache" / "nnrun" / "mnist").glob("*.npy"))) == 4
+    assert not list((shared_data / "mnist").glob("*.npy"))
+
+
+def test_checksum_table_accepts_the_shared_mnist_files(shared_data):
+    for file_name, digests in CHECKSUMS["mnist"].items():
+        actual = hashlib.sha256((shared_data / "mnist" / file_name).read_bytes()).hexdigest()
+        assert actual in digests
+
+
+# --- IDX files -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_idx_directory_from_data_path(tmp_path, make_mnist_like, compress):
+    make_mnist_like(tmp_path / "data" / "digits28", compress=compress)
+    dataset = load("mnist", spec_dir=tmp_path, path="data/digits28", normalize="none")
+    assert dataset.train.x.shape == (12, 1, 28, 28) and dataset.test.x.shape == (5, 1, 28, 28)
+    assert dataset.train.x[3].max() == 3 and dataset.train.y.tolist()[:3] == [0, 1, 2]
+    # A writable directory keeps its decoded cache next to the IDX files.
+    assert len(list((tmp_path / "data" / "digits28").glob("*.npy"))) == 4
+    again = load("mnist", spec_dir=tmp_path, path="data/digits28", normalize="none")
+    assert np.array_equal(again.train.x, dataset.train.x)
+
+
+def test_idx_cache_goes_home_when_directory_is_read_only(tmp_path, make_mnist_like, monkeypatch):
+    directory = make_mnist_like(tmp_path / "readonly")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    directory.chmod(0o555)
+    try:
+        load("fashion_mnist", path=str(directory))
+        assert not list(directory.glob("*.npy"))
+        assert len(list((tmp_path / "home/.cache/nnrun/fashion_mnist").glob("*.npy"))) == 4
+    finally:
+        directory.chmod(0o755)
+
+
+def test_idx_found_through_nnrun_data_dir(tmp_path, make_mnist_like, monkeypatch):
+    make_mnist_like(tmp_path / "fashion_mnist")
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
+    assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
+
+
+def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as excinfo:
+        load("mnist")
+    one_line_error(
+        excinfo, "train-images-idx3-ubyte(.gz) not found", str(tmp_path / "mnist"),
+        "nnrun data fetch mnist", "NNRUN_DATA_DIR",
+    )
+
+
+def test_missing_one_idx_file_names_it(tmp_path, make_mnist_like):
+    directory = make_mnist_like(tmp_path / "idx")
+    (directory / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError) as excinfo:
+        load("mnist", path=str(directory))
+    one_line_error(excinfo, "t10k-labels-idx1-ubyte(.gz) not found", str(directory))
+
+
+def corrupt_wrong_magic(path: Path) -> None:
+    path.write_bytes(gzip.compress(b"\x12\x34\x08\x01" + gzip.decompress(path.read_bytes())[4:]))
+
+
+def corrupt_truncate(path: Path) -> None:
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-7]))
+
+
+def corrupt_gzip_stream(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def corrupt_label_range(path: Path) -> None:
+    labels = np.full(12, 12, dtype=np.uint8)
+    path.write_bytes(gzip.compress(bytes([0, 0, 8, 1]) + np.uint32(12).byteswap().tobytes()
+                                   + labels.tobytes()))
+
+
+@pytest.mark.parametrize(
+    "file_name, corrupt, needle",
+    [
+        ("train-images-idx3-ubyte.gz", corrupt_wrong_magic, "bad magic number"),
+        ("train-images-idx3-ubyte.gz", corrupt_truncate, "truncated"),
+        ("t10k-images-idx3-ubyte.gz", corrupt_gzip_stream, "corrupt gzip"),
+        ("train-labels-idx1-ubyte.gz", corrupt_label_range, "labels must be < 10"),
+    ],
+)
+def test_bad_idx_files_are_refused_by_name(tmp_path, make_mnist_like, file_name, corrupt, needle):
+    directory = make_mnist_like(tmp_path / "idx")
+    corrupt(directory / file_name)
+    with pytest.raises(DataError) as excinfo:
+        load("mnist", path=str(directory))
+    one_line_error(excinfo, str(directory / file_name), needle)
+
+
+def test_idx_reader_checks_dimensions_and_types(tmp_path, make_idx):
+    path = make_idx(tmp_path / "values", np.arange(6, dtype=np.uint8).reshape(2, 3))
+    assert read_idx(path).tolist() == [[0, 1, 2], [3, 4, 5]]
+    with pytest.raises(DataError, match="2 dimensions, expected 3"):
+        read_idx(path, expected_ndim=3)
+    floats = tmp_path / "floats"
+    floats.write_bytes(bytes([0, 0, 0x0D, 1]) + np.uint32(2).byteswap().tobytes()
+                       + np.array([1.5, -2.0], ">f4").tobytes())
+    assert read_idx(floats).tolist() == [1.5, -2.0]
+
+
+def test_wrong_image_size_is_refused(tmp_path, make_idx, make_mnist_like):
+    directory = make_mnist_like(tmp_path / "idx")
+    make_idx(directory / "train-images-idx3-ubyte", np.zeros((12, 32, 32), np.uint8))
+    with pytest.raises(DataError, match=r"images are \(32, 32\), expected \(28, 28\)"):
+        load("mnist", path=str(directory))
+
+
+# --- npz and csv -----------------------------------------------------------------------------
+
+
+def test_npz_with_and_without_test_arrays(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 3, 5)).astype(np.float32)
+    write_npz(tmp_path / "data.npz", x=x, y=np.arange(20) % 4, x_test=x[:6], y_test=np.arange(6))
+    dataset = load("npz", spec_dir=tmp_path, path="data.npz")
+    assert dataset.input_shape == (3, 5) and dataset.num_classes == 6
+    assert dataset.train.y.dtype == np.int64 and dataset.test.x.shape == (6, 3, 5)
+    write_npz(tmp_path / "train_only.npz", x=x, y=(np.arange(20) % 4).astype(np.float64))
+    dataset = load("npz", spec_dir=tmp_path, path="train_only.npz")
+    assert dataset.test is None and dataset.num_classes == 4 and dataset.train.y.dtype == np.int64
+
+
+def test_npz_regression_targets(tmp_path):
+    write_npz(tmp_path / "r.npz", x=np.ones((8, 2)), y=np.linspace(0, 1, 8)[:, None])
+    dataset = load("npz", spec_dir=tmp_path, path="r.npz")
+    assert dataset.task == "regression" and dataset.num_classes is None
+    assert dataset.train.y.dtype == np.float32 and dataset.train.y.shape == (8, 1)
+
+
+BAD_NPZ = {
+    "no_y": ({"x": np.ones((4, 2))}, "needs arrays 'x' and 'y' (found x)"),
+    "length": ({"x": np.ones((4, 2)), "y": np.zeros(3, int)}, "4 samples of features but 3 labels"),
+    "nan": ({"x": np.array([[1.0, 2.0], [np.nan, 1.0]]), "y": np.zeros(2, int)}, "NaN or inf"),
+    "negative": ({"x": np.ones((3, 2)), "y": np.array([0, -1, 2])}, "labels must be >= 0"),
+    "fraction": ({"x": np.ones((3, 2)), "y": np.array([0.0, 1.5, 2.0])}, "labels must be integers"),
+    "strings": ({"x": np.array([["a", "b"]]), "y": np.zeros(1, int)}, "features must be numbers"),
+    "test_alone": ({"x": np.ones((3, 2)), "y": np.zeros(3, int), "x_test": np.ones((1, 2))},
+                   "'x_test' and 'y_test' must be given together"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_bad_npz_files_are_refused_by_name(tmp_path, case):
+    arrays, needle = BAD_NPZ[case]
+    path = write_npz(tmp_path / f"{case}.npz", **arrays)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path=path.name)
+    one_line_error(excinfo, str(path), needle)
+
+
+def test_npz_that_is_not_an_archive(tmp_path):
+    (tmp_path / "broken.npz").write_text("hello")
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="broken.npz")
+    one_line_error(excinfo, "broken.npz", "not a readable .npz")
+
+
+def test_missing_user_file(tmp_path):
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path="nowhere.csv")
+    one_line_error(excinfo, str(tmp_path / "nowhere.csv"), "not found")
+
+
+def test_csv_label_column_anywhere(tmp_path):
+    (tmp_path / "d.csv").write_text("a,label,b\n1.0,0,2\n3,1,4\n5,2,6.5\n")
+    dataset = load("csv", spec_dir=tmp_path, path="d.csv", normalize="none")
+    assert dataset.train.x.tolist() == [[1, 2], [3, 4], [5, 6.5]]
+    assert dataset.train.y.tolist() == [0, 1, 2] and dataset.num_classes == 3
+    assert dataset.input_shape == (2,)
+
+
+BAD_CSV = {
+    "no_label": ("a,b\n1,2\n", "no `label` column"),
+    "text": ("a,label\n1,0\nx,1\n", "could not convert"),
+    "nan": ("a,label\n1,0\nnan,1\n", "NaN or inf"),
+    "fraction": ("a,label\n1,0.5\n", "labels must be integers"),
+    "negative": ("a,label\n1,-2\n", "labels must be >= 0"),
+    "empty": ("", "empty file"),
+    "header_only": ("a,label\n", "no data rows"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_bad_csv_files_are_refused_by_name(tmp_path, case):
+    text, needle = BAD_CSV[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path=path.name)
+    one_line_error(excinfo, str(path), needle)
+
+
+# --- limit, validation split, normalize, permute ---------------------------------------------
+
+
+@pytest.fixture
+def indexed(tmp_path) -> Path:
+    """100 samples whose features are [index, index + 1000]; the label is index % 3."""
+    index = np.arange(100)
+    x = np.stack([index, index + 1000], axis=1).astype(np.float64)
+    x_test = np.stack([index[:10] + 500, index[:10]], axis=1).astype(np.float64)
+    y, y_test = index % 3, index[:10] % 3
+    return write_npz(tmp_path / "indexed.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+
+
+def load_indexed(path: Path, seed: int = 0, **fields) -> Dataset:
+    return load("npz", spec_dir=path.parent, seed=seed, path=path.name, **fields)
+
+
+def test_validation_split_is_seeded_disjoint_and_complete(indexed):
+    dataset = load_indexed(indexed, validation_split=0.25, normalize="none")
+    train_ids, val_ids = dataset.train.x[:, 0], dataset.val.x[:, 0]
+    assert (len(train_ids), len(val_ids)) == (75, 25)
+    assert sorted(np.concatenate([train_ids, val_ids]).tolist()) == list(range(100))
+    assert np.array_equal(dataset.val.y, (val_ids % 3).astype(np.int64))
+    same = load_indexed(indexed, validation_split=0.25, normalize="none")
+    other = load_indexed(indexed, seed=1, validation_split=0.25, normalize="none")
+    assert np.array_equal(same.val.x, dataset.val.x)
+    assert not np.array_equal(other.val.x, dataset.val.x)
+
+
+def test_limit_takes_the_first_samples_before_the_split(indexed):
+    dataset = load_indexed(indexed, limit=20, validation_split=0.5, normalize="none")
+    assert len(dataset.train) == len(dataset.val) == 10
+    assert set(np.concatenate([dataset.train.x[:, 0], dataset.val.x[:, 0]])) == set(range(20))
+    assert len(dataset.test) == 10  # limit applies to training data only
+
+
+def test_validation_split_that_leaves_nothing(indexed):
+    with pytest.raises(DataError, match="leaves none to train on"):
+        load_indexed(indexed, limit=1, validation_split=0.5)
+
+
+def test_standard_normalize_uses_training_statistics_only(indexed):
+    raw = load_indexed(indexed, validation_split=0.2, normalize="none")
+    dataset = load_indexed(indexed, validation_split=0.2, normalize="standard")
+    mean, std = raw.train.x.mean(axis=0), raw.train.x.std(axis=0)
+    np.testing.assert_allclose(dataset.train.x.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(dataset.train.x.std(axis=0), 1, atol=1e-5)
+    np.testing.assert_allclose(dataset.val.x, (raw.val.x - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dataset.test.x, (raw.test.x - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+def test_standard_normalize_is_per_channel_for_images(tmp_path, make_mnist_like):
+    make_mnist_like(tmp_path / "idx", train=30)
+    dataset = load("mnist", path=str(tmp_path / "idx"))
+    assert abs(dataset.train.x.mean()) < 1e-5 and abs(dataset.train.x.std() - 1) < 1e-5
+
+
+def test_scale_maps_the_training_range_to_unit_interval(indexed):
+    dataset = load_indexed(indexed, normalize="scale", validation_split=0.1)
+    assert dataset.train.x.min() == 0 and dataset.train.x.max() == 1
+    assert dataset.test.x.max() <= 1
+
+
+def test_permute_features_is_one_fixed_permutation_for_every_split(tmp_path):
+    x = np.tile(np.arange(12, dtype=np.float64), (30, 1)).reshape(30, 3, 4)
+    labels = np.zeros(30, int)
+    path = write_npz(tmp_path / "p.npz", x=x, y=labels, x_test=x[:4], y_test=labels[:4])
+    dataset = load_indexed(path, permute_features=True, normalize="none", validation_split=0.2)
+    order = dataset.train.x[0].reshape(-1)
+    assert sorted(order.tolist()) == list(range(12)) and order.tolist() != list(range(12))
+    assert dataset.train.x.shape == (24, 3, 4)
+    for split in (dataset.train, dataset.val, dataset.test):
+        assert (split.x.reshape(len(split.x), -1) == order).all()
+    same_seed = load_indexed(path, permute_features=True, normalize="none")
+    other_seed = load_indexed(path, seed=5, permute_features=True, normalize="none")
+    assert np.array_equal(same_seed.train.x[0], dataset.train.x[0])
+    assert not np.array_equal(other_seed.train.x[0], dataset.train.x[0])
+    # An integer is the permutation's own seed, whatever the spec's seed.
+    fixed = [load_indexed(path, seed=s, permute_features=3, normalize="none") for s in (0, 9)]
+    assert np.array_equal(fixed[0].train.x[0], fixed[1].train.x[0])
+
+
+def test_no_permutation_when_false(indexed):
+    dataset = load_indexed(indexed, permute_features=False, normalize="none")
+    assert dataset.train.x[5].tolist() == [5, 1005]
+
+
+# --- augmentations ---------------------------------------------------------------------------
+
+
+def dots(count: int = 64) -> np.ndarray:
+    images = np.zeros((count, 1, 9, 9), np.float32)
+    images[:, 0, 4, 4] = 1.0
+    return images
+
+
+def test_random_shift_moves_within_bounds_with_zero_fill():
+    images = dots()
+    shifted = augment_batch(images, [SimpleNamespace(type="random_shift", max_shift=2)],
+                            np.random.default_rng(0))
+    assert shifted.shape == images.shape and shifted.dtype == np.float32
+    assert images[:, 0, 4, 4].all()  # the input is untouched
+    positions = np.argwhere(shifted[:, 0] == 1.0)
+    assert len(positions) == len(images) and shifted.sum() == len(images)
+    offsets = positions[:, 1:] - 4
+    assert np.abs(offsets).max() == 2 and len({tuple(o) for o in offsets}) > 5
+
+
+def test_random_shift_fills_with_zeros_and_works_on_sequences():
+    sequences = np.ones((16, 2, 10), np.float32)
+    shifted = augment_batch(sequences, [{"type": "random_shift", "max_shift": 3}],
+                            np.random.default_rng(1))
+    assert shifted.shape == sequences.shape and set(np.unique(shifted)) <= {0.0, 1.0}
+    assert (shifted.sum(axis=2) >= 7).all() and (shifted.sum(axis=2) < 10).any()
+
+
+def test_augmentations_are_deterministic_for_a_seeded_generator():
+    specs = [SimpleNamespace(type="random_shift", max_shift=1),
+             SimpleNamespace(type="random_flip", axis="horizontal"),
+             SimpleNamespace(type="gaussian_noise", std=0.1)]
+    first = augment_batch(dots(), specs, np.random.default_rng(4))
+    second = augment_batch(dots(), specs, np.random.default_rng(4))
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("axis, array_axis", [("horizontal", 3), ("vertical", 2)])
+def test_random_flip(axis, array_axis):
+    images = np.random.default_rng(0).random((40, 1, 5, 6)).astype(np.float32)
+    flipped = augment_batch(images, [SimpleNamespace(type="random_flip", axis=axis)],
+                            np.random.default_rng(0))
+    same = (flipped == images).all(axis=(1, 2, 3))
+    mirrored = (flipped == np.flip(images, axis=array_axis)).all(axis=(1, 2, 3))
+    assert (same | mirrored).all() and same.any() and mirrored.any()
+
+
+def test_gaussian_noise():
+    batch = np.zeros((200, 50), np.float32)
+    noisy = augment_batch(batch, [SimpleNamespace(type="gaussian_noise", std=0.5)],
+                          np.random.default_rng(0))
+    assert noisy.dtype == np.float32 and abs(noisy.std() - 0.5) < 0.02 and not batch.any()
+
+
+def test_augmentation_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match="needs samples with a spatial axis"):
+        augment_batch(np.zeros((4, 3)), [SimpleNamespace(type="random_shift", max_shift=1)], rng)
+    with pytest.raises(DataError, match="vertical needs 2-D samples"):
+        augment_batch(np.zeros((4, 1, 5)), [SimpleNamespace(type="random_flip", axis="vertical")],
+                      rng)
+    with pytest.raises(DataError, match="unknown augmentation 'rotate'"):
+        augment_batch(np.zeros((4, 1, 5)), [SimpleNamespace(type="rotate")], rng)
+    assert augment_batch(np.ones((2, 2)), [], rng).tolist() == [[1, 1], [1, 1]]
+
+
+# --- fetch -----------------------------------------------------------------------------------
+
+
+def fill_mirror(directory: Path, seed: int = 0) -> dict[str, str]:
+    """Four small files with the IDX names; returns their SHA-256 digests."""
+    directory.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for number, base in enumerate(IDX_FILES.values()):
+        content = np.random.default_rng([seed, number]).bytes(1000 + number)
+        (directory / f"{base}.gz").write_bytes(content)
+        digests[f"{base}.gz"] = hashlib.sha256(content).hexdigest()
+    return digests
+
+
+def test_fetch_stores_verified_files(mirror, tmp_path):
+    root, url = mirror
+    digests = fill_mirror(root / "good")
+    destination = tmp_path / "dest" / "mnist"
+    messages = []
+    result = fetch_dataset("mnist", destination, mirrors=[f"{url}/good/"], checksums=digests,
+                           report=messages.append)
+    assert result == destination
+    assert sorted(os.listdir(destination)) == sorted(digests)
+    for file_name, digest in digests.items():
+        assert hashlib.sha256((destination / file_name).read_bytes()).hexdigest() == digest
+    assert all("checksum ok" in message for message in messages)
+    again = []
+    fetch_dataset("mnist", destination, mirrors=[f"{url}/good/"], checksums=digests,
+                  report=again.append)
+    assert all("already present" in message for message in again)
+
+
+def test_fetch_refuses_a_corrupted_download_and_keeps_nothing(mirror, tmp_path):
+    root, url = mirror
+    digests = fill_mirror(root / "bad")
+    (root / "bad" / "train-labels-idx1-ubyte.gz").write_bytes(b"not the real file")
+    destination = tmp_path / "dest"
+    with pytest.raises(DataError) as excinfo:
+        fetch_dataset("fashion_mnist", destination, mirrors=[f"{url}/bad/"], checksums=digests)
+    one_line_error(excinfo, "train-labels-idx1-ubyte.gz", "checksum mismatch", str(destination))
+    assert os.listdir(destination) == ["train-images-idx3-ubyte.gz"]  # no temporary file either
+
+
+def test_fetch_falls_back_to_the_next_mirror(mirror, tmp_path):
+    root, url = mirror
+    digests = fill_mirror(root / "good")
+    fill_mirror(root / "bad", seed=1)
+    mirrors = [f"{url}/missing/", f"{url}/bad/", f"{url}/good/"]
+    fetch_dataset("mnist", tmp_path / "dest", mirrors=mirrors, checksums=digests)
+    assert sorted(os.listdir(tmp_path / "dest")) == sorted(digests)
+
+
+def test_fetch_refuses_unknown_and_unwritable(tmp_path):
+    with pytest.raises(DataError, match="digits: nothing to fetch"):
+        fetch_dataset("digits", tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(DataError, match="not writable"):
+        fetch_dataset("mnist", locked / "mnist", mirrors=["http://127.0.0.1:9/"])

@@ -1,0 +1,847 @@
+"""Sample inputs and reference results for every op in the registry, one entry per op.
+
+Each entry is a list of `Case`s (an op may need several attribute combinations to be covered).
+The references are written independently of the ops: scalar `math` formulas, explicit loops,
+Jacobians, or torch.nn.functional for convolution and pooling when torch is importable.
+Inputs stay away from the points where an op is not differentiable (Chainer's
+`dodge_nondifferentiable`): activations never see 0, losses never see |p - t| at a kink, and
+max pooling sees distinct values.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from nnrun.compiler.ir import TensorType
+from nnrun.compiler.ops import NoAttrs
+from nnrun.compiler.ops.activation import AlphaAttrs, AxisAttrs
+from nnrun.compiler.ops.conv import ConvAttrs
+from nnrun.compiler.ops.linear import MatmulAttrs, ScaleAttrs
+from nnrun.compiler.ops.loss import CrossEntropyAttrs, HuberAttrs
+from nnrun.compiler.ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
+from nnrun.compiler.ops.optim import (AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs,
+                                      SgdAttrs)
+from nnrun.compiler.ops.pool import PoolAttrs
+from nnrun.compiler.ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs, SliceAttrs
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:  # the references fall back to naive loops
+    torch = None
+    F = None
+
+
+@dataclass(frozen=True)
+class Case:
+    attrs: Any
+    # inputs(rng) -> tuple of arrays (or a numpy Generator for an `rng` input)
+    inputs: Callable[[np.random.Generator], tuple]
+    # reference(attrs, *inputs) -> array, or a tuple of arrays for an op of several outputs
+    reference: Callable[..., Any]
+    # positions of the inputs that the op's vjp must return a gradient for
+    differentiable: tuple[int, ...] = ()
+    # False only for variants whose vjp deliberately refuses (transposed matmul)
+    check_grad: bool = True
+    label: str = ""
+
+    def make_inputs(self, seed: int = 0) -> tuple:
+        return tuple(self.inputs(np.random.default_rng(seed)))
+
+
+CASES: dict[str, list[Case]] = {}
+
+
+def case(name: str, attrs, inputs, reference, differentiable=(), check_grad=True, label=""):
+    CASES.setdefault(name, []).append(
+        Case(attrs, inputs, reference, tuple(differentiable), check_grad, label))
+
+
+def input_type(value) -> TensorType:
+    """The TensorType of a sample input: concrete shapes, the batch axis as an int."""
+    if isinstance(value, np.random.Generator):
+        return TensorType((), "rng")
+    return TensorType(tuple(value.shape), str(value.dtype))
+
+
+# --- input generators --------------------------------------------------------------------------
+
+def normal(rng, *shape):
+    return rng.standard_normal(shape)
+
+
+def away_from_zero(rng, *shape, gap=0.2):
+    """Values in [-2, -gap] or [gap, 2]: no kink of relu, leaky_relu, elu or abs is near."""
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(gap, 2.0, size=shape)
+
+
+def distinct(rng, *shape):
+    """Distinct values 0.1 apart, so a max never ties, even after a finite-difference step."""
+    size = math.prod(shape)
+    return (rng.permutation(size) * 0.1 - size * 0.05).reshape(shape).astype(np.float64)
+
+
+def positive(rng, *shape):
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def scalar(value):
+    return np.array(value, dtype=np.float64)
+
+
+def _elementwise(function):
+    """Applies a scalar `math` formula to every element: a reference free of NumPy tricks."""
+    return np.vectorize(function, otypes=[np.float64])
+
+
+# --- activations -------------------------------------------------------------------------------
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + math.exp(-v))
+
+
+def _phi(v):
+    return 0.5 * (1.0 + math.erf(v / math.sqrt(2.0)))
+
+
+def _gauss(v):
+    return math.exp(-0.5 * v * v) / math.sqrt(2.0 * math.pi)
+
+
+_ACTIVATIONS = {
+    # name: (attrs, f(attrs, v), f'(attrs, v) in terms of x, input generator)
+    "relu": (NoAttrs(), lambda a, v: v if v > 0 else 0.0,
+             lambda a, v: 1.0 if v > 0 else 0.0, away_from_zero),
+    "leaky_relu": (AlphaAttrs(0.1), lambda a, v: v if v > 0 else a.alpha * v,
+                   lambda a, v: 1.0 if v > 0 else a.alpha, away_from_zero),
+    "elu": (AlphaAttrs(1.3), lambda a, v: v if v > 0 else a.alpha * (math.exp(v) - 1.0),
+            lambda a, v: 1.0 if v > 0 else a.alpha * math.exp(v), away_from_zero),
+    "gelu": (NoAttrs(), lambda a, v: v * _phi(v), lambda a, v: _phi(v) + v * _gauss(v), normal),
+    "softplus": (NoAttrs(), lambda a, v: math.log1p(math.exp(v)),
+                 lambda a, v: _sigmoid(v), normal),
+    "sigmoid": (NoAttrs(), lambda a, v: _sigmoid(v), None, normal),
+    "tanh": (NoAttrs(), lambda a, v: math.tanh(v), None, normal),
+}
+
+
+def _activation_cases(name, attrs, f, df, generate):
+    case(name, attrs, lambda rng: (generate(rng, 3, 4),),
+         lambda a, x: _elementwise(lambda v: f(a, v))(x), differentiable=(0,))
+    case(name, attrs, lambda rng: (generate(rng, 2, 3, 2, 2),),
+         lambda a, x: _elementwise(lambda v: f(a, v))(x), differentiable=(0,), label="4-d")
+    if df is not None:
+        case(f"{name}_grad", attrs, lambda rng: (normal(rng, 3, 4), generate(rng, 3, 4)),
+             lambda a, g, x: g * _elementwise(lambda v: df(a, v))(x))
+
+
+for _name, (_attrs, _f, _df, _generate) in _ACTIVATIONS.items():
+    _activation_cases(_name, _attrs, _f, _df, _generate)
+
+# sigmoid and tanh gradients take the forward output y.
+case("sigmoid_grad", NoAttrs(),
+     lambda rng: (normal(rng, 3, 4), _elementwise(_sigmoid)(normal(rng, 3, 4))),
+     lambda a, g, y: g * _elementwise(lambda s: s * (1.0 - s))(y))
+case("tanh_grad", NoAttrs(),
+     lambda rng: (normal(rng, 3, 4), np.tanh(normal(rng, 3, 4))),
+     lambda a, g, y: g * _elementwise(lambda t: 1.0 - t * t)(y))
+
+
+def _softmax_reference(attrs, x):
+    def row(v):
+        e = np.array([math.exp(u - max(v)) for u in v])
+        return e / e.sum()
+
+    return np.apply_along_axis(row, attrs.axis, x)
+
+
+def _softmax_grad_reference(attrs, g, y):
+    """g through the explicit Jacobian diag(y) - y y^T of each softmax vector."""
+    g_moved, y_moved = np.moveaxis(g, attrs.axis, -1), np.moveaxis(y, attrs.axis, -1)
+    out = np.empty_like(g_moved)
+    for index in np.ndindex(g_moved.shape[:-1]):
+        s = y_moved[index]
+        out[index] = (np.diag(s) - np.outer(s, s)) @ g_moved[index]
+    return np.moveaxis(out, -1, attrs.axis)
+
+
+def _softmax_output(rng, *shape, axis):
+    return _softmax_reference(AxisAttrs(axis), normal(rng, *shape))
+
+
+case("softmax", AxisAttrs(1), lambda rng: (normal(rng, 3, 5),), _softmax_reference,
+     differentiable=(0,))
+case("softmax", AxisAttrs(2), lambda rng: (normal(rng, 2, 3, 4),), _softmax_reference,
+     differentiable=(0,), label="axis 2")
+case("softmax_grad", AxisAttrs(1),
+     lambda rng: (normal(rng, 3, 5), _softmax_output(rng, 3, 5, axis=1)), _softmax_grad_reference)
+case("softmax_grad", AxisAttrs(2),
+     lambda rng: (normal(rng, 2, 3, 4), _softmax_output(rng, 2, 3, 4, axis=2)),
+     _softmax_grad_reference, label="axis 2")
+
+
+# --- convolution and pooling: naive loops, and torch when importable -------------------------
+
+def pad_pairs(pad):
+    return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
+
+
+def _pad_constant(x, pairs, fill):
+    shape = (*x.shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pairs)))
+    out = np.full(shape, fill, dtype=x.dtype)
+    inner = tuple(slice(lo, lo + n) for n, (lo, _) in zip(x.shape[2:], pairs))
+    out[(slice(None), slice(None), *inner)] = x
+    return out
+
+
+def _unpad(x, pairs, spatial):
+    inner = tuple(slice(lo, lo + n) for n, (lo, _) in zip(spatial, pairs))
+    return x[(slice(None), slice(None), *inner)]
+
+
+def windows(spatial, kernel, stride, dilation):
+    """(output position, slices of the padded input it reads), one per output position."""
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+    for position in itertools.product(*(range(m) for m in out)):
+        yield position, tuple(slice(o * s, o * s + d * (k - 1) + 1, d)
+                              for o, k, s, d in zip(position, kernel, stride, dilation))
+
+
+def _out_sizes(spatial, kernel, stride, dilation):
+    return tuple((n - d * (k - 1) - 1) // s + 1
+                 for n, k, s, d in zip(spatial, kernel, stride, dilation))
+
+
+def conv_naive(attrs, x, w):
+    pairs = pad_pairs(attrs.pad)
+    padded = _pad_constant(x, pairs, 0.0)
+    out = _out_sizes(padded.shape[2:], w.shape[2:], attrs.stride, attrs.dilation)
+    y = np.zeros((x.shape[0], w.shape[0], *out))
+    for b, f in np.ndindex(x.shape[0], w.shape[0]):
+        for position, window in windows(padded.shape[2:], w.shape[2:], attrs.stride,
+                                        attrs.dilation):
+            y[(b, f, *position)] = np.sum(padded[(b, slice(None), *window)] * w[f])
+    return y
+
+
+def conv_grad_input_naive(attrs, g, x, w):
+    pairs = pad_pairs(attrs.pad)
+    grad = np.zeros(_pad_constant(x, pairs, 0.0).shape)
+    for b, f in np.ndindex(g.shape[:2]):
+        for position, window in windows(grad.shape[2:], w.shape[2:], attrs.stride,
+                                        attrs.dilation):
+            grad[(b, slice(None), *window)] += g[(b, f, *position)] * w[f]
+    return _unpad(grad, pairs, x.shape[2:])
+
+
+def conv_grad_weight_naive(attrs, g, x, w):
+    padded = _pad_constant(x, pad_pairs(attrs.pad), 0.0)
+    grad = np.zeros_like(w)
+    for b, f in np.ndindex(g.shape[:2]):
+        for position, window in windows(padded.shape[2:], w.shape[2:], attrs.stride,
+                                        attrs.dilation):
+            grad[f] += g[(b, f, *position)] * padded[(b, slice(None), *window)]
+    return grad
+
+
+def pool_naive(kind, attrs, x):
+    padded = _pad_constant(x, pad_pairs(attrs.pad), -np.inf if kind == "max" else 0.0)
+    out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
+    y = np.zeros((*x.shape[:2], *out))
+    reduce = np.max if kind == "max" else np.mean
+    for b, c in np.ndindex(x.shape[:2]):
+        for position, window in windows(padded.shape[2:], attrs.kernel, attrs.stride,
+                                        attrs.dilation):
+            y[(b, c, *position)] = reduce(padded[(b, c, *window)])
+    return y
+
+
+def pool_grad_naive(kind, attrs, g, x):
+    pairs = pad_pairs(attrs.pad)
+    padded = _pad_constant(x, pairs, -np.inf if kind == "max" else 0.0)
+    grad = np.zeros(padded.shape)
+    for b, c in np.ndindex(x.shape[:2]):
+        for position, window in windows(padded.shape[2:], attrs.kernel, attrs.stride,
+                                        attrs.dilation):
+            values = padded[(b, c, *window)]
+            share = (values == values.max()) if kind == "max" else np.full(values.shape,
+                                                                            1 / values.size)
+            grad[(b, c, *window)] += g[(b, c, *position)] * share
+    return _unpad(grad, pairs, x.shape[2:])
+
+
+def _torch_pad(t, pairs, fill):
+    # F.pad lists the last axis first.
+    return F.pad(t, [v for lo, hi in reversed(pairs) for v in (lo, hi)], value=fill)
+
+
+def conv_torch(attrs, x, w, g=None):
+    """(y) or, given g, (d<y, g>/dx, d<y, g>/dw), all through torch autograd."""
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    conv = F.conv1d if w.ndim == 3 else F.conv2d
+    y = conv(_torch_pad(xt, pad_pairs(attrs.pad), 0.0), wt, stride=tuple(attrs.stride),
+             dilation=tuple(attrs.dilation))
+    if g is None:
+        return y.detach().numpy()
+    return tuple(t.numpy() for t in torch.autograd.grad(y, (xt, wt), torch.from_numpy(g)))
+
+
+def _torch_pool_supported(kind, attrs):
+    return kind == "max" or set(attrs.dilation) == {1}  # torch's avg_pool has no dilation
+
+
+def pool_torch(kind, attrs, x, g=None):
+    xt = torch.from_numpy(x).requires_grad_()
+    padded = _torch_pad(xt, pad_pairs(attrs.pad), -math.inf if kind == "max" else 0.0)
+    rank = len(attrs.kernel)
+    if kind == "max":
+        pool = F.max_pool1d if rank == 1 else F.max_pool2d
+        y = pool(padded, tuple(attrs.kernel), tuple(attrs.stride), dilation=tuple(attrs.dilation))
+    else:
+        pool = F.avg_pool1d if rank == 1 else F.avg_pool2d
+        y = pool(padded, tuple(attrs.kernel), tuple(attrs.stride))
+    if g is None:
+        return y.detach().numpy()
+    (grad,) = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
+    return grad.numpy()
+
+
+def _conv_reference(attrs, x, w):
+    return conv_torch(attrs, x, w) if torch else conv_naive(attrs, x, w)
+
+
+def _conv_grad_input_reference(attrs, g, x, w):
+    return conv_torch(attrs, x, w, g)[0] if torch else conv_grad_input_naive(attrs, g, x, w)
+
+
+def _conv_grad_weight_reference(attrs, g, x, w):
+    return conv_torch(attrs, x, w, g)[1] if torch else conv_grad_weight_naive(attrs, g, x, w)
+
+
+def _pool_reference(kind):
+    def reference(attrs, x):
+        if torch and _torch_pool_supported(kind, attrs):
+            return pool_torch(kind, attrs, x)
+        return pool_naive(kind, attrs, x)
+
+    return reference
+
+
+def _pool_grad_reference(kind):
+    def reference(attrs, g, x):
+        if torch and _torch_pool_supported(kind, attrs):
+            return pool_torch(kind, attrs, x, g)
+        return pool_grad_naive(kind, attrs, g, x)
+
+    return reference
+
+
+# (label, attrs, input shape, weight shape)
+CONV_CONFIGS = {
+    1: [
+        ("plain", ConvAttrs((1,), (0,), (1,)), (2, 3, 7), (4, 3, 3)),
+        ("stride 3, pad 1, unused tail", ConvAttrs((3,), (1,), (1,)), (2, 2, 9), (3, 2, 3)),
+        ("dilation 2, pad (1,2), stride 2", ConvAttrs((2,), ((1, 2),), (2,)), (2, 2, 9), (3, 2, 3)),
+    ],
+    2: [
+        ("plain", ConvAttrs((1, 1), (0, 0), (1, 1)), (2, 2, 5, 5), (3, 2, 3, 3)),
+        ("stride (2,1), pad (1,2)", ConvAttrs((2, 1), (1, 2), (1, 1)), (2, 2, 5, 4), (3, 2, 3, 2)),
+        ("stride (1,2), pad ((1,1),(0,1)), dilation (2,1)", ConvAttrs((1, 2), ((1, 1), (0, 1)), (2, 1)),
+         (1, 2, 6, 5), (2, 2, 2, 3)),
+    ],
+}
+
+for _rank, _configs in CONV_CONFIGS.items():
+    for _label, _attrs, _x_shape, _w_shape in _configs:
+        _out = _out_sizes(
+            tuple(n + lo + hi for n, (lo, hi) in zip(_x_shape[2:], pad_pairs(_attrs.pad))),
+            _w_shape[2:], _attrs.stride, _attrs.dilation)
+        _g_shape = (_x_shape[0], _w_shape[0], *_out)
+        _xw = (lambda xs, ws: lambda rng: (normal(rng, *xs), normal(rng, *ws)))(_x_shape, _w_shape)
+        _gxw = (lambda gs, xs, ws: lambda rng: (normal(rng, *gs), normal(rng, *xs),
+                                               normal(rng, *ws)))(_g_shape, _x_shape, _w_shape)
+        case(f"conv{_rank}d", _attrs, _xw, _conv_reference, differentiable=(0, 1), label=_label)
+        case(f"conv{_rank}d_grad_input", _attrs, _gxw, _conv_grad_input_reference, label=_label)
+        case(f"conv{_rank}d_grad_weight", _attrs, _gxw, _conv_grad_weight_reference, label=_label)
+
+POOL_CONFIGS = {
+    1: [
+        ("2/2, unused tail", PoolAttrs((2,), (2,), (0,), (1,)), (2, 3, 7)),
+        ("3/2 pad 1", PoolAttrs((3,), (2,), (1,), (1,)), (2, 2, 8)),
+        ("dilation 2", PoolAttrs((2,), (1,), (0,), (2,)), (2, 2, 7)),
+    ],
+    2: [
+        ("2x2/2", PoolAttrs((2, 2), (2, 2), (0, 0), (1, 1)), (2, 2, 4, 6)),
+        ("3x2/(2,1) pad (1,1)", PoolAttrs((3, 2), (2, 1), (1, 1), (1, 1)), (2, 2, 5, 4)),
+        ("asymmetric pad, dilation (1,2)", PoolAttrs((2, 2), (1, 2), ((0, 1), (1, 0)), (1, 2)),
+         (1, 2, 4, 6)),
+    ],
+}
+
+for _rank, _configs in POOL_CONFIGS.items():
+    for _label, _attrs, _x_shape in _configs:
+        _out = _out_sizes(
+            tuple(n + lo + hi for n, (lo, hi) in zip(_x_shape[2:], pad_pairs(_attrs.pad))),
+            _attrs.kernel, _attrs.stride, _attrs.dilation)
+        _g_shape = (*_x_shape[:2], *_out)
+        for _kind in ("max", "avg"):
+            _name = f"{_kind}_pool{_rank}d"
+            case(_name, _attrs, (lambda xs: lambda rng: (distinct(rng, *xs),))(_x_shape),
+                 _pool_reference(_kind), differentiable=(0,), label=_label)
+            case(f"{_name}_grad", _attrs,
+                 (lambda gs, xs: lambda rng: (normal(rng, *gs), distinct(rng, *xs)))(_g_shape,
+                                                                                    _x_shape),
+                 _pool_grad_reference(_kind), label=_label)
+
+
+# --- linear algebra and elementwise arithmetic -------------------------------------------------
+
+def _matmul_reference(attrs, a, b):
+    a = a.T if attrs.transpose_a else a
+    b = b.T if attrs.transpose_b else b
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for i, j in np.ndindex(out.shape):
+        out[i, j] = sum(a[i, k] * b[k, j] for k in range(a.shape[1]))
+    return out
+
+
+case("matmul", MatmulAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 4, 5)),
+     _matmul_reference, differentiable=(0, 1))
+# The vjp of a transposed matmul deliberately raises: no layer differentiates one.
+case("matmul", MatmulAttrs(transpose_a=True), lambda rng: (normal(rng, 4, 3), normal(rng, 4, 5)),
+     _matmul_reference, check_grad=False, label="transpose_a")
+case("matmul", MatmulAttrs(transpose_b=True), lambda rng: (normal(rng, 3, 4), normal(rng, 5, 4)),
+     _matmul_reference, check_grad=False, label="transpose_b")
+
+
+def _bias_add_reference(attrs, x, b):
+    out = x.copy()
+    for c in range(x.shape[1]):
+        out[:, c] += b[c]
+    return out
+
+
+def _bias_add_grad_reference(attrs, g):
+    return np.array([g[:, c].sum() for c in range(g.shape[1])])
+
+
+case("bias_add", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 4)),
+     _bias_add_reference, differentiable=(0, 1))
+case("bias_add", NoAttrs(), lambda rng: (normal(rng, 2, 3, 4, 2), normal(rng, 3)),
+     _bias_add_reference, differentiable=(0, 1), label="channels")
+case("bias_add_grad", NoAttrs(), lambda rng: (normal(rng, 3, 4),), _bias_add_grad_reference)
+case("bias_add_grad", NoAttrs(), lambda rng: (normal(rng, 2, 3, 4, 2),), _bias_add_grad_reference,
+     label="channels")
+
+case("add", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 3, 4)),
+     lambda a, x, y: x + y, differentiable=(0, 1))
+case("mul", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 3, 4)),
+     lambda a, x, y: x * y, differentiable=(0, 1))
+case("scale", ScaleAttrs(-2.5), lambda rng: (normal(rng, 3, 4),),
+     lambda a, x: x * a.factor, differentiable=(0,))
+case("ones_like", NoAttrs(), lambda rng: (normal(rng, 3, 4),),
+     lambda a, x: np.ones(x.shape))
+case("ones_like", NoAttrs(), lambda rng: (np.array(1.5),), lambda a, x: np.ones(()),
+     label="scalar loss")
+
+
+# --- losses ------------------------------------------------------------------------------------
+
+def _labels(rng, batch, classes):
+    return rng.integers(0, classes, size=batch).astype(np.int64)
+
+
+def _smoothed_targets(labels, classes, smoothing):
+    target = np.full((len(labels), classes), smoothing / classes)
+    for row, label in enumerate(labels):
+        target[row, label] += 1 - smoothing
+    return target
+
+
+def _cross_entropy_reference(attrs, logits, labels):
+    target = _smoothed_targets(labels, logits.shape[1], attrs.label_smoothing)
+    total = 0.0
+    for row, t in zip(logits, target):
+        log_sum = math.log(sum(math.exp(v) for v in row))
+        total -= sum(tc * (v - log_sum) for tc, v in zip(t, row))
+    return np.array(total / len(logits))
+
+
+def _cross_entropy_grad_reference(attrs, g, logits, labels):
+    target = _smoothed_targets(labels, logits.shape[1], attrs.label_smoothing)
+    probabilities = _softmax_reference(AxisAttrs(1), logits)
+    return g * (probabilities - target) / len(logits)
+
+
+def _bce_reference(attrs, logits, target):
+    def loss(x, t):
+        p = _sigmoid(x)
+        return -t * math.log(p) - (1 - t) * math.log(1 - p)
+
+    return np.array(np.mean(_elementwise(loss)(logits, target)))
+
+
+def _huber_reference(attrs, p, t):
+    def loss(d):
+        return 0.5 * d * d if abs(d) < attrs.delta else attrs.delta * (abs(d) - 0.5 * attrs.delta)
+
+    return np.array(np.mean(_elementwise(loss)(p - t)))
+
+
+def _huber_grad_reference(attrs, g, p, t):
+    def slope(d):
+        return d if abs(d) < attrs.delta else math.copysign(attrs.delta, d)
+
+    return g * _elementwise(slope)(p - t) / p.size
+
+
+def _prediction_and_target(distance):
+    """(p, t) with p - t = distance(rng, shape): steers |p - t| clear of the loss's kinks."""
+    def inputs(rng):
+        t = normal(rng, 3, 4)
+        return t + distance(rng, 3, 4), t
+
+    return inputs
+
+
+def _huber_distance(delta):
+    # |d| in [0.1, delta - 0.2] or [delta + 0.2, delta + 1.5]: both branches, neither kink.
+    def distance(rng, *shape):
+        inside = rng.uniform(0.1, delta - 0.2, size=shape)
+        outside = rng.uniform(delta + 0.2, delta + 1.5, size=shape)
+        magnitude = np.where(rng.random(shape) < 0.5, inside, outside)
+        return rng.choice([-1.0, 1.0], size=shape) * magnitude
+
+    return distance
+
+
+def _with_g(inputs):
+    """Prepends a random incoming (scalar) gradient to a loss's inputs."""
+    return lambda rng: (np.array(rng.standard_normal()), *inputs(rng))
+
+
+for _smoothing in (0.0, 0.1):
+    _ce_inputs = lambda rng: (normal(rng, 4, 5), _labels(rng, 4, 5))  # noqa: E731
+    case("softmax_cross_entropy", CrossEntropyAttrs(_smoothing), _ce_inputs,
+         _cross_entropy_reference, differentiable=(0,), label=f"smoothing {_smoothing}")
+    case("softmax_cross_entropy_grad", CrossEntropyAttrs(_smoothing), _with_g(_ce_inputs),
+         _cross_entropy_grad_reference, label=f"smoothing {_smoothing}")
+
+_bce_inputs = lambda rng: (normal(rng, 3, 4) * 2, rng.uniform(0, 1, size=(3, 4)))  # noqa: E731
+case("sigmoid_binary_cross_entropy", NoAttrs(), _bce_inputs, _bce_reference, differentiable=(0,))
+case("sigmoid_binary_cross_entropy", NoAttrs(),
+     lambda rng: (normal(rng, 3, 4) * 20, (rng.random((3, 4)) < 0.5).astype(np.float64)),
+     _bce_reference, differentiable=(0,), label="large logits, hard targets")
+case("sigmoid_binary_cross_entropy_grad", NoAttrs(), _with_g(_bce_inputs),
+     lambda a, g, x, t: g * (_elementwise(_sigmoid)(x) - t) / x.size)
+
+_regression_inputs = _prediction_and_target(away_from_zero)
+case("mse", NoAttrs(), _regression_inputs,
+     lambda a, p, t: np.array(sum((pi - ti) ** 2 for pi, ti in zip(p.flat, t.flat)) / p.size),
+     differentiable=(0,))
+case("mse_grad", NoAttrs(), _with_g(_regression_inputs),
+     lambda a, g, p, t: g * 2 * (p - t) / p.size)
+case("mae", NoAttrs(), _regression_inputs,
+     lambda a, p, t: np.array(sum(abs(pi - ti) for pi, ti in zip(p.flat, t.flat)) / p.size),
+     differentiable=(0,))
+case("mae_grad", NoAttrs(), _with_g(_regression_inputs),
+     lambda a, g, p, t: g * _elementwise(lambda d: math.copysign(1.0, d))(p - t) / p.size)
+for _delta in (1.0, 0.5):
+    _huber_inputs = _prediction_and_target(_huber_distance(_delta))
+    case("huber", HuberAttrs(_delta), _huber_inputs, _huber_reference, differentiable=(0,),
+         label=f"delta {_delta}")
+    case("huber_grad", HuberAttrs(_delta), _with_g(_huber_inputs), _huber_grad_reference,
+         label=f"delta {_delta}")
+
+
+# --- normalisation, running statistics, dropout ------------------------------------------------
+
+def _per_channel(x, function):
+    """function applied to each channel's values (over batch and space), as a [C] vector."""
+    return np.array([function(np.moveaxis(x, 1, 0)[c].ravel()) for c in range(x.shape[1])])
+
+
+def _channel(v, ndim):
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _xhat(x, eps):
+    mean = _per_channel(x, lambda v: sum(v) / len(v))
+    var = _per_channel(x, lambda v: sum((u - sum(v) / len(v)) ** 2 for u in v) / len(v))
+    return (x - _channel(mean, x.ndim)) / np.sqrt(_channel(var, x.ndim) + eps), var
+
+
+def _bn_train_reference(attrs, x, gamma, beta):
+    xhat, _ = _xhat(x, attrs.eps)
+    return xhat * _channel(gamma, x.ndim) + _channel(beta, x.ndim)
+
+
+def _bn_train_grad_input_reference(attrs, g, x, gamma):
+    # dx = gamma / sigma * (g - mean(g) - xhat * mean(g * xhat)), means per channel
+    xhat, var = _xhat(x, attrs.eps)
+    mean_g = _per_channel(g, np.mean)
+    mean_g_xhat = _per_channel(g * xhat, np.mean)
+    sigma = np.sqrt(var + attrs.eps)
+    return (_channel(gamma / sigma, x.ndim)
+            * (g - _channel(mean_g, x.ndim) - xhat * _channel(mean_g_xhat, x.ndim)))
+
+
+def _bn_infer_reference(attrs, x, mean, var, gamma, beta):
+    n = x.ndim
+    return ((x - _channel(mean, n)) / np.sqrt(_channel(var, n) + attrs.eps) * _channel(gamma, n)
+            + _channel(beta, n))
+
+
+_BN_SHAPES = {"[F]": (5, 3), "[C,H,W]": (3, 2, 3, 2)}
+
+for _label, _shape in _BN_SHAPES.items():
+    _c = _shape[1]
+    # Channels get different offsets and scales so that the statistics matter.
+    _bn_x = (lambda s: lambda rng: normal(rng, *s) * np.linspace(0.5, 2, s[1]).reshape(
+        (1, -1) + (1,) * (len(s) - 2)) + np.arange(s[1]).reshape((1, -1) + (1,) * (len(s) - 2))
+    )(_shape)
+    case("batch_norm_train", EpsAttrs(1e-5),
+         (lambda bx, c: lambda rng: (bx(rng), positive(rng, c), normal(rng, c)))(_bn_x, _c),
+         _bn_train_reference, differentiable=(0, 1, 2), label=_label)
+    case("batch_norm_train_grad_input", EpsAttrs(1e-5),
+         (lambda s, bx, c: lambda rng: (normal(rng, *s), bx(rng), positive(rng, c)))(_shape, _bn_x,
+                                                                                     _c),
+         _bn_train_grad_input_reference, label=_label)
+    case("batch_norm_train_grad_gamma", EpsAttrs(1e-5),
+         (lambda s, bx: lambda rng: (normal(rng, *s), bx(rng)))(_shape, _bn_x),
+         lambda a, g, x: _per_channel(g * _xhat(x, a.eps)[0], sum), label=_label)
+    case("batch_norm_infer", EpsAttrs(1e-3),
+         (lambda bx, c: lambda rng: (bx(rng), normal(rng, c), positive(rng, c), positive(rng, c),
+                                     normal(rng, c)))(_bn_x, _c),
+         _bn_infer_reference, differentiable=(0, 3, 4), label=_label)
+    case("batch_norm_infer_grad_input", EpsAttrs(1e-3),
+         (lambda s, c: lambda rng: (normal(rng, *s), positive(rng, c), positive(rng, c)))(_shape,
+                                                                                          _c),
+         lambda a, g, var, gamma: g * _channel(gamma, g.ndim) / np.sqrt(_channel(var, g.ndim)
+                                                                         + a.eps),
+         label=_label)
+    case("batch_norm_infer_grad_gamma", EpsAttrs(1e-3),
+         (lambda s, bx, c: lambda rng: (normal(rng, *s), bx(rng), normal(rng, c),
+                                        positive(rng, c)))(_shape, _bn_x, _c),
+         lambda a, g, x, mean, var: _per_channel(
+             g * (x - _channel(mean, x.ndim)) / np.sqrt(_channel(var, x.ndim) + a.eps), sum),
+         label=_label)
+    case("channel_mean", NoAttrs(), lambda rng, bx=_bn_x: (bx(rng),),
+         lambda a, x: _per_channel(x, lambda v: sum(v) / len(v)), label=_label)
+    case("channel_var", NoAttrs(), lambda rng, bx=_bn_x: (bx(rng),),
+         lambda a, x: _per_channel(x, lambda v: sum((u - sum(v) / len(v)) ** 2 for u in v)
+                                   / (len(v) - 1)),
+         label=_label)
+
+case("ema", MomentumAttrs(0.9), lambda rng: (normal(rng, 4), normal(rng, 4)),
+     lambda a, running, stat: 0.9 * running + 0.1 * stat)
+case("ema", MomentumAttrs(0.25), lambda rng: (normal(rng, 4), normal(rng, 4)),
+     lambda a, running, stat: 0.25 * running + 0.75 * stat, label="momentum 0.25")
+
+
+def _dropout_reference(attrs, x, rng):
+    # keep where u >= rate, u ~ U[0, 1) drawn by the generator, one draw per element
+    u = rng.random(x.shape)
+    keep = np.array([1.0 if v >= attrs.rate else 0.0 for v in u.flat]).reshape(x.shape)
+    return keep / (1 - attrs.rate)
+
+
+DROPOUT_SEED = 1234
+for _rate in (0.5, 0.2):
+    case("dropout_mask", RateAttrs(_rate),
+         lambda rng: (normal(rng, 4, 6), np.random.default_rng(DROPOUT_SEED)),
+         _dropout_reference, label=f"rate {_rate}")
+
+
+# --- optimizer updates and clipping ------------------------------------------------------------
+# Written as PyTorch's torch.optim documentation states the algorithms; test_registry.py also
+# runs torch.optim itself when torch is importable.
+
+def _sgd_reference(a, p, g, lr, step, *state):
+    d = g + a.weight_decay * p
+    if a.momentum == 0:
+        return (p - lr * d,)
+    buf = d if step == 1 else a.momentum * state[0] + d
+    if a.nesterov:
+        d = d + a.momentum * buf
+    else:
+        d = buf
+    return p - lr * d, buf
+
+
+def _adam_reference(a, p, g, lr, step, m, v):
+    if a.decoupled:
+        p = p - lr * a.weight_decay * p
+    else:
+        g = g + a.weight_decay * p
+    m = a.beta1 * m + (1 - a.beta1) * g
+    v = a.beta2 * v + (1 - a.beta2) * g ** 2
+    m_hat = m / (1 - a.beta1 ** step)
+    v_hat = v / (1 - a.beta2 ** step)
+    return p - lr * m_hat / (np.sqrt(v_hat) + a.eps), m, v
+
+
+def _rmsprop_reference(a, p, g, lr, step, square_avg, *buffer):
+    g = g + a.weight_decay * p
+    square_avg = a.alpha * square_avg + (1 - a.alpha) * g ** 2
+    avg = np.sqrt(square_avg) + a.eps
+    if a.momentum == 0:
+        return p - lr * g / avg, square_avg
+    buf = a.momentum * buffer[0] + g / avg
+    return p - lr * buf, square_avg, buf
+
+
+def _adagrad_reference(a, p, g, lr, step, total):
+    g = g + a.weight_decay * p
+    total = total + g ** 2
+    return p - lr * g / (np.sqrt(total) + a.eps), total
+
+
+def state_slots(name: str, attrs) -> int:
+    """How many state arrays an update op carries."""
+    if name == "sgd_update":
+        return 1 if attrs.momentum else 0
+    if name == "rmsprop_update":
+        return 2 if attrs.momentum else 1
+    return {"adam_update": 2, "adagrad_update": 1}[name]
+
+
+UPDATE_ATTRS = {
+    "sgd_update": [SgdAttrs(), SgdAttrs(momentum=0.9), SgdAttrs(momentum=0.9, nesterov=True),
+                   SgdAttrs(weight_decay=0.01), SgdAttrs(0.8, True, 0.05)],
+    "adam_update": [AdamAttrs(), AdamAttrs(0.8, 0.99, 1e-6, 0.1),
+                    AdamAttrs(weight_decay=0.1, decoupled=True)],
+    "rmsprop_update": [RmsPropAttrs(), RmsPropAttrs(momentum=0.9),
+                       RmsPropAttrs(0.9, 1e-6, 0.5, 0.01)],
+    "adagrad_update": [AdagradAttrs(), AdagradAttrs(1e-8, 0.1)],
+}
+_UPDATE_REFERENCES = {"sgd_update": _sgd_reference, "adam_update": _adam_reference,
+                      "rmsprop_update": _rmsprop_reference, "adagrad_update": _adagrad_reference}
+
+
+def _update_inputs(name, attrs, step):
+    def inputs(rng):
+        # Square-averaged state must be non-negative, so every state starts as |normal|.
+        state = tuple(np.abs(normal(rng, 3, 4)) for _ in range(state_slots(name, attrs)))
+        return normal(rng, 3, 4), normal(rng, 3, 4), scalar(0.05), scalar(step), *state
+
+    return inputs
+
+
+for _name, _attrs_list in UPDATE_ATTRS.items():
+    for _attrs in _attrs_list:
+        for _step in (1, 3):
+            if _name == "sgd_update" and _step == 1 and _attrs.momentum:
+                continue  # PyTorch's first momentum step ignores the buffer: tested from zeros
+            case(_name, _attrs, _update_inputs(_name, _attrs, _step), _UPDATE_REFERENCES[_name],
+                 label=f"{_attrs} step {_step}")
+
+
+def _global_norm_reference(attrs, *grads):
+    return np.array(math.sqrt(sum(v * v for g in grads for v in g.flat)))
+
+
+def _clip_by_norm_reference(attrs, g, norm):
+    factor = attrs.limit / (float(norm) + 1e-6)
+    return g * min(factor, 1.0)
+
+
+case("global_norm", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 4), normal(rng, 2, 3, 2)),
+     _global_norm_reference)
+case("global_norm", NoAttrs(), lambda rng: (normal(rng, 5),), _global_norm_reference, label="one")
+case("clip_by_norm", ClipAttrs(1.0), lambda rng: (normal(rng, 3, 4), scalar(4.0)),
+     _clip_by_norm_reference, label="clipped")
+case("clip_by_norm", ClipAttrs(10.0), lambda rng: (normal(rng, 3, 4), scalar(4.0)),
+     _clip_by_norm_reference, label="unclipped")
+case("clip_by_value", ClipAttrs(0.5), lambda rng: (normal(rng, 3, 4),),
+     lambda a, g: _elementwise(lambda v: max(-a.limit, min(a.limit, v)))(g))
+
+
+# --- data movement -----------------------------------------------------------------------------
+
+case("reshape", ReshapeAttrs((4, 3)), lambda rng: (normal(rng, 2, 3, 4),),
+     lambda a, x: np.array([[list(x[b].flat)[r * 3:(r + 1) * 3] for r in range(4)]
+                            for b in range(2)]),
+     differentiable=(0,))
+case("reshape", ReshapeAttrs((12,)), lambda rng: (normal(rng, 2, 3, 2, 2),),
+     lambda a, x: np.array([list(x[b].flat) for b in range(2)]), differentiable=(0,),
+     label="flatten")
+
+
+def _concat_reference(attrs, *xs):
+    parts = [np.moveaxis(x, attrs.axis, 0) for x in xs]
+    return np.moveaxis(np.array([row for part in parts for row in part]), 0, attrs.axis)
+
+
+case("concat", ConcatAttrs(1),
+     lambda rng: (normal(rng, 2, 3, 4), normal(rng, 2, 1, 4), normal(rng, 2, 2, 4)),
+     _concat_reference, differentiable=(0, 1, 2))
+case("concat", ConcatAttrs(2), lambda rng: (normal(rng, 2, 3, 4), normal(rng, 2, 3, 2)),
+     _concat_reference, differentiable=(0, 1), label="axis 2")
+
+
+def _slice_reference(attrs, x):
+    moved = np.moveaxis(x, attrs.axis, 0)
+    return np.moveaxis(np.array([moved[i] for i in range(attrs.start, attrs.stop)]), 0, attrs.axis)
+
+
+case("slice", SliceAttrs(1, 1, 3), lambda rng: (normal(rng, 2, 4, 3),), _slice_reference)
+case("slice", SliceAttrs(2, 0, 2), lambda rng: (normal(rng, 2, 4, 3),), _slice_reference,
+     label="axis 2")
+
+
+def _source(i, n, mode):
+    """The input index that padded index i (relative to the input's start) copies, or None."""
+    if 0 <= i < n:
+        return i
+    if mode == "zeros":
+        return None
+    if mode == "replicate":
+        return min(max(i, 0), n - 1)
+    return -i if i < 0 else 2 * (n - 1) - i  # reflect, without repeating the edge
+
+
+def _pad_maps(attrs, spatial):
+    """Every (padded index, input index or None) pair over the spatial axes."""
+    pairs = pad_pairs(attrs.pad)
+    padded = [n + lo + hi for n, (lo, hi) in zip(spatial, pairs)]
+    for index in itertools.product(*(range(m) for m in padded)):
+        yield index, [_source(i - lo, n, attrs.mode) for i, n, (lo, _) in
+                      zip(index, spatial, pairs)]
+
+
+def _pad_reference(attrs, x):
+    pairs = pad_pairs(attrs.pad)
+    out = np.zeros((*x.shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pairs))))
+    for index, source in _pad_maps(attrs, x.shape[2:]):
+        if None not in source:
+            out[(slice(None), slice(None), *index)] = x[(slice(None), slice(None), *source)]
+    return out
+
+
+def _pad_grad_reference(attrs, g, x):
+    grad = np.zeros_like(x)
+    for index, source in _pad_maps(attrs, x.shape[2:]):
+        if None not in source:
+            grad[(slice(None), slice(None), *source)] += g[(slice(None), slice(None), *index)]
+    return grad
+
+
+_PAD_CONFIGS = [
+    (mode, pad, shape)
+    for mode in ("zeros", "reflect", "replicate")
+    for pad, shape in ((((1, 2), (2, 1)), (2, 2, 4, 5)), (((2, 1),), (2, 3, 5)))
+]
+for _mode, _pad, _shape in _PAD_CONFIGS:
+    _padded_shape = (*_shape[:2], *(n + lo + hi for n, (lo, hi) in zip(_shape[2:], _pad)))
+    _label = f"{_mode} {len(_pad)}-d"
+    case("pad", PadAttrs(_pad, _mode), (lambda s: lambda rng: (normal(rng, *s),))(_shape),
+         _pad_reference, differentiable=(0,), label=_label)
+    case("pad_grad", PadAttrs(_pad, _mode),
+         (lambda ps, s: lambda rng: (normal(rng, *ps), normal(rng, *s)))(_padded_shape, _shape),
+         _pad_grad_reference, label=_label)

@@ -1,0 +1,105 @@
+"""backends/base.py: im2col and col2im against naive loops, 1-D and 2-D, with stride and
+dilation; col2im is the adjoint of im2col."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from nnrun.backends import get_backend
+from nnrun.backends.base import window_count
+
+# (spatial, kernel, stride, dilation); several leave input elements that no window reaches.
+CONFIGS = [
+    ((7,), (3,), (1,), (1,)),
+    ((9,), (3,), (2,), (1,)),
+    ((10,), (2,), (3,), (2,)),
+    ((8,), (3,), (1,), (3,)),
+    ((5, 5), (3, 3), (1, 1), (1, 1)),
+    ((6, 7), (2, 3), (2, 1), (1, 2)),
+    ((7, 6), (3, 2), (3, 2), (2, 1)),
+    ((4, 4), (1, 1), (2, 2), (1, 1)),
+    ((5, 4), (5, 4), (1, 1), (1, 1)),
+]
+IDS = [f"n{s}-k{k}-s{st}-d{d}" for s, k, st, d in CONFIGS]
+
+
+def out_sizes(spatial, kernel, stride, dilation):
+    return tuple((n - d * (k - 1) - 1) // s + 1
+                 for n, k, s, d in zip(spatial, kernel, stride, dilation))
+
+
+def im2col_naive(x, kernel, stride, dilation):
+    """cols[b, *o, c, *k] = x[b, c, o*s + k*d], one element at a time."""
+    batch, channels, *spatial = x.shape
+    out = out_sizes(spatial, kernel, stride, dilation)
+    cols = np.zeros((batch, *out, channels, *kernel))
+    for b, c in np.ndindex(batch, channels):
+        for o in itertools.product(*(range(m) for m in out)):
+            for k in itertools.product(*(range(n) for n in kernel)):
+                source = tuple(oi * s + ki * d for oi, ki, s, d in zip(o, k, stride, dilation))
+                cols[(b, *o, c, *k)] = x[(b, c, *source)]
+    return cols
+
+
+def col2im_naive(cols, shape, kernel, stride, dilation):
+    batch, channels, *spatial = shape
+    out = out_sizes(spatial, kernel, stride, dilation)
+    x = np.zeros(shape)
+    for b, c in np.ndindex(batch, channels):
+        for o in itertools.product(*(range(m) for m in out)):
+            for k in itertools.product(*(range(n) for n in kernel)):
+                target = tuple(oi * s + ki * d for oi, ki, s, d in zip(o, k, stride, dilation))
+                x[(b, c, *target)] += cols[(b, *o, c, *k)]
+    return x
+
+
+@pytest.fixture(scope="module")
+def be():
+    return get_backend("numpy")
+
+
+def _inputs(spatial, kernel, stride, dilation, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, *spatial))
+    cols = rng.standard_normal((2, *out_sizes(spatial, kernel, stride, dilation), 3, *kernel))
+    return x, cols
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, dilation", CONFIGS, ids=IDS)
+def test_im2col_matches_loops(be, spatial, kernel, stride, dilation):
+    x, _ = _inputs(spatial, kernel, stride, dilation)
+    got = be.im2col(x, kernel, stride, dilation)
+    np.testing.assert_array_equal(got, im2col_naive(x, kernel, stride, dilation))
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, dilation", CONFIGS, ids=IDS)
+def test_col2im_matches_loops(be, spatial, kernel, stride, dilation):
+    x, cols = _inputs(spatial, kernel, stride, dilation)
+    got = be.col2im(cols, x.shape, kernel, stride, dilation)
+    np.testing.assert_allclose(got, col2im_naive(cols, x.shape, kernel, stride, dilation),
+                               rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("spatial, kernel, stride, dilation", CONFIGS, ids=IDS)
+def test_col2im_is_the_adjoint_of_im2col(be, spatial, kernel, stride, dilation):
+    """<im2col(x), c> == <x, col2im(c)>: what makes col2im the gradient of im2col."""
+    x, cols = _inputs(spatial, kernel, stride, dilation, seed=1)
+    left = np.sum(be.im2col(x, kernel, stride, dilation) * cols)
+    right = np.sum(x * be.col2im(cols, x.shape, kernel, stride, dilation))
+    assert left == pytest.approx(right, rel=1e-12)
+
+
+def test_im2col_keeps_dtype_and_layout(be):
+    x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
+    cols = be.im2col(x, (2,), (1,), (1,))
+    assert cols.dtype == np.float32 and cols.shape == (2, 4, 3, 2)
+    assert cols[1, 2, 0].tolist() == x[1, 0, 2:4].tolist()
+
+
+@pytest.mark.parametrize("n, k, s, d, expected", [(7, 3, 1, 1, 5), (9, 3, 2, 1, 4),
+                                                   (10, 2, 3, 2, 3), (8, 3, 1, 3, 2)])
+def test_window_count(n, k, s, d, expected):
+    assert window_count(n, k, s, d) == expected
