@@ -1,6 +1,7 @@
 """gcc-style diagnostics, and the translation of pydantic errors into them (DESIGN.md §5).
 
-    specs/bad.yaml:9:7: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; did you mean 'kernel_size'?
+    specs/bad.yaml:9:7: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; did you
+    mean 'kernel_size'?
 """
 
 from __future__ import annotations
@@ -59,9 +60,11 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> 
 
 
 def _github_line(diagnostic: Diagnostic) -> str:
-    properties = f"file={_github_escape(diagnostic.file, True)},line={diagnostic.line},col={diagnostic.col}"
+    file = _github_escape(diagnostic.file, True)
+    properties = f"file={file},line={diagnostic.line},col={diagnostic.col}"
     where = f"{diagnostic.where}: " if diagnostic.where else ""
-    return f"::{diagnostic.severity} {properties}::{_github_escape(where + diagnostic.message, False)}"
+    message = _github_escape(where + diagnostic.message, False)
+    return f"::{diagnostic.severity} {properties}::{message}"
 
 
 def _github_escape(text: str, is_property: bool) -> str:
@@ -191,7 +194,9 @@ def _locate(error: dict, data: Any) -> _Problem:
 
 
 def _resolve_alternatives(problems: list[_Problem]) -> list[_Problem]:
-    branch_points = {problem.error["loc"][:index] for problem in problems for index, _ in problem.labels}
+    branch_points = {
+        problem.error["loc"][:index] for problem in problems for index, _ in problem.labels
+    }
     for point in sorted(branch_points, key=len):
         problems = _choose_branch(problems, point)
     return problems
@@ -314,7 +319,9 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     got = _show(error["input"])
     if expectation is None:
         return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
-    return f"'{field}' must be {expectation}, got {got}" if field else f"expected {expectation}, got {got}"
+    if field is None:
+        return f"expected {expectation}, got {got}"
+    return f"'{field}' must be {expectation}, got {got}"
 
 
 def _subject(field: str | None) -> str:
@@ -337,15 +344,20 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     context = problem.error.get("ctx", {})
     tag, expected = context.get("tag"), _literal_items(context.get("expected_tags", ""))
     kind = _kind_of(problem.data_path)
-    subject = f"{kind} '{tag}'" if kind else f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
+    if kind:
+        subject = f"{kind} '{tag}'"
+    else:
+        subject = f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
     return f"unknown {subject}{_suggestion_or_choices(tag, expected)}"
 
 
 def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     discriminator = _discriminator(problem.error)
-    if _value_at(data, problem.data_path) is _ABSENT or isinstance(_value_at(data, problem.data_path), dict):
+    value = _value_at(data, problem.data_path)
+    if value is _ABSENT or isinstance(value, dict):
         return f"missing required field '{discriminator}'"
-    return f"{_subject(field)} must be a name or a mapping with '{discriminator}', got {_show(problem.error['input'])}"
+    expected = f"a name or a mapping with '{discriminator}'"
+    return f"{_subject(field)} must be {expected}, got {_show(problem.error['input'])}"
 
 
 def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

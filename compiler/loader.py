@@ -156,7 +156,8 @@ class _Builder:
             self._syntax_error(error)
         except yaml.reader.ReaderError as error:
             line, col = _line_and_column(text, error.position)
-            self.error(line, col, (), f"invalid YAML: character {error.character!r}: {error.reason}")
+            message = f"invalid YAML: character {error.character!r}: {error.reason}"
+            self.error(line, col, (), message)
         except yaml.YAMLError as error:
             self.error(1, 1, (), f"invalid YAML: {error}")
         except RecursionError:
@@ -192,7 +193,8 @@ class _Builder:
         if isinstance(node, MappingNode):
             return self._mapping(node, path)
         if isinstance(node, SequenceNode):
-            return [self.construct(item, path + (index,), None) for index, item in enumerate(node.value)]
+            items = enumerate(node.value)
+            return [self.construct(item, path + (index,), None) for index, item in items]
         return self._scalar(node, path)
 
     def _count_node(self) -> None:
@@ -215,7 +217,7 @@ class _Builder:
             return True
         tag = _display_tag(node.tag)
         if tag.startswith("!!python/"):
-            message = f"tag '{tag}' is not allowed: specs are loaded safely and never build Python objects"
+            message = f"tag '{tag}' is not allowed: specs never build Python objects"
         else:
             message = f"unsupported YAML tag '{tag}' here"
         self.error(*_mark(node), path, message)
@@ -228,7 +230,8 @@ class _Builder:
         # PyYAML raises assorted exceptions (ValueError, KeyError, binascii.Error) for scalars whose
         # explicit or implied tag does not fit their text, e.g. `2001-13-45` or `!!int abc`.
         except Exception as error:
-            self.error(*_mark(node), path, f"cannot read {node.value!r} as {_display_tag(node.tag)}: {error}")
+            message = f"cannot read {node.value!r} as {_display_tag(node.tag)}: {error}"
+            self.error(*_mark(node), path, message)
             return None
 
     def _mapping(self, node: MappingNode, path: SpecPath) -> dict:
@@ -272,7 +275,8 @@ class _Builder:
         entries = []
         for source in sources:
             if not isinstance(source, MappingNode):
-                self.error(*_mark(source), path, "'<<' (merge) needs a mapping or a list of mappings")
+                message = "'<<' (merge) needs a mapping or a list of mappings"
+                self.error(*_mark(source), path, message)
                 continue
             explicit, merged = self._entries(source, path)
             entries.extend(explicit + merged)
@@ -282,7 +286,8 @@ class _Builder:
         if not self._tag_allowed(key_node, path):
             return _INVALID_KEY
         if not isinstance(key_node, ScalarNode):
-            self.error(*_mark(key_node), path, "mapping keys must be plain scalars, not lists or mappings")
+            message = "mapping keys must be plain scalars, not lists or mappings"
+            self.error(*_mark(key_node), path, message)
             return _INVALID_KEY
         key = self._scalar(key_node, path)
         return _INVALID_KEY if key is None and key_node.tag != _YAML_TAG + "null" else key
@@ -314,18 +319,23 @@ def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
     positions = dict(loaded.positions)
     diagnostics: list[Diagnostic] = []
     for number, argument in enumerate(overrides, start=1):
-        origin = f"{OVERRIDE_FILE} {argument}"
-        position = Position(OVERRIDE_FILE, number, 1, origin)
-        try:
-            path, value = _parse_override(argument, position)
-            _assign(data, positions, path, value, position)
-        except _OverrideError as error:
-            diagnostics.append(Diagnostic(OVERRIDE_FILE, number, 1, "error", origin, str(error)))
-        except SpecError as error:
-            diagnostics.extend(error.diagnostics)
+        diagnostics += _apply_override(data, positions, number, argument)
     if diagnostics:
         raise SpecError(diagnostics)
     return Loaded(loaded.filename, data, positions)
+
+
+def _apply_override(data: dict, positions: dict, number: int, argument: str) -> list[Diagnostic]:
+    origin = f"{OVERRIDE_FILE} {argument}"
+    position = Position(OVERRIDE_FILE, number, 1, origin)
+    try:
+        path, value = _parse_override(argument, position)
+        _assign(data, positions, path, value, position)
+    except _OverrideError as error:
+        return [Diagnostic(OVERRIDE_FILE, number, 1, "error", origin, str(error))]
+    except SpecError as error:
+        return error.diagnostics
+    return []
 
 
 def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
@@ -334,9 +344,8 @@ def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
         raise _OverrideError("expected PATH=VALUE, e.g. optimizer.lr=0.01")
     path_text = path_text.strip()
     if not _PATH_PATTERN.fullmatch(path_text):
-        raise _OverrideError(
-            f"cannot read the path {path_text!r}; expected keys and indices like model.layers[0].filters"
-        )
+        example = "model.layers[0].filters"
+        raise _OverrideError(f"cannot read the path {path_text!r}; expected a path like {example}")
     path = tuple(
         key if key else int(index) for key, index in _PATH_TOKEN.findall(path_text)
     )
@@ -360,7 +369,9 @@ def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: P
     _replace_positions(positions, path, value, position)
 
 
-def _child(container: Any, walked: SpecPath, component: Hashable, positions: dict, position: Position) -> Any:
+def _child(
+    container: Any, walked: SpecPath, component: Hashable, positions: dict, position: Position
+) -> Any:
     _check_target(container, walked, component)
     if isinstance(container, dict) and component not in container:
         # A missing intermediate key becomes a new mapping, so `--set data.limit=100` works without
@@ -377,7 +388,8 @@ def _check_target(container: Any, walked: SpecPath, component: Hashable) -> None
     elif isinstance(container, list):
         raise _OverrideError(f"{name} is a list; select an entry first, like {name}[0].{component}")
     elif not isinstance(container, dict):
-        raise _OverrideError(f"{name} is {_describe_scalar(container)}; it has no key '{component}'")
+        scalar = _describe_scalar(container)
+        raise _OverrideError(f"{name} is {scalar}; it has no key '{component}'")
 
 
 def _check_index(container: Any, name: str, index: int) -> None:

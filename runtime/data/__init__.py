@@ -1,8 +1,9 @@
 """Datasets for training: `load_dataset` turns a spec's `data:` section into arrays.
 
 Order of work: load the raw arrays, keep the first `limit` training samples, hold out
-`validation_split` of them (seeded), cast to the requested dtype, normalize with statistics of
-the remaining training split only, then apply the `permute_features` permutation to every split.
+`validation_split` of them (seeded), normalize with statistics of the remaining training split
+only while casting to the requested dtype, then apply the `permute_features` permutation to
+every split.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)), seed)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
     splits = {"train": train, "val": val, "test": test}
-    splits = {name: cast(split, dtype, raw) for name, split in splits.items() if split is not None}
-    splits = transform(splits, data_spec, seed)
+    splits = {name: split for name, split in splits.items() if split is not None}
+    splits = transform(splits, data_spec, seed, raw, dtype)
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"),
         input_shape=tuple(raw.x_train.shape[1:]), num_classes=raw.num_classes,
@@ -44,19 +45,15 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     )
 
 
-def cast(split: Split, dtype: str, raw: RawData) -> Split:
-    targets = split.y.astype(dtype) if raw.task == "regression" else split.y
-    # Always a copy: normalization then works in place without touching the raw arrays.
-    return Split(split.x.astype(dtype, copy=True), targets)
-
-
-def transform(splits: dict[str, Split], data_spec: Any, seed: int) -> dict[str, Split]:
+def transform(splits: dict[str, Split], data_spec: Any, seed: int, raw: RawData,
+              dtype: str) -> dict[str, Split]:
     normalizer = fit_normalizer(splits["train"].x, option(data_spec, "normalize", "standard"))
     sample_size = int(np.prod(splits["train"].x.shape[1:]))
     permutation = feature_permutation(option(data_spec, "permute_features"), seed, sample_size)
     transformed = {}
     for name, split in splits.items():
-        x = normalizer.apply(split.x) if normalizer else split.x
+        x = normalizer.apply(split.x, dtype) if normalizer else split.x.astype(dtype)
         x = permute_features(x, permutation) if permutation is not None else x
-        transformed[name] = Split(x, split.y)
+        y = split.y.astype(dtype) if raw.task == "regression" else split.y
+        transformed[name] = Split(x, y)
     return transformed

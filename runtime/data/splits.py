@@ -11,6 +11,7 @@ from .errors import DataError
 # Each use of the spec's seed draws from its own stream, so adding one never shifts another.
 VALIDATION_STREAM = 1
 PERMUTATION_STREAM = 2
+CHUNK_SAMPLES = 4096
 
 
 @dataclass
@@ -65,11 +66,19 @@ class Normalizer:
     shift: np.ndarray
     scale: np.ndarray
 
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Works in place: `x` must be an array this module's caller owns."""
-        x -= self.shift.astype(x.dtype)
-        x /= self.scale.astype(x.dtype)
-        return x
+    def apply(self, x: np.ndarray, dtype: str, chunk: int = CHUNK_SAMPLES) -> np.ndarray:
+        """(x - shift) / scale as a new array of `dtype`, one chunk of samples at a time.
+
+        Chunks keep the float64 intermediates small; a full-size temporary of MNIST costs
+        more in page faults than the arithmetic.
+        """
+        result = np.empty(x.shape, dtype)
+        scale = self.scale.astype(dtype)
+        for start in range(0, len(x), chunk):
+            block = result[start:start + chunk]
+            np.subtract(x[start:start + chunk], self.shift, out=block, casting="unsafe")
+            block /= scale
+        return result
 
 
 def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
@@ -85,19 +94,20 @@ def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
     raise DataError(f"normalize must be none, scale or standard, not {mode!r}")
 
 
-def channel_statistics(x: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per channel for images and sequences, per feature for vectors (axis 1).
-
-    Sums run in float64 over chunks of samples: one float64 copy of all of MNIST would cost
-    more time in page faults than the arithmetic itself.
-    """
+def channel_statistics(x: np.ndarray, chunk: int = CHUNK_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std per channel for images and sequences, per feature for vectors (axis 1)."""
     axes = tuple(axis for axis in range(x.ndim) if axis != 1)
     count = x.size // x.shape[1]
-    chunks = [x[start:start + chunk] for start in range(0, len(x), chunk)]
-    total = sum(block.sum(axis=axes, keepdims=True, dtype=np.float64) for block in chunks)
-    mean = total / count
-    squares = sum(np.square(block - mean).sum(axis=axes, keepdims=True) for block in chunks)
-    return mean, np.sqrt(squares / count)
+    # One pass over the data; sums are taken around the first sample's values, which lie
+    # near the mean, so subtracting the squared mean afterwards loses no precision.
+    reference = x[:1].mean(axis=axes, keepdims=True, dtype=np.float64)
+    total = squares = 0.0
+    for start in range(0, len(x), chunk):
+        block = x[start:start + chunk] - reference
+        total = total + block.sum(axis=axes, keepdims=True)
+        squares = squares + np.square(block, out=block).sum(axis=axes, keepdims=True)
+    offset = total / count
+    return reference + offset, np.sqrt(np.maximum(squares / count - offset**2, 0.0))
 
 
 def feature_permutation(permute: bool | int | None, seed: int, size: int) -> np.ndarray | None:
