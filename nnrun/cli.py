@@ -50,8 +50,8 @@ def handle_errors(command):
         except SpecError as error:
             click.echo(format_diagnostics(error.diagnostics), err=True)
             sys.exit(1)
-        except click.exceptions.Exit:
-            raise
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click's own exits and usage errors (exit 2) keep their meaning
         except _expected_errors() as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
@@ -70,7 +70,7 @@ def handle_errors(command):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
-@click.version_option(package_name="nnrun")
+@click.version_option(package_name="nnrun", prog_name="nnrun")
 def main(debug: bool) -> None:
     """nnrun: compile a YAML neural-network spec to an op graph and run it."""
 

@@ -21,11 +21,10 @@ class Executor:
         be, xp = self.backend, self.backend.xp
         for forward, node, frees in self.plan:
             result = forward(be, node.attrs, *(env[id(v)] for v in node.inputs))
-            if len(node.outputs) == 1:
-                env[id(node.outputs[0])] = xp.asarray(result)
-            else:
-                for value, array in zip(node.outputs, result):
-                    env[id(value)] = xp.asarray(array)
+            # Update ops return a tuple (new param, *new state) even when it has one entry.
+            results = result if isinstance(result, tuple) else (result,)
+            for value, array in zip(node.outputs, results):
+                env[id(value)] = xp.asarray(array)
             for value_id in frees:
                 env.pop(value_id, None)
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}

@@ -126,6 +126,8 @@ class Trainer:
         history.rows = _read_metrics(self.run_dir / "metrics.jsonl", meta["epoch"])
         _rewrite_metrics(self.run_dir / "metrics.jsonl", history.rows)
         state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
+        # The run now follows this spec (e.g. more epochs); record it as run.
+        (self.run_dir / "spec.yaml").write_text(resolved_spec_text(self.source))
         return state, history, meta["step"], meta["epoch"] + 1
 
     def train_epoch(self, epoch: int) -> dict:

@@ -7,12 +7,13 @@ checksum matches, so an interrupted or corrupted download never looks like a dat
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import BinaryIO, Callable, Iterable, Mapping
 
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
@@ -138,7 +139,8 @@ def make_directory(name: str, directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise DataError(f"{name}: cannot create {directory} ({error.strerror}); use --dest") from None
+        message = f"{name}: cannot create {directory} ({error.strerror}); use --dest"
+        raise DataError(message) from None
 
 
 def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:
@@ -152,13 +154,13 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
         os.chmod(temporary, 0o644)  # mkstemp makes 0600; a dataset is readable by all
         os.replace(temporary, target)
         return None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        return str(getattr(error, "reason", None) or error)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        return " ".join(str(getattr(error, "reason", None) or error).split())
     finally:
         Path(temporary).unlink(missing_ok=True)
 
 
-def copy_url(url: str, handle, timeout: float) -> str:
+def copy_url(url: str, handle: BinaryIO, timeout: float) -> str:
     digest = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=timeout) as response:
         while chunk := response.read(CHUNK_BYTES):

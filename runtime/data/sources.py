@@ -54,7 +54,7 @@ def option(data_spec: Any, name: str, default: Any = None) -> Any:
 def check_features(x: np.ndarray, where: str) -> np.ndarray:
     if x.dtype.kind not in "biuf":
         raise DataError(f"{where}: features must be numbers, found dtype {x.dtype}")
-    if x.ndim < 2:
+    if x.ndim < 2 or len(x) == 0:
         raise DataError(f"{where}: features must be [N, ...], one row per sample, got {x.shape}")
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         sample = int(np.argwhere(~np.isfinite(x))[0][0])
@@ -88,6 +88,8 @@ def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     """y of shape [N] holds class labels; a float y of shape [N, k] holds regression targets."""
     if y.ndim == 1:
         return check_labels(y, where), "classification"
+    if y.ndim == 0:
+        raise DataError(f"{where}: labels must be an array [N], got a single value")
     if y.dtype.kind != "f":
         raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
     if not np.isfinite(y).all():
@@ -108,11 +110,15 @@ def classes_of(*label_arrays: np.ndarray | None) -> int:
 # --- built-in and generated ------------------------------------------------------------------
 
 
-def hold_out_test(x: np.ndarray, y: np.ndarray, num_classes: int) -> RawData:
+def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
+    """The samples are already shuffled, so the first 20% make the test split."""
     test_size = max(1, round(len(y) * TEST_FRACTION))
     if test_size >= len(y):
-        raise DataError(f"n_samples {len(y)} is too small to keep a test split; use at least 5")
-    return RawData(x[test_size:], y[test_size:], x[:test_size], y[:test_size], num_classes)
+        raise DataError(f"{name}: n_samples {len(y)} leaves no test split; use 5 or more")
+    info = DATASETS[name]
+    return RawData(
+        x[test_size:], y[test_size:], x[:test_size], y[:test_size], info.num_classes, info.task
+    )
 
 
 def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
@@ -134,7 +140,7 @@ def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
     corners = generator.permutation(np.arange(count) % 4)  # balanced corners, shuffled
     bits = np.stack([corners // 2, corners % 2], axis=1)
     x = bits + noise * generator.standard_normal((count, 2))
-    return hold_out_test(x, (bits[:, 0] ^ bits[:, 1]).astype(np.int64), 2)
+    return hold_out_test("xor", x, (bits[:, 0] ^ bits[:, 1]).astype(np.int64))
 
 
 def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
@@ -145,7 +151,7 @@ def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
     # One and a half turns per arm; the second arm is the first rotated by half a turn.
     angle = 3 * np.pi * radius + np.pi * y + noise * generator.standard_normal(count)
     x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
-    return hold_out_test(x, y, 2)
+    return hold_out_test("spirals", x, y)
 
 
 def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
@@ -155,7 +161,7 @@ def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
     x, y = make_blobs(
         n_samples=count, centers=3, n_features=2, cluster_std=noise, random_state=GENERATOR_SEED
     )
-    return hold_out_test(x, y.astype(np.int64), 3)
+    return hold_out_test("blobs", x, y.astype(np.int64))
 
 
 def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
@@ -269,9 +275,10 @@ def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:
-    check_lengths(x, y, where)
+    features = check_features(x, where)
     targets, task = check_targets(y, where)
-    return check_features(x, where), targets, task
+    check_lengths(features, targets, where)
+    return features, targets, task
 
 
 def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
@@ -324,7 +331,4 @@ def load_raw(data_spec: Any, spec_dir: Path) -> RawData:
     name = getattr(data_spec, "dataset", None)
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
-    raw = LOADERS[name](data_spec, spec_dir)
-    if DATASETS[name].task == "binary":
-        raw.task = "binary"
-    return raw
+    return LOADERS[name](data_spec, spec_dir)

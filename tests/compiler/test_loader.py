@@ -367,7 +367,7 @@ def test_override_errors_are_all_reported_with_their_argument_number():
 YAMLISH = st.text(alphabet=list(" \n\t:-[]{},'\"&*!#|>?%@`.~=<") + list("abcxyz019_"), max_size=80)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(YAMLISH)
 def test_random_text_raises_only_spec_errors(text):
     try:
@@ -393,7 +393,7 @@ NESTED = st.recursive(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=8), NESTED, min_size=1, max_size=5), st.booleans())
 def test_random_nested_dicts_round_trip(data, flow):
     text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
@@ -403,7 +403,7 @@ def test_random_nested_dicts_round_trip(data, flow):
     assert all(loaded.position(path) >= (1, 1) for path in loaded.positions)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=list("abmodelayrs.[]0129=-: {}'\"!"), max_size=30), max_size=3))
 def test_random_overrides_raise_only_spec_errors(arguments):
     try:

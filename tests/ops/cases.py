@@ -94,6 +94,11 @@ def scalar(value):
     return np.array(value, dtype=np.float64)
 
 
+def draws(*specs):
+    """inputs(rng) drawing one array per (generator, shape) pair, in order."""
+    return lambda rng: tuple(generate(rng, *shape) for generate, shape in specs)
+
+
 def _elementwise(function):
     """Applies a scalar `math` formula to every element: a reference free of NumPy tricks."""
     return np.vectorize(function, otypes=[np.float64])
@@ -351,23 +356,29 @@ CONV_CONFIGS = {
     2: [
         ("plain", ConvAttrs((1, 1), (0, 0), (1, 1)), (2, 2, 5, 5), (3, 2, 3, 3)),
         ("stride (2,1), pad (1,2)", ConvAttrs((2, 1), (1, 2), (1, 1)), (2, 2, 5, 4), (3, 2, 3, 2)),
-        ("stride (1,2), pad ((1,1),(0,1)), dilation (2,1)", ConvAttrs((1, 2), ((1, 1), (0, 1)), (2, 1)),
-         (1, 2, 6, 5), (2, 2, 2, 3)),
+        ("stride (1,2), pad ((1,1),(0,1)), dilation (2,1)",
+         ConvAttrs((1, 2), ((1, 1), (0, 1)), (2, 1)), (1, 2, 6, 5), (2, 2, 2, 3)),
     ],
 }
 
+def padded_sizes(spatial, pad):
+    return tuple(n + lo + hi for n, (lo, hi) in zip(spatial, pad_pairs(pad)))
+
+
+def _conv_cases(rank, label, attrs, x_shape, w_shape):
+    out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), w_shape[2:], attrs.stride,
+                     attrs.dilation)
+    g_shape = (x_shape[0], w_shape[0], *out)
+    with_g = draws((normal, g_shape), (normal, x_shape), (normal, w_shape))
+    case(f"conv{rank}d", attrs, draws((normal, x_shape), (normal, w_shape)), _conv_reference,
+         differentiable=(0, 1), label=label)
+    case(f"conv{rank}d_grad_input", attrs, with_g, _conv_grad_input_reference, label=label)
+    case(f"conv{rank}d_grad_weight", attrs, with_g, _conv_grad_weight_reference, label=label)
+
+
 for _rank, _configs in CONV_CONFIGS.items():
-    for _label, _attrs, _x_shape, _w_shape in _configs:
-        _out = _out_sizes(
-            tuple(n + lo + hi for n, (lo, hi) in zip(_x_shape[2:], pad_pairs(_attrs.pad))),
-            _w_shape[2:], _attrs.stride, _attrs.dilation)
-        _g_shape = (_x_shape[0], _w_shape[0], *_out)
-        _xw = (lambda xs, ws: lambda rng: (normal(rng, *xs), normal(rng, *ws)))(_x_shape, _w_shape)
-        _gxw = (lambda gs, xs, ws: lambda rng: (normal(rng, *gs), normal(rng, *xs),
-                                               normal(rng, *ws)))(_g_shape, _x_shape, _w_shape)
-        case(f"conv{_rank}d", _attrs, _xw, _conv_reference, differentiable=(0, 1), label=_label)
-        case(f"conv{_rank}d_grad_input", _attrs, _gxw, _conv_grad_input_reference, label=_label)
-        case(f"conv{_rank}d_grad_weight", _attrs, _gxw, _conv_grad_weight_reference, label=_label)
+    for _config in _configs:
+        _conv_cases(_rank, *_config)
 
 POOL_CONFIGS = {
     1: [
@@ -383,20 +394,21 @@ POOL_CONFIGS = {
     ],
 }
 
+def _pool_cases(rank, label, attrs, x_shape):
+    out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), attrs.kernel, attrs.stride,
+                     attrs.dilation)
+    g_shape = (*x_shape[:2], *out)
+    for kind in ("max", "avg"):
+        name = f"{kind}_pool{rank}d"
+        case(name, attrs, draws((distinct, x_shape)), _pool_reference(kind),
+             differentiable=(0,), label=label)
+        case(f"{name}_grad", attrs, draws((normal, g_shape), (distinct, x_shape)),
+             _pool_grad_reference(kind), label=label)
+
+
 for _rank, _configs in POOL_CONFIGS.items():
-    for _label, _attrs, _x_shape in _configs:
-        _out = _out_sizes(
-            tuple(n + lo + hi for n, (lo, hi) in zip(_x_shape[2:], pad_pairs(_attrs.pad))),
-            _attrs.kernel, _attrs.stride, _attrs.dilation)
-        _g_shape = (*_x_shape[:2], *_out)
-        for _kind in ("max", "avg"):
-            _name = f"{_kind}_pool{_rank}d"
-            case(_name, _attrs, (lambda xs: lambda rng: (distinct(rng, *xs),))(_x_shape),
-                 _pool_reference(_kind), differentiable=(0,), label=_label)
-            case(f"{_name}_grad", _attrs,
-                 (lambda gs, xs: lambda rng: (normal(rng, *gs), distinct(rng, *xs)))(_g_shape,
-                                                                                    _x_shape),
-                 _pool_grad_reference(_kind), label=_label)
+    for _config in _configs:
+        _pool_cases(_rank, *_config)
 
 
 # --- linear algebra and elementwise arithmetic -------------------------------------------------
@@ -599,44 +611,45 @@ def _bn_infer_reference(attrs, x, mean, var, gamma, beta):
 
 _BN_SHAPES = {"[F]": (5, 3), "[C,H,W]": (3, 2, 3, 2)}
 
-for _label, _shape in _BN_SHAPES.items():
-    _c = _shape[1]
-    # Channels get different offsets and scales so that the statistics matter.
-    _bn_x = (lambda s: lambda rng: normal(rng, *s) * np.linspace(0.5, 2, s[1]).reshape(
-        (1, -1) + (1,) * (len(s) - 2)) + np.arange(s[1]).reshape((1, -1) + (1,) * (len(s) - 2))
-    )(_shape)
-    case("batch_norm_train", EpsAttrs(1e-5),
-         (lambda bx, c: lambda rng: (bx(rng), positive(rng, c), normal(rng, c)))(_bn_x, _c),
-         _bn_train_reference, differentiable=(0, 1, 2), label=_label)
-    case("batch_norm_train_grad_input", EpsAttrs(1e-5),
-         (lambda s, bx, c: lambda rng: (normal(rng, *s), bx(rng), positive(rng, c)))(_shape, _bn_x,
-                                                                                     _c),
-         _bn_train_grad_input_reference, label=_label)
-    case("batch_norm_train_grad_gamma", EpsAttrs(1e-5),
-         (lambda s, bx: lambda rng: (normal(rng, *s), bx(rng)))(_shape, _bn_x),
-         lambda a, g, x: _per_channel(g * _xhat(x, a.eps)[0], sum), label=_label)
-    case("batch_norm_infer", EpsAttrs(1e-3),
-         (lambda bx, c: lambda rng: (bx(rng), normal(rng, c), positive(rng, c), positive(rng, c),
-                                     normal(rng, c)))(_bn_x, _c),
-         _bn_infer_reference, differentiable=(0, 3, 4), label=_label)
-    case("batch_norm_infer_grad_input", EpsAttrs(1e-3),
-         (lambda s, c: lambda rng: (normal(rng, *s), positive(rng, c), positive(rng, c)))(_shape,
-                                                                                          _c),
-         lambda a, g, var, gamma: g * _channel(gamma, g.ndim) / np.sqrt(_channel(var, g.ndim)
-                                                                         + a.eps),
-         label=_label)
-    case("batch_norm_infer_grad_gamma", EpsAttrs(1e-3),
-         (lambda s, bx, c: lambda rng: (normal(rng, *s), bx(rng), normal(rng, c),
-                                        positive(rng, c)))(_shape, _bn_x, _c),
+def _bn_input(shape):
+    """x whose channels have different offsets and scales, so that the statistics matter."""
+    def generate(rng, *dims):
+        view = (1, -1) + (1,) * (len(dims) - 2)
+        return (normal(rng, *dims) * np.linspace(0.5, 2, dims[1]).reshape(view)
+                + np.arange(dims[1]).reshape(view))
+
+    return generate, shape
+
+
+def _bn_cases(label, shape):
+    x, g, c = _bn_input(shape), (normal, shape), (shape[1],)
+    train, infer = EpsAttrs(1e-5), EpsAttrs(1e-3)
+    case("batch_norm_train", train, draws(x, (positive, c), (normal, c)), _bn_train_reference,
+         differentiable=(0, 1, 2), label=label)
+    case("batch_norm_train_grad_input", train, draws(g, x, (positive, c)),
+         _bn_train_grad_input_reference, label=label)
+    case("batch_norm_train_grad_gamma", train, draws(g, x),
+         lambda a, g, x: _per_channel(g * _xhat(x, a.eps)[0], sum), label=label)
+    case("batch_norm_infer", infer,
+         draws(x, (normal, c), (positive, c), (positive, c), (normal, c)), _bn_infer_reference,
+         differentiable=(0, 3, 4), label=label)
+    case("batch_norm_infer_grad_input", infer, draws(g, (positive, c), (positive, c)),
+         lambda a, g, var, gamma: g * _channel(gamma / np.sqrt(var + a.eps), g.ndim),
+         label=label)
+    case("batch_norm_infer_grad_gamma", infer, draws(g, x, (normal, c), (positive, c)),
          lambda a, g, x, mean, var: _per_channel(
              g * (x - _channel(mean, x.ndim)) / np.sqrt(_channel(var, x.ndim) + a.eps), sum),
-         label=_label)
-    case("channel_mean", NoAttrs(), lambda rng, bx=_bn_x: (bx(rng),),
-         lambda a, x: _per_channel(x, lambda v: sum(v) / len(v)), label=_label)
-    case("channel_var", NoAttrs(), lambda rng, bx=_bn_x: (bx(rng),),
+         label=label)
+    case("channel_mean", NoAttrs(), draws(x),
+         lambda a, x: _per_channel(x, lambda v: sum(v) / len(v)), label=label)
+    case("channel_var", NoAttrs(), draws(x),
          lambda a, x: _per_channel(x, lambda v: sum((u - sum(v) / len(v)) ** 2 for u in v)
                                    / (len(v) - 1)),
-         label=_label)
+         label=label)
+
+
+for _label, _shape in _BN_SHAPES.items():
+    _bn_cases(_label, _shape)
 
 case("ema", MomentumAttrs(0.9), lambda rng: (normal(rng, 4), normal(rng, 4)),
      lambda a, running, stat: 0.9 * running + 0.1 * stat)
@@ -751,7 +764,7 @@ def _clip_by_norm_reference(attrs, g, norm):
     return g * min(factor, 1.0)
 
 
-case("global_norm", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 4), normal(rng, 2, 3, 2)),
+case("global_norm", NoAttrs(), draws((normal, (3, 4)), (normal, (4,)), (normal, (2, 3, 2))),
      _global_norm_reference)
 case("global_norm", NoAttrs(), lambda rng: (normal(rng, 5),), _global_norm_reference, label="one")
 case("clip_by_norm", ClipAttrs(1.0), lambda rng: (normal(rng, 3, 4), scalar(4.0)),
@@ -838,10 +851,9 @@ _PAD_CONFIGS = [
     for pad, shape in ((((1, 2), (2, 1)), (2, 2, 4, 5)), (((2, 1),), (2, 3, 5)))
 ]
 for _mode, _pad, _shape in _PAD_CONFIGS:
-    _padded_shape = (*_shape[:2], *(n + lo + hi for n, (lo, hi) in zip(_shape[2:], _pad)))
+    _padded_shape = (*_shape[:2], *padded_sizes(_shape[2:], _pad))
     _label = f"{_mode} {len(_pad)}-d"
-    case("pad", PadAttrs(_pad, _mode), (lambda s: lambda rng: (normal(rng, *s),))(_shape),
-         _pad_reference, differentiable=(0,), label=_label)
-    case("pad_grad", PadAttrs(_pad, _mode),
-         (lambda ps, s: lambda rng: (normal(rng, *ps), normal(rng, *s)))(_padded_shape, _shape),
+    case("pad", PadAttrs(_pad, _mode), draws((normal, _shape)), _pad_reference,
+         differentiable=(0,), label=_label)
+    case("pad_grad", PadAttrs(_pad, _mode), draws((normal, _padded_shape), (normal, _shape)),
          _pad_grad_reference, label=_label)

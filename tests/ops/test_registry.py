@@ -12,7 +12,7 @@ import pytest
 from nnrun.backends import get_backend
 from nnrun.compiler.builder import GraphBuilder
 from nnrun.compiler.ir import TensorType
-from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops import REGISTRY, attrs_text
 from nnrun.compiler.verify import verify
 from nnrun.runtime.executor import Executor
 
@@ -27,8 +27,8 @@ NAMES = sorted(REGISTRY)
 GRADIENT_NAMES = sorted(name for name, op in REGISTRY.items() if op.vjp is not None)
 EPS = 1e-6
 GRAD_RTOL, GRAD_ATOL = 1e-5, 1e-7
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed (pip install "
-                                 "nnrun[torch]); the update rules are compared with torch.optim")
+needs_torch = pytest.mark.skipif(torch is None,
+                                 reason="torch is not installed (pip install nnrun[torch])")
 
 numpy_backend = get_backend("numpy")
 
@@ -40,10 +40,6 @@ def as_tuple(result):
 def run_forward(be, name, attrs, inputs):
     # A copy, so that a generator input is not advanced for the next user of the same inputs.
     return as_tuple(REGISTRY[name].forward(be, attrs, *copy.deepcopy(inputs)))
-
-
-def cases_of(name):
-    return [pytest.param(c, id=c.label or "default") for c in CASES.get(name, [])]
 
 
 def named_cases(names):
@@ -70,9 +66,12 @@ def test_cases_name_registered_ops():
 
 
 def test_case_attrs_are_the_ops_attrs():
+    """Each case's attrs are its op's frozen dataclass: hashable, and printable in text form."""
     for name, cases in CASES.items():
         for c in cases:
             assert isinstance(c.attrs, REGISTRY[name].attrs), (name, c.label)
+            hash(c.attrs)
+            attrs_text(c.attrs)
 
 
 # --- shape rule, forward -----------------------------------------------------------------------
@@ -95,6 +94,28 @@ def test_forward_matches_reference(name, case):
     assert len(outputs) == len(expected)
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def _to_float32(value):
+    if isinstance(value, np.ndarray) and value.dtype == np.float64:
+        return value.astype(np.float32)
+    return value
+
+
+@pytest.mark.parametrize("name, case", named_cases(NAMES))
+def test_float32_stays_float32(name, case):
+    """With float32 inputs the outputs are float32 (what the shape rule says) and close to the
+    float64 result: no silent promotion to float64, no precision lost beyond float32's."""
+    op = REGISTRY[name]
+    inputs = tuple(_to_float32(a) for a in case.make_inputs())
+    types = as_tuple(op.shape(case.attrs, *(input_type(a) for a in inputs)))
+    outputs = run_forward(numpy_backend, name, case.attrs, inputs)
+    expected = run_forward(numpy_backend, name, case.attrs, case.make_inputs())
+    for declared, got, want in zip(types, outputs, expected):
+        assert declared.dtype == "float32"
+        assert got.dtype == np.float32, f"float32 inputs give {got.dtype}"
+        if name != "dropout_mask":  # float32 draws differ from float64 draws
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def _single_node_graph(name, attrs, inputs):
@@ -324,3 +345,18 @@ def test_cupy_matches_numpy(name, case, cupy_backend):
             assert set(np.unique(array)) <= {0.0, 1 / (1 - case.attrs.rate)}
         else:
             np.testing.assert_allclose(array, want, rtol=1e-10, atol=1e-12)
+
+
+@needs_torch
+@pytest.mark.torch
+@pytest.mark.parametrize("rank", [1, 2])
+def test_max_pool_ties_route_to_the_first_maximum_as_torch(rank):
+    """The finite-difference tests dodge ties; here windows tie, as they do after a relu."""
+    from . import cases
+    name = f"max_pool{rank}d_grad"
+    for label, attrs, x_shape in cases.POOL_CONFIGS[rank]:
+        x = np.round(np.random.default_rng(0).uniform(0, 1.5, size=x_shape))  # few levels
+        g = np.random.default_rng(1).standard_normal(cases.pool_torch("max", attrs, x).shape)
+        (got,) = run_forward(numpy_backend, name, attrs, (g, x))
+        np.testing.assert_allclose(got, cases.pool_torch("max", attrs, x, g), rtol=1e-12,
+                                   err_msg=label)

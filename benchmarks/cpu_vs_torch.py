@@ -1,0 +1,143 @@
+"""Training-step time of nnrun (NumPy) and PyTorch (CPU), side by side in one process.
+
+Both train the same spec's architecture on the same random batch with SGD (momentum 0.9); each
+side is warmed up, then timed over the same number of steps, alternating rounds so that both
+see the same machine load. Prints a table and, with --json, one JSON object.
+
+    python benchmarks/cpu_vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+import nnrun
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.runtime.executor import Executor
+from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.model import target_array
+
+
+def torch_model(model) -> torch.nn.Module:
+    """The spec's layers as torch modules (the layer kinds the example specs use)."""
+    modules = []
+    for layer, info in zip(model.spec.model.layers, model.lowered.layers):
+        modules += _torch_layer(layer, info, model)
+    return torch.nn.Sequential(*modules)
+
+
+def _torch_layer(layer, info, model):
+    params = model.param_infos
+    kind = layer.type
+    if kind == "conv2d":
+        out_ch, in_ch, kh, kw = params[f"{info.name}.weight"].shape
+        return [torch.nn.Conv2d(in_ch, out_ch, (kh, kw), layer.stride, layer.padding), *_act(layer)]
+    if kind == "conv1d":
+        out_ch, in_ch, k = params[f"{info.name}.weight"].shape
+        return [torch.nn.Conv1d(in_ch, out_ch, k, layer.stride, layer.padding), *_act(layer)]
+    if kind == "dense":
+        fan_in, units = params[f"{info.name}.weight"].shape
+        return [torch.nn.Linear(fan_in, units), *_act(layer)]
+    if kind == "maxpool2d":
+        return [torch.nn.MaxPool2d(layer.pool_size, layer.stride)]
+    if kind == "maxpool1d":
+        return [torch.nn.MaxPool1d(layer.pool_size, layer.stride)]
+    if kind == "flatten":
+        return [torch.nn.Flatten()]
+    if kind == "dropout":
+        return [torch.nn.Dropout(layer.rate)]
+    if kind == "relu":
+        return [torch.nn.ReLU()]
+    raise SystemExit(f"benchmark: layer type {kind} not mapped to torch here")
+
+
+def _act(layer):
+    activation = getattr(layer, "activation", None)
+    return [] if activation is None else [{"relu": torch.nn.ReLU(), "tanh": torch.nn.Tanh(),
+                                           "sigmoid": torch.nn.Sigmoid()}[activation.type]]
+
+
+def nnrun_step(model, x, y):
+    be = model.backend
+    state = model.init_params()
+    for name, param in model.train_step.optimizer_state.items():
+        state[name] = np.zeros_like(state[param])
+    feeds = {**state, "x": x, "y": target_array(model.spec, model.lowered, y),
+             "lr": np.asarray(0.01, model.spec.dtype), "step": np.asarray(1, model.spec.dtype),
+             "rng": be.rng(0)}
+    executor = Executor(eliminate_dead_code(model.train_step.graph), be)
+
+    def step():
+        _, updates = executor.run(feeds)
+        feeds.update(updates)
+
+    return step
+
+
+def torch_step(model, x, y):
+    net = torch_model(model)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(net(tx), ty).backward()
+        optimizer.step()
+
+    return step
+
+
+def time_steps(step, steps: int) -> float:
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - started) / steps
+
+
+def compare(spec_path: str, batch_size: int, steps: int, rounds: int) -> dict:
+    model = nnrun.compile(spec_path, overrides=["optimizer.momentum=0.9", "optimizer.type=sgd"])
+    x, y = random_batch(model, batch_size, np.random.default_rng(0))
+    x = x.astype(model.spec.dtype)
+    sides = {"nnrun": nnrun_step(model, x, y), "torch": torch_step(model, x, y)}
+    for step in sides.values():
+        time_steps(step, 3)  # warm-up
+    best = {name: float("inf") for name in sides}
+    for _ in range(rounds):
+        for name, step in sides.items():
+            best[name] = min(best[name], time_steps(step, steps))
+    return {"spec": spec_path, "batch_size": batch_size,
+            "nnrun_ms": round(best["nnrun"] * 1e3, 2), "torch_ms": round(best["torch"] * 1e3, 2),
+            "ratio": round(best["nnrun"] / best["torch"], 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("specs", nargs="+")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    rows = [compare(s, args.batch_size, args.steps, args.rounds) for s in args.specs]
+    machine = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "numpy": np.__version__, "torch_threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps({"machine": machine, "rows": rows}, indent=2))
+        return
+    print(f"machine: {machine}")
+    print(f"{'spec':<28} {'batch':>5} {'nnrun ms':>10} {'torch ms':>10} {'nnrun/torch':>12}")
+    for row in rows:
+        print(f"{row['spec']:<28} {row['batch_size']:>5} {row['nnrun_ms']:>10.2f} "
+              f"{row['torch_ms']:>10.2f} {row['ratio']:>12.2f}")
+
+
+if __name__ == "__main__":
+    main()

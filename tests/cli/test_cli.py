@@ -1,0 +1,713 @@
+"""The `nnrun` command line end to end (DESIGN.md sections 5-7), in-process with CliRunner.
+
+Every error case checks the contract of section 5: the exit code, one line on stderr, no
+traceback, and a message that names the file at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nnrun.cli import main
+
+TINY = """\
+name: tiny
+seed: 0
+data:
+  dataset: blobs
+  validation_split: 0.2
+model:
+  layers:
+    - {type: dense, units: 8, activation: relu}
+    - {type: dense, units: 3}
+optimizer: {type: adam, lr: 0.01}
+train:
+  epochs: 2
+  batch_size: 16
+"""
+
+# Like TINY but with another hidden width: its checkpoints do not fit TINY.
+OTHER = TINY.replace("name: tiny", "name: other").replace("units: 8", "units: 5")
+
+# One warning (13 rows and 13 columns / stride 2 leave one unused), no error.
+WARNS = """\
+model:
+  input_shape: [1, 13, 13]
+  layers:
+    - {type: conv2d, filters: 2, kernel_size: 2, stride: 2}
+    - {type: flatten}
+    - {type: dense, units: 3}
+"""
+
+# Exactly one error: an unknown field with a did-you-mean.
+ONE_ERROR = """\
+model:
+  input_shape: [1, 28, 28]
+  layers:
+    - {type: conv2d, filters: 6, kernel_size: 5, stride: 1, padd: 2}
+    - {type: flatten}
+    - {type: dense, units: 10}
+"""
+
+# Section 6: the CLI's summary --format json has exactly these keys.
+SUMMARY_KEYS = {"name", "input_shape", "output_shape", "layers", "trainable_params",
+                "non_trainable_params", "total_params", "flops_per_sample", "train_memory_bytes"}
+LAYER_KEYS = {"name", "type", "output_shape", "params", "flops"}
+DIAGNOSTIC_KEYS = {"file", "line", "col", "severity", "where", "message"}
+METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s"}
+FINAL_KEYS = {"train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"}
+RUN_FILES = {"spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json"}
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def invoke(*args) -> "click.testing.Result":  # noqa: F821 - only a type name
+    # Click 8.2+ keeps stdout and stderr apart (result.stdout / result.stderr) and interleaves
+    # both in result.output; there is no mix_stderr any more.
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_ok(result, code: int = 0):
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_one_line_error(result, names: str | Path, code: int = 1) -> str:
+    """The section 5 contract: exit code, one stderr line, no traceback, names the file."""
+    assert result.exit_code == code, result.output
+    # CliRunner turns an uncaught exception into exit 1 too; it must be a deliberate exit.
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    assert "internal error" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(names) in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_usage_error(result, names: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1, result.stderr
+    assert names in error_lines[0]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def train_args(spec: Path, out: Path, *extra) -> list:
+    return ["train", spec, "--out", out, "--max-steps", 3, "--quiet", *extra]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    # A command that falls back to its default run directory must not write into the checkout.
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return write(tmp_path / "tiny.yaml", TINY)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One short run of TINY, shared read-only by the eval/predict tests."""
+    root = tmp_path_factory.mktemp("trained")
+    spec = write(root / "tiny.yaml", TINY)
+    out = root / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--max-steps", 3, "--quiet"))
+    return out
+
+
+# --- validate -------------------------------------------------------------------------------
+
+
+def test_validate_valid_spec(tiny):
+    result = assert_ok(invoke("validate", tiny))
+    assert f"{tiny}: ok" in result.stdout
+    assert "51 parameters" in result.stdout
+    assert result.stderr == ""
+
+
+def test_validate_shipped_specs():
+    specs = sorted((Path(__file__).parents[2] / "specs").glob("*.yaml"))
+    assert specs
+    result = assert_ok(invoke("validate", *specs))
+    assert f"{len(specs)} of {len(specs)} specs valid" in result.stdout
+
+
+def test_validate_invalid_spec(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    line = assert_one_line_error(invoke("validate", bad), bad)
+    assert line == (f"{bad}:4:61: error: model.layers[0] (conv2d_1): unknown field 'padd'; "
+                    "did you mean 'padding'?")
+    assert "ok" not in invoke("validate", bad).stdout
+
+
+def test_validate_missing_file_is_usage_error(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert_usage_error(invoke("validate", missing), "nope.yaml")
+
+
+def test_validate_bad_option_is_usage_error(tiny):
+    assert_usage_error(invoke("validate", "--bogus", tiny), "--bogus")
+    assert_usage_error(invoke("validate", "--format", "xml", tiny), "xml")
+    assert_usage_error(invoke("validate"), "SPECS")
+
+
+def test_validate_directory_is_usage_error(tmp_path):
+    assert_usage_error(invoke("validate", tmp_path), str(tmp_path))
+
+
+def test_validate_json_format(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    result = assert_ok(invoke("validate", "--format", "json", bad), 1)
+    decoded = json.loads(result.stdout)
+    assert isinstance(decoded, list) and len(decoded) == 1
+    (item,) = decoded
+    assert set(item) == DIAGNOSTIC_KEYS
+    assert item == {"file": str(bad), "line": 4, "col": 61, "severity": "error",
+                    "where": "model.layers[0] (conv2d_1)",
+                    "message": "unknown field 'padd'; did you mean 'padding'?"}
+
+
+def test_validate_json_format_of_valid_specs_is_empty_list(tiny):
+    result = assert_ok(invoke("validate", "--format", "json", tiny))
+    assert json.loads(result.stdout) == []
+
+
+def test_validate_json_format_reports_warnings(tmp_path):
+    warns = write(tmp_path / "warns.yaml", WARNS)
+    result = assert_ok(invoke("validate", "--format", "json", warns))
+    decoded = json.loads(result.stdout)
+    assert {d["severity"] for d in decoded} == {"warning"}
+    assert all(set(d) == DIAGNOSTIC_KEYS and d["file"] == str(warns) for d in decoded)
+
+
+def test_validate_github_format(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    result = assert_ok(invoke("validate", "--format", "github", bad), 1)
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("::error file=")
+    assert "line=4,col=61::" in lines[0]
+    assert "did you mean 'padding'?" in lines[0]
+
+
+def test_validate_warning_passes_and_strict_fails(tmp_path):
+    warns = write(tmp_path / "warns.yaml", WARNS)
+    relaxed = assert_ok(invoke("validate", warns))
+    assert f"{warns}: ok" in relaxed.stdout
+    warning_lines = relaxed.stderr.strip().splitlines()
+    assert warning_lines and all(f"{warns}:4:" in l and ": warning: " in l for l in warning_lines)
+    assert "stride 2 leaves 1" in warning_lines[0]
+
+    strict = invoke("validate", "--strict", warns)
+    assert strict.exit_code == 1, strict.output
+    assert "Traceback" not in strict.output
+    assert "ok" not in strict.stdout
+    assert ": warning: " in strict.stderr
+
+
+def test_validate_several_files_one_bad(tmp_path, tiny):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    also_good = write(tmp_path / "good.yaml", WARNS)
+    result = invoke("validate", tiny, bad, also_good)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert f"{tiny}: ok" in result.stdout
+    assert f"{also_good}: ok" in result.stdout
+    assert f"{bad}: ok" not in result.output
+    assert f"{bad}:4:61: error:" in result.stderr
+    assert "2 of 3 specs valid" in result.output
+
+
+def test_validate_several_files_json_holds_all(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    warns = write(tmp_path / "warns.yaml", WARNS)
+    result = assert_ok(invoke("validate", "--format", "json", bad, warns), 1)
+    files = {d["file"] for d in json.loads(result.stdout)}
+    assert files == {str(bad), str(warns)}
+
+
+def test_validate_set_override(tiny):
+    assert_ok(invoke("validate", tiny, "--set", "model.layers[0].units=4"))
+    result = invoke("validate", tiny, "--set", "model.layers[0].units=0")
+    line = assert_one_line_error(result, "--set model.layers[0].units=0")
+    assert "units" in line
+
+
+def test_validate_set_bad_path(tiny):
+    result = invoke("validate", tiny, "--set", "model.layers[7].units=4")
+    line = assert_one_line_error(result, "--set model.layers[7].units=4")
+    assert "2 entries" in line
+
+
+def test_validate_python_tag_is_rejected_and_not_run(tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = write(tmp_path / "evil.yaml", f"""\
+        name: !!python/object/apply:os.system ["touch {marker}"]
+        model:
+          input_shape: [2]
+          layers: [{{type: dense, units: 3}}]
+        """)
+    line = assert_one_line_error(invoke("validate", evil), f"{evil}:1:7:")
+    assert "!!python/object/apply:os.system" in line
+    assert not marker.exists()
+    out = tmp_path / "evil-run"
+    assert_one_line_error(invoke("train", evil, "--out", out), evil)
+    assert not marker.exists()
+    assert not out.exists()
+
+
+# --- summary --------------------------------------------------------------------------------
+
+
+def test_summary_text(tiny):
+    result = assert_ok(invoke("summary", tiny))
+    text = result.stdout
+    assert "model tiny: input [2]" in text
+    assert "dense_1" in text and "dense_2" in text
+    assert "2 per multiply-accumulate" in text  # the FLOP convention is stated
+    assert "training memory at batch size 16" in text
+
+
+def test_summary_json(tiny):
+    result = assert_ok(invoke("summary", "--format", "json", tiny))
+    summary = json.loads(result.stdout)
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["name"] == "tiny"
+    assert summary["input_shape"] == [2]
+    assert summary["output_shape"] == [3]
+    assert [set(layer) for layer in summary["layers"]] == [LAYER_KEYS, LAYER_KEYS]
+    assert [layer["params"] for layer in summary["layers"]] == [2 * 8 + 8, 8 * 3 + 3]
+    assert [layer["flops"] for layer in summary["layers"]] == [2 * 2 * 8, 2 * 8 * 3]
+    assert summary["trainable_params"] == summary["total_params"] == 51
+    assert summary["non_trainable_params"] == 0
+    assert summary["flops_per_sample"] == 80
+    assert summary["train_memory_bytes"] > 0
+
+
+def test_summary_json_lenet5_matches_its_comment():
+    lenet = Path(__file__).parents[2] / "specs" / "lenet5.yaml"
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json", lenet)).stdout)
+    assert summary["trainable_params"] == 61_706
+    assert summary["flops_per_sample"] == 833_040
+    assert summary["layers"][0]["output_shape"] == [6, 28, 28]
+
+
+def test_summary_of_invalid_spec(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    assert_one_line_error(invoke("summary", bad), bad)
+
+
+# --- graph ----------------------------------------------------------------------------------
+
+
+def test_graph_text(tiny):
+    text = assert_ok(invoke("graph", tiny)).stdout
+    assert text.splitlines()[0] == "input %x : f32[B,2]"
+    assert "matmul(%x, %dense_1.weight) : f32[B,8]" in text
+    assert "output prediction = " in text
+    assert "adam_update" not in text
+
+
+def test_graph_backward(tiny):
+    text = assert_ok(invoke("graph", "--backward", tiny)).stdout
+    assert "softmax_cross_entropy(" in text
+    assert "softmax_cross_entropy_grad(" in text
+    assert text.count("adam_update(") == 4
+    assert "output loss = " in text
+    assert "update dense_1.weight = " in text
+
+
+def test_graph_dot(tiny):
+    text = assert_ok(invoke("graph", "--format", "dot", tiny)).stdout
+    assert text.startswith("digraph nnrun {")
+    assert text.rstrip().endswith("}")
+    assert "matmul" in text and "->" in text
+
+
+def test_graph_of_invalid_spec(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    assert_one_line_error(invoke("graph", bad), bad)
+
+
+# --- schema ---------------------------------------------------------------------------------
+
+
+def test_schema_is_json_schema():
+    document = json.loads(assert_ok(invoke("schema")).stdout)
+    assert "model" in document["properties"]
+    assert {"data", "loss", "optimizer", "train", "limits"} <= set(document["properties"])
+    assert document["$schema"].startswith("https://json-schema.org/")
+
+
+# --- train ----------------------------------------------------------------------------------
+
+
+def test_train_writes_a_run_directory(tiny, tmp_path):
+    out = tmp_path / "run"
+    result = assert_ok(invoke("train", tiny, "--out", out, "--max-steps", 3))
+    assert result.stdout == ""  # progress and the final table go to stderr
+    assert "best epoch" in result.stderr
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    for row in rows:
+        assert METRIC_KEYS <= set(row)
+        assert np.isfinite(row["train_loss"]) and 0 <= row["val_accuracy"] <= 1
+        assert row["lr"] == pytest.approx(0.01)
+
+    for name in ("last.npz", "best.npz"):
+        with np.load(out / name, allow_pickle=False) as archive:
+            keys = set(archive.files)
+            assert "meta" in keys
+            assert {"params/dense_1.weight", "params/dense_1.bias",
+                    "params/dense_2.weight", "params/dense_2.bias"} <= keys
+            assert archive["params/dense_1.weight"].shape == (2, 8)  # dense weight is [in, out]
+            assert any(key.startswith("opt/") for key in keys)  # adam's state
+            meta = json.loads(str(archive["meta"]))
+        assert meta["epoch"] == 2
+        assert {"spec_hash", "version"} <= set(meta)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"backend", "epochs_run", "stopped_early", "best_epoch", "final", "samples_per_s",
+            "wall_s"} <= set(summary)
+    assert set(summary["final"]) == FINAL_KEYS
+    assert summary["backend"] == "numpy"
+    assert summary["epochs_run"] == 2
+    assert summary["stopped_early"] is False
+    assert summary["best_epoch"] in (1, 2)
+    assert all(isinstance(v, float) for v in summary["final"].values())
+
+    resolved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert resolved["name"] == "tiny"
+    assert resolved["model"] == yaml.safe_load(TINY)["model"]
+
+
+def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(*train_args(tiny, out, "--epochs", 1, "--batch-size", 8, "--seed", 3,
+                                "--set", "optimizer.lr=0.05"))
+    assert_ok(result)
+    assert result.stdout == "" and result.stderr == ""  # --quiet prints nothing at all
+    resolved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert resolved["train"]["epochs"] == 1
+    assert resolved["train"]["batch_size"] == 8
+    assert resolved["seed"] == 3
+    assert resolved["optimizer"]["lr"] == 0.05
+    rows = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1
+    assert json.loads(rows[0])["lr"] == pytest.approx(0.05)
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+
+
+def test_train_is_reproducible_with_a_seed(tiny, tmp_path):
+    losses = []
+    for name in ("a", "b"):
+        assert_ok(invoke(*train_args(tiny, tmp_path / name, "--epochs", 1, "--seed", 5)))
+        row = json.loads((tmp_path / name / "metrics.jsonl").read_text())
+        losses.append((row["train_loss"], row["val_loss"]))
+    assert losses[0] == losses[1]
+
+
+def test_train_resume_continues_the_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    first = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(first) == 1
+
+    result = invoke("train", tiny, "--resume", out, "--epochs", 3, "--max-steps", 3, "--quiet")
+    assert_ok(result)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    assert json.dumps(rows[0]) == first[0] or rows[0] == json.loads(first[0])
+    with np.load(out / "last.npz", allow_pickle=False) as archive:
+        assert json.loads(str(archive["meta"]))["epoch"] == 3
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 3
+
+
+def test_train_resume_with_out_is_usage_error(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    result = invoke("train", tiny, "--resume", out, "--out", tmp_path / "other")
+    assert result.exit_code == 2, result.output
+    assert "--resume" in result.stderr
+    assert not (tmp_path / "other").exists()
+
+
+def test_train_resume_from_another_spec(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    before = snapshot(out)
+    other = write(tmp_path / "other.yaml", OTHER)
+    result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet")
+    line = assert_one_line_error(result, out / "last.npz")
+    assert "another spec" in line
+    assert snapshot(out) == before
+
+
+def test_train_into_a_directory_that_holds_a_run(tiny, tmp_path):
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    before = snapshot(out)
+    result = invoke(*train_args(tiny, out, "--epochs", 2, "--seed", 9))
+    line = assert_one_line_error(result, out)
+    assert "already holds a run" in line and "--resume" in line
+    assert snapshot(out) == before
+
+
+def test_train_labels_out_of_range(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "labels.npz", x=rng.normal(size=(40, 2)).astype(np.float32),
+             y=np.arange(40) % 13)  # labels 0..12
+    spec = write(tmp_path / "labels.yaml", """\
+        data: {dataset: npz, path: labels.npz}
+        model:
+          input_shape: [2]
+          layers:
+            - {type: dense, units: 10}
+        """)
+    out = tmp_path / "run"
+    line = assert_one_line_error(invoke("train", spec, "--out", out, "--quiet"), "labels.npz")
+    assert "12" in line and "10 outputs" in line
+    assert not (out / "last.npz").exists()
+
+
+def test_train_missing_data_file(tmp_path):
+    spec = write(tmp_path / "nofile.yaml", """\
+        data: {dataset: npz, path: missing.npz}
+        model:
+          input_shape: [2]
+          layers: [{type: dense, units: 3}]
+        """)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "missing.npz")
+    assert "not found" in line
+
+
+def test_train_invalid_spec(tmp_path):
+    bad = write(tmp_path / "bad.yaml", ONE_ERROR)
+    out = tmp_path / "run"
+    assert_one_line_error(invoke("train", bad, "--out", out), bad)
+    assert not out.exists()
+
+
+def test_train_bad_set_names_the_argument(tiny, tmp_path):
+    result = invoke("train", tiny, "--out", tmp_path / "run", "--set", "optimizer.lr=-1")
+    assert_one_line_error(result, "--set optimizer.lr=-1")
+
+
+def test_train_without_data_section(tmp_path):
+    spec = write(tmp_path / "nodata.yaml", WARNS)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), spec)
+    assert "data" in line
+
+
+@pytest.mark.parametrize("option", ["--epochs", "--batch-size"])
+def test_train_rejects_non_positive_counts(tiny, tmp_path, option):
+    result = invoke("train", tiny, "--out", tmp_path / "run", option, 0)
+    assert_usage_error(result, option)
+
+
+def test_train_cupy_backend_unavailable(tiny, tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed; this checks the message without it")
+    result = invoke("train", tiny, "--backend", "cupy", "--out", tmp_path / "run", "--quiet")
+    line = assert_one_line_error(result, "cupy")
+    assert "numpy" in line
+
+
+# --- eval -----------------------------------------------------------------------------------
+
+
+def test_eval_test_split(trained):
+    result = assert_ok(invoke("eval", trained))
+    assert "best.npz" in result.stdout and "test split" in result.stdout
+    assert "test_loss" in result.stdout and "test_accuracy" in result.stdout
+
+
+@pytest.mark.parametrize("split", ["val", "test", "train"])
+def test_eval_json_splits(trained, split):
+    result = assert_ok(invoke("eval", trained, "--split", split, "--format", "json"))
+    metrics = json.loads(result.stdout)
+    assert metrics["split"] == split
+    assert metrics["samples"] > 0
+    assert {f"{split}_loss", f"{split}_accuracy"} <= set(metrics)
+    assert 0 <= metrics[f"{split}_accuracy"] <= 1
+
+
+def test_eval_best_matches_the_run_summary(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    metrics = json.loads(assert_ok(invoke("eval", trained, "--format", "json")).stdout)
+    assert metrics["test_loss"] == pytest.approx(summary["final"]["test_loss"], rel=1e-5)
+
+
+def test_eval_last_checkpoint(trained):
+    result = assert_ok(invoke("eval", trained, "--checkpoint", "last", "--split", "val",
+                              "--format", "json"))
+    metrics = json.loads(result.stdout)
+    assert metrics["epoch"] == 2
+    assert "val_loss" in metrics
+
+
+def test_eval_checkpoint_from_another_spec(tiny, tmp_path):
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    assert_ok(invoke(*train_args(tiny, ours, "--epochs", 1)))
+    other = write(tmp_path / "other.yaml", OTHER)
+    assert_ok(invoke(*train_args(other, theirs, "--epochs", 1)))
+    for name in ("best.npz", "last.npz"):
+        (ours / name).write_bytes((theirs / name).read_bytes())
+    line = assert_one_line_error(invoke("eval", ours), ours / "best.npz")
+    assert "another spec" in line
+    assert_one_line_error(invoke("eval", ours, "--checkpoint", "last"), ours / "last.npz")
+
+
+def test_eval_not_a_run_directory(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = assert_one_line_error(invoke("eval", empty), empty)
+    assert "spec.yaml" in line
+
+
+def test_eval_missing_run_directory_is_usage_error(tmp_path):
+    assert_usage_error(invoke("eval", tmp_path / "nowhere"), "nowhere")
+
+
+# --- predict --------------------------------------------------------------------------------
+
+
+def test_predict_writes_outputs(trained, tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.random.default_rng(1).normal(size=(7, 2)).astype(np.float32))
+    out = tmp_path / "pred.npy"
+    result = assert_ok(invoke("predict", trained, inputs, "--out", out))
+    assert str(out) in result.stdout
+    outputs = np.load(out, allow_pickle=False)
+    assert outputs.shape == (7, 3)
+    assert np.isfinite(outputs).all()
+
+
+def test_predict_last_checkpoint_and_float64_input(trained, tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros((3, 2)))  # float64: converted to the spec's dtype
+    out = tmp_path / "pred.npy"
+    assert_ok(invoke("predict", trained, inputs, "--out", out, "--checkpoint", "last"))
+    assert np.load(out).shape == (3, 3)
+
+
+def test_predict_input_without_x(trained, tmp_path):
+    inputs = tmp_path / "nox.npz"
+    np.savez(inputs, y=np.zeros(3))
+    out = tmp_path / "pred.npy"
+    line = assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    assert "'x'" in line
+    assert not out.exists()
+
+
+def test_predict_wrong_shape(trained, tmp_path):
+    inputs = tmp_path / "wide.npz"
+    np.savez(inputs, x=np.zeros((4, 5), np.float32))
+    out = tmp_path / "pred.npy"
+    line = assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    assert "[5]" in line and "[2]" in line
+    assert not out.exists()
+
+
+def test_predict_not_an_npz(trained, tmp_path):
+    inputs = tmp_path / "text.npz"
+    inputs.write_text("not a zip file")
+    out = tmp_path / "pred.npy"
+    assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    assert not out.exists()
+
+
+def test_predict_needs_out(trained, tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros((1, 2), np.float32))
+    assert_usage_error(invoke("predict", trained, inputs), "--out")
+
+
+# --- bench, gradcheck, data -----------------------------------------------------------------
+
+
+def test_bench_json(tiny):
+    result = assert_ok(invoke("bench", tiny, "--format", "json", "--steps", 2, "--batch-size", 4))
+    report = json.loads(result.stdout)
+    assert report["backend"] == "numpy"
+    assert report["batch_size"] == 4 and report["steps"] == 2
+    for key in ("train_step_ms", "train_samples_per_s", "inference_ms", "inference_samples_per_s"):
+        assert report[key] > 0
+
+
+def test_bench_text(tiny):
+    result = assert_ok(invoke("bench", tiny, "--steps", 2))
+    assert "train step" in result.stdout and "inference" in result.stdout
+
+
+def test_gradcheck_passes(tiny):
+    result = assert_ok(invoke("gradcheck", tiny))
+    assert "passed" in result.stdout
+    assert "dense_1.weight" in result.stdout and "FAIL" not in result.stdout
+
+
+def test_gradcheck_small_cnn(tmp_path):
+    spec = write(tmp_path / "cnn.yaml", """\
+        model:
+          input_shape: [2, 6, 6]
+          layers:
+            - {type: conv2d, filters: 3, kernel_size: 3, padding: same, activation: tanh}
+            - {type: avgpool2d, pool_size: 2}
+            - {type: flatten}
+            - {type: dense, units: 4}
+        """)
+    result = assert_ok(invoke("gradcheck", spec, "--batch-size", 2, "--samples", 4))
+    assert "conv2d_1.weight" in result.stdout and "passed" in result.stdout
+
+
+def test_data_list():
+    result = assert_ok(invoke("data", "list"))
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:2] == ["name", "sample"]
+    names = {line.split()[0] for line in lines[1:]}
+    assert {"digits", "mnist", "fashion_mnist", "mnist1d", "xor", "spirals", "blobs", "npz",
+            "csv"} <= names
+
+
+def test_version_and_help():
+    assert "nnrun" in assert_ok(invoke("--version")).stdout
+    text = assert_ok(invoke("--help")).stdout
+    for command in ("validate", "summary", "graph", "train", "eval", "predict", "bench",
+                    "gradcheck", "schema", "data"):
+        assert command in text
+
+
+def test_unknown_command_is_usage_error():
+    assert_usage_error(invoke("trian"), "trian")

@@ -1,0 +1,200 @@
+"""Training is a function of the spec and its seed: two runs give the same metrics and weights,
+and a run stopped after epoch 2 and resumed to epoch 3 gives what an uninterrupted 3-epoch run
+gives (DESIGN.md section 7; runtime/train.py: epoch e draws from default_rng([seed, e])).
+
+Also: resuming from another spec's checkpoint, and a diverging loss, fail with useful messages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnrun
+from nnrun.runtime.checkpoint import CheckpointError
+from nnrun.runtime.train import TrainingError
+
+pytest.importorskip("sklearn")  # the digits dataset
+
+SPEC = """\
+name: tiny-digits
+seed: 5
+data:
+  dataset: digits
+  validation_split: 0.2
+  normalize: standard
+  limit: 240
+  augment:
+    - {type: random_shift, max_shift: 1}
+    - {type: gaussian_noise, std: 0.05}
+model:
+  init: he_uniform
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: same, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 16, activation: relu}
+    - {type: dropout, rate: 0.3}
+    - {type: dense, units: 10}
+loss: cross_entropy
+optimizer:
+  type: adam
+  lr: 0.01
+train:
+  epochs: 3
+  batch_size: 32
+  metrics: [accuracy]
+"""
+
+# wall-clock fields: the only ones allowed to differ between identical runs
+TIMING = {"epoch_s", "samples_per_s"}
+
+
+def write_spec(directory: Path, text: str = SPEC, name: str = "tiny.yaml") -> Path:
+    path = directory / name
+    path.write_text(text)
+    return path
+
+
+def metrics_rows(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files if key != "meta"}
+
+
+def meta(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as archive:
+        return json.loads(str(archive["meta"]))
+
+
+def assert_same_arrays(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert np.array_equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.fixture(scope="module")
+def three_epoch_run(tmp_path_factory) -> Path:
+    """One uninterrupted 3-epoch run, shared by the tests below."""
+    root = tmp_path_factory.mktemp("reference")
+    out = root / "run"
+    summary = nnrun.train(write_spec(root), out_dir=out, quiet=True)
+    assert summary["epochs_run"] == 3
+    return out
+
+
+def test_same_spec_and_seed_give_identical_runs(tmp_path, three_epoch_run):
+    out = tmp_path / "again"
+    nnrun.train(write_spec(tmp_path), out_dir=out, quiet=True)
+    first, second = metrics_rows(three_epoch_run), metrics_rows(out)
+    assert [row["epoch"] for row in first] == [1, 2, 3]
+    # bit-identical: json round-trips floats exactly, so equality of the parsed rows is enough
+    assert without_timing(first) == without_timing(second)
+    assert_same_arrays(arrays(three_epoch_run / "last.npz"), arrays(out / "last.npz"))
+    assert_same_arrays(arrays(three_epoch_run / "best.npz"), arrays(out / "best.npz"))
+    # the run trained: dropout and augmentation were on, and the weights moved
+    assert first[-1]["train_loss"] < first[0]["train_loss"]
+
+
+def test_another_seed_gives_another_run(tmp_path, three_epoch_run):
+    out = tmp_path / "other-seed"
+    nnrun.train(write_spec(tmp_path), out_dir=out, quiet=True, overrides=["seed=6"])
+    assert without_timing(metrics_rows(out)) != without_timing(metrics_rows(three_epoch_run))
+
+
+def test_two_epochs_then_resume_equals_three_epochs(tmp_path, three_epoch_run):
+    spec = write_spec(tmp_path)
+    out = tmp_path / "resumed"
+    # The checkpoint's spec hash covers model, dtype, optimizer type and loss, not train.epochs,
+    # so the same spec file resumes a run that was cut short by an override.
+    nnrun.train(spec, out_dir=out, quiet=True, overrides=["train.epochs=2"])
+    assert [row["epoch"] for row in metrics_rows(out)] == [1, 2]
+    assert meta(out / "last.npz")["epoch"] == 2
+
+    summary = nnrun.train(spec, resume=out, quiet=True)
+    assert summary["epochs_run"] == 3  # the history of the first part is kept
+    assert meta(out / "last.npz")["epoch"] == 3
+    assert meta(out / "last.npz")["step"] == meta(three_epoch_run / "last.npz")["step"]
+    assert_same_arrays(arrays(out / "last.npz"), arrays(three_epoch_run / "last.npz"))
+    assert without_timing(metrics_rows(out)) == without_timing(metrics_rows(three_epoch_run))
+
+
+def test_resume_from_a_later_epoch_rewrites_the_metrics_after_it(tmp_path, three_epoch_run):
+    """metrics.jsonl lines after the checkpoint's epoch (a run killed between writing the line
+    and the checkpoint) are dropped on resume, not duplicated."""
+    spec = write_spec(tmp_path)
+    out = tmp_path / "cut"
+    nnrun.train(spec, out_dir=out, quiet=True, overrides=["train.epochs=2"])
+    rows = metrics_rows(out)
+    with open(out / "metrics.jsonl", "a") as stream:
+        stream.write(json.dumps({**rows[-1], "epoch": 3}) + "\n")  # a line without checkpoint
+    nnrun.train(spec, resume=out, quiet=True)
+    assert [row["epoch"] for row in metrics_rows(out)] == [1, 2, 3]
+    assert without_timing(metrics_rows(out)) == without_timing(metrics_rows(three_epoch_run))
+
+
+def test_plain_sgd_trains(tmp_path):
+    """The default optimizer settings (sgd without momentum: an update op with one output)."""
+    out = tmp_path / "sgd"
+    summary = nnrun.train(write_spec(tmp_path), out_dir=out, quiet=True,
+                          overrides=["optimizer={type: sgd, lr: 0.05}", "train.epochs=1"])
+    assert summary["epochs_run"] == 1
+    model = nnrun.compile(write_spec(tmp_path))
+    saved = arrays(out / "last.npz")
+    for name, value in model.init_params().items():
+        assert saved[f"params/{name}"].shape == value.shape, name
+
+
+def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
+    other = SPEC.replace("units: 16", "units: 12")
+    out = tmp_path / "other"
+    nnrun.train(write_spec(tmp_path, other, "other.yaml"), out_dir=out, quiet=True,
+                overrides=["train.epochs=1"])
+    with pytest.raises((TrainingError, CheckpointError)) as caught:
+        nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
+    message = str(caught.value)
+    assert str(out / "last.npz") in message
+    assert "another spec" in message
+
+
+def test_resume_without_a_checkpoint_names_the_directory(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    with pytest.raises((TrainingError, CheckpointError)) as caught:
+        nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
+    assert str(out) in str(caught.value)
+
+
+def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path, three_epoch_run):
+    with pytest.raises(TrainingError, match="resume"):
+        nnrun.train(write_spec(tmp_path), out_dir=three_epoch_run, quiet=True)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in the diverging matmuls
+def test_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
+    # Without activations the weights of consecutive layers feed each other's gradients and grow
+    # geometrically until the logits overflow (with relu, a huge step only kills the units and
+    # the loss stays finite). Momentum: see the report on plain SGD's update in the executor.
+    linear = SPEC.replace(", activation: relu}", "}")
+    out = tmp_path / "diverged"
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(write_spec(tmp_path, linear), out_dir=out, quiet=True,
+                    overrides=["optimizer={type: sgd, lr: 1.0e+6, momentum: 0.9}"])
+    message = str(caught.value)
+    assert "nan" in message or "inf" in message
+    assert re.search(r"epoch \d+, step \d+", message), message
+    assert "clip_grad_norm" in message
+    assert "optimizer.lr" in message
