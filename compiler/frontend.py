@@ -115,4 +115,6 @@ def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
 
 
 def _number(value) -> str:
-    return f"{value:,.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value):,}"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.4g}"
+    return f"{int(value):,}"

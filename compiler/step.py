@@ -72,6 +72,8 @@ def build_train_step(spec) -> TrainStep:
 
 
 def _clip(gb: GraphBuilder, optimizer, grads: dict[str, Value]) -> dict[str, Value]:
+    if not grads:
+        return grads  # a model without parameters has nothing to clip
     if optimizer.clip_grad_value:
         limit = ClipAttrs(optimizer.clip_grad_value)
         grads = {name: gb.emit("clip_by_value", g, attrs=limit) for name, g in grads.items()}

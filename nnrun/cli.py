@@ -244,6 +244,8 @@ def predict(run_dir, input_file, out_path, checkpoint, backend) -> None:
     """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy."""
     from nnrun.runtime.evaluate import predict_run
 
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
 

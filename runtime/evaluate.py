@@ -68,6 +68,8 @@ def _read_inputs(path: Path, model) -> np.ndarray:
             x = archive["x"]
     except (OSError, ValueError) as error:
         raise DataError(f"{path}: not a readable .npz file ({error})") from None
+    if x.ndim == 0 or len(x) == 0:
+        raise DataError(f"{path}: x holds no samples")
     expected = list(model.lowered.graph.inputs[0].type.shape[1:])
     if list(x.shape[1:]) != expected:
         raise DataError(f"{path}: x has samples of shape {list(x.shape[1:])}, the model expects "

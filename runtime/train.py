@@ -97,6 +97,7 @@ class Trainer:
 
     def run(self, run_dir: Path, resuming: bool) -> dict:
         self.run_dir = run_dir
+        self._check_monitor()
         started = time.perf_counter()
         self.state, self.history, self.global_step, first_epoch = self._start(resuming)
         stopped_early = False
@@ -162,7 +163,9 @@ class Trainer:
         feeds.update(x=be.from_host(x), y=be.from_host(target_array(self.spec, self.model.lowered, y)),
                      lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(self.global_step, dtype=dtype),
                      rng=self.backend.rng(rng.integers(2**63)))
-        outputs, updates = self.step_exec.run(feeds)
+        # A diverging loss is reported below, in one line; NumPy's warnings would only add noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            outputs, updates = self.step_exec.run(feeds)
         loss = float(outputs["loss"])
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
@@ -209,14 +212,25 @@ class Trainer:
         ckpt.save_checkpoint(self.run_dir / "last.npz", self.host_state(), meta)
         return bool(stopping and history.epochs_since_best >= stopping.patience)
 
+    def metric_names(self) -> list[str]:
+        """The keys of metrics.jsonl an early-stopping monitor may name."""
+        splits = ["train", "val"] if self.data.val is not None else ["train"]
+        names = [metric_name(m) for m in self.spec.train.metrics]
+        train_only = ("accuracy", "top_")
+        return [f"{split}_{name}" for split in splits for name in ["loss", *names]
+                if split == "val" or name == "loss" or name.startswith(train_only)]
+
+    def _check_monitor(self) -> None:
+        stopping = self.spec.train.early_stopping
+        if stopping and stopping.monitor not in self.metric_names():
+            where = f"{self.source.loaded.filename}: train.early_stopping.monitor"
+            raise TrainingError(f"{where}: '{stopping.monitor}' is not a metric of this run; "
+                                f"choose one of: {', '.join(self.metric_names())}")
+
     def _monitor(self):
         stopping = self.spec.train.early_stopping
         default = "val_loss" if self.data.val is not None else "train_loss"
         monitor = stopping.monitor if stopping else default
-        if stopping and monitor not in self.history.rows[-1]:
-            known = ", ".join(k for k in self.history.rows[-1] if k not in ("epoch", "lr"))
-            raise TrainingError(f"train.early_stopping.monitor: '{monitor}' is not a metric of "
-                                f"this run; choose one of: {known}")
         mode = stopping.mode if stopping and stopping.mode != "auto" else default_mode(monitor)
         return monitor, mode, stopping
 

@@ -526,6 +526,42 @@ def test_train_without_data_section(tmp_path):
     assert "data" in line
 
 
+def test_train_divergence_is_a_one_line_error(tiny, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(*train_args(tiny, out, "--set", "optimizer.type=sgd",
+                                "--set", "optimizer.lr=1e30"))
+    line = assert_one_line_error(result, "loss became")
+    assert "optimizer.lr" in line and "clip_grad_norm" in line
+
+
+def test_train_divergence_prints_no_numpy_warnings(tiny, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        invoke(*train_args(tiny, tmp_path / "run", "--set", "optimizer.type=sgd",
+                           "--set", "optimizer.lr=1e30"))
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_train_unknown_early_stopping_monitor(tiny, tmp_path):
+    result = invoke(*train_args(tiny, tmp_path / "run", "--set",
+                                "train.early_stopping={monitor: val_acc}"))
+    line = assert_one_line_error(result, "train.early_stopping.monitor")
+    assert "'val_acc'" in line and "val_accuracy" in line
+
+
+def test_train_early_stopping_stops(tiny, tmp_path):
+    out = tmp_path / "run"
+    # min_delta 10: no epoch after the first counts as an improvement.
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 10, "--set",
+                                 "train.early_stopping={patience: 2, min_delta: 10}")))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_early"] is True
+    assert summary["epochs_run"] == 3
+    assert summary["best_epoch"] == 1
+
+
 @pytest.mark.parametrize("option", ["--epochs", "--batch-size"])
 def test_train_rejects_non_positive_counts(tiny, tmp_path, option):
     result = invoke("train", tiny, "--out", tmp_path / "run", option, 0)
@@ -590,6 +626,17 @@ def test_eval_checkpoint_from_another_spec(tiny, tmp_path):
     assert_one_line_error(invoke("eval", ours, "--checkpoint", "last"), ours / "last.npz")
 
 
+def test_eval_split_that_does_not_exist(tmp_path):
+    spec = write(tmp_path / "noval.yaml", TINY.replace("validation_split: 0.2",
+                                                       "validation_split: 0.0"))
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(spec, out, "--epochs", 1)))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["val_loss"] is None and summary["final"]["test_loss"] is not None
+    line = assert_one_line_error(invoke("eval", out, "--split", "val"), "blobs")
+    assert "validation_split" in line
+
+
 def test_eval_not_a_run_directory(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -647,6 +694,27 @@ def test_predict_not_an_npz(trained, tmp_path):
     out = tmp_path / "pred.npy"
     assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
     assert not out.exists()
+
+
+def test_predict_into_a_missing_directory(trained, tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros((2, 2), np.float32))
+    out = tmp_path / "nowhere" / "pred.npy"
+    line = assert_one_line_error(invoke("predict", trained, inputs, "--out", out), out)
+    assert "does not exist" in line
+    assert not out.parent.exists()
+
+
+def test_predict_with_no_samples(trained, tmp_path):
+    inputs = tmp_path / "empty.npz"
+    np.savez(inputs, x=np.zeros((0, 2), np.float32))
+    out = tmp_path / "pred.npy"
+    result = invoke("predict", trained, inputs, "--out", out)
+    assert "internal error" not in result.output
+    if result.exit_code == 0:
+        assert np.load(out).shape == (0, 3)
+    else:
+        assert_one_line_error(result, inputs)
 
 
 def test_predict_needs_out(trained, tmp_path):
@@ -711,3 +779,15 @@ def test_version_and_help():
 
 def test_unknown_command_is_usage_error():
     assert_usage_error(invoke("trian"), "trian")
+
+
+def test_validate_model_without_parameters_and_clip_grad_norm(tmp_path):
+    spec = write(tmp_path / "noparams.yaml", """\
+        model:
+          input_shape: [3]
+          layers: [{type: tanh}]
+        optimizer: {type: sgd, clip_grad_norm: 1.0}
+        """)
+    result = invoke("validate", spec)
+    assert "internal error" not in result.output
+    assert result.exit_code in (0, 1), result.output

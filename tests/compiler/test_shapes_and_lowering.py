@@ -1,0 +1,628 @@
+"""Shape rules and lowering, through specs: the course's size formula and its edge cases, the
+errors and warnings that state the arithmetic, and where (line:col) each one points.
+
+out = floor((n + p_lo + p_hi - d(k-1) - 1)/s) + 1; `padding: same` gives n (stride 1) or
+ceil(n/s), padding asymmetrically (the odd element after) as TensorFlow does (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import textwrap
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import check, load_spec_text
+from nnrun.compiler.lower import lower
+from nnrun.compiler.printer import graph_text
+
+FILE = "net.yaml"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def spec_text(input_shape, *layers: str, extra: str = "") -> str:
+    """A spec with `loss: mse` (so a model may end with any shape) and the given layer lines."""
+    lines = ["model:", f"  input_shape: {list(input_shape)}", "  layers:"]
+    lines += [f"    - {layer}" for layer in layers]
+    lines += ["loss: mse"]
+    return "\n".join(lines) + "\n" + textwrap.dedent(extra)
+
+
+def checked(text: str):
+    return check(load_spec_text(textwrap.dedent(text), FILE))
+
+
+def output_shapes(text: str) -> dict[str, list]:
+    result = checked(text)
+    assert result.ok, result.diagnostics
+    return {row.name: row.output_shape for row in result.summary.layers}
+
+
+def last_shape(text: str) -> list:
+    return list(output_shapes(text).values())[-1]
+
+
+def warnings_of(text: str) -> list:
+    return [d for d in checked(text).diagnostics if d.severity == "warning"]
+
+
+def errors_of(text: str) -> list:
+    """The diagnostics a spec fails with, whether from the schema, lowering or the budgets."""
+    try:
+        result = checked(text)
+    except SpecError as error:
+        return error.diagnostics
+    errors = [d for d in result.diagnostics if d.severity == "error"]
+    assert errors, "expected the spec to be invalid"
+    return errors
+
+
+def the_error(text: str):
+    errors = errors_of(text)
+    assert len(errors) == 1, errors
+    return errors[0]
+
+
+def forward_graph(text: str) -> str:
+    return graph_text(lower(load_spec_text(textwrap.dedent(text), FILE).spec).graph)
+
+
+def position(text: str, line_marker: str, token: str, occurrence: int = 1) -> tuple[int, int]:
+    """(line, col), 1-based, of `token` on the `occurrence`-th line that contains `line_marker`."""
+    text = textwrap.dedent(text)
+    seen = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line_marker in line:
+            seen += 1
+            if seen == occurrence:
+                return number, line.index(token, line.index(line_marker)) + 1
+    raise AssertionError(f"{line_marker!r} not in the text")
+
+
+def layer_position(text: str, line_marker: str) -> tuple[int, int]:
+    """(line, col) of the layer mapping on the line that contains `line_marker`."""
+    line, _ = position(text, line_marker, line_marker)
+    return line, textwrap.dedent(text).splitlines()[line - 1].index("{") + 1
+
+
+def at(diagnostic) -> tuple[int, int]:
+    return diagnostic.line, diagnostic.col
+
+
+# --- padding: same ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 5, 7, 8, 13, 28])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_same_padding_gives_ceil_n_over_s(n, kernel, stride):
+    text = spec_text([1, n, n], f"{{type: conv2d, filters: 2, kernel_size: {kernel}, "
+                                f"stride: {stride}, padding: same}}")
+    assert last_shape(text) == [2, math.ceil(n / stride), math.ceil(n / stride)]
+
+
+@pytest.mark.parametrize("kernel, pad", [(2, "(0,1)"), (3, "(1,1)"), (4, "(1,2)"), (5, "(2,2)"),
+                                         (6, "(2,3)")])
+def test_same_padding_stride_1_is_asymmetric_for_even_kernels(kernel, pad):
+    text = spec_text([1, 7, 7], f"{{type: conv2d, filters: 2, kernel_size: {kernel}, padding: same}}")
+    assert last_shape(text) == [2, 7, 7]
+    expected = f"pad=({pad},{pad})" if kernel % 2 == 0 else f"pad={pad}"
+    assert f"conv2d(%x, %conv2d_1.weight) stride=(1,1) {expected} : f32[B,2,7,7]" in forward_graph(text)
+
+
+def test_same_padding_stride_2_even_kernel():
+    # n = 7, k = 4, s = 2: out = ceil(7/2) = 4, total padding (4-1)*2 + 4 - 7 = 3 -> (1, 2).
+    text = spec_text([1, 7, 7], "{type: conv2d, filters: 2, kernel_size: 4, stride: 2, padding: same}")
+    assert last_shape(text) == [2, 4, 4]
+    assert "stride=(2,2) pad=((1,2),(1,2)) : f32[B,2,4,4]" in forward_graph(text)
+
+
+def test_same_padding_per_axis_kernel():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 1, kernel_size: [4, 1], padding: same}")
+    assert last_shape(text) == [1, 6, 6]
+    # Each axis prints compactly: a pair where before and after differ, else one number.
+    assert "stride=(1,1) pad=((1,2),0) : f32[B,1,6,6]" in forward_graph(text)
+
+
+def test_valid_padding_is_no_padding():
+    text = spec_text([1, 7, 7], "{type: conv2d, filters: 1, kernel_size: 4, padding: valid}")
+    assert last_shape(text) == [1, 4, 4]
+
+
+# --- stride, kernel, dilation --------------------------------------------------------------------
+
+
+def test_stride_larger_than_kernel():
+    # (10 + 0 - 2)/3 + 1 = 3: windows at 0, 3, 6 skip rows 2 and 5 and leave rows 8, 9 unused.
+    text = spec_text([1, 10, 10], "{type: conv2d, filters: 2, kernel_size: 2, stride: 3}")
+    assert last_shape(text) == [2, 3, 3]
+    warnings = warnings_of(text)
+    assert [w.message.split(" (")[0] for w in warnings] == [
+        "10 rows / stride 3 leaves 2 rows unused", "10 columns / stride 3 leaves 2 columns unused"]
+    assert "((10 + 2*0 - 2)/3 + 1 = 3)" in warnings[0].message
+    assert all(at(w) == position(text, "stride: 3", "3") for w in warnings)  # at the stride
+
+
+@pytest.mark.parametrize("n, k, s, p, d", [
+    (28, 5, 1, 2, 1), (28, 5, 1, 0, 1), (32, 3, 2, 1, 1), (9, 3, 1, 0, 2), (9, 3, 2, 2, 2),
+    (15, 4, 3, 1, 1), (8, 8, 1, 0, 1), (5, 1, 5, 0, 1),
+])
+def test_output_size_follows_the_course_formula(n, k, s, p, d):
+    text = spec_text([1, n, n], f"{{type: conv2d, filters: 1, kernel_size: {k}, stride: {s}, "
+                                f"padding: {p}, dilation: {d}}}")
+    out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    assert last_shape(text) == [1, out, out]
+
+
+def test_one_by_one_inputs():
+    assert last_shape(spec_text([3, 1, 1], "{type: conv2d, filters: 4, kernel_size: 1}")) == [4, 1, 1]
+    assert last_shape(spec_text([3, 1, 1], "{type: conv2d, filters: 4, kernel_size: 3, "
+                                           "padding: same}")) == [4, 1, 1]
+    assert last_shape(spec_text([3, 1, 1], "{type: conv2d, filters: 4, kernel_size: 3, "
+                                           "padding: 1}")) == [4, 1, 1]
+    assert last_shape(spec_text([3, 1, 1], "{type: global_avgpool}")) == [3]
+    assert last_shape(spec_text([3, 1, 1], "{type: flatten}", "{type: dense, units: 2}")) == [2]
+
+
+def test_one_by_one_input_too_small_for_a_pool():
+    text = spec_text([3, 1, 1], "{type: maxpool2d, pool_size: 2}")
+    error = the_error(text)
+    assert "pool 2x2 does not fit the 1x1 input" in error.message
+    assert "(1 + 2*0 - 2)/2 + 1 = 0" in error.message
+    assert at(error) == position(text, "pool_size", "2")
+
+
+def test_dilation():
+    text = spec_text([1, 9, 9], "{type: conv2d, filters: 2, kernel_size: 3, dilation: 2}",
+                     "{type: conv2d, filters: 2, kernel_size: 3, dilation: 2, padding: same}")
+    assert list(output_shapes(text).values()) == [[2, 5, 5], [2, 5, 5]]
+    graph = forward_graph(text)
+    assert "pad=(0,0) dilation=(2,2) : f32[B,2,5,5]" in graph
+    assert "pad=(2,2) dilation=(2,2) : f32[B,2,5,5]" in graph  # same: d(k-1) = 4 split 2 + 2
+
+
+def test_dilated_kernel_too_large_shows_the_dilated_formula():
+    text = spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 3, dilation: 2}")
+    error = the_error(text)
+    assert "(4 + 2*0 - 2*(3-1) - 1)/1 + 1 = 0" in error.message
+
+
+# --- conv1d ---------------------------------------------------------------------------------
+
+
+def test_conv1d_shapes():
+    text = spec_text([2, 40], "{type: conv1d, filters: 4, kernel_size: 5}",
+                     "{type: conv1d, filters: 6, kernel_size: 3, stride: 2, padding: 1}",
+                     "{type: conv1d, filters: 6, kernel_size: 4, padding: same}",
+                     "{type: maxpool1d, pool_size: 2}",
+                     "{type: avgpool1d, pool_size: 3, stride: 1, padding: 1}",
+                     "{type: flatten}", "{type: dense, units: 3}")
+    assert list(output_shapes(text).values()) == [
+        [4, 36], [6, 18], [6, 18], [6, 9], [6, 9], [54], [3]]
+    graph = forward_graph(text)
+    assert "conv1d(%x, %conv1d_1.weight) stride=(1) pad=(0) : f32[B,4,36]" in graph
+    assert "pad=((1,2)) : f32[B,6,18]" in graph
+
+
+def test_conv1d_weight_layout():
+    result = checked(spec_text([2, 40], "{type: conv1d, filters: 4, kernel_size: 5}"))
+    assert result.summary.layers[0].params == 4 * 2 * 5 + 4
+    assert "%conv1d_1.weight : f32[4,2,5]" in forward_graph(
+        spec_text([2, 40], "{type: conv1d, filters: 4, kernel_size: 5}"))
+
+
+def test_conv1d_on_an_image_suggests_conv2d():
+    text = spec_text([1, 8, 8], "{type: conv1d, filters: 1, kernel_size: 3}")
+    error = the_error(text)
+    assert "conv1d expects a [channels, length] sample, got shape [1, 8, 8]" in error.message
+    assert "conv2d" in error.message
+    assert at(error) == layer_position(text, "type: conv1d")
+
+
+def test_conv2d_on_a_sequence_suggests_conv1d():
+    error = the_error(spec_text([2, 40], "{type: conv2d, filters: 1, kernel_size: 3}"))
+    assert "got shape [2, 40]" in error.message and "conv1d" in error.message
+
+
+# --- pooling with padding -------------------------------------------------------------------
+
+
+def test_pool_with_padding():
+    text = spec_text([1, 7, 7], "{type: maxpool2d, pool_size: 3, stride: 2, padding: 1}",
+                     "{type: avgpool2d, pool_size: 2, padding: 1}")
+    assert list(output_shapes(text).values()) == [[1, 4, 4], [1, 3, 3]]
+    graph = forward_graph(text)
+    assert "max_pool2d(%x) kernel=(3,3) stride=(2,2) pad=(1,1) : f32[B,1,4,4]" in graph
+    assert "avg_pool2d(%0) kernel=(2,2) stride=(2,2) pad=(1,1) : f32[B,1,3,3]" in graph
+
+
+def test_pool_stride_defaults_to_pool_size():
+    assert last_shape(spec_text([1, 12, 12], "{type: maxpool2d, pool_size: 3}")) == [1, 4, 4]
+
+
+# --- padding_mode ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_padding_mode_adds_a_pad_op(mode):
+    text = spec_text([1, 6, 6], f"{{type: conv2d, filters: 2, kernel_size: 3, padding: 1, "
+                                f"padding_mode: {mode}}}")
+    assert last_shape(text) == [2, 6, 6]
+    graph = forward_graph(text)
+    assert f"%0 = pad(%x) pad=((1,1),(1,1)) mode={mode} : f32[B,1,8,8]" in graph
+    assert "conv2d(%0, %conv2d_1.weight) stride=(1,1) pad=(0,0) : f32[B,2,6,6]" in graph
+
+
+def test_padding_mode_with_same_and_even_kernel():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 4, padding: same, "
+                                "padding_mode: replicate}")
+    assert last_shape(text) == [2, 6, 6]
+    assert "pad(%x) pad=((1,2),(1,2)) mode=replicate : f32[B,1,9,9]" in forward_graph(text)
+
+
+def test_padding_mode_zeros_or_no_padding_adds_no_pad_op():
+    zeros = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1}")
+    unpadded = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, "
+                                    "padding_mode: reflect}")
+    assert " pad(" not in forward_graph(zeros)
+    assert " pad(" not in forward_graph(unpadded)
+
+
+def test_reflect_padding_larger_than_the_input():
+    error = the_error(spec_text([1, 3, 3], "{type: conv2d, filters: 1, kernel_size: 3, "
+                                           "padding: 3, padding_mode: reflect}"))
+    assert "reflect padding 3" in error.message and "replicate" in error.message
+
+
+# --- reshape, concat, add -------------------------------------------------------------------
+
+
+def test_reshape_with_minus_one():
+    text = spec_text([12], "{type: reshape, shape: [3, -1]}", "{type: reshape, shape: [-1]}",
+                     "{type: reshape, shape: [2, -1, 2]}")
+    assert list(output_shapes(text).values()) == [[3, 4], [12], [2, 3, 2]]
+
+
+@pytest.mark.parametrize("shape, message", [
+    ("[5, -1]", "cannot reshape [12] (12 values) into [5, -1]: 12 is not a multiple of 5"),
+    ("[5, 2]", "cannot reshape [12] (12 values) into [5, 2] (10 values)"),
+    ("[-1, -1]", "entries must be positive, with at most one -1"),
+    ("[0, 12]", "entries must be positive, with at most one -1"),
+])
+def test_reshape_errors(shape, message):
+    text = spec_text([12], f"{{type: reshape, shape: {shape}}}")
+    error = the_error(text)
+    assert message in error.message
+    assert at(error) == position(text, "type: reshape", "[")
+
+
+def test_concat_on_the_channel_axis():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
+                     "{type: conv2d, filters: 3, kernel_size: 1, inputs: input, name: b}",
+                     "{type: concat, inputs: [a, b]}")
+    assert output_shapes(text)["concat_1"] == [5, 6, 6]
+    assert "concat(%1, %3) axis=1 : f32[B,5,6,6]" in forward_graph(text)
+
+
+def test_concat_on_another_axis():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 1, name: a}",
+                     "{type: conv2d, filters: 2, kernel_size: 1, inputs: input, name: b}",
+                     "{type: concat, inputs: [a, b], axis: 1}")
+    assert output_shapes(text)["concat_1"] == [2, 12, 6]
+
+
+def test_concat_shape_mismatch():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, name: a}",
+                     "{type: conv2d, filters: 3, kernel_size: 1, inputs: input, name: b}",
+                     "{type: concat, inputs: [a, b]}")
+    error = the_error(text)
+    assert "[2, 4, 4] and [3, 6, 6]" in error.message
+    assert error.where == "model.layers[2] (concat_1)"
+
+
+def test_concat_axis_out_of_range():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 1, name: a}",
+                     "{type: concat, inputs: [a, input], axis: 3}")
+    error = the_error(text)
+    assert "axis 3 is out of range for 3-D samples" in error.message
+    assert at(error) == position(text, "axis: 3", "3")
+
+
+def test_add_of_equal_shapes():
+    text = spec_text([4], "{type: dense, units: 4, name: a}", "{type: add, inputs: [a, input]}")
+    assert output_shapes(text)["add_1"] == [4]
+
+
+def test_add_shape_mismatch():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
+                     "{type: conv2d, filters: 3, kernel_size: 1, inputs: input, name: b}",
+                     "{type: add, inputs: [a, b]}")
+    error = the_error(text)
+    assert error.where == "model.layers[2] (add_1)"
+    assert "inputs must have equal shapes, got [2, 6, 6] and [3, 6, 6]" in error.message
+    assert "concat" in error.message  # the alternative is suggested
+    assert at(error) == layer_position(text, "type: add")
+
+
+def test_add_needs_two_inputs():
+    error = the_error(spec_text([4], "{type: add}"))
+    assert "two or more inputs" in error.message
+
+
+# --- dense ----------------------------------------------------------------------------------
+
+
+def test_dense_on_an_image_suggests_flatten():
+    text = spec_text([1, 6, 6], "{type: dense, units: 3}")
+    error = the_error(text)
+    assert error.message == ("dense expects a vector sample, got shape [1, 6, 6]; "
+                             "add {type: flatten} before this layer")
+    assert error.where == "model.layers[0] (dense_1)"
+    assert at(error) == (4, 7)
+
+
+def test_flatten_then_dense():
+    text = spec_text([2, 3, 4], "{type: flatten}", "{type: dense, units: 5}")
+    result = checked(text)
+    assert [row.output_shape for row in result.summary.layers] == [[24], [5]]
+    assert result.summary.layers[1].params == 24 * 5 + 5
+    assert result.summary.layers[1].flops == 2 * 24 * 5
+
+
+# --- the arithmetic in errors and warnings --------------------------------------------------
+
+
+def test_kernel_larger_than_input_shows_the_arithmetic():
+    text = """\
+        model:
+          input_shape: [1, 4, 4]
+          layers:
+            - {type: conv2d, filters: 6, kernel_size: 5}
+        loss: mse
+        """
+    error = the_error(text)
+    assert "(4 + 2*0 - 5)/1 + 1 = 0" in error.message
+    assert "kernel 5x5 does not fit the 4x4 input" in error.message
+    assert error.where == "model.layers[0] (conv2d_1)"
+    assert at(error) == (4, 47) == position(text, "kernel_size", "5")
+    assert error.format().startswith(f"{FILE}:4:47: error: model.layers[0] (conv2d_1): kernel 5x5")
+
+
+def test_kernel_too_large_deeper_in_the_network():
+    # DESIGN.md §5's example: the second conv of a LeNet on a 12x12 input sees 4x4.
+    text = spec_text([1, 12, 12], "{type: conv2d, filters: 6, kernel_size: 5}",
+                     "{type: maxpool2d, pool_size: 2}",
+                     "{type: conv2d, filters: 16, kernel_size: 5}")
+    error = the_error(text)
+    assert error.where == "model.layers[2] (conv2d_2)"
+    assert "kernel 5x5 does not fit the 4x4 input" in error.message
+    assert "(4 + 2*0 - 5)/1 + 1 = 0" in error.message
+    assert at(error) == position(text, "filters: 16", "5")
+
+
+def test_unused_column_warning_text():
+    text = spec_text([1, 12, 13], "{type: maxpool2d, pool_size: 2, stride: 2}")
+    (warning,) = warnings_of(text)
+    assert warning.message == ("13 columns / stride 2 leaves 1 column unused "
+                               "((13 + 2*0 - 2)/2 + 1 = 6); adjust padding, kernel or stride "
+                               "to use every input")
+    assert warning.where == "model.layers[0] (maxpool2d_1)"
+    assert at(warning) == position(text, "stride: 2", "2", 1)
+    assert warning.format().startswith(f"{FILE}:{warning.line}:{warning.col}: warning: ")
+
+
+def test_unused_rows_warning_with_implicit_stride_points_at_the_layer():
+    text = spec_text([1, 13, 12], "{type: maxpool2d, pool_size: 2}")
+    (warning,) = warnings_of(text)
+    assert warning.message.startswith("13 rows / stride 2 leaves 1 row unused")
+    assert at(warning) == layer_position(text, "maxpool2d")
+
+
+def test_no_warning_when_every_input_is_used():
+    assert warnings_of(spec_text([1, 12, 12], "{type: maxpool2d, pool_size: 2}")) == []
+    # Padding covers the remainder: (13 + 2 - 3)/2 + 1 = 7 with nothing left over.
+    assert warnings_of(spec_text([1, 13, 13], "{type: conv2d, filters: 1, kernel_size: 3, "
+                                              "stride: 2, padding: 1}")) == []
+
+
+# --- model-level checks ---------------------------------------------------------------------
+
+
+def test_input_shape_disagrees_with_the_dataset():
+    text = """\
+        data: {dataset: mnist}
+        model:
+          input_shape: [1, 27, 28]
+          layers:
+            - {type: flatten}
+            - {type: dense, units: 10}
+        """
+    error = the_error(text)
+    assert error.where == "model.input_shape"
+    assert error.message == ("input_shape [1, 27, 28] does not match dataset 'mnist' samples "
+                             "[1, 28, 28]; use [1, 28, 28] or remove model.input_shape")
+    assert at(error) == (3, 16) == position(text, "input_shape", "[")
+
+
+def test_input_shape_from_the_dataset():
+    text = """\
+        data: {dataset: digits}
+        model:
+          layers:
+            - {type: conv2d, filters: 4, kernel_size: 3}
+            - {type: flatten}
+            - {type: dense, units: 10}
+        """
+    assert output_shapes(text)["conv2d_1"] == [4, 6, 6]
+
+
+def test_input_shape_needed_without_data():
+    error = the_error("""\
+        model:
+          layers:
+            - {type: dense, units: 3}
+        """)
+    assert "model.input_shape is needed" in error.message
+
+
+def test_num_classes_mismatch():
+    text = """\
+        data: {dataset: mnist}
+        model:
+          layers:
+            - {type: flatten}
+            - {type: dense, units: 5}
+        """
+    error = the_error(text)
+    assert error.where == "model.layers[1] (dense_1)"
+    assert error.message == ("the model ends with 5 outputs but dataset 'mnist' has 10 classes; "
+                             "set units: 10")
+    assert at(error) == (5, 28) == position(text, "units: 5", "5")
+
+
+def test_cross_entropy_needs_class_scores():
+    text = """\
+        model:
+          input_shape: [1, 8, 8]
+          layers:
+            - {type: conv2d, filters: 4, kernel_size: 3}
+        """
+    error = the_error(text)
+    assert "cross_entropy needs class scores" in error.message and "flatten" in error.message
+
+
+def test_duplicate_layer_names():
+    text = """\
+        model:
+          input_shape: [4]
+          layers:
+            - {type: dense, units: 3, name: hidden}
+            - {type: dense, units: 3, name: hidden}
+        loss: mse
+        """
+    error = the_error(text)
+    assert error.where == "model.layers[1] (hidden)"
+    assert "layer name 'hidden' is used twice" in error.message
+    assert at(error) == (5, 37) == position(text, "name: hidden", "hidden", 2)
+
+
+def test_default_name_clash_with_an_explicit_name():
+    error = the_error(spec_text([4], "{type: dense, units: 3, name: dense_2}",
+                                "{type: dense, units: 3}"))
+    assert "'dense_2' is used twice" in error.message
+
+
+def test_unknown_input_name_with_did_you_mean():
+    text = """\
+        model:
+          input_shape: [4]
+          layers:
+            - {type: dense, units: 3, name: hidden}
+            - {type: dense, units: 3, inputs: hiden}
+        loss: mse
+        """
+    error = the_error(text)
+    assert error.where == "model.layers[1] (dense_2)"
+    assert error.message == "inputs: unknown layer 'hiden'; did you mean 'hidden'?"
+    assert at(error) == (5, 39) == position(text, "inputs: hiden", "hiden")
+
+
+def test_unknown_input_name_lists_the_known_names():
+    error = the_error(spec_text([4], "{type: dense, units: 3, name: hidden}",
+                                "{type: dense, units: 3, inputs: zzz}"))
+    assert "unknown layer 'zzz'; known names: input, hidden" in error.message
+
+
+def test_input_from_a_later_layer():
+    error = the_error(spec_text([4], "{type: dense, units: 3, inputs: later}",
+                                "{type: dense, units: 3, name: later}"))
+    assert "it comes later" in error.message
+
+
+# --- limits ---------------------------------------------------------------------------------
+
+BUDGET_MODEL = """\
+model:
+  input_shape: [100]
+  layers:
+    - {type: dense, units: 100}
+loss: mse
+train: {batch_size: 32}
+"""  # 10,100 parameters, 20,000 FLOPs per sample
+
+
+@pytest.mark.parametrize("key, limit, message", [
+    ("max_params", "1000", "the model needs 10,100 parameters, over the budget of 1,000"),
+    ("max_flops", "1.0e4", "the model needs 20,000 forward FLOPs per sample, over the budget "
+                           "of 10,000"),
+    ("max_train_memory_mb", "0.01", "MB of training memory at batch size 32, over the budget"),
+])
+def test_budget_exceeded(key, limit, message):
+    text = BUDGET_MODEL + f"limits:\n  {key}: {limit}\n"
+    error = the_error(text)
+    assert error.where == f"limits.{key}"
+    assert message in error.message
+    assert at(error) == position(text, f"{key}:", limit)
+    assert error.line == len(text.splitlines())
+
+
+def test_all_budgets_exceeded_at_once_each_at_its_key():
+    text = BUDGET_MODEL + "limits:\n  max_params: 10\n  max_flops: 10\n  max_train_memory_mb: 0.01\n"
+    errors = errors_of(text)
+    assert [e.where for e in errors] == ["limits.max_params", "limits.max_flops",
+                                         "limits.max_train_memory_mb"]
+    assert [e.line for e in errors] == [8, 9, 10]
+
+
+def test_budgets_met():
+    text = BUDGET_MODEL + "limits: {max_params: 10100, max_flops: 20000, max_train_memory_mb: 64}\n"
+    assert checked(text).ok
+
+
+def test_small_memory_budget_is_printed_distinguishably():
+    error = the_error(BUDGET_MODEL + "limits:\n  max_train_memory_mb: 0.09\n")
+    needed, budget = re.findall(r"needs ([\d.,]+) MB .* budget of ([\d.,]+)", error.message)[0]
+    assert needed != budget
+
+
+def test_budget_errors_through_the_cli(tmp_path):
+    path = tmp_path / "budget.yaml"
+    path.write_text(BUDGET_MODEL + "limits:\n  max_params: 1000\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"{path}:8:15: error: limits.max_params: the model needs 10,100 parameters, over the "
+        "budget of 1,000; make layers smaller or raise the budget")
+
+
+# --- speed ----------------------------------------------------------------------------------
+
+
+def test_a_20_layer_spec_validates_in_under_a_second(tmp_path):
+    layers = []
+    for block in range(5):
+        layers += [f"{{type: conv2d, filters: {8 * (block + 1)}, kernel_size: 3, padding: same, "
+                   "activation: relu}",
+                   "{type: batchnorm}", "{type: dropout, rate: 0.1}",
+                   "{type: maxpool2d, pool_size: 2}" if block < 3 else "{type: relu}"]
+    layers[-1] = "{type: flatten}"
+    layers += ["{type: dense, units: 10}"]
+    text = spec_text([1, 32, 32], *layers).replace("loss: mse", "loss: cross_entropy")
+    assert len(layers) >= 20
+    path = tmp_path / "deep.yaml"
+    path.write_text(text)
+    runner = CliRunner()
+    runner.invoke(main, ["validate", str(path)])  # imports warm up outside the timing
+    started = time.perf_counter()
+    result = runner.invoke(main, ["validate", str(path)])
+    seconds = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    assert "ok" in result.stdout
+    assert seconds < 1.0, f"validate took {seconds:.2f} s"
