@@ -6,6 +6,7 @@ keys and is frozen. Tables such as "all layer types" are derived from the unions
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Annotated, Any, Literal, Union
 
@@ -17,6 +18,7 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
+    field_validator,
     model_validator,
 )
 
@@ -145,10 +147,22 @@ Initializer = tagged_union(
 
 
 class LayerBase(Strict):
-    name: str | None = Field(None, description="unique name; default <type>_<k>", min_length=1)
+    name: str | None = Field(None, description="unique name (letters, digits, _); "
+                                               "default <type>_<k>")
     inputs: str | list[str] | None = Field(
         None, description="input layer name(s); default the previous layer ('input' is the model input)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        # Names appear in parameter names (dense_1.weight) and in the graph text: keep them plain.
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"layer names use letters, digits and _, starting with a letter or _; "
+                             f"got '{name}'")
+        if name == "input":
+            raise ValueError("'input' names the model input; choose another layer name")
+        return name
 
 
 Padding = Union[Literal["valid", "same"], NonNegIntOrPair]
@@ -260,7 +274,7 @@ Layer = tagged_union(
 
 
 class LossBase(Strict):
-    scale: float = Field(1.0, description="multiplier of the loss")
+    scale: PositiveFloat = Field(1.0, description="multiplier of the loss")
 
 
 class CrossEntropy(LossBase):
@@ -397,16 +411,22 @@ class Data(Strict):
     path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
     validation_split: float = Field(0.0, ge=0.0, lt=1.0)
     normalize: Literal["none", "scale", "standard"] = "standard"
-    permute_features: bool | int = Field(False, description="true or a seed: shuffle pixels once")
+    permute_features: bool | Annotated[int, Field(ge=0)] = Field(
+        False, description="true or a seed (>= 0): one fixed shuffle of each sample's features")
     limit: PositiveInt | None = Field(None, description="use only the first N training samples")
     n_samples: PositiveInt | None = Field(None, description="size of a generated dataset")
     noise: NonNegativeFloat | None = Field(None, description="noise of a generated dataset")
     augment: list[Augmentation] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _file_datasets_need_path(self) -> "Data":
+    def _options_fit_the_dataset(self) -> "Data":
         if self.dataset in ("npz", "csv") and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path (a file next to the spec)")
+        generated = ("xor", "spirals", "blobs")
+        for option in ("n_samples", "noise"):
+            if getattr(self, option) is not None and self.dataset not in generated:
+                raise ValueError(f"data.{option} applies to generated datasets "
+                                 f"({', '.join(generated)}), not '{self.dataset}'; remove it")
         return self
 
 

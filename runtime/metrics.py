@@ -12,16 +12,19 @@ def metric_name(metric) -> str:
     return f"top_{metric.k}_accuracy" if metric.type == "top_k_accuracy" else metric.type
 
 
-def predicted_classes(logits: np.ndarray) -> np.ndarray:
-    if logits.ndim == 2 and logits.shape[1] == 1:
-        return (logits[:, 0] > 0).astype(np.int64)  # one logit: class 1 when sigmoid > 0.5
-    return logits.argmax(axis=1)
+def predicted_classes(prediction: np.ndarray) -> np.ndarray:
+    """argmax of several outputs; one output (a probability or a 0/1 regression) splits at 0.5."""
+    if prediction.ndim == 2 and prediction.shape[1] == 1:
+        return (prediction[:, 0] > 0.5).astype(np.int64)
+    return prediction.argmax(axis=1)
 
 
 def metric_sum(metric, logits: np.ndarray, prediction: np.ndarray, target: np.ndarray) -> float:
+    """`prediction` is the model's output after its final activation; `logits` before a final
+    softmax/sigmoid that the loss absorbed (else the same array)."""
     kind = metric.type
     if kind == "accuracy":
-        return float((predicted_classes(logits) == target.reshape(len(target), -1)[:, 0]).sum())
+        return float((predicted_classes(prediction) == target.reshape(len(target), -1)[:, 0]).sum())
     if kind == "top_k_accuracy":
         top = np.argsort(-logits, axis=1)[:, : metric.k]
         return float((top == target[:, None]).any(axis=1).sum())

@@ -67,4 +67,6 @@ def target_array(spec, lowered, y) -> np.ndarray:
     if spec.loss.type == "cross_entropy":
         return y.astype(np.int64)
     shape = lowered.logits.type.shape[1:]
+    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and shape != (1,) and len(shape) == 1:
+        return np.eye(shape[0], dtype=spec.dtype)[y]  # class labels as one-hot targets (mse on classes)
     return y.astype(spec.dtype).reshape(len(y), *shape)

@@ -28,6 +28,7 @@ from .executor import Executor
 from .metrics import default_mode, metric_name, metric_sum
 from .model import Model, target_array
 from .progress import EpochProgress, print_final_table
+from .pruning import MagnitudePruner
 from .schedules import learning_rate
 
 
@@ -76,6 +77,14 @@ class Trainer:
         self.step_exec = Executor(eliminate_dead_code(step.graph), self.backend)
         self.eval_exec = Executor(eliminate_dead_code(_evaluation_graph(self.spec)), self.backend)
         self.optimizer_state = step.optimizer_state
+        self.pruner = self._pruner()
+
+    def _pruner(self) -> MagnitudePruner | None:
+        pruning = self.spec.train.pruning
+        if pruning is None:
+            return None
+        weights = [n for n, info in self.model.lowered.params.items() if n.endswith(".weight")]
+        return MagnitudePruner(pruning, weights, self.spec.train.epochs, self.backend.xp)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -137,6 +146,8 @@ class Trainer:
         batches = _batches(len(train.x), self.spec.train.batch_size, self.spec.train.shuffle, rng)
         if self.max_steps:
             batches = batches[: self.max_steps]
+        if self.pruner:
+            self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
         totals = _Totals()
         started = time.perf_counter()
@@ -151,6 +162,8 @@ class Trainer:
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
+        if self.pruner:
+            row["sparsity"] = round(self.pruner.sparsity(self.state), 6)
         progress.close(row)
         return row
 
@@ -170,6 +183,8 @@ class Trainer:
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
         self.state.update(updates)
+        if self.pruner:
+            self.pruner.apply(self.state)
         return outputs
 
     def _diverged_message(self, loss, epoch, step, lr) -> str:
@@ -321,11 +336,12 @@ class _Totals:
         self.loss += float(outputs["loss"]) * n
         self.count += n
         self.steps += 1
-        logits = be.to_host(outputs["logits"])
+        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
         for metric in spec.train.metrics:
             if metric.type in ("accuracy", "top_k_accuracy"):
                 name = metric_name(metric)
-                self.metrics[name] = self.metrics.get(name, 0.0) + metric_sum(metric, logits, logits, y)
+                total = metric_sum(metric, logits, prediction, y)
+                self.metrics[name] = self.metrics.get(name, 0.0) + total
         for name, value in outputs.items():
             if name.startswith("grad_norm/"):
                 self.norms[name] = self.norms.get(name, 0.0) + float(value)
@@ -369,6 +385,11 @@ def check_data_fits(spec, model, data) -> None:
     elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         raise TrainingError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
                             "for more classes")
+    elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
+        top = int(labels.max())
+        if top >= outputs[0]:  # labels become one-hot targets of the outputs
+            raise TrainingError(f"{where}: labels go up to {top} but the model has {outputs[0]} "
+                                f"outputs; set the last layer's units to {top + 1}")
 
 
 def _prepare_new_run(run_dir: Path, source) -> None:

@@ -1,0 +1,72 @@
+"""Training-loop behaviour: early stopping, pruning, gradient-norm logging, metrics."""
+
+import json
+
+import numpy as np
+
+import nnrun
+from nnrun.runtime.checkpoint import load_checkpoint
+from nnrun.runtime.metrics import metric_sum, predicted_classes
+from nnrun.compiler.schema import Accuracy
+
+DIGITS_MLP = """
+data: {dataset: digits, validation_split: 0.1, limit: 400}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 10}
+optimizer: {type: adam, lr: 0.003}
+train: {epochs: 4, batch_size: 32}
+"""
+
+
+def _train(tmp_path, text, *overrides):
+    source = nnrun.load_spec_text(text, overrides=list(overrides))
+    summary = nnrun.train(source, out_dir=tmp_path / "run", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return summary, rows
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(tmp_path):
+    # lr 1e-9: the validation loss cannot improve by min_delta, so epoch 1 stays the best.
+    summary, rows = _train(tmp_path, DIGITS_MLP, "optimizer.lr=1e-9",
+                           "train.early_stopping={monitor: val_loss, patience: 2, min_delta: 0.01}")
+    assert summary["stopped_early"] and summary["epochs_run"] == 3 and summary["best_epoch"] == 1
+    assert len(rows) == 3
+
+
+def test_restore_best_reports_the_best_epoch_weights(tmp_path):
+    summary, _ = _train(tmp_path, DIGITS_MLP, "train.early_stopping={patience: 10}")
+    best, meta = load_checkpoint(tmp_path / "run" / "best.npz")
+    assert meta["epoch"] == summary["best_epoch"]
+
+
+def test_pruning_reaches_the_target_sparsity_and_keeps_weights_zero(tmp_path):
+    summary, rows = _train(tmp_path, DIGITS_MLP,
+                           "train.pruning={target_sparsity: 0.75, start_epoch: 2, end_epoch: 3}")
+    assert [round(r["sparsity"], 2) for r in rows] == [0.0, 0.38, 0.75, 0.75]
+    state, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    for name in ("dense_1.weight", "dense_2.weight"):
+        assert abs((state[name] == 0).mean() - 0.75) < 0.01
+    assert (state["dense_1.bias"] != 0).any()  # biases are not pruned
+    assert summary["final"]["val_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_log_grad_norms_adds_one_column_per_parameter(tmp_path):
+    _, rows = _train(tmp_path, DIGITS_MLP, "train.log_grad_norms=true", "train.epochs=1")
+    norms = {k: v for k, v in rows[0].items() if k.startswith("grad_norm/")}
+    assert set(norms) == {f"grad_norm/dense_{i}.{p}" for i in (1, 2) for p in ("weight", "bias")}
+    assert all(v > 0 for v in norms.values())
+
+
+def test_mse_on_class_labels_uses_one_hot_targets(tmp_path):
+    summary, _ = _train(tmp_path, DIGITS_MLP, "loss=mse", "optimizer.lr=0.01")
+    assert summary["final"]["val_accuracy"] > 0.5
+
+
+def test_one_sigmoid_output_is_a_class_at_one_half():
+    probabilities = np.array([[0.2], [0.7], [0.51]])
+    assert predicted_classes(probabilities).tolist() == [0, 1, 1]
+    labels = np.array([0, 1, 0])
+    assert metric_sum(Accuracy(type="accuracy"), probabilities, probabilities, labels) == 2.0
