@@ -1,10 +1,13 @@
-"""Training-step time of nnrun (NumPy) and PyTorch (CPU), side by side in one process.
+"""Training-step time of nnrun and PyTorch, side by side in one process.
 
 Both train the same spec's architecture on the same random batch with SGD (momentum 0.9); each
 side is warmed up, then timed over the same number of steps, alternating rounds so that both
-see the same machine load. Prints a table and, with --json, one JSON object.
+see the same machine load. `--backend numpy` compares with PyTorch on the CPU, `--backend cupy`
+with PyTorch on CUDA (both synchronised before the clock stops). Prints a table and, with
+--json, one JSON object.
 
-    python benchmarks/cpu_vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml --batch-size 128
+    python benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml --batch-size 128
+    python benchmarks/vs_torch.py specs/lenet5.yaml --backend cupy
 """
 
 from __future__ import annotations
@@ -71,12 +74,13 @@ def _act(layer):
 
 
 def nnrun_step(model, x, y):
-    be = model.backend
-    state = model.init_params()
+    be, xp = model.backend, model.backend.xp
+    state = {name: be.from_host(value) for name, value in model.init_params().items()}
     for name, param in model.train_step.optimizer_state.items():
-        state[name] = np.zeros_like(state[param])
-    feeds = {**state, "x": x, "y": target_array(model.spec, model.lowered, y),
-             "lr": np.asarray(0.01, model.spec.dtype), "step": np.asarray(1, model.spec.dtype),
+        state[name] = xp.zeros_like(state[param])
+    feeds = {**state, "x": be.from_host(x),
+             "y": be.from_host(target_array(model.spec, model.lowered, y)),
+             "lr": xp.asarray(0.01, model.spec.dtype), "step": xp.asarray(1, model.spec.dtype),
              "rng": be.rng(0)}
     executor = Executor(eliminate_dead_code(model.train_step.graph), be)
 
@@ -84,13 +88,14 @@ def nnrun_step(model, x, y):
         _, updates = executor.run(feeds)
         feeds.update(updates)
 
-    return step
+    return step, be.synchronize
 
 
-def torch_step(model, x, y):
-    net = torch_model(model)
+def torch_step(model, x, y, device: str):
+    net = torch_model(model).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    tx = torch.from_numpy(x).to(device)
+    ty = torch.from_numpy(y.astype(np.int64)).to(device)
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step():
@@ -98,28 +103,35 @@ def torch_step(model, x, y):
         loss_fn(net(tx), ty).backward()
         optimizer.step()
 
-    return step
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return step, sync
 
 
-def time_steps(step, steps: int) -> float:
+def time_steps(side, steps: int) -> float:
+    step, synchronize = side
+    synchronize()
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    synchronize()
     return (time.perf_counter() - started) / steps
 
 
-def compare(spec_path: str, batch_size: int, steps: int, rounds: int) -> dict:
-    model = nnrun.compile(spec_path, overrides=["optimizer.momentum=0.9", "optimizer.type=sgd"])
+def compare(spec_path: str, batch_size: int, steps: int, rounds: int, backend: str) -> dict:
+    model = nnrun.compile(spec_path, backend=backend,
+                          overrides=["optimizer.momentum=0.9", "optimizer.type=sgd"])
     x, y = random_batch(model, batch_size, np.random.default_rng(0))
     x = x.astype(model.spec.dtype)
-    sides = {"nnrun": nnrun_step(model, x, y), "torch": torch_step(model, x, y)}
-    for step in sides.values():
-        time_steps(step, 3)  # warm-up
+    device = "cuda" if backend == "cupy" else "cpu"
+    sides = {"nnrun": nnrun_step(model, x, y), "torch": torch_step(model, x, y, device)}
+    for side in sides.values():
+        time_steps(side, 3)  # warm-up
     best = {name: float("inf") for name in sides}
     for _ in range(rounds):
-        for name, step in sides.items():
-            best[name] = min(best[name], time_steps(step, steps))
-    return {"spec": spec_path, "batch_size": batch_size,
+        for name, side in sides.items():
+            best[name] = min(best[name], time_steps(side, steps))
+    return {"spec": spec_path, "backend": backend, "torch_device": device,
+            "batch_size": batch_size,
             "nnrun_ms": round(best["nnrun"] * 1e3, 2), "torch_ms": round(best["torch"] * 1e3, 2),
             "ratio": round(best["nnrun"] / best["torch"], 2)}
 
@@ -130,20 +142,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
-    rows = [compare(s, args.batch_size, args.steps, args.rounds) for s in args.specs]
+    rows = [compare(s, args.batch_size, args.steps, args.rounds, args.backend) for s in args.specs]
     machine = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                "numpy": np.__version__, "torch_threads": torch.get_num_threads()}
+    if args.backend == "cupy":
+        machine["gpu"] = torch.cuda.get_device_name()
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return
     print(f"machine: {machine}")
-    print(f"{'spec':<28} {'batch':>5} {'nnrun ms':>10} {'torch ms':>10} {'nnrun/torch':>12}")
+    print(f"{'spec':<28} {'backend':<8} {'batch':>5} {'nnrun ms':>10} {'torch ms':>10} "
+          f"{'nnrun/torch':>12}")
     for row in rows:
-        print(f"{row['spec']:<28} {row['batch_size']:>5} {row['nnrun_ms']:>10.2f} "
-              f"{row['torch_ms']:>10.2f} {row['ratio']:>12.2f}")
+        print(f"{row['spec']:<28} {row['backend']:<8} {row['batch_size']:>5} "
+              f"{row['nnrun_ms']:>10.2f} {row['torch_ms']:>10.2f} {row['ratio']:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""The CuPy backend: the generic kernels of base.py with cupy as the array module.
+
+Imported only when `--backend cupy` is asked for. Kernels of its own (fused elementwise ops,
+a gather-form col2im) will be added here where a benchmark shows they pay."""
+
+from __future__ import annotations
+
+import cupy
+from cupyx.scipy import special
+
+from .base import ArrayBackend
+
+
+class CupyBackend(ArrayBackend):
+    name = "cupy"
+    xp = cupy
+
+    def __init__(self):
+        try:
+            devices = cupy.cuda.runtime.getDeviceCount()
+        except cupy.cuda.runtime.CUDARuntimeError as error:
+            raise ImportError(f"no usable CUDA device ({error})") from None
+        if devices == 0:
+            raise ImportError("no CUDA device found")
+
+    def from_host(self, array):
+        return cupy.asarray(array)
+
+    def to_host(self, array):
+        return cupy.asnumpy(array)
+
+    def rng(self, seed):
+        return cupy.random.default_rng(int(seed))
+
+    def synchronize(self) -> None:
+        cupy.cuda.get_current_stream().synchronize()
+
+    def erf(self, x):
+        return special.erf(x)

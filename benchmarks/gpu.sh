@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: install from the staged wheels, run the GPU tests, and time
+# nnrun (CuPy) against PyTorch (CUDA) in the same process. Prepare here with:
+#   ../shared/device/stage        (copies the wheels the GPU machine lacks into .device/)
+# then run this script there with carry [".device"].
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/wheels/*.whl \
+  && export PYTHONPATH=/tmp/site \
+  && python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+out="${OUT:-/tmp}"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__)"
+echo "== GPU tests"
+timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee "$out/gpu-tests.txt"
+echo "== nnrun (cupy) vs torch (cuda), train step"
+for batch in 128 1024; do
+  timeout 120 python3 benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml \
+    --backend cupy --batch-size "$batch" --steps 20 --rounds 3 | tee -a "$out/gpu-bench.txt"
+done
+echo "== nnrun (numpy) vs torch (cpu) on this machine's CPU, for reference"
+timeout 90 python3 benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml \
+  --backend numpy --batch-size 128 --steps 5 --rounds 2 | tee -a "$out/gpu-bench.txt"

@@ -1,0 +1,61 @@
+"""The CuPy backend against NumPy on whole models (per-op checks are in tests/ops).
+Runs with `pytest -m gpu` on a machine with CuPy and a CUDA device; skips elsewhere."""
+
+import json
+
+import numpy as np
+import pytest
+
+import nnrun
+from nnrun.backends import BackendUnavailable, get_backend
+
+pytestmark = pytest.mark.gpu
+
+SPEC = """
+data: {dataset: digits, validation_split: 0.1}
+model:
+  layers:
+    - {type: conv2d, filters: 8, kernel_size: 3, padding: same, activation: relu}
+    - {type: batchnorm}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: conv2d, filters: 8, kernel_size: 3, padding: 1, padding_mode: reflect, activation: gelu}
+    - {type: global_avgpool}
+    - {type: dense, units: 10}
+optimizer: {type: adam, lr: 0.003, clip_grad_norm: 5.0}
+train: {epochs: 2, batch_size: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def cupy_backend():
+    try:
+        return get_backend("cupy")
+    except BackendUnavailable as error:
+        pytest.skip(str(error))
+
+
+def test_loss_and_grads_match_numpy(cupy_backend):
+    source = nnrun.load_spec_text(SPEC)
+    on_cpu, on_gpu = nnrun.compile(source), nnrun.compile(source, backend="cupy")
+    params = on_cpu.init_params()
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, 16)
+    loss_cpu, grads_cpu = on_cpu.loss_and_grads(params, x, y)
+    loss_gpu, grads_gpu = on_gpu.loss_and_grads(params, x, y)
+    assert abs(loss_cpu - loss_gpu) <= 1e-5 * max(1.0, abs(loss_cpu))
+    for name, grad in grads_cpu.items():
+        scale = np.abs(grad).max() + 1e-12
+        assert np.abs(grads_gpu[name] - grad).max() / scale < 1e-4, name
+
+
+def test_training_on_cupy_follows_numpy(cupy_backend, tmp_path):
+    runs = {}
+    for backend in ("numpy", "cupy"):
+        summary = nnrun.train(nnrun.load_spec_text(SPEC), backend=backend,
+                              out_dir=tmp_path / backend, quiet=True)
+        rows = [json.loads(line) for line in (tmp_path / backend / "metrics.jsonl").open()]
+        runs[backend] = (summary, rows)
+    assert runs["cupy"][0]["backend"] == "cupy"
+    first_cpu, first_gpu = runs["numpy"][1][0], runs["cupy"][1][0]
+    assert abs(first_cpu["train_loss"] - first_gpu["train_loss"]) < 1e-3 * first_cpu["train_loss"]
+    assert runs["cupy"][0]["final"]["test_accuracy"] > 0.8
