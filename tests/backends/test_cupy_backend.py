@@ -58,4 +58,6 @@ def test_training_on_cupy_follows_numpy(cupy_backend, tmp_path):
     assert runs["cupy"][0]["backend"] == "cupy"
     first_cpu, first_gpu = runs["numpy"][1][0], runs["cupy"][1][0]
     assert abs(first_cpu["train_loss"] - first_gpu["train_loss"]) < 1e-3 * first_cpu["train_loss"]
-    assert runs["cupy"][0]["final"]["test_accuracy"] > 0.8
+    # Float32 sums run in another order on the GPU, so later epochs drift slightly apart.
+    accuracy = {b: runs[b][0]["final"]["test_accuracy"] for b in runs}
+    assert abs(accuracy["cupy"] - accuracy["numpy"]) <= 0.02
