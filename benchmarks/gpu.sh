@@ -20,3 +20,11 @@ done
 echo "== nnrun (numpy) vs torch (cpu) on this machine's CPU, for reference"
 timeout 90 python3 benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml \
   --backend numpy --batch-size 128 --steps 5 --rounds 2 | tee -a "$out/gpu-bench.txt"
+echo "== end to end: nnrun train on cupy"
+timeout 60 nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
+  && python3 -c "import json; print(json.load(open('/tmp/quick-cupy/summary.json')))"
+if [ -d .device/data/mnist ]; then
+  export NNRUN_DATA_DIR=$PWD/.device/data
+  timeout 150 nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
+    && python3 -c "import json; print(json.load(open('/tmp/lenet-cupy/summary.json')))"
+fi
