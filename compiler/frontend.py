@@ -60,6 +60,13 @@ def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceS
     return _validate(loaded, None)
 
 
+def with_overrides(source: SourceSpec, overrides) -> SourceSpec:
+    """The same spec with `--set`-style overrides applied and validated again."""
+    if not overrides:
+        return source
+    return _validate(apply_overrides(source.loaded, list(overrides)), source.path)
+
+
 def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
     try:
         spec = Spec.model_validate(loaded.data)

@@ -13,19 +13,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from nnrun.compiler.diagnostics import Diagnostic, SpecError
-from nnrun.compiler.frontend import SourceSpec, load_spec, load_spec_text
+from nnrun.compiler.frontend import SourceSpec, load_spec, load_spec_text, with_overrides
 from nnrun.compiler.schema import Spec
 
 __version__ = "0.1.0"
 
 
 def _source(spec, overrides=()) -> SourceSpec:
-    if isinstance(spec, SourceSpec):
-        return spec
+    """A SourceSpec from a path, a Spec or a SourceSpec, with `overrides` applied."""
     if isinstance(spec, Spec):
         from nnrun.compiler.loader import Loaded
 
-        return SourceSpec(spec, Loaded("<spec>", {}, {}), None)
+        # The plain data stands in for the YAML, so a run directory's spec.yaml is complete.
+        spec = SourceSpec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
+    if isinstance(spec, SourceSpec):
+        return with_overrides(spec, overrides)
     return load_spec(Path(spec), overrides)
 
 
