@@ -109,7 +109,9 @@ def input_shape(spec) -> tuple[int, ...]:
     where = ("model",) if spec.data is None else ("data", "dataset")
     raise CompileError(
         Origin("model", keys=where),
-        "model.input_shape is needed: the dataset's sample shape is known only when loaded"
+        f"model.input_shape is needed: the sample shape of {spec.data.dataset} data is known "
+        "only when the file is read; add it under model, e.g. input_shape: [4] for 4 features "
+        "(nnrun train says the file's shape)"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
 

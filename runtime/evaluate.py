@@ -44,8 +44,10 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best",
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype)
     chosen = getattr(data, split)
     if chosen is None:
-        raise DataError(f"{spec.data.dataset}: has no {split} split"
-                        + ("; set data.validation_split" if split == "val" else ""))
+        where = spec.data.path or spec.data.dataset
+        hints = {"val": "; set data.validation_split",
+                 "test": "; add x_test and y_test to the file" if spec.data.path else ""}
+        raise DataError(f"{where}: has no {split} split{hints.get(split, '')}")
     state = {name: model.backend.from_host(value) for name, value in params.items()}
     result = evaluate(spec, model, evaluation_executor(spec, model.backend), state, chosen, split)
     return {"epoch": meta.get("epoch"), "split": split, "samples": len(chosen.x), **result}
@@ -62,7 +64,11 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str = "b
 
 def _read_inputs(path: Path, model) -> np.ndarray:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: is a single array, not an .npz archive; "
+                            "save the inputs with numpy.savez(path, x=inputs)")
+        with archive:
             if "x" not in archive.files:
                 raise DataError(f"{path}: has no array 'x' (found: {', '.join(archive.files) or 'none'})")
             x = archive["x"]

@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.ir import Origin
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.step import add_loss
 from nnrun.compiler.lower import lower
@@ -68,10 +71,11 @@ class Trainer:
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
                                 "(data: {dataset: ...})")
-        self.model = Model(source, backend)
-        self.backend = self.model.backend
         self.data = load_dataset(self.spec.data, spec_dir=source.directory, seed=self.spec.seed,
                                  dtype=self.spec.dtype)
+        _require_input_shape(source, self.data)
+        self.model = Model(source, backend)
+        self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)
         step = self.model.train_step
         self.step_exec = Executor(eliminate_dead_code(step.graph), self.backend)
@@ -365,6 +369,18 @@ def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray
 
 def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def _require_input_shape(source, data) -> None:
+    """npz/csv samples have no static shape: the spec must state it; say which one fits."""
+    spec = source.spec
+    if spec.model.input_shape or DATASETS[spec.data.dataset].input_shape:
+        return
+    shape = list(data.input_shape)
+    origin = Origin("model", keys=("model",))
+    raise SpecError([source.diagnostic(origin, f"model.input_shape is needed: {spec.data.path} "
+                                               f"has samples of shape {shape}; add "
+                                               f"input_shape: {shape} under model")])
 
 
 def check_data_fits(spec, model, data) -> None:
