@@ -1,28 +1,41 @@
-"""What training prints on stderr: a tqdm bar per epoch (rate, ETA, running loss) that stays
-as the epoch's line, and a final table."""
+"""What training prints on stderr: on a terminal, a tqdm bar per epoch (rate, ETA, running
+loss) that stays as the epoch's line with its metrics; into a file or a CI log, where a live
+bar would only add carriage-return noise, just that one line per epoch. Then a final table."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from tqdm import tqdm
 
 
 class EpochProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, disabled: bool = False):
-        self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=True,
-                        file=sys.stderr, disable=disabled, dynamic_ncols=True,
-                        bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
-                                   "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+        self.label, self.steps, self.disabled = f"epoch {epoch}/{epochs}", steps, disabled
+        self.started = time.perf_counter()
+        self.bar = None
+        if not disabled and sys.stderr.isatty():
+            self.bar = tqdm(total=steps, desc=self.label, unit="batch", leave=True,
+                            file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
+                                       "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
 
     def update(self, samples: int, running_loss: float) -> None:
-        self.bar.set_postfix_str(f"loss {running_loss:.4f}", refresh=False)
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {running_loss:.4f}", refresh=False)
+            self.bar.update(1)
 
     def close(self, row: dict) -> None:
-        shown = {k: v for k, v in row.items() if k.startswith(("train_", "val_"))}
-        self.bar.set_postfix_str("  ".join(f"{k} {_fmt(v)}" for k, v in shown.items()))
-        self.bar.close()
+        metrics = "  ".join(f"{k} {_fmt(v)}" for k, v in row.items()
+                            if k.startswith(("train_", "val_")) or k == "sparsity")
+        if self.bar is not None:
+            self.bar.set_postfix_str(metrics)
+            self.bar.close()
+        elif not self.disabled:
+            seconds = time.perf_counter() - self.started
+            print(f"{self.label}: {self.steps} batches in {seconds:.1f} s "
+                  f"({self.steps / max(seconds, 1e-9):.1f} batch/s)  {metrics}", file=sys.stderr)
 
 
 def _fmt(value) -> str:
