@@ -17,6 +17,7 @@ class CompileError(Exception):
         super().__init__(message)
         self.origin = origin
         self.message = message
+        self.warnings: list[CompileWarning] = []  # found before the error, still worth showing
 
 
 @dataclass

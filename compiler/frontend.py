@@ -82,7 +82,8 @@ def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:
     try:
         return lower(source.spec, mode="eval"), build_train_step(source.spec)
     except CompileError as error:
-        raise SpecError([source.diagnostic(error.origin, error.message)]) from None
+        warnings = [_warning(source, w) for w in error.warnings]
+        raise SpecError([*warnings, source.diagnostic(error.origin, error.message)]) from None
 
 
 def check(source: SourceSpec) -> Checked:

@@ -327,6 +327,14 @@ MULTI_INPUT = {"add", "concat"}
 def lower(spec, mode: str = "eval") -> Lowered:
     """The forward graph of `spec`: input %x, outputs `logits` and `prediction`."""
     gb = GraphBuilder()
+    try:
+        return _lower_layers(spec, mode, gb)
+    except CompileError as error:
+        error.warnings = list(gb.warnings)
+        raise
+
+
+def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
     lowered = Lowered(gb.graph, gb, mode=mode)
     x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
     env: dict[str, Value] = {"input": x}
