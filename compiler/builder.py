@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .ir import Graph, Node, Origin, TensorType, Value
-from .ops import REGISTRY, NoAttrs
+from .ops import REGISTRY
 from .shapes import ShapeError
 
 
@@ -73,7 +73,3 @@ class GraphBuilder:
 
     def fail(self, message: str):
         raise CompileError(self.origin, message)
-
-
-def no_attrs() -> NoAttrs:
-    return NoAttrs()

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
 from .datasets import DATASETS
+from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
 from .ops import REGISTRY
 from .ops.activation import AlphaAttrs, AxisAttrs
@@ -382,12 +383,8 @@ def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, candidates, n=1)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    return "known names: " + ", ".join(candidates)
+    close = suggest(word, candidates)
+    return f"did you mean '{close}'?" if close else "known names: " + ", ".join(candidates)
 
 
 def _layer_info(lowered: Lowered, name, type_, output, first_node) -> LayerInfo:

@@ -59,11 +59,6 @@ def as_tuple(value, rank: int) -> tuple[int, ...]:
     return (value,) * rank
 
 
-def require_rank(x: TensorType, rank: int, what: str, hint: str = "") -> None:
-    if x.rank != rank:
-        raise ShapeError(f"{what} expects a {rank - 1}-D sample, got shape {per_sample(x)}", hint)
-
-
 def per_sample(x: TensorType) -> list:
     """The shape without the batch axis, as users write it in specs."""
     shape = list(x.shape)

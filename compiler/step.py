@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .autodiff import append_backward
 from .builder import GraphBuilder
 from .ir import BATCH, Graph, TensorType, Value
-from .lower import Lowered, ParamInfo, lower
+from .lower import Lowered, lower
 from .ops.linear import ScaleAttrs
 from .ops.loss import CrossEntropyAttrs, HuberAttrs
 from .ops.optim import AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs, SgdAttrs
@@ -120,7 +120,3 @@ def _apply_optimizer(gb: GraphBuilder, step: TrainStep, optimizer, grads) -> Non
         step.graph.updates[param.name] = new_values[0]
         for value, new in zip(state, new_values[1:]):
             step.graph.updates[value.name] = new
-
-
-def param_infos(lowered: Lowered) -> dict[str, ParamInfo]:
-    return {**lowered.params, **lowered.state}

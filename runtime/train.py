@@ -35,6 +35,9 @@ from .pruning import MagnitudePruner
 from .schedules import learning_rate
 
 
+TRAIN_METRICS = ("accuracy", "top_k_accuracy")  # cheap enough to track on every training batch
+
+
 class TrainingError(Exception):
     """Training cannot go on (bad data for this model, a diverged loss, a bad resume)."""
 
@@ -162,7 +165,7 @@ class Trainer:
             totals.add(self.spec, outputs, train.y[batch], self.backend)
             progress.update(len(batch), totals.running_loss())
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch, **totals.means("train_", self.spec), "lr": lr}
+        row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
@@ -233,11 +236,13 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""
-        splits = ["train", "val"] if self.data.val is not None else ["train"]
-        names = [metric_name(m) for m in self.spec.train.metrics]
-        train_only = ("accuracy", "top_")
-        return [f"{split}_{name}" for split in splits for name in ["loss", *names]
-                if split == "val" or name == "loss" or name.startswith(train_only)]
+        metrics = self.spec.train.metrics
+        # Training batches report accuracy-type metrics only; validation reports every metric.
+        train = ["loss", *(metric_name(m) for m in metrics if m.type in TRAIN_METRICS)]
+        names = [f"train_{name}" for name in train]
+        if self.data.val is not None:
+            names += [f"val_{name}" for name in ["loss", *map(metric_name, metrics)]]
+        return names
 
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping
@@ -342,7 +347,7 @@ class _Totals:
         self.steps += 1
         logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
         for metric in spec.train.metrics:
-            if metric.type in ("accuracy", "top_k_accuracy"):
+            if metric.type in TRAIN_METRICS:
                 name = metric_name(metric)
                 total = metric_sum(metric, logits, prediction, y)
                 self.metrics[name] = self.metrics.get(name, 0.0) + total
@@ -353,7 +358,7 @@ class _Totals:
     def running_loss(self) -> float:
         return self.loss / max(self.count, 1)
 
-    def means(self, prefix: str, spec) -> dict:
+    def means(self, prefix: str) -> dict:
         result = {f"{prefix}loss": self.loss / self.count}
         result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
         return result
