@@ -28,7 +28,10 @@ def metric_sum(metric, logits: np.ndarray, prediction: np.ndarray, target: np.nd
     if kind == "top_k_accuracy":
         top = np.argsort(-logits, axis=1)[:, : metric.k]
         return float((top == target[:, None]).any(axis=1).sum())
-    difference = prediction.reshape(len(prediction), -1) - target.reshape(len(target), -1)
+    outputs = prediction.reshape(len(prediction), -1)
+    if target.ndim == 1 and np.issubdtype(target.dtype, np.integer) and outputs.shape[1] > 1:
+        target = np.eye(outputs.shape[1], dtype=outputs.dtype)[target]  # as the mse loss sees it
+    difference = outputs - target.reshape(len(target), -1)
     per_sample = np.abs(difference) if kind == "mae" else difference**2
     return float(per_sample.mean(axis=1).sum())
 

@@ -70,3 +70,12 @@ def test_one_sigmoid_output_is_a_class_at_one_half():
     assert predicted_classes(probabilities).tolist() == [0, 1, 1]
     labels = np.array([0, 1, 0])
     assert metric_sum(Accuracy(type="accuracy"), probabilities, probabilities, labels) == 2.0
+
+
+def test_mse_metric_on_class_labels_compares_with_one_hot_targets():
+    from nnrun.compiler.schema import MseMetric
+
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8]])
+    labels = np.array([0, 1])
+    total = metric_sum(MseMetric(type="mse"), probabilities, probabilities, labels)
+    assert np.isclose(total, 2 * (0.01 + 0.01) / 2)
