@@ -28,7 +28,10 @@ def window_count(n: int, k: int, s: int, d: int) -> int:
 
 
 class ArrayBackend:
-    """Generic kernels over `xp`. Column layout: [B, *out, C, *kernel] (one row per window)."""
+    """Generic kernels over `xp`. Column layout: [B, C, *kernel, *out]: for each kernel offset,
+    the input values it meets at every output position. Each offset's block is a contiguous
+    copy of one strided slice, and a matrix product with the weight gives channels-first output
+    without a transpose."""
 
     name = "generic"
     xp: Any = None
@@ -54,20 +57,17 @@ class ArrayBackend:
 
     def im2col(self, x, kernel, stride, dilation):
         batch, channels, *spatial = x.shape
-        rank = len(spatial)
         out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
-        cols = self.xp.empty((batch, *out, channels, *kernel), dtype=x.dtype)
-        # x[:, :, window] is [B, C, *out]; move C behind the output axes to match the layout.
-        to_rows = (0, *range(2, 2 + rank), 1)
+        cols = self.xp.empty((batch, channels, *kernel, *out), dtype=x.dtype)
+        every = (slice(None), slice(None))
         for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
-            cols[(Ellipsis, *offset)] = x[(slice(None), slice(None), *slices)].transpose(to_rows)
+            cols[(*every, *offset)] = x[(*every, *slices)]
         return cols
 
     def col2im(self, cols, padded_shape, kernel, stride, dilation):
-        batch, channels, *spatial = padded_shape
-        rank = len(spatial)
+        spatial = padded_shape[2:]
         x = self.xp.zeros(padded_shape, dtype=cols.dtype)
-        from_rows = (0, rank + 1, *range(1, rank + 1))
+        every = (slice(None), slice(None))
         for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
-            x[(slice(None), slice(None), *slices)] += cols[(Ellipsis, *offset)].transpose(from_rows)
+            x[(*every, *slices)] += cols[(*every, *offset)]
         return x

@@ -64,39 +64,35 @@ def unpad(x, pad):
     return x[(slice(None), slice(None), *slices)]
 
 
-def _rows_to_channels_first(xp, rows, batch, out):
-    """[B*prod(out), F] -> [B, F, *out]."""
-    return xp.ascontiguousarray(xp.moveaxis(rows.reshape(batch, *out, -1), -1, 1))
+# With columns [B, C*K, O] (K the kernel size, O the output size, both flattened) and the
+# weight as [F, C*K], each of the three products below is one batched matrix product.
 
 
-def _channels_to_rows(xp, g):
-    """[B, F, *out] -> [B*prod(out), F]."""
-    return xp.moveaxis(g, 1, -1).reshape(-1, g.shape[1])
+def _columns(be, attrs, x, w):
+    """[B, C*K, O]: im2col of the zero-padded input."""
+    cols = be.im2col(zero_pad(be.xp, x, attrs.pad), w.shape[2:], attrs.stride, attrs.dilation)
+    return cols.reshape(x.shape[0], w[0].size, -1)
 
 
 def _conv_forward(be, attrs, x, w):
-    xp = be.xp
-    cols = be.im2col(zero_pad(xp, x, attrs.pad), w.shape[2:], attrs.stride, attrs.dilation)
-    out = cols.shape[1:1 + w.ndim - 2]
-    rows = cols.reshape(-1, w[0].size) @ w.reshape(w.shape[0], -1).T
-    return _rows_to_channels_first(xp, rows, x.shape[0], out)
+    out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
+           zip(x.shape[2:], w.shape[2:], attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
+    y = w.reshape(w.shape[0], -1) @ _columns(be, attrs, x, w)
+    return y.reshape(x.shape[0], w.shape[0], *out)
 
 
 def _conv_grad_input(be, attrs, g, x, w):
-    xp = be.xp
     kernel = w.shape[2:]
-    cols = _channels_to_rows(xp, g) @ w.reshape(w.shape[0], -1)
-    cols = cols.reshape(x.shape[0], *g.shape[2:], w.shape[1], *kernel)
-    padded = zero_pad(xp, x[:1], attrs.pad).shape
-    padded = (x.shape[0], *padded[1:])
+    cols = w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], g.shape[1], -1)
+    cols = cols.reshape(x.shape[0], w.shape[1], *kernel, *g.shape[2:])
+    padded = (*x.shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pad_pairs(attrs.pad))))
     return unpad(be.col2im(cols, padded, kernel, attrs.stride, attrs.dilation), attrs.pad)
 
 
 def _conv_grad_weight(be, attrs, g, x, w):
-    xp = be.xp
-    cols = be.im2col(zero_pad(xp, x, attrs.pad), w.shape[2:], attrs.stride, attrs.dilation)
-    grad = _channels_to_rows(xp, g).T @ cols.reshape(-1, w[0].size)
-    return grad.reshape(w.shape)
+    # One product per sample, then the sum: cheaper than transposing the columns for one GEMM.
+    per_sample = g.reshape(g.shape[0], g.shape[1], -1) @ _columns(be, attrs, x, w).transpose(0, 2, 1)
+    return per_sample.sum(axis=0).reshape(w.shape)
 
 
 def _conv_vjp(gb, node, g):

@@ -42,39 +42,35 @@ def _padded(xp, x, attrs, fill):
 
 
 def _windows(be, attrs, x, fill):
-    """[B, *out, C, K]: every pooling window as one row of K values."""
+    """[B, C, K, *out]: the K values of every pooling window, along axis 2."""
     cols = be.im2col(_padded(be.xp, x, attrs, fill), attrs.kernel, attrs.stride, attrs.dilation)
-    return cols.reshape(*cols.shape[:-len(attrs.kernel)], -1)
-
-
-def _to_channels_first(xp, rows):
-    return xp.ascontiguousarray(xp.moveaxis(rows, -1, 1))
+    return cols.reshape(*x.shape[:2], -1, *cols.shape[2 + len(attrs.kernel):])
 
 
 def _scatter_windows(be, attrs, x, per_window):
-    """Adds [B, *out, C, K] window values back onto x's positions."""
-    cols = per_window.reshape(*per_window.shape[:-1], *attrs.kernel)
+    """Adds [B, C, K, *out] window values back onto x's positions."""
+    cols = per_window.reshape(*x.shape[:2], *attrs.kernel, *per_window.shape[3:])
     padded = (x.shape[0], x.shape[1],
               *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pad_pairs(attrs.pad))))
     return unpad(be.col2im(cols, padded, attrs.kernel, attrs.stride, attrs.dilation), attrs.pad)
 
 
 def _max_pool_forward(be, attrs, x):
-    return _to_channels_first(be.xp, _windows(be, attrs, x, -be.xp.inf).max(axis=-1))
+    return _windows(be, attrs, x, -be.xp.inf).max(axis=2)
 
 
 def _max_pool_grad(be, attrs, g, x):
     xp = be.xp
     windows = _windows(be, attrs, x, -xp.inf)
     # The whole gradient goes to the first maximum of each window, as in PyTorch.
-    first_max = windows.argmax(axis=-1)[..., None]
-    hit = xp.arange(windows.shape[-1]) == first_max
-    return _scatter_windows(be, attrs, x, hit * xp.moveaxis(g, 1, -1)[..., None])
+    first_max = windows.argmax(axis=2)[:, :, None]
+    positions = xp.arange(windows.shape[2]).reshape(-1, *(1,) * len(attrs.kernel))
+    return _scatter_windows(be, attrs, x, (positions == first_max) * g[:, :, None])
 
 
 def _avg_pool_forward(be, attrs, x):
     # Padding counts as zeros in the mean (PyTorch's count_include_pad=True).
-    return _to_channels_first(be.xp, _windows(be, attrs, x, 0).mean(axis=-1))
+    return _windows(be, attrs, x, 0).mean(axis=2)
 
 
 def _avg_pool_grad(be, attrs, g, x):
@@ -82,8 +78,8 @@ def _avg_pool_grad(be, attrs, g, x):
     size = 1
     for k in attrs.kernel:
         size *= k
-    share = xp.moveaxis(g, 1, -1)[..., None] / size
-    return _scatter_windows(be, attrs, x, xp.broadcast_to(share, (*share.shape[:-1], size)))
+    share = g[:, :, None] / size
+    return _scatter_windows(be, attrs, x, xp.broadcast_to(share, (*g.shape[:2], size, *g.shape[2:])))
 
 
 def _grad_vjp(grad_op):

@@ -32,15 +32,15 @@ def out_sizes(spatial, kernel, stride, dilation):
 
 
 def im2col_naive(x, kernel, stride, dilation):
-    """cols[b, *o, c, *k] = x[b, c, o*s + k*d], one element at a time."""
+    """cols[b, c, *k, *o] = x[b, c, o*s + k*d], one element at a time."""
     batch, channels, *spatial = x.shape
     out = out_sizes(spatial, kernel, stride, dilation)
-    cols = np.zeros((batch, *out, channels, *kernel))
+    cols = np.zeros((batch, channels, *kernel, *out))
     for b, c in np.ndindex(batch, channels):
         for o in itertools.product(*(range(m) for m in out)):
             for k in itertools.product(*(range(n) for n in kernel)):
                 source = tuple(oi * s + ki * d for oi, ki, s, d in zip(o, k, stride, dilation))
-                cols[(b, *o, c, *k)] = x[(b, c, *source)]
+                cols[(b, c, *k, *o)] = x[(b, c, *source)]
     return cols
 
 
@@ -52,7 +52,7 @@ def col2im_naive(cols, shape, kernel, stride, dilation):
         for o in itertools.product(*(range(m) for m in out)):
             for k in itertools.product(*(range(n) for n in kernel)):
                 target = tuple(oi * s + ki * d for oi, ki, s, d in zip(o, k, stride, dilation))
-                x[(b, c, *target)] += cols[(b, *o, c, *k)]
+                x[(b, c, *target)] += cols[(b, c, *k, *o)]
     return x
 
 
@@ -64,7 +64,7 @@ def be():
 def _inputs(spatial, kernel, stride, dilation, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2, 3, *spatial))
-    cols = rng.standard_normal((2, *out_sizes(spatial, kernel, stride, dilation), 3, *kernel))
+    cols = rng.standard_normal((2, 3, *kernel, *out_sizes(spatial, kernel, stride, dilation)))
     return x, cols
 
 
@@ -95,8 +95,9 @@ def test_col2im_is_the_adjoint_of_im2col(be, spatial, kernel, stride, dilation):
 def test_im2col_keeps_dtype_and_layout(be):
     x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
     cols = be.im2col(x, (2,), (1,), (1,))
-    assert cols.dtype == np.float32 and cols.shape == (2, 4, 3, 2)
-    assert cols[1, 2, 0].tolist() == x[1, 0, 2:4].tolist()
+    assert cols.dtype == np.float32 and cols.shape == (2, 3, 2, 4)
+    assert cols[1, 0, :, 2].tolist() == x[1, 0, 2:4].tolist()  # the window at output 2
+    assert cols[1, 0, 1].tolist() == x[1, 0, 1:5].tolist()  # kernel offset 1 at every output
 
 
 @pytest.mark.parametrize("n, k, s, d, expected", [(7, 3, 1, 1, 5), (9, 3, 2, 1, 4),
