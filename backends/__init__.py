@@ -23,5 +23,3 @@ def get_backend(name: str = "numpy"):
         return CupyBackend()
     raise BackendUnavailable(f"unknown backend '{name}'; use numpy or cupy")
 
-
-BACKENDS = ("numpy", "cupy")

@@ -28,10 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import nnrun  # noqa: E402
-from nnrun.compiler.passes.dead_code import eliminate_dead_code  # noqa: E402
-from nnrun.runtime.executor import Executor  # noqa: E402
 from nnrun.runtime.gradcheck import random_batch  # noqa: E402
-from nnrun.runtime.model import target_array  # noqa: E402
 
 
 def torch_model(model) -> torch.nn.Module:
@@ -74,21 +71,14 @@ def _act(layer):
 
 
 def nnrun_step(model, x, y):
-    be, xp = model.backend, model.backend.xp
-    state = {name: be.from_host(value) for name, value in model.init_params().items()}
-    for name, param in model.train_step.optimizer_state.items():
-        state[name] = xp.zeros_like(state[param])
-    feeds = {**state, "x": be.from_host(x),
-             "y": be.from_host(target_array(model.spec, model.lowered, y)),
-             "lr": xp.asarray(0.01, model.spec.dtype), "step": xp.asarray(1, model.spec.dtype),
-             "rng": be.rng(0)}
-    executor = Executor(eliminate_dead_code(model.train_step.graph), be)
+    feeds = model.step_feeds(model.train_state(), x, y, lr=0.01, step=1, seed=0)
+    executor = model.step_executor
 
     def step():
         _, updates = executor.run(feeds)
         feeds.update(updates)
 
-    return step, be.synchronize
+    return step, model.backend.synchronize
 
 
 def torch_step(model, x, y, device: str):

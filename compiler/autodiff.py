@@ -10,7 +10,7 @@ from .ops import REGISTRY
 
 def append_backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[str, Value]:
     """Emits d loss / d v for every v in `wrt` into gb's graph; returns them by value name."""
-    needed = _values_on_path(gb, loss, wrt)
+    needed = _values_on_path(gb, wrt)
     grads: dict[int, Value] = {id(loss): gb.emit("ones_like", loss)}
     for node in reversed(list(gb.graph.nodes)):
         incoming = [grads.get(id(v)) for v in node.outputs]
@@ -28,7 +28,7 @@ def append_backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[str
     return {v.name: grads[id(v)] for v in wrt if id(v) in grads}
 
 
-def _values_on_path(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> set[int]:
+def _values_on_path(gb: GraphBuilder, wrt: list[Value]) -> set[int]:
     """Values that depend on some `wrt` value: only their gradients are worth computing."""
     depends = {id(v) for v in wrt}
     for node in gb.graph.nodes:

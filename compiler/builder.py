@@ -70,6 +70,3 @@ class GraphBuilder:
 
     def warn(self, message: str) -> None:
         self.warnings.append(CompileWarning(self.origin, message))
-
-    def fail(self, message: str):
-        raise CompileError(self.origin, message)

@@ -19,9 +19,6 @@ class TensorType:
     def rank(self) -> int:
         return len(self.shape)
 
-    def with_shape(self, shape) -> "TensorType":
-        return TensorType(tuple(shape), self.dtype)
-
     def concrete(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == BATCH else d for d in self.shape)
 

@@ -54,6 +54,14 @@ def build_loss_and_grads(spec) -> Lowered:
     return lowered
 
 
+def build_evaluation(spec) -> Lowered:
+    """Inference-mode forward plus the loss: what validation and `nnrun eval` run."""
+    lowered = lower(spec, mode="eval")
+    add_loss(lowered.builder, lowered, spec)
+    lowered.graph.outputs["logits"] = lowered.logits
+    return lowered
+
+
 def build_train_step(spec) -> TrainStep:
     lowered = lower(spec, mode="train")
     gb = lowered.builder

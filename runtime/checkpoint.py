@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .files import write_atomically
 
 
 class CheckpointError(Exception):
@@ -28,15 +28,7 @@ def spec_hash(spec) -> str:
 def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> None:
     arrays = {_stored_name(name): np.asarray(value) for name, value in state.items()}
     arrays["meta"] = np.array(json.dumps(meta))
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
 def _stored_name(name: str) -> str:

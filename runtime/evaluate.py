@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +9,10 @@ import numpy as np
 from nnrun.compiler.frontend import load_spec
 
 from . import checkpoint as ckpt
+from .files import write_atomically
 from .data import DataError, load_dataset
 from .model import Model
-from .train import TrainingError, evaluate, evaluation_executor
+from .train import TrainingError, evaluate
 
 
 def load_run(run_dir: Path, which: str = "best", backend: str = "numpy"):
@@ -49,7 +48,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str = "best",
                  "test": "; add x_test and y_test to the file" if spec.data.path else ""}
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}")
     state = {name: model.backend.from_host(value) for name, value in params.items()}
-    result = evaluate(spec, model, evaluation_executor(spec, model.backend), state, chosen, split)
+    result = evaluate(model, state, chosen, split)
     return {"epoch": meta.get("epoch"), "split": split, "samples": len(chosen.x), **result}
 
 
@@ -58,7 +57,7 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str = "b
     model, params, _ = load_run(run_dir, which, backend)
     x = _read_inputs(Path(input_path), model)
     outputs = np.concatenate([model.forward(params, x[i:i + 1000]) for i in range(0, len(x), 1000)])
-    _save_atomically(Path(out_path), outputs)
+    write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs
 
 
@@ -84,13 +83,3 @@ def _read_inputs(path: Path, model) -> np.ndarray:
         raise DataError(f"{path}: x must hold finite numbers")
     return x.astype(model.spec.dtype)
 
-
-def _save_atomically(path: Path, array: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

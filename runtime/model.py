@@ -9,7 +9,7 @@ import numpy as np
 from nnrun.backends import get_backend
 from nnrun.compiler.frontend import SourceSpec, compile_checked
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
-from nnrun.compiler.step import build_loss_and_grads
+from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
 from .executor import Executor
 from .init import init_params
@@ -31,22 +31,53 @@ class Model:
         seed = self.spec.seed if seed is None else seed
         return init_params(self.param_infos, seed, self.spec.dtype)
 
-    @cached_property
-    def _forward(self) -> Executor:
-        return Executor(eliminate_dead_code(self.lowered.graph), self.backend)
+    def train_state(self, seed: int | None = None) -> dict:
+        """Parameters, buffers and zeroed optimizer state on the backend: a step's starting point."""
+        state = self.init_params(seed)
+        for name, param in self.train_step.optimizer_state.items():
+            state[name] = np.zeros_like(state[param])
+        return {name: self.backend.from_host(value) for name, value in state.items()}
+
+    def step_feeds(self, state: dict, x, y, lr: float, step: int, seed: int) -> dict:
+        """Everything the training-step graph reads: the state, the batch, the rate, the step
+        count (from 1, for Adam's bias correction) and a generator for dropout."""
+        be, dtype = self.backend, self.spec.dtype
+        feeds = dict(state)
+        feeds.update(x=be.from_host(np.asarray(x, dtype=dtype)),
+                     y=be.from_host(target_array(self.spec, self.lowered, y)),
+                     lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
+                     rng=be.rng(seed))
+        return feeds
+
+    # The executors of the model's four graphs, built once each, on first use.
 
     @cached_property
-    def _loss_and_grads(self) -> Executor:
-        return Executor(eliminate_dead_code(build_loss_and_grads(self.spec).graph), self.backend)
+    def forward_executor(self) -> Executor:
+        return self._executor(self.lowered.graph)
+
+    @cached_property
+    def step_executor(self) -> Executor:
+        return self._executor(self.train_step.graph)
+
+    @cached_property
+    def evaluation_executor(self) -> Executor:
+        return self._executor(build_evaluation(self.spec).graph)
+
+    @cached_property
+    def loss_and_grads_executor(self) -> Executor:
+        return self._executor(build_loss_and_grads(self.spec).graph)
+
+    def _executor(self, graph) -> Executor:
+        return Executor(eliminate_dead_code(graph), self.backend)
 
     def forward(self, params: dict, x) -> np.ndarray:
         """Outputs after the final activation, in inference mode (no dropout)."""
-        outputs, _ = self._forward.run(self._feeds(params, x=x))
+        outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
         return self.backend.to_host(outputs["prediction"])
 
     def loss_and_grads(self, params: dict, x, y_true) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and its gradients in inference mode (no dropout, running batchnorm statistics)."""
-        outputs, _ = self._loss_and_grads.run(self._feeds(params, x=x, y=y_true))
+        outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
         grads = {name[len("grad/"):]: self.backend.to_host(v)
                  for name, v in outputs.items() if name.startswith("grad/")}
         return float(outputs["loss"]), grads

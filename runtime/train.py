@@ -21,13 +21,10 @@ import yaml
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.ir import Origin
-from nnrun.compiler.passes.dead_code import eliminate_dead_code
-from nnrun.compiler.step import add_loss
-from nnrun.compiler.lower import lower
 
 from . import checkpoint as ckpt
 from .data import DataError, augment_batch, load_dataset
-from .executor import Executor
+from .files import write_text_atomically
 from .metrics import default_mode, metric_name, metric_sum
 from .model import Model, target_array
 from .progress import EpochProgress, print_final_table
@@ -80,10 +77,6 @@ class Trainer:
         self.model = Model(source, backend)
         self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)
-        step = self.model.train_step
-        self.step_exec = Executor(eliminate_dead_code(step.graph), self.backend)
-        self.eval_exec = Executor(eliminate_dead_code(_evaluation_graph(self.spec)), self.backend)
-        self.optimizer_state = step.optimizer_state
         self.pruner = self._pruner()
 
     def _pruner(self) -> MagnitudePruner | None:
@@ -96,17 +89,15 @@ class Trainer:
     # --- state ----------------------------------------------------------------------------
 
     def initial_state(self) -> dict:
-        state = self.model.init_params(self.spec.seed)
-        for name, param in self.optimizer_state.items():
-            state[name] = np.zeros_like(state[param])
-        return {name: self.backend.from_host(value) for name, value in state.items()}
+        return self.model.train_state(self.spec.seed)
 
     def host_state(self) -> dict:
         return {name: self.backend.to_host(value) for name, value in self.state.items()}
 
     def expected_shapes(self) -> dict:
         shapes = {name: info.shape for name, info in self.model.param_infos.items()}
-        shapes.update({name: shapes[param] for name, param in self.optimizer_state.items()})
+        optimizer_state = self.model.train_step.optimizer_state
+        shapes.update({name: shapes[param] for name, param in optimizer_state.items()})
         return shapes
 
     # --- the run --------------------------------------------------------------------------
@@ -144,7 +135,7 @@ class Trainer:
         _rewrite_metrics(self.run_dir / "metrics.jsonl", history.rows)
         state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
         # The run now follows this spec (e.g. more epochs); record it as run.
-        (self.run_dir / "spec.yaml").write_text(resolved_spec_text(self.source))
+        write_text_atomically(self.run_dir / "spec.yaml", resolved_spec_text(self.source))
         return state, history, meta["step"], meta["epoch"] + 1
 
     def train_epoch(self, epoch: int) -> dict:
@@ -156,13 +147,13 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = _Totals()
+        totals = _Totals(m for m in self.spec.train.metrics if m.type in TRAIN_METRICS)
         started = time.perf_counter()
         for index, batch in enumerate(batches):
             lr = learning_rate(self.spec.optimizer, epoch - 1, index, len(batches),
                                self.spec.train.epochs)
             outputs = self.train_step(train.x[batch], train.y[batch], lr, rng, epoch, index)
-            totals.add(self.spec, outputs, train.y[batch], self.backend)
+            totals.add(outputs, train.y[batch], self.backend)
             progress.update(len(batch), totals.running_loss())
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
@@ -178,14 +169,10 @@ class Trainer:
         if self.spec.data.augment:
             x = augment_batch(x, self.spec.data.augment, rng)
         self.global_step += 1
-        be, dtype = self.backend, self.spec.dtype
-        feeds = dict(self.state)
-        feeds.update(x=be.from_host(x), y=be.from_host(target_array(self.spec, self.model.lowered, y)),
-                     lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(self.global_step, dtype=dtype),
-                     rng=self.backend.rng(rng.integers(2**63)))
+        feeds = self.model.step_feeds(self.state, x, y, lr, self.global_step, rng.integers(2**63))
         # A diverging loss is reported below, in one line; NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            outputs, updates = self.step_exec.run(feeds)
+            outputs, updates = self.model.step_executor.run(feeds)
         loss = float(outputs["loss"])
         if not math.isfinite(loss):
             raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
@@ -209,7 +196,7 @@ class Trainer:
         data = getattr(self.data, split)
         if data is None:
             return {}
-        return evaluate(self.spec, self.model, self.eval_exec, state or self.state, data, split)
+        return evaluate(self.model, state or self.state, data, split)
 
     # --- after each epoch -----------------------------------------------------------------
 
@@ -282,7 +269,7 @@ class Trainer:
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
-        _write_json(self.run_dir / "summary.json", summary)
+        write_text_atomically(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if not self.quiet:
             print_final_table(summary, rows)
         return summary
@@ -303,54 +290,36 @@ class Trainer:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _evaluation_graph(spec):
-    """Forward in inference mode plus the loss: what validation and `eval` run."""
-    lowered = lower(spec, mode="eval")
-    add_loss(lowered.builder, lowered, spec)
-    lowered.graph.outputs["logits"] = lowered.logits
-    return lowered.graph
-
-
-def evaluation_executor(spec, backend) -> Executor:
-    return Executor(eliminate_dead_code(_evaluation_graph(spec)), backend)
-
-
-def evaluate(spec, model, executor, state, split, prefix: str, batch_size: int = 1000) -> dict:
-    be = model.backend
-    loss_sum, sums, count = 0.0, {}, 0
+def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
+    """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
+    spec, be = model.spec, model.backend
+    totals = _Totals(spec.train.metrics)
     for start in range(0, len(split.x), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         feeds = dict(state)
         feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
-        outputs, _ = executor.run(feeds)
-        loss_sum += float(outputs["loss"]) * len(x)
-        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
-        for metric in spec.train.metrics:
-            name = metric_name(metric)
-            sums[name] = sums.get(name, 0.0) + metric_sum(metric, logits, prediction, y)
-        count += len(x)
-    result = {f"{prefix}_loss": loss_sum / count}
-    result.update({f"{prefix}_{name}": value / count for name, value in sums.items()})
-    return result
+        outputs, _ = model.evaluation_executor.run(feeds)
+        totals.add(outputs, y, be)
+    return totals.means(f"{prefix}_")
 
 
 class _Totals:
-    """Running sums over an epoch's batches."""
+    """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
 
-    def __init__(self):
+    def __init__(self, metrics):
+        self.tracked = list(metrics)
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
 
-    def add(self, spec, outputs, y, be) -> None:
+    def add(self, outputs, y, be) -> None:
         n = len(y)
         self.loss += float(outputs["loss"]) * n
         self.count += n
         self.steps += 1
         logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
-        for metric in spec.train.metrics:
-            if metric.type in TRAIN_METRICS:
-                name = metric_name(metric)
-                total = metric_sum(metric, logits, prediction, y)
-                self.metrics[name] = self.metrics.get(name, 0.0) + total
+        for metric in self.tracked:
+            name = metric_name(metric)
+            total = metric_sum(metric, logits, prediction, y)
+            self.metrics[name] = self.metrics.get(name, 0.0) + total
         for name, value in outputs.items():
             if name.startswith("grad_norm/"):
                 self.norms[name] = self.norms.get(name, 0.0) + float(value)
@@ -446,13 +415,7 @@ def _read_metrics(path: Path, through_epoch: int) -> list[dict]:
 
 
 def _rewrite_metrics(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def _write_json(path: Path, value: dict) -> None:
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n")
-    temporary.replace(path)
-
-
-__all__ = ["train", "Trainer", "TrainingError", "DataError", "evaluate", "evaluation_executor"]
+__all__ = ["train", "Trainer", "TrainingError", "DataError", "evaluate"]

@@ -43,10 +43,6 @@ def register(op: OpDef) -> OpDef:
     return op
 
 
-def get_op(name: str) -> OpDef:
-    return REGISTRY[name]
-
-
 def attrs_text(attrs: Any) -> str:
     """`stride=(1,1) pad=(2,2)`: attributes in declaration order, tuples without spaces."""
     if attrs is None:

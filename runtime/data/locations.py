@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from ..files import write_atomically
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
 IDX_FILES = {
@@ -89,13 +90,6 @@ def write_cache_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        write_atomically(path, write)
     except OSError:
-        return
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a cache is as readable as its source
-        os.replace(temporary, path)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
+        pass
