@@ -32,7 +32,6 @@ class ParamInfo:
     fan_in: int
     fan_out: int
     layer: str
-    trainable: bool = True
 
 
 @dataclass
@@ -55,7 +54,6 @@ class Lowered:
     layers: list[LayerInfo] = field(default_factory=list)
     logits: Value | None = None  # the output before a final softmax/sigmoid fused into the loss
     prediction: Value | None = None
-    mode: str = "eval"
 
     @property
     def warnings(self) -> list[CompileWarning]:
@@ -75,7 +73,7 @@ class LayerContext:
 
     def param(self, suffix, shape, init, fan_in, fan_out, trainable=True) -> Value:
         name = f"{self.name}.{suffix}"
-        info = ParamInfo(name, tuple(shape), init, fan_in, fan_out, self.name, trainable)
+        info = ParamInfo(name, tuple(shape), init, fan_in, fan_out, self.name)
         if trainable:
             self.lowered.params[name] = info
             return self.gb.param(name, TensorType(tuple(shape), self.spec.dtype))
@@ -336,7 +334,7 @@ def lower(spec, mode: str = "eval") -> Lowered:
 
 
 def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
-    lowered = Lowered(gb.graph, gb, mode=mode)
+    lowered = Lowered(gb.graph, gb)
     x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
     env: dict[str, Value] = {"input": x}
     pre_activation: dict[str, Value] = {}

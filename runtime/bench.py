@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 
-
 from .gradcheck import random_batch
 from .model import Model
 

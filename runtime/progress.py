@@ -21,7 +21,7 @@ class EpochProgress:
                             bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
                                        "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
 
-    def update(self, samples: int, running_loss: float) -> None:
+    def update(self, running_loss: float) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(f"loss {running_loss:.4f}", refresh=False)
             self.bar.update(1)

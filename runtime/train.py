@@ -152,9 +152,10 @@ class Trainer:
         for index, batch in enumerate(batches):
             lr = learning_rate(self.spec.optimizer, epoch - 1, index, len(batches),
                                self.spec.train.epochs)
-            outputs = self.train_step(train.x[batch], train.y[batch], lr, rng, epoch, index)
-            totals.add(outputs, train.y[batch], self.backend)
-            progress.update(len(batch), totals.running_loss())
+            labels = train.y[batch]
+            outputs = self.train_step(train.x[batch], labels, lr, rng, epoch, index)
+            totals.add(outputs, labels, self.backend)
+            progress.update(totals.running_loss())
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
         row.update(self.evaluate_split("val"))
