@@ -20,7 +20,10 @@ class Backend(Protocol):
     def synchronize(self) -> None: ...
     def erf(self, x): ...
     def im2col(self, x, kernel, stride, dilation): ...
+    def im2col_into(self, x, kernel, stride, dilation, cols): ...
+    def batch_columns_into(self, x, kernel, stride, dilation, cols): ...
     def col2im(self, cols, padded_shape, kernel, stride, dilation): ...
+    def col2im_into(self, cols, kernel, stride, dilation, x): ...
 
 
 def window_count(n: int, k: int, s: int, d: int) -> int:
@@ -59,15 +62,31 @@ class ArrayBackend:
         batch, channels, *spatial = x.shape
         out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
         cols = self.xp.empty((batch, channels, *kernel, *out), dtype=x.dtype)
+        return self.im2col_into(x, kernel, stride, dilation, cols)
+
+    def im2col_into(self, x, kernel, stride, dilation, cols):
         every = (slice(None), slice(None))
-        for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
+        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
             cols[(*every, *offset)] = x[(*every, *slices)]
         return cols
 
+    def batch_columns_into(self, x, kernel, stride, dilation, cols):
+        """Columns [C, *kernel, B, *out]: read as a [C*K, B*O] matrix, one matrix product
+        with the [F, C*K] weight convolves the whole batch, and one with the gradient gives
+        the weight gradient."""
+        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
+            self.xp.copyto(cols[(slice(None), *offset)],
+                           x[(slice(None), slice(None), *slices)].swapaxes(0, 1))
+        return cols
+
     def col2im(self, cols, padded_shape, kernel, stride, dilation):
-        spatial = padded_shape[2:]
-        x = self.xp.zeros(padded_shape, dtype=cols.dtype)
+        x = self.xp.empty(padded_shape, dtype=cols.dtype)
+        return self.col2im_into(cols, kernel, stride, dilation, x)
+
+    def col2im_into(self, cols, kernel, stride, dilation, x):
+        x.fill(0)
         every = (slice(None), slice(None))
-        for offset, slices in self._window_slices(spatial, kernel, stride, dilation):
-            x[(*every, *slices)] += cols[(*every, *offset)]
+        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
+            target = x[(*every, *slices)]
+            self.xp.add(target, cols[(*every, *offset)], out=target)
         return x

@@ -1,154 +1,236 @@
-"""Training-step time of nnrun and PyTorch, side by side in one process.
+"""Training-step and inference time of nnrun and PyTorch, each side in its own process.
 
-Both train the same spec's architecture on the same random batch with SGD (momentum 0.9); each
-side is warmed up, then timed over the same number of steps, alternating rounds so that both
-see the same machine load. `--backend numpy` compares with PyTorch on the CPU, `--backend cupy`
-with PyTorch on CUDA (both synchronised before the clock stops). Prints a table and, with
---json, one JSON object.
+In one process PyTorch's OpenMP threads distort NumPy's timings, so every measurement here is a
+fresh worker process (this script with --worker) that times one side alone. The driver runs the
+two sides alternately, several repetitions each (the order flips every repetition), and reports
+medians over repetitions of each worker's median step time, and the ratio nnrun / PyTorch
+(below 1: nnrun is faster).
 
-    python benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml --batch-size 128
-    python benchmarks/vs_torch.py specs/lenet5.yaml --backend cupy
+Both sides train the same spec's architecture on the same random batch with SGD (momentum 0.9),
+float32, with the same number of threads. `--backend cupy` compares with PyTorch on CUDA.
+
+    python benchmarks/vs_torch.py                                  # issue 7's CPU table
+    python benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --batch-size 128 1024
+    python benchmarks/vs_torch.py --backend cupy --markdown
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-# torch's OpenMP threads spin after each op and steal the cores from NumPy's BLAS threads when
-# both run in one process (seen here: nnrun 6x slower next to torch than alone). Passive
-# waiting makes the side-by-side timing fair to both.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-import nnrun  # noqa: E402
-from nnrun.runtime.gradcheck import random_batch  # noqa: E402
+HERE = Path(__file__).resolve().parent
+WORKLOADS = HERE / "workloads"
+# Issue 7's table: (workload, batch sizes)
+DEFAULT_TABLE = [("mlp.yaml", 128), ("mlp.yaml", 1024), ("lenet5.yaml", 128),
+                 ("mnist1d-mlp.yaml", 128), ("mnist1d-cnn.yaml", 128)]
 
 
-def torch_model(model) -> torch.nn.Module:
-    """The spec's layers as torch modules (the layer kinds the example specs use)."""
-    modules = []
-    for layer, info in zip(model.spec.model.layers, model.lowered.layers):
-        modules += _torch_layer(layer, info, model)
-    return torch.nn.Sequential(*modules)
+# --- workers: one side, one spec, one batch size -----------------------------------------
 
 
-def _torch_layer(layer, info, model):
-    params = model.param_infos
-    kind = layer.type
-    if kind == "conv2d":
-        out_ch, in_ch, kh, kw = params[f"{info.name}.weight"].shape
-        return [torch.nn.Conv2d(in_ch, out_ch, (kh, kw), layer.stride, layer.padding), *_act(layer)]
-    if kind == "conv1d":
-        out_ch, in_ch, k = params[f"{info.name}.weight"].shape
-        return [torch.nn.Conv1d(in_ch, out_ch, k, layer.stride, layer.padding), *_act(layer)]
-    if kind == "dense":
-        fan_in, units = params[f"{info.name}.weight"].shape
-        return [torch.nn.Linear(fan_in, units), *_act(layer)]
-    if kind == "maxpool2d":
-        return [torch.nn.MaxPool2d(layer.pool_size, layer.stride)]
-    if kind == "maxpool1d":
-        return [torch.nn.MaxPool1d(layer.pool_size, layer.stride)]
-    if kind == "flatten":
-        return [torch.nn.Flatten()]
-    if kind == "dropout":
-        return [torch.nn.Dropout(layer.rate)]
-    if kind == "relu":
-        return [torch.nn.ReLU()]
-    raise SystemExit(f"benchmark: layer type {kind} not mapped to torch here")
+def median_step_ms(step, synchronize, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    synchronize()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        step()
+        synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
 
 
-def _act(layer):
-    activation = getattr(layer, "activation", None)
-    return [] if activation is None else [{"relu": torch.nn.ReLU(), "tanh": torch.nn.Tanh(),
-                                           "sigmoid": torch.nn.Sigmoid()}[activation.type]]
+def nnrun_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
+                 threads: int | None) -> dict:
+    import nnrun
+    from nnrun.runtime.bench import bench
+
+    model = nnrun.compile(spec, backend=backend,
+                          overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
+    result = bench(model, batch, steps=steps, warmup=warmup, threads=threads)
+    return {"train_ms": result["train_step_ms"], "infer_ms": result["inference_ms"],
+            "threads": result["threads"], "numpy": np.__version__}
 
 
-def nnrun_step(model, x, y):
-    feeds = model.step_feeds(model.train_state(), x, y, lr=0.01, step=1, seed=0)
-    executor = model.step_executor
+def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
+                 threads: int | None) -> dict:
+    import torch
 
-    def step():
-        _, updates = executor.run(feeds)
-        feeds.update(updates)
+    import nnrun
+    from nnrun.runtime.gradcheck import random_batch
 
-    return step, model.backend.synchronize
-
-
-def torch_step(model, x, y, device: str):
+    if threads:
+        torch.set_num_threads(threads)
+    model = nnrun.compile(spec)
+    device = "cuda" if backend == "cupy" else "cpu"
     net = torch_model(model).to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    tx = torch.from_numpy(x).to(device)
+    x, y = random_batch(model, batch, np.random.default_rng(0))
+    tx = torch.from_numpy(x.astype(np.float32)).to(device)
     ty = torch.from_numpy(y.astype(np.int64)).to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
 
-    def step():
+    def train_step():
         optimizer.zero_grad()
         loss_fn(net(tx), ty).backward()
         optimizer.step()
 
+    def inference():
+        with torch.no_grad():
+            net(tx)
+
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    return step, sync
+    net.train()
+    train_ms = median_step_ms(train_step, sync, steps, warmup)
+    net.eval()
+    infer_ms = median_step_ms(inference, sync, steps, warmup)
+    return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
-def time_steps(side, steps: int) -> float:
-    step, synchronize = side
-    synchronize()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize()
-    return (time.perf_counter() - started) / steps
+def torch_model(model):
+    """The spec's layers as torch modules (the layer kinds of the benchmark workloads)."""
+    import torch
+
+    modules = []
+    for layer, info in zip(model.spec.model.layers, model.lowered.layers):
+        modules += _torch_layer(torch, layer, info, model.param_infos)
+    return torch.nn.Sequential(*modules)
 
 
-def compare(spec_path: str, batch_size: int, steps: int, rounds: int, backend: str) -> dict:
-    model = nnrun.compile(spec_path, backend=backend,
-                          overrides=["optimizer.momentum=0.9", "optimizer.type=sgd"])
-    x, y = random_batch(model, batch_size, np.random.default_rng(0))
-    x = x.astype(model.spec.dtype)
-    device = "cuda" if backend == "cupy" else "cpu"
-    sides = {"nnrun": nnrun_step(model, x, y), "torch": torch_step(model, x, y, device)}
-    for side in sides.values():
-        time_steps(side, 3)  # warm-up
-    best = {name: float("inf") for name in sides}
-    for _ in range(rounds):
-        for name, side in sides.items():
-            best[name] = min(best[name], time_steps(side, steps))
-    return {"spec": spec_path, "backend": backend, "torch_device": device,
-            "batch_size": batch_size,
-            "nnrun_ms": round(best["nnrun"] * 1e3, 2), "torch_ms": round(best["torch"] * 1e3, 2),
-            "ratio": round(best["nnrun"] / best["torch"], 2)}
+def _torch_layer(torch, layer, info, params):
+    kind = layer.type
+    if kind in ("conv1d", "conv2d"):
+        out_ch, in_ch, *kernel = params[f"{info.name}.weight"].shape
+        conv = torch.nn.Conv2d if kind == "conv2d" else torch.nn.Conv1d
+        return [conv(in_ch, out_ch, tuple(kernel), layer.stride, layer.padding), *_act(torch, layer)]
+    if kind == "dense":
+        fan_in, units = params[f"{info.name}.weight"].shape
+        return [torch.nn.Linear(fan_in, units), *_act(torch, layer)]
+    if kind in ("maxpool1d", "maxpool2d"):
+        pool = torch.nn.MaxPool2d if kind == "maxpool2d" else torch.nn.MaxPool1d
+        return [pool(layer.pool_size, layer.stride)]
+    simple = {"flatten": torch.nn.Flatten, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh,
+              "sigmoid": torch.nn.Sigmoid}
+    if kind in simple:
+        return [simple[kind]()]
+    if kind == "dropout":
+        return [torch.nn.Dropout(layer.rate)]
+    raise SystemExit(f"benchmark: layer type {kind} is not mapped to torch here")
+
+
+def _act(torch, layer):
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return []
+    return [{"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
+            [activation.type]()]
+
+
+# --- the driver ----------------------------------------------------------------------------
+
+
+def run_worker(side: str, spec: str, batch: int, args) -> dict:
+    command = [sys.executable, __file__, "--worker", side, spec, "--batch-size", str(batch),
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--backend", args.backend]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} worker failed on {spec}:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def compare(spec: str, batch: int, args) -> dict:
+    results = {"nnrun": [], "torch": []}
+    for repetition in range(args.repetitions):
+        order = ("nnrun", "torch") if repetition % 2 == 0 else ("torch", "nnrun")
+        for side in order:
+            results[side].append(run_worker(side, spec, batch, args))
+    row = {"workload": Path(spec).stem, "batch": batch}
+    for side, runs in results.items():
+        row[f"{side}_train_ms"] = round(statistics.median(r["train_ms"] for r in runs), 3)
+        row[f"{side}_infer_ms"] = round(statistics.median(r["infer_ms"] for r in runs), 3)
+        row[f"{side}_threads"] = runs[0]["threads"]
+    row["train_ratio"] = round(row["nnrun_train_ms"] / row["torch_train_ms"], 2)
+    row["infer_ratio"] = round(row["nnrun_infer_ms"] / row["torch_infer_ms"], 2)
+    row["versions"] = {k: v for r in results.values() for k, v in r[0].items()
+                       if k in ("numpy", "torch")}
+    return row
+
+
+def print_table(rows: list[dict], markdown: bool) -> None:
+    header = ["workload", "batch", "nnrun train ms", "torch train ms", "train ratio",
+              "nnrun infer ms", "torch infer ms", "infer ratio"]
+    keys = ["workload", "batch", "nnrun_train_ms", "torch_train_ms", "train_ratio",
+            "nnrun_infer_ms", "torch_infer_ms", "infer_ratio"]
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|---|" + "---:|" * (len(header) - 1))
+        for row in rows:
+            print("| " + " | ".join(str(row[k]) for k in keys) + " |")
+        return
+    print("  ".join(f"{h:>14}" for h in header))
+    for row in rows:
+        print("  ".join(f"{row[k]!s:>14}" for k in keys))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("specs", nargs="+")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("specs", nargs="*", help="default: issue 7's table of workloads")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="default: every core")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--worker", choices=["nnrun", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rows = [compare(s, args.batch_size, args.steps, args.rounds, args.backend) for s in args.specs]
-    machine = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-               "numpy": np.__version__, "torch_threads": torch.get_num_threads()}
-    if args.backend == "cupy":
-        machine["gpu"] = torch.cuda.get_device_name()
+    if args.worker:
+        worker = nnrun_worker if args.worker == "nnrun" else torch_worker
+        result = worker(args.specs[0], args.batch_size[0], args.steps, args.warmup,
+                        args.backend, args.threads)
+        print(json.dumps(result))
+        return
+    if args.specs:
+        table = [(s, b) for s in args.specs for b in (args.batch_size or [128])]
+    else:
+        table = [(str(WORKLOADS / name), b) for name, b in DEFAULT_TABLE]
+    rows = [compare(spec, batch, args) for spec, batch in table]
+    machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+               **rows[0]["versions"], "date": time.strftime("%Y-%m-%d")}
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return
-    print(f"machine: {machine}")
-    print(f"{'spec':<28} {'backend':<8} {'batch':>5} {'nnrun ms':>10} {'torch ms':>10} "
-          f"{'nnrun/torch':>12}")
-    for row in rows:
-        print(f"{row['spec']:<28} {row['backend']:<8} {row['batch_size']:>5} "
-              f"{row['nnrun_ms']:>10.2f} {row['torch_ms']:>10.2f} {row['ratio']:>12.2f}")
+    print(f"machine: {machine}; medians of {args.repetitions} alternating processes per side")
+    print_table(rows, args.markdown)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

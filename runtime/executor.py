@@ -1,19 +1,34 @@
-"""Runs a graph on a backend: one op forward per node, freeing each value after its last use."""
+"""Running a graph on a backend.
+
+`Executor` is the reference: each node's plain forward, every value a new array, freed after
+its last use. `PlannedExecutor` runs an optimized graph on the static memory plan: every value
+and scratch buffer has its place in one arena allocated once per batch size, nodes write into
+their places (`forward_into`), and updated state (parameters, optimizer state) lives in buffers
+the executor owns and updates in place. In the steady state a step allocates nothing.
+
+Both take feeds by name and return (outputs, updates) by name. The planned executor's results
+are views of its own buffers, valid until its next run; a state array it returned may be fed
+back as it is (it is then not copied).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nnrun.compiler.ir import Graph
+import numpy as np
+
+from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.passes.liveness import last_uses
+from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, state_layout
 
 
 class Executor:
     def __init__(self, graph: Graph, backend):
         self.graph = graph
         self.backend = backend
-        self.plan = [(REGISTRY[node.op].forward, node, frees)
-                     for node, frees in zip(graph.nodes, _last_uses(graph))]
+        self.plan = [(REGISTRY[node.op].forward, node, [id(v) for v in frees])
+                     for node, frees in zip(graph.nodes, last_uses(graph))]
 
     def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """feeds: every input, param and state by name -> (outputs, updates) by name."""
@@ -32,14 +47,100 @@ class Executor:
         return outputs, updates
 
 
-def _last_uses(graph: Graph) -> list[list[int]]:
-    """For each node, the values no later node (nor the results) needs: a liveness plan."""
-    keep = {id(v) for v in (*graph.outputs.values(), *graph.updates.values())}
-    keep.update(id(v) for v in graph.leaves())
-    seen: set[int] = set()
-    frees: list[list[int]] = []
-    for node in reversed(graph.nodes):
-        dead = [id(v) for v in (*node.inputs, *node.outputs) if id(v) not in seen and id(v) not in keep]
-        seen.update(id(v) for v in (*node.inputs, *node.outputs))
-        frees.append(dead)
-    return frees[::-1]
+class PlannedExecutor:
+    def __init__(self, graph: Graph, backend, max_plans: int = 2):
+        self.graph = graph
+        self.backend = backend
+        self.layout = state_layout(graph)
+        self.max_plans = max_plans  # an epoch's last, smaller batch gets a plan of its own
+        self.programs: dict[int, _Program] = {}
+        self.state: dict[str, Any] = {}  # views of one buffer, by name
+        self._state_buffer = None
+
+    def plan(self, batch: int) -> MemoryPlan:
+        return self._program(batch).plan
+
+    def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        program = self._program(self._batch_size(feeds))
+        self._load_state(feeds)
+        return program.run(feeds, self.state)
+
+    def _batch_size(self, feeds) -> int:
+        for leaf in self.graph.inputs:
+            if leaf.type.shape and leaf.type.shape[0] == BATCH and leaf.name in feeds:
+                return int(feeds[leaf.name].shape[0])
+        return 1
+
+    def _program(self, batch: int) -> "_Program":
+        program = self.programs.get(batch)
+        if program is None:
+            if len(self.programs) >= self.max_plans:
+                self.programs.pop(next(iter(self.programs)))
+            program = self.programs[batch] = _Program(self.graph, self.backend,
+                                                      plan_memory(self.graph, batch))
+        return program
+
+    def _load_state(self, feeds) -> None:
+        """Updated state lives in the executor's buffer; a fed array that is not already that
+        buffer's view is copied in (the first step, a resume, a pruning mask applied)."""
+        xp = self.backend.xp
+        if self._state_buffer is None:
+            self._state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
+            self.state = {name: _view(self._state_buffer, place)
+                          for name, place in self.layout.places.items()}
+        for name, target in self.state.items():
+            fed = feeds[name]
+            if fed is not target:
+                if tuple(fed.shape) != target.shape:
+                    raise ValueError(f"{name}: fed shape {tuple(fed.shape)}, expected "
+                                     f"{target.shape}")
+                xp.copyto(target, fed)
+
+
+class _Program:
+    """One batch size's plan, with its arena and every node's output and scratch views."""
+
+    def __init__(self, graph: Graph, backend, plan: MemoryPlan):
+        self.graph, self.backend, self.plan = graph, backend, plan
+        xp = backend.xp
+        self.arena = xp.empty(max(plan.arena_bytes, 1), dtype=xp.uint8)
+        self.fixed = {key: _view(self.arena, place) for key, place in plan.values.items()}
+        self.steps = [self._step(position, node) for position, node in enumerate(graph.nodes)]
+
+    def _step(self, position, node):
+        op = REGISTRY[node.op]
+        outputs = [id(v) for v in node.outputs]
+        scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
+        inputs = [id(v) for v in node.inputs]
+        if op.view:
+            return ("view", op.forward, node.attrs, inputs, outputs, ())
+        kind = "into" if op.forward_into is not None else "copy"
+        return (kind, op.forward_into or op.forward, node.attrs, inputs, outputs, scratch)
+
+    def run(self, feeds, state) -> tuple[dict, dict]:
+        be, xp = self.backend, self.backend.xp
+        env = dict(self.fixed)
+        for leaf in self.graph.leaves():
+            env[id(leaf)] = state.get(leaf.name, feeds.get(leaf.name))
+        for value_id, name in self.plan.in_place.items():
+            env[value_id] = state[name]
+        for kind, function, attrs, inputs, outputs, scratch in self.steps:
+            arrays = [env[i] for i in inputs]
+            if kind == "into":
+                function(be, attrs, (*(env[o] for o in outputs), *scratch), *arrays)
+            elif kind == "view":
+                env[outputs[0]] = function(be, attrs, *arrays)
+            else:
+                result = function(be, attrs, *arrays)
+                for key, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
+                    xp.copyto(env[key], array)
+        for name, value in self.plan.copied_updates.items():
+            xp.copyto(state[name], env[id(value)])
+        outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
+        return outputs, {name: state[name] for name in self.graph.updates}
+
+
+def _view(arena, place):
+    dtype = np.dtype(place.dtype)
+    count = int(np.prod(place.shape, dtype=np.int64))
+    return arena[place.offset:place.offset + count * dtype.itemsize].view(dtype).reshape(place.shape)

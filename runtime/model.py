@@ -8,18 +8,23 @@ import numpy as np
 
 from nnrun.backends import get_backend
 from nnrun.compiler.frontend import SourceSpec, compile_checked
+from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
-from .executor import Executor
+from .executor import Executor, PlannedExecutor
 from .init import init_params
 
 
 class Model:
-    def __init__(self, source: SourceSpec, backend: str = "numpy"):
+    """`optimized=False` runs the plain graphs on the reference executor (no passes, no memory
+    plan): what the optimized executors are tested against."""
+
+    def __init__(self, source: SourceSpec, backend: str = "numpy", optimized: bool = True):
         self.source = source
         self.spec = source.spec
         self.backend = get_backend(backend)
+        self.optimized = optimized
         self.lowered, self.train_step = compile_checked(source)
 
     @property
@@ -67,20 +72,26 @@ class Model:
     def loss_and_grads_executor(self) -> Executor:
         return self._executor(build_loss_and_grads(self.spec).graph)
 
-    def _executor(self, graph) -> Executor:
-        return Executor(eliminate_dead_code(graph), self.backend)
+    def _executor(self, graph):
+        if not self.optimized:
+            return Executor(eliminate_dead_code(graph), self.backend)
+        return PlannedExecutor(optimize(graph), self.backend)
 
     def forward(self, params: dict, x) -> np.ndarray:
         """Outputs after the final activation, in inference mode (no dropout)."""
         outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
-        return self.backend.to_host(outputs["prediction"])
+        return self._host_copy(outputs["prediction"])
 
     def loss_and_grads(self, params: dict, x, y_true) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and its gradients in inference mode (no dropout, running batchnorm statistics)."""
         outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
-        grads = {name[len("grad/"):]: self.backend.to_host(v)
+        grads = {name[len("grad/"):]: self._host_copy(v)
                  for name, v in outputs.items() if name.startswith("grad/")}
         return float(outputs["loss"]), grads
+
+    def _host_copy(self, array) -> np.ndarray:
+        # An executor's outputs are its own buffers, overwritten by its next run.
+        return np.array(self.backend.to_host(array), copy=True)
 
     def _feeds(self, params: dict, **arrays) -> dict:
         be = self.backend

@@ -31,6 +31,13 @@ class OpDef:
     doc: str = ""
     # A gradient or update op: autodiff refuses it with a clear message instead of a KeyError.
     is_gradient: bool = False
+    # forward_into(be, attrs, out, *arrays): the forward written into preallocated buffers, `out`
+    # being the tuple (*outputs, *scratch). The plain forward stays the reference it must match.
+    forward_into: Callable[..., None] | None = None
+    # scratch(attrs, *input_types) -> TensorTypes of temporary buffers forward_into needs
+    scratch: Callable[..., tuple] | None = None
+    # The output is a view of the first input (reshape): the memory plan gives it no buffer.
+    view: bool = False
 
 
 REGISTRY: dict[str, OpDef] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..ir import TensorType
 from . import NoAttrs, OpDef, register
 from .common import same_as_first
 
@@ -38,12 +39,85 @@ def _from_output(grad_op):
     return vjp
 
 
-def _activation(name, attrs, forward, grad_forward, doc, uses_output=False):
-    """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together."""
+def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into=None,
+                grad_into=None):
+    """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together.
+    `into`/`grad_into`: (forward_into, scratch rule) pairs for the memory-planned executor."""
     vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
-    register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc))
+    forward_into, scratch = into or (None, None)
+    register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc,
+                   forward_into=forward_into, scratch=scratch))
+    forward_into, scratch = grad_into or (None, None)
     register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
-                   doc=f"gradient of {name}: g * d{name}/dx"))
+                   doc=f"gradient of {name}: g * d{name}/dx",
+                   forward_into=forward_into, scratch=scratch))
+
+
+# --- the same computations into preallocated buffers, operation for operation, so that they
+# round exactly as the forwards above do. `out` is (output, *scratch).
+
+
+def _mask_scratch(attrs, *types):
+    return (TensorType(types[-1].shape, "bool"),)
+
+
+def _value_scratch(attrs, *types):
+    return (types[-1],)
+
+
+def _relu_grad_into(be, attrs, out, g, x):
+    y, positive = out
+    be.xp.greater(x, 0, out=positive)
+    be.xp.multiply(g, positive, out=y)
+
+
+def _leaky_relu_into(be, attrs, out, x):
+    y, positive = out
+    xp = be.xp
+    xp.greater(x, 0, out=positive)
+    xp.multiply(x, attrs.alpha, out=y)
+    xp.copyto(y, x, where=positive)
+
+
+def _leaky_relu_grad_into(be, attrs, out, g, x):
+    y, positive = out
+    xp = be.xp
+    xp.greater(x, 0, out=positive)
+    xp.multiply(g, attrs.alpha, out=y)
+    xp.copyto(y, g, where=positive)
+
+
+def _sigmoid_into(be, attrs, out, x):
+    y, e, d, positive = out
+    xp = be.xp
+    xp.abs(x, out=e)
+    xp.negative(e, out=e)
+    xp.exp(e, out=e)
+    xp.add(e, 1, out=d)
+    xp.divide(e, d, out=y)  # e / (1 + e) where x < 0
+    xp.divide(1, d, out=e)  # 1 / (1 + e) where x >= 0
+    xp.greater_equal(x, 0, out=positive)
+    xp.copyto(y, e, where=positive)
+
+
+def _sigmoid_scratch(attrs, x):
+    return (x, x, TensorType(x.shape, "bool"))
+
+
+def _sigmoid_grad_into(be, attrs, out, g, y):
+    result, one_minus = out
+    xp = be.xp
+    xp.multiply(g, y, out=result)
+    xp.subtract(1, y, out=one_minus)
+    xp.multiply(result, one_minus, out=result)
+
+
+def _tanh_grad_into(be, attrs, out, g, y):
+    (result,) = out
+    xp = be.xp
+    xp.multiply(y, y, out=result)
+    xp.subtract(1, result, out=result)
+    xp.multiply(g, result, out=result)
 
 
 def _sigmoid(xp, x):
@@ -81,17 +155,25 @@ def _softmax_grad(be, attrs, g, y):
 
 _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             # The gradient at exactly 0 is taken as 0, as PyTorch does.
-            lambda be, a, g, x: g * (x > 0), "max(x, 0)")
+            lambda be, a, g, x: g * (x > 0), "max(x, 0)",
+            into=(lambda be, a, out, x: be.xp.maximum(x, 0, out=out[0]), None),
+            grad_into=(_relu_grad_into, _mask_scratch))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
-            lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x")
+            lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
+            into=(_leaky_relu_into, _mask_scratch),
+            grad_into=(_leaky_relu_grad_into, _mask_scratch))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
             "x if x > 0 else alpha*(exp(x) - 1)")
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
-            lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True)
+            lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
+            into=(_sigmoid_into, _sigmoid_scratch),
+            grad_into=(_sigmoid_grad_into, _value_scratch))
 _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
-            lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True)
+            lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True,
+            into=(lambda be, a, out, x: be.xp.tanh(x, out=out[0]), None),
+            grad_into=(_tanh_grad_into, None))
 _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             "x * Phi(x), Phi the standard normal CDF (exact form)")
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),

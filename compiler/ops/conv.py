@@ -115,11 +115,161 @@ def _first_input_shape(attrs, g, x, w):
     return x
 
 
+def padded_type(x: TensorType, pad) -> TensorType:
+    return TensorType((*x.shape[:2], *(n + lo + hi for n, (lo, hi) in
+                                       zip(x.shape[2:], pad_pairs(pad)))), x.dtype)
+
+
+def is_padded(pad) -> bool:
+    return any(lo or hi for lo, hi in pad_pairs(pad))
+
+
+def pad_into(xp, x, pad, padded, fill=0):
+    """x into the preallocated `padded` buffer, `fill` around it; returns what to read."""
+    if not is_padded(pad):
+        return x
+    padded.fill(fill)
+    xp.copyto(unpad(padded, pad), x)
+    return padded
+
+
+def _conv_grad_input_scratch(attrs, g, x, w):
+    kernel_size = size_of(w.shape[2:])
+    cols = TensorType((g.shape[0], w.shape[1] * kernel_size, size_of(g.shape[2:])), g.dtype)
+    return (cols, padded_type(x, attrs.pad)) if is_padded(attrs.pad) else (cols,)
+
+
+def _conv_grad_input_into(be, attrs, out, g, x, w):
+    xp = be.xp
+    gx, cols, *padded = out
+    xp.matmul(w.reshape(w.shape[0], -1).T, g.reshape(g.shape[0], g.shape[1], -1), out=cols)
+    cols = cols.reshape(x.shape[0], w.shape[1], *w.shape[2:], *g.shape[2:])
+    target = padded[0] if padded else gx
+    be.col2im_into(cols, w.shape[2:], attrs.stride, attrs.dilation, target)
+    if padded:
+        xp.copyto(gx, unpad(target, attrs.pad))
+
+
 for _rank in (1, 2):
     _name = f"conv{_rank}d"
     register(OpDef(_name, ConvAttrs, _conv_shape, _conv_forward, _conv_vjp, flops=_conv_flops,
                    doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]"))
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
-                   is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input"))
+                   is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",
+                   forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
                    None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))
+
+
+# --- convolution through columns kept for the backward pass --------------------------------
+# The column-reuse pass rewrites y = conv(x, w) and dw = conv_grad_weight(g, x, w) into
+# cols = im2col(x); y = conv_columns(cols, w); dw = conv_grad_weight_columns(g, cols): the
+# columns are built once per step. Their layout is [C*K, B, O] (batch-merged), so the forward
+# and the weight gradient are each one matrix product over the whole batch; only y and g, which
+# are smaller than the columns, are transposed.
+
+
+@dataclass(frozen=True)
+class ColumnsAttrs:
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+
+    def conv(self) -> ConvAttrs:
+        return ConvAttrs(self.stride, self.pad, self.dilation)
+
+
+def _im2col_shape(attrs, x: TensorType) -> TensorType:
+    out = window_shape(attrs.conv(), x, attrs.kernel, "kernel")
+    return TensorType((x.shape[1] * size_of(attrs.kernel), x.shape[0], size_of(out)), x.dtype)
+
+
+def _im2col_forward(be, attrs, x):
+    padded = zero_pad(be.xp, x, attrs.pad)
+    out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
+           zip(x.shape[2:], attrs.kernel, attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
+    cols = be.xp.empty((x.shape[1], *attrs.kernel, x.shape[0], *out), dtype=x.dtype)
+    be.batch_columns_into(padded, attrs.kernel, attrs.stride, attrs.dilation, cols)
+    return cols.reshape(x.shape[1] * size_of(attrs.kernel), x.shape[0], -1)
+
+
+def _im2col_scratch(attrs, x):
+    return (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
+
+
+def _im2col_into(be, attrs, out, x):
+    cols, *padded = out
+    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None)
+    out_sizes = [window_output(n, k, s, p, d).size for n, k, s, p, d in
+                 zip(x.shape[2:], attrs.kernel, attrs.stride, pad_pairs(attrs.pad),
+                     attrs.dilation)]
+    cols = cols.reshape(x.shape[1], *attrs.kernel, x.shape[0], *out_sizes)
+    be.batch_columns_into(source, attrs.kernel, attrs.stride, attrs.dilation, cols)
+
+
+@dataclass(frozen=True)
+class ConvColumnsAttrs:
+    out: tuple = (1, 1)  # output spatial sizes
+
+
+def _conv_columns_shape(attrs, cols: TensorType, w: TensorType) -> TensorType:
+    if cols.shape[0] != size_of(w.shape[1:]):
+        raise ShapeError(f"columns of {cols.shape[0]} rows do not fit a {list(w.shape)} weight")
+    return TensorType((cols.shape[1], w.shape[0], *attrs.out), cols.dtype)
+
+
+def _conv_columns_forward(be, attrs, cols, w):
+    product = w.reshape(w.shape[0], -1) @ cols.reshape(cols.shape[0], -1)
+    y = product.reshape(w.shape[0], cols.shape[1], -1).swapaxes(0, 1)
+    return be.xp.ascontiguousarray(y).reshape(cols.shape[1], w.shape[0], *attrs.out)
+
+
+def _conv_columns_scratch(attrs, cols, w):
+    return (TensorType((w.shape[0], cols.shape[1], cols.shape[2]), cols.dtype),)
+
+
+def _conv_columns_into(be, attrs, out, cols, w):
+    y, product = out
+    xp = be.xp
+    xp.matmul(w.reshape(w.shape[0], -1), cols.reshape(cols.shape[0], -1),
+              out=product.reshape(w.shape[0], -1))
+    xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), product.swapaxes(0, 1))
+
+
+def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
+    channels = cols.shape[0] // size_of(attrs.kernel)
+    return TensorType((g.shape[1], channels, *attrs.kernel), g.dtype)
+
+
+def _conv_grad_weight_columns_forward(be, attrs, g, cols):
+    by_filter = g.reshape(g.shape[0], g.shape[1], -1).swapaxes(0, 1).reshape(g.shape[1], -1)
+    product = by_filter @ cols.reshape(cols.shape[0], -1).T
+    return product.reshape(g.shape[1], -1, *attrs.kernel)
+
+
+def _conv_grad_weight_columns_scratch(attrs, g, cols):
+    return (TensorType((g.shape[1], cols.shape[1], cols.shape[2]), g.dtype),)
+
+
+def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
+    gw, by_filter = out
+    xp = be.xp
+    xp.copyto(by_filter, g.reshape(g.shape[0], g.shape[1], -1).swapaxes(0, 1))
+    xp.matmul(by_filter.reshape(g.shape[1], -1), cols.reshape(cols.shape[0], -1).T,
+              out=gw.reshape(g.shape[1], -1))
+
+
+register(OpDef("im2col", ColumnsAttrs, _im2col_shape, _im2col_forward, None, is_gradient=True,
+               forward_into=_im2col_into, scratch=_im2col_scratch,
+               doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
+                   "batch-merged"))
+register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape, _conv_columns_forward,
+               None, is_gradient=True, forward_into=_conv_columns_into,
+               scratch=_conv_columns_scratch,
+               doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: one matrix product for the batch"))
+register(OpDef("conv_grad_weight_columns", ColumnsAttrs, _conv_grad_weight_columns_shape,
+               _conv_grad_weight_columns_forward, None, is_gradient=True,
+               forward_into=_conv_grad_weight_columns_into,
+               scratch=_conv_grad_weight_columns_scratch,
+               doc="dw[f, r] = sum_(b,o) g[b, f, o] cols[r, b, o]: one matrix product"))

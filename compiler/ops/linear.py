@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
-from . import NoAttrs, OpDef, register
+from . import REGISTRY, NoAttrs, OpDef, register
 from .common import all_same, same_as_first
 
 
@@ -46,8 +46,13 @@ def _matmul_flops(attrs, inputs, output) -> int:
     return 2 * b.shape[0] * b.shape[1]
 
 
+def _matmul_into(be, attrs, out, a, b):
+    be.xp.matmul(a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b, out=out[0])
+
+
 register(OpDef("matmul", MatmulAttrs, _matmul_shape, _matmul_forward, _matmul_vjp,
-               flops=_matmul_flops, doc="a @ b (optionally transposed): dense layers"))
+               flops=_matmul_flops, doc="a @ b (optionally transposed): dense layers",
+               forward_into=_matmul_into))
 
 
 def _bias_add_shape(attrs, x: TensorType, b: TensorType) -> TensorType:
@@ -76,17 +81,77 @@ def _bias_add_grad_forward(be, attrs, g):
     return g.sum(axis=(0, *range(2, g.ndim)))
 
 
+def _bias_add_into(be, attrs, out, x, b):
+    be.xp.add(x, _channel_view(be.xp, b, x.ndim), out=out[0])
+
+
+def _bias_add_grad_into(be, attrs, out, g):
+    be.xp.sum(g, axis=(0, *range(2, g.ndim)), out=out[0])
+
+
 register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_add_vjp,
-               doc="x + b, b broadcast along axis 1 (features or channels)"))
+               doc="x + b, b broadcast along axis 1 (features or channels)",
+               forward_into=_bias_add_into))
 register(OpDef("bias_add_grad", NoAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
-               is_gradient=True, doc="sum of g over every axis but 1"))
+               is_gradient=True, doc="sum of g over every axis but 1",
+               forward_into=_bias_add_grad_into))
+
+
+# bias_add followed by an activation whose gradient needs only the activation's output (or
+# whose gradient reads the same signs from the output): one op, one buffer, no pre-activation
+# kept for the backward pass. Only the fusion pass emits it.
+FUSABLE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+
+
+@dataclass(frozen=True)
+class BiasActivationAttrs:
+    activation: str = "relu"
+    alpha: float = 0.0  # leaky_relu's slope
+
+    def activation_attrs(self):
+        from .activation import AlphaAttrs
+
+        return AlphaAttrs(self.alpha) if self.activation == "leaky_relu" else NoAttrs()
+
+
+def _bias_activation_forward(be, attrs, x, b):
+    activation = REGISTRY[attrs.activation]
+    return activation.forward(be, attrs.activation_attrs(), _bias_add_forward(be, None, x, b))
+
+
+def _bias_activation_scratch(attrs, x, b):
+    activation = REGISTRY[attrs.activation]
+    extra = activation.scratch(attrs.activation_attrs(), x) if activation.scratch else ()
+    return (x, *extra)  # the pre-activation, then the activation's own scratch
+
+
+def _bias_activation_into(be, attrs, out, x, b):
+    y, pre_activation, *scratch = out
+    _bias_add_into(be, None, (pre_activation,), x, b)
+    REGISTRY[attrs.activation].forward_into(be, attrs.activation_attrs(), (y, *scratch),
+                                            pre_activation)
+
+
+register(OpDef("bias_activation", BiasActivationAttrs, _bias_add_shape, _bias_activation_forward,
+               None, is_gradient=True, forward_into=_bias_activation_into,
+               scratch=_bias_activation_scratch,
+               doc="activation(x + b): bias_add and an activation fused by the fusion pass"))
+
+
+def _binary_into(ufunc_name):
+    def into(be, attrs, out, x, y):
+        getattr(be.xp, ufunc_name)(x, y, out=out[0])
+
+    return into
+
 
 register(OpDef("add", NoAttrs, all_same, lambda be, a, x, y: x + y,
-               lambda gb, node, g: (g, g), doc="x + y, equal shapes"))
+               lambda gb, node, g: (g, g), doc="x + y, equal shapes",
+               forward_into=_binary_into("add")))
 register(OpDef("mul", NoAttrs, all_same, lambda be, a, x, y: x * y,
                lambda gb, node, g: (gb.emit("mul", g, node.inputs[1]),
                                     gb.emit("mul", g, node.inputs[0])),
-               doc="x * y elementwise, equal shapes"))
+               doc="x * y elementwise, equal shapes", forward_into=_binary_into("multiply")))
 
 
 @dataclass(frozen=True)
@@ -96,7 +161,9 @@ class ScaleAttrs:
 
 register(OpDef("scale", ScaleAttrs, same_as_first, lambda be, a, x: x * a.factor,
                lambda gb, node, g: (gb.emit("scale", g, attrs=node.attrs),),
-               doc="x * factor"))
+               doc="x * factor",
+               forward_into=lambda be, a, out, x: be.xp.multiply(x, a.factor, out=out[0])))
 
 register(OpDef("ones_like", NoAttrs, lambda a, x: x, lambda be, a, x: be.xp.ones_like(x),
-               lambda gb, node, g: (None,), doc="1 everywhere: the seed gradient d loss / d loss"))
+               lambda gb, node, g: (None,), doc="1 everywhere: the seed gradient d loss / d loss",
+               forward_into=lambda be, a, out, x: out[0].fill(1)))

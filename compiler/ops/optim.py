@@ -7,9 +7,11 @@ that a training step is one graph: no optimizer code runs outside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ..ir import TensorType
-from . import NoAttrs, OpDef, register
+from ..shapes import ShapeError, size_of
+from . import REGISTRY, NoAttrs, OpDef, register
 from .common import scalar_like
 
 
@@ -94,16 +96,181 @@ def _adagrad_forward(be, attrs, p, g, lr, step, total):
     return p - lr * g / (be.xp.sqrt(total) + attrs.eps), total
 
 
-for _name, _attrs, _forward, _doc in (
-    ("sgd_update", SgdAttrs, _sgd_forward,
+# The same updates into preallocated buffers, in place (`out` may be the param and state
+# inputs themselves), operation for operation as above so that they round identically.
+# `out` is (new_param, *new_state, scratch_a, scratch_b).
+
+
+def _two_scratch(attrs, p, *rest):
+    return (p, p)
+
+
+def _sgd_into(be, attrs, out, p, g, lr, step, *velocity):
+    xp = be.xp
+    new_p, *new_state, a, b = out
+    if attrs.weight_decay:
+        xp.multiply(p, attrs.weight_decay, out=a)
+        g = xp.add(g, a, out=a)
+    if not attrs.momentum:
+        xp.multiply(lr, g, out=b)
+        xp.subtract(p, b, out=new_p)
+        return
+    (v,), (new_v,) = velocity, new_state
+    xp.multiply(v, attrs.momentum, out=new_v)
+    xp.add(new_v, g, out=new_v)
+    direction = new_v
+    if attrs.nesterov:
+        xp.multiply(new_v, attrs.momentum, out=b)
+        direction = xp.add(g, b, out=b)
+    xp.multiply(lr, direction, out=b)
+    xp.subtract(p, b, out=new_p)
+
+
+def _adam_into(be, attrs, out, p, g, lr, step, m, v):
+    xp = be.xp
+    new_p, new_m, new_v, a, b = out
+    if attrs.decoupled:
+        p = xp.multiply(p, 1 - lr * attrs.weight_decay, out=new_p)
+    elif attrs.weight_decay:
+        xp.multiply(p, attrs.weight_decay, out=a)
+        g = xp.add(g, a, out=a)
+    xp.multiply(m, attrs.beta1, out=new_m)
+    xp.multiply(g, 1 - attrs.beta1, out=b)
+    xp.add(new_m, b, out=new_m)
+    xp.multiply(v, attrs.beta2, out=new_v)
+    xp.multiply(g, 1 - attrs.beta2, out=b)
+    xp.multiply(b, g, out=b)
+    xp.add(new_v, b, out=new_v)
+    correction1 = 1 - attrs.beta1 ** step
+    correction2 = 1 - attrs.beta2 ** step
+    xp.sqrt(new_v, out=b)
+    xp.divide(b, xp.sqrt(correction2), out=b)
+    xp.add(b, attrs.eps, out=b)
+    xp.multiply(lr / correction1, new_m, out=a)
+    xp.divide(a, b, out=a)
+    xp.subtract(p, a, out=new_p)
+
+
+for _name, _attrs, _forward, _into, _doc in (
+    ("sgd_update", SgdAttrs, _sgd_forward, _sgd_into,
      "v = momentum v + (g + wd p); p -= lr (nesterov ? g + momentum v : v)"),
-    ("adam_update", AdamAttrs, _adam_forward,
+    ("adam_update", AdamAttrs, _adam_forward, _adam_into,
      "m, v moving moments of g and g^2; p -= lr m_hat / (sqrt(v_hat) + eps)"),
-    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward,
+    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward, None,
      "s = alpha s + (1-alpha) g^2; p -= lr g / (sqrt(s) + eps)"),
-    ("adagrad_update", AdagradAttrs, _adagrad_forward, "s += g^2; p -= lr g / (sqrt(s) + eps)"),
+    ("adagrad_update", AdagradAttrs, _adagrad_forward, None,
+     "s += g^2; p -= lr g / (sqrt(s) + eps)"),
 ):
-    register(OpDef(_name, _attrs, _update_shape, _forward, None, is_gradient=True, doc=_doc))
+    register(OpDef(_name, _attrs, _update_shape, _forward, None, is_gradient=True, doc=_doc,
+                   forward_into=_into, scratch=_two_scratch if _into else None))
+
+UPDATE_OPS = ("sgd_update", "adam_update", "rmsprop_update", "adagrad_update")
+
+
+# --- one update over every parameter -----------------------------------------------------
+# The grouping pass replaces the per-parameter update nodes of a step by one `update_group`
+# node. Its inputs are (params..., grads..., lr, step, slot 1 of each param..., slot 2 ...).
+# The memory plan lays each of those runs out contiguously, so forward_into updates three or
+# four flat buffers with a handful of array calls, whatever the number of parameters; when a
+# run is not contiguous it falls back to one update per parameter. Elementwise updates give
+# the same numbers either way.
+
+
+@dataclass(frozen=True)
+class UpdateGroupAttrs:
+    update: str = "sgd_update"
+    attrs: Any = None  # the update op's attrs
+    count: int = 0  # parameters
+    slots: int = 0  # optimizer state tensors per parameter
+
+
+def _group_parts(attrs, inputs):
+    n = attrs.count
+    params, grads, (lr, step) = inputs[:n], inputs[n:2 * n], inputs[2 * n:2 * n + 2]
+    slots = [inputs[2 * n + 2 + k * n:2 * n + 2 + (k + 1) * n] for k in range(attrs.slots)]
+    return params, grads, lr, step, slots
+
+
+def _update_group_shape(attrs, *types):
+    params, grads, lr, step, slots = _group_parts(attrs, types)
+    for p, g in zip(params, grads):
+        if p.shape != g.shape:
+            raise ShapeError(f"update of a {list(p.shape)} parameter with a "
+                             f"{list(g.shape)} gradient")
+    return (*params, *(t for slot in slots for t in slot))
+
+
+def _update_group_forward(be, attrs, *arrays):
+    params, grads, lr, step, slots = _group_parts(attrs, arrays)
+    forward = REGISTRY[attrs.update].forward
+    results = [forward(be, attrs.attrs, p, g, lr, step, *(slot[i] for slot in slots))
+               for i, (p, g) in enumerate(zip(params, grads))]
+    return (*(r[0] for r in results),
+            *(r[1 + k] for k in range(attrs.slots) for r in results))
+
+
+def _update_group_scratch(attrs, *types):
+    params = types[:attrs.count]
+    total = sum(size_of(p.shape) for p in params)
+    return (TensorType((total,), params[0].dtype),) * 2
+
+
+def _update_group_into(be, attrs, out, *arrays):
+    params, grads, lr, step, slots = _group_parts(attrs, arrays)
+    n = attrs.count
+    new_params, new_slots = out[:n], out[n:n + n * attrs.slots]
+    scratch = out[n + n * attrs.slots:]
+    update = REGISTRY[attrs.update]
+    runs = [params, grads, *slots, new_params,
+            *(new_slots[k * n:(k + 1) * n] for k in range(attrs.slots))]
+    flat = [contiguous_run(be.xp, run) for run in runs]
+    if all(f is not None for f in flat) and update.forward_into is not None:
+        p, g, *rest = flat
+        state, new = rest[:attrs.slots], rest[attrs.slots:]
+        update.forward_into(be, attrs.attrs, (*new, *scratch), p, g, lr, step, *state)
+        return
+    offset = 0
+    for i, (p, g) in enumerate(zip(params, grads)):
+        state = [slot[i] for slot in slots]
+        outputs = (new_params[i], *(new_slots[k * n + i] for k in range(attrs.slots)))
+        if update.forward_into is None:
+            for target, value in zip(outputs, update.forward(be, attrs.attrs, p, g, lr, step,
+                                                             *state)):
+                be.xp.copyto(target, value)
+            continue
+        views = tuple(s[offset:offset + p.size].reshape(p.shape) for s in scratch)
+        update.forward_into(be, attrs.attrs, (*outputs, *views), p, g, lr, step, *state)
+        offset += p.size
+
+
+def contiguous_run(xp, arrays):
+    """The 1-D array that `arrays` are consecutive pieces of (views of one buffer), or None."""
+    first = arrays[0]
+    base = first.base
+    if base is None or not base.flags.c_contiguous:
+        return None
+    start = position = _address(first)
+    for array in arrays:
+        if (array.base is not base or array.dtype != first.dtype
+                or not array.flags.c_contiguous or _address(array) != position):
+            return None
+        position += array.nbytes
+    offset = start - _address(base)
+    if offset < 0 or offset + (position - start) > base.nbytes:
+        return None
+    raw = base.reshape(-1).view(xp.uint8)
+    return raw[offset:offset + position - start].view(first.dtype)
+
+
+def _address(array) -> int:
+    return array.__array_interface__["data"][0] if hasattr(array, "__array_interface__") \
+        else array.data.ptr
+
+
+register(OpDef("update_group", UpdateGroupAttrs, _update_group_shape, _update_group_forward,
+               None, is_gradient=True, forward_into=_update_group_into,
+               scratch=_update_group_scratch,
+               doc="one optimizer update over every parameter (flat buffers when contiguous)"))
 
 
 @dataclass(frozen=True)
@@ -121,10 +288,34 @@ def _clip_by_norm_forward(be, attrs, g, norm):
     return g * be.xp.minimum(attrs.limit / (norm + 1e-6), 1.0).astype(g.dtype)
 
 
+def _global_norm_scratch(attrs, *grads):
+    return (TensorType((max(size_of(g.shape) for g in grads),), "float64"),)
+
+
+def _global_norm_into(be, attrs, out, *grads):
+    xp = be.xp
+    norm, squares = out
+    total = 0
+    for g in grads:
+        part = squares[:g.size].reshape(g.shape)
+        xp.copyto(part, g)
+        xp.square(part, out=part)
+        total = total + part.sum()
+    norm[...] = xp.sqrt(total)
+
+
+def _clip_by_norm_into(be, attrs, out, g, norm):
+    xp = be.xp
+    xp.multiply(g, xp.minimum(attrs.limit / (norm + 1e-6), 1.0).astype(g.dtype), out=out[0])
+
+
 register(OpDef("global_norm", NoAttrs, lambda a, *gs: scalar_like(gs[0]), _global_norm_forward,
-               None, is_gradient=True, doc="sqrt of the sum of squares of all inputs"))
+               None, is_gradient=True, doc="sqrt of the sum of squares of all inputs",
+               forward_into=_global_norm_into, scratch=_global_norm_scratch))
 register(OpDef("clip_by_norm", ClipAttrs, lambda a, g, norm: g, _clip_by_norm_forward, None,
-               is_gradient=True, doc="g * min(1, limit / (norm + 1e-6))"))
+               is_gradient=True, doc="g * min(1, limit / (norm + 1e-6))",
+               forward_into=_clip_by_norm_into))
 register(OpDef("clip_by_value", ClipAttrs, lambda a, g: g,
                lambda be, a, g: be.xp.clip(g, -a.limit, a.limit), None, is_gradient=True,
-               doc="each element clipped to [-limit, limit]"))
+               doc="each element clipped to [-limit, limit]",
+               forward_into=lambda be, a, out, g: be.xp.clip(g, -a.limit, a.limit, out=out[0])))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample
+from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .conv import pad_pairs, unpad, window_shape
+from .conv import is_padded, pad_into, pad_pairs, padded_type, unpad, window_shape
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,151 @@ def _input_shape(attrs, g, x):
     return x
 
 
+# --- max pooling that keeps its argmax --------------------------------------------------
+# The pooling-index pass rewrites y = max_pool(x), dx = max_pool_grad(g, x) into
+# (y, index) = max_pool_index(x), dx = max_pool_grad_index(g, index): the backward pass
+# scatters g through the saved positions instead of rebuilding and searching every window.
+# `index` holds, for each output, its maximum's flat position in the padded input batch.
+
+
+def _window_scratch(attrs, x: TensorType):
+    out = window_shape(attrs, x, attrs.kernel, "pool")
+    windows = TensorType((*x.shape[:2], *attrs.kernel, *out), x.dtype)
+    padded = (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
+    return (windows, *padded)
+
+
+def _windows_into(be, attrs, x, windows, padded, fill):
+    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None, fill)
+    be.im2col_into(source, attrs.kernel, attrs.stride, attrs.dilation, windows)
+    return windows.reshape(*x.shape[:2], -1, *windows.shape[2 + len(attrs.kernel):])
+
+
+def _max_pool_into(be, attrs, out, x):
+    y, windows, *padded = out
+    be.xp.max(_windows_into(be, attrs, x, windows, padded, -be.xp.inf), axis=2, out=y)
+
+
+def _max_pool_index_shape(attrs, x: TensorType):
+    y = _pool_shape(attrs, x)
+    return y, TensorType(y.shape, "int64")
+
+
+def _position_tables(xp, attrs, x_shape, out_shape):
+    """Flat padded-batch positions: of each window's first element [B, C, *out], and of each
+    kernel offset relative to it [K]."""
+    padded = [n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))]
+    strides = [size_of(padded[i + 1:]) for i in range(len(padded))]
+    plane = size_of(padded)
+    origin = xp.zeros((), dtype=xp.int64)
+    for axis, (size, s, step) in enumerate(zip(out_shape[2:], attrs.stride, strides)):
+        shape = [1] * len(padded)
+        shape[axis] = size
+        origin = origin + (xp.arange(size, dtype=xp.int64) * s * step).reshape(shape)
+    planes = xp.arange(x_shape[0] * x_shape[1], dtype=xp.int64).reshape(
+        x_shape[0], x_shape[1], *([1] * len(padded))) * plane
+    offsets = xp.zeros((), dtype=xp.int64)
+    for axis, (k, d, step) in enumerate(zip(attrs.kernel, attrs.dilation, strides)):
+        shape = [1] * len(padded)
+        shape[axis] = k
+        offsets = offsets + (xp.arange(k, dtype=xp.int64) * d * step).reshape(shape)
+    return xp.ascontiguousarray(planes + origin), offsets.reshape(-1)
+
+
+def _max_pool_index_forward(be, attrs, x):
+    xp = be.xp
+    windows = _windows(be, attrs, x, -xp.inf)
+    first_max = windows.argmax(axis=2)
+    y = windows.max(axis=2)
+    starts, offsets = _position_tables(xp, attrs, x.shape, y.shape)
+    return y, starts + offsets[first_max]
+
+
+def _max_pool_index_scratch(attrs, x):
+    y, _ = _max_pool_index_shape(attrs, x)
+    return (*_window_scratch(attrs, x), TensorType(y.shape, "int64"))
+
+
+_TABLES: dict = {}
+
+
+def _cached_tables(be, attrs, x_shape, out_shape):
+    key = (be.name, attrs, tuple(x_shape))
+    if key not in _TABLES:
+        _TABLES[key] = _position_tables(be.xp, attrs, x_shape, out_shape)
+    return _TABLES[key]
+
+
+def _max_pool_index_into(be, attrs, out, x):
+    xp = be.xp
+    y, index, windows, *rest = out
+    padded, first_max = rest[:-1], rest[-1]
+    per_window = _windows_into(be, attrs, x, windows, padded, -xp.inf)
+    xp.argmax(per_window, axis=2, out=first_max)
+    xp.max(per_window, axis=2, out=y)
+    starts, offsets = _cached_tables(be, attrs, x.shape, y.shape)
+    xp.take(offsets, first_max, out=index)
+    xp.add(index, starts, out=index)
+
+
+@dataclass(frozen=True)
+class PoolGradAttrs:
+    kernel: tuple = (2, 2)
+    stride: tuple = (2, 2)
+    pad: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    input: tuple = (2, 2)  # the pooled input's spatial sizes
+
+    def windows_overlap(self) -> bool:
+        return any(s < d * (k - 1) + 1 for k, s, d in zip(self.kernel, self.stride, self.dilation))
+
+
+def _max_pool_grad_index_shape(attrs, g: TensorType, index: TensorType) -> TensorType:
+    if index.shape != g.shape:
+        raise ShapeError(f"index {per_sample(index)} does not match the gradient {per_sample(g)}")
+    return TensorType((*g.shape[:2], *attrs.input), g.dtype)
+
+
+def _scatter(xp, attrs, flat, index, g):
+    if attrs.windows_overlap():
+        xp.add.at(flat, index.reshape(-1), g.reshape(-1))  # one input may be two windows' max
+    else:
+        xp.put(flat, index, g)
+
+
+def _max_pool_grad_index_forward(be, attrs, g, index):
+    xp = be.xp
+    x_type = TensorType((*g.shape[:2], *attrs.input), str(g.dtype))
+    padded = xp.zeros(padded_type(x_type, attrs.pad).shape, dtype=g.dtype)
+    _scatter(xp, attrs, padded.reshape(-1), index, g)
+    return xp.ascontiguousarray(unpad(padded, attrs.pad))
+
+
+def _max_pool_grad_index_scratch(attrs, g, index):
+    x_type = TensorType((*g.shape[:2], *attrs.input), g.dtype)
+    return (padded_type(x_type, attrs.pad),) if is_padded(attrs.pad) else ()
+
+
+def _max_pool_grad_index_into(be, attrs, out, g, index):
+    gx, *padded = out
+    target = padded[0] if padded else gx
+    target.fill(0)
+    _scatter(be.xp, attrs, target.reshape(-1), index, g)
+    if padded:
+        be.xp.copyto(gx, unpad(target, attrs.pad))
+
+
+register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
+               None, is_gradient=True, forward_into=_max_pool_index_into,
+               scratch=_max_pool_index_scratch,
+               doc="max pooling that also returns each maximum's flat position in the padded "
+                   "input"))
+register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
+               _max_pool_grad_index_forward, None, is_gradient=True,
+               forward_into=_max_pool_grad_index_into, scratch=_max_pool_grad_index_scratch,
+               doc="gradient of max pooling: g put at the positions max_pool_index saved"))
+
+
 for _rank in (1, 2):
     for _kind, _forward, _grad, _doc in (
         ("max", _max_pool_forward, _max_pool_grad, "maximum of each window"),
@@ -100,6 +245,7 @@ for _rank in (1, 2):
     ):
         _name = f"{_kind}_pool{_rank}d"
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
-                       doc=_doc))
+                       doc=_doc, forward_into=_max_pool_into if _kind == "max" else None,
+                       scratch=_window_scratch if _kind == "max" else None))
         register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None, is_gradient=True,
                        doc=f"gradient of {_name}: g routed back to the window positions"))

@@ -1,0 +1,29 @@
+"""Graph passes: one pipeline, run once when a model's graphs are built. Each pass is a
+function from Graph to a new Graph; `optimize` checks every result with `verify`."""
+
+from __future__ import annotations
+
+from ..ir import Graph
+from ..verify import verify
+from .conv_columns import keep_conv_columns
+from .dead_code import eliminate_dead_code
+from .fuse_bias_activation import fuse_bias_activation
+from .group_updates import group_updates
+from .pool_index import keep_pool_index
+
+PIPELINE = (
+    ("dead code", eliminate_dead_code),
+    ("convolution columns", keep_conv_columns),
+    ("pooling index", keep_pool_index),
+    ("bias + activation", fuse_bias_activation),
+    ("optimizer update group", group_updates),
+    ("dead code", eliminate_dead_code),
+)
+
+
+def optimize(graph: Graph) -> Graph:
+    for _, run_pass in PIPELINE:
+        graph = run_pass(graph)
+        verify(graph)
+    graph.renumber()
+    return graph

@@ -12,5 +12,5 @@ def eliminate_dead_code(graph: Graph) -> Graph:
         if any(id(v) in live for v in node.outputs):
             kept.append(node)
             live.update(id(v) for v in node.inputs)
-    graph.nodes = kept[::-1]
-    return graph
+    return Graph(inputs=list(graph.inputs), params=list(graph.params), state=list(graph.state),
+                 nodes=kept[::-1], outputs=dict(graph.outputs), updates=dict(graph.updates))

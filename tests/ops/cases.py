@@ -857,3 +857,143 @@ for _mode, _pad, _shape in _PAD_CONFIGS:
          differentiable=(0,), label=_label)
     case("pad_grad", PadAttrs(_pad, _mode), draws((normal, _padded_shape), (normal, _shape)),
          _pad_grad_reference, label=_label)
+
+
+# --- ops that only the optimizing passes emit ------------------------------------------------
+# Their references are the unfused ops' references composed, or explicit loops.
+
+from nnrun.compiler.ops.conv import ColumnsAttrs, ConvColumnsAttrs  # noqa: E402
+from nnrun.compiler.ops.linear import BiasActivationAttrs  # noqa: E402
+from nnrun.compiler.ops.optim import UpdateGroupAttrs  # noqa: E402
+from nnrun.compiler.ops.pool import PoolGradAttrs  # noqa: E402
+
+
+def columns_naive(attrs, x):
+    """cols[c*K + k, b, o]: the padded input under kernel offset k of output position o."""
+    padded = _pad_constant(x, pad_pairs(attrs.pad), 0.0)
+    out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
+    offsets = list(itertools.product(*(range(k) for k in attrs.kernel)))
+    positions = list(itertools.product(*(range(m) for m in out)))
+    cols = np.zeros((x.shape[1] * len(offsets), x.shape[0], len(positions)))
+    for b, c in np.ndindex(x.shape[:2]):
+        for k, offset in enumerate(offsets):
+            for o, position in enumerate(positions):
+                index = tuple(p * s + q * d for p, q, s, d in
+                              zip(position, offset, attrs.stride, attrs.dilation))
+                cols[c * len(offsets) + k, b, o] = padded[(b, c, *index)]
+    return cols
+
+
+def _columns_attrs(attrs, w_shape):
+    return ColumnsAttrs(tuple(w_shape[2:]), attrs.stride, attrs.pad, attrs.dilation)
+
+
+def _column_cases(rank, label, attrs, x_shape, w_shape):
+    columns = _columns_attrs(attrs, w_shape)
+    out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), w_shape[2:], attrs.stride,
+                     attrs.dilation)
+    case("im2col", columns, draws((normal, x_shape)), columns_naive, label=f"{rank}-d {label}")
+
+    def cols_and_weight(rng):
+        return columns_naive(columns, normal(rng, *x_shape)), normal(rng, *w_shape)
+
+    case("conv_columns", ConvColumnsAttrs(out), cols_and_weight,
+         lambda a, cols, w: np.einsum("fr,rbo->bfo", w.reshape(w.shape[0], -1), cols)
+         .reshape(cols.shape[1], w.shape[0], *a.out), label=f"{rank}-d {label}")
+
+    def grad_and_cols(rng):
+        return (normal(rng, x_shape[0], w_shape[0], *out),
+                columns_naive(columns, normal(rng, *x_shape)))
+
+    case("conv_grad_weight_columns", columns, grad_and_cols,
+         lambda a, g, cols: np.einsum("bfo,rbo->fr", g.reshape(g.shape[0], g.shape[1], -1), cols)
+         .reshape(w_shape), label=f"{rank}-d {label}")
+
+
+for _rank, _configs in CONV_CONFIGS.items():
+    for _config in _configs:
+        _column_cases(_rank, *_config)
+
+
+def _max_pool_index_reference(attrs, x):
+    """(y, flat position of each window's first maximum in the padded batch)."""
+    padded = _pad_constant(x, pad_pairs(attrs.pad), -np.inf)
+    out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
+    y = np.zeros((*x.shape[:2], *out))
+    index = np.zeros(y.shape, dtype=np.int64)
+    for b, c in np.ndindex(x.shape[:2]):
+        for position, window in windows(padded.shape[2:], attrs.kernel, attrs.stride,
+                                        attrs.dilation):
+            values = padded[(b, c, *window)]
+            first = np.unravel_index(int(np.argmax(values)), values.shape)
+            at = tuple(w.start + q * w.step for w, q in zip(window, first))
+            y[(b, c, *position)] = values[first]
+            index[(b, c, *position)] = np.ravel_multi_index((b, c, *at), padded.shape)
+    return y, index
+
+
+def _max_pool_grad_index_reference(attrs, g, index):
+    padded_shape = (*g.shape[:2], *padded_sizes(attrs.input, attrs.pad))
+    grad = np.zeros(int(np.prod(padded_shape)))
+    for position in np.ndindex(g.shape):
+        grad[index[position]] += g[position]
+    return _unpad(grad.reshape(padded_shape), pad_pairs(attrs.pad), attrs.input)
+
+
+def _pool_index_cases(rank, label, attrs, x_shape):
+    out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), attrs.kernel, attrs.stride,
+                     attrs.dilation)
+    case("max_pool_index", attrs, draws((distinct, x_shape)), _max_pool_index_reference,
+         label=f"{rank}-d {label}")
+    grad_attrs = PoolGradAttrs(attrs.kernel, attrs.stride, attrs.pad, attrs.dilation,
+                               tuple(x_shape[2:]))
+
+    def grad_and_index(rng):
+        _, index = _max_pool_index_reference(attrs, distinct(rng, *x_shape))
+        return normal(rng, *x_shape[:2], *out), index
+
+    case("max_pool_grad_index", grad_attrs, grad_and_index, _max_pool_grad_index_reference,
+         label=f"{rank}-d {label}")
+
+
+for _rank, _configs in POOL_CONFIGS.items():
+    for _config in _configs:
+        _pool_index_cases(_rank, *_config)
+
+
+for _activation in ("relu", "leaky_relu", "sigmoid", "tanh"):
+    _attrs_of, _f = _ACTIVATIONS[_activation][0], _ACTIVATIONS[_activation][1]
+    _alpha = getattr(_attrs_of, "alpha", 0.0)
+    case("bias_activation", BiasActivationAttrs(_activation, _alpha),
+         lambda rng: (away_from_zero(rng, 2, 3, 4), normal(rng, 3) * 0.1),
+         lambda a, x, b, f=_f, attrs_of=_attrs_of: _elementwise(lambda v: f(attrs_of, v))(
+             _bias_add_reference(None, x, b)),
+         label=_activation)
+
+
+def _update_group_inputs(name, attrs, shapes):
+    slots = state_slots(name, attrs)
+
+    def inputs(rng):
+        params = [normal(rng, *s) for s in shapes]
+        grads = [normal(rng, *s) for s in shapes]
+        state = [np.abs(normal(rng, *s)) for _ in range(slots) for s in shapes]
+        return (*params, *grads, scalar(0.05), scalar(3), *state)
+
+    return inputs
+
+
+def _update_group_reference(attrs, *arrays):
+    n, slots = attrs.count, attrs.slots
+    reference = _UPDATE_REFERENCES[attrs.update]
+    results = [reference(attrs.attrs, arrays[i], arrays[n + i], arrays[2 * n], arrays[2 * n + 1],
+                         *(arrays[2 * n + 2 + k * n + i] for k in range(slots)))
+               for i in range(n)]
+    return (*(r[0] for r in results), *(r[1 + k] for k in range(slots) for r in results))
+
+
+for _name, _attrs in (("sgd_update", SgdAttrs(0.9, False, 0.01)), ("adam_update", AdamAttrs()),
+                      ("rmsprop_update", RmsPropAttrs(momentum=0.9))):
+    _shapes = [(3, 4), (4,), (2, 2, 3)]
+    case("update_group", UpdateGroupAttrs(_name, _attrs, len(_shapes), state_slots(_name, _attrs)),
+         _update_group_inputs(_name, _attrs, _shapes), _update_group_reference, label=_name)

@@ -112,6 +112,10 @@ def test_float32_stays_float32(name, case):
     outputs = run_forward(numpy_backend, name, case.attrs, inputs)
     expected = run_forward(numpy_backend, name, case.attrs, case.make_inputs())
     for declared, got, want in zip(types, outputs, expected):
+        if declared.dtype == "int64":  # positions (max_pool_index) are the same in float32
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, want)
+            continue
         assert declared.dtype == "float32"
         assert got.dtype == np.float32, f"float32 inputs give {got.dtype}"
         if name != "dropout_mask":  # float32 draws differ from float64 draws
@@ -360,3 +364,49 @@ def test_max_pool_ties_route_to_the_first_maximum_as_torch(rank):
         (got,) = run_forward(numpy_backend, name, attrs, (g, x))
         np.testing.assert_allclose(got, cases.pool_torch("max", attrs, x, g), rtol=1e-12,
                                    err_msg=label)
+
+
+# --- forward_into: the planned executor's form of each forward ---------------------------------
+
+INTO_NAMES = sorted(name for name, op in REGISTRY.items() if op.forward_into is not None)
+
+
+def _buffers(types):
+    return tuple(np.full(t.shape, 7, dtype=t.dtype) for t in types)  # garbage, not zeros
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, case", named_cases(INTO_NAMES))
+def test_forward_into_matches_forward_bit_for_bit(name, case, dtype):
+    """Written into preallocated (dirty) buffers, the result is exactly the plain forward's."""
+    op = REGISTRY[name]
+    inputs = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+                   for a in case.make_inputs())
+    types = [input_type(a) for a in inputs]
+    outputs = _buffers(as_tuple(op.shape(case.attrs, *types)))
+    scratch = _buffers(op.scratch(case.attrs, *types) if op.scratch else ())
+    op.forward_into(numpy_backend, case.attrs, (*outputs, *scratch), *copy.deepcopy(inputs))
+    for got, want in zip(outputs, run_forward(numpy_backend, name, case.attrs, inputs)):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name, case", named_cases(sorted(n for n in INTO_NAMES
+                                                          if n.endswith("update") or
+                                                          n == "update_group")))
+def test_updates_into_their_own_inputs(name, case):
+    """The planned executor updates parameters and optimizer state in place: outputs that are
+    the param and state inputs themselves give the same numbers."""
+    op = REGISTRY[name]
+    inputs = [a.copy() for a in case.make_inputs()]
+    expected = run_forward(numpy_backend, name, case.attrs, tuple(inputs))
+    types = [input_type(a) for a in inputs]
+    if name == "update_group":
+        n = case.attrs.count
+        aliased = [*inputs[:n], *inputs[2 * n + 2:]]
+    else:
+        aliased = [inputs[0], *inputs[4:]]
+    scratch = _buffers(op.scratch(case.attrs, *types) if op.scratch else ())
+    op.forward_into(numpy_backend, case.attrs, (*aliased, *scratch), *inputs)
+    for got, want in zip(aliased, expected):
+        np.testing.assert_array_equal(got, want)

@@ -1,0 +1,53 @@
+"""Convolution columns built once per step: the weight gradient reuses the forward's im2col.
+
+y = conv(x, w) and dw = conv_grad_weight(g, x, w) become cols = im2col(x),
+y = conv_columns(cols, w), dw = conv_grad_weight_columns(g, cols). The columns then live from
+the forward pass to the weight gradient, so a convolution whose columns per sample exceed
+`max_bytes_per_sample` keeps recomputing them instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph
+from ..ops.conv import ColumnsAttrs, ConvColumnsAttrs
+from ..shapes import size_of
+from .rewrite import Rewriter
+
+DEFAULT_MAX_BYTES_PER_SAMPLE = 1 << 20
+
+
+def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTES_PER_SAMPLE) -> Graph:
+    grad_weight = {(n.inputs[1], n.inputs[2], n.attrs, n.op): n for n in graph.nodes
+                   if n.op in ("conv1d_grad_weight", "conv2d_grad_weight")}
+    rewriter = Rewriter(graph)
+    columns = {}  # id of the grad-weight node -> the columns value
+    for node in graph.nodes:
+        if node.op in ("conv1d", "conv2d"):
+            x, w = node.inputs
+            partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
+            if partner is not None and _column_bytes(node) <= max_bytes_per_sample:
+                attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
+                                     node.attrs.dilation)
+                (cols,) = rewriter.emit("im2col", (x,), attrs, node.origin)
+                (y,) = rewriter.emit("conv_columns", (cols, w),
+                                     ConvColumnsAttrs(tuple(node.output.type.shape[2:])),
+                                     node.origin)
+                rewriter.replace(node.output, y)
+                columns[id(partner)] = (cols, attrs)
+                continue
+        if id(node) in columns:
+            cols, attrs = columns[id(node)]
+            (dw,) = rewriter.emit("conv_grad_weight_columns", (node.inputs[0], cols), attrs,
+                                  node.origin)
+            rewriter.replace(node.output, dw)
+            continue
+        rewriter.keep(node)
+    return rewriter.result()
+
+
+def _column_bytes(node) -> int:
+    x, w = node.inputs
+    rows = size_of(w.type.shape[1:])
+    return rows * size_of(node.output.type.shape[2:]) * np.dtype(x.type.dtype).itemsize
