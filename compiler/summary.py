@@ -1,8 +1,8 @@
 """`nnrun summary`: per layer output shape, parameters and FLOPs; totals; training memory.
 
 FLOPs count 2 per multiply-accumulate of dense and convolution layers, other layers 0
-(DESIGN.md section 6). The training-memory estimate is parameters + gradients + optimizer state
-+ the forward values the backward pass keeps, at train.batch_size.
+(DESIGN.md section 6). The training-memory estimate comes from the static memory plan of the
+optimized training step at train.batch_size: what the executor allocates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import BATCH, Value
+from .ir import Value
 from .shapes import per_sample, size_of
 
 FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate of dense and convolution layers; others 0"
@@ -77,31 +77,29 @@ def summarize(spec, lowered, step) -> Summary:
     return summary
 
 
+def training_memory(step, batch: int) -> dict[str, int]:
+    """Bytes a training step holds at batch size `batch`, from the static memory plan of the
+    optimized step (what the executor allocates): parameters and buffers, optimizer state, the
+    batch, and the workspace (activations kept for the backward pass, gradients, convolution
+    columns, scratch), each place reused by liveness."""
+    from .passes import optimize
+    from .passes.memory_plan import plan_memory, state_layout
+
+    graph = optimize(step.graph)
+    layout = state_layout(graph)
+    optimizer = sum(place.nbytes for name, place in layout.places.items()
+                    if name in step.optimizer_state)
+    held = sum(_bytes(v, batch) for v in graph.params if v.name not in layout.places)
+    held += sum(_bytes(v, batch) for v in graph.state if v.name not in layout.places)
+    return {"parameters": layout.nbytes - optimizer + held, "optimizer_state": optimizer,
+            "batch": sum(_bytes(v, batch) for v in graph.inputs),
+            "workspace": plan_memory(graph, batch).arena_bytes}
+
+
 def _bytes(value: Value, batch: int) -> int:
     if value.type.dtype == "rng":
         return 0
     return size_of(value.type.concrete(batch)) * np.dtype(value.type.dtype).itemsize
-
-
-def training_memory(step, batch: int) -> dict[str, int]:
-    """Bytes of parameters, gradients, optimizer state and saved activations."""
-    graph = step.graph
-    params = sum(_bytes(v, batch) for v in graph.params)
-    optimizer = sum(_bytes(v, batch) for v in graph.state if v.name in step.optimizer_state)
-    buffers = sum(_bytes(v, batch) for v in graph.state if v.name not in step.optimizer_state)
-    return {"parameters": params + buffers, "gradients": params, "optimizer_state": optimizer,
-            "activations": _saved_activations(graph, batch)}
-
-
-def _saved_activations(graph, batch: int) -> int:
-    """Forward values (batch-sized) that some backward node reads: what backprop must keep."""
-    loss = graph.outputs.get("loss")
-    nodes = graph.nodes
-    split = next((i for i, n in enumerate(nodes) if loss in n.outputs), len(nodes)) + 1
-    forward = {id(v): v for n in nodes[:split] for v in n.outputs}
-    forward.update({id(v): v for v in graph.inputs})
-    saved = {id(v): v for n in nodes[split:] for v in n.inputs if id(v) in forward}
-    return sum(_bytes(v, batch) for v in saved.values() if BATCH in v.type.shape)
 
 
 def summary_text(summary: Summary) -> str:

@@ -24,6 +24,9 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VAL
                                "(repeatable; VALUE is parsed as YAML).")
 backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
                               show_default=True, help="Array backend.")
+threads_option = click.option("--threads", type=click.IntRange(min=1),
+                              help="CPU threads for the NumPy kernels (default: OMP_NUM_THREADS, "
+                                   "else every core).")
 
 
 class UserError(Exception):
@@ -144,17 +147,29 @@ def summary(spec, fmt, overrides) -> None:
               show_default=True)
 @click.option("--backward", is_flag=True, help="Show the whole training step (forward, "
                                                 "backward, optimizer update).")
+@click.option("--optimized", is_flag=True, help="Show the graph after the optimizing passes "
+                                                 "(what the executor runs), with its memory plan.")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Batch size of the memory plan shown with --optimized (default: "
+                   "train.batch_size).")
 @set_option
 @handle_errors
-def graph(spec, fmt, backward, overrides) -> None:
+def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     """The lowered op graph; every value with its shape."""
     from nnrun.compiler.frontend import compile_checked, load_spec
+    from nnrun.compiler.passes import optimize
     from nnrun.compiler.passes.dead_code import eliminate_dead_code
+    from nnrun.compiler.passes.memory_plan import plan_memory
     from nnrun.compiler.printer import graph_dot, graph_text
 
-    lowered, step = compile_checked(load_spec(spec, overrides))
-    shown = eliminate_dead_code(step.graph) if backward else lowered.graph
+    source = load_spec(spec, overrides)
+    lowered, step = compile_checked(source)
+    shown = step.graph if backward else lowered.graph
+    shown = optimize(shown) if optimized else eliminate_dead_code(shown) if backward else shown
     click.echo(graph_dot(shown) if fmt == "dot" else graph_text(shown), nl=False)
+    if optimized and fmt == "text":
+        plan = plan_memory(shown, batch_size or source.spec.train.batch_size)
+        click.echo(f"# memory plan: {plan.describe()}")
 
 
 @main.command()
@@ -184,10 +199,11 @@ def schema() -> None:
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Continue the run in this directory from its last.npz.")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@threads_option
 @click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
               help="Cap the batches per epoch (quick checks).")
 @handle_errors
-def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, quiet,
+def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, quiet, threads,
           max_steps) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
     from nnrun.compiler.frontend import load_spec
@@ -199,8 +215,11 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, q
             overrides.append(f"{key}={value}")
     if resume and out_dir:
         raise click.UsageError("--resume continues a run in its own directory; drop --out")
-    run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir, resume=resume,
-                 quiet=quiet, max_steps=max_steps)
+    from nnrun.runtime.threads import thread_limit
+
+    with thread_limit(threads):
+        run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir,
+                     resume=resume, quiet=quiet, max_steps=max_steps)
 
 
 run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
@@ -216,12 +235,15 @@ checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "las
 @checkpoint_option
 @backend_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@threads_option
 @handle_errors
-def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
+def eval_command(run_dir, split, checkpoint, backend, fmt, threads) -> None:
     """Metrics of a run's checkpoint on a data split."""
     from nnrun.runtime.evaluate import evaluate_run
+    from nnrun.runtime.threads import thread_limit
 
-    result = evaluate_run(run_dir, split, checkpoint, backend)
+    with thread_limit(threads):
+        result = evaluate_run(run_dir, split, checkpoint, backend)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -239,14 +261,17 @@ def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
               required=True, help="Where to write the outputs (.npy).")
 @checkpoint_option
 @backend_option
+@threads_option
 @handle_errors
-def predict(run_dir, input_file, out_path, checkpoint, backend) -> None:
+def predict(run_dir, input_file, out_path, checkpoint, backend, threads) -> None:
     """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy."""
     from nnrun.runtime.evaluate import predict_run
+    from nnrun.runtime.threads import thread_limit
 
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
+    with thread_limit(threads):
+        outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
 
 
@@ -258,24 +283,33 @@ def predict(run_dir, input_file, out_path, checkpoint, backend) -> None:
 @backend_option
 @click.option("--batch-size", type=click.IntRange(min=1), help="Default: train.batch_size.")
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
+@threads_option
+@click.option("--reference", is_flag=True, help="Time the plain graph on the reference "
+                                                 "executor (no passes, no memory plan).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @set_option
 @handle_errors
-def bench(spec, backend, batch_size, steps, fmt, overrides) -> None:
-    """Train-step and inference throughput on random data of the spec's shape."""
+def bench(spec, backend, batch_size, steps, threads, reference, fmt, overrides) -> None:
+    """Train-step and inference time on random data of the spec's shape (medians)."""
     import nnrun
     from nnrun.runtime.bench import bench as run_bench
+    from nnrun.runtime.model import Model
 
     model = nnrun.compile(spec, backend=backend, overrides=overrides)
-    result = run_bench(model, batch_size or model.spec.train.batch_size, steps)
+    if reference:
+        model = Model(model.source, backend, optimized=False)
+    result = run_bench(model, batch_size or model.spec.train.batch_size, steps, threads=threads)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"{spec} on {result['backend']}, batch {result['batch_size']}, {steps} steps")
+    threads_text = f", {result['threads']} threads" if result["threads"] else ""
+    click.echo(f"{spec} on {result['backend']} ({result['executor']} executor{threads_text}), "
+               f"batch {result['batch_size']}, median of {steps} steps")
     click.echo(f"  train step  {result['train_step_ms']:>10.3f} ms  "
                f"{result['train_samples_per_s']:>12,.0f} samples/s")
     click.echo(f"  inference   {result['inference_ms']:>10.3f} ms  "
                f"{result['inference_samples_per_s']:>12,.0f} samples/s")
+    click.echo(f"  peak memory {result['peak_memory_mb']:>10.2f} MB during a training step")
 
 
 @main.command()

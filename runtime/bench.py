@@ -1,35 +1,88 @@
-"""`nnrun bench`: training-step and inference throughput on random data of the spec's shape."""
+"""`nnrun bench`: training-step and inference time on random data of the spec's shape.
+
+Each step is timed on its own (after a synchronize on a GPU) and the median is reported, so a
+stray slow step does not move the figure. The train step runs as training runs it: the
+updated state is fed back. Peak memory is what the step holds at its peak: on NumPy traced by
+tracemalloc over one step (state, batch, buffers and any temporaries), on CuPy the memory
+pool's bytes in use.
+"""
 
 from __future__ import annotations
 
+import statistics
 import time
+import tracemalloc
 
 import numpy as np
 
 from .gradcheck import random_batch
 from .model import Model
+from .threads import blas_threads, thread_limit
 
 
-def bench(model: Model, batch_size: int, steps: int = 20, warmup: int = 3) -> dict:
+def bench(model: Model, batch_size: int, steps: int = 20, warmup: int = 3,
+          threads: int | None = None) -> dict:
+    with thread_limit(threads):
+        return _bench(model, batch_size, steps, warmup)
+
+
+def _bench(model: Model, batch_size: int, steps: int, warmup: int) -> dict:
     be, spec = model.backend, model.spec
-    rng = np.random.default_rng(spec.seed)
-    x, y = random_batch(model, batch_size, rng)
-    feeds = model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
-    train_s = _time(lambda: model.step_executor.run(feeds), steps, warmup, be)
-    infer_s = _time(lambda: model.forward_executor.run(feeds), steps, warmup, be)
+    x, y = random_batch(model, batch_size, np.random.default_rng(spec.seed))
+    peak = _peak_step_bytes(model, x, y)
+    state = model.train_state()
+    feeds = model.step_feeds(state, x, y, lr=1e-6, step=1, seed=0)
+
+    def train_step():
+        _, updates = model.step_executor.run(feeds)
+        feeds.update(updates)
+
+    forward_feeds = {name: value for name, value in feeds.items() if name != "y"}
+    train_s = _median_step(train_step, steps, warmup, be)
+    infer_s = _median_step(lambda: model.forward_executor.run(forward_feeds), steps, warmup, be)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
+            "threads": blas_threads() if be.name == "numpy" else None,
+            "executor": "planned" if model.optimized else "reference",
             "train_step_ms": round(train_s * 1e3, 3),
             "train_samples_per_s": round(batch_size / train_s, 1),
             "inference_ms": round(infer_s * 1e3, 3),
-            "inference_samples_per_s": round(batch_size / infer_s, 1)}
+            "inference_samples_per_s": round(batch_size / infer_s, 1),
+            "peak_memory_mb": round(peak / 2**20, 3)}
 
 
-def _time(call, steps: int, warmup: int, be) -> float:
+def _median_step(call, steps: int, warmup: int, be) -> float:
     for _ in range(warmup):
         call()
     be.synchronize()
-    started = time.perf_counter()
+    times = []
     for _ in range(steps):
+        started = time.perf_counter()
         call()
-    be.synchronize()
-    return (time.perf_counter() - started) / steps
+        be.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def _peak_step_bytes(model: Model, x, y) -> int:
+    """Bytes held at the peak of a steady-state training step: state, the batch, the step's
+    buffers and any temporaries, traced from a fresh model (compiled before tracing starts)."""
+    be = model.backend
+    if be.name == "cupy":
+        pool = be.xp.get_default_memory_pool()
+        model.step_executor.run(model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0))
+        be.synchronize()
+        return pool.used_bytes()
+    fresh = Model(model.source, be.name, optimized=model.optimized)
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    start, _ = tracemalloc.get_traced_memory()
+    feeds = fresh.step_feeds(fresh.train_state(), np.array(x), np.array(y), 1e-6, 1, 0)
+    for _ in range(2):  # the first step allocates the plan; the second is the steady state
+        tracemalloc.reset_peak()
+        _, updates = fresh.step_executor.run(feeds)
+        feeds.update(updates)
+    _, peak = tracemalloc.get_traced_memory()
+    if not tracing:
+        tracemalloc.stop()
+    return peak - start

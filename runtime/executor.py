@@ -54,16 +54,22 @@ class PlannedExecutor:
         self.layout = state_layout(graph)
         self.max_plans = max_plans  # an epoch's last, smaller batch gets a plan of its own
         self.programs: dict[int, _Program] = {}
-        self.state: dict[str, Any] = {}  # views of one buffer, by name
-        self._state_buffer = None
+        xp = backend.xp
+        self._state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
+        self.state = {name: _view(self._state_buffer, place)  # views of one buffer, by name
+                      for name, place in self.layout.places.items()}
 
     def plan(self, batch: int) -> MemoryPlan:
         return self._program(batch).plan
 
+    def held_bytes(self) -> int:
+        """What the executor holds between runs: its state and every plan's arena."""
+        return self._state_buffer.nbytes + sum(p.arena.nbytes for p in self.programs.values())
+
     def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         program = self._program(self._batch_size(feeds))
         self._load_state(feeds)
-        return program.run(feeds, self.state)
+        return program.run(feeds)
 
     def _batch_size(self, feeds) -> int:
         for leaf in self.graph.inputs:
@@ -77,67 +83,72 @@ class PlannedExecutor:
             if len(self.programs) >= self.max_plans:
                 self.programs.pop(next(iter(self.programs)))
             program = self.programs[batch] = _Program(self.graph, self.backend,
-                                                      plan_memory(self.graph, batch))
+                                                      plan_memory(self.graph, batch), self.state)
         return program
 
     def _load_state(self, feeds) -> None:
         """Updated state lives in the executor's buffer; a fed array that is not already that
         buffer's view is copied in (the first step, a resume, a pruning mask applied)."""
-        xp = self.backend.xp
-        if self._state_buffer is None:
-            self._state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
-            self.state = {name: _view(self._state_buffer, place)
-                          for name, place in self.layout.places.items()}
         for name, target in self.state.items():
             fed = feeds[name]
             if fed is not target:
                 if tuple(fed.shape) != target.shape:
                     raise ValueError(f"{name}: fed shape {tuple(fed.shape)}, expected "
                                      f"{target.shape}")
-                xp.copyto(target, fed)
+                self.backend.xp.copyto(target, fed)
 
 
 class _Program:
-    """One batch size's plan, with its arena and every node's output and scratch views."""
+    """One batch size's plan: its arena, and each node bound to its output and scratch views.
+    Only the fed inputs (and views of them) change from run to run."""
 
-    def __init__(self, graph: Graph, backend, plan: MemoryPlan):
-        self.graph, self.backend, self.plan = graph, backend, plan
+    def __init__(self, graph: Graph, backend, plan: MemoryPlan, state: dict):
+        self.graph, self.backend, self.plan, self.state = graph, backend, plan, state
         xp = backend.xp
         self.arena = xp.empty(max(plan.arena_bytes, 1), dtype=xp.uint8)
-        self.fixed = {key: _view(self.arena, place) for key, place in plan.values.items()}
-        self.steps = [self._step(position, node) for position, node in enumerate(graph.nodes)]
+        self.env = {key: _view(self.arena, place) for key, place in plan.values.items()}
+        self.env.update({id(leaf): state[leaf.name] for leaf in graph.leaves()
+                         if leaf.name in state})
+        self.env.update({key: state[name] for key, name in plan.in_place.items()})
+        self.fed = [(id(leaf), leaf.name) for leaf in graph.leaves() if leaf.name not in state]
+        dynamic = {key for key, _ in self.fed}
+        self.steps = []
+        for position, node in enumerate(graph.nodes):
+            self.steps += self._step(position, node, dynamic)
 
-    def _step(self, position, node):
+    def _step(self, position, node, dynamic: set) -> list:
         op = REGISTRY[node.op]
-        outputs = [id(v) for v in node.outputs]
-        scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
         inputs = [id(v) for v in node.inputs]
         if op.view:
-            return ("view", op.forward, node.attrs, inputs, outputs, ())
-        kind = "into" if op.forward_into is not None else "copy"
-        return (kind, op.forward_into or op.forward, node.attrs, inputs, outputs, scratch)
+            if not dynamic.intersection(inputs):  # a view of a planned buffer: made once
+                self.env[id(node.output)] = op.forward(self.backend, node.attrs,
+                                                       *(self.env[i] for i in inputs))
+                return []
+            dynamic.add(id(node.output))
+            return [("view", op.forward, node.attrs, inputs, id(node.output))]
+        outputs = tuple(self.env[id(v)] for v in node.outputs)
+        if op.forward_into is None:
+            return [("copy", op.forward, node.attrs, inputs, outputs)]
+        scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
+        return [("into", op.forward_into, node.attrs, inputs, (*outputs, *scratch))]
 
-    def run(self, feeds, state) -> tuple[dict, dict]:
-        be, xp = self.backend, self.backend.xp
-        env = dict(self.fixed)
-        for leaf in self.graph.leaves():
-            env[id(leaf)] = state.get(leaf.name, feeds.get(leaf.name))
-        for value_id, name in self.plan.in_place.items():
-            env[value_id] = state[name]
-        for kind, function, attrs, inputs, outputs, scratch in self.steps:
-            arrays = [env[i] for i in inputs]
+    def run(self, feeds) -> tuple[dict, dict]:
+        be, xp, env = self.backend, self.backend.xp, self.env
+        for key, name in self.fed:
+            env[key] = feeds.get(name)
+        for kind, function, attrs, inputs, outputs in self.steps:
             if kind == "into":
-                function(be, attrs, (*(env[o] for o in outputs), *scratch), *arrays)
+                function(be, attrs, outputs, *[env[i] for i in inputs])
             elif kind == "view":
-                env[outputs[0]] = function(be, attrs, *arrays)
+                env[outputs] = function(be, attrs, *[env[i] for i in inputs])
             else:
-                result = function(be, attrs, *arrays)
-                for key, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
-                    xp.copyto(env[key], array)
+                result = function(be, attrs, *[env[i] for i in inputs])
+                for target, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
+                    xp.copyto(target, array)
         for name, value in self.plan.copied_updates.items():
-            xp.copyto(state[name], env[id(value)])
+            xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
-        return outputs, {name: state[name] for name in self.graph.updates}
+        return outputs, {name: self.state[name] for name in self.graph.updates}
 
 
 def _view(arena, place):

@@ -72,32 +72,28 @@ def _relu_grad_into(be, attrs, out, g, x):
 
 
 def _leaky_relu_into(be, attrs, out, x):
-    y, positive = out
+    # where(x > 0, x, alpha x) is the larger of x and alpha x for alpha <= 1, the smaller for
+    # alpha > 1 (equal values; np.where has no out= and copyto(where=) is very slow).
+    (y,) = out
     xp = be.xp
-    xp.greater(x, 0, out=positive)
     xp.multiply(x, attrs.alpha, out=y)
-    xp.copyto(y, x, where=positive)
-
-
-def _leaky_relu_grad_into(be, attrs, out, g, x):
-    y, positive = out
-    xp = be.xp
-    xp.greater(x, 0, out=positive)
-    xp.multiply(g, attrs.alpha, out=y)
-    xp.copyto(y, g, where=positive)
+    (xp.maximum if attrs.alpha <= 1 else xp.minimum)(x, y, out=y)
 
 
 def _sigmoid_into(be, attrs, out, x):
-    y, e, d, positive = out
+    # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where x < 0
+    # and 0 + 1 where x >= 0 (exact either way), then one division, as the forward rounds.
+    y, e, d, mask = out
     xp = be.xp
     xp.abs(x, out=e)
     xp.negative(e, out=e)
     xp.exp(e, out=e)
     xp.add(e, 1, out=d)
-    xp.divide(e, d, out=y)  # e / (1 + e) where x < 0
-    xp.divide(1, d, out=e)  # 1 / (1 + e) where x >= 0
-    xp.greater_equal(x, 0, out=positive)
-    xp.copyto(y, e, where=positive)
+    xp.less(x, 0, out=mask)
+    xp.multiply(e, mask, out=e)
+    xp.greater_equal(x, 0, out=mask)
+    xp.add(e, mask, out=e)
+    xp.divide(e, d, out=y)
 
 
 def _sigmoid_scratch(attrs, x):
@@ -160,8 +156,7 @@ _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             grad_into=(_relu_grad_into, _mask_scratch))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
-            into=(_leaky_relu_into, _mask_scratch),
-            grad_into=(_leaky_relu_grad_into, _mask_scratch))
+            into=(_leaky_relu_into, None))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),

@@ -82,7 +82,11 @@ def _bias_add_grad_forward(be, attrs, g):
 
 
 def _bias_add_into(be, attrs, out, x, b):
-    be.xp.add(x, _channel_view(be.xp, b, x.ndim), out=out[0])
+    # The bias first, then x: a broadcast operand would make NumPy buffer the addition through
+    # a temporary, the broadcast copy does not (and b + x == x + b exactly).
+    y = out[0]
+    be.xp.copyto(y, _channel_view(be.xp, b, x.ndim))
+    be.xp.add(y, x, out=y)
 
 
 def _bias_add_grad_into(be, attrs, out, g):

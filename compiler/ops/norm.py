@@ -49,6 +49,96 @@ def _bn_shape(attrs, x: TensorType, *per_channel: TensorType) -> TensorType:
     return x
 
 
+# --- the same into preallocated buffers ------------------------------------------------------
+# NumPy's x.var allocates a centred copy of x; these compute the same sums in the same order
+# (mean = sum / n, var = sum((x - mean)^2) / n, as numpy's _var) in scratch buffers.
+
+
+def _stat_type(x: TensorType) -> TensorType:
+    return TensorType((1, x.shape[1], *([1] * (x.rank - 2))), x.dtype)
+
+
+def _normalized_into(xp, x, eps, mean, rstd, xhat):
+    """xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); `xhat` is first used for the
+    squared deviations."""
+    axes = _reduce_axes(x)
+    count = x.size // x.shape[1]
+    xp.sum(x, axis=axes, keepdims=True, out=mean)
+    xp.divide(mean, count, out=mean)
+    xp.subtract(x, mean, out=xhat)
+    xp.multiply(xhat, xhat, out=xhat)
+    xp.sum(xhat, axis=axes, keepdims=True, out=rstd)
+    xp.divide(rstd, count, out=rstd)
+    xp.add(rstd, eps, out=rstd)
+    xp.sqrt(rstd, out=rstd)
+    xp.divide(1, rstd, out=rstd)
+    xp.subtract(x, mean, out=xhat)
+    xp.multiply(xhat, rstd, out=xhat)
+
+
+def _bn_stats_scratch(attrs, x, *rest):
+    return (_stat_type(x), _stat_type(x), x)
+
+
+def _bn_train_into(be, attrs, out, x, gamma, beta):
+    y, mean, rstd, xhat = out
+    xp = be.xp
+    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    xp.multiply(xhat, _channel(gamma, x.ndim), out=y)
+    xp.add(y, _channel(beta, x.ndim), out=y)
+
+
+def _bn_grad_input_scratch(attrs, g, x, gamma):
+    stat = _stat_type(x)
+    return (stat, stat, x, x, stat, stat, stat)
+
+
+def _bn_grad_input_into(be, attrs, out, g, x, gamma):
+    gx, mean, rstd, xhat, work, g_sum, g_xhat, factor = out
+    xp = be.xp
+    axes = _reduce_axes(x)
+    count = x.size // x.shape[1]
+    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    xp.sum(g, axis=axes, keepdims=True, out=g_sum)
+    xp.multiply(g, xhat, out=work)
+    xp.sum(work, axis=axes, keepdims=True, out=g_xhat)
+    xp.multiply(_channel(gamma, x.ndim), rstd, out=factor)
+    xp.divide(factor, count, out=factor)
+    xp.multiply(count, g, out=work)
+    xp.subtract(work, g_sum, out=work)
+    xp.multiply(xhat, g_xhat, out=xhat)
+    xp.subtract(work, xhat, out=work)
+    xp.multiply(factor, work, out=gx)
+
+
+def _bn_grad_gamma_into(be, attrs, out, g, x):
+    dgamma, mean, rstd, xhat = out
+    xp = be.xp
+    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    xp.multiply(g, xhat, out=xhat)
+    xp.sum(xhat, axis=_reduce_axes(x), out=dgamma)
+
+
+def _channel_var_into(be, attrs, out, x):
+    var, mean, deviations = out
+    xp = be.xp
+    axes = _reduce_axes(x)
+    count = x.size // x.shape[1]
+    xp.sum(x, axis=axes, keepdims=True, out=mean)
+    xp.divide(mean, count, out=mean)
+    xp.subtract(x, mean, out=deviations)
+    xp.multiply(deviations, deviations, out=deviations)
+    xp.sum(deviations, axis=axes, out=var)
+    xp.divide(var, max(count - 1, 0), out=var)
+
+
+def _dropout_mask_into(be, attrs, out, x, rng):
+    mask, keep = out
+    rng.random(dtype=x.dtype, out=mask)
+    be.xp.greater_equal(mask, attrs.rate, out=keep)
+    be.xp.divide(keep, 1 - attrs.rate, out=mask)
+
+
 def _bn_train_forward(be, attrs, x, gamma, beta):
     xhat, _ = _normalized(be.xp, x, attrs.eps)
     return xhat * _channel(gamma, x.ndim) + _channel(beta, x.ndim)
@@ -80,12 +170,15 @@ def _gamma_shape(attrs, g, x, *rest):
 
 
 register(OpDef("batch_norm_train", EpsAttrs, _bn_shape, _bn_train_forward, _bn_train_vjp,
-               doc="gamma * (x - mean_batch) / sqrt(var_batch + eps) + beta, per channel"))
+               doc="gamma * (x - mean_batch) / sqrt(var_batch + eps) + beta, per channel",
+               forward_into=_bn_train_into, scratch=_bn_stats_scratch))
 register(OpDef("batch_norm_train_grad_input", EpsAttrs, lambda a, g, x, gamma: x,
                _bn_train_grad_input, None, is_gradient=True,
-               doc="d batch_norm_train / dx, through the batch statistics too"))
+               doc="d batch_norm_train / dx, through the batch statistics too",
+               forward_into=_bn_grad_input_into, scratch=_bn_grad_input_scratch))
 register(OpDef("batch_norm_train_grad_gamma", EpsAttrs, _gamma_shape, _bn_train_grad_gamma, None,
-               is_gradient=True, doc="sum of g * x_hat per channel"))
+               is_gradient=True, doc="sum of g * x_hat per channel",
+               forward_into=_bn_grad_gamma_into, scratch=_bn_stats_scratch))
 
 
 def _bn_infer_forward(be, attrs, x, mean, var, gamma, beta):
@@ -125,11 +218,14 @@ def _channel_stat_shape(attrs, x):
 
 register(OpDef("channel_mean", NoAttrs, _channel_stat_shape,
                lambda be, a, x: x.mean(axis=_reduce_axes(x)), None, is_gradient=True,
-               doc="mean per channel over batch and space (for running statistics)"))
+               doc="mean per channel over batch and space (for running statistics)",
+               forward_into=lambda be, a, out, x: be.xp.mean(x, axis=_reduce_axes(x),
+                                                             out=out[0])))
 # Unbiased, as PyTorch's running_var is.
 register(OpDef("channel_var", NoAttrs, _channel_stat_shape,
                lambda be, a, x: x.var(axis=_reduce_axes(x), ddof=1), None, is_gradient=True,
-               doc="unbiased variance per channel (for running statistics)"))
+               doc="unbiased variance per channel (for running statistics)",
+               forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x)))
 register(OpDef("ema", MomentumAttrs, lambda a, running, stat: running,
                lambda be, a, running, stat: running * a.momentum + stat * (1 - a.momentum),
                None, is_gradient=True, doc="momentum * running + (1 - momentum) * stat"))
@@ -142,4 +238,6 @@ def _dropout_mask_forward(be, attrs, x, rng):
 
 register(OpDef("dropout_mask", RateAttrs, lambda a, x, rng: x, _dropout_mask_forward,
                lambda gb, node, g: (None, None),
-               doc="inverted dropout: 1/(1-rate) with probability 1-rate, else 0"))
+               doc="inverted dropout: 1/(1-rate) with probability 1-rate, else 0",
+               forward_into=_dropout_mask_into,
+               scratch=lambda attrs, x, rng: (TensorType(x.shape, "bool"),)))

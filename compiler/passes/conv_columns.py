@@ -3,7 +3,8 @@
 y = conv(x, w) and dw = conv_grad_weight(g, x, w) become cols = im2col(x),
 y = conv_columns(cols, w), dw = conv_grad_weight_columns(g, cols). The columns then live from
 the forward pass to the weight gradient, so a convolution whose columns per sample exceed
-`max_bytes_per_sample` keeps recomputing them instead.
+`max_bytes_per_sample` keeps recomputing them instead. A convolution without a weight gradient
+(inference) becomes im2col + conv_columns too: one matrix product for the whole batch.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
         if node.op in ("conv1d", "conv2d"):
             x, w = node.inputs
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
-            if partner is not None and _column_bytes(node) <= max_bytes_per_sample:
+            # Without a weight gradient (inference) the columns die at once: one matrix
+            # product for the batch is still the faster convolution.
+            if partner is None or _column_bytes(node) <= max_bytes_per_sample:
                 attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
                                      node.attrs.dilation)
                 (cols,) = rewriter.emit("im2col", (x,), attrs, node.origin)
@@ -35,7 +38,8 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
                                      ConvColumnsAttrs(tuple(node.output.type.shape[2:])),
                                      node.origin)
                 rewriter.replace(node.output, y)
-                columns[id(partner)] = (cols, attrs)
+                if partner is not None:
+                    columns[id(partner)] = (cols, attrs)
                 continue
         if id(node) in columns:
             cols, attrs = columns[id(node)]
