@@ -161,12 +161,9 @@ def graph(spec, fmt, backward, overrides) -> None:
 @handle_errors
 def schema() -> None:
     """The JSON Schema of the spec language, for editors (see docs/spec-reference.md)."""
-    from nnrun.compiler.schema import Spec
+    from nnrun.compiler.schema import spec_json_schema
 
-    document = Spec.model_json_schema()
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "nnrun spec (version 1)"
-    click.echo(json.dumps(document, indent=2))
+    click.echo(json.dumps(spec_json_schema(), indent=2))
 
 
 # --- train, eval, predict -------------------------------------------------------------------
