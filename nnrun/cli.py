@@ -202,8 +202,14 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, q
 
 run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
                                                              path_type=Path))
-checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "last"]),
-                                 default="best", show_default=True)
+checkpoint_option = click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]),
+    help="Default: the checkpoint whose numbers `train` reported (summary.json's final: "
+         "best.npz, or last.npz under early_stopping.restore_best: false).")
+preprocessing_option = click.option(
+    "--no-preprocessing", "raw", is_flag=True,
+    help="Feed the inputs as they are, skipping what training fitted and stored in the run "
+         "directory (preprocessing.npz: data.normalize statistics, data.permute_features).")
 
 
 @main.command(name="eval")
@@ -211,18 +217,19 @@ checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "las
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True)
 @checkpoint_option
+@preprocessing_option
 @backend_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @handle_errors
-def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
-    """Metrics of a run's checkpoint on a data split."""
+def eval_command(run_dir, split, checkpoint, raw, backend, fmt) -> None:
+    """Metrics of a run's checkpoint on a data split, preprocessed as in training."""
     from nnrun.runtime.evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, split, checkpoint, backend)
+    result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"{run_dir} ({checkpoint}.npz, epoch {result['epoch']}), {split} split, "
+    click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples")
     for name, value in result.items():
         if name.startswith(f"{split}_"):
@@ -235,15 +242,20 @@ def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Where to write the outputs (.npy).")
 @checkpoint_option
+@preprocessing_option
 @backend_option
 @handle_errors
-def predict(run_dir, input_file, out_path, checkpoint, backend) -> None:
-    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy."""
+def predict(run_dir, input_file, out_path, checkpoint, raw, backend) -> None:
+    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy.
+
+    x holds raw samples, as the dataset gives them: the run's preprocessing is applied first.
+    The outputs are the last layer's after its activation: probabilities when the spec ends
+    in softmax or sigmoid, else raw scores (logits)."""
     from nnrun.runtime.evaluate import predict_run
 
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
+    outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend, preprocess=not raw)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
 
 

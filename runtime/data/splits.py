@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,7 @@ class Dataset:
     num_classes: int | None
     name: str
     task: str = "classification"  # "classification" | "binary" | "regression"
+    preprocessing: Any = None  # the Preprocessing fitted on (or given for) the training split
 
     def splits(self) -> dict[str, Split]:
         named = {"train": self.train, "val": self.val, "test": self.test}
