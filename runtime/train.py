@@ -25,6 +25,7 @@ from nnrun.compiler.ir import Origin
 from . import checkpoint as ckpt
 from .data import DataError, augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
+from .data.targets import check_targets_fit
 from .files import write_text_atomically
 from .metrics import default_mode, metric_name, metric_sum
 from .model import Model, target_array
@@ -303,7 +304,7 @@ class Trainer:
 def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
     spec, be = model.spec, model.backend
-    totals = _Totals(spec.train.metrics)
+    totals = _Totals(spec.train.metrics, spec.loss.type)
     for start in range(0, len(split.x), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         feeds = dict(state)
@@ -316,8 +317,8 @@ def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
 class _Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
 
-    def __init__(self, metrics):
-        self.tracked = list(metrics)
+    def __init__(self, metrics, loss: str | None = None):
+        self.tracked, self.loss_type = list(metrics), loss
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
 
     def add(self, outputs, y, be) -> None:
@@ -328,7 +329,7 @@ class _Totals:
         logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
         for metric in self.tracked:
             name = metric_name(metric)
-            total = metric_sum(metric, logits, prediction, y)
+            total = metric_sum(metric, logits, prediction, y, self.loss_type)
             self.metrics[name] = self.metrics.get(name, 0.0) + total
         for name, value in outputs.items():
             if name.startswith("grad_norm/"):
@@ -376,6 +377,7 @@ def check_data_fits(spec, model, data) -> None:
                             f"expects {list(expected)}; set model.input_shape to "
                             f"{list(data.input_shape)}")
     outputs = model.lowered.logits.type.shape[1:]
+    check_targets_fit(spec, data, outputs, where)
     labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
     if spec.loss.type == "cross_entropy":
         top = int(labels.max())

@@ -374,6 +374,7 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
     result = assert_ok(invoke("train", tiny, "--out", out, "--max-steps", 3))
     assert result.stdout == ""  # progress and the final table go to stderr
     assert "best epoch" in result.stderr
+    assert "final model: best.npz, epoch" in result.stderr
     assert RUN_FILES <= {p.name for p in out.iterdir()}
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
