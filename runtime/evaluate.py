@@ -50,9 +50,10 @@ def final_checkpoint(run_dir: Path) -> str:
         return "best"
 
 
-def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy") -> Run:
+def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
+             preprocess: bool = True) -> Run:
     """The run's spec compiled, and the checkpoint's state checked against it; `which` is
-    "best", "last", or None for the run's final checkpoint."""
+    "best", "last", or None for the run's final checkpoint. preprocess=False: no preprocessing."""
     run_dir = Path(run_dir)
     spec_path = run_dir / "spec.yaml"
     if not spec_path.exists():
@@ -63,7 +64,8 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy") ->
     expected = {name: info.shape for name, info in model.param_infos.items()}
     ckpt.check_compatible(path, meta, state, model.spec, expected)
     params = {name: state[name] for name in expected}
-    return Run(model, params, run_preprocessing(run_dir, model), path, meta.get("epoch"))
+    preprocessing = run_preprocessing(run_dir, model) if preprocess else IDENTITY
+    return Run(model, params, preprocessing, path, meta.get("epoch"))
 
 
 def _checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -84,16 +86,21 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
     if spec.data is None:
         return IDENTITY
     # A run trained before nnrun stored preprocessing.npz: fit it again as training did.
-    data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype)
+    try:
+        data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype)
+    except DataError as error:
+        raise DataError(f"{run_dir}: has no preprocessing.npz (trained by an older nnrun), and "
+                        f"its data cannot be loaded to fit it again ({error}); pass "
+                        "--no-preprocessing to feed inputs as they are") from None
     return data.preprocessing
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                  backend: str = "numpy", preprocess: bool = True) -> dict:
-    run = load_run(run_dir, which, backend)
+    run = load_run(run_dir, which, backend, preprocess)
     spec = run.model.spec
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
-                        preprocessing=run.preprocessing if preprocess else IDENTITY)
+                        preprocessing=run.preprocessing)
     chosen = getattr(data, split)
     if chosen is None:
         where = spec.data.path or spec.data.dataset
@@ -108,8 +115,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,
                 backend: str = "numpy", preprocess: bool = True) -> np.ndarray:
-    run = load_run(run_dir, which, backend)
-    outputs = run.predict(_read_inputs(Path(input_path), run.model), preprocess)
+    run = load_run(run_dir, which, backend, preprocess)
+    outputs = run.predict(_read_inputs(Path(input_path), run.model))
     write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs
 

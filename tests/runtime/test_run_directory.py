@@ -129,3 +129,22 @@ def test_restore_best_false_makes_last_the_final_checkpoint(tmp_path):
     evaluated = evaluate_run(run_dir)
     assert evaluated["checkpoint"] == "last.npz"
     assert evaluated["test_loss"] == pytest.approx(final["test_loss"])
+
+
+def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(30, 2)), y=rng.integers(0, 2, 30))
+    (tmp_path / "spec.yaml").write_text(
+        "data: {dataset: npz, path: d.npz}\nmodel: {input_shape: [2], layers: "
+        "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(tmp_path / "spec.yaml", out_dir=tmp_path / "run", quiet=True)
+    (tmp_path / "run" / "preprocessing.npz").unlink()
+    (tmp_path / "d.npz").unlink()
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 2)))
+    runner = CliRunner()
+    arguments = ["predict", str(tmp_path / "run"), str(tmp_path / "x.npz"), "--out",
+                 str(tmp_path / "y.npy")]
+    result = runner.invoke(main, arguments)
+    assert result.exit_code == 1 and "--no-preprocessing" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert runner.invoke(main, [*arguments, "--no-preprocessing"]).exit_code == 0
