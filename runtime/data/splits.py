@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .preprocessing import Preprocessing
 
 # Each use of the spec's seed draws from its own stream, so adding one never shifts another.
 VALIDATION_STREAM = 1
@@ -39,7 +42,7 @@ class Dataset:
     num_classes: int | None
     name: str
     task: str = "classification"  # "classification" | "binary" | "regression"
-    preprocessing: Any = None  # the Preprocessing fitted on (or given for) the training split
+    preprocessing: Preprocessing | None = None  # fitted on the training split, or given
 
     def splits(self) -> dict[str, Split]:
         named = {"train": self.train, "val": self.val, "test": self.test}
