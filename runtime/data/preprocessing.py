@@ -8,6 +8,7 @@ Python API give a trained model the inputs it was trained on, not raw ones.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,6 @@ class Preprocessing:
     def apply(self, x: np.ndarray, dtype: str) -> np.ndarray:
         x = self.normalizer.apply(x, dtype) if self.normalizer else np.asarray(x).astype(dtype)
         return permute_features(x, self.permutation) if self.permutation is not None else x
-
-    @property
-    def is_identity(self) -> bool:
-        return self.normalizer is None and self.permutation is None
 
 
 IDENTITY = Preprocessing()
@@ -68,7 +65,7 @@ def load_preprocessing(run_dir: Path) -> Preprocessing | None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
+        normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error})") from None
-    normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     return Preprocessing(normalizer, arrays.get("permutation"))

@@ -148,3 +148,16 @@ def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
     assert result.exit_code == 1 and "--no-preprocessing" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert runner.invoke(main, [*arguments, "--no-preprocessing"]).exit_code == 0
+
+
+def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
+    copy = tmp_path / "broken-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    np.savez(copy / "preprocessing.npz", shift=np.zeros(1))  # no scale
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1, 8, 8)))
+    result = CliRunner().invoke(main, ["predict", str(copy), str(tmp_path / "x.npz"), "--out",
+                                       str(tmp_path / "y.npy")])
+    assert result.exit_code == 1 and "preprocessing.npz: not a readable" in result.output
+    assert len(result.output.strip().splitlines()) == 1
