@@ -39,7 +39,8 @@ def _tag(model: type[BaseModel]) -> str:
 
 def _named_alone(model: type[BaseModel]) -> bool:
     """True when the type name alone makes a valid value: every other field has a default."""
-    return all(not info.is_required() for name, info in model.model_fields.items() if name != "type")
+    fields = model.model_fields
+    return all(not fields[name].is_required() for name in fields if name != "type")
 
 
 def tagged_union(*models: type[BaseModel]) -> Any:

@@ -312,7 +312,8 @@ def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     if kinks:
         click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
                    "one-sided differences disagree and the gradient lies between them, so no "
-                   "gradient could match their central difference; they are left out of the verdict")
+                   "gradient could match their central difference; they are left out of the "
+                   "verdict")
     sys.exit(0 if passed else 1)
 
 

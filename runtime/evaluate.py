@@ -37,8 +37,8 @@ class Run:
         x = np.asarray(x)
         if preprocess:
             x = self.preprocessing.apply(x, self.model.spec.dtype)
-        forward = self.model.forward
-        return np.concatenate([forward(self.params, x[i:i + BATCH]) for i in range(0, len(x), BATCH)])
+        batches = [x[start:start + BATCH] for start in range(0, len(x), BATCH)]
+        return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
 
 
 def final_checkpoint(run_dir: Path) -> str:

@@ -26,7 +26,8 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Applied in this order: (x - shift) / scale, then the permutation of each sample's features."""
+    """Applied in this order: (x - shift) / scale, then the permutation of each sample's
+    features."""
 
     normalizer: Normalizer | None = None
     permutation: np.ndarray | None = None
