@@ -255,8 +255,10 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend) -> None:
 
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend, preprocess=not raw)
-    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
+    outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
+                               preprocess=not raw)
+    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
+               f"(epoch {run.epoch})")
 
 
 # --- bench, gradcheck -----------------------------------------------------------------------

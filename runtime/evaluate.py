@@ -114,11 +114,11 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,
-                backend: str = "numpy", preprocess: bool = True) -> np.ndarray:
+                backend: str = "numpy", preprocess: bool = True) -> tuple[np.ndarray, Run]:
     run = load_run(run_dir, which, backend, preprocess)
     outputs = run.predict(_read_inputs(Path(input_path), run.model))
     write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
-    return outputs
+    return outputs, run
 
 
 def _read_inputs(path: Path, model) -> np.ndarray:

@@ -56,6 +56,7 @@ def test_predict_on_raw_inputs_matches_the_processed_data(shuffled_run, tmp_path
     result = CliRunner().invoke(main, ["predict", str(shuffled_run), str(tmp_path / "raw.npz"),
                                        "--out", str(tmp_path / "out.npy")])
     assert result.exit_code == 0, result.output
+    assert f"outputs of best.npz (epoch {run.epoch})" in result.output
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(run.predict(raw.test.x), expected, rtol=1e-5, atol=1e-6)
 
