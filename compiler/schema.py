@@ -15,12 +15,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    PositiveFloat,
-    PositiveInt,
     field_validator,
     model_validator,
 )
+
+from pydantic_core import PydanticCustomError
 
 from .datasets import DATASETS
 
@@ -34,8 +33,22 @@ def _wrap_name(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
+def _tag(model: type[BaseModel]) -> str:
+    return typing.get_args(model.model_fields["type"].annotation)[0]
+
+
+def _named_alone(model: type[BaseModel]) -> bool:
+    """True when the type name alone makes a valid value: every other field has a default."""
+    fields = model.model_fields
+    return all(not fields[name].is_required() for name in fields if name != "type")
+
+
 def tagged_union(*models: type[BaseModel]) -> Any:
-    return Annotated[Union[models], Field(discriminator="type"), BeforeValidator(_wrap_name)]
+    union = Annotated[Union[models], Field(discriminator="type")]
+    # The JSON Schema must accept the bare names too, or editors flag `activation: relu`.
+    names = [_tag(model) for model in models if _named_alone(model)]
+    accepted = Union[Literal[tuple(names)], union] if names else union
+    return Annotated[union, BeforeValidator(_wrap_name, json_schema_input_type=accepted)]
 
 
 def union_members(union: Any) -> tuple[type[BaseModel], ...]:
@@ -45,12 +58,29 @@ def union_members(union: Any) -> tuple[type[BaseModel], ...]:
 
 
 def union_tags(union: Any) -> dict[str, type[BaseModel]]:
-    return {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in union_members(union)}
+    return {_tag(model): model for model in union_members(union)}
 
+
+def _not_boolean(error_type: str, message: str, context: dict | None = None):
+    def check(value: Any) -> Any:
+        # YAML reads `true` as a boolean, and pydantic would take it as 1: never what was meant.
+        if isinstance(value, bool):
+            raise PydanticCustomError(error_type, message, context)
+        return value
+
+    return BeforeValidator(check)
+
+
+Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer")]
+Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number")]
+PositiveInt = Annotated[Int, Field(gt=0)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
 
 IntOrPair = Union[PositiveInt, Annotated[list[PositiveInt], Field(min_length=1, max_length=2)]]
 NonNegIntOrPair = Union[
-    Annotated[int, Field(ge=0)], Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=2)]
+    NonNegativeInt, Annotated[list[NonNegativeInt], Field(min_length=1, max_length=2)]
 ]
 
 # --- activations ----------------------------------------------------------------------------
@@ -235,17 +265,17 @@ class Flatten(LayerBase):
 
 class Reshape(LayerBase):
     type: Literal["reshape"]
-    shape: list[int] = Field(min_length=1, description="per-sample shape; one entry may be -1")
+    shape: list[Int] = Field(min_length=1, description="per-sample shape; one entry may be -1")
 
 
 class Dropout(LayerBase):
     type: Literal["dropout"]
-    rate: float = Field(ge=0.0, lt=1.0, description="fraction of units zeroed in training")
+    rate: Float = Field(ge=0.0, lt=1.0, description="fraction of units zeroed in training")
 
 
 class BatchNorm(LayerBase):
     type: Literal["batchnorm"]
-    momentum: float = Field(0.9, ge=0.0, le=1.0, description="running = m*running + (1-m)*batch")
+    momentum: Float = Field(0.9, ge=0.0, le=1.0, description="running = m*running + (1-m)*batch")
     eps: PositiveFloat = 1e-5
 
 
@@ -255,7 +285,7 @@ class Add(LayerBase):
 
 class Concat(LayerBase):
     type: Literal["concat"]
-    axis: int = Field(0, ge=0, description="per-sample axis; 0 is the channel axis")
+    axis: Int = Field(0, ge=0, description="per-sample axis; 0 is the channel axis")
 
 
 def _activation_layer(model: type[BaseModel]) -> type[BaseModel]:
@@ -279,7 +309,7 @@ class LossBase(Strict):
 
 class CrossEntropy(LossBase):
     type: Literal["cross_entropy"]
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
 
 
 class BinaryCrossEntropy(LossBase):
@@ -305,7 +335,7 @@ Loss = tagged_union(CrossEntropy, BinaryCrossEntropy, Mse, Mae, Huber)
 
 
 class ScheduleBase(Strict):
-    warmup_epochs: Annotated[int, Field(ge=0)] = Field(0, description="linear warm-up from 0")
+    warmup_epochs: NonNegativeInt = Field(0, description="linear warm-up from 0")
 
 
 class Constant(ScheduleBase):
@@ -340,7 +370,7 @@ class OptimizerBase(Strict):
 class Sgd(OptimizerBase):
     type: Literal["sgd"]
     lr: PositiveFloat = 0.01
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
     nesterov: bool = False
     weight_decay: NonNegativeFloat = 0.0
 
@@ -354,8 +384,8 @@ class Sgd(OptimizerBase):
 class Adam(OptimizerBase):
     type: Literal["adam"]
     lr: PositiveFloat = 0.001
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.999, ge=0.0, lt=1.0)
+    beta1: Float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: Float = Field(0.999, ge=0.0, lt=1.0)
     eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = 0.0
 
@@ -368,9 +398,9 @@ class AdamW(Adam):
 class RmsProp(OptimizerBase):
     type: Literal["rmsprop"]
     lr: PositiveFloat = 0.01
-    alpha: float = Field(0.99, ge=0.0, lt=1.0)
+    alpha: Float = Field(0.99, ge=0.0, lt=1.0)
     eps: PositiveFloat = 1e-8
-    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    momentum: Float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: NonNegativeFloat = 0.0
 
 
@@ -409,9 +439,9 @@ DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 class Data(Strict):
     dataset: DatasetName = Field(description="which dataset")  # type: ignore[valid-type]
     path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
-    validation_split: float = Field(0.0, ge=0.0, lt=1.0)
+    validation_split: Float = Field(0.0, ge=0.0, lt=1.0)
     normalize: Literal["none", "scale", "standard"] = "standard"
-    permute_features: bool | Annotated[int, Field(ge=0)] = Field(
+    permute_features: bool | NonNegativeInt = Field(
         False, description="true or a seed (>= 0): one fixed shuffle of each sample's features")
     limit: PositiveInt | None = Field(None, description="use only the first N training samples")
     n_samples: PositiveInt | None = Field(None, description="size of a generated dataset")
@@ -471,8 +501,8 @@ class EarlyStopping(Strict):
 
 class Pruning(Strict):
     type: Literal["magnitude"] = "magnitude"
-    target_sparsity: float = Field(ge=0.0, lt=1.0)
-    start_epoch: Annotated[int, Field(ge=1)] = 1
+    target_sparsity: Float = Field(ge=0.0, lt=1.0)
+    start_epoch: PositiveInt = 1
     end_epoch: PositiveInt | None = None
 
 
@@ -493,9 +523,10 @@ class Limits(Strict):
 
 
 class Spec(Strict):
-    version: Literal[1] = 1
+    version: Annotated[Literal[1], _not_boolean("literal_error", "Input should be 1",
+                                                {"expected": "1"})] = 1
     name: str | None = None
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: NonNegativeInt = 0
     dtype: Literal["float32", "float64"] = "float32"
     data: Data | None = None
     model: Model
@@ -503,6 +534,14 @@ class Spec(Strict):
     optimizer: Optimizer = Field(default_factory=lambda: Sgd(type="sgd"))
     train: Train = Field(default_factory=Train)
     limits: Limits | None = None
+
+
+def spec_json_schema() -> dict:
+    """The JSON Schema of the spec language, as `nnrun schema` prints it for editors."""
+    document = Spec.model_json_schema()
+    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    document["title"] = "nnrun spec (version 1)"
+    return document
 
 
 LAYER_TYPES = union_tags(Layer)

@@ -3,9 +3,11 @@
     import nnrun
     model = nnrun.compile("spec.yaml")
     params = model.init_params(seed=0)
-    y = model.forward(params, x)
+    y = model.forward(params, x)      # the last layer's outputs, after its activation
     loss, grads = model.loss_and_grads(params, x, y_true)
     result = nnrun.train("spec.yaml", backend="numpy", out_dir="runs/x")
+    run = nnrun.load_run("runs/x")   # a trained run: its final checkpoint and preprocessing
+    y = run.predict(raw_x)           # raw_x as the dataset gives it
 """
 
 from __future__ import annotations
@@ -45,4 +47,13 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):
     return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir, **options)
 
 
-__all__ = ["compile", "train", "load_spec", "load_spec_text", "Spec", "SpecError", "Diagnostic"]
+def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy"):
+    """A trained run directory: `.predict(x)` applies the training's preprocessing to raw inputs,
+    then the checkpoint ("best", "last"; default: the one `train` reported)."""
+    from nnrun.runtime.evaluate import load_run as load
+
+    return load(Path(run_dir), checkpoint, backend)
+
+
+__all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",
+           "Diagnostic"]

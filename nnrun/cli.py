@@ -176,12 +176,9 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
 @handle_errors
 def schema() -> None:
     """The JSON Schema of the spec language, for editors (see docs/spec-reference.md)."""
-    from nnrun.compiler.schema import Spec
+    from nnrun.compiler.schema import spec_json_schema
 
-    document = Spec.model_json_schema()
-    document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    document["title"] = "nnrun spec (version 1)"
-    click.echo(json.dumps(document, indent=2))
+    click.echo(json.dumps(spec_json_schema(), indent=2))
 
 
 # --- train, eval, predict -------------------------------------------------------------------
@@ -224,8 +221,14 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, q
 
 run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
                                                              path_type=Path))
-checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "last"]),
-                                 default="best", show_default=True)
+checkpoint_option = click.option(
+    "--checkpoint", type=click.Choice(["best", "last"]),
+    help="Default: the checkpoint whose numbers `train` reported (summary.json's final: "
+         "best.npz, or last.npz under early_stopping.restore_best: false).")
+preprocessing_option = click.option(
+    "--no-preprocessing", "raw", is_flag=True,
+    help="Feed the inputs as they are, skipping what training fitted and stored in the run "
+         "directory (preprocessing.npz: data.normalize statistics, data.permute_features).")
 
 
 @main.command(name="eval")
@@ -233,21 +236,22 @@ checkpoint_option = click.option("--checkpoint", type=click.Choice(["best", "las
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test",
               show_default=True)
 @checkpoint_option
+@preprocessing_option
 @backend_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @threads_option
 @handle_errors
-def eval_command(run_dir, split, checkpoint, backend, fmt, threads) -> None:
-    """Metrics of a run's checkpoint on a data split."""
+def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads) -> None:
+    """Metrics of a run's checkpoint on a data split, preprocessed as in training."""
     from nnrun.runtime.evaluate import evaluate_run
     from nnrun.runtime.threads import thread_limit
 
     with thread_limit(threads):
-        result = evaluate_run(run_dir, split, checkpoint, backend)
+        result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"{run_dir} ({checkpoint}.npz, epoch {result['epoch']}), {split} split, "
+    click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples")
     for name, value in result.items():
         if name.startswith(f"{split}_"):
@@ -260,19 +264,26 @@ def eval_command(run_dir, split, checkpoint, backend, fmt, threads) -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Where to write the outputs (.npy).")
 @checkpoint_option
+@preprocessing_option
 @backend_option
 @threads_option
 @handle_errors
-def predict(run_dir, input_file, out_path, checkpoint, backend, threads) -> None:
-    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy."""
+def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) -> None:
+    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy.
+
+    x holds raw samples, as the dataset gives them: the run's preprocessing is applied first.
+    The outputs are the last layer's after its activation: probabilities when the spec ends
+    in softmax or sigmoid, else raw scores (logits)."""
     from nnrun.runtime.evaluate import predict_run
     from nnrun.runtime.threads import thread_limit
 
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     with thread_limit(threads):
-        outputs = predict_run(run_dir, input_file, out_path, checkpoint, backend)
-    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs")
+        outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
+                                   preprocess=not raw)
+    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
+               f"(epoch {run.epoch})")
 
 
 # --- bench, gradcheck -----------------------------------------------------------------------
@@ -326,15 +337,29 @@ def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     from nnrun.runtime.gradcheck import gradcheck as run_gradcheck
 
     model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
-    results = run_gradcheck(model, batch=batch_size, samples=samples)
+    results = run_gradcheck(model, batch=batch_size, samples=samples, tolerance=tolerance)
     worst = max((r.worst_relative_error for r in results), default=0.0)
     for result in results:
-        mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
-        click.echo(f"  {result.name:<28} worst relative error {result.worst_relative_error:.2e}  {mark}")
+        click.echo(f"  {result.name:<28} {_gradcheck_line(result, tolerance)}")
     passed = worst <= tolerance
     click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g}); "
                "training-mode ops (dropout, batch statistics) are checked in inference mode")
+    kinks = sum(result.kinks for result in results)
+    if kinks:
+        click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
+                   "one-sided differences disagree and the gradient lies between them, so no "
+                   "gradient could match their central difference; they are left out of the "
+                   "verdict")
     sys.exit(0 if passed else 1)
+
+
+def _gradcheck_line(result, tolerance: float) -> str:
+    kinks = (f"  ({result.kinks} of {result.checked + result.kinks} at a kink, left out: central "
+             f"error {result.worst_kink_error:.1e})" if result.kinks else "")
+    if not result.checked:
+        return f"every entry at a kink{kinks}"
+    mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
+    return f"worst relative error {result.worst_relative_error:.2e}  {mark}{kinks}"
 
 
 def _attach_data_group() -> None:

@@ -78,7 +78,9 @@ class Model:
         return PlannedExecutor(optimize(graph), self.backend)
 
     def forward(self, params: dict, x) -> np.ndarray:
-        """Outputs after the final activation, in inference mode (no dropout)."""
+        """The last layer's outputs after its activation (probabilities only when that is a
+        softmax or sigmoid, else raw scores), in inference mode (no dropout). `x` is what the
+        model sees, already preprocessed; nnrun.load_run(...).predict takes raw inputs."""
         outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
         return self._host_copy(outputs["prediction"])
 

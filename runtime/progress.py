@@ -47,8 +47,10 @@ def print_final_table(summary: dict, rows: list[dict]) -> None:
     lines = [f"trained {summary['epochs_run']} epoch(s) on {summary['backend']} in "
              f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)"
              + ("; stopped early" if summary["stopped_early"] else ""),
-             f"best epoch: {summary['best_epoch']}",
+             f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
+             f"{summary['best_epoch']}); nnrun eval and predict use it by default",
              f"{'metric':<18} {'value':>10}"]
-    lines += [f"{name:<18} {_fmt(value):>10}" for name, value in final.items() if value is not None]
+    lines += [f"{name:<18} {_fmt(value):>10}" for name, value in final.items()
+              if value is not None and name not in ("checkpoint", "epoch")]
     lines.append(f"run directory: {summary['run_dir']}")
     print("\n".join(lines), file=sys.stderr)

@@ -24,6 +24,8 @@ from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
 from .data import DataError, augment_batch, load_dataset
+from .data.preprocessing import save_preprocessing
+from .data.targets import check_targets_fit
 from .files import write_text_atomically
 from .metrics import default_mode, metric_name, metric_sum
 from .model import Model, target_array
@@ -107,6 +109,7 @@ class Trainer:
         self._check_monitor()
         started = time.perf_counter()
         self.state, self.history, self.global_step, first_epoch = self._start(resuming)
+        save_preprocessing(run_dir, self.data.preprocessing)
         stopped_early = False
         for epoch in range(first_epoch, self.spec.train.epochs + 1):
             row = self.train_epoch(epoch)
@@ -255,13 +258,7 @@ class Trainer:
                 "backend": self.backend.name}
 
     def _finish(self, started: float, stopped_early: bool) -> dict:
-        stopping = self.spec.train.early_stopping
-        final_state = self.state
-        best_path = self.run_dir / "best.npz"
-        if stopping and stopping.restore_best and best_path.exists():
-            saved, _ = ckpt.load_checkpoint(best_path)
-            final_state = {name: self.backend.from_host(saved[name]) for name in self.state}
-        final = self._final_metrics(final_state)
+        final = self._final_metrics(self._final_checkpoint())
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
@@ -275,9 +272,22 @@ class Trainer:
             print_final_table(summary, rows)
         return summary
 
-    def _final_metrics(self, state) -> dict:
-        last = self.history.rows[-1] if self.history.rows else {}
-        final = {"train_loss": last.get("train_loss")}
+    def _final_checkpoint(self) -> Path:
+        """The run's model, whose numbers `train` reports and `eval`/`predict` use by default:
+        best.npz (the best epoch by the monitor), or last.npz with restore_best: false."""
+        stopping = self.spec.train.early_stopping
+        best = self.run_dir / "best.npz"
+        keep_last = stopping is not None and not stopping.restore_best
+        return self.run_dir / "last.npz" if keep_last or not best.exists() else best
+
+    def _final_metrics(self, checkpoint: Path) -> dict:
+        """Every number from one checkpoint: train_loss is its epoch's line of metrics.jsonl,
+        the val and test numbers are evaluated on its weights."""
+        saved, meta = ckpt.load_checkpoint(checkpoint)
+        state = {name: self.backend.from_host(saved[name]) for name in self.state}
+        epoch = meta["epoch"]
+        row = next((row for row in self.history.rows if row["epoch"] == epoch), {})
+        final = {"checkpoint": checkpoint.name, "epoch": epoch, "train_loss": row.get("train_loss")}
         for split in ("val", "test"):
             final.update(self.evaluate_split(split, state))
         final.setdefault("val_loss", None)
@@ -294,7 +304,7 @@ class Trainer:
 def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
     spec, be = model.spec, model.backend
-    totals = _Totals(spec.train.metrics)
+    totals = _Totals(spec.train.metrics, spec.loss.type)
     for start in range(0, len(split.x), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         feeds = dict(state)
@@ -307,8 +317,8 @@ def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
 class _Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
 
-    def __init__(self, metrics):
-        self.tracked = list(metrics)
+    def __init__(self, metrics, loss: str | None = None):
+        self.tracked, self.loss_type = list(metrics), loss
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
 
     def add(self, outputs, y, be) -> None:
@@ -319,7 +329,7 @@ class _Totals:
         logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
         for metric in self.tracked:
             name = metric_name(metric)
-            total = metric_sum(metric, logits, prediction, y)
+            total = metric_sum(metric, logits, prediction, y, self.loss_type)
             self.metrics[name] = self.metrics.get(name, 0.0) + total
         for name, value in outputs.items():
             if name.startswith("grad_norm/"):
@@ -367,6 +377,7 @@ def check_data_fits(spec, model, data) -> None:
                             f"expects {list(expected)}; set model.input_shape to "
                             f"{list(data.input_shape)}")
     outputs = model.lowered.logits.type.shape[1:]
+    check_targets_fit(spec, data, outputs, where)
     labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
     if spec.loss.type == "cross_entropy":
         top = int(labels.max())

@@ -85,16 +85,21 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> n
 
 
 def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-    """y of shape [N] holds class labels; a float y of shape [N, k] holds regression targets."""
-    if y.ndim == 1:
-        return check_labels(y, where), "classification"
+    """y [N] of whole numbers >= 0 holds class labels; any other float y ([N] or [N, k]) holds
+    regression targets. Whether they fit the loss is checked with the model (targets.py)."""
     if y.ndim == 0:
         raise DataError(f"{where}: labels must be an array [N], got a single value")
+    if y.ndim == 1 and (y.dtype.kind != "f" or are_class_labels(y)):
+        return check_labels(y, where), "classification"
     if y.dtype.kind != "f":
         raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
     if not np.isfinite(y).all():
         raise DataError(f"{where}: targets contain NaN or inf")
     return y, "regression"
+
+
+def are_class_labels(y: np.ndarray) -> bool:
+    return bool((np.isfinite(y) & (y == np.round(y)) & (y >= 0)).all())
 
 
 def check_lengths(x: np.ndarray, y: np.ndarray, where: str) -> None:
@@ -298,8 +303,8 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
         raise DataError(f"{path}: rows have {table.shape[1]} columns, the header has {len(header)}")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
-    y = check_labels(table[:, label_column], str(path))
-    return RawData(x, y, None, None, classes_of(y))
+    y, task = check_targets(table[:, label_column], str(path))
+    return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
 def read_csv_header(path: Path) -> list[str]:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from .preprocessing import Preprocessing
 
 # Each use of the spec's seed draws from its own stream, so adding one never shifts another.
 VALIDATION_STREAM = 1
@@ -38,6 +42,7 @@ class Dataset:
     num_classes: int | None
     name: str
     task: str = "classification"  # "classification" | "binary" | "regression"
+    preprocessing: Preprocessing | None = None  # fitted on the training split, or given
 
     def splits(self) -> dict[str, Split]:
         named = {"train": self.train, "val": self.val, "test": self.test}

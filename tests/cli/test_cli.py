@@ -62,8 +62,10 @@ SUMMARY_KEYS = {"name", "input_shape", "output_shape", "layers", "trainable_para
 LAYER_KEYS = {"name", "type", "output_shape", "params", "flops"}
 DIAGNOSTIC_KEYS = {"file", "line", "col", "severity", "where", "message"}
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s"}
-FINAL_KEYS = {"train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"}
-RUN_FILES = {"spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json"}
+FINAL_KEYS = {"checkpoint", "epoch", "train_loss", "val_loss", "val_accuracy", "test_loss",
+              "test_accuracy"}
+RUN_FILES = {"spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json",
+             "preprocessing.npz"}
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -372,6 +374,7 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
     result = assert_ok(invoke("train", tiny, "--out", out, "--max-steps", 3))
     assert result.stdout == ""  # progress and the final table go to stderr
     assert "best epoch" in result.stderr
+    assert "final model: best.npz, epoch" in result.stderr
     assert RUN_FILES <= {p.name for p in out.iterdir()}
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -401,7 +404,9 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
     assert summary["epochs_run"] == 2
     assert summary["stopped_early"] is False
     assert summary["best_epoch"] in (1, 2)
-    assert all(isinstance(v, float) for v in summary["final"].values())
+    final = dict(summary["final"])
+    assert final.pop("checkpoint") == "best.npz" and final.pop("epoch") == summary["best_epoch"]
+    assert all(isinstance(v, float) for v in final.values())
 
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
     assert resolved["name"] == "tiny"

@@ -35,3 +35,59 @@ def test_predict_refuses_a_bare_npy_file_and_eval_names_the_missing_split(tmp_pa
     assert not (tmp_path / "p.npy").exists()
     line = assert_one_line_error(invoke("eval", tmp_path / "run", "--split", "test"), "d.npz")
     assert "x_test" in line
+
+
+# --- regression targets ---------------------------------------------------------------------
+
+REGRESSION = """
+data: {dataset: DATASET, path: FILE, validation_split: 0.25}
+model:
+  input_shape: [2]
+  layers: [{type: dense, units: 8, activation: tanh}, {type: dense, units: UNITS}]
+loss: LOSS
+train: {epochs: 1, metrics: [mae]}
+"""
+
+
+def _regression_files(tmp_path, dataset="npz", loss="mse", units=1, y_shape=(40,)):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 2))
+    y = (x[:, :1] - 0.5 * x[:, 1:]).repeat(y_shape[1] if len(y_shape) > 1 else 1, axis=1)
+    y = y.reshape(y_shape)
+    if dataset == "npz":
+        np.savez(tmp_path / "r.npz", x=x, y=y)
+    else:
+        rows = ["a,b,label"] + [f"{a},{b},{t}" for (a, b), t in zip(x, y)]
+        (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    text = (REGRESSION.replace("DATASET", dataset).replace("FILE", f"r.{dataset}")
+            .replace("LOSS", loss).replace("UNITS", str(units)))
+    return write(tmp_path / "r.yaml", text)
+
+
+def test_float_targets_train_under_each_regression_loss(tmp_path):
+    for dataset, loss, units, shape in [("npz", "mse", 1, (40,)), ("csv", "mae", 1, (40,)),
+                                        ("npz", "huber", 2, (40, 2))]:
+        spec = _regression_files(tmp_path, dataset, loss, units, shape)
+        out = tmp_path / f"run-{dataset}-{loss}"
+        result = invoke("train", spec, "--out", out, "--quiet")
+        assert result.exit_code == 0, result.output
+        predicted = invoke("eval", out, "--split", "val", "--format", "json")
+        assert predicted.exit_code == 0 and "val_mae" in predicted.stdout
+
+
+def test_float_targets_under_cross_entropy_name_the_fix(tmp_path):
+    spec = _regression_files(tmp_path, "csv", "cross_entropy", 3)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "r.csv")
+    assert "integer class labels" in line and "loss: mse" in line
+
+
+def test_targets_must_match_the_outputs(tmp_path):
+    spec = _regression_files(tmp_path, "npz", "mse", 3)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "r.npz")
+    assert "1 value(s) per sample" in line and "units to 1" in line
+
+
+def test_accuracy_on_real_targets_names_the_fix(tmp_path):
+    spec = _regression_files(tmp_path)
+    result = invoke("train", spec, "--out", tmp_path / "run", "--set", "train.metrics=[accuracy]")
+    assert "metrics: [mae]" in assert_one_line_error(result, "r.npz")

@@ -1,4 +1,8 @@
+import pytest
+
 from nnrun.compiler import schema
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import load_spec_text
 from nnrun.compiler.lower import LOWERINGS
 
 
@@ -40,3 +44,37 @@ def test_json_schema_lists_every_layer_type():
     text = str(document)
     for layer_type in schema.LAYER_TYPES:
         assert f"'{layer_type}'" in text
+
+
+BOOLEANS_AS_NUMBERS = """\
+version: true
+model:
+  input_shape: [true, 2]
+  layers:
+    - {type: dense, units: true}
+    - {type: conv1d, filters: 2, kernel_size: true}
+    - {type: dropout, rate: false}
+optimizer: {type: sgd, lr: true}
+seed: false
+"""
+
+
+def test_yaml_booleans_are_not_numbers():
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(BOOLEANS_AS_NUMBERS, "bools.yaml")
+    found = {(d.line, d.col, d.message) for d in raised.value.diagnostics}
+    assert found == {
+        (1, 10, "'version' must be 1, got true"),
+        (3, 17, "'input_shape[0]' must be an integer, got true"),
+        (5, 28, "'units' must be an integer, got true"),
+        (6, 47, "'kernel_size' must be an integer or a list, got true"),
+        (7, 29, "'rate' must be a number, got false"),
+        (8, 28, "'lr' must be a number, got true"),
+        (9, 7, "'seed' must be an integer, got false"),
+    }
+
+
+def test_permute_features_still_takes_a_boolean_or_a_seed():
+    for value in (True, False, 7):
+        data = schema.Data.model_validate({"dataset": "xor", "permute_features": value})
+        assert data.permute_features == value and type(data.permute_features) is type(value)

@@ -259,12 +259,21 @@ def test_npz_regression_targets(tmp_path):
     assert dataset.train.y.dtype == np.float32 and dataset.train.y.shape == (8, 1)
 
 
+@pytest.mark.parametrize("name, y", [("fraction", [0.0, 1.5, 2.0]), ("negative", [0.0, -1.0, 2.0])])
+def test_float_labels_that_are_not_classes_are_regression_targets(tmp_path, name, y):
+    write_npz(tmp_path / "r.npz", x=np.ones((3, 2)), y=np.array(y))
+    (tmp_path / "r.csv").write_text("a,label\n" + "".join(f"1,{value}\n" for value in y))
+    for path in ("r.npz", "r.csv"):
+        dataset = load(path[2:], spec_dir=tmp_path, path=path)
+        assert dataset.task == "regression" and dataset.num_classes is None
+        assert dataset.train.y.tolist() == y and dataset.train.y.dtype == np.float32
+
+
 BAD_NPZ = {
     "no_y": ({"x": np.ones((4, 2))}, "needs arrays 'x' and 'y' (found x)"),
     "length": ({"x": np.ones((4, 2)), "y": np.zeros(3, int)}, "4 samples of features but 3 labels"),
     "nan": ({"x": np.array([[1.0, 2.0], [np.nan, 1.0]]), "y": np.zeros(2, int)}, "NaN or inf"),
     "negative": ({"x": np.ones((3, 2)), "y": np.array([0, -1, 2])}, "labels must be >= 0"),
-    "fraction": ({"x": np.ones((3, 2)), "y": np.array([0.0, 1.5, 2.0])}, "labels must be integers"),
     "strings": ({"x": np.array([["a", "b"]]), "y": np.zeros(1, int)}, "features must be numbers"),
     "test_alone": ({"x": np.ones((3, 2)), "y": np.zeros(3, int), "x_test": np.ones((1, 2))},
                    "'x_test' and 'y_test' must be given together"),
@@ -305,8 +314,6 @@ BAD_CSV = {
     "no_label": ("a,b\n1,2\n", "no `label` column"),
     "text": ("a,label\n1,0\nx,1\n", "could not convert"),
     "nan": ("a,label\n1,0\nnan,1\n", "NaN or inf"),
-    "fraction": ("a,label\n1,0.5\n", "labels must be integers"),
-    "negative": ("a,label\n1,-2\n", "labels must be >= 0"),
     "empty": ("", "empty file"),
     "header_only": ("a,label\n", "no data rows"),
 }

@@ -17,7 +17,7 @@ def test_compile_accepts_a_path_a_spec_and_a_source_with_overrides():
         assert model.param_infos["conv2d_1.weight"].shape == (4, 1, 3, 3)
 
 
-def test_forward_returns_numpy_probabilities_and_grads_cover_every_parameter():
+def test_forward_returns_numpy_outputs_and_grads_cover_every_parameter():
     model = nnrun.compile(QUICKSTART)
     params = model.init_params(seed=3)
     x = np.random.default_rng(0).standard_normal((5, 1, 8, 8))

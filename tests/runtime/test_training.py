@@ -79,3 +79,25 @@ def test_mse_metric_on_class_labels_compares_with_one_hot_targets():
     labels = np.array([0, 1])
     total = metric_sum(MseMetric(type="mse"), probabilities, probabilities, labels)
     assert np.isclose(total, (0.01 + 0.01) / 2 + (0.04 + 0.04) / 2)  # per-sample means, summed
+
+
+def test_mse_metric_of_a_classifier_is_on_probabilities_not_logits():
+    from nnrun.compiler.schema import MaeMetric, MseMetric
+
+    logits = np.array([[4.0, -3.0, 0.5], [-8.0, 12.0, 1.0]])
+    labels = np.array([0, 1])
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+    brier = ((probabilities - np.eye(3)[labels]) ** 2).mean(axis=1).sum()
+    total = metric_sum(MseMetric(type="mse"), logits, logits, labels, "cross_entropy")
+    assert np.isclose(total, brier) and total < 2  # on logits it would be about 55
+    sigmoid_logits = np.array([[-800.0], [3.0]])
+    absolute = metric_sum(MaeMetric(type="mae"), sigmoid_logits, sigmoid_logits,
+                          np.array([0, 1]), "binary_cross_entropy")
+    assert np.isclose(absolute, 1 / (1 + np.exp(3.0)))
+
+
+def test_mse_metric_of_a_trained_classifier_is_bounded(tmp_path):
+    summary, _ = _train(tmp_path, DIGITS_MLP, "train.metrics=[accuracy, mse, mae]")
+    final = summary["final"]
+    assert 0 <= final["val_mse"] <= 2 and 0 <= final["val_mae"] <= 2 / 10

@@ -1,0 +1,37 @@
+"""Whether a dataset's targets fit the spec's loss: integer classes for cross-entropy, real
+values (one per output) for mse, mae and huber. Messages name the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import DataError
+from .sources import are_class_labels
+
+CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy")
+CLASS_METRICS = ("accuracy", "top_k_accuracy")
+
+
+def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> None:
+    if data.task != "regression":
+        return
+    loss = spec.loss.type
+    if loss in CLASS_LOSSES:
+        raise DataError(f"{where}: {loss} needs integer class labels 0..k-1, but the labels "
+                        f"are real values ({_first_value_that_is_not_a_class(data)}); for "
+                        "regression targets use loss: mse (or mae, huber)")
+    per_sample = int(np.prod(data.train.y.shape[1:]))
+    outputs = int(np.prod(output_shape))
+    if per_sample != outputs:
+        raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
+                        f"has {outputs} outputs; set the last layer's units to {per_sample}")
+    class_metrics = [m.type for m in spec.train.metrics if m.type in CLASS_METRICS]
+    if class_metrics:
+        raise DataError(f"{where}: the metric {class_metrics[0]} needs class labels, the targets "
+                        "are real values; use train.metrics: [mae] (or mse)")
+
+
+def _first_value_that_is_not_a_class(data) -> str:
+    values = data.train.y.ravel()
+    value = next((v for v in values if not are_class_labels(np.array([v]))), values[0])
+    return f"e.g. {float(value):g}"

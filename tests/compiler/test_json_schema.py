@@ -1,0 +1,133 @@
+"""`nnrun schema` accepts what nnrun accepts: every spec in specs/ and every YAML example of the
+docs validates against it with the `jsonschema` package, as an editor would check them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.compiler.schema import spec_json_schema
+
+jsonschema = pytest.importorskip("jsonschema")
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+NOT_SPECS = {"repos"}  # the pre-commit configuration shown in docs/spec-reference.md
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """Reads floats as YAML 1.2 does, like the editors' YAML language server: PyYAML follows
+    YAML 1.1, where `2.0e6` and `1e-3` are strings."""
+
+
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=Yaml12Loader)
+
+
+def schema_validator(schema: dict):
+    return jsonschema.Draft202012Validator(schema)
+
+
+@pytest.fixture(scope="module")
+def document() -> dict:
+    result = CliRunner().invoke(main, ["schema"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_schema_command_prints_the_generated_schema(document):
+    jsonschema.Draft202012Validator.check_schema(document)
+    assert document == spec_json_schema()
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda path: path.stem)
+def test_every_shipped_spec_validates(document, path):
+    errors = list(schema_validator(document).iter_errors(load_yaml(path.read_text())))
+    assert not errors, [f"{list(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def yaml_examples() -> list[tuple[str, str]]:
+    """(where, text) of each ```yaml block of the docs; a block of unindented lines (alternatives
+    such as `loss: cross_entropy` then `loss: {type: mse}`) gives one example per line."""
+    examples = []
+    for path in DOCS:
+        for match in re.finditer(r"```yaml\n(.*?)```", path.read_text(), re.DOTALL):
+            line = path.read_text()[:match.start()].count("\n") + 2
+            block = match.group(1)
+            lines = [text for text in block.splitlines() if text.strip()
+                     and not text.lstrip().startswith("#")]
+            where = f"{path.name}:{line}"
+            if all(not text[0].isspace() for text in lines):
+                examples += [(where, text) for text in lines]
+            else:
+                examples.append((where, block))
+    return examples
+
+
+def schema_for(document: dict, example) -> dict:
+    """The part of the schema that an example fragment (a spec section, a layer) must match."""
+    definitions = document["$defs"]
+    if isinstance(example, list):
+        return {"$defs": definitions, **definitions["Model"]["properties"]["layers"]["items"]}
+    key = next(iter(example))
+    owner = document if key in document["properties"] else next(
+        (d for d in definitions.values() if key in d.get("properties", {})), None)
+    assert owner is not None, f"no field '{key}' anywhere in the schema"
+    properties = {name: owner["properties"][name] for name in example}
+    return {"$defs": definitions, "type": "object", "properties": properties,
+            "additionalProperties": False}
+
+
+def is_spec(text: str) -> bool:
+    example = load_yaml(text)
+    return not (isinstance(example, dict) and set(example) <= NOT_SPECS)
+
+
+EXAMPLES = [(where, text) for where, text in yaml_examples() if is_spec(text)]
+
+
+def test_the_docs_have_examples():
+    assert len(EXAMPLES) >= 30
+
+
+@pytest.mark.parametrize("where, text", EXAMPLES, ids=[where for where, _ in EXAMPLES])
+def test_every_docs_example_validates(document, where, text):
+    example = load_yaml(text)
+    validator = schema_validator(schema_for(document, example))
+    items = example if isinstance(example, list) else [example]
+    errors = [error for item in items for error in validator.iter_errors(item)]
+    assert not errors, [f"{where}: {list(e.absolute_path)}: {e.message}" for e in errors]
+
+
+@pytest.mark.parametrize("shorthand", [
+    {"loss": "cross_entropy"}, {"optimizer": "adam"},
+    {"train": {"metrics": ["accuracy"]}}, {"model": {"init": "he_normal", "layers": ["flatten"]}},
+    {"data": {"dataset": "digits", "augment": ["gaussian_noise"]}},
+])
+def test_bare_names_are_in_the_schema(document, shorthand):
+    spec = {"model": {"layers": [{"type": "dense", "units": 2, "activation": "relu"}]}}
+    spec.update(shorthand)
+    assert list(schema_validator(document).iter_errors(spec)) == []
+
+
+@pytest.mark.parametrize("wrong", [
+    {"loss": "cross_entropi"}, {"train": {"metrics": ["top_k_accuracy", "bogus"]}},
+    {"model": {"layers": ["dense"]}},  # dense needs units: no bare name
+])
+def test_unknown_or_incomplete_names_are_not(document, wrong):
+    spec = {"model": {"layers": [{"type": "flatten"}]}}
+    spec.update(wrong)
+    assert list(schema_validator(document).iter_errors(spec)) != []

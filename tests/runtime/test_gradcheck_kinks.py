@@ -1,0 +1,83 @@
+"""gradcheck on a conv + batchnorm + ReLU + max-pool net: entries whose step crosses a kink are
+reported as kinks and left out of the verdict; a wrong gradient still fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.runtime.gradcheck import gradcheck
+
+KINKY = """
+model:
+  input_shape: [2, 8, 8]
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}
+    - {type: batchnorm}
+    - {type: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 3}
+dtype: float64
+"""
+ZERO_WEIGHTS = """
+model:
+  input_shape: [3]
+  layers:
+    - {type: dense, units: 4, init: zeros, activation: relu}
+    - {type: dense, units: 2}
+"""
+TOLERANCE = 1e-5
+
+
+def images_with_a_blank_background() -> np.ndarray:
+    # As in MNIST: where the input is 0, conv2d_1's output is its bias, 0 at init, so ReLU sits
+    # exactly at its kink and a step on the bias (or batchnorm's beta) crosses it.
+    x = np.random.default_rng(0).standard_normal((4, 2, 8, 8))
+    x[:, :, :, 4:] = 0.0
+    return x
+
+
+def checks(model) -> dict:
+    return {r.name: r for r in gradcheck(model, samples=8, x=images_with_a_blank_background())}
+
+
+def test_kinks_are_reported_and_left_out_of_the_verdict():
+    results = checks(nnrun.compile(nnrun.load_spec_text(KINKY)))
+    bias = results["conv2d_1.bias"]
+    assert bias.kinks > 0 and bias.worst_kink_error > 100 * TOLERANCE  # the old verdict: failed
+    assert all(r.worst_relative_error <= TOLERANCE for r in results.values())
+    assert results["dense_1.weight"].kinks == 0 and results["dense_1.weight"].checked == 8
+
+
+@pytest.mark.parametrize("name, factor", [("conv2d_1.weight", 1.01), ("conv2d_1.bias", 1.1)])
+def test_a_wrong_gradient_still_fails(monkeypatch, name, factor):
+    # conv2d_1.bias is the parameter at a kink: a wrong gradient there is no longer between the
+    # two one-sided differences.
+    model = nnrun.compile(nnrun.load_spec_text(KINKY))
+    right = model.loss_and_grads
+
+    def wrong(params, x, y):
+        loss, grads = right(params, x, y)
+        grads[name] = grads[name] * factor
+        return loss, grads
+
+    monkeypatch.setattr(model, "loss_and_grads", wrong)
+    assert checks(model)[name].worst_relative_error > TOLERANCE
+
+
+def test_the_command_reports_kinks(tmp_path):
+    # Zero weights put every unit of dense_1 at ReLU's kink for any input; one sample per
+    # batch, so that a step moves it to one side only.
+    spec = tmp_path / "zeros.yaml"
+    spec.write_text(ZERO_WEIGHTS)
+    result = CliRunner().invoke(main, ["gradcheck", str(spec), "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    assert "dense_1.bias                 every entry at a kink  (8 of 8 at a kink" in result.output
+    assert "entries lie at a kink" in result.output and result.output.count("FAIL") == 0

@@ -1,0 +1,164 @@
+"""What a run directory promises: `predict`, `eval` and `nnrun.load_run` see inputs as training
+did (stored preprocessing), and every number `train` reports comes from the checkpoint that
+`eval` and `predict` use by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.runtime.data import load_dataset
+from nnrun.runtime.data.preprocessing import IDENTITY
+from nnrun.runtime.evaluate import evaluate_run
+
+SHUFFLED_DIGITS = """\
+name: shuffled-digits
+seed: 3
+data: {dataset: digits, validation_split: 0.2, normalize: standard, permute_features: true,
+       limit: 300}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 10}
+optimizer: {type: adam, lr: 0.01}
+train: {epochs: 2, batch_size: 32}
+"""
+
+
+@pytest.fixture(scope="module")
+def shuffled_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shuffled")
+    (root / "spec.yaml").write_text(SHUFFLED_DIGITS)
+    nnrun.train(root / "spec.yaml", out_dir=root / "run", quiet=True, max_steps=4)
+    return root / "run"
+
+
+def datasets(run_dir: Path):
+    """The pipeline's own processed data, and the same samples raw."""
+    spec = nnrun.load_spec(run_dir / "spec.yaml").spec
+    options = dict(spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype)
+    return load_dataset(spec.data, **options), load_dataset(spec.data, **options,
+                                                            preprocessing=IDENTITY)
+
+
+def test_predict_on_raw_inputs_matches_the_processed_data(shuffled_run, tmp_path):
+    processed, raw = datasets(shuffled_run)
+    run = nnrun.load_run(shuffled_run)
+    expected = run.model.forward(run.params, processed.test.x)
+    np.savez(tmp_path / "raw.npz", x=raw.test.x)
+    result = CliRunner().invoke(main, ["predict", str(shuffled_run), str(tmp_path / "raw.npz"),
+                                       "--out", str(tmp_path / "out.npy")])
+    assert result.exit_code == 0, result.output
+    assert f"outputs of best.npz (epoch {run.epoch})" in result.output
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run.predict(raw.test.x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_no_preprocessing_feeds_the_inputs_as_they_are(shuffled_run, tmp_path):
+    processed, _ = datasets(shuffled_run)
+    run = nnrun.load_run(shuffled_run)
+    expected = run.model.forward(run.params, processed.test.x)
+    np.testing.assert_allclose(run.predict(processed.test.x, preprocess=False), expected)
+    np.savez(tmp_path / "processed.npz", x=processed.test.x)
+    result = CliRunner().invoke(main, ["predict", str(shuffled_run),
+                                       str(tmp_path / "processed.npz"), "--out",
+                                       str(tmp_path / "out.npy"), "--no-preprocessing"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_preprocessing_is_stored_and_used_by_eval(shuffled_run):
+    with np.load(shuffled_run / "preprocessing.npz", allow_pickle=False) as stored:
+        assert {"shift", "scale", "permutation"} <= set(stored.files)
+        assert sorted(stored["permutation"]) == list(range(64))
+    summary = json.loads((shuffled_run / "summary.json").read_text())
+    assert evaluate_run(shuffled_run)["test_loss"] == pytest.approx(summary["final"]["test_loss"])
+    raw = evaluate_run(shuffled_run, preprocess=False)
+    assert raw["test_loss"] != pytest.approx(summary["final"]["test_loss"])
+
+
+def test_a_run_without_stored_preprocessing_fits_it_again(shuffled_run, tmp_path):
+    copy = tmp_path / "old-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        if path.name != "preprocessing.npz":
+            (copy / path.name).write_bytes(path.read_bytes())
+    processed, raw = datasets(shuffled_run)
+    run = nnrun.load_run(copy)
+    np.testing.assert_allclose(run.predict(raw.test.x),
+                               run.model.forward(run.params, processed.test.x), rtol=1e-5)
+
+
+# --- one checkpoint behind every number ------------------------------------------------------
+
+
+def train_tiny(tmp_path: Path, stopping: str) -> tuple[Path, dict, list[dict]]:
+    spec = SHUFFLED_DIGITS.replace("epochs: 2", f"epochs: 3, early_stopping: {stopping}")
+    (tmp_path / "spec.yaml").write_text(spec)
+    summary = nnrun.train(tmp_path / "spec.yaml", out_dir=tmp_path / "run", quiet=True,
+                          max_steps=3)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return tmp_path / "run", summary, rows
+
+
+def test_final_numbers_come_from_the_best_checkpoint(tmp_path):
+    # Monitoring train_loss for a maximum makes epoch 1 the best of 3: best != last.
+    run_dir, summary, rows = train_tiny(tmp_path, "{monitor: train_loss, mode: max, patience: 5}")
+    final = summary["final"]
+    assert summary["best_epoch"] == 1 and len(rows) == 3
+    assert final["checkpoint"] == "best.npz" and final["epoch"] == 1
+    assert final["train_loss"] == rows[0]["train_loss"]
+    assert final["val_loss"] == pytest.approx(rows[0]["val_loss"])
+    evaluated = evaluate_run(run_dir)
+    assert evaluated["checkpoint"] == "best.npz" and evaluated["epoch"] == 1
+    assert evaluated["test_accuracy"] == pytest.approx(final["test_accuracy"])
+
+
+def test_restore_best_false_makes_last_the_final_checkpoint(tmp_path):
+    run_dir, summary, rows = train_tiny(
+        tmp_path, "{monitor: train_loss, mode: max, patience: 5, restore_best: false}")
+    final = summary["final"]
+    assert final["checkpoint"] == "last.npz" and final["epoch"] == 3
+    assert final["train_loss"] == rows[2]["train_loss"]
+    evaluated = evaluate_run(run_dir)
+    assert evaluated["checkpoint"] == "last.npz"
+    assert evaluated["test_loss"] == pytest.approx(final["test_loss"])
+
+
+def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(30, 2)), y=rng.integers(0, 2, 30))
+    (tmp_path / "spec.yaml").write_text(
+        "data: {dataset: npz, path: d.npz}\nmodel: {input_shape: [2], layers: "
+        "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(tmp_path / "spec.yaml", out_dir=tmp_path / "run", quiet=True)
+    (tmp_path / "run" / "preprocessing.npz").unlink()
+    (tmp_path / "d.npz").unlink()
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 2)))
+    runner = CliRunner()
+    arguments = ["predict", str(tmp_path / "run"), str(tmp_path / "x.npz"), "--out",
+                 str(tmp_path / "y.npy")]
+    result = runner.invoke(main, arguments)
+    assert result.exit_code == 1 and "--no-preprocessing" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert runner.invoke(main, [*arguments, "--no-preprocessing"]).exit_code == 0
+
+
+def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
+    copy = tmp_path / "broken-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    np.savez(copy / "preprocessing.npz", shift=np.zeros(1))  # no scale
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1, 8, 8)))
+    result = CliRunner().invoke(main, ["predict", str(copy), str(tmp_path / "x.npz"), "--out",
+                                       str(tmp_path / "y.npy")])
+    assert result.exit_code == 1 and "preprocessing.npz: not a readable" in result.output
+    assert len(result.output.strip().splitlines()) == 1
