@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydantic
+import yaml
 
 from .builder import CompileError, CompileWarning
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
 from .lower import Lowered, lower
-from .schema import Spec
+from .schema import Spec, default_layer_names
 from .step import TrainStep, build_train_step
 from .summary import Summary, summarize
 
@@ -75,6 +76,31 @@ def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
     if spec.name is None:
         spec = spec.model_copy(update={"name": path.stem if path else "spec"})
     return SourceSpec(spec, loaded, path)
+
+
+def resolved_spec_data(source: SourceSpec) -> dict:
+    """The spec with every default filled in, layer names included (as Lightning's
+    --print_config): what a run really runs. Loading it gives the same model."""
+    data = source.spec.model_dump(mode="json", exclude_none=True)
+    names = default_layer_names(source.spec.model.layers)
+    for layer, name in zip(data["model"]["layers"], names):
+        layer["name"] = name
+    return _type_and_name_first(data)
+
+
+def _type_and_name_first(value):
+    """{type, name, ...} in every mapping, as the docs write them."""
+    if isinstance(value, list):
+        return [_type_and_name_first(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    first = {key: value[key] for key in ("type", "name") if key in value}
+    rest = {key: item for key, item in value.items() if key not in first}
+    return {key: _type_and_name_first(item) for key, item in {**first, **rest}.items()}
+
+
+def spec_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
 def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:

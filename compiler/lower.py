@@ -39,7 +39,10 @@ class LayerInfo:
     name: str
     type: str
     output: Value
-    params: int = 0
+    inputs: list[str] = field(default_factory=list)
+    params: int = 0  # every stored value, batchnorm's running statistics included
+    trainable_params: int = 0
+    kernel: tuple[int, ...] | None = None  # weight shape, or the pooling window
     flops: int = 0
 
 
@@ -356,7 +359,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
             elif layer.type in schema.ACTIVATION_TYPES:
                 pre_activation[name] = inputs[0]
         env[name] = output
-        lowered.layers.append(_layer_info(lowered, name, layer.type, output, before))
+        lowered.layers.append(_layer_info(lowered, name, layer.type, input_names, output, before))
     _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
     return lowered
 
@@ -385,15 +388,26 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"did you mean '{close}'?" if close else "known names: " + ", ".join(candidates)
 
 
-def _layer_info(lowered: Lowered, name, type_, output, first_node) -> LayerInfo:
+def _layer_info(lowered: Lowered, name, type_, inputs, output, first_node) -> LayerInfo:
     nodes = lowered.graph.nodes[first_node:]
     flops = 0
     for node in nodes:
         op = REGISTRY[node.op]
         if op.flops:
             flops += op.flops(node.attrs, [v.type for v in node.inputs], node.output.type)
-    params = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
-    return LayerInfo(name, type_, output, params, flops)
+    trainable = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
+    buffers = sum(size_of(p.shape) for p in lowered.state.values() if p.layer == name)
+    return LayerInfo(name, type_, output, list(inputs), trainable + buffers, trainable,
+                     _kernel(lowered, name, nodes), flops)
+
+
+def _kernel(lowered: Lowered, name: str, nodes) -> tuple[int, ...] | None:
+    """What torchinfo calls the kernel shape: the weight's, or the pooling window."""
+    weight = lowered.params.get(f"{name}.weight")
+    if weight is not None:
+        return weight.shape
+    windows = [node.attrs.kernel for node in nodes if isinstance(node.attrs, PoolAttrs)]
+    return tuple(windows[0]) if windows else None
 
 
 _FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}

@@ -121,21 +121,36 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
 @spec_argument
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--resolved", is_flag=True,
+              help="Print the spec with every default filled in (YAML; the form a run's "
+                   "spec.yaml holds) instead of the table.")
 @set_option
 @handle_errors
-def summary(spec, fmt, overrides) -> None:
-    """Per layer: output shape, parameters, FLOPs; totals; training memory."""
-    from nnrun.compiler.frontend import check, load_spec
+def summary(spec, fmt, resolved, overrides) -> None:
+    """Per layer: inputs, output shape, kernel shape, parameters, mult-adds; totals; training
+    memory. --resolved prints the resolved spec instead."""
+    from nnrun.compiler.frontend import check, load_spec, resolved_spec_data, spec_yaml
     from nnrun.compiler.summary import summary_text
 
     checked = check(load_spec(spec, overrides))
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)
-    if fmt == "json":
+    if resolved:
+        data = resolved_spec_data(checked.source)
+        click.echo(json.dumps(data, indent=2) if fmt == "json" else spec_yaml(data), nl=False)
+    elif fmt == "json":
         click.echo(json.dumps(checked.summary.as_json(), indent=2))
     else:
-        click.echo(summary_text(checked.summary), nl=False)
+        click.echo(summary_text(checked.summary, _terminal_width()), nl=False)
+
+
+def _terminal_width() -> int | None:
+    """The terminal's columns when stdout is one (tables wrap to fit), else None (no limit)."""
+    from rich.console import Console
+
+    console = Console()
+    return console.width if console.is_terminal else None
 
 
 @main.command()

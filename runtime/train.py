@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
@@ -394,13 +394,11 @@ def _prepare_new_run(run_dir: Path, source) -> None:
 
 
 def resolved_spec_text(source) -> str:
-    """The spec as run: overrides applied, name filled in, data.path made absolute."""
-    data = json.loads(json.dumps(source.loaded.data))  # a deep copy of plain data
-    data["name"] = source.spec.name
-    path = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None
-    if path:
-        data["data"]["path"] = str((source.directory / path).resolve())
-    return yaml.safe_dump(data, sort_keys=False)
+    """The spec as run, every default filled in: overrides applied, data.path made absolute."""
+    data = resolved_spec_data(source)
+    if data.get("data", {}).get("path"):
+        data["data"]["path"] = str((source.directory / data["data"]["path"]).resolve())
+    return spec_yaml(data)
 
 
 def _append_metrics_line(path: Path, row: dict) -> None:

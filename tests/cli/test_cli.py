@@ -59,7 +59,8 @@ model:
 # Section 6: the CLI's summary --format json has exactly these keys.
 SUMMARY_KEYS = {"name", "input_shape", "output_shape", "layers", "trainable_params",
                 "non_trainable_params", "total_params", "flops_per_sample", "train_memory_bytes"}
-LAYER_KEYS = {"name", "type", "output_shape", "params", "flops"}
+LAYER_KEYS = {"name", "type", "inputs", "output_shape", "kernel", "params", "trainable_params",
+              "mult_adds", "flops"}
 DIAGNOSTIC_KEYS = {"file", "line", "col", "severity", "where", "message"}
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s"}
 FINAL_KEYS = {"train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy"}
@@ -317,6 +318,82 @@ def test_summary_json_lenet5_matches_its_comment():
     assert summary["layers"][0]["output_shape"] == [6, 28, 28]
 
 
+SPECS = Path(__file__).parents[2] / "specs"
+
+BATCHNORM = """\
+name: bn
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 8, kernel_size: 3, padding: same}
+    - {type: batchnorm, name: a_batchnorm_layer_with_a_rather_long_name}
+    - {type: relu}
+    - {type: flatten}
+    - {type: dense, units: 10}
+"""
+
+
+def summary_rows(text: str) -> dict[str, list[str]]:
+    """The table's rows by layer name, split into cells (cells hold no double space)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if set(line) == {"-"}) + 1
+    rows = [line.split("  ") for line in lines[start:] if line and not line.startswith("param")]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    return {row[0]: row for row in rows if len(row) > 1}
+
+
+def test_summary_shows_inputs_kernel_shape_and_mult_adds():
+    # Issue 10, item 9: skip connections, kernel shapes and mult-adds are visible per layer.
+    residual = assert_ok(invoke("summary", SPECS / "residual-block.yaml")).stdout
+    assert summary_rows(residual)["residual"][:3] == ["residual", "add", "stem, conv_b"]
+    lenet = summary_rows(assert_ok(invoke("summary", SPECS / "lenet5.yaml")).stdout)
+    assert lenet["conv2d_1"] == ["conv2d_1", "conv2d", "input", "[6, 28, 28]", "[6, 1, 5, 5]",
+                                 "156", "117,600"]
+    assert lenet["maxpool2d_1"][4] == "[2, 2]" and lenet["dense_1"][4] == "[400, 120]"
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json",
+                                          SPECS / "residual-block.yaml")).stdout)
+    residual_row = next(layer for layer in summary["layers"] if layer["name"] == "residual")
+    assert residual_row["inputs"] == ["stem", "conv_b"]
+    assert summary["layers"][0]["kernel"] == [16, 1, 3, 3]
+    assert all(layer["mult_adds"] * 2 == layer["flops"] for layer in summary["layers"])
+
+
+def test_summary_totals_are_the_sums_of_the_rows(tmp_path):
+    # Issue 10, item 5: batchnorm's running statistics are counted in their row, not only in
+    # the total; the table stays aligned with a long layer name.
+    spec = write(tmp_path / "bn.yaml", BATCHNORM)
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json", spec)).stdout)
+    assert sum(layer["params"] for layer in summary["layers"]) == summary["total_params"]
+    assert sum(layer["trainable_params"] for layer in summary["layers"]) == \
+        summary["trainable_params"]
+    assert summary["non_trainable_params"] == 16
+    text = assert_ok(invoke("summary", spec)).stdout
+    rows = summary_rows(text)
+    assert rows["a_batchnorm_layer_with_a_rather_long_name"][-2] == "32"
+    assert sum(int(row[-2].replace(",", "")) for name, row in rows.items()
+               if name != "total") == int(rows["total"][-2].replace(",", ""))
+    table = [line for line in text.splitlines() if line.split() and line.split()[0] in rows]
+    assert len({len(line) for line in table}) == 1  # the numbers end in one column
+    assert "5,242 = 5,226 trainable + 16 non-trainable" in text
+
+
+def test_summary_resolved_fills_every_default_and_loads_back(tmp_path):
+    spec = write(tmp_path / "tiny.yaml", TINY)
+    text = assert_ok(invoke("summary", "--resolved", spec, "--set", "optimizer.lr=0.5")).stdout
+    resolved = yaml.safe_load(text)
+    assert resolved["optimizer"] == {"type": "adam", "lr": 0.5, "beta1": 0.9, "beta2": 0.999,
+                                     "eps": 1e-08, "weight_decay": 0.0,
+                                     "schedule": {"type": "constant", "warmup_epochs": 0}}
+    assert resolved["model"]["layers"][0]["name"] == "dense_1"
+    assert resolved["loss"]["type"] == "cross_entropy" and resolved["train"]["batch_size"] == 16
+    again = write(tmp_path / "again.yaml", text.replace("name: tiny", "name: again"))
+    assert yaml.safe_load(assert_ok(invoke("summary", "--resolved", again)).stdout) == \
+        dict(resolved, name="again")
+    json_form = json.loads(assert_ok(invoke("summary", "--resolved", "--format", "json",
+                                            spec)).stdout)
+    assert json_form["optimizer"]["lr"] == 0.01 and json_form["train"]["metrics"]
+
+
 def test_summary_of_invalid_spec(tmp_path):
     bad = write(tmp_path / "bad.yaml", ONE_ERROR)
     assert_one_line_error(invoke("summary", bad), bad)
@@ -405,7 +482,11 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
 
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
     assert resolved["name"] == "tiny"
-    assert resolved["model"] == yaml.safe_load(TINY)["model"]
+    # Every default is filled in (issue 10, item 9): names, biases, optimizer settings...
+    assert [layer["name"] for layer in resolved["model"]["layers"]] == ["dense_1", "dense_2"]
+    assert resolved["model"]["layers"][1] == {"type": "dense", "name": "dense_2", "units": 3,
+                                              "use_bias": True, "bias_init": {"type": "zeros"}}
+    assert resolved["optimizer"]["beta1"] == 0.9 and resolved["train"]["shuffle"] is True
 
 
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
