@@ -12,9 +12,11 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error
+from .checks import training_errors
+from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
+from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import Spec, default_layer_names
 from .step import TrainStep, build_train_step
@@ -72,10 +74,30 @@ def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
     try:
         spec = Spec.model_validate(loaded.data)
     except pydantic.ValidationError as error:
-        raise SpecError(diagnostics_from_validation_error(error, loaded, Spec)) from None
+        diagnostics = diagnostics_from_validation_error(error, loaded, Spec)
+        diagnostics += _errors_of_intact_layers(loaded, error, path)
+        raise SpecError(sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file,
+                                                           d.line, d.col))) from None
     if spec.name is None:
         spec = spec.model_copy(update={"name": path.stem if path else "spec"})
     return SourceSpec(spec, loaded, path)
+
+
+def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
+                             path: Path | None) -> list[Diagnostic]:
+    """Shape errors that the schema errors do not hide (see recovery.py)."""
+    data = repaired_spec_data(loaded.data, problem_paths(error, loaded.data))
+    if data is None:
+        return []
+    try:
+        spec = Spec.model_validate(data)
+    except pydantic.ValidationError:
+        return []  # the repair was not enough: the schema errors say it all
+    try:
+        compile_checked(SourceSpec(spec, Loaded(loaded.filename, data, loaded.positions), path))
+    except SpecError as found:
+        return [d for d in found.diagnostics if d.severity == "error"]
+    return []
 
 
 def resolved_spec_data(source: SourceSpec) -> dict:
@@ -117,6 +139,8 @@ def check(source: SourceSpec) -> Checked:
     lowered, step = compile_checked(source)
     summary = summarize(source.spec, lowered, step)
     diagnostics = [_warning(source, w) for w in lowered.warnings]
+    diagnostics += [source.diagnostic(origin, message)
+                    for origin, message in training_errors(source.spec, summary.input_shape)]
     diagnostics += _budget_errors(source, summary)
     return Checked(source, summary, diagnostics)
 

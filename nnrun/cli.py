@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def validate(specs, fmt, strict, overrides) -> None:
             diagnostics, summary = checked.diagnostics, checked.summary
         except SpecError as error:
             diagnostics, summary = error.diagnostics, None
-        bad = any(d.severity == "error" or strict for d in diagnostics)
+        if strict:  # a warning that fails the check is an error, and says so
+            diagnostics = [replace(d, severity="error") for d in diagnostics]
+        bad = any(d.severity == "error" for d in diagnostics)
         failed += bad
         all_diagnostics += diagnostics
         if fmt == "text":

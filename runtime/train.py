@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
@@ -32,7 +33,6 @@ from .pruning import MagnitudePruner
 from .schedules import learning_rate
 
 
-TRAIN_METRICS = ("accuracy", "top_k_accuracy")  # cheap enough to track on every training batch
 
 
 class TrainingError(Exception):
@@ -224,13 +224,7 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""
-        metrics = self.spec.train.metrics
-        # Training batches report accuracy-type metrics only; validation reports every metric.
-        train = ["loss", *(metric_name(m) for m in metrics if m.type in TRAIN_METRICS)]
-        names = [f"train_{name}" for name in train]
-        if self.data.val is not None:
-            names += [f"val_{name}" for name in ["loss", *map(metric_name, metrics)]]
-        return names
+        return monitor_names(self.spec, self.data.val is not None)
 
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping

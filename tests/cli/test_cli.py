@@ -228,7 +228,96 @@ def test_validate_warning_passes_and_strict_fails(tmp_path):
     assert strict.exit_code == 1, strict.output
     assert "Traceback" not in strict.output
     assert "ok" not in strict.stdout
-    assert ": warning: " in strict.stderr
+    # Issue 10, item 8: the lines that fail the check say so.
+    strict_lines = strict.stderr.strip().splitlines()
+    assert strict_lines and all(": error: " in line for line in strict_lines)
+    assert [line.replace(": error: ", ": warning: ") for line in strict_lines] == warning_lines
+
+
+# --- validate: what train would refuse, and shape errors beside schema errors (item 8) -------
+
+XOR_WITH = """\
+data:
+  dataset: xor
+{data}model:
+  layers:
+    - {{type: dense, units: 2}}
+{extra}"""
+
+
+def validate_errors(tmp_path, text: str, *options) -> list[str]:
+    spec = write(tmp_path / "spec.yaml", text)
+    result = assert_ok(invoke("validate", spec, *options), 1)
+    return [line.replace(f"{spec}:", "") for line in result.stderr.strip().splitlines()]
+
+
+@pytest.mark.parametrize("data, monitor, reason", [
+    ("  validation_split: 0.2\n", "val_acc", "choose one of: train_loss, train_accuracy, "
+                                             "val_loss, val_accuracy"),
+    ("", "val_loss", "(val_* metrics need data.validation_split > 0); choose one of: "
+                     "train_loss, train_accuracy"),
+])
+def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path, data,
+                                                                        monitor, reason):
+    text = XOR_WITH.format(data=data, extra=f"train:\n  early_stopping: {{monitor: {monitor}}}\n")
+    (line,) = validate_errors(tmp_path, text)
+    column = text.splitlines()[-1].index(monitor) + 1
+    assert line.startswith(f"{len(text.splitlines())}:{column}: error: train.early_stopping: "
+                           f"'{monitor}' will not be a metric of this run")
+    assert line.endswith(reason)
+
+
+def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
+    augment = "  augment:\n    - {type: gaussian_noise}\n    - {type: random_flip}\n"
+    (line,) = validate_errors(tmp_path, XOR_WITH.format(data=augment, extra=""))
+    assert line.startswith("5:7: error: data.augment[1]: random_flip needs samples with a "
+                           "spatial axis")
+    assert "these are [2]" in line
+
+
+def test_validate_catches_a_conv_only_model_under_the_default_loss(tmp_path):
+    text = "data: {dataset: mnist1d}\nmodel:\n  layers:\n    - {type: conv1d, filters: 10, " \
+           "kernel_size: 40}\n"
+    (line,) = validate_errors(tmp_path, text)
+    assert line.startswith("4:7: error: model.layers[0] (conv1d_1): cross_entropy needs class "
+                           "scores [classes], the model ends with shape [10, 1]")
+
+
+README_BAD = """\
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 6, kernal_size: 5}
+    - {type: conv2d, filters: 16, kernel_size: 5}
+    - {type: flatten}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: -1}
+"""
+
+
+def test_validate_reports_shape_errors_in_layers_the_schema_errors_leave_intact(tmp_path):
+    lines = validate_errors(tmp_path, README_BAD)
+    assert [line.split(": ")[2] for line in lines] == [
+        "model.layers[0] (conv2d_1)", "model.layers[0] (conv2d_1)", "model.layers[1] (conv2d_2)",
+        "optimizer"]
+    assert "unknown field 'kernal_size'; did you mean 'kernel_size'?" in lines[1]
+    assert lines[2].startswith("5:48: error: model.layers[1] (conv2d_2): kernel 5x5 does not "
+                               "fit the 4x4 input")
+
+
+def test_validate_reports_no_shape_error_that_a_schema_error_causes(tmp_path):
+    # Layer 0 is broken (no kernel size): every later shape depends on it, so none is checked.
+    text = README_BAD.replace("kernal_size: 5", "kernel_size: [5, 5, 5]")
+    lines = validate_errors(tmp_path, text)
+    assert all("model.layers[0]" in line or "optimizer" in line for line in lines), lines
+
+
+def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
+    result = assert_ok(invoke("validate", "--format", "github", tiny,
+                              "--set", "limits.max_params=10"), 1)
+    assert result.stdout.strip() == ("::error::--set limits.max_params=10: the model needs 51 "
+                                     "parameters, over the budget of 10; make layers smaller or "
+                                     "raise the budget")
 
 
 def test_validate_several_files_one_bad(tmp_path, tiny):
@@ -872,3 +961,11 @@ def test_validate_model_without_parameters_and_clip_grad_norm(tmp_path):
     result = invoke("validate", spec)
     assert "internal error" not in result.output
     assert result.exit_code in (0, 1), result.output
+
+
+def test_validate_survives_several_problems_in_one_section(tmp_path):
+    # Found by the fuzz test: two problems in `data` must not make the repair crash.
+    text = ("model:\n  input_shape: [1]\n  layers:\n    - {type: dense, units: 1}\n"
+            "data: {path: false, noise: 0.0, n_samples: 5}\n")
+    lines = validate_errors(tmp_path, text)
+    assert lines and all(": error: data" in line for line in lines), lines
