@@ -243,11 +243,13 @@ def eval_command(run_dir, split, checkpoint, backend, fmt) -> None:
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
+    from nnrun.compiler.tables import table_text
+
     click.echo(f"{run_dir} ({checkpoint}.npz, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples")
-    for name, value in result.items():
-        if name.startswith(f"{split}_"):
-            click.echo(f"  {name:<20} {value:.4f}")
+    rows = [[name, f"{value:.4f}"] for name, value in result.items()
+            if name.startswith(f"{split}_")]
+    click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)
 
 
 @main.command()
