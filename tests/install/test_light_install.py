@@ -87,3 +87,30 @@ def test_missing_generator_names_the_extra(monkeypatch, dataset, module):
         sources.LOADERS[dataset](None, Path("."))
     message = str(excinfo.value)
     assert "\n" not in message and "pip install 'nnrun[datasets]'" in message
+
+
+# Import names whose distribution is named otherwise.
+DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
+                   "cupyx": "cupy-cuda13x"}
+
+
+def test_every_third_party_import_is_declared():
+    import ast
+    import re
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [
+        requirement for extra in project["optional-dependencies"].values() for requirement in extra]
+    declared = {re.split(r"[<>=!\[; ]", requirement)[0].lower() for requirement in requirements}
+    imported = set()
+    for folder in ("compiler", "runtime", "backends", "nnrun"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"nnrun"}
+    undeclared = {name for name in third_party
+                  if DISTRIBUTION_OF.get(name, name).lower() not in declared}
+    assert not undeclared
