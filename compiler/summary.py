@@ -133,7 +133,7 @@ def summary_text(summary: Summary, width: int | None = None) -> str:
     total_mult_adds = sum(row.mult_adds for row in summary.layers)
     rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}"])
     lines = [f"model {summary.name}: input {summary.input_shape}",
-             table_text(SUMMARY_COLUMNS, rows, right=(5, 6), width=width).rstrip("\n"),
+             table_text(SUMMARY_COLUMNS, rows, right=(5, 6), width=width, whole=(3, 4)).rstrip("\n"),
              _parameters_line(summary),
              f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
              FLOP_CONVENTION]

@@ -17,13 +17,15 @@ UNLIMITED_WIDTH = 10_000
 
 
 def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...] = (),
-               width: int | None = None) -> str:
+               width: int | None = None, whole: tuple[int, ...] = ()) -> str:
     """The table as text; columns in `right` are right-aligned (numbers). Without a width (not
-    a terminal) it keeps its natural width; with one, long cells wrap inside their column."""
+    a terminal) it keeps its natural width; with one, long cells wrap inside their column,
+    except in the columns `right` and `whole` (shapes), which the other columns make room for."""
     table = Table(box=ASCII_HEAD_RULE, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style=None)
     for index, header in enumerate(headers):
-        table.add_column(header, justify="right" if index in right else "left", overflow="fold")
+        table.add_column(header, justify="right" if index in right else "left", overflow="fold",
+                         no_wrap=index in right or index in whole)
     for row in rows:
         table.add_row(*row)
     return render(table, width)

@@ -27,3 +27,13 @@ def test_every_shipped_spec_resolves_to_the_same_model(path):
     assert {"epochs", "batch_size", "shuffle", "metrics"} <= set(resolved["train"])
     assert "lr" in resolved["optimizer"] and "type" in resolved["loss"]
     assert spec_yaml(resolved_spec_data(again)) == text  # resolving is idempotent
+
+
+def test_summary_table_fits_an_80_column_terminal_with_whole_shapes():
+    from nnrun.compiler.summary import summary_text
+
+    summary = check(load_spec(Path(__file__).parents[2] / "specs" / "residual-block.yaml")).summary
+    text = summary_text(summary, width=80)
+    table = text.split("parameters:")[0].splitlines()
+    assert all(len(line) <= 80 for line in table)
+    assert "[16, 16, 3, 3]" in text and "[16, 8, 8]" in text  # shapes are never cut
