@@ -9,6 +9,7 @@ epoch. Then a final table.
 
 from __future__ import annotations
 
+import atexit
 import sys
 import time
 
@@ -39,6 +40,9 @@ class EpochProgress:
                                 console=self.console, transient=True)
             self.task = self.bar.add_task(self.label, total=steps, loss="")
             self.bar.start()
+            # An error or Ctrl-C ends the epoch without close(): the bar still stops at exit and
+            # gives the terminal its cursor back.
+            atexit.register(self.bar.stop)
 
     def update(self, running_loss: float) -> None:
         if self.bar is not None:
@@ -52,6 +56,7 @@ class EpochProgress:
                  if k.startswith(("train_", "val_")) or k == "sparsity"]
         if self.bar is not None:
             self.bar.stop()
+            atexit.unregister(self.bar.stop)
             self._print_wrapped(head, items)
         elif not self.disabled:
             print(f"{head}  {'  '.join(items)}", file=sys.stderr)

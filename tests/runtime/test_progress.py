@@ -75,3 +75,16 @@ def test_final_table_aligns_long_metric_names(capsys):
     values = [line for line in lines if line.split()[0] in summary["final"]]
     assert len(values) == 3 and len({len(line) for line in values}) == 1
     assert values[-1].split() == ["test_top_3_accuracy_with_a_long_name", "0.9990"]
+
+
+def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=screen, force_terminal=True, width=80, color_system=None, markup=False))
+    registered = []
+    monkeypatch.setattr(progress.atexit, "register", registered.append)
+    bar = progress.EpochProgress(1, 1, 5)
+    bar.update(0.5)  # then an error ends training: no close()
+    (stop,) = registered
+    stop()
+    assert "\x1b[?25h" in screen.getvalue().split("\x1b[?25l")[-1]  # the cursor is back
