@@ -31,6 +31,10 @@ class GraphBuilder:
     graph: Graph = field(default_factory=Graph)
     origin: Origin | None = None
     warnings: list[CompileWarning] = field(default_factory=list)
+    # How an op's ShapeError becomes a diagnostic of the layer being lowered: the spec field
+    # of each op attribute, and the layer's own advice for a wrong input shape.
+    fields: dict[str, str] = field(default_factory=dict)
+    input_hint: str = ""
 
     def input(self, name: str, type_: TensorType) -> Value:
         value = Value(type_, name=name)
@@ -48,13 +52,17 @@ class GraphBuilder:
         return value
 
     @contextmanager
-    def at(self, origin: Origin | None):
-        """Nodes emitted inside carry `origin`; errors inside are reported there."""
-        saved, self.origin = self.origin, origin
+    def at(self, origin: Origin | None, fields: dict[str, str] | None = None,
+           input_hint: str = ""):
+        """Nodes emitted inside carry `origin`; errors inside are reported there, or at the
+        field that `fields` gives for the op attribute at fault; `input_hint` is added to
+        errors about the input's shape."""
+        saved = self.origin, self.fields, self.input_hint
+        self.origin, self.fields, self.input_hint = origin, fields or {}, input_hint
         try:
             yield
         finally:
-            self.origin = saved
+            self.origin, self.fields, self.input_hint = saved
 
     def emit(self, op_name: str, *inputs: Value, attrs=None):
         op = REGISTRY[op_name]
@@ -62,11 +70,20 @@ class GraphBuilder:
         try:
             types = op.shape(attrs, *(v.type for v in inputs))
         except ShapeError as error:
-            raise CompileError(self.origin, str(error)) from None
+            raise CompileError(self._error_origin(error), self._error_message(error)) from None
         several = isinstance(types, tuple)
         outputs = tuple(Value(t) for t in (types if several else (types,)))
         self.graph.nodes.append(Node(op_name, tuple(inputs), attrs, outputs, self.origin))
         return outputs if several else outputs[0]
+
+    def _error_origin(self, error: ShapeError) -> Origin | None:
+        field_name = self.fields.get(error.attribute)
+        return self.origin.at_field(field_name) if field_name and self.origin else self.origin
+
+    def _error_message(self, error: ShapeError) -> str:
+        if error.attribute is not None or not self.input_hint:
+            return str(error)
+        return f"{error}{', or ' if error.hint else '; '}{self.input_hint}"
 
     def warn(self, message: str) -> None:
         self.warnings.append(CompileWarning(self.origin, message))

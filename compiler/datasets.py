@@ -30,7 +30,8 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo(
             "digits", (1, 8, 8), 10, "classification", True, False,
-            "8x8 handwritten digits shipped with scikit-learn, 1797 images, fixed 80/20 split",
+            "8x8 handwritten digits (scikit-learn's), shipped inside nnrun, 1797 images, "
+            "fixed 80/20 split",
         ),
         DatasetInfo(
             "mnist", (1, 28, 28), 10, "classification", True, True,

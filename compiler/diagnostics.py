@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 Severity = Literal["error", "warning"]
 FORMATS = ("text", "json", "github")
+# The `file` of a diagnostic about a `--set` argument: there is no file to point at.
+OVERRIDE_FILE = "--set"
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,12 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> 
 
 
 def _github_line(diagnostic: Diagnostic) -> str:
-    file = _github_escape(diagnostic.file, True)
-    properties = f"file={file},line={diagnostic.line},col={diagnostic.col}"
     where = f"{diagnostic.where}: " if diagnostic.where else ""
     message = _github_escape(where + diagnostic.message, False)
+    if diagnostic.file == OVERRIDE_FILE:  # no file in the repository; the message names --set
+        return f"::{diagnostic.severity}::{message}"
+    file = _github_escape(diagnostic.file, True)
+    properties = f"file={file},line={diagnostic.line},col={diagnostic.col}"
     return f"::{diagnostic.severity} {properties}::{message}"
 
 
@@ -174,6 +178,12 @@ def diagnostics_from_validation_error(
     problems = _resolve_alternatives(problems)
     diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
     return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+
+
+def problem_paths(error: pydantic.ValidationError, data: Any) -> list[tuple[str, tuple]]:
+    """(pydantic's error type, path in the data) of each problem, for a repair to work on."""
+    problems = _resolve_alternatives([_locate(item, data) for item in error.errors()])
+    return [(problem.error["type"], problem.data_path) for problem in problems]
 
 
 def _locate(error: dict, data: Any) -> _Problem:

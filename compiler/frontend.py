@@ -9,13 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydantic
+import yaml
 
 from .builder import CompileError, CompileWarning
-from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error
+from .checks import training_errors
+from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
+from .recovery import repaired_spec_data
 from .lower import Lowered, lower
-from .schema import Spec
+from .schema import Spec, default_layer_names
 from .step import TrainStep, build_train_step
 from .summary import Summary, summarize
 
@@ -71,10 +74,55 @@ def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
     try:
         spec = Spec.model_validate(loaded.data)
     except pydantic.ValidationError as error:
-        raise SpecError(diagnostics_from_validation_error(error, loaded, Spec)) from None
+        diagnostics = diagnostics_from_validation_error(error, loaded, Spec)
+        diagnostics += _errors_of_intact_layers(loaded, error, path)
+        raise SpecError(sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file,
+                                                           d.line, d.col))) from None
     if spec.name is None:
         spec = spec.model_copy(update={"name": path.stem if path else "spec"})
     return SourceSpec(spec, loaded, path)
+
+
+def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
+                             path: Path | None) -> list[Diagnostic]:
+    """Shape errors that the schema errors do not hide (see recovery.py)."""
+    data = repaired_spec_data(loaded.data, problem_paths(error, loaded.data))
+    if data is None:
+        return []
+    try:
+        spec = Spec.model_validate(data)
+    except pydantic.ValidationError:
+        return []  # the repair was not enough: the schema errors say it all
+    try:
+        compile_checked(SourceSpec(spec, Loaded(loaded.filename, data, loaded.positions), path))
+    except SpecError as found:
+        return [d for d in found.diagnostics if d.severity == "error"]
+    return []
+
+
+def resolved_spec_data(source: SourceSpec) -> dict:
+    """The spec with every default filled in, layer names included (as Lightning's
+    --print_config): what a run really runs. Loading it gives the same model."""
+    data = source.spec.model_dump(mode="json", exclude_none=True)
+    names = default_layer_names(source.spec.model.layers)
+    for layer, name in zip(data["model"]["layers"], names):
+        layer["name"] = name
+    return _type_and_name_first(data)
+
+
+def _type_and_name_first(value):
+    """{type, name, ...} in every mapping, as the docs write them."""
+    if isinstance(value, list):
+        return [_type_and_name_first(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    first = {key: value[key] for key in ("type", "name") if key in value}
+    rest = {key: item for key, item in value.items() if key not in first}
+    return {key: _type_and_name_first(item) for key, item in {**first, **rest}.items()}
+
+
+def spec_yaml(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
 def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:
@@ -91,6 +139,8 @@ def check(source: SourceSpec) -> Checked:
     lowered, step = compile_checked(source)
     summary = summarize(source.spec, lowered, step)
     diagnostics = [_warning(source, w) for w in lowered.warnings]
+    diagnostics += [source.diagnostic(origin, message)
+                    for origin, message in training_errors(source.spec, summary.input_shape)]
     diagnostics += _budget_errors(source, summary)
     return Checked(source, summary, diagnostics)
 

@@ -17,7 +17,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from nnrun.compiler.diagnostics import Diagnostic, SpecError, format_path
+from nnrun.compiler.diagnostics import OVERRIDE_FILE, Diagnostic, SpecError, format_path
 
 SpecPath = tuple[Hashable, ...]
 
@@ -30,8 +30,6 @@ _SCALAR_TAGS = {
 }
 # Alias expansion can grow a small file exponentially ("billion laughs"); a spec never needs this.
 _MAX_NODES = 200_000
-
-OVERRIDE_FILE = "--set"
 
 
 @dataclass(frozen=True)

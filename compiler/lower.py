@@ -39,7 +39,10 @@ class LayerInfo:
     name: str
     type: str
     output: Value
-    params: int = 0
+    inputs: list[str] = field(default_factory=list)
+    params: int = 0  # every stored value, batchnorm's running statistics included
+    trainable_params: int = 0
+    kernel: tuple[int, ...] | None = None  # weight shape, or the pooling window
     flops: int = 0
 
 
@@ -54,6 +57,7 @@ class Lowered:
     layers: list[LayerInfo] = field(default_factory=list)
     logits: Value | None = None  # the output before a final softmax/sigmoid fused into the loss
     prediction: Value | None = None
+    output_origin: Origin | None = None  # the last layer: where the loss's shape errors point
 
     @property
     def warnings(self) -> list[CompileWarning]:
@@ -135,10 +139,7 @@ def apply_activation(gb: GraphBuilder, activation, x: Value) -> Value:
 
 def _lower_dense(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    if x.type.rank != 2:
-        ctx.fail(f"dense expects a vector sample, got shape {per_sample(x.type)}; "
-                 "add {type: flatten} before this layer")
-    features = x.type.shape[1]
+    features = x.type.shape[1]  # on anything but a vector, matmul's shape rule says so
     w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units)
     y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
     if layer.use_bias:
@@ -153,12 +154,6 @@ def _init(ctx: LayerContext, layer):
 
 def _conv_geometry(ctx, layer, x: Value, rank: int):
     """Kernel, stride, dilation and (before, after) padding per spatial axis."""
-    if x.type.rank != rank + 2:
-        example = "[1, 28, 28]" if rank == 2 else "[1, 40]"
-        axes = "channels, height, width" if rank == 2 else "channels, length"
-        ctx.fail(f"{layer.type} expects a [{axes}] sample, got shape {per_sample(x.type)}; "
-                 f"set model.input_shape with a channel axis, e.g. {example}, or use "
-                 f"{'conv1d' if rank == 2 else 'conv2d'}")
     kernel = as_tuple(getattr(layer, "kernel_size", None) or layer.pool_size, rank)
     stride = as_tuple(layer.stride or kernel, rank)
     dilation = as_tuple(getattr(layer, "dilation", 1), rank)
@@ -166,6 +161,8 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
         if len(values) != rank:
             ctx.fail(f"{name} needs {rank} value{'s' if rank > 1 else ''}, got {list(values)}", name)
     spatial = x.type.shape[2:]
+    if len(spatial) != rank:  # the op's shape rule reports the wrong rank; no geometry to do
+        return kernel, stride, dilation, ((0, 0),) * rank
     if layer.padding == "same":
         pad = tuple(same_padding(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation))
     elif layer.padding == "valid":
@@ -203,7 +200,8 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
-    with ctx.gb.at(ctx.origin.at_field("kernel_size")):
+    other = "conv1d" if rank == 2 else "conv2d"
+    with ctx.gb.at(ctx.origin, {"kernel": "kernel_size"}, input_hint=f"use {other}"):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
     if layer.use_bias:
         b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
@@ -216,7 +214,7 @@ def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     rank = int(layer.type[-2])
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     op = f"{layer.type[:3]}_pool{rank}d"
-    with ctx.gb.at(ctx.origin.at_field("pool_size")):
+    with ctx.gb.at(ctx.origin, {"kernel": "pool_size", "pad": "padding"}):
         return ctx.gb.emit(op, x, attrs=PoolAttrs(kernel, stride, _compact_pad(pad), dilation))
 
 
@@ -249,10 +247,8 @@ def _lower_reshape(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
             ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape}: "
                      f"{total} is not a multiple of {known}", "shape")
         shape[shape.index(-1)] = total // known
-    if size_of(shape) != total:
-        ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape} "
-                 f"({size_of(shape)} values)", "shape")
-    return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs(tuple(shape)))
+    with ctx.gb.at(ctx.origin, {"shape": "shape"}):  # the op checks that the sizes agree
+        return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs(tuple(shape)))
 
 
 def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
@@ -265,8 +261,6 @@ def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
 
 def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    if x.type.rank < 2:
-        ctx.fail(f"batchnorm needs a sample with a channel axis, got {per_sample(x.type)}")
     channels = (x.type.shape[1],)
     ones, zeros = schema.OnesInit(type="ones"), schema.ZerosInit(type="zeros")
     gamma = ctx.param("gamma", channels, ones, 0, 0)
@@ -356,7 +350,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
             elif layer.type in schema.ACTIVATION_TYPES:
                 pre_activation[name] = inputs[0]
         env[name] = output
-        lowered.layers.append(_layer_info(lowered, name, layer.type, output, before))
+        lowered.layers.append(_layer_info(lowered, name, layer.type, input_names, output, before))
     _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
     return lowered
 
@@ -385,15 +379,26 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"did you mean '{close}'?" if close else "known names: " + ", ".join(candidates)
 
 
-def _layer_info(lowered: Lowered, name, type_, output, first_node) -> LayerInfo:
+def _layer_info(lowered: Lowered, name, type_, inputs, output, first_node) -> LayerInfo:
     nodes = lowered.graph.nodes[first_node:]
     flops = 0
     for node in nodes:
         op = REGISTRY[node.op]
         if op.flops:
             flops += op.flops(node.attrs, [v.type for v in node.inputs], node.output.type)
-    params = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
-    return LayerInfo(name, type_, output, params, flops)
+    trainable = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
+    buffers = sum(size_of(p.shape) for p in lowered.state.values() if p.layer == name)
+    return LayerInfo(name, type_, output, list(inputs), trainable + buffers, trainable,
+                     _kernel(lowered, name, nodes), flops)
+
+
+def _kernel(lowered: Lowered, name: str, nodes) -> tuple[int, ...] | None:
+    """What torchinfo calls the kernel shape: the weight's, or the pooling window."""
+    weight = lowered.params.get(f"{name}.weight")
+    if weight is not None:
+        return weight.shape
+    windows = [node.attrs.kernel for node in nodes if isinstance(node.attrs, PoolAttrs)]
+    return tuple(windows[0]) if windows else None
 
 
 _FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
@@ -416,12 +421,11 @@ def _check_output(spec, lowered) -> None:
     logits = lowered.logits.type
     last = len(spec.model.layers) - 1
     origin = Origin(f"model.layers[{last}]", lowered.layers[-1].name, ("model", "layers", last))
+    lowered.output_origin = origin
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     classes = dataset.num_classes if dataset else None
-    if spec.loss.type == "cross_entropy":
-        if logits.rank != 2:
-            raise CompileError(origin, f"cross_entropy needs class scores, the model ends with "
-                               f"shape {per_sample(logits)}; end with flatten and a dense layer")
+    # Class scores of another rank are the loss op's shape error, when the train step adds it.
+    if spec.loss.type == "cross_entropy" and logits.rank == 2:
         if classes and logits.shape[1] != classes:
             raise CompileError(origin.at_field("units"), f"the model ends with "
                                f"{logits.shape[1]} outputs but dataset '{dataset.name}' has "

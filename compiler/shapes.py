@@ -13,12 +13,15 @@ from .ir import BATCH, TensorType
 
 
 class ShapeError(Exception):
-    """A shape rule failed; `hint` says what would fix it."""
+    """A shape rule failed; `hint` says what would fix it. `attribute` names the op attribute
+    at fault (e.g. "kernel"), so that the diagnostic can point at the spec field it came from;
+    None means the input's shape is at fault."""
 
-    def __init__(self, message: str, hint: str = ""):
+    def __init__(self, message: str, hint: str = "", attribute: str | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.attribute = attribute
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message

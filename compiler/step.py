@@ -29,8 +29,9 @@ def add_loss(gb: GraphBuilder, lowered: Lowered, spec) -> Value:
     logits = lowered.logits
     if loss_spec.type == "cross_entropy":
         y = gb.input("y", TensorType((BATCH,), "int64"))
-        loss = gb.emit("softmax_cross_entropy", logits, y,
-                       attrs=CrossEntropyAttrs(loss_spec.label_smoothing))
+        with gb.at(lowered.output_origin):  # logits that are not class scores: the last layer
+            loss = gb.emit("softmax_cross_entropy", logits, y,
+                           attrs=CrossEntropyAttrs(loss_spec.label_smoothing))
     else:
         y = gb.input("y", logits.type)
         op = {"binary_cross_entropy": "sigmoid_binary_cross_entropy"}.get(loss_spec.type,

@@ -1,8 +1,10 @@
-"""`nnrun summary`: per layer output shape, parameters and FLOPs; totals; training memory.
+"""`nnrun summary`: per layer its inputs, output shape, kernel shape, parameters and
+mult-adds (as torchinfo shows them); totals that are the sums of the rows; training memory.
 
 FLOPs count 2 per multiply-accumulate of dense and convolution layers, other layers 0
-(DESIGN.md section 6). The training-memory estimate comes from the static memory plan of the
-optimized training step at train.batch_size: what the executor allocates.
+(DESIGN.md section 6), so FLOPs = 2 x mult-adds. The training-memory estimate comes from
+the static memory plan of the optimized training step at train.batch_size: what the
+executor allocates.
 """
 
 from __future__ import annotations
@@ -13,17 +15,26 @@ import numpy as np
 
 from .ir import Value
 from .shapes import per_sample, size_of
+from .tables import table_text
 
-FLOP_CONVENTION = "FLOPs: 2 per multiply-accumulate of dense and convolution layers; others 0"
+FLOP_CONVENTION = ("FLOPs: 2 per multiply-accumulate (mult-add) of dense and convolution "
+                   "layers; others 0")
 
 
 @dataclass
 class LayerRow:
     name: str
     type: str
+    inputs: list[str]
     output_shape: list
-    params: int
+    kernel: list | None
+    params: int  # every stored value of the layer, so that the rows add up to the total
+    trainable_params: int
     flops: int
+
+    @property
+    def mult_adds(self) -> int:
+        return self.flops // 2
 
 
 @dataclass
@@ -48,8 +59,7 @@ class Summary:
             "name": self.name,
             "input_shape": self.input_shape,
             "output_shape": self.output_shape,
-            "layers": [{"name": r.name, "type": r.type, "output_shape": r.output_shape,
-                        "params": r.params, "flops": r.flops} for r in self.layers],
+            "layers": [_layer_json(row) for row in self.layers],
             "trainable_params": self.trainable_params,
             "non_trainable_params": self.non_trainable_params,
             "total_params": self.total_params,
@@ -58,9 +68,18 @@ class Summary:
         }
 
 
+def _layer_json(row: LayerRow) -> dict:
+    return {"name": row.name, "type": row.type, "inputs": row.inputs,
+            "output_shape": row.output_shape, "kernel": row.kernel, "params": row.params,
+            "trainable_params": row.trainable_params, "mult_adds": row.mult_adds,
+            "flops": row.flops}
+
+
 def summarize(spec, lowered, step) -> Summary:
     graph = lowered.graph
-    rows = [LayerRow(info.name, info.type, per_sample(info.output.type), info.params, info.flops)
+    rows = [LayerRow(info.name, info.type, info.inputs, per_sample(info.output.type),
+                     list(info.kernel) if info.kernel else None, info.params,
+                     info.trainable_params, info.flops)
             for info in lowered.layers]
     summary = Summary(
         name=spec.name or "",
@@ -102,21 +121,36 @@ def _bytes(value: Value, batch: int) -> int:
     return size_of(value.type.concrete(batch)) * np.dtype(value.type.dtype).itemsize
 
 
-def summary_text(summary: Summary) -> str:
-    header = f"{'layer':<18} {'type':<15} {'output shape':<16} {'params':>10} {'FLOPs':>13}"
-    lines = [f"model {summary.name}: input {summary.input_shape}", header, "-" * len(header)]
-    for row in summary.layers:
-        lines.append(f"{row.name:<18} {row.type:<15} {str(row.output_shape):<16} "
-                     f"{row.params:>10,} {row.flops:>13,}")
-    lines.append("-" * len(header))
-    lines.append(f"{'total':<51} {summary.total_params:>10,} {summary.flops_per_sample:>13,}")
-    lines.append(f"trainable parameters: {summary.trainable_params:,}; "
-                 f"non-trainable: {summary.non_trainable_params:,}")
-    lines.append(FLOP_CONVENTION)
+SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params", "mult-adds"]
+
+
+def summary_text(summary: Summary, width: int | None = None) -> str:
+    """The summary as text; `width` wraps the table to a terminal's columns."""
+    rows = [[row.name, row.type, ", ".join(row.inputs), _shape(row.output_shape),
+             _shape(row.kernel) if row.kernel else "-", f"{row.params:,}", f"{row.mult_adds:,}"]
+            for row in summary.layers]
+    total_mult_adds = sum(row.mult_adds for row in summary.layers)
+    rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}"])
+    lines = [f"model {summary.name}: input {summary.input_shape}",
+             table_text(SUMMARY_COLUMNS, rows, right=(5, 6), width=width, whole=(3, 4)).rstrip("\n"),
+             _parameters_line(summary),
+             f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
+             FLOP_CONVENTION]
     parts = ", ".join(f"{k.replace('_', ' ')} {_mb(v)}" for k, v in summary.memory_parts.items())
     lines.append(f"training memory at batch size {summary.batch_size}: "
                  f"{_mb(summary.train_memory_bytes)} ({parts})")
     return "\n".join(lines) + "\n"
+
+
+def _parameters_line(summary: Summary) -> str:
+    if not summary.non_trainable_params:
+        return f"parameters: {summary.total_params:,}, all trainable"
+    return (f"parameters: {summary.total_params:,} = {summary.trainable_params:,} trainable + "
+            f"{summary.non_trainable_params:,} non-trainable (batchnorm running statistics)")
+
+
+def _shape(shape: list) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
 def _mb(value: int) -> str:

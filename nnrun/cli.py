@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 
@@ -100,7 +101,9 @@ def validate(specs, fmt, strict, overrides) -> None:
             diagnostics, summary = checked.diagnostics, checked.summary
         except SpecError as error:
             diagnostics, summary = error.diagnostics, None
-        bad = any(d.severity == "error" or strict for d in diagnostics)
+        if strict:  # a warning that fails the check is an error, and says so
+            diagnostics = [replace(d, severity="error") for d in diagnostics]
+        bad = any(d.severity == "error" for d in diagnostics)
         failed += bad
         all_diagnostics += diagnostics
         if fmt == "text":
@@ -124,21 +127,36 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
 @spec_argument
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@click.option("--resolved", is_flag=True,
+              help="Print the spec with every default filled in (YAML; the form a run's "
+                   "spec.yaml holds) instead of the table.")
 @set_option
 @handle_errors
-def summary(spec, fmt, overrides) -> None:
-    """Per layer: output shape, parameters, FLOPs; totals; training memory."""
-    from nnrun.compiler.frontend import check, load_spec
+def summary(spec, fmt, resolved, overrides) -> None:
+    """Per layer: inputs, output shape, kernel shape, parameters, mult-adds; totals; training
+    memory. --resolved prints the resolved spec instead."""
+    from nnrun.compiler.frontend import check, load_spec, resolved_spec_data, spec_yaml
     from nnrun.compiler.summary import summary_text
 
     checked = check(load_spec(spec, overrides))
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)
-    if fmt == "json":
+    if resolved:
+        data = resolved_spec_data(checked.source)
+        click.echo(json.dumps(data, indent=2) if fmt == "json" else spec_yaml(data), nl=False)
+    elif fmt == "json":
         click.echo(json.dumps(checked.summary.as_json(), indent=2))
     else:
-        click.echo(summary_text(checked.summary), nl=False)
+        click.echo(summary_text(checked.summary, _terminal_width()), nl=False)
+
+
+def _terminal_width() -> int | None:
+    """The terminal's columns when stdout is one (tables wrap to fit), else None (no limit)."""
+    from rich.console import Console
+
+    console = Console()
+    return console.width if console.is_terminal else None
 
 
 @main.command()
@@ -251,11 +269,13 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads) -> None
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
+    from nnrun.compiler.tables import table_text
+
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples")
-    for name, value in result.items():
-        if name.startswith(f"{split}_"):
-            click.echo(f"  {name:<20} {value:.4f}")
+    rows = [[name, f"{value:.4f}"] for name, value in result.items()
+            if name.startswith(f"{split}_")]
+    click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)
 
 
 @main.command()

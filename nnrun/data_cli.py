@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.tables import table_text
 from nnrun.runtime.data.errors import DataError
 from nnrun.runtime.data.fetch import fetch_dataset
 from nnrun.runtime.data.locations import where_stored
@@ -22,11 +23,8 @@ def data() -> None:
 @data.command("list")
 def list_datasets() -> None:
     """Every dataset a spec can name, with its shape and where its files are (or would be)."""
-    rows = [COLUMNS] + [dataset_row(name) for name in DATASETS]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(COLUMNS) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[-1]]
-        click.echo("  ".join(cells).rstrip())
+    rows = [list(dataset_row(name)) for name in DATASETS]
+    click.echo(table_text(list(COLUMNS), rows), nl=False)
 
 
 def dataset_row(name: str) -> tuple[str, ...]:

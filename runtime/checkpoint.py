@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.compiler.schema import default_layer_names
+
 from .files import write_atomically
 
 
@@ -20,9 +22,19 @@ class CheckpointError(Exception):
 
 def spec_hash(spec) -> str:
     """What decides the shapes and meaning of the saved arrays: model, dtype, optimizer kind."""
-    relevant = {"model": spec.model.model_dump(mode="json"), "dtype": spec.dtype,
+    relevant = {"model": _model_without_default_names(spec.model), "dtype": spec.dtype,
                 "optimizer": spec.optimizer.type, "loss": spec.loss.type}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _model_without_default_names(model) -> dict:
+    # The resolved spec.yaml of a run spells out the default layer names; naming a layer by its
+    # default name changes nothing, so it must not change the hash either.
+    data = model.model_dump(mode="json")
+    for layer, name in zip(data["layers"], default_layer_names(model.layers)):
+        if layer["name"] == name:
+            layer["name"] = None
+    return data
 
 
 def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> None:

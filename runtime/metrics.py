@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def metric_name(metric) -> str:
-    return f"top_{metric.k}_accuracy" if metric.type == "top_k_accuracy" else metric.type
+from nnrun.compiler.checks import metric_name  # noqa: F401 - one definition, shared
 
 
 def predicted_classes(prediction: np.ndarray) -> np.ndarray:

@@ -1,41 +1,74 @@
-"""What training prints on stderr: on a terminal, a tqdm bar per epoch (rate, ETA, running
-loss) that stays as the epoch's line with its metrics; into a file or a CI log, where a live
-bar would only add carriage-return noise, just that one line per epoch. Then a final table."""
+"""What training prints on stderr, through rich.
+
+On a terminal: a live bar per epoch (rate, ETA, running loss), replaced at the end of the epoch
+by its line with every metric, wrapped into aligned columns when the terminal is too narrow for
+one line (rich takes the width from the terminal, 80 when a pseudo-terminal reports 0 columns).
+Into a file or a CI log, where a live bar would only add control-character noise: one line per
+epoch. Then a final table.
+"""
 
 from __future__ import annotations
 
+import atexit
 import sys
 import time
 
-from tqdm import tqdm
+from rich.columns import Columns
+from rich.console import Console
+from rich.padding import Padding
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+
+from nnrun.compiler.tables import table_text
+
+
+def stderr_console() -> Console:
+    """Training's console (tests replace it with a fake terminal of a fixed width)."""
+    return Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 
 class EpochProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, disabled: bool = False):
         self.label, self.steps, self.disabled = f"epoch {epoch}/{epochs}", steps, disabled
         self.started = time.perf_counter()
+        self.console = stderr_console()
         self.bar = None
-        if not disabled and sys.stderr.isatty():
-            self.bar = tqdm(total=steps, desc=self.label, unit="batch", leave=True,
-                            file=sys.stderr, dynamic_ncols=True,
-                            bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
-                                       "[{elapsed}<{remaining}, {rate_fmt}]{postfix}")
+        if not disabled and self.console.is_terminal:
+            self.bar = Progress(TextColumn(self.label), BarColumn(bar_width=20),
+                                TaskProgressColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+                                console=self.console, transient=True)
+            self.task = self.bar.add_task(self.label, total=steps, loss="")
+            self.bar.start()
+            # An error or Ctrl-C ends the epoch without close(): the bar still stops at exit and
+            # gives the terminal its cursor back.
+            atexit.register(self.bar.stop)
 
     def update(self, running_loss: float) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {running_loss:.4f}", refresh=False)
-            self.bar.update(1)
+            self.bar.update(self.task, advance=1, loss=f"loss {running_loss:.4f}")
 
     def close(self, row: dict) -> None:
-        metrics = "  ".join(f"{k} {_fmt(v)}" for k, v in row.items()
-                            if k.startswith(("train_", "val_")) or k == "sparsity")
+        seconds = time.perf_counter() - self.started
+        head = (f"{self.label}: {self.steps} batches in {seconds:.1f} s "
+                f"({self.steps / max(seconds, 1e-9):.1f} batch/s)")
+        items = [f"{k} {_fmt(v)}" for k, v in row.items()
+                 if k.startswith(("train_", "val_")) or k == "sparsity"]
         if self.bar is not None:
-            self.bar.set_postfix_str(metrics)
-            self.bar.close()
+            self.bar.stop()
+            atexit.unregister(self.bar.stop)
+            self._print_wrapped(head, items)
         elif not self.disabled:
-            seconds = time.perf_counter() - self.started
-            print(f"{self.label}: {self.steps} batches in {seconds:.1f} s "
-                  f"({self.steps / max(seconds, 1e-9):.1f} batch/s)  {metrics}", file=sys.stderr)
+            print(f"{head}  {'  '.join(items)}", file=sys.stderr)
+
+    def _print_wrapped(self, head: str, items: list[str]) -> None:
+        line = f"{head}  {'  '.join(items)}"
+        if len(line) <= self.console.width:
+            self.console.print(line, soft_wrap=True)
+            return
+        # Too wide: the metrics go below, in columns that rich fits to the terminal.
+        self.console.print(head, soft_wrap=True)
+        self.console.print(Padding(Columns(items, padding=(0, 2)), (0, 0, 0, 2)))
 
 
 def _fmt(value) -> str:
@@ -48,9 +81,9 @@ def print_final_table(summary: dict, rows: list[dict]) -> None:
              f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)"
              + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
-             f"{summary['best_epoch']}); nnrun eval and predict use it by default",
-             f"{'metric':<18} {'value':>10}"]
-    lines += [f"{name:<18} {_fmt(value):>10}" for name, value in final.items()
-              if value is not None and name not in ("checkpoint", "epoch")]
+             f"{summary['best_epoch']}); nnrun eval and predict use it by default"]
+    metrics = [[name, _fmt(value)] for name, value in final.items()
+               if value is not None and name not in ("checkpoint", "epoch")]
+    lines.append(table_text(["metric", "value"], metrics, right=(1,)).rstrip("\n"))
     lines.append(f"run directory: {summary['run_dir']}")
     print("\n".join(lines), file=sys.stderr)

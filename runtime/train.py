@@ -16,10 +16,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
@@ -34,7 +35,6 @@ from .pruning import MagnitudePruner
 from .schedules import learning_rate
 
 
-TRAIN_METRICS = ("accuracy", "top_k_accuracy")  # cheap enough to track on every training batch
 
 
 class TrainingError(Exception):
@@ -227,13 +227,7 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""
-        metrics = self.spec.train.metrics
-        # Training batches report accuracy-type metrics only; validation reports every metric.
-        train = ["loss", *(metric_name(m) for m in metrics if m.type in TRAIN_METRICS)]
-        names = [f"train_{name}" for name in train]
-        if self.data.val is not None:
-            names += [f"val_{name}" for name in ["loss", *map(metric_name, metrics)]]
-        return names
+        return monitor_names(self.spec, self.data.val is not None)
 
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping
@@ -405,13 +399,11 @@ def _prepare_new_run(run_dir: Path, source) -> None:
 
 
 def resolved_spec_text(source) -> str:
-    """The spec as run: overrides applied, name filled in, data.path made absolute."""
-    data = json.loads(json.dumps(source.loaded.data))  # a deep copy of plain data
-    data["name"] = source.spec.name
-    path = data.get("data", {}).get("path") if isinstance(data.get("data"), dict) else None
-    if path:
-        data["data"]["path"] = str((source.directory / path).resolve())
-    return yaml.safe_dump(data, sort_keys=False)
+    """The spec as run, every default filled in: overrides applied, data.path made absolute."""
+    data = resolved_spec_data(source)
+    if data.get("data", {}).get("path"):
+        data["data"]["path"] = str((source.directory / data["data"]["path"]).resolve())
+    return spec_yaml(data)
 
 
 def _append_metrics_line(path: Path, row: dict) -> None:

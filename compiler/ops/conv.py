@@ -32,6 +32,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                 f"{what} {'x'.join(map(str, kernel))} does not fit the "
                 f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
                 "use a smaller kernel, add padding, or remove a downsampling layer before it",
+                attribute="kernel",
             )
         sizes.append(result.size)
     return tuple(sizes)

@@ -24,7 +24,8 @@ class HuberAttrs:
 
 def _class_loss_shape(attrs, logits: TensorType, labels: TensorType) -> TensorType:
     if logits.rank != 2:
-        raise ShapeError(f"cross_entropy expects class scores [classes], got {per_sample(logits)}",
+        raise ShapeError(f"cross_entropy needs class scores [classes], the model ends with shape "
+                         f"{per_sample(logits)}",
                          "end the model with {type: flatten} and a dense layer, one unit per class")
     return scalar_like(logits)
 

@@ -29,7 +29,7 @@ def _pool_shape(attrs, x: TensorType) -> TensorType:
     for k, (lo, hi) in zip(attrs.kernel, pad_pairs(attrs.pad)):
         if max(lo, hi) * 2 > k:
             raise ShapeError(f"padding {max(lo, hi)} is more than half the pool size {k}",
-                             "use padding <= pool_size / 2")
+                             "use padding <= pool_size / 2", attribute="pad")
     return TensorType((x.shape[0], x.shape[1], *window_shape(attrs, x, attrs.kernel, "pool")),
                       x.dtype)
 

@@ -18,7 +18,8 @@ class ReshapeAttrs:
 def _reshape_shape(attrs, x: TensorType) -> TensorType:
     if size_of(attrs.shape) != size_of(x.shape[1:]):
         raise ShapeError(f"cannot reshape {per_sample(x)} ({size_of(x.shape[1:])} values) "
-                         f"into {list(attrs.shape)} ({size_of(attrs.shape)} values)")
+                         f"into {list(attrs.shape)} ({size_of(attrs.shape)} values)",
+                         attribute="shape")
     return TensorType((x.shape[0], *attrs.shape), x.dtype)
 
 

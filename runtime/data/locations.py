@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import stat
 from pathlib import Path
@@ -65,12 +66,23 @@ def where_stored(name: str) -> tuple[str, str]:
         return str(default_dir(name)), f"missing: nnrun data fetch {name}"
     if name == "mnist1d":
         cached = mnist1d_cache_file()
-        return str(cached), "cached" if cached.is_file() else "generated on first use"
+        if cached.is_file():
+            return str(cached), "cached"
+        return str(cached), _generator_status("mnist1d", "generated on first use")
     if name == "digits":
-        return "inside scikit-learn", "ready"
+        return "inside the nnrun package", "ready"
+    if name == "blobs":
+        return "generated", _generator_status("sklearn", "ready")
     if name in ("npz", "csv"):
         return "data.path, relative to the spec", "-"
     return "generated", "ready"
+
+
+def _generator_status(module: str, status: str) -> str:
+    # The generators of heavier datasets are the `datasets` extra, not the core install.
+    if importlib.util.find_spec(module) is None:
+        return "needs pip install 'nnrun[datasets]'"
+    return status
 
 
 def is_writable_dir(directory: Path) -> bool:

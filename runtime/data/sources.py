@@ -7,6 +7,7 @@ They and digits keep 20% of their samples as a test split.
 
 from __future__ import annotations
 
+import importlib
 import random
 import warnings
 import zipfile
@@ -114,6 +115,17 @@ def classes_of(*label_arrays: np.ndarray | None) -> int:
 
 # --- built-in and generated ------------------------------------------------------------------
 
+DATASETS_EXTRA = "datasets"
+
+
+def import_extra(module: str, dataset: str, package: str):
+    """Generators of heavier datasets are an extra, kept out of the light core install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"{dataset}: generating it needs the {package} package; install it with "
+                        f"pip install 'nnrun[{DATASETS_EXTRA}]'") from None
+
 
 def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     """The samples are already shuffled, so the first 20% make the test split."""
@@ -126,17 +138,18 @@ def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     )
 
 
-def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
+DIGITS_FILE = Path(__file__).with_name("digits.npz")
 
-    bunch = sklearn_digits()
-    x = bunch.images[:, None].astype(np.float64)  # raw 0..16; `normalize` rescales
-    y = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=y
-    )
-    return RawData(x_train, y_train, x_test, y_test, 10)
+
+def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
+    # scikit-learn's 1,797 8x8 digits (raw 0..16; `normalize` rescales), already split 80/20
+    # stratified (train_test_split, random_state 0) and shipped in the package (47 KB), so the
+    # core install needs neither scikit-learn nor scipy. tests/data checks it against sklearn.
+    with np.load(DIGITS_FILE, allow_pickle=False) as archive:
+        x_train, y_train, x_test, y_test = (archive[key] for key in
+                                            ("x_train", "y_train", "x_test", "y_test"))
+    return RawData(x_train[:, None].astype(np.float64), y_train.astype(np.int64),
+                   x_test[:, None].astype(np.float64), y_test.astype(np.int64), 10)
 
 
 def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
@@ -160,7 +173,7 @@ def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
-    from sklearn.datasets import make_blobs
+    make_blobs = import_extra("sklearn.datasets", "blobs", "scikit-learn").make_blobs
 
     count, noise = option(data_spec, "n_samples", 300), option(data_spec, "noise", 1.0)
     x, y = make_blobs(
@@ -182,7 +195,8 @@ def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def generate_mnist1d() -> dict[str, np.ndarray]:
-    from mnist1d.data import get_dataset_args, make_dataset
+    generator = import_extra("mnist1d.data", "mnist1d", "mnist1d")
+    get_dataset_args, make_dataset = generator.get_dataset_args, generator.make_dataset
 
     # make_dataset reseeds the global `random` and `np.random`; put them back afterwards.
     python_state, numpy_state = random.getstate(), np.random.get_state()

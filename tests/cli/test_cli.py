@@ -59,7 +59,8 @@ model:
 # Section 6: the CLI's summary --format json has exactly these keys.
 SUMMARY_KEYS = {"name", "input_shape", "output_shape", "layers", "trainable_params",
                 "non_trainable_params", "total_params", "flops_per_sample", "train_memory_bytes"}
-LAYER_KEYS = {"name", "type", "output_shape", "params", "flops"}
+LAYER_KEYS = {"name", "type", "inputs", "output_shape", "kernel", "params", "trainable_params",
+              "mult_adds", "flops"}
 DIAGNOSTIC_KEYS = {"file", "line", "col", "severity", "where", "message"}
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s"}
 FINAL_KEYS = {"checkpoint", "epoch", "train_loss", "val_loss", "val_accuracy", "test_loss",
@@ -229,7 +230,96 @@ def test_validate_warning_passes_and_strict_fails(tmp_path):
     assert strict.exit_code == 1, strict.output
     assert "Traceback" not in strict.output
     assert "ok" not in strict.stdout
-    assert ": warning: " in strict.stderr
+    # Issue 10, item 8: the lines that fail the check say so.
+    strict_lines = strict.stderr.strip().splitlines()
+    assert strict_lines and all(": error: " in line for line in strict_lines)
+    assert [line.replace(": error: ", ": warning: ") for line in strict_lines] == warning_lines
+
+
+# --- validate: what train would refuse, and shape errors beside schema errors (item 8) -------
+
+XOR_WITH = """\
+data:
+  dataset: xor
+{data}model:
+  layers:
+    - {{type: dense, units: 2}}
+{extra}"""
+
+
+def validate_errors(tmp_path, text: str, *options) -> list[str]:
+    spec = write(tmp_path / "spec.yaml", text)
+    result = assert_ok(invoke("validate", spec, *options), 1)
+    return [line.replace(f"{spec}:", "") for line in result.stderr.strip().splitlines()]
+
+
+@pytest.mark.parametrize("data, monitor, reason", [
+    ("  validation_split: 0.2\n", "val_acc", "choose one of: train_loss, train_accuracy, "
+                                             "val_loss, val_accuracy"),
+    ("", "val_loss", "(val_* metrics need data.validation_split > 0); choose one of: "
+                     "train_loss, train_accuracy"),
+])
+def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path, data,
+                                                                        monitor, reason):
+    text = XOR_WITH.format(data=data, extra=f"train:\n  early_stopping: {{monitor: {monitor}}}\n")
+    (line,) = validate_errors(tmp_path, text)
+    column = text.splitlines()[-1].index(monitor) + 1
+    assert line.startswith(f"{len(text.splitlines())}:{column}: error: train.early_stopping: "
+                           f"'{monitor}' will not be a metric of this run")
+    assert line.endswith(reason)
+
+
+def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
+    augment = "  augment:\n    - {type: gaussian_noise}\n    - {type: random_flip}\n"
+    (line,) = validate_errors(tmp_path, XOR_WITH.format(data=augment, extra=""))
+    assert line.startswith("5:7: error: data.augment[1]: random_flip needs samples with a "
+                           "spatial axis")
+    assert "these are [2]" in line
+
+
+def test_validate_catches_a_conv_only_model_under_the_default_loss(tmp_path):
+    text = "data: {dataset: mnist1d}\nmodel:\n  layers:\n    - {type: conv1d, filters: 10, " \
+           "kernel_size: 40}\n"
+    (line,) = validate_errors(tmp_path, text)
+    assert line.startswith("4:7: error: model.layers[0] (conv1d_1): cross_entropy needs class "
+                           "scores [classes], the model ends with shape [10, 1]")
+
+
+README_BAD = """\
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 6, kernal_size: 5}
+    - {type: conv2d, filters: 16, kernel_size: 5}
+    - {type: flatten}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: -1}
+"""
+
+
+def test_validate_reports_shape_errors_in_layers_the_schema_errors_leave_intact(tmp_path):
+    lines = validate_errors(tmp_path, README_BAD)
+    assert [line.split(": ")[2] for line in lines] == [
+        "model.layers[0] (conv2d_1)", "model.layers[0] (conv2d_1)", "model.layers[1] (conv2d_2)",
+        "optimizer"]
+    assert "unknown field 'kernal_size'; did you mean 'kernel_size'?" in lines[1]
+    assert lines[2].startswith("5:48: error: model.layers[1] (conv2d_2): kernel 5x5 does not "
+                               "fit the 4x4 input")
+
+
+def test_validate_reports_no_shape_error_that_a_schema_error_causes(tmp_path):
+    # Layer 0 is broken (no kernel size): every later shape depends on it, so none is checked.
+    text = README_BAD.replace("kernal_size: 5", "kernel_size: [5, 5, 5]")
+    lines = validate_errors(tmp_path, text)
+    assert all("model.layers[0]" in line or "optimizer" in line for line in lines), lines
+
+
+def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
+    result = assert_ok(invoke("validate", "--format", "github", tiny,
+                              "--set", "limits.max_params=10"), 1)
+    assert result.stdout.strip() == ("::error::--set limits.max_params=10: the model needs 51 "
+                                     "parameters, over the budget of 10; make layers smaller or "
+                                     "raise the budget")
 
 
 def test_validate_several_files_one_bad(tmp_path, tiny):
@@ -317,6 +407,82 @@ def test_summary_json_lenet5_matches_its_comment():
     assert summary["trainable_params"] == 61_706
     assert summary["flops_per_sample"] == 833_040
     assert summary["layers"][0]["output_shape"] == [6, 28, 28]
+
+
+SPECS = Path(__file__).parents[2] / "specs"
+
+BATCHNORM = """\
+name: bn
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 8, kernel_size: 3, padding: same}
+    - {type: batchnorm, name: a_batchnorm_layer_with_a_rather_long_name}
+    - {type: relu}
+    - {type: flatten}
+    - {type: dense, units: 10}
+"""
+
+
+def summary_rows(text: str) -> dict[str, list[str]]:
+    """The table's rows by layer name, split into cells (cells hold no double space)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if set(line) == {"-"}) + 1
+    rows = [line.split("  ") for line in lines[start:] if line and not line.startswith("param")]
+    rows = [[cell.strip() for cell in row if cell.strip()] for row in rows]
+    return {row[0]: row for row in rows if len(row) > 1}
+
+
+def test_summary_shows_inputs_kernel_shape_and_mult_adds():
+    # Issue 10, item 9: skip connections, kernel shapes and mult-adds are visible per layer.
+    residual = assert_ok(invoke("summary", SPECS / "residual-block.yaml")).stdout
+    assert summary_rows(residual)["residual"][:3] == ["residual", "add", "stem, conv_b"]
+    lenet = summary_rows(assert_ok(invoke("summary", SPECS / "lenet5.yaml")).stdout)
+    assert lenet["conv2d_1"] == ["conv2d_1", "conv2d", "input", "[6, 28, 28]", "[6, 1, 5, 5]",
+                                 "156", "117,600"]
+    assert lenet["maxpool2d_1"][4] == "[2, 2]" and lenet["dense_1"][4] == "[400, 120]"
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json",
+                                          SPECS / "residual-block.yaml")).stdout)
+    residual_row = next(layer for layer in summary["layers"] if layer["name"] == "residual")
+    assert residual_row["inputs"] == ["stem", "conv_b"]
+    assert summary["layers"][0]["kernel"] == [16, 1, 3, 3]
+    assert all(layer["mult_adds"] * 2 == layer["flops"] for layer in summary["layers"])
+
+
+def test_summary_totals_are_the_sums_of_the_rows(tmp_path):
+    # Issue 10, item 5: batchnorm's running statistics are counted in their row, not only in
+    # the total; the table stays aligned with a long layer name.
+    spec = write(tmp_path / "bn.yaml", BATCHNORM)
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json", spec)).stdout)
+    assert sum(layer["params"] for layer in summary["layers"]) == summary["total_params"]
+    assert sum(layer["trainable_params"] for layer in summary["layers"]) == \
+        summary["trainable_params"]
+    assert summary["non_trainable_params"] == 16
+    text = assert_ok(invoke("summary", spec)).stdout
+    rows = summary_rows(text)
+    assert rows["a_batchnorm_layer_with_a_rather_long_name"][-2] == "32"
+    assert sum(int(row[-2].replace(",", "")) for name, row in rows.items()
+               if name != "total") == int(rows["total"][-2].replace(",", ""))
+    table = [line for line in text.splitlines() if line.split() and line.split()[0] in rows]
+    assert len({len(line) for line in table}) == 1  # the numbers end in one column
+    assert "5,242 = 5,226 trainable + 16 non-trainable" in text
+
+
+def test_summary_resolved_fills_every_default_and_loads_back(tmp_path):
+    spec = write(tmp_path / "tiny.yaml", TINY)
+    text = assert_ok(invoke("summary", "--resolved", spec, "--set", "optimizer.lr=0.5")).stdout
+    resolved = yaml.safe_load(text)
+    assert resolved["optimizer"] == {"type": "adam", "lr": 0.5, "beta1": 0.9, "beta2": 0.999,
+                                     "eps": 1e-08, "weight_decay": 0.0,
+                                     "schedule": {"type": "constant", "warmup_epochs": 0}}
+    assert resolved["model"]["layers"][0]["name"] == "dense_1"
+    assert resolved["loss"]["type"] == "cross_entropy" and resolved["train"]["batch_size"] == 16
+    again = write(tmp_path / "again.yaml", text.replace("name: tiny", "name: again"))
+    assert yaml.safe_load(assert_ok(invoke("summary", "--resolved", again)).stdout) == \
+        dict(resolved, name="again")
+    json_form = json.loads(assert_ok(invoke("summary", "--resolved", "--format", "json",
+                                            spec)).stdout)
+    assert json_form["optimizer"]["lr"] == 0.01 and json_form["train"]["metrics"]
 
 
 def test_summary_of_invalid_spec(tmp_path):
@@ -410,7 +576,11 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
 
     resolved = yaml.safe_load((out / "spec.yaml").read_text())
     assert resolved["name"] == "tiny"
-    assert resolved["model"] == yaml.safe_load(TINY)["model"]
+    # Every default is filled in (issue 10, item 9): names, biases, optimizer settings...
+    assert [layer["name"] for layer in resolved["model"]["layers"]] == ["dense_1", "dense_2"]
+    assert resolved["model"]["layers"][1] == {"type": "dense", "name": "dense_2", "units": 3,
+                                              "use_bias": True, "bias_init": {"type": "zeros"}}
+    assert resolved["optimizer"]["beta1"] == 0.9 and resolved["train"]["shuffle"] is True
 
 
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
@@ -796,3 +966,11 @@ def test_validate_model_without_parameters_and_clip_grad_norm(tmp_path):
     result = invoke("validate", spec)
     assert "internal error" not in result.output
     assert result.exit_code in (0, 1), result.output
+
+
+def test_validate_survives_several_problems_in_one_section(tmp_path):
+    # Found by the fuzz test: two problems in `data` must not make the repair crash.
+    text = ("model:\n  input_shape: [1]\n  layers:\n    - {type: dense, units: 1}\n"
+            "data: {path: false, noise: 0.0, n_samples: 5}\n")
+    lines = validate_errors(tmp_path, text)
+    assert lines and all(": error: data" in line for line in lines), lines

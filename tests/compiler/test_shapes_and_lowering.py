@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
+from pathlib import Path
 import time
 
 import pytest
@@ -626,3 +627,33 @@ def test_a_20_layer_spec_validates_in_under_a_second(tmp_path):
     assert result.exit_code == 0, result.output
     assert "ok" in result.stdout
     assert seconds < 1.0, f"validate took {seconds:.2f} s"
+
+
+# --- shape rules live once, in the ops (issue 10, item 10) --------------------------------------
+
+OP_MESSAGES = ["expects a vector sample", "expects a [channels", "batchnorm needs a sample",
+               "({size_of(shape)} values)", "needs class scores", "does not fit the"]
+
+
+def test_lowering_does_not_repeat_the_ops_shape_rules():
+    lowering = (Path(__file__).parents[2] / "compiler" / "lower.py").read_text()
+    for message in OP_MESSAGES:
+        assert message not in lowering, message
+
+
+def test_op_shape_errors_point_at_the_field_the_attribute_came_from():
+    pool = spec_text([1, 8, 8], "{type: maxpool2d, pool_size: 2, padding: 2}")
+    error = the_error(pool)
+    assert "padding 2 is more than half the pool size 2" in error.message
+    assert at(error) == position(pool, "type: maxpool2d", "2}")  # padding's value
+    kernel = spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 5}")
+    assert at(the_error(kernel)) == position(kernel, "type: conv2d", "5")
+
+
+def test_the_layer_adds_its_hint_to_the_ops_error():
+    error = the_error(spec_text([784], "{type: conv2d, filters: 1, kernel_size: 3}"))
+    assert error.message == ("conv2d expects a [channels, height, width] sample, got shape "
+                             "[784]; set model.input_shape with a channel axis, e.g. "
+                             "[1, 28, 28], or use conv1d")
+    kernel = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 5}"))
+    assert "conv1d" not in kernel.message  # the hint is about the input's rank only

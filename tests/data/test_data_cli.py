@@ -15,7 +15,7 @@ def run(*arguments: str):
 
 
 def table(output: str) -> dict[str, str]:
-    return {line.split()[0]: line for line in output.splitlines()[1:]}
+    return {line.split()[0]: line for line in output.splitlines()[2:]}  # after the header rule
 
 
 def test_list_shows_every_dataset_with_shape_and_location(tmp_path, monkeypatch, make_mnist_like):

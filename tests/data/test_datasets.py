@@ -542,3 +542,22 @@ def test_fetch_refuses_unknown_and_unwritable(tmp_path):
     locked.mkdir(mode=0o555)
     with pytest.raises(DataError, match="not writable"):
         fetch_dataset("mnist", locked / "mnist", mirrors=["http://127.0.0.1:9/"])
+
+
+def test_fetch_downloads_through_pooch(mirror, tmp_path, monkeypatch):
+    # Issue 10, item 12: the download, checksum and atomic rename are pooch's, not ours.
+    import pooch
+
+    root, url = mirror
+    digests = fill_mirror(root / "good")
+    calls = []
+    real_retrieve = pooch.retrieve
+
+    def recording_retrieve(*arguments, **options):
+        calls.append(options["known_hash"])
+        return real_retrieve(*arguments, **options)
+
+    monkeypatch.setattr(pooch, "retrieve", recording_retrieve)
+    fetch_dataset("mnist", tmp_path / "dest", mirrors=[f"{url}/good/"], checksums=digests)
+    assert sorted(calls) == sorted(f"sha256:{digest}" for digest in digests.values())
+    assert all(oct(p.stat().st_mode)[-3:] == "644" for p in (tmp_path / "dest").iterdir())

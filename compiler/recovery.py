@@ -1,0 +1,92 @@
+"""After schema errors, the shape errors of the layers that those errors leave intact.
+
+pydantic stops at the schema. To check shapes anyway, a copy of the spec is repaired as little
+as possible: an unknown key is dropped, or renamed to the missing field it misspells (the
+did-you-mean of its diagnostic); a section that decides no shape (optimizer, train, limits...)
+falls back to its defaults; a broken loss becomes mse, which takes any output shape; and the
+layers from the first broken one on are left out, since every later shape depends on it. A
+shape error that the repaired copy shows is then one of the user's spec too.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .diagnostics import suggest
+
+SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
+
+
+def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | None:
+    """A copy of `data` without the problems, or None when nothing is left to check."""
+    if not isinstance(data, dict):
+        return None
+    data = copy.deepcopy(data)
+    missing = {path for kind, path in problems if kind == "missing"}
+    for kind, path in problems:
+        if kind == "extra_forbidden":
+            _drop_or_rename(data, path, missing)
+    broken_layers = []
+    for kind, path in problems:
+        if kind == "extra_forbidden" or (kind == "missing" and path not in missing):
+            continue
+        layer = _layer_index(path)
+        if layer is not None:
+            broken_layers.append(layer)
+        elif not _fall_back(data, path):
+            return None
+    return _without_layers_from(data, min(broken_layers)) if broken_layers else data
+
+
+def _drop_or_rename(data: dict, path: tuple, missing: set) -> None:
+    parent, key = _value_at(data, path[:-1]), path[-1]
+    if not isinstance(parent, dict) or key not in parent:
+        return
+    value = parent.pop(key)
+    siblings = [p[-1] for p in missing if p[:-1] == path[:-1]]
+    meant = suggest(key, siblings)
+    if meant is not None:
+        parent[meant] = value
+        missing.discard(path[:-1] + (meant,))
+
+
+def _layer_index(path: tuple) -> int | None:
+    if len(path) >= 3 and path[:2] == ("model", "layers") and isinstance(path[2], int):
+        return path[2]
+    return None
+
+
+def _fall_back(data: dict, path: tuple) -> bool:
+    """Replaces the section at fault by what decides no shape; False when it cannot."""
+    section = path[0] if path else None
+    if section in SHAPELESS_SECTIONS:
+        data.pop(section, None)
+    elif section == "loss":
+        data["loss"] = "mse"
+    elif path[:2] == ("model", "init"):
+        data["model"].pop("init", None)
+    elif section == "data" and _value_at(data, ("model", "input_shape")) is not None:
+        data.pop("data", None)  # the input shape is declared; data only decides the classes
+    else:
+        return False
+    return True
+
+
+def _without_layers_from(data: dict, first_broken: int) -> dict | None:
+    if first_broken == 0:
+        return None
+    data["model"]["layers"] = data["model"]["layers"][:first_broken]
+    data["loss"] = "mse"  # the last layer left is not the model's end: no output checks
+    return data
+
+
+def _value_at(data: Any, path: tuple) -> Any:
+    for key in path:
+        if isinstance(data, dict) and key in data:
+            data = data[key]
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data

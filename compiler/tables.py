@@ -1,0 +1,40 @@
+"""Aligned text tables, laid out by rich: columns grow with long layer names and extra metrics.
+
+Rendered to a string, so that the caller decides where it goes (stdout, stderr, a test).
+"""
+
+from __future__ import annotations
+
+import io
+
+from rich.box import Box
+from rich.console import Console
+from rich.table import Table
+
+# rich's SIMPLE_HEAD with an ASCII rule: copied into issues and CI logs, it stays readable.
+ASCII_HEAD_RULE = Box("    \n    \n -- \n    \n    \n    \n    \n    \n")
+UNLIMITED_WIDTH = 10_000
+
+
+def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...] = (),
+               width: int | None = None, whole: tuple[int, ...] = ()) -> str:
+    """The table as text; columns in `right` are right-aligned (numbers). Without a width (not
+    a terminal) it keeps its natural width; with one, long cells wrap inside their column,
+    except in the columns `right` and `whole` (shapes), which the other columns make room for."""
+    table = Table(box=ASCII_HEAD_RULE, show_edge=False, pad_edge=False, collapse_padding=True,
+                  header_style=None)
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="right" if index in right else "left", overflow="fold",
+                         no_wrap=index in right or index in whole)
+    for row in rows:
+        table.add_row(*row)
+    return render(table, width)
+
+
+def render(renderable, width: int | None = None) -> str:
+    console = Console(file=io.StringIO(), width=width or UNLIMITED_WIDTH, markup=False,
+                      highlight=False, emoji=False, color_system=None)
+    if width is None:
+        console.width = console.measure(renderable).maximum
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"

@@ -1,0 +1,117 @@
+"""The core install needs no scikit-learn, scipy or mnist1d (issue 10, item 11)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun.backends import get_backend
+from nnrun.runtime.data import DataError
+from nnrun.runtime.data import sources
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("sklearn", "scipy", "mnist1d", "matplotlib")
+
+# Blocks the heavy packages (an ImportError on import), then does what the quickstart does.
+QUICKSTART_WITHOUT_HEAVY_PACKAGES = f"""
+import sys
+for name in {HEAVY!r}:
+    sys.modules[name] = None
+import numpy as np
+import nnrun
+from nnrun.backends import get_backend
+from nnrun.runtime.data import load_dataset
+from nnrun.compiler.frontend import check, load_spec
+check(load_spec({str(ROOT / 'specs' / 'quickstart.yaml')!r}))
+data = load_spec({str(ROOT / 'specs' / 'quickstart.yaml')!r}).spec.data
+from pathlib import Path
+dataset = load_dataset(data, spec_dir=Path('.'), seed=0)
+assert len(dataset.test) == 360, len(dataset.test)
+x = np.linspace(-3, 3, 7)
+assert abs(get_backend("numpy").erf(x)[-1] - 0.9999779095030014) < 1e-15
+import nnrun.cli, nnrun.data_cli
+"""
+
+
+def test_quickstart_path_imports_no_heavy_package():
+    result = subprocess.run([sys.executable, "-c", QUICKSTART_WITHOUT_HEAVY_PACKAGES],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+
+
+def test_core_dependencies_leave_out_the_heavy_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = " ".join(project["dependencies"])
+    for heavy in ("scikit-learn", "scipy", "mnist1d", "matplotlib"):
+        assert heavy not in core
+    assert any("scikit-learn" in d for d in project["optional-dependencies"]["datasets"])
+
+
+def test_shipped_digits_equal_scikit_learns_split():
+    datasets = pytest.importorskip("sklearn.datasets")
+    selection = pytest.importorskip("sklearn.model_selection")
+    bunch = datasets.load_digits()
+    x_train, x_test, y_train, y_test = selection.train_test_split(
+        bunch.images[:, None], bunch.target, test_size=0.2, random_state=0, stratify=bunch.target)
+    shipped = sources.load_digits(None, Path("."))
+    np.testing.assert_array_equal(shipped.x_train, x_train)
+    np.testing.assert_array_equal(shipped.y_test, y_test)
+    np.testing.assert_array_equal(shipped.x_test, x_test)
+    np.testing.assert_array_equal(shipped.y_train, y_train)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_erf_without_scipy_is_exact(monkeypatch, dtype):
+    backend = get_backend("numpy")
+    monkeypatch.setattr(type(backend), "fast_erf", None)
+    x = np.linspace(-6, 6, 2001).astype(dtype)
+    got = backend.erf(x)
+    expected = np.array([math.erf(v) for v in x.astype(np.float64)])
+    assert got.dtype == dtype
+    tolerance = 1e-15 if dtype == np.float64 else 1e-7
+    np.testing.assert_allclose(got, expected.astype(dtype), rtol=tolerance, atol=0)
+
+
+@pytest.mark.parametrize("dataset, module", [("blobs", "sklearn.datasets"),
+                                             ("mnist1d", "mnist1d.data")])
+def test_missing_generator_names_the_extra(monkeypatch, dataset, module):
+    monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.setattr(sources, "read_npz_cache", lambda path: None)
+    with pytest.raises(DataError) as excinfo:
+        sources.LOADERS[dataset](None, Path("."))
+    message = str(excinfo.value)
+    assert "\n" not in message and "pip install 'nnrun[datasets]'" in message
+
+
+# Import names whose distribution is named otherwise (pydantic_core is part of pydantic, which
+# pins the version it needs).
+DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
+                   "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic"}
+
+
+def test_every_third_party_import_is_declared():
+    import ast
+    import re
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [
+        requirement for extra in project["optional-dependencies"].values() for requirement in extra]
+    declared = {re.split(r"[<>=!\[; ]", requirement)[0].lower() for requirement in requirements}
+    imported = set()
+    for folder in ("compiler", "runtime", "backends", "nnrun"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"nnrun"}
+    undeclared = {name for name in third_party
+                  if DISTRIBUTION_OF.get(name, name).lower() not in declared}
+    assert not undeclared

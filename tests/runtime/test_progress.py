@@ -1,0 +1,91 @@
+"""What training prints (issue 10, item 7): every metric visible at 80 columns, no blank lines
+on a pseudo-terminal that reports 0 columns, final tables aligned with long metric names."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+
+import pytest
+from rich.console import Console
+
+from nnrun.runtime import progress
+
+ROW = {"epoch": 3, "train_loss": 0.12345, "train_accuracy": 0.9861, "lr": 0.05,
+       "val_loss": 0.23456, "val_accuracy": 0.9806, "val_top_3_accuracy": 0.9991,
+       "sparsity": 0.5, "epoch_s": 1.5}
+METRICS = ["train_loss 0.1235", "train_accuracy 0.9861", "val_loss 0.2346",
+           "val_accuracy 0.9806", "val_top_3_accuracy 0.9991", "sparsity 0.5000"]
+CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
+
+
+def final_screen(text: str) -> list[str]:
+    """What stays on the terminal: the lines after the live bar's last redraw."""
+    return [CONTROL.sub("", line) for line in text.split("\x1b[2K")[-1].splitlines()]
+
+
+def run_epoch(steps: int = 3) -> None:
+    bar = progress.EpochProgress(3, 10, steps)
+    for _ in range(steps):
+        bar.update(0.5)
+    bar.close(ROW)
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_every_metric_is_visible_on_a_terminal(monkeypatch, columns):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=screen, force_terminal=True, width=columns, color_system=None, markup=False))
+    run_epoch()
+    lines = final_screen(screen.getvalue())
+    assert lines[0].startswith("epoch 3/10: 3 batches in")
+    assert all(len(line) <= columns for line in lines)
+    shown = " ".join(" ".join(line.split()) for line in lines)
+    for metric in METRICS:
+        assert metric in shown, (metric, lines)
+    assert "lr" not in shown.split() and "epoch_s" not in shown
+
+
+def test_a_zero_column_pseudo_terminal_prints_no_blank_lines(monkeypatch, capsys):
+    monkeypatch.setattr(os, "get_terminal_size", lambda *fd: os.terminal_size((0, 0)))
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("COLUMNS", raising=False)
+    run_epoch()
+    lines = [line for line in final_screen(capsys.readouterr().err) if line.strip()]
+    assert lines and all(0 < len(line) <= 80 for line in lines)
+    assert all(metric in " ".join(lines) for metric in ("train_loss", "val_top_3_accuracy"))
+
+
+def test_a_log_file_gets_one_line_per_epoch(capsys):
+    run_epoch()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert all(metric in err for metric in METRICS)
+
+
+def test_final_table_aligns_long_metric_names(capsys):
+    summary = {"epochs_run": 2, "backend": "numpy", "wall_s": 1.0, "samples_per_s": 100.0,
+               "stopped_early": False, "best_epoch": 2, "run_dir": "runs/x",
+               "final": {"checkpoint": "best.npz", "epoch": 2, "train_loss": 0.1,
+                         "val_accuracy": 0.98,
+                         "test_top_3_accuracy_with_a_long_name": 0.999, "test_loss": None}}
+    progress.print_final_table(summary, [])
+    lines = capsys.readouterr().err.splitlines()
+    values = [line for line in lines if line.split()[0] in summary["final"]]
+    assert len(values) == 3 and len({len(line) for line in values}) == 1
+    assert values[-1].split() == ["test_top_3_accuracy_with_a_long_name", "0.9990"]
+
+
+def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=screen, force_terminal=True, width=80, color_system=None, markup=False))
+    registered = []
+    monkeypatch.setattr(progress.atexit, "register", registered.append)
+    bar = progress.EpochProgress(1, 1, 5)
+    bar.update(0.5)  # then an error ends training: no close()
+    (stop,) = registered
+    stop()
+    assert "\x1b[?25h" in screen.getvalue().split("\x1b[?25l")[-1]  # the cursor is back
