@@ -37,3 +37,9 @@ class NumpyBackend(ArrayBackend):
     def erf(self, x):
         erf = self.fast_erf or _math_erf
         return np.asarray(erf(x)).astype(x.dtype, copy=False)
+
+    def erf_into(self, x, out):
+        if self.fast_erf is not None:
+            self.fast_erf(x, out=out)
+        else:
+            out[...] = _math_erf(x)

@@ -80,6 +80,47 @@ def _leaky_relu_into(be, attrs, out, x):
     (xp.maximum if attrs.alpha <= 1 else xp.minimum)(x, y, out=y)
 
 
+def _leaky_relu_grad_into(be, attrs, out, g, x):
+    # where(x > 0, g, alpha g) as g * [x > 0] + (alpha g) * [x <= 0]: each term is the value
+    # or zero, so the sum is exactly the chosen one.
+    y, kept, mask = out
+    xp = be.xp
+    xp.greater(x, 0, out=mask)
+    xp.multiply(g, mask, out=kept)
+    xp.less_equal(x, 0, out=mask)
+    xp.multiply(g, attrs.alpha, out=y)
+    xp.multiply(y, mask, out=y)
+    xp.add(y, kept, out=y)
+
+
+def _gelu_into(be, attrs, out, x):
+    # 0.5 * x * (1 + erf(x / sqrt(2))), in the forward's order.
+    y, cdf = out
+    xp = be.xp
+    xp.divide(x, math.sqrt(2), out=cdf)
+    be.erf_into(cdf, cdf)
+    xp.add(cdf, 1, out=cdf)
+    xp.multiply(x, 0.5, out=y)
+    xp.multiply(y, cdf, out=y)
+
+
+def _gelu_grad_into(be, attrs, out, g, x):
+    # g * (cdf + x * pdf), cdf = 0.5 (1 + erf(x / sqrt(2))), pdf = exp(-x^2 / 2) / sqrt(2 pi)
+    y, cdf, pdf = out
+    xp = be.xp
+    xp.divide(x, math.sqrt(2), out=cdf)
+    be.erf_into(cdf, cdf)
+    xp.add(cdf, 1, out=cdf)
+    xp.multiply(cdf, 0.5, out=cdf)
+    xp.multiply(x, -0.5, out=pdf)
+    xp.multiply(pdf, x, out=pdf)
+    xp.exp(pdf, out=pdf)
+    xp.divide(pdf, math.sqrt(2 * math.pi), out=pdf)
+    xp.multiply(x, pdf, out=pdf)
+    xp.add(cdf, pdf, out=pdf)
+    xp.multiply(g, pdf, out=y)
+
+
 def _sigmoid_into(be, attrs, out, x):
     # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where x < 0
     # and 0 + 1 where x >= 0 (exact either way), then one division, as the forward rounds.
@@ -156,7 +197,9 @@ _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             grad_into=(_relu_grad_into, _mask_scratch))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
-            into=(_leaky_relu_into, None))
+            into=(_leaky_relu_into, None),
+            grad_into=(_leaky_relu_grad_into,
+                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"))))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
@@ -170,7 +213,9 @@ _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
             into=(lambda be, a, out, x: be.xp.tanh(x, out=out[0]), None),
             grad_into=(_tanh_grad_into, None))
 _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
-            "x * Phi(x), Phi the standard normal CDF (exact form)")
+            "x * Phi(x), Phi the standard normal CDF (exact form)",
+            into=(_gelu_into, _value_scratch),
+            grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)))
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))")
 _activation("softmax", AxisAttrs, _softmax, _softmax_grad,

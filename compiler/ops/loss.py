@@ -94,15 +94,75 @@ def _prediction_shape(attrs, g, prediction, target):
     return prediction
 
 
-def _register_loss(name, attrs, shape, forward, grad, doc):
-    register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc))
+def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
+                   grad_into=(None, None)):
+    register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc,
+                   forward_into=into[0], scratch=into[1]))
     register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None, is_gradient=True,
-                   doc=f"d {name} / d prediction"))
+                   doc=f"d {name} / d prediction", forward_into=grad_into[0],
+                   scratch=grad_into[1]))
+
+
+# --- softmax cross-entropy into preallocated buffers, in the forward's order ---------------
+
+
+def _cross_entropy_scratch(attrs, *types):
+    logits = types[-2]
+    batch = logits.shape[0]
+    return (logits, logits, TensorType((batch, 1), logits.dtype),
+            TensorType((batch,), "int64"), TensorType((batch,), logits.dtype))
+
+
+_ROW_STARTS: dict = {}
+
+
+def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
+                                 picked):
+    xp = be.xp
+    batch, classes = logits.shape
+    xp.max(logits, axis=1, keepdims=True, out=row)
+    xp.subtract(logits, row, out=log_probs)
+    xp.exp(log_probs, out=target)
+    xp.sum(target, axis=1, keepdims=True, out=row)
+    xp.log(row, out=row)
+    xp.subtract(log_probs, row, out=log_probs)
+    target.fill(attrs.label_smoothing / classes)
+    key = (be.name, batch, classes)
+    if key not in _ROW_STARTS:
+        _ROW_STARTS[key] = xp.arange(batch, dtype=xp.int64) * classes
+    xp.add(_ROW_STARTS[key], labels, out=positions)
+    flat = target.reshape(-1)
+    xp.take(flat, positions, out=picked, mode="clip")
+    xp.add(picked, 1 - attrs.label_smoothing, out=picked)
+    flat[positions] = picked
+
+
+def _cross_entropy_into(be, attrs, out, logits, labels):
+    loss, log_probs, target, row, positions, picked = out
+    xp = be.xp
+    _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
+                                 picked)
+    xp.multiply(target, log_probs, out=target)
+    xp.sum(target, out=loss)
+    xp.negative(loss, out=loss)
+    xp.divide(loss, logits.shape[0], out=loss)
+
+
+def _cross_entropy_grad_into(be, attrs, out, g, logits, labels):
+    grad, log_probs, target, row, positions, picked = out
+    xp = be.xp
+    _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
+                                 picked)
+    xp.exp(log_probs, out=log_probs)
+    xp.subtract(log_probs, target, out=log_probs)
+    xp.multiply(log_probs, g / logits.shape[0], out=grad)
 
 
 _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                _cross_entropy_forward, _cross_entropy_grad,
-               "mean over the batch of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label")
+               "mean over the batch of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
+               into=(_cross_entropy_into, _cross_entropy_scratch),
+               grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
 _register_loss("sigmoid_binary_cross_entropy", NoAttrs, _same_shape_loss_shape, _bce_forward,
                _bce_grad, "mean of -t log sigmoid(x) - (1-t) log(1 - sigmoid(x))")
 _register_loss("mse", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: ((p - t) ** 2).mean(),

@@ -113,6 +113,30 @@ def _windows_into(be, attrs, x, windows, padded, fill):
     return windows.reshape(*x.shape[:2], -1, *windows.shape[2 + len(attrs.kernel):])
 
 
+def _avg_pool_into(be, attrs, out, x):
+    y, windows, *padded = out
+    be.xp.mean(_windows_into(be, attrs, x, windows, padded, 0), axis=2, out=y)
+
+
+def _avg_pool_grad_scratch(attrs, g, x):
+    share = TensorType(g.shape, g.dtype)
+    return (share, padded_type(x, attrs.pad)) if is_padded(attrs.pad) else (share,)
+
+
+def _avg_pool_grad_into(be, attrs, out, g, x):
+    gx, share, *padded = out
+    xp = be.xp
+    xp.divide(g, size_of(attrs.kernel), out=share)
+    rank = len(attrs.kernel)
+    # Every window offset carries the same share: a broadcast view, not a copy per offset.
+    cols = xp.broadcast_to(share.reshape(*g.shape[:2], *(1,) * rank, *g.shape[2:]),
+                           (*g.shape[:2], *attrs.kernel, *g.shape[2:]))
+    target = padded[0] if padded else gx
+    be.col2im_into(cols, attrs.kernel, attrs.stride, attrs.dilation, target)
+    if padded:
+        xp.copyto(gx, unpad(target, attrs.pad))
+
+
 def _max_pool_into(be, attrs, out, x):
     y, windows, *padded = out
     be.xp.max(_windows_into(be, attrs, x, windows, padded, -be.xp.inf), axis=2, out=y)
@@ -250,14 +274,18 @@ register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
 
 
+_INTO = {"max": (_max_pool_into, _window_scratch, None, None),
+         "avg": (_avg_pool_into, _window_scratch, _avg_pool_grad_into, _avg_pool_grad_scratch)}
+
 for _rank in (1, 2):
     for _kind, _forward, _grad, _doc in (
         ("max", _max_pool_forward, _max_pool_grad, "maximum of each window"),
         ("avg", _avg_pool_forward, _avg_pool_grad, "mean of each window (padding counts as 0)"),
     ):
         _name = f"{_kind}_pool{_rank}d"
+        _into, _scratch, _grad_into, _grad_scratch = _INTO[_kind]
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
-                       doc=_doc, forward_into=_max_pool_into if _kind == "max" else None,
-                       scratch=_window_scratch if _kind == "max" else None))
+                       doc=_doc, forward_into=_into, scratch=_scratch))
         register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None, is_gradient=True,
-                       doc=f"gradient of {_name}: g routed back to the window positions"))
+                       doc=f"gradient of {_name}: g routed back to the window positions",
+                       forward_into=_grad_into, scratch=_grad_scratch))

@@ -30,7 +30,7 @@ def _reshape_vjp(gb, node, g):
 
 register(OpDef("reshape", ReshapeAttrs, _reshape_shape,
                lambda be, a, x: x.reshape(x.shape[0], *a.shape), _reshape_vjp,
-               doc="same values, new per-sample shape"))
+               doc="same values, new per-sample shape", view=True))
 
 
 @dataclass(frozen=True)
