@@ -8,7 +8,40 @@ to them (the memory-planned executor's); the others allocate their result.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Protocol
+
+# Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
+# slices of a large copy or elementwise pass run on several cores. Sized by
+# nnrun.runtime.threads.thread_limit (`--threads`), like the BLAS pool.
+_WORKERS = {"count": 1, "pool": None}
+PARALLEL_MIN_BYTES = 1 << 19  # below this, handing work to a thread costs more than it saves
+
+
+def set_workers(count: int) -> None:
+    _WORKERS["count"] = max(1, count)
+
+
+def workers() -> int:
+    return _WORKERS["count"]
+
+
+def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None:
+    """task(slice) over consecutive slices of range(size), one per worker, in parallel when
+    the work is large enough to pay for it."""
+    count = min(workers(), size)
+    if count < 2 or nbytes < PARALLEL_MIN_BYTES:
+        task(slice(0, size))
+        return
+    if _WORKERS["pool"] is None or _WORKERS["pool"]._max_workers < count - 1:
+        _WORKERS["pool"] = ThreadPoolExecutor(max_workers=count - 1,
+                                              thread_name_prefix="nnrun-kernel")
+    bounds = [size * i // count for i in range(count + 1)]
+    pending = [_WORKERS["pool"].submit(task, slice(lo, hi))
+               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    task(slice(bounds[0], bounds[1]))
+    for future in pending:
+        future.result()
 
 
 class Backend(Protocol):
@@ -76,9 +109,14 @@ class ArrayBackend:
         """Columns [C, *kernel, B, *out]: read as a [C*K, B*O] matrix, one matrix product
         with the [F, C*K] weight convolves the whole batch, and one with the gradient gives
         the weight gradient."""
-        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
-            self.xp.copyto(cols[(slice(None), *offset)],
-                           x[(slice(None), slice(None), *slices)].swapaxes(0, 1))
+        windows = list(self._window_slices(x.shape[2:], kernel, stride, dilation))
+
+        def copy(batch: slice) -> None:
+            for offset, slices in windows:
+                self.xp.copyto(cols[(slice(None), *offset, batch)],
+                               x[(batch, slice(None), *slices)].swapaxes(0, 1))
+
+        run_in_slices(copy, x.shape[0], cols.nbytes)
         return cols
 
     def col2im(self, cols, padded_shape, kernel, stride, dilation):

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.backends.base import run_in_slices
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.passes.liveness import last_uses
@@ -130,7 +131,11 @@ class _Program:
         if op.forward_into is None:
             return [("copy", op.forward, node.attrs, inputs, outputs)]
         scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
-        return [("into", op.forward_into, node.attrs, inputs, (*outputs, *scratch))]
+        buffers = (*outputs, *scratch)
+        if op.batch_parallel and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers):
+            batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
+            return [("split", op.forward_into, node.attrs, inputs, (buffers, batched))]
+        return [("into", op.forward_into, node.attrs, inputs, buffers)]
 
     def run(self, feeds) -> tuple[dict, dict]:
         be, xp, env = self.backend, self.backend.xp, self.env
@@ -141,6 +146,8 @@ class _Program:
                 function(be, attrs, outputs, *[env[i] for i in inputs])
             elif kind == "view":
                 env[outputs] = function(be, attrs, *[env[i] for i in inputs])
+            elif kind == "split":
+                self._run_split(function, attrs, [env[i] for i in inputs], *outputs)
             else:
                 result = function(be, attrs, *[env[i] for i in inputs])
                 for target, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
@@ -149,6 +156,16 @@ class _Program:
             xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
         return outputs, {name: self.state[name] for name in self.graph.updates}
+
+    def _run_split(self, function, attrs, arrays, buffers, batched) -> None:
+        """A batch_parallel op on slices of its batch axis, one per worker."""
+        be = self.backend
+
+        def part(rows: slice) -> None:
+            function(be, attrs, tuple(b[rows] for b in buffers),
+                     *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
+
+        run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
 
 
 def _view(arena, place):

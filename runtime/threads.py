@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from nnrun.backends.base import set_workers, workers
+
 
 def default_threads() -> int:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -23,10 +25,16 @@ def default_threads() -> int:
 
 @contextmanager
 def thread_limit(threads: int | None):
-    """Runs the block with `threads` BLAS/OpenMP threads (None: the default above)."""
+    """Runs the block with `threads` BLAS/OpenMP threads and as many workers for nnrun's own
+    batch-split kernels (None: the default above)."""
     count = threads or default_threads()
-    with threadpool_limits(limits=count):
-        yield count
+    saved = workers()
+    set_workers(count)
+    try:
+        with threadpool_limits(limits=count):
+            yield count
+    finally:
+        set_workers(saved)
 
 
 def blas_threads() -> int:

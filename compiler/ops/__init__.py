@@ -38,6 +38,9 @@ class OpDef:
     scratch: Callable[..., tuple] | None = None
     # The output is a view of the first input (reshape): the memory plan gives it no buffer.
     view: bool = False
+    # forward_into treats each sample on its own: an executor may run it on slices of the batch
+    # axis (axis 0 of every batch-sized input, output and scratch buffer) in parallel.
+    batch_parallel: bool = False
 
 
 REGISTRY: dict[str, OpDef] = {}

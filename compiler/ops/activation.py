@@ -46,11 +46,11 @@ def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into
     vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
     forward_into, scratch = into or (None, None)
     register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc,
-                   forward_into=forward_into, scratch=scratch))
+                   forward_into=forward_into, scratch=scratch, batch_parallel=True))
     forward_into, scratch = grad_into or (None, None)
     register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
                    doc=f"gradient of {name}: g * d{name}/dx",
-                   forward_into=forward_into, scratch=scratch))
+                   forward_into=forward_into, scratch=scratch, batch_parallel=True))
 
 
 # --- the same computations into preallocated buffers, operation for operation, so that they

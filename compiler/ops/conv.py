@@ -157,7 +157,8 @@ for _rank in (1, 2):
                    doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]"))
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
                    is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",
-                   forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch))
+                   forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch,
+                   batch_parallel=True))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
                    None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))
 

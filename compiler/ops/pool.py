@@ -97,7 +97,8 @@ def _input_shape(attrs, g, x):
 # The pooling-index pass rewrites y = max_pool(x), dx = max_pool_grad(g, x) into
 # (y, index) = max_pool_index(x), dx = max_pool_grad_index(g, index): the backward pass
 # scatters g through the saved positions instead of rebuilding and searching every window.
-# `index` holds, for each output, its maximum's flat position in the padded input batch.
+# `index` holds, for each output, its maximum's flat position in its own sample's padded
+# input [C, *padded], so that both ops can work on any slice of the batch.
 
 
 def _window_scratch(attrs, x: TensorType):
@@ -148,8 +149,8 @@ def _max_pool_index_shape(attrs, x: TensorType):
 
 
 def _position_tables(xp, attrs, x_shape, out_shape):
-    """Flat padded-batch positions: of each window's first element [B, C, *out], and of each
-    kernel offset relative to it [K]."""
+    """Flat positions in a sample's padded input: of each window's first element
+    [B, C, *out], and of each kernel offset relative to it [K]."""
     padded = [n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))]
     strides = [size_of(padded[i + 1:]) for i in range(len(padded))]
     plane = size_of(padded)
@@ -158,8 +159,8 @@ def _position_tables(xp, attrs, x_shape, out_shape):
         shape = [1] * len(padded)
         shape[axis] = size
         origin = origin + (xp.arange(size, dtype=xp.int64) * s * step).reshape(shape)
-    planes = xp.arange(x_shape[0] * x_shape[1], dtype=xp.int64).reshape(
-        x_shape[0], x_shape[1], *([1] * len(padded))) * plane
+    planes = xp.zeros((x_shape[0], 1), dtype=xp.int64) + xp.arange(x_shape[1], dtype=xp.int64)
+    planes = planes.reshape(x_shape[0], x_shape[1], *([1] * len(padded))) * plane
     offsets = xp.zeros((), dtype=xp.int64)
     for axis, (k, d, step) in enumerate(zip(attrs.kernel, attrs.dilation, strides)):
         shape = [1] * len(padded)
@@ -234,43 +235,57 @@ def _max_pool_grad_index_shape(attrs, g: TensorType, index: TensorType) -> Tenso
     return TensorType((*g.shape[:2], *attrs.input), g.dtype)
 
 
-def _scatter(xp, attrs, flat, index, g):
+def _sample_starts(xp, shape, sample_size):
+    """[B, ...] of b * sample_size: a sample's first position in the flat batch."""
+    rows = xp.arange(shape[0], dtype=xp.int64).reshape(-1, *([1] * (len(shape) - 1)))
+    return xp.ascontiguousarray(xp.broadcast_to(rows * sample_size, shape))
+
+
+def _scatter(xp, attrs, flat, positions, g):
     if attrs.windows_overlap():
-        xp.add.at(flat, index.reshape(-1), g.reshape(-1))  # one input may be two windows' max
+        xp.add.at(flat, positions.reshape(-1), g.reshape(-1))  # an input in two windows
     else:
-        flat[index] = g  # each input is in one window at most
+        flat[positions] = g  # each input is in one window at most
 
 
 def _max_pool_grad_index_forward(be, attrs, g, index):
     xp = be.xp
     x_type = TensorType((*g.shape[:2], *attrs.input), str(g.dtype))
     padded = xp.zeros(padded_type(x_type, attrs.pad).shape, dtype=g.dtype)
-    _scatter(xp, attrs, padded.reshape(-1), index, g)
+    positions = index + _sample_starts(xp, index.shape, padded[0].size)
+    _scatter(xp, attrs, padded.reshape(-1), positions, g)
     return xp.ascontiguousarray(unpad(padded, attrs.pad))
 
 
 def _max_pool_grad_index_scratch(attrs, g, index):
     x_type = TensorType((*g.shape[:2], *attrs.input), g.dtype)
-    return (padded_type(x_type, attrs.pad),) if is_padded(attrs.pad) else ()
+    positions = TensorType(index.shape, "int64")
+    return (positions, padded_type(x_type, attrs.pad)) if is_padded(attrs.pad) else (positions,)
 
 
 def _max_pool_grad_index_into(be, attrs, out, g, index):
-    gx, *padded = out
+    gx, positions, *padded = out
+    xp = be.xp
     target = padded[0] if padded else gx
     target.fill(0)
-    _scatter(be.xp, attrs, target.reshape(-1), index, g)
+    key = (be.name, "starts", index.shape, target[0].size)
+    if key not in _TABLES:
+        _TABLES[key] = _sample_starts(xp, index.shape, target[0].size)
+    xp.add(index, _TABLES[key], out=positions)
+    _scatter(xp, attrs, target.reshape(-1), positions, g)
     if padded:
-        be.xp.copyto(gx, unpad(target, attrs.pad))
+        xp.copyto(gx, unpad(target, attrs.pad))
 
 
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
                None, is_gradient=True, forward_into=_max_pool_index_into,
-               scratch=_max_pool_index_scratch,
+               scratch=_max_pool_index_scratch, batch_parallel=True,
                doc="max pooling that also returns each maximum's flat position in the padded "
                    "input"))
 register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                _max_pool_grad_index_forward, None, is_gradient=True,
                forward_into=_max_pool_grad_index_into, scratch=_max_pool_grad_index_scratch,
+               batch_parallel=True,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
 
 
@@ -285,7 +300,7 @@ for _rank in (1, 2):
         _name = f"{_kind}_pool{_rank}d"
         _into, _scratch, _grad_into, _grad_scratch = _INTO[_kind]
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
-                       doc=_doc, forward_into=_into, scratch=_scratch))
+                       doc=_doc, forward_into=_into, scratch=_scratch, batch_parallel=True))
         register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None, is_gradient=True,
                        doc=f"gradient of {_name}: g routed back to the window positions",
-                       forward_into=_grad_into, scratch=_grad_scratch))
+                       forward_into=_grad_into, scratch=_grad_scratch, batch_parallel=True))

@@ -916,7 +916,7 @@ for _rank, _configs in CONV_CONFIGS.items():
 
 
 def _max_pool_index_reference(attrs, x):
-    """(y, flat position of each window's first maximum in the padded batch)."""
+    """(y, flat position of each window's first maximum in its sample's padded input)."""
     padded = _pad_constant(x, pad_pairs(attrs.pad), -np.inf)
     out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
     y = np.zeros((*x.shape[:2], *out))
@@ -928,15 +928,15 @@ def _max_pool_index_reference(attrs, x):
             first = np.unravel_index(int(np.argmax(values)), values.shape)
             at = tuple(w.start + q * w.step for w, q in zip(window, first))
             y[(b, c, *position)] = values[first]
-            index[(b, c, *position)] = np.ravel_multi_index((b, c, *at), padded.shape)
+            index[(b, c, *position)] = np.ravel_multi_index((c, *at), padded.shape[1:])
     return y, index
 
 
 def _max_pool_grad_index_reference(attrs, g, index):
     padded_shape = (*g.shape[:2], *padded_sizes(attrs.input, attrs.pad))
-    grad = np.zeros(int(np.prod(padded_shape)))
+    grad = np.zeros(padded_shape).reshape(g.shape[0], -1)
     for position in np.ndindex(g.shape):
-        grad[index[position]] += g[position]
+        grad[position[0], index[position]] += g[position]
     return _unpad(grad.reshape(padded_shape), pad_pairs(attrs.pad), attrs.input)
 
 

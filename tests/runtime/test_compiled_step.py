@@ -204,3 +204,25 @@ def test_every_op_the_example_specs_train_with_has_forward_into():
         missing |= {n.op for n in graph.nodes
                     if REGISTRY[n.op].forward_into is None and not REGISTRY[n.op].view}
     assert missing <= allowed, missing - allowed
+
+
+@pytest.mark.parametrize("name", ["benchmarks/workloads/lenet5.yaml", "specs/mnist1d-cnn.yaml",
+                                  "specs/fashion-mnist-cnn.yaml", "specs/residual-block.yaml"])
+def test_batch_split_kernels_give_the_same_weights_as_one_worker(name, monkeypatch):
+    """Ops declared batch_parallel run on slices of the batch in threads; each sample is
+    computed as before, so the weights are bit for bit those of one worker (BLAS is held at
+    one thread: its sums depend on its own thread count)."""
+    from threadpoolctl import threadpool_limits
+
+    from nnrun.backends import base
+
+    monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 0)
+    results = []
+    for workers in (1, 3):
+        model = nnrun.compile(str(ROOT / name))
+        x, y = random_batch(model, 10, np.random.default_rng(2))
+        monkeypatch.setattr(base, "_WORKERS", {"count": workers, "pool": None})
+        with threadpool_limits(limits=1):
+            results.append(_train(model, x, y, steps=3)[1])
+    for param in results[0]:
+        np.testing.assert_array_equal(results[0][param], results[1][param], err_msg=param)
