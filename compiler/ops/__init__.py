@@ -7,7 +7,7 @@ importing this package imports every family, so REGISTRY is complete.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable
 
 
@@ -54,11 +54,18 @@ def register(op: OpDef) -> OpDef:
 
 
 def attrs_text(attrs: Any) -> str:
-    """`stride=(1,1) pad=(2,2)`: attributes in declaration order, tuples without spaces."""
+    """`stride=(1,1) pad=(2,2)`: attributes in declaration order, tuples without spaces; an
+    attribute that is itself attributes (update_group's update rule) is shown inline."""
     if attrs is None:
         return ""
-    shown = [f for f in fields(attrs) if not _is_quiet(f.name, getattr(attrs, f.name))]
-    return " ".join(f"{f.name}={_value_text(getattr(attrs, f.name))}" for f in shown)
+    parts = []
+    for f in fields(attrs):
+        value = getattr(attrs, f.name)
+        if is_dataclass(value):
+            parts.append(attrs_text(value))
+        elif not _is_quiet(f.name, value):
+            parts.append(f"{f.name}={_value_text(value)}")
+    return " ".join(p for p in parts if p)
 
 
 def _is_quiet(name: str, value: Any) -> bool:

@@ -226,3 +226,38 @@ def test_batch_split_kernels_give_the_same_weights_as_one_worker(name, monkeypat
             results.append(_train(model, x, y, steps=3)[1])
     for param in results[0]:
         np.testing.assert_array_equal(results[0][param], results[1][param], err_msg=param)
+
+
+def test_cli_graph_optimized_and_bench_json(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = str(ROOT / "specs/lenet5.yaml")
+    shown = CliRunner().invoke(main, ["graph", spec, "--backward", "--optimized",
+                                      "--batch-size", "32"])
+    assert shown.exit_code == 0, shown.output
+    assert "im2col(" in shown.output and "update_group(" in shown.output
+    assert shown.output.rstrip().splitlines()[-1].startswith("# memory plan: batch 32:")
+    result = CliRunner().invoke(main, ["bench", str(ROOT / "specs/xor-mlp.yaml"), "--steps", "2",
+                                       "--threads", "1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["threads"] == 1 and report["executor"] == "planned"
+    reference = CliRunner().invoke(main, ["bench", str(ROOT / "specs/xor-mlp.yaml"), "--steps",
+                                          "2", "--reference", "--format", "json"])
+    assert json.loads(reference.output)["executor"] == "reference"
+
+
+def test_cli_train_takes_threads(tmp_path):
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(ROOT / "specs/xor-mlp.yaml"), "--epochs", "2",
+                                       "--threads", "1", "--quiet", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "last.npz").exists()
