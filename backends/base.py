@@ -56,6 +56,7 @@ class Backend(Protocol):
     def erf_into(self, x, out): ...
     def im2col(self, x, kernel, stride, dilation): ...
     def im2col_into(self, x, kernel, stride, dilation, cols): ...
+    def run_in_slices(self, task, size: int, nbytes: int) -> None: ...
     def batch_columns_into(self, x, kernel, stride, dilation, cols): ...
     def col2im(self, cols, padded_shape, kernel, stride, dilation): ...
     def col2im_into(self, cols, kernel, stride, dilation, x): ...
@@ -82,6 +83,10 @@ class ArrayBackend:
 
     def synchronize(self) -> None:
         pass
+
+    def run_in_slices(self, task, size: int, nbytes: int) -> None:
+        """task(slice) over the batch, split across the worker threads when it pays."""
+        run_in_slices(task, size, nbytes)
 
     def _window_slices(self, spatial, kernel, stride, dilation):
         """For each kernel offset: the strided slice of the (padded) input it reads."""
@@ -116,7 +121,7 @@ class ArrayBackend:
                 self.xp.copyto(cols[(slice(None), *offset, batch)],
                                x[(batch, slice(None), *slices)].swapaxes(0, 1))
 
-        run_in_slices(copy, x.shape[0], cols.nbytes)
+        self.run_in_slices(copy, x.shape[0], cols.nbytes)
         return cols
 
     def col2im(self, cols, padded_shape, kernel, stride, dilation):

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.backends.base import run_in_slices
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.passes.liveness import last_uses
@@ -165,7 +164,7 @@ class _Program:
             function(be, attrs, tuple(b[rows] for b in buffers),
                      *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
 
-        run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
+        be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
 
 
 def _view(arena, place):
