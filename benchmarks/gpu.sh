@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: install from the staged wheels, run the GPU tests, and time
-# nnrun (CuPy) against PyTorch (CUDA) in the same process. Prepare here with:
+# nnrun (CuPy) against PyTorch (CUDA), each side in its own process. Prepare here with:
 #   ../shared/device/stage        (copies the wheels the GPU machine lacks into .device/)
 # then run this script there with carry [".device"].
 set -uo pipefail
@@ -13,13 +13,12 @@ python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch._
 echo "== GPU tests"
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee "$out/gpu-tests.txt"
 echo "== nnrun (cupy) vs torch (cuda), train step"
-for batch in 128 1024; do
-  timeout 120 python3 benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml \
-    --backend cupy --batch-size "$batch" --steps 20 --rounds 3 | tee -a "$out/gpu-bench.txt"
-done
+timeout 240 python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml \
+  benchmarks/workloads/mlp.yaml --backend cupy --batch-size 128 1024 --steps 30 \
+  --repetitions 3 | tee -a "$out/gpu-bench.txt"
 echo "== nnrun (numpy) vs torch (cpu) on this machine's CPU, for reference"
-timeout 90 python3 benchmarks/vs_torch.py specs/lenet5.yaml specs/mnist-mlp.yaml \
-  --backend numpy --batch-size 128 --steps 5 --rounds 2 | tee -a "$out/gpu-bench.txt"
+timeout 120 python3 benchmarks/vs_torch.py --backend numpy --steps 10 --repetitions 1 \
+  | tee -a "$out/gpu-bench.txt"
 echo "== end to end: nnrun train on cupy"
 timeout 60 nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
   && python3 -c "import json; print(json.load(open('/tmp/quick-cupy/summary.json')))"

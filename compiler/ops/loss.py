@@ -132,7 +132,7 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
         _ROW_STARTS[key] = xp.arange(batch, dtype=xp.int64) * classes
     xp.add(_ROW_STARTS[key], labels, out=positions)
     flat = target.reshape(-1)
-    xp.take(flat, positions, out=picked, mode="clip")
+    be.take_into(flat, positions, picked)
     xp.add(picked, 1 - attrs.label_smoothing, out=picked)
     flat[positions] = picked
 
