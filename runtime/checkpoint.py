@@ -93,9 +93,12 @@ def _read(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
 
 
 def _damaged(path: Path, error: DamagedFile) -> str:
-    fallback = "best.npz" if path.name == "last.npz" else "last.npz"
-    return (f"{path}: damaged checkpoint ({error}); delete it to start the run over, or copy "
-            f"{fallback} over it if that one is intact")
+    if path.name == "best.npz":
+        fix = "delete it (last.npz is then used) or copy last.npz over it"
+    else:
+        fix = ("delete it to start the run over, or copy best.npz over it to resume from the "
+               "best epoch")
+    return f"{path}: damaged checkpoint ({error}); {fix}"
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
