@@ -1,6 +1,7 @@
 """Writing files so that nothing is lost on a crash, and saying why a write failed.
 
-Every file nnrun writes goes through `write_atomically`: a hidden temporary name in the same
+Every file nnrun writes goes through `write_atomically` (downloads, renamed into place by pooch,
+through `settle`): a hidden temporary name in the same
 folder, fsync, an atomic rename, then fsync of the folder. Readers see the old file or the new
 one, never half of one, even after a power cut; the rename replaces a symbolic link itself,
 never its target. A killed write leaves only its temporary file, which `remove_leftovers` clears.
@@ -36,6 +37,18 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def settle(path: Path) -> None:
+    """For a file another library renamed into place (pooch's downloads): the mode the umask
+    gives, and durable as if `write_atomically` had written it."""
+    os.chmod(path, 0o666 & ~current_umask())
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    sync_directory(Path(path).parent)
 
 
 def temporary_prefix(name: str) -> str:
