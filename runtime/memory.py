@@ -76,12 +76,19 @@ def _address_space_limit() -> tuple[int, str] | None:
 
 
 def _cgroup_limit() -> tuple[int, str] | None:
+    cgroup = Path("/sys/fs/cgroup")
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        limit = (cgroup / "memory.max").read_text().strip()
+        used = int((cgroup / "memory.current").read_text())
+        stat = (cgroup / "memory.stat").read_text()
     except (OSError, ValueError):
         return None
-    return None if limit == "max" else (int(limit) - used, "the cgroup's memory.max")
+    if limit == "max":
+        return None
+    # Page cache the kernel can drop counts as used in memory.current, not as taken.
+    match = re.search(r"^inactive_file (\d+)$", stat, re.MULTILINE)
+    reclaimable = int(match.group(1)) if match else 0
+    return int(limit) - used + reclaimable, "the cgroup's memory.max"
 
 
 def _environment_limit() -> tuple[int, str] | None:

@@ -164,3 +164,21 @@ def test_an_idx_gzip_bomb_decompresses_no_more_than_its_header_declares(tmp_path
                                    + np.array([4_000_000_000, 28, 28], ">u4").tobytes()))
     with pytest.raises(DataError, match="declares"):
         read_idx(liar, 3, (28, 28))
+
+
+def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
+    from nnrun.runtime import memory
+
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("1000000\n")
+    (cgroup / "memory.current").write_text("900000\n")
+    (cgroup / "memory.stat").write_text("anon 500000\ninactive_file 300000\n")
+    real_path = memory.Path
+    monkeypatch.setattr(memory, "Path", lambda p: cgroup if p == "/sys/fs/cgroup" else real_path(p))
+    assert memory.available_memory() == (400_000, "the cgroup's memory.max")
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100KB")
+    assert memory.available_memory() == (100_000, "NNRUN_MEMORY_LIMIT")
+    assert memory.parse_size("1.5 GiB") == 3 * 2**29
+    with pytest.raises(ValueError):
+        memory.parse_size("lots")
