@@ -56,6 +56,7 @@ class InterruptGuard:
             yield
         finally:
             self.deferring = False
+        self.check()  # a signal noted after the last check must not be lost
 
     def check(self) -> None:
         if self.received is not None:

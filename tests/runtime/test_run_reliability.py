@@ -440,3 +440,15 @@ def test_kills_at_random_moments_of_real_training_then_resume_equal_an_uninterru
     reference_state, _ = load_checkpoint(reference / "last.npz")
     state, _ = load_checkpoint(out / "last.npz")
     assert all(np.array_equal(state[name], reference_state[name]) for name in reference_state)
+
+
+def test_a_signal_noted_after_the_last_check_is_not_lost():
+    from nnrun.runtime.interrupts import InterruptGuard, Interrupted
+
+    with pytest.raises(Interrupted) as caught, InterruptGuard() as guard:
+        with guard.safe_points():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs; the signal is only noted
+            assert guard.received == signal.SIGTERM
+    assert caught.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
