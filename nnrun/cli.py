@@ -257,13 +257,16 @@ def schema() -> None:
 @spec_argument
 @backend_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory (default runs/<name>/<timestamp>).")
+              help="Run directory (default runs/<name>/<timestamp>); nnrun writes only its own "
+                   "files there and refuses a directory where they would replace yours.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Same as --set train.epochs=N.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Same as --set train.batch_size=N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same as --set seed=N.")
 @set_option
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Continue the run in this directory from its last.npz.")
+              help="Continue the run in this directory from its last.npz (from epoch 1 when it "
+                   "has no checkpoint yet); the spec must train as the run did, e.g. "
+                   "RUN_DIR/spec.yaml.")
 @click.option("--allow-changes", is_flag=True,
               help="With --resume: continue with settings that differ from the run's (the "
                    "change is recorded in the run directory's spec-changes.jsonl).")

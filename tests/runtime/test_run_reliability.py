@@ -452,3 +452,18 @@ def test_a_signal_noted_after_the_last_check_is_not_lost():
             assert guard.received == signal.SIGTERM
     assert caught.value.exit_code == 143
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
+
+
+def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, monkeypatch):
+    import errno
+
+    import nnrun.runtime.files as files
+
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+                          tmp_path / "run")
+    assert "disk is full" in line
+    assert not list((tmp_path / "run").glob(".*"))  # no temporary file left
