@@ -57,10 +57,17 @@ def _meminfo_available() -> tuple[int, str] | None:
     try:
         text = Path("/proc/meminfo").read_text()
     except OSError:
-        pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else -1
-        return (pages * os.sysconf("SC_PAGE_SIZE"), "free physical memory") if pages > 0 else None
+        return _free_pages()
     match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
     return (int(match.group(1)) * 1024, "MemAvailable in /proc/meminfo") if match else None
+
+
+def _free_pages() -> tuple[int, str] | None:
+    try:  # not every system names these (macOS has no SC_AVPHYS_PAGES)
+        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return (pages * size, "free physical memory") if pages > 0 else None
 
 
 def _address_space_limit() -> tuple[int, str] | None:
