@@ -138,7 +138,7 @@ def npz_bomb(path, declared_rows: int):
 def test_an_npz_zip_bomb_is_refused_from_its_headers(tmp_path, monkeypatch):
     path = npz_bomb(tmp_path / "bomb.npz", 20_000)  # 80 MB declared, about 80 KB on disk
     assert path.stat().st_size < 1_000_000
-    spec = load_spec_data(tmp_path, "bomb.npz")
+    spec = npz_data_section("bomb.npz")
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "10MB")
     with pytest.raises(DataError, match="declare 80.0 MB"):
         load_dataset(spec, spec_dir=tmp_path, seed=0)
@@ -147,10 +147,10 @@ def test_an_npz_zip_bomb_is_refused_from_its_headers(tmp_path, monkeypatch):
         load_dataset(spec, spec_dir=tmp_path, seed=0)
 
 
-def load_spec_data(directory, name):
+def npz_data_section(path: str):
     from nnrun.compiler.schema import Data
 
-    return Data(dataset="npz", path=name)
+    return Data(dataset="npz", path=path)
 
 
 def test_an_idx_gzip_bomb_decompresses_no_more_than_its_header_declares(tmp_path, monkeypatch):
