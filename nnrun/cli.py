@@ -1,6 +1,8 @@
 """The `nnrun` command line (DESIGN.md section 6).
 
-Exit codes: 0 success; 1 invalid spec, bad data, failed training; 2 usage; 70 internal error.
+Exit codes: 0 success; 1 invalid spec, bad data, damaged files, failed training, a file that
+cannot be written or read (disk full, permissions), not enough memory; 2 usage; 70 internal error
+(a bug); 130 and 143 when SIGINT or SIGTERM stopped training (128 + the signal number).
 Bad input prints one line per problem and never a traceback (unless --debug).
 """
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import click
 
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
+from nnrun.runtime.interrupts import Interrupted
 
 INTERNAL_ERROR = 70
 
@@ -38,9 +41,14 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
     from nnrun.runtime.checkpoint import CheckpointError
     from nnrun.runtime.data import DataError
+    from nnrun.runtime.data_fit import DataFitError
+    from nnrun.runtime.memory import MemoryLimitError
+    from nnrun.runtime.run_dir import RunDirectoryError
+    from nnrun.runtime.spec_changes import SpecChangeError
     from nnrun.runtime.train import TrainingError
 
-    return UserError, DataError, TrainingError, CheckpointError, BackendUnavailable
+    return (UserError, DataError, DataFitError, TrainingError, CheckpointError, RunDirectoryError,
+            SpecChangeError, MemoryLimitError, BackendUnavailable)
 
 
 def handle_errors(command):
@@ -59,6 +67,18 @@ def handle_errors(command):
         except _expected_errors() as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(1)
+        except OSError as error:  # disk full, permissions, read-only: the user's to fix
+            from nnrun.runtime.files import describe_os_error
+
+            click.echo(f"error: {describe_os_error(error)}", err=True)
+            sys.exit(1)
+        except MemoryError:
+            click.echo("error: out of memory; lower the batch size or the model size "
+                       "(`nnrun summary` shows the estimate)", err=True)
+            sys.exit(1)
+        except Interrupted as interrupt:
+            click.echo(f"interrupted: {interrupt}", err=True)
+            sys.exit(interrupt.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -87,18 +107,23 @@ def main(debug: bool) -> None:
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--warn-memory", metavar="SIZE",
+              help="Warn when training needs more memory than SIZE (e.g. 16GB, 512MiB) "
+                   "[default: the memory available on this machine].")
 @set_option
 @handle_errors
-def validate(specs, fmt, strict, overrides) -> None:
+def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
     from nnrun.compiler.frontend import check, load_spec
 
+    memory_limit = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
     failed = 0
     for path in specs:
         try:
             checked = check(load_spec(path, overrides))
-            diagnostics, summary = checked.diagnostics, checked.summary
+            diagnostics = checked.diagnostics + _memory_warning(checked, memory_limit)
+            summary = checked.summary
         except SpecError as error:
             diagnostics, summary = error.diagnostics, None
         if strict:  # a warning that fails the check is an error, and says so
@@ -113,6 +138,32 @@ def validate(specs, fmt, strict, overrides) -> None:
     elif len(specs) > 1:
         click.echo(f"{len(specs) - failed} of {len(specs)} specs valid", err=bool(failed))
     sys.exit(1 if failed else 0)
+
+
+def _memory_warning_limit(size: str | None) -> int:
+    from nnrun.runtime.memory import available_memory, parse_size
+
+    if size is None:
+        return available_memory()[0]
+    try:
+        return parse_size(size)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--warn-memory") from None
+
+
+def _memory_warning(checked, limit: int) -> list[Diagnostic]:
+    from nnrun.compiler.ir import Origin
+    from nnrun.runtime.memory import format_size
+
+    needed = checked.summary.train_memory_bytes
+    if needed <= limit:
+        return []
+    batch = checked.source.spec.train.batch_size
+    message = (f"training needs about {format_size(needed)} at batch size {batch}, over "
+               f"{format_size(limit)} (--warn-memory, default: this machine's available "
+               "memory); train, bench and gradcheck refuse a model over the memory available")
+    origin = Origin("train.batch_size", keys=("train", "batch_size"))
+    return [checked.source.diagnostic(origin, message, "warning")]
 
 
 def _print_validation(path, diagnostics, summary, bad: bool) -> None:
@@ -206,20 +257,26 @@ def schema() -> None:
 @spec_argument
 @backend_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory (default runs/<name>/<timestamp>).")
+              help="Run directory (default runs/<name>/<timestamp>); nnrun writes only its own "
+                   "files there and refuses a directory where they would replace yours.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Same as --set train.epochs=N.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Same as --set train.batch_size=N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same as --set seed=N.")
 @set_option
 @click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Continue the run in this directory from its last.npz.")
+              help="Continue the run in this directory from its last.npz (from epoch 1 when it "
+                   "has no checkpoint yet); the spec must train as the run did, e.g. "
+                   "RUN_DIR/spec.yaml.")
+@click.option("--allow-changes", is_flag=True,
+              help="With --resume: continue with settings that differ from the run's (the "
+                   "change is recorded in the run directory's spec-changes.jsonl).")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @threads_option
 @click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
               help="Cap the batches per epoch (quick checks).")
 @handle_errors
-def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, quiet, threads,
-          max_steps) -> None:
+def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
+          quiet, threads, max_steps) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
     from nnrun.compiler.frontend import load_spec
     from nnrun.runtime.train import train as run_training
@@ -230,11 +287,13 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, q
             overrides.append(f"{key}={value}")
     if resume and out_dir:
         raise click.UsageError("--resume continues a run in its own directory; drop --out")
+    if allow_changes and not resume:
+        raise click.UsageError("--allow-changes applies to --resume only")
     from nnrun.runtime.threads import thread_limit
 
     with thread_limit(threads):
         run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir,
-                     resume=resume, quiet=quiet, max_steps=max_steps)
+                     resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes)
 
 
 run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
@@ -295,10 +354,14 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     The outputs are the last layer's after its activation: probabilities when the spec ends
     in softmax or sigmoid, else raw scores (logits)."""
     from nnrun.runtime.evaluate import predict_run
+    from nnrun.runtime.files import is_writable_directory
     from nnrun.runtime.threads import thread_limit
 
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
+    if not is_writable_directory(out_path.parent):
+        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
+                        "choose another --out")
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw)
@@ -324,12 +387,15 @@ def bench(spec, backend, batch_size, steps, threads, reference, fmt, overrides) 
     """Train-step and inference time on random data of the spec's shape (medians)."""
     import nnrun
     from nnrun.runtime.bench import bench as run_bench
+    from nnrun.runtime.memory import check_memory
     from nnrun.runtime.model import Model
 
     model = nnrun.compile(spec, backend=backend, overrides=overrides)
     if reference:
         model = Model(model.source, backend, optimized=False)
-    result = run_bench(model, batch_size or model.spec.train.batch_size, steps, threads=threads)
+    batch_size = batch_size or model.spec.train.batch_size
+    check_memory(model, batch_size, "bench")
+    result = run_bench(model, batch_size, steps, threads=threads)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -355,8 +421,10 @@ def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     """Compiled gradients vs central finite differences, in float64."""
     import nnrun
     from nnrun.runtime.gradcheck import gradcheck as run_gradcheck
+    from nnrun.runtime.memory import check_memory
 
     model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
+    check_memory(model, batch_size, "gradcheck")
     results = run_gradcheck(model, batch=batch_size, samples=samples, tolerance=tolerance)
     worst = max((r.worst_relative_error for r in results), default=0.0)
     for result in results:

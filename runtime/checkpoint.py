@@ -1,7 +1,11 @@
 """Checkpoints: one .npz per save, written atomically, read without pickle (DESIGN.md section 7).
 
 Layout: params/<name> for parameters and buffers, opt/<param>.<slot> for optimizer state, and
-`meta`, a JSON string (epoch, step, spec hash, seed, version)."""
+`meta`, a JSON string (epoch, step, spec hash, seed, version).
+
+Reading checks every member's header (name, shape, dtype) against what the spec needs before
+any array is decompressed, so a damaged, foreign or oversized file is refused in one line.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,10 @@ import numpy as np
 
 from nnrun.compiler.schema import default_layer_names
 
+from .archives import ArrayHeader, DamagedFile, npz_headers, read_npz
 from .files import write_atomically
+
+META_LIMIT_BYTES = 1 << 20  # the JSON meta entry is a few hundred bytes
 
 
 class CheckpointError(Exception):
@@ -47,29 +54,77 @@ def _stored_name(name: str) -> str:
     return name if name.startswith("opt/") else f"params/{name}"
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(str(archive["meta"]))
-            state = {_state_name(key): archive[key] for key in archive.files if key != "meta"}
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: not a readable nnrun checkpoint ({error})") from None
-    return state, meta
-
-
 def _state_name(key: str) -> str:
     return key[len("params/"):] if key.startswith("params/") else key
 
 
-def check_compatible(path: Path, meta: dict, state: dict, spec, expected: dict) -> None:
-    """The checkpoint must come from this spec: same hash, same names and shapes."""
-    if meta.get("spec_hash") != spec_hash(spec):
+def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype: str | None = None,
+                    spec=None):
+    """The arrays named in `expected` (state name -> shape), of `dtype`, and the meta dict;
+    without `expected`, every array as stored (for inspection). With `spec`, the checkpoint
+    must also have been written for a spec of the same model."""
+    headers = _headers(path)
+    meta = _meta(path, headers)
+    if spec is not None and meta.get("spec_hash") != spec_hash(spec):
         raise CheckpointError(f"{path}: checkpoint was written for another spec "
                               f"(hash {meta.get('spec_hash')}, this spec {spec_hash(spec)}); "
                               "use the run directory of this spec")
-    for name, shape in expected.items():
-        if name not in state:
-            raise CheckpointError(f"{path}: checkpoint has no '{name}'")
-        if tuple(state[name].shape) != tuple(shape):
-            raise CheckpointError(f"{path}: '{name}' has shape {list(state[name].shape)}, "
-                                  f"the spec needs {list(shape)}")
+    if expected is None:
+        wanted = {key: header for key, header in headers.items() if key != "meta"}
+    else:
+        wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype)
+                  for name, shape in expected.items()}
+    arrays = _read(path, wanted)
+    return {_state_name(key): value for key, value in arrays.items()}, meta
+
+
+def _headers(path: Path) -> dict[str, ArrayHeader]:
+    try:
+        return npz_headers(path)
+    except DamagedFile as error:
+        raise CheckpointError(_damaged(path, error)) from None
+
+
+def _read(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
+    try:
+        return read_npz(path, headers)
+    except DamagedFile as error:
+        raise CheckpointError(_damaged(path, error)) from None
+
+
+def _damaged(path: Path, error: DamagedFile) -> str:
+    if path.name == "best.npz":
+        fix = "delete it (last.npz is then used) or copy last.npz over it"
+    else:
+        fix = ("delete it to start the run over, or copy best.npz over it to resume from the "
+               "best epoch")
+    return f"{path}: damaged checkpoint ({error}); {fix}"
+
+
+def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
+    header = headers.get("meta")
+    if header is None or header.dtype.kind != "U" or header.size_bytes > META_LIMIT_BYTES:
+        raise CheckpointError(f"{path}: not an nnrun checkpoint (no meta entry); "
+                              "give the run directory that nnrun wrote")
+    try:
+        meta = json.loads(str(_read(path, {"meta": header})["meta"]))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: damaged checkpoint (meta is not JSON: {error}); "
+                              "delete it to start the run over") from None
+    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in ("epoch", "step")):
+        raise CheckpointError(f"{path}: damaged checkpoint (meta has no epoch and step); "
+                              "delete it to start the run over")
+    return meta
+
+
+def _checked(path: Path, headers: dict, name: str, shape: tuple, dtype: str) -> ArrayHeader:
+    header = headers.get(_stored_name(name))
+    if header is None:
+        raise CheckpointError(f"{path}: checkpoint has no '{name}'")
+    if header.shape != tuple(shape):
+        raise CheckpointError(f"{path}: '{name}' has shape {list(header.shape)}, "
+                              f"the spec needs {list(shape)}")
+    if header.dtype != np.dtype(dtype):
+        raise CheckpointError(f"{path}: '{name}' is {header.dtype}, the spec's dtype is {dtype}; "
+                              "resume with the dtype the run was trained with")
+    return header

@@ -12,13 +12,16 @@ import numpy as np
 from nnrun.compiler.frontend import load_spec
 
 from . import checkpoint as ckpt
+from .archives import DamagedFile, npz_headers, read_npz
 from .data import DataError, load_dataset
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .files import write_atomically
+from .memory import available_memory, check_memory, format_size
+from .metrics import evaluate
 from .model import Model
-from .train import TrainingError, evaluate
+from .run_dir import RunDirectoryError
 
-BATCH = 1000
+BATCH = 1000  # samples per forward pass in eval and predict
 
 
 @dataclass
@@ -34,9 +37,15 @@ class Run:
 
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation."""
-        x = np.asarray(x)
-        if preprocess:
-            x = self.preprocessing.apply(x, self.model.spec.dtype)
+        return self.forward(self.prepare(x, preprocess))
+
+    def prepare(self, x, preprocess: bool = True) -> np.ndarray:
+        """Raw inputs as the model takes them: preprocessed, in the model's dtype."""
+        preprocessing = self.preprocessing if preprocess else IDENTITY
+        with np.errstate(over="ignore", invalid="ignore"):  # callers check finiteness
+            return preprocessing.apply(np.asarray(x), self.model.spec.dtype)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
         batches = [x[start:start + BATCH] for start in range(0, len(x), BATCH)]
         return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
 
@@ -57,13 +66,12 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     run_dir = Path(run_dir)
     spec_path = run_dir / "spec.yaml"
     if not spec_path.exists():
-        raise TrainingError(f"{run_dir}: not a run directory (no spec.yaml)")
+        raise RunDirectoryError(f"{run_dir}: not a run directory (no spec.yaml)")
     model = Model(load_spec(spec_path), backend)
+    check_memory(model, BATCH, str(run_dir), training=False)
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))
-    state, meta = ckpt.load_checkpoint(path)
     expected = {name: info.shape for name, info in model.param_infos.items()}
-    ckpt.check_compatible(path, meta, state, model.spec, expected)
-    params = {name: state[name] for name in expected}
+    params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
     preprocessing = run_preprocessing(run_dir, model) if preprocess else IDENTITY
     return Run(model, params, preprocessing, path, meta.get("epoch"))
 
@@ -74,7 +82,7 @@ def _checkpoint_path(run_dir: Path, which: str) -> Path:
     if not path.exists() and which == "best" and fallback.exists():
         return fallback
     if not path.exists():
-        raise TrainingError(f"{path}: no such checkpoint")
+        raise RunDirectoryError(f"{path}: no such checkpoint")
     return path
 
 
@@ -116,29 +124,48 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,
                 backend: str = "numpy", preprocess: bool = True) -> tuple[np.ndarray, Run]:
     run = load_run(run_dir, which, backend, preprocess)
-    outputs = run.predict(_read_inputs(Path(input_path), run.model))
+    x = run.prepare(_read_inputs(Path(input_path), run.model))
+    _check_finite(Path(input_path), x)
+    outputs = run.forward(x)
     write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs, run
 
 
 def _read_inputs(path: Path, model) -> np.ndarray:
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise DataError(f"{path}: is a single array, not an .npz archive; "
-                            "save the inputs with numpy.savez(path, x=inputs)")
-        with archive:
-            if "x" not in archive.files:
-                raise DataError(f"{path}: has no array 'x' (found: {', '.join(archive.files) or 'none'})")
-            x = archive["x"]
-    except (OSError, ValueError) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
-    if x.ndim == 0 or len(x) == 0:
-        raise DataError(f"{path}: x holds no samples")
+    """Array `x` of the .npz, checked from its header before it is decompressed."""
     expected = list(model.lowered.graph.inputs[0].type.shape[1:])
-    if list(x.shape[1:]) != expected:
-        raise DataError(f"{path}: x has samples of shape {list(x.shape[1:])}, the model expects "
-                        f"{expected} (x must be [N, {', '.join(map(str, expected))}])")
-    if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
-        raise DataError(f"{path}: x must hold finite numbers")
+    try:
+        headers = npz_headers(path)
+        header = headers.get("x")
+        if header is None:
+            found = ", ".join(headers) or "none"
+            raise DataError(f"{path}: has no array 'x' (found: {found}); save the inputs with "
+                            "numpy.savez(path, x=inputs)")
+        _check_input_header(path, header, expected)
+        x = read_npz(path, {"x": header})["x"]
+    except DamagedFile as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}); save the inputs with "
+                        "numpy.savez(path, x=inputs)") from None
     return x
+
+
+def _check_finite(path: Path, x: np.ndarray) -> None:
+    # After the preprocessing and the cast: 1e300 is finite in float64, not in float32.
+    if not np.isfinite(x).all():
+        sample = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise DataError(f"{path}: x must hold finite {x.dtype} numbers (sample {sample} is NaN, "
+                        f"inf or too large for {x.dtype} once preprocessed)")
+
+
+def _check_input_header(path: Path, header, expected: list) -> None:
+    if header.dtype.kind not in "biuf":
+        raise DataError(f"{path}: x must hold numbers, found dtype {header.dtype}")
+    if len(header.shape) == 0 or header.shape[0] == 0:
+        raise DataError(f"{path}: x holds no samples")
+    if list(header.shape[1:]) != expected:
+        raise DataError(f"{path}: x has samples of shape {list(header.shape[1:])}, the model "
+                        f"expects {expected} (x must be [N, {', '.join(map(str, expected))}])")
+    available, source = available_memory()
+    if header.size_bytes > available:
+        raise DataError(f"{path}: x needs {format_size(header.size_bytes)}, over the "
+                        f"{format_size(available)} available ({source}); predict in parts")

@@ -1,8 +1,15 @@
-"""Writing files so that nothing is lost on a crash: a hidden temporary name in the same
-folder, then an atomic rename. Readers see the old file or the new one, never half of one."""
+"""Writing files so that nothing is lost on a crash, and saying why a write failed.
+
+Every file nnrun writes goes through `write_atomically` (downloads, renamed into place by pooch,
+through `settle`): a hidden temporary name in the same
+folder, fsync, an atomic rename, then fsync of the folder. Readers see the old file or the new
+one, never half of one, even after a power cut; the rename replaces a symbolic link itself,
+never its target. A killed write leaves only its temporary file, which `remove_leftovers` clears.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -11,15 +18,101 @@ from typing import BinaryIO, Callable
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; results and caches are for everyone
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename is None:  # a failed write() names no file; the message must
+            raise OSError(error.errno, error.strerror, str(path)) from None
+        raise
     finally:
         Path(temporary).unlink(missing_ok=True)
+    sync_directory(path.parent)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def settle(path: Path) -> None:
+    """For a file another library renamed into place (pooch's downloads): the mode the umask
+    gives, and durable as if `write_atomically` had written it."""
+    os.chmod(path, 0o666 & ~current_umask())
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    sync_directory(Path(path).parent)
+
+
+def temporary_prefix(name: str) -> str:
+    return f".{name}."
+
+
+def current_umask() -> int:
+    # The only portable way to read the umask is to set it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def sync_directory(directory: Path) -> None:
+    """Makes a rename in `directory` durable (some file systems refuse to open a folder)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def remove_leftovers(directory: Path, names) -> list[Path]:
+    """Deletes the temporary files of killed writes of `names`; only the directory's owner
+    (the process holding its lock) may call this, or it could delete a write in progress."""
+    removed = []
+    for name in names:
+        for leftover in Path(directory).glob(f"{temporary_prefix(name)}*"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink(missing_ok=True)
+                removed.append(leftover)
+    return removed
+
+
+def is_writable_directory(directory: Path) -> bool:
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
+# What to do about the errors a write or a read can meet, by errno.
+_FIXES = {
+    errno.ENOSPC: "the disk is full: free space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free space or write somewhere else",
+    errno.EFBIG: "the file size limit (ulimit -f) was reached: raise it or write less",
+    errno.EACCES: "no permission: choose a directory you can write to",
+    errno.EPERM: "not permitted: choose a directory you can write to",
+    errno.EROFS: "the file system is read-only: choose another directory",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
+    errno.EEXIST: "a file of that name is in the way: choose another path",
+    errno.EISDIR: "that is a directory: give a file name",
+    errno.ENOENT: "no such file or directory: check the path",
+    errno.ELOOP: "too many symbolic links: nnrun does not write through symbolic links",
+    errno.EIO: "the device reported an I/O error: check the disk",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line: the path, what went wrong, what to do."""
+    where = error.filename or "a file"
+    if error.filename2:
+        where = f"{where} -> {error.filename2}"
+    fix = _FIXES.get(error.errno, error.strerror or str(error))
+    return f"{where}: {error.strerror or type(error).__name__}; {fix}"

@@ -1,6 +1,7 @@
-"""Metrics computed on the host from a batch's outputs and targets.
+"""Metrics computed on the host from a batch's outputs and targets, their running totals over
+an epoch or a split, and the evaluation of a split.
 
-Each returns a sum over the batch, so that epoch values are exact means however the
+Each metric returns a sum over the batch, so that epoch values are exact means however the
 batches fall."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from nnrun.compiler.checks import metric_name  # noqa: F401 - one definition, shared
+
+from .model import target_array
 
 
 def predicted_classes(prediction: np.ndarray) -> np.ndarray:
@@ -50,3 +53,49 @@ def compared_outputs(loss: str | None, logits: np.ndarray, prediction: np.ndarra
 def default_mode(monitor: str) -> str:
     """Loss-like metrics improve downwards, the rest upwards."""
     return "min" if any(word in monitor for word in ("loss", "mae", "mse")) else "max"
+
+
+class Totals:
+    """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
+
+    def __init__(self, metrics, loss: str | None = None):
+        self.tracked, self.loss_type = list(metrics), loss
+        self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
+
+    def add(self, outputs, y, be) -> None:
+        n = len(y)
+        self.loss += float(outputs["loss"]) * n
+        self.count += n
+        self.steps += 1
+        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
+        for metric in self.tracked:
+            name = metric_name(metric)
+            total = metric_sum(metric, logits, prediction, y, self.loss_type)
+            self.metrics[name] = self.metrics.get(name, 0.0) + total
+        for name, value in outputs.items():
+            if name.startswith("grad_norm/"):
+                self.norms[name] = self.norms.get(name, 0.0) + float(value)
+
+    def running_loss(self) -> float:
+        return self.loss / max(self.count, 1)
+
+    def means(self, prefix: str) -> dict:
+        result = {f"{prefix}loss": self.loss / self.count}
+        result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
+        return result
+
+    def grad_norms(self) -> dict:
+        return {name: value / self.steps for name, value in self.norms.items()}
+
+
+def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
+    """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
+    spec, be = model.spec, model.backend
+    totals = Totals(spec.train.metrics, spec.loss.type)
+    for start in range(0, len(split.x), batch_size):
+        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+        feeds = dict(state)
+        feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
+        outputs, _ = model.evaluation_executor.run(feeds)
+        totals.add(outputs, y, be)
+    return totals.means(f"{prefix}_")

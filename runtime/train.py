@@ -1,16 +1,24 @@
 """The training loop: batches through the compiled training-step graph, per-epoch evaluation,
-metrics.jsonl, checkpoints, early stopping, resume, and the run's summary.json.
+checkpoints, early stopping, resume, and the run's summary.json. The run directory's files and
+lock live in run_dir.py, signals in interrupts.py, resume's spec comparison in spec_changes.py.
 
 Randomness: epoch e draws from default_rng([seed, e]) (shuffling, then per batch augmentation
 and dropout), so a run resumed at an epoch boundary repeats exactly what an uninterrupted run
-does; the checkpoint records the epoch, which is the whole RNG state.
+does (at a fixed thread count: BLAS sums in another order on other thread counts); the
+checkpoint records the epoch, which is the whole RNG state.
+
+Extending a run (resuming with more train.epochs): a cosine schedule, the one schedule that
+depends on the run's length, restarts at the resumed epoch from optimizer.lr down to min_lr over
+the remaining epochs, without warm-up, and the run says so; the checkpoint records the epoch it
+restarted at. The other schedules go on as they would have.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,27 +26,24 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
-from nnrun.compiler.datasets import DATASETS
-from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
-from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
-from .data import DataError, augment_batch, load_dataset
+from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
-from .data.targets import check_targets_fit
-from .files import write_text_atomically
-from .metrics import default_mode, metric_name, metric_sum
-from .model import Model, target_array
+from .data_fit import check_data_fits, input_shape_known, require_input_shape
+from .interrupts import InterruptGuard, Interrupted
+from .memory import check_memory
+from .metrics import Totals, default_mode, evaluate
+from .model import Model
 from .progress import EpochProgress, print_final_table
 from .pruning import MagnitudePruner
-from .schedules import learning_rate
-
-
-
+from .run_dir import BEST, LAST, SPEC, RunDirectory
+from .schedules import depends_on_length, learning_rate
+from .spec_changes import refuse_training_changes, spec_changes
 
 class TrainingError(Exception):
-    """Training cannot go on (bad data for this model, a diverged loss, a bad resume)."""
+    """Training cannot go on (no data section, a diverged loss, a bad monitor)."""
 
 
 @dataclass
@@ -47,23 +52,41 @@ class History:
     best_value: float | None = None
     best_epoch: int = 0
     epochs_since_best: int = 0
+    schedule_start: int = 0  # the epoch a restarted cosine schedule counts from
 
 
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
-          max_steps: int | None = None) -> dict:
+          max_steps: int | None = None, allow_changes: bool = False) -> dict:
     """Trains `source` (a SourceSpec) and returns the run summary. `max_steps` caps the
-    batches per epoch (for quick checks)."""
-    trainer = Trainer(source, backend, quiet=quiet, max_steps=max_steps)
-    return trainer.run(_run_directory(source, out_dir, resume), resume is not None)
+    batches per epoch (for quick checks); `allow_changes` lets a resumed run continue with
+    settings that differ from the ones it was trained with."""
+    say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
+    run = RunDirectory(_run_path(source, out_dir, resume), say)
+    with InterruptGuard() as guard, run:
+        run.open_existing() if resume is not None else run.open_new()
+        changes = _checked_changes(run, source, allow_changes)
+        trainer = Trainer(source, backend, quiet=quiet, max_steps=max_steps)
+        return trainer.run(run, guard, changes)
 
 
-def _run_directory(source, out_dir, resume) -> Path:
+def _run_path(source, out_dir, resume) -> Path:
     if resume is not None:
         return Path(resume)
     if out_dir is not None:
         return Path(out_dir)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / source.spec.name / stamp
+    stamped = Path("runs") / source.spec.name / datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidates = [stamped, *(Path(f"{stamped}-{n}") for n in range(2, 1000))]
+    return next(path for path in candidates if not path.exists())  # two runs in one second
+
+
+def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
+    """Before any data loads: a resumed run must train as it was trained, or say it won't."""
+    if not run.has_checkpoint or not run.file(SPEC).exists():
+        return {}
+    changes = spec_changes(run.file(SPEC), resolved_spec_text(source))
+    if not allow_changes:
+        refuse_training_changes(run.path, changes)
+    return changes
 
 
 class Trainer:
@@ -73,13 +96,26 @@ class Trainer:
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
                                 "(data: {dataset: ...})")
-        self.data = load_dataset(self.spec.data, spec_dir=source.directory, seed=self.spec.seed,
-                                 dtype=self.spec.dtype)
-        _require_input_shape(source, self.data)
-        self.model = Model(source, backend)
+        # Refuse a model too big for memory before the data loads, when its shape allows.
+        if input_shape_known(self.spec):
+            self.model = self._model(backend)
+            self.data = self._load_data()
+        else:
+            self.data = self._load_data()
+            require_input_shape(source, self.data)
+            self.model = self._model(backend)
         self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)
         self.pruner = self._pruner()
+
+    def _model(self, backend: str) -> Model:
+        model = Model(self.source, backend)
+        check_memory(model, self.spec.train.batch_size, "train")
+        return model
+
+    def _load_data(self):
+        return load_dataset(self.spec.data, spec_dir=self.source.directory, seed=self.spec.seed,
+                            dtype=self.spec.dtype)
 
     def _pruner(self) -> MagnitudePruner | None:
         pruning = self.spec.train.pruning
@@ -104,44 +140,68 @@ class Trainer:
 
     # --- the run --------------------------------------------------------------------------
 
-    def run(self, run_dir: Path, resuming: bool) -> dict:
-        self.run_dir = run_dir
+    def run(self, run: RunDirectory, guard: InterruptGuard | None = None,
+            changes: dict | None = None) -> dict:
+        self.run_dir, self.say = run.path, run.say
         self._check_monitor()
         started = time.perf_counter()
-        self.state, self.history, self.global_step, first_epoch = self._start(resuming)
-        save_preprocessing(run_dir, self.data.preprocessing)
-        stopped_early = False
-        for epoch in range(first_epoch, self.spec.train.epochs + 1):
-            row = self.train_epoch(epoch)
-            self.history.rows.append(row)
-            self._append_metrics(row)
-            if self._after_epoch(epoch, row):
-                stopped_early = True
-                break
-        return self._finish(started, stopped_early)
+        self.state, self.history, self.global_step, first_epoch = self._start(run, changes or {})
+        self.saved_epoch = first_epoch - 1
+        save_preprocessing(run.path, self.data.preprocessing)
+        try:
+            stopped_early = self._train_epochs(run, first_epoch, guard)
+            return self._finish(run, started, stopped_early)
+        except Interrupted as interrupt:
+            raise Interrupted(interrupt.signal_number, self._resume_advice(interrupt)) from None
 
-    def _start(self, resuming: bool):
-        if not resuming:
-            _prepare_new_run(self.run_dir, self.source)
+    def _train_epochs(self, run: RunDirectory, first_epoch: int, guard) -> bool:
+        """Epochs from `first_epoch` on; True when early stopping ended them."""
+        if self._should_stop():
+            run.say(f"{run.path}: the run stopped early at epoch {first_epoch - 1}; nothing to "
+                    "train (raise train.early_stopping.patience with --allow-changes to go on)")
+            return True
+        with guard.safe_points() if guard else nullcontext():
+            for epoch in range(first_epoch, self.spec.train.epochs + 1):
+                self._train_and_save(run, epoch, guard)
+                if self._should_stop():
+                    return True
+        return False
+
+    def _train_and_save(self, run: RunDirectory, epoch: int, guard) -> None:
+        row = self.train_epoch(epoch, guard)
+        self.history.rows.append(row)
+        run.write_metrics(self.history.rows)
+        self._after_epoch(run, epoch, row)
+        if guard:
+            guard.check()
+
+    def _start(self, run: RunDirectory, changes: dict):
+        if not run.has_checkpoint:
+            run.start_over(resolved_spec_text(self.source))
             return self.initial_state(), History(), 0, 1
-        return self._resume()
-
-    def _resume(self):
-        path = self.run_dir / "last.npz"
-        if not path.exists():
-            raise TrainingError(f"{self.run_dir}: no last.npz to resume from")
-        saved, meta = ckpt.load_checkpoint(path)
-        ckpt.check_compatible(path, meta, saved, self.spec, self.expected_shapes())
+        saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
+                                           self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
-                          epochs_since_best=meta.get("epochs_since_best", 0))
-        history.rows = _read_metrics(self.run_dir / "metrics.jsonl", meta["epoch"])
-        _rewrite_metrics(self.run_dir / "metrics.jsonl", history.rows)
+                          epochs_since_best=meta.get("epochs_since_best", 0),
+                          schedule_start=meta.get("schedule_start", 0))
+        history.rows = run.read_metrics(meta["epoch"])
+        run.write_metrics(history.rows)
+        if changes:
+            self._record_changes(run, meta["epoch"], changes, history)
+        if not run.file(SPEC).exists():
+            run.write_spec(resolved_spec_text(self.source))
         state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
-        # The run now follows this spec (e.g. more epochs); record it as run.
-        write_text_atomically(self.run_dir / "spec.yaml", resolved_spec_text(self.source))
         return state, history, meta["step"], meta["epoch"] + 1
 
-    def train_epoch(self, epoch: int) -> dict:
+    def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history) -> None:
+        if "train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule):
+            history.schedule_start = epoch
+            run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
+                    f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")
+        run.record_spec_change(epoch, changes, run.spec_text())
+        run.write_spec(resolved_spec_text(self.source))
+
+    def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:
         train = self.data.train
         rng = np.random.default_rng([self.spec.seed, epoch])
         batches = _batches(len(train.x), self.spec.train.batch_size, self.spec.train.shuffle, rng)
@@ -150,15 +210,16 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = _Totals(m for m in self.spec.train.metrics if m.type in TRAIN_METRICS)
+        totals = Totals(m for m in self.spec.train.metrics if m.type in TRAIN_METRICS)
         started = time.perf_counter()
         for index, batch in enumerate(batches):
-            lr = learning_rate(self.spec.optimizer, epoch - 1, index, len(batches),
-                               self.spec.train.epochs)
+            lr = self.learning_rate(epoch, index, len(batches))
             labels = train.y[batch]
             outputs = self.train_step(train.x[batch], labels, lr, rng, epoch, index)
             totals.add(outputs, labels, self.backend)
             progress.update(totals.running_loss())
+            if guard:
+                guard.check()
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
         row.update(self.evaluate_split("val"))
@@ -168,6 +229,10 @@ class Trainer:
             row["sparsity"] = round(self.pruner.sparsity(self.state), 6)
         progress.close(row)
         return row
+
+    def learning_rate(self, epoch: int, index: int, steps: int) -> float:
+        return learning_rate(self.spec.optimizer, epoch - 1, index, steps, self.spec.train.epochs,
+                             restarted_at=self.history.schedule_start)
 
     def train_step(self, x, y, lr: float, rng, epoch: int, index: int) -> dict:
         if self.spec.data.augment:
@@ -190,9 +255,22 @@ class Trainer:
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
-        kept = self.run_dir / "last.npz"
-        last = f"last good checkpoint: {kept}" if kept.exists() else "no checkpoint was written yet"
+        kept = self.run_dir / LAST
+        if kept.exists():
+            last = (f"last good checkpoint: {kept} (resume from it with --resume "
+                    f"{self.run_dir} --allow-changes once the spec is changed)")
+        else:
+            last = f"no checkpoint was written yet (--out {self.run_dir} starts over)"
         return f"loss became {loss} at epoch {epoch}, step {step}; {'; '.join(causes)}; {last}"
+
+    def _resume_advice(self, interrupt: Interrupted) -> str:
+        if self.saved_epoch:
+            saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
+        else:
+            saved = "no checkpoint was written yet (resuming starts from epoch 1)"
+        # The run's own spec.yaml holds every override, so this command always fits the run.
+        command = f"nnrun train {self.run_dir / SPEC} --resume {self.run_dir}"
+        return f"{interrupt}; {saved}; resume with: {command}"
 
     # --- evaluation -----------------------------------------------------------------------
 
@@ -204,11 +282,8 @@ class Trainer:
 
     # --- after each epoch -----------------------------------------------------------------
 
-    def _append_metrics(self, row: dict) -> None:
-        _append_metrics_line(self.run_dir / "metrics.jsonl", row)
-
-    def _after_epoch(self, epoch: int, row: dict) -> bool:
-        """Checkpoints and early stopping; True when training should stop."""
+    def _after_epoch(self, run: RunDirectory, epoch: int, row: dict) -> None:
+        """The best value so far, and the checkpoints."""
         monitor, mode, stopping = self._monitor()
         value = row.get(monitor)
         history = self.history
@@ -221,9 +296,13 @@ class Trainer:
             history.epochs_since_best += 1
         meta = self._meta(epoch)
         if improved:
-            ckpt.save_checkpoint(self.run_dir / "best.npz", self.host_state(), meta)
-        ckpt.save_checkpoint(self.run_dir / "last.npz", self.host_state(), meta)
-        return bool(stopping and history.epochs_since_best >= stopping.patience)
+            ckpt.save_checkpoint(run.file(BEST), self.host_state(), meta)
+        ckpt.save_checkpoint(run.file(LAST), self.host_state(), meta)
+        self.saved_epoch = epoch
+
+    def _should_stop(self) -> bool:
+        stopping = self.spec.train.early_stopping
+        return bool(stopping and self.history.epochs_since_best >= stopping.patience)
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""
@@ -248,11 +327,12 @@ class Trainer:
         return {"epoch": epoch, "step": self.global_step, "spec_hash": ckpt.spec_hash(self.spec),
                 "seed": self.spec.seed, "rng": {"seed": self.spec.seed, "next_epoch": epoch + 1},
                 "best_value": history.best_value, "best_epoch": history.best_epoch,
-                "epochs_since_best": history.epochs_since_best, "version": 1,
+                "epochs_since_best": history.epochs_since_best,
+                "schedule_start": history.schedule_start, "version": 1,
                 "backend": self.backend.name}
 
-    def _finish(self, started: float, stopped_early: bool) -> dict:
-        final = self._final_metrics(self._final_checkpoint())
+    def _finish(self, run: RunDirectory, started: float, stopped_early: bool) -> dict:
+        final = self._final_metrics(self._final_checkpoint(run))
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
@@ -261,23 +341,22 @@ class Trainer:
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
-        write_text_atomically(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        run.write_summary(summary)
         if not self.quiet:
             print_final_table(summary, rows)
         return summary
 
-    def _final_checkpoint(self) -> Path:
+    def _final_checkpoint(self, run: RunDirectory) -> Path:
         """The run's model, whose numbers `train` reports and `eval`/`predict` use by default:
         best.npz (the best epoch by the monitor), or last.npz with restore_best: false."""
         stopping = self.spec.train.early_stopping
-        best = self.run_dir / "best.npz"
         keep_last = stopping is not None and not stopping.restore_best
-        return self.run_dir / "last.npz" if keep_last or not best.exists() else best
+        return run.file(LAST) if keep_last or not run.file(BEST).exists() else run.file(BEST)
 
     def _final_metrics(self, checkpoint: Path) -> dict:
         """Every number from one checkpoint: train_loss is its epoch's line of metrics.jsonl,
         the val and test numbers are evaluated on its weights."""
-        saved, meta = ckpt.load_checkpoint(checkpoint)
+        saved, meta = ckpt.load_checkpoint(checkpoint, self.expected_shapes(), self.spec.dtype)
         state = {name: self.backend.from_host(saved[name]) for name in self.state}
         epoch = meta["epoch"]
         row = next((row for row in self.history.rows if row["epoch"] == epoch), {})
@@ -295,52 +374,6 @@ class Trainer:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
-    """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
-    spec, be = model.spec, model.backend
-    totals = _Totals(spec.train.metrics, spec.loss.type)
-    for start in range(0, len(split.x), batch_size):
-        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
-        feeds = dict(state)
-        feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
-        outputs, _ = model.evaluation_executor.run(feeds)
-        totals.add(outputs, y, be)
-    return totals.means(f"{prefix}_")
-
-
-class _Totals:
-    """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
-
-    def __init__(self, metrics, loss: str | None = None):
-        self.tracked, self.loss_type = list(metrics), loss
-        self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
-
-    def add(self, outputs, y, be) -> None:
-        n = len(y)
-        self.loss += float(outputs["loss"]) * n
-        self.count += n
-        self.steps += 1
-        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
-        for metric in self.tracked:
-            name = metric_name(metric)
-            total = metric_sum(metric, logits, prediction, y, self.loss_type)
-            self.metrics[name] = self.metrics.get(name, 0.0) + total
-        for name, value in outputs.items():
-            if name.startswith("grad_norm/"):
-                self.norms[name] = self.norms.get(name, 0.0) + float(value)
-
-    def running_loss(self) -> float:
-        return self.loss / max(self.count, 1)
-
-    def means(self, prefix: str) -> dict:
-        result = {f"{prefix}loss": self.loss / self.count}
-        result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
-        return result
-
-    def grad_norms(self) -> dict:
-        return {name: value / self.steps for name, value in self.norms.items()}
-
-
 def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray]:
     order = rng.permutation(count) if shuffle else np.arange(count)
     return [order[i:i + batch_size] for i in range(0, count, batch_size)]
@@ -348,54 +381,6 @@ def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray
 
 def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-def _require_input_shape(source, data) -> None:
-    """npz/csv samples have no static shape: the spec must state it; say which one fits."""
-    spec = source.spec
-    if spec.model.input_shape or DATASETS[spec.data.dataset].input_shape:
-        return
-    shape = list(data.input_shape)
-    origin = Origin("model", keys=("model",))
-    raise SpecError([source.diagnostic(origin, f"model.input_shape is needed: {spec.data.path} "
-                                               f"has samples of shape {shape}; add "
-                                               f"input_shape: {shape} under model")])
-
-
-def check_data_fits(spec, model, data) -> None:
-    """Labels must fit the output layer; samples must have the model's input shape."""
-    where = spec.data.path or spec.data.dataset
-    expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
-    if tuple(data.input_shape) != expected:
-        raise TrainingError(f"{where}: samples have shape {list(data.input_shape)}, the model "
-                            f"expects {list(expected)}; set model.input_shape to "
-                            f"{list(data.input_shape)}")
-    outputs = model.lowered.logits.type.shape[1:]
-    check_targets_fit(spec, data, outputs, where)
-    labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
-    if spec.loss.type == "cross_entropy":
-        top = int(labels.max())
-        if top >= outputs[0]:
-            raise TrainingError(f"{where}: labels go up to {top} but the model has {outputs[0]} "
-                                f"outputs; set the last layer's units to {top + 1}")
-    elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        raise TrainingError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
-                            "for more classes")
-    elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
-        top = int(labels.max())
-        if top >= outputs[0]:  # labels become one-hot targets of the outputs
-            raise TrainingError(f"{where}: labels go up to {top} but the model has {outputs[0]} "
-                                f"outputs; set the last layer's units to {top + 1}")
-
-
-def _prepare_new_run(run_dir: Path, source) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    existing = [name for name in ("last.npz", "metrics.jsonl") if (run_dir / name).exists()]
-    if existing:
-        raise TrainingError(f"{run_dir}: already holds a run ({', '.join(existing)}); use "
-                            "--resume to continue it or choose another --out")
-    (run_dir / "metrics.jsonl").write_text("")
-    (run_dir / "spec.yaml").write_text(resolved_spec_text(source))
 
 
 def resolved_spec_text(source) -> str:
@@ -406,20 +391,4 @@ def resolved_spec_text(source) -> str:
     return spec_yaml(data)
 
 
-def _append_metrics_line(path: Path, row: dict) -> None:
-    with open(path, "a") as stream:
-        stream.write(json.dumps(row) + "\n")
-
-
-def _read_metrics(path: Path, through_epoch: int) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [row for row in rows if row["epoch"] <= through_epoch]
-
-
-def _rewrite_metrics(path: Path, rows: list[dict]) -> None:
-    write_text_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))
-
-
-__all__ = ["train", "Trainer", "TrainingError", "DataError", "evaluate"]
+__all__ = ["train", "Trainer", "TrainingError", "evaluate"]

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import pooch
 
+from ..files import settle
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
 
@@ -158,5 +158,5 @@ def download(url: str, target: Path, digest: str, timeout: float) -> str | None:
         return "checksum mismatch, file refused"
     except OSError as error:  # requests' errors are OSErrors too
         return " ".join(str(getattr(error, "reason", None) or error).split())
-    os.chmod(target, 0o644)  # pooch's temporary file is 0600; a dataset is readable by all
+    settle(target)  # pooch's temporary file is 0600 and not synced
     return None

@@ -1,16 +1,25 @@
-"""Reading IDX files (the MNIST format), gzip-compressed or raw, with a decoded .npy cache."""
+"""Reading IDX files (the MNIST format), gzip-compressed or raw, with a decoded .npy cache.
+
+The header comes first: the magic number, the dimensions and the declared size are checked
+before any data is decompressed, and no more than the declared size is ever decompressed, so a
+gzip bomb costs nothing. The decoded cache goes to the cache directory (NNRUN_CACHE_DIR, default
+~/.cache/nnrun), never next to the user's data, and only once the caller has validated the array.
+"""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from ..memory import available_memory, format_size
 from .errors import DataError
-from .locations import cache_dir, is_writable_dir, write_cache_file
+from .locations import cache_dir, write_cache_file
 
 # The third byte of the magic number names the element type; IDX stores big-endian.
 IDX_DTYPES = {
@@ -22,43 +31,56 @@ IDX_DTYPES = {
     0x0E: np.dtype(">f8"),
 }
 GZIP_MAGIC = b"\x1f\x8b"
+# What a damaged gzip stream raises (gzip.BadGzipFile is an OSError).
+GZIP_DAMAGE = (EOFError, OSError, zlib.error)
 
 
-def read_idx_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
+def open_idx(path: Path) -> BinaryIO:
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if compressed else open(path, "rb")
+
+
+def read_idx(path: Path, expected_ndim: int | None = None,
+             sample_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """The array, after checking the header (and the per-sample shape, when given)."""
     try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as error:
+        with open_idx(path) as stream:
+            shape, dtype = read_header(stream, path, expected_ndim, sample_shape)
+            size = math.prod(shape) * dtype.itemsize
+            data = stream.read(size + 1)  # one byte more tells trailing data apart
+    except GZIP_DAMAGE as error:
         raise DataError(f"{path}: corrupt gzip data ({error}); download the file again") from None
+    if len(data) != size:
+        problem = "truncated" if len(data) < size else "has trailing bytes"
+        raise DataError(f"{path}: IDX file {problem}: {len(data)} bytes of data, expected {size} "
+                        f"for shape {list(shape)}; download the file again")
+    return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def parse_idx(data: bytes, path: Path, expected_ndim: int | None = None) -> np.ndarray:
-    """Checks the magic number, the dimensions and the length, then returns the array."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    ndim = data[3]
+def read_header(stream: BinaryIO, path: Path, expected_ndim: int | None,
+                sample_shape: tuple[int, ...] | None) -> tuple[tuple[int, ...], np.dtype]:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'})")
+    ndim = magic[3]
     if expected_ndim is not None and ndim != expected_ndim:
         raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_ndim}")
-    header_size = 4 + 4 * ndim
-    if len(data) < header_size:
-        raise DataError(f"{path}: truncated IDX header ({len(data)} of {header_size} bytes)")
-    shape = tuple(int(size) for size in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[data[2]]
-    expected_size = header_size + int(np.prod(shape)) * dtype.itemsize
-    if len(data) != expected_size:
-        problem = "truncated" if len(data) < expected_size else "has trailing bytes"
-        raise DataError(
-            f"{path}: IDX file {problem}: {len(data)} bytes, expected {expected_size} "
-            f"for shape {list(shape)}; download the file again"
-        )
-    array = np.frombuffer(data, dtype, offset=header_size).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
-
-
-def read_idx(path: Path, expected_ndim: int | None = None) -> np.ndarray:
-    return parse_idx(read_idx_bytes(path), path, expected_ndim)
+    dimensions = stream.read(4 * ndim)
+    if len(dimensions) < 4 * ndim:
+        raise DataError(f"{path}: truncated IDX header ({4 + len(dimensions)} of {4 + 4 * ndim} "
+                        "bytes)")
+    shape = tuple(int(size) for size in np.frombuffer(dimensions, ">u4"))
+    if sample_shape is not None and shape[1:] != tuple(sample_shape):
+        raise DataError(f"{path}: images are {shape[1:]}, expected {tuple(sample_shape)}")
+    dtype = IDX_DTYPES[magic[2]]
+    size = math.prod(shape) * dtype.itemsize
+    available, source = available_memory()
+    if size > available:
+        raise DataError(f"{path}: the header declares {format_size(size)} of data (shape "
+                        f"{list(shape)}), over the {format_size(available)} available ({source}); "
+                        "the file is damaged or not this dataset")
+    return shape, dtype
 
 
 def cache_path(path: Path, dataset_name: str) -> Path:
@@ -67,17 +89,20 @@ def cache_path(path: Path, dataset_name: str) -> Path:
     status = source.stat()
     key = hashlib.sha1(f"{source}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()
     base = path.name.removesuffix(".gz")
-    directory = path.parent if is_writable_dir(path.parent) else cache_dir(dataset_name)
-    return directory / f"{base}.{key[:12]}.npy"
+    return cache_dir(dataset_name) / f"{base}.{key[:12]}.npy"
 
 
-def load_idx_cached(path: Path, dataset_name: str, expected_ndim: int | None = None) -> np.ndarray:
+def read_cached(path: Path, dataset_name: str) -> np.ndarray | None:
     cached = cache_path(path, dataset_name)
-    if cached.is_file():
-        try:
-            return np.load(cached, allow_pickle=False)
-        except (OSError, ValueError):
-            pass  # an unreadable cache is rebuilt below
-    array = read_idx(path, expected_ndim)
+    if not cached.is_file():
+        return None
+    try:
+        return np.load(cached, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # an unreadable cache is rebuilt from the source
+
+
+def write_cached(path: Path, dataset_name: str, array: np.ndarray) -> None:
+    """Call only with an array that passed every check of its dataset."""
+    cached = cache_path(path, dataset_name)
     write_cache_file(cached, lambda handle: np.save(handle, array, allow_pickle=False))
-    return array

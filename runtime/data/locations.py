@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import stat
+import time
+from contextlib import suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..files import write_atomically
+from ..files import temporary_prefix, write_atomically
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
 IDX_FILES = {
@@ -20,7 +22,9 @@ IDX_FILES = {
 
 
 def cache_root() -> Path:
-    return Path.home() / ".cache" / "nnrun"
+    """Decoded and generated data; never the user's data directory."""
+    configured = os.environ.get("NNRUN_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nnrun"
 
 
 def cache_dir(name: str) -> Path:
@@ -103,5 +107,16 @@ def write_cache_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, write)
+        remove_stale_leftovers(path)
     except OSError:
         pass
+
+
+def remove_stale_leftovers(path: Path, age_s: float = 3600.0) -> None:
+    """Temporary files of killed cache writes; other processes may be writing the same cache
+    right now, so only old ones go."""
+    cutoff = time.time() - age_s
+    for leftover in path.parent.glob(f"{temporary_prefix(path.name)}*"):
+        with suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()

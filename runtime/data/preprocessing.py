@@ -8,13 +8,13 @@ Python API give a trained model the inputs it was trained on, not raw ones.
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..archives import DamagedFile, npz_headers, read_npz
 from ..files import write_atomically
 from .errors import DataError
 from .sources import option
@@ -22,6 +22,7 @@ from .splits import Normalizer, feature_permutation, fit_normalizer, permute_fea
 
 FILE_NAME = "preprocessing.npz"
 VERSION = 1
+LIMIT_BYTES = 1 << 30  # statistics and a permutation of one sample's features
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,13 @@ def load_preprocessing(run_dir: Path) -> Preprocessing | None:
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+        headers = npz_headers(path)
+        too_big = [name for name, header in headers.items() if header.size_bytes > LIMIT_BYTES]
+        if too_big:
+            raise DamagedFile(f"'{too_big[0]}' declares more than {LIMIT_BYTES:,} bytes")
+        arrays = read_npz(path, headers)
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable preprocessing file ({error})") from None
+    except (DamagedFile, KeyError) as error:
+        raise DataError(f"{path}: not a readable preprocessing file ({error}); delete it to fit "
+                        "the preprocessing again from the run's data") from None
     return Preprocessing(normalizer, arrays.get("permutation"))

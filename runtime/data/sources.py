@@ -19,8 +19,10 @@ import numpy as np
 
 from nnrun.compiler.datasets import DATASETS
 
+from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
+from ..memory import available_memory, format_size
 from .errors import DataError
-from .idx import load_idx_cached
+from .idx import read_cached, read_idx, write_cached
 from .locations import (
     IDX_FILES,
     find_idx_file,
@@ -52,11 +54,19 @@ def option(data_spec: Any, name: str, default: Any = None) -> Any:
 # --- checks shared by every loader ------------------------------------------------------------
 
 
+def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
+    """What a header tells: numbers, one row per sample, no empty sample."""
+    if dtype.kind not in "biuf":
+        raise DataError(f"{where}: features must be numbers, found dtype {dtype}")
+    if len(shape) < 2 or shape[0] == 0:
+        raise DataError(f"{where}: features must be [N, ...], one row per sample, got {shape}")
+    if 0 in shape[1:]:
+        raise DataError(f"{where}: samples of shape {list(shape[1:])} hold no features; "
+                        "each sample needs at least one value")
+
+
 def check_features(x: np.ndarray, where: str) -> np.ndarray:
-    if x.dtype.kind not in "biuf":
-        raise DataError(f"{where}: features must be numbers, found dtype {x.dtype}")
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError(f"{where}: features must be [N, ...], one row per sample, got {x.shape}")
+    check_feature_layout(x.shape, x.dtype, where)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         sample = int(np.argwhere(~np.isfinite(x))[0][0])
         raise DataError(f"{where}: features contain NaN or inf (first at sample {sample})")
@@ -237,13 +247,18 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
 def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_path = find_idx_file(directory, IDX_FILES[f"{split}_images"])
     labels_path = find_idx_file(directory, IDX_FILES[f"{split}_labels"])
-    images = load_idx_cached(images_path, name, expected_ndim=3)
-    expected = DATASETS[name].input_shape[1:]
-    if images.shape[1:] != expected:
-        raise DataError(f"{images_path}: images are {images.shape[1:]}, expected {expected}")
-    labels = load_idx_cached(labels_path, name, expected_ndim=1)
-    labels = check_labels(labels, str(labels_path), DATASETS[name].num_classes)
+    sample_shape = DATASETS[name].input_shape[1:]
+    images = read_cached(images_path, name)
+    decoded = {}
+    if images is None or images.shape[1:] != sample_shape:
+        images = decoded[images_path] = read_idx(images_path, 3, sample_shape)
+    raw_labels = read_cached(labels_path, name)
+    if raw_labels is None or raw_labels.ndim != 1:
+        raw_labels = decoded[labels_path] = read_idx(labels_path, expected_ndim=1)
+    labels = check_labels(raw_labels, str(labels_path), DATASETS[name].num_classes)
     check_lengths(images, labels, f"{images_path} and {labels_path.name}")
+    for path, array in decoded.items():  # only a pair that passed every check is worth a cache
+        write_cached(path, name, array)
     return images[:, None], labels
 
 
@@ -270,18 +285,12 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     return full_path
 
 
+NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
+
+
 def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: not a readable .npz file ({error})") from None
-    if "x" not in arrays or "y" not in arrays:
-        found = ", ".join(sorted(arrays)) or "nothing"
-        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found})")
-    if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{path}: 'x_test' and 'y_test' must be given together")
+    arrays = read_npz_dataset(path)
     x_train, y_train, task = npz_pair(arrays["x"], arrays["y"], f"{path} (x, y)")
     x_test = y_test = None
     if "x_test" in arrays:
@@ -291,6 +300,38 @@ def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
             raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
     classes = classes_of(y_train, y_test) if task == "classification" else None
     return RawData(x_train, y_train, x_test, y_test, classes, task)
+
+
+def read_npz_dataset(path: Path) -> dict[str, np.ndarray]:
+    """x, y and the optional x_test, y_test, checked from their headers before decompression."""
+    try:
+        headers = npz_headers(path)
+        check_npz_headers(path, headers)
+        return read_npz(path, {name: headers[name] for name in NPZ_ARRAYS if name in headers})
+    except DamagedFile as error:
+        raise DataError(f"{path}: not a readable .npz file ({error}); save it again with "
+                        "numpy.savez") from None
+
+
+def check_npz_headers(path: Path, headers: dict[str, ArrayHeader]) -> None:
+    if "x" not in headers or "y" not in headers:
+        found = ", ".join(sorted(headers)) or "nothing"
+        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found})")
+    if ("x_test" in headers) != ("y_test" in headers):
+        raise DataError(f"{path}: 'x_test' and 'y_test' must be given together")
+    size = sum(headers[name].size_bytes for name in NPZ_ARRAYS if name in headers)
+    available, source = available_memory()
+    if size > available:
+        raise DataError(f"{path}: its arrays declare {format_size(size)}, over the "
+                        f"{format_size(available)} available ({source}); the file is damaged or "
+                        "too big for this machine")
+    for features, labels in (("x", "y"), ("x_test", "y_test")):
+        if features in headers:
+            where = f"{path} ({features}, {labels})"
+            check_feature_layout(headers[features].shape, headers[features].dtype, where)
+            count, label_shape = headers[features].shape[0], headers[labels].shape
+            if label_shape and label_shape[0] != count:  # a single value is reported later
+                raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
 
 
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:

@@ -640,6 +640,11 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     before = snapshot(out)
     other = write(tmp_path / "other.yaml", OTHER)
     result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet")
+    line = assert_one_line_error(result, out / "spec.yaml")
+    assert "model.layers.0.units: 8 -> 5" in line and "--allow-changes" in line
+    assert snapshot(out) == before
+    # --allow-changes cannot make the checkpoint's arrays fit another model.
+    result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes")
     line = assert_one_line_error(result, out / "last.npz")
     assert "another spec" in line
     assert snapshot(out) == before

@@ -5,13 +5,17 @@ from __future__ import annotations
 import functools
 import gzip
 import http.server
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# The data directory the suite was started with (the README sets NNRUN_DATA_DIR), read before
+# `isolated_home` removes the variable from each test's environment.
+SHARED_DATA = Path(os.environ.get("NNRUN_DATA_DIR")
+                   or Path(__file__).resolve().parents[3] / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +28,7 @@ def session_home(tmp_path_factory) -> Path:
 def isolated_home(session_home, monkeypatch) -> Path:
     monkeypatch.setenv("HOME", str(session_home))
     monkeypatch.delenv("NNRUN_DATA_DIR", raising=False)
+    monkeypatch.delenv("NNRUN_CACHE_DIR", raising=False)
     return session_home
 
 

@@ -138,13 +138,14 @@ def test_checksum_table_accepts_the_shared_mnist_files(shared_data):
 
 
 @pytest.mark.parametrize("compress", [True, False])
-def test_idx_directory_from_data_path(tmp_path, make_mnist_like, compress):
+def test_idx_directory_from_data_path(tmp_path, make_mnist_like, compress, isolated_home):
     make_mnist_like(tmp_path / "data" / "digits28", compress=compress)
     dataset = load("mnist", spec_dir=tmp_path, path="data/digits28", normalize="none")
     assert dataset.train.x.shape == (12, 1, 28, 28) and dataset.test.x.shape == (5, 1, 28, 28)
     assert dataset.train.x[3].max() == 3 and dataset.train.y.tolist()[:3] == [0, 1, 2]
-    # A writable directory keeps its decoded cache next to the IDX files.
-    assert len(list((tmp_path / "data" / "digits28").glob("*.npy"))) == 4
+    # Even a writable data directory gets no decoded cache: that goes to the cache directory.
+    assert not list((tmp_path / "data" / "digits28").glob("*.npy"))
+    assert len(list((isolated_home / ".cache/nnrun/mnist").glob("*.npy"))) >= 4
     again = load("mnist", spec_dir=tmp_path, path="data/digits28", normalize="none")
     assert np.array_equal(again.train.x, dataset.train.x)
 
@@ -561,3 +562,44 @@ def test_fetch_downloads_through_pooch(mirror, tmp_path, monkeypatch):
     fetch_dataset("mnist", tmp_path / "dest", mirrors=[f"{url}/good/"], checksums=digests)
     assert sorted(calls) == sorted(f"sha256:{digest}" for digest in digests.values())
     assert all(oct(p.stat().st_mode)[-3:] == "644" for p in (tmp_path / "dest").iterdir())
+
+
+# --- caches: in the cache directory only, and only after validation (docs/reliability.md) ------
+
+
+def test_a_writable_data_directory_is_left_untouched(tmp_path, make_mnist_like, monkeypatch):
+    data_dir = tmp_path / "data"
+    make_mnist_like(data_dir / "mnist")
+    before = sorted(p.name for p in (data_dir / "mnist").iterdir())
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    load("mnist")
+    load("mnist")
+    assert sorted(p.name for p in (data_dir / "mnist").iterdir()) == before
+    assert len(list((tmp_path / "cache" / "mnist").glob("*.npy"))) == 4
+
+
+def test_a_refused_dataset_leaves_no_cache(tmp_path, make_mnist_like, make_idx, monkeypatch):
+    directory = make_mnist_like(tmp_path / "idx")
+    make_idx(directory / "train-labels-idx1-ubyte", np.full(12, 10, np.uint8))  # class 10 of 10
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="labels must be < 10"):
+        load("mnist", path=str(directory))
+    assert not list((tmp_path / "cache").rglob("train-*.npy"))
+    assert not list(directory.glob("*.npy"))
+
+
+def test_old_leftovers_of_killed_cache_writes_are_cleared(tmp_path, make_mnist_like, monkeypatch):
+    directory = make_mnist_like(tmp_path / "idx")
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    load("mnist", path=str(directory))
+    cache = tmp_path / "cache" / "mnist"
+    cached = sorted(cache.glob("*.npy"))
+    old, recent = cache / f".{cached[0].name}.old", cache / f".{cached[0].name}.recent"
+    old.write_bytes(b"half")
+    recent.write_bytes(b"half")  # perhaps another process writing now: kept
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    for path in cached:
+        path.unlink()
+    load("mnist", path=str(directory))
+    assert not old.exists() and recent.exists()

@@ -16,6 +16,8 @@ import pytest
 
 import nnrun
 from nnrun.runtime.checkpoint import CheckpointError
+from nnrun.runtime.run_dir import RunDirectoryError
+from nnrun.runtime.spec_changes import SpecChangeError
 from nnrun.runtime.train import TrainingError
 
 pytest.importorskip("sklearn")  # the digits dataset
@@ -163,8 +165,11 @@ def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
     out = tmp_path / "other"
     nnrun.train(write_spec(tmp_path, other, "other.yaml"), out_dir=out, quiet=True,
                 overrides=["train.epochs=1"])
-    with pytest.raises((TrainingError, CheckpointError)) as caught:
+    with pytest.raises(SpecChangeError, match=r"model\.layers\.3\.units: 12 -> 16"):
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
+    # Allowed changes still cannot change the checkpoint's arrays.
+    with pytest.raises(CheckpointError) as caught:
+        nnrun.train(write_spec(tmp_path), resume=out, quiet=True, allow_changes=True)
     message = str(caught.value)
     assert str(out / "last.npz") in message
     assert "another spec" in message
@@ -173,13 +178,13 @@ def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
 def test_resume_without_a_checkpoint_names_the_directory(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    with pytest.raises((TrainingError, CheckpointError)) as caught:
+    with pytest.raises(RunDirectoryError) as caught:
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
     assert str(out) in str(caught.value)
 
 
 def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path, three_epoch_run):
-    with pytest.raises(TrainingError, match="resume"):
+    with pytest.raises(RunDirectoryError, match="resume"):
         nnrun.train(write_spec(tmp_path), out_dir=three_epoch_run, quiet=True)
 
 

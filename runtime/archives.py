@@ -1,0 +1,93 @@
+"""Reading .npz archives without trusting them: checkpoints, npz datasets, predict inputs.
+
+`np.load` decompresses a member before anything can look at it, so a 1 MB zip bomb becomes
+gigabytes, and a header that claims 4e12 values fails deep inside NumPy. Here the headers come
+first: callers check every member's declared shape and dtype, and a member is then decompressed
+only up to the size its header declares.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+
+class DamagedFile(Exception):
+    """The file is not a readable .npz archive; the message says why, without the path."""
+
+
+@dataclass(frozen=True)
+class ArrayHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size_bytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+# What a damaged archive raises inside zipfile, zlib and numpy.lib.format.
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError)
+
+
+def npz_headers(path: Path) -> dict[str, ArrayHeader]:
+    """Each member's name (without .npy) and declared shape and dtype; reads no array data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {_array_name(member): _header(archive, member)
+                    for member in archive.namelist()}
+    except _DAMAGE as error:
+        raise DamagedFile(_reason(error)) from None
+
+
+def read_npz(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
+    """The members named in `headers` (as `npz_headers` gave them, checked by the caller)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {name: _read(archive, f"{name}.npy", header) for name, header in headers.items()}
+    except _DAMAGE as error:
+        raise DamagedFile(_reason(error)) from None
+
+
+def _array_name(member: str) -> str:
+    if not member.endswith(".npy"):
+        raise ValueError(f"member {member!r} is not a .npy array")
+    return member[: -len(".npy")]
+
+
+def _header(archive: zipfile.ZipFile, member: str) -> ArrayHeader:
+    with archive.open(member) as stream:
+        version = npy_format.read_magic(stream)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"member {member!r} has .npy format version {version}")
+    if dtype.hasobject or dtype.names is not None:
+        raise ValueError(f"member {member!r} holds Python objects or records, not numbers")
+    header = ArrayHeader(tuple(shape), dtype)
+    stored = archive.getinfo(member).file_size
+    if stored < header.size_bytes:
+        raise ValueError(f"member {member!r} declares {header.size_bytes:,} bytes of data but "
+                         f"holds {stored:,}")
+    return header
+
+
+def _read(archive: zipfile.ZipFile, member: str, header: ArrayHeader) -> np.ndarray:
+    with archive.open(member) as stream:
+        array = npy_format.read_array(stream, allow_pickle=False)  # reads the declared count
+    if array.shape != header.shape or array.dtype != header.dtype:
+        raise ValueError(f"member {member!r} changed while being read")
+    return array
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split()) or "no details"
+    return f"{type(error).__name__}: {text}"

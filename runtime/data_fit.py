@@ -1,0 +1,59 @@
+"""Whether a loaded dataset fits the compiled model: sample shapes and label ranges."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.ir import Origin
+
+from .data.targets import check_targets_fit
+
+
+class DataFitError(Exception):
+    """The data cannot train this model; the message names the file and the setting to change."""
+
+
+def input_shape_known(spec) -> bool:
+    """npz/csv samples have no static shape: then the model compiles only after the data loads."""
+    return bool(spec.model.input_shape or DATASETS[spec.data.dataset].input_shape)
+
+
+def require_input_shape(source, data) -> None:
+    """Without a static shape the spec must state it; say which one fits."""
+    spec = source.spec
+    if input_shape_known(spec):
+        return
+    shape = list(data.input_shape)
+    origin = Origin("model", keys=("model",))
+    raise SpecError([source.diagnostic(origin, f"model.input_shape is needed: {spec.data.path} "
+                                               f"has samples of shape {shape}; add "
+                                               f"input_shape: {shape} under model")])
+
+
+def check_data_fits(spec, model, data) -> None:
+    """Labels must fit the output layer; samples must have the model's input shape."""
+    where = spec.data.path or spec.data.dataset
+    expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
+    if tuple(data.input_shape) != expected:
+        raise DataFitError(f"{where}: samples have shape {list(data.input_shape)}, the model "
+                           f"expects {list(expected)}; set model.input_shape to "
+                           f"{list(data.input_shape)}")
+    outputs = model.lowered.logits.type.shape[1:]
+    check_targets_fit(spec, data, outputs, where)
+    labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
+    if spec.loss.type == "cross_entropy":
+        _check_classes(where, labels, outputs[0])
+    elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
+        raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
+                           "for more classes")
+    elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
+        _check_classes(where, labels, outputs[0])  # labels become one-hot targets of the outputs
+
+
+def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
+    top = int(labels.max())
+    if top >= outputs:
+        raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
+                           f"outputs; set the last layer's units to {top + 1}")

@@ -1,0 +1,63 @@
+"""SIGTERM (what a cluster scheduler sends before it kills a job) and SIGINT (Ctrl-C) during
+training: stop at a safe point, with every file intact, and say how to go on.
+
+Inside `safe_points()` a signal is only noted; the training loop calls `check()` between batches
+and after each checkpoint, so a checkpoint being written is always finished first. Outside
+(loading data, compiling) there is nothing to save and the signal stops the run at once. A second
+signal never waits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal; exit with 128 + the signal number, as a shell does."""
+
+    def __init__(self, signal_number: int, message: str = ""):
+        super().__init__(message or f"stopped by {signal.Signals(signal_number).name}")
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal_number
+
+
+class InterruptGuard:
+    def __init__(self):
+        self.received: int | None = None
+        self.deferring = False
+        self.previous: dict = {}
+
+    def __enter__(self) -> InterruptGuard:
+        # Python lets only the main thread set handlers; an API call from a thread keeps its own.
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {number: signal.signal(number, self._handle) for number in HANDLED}
+        return self
+
+    def __exit__(self, *exception) -> None:
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)
+
+    def _handle(self, number: int, frame) -> None:
+        if not self.deferring or self.received is not None:
+            raise Interrupted(number)
+        self.received = number
+
+    @contextmanager
+    def safe_points(self):
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        self.check()  # a signal noted after the last check must not be lost
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Interrupted(self.received)

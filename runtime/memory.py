@@ -1,0 +1,127 @@
+"""Memory pre-flight: refuse a model that cannot fit before allocating it, rather than die with
+MemoryError halfway or push the machine into swap.
+
+The estimate is compiler/summary.py's `training_memory` (what a training step holds), read
+through `estimate_bytes` only. The limit is the memory available now:
+MemAvailable of /proc/meminfo, the process's address-space limit (ulimit -v), the cgroup's
+memory.max (a scheduler's job limit) and, for cupy, the GPU's free memory; NNRUN_MEMORY_LIMIT
+(bytes, or a size such as 8GB) lowers it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+from pathlib import Path
+
+from nnrun.compiler.summary import training_memory
+
+UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+class MemoryLimitError(Exception):
+    """The model's estimated memory exceeds what the machine has available."""
+
+
+def estimate_bytes(model, batch: int, training: bool = True) -> int:
+    parts = training_memory(model.train_step, batch)
+    if training:
+        return sum(parts.values())
+    # An upper bound for inference: a training step's memory without the optimizer state.
+    return sum(parts.values()) - parts.get("optimizer_state", 0)
+
+
+def check_memory(model, batch: int, command: str, training: bool = True) -> None:
+    needed = estimate_bytes(model, batch, training)
+    available, source = available_memory(model.backend)
+    if needed > available:
+        raise MemoryLimitError(
+            f"{command}: the model needs about {format_size(needed)} at batch size {batch}, but "
+            f"only {format_size(available)} is available ({source}); lower the batch size or "
+            "the model size (see `nnrun summary`)")
+
+
+def available_memory(backend=None) -> tuple[int, str]:
+    """The tightest limit known, and where it comes from."""
+    limits = [_meminfo_available(), _address_space_limit(), _cgroup_limit(), _environment_limit()]
+    if backend is not None and backend.name == "cupy":
+        free, _ = backend.xp.cuda.runtime.memGetInfo()
+        limits.append((int(free), "free GPU memory"))
+    known = [limit for limit in limits if limit is not None]
+    return min(known) if known else (2**63, "no limit known")
+
+
+def _meminfo_available() -> tuple[int, str] | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return _free_pages()
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return (int(match.group(1)) * 1024, "MemAvailable in /proc/meminfo") if match else None
+
+
+def _free_pages() -> tuple[int, str] | None:
+    try:  # not every system names these (macOS has no SC_AVPHYS_PAGES)
+        pages, size = os.sysconf("SC_AVPHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return (pages * size, "free physical memory") if pages > 0 else None
+
+
+def _address_space_limit() -> tuple[int, str] | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    try:  # what the process has mapped already counts against the limit
+        status = Path("/proc/self/status").read_text()
+        used = int(re.search(r"^VmSize:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+    except (OSError, AttributeError):
+        used = 0
+    return soft - used, "ulimit -v"
+
+
+def _cgroup_limit() -> tuple[int, str] | None:
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        used = int((cgroup / "memory.current").read_text())
+        stat = (cgroup / "memory.stat").read_text()
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    # Page cache the kernel can drop counts as used in memory.current, not as taken.
+    match = re.search(r"^inactive_file (\d+)$", stat, re.MULTILINE)
+    reclaimable = int(match.group(1)) if match else 0
+    return int(limit) - used + reclaimable, "the cgroup's memory.max"
+
+
+def _environment_limit() -> tuple[int, str] | None:
+    value = os.environ.get("NNRUN_MEMORY_LIMIT")
+    if not value:
+        return None
+    try:
+        return parse_size(value), "NNRUN_MEMORY_LIMIT"
+    except ValueError as error:
+        raise MemoryLimitError(f"NNRUN_MEMORY_LIMIT: {error}") from None
+
+
+def parse_size(text: str) -> int:
+    """'8GB', '512 MiB', '1e9' -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(text))
+    unit = match.group(2).upper() if match else None
+    if unit not in UNITS:
+        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
+    try:
+        return int(float(match.group(1)) * UNITS[unit])
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000") from None
+
+
+def format_size(value: int) -> str:
+    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"

@@ -1,0 +1,183 @@
+"""A run directory (DESIGN.md section 7): who owns it, and the files nnrun keeps in it.
+
+- One process at a time: `nnrun.lock` holds an OS lock (flock) for as long as the process lives,
+  so a killed process never leaves the directory locked; the file also names the holder's pid.
+  Its presence marks the directory as nnrun's.
+- nnrun writes only the files named in OWNED, all through the atomic writer, never through a
+  symbolic link, and refuses a directory where a file of those names is not its own.
+- A run with no checkpoint yet (killed, interrupted or diverged in its first epoch) starts over
+  in the same directory, whether it is given as --out or --resume.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from contextlib import suppress
+from pathlib import Path
+from typing import Callable
+
+from .files import remove_leftovers, write_text_atomically
+
+LOCK = "nnrun.lock"
+SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
+    "spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json", "spec-changes.jsonl",
+    "preprocessing.npz")
+OWNED = (SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING)
+STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES)
+
+
+class RunDirectoryError(Exception):
+    """The directory cannot hold this run; the message names it and what to do."""
+
+
+class RunDirectory:
+    """An open, locked run directory; use as a context manager (the lock ends with it)."""
+
+    def __init__(self, path: Path, say: Callable[[str], None] = lambda message: None):
+        self.path, self.say = Path(path), say
+        self.lock_descriptor: int | None = None
+        self.created = self.started = False
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def open_new(self) -> RunDirectory:
+        """For --out: a fresh directory, or one of ours whose run has no checkpoint yet."""
+        self.created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._check_own_files(for_resume=False)
+        self._lock()
+        if self.has_checkpoint:
+            raise RunDirectoryError(f"{self.path}: already holds a run ({LAST}); use --resume "
+                                    "to continue it or choose another --out")
+        return self
+
+    def open_existing(self) -> RunDirectory:
+        """For --resume: a directory of ours, with or without a checkpoint."""
+        if not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path}: no such run directory; start a run with --out")
+        self._check_own_files(for_resume=True)
+        self._lock()
+        return self
+
+    def __enter__(self) -> RunDirectory:
+        return self
+
+    def __exit__(self, error_type, error, trace) -> None:
+        if error is not None and self.created and not self.started:
+            self._remove_unused()  # refused before training began (a spec or data error)
+        if self.lock_descriptor is not None:
+            os.close(self.lock_descriptor)  # closing releases the flock
+            self.lock_descriptor = None
+
+    def _remove_unused(self) -> None:
+        if self.lock_descriptor is not None:
+            self.file(LOCK).unlink(missing_ok=True)
+        with suppress(OSError):  # someone else's files appeared in it: leave it
+            self.path.rmdir()
+
+    def _check_own_files(self, for_resume: bool) -> None:
+        for name in (*OWNED, LOCK):
+            if (self.path / name).is_symlink():
+                raise RunDirectoryError(f"{self.path / name}: is a symbolic link; nnrun writes "
+                                        "only its own files and never through links; remove it "
+                                        "or choose another directory")
+        if self._is_ours():
+            return
+        present = [name for name in OWNED if (self.path / name).exists()]
+        if for_resume:
+            raise RunDirectoryError(f"{self.path}: not an nnrun run directory (no {LOCK}); "
+                                    "start a run there with --out")
+        if present:
+            raise RunDirectoryError(f"{self.path}: holds {', '.join(present)} that nnrun did not "
+                                    "write and would overwrite; choose another --out")
+
+    def _is_ours(self) -> bool:
+        # Run directories of earlier versions have no lock file but a checkpoint.
+        return (self.path / LOCK).is_file() or (self.path / LAST).is_file()
+
+    def _lock(self) -> None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        descriptor = os.open(self.path / LOCK, flags, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise RunDirectoryError(f"{self.path}: in use by another nnrun process (pid "
+                                    f"{holder}); wait for it to finish or stop it") from None
+        # Written in place, not atomically: the lock lives on this very file.
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self.lock_descriptor = descriptor
+        for leftover in remove_leftovers(self.path, OWNED):
+            self.say(f"{self.path}: removed {leftover.name}, left by a write that was killed")
+
+    # --- the files ----------------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return self.file(LAST).is_file()
+
+    def start_over(self, spec_text: str) -> None:
+        """A new run, or one that never reached its first checkpoint."""
+        self.started = True
+        if self.file(METRICS).exists() or self.file(SPEC).exists():
+            self.say(f"{self.path}: the run there has no checkpoint yet; starting it from epoch 1")
+        for name in STALE_WITHOUT_CHECKPOINT:
+            self.file(name).unlink(missing_ok=True)
+        self.write_spec(spec_text)
+        self.write_metrics([])
+
+    def spec_text(self) -> str:
+        return self.file(SPEC).read_text(encoding="utf-8")
+
+    def write_spec(self, text: str) -> None:
+        write_text_atomically(self.file(SPEC), text)
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        # The whole file each epoch: a crash leaves the old file or the new one, never a torn line.
+        write_text_atomically(self.file(METRICS), "".join(json.dumps(row) + "\n" for row in rows))
+
+    def read_metrics(self, through_epoch: int) -> list[dict]:
+        """Rows up to the checkpoint's epoch; a torn last line (a full disk, a crash of an
+        earlier version) is dropped, as are rows written after the checkpoint."""
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            row = _metrics_row(line)
+            if row is None and number == len(lines):
+                self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
+            elif row is None:
+                raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
+                                        "an epoch); delete that line, then resume")
+            else:
+                rows.append(row)
+        return [row for row in rows if row["epoch"] <= through_epoch]
+
+    def record_spec_change(self, epoch: int, changes: dict, previous_spec: str) -> None:
+        """Keeps the spec each part of the run was trained with (spec.yaml holds the latest)."""
+        path = self.file(CHANGES)
+        earlier = path.read_text(encoding="utf-8") if path.exists() else ""
+        entry = {"resumed_after_epoch": epoch, "changes": changes, "previous_spec": previous_spec}
+        write_text_atomically(path, earlier + json.dumps(entry) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
+
+
+def _metrics_row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("epoch"), int) else None

@@ -1,0 +1,57 @@
+"""What changed between the spec a run was trained with and the spec it is resumed with.
+
+A change that alters the training (the data, the model, the optimizer, the seed, the batch
+size...) would make the run's record false: the earlier epochs did not run that way. Such a
+change needs --allow-changes, and is then recorded in the run directory. `train.epochs` and the
+display-only fields may change freely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nnrun.compiler.frontend import load_spec, load_spec_text
+
+FREE_FIELDS = ("train.epochs", "name", "limits")
+
+
+class SpecChangeError(Exception):
+    """Resuming with a spec that would train differently from how the run was trained."""
+
+
+def spec_changes(run_spec: Path, resolved_text: str) -> dict[str, dict]:
+    """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in."""
+    old = _flat(load_spec(run_spec).spec.model_dump(mode="json"))
+    new = _flat(load_spec_text(resolved_text).spec.model_dump(mode="json"))
+    return {name: {"old": old.get(name), "new": new.get(name)}
+            for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)}
+
+
+def training_changes(changes: dict[str, dict]) -> dict[str, dict]:
+    return {name: change for name, change in changes.items() if not _is_free(name)}
+
+
+def _is_free(name: str) -> bool:
+    return any(name == free or name.startswith(f"{free}.") for free in FREE_FIELDS)
+
+
+def refuse_training_changes(run_dir, changes: dict[str, dict]) -> None:
+    altered = training_changes(changes)
+    if not altered:
+        return
+    listed = "; ".join(f"{name}: {change['old']!r} -> {change['new']!r}"
+                       for name, change in altered.items())
+    raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "
+                          f"({listed}); resume with the run's own spec ({run_dir}/spec.yaml), or "
+                          "pass --allow-changes to continue with the new settings (the change "
+                          "is recorded in the run directory)")
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, (dict, list)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        flat = {}
+        for key, item in items:
+            flat.update(_flat(item, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}

@@ -1,0 +1,184 @@
+"""Memory pre-flight before anything big is allocated, and untrusted inputs checked before they
+are decompressed or cast (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.runtime.data import DataError, load_dataset
+from nnrun.runtime.data.idx import read_idx
+
+SPEC = """\
+name: tiny
+data: {dataset: xor, n_samples: 64, validation_split: 0.25}
+model:
+  input_shape: [2]
+  layers:
+    - {type: dense, units: 4, activation: tanh}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: binary_cross_entropy
+optimizer: {type: adam, lr: 0.05}
+train: {epochs: 2, batch_size: 16}
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def one_line_error(result, name, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+# 20 billion parameters: about 320 GB to train with Adam, more than any test machine has.
+HUGE = """\
+data: {dataset: xor}
+model:
+  layers:
+    - {type: dense, units: 100000}
+    - {type: dense, units: 200000}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: binary_cross_entropy
+optimizer: {type: adam, lr: 0.01}
+"""
+
+
+@pytest.fixture
+def huge(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text(HUGE)
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(SPEC)
+    ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("command", ["train", "bench", "gradcheck"])
+def test_a_model_too_big_for_memory_is_refused_before_allocating(huge, tmp_path, command):
+    extra = ["--out", tmp_path / "run", "--quiet"] if command == "train" else []
+    line = one_line_error(invoke(command, huge, *extra), command)
+    assert "needs about" in line and "available" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_warns_above_a_configurable_size(huge, tmp_path):
+    result = CliRunner().invoke(main, ["validate", str(huge)])
+    assert result.exit_code == 0 and "warning" in result.stderr and "needs about" in result.stderr
+    small = tmp_path / "small.yaml"
+    small.write_text(SPEC)
+    result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "10B"])
+    assert "warning" in result.stderr
+    result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "1GB"])
+    assert "warning" not in result.stderr
+    result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "lots"])
+    assert result.exit_code == 2
+
+
+def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100B")
+    line = one_line_error(invoke("eval", trained), trained)
+    assert "NNRUN_MEMORY_LIMIT" in line
+    np.savez(tmp_path / "in.npz", x=np.zeros((2, 2)))
+    one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", tmp_path / "p.npy"),
+                   trained)
+
+
+def test_predict_checks_finiteness_after_the_cast(trained, tmp_path):
+    np.savez(tmp_path / "in.npz", x=np.array([[0.0, 1.0], [1e300, 0.0]]))  # finite in float64
+    line = one_line_error(invoke("predict", trained, tmp_path / "in.npz",
+                                 "--out", tmp_path / "p.npy"), tmp_path / "in.npz")
+    assert "float32" in line and "sample 1" in line
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_features_of_width_zero_are_a_clear_error(tmp_path):
+    np.savez(tmp_path / "data.npz", x=np.zeros((8, 0)), y=np.zeros(8, np.int64))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("dataset: xor, n_samples: 64,", "dataset: npz, path: data.npz,")
+                    .replace("input_shape: [2]", "input_shape: [1]"))
+    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"), "data.npz")
+    assert "no features" in line
+
+
+def npz_bomb(path, declared_rows: int):
+    """A small npz whose x is `declared_rows` x 1000 zeros, written without holding them."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": (declared_rows, 1000)}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, header)
+            block = bytes(4000 * 1000)
+            for _ in range(declared_rows // 1000):
+                member.write(block)
+        with archive.open("y.npy", "w") as member:
+            np.lib.format.write_array(member, np.zeros(3, np.int64))
+    return path
+
+
+def test_an_npz_zip_bomb_is_refused_from_its_headers(tmp_path, monkeypatch):
+    path = npz_bomb(tmp_path / "bomb.npz", 20_000)  # 80 MB declared, about 80 KB on disk
+    assert path.stat().st_size < 1_000_000
+    spec = npz_data_section("bomb.npz")
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "10MB")
+    with pytest.raises(DataError, match="declare 80.0 MB"):
+        load_dataset(spec, spec_dir=tmp_path, seed=0)
+    monkeypatch.delenv("NNRUN_MEMORY_LIMIT")
+    with pytest.raises(DataError, match="20000 samples of features but 3 labels"):
+        load_dataset(spec, spec_dir=tmp_path, seed=0)
+
+
+def npz_data_section(path: str):
+    from nnrun.compiler.schema import Data
+
+    return Data(dataset="npz", path=path)
+
+
+def test_an_idx_gzip_bomb_decompresses_no_more_than_its_header_declares(tmp_path, monkeypatch):
+    header = bytes([0, 0, 0x08, 3]) + np.array([2, 28, 28], ">u4").tobytes()
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    bomb.write_bytes(gzip.compress(header + bytes(50_000_000), compresslevel=1))
+    with pytest.raises(DataError, match="trailing bytes"):
+        read_idx(bomb, 3, (28, 28))
+    liar = tmp_path / "liar.gz"
+    liar.write_bytes(gzip.compress(bytes([0, 0, 0x08, 3])
+                                   + np.array([4_000_000_000, 28, 28], ">u4").tobytes()))
+    with pytest.raises(DataError, match="declares"):
+        read_idx(liar, 3, (28, 28))
+
+
+def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
+    from nnrun.runtime import memory
+
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "memory.max").write_text("1000000\n")
+    (cgroup / "memory.current").write_text("900000\n")
+    (cgroup / "memory.stat").write_text("anon 500000\ninactive_file 300000\n")
+    real_path = memory.Path
+    monkeypatch.setattr(memory, "Path", lambda p: cgroup if p == "/sys/fs/cgroup" else real_path(p))
+    assert memory.available_memory() == (400_000, "the cgroup's memory.max")
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100KB")
+    assert memory.available_memory() == (100_000, "NNRUN_MEMORY_LIMIT")
+    assert memory.parse_size("1.5 GiB") == 3 * 2**29
+    with pytest.raises(ValueError):
+        memory.parse_size("lots")

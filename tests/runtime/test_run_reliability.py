@@ -1,0 +1,469 @@
+"""Run directories you can trust (docs/reliability.md lists each promise and its test here):
+one owner at a time, always resumable or restartable, only nnrun's own files, atomic writes,
+damaged files and write errors as one-line user errors, and resume that keeps the record true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.runtime.checkpoint import load_checkpoint, save_checkpoint
+from nnrun.runtime.files import write_text_atomically
+from nnrun.runtime.run_dir import LOCK, RunDirectory
+
+SPEC = """\
+name: tiny
+seed: 0
+data: {dataset: xor, n_samples: 64, validation_split: 0.25}
+model:
+  input_shape: [2]
+  layers:
+    - {type: dense, units: 4, activation: tanh}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: binary_cross_entropy
+optimizer: {type: adam, lr: 0.05}
+train: {epochs: 2, batch_size: 16}
+"""
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def one_line_error(result, name, code: int = 1) -> str:
+    assert result.exit_code == code, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(name) in lines[0], lines[0]
+    return lines[0]
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def spec(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path, spec) -> Path:
+    out = tmp_path / "run"
+    ok(invoke("train", spec, "--out", out, "--quiet"))
+    return out
+
+
+def wait_for_epochs(run: Path, count: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not (run / "metrics.jsonl").exists() or len(rows(run)) < count:
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, f"fewer than {count} epochs in {timeout} s"
+        time.sleep(0.05)
+
+
+def nnrun_process(*args, **options) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nnrun", *map(str, args)], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **options)
+
+
+# --- one process owns a run directory -------------------------------------------------------
+
+
+def test_a_second_process_fails_at_once_naming_the_holder(tmp_path, spec):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from nnrun.runtime.run_dir import RunDirectory
+        with RunDirectory({str(out)!r}) as run:
+            run.open_new()
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        line = one_line_error(invoke("train", spec, "--out", out, "--quiet"), out)
+        assert f"pid {holder.pid}" in line
+    finally:
+        holder.kill()  # SIGKILL: the OS releases the lock with the process
+        holder.wait()
+    ok(invoke("train", spec, "--out", out, "--quiet"))
+
+
+def test_two_real_trainings_on_one_directory(tmp_path, spec):
+    out = tmp_path / "run"
+    ok(invoke("train", spec, "--out", out, "--quiet"))
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 400"))
+    first = nnrun_process("train", spec, "--resume", out, "--quiet")
+    wait_for_epochs(out, 3, first)
+    second = nnrun_process("train", spec, "--resume", out, "--quiet")
+    assert second.wait(timeout=60) == 1
+    assert "in use by another nnrun process" in second.stderr.read()
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=60) == 143
+    epochs = [row["epoch"] for row in rows(out)]
+    assert epochs == list(range(1, len(epochs) + 1))  # one writer: no interleaved rows
+
+
+# --- always resumable or restartable ----------------------------------------------------------
+
+
+def test_a_run_without_checkpoint_restarts_with_out_or_resume(tmp_path, spec):
+    out = tmp_path / "run"
+    with RunDirectory(out) as run:  # what a kill in epoch 1 leaves
+        run.open_new()
+        run.start_over(SPEC)
+        (out / "metrics.jsonl").write_text('{"epoch": 1, "train_')
+    result = ok(invoke("train", spec, "--out", out))
+    assert "no checkpoint yet; starting it from epoch 1" in result.stderr
+    assert [row["epoch"] for row in rows(out)] == [1, 2]
+    (out / "last.npz").unlink()
+    result = ok(invoke("train", spec, "--resume", out))
+    assert "starting it from epoch 1" in result.stderr
+    assert [row["epoch"] for row in rows(out)] == [1, 2]
+
+
+def test_resume_of_a_directory_that_is_not_a_run_is_refused(tmp_path, spec):
+    (tmp_path / "empty").mkdir()
+    one_line_error(invoke("train", spec, "--resume", tmp_path / "empty"), tmp_path / "empty")
+    assert not (tmp_path / "empty" / LOCK).exists()
+
+
+def test_a_failed_start_leaves_no_directory(tmp_path, spec):
+    spec.write_text(SPEC.replace("units: 1,", "units: 1, bad: 2,"))
+    assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 1
+    bad_data = tmp_path / "bad.yaml"
+    bad_data.write_text(SPEC.replace("dataset: xor, n_samples: 64,", "dataset: npz, path: missing.npz,"))
+    one_line_error(invoke("train", bad_data, "--out", tmp_path / "run2", "--quiet"), "missing.npz")
+    assert not (tmp_path / "run2").exists()
+
+
+# --- only nnrun's own files -----------------------------------------------------------------
+
+
+def test_out_next_to_the_users_own_spec_is_refused(tmp_path, spec, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    users = (tmp_path / "spec.yaml")
+    users.write_text("my own notes\n")
+    line = one_line_error(invoke("train", spec, "--out", ".", "--quiet"), "spec.yaml")
+    assert "did not write" in line
+    assert users.read_text() == "my own notes\n"
+    assert not (tmp_path / LOCK).exists()
+
+
+def test_a_symbolic_link_in_the_run_directory_is_never_written_through(tmp_path, spec):
+    out = tmp_path / "run"
+    out.mkdir()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    (out / "spec.yaml").symlink_to(target)
+    one_line_error(invoke("train", spec, "--out", out, "--quiet"), out / "spec.yaml")
+    assert target.read_text() == "keep me\n"
+
+
+def test_the_atomic_writer_respects_the_umask_and_replaces_a_link_not_its_target(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("keep\n")
+    (tmp_path / "link").symlink_to(target)
+    previous = os.umask(0o027)
+    try:
+        write_text_atomically(tmp_path / "link", "new\n")
+        write_text_atomically(tmp_path / "plain", "new\n")
+    finally:
+        os.umask(previous)
+    assert target.read_text() == "keep\n" and not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o640
+
+
+WRITER = """
+import sys
+import numpy as np
+from nnrun.runtime.checkpoint import save_checkpoint
+path, epoch = sys.argv[1], 0
+while True:
+    epoch += 1
+    state = {"w": np.full((300, 300), epoch, np.float32)}
+    save_checkpoint(path, state, {"epoch": epoch, "step": epoch})
+    print(epoch, flush=True)
+"""
+
+
+def test_kills_at_random_moments_during_checkpoint_writes(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("")
+    path = out / "last.npz"
+    rng = np.random.default_rng(0)
+    for attempt in range(6):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)],
+                                  stdout=subprocess.PIPE, text=True)
+        writer.stdout.readline()  # one checkpoint is complete
+        time.sleep(rng.uniform(0, 0.2))
+        writer.kill()
+        writer.wait()
+        state, meta = load_checkpoint(path, {"w": (300, 300)}, "float32")
+        assert (state["w"] == meta["epoch"]).all()  # never half a checkpoint
+    with RunDirectory(out) as run:
+        run.open_existing()  # the owner clears what killed writes left
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, "last.npz"])
+
+
+# --- damaged files --------------------------------------------------------------------------
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "bit_flip":
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    else:
+        path.write_bytes(b"")
+
+
+def test_a_damaged_run_spec_is_a_one_line_error(trained, spec):
+    (trained / "spec.yaml").write_bytes(b"\xff\xfe\x00")
+    one_line_error(invoke("train", spec, "--resume", trained, "--quiet"), trained / "spec.yaml")
+    one_line_error(invoke("eval", trained), trained / "spec.yaml")
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit_flip", "empty"])
+def test_a_damaged_checkpoint_is_a_one_line_error(trained, spec, how):
+    damage(trained / "last.npz", how)
+    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                          trained / "last.npz")
+    assert "damaged" in line or "another spec" in line or "no meta" in line
+    one_line_error(invoke("eval", trained, "--checkpoint", "last"), trained / "last.npz")
+
+
+def huge_header_npz(path: Path, shape: tuple) -> Path:
+    """An npz whose one member claims `shape` float32 values and holds 16 bytes."""
+    import zipfile
+
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w") as archive, archive.open("x.npy", "w") as member:
+        np.lib.format.write_array_header_1_0(member, header)
+        member.write(b"\0" * 16)
+    return path
+
+
+def test_an_npz_whose_header_claims_4e12_values_is_refused(tmp_path, trained):
+    path = huge_header_npz(tmp_path / "huge.npz", (4_000_000_000_000,))
+    line = one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"), path)
+    assert "declares" in line
+    (trained / "best.npz").unlink()
+    huge_header_npz(trained / "best.npz", (4_000_000_000_000,))
+    one_line_error(invoke("eval", trained), trained / "best.npz")
+
+
+def test_a_torn_last_metrics_line_is_repaired_on_resume(trained, spec):
+    with open(trained / "metrics.jsonl", "a") as stream:
+        stream.write('{"epoch": 3, "train_lo')  # what a full disk leaves
+    result = ok(invoke("train", spec, "--resume", trained, "--epochs", 3))
+    assert "torn last line" in result.stderr
+    assert [row["epoch"] for row in rows(trained)] == [1, 2, 3]
+
+
+def test_a_damaged_middle_metrics_line_names_the_file_and_line(trained, spec):
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    (trained / "metrics.jsonl").write_text("garbage\n" + lines[1] + "\n")
+    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                          trained / "metrics.jsonl")
+    assert "line 1" in line
+
+
+def test_a_float64_checkpoint_does_not_turn_a_float32_run_into_float64(trained, spec):
+    state, meta = load_checkpoint(trained / "last.npz")
+    save_checkpoint(trained / "last.npz",
+                    {name.removeprefix("params/"): value.astype(np.float64)
+                     for name, value in state.items()}, meta)
+    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                          trained / "last.npz")
+    assert "float64" in line and "float32" in line
+
+
+# --- write errors ---------------------------------------------------------------------------
+
+
+def test_out_under_a_file_is_a_one_line_error(tmp_path, spec):
+    (tmp_path / "file").write_text("")
+    one_line_error(invoke("train", spec, "--out", tmp_path / "file" / "run", "--quiet"),
+                   tmp_path / "file")
+
+
+def test_a_full_disk_is_a_one_line_error(tmp_path, spec):
+    # RLIMIT_FSIZE makes every write past 1 KB fail with EFBIG, as a full disk fails with ENOSPC:
+    # the spec and metrics fit, a checkpoint does not.
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))"
+    process = subprocess.run(
+        [sys.executable, "-c", f"{limit}; from nnrun.cli import main; main()",
+         "train", str(spec), "--out", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert process.returncode == 1, process.stderr
+    lines = process.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ulimit -f" in lines[0] and str(tmp_path / "run") in lines[0]
+    assert not list((tmp_path / "run").glob(".*.npz.*"))  # no half-written temporary file
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_out_is_a_one_line_error(tmp_path, spec, trained):
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    one_line_error(invoke("train", spec, "--out", read_only / "run", "--quiet"), read_only)
+    np.savez(tmp_path / "in.npz", x=np.zeros((2, 2)))
+    one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", read_only / "p.npy"),
+                   read_only)
+
+
+# --- signals --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("number, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, spec, number, code):
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 1000"))
+    out = tmp_path / "run"
+    process = nnrun_process("train", spec, "--out", out, "--quiet")
+    wait_for_epochs(out, 2, process)
+    process.send_signal(number)
+    assert process.wait(timeout=60) == code
+    message = process.stderr.read().strip().splitlines()
+    assert len(message) == 1 and f"nnrun train {out / 'spec.yaml'} --resume {out}" in message[0]
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["epoch"] >= 2 and f"epoch {meta['epoch']}" in message[0]
+    assert [row["epoch"] for row in rows(out)] == list(range(1, meta["epoch"] + 1))
+    # The command of the message, with one more epoch.
+    ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", meta["epoch"] + 1, "--quiet"))
+    assert [row["epoch"] for row in rows(out)] == list(range(1, meta["epoch"] + 2))
+
+
+# --- resume keeps the record true -----------------------------------------------------------
+
+
+def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
+    spec.write_text(SPEC.replace("lr: 0.05", "lr: 0.01"))
+    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                          trained)
+    assert "optimizer.lr: 0.05 -> 0.01" in line
+    for setting in ("seed=3", "data.n_samples=80", "train.batch_size=8"):
+        result = invoke("train", spec, "--resume", trained, "--set", setting, "--quiet")
+        one_line_error(result, setting.split("=")[0])
+    original = (trained / "spec.yaml").read_text()
+    ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet", "--allow-changes"))
+    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text().splitlines()]
+    assert entry["resumed_after_epoch"] == 2 and entry["previous_spec"] == original
+    assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
+    assert entry["changes"]["train.epochs"] == {"old": 2, "new": 3}
+    assert "lr: 0.01" in (trained / "spec.yaml").read_text()
+
+
+def test_extending_a_cosine_run_restarts_its_schedule_and_says_so(tmp_path, spec):
+    spec.write_text(SPEC.replace("lr: 0.05}", "lr: 0.05, schedule: {type: cosine}}"))
+    out = tmp_path / "run"
+    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert [row["lr"] for row in rows(out)] == [0.05, 0.025]
+    result = ok(invoke("train", spec, "--resume", out, "--epochs", 4))
+    assert "cosine schedule restarts at epoch 3" in result.stderr
+    assert [row["lr"] for row in rows(out)][2:] == [0.05, 0.025]
+    _, meta = load_checkpoint(out / "last.npz")
+    assert meta["schedule_start"] == 2
+
+
+def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec):
+    spec.write_text(SPEC.replace("lr: 0.05", "lr: 1.0e-9").replace(
+        "epochs: 2", "epochs: 10, early_stopping: {patience: 1, min_delta: 0.5}"))
+    out = tmp_path / "run"
+    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert len(rows(out)) == 2
+    for _ in range(2):
+        result = ok(invoke("train", spec, "--resume", out))
+        assert "stopped early at epoch 2; nothing to train" in result.stderr
+        assert len(rows(out)) == 2
+
+
+@pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
+def test_unwritable_out_is_a_one_line_error_even_for_root(tmp_path, spec, monkeypatch, number,
+                                                          words):
+    # Root writes into chmod 555 directories, so the errors of a read-only place are simulated
+    # where the run directory is first written: its lock file, before any data loads.
+    import nnrun.runtime.run_dir as run_dir
+
+    def refuse(path, *args):
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(run_dir.os, "open", refuse)
+    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+                          tmp_path / "run" / LOCK)
+    assert words in line
+
+
+def test_kills_at_random_moments_of_real_training_then_resume_equal_an_uninterrupted_run(
+        tmp_path, spec):
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 200"))
+    reference = tmp_path / "reference"
+    ok(invoke("train", spec, "--out", reference, "--quiet"))
+    out = tmp_path / "killed"
+    rng = np.random.default_rng(1)
+    process = nnrun_process("train", spec, "--out", out, "--quiet")
+    for _ in range(3):
+        done = len(rows(out)) if (out / "metrics.jsonl").exists() else 0
+        wait_for_epochs(out, done + 1, process)  # the resumed process trains
+        time.sleep(rng.uniform(0, 0.3))
+        process.kill()  # SIGKILL: no handler runs; only atomic writes can save the run
+        process.wait()
+        process = nnrun_process("train", spec, "--resume", out, "--quiet")
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    timing = ("epoch_s", "samples_per_s")
+    strip = lambda run: [{k: v for k, v in row.items() if k not in timing} for row in rows(run)]
+    assert strip(out) == strip(reference)
+    reference_state, _ = load_checkpoint(reference / "last.npz")
+    state, _ = load_checkpoint(out / "last.npz")
+    assert all(np.array_equal(state[name], reference_state[name]) for name in reference_state)
+
+
+def test_a_signal_noted_after_the_last_check_is_not_lost():
+    from nnrun.runtime.interrupts import InterruptGuard, Interrupted
+
+    with pytest.raises(Interrupted) as caught, InterruptGuard() as guard:
+        with guard.safe_points():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)  # the handler runs; the signal is only noted
+            assert guard.received == signal.SIGTERM
+    assert caught.value.exit_code == 143
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
+
+
+def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, monkeypatch):
+    import errno
+
+    import nnrun.runtime.files as files
+
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(files.os, "fsync", no_space)
+    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+                          tmp_path / "run")
+    assert "disk is full" in line
+    assert not list((tmp_path / "run").glob(".*"))  # no temporary file left
