@@ -131,6 +131,11 @@ class _Program:
             return [("copy", op.forward, node.attrs, inputs, outputs)]
         scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
         buffers = (*outputs, *scratch)
+        if op.bind is not None:
+            bound = op.bind(self.backend, node.attrs, buffers,
+                            *(None if i in dynamic else self.env[i] for i in inputs))
+            if bound is not None:
+                return [("bound", bound, node.attrs, inputs, None)]
         if op.batch_parallel and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
             return [("split", op.forward_into, node.attrs, inputs, (buffers, batched))]
@@ -143,6 +148,8 @@ class _Program:
         for kind, function, attrs, inputs, outputs in self.steps:
             if kind == "into":
                 function(be, attrs, outputs, *[env[i] for i in inputs])
+            elif kind == "bound":
+                function(*[env[i] for i in inputs])
             elif kind == "view":
                 env[outputs] = function(be, attrs, *[env[i] for i in inputs])
             elif kind == "split":

@@ -41,6 +41,10 @@ class OpDef:
     # forward_into treats each sample on its own: an executor may run it on slices of the batch
     # axis (axis 0 of every batch-sized input, output and scratch buffer) in parallel.
     batch_parallel: bool = False
+    # bind(be, attrs, out, *inputs) -> a function of the inputs, or None: forward_into with the
+    # work that depends only on the (fixed) buffers done once, when a plan is made. Inputs the
+    # executor feeds anew each run are None here.
+    bind: Callable[..., Any] | None = None
 
 
 REGISTRY: dict[str, OpDef] = {}

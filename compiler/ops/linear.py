@@ -124,12 +124,19 @@ def _bias_activation_forward(be, attrs, x, b):
 
 
 def _bias_activation_scratch(attrs, x, b):
+    if attrs.activation == "relu":
+        return ()  # computed in place
     activation = REGISTRY[attrs.activation]
     extra = activation.scratch(attrs.activation_attrs(), x) if activation.scratch else ()
     return (x, *extra)  # the pre-activation, then the activation's own scratch
 
 
 def _bias_activation_into(be, attrs, out, x, b):
+    if attrs.activation == "relu":
+        (y,) = out
+        _bias_add_into(be, None, out, x, b)
+        be.xp.maximum(y, 0, out=y)
+        return
     y, pre_activation, *scratch = out
     _bias_add_into(be, None, (pre_activation,), x, b)
     REGISTRY[attrs.activation].forward_into(be, attrs.activation_attrs(), (y, *scratch),

@@ -244,6 +244,40 @@ def _update_group_into(be, attrs, out, *arrays):
         offset += p.size
 
 
+def _update_group_bind(be, attrs, out, *arrays):
+    """With every buffer fixed by the plan: find the flat runs once, and return the update of
+    the flat buffers as a function of the learning rate and step count (None: not flat)."""
+    params, grads, _, _, slots = _group_parts(attrs, arrays)
+    n = attrs.count
+    new_params, new_slots = out[:n], out[n:n + n * attrs.slots]
+    scratch = out[n + n * attrs.slots:]
+    runs = [params, grads, *slots, new_params,
+            *(new_slots[k * n:(k + 1) * n] for k in range(attrs.slots))]
+    update = REGISTRY[attrs.update]
+    if update.forward_into is None or any(a is None for run in runs for a in run):
+        return None
+    flat = [_flat_view(be.xp, run) for run in runs]
+    if any(f is None for f in flat):
+        return None
+    p, g, *rest = flat
+    state, new = rest[:attrs.slots], rest[attrs.slots:]
+    outputs = (*new, *scratch)
+
+    def run(*inputs):
+        lr, step = inputs[2 * n], inputs[2 * n + 1]
+        update.forward_into(be, attrs.attrs, outputs, p, g, lr, step, *state)
+
+    return run
+
+
+def _flat_view(xp, arrays):
+    where = _locate_run(arrays)
+    if where is None:
+        return None
+    base, start, stop = where[0](), where[1], where[2]
+    return base.reshape(-1).view(xp.uint8)[start:stop].view(arrays[0].dtype)
+
+
 def contiguous_run(xp, arrays):
     """The 1-D array that `arrays` are consecutive pieces of (views of one buffer), or None.
     A planned executor passes the same arrays every step, so where they lie is remembered,
@@ -292,7 +326,7 @@ def _address(array) -> int:
 
 register(OpDef("update_group", UpdateGroupAttrs, _update_group_shape, _update_group_forward,
                None, is_gradient=True, forward_into=_update_group_into,
-               scratch=_update_group_scratch,
+               scratch=_update_group_scratch, bind=_update_group_bind,
                doc="one optimizer update over every parameter (flat buffers when contiguous)"))
 
 
