@@ -15,7 +15,7 @@ from typing import Any, Callable, Protocol
 # slices of a large copy or elementwise pass run on several cores. Sized by
 # nnrun.runtime.threads.thread_limit (`--threads`), like the BLAS pool.
 _WORKERS = {"count": 1, "pool": None}
-PARALLEL_MIN_BYTES = 1 << 19  # below this, handing work to a thread costs more than it saves
+PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
 
 
 def set_workers(count: int) -> None:

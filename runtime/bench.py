@@ -17,7 +17,7 @@ import numpy as np
 
 from .gradcheck import random_batch
 from .model import Model
-from .threads import blas_threads, thread_limit
+from .threads import kernel_threads, thread_limit
 
 
 def bench(model: Model, batch_size: int, steps: int = 20, warmup: int = 3,
@@ -41,7 +41,7 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int) -> dict:
     train_s = _median_step(train_step, steps, warmup, be)
     infer_s = _median_step(lambda: model.forward_executor.run(forward_feeds), steps, warmup, be)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
-            "threads": blas_threads() if be.name == "numpy" else None,
+            "threads": kernel_threads() if be.name == "numpy" else None,
             "executor": "planned" if model.optimized else "reference",
             "train_step_ms": round(train_s * 1e3, 3),
             "train_samples_per_s": round(batch_size / train_s, 1),

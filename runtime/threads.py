@@ -1,8 +1,11 @@
 """How many threads the CPU kernels use: `--threads N`, else OMP_NUM_THREADS, else every core.
 
-NumPy's BLAS (OpenBLAS or MKL) sizes its pool at import from OMP_NUM_THREADS and friends;
-threadpoolctl changes it at run time. Results are bit-identical run to run at a fixed thread
-count; BLAS may sum in another order with another count.
+nnrun splits its own work across that many worker threads: large matrix products by output
+rows, and batch-parallel kernels by samples (backends/base.py). BLAS itself then runs one
+thread per call: OpenBLAS wakes its threads for every product it parallelises, which on the
+2-core machine of docs/benchmarks.md made small products 2-4x slower than on one thread, while
+nnrun only splits products large enough to pay. Each output element is computed the same way
+whatever the split, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -25,19 +28,25 @@ def default_threads() -> int:
 
 @contextmanager
 def thread_limit(threads: int | None):
-    """Runs the block with `threads` BLAS/OpenMP threads and as many workers for nnrun's own
-    batch-split kernels (None: the default above)."""
+    """Runs the block with `threads` workers for nnrun's kernels (None: the default above),
+    BLAS on one thread per call."""
     count = threads or default_threads()
     saved = workers()
     set_workers(count)
     try:
-        with threadpool_limits(limits=count):
+        with threadpool_limits(limits=1):
             yield count
     finally:
         set_workers(saved)
 
 
 def blas_threads() -> int:
-    """The BLAS pool's current size (what a benchmark reports)."""
+    """The BLAS pool's current size."""
     counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
     return max(counts) if counts else 1
+
+
+def kernel_threads() -> int:
+    """The threads nnrun's CPU kernels use now: its workers, or BLAS's own threads when no
+    thread_limit is in force (the Python API without one)."""
+    return workers() if workers() > 1 or blas_threads() == 1 else blas_threads()

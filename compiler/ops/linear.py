@@ -49,7 +49,14 @@ def _matmul_flops(attrs, inputs, output) -> int:
 
 
 def _matmul_into(be, attrs, out, a, b):
-    be.xp.matmul(a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b, out=out[0])
+    # Split by output rows across the worker threads when large: each row is the same
+    # product whatever the split.
+    left, right, y = a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b, out[0]
+
+    def rows(part: slice) -> None:
+        be.xp.matmul(left[part], right, out=y[part])
+
+    be.run_in_slices(rows, y.shape[0], y.nbytes + left.nbytes + right.nbytes)
 
 
 register(OpDef("matmul", MatmulAttrs, _matmul_shape, _matmul_forward, _matmul_vjp,
