@@ -56,6 +56,7 @@ class Backend(Protocol):
     def erf_into(self, x, out): ...
     def im2col(self, x, kernel, stride, dilation): ...
     def im2col_into(self, x, kernel, stride, dilation, cols): ...
+    def window_slices(self, spatial, kernel, stride, dilation): ...
     def run_in_slices(self, task, size: int, nbytes: int) -> None: ...
     def take_into(self, table, indices, out) -> None: ...
     def batch_columns_into(self, x, kernel, stride, dilation, cols): ...
@@ -93,7 +94,7 @@ class ArrayBackend:
         """out = table[indices], for indices known to be in range."""
         self.xp.take(table, indices, out=out)
 
-    def _window_slices(self, spatial, kernel, stride, dilation):
+    def window_slices(self, spatial, kernel, stride, dilation):
         """For each kernel offset: the strided slice of the (padded) input it reads."""
         out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
         for offset in itertools.product(*(range(k) for k in kernel)):
@@ -111,7 +112,7 @@ class ArrayBackend:
 
     def im2col_into(self, x, kernel, stride, dilation, cols):
         (x_view, cols_view), lead = _merged_leading(x, cols)
-        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
+        for offset, slices in self.window_slices(x.shape[2:], kernel, stride, dilation):
             cols_view[(*lead, *offset)] = x_view[(*lead, *slices)]
         return cols
 
@@ -119,7 +120,7 @@ class ArrayBackend:
         """Columns [C, *kernel, B, *out]: read as a [C*K, B*O] matrix, one matrix product
         with the [F, C*K] weight convolves the whole batch, and one with the gradient gives
         the weight gradient."""
-        windows = list(self._window_slices(x.shape[2:], kernel, stride, dilation))
+        windows = list(self.window_slices(x.shape[2:], kernel, stride, dilation))
 
         def copy(batch: slice) -> None:
             for offset, slices in windows:
@@ -136,7 +137,7 @@ class ArrayBackend:
     def col2im_into(self, cols, kernel, stride, dilation, x):
         x.fill(0)
         (x_view, cols_view), lead = _merged_leading(x, cols)
-        for offset, slices in self._window_slices(x.shape[2:], kernel, stride, dilation):
+        for offset, slices in self.window_slices(x.shape[2:], kernel, stride, dilation):
             target = x_view[(*lead, *slices)]
             self.xp.add(target, cols_view[(*lead, *offset)], out=target)
         return x

@@ -138,9 +138,26 @@ def _avg_pool_grad_into(be, attrs, out, g, x):
         xp.copyto(gx, unpad(target, attrs.pad))
 
 
+def _padded_scratch(attrs, x: TensorType):
+    return (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
+
+
+def _offset_views(be, attrs, x, padded, fill):
+    """Each kernel offset's strided view of the (padded) input: the windows, never copied."""
+    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None, fill)
+    every = (slice(None), slice(None))
+    return [source[(*every, *slices)] for _, slices in
+            be.window_slices(source.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)]
+
+
 def _max_pool_into(be, attrs, out, x):
-    y, windows, *padded = out
-    be.xp.max(_windows_into(be, attrs, x, windows, padded, -be.xp.inf), axis=2, out=y)
+    # The maximum of the offsets' strided views, one at a time: no window is copied (measured
+    # up to 2.5x faster than building the windows and reducing them).
+    y, *padded = out
+    views = _offset_views(be, attrs, x, padded, -be.xp.inf)
+    be.xp.copyto(y, views[0])
+    for view in views[1:]:
+        be.xp.maximum(y, view, out=y)
 
 
 def _max_pool_index_shape(attrs, x: TensorType):
@@ -178,10 +195,14 @@ def _max_pool_index_forward(be, attrs, x):
     return y, starts + offsets[first_max]
 
 
+def _offset_dtype(attrs) -> str:
+    return "int8" if size_of(attrs.kernel) <= 127 else "int32"
+
+
 def _max_pool_index_scratch(attrs, x):
     y, _ = _max_pool_index_shape(attrs, x)
-    index = TensorType(y.shape, "int64")
-    return (*_window_scratch(attrs, x), index, index, TensorType(y.shape, "bool"))
+    offset = TensorType(y.shape, _offset_dtype(attrs))
+    return (*_padded_scratch(attrs, x), offset, offset, TensorType(y.shape, "bool"))
 
 
 _TABLES: dict = {}
@@ -195,25 +216,26 @@ def _cached_tables(be, attrs, x_shape, out_shape):
 
 
 def _max_pool_index_into(be, attrs, out, x):
-    # A running maximum over the window's offsets, each a contiguous slice: NumPy's argmax
-    # along the short window axis would copy every window and crawl (measured 5-8 ms against
-    # about 1 ms for LeNet-5's first pooling at batch 128). Only a strictly larger value moves
-    # the maximum, so ties keep the first offset, as argmax does.
+    # A running maximum over the offsets' strided views (NumPy's argmax along a short window
+    # axis would copy every window and crawl). Only a strictly larger value moves the maximum,
+    # so ties keep the first offset, as argmax does. The offset is tracked in int8 arithmetic,
+    # with the comparison's booleans read as int8 (the same bytes, no conversion).
     xp = be.xp
-    y, index, windows, *rest = out
+    y, index, *rest = out
     padded, first_max, change, larger = rest[:-3], rest[-3], rest[-2], rest[-1]
-    per_window = _windows_into(be, attrs, x, windows, padded, -xp.inf)
-    xp.copyto(y, per_window[:, :, 0])
+    views = _offset_views(be, attrs, x, padded, -xp.inf)
+    xp.copyto(y, views[0])
     first_max.fill(0)
-    for offset in range(1, per_window.shape[2]):
-        candidate = per_window[:, :, offset]
+    larger_count = larger.view(first_max.dtype) if first_max.dtype.itemsize == 1 else larger
+    for offset, candidate in enumerate(views[1:], start=1):
         xp.greater(candidate, y, out=larger)
         xp.maximum(y, candidate, out=y)
         xp.subtract(offset, first_max, out=change)  # first_max becomes offset where larger
-        xp.multiply(change, larger, out=change)
+        xp.multiply(change, larger_count, out=change)
         xp.add(first_max, change, out=first_max)
     starts, offsets = _cached_tables(be, attrs, x.shape, y.shape)
-    be.take_into(offsets, first_max, index)
+    xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
+    be.take_into(offsets, index, index)
     xp.add(index, starts, out=index)
 
 
@@ -289,7 +311,7 @@ register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
 
 
-_INTO = {"max": (_max_pool_into, _window_scratch, None, None),
+_INTO = {"max": (_max_pool_into, _padded_scratch, None, None),
          "avg": (_avg_pool_into, _window_scratch, _avg_pool_grad_into, _avg_pool_grad_scratch)}
 
 for _rank in (1, 2):
