@@ -3,9 +3,18 @@ import os
 # torch's OpenMP threads otherwise spin after each op and slow NumPy's BLAS in the same process.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-# Hypothesis keeps an example database in ./.hypothesis by default: the suite writes nothing
-# outside its temporary directories, so it runs without one.
-from hypothesis import settings  # noqa: E402
+# Hypothesis keeps an example database and caches in ./.hypothesis by default: the suite writes
+# nothing outside its temporary directories, so it runs without the database and keeps the
+# caches in a temporary directory of its own.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
+from hypothesis import settings  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="nnrun-tests-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 settings.register_profile("nnrun", database=None)
 settings.load_profile("nnrun")
