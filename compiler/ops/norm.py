@@ -58,16 +58,22 @@ def _stat_type(x: TensorType) -> TensorType:
     return TensorType((1, x.shape[1], *([1] * (x.rank - 2))), x.dtype)
 
 
+def _squared_deviations_into(xp, x, mean, deviations) -> int:
+    """The channel means (keepdims) and each value's squared deviation from its channel's
+    mean, as numpy's var computes them; returns the count per channel."""
+    count = x.size // x.shape[1]
+    xp.sum(x, axis=_reduce_axes(x), keepdims=True, out=mean)
+    xp.divide(mean, count, out=mean)
+    xp.subtract(x, mean, out=deviations)
+    xp.multiply(deviations, deviations, out=deviations)
+    return count
+
+
 def _normalized_into(xp, x, eps, mean, rstd, xhat):
     """xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); `xhat` is first used for the
     squared deviations."""
-    axes = _reduce_axes(x)
-    count = x.size // x.shape[1]
-    xp.sum(x, axis=axes, keepdims=True, out=mean)
-    xp.divide(mean, count, out=mean)
-    xp.subtract(x, mean, out=xhat)
-    xp.multiply(xhat, xhat, out=xhat)
-    xp.sum(xhat, axis=axes, keepdims=True, out=rstd)
+    count = _squared_deviations_into(xp, x, mean, xhat)
+    xp.sum(xhat, axis=_reduce_axes(x), keepdims=True, out=rstd)
     xp.divide(rstd, count, out=rstd)
     xp.add(rstd, eps, out=rstd)
     xp.sqrt(rstd, out=rstd)
@@ -122,13 +128,8 @@ def _bn_grad_gamma_into(be, attrs, out, g, x):
 def _channel_var_into(be, attrs, out, x):
     var, mean, deviations = out
     xp = be.xp
-    axes = _reduce_axes(x)
-    count = x.size // x.shape[1]
-    xp.sum(x, axis=axes, keepdims=True, out=mean)
-    xp.divide(mean, count, out=mean)
-    xp.subtract(x, mean, out=deviations)
-    xp.multiply(deviations, deviations, out=deviations)
-    xp.sum(deviations, axis=axes, out=var)
+    count = _squared_deviations_into(xp, x, mean, deviations)
+    xp.sum(deviations, axis=_reduce_axes(x), out=var)
     xp.divide(var, max(count - 1, 0), out=var)
 
 
