@@ -1,15 +1,18 @@
-"""The backend interface: an array module plus the few kernels that must differ per device.
+"""The backends' shared code: an array module plus the few kernels that must differ per device.
 
-Everything here is written once against `self.xp`; a device backend overrides only what a
-benchmark shows to be worth a kernel of its own. The `_into` kernels write into buffers given
-to them (the memory-planned executor's); the others allocate their result.
+The interface the ops rely on is the protocol in compiler/ops/backend.py (structural: nothing
+here imports it). Everything here is written once against `self.xp`; a device backend
+overrides only what a benchmark shows to be worth a kernel of its own. The `_into` kernels
+write into buffers given to them (the memory-planned executor's); the others allocate their
+result. Besides the ops' kernels a backend has `from_host`, `to_host`, `rng` and `synchronize`
+for the runtime.
 """
 
 from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 # Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
 # slices of a large copy or elementwise pass run on several cores. Sized by
@@ -42,26 +45,6 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None
     task(slice(bounds[0], bounds[1]))
     for future in pending:
         future.result()
-
-
-class Backend(Protocol):
-    name: str
-    xp: Any
-
-    def from_host(self, array): ...
-    def to_host(self, array): ...
-    def rng(self, seed: int): ...
-    def synchronize(self) -> None: ...
-    def erf(self, x): ...
-    def erf_into(self, x, out): ...
-    def im2col(self, x, kernel, stride, dilation): ...
-    def im2col_into(self, x, kernel, stride, dilation, cols): ...
-    def window_slices(self, spatial, kernel, stride, dilation): ...
-    def run_in_slices(self, task, size: int, nbytes: int) -> None: ...
-    def take_into(self, table, indices, out) -> None: ...
-    def batch_columns_into(self, x, kernel, stride, dilation, cols): ...
-    def col2im(self, cols, padded_shape, kernel, stride, dilation): ...
-    def col2im_into(self, cols, kernel, stride, dilation, x): ...
 
 
 def window_count(n: int, k: int, s: int, d: int) -> int:
