@@ -18,13 +18,15 @@ from .init import init_params
 
 class Model:
     """`optimized=False` runs the plain graphs on the reference executor (no passes, no memory
-    plan): what the optimized executors are tested against."""
+    plan): what the optimized executors are tested against. By default NumPy runs the optimized
+    step; CuPy keeps the reference executor until the planned one has been checked on a GPU
+    (the GPU tests compare both with NumPy; `optimized=True` asks for the plan on CuPy)."""
 
-    def __init__(self, source: SourceSpec, backend: str = "numpy", optimized: bool = True):
+    def __init__(self, source: SourceSpec, backend: str = "numpy", optimized: bool | None = None):
         self.source = source
         self.spec = source.spec
         self.backend = get_backend(backend)
-        self.optimized = optimized
+        self.optimized = self.backend.name == "numpy" if optimized is None else optimized
         self.lowered, self.train_step = compile_checked(source)
 
     @property

@@ -61,3 +61,38 @@ def test_training_on_cupy_follows_numpy(cupy_backend, tmp_path):
     # Float32 sums run in another order on the GPU, so later epochs drift slightly apart.
     accuracy = {b: runs[b][0]["final"]["test_accuracy"] for b in runs}
     assert abs(accuracy["cupy"] - accuracy["numpy"]) <= 0.02
+
+
+@pytest.mark.parametrize("spec_text", [SPEC, """
+model:
+  input_shape: [1, 28, 28]
+  layers:
+    - {type: conv2d, filters: 6, kernel_size: 5, padding: 2, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: conv2d, filters: 16, kernel_size: 5, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 84, activation: relu}
+    - {type: dense, units: 10}
+loss: cross_entropy
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+"""], ids=["digits-cnn", "lenet5"])
+def test_planned_step_on_cupy_matches_numpy(cupy_backend, spec_text):
+    """The memory-planned executor (the default on NumPy, opt-in on CuPy until this passes on
+    a GPU): three training steps on CuPy against NumPy's."""
+    from nnrun.runtime.gradcheck import random_batch
+    from nnrun.runtime.model import Model
+
+    source = nnrun.load_spec_text(spec_text)
+    models = {"numpy": Model(source, "numpy"), "cupy": Model(source, "cupy", optimized=True)}
+    x, y = random_batch(models["numpy"], 16, np.random.default_rng(0))
+    weights = {}
+    for name, model in models.items():
+        state = model.train_state()
+        for step in range(1, 4):
+            _, updates = model.step_executor.run(model.step_feeds(state, x, y, 0.05, step, 0))
+            state.update(updates)
+        weights[name] = {k: model.backend.to_host(v).copy() for k, v in state.items()}
+    for name, value in weights["numpy"].items():
+        scale = np.abs(value).max() + 1e-12
+        assert np.abs(weights["cupy"][name] - value).max() / scale < 1e-4, name
