@@ -538,10 +538,26 @@ class Spec(Strict):
 
 def spec_json_schema() -> dict:
     """The JSON Schema of the spec language, as `nnrun schema` prints it for editors."""
-    document = Spec.model_json_schema()
+    document = _standard_bounds(Spec.model_json_schema())
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "nnrun spec (version 1)"
     return document
+
+
+# pydantic writes a bound as its own keyword (`gt`) when the bounded type also carries a
+# validator (the booleans check above), a keyword JSON Schema validators and editors ignore.
+_JSON_SCHEMA_BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum",
+                       "le": "maximum"}
+
+
+def _standard_bounds(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_standard_bounds(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    typed = "type" in node
+    return {(_JSON_SCHEMA_BOUNDS.get(key, key) if typed else key): _standard_bounds(value)
+            for key, value in node.items()}
 
 
 LAYER_TYPES = union_tags(Layer)

@@ -131,3 +131,15 @@ def test_unknown_or_incomplete_names_are_not(document, wrong):
     spec = {"model": {"layers": [{"type": "flatten"}]}}
     spec.update(wrong)
     assert list(schema_validator(document).iter_errors(spec)) != []
+
+
+def test_bounds_are_json_schema_keywords_an_editor_enforces(document):
+    """pydantic's own `gt`/`ge`/`lt`/`le` are not JSON Schema: an editor would ignore them."""
+    text = json.dumps(document)
+    assert not re.search(r'"(gt|ge|lt|le)":', text)
+    validator = schema_validator(document)
+    zero_units = {"model": {"input_shape": [4], "layers": [{"type": "dense", "units": 0}]}}
+    too_much_dropout = {"model": {"input_shape": [4], "layers": [{"type": "dropout",
+                                                                  "rate": 1.0}]}}
+    assert not validator.is_valid(zero_units)
+    assert not validator.is_valid(too_much_dropout)
