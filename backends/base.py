@@ -11,14 +11,16 @@ for the runtime.
 from __future__ import annotations
 
 import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 # Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
 # slices of a large copy or elementwise pass run on several cores. Sized by
-# nnrun.runtime.threads.thread_limit (`--threads`), like the BLAS pool.
-_WORKERS = {"count": 1, "pool": None}
+# nnrun.runtime.threads.thread_limit (`--threads`).
+_WORKERS = {"count": 1, "pool": None, "pool_size": 0}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
+_WORKER_PREFIX = "nnrun-kernel"
 
 
 def set_workers(count: int) -> None:
@@ -31,20 +33,28 @@ def workers() -> int:
 
 def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None:
     """task(slice) over consecutive slices of range(size), one per worker, in parallel when
-    the work is large enough to pay for it."""
+    the work is large enough to pay for it. Called from a worker (a split kernel splitting
+    again) it runs in place: the pool's workers are busy, and waiting on them would deadlock."""
     count = min(workers(), size)
-    if count < 2 or nbytes < PARALLEL_MIN_BYTES:
+    if (count < 2 or nbytes < PARALLEL_MIN_BYTES
+            or threading.current_thread().name.startswith(_WORKER_PREFIX)):
         task(slice(0, size))
         return
-    if _WORKERS["pool"] is None or _WORKERS["pool"]._max_workers < count - 1:
-        _WORKERS["pool"] = ThreadPoolExecutor(max_workers=count - 1,
-                                              thread_name_prefix="nnrun-kernel")
+    pool = _pool(count - 1)
     bounds = [size * i // count for i in range(count + 1)]
-    pending = [_WORKERS["pool"].submit(task, slice(lo, hi))
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    pending = [pool.submit(task, slice(lo, hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
     task(slice(bounds[0], bounds[1]))
     for future in pending:
         future.result()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    if _WORKERS["pool_size"] < size:
+        if _WORKERS["pool"] is not None:
+            _WORKERS["pool"].shutdown(wait=False)
+        _WORKERS["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=_WORKER_PREFIX)
+        _WORKERS["pool_size"] = size
+    return _WORKERS["pool"]
 
 
 def window_count(n: int, k: int, s: int, d: int) -> int:

@@ -38,19 +38,6 @@ DEFAULT_TABLE = [("mlp.yaml", 128), ("mlp.yaml", 1024), ("lenet5.yaml", 128),
 # --- workers: one side, one spec, one batch size -----------------------------------------
 
 
-def median_step_ms(step, synchronize, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    synchronize()
-    times = []
-    for _ in range(steps):
-        started = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
-
-
 def nnrun_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
                  threads: int | None) -> dict:
     import nnrun
@@ -68,6 +55,7 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     import torch
 
     import nnrun
+    from nnrun.runtime.bench import median_step_seconds
     from nnrun.runtime.gradcheck import random_batch
 
     if threads:
@@ -92,9 +80,9 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     net.train()
-    train_ms = median_step_ms(train_step, sync, steps, warmup)
+    train_ms = median_step_seconds(train_step, steps, warmup, sync) * 1e3
     net.eval()
-    infer_ms = median_step_ms(inference, sync, steps, warmup)
+    infer_ms = median_step_seconds(inference, steps, warmup, sync) * 1e3
     return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
             "torch": torch.__version__}
 

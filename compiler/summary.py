@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from .ir import Value
 from .shapes import per_sample, size_of
 from .tables import table_text
 
@@ -102,23 +99,17 @@ def training_memory(step, batch: int) -> dict[str, int]:
     batch, and the workspace (activations kept for the backward pass, gradients, convolution
     columns, scratch), each place reused by liveness."""
     from .passes import optimize
-    from .passes.memory_plan import plan_memory, state_layout
+    from .passes.memory_plan import plan_memory, state_layout, value_bytes
 
     graph = optimize(step.graph)
     layout = state_layout(graph)
     optimizer = sum(place.nbytes for name, place in layout.places.items()
                     if name in step.optimizer_state)
-    held = sum(_bytes(v, batch) for v in graph.params if v.name not in layout.places)
-    held += sum(_bytes(v, batch) for v in graph.state if v.name not in layout.places)
+    held = sum(value_bytes(v.type, batch) for v in (*graph.params, *graph.state)
+               if v.name not in layout.places)
     return {"parameters": layout.nbytes - optimizer + held, "optimizer_state": optimizer,
-            "batch": sum(_bytes(v, batch) for v in graph.inputs),
+            "batch": sum(value_bytes(v.type, batch) for v in graph.inputs),
             "workspace": plan_memory(graph, batch).arena_bytes}
-
-
-def _bytes(value: Value, batch: int) -> int:
-    if value.type.dtype == "rng":
-        return 0
-    return size_of(value.type.concrete(batch)) * np.dtype(value.type.dtype).itemsize
 
 
 SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params", "mult-adds"]

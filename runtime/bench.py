@@ -17,16 +17,16 @@ import numpy as np
 
 from .gradcheck import random_batch
 from .model import Model
-from .threads import kernel_threads, thread_limit
+from .threads import thread_limit
 
 
 def bench(model: Model, batch_size: int, steps: int = 20, warmup: int = 3,
           threads: int | None = None) -> dict:
-    with thread_limit(threads):
-        return _bench(model, batch_size, steps, warmup)
+    with thread_limit(threads) as count:
+        return _bench(model, batch_size, steps, warmup, count)
 
 
-def _bench(model: Model, batch_size: int, steps: int, warmup: int) -> dict:
+def _bench(model: Model, batch_size: int, steps: int, warmup: int, threads: int) -> dict:
     be, spec = model.backend, model.spec
     x, y = random_batch(model, batch_size, np.random.default_rng(spec.seed))
     peak = _peak_step_bytes(model, x, y)
@@ -38,10 +38,11 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int) -> dict:
         feeds.update(updates)
 
     forward_feeds = {name: value for name, value in feeds.items() if name != "y"}
-    train_s = _median_step(train_step, steps, warmup, be)
-    infer_s = _median_step(lambda: model.forward_executor.run(forward_feeds), steps, warmup, be)
+    train_s = median_step_seconds(train_step, steps, warmup, be.synchronize)
+    infer_s = median_step_seconds(lambda: model.forward_executor.run(forward_feeds), steps,
+                                  warmup, be.synchronize)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
-            "threads": kernel_threads() if be.name == "numpy" else None,
+            "threads": threads if be.name == "numpy" else None,
             "executor": "planned" if model.optimized else "reference",
             "train_step_ms": round(train_s * 1e3, 3),
             "train_samples_per_s": round(batch_size / train_s, 1),
@@ -50,15 +51,17 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int) -> dict:
             "peak_memory_mb": round(peak / 2**20, 3)}
 
 
-def _median_step(call, steps: int, warmup: int, be) -> float:
+def median_step_seconds(call, steps: int, warmup: int, synchronize) -> float:
+    """The median of `steps` calls each timed on its own (after a synchronize, so that a GPU's
+    queued work counts), after `warmup` untimed calls."""
     for _ in range(warmup):
         call()
-    be.synchronize()
+    synchronize()
     times = []
     for _ in range(steps):
         started = time.perf_counter()
         call()
-        be.synchronize()
+        synchronize()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

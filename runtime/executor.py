@@ -62,10 +62,6 @@ class PlannedExecutor:
     def plan(self, batch: int) -> MemoryPlan:
         return self._program(batch).plan
 
-    def held_bytes(self) -> int:
-        """What the executor holds between runs: its state and every plan's arena."""
-        return self._state_buffer.nbytes + sum(p.arena.nbytes for p in self.programs.values())
-
     def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         program = self._program(self._batch_size(feeds))
         self._load_state(feeds)

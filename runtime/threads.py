@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from nnrun.backends.base import set_workers, workers
 
@@ -38,15 +38,3 @@ def thread_limit(threads: int | None):
             yield count
     finally:
         set_workers(saved)
-
-
-def blas_threads() -> int:
-    """The BLAS pool's current size."""
-    counts = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
-    return max(counts) if counts else 1
-
-
-def kernel_threads() -> int:
-    """The threads nnrun's CPU kernels use now: its workers, or BLAS's own threads when no
-    thread_limit is in force (the Python API without one)."""
-    return workers() if workers() > 1 or blas_threads() == 1 else blas_threads()

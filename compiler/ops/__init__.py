@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable
 
+from ..ir import TensorType
+
 
 @dataclass(frozen=True)
 class NoAttrs:
@@ -48,6 +50,26 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+
+def forward_through_into(name: str):
+    """A plain forward for an op that only the optimizing passes emit: outputs and scratch
+    allocated from the op's own shape and scratch rules, then its forward_into. (Its reference
+    is the independent one in tests/ops/cases.py.)"""
+
+    def forward(be, attrs, *arrays):
+        op = REGISTRY[name]
+        types = [TensorType(tuple(a.shape), str(a.dtype)) for a in arrays]
+        outputs = op.shape(attrs, *types)
+        several = isinstance(outputs, tuple)
+        buffers = [be.xp.empty(t.shape, dtype=t.dtype) for t in
+                   (*(outputs if several else (outputs,)),
+                    *(op.scratch(attrs, *types) if op.scratch else ()))]
+        op.forward_into(be, attrs, tuple(buffers), *arrays)
+        count = len(outputs) if several else 1
+        return tuple(buffers[:count]) if several else buffers[0]
+
+    return forward
 
 
 def register(op: OpDef) -> OpDef:

@@ -26,3 +26,15 @@ def all_same(attrs, *types: TensorType) -> TensorType:
                 "make the branches produce the same shape (or use concat)",
             )
     return first
+
+
+_CONSTANTS: dict = {}
+
+
+def cached_constant(be, key: tuple, build):
+    """An array that depends only on shapes (position tables, vectors of ones), built once per
+    backend and key: a step that needs it allocates nothing."""
+    full_key = (be.name, *key)
+    if full_key not in _CONSTANTS:
+        _CONSTANTS[full_key] = build()
+    return _CONSTANTS[full_key]

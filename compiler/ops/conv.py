@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of, window_output
-from . import OpDef, register
+from . import OpDef, forward_through_into, register
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,11 @@ def is_padded(pad) -> bool:
     return any(lo or hi for lo, hi in pad_pairs(pad))
 
 
+def padded_scratch(x: TensorType, pad) -> tuple:
+    """The scratch buffer a kernel pads x into: none when there is no padding."""
+    return (padded_type(x, pad),) if is_padded(pad) else ()
+
+
 def pad_into(xp, x, pad, padded, fill=0):
     """x into the preallocated `padded` buffer, `fill` around it; returns what to read."""
     if not is_padded(pad):
@@ -140,7 +145,7 @@ def _conv_grad_input_scratch(attrs, g, x, w):
         return _shifted_rows_scratch(attrs, g, x, w)
     kernel_size = size_of(w.shape[2:])
     cols = TensorType((g.shape[0], w.shape[1] * kernel_size, size_of(g.shape[2:])), g.dtype)
-    return (cols, padded_type(x, attrs.pad)) if is_padded(attrs.pad) else (cols,)
+    return (cols, *padded_scratch(x, attrs.pad))
 
 
 def _conv_grad_input_into(be, attrs, out, g, x, w):
@@ -167,7 +172,7 @@ def _conv_grad_input_into(be, attrs, out, g, x, w):
 
 
 def _rows_shift(attrs, g) -> bool:
-    return set(attrs.stride) == {1} and len(g.shape) >= 3
+    return set(attrs.stride) == {1}
 
 
 def _shifted_rows_scratch(attrs, g, x, w):
@@ -175,7 +180,7 @@ def _shifted_rows_scratch(attrs, g, x, w):
     scratch = (TensorType((g.shape[0], g.shape[1], rows * width), g.dtype),  # g padded to W
                TensorType((g.shape[0], w.shape[1] * size_of(w.shape[2:]), rows * width),
                           g.dtype))  # the columns, rows of W
-    return (*scratch, padded_type(x, attrs.pad)) if is_padded(attrs.pad) else scratch
+    return (*scratch, *padded_scratch(x, attrs.pad))
 
 
 CACHE_BLOCK_BYTES = 1 << 21  # columns handled at a time, so that the K additions hit cache
@@ -259,17 +264,8 @@ def _im2col_shape(attrs, x: TensorType) -> TensorType:
     return TensorType((x.shape[1] * size_of(attrs.kernel), x.shape[0], size_of(out)), x.dtype)
 
 
-def _im2col_forward(be, attrs, x):
-    padded = zero_pad(be.xp, x, attrs.pad)
-    out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
-           zip(x.shape[2:], attrs.kernel, attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
-    cols = be.xp.empty((x.shape[1], *attrs.kernel, x.shape[0], *out), dtype=x.dtype)
-    be.batch_columns_into(padded, attrs.kernel, attrs.stride, attrs.dilation, cols)
-    return cols.reshape(x.shape[1] * size_of(attrs.kernel), x.shape[0], -1)
-
-
 def _im2col_scratch(attrs, x):
-    return (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
+    return padded_scratch(x, attrs.pad)
 
 
 def _im2col_into(be, attrs, out, x):
@@ -293,12 +289,6 @@ def _conv_columns_shape(attrs, cols: TensorType, w: TensorType) -> TensorType:
     return TensorType((cols.shape[1], w.shape[0], *attrs.out), cols.dtype)
 
 
-def _conv_columns_forward(be, attrs, cols, w):
-    y = be.xp.empty((cols.shape[1], w.shape[0], *attrs.out), dtype=cols.dtype)
-    _conv_columns_into(be, attrs, (y,), cols, w)
-    return y
-
-
 def _conv_columns_into(be, attrs, out, cols, w):
     (y,) = out
     weight = w.reshape(w.shape[0], -1)
@@ -314,15 +304,6 @@ def _conv_columns_into(be, attrs, out, cols, w):
 def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
     channels = cols.shape[0] // size_of(attrs.kernel)
     return TensorType((g.shape[1], channels, *attrs.kernel), g.dtype)
-
-
-def _conv_grad_weight_columns_forward(be, attrs, g, cols):
-    types = _conv_grad_weight_columns_scratch(attrs, g, cols)
-    gw = be.xp.empty((g.shape[1], cols.shape[0] // size_of(attrs.kernel), *attrs.kernel),
-                     dtype=g.dtype)
-    scratch = [be.xp.empty(t.shape, dtype=t.dtype) for t in types]
-    _conv_grad_weight_columns_into(be, attrs, (gw, *scratch), g, cols)
-    return gw
 
 
 def _one_product(cols_shape) -> bool:
@@ -354,15 +335,16 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     xp.sum(work, axis=0, out=gw_rows)
 
 
-register(OpDef("im2col", ColumnsAttrs, _im2col_shape, _im2col_forward, None, is_gradient=True,
+register(OpDef("im2col", ColumnsAttrs, _im2col_shape, forward_through_into("im2col"), None,
+               is_gradient=True,
                forward_into=_im2col_into, scratch=_im2col_scratch,
                doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
                    "batch-merged"))
-register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape, _conv_columns_forward,
-               None, is_gradient=True, forward_into=_conv_columns_into,
+register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape,
+               forward_through_into("conv_columns"), None, is_gradient=True, forward_into=_conv_columns_into,
                doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: a matrix product per sample"))
 register(OpDef("conv_grad_weight_columns", ColumnsAttrs, _conv_grad_weight_columns_shape,
-               _conv_grad_weight_columns_forward, None, is_gradient=True,
+               forward_through_into("conv_grad_weight_columns"), None, is_gradient=True,
                forward_into=_conv_grad_weight_columns_into,
                scratch=_conv_grad_weight_columns_scratch,
                doc="dw[f, r] = sum_(b,o) g[b, f, o] cols[r, b, o]: one matrix product, or one "

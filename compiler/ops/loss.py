@@ -9,7 +9,7 @@ from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
 from . import NoAttrs, OpDef, register
 from .activation import _sigmoid
-from .common import scalar_like
+from .common import cached_constant, scalar_like
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,6 @@ def _cross_entropy_scratch(attrs, *types):
             TensorType((batch,), "int64"), TensorType((batch,), logits.dtype))
 
 
-_ROW_STARTS: dict = {}
-
-
 def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
                                  picked):
     xp = be.xp
@@ -127,10 +124,9 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
     xp.log(row, out=row)
     xp.subtract(log_probs, row, out=log_probs)
     target.fill(attrs.label_smoothing / classes)
-    key = (be.name, batch, classes)
-    if key not in _ROW_STARTS:
-        _ROW_STARTS[key] = xp.arange(batch, dtype=xp.int64) * classes
-    xp.add(_ROW_STARTS[key], labels, out=positions)
+    row_starts = cached_constant(be, ("row starts", batch, classes),
+                                 lambda: xp.arange(batch, dtype=xp.int64) * classes)
+    xp.add(row_starts, labels, out=positions)
     flat = target.reshape(-1)
     be.take_into(flat, positions, picked)
     xp.add(picked, 1 - attrs.label_smoothing, out=picked)

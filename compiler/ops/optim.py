@@ -6,7 +6,6 @@ that a training step is one graph: no optimizer code runs outside it.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,7 +184,8 @@ class UpdateGroupAttrs:
     slots: int = 0  # optimizer state tensors per parameter
 
 
-def _group_parts(attrs, inputs):
+def group_parts(attrs, inputs):
+    """(params, grads, lr, step, [each optimizer slot's tensors]) of an update_group's inputs."""
     n = attrs.count
     params, grads, (lr, step) = inputs[:n], inputs[n:2 * n], inputs[2 * n:2 * n + 2]
     slots = [inputs[2 * n + 2 + k * n:2 * n + 2 + (k + 1) * n] for k in range(attrs.slots)]
@@ -193,7 +193,7 @@ def _group_parts(attrs, inputs):
 
 
 def _update_group_shape(attrs, *types):
-    params, grads, lr, step, slots = _group_parts(attrs, types)
+    params, grads, lr, step, slots = group_parts(attrs, types)
     for p, g in zip(params, grads):
         if p.shape != g.shape:
             raise ShapeError(f"update of a {list(p.shape)} parameter with a "
@@ -202,7 +202,7 @@ def _update_group_shape(attrs, *types):
 
 
 def _update_group_forward(be, attrs, *arrays):
-    params, grads, lr, step, slots = _group_parts(attrs, arrays)
+    params, grads, lr, step, slots = group_parts(attrs, arrays)
     forward = REGISTRY[attrs.update].forward
     results = [forward(be, attrs.attrs, p, g, lr, step, *(slot[i] for slot in slots))
                for i, (p, g) in enumerate(zip(params, grads))]
@@ -216,18 +216,29 @@ def _update_group_scratch(attrs, *types):
     return (TensorType((total,), params[0].dtype),) * 2
 
 
+def _flat_runs(xp, attrs, out, arrays):
+    """The group as flat arrays: (params, grads, *slots) and the new (params, *slots), each one
+    1-D view over consecutive pieces of one buffer; None when a run is not laid out so."""
+    params, grads, _, _, slots = group_parts(attrs, arrays)
+    n = attrs.count
+    new_slots = out[n:n + n * attrs.slots]
+    runs = [params, grads, *slots, out[:n],
+            *(new_slots[k * n:(k + 1) * n] for k in range(attrs.slots))]
+    flat = [_flat_view(xp, run) for run in runs]
+    if any(f is None for f in flat):
+        return None
+    return flat[:2 + attrs.slots], flat[2 + attrs.slots:]
+
+
 def _update_group_into(be, attrs, out, *arrays):
-    params, grads, lr, step, slots = _group_parts(attrs, arrays)
+    params, grads, lr, step, slots = group_parts(attrs, arrays)
     n = attrs.count
     new_params, new_slots = out[:n], out[n:n + n * attrs.slots]
     scratch = out[n + n * attrs.slots:]
     update = REGISTRY[attrs.update]
-    runs = [params, grads, *slots, new_params,
-            *(new_slots[k * n:(k + 1) * n] for k in range(attrs.slots))]
-    flat = [contiguous_run(be.xp, run) for run in runs]
-    if all(f is not None for f in flat) and update.forward_into is not None:
-        p, g, *rest = flat
-        state, new = rest[:attrs.slots], rest[attrs.slots:]
+    flat = _flat_runs(be.xp, attrs, out, arrays) if update.forward_into else None
+    if flat is not None:
+        (p, g, *state), new = flat
         update.forward_into(be, attrs.attrs, (*new, *scratch), p, g, lr, step, *state)
         return
     offset = 0
@@ -246,63 +257,27 @@ def _update_group_into(be, attrs, out, *arrays):
 
 def _update_group_bind(be, attrs, out, *arrays):
     """With every buffer fixed by the plan: find the flat runs once, and return the update of
-    the flat buffers as a function of the learning rate and step count (None: not flat)."""
-    params, grads, _, _, slots = _group_parts(attrs, arrays)
-    n = attrs.count
-    new_params, new_slots = out[:n], out[n:n + n * attrs.slots]
-    scratch = out[n + n * attrs.slots:]
-    runs = [params, grads, *slots, new_params,
-            *(new_slots[k * n:(k + 1) * n] for k in range(attrs.slots))]
+    the flat buffers as a function of the inputs (None: not flat, or lr/step not fed yet)."""
     update = REGISTRY[attrs.update]
-    if update.forward_into is None or any(a is None for run in runs for a in run):
+    params, grads, _, _, slots = group_parts(attrs, arrays)
+    if update.forward_into is None or any(a is None for a in (*params, *grads, *slots)):
         return None
-    flat = [_flat_view(be.xp, run) for run in runs]
-    if any(f is None for f in flat):
+    flat = _flat_runs(be.xp, attrs, out, arrays)
+    if flat is None:
         return None
-    p, g, *rest = flat
-    state, new = rest[:attrs.slots], rest[attrs.slots:]
-    outputs = (*new, *scratch)
+    (p, g, *state), new = flat
+    outputs = (*new, *out[attrs.count * (1 + attrs.slots):])
+    lr_at = 2 * attrs.count
 
     def run(*inputs):
-        lr, step = inputs[2 * n], inputs[2 * n + 1]
-        update.forward_into(be, attrs.attrs, outputs, p, g, lr, step, *state)
+        update.forward_into(be, attrs.attrs, outputs, p, g, inputs[lr_at], inputs[lr_at + 1],
+                            *state)
 
     return run
 
 
 def _flat_view(xp, arrays):
-    where = _locate_run(arrays)
-    if where is None:
-        return None
-    base, start, stop = where[0](), where[1], where[2]
-    return base.reshape(-1).view(xp.uint8)[start:stop].view(arrays[0].dtype)
-
-
-def contiguous_run(xp, arrays):
-    """The 1-D array that `arrays` are consecutive pieces of (views of one buffer), or None.
-    A planned executor passes the same arrays every step, so where they lie is remembered,
-    through weak references only: a new array at a reused address is never mistaken for an
-    old one, and no buffer is kept alive."""
-    key = tuple(map(id, arrays))
-    known = _RUNS.get(key)
-    if known is None or not all(ref() is a for ref, a in zip(known[0], arrays)):
-        if len(_RUNS) > 256:
-            _RUNS.clear()
-        known = _RUNS[key] = ([weakref.ref(a) for a in arrays], _locate_run(arrays))
-    where = known[1]
-    if where is None:
-        return None
-    base, start, stop = where[0](), where[1], where[2]
-    if base is None:
-        return None
-    return base.reshape(-1).view(xp.uint8)[start:stop].view(arrays[0].dtype)
-
-
-_RUNS: dict = {}
-
-
-def _locate_run(arrays):
-    """(weak reference to the buffer, first byte, end byte) of consecutive pieces, or None."""
+    """The 1-D array that `arrays` are consecutive pieces of (views of one buffer), or None."""
     first = arrays[0]
     base = first.base
     if base is None or not base.flags.c_contiguous:
@@ -316,7 +291,7 @@ def _locate_run(arrays):
     offset = start - _address(base)
     if offset < 0 or offset + (position - start) > base.nbytes:
         return None
-    return weakref.ref(base), offset, offset + position - start
+    return base.reshape(-1).view(xp.uint8)[offset:offset + position - start].view(first.dtype)
 
 
 def _address(array) -> int:

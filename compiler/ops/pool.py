@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .conv import is_padded, pad_into, pad_pairs, padded_type, unpad, window_shape
+from .common import cached_constant
+from .conv import pad_into, pad_pairs, padded_scratch, padded_type, unpad, window_shape
 
 
 @dataclass(frozen=True)
@@ -104,8 +105,7 @@ def _input_shape(attrs, g, x):
 def _window_scratch(attrs, x: TensorType):
     out = window_shape(attrs, x, attrs.kernel, "pool")
     windows = TensorType((*x.shape[:2], *attrs.kernel, *out), x.dtype)
-    padded = (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
-    return (windows, *padded)
+    return (windows, *padded_scratch(x, attrs.pad))
 
 
 def _windows_into(be, attrs, x, windows, padded, fill):
@@ -120,8 +120,7 @@ def _avg_pool_into(be, attrs, out, x):
 
 
 def _avg_pool_grad_scratch(attrs, g, x):
-    share = TensorType(g.shape, g.dtype)
-    return (share, padded_type(x, attrs.pad)) if is_padded(attrs.pad) else (share,)
+    return (TensorType(g.shape, g.dtype), *padded_scratch(x, attrs.pad))
 
 
 def _avg_pool_grad_into(be, attrs, out, g, x):
@@ -139,7 +138,7 @@ def _avg_pool_grad_into(be, attrs, out, g, x):
 
 
 def _padded_scratch(attrs, x: TensorType):
-    return (padded_type(x, attrs.pad),) if is_padded(attrs.pad) else ()
+    return padded_scratch(x, attrs.pad)
 
 
 def _offset_views(be, attrs, x, padded, fill):
@@ -202,17 +201,7 @@ def _offset_dtype(attrs) -> str:
 def _max_pool_index_scratch(attrs, x):
     y, _ = _max_pool_index_shape(attrs, x)
     offset = TensorType(y.shape, _offset_dtype(attrs))
-    return (*_padded_scratch(attrs, x), offset, offset, TensorType(y.shape, "bool"))
-
-
-_TABLES: dict = {}
-
-
-def _cached_tables(be, attrs, x_shape, out_shape):
-    key = (be.name, attrs, tuple(x_shape))
-    if key not in _TABLES:
-        _TABLES[key] = _position_tables(be.xp, attrs, x_shape, out_shape)
-    return _TABLES[key]
+    return (*padded_scratch(x, attrs.pad), offset, offset, TensorType(y.shape, "bool"))
 
 
 def _max_pool_index_into(be, attrs, out, x):
@@ -233,7 +222,8 @@ def _max_pool_index_into(be, attrs, out, x):
         xp.subtract(offset, first_max, out=change)  # first_max becomes offset where larger
         xp.multiply(change, larger_count, out=change)
         xp.add(first_max, change, out=first_max)
-    starts, offsets = _cached_tables(be, attrs, x.shape, y.shape)
+    starts, offsets = cached_constant(be, ("pool positions", attrs, x.shape),
+                                      lambda: _position_tables(xp, attrs, x.shape, y.shape))
     xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
     be.take_into(offsets, index, index)
     xp.add(index, starts, out=index)
@@ -281,8 +271,7 @@ def _max_pool_grad_index_forward(be, attrs, g, index):
 
 def _max_pool_grad_index_scratch(attrs, g, index):
     x_type = TensorType((*g.shape[:2], *attrs.input), g.dtype)
-    positions = TensorType(index.shape, "int64")
-    return (positions, padded_type(x_type, attrs.pad)) if is_padded(attrs.pad) else (positions,)
+    return (TensorType(index.shape, "int64"), *padded_scratch(x_type, attrs.pad))
 
 
 def _max_pool_grad_index_into(be, attrs, out, g, index):
@@ -290,10 +279,9 @@ def _max_pool_grad_index_into(be, attrs, out, g, index):
     xp = be.xp
     target = padded[0] if padded else gx
     target.fill(0)
-    key = (be.name, "starts", index.shape, target[0].size)
-    if key not in _TABLES:
-        _TABLES[key] = _sample_starts(xp, index.shape, target[0].size)
-    xp.add(index, _TABLES[key], out=positions)
+    starts = cached_constant(be, ("sample starts", index.shape, target[0].size),
+                             lambda: _sample_starts(xp, index.shape, target[0].size))
+    xp.add(index, starts, out=positions)
     _scatter(xp, attrs, target.reshape(-1), positions, g)
     if padded:
         xp.copyto(gx, unpad(target, attrs.pad))
@@ -302,8 +290,8 @@ def _max_pool_grad_index_into(be, attrs, out, g, index):
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
                None, is_gradient=True, forward_into=_max_pool_index_into,
                scratch=_max_pool_index_scratch, batch_parallel=True,
-               doc="max pooling that also returns each maximum's flat position in the padded "
-                   "input"))
+               doc="max pooling that also returns each maximum's flat position in its sample's "
+                   "padded input"))
 register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                _max_pool_grad_index_forward, None, is_gradient=True,
                forward_into=_max_pool_grad_index_into, scratch=_max_pool_grad_index_scratch,

@@ -12,12 +12,13 @@ from ..ir import Graph
 from ..ops.linear import FUSABLE_ACTIVATIONS, BiasActivationAttrs
 from .rewrite import Rewriter, consumers, is_result
 
-_SIGN_GRADIENTS = ("relu_grad", "leaky_relu_grad")
+# The gradient ops that read only the sign of their activation's input.
+_SIGN_GRADIENT = {"relu": "relu_grad", "leaky_relu": "leaky_relu_grad"}
 
 
 def fuse_bias_activation(graph: Graph) -> Graph:
     readers = consumers(graph)
-    fused = {}  # id of the activation node -> BiasActivationAttrs; bias_add nodes dropped
+    fused = {}  # id of the activation node -> (its bias_add node, BiasActivationAttrs)
     dropped = set()
     for node in graph.nodes:
         if node.op != "bias_add" or is_result(graph, node.output):
@@ -47,6 +48,7 @@ def fuse_bias_activation(graph: Graph) -> Graph:
 
 
 def _only_sign_gradients(uses, activation, z) -> bool:
-    return all(n is activation or (n.op in _SIGN_GRADIENTS and n.op.startswith(activation.op)
-                                   and n.inputs[1] is z and n.inputs[0] is not z)
+    sign_gradient = _SIGN_GRADIENT.get(activation.op)
+    return all(n is activation or (n.op == sign_gradient and n.inputs[1] is z
+                                   and n.inputs[0] is not z)
                for n in uses)

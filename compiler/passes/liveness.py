@@ -31,7 +31,7 @@ def live_ranges(graph: Graph) -> dict[int, LiveRange]:
             viewed[id(node.output)] = id(node.inputs[0])
     for value in (*graph.outputs.values(), *graph.updates.values()):
         end[id(value)] = len(graph.nodes)
-    for position, node in reversed(list(enumerate(graph.nodes))):
+    for node in reversed(graph.nodes):
         for value in node.outputs:
             source = viewed.get(id(value))
             if source is not None:

@@ -21,7 +21,8 @@ import numpy as np
 
 from ..ir import Graph, TensorType, Value
 from ..ops import REGISTRY
-from .liveness import LEAF, live_ranges
+from ..ops.optim import group_parts
+from .liveness import live_ranges
 
 ALIGNMENT = 64  # bytes: cache-line and SIMD alignment of every place
 
@@ -66,10 +67,8 @@ def state_layout(graph: Graph) -> StateLayout:
     runs: list[list[Value]] = []
     for node in graph.nodes:
         if node.op == "update_group":
-            count = node.attrs.count
-            runs.append(list(node.inputs[:count]))
-            runs += [list(node.inputs[2 * count + 2 + k * count:2 * count + 2 + (k + 1) * count])
-                     for k in range(node.attrs.slots)]
+            params, _, _, _, slots = group_parts(node.attrs, node.inputs)
+            runs += [list(params), *(list(slot) for slot in slots)]
     runs += [[graph.leaf(name)] for name in graph.updates]
     layout = StateLayout()
     for run in runs:
@@ -121,7 +120,7 @@ class _Item:
 
 
 def _items(graph: Graph, plan: MemoryPlan, ranges, batch: int) -> list[_Item]:
-    grouped = _grouped_gradients(graph, plan)
+    grouped = _grouped_gradients(graph)
     items: list[_Item] = []
     plan.scratch = [()] * len(graph.nodes)
     for position, node in enumerate(graph.nodes):
@@ -144,7 +143,7 @@ def _items(graph: Graph, plan: MemoryPlan, ranges, batch: int) -> list[_Item]:
 
 
 def _single(target, type_: TensorType, start: int, end: int, batch: int) -> _Item:
-    nbytes = _bytes(type_, batch)
+    nbytes = value_bytes(type_, batch)
     return _Item(_aligned(nbytes), start, end, [(target, 0, type_)])
 
 
@@ -153,13 +152,13 @@ def _group_item(values: list[Value], ranges, batch: int) -> _Item:
     members, offset = [], 0
     for value in values:
         members.append((id(value), offset, value.type))
-        offset += _bytes(value.type, batch)
+        offset += value_bytes(value.type, batch)
     start = min(ranges[id(v)].start for v in values)
     end = max(ranges[id(v)].end for v in values)
     return _Item(_aligned(offset), start, end, members)
 
 
-def _grouped_gradients(graph: Graph, plan: MemoryPlan) -> dict[int, list[Value]]:
+def _grouped_gradients(graph: Graph) -> dict[int, list[Value]]:
     """value id -> the gradient group it belongs to, for update groups whose gradients are all
     distinct values defined by non-view nodes of one dtype (otherwise the group updates tensor
     by tensor)."""
@@ -168,11 +167,11 @@ def _grouped_gradients(graph: Graph, plan: MemoryPlan) -> dict[int, list[Value]]
     for node in graph.nodes:
         if node.op != "update_group":
             continue
-        grads = list(node.inputs[node.attrs.count:2 * node.attrs.count])
+        grads = list(group_parts(node.attrs, node.inputs)[1])
         ok = (len({id(g) for g in grads}) == len(grads)
               and len({g.type.dtype for g in grads}) == 1
               and all(id(g) in defined_by and not REGISTRY[defined_by[id(g)].op].view
-                      and id(g) not in grouped and id(g) not in plan.in_place for g in grads))
+                      and id(g) not in grouped for g in grads))
         if ok:
             for g in grads:
                 grouped[id(g)] = grads
@@ -209,7 +208,8 @@ def _lowest_fit(placed, item: _Item) -> int:
     return candidate
 
 
-def _bytes(type_: TensorType, batch: int) -> int:
+def value_bytes(type_: TensorType, batch: int) -> int:
+    """Bytes of a value of this type at this batch size (a random generator takes none)."""
     if type_.dtype == "rng":
         return 0
     return int(np.prod(type_.concrete(batch), dtype=np.int64)) * np.dtype(type_.dtype).itemsize
@@ -218,5 +218,3 @@ def _bytes(type_: TensorType, batch: int) -> int:
 def _aligned(nbytes: int) -> int:
     return -(-nbytes // ALIGNMENT) * ALIGNMENT
 
-
-__all__ = ["LEAF", "MemoryPlan", "Place", "StateLayout", "plan_memory", "state_layout"]
