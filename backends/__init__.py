@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class BackendUnavailable(Exception):
-    pass
+    """CuPy missing, no usable CUDA device, or an unknown backend name: one line for the user."""
 
 
 def get_backend(name: str = "numpy"):
@@ -17,8 +17,8 @@ def get_backend(name: str = "numpy"):
             from .cupy_backend import CupyBackend
         except ImportError as error:
             raise BackendUnavailable(
-                f"backend 'cupy' is not available ({error}); install nnrun[cupy] on a machine "
-                "with a CUDA GPU, or use --backend numpy"
+                f"backend 'cupy' needs CuPy, which is not installed ({error}): install "
+                "nnrun[cuda13] (CUDA 13 drivers) or nnrun[cuda12] (CUDA 12), or use --backend numpy"
             ) from None
         return CupyBackend()
     raise BackendUnavailable(f"unknown backend '{name}'; use numpy or cupy")

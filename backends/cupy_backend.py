@@ -8,6 +8,7 @@ from __future__ import annotations
 import cupy
 from cupyx.scipy import special
 
+from . import BackendUnavailable
 from .base import ArrayBackend
 
 
@@ -19,9 +20,13 @@ class CupyBackend(ArrayBackend):
         try:
             devices = cupy.cuda.runtime.getDeviceCount()
         except cupy.cuda.runtime.CUDARuntimeError as error:
-            raise ImportError(f"no usable CUDA device ({error})") from None
+            devices, reason = 0, str(error)
+        else:
+            reason = "no CUDA device found"
         if devices == 0:
-            raise ImportError("no CUDA device found")
+            raise BackendUnavailable(
+                f"backend 'cupy': CuPy is installed but has no usable CUDA device ({reason}); "
+                "run on a machine with an NVIDIA GPU and its driver, or use --backend numpy")
 
     def from_host(self, array):
         return cupy.asarray(array)

@@ -454,6 +454,7 @@ def _attach_data_group() -> None:
     from nnrun.data_cli import data
 
     main.add_command(data)
+    from nnrun import check_backends_cli  # noqa: F401  (registers check-backends)
 
 
 _attach_data_group()

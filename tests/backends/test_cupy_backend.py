@@ -2,6 +2,7 @@
 Runs with `pytest -m gpu` on a machine with CuPy and a CUDA device; skips elsewhere."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +97,18 @@ def test_planned_step_on_cupy_matches_numpy(cupy_backend, spec_text):
     for name, value in weights["numpy"].items():
         scale = np.abs(value).max() + 1e-12
         assert np.abs(weights["cupy"][name] - value).max() / scale < 1e-4, name
+
+
+SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
+def test_check_backends_agrees_on_every_spec(cupy_backend, spec_path):
+    """check-backends on each shipped spec: every op (plain and optimized kernels) and the
+    whole step on CuPy's executor within 1e-4 of NumPy's."""
+    from nnrun.runtime.check_backends import check_backends
+
+    report = check_backends(nnrun.compile(spec_path).source, cupy_backend, batch_size=8)
+    first = report.first_failure
+    assert first is None, f"{first[0].name}: {first[1].describe()}"
+    assert not report.whole_step_failures, report.whole_step_failures

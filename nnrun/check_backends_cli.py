@@ -1,0 +1,69 @@
+"""`nnrun check-backends SPEC`: one batch through NumPy and another backend, op by op."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .cli import handle_errors, main, set_option, spec_argument
+
+
+@main.command(name="check-backends")
+@spec_argument
+@click.option("--backend", type=click.Choice(["cupy", "numpy"]), default="cupy",
+              show_default=True, help="The backend checked against NumPy's reference executor.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Largest relative difference accepted: max |a - b| / max |reference|.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the initial weights and the random batch.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@set_option
+@handle_errors
+def check_backends(spec, backend, batch_size, tolerance, seed, fmt, overrides) -> None:
+    """One training step on random data through NumPy and BACKEND, op by op: names the first
+    op whose output or gradient differs beyond tolerance. Exit 1 when one does."""
+    import nnrun
+    from nnrun.runtime.check_backends import check_backends as run_check
+
+    source = nnrun.compile(spec, overrides=overrides).source
+    report = run_check(source, backend, batch_size, tolerance, seed)
+    if fmt == "json":
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        _print_report(spec, report)
+    sys.exit(0 if report.agree else 1)
+
+
+def _print_report(spec, report) -> None:
+    click.echo(f"{spec}: {report.candidate} against {report.reference}, one training step, "
+               f"batch {report.batch_size}, {report.dtype}, tolerance {report.tolerance:g}")
+    for graph in report.graphs:
+        compared = [d for d in graph.ops if d.compared]
+        failures = graph.failures(report.tolerance)
+        largest = graph.largest()
+        worst = (f"largest difference {largest.difference:.1e}: {largest.op}"
+                 f"{' of ' + largest.layer if largest.layer else ''}" if largest else "")
+        skipped = len(graph.ops) - len(compared)
+        skipped_text = f", {skipped} random (not compared)" if skipped else ""
+        click.echo(f"  {graph.name + ', op by op:':<30} {len(compared) - len(failures)} of "
+                   f"{len(compared)} outputs agree{skipped_text}; {worst}")
+    whole = report.whole_step
+    worst_name = max(whole, key=whole.get) if whole else ""
+    click.echo(f"  {'whole ' + report.whole_step_kind + ':':<30} "
+               f"{len(whole) - len(report.whole_step_failures)} of {len(whole)} arrays agree on "
+               f"the {report.executor} executor"
+               + (f"; largest difference {whole[worst_name]:.1e}: {worst_name}" if whole else ""))
+    first = report.first_failure
+    if first is not None:
+        graph, difference = first
+        click.echo(f"first difference: {graph.name}, {difference.describe()} "
+                   f"(tolerance {report.tolerance:g})")
+    elif report.whole_step_failures:
+        names = ", ".join(report.whole_step_failures)
+        click.echo(f"every op agrees alone, but the whole step differs in: {names} (the "
+                   f"{report.executor} executor's own buffers or order)")
+    else:
+        click.echo(f"ok: {report.candidate} agrees with {report.reference}")

@@ -1,0 +1,242 @@
+"""`nnrun check-backends`: one training step through two backends, op by op.
+
+The reference backend (NumPy) runs the step graph and keeps every value. Each op then runs on
+the candidate backend with the reference's own inputs, so a difference is the op's, not one
+carried in from an earlier op: the first op whose output differs beyond tolerance is the one to
+look at. Two graphs are checked, each op as the executors run it:
+
+- the plain step graph (forward, loss, backward, update), each op's `forward`;
+- the optimized step graph, each op's `forward_into` where it has one (the kernels the
+  memory-planned executor runs), written into fresh buffers.
+
+Then the whole step runs on the candidate's own executor, and its loss and updated state are
+compared with the reference's: what a training run on that backend would compute.
+
+Ops that draw random numbers (dropout) cannot agree across generators: they are not compared,
+and the reference's output is what the ops after them read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nnrun.backends import get_backend
+from nnrun.compiler.ir import Graph, Node, TensorType
+from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.passes import optimize
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+
+from .gradcheck import random_batch
+from .model import Model
+
+RANDOM_INPUTS = {"rng"}  # graph inputs that make an op's result depend on the generator
+
+
+@dataclass
+class OpDifference:
+    position: int
+    op: str
+    layer: str  # "" for the loss and the optimizer
+    where: str  # the spec path, e.g. "model.layers[2]"
+    output: str  # "%14"
+    shape: tuple
+    difference: float  # max |candidate - reference| / max(max |reference|, tiny)
+    compared: bool = True  # False for random ops
+
+    def describe(self) -> str:
+        layer = f" of layer {self.layer} ({self.where})" if self.layer else ""
+        return (f"op {self.position} '{self.op}'{layer}, output {self.output} "
+                f"{list(self.shape)}: relative difference {self.difference:.2e}")
+
+
+@dataclass
+class GraphCheck:
+    name: str
+    ops: list[OpDifference] = field(default_factory=list)
+
+    def failures(self, tolerance: float) -> list[OpDifference]:
+        return [d for d in self.ops if d.compared and d.difference > tolerance]
+
+    def largest(self) -> OpDifference | None:
+        compared = [d for d in self.ops if d.compared]
+        return max(compared, key=lambda d: d.difference) if compared else None
+
+
+@dataclass
+class BackendCheck:
+    reference: str
+    candidate: str
+    executor: str  # the candidate's executor for the whole step: planned or reference
+    batch_size: int
+    dtype: str
+    tolerance: float
+    graphs: list[GraphCheck]
+    whole_step: dict[str, float]  # output or updated state name -> relative difference
+    # What ran whole on both: the training step, or (when the step draws random numbers, which
+    # no two generators agree on) the loss and gradients in inference mode.
+    whole_step_kind: str = "training step"
+
+    @property
+    def first_failure(self) -> tuple[GraphCheck, OpDifference] | None:
+        for graph in self.graphs:
+            failures = graph.failures(self.tolerance)
+            if failures:
+                return graph, failures[0]
+        return None
+
+    @property
+    def whole_step_failures(self) -> dict[str, float]:
+        return {k: v for k, v in self.whole_step.items() if v > self.tolerance}
+
+    @property
+    def agree(self) -> bool:
+        return self.first_failure is None and not self.whole_step_failures
+
+    def as_json(self) -> dict:
+        first = self.first_failure
+        return {
+            "reference": self.reference, "candidate": self.candidate,
+            "executor": self.executor, "batch_size": self.batch_size, "dtype": self.dtype,
+            "tolerance": self.tolerance, "agree": self.agree,
+            "first_difference": None if first is None else {"graph": first[0].name,
+                                                             **_op_json(first[1])},
+            "graphs": {g.name: [_op_json(d) for d in g.ops] for g in self.graphs},
+            "whole_step": self.whole_step, "whole_step_kind": self.whole_step_kind,
+        }
+
+
+def _op_json(d: OpDifference) -> dict:
+    return {"position": d.position, "op": d.op, "layer": d.layer, "where": d.where,
+            "output": d.output, "shape": list(d.shape),
+            "difference": d.difference if d.compared else None}
+
+
+def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: float = 1e-4,
+                   seed: int = 0) -> BackendCheck:
+    """`source`: a checked spec. `candidate`: a backend name or a backend object (tests pass a
+    deliberately broken one). NumPy's reference executor is the reference."""
+    model = Model(source, "numpy", optimized=False)
+    other = get_backend(candidate) if isinstance(candidate, str) else candidate
+    x, y = random_batch(model, batch_size, np.random.default_rng(seed))
+    feeds = model.step_feeds(model.train_state(seed), x, y, lr=0.01, step=1, seed=seed)
+    step = eliminate_dead_code(model.train_step.graph)
+    graphs = [GraphCheck("step graph", _compare_ops(step, feeds, model.backend, other, False)),
+              GraphCheck("optimized step", _compare_ops(optimize(step), feeds, model.backend,
+                                                        other, True))]
+    candidate_model = Model(source, other)
+    random = any(leaf.name in RANDOM_INPUTS for leaf in step.leaves()
+                 if any(leaf in node.inputs for node in step.nodes))
+    whole = (_compare_loss_and_grads(model, candidate_model, x, y, seed) if random
+             else _compare_whole_step(model, candidate_model, x, y, seed))
+    return BackendCheck(model.backend.name, other.name,
+                        "planned" if candidate_model.optimized else "reference", batch_size,
+                        model.spec.dtype, tolerance, graphs, whole,
+                        "loss and gradients, inference mode" if random else "training step")
+
+
+def _compare_ops(graph: Graph, feeds: dict, reference, candidate, into: bool) -> list:
+    graph.renumber()
+    env = {id(leaf): feeds[leaf.name] for leaf in graph.leaves() if leaf.name in feeds}
+    random = {id(leaf) for leaf in graph.leaves() if leaf.name in RANDOM_INPUTS}
+    results = []
+    for position, node in enumerate(graph.nodes):
+        inputs = [env[id(v)] for v in node.inputs]
+        expected = _as_tuple(REGISTRY[node.op].forward(reference, node.attrs, *inputs))
+        is_random = any(id(v) in random for v in node.inputs)
+        got = expected if is_random else _run_on(candidate, node, inputs, into)
+        for value, want, have in zip(node.outputs, expected, got):
+            results.append(_difference(position, node, value, want, have, not is_random))
+            env[id(value)] = want
+    return results
+
+
+def _run_on(backend, node: Node, inputs: list, into: bool) -> tuple:
+    """The node's op on `backend`, fed copies of the reference's inputs; host arrays out."""
+    op = REGISTRY[node.op]
+    arrays = [_to_backend(backend, a) for a in inputs]
+    if into and op.forward_into is not None and not op.view:
+        types = [TensorType(tuple(a.shape), str(a.dtype)) for a in arrays]
+        outputs = [backend.xp.empty(tuple(ref.shape), dtype=ref.dtype)
+                   for ref in _output_shapes(op, node, types)]
+        scratch = [backend.xp.empty(t.shape, dtype=t.dtype)
+                   for t in (op.scratch(node.attrs, *types) if op.scratch else ())]
+        op.forward_into(backend, node.attrs, (*outputs, *scratch), *arrays)
+        result = tuple(outputs)
+    else:
+        result = _as_tuple(op.forward(backend, node.attrs, *arrays))
+    return tuple(np.asarray(backend.to_host(r)) for r in result)
+
+
+def _output_shapes(op, node: Node, types: list) -> list[TensorType]:
+    shapes = op.shape(node.attrs, *types)
+    return list(shapes) if isinstance(shapes, tuple) else [shapes]
+
+
+def _to_backend(backend, array):
+    if isinstance(array, np.ndarray) or np.isscalar(array):
+        return backend.from_host(np.array(array, copy=True))
+    return array  # a generator: only random ops read it, and they are not compared
+
+
+def _as_tuple(result) -> tuple:
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _difference(position: int, node: Node, value, want, have, compared: bool) -> OpDifference:
+    origin = node.origin
+    return OpDifference(position, node.op, origin.layer if origin else "",
+                        origin.path if origin else "", value.ref(), tuple(np.shape(want)),
+                        relative_difference(want, have) if compared else 0.0, compared)
+
+
+def relative_difference(want, have) -> float:
+    """max |have - want| scaled by max |want|: one number per array, robust to entries near
+    zero. Shapes that differ, and integer or boolean arrays that differ at all, give inf."""
+    want, have = np.asarray(want), np.asarray(have)
+    if want.shape != have.shape:
+        return float("inf")
+    if want.size == 0:
+        return 0.0
+    if want.dtype.kind in "biu":
+        return 0.0 if np.array_equal(want, have) else float("inf")
+    want64, have64 = want.astype(np.float64), have.astype(np.float64)
+    if not np.all(np.isfinite(have64) == np.isfinite(want64)):
+        return float("inf")
+    finite = np.isfinite(want64)
+    scale = max(float(np.max(np.abs(want64[finite]), initial=0.0)), np.finfo(np.float32).tiny)
+    return float(np.max(np.abs(have64[finite] - want64[finite]), initial=0.0)) / scale
+
+
+def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int) -> dict:
+    """One training step on each backend's own executor, from the same state and batch: the
+    loss, the gradient norms logged, and every updated parameter and optimizer state."""
+    want, want_updates = _host(model.step_executor.run(
+        model.step_feeds(model.train_state(seed), x, y, lr=0.01, step=1, seed=seed)), model)
+    have, have_updates = _host(candidate.step_executor.run(
+        candidate.step_feeds(candidate.train_state(seed), x, y, lr=0.01, step=1, seed=seed)),
+        candidate)
+    names = [n for n in want if n == "loss" or n.startswith("grad_norm")]
+    differences = {n: relative_difference(want[n], have[n]) for n in names}
+    differences.update({n: relative_difference(want_updates[n], have_updates[n])
+                        for n in want_updates})
+    return differences
+
+
+def _compare_loss_and_grads(model: Model, candidate: Model, x, y, seed: int) -> dict:
+    params = model.init_params(seed)
+    loss, grads = model.loss_and_grads(params, x, y)
+    other_loss, other_grads = candidate.loss_and_grads(params, x, y)
+    differences = {"loss": relative_difference(loss, other_loss)}
+    differences.update({f"grad/{n}": relative_difference(g, other_grads[n])
+                        for n, g in grads.items()})
+    return differences
+
+
+def _host(result, model: Model) -> tuple[dict, dict]:
+    def copy(array):
+        return np.array(model.backend.to_host(array), copy=True)
+
+    outputs, updates = result
+    return ({k: copy(v) for k, v in outputs.items()}, {k: copy(v) for k, v in updates.items()})
