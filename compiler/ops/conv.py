@@ -281,12 +281,21 @@ for _rank in (1, 2):
 ONE_PRODUCT_MAX_POSITIONS = 64  # per sample; above it the weight gradient goes sample by sample
 
 
+# A sample with few output positions (a 1-D net: MNIST-1D's 19, 10 and 5) makes every copy in
+# the [C*K, B, O] layout a run of O values. Its columns are laid out [C*K, O, B] instead
+# (batch_last): im2col copies runs of B values from the input transposed to [C, *padded, B],
+# and the convolution and its weight gradient are one matrix product each, their [F, O, B]
+# side transposed from or to [B, F, O]. Measured on the MNIST-1D CNN (docs/benchmarks.md).
+BATCH_LAST_MAX_POSITIONS = 64
+
+
 @dataclass(frozen=True)
 class ColumnsAttrs:
     kernel: tuple = (1, 1)
     stride: tuple = (1, 1)
     pad: tuple = (0, 0)
     dilation: tuple = (1, 1)
+    batch_last: bool = False  # columns [C*K, O, B] instead of [C*K, B, O]
 
     def conv(self) -> ConvAttrs:
         return ConvAttrs(self.stride, self.pad, self.dilation)
@@ -294,37 +303,71 @@ class ColumnsAttrs:
 
 def _im2col_shape(attrs, x: TensorType) -> TensorType:
     out = window_shape(attrs.conv(), x, attrs.kernel, "kernel")
-    return TensorType((x.shape[1] * size_of(attrs.kernel), x.shape[0], size_of(out)), x.dtype)
+    rows = x.shape[1] * size_of(attrs.kernel)
+    if attrs.batch_last:
+        return TensorType((rows, size_of(out), x.shape[0]), x.dtype)
+    return TensorType((rows, x.shape[0], size_of(out)), x.dtype)
 
 
 def _im2col_scratch(attrs, x):
+    if attrs.batch_last:  # the padded input, [C, *padded, B]
+        padded = padded_type(x, attrs.pad)
+        return (TensorType((*padded.shape[1:], padded.shape[0]), x.dtype),)
     return padded_scratch(x, attrs.pad)
 
 
 def _im2col_into(be, attrs, out, x):
     cols, *padded = out
-    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None)
     out_sizes = [window_output(n, k, s, p, d).size for n, k, s, p, d in
                  zip(x.shape[2:], attrs.kernel, attrs.stride, pad_pairs(attrs.pad),
                      attrs.dilation)]
+    if attrs.batch_last:
+        _im2col_batch_last(be, attrs, cols, padded[0], x, out_sizes)
+        return
+    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None)
     cols = cols.reshape(x.shape[1], *attrs.kernel, x.shape[0], *out_sizes)
     be.batch_columns_into(source, attrs.kernel, attrs.stride, attrs.dilation, cols)
+
+
+def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
+    xp = be.xp
+    padded.fill(0)
+    inner = tuple(slice(lo, n - hi) for n, (lo, hi) in
+                  zip(padded.shape[1:-1], pad_pairs(attrs.pad)))
+    xp.copyto(padded[(slice(None), *inner)], xp.moveaxis(x, 0, -1))
+    cols = cols.reshape(x.shape[1], *attrs.kernel, *out_sizes, x.shape[0])
+    for offset, slices in be.window_slices(padded.shape[1:-1], attrs.kernel, attrs.stride,
+                                           attrs.dilation):
+        xp.copyto(cols[(slice(None), *offset)], padded[(slice(None), *slices)])
 
 
 @dataclass(frozen=True)
 class ConvColumnsAttrs:
     out: tuple = (1, 1)  # output spatial sizes
+    batch_last: bool = False  # the columns are [C*K, O, B]
 
 
 def _conv_columns_shape(attrs, cols: TensorType, w: TensorType) -> TensorType:
     if cols.shape[0] != size_of(w.shape[1:]):
         raise ShapeError(f"columns of {cols.shape[0]} rows do not fit a {list(w.shape)} weight")
-    return TensorType((cols.shape[1], w.shape[0], *attrs.out), cols.dtype)
+    batch = cols.shape[2] if attrs.batch_last else cols.shape[1]
+    return TensorType((batch, w.shape[0], *attrs.out), cols.dtype)
+
+
+def _conv_columns_scratch(attrs, cols, w):
+    if attrs.batch_last:  # y as [F, O, B]
+        return (TensorType((w.shape[0], cols.shape[1], cols.shape[2]), cols.dtype),)
+    return ()
 
 
 def _conv_columns_into(be, attrs, out, cols, w):
-    (y,) = out
     weight = w.reshape(w.shape[0], -1)
+    if attrs.batch_last:
+        y, y_t = out
+        be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y_t.reshape(y_t.shape[0], -1))
+        be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), be.xp.moveaxis(y_t, -1, 0))
+        return
+    (y,) = out
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
     y_rows = y.reshape(y.shape[0], y.shape[1], -1)
 
@@ -339,14 +382,17 @@ def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> T
     return TensorType((g.shape[1], channels, *attrs.kernel), g.dtype)
 
 
-def _one_product(cols_shape) -> bool:
-    return cols_shape[2] < ONE_PRODUCT_MAX_POSITIONS
+def _one_product(attrs, cols_shape) -> bool:
+    return attrs.batch_last or cols_shape[2] < ONE_PRODUCT_MAX_POSITIONS
 
 
 def _conv_grad_weight_columns_scratch(attrs, g, cols):
-    if _one_product(cols.shape):  # g by filter, [F, B, O]
-        return (TensorType((g.shape[1], cols.shape[1], cols.shape[2]), g.dtype),)
-    return (TensorType((cols.shape[1], cols.shape[0], g.shape[1]), g.dtype),)  # [B, C*K, F]
+    positions = size_of(g.shape[2:])
+    if attrs.batch_last:  # g as [F, O, B]
+        return (TensorType((g.shape[1], positions, g.shape[0]), g.dtype),)
+    if _one_product(attrs, cols.shape):  # g by filter, [F, B, O]
+        return (TensorType((g.shape[1], g.shape[0], positions), g.dtype),)
+    return (TensorType((g.shape[0], cols.shape[0], g.shape[1]), g.dtype),)  # [B, C*K, F]
 
 
 def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
@@ -355,8 +401,8 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     rows = cols.shape[0]
     gw_rows = gw.reshape(gw.shape[0], rows).T  # [C*K, F]: cols @ g^T is the faster orientation
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
-    if _one_product(cols.shape):
-        xp.copyto(work, g_rows.swapaxes(0, 1))
+    if _one_product(attrs, cols.shape):
+        xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
         xp.matmul(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, out=gw_rows)
         return
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
@@ -372,10 +418,12 @@ register(OpDef("im2col", ColumnsAttrs, _im2col_shape, forward_through_into("im2c
                is_gradient=True,
                forward_into=_im2col_into, scratch=_im2col_scratch,
                doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
-                   "batch-merged"))
+                   "batch-merged ([c*K + k, o, b] when batch_last)"))
 register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape,
-               forward_through_into("conv_columns"), None, is_gradient=True, forward_into=_conv_columns_into,
-               doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: a matrix product per sample"))
+               forward_through_into("conv_columns"), None, is_gradient=True,
+               forward_into=_conv_columns_into, scratch=_conv_columns_scratch,
+               doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: a matrix product per sample "
+                   "(one for the batch when batch_last)"))
 register(OpDef("conv_grad_weight_columns", ColumnsAttrs, _conv_grad_weight_columns_shape,
                forward_through_into("conv_grad_weight_columns"), None, is_gradient=True,
                forward_into=_conv_grad_weight_columns_into,

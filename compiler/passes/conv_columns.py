@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph
-from ..ops.conv import ColumnsAttrs, ConvColumnsAttrs
+from ..ops.conv import BATCH_LAST_MAX_POSITIONS, ColumnsAttrs, ConvColumnsAttrs
 from ..shapes import size_of
 from .rewrite import Rewriter
 
@@ -31,11 +31,12 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
             # Without a weight gradient (inference) the columns die at once: one matrix
             # product for the batch is still the faster convolution.
             if partner is None or _column_bytes(node) <= max_bytes_per_sample:
+                out = tuple(node.output.type.shape[2:])
+                batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
                 attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
-                                     node.attrs.dilation)
+                                     node.attrs.dilation, batch_last)
                 (cols,) = rewriter.emit("im2col", (x,), attrs, node.origin)
-                (y,) = rewriter.emit("conv_columns", (cols, w),
-                                     ConvColumnsAttrs(tuple(node.output.type.shape[2:])),
+                (y,) = rewriter.emit("conv_columns", (cols, w), ConvColumnsAttrs(out, batch_last),
                                      node.origin)
                 rewriter.replace(node.output, y)
                 if partner is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -869,7 +869,8 @@ from nnrun.compiler.ops.pool import PoolGradAttrs  # noqa: E402
 
 
 def columns_naive(attrs, x):
-    """cols[c*K + k, b, o]: the padded input under kernel offset k of output position o."""
+    """cols[c*K + k, b, o] ([c*K + k, o, b] when batch_last): the padded input under kernel
+    offset k of output position o."""
     padded = _pad_constant(x, pad_pairs(attrs.pad), 0.0)
     out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
     offsets = list(itertools.product(*(range(k) for k in attrs.kernel)))
@@ -881,38 +882,41 @@ def columns_naive(attrs, x):
                 index = tuple(p * s + q * d for p, q, s, d in
                               zip(position, offset, attrs.stride, attrs.dilation))
                 cols[c * len(offsets) + k, b, o] = padded[(b, c, *index)]
-    return cols
+    return np.ascontiguousarray(cols.swapaxes(1, 2)) if attrs.batch_last else cols
 
 
 def _columns_attrs(attrs, w_shape):
     return ColumnsAttrs(tuple(w_shape[2:]), attrs.stride, attrs.pad, attrs.dilation)
 
 
-def _column_cases(rank, label, attrs, x_shape, w_shape):
-    columns = _columns_attrs(attrs, w_shape)
+def _column_cases(rank, label, attrs, x_shape, w_shape, batch_last):
+    columns = replace(_columns_attrs(attrs, w_shape), batch_last=batch_last)
     out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), w_shape[2:], attrs.stride,
                      attrs.dilation)
-    case("im2col", columns, draws((normal, x_shape)), columns_naive, label=f"{rank}-d {label}")
+    label = f"{rank}-d {label}{' batch-last' if batch_last else ''}"
+    layout = "rob" if batch_last else "rbo"
+    case("im2col", columns, draws((normal, x_shape)), columns_naive, label=label)
 
     def cols_and_weight(rng):
         return columns_naive(columns, normal(rng, *x_shape)), normal(rng, *w_shape)
 
-    case("conv_columns", ConvColumnsAttrs(out), cols_and_weight,
-         lambda a, cols, w: np.einsum("fr,rbo->bfo", w.reshape(w.shape[0], -1), cols)
-         .reshape(cols.shape[1], w.shape[0], *a.out), label=f"{rank}-d {label}")
+    case("conv_columns", ConvColumnsAttrs(out, batch_last), cols_and_weight,
+         lambda a, cols, w: np.einsum(f"fr,{layout}->bfo", w.reshape(w.shape[0], -1), cols)
+         .reshape(x_shape[0], w.shape[0], *a.out), label=label)
 
     def grad_and_cols(rng):
         return (normal(rng, x_shape[0], w_shape[0], *out),
                 columns_naive(columns, normal(rng, *x_shape)))
 
     case("conv_grad_weight_columns", columns, grad_and_cols,
-         lambda a, g, cols: np.einsum("bfo,rbo->fr", g.reshape(g.shape[0], g.shape[1], -1), cols)
-         .reshape(w_shape), label=f"{rank}-d {label}")
+         lambda a, g, cols: np.einsum(f"bfo,{layout}->fr", g.reshape(g.shape[0], g.shape[1], -1),
+                                      cols).reshape(w_shape), label=label)
 
 
 for _rank, _configs in CONV_CONFIGS.items():
     for _config in _configs:
-        _column_cases(_rank, *_config)
+        for _batch_last in (False, True):
+            _column_cases(_rank, *_config, _batch_last)
 
 
 def _max_pool_index_reference(attrs, x):
