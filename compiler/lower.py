@@ -88,7 +88,7 @@ class LayerContext:
         for value in self.gb.graph.inputs:
             if value.name == "rng":
                 return value
-        return self.gb.input("rng", TensorType((), "rng"))
+        return self.gb.input("rng", TensorType((2,), "rng"))  # the step's dropout key
 
     def fail(self, message: str, *keys):
         raise CompileError(self.origin.at_field(*keys) if keys else self.origin, message)
@@ -255,7 +255,8 @@ def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     if ctx.mode != "train" or layer.rate == 0:
         return x
-    mask = ctx.gb.emit("dropout_mask", x, ctx.rng(), attrs=RateAttrs(layer.rate))
+    stream = sum(node.op == "dropout_mask" for node in ctx.gb.graph.nodes)
+    mask = ctx.gb.emit("dropout_mask", x, ctx.rng(), attrs=RateAttrs(layer.rate, stream))
     return ctx.gb.emit("mul", x, mask)
 
 

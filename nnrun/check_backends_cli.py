@@ -41,18 +41,15 @@ def _print_report(spec, report) -> None:
     click.echo(f"{spec}: {report.candidate} against {report.reference}, one training step, "
                f"batch {report.batch_size}, {report.dtype}, tolerance {report.tolerance:g}")
     for graph in report.graphs:
-        compared = [d for d in graph.ops if d.compared]
         failures = graph.failures(report.tolerance)
         largest = graph.largest()
-        worst = (f"largest difference {largest.difference:.1e}: {largest.op}"
+        worst = (f"; largest difference {largest.difference:.1e}: {largest.op}"
                  f"{' of ' + largest.layer if largest.layer else ''}" if largest else "")
-        skipped = len(graph.ops) - len(compared)
-        skipped_text = f", {skipped} random (not compared)" if skipped else ""
-        click.echo(f"  {graph.name + ', op by op:':<30} {len(compared) - len(failures)} of "
-                   f"{len(compared)} outputs agree{skipped_text}; {worst}")
+        click.echo(f"  {graph.name + ', op by op:':<28} {len(graph.ops) - len(failures)} of "
+                   f"{len(graph.ops)} outputs agree{worst}")
     whole = report.whole_step
     worst_name = max(whole, key=whole.get) if whole else ""
-    click.echo(f"  {'whole ' + report.whole_step_kind + ':':<30} "
+    click.echo(f"  {'whole training step:':<28} "
                f"{len(whole) - len(report.whole_step_failures)} of {len(whole)} arrays agree on "
                f"the {report.executor} executor"
                + (f"; largest difference {whole[worst_name]:.1e}: {worst_name}" if whole else ""))

@@ -12,8 +12,8 @@ look at. Two graphs are checked, each op as the executors run it:
 Then the whole step runs on the candidate's own executor, and its loss and updated state are
 compared with the reference's: what a training run on that backend would compute.
 
-Ops that draw random numbers (dropout) cannot agree across generators: they are not compared,
-and the reference's output is what the ops after them read.
+Dropout's masks come from a counter-based hash that every backend computes alike
+(compiler/ops/norm.py), so they are compared like any other output.
 """
 
 from __future__ import annotations
@@ -31,9 +31,6 @@ from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from .gradcheck import random_batch
 from .model import Model
 
-RANDOM_INPUTS = {"rng"}  # graph inputs that make an op's result depend on the generator
-
-
 @dataclass
 class OpDifference:
     position: int
@@ -43,7 +40,6 @@ class OpDifference:
     output: str  # "%14"
     shape: tuple
     difference: float  # max |candidate - reference| / max(max |reference|, tiny)
-    compared: bool = True  # False for random ops
 
     def describe(self) -> str:
         layer = f" of layer {self.layer} ({self.where})" if self.layer else ""
@@ -57,11 +53,10 @@ class GraphCheck:
     ops: list[OpDifference] = field(default_factory=list)
 
     def failures(self, tolerance: float) -> list[OpDifference]:
-        return [d for d in self.ops if d.compared and d.difference > tolerance]
+        return [d for d in self.ops if d.difference > tolerance]
 
     def largest(self) -> OpDifference | None:
-        compared = [d for d in self.ops if d.compared]
-        return max(compared, key=lambda d: d.difference) if compared else None
+        return max(self.ops, key=lambda d: d.difference) if self.ops else None
 
 
 @dataclass
@@ -74,9 +69,6 @@ class BackendCheck:
     tolerance: float
     graphs: list[GraphCheck]
     whole_step: dict[str, float]  # output or updated state name -> relative difference
-    # What ran whole on both: the training step, or (when the step draws random numbers, which
-    # no two generators agree on) the loss and gradients in inference mode.
-    whole_step_kind: str = "training step"
 
     @property
     def first_failure(self) -> tuple[GraphCheck, OpDifference] | None:
@@ -103,14 +95,14 @@ class BackendCheck:
             "first_difference": None if first is None else {"graph": first[0].name,
                                                              **_op_json(first[1])},
             "graphs": {g.name: [_op_json(d) for d in g.ops] for g in self.graphs},
-            "whole_step": self.whole_step, "whole_step_kind": self.whole_step_kind,
+            "whole_step": self.whole_step,
         }
 
 
 def _op_json(d: OpDifference) -> dict:
     return {"position": d.position, "op": d.op, "layer": d.layer, "where": d.where,
             "output": d.output, "shape": list(d.shape),
-            "difference": d.difference if d.compared else None}
+            "difference": d.difference}
 
 
 def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: float = 1e-4,
@@ -126,28 +118,22 @@ def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: flo
               GraphCheck("optimized step", _compare_ops(optimize(step), feeds, model.backend,
                                                         other, True))]
     candidate_model = Model(source, other)
-    random = any(leaf.name in RANDOM_INPUTS for leaf in step.leaves()
-                 if any(leaf in node.inputs for node in step.nodes))
-    whole = (_compare_loss_and_grads(model, candidate_model, x, y, seed) if random
-             else _compare_whole_step(model, candidate_model, x, y, seed))
+    whole = _compare_whole_step(model, candidate_model, x, y, seed)
     return BackendCheck(model.backend.name, other.name,
                         "planned" if candidate_model.optimized else "reference", batch_size,
-                        model.spec.dtype, tolerance, graphs, whole,
-                        "loss and gradients, inference mode" if random else "training step")
+                        model.spec.dtype, tolerance, graphs, whole)
 
 
 def _compare_ops(graph: Graph, feeds: dict, reference, candidate, into: bool) -> list:
     graph.renumber()
     env = {id(leaf): feeds[leaf.name] for leaf in graph.leaves() if leaf.name in feeds}
-    random = {id(leaf) for leaf in graph.leaves() if leaf.name in RANDOM_INPUTS}
     results = []
     for position, node in enumerate(graph.nodes):
         inputs = [env[id(v)] for v in node.inputs]
         expected = _as_tuple(REGISTRY[node.op].forward(reference, node.attrs, *inputs))
-        is_random = any(id(v) in random for v in node.inputs)
-        got = expected if is_random else _run_on(candidate, node, inputs, into)
+        got = _run_on(candidate, node, inputs, into)
         for value, want, have in zip(node.outputs, expected, got):
-            results.append(_difference(position, node, value, want, have, not is_random))
+            results.append(_difference(position, node, value, want, have))
             env[id(value)] = want
     return results
 
@@ -155,7 +141,7 @@ def _compare_ops(graph: Graph, feeds: dict, reference, candidate, into: bool) ->
 def _run_on(backend, node: Node, inputs: list, into: bool) -> tuple:
     """The node's op on `backend`, fed copies of the reference's inputs; host arrays out."""
     op = REGISTRY[node.op]
-    arrays = [_to_backend(backend, a) for a in inputs]
+    arrays = [backend.from_host(np.array(a, copy=True)) for a in inputs]
     if into and op.forward_into is not None and not op.view:
         types = [TensorType(tuple(a.shape), str(a.dtype)) for a in arrays]
         outputs = [backend.xp.empty(tuple(ref.shape), dtype=ref.dtype)
@@ -174,21 +160,15 @@ def _output_shapes(op, node: Node, types: list) -> list[TensorType]:
     return list(shapes) if isinstance(shapes, tuple) else [shapes]
 
 
-def _to_backend(backend, array):
-    if isinstance(array, np.ndarray) or np.isscalar(array):
-        return backend.from_host(np.array(array, copy=True))
-    return array  # a generator: only random ops read it, and they are not compared
-
-
 def _as_tuple(result) -> tuple:
     return result if isinstance(result, tuple) else (result,)
 
 
-def _difference(position: int, node: Node, value, want, have, compared: bool) -> OpDifference:
+def _difference(position: int, node: Node, value, want, have) -> OpDifference:
     origin = node.origin
     return OpDifference(position, node.op, origin.layer if origin else "",
                         origin.path if origin else "", value.ref(), tuple(np.shape(want)),
-                        relative_difference(want, have) if compared else 0.0, compared)
+                        relative_difference(want, have))
 
 
 def relative_difference(want, have) -> float:
@@ -221,16 +201,6 @@ def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int) -> dict
     differences = {n: relative_difference(want[n], have[n]) for n in names}
     differences.update({n: relative_difference(want_updates[n], have_updates[n])
                         for n in want_updates})
-    return differences
-
-
-def _compare_loss_and_grads(model: Model, candidate: Model, x, y, seed: int) -> dict:
-    params = model.init_params(seed)
-    loss, grads = model.loss_and_grads(params, x, y)
-    other_loss, other_grads = candidate.loss_and_grads(params, x, y)
-    differences = {"loss": relative_difference(loss, other_loss)}
-    differences.update({f"grad/{n}": relative_difference(g, other_grads[n])
-                        for n, g in grads.items()})
     return differences
 
 

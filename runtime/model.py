@@ -8,6 +8,7 @@ import numpy as np
 
 from nnrun.backends import get_backend
 from nnrun.compiler.frontend import SourceSpec, compile_checked
+from nnrun.compiler.ops.norm import dropout_key
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
@@ -48,13 +49,13 @@ class Model:
 
     def step_feeds(self, state: dict, x, y, lr: float, step: int, seed: int) -> dict:
         """Everything the training-step graph reads: the state, the batch, the rate, the step
-        count (from 1, for Adam's bias correction) and a generator for dropout."""
+        count (from 1, for Adam's bias correction) and the step's dropout key (from `seed`)."""
         be, dtype = self.backend, self.spec.dtype
         feeds = dict(state)
         feeds.update(x=be.from_host(np.asarray(x, dtype=dtype)),
                      y=be.from_host(target_array(self.spec, self.lowered, y)),
                      lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
-                     rng=be.rng(seed))
+                     rng=be.from_host(dropout_key(seed)))
         return feeds
 
     # The executors of the model's four graphs, built once each, on first use.

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
 from . import NoAttrs, OpDef, register
+from .common import cached_constant
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class MomentumAttrs:
 @dataclass(frozen=True)
 class RateAttrs:
     rate: float = 0.5
+    stream: int = 0  # the dropout layer's number in its graph: each draws its own mask
 
 
 def _reduce_axes(x):
@@ -133,11 +137,63 @@ def _channel_var_into(be, attrs, out, x):
     xp.divide(var, max(count - 1, 0), out=var)
 
 
+# Dropout's random numbers come from a counter-based hash, not from a generator object: each
+# element's bits are a hash of (its index, the step's key, the layer's stream), computed with
+# 32-bit integer operations that NumPy and CuPy evaluate identically. So the same step draws
+# the same mask on every backend, and the key is a small array the step reads from device
+# memory (a CUDA graph can replay it). The key, fed as `rng` ([2] uint32), is drawn anew for
+# each step by the training loop; a numpy Generator fed instead (older callers) gives the key.
+# The hash is two rounds of Wellons' lowbias32 integer mixer.
+
+GOLDEN = 0x9E3779B9  # 2^32 / phi: spreads consecutive indices over the 32 bits
+STREAM = 0x85EBCA6B
+
+
+def _mix_into(xp, h, tmp) -> None:
+    """h = lowbias32(h), in place (tmp: a scratch of h's shape)."""
+    for shift, multiplier in ((16, 0x21F0AAAD), (15, 0x735A2D97), (15, None)):
+        xp.right_shift(h, shift, out=tmp)
+        xp.bitwise_xor(h, tmp, out=h)
+        if multiplier is not None:
+            xp.multiply(h, multiplier, out=h)
+
+
+def dropout_key(seed: int) -> np.ndarray:
+    """The [2] uint32 key of a step from a 64-bit seed."""
+    seed = int(seed) % 2**64
+    return np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
+
+
+def _key(be, rng):
+    if isinstance(rng, np.random.Generator):
+        return be.xp.asarray(dropout_key(int(rng.integers(2**63))))
+    return rng
+
+
+def _random_bits_into(be, attrs, key, h, tmp) -> None:
+    """h[i] = hash(i, key, stream): uniform 32-bit integers, one per element."""
+    xp = be.xp
+    scaled = cached_constant(be, ("dropout_index", h.size), lambda: xp.multiply(
+        xp.arange(h.size, dtype=xp.uint32), GOLDEN, dtype=xp.uint32))
+    flat, flat_tmp = h.reshape(-1), tmp.reshape(-1)
+    first = key[0] ^ xp.uint32((attrs.stream * STREAM) % 2**32)
+    xp.bitwise_xor(scaled, first, out=flat)
+    _mix_into(xp, flat, flat_tmp)
+    xp.add(flat, key[1], out=flat)
+    _mix_into(xp, flat, flat_tmp)
+
+
+def _keep_threshold(rate: float) -> int:
+    """h >= threshold with probability 1 - rate (h uniform over 32 bits)."""
+    return min(int(round(rate * 2**32)), 2**32 - 1)
+
+
 def _dropout_mask_into(be, attrs, out, x, rng):
-    mask, keep = out
-    rng.random(dtype=x.dtype, out=mask)
-    be.xp.greater_equal(mask, attrs.rate, out=keep)
-    be.xp.divide(keep, 1 - attrs.rate, out=mask)
+    mask, bits, tmp = out
+    xp = be.xp
+    _random_bits_into(be, attrs, _key(be, rng), bits, tmp)
+    xp.greater_equal(bits, _keep_threshold(attrs.rate), out=mask)
+    xp.multiply(mask, 1 / (1 - attrs.rate), out=mask)
 
 
 def _bn_train_forward(be, attrs, x, gamma, beta):
@@ -233,12 +289,16 @@ register(OpDef("ema", MomentumAttrs, lambda a, running, stat: running,
 
 
 def _dropout_mask_forward(be, attrs, x, rng):
-    keep = rng.random(x.shape, dtype=x.dtype) >= attrs.rate
-    return keep.astype(x.dtype) / (1 - attrs.rate)
+    xp = be.xp
+    bits, tmp = xp.empty(x.shape, dtype=xp.uint32), xp.empty(x.shape, dtype=xp.uint32)
+    _random_bits_into(be, attrs, _key(be, rng), bits, tmp)
+    keep = bits >= _keep_threshold(attrs.rate)
+    return keep.astype(x.dtype) * (1 / (1 - attrs.rate))
 
 
 register(OpDef("dropout_mask", RateAttrs, lambda a, x, rng: x, _dropout_mask_forward,
                lambda gb, node, g: (None, None),
-               doc="inverted dropout: 1/(1-rate) with probability 1-rate, else 0",
+               doc="inverted dropout: 1/(1-rate) where hash(index, key, stream) >= rate * 2^32, "
+                   "else 0",
                forward_into=_dropout_mask_into,
-               scratch=lambda attrs, x, rng: (TensorType(x.shape, "bool"),)))
+               scratch=lambda attrs, x, rng: (TensorType(x.shape, "uint32"),) * 2))

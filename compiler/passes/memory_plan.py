@@ -209,9 +209,9 @@ def _lowest_fit(placed, item: _Item) -> int:
 
 
 def value_bytes(type_: TensorType, batch: int) -> int:
-    """Bytes of a value of this type at this batch size (a random generator takes none)."""
+    """Bytes of a value of this type at this batch size (a random key is uint32 words)."""
     if type_.dtype == "rng":
-        return 0
+        return int(np.prod(type_.concrete(batch), dtype=np.int64)) * 4
     return int(np.prod(type_.concrete(batch), dtype=np.int64)) * np.dtype(type_.dtype).itemsize
 
 

@@ -64,8 +64,10 @@ def case(name: str, attrs, inputs, reference, differentiable=(), check_grad=True
 
 def input_type(value) -> TensorType:
     """The TensorType of a sample input: concrete shapes, the batch axis as an int."""
-    if isinstance(value, np.random.Generator):
-        return TensorType((), "rng")
+    if isinstance(value, np.random.Generator):  # dropout's older form of its key
+        return TensorType((2,), "rng")
+    if value.dtype == np.uint32:  # dropout's key
+        return TensorType(tuple(value.shape), "rng")
     return TensorType(tuple(value.shape), str(value.dtype))
 
 
@@ -657,18 +659,31 @@ case("ema", MomentumAttrs(0.25), lambda rng: (normal(rng, 4), normal(rng, 4)),
      lambda a, running, stat: 0.25 * running + 0.75 * stat, label="momentum 0.25")
 
 
-def _dropout_reference(attrs, x, rng):
-    # keep where u >= rate, u ~ U[0, 1) drawn by the generator, one draw per element
-    u = rng.random(x.shape)
-    keep = np.array([1.0 if v >= attrs.rate else 0.0 for v in u.flat]).reshape(x.shape)
-    return keep / (1 - attrs.rate)
+def _lowbias32(h: int) -> int:
+    h ^= h >> 16
+    h = (h * 0x21F0AAAD) % 2**32
+    h ^= h >> 15
+    h = (h * 0x735A2D97) % 2**32
+    return h ^ (h >> 15)
 
 
-DROPOUT_SEED = 1234
-for _rate in (0.5, 0.2):
-    case("dropout_mask", RateAttrs(_rate),
-         lambda rng: (normal(rng, 4, 6), np.random.default_rng(DROPOUT_SEED)),
-         _dropout_reference, label=f"rate {_rate}")
+def _dropout_reference(attrs, x, key):
+    """Element i is kept when lowbias32(lowbias32(i * phi ^ key0 ^ stream * c) + key1), read
+    as a fraction of 2^32, is at least the rate: the hash written with Python integers."""
+    key0, key1 = (int(k) for k in key)
+    first = key0 ^ (attrs.stream * 0x85EBCA6B) % 2**32
+    keep = []
+    for i in range(x.size):
+        h = _lowbias32(((i * 0x9E3779B9) % 2**32) ^ first)
+        h = _lowbias32((h + key1) % 2**32)
+        keep.append(1.0 if h >= min(round(attrs.rate * 2**32), 2**32 - 1) else 0.0)
+    return np.array(keep).reshape(x.shape) / (1 - attrs.rate)
+
+
+for _rate, _stream, _key in ((0.5, 0, (1234, 0)), (0.2, 3, (2**32 - 1, 77))):
+    case("dropout_mask", RateAttrs(_rate, _stream),
+         lambda rng, key=_key: (normal(rng, 4, 6), np.array(key, dtype=np.uint32)),
+         _dropout_reference, label=f"rate {_rate} stream {_stream}")
 
 
 # --- optimizer updates and clipping ------------------------------------------------------------
