@@ -388,6 +388,9 @@ def resolved_spec_text(source) -> str:
     data = resolved_spec_data(source)
     if data.get("data", {}).get("path"):
         data["data"]["path"] = str((source.directory / data["data"]["path"]).resolve())
+    for owner in (data["model"], *data["model"]["layers"]):  # initial values' files, too
+        if owner.get("init_from"):
+            owner["init_from"] = str((source.directory / owner["init_from"]).resolve())
     return spec_yaml(data)
 
 
