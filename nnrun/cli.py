@@ -458,3 +458,12 @@ def _attach_data_group() -> None:
 
 
 _attach_data_group()
+
+
+def _attach_trace_command() -> None:
+    from nnrun.trace_cli import trace
+
+    main.add_command(trace)
+
+
+_attach_trace_command()

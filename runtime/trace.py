@@ -1,0 +1,171 @@
+"""`nnrun trace`: the first training steps of a spec with every value the course writes on the
+board, read from the training-step graph itself (compiler/step.py, `traced=True`): each
+layer's z, a and delta = dC/dz, the cost, each parameter's gradient and its updated value.
+
+The steps are the training run's own: the same batches, augmentation, dropout draws and
+learning rate as the first steps of `nnrun train` (see Trainer.train_epoch), without pruning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.step import build_train_step
+
+from .archives import DamagedFile, npz_headers, read_npz
+from .data import augment_batch
+from .executor import Executor
+from .train import History, Trainer, _batches
+
+
+class TraceError(Exception):
+    """The trace cannot run as asked (a weights file that does not fit); one line."""
+
+
+@dataclass
+class TracedLayer:
+    index: int  # the course's layer number l: the input is layer 1
+    name: str
+    type: str
+    activation: str | None
+    a: np.ndarray
+    z: np.ndarray | None = None  # before the activation; None when the layer has none
+    delta: np.ndarray | None = None  # dC/dz (dC/da without activation); None off the loss path
+
+
+@dataclass
+class TracedParam:
+    name: str  # e.g. dense_1.weight
+    layer: int  # the course's number of the layer it belongs to
+    value: np.ndarray
+    gradient: np.ndarray | None
+    updated: np.ndarray
+
+
+@dataclass
+class TracedStep:
+    step: int
+    epoch: int
+    batch: int
+    lr: float
+    x: np.ndarray
+    y: np.ndarray
+    cost: float
+    layers: list[TracedLayer] = field(default_factory=list)
+    params: list[TracedParam] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    spec: object
+    steps: list[TracedStep]
+    notes: list[str]
+
+
+def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
+    """`steps` training steps of `source` (a SourceSpec) on NumPy, from the spec's initial
+    weights or those of `weights` (an .npz of parameters by name, e.g. a checkpoint)."""
+    trainer = Trainer(source, "numpy", quiet=True)
+    trainer.history = History()  # a fresh run: the schedule counts from epoch 1
+    model, spec = trainer.model, trainer.spec
+    graph = eliminate_dead_code(build_train_step(spec, traced=True).graph)
+    executor = Executor(graph, model.backend)
+    state = model.train_state()
+    if weights is not None:
+        state.update(read_weights(weights, model))
+    traced = []
+    for epoch, index, count, batch, rng in _steps(trainer, steps):
+        lr = trainer.learning_rate(epoch, index, count)
+        x, labels = trainer.data.train.x[batch], trainer.data.train.y[batch]
+        if spec.data.augment:
+            x = augment_batch(x, spec.data.augment, rng)
+        feeds = model.step_feeds(state, x, labels, lr, len(traced) + 1, rng.integers(2**63))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            outputs, updates = executor.run(feeds)
+        traced.append(_step(model, len(traced) + 1, epoch, index + 1, lr, feeds, state,
+                            outputs, updates))
+        state = {**state, **updates}
+    return Trace(spec, traced, _notes(spec))
+
+
+def _steps(trainer, steps: int):
+    """(epoch, batch index, batches in the epoch, sample indices, rng) as training draws them."""
+    taken, epoch, spec = 0, 1, trainer.spec
+    while True:
+        rng = np.random.default_rng([spec.seed, epoch])
+        batches = _batches(len(trainer.data.train.x), spec.train.batch_size, spec.train.shuffle,
+                           rng)
+        for index, batch in enumerate(batches):
+            yield epoch, index, len(batches), batch, rng
+            taken += 1
+            if taken == steps:
+                return
+        epoch += 1
+
+
+def _step(model, number, epoch, batch, lr, feeds, state, outputs, updates) -> TracedStep:
+    host = lambda value: np.array(model.backend.to_host(value), copy=True)  # noqa: E731
+    step = TracedStep(number, epoch, batch, lr, host(feeds["x"]), host(feeds["y"]),
+                      float(outputs["loss"]))
+    spec_layers = model.spec.model.layers
+    for position, (info, layer) in enumerate(zip(model.lowered.layers, spec_layers)):
+        activation = getattr(layer, "activation", None)
+        get = lambda kind: host(outputs[f"trace/{kind}/{info.name}"]) \
+            if f"trace/{kind}/{info.name}" in outputs else None  # noqa: E731
+        step.layers.append(TracedLayer(position + 2, info.name, info.type,
+                                       activation.type if activation else None,
+                                       get("a"), get("z"), get("delta")))
+    numbers = {layer.name: layer.index for layer in step.layers}
+    for name, info in model.lowered.params.items():
+        gradient = outputs.get(f"grad/{name}")
+        step.params.append(TracedParam(name, numbers[info.layer], host(state[name]),
+                                       None if gradient is None else host(gradient),
+                                       host(updates.get(name, state[name]))))
+    return step
+
+
+def _notes(spec) -> list[str]:
+    notes = []
+    optimizer = spec.optimizer
+    if optimizer.clip_grad_norm or optimizer.clip_grad_value:
+        notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
+                     "clip_grad_value); the gradients shown are before clipping")
+    if getattr(optimizer, "weight_decay", 0):
+        notes.append(f"the update adds weight decay ({optimizer.weight_decay:g}) to the "
+                     "gradients shown")
+    if spec.train.pruning is not None:
+        notes.append("train.pruning is not applied by the trace")
+    return notes
+
+
+def read_weights(path: Path, model) -> dict:
+    """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
+    checkpoint's (params/dense_1.weight); every trainable parameter must be there."""
+    try:
+        headers = npz_headers(path)
+    except DamagedFile as error:
+        raise TraceError(f"{path}: not a readable .npz file ({error})") from None
+    expected = model.param_infos
+    names = {key.removeprefix("params/"): key for key in headers
+             if not key.startswith("opt/") and key != "meta"}
+    unknown = sorted(set(names) - set(expected))
+    missing = [name for name in model.lowered.params if name not in names]
+    if unknown or missing:
+        problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
+                   ([f"missing {', '.join(missing)}"] if missing else [])
+        raise TraceError(f"{path}: {'; '.join(problems)}; the model's parameters are "
+                         f"{', '.join(expected)}")
+    for name, key in names.items():
+        if headers[key].shape != expected[name].shape:
+            raise TraceError(f"{path}: '{key}' has shape {list(headers[key].shape)}, {name} "
+                             f"needs {list(expected[name].shape)}")
+    arrays = read_npz(path, {key: headers[key] for key in names.values()})
+    dtype, be = model.spec.dtype, model.backend
+    return {name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()}
+
+
+__all__ = ["trace", "Trace", "TraceError", "read_weights"]
