@@ -569,6 +569,12 @@ class Pruning(Strict):
     end_epoch: PositiveInt | None = None
 
 
+class GradNormLogging(Strict):
+    every_steps: PositiveInt = Field(
+        description="also record every K-th step's norms, one row per step, in the run "
+                    "directory's grad-norms.jsonl")
+
+
 class Train(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
@@ -576,7 +582,9 @@ class Train(Strict):
     metrics: list[Metric] = Field(default_factory=lambda: [Accuracy(type="accuracy")])
     early_stopping: EarlyStopping | None = None
     pruning: Pruning | None = None
-    log_grad_norms: bool = False
+    log_grad_norms: bool | GradNormLogging = Field(
+        False, description="per-layer gradient norms in metrics.jsonl (true), and per step "
+                           "({every_steps: K})")
 
 
 class Limits(Strict):
