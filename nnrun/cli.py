@@ -467,3 +467,12 @@ def _attach_trace_command() -> None:
 
 
 _attach_trace_command()
+
+
+def _attach_plot_command() -> None:
+    from nnrun.plot_cli import plot
+
+    main.add_command(plot)
+
+
+_attach_plot_command()
