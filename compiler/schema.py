@@ -10,8 +10,6 @@ import re
 import typing
 from typing import Annotated, Any, Literal, Union
 
-from typing_extensions import TypeAliasType
-
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -182,8 +180,8 @@ Initializer = tagged_union(
 )
 
 # Initial values written out: a weight as nested lists in nnrun's layout (dense [in, out],
-# conv [out, in, k...]), a bias as a list.
-Numbers = TypeAliasType("Numbers", list[Union[Float, "Numbers"]])
+# conv [out, in, k...]: 2 to 4 levels), a bias as a list.
+Numbers = Union[list[list[Float]], list[list[list[Float]]], list[list[list[list[Float]]]]]
 
 
 def _rectangular(values: list) -> list:
