@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
 
 from .archives import DamagedFile, npz_headers, read_npz
@@ -69,6 +70,9 @@ class Trace:
 def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     """`steps` training steps of `source` (a SourceSpec) on NumPy, from the spec's initial
     weights or those of `weights` (an .npz of parameters by name, e.g. a checkpoint)."""
+    if source.spec.data is None:
+        raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
+                         "inputs of its steps come from (data: {dataset: ...})")
     trainer = Trainer(source, "numpy", quiet=True)
     trainer.history = History()  # a fresh run: the schedule counts from epoch 1
     model, spec = trainer.model, trainer.spec
@@ -113,7 +117,8 @@ def _step(model, number, epoch, batch, lr, feeds, state, outputs, updates) -> Tr
                       float(outputs["loss"]))
     spec_layers = model.spec.model.layers
     for position, (info, layer) in enumerate(zip(model.lowered.layers, spec_layers)):
-        activation = getattr(layer, "activation", None)
+        activation = getattr(layer, "activation", None) or \
+            (layer if layer.type in ACTIVATION_TYPES else None)  # an activation layer
         get = lambda kind: host(outputs[f"trace/{kind}/{info.name}"]) \
             if f"trace/{kind}/{info.name}" in outputs else None  # noqa: E731
         step.layers.append(TracedLayer(position + 2, info.name, info.type,

@@ -188,3 +188,29 @@ def test_weights_file_sets_the_starting_point(tmp_path):
     assert refused.exit_code == 1
     assert refused.output.count("\n") == 1 and "Traceback" not in refused.output
     assert "missing dense_1.bias" in refused.output
+
+
+def test_activation_layers_and_a_spec_without_data(tmp_path):
+    spec = tmp_path / "separate.yaml"
+    spec.write_text("""\
+seed: 0
+data: {dataset: xor, n_samples: 8}
+model:
+  layers:
+    - {type: dense, units: 3}
+    - {type: tanh}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: {type: mse, scale: 0.5}
+train: {batch_size: 2, metrics: [mse]}
+""")
+    dense, tanh, _ = trace(nnrun.load_spec(spec)).steps[0].layers
+    assert (dense.z, dense.activation, tanh.activation) == (None, None, "tanh")
+    np.testing.assert_array_equal(tanh.z, dense.a)  # the activation layer's z is its input
+    np.testing.assert_allclose(tanh.a, np.tanh(dense.a), rtol=1e-6)
+    np.testing.assert_array_equal(dense.delta, tanh.delta)  # both dC/d(the dense output)
+    text = CliRunner().invoke(main, ["trace", str(spec)]).output
+    assert "a⁽³⁾ = tanh(z⁽³⁾) [sample 1]" in text
+
+    refused = CliRunner().invoke(main, ["trace", str(spec), "--set", "data=null",
+                                        "--set", "model.input_shape=[2]"])
+    assert refused.exit_code == 1 and "needs a data section" in refused.output
