@@ -149,25 +149,27 @@ def _notes(spec) -> list[str]:
 
 def read_weights(path: Path, model) -> dict:
     """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
-    checkpoint's (params/dense_1.weight); every trainable parameter must be there."""
+    checkpoint's (params/dense_1.weight); every trainable parameter must be there. A
+    checkpoint's optimizer state (opt/...) is read too, so that a trace continues its run."""
     try:
         headers = npz_headers(path)
     except DamagedFile as error:
         raise TraceError(f"{path}: not a readable .npz file ({error})") from None
-    expected = model.param_infos
-    names = {key.removeprefix("params/"): key for key in headers
-             if not key.startswith("opt/") and key != "meta"}
+    expected = {name: info.shape for name, info in model.param_infos.items()}
+    optimizer_state = model.train_step.optimizer_state
+    expected.update({name: expected[param] for name, param in optimizer_state.items()})
+    names = {key.removeprefix("params/"): key for key in headers if key != "meta"}
     unknown = sorted(set(names) - set(expected))
     missing = [name for name in model.lowered.params if name not in names]
     if unknown or missing:
         problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
                    ([f"missing {', '.join(missing)}"] if missing else [])
         raise TraceError(f"{path}: {'; '.join(problems)}; the model's parameters are "
-                         f"{', '.join(expected)}")
+                         f"{', '.join(model.param_infos)}")
     for name, key in names.items():
-        if headers[key].shape != expected[name].shape:
+        if headers[key].shape != tuple(expected[name]):
             raise TraceError(f"{path}: '{key}' has shape {list(headers[key].shape)}, {name} "
-                             f"needs {list(expected[name].shape)}")
+                             f"needs {list(expected[name])}")
     arrays = read_npz(path, {key: headers[key] for key in names.values()})
     dtype, be = model.spec.dtype, model.backend
     return {name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()}

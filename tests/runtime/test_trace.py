@@ -214,3 +214,21 @@ train: {batch_size: 2, metrics: [mse]}
     refused = CliRunner().invoke(main, ["trace", str(spec), "--set", "data=null",
                                         "--set", "model.input_shape=[2]"])
     assert refused.exit_code == 1 and "needs a data section" in refused.output
+
+
+def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
+    """--weights RUN/last.npz: parameters and optimizer state, so the traced step is the run's
+    next step."""
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(MIXED.replace("dropout, rate: 0.3", "dropout, rate: 0.0"))
+    nnrun.train(spec, out_dir=tmp_path / "two", quiet=True, max_steps=2)
+    saved, _ = load_checkpoint(tmp_path / "two" / "last.npz")
+    assert any(name.startswith("opt/") for name in saved)
+    step = trace(nnrun.load_spec(spec), weights=tmp_path / "two" / "last.npz").steps[0]
+    for param in step.params:
+        np.testing.assert_array_equal(param.value, saved[param.name])
+    # the same update as a momentum step from that state, by hand
+    for param in step.params:
+        velocity = 0.9 * saved[f"opt/{param.name}.momentum"] + param.gradient
+        np.testing.assert_allclose(param.updated, param.value - 0.05 * velocity, rtol=1e-12,
+                                   atol=1e-14)
