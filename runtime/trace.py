@@ -18,6 +18,7 @@ from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
 
 from .archives import DamagedFile, npz_headers, read_npz
+from .checkpoint import load_checkpoint
 from .data import augment_batch
 from .executor import Executor
 from .train import History, Trainer, _batches
@@ -69,36 +70,43 @@ class Trace:
 
 def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     """`steps` training steps of `source` (a SourceSpec) on NumPy, from the spec's initial
-    weights or those of `weights` (an .npz of parameters by name, e.g. a checkpoint)."""
+    weights or those of `weights` (an .npz of parameters by name; a run's checkpoint: its
+    parameters and optimizer state, and the trace goes on from its epoch and step)."""
     if source.spec.data is None:
         raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
                          "inputs of its steps come from (data: {dataset: ...})")
     trainer = Trainer(source, "numpy", quiet=True)
-    trainer.history = History()  # a fresh run: the schedule counts from epoch 1
+    trainer.history = History()  # the schedule counts from epoch 1
     model, spec = trainer.model, trainer.spec
-    graph = eliminate_dead_code(build_train_step(spec, traced=True).graph)
-    executor = Executor(graph, model.backend)
-    state = model.train_state()
+    executor = Executor(eliminate_dead_code(build_train_step(spec, traced=True).graph),
+                        model.backend)
+    state, done = model.train_state(), {"epoch": 0, "step": 0}
     if weights is not None:
-        state.update(read_weights(weights, model))
+        loaded, done = read_weights(weights, model)
+        state.update(loaded)
     traced = []
-    for epoch, index, count, batch, rng in _steps(trainer, steps):
+    for epoch, index, count, batch, rng in _batches_from(trainer, done["epoch"] + 1, steps):
         lr = trainer.learning_rate(epoch, index, count)
         x, labels = trainer.data.train.x[batch], trainer.data.train.y[batch]
         if spec.data.augment:
             x = augment_batch(x, spec.data.augment, rng)
-        feeds = model.step_feeds(state, x, labels, lr, len(traced) + 1, rng.integers(2**63))
+        number = done["step"] + len(traced) + 1  # counts Adam's bias correction
+        feeds = model.step_feeds(state, x, labels, lr, number, rng.integers(2**63))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outputs, updates = executor.run(feeds)
-        traced.append(_step(model, len(traced) + 1, epoch, index + 1, lr, feeds, state,
-                            outputs, updates))
+        step = TracedStep(number, epoch, index + 1, lr, _host(model, feeds["x"]),
+                          _host(model, feeds["y"]), float(outputs["loss"]))
+        step.layers = _traced_layers(model, outputs)
+        step.params = _traced_params(model, step.layers, state, outputs, updates)
+        traced.append(step)
         state = {**state, **updates}
     return Trace(spec, traced, _notes(spec))
 
 
-def _steps(trainer, steps: int):
-    """(epoch, batch index, batches in the epoch, sample indices, rng) as training draws them."""
-    taken, epoch, spec = 0, 1, trainer.spec
+def _batches_from(trainer, first_epoch: int, steps: int):
+    """(epoch, batch index, batches in the epoch, sample indices, rng), drawn as training
+    draws them (Trainer.train_epoch), from the start of `first_epoch`."""
+    taken, epoch, spec = 0, first_epoch, trainer.spec
     while True:
         rng = np.random.default_rng([spec.seed, epoch])
         batches = _batches(len(trainer.data.train.x), spec.train.batch_size, spec.train.shuffle,
@@ -111,26 +119,31 @@ def _steps(trainer, steps: int):
         epoch += 1
 
 
-def _step(model, number, epoch, batch, lr, feeds, state, outputs, updates) -> TracedStep:
-    host = lambda value: np.array(model.backend.to_host(value), copy=True)  # noqa: E731
-    step = TracedStep(number, epoch, batch, lr, host(feeds["x"]), host(feeds["y"]),
-                      float(outputs["loss"]))
-    spec_layers = model.spec.model.layers
-    for position, (info, layer) in enumerate(zip(model.lowered.layers, spec_layers)):
+def _host(model, value) -> np.ndarray:
+    return np.array(model.backend.to_host(value), copy=True)
+
+
+def _traced_layers(model, outputs: dict) -> list[TracedLayer]:
+    layers = []
+    for position, (info, layer) in enumerate(zip(model.lowered.layers, model.spec.model.layers)):
         activation = getattr(layer, "activation", None) or \
             (layer if layer.type in ACTIVATION_TYPES else None)  # an activation layer
-        get = lambda kind: host(outputs[f"trace/{kind}/{info.name}"]) \
-            if f"trace/{kind}/{info.name}" in outputs else None  # noqa: E731
-        step.layers.append(TracedLayer(position + 2, info.name, info.type,
-                                       activation.type if activation else None,
-                                       get("a"), get("z"), get("delta")))
-    numbers = {layer.name: layer.index for layer in step.layers}
+        values = {kind: _host(model, outputs[f"trace/{kind}/{info.name}"])
+                  for kind in ("a", "z", "delta") if f"trace/{kind}/{info.name}" in outputs}
+        layers.append(TracedLayer(position + 2, info.name, info.type,
+                                  activation.type if activation else None, **values))
+    return layers
+
+
+def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
+    numbers = {layer.name: layer.index for layer in layers}
+    params = []
     for name, info in model.lowered.params.items():
         gradient = outputs.get(f"grad/{name}")
-        step.params.append(TracedParam(name, numbers[info.layer], host(state[name]),
-                                       None if gradient is None else host(gradient),
-                                       host(updates.get(name, state[name]))))
-    return step
+        params.append(TracedParam(name, numbers[info.layer], _host(model, state[name]),
+                                  None if gradient is None else _host(model, gradient),
+                                  _host(model, updates.get(name, state[name]))))
+    return params
 
 
 def _notes(spec) -> list[str]:
@@ -147,18 +160,19 @@ def _notes(spec) -> list[str]:
     return notes
 
 
-def read_weights(path: Path, model) -> dict:
+def read_weights(path: Path, model) -> tuple[dict, dict]:
     """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
-    checkpoint's (params/dense_1.weight); every trainable parameter must be there. A
-    checkpoint's optimizer state (opt/...) is read too, so that a trace continues its run."""
+    checkpoint's (params/dense_1.weight); every trainable parameter must be there. Of a
+    checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at."""
     try:
         headers = npz_headers(path)
     except DamagedFile as error:
         raise TraceError(f"{path}: not a readable .npz file ({error})") from None
-    expected = {name: info.shape for name, info in model.param_infos.items()}
-    optimizer_state = model.train_step.optimizer_state
-    expected.update({name: expected[param] for name, param in optimizer_state.items()})
-    names = {key.removeprefix("params/"): key for key in headers if key != "meta"}
+    if "meta" in headers:  # a run's checkpoint: read as resuming reads it
+        arrays, meta = load_checkpoint(path, _expected_shapes(model), model.spec.dtype)
+        return {name: model.backend.from_host(value) for name, value in arrays.items()}, meta
+    names = {key.removeprefix("params/"): key for key in headers}
+    expected = _expected_shapes(model)
     unknown = sorted(set(names) - set(expected))
     missing = [name for name in model.lowered.params if name not in names]
     if unknown or missing:
@@ -172,7 +186,15 @@ def read_weights(path: Path, model) -> dict:
                              f"needs {list(expected[name])}")
     arrays = read_npz(path, {key: headers[key] for key in names.values()})
     dtype, be = model.spec.dtype, model.backend
-    return {name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()}
+    return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},
+            {"epoch": 0, "step": 0})
+
+
+def _expected_shapes(model) -> dict:
+    shapes = {name: info.shape for name, info in model.param_infos.items()}
+    optimizer_state = model.train_step.optimizer_state
+    shapes.update({name: shapes[param] for name, param in optimizer_state.items()})
+    return shapes
 
 
 __all__ = ["trace", "Trace", "TraceError", "read_weights"]
