@@ -460,19 +460,12 @@ def _attach_data_group() -> None:
 _attach_data_group()
 
 
-def _attach_trace_command() -> None:
+def _attach_trace_and_plot() -> None:
+    from nnrun.plot_cli import plot
     from nnrun.trace_cli import trace
 
     main.add_command(trace)
-
-
-_attach_trace_command()
-
-
-def _attach_plot_command() -> None:
-    from nnrun.plot_cli import plot
-
     main.add_command(plot)
 
 
-_attach_plot_command()
+_attach_trace_and_plot()
