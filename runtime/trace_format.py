@@ -73,20 +73,20 @@ def _step_lines(step, digits: int) -> list[str]:
              "forward"]
     lines += _values(f"a{superscript(1)} = x", step.x, digits)
     for layer in step.layers:
-        l = superscript(layer.index)
+        sup = superscript(layer.index)
         if layer.z is not None:
-            lines += _values(f"z{l} {layer.name}", layer.z, digits)
-            lines += _values(f"a{l} = {layer.activation}(z{l})", layer.a, digits)
+            lines += _values(f"z{sup} {layer.name}", layer.z, digits)
+            lines += _values(f"a{sup} = {layer.activation}(z{sup})", layer.a, digits)
         else:
-            lines += _values(f"a{l} {layer.name} ({layer.type})", layer.a, digits)
+            lines += _values(f"a{sup} {layer.name} ({layer.type})", layer.a, digits)
     lines += _values("y (target)", step.y, digits)
     lines.append(f"  C = {_number(step.cost, digits)}")
     lines.append("backward")
     for layer in reversed(step.layers):
         if layer.delta is not None:
-            l = superscript(layer.index)
+            sup = superscript(layer.index)
             wrt = "z" if layer.z is not None else "a"
-            lines += _values(f"δ{l} = ∂C/∂{wrt}{l} {layer.name}", layer.delta, digits)
+            lines += _values(f"δ{sup} = ∂C/∂{wrt}{sup} {layer.name}", layer.delta, digits)
     lines.append("gradients and updates")
     for param in step.params:
         lines += _param_lines(param, digits)
