@@ -10,6 +10,12 @@ from .ops import REGISTRY
 
 def append_backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[str, Value]:
     """Emits d loss / d v for every v in `wrt` into gb's graph; returns them by value name."""
+    grads = backward(gb, loss, wrt)
+    return {v.name: grads[id(v)] for v in wrt if id(v) in grads}
+
+
+def backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[int, Value]:
+    """As append_backward, for values with or without a name: gradients by id(value)."""
     needed = _values_on_path(gb, wrt)
     grads: dict[int, Value] = {id(loss): gb.emit("ones_like", loss)}
     for node in reversed(list(gb.graph.nodes)):
@@ -25,7 +31,7 @@ def append_backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[str
         for value, grad in zip(node.inputs, input_grads):
             if grad is not None and id(value) in needed:
                 grads[id(value)] = _accumulate(gb, grads.get(id(value)), grad)
-    return {v.name: grads[id(v)] for v in wrt if id(v) in grads}
+    return grads
 
 
 def _values_on_path(gb: GraphBuilder, wrt: list[Value]) -> set[int]:

@@ -14,6 +14,7 @@ import yaml
 from .builder import CompileError, CompileWarning
 from .checks import training_errors
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
+from .initial_values import resolve_initial_values
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
 from .recovery import repaired_spec_data
@@ -128,10 +129,14 @@ def spec_yaml(data: dict) -> str:
 def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
     try:
-        return lower(source.spec, mode="eval"), build_train_step(source.spec)
+        lowered, step = lower(source.spec, mode="eval"), build_train_step(source.spec)
     except CompileError as error:
         warnings = [_warning(source, w) for w in error.warnings]
         raise SpecError([*warnings, source.diagnostic(error.origin, error.message)]) from None
+    errors = resolve_initial_values(source.spec, lowered, source.directory)
+    if errors:
+        raise SpecError([source.diagnostic(origin, message) for origin, message in errors])
+    return lowered, step
 
 
 def check(source: SourceSpec) -> Checked:

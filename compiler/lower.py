@@ -44,6 +44,7 @@ class LayerInfo:
     trainable_params: int = 0
     kernel: tuple[int, ...] | None = None  # weight shape, or the pooling window
     flops: int = 0
+    pre_activation: Value | None = None  # z of a layer with an activation (a = output)
 
 
 @dataclass
@@ -352,6 +353,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
                 pre_activation[name] = inputs[0]
         env[name] = output
         lowered.layers.append(_layer_info(lowered, name, layer.type, input_names, output, before))
+        lowered.layers[-1].pre_activation = pre_activation.get(name)
     _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
     return lowered
 

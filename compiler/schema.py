@@ -11,6 +11,7 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -168,10 +169,54 @@ class OnesInit(Strict):
     type: Literal["ones"]
 
 
+class ConstantInit(Strict):
+    type: Literal["constant"]
+    value: Float = Field(description="every entry starts at this value")
+
+
 Initializer = tagged_union(
     XavierUniform, XavierNormal, HeUniform, HeNormal, LecunNormal, NormalInit, UniformInit,
-    ZerosInit, OnesInit,
+    ZerosInit, OnesInit, ConstantInit,
 )
+
+# Initial values written out: a weight as nested lists in nnrun's layout (dense [in, out],
+# conv [out, in, k...]: 2 to 4 levels), a bias as a list.
+Numbers = Union[list[list[Float]], list[list[list[Float]]], list[list[list[list[Float]]]]]
+
+
+def _rectangular(values: list) -> list:
+    """Nested lists of numbers with one shape, e.g. [[1, 2], [3, 4]]; never ragged."""
+    def shape(item) -> tuple:
+        if not isinstance(item, list):
+            return ()
+        inner = {shape(entry) for entry in item}
+        if len(inner) > 1:
+            raise ValueError("weights: rows of different lengths or depths; give every row "
+                             "the same number of values")
+        return (len(item), *(inner.pop() if inner else ()))
+
+    if 0 in shape(values):
+        raise ValueError("weights: an empty list; give the values, or remove weights")
+    return values
+
+
+def _check_given_values(layer):
+    """weights/bias/init_from of dense and conv layers: one source per value."""
+    if layer.init_from is not None and (layer.weights is not None or layer.bias is not None):
+        raise ValueError("give initial values either inline (weights, bias) or in init_from, "
+                         "not both")
+    if layer.bias is not None and not layer.use_bias:
+        raise ValueError("bias values given with use_bias: false; remove one of them")
+    if layer.weights is not None and layer.init is not None:
+        raise ValueError("init has no effect when weights are given; remove init")
+    return layer
+
+
+WEIGHTS_HELP = ("initial weight values, nested lists in nnrun's layout: dense [in, out] (the "
+                "transpose of the course's w_jk), conv [filters, in_channels, *kernel]")
+BIAS_HELP = "initial bias values, one per unit (filter)"
+INIT_FROM_HELP = (".npz file (relative to the spec) with arrays 'weight' and optionally 'bias' "
+                  "(or '<layer>.weight', as a checkpoint names them)")
 
 # --- layers ---------------------------------------------------------------------------------
 
@@ -205,6 +250,12 @@ class Dense(LayerBase):
     use_bias: bool = True
     init: Initializer | None = Field(None, description="weight initializer; default model.init")
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
+    weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
+        None, description=WEIGHTS_HELP)
+    bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
+    init_from: str | None = Field(None, description=INIT_FROM_HELP)
+
+    _given_values = model_validator(mode="after")(_check_given_values)
 
 
 class ConvBase(LayerBase):
@@ -217,6 +268,12 @@ class ConvBase(LayerBase):
     use_bias: bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
+    weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
+        None, description=WEIGHTS_HELP)
+    bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
+    init_from: str | None = Field(None, description=INIT_FROM_HELP)
+
+    _given_values = model_validator(mode="after")(_check_given_values)
 
 
 class Conv1d(ConvBase):
@@ -469,6 +526,10 @@ class Model(Strict):
     )
     init: Initializer = Field(default_factory=lambda: XavierUniform(type="xavier_uniform"))
     layers: list[Layer] = Field(min_length=1)
+    init_from: str | None = Field(
+        None, description=".npz file (relative to the spec) of initial values by parameter name "
+                          "(dense_1.weight, or a checkpoint's params/dense_1.weight); the "
+                          "parameters it does not name start from their initializers")
 
 
 class Accuracy(Strict):
@@ -506,6 +567,12 @@ class Pruning(Strict):
     end_epoch: PositiveInt | None = None
 
 
+class GradNormLogging(Strict):
+    every_steps: PositiveInt = Field(
+        description="also record every K-th step's norms, one row per step, in the run "
+                    "directory's grad-norms.jsonl")
+
+
 class Train(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
@@ -513,7 +580,9 @@ class Train(Strict):
     metrics: list[Metric] = Field(default_factory=lambda: [Accuracy(type="accuracy")])
     early_stopping: EarlyStopping | None = None
     pruning: Pruning | None = None
-    log_grad_norms: bool = False
+    log_grad_norms: bool | GradNormLogging = Field(
+        False, description="per-layer gradient norms in metrics.jsonl (true), and per step "
+                           "({every_steps: K})")
 
 
 class Limits(Strict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .autodiff import append_backward
+from .autodiff import append_backward, backward
 from .builder import GraphBuilder
 from .ir import BATCH, Graph, TensorType, Value
 from .lower import Lowered, lower
@@ -63,14 +63,18 @@ def build_evaluation(spec) -> Lowered:
     return lowered
 
 
-def build_train_step(spec) -> TrainStep:
+def build_train_step(spec, traced: bool = False) -> TrainStep:
+    """The training step; `traced` adds what `nnrun trace` prints as outputs: each layer's
+    trace/z/<layer> (before its activation), trace/a/<layer>, trace/delta/<layer> (d loss / d z,
+    or d loss / d a for a layer without activation) and each parameter's grad/<param>."""
     lowered = lower(spec, mode="train")
     gb = lowered.builder
     graph = gb.graph
     with gb.at(None):
         loss = add_loss(gb, lowered, spec)
         graph.outputs["logits"] = lowered.logits
-        grads = append_backward(gb, loss, graph.params)
+        grads = _traced_backward(gb, lowered, loss) if traced else append_backward(
+            gb, loss, graph.params)
         if spec.train.log_grad_norms:
             for name, grad in grads.items():
                 graph.outputs[f"grad_norm/{name}"] = gb.emit("global_norm", grad)
@@ -78,6 +82,24 @@ def build_train_step(spec) -> TrainStep:
         step = TrainStep(graph, lowered)
         _apply_optimizer(gb, step, spec.optimizer, grads)
     return step
+
+
+def _traced_backward(gb: GraphBuilder, lowered: Lowered, loss: Value) -> dict[str, Value]:
+    graph = gb.graph
+    layer_values = [value for layer in lowered.layers
+                    for value in (layer.pre_activation, layer.output) if value is not None]
+    grads = backward(gb, loss, [*graph.params, *layer_values])
+    for layer in lowered.layers:
+        z = layer.pre_activation or layer.output
+        graph.outputs[f"trace/a/{layer.name}"] = layer.output
+        if layer.pre_activation is not None:
+            graph.outputs[f"trace/z/{layer.name}"] = z
+        if id(z) in grads:  # not for a layer the loss does not depend on
+            graph.outputs[f"trace/delta/{layer.name}"] = grads[id(z)]
+    by_name = {param.name: grads[id(param)] for param in graph.params if id(param) in grads}
+    for name, grad in by_name.items():
+        graph.outputs[f"grad/{name}"] = grad
+    return by_name
 
 
 def _clip(gb: GraphBuilder, optimizer, grads: dict[str, Value]) -> dict[str, Value]:

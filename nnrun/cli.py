@@ -458,3 +458,14 @@ def _attach_data_group() -> None:
 
 
 _attach_data_group()
+
+
+def _attach_trace_and_plot() -> None:
+    from nnrun.plot_cli import plot
+    from nnrun.trace_cli import trace
+
+    main.add_command(trace)
+    main.add_command(plot)
+
+
+_attach_trace_and_plot()

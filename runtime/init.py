@@ -1,10 +1,14 @@
-"""Weight initializers, with PyTorch's formulas (fan_in, fan_out as in torch.nn.init)."""
+"""Weight initializers, with PyTorch's formulas (fan_in, fan_out as in torch.nn.init), and the
+values a spec writes out (compiler/initial_values.py checked their shapes)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from .archives import DamagedFile, npz_headers, read_npz
+from .checkpoint import CheckpointError
 
 
 def initial_value(info, rng: np.random.Generator, dtype: str) -> np.ndarray:
@@ -15,6 +19,10 @@ def initial_value(info, rng: np.random.Generator, dtype: str) -> np.ndarray:
         return np.zeros(shape, dtype)
     if kind == "ones":
         return np.ones(shape, dtype)
+    if kind == "constant":
+        return np.full(shape, init.value, dtype)
+    if kind == "given":
+        return _given(init, shape, dtype)
     if kind == "xavier_uniform":
         return _uniform(rng, shape, math.sqrt(6 / (fan_in + fan_out)), dtype)
     if kind == "he_uniform":
@@ -28,6 +36,20 @@ def initial_value(info, rng: np.random.Generator, dtype: str) -> np.ndarray:
         "normal": getattr(init, "std", 0.0),
     }[kind]
     return (rng.standard_normal(shape) * std).astype(dtype)
+
+
+def _given(init, shape, dtype) -> np.ndarray:
+    if init.file is None:
+        return np.asarray(init.values, dtype=dtype)
+    try:
+        headers = npz_headers(init.file)
+        array = read_npz(init.file, {init.key: headers[init.key]})[init.key]
+    except (DamagedFile, KeyError) as error:
+        raise CheckpointError(f"{init.file}: cannot read array '{init.key}' ({error})") from None
+    if array.shape != shape:
+        raise CheckpointError(f"{init.file}: array '{init.key}' changed to shape "
+                              f"{list(array.shape)} since the spec was checked")
+    return array.astype(dtype)
 
 
 def _uniform(rng, shape, limit, dtype) -> np.ndarray:

@@ -24,8 +24,9 @@ LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
     "spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json", "spec-changes.jsonl",
     "preprocessing.npz")
-OWNED = (SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING)
-STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES)
+GRAD_NORMS = "grad-norms.jsonl"  # per-step gradient norms, train.log_grad_norms: {every_steps}
+OWNED = (SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING, GRAD_NORMS)
+STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES, GRAD_NORMS)
 
 
 class RunDirectoryError(Exception):
@@ -139,14 +140,14 @@ class RunDirectory:
     def write_spec(self, text: str) -> None:
         write_text_atomically(self.file(SPEC), text)
 
-    def write_metrics(self, rows: list[dict]) -> None:
+    def write_metrics(self, rows: list[dict], name: str = METRICS) -> None:
         # The whole file each epoch: a crash leaves the old file or the new one, never a torn line.
-        write_text_atomically(self.file(METRICS), "".join(json.dumps(row) + "\n" for row in rows))
+        write_text_atomically(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
 
-    def read_metrics(self, through_epoch: int) -> list[dict]:
+    def read_metrics(self, through_epoch: int, name: str = METRICS) -> list[dict]:
         """Rows up to the checkpoint's epoch; a torn last line (a full disk, a crash of an
         earlier version) is dropped, as are rows written after the checkpoint."""
-        path = self.file(METRICS)
+        path = self.file(name)
         if not path.exists():
             return []
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()

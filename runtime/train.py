@@ -32,13 +32,14 @@ from . import checkpoint as ckpt
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data_fit import check_data_fits, input_shape_known, require_input_shape
+from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory
 from .metrics import Totals, default_mode, evaluate
 from .model import Model
 from .progress import EpochProgress, print_final_table
 from .pruning import MagnitudePruner
-from .run_dir import BEST, LAST, SPEC, RunDirectory
+from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
 from .spec_changes import refuse_training_changes, spec_changes
 
@@ -107,6 +108,7 @@ class Trainer:
         self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)
         self.pruner = self._pruner()
+        self.grad_norms = self._grad_norm_log()
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend)
@@ -123,6 +125,12 @@ class Trainer:
             return None
         weights = [n for n, info in self.model.lowered.params.items() if n.endswith(".weight")]
         return MagnitudePruner(pruning, weights, self.spec.train.epochs, self.backend.xp)
+
+    def _grad_norm_log(self) -> GradNormLog | None:
+        if not self.spec.train.log_grad_norms:
+            return None
+        layers = {name: info.layer for name, info in self.model.lowered.params.items()}
+        return GradNormLog(self.spec.train.log_grad_norms, layers)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -142,7 +150,7 @@ class Trainer:
 
     def run(self, run: RunDirectory, guard: InterruptGuard | None = None,
             changes: dict | None = None) -> dict:
-        self.run_dir, self.say = run.path, run.say
+        self.run_dir, self.say, self.run_directory = run.path, run.say, run
         self._check_monitor()
         started = time.perf_counter()
         self.state, self.history, self.global_step, first_epoch = self._start(run, changes or {})
@@ -171,6 +179,7 @@ class Trainer:
         row = self.train_epoch(epoch, guard)
         self.history.rows.append(row)
         run.write_metrics(self.history.rows)
+        self._write_step_norms(run)
         self._after_epoch(run, epoch, row)
         if guard:
             guard.check()
@@ -186,6 +195,9 @@ class Trainer:
                           schedule_start=meta.get("schedule_start", 0))
         history.rows = run.read_metrics(meta["epoch"])
         run.write_metrics(history.rows)
+        if self.grad_norms:
+            self.grad_norms.keep_through(meta["epoch"], run.read_metrics(meta["epoch"], GRAD_NORMS))
+            self._write_step_norms(run)
         if changes:
             self._record_changes(run, meta["epoch"], changes, history)
         if not run.file(SPEC).exists():
@@ -210,7 +222,8 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = Totals(m for m in self.spec.train.metrics if m.type in TRAIN_METRICS)
+        totals = self.totals = Totals(m for m in self.spec.train.metrics
+                                      if m.type in TRAIN_METRICS)
         started = time.perf_counter()
         for index, batch in enumerate(batches):
             lr = self.learning_rate(epoch, index, len(batches))
@@ -225,6 +238,8 @@ class Trainer:
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
+        if self.grad_norms:
+            row.update(self.grad_norms.epoch_columns())
         if self.pruner:
             row["sparsity"] = round(self.pruner.sparsity(self.state), 6)
         progress.close(row)
@@ -243,12 +258,32 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outputs, updates = self.model.step_executor.run(feeds)
         loss = float(outputs["loss"])
+        if self.grad_norms:
+            self.grad_norms.add(outputs, self.global_step, epoch, index + 1, loss)
         if not math.isfinite(loss):
+            self._keep_diverged_epoch(epoch, index + 1, lr)
             raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
         self.state.update(updates)
         if self.pruner:
             self.pruner.apply(self.state)
         return outputs
+
+    def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
+        """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
+        drops that row with the epoch), grad-norms.jsonl the step that diverged."""
+        totals = self.totals
+        row = {"epoch": epoch, "diverged_at_batch": batch}
+        if totals.count:
+            row.update({**totals.means("train_"), **totals.grad_norms()})
+        row["lr"] = lr
+        if self.grad_norms:
+            row.update(self.grad_norms.epoch_columns())
+            self._write_step_norms(self.run_directory)
+        self.run_directory.write_metrics([*self.history.rows, row])
+
+    def _write_step_norms(self, run: RunDirectory) -> None:
+        if self.grad_norms and self.grad_norms.every:
+            run.write_metrics(self.grad_norms.step_rows, GRAD_NORMS)
 
     def _diverged_message(self, loss, epoch, step, lr) -> str:
         optimizer = self.spec.optimizer
@@ -388,6 +423,9 @@ def resolved_spec_text(source) -> str:
     data = resolved_spec_data(source)
     if data.get("data", {}).get("path"):
         data["data"]["path"] = str((source.directory / data["data"]["path"]).resolve())
+    for owner in (data["model"], *data["model"]["layers"]):  # initial values' files, too
+        if owner.get("init_from"):
+            owner["init_from"] = str((source.directory / owner["init_from"]).resolve())
     return spec_yaml(data)
 
 

@@ -1,0 +1,170 @@
+"""Initial values given in a spec: a layer's `weights:`/`bias:` lists, a layer's `init_from:`
+file, and `model.init_from`. Their shapes are checked against the lowered parameters when the
+spec is compiled (so `nnrun validate` reports them at their YAML positions); each parameter
+they give gets a `GivenValues` initializer, which runtime/init.py reads.
+
+Only the .npz headers are read here (names, shapes); the arrays are read when a model is
+initialised, by runtime/archives.py, which checks them again.
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .diagnostics import suggest
+from .ir import Origin
+from .schema import default_layer_names
+
+
+@dataclass(frozen=True)
+class GivenValues:
+    """An initializer whose values are written out: `values` (nested lists) or array `key` of
+    the .npz `file` (an absolute path)."""
+
+    type: str = "given"
+    values: Any = None
+    file: Path | None = None
+    key: str | None = None
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin, str]]:
+    """Gives the parameters of `lowered` the values the spec writes out; returns the errors.
+    A layer's own values take precedence over model.init_from's."""
+    errors: list[tuple[Origin, str]] = []
+    if spec.model.init_from:  # first: a layer's own values take precedence
+        origin = Origin("model.init_from", keys=("model", "init_from"))
+        errors += _give_model_file(lowered, directory / spec.model.init_from, origin)
+    names = default_layer_names(spec.model.layers)
+    for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
+        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        for suffix, values in (("weight", getattr(layer, "weights", None)),
+                               ("bias", getattr(layer, "bias", None))):
+            if values is not None:
+                errors += _give_list(lowered, layer, name, suffix, values, origin)
+        if getattr(layer, "init_from", None):
+            errors += _give_layer_file(lowered, name, directory / layer.init_from,
+                                       origin.at_field("init_from"))
+    return errors
+
+
+def _give_list(lowered, layer, name: str, suffix: str, values, origin: Origin) -> list:
+    info = lowered.params[f"{name}.{suffix}"]
+    field = "weights" if suffix == "weight" else "bias"
+    got = tuple(np.shape(values))
+    if got != info.shape:
+        return [(origin.at_field(field), _shape_message(layer, field, got, info.shape))]
+    _give(lowered, info.name, GivenValues(values=values))
+    return []
+
+
+def _shape_message(layer, field: str, got: tuple, needed: tuple) -> str:
+    message = f"{field} have shape {list(got)}, the layer needs {list(needed)}"
+    if field == "bias":
+        return f"{message}: one value per {'unit' if layer.type == 'dense' else 'filter'}"
+    if layer.type == "dense":
+        message += f" ([in, out]: {needed[0]} inputs, {needed[1]} units)"
+        if got == needed[::-1]:
+            message += ("; nnrun stores a dense weight as [in, out], the transpose of the "
+                        "course's w_jk: write the transposed lists")
+        return message
+    return message + " ([filters, in_channels, *kernel])"
+
+
+def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
+    try:
+        shapes = npz_shapes(path)
+    except _Unreadable as error:
+        return [(origin, str(error))]
+    wanted = {suffix: f"{layer}.{suffix}" for suffix in ("weight", "bias")
+              if f"{layer}.{suffix}" in lowered.params}
+    found, errors = {}, []
+    for key in shapes:
+        suffix = key.removeprefix("params/").removeprefix(f"{layer}.")
+        if key.startswith("opt/") or key == "meta":
+            continue  # a checkpoint's optimizer state and metadata: not initial values
+        if suffix in wanted:
+            found[suffix] = key
+        else:
+            errors.append((origin, f"{path.name}: array '{key}' is not a parameter of {layer}; "
+                                   f"name the arrays {', '.join(wanted)}"))
+    if "weight" not in found:
+        errors.append((origin, f"{path.name} has no array 'weight' for {layer}"))
+    return errors or _give_found(lowered, path, shapes, {wanted[s]: k for s, k in found.items()},
+                                 origin)
+
+
+def _give_model_file(lowered, path: Path, origin: Origin) -> list:
+    try:
+        shapes = npz_shapes(path)
+    except _Unreadable as error:
+        return [(origin, str(error))]
+    known = {**lowered.params, **lowered.state}
+    found, errors = {}, []
+    for key in shapes:
+        name = key.removeprefix("params/")
+        if key.startswith("opt/") or key == "meta":
+            continue  # a checkpoint's optimizer state and metadata: not initial values
+        if name in known:
+            found[name] = key
+        else:
+            close = suggest(name, list(known))
+            hint = f"did you mean '{close}'?" if close else f"parameters: {', '.join(known)}"
+            errors.append((origin, f"{path.name}: array '{key}' is not a parameter of this "
+                                   f"model; {hint}"))
+    if not found and not errors:
+        errors.append((origin, f"{path.name} names none of the parameters "
+                               f"({', '.join(known)})"))
+    return errors or _give_found(lowered, path, shapes, found, origin)
+
+
+def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) -> list:
+    """found: parameter name -> array name in the file."""
+    errors = []
+    for name, key in found.items():
+        info = lowered.params.get(name) or lowered.state[name]
+        if shapes[key] != info.shape:
+            errors.append((origin, f"{path.name}: array '{key}' has shape {list(shapes[key])}, "
+                                   f"{name} needs {list(info.shape)}"))
+        else:
+            _give(lowered, name, GivenValues(file=path.resolve(), key=key))
+    return errors
+
+
+def _give(lowered, name: str, given: GivenValues) -> None:
+    table = lowered.params if name in lowered.params else lowered.state
+    table[name] = replace(table[name], init=given)
+
+
+def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each numeric array's name and shape, from the headers alone."""
+    if not path.is_file():
+        raise _Unreadable(f"{path}: no such file (init_from is relative to the spec file)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {member.removesuffix(".npy"): _shape(archive, member)
+                    for member in archive.namelist()}
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError) as error:
+        raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
+                          "numpy.savez") from None
+
+
+def _shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
+    with archive.open(member) as stream:
+        version = npy_format.read_magic(stream)
+        read = (npy_format.read_array_header_1_0 if version == (1, 0)
+                else npy_format.read_array_header_2_0)
+        shape, _, dtype = read(stream)
+    if dtype.kind not in "fiu" and member != "meta.npy":
+        raise ValueError(f"array {member!r} holds {dtype}, not numbers")
+    return tuple(shape)

@@ -1,0 +1,44 @@
+"""`nnrun plot RUN_DIR...`: training curves of one or more runs in one PNG (runtime/plot.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from nnrun.cli import UserError, handle_errors
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("curves.png"), show_default=True, help="The PNG to write.")
+@click.option("--metrics", "metrics", metavar="NAME,...",
+              help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
+                   "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy, "
+                   "lr and grad_norms, those the runs have].")
+@handle_errors
+def plot(run_dirs, out_path, metrics) -> None:
+    """Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid."""
+    from nnrun.runtime.files import is_writable_directory
+    from nnrun.runtime.plot import PlotError, check_panels, default_panels, plot_runs, read_runs
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError("nnrun plot needs matplotlib: pip install 'nnrun[plot]'") from None
+    directory = out_path.parent if str(out_path.parent) else Path(".")
+    if not directory.is_dir() or not is_writable_directory(directory):
+        raise UserError(f"{out_path}: directory {directory} does not exist or is not writable; "
+                        "choose another --out")
+    try:
+        runs = read_runs(list(run_dirs))
+        panels = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else \
+            default_panels(runs)
+        check_panels(panels, runs)
+    except PlotError as error:
+        raise UserError(str(error)) from None
+    plot_runs(runs, panels, out_path)
+    click.echo(f"wrote {out_path}: {', '.join(panels)} of {len(runs)} run"
+               f"{'s' * (len(runs) != 1)}")

@@ -1,0 +1,194 @@
+"""`nnrun plot`: the curves of one or more run directories in one PNG, a panel per metric:
+loss and accuracy (train solid, validation dashed), the learning rate, and the gradient norm
+of each layer (train.log_grad_norms; per step when grad-norms.jsonl has them). Runs are
+overlaid, one colour each (in the gradient-norm panel one colour per layer, one line style per
+run), and named in the legends.
+
+matplotlib is the `plot` extra; it is imported only here, when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .files import write_atomically
+from .grad_norms import LAYER_PREFIX
+from .run_dir import GRAD_NORMS, METRICS, SPEC
+
+GRAD_NORMS_PANEL = "grad_norms"
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+class PlotError(Exception):
+    """A run directory or metric that cannot be plotted; one line."""
+
+
+@dataclass
+class RunCurves:
+    label: str
+    epochs: list[dict]  # metrics.jsonl
+    steps: list[dict] = field(default_factory=list)  # grad-norms.jsonl
+
+    def keys(self) -> set[str]:
+        return {key for row in self.epochs for key in row}
+
+    def layers(self) -> list[str]:
+        rows = self.steps or self.epochs
+        return list(dict.fromkeys(key[len(LAYER_PREFIX):] for row in rows for key in row
+                                  if key.startswith(LAYER_PREFIX)))
+
+
+def read_runs(paths: list[Path]) -> list[RunCurves]:
+    names = [_spec_name(path) for path in paths]
+    unique = len(set(names)) == len(names) and None not in names
+    return [RunCurves(name if unique else str(path), _rows(path / METRICS, required=True),
+                      _rows(path / GRAD_NORMS, required=False))
+            for path, name in zip(paths, names)]
+
+
+def _spec_name(path: Path) -> str | None:
+    spec = path / SPEC
+    if not spec.is_file():
+        return None
+    for line in spec.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("name:"):
+            return line.split(":", 1)[1].strip().strip("'\"") or None
+    return None
+
+
+def _rows(path: Path, required: bool) -> list[dict]:
+    if not path.is_file():
+        if required:
+            raise PlotError(f"{path.parent}: no {path.name}; give a run directory that "
+                            "`nnrun train` wrote")
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            if number < len(lines):  # a torn last line is what a killed run may leave
+                raise PlotError(f"{path}: line {number} is not JSON") from None
+            row = None
+        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
+            rows.append(row)
+    if required and not rows:
+        raise PlotError(f"{path}: no epochs yet; plot the run once it has finished one")
+    return rows
+
+
+def default_panels(runs: list[RunCurves]) -> list[str]:
+    keys = set().union(*(run.keys() for run in runs))
+    panels = ["loss"]
+    panels += [name for name in ("accuracy",) if {f"train_{name}", f"val_{name}"} & keys]
+    panels += ["lr"] if "lr" in keys else []
+    panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
+    return panels
+
+
+def panel_keys(panel: str, runs: list[RunCurves]) -> list[str]:
+    """The metrics.jsonl keys a panel draws: `name`, `train_name` and `val_name`."""
+    keys = set().union(*(run.keys() for run in runs))
+    return [key for key in (panel, f"train_{panel}", f"val_{panel}", f"test_{panel}")
+            if key in keys]
+
+
+def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
+    for panel in panels:
+        found = (any(run.layers() for run in runs) if panel == GRAD_NORMS_PANEL
+                 else panel_keys(panel, runs))
+        if not found:
+            known = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
+            known = [k for k in known if "/" not in k]
+            hint = ("set train.log_grad_norms in the spec and train again"
+                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}, "
+                                                       f"{GRAD_NORMS_PANEL}")
+            raise PlotError(f"--metrics: no run has '{panel}'; {hint}")
+
+
+def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
+    from matplotlib.figure import Figure  # the plot extra; no pyplot: no global state
+
+    figure = Figure(figsize=(6.4 * min(len(panels), 2), 4.2 * math.ceil(len(panels) / 2)),
+                    layout="constrained")
+    axes = figure.subplots(math.ceil(len(panels) / 2), min(len(panels), 2), squeeze=False)
+    for index, panel in enumerate(panels):
+        axis = axes.flat[index]
+        if panel == GRAD_NORMS_PANEL:
+            _grad_norm_panel(axis, runs)
+        else:
+            _metric_panel(axis, panel, runs)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    write_atomically(out, lambda stream: figure.savefig(stream, format="png", dpi=100))
+
+
+def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
+    colours = _colours(len(runs))
+    for run, colour in zip(runs, colours):
+        for key in panel_keys(panel, runs):
+            points = [(row["epoch"], row[key]) for row in run.epochs
+                      if isinstance(row.get(key), (int, float))]
+            if points:
+                style = "--" if key.startswith("val_") else ":" if key.startswith("test_") else "-"
+                axis.plot(*zip(*points), style, color=colour, marker=".",
+                          label=f"{run.label} {key}" if len(runs) > 1 else key)
+    values = [line.get_ydata() for line in axis.get_lines()]
+    flat = [float(v) for data in values for v in data if math.isfinite(float(v)) and v > 0]
+    if flat and max(flat) / min(flat) > 1e3:  # a diverging loss, or a decaying rate
+        axis.set_yscale("log")
+    _finish(axis, panel, fontsize="small")
+
+
+def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
+    layers = list(dict.fromkeys(layer for run in runs for layer in run.layers()))
+    colours = dict(zip(layers, _colours(len(layers), "viridis")))
+    per_step = any(run.steps for run in runs)
+    for run, style in zip(runs, LINE_STYLES * len(runs)):
+        x_of = _step_position(run.steps) if run.steps else (lambda row: row["epoch"])
+        for layer in run.layers():
+            key = LAYER_PREFIX + layer
+            rows = run.steps or run.epochs
+            points = [(x_of(row), row[key]) for row in rows
+                      if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
+                      and row[key] > 0]
+            if points:
+                label = f"{run.label} {layer}" if len(runs) > 1 else layer
+                axis.plot(*zip(*points), style, color=colours[layer], label=label)
+    axis.set_yscale("log")
+    _finish(axis, "gradient norm per layer" + (" (per step)" if per_step else " (epoch mean)"),
+            fontsize="x-small")
+
+
+def _finish(axis, title: str, fontsize: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set(title=title, xlabel="epoch")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.grid(alpha=0.3)
+    if len(axis.get_lines()) > 6:  # beside the panel, where it hides no curve
+        axis.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        axis.legend(fontsize=fontsize)
+
+
+def _step_position(rows: list[dict]):
+    """A logged step's place in epochs: epoch - 1 + batch / the epoch's batches."""
+    batches: dict[int, int] = {}
+    for row in rows:
+        batches[row["epoch"]] = max(batches.get(row["epoch"], 0), row["batch"])
+    longest = max(batches.values())
+    return lambda row: row["epoch"] - 1 + row["batch"] / longest
+
+
+def _colours(count: int, name: str = "tab10") -> list:
+    from matplotlib import colormaps
+
+    colormap = colormaps[name]
+    if name == "tab10":
+        return [colormap(index % 10) for index in range(count)]
+    return [colormap(index / max(count - 1, 1) * 0.9) for index in range(count)]

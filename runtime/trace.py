@@ -1,0 +1,200 @@
+"""`nnrun trace`: the first training steps of a spec with every value the course writes on the
+board, read from the training-step graph itself (compiler/step.py, `traced=True`): each
+layer's z, a and delta = dC/dz, the cost, each parameter's gradient and its updated value.
+
+The steps are the training run's own: the same batches, augmentation, dropout draws and
+learning rate as the first steps of `nnrun train` (see Trainer.train_epoch), without pruning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.schema import ACTIVATION_TYPES
+from nnrun.compiler.step import build_train_step
+
+from .archives import DamagedFile, npz_headers, read_npz
+from .checkpoint import load_checkpoint
+from .data import augment_batch
+from .executor import Executor
+from .train import History, Trainer, _batches
+
+
+class TraceError(Exception):
+    """The trace cannot run as asked (a weights file that does not fit); one line."""
+
+
+@dataclass
+class TracedLayer:
+    index: int  # the course's layer number l: the input is layer 1
+    name: str
+    type: str
+    activation: str | None
+    a: np.ndarray
+    z: np.ndarray | None = None  # before the activation; None when the layer has none
+    delta: np.ndarray | None = None  # dC/dz (dC/da without activation); None off the loss path
+
+
+@dataclass
+class TracedParam:
+    name: str  # e.g. dense_1.weight
+    layer: int  # the course's number of the layer it belongs to
+    value: np.ndarray
+    gradient: np.ndarray | None
+    updated: np.ndarray
+
+
+@dataclass
+class TracedStep:
+    step: int
+    epoch: int
+    batch: int
+    lr: float
+    x: np.ndarray
+    y: np.ndarray
+    cost: float
+    layers: list[TracedLayer] = field(default_factory=list)
+    params: list[TracedParam] = field(default_factory=list)
+
+
+@dataclass
+class Trace:
+    spec: object
+    steps: list[TracedStep]
+    notes: list[str]
+
+
+def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
+    """`steps` training steps of `source` (a SourceSpec) on NumPy, from the spec's initial
+    weights or those of `weights` (an .npz of parameters by name; a run's checkpoint: its
+    parameters and optimizer state, and the trace goes on from its epoch and step)."""
+    if source.spec.data is None:
+        raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
+                         "inputs of its steps come from (data: {dataset: ...})")
+    trainer = Trainer(source, "numpy", quiet=True)
+    trainer.history = History()  # the schedule counts from epoch 1
+    model, spec = trainer.model, trainer.spec
+    executor = Executor(eliminate_dead_code(build_train_step(spec, traced=True).graph),
+                        model.backend)
+    state, done = model.train_state(), {"epoch": 0, "step": 0}
+    if weights is not None:
+        loaded, done = read_weights(weights, model)
+        state.update(loaded)
+    traced = []
+    for epoch, index, count, batch, rng in _batches_from(trainer, done["epoch"] + 1, steps):
+        lr = trainer.learning_rate(epoch, index, count)
+        x, labels = trainer.data.train.x[batch], trainer.data.train.y[batch]
+        if spec.data.augment:
+            x = augment_batch(x, spec.data.augment, rng)
+        number = done["step"] + len(traced) + 1  # counts Adam's bias correction
+        feeds = model.step_feeds(state, x, labels, lr, number, rng.integers(2**63))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            outputs, updates = executor.run(feeds)
+        step = TracedStep(number, epoch, index + 1, lr, _host(model, feeds["x"]),
+                          _host(model, feeds["y"]), float(outputs["loss"]))
+        step.layers = _traced_layers(model, outputs)
+        step.params = _traced_params(model, step.layers, state, outputs, updates)
+        traced.append(step)
+        state = {**state, **updates}
+    return Trace(spec, traced, _notes(spec))
+
+
+def _batches_from(trainer, first_epoch: int, steps: int):
+    """(epoch, batch index, batches in the epoch, sample indices, rng), drawn as training
+    draws them (Trainer.train_epoch), from the start of `first_epoch`."""
+    taken, epoch, spec = 0, first_epoch, trainer.spec
+    while True:
+        rng = np.random.default_rng([spec.seed, epoch])
+        batches = _batches(len(trainer.data.train.x), spec.train.batch_size, spec.train.shuffle,
+                           rng)
+        for index, batch in enumerate(batches):
+            yield epoch, index, len(batches), batch, rng
+            taken += 1
+            if taken == steps:
+                return
+        epoch += 1
+
+
+def _host(model, value) -> np.ndarray:
+    return np.array(model.backend.to_host(value), copy=True)
+
+
+def _traced_layers(model, outputs: dict) -> list[TracedLayer]:
+    layers = []
+    for position, (info, layer) in enumerate(zip(model.lowered.layers, model.spec.model.layers)):
+        activation = getattr(layer, "activation", None) or \
+            (layer if layer.type in ACTIVATION_TYPES else None)  # an activation layer
+        values = {kind: _host(model, outputs[f"trace/{kind}/{info.name}"])
+                  for kind in ("a", "z", "delta") if f"trace/{kind}/{info.name}" in outputs}
+        layers.append(TracedLayer(position + 2, info.name, info.type,
+                                  activation.type if activation else None, **values))
+    return layers
+
+
+def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
+    numbers = {layer.name: layer.index for layer in layers}
+    params = []
+    for name, info in model.lowered.params.items():
+        gradient = outputs.get(f"grad/{name}")
+        params.append(TracedParam(name, numbers[info.layer], _host(model, state[name]),
+                                  None if gradient is None else _host(model, gradient),
+                                  _host(model, updates.get(name, state[name]))))
+    return params
+
+
+def _notes(spec) -> list[str]:
+    notes = []
+    optimizer = spec.optimizer
+    if optimizer.clip_grad_norm or optimizer.clip_grad_value:
+        notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
+                     "clip_grad_value); the gradients shown are before clipping")
+    if getattr(optimizer, "weight_decay", 0):
+        notes.append(f"the update adds weight decay ({optimizer.weight_decay:g}) to the "
+                     "gradients shown")
+    if spec.train.pruning is not None:
+        notes.append("train.pruning is not applied by the trace")
+    return notes
+
+
+def read_weights(path: Path, model) -> tuple[dict, dict]:
+    """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
+    checkpoint's (params/dense_1.weight); every trainable parameter must be there. Of a
+    checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at."""
+    try:
+        headers = npz_headers(path)
+    except DamagedFile as error:
+        raise TraceError(f"{path}: not a readable .npz file ({error})") from None
+    if "meta" in headers:  # a run's checkpoint: read as resuming reads it
+        arrays, meta = load_checkpoint(path, _expected_shapes(model), model.spec.dtype)
+        return {name: model.backend.from_host(value) for name, value in arrays.items()}, meta
+    names = {key.removeprefix("params/"): key for key in headers}
+    expected = _expected_shapes(model)
+    unknown = sorted(set(names) - set(expected))
+    missing = [name for name in model.lowered.params if name not in names]
+    if unknown or missing:
+        problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
+                   ([f"missing {', '.join(missing)}"] if missing else [])
+        raise TraceError(f"{path}: {'; '.join(problems)}; the model's parameters are "
+                         f"{', '.join(model.param_infos)}")
+    for name, key in names.items():
+        if headers[key].shape != tuple(expected[name]):
+            raise TraceError(f"{path}: '{key}' has shape {list(headers[key].shape)}, {name} "
+                             f"needs {list(expected[name])}")
+    arrays = read_npz(path, {key: headers[key] for key in names.values()})
+    dtype, be = model.spec.dtype, model.backend
+    return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},
+            {"epoch": 0, "step": 0})
+
+
+def _expected_shapes(model) -> dict:
+    shapes = {name: info.shape for name, info in model.param_infos.items()}
+    optimizer_state = model.train_step.optimizer_state
+    shapes.update({name: shapes[param] for name, param in optimizer_state.items()})
+    return shapes
+
+
+__all__ = ["trace", "Trace", "TraceError", "read_weights"]

@@ -1,0 +1,82 @@
+"""`nnrun plot`: curves of several runs in one PNG; without matplotlib, one line naming the
+extra."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+
+pytest.importorskip("matplotlib")
+
+RUN = """\
+name: {name}
+seed: 0
+data: {{dataset: digits, validation_split: 0.1, limit: 200}}
+model:
+  layers:
+    - {{type: flatten}}
+    - {{type: dense, units: 16, activation: {activation}}}
+    - {{type: dense, units: 10}}
+optimizer: {{type: sgd, lr: 0.1, schedule: cosine}}
+train: {{epochs: 3, batch_size: 32, log_grad_norms: {{every_steps: 2}}}}
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for name, activation in (("sigmoid", "sigmoid"), ("relu", "relu")):
+        spec = nnrun.load_spec_text(RUN.format(name=name, activation=activation))
+        nnrun.train(spec, out_dir=root / name, quiet=True)
+    return root
+
+
+def test_writes_a_png_of_every_panel_for_several_runs(runs, tmp_path):
+    out = tmp_path / "curves.png"
+    result = CliRunner().invoke(main, ["plot", str(runs / "sigmoid"), str(runs / "relu"),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "loss, accuracy, lr, grad_norms of 2 runs" in result.output
+    from matplotlib.image import imread
+
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = imread(out)
+    assert image.shape[0] > 400 and image.shape[1] > 600
+    # non-trivial: many distinct colours (curves of two runs and several layers), not a blank
+    colours = np.unique((image[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50
+
+
+def test_metrics_choose_the_panels(runs, tmp_path):
+    out = tmp_path / "loss.png"
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out", str(out),
+                                       "--metrics", "loss,grad_norms"])
+    assert result.exit_code == 0, result.output
+    assert "loss, grad_norms of 1 run" in result.output and out.stat().st_size > 10_000
+
+
+def test_unknown_metric_is_one_line(runs, tmp_path):
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", "f1"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "no run has 'f1'" in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_directory_without_metrics(tmp_path):
+    result = CliRunner().invoke(main, ["plot", str(tmp_path), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "no metrics.jsonl" in result.output
+
+
+def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png")])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "nnrun[plot]" in result.output

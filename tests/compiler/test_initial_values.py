@@ -1,0 +1,131 @@
+"""Initial values given in a spec: init constant, a layer's weights/bias lists or init_from
+file, model.init_from; shapes checked when the spec is compiled, errors at YAML positions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.compiler.schema import spec_json_schema
+
+SPEC = """\
+model:
+  input_shape: [2]
+  layers:
+    - {type: dense, units: 3, activation: sigmoid}
+    - {type: dense, units: 1}
+"""
+
+
+def compiled(tmp_path, text):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return nnrun.compile(path)
+
+
+def validate(tmp_path, text):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return CliRunner().invoke(main, ["validate", str(path)])
+
+
+def test_constant_initializer(tmp_path):
+    model = compiled(tmp_path, SPEC.replace("[2]\n", "[2]\n  init: {type: constant, value: 0.25}\n")
+                     .replace("units: 1}", "units: 1, bias_init: {type: constant, value: -1.5}}"))
+    params = model.init_params()
+    np.testing.assert_array_equal(params["dense_1.weight"], np.full((2, 3), 0.25))
+    np.testing.assert_array_equal(params["dense_2.bias"], [-1.5])
+    np.testing.assert_array_equal(params["dense_1.bias"], np.zeros(3))
+
+
+def test_weights_and_bias_lists_in_the_stored_layout(tmp_path):
+    text = SPEC.replace("activation: sigmoid}", "activation: sigmoid,\n"
+                        "       weights: [[1, 2, 3], [4, 5, 6]], bias: [0.5, 0.25, 0]}")
+    params = compiled(tmp_path, text).init_params()
+    np.testing.assert_array_equal(params["dense_1.weight"], [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(params["dense_1.bias"], [0.5, 0.25, 0])
+    assert params["dense_1.weight"].dtype == np.float32
+    assert params["dense_2.weight"].std() > 0  # still the initializer's
+
+
+def test_conv_weights_list(tmp_path):
+    text = """\
+model:
+  input_shape: [1, 3, 3]
+  layers:
+    - {type: conv2d, filters: 1, kernel_size: 2, weights: [[[[1, 0], [0, -1]]]], bias: [2]}
+    - {type: flatten}
+"""
+    model = compiled(tmp_path, text)
+    x = np.arange(9, dtype=np.float32).reshape(1, 1, 3, 3)
+    out = model.forward(model.init_params(), x)
+    np.testing.assert_array_equal(out, [[x[0, 0, 0, 0] - x[0, 0, 1, 1] + 2] * 4])
+
+
+def test_weights_of_the_wrong_shape_are_an_error_at_their_position(tmp_path):
+    text = SPEC.replace("units: 1}", "units: 1, weights: [[1, 2, 3]]}")
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1
+    line = result.output.strip()
+    assert line.startswith(f"{tmp_path / 'spec.yaml'}:5:")
+    assert "weights have shape [1, 3], the layer needs [3, 1]" in line
+    assert "transpose" in line  # [out, in] given: the message says which layout to use
+
+
+def test_bias_of_the_wrong_length(tmp_path):
+    result = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1, 2]}"))
+    assert result.exit_code == 1
+    assert "bias have shape [2], the layer needs [1]" in result.output
+
+
+def test_ragged_weights_and_conflicting_sources(tmp_path):
+    ragged = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[1], [2, 3]]}"))
+    assert ragged.exit_code == 1 and "rows of different lengths" in ragged.output
+    both = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1], init_from: a.npz}"))
+    assert both.exit_code == 1 and "either inline" in both.output
+
+
+def test_layer_init_from_file(tmp_path):
+    np.savez(tmp_path / "hidden.npz", weight=np.full((2, 3), 0.5), bias=np.arange(3.0))
+    text = SPEC.replace("activation: sigmoid}", "activation: sigmoid, init_from: hidden.npz}")
+    params = compiled(tmp_path, text).init_params()
+    np.testing.assert_array_equal(params["dense_1.weight"], np.full((2, 3), 0.5))
+    np.testing.assert_array_equal(params["dense_1.bias"], [0, 1, 2])
+
+    np.savez(tmp_path / "hidden.npz", weight=np.full((3, 2), 0.5))
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1
+    assert ":4:" in result.output and "has shape [3, 2], dense_1.weight needs [2, 3]" in result.output
+    missing = validate(tmp_path, text.replace("hidden.npz", "nowhere.npz"))
+    assert missing.exit_code == 1 and "no such file" in missing.output
+
+
+def test_model_init_from_a_checkpoint_and_layer_values_first(tmp_path):
+    np.savez(tmp_path / "model.npz", **{"params/dense_1.weight": np.ones((2, 3)),
+                                         "dense_2.bias": np.array([7.0]),
+                                         "opt/dense_2.bias.momentum": np.zeros(1)})
+    text = SPEC.replace("[2]\n", "[2]\n  init_from: model.npz\n").replace(
+        "units: 1}", "units: 1, bias: [3]}")
+    params = compiled(tmp_path, text).init_params()
+    np.testing.assert_array_equal(params["dense_1.weight"], np.ones((2, 3)))
+    np.testing.assert_array_equal(params["dense_2.bias"], [3])  # the layer's own value wins
+
+    np.savez(tmp_path / "model.npz", **{"dense_1.wieght": np.ones((2, 3))})
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1
+    assert ":3:14:" in result.output and "did you mean 'dense_1.weight'?" in result.output
+
+
+def test_json_schema_knows_the_new_fields():
+    text = str(spec_json_schema())
+    for word in ("'constant'", "'weights'", "'init_from'", "'bias'"):
+        assert word in text
+
+
+@pytest.mark.parametrize("value", ["[[1, true]]", "[[1, 'a']]"])
+def test_weights_are_numbers(tmp_path, value):
+    result = validate(tmp_path, SPEC.replace("units: 1}", f"units: 1, weights: {value}}}"))
+    assert result.exit_code == 1 and "Traceback" not in result.output

@@ -1,0 +1,132 @@
+"""train.log_grad_norms: per-layer gradient norms per epoch and per step, the epoch line's
+extremes, the same norms on both executors, and a diverged run's metrics kept."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnrun
+from nnrun.runtime.model import Model
+from nnrun.runtime.train import TrainingError
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+MLP = """\
+name: norms
+seed: 0
+data: {dataset: digits, validation_split: 0.1, limit: 300}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 16, activation: sigmoid}
+    - {type: dense, units: 16, activation: sigmoid}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: 0.1}
+train: {epochs: 2, batch_size: 32, log_grad_norms: {every_steps: 3}}
+"""
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_epoch_rows_and_step_rows(tmp_path, capsys):
+    nnrun.train(nnrun.load_spec_text(MLP), out_dir=tmp_path / "run")
+    epochs = rows(tmp_path / "run" / "metrics.jsonl")
+    steps = rows(tmp_path / "run" / "grad-norms.jsonl")
+    batches = math.ceil(270 / 32)
+    assert [row["step"] for row in steps] == list(range(3, 2 * batches + 1, 3))
+    assert {row["epoch"] for row in steps} == {1, 2}
+    for row in steps:  # a layer's norm is that of its weight and bias gradients together
+        for layer in ("dense_1", "dense_2", "dense_3"):
+            together = math.hypot(row[f"grad_norm/{layer}.weight"], row[f"grad_norm/{layer}.bias"])
+            assert row[f"layer_grad_norm/{layer}"] == pytest.approx(together, rel=1e-12)
+    for row in epochs:
+        layers = {k.split("/")[1]: v for k, v in row.items() if k.startswith("layer_grad_norm/")}
+        assert set(layers) == {"dense_1", "dense_2", "dense_3"}
+        assert row["grad_norm_min"] == min(layers.values())
+        assert row["grad_norm_max"] == max(layers.values())
+        assert layers[row["grad_norm_min_layer"]] == row["grad_norm_min"]
+        assert row["grad_norm_min_layer"] == "dense_1"  # sigmoids: the first layer's vanishes
+    epoch_line = capsys.readouterr().err.splitlines()[0]
+    assert (f"grad_norm {epochs[0]['grad_norm_min']:.3g} (dense_1) to "
+            f"{epochs[0]['grad_norm_max']:.3g} ({epochs[0]['grad_norm_max_layer']})") in epoch_line
+
+
+def test_true_logs_epochs_only(tmp_path):
+    text = MLP.replace("log_grad_norms: {every_steps: 3}", "log_grad_norms: true")
+    nnrun.train(nnrun.load_spec_text(text), out_dir=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "grad-norms.jsonl").exists()
+    assert "grad_norm_max" in rows(tmp_path / "run" / "metrics.jsonl")[0]
+
+
+def test_the_planned_executor_gives_the_reference_norms():
+    source = nnrun.load_spec_text(MLP)
+    x = np.random.default_rng(0).normal(size=(8, 1, 8, 8))
+    y = np.arange(8)
+    norms = []
+    for optimized in (False, True):
+        model = Model(source, optimized=optimized)
+        feeds = model.step_feeds(model.train_state(), x, y, 0.1, 1, 0)
+        outputs, _ = model.step_executor.run(feeds)
+        norms.append({k: float(v) for k, v in outputs.items() if k.startswith("grad_norm/")})
+    assert norms[0].keys() == norms[1].keys() and len(norms[0]) == 6
+    for name in norms[0]:
+        assert norms[1][name] == pytest.approx(norms[0][name], rel=1e-5)
+    # and they are the norms of the gradients
+    _, grads = Model(source).loss_and_grads(Model(source).init_params(), x, y)
+    for name, grad in grads.items():
+        assert norms[0][f"grad_norm/{name}"] == pytest.approx(np.linalg.norm(grad), rel=1e-5)
+
+
+DIVERGING = f"""\
+name: diverging
+seed: 0
+data: {{dataset: csv, path: {SPECS / "data" / "sine-regression.csv"}, normalize: none}}
+model:
+  input_shape: [3]
+  layers:
+    - {{type: dense, units: 16, activation: relu}}
+    - {{type: dense, units: 1}}
+loss: mse
+optimizer: {{type: sgd, lr: 0.05, schedule: {{type: exponential, gamma: 10}}}}
+train: {{epochs: 6, batch_size: 40, metrics: [mae], log_grad_norms: {{every_steps: 4}}}}
+"""
+
+
+def test_a_diverged_run_keeps_its_metrics_up_to_the_divergence(tmp_path):
+    # The learning rate grows 10x per epoch until the loss overflows.
+    text = DIVERGING
+    with pytest.raises(TrainingError, match="loss became"):
+        nnrun.train(nnrun.load_spec_text(text), out_dir=tmp_path / "run", quiet=True)
+    epochs = rows(tmp_path / "run" / "metrics.jsonl")
+    last = epochs[-1]
+    assert len(epochs) >= 2 and "diverged_at_batch" in last
+    assert all("diverged_at_batch" not in row for row in epochs[:-1])
+    assert last["epoch"] == len(epochs)
+    steps = rows(tmp_path / "run" / "grad-norms.jsonl")
+    diverged = steps[-1]
+    assert (diverged["epoch"], diverged["batch"]) == (last["epoch"], last["diverged_at_batch"])
+    assert not math.isfinite(diverged["loss"])
+    # resuming from the last checkpoint drops the diverged epoch's rows
+    calmer = nnrun.load_spec_text(text.replace("gamma: 10", "gamma: 1"))
+    nnrun.train(calmer, resume=tmp_path / "run", allow_changes=True, quiet=True)
+    resumed = rows(tmp_path / "run" / "metrics.jsonl")
+    assert len(resumed) == 6 and all("diverged_at_batch" not in row for row in resumed)
+    assert all(math.isfinite(row["loss"]) for row in rows(tmp_path / "run" / "grad-norms.jsonl"))
+
+
+def test_specs_show_the_two_profiles(tmp_path):
+    profiles = {}
+    for name in ("vanishing-gradients.yaml", "vanishing-gradients-relu.yaml"):
+        spec = nnrun.load_spec(SPECS / name, ["train.epochs=1"])
+        nnrun.train(spec, out_dir=tmp_path / name, quiet=True)
+        row = rows(tmp_path / name / "metrics.jsonl")[0]
+        profiles[name] = row["layer_grad_norm/dense_1"] / row["layer_grad_norm/dense_6"]
+    assert profiles["vanishing-gradients.yaml"] < 0.01  # the first layer's gradient vanishes
+    assert profiles["vanishing-gradients-relu.yaml"] > 0.5  # ReLU and He keep it

@@ -1,0 +1,235 @@
+"""`nnrun trace`: the values of one training step as the course writes them, read from the
+training-step graph. The 2-2-1 sigmoid example is checked against the hand-derived deltas
+(plain Python floats, not nnrun) to 1e-12 in float64."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.runtime.checkpoint import load_checkpoint
+from nnrun.runtime.trace import trace
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+COURSE = SPECS / "course-2-2-1-sigmoid.yaml"
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def by_hand(x, y, w2, b2, w3, b3, eta):
+    """The lecture's formulas. w2[j][k] joins input k to hidden unit j, w3[j] hidden j to the
+    output; C = 1/2 (a3 - y)^2."""
+    z2 = [sum(w2[j][k] * x[k] for k in range(2)) + b2[j] for j in range(2)]
+    a2 = [sigmoid(z) for z in z2]
+    z3 = sum(w3[j] * a2[j] for j in range(2)) + b3
+    a3 = sigmoid(z3)
+    delta3 = (a3 - y) * a3 * (1 - a3)
+    delta2 = [delta3 * w3[j] * a2[j] * (1 - a2[j]) for j in range(2)]
+    grad_w2 = [[delta2[j] * x[k] for k in range(2)] for j in range(2)]
+    grad_w3 = [delta3 * a2[j] for j in range(2)]
+    return {
+        "z2": z2, "a2": a2, "z3": z3, "a3": a3, "cost": 0.5 * (a3 - y) ** 2,
+        "delta3": delta3, "delta2": delta2, "grad_w2": grad_w2, "grad_w3": grad_w3,
+        "w2": [[w2[j][k] - eta * grad_w2[j][k] for k in range(2)] for j in range(2)],
+        "b2": [b2[j] - eta * delta2[j] for j in range(2)],
+        "w3": [w3[j] - eta * grad_w3[j] for j in range(2)], "b3": b3 - eta * delta3,
+    }
+
+
+# The spec's numbers, in the course's orientation.
+X, Y, ETA = [0.05, 0.10], 0.01, 0.5
+W2, B2, W3, B3 = [[0.15, 0.20], [0.25, 0.30]], [0.35, 0.35], [0.40, 0.45], 0.60
+
+
+def close(actual, expected):
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64).reshape(-1),
+                               np.asarray(expected, dtype=np.float64).reshape(-1),
+                               rtol=0, atol=1e-12)
+
+
+def test_course_example_steps_match_the_hand_derived_deltas():
+    result = trace(nnrun.load_spec(COURSE), steps=3)
+    w2, b2, w3, b3 = W2, B2, W3, B3
+    for step in result.steps:
+        hand = by_hand(X, Y, w2, b2, w3, b3, ETA)
+        hidden, output = step.layers
+        assert (hidden.index, output.index) == (2, 3)
+        close(step.x, X)
+        close(hidden.z, hand["z2"])
+        close(hidden.a, hand["a2"])
+        close(output.z, hand["z3"])
+        close(output.a, hand["a3"])
+        close(step.cost, hand["cost"])
+        close(output.delta, hand["delta3"])
+        close(hidden.delta, hand["delta2"])
+        params = {p.name: p for p in step.params}
+        # stored [in, out]: the transpose of the course's w_jk
+        close(params["dense_1.weight"].gradient.T, hand["grad_w2"])
+        close(params["dense_2.weight"].gradient[:, 0], hand["grad_w3"])
+        close(params["dense_1.bias"].gradient, hand["delta2"])
+        close(params["dense_2.bias"].gradient, hand["delta3"])
+        close(params["dense_1.weight"].updated.T, hand["w2"])
+        close(params["dense_2.weight"].updated[:, 0], hand["w3"])
+        close(params["dense_1.bias"].updated, hand["b2"])
+        close(params["dense_2.bias"].updated, hand["b3"])
+        w2, b2, w3, b3 = hand["w2"], hand["b2"], hand["w3"], hand["b3"]
+    # the lecture's updated output weights
+    first = {p.name: p for p in result.steps[0].params}
+    assert first["dense_2.weight"].updated[:, 0] == pytest.approx([0.35891648, 0.408666186])
+
+
+def test_text_shows_the_course_notation_and_numbers():
+    result = CliRunner().invoke(main, ["trace", str(COURSE)])
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "transpose of nnrun's stored dense layout [in, out]" in text
+    hand = by_hand(X, Y, W2, B2, W3, B3, ETA)
+    assert f"δ⁽³⁾ = ∂C/∂z⁽³⁾ dense_2 = [{hand['delta3']:.10g}]" in text
+    assert f"a⁽²⁾ = sigmoid(z⁽²⁾) = [{hand['a2'][0]:.10g}, {hand['a2'][1]:.10g}]" in text
+    assert f"C = {hand['cost']:.10g}" in text
+    # w⁽²⁾ printed with row j = hidden unit, column k = input: row 1 is [w_11, w_12]
+    assert "j=1  w        [0.15, 0.2]" in text
+    assert "j=2  w        [0.25, 0.3]" in text
+    assert text.index("forward") < text.index("backward") < text.index("gradients and updates")
+
+
+def test_json_holds_every_value_in_the_course_orientation():
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--format", "json", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert len(document["steps"]) == 2
+    step = document["steps"][0]
+    hand = by_hand(X, Y, W2, B2, W3, B3, ETA)
+    layers = {layer["name"]: layer for layer in step["layers"]}
+    close(layers["dense_1"]["delta"], hand["delta2"])
+    close(layers["dense_2"]["delta"], hand["delta3"])
+    params = {p["name"]: p for p in step["params"]}
+    close(params["dense_1.weight"]["value"], W2)  # [j][k], as the course writes it
+    close(params["dense_1.weight"]["gradient"], hand["grad_w2"])
+    assert "transpose" in params["dense_1.weight"]["layout"]
+    close(document["steps"][1]["params"][0]["value"], hand["w2"])
+
+
+MIXED = """\
+name: mixed
+seed: 3
+dtype: float64
+data:
+  dataset: digits
+  augment: [{type: random_shift, max_shift: 1}]
+model:
+  layers:
+    - {type: conv2d, filters: 2, kernel_size: 3, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dropout, rate: 0.3}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+train: {batch_size: 4, epochs: 1}
+"""
+
+
+def test_trace_steps_are_the_training_run_s_steps(tmp_path):
+    """Same batches, augmentation, dropout draws and momentum as `nnrun train`."""
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(MIXED)
+    result = trace(nnrun.load_spec(spec), steps=3)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=3)
+    trained, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    for param in result.steps[-1].params:
+        np.testing.assert_allclose(param.updated, trained[param.name], rtol=1e-10, atol=1e-12)
+    # each step starts where the previous one ended
+    for before, after in zip(result.steps, result.steps[1:]):
+        for old, new in zip(before.params, after.params):
+            np.testing.assert_array_equal(old.updated, new.value)
+
+
+def test_small_feature_maps_are_printed_large_ones_elided(tmp_path):
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(MIXED)
+    small = CliRunner().invoke(main, ["trace", str(spec), "--batch-size", "1"])
+    assert small.exit_code == 0, small.output
+    assert "z⁽²⁾ conv2d_1: 2 maps of 6×6" in small.output
+    assert "δ⁽³⁾ = ∂C/∂a⁽³⁾ maxpool2d_1: 2 maps of 3×3" in small.output
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "big.npz", x=rng.normal(size=(6, 1, 20, 20)), y=np.arange(6) % 2)
+    big_spec = tmp_path / "big.yaml"
+    big_spec.write_text(MIXED.replace("dataset: digits", "dataset: npz\n  path: big.npz")
+                        .replace("units: 10", "units: 2")
+                        .replace("model:\n", "model:\n  input_shape: [1, 20, 20]\n"))
+    big = CliRunner().invoke(main, ["trace", str(big_spec), "--batch-size", "1"])
+    assert big.exit_code == 0, big.output
+    assert "z⁽²⁾ conv2d_1: 2 maps of 18×18 not shown (larger than 12×12)" in big.output
+    assert "a⁽³⁾ maxpool2d_1 (maxpool2d): 2 maps of 9×9\n" in big.output
+
+
+def test_weights_file_sets_the_starting_point(tmp_path):
+    weights = {"dense_1.weight": np.full((2, 2), 0.1), "dense_1.bias": np.zeros(2),
+               "dense_2.weight": np.full((2, 1), -0.2), "params/dense_2.bias": np.ones(1)}
+    np.savez(tmp_path / "w.npz", **weights)
+    result = trace(nnrun.load_spec(COURSE), weights=tmp_path / "w.npz")
+    params = {p.name: p.value for p in result.steps[0].params}
+    for name, value in weights.items():
+        np.testing.assert_array_equal(params[name.removeprefix("params/")], value)
+
+    del weights["dense_1.bias"]
+    np.savez(tmp_path / "partial.npz", **weights)
+    refused = CliRunner().invoke(main, ["trace", str(COURSE), "--weights",
+                                        str(tmp_path / "partial.npz")])
+    assert refused.exit_code == 1
+    assert refused.output.count("\n") == 1 and "Traceback" not in refused.output
+    assert "missing dense_1.bias" in refused.output
+
+
+def test_activation_layers_and_a_spec_without_data(tmp_path):
+    spec = tmp_path / "separate.yaml"
+    spec.write_text("""\
+seed: 0
+data: {dataset: xor, n_samples: 8}
+model:
+  layers:
+    - {type: dense, units: 3}
+    - {type: tanh}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: {type: mse, scale: 0.5}
+train: {batch_size: 2, metrics: [mse]}
+""")
+    dense, tanh, _ = trace(nnrun.load_spec(spec)).steps[0].layers
+    assert (dense.z, dense.activation, tanh.activation) == (None, None, "tanh")
+    np.testing.assert_array_equal(tanh.z, dense.a)  # the activation layer's z is its input
+    np.testing.assert_allclose(tanh.a, np.tanh(dense.a), rtol=1e-6)
+    np.testing.assert_array_equal(dense.delta, tanh.delta)  # both dC/d(the dense output)
+    text = CliRunner().invoke(main, ["trace", str(spec)]).output
+    assert "a⁽³⁾ = tanh(z⁽³⁾) [sample 1]" in text
+
+    refused = CliRunner().invoke(main, ["trace", str(spec), "--set", "data=null",
+                                        "--set", "model.input_shape=[2]"])
+    assert refused.exit_code == 1 and "needs a data section" in refused.output
+
+
+def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
+    """--weights RUN/last.npz: its parameters, optimizer state, epoch and step, so the traced
+    step is the one the run makes when it is resumed."""
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(MIXED)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
+    saved, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert any(name.startswith("opt/") for name in saved)
+    step = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz").steps[0]
+    assert (step.step, step.epoch, step.batch) == (3, 2, 1)
+    for param in step.params:
+        np.testing.assert_array_equal(param.value, saved[param.name])
+    nnrun.train(spec, resume=tmp_path / "run", overrides=["train.epochs=2"], quiet=True,
+                max_steps=1)
+    resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    for param in step.params:
+        np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
