@@ -39,6 +39,7 @@ class UserError(Exception):
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
+    from nnrun.compiler.export_onnx import ExportError
     from nnrun.runtime.checkpoint import CheckpointError
     from nnrun.runtime.data import DataError
     from nnrun.runtime.data_fit import DataFitError
@@ -48,7 +49,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.runtime.train import TrainingError
 
     return (UserError, DataError, DataFitError, TrainingError, CheckpointError, RunDirectoryError,
-            SpecChangeError, MemoryLimitError, BackendUnavailable)
+            SpecChangeError, MemoryLimitError, BackendUnavailable, ExportError)
 
 
 def handle_errors(command):
@@ -469,3 +470,12 @@ def _attach_trace_and_plot() -> None:
 
 
 _attach_trace_and_plot()
+
+
+def _attach_export_and_diff() -> None:
+    from nnrun.export_cli import export
+
+    main.add_command(export)
+
+
+_attach_export_and_diff()

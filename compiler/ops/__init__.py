@@ -47,6 +47,12 @@ class OpDef:
     # work that depends only on the (fixed) buffers done once, when a plan is made. Inputs the
     # executor feeds anew each run are None here.
     bind: Callable[..., Any] | None = None
+    # onnx(ox, node) -> the ONNX name of each output: the op as ONNX nodes, emitted through
+    # the exporter `ox` (compiler/export_onnx.py), or ox.refuse(reason) for attributes ONNX
+    # cannot express. Ops an inference graph never holds give `onnx_refusal` instead: why
+    # not, said by `nnrun export` when such an op is met.
+    onnx: Callable[..., Any] | None = None
+    onnx_refusal: str = ""
 
 
 REGISTRY: dict[str, OpDef] = {}

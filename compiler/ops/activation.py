@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from . import NoAttrs, OpDef, register
-from .common import same_as_first
+from .common import onnx_op, same_as_first
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,14 @@ def _from_output(grad_op):
 
 
 def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into=None,
-                grad_into=None):
+                grad_into=None, onnx=None):
     """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together.
-    `into`/`grad_into`: (forward_into, scratch rule) pairs for the memory-planned executor."""
+    `into`/`grad_into`: (forward_into, scratch rule) pairs for the memory-planned executor;
+    `onnx`: its ONNX lowering."""
     vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
     forward_into, scratch = into or (None, None)
     register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc,
-                   forward_into=forward_into, scratch=scratch, batch_parallel=True))
+                   forward_into=forward_into, scratch=scratch, batch_parallel=True, onnx=onnx))
     forward_into, scratch = grad_into or (None, None)
     register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
                    doc=f"gradient of {name}: g * d{name}/dx",
@@ -190,33 +191,59 @@ def _softmax_grad(be, attrs, g, y):
     return y * (g - (g * y).sum(axis=attrs.axis, keepdims=True))
 
 
+# --- ONNX lowerings (compiler/export_onnx.py): `ox` emits ONNX nodes, returns their outputs
+
+
+def _elu_onnx(ox, node):
+    # ONNX's Elu computes exp(x) - 1, which loses the digits of small negative x (measured:
+    # 1.3% off at x = -1e-6 in float32 on onnxruntime); nnrun uses expm1. expm1(m) =
+    # 2t / (1 - t), t = tanh(m / 2), keeps them for m <= 0.
+    (x,) = ox.inputs(node)
+    negative = ox.emit("Min", x, ox.constant(0))
+    t = ox.emit("Tanh", ox.emit("Mul", negative, ox.constant(0.5)))
+    expm1 = ox.emit("Div", ox.emit("Mul", t, ox.constant(2)), ox.emit("Sub", ox.constant(1), t))
+    below = ox.emit("Mul", expm1, ox.constant(node.attrs.alpha))
+    return ox.emit("Where", ox.emit("Greater", x, ox.constant(0)), x, below)
+
+
+def _gelu_onnx(ox, node):
+    # ONNX has Gelu from opset 20 only: the exact form, in the forward's order.
+    (x,) = ox.inputs(node)
+    cdf = ox.emit("Erf", ox.emit("Div", x, ox.constant(math.sqrt(2))))
+    half_x = ox.emit("Mul", x, ox.constant(0.5))
+    return ox.emit("Mul", half_x, ox.emit("Add", cdf, ox.constant(1)))
+
+
 _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             # The gradient at exactly 0 is taken as 0, as PyTorch does.
             lambda be, a, g, x: g * (x > 0), "max(x, 0)",
             into=(lambda be, a, out, x: be.xp.maximum(x, 0, out=out[0]), None),
-            grad_into=(_relu_grad_into, _mask_scratch))
+            grad_into=(_relu_grad_into, _mask_scratch), onnx=onnx_op("Relu"))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
             into=(_leaky_relu_into, None),
             grad_into=(_leaky_relu_grad_into,
-                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"))))
+                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"))),
+            onnx=onnx_op("LeakyRelu", alpha="alpha"))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
-            "x if x > 0 else alpha*(exp(x) - 1)")
+            "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx)
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
             into=(_sigmoid_into, _sigmoid_scratch),
-            grad_into=(_sigmoid_grad_into, _value_scratch))
+            grad_into=(_sigmoid_grad_into, _value_scratch), onnx=onnx_op("Sigmoid"))
 _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
             lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True,
             into=(lambda be, a, out, x: be.xp.tanh(x, out=out[0]), None),
-            grad_into=(_tanh_grad_into, None))
+            grad_into=(_tanh_grad_into, None), onnx=onnx_op("Tanh"))
 _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             "x * Phi(x), Phi the standard normal CDF (exact form)",
             into=(_gelu_into, _value_scratch),
-            grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)))
+            grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)), onnx=_gelu_onnx)
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
-            lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))")
+            lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))",
+            onnx=onnx_op("Softplus"))
 _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
-            "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True)
+            "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
+            onnx=onnx_op("Softmax", axis="axis"))

@@ -28,6 +28,17 @@ def all_same(attrs, *types: TensorType) -> TensorType:
     return first
 
 
+def onnx_op(op_type: str, **attribute_of):
+    """An ONNX lowering of one node of `op_type` (compiler/export_onnx.py); `attribute_of` maps
+    ONNX attribute names to the op's attribute names."""
+
+    def lower(ox, node):
+        attributes = {key: getattr(node.attrs, name) for key, name in attribute_of.items()}
+        return ox.emit(op_type, *ox.inputs(node), **attributes)
+
+    return lower
+
+
 _CONSTANTS: dict = {}
 
 

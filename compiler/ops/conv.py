@@ -21,6 +21,12 @@ def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
     return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
 
 
+def onnx_pads(pad: tuple) -> list[int]:
+    """ONNX's order: every axis's padding before, then every axis's padding after."""
+    pairs = pad_pairs(pad)
+    return [lo for lo, _ in pairs] + [hi for _, hi in pairs]
+
+
 def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
     """Output spatial sizes of a sliding window over x, or a ShapeError with the arithmetic."""
     sizes = []
@@ -255,10 +261,19 @@ def _shifted_rows_block(be, attrs, gx, wide_g, cols, padded, g, w):
         xp.copyto(gx, unpad(target, attrs.pad))
 
 
+def _conv_onnx(ox, node):
+    # ONNX's Conv is the same cross-correlation, with the weight in the same [F, C, *kernel].
+    attrs = node.attrs
+    return ox.emit("Conv", *ox.inputs(node), kernel_shape=list(node.inputs[1].type.shape[2:]),
+                   strides=list(attrs.stride), pads=onnx_pads(attrs.pad),
+                   dilations=list(attrs.dilation))
+
+
 for _rank in (1, 2):
     _name = f"conv{_rank}d"
     register(OpDef(_name, ConvAttrs, _conv_shape, _conv_forward, _conv_vjp, flops=_conv_flops,
-                   doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]"))
+                   doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]",
+                   onnx=_conv_onnx))
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
                    is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",
                    forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import REGISTRY, NoAttrs, OpDef, register
-from .common import all_same, cached_constant, same_as_first
+from .common import all_same, cached_constant, onnx_op, same_as_first
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,16 @@ def _matmul_into(be, attrs, out, a, b):
     be.run_in_slices(rows, y.shape[0], y.nbytes + left.nbytes + right.nbytes)
 
 
+def _matmul_onnx(ox, node):
+    a, b = ox.inputs(node)
+    a = ox.emit("Transpose", a) if node.attrs.transpose_a else a
+    b = ox.emit("Transpose", b) if node.attrs.transpose_b else b
+    return ox.emit("MatMul", a, b)
+
+
 register(OpDef("matmul", MatmulAttrs, _matmul_shape, _matmul_forward, _matmul_vjp,
                flops=_matmul_flops, doc="a @ b (optionally transposed): dense layers",
-               forward_into=_matmul_into))
+               forward_into=_matmul_into, onnx=_matmul_onnx))
 
 
 def _bias_add_shape(attrs, x: TensorType, b: TensorType) -> TensorType:
@@ -121,9 +128,17 @@ def _bias_add_grad_into(be, attrs, out, g):
     be.xp.sum(per_sample, axis=0, out=total)
 
 
+def _bias_add_onnx(ox, node):
+    x, b = ox.inputs(node)
+    rank = node.inputs[0].type.rank
+    if rank > 2:  # [C] as [C, 1, ...]: broadcast over the spatial axes
+        b = ox.emit("Reshape", b, ox.ints((-1, *(1,) * (rank - 2))))
+    return ox.emit("Add", x, b)
+
+
 register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_add_vjp,
                doc="x + b, b broadcast along axis 1 (features or channels)",
-               forward_into=_bias_add_into, batch_parallel=True))
+               forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx))
 register(OpDef("bias_add_grad", NoAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
                is_gradient=True, doc="sum of g over every axis but 1",
                forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch))
@@ -186,11 +201,12 @@ def _binary_into(ufunc_name):
 
 register(OpDef("add", NoAttrs, all_same, lambda be, a, x, y: x + y,
                lambda gb, node, g: (g, g), doc="x + y, equal shapes",
-               forward_into=_binary_into("add")))
+               forward_into=_binary_into("add"), onnx=onnx_op("Add")))
 register(OpDef("mul", NoAttrs, all_same, lambda be, a, x, y: x * y,
                lambda gb, node, g: (gb.emit("mul", g, node.inputs[1]),
                                     gb.emit("mul", g, node.inputs[0])),
-               doc="x * y elementwise, equal shapes", forward_into=_binary_into("multiply")))
+               doc="x * y elementwise, equal shapes", forward_into=_binary_into("multiply"),
+               onnx=onnx_op("Mul")))
 
 
 @dataclass(frozen=True)
@@ -201,8 +217,11 @@ class ScaleAttrs:
 register(OpDef("scale", ScaleAttrs, same_as_first, lambda be, a, x: x * a.factor,
                lambda gb, node, g: (gb.emit("scale", g, attrs=node.attrs),),
                doc="x * factor",
-               forward_into=lambda be, a, out, x: be.xp.multiply(x, a.factor, out=out[0])))
+               forward_into=lambda be, a, out, x: be.xp.multiply(x, a.factor, out=out[0]),
+               onnx=lambda ox, node: ox.emit("Mul", *ox.inputs(node),
+                                             ox.constant(node.attrs.factor))))
 
 register(OpDef("ones_like", NoAttrs, lambda a, x: x, lambda be, a, x: be.xp.ones_like(x),
                lambda gb, node, g: (None,), doc="1 everywhere: the seed gradient d loss / d loss",
-               forward_into=lambda be, a, out, x: out[0].fill(1)))
+               forward_into=lambda be, a, out, x: out[0].fill(1),
+               onnx_refusal="the seed of back-propagation; an inference graph has none"))

@@ -97,7 +97,8 @@ def _prediction_shape(attrs, g, prediction, target):
 def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
                    grad_into=(None, None)):
     register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc,
-                   forward_into=into[0], scratch=into[1]))
+                   forward_into=into[0], scratch=into[1],
+                   onnx_refusal="a training loss; an exported model ends at its prediction"))
     register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None, is_gradient=True,
                    doc=f"d {name} / d prediction", forward_into=grad_into[0],
                    scratch=grad_into[1]))

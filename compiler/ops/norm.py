@@ -228,7 +228,9 @@ def _gamma_shape(attrs, g, x, *rest):
 
 register(OpDef("batch_norm_train", EpsAttrs, _bn_shape, _bn_train_forward, _bn_train_vjp,
                doc="gamma * (x - mean_batch) / sqrt(var_batch + eps) + beta, per channel",
-               forward_into=_bn_train_into, scratch=_bn_stats_scratch))
+               forward_into=_bn_train_into, scratch=_bn_stats_scratch,
+               onnx_refusal="batch statistics are for training; an inference graph normalises "
+                            "with the running statistics (batch_norm_infer)"))
 register(OpDef("batch_norm_train_grad_input", EpsAttrs, lambda a, g, x, gamma: x,
                _bn_train_grad_input, None, is_gradient=True,
                doc="d batch_norm_train / dx, through the batch statistics too",
@@ -261,8 +263,14 @@ def _bn_infer_vjp(gb, node, g):
             gb.emit("bias_add_grad", g))
 
 
+def _bn_infer_onnx(ox, node):
+    x, mean, var, gamma, beta = ox.inputs(node)
+    return ox.emit("BatchNormalization", x, gamma, beta, mean, var, epsilon=node.attrs.eps)
+
+
 register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_infer_vjp,
-               doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta"))
+               doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta",
+               onnx=_bn_infer_onnx))
 register(OpDef("batch_norm_infer_grad_input", EpsAttrs, lambda a, g, var, gamma: g,
                _bn_infer_grad_input, None, is_gradient=True, doc="g * gamma / sqrt(var + eps)"))
 register(OpDef("batch_norm_infer_grad_gamma", EpsAttrs, _gamma_shape, _bn_infer_grad_gamma, None,
@@ -301,4 +309,6 @@ register(OpDef("dropout_mask", RateAttrs, lambda a, x, rng: x, _dropout_mask_for
                doc="inverted dropout: 1/(1-rate) where hash(index, key, stream) >= rate * 2^32, "
                    "else 0",
                forward_into=_dropout_mask_into,
-               scratch=lambda attrs, x, rng: (TensorType(x.shape, "uint32"),) * 2))
+               scratch=lambda attrs, x, rng: (TensorType(x.shape, "uint32"),) * 2,
+               onnx_refusal="dropout is for training; in inference it is the identity and the "
+                            "graph holds no mask"))

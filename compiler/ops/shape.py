@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .conv import pad_pairs
+from .common import onnx_op
+from .conv import onnx_pads, pad_pairs
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,14 @@ def _reshape_vjp(gb, node, g):
     return (gb.emit("reshape", g, attrs=ReshapeAttrs(tuple(x.type.shape[1:]))),)
 
 
+def _reshape_onnx(ox, node):
+    (x,) = ox.inputs(node)
+    return ox.emit("Reshape", x, ox.ints((0, *node.attrs.shape)))  # 0: keep the batch size
+
+
 register(OpDef("reshape", ReshapeAttrs, _reshape_shape,
                lambda be, a, x: x.reshape(x.shape[0], *a.shape), _reshape_vjp,
-               doc="same values, new per-sample shape", view=True))
+               doc="same values, new per-sample shape", view=True, onnx=_reshape_onnx))
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,7 @@ def _concat_vjp(gb, node, g):
 
 register(OpDef("concat", ConcatAttrs, _concat_shape,
                lambda be, a, *xs: be.xp.concatenate(xs, axis=a.axis), _concat_vjp,
-               doc="joins inputs along axis"))
+               doc="joins inputs along axis", onnx=onnx_op("Concat", axis="axis")))
 
 
 @dataclass(frozen=True)
@@ -135,8 +141,20 @@ def _pad_grad_forward(be, attrs, g, x):
     return xp.ascontiguousarray(grad)
 
 
+_ONNX_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}
+
+
+def _pad_onnx(ox, node):
+    (x,) = ox.inputs(node)
+    pads = onnx_pads(node.attrs.pad)
+    rank = len(pads) // 2
+    all_axes = [0, 0, *pads[:rank], 0, 0, *pads[rank:]]  # batch and channels unpadded
+    return ox.emit("Pad", x, ox.ints(all_axes), mode=_ONNX_MODES[node.attrs.mode])
+
+
 register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
                lambda gb, node, g: (gb.emit("pad_grad", g, node.inputs[0], attrs=node.attrs),),
-               doc="pads the spatial axes with zeros, a reflection, or the edge value"))
+               doc="pads the spatial axes with zeros, a reflection, or the edge value",
+               onnx=_pad_onnx))
 register(OpDef("pad_grad", PadAttrs, lambda attrs, g, x: x, _pad_grad_forward, None,
                is_gradient=True, doc="sums g over every padded copy of each input position"))

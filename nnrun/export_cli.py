@@ -1,0 +1,141 @@
+"""`nnrun export RUN_DIR|SPEC --format onnx --out model.onnx`: the inference graph, its weights and
+the run's input preprocessing as an ONNX model, checked by onnx.checker and by onnxruntime
+against nnrun's own outputs before it is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nnrun.cli import UserError, checkpoint_option, handle_errors, preprocessing_option
+from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
+                                        InputPreprocessing, check_model, export_graph,
+                                        relative_error, run_onnxruntime)
+
+CHECK_SAMPLES = 16
+TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
+
+
+@dataclass
+class Exported:
+    model: object  # onnx.ModelProto
+    source: str  # "best.npz (epoch 3)" or "initial weights (seed 0)"
+    preprocessing: list[str]  # what the graph does before the first layer
+    input_shape: list
+    output_shape: list
+    dtype: str
+    check: str = ""  # how onnxruntime compared with nnrun
+
+
+def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = True) -> Exported:
+    """A run directory's checkpoint with its preprocessing, or a spec's initial weights for its
+    seed (no preprocessing: a spec has no fitted statistics), as a checked ONNX model."""
+    from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.evaluate import load_run
+    from nnrun.runtime.model import Model
+
+    if path.is_dir():
+        run = load_run(path, checkpoint, preprocess=preprocess)
+        model, params, pre = run.model, run.params, run.preprocessing
+        source = f"{run.checkpoint.name} (epoch {run.epoch})"
+    else:
+        if checkpoint:
+            raise UserError(f"{path}: --checkpoint applies to a run directory, not a spec")
+        model = Model(load_spec(path))
+        params, pre = model.init_params(), None
+        source = f"initial weights (seed {model.spec.seed})"
+    preprocessing = _input_preprocessing(pre)
+    graph = model.lowered.graph
+    onnx_model = export_graph(graph, params, model.spec.dtype, preprocessing,
+                              model.spec.name or path.stem)
+    check_model(onnx_model)
+    exported = Exported(onnx_model, source, _describe(preprocessing),
+                        list(graph.inputs[0].type.shape[1:]),
+                        list(graph.outputs[OUTPUT_NAME].type.shape[1:]), model.spec.dtype)
+    exported.check = _compare_with_nnrun(exported, model, params, pre, preprocessing)
+    return exported
+
+
+def _input_preprocessing(pre) -> InputPreprocessing:
+    if pre is None:
+        return InputPreprocessing()
+    normalizer = pre.normalizer
+    return InputPreprocessing(None if normalizer is None else np.asarray(normalizer.shift),
+                              None if normalizer is None else np.asarray(normalizer.scale),
+                              pre.permutation)
+
+
+def _describe(pre: InputPreprocessing) -> list[str]:
+    parts = ["(x - shift) / scale"] if pre.shift is not None else []
+    return parts + (["feature permutation"] if pre.permutation is not None else [])
+
+
+def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -> str:
+    """onnxruntime and nnrun on the same random raw batch; an export that disagrees is not
+    written."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((CHECK_SAMPLES, *exported.input_shape))
+    raw = z if preprocessing.shift is None else z * preprocessing.scale + preprocessing.shift
+    raw = raw.astype(exported.dtype)
+    expected = model.forward(params, pre.apply(raw, exported.dtype) if pre else raw)
+    try:
+        result = run_onnxruntime(exported.model, raw)
+    except Exception as error:  # noqa: BLE001 - onnxruntime raises its own unexported types
+        if "NOT_IMPLEMENTED" in str(error):  # e.g. no float64 kernel for an op on the CPU
+            return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})"
+        raise
+    error = relative_error(result, expected)
+    if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
+        raise ExportError(f"onnxruntime's outputs differ from nnrun's (relative error {error:.1e}, "
+                          f"shapes {list(result.shape)} and {list(expected.shape)}); this is a "
+                          "bug in nnrun's ONNX lowerings, please report it")
+    return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples (relative error "
+            f"{error:.1e})")
+
+
+@click.command("export")
+@click.argument("source", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR|SPEC")
+@click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Where to write the model (e.g. model.onnx).")
+@checkpoint_option
+@preprocessing_option
+@handle_errors
+def export(source, fmt, out_path, checkpoint, raw) -> None:
+    """The inference graph with its weights and the run's input preprocessing, as ONNX.
+
+    A run directory exports a checkpoint and the preprocessing training fitted; a spec exports
+    its initial weights for its seed, without preprocessing. The model is checked by
+    onnx.checker and by onnxruntime against nnrun's outputs before it is written."""
+    from nnrun.compiler.export_onnx import onnx_module
+    from nnrun.runtime.files import is_writable_directory, write_atomically
+
+    onnx_module()  # the extra is missing: say so before any work
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
+    if not is_writable_directory(out_path.parent):
+        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
+                        "choose another --out")
+    if raw and not source.is_dir():
+        raise UserError(f"{source}: --no-preprocessing applies to a run directory; a spec "
+                        "exports no preprocessing")
+    exported = export_onnx(source, checkpoint, preprocess=not raw)
+    data = exported.model.SerializeToString()
+    write_atomically(out_path, lambda stream: stream.write(data))
+    click.echo(_report(out_path, exported))
+
+
+def _report(out_path: Path, exported: Exported) -> str:
+    shape = ", ".join(str(d) for d in [BATCH_DIM, *exported.input_shape])
+    out_shape = ", ".join(str(d) for d in [BATCH_DIM, *exported.output_shape])
+    steps = ", then ".join(exported.preprocessing) or "none"
+    return "\n".join([
+        f"wrote {out_path}: ONNX opset {OPSET}, {exported.source}",
+        f"  input  '{INPUT_NAME}' {exported.dtype}[{shape}], raw samples; preprocessing in the "
+        f"graph: {steps}",
+        f"  output '{OUTPUT_NAME}' {exported.dtype}[{out_shape}], the last layer after its "
+        "activation",
+        f"  checked: onnx.checker (full check); {exported.check}"])
