@@ -473,9 +473,11 @@ _attach_trace_and_plot()
 
 
 def _attach_export_and_diff() -> None:
+    from nnrun.diff_cli import diff_command
     from nnrun.export_cli import export
 
     main.add_command(export)
+    main.add_command(diff_command)
 
 
 _attach_export_and_diff()

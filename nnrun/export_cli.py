@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import UserError, checkpoint_option, handle_errors, preprocessing_option
+from nnrun.cli import (UserError, checkpoint_option, handle_errors, preprocessing_option,
+                       set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -30,7 +31,8 @@ class Exported:
     check: str = ""  # how onnxruntime compared with nnrun
 
 
-def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = True) -> Exported:
+def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = True,
+                overrides=()) -> Exported:
     """A run directory's checkpoint with its preprocessing, or a spec's initial weights for its
     seed (no preprocessing: a spec has no fitted statistics), as a checked ONNX model."""
     from nnrun.compiler.frontend import load_spec
@@ -42,9 +44,7 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
         model, params, pre = run.model, run.params, run.preprocessing
         source = f"{run.checkpoint.name} (epoch {run.epoch})"
     else:
-        if checkpoint:
-            raise UserError(f"{path}: --checkpoint applies to a run directory, not a spec")
-        model = Model(load_spec(path))
+        model = Model(load_spec(path, overrides))
         params, pre = model.init_params(), None
         source = f"initial weights (seed {model.spec.seed})"
     preprocessing = _input_preprocessing(pre)
@@ -103,8 +103,9 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
               required=True, help="Where to write the model (e.g. model.onnx).")
 @checkpoint_option
 @preprocessing_option
+@set_option
 @handle_errors
-def export(source, fmt, out_path, checkpoint, raw) -> None:
+def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     """The inference graph with its weights and the run's input preprocessing, as ONNX.
 
     A run directory exports a checkpoint and the preprocessing training fitted; a spec exports
@@ -119,13 +120,22 @@ def export(source, fmt, out_path, checkpoint, raw) -> None:
     if not is_writable_directory(out_path.parent):
         raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
                         "choose another --out")
-    if raw and not source.is_dir():
-        raise UserError(f"{source}: --no-preprocessing applies to a run directory; a spec "
-                        "exports no preprocessing")
-    exported = export_onnx(source, checkpoint, preprocess=not raw)
+    _check_options(source, checkpoint, raw, overrides)
+    exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()
     write_atomically(out_path, lambda stream: stream.write(data))
     click.echo(_report(out_path, exported))
+
+
+def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:
+    """--checkpoint and --no-preprocessing choose within a run; --set changes a spec."""
+    run_only = [name for name, given in (("--checkpoint", checkpoint),
+                                         ("--no-preprocessing", raw)) if given]
+    if run_only and not source.is_dir():
+        raise UserError(f"{source}: {run_only[0]} applies to a run directory, not a spec")
+    if overrides and source.is_dir():
+        raise UserError(f"{source}: --set applies to a spec; a run exports the spec it was "
+                        "trained with")
 
 
 def _report(out_path: Path, exported: Exported) -> str:

@@ -1,0 +1,288 @@
+"""`nnrun diff A B`: what an architecture change does, layer by layer (output shape, parameters,
+FLOPs) and in total (parameters, FLOPs, training memory; the final metrics of runs), for code
+review. The rows are `summary`'s; this file aligns them and lays out the differences as text,
+JSON or GitHub-flavoured markdown.
+
+Layers are aligned by name first (in order: a layer that moved shows as removed and added),
+then, between two layers aligned by name, by position among layers of one type (the longest
+common run of types, as `diff` aligns lines): a renamed layer stays paired with itself; a
+layer whose type changed shows as removed and added.
+
+Training memory is a property of the whole model: the memory plan reuses one buffer for
+several layers' values, so it is compared in the totals, not per layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from .summary import LayerRow, Summary, _layer_json
+from .tables import table_text
+
+STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
+
+
+@dataclass
+class Side:
+    """One of the two compared models: a spec, or a run directory (then with final metrics)."""
+
+    label: str  # the path as given
+    summary: Summary
+    metrics: dict | None = None  # a run's summary.json "final", numbers only
+
+
+@dataclass
+class LayerChange:
+    a: LayerRow | None
+    b: LayerRow | None
+    changes: list[str] = field(default_factory=list)  # the fields that differ
+
+    @property
+    def status(self) -> str:
+        if self.a is None:
+            return "added"
+        if self.b is None:
+            return "removed"
+        if self.a.name != self.b.name:
+            return "renamed"
+        return "changed" if self.changes else "unchanged"
+
+
+@dataclass
+class Diff:
+    a: Side
+    b: Side
+    layers: list[LayerChange]
+    totals: dict[str, tuple]  # name -> (value in A, value in B)
+    metrics: dict[str, tuple]
+
+
+_COMPARED = (("type", "type"), ("inputs", "inputs"), ("output_shape", "output shape"),
+             ("kernel", "kernel"), ("params", "params"), ("flops", "FLOPs"))
+
+
+def align(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
+    """A's and B's layers paired (by name, then by position), in B's order with A's removed
+    layers where they stood."""
+    anchors = _name_anchors(a, b)
+    pairs: list[LayerChange] = []
+    previous_a = previous_b = -1
+    for i, j in [*anchors, (len(a), len(b))]:
+        pairs += _by_position(a[previous_a + 1:i], b[previous_b + 1:j])
+        if i < len(a):
+            pairs.append(_pair(a[i], b[j]))
+        previous_a, previous_b = i, j
+    return pairs
+
+
+def _name_anchors(a: list[LayerRow], b: list[LayerRow]) -> list[tuple[int, int]]:
+    """(i, j) of the layers with one name in both, kept only while in the same order."""
+    position = {row.name: j for j, row in enumerate(b)}
+    anchors, last = [], -1
+    for i, row in enumerate(a):
+        j = position.get(row.name, -1)
+        if j > last:
+            anchors.append((i, j))
+            last = j
+    return anchors
+
+
+def _by_position(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
+    """Layers of one stretch paired where their types run alike; the others removed, added."""
+    matcher = SequenceMatcher(None, [row.type for row in a], [row.type for row in b],
+                              autojunk=False)
+    pairs, i, j = [], 0, 0
+    for start_a, start_b, size in matcher.get_matching_blocks():
+        pairs += [LayerChange(row, None) for row in a[i:start_a]]
+        pairs += [LayerChange(None, row) for row in b[j:start_b]]
+        pairs += [_pair(x, y) for x, y in zip(a[start_a:start_a + size], b[start_b:start_b + size])]
+        i, j = start_a + size, start_b + size
+    return pairs
+
+
+def _pair(a: LayerRow, b: LayerRow) -> LayerChange:
+    changes = [label for name, label in _COMPARED if getattr(a, name) != getattr(b, name)]
+    if "inputs" in changes and len(a.inputs) == len(b.inputs) == 1:
+        changes.remove("inputs")  # the previous layer's name: inserting a layer changes it
+    return LayerChange(a, b, changes)
+
+
+def diff(a: Side, b: Side) -> Diff:
+    totals = {name: (_total(a.summary, name), _total(b.summary, name)) for name in _TOTALS}
+    metrics = {}
+    if a.metrics is not None or b.metrics is not None:
+        names = [*(a.metrics or {}), *(k for k in (b.metrics or {}) if k not in (a.metrics or {}))]
+        metrics = {name: ((a.metrics or {}).get(name), (b.metrics or {}).get(name))
+                   for name in names}
+    return Diff(a, b, align(a.summary.layers, b.summary.layers), totals, metrics)
+
+
+_TOTALS = {
+    "input_shape": "input shape", "output_shape": "output shape", "layers": "layers",
+    "total_params": "parameters", "trainable_params": "trainable parameters",
+    "flops_per_sample": "FLOPs per sample", "batch_size": "batch size (train)",
+    "train_memory_bytes": "training memory",
+}
+
+
+def _total(summary: Summary, name: str):
+    return len(summary.layers) if name == "layers" else getattr(summary, name)
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+
+def diff_json(result: Diff) -> dict:
+    return {
+        "a": _side_json(result.a), "b": _side_json(result.b),
+        "layers": [{"status": change.status, "changes": change.changes,
+                    "a": _layer_json(change.a) if change.a else None,
+                    "b": _layer_json(change.b) if change.b else None}
+                   for change in result.layers],
+        "totals": {name: _values_json(*values) for name, values in result.totals.items()},
+        "metrics": {name: _values_json(*values) for name, values in result.metrics.items()},
+    }
+
+
+def _side_json(side: Side) -> dict:
+    return {"path": side.label, "name": side.summary.name,
+            "kind": "spec" if side.metrics is None else "run"}
+
+
+def _values_json(a, b) -> dict:
+    change = b - a if _is_number(a) and _is_number(b) else None
+    return {"a": a, "b": b, "change": change}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# --- text and markdown ------------------------------------------------------------------------
+
+LAYER_COLUMNS = ["", "layer", "type", "output shape", "params", "FLOPs", "what changed"]
+
+
+def _layer_cells(change: LayerChange) -> list[str]:
+    a, b = change.a, change.b
+    what = {"added": "added", "removed": "removed"}.get(change.status, ", ".join(
+        (["name"] if change.status == "renamed" else []) + change.changes))
+    return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
+            _pick(a, b, lambda row: row.type), _pick(a, b, lambda row: _shape(row.output_shape)),
+            _count_change(a and a.params, b and b.params),
+            _count_change(a and a.flops, b and b.flops), what]
+
+
+def _pick(a, b, text) -> str:
+    if a is None or b is None:
+        return text(a or b)
+    return text(a) if text(a) == text(b) else f"{text(a)} -> {text(b)}"
+
+
+def _count_change(a: int | None, b: int | None) -> str:
+    if a is None or b is None:
+        return f"{(a if b is None else b):,}"
+    return f"{a:,}" if a == b else f"{a:,} -> {b:,} ({b - a:+,})"
+
+
+def _total_cells(name: str, a, b) -> list[str]:
+    label = _TOTALS[name]
+    if name == "train_memory_bytes":
+        return [label, _mb(a), _mb(b), _relative(a, b, _mb_change(b - a))]
+    if isinstance(a, list):
+        return [label, _shape(a), _shape(b), "" if a == b else "changed"]
+    return [label, f"{a:,}", f"{b:,}", _relative(a, b, f"{b - a:+,}")]
+
+
+def _relative(a, b, absolute: str) -> str:
+    if a == b:
+        return ""
+    return f"{absolute} ({(b - a) / a:+.1%})" if a else absolute
+
+
+def _metric_cells(name: str, a, b) -> list[str]:
+    change = ""
+    if _is_number(a) and _is_number(b) and a != b:
+        change = f"{b - a:+,}" if isinstance(b - a, int) else f"{b - a:+.4f}"
+    return [name, _metric(a), _metric(b), change]
+
+
+def _metric(value) -> str:
+    if not _is_number(value):
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:.2f} MB"
+
+
+def _mb_change(value: int) -> str:
+    return f"{value / 2**20:+.2f} MB"
+
+
+def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple]]:
+    """(title, headers, rows, right-aligned columns) of each table."""
+    a, b = result.a.label, result.b.label
+    counts = _status_counts(result)
+    tables = [(f"layers ({counts})", LAYER_COLUMNS,
+               [_layer_cells(change) for change in result.layers], (4, 5)),
+              ("totals", ["", "A", "B", "change"],
+               [_total_cells(name, *values) for name, values in result.totals.items()],
+               (1, 2, 3))]
+    if result.metrics:
+        tables.append(("final metrics", ["", "A", "B", "change"],
+                       [_metric_cells(name, *values) for name, values in result.metrics.items()],
+                       (1, 2, 3)))
+    return [(f"A = {a}, B = {b}", [], [], ())] + tables
+
+
+def _status_counts(result: Diff) -> str:
+    counts: dict[str, int] = {}
+    for change in result.layers:
+        counts[change.status] = counts.get(change.status, 0) + 1
+    order = ("unchanged", "changed", "renamed", "added", "removed")
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+
+
+FOOTNOTE = ("FLOPs per sample: 2 per multiply-accumulate of dense and convolution layers, others 0; "
+            "training memory: the memory plan of a training step at each side's "
+            "train.batch_size")
+
+
+def diff_text(result: Diff, width: int | None = None) -> str:
+    parts = []
+    for title, headers, rows, right in _sections(result):
+        parts.append(title)
+        if headers:
+            parts.append(table_text(headers, rows, right=right, width=width).rstrip("\n"))
+    return "\n".join(parts + [FOOTNOTE]) + "\n"
+
+
+def diff_markdown(result: Diff) -> str:
+    """GitHub-flavoured markdown, to paste into a pull request."""
+    parts = []
+    for title, headers, rows, right in _sections(result):
+        if not headers:
+            parts.append(f"**{_escape(title)}**")
+            continue
+        parts.append(f"### {title}")
+        parts.append(_markdown_table(headers, rows, right))
+    parts.append(f"<sub>{FOOTNOTE}</sub>")
+    return "\n\n".join(parts) + "\n"
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]], right: tuple) -> str:
+    rule = ["---:" if index in right else "---" for index in range(len(headers))]
+    lines = [headers, rule, *rows]
+    return "\n".join("| " + " | ".join(_escape(cell) for cell in line) + " |" for line in lines)
+
+
+def _escape(cell: str) -> str:
+    # `|` would end a cell; `->` reads well but `→` reads better in a rendered table.
+    return cell.replace("|", "\\|").replace(" -> ", " → ")

@@ -1,0 +1,59 @@
+"""`nnrun diff A B`: two specs or run directories compared layer by layer (compiler/diff.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from nnrun.cli import UserError, handle_errors
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.diff import Side, diff, diff_json, diff_markdown, diff_text
+
+
+def load_side(path: Path) -> Side:
+    """A spec's summary; for a run directory, its spec.yaml's and the final metrics of its
+    summary.json (none while it trains)."""
+    from nnrun.compiler.frontend import check, load_spec
+
+    spec_path = path / "spec.yaml" if path.is_dir() else path
+    if not spec_path.is_file():
+        raise UserError(f"{path}: neither a spec nor a run directory (no spec.yaml)")
+    checked = check(load_spec(spec_path))
+    errors = [d for d in checked.diagnostics if d.severity == "error"]
+    if errors:
+        raise SpecError(errors)
+    return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None)
+
+
+def _final_metrics(run_dir: Path) -> dict:
+    try:
+        final = json.loads((run_dir / "summary.json").read_text())["final"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{run_dir / 'summary.json'}: not a readable run summary ({error}); "
+                        "compare the specs instead") from None
+    return {name: value for name, value in final.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
+@click.command("diff")
+@click.argument("a", type=click.Path(exists=True, path_type=Path))
+@click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="markdown: GitHub-flavoured, to paste in a pull request.")
+@handle_errors
+def diff_command(a, b, fmt) -> None:
+    """Layer by layer, what changes from A to B (specs or run directories): output shapes,
+    parameters, FLOPs; the totals with training memory; for runs, the final metrics."""
+    result = diff(load_side(a), load_side(b))
+    if fmt == "json":
+        click.echo(json.dumps(diff_json(result), indent=2))
+    elif fmt == "markdown":
+        click.echo(diff_markdown(result), nl=False)
+    else:
+        from nnrun.cli import _terminal_width
+
+        click.echo(diff_text(result, _terminal_width()), nl=False)
