@@ -1,0 +1,322 @@
+"""`nnrun export --format onnx` (issue 13): every op has an ONNX lowering or a named refusal; every
+shipped spec and random architectures export, pass onnx.checker's full check, and give
+onnxruntime outputs equal to `nnrun predict`'s (relative error < 1e-5 in float32)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.compiler.builder import CompileError
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.export_onnx import OPSET, ExportError, export_graph
+from nnrun.compiler.frontend import load_spec, load_spec_text
+from nnrun.compiler.lower import lower
+from nnrun.compiler.ops import REGISTRY
+from nnrun.runtime.checkpoint import save_checkpoint, spec_hash
+from nnrun.runtime.data.preprocessing import Preprocessing, save_preprocessing
+from nnrun.runtime.data.splits import Normalizer, channel_statistics
+from nnrun.runtime.model import Model
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (nnrun[onnx])")
+onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (nnrun[onnx])")
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+TOLERANCE = 1e-5  # float32, relative to the output's largest magnitude
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def relative_error(result, reference) -> float:
+    return float(np.max(np.abs(result - reference)) / np.max(np.abs(reference)))
+
+
+def onnxruntime_outputs(path_or_model, x) -> np.ndarray:
+    source = path_or_model if isinstance(path_or_model, str) else path_or_model.SerializeToString()
+    session = onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+    return session.run(["prediction"], {"input": x})[0]
+
+
+def random_params(model: Model, rng) -> dict:
+    """Weights away from their initial values, batchnorm statistics other than 0 and 1."""
+    params = {}
+    for name, value in model.init_params().items():
+        if name.endswith("running_var"):
+            params[name] = rng.uniform(0.5, 2.0, value.shape).astype(value.dtype)
+        else:
+            params[name] = (value + 0.1 * rng.standard_normal(value.shape)).astype(value.dtype)
+    return params
+
+
+def make_run(run_dir: Path, spec_path: Path, rng) -> tuple[Model, np.ndarray]:
+    """A run directory as training leaves it (spec.yaml, best.npz, preprocessing.npz) with
+    random weights and a fitted standard normalisation and feature permutation; returns the
+    model and a batch of raw samples."""
+    run_dir.mkdir()
+    shutil.copy(spec_path, run_dir / "spec.yaml")
+    model = Model(load_spec(run_dir / "spec.yaml"))
+    shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
+    raw = rng.uniform(0, 255, (64, *shape))
+    mean, std = channel_statistics(raw)
+    save_preprocessing(run_dir, Preprocessing(Normalizer(mean, std),
+                                              rng.permutation(int(np.prod(shape)))))
+    save_checkpoint(run_dir / "best.npz", random_params(model, rng),
+                    {"epoch": 3, "step": 30, "spec_hash": spec_hash(model.spec)})
+    return model, raw[:10].astype(model.spec.dtype)
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(n for n, op in REGISTRY.items() if not op.is_gradient))
+def test_every_inference_op_has_a_lowering_or_a_named_refusal(name):
+    op = REGISTRY[name]
+    assert (op.onnx is not None) != bool(op.onnx_refusal.strip()), (
+        f"op '{name}' needs an ONNX lowering (OpDef.onnx) or the reason it has none "
+        "(OpDef.onnx_refusal), not both")
+
+
+def test_a_refused_op_is_named_with_its_layer_and_reason():
+    source = load_spec_text("model:\n  input_shape: [4]\n  layers:\n"
+                            "    - {type: dense, units: 3}\n    - {type: dropout, rate: 0.5}\n"
+                            "    - {type: dense, units: 2}\n")
+    train_graph = lower(source.spec, mode="train").graph  # holds the dropout mask
+    params = Model(source).init_params()
+    with pytest.raises(ExportError) as error:
+        export_graph(train_graph, params, "float32")
+    message = str(error.value)
+    assert "dropout_1" in message and "dropout_mask" in message
+    assert "training" in message and "\n" not in message
+
+
+# --- every shipped spec, as a run directory, against `nnrun predict` ----------------------------
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
+def test_every_spec_exports_and_onnxruntime_equals_predict(spec_path, tmp_path):
+    rng = np.random.default_rng(0)
+    model, raw = make_run(tmp_path / "run", spec_path, rng)
+    np.savez(tmp_path / "inputs.npz", x=raw)
+    predicted = invoke("predict", tmp_path / "run", tmp_path / "inputs.npz",
+                       "--out", tmp_path / "predicted.npy")
+    assert predicted.exit_code == 0, predicted.output
+    exported = invoke("export", tmp_path / "run", "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert exported.exit_code == 0, exported.output
+    onnx_model = onnx.load(tmp_path / "m.onnx")
+    onnx.checker.check_model(onnx_model, full_check=True)
+    result = onnxruntime_outputs(str(tmp_path / "m.onnx"), raw)
+    expected = np.load(tmp_path / "predicted.npy")
+    assert result.shape == expected.shape
+    assert relative_error(result, expected) < TOLERANCE
+
+
+def test_a_trained_run_exports_its_preprocessing(tmp_path):
+    """Normalisation and permutation as training fitted and stored them."""
+    run = tmp_path / "run"
+    trained = invoke("train", ROOT / "specs" / "quickstart.yaml", "--out", run, "--epochs", 1,
+                     "--max-steps", 2, "--quiet", "--set", "data.permute_features=true")
+    assert trained.exit_code == 0, trained.output
+    raw = np.random.default_rng(1).uniform(0, 16, (7, 1, 8, 8)).astype("float32")
+    np.savez(tmp_path / "inputs.npz", x=raw)
+    assert invoke("predict", run, tmp_path / "inputs.npz", "--out", tmp_path / "p.npy",
+                  "--checkpoint", "last").exit_code == 0
+    result = invoke("export", run, "--out", tmp_path / "m.onnx", "--checkpoint", "last")
+    assert result.exit_code == 0, result.output
+    assert "(x - shift) / scale, then feature permutation" in result.output
+    ops = {node.op_type for node in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert {"Sub", "Div", "Gather"} <= ops
+    assert relative_error(onnxruntime_outputs(str(tmp_path / "m.onnx"), raw),
+                          np.load(tmp_path / "p.npy")) < TOLERANCE
+    raw_export = invoke("export", run, "--out", tmp_path / "raw.onnx", "--no-preprocessing")
+    assert raw_export.exit_code == 0, raw_export.output
+    assert "Gather" not in {n.op_type for n in onnx.load(tmp_path / "raw.onnx").graph.node}
+
+
+# --- names, opset, batch axis --------------------------------------------------------------------
+
+
+def test_names_opset_and_symbolic_batch_axis(tmp_path):
+    out = tmp_path / "lenet.onnx"
+    result = invoke("export", ROOT / "specs" / "lenet5.yaml", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert f"opset {OPSET}" in result.output and "'input'" in result.output
+    model = onnx.load(out)
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [OPSET]
+    (graph_input,), (graph_output,) = model.graph.input, model.graph.output
+    assert (graph_input.name, graph_output.name) == ("input", "prediction")
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert dims == ["batch", 1, 28, 28]
+    assert [d.dim_param or d.dim_value for d in graph_output.type.tensor_type.shape.dim] == \
+        ["batch", 10]
+    assert "conv2d_1.weight" in {init.name for init in model.graph.initializer}
+    compiled = Model(load_spec(ROOT / "specs" / "lenet5.yaml"))
+    params = compiled.init_params()
+    for batch in (1, 5):  # any batch size
+        x = np.random.default_rng(batch).standard_normal((batch, 1, 28, 28)).astype("float32")
+        got = onnxruntime_outputs(str(out), x)
+        assert relative_error(got, compiled.forward(params, x)) < TOLERANCE
+
+
+def test_a_float64_spec_exports_in_float64(tmp_path):
+    out = tmp_path / "m.onnx"
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", out, "--set",
+                    "dtype=float64")
+    assert result.exit_code == 0, result.output
+    model = Model(load_spec(ROOT / "specs" / "xor-mlp.yaml", ["dtype=float64"]))
+    x = np.random.default_rng(0).standard_normal((6, 2))
+    got = onnxruntime_outputs(str(out), x)
+    assert got.dtype == np.float64
+    assert relative_error(got, model.forward(model.init_params(), x)) < 1e-12
+
+
+# --- the command line's errors -------------------------------------------------------------------
+
+
+def test_without_the_extra_one_line_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "nnrun[onnx]" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--checkpoint", "best"], "--checkpoint applies to a run directory"),
+    (["--no-preprocessing"], "--no-preprocessing applies to a run directory"),
+])
+def test_run_options_on_a_spec_are_one_line_errors(tmp_path, args, expected):
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", tmp_path / "m.onnx", *args)
+    assert result.exit_code == 1
+    assert expected in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_missing_out_directory_is_one_line(tmp_path):
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", tmp_path / "no" / "m.onnx")
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+# --- random architectures ------------------------------------------------------------------------
+
+SEEDS = 16
+ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "softplus", "elu", "leaky_relu", "identity",
+               {"type": "leaky_relu", "alpha": 0.2}, {"type": "elu", "alpha": 0.5}, None]
+
+
+def _pick(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _conv(rng, rank):
+    layer = {"type": f"conv{rank}d", "filters": int(rng.integers(2, 6)),
+             "kernel_size": int(rng.integers(1, 4)), "stride": int(rng.integers(1, 3)),
+             "padding": _pick(rng, [0, 1, 2, "same", "valid"]),
+             "padding_mode": _pick(rng, ["zeros", "reflect", "replicate"]),
+             "dilation": int(rng.integers(1, 3)), "use_bias": bool(rng.random() < 0.8)}
+    activation = _pick(rng, ACTIVATIONS)
+    return layer | ({"activation": activation} if activation else {})
+
+
+def _pool(rng, rank):
+    kind = _pick(rng, ["max", "avg"])
+    size = int(rng.integers(2, 4))
+    return {"type": f"{kind}pool{rank}d", "pool_size": size, "stride": int(rng.integers(1, 3)),
+            "padding": int(rng.integers(0, size // 2 + 1))}
+
+
+def _random_layers(rng, rank):
+    layers = []
+    kinds = ["conv", "pool"] + [_pick(rng, ["conv", "pool", "batchnorm", "activation", "dropout",
+                                            "residual"]) for _ in range(int(rng.integers(1, 5)))]
+    for kind in rng.permutation(kinds):
+        if kind == "conv":
+            layers.append(_conv(rng, rank))
+        elif kind == "pool":
+            layers.append(_pool(rng, rank))
+        elif kind == "batchnorm":
+            layers.append({"type": "batchnorm", "eps": float(_pick(rng, [1e-5, 1e-3]))})
+        elif kind == "activation":
+            activation = _pick(rng, ACTIVATIONS[:-1])
+            layers.append(activation if isinstance(activation, dict) else {"type": activation})
+        elif kind == "dropout":
+            layers.append({"type": "dropout", "rate": 0.3})
+        else:
+            layers += _residual(rng, rank, len(layers))
+    return layers + _head(rng)
+
+
+def _residual(rng, rank, index):
+    """A branch added to (or concatenated with) its input."""
+    start = f"block{index}_in"
+    conv, back = f"block{index}_conv", f"block{index}_back"
+    join = _pick(rng, [{"type": "add", "inputs": [conv, back]},  # both with 3 channels
+                       {"type": "concat", "axis": 0, "inputs": [start, back]}])
+    return [{"name": start, "type": "identity"},
+            {"name": conv, "type": f"conv{rank}d", "filters": 3, "kernel_size": 3,
+             "padding": "same", "activation": "relu"},
+            {"name": back, "type": f"conv{rank}d", "filters": 3, "kernel_size": 1}, join]
+
+
+def _head(rng):
+    head = _pick(rng, [[{"type": "flatten"}], [{"type": "global_avgpool"}],
+                       [{"type": "global_maxpool"}],
+                       [{"type": "reshape", "shape": [-1]}]])
+    final = {"type": "dense", "units": int(rng.integers(1, 6))}
+    ending = _pick(rng, [None, "softmax", "sigmoid", "tanh"])
+    return head + [{"type": "dense", "units": 7, "activation": _pick(rng, ["relu", "gelu"])},
+                   final | ({"activation": ending} if ending else {})]
+
+
+def random_spec(seed: int) -> tuple[str, Model]:
+    """A valid random architecture: candidates are drawn until one compiles."""
+    rng = np.random.default_rng(seed)
+    while True:
+        rank = int(rng.integers(1, 3))
+        channels = int(rng.integers(1, 4))
+        shape = [channels, int(rng.integers(6, 12))] + ([int(rng.integers(6, 12))] if rank == 2
+                                                        else [])
+        text = yaml.safe_dump({"seed": seed, "model": {"input_shape": shape,
+                                                       "layers": _random_layers(rng, rank)},
+                               "loss": "mse"}, sort_keys=False)
+        try:
+            return text, Model(load_spec_text(text))
+        except (SpecError, CompileError):
+            continue
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_random_architectures_export_and_agree(seed):
+    text, model = random_spec(seed)
+    rng = np.random.default_rng(seed)
+    params = random_params(model, rng)
+    onnx_model = export_graph(model.lowered.graph, params, "float32")
+    onnx.checker.check_model(onnx_model, full_check=True)
+    x = rng.standard_normal((5, *model.lowered.graph.inputs[0].type.shape[1:])).astype("float32")
+    result = onnxruntime_outputs(onnx_model, x)
+    assert relative_error(result, model.forward(params, x)) < TOLERANCE, text
+
+
+def test_random_architectures_cover_the_spec_language():
+    """The generator above reaches every layer type, activation and padding mode it names."""
+    seen = set()
+    for seed in range(SEEDS):
+        for layer in yaml.safe_load(random_spec(seed)[0])["model"]["layers"]:
+            seen |= {layer["type"], str(layer.get("padding_mode", "")), str(layer.get("padding"))}
+            activation = layer.get("activation")
+            seen.add(activation["type"] if isinstance(activation, dict) else str(activation))
+    wanted = {"conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "add",
+              "concat", "batchnorm", "dropout", "flatten", "global_avgpool", "global_maxpool",
+              "dense", "reshape", "identity", "reflect", "replicate", "zeros", "same", "gelu", "elu", "softplus",
+              "leaky_relu", "sigmoid", "tanh", "softmax"}
+    assert wanted <= seen, wanted - seen
