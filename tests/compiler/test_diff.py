@@ -1,0 +1,170 @@
+"""`nnrun diff A B` (issue 13): layers aligned by name then by position, what changed in shapes,
+parameters and FLOPs, the totals with training memory, final metrics of runs; text, JSON and
+GitHub-flavoured markdown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from nnrun.cli import main
+from nnrun.compiler.diff import Side, align, diff, diff_json, diff_markdown, diff_text
+from nnrun.compiler.frontend import check, load_spec_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = """\
+model:
+  input_shape: [1, 12, 12]
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 10}
+"""
+
+
+def side(text: str, label: str = "spec.yaml", metrics=None) -> Side:
+    return Side(label, check(load_spec_text(text)).summary, metrics)
+
+
+def statuses(a: str, b: str) -> list[tuple]:
+    return [(c.status, c.a and c.a.name, c.b and c.b.name)
+            for c in align(side(a).summary.layers, side(b).summary.layers)]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_identical_specs_are_unchanged_everywhere():
+    result = diff(side(BASE), side(BASE))
+    assert [c.status for c in result.layers] == ["unchanged"] * 4
+    assert all(a == b for a, b in result.totals.values())
+
+
+def test_a_changed_layer_names_what_changed():
+    wider = BASE.replace("filters: 4", "filters: 8")
+    result = diff(side(BASE), side(wider))
+    conv, pool, flatten, dense = result.layers
+    assert conv.status == "changed"
+    assert conv.changes == ["output shape", "kernel", "params", "FLOPs"]
+    assert (conv.a.params, conv.b.params) == (40, 80)
+    assert pool.changes == ["output shape"] and dense.changes == ["kernel", "params", "FLOPs"]
+    params_a, params_b = result.totals["total_params"]
+    assert params_b - params_a == sum(c.b.params - c.a.params for c in result.layers)
+    memory_a, memory_b = result.totals["train_memory_bytes"]
+    assert memory_b > memory_a > 0
+
+
+def test_an_inserted_layer_is_added_and_the_rest_stay_aligned():
+    inserted = BASE.replace("    - {type: maxpool2d", "    - {type: batchnorm}\n    - {type: maxpool2d")
+    assert statuses(BASE, inserted) == [
+        ("unchanged", "conv2d_1", "conv2d_1"), ("added", None, "batchnorm_1"),
+        ("unchanged", "maxpool2d_1", "maxpool2d_1"), ("unchanged", "flatten_1", "flatten_1"),
+        ("unchanged", "dense_1", "dense_1")]
+
+
+def test_a_removed_layer_is_removed_even_when_default_names_shift():
+    """Removing the first of two dense layers renames the second (dense_2 -> dense_1): names
+    pair the wrong layers, so shapes say what happened."""
+    two = BASE.replace("    - {type: dense, units: 10}",
+                       "    - {type: dense, units: 32}\n    - {type: dense, units: 10}")
+    pairs = statuses(two, BASE)
+    assert ("removed", "dense_2", None) in pairs
+    assert ("changed", "dense_1", "dense_1") in pairs
+
+
+def test_a_renamed_layer_pairs_by_position():
+    renamed = BASE.replace("{type: conv2d,", "{name: features, type: conv2d,")
+    result = diff(side(BASE), side(renamed))
+    assert result.layers[0].status == "renamed"
+    assert (result.layers[0].a.name, result.layers[0].b.name) == ("conv2d_1", "features")
+    assert result.layers[0].changes == []
+
+
+def test_a_retyped_layer_is_removed_and_added():
+    retyped = BASE.replace("maxpool2d", "avgpool2d")
+    assert statuses(BASE, retyped)[1:3] == [("removed", "maxpool2d_1", None),
+                                            ("added", None, "avgpool2d_1")]
+
+
+def test_rewired_multi_input_layers_show_their_inputs():
+    residual = """\
+model:
+  input_shape: [2, 6, 6]
+  layers:
+    - {name: a, type: conv2d, filters: 2, kernel_size: 3, padding: same}
+    - {name: b, type: conv2d, filters: 2, kernel_size: 3, padding: same}
+    - {name: sum, type: add, inputs: [a, b]}
+loss: mse
+"""
+    rewired = residual.replace("inputs: [a, b]", "inputs: [input, b]")
+    (change,) = [c for c in diff(side(residual), side(rewired)).layers if c.b.name == "sum"]
+    assert change.changes == ["inputs"]
+
+
+def test_text_json_and_markdown_say_the_same():
+    wider = BASE.replace("filters: 4", "filters: 8")
+    result = diff(side(BASE, "a.yaml"), side(wider, "b.yaml"))
+    text = diff_text(result)
+    assert "A = a.yaml, B = b.yaml" in text
+    assert "40 -> 80 (+40)" in text and "training memory" in text
+    data = json.loads(json.dumps(diff_json(result)))
+    assert data["layers"][0]["status"] == "changed"
+    assert data["layers"][0]["a"]["params"] == 40 and data["layers"][0]["b"]["params"] == 80
+    assert data["totals"]["total_params"]["change"] == result.totals["total_params"][1] - \
+        result.totals["total_params"][0]
+    assert data["metrics"] == {}
+    markdown = diff_markdown(result)
+    table = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert table[1].startswith("| --- |") and "---:" in table[1]
+    assert "| ~ | conv2d_1 | conv2d | [4, 10, 10] → [8, 10, 10] | 40 → 80 (+40) |" in markdown
+    widths = {line.count(" | ") for line in table[:6]}
+    assert len(widths) == 1  # every row of the layer table has the same number of cells
+
+
+def write_run(directory: Path, text: str, final: dict) -> Path:
+    directory.mkdir()
+    (directory / "spec.yaml").write_text(text)
+    (directory / "summary.json").write_text(json.dumps({"final": final}))
+    return directory
+
+
+def test_run_directories_compare_final_metrics(tmp_path):
+    a = write_run(tmp_path / "a", BASE, {"val_loss": 0.5, "val_accuracy": 0.9, "epoch": 3,
+                                         "checkpoint": "best.npz"})
+    b = write_run(tmp_path / "b", BASE.replace("filters: 4", "filters: 8"),
+                  {"val_loss": 0.25, "val_accuracy": 0.95, "epoch": 5, "checkpoint": "best.npz"})
+    result = invoke("diff", a, b, "--format", "json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)["metrics"]
+    assert metrics["val_loss"] == {"a": 0.5, "b": 0.25, "change": -0.25}
+    assert metrics["epoch"]["change"] == 2 and "checkpoint" not in metrics
+    text = invoke("diff", a, b).output
+    assert "final metrics" in text and "-0.2500" in text
+
+
+def test_a_spec_against_a_run_and_the_shipped_specs(tmp_path):
+    run = write_run(tmp_path / "run", (ROOT / "specs" / "lenet5.yaml").read_text(), {})
+    shutil.copy(ROOT / "specs" / "lenet5.yaml", tmp_path / "lenet5.yaml")
+    result = invoke("diff", tmp_path / "lenet5.yaml", run, "--format", "markdown")
+    assert result.exit_code == 0, result.output
+    assert "(9 unchanged)" in result.output
+    result = invoke("diff", ROOT / "specs" / "lenet5.yaml", ROOT / "specs" / "fashion-mnist-cnn.yaml")
+    assert result.exit_code == 0, result.output
+    assert "batchnorm_1" in result.output and "added" in result.output
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BASE.replace("kernel_size", "kernal_size"))
+    result = invoke("diff", bad, ROOT / "specs" / "lenet5.yaml")
+    assert result.exit_code == 1 and "kernal_size" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("diff", tmp_path, ROOT / "specs" / "lenet5.yaml")
+    assert result.exit_code == 1
+    assert result.output.strip() == f"error: {tmp_path}: neither a spec nor a run directory (no spec.yaml)"
