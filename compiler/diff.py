@@ -250,8 +250,8 @@ def _status_counts(result: Diff) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
-FOOTNOTE = ("FLOPs per sample: 2 per multiply-accumulate of dense and convolution layers, others 0; "
-            "training memory: the memory plan of a training step at each side's "
+FOOTNOTE = ("FLOPs per sample: 2 per multiply-accumulate of dense and convolution layers, "
+            "others 0; training memory: the memory plan of a training step at each side's "
             "train.batch_size")
 
 

@@ -52,6 +52,16 @@ def onnx_module():
     return onnx
 
 
+def require_extra() -> None:
+    """Both packages of the extra, checked before any work is done."""
+    onnx_module()
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise MissingExtra(f"ONNX export needs onnxruntime to check the model: {EXTRA_HINT}") \
+            from None
+
+
 class OnnxBuilder:
     """What an op's lowering emits through: `ox.inputs(node)` gives the ONNX names of its
     inputs, `ox.emit` adds an ONNX node, `ox.constant` an initializer, `ox.refuse` stops the
@@ -202,6 +212,8 @@ def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
 def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
     """max |result - reference| / max |reference|: the largest difference, relative to the
     output's scale (an output near zero is compared at that scale, not its own)."""
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    difference = float(np.max(np.abs(result.astype(np.float64) - reference))) if reference.size else 0.0
+    if not reference.size:
+        return 0.0
+    scale = float(np.max(np.abs(reference)))
+    difference = float(np.max(np.abs(result.astype(np.float64) - reference)))
     return difference / scale if scale > 0 else difference

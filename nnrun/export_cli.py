@@ -111,10 +111,10 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     A run directory exports a checkpoint and the preprocessing training fitted; a spec exports
     its initial weights for its seed, without preprocessing. The model is checked by
     onnx.checker and by onnxruntime against nnrun's outputs before it is written."""
-    from nnrun.compiler.export_onnx import onnx_module
+    from nnrun.compiler.export_onnx import require_extra
     from nnrun.runtime.files import is_writable_directory, write_atomically
 
-    onnx_module()  # the extra is missing: say so before any work
+    require_extra()
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     if not is_writable_directory(out_path.parent):
