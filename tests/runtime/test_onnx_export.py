@@ -179,6 +179,58 @@ def test_a_float64_spec_exports_in_float64(tmp_path):
     assert relative_error(got, model.forward(model.init_params(), x)) < 1e-12
 
 
+EVERY_KIND = """\
+model:
+  input_shape: [2, 11, 9]
+  layers:
+    - {type: conv2d, filters: 3, kernel_size: [3, 2], stride: [2, 1], padding: [1, 0],
+       dilation: [1, 2], activation: {type: leaky_relu, alpha: 0.3}}
+    - {type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: same,
+       padding_mode: reflect, activation: softmax}
+    - {type: conv2d, filters: 4, kernel_size: 2, padding: same, padding_mode: replicate}
+    - {type: maxpool2d, pool_size: [2, 3], stride: [1, 2], padding: [1, 1]}
+    - {type: avgpool2d, pool_size: 2, stride: 1, padding: 1}
+    - {name: a, type: batchnorm}
+    - {name: b, type: conv2d, filters: 4, kernel_size: 1, inputs: a}
+    - {name: c, type: concat, inputs: [a, b], axis: 2}
+    - {type: reshape, shape: [8, -1]}
+    - {type: conv1d, filters: 3, kernel_size: 3, padding: same, stride: 2}
+    - {type: avgpool1d, pool_size: 2, padding: 1}
+    - {type: global_maxpool}
+    - {type: dense, units: 6}
+    - {type: batchnorm}
+    - {type: dropout, rate: 0.5}
+    - {type: elu, alpha: 2.0}
+    - {type: dense, units: 4, use_bias: false, activation: softplus}
+    - {type: reshape, shape: [2, 2]}
+    - {type: softmax}
+loss: mse
+"""
+
+
+def test_asymmetric_geometry_spatial_concat_and_vector_batchnorm_agree():
+    """Per-axis kernels, strides, paddings and dilations; `same` padding that is asymmetric
+    (stride 2, and an even kernel) in every padding mode; a concat along a spatial axis; a
+    reshape into a sequence; batchnorm and softmax on vectors and matrices."""
+    model = Model(load_spec_text(EVERY_KIND))
+    rng = np.random.default_rng(5)
+    params = random_params(model, rng)
+    onnx_model = export_graph(model.lowered.graph, params, "float32")
+    onnx.checker.check_model(onnx_model, full_check=True)
+    x = rng.standard_normal((9, 2, 11, 9)).astype("float32")
+    assert relative_error(onnxruntime_outputs(onnx_model, x), model.forward(params, x)) < TOLERANCE
+
+
+def test_elu_keeps_the_digits_of_small_negative_inputs():
+    """ONNX's Elu (exp(x) - 1) is 1% off at x = -1e-6; the export's expm1 form is not."""
+    model = Model(load_spec_text("model:\n  input_shape: [5]\n  layers:\n"
+                                 "    - {type: elu, alpha: 1.5}\nloss: mse\n"))
+    x = np.array([[-1e-6, -3e-5, -0.1, -20.0, 2.0]], dtype="float32")
+    result = onnxruntime_outputs(export_graph(model.lowered.graph, {}, "float32"), x)
+    expected = model.forward({}, x)
+    np.testing.assert_allclose(result, expected, rtol=1e-6, atol=0)
+
+
 # --- the command line's errors -------------------------------------------------------------------
 
 
