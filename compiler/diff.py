@@ -8,15 +8,22 @@ then, between two layers aligned by name, by position among layers of one type (
 common run of types, as `diff` aligns lines): a renamed layer stays paired with itself; a
 layer whose type changed shows as removed and added.
 
-Training memory is a property of the whole model: the memory plan reuses one buffer for
-several layers' values, so it is compared in the totals, not per layer.
+Training memory: the total is the memory plan's (what a training step allocates). The plan
+reuses one buffer for several layers' values, so a layer's row shows what the layer itself
+brings, before that sharing: its parameters with their gradients and optimizer state, its
+buffers, and its output for a batch of train.batch_size (none for a layer whose output is a view
+of its input: flatten, reshape, dropout and identity in inference).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
+import numpy as np
+
+from .shapes import size_of
 from .summary import LayerRow, Summary, _layer_json
 from .tables import table_text
 
@@ -30,6 +37,37 @@ class Side:
     label: str  # the path as given
     summary: Summary
     metrics: dict | None = None  # a run's summary.json "final", numbers only
+    layer_memory: dict[str, int] = field(default_factory=dict)  # layer name -> bytes
+
+
+def layer_memory(lowered, step, batch: int) -> dict[str, int]:
+    """Bytes each layer brings to a training step at batch size `batch`, before the memory
+    plan shares buffers (see the module's docstring)."""
+    slots = Counter(step.optimizer_state.values())  # optimizer state arrays per parameter
+    itemsize = np.dtype(lowered.graph.inputs[0].type.dtype).itemsize
+    stored = Counter()
+    for name, info in lowered.params.items():  # the values, their gradients, optimizer state
+        stored[info.layer] += size_of(info.shape) * (2 + slots[name])
+    for info in lowered.state.values():  # batchnorm's running statistics
+        stored[info.layer] += size_of(info.shape)
+    memory = {}
+    for info, is_view in zip(lowered.layers, _views(lowered)):
+        output = 0 if is_view else size_of(info.output.type.shape[1:]) * batch
+        memory[info.name] = (stored[info.name] + output) * itemsize
+    return memory
+
+
+def _views(lowered) -> list[bool]:
+    """For each layer, whether its output shares an earlier value's memory: a reshape's output,
+    or the layer's input unchanged (dropout and identity in inference)."""
+    from .ops import REGISTRY
+
+    reshaped = {node.output for node in lowered.graph.nodes if REGISTRY[node.op].view}
+    seen, views = set(lowered.graph.inputs), []
+    for info in lowered.layers:
+        views.append(info.output in reshaped or info.output in seen)
+        seen.add(info.output)
+    return views
 
 
 @dataclass
@@ -37,6 +75,7 @@ class LayerChange:
     a: LayerRow | None
     b: LayerRow | None
     changes: list[str] = field(default_factory=list)  # the fields that differ
+    memory: tuple = (None, None)  # the layer's training memory in A and in B (bytes)
 
     @property
     def status(self) -> str:
@@ -115,7 +154,13 @@ def diff(a: Side, b: Side) -> Diff:
         names = [*(a.metrics or {}), *(k for k in (b.metrics or {}) if k not in (a.metrics or {}))]
         metrics = {name: ((a.metrics or {}).get(name), (b.metrics or {}).get(name))
                    for name in names}
-    return Diff(a, b, align(a.summary.layers, b.summary.layers), totals, metrics)
+    layers = align(a.summary.layers, b.summary.layers)
+    for change in layers:
+        change.memory = (change.a and a.layer_memory.get(change.a.name),
+                         change.b and b.layer_memory.get(change.b.name))
+        if change.a and change.b and change.memory[0] != change.memory[1]:
+            change.changes.append("memory")
+    return Diff(a, b, layers, totals, metrics)
 
 
 _TOTALS = {
@@ -137,12 +182,16 @@ def diff_json(result: Diff) -> dict:
     return {
         "a": _side_json(result.a), "b": _side_json(result.b),
         "layers": [{"status": change.status, "changes": change.changes,
-                    "a": _layer_json(change.a) if change.a else None,
-                    "b": _layer_json(change.b) if change.b else None}
+                    "a": _layer_json_with_memory(change.a, change.memory[0]),
+                    "b": _layer_json_with_memory(change.b, change.memory[1])}
                    for change in result.layers],
         "totals": {name: _values_json(*values) for name, values in result.totals.items()},
         "metrics": {name: _values_json(*values) for name, values in result.metrics.items()},
     }
+
+
+def _layer_json_with_memory(row: LayerRow | None, memory: int | None) -> dict | None:
+    return None if row is None else {**_layer_json(row), "train_memory_bytes": memory}
 
 
 def _side_json(side: Side) -> dict:
@@ -161,7 +210,8 @@ def _is_number(value) -> bool:
 
 # --- text and markdown ------------------------------------------------------------------------
 
-LAYER_COLUMNS = ["", "layer", "type", "output shape", "params", "FLOPs", "what changed"]
+LAYER_COLUMNS = ["", "layer", "type", "output shape", "params", "FLOPs", "train memory",
+                 "what changed"]
 
 
 def _layer_cells(change: LayerChange) -> list[str]:
@@ -171,7 +221,7 @@ def _layer_cells(change: LayerChange) -> list[str]:
     return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
             _pick(a, b, lambda row: row.type), _pick(a, b, lambda row: _shape(row.output_shape)),
             _count_change(a and a.params, b and b.params),
-            _count_change(a and a.flops, b and b.flops), what]
+            _count_change(a and a.flops, b and b.flops), _memory_change(*change.memory), what]
 
 
 def _pick(a, b, text) -> str:
@@ -184,6 +234,21 @@ def _count_change(a: int | None, b: int | None) -> str:
     if a is None or b is None:
         return f"{(a if b is None else b):,}"
     return f"{a:,}" if a == b else f"{a:,} -> {b:,} ({b - a:+,})"
+
+
+def _memory_change(a: int | None, b: int | None) -> str:
+    if a is None and b is None:  # a side given without layer memory
+        return "-"
+    if a is None or b is None:
+        return _size(a if b is None else b)
+    return _size(a) if a == b else f"{_size(a)} -> {_size(b)} ({'+' if b > a else '-'}" \
+        f"{_size(abs(b - a))})"
+
+
+def _size(value: int) -> str:
+    if value < 1024:
+        return f"{value} B"
+    return f"{value / 1024:.1f} KB" if value < 2**20 else f"{value / 2**20:.2f} MB"
 
 
 def _total_cells(name: str, a, b) -> list[str]:
@@ -231,7 +296,7 @@ def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple
     a, b = result.a.label, result.b.label
     counts = _status_counts(result)
     tables = [(f"layers ({counts})", LAYER_COLUMNS,
-               [_layer_cells(change) for change in result.layers], (4, 5)),
+               [_layer_cells(change) for change in result.layers], (4, 5, 6)),
               ("totals", ["", "A", "B", "change"],
                [_total_cells(name, *values) for name, values in result.totals.items()],
                (1, 2, 3))]
@@ -251,8 +316,9 @@ def _status_counts(result: Diff) -> str:
 
 
 FOOTNOTE = ("FLOPs per sample: 2 per multiply-accumulate of dense and convolution layers, "
-            "others 0; training memory: the memory plan of a training step at each side's "
-            "train.batch_size")
+            "others 0. Training memory at each side's train.batch_size: a layer's row is its "
+            "parameters with their gradients and optimizer state, and its output for the batch; "
+            "the total is the step's memory plan, which shares buffers between layers")
 
 
 def diff_text(result: Diff, width: int | None = None) -> str:

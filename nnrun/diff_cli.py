@@ -9,22 +9,26 @@ import click
 
 from nnrun.cli import UserError, handle_errors
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.diff import Side, diff, diff_json, diff_markdown, diff_text
+from nnrun.compiler.diff import (Side, diff, diff_json, diff_markdown, diff_text,
+                                 layer_memory)
 
 
 def load_side(path: Path) -> Side:
     """A spec's summary; for a run directory, its spec.yaml's and the final metrics of its
     summary.json (none while it trains)."""
-    from nnrun.compiler.frontend import check, load_spec
+    from nnrun.compiler.frontend import check, compile_checked, load_spec
 
     spec_path = path / "spec.yaml" if path.is_dir() else path
     if not spec_path.is_file():
         raise UserError(f"{path}: neither a spec nor a run directory (no spec.yaml)")
-    checked = check(load_spec(spec_path))
+    source = load_spec(spec_path)
+    checked = check(source)
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)
-    return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None)
+    memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
+    return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None,
+                memory)
 
 
 def _final_metrics(run_dir: Path) -> dict:

@@ -11,8 +11,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from nnrun.cli import main
-from nnrun.compiler.diff import Side, align, diff, diff_json, diff_markdown, diff_text
-from nnrun.compiler.frontend import check, load_spec_text
+from nnrun.compiler.diff import (Side, align, diff, diff_json, diff_markdown, diff_text,
+                                 layer_memory)
+from nnrun.compiler.frontend import check, compile_checked, load_spec_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +29,9 @@ model:
 
 
 def side(text: str, label: str = "spec.yaml", metrics=None) -> Side:
-    return Side(label, check(load_spec_text(text)).summary, metrics)
+    source = load_spec_text(text)
+    memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
+    return Side(label, check(source).summary, metrics, memory)
 
 
 def statuses(a: str, b: str) -> list[tuple]:
@@ -51,17 +54,33 @@ def test_a_changed_layer_names_what_changed():
     result = diff(side(BASE), side(wider))
     conv, pool, flatten, dense = result.layers
     assert conv.status == "changed"
-    assert conv.changes == ["output shape", "kernel", "params", "FLOPs"]
+    assert conv.changes == ["output shape", "kernel", "params", "FLOPs", "memory"]
     assert (conv.a.params, conv.b.params) == (40, 80)
-    assert pool.changes == ["output shape"] and dense.changes == ["kernel", "params", "FLOPs"]
+    assert pool.changes == ["output shape", "memory"]
+    assert dense.changes == ["kernel", "params", "FLOPs", "memory"]
+    assert flatten.changes == ["output shape"]  # a view: no memory of its own
     params_a, params_b = result.totals["total_params"]
     assert params_b - params_a == sum(c.b.params - c.a.params for c in result.layers)
     memory_a, memory_b = result.totals["train_memory_bytes"]
     assert memory_b > memory_a > 0
 
 
+def test_a_layers_memory_is_its_parameters_state_and_output():
+    """float32, batch 32, sgd with momentum: weights, gradients and one momentum buffer per
+    parameter value, the output for the batch; flatten and dropout are views."""
+    text = BASE.replace("    - {type: flatten}",
+                        "    - {type: flatten}\n    - {type: dropout, rate: 0.5}")
+    text += "optimizer: {type: sgd, lr: 0.1, momentum: 0.9}\ntrain: {epochs: 1, batch_size: 32}\n"
+    memory = side(text).layer_memory
+    assert memory["conv2d_1"] == (40 * 3 + 4 * 10 * 10 * 32) * 4
+    assert memory["maxpool2d_1"] == 4 * 5 * 5 * 32 * 4
+    assert memory["flatten_1"] == memory["dropout_1"] == 0
+    assert memory["dense_1"] == ((100 * 10 + 10) * 3 + 10 * 32) * 4
+
+
 def test_an_inserted_layer_is_added_and_the_rest_stay_aligned():
-    inserted = BASE.replace("    - {type: maxpool2d", "    - {type: batchnorm}\n    - {type: maxpool2d")
+    inserted = BASE.replace("    - {type: maxpool2d",
+                            "    - {type: batchnorm}\n    - {type: maxpool2d")
     assert statuses(BASE, inserted) == [
         ("unchanged", "conv2d_1", "conv2d_1"), ("added", None, "batchnorm_1"),
         ("unchanged", "maxpool2d_1", "maxpool2d_1"), ("unchanged", "flatten_1", "flatten_1"),
@@ -123,6 +142,7 @@ def test_text_json_and_markdown_say_the_same():
     table = [line for line in markdown.splitlines() if line.startswith("|")]
     assert table[1].startswith("| --- |") and "---:" in table[1]
     assert "| ~ | conv2d_1 | conv2d | [4, 10, 10] → [8, 10, 10] | 40 → 80 (+40) |" in markdown
+    assert data["layers"][0]["b"]["train_memory_bytes"] == result.layers[0].memory[1] > 0
     widths = {line.count(" | ") for line in table[:6]}
     assert len(widths) == 1  # every row of the layer table has the same number of cells
 
@@ -154,7 +174,8 @@ def test_a_spec_against_a_run_and_the_shipped_specs(tmp_path):
     result = invoke("diff", tmp_path / "lenet5.yaml", run, "--format", "markdown")
     assert result.exit_code == 0, result.output
     assert "(9 unchanged)" in result.output
-    result = invoke("diff", ROOT / "specs" / "lenet5.yaml", ROOT / "specs" / "fashion-mnist-cnn.yaml")
+    result = invoke("diff", ROOT / "specs" / "lenet5.yaml",
+                    ROOT / "specs" / "fashion-mnist-cnn.yaml")
     assert result.exit_code == 0, result.output
     assert "batchnorm_1" in result.output and "added" in result.output
 
@@ -167,4 +188,5 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "Traceback" not in result.output
     result = invoke("diff", tmp_path, ROOT / "specs" / "lenet5.yaml")
     assert result.exit_code == 1
-    assert result.output.strip() == f"error: {tmp_path}: neither a spec nor a run directory (no spec.yaml)"
+    assert result.output.strip() == (f"error: {tmp_path}: neither a spec nor a run directory "
+                                     "(no spec.yaml)")

@@ -26,7 +26,8 @@ from nnrun.runtime.data.splits import Normalizer, channel_statistics
 from nnrun.runtime.model import Model
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (nnrun[onnx])")
-onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (nnrun[onnx])")
+onnxruntime = pytest.importorskip("onnxruntime",
+                                  reason="onnxruntime is not installed (nnrun[onnx])")
 
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
@@ -369,6 +370,7 @@ def test_random_architectures_cover_the_spec_language():
             seen.add(activation["type"] if isinstance(activation, dict) else str(activation))
     wanted = {"conv1d", "conv2d", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "add",
               "concat", "batchnorm", "dropout", "flatten", "global_avgpool", "global_maxpool",
-              "dense", "reshape", "identity", "reflect", "replicate", "zeros", "same", "gelu", "elu", "softplus",
+              "dense", "reshape", "identity", "reflect", "replicate", "zeros", "same", "gelu",
+              "elu", "softplus",
               "leaky_relu", "sigmoid", "tanh", "softmax"}
     assert wanted <= seen, wanted - seen
