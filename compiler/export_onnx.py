@@ -121,7 +121,7 @@ def export_graph(graph: Graph, params: dict[str, np.ndarray], dtype: str,
     onnx = onnx_module()
     ox = OnnxBuilder(onnx, dtype)
     (x,) = [value for value in graph.inputs if value.name == "x"]
-    ox.taken.add(INPUT_NAME)
+    ox.taken.update((INPUT_NAME, OUTPUT_NAME))
     ox.names[x] = _preprocess(ox, INPUT_NAME, x, preprocessing or InputPreprocessing())
     for value in (*graph.params, *graph.state):
         ox.names[value] = ox.constant(params[value.name], name=value.name)

@@ -141,11 +141,15 @@ def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:
 def _report(out_path: Path, exported: Exported) -> str:
     shape = ", ".join(str(d) for d in [BATCH_DIM, *exported.input_shape])
     out_shape = ", ".join(str(d) for d in [BATCH_DIM, *exported.output_shape])
-    steps = ", then ".join(exported.preprocessing) or "none"
+    if exported.source.startswith("initial weights"):
+        takes = ("samples as the model takes them (a spec has no fitted preprocessing; export a "
+                 "run directory to include it)")
+    else:
+        takes = ("raw samples; preprocessing in the graph: "
+                 f"{', then '.join(exported.preprocessing) or 'none'}")
     return "\n".join([
         f"wrote {out_path}: ONNX opset {OPSET}, {exported.source}",
-        f"  input  '{INPUT_NAME}' {exported.dtype}[{shape}], raw samples; preprocessing in the "
-        f"graph: {steps}",
+        f"  input  '{INPUT_NAME}' {exported.dtype}[{shape}], {takes}",
         f"  output '{OUTPUT_NAME}' {exported.dtype}[{out_shape}], the last layer after its "
         "activation",
         f"  checked: onnx.checker (full check); {exported.check}"])
