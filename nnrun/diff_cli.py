@@ -8,24 +8,24 @@ from pathlib import Path
 import click
 
 from nnrun.cli import UserError, handle_errors
-from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.diagnostics import format_diagnostics
 from nnrun.compiler.diff import (Side, diff, diff_json, diff_markdown, diff_text,
                                  layer_memory)
 
 
 def load_side(path: Path) -> Side:
     """A spec's summary; for a run directory, its spec.yaml's and the final metrics of its
-    summary.json (none while it trains)."""
+    summary.json (none while it trains). A spec over its budgets is still compared: the diff
+    is where a reviewer sees by how much."""
     from nnrun.compiler.frontend import check, compile_checked, load_spec
 
     spec_path = path / "spec.yaml" if path.is_dir() else path
     if not spec_path.is_file():
         raise UserError(f"{path}: neither a spec nor a run directory (no spec.yaml)")
     source = load_spec(spec_path)
-    checked = check(source)
-    errors = [d for d in checked.diagnostics if d.severity == "error"]
-    if errors:
-        raise SpecError(errors)
+    checked = check(source)  # a spec that does not compile raises SpecError here
+    if checked.diagnostics:  # budgets exceeded, what training would refuse: shown, not fatal
+        click.echo(format_diagnostics(checked.diagnostics), err=True)
     memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
     return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None,
                 memory)

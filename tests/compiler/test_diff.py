@@ -180,6 +180,14 @@ def test_a_spec_against_a_run_and_the_shipped_specs(tmp_path):
     assert "batchnorm_1" in result.output and "added" in result.output
 
 
+def test_a_spec_over_its_budget_is_compared_and_the_budget_error_shown(tmp_path):
+    over = tmp_path / "over.yaml"
+    over.write_text(BASE + "limits: {max_params: 100}\n")
+    result = invoke("diff", over, over)  # the output holds stdout and stderr
+    assert result.exit_code == 0
+    assert "max_params" in result.output and "(4 unchanged)" in result.output
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BASE.replace("kernel_size", "kernal_size"))
