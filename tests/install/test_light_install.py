@@ -16,7 +16,7 @@ from nnrun.runtime.data import DataError
 from nnrun.runtime.data import sources
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("sklearn", "scipy", "mnist1d", "matplotlib")
+HEAVY = ("sklearn", "scipy", "mnist1d", "matplotlib", "onnx", "onnxruntime")
 
 # Blocks the heavy packages (an ImportError on import), then does what the quickstart does.
 QUICKSTART_WITHOUT_HEAVY_PACKAGES = f"""
