@@ -15,11 +15,11 @@ import yaml
 from click.testing import CliRunner
 
 from nnrun.cli import main
+from nnrun.compiler import schema
 from nnrun.compiler.builder import CompileError
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.export_onnx import OPSET, ExportError, export_graph
 from nnrun.compiler.frontend import load_spec, load_spec_text
-from nnrun.compiler import schema
 from nnrun.compiler.lower import LOWERINGS, lower
 from nnrun.compiler.ops import REGISTRY
 from nnrun.runtime.checkpoint import save_checkpoint, spec_hash
