@@ -299,23 +299,28 @@ register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
 
 
-def _pool_onnx(op_type):
-    def lower(ox, node):
-        attrs = node.attrs
-        if op_type == "AveragePool" and set(attrs.dilation) != {1}:
-            ox.refuse("a dilated average pool needs opset 19 (nnrun exports opset 17)")
-        dilations = {} if op_type == "AveragePool" else {"dilations": list(attrs.dilation)}
-        # nnrun pads max pooling with -inf (as ONNX) and counts average padding as zeros.
-        including = {"count_include_pad": 1} if op_type == "AveragePool" else {}
-        return ox.emit(op_type, *ox.inputs(node), kernel_shape=list(attrs.kernel),
-                       strides=list(attrs.stride), pads=onnx_pads(attrs.pad), **dilations,
-                       **including)
+def _window_attributes(attrs) -> dict:
+    return {"kernel_shape": list(attrs.kernel), "strides": list(attrs.stride),
+            "pads": onnx_pads(attrs.pad)}
 
-    return lower
+
+def _max_pool_onnx(ox, node):
+    # ONNX's MaxPool pads with -inf, as nnrun does.
+    return ox.emit("MaxPool", *ox.inputs(node), **_window_attributes(node.attrs),
+                   dilations=list(node.attrs.dilation))
+
+
+def _avg_pool_onnx(ox, node):
+    if set(node.attrs.dilation) != {1}:
+        ox.refuse("a dilated average pool needs opset 19 (nnrun exports opset 17)")
+    # nnrun counts the padding as zeros in the mean.
+    return ox.emit("AveragePool", *ox.inputs(node), **_window_attributes(node.attrs),
+                   count_include_pad=1)
 
 
 _INTO = {"max": (_max_pool_into, _padded_scratch, None, None),
          "avg": (_avg_pool_into, _window_scratch, _avg_pool_grad_into, _avg_pool_grad_scratch)}
+_ONNX = {"max": _max_pool_onnx, "avg": _avg_pool_onnx}
 
 for _rank in (1, 2):
     for _kind, _forward, _grad, _doc in (
@@ -326,7 +331,7 @@ for _rank in (1, 2):
         _into, _scratch, _grad_into, _grad_scratch = _INTO[_kind]
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
                        doc=_doc, forward_into=_into, scratch=_scratch, batch_parallel=True,
-                       onnx=_pool_onnx("MaxPool" if _kind == "max" else "AveragePool")))
+                       onnx=_ONNX[_kind]))
         register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None, is_gradient=True,
                        doc=f"gradient of {_name}: g routed back to the window positions",
                        forward_into=_grad_into, scratch=_grad_scratch, batch_parallel=True))
