@@ -16,12 +16,14 @@ from click.testing import CliRunner
 
 from nnrun.cli import main
 from nnrun.compiler import schema
-from nnrun.compiler.builder import CompileError
+from nnrun.compiler.builder import CompileError, GraphBuilder
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.export_onnx import OPSET, ExportError, export_graph
 from nnrun.compiler.frontend import load_spec, load_spec_text
+from nnrun.compiler.ir import BATCH, Origin, TensorType
 from nnrun.compiler.lower import LOWERINGS, lower
 from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops.pool import PoolAttrs
 from nnrun.runtime.checkpoint import save_checkpoint, spec_hash
 from nnrun.runtime.data.preprocessing import Preprocessing, save_preprocessing
 from nnrun.runtime.data.splits import Normalizer, channel_statistics
@@ -100,6 +102,17 @@ def test_a_refused_op_is_named_with_its_layer_and_reason():
     message = str(error.value)
     assert "dropout_1" in message and "dropout_mask" in message
     assert "training" in message and "\n" not in message
+
+
+def test_attributes_onnx_cannot_express_are_refused_by_the_lowering():
+    """A dilated average pool (no spec makes one) needs opset 19."""
+    gb = GraphBuilder()
+    x = gb.input("x", TensorType((BATCH, 1, 6, 6)))
+    with gb.at(Origin("model.layers[0]", "pool")):
+        y = gb.emit("avg_pool2d", x, attrs=PoolAttrs((2, 2), (1, 1), (0, 0), (2, 2)))
+    gb.graph.outputs["prediction"] = y
+    with pytest.raises(ExportError, match="layer model.layers.0. .pool.*avg_pool2d.*opset 19"):
+        export_graph(gb.graph, {}, "float32")
 
 
 # --- every shipped spec, as a run directory, against `nnrun predict` ----------------------------
