@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from nnrun.compiler.schema import default_layer_names
 
@@ -28,7 +30,9 @@ class CheckpointError(Exception):
 
 
 def spec_hash(spec) -> str:
-    """What decides the shapes and meaning of the saved arrays: model, dtype, optimizer kind."""
+    """What decides the shapes and meaning of the saved arrays: model, dtype, optimizer kind.
+    Fields at their defaults are left out, so that a field a later nnrun adds (with a default
+    that keeps the old meaning) does not orphan the checkpoints written before it."""
     relevant = {"model": _model_without_default_names(spec.model), "dtype": spec.dtype,
                 "optimizer": spec.optimizer.type, "loss": spec.loss.type}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
@@ -37,11 +41,28 @@ def spec_hash(spec) -> str:
 def _model_without_default_names(model) -> dict:
     # The resolved spec.yaml of a run spells out the default layer names; naming a layer by its
     # default name changes nothing, so it must not change the hash either.
-    data = model.model_dump(mode="json")
+    data = _without_defaults(model)
     for layer, name in zip(data["layers"], default_layer_names(model.layers)):
-        if layer["name"] == name:
-            layer["name"] = None
+        if layer.get("name") == name:
+            layer.pop("name")
     return data
+
+
+def _without_defaults(value):
+    """A spec model as JSON data without the fields at their defaults; `type`, which tells the
+    kinds of a union apart, is always kept."""
+    if isinstance(value, BaseModel):
+        data = {}
+        for name, field in type(value).model_fields.items():
+            item = getattr(value, name)
+            if name == "type" or item != field.get_default(call_default_factory=True):
+                data[name] = _without_defaults(item)
+        return data
+    if isinstance(value, (list, tuple)):
+        return [_without_defaults(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _without_defaults(item) for key, item in value.items()}
+    return to_jsonable_python(value)
 
 
 def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> None:

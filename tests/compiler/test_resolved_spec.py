@@ -37,3 +37,21 @@ def test_summary_table_fits_an_80_column_terminal_with_whole_shapes():
     table = text.split("parameters:")[0].splitlines()
     assert all(len(line) <= 80 for line in table)
     assert "[16, 16, 3, 3]" in text and "[16, 8, 8]" in text  # shapes are never cut
+
+
+def test_spec_hash_ignores_fields_at_their_defaults_and_tells_layer_kinds_apart():
+    """A field a later nnrun adds, with a default that keeps the old meaning, must not orphan
+    the checkpoints written before it; the same fields spelled out change nothing either."""
+    def hash_of(layers: str) -> str:
+        return spec_hash(load_spec_text(f"model:\n  input_shape: [1, 8, 8]\n  layers:\n{layers}")
+                         .spec)
+
+    plain = hash_of("    - {type: conv2d, filters: 4, kernel_size: 3}\n    - {type: flatten}\n")
+    spelled = hash_of("    - {type: conv2d, filters: 4, kernel_size: 3, padding: 0, stride: 1, "
+                      "padding_mode: zeros, name: conv2d_1}\n    - {type: flatten}\n")
+    padded = hash_of("    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1}\n"
+                     "    - {type: flatten}\n")
+    pooled = hash_of("    - {type: conv2d, filters: 4, kernel_size: 3}\n"
+                     "    - {type: global_avgpool}\n")
+    assert plain == spelled
+    assert len({plain, padded, pooled}) == 3
