@@ -46,6 +46,14 @@ class Summary:
     train_memory_bytes: int = 0
     memory_parts: dict = field(default_factory=dict)
     batch_size: int = 0
+    # Of a run directory's checkpoint: its name, each weight's fraction of zeros (pruning),
+    # and the fraction of zeros over all weights together.
+    checkpoint: str | None = None
+    sparsity: dict[str, float] | None = None
+    weights_sparsity: float | None = None
+
+    def layer_sparsity(self, row: LayerRow) -> float | None:
+        return (self.sparsity or {}).get(f"{row.name}.weight")
 
     @property
     def total_params(self) -> int:
@@ -56,13 +64,21 @@ class Summary:
             "name": self.name,
             "input_shape": self.input_shape,
             "output_shape": self.output_shape,
-            "layers": [_layer_json(row) for row in self.layers],
+            "layers": [self._layer_json(row) for row in self.layers],
             "trainable_params": self.trainable_params,
             "non_trainable_params": self.non_trainable_params,
             "total_params": self.total_params,
             "flops_per_sample": self.flops_per_sample,
             "train_memory_bytes": self.train_memory_bytes,
+            **({"checkpoint": self.checkpoint, "weights_sparsity": self.weights_sparsity}
+               if self.checkpoint else {}),
         }
+
+    def _layer_json(self, row: LayerRow) -> dict:
+        data = _layer_json(row)
+        if self.sparsity is not None:
+            data["sparsity"] = self.layer_sparsity(row)
+        return data
 
 
 def _layer_json(row: LayerRow) -> dict:
@@ -122,14 +138,22 @@ def summary_text(summary: Summary, width: int | None = None) -> str:
             for row in summary.layers]
     total_mult_adds = sum(row.mult_adds for row in summary.layers)
     rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}"])
+    columns = SUMMARY_COLUMNS
+    if summary.sparsity is not None:
+        columns = [*columns, "sparsity"]
+        for row, layer in zip(rows, summary.layers):
+            row.append(_percent(summary.layer_sparsity(layer)))
+        rows[-1].append("")
     lines = [f"model {summary.name}: input {summary.input_shape}",
-             table_text(SUMMARY_COLUMNS, rows, right=(5, 6), width=width, whole=(3, 4)).rstrip("\n"),
+             table_text(columns, rows, right=(5, 6, 7), width=width, whole=(3, 4)).rstrip("\n"),
              _parameters_line(summary),
              f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
              FLOP_CONVENTION]
     parts = ", ".join(f"{k.replace('_', ' ')} {_mb(v)}" for k, v in summary.memory_parts.items())
     lines.append(f"training memory at batch size {summary.batch_size}: "
                  f"{_mb(summary.train_memory_bytes)} ({parts})")
+    if summary.checkpoint:
+        lines.append(_sparsity_line(summary))
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +162,15 @@ def _parameters_line(summary: Summary) -> str:
         return f"parameters: {summary.total_params:,}, all trainable"
     return (f"parameters: {summary.total_params:,} = {summary.trainable_params:,} trainable + "
             f"{summary.non_trainable_params:,} non-trainable (batchnorm running statistics)")
+
+
+def _sparsity_line(summary: Summary) -> str:
+    return (f"checkpoint {summary.checkpoint}: {summary.weights_sparsity:.2%} of the weights are "
+            "zero (sparsity: the fraction of zeros in each layer's weight; biases are not pruned)")
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
 
 
 def _shape(shape: list) -> str:

@@ -176,24 +176,33 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
 
 
 @main.command()
-@spec_argument
+@click.argument("spec", metavar="SPEC|RUN_DIR", type=click.Path(exists=True, path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--resolved", is_flag=True,
               help="Print the spec with every default filled in (YAML; the form a run's "
                    "spec.yaml holds) instead of the table.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]),
+              help="With RUN_DIR: the checkpoint whose sparsity is shown (default: the run's "
+                   "final one).")
 @set_option
 @handle_errors
-def summary(spec, fmt, resolved, overrides) -> None:
+def summary(spec, fmt, resolved, checkpoint, overrides) -> None:
     """Per layer: inputs, output shape, kernel shape, parameters, mult-adds; totals; training
-    memory. --resolved prints the resolved spec instead."""
+    memory. Of a run directory, also each layer's sparsity in its checkpoint. --resolved
+    prints the resolved spec instead."""
     from nnrun.compiler.frontend import check, load_spec, resolved_spec_data, spec_yaml
     from nnrun.compiler.summary import summary_text
 
-    checked = check(load_spec(spec, overrides))
+    run_dir = spec if spec.is_dir() else None
+    checked = check(load_spec(_run_spec(run_dir) if run_dir else spec, overrides))
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)
+    if run_dir and not resolved:
+        from nnrun.runtime.pruning import run_sparsity
+
+        run_sparsity(checked.summary, run_dir, checkpoint)
     if resolved:
         data = resolved_spec_data(checked.source)
         click.echo(json.dumps(data, indent=2) if fmt == "json" else spec_yaml(data), nl=False)
@@ -201,6 +210,13 @@ def summary(spec, fmt, resolved, overrides) -> None:
         click.echo(json.dumps(checked.summary.as_json(), indent=2))
     else:
         click.echo(summary_text(checked.summary, _terminal_width()), nl=False)
+
+
+def _run_spec(run_dir: Path) -> Path:
+    if not (run_dir / "spec.yaml").is_file():
+        raise UserError(f"{run_dir}: not a run directory (no spec.yaml); give a spec file or "
+                        "a directory `nnrun train` wrote")
+    return run_dir / "spec.yaml"
 
 
 def _terminal_width() -> int | None:

@@ -1,7 +1,8 @@
 """Checkpoints: one .npz per save, written atomically, read without pickle (DESIGN.md section 7).
 
-Layout: params/<name> for parameters and buffers, opt/<param>.<slot> for optimizer state, and
-`meta`, a JSON string (epoch, step, spec hash, seed, version).
+Layout: params/<name> for parameters and buffers, opt/<param>.<slot> for optimizer state,
+mask/<weight> for pruning masks (booleans, True keeps the weight), and `meta`, a JSON string
+(epoch, step, spec hash, seed, version).
 
 Reading checks every member's header (name, shape, dtype) against what the spec needs before
 any array is decompressed, so a damaged, foreign or oversized file is refused in one line.
@@ -71,8 +72,11 @@ def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> Non
     write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
+_OWN_PREFIXES = ("opt/", "mask/")  # stored under their own names; the rest under params/
+
+
 def _stored_name(name: str) -> str:
-    return name if name.startswith("opt/") else f"params/{name}"
+    return name if name.startswith(_OWN_PREFIXES) else f"params/{name}"
 
 
 def _state_name(key: str) -> str:
@@ -97,6 +101,23 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
                   for name, shape in expected.items()}
     arrays = _read(path, wanted)
     return {_state_name(key): value for key, value in arrays.items()}, meta
+
+
+def load_masks(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
+    """The pruning masks saved for the weights in `shapes` (name -> shape), as booleans; none
+    when the checkpoint has none (written before pruning started, or by an older nnrun)."""
+    headers = _headers(path)
+    wanted = {}
+    for name, shape in shapes.items():
+        header = headers.get(f"mask/{name}")
+        if header is None:
+            continue
+        if header.shape != tuple(shape) or header.dtype != np.dtype(bool):
+            raise CheckpointError(f"{path}: pruning mask of '{name}' is {header.dtype} "
+                                  f"{list(header.shape)}, expected bool {list(shape)}; "
+                                  "delete it to start the run over")
+        wanted[f"mask/{name}"] = header
+    return {key[len("mask/"):]: value for key, value in _read(path, wanted).items()}
 
 
 def _headers(path: Path) -> dict[str, ArrayHeader]:

@@ -54,6 +54,7 @@ class History:
     best_epoch: int = 0
     epochs_since_best: int = 0
     schedule_start: int = 0  # the epoch a restarted cosine schedule counts from
+    best_sparsity: float | None = None  # the pruning level of the best epoch, when pruning
 
 
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
@@ -140,6 +141,11 @@ class Trainer:
     def host_state(self) -> dict:
         return {name: self.backend.to_host(value) for name, value in self.state.items()}
 
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint holds: the state, and the pruning masks when pruning."""
+        masks = self.pruner.saved_masks(self.backend.to_host) if self.pruner else {}
+        return {**self.host_state(), **masks}
+
     def expected_shapes(self) -> dict:
         shapes = {name: info.shape for name, info in self.model.param_infos.items()}
         optimizer_state = self.model.train_step.optimizer_state
@@ -192,7 +198,8 @@ class Trainer:
                                            self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
                           epochs_since_best=meta.get("epochs_since_best", 0),
-                          schedule_start=meta.get("schedule_start", 0))
+                          schedule_start=meta.get("schedule_start", 0),
+                          best_sparsity=meta.get("best_sparsity"))
         history.rows = run.read_metrics(meta["epoch"])
         run.write_metrics(history.rows)
         if self.grad_norms:
@@ -203,6 +210,11 @@ class Trainer:
         if not run.file(SPEC).exists():
             run.write_spec(resolved_spec_text(self.source))
         state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
+        if self.pruner:
+            shapes = {name: self.model.param_infos[name].shape for name in self.pruner.weight_names}
+            self.pruner.restore(ckpt.load_masks(run.file(LAST), shapes),
+                                meta.get("pruning_sparsity"), self.backend.from_host,
+                                self.spec.dtype)
         return state, history, meta["step"], meta["epoch"] + 1
 
     def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history) -> None:
@@ -323,20 +335,30 @@ class Trainer:
         value = row.get(monitor)
         history = self.history
         improved = value is not None and (
-            history.best_value is None or _better(value, history.best_value, mode,
-                                                  stopping.min_delta if stopping else 0.0))
+            self._first_at_target() or history.best_value is None
+            or _better(value, history.best_value, mode, stopping.min_delta if stopping else 0.0))
         if improved:
             history.best_value, history.best_epoch, history.epochs_since_best = value, epoch, 0
+            history.best_sparsity = self.pruner.level if self.pruner else None
         else:
             history.epochs_since_best += 1
         meta = self._meta(epoch)
+        state = self.checkpoint_state()
         if improved:
-            ckpt.save_checkpoint(run.file(BEST), self.host_state(), meta)
-        ckpt.save_checkpoint(run.file(LAST), self.host_state(), meta)
+            ckpt.save_checkpoint(run.file(BEST), state, meta)
+        ckpt.save_checkpoint(run.file(LAST), state, meta)
         self.saved_epoch = epoch
+
+    def _first_at_target(self) -> bool:
+        """The first epoch at the pruning target: the best is chosen among the epochs at the
+        final sparsity, so the ramp's less sparse (and often better) epochs stop counting."""
+        pruner, best = self.pruner, self.history.best_sparsity
+        return bool(pruner and pruner.at_target() and (best is None or best < pruner.level))
 
     def _should_stop(self) -> bool:
         stopping = self.spec.train.early_stopping
+        if self.pruner and not self.pruner.at_target():
+            return False  # a pruning ramp makes the loss worse on purpose: let it finish
         return bool(stopping and self.history.epochs_since_best >= stopping.patience)
 
     def metric_names(self) -> list[str]:
@@ -364,7 +386,12 @@ class Trainer:
                 "best_value": history.best_value, "best_epoch": history.best_epoch,
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
-                "backend": self.backend.name}
+                "backend": self.backend.name, **self._pruning_meta()}
+
+    def _pruning_meta(self) -> dict:
+        if not self.pruner:
+            return {}
+        return {"pruning_sparsity": self.pruner.level, "best_sparsity": self.history.best_sparsity}
 
     def _finish(self, run: RunDirectory, started: float, stopped_early: bool) -> dict:
         final = self._final_metrics(self._final_checkpoint(run))
@@ -396,6 +423,9 @@ class Trainer:
         epoch = meta["epoch"]
         row = next((row for row in self.history.rows if row["epoch"] == epoch), {})
         final = {"checkpoint": checkpoint.name, "epoch": epoch, "train_loss": row.get("train_loss")}
+        if self.pruner:
+            final["sparsity"] = round(self.pruner.sparsity(state), 6)
+            self._say_if_less_sparse(checkpoint, epoch, meta.get("pruning_sparsity") or 0.0)
         for split in ("val", "test"):
             final.update(self.evaluate_split(split, state))
         final.setdefault("val_loss", None)
@@ -404,6 +434,15 @@ class Trainer:
             final.setdefault("val_accuracy", None)
             final.setdefault("test_accuracy", None)
         return final
+
+
+    def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float) -> None:
+        if level >= self.pruner.target - 1e-9:
+            return
+        self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
+                 f"{level:.1%}, less than train.pruning.target_sparsity {self.pruner.target:.1%}: "
+                 f"the run ended before the ramp did (end_epoch {self.pruner.end_epoch}); "
+                 "train more epochs (--resume with --epochs) to reach the target")
 
 
 # --- helpers --------------------------------------------------------------------------------
