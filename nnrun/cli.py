@@ -334,24 +334,47 @@ preprocessing_option = click.option(
 @backend_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @threads_option
+@click.option("--shift", metavar="PIXELS", callback=lambda c, p, v: _pixels(v),
+              help="Move every input by PIXELS along its last axis (right; negative: left), or "
+                   "DY,DX along both (down, right); vacated pixels hold 0. Tests invariance.")
+@click.option("--permute", is_flag=True,
+              help="Shuffle every input's pixels by one fixed permutation, drawn from the run's "
+                   "seed as data.permute_features: true draws it.")
+@click.option("--permute-seed", type=click.IntRange(min=0),
+              help="As --permute, with the permutation drawn from this seed.")
 @handle_errors
-def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads) -> None:
-    """Metrics of a run's checkpoint on a data split, preprocessed as in training."""
+def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, permute,
+                 permute_seed) -> None:
+    """Metrics of a run's checkpoint on a data split, preprocessed as in training; with
+    --shift or --permute, on inputs moved or shuffled first."""
     from nnrun.runtime.evaluate import evaluate_run
+    from nnrun.runtime.invariance import InputTransform
     from nnrun.runtime.threads import thread_limit
 
+    permutation = permute_seed if permute_seed is not None else (True if permute else None)
+    transform = InputTransform(shift, permutation) if shift or permutation is not None else None
     with thread_limit(threads):
-        result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw)
+        result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw,
+                              transform=transform)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
     from nnrun.compiler.tables import table_text
 
+    inputs = f", inputs {result['transform']}" if transform else ""
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
-               f"{result['samples']} samples")
+               f"{result['samples']} samples{inputs}")
     rows = [[name, f"{value:.4f}"] for name, value in result.items()
             if name.startswith(f"{split}_")]
     click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)
+
+
+def _pixels(value: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(",")) if value else ()
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not PIXELS or DY,DX (integers, e.g. 2 or "
+                                 "-1,2)", param_hint="--shift") from None
 
 
 @main.command()

@@ -104,11 +104,18 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
-                 backend: str = "numpy", preprocess: bool = True) -> dict:
+                 backend: str = "numpy", preprocess: bool = True, transform=None) -> dict:
+    """`transform`: an invariance.InputTransform of the raw inputs (shift, permutation)."""
     run = load_run(run_dir, which, backend, preprocess)
     spec = run.model.spec
+    preprocessing = run.preprocessing
+    if transform is not None:
+        from .invariance import TransformedPreprocessing
+
+        preprocessing = TransformedPreprocessing(inner=preprocessing, transform=transform,
+                                                 run_seed=spec.seed)
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
-                        preprocessing=run.preprocessing)
+                        preprocessing=preprocessing)
     chosen = getattr(data, split)
     if chosen is None:
         where = spec.data.path or spec.data.dataset
@@ -117,8 +124,9 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}")
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     result = evaluate(run.model, state, chosen, split)
+    transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
-            "samples": len(chosen.x), **result}
+            "samples": len(chosen.x), **transformed, **result}
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,

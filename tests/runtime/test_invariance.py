@@ -1,0 +1,101 @@
+"""Invariance experiments: `nnrun eval RUN_DIR --shift PIXELS --permute` (runtime/invariance.py)
+evaluate a run on raw inputs moved or shuffled before the run's own preprocessing."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.runtime.data import DataError, load_dataset
+from nnrun.runtime.data.preprocessing import IDENTITY
+from nnrun.runtime.data.splits import feature_permutation
+from nnrun.runtime.evaluate import evaluate_run, load_run
+from nnrun.runtime.invariance import InputTransform, shift_samples
+from nnrun.runtime.metrics import predicted_classes
+
+pytest.importorskip("sklearn")  # the digits dataset
+
+SPEC = """
+name: digits-cnn
+seed: 3
+data: {dataset: digits, validation_split: 0.1, normalize: standard}
+model:
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1, activation: relu}
+    - {type: flatten}
+    - {type: dense, units: 10}
+optimizer: {type: adam, lr: 0.01}
+train: {epochs: 2, batch_size: 64}
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("invariance") / "run"
+    nnrun.train(nnrun.load_spec_text(SPEC), out_dir=out, quiet=True)
+    return out
+
+
+def test_shift_moves_pixels_and_fills_with_zeros():
+    x = np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3)
+    np.testing.assert_array_equal(shift_samples(x, (1,))[0, 0], [[0, 1, 2], [0, 4, 5], [0, 7, 8]])
+    np.testing.assert_array_equal(shift_samples(x, (-1, 1))[0, 0],
+                                  [[0, 4, 5], [0, 7, 8], [0, 0, 0]])
+    signal = np.arange(1, 6).reshape(1, 1, 5)
+    np.testing.assert_array_equal(shift_samples(signal, (-2,))[0, 0], [3, 4, 5, 0, 0])
+
+
+def test_shift_is_refused_where_it_cannot_apply():
+    with pytest.raises(DataError, match="spatial axes"):
+        shift_samples(np.zeros((2, 10)), (1,))
+    with pytest.raises(DataError, match="every pixel out"):
+        shift_samples(np.zeros((2, 1, 8, 8)), (8,))
+
+
+def _raw_test_split(run_dir):
+    run = load_run(run_dir)
+    data = load_dataset(run.model.spec.data, spec_dir=run_dir, seed=3, preprocessing=IDENTITY)
+    return run, data.test
+
+
+def _accuracy(run, x, y) -> float:
+    return float((predicted_classes(run.predict(x)) == y).mean())
+
+
+def test_eval_shift_is_the_accuracy_on_shifted_raw_inputs(run_dir):
+    run, test = _raw_test_split(run_dir)
+    plain = evaluate_run(run_dir)
+    shifted = evaluate_run(run_dir, transform=InputTransform(shift=(2,)))
+    assert shifted["test_accuracy"] == pytest.approx(
+        _accuracy(run, shift_samples(test.x, (2,)), test.y))
+    assert shifted["test_accuracy"] < plain["test_accuracy"]
+    assert shifted["transform"] == "shifted 2 pixels right"
+
+
+def test_eval_permute_uses_the_runs_seed_or_a_new_one(run_dir):
+    run, test = _raw_test_split(run_dir)
+    flat = test.x.reshape(len(test.x), -1)
+    # The run's seed: the permutation data.permute_features: true would draw for this run.
+    cases = {True: feature_permutation(True, 3, 64), 7: np.random.default_rng(7).permutation(64)}
+    for seed, permutation in cases.items():
+        result = evaluate_run(run_dir, transform=InputTransform(permute_seed=seed))
+        shuffled = flat[:, permutation].reshape(test.x.shape)
+        assert result["test_accuracy"] == pytest.approx(_accuracy(run, shuffled, test.y))
+
+
+def test_eval_cli_shift_and_permute(run_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, ["eval", str(run_dir), "--shift", "1,-1", "--permute-seed", "5",
+                                  "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["transform"] == "shifted 1 pixel down, 1 pixel left, pixels permuted (seed 5)"
+    text = runner.invoke(main, ["eval", str(run_dir), "--shift", "2", "--permute"]).stdout
+    assert "inputs shifted 2 pixels right, pixels permuted (the run's seed)" in text
+    bad = runner.invoke(main, ["eval", str(run_dir), "--shift", "two"])
+    assert bad.exit_code == 2 and "--shift" in bad.stderr
+    too_far = runner.invoke(main, ["eval", str(run_dir), "--shift", "9"])
+    assert too_far.exit_code == 1 and len(too_far.stderr.strip().splitlines()) == 1
