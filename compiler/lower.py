@@ -6,6 +6,7 @@ One function per layer type, keyed by the same `type` strings as the schema's La
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -196,7 +197,8 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     rank = 1 if layer.type == "conv1d" else 2
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
-        x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode))
+        seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
+        x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
         pad = ((0, 0),) * rank
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
@@ -208,6 +210,13 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
         y = ctx.gb.emit("bias_add", y, b)
     return y
+
+
+def padding_seed(spec_seed: int, layer_name: str) -> int:
+    """padding_mode: random's seed: the spec's seed and the layer's name, so that two layers
+    pad with different values and a run is reproducible from its spec."""
+    digest = hashlib.sha256(f"{spec_seed}:{layer_name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:

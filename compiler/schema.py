@@ -263,7 +263,9 @@ class ConvBase(LayerBase):
     stride: IntOrPair = 1
     padding: Padding = Field(0, description="0 | int | [h, w] | valid | same")
     dilation: IntOrPair = 1
-    padding_mode: Literal["zeros", "reflect", "replicate"] = "zeros"
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular", "random"] = Field(
+        "zeros", description="what the padding holds: zeros, a mirror image, the edge value, "
+                             "the opposite edge (circular), or fixed random values (seeded)")
     activation: Activation | None = None
     use_bias: bool = True
     init: Initializer | None = None

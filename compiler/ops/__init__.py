@@ -101,8 +101,9 @@ def attrs_text(attrs: Any) -> str:
 
 
 def _is_quiet(name: str, value: Any) -> bool:
-    """False flags and a dilation of 1 say nothing; leaving them out keeps lines short."""
-    return value is False or (name == "dilation" and set(value) == {1})
+    """False flags, unset options and a dilation of 1 say nothing; leaving them out keeps
+    lines short."""
+    return value is False or value is None or (name == "dilation" and set(value) == {1})
 
 
 def _value_text(value: Any) -> str:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
 from .common import onnx_op
-from .conv import onnx_pads, pad_pairs
+from .conv import onnx_pads, pad_pairs, unpad
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,14 @@ register(OpDef("slice", SliceAttrs, _slice_shape, _slice_forward, None, is_gradi
 @dataclass(frozen=True)
 class PadAttrs:
     pad: tuple = ((0, 0), (0, 0))  # per spatial axis
-    mode: str = "zeros"  # zeros | reflect | replicate
+    mode: str = "zeros"  # zeros | reflect | replicate | circular | random
+    seed: int | None = None  # random: the seed of the padding's values
 
 
-_NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}
+# np.pad's names; random pads like zeros, then overwrites the border (random_border).
+_NUMPY_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+                "circular": "wrap", "random": "constant"}
+_COPYING_MODES = ("reflect", "replicate", "circular")  # the border copies input values
 
 
 def _pad_shape(attrs, x: TensorType) -> TensorType:
@@ -116,13 +122,45 @@ def _pad_shape(attrs, x: TensorType) -> TensorType:
     return TensorType(tuple(shape), x.dtype)
 
 
+def random_border(seed: int, sample_shape: tuple, dtype) -> np.ndarray:
+    """The values padding_mode: random puts around a sample [C, ...padded]: standard normal,
+    drawn once from `seed`, the same for every sample and every step (so training, evaluation
+    and prediction are deterministic and a sample's output does not depend on its batch)."""
+    return np.random.default_rng(seed).standard_normal(sample_shape).astype(dtype)
+
+
 def _pad_forward(be, attrs, x):
-    return be.xp.pad(x, ((0, 0), (0, 0), *pad_pairs(attrs.pad)), mode=_NUMPY_MODES[attrs.mode])
+    xp = be.xp
+    if attrs.mode == "random":
+        y = xp.empty(_pad_shape(attrs, TensorType(x.shape, str(x.dtype))).shape, dtype=x.dtype)
+        _pad_into(be, attrs, (y,), x)
+        return y
+    return xp.pad(x, ((0, 0), (0, 0), *pad_pairs(attrs.pad)), mode=_NUMPY_MODES[attrs.mode])
+
+
+def _pad_into(be, attrs, out, x):
+    """The border first (zeros or the random values), then the input inside it; copying modes
+    then fill the border axis by axis from the buffer itself, as np.pad does."""
+    xp = be.xp
+    (y,) = out
+    if attrs.mode == "random":
+        xp.copyto(y, xp.asarray(random_border(attrs.seed, y.shape[1:], y.dtype))[None])
+    elif attrs.mode not in _COPYING_MODES:
+        y.fill(0)
+    pairs = pad_pairs(attrs.pad)
+    xp.copyto(unpad(y, pairs), x)
+    if attrs.mode in _COPYING_MODES:
+        for axis, (lo, hi) in enumerate(pairs, start=2):
+            source = _source_index(np, x.shape[axis], lo, hi, attrs.mode)
+            moved = xp.moveaxis(y, axis, 0)
+            for index in (*range(lo), *range(lo + x.shape[axis], y.shape[axis])):
+                xp.copyto(moved[index], moved[lo + source[index]])
 
 
 def _source_index(xp, n, lo, hi, mode):
-    """For each padded position, the input position it was copied from (-1: a zero)."""
-    if mode == "zeros":
+    """For each padded position, the input position it was copied from (-1: none, the border
+    holds zeros or random values)."""
+    if mode not in _COPYING_MODES:
         return xp.concatenate([xp.full(lo, -1), xp.arange(n), xp.full(hi, -1)])
     return xp.pad(xp.arange(n), (lo, hi), mode=_NUMPY_MODES[mode])
 
@@ -141,20 +179,43 @@ def _pad_grad_forward(be, attrs, g, x):
     return xp.ascontiguousarray(grad)
 
 
-_ONNX_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge"}
+_ONNX_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
+               "random": "constant"}
 
 
 def _pad_onnx(ox, node):
     (x,) = ox.inputs(node)
-    pads = onnx_pads(node.attrs.pad)
+    attrs = node.attrs
+    if attrs.mode == "circular":  # Pad's "wrap" needs opset 19: one Gather per axis instead
+        return _gathered_pad_onnx(ox, node, x)
+    pads = onnx_pads(attrs.pad)
     rank = len(pads) // 2
     all_axes = [0, 0, *pads[:rank], 0, 0, *pads[rank:]]  # batch and channels unpadded
-    return ox.emit("Pad", x, ox.ints(all_axes), mode=_ONNX_MODES[node.attrs.mode])
+    y = ox.emit("Pad", x, ox.ints(all_axes), mode=_ONNX_MODES[attrs.mode])
+    if attrs.mode != "random":
+        return y
+    # Zeros inside, the random values around: added to the zero-padded input, exactly the
+    # forward's values.
+    padded = node.outputs[0].type.shape[1:]
+    border = random_border(attrs.seed, padded, ox.dtype)
+    border[(slice(None), *(slice(lo, n - hi) for n, (lo, hi) in
+                           zip(padded[1:], pad_pairs(attrs.pad))))] = 0
+    return ox.emit("Add", y, ox.constant(border[None]))
+
+
+def _gathered_pad_onnx(ox, node, x):
+    x_type = node.inputs[0].type
+    for axis, (lo, hi) in enumerate(pad_pairs(node.attrs.pad), start=2):
+        source = _source_index(np, x_type.shape[axis], lo, hi, node.attrs.mode)
+        x = ox.emit("Gather", x, ox.ints(source), axis=axis)
+    return x
 
 
 register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
                lambda gb, node, g: (gb.emit("pad_grad", g, node.inputs[0], attrs=node.attrs),),
-               doc="pads the spatial axes with zeros, a reflection, or the edge value",
+               forward_into=_pad_into,
+               doc="pads the spatial axes with zeros, a reflection, the edge value, the "
+                   "opposite edge (circular), or fixed random values (seeded)",
                onnx=_pad_onnx))
 register(OpDef("pad_grad", PadAttrs, lambda attrs, g, x: x, _pad_grad_forward, None,
                is_gradient=True, doc="sums g over every padded copy of each input position"))

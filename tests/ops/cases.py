@@ -827,8 +827,10 @@ def _source(i, n, mode):
     """The input index that padded index i (relative to the input's start) copies, or None."""
     if 0 <= i < n:
         return i
-    if mode == "zeros":
+    if mode in ("zeros", "random"):
         return None
+    if mode == "circular":
+        return i % n
     if mode == "replicate":
         return min(max(i, 0), n - 1)
     return -i if i < 0 else 2 * (n - 1) - i  # reflect, without repeating the edge
@@ -846,6 +848,8 @@ def _pad_maps(attrs, spatial):
 def _pad_reference(attrs, x):
     pairs = pad_pairs(attrs.pad)
     out = np.zeros((*x.shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pairs))))
+    if attrs.mode == "random":  # documented: N(0, 1) from the seed, one border for every sample
+        out[:] = np.random.default_rng(attrs.seed).standard_normal(out.shape[1:])
     for index, source in _pad_maps(attrs, x.shape[2:]):
         if None not in source:
             out[(slice(None), slice(None), *index)] = x[(slice(None), slice(None), *source)]
@@ -862,15 +866,16 @@ def _pad_grad_reference(attrs, g, x):
 
 _PAD_CONFIGS = [
     (mode, pad, shape)
-    for mode in ("zeros", "reflect", "replicate")
+    for mode in ("zeros", "reflect", "replicate", "circular", "random")
     for pad, shape in ((((1, 2), (2, 1)), (2, 2, 4, 5)), (((2, 1),), (2, 3, 5)))
-]
+] + [("circular", ((3, 4),), (2, 2, 2))]  # wider than the input: it wraps around again
 for _mode, _pad, _shape in _PAD_CONFIGS:
     _padded_shape = (*_shape[:2], *padded_sizes(_shape[2:], _pad))
-    _label = f"{_mode} {len(_pad)}-d"
-    case("pad", PadAttrs(_pad, _mode), draws((normal, _shape)), _pad_reference,
-         differentiable=(0,), label=_label)
-    case("pad_grad", PadAttrs(_pad, _mode), draws((normal, _padded_shape), (normal, _shape)),
+    _label = f"{_mode} {len(_pad)}-d" + (" wrapping twice" if _pad == ((3, 4),) else "")
+    _attrs = PadAttrs(_pad, _mode, 7 if _mode == "random" else None)
+    case("pad", _attrs, draws((normal, _shape)), _pad_reference, differentiable=(0,),
+         label=_label)
+    case("pad_grad", _attrs, draws((normal, _padded_shape), (normal, _shape)),
          _pad_grad_reference, label=_label)
 
 
