@@ -4,10 +4,11 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 from __future__ import annotations
 
 from .ir import Origin
+from .shapes import as_tuple
 
 # Training batches track these metrics (cheap); validation tracks every metric.
 TRAIN_METRICS = ("accuracy", "top_k_accuracy")
-SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip")
+SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
 
 
 def metric_name(metric) -> str:
@@ -60,4 +61,33 @@ def _augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, st
             errors.append((origin.at_field("axis"), f"random_flip axis vertical needs 2-D "
                                                     f"samples [C, H, W], these are "
                                                     f"{sample_shape}; use axis: horizontal"))
+        elif augmentation.type == "random_rotation" and len(sample_shape) != 3:
+            errors.append((origin, f"random_rotation turns 2-D samples [C, H, W], these are "
+                                   f"{sample_shape}; remove it or use random_shift"))
+        elif augmentation.type == "random_crop":
+            errors += _crop_errors(augmentation, sample_shape, origin)
     return errors
+
+
+def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
+    if crop.size is None:
+        return []
+    spatial = list(sample_shape[1:])
+    size = as_tuple(crop.size, len(spatial))
+    if len(size) != len(spatial):
+        return [(origin.at_field("size"), f"random_crop size {crop.size} needs "
+                                          f"{len(spatial)} value(s) for samples {sample_shape}")]
+    padded = [n + 2 * crop.padding for n in spatial]
+    text = "x".join(map(str, size))
+    if any(s > p for s, p in zip(size, padded)):
+        return [(origin.at_field("size"),
+                 f"random_crop {text} is bigger than the padded input "
+                 f"{'x'.join(f'({n} + 2*{crop.padding})' for n in spatial)} = "
+                 f"{'x'.join(map(str, padded))}; crop at most that, or pad more")]
+    if list(size) != spatial:
+        return [(origin.at_field("size"),
+                 f"random_crop {text} would train on samples of another shape than the "
+                 f"{'x'.join(map(str, spatial))} test samples; use size "
+                 f"{spatial[0] if len(set(spatial)) == 1 else spatial} (or leave it out) and "
+                 "let padding set how far crops move")]
+    return []

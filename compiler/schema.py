@@ -490,7 +490,21 @@ class GaussianNoise(Strict):
     std: PositiveFloat = 0.05
 
 
-Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise)
+class RandomCrop(Strict):
+    type: Literal["random_crop"]
+    size: IntOrPair | None = Field(
+        None, description="crop size, int or [h, w]; must be the samples' own size (the default), "
+                          "so that training and test samples keep one shape")
+    padding: NonNegativeInt = Field(2, description="zeros added on each side before cropping")
+
+
+class RandomRotation(Strict):
+    type: Literal["random_rotation"]
+    degrees: PositiveFloat = Field(10.0, le=180.0, description="turns each 2-D sample by an "
+                                                               "angle in [-degrees, degrees]")
+
+
+Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise, RandomCrop, RandomRotation)
 
 DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 

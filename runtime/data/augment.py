@@ -61,10 +61,79 @@ def gaussian_noise(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.nda
     return x + (std * rng.standard_normal(x.shape, dtype=noise_dtype)).astype(x.dtype)
 
 
+def random_crop(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarray:
+    """Pads each sample with `padding` zeros on every side of its spatial axes, then keeps a
+    window of `size` (default: the sample's own size) at a random position."""
+    padding = int(field(spec, "padding", 2))
+    axes = spatial_axes(x, "random_crop")
+    spatial = x.shape[2:]
+    size = field(spec, "size", None)
+    size = spatial if size is None else _per_axis(size, len(axes))
+    padded = [n + 2 * padding for n in spatial]
+    if len(size) != len(axes) or any(s > p for s, p in zip(size, padded)):
+        raise DataError(f"random_crop size {list(size)} does not fit samples {list(spatial)} "
+                        f"padded by {padding} ({padded})")
+    source = np.pad(x, [(0, 0), (0, 0)] + [(padding, padding)] * len(axes))
+    starts = np.stack([rng.integers(0, p - s + 1, size=len(x)) for s, p in zip(size, padded)], 1)
+    cropped = np.empty((*x.shape[:2], *size), dtype=x.dtype)
+    for index, start in enumerate(starts):
+        window = tuple(slice(begin, begin + s) for begin, s in zip(start, size))
+        cropped[index] = source[(index, slice(None)) + window]
+    return cropped
+
+
+def _per_axis(value: Any, rank: int) -> tuple[int, ...]:
+    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    return values * rank if len(values) == 1 else values
+
+
+def random_rotation(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarray:
+    """Turns each 2-D sample about its centre by an angle drawn uniformly from
+    [-degrees, degrees], with bilinear interpolation; pixels from outside the sample are 0."""
+    degrees = float(field(spec, "degrees", 10.0))
+    if x.ndim != 4:
+        raise DataError(f"random_rotation turns 2-D samples [C, H, W], got samples of shape "
+                        f"{list(x.shape[1:])}")
+    angles = np.deg2rad(rng.uniform(-degrees, degrees, size=len(x)))
+    return rotate(x, angles)
+
+
+def rotate(x: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Each sample [C, H, W] of x turned about its centre by its angle (radians; a positive
+    angle turns clockwise as an image is shown, row 0 at the top)."""
+    n, _, height, width = x.shape
+    rows, cols = np.meshgrid(np.arange(height) - (height - 1) / 2,
+                             np.arange(width) - (width - 1) / 2, indexing="ij")
+    cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    # Each output pixel reads the input where the inverse rotation takes it.
+    source_rows = cos * rows - sin * cols + (height - 1) / 2
+    source_cols = sin * rows + cos * cols + (width - 1) / 2
+    return _bilinear(x, source_rows, source_cols)
+
+
+def _bilinear(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """x [N, C, H, W] read at fractional positions rows, cols [N, H', W']; 0 outside."""
+    n, channels, height, width = x.shape
+    top, left = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    down, right = rows - top, cols - left
+    result = np.zeros((n, channels, *rows.shape[1:]), dtype=np.float64)
+    batch = np.arange(n)[:, None, None]
+    for dr, row_weight in ((0, 1 - down), (1, down)):
+        for dc, col_weight in ((0, 1 - right), (1, right)):
+            r, c = top + dr, left + dc
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            values = x[batch, :, np.clip(r, 0, height - 1), np.clip(c, 0, width - 1)]
+            weight = row_weight * col_weight * inside  # [N, H', W']
+            result += np.moveaxis(values, -1, 1) * weight[:, None]
+    return result.astype(x.dtype)
+
+
 AUGMENTATIONS: dict[str, Callable[[np.ndarray, Any, np.random.Generator], np.ndarray]] = {
     "random_shift": random_shift,
     "random_flip": random_flip,
     "gaussian_noise": gaussian_noise,
+    "random_crop": random_crop,
+    "random_rotation": random_rotation,
 }
 
 

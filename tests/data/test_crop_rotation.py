@@ -1,0 +1,138 @@
+"""The random_crop {size, padding} and random_rotation {degrees} augmentations: what they do to
+a batch, that they are seeded, and the positioned errors `nnrun validate` gives for them."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.cli import main
+from nnrun.runtime.data import DataError, augment_batch
+from nnrun.runtime.data.augment import rotate
+
+CROP = {"type": "random_crop", "padding": 2}
+
+
+def _images(n=6, size=6, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 2, size, size)).astype(np.float32)
+
+
+def test_random_crop_is_a_window_of_the_zero_padded_sample():
+    images = _images()
+    cropped = augment_batch(images, [CROP], np.random.default_rng(1))
+    assert cropped.shape == images.shape and cropped.dtype == images.dtype
+    padded = np.pad(images, [(0, 0), (0, 0), (2, 2), (2, 2)])
+    offsets = set()
+    for sample, source in zip(cropped, padded):
+        found = [(r, c) for r in range(5) for c in range(5)
+                 if np.array_equal(source[:, r:r + 6, c:c + 6], sample)]
+        assert found, "each crop is one window of the padded sample"
+        offsets.add(found[0])
+    assert len(offsets) > 1  # the windows move
+
+
+def test_random_crop_is_seeded_and_works_on_sequences():
+    sequences = np.arange(2 * 1 * 8, dtype=np.float64).reshape(2, 1, 8)
+    first = augment_batch(sequences, [{"type": "random_crop", "size": 8, "padding": 3}],
+                          np.random.default_rng(4))
+    again = augment_batch(sequences, [{"type": "random_crop", "size": 8, "padding": 3}],
+                          np.random.default_rng(4))
+    np.testing.assert_array_equal(first, again)
+    unpadded = augment_batch(sequences, [{"type": "random_crop", "padding": 0}],
+                             np.random.default_rng(4))
+    np.testing.assert_array_equal(unpadded, sequences)
+
+
+def test_random_crop_refuses_a_crop_bigger_than_the_padded_sample():
+    with pytest.raises(DataError, match="does not fit"):
+        augment_batch(_images(), [{"type": "random_crop", "size": 11, "padding": 2}],
+                      np.random.default_rng(0))
+
+
+def test_rotation_by_zero_is_the_identity_and_by_a_right_angle_is_rot90():
+    images = _images(n=3, size=5)
+    np.testing.assert_allclose(rotate(images, np.zeros(3)), images, atol=1e-6)
+    turned = rotate(images, np.full(3, np.pi / 2))
+    np.testing.assert_allclose(turned, np.rot90(images, k=-1, axes=(2, 3)), atol=1e-6)
+
+
+def test_random_rotation_draws_its_angles_from_the_generator():
+    images = _images(n=8, size=9)
+    turned = augment_batch(images, [{"type": "random_rotation", "degrees": 12}],
+                           np.random.default_rng(3))
+    angles = np.deg2rad(np.random.default_rng(3).uniform(-12, 12, size=8))
+    np.testing.assert_allclose(turned, rotate(images, angles), rtol=1e-6)
+    assert not np.allclose(turned, images)
+    # A small turn keeps the middle of a smooth image nearly as it was.
+    smooth = np.broadcast_to(np.linspace(0, 1, 9), (1, 1, 9, 9)).copy()
+    small = augment_batch(smooth, [{"type": "random_rotation", "degrees": 3}],
+                          np.random.default_rng(0))
+    assert np.abs(small[0, 0, 3:6, 3:6] - smooth[0, 0, 3:6, 3:6]).max() < 0.05
+
+
+def test_random_rotation_needs_images():
+    with pytest.raises(DataError, match="2-D samples"):
+        augment_batch(np.zeros((2, 1, 8)), [{"type": "random_rotation"}],
+                      np.random.default_rng(0))
+
+
+SPEC = """\
+data:
+  dataset: mnist
+  augment:
+    - {{type: random_rotation, degrees: 10}}
+    - {augmentation}
+model:
+  layers:
+    - {{type: flatten}}
+    - {{type: dense, units: 10}}
+"""
+
+
+@pytest.mark.parametrize("augmentation, line, col, needle", [
+    ("{type: random_crop, size: 36, padding: 2}", 5, 33,
+     "random_crop 36x36 is bigger than the padded input (28 + 2*2)x(28 + 2*2) = 32x32"),
+    ("{type: random_crop, size: [24, 28], padding: 4}", 5, 33,
+     "random_crop 24x28 would train on samples of another shape than the 28x28 test samples"),
+    ("{type: random_rotation, degrees: 200}", 5, 40, "must be a number ≤ 180, got 200"),
+])
+def test_validate_points_at_the_bad_augmentation(tmp_path, augmentation, line, col, needle):
+    path = tmp_path / "spec.yaml"
+    path.write_text(SPEC.format(augmentation=augmentation))
+    result = CliRunner().invoke(main, ["validate", str(path), "--format", "json"])
+    assert result.exit_code == 1
+    (error,) = [d for d in json.loads(result.stdout) if d["severity"] == "error"]
+    assert (error["line"], error["col"]) == (line, col), error
+    assert needle in error["message"]
+
+
+def test_validate_refuses_rotation_of_sequences(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("data:\n  dataset: npz\n  path: d.npz\n  augment: [random_rotation]\n"
+                    "model:\n  input_shape: [1, 40]\n  layers:\n    - {type: flatten}\n"
+                    "    - {type: dense, units: 3}\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1 and "random_rotation turns 2-D samples" in result.stderr
+    assert f"{path}:4:" in result.stderr
+
+
+def test_training_with_crop_and_rotation_is_reproducible(tmp_path):
+    pytest.importorskip("sklearn")
+    text = """
+data:
+  dataset: digits
+  limit: 200
+  validation_split: 0.2
+  augment: [{type: random_crop, size: 8, padding: 1}, {type: random_rotation, degrees: 10}]
+model:
+  layers: [{type: flatten}, {type: dense, units: 10}]
+train: {epochs: 2, batch_size: 50}
+"""
+    runs = [nnrun.train(nnrun.load_spec_text(text), out_dir=tmp_path / name, quiet=True)
+            for name in ("a", "b")]
+    assert runs[0]["final"]["val_loss"] == runs[1]["final"]["val_loss"]
+    plain = nnrun.train(nnrun.load_spec_text(text.replace("augment:", "augment: []\n  #")),
+                        out_dir=tmp_path / "plain", quiet=True)
+    assert plain["final"]["val_loss"] != runs[0]["final"]["val_loss"]
