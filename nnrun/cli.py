@@ -492,7 +492,9 @@ def _gradcheck_line(result, tolerance: float) -> str:
 
 def _attach_data_group() -> None:
     from nnrun.data_cli import data
+    from nnrun.preview import preview
 
+    data.add_command(preview)
     main.add_command(data)
     from nnrun import check_backends_cli  # noqa: F401  (registers check-backends)
 

@@ -1,0 +1,115 @@
+"""`nnrun data preview SPEC --out grid.png`: training samples as the network sees them, each
+beside a few augmented draws of itself (data.augment), in one PNG. matplotlib is the `plot`
+extra; without it the command says so in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from nnrun.cli import UserError, handle_errors, set_option, spec_argument
+
+EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
+                 "install it with: pip install 'nnrun[plot]'")
+
+
+@click.command()
+@spec_argument
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The PNG to write.")
+@click.option("--samples", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Training samples, one per row.")
+@click.option("--draws", type=click.IntRange(1, 32), default=5, show_default=True,
+              help="Augmented draws of each sample, beside it.")
+@click.option("--seed", type=click.IntRange(min=0),
+              help="Draw the samples and augmentations from this seed (default: the spec's).")
+@set_option
+@handle_errors
+def preview(spec, out_path, samples, draws, seed, overrides) -> None:
+    """A grid of augmented training samples: each row one sample as loaded and preprocessed,
+    then DRAWS augmentations of it (the spec's data.augment, in order), as a PNG."""
+    from nnrun.compiler.frontend import compile_checked, load_spec
+    from nnrun.runtime.files import is_writable_directory
+
+    plotting = _matplotlib()
+    if not out_path.parent.is_dir() or not is_writable_directory(out_path.parent):
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist or is not "
+                        "writable; choose another --out")
+    source = load_spec(spec, overrides)
+    compile_checked(source)  # a broken spec is reported as diagnostics before data loads
+    grid = augmented_grid(source, samples, draws, seed)
+    _save(plotting, grid, out_path, source.spec)
+    augment = ", ".join(a.type for a in source.spec.data.augment) or "none (data.augment is empty)"
+    click.echo(f"wrote {out_path}: {len(grid.x)} training samples x {draws} draws; "
+               f"augmentation: {augment}")
+
+
+class Grid:
+    def __init__(self, x: np.ndarray, y: np.ndarray, drawn: np.ndarray):
+        self.x, self.y, self.drawn = x, y, drawn  # drawn: [draws, samples, ...]
+
+
+def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
+    from nnrun.runtime.data import augment_batch, load_dataset
+
+    spec = source.spec
+    if spec.data is None:
+        raise UserError(f"{source.loaded.filename}: has no data section to preview "
+                        "(data: {dataset: ...})")
+    seed = spec.seed if seed is None else seed
+    data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype)
+    rng = np.random.default_rng([seed, 0])
+    chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)
+    x, y = data.train.x[chosen], data.train.y[chosen]
+    drawn = np.stack([augment_batch(x, spec.data.augment, rng) for _ in range(draws)])
+    return Grid(x, y, drawn)
+
+
+def _matplotlib():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(EXTRA_MISSING) from None
+    return Figure
+
+
+def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
+    from nnrun.runtime.files import write_atomically
+
+    rows, columns = len(grid.x), 1 + len(grid.drawn)
+    figure = figure_class(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for row in range(rows):
+        # One colour scale per row, the sample's own: noise and shifted-in zeros stay visible.
+        low, high = float(grid.x[row].min()), float(grid.x[row].max())
+        for column in range(columns):
+            sample = grid.x[row] if column == 0 else grid.drawn[column - 1, row]
+            _draw(axes[row][column], sample, low, high)
+        axes[row][0].set_ylabel(f"label {_label(grid.y[row])}", fontsize=8)
+    axes[0][0].set_title("as loaded", fontsize=8)
+    for column in range(1, columns):
+        axes[0][column].set_title(f"draw {column}", fontsize=8)
+    augment = ", ".join(a.type for a in spec.data.augment) or "no augmentation"
+    figure.suptitle(f"{spec.name}: {augment}", fontsize=9)
+    write_atomically(out_path, lambda stream: figure.savefig(stream, format="png", dpi=100))
+
+
+def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:
+    axis.set_xticks([])
+    axis.set_yticks([])
+    if sample.ndim == 3:  # an image: RGB scaled to [0, 1], else its first channel in grey
+        image = np.moveaxis(sample, 0, -1) if sample.shape[0] == 3 else sample[0]
+        if image.ndim == 3:
+            image = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+        axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        return
+    for channel in sample.reshape(sample.shape[0] if sample.ndim > 1 else 1, -1):
+        axis.plot(channel, linewidth=0.8)  # sequences and vectors: one curve per channel
+    axis.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+
+
+def _label(value) -> str:
+    value = np.asarray(value)
+    return f"{value.item():g}" if value.size == 1 else str(value.tolist())

@@ -1,0 +1,81 @@
+"""`nnrun data preview SPEC --out grid.png` (nnrun/preview.py): a PNG grid of training samples
+and their augmented draws; without matplotlib, one line naming the `plot` extra."""
+
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.cli import main
+
+pytest.importorskip("sklearn")  # the digits dataset
+
+SPEC = """\
+name: digits-augmented
+data:
+  dataset: digits
+  augment:
+    - {type: random_crop, padding: 1}
+    - {type: random_rotation, degrees: 15}
+    - {type: gaussian_noise, std: 0.2}
+model:
+  layers: [{type: flatten}, {type: dense, units: 10}]
+"""
+
+
+def _preview(tmp_path, text=SPEC, *extra):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(main, ["data", "preview", str(spec), "--out", str(out), *extra])
+    return result, out
+
+
+def test_preview_writes_a_grid_of_augmented_samples(tmp_path):
+    image = pytest.importorskip("matplotlib.image")
+    result, out = _preview(tmp_path, SPEC, "--samples", "3", "--draws", "4")
+    assert result.exit_code == 0, result.output
+    assert "3 training samples x 4 draws" in result.stdout
+    pixels = image.imread(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 400  # 3 rows, 5 columns of images
+    grey = pixels[..., :3].mean(axis=-1)
+    assert grey.std() > 0.1 and (grey < 0.2).mean() > 0.1  # dark images on white, not blank
+    (tmp_path / "again").mkdir()
+    _, second = _preview(tmp_path / "again", SPEC, "--samples", "3", "--draws", "4")
+    np.testing.assert_array_equal(image.imread(second), pixels)  # seeded: the same picture
+
+
+def test_preview_of_sequences(tmp_path):
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "waves.npz", x=rng.standard_normal((20, 2, 30)), y=rng.integers(0, 3, 20))
+    text = ("data:\n  dataset: npz\n  path: waves.npz\n  augment: [{type: random_shift, "
+            "max_shift: 3}]\nmodel:\n  input_shape: [2, 30]\n  layers: [{type: flatten}, "
+            "{type: dense, units: 3}]\n")
+    result, out = _preview(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 10_000
+
+
+def test_without_matplotlib_one_line_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    result, out = _preview(tmp_path)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'nnrun[plot]'" in lines[0]
+    assert not out.exists()
+
+
+def test_preview_errors_are_one_line(tmp_path):
+    pytest.importorskip("matplotlib")
+    no_data = "model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\n"
+    result, _ = _preview(tmp_path, no_data)
+    assert result.exit_code == 1 and "has no data section" in result.stderr
+    spec = tmp_path / "spec.yaml"
+    missing_dir = tmp_path / "nowhere" / "grid.png"
+    result = CliRunner().invoke(main, ["data", "preview", str(spec), "--out", str(missing_dir)])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
