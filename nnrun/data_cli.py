@@ -17,7 +17,7 @@ COLUMNS = ("name", "sample shape", "classes", "location", "status")
 
 @click.group()
 def data() -> None:
-    """Datasets: where they are, and downloading them."""
+    """Datasets: where they are, downloading them, and a preview of augmented samples."""
 
 
 @data.command("list")

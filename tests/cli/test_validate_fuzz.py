@@ -73,7 +73,7 @@ CONV = {"filters": st.integers(1, 8), "kernel_size": int_or_pair(1, 5),
         "stride": int_or_pair(1, 3),
         "padding": st.one_of(st.sampled_from(["same", "valid"]), int_or_pair(0, 3)),
         "dilation": int_or_pair(1, 2),
-        "padding_mode": st.sampled_from(["zeros", "reflect", "replicate"]),
+        "padding_mode": st.sampled_from(["zeros", "reflect", "replicate", "circular", "random"]),
         "activation": activation, "use_bias": st.booleans(), "init": init}
 POOL = {"pool_size": int_or_pair(1, 4), "stride": st.one_of(st.none(), int_or_pair(1, 3)),
         "padding": int_or_pair(0, 2)}
