@@ -106,3 +106,21 @@ def test_summary_of_a_directory_without_a_run_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["summary", str(tmp_path)])
     assert result.exit_code == 1 and "not a run directory" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_masks_resumes_with_masks_rebuilt_from_its_zeros(tmp_path):
+    # Checkpoints of an older nnrun hold no masks: the zeros of the weights are kept.
+    run = tmp_path / "run"
+    _train(run, "train.epochs=3", "train.pruning.end_epoch=4")
+    with np.load(run / "last.npz") as archive:
+        arrays = {key: archive[key] for key in archive.files if not key.startswith("mask/")}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["pruning_sparsity"], meta["best_sparsity"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(run / "last.npz", **arrays)
+    zeros_before = {name: arrays[f"params/{name}"] == 0 for name in WEIGHTS}
+    _train(run, "train.epochs=4", "train.pruning.end_epoch=4", resume=True)
+    state, _ = load_checkpoint(run / "last.npz")
+    for name in WEIGHTS:
+        assert (state[name][zeros_before[name]] == 0).all()
+        assert abs((state[name] == 0).mean() - 0.8) < 0.01
