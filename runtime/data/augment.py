@@ -101,7 +101,7 @@ def random_rotation(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.nd
 def rotate(x: np.ndarray, angles: np.ndarray) -> np.ndarray:
     """Each sample [C, H, W] of x turned about its centre by its angle (radians; a positive
     angle turns clockwise as an image is shown, row 0 at the top)."""
-    n, _, height, width = x.shape
+    height, width = x.shape[2:]
     rows, cols = np.meshgrid(np.arange(height) - (height - 1) / 2,
                              np.arange(width) - (width - 1) / 2, indexing="ij")
     cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]

@@ -124,3 +124,15 @@ def test_a_checkpoint_without_masks_resumes_with_masks_rebuilt_from_its_zeros(tm
     for name in WEIGHTS:
         assert (state[name][zeros_before[name]] == 0).all()
         assert abs((state[name] == 0).mean() - 0.8) < 0.01
+
+
+def test_early_stopping_waits_for_the_target_sparsity(tmp_path):
+    # lr 1e-9: nothing improves after epoch 1, so patience 1 would stop at epoch 2, mid-ramp.
+    run = tmp_path / "run"
+    rows = _train(run, "optimizer.lr=1e-9", "train.epochs=6",
+                  "train.pruning={target_sparsity: 0.8, start_epoch: 2, end_epoch: 4}",
+                  "train.early_stopping={patience: 1, min_delta: 0.01}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["best_epoch"] == 4
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert summary["final"]["sparsity"] == pytest.approx(0.8, abs=0.005)
