@@ -33,7 +33,7 @@ class InputTransform:
         if self.permute_seed is not None:
             which = "the run's seed" if self.permute_seed is True else f"seed {self.permute_seed}"
             parts.append(f"pixels permuted ({which})")
-        return ", ".join(parts)
+        return ", ".join(parts) or "as they are (shift 0)"
 
     def apply(self, x: np.ndarray, run_seed: int) -> np.ndarray:
         if any(self.shift):

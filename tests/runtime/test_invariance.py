@@ -73,6 +73,9 @@ def test_eval_shift_is_the_accuracy_on_shifted_raw_inputs(run_dir):
         _accuracy(run, shift_samples(test.x, (2,)), test.y))
     assert shifted["test_accuracy"] < plain["test_accuracy"]
     assert shifted["transform"] == "shifted 2 pixels right"
+    unmoved = evaluate_run(run_dir, transform=InputTransform(shift=(0,)))
+    assert unmoved["test_accuracy"] == plain["test_accuracy"]
+    assert unmoved["transform"] == "as they are (shift 0)"
 
 
 def test_eval_permute_uses_the_runs_seed_or_a_new_one(run_dir):
