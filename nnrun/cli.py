@@ -313,6 +313,7 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
                      resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes)
 
 
+RUN_SEED = "the run's seed"  # what --permute without a value stands for
 run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
                                                              path_type=Path))
 checkpoint_option = click.option(
@@ -337,11 +338,11 @@ preprocessing_option = click.option(
 @click.option("--shift", metavar="PIXELS", callback=lambda c, p, v: _pixels(v),
               help="Move every input by PIXELS along its last axis (right; negative: left), or "
                    "DY,DX along both (down, right); vacated pixels hold 0. Tests invariance.")
-@click.option("--permute", is_flag=True,
-              help="Shuffle every input's pixels by one fixed permutation, drawn from the run's "
-                   "seed as data.permute_features: true draws it.")
-@click.option("--permute-seed", type=click.IntRange(min=0),
-              help="As --permute, with the permutation drawn from this seed.")
+@click.option("--permute", metavar="[SEED]", is_flag=False, flag_value=RUN_SEED,
+              callback=lambda c, p, v: _permutation_seed(v),
+              help="Shuffle every input's pixels by one fixed permutation, drawn from SEED, or "
+                   "without it from the run's seed as data.permute_features: true draws it.")
+@click.option("--permute-seed", type=click.IntRange(min=0), help="Same as --permute SEED.")
 @handle_errors
 def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, permute,
                  permute_seed) -> None:
@@ -351,7 +352,7 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     from nnrun.runtime.invariance import InputTransform
     from nnrun.runtime.threads import thread_limit
 
-    permutation = permute_seed if permute_seed is not None else (True if permute else None)
+    permutation = permute_seed if permute_seed is not None else permute
     transform = InputTransform(shift, permutation) if shift or permutation is not None else None
     with thread_limit(threads):
         result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw,
@@ -361,12 +362,22 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
         return
     from nnrun.compiler.tables import table_text
 
-    inputs = f", inputs {result['transform']}" if transform else ""
+    inputs = f"; inputs: {result['transform']}" if transform else ""
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples{inputs}")
     rows = [[name, f"{value:.4f}"] for name, value in result.items()
             if name.startswith(f"{split}_")]
     click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)
+
+
+def _permutation_seed(value: str | None) -> int | bool | None:
+    """--permute alone: True (the run's seed); --permute SEED: that seed."""
+    if value is None or value == RUN_SEED:
+        return None if value is None else True
+    if not value.isdigit():
+        raise click.BadParameter(f"'{value}' is not a seed (an integer >= 0); give RUN_DIR "
+                                 "before --permute", param_hint="--permute")
+    return int(value)
 
 
 def _pixels(value: str | None) -> tuple[int, ...]:

@@ -97,7 +97,11 @@ def test_eval_cli_shift_and_permute(run_dir):
     data = json.loads(result.stdout)
     assert data["transform"] == "shifted 1 pixel down, 1 pixel left, pixels permuted (seed 5)"
     text = runner.invoke(main, ["eval", str(run_dir), "--shift", "2", "--permute"]).stdout
-    assert "inputs shifted 2 pixels right, pixels permuted (the run's seed)" in text
+    assert "; inputs: shifted 2 pixels right, pixels permuted (the run's seed)" in text
+    by_seed = runner.invoke(main, ["eval", str(run_dir), "--permute", "5", "--format", "json"])
+    assert json.loads(by_seed.stdout)["transform"] == "pixels permuted (seed 5)"
+    not_a_seed = runner.invoke(main, ["eval", "--permute", str(run_dir)])
+    assert not_a_seed.exit_code == 2 and "give RUN_DIR before --permute" in not_a_seed.stderr
     bad = runner.invoke(main, ["eval", str(run_dir), "--shift", "two"])
     assert bad.exit_code == 2 and "--shift" in bad.stderr
     too_far = runner.invoke(main, ["eval", str(run_dir), "--shift", "9"])
