@@ -33,7 +33,7 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture
         return []
-    return _augmentation_errors(spec, sample_shape) + _monitor_errors(spec)  # in file order
+    return augmentation_errors(spec, sample_shape) + _monitor_errors(spec)  # in file order
 
 
 def _monitor_errors(spec) -> list[tuple[Origin, str]]:
@@ -49,7 +49,7 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
                      f"choose one of: {', '.join(names)}")]
 
 
-def _augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
+def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     errors = []
     for index, augmentation in enumerate(spec.data.augment):
         origin = Origin(f"data.augment[{index}]", keys=("data", "augment", index))

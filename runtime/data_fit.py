@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrun.compiler.checks import augmentation_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.ir import Origin
@@ -30,6 +31,14 @@ def require_input_shape(source, data) -> None:
     raise SpecError([source.diagnostic(origin, f"model.input_shape is needed: {spec.data.path} "
                                                f"has samples of shape {shape}; add "
                                                f"input_shape: {shape} under model")])
+
+
+def check_augmentations(source, sample_shape) -> None:
+    """Augmentations that cannot apply to these samples stop training before it starts, with
+    the errors `nnrun validate` gives, at their positions in the spec."""
+    errors = augmentation_errors(source.spec, list(sample_shape))
+    if errors:
+        raise SpecError([source.diagnostic(origin, message) for origin, message in errors])
 
 
 def check_data_fits(spec, model, data) -> None:

@@ -31,7 +31,8 @@ from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 from . import checkpoint as ckpt
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
-from .data_fit import check_data_fits, input_shape_known, require_input_shape
+from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
+                       require_input_shape)
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory
@@ -101,10 +102,12 @@ class Trainer:
         # Refuse a model too big for memory before the data loads, when its shape allows.
         if input_shape_known(self.spec):
             self.model = self._model(backend)
+            check_augmentations(source, self.model.lowered.graph.inputs[0].type.shape[1:])
             self.data = self._load_data()
         else:
             self.data = self._load_data()
             require_input_shape(source, self.data)
+            check_augmentations(source, self.data.input_shape)
             self.model = self._model(backend)
         self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)

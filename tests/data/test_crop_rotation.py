@@ -136,3 +136,15 @@ train: {epochs: 2, batch_size: 50}
     plain = nnrun.train(nnrun.load_spec_text(text.replace("augment:", "augment: []\n  #")),
                         out_dir=tmp_path / "plain", quiet=True)
     assert plain["final"]["val_loss"] != runs[0]["final"]["val_loss"]
+
+
+def test_train_refuses_a_bad_crop_at_its_position_before_training(tmp_path):
+    pytest.importorskip("sklearn")
+    spec = tmp_path / "crop.yaml"
+    spec.write_text("data:\n  dataset: digits\n  augment: [{type: random_crop, size: 12, "
+                    "padding: 1}]\nmodel:\n  layers: [{type: flatten}, {type: dense, units: 10}]\n")
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"{spec}:3:39: error: data.augment[0]: random_crop 12x12 is bigger")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
