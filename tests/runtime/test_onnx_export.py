@@ -200,7 +200,7 @@ model:
   input_shape: [2, 11, 9]
   layers:
     - {type: conv2d, filters: 3, kernel_size: [3, 2], stride: [2, 1], padding: [1, 0],
-       dilation: [1, 2], activation: {type: leaky_relu, alpha: 0.3}}
+       dilation: [1, 2], padding_mode: random, activation: {type: leaky_relu, alpha: 0.3}}
     - {type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: same,
        padding_mode: reflect, activation: softmax}
     - {type: conv2d, filters: 4, kernel_size: 2, padding: same, padding_mode: replicate}
@@ -210,7 +210,8 @@ model:
     - {name: b, type: conv2d, filters: 4, kernel_size: 1, inputs: a}
     - {name: c, type: concat, inputs: [a, b], axis: 2}
     - {type: reshape, shape: [8, -1]}
-    - {type: conv1d, filters: 3, kernel_size: 3, padding: same, stride: 2}
+    - {type: conv1d, filters: 3, kernel_size: 3, padding: same, stride: 2,
+       padding_mode: circular}
     - {type: avgpool1d, pool_size: 2, padding: 1}
     - {type: global_maxpool}
     - {type: dense, units: 6}
@@ -290,7 +291,8 @@ def _conv(rng, rank):
     layer = {"type": f"conv{rank}d", "filters": int(rng.integers(2, 6)),
              "kernel_size": int(rng.integers(1, 4)), "stride": int(rng.integers(1, 3)),
              "padding": _pick(rng, [0, 1, 2, "same", "valid"]),
-             "padding_mode": _pick(rng, ["zeros", "reflect", "replicate"]),
+             "padding_mode": _pick(rng, ["zeros", "reflect", "replicate", "circular",
+                                         "random"]),
              "dilation": int(rng.integers(1, 3)), "use_bias": bool(rng.random() < 0.8)}
     activation = _pick(rng, ACTIVATIONS)
     return layer | ({"activation": activation} if activation else {})
