@@ -7,7 +7,7 @@ from .ir import Origin
 from .shapes import as_tuple
 
 # Training batches track these metrics (cheap); validation tracks every metric.
-TRAIN_METRICS = ("accuracy", "top_k_accuracy")
+TRAIN_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
 
 

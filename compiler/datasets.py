@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Task = Literal["classification", "binary"]
+Task = Literal["classification", "binary", "segmentation"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class DatasetInfo:
     has_test_split: bool
     needs_files: bool  # the files must be present (or fetched) before loading
     description: str
+    # Per-sample label shape: () one label per sample, (H, W) a label map per image ("segmentation").
+    label_shape: tuple[int, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -58,8 +60,15 @@ DATASETS: dict[str, DatasetInfo] = {
             "three gaussian blobs in the plane (scikit-learn make_blobs)",
         ),
         DatasetInfo(
+            "shapes", (1, 32, 32), 4, "segmentation", True, False,
+            "32x32 gray canvases with 1-3 squares, discs and triangles, and their label maps "
+            "(0 background, 1 square, 2 disc, 3 triangle); generated, seeded",
+            label_shape=(32, 32),
+        ),
+        DatasetInfo(
             "npz", None, None, "classification", False, True,
-            "arrays x, y (optional x_test, y_test) from an .npz file given by data.path",
+            "arrays x, y (optional x_test, y_test) from an .npz file given by data.path; "
+            "label maps for segmentation as integer y [N, H, W] or as masks (masks_test)",
         ),
         DatasetInfo(
             "csv", None, None, "classification", False, True,

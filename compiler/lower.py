@@ -17,10 +17,11 @@ from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
 from .ops import REGISTRY
 from .ops.activation import AlphaAttrs, AxisAttrs
-from .ops.conv import ConvAttrs
+from .ops.conv import ConvAttrs, ConvTransposeAttrs
 from .ops.linear import MatmulAttrs
 from .ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
 from .ops.pool import PoolAttrs
+from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
 from .shapes import as_tuple, per_sample, same_padding, size_of, window_output
 
@@ -219,6 +220,42 @@ def padding_seed(spec_seed: int, layer_name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def _per_axis(ctx: LayerContext, layer, name: str, rank: int) -> tuple[int, ...]:
+    values = as_tuple(getattr(layer, name), rank)
+    if len(values) != rank:
+        ctx.fail(f"{name} needs {rank} value{'s' if rank > 1 else ''}, got {list(values)}", name)
+    return values
+
+
+def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    rank = int(layer.type[4])
+    kernel, stride, pad, extra = (_per_axis(ctx, layer, name, rank) for name in
+                                  ("kernel_size", "stride", "padding", "output_padding"))
+    channels = x.type.shape[1]
+    # fan_in: the inputs that meet one output at stride 1, as for a convolution
+    fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
+    w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out)
+    other = "conv1d_transpose" if rank == 2 else "conv2d_transpose"
+    fields = {"pad": "padding", "output_padding": "output_padding"}
+    with ctx.gb.at(ctx.origin, fields, input_hint=f"use {other}"):
+        y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra))
+    if layer.use_bias:
+        b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
+        y = ctx.gb.emit("bias_add", y, b)
+    return y
+
+
+def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
+    (x,) = inputs
+    rank = int(layer.type[-2])
+    scale = _per_axis(ctx, layer, "scale", rank)
+    hint = "use upsample1d for [channels, length] samples" if rank == 2 else \
+        "use upsample2d for [channels, height, width] samples"
+    with ctx.gb.at(ctx.origin, input_hint=hint):
+        return ctx.gb.emit(layer.type, x, attrs=UpsampleAttrs(scale, layer.mode))
+
+
 def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = int(layer.type[-2])
@@ -318,7 +355,8 @@ LOWERINGS: dict[str, Callable] = {
     "avgpool2d": _lower_pool, "global_avgpool": _lower_global_pool,
     "global_maxpool": _lower_global_pool, "flatten": _lower_flatten, "reshape": _lower_reshape,
     "dropout": _lower_dropout, "batchnorm": _lower_batchnorm, "add": _lower_add,
-    "concat": _lower_concat,
+    "concat": _lower_concat, "upsample1d": _lower_upsample, "upsample2d": _lower_upsample,
+    "conv1d_transpose": _lower_conv_transpose, "conv2d_transpose": _lower_conv_transpose,
     **{name: _lower_activation for name in schema.ACTIVATION_TYPES},
 }
 
@@ -435,15 +473,36 @@ def _check_output(spec, lowered) -> None:
     origin = Origin(f"model.layers[{last}]", lowered.layers[-1].name, ("model", "layers", last))
     lowered.output_origin = origin
     dataset = DATASETS[spec.data.dataset] if spec.data else None
-    classes = dataset.num_classes if dataset else None
-    # Class scores of another rank are the loss op's shape error, when the train step adds it.
-    if spec.loss.type == "cross_entropy" and logits.rank == 2:
-        if classes and logits.shape[1] != classes:
-            raise CompileError(origin.at_field("units"), f"the model ends with "
+    if dataset is None or dataset.input_shape is None:
+        return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
+    if spec.loss.type == "cross_entropy":
+        _check_label_positions(origin, logits, dataset)
+        units = "filters" if logits.rank > 2 else "units"
+        if dataset.num_classes and logits.shape[1] != dataset.num_classes:
+            raise CompileError(origin.at_field(units), f"the model ends with "
                                f"{logits.shape[1]} outputs but dataset '{dataset.name}' has "
-                               f"{classes} classes; set units: {classes}")
-    elif spec.loss.type == "binary_cross_entropy" and dataset and dataset.task == "binary":
-        if per_sample(logits) != [1]:
+                               f"{dataset.num_classes} classes; set {units}: "
+                               f"{dataset.num_classes}")
+    elif spec.loss.type == "binary_cross_entropy" and dataset.task in ("binary", "segmentation"):
+        if per_sample(logits) != [1, *dataset.label_shape]:
             raise CompileError(origin.at_field("units"), f"binary_cross_entropy on '{dataset.name}' "
-                               f"needs one output, the model ends with {per_sample(logits)}; "
-                               "set units: 1")
+                               f"needs one output{' per pixel' if dataset.label_shape else ''}, "
+                               f"the model ends with {per_sample(logits)}; "
+                               f"{'set units: 1' if not dataset.label_shape else 'set filters: 1'}")
+
+
+def _check_label_positions(origin, logits, dataset) -> None:
+    """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
+    spatial = list(logits.shape[2:])
+    labels = list(dataset.label_shape)
+    if spatial == labels:
+        return
+    if not labels:
+        raise CompileError(origin, f"'{dataset.name}' has one label per sample, the model ends "
+                           f"with shape {per_sample(logits)}: cross_entropy wants scores "
+                           "[classes]; end the model with {type: flatten} and a dense layer, "
+                           "one unit per class")
+    raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
+                       f"{per_sample(logits)}: cross_entropy wants scores [classes, "
+                       f"{', '.join(map(str, labels))}]; upsample back to the input size (no "
+                       "flatten or dense layer)")

@@ -288,6 +288,41 @@ class Conv2d(ConvBase):
     kernel_size: IntOrPair = Field(description="kernel size, int or [h, w]")
 
 
+class Upsample1d(LayerBase):
+    type: Literal["upsample1d"]
+    scale: PositiveInt = Field(2, description="each value becomes `scale` values")
+    mode: Literal["nearest", "linear"] = Field(
+        "nearest", description="nearest: repeat; linear: interpolate (PyTorch align_corners=False)")
+
+
+class Upsample2d(LayerBase):
+    type: Literal["upsample2d"]
+    scale: IntOrPair = Field(2, description="whole factor, int or [h, w]")
+    mode: Literal["nearest", "bilinear"] = Field(
+        "nearest", description="nearest: repeat; bilinear: interpolate (PyTorch align_corners=False)")
+
+
+class ConvTransposeBase(LayerBase):
+    filters: PositiveInt = Field(description="number of output channels (feature maps)")
+    stride: IntOrPair = Field(1, description="upsampling factor")
+    padding: NonNegIntOrPair = Field(0, description="rows/columns cropped from each side of the output")
+    output_padding: NonNegIntOrPair = Field(0, description="added at the end of the output, < stride")
+    activation: Activation | None = None
+    use_bias: bool = True
+    init: Initializer | None = None
+    bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
+
+
+class Conv1dTranspose(ConvTransposeBase):
+    type: Literal["conv1d_transpose"]
+    kernel_size: IntOrPair = Field(description="kernel length")
+
+
+class Conv2dTranspose(ConvTransposeBase):
+    type: Literal["conv2d_transpose"]
+    kernel_size: IntOrPair = Field(description="kernel size, int or [h, w]")
+
+
 class PoolBase(LayerBase):
     pool_size: IntOrPair = Field(description="window size")
     stride: IntOrPair | None = Field(None, description="default: pool_size")
@@ -357,6 +392,7 @@ ACTIVATION_LAYERS = tuple(_activation_layer(m) for m in ACTIVATION_MODELS)
 Layer = tagged_union(
     Dense, Conv1d, Conv2d, MaxPool1d, MaxPool2d, AvgPool1d, AvgPool2d, GlobalAvgPool,
     GlobalMaxPool, Flatten, Reshape, Dropout, BatchNorm, Add, Concat, *ACTIVATION_LAYERS,
+    Upsample1d, Upsample2d, Conv1dTranspose, Conv2dTranspose,
 )
 
 # --- losses ---------------------------------------------------------------------------------
@@ -369,10 +405,14 @@ class LossBase(Strict):
 class CrossEntropy(LossBase):
     type: Literal["cross_entropy"]
     label_smoothing: Float = Field(0.0, ge=0.0, lt=1.0)
+    ignore_index: Int | None = Field(None, description="label (e.g. 255) left out of the loss "
+                                                       "and of the metrics")
 
 
 class BinaryCrossEntropy(LossBase):
     type: Literal["binary_cross_entropy"]
+    ignore_index: Int | None = Field(None, description="target value left out of the loss and "
+                                                       "of the metrics")
 
 
 class Mse(LossBase):
@@ -525,7 +565,7 @@ class Data(Strict):
     def _options_fit_the_dataset(self) -> "Data":
         if self.dataset in ("npz", "csv") and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path (a file next to the spec)")
-        generated = ("xor", "spirals", "blobs")
+        generated = ("xor", "spirals", "blobs", "shapes")
         for option in ("n_samples", "noise"):
             if getattr(self, option) is not None and self.dataset not in generated:
                 raise ValueError(f"data.{option} applies to generated datasets "
@@ -565,7 +605,15 @@ class MseMetric(Strict):
     type: Literal["mse"]
 
 
-Metric = tagged_union(Accuracy, TopKAccuracy, MaeMetric, MseMetric)
+class PixelAccuracy(Strict):
+    type: Literal["pixel_accuracy"]
+
+
+class MeanIou(Strict):
+    type: Literal["mean_iou"]
+
+
+Metric = tagged_union(Accuracy, TopKAccuracy, MaeMetric, MseMetric, PixelAccuracy, MeanIou)
 
 
 class EarlyStopping(Strict):

@@ -73,3 +73,14 @@ def size_of(shape) -> int:
     for d in shape:
         total *= d
     return total
+
+
+def transposed_output(n: int, k: int, s: int, pad: tuple[int, int],
+                      output_padding: int = 0) -> WindowSize:
+    """A transposed convolution's size, the inverse of the window formula:
+    out = (n - 1)*s - (p_lo + p_hi) + k + output_padding."""
+    lo, hi = pad
+    size = (n - 1) * s - lo - hi + k + output_padding
+    pad_text = f"2*{lo}" if lo == hi else f"{lo}+{hi}"
+    extra = f" + {output_padding}" if output_padding else ""
+    return WindowSize(size, f"({n} - 1)*{s} - {pad_text} + {k}{extra} = {size}", 0)

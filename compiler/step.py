@@ -11,7 +11,7 @@ from .builder import GraphBuilder
 from .ir import BATCH, Graph, TensorType, Value
 from .lower import Lowered, lower
 from .ops.linear import ScaleAttrs
-from .ops.loss import CrossEntropyAttrs, HuberAttrs
+from .ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
 from .ops.optim import AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs, SgdAttrs
 
 
@@ -28,16 +28,19 @@ def add_loss(gb: GraphBuilder, lowered: Lowered, spec) -> Value:
     loss_spec = spec.loss
     logits = lowered.logits
     if loss_spec.type == "cross_entropy":
-        y = gb.input("y", TensorType((BATCH,), "int64"))
+        # one label per sample for class scores [B, K], a label map for scores [B, K, *S]
+        y = gb.input("y", TensorType((BATCH, *logits.type.shape[2:]), "int64"))
         with gb.at(lowered.output_origin):  # logits that are not class scores: the last layer
             loss = gb.emit("softmax_cross_entropy", logits, y,
-                           attrs=CrossEntropyAttrs(loss_spec.label_smoothing))
+                           attrs=CrossEntropyAttrs(loss_spec.label_smoothing,
+                                                   loss_spec.ignore_index))
     else:
         y = gb.input("y", logits.type)
         op = {"binary_cross_entropy": "sigmoid_binary_cross_entropy"}.get(loss_spec.type,
                                                                           loss_spec.type)
-        attrs = HuberAttrs(loss_spec.delta) if loss_spec.type == "huber" else None
-        loss = gb.emit(op, logits, y, attrs=attrs)
+        attrs = {"huber": lambda: HuberAttrs(loss_spec.delta),
+                 "binary_cross_entropy": lambda: BinaryCrossEntropyAttrs(loss_spec.ignore_index)}
+        loss = gb.emit(op, logits, y, attrs=attrs.get(loss_spec.type, lambda: None)())
     if loss_spec.scale != 1.0:
         loss = gb.emit("scale", loss, attrs=ScaleAttrs(loss_spec.scale))
     gb.graph.outputs["loss"] = loss

@@ -51,7 +51,14 @@ def check_data_fits(spec, model, data) -> None:
                            f"{list(data.input_shape)}")
     outputs = model.lowered.logits.type.shape[1:]
     check_targets_fit(spec, data, outputs, where)
+    _check_label_shape(spec, data, outputs, where)
     labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
+    ignore_index = getattr(spec.loss, "ignore_index", None)
+    if ignore_index is not None:
+        labels = labels[labels != ignore_index]
+    if data.task == "segmentation" and len(labels) and labels.min() < 0:
+        raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
+                           "(mark pixels to leave out with loss.ignore_index)")
     if spec.loss.type == "cross_entropy":
         _check_classes(where, labels, outputs[0])
     elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
@@ -66,3 +73,24 @@ def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
     if top >= outputs:
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"outputs; set the last layer's units to {top + 1}")
+
+
+def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
+    """Label maps [H, W] need an output [classes, H, W] (binary: [1, H, W]); one label per
+    sample needs class scores [classes]."""
+    if data.task == "regression" or spec.loss.type not in ("cross_entropy", "binary_cross_entropy"):
+        return
+    label_shape = list(data.train.y.shape[1:])
+    spatial = list(outputs[1:])
+    if label_shape == spatial:
+        if label_shape and any(m.type == "top_k_accuracy" for m in spec.train.metrics):
+            raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
+                               "maps use pixel_accuracy or mean_iou")
+        return
+    if not label_shape:
+        raise DataFitError(f"{where}: has one label per sample, the model ends with "
+                           f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
+                           "one unit per class (or give label maps for segmentation)")
+    raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
+                       f"{list(outputs)}; {spec.loss.type} needs [classes, "
+                       f"{', '.join(map(str, label_shape))}] (upsample to the labels' size)")

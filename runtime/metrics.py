@@ -50,17 +50,53 @@ def compared_outputs(loss: str | None, logits: np.ndarray, prediction: np.ndarra
     return prediction
 
 
+# Metrics of every labelled position (pixel, or sample), read off one confusion matrix summed
+# over the batches of an epoch or a split: the FCN paper's pixel accuracy and mean IoU.
+CONFUSION_METRICS = ("pixel_accuracy", "mean_iou")
+
+
+def predicted_labels(logits: np.ndarray, prediction: np.ndarray, loss: str | None) -> np.ndarray:
+    """The class at every position: [B, *S] from scores [B, K, *S] (one output: above 0.5)."""
+    if logits.shape[1] == 1:
+        return (compared_outputs(loss, logits, prediction)[:, 0] > 0.5).astype(np.int64)
+    return logits.argmax(axis=1)
+
+
+def confusion_matrix(logits, prediction, target, loss, ignore_index) -> np.ndarray:
+    """[K, K] counts of (true class, predicted class) over the positions not ignored."""
+    predicted = predicted_labels(logits, prediction, loss)
+    classes = max(logits.shape[1], 2)
+    target = target.reshape(predicted.shape)
+    if ignore_index is not None:
+        kept = target != ignore_index
+        target, predicted = target[kept], predicted[kept]
+    pairs = target.astype(np.int64).ravel() * classes + predicted.ravel()
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+
+
+def confusion_metrics(confusion: np.ndarray) -> dict:
+    """Pixel accuracy: correct / labelled. Mean IoU: the mean over classes of
+    |true & predicted| / |true or predicted|, over the classes that occur in either."""
+    correct = np.diag(confusion).astype(np.float64)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - correct
+    present = union > 0
+    return {"pixel_accuracy": float(correct.sum() / max(confusion.sum(), 1)),
+            "mean_iou": float((correct[present] / union[present]).mean()) if present.any() else 0.0}
+
+
 def default_mode(monitor: str) -> str:
     """Loss-like metrics improve downwards, the rest upwards."""
     return "min" if any(word in monitor for word in ("loss", "mae", "mse")) else "max"
 
 
 class Totals:
-    """Running sums of loss, metrics and gradient norms over batches (an epoch or a split)."""
+    """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
+    `accuracy` on label maps is the pixel accuracy."""
 
-    def __init__(self, metrics, loss: str | None = None):
-        self.tracked, self.loss_type = list(metrics), loss
+    def __init__(self, metrics, loss: str | None = None, ignore_index: int | None = None):
+        self.tracked, self.loss_type, self.ignore_index = list(metrics), loss, ignore_index
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
+        self.confusion = None
 
     def add(self, outputs, y, be) -> None:
         n = len(y)
@@ -69,12 +105,21 @@ class Totals:
         self.steps += 1
         logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
         for metric in self.tracked:
+            if self._by_confusion(metric, y):
+                continue
             name = metric_name(metric)
             total = metric_sum(metric, logits, prediction, y, self.loss_type)
             self.metrics[name] = self.metrics.get(name, 0.0) + total
+        if any(self._by_confusion(metric, y) for metric in self.tracked):
+            confusion = confusion_matrix(logits, prediction, y, self.loss_type, self.ignore_index)
+            self.confusion = confusion if self.confusion is None else self.confusion + confusion
         for name, value in outputs.items():
             if name.startswith("grad_norm/"):
                 self.norms[name] = self.norms.get(name, 0.0) + float(value)
+
+    @staticmethod
+    def _by_confusion(metric, y) -> bool:
+        return metric.type in CONFUSION_METRICS or (metric.type == "accuracy" and y.ndim > 1)
 
     def running_loss(self) -> float:
         return self.loss / max(self.count, 1)
@@ -82,6 +127,11 @@ class Totals:
     def means(self, prefix: str) -> dict:
         result = {f"{prefix}loss": self.loss / self.count}
         result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
+        if self.confusion is not None:
+            counted = confusion_metrics(self.confusion)
+            counted["accuracy"] = counted["pixel_accuracy"]
+            result.update({f"{prefix}{metric_name(m)}": counted[m.type] for m in self.tracked
+                           if m.type in counted and f"{prefix}{metric_name(m)}" not in result})
         return result
 
     def grad_norms(self) -> dict:
@@ -91,7 +141,7 @@ class Totals:
 def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
     spec, be = model.spec, model.backend
-    totals = Totals(spec.train.metrics, spec.loss.type)
+    totals = Totals(spec.train.metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None))
     for start in range(0, len(split.x), batch_size):
         x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
         feeds = dict(state)

@@ -237,8 +237,9 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = self.totals = Totals(m for m in self.spec.train.metrics
-                                      if m.type in TRAIN_METRICS)
+        totals = self.totals = Totals((m for m in self.spec.train.metrics
+                                       if m.type in TRAIN_METRICS), self.spec.loss.type,
+                                      getattr(self.spec.loss, "ignore_index", None))
         started = time.perf_counter()
         for index, batch in enumerate(batches):
             lr = self.learning_rate(epoch, index, len(batches))

@@ -115,7 +115,7 @@ def _value_text(value: Any) -> str:
 
 
 def _import_families() -> None:
-    from . import activation, conv, linear, loss, norm, optim, pool, shape  # noqa: F401
+    from . import activation, conv, linear, loss, norm, optim, pool, resize, shape  # noqa: F401
 
 
 _import_families()

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample, size_of, window_output
+from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
 
 
@@ -90,10 +90,16 @@ def _conv_forward(be, attrs, x, w):
 
 
 def _conv_grad_input(be, attrs, g, x, w):
+    return _spread_through_kernel(be, attrs, g, w, x.shape)
+
+
+def _spread_through_kernel(be, attrs, g, w, x_shape):
+    """col2im(w^T g) cropped to x_shape: each value of g spread over the window it came from.
+    The gradient of a convolution w.r.t. its input, and the forward of a transposed one."""
     kernel = w.shape[2:]
     cols = w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], g.shape[1], -1)
-    cols = cols.reshape(x.shape[0], w.shape[1], *kernel, *g.shape[2:])
-    padded = (*x.shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pad_pairs(attrs.pad))))
+    cols = cols.reshape(g.shape[0], w.shape[1], *kernel, *g.shape[2:])
+    padded = (*x_shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))))
     return unpad(be.col2im(cols, padded, kernel, attrs.stride, attrs.dilation), attrs.pad)
 
 
@@ -280,6 +286,90 @@ for _rank in (1, 2):
                    batch_parallel=True))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
                    None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))
+
+
+# --- transposed convolution ---------------------------------------------------------------
+# The adjoint of a convolution: each input value spreads over a kernel-sized window of the
+# output, the windows `stride` apart (PyTorch's conv_transpose, weight [in, out, *kernel]).
+# Its forward is a convolution's input gradient, its input gradient is a convolution and its
+# weight gradient is a convolution's weight gradient with the roles of x and g exchanged, all
+# with the same stride and padding: `padding` crops the output, `output_padding` adds rows at
+# its end (which no input reaches) so that out = (n-1)*s - 2p + k + output_padding.
+
+
+@dataclass(frozen=True)
+class ConvTransposeAttrs:
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0)  # per spatial axis: an int (both sides) or a (before, after) pair
+    output_padding: tuple = (0, 0)
+
+    def conv(self) -> ConvAttrs:
+        return ConvAttrs(self.stride, self.pad, (1,) * len(self.stride))
+
+
+def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
+    rank = w.rank - 2
+    if x.rank != rank + 2:
+        raise ShapeError(
+            f"conv{rank}d_transpose expects a [channels, {'length' if rank == 1 else 'height, width'}] "
+            f"sample, got shape {per_sample(x)}")
+    if x.shape[1] != w.shape[0]:
+        raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[0]}")
+    axis_names = ["length"] if rank == 1 else ["rows", "columns"]
+    sizes = []
+    for axis, n, k, s, pad, extra in zip(axis_names, x.shape[2:], w.shape[2:], attrs.stride,
+                                         pad_pairs(attrs.pad), attrs.output_padding):
+        if extra >= s:
+            raise ShapeError(f"output_padding {extra} must be smaller than the stride {s} "
+                             f"({axis})", f"use output_padding 0..{s - 1}",
+                             attribute="output_padding")
+        result = transposed_output(n, k, s, pad, extra)
+        if result.size < 1:
+            raise ShapeError(f"padding {'x'.join(str(sum(p)) for p in pad_pairs(attrs.pad))} "
+                             f"crops the whole output ({axis}: {result.formula})",
+                             "use less padding, a larger kernel or a larger stride",
+                             attribute="pad")
+        sizes.append(result.size)
+    return TensorType((x.shape[0], w.shape[1], *sizes), x.dtype)
+
+
+def _output_type(attrs, x, w) -> TensorType:
+    types = [TensorType(tuple(a.shape), str(a.dtype)) for a in (x, w)]
+    return _conv_transpose_shape(attrs, *types)
+
+
+def _conv_transpose_forward(be, attrs, x, w):
+    return _spread_through_kernel(be, attrs.conv(), x, w, _output_type(attrs, x, w).shape)
+
+
+def _conv_transpose_scratch(attrs, x, w):
+    return _conv_grad_input_scratch(attrs.conv(), x, _conv_transpose_shape(attrs, x, w), w)
+
+
+def _conv_transpose_into(be, attrs, out, x, w):
+    _conv_grad_input_into(be, attrs.conv(), out, x, None, w)
+
+
+def _conv_transpose_vjp(gb, node, g):
+    x, w = node.inputs
+    rank = w.type.rank - 2
+    conv = node.attrs.conv()
+    return (gb.emit(f"conv{rank}d", g, w, attrs=conv),
+            gb.emit(f"conv{rank}d_grad_weight", x, g, w, attrs=conv))
+
+
+def _conv_transpose_flops(attrs, inputs, output) -> int:
+    x, w = inputs
+    return 2 * size_of(w.shape) * size_of(x.shape[2:])
+
+
+for _rank in (1, 2):
+    register(OpDef(f"conv{_rank}d_transpose", ConvTransposeAttrs, _conv_transpose_shape,
+                   _conv_transpose_forward, _conv_transpose_vjp, flops=_conv_transpose_flops,
+                   doc="y[b,f,s*i + k - p] += sum_c x[b,c,i] * w[c,f,k]: the adjoint of conv "
+                       "(out = (n-1)*s - 2p + k + output_padding)",
+                   forward_into=_conv_transpose_into, scratch=_conv_transpose_scratch,
+                   batch_parallel=True))
 
 
 # --- convolution through columns kept for the backward pass --------------------------------

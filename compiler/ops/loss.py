@@ -15,6 +15,12 @@ from .common import cached_constant, scalar_like
 @dataclass(frozen=True)
 class CrossEntropyAttrs:
     label_smoothing: float = 0.0
+    ignore_index: int | None = None  # positions with this label count neither in sum nor mean
+
+
+@dataclass(frozen=True)
+class BinaryCrossEntropyAttrs:
+    ignore_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,14 @@ class HuberAttrs:
 
 
 def _class_loss_shape(attrs, logits: TensorType, labels: TensorType) -> TensorType:
-    if logits.rank != 2:
-        raise ShapeError(f"cross_entropy needs class scores [classes], the model ends with shape "
-                         f"{per_sample(logits)}",
-                         "end the model with {type: flatten} and a dense layer, one unit per class")
+    """Class scores [B, classes] against labels [B], or per position: scores
+    [B, classes, *spatial] (a label map) against labels [B, *spatial]."""
+    expected = (logits.shape[0], *logits.shape[2:])
+    if logits.rank < 2 or labels.shape != expected:
+        spatial = per_sample(TensorType(expected))
+        raise ShapeError(f"cross_entropy compares class scores {per_sample(logits)} with labels "
+                         f"{spatial or '(one per sample)'}, got labels {per_sample(labels)}",
+                         "end the model with one channel per class at the labels' size")
     return scalar_like(logits)
 
 
@@ -41,33 +51,79 @@ def _log_softmax(xp, logits):
     return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def _target_distribution(xp, labels, classes, smoothing, dtype):
-    target = xp.full((labels.shape[0], classes), smoothing / classes, dtype=dtype)
-    target[xp.arange(labels.shape[0]), labels] += 1 - smoothing
+# Scores are [B, K, *S] (S empty for one label per sample) and labels [B, *S]. The target
+# distribution is built in place through flat positions: label l of position (b, s) sits at
+# b*K*S + l*S + s of the flat scores. Ignored positions read class 0 and are zeroed by a mask.
+
+
+def _position_starts(xp, labels_shape, classes):
+    """b*K*S + s for every label position (b, s)."""
+    batch, positions = labels_shape[0], int(_size(labels_shape[1:]))
+    starts = (xp.arange(batch, dtype=xp.int64) * classes * positions)[:, None]
+    return (starts + xp.arange(positions, dtype=xp.int64)).reshape(labels_shape)
+
+
+def _size(shape) -> int:
+    total = 1
+    for n in shape:
+        total *= n
+    return total
+
+
+def _valid_mask(xp, attrs, labels, dtype):
+    """1 where a label counts, 0 where it is ignore_index: [B, 1, *S], to scale scores."""
+    valid = (labels != attrs.ignore_index).astype(dtype)
+    return valid.reshape(labels.shape[0], 1, *labels.shape[1:])
+
+
+def _counted(xp, attrs, labels) -> int:
+    if attrs.ignore_index is None:
+        return labels.size
+    return max(int(xp.count_nonzero(labels != attrs.ignore_index)), 1)
+
+
+def _target_distribution(be, attrs, logits, labels):
+    xp = be.xp
+    classes = logits.shape[1]
+    target = xp.full(logits.shape, attrs.label_smoothing / classes, dtype=logits.dtype)
+    safe = labels if attrs.ignore_index is None else xp.where(labels == attrs.ignore_index, 0,
+                                                              labels)
+    positions = _position_starts(xp, labels.shape, classes) + safe * _size(labels.shape[1:])
+    target.reshape(-1)[positions] += 1 - attrs.label_smoothing
+    if attrs.ignore_index is not None:
+        target *= _valid_mask(xp, attrs, labels, logits.dtype)
     return target
 
 
 def _cross_entropy_forward(be, attrs, logits, labels):
     xp = be.xp
-    target = _target_distribution(xp, labels, logits.shape[1], attrs.label_smoothing, logits.dtype)
-    return -(target * _log_softmax(xp, logits)).sum() / logits.shape[0]
+    target = _target_distribution(be, attrs, logits, labels)
+    return -(target * _log_softmax(xp, logits)).sum() / _counted(xp, attrs, labels)
 
 
 def _cross_entropy_grad(be, attrs, g, logits, labels):
     xp = be.xp
-    target = _target_distribution(xp, labels, logits.shape[1], attrs.label_smoothing, logits.dtype)
-    return (xp.exp(_log_softmax(xp, logits)) - target) * (g / logits.shape[0])
+    target = _target_distribution(be, attrs, logits, labels)
+    difference = xp.exp(_log_softmax(xp, logits)) - target
+    if attrs.ignore_index is not None:
+        difference = difference * _valid_mask(xp, attrs, labels, logits.dtype)
+    return difference * (g / _counted(xp, attrs, labels))
 
 
 def _bce_forward(be, attrs, logits, target):
     xp = be.xp
     # max(x,0) - x*t + log(1 + e^-|x|): log(sigmoid) without overflow
     losses = xp.maximum(logits, 0) - logits * target + xp.log1p(xp.exp(-xp.abs(logits)))
-    return losses.mean()
+    if attrs.ignore_index is None:
+        return losses.mean()
+    return (losses * (target != attrs.ignore_index)).sum() / _counted(xp, attrs, target)
 
 
 def _bce_grad(be, attrs, g, logits, target):
-    return (_sigmoid(be.xp, logits) - target) * (g / logits.size)
+    difference = _sigmoid(be.xp, logits) - target
+    if attrs.ignore_index is not None:
+        difference = difference * (target != attrs.ignore_index)
+    return difference * (g / _counted(be.xp, attrs, target))
 
 
 def _huber_forward(be, attrs, p, t):
@@ -108,16 +164,19 @@ def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
 
 
 def _cross_entropy_scratch(attrs, *types):
-    logits = types[-2]
-    batch = logits.shape[0]
-    return (logits, logits, TensorType((batch, 1), logits.dtype),
-            TensorType((batch,), "int64"), TensorType((batch,), logits.dtype))
+    logits, labels = types[-2], types[-1]
+    row = TensorType((logits.shape[0], 1, *logits.shape[2:]), logits.dtype)
+    scratch = (logits, logits, row, TensorType(labels.shape, "int64"),
+               TensorType(labels.shape, logits.dtype))
+    if attrs.ignore_index is None:
+        return scratch
+    return (*scratch, row, TensorType(labels.shape, "bool"))  # the mask, the ignored positions
 
 
 def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
-                                 picked):
+                                 picked, *mask):
     xp = be.xp
-    batch, classes = logits.shape
+    classes = logits.shape[1]
     xp.max(logits, axis=1, keepdims=True, out=row)
     xp.subtract(logits, row, out=log_probs)
     xp.exp(log_probs, out=target)
@@ -125,43 +184,56 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
     xp.log(row, out=row)
     xp.subtract(log_probs, row, out=log_probs)
     target.fill(attrs.label_smoothing / classes)
-    row_starts = cached_constant(be, ("row starts", batch, classes),
-                                 lambda: xp.arange(batch, dtype=xp.int64) * classes)
-    xp.add(row_starts, labels, out=positions)
+    starts = cached_constant(be, ("label positions", labels.shape, classes),
+                             lambda: _position_starts(xp, labels.shape, classes))
+    xp.multiply(labels, _size(labels.shape[1:]), out=positions)
+    if mask:
+        valid, ignored = mask
+        xp.equal(labels, attrs.ignore_index, out=ignored)
+        xp.copyto(positions, 0, where=ignored)
+        xp.logical_not(ignored, out=valid.reshape(labels.shape))
+    xp.add(positions, starts, out=positions)
     flat = target.reshape(-1)
     be.take_into(flat, positions, picked)
     xp.add(picked, 1 - attrs.label_smoothing, out=picked)
     flat[positions] = picked
+    if mask:
+        xp.multiply(target, mask[0], out=target)
+    if mask:
+        return max(int(xp.count_nonzero(mask[0])), 1)
+    return labels.size
 
 
 def _cross_entropy_into(be, attrs, out, logits, labels):
-    loss, log_probs, target, row, positions, picked = out
+    loss, log_probs, target, *rest = out
     xp = be.xp
-    _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
-                                 picked)
+    count = _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, *rest)
     xp.multiply(target, log_probs, out=target)
     xp.sum(target, out=loss)
     xp.negative(loss, out=loss)
-    xp.divide(loss, logits.shape[0], out=loss)
+    xp.divide(loss, count, out=loss)
 
 
 def _cross_entropy_grad_into(be, attrs, out, g, logits, labels):
-    grad, log_probs, target, row, positions, picked = out
+    grad, log_probs, target, *rest = out
     xp = be.xp
-    _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
-                                 picked)
+    count = _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, *rest)
     xp.exp(log_probs, out=log_probs)
     xp.subtract(log_probs, target, out=log_probs)
-    xp.multiply(log_probs, g / logits.shape[0], out=grad)
+    if attrs.ignore_index is not None:
+        xp.multiply(log_probs, rest[3], out=log_probs)
+    xp.multiply(log_probs, g / count, out=grad)
 
 
 _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                _cross_entropy_forward, _cross_entropy_grad,
-               "mean over the batch of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
+               "mean over the labels (per sample, or per position of a label map; ignore_index left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
                into=(_cross_entropy_into, _cross_entropy_scratch),
                grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
-_register_loss("sigmoid_binary_cross_entropy", NoAttrs, _same_shape_loss_shape, _bce_forward,
-               _bce_grad, "mean of -t log sigmoid(x) - (1-t) log(1 - sigmoid(x))")
+_register_loss("sigmoid_binary_cross_entropy", BinaryCrossEntropyAttrs, _same_shape_loss_shape,
+               _bce_forward, _bce_grad,
+               "mean of -t log sigmoid(x) - (1-t) log(1 - sigmoid(x)) over the targets that are "
+               "not ignore_index")
 _register_loss("mse", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: ((p - t) ** 2).mean(),
                lambda be, a, g, p, t: (p - t) * (2 * g / p.size), "mean of (p - t)^2")
 _register_loss("mae", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: be.xp.abs(p - t).mean(),

@@ -100,6 +100,8 @@ def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     regression targets. Whether they fit the loss is checked with the model (targets.py)."""
     if y.ndim == 0:
         raise DataError(f"{where}: labels must be an array [N], got a single value")
+    if y.ndim >= 2 and y.dtype.kind in "biu":
+        return check_label_maps(y, where), "segmentation"
     if y.ndim == 1 and (y.dtype.kind != "f" or are_class_labels(y)):
         return check_labels(y, where), "classification"
     if y.dtype.kind != "f":
@@ -107,6 +109,17 @@ def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
     if not np.isfinite(y).all():
         raise DataError(f"{where}: targets contain NaN or inf")
     return y, "regression"
+
+
+def check_label_maps(y: np.ndarray, where: str) -> np.ndarray:
+    """Label maps [N, H, W] (or [N, L]): one whole-number class per position. Their range is
+    checked against the model (data_fit.py), where ignore_index is known."""
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"{where}: label maps must be integers, found dtype {y.dtype}")
+    if y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all():
+        sample = int(np.argwhere(~(np.isfinite(y) & (y == np.round(y))))[0][0])
+        raise DataError(f"{where}: label maps must hold whole numbers (sample {sample} does not)")
+    return y.astype(np.int64)
 
 
 def are_class_labels(y: np.ndarray) -> bool:
@@ -190,6 +203,35 @@ def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
         n_samples=count, centers=3, n_features=2, cluster_std=noise, random_state=GENERATOR_SEED
     )
     return hold_out_test("blobs", x, y.astype(np.int64))
+
+
+SHAPES_CANVAS = 32
+
+
+def load_shapes(data_spec: Any, spec_dir: Path) -> RawData:
+    """Gray canvases with 1-3 shapes of random size, place and brightness (later ones cover
+    earlier ones), plus gaussian noise; the label map gives each pixel its shape's class."""
+    count, noise = option(data_spec, "n_samples", 2000), option(data_spec, "noise", 0.1)
+    generator = np.random.default_rng(GENERATOR_SEED)
+    rows, columns = np.mgrid[:SHAPES_CANVAS, :SHAPES_CANVAS]
+    x = np.zeros((count, 1, SHAPES_CANVAS, SHAPES_CANVAS))
+    y = np.zeros((count, SHAPES_CANVAS, SHAPES_CANVAS), dtype=np.int64)
+    for image, labels in zip(x[:, 0], y):
+        for _ in range(generator.integers(1, 4)):
+            kind, radius = generator.integers(1, 4), generator.integers(4, 9)
+            top, left = generator.integers(radius, SHAPES_CANVAS - radius, size=2)
+            inside = SHAPE_MASKS[kind](rows - top, columns - left, radius)
+            image[inside] = generator.uniform(0.4, 1.0)
+            labels[inside] = kind
+    x += noise * generator.standard_normal(x.shape)
+    return hold_out_test("shapes", x, y)
+
+
+SHAPE_MASKS = {  # class -> pixels of a shape of `radius` centred at (0, 0)
+    1: lambda dy, dx, r: (np.abs(dy) < r) & (np.abs(dx) < r),  # square
+    2: lambda dy, dx, r: dy**2 + dx**2 < r**2,  # disc
+    3: lambda dy, dx, r: (np.abs(dy) < r) & (2 * np.abs(dx) <= dy + r),  # triangle, apex up
+}
 
 
 def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
@@ -286,57 +328,81 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
 
 
 NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
+# Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`) instead of
+# y; integer y of [N, H, W] are label maps too.
 
 
 def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    arrays = read_npz_dataset(path)
-    x_train, y_train, task = npz_pair(arrays["x"], arrays["y"], f"{path} (x, y)")
+    arrays, labels, test_labels = read_npz_dataset(path)
+    maps = labels == "masks"
+    x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps)
     x_test = y_test = None
     if "x_test" in arrays:
-        where = f"{path} (x_test, y_test)"
-        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays["y_test"], where)
+        where = f"{path} (x_test, {test_labels})"
+        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays[test_labels], where, maps)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
     classes = classes_of(y_train, y_test) if task == "classification" else None
     return RawData(x_train, y_train, x_test, y_test, classes, task)
 
 
-def read_npz_dataset(path: Path) -> dict[str, np.ndarray]:
-    """x, y and the optional x_test, y_test, checked from their headers before decompression."""
+def read_npz_dataset(path: Path) -> tuple[dict[str, np.ndarray], str, str]:
+    """x and its labels (y, or masks), and the optional test pair, checked from their headers
+    before decompression; with the names of the two label arrays."""
     try:
         headers = npz_headers(path)
-        check_npz_headers(path, headers)
-        return read_npz(path, {name: headers[name] for name in NPZ_ARRAYS if name in headers})
+        labels, test_labels = label_array_names(path, headers)
+        check_npz_headers(path, headers, labels, test_labels)
+        wanted = ("x", labels, "x_test", test_labels)
+        return (read_npz(path, {name: headers[name] for name in wanted if name in headers}),
+                labels, test_labels)
     except DamagedFile as error:
         raise DataError(f"{path}: not a readable .npz file ({error}); save it again with "
                         "numpy.savez") from None
 
 
-def check_npz_headers(path: Path, headers: dict[str, ArrayHeader]) -> None:
-    if "x" not in headers or "y" not in headers:
+def label_array_names(path: Path, headers: dict) -> tuple[str, str]:
+    if "masks" not in headers and "masks_test" not in headers:
+        return "y", "y_test"
+    both = [name for name in ("y", "y_test") if name in headers]
+    if both:
+        raise DataError(f"{path}: has both '{both[0]}' and masks; keep one name for the labels "
+                        "(masks for label maps)")
+    return "masks", "masks_test"
+
+
+def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
+                      test_labels: str = "y_test") -> None:
+    if "x" not in headers or labels not in headers:
         found = ", ".join(sorted(headers)) or "nothing"
-        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found})")
-    if ("x_test" in headers) != ("y_test" in headers):
-        raise DataError(f"{path}: 'x_test' and 'y_test' must be given together")
-    size = sum(headers[name].size_bytes for name in NPZ_ARRAYS if name in headers)
+        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (or 'masks' for label "
+                        f"maps) (found {found})")
+    if ("x_test" in headers) != (test_labels in headers):
+        raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
+    names = ("x", labels, "x_test", test_labels)
+    size = sum(headers[name].size_bytes for name in names if name in headers)
     available, source = available_memory()
     if size > available:
         raise DataError(f"{path}: its arrays declare {format_size(size)}, over the "
                         f"{format_size(available)} available ({source}); the file is damaged or "
                         "too big for this machine")
-    for features, labels in (("x", "y"), ("x_test", "y_test")):
+    for features, targets in (("x", labels), ("x_test", test_labels)):
         if features in headers:
-            where = f"{path} ({features}, {labels})"
+            where = f"{path} ({features}, {targets})"
             check_feature_layout(headers[features].shape, headers[features].dtype, where)
-            count, label_shape = headers[features].shape[0], headers[labels].shape
+            count, label_shape = headers[features].shape[0], headers[targets].shape
             if label_shape and label_shape[0] != count:  # a single value is reported later
                 raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
 
 
-def npz_pair(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+def npz_pair(x: np.ndarray, y: np.ndarray, where: str,
+             maps: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
     features = check_features(x, where)
-    targets, task = check_targets(y, where)
+    if maps and y.ndim < 2:
+        raise DataError(f"{where}: masks must be label maps [N, H, W] (or [N, L]), got "
+                        f"{list(y.shape)}; one label per sample goes in y")
+    targets, task = (check_label_maps(y, where), "segmentation") if maps else check_targets(y, where)
     check_lengths(features, targets, where)
     return features, targets, task
 
@@ -382,6 +448,7 @@ LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
     "xor": load_xor,
     "spirals": load_spirals,
     "blobs": load_blobs,
+    "shapes": load_shapes,
     "npz": load_npz,
     "csv": load_csv,
 }

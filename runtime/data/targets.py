@@ -9,7 +9,7 @@ from .errors import DataError
 from .sources import are_class_labels
 
 CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy")
-CLASS_METRICS = ("accuracy", "top_k_accuracy")
+CLASS_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
 
 
 def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> None:

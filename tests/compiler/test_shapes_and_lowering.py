@@ -488,15 +488,19 @@ def test_num_classes_mismatch():
     assert at(error) == (5, 28) == position(text, "units: 5", "5")
 
 
-def test_cross_entropy_needs_class_scores():
+def test_cross_entropy_on_a_spatial_output_needs_label_maps():
+    """Without data the labels are taken as maps of the output's size (issue 14); a dataset
+    with one label per sample still wants class scores, and says how to get them."""
     text = """\
         model:
           input_shape: [1, 8, 8]
           layers:
             - {type: conv2d, filters: 4, kernel_size: 3}
         """
-    error = the_error(text)
-    assert "cross_entropy needs class scores" in error.message and "flatten" in error.message
+    assert checked(text).ok
+    with_data = text.replace("model:", "data: {dataset: digits}\nmodel:", 1)
+    error = the_error(with_data)
+    assert "'digits' has one label per sample" in error.message and "flatten" in error.message
 
 
 def test_duplicate_layer_names():
