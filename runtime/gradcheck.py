@@ -41,7 +41,7 @@ def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]
     x = rng.standard_normal((batch, *shape))
     logits = model.lowered.logits.type.shape[1:]
     if model.spec.loss.type == "cross_entropy":
-        return x, rng.integers(0, logits[0], batch)
+        return x, rng.integers(0, logits[0], (batch, *logits[1:]))  # a label per position
     if model.spec.loss.type == "binary_cross_entropy":
         return x, rng.integers(0, 2, (batch, *logits)).astype(np.float64)
     return x, rng.standard_normal((batch, *logits))

@@ -20,13 +20,14 @@ import numpy as np
 from nnrun.compiler.ir import TensorType
 from nnrun.compiler.ops import NoAttrs
 from nnrun.compiler.ops.activation import AlphaAttrs, AxisAttrs
-from nnrun.compiler.ops.conv import ConvAttrs
+from nnrun.compiler.ops.conv import ConvAttrs, ConvTransposeAttrs
 from nnrun.compiler.ops.linear import MatmulAttrs, ScaleAttrs
-from nnrun.compiler.ops.loss import CrossEntropyAttrs, HuberAttrs
+from nnrun.compiler.ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
 from nnrun.compiler.ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
 from nnrun.compiler.ops.optim import (AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs,
                                       SgdAttrs)
 from nnrun.compiler.ops.pool import PoolAttrs
+from nnrun.compiler.ops.resize import UpsampleAttrs
 from nnrun.compiler.ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs, SliceAttrs
 
 try:
@@ -413,6 +414,138 @@ for _rank, _configs in POOL_CONFIGS.items():
         _pool_cases(_rank, *_config)
 
 
+# --- transposed convolution and upsampling (fully convolutional networks) -------------------
+
+def conv_transpose_naive(attrs, x, w):
+    """Each input value times the kernel, added at stride s; then `pad` cropped from each side
+    and `output_padding` zeros added at the end."""
+    full = [(n - 1) * s + k for n, k, s in zip(x.shape[2:], w.shape[2:], attrs.stride)]
+    y = np.zeros((x.shape[0], w.shape[1], *(f + e for f, e in zip(full, attrs.output_padding))))
+    for b, c in np.ndindex(x.shape[:2]):
+        for position in np.ndindex(x.shape[2:]):
+            window = tuple(slice(i * s, i * s + k)
+                           for i, s, k in zip(position, attrs.stride, w.shape[2:]))
+            y[(b, slice(None), *window)] += x[(b, c, *position)] * w[c]
+    return _unpad(y, pad_pairs(attrs.pad), [n - lo - hi for n, (lo, hi) in
+                                              zip(y.shape[2:], pad_pairs(attrs.pad))])
+
+
+def conv_transpose_torch(attrs, x, w, g=None):
+    """torch's conv_transpose (padding 0, then the asymmetric crop), and its gradients."""
+    xt = torch.from_numpy(x).requires_grad_()
+    wt = torch.from_numpy(w).requires_grad_()
+    transpose = F.conv_transpose1d if w.ndim == 3 else F.conv_transpose2d
+    pairs = pad_pairs(attrs.pad)
+    if all(lo == hi for lo, hi in pairs):
+        y = transpose(xt, wt, stride=tuple(attrs.stride), padding=tuple(lo for lo, _ in pairs),
+                      output_padding=tuple(attrs.output_padding))
+    else:
+        full = transpose(xt, wt, stride=tuple(attrs.stride),
+                         output_padding=tuple(attrs.output_padding))
+        y = full[(slice(None), slice(None),
+                  *(slice(lo, n - hi) for n, (lo, hi) in zip(full.shape[2:], pairs)))]
+    if g is None:
+        return y.detach().numpy()
+    return tuple(t.numpy() for t in torch.autograd.grad(y, (xt, wt), torch.from_numpy(g)))
+
+
+def _conv_transpose_reference(attrs, x, w):
+    return conv_transpose_torch(attrs, x, w) if torch else conv_transpose_naive(attrs, x, w)
+
+
+# (label, attrs, input shape, weight shape [in, out, *kernel])
+CONV_TRANSPOSE_CONFIGS = {
+    1: [
+        ("plain", ConvTransposeAttrs((1,), (0,), (0,)), (2, 3, 5), (3, 2, 3)),
+        ("stride 2, pad 1, output_padding 1", ConvTransposeAttrs((2,), (1,), (1,)), (2, 2, 4),
+         (2, 3, 4)),
+        ("stride 3, pad (0,2), output_padding 2", ConvTransposeAttrs((3,), ((0, 2),), (2,)),
+         (1, 2, 3), (2, 2, 2)),
+    ],
+    2: [
+        ("plain", ConvTransposeAttrs((1, 1), (0, 0), (0, 0)), (2, 2, 3, 4), (2, 3, 2, 2)),
+        ("stride 2, pad 1 (FCN 2x)", ConvTransposeAttrs((2, 2), (1, 1), (0, 0)), (2, 3, 3, 3),
+         (3, 2, 4, 4)),
+        ("stride (2,3), pad (1,0), output_padding (1,2)",
+         ConvTransposeAttrs((2, 3), (1, 0), (1, 2)), (1, 2, 3, 2), (2, 3, 3, 2)),
+    ],
+}
+
+
+def _conv_transpose_shape(attrs, x_shape, w_shape):
+    return (x_shape[0], w_shape[1], *((n - 1) * s - lo - hi + k + e for n, k, s, (lo, hi), e in
+                                      zip(x_shape[2:], w_shape[2:], attrs.stride,
+                                          pad_pairs(attrs.pad), attrs.output_padding)))
+
+
+for _rank, _configs in CONV_TRANSPOSE_CONFIGS.items():
+    for _label, _attrs, _x_shape, _w_shape in _configs:
+        case(f"conv{_rank}d_transpose", _attrs, draws((normal, _x_shape), (normal, _w_shape)),
+             _conv_transpose_reference, differentiable=(0, 1), label=_label)
+
+
+def upsample_naive(attrs, x):
+    """Each output position from the source coordinate PyTorch uses: o // s (nearest), or
+    (o + 0.5)/s - 0.5 clamped at 0, between its two neighbours (linear, align_corners=False)."""
+    y = x
+    for axis, s in enumerate(attrs.scale, start=2):
+        n = y.shape[axis]
+        slices = []
+        for o in range(n * s):
+            if attrs.mode == "nearest":
+                slices.append(np.take(y, o // s, axis=axis))
+                continue
+            source = max((o + 0.5) / s - 0.5, 0.0)
+            first = min(int(math.floor(source)), n - 1)
+            second, t = min(first + 1, n - 1), source - first
+            slices.append((1 - t) * np.take(y, first, axis=axis) + t * np.take(y, second, axis=axis))
+        y = np.stack(slices, axis=axis)
+    return y
+
+
+def upsample_torch(attrs, x, g=None):
+    xt = torch.from_numpy(x).requires_grad_()
+    options = {} if attrs.mode == "nearest" else {"align_corners": False}
+    y = F.interpolate(xt, scale_factor=tuple(float(s) for s in attrs.scale), mode=attrs.mode,
+                      **options)
+    if g is None:
+        return y.detach().numpy()
+    (grad,) = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
+    return grad.numpy()
+
+
+def _downsampled(attrs, shape):
+    return (*shape[:2], *(n // s for n, s in zip(shape[2:], attrs.scale)))
+
+
+def _upsample_grad_naive(attrs, g):
+    """The transpose of upsample_naive, from its Jacobian (small inputs only)."""
+    x_shape = _downsampled(attrs, g.shape)
+    size = int(np.prod(x_shape))
+    columns = [upsample_naive(attrs, np.eye(size)[k].reshape(x_shape)).ravel() for k in range(size)]
+    return (np.array(columns) @ g.ravel()).reshape(x_shape)
+
+
+UPSAMPLE_CONFIGS = [
+    ("nearest x3", UpsampleAttrs((3,), "nearest"), (2, 2, 4)),
+    ("linear x2", UpsampleAttrs((2,), "linear"), (2, 3, 5)),
+    ("linear x3", UpsampleAttrs((3,), "linear"), (1, 2, 1)),
+    ("nearest (2,3)", UpsampleAttrs((2, 3), "nearest"), (2, 2, 3, 2)),
+    ("bilinear (2,2)", UpsampleAttrs((2, 2), "bilinear"), (2, 2, 3, 4)),
+    ("bilinear (3,4)", UpsampleAttrs((3, 4), "bilinear"), (1, 2, 2, 3)),
+]
+
+for _label, _attrs, _x_shape in UPSAMPLE_CONFIGS:
+    _name = f"upsample{len(_attrs.scale)}d"
+    _g_shape = (*_x_shape[:2], *(n * s for n, s in zip(_x_shape[2:], _attrs.scale)))
+    case(_name, _attrs, draws((normal, _x_shape)),
+         (lambda a, x: upsample_torch(a, x)) if torch else upsample_naive,
+         differentiable=(0,), label=_label)
+    case(f"{_name}_grad", _attrs, draws((normal, _g_shape)),
+         (lambda a, g: upsample_torch(a, np.zeros(_downsampled(a, g.shape)), g))
+         if torch else _upsample_grad_naive, label=_label)
+
+
 # --- linear algebra and elementwise arithmetic -------------------------------------------------
 
 def _matmul_reference(attrs, a, b):
@@ -477,19 +610,32 @@ def _smoothed_targets(labels, classes, smoothing):
     return target
 
 
+def _label_rows(attrs, logits, labels):
+    """Scores [B, K, *S] and labels [B, *S] as one row of K scores per counted position."""
+    rows = np.moveaxis(logits, 1, -1).reshape(-1, logits.shape[1])
+    flat = labels.reshape(-1)
+    kept = flat != attrs.ignore_index if attrs.ignore_index is not None else np.ones(len(flat), bool)
+    return rows, flat, kept
+
+
 def _cross_entropy_reference(attrs, logits, labels):
-    target = _smoothed_targets(labels, logits.shape[1], attrs.label_smoothing)
+    rows, flat, kept = _label_rows(attrs, logits, labels)
+    target = _smoothed_targets(np.where(kept, flat, 0), logits.shape[1], attrs.label_smoothing)
     total = 0.0
-    for row, t in zip(logits, target):
-        log_sum = math.log(sum(math.exp(v) for v in row))
-        total -= sum(tc * (v - log_sum) for tc, v in zip(t, row))
-    return np.array(total / len(logits))
+    for row, t, counted in zip(rows, target, kept):
+        if counted:
+            log_sum = math.log(sum(math.exp(v) for v in row))
+            total -= sum(tc * (v - log_sum) for tc, v in zip(t, row))
+    return np.array(total / max(kept.sum(), 1))
 
 
 def _cross_entropy_grad_reference(attrs, g, logits, labels):
-    target = _smoothed_targets(labels, logits.shape[1], attrs.label_smoothing)
-    probabilities = _softmax_reference(AxisAttrs(1), logits)
-    return g * (probabilities - target) / len(logits)
+    rows, flat, kept = _label_rows(attrs, logits, labels)
+    target = _smoothed_targets(np.where(kept, flat, 0), logits.shape[1], attrs.label_smoothing)
+    probabilities = _softmax_reference(AxisAttrs(1), rows)
+    grad_rows = g * (probabilities - target) * kept[:, None] / max(kept.sum(), 1)
+    moved = grad_rows.reshape(*np.moveaxis(logits, 1, -1).shape)
+    return np.moveaxis(moved, -1, 1)
 
 
 def _bce_reference(attrs, logits, target):
@@ -497,7 +643,20 @@ def _bce_reference(attrs, logits, target):
         p = _sigmoid(x)
         return -t * math.log(p) - (1 - t) * math.log(1 - p)
 
-    return np.array(np.mean(_elementwise(loss)(logits, target)))
+    kept = target != attrs.ignore_index if attrs.ignore_index is not None else np.ones(target.shape, bool)
+    return np.array(np.sum(_elementwise(loss)(logits, target) * kept) / max(kept.sum(), 1))
+
+
+def _bce_grad_reference(attrs, g, x, t):
+    kept = t != attrs.ignore_index if attrs.ignore_index is not None else np.ones(t.shape, bool)
+    return g * (_elementwise(_sigmoid)(x) - t) * kept / max(kept.sum(), 1)
+
+
+def _ignored_bce_inputs(rng):
+    """Per-pixel logits [B, 1, H, W] against 0/1 maps in which a third is ignore_index 255."""
+    target = (rng.random((2, 1, 3, 4)) < 0.5).astype(np.float64)
+    target[rng.random(target.shape) < 0.3] = 255
+    return normal(rng, 2, 1, 3, 4), target
 
 
 def _huber_reference(attrs, p, t):
@@ -547,12 +706,40 @@ for _smoothing in (0.0, 0.1):
          _cross_entropy_grad_reference, label=f"smoothing {_smoothing}")
 
 _bce_inputs = lambda rng: (normal(rng, 3, 4) * 2, rng.uniform(0, 1, size=(3, 4)))  # noqa: E731
-case("sigmoid_binary_cross_entropy", NoAttrs(), _bce_inputs, _bce_reference, differentiable=(0,))
-case("sigmoid_binary_cross_entropy", NoAttrs(),
+_BCE = BinaryCrossEntropyAttrs()
+case("sigmoid_binary_cross_entropy", _BCE, _bce_inputs, _bce_reference, differentiable=(0,))
+case("sigmoid_binary_cross_entropy", _BCE,
      lambda rng: (normal(rng, 3, 4) * 20, (rng.random((3, 4)) < 0.5).astype(np.float64)),
      _bce_reference, differentiable=(0,), label="large logits, hard targets")
-case("sigmoid_binary_cross_entropy_grad", NoAttrs(), _with_g(_bce_inputs),
-     lambda a, g, x, t: g * (_elementwise(_sigmoid)(x) - t) / x.size)
+case("sigmoid_binary_cross_entropy_grad", _BCE, _with_g(_bce_inputs), _bce_grad_reference)
+case("sigmoid_binary_cross_entropy", BinaryCrossEntropyAttrs(255), _ignored_bce_inputs,
+     _bce_reference, differentiable=(0,), label="per pixel, ignore_index 255")
+case("sigmoid_binary_cross_entropy_grad", BinaryCrossEntropyAttrs(255),
+     _with_g(_ignored_bce_inputs), _bce_grad_reference, label="per pixel, ignore_index 255")
+
+
+def _label_map_inputs(ignore_index, shape, classes):
+    """Scores [B, K, *S] and label maps [B, *S], a quarter of them ignore_index when set."""
+    def inputs(rng):
+        labels = rng.integers(0, classes, size=(shape[0], *shape[1:])).astype(np.int64)
+        if ignore_index is not None:
+            labels[rng.random(labels.shape) < 0.25] = ignore_index
+        return normal(rng, shape[0], classes, *shape[1:]), labels
+
+    return inputs
+
+
+for _label, _attrs, _shape in (
+    ("label map 3x4", CrossEntropyAttrs(0.0), (2, 3, 4)),
+    ("label map, smoothing 0.1, ignore_index 255", CrossEntropyAttrs(0.1, 255), (2, 3, 4)),
+    ("1-d label map, ignore_index 1 (a class)", CrossEntropyAttrs(0.0, 1), (3, 5)),
+    ("one label per sample, ignore_index 2", CrossEntropyAttrs(0.0, 2), (6,)),
+):
+    _inputs = _label_map_inputs(_attrs.ignore_index, _shape, 4)
+    case("softmax_cross_entropy", _attrs, _inputs, _cross_entropy_reference, differentiable=(0,),
+         label=_label)
+    case("softmax_cross_entropy_grad", _attrs, _with_g(_inputs), _cross_entropy_grad_reference,
+         label=_label)
 
 _regression_inputs = _prediction_and_target(away_from_zero)
 case("mse", NoAttrs(), _regression_inputs,
