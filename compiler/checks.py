@@ -3,6 +3,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
+from .datasets import DATASETS
 from .ir import Origin
 from .shapes import as_tuple
 
@@ -53,7 +54,10 @@ def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str
     errors = []
     for index, augmentation in enumerate(spec.data.augment):
         origin = Origin(f"data.augment[{index}]", keys=("data", "augment", index))
-        if augmentation.type in SPATIAL_AUGMENTATIONS and len(sample_shape) < 2:
+        if augmentation.type in SPATIAL_AUGMENTATIONS and _has_label_maps(spec):
+            errors.append((origin, f"{augmentation.type} would move the pixels but not the "
+                                   "label maps; remove it (gaussian_noise keeps them aligned)"))
+        elif augmentation.type in SPATIAL_AUGMENTATIONS and len(sample_shape) < 2:
             errors.append((origin, f"{augmentation.type} needs samples with a spatial axis "
                                    f"([C, L] or [C, H, W]), these are {sample_shape}; remove "
                                    "it or use gaussian_noise"))
@@ -91,3 +95,7 @@ def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Or
                  f"{spatial[0] if len(set(spatial)) == 1 else spatial} (or leave it out) and "
                  "let padding set how far crops move")]
     return []
+
+
+def _has_label_maps(spec) -> bool:
+    return bool(DATASETS[spec.data.dataset].label_shape)

@@ -498,10 +498,10 @@ def _check_label_positions(origin, logits, dataset) -> None:
     if spatial == labels:
         return
     if not labels:
-        raise CompileError(origin, f"'{dataset.name}' has one label per sample, the model ends "
-                           f"with shape {per_sample(logits)}: cross_entropy wants scores "
-                           "[classes]; end the model with {type: flatten} and a dense layer, "
-                           "one unit per class")
+        raise CompileError(origin, f"cross_entropy needs class scores [classes], the model ends "
+                           f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
+                           "sample: end the model with {type: flatten} and a dense layer, one "
+                           "unit per class")
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: cross_entropy wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; upsample back to the input size (no "

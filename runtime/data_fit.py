@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrun.compiler.checks import augmentation_errors
+from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.ir import Origin
@@ -56,6 +56,10 @@ def check_data_fits(spec, model, data) -> None:
     ignore_index = getattr(spec.loss, "ignore_index", None)
     if ignore_index is not None:
         labels = labels[labels != ignore_index]
+    spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
+    if data.task == "segmentation" and spatial:
+        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the label "
+                           "maps; remove it (gaussian_noise keeps them aligned)")
     if data.task == "segmentation" and len(labels) and labels.min() < 0:
         raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
                            "(mark pixels to leave out with loss.ignore_index)")

@@ -325,8 +325,9 @@ def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
                              attribute="output_padding")
         result = transposed_output(n, k, s, pad, extra)
         if result.size < 1:
-            raise ShapeError(f"padding {'x'.join(str(sum(p)) for p in pad_pairs(attrs.pad))} "
-                             f"crops the whole output ({axis}: {result.formula})",
+            lo, hi = pad
+            raise ShapeError(f"padding {lo if lo == hi else [lo, hi]} crops the whole output "
+                             f"({axis}: {result.formula})",
                              "use less padding, a larger kernel or a larger stride",
                              attribute="pad")
         sizes.append(result.size)

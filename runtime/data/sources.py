@@ -376,8 +376,8 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                       test_labels: str = "y_test") -> None:
     if "x" not in headers or labels not in headers:
         found = ", ".join(sorted(headers)) or "nothing"
-        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (or 'masks' for label "
-                        f"maps) (found {found})")
+        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}); label "
+                        "maps may be named 'masks' instead of 'y'")
     if ("x_test" in headers) != (test_labels in headers):
         raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
     names = ("x", labels, "x_test", test_labels)

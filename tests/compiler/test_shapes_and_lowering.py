@@ -498,7 +498,7 @@ def test_cross_entropy_on_a_spatial_output_needs_label_maps():
             - {type: conv2d, filters: 4, kernel_size: 3}
         """
     assert checked(text).ok
-    with_data = text.replace("model:", "data: {dataset: digits}\nmodel:", 1)
+    with_data = text.replace("model:", "data: {dataset: digits}\n        model:", 1)
     error = the_error(with_data)
     assert "'digits' has one label per sample" in error.message and "flatten" in error.message
 
@@ -636,7 +636,7 @@ def test_a_20_layer_spec_validates_in_under_a_second(tmp_path):
 # --- shape rules live once, in the ops (issue 10, item 10) --------------------------------------
 
 OP_MESSAGES = ["expects a vector sample", "expects a [channels", "batchnorm needs a sample",
-               "({size_of(shape)} values)", "needs class scores", "does not fit the"]
+               "({size_of(shape)} values)", "compares class scores", "does not fit the"]
 
 
 def test_lowering_does_not_repeat_the_ops_shape_rules():

@@ -26,7 +26,7 @@ def test_list_shows_every_dataset_with_shape_and_location(tmp_path, monkeypatch,
     rows = table(result.output)
     assert result.output.split()[:2] == ["name", "sample"]
     assert set(rows) == {"digits", "mnist", "fashion_mnist", "mnist1d", "xor", "spirals", "blobs",
-                         "npz", "csv"}
+                         "shapes", "npz", "csv"}
     assert "[1, 28, 28]" in rows["mnist"] and str(tmp_path / "mnist") in rows["mnist"]
     assert rows["mnist"].endswith("present")
     assert str(tmp_path / "fashion_mnist") in rows["fashion_mnist"]

@@ -231,6 +231,8 @@ def test_npz_label_maps_train_and_report_segmentation_metrics(tmp_path, names):
     ({"masks": np.zeros((4, 6, 6)), "y": np.zeros(4)}, None, "has both 'y' and masks"),
     ({"y": np.full((4, 6, 6), 255)}, ("ignore_index: 255", "ignore_index: 9"),
      "labels go up to 255"),
+    ({"y": np.zeros((4, 6, 6), np.int64)}, ("maps.npz}", "maps.npz, augment: [random_shift]}"),
+     "random_shift would move the pixels but not the label maps"),
 ])
 def test_npz_label_maps_that_do_not_fit_are_one_line_errors(tmp_path, arrays, spec_change,
                                                            message):
@@ -259,7 +261,7 @@ def diagnostics(text):
     ("{type: conv2d_transpose, filters: 2, kernel_size: 3, stride: 2, output_padding: 2}",
      "output_padding", ["output_padding 2 must be smaller than the stride 2", "0..1"]),
     ("{type: conv2d_transpose, filters: 2, kernel_size: 2, padding: 3}", "padding",
-     ["crops the whole output", "(4 - 1)*1 - 2*3 + 2 = -1"]),
+     ["padding 3 crops the whole output", "(4 - 1)*1 - 2*3 + 2 = -1"]),
     ("{type: conv1d_transpose, filters: 2, kernel_size: 2}", None,
      ["conv1d_transpose expects a [channels, length] sample, got shape [1, 4, 4]",
       "use conv2d_transpose"]),

@@ -43,6 +43,17 @@ CASES = {
     "concat": (IMAGE, ["{type: conv2d, filters: 2, kernel_size: 1, name: a, inputs: input}",
                        "{type: conv2d, filters: 3, kernel_size: 1, name: b, inputs: input}",
                        "{type: concat, inputs: [a, b]}"]),
+    "upsample1d": (SEQUENCE, ["{type: conv1d, filters: 2, kernel_size: 2}",
+                              "{type: upsample1d, scale: 3, mode: linear}"]),
+    "upsample2d": (IMAGE, ["{type: conv2d, filters: 2, kernel_size: 2, stride: 2}",
+                           "{type: upsample2d, scale: [2, 3], mode: bilinear}",
+                           "{type: upsample2d, scale: 2}"]),
+    "conv1d_transpose": (SEQUENCE, ["{type: conv1d, filters: 2, kernel_size: 2}",
+                                    "{type: conv1d_transpose, filters: 3, kernel_size: 3, "
+                                    "stride: 2, padding: 1, output_padding: 1}"]),
+    "conv2d_transpose": (IMAGE, ["{type: conv2d, filters: 2, kernel_size: 2}",
+                                 "{type: conv2d_transpose, filters: 3, kernel_size: [3, 2], "
+                                 "stride: [2, 1], padding: [1, 0], output_padding: [1, 0]}"]),
     **{name: (VECTOR, ["{type: dense, units: 4}", f"{{type: {name}}}"]) for name in ACTIVATION_TYPES},
 }
 
