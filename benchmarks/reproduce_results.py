@@ -27,6 +27,7 @@ ROWS = [
     ("4", "mnist1d-mlp", "MNIST-1D, MLP", "~68%"),
     ("4", "mnist1d-cnn", "MNIST-1D, CNN", "~94%"),
     ("5", "quickstart", "digits, the quickstart CNN", ">= 97% validation"),
+    ("6", "fcn-segmentation", "shapes, FCN-8 (per-pixel labels)", "mean IoU >= 0.75"),
 ]
 
 
@@ -61,8 +62,10 @@ def main() -> None:
 
 def _line(r: dict) -> str:
     final = r["final"]
-    accuracy = final.get("test_accuracy")
+    accuracy = final.get("test_accuracy", final.get("test_pixel_accuracy"))
     shown = f"{100 * accuracy:.2f}%" if accuracy is not None else "n/a"
+    if final.get("test_mean_iou") is not None:  # segmentation: pixel accuracy and mean IoU
+        shown += f" of pixels, mean IoU {final['test_mean_iou']:.3f}"
     return (f"| {r['row']} | {r['what']} | `{r['spec']}` | {shown} | {r['target']} | "
             f"{r['epochs_run']} | {r['wall_s']:.0f} s | {r['samples_per_s']:.0f} |")
 
