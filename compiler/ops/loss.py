@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample
+from ..shapes import ShapeError, per_sample, size_of
 from . import NoAttrs, OpDef, register
 from .activation import _sigmoid
 from .common import cached_constant, scalar_like
@@ -58,16 +58,9 @@ def _log_softmax(xp, logits):
 
 def _position_starts(xp, labels_shape, classes):
     """b*K*S + s for every label position (b, s)."""
-    batch, positions = labels_shape[0], int(_size(labels_shape[1:]))
+    batch, positions = labels_shape[0], size_of(labels_shape[1:])
     starts = (xp.arange(batch, dtype=xp.int64) * classes * positions)[:, None]
     return (starts + xp.arange(positions, dtype=xp.int64)).reshape(labels_shape)
-
-
-def _size(shape) -> int:
-    total = 1
-    for n in shape:
-        total *= n
-    return total
 
 
 def _valid_mask(xp, attrs, labels, dtype):
@@ -88,7 +81,7 @@ def _target_distribution(be, attrs, logits, labels):
     target = xp.full(logits.shape, attrs.label_smoothing / classes, dtype=logits.dtype)
     safe = labels if attrs.ignore_index is None else xp.where(labels == attrs.ignore_index, 0,
                                                               labels)
-    positions = _position_starts(xp, labels.shape, classes) + safe * _size(labels.shape[1:])
+    positions = _position_starts(xp, labels.shape, classes) + safe * size_of(labels.shape[1:])
     target.reshape(-1)[positions] += 1 - attrs.label_smoothing
     if attrs.ignore_index is not None:
         target *= _valid_mask(xp, attrs, labels, logits.dtype)
@@ -186,7 +179,7 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
     target.fill(attrs.label_smoothing / classes)
     starts = cached_constant(be, ("label positions", labels.shape, classes),
                              lambda: _position_starts(xp, labels.shape, classes))
-    xp.multiply(labels, _size(labels.shape[1:]), out=positions)
+    xp.multiply(labels, size_of(labels.shape[1:]), out=positions)
     if mask:
         valid, ignored = mask
         xp.equal(labels, attrs.ignore_index, out=ignored)
