@@ -291,15 +291,17 @@ class Conv2d(ConvBase):
 class Upsample1d(LayerBase):
     type: Literal["upsample1d"]
     scale: PositiveInt = Field(2, description="each value becomes `scale` values")
-    mode: Literal["nearest", "linear"] = Field(
-        "nearest", description="nearest: repeat; linear: interpolate (PyTorch align_corners=False)")
+    mode: Literal["nearest", "linear", "bilinear"] = Field(
+        "nearest", description="nearest: repeat; linear (or bilinear): interpolate (PyTorch "
+                               "align_corners=False)")
 
 
 class Upsample2d(LayerBase):
     type: Literal["upsample2d"]
     scale: IntOrPair = Field(2, description="whole factor, int or [h, w]")
-    mode: Literal["nearest", "bilinear"] = Field(
-        "nearest", description="nearest: repeat; bilinear: interpolate (PyTorch align_corners=False)")
+    mode: Literal["nearest", "bilinear", "linear"] = Field(
+        "nearest", description="nearest: repeat; bilinear (or linear): interpolate (PyTorch "
+                               "align_corners=False)")
 
 
 class ConvTransposeBase(LayerBase):

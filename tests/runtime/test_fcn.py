@@ -313,3 +313,16 @@ def test_fcn_spec_through_every_command(tmp_path):
                                      str(tmp_path / "p.npy")])
     assert predicted.exit_code == 0, predicted.output
     assert np.load(tmp_path / "p.npy").shape == (2, 4, 32, 32)
+
+
+def test_linear_and_bilinear_name_the_same_interpolation_on_either_rank():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    outputs = []
+    for mode in ("linear", "bilinear"):
+        model = compile_text(spec_text(f"    - {{type: upsample2d, scale: 2, mode: {mode}}}\n",
+                                       (3, 4, 5), loss="mse"))
+        outputs.append(model.forward({}, x))
+    np.testing.assert_array_equal(*outputs)
+    model = compile_text(spec_text("    - {type: upsample1d, scale: 3, mode: bilinear}\n", (3, 5),
+                                   loss="mse"))
+    assert model.forward({}, x[:, :, 0]).shape == (2, 3, 15)
