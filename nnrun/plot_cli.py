@@ -16,8 +16,8 @@ from nnrun.cli import UserError, handle_errors
               default=Path("curves.png"), show_default=True, help="The PNG to write.")
 @click.option("--metrics", "metrics", metavar="NAME,...",
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
-                   "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy, "
-                   "lr and grad_norms, those the runs have].")
+                   "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy "
+                   "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")
 @handle_errors
 def plot(run_dirs, out_path, metrics) -> None:
     """Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid."""

@@ -84,7 +84,8 @@ def _rows(path: Path, required: bool) -> list[dict]:
 def default_panels(runs: list[RunCurves]) -> list[str]:
     keys = set().union(*(run.keys() for run in runs))
     panels = ["loss"]
-    panels += [name for name in ("accuracy",) if {f"train_{name}", f"val_{name}"} & keys]
+    panels += [name for name in ("accuracy", "pixel_accuracy", "mean_iou")
+               if {f"train_{name}", f"val_{name}"} & keys]
     panels += ["lr"] if "lr" in keys else []
     panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
     return panels

@@ -313,6 +313,10 @@ def test_fcn_spec_through_every_command(tmp_path):
                                      str(tmp_path / "p.npy")])
     assert predicted.exit_code == 0, predicted.output
     assert np.load(tmp_path / "p.npy").shape == (2, 4, 32, 32)
+    pytest.importorskip("matplotlib")
+    plotted = runner.invoke(main, ["plot", str(run), "--out", str(tmp_path / "curves.png")])
+    assert plotted.exit_code == 0, plotted.output
+    assert "pixel_accuracy, mean_iou" in plotted.output
 
 
 def test_linear_and_bilinear_name_the_same_interpolation_on_either_rank():
