@@ -484,11 +484,11 @@ def _check_output(spec, lowered) -> None:
                                f"{dataset.num_classes} classes; set {units}: "
                                f"{dataset.num_classes}")
     elif spec.loss.type == "binary_cross_entropy" and dataset.task in ("binary", "segmentation"):
+        units = "filters" if dataset.label_shape else "units"
         if per_sample(logits) != [1, *dataset.label_shape]:
-            raise CompileError(origin.at_field("units"), f"binary_cross_entropy on '{dataset.name}' "
+            raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
                                f"needs one output{' per pixel' if dataset.label_shape else ''}, "
-                               f"the model ends with {per_sample(logits)}; "
-                               f"{'set units: 1' if not dataset.label_shape else 'set filters: 1'}")
+                               f"the model ends with {per_sample(logits)}; set {units}: 1")
 
 
 def _check_label_positions(origin, logits, dataset) -> None:

@@ -330,3 +330,30 @@ def test_linear_and_bilinear_name_the_same_interpolation_on_either_rank():
     model = compile_text(spec_text("    - {type: upsample1d, scale: 3, mode: bilinear}\n", (3, 5),
                                    loss="mse"))
     assert model.forward({}, x[:, :, 0]).shape == (2, 3, 15)
+
+
+@pytest.mark.parametrize("loss, filters, message", [
+    ("binary_cross_entropy", 3, "binary_cross_entropy on 'shapes' needs one output per pixel, "
+                                "the model ends with [3, 32, 32]; set filters: 1"),
+    ("cross_entropy", 3, "the model ends with 3 outputs but dataset 'shapes' has 4 classes; "
+                         "set filters: 4"),
+])
+def test_per_pixel_outputs_must_fit_the_datasets_classes(loss, filters, message):
+    text = spec_text(f"    - {{type: conv2d, filters: {filters}, kernel_size: 1}}\n", (1, 32, 32),
+                     loss=loss, data="data: {dataset: shapes}\n")
+    (error,) = diagnostics(text)
+    assert error.message == message
+    line = text.splitlines()[error.line - 1]
+    assert line[:error.col - 1].endswith("filters: ")
+
+
+def test_float_masks_of_zeros_and_ones_train_a_per_pixel_binary_cross_entropy(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((12, 1, 6, 6))
+    write_npz(tmp_path / "maps.npz", x=x, y=(x[:, 0] > 0).astype(np.float32))
+    (tmp_path / "net.yaml").write_text(NPZ_SPEC.replace("filters: 3", "filters: 1").replace(
+        "cross_entropy", "binary_cross_entropy"))
+    summary = nnrun.train(str(tmp_path / "net.yaml"), out_dir=tmp_path / "run", quiet=True)
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert 0 <= json.loads(rows[-1])["train_mean_iou"] <= 1
+    assert summary["epochs_run"] == 1
