@@ -209,7 +209,8 @@ def test_every_op_the_example_specs_train_with_has_forward_into():
 
 @pytest.mark.parametrize("name", ["benchmarks/workloads/lenet5.yaml", "specs/mnist1d-cnn.yaml",
                                   "benchmarks/workloads/mlp.yaml",
-                                  "specs/fashion-mnist-cnn.yaml", "specs/residual-block.yaml"])
+                                  "specs/fashion-mnist-cnn.yaml", "specs/residual-block.yaml",
+                                  "specs/fcn-segmentation.yaml"])
 def test_batch_split_kernels_give_the_same_weights_as_one_worker(name, monkeypatch):
     """Kernels split across worker threads (by samples, or a matrix product by output rows)
     compute each element as one worker does; only BLAS may round a product's edge rows
