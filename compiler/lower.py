@@ -230,8 +230,9 @@ def _per_axis(ctx: LayerContext, layer, name: str, rank: int) -> tuple[int, ...]
 def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = int(layer.type[4])
-    kernel, stride, pad, extra = (_per_axis(ctx, layer, name, rank) for name in
-                                  ("kernel_size", "stride", "padding", "output_padding"))
+    kernel, stride, pad, extra, dilation = (
+        _per_axis(ctx, layer, name, rank)
+        for name in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
     channels = x.type.shape[1]
     # fan_in: the inputs that meet one output at stride 1, as for a convolution
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
@@ -239,7 +240,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     other = "conv1d_transpose" if rank == 2 else "conv2d_transpose"
     fields = {"pad": "padding", "output_padding": "output_padding"}
     with ctx.gb.at(ctx.origin, fields, input_hint=f"use {other}"):
-        y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra))
+        y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra, dilation))
     if layer.use_bias:
         b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
         y = ctx.gb.emit("bias_add", y, b)

@@ -309,6 +309,7 @@ class ConvTransposeBase(LayerBase):
     stride: IntOrPair = Field(1, description="upsampling factor")
     padding: NonNegIntOrPair = Field(0, description="rows/columns cropped from each side of the output")
     output_padding: NonNegIntOrPair = Field(0, description="added at the end of the output, < stride")
+    dilation: IntOrPair = Field(1, description="spacing of the kernel's taps")
     activation: Activation | None = None
     use_bias: bool = True
     init: Initializer | None = None

@@ -75,12 +75,13 @@ def size_of(shape) -> int:
     return total
 
 
-def transposed_output(n: int, k: int, s: int, pad: tuple[int, int],
-                      output_padding: int = 0) -> WindowSize:
+def transposed_output(n: int, k: int, s: int, pad: tuple[int, int], output_padding: int = 0,
+                      d: int = 1) -> WindowSize:
     """A transposed convolution's size, the inverse of the window formula:
-    out = (n - 1)*s - (p_lo + p_hi) + k + output_padding."""
+    out = (n - 1)*s - (p_lo + p_hi) + d(k - 1) + 1 + output_padding."""
     lo, hi = pad
-    size = (n - 1) * s - lo - hi + k + output_padding
+    size = (n - 1) * s - lo - hi + d * (k - 1) + 1 + output_padding
     pad_text = f"2*{lo}" if lo == hi else f"{lo}+{hi}"
+    kernel_text = f"{k}" if d == 1 else f"{d}*({k}-1) + 1"
     extra = f" + {output_padding}" if output_padding else ""
-    return WindowSize(size, f"({n} - 1)*{s} - {pad_text} + {k}{extra} = {size}", 0)
+    return WindowSize(size, f"({n} - 1)*{s} - {pad_text} + {kernel_text}{extra} = {size}", 0)

@@ -293,8 +293,10 @@ for _rank in (1, 2):
 # output, the windows `stride` apart (PyTorch's conv_transpose, weight [in, out, *kernel]).
 # Its forward is a convolution's input gradient, its input gradient is a convolution and its
 # weight gradient is a convolution's weight gradient with the roles of x and g exchanged, all
-# with the same stride and padding: `padding` crops the output, `output_padding` adds rows at
-# its end (which no input reaches) so that out = (n-1)*s - 2p + k + output_padding.
+# with the same stride, padding and dilation: `padding` crops the output, `output_padding` adds
+# rows at its end (which no input reaches) so that out = (n-1)*s - 2p + d(k-1) + 1 +
+# output_padding. Unlike PyTorch (output_padding < max(stride, dilation)), output_padding stays
+# below the stride: the convolution of the gradient then has exactly one window per input.
 
 
 @dataclass(frozen=True)
@@ -302,9 +304,10 @@ class ConvTransposeAttrs:
     stride: tuple = (1, 1)
     pad: tuple = (0, 0)  # per spatial axis: an int (both sides) or a (before, after) pair
     output_padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
 
     def conv(self) -> ConvAttrs:
-        return ConvAttrs(self.stride, self.pad, (1,) * len(self.stride))
+        return ConvAttrs(self.stride, self.pad, self.dilation)
 
 
 def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
@@ -317,13 +320,14 @@ def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[0]}")
     axis_names = ["length"] if rank == 1 else ["rows", "columns"]
     sizes = []
-    for axis, n, k, s, pad, extra in zip(axis_names, x.shape[2:], w.shape[2:], attrs.stride,
-                                         pad_pairs(attrs.pad), attrs.output_padding):
+    for axis, n, k, s, pad, extra, d in zip(axis_names, x.shape[2:], w.shape[2:], attrs.stride,
+                                            pad_pairs(attrs.pad), attrs.output_padding,
+                                            attrs.dilation):
         if extra >= s:
             raise ShapeError(f"output_padding {extra} must be smaller than the stride {s} "
                              f"({axis})", f"use output_padding 0..{s - 1}",
                              attribute="output_padding")
-        result = transposed_output(n, k, s, pad, extra)
+        result = transposed_output(n, k, s, pad, extra, d)
         if result.size < 1:
             lo, hi = pad
             raise ShapeError(f"padding {lo if lo == hi else [lo, hi]} crops the whole output "
@@ -367,8 +371,8 @@ def _conv_transpose_flops(attrs, inputs, output) -> int:
 for _rank in (1, 2):
     register(OpDef(f"conv{_rank}d_transpose", ConvTransposeAttrs, _conv_transpose_shape,
                    _conv_transpose_forward, _conv_transpose_vjp, flops=_conv_transpose_flops,
-                   doc="y[b,f,s*i + k - p] += sum_c x[b,c,i] * w[c,f,k]: the adjoint of conv "
-                       "(out = (n-1)*s - 2p + k + output_padding)",
+                   doc="y[b,f,s*i + d*k - p] += sum_c x[b,c,i] * w[c,f,k]: the adjoint of conv "
+                       "(out = (n-1)*s - 2p + d(k-1) + 1 + output_padding)",
                    forward_into=_conv_transpose_into, scratch=_conv_transpose_scratch,
                    batch_parallel=True))
 

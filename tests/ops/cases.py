@@ -419,12 +419,13 @@ for _rank, _configs in POOL_CONFIGS.items():
 def conv_transpose_naive(attrs, x, w):
     """Each input value times the kernel, added at stride s; then `pad` cropped from each side
     and `output_padding` zeros added at the end."""
-    full = [(n - 1) * s + k for n, k, s in zip(x.shape[2:], w.shape[2:], attrs.stride)]
+    full = [(n - 1) * s + d * (k - 1) + 1
+            for n, k, s, d in zip(x.shape[2:], w.shape[2:], attrs.stride, attrs.dilation)]
     y = np.zeros((x.shape[0], w.shape[1], *(f + e for f, e in zip(full, attrs.output_padding))))
     for b, c in np.ndindex(x.shape[:2]):
         for position in np.ndindex(x.shape[2:]):
-            window = tuple(slice(i * s, i * s + k)
-                           for i, s, k in zip(position, attrs.stride, w.shape[2:]))
+            window = tuple(slice(i * s, i * s + d * (k - 1) + 1, d) for i, s, k, d in
+                           zip(position, attrs.stride, w.shape[2:], attrs.dilation))
             y[(b, slice(None), *window)] += x[(b, c, *position)] * w[c]
     return _unpad(y, pad_pairs(attrs.pad), [n - lo - hi for n, (lo, hi) in
                                               zip(y.shape[2:], pad_pairs(attrs.pad))])
@@ -438,10 +439,12 @@ def conv_transpose_torch(attrs, x, w, g=None):
     pairs = pad_pairs(attrs.pad)
     if all(lo == hi for lo, hi in pairs):
         y = transpose(xt, wt, stride=tuple(attrs.stride), padding=tuple(lo for lo, _ in pairs),
-                      output_padding=tuple(attrs.output_padding))
+                      output_padding=tuple(attrs.output_padding),
+                      dilation=tuple(attrs.dilation))
     else:
         full = transpose(xt, wt, stride=tuple(attrs.stride),
-                         output_padding=tuple(attrs.output_padding))
+                         output_padding=tuple(attrs.output_padding),
+                         dilation=tuple(attrs.dilation))
         y = full[(slice(None), slice(None),
                   *(slice(lo, n - hi) for n, (lo, hi) in zip(full.shape[2:], pairs)))]
     if g is None:
@@ -456,11 +459,13 @@ def _conv_transpose_reference(attrs, x, w):
 # (label, attrs, input shape, weight shape [in, out, *kernel])
 CONV_TRANSPOSE_CONFIGS = {
     1: [
-        ("plain", ConvTransposeAttrs((1,), (0,), (0,)), (2, 3, 5), (3, 2, 3)),
-        ("stride 2, pad 1, output_padding 1", ConvTransposeAttrs((2,), (1,), (1,)), (2, 2, 4),
+        ("plain", ConvTransposeAttrs((1,), (0,), (0,), (1,)), (2, 3, 5), (3, 2, 3)),
+        ("stride 2, pad 1, output_padding 1", ConvTransposeAttrs((2,), (1,), (1,), (1,)), (2, 2, 4),
          (2, 3, 4)),
-        ("stride 3, pad (0,2), output_padding 2", ConvTransposeAttrs((3,), ((0, 2),), (2,)),
+        ("stride 3, pad (0,2), output_padding 2", ConvTransposeAttrs((3,), ((0, 2),), (2,), (1,)),
          (1, 2, 3), (2, 2, 2)),
+        ("dilation 2, stride 2, output_padding 1", ConvTransposeAttrs((2,), (1,), (1,), (2,)),
+         (2, 2, 4), (2, 3, 3)),
     ],
     2: [
         ("plain", ConvTransposeAttrs((1, 1), (0, 0), (0, 0)), (2, 2, 3, 4), (2, 3, 2, 2)),
@@ -468,14 +473,10 @@ CONV_TRANSPOSE_CONFIGS = {
          (3, 2, 4, 4)),
         ("stride (2,3), pad (1,0), output_padding (1,2)",
          ConvTransposeAttrs((2, 3), (1, 0), (1, 2)), (1, 2, 3, 2), (2, 3, 3, 2)),
+        ("dilation (2,1), stride (1,2), output_padding (0,1)",
+         ConvTransposeAttrs((1, 2), (2, 1), (0, 1), (2, 1)), (1, 2, 3, 3), (2, 2, 3, 2)),
     ],
 }
-
-
-def _conv_transpose_shape(attrs, x_shape, w_shape):
-    return (x_shape[0], w_shape[1], *((n - 1) * s - lo - hi + k + e for n, k, s, (lo, hi), e in
-                                      zip(x_shape[2:], w_shape[2:], attrs.stride,
-                                          pad_pairs(attrs.pad), attrs.output_padding)))
 
 
 for _rank, _configs in CONV_TRANSPOSE_CONFIGS.items():

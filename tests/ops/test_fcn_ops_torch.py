@@ -1,6 +1,6 @@
 """Transposed convolution and upsampling against PyTorch in float64, on random shapes, strides,
-paddings and output paddings: the forward, and the gradients of both inputs through the graph
-the op's VJP builds (what training runs), against torch autograd."""
+paddings, output paddings and dilations: the forward, and the gradients of both inputs through
+the graph the op's VJP builds (what training runs), against torch autograd."""
 
 from __future__ import annotations
 
@@ -39,15 +39,16 @@ def vjp_results(name, attrs, inputs, g):
 def random_transpose_config(rng, rank):
     stride = tuple(int(s) for s in rng.integers(1, 4, rank))
     kernel = tuple(int(k) for k in rng.integers(1, 5, rank))
+    dilation = tuple(int(d) for d in rng.integers(1, 3, rank))
     extra = tuple(int(rng.integers(0, s)) for s in stride)
     spatial = tuple(int(n) for n in rng.integers(1, 6, rank))
-    # torch needs out = (n-1)s - 2p + k + extra >= 1
-    pad = tuple(int(rng.integers(0, max(1, ((n - 1) * s + k + e - 1) // 2 + 1)))
-                for n, s, k, e in zip(spatial, stride, kernel, extra))
+    # out = (n-1)s - 2p + d(k-1) + 1 + extra must stay >= 1
+    pad = tuple(int(rng.integers(0, ((n - 1) * s + d * (k - 1) + e) // 2 + 1))
+                for n, s, k, d, e in zip(spatial, stride, kernel, dilation, extra))
     channels, filters = int(rng.integers(1, 4)), int(rng.integers(1, 4))
     x = rng.standard_normal((int(rng.integers(1, 4)), channels, *spatial))
     w = rng.standard_normal((channels, filters, *kernel))
-    return ConvTransposeAttrs(stride, pad, extra), x, w
+    return ConvTransposeAttrs(stride, pad, extra, dilation), x, w
 
 
 @pytest.mark.parametrize("rank", [1, 2])
@@ -59,7 +60,7 @@ def test_conv_transpose_matches_torch_on_random_geometry(rank, seed):
     wt = torch.tensor(w, requires_grad=True)
     transpose = F.conv_transpose1d if rank == 1 else F.conv_transpose2d
     expected = transpose(xt, wt, stride=attrs.stride, padding=attrs.pad,
-                         output_padding=attrs.output_padding)
+                         output_padding=attrs.output_padding, dilation=attrs.dilation)
     g = rng.standard_normal(tuple(expected.shape))
     dx, dw = torch.autograd.grad(expected, (xt, wt), torch.tensor(g))
     y, (gx, gw) = vjp_results(f"conv{rank}d_transpose", attrs, (x, w), g)

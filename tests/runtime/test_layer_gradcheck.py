@@ -53,7 +53,8 @@ CASES = {
                                     "stride: 2, padding: 1, output_padding: 1}"]),
     "conv2d_transpose": (IMAGE, ["{type: conv2d, filters: 2, kernel_size: 2}",
                                  "{type: conv2d_transpose, filters: 3, kernel_size: [3, 2], "
-                                 "stride: [2, 1], padding: [1, 0], output_padding: [1, 0]}"]),
+                                 "stride: [2, 1], padding: [1, 0], output_padding: [1, 0], "
+                                 "dilation: [1, 2]}"]),
     **{name: (VECTOR, ["{type: dense, units: 4}", f"{{type: {name}}}"]) for name in ACTIVATION_TYPES},
 }
 
