@@ -154,7 +154,8 @@ def test_steady_state_step_allocates_under_one_percent_of_the_plan(name, batch):
                                   ROOT / "benchmarks/workloads/lenet5.yaml",
                                   ROOT / "benchmarks/workloads/mnist1d-cnn.yaml",
                                   ROOT / "specs/fashion-mnist-cnn.yaml",
-                                  ROOT / "specs/residual-block.yaml"], ids=lambda p: p.stem)
+                                  ROOT / "specs/residual-block.yaml",
+                                  ROOT / "specs/fcn-segmentation.yaml"], ids=lambda p: p.stem)
 def test_summary_memory_estimate_is_within_20_percent_of_the_measured_peak(path):
     model = nnrun.compile(str(path))
     estimate = sum(training_memory(model.train_step, 64).values())
