@@ -368,13 +368,22 @@ def _conv_transpose_flops(attrs, inputs, output) -> int:
     return 2 * size_of(w.shape) * size_of(x.shape[2:])
 
 
+def _conv_transpose_onnx(ox, node):
+    # ONNX's ConvTranspose: the same weight layout [C, F, *kernel] and output size formula.
+    attrs = node.attrs
+    return ox.emit("ConvTranspose", *ox.inputs(node),
+                   kernel_shape=list(node.inputs[1].type.shape[2:]), strides=list(attrs.stride),
+                   pads=onnx_pads(attrs.pad), output_padding=list(attrs.output_padding),
+                   dilations=list(attrs.dilation))
+
+
 for _rank in (1, 2):
     register(OpDef(f"conv{_rank}d_transpose", ConvTransposeAttrs, _conv_transpose_shape,
                    _conv_transpose_forward, _conv_transpose_vjp, flops=_conv_transpose_flops,
                    doc="y[b,f,s*i + d*k - p] += sum_c x[b,c,i] * w[c,f,k]: the adjoint of conv "
                        "(out = (n-1)*s - 2p + d(k-1) + 1 + output_padding)",
                    forward_into=_conv_transpose_into, scratch=_conv_transpose_scratch,
-                   batch_parallel=True))
+                   batch_parallel=True, onnx=_conv_transpose_onnx))
 
 
 # --- convolution through columns kept for the backward pass --------------------------------

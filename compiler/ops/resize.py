@@ -166,6 +166,25 @@ def _scratch_by_mode(linear):
     return lambda attrs, *types: () if attrs.mode == "nearest" else linear(attrs, *types)
 
 
+def _upsample_onnx(ox, node):
+    """ONNX's Resize: nearest as PyTorch's (floor of o / scale), linear with PyTorch's
+    align_corners=False (pytorch_half_pixel). 1-D samples go through it as [C, 1, L]."""
+    (x,) = ox.inputs(node)
+    attrs, x_type = node.attrs, node.inputs[0].type
+    rank = len(attrs.scale)
+    if rank == 1:
+        x = ox.emit("Reshape", x, ox.ints([0, x_type.shape[1], 1, x_type.shape[2]]))
+    scales = ox.constant([1.0, 1.0, *([1.0] if rank == 1 else []), *map(float, attrs.scale)],
+                         "float32")
+    options = ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                "nearest_mode": "floor"} if attrs.mode == "nearest" else
+               {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"})
+    y = ox.emit("Resize", x, "", scales, **options)
+    if rank == 1:
+        y = ox.emit("Reshape", y, ox.ints([0, *node.output.type.shape[1:]]))
+    return y
+
+
 def _upsample_vjp(gb, node, g):
     return (gb.emit(f"{node.op}_grad", g, attrs=node.attrs),)
 
@@ -177,7 +196,8 @@ for _rank in (1, 2):
                    doc="y[o] = x[o // s] (nearest), or linear interpolation at source "
                        "(o + 0.5)/s - 0.5 (align_corners=False)",
                    forward_into=_by_mode(_nearest_into, _linear_into),
-                   scratch=_scratch_by_mode(_linear_scratch), batch_parallel=True))
+                   scratch=_scratch_by_mode(_linear_scratch), batch_parallel=True,
+                   onnx=_upsample_onnx))
     register(OpDef(f"{_name}_grad", UpsampleAttrs, _upsample_grad_shape,
                    _by_mode(_nearest_grad, _linear_grad), None, is_gradient=True,
                    doc=f"gradient of {_name}: block sums (nearest), or A^T g per axis (linear)",
