@@ -23,7 +23,8 @@ class DatasetInfo:
     has_test_split: bool
     needs_files: bool  # the files must be present (or fetched) before loading
     description: str
-    # Per-sample label shape: () one label per sample, (H, W) a label map per image ("segmentation").
+    # Per-sample label shape: () one label per sample, (H, W) a label map per image
+    # ("segmentation").
     label_shape: tuple[int, ...] = ()
 
 

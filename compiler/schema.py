@@ -307,8 +307,8 @@ class Upsample2d(LayerBase):
 class ConvTransposeBase(LayerBase):
     filters: PositiveInt = Field(description="number of output channels (feature maps)")
     stride: IntOrPair = Field(1, description="upsampling factor")
-    padding: NonNegIntOrPair = Field(0, description="rows/columns cropped from each side of the output")
-    output_padding: NonNegIntOrPair = Field(0, description="added at the end of the output, < stride")
+    padding: NonNegIntOrPair = Field(0, description="cropped from each side of the output")
+    output_padding: NonNegIntOrPair = Field(0, description="added at the output's end, < stride")
     dilation: IntOrPair = Field(1, description="spacing of the kernel's taps")
     activation: Activation | None = None
     use_bias: bool = True

@@ -99,7 +99,8 @@ def _spread_through_kernel(be, attrs, g, w, x_shape):
     kernel = w.shape[2:]
     cols = w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], g.shape[1], -1)
     cols = cols.reshape(g.shape[0], w.shape[1], *kernel, *g.shape[2:])
-    padded = (*x_shape[:2], *(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))))
+    padded = (*x_shape[:2],
+              *(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))))
     return unpad(be.col2im(cols, padded, kernel, attrs.stride, attrs.dilation), attrs.pad)
 
 
@@ -313,9 +314,9 @@ class ConvTransposeAttrs:
 def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
     rank = w.rank - 2
     if x.rank != rank + 2:
-        raise ShapeError(
-            f"conv{rank}d_transpose expects a [channels, {'length' if rank == 1 else 'height, width'}] "
-            f"sample, got shape {per_sample(x)}")
+        axes = "length" if rank == 1 else "height, width"
+        raise ShapeError(f"conv{rank}d_transpose expects a [channels, {axes}] sample, got shape "
+                         f"{per_sample(x)}")
     if x.shape[1] != w.shape[0]:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[0]}")
     axis_names = ["length"] if rank == 1 else ["rows", "columns"]

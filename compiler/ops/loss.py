@@ -220,7 +220,8 @@ def _cross_entropy_grad_into(be, attrs, out, g, logits, labels):
 
 _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                _cross_entropy_forward, _cross_entropy_grad,
-               "mean over the labels (per sample, or per position of a label map; ignore_index left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
+               "mean over the labels (per sample, or per position of a label map; ignore_index "
+               "left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
                into=(_cross_entropy_into, _cross_entropy_scratch),
                grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
 _register_loss("sigmoid_binary_cross_entropy", BinaryCrossEntropyAttrs, _same_shape_loss_shape,

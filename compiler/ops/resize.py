@@ -26,8 +26,8 @@ class UpsampleAttrs:
 def _check_rank(attrs, x: TensorType, what: str) -> None:
     rank = len(attrs.scale)
     if x.rank != rank + 2:
-        raise ShapeError(f"{what} expects a [channels, {'length' if rank == 1 else 'height, width'}] "
-                         f"sample, got shape {per_sample(x)}")
+        axes = "length" if rank == 1 else "height, width"
+        raise ShapeError(f"{what} expects a [channels, {axes}] sample, got shape {per_sample(x)}")
 
 
 def _upsample_shape(attrs, x: TensorType) -> TensorType:

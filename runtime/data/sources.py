@@ -402,7 +402,10 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str,
     if maps and y.ndim < 2:
         raise DataError(f"{where}: masks must be label maps [N, H, W] (or [N, L]), got "
                         f"{list(y.shape)}; one label per sample goes in y")
-    targets, task = (check_label_maps(y, where), "segmentation") if maps else check_targets(y, where)
+    if maps:
+        targets, task = check_label_maps(y, where), "segmentation"
+    else:
+        targets, task = check_targets(y, where)
     check_lengths(features, targets, where)
     return features, targets, task
 

@@ -499,7 +499,8 @@ def upsample_naive(attrs, x):
             source = max((o + 0.5) / s - 0.5, 0.0)
             first = min(int(math.floor(source)), n - 1)
             second, t = min(first + 1, n - 1), source - first
-            slices.append((1 - t) * np.take(y, first, axis=axis) + t * np.take(y, second, axis=axis))
+            slices.append((1 - t) * np.take(y, first, axis=axis)
+                          + t * np.take(y, second, axis=axis))
         y = np.stack(slices, axis=axis)
     return y
 
@@ -615,7 +616,8 @@ def _label_rows(attrs, logits, labels):
     """Scores [B, K, *S] and labels [B, *S] as one row of K scores per counted position."""
     rows = np.moveaxis(logits, 1, -1).reshape(-1, logits.shape[1])
     flat = labels.reshape(-1)
-    kept = flat != attrs.ignore_index if attrs.ignore_index is not None else np.ones(len(flat), bool)
+    kept = (flat != attrs.ignore_index if attrs.ignore_index is not None
+            else np.ones(len(flat), bool))
     return rows, flat, kept
 
 
@@ -644,7 +646,8 @@ def _bce_reference(attrs, logits, target):
         p = _sigmoid(x)
         return -t * math.log(p) - (1 - t) * math.log(1 - p)
 
-    kept = target != attrs.ignore_index if attrs.ignore_index is not None else np.ones(target.shape, bool)
+    kept = (target != attrs.ignore_index if attrs.ignore_index is not None
+            else np.ones(target.shape, bool))
     return np.array(np.sum(_elementwise(loss)(logits, target) * kept) / max(kept.sum(), 1))
 
 

@@ -28,7 +28,8 @@ FCN_LAYERS = """\
     - {type: conv2d, name: c1, filters: 4, kernel_size: 3, padding: same, activation: relu}
     - {type: maxpool2d, name: p1, pool_size: 2}
     - {type: conv2d, name: c2, filters: 6, kernel_size: 3, padding: same, activation: tanh}
-    - {type: conv2d_transpose, name: up, filters: 4, kernel_size: 3, stride: 2, padding: 1, output_padding: 1}
+    - {type: conv2d_transpose, name: up, filters: 4, kernel_size: 3, stride: 2, padding: 1,
+       output_padding: 1}
     - {type: add, name: skip, inputs: [up, c1]}
     - {type: upsample2d, name: near, scale: 2}
     - {type: conv2d, name: c3, filters: 5, kernel_size: 3, stride: 2, padding: 1}
@@ -219,12 +220,14 @@ def test_npz_label_maps_train_and_report_segmentation_metrics(tmp_path, names):
     summary = nnrun.train(str(tmp_path / "net.yaml"), out_dir=tmp_path / "run", quiet=True)
     final = summary["final"]
     assert 0 <= final["test_pixel_accuracy"] <= 1 and 0 <= final["test_mean_iou"] <= 1
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
     assert {"train_pixel_accuracy", "train_mean_iou"} <= set(rows[0])
 
 
 @pytest.mark.parametrize("arrays, spec_change, message", [
-    ({"y": np.zeros((4, 5, 5), np.int64)}, None, "label maps are [5, 5], the model ends with [3, 6, 6]"),
+    ({"y": np.zeros((4, 5, 5), np.int64)}, None,
+     "label maps are [5, 5], the model ends with [3, 6, 6]"),
     ({"y": np.zeros(4, np.int64)}, None, "has one label per sample, the model ends with [3, 6, 6]"),
     ({"y": np.full((4, 6, 6), 3)}, None, "labels go up to 3 but the model has 3 outputs"),
     ({"masks": np.zeros(4, np.int64)}, None, "masks must be label maps [N, H, W]"),
