@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import NoAttrs, OpDef, register
-from .activation import _sigmoid
+from .activation import _sigmoid, _sigmoid_into
 from .common import cached_constant, scalar_like
 
 
@@ -224,10 +224,61 @@ _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                "left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
                into=(_cross_entropy_into, _cross_entropy_scratch),
                grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
+# --- binary cross-entropy into preallocated buffers, in the forward's order ----------------
+
+
+def _bce_scratch(attrs, *types):
+    logits = types[-2]
+    return (logits, logits, *((logits,) if attrs.ignore_index is not None else ()))
+
+
+def _bce_grad_scratch(attrs, *types):
+    logits = types[-2]
+    mask = (logits,) if attrs.ignore_index is not None else ()
+    return (logits, logits, TensorType(logits.shape, "bool"), *mask)
+
+
+def _counted_into(be, attrs, target, values, mask) -> int:
+    """values *= (target != ignore_index); the count of counted targets."""
+    if attrs.ignore_index is None:
+        return target.size
+    be.xp.not_equal(target, attrs.ignore_index, out=mask)
+    be.xp.multiply(values, mask, out=values)
+    return max(int(be.xp.count_nonzero(mask)), 1)
+
+
+def _bce_into(be, attrs, out, logits, target):
+    loss, losses, work, *mask = out
+    xp = be.xp
+    xp.maximum(logits, 0, out=losses)
+    xp.multiply(logits, target, out=work)
+    xp.subtract(losses, work, out=losses)
+    xp.abs(logits, out=work)
+    xp.negative(work, out=work)
+    xp.exp(work, out=work)
+    xp.log1p(work, out=work)
+    xp.add(losses, work, out=losses)
+    if attrs.ignore_index is None:
+        xp.mean(losses, out=loss)
+        return
+    count = _counted_into(be, attrs, target, losses, mask[0])
+    xp.sum(losses, out=loss)
+    xp.divide(loss, count, out=loss)
+
+
+def _bce_grad_into(be, attrs, out, g, logits, target):
+    grad, e, d, sign, *mask = out
+    _sigmoid_into(be, None, (grad, e, d, sign), logits)
+    be.xp.subtract(grad, target, out=grad)
+    count = _counted_into(be, attrs, target, grad, mask[0] if mask else None)
+    be.xp.multiply(grad, g / count, out=grad)
+
+
 _register_loss("sigmoid_binary_cross_entropy", BinaryCrossEntropyAttrs, _same_shape_loss_shape,
                _bce_forward, _bce_grad,
                "mean of -t log sigmoid(x) - (1-t) log(1 - sigmoid(x)) over the targets that are "
-               "not ignore_index")
+               "not ignore_index", into=(_bce_into, _bce_scratch),
+               grad_into=(_bce_grad_into, _bce_grad_scratch))
 _register_loss("mse", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: ((p - t) ** 2).mean(),
                lambda be, a, g, p, t: (p - t) * (2 * g / p.size), "mean of (p - t)^2")
 _register_loss("mae", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: be.xp.abs(p - t).mean(),

@@ -129,18 +129,23 @@ ONE_D_LAYERS = """\
 """
 
 
-@pytest.mark.parametrize("layers, input_shape", [(FCN_LAYERS, (2, 6, 6)),
-                                                 (ONE_D_LAYERS, (1, 9))], ids=["2d", "1d"])
+BINARY_LAYERS = FCN_LAYERS.replace("name: score, filters: 3", "name: score, filters: 1")
+
+
+@pytest.mark.parametrize("layers, input_shape, loss", [
+    (FCN_LAYERS, (2, 6, 6), "cross_entropy"), (ONE_D_LAYERS, (1, 9), "cross_entropy"),
+    (BINARY_LAYERS, (2, 6, 6), "binary_cross_entropy")], ids=["2d", "1d", "2d-binary"])
 @pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-6), ("float64", 1e-12)])
-def test_planned_step_trains_like_the_reference_executor(layers, input_shape, dtype, tolerance):
+def test_planned_step_trains_like_the_reference_executor(layers, input_shape, loss, dtype,
+                                                         tolerance):
     text = spec_text(layers, input_shape, dtype=dtype,
-                     loss='{"type": "cross_entropy", "ignore_index": 7}')
+                     loss=f'{{"type": "{loss}", "ignore_index": 7}}')
     planned = compile_text(text)
     reference = Model(planned.source, "numpy", optimized=False)
     output = planned.lowered.logits.type.shape[2:]
     rng = np.random.default_rng(5)
     x = rng.standard_normal((6, *input_shape))
-    y = rng.integers(0, 3, (6, *output))
+    y = rng.integers(0, 2 if loss == "binary_cross_entropy" else 3, (6, *output))
     y[rng.random(y.shape) < 0.2] = 7
     results = []
     for model in (reference, planned):
