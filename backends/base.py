@@ -69,6 +69,14 @@ class ArrayBackend:
 
     name = "generic"
     xp: Any = None
+    # The reduction over the ranks of a data-parallel run (MPI on CPUs, NCCL on GPUs), set by
+    # nnrun.runtime.distributed on each rank; None in a single process.
+    communicator: Any = None
+
+    def allreduce_mean(self, array) -> None:
+        """`array`, in place, becomes its mean over the ranks (itself in a single process)."""
+        if self.communicator is not None:
+            self.communicator.allreduce_mean(array)
 
     def from_host(self, array):
         return self.xp.asarray(array)

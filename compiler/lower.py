@@ -19,7 +19,7 @@ from .ops import REGISTRY
 from .ops.activation import AlphaAttrs, AxisAttrs
 from .ops.conv import ConvAttrs, ConvTransposeAttrs
 from .ops.linear import MatmulAttrs
-from .ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
+from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
@@ -316,14 +316,15 @@ def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     beta = ctx.param("beta", channels, zeros, 0, 0)
     mean = ctx.param("running_mean", channels, zeros, 0, 0, trainable=False)
     var = ctx.param("running_var", channels, ones, 0, 0, trainable=False)
-    eps = EpsAttrs(layer.eps)
     if ctx.mode != "train":
-        return ctx.gb.emit("batch_norm_infer", x, mean, var, gamma, beta, attrs=eps)
+        return ctx.gb.emit("batch_norm_infer", x, mean, var, gamma, beta,
+                           attrs=EpsAttrs(layer.eps))
     momentum = MomentumAttrs(layer.momentum)
     updates = ctx.gb.graph.updates
     updates[mean.name] = ctx.gb.emit("ema", mean, ctx.gb.emit("channel_mean", x), attrs=momentum)
     updates[var.name] = ctx.gb.emit("ema", var, ctx.gb.emit("channel_var", x), attrs=momentum)
-    return ctx.gb.emit("batch_norm_train", x, gamma, beta, attrs=eps)
+    statistics = BatchNormAttrs(layer.eps, sync=ctx.spec.train.sync_batchnorm)
+    return ctx.gb.emit("batch_norm_train", x, gamma, beta, attrs=statistics)
 
 
 def _lower_add(ctx: LayerContext, layer, inputs: list[Value]) -> Value:

@@ -650,6 +650,9 @@ class Train(Strict):
     log_grad_norms: bool | GradNormLogging = Field(
         False, description="per-layer gradient norms in metrics.jsonl (true), and per step "
                            "({every_steps: K})")
+    sync_batchnorm: bool = Field(
+        False, description="nnrun train --distributed: batchnorm statistics over the whole "
+                           "global batch (every rank's samples) instead of each rank's share")
 
 
 class Limits(Strict):

@@ -115,7 +115,8 @@ def _value_text(value: Any) -> str:
 
 
 def _import_families() -> None:
-    from . import activation, conv, linear, loss, norm, optim, pool, resize, shape  # noqa: F401
+    from . import (activation, collective, conv, linear, loss, norm, optim, pool,  # noqa: F401
+                   resize, shape)
 
 
 _import_families()

@@ -4,6 +4,7 @@ the running-statistics updates, and the dropout mask."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -16,6 +17,14 @@ from .common import cached_constant
 @dataclass(frozen=True)
 class EpsAttrs:
     eps: float = 1e-5
+
+
+@dataclass(frozen=True)
+class BatchNormAttrs:
+    eps: float = 1e-5
+    # Batch statistics over every rank of a data-parallel run (train.sync_batchnorm): each
+    # per-channel mean taken here is averaged over the ranks (the identity in one process).
+    sync: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,24 @@ def _channel(v, ndim):
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def _normalized(xp, x, eps):
-    axes = _reduce_axes(x)
-    mean = x.mean(axis=axes, keepdims=True)
-    rstd = 1 / xp.sqrt(x.var(axis=axes, keepdims=True) + eps)
-    return (x - mean) * rstd, rstd
+def _rank_mean(be, attrs, stat):
+    """A per-channel mean over this rank's samples, made the mean over every rank's when the
+    statistics are synchronised (the ranks' batches are of equal size)."""
+    if attrs.sync:
+        be.allreduce_mean(stat)
+    return stat
+
+
+def _normalized(be, attrs, x):
+    # The sums in numpy's own order for mean and var (sum / n), so that forward_into below can
+    # repeat them exactly; the ranks' means are taken between the two passes.
+    xp, axes = be.xp, _reduce_axes(x)
+    count = x.size // x.shape[1]
+    mean = _rank_mean(be, attrs, x.sum(axis=axes, keepdims=True) / count)
+    deviations = x - mean
+    var = _rank_mean(be, attrs, (deviations * deviations).sum(axis=axes, keepdims=True) / count)
+    rstd = 1 / xp.sqrt(var + attrs.eps)
+    return deviations * rstd, rstd
 
 
 def _bn_shape(attrs, x: TensorType, *per_channel: TensorType) -> TensorType:
@@ -62,24 +84,28 @@ def _stat_type(x: TensorType) -> TensorType:
     return TensorType((1, x.shape[1], *([1] * (x.rank - 2))), x.dtype)
 
 
-def _squared_deviations_into(xp, x, mean, deviations) -> int:
+def _squared_deviations_into(xp, x, mean, deviations, rank_mean=lambda stat: stat) -> int:
     """The channel means (keepdims) and each value's squared deviation from its channel's
     mean, as numpy's var computes them; returns the count per channel."""
     count = x.size // x.shape[1]
     xp.sum(x, axis=_reduce_axes(x), keepdims=True, out=mean)
     xp.divide(mean, count, out=mean)
+    rank_mean(mean)
     xp.subtract(x, mean, out=deviations)
     xp.multiply(deviations, deviations, out=deviations)
     return count
 
 
-def _normalized_into(xp, x, eps, mean, rstd, xhat):
+def _normalized_into(be, attrs, x, mean, rstd, xhat):
     """xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); `xhat` is first used for the
     squared deviations."""
-    count = _squared_deviations_into(xp, x, mean, xhat)
+    xp = be.xp
+    rank_mean = partial(_rank_mean, be, attrs)
+    count = _squared_deviations_into(xp, x, mean, xhat, rank_mean)
     xp.sum(xhat, axis=_reduce_axes(x), keepdims=True, out=rstd)
     xp.divide(rstd, count, out=rstd)
-    xp.add(rstd, eps, out=rstd)
+    rank_mean(rstd)
+    xp.add(rstd, attrs.eps, out=rstd)
     xp.sqrt(rstd, out=rstd)
     xp.divide(1, rstd, out=rstd)
     xp.subtract(x, mean, out=xhat)
@@ -93,7 +119,7 @@ def _bn_stats_scratch(attrs, x, *rest):
 def _bn_train_into(be, attrs, out, x, gamma, beta):
     y, mean, rstd, xhat = out
     xp = be.xp
-    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    _normalized_into(be, attrs, x, mean, rstd, xhat)
     xp.multiply(xhat, _channel(gamma, x.ndim), out=y)
     xp.add(y, _channel(beta, x.ndim), out=y)
 
@@ -108,10 +134,12 @@ def _bn_grad_input_into(be, attrs, out, g, x, gamma):
     xp = be.xp
     axes = _reduce_axes(x)
     count = x.size // x.shape[1]
-    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    _normalized_into(be, attrs, x, mean, rstd, xhat)
     xp.sum(g, axis=axes, keepdims=True, out=g_sum)
     xp.multiply(g, xhat, out=work)
     xp.sum(work, axis=axes, keepdims=True, out=g_xhat)
+    _rank_mean(be, attrs, g_sum)
+    _rank_mean(be, attrs, g_xhat)
     xp.multiply(_channel(gamma, x.ndim), rstd, out=factor)
     xp.divide(factor, count, out=factor)
     xp.multiply(count, g, out=work)
@@ -124,7 +152,7 @@ def _bn_grad_input_into(be, attrs, out, g, x, gamma):
 def _bn_grad_gamma_into(be, attrs, out, g, x):
     dgamma, mean, rstd, xhat = out
     xp = be.xp
-    _normalized_into(xp, x, attrs.eps, mean, rstd, xhat)
+    _normalized_into(be, attrs, x, mean, rstd, xhat)
     xp.multiply(g, xhat, out=xhat)
     xp.sum(xhat, axis=_reduce_axes(x), out=dgamma)
 
@@ -197,21 +225,23 @@ def _dropout_mask_into(be, attrs, out, x, rng):
 
 
 def _bn_train_forward(be, attrs, x, gamma, beta):
-    xhat, _ = _normalized(be.xp, x, attrs.eps)
+    xhat, _ = _normalized(be, attrs, x)
     return xhat * _channel(gamma, x.ndim) + _channel(beta, x.ndim)
 
 
 def _bn_train_grad_input(be, attrs, g, x, gamma):
-    xhat, rstd = _normalized(be.xp, x, attrs.eps)
+    # Synchronised, the sums over the batch are the ranks' mean sums: with the ranks' equal
+    # local counts that is the whole batch's formula, count and sums scaled alike.
+    xhat, rstd = _normalized(be, attrs, x)
     axes = _reduce_axes(x)
     count = x.size // x.shape[1]
-    g_sum = g.sum(axis=axes, keepdims=True)
-    g_xhat = (g * xhat).sum(axis=axes, keepdims=True)
+    g_sum = _rank_mean(be, attrs, g.sum(axis=axes, keepdims=True))
+    g_xhat = _rank_mean(be, attrs, (g * xhat).sum(axis=axes, keepdims=True))
     return _channel(gamma, x.ndim) * rstd / count * (count * g - g_sum - xhat * g_xhat)
 
 
 def _bn_train_grad_gamma(be, attrs, g, x):
-    xhat, _ = _normalized(be.xp, x, attrs.eps)
+    xhat, _ = _normalized(be, attrs, x)
     return (g * xhat).sum(axis=_reduce_axes(x))
 
 
@@ -226,16 +256,16 @@ def _gamma_shape(attrs, g, x, *rest):
     return TensorType((x.shape[1],), x.dtype)
 
 
-register(OpDef("batch_norm_train", EpsAttrs, _bn_shape, _bn_train_forward, _bn_train_vjp,
+register(OpDef("batch_norm_train", BatchNormAttrs, _bn_shape, _bn_train_forward, _bn_train_vjp,
                doc="gamma * (x - mean_batch) / sqrt(var_batch + eps) + beta, per channel",
                forward_into=_bn_train_into, scratch=_bn_stats_scratch,
                onnx_refusal="batch statistics are for training; an inference graph normalises "
                             "with the running statistics (batch_norm_infer)"))
-register(OpDef("batch_norm_train_grad_input", EpsAttrs, lambda a, g, x, gamma: x,
+register(OpDef("batch_norm_train_grad_input", BatchNormAttrs, lambda a, g, x, gamma: x,
                _bn_train_grad_input, None, is_gradient=True,
                doc="d batch_norm_train / dx, through the batch statistics too",
                forward_into=_bn_grad_input_into, scratch=_bn_grad_input_scratch))
-register(OpDef("batch_norm_train_grad_gamma", EpsAttrs, _gamma_shape, _bn_train_grad_gamma, None,
+register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_train_grad_gamma, None,
                is_gradient=True, doc="sum of g * x_hat per channel",
                forward_into=_bn_grad_gamma_into, scratch=_bn_stats_scratch))
 

@@ -23,7 +23,7 @@ from nnrun.compiler.ops.activation import AlphaAttrs, AxisAttrs
 from nnrun.compiler.ops.conv import ConvAttrs, ConvTransposeAttrs
 from nnrun.compiler.ops.linear import MatmulAttrs, ScaleAttrs
 from nnrun.compiler.ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
-from nnrun.compiler.ops.norm import EpsAttrs, MomentumAttrs, RateAttrs
+from nnrun.compiler.ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs
 from nnrun.compiler.ops.optim import (AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs,
                                       SgdAttrs)
 from nnrun.compiler.ops.pool import PoolAttrs
@@ -814,15 +814,22 @@ def _bn_input(shape):
     return generate, shape
 
 
-def _bn_cases(label, shape):
+def _bn_train_cases(label, shape, train):
     x, g, c = _bn_input(shape), (normal, shape), (shape[1],)
-    train, infer = EpsAttrs(1e-5), EpsAttrs(1e-3)
     case("batch_norm_train", train, draws(x, (positive, c), (normal, c)), _bn_train_reference,
          differentiable=(0, 1, 2), label=label)
     case("batch_norm_train_grad_input", train, draws(g, x, (positive, c)),
          _bn_train_grad_input_reference, label=label)
     case("batch_norm_train_grad_gamma", train, draws(g, x),
          lambda a, g, x: _per_channel(g * _xhat(x, a.eps)[0], sum), label=label)
+
+
+def _bn_cases(label, shape):
+    x, g, c = _bn_input(shape), (normal, shape), (shape[1],)
+    infer = EpsAttrs(1e-3)
+    _bn_train_cases(label, shape, BatchNormAttrs(1e-5))
+    # Synchronised statistics in one process: the batch's own (test_distributed.py has ranks).
+    _bn_train_cases(f"{label} sync", shape, BatchNormAttrs(1e-5, sync=True))
     case("batch_norm_infer", infer,
          draws(x, (normal, c), (positive, c), (positive, c), (normal, c)), _bn_infer_reference,
          differentiable=(0, 3, 4), label=label)
@@ -973,6 +980,12 @@ def _clip_by_norm_reference(attrs, g, norm):
 case("global_norm", NoAttrs(), draws((normal, (3, 4)), (normal, (4,)), (normal, (2, 3, 2))),
      _global_norm_reference)
 case("global_norm", NoAttrs(), lambda rng: (normal(rng, 5),), _global_norm_reference, label="one")
+# Alone (no communicator) the mean over one rank is the gradient itself; tests/runtime/
+# test_distributed.py averages over ranks.
+case("allreduce_mean", NoAttrs(), draws((normal, (3, 4)), (normal, (4,)), (normal, (2, 3, 2))),
+     lambda a, *grads: tuple(np.array(g) for g in grads))
+case("allreduce_mean", NoAttrs(), lambda rng: (normal(rng, 5),),
+     lambda a, g: (np.array(g),), label="one")
 case("clip_by_norm", ClipAttrs(1.0), lambda rng: (normal(rng, 3, 4), scalar(4.0)),
      _clip_by_norm_reference, label="clipped")
 case("clip_by_norm", ClipAttrs(10.0), lambda rng: (normal(rng, 3, 4), scalar(4.0)),
