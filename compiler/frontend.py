@@ -126,10 +126,11 @@ def spec_yaml(data: dict) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
-def compile_checked(source: SourceSpec) -> tuple[Lowered, TrainStep]:
+def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
     try:
-        lowered, step = lower(source.spec, mode="eval"), build_train_step(source.spec)
+        lowered = lower(source.spec, mode="eval")
+        step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
         warnings = [_warning(source, w) for w in error.warnings]
         raise SpecError([*warnings, source.diagnostic(error.origin, error.message)]) from None

@@ -66,10 +66,12 @@ def build_evaluation(spec) -> Lowered:
     return lowered
 
 
-def build_train_step(spec, traced: bool = False) -> TrainStep:
+def build_train_step(spec, traced: bool = False, data_parallel: bool = False) -> TrainStep:
     """The training step; `traced` adds what `nnrun trace` prints as outputs: each layer's
     trace/z/<layer> (before its activation), trace/a/<layer>, trace/delta/<layer> (d loss / d z,
-    or d loss / d a for a layer without activation) and each parameter's grad/<param>."""
+    or d loss / d a for a layer without activation) and each parameter's grad/<param>.
+    `data_parallel`: each rank's gradients are averaged over the ranks (one all-reduce) before
+    anything reads them: norms, clipping and the update see the whole batch's."""
     lowered = lower(spec, mode="train")
     gb = lowered.builder
     graph = gb.graph
@@ -78,6 +80,8 @@ def build_train_step(spec, traced: bool = False) -> TrainStep:
         graph.outputs["logits"] = lowered.logits
         grads = _traced_backward(gb, lowered, loss) if traced else append_backward(
             gb, loss, graph.params)
+        if data_parallel and grads:
+            grads = dict(zip(grads, gb.emit("allreduce_mean", *grads.values())))
         if spec.train.log_grad_norms:
             for name, grad in grads.items():
                 graph.outputs[f"grad_norm/{name}"] = gb.emit("global_norm", grad)

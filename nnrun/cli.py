@@ -43,13 +43,15 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.runtime.checkpoint import CheckpointError
     from nnrun.runtime.data import DataError
     from nnrun.runtime.data_fit import DataFitError
+    from nnrun.runtime.distributed import DistributedError
     from nnrun.runtime.memory import MemoryLimitError
     from nnrun.runtime.run_dir import RunDirectoryError
     from nnrun.runtime.spec_changes import SpecChangeError
     from nnrun.runtime.train import TrainingError
 
     return (UserError, DataError, DataFitError, TrainingError, CheckpointError, RunDirectoryError,
-            SpecChangeError, MemoryLimitError, BackendUnavailable, ExportError)
+            SpecChangeError, MemoryLimitError, BackendUnavailable, ExportError,
+            DistributedError)
 
 
 def handle_errors(command):
@@ -291,9 +293,15 @@ def schema() -> None:
 @threads_option
 @click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
               help="Cap the batches per epoch (quick checks).")
+@click.option("--distributed", is_flag=True,
+              help="Run as one rank of a data-parallel job: mpiexec -n N nnrun train SPEC "
+                   "--distributed (docs/distributed.md).")
+@click.option("--distributed-timeout", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="With --distributed: how long a rank waits for the others "
+                                      "before it stops, taking one for dead (default 300).")
 @handle_errors
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
-          quiet, threads, max_steps) -> None:
+          quiet, threads, max_steps, distributed, distributed_timeout) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
     from nnrun.compiler.frontend import load_spec
     from nnrun.runtime.train import train as run_training
@@ -306,11 +314,16 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
         raise click.UsageError("--resume continues a run in its own directory; drop --out")
     if allow_changes and not resume:
         raise click.UsageError("--allow-changes applies to --resume only")
+    if distributed_timeout and not distributed:
+        raise click.UsageError("--distributed-timeout applies to --distributed only")
+    from nnrun.runtime.distributed import ALONE, DEFAULT_TIMEOUT_S, connect
     from nnrun.runtime.threads import thread_limit
 
+    ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed else ALONE
     with thread_limit(threads):
         run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir,
-                     resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes)
+                     resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
+                     ranks=ranks)
 
 
 RUN_SEED = "the run's seed"  # what --permute without a value stands for

@@ -10,6 +10,7 @@ import numpy as np
 
 from nnrun.compiler.checks import metric_name  # noqa: F401 - one definition, shared
 
+from .distributed import ALONE
 from .model import target_array
 
 
@@ -137,15 +138,27 @@ class Totals:
     def grad_norms(self) -> dict:
         return {name: value / self.steps for name, value in self.norms.items()}
 
+    def add_over_ranks(self, ranks) -> None:
+        """The totals of every rank of a data-parallel run (gradient norms, of the gradients
+        the ranks share, are already the same on each)."""
+        names = [metric_name(metric) for metric in self.tracked]
+        sums = ranks.sum([self.loss, self.count, *(self.metrics.get(n, 0.0) for n in names)])
+        self.loss, self.count = float(sums[0]), int(sums[1])
+        self.metrics = {name: float(value) for name, value in zip(names, sums[2:])}
 
-def evaluate(model, state, split, prefix: str, batch_size: int = 1000) -> dict:
-    """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`."""
+
+def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALONE) -> dict:
+    """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
+    each rank of a data-parallel run evaluates its share of the split."""
     spec, be = model.spec, model.backend
     totals = Totals(spec.train.metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None))
-    for start in range(0, len(split.x), batch_size):
-        x, y = split.x[start:start + batch_size], split.y[start:start + batch_size]
+    share = ranks.shard(len(split.x))
+    xs, ys = split.x[share], split.y[share]
+    for start in range(0, len(xs), batch_size):
+        x, y = xs[start:start + batch_size], ys[start:start + batch_size]
         feeds = dict(state)
         feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
         outputs, _ = model.evaluation_executor.run(feeds)
         totals.add(outputs, y, be)
+    totals.add_over_ranks(ranks)
     return totals.means(f"{prefix}_")

@@ -23,13 +23,16 @@ class Model:
     step; CuPy keeps the reference executor until the planned one has been checked on a GPU
     (the GPU tests compare both with NumPy; `optimized=True` asks for the plan on CuPy)."""
 
-    def __init__(self, source: SourceSpec, backend="numpy", optimized: bool | None = None):
+    def __init__(self, source: SourceSpec, backend="numpy", optimized: bool | None = None,
+                 data_parallel: bool = False):
         """backend: a name, or a backend object."""
         self.source = source
         self.spec = source.spec
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
         self.optimized = self.backend.name == "numpy" if optimized is None else optimized
-        self.lowered, self.train_step = compile_checked(source)
+        # data_parallel: the step averages gradients over the ranks, through the communicator
+        # that nnrun.runtime.distributed gives the backend.
+        self.lowered, self.train_step = compile_checked(source, data_parallel)
 
     @property
     def param_infos(self) -> dict:

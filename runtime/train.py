@@ -11,6 +11,11 @@ Extending a run (resuming with more train.epochs): a cosine schedule, the one sc
 depends on the run's length, restarts at the resumed epoch from optimizer.lr down to min_lr over
 the remaining epochs, without warm-up, and the run says so; the checkpoint records the epoch it
 restarted at. The other schedules go on as they would have.
+
+Data-parallel (`ranks`, runtime/distributed.py): every rank draws the same batches (and the
+same augmentation) from the seed and trains on its share of each; the step averages the
+gradients. Rank 0 alone writes the run directory and prints; what it reads or decides is
+broadcast, and the metrics are sums over the ranks.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        require_input_shape)
+from .distributed import ALONE, check_batch
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory
@@ -59,17 +65,29 @@ class History:
 
 
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
-          max_steps: int | None = None, allow_changes: bool = False) -> dict:
+          max_steps: int | None = None, allow_changes: bool = False, ranks=ALONE) -> dict:
     """Trains `source` (a SourceSpec) and returns the run summary. `max_steps` caps the
     batches per epoch (for quick checks); `allow_changes` lets a resumed run continue with
-    settings that differ from the ones it was trained with."""
+    settings that differ from the ones it was trained with; `ranks`: the ranks of a
+    data-parallel run (runtime/distributed.py connect)."""
+    quiet = quiet or not ranks.is_root
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
-    run = RunDirectory(_run_path(source, out_dir, resume), say)
-    with InterruptGuard() as guard, run:
-        run.open_existing() if resume is not None else run.open_new()
-        changes = _checked_changes(run, source, allow_changes)
-        trainer = Trainer(source, backend, quiet=quiet, max_steps=max_steps)
-        return trainer.run(run, guard, changes)
+    run = RunDirectory(_run_path(source, out_dir, resume), say) if ranks.is_root else None
+
+    def prepare():
+        changes = {}
+        if run is not None:
+            run.open_existing() if resume is not None else run.open_new()
+            changes = _checked_changes(run, source, allow_changes)
+        return changes, Trainer(source, backend, quiet=quiet, max_steps=max_steps, ranks=ranks)
+
+    try:
+        with InterruptGuard() as guard, run or nullcontext():
+            changes, trainer = ranks.together(prepare)
+            return trainer.run(run, guard, changes)
+    except BaseException:
+        ranks.failed()
+        raise
 
 
 def _run_path(source, out_dir, resume) -> Path:
@@ -93,12 +111,14 @@ def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
 
 
 class Trainer:
-    def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None):
+    def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
+                 ranks=ALONE):
         self.source, self.spec = source, source.spec
-        self.quiet, self.max_steps = quiet, max_steps
+        self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
                                 "(data: {dataset: ...})")
+        check_batch(self.spec.train.batch_size, ranks.size)
         # Refuse a model too big for memory before the data loads, when its shape allows.
         if input_shape_known(self.spec):
             self.model = self._model(backend)
@@ -113,10 +133,12 @@ class Trainer:
         check_data_fits(self.spec, self.model, self.data)
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
+        self._check_monitor()
 
     def _model(self, backend: str) -> Model:
-        model = Model(self.source, backend)
-        check_memory(model, self.spec.train.batch_size, "train")
+        model = Model(self.source, backend, data_parallel=self.ranks.size > 1)
+        self.ranks.attach(model.backend)
+        check_memory(model, self.spec.train.batch_size // self.ranks.size, "train")
         return model
 
     def _load_data(self):
@@ -157,14 +179,18 @@ class Trainer:
 
     # --- the run --------------------------------------------------------------------------
 
-    def run(self, run: RunDirectory, guard: InterruptGuard | None = None,
+    def run(self, run: RunDirectory | None, guard: InterruptGuard | None = None,
             changes: dict | None = None) -> dict:
-        self.run_dir, self.say, self.run_directory = run.path, run.say, run
-        self._check_monitor()
+        """`run` is None on the ranks other than 0: they write nothing."""
+        self.run_directory = run
+        self.say = run.say if run else (lambda message: None)
         started = time.perf_counter()
-        self.state, self.history, self.global_step, first_epoch = self._start(run, changes or {})
+        self.run_dir, host_state, self.history, self.global_step, first_epoch, pruning = (
+            self.ranks.from_root(lambda: (run.path, *self._begin(run, changes or {}))))
+        self.state = {name: self.backend.from_host(value) for name, value in host_state.items()}
+        if pruning is not None:
+            self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
         self.saved_epoch = first_epoch - 1
-        save_preprocessing(run.path, self.data.preprocessing)
         try:
             stopped_early = self._train_epochs(run, first_epoch, guard)
             return self._finish(run, started, stopped_early)
@@ -174,8 +200,9 @@ class Trainer:
     def _train_epochs(self, run: RunDirectory, first_epoch: int, guard) -> bool:
         """Epochs from `first_epoch` on; True when early stopping ended them."""
         if self._should_stop():
-            run.say(f"{run.path}: the run stopped early at epoch {first_epoch - 1}; nothing to "
-                    "train (raise train.early_stopping.patience with --allow-changes to go on)")
+            self.say(f"{self.run_dir}: the run stopped early at epoch {first_epoch - 1}; "
+                     "nothing to train (raise train.early_stopping.patience with --allow-changes "
+                     "to go on)")
             return True
         with guard.safe_points() if guard else nullcontext():
             for epoch in range(first_epoch, self.spec.train.epochs + 1):
@@ -184,19 +211,31 @@ class Trainer:
                     return True
         return False
 
-    def _train_and_save(self, run: RunDirectory, epoch: int, guard) -> None:
+    def _train_and_save(self, run: RunDirectory | None, epoch: int, guard) -> None:
         row = self.train_epoch(epoch, guard)
+        self.history = self.ranks.from_root(lambda: self._save_epoch(run, epoch, row))
+        self.saved_epoch = epoch
+        self._check_signals(guard)
+
+    def _save_epoch(self, run: RunDirectory, epoch: int, row: dict) -> History:
         self.history.rows.append(row)
         run.write_metrics(self.history.rows)
         self._write_step_norms(run)
         self._after_epoch(run, epoch, row)
-        if guard:
-            guard.check()
+        return self.history
+
+    def _begin(self, run: RunDirectory, changes: dict):
+        begun = self._start(run, changes)
+        save_preprocessing(run.path, self.data.preprocessing)
+        return begun
 
     def _start(self, run: RunDirectory, changes: dict):
+        """(host state, history, step, first epoch, pruning masks and level): a new run's, or
+        the checkpoint's."""
         if not run.has_checkpoint:
             run.start_over(resolved_spec_text(self.source))
-            return self.initial_state(), History(), 0, 1
+            initial = {name: self.backend.to_host(v) for name, v in self.initial_state().items()}
+            return initial, History(), 0, 1, None
         saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
                                            self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
@@ -212,13 +251,12 @@ class Trainer:
             self._record_changes(run, meta["epoch"], changes, history)
         if not run.file(SPEC).exists():
             run.write_spec(resolved_spec_text(self.source))
-        state = {name: self.backend.from_host(saved[name]) for name in self.expected_shapes()}
+        state = {name: saved[name] for name in self.expected_shapes()}
+        pruning = None  # (masks, level), restored on every rank
         if self.pruner:
             shapes = {name: self.model.param_infos[name].shape for name in self.pruner.weight_names}
-            self.pruner.restore(ckpt.load_masks(run.file(LAST), shapes),
-                                meta.get("pruning_sparsity"), self.backend.from_host,
-                                self.spec.dtype)
-        return state, history, meta["step"], meta["epoch"] + 1
+            pruning = ckpt.load_masks(run.file(LAST), shapes), meta.get("pruning_sparsity")
+        return state, history, meta["step"], meta["epoch"] + 1, pruning
 
     def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history) -> None:
         if "train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule):
@@ -234,6 +272,7 @@ class Trainer:
         batches = _batches(len(train.x), self.spec.train.batch_size, self.spec.train.shuffle, rng)
         if self.max_steps:
             batches = batches[: self.max_steps]
+        batches = self.ranks.even_batches(batches)
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
@@ -243,14 +282,14 @@ class Trainer:
         started = time.perf_counter()
         for index, batch in enumerate(batches):
             lr = self.learning_rate(epoch, index, len(batches))
-            labels = train.y[batch]
-            outputs = self.train_step(train.x[batch], labels, lr, rng, epoch, index)
+            x, labels = self._rank_share(train, batch, rng)
+            outputs = self.train_step(x, labels, lr, rng, epoch, index, guard)
             totals.add(outputs, labels, self.backend)
             progress.update(totals.running_loss())
-            if guard:
-                guard.check()
+        totals.add_over_ranks(self.ranks)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
+        self._average_running_statistics()
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
@@ -265,29 +304,45 @@ class Trainer:
         return learning_rate(self.spec.optimizer, epoch - 1, index, steps, self.spec.train.epochs,
                              restarted_at=self.history.schedule_start)
 
-    def train_step(self, x, y, lr: float, rng, epoch: int, index: int) -> dict:
-        if self.spec.data.augment:
-            x = augment_batch(x, self.spec.data.augment, rng)
+    def _rank_share(self, train, batch: np.ndarray, rng):
+        """This rank's share of a batch (all of it in one process), augmented as the whole
+        batch is: every rank draws the same numbers, so N ranks see the samples one sees."""
+        share = self.ranks.shard(len(batch))
+        if not self.spec.data.augment:
+            return train.x[batch[share]], train.y[batch[share]]
+        augmented = augment_batch(train.x[batch], self.spec.data.augment, rng)
+        return augmented[share], train.y[batch[share]]
+
+    def train_step(self, x, y, lr: float, rng, epoch: int, index: int, guard=None) -> dict:
         self.global_step += 1
-        feeds = self.model.step_feeds(self.state, x, y, lr, self.global_step, rng.integers(2**63))
+        dropout_seed = (int(rng.integers(2**63)) + self.ranks.rank) % 2**63  # a rank's own masks
+        feeds = self.model.step_feeds(self.state, x, y, lr, self.global_step, dropout_seed)
         # A diverging loss is reported below, in one line; NumPy's warnings would only add noise.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                self.ranks.waiting("a training step"):
             outputs, updates = self.model.step_executor.run(feeds)
-        loss = float(outputs["loss"])
+            loss = float(outputs["loss"])
+        loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
         if self.grad_norms:
             self.grad_norms.add(outputs, self.global_step, epoch, index + 1, loss)
         if not math.isfinite(loss):
             self._keep_diverged_epoch(epoch, index + 1, lr)
-            raise TrainingError(self._diverged_message(loss, epoch, index + 1, lr))
+            self.ranks.raise_together(
+                TrainingError(self._diverged_message(loss, epoch, index + 1, lr)))
         self.state.update(updates)
         if self.pruner:
             self.pruner.apply(self.state)
+        if signal_number:
+            self.ranks.raise_together(Interrupted(signal_number))
         return outputs
 
     def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
         drops that row with the epoch), grad-norms.jsonl the step that diverged."""
         totals = self.totals
+        totals.add_over_ranks(self.ranks)
+        if self.run_directory is None:
+            return  # rank 0 writes
         row = {"epoch": epoch, "diverged_at_batch": batch}
         if totals.count:
             row.update({**totals.means("train_"), **totals.grad_norms()})
@@ -300,6 +355,19 @@ class Trainer:
     def _write_step_norms(self, run: RunDirectory) -> None:
         if self.grad_norms and self.grad_norms.every:
             run.write_metrics(self.grad_norms.step_rows, GRAD_NORMS)
+
+    def _check_signals(self, guard) -> None:
+        """Between epochs: a signal any rank received stops them all."""
+        _, signal_number = self.ranks.agree(0.0, guard.received if guard else None)
+        if signal_number:
+            self.ranks.raise_together(Interrupted(signal_number))
+
+    def _average_running_statistics(self) -> None:
+        """Batchnorm's running statistics are each rank's own during the epoch; the model's
+        are their mean over the ranks (nothing changes in one process)."""
+        with self.ranks.waiting("the running statistics"):
+            for name in self.model.lowered.state:
+                self.backend.allreduce_mean(self.state[name])
 
     def _diverged_message(self, loss, epoch, step, lr) -> str:
         optimizer = self.spec.optimizer
@@ -329,7 +397,7 @@ class Trainer:
         data = getattr(self.data, split)
         if data is None:
             return {}
-        return evaluate(self.model, state or self.state, data, split)
+        return evaluate(self.model, state or self.state, data, split, ranks=self.ranks)
 
     # --- after each epoch -----------------------------------------------------------------
 
@@ -397,8 +465,8 @@ class Trainer:
             return {}
         return {"pruning_sparsity": self.pruner.level, "best_sparsity": self.history.best_sparsity}
 
-    def _finish(self, run: RunDirectory, started: float, stopped_early: bool) -> dict:
-        final = self._final_metrics(self._final_checkpoint(run))
+    def _finish(self, run: RunDirectory | None, started: float, stopped_early: bool) -> dict:
+        final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
@@ -407,7 +475,8 @@ class Trainer:
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
-        run.write_summary(summary)
+        if run is not None:
+            run.write_summary(summary)
         if not self.quiet:
             print_final_table(summary, rows)
         return summary
@@ -422,7 +491,8 @@ class Trainer:
     def _final_metrics(self, checkpoint: Path) -> dict:
         """Every number from one checkpoint: train_loss is its epoch's line of metrics.jsonl,
         the val and test numbers are evaluated on its weights."""
-        saved, meta = ckpt.load_checkpoint(checkpoint, self.expected_shapes(), self.spec.dtype)
+        saved, meta = self.ranks.from_root(
+            lambda: ckpt.load_checkpoint(checkpoint, self.expected_shapes(), self.spec.dtype))
         state = {name: self.backend.from_host(saved[name]) for name in self.state}
         epoch = meta["epoch"]
         row = next((row for row in self.history.rows if row["epoch"] == epoch), {})

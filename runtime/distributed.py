@@ -1,0 +1,289 @@
+"""Data-parallel training over MPI (docs/distributed.md): `mpiexec -n N nnrun train SPEC
+--distributed` starts N ranks, each holding the whole model and training on its share of
+every batch.
+
+What the ranks exchange, and when:
+- the gradients, once per step, inside the training step: its allreduce_mean op calls the
+  backend's communicator (MPI's Allreduce over one flat buffer on CPUs; NCCL on GPUs, one rank
+  per GPU), and so do synchronised batchnorm statistics;
+- after each step, the loss and whether a rank got a signal, so that a diverged loss or a
+  SIGTERM stops every rank at the same step;
+- what rank 0 alone decides or reads (the starting state, early stopping, checkpoints),
+  broadcast from it;
+- the sums behind the metrics, training and validation, added over the ranks.
+
+A rank that waits for the others longer than the timeout (one has died, or hangs) says so
+and exits, and MPI ends the rest. A rank that fails on its own (not by the ranks' agreement)
+aborts the others when it exits: they would otherwise wait for it forever.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import sys
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(Exception):
+    """--distributed cannot run here (no MPI, no GPU per rank, an uneven batch)."""
+
+
+class RankFollows(SystemExit):
+    """This rank stops because the ranks agreed to; rank 0 reports why. A SystemExit, so that
+    it exits quietly with rank 0's exit code instead of printing the message N times."""
+
+
+def exit_code(error: BaseException) -> int:
+    if isinstance(error, SystemExit):
+        return error.code if isinstance(error.code, int) else 1
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return getattr(error, "exit_code", 1)  # Interrupted: 128 + the signal number
+
+
+class Alone:
+    """A single process: each rank operation is the identity, and nothing waits."""
+
+    rank, size, is_root = 0, 1, True
+
+    def shard(self, count: int) -> slice:
+        return slice(0, count)
+
+    def even_batches(self, batches: list) -> list:
+        return batches
+
+    def together(self, function):
+        return function()
+
+    def from_root(self, function):
+        return function()
+
+    def agree(self, loss: float, signal_number: int | None) -> tuple[float, int | None]:
+        return loss, signal_number
+
+    def sum(self, values) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
+    def raise_together(self, error: BaseException):
+        raise error
+
+    def waiting(self, what: str):
+        return nullcontext()
+
+    def attach(self, backend) -> None:
+        pass
+
+    def failed(self) -> None:
+        pass
+
+
+ALONE = Alone()
+
+
+class MpiRanks:
+    """The ranks of MPI_COMM_WORLD. Every method is a collective: each rank calls it at the same
+    point, in the same order."""
+
+    def __init__(self, comm, timeout: float = DEFAULT_TIMEOUT_S):
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.is_root = self.rank == 0
+        self.watchdog = Watchdog(timeout, f"rank {self.rank} of {self.size}")
+        self.agreed = False  # set when the ranks stop together: nothing to abort
+
+    def shard(self, count: int) -> slice:
+        """This rank's contiguous share of `count` samples (equal when `size` divides it)."""
+        return slice(count * self.rank // self.size, count * (self.rank + 1) // self.size)
+
+    def even_batches(self, batches: list) -> list:
+        """Batches whose sizes the ranks divide evenly, so that the mean of the ranks'
+        gradients is the batch's: an epoch's last, smaller batch leaves out its last
+        (size mod ranks) samples, and is skipped when smaller than the rank count."""
+        cut = [batch[:len(batch) - len(batch) % self.size] for batch in batches]
+        return [batch for batch in cut if len(batch)]
+
+    def together(self, function):
+        """Every rank runs `function`; if any fails, all stop (rank 0 raising the error)."""
+        try:
+            value, failure = function(), None
+        except BaseException as error:  # noqa: BLE001 - handed to every rank below
+            value, failure = None, error
+        with self.waiting("the start of training"):
+            failures = self.comm.allgather(None if failure is None else _portable(failure))
+        first = next((f for f in failures if f is not None), None)
+        if first is None:
+            return value
+        self.raise_together(failure if failure is not None else first)
+
+    def from_root(self, function):
+        """Rank 0 runs `function`; every rank gets its result, or stops with rank 0's error."""
+        outcome = failure = None
+        if self.is_root:
+            try:
+                outcome = ("ok", function())
+            except BaseException as error:  # noqa: BLE001 - handed to every rank below
+                failure, outcome = error, ("failed", exit_code(error))
+        with self.waiting("rank 0"):
+            outcome = self.comm.bcast(outcome, root=0)
+        if outcome[0] == "ok":
+            return outcome[1]
+        self.raise_together(failure if failure is not None else SystemExit(outcome[1]))
+
+    def agree(self, loss: float, signal_number: int | None) -> tuple[float, int | None]:
+        """After a step: the ranks' mean loss (not finite when any rank's is not) and the
+        signal any rank received, the same on every rank."""
+        mine = np.array([loss, signal_number or 0], dtype=np.float64)
+        everyone = np.empty((self.size, 2), dtype=np.float64)
+        with self.waiting("the end of a step"):
+            self.comm.Allgather(mine, everyone)
+        return float(everyone[:, 0].mean()), int(everyone[:, 1].max()) or None
+
+    def sum(self, values) -> np.ndarray:
+        from mpi4py import MPI
+
+        total = np.array(values, dtype=np.float64)
+        with self.waiting("the sum of the metrics"):
+            self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
+        return total
+
+    def raise_together(self, error: BaseException):
+        """Stop every rank, each calling this with the same decision: rank 0 raises `error`
+        (and reports it), the others exit quietly with its exit code."""
+        self.agreed = True
+        if self.is_root:
+            raise error
+        raise RankFollows(exit_code(error))
+
+    def waiting(self, what: str):
+        return self.watchdog.waiting(what)
+
+    def attach(self, backend) -> None:
+        """The backend's allreduce_mean goes through MPI (NumPy) or NCCL (CuPy)."""
+        if self.size > 1:
+            kind = NcclReduction if backend.name == "cupy" else MpiReduction
+            backend.communicator = kind(self.comm)
+
+    def failed(self) -> None:
+        """Called on the way out of a failed run: when this rank fails on its own, the
+        others are waiting for it in a collective; MPI_Abort (after this rank has printed its
+        error) ends them."""
+        if not self.agreed:
+            atexit.register(self.comm.Abort, 1)
+
+
+def _portable(error: BaseException) -> BaseException:
+    """`error` as it can travel to rank 0 (pickled), or its message."""
+    try:
+        return pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - an exception that does not pickle: keep its words
+        return DistributedError(f"{type(error).__name__}: {error}")
+
+
+class Watchdog:
+    """Ends this process when a wait for the other ranks lasts longer than `timeout`: a rank
+    blocked in MPI cannot be interrupted otherwise (its signal handlers wait for the call)."""
+
+    def __init__(self, timeout: float, who: str, on_timeout=None):
+        self.timeout, self.who = timeout, who
+        self.on_timeout = on_timeout or _exit_now
+        self.current: tuple[str, float] | None = None
+        threading.Thread(target=self._watch, name="nnrun-watchdog", daemon=True).start()
+
+    @contextmanager
+    def waiting(self, what: str):
+        previous, self.current = self.current, (what, time.monotonic())
+        try:
+            yield
+        finally:
+            self.current = previous
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            current = self.current
+            if current is not None and time.monotonic() - current[1] > self.timeout:
+                self.on_timeout(f"error: {self.who}: waited {self.timeout:g} s for the other "
+                                f"ranks at {current[0]}; one of them has died or hangs (its "
+                                "own messages, if any, are above); stopping "
+                                "(--distributed-timeout sets the wait)")
+                return
+
+
+def _exit_now(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    os._exit(1)  # the main thread is blocked inside MPI: only the process can end it
+
+
+class MpiReduction:
+    """allreduce_mean for host arrays: one MPI Allreduce (sum) in place, then / size."""
+
+    def __init__(self, comm):
+        from mpi4py import MPI
+
+        self.comm, self.size, self.in_place, self.sum = comm, comm.Get_size(), MPI.IN_PLACE, MPI.SUM
+
+    def allreduce_mean(self, array) -> None:
+        self.comm.Allreduce(self.in_place, array, op=self.sum)
+        np.divide(array, self.size, out=array)
+
+
+class NcclReduction:
+    """allreduce_mean for CuPy arrays through NCCL, on the current stream; the NCCL id is
+    made by rank 0 and broadcast over MPI."""
+
+    def __init__(self, comm):
+        from cupy.cuda import nccl
+
+        self.nccl, self.size = nccl, comm.Get_size()
+        uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
+        self.communicator = nccl.NcclCommunicator(self.size, uid, comm.Get_rank())
+        self.types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
+
+    def allreduce_mean(self, array) -> None:
+        import cupy
+
+        stream = cupy.cuda.get_current_stream()
+        self.communicator.allReduce(array.data.ptr, array.data.ptr, array.size,
+                                    self.types[array.dtype.name], self.nccl.NCCL_SUM, stream.ptr)
+        cupy.divide(array, self.size, out=array)
+
+
+def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
+    """This process as a rank of the MPI job it was started in (a job of one without mpiexec)."""
+    try:
+        from mpi4py import MPI
+    except (ImportError, RuntimeError) as error:
+        raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
+                               "install them with: pip install 'nnrun[mpi]'") from None
+    comm = MPI.COMM_WORLD
+    if backend == "cupy":
+        use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
+    return MpiRanks(comm, timeout)
+
+
+def use_own_gpu(local_rank: int) -> None:
+    """One rank per GPU: the ranks of one machine take its GPUs in order."""
+    import cupy
+
+    count = cupy.cuda.runtime.getDeviceCount()
+    if local_rank >= count:
+        raise DistributedError(f"--backend cupy runs one rank per GPU, and this machine has "
+                               f"{count}: start at most {count} ranks per machine")
+    cupy.cuda.Device(local_rank).use()
+
+
+def check_batch(batch_size: int, size: int) -> None:
+    """The global batch must split evenly over the ranks."""
+    if batch_size % size:
+        lower, upper = batch_size - batch_size % size, batch_size - batch_size % size + size
+        choices = f"{lower} or {upper}" if lower else f"{upper}"
+        raise DistributedError(f"train.batch_size {batch_size} does not split evenly over "
+                               f"{size} ranks; choose a multiple of {size} (e.g. {choices}), "
+                               "or run another number of ranks")
