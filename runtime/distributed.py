@@ -115,7 +115,7 @@ class MpiRanks:
             value, failure = function(), None
         except BaseException as error:  # noqa: BLE001 - handed to every rank below
             value, failure = None, error
-        with self.waiting("the start of training"):
+        with self.waiting("at the start of training"):
             failures = self.comm.allgather(None if failure is None else _portable(failure))
         first = next((f for f in failures if f is not None), None)
         if first is None:
@@ -130,7 +130,7 @@ class MpiRanks:
                 outcome = ("ok", function())
             except BaseException as error:  # noqa: BLE001 - handed to every rank below
                 failure, outcome = error, ("failed", exit_code(error))
-        with self.waiting("rank 0"):
+        with self.waiting("waiting for a broadcast from rank 0"):
             outcome = self.comm.bcast(outcome, root=0)
         if outcome[0] == "ok":
             return outcome[1]
@@ -141,7 +141,7 @@ class MpiRanks:
         signal any rank received, the same on every rank."""
         mine = np.array([loss, signal_number or 0], dtype=np.float64)
         everyone = np.empty((self.size, 2), dtype=np.float64)
-        with self.waiting("the end of a step"):
+        with self.waiting("at the end of a training step"):
             self.comm.Allgather(mine, everyone)
         return float(everyone[:, 0].mean()), int(everyone[:, 1].max()) or None
 
@@ -149,7 +149,7 @@ class MpiRanks:
         from mpi4py import MPI
 
         total = np.array(values, dtype=np.float64)
-        with self.waiting("the sum of the metrics"):
+        with self.waiting("summing the metrics"):
             self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
         return total
 
@@ -209,9 +209,9 @@ class Watchdog:
             time.sleep(min(1.0, self.timeout / 4))
             current = self.current
             if current is not None and time.monotonic() - current[1] > self.timeout:
-                self.on_timeout(f"error: {self.who}: waited {self.timeout:g} s for the other "
-                                f"ranks at {current[0]}; one of them has died or hangs (its "
-                                "own messages, if any, are above); stopping "
+                self.on_timeout(f"error: {self.who}: no word from the other ranks for "
+                                f"{self.timeout:g} s ({current[0]}); one of them has died or "
+                                "hangs (its own messages, if any, are above); stopping "
                                 "(--distributed-timeout sets the wait)")
                 return
 

@@ -319,7 +319,7 @@ class Trainer:
         feeds = self.model.step_feeds(self.state, x, y, lr, self.global_step, dropout_seed)
         # A diverging loss is reported below, in one line; NumPy's warnings would only add noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
-                self.ranks.waiting("a training step"):
+                self.ranks.waiting("during a training step"):
             outputs, updates = self.model.step_executor.run(feeds)
             loss = float(outputs["loss"])
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
@@ -365,7 +365,7 @@ class Trainer:
     def _average_running_statistics(self) -> None:
         """Batchnorm's running statistics are each rank's own during the epoch; the model's
         are their mean over the ranks (nothing changes in one process)."""
-        with self.ranks.waiting("the running statistics"):
+        with self.ranks.waiting("averaging the running statistics"):
             for name in self.model.lowered.state:
                 self.backend.allreduce_mean(self.state[name])
 
@@ -389,6 +389,8 @@ class Trainer:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"
         # The run's own spec.yaml holds every override, so this command always fits the run.
         command = f"nnrun train {self.run_dir / SPEC} --resume {self.run_dir}"
+        if self.ranks.size > 1:
+            command = f"mpiexec -n {self.ranks.size} {command} --distributed"
         return f"{interrupt}; {saved}; resume with: {command}"
 
     # --- evaluation -----------------------------------------------------------------------
