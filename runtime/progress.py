@@ -80,7 +80,8 @@ def _fmt(value) -> str:
 
 def print_final_table(summary: dict, rows: list[dict]) -> None:
     final = summary["final"]
-    lines = [f"trained {summary['epochs_run']} epoch(s) on {summary['backend']} in "
+    where = summary["backend"] + (f" x {summary['ranks']} ranks" if "ranks" in summary else "")
+    lines = [f"trained {summary['epochs_run']} epoch(s) on {where} in "
              f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)"
              + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "

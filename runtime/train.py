@@ -477,6 +477,8 @@ class Trainer:
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
+        if self.ranks.size > 1:
+            summary["ranks"] = self.ranks.size  # samples_per_s is then the ranks' together
         if run is not None:
             run.write_summary(summary)
         if not self.quiet:

@@ -18,6 +18,7 @@ import sys
 import sysconfig
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.ops.norm import BatchNormAttrs
 from nnrun.compiler.printer import graph_text
 from nnrun.compiler.step import build_train_step
-from nnrun.runtime.distributed import (DistributedError, MpiRanks, RankFollows, Watchdog,
-                                       check_batch)
+from nnrun.runtime.distributed import (DistributedError, MpiRanks, NcclReduction, RankFollows,
+                                       Watchdog, check_batch, use_own_gpu)
 from nnrun.runtime.interrupts import Interrupted
 
 # --- ranks as threads of this process ----------------------------------------------------------
@@ -247,6 +248,40 @@ def test_the_watchdog_stops_a_rank_left_waiting():
     assert messages and messages[0].startswith(
         "error: rank 1 of 2: no word from the other ranks for 0.2 s (at the end of a training "
         "step); one of them has died or hangs")
+
+
+def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeypatch):
+    """The GPU path's wiring, on stand-ins for cupy (no GPU here): one NCCL all-reduce of the
+    whole buffer, the NCCL id from rank 0, one GPU per rank of a machine."""
+    calls = []
+
+    class Communicator:
+        def __init__(self, size, uid, rank):
+            calls.append(("init", size, uid, rank))
+
+        def allReduce(self, *arguments):  # noqa: N802 - NCCL's spelling
+            calls.append(("allReduce", *arguments))
+
+    nccl = types.SimpleNamespace(NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
+                                 get_unique_id=lambda: (5, 6), NcclCommunicator=Communicator)
+    devices = []
+    cuda = types.SimpleNamespace(
+        nccl=nccl, get_current_stream=lambda: types.SimpleNamespace(ptr=99),
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 2),
+        Device=lambda index: types.SimpleNamespace(use=lambda: devices.append(index)))
+    cupy = types.SimpleNamespace(cuda=cuda, divide=lambda a, n, out: calls.append(("divide", n)))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    reduction = NcclReduction(FakeComm(0, 2))
+    array = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1234), size=6,
+                                  dtype=np.dtype("float32"))
+    reduction.allreduce_mean(array)
+    assert calls == [("init", 2, (5, 6), 0), ("allReduce", 1234, 1234, 6, 7, 0, 99),
+                     ("divide", 2)]
+    use_own_gpu(1)
+    assert devices == [1]
+    with pytest.raises(DistributedError, match="one rank per GPU, and this machine has 2"):
+        use_own_gpu(2)
 
 
 def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
