@@ -352,6 +352,18 @@ def test_two_ranks_of_64_give_the_weights_of_one_rank_of_128(tmp_path):
         assert row_two[key] == pytest.approx(row_one[key], rel=1e-6), key
 
 
+def test_an_error_only_rank_0_meets_stops_both_ranks_and_is_reported_once(tmp_path):
+    mpiexec = _mpiexec()
+    spec = _write_spec(tmp_path / "spec.yaml", BN_SPEC)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs/metrics.jsonl").write_text("not nnrun's\n")
+    result = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "theirs", "--distributed")],
+                  tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count("that nnrun did not write and would overwrite") == 1
+    assert "Traceback" not in result.stderr
+
+
 RUN_SPEC = """\
 name: whole
 seed: 1
