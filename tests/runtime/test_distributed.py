@@ -364,6 +364,33 @@ def test_an_error_only_rank_0_meets_stops_both_ranks_and_is_reported_once(tmp_pa
     assert "Traceback" not in result.stderr
 
 
+LONE_FAILURE = """\
+import sys
+from nnrun.runtime.distributed import connect
+ranks = connect("numpy", timeout=120)
+try:
+    if ranks.rank == 1:
+        raise RuntimeError("a bug on rank 1 alone")
+    ranks.agree(0.0, None)  # rank 0 waits for rank 1, which never comes
+except BaseException as error:
+    ranks.failed()
+    print(f"rank {ranks.rank}: {error}", file=sys.stderr)
+    sys.exit(70)
+"""
+
+
+def test_a_failure_on_one_rank_alone_aborts_the_others_at_once(tmp_path):
+    """Not by agreement (a bug, say): the failing rank aborts the job as it exits, so rank 0
+    does not wait out the timeout."""
+    mpiexec = _mpiexec()
+    (tmp_path / "lone.py").write_text(LONE_FAILURE)
+    started = time.monotonic()
+    result = _run([*mpiexec, "-n", "2", sys.executable, "lone.py"], tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "rank 1: a bug on rank 1 alone" in result.stderr
+    assert time.monotonic() - started < 60
+
+
 RUN_SPEC = """\
 name: whole
 seed: 1
