@@ -64,7 +64,8 @@ def main() -> None:
                             max_steps=arguments.steps, ranks=ranks)
         transfer = _transfer_ms(ranks, source) if ranks.size > 1 else 0.0
         if ranks.is_root:
-            rows = [json.loads(line) for line in (out / "run/metrics.jsonl").read_text().splitlines()]
+            metrics = (out / "run/metrics.jsonl").read_text().splitlines()
+            rows = [json.loads(line) for line in metrics]
             seconds, steps = sum(row["epoch_s"] for row in rows), arguments.steps * len(rows)
             print(json.dumps({
                 "spec": arguments.spec.name, "ranks": ranks.size, "threads": arguments.threads,

@@ -265,8 +265,8 @@ register(OpDef("batch_norm_train_grad_input", BatchNormAttrs, lambda a, g, x, ga
                _bn_train_grad_input, None, is_gradient=True,
                doc="d batch_norm_train / dx, through the batch statistics too",
                forward_into=_bn_grad_input_into, scratch=_bn_grad_input_scratch))
-register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_train_grad_gamma, None,
-               is_gradient=True, doc="sum of g * x_hat per channel",
+register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_train_grad_gamma,
+               None, is_gradient=True, doc="sum of g * x_hat per channel",
                forward_into=_bn_grad_gamma_into, scratch=_bn_stats_scratch))
 
 

@@ -284,6 +284,21 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
         use_own_gpu(2)
 
 
+@pytest.mark.gpu
+def test_nccl_reduction_on_one_gpu():
+    """The real NCCL calls, on a job of one rank (NCCL refuses two ranks on one GPU): the mean
+    over one rank leaves the buffer as it is. Written without a GPU: not yet run."""
+    from nnrun.backends import BackendUnavailable, get_backend
+
+    try:
+        backend = get_backend("cupy")
+    except BackendUnavailable as error:
+        pytest.skip(str(error))
+    array = backend.xp.arange(6, dtype=backend.xp.float32)
+    NcclReduction(FakeComm(0, 1)).allreduce_mean(array)
+    np.testing.assert_array_equal(backend.to_host(array), np.arange(6, dtype=np.float32))
+
+
 def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
     from nnrun.cli import main
 
@@ -295,6 +310,8 @@ def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
     assert "--distributed needs mpi4py and an MPI library" in result.output
     assert "pip install 'nnrun[mpi]'" in result.output
     assert not (tmp_path / "run").exists()
+    alone = CliRunner().invoke(main, ["train", str(spec), "--distributed-timeout", "5"])
+    assert alone.exit_code == 2 and "applies to --distributed only" in alone.output
 
 
 # --- under mpiexec ----------------------------------------------------------------------------
