@@ -454,8 +454,11 @@ data: {dataset: digits, limit: 256, validation_split: 0.25, normalize: scale}
 model:
   input_shape: [1, 8, 8]
   layers: [{type: flatten}, {type: dense, units: 16, activation: relu}, {type: dense, units: 10}]
-optimizer: {type: sgd, lr: 0.05}
-train: {epochs: 10000, batch_size: 64}
+optimizer: {type: sgd, lr: 0.05, momentum: 0.5}
+train:
+  epochs: 10000
+  batch_size: 64
+  pruning: {type: magnitude, target_sparsity: 0.5, start_epoch: 1, end_epoch: 6}
 """
 
 
@@ -509,6 +512,13 @@ def test_sigterm_to_one_rank_stops_them_all_and_the_run_resumes(tmp_path):
     epochs = [json.loads(line)["epoch"] for line in
               (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, saved + 2))
+    # The resumed run (its pruning masks restored on both ranks) is the uninterrupted one.
+    alone = _run(_nnrun("spec.yaml", "--out", "alone", "--quiet", "--epochs", saved + 1),
+                 tmp_path)
+    assert alone.returncode == 0, alone.stderr
+    resumed_weights, alone_weights = (np.load(tmp_path / d / "last.npz") for d in ("run", "alone"))
+    for name in (n for n in alone_weights.files if n.startswith("params/")):
+        assert _relative_difference(alone_weights[name], resumed_weights[name]) < 1e-5, name
 
 
 def test_a_rank_that_dies_makes_the_others_exit_within_the_timeout(tmp_path):
