@@ -10,7 +10,7 @@ What the ranks exchange, and when:
   SIGTERM stops every rank at the same step;
 - what rank 0 alone decides or reads (the starting state, early stopping, checkpoints),
   broadcast from it;
-- the sums behind the metrics, training and validation, added over the ranks.
+- the sums behind the metrics (training and validation), gathered and added in rank order.
 
 A rank that waits for the others longer than the timeout (one has died, or hangs) says so
 and exits, and MPI ends the rest. A rank that fails on its own (not by the ranks' agreement)
@@ -69,8 +69,8 @@ class Alone:
     def agree(self, loss: float, signal_number: int | None) -> tuple[float, int | None]:
         return loss, signal_number
 
-    def sum(self, values) -> np.ndarray:
-        return np.asarray(values, dtype=np.float64)
+    def gather(self, value) -> list:
+        return [value]
 
     def raise_together(self, error: BaseException):
         raise error
@@ -145,13 +145,10 @@ class MpiRanks:
             self.comm.Allgather(mine, everyone)
         return float(everyone[:, 0].mean()), int(everyone[:, 1].max()) or None
 
-    def sum(self, values) -> np.ndarray:
-        from mpi4py import MPI
-
-        total = np.array(values, dtype=np.float64)
-        with self.waiting("summing the metrics"):
-            self.comm.Allreduce(MPI.IN_PLACE, total, op=MPI.SUM)
-        return total
+    def gather(self, value) -> list:
+        """`value` (picklable) of every rank, in rank order: the same list on every rank."""
+        with self.waiting("gathering the metrics"):
+            return self.comm.allgather(value)
 
     def raise_together(self, error: BaseException):
         """Stop every rank, each calling this with the same decision: rank 0 raises `error`

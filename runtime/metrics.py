@@ -139,12 +139,17 @@ class Totals:
         return {name: value / self.steps for name, value in self.norms.items()}
 
     def add_over_ranks(self, ranks) -> None:
-        """The totals of every rank of a data-parallel run (gradient norms, of the gradients
-        the ranks share, are already the same on each)."""
-        names = [metric_name(metric) for metric in self.tracked]
-        sums = ranks.sum([self.loss, self.count, *(self.metrics.get(n, 0.0) for n in names)])
-        self.loss, self.count = float(sums[0]), int(sums[1])
-        self.metrics = {name: float(value) for name, value in zip(names, sums[2:])}
+        """The totals of every rank of a data-parallel run, added in rank order (gradient
+        norms, of the gradients the ranks share, are already the same on each)."""
+        parts = ranks.gather((self.loss, self.count, self.metrics, self.confusion))
+        self.loss = sum(loss for loss, _, _, _ in parts)
+        self.count = sum(count for _, count, _, _ in parts)
+        self.metrics = {}
+        for _, _, metrics, _ in parts:
+            for name, value in metrics.items():
+                self.metrics[name] = self.metrics.get(name, 0.0) + value
+        confusions = [confusion for _, _, _, confusion in parts if confusion is not None]
+        self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 
 
 def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALONE) -> dict:

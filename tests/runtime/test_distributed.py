@@ -235,6 +235,22 @@ def test_the_ranks_agree_on_a_signal_and_a_diverged_loss():
         follower.from_root(lambda: None)
 
 
+def test_metric_totals_are_added_over_the_ranks_confusion_matrices_too():
+    from nnrun.compiler.schema import Accuracy, MeanIou
+    from nnrun.runtime.metrics import Totals
+
+    mine = Totals([Accuracy(type="accuracy"), MeanIou(type="mean_iou")])
+    mine.loss, mine.count, mine.metrics = 3.0, 2, {"top_2_accuracy": 1.0}
+    mine.confusion = np.array([[1, 0], [1, 2]])
+    theirs = (5.0, 4, {"top_2_accuracy": 3.0}, np.array([[2, 1], [0, 1]]))
+    mine.add_over_ranks(MpiRanks(FakeComm(0, 2, others={1: theirs})))
+    assert (mine.loss, mine.count, mine.metrics) == (8.0, 6, {"top_2_accuracy": 4.0})
+    np.testing.assert_array_equal(mine.confusion, [[3, 1], [1, 3]])
+    empty = Totals([Accuracy(type="accuracy")])  # a rank with no samples of the split
+    empty.add_over_ranks(MpiRanks(FakeComm(1, 2, others={0: theirs})))
+    assert empty.count == 4 and empty.confusion is not None
+
+
 def test_the_watchdog_stops_a_rank_left_waiting():
     messages = []
     watchdog = Watchdog(0.2, "rank 1 of 2", on_timeout=messages.append)
