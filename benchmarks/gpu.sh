@@ -12,6 +12,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__)"
 echo "== GPU tests"
 timeout 240 python3 -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -15 | tee "$out/gpu-tests.txt"
+echo "== check-backends: CuPy against NumPy op by op"
+for spec in specs/lenet5.yaml specs/residual-block.yaml specs/fcn-segmentation.yaml; do
+  timeout 60 nnrun check-backends "$spec" --backend cupy | tail -5 | tee -a "$out/gpu-tests.txt"
+done
 echo "== nnrun (cupy) vs torch (cuda), train step"
 timeout 240 python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml \
   benchmarks/workloads/mlp.yaml --backend cupy --batch-size 128 1024 --steps 30 \
