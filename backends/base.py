@@ -91,9 +91,9 @@ class ArrayBackend:
         """task(slice) over the batch, split across the worker threads when it pays."""
         run_in_slices(task, size, nbytes)
 
-    def take_into(self, table, indices, out) -> None:
-        """out = table[indices], for indices known to be in range."""
-        self.xp.take(table, indices, out=out)
+    def take_into(self, table, indices, out, axis=None) -> None:
+        """out = table.take(indices, axis), for indices known to be in range."""
+        self.xp.take(table, indices, axis=axis, out=out)
 
     def window_slices(self, spatial, kernel, stride, dilation):
         """For each kernel offset: the strided slice of the (padded) input it reads."""

@@ -39,9 +39,9 @@ class NumpyBackend(ArrayBackend):
         self.erf_into(x, out)
         return out
 
-    def take_into(self, table, indices, out) -> None:
+    def take_into(self, table, indices, out, axis=None) -> None:
         # mode="raise", the default, checks bounds through a temporary copy of the output
-        np.take(table, indices, out=out, mode="clip")
+        np.take(table, indices, axis=axis, out=out, mode="clip")
 
     def erf_into(self, x, out):
         if self.fast_erf is not None:

@@ -1,8 +1,9 @@
-"""Metrics computed on the host from a batch's outputs and targets, their running totals over
-an epoch or a split, and the evaluation of a split.
+"""Metrics of a batch's outputs and targets, their running totals over an epoch or a split, and
+the evaluation of a split.
 
 Each metric returns a sum over the batch, so that epoch values are exact means however the
-batches fall."""
+batches fall. The functions are written against an array module `xp` (NumPy by default), so
+that the totals accumulate on the backend and are read once (see Totals)."""
 
 from __future__ import annotations
 
@@ -10,44 +11,44 @@ import numpy as np
 
 from nnrun.compiler.checks import metric_name  # noqa: F401 - one definition, shared
 
+from .batches import copied_batch
 from .distributed import ALONE
-from .model import target_array
 
 
-def predicted_classes(prediction: np.ndarray) -> np.ndarray:
+def predicted_classes(prediction, xp=np):
     """argmax of several outputs; one output (a probability or a 0/1 regression) splits at 0.5."""
     if prediction.ndim == 2 and prediction.shape[1] == 1:
-        return (prediction[:, 0] > 0.5).astype(np.int64)
+        return (prediction[:, 0] > 0.5).astype(xp.int64)
     return prediction.argmax(axis=1)
 
 
-def metric_sum(metric, logits: np.ndarray, prediction: np.ndarray, target: np.ndarray,
-               loss: str | None = None) -> float:
-    """`prediction` is the model's output after its final activation; `logits` before a final
-    softmax/sigmoid that the loss absorbed (else the same array). `loss` is the spec's loss type."""
+def metric_sum(metric, logits, prediction, target, loss: str | None = None, xp=np):
+    """The metric summed over the batch, a 0-d array. `prediction` is the model's output after
+    its final activation; `logits` before a final softmax/sigmoid that the loss absorbed (else
+    the same array). `loss` is the spec's loss type."""
     kind = metric.type
     if kind == "accuracy":
-        return float((predicted_classes(prediction) == target.reshape(len(target), -1)[:, 0]).sum())
+        return (predicted_classes(prediction, xp) == target.reshape(len(target), -1)[:, 0]).sum()
     if kind == "top_k_accuracy":
-        top = np.argsort(-logits, axis=1)[:, : metric.k]
-        return float((top == target[:, None]).any(axis=1).sum())
-    outputs = compared_outputs(loss, logits, prediction).reshape(len(prediction), -1)
+        top = xp.argsort(-logits, axis=1)[:, : metric.k]
+        return (top == target[:, None]).any(axis=1).sum()
+    outputs = compared_outputs(loss, logits, prediction, xp).reshape(len(prediction), -1)
     if target.ndim == 1 and np.issubdtype(target.dtype, np.integer) and outputs.shape[1] > 1:
-        target = np.eye(outputs.shape[1], dtype=outputs.dtype)[target]  # as the mse loss sees it
+        target = xp.eye(outputs.shape[1], dtype=outputs.dtype)[target]  # as the mse loss sees it
     difference = outputs - target.reshape(len(target), -1)
-    per_sample = np.abs(difference) if kind == "mae" else difference**2
-    return float(per_sample.mean(axis=1).sum())
+    per_sample = xp.abs(difference) if kind == "mae" else difference**2
+    return per_sample.mean(axis=1).sum()
 
 
-def compared_outputs(loss: str | None, logits: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+def compared_outputs(loss: str | None, logits, prediction, xp=np):
     """What mae and mse compare with the targets: a classifier's probabilities (so mse is the
     Brier score; its logits are unbounded scores, not estimates of one-hot targets), else the
     outputs as the loss sees them."""
     if loss == "cross_entropy":
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        shifted = xp.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
     if loss == "binary_cross_entropy":
-        return 0.5 * (1.0 + np.tanh(0.5 * logits))  # the sigmoid, without exp's overflow
+        return 0.5 * (1.0 + xp.tanh(0.5 * logits))  # the sigmoid, without exp's overflow
     return prediction
 
 
@@ -56,23 +57,26 @@ def compared_outputs(loss: str | None, logits: np.ndarray, prediction: np.ndarra
 CONFUSION_METRICS = ("pixel_accuracy", "mean_iou")
 
 
-def predicted_labels(logits: np.ndarray, prediction: np.ndarray, loss: str | None) -> np.ndarray:
+def predicted_labels(logits, prediction, loss: str | None, xp=np):
     """The class at every position: [B, *S] from scores [B, K, *S] (one output: above 0.5)."""
     if logits.shape[1] == 1:
-        return (compared_outputs(loss, logits, prediction)[:, 0] > 0.5).astype(np.int64)
+        return (compared_outputs(loss, logits, prediction, xp)[:, 0] > 0.5).astype(xp.int64)
     return logits.argmax(axis=1)
 
 
-def confusion_matrix(logits, prediction, target, loss, ignore_index) -> np.ndarray:
+def confusion_matrix(logits, prediction, target, loss, ignore_index, xp=np):
     """[K, K] counts of (true class, predicted class) over the positions not ignored."""
-    predicted = predicted_labels(logits, prediction, loss)
+    predicted = predicted_labels(logits, prediction, loss, xp)
     classes = max(logits.shape[1], 2)
-    target = target.reshape(predicted.shape)
+    target = target.reshape(predicted.shape).astype(xp.int64)
+    pairs = target * classes + predicted
     if ignore_index is not None:
-        kept = target != ignore_index
-        target, predicted = target[kept], predicted[kept]
-    pairs = target.astype(np.int64).ravel() * classes + predicted.ravel()
-    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
+        # Counted in an extra last cell, dropped below: a boolean selection would have a size
+        # known only on the host, a device-to-host copy per batch.
+        pairs = xp.where(target != ignore_index, pairs, classes * classes)
+    counts = xp.zeros(classes * classes + 1, dtype=xp.int64)
+    xp.add.at(counts, pairs.ravel(), 1)
+    return counts[:-1].reshape(classes, classes)
 
 
 def confusion_metrics(confusion: np.ndarray) -> dict:
@@ -92,31 +96,82 @@ def default_mode(monitor: str) -> str:
 
 class Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
-    `accuracy` on label maps is the pixel accuracy."""
+    `accuracy` on label maps is the pixel accuracy.
 
-    def __init__(self, metrics, loss: str | None = None, ignore_index: int | None = None):
+    The sums accumulate on the backend (a float64 vector, and the confusion matrix) and only
+    read() copies them to the host, in one transfer: the host fields (loss, count, steps,
+    metrics, norms, confusion) are those of the last read. Each batch adds the same float64
+    numbers in the same order as when each batch was read on its own."""
+
+    def __init__(self, metrics, loss: str | None = None, ignore_index: int | None = None,
+                 backend=None):
         self.tracked, self.loss_type, self.ignore_index = list(metrics), loss, ignore_index
+        self.backend = backend
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
         self.confusion = None
+        self.summed = None  # names of the metrics and norms after loss, count and steps
+        self.sums = self.confusion_sums = None  # on the backend
 
-    def add(self, outputs, y, be) -> None:
-        n = len(y)
-        self.loss += float(outputs["loss"]) * n
-        self.count += n
-        self.steps += 1
-        logits, prediction = be.to_host(outputs["logits"]), be.to_host(outputs["prediction"])
-        for metric in self.tracked:
-            if self._by_confusion(metric, y):
-                continue
-            name = metric_name(metric)
-            total = metric_sum(metric, logits, prediction, y, self.loss_type)
-            self.metrics[name] = self.metrics.get(name, 0.0) + total
-        if any(self._by_confusion(metric, y) for metric in self.tracked):
-            confusion = confusion_matrix(logits, prediction, y, self.loss_type, self.ignore_index)
-            self.confusion = confusion if self.confusion is None else self.confusion + confusion
-        for name, value in outputs.items():
-            if name.startswith("grad_norm/"):
-                self.norms[name] = self.norms.get(name, 0.0) + float(value)
+    def add(self, outputs, batch, counts=None) -> None:
+        """A batch's outputs and its Batch (batches.py). `counts`: a backend bool, whether
+        the batch counts (training stops counting at the first non-finite loss)."""
+        xp = self.backend.xp
+        if self.summed is None:
+            self._start(outputs, batch.labels)
+        entries = self._entries(outputs, batch)
+        summed = xp.stack([entry.astype(xp.float64) for entry in entries])
+        self.sums += summed if counts is None else xp.where(counts, summed, 0.0)
+        if self.confusion_sums is not None:
+            confusion = confusion_matrix(outputs["logits"], outputs["prediction"], batch.labels,
+                                         self.loss_type, self.ignore_index, xp)
+            self.confusion_sums += confusion if counts is None else xp.where(counts, confusion, 0)
+
+    def _start(self, outputs, labels) -> None:
+        xp = self.backend.xp
+        self.by_sum = [m for m in self.tracked if not self._by_confusion(m, labels)]
+        norms = [name for name in outputs if name.startswith("grad_norm/")]
+        self.summed = [*(metric_name(m) for m in self.by_sum), *norms]
+        self.one = xp.ones((), dtype=xp.float64)
+        self.sums = xp.zeros(3 + len(self.summed), dtype=xp.float64)
+        if len(self.by_sum) < len(self.tracked):
+            classes = max(outputs["logits"].shape[1], 2)
+            self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
+
+    def _entries(self, outputs, batch) -> list:
+        """loss * n, n, 1 (a step), each metric's sum, each gradient norm."""
+        n, xp = len(batch), self.backend.xp
+        entries = [outputs["loss"].astype(xp.float64) * n, self.one * n, self.one]
+        entries += [metric_sum(metric, outputs["logits"], outputs["prediction"], batch.labels,
+                               self.loss_type, xp) for metric in self.by_sum]
+        return entries + [outputs[name] for name in self.summed[len(self.by_sum):]]
+
+    def read(self, extra=None):
+        """Copies the sums, and `extra` (a float64 backend vector), to the host in one
+        transfer; returns extra's host copy."""
+        if self.sums is None and extra is None:
+            return None
+        xp = self.backend.xp
+        parts = [] if self.sums is None else [self.sums]
+        if self.confusion_sums is not None:
+            parts.append(self.confusion_sums.ravel().astype(xp.float64))
+        parts += [] if extra is None else [extra]
+        host = self.backend.to_host(xp.concatenate(parts))
+        if self.sums is not None:
+            host = self._take_sums(host)
+        return host
+
+    def _take_sums(self, host):
+        """The host fields from the head of `host`; returns the rest."""
+        values, host = host[:len(self.sums)], host[len(self.sums):]
+        self.loss, self.count, self.steps = float(values[0]), int(values[1]), int(values[2])
+        named = {name: float(value) for name, value in zip(self.summed, values[3:])}
+        self.metrics = {name: named[name] for name in self.summed[:len(self.by_sum)]}
+        self.norms = {name: named[name] for name in self.summed[len(self.by_sum):]}
+        if self.confusion_sums is not None:
+            size = self.confusion_sums.size
+            self.confusion = host[:size].astype(np.int64).reshape(self.confusion_sums.shape)
+            host = host[size:]
+        return host
 
     @staticmethod
     def _by_confusion(metric, y) -> bool:
@@ -152,18 +207,23 @@ class Totals:
         self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 
 
-def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALONE) -> dict:
+def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALONE,
+             resident=None) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
-    each rank of a data-parallel run evaluates its share of the split."""
-    spec, be = model.spec, model.backend
-    totals = Totals(spec.train.metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None))
+    each rank of a data-parallel run evaluates its share of the split. `resident`: the split
+    held on the backend (batches.ResidentSplit), else each batch is copied there."""
+    spec = model.spec
+    totals = Totals(spec.train.metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None),
+                    model.backend)
     share = ranks.shard(len(split.x))
-    xs, ys = split.x[share], split.y[share]
-    for start in range(0, len(xs), batch_size):
-        x, y = xs[start:start + batch_size], ys[start:start + batch_size]
+    for start in range(share.start, share.stop, batch_size):
+        stop = min(start + batch_size, share.stop)
+        batch = (resident.range(start, stop) if resident is not None
+                 else copied_batch(model, split.x[start:stop], split.y[start:stop]))
         feeds = dict(state)
-        feeds.update(x=be.from_host(x), y=be.from_host(target_array(spec, model.lowered, y)))
+        feeds.update(x=batch.x, y=batch.targets)
         outputs, _ = model.evaluation_executor.run(feeds)
-        totals.add(outputs, y, be)
+        totals.add(outputs, batch)
+    totals.read()
     totals.add_over_ranks(ranks)
     return totals.means(f"{prefix}_")

@@ -53,10 +53,16 @@ class Model:
     def step_feeds(self, state: dict, x, y, lr: float, step: int, seed: int) -> dict:
         """Everything the training-step graph reads: the state, the batch, the rate, the step
         count (from 1, for Adam's bias correction) and the step's dropout key (from `seed`)."""
+        be = self.backend
+        return self.batch_feeds(state, be.from_host(np.asarray(x, dtype=self.spec.dtype)),
+                                be.from_host(target_array(self.spec, self.lowered, y)),
+                                lr, step, seed)
+
+    def batch_feeds(self, state: dict, x, targets, lr: float, step: int, seed: int) -> dict:
+        """As step_feeds, for a batch already on the backend (`targets` as target_array)."""
         be, dtype = self.backend, self.spec.dtype
         feeds = dict(state)
-        feeds.update(x=be.from_host(np.asarray(x, dtype=dtype)),
-                     y=be.from_host(target_array(self.spec, self.lowered, y)),
+        feeds.update(x=x, y=targets,
                      lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
                      rng=be.from_host(dropout_key(seed)))
         return feeds

@@ -22,6 +22,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgress
 from nnrun.compiler.tables import table_text
 
 
+REFRESH_S = 0.25  # seconds between two reads of the running loss for the bar
+
+
 def stderr_console() -> Console:
     """Training's console (tests replace it with a fake terminal of a fixed width)."""
     return Console(stderr=True, markup=False, highlight=False, emoji=False)
@@ -30,7 +33,7 @@ def stderr_console() -> Console:
 class EpochProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, disabled: bool = False):
         self.label, self.steps, self.disabled = f"epoch {epoch}/{epochs}", steps, disabled
-        self.started = time.perf_counter()
+        self.started = self.refreshed = time.perf_counter()
         self.console = stderr_console()
         self.bar = None
         if not disabled and self.console.is_terminal:
@@ -44,9 +47,23 @@ class EpochProgress:
             # gives the terminal its cursor back.
             atexit.register(self.bar.stop)
 
-    def update(self, running_loss: float) -> None:
-        if self.bar is not None:
+    def update(self, running_loss: float | None = None) -> None:
+        """One more step; its running loss when it was read (see refresh_due)."""
+        if self.bar is None:
+            return
+        if running_loss is None:
+            self.bar.update(self.task, advance=1)
+        else:
             self.bar.update(self.task, advance=1, loss=f"loss {running_loss:.4f}")
+
+    def refresh_due(self) -> bool:
+        """Whether the bar wants a new running loss: a few times per second on a terminal,
+        never otherwise. Reading the loss copies it from the device, so only then."""
+        now = time.perf_counter()
+        if self.bar is None or now - self.refreshed < REFRESH_S:
+            return False
+        self.refreshed = now
+        return True
 
     def close(self, row: dict) -> None:
         seconds = time.perf_counter() - self.started

@@ -34,11 +34,13 @@ from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 
 from . import checkpoint as ckpt
+from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        require_input_shape)
 from .distributed import ALONE, check_batch
+from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory
@@ -134,6 +136,9 @@ class Trainer:
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
         self._check_monitor()
+        self.resident = self._resident_splits()
+        # Per-step values wanted on the host: every step is read (a step's loss, its norms).
+        self.read_every_step = self.grad_norms is not None or ranks.size > 1
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1)
@@ -151,6 +156,15 @@ class Trainer:
             return None
         weights = [n for n, info in self.model.lowered.params.items() if n.endswith(".weight")]
         return MagnitudePruner(pruning, weights, self.spec.train.epochs, self.backend.xp)
+
+    def _resident_splits(self) -> dict:
+        """The splits held on the backend for the whole run (batches.py); the training split
+        stays on the host when augmented, as augmentation works there."""
+        budget, _ = device_data_budget(self.model, self.spec.train.batch_size // self.ranks.size)
+        data = self.data
+        splits = {"train": None if self.spec.data.augment else data.train,
+                  "val": data.val, "test": data.test}
+        return resident_splits(self.model, splits, budget)
 
     def _grad_norm_log(self) -> GradNormLog | None:
         if not self.spec.train.log_grad_norms:
@@ -267,25 +281,26 @@ class Trainer:
         run.write_spec(resolved_spec_text(self.source))
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:
-        train = self.data.train
         rng = np.random.default_rng([self.spec.seed, epoch])
-        batches = _batches(len(train.x), self.spec.train.batch_size, self.spec.train.shuffle, rng)
-        if self.max_steps:
-            batches = batches[: self.max_steps]
-        batches = self.ranks.even_batches(batches)
+        batches = self._epoch_indices(rng)
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
         totals = self.totals = Totals((m for m in self.spec.train.metrics
                                        if m.type in TRAIN_METRICS), self.spec.loss.type,
-                                      getattr(self.spec.loss, "ignore_index", None))
+                                      getattr(self.spec.loss, "ignore_index", None), self.backend)
+        losses = StepLosses(self.backend.xp, len(batches))
         started = time.perf_counter()
-        for index, batch in enumerate(batches):
+        for index, batch in enumerate(self._epoch_batches(batches, rng)):
             lr = self.learning_rate(epoch, index, len(batches))
-            x, labels = self._rank_share(train, batch, rng)
-            outputs = self.train_step(x, labels, lr, rng, epoch, index, guard)
-            totals.add(outputs, labels, self.backend)
-            progress.update(totals.running_loss())
+            outputs = self.train_step(batch, lr, rng)
+            losses.record(outputs["loss"])
+            read = self.read_every_step or progress.refresh_due()
+            self._check_steps(epoch, len(batches), losses if read else None, guard, outputs)
+            with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
+                totals.add(outputs, batch, counts=losses.finite)
+            progress.update(totals.running_loss() if read else None)
+        self._check_steps(epoch, len(batches), losses, guard)
         totals.add_over_ranks(self.ranks)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
@@ -300,6 +315,22 @@ class Trainer:
         progress.close(row)
         return row
 
+    def _epoch_indices(self, rng) -> list[np.ndarray]:
+        batches = _batches(len(self.data.train.x), self.spec.train.batch_size,
+                           self.spec.train.shuffle, rng)
+        if self.max_steps:
+            batches = batches[: self.max_steps]
+        return self.ranks.even_batches(batches)
+
+    def _epoch_batches(self, batches: list[np.ndarray], rng):
+        """This rank's share of each batch on the backend: gathered there when the training
+        split is, else copied batch by batch (augmented on the host when asked)."""
+        resident = self.resident.get("train")
+        if resident is not None:
+            return resident.gather([batch[self.ranks.shard(len(batch))] for batch in batches])
+        return (copied_batch(self.model, *self._rank_share(self.data.train, batch, rng))
+                for batch in batches)
+
     def learning_rate(self, epoch: int, index: int, steps: int) -> float:
         return learning_rate(self.spec.optimizer, epoch - 1, index, steps, self.spec.train.epochs,
                              restarted_at=self.history.schedule_start)
@@ -313,28 +344,39 @@ class Trainer:
         augmented = augment_batch(train.x[batch], self.spec.data.augment, rng)
         return augmented[share], train.y[batch[share]]
 
-    def train_step(self, x, y, lr: float, rng, epoch: int, index: int, guard=None) -> dict:
+    def train_step(self, batch, lr: float, rng) -> dict:
+        """One step on a batch (batches.Batch); its loss is checked when read (_check_steps)."""
         self.global_step += 1
         dropout_seed = (int(rng.integers(2**63)) + self.ranks.rank) % 2**63  # a rank's own masks
-        feeds = self.model.step_feeds(self.state, x, y, lr, self.global_step, dropout_seed)
-        # A diverging loss is reported below, in one line; NumPy's warnings would only add noise.
+        feeds = self.model.batch_feeds(self.state, batch.x, batch.targets, lr, self.global_step,
+                                       dropout_seed)
+        # A diverging loss is reported when read, in one line; NumPy's warnings would only add
+        # noise (the steps after it, until the read, run on non-finite numbers).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                 self.ranks.waiting("during a training step"):
             outputs, updates = self.model.step_executor.run(feeds)
-            loss = float(outputs["loss"])
+            self.state.update(updates)
+            if self.pruner:
+                self.pruner.apply(self.state)
+        return outputs
+
+    def _check_steps(self, epoch: int, steps: int, losses, guard, outputs=None) -> None:
+        """After a step: when `losses` is given, reads them (and the totals) in one transfer
+        and stops at the first non-finite one, with its step; stops on a signal any rank
+        received. The ranks of a data-parallel run read every step and agree on its loss."""
+        index, loss = losses.read(self.totals) if losses is not None else (None, 0.0)
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
-        if self.grad_norms:
-            self.grad_norms.add(outputs, self.global_step, epoch, index + 1, loss)
+        if self.grad_norms and outputs is not None:
+            norms = {name: self.backend.to_host(value) for name, value in outputs.items()
+                     if name.startswith(GRAD_NORM_PREFIX)}
+            self.grad_norms.add(norms, self.global_step, epoch, index + 1, loss)
         if not math.isfinite(loss):
+            lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
             self.ranks.raise_together(
                 TrainingError(self._diverged_message(loss, epoch, index + 1, lr)))
-        self.state.update(updates)
-        if self.pruner:
-            self.pruner.apply(self.state)
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
-        return outputs
 
     def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
@@ -399,7 +441,8 @@ class Trainer:
         data = getattr(self.data, split)
         if data is None:
             return {}
-        return evaluate(self.model, state or self.state, data, split, ranks=self.ranks)
+        return evaluate(self.model, state or self.state, data, split, ranks=self.ranks,
+                        resident=self.resident.get(split))
 
     # --- after each epoch -----------------------------------------------------------------
 
@@ -524,6 +567,34 @@ class Trainer:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+class StepLosses:
+    """The losses of an epoch's steps, on the backend until read, and whether every one so
+    far was finite (a backend bool: the totals stop counting at the first that is not)."""
+
+    def __init__(self, xp, steps: int):
+        self.xp = xp
+        self.values = xp.zeros(max(steps, 1), dtype=xp.float64)
+        self.finite = xp.ones((), dtype=bool)
+        self.recorded = self.unread = 0
+
+    def record(self, loss) -> None:
+        self.values[self.recorded] = loss
+        self.xp.logical_and(self.finite, self.xp.isfinite(loss), out=self.finite)
+        self.recorded += 1
+
+    def read(self, totals) -> tuple[int | None, float]:
+        """Reads the losses since the last read with the totals, in one transfer: (index in
+        the epoch, loss) of the first that is not finite, else of the last; (None, 0.0) when
+        none is new."""
+        first, self.unread = self.unread, self.recorded
+        values = totals.read(self.values[first:self.recorded])
+        if not len(values):
+            return None, 0.0
+        bad = np.flatnonzero(~np.isfinite(values))
+        at = int(bad[0]) if len(bad) else len(values) - 1
+        return first + at, float(values[at])
 
 
 def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray]:
