@@ -9,7 +9,8 @@ on the host), goes batch by batch: each batch is copied on its own, as it is dra
 The budget: NNRUN_DEVICE_DATA_LIMIT (bytes, or a size such as 2GB; 0 keeps every split on the
 host), else half of what the backend's memory has left once the training step's estimated
 memory is set aside (memory.py: the free GPU memory on CuPy, the host's available memory on
-NumPy). The splits are taken in the order train, val, test while they fit together.
+NumPy). The splits are taken in the order train, val, test, each one that fits beside those
+before it.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ depends on the run's length, restarts at the resumed epoch from optimizer.lr dow
 the remaining epochs, without warm-up, and the run says so; the checkpoint records the epoch it
 restarted at. The other schedules go on as they would have.
 
+The data path (docs/architecture.md): batches come from splits held on the backend when they
+fit (batches.py); the loss and metric sums accumulate there, and are read once per epoch and
+per progress-bar refresh, where a diverged loss is found with its step (StepLosses). Runs that
+want per-step values (gradient-norm logging, several ranks) read every step.
+
 Data-parallel (`ranks`, runtime/distributed.py): every rank draws the same batches (and the
 same augmentation) from the seed and trains on its share of each; the step averages the
 gradients. Rank 0 alone writes the run directory and prints; what it reads or decides is
