@@ -304,7 +304,7 @@ class Trainer:
             self._check_steps(epoch, len(batches), losses if read else None, guard, outputs)
             with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
                 totals.add(outputs, batch, counts=losses.finite)
-            progress.update(totals.running_loss() if read else None)
+            progress.update(totals.running_loss() if read and totals.count else None)
         self._check_steps(epoch, len(batches), losses, guard)
         totals.add_over_ranks(self.ranks)
         seconds = time.perf_counter() - started
