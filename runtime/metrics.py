@@ -109,18 +109,19 @@ class Totals:
         self.backend = backend
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
         self.confusion = None
-        self.summed = None  # names of the metrics and norms after loss, count and steps
+        # Known at the first batch: the metrics summed batch by batch (the others are read
+        # off the confusion matrix) and the gradient norms the outputs hold.
+        self.summed_metrics = self.norm_names = None
         self.sums = self.confusion_sums = None  # on the backend
 
     def add(self, outputs, batch, counts=None) -> None:
         """A batch's outputs and its Batch (batches.py). `counts`: a backend bool, whether
         the batch counts (training stops counting at the first non-finite loss)."""
         xp = self.backend.xp
-        if self.summed is None:
+        if self.sums is None:
             self._start(outputs, batch.labels)
-        entries = self._entries(outputs, batch)
-        summed = xp.stack([entry.astype(xp.float64) for entry in entries])
-        self.sums += summed if counts is None else xp.where(counts, summed, 0.0)
+        entries = xp.stack([entry.astype(xp.float64) for entry in self._entries(outputs, batch)])
+        self.sums += entries if counts is None else xp.where(counts, entries, 0.0)
         if self.confusion_sums is not None:
             confusion = confusion_matrix(outputs["logits"], outputs["prediction"], batch.labels,
                                          self.loss_type, self.ignore_index, xp)
@@ -128,22 +129,22 @@ class Totals:
 
     def _start(self, outputs, labels) -> None:
         xp = self.backend.xp
-        self.by_sum = [m for m in self.tracked if not self._by_confusion(m, labels)]
-        norms = [name for name in outputs if name.startswith("grad_norm/")]
-        self.summed = [*(metric_name(m) for m in self.by_sum), *norms]
+        self.summed_metrics = [m for m in self.tracked if not self._by_confusion(m, labels)]
+        self.norm_names = [name for name in outputs if name.startswith("grad_norm/")]
         self.one = xp.ones((), dtype=xp.float64)
-        self.sums = xp.zeros(3 + len(self.summed), dtype=xp.float64)
-        if len(self.by_sum) < len(self.tracked):
+        self.sums = xp.zeros(3 + len(self.summed_metrics) + len(self.norm_names),
+                             dtype=xp.float64)
+        if len(self.summed_metrics) < len(self.tracked):
             classes = max(outputs["logits"].shape[1], 2)
             self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
 
     def _entries(self, outputs, batch) -> list:
-        """loss * n, n, 1 (a step), each metric's sum, each gradient norm."""
+        """loss * n, n, 1 (a step), each summed metric, each gradient norm."""
         n, xp = len(batch), self.backend.xp
-        entries = [outputs["loss"].astype(xp.float64) * n, self.one * n, self.one]
-        entries += [metric_sum(metric, outputs["logits"], outputs["prediction"], batch.labels,
-                               self.loss_type, xp) for metric in self.by_sum]
-        return entries + [outputs[name] for name in self.summed[len(self.by_sum):]]
+        metrics = [metric_sum(metric, outputs["logits"], outputs["prediction"], batch.labels,
+                              self.loss_type, xp) for metric in self.summed_metrics]
+        return [outputs["loss"].astype(xp.float64) * n, self.one * n, self.one, *metrics,
+                *(outputs[name] for name in self.norm_names)]
 
     def read(self, extra=None):
         """Copies the sums, and `extra` (a float64 backend vector), to the host in one
@@ -152,21 +153,19 @@ class Totals:
             return None
         xp = self.backend.xp
         parts = [] if self.sums is None else [self.sums]
-        if self.confusion_sums is not None:
+        if self.confusion_sums is not None:  # counts up to 2**53 are exact in float64
             parts.append(self.confusion_sums.ravel().astype(xp.float64))
         parts += [] if extra is None else [extra]
         host = self.backend.to_host(xp.concatenate(parts))
-        if self.sums is not None:
-            host = self._take_sums(host)
-        return host
+        return host if self.sums is None else self._take_sums(host)
 
     def _take_sums(self, host):
         """The host fields from the head of `host`; returns the rest."""
         values, host = host[:len(self.sums)], host[len(self.sums):]
         self.loss, self.count, self.steps = float(values[0]), int(values[1]), int(values[2])
-        named = {name: float(value) for name, value in zip(self.summed, values[3:])}
-        self.metrics = {name: named[name] for name in self.summed[:len(self.by_sum)]}
-        self.norms = {name: named[name] for name in self.summed[len(self.by_sum):]}
+        metrics, norms = np.split(values[3:], [len(self.summed_metrics)])
+        self.metrics = {metric_name(m): float(v) for m, v in zip(self.summed_metrics, metrics)}
+        self.norms = {name: float(v) for name, v in zip(self.norm_names, norms)}
         if self.confusion_sums is not None:
             size = self.confusion_sums.size
             self.confusion = host[:size].astype(np.int64).reshape(self.confusion_sums.shape)
