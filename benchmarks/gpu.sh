@@ -31,3 +31,11 @@ if [ -d .device/data/mnist ]; then
   timeout 150 nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
     && python3 -c "import json; print(json.load(open('/tmp/lenet-cupy/summary.json')))"
 fi
+echo "== the data path: splits held on the GPU, then copied batch by batch (NNRUN_DEVICE_DATA_LIMIT=0)"
+for limit in "" 0; do
+  NNRUN_DEVICE_DATA_LIMIT=$limit timeout 60 nnrun train specs/quickstart.yaml --backend cupy \
+    --epochs 2 --out "/tmp/quick-data-${limit:-device}" --quiet \
+    && python3 -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; \
+print('NNRUN_DEVICE_DATA_LIMIT=${limit:-(budget)}', [(r['epoch_s'], r['samples_per_s']) for r in rows])" \
+      "/tmp/quick-data-${limit:-device}/metrics.jsonl"
+done
