@@ -68,10 +68,13 @@ class MagnitudePruner:
         for name, mask in self.masks.items():
             state[name] = state[name] * mask
 
-    def sparsity(self, state: dict) -> float:
-        """The fraction of pruned-tensor weights that are exactly zero."""
-        zeros = sum(int((state[name] == 0).sum()) for name in self.weight_names)
-        return zeros / max(sum(state[name].size for name in self.weight_names), 1)
+    def sparsity(self, state: dict, to_host=np.asarray) -> float:
+        """The fraction of pruned-tensor weights that are exactly zero, read from the
+        backend in one transfer (`to_host`: the backend's)."""
+        if not self.weight_names:
+            return 0.0
+        zeros = to_host(self.xp.stack([(state[name] == 0).sum() for name in self.weight_names]))
+        return int(zeros.sum()) / sum(state[name].size for name in self.weight_names)
 
     # --- checkpoints ----------------------------------------------------------------------
 

@@ -316,7 +316,7 @@ class Trainer:
         if self.grad_norms:
             row.update(self.grad_norms.epoch_columns())
         if self.pruner:
-            row["sparsity"] = round(self.pruner.sparsity(self.state), 6)
+            row["sparsity"] = round(self.pruner.sparsity(self.state, self.backend.to_host), 6)
         progress.close(row)
         return row
 
@@ -550,7 +550,7 @@ class Trainer:
         row = next((row for row in self.history.rows if row["epoch"] == epoch), {})
         final = {"checkpoint": checkpoint.name, "epoch": epoch, "train_loss": row.get("train_loss")}
         if self.pruner:
-            final["sparsity"] = round(self.pruner.sparsity(state), 6)
+            final["sparsity"] = round(self.pruner.sparsity(state, self.backend.to_host), 6)
             self._say_if_less_sparse(checkpoint, epoch, meta.get("pruning_sparsity") or 0.0)
         for split in ("val", "test"):
             final.update(self.evaluate_split(split, state))
