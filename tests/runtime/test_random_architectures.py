@@ -172,10 +172,21 @@ class Drawer:
             other = self.pick(fitting)
             channels = self.shape[0] + self.shapes[other][0]
             self.add({"type": "concat", "inputs": [before, other]}, [channels, *self.shape[1:]])
+            return
+        same = [name for name, shape in self.shapes.items() if shape == self.shape]
+        axis = int(self.rng.integers(1, self.rank + 1))
+        shape = list(self.shape)
+        shape[axis] *= 2
+        self.add({"type": "concat", "axis": axis, "inputs": [before, self.pick(same)]}, shape)
+
+    def reshape(self):
+        """Channels and the last axis swapped in size (a reshape, not a transpose)."""
+        shape = [self.shape[-1], *self.shape[1:-1], self.shape[0]]
+        self.add({"type": "reshape", "shape": shape}, shape)
 
     def body(self, count: int):
         steps = [self.conv, self.conv, self.conv_transpose, self.upsample, self.pool,
-                 self.batchnorm, self.activation_layer, self.dropout_layer, self.skip]
+                 self.batchnorm, self.activation_layer, self.dropout_layer, self.skip, self.reshape]
         for _ in range(count):
             self.pick(steps)()
 
@@ -206,6 +217,8 @@ def draw_model(seed: int, dropout: bool = False) -> dict:
             loss["ignore_index"] = 1  # a class of its own, left out
     elif loss["type"] == "binary_cross_entropy":
         final = drawer.pick([None, "sigmoid"])
+        if rng.random() < 0.3:
+            loss["ignore_index"] = 2  # targets 0, 1 and 2: the 2s are left out
     else:
         final = drawer.pick([None, "tanh", "sigmoid"])
         if loss["type"] == "huber":
@@ -249,7 +262,8 @@ def draw_batch(drawn: dict, rng, batch: int):
     if loss == "cross_entropy":
         return x, rng.integers(0, out[0], (batch, *out[1:]))
     if loss == "binary_cross_entropy":
-        return x, rng.integers(0, 2, (batch, *out)).astype(np.float64)
+        values = 3 if "ignore_index" in drawn["loss"] else 2
+        return x, rng.integers(0, values, (batch, *out)).astype(np.float64)
     return x, rng.standard_normal((batch, *out))
 
 
@@ -349,7 +363,9 @@ def torch_layer(layer, values, t, rank, previous):
     if kind == "add":
         return sum(values[i] for i in inputs)
     if kind == "concat":
-        return torch.cat([values[i] for i in inputs], dim=1)
+        return torch.cat([values[i] for i in inputs], dim=1 + layer.get("axis", 0))
+    if kind == "reshape":
+        return x.reshape(len(x), *layer["shape"])
     return torch_activation(x, kind)
 
 
@@ -374,7 +390,8 @@ def torch_loss(drawn, scores, y):
         value = F.cross_entropy(scores, y, label_smoothing=loss.get("label_smoothing", 0.0),
                                 ignore_index=loss.get("ignore_index", -100))
     elif kind == "binary_cross_entropy":
-        value = F.binary_cross_entropy_with_logits(scores, y)
+        kept = y != loss.get("ignore_index", -1)
+        value = F.binary_cross_entropy_with_logits(scores[kept], y[kept])
     elif kind == "mse":
         value = F.mse_loss(scores, y)
     elif kind == "mae":
