@@ -16,6 +16,7 @@ from .cli import handle_errors, main, set_option, spec_argument
               show_default=True, help="The backend checked against NumPy's reference executor.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              callback=lambda ctx, param, value: _tolerance(value),
               help="Largest relative difference accepted: max |a - b| / max |reference|.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the initial weights and the random batch.")
@@ -35,6 +36,13 @@ def check_backends(spec, backend, batch_size, tolerance, seed, fmt, overrides) -
     else:
         _print_report(spec, report)
     sys.exit(0 if report.agree else 1)
+
+
+def _tolerance(value: float) -> float:
+    # nan would accept every difference (no comparison with nan is true), a negative one none
+    if not 0 <= value < float("inf"):
+        raise click.BadParameter(f"{value:g} is not a finite number >= 0 (e.g. 1e-4)")
+    return value
 
 
 def _print_report(spec, report) -> None:

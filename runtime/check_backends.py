@@ -95,14 +95,20 @@ class BackendCheck:
             "first_difference": None if first is None else {"graph": first[0].name,
                                                              **_op_json(first[1])},
             "graphs": {g.name: [_op_json(d) for d in g.ops] for g in self.graphs},
-            "whole_step": self.whole_step,
+            "whole_step": {name: _json_number(v) for name, v in self.whole_step.items()},
         }
 
 
 def _op_json(d: OpDifference) -> dict:
     return {"position": d.position, "op": d.op, "layer": d.layer, "where": d.where,
             "output": d.output, "shape": list(d.shape),
-            "difference": d.difference}
+            "difference": _json_number(d.difference)}
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no infinity (Python would write `Infinity`, which strict parsers refuse): an
+    array that differs in shape, in an integer entry or where it is not finite is `null`."""
+    return value if np.isfinite(value) else None
 
 
 def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: float = 1e-4,
@@ -182,9 +188,11 @@ def relative_difference(want, have) -> float:
     if want.dtype.kind in "biu":
         return 0.0 if np.array_equal(want, have) else float("inf")
     want64, have64 = want.astype(np.float64), have.astype(np.float64)
-    if not np.all(np.isfinite(have64) == np.isfinite(want64)):
-        return float("inf")
     finite = np.isfinite(want64)
+    # inf where the reference has -inf, or nan where it has inf, is as wrong as a wrong number
+    if not (np.array_equal(np.isfinite(have64), finite)
+            and np.array_equal(have64[~finite], want64[~finite], equal_nan=True)):
+        return float("inf")
     scale = max(float(np.max(np.abs(want64[finite]), initial=0.0)), np.finfo(np.float32).tiny)
     return float(np.max(np.abs(have64[finite] - want64[finite]), initial=0.0)) / scale
 

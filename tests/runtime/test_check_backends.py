@@ -138,3 +138,46 @@ def test_cli_without_cupy_is_one_line_naming_the_extras(spec_file):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "nnrun[cuda13]" in lines[0] and "nnrun[cuda12]" in lines[0]
+
+
+class NanCol2im(NumpyBackend):
+    """A kernel that writes nan: the failure a GPU kernel reading uninitialised memory shows."""
+
+    name = "nan"
+
+    def col2im_into(self, cols, kernel, stride, dilation, x):
+        super().col2im_into(cols, kernel, stride, dilation, x)
+        x[...] = np.nan
+        return x
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_json_stays_json_when_a_kernel_writes_nan(spec_file, monkeypatch):
+    monkeypatch.setattr(module, "get_backend", lambda name: NanCol2im())
+    result = CliRunner().invoke(main, ["check-backends", str(spec_file), "--backend", "numpy",
+                                       "--batch-size", "4", "--format", "json"])
+    assert result.exit_code == 1, result.output
+    data = _strict_json(result.stdout)
+    assert data["agree"] is False and data["first_difference"]["difference"] is None
+    assert data["first_difference"]["op"] == "conv2d_grad_input"
+
+
+def test_non_finite_entries_must_be_the_same_non_finite_value():
+    inf = float("inf")
+    assert relative_difference(np.array([1.0, inf]), np.array([1.0, inf])) == 0.0
+    assert relative_difference(np.array([1.0, np.nan]), np.array([1.0, np.nan])) == 0.0
+    assert relative_difference(np.array([1.0, inf]), np.array([1.0, -inf])) == inf
+    assert relative_difference(np.array([1.0, inf]), np.array([1.0, np.nan])) == inf
+
+
+@pytest.mark.parametrize("tolerance", ["-1", "nan", "inf"])
+def test_cli_refuses_a_tolerance_that_accepts_everything_or_nothing(spec_file, tolerance):
+    result = CliRunner().invoke(main, ["check-backends", str(spec_file), "--backend", "numpy",
+                                       "--tolerance", tolerance])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--tolerance" in result.stderr and "finite number >= 0" in result.stderr
