@@ -32,13 +32,17 @@ def load_side(path: Path) -> Side:
 
 
 def _final_metrics(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
     try:
-        final = json.loads((run_dir / "summary.json").read_text())["final"]
+        final = json.loads(path.read_text())["final"]
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{run_dir / 'summary.json'}: not a readable run summary ({error}); "
+        raise UserError(f"{path}: not a readable run summary ({error}); "
                         "compare the specs instead") from None
+    if not isinstance(final, dict):
+        raise UserError(f"{path}: not a readable run summary ('final' is not a mapping of "
+                        "metrics); compare the specs instead")
     return {name: value for name, value in final.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from nnrun.cli import main
@@ -198,3 +199,15 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == (f"error: {tmp_path}: neither a spec nor a run directory "
                                      "(no spec.yaml)")
+
+
+@pytest.mark.parametrize("summary", ['{"final": 3}', '{"final": null}', '{"final": [1]}',
+                                     "[1]", "not json", '{"epochs_run": 2}'])
+def test_a_damaged_run_summary_is_a_one_line_error(tmp_path, summary):
+    run = write_run(tmp_path / "run", BASE, {})
+    (run / "summary.json").write_text(summary)
+    result = invoke("diff", run, run)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: {run / 'summary.json'}: not a readable run summary")
