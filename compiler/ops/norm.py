@@ -157,12 +157,29 @@ def _bn_grad_gamma_into(be, attrs, out, g, x):
     xp.sum(xhat, axis=_reduce_axes(x), out=dgamma)
 
 
+def _channel_var_forward(be, attrs, x):
+    if x.size // x.shape[1] < 2:
+        return be.xp.full((x.shape[1],), np.nan, dtype=x.dtype)
+    return x.var(axis=_reduce_axes(x), ddof=1)
+
+
 def _channel_var_into(be, attrs, out, x):
     var, mean, deviations = out
     xp = be.xp
     count = _squared_deviations_into(xp, x, mean, deviations)
+    if count < 2:
+        var.fill(np.nan)  # one value per channel has no unbiased variance (0/0)
+        return
     xp.sum(deviations, axis=_reduce_axes(x), out=var)
-    xp.divide(var, max(count - 1, 0), out=var)
+    xp.divide(var, count - 1, out=var)
+
+
+def _ema_forward(be, attrs, running, stat):
+    # A batch with one value per channel (a last batch of one vector sample) has no unbiased
+    # variance: channel_var gives nan, and the running statistic keeps its value rather than
+    # turning nan for good (PyTorch refuses such a batch in training).
+    blended = running * attrs.momentum + stat * (1 - attrs.momentum)
+    return be.xp.where(be.xp.isnan(stat), running, blended)
 
 
 # Dropout's random numbers come from a counter-based hash, not from a generator object: each
@@ -318,12 +335,12 @@ register(OpDef("channel_mean", NoAttrs, _channel_stat_shape,
                                                              out=out[0])))
 # Unbiased, as PyTorch's running_var is.
 register(OpDef("channel_var", NoAttrs, _channel_stat_shape,
-               lambda be, a, x: x.var(axis=_reduce_axes(x), ddof=1), None, is_gradient=True,
-               doc="unbiased variance per channel (for running statistics)",
+               _channel_var_forward, None, is_gradient=True,
+               doc="unbiased variance per channel (for running statistics); nan for one value",
                forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x)))
 register(OpDef("ema", MomentumAttrs, lambda a, running, stat: running,
-               lambda be, a, running, stat: running * a.momentum + stat * (1 - a.momentum),
-               None, is_gradient=True, doc="momentum * running + (1 - momentum) * stat"))
+               _ema_forward, None, is_gradient=True,
+               doc="momentum * running + (1 - momentum) * stat; running where stat is nan"))
 
 
 def _dropout_mask_forward(be, attrs, x, rng):

@@ -479,3 +479,35 @@ def test_planned_executor_gives_the_reference_weights(seed, dtype):
         assert actual[name].dtype == expected[name].dtype == np.dtype(dtype), name
         error = relative_error(actual[name], expected[name], floor)
         assert error < tolerance, f"{name}: relative error {error:.3g}\n{spec_text(drawn, dtype)}"
+
+
+# --- odd batch sizes ----------------------------------------------------------------------------
+
+BATCHNORM_ON_VECTORS = """\
+seed: 0
+model:
+  input_shape: [3]
+  layers:
+    - {type: dense, units: 4}
+    - {type: batchnorm, momentum: 0.5}
+    - {type: dense, units: 2}
+optimizer: {type: sgd, lr: 0.1}
+"""
+
+
+@pytest.mark.parametrize("optimized", [False, True])
+def test_a_batch_of_one_vector_sample_keeps_the_running_variance(optimized):
+    """One value per channel has no unbiased variance (0/0): a last batch of one sample made
+    running_var nan for good, and every later evaluation nan."""
+    model = Model(nnrun.load_spec_text(BATCHNORM_ON_VECTORS), "numpy", optimized=optimized)
+    rng = np.random.default_rng(0)
+    state = model.train_state(0)
+    for batch in (5, 1, 3):  # a full batch, the last one of an epoch, the next epoch's first
+        before = np.array(state["batchnorm_1.running_var"])
+        x, y = rng.standard_normal((batch, 3)), rng.integers(0, 2, batch)
+        _, updates = model.step_executor.run(model.step_feeds(state, x, y, 0.1, 1, seed=1))
+        state.update({name: np.array(value) for name, value in updates.items()})
+        after = state["batchnorm_1.running_var"]
+        assert np.all(np.isfinite(after)), batch
+        assert np.array_equal(after, before) == (batch == 1), batch
+    assert np.all(np.isfinite(model.forward(state, rng.standard_normal((2, 3)))))
