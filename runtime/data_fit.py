@@ -9,7 +9,7 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.ir import Origin
 
-from .data.targets import check_targets_fit
+from .data.targets import check_targets_fit, multi_label_message
 
 
 class DataFitError(Exception):
@@ -86,6 +86,8 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         return
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])
+    if spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs):
+        raise DataFitError(multi_label_message(where, label_shape))
     if label_shape == spatial:
         if label_shape and any(m.type == "top_k_accuracy" for m in spec.train.metrics):
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "

@@ -16,6 +16,12 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if data.task != "regression":
         return
     loss = spec.loss.type
+    if loss in CLASS_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
+        # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
+        if len(output_shape) == 1 and loss == "binary_cross_entropy":
+            raise DataError(multi_label_message(where, list(data.train.y.shape[1:])))
+        raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
+                        "label maps [N, L] as integers (y.astype(int))")
     if loss in CLASS_LOSSES:
         raise DataError(f"{where}: {loss} needs integer class labels 0..k-1, but the labels "
                         f"are real values ({_first_value_that_is_not_a_class(data)}); for "
@@ -29,6 +35,15 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if class_metrics:
         raise DataError(f"{where}: the metric {class_metrics[0]} needs class labels, the targets "
                         "are real values; use train.metrics: [mae] (or mse)")
+
+
+def multi_label_message(where: str, label_shape: list) -> str:
+    """[N, k] labels for a vector output read as 1-D label maps; they are several labels per
+    sample (multi-label), which nnrun's losses and metrics do not take."""
+    return (f"{where}: the labels are {label_shape} per sample (several labels each); "
+            "binary_cross_entropy takes one 0/1 label per sample (y [N], a last layer with "
+            "units: 1) or 0/1 maps (y [N, H, W], filters: 1); for one of k classes use y [N] "
+            "with cross_entropy")
 
 
 def _first_value_that_is_not_a_class(data) -> str:

@@ -91,3 +91,46 @@ def test_accuracy_on_real_targets_names_the_fix(tmp_path):
     spec = _regression_files(tmp_path)
     result = invoke("train", spec, "--out", tmp_path / "run", "--set", "train.metrics=[accuracy]")
     assert "metrics: [mae]" in assert_one_line_error(result, "r.npz")
+
+
+# --- several 0/1 labels per sample ----------------------------------------------------------
+
+MULTI_LABEL = """
+data: {dataset: npz, path: m.npz}
+model:
+  input_shape: INPUT
+  layers: [{type: LAYER, UNITS: 4, KERNEL}]
+loss: binary_cross_entropy
+train: {epochs: 1, metrics: []}
+"""
+
+
+def _multi_label(tmp_path, y_dtype, input_shape=(5,)):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, *input_shape)).astype("f4"),
+             y=rng.integers(0, 2, (40, 4)).astype(y_dtype))
+    vector = len(input_shape) == 1
+    text = (MULTI_LABEL.replace("INPUT", str(list(input_shape)))
+            .replace("LAYER", "dense" if vector else "conv1d")
+            .replace("UNITS: 4", "units: 4" if vector else "filters: 1")
+            .replace(", KERNEL", "" if vector else ", kernel_size: 1"))
+    return write(tmp_path / "m.yaml", text)
+
+
+def test_several_labels_per_sample_under_binary_cross_entropy_name_what_it_takes(tmp_path):
+    """[N, k] 0/1 labels for a [k] output: as integers they read as 1-D label maps (the error
+    asked for an output [classes, 4]), as floats as real values ('e.g. 0')."""
+    for y_dtype in ("i8", "f4"):
+        spec = _multi_label(tmp_path, y_dtype)
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / y_dtype), "m.npz")
+        assert "the labels are [4] per sample" in line and "units: 1" in line, line
+        assert not (tmp_path / y_dtype).exists()
+
+
+def test_float_one_dimensional_label_maps_name_the_integer_fix(tmp_path):
+    spec = _multi_label(tmp_path, "f4", input_shape=(1, 4))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert "as integers" in line, line
+    np.savez(tmp_path / "m.npz", x=np.random.default_rng(0).random((40, 1, 4)).astype("f4"),
+             y=np.random.default_rng(1).integers(0, 2, (40, 4)))
+    assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0
