@@ -89,6 +89,11 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs):
         raise DataFitError(multi_label_message(where, label_shape))
     if label_shape == spatial:
+        if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
+            raise DataFitError(f"{where}: 0/1 label maps {label_shape} need one score per "
+                               f"position, [1, {', '.join(map(str, label_shape))}], the model "
+                               f"ends with {list(outputs)}; set the last layer's filters to 1 "
+                               f"(or use cross_entropy for {outputs[0]} classes)")
         if label_shape and any(m.type == "top_k_accuracy" for m in spec.train.metrics):
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
                                "maps use pixel_accuracy or mean_iou")

@@ -134,3 +134,17 @@ def test_float_one_dimensional_label_maps_name_the_integer_fix(tmp_path):
     np.savez(tmp_path / "m.npz", x=np.random.default_rng(0).random((40, 1, 4)).astype("f4"),
              y=np.random.default_rng(1).integers(0, 2, (40, 4)))
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0
+
+
+def test_binary_maps_against_several_output_channels_name_the_fix(tmp_path):
+    """0/1 maps [N, L] with a model ending [3, L] passed the checks and crashed in training
+    (internal error, exit 70) reshaping the maps to the output."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 1, 6)).astype("f4"),
+             y=rng.integers(0, 2, (40, 6)))
+    spec = write(tmp_path / "m.yaml", MULTI_LABEL.replace("INPUT", "[1, 6]").replace(
+        "LAYER", "conv1d").replace("UNITS: 4", "filters: 3").replace("KERNEL", "kernel_size: 1"))
+    for command in (["train", spec, "--out", tmp_path / "run"], ["trace", spec]):
+        line = assert_one_line_error(invoke(*command), "m.npz")
+        assert "set the last layer's filters to 1" in line and "[3, 6]" in line, line
+    assert not (tmp_path / "run").exists()
