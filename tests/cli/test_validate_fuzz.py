@@ -247,6 +247,10 @@ def specs(draw):
 # --- the property ---------------------------------------------------------------------------
 
 
+# FUZZ_N=2000 for a longer search when the spec language grows
+EXAMPLES = int(os.environ.get("FUZZ_N", 150))
+
+
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory):
     return tmp_path_factory.mktemp("fuzz") / "spec.yaml"
@@ -264,7 +268,7 @@ def _check(spec_file, text: str, *options: str) -> None:
         assert result.output.strip(), text  # a failure always says why
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_N", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=specs(), fmt=st.sampled_from(["text", "json", "github"]), strict=st.booleans())
 def test_validate_never_crashes(spec_file, spec, fmt, strict):
     text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)

@@ -14,6 +14,7 @@ included). Then:
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 
@@ -524,12 +525,7 @@ def test_a_batch_of_one_vector_sample_keeps_the_running_variance(optimized):
 
 
 def _onnx_available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return all(importlib.util.find_spec(name) for name in ("onnx", "onnxruntime"))
 
 
 def _npz_data(drawn: dict, rng, path, count: int) -> None:
