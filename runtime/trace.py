@@ -184,7 +184,14 @@ def read_weights(path: Path, model) -> tuple[dict, dict]:
         if headers[key].shape != tuple(expected[name]):
             raise TraceError(f"{path}: '{key}' has shape {list(headers[key].shape)}, {name} "
                              f"needs {list(expected[name])}")
+        if headers[key].dtype.kind not in "iuf":  # strings, complex numbers, booleans
+            raise TraceError(f"{path}: '{key}' holds {headers[key].dtype} values; weights are "
+                             "real numbers (save float arrays)")
     arrays = read_npz(path, {key: headers[key] for key in names.values()})
+    not_finite = [key for key in names.values() if not np.isfinite(arrays[key]).all()]
+    if not_finite:
+        raise TraceError(f"{path}: '{not_finite[0]}' holds nan or inf; a trace starts from "
+                         "finite weights")
     dtype, be = model.spec.dtype, model.backend
     return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},
             {"epoch": 0, "step": 0})

@@ -190,6 +190,22 @@ def test_weights_file_sets_the_starting_point(tmp_path):
     assert "missing dense_1.bias" in refused.output
 
 
+@pytest.mark.parametrize("bad, expected", [
+    (np.array([["a", "b"], ["c", "d"]]), "holds <U1 values"),  # was an internal error
+    (np.zeros((2, 2), dtype=complex), "holds complex128 values"),  # was a warning, then cast
+    (np.full((2, 2), np.nan), "holds nan or inf"),
+])
+def test_weights_that_are_not_finite_real_numbers_are_one_line_errors(tmp_path, bad, expected):
+    weights = {"dense_1.weight": bad, "dense_1.bias": np.zeros(2),
+               "dense_2.weight": np.full((2, 1), -0.2), "dense_2.bias": np.ones(1)}
+    np.savez(tmp_path / "w.npz", **weights)
+    refused = CliRunner().invoke(main, ["trace", str(COURSE), "--weights",
+                                        str(tmp_path / "w.npz")])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.output.count("\n") == 1, refused.output
+    assert "'dense_1.weight'" in refused.output and expected in refused.output
+
+
 def test_activation_layers_and_a_spec_without_data(tmp_path):
     spec = tmp_path / "separate.yaml"
     spec.write_text("""\
