@@ -9,6 +9,7 @@ Bad input prints one line per problem and never a traceback (unless --debug).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from dataclasses import replace
@@ -69,6 +70,10 @@ def handle_errors(command):
             raise  # click's own exits and usage errors (exit 2) keep their meaning
         except _expected_errors() as error:
             click.echo(f"error: {error}", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
+            # stdout to /dev/null, else the flush at exit fails again and Python reports it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         except OSError as error:  # disk full, permissions, read-only: the user's to fix
             from nnrun.runtime.files import describe_os_error
