@@ -370,6 +370,8 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     from nnrun.runtime.invariance import InputTransform
     from nnrun.runtime.threads import thread_limit
 
+    if permute is not None and permute_seed is not None:
+        raise click.UsageError("--permute and --permute-seed both give the permutation; use one")
     permutation = permute_seed if permute_seed is not None else permute
     transform = InputTransform(shift, permutation) if shift or permutation is not None else None
     with thread_limit(threads):

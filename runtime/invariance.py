@@ -65,10 +65,11 @@ def shift_samples(x: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
                         f"{list(x.shape[1:])} have {len(spatial) if x.ndim >= 3 else 'no'} "
                         "spatial axes to shift along (samples are [C, L] or [C, H, W])")
     moves = (0,) * (len(spatial) - len(shift)) + tuple(shift)
-    for move, size in zip(moves, spatial):
+    extents = ["high", "wide"][-len(spatial):]
+    for move, size, extent in zip(moves, spatial, extents):
         if abs(move) >= size:
-            raise DataError(f"--shift {move} moves every pixel out of a sample {size} pixels "
-                            "wide; shift by less")
+            raise DataError(f"--shift {','.join(map(str, shift))} moves every pixel out of a "
+                            f"sample {size} pixels {extent}; shift by less")
     shifted = np.zeros_like(x)
     target = [slice(None), slice(None)]
     source = [slice(None), slice(None)]

@@ -53,6 +53,12 @@ def test_shift_is_refused_where_it_cannot_apply():
         shift_samples(np.zeros((2, 10)), (1,))
     with pytest.raises(DataError, match="every pixel out"):
         shift_samples(np.zeros((2, 1, 8, 8)), (8,))
+    # the whole argument is quoted, and the axis it is too large for named
+    with pytest.raises(DataError, match="--shift 0,6 moves every pixel out of a sample 6 "
+                                        "pixels wide"):
+        shift_samples(np.zeros((2, 1, 8, 6)), (0, 6))
+    with pytest.raises(DataError, match="--shift -8,1 .* 8 pixels high"):
+        shift_samples(np.zeros((2, 1, 8, 6)), (-8, 1))
 
 
 def _raw_test_split(run_dir):
@@ -106,3 +112,6 @@ def test_eval_cli_shift_and_permute(run_dir):
     assert bad.exit_code == 2 and "--shift" in bad.stderr
     too_far = runner.invoke(main, ["eval", str(run_dir), "--shift", "9"])
     assert too_far.exit_code == 1 and len(too_far.stderr.strip().splitlines()) == 1
+    # two seeds for one permutation: the second one silently won
+    both = runner.invoke(main, ["eval", str(run_dir), "--permute", "3", "--permute-seed", "4"])
+    assert both.exit_code == 2 and "use one" in both.stderr
