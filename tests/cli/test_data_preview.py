@@ -79,3 +79,13 @@ def test_preview_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["data", "preview", str(spec), "--out", str(missing_dir)])
     assert result.exit_code == 1 and "does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_augmentations_that_training_refuses_are_not_previewed(tmp_path):
+    """A 6x6 crop of 8x8 digits: train refuses it (test samples keep 8x8), preview drew it."""
+    pytest.importorskip("matplotlib")
+    result, out = _preview(tmp_path, SPEC.replace("{type: random_crop, padding: 1}",
+                                                  "{type: random_crop, size: 6, padding: 1}"))
+    assert result.exit_code == 1, result.output
+    assert "random_crop 6x6 would train on samples of another shape" in result.stderr
+    assert "Traceback" not in result.output and not out.exists()
