@@ -45,8 +45,16 @@ def read_runs(paths: list[Path]) -> list[RunCurves]:
     names = [_spec_name(path) for path in paths]
     unique = len(set(names)) == len(names) and None not in names
     return [RunCurves(name if unique else str(path), _rows(path / METRICS, required=True),
-                      _rows(path / GRAD_NORMS, required=False))
+                      _step_rows(path / GRAD_NORMS))
             for path, name in zip(paths, names)]
+
+
+def _step_rows(path: Path) -> list[dict]:
+    """grad-norms.jsonl's rows with a batch counted from 1, where the step's place is known
+    (a row without one, hand-edited or torn, would stop the plot)."""
+    rows = _rows(path, required=False)
+    return [row for row in rows if isinstance(row.get("batch"), int)
+            and not isinstance(row["batch"], bool) and row["batch"] >= 1]
 
 
 def _spec_name(path: Path) -> str | None:

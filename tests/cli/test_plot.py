@@ -3,6 +3,7 @@ extra."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import numpy as np
@@ -80,3 +81,19 @@ def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch
                                        str(tmp_path / "x.png")])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "nnrun[plot]" in result.output
+
+
+@pytest.mark.parametrize("row", ['{"epoch": 1, "layer_grad_norm/dense_1": 1.0}',
+                                 '{"epoch": 1, "batch": 0, "layer_grad_norm/dense_1": 1.0}',
+                                 '{"epoch": 1, "batch": "2", "layer_grad_norm/dense_1": 1.0}',
+                                 '{"epoch": 1, "batch": null, "layer_grad_norm/dense_1": 1.0}'])
+def test_step_rows_without_a_batch_count_are_left_out(runs, tmp_path, row):
+    """A hand-edited or foreign grad-norms.jsonl row stopped the plot with an internal error
+    (KeyError, ZeroDivisionError, TypeError) placing the step in its epoch."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "relu", run)
+    with open(run / "grad-norms.jsonl", "a", encoding="utf-8") as log:
+        log.write(row + "\n" + row + "\n")
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x.png").stat().st_size > 0
