@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 
 import pytest
 import yaml
@@ -266,6 +267,11 @@ def _check(spec_file, text: str, *options: str) -> None:
     assert "internal error" not in result.output, (text, result.output)
     if result.exit_code == 1:
         assert result.output.strip(), text  # a failure always says why
+    if "--format" in options and options[options.index("--format") + 1] == "text":
+        for line in result.stdout.splitlines() + result.stderr.splitlines():
+            if ": error:" in line:  # positioned: file:line:col: error: ...
+                assert re.match(rf"{re.escape(str(spec_file))}:\d+:\d+: error: ", line), (
+                    text, line)
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
