@@ -327,7 +327,7 @@ def torch_conv(x, layer, t, rank):
     return conv(x, t[f"{name}.weight"], bias, stride=stride, dilation=dilation)
 
 
-def torch_layer(layer, values, t, rank, previous):
+def torch_layer(layer, values, t, rank, previous, training=True):
     kind, name = layer["type"], layer["name"]
     inputs = layer.get("inputs", [previous])
     x = values[inputs[0]]
@@ -355,7 +355,7 @@ def torch_layer(layer, values, t, rank, previous):
         return x.amax(dim=tuple(range(2, x.dim())))
     if kind == "batchnorm":
         return F.batch_norm(x, t[f"{name}.running_mean"], t[f"{name}.running_var"],
-                            t[f"{name}.gamma"], t[f"{name}.beta"], training=True,
+                            t[f"{name}.gamma"], t[f"{name}.beta"], training=training,
                             momentum=1 - layer["momentum"], eps=layer["eps"])
     if kind == "flatten":
         return x.flatten(1)
@@ -373,16 +373,18 @@ def torch_layer(layer, values, t, rank, previous):
     return torch_activation(x, kind)
 
 
-def torch_forward(drawn, t, x):
-    """The scores before a final softmax/sigmoid that the loss fuses, as nnrun computes it."""
+def torch_forward(drawn, t, x, training=True):
+    """Training: the scores before a final softmax/sigmoid that the loss fuses, as nnrun
+    computes them. Inference: the prediction, with running statistics."""
     rank = len(drawn["input_shape"]) - 1
     values, previous = {"input": x}, "input"
     layers = drawn["layers"]
     for index, layer in enumerate(layers):
-        if index == len(layers) - 1 and layer.get("activation") in ("softmax", "sigmoid") \
-                and drawn["loss"]["type"] in ("cross_entropy", "binary_cross_entropy"):
+        if training and index == len(layers) - 1 and \
+                layer.get("activation") in ("softmax", "sigmoid") and \
+                drawn["loss"]["type"] in ("cross_entropy", "binary_cross_entropy"):
             layer = {**layer, "activation": None}
-        values[layer["name"]] = torch_layer(layer, values, t, rank, previous)
+        values[layer["name"]] = torch_layer(layer, values, t, rank, previous, training)
         previous = layer["name"]
     return values[previous]
 
@@ -459,6 +461,13 @@ def test_three_steps_give_torchs_weights_in_float64(seed):
     for name, expected in torch_state.items():
         error = relative_error(nnrun_state[name], expected)
         assert error < 1e-9, f"{name}: relative error {error:.3g}\n{spec_text(drawn, 'f64')}"
+    # then inference from the trained weights: running statistics, the final activation
+    x = rng.standard_normal((2, *drawn["input_shape"]))
+    weights = {name: torch.from_numpy(value) for name, value in torch_state.items()}
+    expected = torch_forward(drawn, weights, torch.from_numpy(x), training=False).numpy()
+    prediction = model.forward({name: nnrun_state[name] for name in model.param_infos}, x)
+    error = relative_error(prediction, expected)
+    assert error < 1e-9, f"prediction: relative error {error:.3g}\n{spec_text(drawn, 'f64')}"
 
 
 # float64 shows a wrong rewrite at once (the passes reorder sums: rounding only); float32 is
