@@ -29,6 +29,16 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VAL
                                "(repeatable; VALUE is parsed as YAML).")
 backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
                               show_default=True, help="Array backend.")
+class OutPath(click.Path):
+    """--out: an empty value (an unset shell variable) was the current directory, or a file
+    named '' that no rename can create."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or directory name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 threads_option = click.option("--threads", type=click.IntRange(min=1),
                               help="CPU threads for the NumPy kernels (default: OMP_NUM_THREADS, "
                                    "else every core).")
@@ -280,7 +290,7 @@ def schema() -> None:
 @main.command()
 @spec_argument
 @backend_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "out_dir", type=OutPath(file_okay=False, path_type=Path),
               help="Run directory (default runs/<name>/<timestamp>); nnrun writes only its own "
                    "files there and refuses a directory where they would replace yours.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Same as --set train.epochs=N.")
@@ -411,7 +421,7 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 @main.command()
 @run_dir_argument
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True, help="Where to write the outputs (.npy).")
 @checkpoint_option
 @preprocessing_option

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (UserError, checkpoint_option, handle_errors, preprocessing_option,
+from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, preprocessing_option,
                        set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
@@ -99,7 +99,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
 @click.command("export")
 @click.argument("source", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR|SPEC")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True, help="Where to write the model (e.g. model.onnx).")
 @checkpoint_option
 @preprocessing_option

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import UserError, handle_errors
+from nnrun.cli import OutPath, UserError, handle_errors
 
 
 @click.command()
 @click.argument("run_dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               default=Path("curves.png"), show_default=True, help="The PNG to write.")
 @click.option("--metrics", "metrics", metavar="NAME,...",
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "

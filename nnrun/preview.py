@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import UserError, handle_errors, set_option, spec_argument
+from nnrun.cli import OutPath, UserError, handle_errors, set_option, spec_argument
 
 EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
                  "install it with: pip install 'nnrun[plot]'")
@@ -17,7 +17,7 @@ EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not install
 
 @click.command()
 @spec_argument
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True, help="The PNG to write.")
 @click.option("--samples", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Training samples, one per row.")
