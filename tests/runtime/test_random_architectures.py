@@ -95,6 +95,8 @@ class Drawer:
         else:
             pad, padding_field = self.per_axis(0, 2)
             pads = [(p, p) for p in pad]
+            if max(pad) == 0 and rng.random() < 0.3:
+                padding_field = "valid"
         if mode == "reflect" and any(max(p) >= n for p, n in zip(pads, sizes)):
             mode = "replicate"
         if mode == "circular" and any(max(p) > n for p, n in zip(pads, sizes)):
@@ -112,8 +114,8 @@ class Drawer:
         rank, rng = self.rank, self.rng
         kernel, kernel_field = self.per_axis(1, 3)
         stride, stride_field = self.per_axis(1, 2)
-        dilation = [int(rng.integers(1, 3))] * rank
-        pad = [int(rng.integers(0, 2))] * rank
+        dilation, dilation_field = self.per_axis(1, 2)
+        pad, pad_field = self.per_axis(0, 1)
         out_pad = [int(rng.integers(0, s)) for s in stride]
         sizes = self.shape[1:]
         out = [(n - 1) * s - 2 * p + d * (k - 1) + o + 1
@@ -121,8 +123,9 @@ class Drawer:
         if min(out) < 1 or max(out) > 24:
             return
         layer = {"type": f"conv{rank}d_transpose", "filters": int(rng.integers(1, 4)),
-                 "kernel_size": kernel_field, "stride": stride_field, "padding": pad[0],
-                 "output_padding": out_pad if rank == 2 else out_pad[0], "dilation": dilation[0],
+                 "kernel_size": kernel_field, "stride": stride_field, "padding": pad_field,
+                 "output_padding": out_pad if rank == 2 else out_pad[0],
+                 "dilation": dilation_field,
                  "activation": self.activation(), "use_bias": bool(rng.random() < 0.8)}
         self.add(layer, [layer["filters"], *out])
 
@@ -318,7 +321,7 @@ def torch_conv(x, layer, t, rank):
         pads = [same_pads(n, d * (k - 1) + 1, s)
                 for n, k, s, d in zip(sizes, kernel, stride, dilation)]
     else:
-        pads = [(p, p) for p in pair(padding, rank)]
+        pads = [(p, p) for p in pair(0 if padding == "valid" else padding, rank)]
     flat = [p for before_after in reversed(pads) for p in before_after]  # F.pad: last axis first
     mode = layer.get("padding_mode", "zeros")
     x = F.pad(x, flat, mode="constant" if mode == "zeros" else mode)
