@@ -29,6 +29,8 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VAL
                                "(repeatable; VALUE is parsed as YAML).")
 backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
                               show_default=True, help="Array backend.")
+
+
 class OutPath(click.Path):
     """--out: an empty value (an unset shell variable) was the current directory, or a file
     named '' that no rename can create."""
