@@ -34,11 +34,19 @@ def plot(run_dirs, out_path, metrics) -> None:
                         "choose another --out")
     try:
         runs = read_runs(list(run_dirs))
-        panels = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else \
-            default_panels(runs)
+        panels = default_panels(runs) if metrics is None else _panels(metrics)
         check_panels(panels, runs)
     except PlotError as error:
         raise UserError(str(error)) from None
     plot_runs(runs, panels, out_path)
     click.echo(f"wrote {out_path}: {', '.join(panels)} of {len(runs)} run"
                f"{'s' * (len(runs) != 1)}")
+
+
+def _panels(metrics: str) -> list[str]:
+    """The names of --metrics, each once; none at all (--metrics , or "") is refused rather
+    than drawn as no panel (an internal error) or silently as the defaults."""
+    panels = list(dict.fromkeys(name.strip() for name in metrics.split(",") if name.strip()))
+    if not panels:
+        raise UserError(f"--metrics {metrics!r} names no metric; give e.g. loss,accuracy")
+    return panels

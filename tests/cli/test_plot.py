@@ -97,3 +97,21 @@ def test_step_rows_without_a_batch_count_are_left_out(runs, tmp_path, row):
     result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "x.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("metrics", [",", "", " , "])
+def test_metrics_that_name_nothing_are_one_line(runs, tmp_path, metrics):
+    """--metrics , stopped with an internal error (a figure of 0 rows); --metrics "" drew the
+    defaults as if the option were not given."""
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", metrics])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "names no metric" in result.output
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_metric_named_twice_is_drawn_once(runs, tmp_path):
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", "loss,lr,loss"])
+    assert result.exit_code == 0 and "wrote" in result.output
+    assert ": loss, lr of 1 run" in result.output
