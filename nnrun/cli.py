@@ -50,6 +50,19 @@ class UserError(Exception):
     """A problem with the user's input: one line, exit 1."""
 
 
+def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
+    """--out naming a file the command reads (its spec, its npz, a run directory's own files)
+    would replace that file with the output."""
+    from nnrun.runtime.run_dir import LOCK, OWNED
+
+    for given in inputs:
+        read = [given] if given.is_file() else \
+            [given / name for name in (*OWNED, LOCK)] if given.is_dir() else []
+        if out_path.exists() and any(out_path.resolve() == path.resolve() for path in read):
+            raise UserError(f"{out_path}: is a file this command reads (from {given}); "
+                            "choose another --out")
+
+
 def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
     from nnrun.compiler.export_onnx import ExportError
@@ -440,6 +453,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     from nnrun.runtime.files import is_writable_directory
     from nnrun.runtime.threads import thread_limit
 
+    refuse_an_input_as_out(out_path, run_dir, input_file)
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     if not is_writable_directory(out_path.parent):

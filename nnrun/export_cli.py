@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, preprocessing_option,
-                       set_option)
+                       refuse_an_input_as_out, set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -115,6 +115,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     from nnrun.runtime.files import is_writable_directory, write_atomically
 
     require_extra()
+    refuse_an_input_as_out(out_path, source)
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     if not is_writable_directory(out_path.parent):

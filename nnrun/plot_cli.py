@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import OutPath, UserError, handle_errors
+from nnrun.cli import OutPath, UserError, handle_errors, refuse_an_input_as_out
 
 
 @click.command()
@@ -28,6 +28,7 @@ def plot(run_dirs, out_path, metrics) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UserError("nnrun plot needs matplotlib: pip install 'nnrun[plot]'") from None
+    refuse_an_input_as_out(out_path, *run_dirs)
     directory = out_path.parent if str(out_path.parent) else Path(".")
     if not directory.is_dir() or not is_writable_directory(directory):
         raise UserError(f"{out_path}: directory {directory} does not exist or is not writable; "

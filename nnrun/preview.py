@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import OutPath, UserError, handle_errors, set_option, spec_argument
+from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out, set_option,
+                       spec_argument)
 
 EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
                  "install it with: pip install 'nnrun[plot]'")
@@ -34,6 +35,7 @@ def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     from nnrun.runtime.files import is_writable_directory
 
     plotting = _matplotlib()
+    refuse_an_input_as_out(out_path, spec)
     if not out_path.parent.is_dir() or not is_writable_directory(out_path.parent):
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist or is not "
                         "writable; choose another --out")

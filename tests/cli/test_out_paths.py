@@ -5,6 +5,8 @@ one file failed renaming onto '.' with 'Device or resource busy; Device or resou
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,32 @@ def test_an_empty_out_is_a_usage_error(tmp_path, monkeypatch, command, empty):
     assert result.exit_code == 2, result.output
     assert "'--out': an empty path" in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
+
+
+def test_an_out_that_names_an_input_is_refused_and_left_alone(tmp_path, monkeypatch):
+    """`data preview spec.yaml --out spec.yaml` replaced the spec with a PNG (found by a fuzz of
+    the commands' options); so did export, predict and plot with their inputs."""
+    import numpy as np
+
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seed: 0\ndata: {dataset: xor}\nmodel:\n  layers: [{type: dense, "
+                    "units: 2}]\ntrain: {epochs: 1}\n")
+    run = tmp_path / "run"
+    assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--quiet"]) \
+        .exit_code == 0
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 2), dtype=np.float32))
+    cases = [["data", "preview", spec, "--out", spec], ["plot", run, "--out", run / "spec.yaml"],
+             ["predict", run, tmp_path / "x.npz", "--out", tmp_path / "x.npz"],
+             ["predict", run, tmp_path / "x.npz", "--out", run / "best.npz"]]
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        cases.append(["export", run, "--out", run / "metrics.jsonl"])
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for case in cases:
+        result = CliRunner().invoke(main, [str(a) for a in case])
+        assert result.exit_code == 1, (case, result.output)
+        assert "is a file this command reads" in result.stderr, result.stderr
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    again = CliRunner().invoke(main, ["plot", str(run), "--out", str(run / "curves.png")])
+    assert again.exit_code == 0  # a file of its own in the run directory is fine
