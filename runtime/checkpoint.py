@@ -46,6 +46,10 @@ def _model_without_default_names(model) -> dict:
     for layer, name in zip(data["layers"], default_layer_names(model.layers)):
         if layer.get("name") == name:
             layer.pop("name")
+    # init_from says where the starting values came from, not what the arrays mean; and the
+    # run's spec.yaml holds it made absolute, which would orphan the run's own checkpoints.
+    for owner in (data, *data["layers"]):
+        owner.pop("init_from", None)
     return data
 
 

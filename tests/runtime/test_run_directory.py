@@ -162,3 +162,31 @@ def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
                                        str(tmp_path / "y.npy")])
     assert result.exit_code == 1 and "preprocessing.npz: not a readable" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("where", ["layer", "model"])
+def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_path, where):
+    """The run's spec.yaml holds init_from made absolute; the checkpoint's spec hash was of the
+    relative path, so eval, predict, export and --resume refused the run's own checkpoints."""
+    spec_dir = tmp_path / "spec"
+    spec_dir.mkdir()
+    values = {"dense_1.weight": np.full((2, 8), 0.1), "dense_1.bias": np.zeros(8)}
+    if where == "layer":
+        np.savez(spec_dir / "w.npz", weight=values["dense_1.weight"], bias=values["dense_1.bias"])
+        model = "  layers:\n    - {type: dense, units: 8, activation: tanh, init_from: w.npz}\n"
+    else:
+        np.savez(spec_dir / "w.npz", **values)
+        model = "  init_from: w.npz\n  layers:\n    - {type: dense, units: 8, activation: tanh}\n"
+    spec = spec_dir / "s.yaml"
+    spec.write_text("seed: 0\ndata: {dataset: xor}\nmodel:\n" + model +
+                    "    - {type: dense, units: 2}\ntrain: {epochs: 1}\n")
+    run = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(main, ["train", str(spec), "--out", str(run), "--quiet"]).exit_code == 0
+    assert str(spec_dir / "w.npz") in (run / "spec.yaml").read_text()
+    evaluated = runner.invoke(main, ["eval", str(run)])
+    assert evaluated.exit_code == 0, evaluated.output
+    resumed = runner.invoke(main, ["train", str(run / "spec.yaml"), "--resume", str(run),
+                                   "--epochs", "2", "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
