@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from nnrun.cli import main
+from invoking import assert_ok, assert_one_line_error, invoke
 
 TINY = """\
 name: tiny
@@ -70,32 +69,6 @@ RUN_FILES = {"spec.yaml", "metrics.jsonl", "last.npz", "best.npz", "summary.json
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def invoke(*args) -> "click.testing.Result":  # noqa: F821 - only a type name
-    # Click 8.2+ keeps stdout and stderr apart (result.stdout / result.stderr) and interleaves
-    # both in result.output; there is no mix_stderr any more.
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_ok(result, code: int = 0):
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
-
-
-def assert_one_line_error(result, names: str | Path, code: int = 1) -> str:
-    """The section 5 contract: exit code, one stderr line, no traceback, names the file."""
-    assert result.exit_code == code, result.output
-    # CliRunner turns an uncaught exception into exit 1 too; it must be a deliberate exit.
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output
-    assert "internal error" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(names) in lines[0], lines[0]
-    return lines[0]
 
 
 def assert_usage_error(result, names: str) -> None:

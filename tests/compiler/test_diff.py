@@ -9,12 +9,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from nnrun.cli import main
 from nnrun.compiler.diff import (Side, align, diff, diff_json, diff_markdown, diff_text,
                                  layer_memory)
 from nnrun.compiler.frontend import check, compile_checked, load_spec_text
+from invoking import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,9 +38,6 @@ def statuses(a: str, b: str) -> list[tuple]:
     return [(c.status, c.a and c.a.name, c.b and c.b.name)
             for c in align(side(a).summary.layers, side(b).summary.layers)]
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_identical_specs_are_unchanged_everywhere():

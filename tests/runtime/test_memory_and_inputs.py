@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from nnrun.cli import main
 from nnrun.runtime.data import DataError, load_dataset
 from nnrun.runtime.data.idx import read_idx
+from invoking import assert_ok, assert_one_line_error, invoke
 
 SPEC = """\
 name: tiny
@@ -28,23 +29,7 @@ train: {epochs: 2, batch_size: 16}
 """
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def one_line_error(result, name, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(name) in lines[0], lines[0]
-    return lines[0]
 
 # 20 billion parameters: about 320 GB to train with Adam, more than any test machine has.
 HUGE = """\
@@ -70,14 +55,14 @@ def huge(tmp_path):
 def trained(tmp_path):
     spec = tmp_path / "tiny.yaml"
     spec.write_text(SPEC)
-    ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
     return tmp_path / "run"
 
 
 @pytest.mark.parametrize("command", ["train", "bench", "gradcheck"])
 def test_a_model_too_big_for_memory_is_refused_before_allocating(huge, tmp_path, command):
     extra = ["--out", tmp_path / "run", "--quiet"] if command == "train" else []
-    line = one_line_error(invoke(command, huge, *extra), command)
+    line = assert_one_line_error(invoke(command, huge, *extra), command)
     assert "needs about" in line and "available" in line
     assert not (tmp_path / "run").exists()
 
@@ -97,16 +82,16 @@ def test_validate_warns_above_a_configurable_size(huge, tmp_path):
 
 def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100B")
-    line = one_line_error(invoke("eval", trained), trained)
+    line = assert_one_line_error(invoke("eval", trained), trained)
     assert "NNRUN_MEMORY_LIMIT" in line
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 2)))
-    one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", tmp_path / "p.npy"),
+    assert_one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", tmp_path / "p.npy"),
                    trained)
 
 
 def test_predict_checks_finiteness_after_the_cast(trained, tmp_path):
     np.savez(tmp_path / "in.npz", x=np.array([[0.0, 1.0], [1e300, 0.0]]))  # finite in float64
-    line = one_line_error(invoke("predict", trained, tmp_path / "in.npz",
+    line = assert_one_line_error(invoke("predict", trained, tmp_path / "in.npz",
                                  "--out", tmp_path / "p.npy"), tmp_path / "in.npz")
     assert "float32" in line and "sample 1" in line
     assert not (tmp_path / "p.npy").exists()
@@ -117,7 +102,7 @@ def test_features_of_width_zero_are_a_clear_error(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC.replace("dataset: xor, n_samples: 64,", "dataset: npz, path: data.npz,")
                     .replace("input_shape: [2]", "input_shape: [1]"))
-    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"), "data.npz")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"), "data.npz")
     assert "no features" in line
 
 

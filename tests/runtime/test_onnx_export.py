@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from nnrun.cli import main
 from nnrun.compiler import schema
 from nnrun.compiler.builder import CompileError, GraphBuilder
 from nnrun.compiler.diagnostics import SpecError
@@ -28,6 +26,7 @@ from nnrun.runtime.checkpoint import save_checkpoint, spec_hash
 from nnrun.runtime.data.preprocessing import Preprocessing, save_preprocessing
 from nnrun.runtime.data.splits import Normalizer, channel_statistics
 from nnrun.runtime.model import Model
+from invoking import invoke
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed (nnrun[onnx])")
 onnxruntime = pytest.importorskip("onnxruntime",
@@ -37,9 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 TOLERANCE = 1e-5  # float32, relative to the output's largest magnitude
 
-
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def relative_error(result, reference) -> float:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from nnrun.cli import main
 from nnrun.runtime.checkpoint import load_checkpoint, save_checkpoint
 from nnrun.runtime.files import write_text_atomically
 from nnrun.runtime.run_dir import LOCK, RunDirectory
+
+from invoking import assert_ok, assert_one_line_error, invoke
 
 SPEC = """\
 name: tiny
@@ -38,23 +38,7 @@ train: {epochs: 2, batch_size: 16}
 """
 
 
-def invoke(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
-
-def one_line_error(result, name, code: int = 1) -> str:
-    assert result.exit_code == code, result.output
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert str(name) in lines[0], lines[0]
-    return lines[0]
-
-
-def ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def rows(run: Path) -> list[dict]:
@@ -71,7 +55,7 @@ def spec(tmp_path) -> Path:
 @pytest.fixture
 def trained(tmp_path, spec) -> Path:
     out = tmp_path / "run"
-    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
     return out
 
 
@@ -103,17 +87,17 @@ def test_a_second_process_fails_at_once_naming_the_holder(tmp_path, spec):
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        line = one_line_error(invoke("train", spec, "--out", out, "--quiet"), out)
+        line = assert_one_line_error(invoke("train", spec, "--out", out, "--quiet"), out)
         assert f"pid {holder.pid}" in line
     finally:
         holder.kill()  # SIGKILL: the OS releases the lock with the process
         holder.wait()
-    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
 
 
 def test_two_real_trainings_on_one_directory(tmp_path, spec):
     out = tmp_path / "run"
-    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
     spec.write_text(SPEC.replace("epochs: 2", "epochs: 400"))
     first = nnrun_process("train", spec, "--resume", out, "--quiet")
     wait_for_epochs(out, 3, first)
@@ -135,18 +119,18 @@ def test_a_run_without_checkpoint_restarts_with_out_or_resume(tmp_path, spec):
         run.open_new()
         run.start_over(SPEC)
         (out / "metrics.jsonl").write_text('{"epoch": 1, "train_')
-    result = ok(invoke("train", spec, "--out", out))
+    result = assert_ok(invoke("train", spec, "--out", out))
     assert "no checkpoint yet; starting it from epoch 1" in result.stderr
     assert [row["epoch"] for row in rows(out)] == [1, 2]
     (out / "last.npz").unlink()
-    result = ok(invoke("train", spec, "--resume", out))
+    result = assert_ok(invoke("train", spec, "--resume", out))
     assert "starting it from epoch 1" in result.stderr
     assert [row["epoch"] for row in rows(out)] == [1, 2]
 
 
 def test_resume_of_a_directory_that_is_not_a_run_is_refused(tmp_path, spec):
     (tmp_path / "empty").mkdir()
-    one_line_error(invoke("train", spec, "--resume", tmp_path / "empty"), tmp_path / "empty")
+    assert_one_line_error(invoke("train", spec, "--resume", tmp_path / "empty"), tmp_path / "empty")
     assert not (tmp_path / "empty" / LOCK).exists()
 
 
@@ -155,7 +139,7 @@ def test_a_failed_start_leaves_no_directory(tmp_path, spec):
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 1
     bad_data = tmp_path / "bad.yaml"
     bad_data.write_text(SPEC.replace("dataset: xor, n_samples: 64,", "dataset: npz, path: missing.npz,"))
-    one_line_error(invoke("train", bad_data, "--out", tmp_path / "run2", "--quiet"), "missing.npz")
+    assert_one_line_error(invoke("train", bad_data, "--out", tmp_path / "run2", "--quiet"), "missing.npz")
     assert not (tmp_path / "run2").exists()
 
 
@@ -166,7 +150,7 @@ def test_out_next_to_the_users_own_spec_is_refused(tmp_path, spec, monkeypatch):
     monkeypatch.chdir(tmp_path)
     users = (tmp_path / "spec.yaml")
     users.write_text("my own notes\n")
-    line = one_line_error(invoke("train", spec, "--out", ".", "--quiet"), "spec.yaml")
+    line = assert_one_line_error(invoke("train", spec, "--out", ".", "--quiet"), "spec.yaml")
     assert "did not write" in line
     assert users.read_text() == "my own notes\n"
     assert not (tmp_path / LOCK).exists()
@@ -178,7 +162,7 @@ def test_a_symbolic_link_in_the_run_directory_is_never_written_through(tmp_path,
     target = tmp_path / "precious.txt"
     target.write_text("keep me\n")
     (out / "spec.yaml").symlink_to(target)
-    one_line_error(invoke("train", spec, "--out", out, "--quiet"), out / "spec.yaml")
+    assert_one_line_error(invoke("train", spec, "--out", out, "--quiet"), out / "spec.yaml")
     assert target.read_text() == "keep me\n"
 
 
@@ -245,17 +229,17 @@ def damage(path: Path, how: str) -> None:
 
 def test_a_damaged_run_spec_is_a_one_line_error(trained, spec):
     (trained / "spec.yaml").write_bytes(b"\xff\xfe\x00")
-    one_line_error(invoke("train", spec, "--resume", trained, "--quiet"), trained / "spec.yaml")
-    one_line_error(invoke("eval", trained), trained / "spec.yaml")
+    assert_one_line_error(invoke("train", spec, "--resume", trained, "--quiet"), trained / "spec.yaml")
+    assert_one_line_error(invoke("eval", trained), trained / "spec.yaml")
 
 
 @pytest.mark.parametrize("how", ["truncated", "bit_flip", "empty"])
 def test_a_damaged_checkpoint_is_a_one_line_error(trained, spec, how):
     damage(trained / "last.npz", how)
-    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained / "last.npz")
     assert "damaged" in line or "another spec" in line or "no meta" in line
-    one_line_error(invoke("eval", trained, "--checkpoint", "last"), trained / "last.npz")
+    assert_one_line_error(invoke("eval", trained, "--checkpoint", "last"), trained / "last.npz")
 
 
 def huge_header_npz(path: Path, shape: tuple) -> Path:
@@ -271,17 +255,17 @@ def huge_header_npz(path: Path, shape: tuple) -> Path:
 
 def test_an_npz_whose_header_claims_4e12_values_is_refused(tmp_path, trained):
     path = huge_header_npz(tmp_path / "huge.npz", (4_000_000_000_000,))
-    line = one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"), path)
+    line = assert_one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"), path)
     assert "declares" in line
     (trained / "best.npz").unlink()
     huge_header_npz(trained / "best.npz", (4_000_000_000_000,))
-    one_line_error(invoke("eval", trained), trained / "best.npz")
+    assert_one_line_error(invoke("eval", trained), trained / "best.npz")
 
 
 def test_a_torn_last_metrics_line_is_repaired_on_resume(trained, spec):
     with open(trained / "metrics.jsonl", "a") as stream:
         stream.write('{"epoch": 3, "train_lo')  # what a full disk leaves
-    result = ok(invoke("train", spec, "--resume", trained, "--epochs", 3))
+    result = assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3))
     assert "torn last line" in result.stderr
     assert [row["epoch"] for row in rows(trained)] == [1, 2, 3]
 
@@ -289,7 +273,7 @@ def test_a_torn_last_metrics_line_is_repaired_on_resume(trained, spec):
 def test_a_damaged_middle_metrics_line_names_the_file_and_line(trained, spec):
     lines = (trained / "metrics.jsonl").read_text().splitlines()
     (trained / "metrics.jsonl").write_text("garbage\n" + lines[1] + "\n")
-    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained / "metrics.jsonl")
     assert "line 1" in line
 
@@ -299,7 +283,7 @@ def test_a_float64_checkpoint_does_not_turn_a_float32_run_into_float64(trained, 
     save_checkpoint(trained / "last.npz",
                     {name.removeprefix("params/"): value.astype(np.float64)
                      for name, value in state.items()}, meta)
-    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained / "last.npz")
     assert "float64" in line and "float32" in line
 
@@ -309,7 +293,7 @@ def test_a_float64_checkpoint_does_not_turn_a_float32_run_into_float64(trained, 
 
 def test_out_under_a_file_is_a_one_line_error(tmp_path, spec):
     (tmp_path / "file").write_text("")
-    one_line_error(invoke("train", spec, "--out", tmp_path / "file" / "run", "--quiet"),
+    assert_one_line_error(invoke("train", spec, "--out", tmp_path / "file" / "run", "--quiet"),
                    tmp_path / "file")
 
 
@@ -331,9 +315,9 @@ def test_a_full_disk_is_a_one_line_error(tmp_path, spec):
 def test_a_read_only_out_is_a_one_line_error(tmp_path, spec, trained):
     read_only = tmp_path / "read-only"
     read_only.mkdir(mode=0o555)
-    one_line_error(invoke("train", spec, "--out", read_only / "run", "--quiet"), read_only)
+    assert_one_line_error(invoke("train", spec, "--out", read_only / "run", "--quiet"), read_only)
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 2)))
-    one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", read_only / "p.npy"),
+    assert_one_line_error(invoke("predict", trained, tmp_path / "in.npz", "--out", read_only / "p.npy"),
                    read_only)
 
 
@@ -354,7 +338,7 @@ def test_a_signal_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, spec, nu
     assert meta["epoch"] >= 2 and f"epoch {meta['epoch']}" in message[0]
     assert [row["epoch"] for row in rows(out)] == list(range(1, meta["epoch"] + 1))
     # The command of the message, with one more epoch.
-    ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", meta["epoch"] + 1, "--quiet"))
+    assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", meta["epoch"] + 1, "--quiet"))
     assert [row["epoch"] for row in rows(out)] == list(range(1, meta["epoch"] + 2))
 
 
@@ -363,14 +347,14 @@ def test_a_signal_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, spec, nu
 
 def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
     spec.write_text(SPEC.replace("lr: 0.05", "lr: 0.01"))
-    line = one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained)
     assert "optimizer.lr: 0.05 -> 0.01" in line
     for setting in ("seed=3", "data.n_samples=80", "train.batch_size=8"):
         result = invoke("train", spec, "--resume", trained, "--set", setting, "--quiet")
-        one_line_error(result, setting.split("=")[0])
+        assert_one_line_error(result, setting.split("=")[0])
     original = (trained / "spec.yaml").read_text()
-    ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet", "--allow-changes"))
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet", "--allow-changes"))
     (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text().splitlines()]
     assert entry["resumed_after_epoch"] == 2 and entry["previous_spec"] == original
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
@@ -381,9 +365,9 @@ def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
 def test_extending_a_cosine_run_restarts_its_schedule_and_says_so(tmp_path, spec):
     spec.write_text(SPEC.replace("lr: 0.05}", "lr: 0.05, schedule: {type: cosine}}"))
     out = tmp_path / "run"
-    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
     assert [row["lr"] for row in rows(out)] == [0.05, 0.025]
-    result = ok(invoke("train", spec, "--resume", out, "--epochs", 4))
+    result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", 4))
     assert "cosine schedule restarts at epoch 3" in result.stderr
     assert [row["lr"] for row in rows(out)][2:] == [0.05, 0.025]
     _, meta = load_checkpoint(out / "last.npz")
@@ -394,10 +378,10 @@ def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec):
     spec.write_text(SPEC.replace("lr: 0.05", "lr: 1.0e-9").replace(
         "epochs: 2", "epochs: 10, early_stopping: {patience: 1, min_delta: 0.5}"))
     out = tmp_path / "run"
-    ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
     assert len(rows(out)) == 2
     for _ in range(2):
-        result = ok(invoke("train", spec, "--resume", out))
+        result = assert_ok(invoke("train", spec, "--resume", out))
         assert "stopped early at epoch 2; nothing to train" in result.stderr
         assert len(rows(out)) == 2
 
@@ -413,7 +397,7 @@ def test_unwritable_out_is_a_one_line_error_even_for_root(tmp_path, spec, monkey
         raise OSError(number, os.strerror(number), str(path))
 
     monkeypatch.setattr(run_dir.os, "open", refuse)
-    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
                           tmp_path / "run" / LOCK)
     assert words in line
 
@@ -422,7 +406,7 @@ def test_kills_at_random_moments_of_real_training_then_resume_equal_an_uninterru
         tmp_path, spec):
     spec.write_text(SPEC.replace("epochs: 2", "epochs: 200"))
     reference = tmp_path / "reference"
-    ok(invoke("train", spec, "--out", reference, "--quiet"))
+    assert_ok(invoke("train", spec, "--out", reference, "--quiet"))
     out = tmp_path / "killed"
     rng = np.random.default_rng(1)
     process = nnrun_process("train", spec, "--out", out, "--quiet")
@@ -463,7 +447,7 @@ def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, mo
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(files.os, "fsync", no_space)
-    line = one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
                           tmp_path / "run")
     assert "disk is full" in line
     assert not list((tmp_path / "run").glob(".*"))  # no temporary file left
