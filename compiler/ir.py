@@ -23,8 +23,7 @@ class TensorType:
         return tuple(batch if d == BATCH else d for d in self.shape)
 
     def text(self) -> str:
-        short = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool",
-                 "rng": "rng", "uint32": "u32"}
+        short = {"float32": "f32", "float64": "f64", "int64": "i64", "bool": "bool", "rng": "rng"}
         return f"{short.get(self.dtype, self.dtype)}[{','.join(str(d) for d in self.shape)}]"
 
 
