@@ -157,8 +157,8 @@ def _init(ctx: LayerContext, layer):
 
 def _conv_geometry(ctx, layer, x: Value, rank: int):
     """Kernel, stride, dilation and (before, after) padding per spatial axis."""
-    kernel = _per_axis(ctx, "kernel_size", getattr(layer, "kernel_size", None) or layer.pool_size,
-                       rank)
+    kernel_field = "pool_size" if hasattr(layer, "pool_size") else "kernel_size"
+    kernel = _per_axis(ctx, kernel_field, getattr(layer, kernel_field), rank)
     stride = _per_axis(ctx, "stride", layer.stride or kernel, rank)
     dilation = _per_axis(ctx, "dilation", getattr(layer, "dilation", 1), rank)
     spatial = x.type.shape[2:]
