@@ -91,8 +91,6 @@ def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
     found, errors = {}, []
     for key in shapes:
         suffix = key.removeprefix("params/").removeprefix(f"{layer}.")
-        if key.startswith("opt/") or key == "meta":
-            continue  # a checkpoint's optimizer state and metadata: not initial values
         if suffix in wanted:
             found[suffix] = key
         else:
@@ -113,8 +111,6 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     found, errors = {}, []
     for key in shapes:
         name = key.removeprefix("params/")
-        if key.startswith("opt/") or key == "meta":
-            continue  # a checkpoint's optimizer state and metadata: not initial values
         if name in known:
             found[name] = key
         else:
@@ -146,14 +142,19 @@ def _give(lowered, name: str, given: GivenValues) -> None:
     table[name] = replace(table[name], init=given)
 
 
+# A checkpoint's members that are no initial values: optimizer state, pruning masks, metadata.
+_NOT_VALUES = ("opt/", "mask/", "meta.npy")
+
+
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Each numeric array's name and shape, from the headers alone."""
+    """Each array's name and shape, from the headers alone; a checkpoint's members that are no
+    initial values are left out."""
     if not path.is_file():
         raise _Unreadable(f"{path}: no such file (init_from is relative to the spec file)")
     try:
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member)
-                    for member in archive.namelist()}
+                    for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError) as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
                           "numpy.savez") from None
@@ -165,6 +166,6 @@ def _shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
         read = (npy_format.read_array_header_1_0 if version == (1, 0)
                 else npy_format.read_array_header_2_0)
         shape, _, dtype = read(stream)
-    if dtype.kind not in "fiu" and member != "meta.npy":
+    if dtype.kind not in "fiu":
         raise ValueError(f"array {member!r} holds {dtype}, not numbers")
     return tuple(shape)

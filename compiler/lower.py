@@ -157,12 +157,10 @@ def _init(ctx: LayerContext, layer):
 
 def _conv_geometry(ctx, layer, x: Value, rank: int):
     """Kernel, stride, dilation and (before, after) padding per spatial axis."""
-    kernel = as_tuple(getattr(layer, "kernel_size", None) or layer.pool_size, rank)
-    stride = as_tuple(layer.stride or kernel, rank)
-    dilation = as_tuple(getattr(layer, "dilation", 1), rank)
-    for name, values in (("kernel_size", kernel), ("stride", stride), ("dilation", dilation)):
-        if len(values) != rank:
-            ctx.fail(f"{name} needs {rank} value{'s' if rank > 1 else ''}, got {list(values)}", name)
+    kernel_field = "pool_size" if hasattr(layer, "pool_size") else "kernel_size"
+    kernel = _per_axis(ctx, kernel_field, getattr(layer, kernel_field), rank)
+    stride = _per_axis(ctx, "stride", layer.stride or kernel, rank)
+    dilation = _per_axis(ctx, "dilation", getattr(layer, "dilation", 1), rank)
     spatial = x.type.shape[2:]
     if len(spatial) != rank:  # the op's shape rule reports the wrong rank; no geometry to do
         return kernel, stride, dilation, ((0, 0),) * rank
@@ -220,8 +218,8 @@ def padding_seed(spec_seed: int, layer_name: str) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-def _per_axis(ctx: LayerContext, layer, name: str, rank: int) -> tuple[int, ...]:
-    values = as_tuple(getattr(layer, name), rank)
+def _per_axis(ctx: LayerContext, name: str, value, rank: int) -> tuple[int, ...]:
+    values = as_tuple(value, rank)
     if len(values) != rank:
         ctx.fail(f"{name} needs {rank} value{'s' if rank > 1 else ''}, got {list(values)}", name)
     return values
@@ -231,7 +229,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     (x,) = inputs
     rank = int(layer.type[4])
     kernel, stride, pad, extra, dilation = (
-        _per_axis(ctx, layer, name, rank)
+        _per_axis(ctx, name, getattr(layer, name), rank)
         for name in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
     channels = x.type.shape[1]
     # fan_in: the inputs that meet one output at stride 1, as for a convolution
@@ -250,7 +248,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
 def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = int(layer.type[-2])
-    scale = _per_axis(ctx, layer, "scale", rank)
+    scale = _per_axis(ctx, "scale", layer.scale, rank)
     hint = "use upsample1d for [channels, length] samples" if rank == 2 else \
         "use upsample2d for [channels, height, width] samples"
     with ctx.gb.at(ctx.origin, input_hint=hint):

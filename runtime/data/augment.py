@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nnrun.compiler.shapes import as_tuple
+
 from .errors import DataError
 
 
@@ -68,7 +70,7 @@ def random_crop(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarra
     axes = spatial_axes(x, "random_crop")
     spatial = x.shape[2:]
     size = field(spec, "size", None)
-    size = spatial if size is None else _per_axis(size, len(axes))
+    size = spatial if size is None else as_tuple(size, len(axes))
     padded = [n + 2 * padding for n in spatial]
     if len(size) != len(axes) or any(s > p for s, p in zip(size, padded)):
         raise DataError(f"random_crop size {list(size)} does not fit samples {list(spatial)} "
@@ -80,11 +82,6 @@ def random_crop(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarra
         window = tuple(slice(begin, begin + s) for begin, s in zip(start, size))
         cropped[index] = source[(index, slice(None)) + window]
     return cropped
-
-
-def _per_axis(value: Any, rank: int) -> tuple[int, ...]:
-    values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
-    return values * rank if len(values) == 1 else values
 
 
 def random_rotation(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarray:
