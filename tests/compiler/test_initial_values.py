@@ -129,3 +129,15 @@ def test_json_schema_knows_the_new_fields():
 def test_weights_are_numbers(tmp_path, value):
     result = validate(tmp_path, SPEC.replace("units: 1}", f"units: 1, weights: {value}}}"))
     assert result.exit_code == 1 and "Traceback" not in result.output
+
+
+def test_model_init_from_a_pruned_runs_checkpoint(tmp_path):
+    """A pruned run's checkpoint also holds boolean masks and the JSON meta: only the
+    parameters are initial values, the rest is not refused as 'not numbers'."""
+    np.savez(tmp_path / "pruned.npz", **{"params/dense_1.weight": np.full((2, 3), 0.5),
+                                          "mask/dense_1.weight": np.ones((2, 3), bool),
+                                          "meta": np.array('{"epoch": 3}')})
+    text = SPEC.replace("[2]\n", "[2]\n  init_from: pruned.npz\n")
+    assert validate(tmp_path, text).exit_code == 0
+    params = compiled(tmp_path, text).init_params()
+    np.testing.assert_array_equal(params["dense_1.weight"], np.full((2, 3), 0.5))
