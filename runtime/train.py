@@ -563,7 +563,7 @@ class Trainer:
 
 
     def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float) -> None:
-        if level >= self.pruner.target - 1e-9:
+        if self.pruner.reaches_target(level):
             return
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
                  f"{level:.1%}, less than train.pruning.target_sparsity {self.pruner.target:.1%}: "
