@@ -99,13 +99,19 @@ def _cgroup_limit() -> tuple[int, str] | None:
 
 
 def _environment_limit() -> tuple[int, str] | None:
-    value = os.environ.get("NNRUN_MEMORY_LIMIT")
+    limit = size_variable("NNRUN_MEMORY_LIMIT")
+    return None if limit is None else (limit, "NNRUN_MEMORY_LIMIT")
+
+
+def size_variable(name: str) -> int | None:
+    """The size an environment variable sets, in bytes; None when it is unset or empty."""
+    value = os.environ.get(name)
     if not value:
         return None
     try:
-        return parse_size(value), "NNRUN_MEMORY_LIMIT"
+        return parse_size(value)
     except ValueError as error:
-        raise MemoryLimitError(f"NNRUN_MEMORY_LIMIT: {error}") from None
+        raise MemoryLimitError(f"{name}: {error}") from None
 
 
 def parse_size(text: str) -> int:
