@@ -372,9 +372,8 @@ class Trainer:
         index, loss = losses.read(self.totals) if losses is not None else (None, 0.0)
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
         if self.grad_norms and outputs is not None:
-            norms = {name: self.backend.to_host(value) for name, value in outputs.items()
-                     if name.startswith(GRAD_NORM_PREFIX)}
-            self.grad_norms.add(norms, self.global_step, epoch, index + 1, loss)
+            self.grad_norms.add(self._host_grad_norms(outputs), self.global_step, epoch,
+                                index + 1, loss)
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
@@ -382,6 +381,14 @@ class Trainer:
                 TrainingError(self._diverged_message(loss, epoch, index + 1, lr)))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
+
+    def _host_grad_norms(self, outputs: dict) -> dict:
+        """The step's grad_norm/<param> outputs, read in one transfer."""
+        names = [name for name in outputs if name.startswith(GRAD_NORM_PREFIX)]
+        if not names:
+            return {}
+        xp = self.backend.xp
+        return dict(zip(names, self.backend.to_host(xp.stack([outputs[n] for n in names]))))
 
     def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
