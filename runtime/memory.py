@@ -117,13 +117,12 @@ def size_variable(name: str) -> int | None:
 def parse_size(text: str) -> int:
     """'8GB', '512 MiB', '1e9' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).upper() if match else None
-    if unit not in UNITS:
-        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
-    try:
-        return int(float(match.group(1)) * UNITS[unit])
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000") from None
+    if match and match.group(2).upper() in UNITS:
+        try:
+            return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+        except ValueError:
+            pass  # digits and signs that are not a number, such as "1.2.3"
+    raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 
 def format_size(value: int) -> str:
