@@ -253,8 +253,7 @@ class Trainer:
         the checkpoint's."""
         if not run.has_checkpoint:
             run.start_over(resolved_spec_text(self.source))
-            initial = {name: self.backend.to_host(v) for name, v in self.initial_state().items()}
-            return initial, History(), 0, 1, None
+            return self.model.host_train_state(self.spec.seed), History(), 0, 1, None
         saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
                                            self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
