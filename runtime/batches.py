@@ -15,13 +15,12 @@ before it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .memory import MemoryLimitError, available_memory, estimate_bytes, parse_size
+from .memory import available_memory, estimate_bytes, size_variable
 from .model import target_array
 
 LIMIT_VARIABLE = "NNRUN_DEVICE_DATA_LIMIT"
@@ -101,12 +100,9 @@ class ResidentSplit:
 
 def device_data_budget(model, batch_size: int) -> tuple[int, str]:
     """Bytes of data the backend may hold, and where the number comes from."""
-    value = os.environ.get(LIMIT_VARIABLE)
-    if value:
-        try:
-            return parse_size(value), LIMIT_VARIABLE
-        except ValueError as error:
-            raise MemoryLimitError(f"{LIMIT_VARIABLE}: {error}") from None
+    limit = size_variable(LIMIT_VARIABLE)
+    if limit is not None:
+        return limit, LIMIT_VARIABLE
     available, source = available_memory(model.backend)
     left = available - estimate_bytes(model, batch_size)
     return max(left // 2, 0), f"half of {source} left beside the training step"

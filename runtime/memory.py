@@ -99,25 +99,30 @@ def _cgroup_limit() -> tuple[int, str] | None:
 
 
 def _environment_limit() -> tuple[int, str] | None:
-    value = os.environ.get("NNRUN_MEMORY_LIMIT")
+    limit = size_variable("NNRUN_MEMORY_LIMIT")
+    return None if limit is None else (limit, "NNRUN_MEMORY_LIMIT")
+
+
+def size_variable(name: str) -> int | None:
+    """The size an environment variable sets, in bytes; None when it is unset or empty."""
+    value = os.environ.get(name)
     if not value:
         return None
     try:
-        return parse_size(value), "NNRUN_MEMORY_LIMIT"
+        return parse_size(value)
     except ValueError as error:
-        raise MemoryLimitError(f"NNRUN_MEMORY_LIMIT: {error}") from None
+        raise MemoryLimitError(f"{name}: {error}") from None
 
 
 def parse_size(text: str) -> int:
     """'8GB', '512 MiB', '1e9' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(text))
-    unit = match.group(2).upper() if match else None
-    if unit not in UNITS:
-        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
-    try:
-        return int(float(match.group(1)) * UNITS[unit])
-    except ValueError:
-        raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000") from None
+    if match and match.group(2).upper() in UNITS:
+        try:
+            return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+        except ValueError:
+            pass  # digits and signs that are not a number, such as "1.2.3"
+    raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 
 def format_size(value: int) -> str:

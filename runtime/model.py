@@ -45,10 +45,15 @@ class Model:
 
     def train_state(self, seed: int | None = None) -> dict:
         """Parameters, buffers and zeroed optimizer state on the backend: a step's starting point."""
+        return {name: self.backend.from_host(value)
+                for name, value in self.host_train_state(seed).items()}
+
+    def host_train_state(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        """train_state, still on the host."""
         state = self.init_params(seed)
         for name, param in self.train_step.optimizer_state.items():
             state[name] = np.zeros_like(state[param])
-        return {name: self.backend.from_host(value) for name, value in state.items()}
+        return state
 
     def step_feeds(self, state: dict, x, y, lr: float, step: int, seed: int) -> dict:
         """Everything the training-step graph reads: the state, the batch, the rate, the step

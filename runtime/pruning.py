@@ -43,7 +43,10 @@ class MagnitudePruner:
     def at_target(self) -> bool:
         """True once the masks prune the target fraction: the epochs a best checkpoint is
         chosen among."""
-        return self.level >= self.target - LEVEL_TOLERANCE
+        return self.reaches_target(self.level)
+
+    def reaches_target(self, level: float) -> bool:
+        return level >= self.target - LEVEL_TOLERANCE
 
     def start_epoch(self, epoch: int, state: dict) -> None:
         level = max(self.level, self.sparsity_at(epoch))

@@ -253,8 +253,7 @@ class Trainer:
         the checkpoint's."""
         if not run.has_checkpoint:
             run.start_over(resolved_spec_text(self.source))
-            initial = {name: self.backend.to_host(v) for name, v in self.initial_state().items()}
-            return initial, History(), 0, 1, None
+            return self.model.host_train_state(self.spec.seed), History(), 0, 1, None
         saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
                                            self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
@@ -372,9 +371,8 @@ class Trainer:
         index, loss = losses.read(self.totals) if losses is not None else (None, 0.0)
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
         if self.grad_norms and outputs is not None:
-            norms = {name: self.backend.to_host(value) for name, value in outputs.items()
-                     if name.startswith(GRAD_NORM_PREFIX)}
-            self.grad_norms.add(norms, self.global_step, epoch, index + 1, loss)
+            self.grad_norms.add(self._host_grad_norms(outputs), self.global_step, epoch,
+                                index + 1, loss)
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
@@ -382,6 +380,14 @@ class Trainer:
                 TrainingError(self._diverged_message(loss, epoch, index + 1, lr)))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
+
+    def _host_grad_norms(self, outputs: dict) -> dict:
+        """The step's grad_norm/<param> outputs, read in one transfer."""
+        names = [name for name in outputs if name.startswith(GRAD_NORM_PREFIX)]
+        if not names:
+            return {}
+        xp = self.backend.xp
+        return dict(zip(names, self.backend.to_host(xp.stack([outputs[n] for n in names]))))
 
     def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
@@ -563,7 +569,7 @@ class Trainer:
 
 
     def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float) -> None:
-        if level >= self.pruner.target - 1e-9:
+        if self.pruner.reaches_target(level):
             return
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
                  f"{level:.1%}, less than train.pruning.target_sparsity {self.pruner.target:.1%}: "
