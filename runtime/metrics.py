@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrun.compiler.checks import metric_name  # noqa: F401 - one definition, shared
+from nnrun.compiler.checks import metric_name
 
 from .batches import copied_batch
 from .distributed import ALONE
