@@ -11,8 +11,6 @@ The result decides whether numba becomes a dependency of the CPU backend (docs/b
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
@@ -20,6 +18,7 @@ from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.compiler.ir import TensorType
 from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.ops.pool import PoolAttrs, PoolGradAttrs
+from nnrun.runtime.bench import median_step_seconds
 from nnrun.runtime.threads import thread_limit
 
 
@@ -71,13 +70,7 @@ def numba_kernels():
 
 
 def median_ms(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1e3
+    return median_step_seconds(call, repeats, warmup=1, synchronize=lambda: None) * 1e3
 
 
 def compare(repeats: int) -> list[tuple[str, float, float]]:
