@@ -24,7 +24,7 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from .shapes import size_of
-from .summary import LayerRow, Summary, _layer_json
+from .summary import LayerRow, Summary, _layer_json, _mb, _shape
 from .tables import table_text
 
 STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
@@ -277,14 +277,6 @@ def _metric(value) -> str:
     if not _is_number(value):
         return "-"
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
-
-
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _mb(value: int) -> str:
-    return f"{value / 2**20:.2f} MB"
 
 
 def _mb_change(value: int) -> str:

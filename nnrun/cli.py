@@ -547,35 +547,19 @@ def _gradcheck_line(result, tolerance: float) -> str:
     return f"worst relative error {result.worst_relative_error:.2e}  {mark}{kinks}"
 
 
-def _attach_data_group() -> None:
-    from nnrun.data_cli import data
-    from nnrun.preview import preview
-
-    data.add_command(preview)
-    main.add_command(data)
+def _attach_subcommands() -> None:
+    """The commands defined in their own modules, which import this one."""
     from nnrun import check_backends_cli  # noqa: F401  (registers check-backends)
-
-
-_attach_data_group()
-
-
-def _attach_trace_and_plot() -> None:
-    from nnrun.plot_cli import plot
-    from nnrun.trace_cli import trace
-
-    main.add_command(trace)
-    main.add_command(plot)
-
-
-_attach_trace_and_plot()
-
-
-def _attach_export_and_diff() -> None:
+    from nnrun.data_cli import data
     from nnrun.diff_cli import diff_command
     from nnrun.export_cli import export
+    from nnrun.plot_cli import plot
+    from nnrun.preview import preview
+    from nnrun.trace_cli import trace
 
-    main.add_command(export)
-    main.add_command(diff_command)
+    data.add_command(preview)
+    for command in (data, trace, plot, export, diff_command):
+        main.add_command(command)
 
 
-_attach_export_and_diff()
+_attach_subcommands()
