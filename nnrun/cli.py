@@ -63,6 +63,17 @@ def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
                             "choose another --out")
 
 
+def refuse_an_unwritable_out(out_path: Path) -> None:
+    """--out in a directory that is missing or read-only, said before any work is done."""
+    from nnrun.runtime.files import is_writable_directory
+
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
+    if not is_writable_directory(out_path.parent):
+        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
+                        "choose another --out")
+
+
 def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
     from nnrun.compiler.export_onnx import ExportError
@@ -450,15 +461,10 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     The outputs are the last layer's after its activation: probabilities when the spec ends
     in softmax or sigmoid, else raw scores (logits)."""
     from nnrun.runtime.evaluate import predict_run
-    from nnrun.runtime.files import is_writable_directory
     from nnrun.runtime.threads import thread_limit
 
     refuse_an_input_as_out(out_path, run_dir, input_file)
-    if not out_path.parent.is_dir():
-        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    if not is_writable_directory(out_path.parent):
-        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
-                        "choose another --out")
+    refuse_an_unwritable_out(out_path)
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw)
