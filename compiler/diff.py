@@ -300,9 +300,7 @@ def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple
 
 
 def _status_counts(result: Diff) -> str:
-    counts: dict[str, int] = {}
-    for change in result.layers:
-        counts[change.status] = counts.get(change.status, 0) + 1
+    counts = Counter(change.status for change in result.layers)
     order = ("unchanged", "changed", "renamed", "added", "removed")
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
