@@ -24,7 +24,7 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from .shapes import size_of
-from .summary import LayerRow, Summary, _layer_json
+from .summary import LayerRow, Summary, _layer_json, _mb, _shape
 from .tables import table_text
 
 STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
@@ -279,14 +279,6 @@ def _metric(value) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
 
 
-def _shape(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _mb(value: int) -> str:
-    return f"{value / 2**20:.2f} MB"
-
-
 def _mb_change(value: int) -> str:
     return f"{value / 2**20:+.2f} MB"
 
@@ -308,9 +300,7 @@ def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple
 
 
 def _status_counts(result: Diff) -> str:
-    counts: dict[str, int] = {}
-    for change in result.layers:
-        counts[change.status] = counts.get(change.status, 0) + 1
+    counts = Counter(change.status for change in result.layers)
     order = ("unchanged", "changed", "renamed", "added", "removed")
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 

@@ -63,6 +63,17 @@ def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
                             "choose another --out")
 
 
+def refuse_an_unwritable_out(out_path: Path) -> None:
+    """--out in a directory that is missing or read-only, said before any work is done."""
+    from nnrun.runtime.files import is_writable_directory
+
+    if not out_path.parent.is_dir():
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
+    if not is_writable_directory(out_path.parent):
+        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
+                        "choose another --out")
+
+
 def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
     from nnrun.compiler.export_onnx import ExportError
@@ -450,15 +461,10 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     The outputs are the last layer's after its activation: probabilities when the spec ends
     in softmax or sigmoid, else raw scores (logits)."""
     from nnrun.runtime.evaluate import predict_run
-    from nnrun.runtime.files import is_writable_directory
     from nnrun.runtime.threads import thread_limit
 
     refuse_an_input_as_out(out_path, run_dir, input_file)
-    if not out_path.parent.is_dir():
-        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    if not is_writable_directory(out_path.parent):
-        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
-                        "choose another --out")
+    refuse_an_unwritable_out(out_path)
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw)
@@ -547,35 +553,19 @@ def _gradcheck_line(result, tolerance: float) -> str:
     return f"worst relative error {result.worst_relative_error:.2e}  {mark}{kinks}"
 
 
-def _attach_data_group() -> None:
-    from nnrun.data_cli import data
-    from nnrun.preview import preview
-
-    data.add_command(preview)
-    main.add_command(data)
+def _attach_subcommands() -> None:
+    """The commands defined in their own modules, which import this one."""
     from nnrun import check_backends_cli  # noqa: F401  (registers check-backends)
-
-
-_attach_data_group()
-
-
-def _attach_trace_and_plot() -> None:
-    from nnrun.plot_cli import plot
-    from nnrun.trace_cli import trace
-
-    main.add_command(trace)
-    main.add_command(plot)
-
-
-_attach_trace_and_plot()
-
-
-def _attach_export_and_diff() -> None:
+    from nnrun.data_cli import data
     from nnrun.diff_cli import diff_command
     from nnrun.export_cli import export
+    from nnrun.plot_cli import plot
+    from nnrun.preview import preview
+    from nnrun.trace_cli import trace
 
-    main.add_command(export)
-    main.add_command(diff_command)
+    data.add_command(preview)
+    for command in (data, trace, plot, export, diff_command):
+        main.add_command(command)
 
 
-_attach_export_and_diff()
+_attach_subcommands()

@@ -11,7 +11,7 @@ import click
 import numpy as np
 
 from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, preprocessing_option,
-                       refuse_an_input_as_out, set_option)
+                       refuse_an_input_as_out, refuse_an_unwritable_out, set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -112,15 +112,11 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     its initial weights for its seed, without preprocessing. The model is checked by
     onnx.checker and by onnxruntime against nnrun's outputs before it is written."""
     from nnrun.compiler.export_onnx import require_extra
-    from nnrun.runtime.files import is_writable_directory, write_atomically
+    from nnrun.runtime.files import write_atomically
 
     require_extra()
     refuse_an_input_as_out(out_path, source)
-    if not out_path.parent.is_dir():
-        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
-    if not is_writable_directory(out_path.parent):
-        raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
-                        "choose another --out")
+    refuse_an_unwritable_out(out_path)
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()

@@ -31,6 +31,7 @@ from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from .gradcheck import random_batch
 from .model import Model
 
+
 @dataclass
 class OpDifference:
     position: int
@@ -118,7 +119,7 @@ def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: flo
     model = Model(source, "numpy", optimized=False)
     other = get_backend(candidate) if isinstance(candidate, str) else candidate
     x, y = random_batch(model, batch_size, np.random.default_rng(seed))
-    feeds = model.step_feeds(model.train_state(seed), x, y, lr=0.01, step=1, seed=seed)
+    feeds = _first_step_feeds(model, x, y, seed)
     step = eliminate_dead_code(model.train_step.graph)
     graphs = [GraphCheck("step graph", _compare_ops(step, feeds, model.backend, other, False)),
               GraphCheck("optimized step", _compare_ops(optimize(step), feeds, model.backend,
@@ -200,11 +201,8 @@ def relative_difference(want, have) -> float:
 def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int) -> dict:
     """One training step on each backend's own executor, from the same state and batch: the
     loss, the gradient norms logged, and every updated parameter and optimizer state."""
-    want, want_updates = _host(model.step_executor.run(
-        model.step_feeds(model.train_state(seed), x, y, lr=0.01, step=1, seed=seed)), model)
-    have, have_updates = _host(candidate.step_executor.run(
-        candidate.step_feeds(candidate.train_state(seed), x, y, lr=0.01, step=1, seed=seed)),
-        candidate)
+    want, want_updates = _run_step(model, x, y, seed)
+    have, have_updates = _run_step(candidate, x, y, seed)
     names = [n for n in want if n == "loss" or n.startswith("grad_norm")]
     differences = {n: relative_difference(want[n], have[n]) for n in names}
     differences.update({n: relative_difference(want_updates[n], have_updates[n])
@@ -212,9 +210,14 @@ def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int) -> dict
     return differences
 
 
-def _host(result, model: Model) -> tuple[dict, dict]:
+def _first_step_feeds(model: Model, x, y, seed: int) -> dict:
+    return model.step_feeds(model.train_state(seed), x, y, lr=0.01, step=1, seed=seed)
+
+
+def _run_step(model: Model, x, y, seed: int) -> tuple[dict, dict]:
+    """The first training step on the model's own executor: outputs and updates, on the host."""
     def copy(array):
         return np.array(model.backend.to_host(array), copy=True)
 
-    outputs, updates = result
+    outputs, updates = model.step_executor.run(_first_step_feeds(model, x, y, seed))
     return ({k: copy(v) for k, v in outputs.items()}, {k: copy(v) for k, v in updates.items()})

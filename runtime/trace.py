@@ -82,7 +82,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
                         model.backend)
     state, done = model.train_state(), {"epoch": 0, "step": 0}
     if weights is not None:
-        loaded, done = read_weights(weights, model)
+        loaded, done = read_weights(weights, trainer)
         state.update(loaded)
     traced = []
     for epoch, index, count, batch, rng in _batches_from(trainer, done["epoch"] + 1, steps):
@@ -160,19 +160,19 @@ def _notes(spec) -> list[str]:
     return notes
 
 
-def read_weights(path: Path, model) -> tuple[dict, dict]:
+def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
     """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
     checkpoint's (params/dense_1.weight); every trainable parameter must be there. Of a
     checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at."""
+    model, expected = trainer.model, trainer.expected_shapes()
     try:
         headers = npz_headers(path)
     except DamagedFile as error:
         raise TraceError(f"{path}: not a readable .npz file ({error})") from None
     if "meta" in headers:  # a run's checkpoint: read as resuming reads it
-        arrays, meta = load_checkpoint(path, _expected_shapes(model), model.spec.dtype)
+        arrays, meta = load_checkpoint(path, expected, model.spec.dtype)
         return {name: model.backend.from_host(value) for name, value in arrays.items()}, meta
     names = {key.removeprefix("params/"): key for key in headers}
-    expected = _expected_shapes(model)
     unknown = sorted(set(names) - set(expected))
     missing = [name for name in model.lowered.params if name not in names]
     if unknown or missing:
@@ -195,13 +195,6 @@ def read_weights(path: Path, model) -> tuple[dict, dict]:
     dtype, be = model.spec.dtype, model.backend
     return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},
             {"epoch": 0, "step": 0})
-
-
-def _expected_shapes(model) -> dict:
-    shapes = {name: info.shape for name, info in model.param_infos.items()}
-    optimizer_state = model.train_step.optimizer_state
-    shapes.update({name: shapes[param] for name, param in optimizer_state.items()})
-    return shapes
 
 
 __all__ = ["trace", "Trace", "TraceError", "read_weights"]

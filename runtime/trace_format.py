@@ -38,7 +38,11 @@ def superscript(number: int) -> str:
 
 def course_layout(name: str, array: np.ndarray) -> np.ndarray:
     """A parameter as the course indexes it: a dense weight [in, out] becomes [j, k]."""
-    return array.T if name.endswith(".weight") and array.ndim == 2 else array
+    return array.T if _is_dense_weight(name, array) else array
+
+
+def _is_dense_weight(name: str, array: np.ndarray) -> bool:
+    return name.endswith(".weight") and array.ndim == 2
 
 
 # --- text -----------------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def _step_json(step) -> dict:
         "params": [{"name": param.name, "layer": param.layer,
                     "layout": ("[j, k]: unit j of layer l, unit k of layer l-1 (the transpose "
                                "of the stored [in, out])"
-                               if param.value.ndim == 2 and param.name.endswith(".weight")
+                               if _is_dense_weight(param.name, param.value)
                                else "as stored"),
                     "value": _list(course_layout(param.name, param.value)),
                     "gradient": _list(None if param.gradient is None
