@@ -29,7 +29,7 @@ def plot(run_dirs, out_path, metrics) -> None:
     except ImportError:
         raise UserError("nnrun plot needs matplotlib: pip install 'nnrun[plot]'") from None
     refuse_an_input_as_out(out_path, *run_dirs)
-    directory = out_path.parent if str(out_path.parent) else Path(".")
+    directory = out_path.parent
     if not directory.is_dir() or not is_writable_directory(directory):
         raise UserError(f"{out_path}: directory {directory} does not exist or is not writable; "
                         "choose another --out")
