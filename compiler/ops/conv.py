@@ -188,6 +188,12 @@ def batch_last(buffer, shape):
     return buffer.reshape(-1).reshape(*shape, buffer.shape[0])
 
 
+def _unpad_batch_last(x, pad):
+    """unpad for a batch-last buffer [C, *padded, B]."""
+    slices = tuple(slice(lo, n - hi) for n, (lo, hi) in zip(x.shape[1:-1], pad_pairs(pad)))
+    return x[(slice(None), *slices)]
+
+
 def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp = be.xp
     gx, g_scratch, cols_scratch, padded_scratch_ = out
@@ -203,9 +209,7 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
                                            attrs.dilation):
         view = target[(slice(None), *slices)]
         xp.add(view, cols[(slice(None), *offset)], out=view)
-    inner = tuple(slice(lo, n - hi) for n, (lo, hi) in
-                  zip(target.shape[1:-1], pad_pairs(attrs.pad)))
-    xp.copyto(gx, xp.moveaxis(target[(slice(None), *inner)], -1, 0))
+    xp.copyto(gx, xp.moveaxis(_unpad_batch_last(target, attrs.pad), -1, 0))
 
 
 # With stride 1 along every axis, col2im's additions can run over whole rows: g is padded
@@ -452,9 +456,7 @@ def _im2col_into(be, attrs, out, x):
 def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     xp = be.xp
     padded.fill(0)
-    inner = tuple(slice(lo, n - hi) for n, (lo, hi) in
-                  zip(padded.shape[1:-1], pad_pairs(attrs.pad)))
-    xp.copyto(padded[(slice(None), *inner)], xp.moveaxis(x, 0, -1))
+    xp.copyto(_unpad_batch_last(padded, attrs.pad), xp.moveaxis(x, 0, -1))
     cols = cols.reshape(x.shape[1], *attrs.kernel, *out_sizes, x.shape[0])
     for offset, slices in be.window_slices(padded.shape[1:-1], attrs.kernel, attrs.stride,
                                            attrs.dilation):
