@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
+from .common import array_type
 
 
 @dataclass(frozen=True)
@@ -344,8 +345,7 @@ def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
 
 
 def _output_type(attrs, x, w) -> TensorType:
-    types = [TensorType(tuple(a.shape), str(a.dtype)) for a in (x, w)]
-    return _conv_transpose_shape(attrs, *types)
+    return _conv_transpose_shape(attrs, array_type(x), array_type(w))
 
 
 def _conv_transpose_forward(be, attrs, x, w):
