@@ -171,6 +171,5 @@ class _Program:
 
 
 def _view(arena, place):
-    dtype = np.dtype(place.dtype)
-    count = int(np.prod(place.shape, dtype=np.int64))
-    return arena[place.offset:place.offset + count * dtype.itemsize].view(dtype).reshape(place.shape)
+    return (arena[place.offset:place.offset + place.nbytes].view(np.dtype(place.dtype))
+            .reshape(place.shape))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable
 
-from ..ir import TensorType
+from .common import array_type
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def forward_through_into(name: str):
 
     def forward(be, attrs, *arrays):
         op = REGISTRY[name]
-        types = [TensorType(tuple(a.shape), str(a.dtype)) for a in arrays]
+        types = [array_type(a) for a in arrays]
         outputs = op.shape(attrs, *types)
         several = isinstance(outputs, tuple)
         buffers = [be.xp.empty(t.shape, dtype=t.dtype) for t in

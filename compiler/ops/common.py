@@ -28,6 +28,11 @@ def all_same(attrs, *types: TensorType) -> TensorType:
     return first
 
 
+def array_type(array) -> TensorType:
+    """The type of a concrete array, its batch size included."""
+    return TensorType(tuple(array.shape), str(array.dtype))
+
+
 def onnx_op(op_type: str, **attribute_of):
     """An ONNX lowering of one node of `op_type` (compiler/export_onnx.py); `attribute_of` maps
     ONNX attribute names to the op's attribute names."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
+from .common import array_type
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,12 @@ def batch_last(buffer, shape):
     return buffer.reshape(-1).reshape(*shape, buffer.shape[0])
 
 
+def _unpad_batch_last(x, pad):
+    """unpad for a batch-last buffer [C, *padded, B]."""
+    slices = tuple(slice(lo, n - hi) for n, (lo, hi) in zip(x.shape[1:-1], pad_pairs(pad)))
+    return x[(slice(None), *slices)]
+
+
 def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp = be.xp
     gx, g_scratch, cols_scratch, padded_scratch_ = out
@@ -203,9 +210,7 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
                                            attrs.dilation):
         view = target[(slice(None), *slices)]
         xp.add(view, cols[(slice(None), *offset)], out=view)
-    inner = tuple(slice(lo, n - hi) for n, (lo, hi) in
-                  zip(target.shape[1:-1], pad_pairs(attrs.pad)))
-    xp.copyto(gx, xp.moveaxis(target[(slice(None), *inner)], -1, 0))
+    xp.copyto(gx, xp.moveaxis(_unpad_batch_last(target, attrs.pad), -1, 0))
 
 
 # With stride 1 along every axis, col2im's additions can run over whole rows: g is padded
@@ -340,8 +345,7 @@ def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
 
 
 def _output_type(attrs, x, w) -> TensorType:
-    types = [TensorType(tuple(a.shape), str(a.dtype)) for a in (x, w)]
-    return _conv_transpose_shape(attrs, *types)
+    return _conv_transpose_shape(attrs, array_type(x), array_type(w))
 
 
 def _conv_transpose_forward(be, attrs, x, w):
@@ -452,9 +456,7 @@ def _im2col_into(be, attrs, out, x):
 def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     xp = be.xp
     padded.fill(0)
-    inner = tuple(slice(lo, n - hi) for n, (lo, hi) in
-                  zip(padded.shape[1:-1], pad_pairs(attrs.pad)))
-    xp.copyto(padded[(slice(None), *inner)], xp.moveaxis(x, 0, -1))
+    xp.copyto(_unpad_batch_last(padded, attrs.pad), xp.moveaxis(x, 0, -1))
     cols = cols.reshape(x.shape[1], *attrs.kernel, *out_sizes, x.shape[0])
     for offset, slices in be.window_slices(padded.shape[1:-1], attrs.kernel, attrs.stride,
                                            attrs.dilation):

@@ -192,7 +192,6 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
     flat[positions] = picked
     if mask:
         xp.multiply(target, mask[0], out=target)
-    if mask:
         return max(int(xp.count_nonzero(mask[0])), 1)
     return labels.size
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
 from . import OpDef, register
-from .common import cached_constant
+from .common import array_type, cached_constant
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _block_axes(scale) -> tuple:
 def _nearest_forward(be, attrs, x):
     blocks = be.xp.broadcast_to(x.reshape(_blocks(x.shape, attrs.scale, False)),
                                 _blocks(x.shape, attrs.scale, True))
-    return blocks.reshape(_upsample_shape(attrs, _type(x)).shape)
+    return blocks.reshape(_upsample_shape(attrs, array_type(x)).shape)
 
 
 def _nearest_into(be, attrs, out, x):
@@ -70,7 +70,7 @@ def _nearest_into(be, attrs, out, x):
 
 
 def _nearest_grad(be, attrs, g):
-    gx_shape = _upsample_grad_shape(attrs, _type(g)).shape
+    gx_shape = _upsample_grad_shape(attrs, array_type(g)).shape
     return g.reshape(_blocks(gx_shape, attrs.scale, True)).sum(axis=_block_axes(attrs.scale))
 
 
@@ -126,7 +126,7 @@ def _linear_into(be, attrs, out, x):
 
 
 def _linear_grad(be, attrs, g):
-    spatial = _upsample_grad_shape(attrs, _type(g)).shape[2:]
+    spatial = _upsample_grad_shape(attrs, array_type(g)).shape[2:]
     *rows, columns = _matrices(be, attrs, spatial, g.dtype)
     gx = g @ columns
     return rows[0].T @ gx if rows else gx
@@ -149,10 +149,6 @@ def _linear_grad_into(be, attrs, out, g):
 
 
 # --- one op per rank, the mode chosen by the attribute ----------------------------------------
-
-
-def _type(array) -> TensorType:
-    return TensorType(tuple(array.shape), str(array.dtype))
 
 
 def _by_mode(nearest, linear):

@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .common import onnx_op
+from .common import cached_constant, onnx_op
 from .conv import onnx_pads, pad_pairs, unpad
 
 
@@ -144,7 +144,10 @@ def _pad_into(be, attrs, out, x):
     xp = be.xp
     (y,) = out
     if attrs.mode == "random":
-        xp.copyto(y, xp.asarray(random_border(attrs.seed, y.shape[1:], y.dtype))[None])
+        border = cached_constant(be, ("random border", attrs.seed, y.shape[1:], str(y.dtype)),
+                                 lambda: xp.asarray(random_border(attrs.seed, y.shape[1:],
+                                                                  y.dtype)))
+        xp.copyto(y, border[None])
     elif attrs.mode not in _COPYING_MODES:
         y.fill(0)
     pairs = pad_pairs(attrs.pad)
