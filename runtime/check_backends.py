@@ -25,6 +25,7 @@ import numpy as np
 from nnrun.backends import get_backend
 from nnrun.compiler.ir import Graph, Node, TensorType
 from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops.common import array_type
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 
@@ -150,7 +151,7 @@ def _run_on(backend, node: Node, inputs: list, into: bool) -> tuple:
     op = REGISTRY[node.op]
     arrays = [backend.from_host(np.array(a, copy=True)) for a in inputs]
     if into and op.forward_into is not None and not op.view:
-        types = [TensorType(tuple(a.shape), str(a.dtype)) for a in arrays]
+        types = [array_type(a) for a in arrays]
         outputs = [backend.xp.empty(tuple(ref.shape), dtype=ref.dtype)
                    for ref in _output_shapes(op, node, types)]
         scratch = [backend.xp.empty(t.shape, dtype=t.dtype)
