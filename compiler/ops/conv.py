@@ -155,13 +155,13 @@ def pad_into(xp, x, pad, padded, fill=0):
 
 
 def _conv_grad_input_scratch(attrs, g, x, w):
-    if _rows_shift(attrs, g):
+    if _rows_shift(attrs, g.shape, x.shape):
         return _shifted_rows_scratch(attrs, g, x, w)
     return _batch_last_scratch(attrs, g, x, w)
 
 
 def _conv_grad_input_into(be, attrs, out, g, x, w):
-    if _rows_shift(attrs, g):
+    if _rows_shift(attrs, g.shape, out[0].shape):  # out[0]: x's gradient (x may be None)
         _conv_grad_input_shifted_rows(be, attrs, out, g, x, w)
     else:
         _conv_grad_input_batch_last(be, attrs, out, g, x, w)
@@ -219,11 +219,18 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
 # where col2im would put it, and what spills past a row's end is one of the added zeros. Each
 # of the K additions is then [B*C, rows*W] with contiguous rows, instead of [B*C, rows, OW]
 # with runs of OW values (measured 5x faster on LeNet-5's second convolution). The sums are the
-# same, in the same order.
+# same, in the same order. When a sample's rows of W values are short (under ROWS_SHIFT_MIN
+# values: LeNet-5's second convolution, 10 rows of 14), the batch-last form above does the same
+# additions over longer runs and wins despite its two transposes (one thread: 4.7 -> 2.6 ms
+# there; 1.1x slower at worst on the shapes measured, docs/benchmarks.md).
+
+ROWS_SHIFT_MIN = 256
 
 
-def _rows_shift(attrs, g) -> bool:
-    return set(attrs.stride) == {1}
+def _rows_shift(attrs, g_shape, x_shape) -> bool:
+    rows = size_of(g_shape[2:-1])
+    width = x_shape[-1] + sum(pad_pairs(attrs.pad)[-1])
+    return set(attrs.stride) == {1} and rows * width >= ROWS_SHIFT_MIN
 
 
 def _shifted_rows_scratch(attrs, g, x, w):

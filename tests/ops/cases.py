@@ -355,12 +355,16 @@ CONV_CONFIGS = {
         ("plain", ConvAttrs((1,), (0,), (1,)), (2, 3, 7), (4, 3, 3)),
         ("stride 3, pad 1, unused tail", ConvAttrs((3,), (1,), (1,)), (2, 2, 9), (3, 2, 3)),
         ("dilation 2, pad (1,2), stride 2", ConvAttrs((2,), ((1, 2),), (2,)), (2, 2, 9), (3, 2, 3)),
+        # Rows of at least ROWS_SHIFT_MIN values: the input gradient's shifted-rows form.
+        ("long rows, pad (2,1), dilation 2", ConvAttrs((1,), ((2, 1),), (2,)), (2, 2, 300),
+         (3, 2, 3)),
     ],
     2: [
         ("plain", ConvAttrs((1, 1), (0, 0), (1, 1)), (2, 2, 5, 5), (3, 2, 3, 3)),
         ("stride (2,1), pad (1,2)", ConvAttrs((2, 1), (1, 2), (1, 1)), (2, 2, 5, 4), (3, 2, 3, 2)),
         ("stride (1,2), pad ((1,1),(0,1)), dilation (2,1)",
          ConvAttrs((1, 2), ((1, 1), (0, 1)), (2, 1)), (1, 2, 6, 5), (2, 2, 2, 3)),
+        ("long rows, pad 1", ConvAttrs((1, 1), (1, 1), (1, 1)), (2, 2, 17, 16), (3, 2, 3, 3)),
     ],
 }
 
