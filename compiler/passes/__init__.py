@@ -8,6 +8,7 @@ from ..verify import verify
 from .conv_columns import keep_conv_columns
 from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
+from .gradient_before_unpool import gradient_before_unpool
 from .group_updates import group_updates
 from .pool_index import keep_pool_index
 
@@ -16,6 +17,7 @@ PIPELINE = (
     ("convolution columns", keep_conv_columns),
     ("pooling index", keep_pool_index),
     ("bias + activation", fuse_bias_activation),
+    ("activation gradient before the unpooling", gradient_before_unpool),
     ("optimizer update group", group_updates),
     ("dead code", eliminate_dead_code),
 )

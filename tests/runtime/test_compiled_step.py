@@ -278,3 +278,46 @@ def test_cli_train_takes_threads(tmp_path):
                                        str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "last.npz").exists()
+
+
+UNPOOL_SPEC = """
+name: unpool
+model:
+  input_shape: [2, 9, 9]
+  layers:
+    - {{type: conv2d, filters: 3, kernel_size: 2, {first}}}
+    - {{type: maxpool2d, pool_size: {pool}, stride: {stride}}}
+    - {{type: flatten}}
+    - {{type: dense, units: 3}}
+loss: cross_entropy
+optimizer: {{type: sgd, lr: 0.1, momentum: 0.9}}
+"""
+
+
+@pytest.mark.parametrize("first, pooled", [
+    ("activation: relu", True),  # bias_activation: relu's gradient reads the output's signs
+    ("activation: leaky_relu", True),
+    ("activation: sigmoid", True),
+    ("activation: tanh", True),
+    ("use_bias: false, activation: relu", True),  # a relu of its own: its gradient reads z
+    ("activation: elu", False),  # elu's gradient needs the pre-activation, not the output
+])
+@pytest.mark.parametrize("pool, stride", [(2, 2), (3, 3), (3, 2)])
+def test_activation_gradient_before_unpooling_keeps_the_weights_bit_for_bit(first, pooled, pool,
+                                                                            stride, monkeypatch):
+    """The activation's gradient on the pooled values, scattered after, gives the same step;
+    overlapping windows (stride < pool) keep the scatter first."""
+    source = nnrun.load_spec_text(UNPOOL_SPEC.format(first=first, pool=pool, stride=stride))
+    with_pass = Model(source, "numpy")
+    ops = optimize(with_pass.train_step.graph).nodes
+    unpool = [n for n in ops if n.op == "max_pool_grad_index"]
+    before = [n for n in ops if n.op.endswith("_grad") and n.op[:-5] in first
+              and n.outputs[0] is unpool[0].inputs[0]]
+    assert bool(before) == (pooled and stride == pool)
+    x, y = random_batch(with_pass, 6, np.random.default_rng(2))
+    _, weights = _train(with_pass, x, y, steps=3)
+    monkeypatch.setattr("nnrun.compiler.passes.PIPELINE",
+                        tuple(p for p in PIPELINE if p[1].__name__ != "gradient_before_unpool"))
+    _, weights_without = _train(Model(source, "numpy"), x, y, steps=3)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(value, weights_without[name], err_msg=name)
