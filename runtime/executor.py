@@ -132,7 +132,8 @@ class _Program:
                             *(None if i in dynamic else self.env[i] for i in inputs))
             if bound is not None:
                 return [("bound", bound, node.attrs, inputs, None)]
-        if op.batch_parallel and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers):
+        if (op.batch_parallel and _batch_first(node)
+                and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers)):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
             return [("split", op.forward_into, node.attrs, inputs, (buffers, batched))]
         return [("into", op.forward_into, node.attrs, inputs, buffers)]
@@ -168,6 +169,13 @@ class _Program:
                      *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
 
         be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
+
+
+def _batch_first(node) -> bool:
+    """Every value of the node that has the batch axis has it first (not batch-last values,
+    compiler/passes/batch_last_layers.py): a split along axis 0 is then a split of the batch."""
+    return all(BATCH not in v.type.shape or v.type.shape[0] == BATCH
+               for v in (*node.inputs, *node.outputs))
 
 
 def _view(arena, place):

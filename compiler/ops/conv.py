@@ -16,6 +16,10 @@ class ConvAttrs:
     stride: tuple = (1, 1)
     pad: tuple = (0, 0)  # per spatial axis: an int (both sides) or a (before, after) pair
     dilation: tuple = (1, 1)
+    # Only for the input gradient, set by compiler/passes/batch_last_layers.py: g, or x and
+    # the result, laid out [channels, *spatial, B].
+    g_batch_last: bool = False
+    x_batch_last: bool = False
 
 
 def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
@@ -91,7 +95,16 @@ def _conv_forward(be, attrs, x, w):
 
 
 def _conv_grad_input(be, attrs, g, x, w):
-    return _spread_through_kernel(be, attrs, g, w, x.shape)
+    xp = be.xp
+    g = xp.moveaxis(g, -1, 0) if attrs.g_batch_last else g
+    x_shape = batch_first_shape(x.shape) if attrs.x_batch_last else x.shape
+    gx = _spread_through_kernel(be, attrs, g, w, x_shape)
+    return xp.ascontiguousarray(xp.moveaxis(gx, 0, -1)) if attrs.x_batch_last else gx
+
+
+def batch_first_shape(shape: tuple) -> tuple:
+    """[C, *spatial, B] -> [B, C, *spatial]."""
+    return (shape[-1], *shape[:-1])
 
 
 def _spread_through_kernel(be, attrs, g, w, x_shape):
@@ -155,13 +168,18 @@ def pad_into(xp, x, pad, padded, fill=0):
 
 
 def _conv_grad_input_scratch(attrs, g, x, w):
+    if attrs.g_batch_last or attrs.x_batch_last:
+        g = TensorType(batch_first_shape(g.shape), g.dtype) if attrs.g_batch_last else g
+        x = TensorType(batch_first_shape(x.shape), x.dtype) if attrs.x_batch_last else x
+        return _batch_last_scratch(attrs, g, x, w)
     if _rows_shift(attrs, g.shape, x.shape):
         return _shifted_rows_scratch(attrs, g, x, w)
     return _batch_last_scratch(attrs, g, x, w)
 
 
 def _conv_grad_input_into(be, attrs, out, g, x, w):
-    if _rows_shift(attrs, g.shape, out[0].shape):  # out[0]: x's gradient (x may be None)
+    batch_last = attrs.g_batch_last or attrs.x_batch_last
+    if not batch_last and _rows_shift(attrs, g.shape, out[0].shape):  # out[0]: x's gradient
         _conv_grad_input_shifted_rows(be, attrs, out, g, x, w)
     else:
         _conv_grad_input_batch_last(be, attrs, out, g, x, w)
@@ -199,9 +217,12 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp = be.xp
     gx, g_scratch, cols_scratch, padded_scratch_ = out
     filters, channels, kernel = w.shape[0], w.shape[1], w.shape[2:]
-    g_t = batch_last(g_scratch, g.shape[1:])
-    xp.copyto(g_t, xp.moveaxis(g, 0, -1))
-    cols = batch_last(cols_scratch, (channels, *kernel, *g.shape[2:]))
+    if attrs.g_batch_last:  # already [F, *O, B]
+        g_t, out_sizes = g, g.shape[1:-1]
+    else:
+        g_t, out_sizes = batch_last(g_scratch, g.shape[1:]), g.shape[2:]
+        xp.copyto(g_t, xp.moveaxis(g, 0, -1))
+    cols = batch_last(cols_scratch, (channels, *kernel, *out_sizes))
     xp.matmul(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
               out=cols.reshape(channels * size_of(kernel), -1))
     target = batch_last(padded_scratch_, padded_scratch_.shape[1:])
@@ -210,7 +231,8 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
                                            attrs.dilation):
         view = target[(slice(None), *slices)]
         xp.add(view, cols[(slice(None), *offset)], out=view)
-    xp.copyto(gx, xp.moveaxis(_unpad_batch_last(target, attrs.pad), -1, 0))
+    unpadded = _unpad_batch_last(target, attrs.pad)
+    xp.copyto(gx, unpadded if attrs.x_batch_last else xp.moveaxis(unpadded, -1, 0))
 
 
 # With stride 1 along every axis, col2im's additions can run over whole rows: g is padded
@@ -427,12 +449,17 @@ class ColumnsAttrs:
     pad: tuple = (0, 0)
     dilation: tuple = (1, 1)
     batch_last: bool = False  # columns [C*K, O, B] instead of [C*K, B, O]
+    # im2col's x, or the weight gradient's g, laid out [channels, *spatial, B] (with
+    # batch_last columns; set by compiler/passes/batch_last_layers.py)
+    values_batch_last: bool = False
 
     def conv(self) -> ConvAttrs:
         return ConvAttrs(self.stride, self.pad, self.dilation)
 
 
 def _im2col_shape(attrs, x: TensorType) -> TensorType:
+    if attrs.values_batch_last:
+        x = TensorType(batch_first_shape(x.shape), x.dtype)
     out = window_shape(attrs.conv(), x, attrs.kernel, "kernel")
     rows = x.shape[1] * size_of(attrs.kernel)
     if attrs.batch_last:
@@ -441,6 +468,8 @@ def _im2col_shape(attrs, x: TensorType) -> TensorType:
 
 
 def _im2col_scratch(attrs, x):
+    if attrs.values_batch_last:
+        x = TensorType(batch_first_shape(x.shape), x.dtype)
     if attrs.batch_last:  # the padded input, [C, *padded, B]
         padded = padded_type(x, attrs.pad)
         return (TensorType((*padded.shape[1:], padded.shape[0]), x.dtype),)
@@ -449,8 +478,9 @@ def _im2col_scratch(attrs, x):
 
 def _im2col_into(be, attrs, out, x):
     cols, *padded = out
+    spatial = x.shape[1:-1] if attrs.values_batch_last else x.shape[2:]
     out_sizes = [window_output(n, k, s, p, d).size for n, k, s, p, d in
-                 zip(x.shape[2:], attrs.kernel, attrs.stride, pad_pairs(attrs.pad),
+                 zip(spatial, attrs.kernel, attrs.stride, pad_pairs(attrs.pad),
                      attrs.dilation)]
     if attrs.batch_last:
         _im2col_batch_last(be, attrs, cols, padded[0], x, out_sizes)
@@ -463,8 +493,9 @@ def _im2col_into(be, attrs, out, x):
 def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     xp = be.xp
     padded.fill(0)
-    xp.copyto(_unpad_batch_last(padded, attrs.pad), xp.moveaxis(x, 0, -1))
-    cols = cols.reshape(x.shape[1], *attrs.kernel, *out_sizes, x.shape[0])
+    x_t = x if attrs.values_batch_last else xp.moveaxis(x, 0, -1)  # [C, *spatial, B]
+    xp.copyto(_unpad_batch_last(padded, attrs.pad), x_t)
+    cols = cols.reshape(x_t.shape[0], *attrs.kernel, *out_sizes, x_t.shape[-1])
     for offset, slices in be.window_slices(padded.shape[1:-1], attrs.kernel, attrs.stride,
                                            attrs.dilation):
         xp.copyto(cols[(slice(None), *offset)], padded[(slice(None), *slices)])
@@ -474,23 +505,38 @@ def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
 class ConvColumnsAttrs:
     out: tuple = (1, 1)  # output spatial sizes
     batch_last: bool = False  # the columns are [C*K, O, B]
+    # Set by compiler/passes/batch_last_layers.py, with batch_last columns: y is laid out
+    # [F, *out, B] (the product's own layout, no transpose) and is relu(y + b), b a third input
+    bias_relu_batch_last: bool = False
 
 
-def _conv_columns_shape(attrs, cols: TensorType, w: TensorType) -> TensorType:
+def _conv_columns_shape(attrs, cols: TensorType, w: TensorType, b=None) -> TensorType:
     if cols.shape[0] != size_of(w.shape[1:]):
         raise ShapeError(f"columns of {cols.shape[0]} rows do not fit a {list(w.shape)} weight")
+    fused = attrs.bias_relu_batch_last
+    if fused != (b is not None) or (fused and (not attrs.batch_last or b.shape != w.shape[:1])):
+        raise ShapeError("conv_columns takes a bias [filters] exactly when bias_relu_batch_last "
+                         "is set, with batch-last columns")
     batch = cols.shape[2] if attrs.batch_last else cols.shape[1]
+    if fused:
+        return TensorType((w.shape[0], *attrs.out, batch), cols.dtype)
     return TensorType((batch, w.shape[0], *attrs.out), cols.dtype)
 
 
-def _conv_columns_scratch(attrs, cols, w):
-    if attrs.batch_last:  # y as [F, O, B]
+def _conv_columns_scratch(attrs, cols, w, b=None):
+    if attrs.batch_last and not attrs.bias_relu_batch_last:  # y as [F, O, B]
         return (TensorType((w.shape[0], cols.shape[1], cols.shape[2]), cols.dtype),)
     return ()
 
 
-def _conv_columns_into(be, attrs, out, cols, w):
+def _conv_columns_into(be, attrs, out, cols, w, b=None):
     weight = w.reshape(w.shape[0], -1)
+    if attrs.bias_relu_batch_last:  # bias_activation's numbers: b + z == z + b, then max(., 0)
+        (y,) = out
+        be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y.reshape(y.shape[0], -1))
+        be.xp.add(y, b.reshape(-1, *(1,) * (y.ndim - 1)), out=y)
+        be.xp.maximum(y, 0, out=y)
+        return
     if attrs.batch_last:
         y, y_t = out
         be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y_t.reshape(y_t.shape[0], -1))
@@ -508,7 +554,8 @@ def _conv_columns_into(be, attrs, out, cols, w):
 
 def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
     channels = cols.shape[0] // size_of(attrs.kernel)
-    return TensorType((g.shape[1], channels, *attrs.kernel), g.dtype)
+    filters = g.shape[0] if attrs.values_batch_last else g.shape[1]
+    return TensorType((filters, channels, *attrs.kernel), g.dtype)
 
 
 def _one_product(attrs, cols_shape) -> bool:
@@ -516,6 +563,8 @@ def _one_product(attrs, cols_shape) -> bool:
 
 
 def _conv_grad_weight_columns_scratch(attrs, g, cols):
+    if attrs.values_batch_last:  # g is [F, O, B] already
+        return ()
     positions = size_of(g.shape[2:])
     if attrs.batch_last:  # g as [F, O, B]
         return (TensorType((g.shape[1], positions, g.shape[0]), g.dtype),)
@@ -525,10 +574,14 @@ def _conv_grad_weight_columns_scratch(attrs, g, cols):
 
 
 def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
-    gw, work = out
+    gw, *work = out
     xp = be.xp
     rows = cols.shape[0]
     gw_rows = gw.reshape(gw.shape[0], rows).T  # [C*K, F]: cols @ g^T is the faster orientation
+    if attrs.values_batch_last:
+        xp.matmul(cols.reshape(rows, -1), g.reshape(g.shape[0], -1).T, out=gw_rows)
+        return
+    (work,) = work
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
     if _one_product(attrs, cols.shape):
         xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))

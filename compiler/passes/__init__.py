@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..ir import Graph
 from ..verify import verify
+from .batch_last_layers import keep_batch_last_between_convolutions
 from .conv_columns import keep_conv_columns
 from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
@@ -18,6 +19,7 @@ PIPELINE = (
     ("pooling index", keep_pool_index),
     ("bias + activation", fuse_bias_activation),
     ("activation gradient before the unpooling", gradient_before_unpool),
+    ("batch-last values between convolutions", keep_batch_last_between_convolutions),
     ("optimizer update group", group_updates),
     ("dead code", eliminate_dead_code),
 )

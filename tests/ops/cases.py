@@ -21,7 +21,7 @@ from nnrun.compiler.ir import TensorType
 from nnrun.compiler.ops import NoAttrs
 from nnrun.compiler.ops.activation import AlphaAttrs, AxisAttrs
 from nnrun.compiler.ops.conv import ConvAttrs, ConvTransposeAttrs
-from nnrun.compiler.ops.linear import MatmulAttrs, ScaleAttrs
+from nnrun.compiler.ops.linear import BiasGradAttrs, MatmulAttrs, ScaleAttrs
 from nnrun.compiler.ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
 from nnrun.compiler.ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs
 from nnrun.compiler.ops.optim import (AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs,
@@ -587,9 +587,11 @@ case("bias_add", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 4)),
      _bias_add_reference, differentiable=(0, 1))
 case("bias_add", NoAttrs(), lambda rng: (normal(rng, 2, 3, 4, 2), normal(rng, 3)),
      _bias_add_reference, differentiable=(0, 1), label="channels")
-case("bias_add_grad", NoAttrs(), lambda rng: (normal(rng, 3, 4),), _bias_add_grad_reference)
-case("bias_add_grad", NoAttrs(), lambda rng: (normal(rng, 2, 3, 4, 2),), _bias_add_grad_reference,
-     label="channels")
+case("bias_add_grad", BiasGradAttrs(), lambda rng: (normal(rng, 3, 4),), _bias_add_grad_reference)
+case("bias_add_grad", BiasGradAttrs(), lambda rng: (normal(rng, 2, 3, 4, 2),),
+     _bias_add_grad_reference, label="channels")
+case("bias_add_grad", BiasGradAttrs(batch_last=True), lambda rng: (normal(rng, 3, 4, 2),),
+     lambda a, g: _bias_add_grad_reference(a, np.moveaxis(g, -1, 0)), label="batch-last")
 
 case("add", NoAttrs(), lambda rng: (normal(rng, 3, 4), normal(rng, 3, 4)),
      lambda a, x, y: x + y, differentiable=(0, 1))
@@ -1139,6 +1141,66 @@ def _column_cases(rank, label, attrs, x_shape, w_shape, batch_last):
     case("conv_grad_weight_columns", columns, grad_and_cols,
          lambda a, g, cols: np.einsum(f"bfo,{layout}->fr", g.reshape(g.shape[0], g.shape[1], -1),
                                       cols).reshape(w_shape), label=label)
+    if batch_last:
+        _batch_last_values_cases(rank, label, attrs, columns, out, x_shape, w_shape)
+
+
+def to_batch_last(array):
+    """[B, C, *spatial] -> [C, *spatial, B], contiguous."""
+    return np.ascontiguousarray(np.moveaxis(array, 0, -1))
+
+
+def to_batch_first(array):
+    return np.moveaxis(array, -1, 0)
+
+
+def _batch_last_values_cases(rank, label, attrs, columns, out, x_shape, w_shape):
+    """The layouts compiler/passes/batch_last_layers.py gives values between convolutions."""
+    values = replace(columns, values_batch_last=True)
+    label = f"{label}, values batch-last"
+    case("im2col", values, lambda rng: (to_batch_last(normal(rng, *x_shape)),),
+         lambda a, x: columns_naive(columns, to_batch_first(x)), label=label)
+
+    def cols_weight_bias(rng):
+        return (columns_naive(columns, normal(rng, *x_shape)), normal(rng, *w_shape),
+                normal(rng, w_shape[0]))
+
+    def conv_bias_relu(a, cols, w, b):
+        y = np.einsum("fr,rob->fob", w.reshape(w.shape[0], -1), cols) + b[:, None, None]
+        return np.maximum(y, 0).reshape(w.shape[0], *out, x_shape[0])
+
+    case("conv_columns", ConvColumnsAttrs(out, True, bias_relu_batch_last=True),
+         cols_weight_bias, conv_bias_relu, label=label)
+
+    def grad_and_cols(rng):
+        return (to_batch_last(normal(rng, x_shape[0], w_shape[0], *out)),
+                columns_naive(columns, normal(rng, *x_shape)))
+
+    case("conv_grad_weight_columns", values, grad_and_cols,
+         lambda a, g, cols: np.einsum("fob,rob->fr", g.reshape(g.shape[0], -1, g.shape[-1]),
+                                      cols).reshape(w_shape), label=label)
+    for g_batch_last, x_batch_last in ((True, False), (False, True), (True, True)):
+        _conv_grad_input_layout_case(rank, label, attrs, out, x_shape, w_shape, g_batch_last,
+                                     x_batch_last)
+
+
+def _conv_grad_input_layout_case(rank, label, attrs, out, x_shape, w_shape, g_batch_last,
+                                 x_batch_last):
+    layouts = replace(attrs, g_batch_last=g_batch_last, x_batch_last=x_batch_last)
+
+    def inputs(rng):
+        g, x = normal(rng, x_shape[0], w_shape[0], *out), normal(rng, *x_shape)
+        return (to_batch_last(g) if g_batch_last else g, to_batch_last(x) if x_batch_last else x,
+                normal(rng, *w_shape))
+
+    def reference(a, g, x, w):
+        gx = _conv_grad_input_reference(attrs, to_batch_first(g) if g_batch_last else g,
+                                        to_batch_first(x) if x_batch_last else x, w)
+        return to_batch_last(gx) if x_batch_last else gx
+
+    case(f"conv{rank}d_grad_input", layouts, inputs, reference,
+         label=f"{label}, g {'batch-last' if g_batch_last else 'batch-first'}, "
+               f"x {'batch-last' if x_batch_last else 'batch-first'}")
 
 
 for _rank, _configs in CONV_CONFIGS.items():

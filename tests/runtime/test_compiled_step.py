@@ -321,3 +321,64 @@ def test_activation_gradient_before_unpooling_keeps_the_weights_bit_for_bit(firs
     _, weights_without = _train(Model(source, "numpy"), x, y, steps=3)
     for name, value in weights.items():
         np.testing.assert_array_equal(value, weights_without[name], err_msg=name)
+
+
+BATCH_LAST_SPEC = """
+name: batch-last
+model:
+  input_shape: {input_shape}
+  layers:
+{layers}
+    - {{type: flatten}}
+    - {{type: dense, units: 3}}
+loss: cross_entropy
+optimizer: {{type: sgd, lr: 0.1, momentum: 0.9}}
+"""
+_CONV1D = "    - {type: conv1d, filters: 4, kernel_size: 3, stride: 2, padding: 1, activation: relu}"
+
+
+@pytest.mark.parametrize("input_shape, layers, kept", [
+    ([2, 23], [_CONV1D] * 3, 2),  # two boundaries between three convolutions
+    ([2, 7, 7], ["    - {type: conv2d, filters: 3, kernel_size: 3, padding: 1, activation: relu}",
+                 "    - {type: conv2d, filters: 5, kernel_size: 2, stride: 2, activation: relu}"],
+     1),
+    # the activation read by something else (a second branch) keeps its layout
+    ([2, 23], [_CONV1D.replace("relu}", "relu, name: a}"), _CONV1D,
+               "    - {type: conv1d, filters: 4, kernel_size: 3, stride: 2, padding: 1, inputs: [a]}",
+               "    - {type: add, inputs: [conv1d_2, conv1d_3]}"], 0),
+    ([2, 23], [_CONV1D.replace("relu", "tanh"), _CONV1D], 0),  # only relu is fused
+])
+def test_values_stay_batch_last_between_convolutions(input_shape, layers, kept, monkeypatch):
+    source = nnrun.load_spec_text(BATCH_LAST_SPEC.format(input_shape=input_shape,
+                                                         layers="\n".join(layers)))
+    model = Model(source, "numpy")
+    nodes = optimize(model.train_step.graph).nodes
+    fused = [n for n in nodes if n.op == "conv_columns" and n.attrs.bias_relu_batch_last]
+    assert len(fused) == kept
+    assert sum(n.op == "im2col" and n.attrs.values_batch_last for n in nodes) == kept
+    x, y = random_batch(model, 6, np.random.default_rng(3))
+    losses, weights = _train(model, x, y, steps=5)
+    monkeypatch.setattr("nnrun.compiler.passes.PIPELINE", tuple(
+        p for p in PIPELINE if p[1].__name__ != "keep_batch_last_between_convolutions"))
+    losses_without, weights_without = _train(Model(source, "numpy"), x, y, steps=5)
+    np.testing.assert_allclose(losses, losses_without, rtol=1e-6)
+    for name, value in weights.items():  # the bias gradients sum in another order
+        scale = np.linalg.norm(weights_without[name]) or 1.0
+        assert np.linalg.norm(value - weights_without[name]) <= 1e-6 * scale, name
+
+
+def test_ops_on_batch_last_values_are_never_split_along_their_channels(monkeypatch):
+    """Batch-last values [C, L, B] with C equal to the batch: a split along axis 0 would cut
+    channels, not samples. Two workers must give one worker's step (to rounding: the split
+    matrix products of the dense layer may take other BLAS kernels)."""
+    source = nnrun.load_spec_text(BATCH_LAST_SPEC.format(
+        input_shape=[2, 23], layers="\n".join([_CONV1D.replace("filters: 4", "filters: 6")] * 2)))
+    monkeypatch.setattr("nnrun.backends.base.PARALLEL_MIN_BYTES", 0)
+    results = []
+    for threads in (1, 2):
+        model = Model(source, "numpy")
+        x, y = random_batch(model, 6, np.random.default_rng(4))
+        with thread_limit(threads):
+            results.append(_train(model, x, y, steps=2)[1])
+    for name, value in results[0].items():
+        np.testing.assert_allclose(value, results[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
