@@ -95,6 +95,10 @@ class ArrayBackend:
         """out = table.take(indices, axis), for indices known to be in range."""
         self.xp.take(table, indices, axis=axis, out=out)
 
+    def matmul_into(self, a, b, out) -> None:
+        """out = a @ b, with matmul's broadcasting."""
+        self.xp.matmul(a, b, out=out)
+
     def window_slices(self, spatial, kernel, stride, dilation):
         """For each kernel offset: the strided slice of the (padded) input it reads."""
         out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]

@@ -202,8 +202,8 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     g_t = batch_last(g_scratch, g.shape[1:])
     xp.copyto(g_t, xp.moveaxis(g, 0, -1))
     cols = batch_last(cols_scratch, (channels, *kernel, *g.shape[2:]))
-    xp.matmul(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
-              out=cols.reshape(channels * size_of(kernel), -1))
+    be.matmul_into(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
+                   cols.reshape(channels * size_of(kernel), -1))
     target = batch_last(padded_scratch_, padded_scratch_.shape[1:])
     target.fill(0)
     for offset, slices in be.window_slices(target.shape[1:-1], kernel, attrs.stride,
@@ -261,7 +261,7 @@ def _shifted_rows_block(be, attrs, gx, wide_g, cols, padded, g, w):
     wide = wide_g.reshape(*g.shape[:-1], width)
     wide[..., g.shape[-1]:] = 0
     xp.copyto(wide[..., :g.shape[-1]], g)
-    xp.matmul(w.reshape(w.shape[0], -1).T, wide_g, out=cols)
+    be.matmul_into(w.reshape(w.shape[0], -1).T, wide_g, cols)
     length = cols.shape[2]
     by_offset = cols.reshape(planes, -1, length)  # [B*C, K, rows*W]
     flat = target.reshape(-1)
@@ -493,7 +493,7 @@ def _conv_columns_into(be, attrs, out, cols, w):
     weight = w.reshape(w.shape[0], -1)
     if attrs.batch_last:
         y, y_t = out
-        be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y_t.reshape(y_t.shape[0], -1))
+        be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y_t.reshape(y_t.shape[0], -1))
         be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), be.xp.moveaxis(y_t, -1, 0))
         return
     (y,) = out
@@ -501,7 +501,7 @@ def _conv_columns_into(be, attrs, out, cols, w):
     y_rows = y.reshape(y.shape[0], y.shape[1], -1)
 
     def product(batch: slice) -> None:
-        be.xp.matmul(weight, by_sample[batch], out=y_rows[batch])
+        be.matmul_into(weight, by_sample[batch], y_rows[batch])
 
     be.run_in_slices(product, y.shape[0], y.nbytes)
 
@@ -532,12 +532,12 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
     if _one_product(attrs, cols.shape):
         xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
-        xp.matmul(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, out=gw_rows)
+        be.matmul_into(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, gw_rows)
         return
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
 
     def products(batch: slice) -> None:
-        xp.matmul(by_sample[batch], g_rows[batch].swapaxes(1, 2), out=work[batch])
+        be.matmul_into(by_sample[batch], g_rows[batch].swapaxes(1, 2), work[batch])
 
     be.run_in_slices(products, g.shape[0], work.nbytes)
     xp.sum(work, axis=0, out=gw_rows)
