@@ -33,11 +33,12 @@ def _source(spec, overrides=()) -> SourceSpec:
     return load_spec(Path(spec), overrides)
 
 
-def compile(spec, backend: str = "numpy", overrides=()):  # noqa: A001 - the API's name
-    """A Model from a spec file path, a Spec, or a SourceSpec."""
+def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # noqa: A001
+    """A Model from a spec file path, a Spec, or a SourceSpec. graph=False: on a GPU, the
+    training step runs uncaptured (the planned executor) rather than as one CUDA graph."""
     from nnrun.runtime.model import Model
 
-    return Model(_source(spec, overrides), backend)
+    return Model(_source(spec, overrides), backend, graph=graph)
 
 
 def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):

@@ -42,6 +42,7 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int, threads: int)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
             "threads": threads if be.name == "numpy" else None,
             "executor": "planned" if model.optimized else "reference",
+            "step_path": model.step_path,
             "train_step_ms": round(train_s * 1e3, 3),
             "train_samples_per_s": round(batch_size / train_s, 1),
             "inference_ms": round(infer_s * 1e3, 3),
@@ -84,7 +85,7 @@ def _peak_step_bytes(model: Model, x, y) -> int:
         model.step_executor.run(model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0))
         be.synchronize()
         return pool.used_bytes()
-    fresh = Model(model.source, be.name, optimized=model.optimized)
+    fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
