@@ -1,0 +1,248 @@
+"""The training step's path (captured graph, planned, reference) and its first-step self-check,
+without a GPU: stand-in backends on NumPy whose "capture" records the step and replays it, or
+fails, or replays it wrongly. The same logic runs on CuPy with real CUDA graphs
+(tests/backends/test_cuda_graph.py, `pytest -m gpu`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import nnrun
+from nnrun.backends import CaptureUnavailable
+from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.cli import main
+from nnrun.runtime.bench import bench
+from nnrun.runtime.executor import PlannedExecutor
+from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.model import Model
+
+SPEC = """
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1, activation: relu}
+    - {type: maxpool2d, pool_size: 2}
+    - {type: flatten}
+    - {type: dropout, rate: 0.25}
+    - {type: dense, units: 12, activation: tanh}
+    - {type: dense, units: 5}
+loss: cross_entropy
+optimizer: {type: adam, lr: 0.01}
+train: {batch_size: 8}
+"""
+BATCHES = (8, 8, 5, 8, 5, 8)  # two plans (an epoch's last, smaller batch), revisited
+
+
+class RecordingCapture:
+    """Stands in for a CUDA graph: capture records the step and runs nothing, as stream
+    capture does; each launch replays it on whatever the fixed buffers then hold."""
+
+    def __init__(self):
+        self.warmups = self.captures = self.launches = 0
+
+    def warm(self, run):
+        self.warmups += 1
+        run()
+
+    def capture(self, run):
+        self.captures += 1
+        return _Replay(self, run)
+
+
+class _Replay:
+    def __init__(self, capture, run):
+        self.capture, self.run = capture, run
+
+    def launch(self):
+        self.capture.launches += 1
+        self.run()
+
+
+class CapturingNumpy(NumpyBackend):
+    """NumPy as an unverified device backend with graph capture."""
+
+    check_first_step = True
+
+    def __init__(self, capture=None):
+        self.capture = capture or RecordingCapture()
+
+    def graph_capture(self):
+        return self.capture
+
+
+class FailingCapture(RecordingCapture):
+    def capture(self, run):
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                  "unsupported")
+
+
+class DoubledCapture(RecordingCapture):
+    """A graph that runs the step twice per launch: its updates are wrong, not missing."""
+
+    def capture(self, run):
+        self.captures += 1
+
+        def twice():
+            run()
+            run()
+
+        return _Replay(self, twice)
+
+
+class NoGraphs(CapturingNumpy):
+    def graph_capture(self):
+        raise CaptureUnavailable("the cuBLAS library CuPy loaded was not found")
+
+
+class BrokenMatmul(CapturingNumpy):
+    """matmul_into off by a little: the planned and captured steps use it, the reference
+    executor's plain forward does not."""
+
+    def matmul_into(self, a, b, out):
+        super().matmul_into(a, b, out)
+        out *= 1.01
+
+
+def train(model: Model, batches=BATCHES) -> dict:
+    """Steps on random batches of the given sizes, the updates fed back as training does."""
+    rng = np.random.default_rng(3)
+    state = model.train_state()
+    for step, size in enumerate(batches, start=1):
+        x, y = random_batch(model, size, rng)
+        _, updates = model.step_executor.run(model.step_feeds(state, x, y, 0.01 / step, step,
+                                                              seed=step))
+        state.update(updates)
+    return {name: np.array(model.backend.to_host(v), copy=True) for name, v in state.items()}
+
+
+@pytest.fixture(scope="module")
+def source():
+    return nnrun.load_spec_text(SPEC)
+
+
+@pytest.fixture(scope="module")
+def planned_weights(source):
+    model = Model(source, "numpy")
+    assert isinstance(model.step_executor, PlannedExecutor) and model.step_path == "planned"
+    return train(model)
+
+
+@pytest.fixture(scope="module")
+def reference_weights(source):
+    return train(Model(source, "numpy", optimized=False))
+
+
+def assert_same(weights, expected):
+    assert weights.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
+
+
+def test_captured_step_replays_the_planned_step_bit_for_bit(source, planned_weights, capsys):
+    backend = CapturingNumpy()
+    model = Model(source, backend)
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "captured" and capsys.readouterr().err == ""
+    capture = backend.capture
+    assert capture.captures == 2  # one graph per batch size, each captured once
+    assert capture.launches == len(BATCHES)  # every step a replay, the checked ones too
+    assert capture.warmups == 2 * 2
+
+
+def test_unchecked_capture_keeps_the_state_its_warm_up_runs_updated(source, planned_weights):
+    """Without the self-check, the second batch size is captured from the executor's own
+    state buffer, fed back as it is: its warm-up runs must leave it as it was."""
+    backend = CapturingNumpy()
+    backend.check_first_step = False
+    model = Model(source, backend)
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "captured" and backend.capture.captures == 2
+
+
+def test_capture_that_raises_falls_back_to_planned_once(source, planned_weights, capsys):
+    model = Model(source, CapturingNumpy(FailingCapture()))
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "planned"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert "captured CUDA-graph step raised NotImplementedError: calling cuBLAS" in lines[0]
+    assert lines[0].endswith("using the uncaptured planned step")
+
+
+def test_capture_that_differs_falls_back_to_planned_once(source, planned_weights, capsys):
+    model = Model(source, CapturingNumpy(DoubledCapture()))
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "planned"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert "captured CUDA-graph step differs from the reference executor" in lines[0]
+    assert "relative difference" in lines[0]
+
+
+def test_a_broken_kernel_falls_back_to_the_reference_executor(source, reference_weights,
+                                                               capsys):
+    model = Model(source, BrokenMatmul())
+    weights = train(model)
+    assert model.step_path == "reference"
+    for name, value in reference_weights.items():  # the reference on the same backend
+        np.testing.assert_allclose(weights[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2, lines
+    assert "captured CUDA-graph step differs" in lines[0] and "planned step" in lines[0]
+    assert "uncaptured planned step differs" in lines[1]
+    assert lines[1].endswith("using the reference executor")
+
+
+def test_capture_known_to_be_unavailable_says_why_in_one_line(source, planned_weights, capsys):
+    model = Model(source, NoGraphs())
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "planned"
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["nnrun: warning: no CUDA-graph capture: the cuBLAS library CuPy loaded "
+                     "was not found; using the uncaptured planned step"]
+
+
+def test_graph_false_runs_the_planned_step_uncaptured(source, planned_weights, capsys):
+    backend = CapturingNumpy()
+    model = Model(source, backend, graph=False)
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "planned" and backend.capture.captures == 0
+    assert nnrun.compile(source, graph=False).capture_graph is False
+    assert capsys.readouterr().err == ""
+
+
+def test_evaluation_graphs_are_checked_but_never_captured(source):
+    backend = CapturingNumpy()
+    model = Model(source, backend)
+    params = model.init_params()
+    x, _ = random_batch(model, 4, np.random.default_rng(0))
+    expected = Model(source, "numpy").forward(params, x)
+    np.testing.assert_array_equal(model.forward(params, x), expected)
+    assert model.forward_executor.path == "planned" and backend.capture.captures == 0
+
+
+def test_bench_reports_the_path_that_ran(source):
+    assert bench(Model(source, CapturingNumpy()), 8, steps=2, warmup=1)["step_path"] == \
+        "captured"
+    assert bench(Model(source, CapturingNumpy(FailingCapture())), 8, steps=2,
+                 warmup=1)["step_path"] == "planned"
+
+
+def test_cli_bench_step_path_and_no_graph(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    runner = CliRunner()
+    for options, path in (((), "planned"), (("--no-graph",), "planned"),
+                          (("--reference",), "reference")):
+        result = runner.invoke(main, ["bench", str(spec), "--steps", "2", "--format", "json",
+                                      *options])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.output)
+        assert report["step_path"] == path
+        assert report["executor"] == ("reference" if path == "reference" else "planned")
+    text = runner.invoke(main, ["bench", str(spec), "--steps", "2"])
+    assert "step path   planned" in text.output
