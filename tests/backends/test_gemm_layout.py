@@ -40,65 +40,49 @@ def run_planned(a, b, out) -> None:
     raise AssertionError("no call after copying every operand")
 
 
-def ops_layouts(rng):
-    """Every layout nnrun's ops hand to matmul_into (compiler/ops linear, conv, resize)."""
+def ops_layouts(xp, rng, dtype):
+    """Every layout nnrun's ops hand to matmul_into (compiler/ops linear, conv, resize), as
+    views made on `xp` (the GPU tests run the same list on CuPy)."""
     def r(*shape):
-        return rng.standard_normal(shape)
+        return xp.asarray(rng.standard_normal(shape), dtype=dtype)
+
+    def empty(*shape):
+        return xp.zeros(shape, dtype=dtype)
 
     cols = r(12, 5, 7)  # [C*K, B, O] columns
     w = r(4, 12)
     g = r(5, 4, 7)
-    wide = r(3, 4, 10)
-    yield "dense", r(6, 5), r(5, 3), np.empty((6, 3))
-    yield "dense rows slice", r(6, 5)[2:5], r(5, 3), np.empty((6, 3))[2:5]
-    yield "dense a^T", r(5, 6).T, r(5, 3), np.empty((6, 3))
-    yield "dense b^T", r(6, 5), r(3, 5).T, np.empty((6, 3))
-    yield "conv input grad", w.T, r(4, 35), np.empty((12, 35))
-    yield "shifted rows: 2-D broadcast @ 3-D", w.T, wide, np.empty((3, 12, 10))
-    yield "conv columns", w, cols.reshape(12, -1), np.empty((4, 35))
-    yield "per-sample columns (strided batch)", w, cols.swapaxes(0, 1), np.empty((5, 4, 7))
-    yield "weight grad into a transposed view", cols.reshape(12, -1), r(4, 35).T, \
-        np.empty((4, 12)).T
-    yield "per-sample weight grad", cols.swapaxes(0, 1), g.swapaxes(1, 2), np.empty((5, 12, 4))
-    yield "bias grad: 3-D @ vector", r(5, 4, 9), np.ones(9), np.empty((5, 4))
-    yield "resize rows: 2-D @ 4-D", r(6, 3), r(2, 3, 3, 4), np.empty((2, 3, 6, 4))
-    yield "resize columns: 4-D @ 2-D^T", r(2, 3, 6, 4), r(8, 4).T, np.empty((2, 3, 6, 8))
-    yield "resize grad", r(2, 3, 6, 8), r(8, 4), np.empty((2, 3, 6, 4))
-    yield "resize grad rows: 2-D^T @ 4-D", r(6, 3).T, r(2, 3, 6, 4), np.empty((2, 3, 3, 4))
-    yield "vector @ matrix", r(5), r(5, 3), np.empty(3)
-    yield "one row", r(1, 5), r(5, 3), np.empty((1, 3))
-    yield "one column out", r(6, 5), r(5, 1), np.empty((6, 1))
-    yield "odd strides: copied", r(6, 10)[:, ::2], r(5, 6)[:, ::2], np.empty((6, 3))
-    yield "batched out, transposed", r(4, 6, 5), r(4, 5, 3), np.empty((4, 3, 6)).swapaxes(1, 2)
+    yield "dense", r(6, 5), r(5, 3), empty(6, 3)
+    yield "dense rows slice", r(6, 5)[2:5], r(5, 3), empty(6, 3)[2:5]
+    yield "dense a^T", r(5, 6).T, r(5, 3), empty(6, 3)
+    yield "dense b^T", r(6, 5), r(3, 5).T, empty(6, 3)
+    yield "conv input grad", w.T, r(4, 35), empty(12, 35)
+    yield "shifted rows: 2-D broadcast @ 3-D", w.T, r(3, 4, 10), empty(3, 12, 10)
+    yield "conv columns", w, cols.reshape(12, -1), empty(4, 35)
+    yield "per-sample columns (strided batch)", w, cols.swapaxes(0, 1), empty(5, 4, 7)
+    yield "weight grad into a transposed view", cols.reshape(12, -1), r(4, 35).T, empty(4, 12).T
+    yield "per-sample weight grad", cols.swapaxes(0, 1), g.swapaxes(1, 2), empty(5, 12, 4)
+    yield "bias grad: 3-D @ vector", r(5, 4, 9), xp.ones(9, dtype=dtype), empty(5, 4)
+    yield "resize rows: 2-D @ 4-D", r(6, 3), r(2, 3, 3, 4), empty(2, 3, 6, 4)
+    yield "resize columns: 4-D @ 2-D^T", r(2, 3, 6, 4), r(8, 4).T, empty(2, 3, 6, 8)
+    yield "resize grad", r(2, 3, 6, 8), r(8, 4), empty(2, 3, 6, 4)
+    yield "resize grad rows: 2-D^T @ 4-D", r(6, 3).T, r(2, 3, 6, 4), empty(2, 3, 3, 4)
+    yield "vector @ matrix", r(5), r(5, 3), empty(3)
+    yield "one row", r(1, 5), r(5, 3), empty(1, 3)
+    yield "one column out", r(6, 5), r(5, 1), empty(6, 1)
+    yield "odd strides: copied", r(6, 10)[:, ::2], r(5, 6)[:, ::2], empty(6, 3)
+    yield "batched out, transposed", r(4, 6, 5), r(4, 5, 3), empty(4, 3, 6).swapaxes(1, 2)
     yield "non-collapsible batch: copied", r(3, 4, 6, 5).swapaxes(0, 1), r(5, 2), \
-        np.empty((4, 3, 6, 2))
+        empty(4, 3, 6, 2)
+    yield "odd-strided out: through a temporary", r(6, 5), r(5, 3), empty(6, 6)[:, ::2]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_emulated_calls_match_matmul_on_every_ops_layout(dtype):
     rng = np.random.default_rng(0)
-    for name, a, b, out in ops_layouts(rng):
-        a, b = _like_view(a, dtype, a), _like_view(b, dtype, b)
-        out = _like_view(out, dtype)
+    for name, a, b, out in ops_layouts(np, rng, dtype):
         run_planned(a, b, out)
         np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-5, atol=1e-5, err_msg=name)
-
-
-def _like_view(array, dtype, values=None):
-    """`array` in `dtype` with the same strides (in elements; a view stays the view it is),
-    zeros unless `values` are given."""
-    if array.dtype == dtype:
-        result = array
-    else:
-        span = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) // array.itemsize
-        base = np.zeros(span + 1, dtype)
-        strides = tuple(s // array.itemsize * base.itemsize for s in array.strides)
-        result = as_strided(base, array.shape, strides)
-    if values is None:
-        result[...] = 0
-    elif result is not array:
-        result[...] = values
-    return result
 
 
 def test_views_keep_their_layout_without_a_copy():
