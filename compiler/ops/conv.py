@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
-from .common import array_type
+from .common import array_type, matmul
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def _columns(be, attrs, x, w):
 def _conv_forward(be, attrs, x, w):
     out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
            zip(x.shape[2:], w.shape[2:], attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
-    y = w.reshape(w.shape[0], -1) @ _columns(be, attrs, x, w)
+    y = matmul(be, w.reshape(w.shape[0], -1), _columns(be, attrs, x, w))
     return y.reshape(x.shape[0], w.shape[0], *out)
 
 
@@ -98,7 +98,7 @@ def _spread_through_kernel(be, attrs, g, w, x_shape):
     """col2im(w^T g) cropped to x_shape: each value of g spread over the window it came from.
     The gradient of a convolution w.r.t. its input, and the forward of a transposed one."""
     kernel = w.shape[2:]
-    cols = w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], g.shape[1], -1)
+    cols = matmul(be, w.reshape(w.shape[0], -1).T, g.reshape(g.shape[0], g.shape[1], -1))
     cols = cols.reshape(g.shape[0], w.shape[1], *kernel, *g.shape[2:])
     padded = (*x_shape[:2],
               *(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))))
@@ -107,7 +107,8 @@ def _spread_through_kernel(be, attrs, g, w, x_shape):
 
 def _conv_grad_weight(be, attrs, g, x, w):
     # One product per sample, then the sum: cheaper than transposing the columns for one GEMM.
-    per_sample = g.reshape(g.shape[0], g.shape[1], -1) @ _columns(be, attrs, x, w).transpose(0, 2, 1)
+    per_sample = matmul(be, g.reshape(g.shape[0], g.shape[1], -1),
+                        _columns(be, attrs, x, w).transpose(0, 2, 1))
     return per_sample.sum(axis=0).reshape(w.shape)
 
 
