@@ -193,8 +193,6 @@ class GraphCapture:
     def capture(self, run) -> CapturedGraph:
         pool = cupy.cuda.MemoryPool()
         stream = cupy.cuda.Stream(non_blocking=True)
-        # The side stream waits for the work queued so far (the warm-up, the state restored).
-        stream.wait_event(cupy.cuda.get_current_stream().record())
         with stream, cupy.cuda.using_allocator(pool.malloc), self.cublas.on_stream(stream):
             stream.begin_capture()
             try:

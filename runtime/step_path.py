@@ -35,7 +35,8 @@ def step_paths(backend, graph: bool, warn=warn) -> list[str]:
         return paths
     try:
         capture = backend.graph_capture()
-    except CaptureUnavailable as reason:
+    except Exception as error:  # noqa: BLE001 - CaptureUnavailable, or any failure to set up
+        reason = error if isinstance(error, CaptureUnavailable) else _described(error)
         warn(f"no CUDA-graph capture: {reason}; using {DESCRIPTIONS['planned']}")
         return paths
     return paths if capture is None else ["captured", *paths]
@@ -48,9 +49,9 @@ class CheckedStep:
                  warn=warn):
         """build(path) -> that path's executor; check: the self-check at each new batch size."""
         self.paths, self.build, self.check, self.warn = list(paths), build, check, warn
-        self.executor = self.build(self.paths[0])
         self.checked_batches: set[tuple] = set()
         self._reference = None
+        self.executor = self._built()
 
     @property
     def path(self) -> str:
@@ -80,20 +81,34 @@ class CheckedStep:
                 have = self.executor.run(dict(pristine))
                 difference = _first_difference(wanted, _on_host(be, have))
             except Exception as error:  # noqa: BLE001 - any failure of an unverified path
-                difference = f"raised {type(error).__name__}: {_first_line(error)}"
+                difference = f"raised {_described(error)}"
             else:
                 if difference is None:
                     return have
                 difference = f"differs from the reference executor ({difference})"
-            self._fall_back(difference)
+            self._fall_back(f"{difference} on its first step")
         self.executor = self._reference
         return want
 
     def _fall_back(self, why: str) -> None:
         failed = self.paths.pop(0)
-        self.warn(f"{DESCRIPTIONS[failed]} {why} on its first step; using "
-                  f"{DESCRIPTIONS[self.path]}")
-        self.executor = self._reference if self.path == "reference" else self.build(self.path)
+        self.warn(f"{DESCRIPTIONS[failed]} {why}; using {DESCRIPTIONS[self.path]}")
+        self.executor = self._built()
+
+    def _built(self):
+        """The current path's executor; a path that fails to build falls back too."""
+        while self.path != "reference":
+            try:
+                return self.build(self.path)
+            except Exception as error:  # noqa: BLE001 - any failure of an unverified path
+                if not self.check:
+                    raise
+                failed = self.paths.pop(0)
+                self.warn(f"{DESCRIPTIONS[failed]} could not be built ({_described(error)}); "
+                          f"using {DESCRIPTIONS[self.path]}")
+        if self._reference is None:
+            self._reference = self.build("reference")
+        return self._reference
 
     @property
     def backend(self):
@@ -127,6 +142,7 @@ def _first_difference(want: dict, have: dict) -> str | None:
     return None
 
 
-def _first_line(error: Exception) -> str:
+def _described(error: Exception) -> str:
+    """An exception in one line: its type and its message's first line."""
     text = str(error).strip().splitlines()
-    return text[0] if text else ""
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__

@@ -87,8 +87,9 @@ def test_captured_uncaptured_and_numpy_steps_agree(cupy_backend, spec_path, caps
 
 
 def test_self_check_falls_back_from_a_broken_kernel_on_cupy(cupy_backend, capsys):
-    """A matrix product off by 1% in the planned and captured steps: both fall back, with one
-    line each, and the run goes on on the reference executor."""
+    """A matrix product off by 1% in the planned and captured steps of a dense network (its
+    reference executor multiplies with `@`): both fall back, with one line each, and the run
+    goes on on the reference executor."""
     from nnrun.backends.cupy_backend import CupyBackend
     from nnrun.runtime.gradcheck import random_batch
     from nnrun.runtime.model import Model
@@ -98,7 +99,7 @@ def test_self_check_falls_back_from_a_broken_kernel_on_cupy(cupy_backend, capsys
             super().matmul_into(a, b, out)
             out *= 1.01
 
-    model = Model(nnrun.compile(SPECS[0]).source, BrokenMatmul())
+    model = Model(nnrun.compile(SPECS[0].parent / "mnist-mlp.yaml").source, BrokenMatmul())
     x, y = random_batch(model, BATCH, np.random.default_rng(0))
     _weights(model, x, y)
     assert model.step_path == "reference"
