@@ -44,8 +44,11 @@ def _direct_matmul(a, b, out) -> None:
         out.fill(0)
         return
     arrays = {"a": a, "b": b, "out": out}
-    call = plan_gemm(layout_of(a), layout_of(b), layout_of(out))
+    call, copied = plan_gemm(layout_of(a), layout_of(b), layout_of(out)), set()
     while isinstance(call, str):  # an operand no call reads as it is: a C-contiguous copy
+        if call in copied:
+            raise RuntimeError(f"no cuBLAS call for {a.shape} @ {b.shape} -> {out.shape}")
+        copied.add(call)
         arrays[call] = (cupy.empty(out.shape, out.dtype) if call == "out"
                         else cupy.ascontiguousarray(arrays[call]))
         call = plan_gemm(*(layout_of(arrays[name]) for name in ("a", "b", "out")))
@@ -111,9 +114,10 @@ class _Cublas:
         saved_stream, saved_mode = ctypes.c_void_p(), ctypes.c_int()
         self.call(self.get_stream, ctypes.byref(saved_stream))
         self.call(self.get_pointer_mode, ctypes.byref(saved_mode))
-        workspace = self._workspace()
-        self.call(self.set_workspace, ctypes.c_void_p(workspace.data.ptr), workspace.nbytes)
+        workspace = self.workspace()
+        # In this order: cublasSetStream puts the handle back on cuBLAS's default workspace.
         self.call(self.set_stream, ctypes.c_void_p(stream.ptr))
+        self.call(self.set_workspace, ctypes.c_void_p(workspace.data.ptr), workspace.nbytes)
         self.call(self.set_pointer_mode, _POINTER_MODE_HOST)
         _DIRECT["active"] = True
         try:
@@ -123,10 +127,10 @@ class _Cublas:
             self.call(self.set_pointer_mode, saved_mode.value)
             self.call(self.set_stream, saved_stream)
 
-    def _workspace(self):
+    def workspace(self):
         # One per device, allocated once and never freed: every graph captured with it keeps
-        # writing it at each replay, and CuPy's own products share it between replays (all
-        # on one stream, so in order).
+        # writing it at each replay. CuPy's own products do not use it (each of its cuBLAS
+        # calls sets the stream, which restores cuBLAS's default workspace).
         device = cupy.cuda.Device().id
         if device not in self.workspaces:
             self.workspaces[device] = cupy.empty(WORKSPACE_BYTES, dtype=cupy.uint8)
@@ -183,6 +187,7 @@ class GraphCapture:
         if cupy.cuda.runtime.is_hip or not hasattr(cupy.cuda.Stream, "begin_capture"):
             raise CaptureUnavailable(f"CuPy {cupy.__version__} here has no CUDA graph capture")
         self.cublas = _cublas()
+        self.cublas.workspace()  # allocated now, outside any capture and its memory pool
 
     def warm(self, run) -> None:
         """`run` as it will be captured (cuBLAS called directly), uncaptured: CuPy compiles its
