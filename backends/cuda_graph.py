@@ -79,8 +79,12 @@ class _Cublas:
                 "d": (library.cublasDgemm_v2, library.cublasDgemmStridedBatched, ctypes.c_double)}
         except (OSError, AttributeError) as error:
             raise CaptureUnavailable(f"cuBLAS at {path} cannot be called directly ({error})")
-        for single, batched, _ in self.gemm_functions.values():
-            single.restype = batched.restype = ctypes.c_int
+        integer, pointer, stride = ctypes.c_int, ctypes.c_void_p, ctypes.c_longlong
+        for single, batched, _ in self.gemm_functions.values():  # as in cublas_api.h
+            _function(single, *(integer,) * 5, pointer, pointer, integer, pointer, integer,
+                      pointer, pointer, integer)
+            _function(batched, *(integer,) * 5, pointer, pointer, integer, stride, pointer,
+                      integer, stride, pointer, pointer, integer, stride, integer)
         self.workspaces = {}
 
     def call(self, function, *arguments) -> None:
@@ -102,10 +106,9 @@ class _Cublas:
             self.call(single, *head, pointer(first), first.ld, pointer(second), second.ld,
                       ctypes.byref(beta), pointer(out), out.ld)
             return
-        stride = ctypes.c_longlong
-        self.call(batched, *head, pointer(first), first.ld, stride(first.batch_stride),
-                  pointer(second), second.ld, stride(second.batch_stride), ctypes.byref(beta),
-                  pointer(out), out.ld, stride(out.batch_stride), call.batch)
+        self.call(batched, *head, pointer(first), first.ld, first.batch_stride,
+                  pointer(second), second.ld, second.batch_stride, ctypes.byref(beta),
+                  pointer(out), out.ld, out.batch_stride, call.batch)
 
     @contextmanager
     def on_stream(self, stream):
