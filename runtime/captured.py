@@ -42,7 +42,7 @@ class CapturedExecutor:
         program = self.planned._program(batch)
         xp = self.backend.xp
         fixed = {name: xp.empty_like(feeds[name]) for _, name in program.fed if name in feeds}
-        step = _CapturedStep(fixed)
+        step = _CapturedStep(fixed, program)
         step.load(feeds)
         self.planned._load_state(feeds)
         saved = self.planned._state_buffer.copy()
@@ -62,8 +62,10 @@ class _CapturedStep:
     """One batch size's graph, the fixed buffers it reads its inputs from, and the buffers
     its outputs and updates are in."""
 
-    def __init__(self, fixed: dict):
-        self.fixed = fixed
+    def __init__(self, fixed: dict, program):
+        # The program's arena is memory the graph writes: held here, it outlives the planned
+        # executor's own cache of programs.
+        self.fixed, self.program = fixed, program
         self.graph = None
         self.outputs: dict = {}
         self.updates: dict = {}

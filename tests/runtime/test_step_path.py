@@ -270,3 +270,49 @@ def test_cli_bench_step_path_and_no_graph(tmp_path):
         assert report["executor"] == ("reference" if path == "reference" else "planned")
     text = runner.invoke(main, ["bench", str(spec), "--steps", "2"])
     assert "step path   planned" in text.output
+
+
+def test_train_takes_no_graph_from_the_cli_and_the_api(tmp_path):
+    spec = tmp_path / "digits.yaml"
+    spec.write_text("""
+data: {dataset: digits, validation_split: 0.1}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 10}
+train: {epochs: 1, batch_size: 64}
+""")
+    result = CliRunner().invoke(main, ["train", str(spec), "--no-graph", "--quiet",
+                                       "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    summary = nnrun.train(spec, out_dir=tmp_path / "api", quiet=True, graph=False)
+    assert summary["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_a_training_run_on_the_captured_path_matches_numpy(tmp_path, graph, capsys):
+    """The whole training loop (resident data, metrics on the device, validation) on the
+    stand-in backend: the same metrics as NumPy's run, captured or not."""
+    from nnrun.runtime.train import train as run_training
+
+    text = """
+data: {dataset: digits, validation_split: 0.1}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 16, activation: relu}
+    - {type: dropout, rate: 0.2}
+    - {type: dense, units: 10}
+train: {epochs: 2, batch_size: 100}
+"""
+    backend = CapturingNumpy()
+    runs = {}
+    for name, chosen in (("numpy", "numpy"), ("stand-in", backend)):
+        run_training(nnrun.load_spec_text(text), backend=chosen, out_dir=tmp_path / name,
+                     quiet=True, graph=graph)
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+    for want, have in zip(runs["numpy"], runs["stand-in"], strict=True):
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            assert have[key] == want[key], key
+    assert backend.capture.captures == (2 if graph else 0)  # full batches and the last one
+    assert capsys.readouterr().err == ""
