@@ -62,7 +62,10 @@ def ops_layouts(xp, rng, dtype):
     yield "per-sample columns (strided batch)", w, cols.swapaxes(0, 1), empty(5, 4, 7)
     yield "weight grad into a transposed view", cols.reshape(12, -1), r(4, 35).T, empty(4, 12).T
     yield "per-sample weight grad", cols.swapaxes(0, 1), g.swapaxes(1, 2), empty(5, 12, 4)
-    yield "bias grad: 3-D @ vector", r(5, 4, 9), xp.ones(9, dtype=dtype), empty(5, 4)
+    yield "bias grad over the batch: vector @ matrix", xp.ones(5, dtype=dtype), r(5, 36), \
+        empty(36)
+    yield "bias grad over positions: matrix @ vector", r(4, 9), xp.ones(9, dtype=dtype), empty(4)
+    yield "3-D @ vector", r(5, 4, 9), xp.ones(9, dtype=dtype), empty(5, 4)
     yield "resize rows: 2-D @ 4-D", r(6, 3), r(2, 3, 3, 4), empty(2, 3, 6, 4)
     yield "resize columns: 4-D @ 2-D^T", r(2, 3, 6, 4), r(8, 4).T, empty(2, 3, 6, 8)
     yield "resize grad", r(2, 3, 6, 8), r(8, 4), empty(2, 3, 6, 4)
