@@ -48,12 +48,13 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):
     return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir, **options)
 
 
-def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy"):
+def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
+             graph: bool = True):
     """A trained run directory: `.predict(x)` applies the training's preprocessing to raw inputs,
     then the checkpoint ("best", "last"; default: the one `train` reported)."""
     from nnrun.runtime.evaluate import load_run as load
 
-    return load(Path(run_dir), checkpoint, backend)
+    return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",

@@ -30,8 +30,8 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VAL
 backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
                               show_default=True, help="Array backend.")
 no_graph_option = click.option(
-    "--no-graph", is_flag=True, help="On a GPU, run the training step uncaptured (the planned "
-                                     "executor) instead of replaying it as one CUDA graph.")
+    "--no-graph", is_flag=True, help="On a GPU, run each step uncaptured (the planned executor) "
+                                     "instead of replaying it as one CUDA graph.")
 
 
 class OutPath(click.Path):
@@ -401,9 +401,10 @@ preprocessing_option = click.option(
               help="Shuffle every input's pixels by one fixed permutation, drawn from SEED, or "
                    "without it from the run's seed as data.permute_features: true draws it.")
 @click.option("--permute-seed", type=click.IntRange(min=0), help="Same as --permute SEED.")
+@no_graph_option
 @handle_errors
 def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, permute,
-                 permute_seed) -> None:
+                 permute_seed, no_graph) -> None:
     """Metrics of a run's checkpoint on a data split, preprocessed as in training; with
     --shift or --permute, on inputs moved or shuffled first."""
     from nnrun.runtime.evaluate import evaluate_run
@@ -416,7 +417,7 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     transform = InputTransform(shift, permutation) if shift or permutation is not None else None
     with thread_limit(threads):
         result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw,
-                              transform=transform)
+                              transform=transform, graph=not no_graph)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -457,8 +458,9 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 @preprocessing_option
 @backend_option
 @threads_option
+@no_graph_option
 @handle_errors
-def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) -> None:
+def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no_graph) -> None:
     """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy.
 
     x holds raw samples, as the dataset gives them: the run's preprocessing is applied first.
@@ -471,7 +473,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     refuse_an_unwritable_out(out_path)
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
-                                   preprocess=not raw)
+                                   preprocess=not raw, graph=not no_graph)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
                f"(epoch {run.epoch})")
 

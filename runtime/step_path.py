@@ -18,8 +18,8 @@ import numpy as np
 from nnrun.backends import CaptureUnavailable
 
 TOLERANCE = 1e-4  # relative, float32: as check-backends
-DESCRIPTIONS = {"captured": "the captured CUDA-graph step",
-                "planned": "the uncaptured planned step",
+DESCRIPTIONS = {"captured": "a captured CUDA graph",
+                "planned": "the uncaptured planned executor",
                 "reference": "the reference executor"}
 
 
@@ -37,18 +37,21 @@ def step_paths(backend, graph: bool, warn=warn) -> list[str]:
         capture = backend.graph_capture()
     except Exception as error:  # noqa: BLE001 - CaptureUnavailable, or any failure to set up
         reason = error if isinstance(error, CaptureUnavailable) else _described(error)
-        warn(f"no CUDA-graph capture: {reason}; using {DESCRIPTIONS['planned']}")
+        warn(f"no CUDA-graph capture ({reason}); using {DESCRIPTIONS['planned']}")
         return paths
     return paths if capture is None else ["captured", *paths]
 
 
 class CheckedStep:
-    """A training-step executor (run(feeds) -> outputs, updates) that picks its path."""
+    """An executor (run(feeds) -> outputs, updates) that picks its path: for the training step,
+    and for the forward and evaluation graphs."""
 
     def __init__(self, paths: list[str], build: Callable[[str], Any], check: bool,
-                 warn=warn):
-        """build(path) -> that path's executor; check: the self-check at each new batch size."""
+                 what: str = "the training step", warn=warn):
+        """build(path) -> that path's executor; check: the self-check at each new batch size;
+        what: the graph, for the warning lines."""
         self.paths, self.build, self.check, self.warn = list(paths), build, check, warn
+        self.what = what
         self.checked_batches: set[tuple] = set()
         self._reference = None
         self.executor = self._built()
@@ -86,13 +89,14 @@ class CheckedStep:
                 if difference is None:
                     return have
                 difference = f"differs from the reference executor ({difference})"
-            self._fall_back(f"{difference} on its first step")
+            self._fall_back(f"{difference} on its first run")
         self.executor = self._reference
         return want
 
     def _fall_back(self, why: str) -> None:
         failed = self.paths.pop(0)
-        self.warn(f"{DESCRIPTIONS[failed]} {why}; using {DESCRIPTIONS[self.path]}")
+        self.warn(f"{self.what} on {DESCRIPTIONS[failed]} {why}; using "
+                  f"{DESCRIPTIONS[self.path]}")
         self.executor = self._built()
 
     def _built(self):
@@ -104,8 +108,8 @@ class CheckedStep:
                 if not self.check:
                     raise
                 failed = self.paths.pop(0)
-                self.warn(f"{DESCRIPTIONS[failed]} could not be built ({_described(error)}); "
-                          f"using {DESCRIPTIONS[self.path]}")
+                self.warn(f"{self.what} on {DESCRIPTIONS[failed]} could not be built "
+                          f"({_described(error)}); using {DESCRIPTIONS[self.path]}")
         if self._reference is None:
             self._reference = self.build("reference")
         return self._reference

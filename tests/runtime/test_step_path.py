@@ -175,8 +175,9 @@ def test_capture_that_raises_falls_back_to_planned_once(source, planned_weights,
     assert model.step_path == "planned"
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
-    assert "captured CUDA-graph step raised NotImplementedError: calling cuBLAS" in lines[0]
-    assert lines[0].endswith("using the uncaptured planned step")
+    assert lines[0].startswith("nnrun: warning: the training step on a captured CUDA graph "
+                               "raised NotImplementedError: calling cuBLAS")
+    assert lines[0].endswith("on its first run; using the uncaptured planned executor")
 
 
 def test_capture_that_differs_falls_back_to_planned_once(source, planned_weights, capsys):
@@ -185,7 +186,8 @@ def test_capture_that_differs_falls_back_to_planned_once(source, planned_weights
     assert model.step_path == "planned"
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
-    assert "captured CUDA-graph step differs from the reference executor" in lines[0]
+    assert "the training step on a captured CUDA graph differs from the reference executor" \
+        in lines[0]
     assert "relative difference" in lines[0]
 
 
@@ -199,8 +201,8 @@ def test_a_broken_kernel_falls_back_to_the_reference_executor(capsys):
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2, lines
-    assert "captured CUDA-graph step differs" in lines[0] and "planned step" in lines[0]
-    assert "uncaptured planned step differs" in lines[1]
+    assert "on a captured CUDA graph differs" in lines[0] and "planned executor" in lines[0]
+    assert "on the uncaptured planned executor differs" in lines[1]
     assert lines[1].endswith("using the reference executor")
 
 
@@ -217,17 +219,20 @@ def test_a_path_that_fails_to_build_falls_back_in_one_line(source, planned_weigh
     assert_same(train(model), planned_weights)
     assert model.step_path == "planned"
     assert capsys.readouterr().err.splitlines() == [
-        "nnrun: warning: the captured CUDA-graph step could not be built (RuntimeError: "
-        "cudaErrorNotSupported: operation not supported); using the uncaptured planned step"]
+        "nnrun: warning: the training step on a captured CUDA graph could not be built "
+        "(RuntimeError: cudaErrorNotSupported: operation not supported); using the uncaptured "
+        "planned executor"]
 
 
 def test_capture_known_to_be_unavailable_says_why_in_one_line(source, planned_weights, capsys):
     model = Model(source, NoGraphs())
     assert_same(train(model), planned_weights)
     assert model.step_path == "planned"
-    lines = capsys.readouterr().err.splitlines()
-    assert lines == ["nnrun: warning: no CUDA-graph capture: the cuBLAS library CuPy loaded "
-                     "was not found; using the uncaptured planned step"]
+    model.forward(model.init_params(), random_batch(model, 2, np.random.default_rng(0))[0])
+    assert model.forward_executor.path == "planned"  # said once for the model's graphs
+    assert capsys.readouterr().err.splitlines() == [
+        "nnrun: warning: no CUDA-graph capture (the cuBLAS library CuPy loaded was not found); "
+        "using the uncaptured planned executor"]
 
 
 def test_graph_false_runs_the_planned_step_uncaptured(source, planned_weights, capsys):
@@ -239,14 +244,20 @@ def test_graph_false_runs_the_planned_step_uncaptured(source, planned_weights, c
     assert capsys.readouterr().err == ""
 
 
-def test_evaluation_graphs_are_checked_but_never_captured(source):
+def test_forward_and_evaluation_are_captured_too(source):
     backend = CapturingNumpy()
     model = Model(source, backend)
     params = model.init_params()
-    x, _ = random_batch(model, 4, np.random.default_rng(0))
-    expected = Model(source, "numpy").forward(params, x)
-    np.testing.assert_array_equal(model.forward(params, x), expected)
-    assert model.forward_executor.path == "planned" and backend.capture.captures == 0
+    expected = Model(source, "numpy")
+    for size in (4, 4, 3):
+        x, y = random_batch(model, size, np.random.default_rng(size))
+        np.testing.assert_array_equal(model.forward(params, x), expected.forward(params, x))
+    assert model.forward_executor.path == "captured" and backend.capture.captures == 2
+    assert Model(source, backend, graph=False).forward_executor.path == "planned"
+    # the loss and gradients (gradcheck) stay uncaptured
+    loss, grads = model.loss_and_grads(params, x, y)
+    assert model.loss_and_grads_executor.path == "planned" and backend.capture.captures == 2
+    assert loss == expected.loss_and_grads(params, x, y)[0]
 
 
 def test_bench_reports_the_path_that_ran(source):
@@ -287,6 +298,12 @@ train: {epochs: 1, batch_size: 64}
     assert result.exit_code == 0, result.output
     summary = nnrun.train(spec, out_dir=tmp_path / "api", quiet=True, graph=False)
     assert summary["epochs_run"] == 1
+    evaluated = CliRunner().invoke(main, ["eval", str(tmp_path / "cli"), "--split", "val",
+                                          "--no-graph", "--format", "json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["val_loss"] > 0
+    run = nnrun.load_run(tmp_path / "api", graph=False)
+    assert run.model.capture_graph is False
 
 
 @pytest.mark.parametrize("graph", [True, False])
@@ -314,5 +331,6 @@ train: {epochs: 2, batch_size: 100}
     for want, have in zip(runs["numpy"], runs["stand-in"], strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert have[key] == want[key], key
-    assert backend.capture.captures == (2 if graph else 0)  # full batches and the last one
+    # the step and the evaluation, each for full batches and the last one
+    assert backend.capture.captures == (4 if graph else 0)
     assert capsys.readouterr().err == ""
