@@ -1,11 +1,11 @@
-"""Which executor runs a model's training step: the captured graph, the uncaptured planned
-executor, or the reference executor (docs/architecture.md, "Choosing the step's path").
+"""Which executor runs a model's graph: a captured CUDA graph, the uncaptured planned executor,
+or the reference executor (docs/architecture.md, "Whole-step capture on a GPU").
 
 On a backend whose planned and captured paths have not been verified on its device
-(`check_first_step`, CuPy), the first step at each batch size is a self-check: the step once
-on the reference executor and once on the chosen path, from the same state and feeds. When the
-chosen path raises or its updates differ beyond the tolerance, one warning line says so and the
-next path takes over: captured, then planned, then reference.
+(`check_first_step`, CuPy), the first run at each batch size is a self-check: the graph once
+on the reference executor and once on the chosen path, from copies of the same state and
+feeds. When the chosen path raises, or its outputs or updates differ beyond the tolerance, one
+warning line says so and the next path takes over: captured, then planned, then reference.
 """
 
 from __future__ import annotations
