@@ -182,6 +182,10 @@ class CapturedGraph:
     def launch(self) -> None:
         self.graph.launch(cupy.cuda.get_current_stream())
 
+    def held_bytes(self) -> int:
+        """Device memory the graph's own pool holds (beside CuPy's default pool)."""
+        return self.pool.total_bytes()
+
 
 class GraphCapture:
     """Warm-up and capture of a step on the current device (CupyBackend.graph_capture)."""

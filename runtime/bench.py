@@ -4,7 +4,7 @@ Each step is timed on its own (after a synchronize on a GPU) and the median is r
 stray slow step does not move the figure. The train step runs as training runs it: the
 updated state is fed back. Peak memory is what the step holds at its peak: on NumPy traced by
 tracemalloc over one step (state, batch, buffers and any temporaries), on CuPy the memory
-pool's bytes in use.
+pool's bytes in use, and those a captured step's own pool holds.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _peak_step_bytes(model: Model, x, y) -> int:
         pool = be.xp.get_default_memory_pool()
         model.step_executor.run(model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0))
         be.synchronize()
-        return pool.used_bytes()
+        # A captured step also holds what its kernels allocated, in a pool of its own.
+        return pool.used_bytes() + getattr(model.step_executor, "held_bytes", lambda: 0)()
     fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
     tracing = tracemalloc.is_tracing()
     if not tracing:

@@ -36,6 +36,10 @@ class CapturedExecutor:
         step.graph.launch()
         return dict(step.outputs), dict(step.updates)
 
+    def held_bytes(self) -> int:
+        """Memory the graphs hold in pools of their own (what the captured kernels allocated)."""
+        return sum(getattr(step.graph, "held_bytes", lambda: 0)() for step in self.steps.values())
+
     def _captured(self, batch: int, feeds) -> "_CapturedStep":
         if len(self.steps) >= MAX_GRAPHS:
             self.steps.pop(next(iter(self.steps)))

@@ -64,6 +64,9 @@ class CheckedStep:
     def state(self) -> dict:
         return getattr(self.executor, "state", {})
 
+    def held_bytes(self) -> int:
+        return getattr(self.executor, "held_bytes", lambda: 0)()
+
     def run(self, feeds: dict) -> tuple[dict, dict]:
         key = _batch_key(feeds)
         if not self.check or self.path == "reference" or key in self.checked_batches:

@@ -61,6 +61,9 @@ class _Replay:
         self.capture.launches += 1
         self.run()
 
+    def held_bytes(self):
+        return 1000  # what a real graph's own memory pool would hold
+
 
 class CapturingNumpy(NumpyBackend):
     """NumPy as an unverified device backend with graph capture."""
@@ -157,6 +160,7 @@ def test_captured_step_replays_the_planned_step_bit_for_bit(source, planned_weig
     assert capture.captures == 2  # one graph per batch size, each captured once
     assert capture.launches == len(BATCHES)  # every step a replay, the checked ones too
     assert capture.warmups == 2 * 2
+    assert model.step_executor.held_bytes() == 2 * 1000  # counted in bench's peak on CuPy
 
 
 def test_unchecked_capture_keeps_the_state_its_warm_up_runs_updated(source, planned_weights):
