@@ -123,3 +123,82 @@ def test_a_zero_inner_size_fills_zeros(stand_in_cublas):
         cuda_graph.matmul_into(np.ones((3, 0), np.float32).view(DeviceArray),
                                np.ones((0, 2), np.float32).view(DeviceArray), out)
     assert not stand_in_cublas.calls and not np.any(out)
+
+
+class _Stream:
+    """CuPy's Stream as capture uses it: a context, begin/end capture, a pointer."""
+
+    current = None
+    log: list = []
+
+    def __init__(self, non_blocking=False):
+        self.ptr, self.capturing = 42, False
+
+    def __enter__(self):
+        self.previous, _Stream.current = _Stream.current, self
+        return self
+
+    def __exit__(self, *exc):
+        _Stream.current = self.previous
+
+    def begin_capture(self):
+        self.capturing = True
+        _Stream.log.append("begin")
+
+    def end_capture(self):
+        self.capturing = False
+        _Stream.log.append("end")
+        return types.SimpleNamespace(launch=lambda stream: _Stream.log.append(("launch", stream)))
+
+
+@pytest.fixture
+def fake_cuda(stand_in_cublas, monkeypatch):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def using_allocator(malloc):
+        _Stream.log.append("own pool")
+        yield
+
+    default = _Stream()
+    _Stream.current, _Stream.log = default, []
+    cuda = types.SimpleNamespace(
+        Stream=_Stream,
+        MemoryPool=lambda: types.SimpleNamespace(malloc=None, total_bytes=lambda: 64),
+        using_allocator=using_allocator, get_current_stream=lambda: _Stream.current,
+        runtime=types.SimpleNamespace(is_hip=False))
+    monkeypatch.setattr(cuda_graph, "cupy", types.SimpleNamespace(cuda=cuda, __version__="14"))
+    return default
+
+
+def test_capture_runs_the_step_between_begin_and_end_on_its_own_stream(fake_cuda):
+    capture = cuda_graph.GraphCapture()
+    seen = []
+
+    def step():
+        seen.append((_Stream.current is not fake_cuda, _Stream.current.capturing,
+                     cuda_graph._DIRECT["active"]))
+
+    capture.warm(step)
+    graph = capture.capture(step)
+    assert seen == [(False, False, True), (True, True, True)]  # warm: uncaptured, same stream
+    assert _Stream.log == ["own pool", "begin", "end"]
+    assert not cuda_graph._DIRECT["active"] and _Stream.current is fake_cuda
+    graph.launch()
+    assert _Stream.log[-1] == ("launch", fake_cuda)  # replayed on the current stream
+    assert graph.held_bytes() == 64
+
+
+def test_a_failed_capture_ends_it_and_raises_the_step_error(fake_cuda):
+    def step():
+        raise NotImplementedError("calling cuBLAS API during stream capture")
+
+    with pytest.raises(NotImplementedError, match="cuBLAS"):
+        cuda_graph.GraphCapture().capture(step)
+    assert _Stream.log[-2:] == ["begin", "end"] and not cuda_graph._DIRECT["active"]
+
+
+def test_no_graphs_on_hip_is_known_ahead(fake_cuda, monkeypatch):
+    monkeypatch.setattr(cuda_graph.cupy.cuda.runtime, "is_hip", True)
+    with pytest.raises(cuda_graph.CaptureUnavailable, match="no CUDA graph capture"):
+        cuda_graph.GraphCapture()
