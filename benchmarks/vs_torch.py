@@ -164,13 +164,27 @@ def run_worker(side: str, spec: str, batch: int, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _optional_worker(side: str, spec: str, batch: int, args) -> dict | None:
+    """PyTorch's captured step is an extra column: its failure is reported, not fatal."""
+    if side != "torch-graph":
+        return run_worker(side, spec, batch, args)
+    try:
+        return run_worker(side, spec, batch, args)
+    except SystemExit as failure:
+        print(f"torch-graph (PyTorch with its step captured) failed: {failure}", file=sys.stderr)
+        return None
+
+
 def compare(spec: str, batch: int, args) -> dict:
     sides = ("nnrun", "torch", "torch-graph") if args.backend == "cupy" else ("nnrun", "torch")
     results = {side: [] for side in sides}
     for repetition in range(args.repetitions):
         order = sides if repetition % 2 == 0 else sides[::-1]
         for side in order:
-            results[side].append(run_worker(side, spec, batch, args))
+            results[side].append(_optional_worker(side, spec, batch, args))
+    failed_graph = "torch-graph" in results and not all(results["torch-graph"])
+    if failed_graph:  # PyTorch's capture failed: the eager comparison stands
+        del results["torch-graph"]
     row = {"workload": Path(spec).stem, "batch": batch}
     for side, runs in results.items():
         row[f"{side}_train_ms"] = round(statistics.median(r["train_ms"] for r in runs), 3)
@@ -181,6 +195,8 @@ def compare(spec: str, batch: int, args) -> dict:
     row["nnrun_step_path"] = results["nnrun"][0]["step_path"]
     if "torch-graph" in results:
         row["graph_ratio"] = round(row["nnrun_train_ms"] / row["torch-graph_train_ms"], 2)
+    elif failed_graph:
+        row["torch-graph_train_ms"] = row["graph_ratio"] = None
     row["versions"] = {k: v for r in results.values() for k, v in r[0].items()
                        if k in ("numpy", "torch")}
     return row
@@ -191,7 +207,7 @@ def print_table(rows: list[dict], markdown: bool) -> None:
               "nnrun infer ms", "torch infer ms", "infer ratio", "nnrun step"]
     keys = ["workload", "batch", "nnrun_train_ms", "torch_train_ms", "train_ratio",
             "nnrun_infer_ms", "torch_infer_ms", "infer_ratio", "nnrun_step_path"]
-    if "graph_ratio" in rows[0]:  # PyTorch with its step captured as a CUDA graph
+    if "graph_ratio" in rows[0]:  # PyTorch with its step captured as a CUDA graph (or None)
         header += ["torch graph ms", "graph ratio"]
         keys += ["torch-graph_train_ms", "graph_ratio"]
     if markdown:
