@@ -529,7 +529,8 @@ class Trainer:
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
-            "backend": self.backend.name, "epochs_run": len(rows), "stopped_early": stopped_early,
+            "backend": self.backend.name, "step_path": self.model.step_path,
+            "epochs_run": len(rows), "stopped_early": stopped_early,
             "best_epoch": self.history.best_epoch, "final": final,
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),

@@ -301,7 +301,7 @@ train: {epochs: 1, batch_size: 64}
                                        "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     summary = nnrun.train(spec, out_dir=tmp_path / "api", quiet=True, graph=False)
-    assert summary["epochs_run"] == 1
+    assert summary["epochs_run"] == 1 and summary["step_path"] == "planned"
     evaluated = CliRunner().invoke(main, ["eval", str(tmp_path / "cli"), "--split", "val",
                                           "--no-graph", "--format", "json"])
     assert evaluated.exit_code == 0, evaluated.output
@@ -329,12 +329,13 @@ train: {epochs: 2, batch_size: 100}
     backend = CapturingNumpy()
     runs = {}
     for name, chosen in (("numpy", "numpy"), ("stand-in", backend)):
-        run_training(nnrun.load_spec_text(text), backend=chosen, out_dir=tmp_path / name,
-                     quiet=True, graph=graph)
+        summary = run_training(nnrun.load_spec_text(text), backend=chosen,
+                               out_dir=tmp_path / name, quiet=True, graph=graph)
         runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
     for want, have in zip(runs["numpy"], runs["stand-in"], strict=True):
         for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
             assert have[key] == want[key], key
+    assert summary["step_path"] == ("captured" if graph else "planned")
     # the step and the evaluation, each for full batches and the last one
     assert backend.capture.captures == (4 if graph else 0)
     assert capsys.readouterr().err == ""
