@@ -7,6 +7,10 @@ class BackendUnavailable(Exception):
     """CuPy missing, no usable CUDA device, or an unknown backend name: one line for the user."""
 
 
+class CaptureUnavailable(Exception):
+    """Why a backend cannot capture a step as a device graph here, known before trying."""
+
+
 def get_backend(name: str = "numpy"):
     if name == "numpy":
         from .numpy_backend import NumpyBackend

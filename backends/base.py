@@ -95,6 +95,20 @@ class ArrayBackend:
         """out = table.take(indices, axis), for indices known to be in range."""
         self.xp.take(table, indices, axis=axis, out=out)
 
+    # Whether a model's first training step on this backend is checked against the reference
+    # executor (runtime/step_path.py): for paths that have not been verified on its device.
+    check_first_step = False
+
+    def graph_capture(self):
+        """What captures a whole step as one device graph (backends/cuda_graph.py), or None:
+        CPUs have no such thing. Raises CaptureUnavailable (with the reason) where the device
+        has graphs but they cannot be used here."""
+        return None
+
+    def matmul_into(self, a, b, out) -> None:
+        """out = a @ b, with matmul's broadcasting."""
+        self.xp.matmul(a, b, out=out)
+
     def window_slices(self, spatial, kernel, stride, dilation):
         """For each kernel offset: the strided slice of the (padded) input it reads."""
         out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]

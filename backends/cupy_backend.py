@@ -8,13 +8,14 @@ from __future__ import annotations
 import cupy
 from cupyx.scipy import special
 
-from . import BackendUnavailable
+from . import BackendUnavailable, cuda_graph
 from .base import ArrayBackend
 
 
 class CupyBackend(ArrayBackend):
     name = "cupy"
     xp = cupy
+    check_first_step = True  # the planned and captured steps have yet to run on a GPU
 
     def __init__(self):
         try:
@@ -42,6 +43,12 @@ class CupyBackend(ArrayBackend):
 
     def synchronize(self) -> None:
         cupy.cuda.get_current_stream().synchronize()
+
+    def matmul_into(self, a, b, out) -> None:
+        cuda_graph.matmul_into(a, b, out)
+
+    def graph_capture(self):
+        return cuda_graph.GraphCapture()
 
     def erf(self, x):
         return special.erf(x)

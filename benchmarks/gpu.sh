@@ -39,3 +39,14 @@ for limit in "" 0; do
 print('NNRUN_DEVICE_DATA_LIMIT=${limit:-(budget)}', [(r['epoch_s'], r['samples_per_s']) for r in rows])" \
       "/tmp/quick-data-${limit:-device}/metrics.jsonl"
 done
+echo "== whole-step CUDA graphs (issue 8): cuBLAS called directly under capture, every ops layout"
+timeout 90 python3 -m pytest -q -m gpu -p no:cacheprovider tests/backends/test_cuda_graph.py \
+  -k "matmul_into or broken_kernel" -rA 2>&1 | tail -8 | tee "$out/cuda-graph-tests.txt"
+echo "== each spec's step path on cupy, its first-step self-check, weights vs numpy after 3 steps"
+timeout 180 python3 benchmarks/step_paths.py --backend cupy --jsonl "$out/step-paths.jsonl" 2>&1 \
+  | tee "$out/step-paths.txt"
+echo "== nnrun bench: the path that ran (captured by default, planned with --no-graph)"
+for flag in "" --no-graph; do
+  timeout 60 nnrun bench specs/lenet5.yaml --backend cupy --batch-size 128 $flag --format json \
+    | python3 -c "import json, sys; r = json.load(sys.stdin); print('${flag:-default}', r['step_path'], r['train_step_ms'], 'ms')"
+done

@@ -7,7 +7,9 @@ medians over repetitions of each worker's median step time, and the ratio nnrun 
 (below 1: nnrun is faster).
 
 Both sides train the same spec's architecture on the same random batch with SGD (momentum 0.9),
-float32, with the same number of threads. `--backend cupy` compares with PyTorch on CUDA.
+float32, with the same number of threads. `--backend cupy` compares with PyTorch on CUDA, both
+eager and with its training step captured by `torch.cuda.CUDAGraph` ("torch-graph"), and says
+which path nnrun's step took (captured, planned or reference: runtime/step_path.py).
 
     python benchmarks/vs_torch.py                                  # issue 7's CPU table
     python benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --batch-size 128 1024
@@ -47,11 +49,12 @@ def nnrun_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
                           overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
     result = bench(model, batch, steps=steps, warmup=warmup, threads=threads)
     return {"train_ms": result["train_step_ms"], "infer_ms": result["inference_ms"],
-            "threads": result["threads"], "numpy": np.__version__}
+            "threads": result["threads"], "numpy": np.__version__,
+            "step_path": result["step_path"]}
 
 
 def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
-                 threads: int | None) -> dict:
+                 threads: int | None, graph: bool = False) -> dict:
     import torch
 
     import nnrun
@@ -70,7 +73,7 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def train_step():
-        optimizer.zero_grad()
+        optimizer.zero_grad(set_to_none=not graph)  # a captured step keeps its gradients' memory
         loss_fn(net(tx), ty).backward()
         optimizer.step()
 
@@ -78,6 +81,8 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
         with torch.no_grad():
             net(tx)
 
+    if graph:
+        train_step = _captured_torch_step(torch, train_step)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     net.train()
     train_ms = median_step_seconds(train_step, steps, warmup, sync) * 1e3
@@ -85,6 +90,21 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     infer_ms = median_step_seconds(inference, steps, warmup, sync) * 1e3
     return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
             "torch": torch.__version__}
+
+
+def _captured_torch_step(torch, train_step):
+    """The step captured whole as PyTorch's documentation does it: warm-up iterations on a
+    side stream, then one captured iteration; each call replays it on the same tensors."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            train_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        train_step()
+    return graph.replay
 
 
 def torch_model(model):
@@ -144,12 +164,27 @@ def run_worker(side: str, spec: str, batch: int, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _optional_worker(side: str, spec: str, batch: int, args) -> dict | None:
+    """PyTorch's captured step is an extra column: its failure is reported, not fatal."""
+    if side != "torch-graph":
+        return run_worker(side, spec, batch, args)
+    try:
+        return run_worker(side, spec, batch, args)
+    except SystemExit as failure:
+        print(f"torch-graph (PyTorch with its step captured) failed: {failure}", file=sys.stderr)
+        return None
+
+
 def compare(spec: str, batch: int, args) -> dict:
-    results = {"nnrun": [], "torch": []}
+    sides = ("nnrun", "torch", "torch-graph") if args.backend == "cupy" else ("nnrun", "torch")
+    results = {side: [] for side in sides}
     for repetition in range(args.repetitions):
-        order = ("nnrun", "torch") if repetition % 2 == 0 else ("torch", "nnrun")
+        order = sides if repetition % 2 == 0 else sides[::-1]
         for side in order:
-            results[side].append(run_worker(side, spec, batch, args))
+            results[side].append(_optional_worker(side, spec, batch, args))
+    failed_graph = "torch-graph" in results and not all(results["torch-graph"])
+    if failed_graph:  # PyTorch's capture failed: the eager comparison stands
+        del results["torch-graph"]
     row = {"workload": Path(spec).stem, "batch": batch}
     for side, runs in results.items():
         row[f"{side}_train_ms"] = round(statistics.median(r["train_ms"] for r in runs), 3)
@@ -157,6 +192,11 @@ def compare(spec: str, batch: int, args) -> dict:
         row[f"{side}_threads"] = runs[0]["threads"]
     row["train_ratio"] = round(row["nnrun_train_ms"] / row["torch_train_ms"], 2)
     row["infer_ratio"] = round(row["nnrun_infer_ms"] / row["torch_infer_ms"], 2)
+    row["nnrun_step_path"] = results["nnrun"][0]["step_path"]
+    if "torch-graph" in results:
+        row["graph_ratio"] = round(row["nnrun_train_ms"] / row["torch-graph_train_ms"], 2)
+    elif failed_graph:
+        row["torch-graph_train_ms"] = row["graph_ratio"] = None
     row["versions"] = {k: v for r in results.values() for k, v in r[0].items()
                        if k in ("numpy", "torch")}
     return row
@@ -164,9 +204,12 @@ def compare(spec: str, batch: int, args) -> dict:
 
 def print_table(rows: list[dict], markdown: bool) -> None:
     header = ["workload", "batch", "nnrun train ms", "torch train ms", "train ratio",
-              "nnrun infer ms", "torch infer ms", "infer ratio"]
+              "nnrun infer ms", "torch infer ms", "infer ratio", "nnrun step"]
     keys = ["workload", "batch", "nnrun_train_ms", "torch_train_ms", "train_ratio",
-            "nnrun_infer_ms", "torch_infer_ms", "infer_ratio"]
+            "nnrun_infer_ms", "torch_infer_ms", "infer_ratio", "nnrun_step_path"]
+    if "graph_ratio" in rows[0]:  # PyTorch with its step captured as a CUDA graph (or None)
+        header += ["torch graph ms", "graph ratio"]
+        keys += ["torch-graph_train_ms", "graph_ratio"]
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|---|" + "---:|" * (len(header) - 1))
@@ -189,12 +232,14 @@ def main() -> None:
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--worker", choices=["nnrun", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["nnrun", "torch", "torch-graph"],
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker = nnrun_worker if args.worker == "nnrun" else torch_worker
+        options = {"graph": True} if args.worker == "torch-graph" else {}
         result = worker(args.specs[0], args.batch_size[0], args.steps, args.warmup,
-                        args.backend, args.threads)
+                        args.backend, args.threads, **options)
         print(json.dumps(result))
         return
     if args.specs:

@@ -33,11 +33,12 @@ def _source(spec, overrides=()) -> SourceSpec:
     return load_spec(Path(spec), overrides)
 
 
-def compile(spec, backend: str = "numpy", overrides=()):  # noqa: A001 - the API's name
-    """A Model from a spec file path, a Spec, or a SourceSpec."""
+def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # noqa: A001
+    """A Model from a spec file path, a Spec, or a SourceSpec. graph=False: on a GPU, the
+    training step runs uncaptured (the planned executor) rather than as one CUDA graph."""
     from nnrun.runtime.model import Model
 
-    return Model(_source(spec, overrides), backend)
+    return Model(_source(spec, overrides), backend, graph=graph)
 
 
 def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):
@@ -47,12 +48,13 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):
     return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir, **options)
 
 
-def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy"):
+def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
+             graph: bool = True):
     """A trained run directory: `.predict(x)` applies the training's preprocessing to raw inputs,
     then the checkpoint ("best", "last"; default: the one `train` reported)."""
     from nnrun.runtime.evaluate import load_run as load
 
-    return load(Path(run_dir), checkpoint, backend)
+    return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",

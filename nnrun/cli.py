@@ -29,6 +29,9 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VAL
                                "(repeatable; VALUE is parsed as YAML).")
 backend_option = click.option("--backend", type=click.Choice(["numpy", "cupy"]), default="numpy",
                               show_default=True, help="Array backend.")
+no_graph_option = click.option(
+    "--no-graph", is_flag=True, help="On a GPU, run each step uncaptured (the planned executor) "
+                                     "instead of replaying it as one CUDA graph.")
 
 
 class OutPath(click.Path):
@@ -332,6 +335,7 @@ def schema() -> None:
                    "change is recorded in the run directory's spec-changes.jsonl).")
 @click.option("--quiet", is_flag=True, help="Print nothing but errors.")
 @threads_option
+@no_graph_option
 @click.option("--max-steps", type=click.IntRange(min=1), hidden=True,
               help="Cap the batches per epoch (quick checks).")
 @click.option("--distributed", is_flag=True,
@@ -342,7 +346,7 @@ def schema() -> None:
                                       "before it stops, taking one for dead (default 300).")
 @handle_errors
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
-          quiet, threads, max_steps, distributed, distributed_timeout) -> None:
+          quiet, threads, no_graph, max_steps, distributed, distributed_timeout) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
     from nnrun.compiler.frontend import load_spec
     from nnrun.runtime.train import train as run_training
@@ -364,7 +368,7 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
     with thread_limit(threads):
         run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir,
                      resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
-                     ranks=ranks)
+                     ranks=ranks, graph=not no_graph)
 
 
 RUN_SEED = "the run's seed"  # what --permute without a value stands for
@@ -397,9 +401,10 @@ preprocessing_option = click.option(
               help="Shuffle every input's pixels by one fixed permutation, drawn from SEED, or "
                    "without it from the run's seed as data.permute_features: true draws it.")
 @click.option("--permute-seed", type=click.IntRange(min=0), help="Same as --permute SEED.")
+@no_graph_option
 @handle_errors
 def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, permute,
-                 permute_seed) -> None:
+                 permute_seed, no_graph) -> None:
     """Metrics of a run's checkpoint on a data split, preprocessed as in training; with
     --shift or --permute, on inputs moved or shuffled first."""
     from nnrun.runtime.evaluate import evaluate_run
@@ -412,7 +417,7 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     transform = InputTransform(shift, permutation) if shift or permutation is not None else None
     with thread_limit(threads):
         result = evaluate_run(run_dir, split, checkpoint, backend, preprocess=not raw,
-                              transform=transform)
+                              transform=transform, graph=not no_graph)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
@@ -453,8 +458,9 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 @preprocessing_option
 @backend_option
 @threads_option
+@no_graph_option
 @handle_errors
-def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) -> None:
+def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no_graph) -> None:
     """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy.
 
     x holds raw samples, as the dataset gives them: the run's preprocessing is applied first.
@@ -467,7 +473,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
     refuse_an_unwritable_out(out_path)
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
-                                   preprocess=not raw)
+                                   preprocess=not raw, graph=not no_graph)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
                f"(epoch {run.epoch})")
 
@@ -483,17 +489,18 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads) ->
 @threads_option
 @click.option("--reference", is_flag=True, help="Time the plain graph on the reference "
                                                  "executor (no passes, no memory plan).")
+@no_graph_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @set_option
 @handle_errors
-def bench(spec, backend, batch_size, steps, threads, reference, fmt, overrides) -> None:
+def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, overrides) -> None:
     """Train-step and inference time on random data of the spec's shape (medians)."""
     import nnrun
     from nnrun.runtime.bench import bench as run_bench
     from nnrun.runtime.memory import check_memory
     from nnrun.runtime.model import Model
 
-    model = nnrun.compile(spec, backend=backend, overrides=overrides)
+    model = nnrun.compile(spec, backend=backend, overrides=overrides, graph=not no_graph)
     if reference:
         model = Model(model.source, backend, optimized=False)
     batch_size = batch_size or model.spec.train.batch_size
@@ -505,6 +512,7 @@ def bench(spec, backend, batch_size, steps, threads, reference, fmt, overrides) 
     threads_text = f", {result['threads']} threads" if result["threads"] else ""
     click.echo(f"{spec} on {result['backend']} ({result['executor']} executor{threads_text}), "
                f"batch {result['batch_size']}, median of {steps} steps")
+    click.echo(f"  step path   {result['step_path']}")
     click.echo(f"  train step  {result['train_step_ms']:>10.3f} ms  "
                f"{result['train_samples_per_s']:>12,.0f} samples/s")
     click.echo(f"  inference   {result['inference_ms']:>10.3f} ms  "

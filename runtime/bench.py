@@ -4,7 +4,7 @@ Each step is timed on its own (after a synchronize on a GPU) and the median is r
 stray slow step does not move the figure. The train step runs as training runs it: the
 updated state is fed back. Peak memory is what the step holds at its peak: on NumPy traced by
 tracemalloc over one step (state, batch, buffers and any temporaries), on CuPy the memory
-pool's bytes in use.
+pool's bytes in use, and those a captured step's own pool holds.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int, threads: int)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
             "threads": threads if be.name == "numpy" else None,
             "executor": "planned" if model.optimized else "reference",
+            "step_path": model.step_path,
             "train_step_ms": round(train_s * 1e3, 3),
             "train_samples_per_s": round(batch_size / train_s, 1),
             "inference_ms": round(infer_s * 1e3, 3),
@@ -83,8 +84,9 @@ def _peak_step_bytes(model: Model, x, y) -> int:
         pool = be.xp.get_default_memory_pool()
         model.step_executor.run(model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0))
         be.synchronize()
-        return pool.used_bytes()
-    fresh = Model(model.source, be.name, optimized=model.optimized)
+        # A captured step also holds what its kernels allocated, in a pool of its own.
+        return pool.used_bytes() + getattr(model.step_executor, "held_bytes", lambda: 0)()
+    fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()

@@ -65,7 +65,7 @@ class GraphCheck:
 class BackendCheck:
     reference: str
     candidate: str
-    executor: str  # the candidate's executor for the whole step: planned or reference
+    executor: str  # the candidate's path for the whole step: captured, planned or reference
     batch_size: int
     dtype: str
     tolerance: float
@@ -128,7 +128,7 @@ def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: flo
     candidate_model = Model(source, other)
     whole = _compare_whole_step(model, candidate_model, x, y, seed)
     return BackendCheck(model.backend.name, other.name,
-                        "planned" if candidate_model.optimized else "reference", batch_size,
+                        candidate_model.step_path, batch_size,
                         model.spec.dtype, tolerance, graphs, whole)
 
 

@@ -60,14 +60,15 @@ def final_checkpoint(run_dir: Path) -> str:
 
 
 def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
-             preprocess: bool = True) -> Run:
+             preprocess: bool = True, graph: bool = True) -> Run:
     """The run's spec compiled, and the checkpoint's state checked against it; `which` is
-    "best", "last", or None for the run's final checkpoint. preprocess=False: no preprocessing."""
+    "best", "last", or None for the run's final checkpoint. preprocess=False: no preprocessing.
+    graph=False: on a GPU, the forward pass and evaluation run uncaptured."""
     run_dir = Path(run_dir)
     spec_path = run_dir / "spec.yaml"
     if not spec_path.exists():
         raise RunDirectoryError(f"{run_dir}: not a run directory (no spec.yaml)")
-    model = Model(load_spec(spec_path), backend)
+    model = Model(load_spec(spec_path), backend, graph=graph)
     check_memory(model, BATCH, str(run_dir), training=False)
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))
     expected = {name: info.shape for name, info in model.param_infos.items()}
@@ -104,9 +105,10 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
-                 backend: str = "numpy", preprocess: bool = True, transform=None) -> dict:
+                 backend: str = "numpy", preprocess: bool = True, transform=None,
+                 graph: bool = True) -> dict:
     """`transform`: an invariance.InputTransform of the raw inputs (shift, permutation)."""
-    run = load_run(run_dir, which, backend, preprocess)
+    run = load_run(run_dir, which, backend, preprocess, graph)
     spec = run.model.spec
     preprocessing = run.preprocessing
     if transform is not None:
@@ -130,8 +132,9 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,
-                backend: str = "numpy", preprocess: bool = True) -> tuple[np.ndarray, Run]:
-    run = load_run(run_dir, which, backend, preprocess)
+                backend: str = "numpy", preprocess: bool = True,
+                graph: bool = True) -> tuple[np.ndarray, Run]:
+    run = load_run(run_dir, which, backend, preprocess, graph)
     x = run.prepare(_read_inputs(Path(input_path), run.model))
     _check_finite(Path(input_path), x)
     outputs = run.forward(x)

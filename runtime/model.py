@@ -13,23 +13,30 @@ from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
+from .captured import CapturedExecutor
 from .executor import Executor, PlannedExecutor
 from .init import init_params
+from .step_path import CheckedStep, step_paths
 
 
 class Model:
     """`optimized=False` runs the plain graphs on the reference executor (no passes, no memory
-    plan): what the optimized executors are tested against. By default NumPy runs the optimized
-    step; CuPy keeps the reference executor until the planned one has been checked on a GPU
-    (the GPU tests compare both with NumPy; `optimized=True` asks for the plan on CuPy)."""
+    plan): what the optimized executors are tested against. By default the graphs run on the
+    planned executor, and on a backend that can capture device graphs (CuPy) the training step,
+    the forward pass and the evaluation are each captured as one graph and replayed
+    (`graph=False`: uncaptured; the loss-and-gradients graph of gradcheck never is). Where those paths have
+    not been verified on the device, each executor checks its first step against the reference
+    executor and falls back with a warning line (runtime/step_path.py)."""
 
     def __init__(self, source: SourceSpec, backend="numpy", optimized: bool | None = None,
-                 data_parallel: bool = False):
+                 data_parallel: bool = False, graph: bool = True):
         """backend: a name, or a backend object."""
         self.source = source
         self.spec = source.spec
         self.backend = get_backend(backend) if isinstance(backend, str) else backend
-        self.optimized = self.backend.name == "numpy" if optimized is None else optimized
+        self.optimized = True if optimized is None else optimized
+        # A data-parallel step calls the communicator inside the step: never captured.
+        self.capture_graph = graph and not data_parallel
         # data_parallel: the step averages gradients over the ranks, through the communicator
         # that nnrun.runtime.distributed gives the backend.
         self.lowered, self.train_step = compile_checked(source, data_parallel)
@@ -76,24 +83,49 @@ class Model:
 
     @cached_property
     def forward_executor(self) -> Executor:
-        return self._executor(self.lowered.graph)
+        return self._executor(self.lowered.graph, capturable=True, what="the forward pass")
 
     @cached_property
     def step_executor(self) -> Executor:
-        return self._executor(self.train_step.graph)
+        return self._executor(self.train_step.graph, capturable=True)
+
+    @property
+    def step_path(self) -> str:
+        """The training step's path: "captured", "planned" or "reference" (after a fallback,
+        the path that took over)."""
+        return getattr(self.step_executor, "path", "planned" if self.optimized else "reference")
 
     @cached_property
     def evaluation_executor(self) -> Executor:
-        return self._executor(build_evaluation(self.spec).graph)
+        return self._executor(build_evaluation(self.spec).graph, capturable=True,
+                              what="the evaluation")
 
     @cached_property
     def loss_and_grads_executor(self) -> Executor:
-        return self._executor(build_loss_and_grads(self.spec).graph)
+        return self._executor(build_loss_and_grads(self.spec).graph,
+                              what="the loss and gradients")
 
-    def _executor(self, graph):
+    def _executor(self, graph, capturable: bool = False, what: str = "the training step"):
         if not self.optimized:
+            return self._path_executor(graph, "reference")
+        paths = self._capture_paths if capturable else ["planned", "reference"]
+        if paths[0] == "planned" and not self.backend.check_first_step:
+            return self._path_executor(graph, "planned")
+        return CheckedStep(paths, lambda path: self._path_executor(graph, path),
+                           check=self.backend.check_first_step, what=what)
+
+    @cached_property
+    def _capture_paths(self) -> list[str]:
+        # Asked once: a reason capture cannot work here is said in one line, not per graph.
+        return step_paths(self.backend, self.capture_graph)
+
+    def _path_executor(self, graph, path: str):
+        if path == "reference":
             return Executor(eliminate_dead_code(graph), self.backend)
-        return PlannedExecutor(optimize(graph), self.backend)
+        planned = PlannedExecutor(optimize(graph), self.backend)
+        if path == "captured":
+            return CapturedExecutor(planned, self.backend.graph_capture())
+        return planned
 
     def forward(self, params: dict, x) -> np.ndarray:
         """The last layer's outputs after its activation (probabilities only when that is a

@@ -72,11 +72,13 @@ class History:
 
 
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
-          max_steps: int | None = None, allow_changes: bool = False, ranks=ALONE) -> dict:
+          max_steps: int | None = None, allow_changes: bool = False, ranks=ALONE,
+          graph: bool = True) -> dict:
     """Trains `source` (a SourceSpec) and returns the run summary. `max_steps` caps the
     batches per epoch (for quick checks); `allow_changes` lets a resumed run continue with
     settings that differ from the ones it was trained with; `ranks`: the ranks of a
-    data-parallel run (runtime/distributed.py connect)."""
+    data-parallel run (runtime/distributed.py connect); graph=False: on a GPU, the step
+    runs uncaptured."""
     quiet = quiet or not ranks.is_root
     say = (lambda message: None) if quiet else (lambda message: print(message, file=sys.stderr))
     run = RunDirectory(_run_path(source, out_dir, resume), say) if ranks.is_root else None
@@ -86,7 +88,8 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
         if run is not None:
             run.open_existing() if resume is not None else run.open_new()
             changes = _checked_changes(run, source, allow_changes)
-        return changes, Trainer(source, backend, quiet=quiet, max_steps=max_steps, ranks=ranks)
+        return changes, Trainer(source, backend, quiet=quiet, max_steps=max_steps, ranks=ranks,
+                                graph=graph)
 
     try:
         with InterruptGuard() as guard, run or nullcontext():
@@ -119,8 +122,8 @@ def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
 
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
-                 ranks=ALONE):
-        self.source, self.spec = source, source.spec
+                 ranks=ALONE, graph: bool = True):
+        self.source, self.spec, self.graph = source, source.spec, graph
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
@@ -146,7 +149,7 @@ class Trainer:
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
 
     def _model(self, backend: str) -> Model:
-        model = Model(self.source, backend, data_parallel=self.ranks.size > 1)
+        model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)
         self.ranks.attach(model.backend)
         check_memory(model, self.spec.train.batch_size // self.ranks.size, "train")
         return model
@@ -526,7 +529,8 @@ class Trainer:
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
-            "backend": self.backend.name, "epochs_run": len(rows), "stopped_early": stopped_early,
+            "backend": self.backend.name, "step_path": self.model.step_path,
+            "epochs_run": len(rows), "stopped_early": stopped_early,
             "best_epoch": self.history.best_epoch, "final": final,
             "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),

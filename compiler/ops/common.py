@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
 
@@ -54,3 +56,12 @@ def cached_constant(be, key: tuple, build):
     if full_key not in _CONSTANTS:
         _CONSTANTS[full_key] = build()
     return _CONSTANTS[full_key]
+
+
+def matmul(be, a, b):
+    """a @ b, for operands of two axes or more, through the backend's matmul_into: on CuPy a
+    plain forward can then run inside a step captured as a CUDA graph too."""
+    shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    out = be.xp.empty(shape, dtype=a.dtype)
+    be.matmul_into(a, b, out)
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
-from .common import array_type
+from .common import array_type, matmul
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _columns(be, attrs, x, w):
 def _conv_forward(be, attrs, x, w):
     out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
            zip(x.shape[2:], w.shape[2:], attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
-    y = w.reshape(w.shape[0], -1) @ _columns(be, attrs, x, w)
+    y = matmul(be, w.reshape(w.shape[0], -1), _columns(be, attrs, x, w))
     return y.reshape(x.shape[0], w.shape[0], *out)
 
 
@@ -111,7 +111,7 @@ def _spread_through_kernel(be, attrs, g, w, x_shape):
     """col2im(w^T g) cropped to x_shape: each value of g spread over the window it came from.
     The gradient of a convolution w.r.t. its input, and the forward of a transposed one."""
     kernel = w.shape[2:]
-    cols = w.reshape(w.shape[0], -1).T @ g.reshape(g.shape[0], g.shape[1], -1)
+    cols = matmul(be, w.reshape(w.shape[0], -1).T, g.reshape(g.shape[0], g.shape[1], -1))
     cols = cols.reshape(g.shape[0], w.shape[1], *kernel, *g.shape[2:])
     padded = (*x_shape[:2],
               *(n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))))
@@ -120,7 +120,8 @@ def _spread_through_kernel(be, attrs, g, w, x_shape):
 
 def _conv_grad_weight(be, attrs, g, x, w):
     # One product per sample, then the sum: cheaper than transposing the columns for one GEMM.
-    per_sample = g.reshape(g.shape[0], g.shape[1], -1) @ _columns(be, attrs, x, w).transpose(0, 2, 1)
+    per_sample = matmul(be, g.reshape(g.shape[0], g.shape[1], -1),
+                        _columns(be, attrs, x, w).transpose(0, 2, 1))
     return per_sample.sum(axis=0).reshape(w.shape)
 
 
@@ -223,8 +224,8 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
         g_t, out_sizes = batch_last(g_scratch, g.shape[1:]), g.shape[2:]
         xp.copyto(g_t, xp.moveaxis(g, 0, -1))
     cols = batch_last(cols_scratch, (channels, *kernel, *out_sizes))
-    xp.matmul(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
-              out=cols.reshape(channels * size_of(kernel), -1))
+    be.matmul_into(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
+                   cols.reshape(channels * size_of(kernel), -1))
     target = batch_last(padded_scratch_, padded_scratch_.shape[1:])
     target.fill(0)
     for offset, slices in be.window_slices(target.shape[1:-1], kernel, attrs.stride,
@@ -283,7 +284,7 @@ def _shifted_rows_block(be, attrs, gx, wide_g, cols, padded, g, w):
     wide = wide_g.reshape(*g.shape[:-1], width)
     wide[..., g.shape[-1]:] = 0
     xp.copyto(wide[..., :g.shape[-1]], g)
-    xp.matmul(w.reshape(w.shape[0], -1).T, wide_g, out=cols)
+    be.matmul_into(w.reshape(w.shape[0], -1).T, wide_g, cols)
     length = cols.shape[2]
     by_offset = cols.reshape(planes, -1, length)  # [B*C, K, rows*W]
     flat = target.reshape(-1)
@@ -533,13 +534,13 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     weight = w.reshape(w.shape[0], -1)
     if attrs.bias_relu_batch_last:  # bias_activation's numbers: b + z == z + b, then max(., 0)
         (y,) = out
-        be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y.reshape(y.shape[0], -1))
+        be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y.reshape(y.shape[0], -1))
         be.xp.add(y, b.reshape(-1, *(1,) * (y.ndim - 1)), out=y)
         be.xp.maximum(y, 0, out=y)
         return
     if attrs.batch_last:
         y, y_t = out
-        be.xp.matmul(weight, cols.reshape(cols.shape[0], -1), out=y_t.reshape(y_t.shape[0], -1))
+        be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y_t.reshape(y_t.shape[0], -1))
         be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), be.xp.moveaxis(y_t, -1, 0))
         return
     (y,) = out
@@ -547,7 +548,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     y_rows = y.reshape(y.shape[0], y.shape[1], -1)
 
     def product(batch: slice) -> None:
-        be.xp.matmul(weight, by_sample[batch], out=y_rows[batch])
+        be.matmul_into(weight, by_sample[batch], y_rows[batch])
 
     be.run_in_slices(product, y.shape[0], y.nbytes)
 
@@ -579,18 +580,18 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     rows = cols.shape[0]
     gw_rows = gw.reshape(gw.shape[0], rows).T  # [C*K, F]: cols @ g^T is the faster orientation
     if attrs.values_batch_last:
-        xp.matmul(cols.reshape(rows, -1), g.reshape(g.shape[0], -1).T, out=gw_rows)
+        be.matmul_into(cols.reshape(rows, -1), g.reshape(g.shape[0], -1).T, gw_rows)
         return
     (work,) = work
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
     if _one_product(attrs, cols.shape):
         xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
-        xp.matmul(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, out=gw_rows)
+        be.matmul_into(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, gw_rows)
         return
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
 
     def products(batch: slice) -> None:
-        xp.matmul(by_sample[batch], g_rows[batch].swapaxes(1, 2), out=work[batch])
+        be.matmul_into(by_sample[batch], g_rows[batch].swapaxes(1, 2), work[batch])
 
     be.run_in_slices(products, g.shape[0], work.nbytes)
     xp.sum(work, axis=0, out=gw_rows)

@@ -52,7 +52,7 @@ def _matmul_into(be, attrs, out, a, b):
     left, right, y = a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b, out[0]
 
     def rows(part: slice) -> None:
-        be.xp.matmul(left[part], right, out=y[part])
+        be.matmul_into(left[part], right, y[part])
 
     be.run_in_slices(rows, y.shape[0], y.nbytes + left.nbytes + right.nbytes)
 
@@ -130,16 +130,16 @@ def _bias_add_grad_scratch(attrs, g):
 
 def _bias_add_grad_into(be, attrs, out, g):
     if attrs.batch_last:
-        be.xp.matmul(g.reshape(g.shape[0], -1), _ones(be, g.shape[1:], g.dtype), out=out[0])
+        be.matmul_into(g.reshape(g.shape[0], -1), _ones(be, g.shape[1:], g.dtype), out[0])
         return
     # Sums as products with vectors of ones (BLAS's gemv): over the batch, then over the
     # positions; measured 2-4x faster than per-sample sums or NumPy's sum over axes.
     if g.ndim == 2:
-        be.xp.matmul(_ones(be, g.shape[:1], g.dtype), g, out=out[0])
+        be.matmul_into(_ones(be, g.shape[:1], g.dtype), g, out[0])
         return
     total, over_batch = out
-    be.xp.matmul(_ones(be, g.shape[:1], g.dtype), g.reshape(g.shape[0], -1), out=over_batch)
-    be.xp.matmul(over_batch.reshape(g.shape[1], -1), _ones(be, g.shape[2:], g.dtype), out=total)
+    be.matmul_into(_ones(be, g.shape[:1], g.dtype), g.reshape(g.shape[0], -1), over_batch)
+    be.matmul_into(over_batch.reshape(g.shape[1], -1), _ones(be, g.shape[2:], g.dtype), total)
 
 
 def _bias_add_onnx(ox, node):

@@ -192,7 +192,7 @@ def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, r
     flat[positions] = picked
     if mask:
         xp.multiply(target, mask[0], out=target)
-        return max(int(xp.count_nonzero(mask[0])), 1)
+        return _device_count(xp, mask[0], target.dtype)
     return labels.size
 
 
@@ -237,13 +237,20 @@ def _bce_grad_scratch(attrs, *types):
     return (logits, logits, TensorType(logits.shape, "bool"), *mask)
 
 
-def _counted_into(be, attrs, target, values, mask) -> int:
+def _device_count(xp, mask, dtype):
+    """max(count_nonzero(mask), 1) as a scalar of `dtype` left where it was computed: a step
+    captured as a device graph cannot read a count back to the host. (The same number as the
+    int it replaces, so NumPy's results are unchanged.)"""
+    return xp.maximum(xp.count_nonzero(mask), 1).astype(dtype)
+
+
+def _counted_into(be, attrs, target, values, mask):
     """values *= (target != ignore_index); the count of counted targets."""
     if attrs.ignore_index is None:
         return target.size
     be.xp.not_equal(target, attrs.ignore_index, out=mask)
     be.xp.multiply(values, mask, out=values)
-    return max(int(be.xp.count_nonzero(mask)), 1)
+    return _device_count(be.xp, mask, values.dtype)
 
 
 def _bce_into(be, attrs, out, logits, target):

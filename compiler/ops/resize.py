@@ -120,9 +120,9 @@ def _linear_into(be, attrs, out, x):
     y, *tall = out
     *rows, columns = _matrices(be, attrs, x.shape[2:], x.dtype)
     if rows:
-        be.xp.matmul(rows[0], x, out=tall[0])
+        be.matmul_into(rows[0], x, tall[0])
         x = tall[0]
-    be.xp.matmul(x, columns.T, out=y)
+    be.matmul_into(x, columns.T, y)
 
 
 def _linear_grad(be, attrs, g):
@@ -142,10 +142,10 @@ def _linear_grad_into(be, attrs, out, g):
     gx, *tall = out
     *rows, columns = _matrices(be, attrs, gx.shape[2:], g.dtype)
     if not rows:
-        be.xp.matmul(g, columns, out=gx)
+        be.matmul_into(g, columns, gx)
         return
-    be.xp.matmul(g, columns, out=tall[0])
-    be.xp.matmul(rows[0].T, tall[0], out=gx)
+    be.matmul_into(g, columns, tall[0])
+    be.matmul_into(rows[0].T, tall[0], gx)
 
 
 # --- one op per rank, the mode chosen by the attribute ----------------------------------------

@@ -79,8 +79,8 @@ loss: cross_entropy
 optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
 """], ids=["digits-cnn", "lenet5"])
 def test_planned_step_on_cupy_matches_numpy(cupy_backend, spec_text):
-    """The memory-planned executor (the default on NumPy, opt-in on CuPy until this passes on
-    a GPU): three training steps on CuPy against NumPy's."""
+    """The memory-planned executor (on CuPy captured as a CUDA graph by default, after its
+    first-step self-check): three training steps on CuPy against NumPy's."""
     from nnrun.runtime.gradcheck import random_batch
     from nnrun.runtime.model import Model
 

@@ -1,0 +1,155 @@
+"""Which executor runs a model's graph: a captured CUDA graph, the uncaptured planned executor,
+or the reference executor (docs/architecture.md, "Whole-step capture on a GPU").
+
+On a backend whose planned and captured paths have not been verified on its device
+(`check_first_step`, CuPy), the first run at each batch size is a self-check: the graph once
+on the reference executor and once on the chosen path, from copies of the same state and
+feeds. When the chosen path raises, or its outputs or updates differ beyond the tolerance, one
+warning line says so and the next path takes over: captured, then planned, then reference.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from nnrun.backends import CaptureUnavailable
+
+TOLERANCE = 1e-4  # relative, float32: as check-backends
+DESCRIPTIONS = {"captured": "a captured CUDA graph",
+                "planned": "the uncaptured planned executor",
+                "reference": "the reference executor"}
+
+
+def warn(message: str) -> None:
+    print(f"nnrun: warning: {message}", file=sys.stderr)
+
+
+def step_paths(backend, graph: bool, warn=warn) -> list[str]:
+    """The paths to try, best first. A reason capture cannot work here, known ahead, is said
+    in one line (with graph=False, or on a backend without graphs, nothing is said)."""
+    paths = ["planned", "reference"]
+    if not graph:
+        return paths
+    try:
+        capture = backend.graph_capture()
+    except Exception as error:  # noqa: BLE001 - CaptureUnavailable, or any failure to set up
+        reason = error if isinstance(error, CaptureUnavailable) else _described(error)
+        warn(f"no CUDA-graph capture ({reason}); using {DESCRIPTIONS['planned']}")
+        return paths
+    return paths if capture is None else ["captured", *paths]
+
+
+class CheckedStep:
+    """An executor (run(feeds) -> outputs, updates) that picks its path: for the training step,
+    and for the forward and evaluation graphs."""
+
+    def __init__(self, paths: list[str], build: Callable[[str], Any], check: bool,
+                 what: str = "the training step", warn=warn):
+        """build(path) -> that path's executor; check: the self-check at each new batch size;
+        what: the graph, for the warning lines."""
+        self.paths, self.build, self.check, self.warn = list(paths), build, check, warn
+        self.what = what
+        self.checked_batches: set[tuple] = set()
+        self._reference = None
+        self.executor = self._built()
+
+    @property
+    def path(self) -> str:
+        return self.paths[0]
+
+    @property
+    def state(self) -> dict:
+        return getattr(self.executor, "state", {})
+
+    def held_bytes(self) -> int:
+        return getattr(self.executor, "held_bytes", lambda: 0)()
+
+    def run(self, feeds: dict) -> tuple[dict, dict]:
+        key = _batch_key(feeds)
+        if not self.check or self.path == "reference" or key in self.checked_batches:
+            return self.executor.run(feeds)
+        result = self._checked_run(feeds)
+        self.checked_batches.add(key)
+        return result
+
+    def _checked_run(self, feeds: dict) -> tuple[dict, dict]:
+        be = self.backend
+        pristine = {name: be.xp.array(value, copy=True) for name, value in feeds.items()}
+        if self._reference is None:
+            self._reference = self.build("reference")
+        want = self._reference.run(dict(pristine))
+        wanted = _on_host(be, want)
+        while self.path != "reference":
+            try:
+                have = self.executor.run(dict(pristine))
+                difference = _first_difference(wanted, _on_host(be, have))
+            except Exception as error:  # noqa: BLE001 - any failure of an unverified path
+                difference = f"raised {_described(error)}"
+            else:
+                if difference is None:
+                    return have
+                difference = f"differs from the reference executor ({difference})"
+            self._fall_back(f"{difference} on its first run")
+        self.executor = self._reference
+        return want
+
+    def _fall_back(self, why: str) -> None:
+        failed = self.paths.pop(0)
+        self.warn(f"{self.what} on {DESCRIPTIONS[failed]} {why}; using "
+                  f"{DESCRIPTIONS[self.path]}")
+        self.executor = self._built()
+
+    def _built(self):
+        """The current path's executor; a path that fails to build falls back too."""
+        while self.path != "reference":
+            try:
+                return self.build(self.path)
+            except Exception as error:  # noqa: BLE001 - any failure of an unverified path
+                if not self.check:
+                    raise
+                failed = self.paths.pop(0)
+                self.warn(f"{self.what} on {DESCRIPTIONS[failed]} could not be built "
+                          f"({_described(error)}); using {DESCRIPTIONS[self.path]}")
+        if self._reference is None:
+            self._reference = self.build("reference")
+        return self._reference
+
+    @property
+    def backend(self):
+        return self.executor.backend
+
+
+def _batch_key(feeds: dict) -> tuple:
+    x = feeds.get("x")
+    return tuple(x.shape) if x is not None else ()
+
+
+def _on_host(be, result) -> dict:
+    outputs, updates = result
+    host = {f"output {name}": np.array(be.to_host(v), copy=True) for name, v in outputs.items()}
+    host.update({name: np.array(be.to_host(v), copy=True) for name, v in updates.items()})
+    return host
+
+
+def _first_difference(want: dict, have: dict) -> str | None:
+    """The first output or updated state beyond the tolerance, as 'name: difference'."""
+    from .check_backends import relative_difference  # check_backends imports model
+
+    for name, value in want.items():
+        if name not in have:
+            if name.startswith("output "):
+                continue  # an output the optimized graph does not keep
+            return f"{name}: missing"
+        difference = relative_difference(value, have[name])
+        if not difference <= TOLERANCE:
+            return f"{name}: relative difference {difference:.1e} > {TOLERANCE:.0e}"
+    return None
+
+
+def _described(error: Exception) -> str:
+    """An exception in one line: its type and its message's first line."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
