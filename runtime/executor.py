@@ -13,10 +13,12 @@ back as it is (it is then not copied).
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
+from nnrun.backends import base
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.passes.liveness import last_uses
@@ -113,48 +115,39 @@ class _Program:
             self.steps += self._step(position, node, dynamic)
 
     def _step(self, position, node, dynamic: set) -> list:
-        op = REGISTRY[node.op]
-        inputs = [id(v) for v in node.inputs]
+        """The node as a list of calls step(env) (none for a view made once here)."""
+        op, be, env = REGISTRY[node.op], self.backend, self.env
+        inputs = _reader(id(v) for v in node.inputs)
         if op.view:
-            if not dynamic.intersection(inputs):  # a view of a planned buffer: made once
-                self.env[id(node.output)] = op.forward(self.backend, node.attrs,
-                                                       *(self.env[i] for i in inputs))
+            if not dynamic.intersection(id(v) for v in node.inputs):  # a view made once
+                env[id(node.output)] = op.forward(be, node.attrs, *inputs(env))
                 return []
             dynamic.add(id(node.output))
-            return [("view", op.forward, node.attrs, inputs, id(node.output))]
-        outputs = tuple(self.env[id(v)] for v in node.outputs)
+            return [_view_step(op.forward, be, node.attrs, inputs, id(node.output))]
+        outputs = tuple(env[id(v)] for v in node.outputs)
         if op.forward_into is None:
-            return [("copy", op.forward, node.attrs, inputs, outputs)]
+            return [_copy_step(op.forward, be, node.attrs, inputs, outputs)]
         scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
         buffers = (*outputs, *scratch)
         if op.bind is not None:
-            bound = op.bind(self.backend, node.attrs, buffers,
-                            *(None if i in dynamic else self.env[i] for i in inputs))
+            bound = op.bind(be, node.attrs, buffers,
+                            *(None if id(v) in dynamic else env[id(v)] for v in node.inputs))
             if bound is not None:
-                return [("bound", bound, node.attrs, inputs, None)]
+                return [lambda env: bound(*inputs(env))]
+        function, attrs = op.forward_into, node.attrs
         if (op.batch_parallel and _batch_first(node)
-                and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers)):
+                and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers)
+                and sum(b.nbytes for b in buffers) >= base.PARALLEL_MIN_BYTES):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
-            return [("split", op.forward_into, node.attrs, inputs, (buffers, batched))]
-        return [("into", op.forward_into, node.attrs, inputs, buffers)]
+            return [lambda env: self._run_split(function, attrs, inputs(env), buffers, batched)]
+        return [lambda env: function(be, attrs, buffers, *inputs(env))]
 
     def run(self, feeds) -> tuple[dict, dict]:
-        be, xp, env = self.backend, self.backend.xp, self.env
+        xp, env = self.backend.xp, self.env
         for key, name in self.fed:
             env[key] = feeds.get(name)
-        for kind, function, attrs, inputs, outputs in self.steps:
-            if kind == "into":
-                function(be, attrs, outputs, *[env[i] for i in inputs])
-            elif kind == "bound":
-                function(*[env[i] for i in inputs])
-            elif kind == "view":
-                env[outputs] = function(be, attrs, *[env[i] for i in inputs])
-            elif kind == "split":
-                self._run_split(function, attrs, [env[i] for i in inputs], *outputs)
-            else:
-                result = function(be, attrs, *[env[i] for i in inputs])
-                for target, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
-                    xp.copyto(target, array)
+        for step in self.steps:
+            step(env)
         for name, value in self.plan.copied_updates.items():
             xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
@@ -163,12 +156,41 @@ class _Program:
     def _run_split(self, function, attrs, arrays, buffers, batched) -> None:
         """A batch_parallel op on slices of its batch axis, one per worker."""
         be = self.backend
+        if base.workers() < 2:
+            function(be, attrs, buffers, *arrays)
+            return
 
         def part(rows: slice) -> None:
             function(be, attrs, tuple(b[rows] for b in buffers),
                      *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
 
         be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
+
+
+def _reader(keys):
+    """env -> the arrays at `keys`, as a tuple (the steps' inputs)."""
+    keys = tuple(keys)
+    if len(keys) == 1:
+        (key,) = keys
+        return lambda env: (env[key],)
+    return itemgetter(*keys) if keys else lambda env: ()
+
+
+def _view_step(forward, be, attrs, inputs, output):
+    def step(env):
+        env[output] = forward(be, attrs, *inputs(env))
+
+    return step
+
+
+def _copy_step(forward, be, attrs, inputs, outputs):
+    """An op without a forward_into: its result copied into its planned buffers."""
+    def step(env):
+        result = forward(be, attrs, *inputs(env))
+        for target, array in zip(outputs, result if isinstance(result, tuple) else (result,)):
+            be.xp.copyto(target, array)
+
+    return step
 
 
 def _batch_first(node) -> bool:
