@@ -15,6 +15,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+from .fused import FusedKernels
+
 # Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
 # slices of a large copy or elementwise pass run on several cores. Sized by
 # nnrun.runtime.threads.thread_limit (`--threads`).
@@ -61,7 +63,7 @@ def window_count(n: int, k: int, s: int, d: int) -> int:
     return (n - d * (k - 1) - 1) // s + 1
 
 
-class ArrayBackend:
+class ArrayBackend(FusedKernels):
     """Generic kernels over `xp`. Column layout: [B, C, *kernel, *out]: for each kernel offset,
     the input values it meets at every output position. Each offset's block is a contiguous
     copy of one strided slice, and a matrix product with the weight gives channels-first output

@@ -72,15 +72,6 @@ def _relu_grad_into(be, attrs, out, g, x):
     be.xp.multiply(g, positive, out=y)
 
 
-def _leaky_relu_into(be, attrs, out, x):
-    # where(x > 0, x, alpha x) is the larger of x and alpha x for alpha <= 1, the smaller for
-    # alpha > 1 (equal values; np.where has no out= and copyto(where=) is very slow).
-    (y,) = out
-    xp = be.xp
-    xp.multiply(x, attrs.alpha, out=y)
-    (xp.maximum if attrs.alpha <= 1 else xp.minimum)(x, y, out=y)
-
-
 def _leaky_relu_grad_into(be, attrs, out, g, x):
     # where(x > 0, g, alpha g) as g * [x > 0] + (alpha g) * [x <= 0]: each term is the value
     # or zero, so the sum is exactly the chosen one.
@@ -122,20 +113,12 @@ def _gelu_grad_into(be, attrs, out, g, x):
     xp.multiply(g, pdf, out=y)
 
 
-def _sigmoid_into(be, attrs, out, x):
-    # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where x < 0
-    # and 0 + 1 where x >= 0 (exact either way), then one division, as the forward rounds.
-    y, e, d, mask = out
-    xp = be.xp
-    xp.abs(x, out=e)
-    xp.negative(e, out=e)
-    xp.exp(e, out=e)
-    xp.add(e, 1, out=d)
-    xp.less(x, 0, out=mask)
-    xp.multiply(e, mask, out=e)
-    xp.greater_equal(x, 0, out=mask)
-    xp.add(e, mask, out=e)
-    xp.divide(e, d, out=y)
+def _fused_into(name):
+    """forward_into through the backend's activation kernel (generic: backends/fused.py)."""
+    def into(be, attrs, out, x):
+        be.activation_into(name, getattr(attrs, "alpha", 0.0), x, out)
+
+    return into
 
 
 def _sigmoid_scratch(attrs, x):
@@ -217,11 +200,11 @@ def _gelu_onnx(ox, node):
 _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             # The gradient at exactly 0 is taken as 0, as PyTorch does.
             lambda be, a, g, x: g * (x > 0), "max(x, 0)",
-            into=(lambda be, a, out, x: be.xp.maximum(x, 0, out=out[0]), None),
+            into=(_fused_into("relu"), None),
             grad_into=(_relu_grad_into, _mask_scratch), onnx=onnx_op("Relu"))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
-            into=(_leaky_relu_into, None),
+            into=(_fused_into("leaky_relu"), None),
             grad_into=(_leaky_relu_grad_into,
                        lambda attrs, g, x: (x, TensorType(x.shape, "bool"))),
             onnx=onnx_op("LeakyRelu", alpha="alpha"))
@@ -231,11 +214,11 @@ _activation("elu", AlphaAttrs,
             "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx)
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
-            into=(_sigmoid_into, _sigmoid_scratch),
+            into=(_fused_into("sigmoid"), _sigmoid_scratch),
             grad_into=(_sigmoid_grad_into, _value_scratch), onnx=onnx_op("Sigmoid"))
 _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
             lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True,
-            into=(lambda be, a, out, x: be.xp.tanh(x, out=out[0]), None),
+            into=(_fused_into("tanh"), None),
             grad_into=(_tanh_grad_into, None), onnx=onnx_op("Tanh"))
 _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             "x * Phi(x), Phi the standard normal CDF (exact form)",

@@ -189,15 +189,7 @@ def _bias_activation_scratch(attrs, x, b):
 
 
 def _bias_activation_into(be, attrs, out, x, b):
-    if attrs.activation == "relu":
-        (y,) = out
-        _bias_add_into(be, None, out, x, b)
-        be.xp.maximum(y, 0, out=y)
-        return
-    y, pre_activation, *scratch = out
-    _bias_add_into(be, None, (pre_activation,), x, b)
-    REGISTRY[attrs.activation].forward_into(be, attrs.activation_attrs(), (y, *scratch),
-                                            pre_activation)
+    be.bias_activation_into(attrs.activation, attrs.alpha, x, b, out)
 
 
 register(OpDef("bias_activation", BiasActivationAttrs, _bias_add_shape, _bias_activation_forward,

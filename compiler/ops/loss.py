@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import NoAttrs, OpDef, register
-from .activation import _sigmoid, _sigmoid_into
+from .activation import _sigmoid
 from .common import cached_constant, scalar_like
 
 
@@ -166,55 +166,19 @@ def _cross_entropy_scratch(attrs, *types):
     return (*scratch, row, TensorType(labels.shape, "bool"))  # the mask, the ignored positions
 
 
-def _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, row, positions,
-                                 picked, *mask):
-    xp = be.xp
-    classes = logits.shape[1]
-    xp.max(logits, axis=1, keepdims=True, out=row)
-    xp.subtract(logits, row, out=log_probs)
-    xp.exp(log_probs, out=target)
-    xp.sum(target, axis=1, keepdims=True, out=row)
-    xp.log(row, out=row)
-    xp.subtract(log_probs, row, out=log_probs)
-    target.fill(attrs.label_smoothing / classes)
-    starts = cached_constant(be, ("label positions", labels.shape, classes),
-                             lambda: _position_starts(xp, labels.shape, classes))
-    xp.multiply(labels, size_of(labels.shape[1:]), out=positions)
-    if mask:
-        valid, ignored = mask
-        xp.equal(labels, attrs.ignore_index, out=ignored)
-        xp.copyto(positions, 0, where=ignored)
-        xp.logical_not(ignored, out=valid.reshape(labels.shape))
-    xp.add(positions, starts, out=positions)
-    flat = target.reshape(-1)
-    be.take_into(flat, positions, picked)
-    xp.add(picked, 1 - attrs.label_smoothing, out=picked)
-    flat[positions] = picked
-    if mask:
-        xp.multiply(target, mask[0], out=target)
-        return _device_count(xp, mask[0], target.dtype)
-    return labels.size
+def _label_starts(be, labels, classes):
+    return cached_constant(be, ("label positions", labels.shape, classes),
+                           lambda: _position_starts(be.xp, labels.shape, classes))
 
 
 def _cross_entropy_into(be, attrs, out, logits, labels):
-    loss, log_probs, target, *rest = out
-    xp = be.xp
-    count = _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, *rest)
-    xp.multiply(target, log_probs, out=target)
-    xp.sum(target, out=loss)
-    xp.negative(loss, out=loss)
-    xp.divide(loss, count, out=loss)
+    starts = _label_starts(be, labels, logits.shape[1])
+    be.softmax_cross_entropy_into(attrs, logits, labels, starts, out)
 
 
 def _cross_entropy_grad_into(be, attrs, out, g, logits, labels):
-    grad, log_probs, target, *rest = out
-    xp = be.xp
-    count = _log_softmax_and_target_into(be, attrs, logits, labels, log_probs, target, *rest)
-    xp.exp(log_probs, out=log_probs)
-    xp.subtract(log_probs, target, out=log_probs)
-    if attrs.ignore_index is not None:
-        xp.multiply(log_probs, rest[3], out=log_probs)
-    xp.multiply(log_probs, g / count, out=grad)
+    starts = _label_starts(be, labels, logits.shape[1])
+    be.softmax_cross_entropy_grad_into(attrs, g, logits, labels, starts, out)
 
 
 _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
@@ -274,7 +238,7 @@ def _bce_into(be, attrs, out, logits, target):
 
 def _bce_grad_into(be, attrs, out, g, logits, target):
     grad, e, d, sign, *mask = out
-    _sigmoid_into(be, None, (grad, e, d, sign), logits)
+    be.activation_into("sigmoid", 0.0, logits, (grad, e, d, sign))
     be.xp.subtract(grad, target, out=grad)
     count = _counted_into(be, attrs, target, grad, mask[0] if mask else None)
     be.xp.multiply(grad, g / count, out=grad)

@@ -105,50 +105,15 @@ def _two_scratch(attrs, p, *rest):
     return (p, p)
 
 
-def _sgd_into(be, attrs, out, p, g, lr, step, *velocity):
-    xp = be.xp
-    new_p, *new_state, a, b = out
-    if attrs.weight_decay:
-        xp.multiply(p, attrs.weight_decay, out=a)
-        g = xp.add(g, a, out=a)
-    if not attrs.momentum:
-        xp.multiply(lr, g, out=b)
-        xp.subtract(p, b, out=new_p)
-        return
-    (v,), (new_v,) = velocity, new_state
-    xp.multiply(v, attrs.momentum, out=new_v)
-    xp.add(new_v, g, out=new_v)
-    direction = new_v
-    if attrs.nesterov:
-        xp.multiply(new_v, attrs.momentum, out=b)
-        direction = xp.add(g, b, out=b)
-    xp.multiply(lr, direction, out=b)
-    xp.subtract(p, b, out=new_p)
+def _fused_update(rule):
+    """forward_into through the backend's update kernel (generic: backends/fused.py)."""
+    def into(be, attrs, out, p, g, lr, step, *state):
+        be.optimizer_update_into(rule, attrs, out, p, g, lr, step, *state)
+
+    return into
 
 
-def _adam_into(be, attrs, out, p, g, lr, step, m, v):
-    xp = be.xp
-    new_p, new_m, new_v, a, b = out
-    if attrs.decoupled:
-        p = xp.multiply(p, 1 - lr * attrs.weight_decay, out=new_p)
-    elif attrs.weight_decay:
-        xp.multiply(p, attrs.weight_decay, out=a)
-        g = xp.add(g, a, out=a)
-    xp.multiply(m, attrs.beta1, out=new_m)
-    xp.multiply(g, 1 - attrs.beta1, out=b)
-    xp.add(new_m, b, out=new_m)
-    xp.multiply(v, attrs.beta2, out=new_v)
-    xp.multiply(g, 1 - attrs.beta2, out=b)
-    xp.multiply(b, g, out=b)
-    xp.add(new_v, b, out=new_v)
-    correction1 = 1 - attrs.beta1 ** step
-    correction2 = 1 - attrs.beta2 ** step
-    xp.sqrt(new_v, out=b)
-    xp.divide(b, xp.sqrt(correction2), out=b)
-    xp.add(b, attrs.eps, out=b)
-    xp.multiply(lr / correction1, new_m, out=a)
-    xp.divide(a, b, out=a)
-    xp.subtract(p, a, out=new_p)
+_sgd_into, _adam_into = _fused_update("sgd_update"), _fused_update("adam_update")
 
 
 for _name, _attrs, _forward, _into, _doc in (

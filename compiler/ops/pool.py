@@ -205,28 +205,13 @@ def _max_pool_index_scratch(attrs, x):
 
 
 def _max_pool_index_into(be, attrs, out, x):
-    # A running maximum over the offsets' strided views (NumPy's argmax along a short window
-    # axis would copy every window and crawl). Only a strictly larger value moves the maximum,
-    # so ties keep the first offset, as argmax does. The offset is tracked in int8 arithmetic,
-    # with the comparison's booleans read as int8 (the same bytes, no conversion).
-    xp = be.xp
     y, index, *rest = out
-    padded, first_max, change, larger = rest[:-3], rest[-3], rest[-2], rest[-1]
-    views = _offset_views(be, attrs, x, padded, -xp.inf)
-    xp.copyto(y, views[0])
-    first_max.fill(0)
-    larger_count = larger.view(first_max.dtype) if first_max.dtype.itemsize == 1 else larger
-    for offset, candidate in enumerate(views[1:], start=1):
-        xp.greater(candidate, y, out=larger)
-        xp.maximum(y, candidate, out=y)
-        xp.subtract(offset, first_max, out=change)  # first_max becomes offset where larger
-        xp.multiply(change, larger_count, out=change)
-        xp.add(first_max, change, out=first_max)
-    starts, offsets = cached_constant(be, ("pool positions", attrs, x.shape),
-                                      lambda: _position_tables(xp, attrs, x.shape, y.shape))
-    xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
-    be.take_into(offsets, index, index)
-    xp.add(index, starts, out=index)
+    padded, work = rest[:-3], rest[-3:]
+    source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None, -be.xp.inf)
+    positions = cached_constant(be, ("pool positions", attrs, x.shape),
+                                lambda: _position_tables(be.xp, attrs, x.shape, y.shape))
+    be.max_pool_index_into(source, attrs.kernel, attrs.stride, attrs.dilation, positions,
+                           (y, index, *work))
 
 
 @dataclass(frozen=True)
@@ -276,15 +261,13 @@ def _max_pool_grad_index_scratch(attrs, g, index):
 
 def _max_pool_grad_index_into(be, attrs, out, g, index):
     gx, positions, *padded = out
-    xp = be.xp
     target = padded[0] if padded else gx
-    target.fill(0)
     starts = cached_constant(be, ("sample starts", index.shape, target[0].size),
-                             lambda: _sample_starts(xp, index.shape, target[0].size))
-    xp.add(index, starts, out=positions)
-    _scatter(xp, attrs, target.reshape(-1), positions, g)
+                             lambda: _sample_starts(be.xp, index.shape, target[0].size))
+    be.max_pool_grad_index_into(g, index, attrs.kernel, attrs.stride, attrs.dilation, starts,
+                                target, positions)
     if padded:
-        xp.copyto(gx, unpad(target, attrs.pad))
+        be.xp.copyto(gx, unpad(target, attrs.pad))
 
 
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,

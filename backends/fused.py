@@ -1,0 +1,223 @@
+"""The generic form of the kernels a device backend may fuse: written once against `self.xp`,
+operation for operation as the ops' plain forwards round, so that the planned executor gives
+their results bit for bit. `ArrayBackend` inherits them; the CuPy backend overrides each with a
+kernel of its own (backends/cupy_kernels.py) and falls back here for what it does not cover.
+
+`out` is always (result, ..., *scratch), the buffers the op's scratch rule declared."""
+
+from __future__ import annotations
+
+# The activations that have a generic `activation_into` (and so can be fused with a bias).
+FUSED_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
+UPDATE_RULES = ("sgd_update", "adam_update")
+
+
+class FusedKernels:
+    xp = None
+
+    # --- activations, alone or after a bias ------------------------------------------------
+
+    def activation_into(self, activation, alpha, x, out) -> None:
+        """out[0] = activation(x). Scratch: sigmoid (e, d, bool mask), the others none."""
+        xp = self.xp
+        y = out[0]
+        if activation == "relu":
+            xp.maximum(x, 0, out=y)
+        elif activation == "leaky_relu":
+            # where(x > 0, x, alpha x) is the larger of x and alpha x for alpha <= 1, the
+            # smaller for alpha > 1 (equal values; np.where has no out= and copyto(where=)
+            # is very slow).
+            xp.multiply(x, alpha, out=y)
+            (xp.maximum if alpha <= 1 else xp.minimum)(x, y, out=y)
+        elif activation == "sigmoid":
+            self._sigmoid_into(x, *out)
+        elif activation == "tanh":
+            xp.tanh(x, out=y)
+        else:
+            raise ValueError(f"no fused kernel for activation {activation!r}")
+
+    def _sigmoid_into(self, x, y, e, d, mask) -> None:
+        # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where
+        # x < 0 and 0 + 1 where x >= 0 (exact either way), then one division, as the forward
+        # rounds.
+        xp = self.xp
+        xp.abs(x, out=e)
+        xp.negative(e, out=e)
+        xp.exp(e, out=e)
+        xp.add(e, 1, out=d)
+        xp.less(x, 0, out=mask)
+        xp.multiply(e, mask, out=e)
+        xp.greater_equal(x, 0, out=mask)
+        xp.add(e, mask, out=e)
+        xp.divide(e, d, out=y)
+
+    def bias_activation_into(self, activation, alpha, x, b, out) -> None:
+        """out[0] = activation(x + b), b along axis 1. Scratch: relu none (computed in place);
+        the others the pre-activation, then the activation's own scratch."""
+        if activation == "relu":
+            self.bias_add_into(x, b, out[0])
+            self.xp.maximum(out[0], 0, out=out[0])
+            return
+        y, pre_activation, *scratch = out
+        self.bias_add_into(x, b, pre_activation)
+        self.activation_into(activation, alpha, pre_activation, (y, *scratch))
+
+    def bias_add_into(self, x, b, y) -> None:
+        # The bias first, then x: a broadcast operand would make NumPy buffer the addition
+        # through a temporary, the broadcast copy does not (and b + x == x + b exactly).
+        self.xp.copyto(y, b.reshape((1, -1) + (1,) * (x.ndim - 2)))
+        self.xp.add(y, x, out=y)
+
+    # --- optimizer updates ----------------------------------------------------------------
+    # PyTorch's update rules; `out` is (new_param, *new_state, scratch_a, scratch_b) and may be
+    # the param and state inputs themselves (updated in place). lr and step are 0-d arrays.
+
+    def optimizer_update_into(self, rule, attrs, out, p, g, lr, step, *state) -> None:
+        if rule == "sgd_update":
+            self._sgd_into(attrs, out, p, g, lr, *state)
+        elif rule == "adam_update":
+            self._adam_into(attrs, out, p, g, lr, step, *state)
+        else:
+            raise ValueError(f"no fused update for {rule!r}")
+
+    def _sgd_into(self, attrs, out, p, g, lr, *velocity) -> None:
+        xp = self.xp
+        new_p, *new_state, a, b = out
+        if attrs.weight_decay:
+            xp.multiply(p, attrs.weight_decay, out=a)
+            g = xp.add(g, a, out=a)
+        if not attrs.momentum:
+            xp.multiply(lr, g, out=b)
+            xp.subtract(p, b, out=new_p)
+            return
+        (v,), (new_v,) = velocity, new_state
+        xp.multiply(v, attrs.momentum, out=new_v)
+        xp.add(new_v, g, out=new_v)
+        direction = new_v
+        if attrs.nesterov:
+            xp.multiply(new_v, attrs.momentum, out=b)
+            direction = xp.add(g, b, out=b)
+        xp.multiply(lr, direction, out=b)
+        xp.subtract(p, b, out=new_p)
+
+    def _adam_into(self, attrs, out, p, g, lr, step, m, v) -> None:
+        xp = self.xp
+        new_p, new_m, new_v, a, b = out
+        if attrs.decoupled:
+            p = xp.multiply(p, 1 - lr * attrs.weight_decay, out=new_p)
+        elif attrs.weight_decay:
+            xp.multiply(p, attrs.weight_decay, out=a)
+            g = xp.add(g, a, out=a)
+        xp.multiply(m, attrs.beta1, out=new_m)
+        xp.multiply(g, 1 - attrs.beta1, out=b)
+        xp.add(new_m, b, out=new_m)
+        xp.multiply(v, attrs.beta2, out=new_v)
+        xp.multiply(g, 1 - attrs.beta2, out=b)
+        xp.multiply(b, g, out=b)
+        xp.add(new_v, b, out=new_v)
+        correction1 = 1 - attrs.beta1 ** step
+        correction2 = 1 - attrs.beta2 ** step
+        xp.sqrt(new_v, out=b)
+        xp.divide(b, xp.sqrt(correction2), out=b)
+        xp.add(b, attrs.eps, out=b)
+        xp.multiply(lr / correction1, new_m, out=a)
+        xp.divide(a, b, out=a)
+        xp.subtract(p, a, out=new_p)
+
+    # --- max pooling that keeps its argmax --------------------------------------------------
+
+    def max_pool_index_into(self, padded, kernel, stride, dilation, positions, out) -> None:
+        """out = (y, index, first_max, change, larger): the maximum of each window of the
+        padded input [B, C, *padded] and its flat position in its sample's [C, *padded].
+        positions: (each window's first position [B, C, *out], each kernel offset's [K])."""
+        # A running maximum over the offsets' strided views (NumPy's argmax along a short
+        # window axis would copy every window and crawl). Only a strictly larger value moves
+        # the maximum, so ties keep the first offset, as argmax does. The offset is tracked in
+        # int8 arithmetic, with the comparison's booleans read as int8 (the same bytes).
+        xp = self.xp
+        y, index, first_max, change, larger = out
+        every = (slice(None), slice(None))
+        views = [padded[(*every, *slices)] for _, slices in
+                 self.window_slices(padded.shape[2:], kernel, stride, dilation)]
+        xp.copyto(y, views[0])
+        first_max.fill(0)
+        larger_count = larger.view(first_max.dtype) if first_max.dtype.itemsize == 1 else larger
+        for offset, candidate in enumerate(views[1:], start=1):
+            xp.greater(candidate, y, out=larger)
+            xp.maximum(y, candidate, out=y)
+            xp.subtract(offset, first_max, out=change)  # first_max becomes offset where larger
+            xp.multiply(change, larger_count, out=change)
+            xp.add(first_max, change, out=first_max)
+        starts, offsets = positions
+        xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
+        self.take_into(offsets, index, index)
+        xp.add(index, starts, out=index)
+
+    def max_pool_grad_index_into(self, g, index, kernel, stride, dilation, sample_starts,
+                                 target, positions) -> None:
+        """target [B, C, *padded] = g put at the positions max_pool_index saved (summed where
+        windows overlap). sample_starts [B, ...]: b * (a sample's size)."""
+        xp = self.xp
+        target.fill(0)
+        xp.add(index, sample_starts, out=positions)
+        flat = target.reshape(-1)
+        if any(s < d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation)):
+            xp.add.at(flat, positions.reshape(-1), g.reshape(-1))  # an input in two windows
+        else:
+            flat[positions] = g  # each input is in one window at most
+
+    # --- softmax cross-entropy ----------------------------------------------------------------
+    # Scores [B, K, *S], labels [B, *S]; `out` is (loss or gradient, log_probs, target, row,
+    # positions, picked[, mask, ignored]). label_starts [B, *S]: b*K*S + s, the flat position
+    # of class 0 for each label position.
+
+    def softmax_cross_entropy_into(self, attrs, logits, labels, label_starts, out) -> None:
+        loss, log_probs, target, *rest = out
+        xp = self.xp
+        count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
+                                                  log_probs, target, *rest)
+        xp.multiply(target, log_probs, out=target)
+        xp.sum(target, out=loss)
+        xp.negative(loss, out=loss)
+        xp.divide(loss, count, out=loss)
+
+    def softmax_cross_entropy_grad_into(self, attrs, g, logits, labels, label_starts,
+                                        out) -> None:
+        grad, log_probs, target, *rest = out
+        xp = self.xp
+        count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
+                                                  log_probs, target, *rest)
+        xp.exp(log_probs, out=log_probs)
+        xp.subtract(log_probs, target, out=log_probs)
+        if attrs.ignore_index is not None:
+            xp.multiply(log_probs, rest[3], out=log_probs)
+        xp.multiply(log_probs, g / count, out=grad)
+
+    def _log_softmax_and_target_into(self, attrs, logits, labels, label_starts, log_probs,
+                                     target, row, positions, picked, *mask) -> int:
+        """log_probs = log softmax(logits); target = the (smoothed, masked) one-hot labels;
+        returns the count of labels that count."""
+        xp = self.xp
+        classes = logits.shape[1]
+        xp.max(logits, axis=1, keepdims=True, out=row)
+        xp.subtract(logits, row, out=log_probs)
+        xp.exp(log_probs, out=target)
+        xp.sum(target, axis=1, keepdims=True, out=row)
+        xp.log(row, out=row)
+        xp.subtract(log_probs, row, out=log_probs)
+        target.fill(attrs.label_smoothing / classes)
+        xp.multiply(labels, labels[0].size, out=positions)
+        if mask:
+            valid, ignored = mask
+            xp.equal(labels, attrs.ignore_index, out=ignored)
+            xp.copyto(positions, 0, where=ignored)
+            xp.logical_not(ignored, out=valid.reshape(labels.shape))
+        xp.add(positions, label_starts, out=positions)
+        flat = target.reshape(-1)
+        self.take_into(flat, positions, picked)
+        xp.add(picked, 1 - attrs.label_smoothing, out=picked)
+        flat[positions] = picked
+        if mask:
+            xp.multiply(target, mask[0], out=target)
+            return max(int(xp.count_nonzero(mask[0])), 1)
+        return labels.size
