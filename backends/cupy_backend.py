@@ -1,14 +1,15 @@
 """The CuPy backend: the generic kernels of base.py with cupy as the array module.
 
-Imported only when `--backend cupy` is asked for. Kernels of its own (fused elementwise ops,
-a gather-form col2im) will be added here where a benchmark shows they pay."""
+Imported only when `--backend cupy` is asked for. Its own kernels (cupy_kernels.py) replace
+the generic code of the fused ops: bias + activation, the optimizer update over the flat
+parameter buffer, max pooling with its argmax and its gradient, softmax cross-entropy."""
 
 from __future__ import annotations
 
 import cupy
 from cupyx.scipy import special
 
-from . import BackendUnavailable, cuda_graph
+from . import BackendUnavailable, cuda_graph, cupy_kernels
 from .base import ArrayBackend
 
 
@@ -55,3 +56,36 @@ class CupyBackend(ArrayBackend):
 
     def erf_into(self, x, out):
         special.erf(x, out=out)
+
+    # --- kernels of its own (cupy_kernels.py), each falling back to the generic code --------
+
+    def activation_into(self, activation, alpha, x, out) -> None:
+        if not cupy_kernels.run_activation(activation, alpha, x, None, out[0]):
+            super().activation_into(activation, alpha, x, out)
+
+    def bias_activation_into(self, activation, alpha, x, b, out) -> None:
+        if not cupy_kernels.run_activation(activation, alpha, x, b, out[0]):
+            super().bias_activation_into(activation, alpha, x, b, out)
+
+    def optimizer_update_into(self, rule, attrs, out, p, g, lr, step, *state) -> None:
+        if not cupy_kernels.run_update(rule, attrs, out, p, g, lr, step, *state):
+            super().optimizer_update_into(rule, attrs, out, p, g, lr, step, *state)
+
+    def max_pool_index_into(self, padded, kernel, stride, dilation, positions, out) -> None:
+        if not cupy_kernels.run_max_pool_index(padded, kernel, stride, dilation, *out[:2]):
+            super().max_pool_index_into(padded, kernel, stride, dilation, positions, out)
+
+    def max_pool_grad_index_into(self, g, index, kernel, stride, dilation, sample_starts,
+                                 target, positions) -> None:
+        if not cupy_kernels.run_max_pool_grad_index(g, index, kernel, stride, dilation, target):
+            super().max_pool_grad_index_into(g, index, kernel, stride, dilation, sample_starts,
+                                             target, positions)
+
+    def softmax_cross_entropy_into(self, attrs, logits, labels, label_starts, out) -> None:
+        if not cupy_kernels.run_cross_entropy(attrs, logits, labels, out):
+            super().softmax_cross_entropy_into(attrs, logits, labels, label_starts, out)
+
+    def softmax_cross_entropy_grad_into(self, attrs, g, logits, labels, label_starts,
+                                        out) -> None:
+        if not cupy_kernels.run_cross_entropy(attrs, logits, labels, out, g):
+            super().softmax_cross_entropy_grad_into(attrs, g, logits, labels, label_starts, out)

@@ -1,0 +1,297 @@
+"""The CuPy backend's own kernels (their C source and launch plans: raw_kernels.py).
+
+Each kernel family is compiled with NVRTC on first use, once per element type and device, and
+each configuration (dtype, activation, optimizer settings, pooling window, loss options) is
+trusted only after a self-check: the kernel and the generic code (backends/fused.py) run on
+small random inputs of that configuration and must agree. A kernel that fails to compile, to
+run or to agree is named in one line on stderr, and the generic code runs for that
+configuration from then on. A launch allocates nothing and reads every per-step scalar from
+device memory, so that a captured CUDA graph replays it; no self-check runs during a capture
+(the generic code runs instead, that once).
+
+Every `run_*` function returns True when its kernel did the work, False when the caller must
+run the generic code (a configuration not covered, non-contiguous buffers, a failed check).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cupy
+import numpy as np
+
+from . import raw_kernels
+from .fused import FUSED_ACTIVATIONS, FusedKernels
+
+BLOCK = 256
+MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest
+PARTS = raw_kernels.PARTS
+OPTIONS = ("--fmad=false",)  # no fused multiply-add: the generic code's roundings
+TOLERANCE = {"float32": (2e-5, 1e-6), "float64": (1e-11, 1e-13)}  # (rtol, atol) of the check
+DTYPES = ("float32", "float64")
+
+_MODULES: dict = {}
+_VERDICTS: dict = {}
+_WORKSPACES: dict = {}
+_GENERIC = FusedKernels  # the generic methods, called with the CuPy backend as self
+
+
+def _function(family: str, dtype: str, name: str):
+    key = (family, dtype, cupy.cuda.Device().id)
+    if key not in _MODULES:
+        _MODULES[key] = cupy.RawModule(code=raw_kernels.source(family, dtype),
+                                       options=OPTIONS)
+    return _MODULES[key].get_function(name)
+
+
+def _launch(plan) -> None:
+    for family, dtype, name, threads, args in plan:
+        blocks = max(1, min((threads + BLOCK - 1) // BLOCK, MAX_BLOCKS))
+        _function(family, dtype, name)((blocks,), (BLOCK,), args)
+
+
+def _workspace(dtype):
+    """The cross-entropy's partial sums (double) and its two scalars (loss, gradient scale)."""
+    key = (str(dtype), cupy.cuda.Device().id)
+    if key not in _WORKSPACES:
+        _WORKSPACES[key] = (cupy.empty(2 * PARTS, dtype=cupy.float64),
+                            cupy.empty(2, dtype=dtype))
+    return _WORKSPACES[key]
+
+
+def _plain(*arrays) -> bool:
+    """Arrays a raw kernel can index flat: C-contiguous, float32 or float64 for the first."""
+    return str(arrays[0].dtype) in DTYPES and all(a.flags.c_contiguous for a in arrays)
+
+
+# --- the self-check -----------------------------------------------------------------------
+
+
+def trusted(key: tuple, trial) -> bool:
+    """Whether the kernel of `key` (family, dtype, configuration...) may run. The first time:
+    `trial()` runs it and the generic code on small inputs and returns (got, want) arrays."""
+    verdict = _VERDICTS.get(key)
+    if verdict is not None:
+        return verdict
+    if cupy.cuda.get_current_stream().is_capturing():
+        return False
+    try:
+        problem = _disagreement(key[1], *trial())
+    except Exception as error:  # a compile or launch error: reported, never raised
+        problem = f"failed: {type(error).__name__}: {(str(error).strip() or '?').splitlines()[0]}"
+    if problem:
+        print(f"nnrun: CuPy kernel {key[0]} {key[1:]} {problem}; using the generic code "
+              "instead", file=sys.stderr, flush=True)
+    _VERDICTS[key] = problem is None
+    return problem is None
+
+
+def _disagreement(dtype: str, got, want) -> str | None:
+    rtol, atol = TOLERANCE[dtype]
+    for position, (a, b) in enumerate(zip(got, want)):
+        a, b = cupy.asnumpy(a), cupy.asnumpy(b)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True):
+            difference = np.abs(a.astype(np.float64) - b).max() if a.shape == b.shape else "shape"
+            return f"disagrees with the generic code (output {position}, largest difference " \
+                   f"{difference})"
+    return None
+
+
+def _random(shape, dtype, seed=0, scale=3.0):
+    return cupy.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, dtype=dtype)
+
+
+# --- bias + activation --------------------------------------------------------------------
+
+
+def run_activation(activation, alpha, x, b, y) -> bool:
+    """y = activation(x + b) (b along axis 1), or activation(x) when b is None."""
+    arrays = (x, y) if b is None else (x, b, y)
+    if activation not in FUSED_ACTIVATIONS or not _plain(*arrays) or (b is not None
+                                                                      and x.ndim < 2):
+        return False
+    dtype = str(x.dtype)
+    key = ("bias_activation", dtype, activation, float(alpha), b is not None, min(x.ndim, 3))
+    if not trusted(key, lambda: _activation_trial(activation, alpha, dtype, b is not None,
+                                                  x.ndim)):
+        return False
+    _launch(raw_kernels.activation_plan(activation, alpha, x, b, y))
+    return True
+
+
+def _activation_trial(activation, alpha, dtype, with_bias, rank):
+    shape = (3, 5, 4, 7)[:max(rank, 1)] if rank else ()
+    x = _random(shape, dtype)
+    b = _random(shape[1:2], dtype, seed=1) if with_bias else None
+    got, want = cupy.empty_like(x), cupy.empty_like(x)
+    _launch(raw_kernels.activation_plan(activation, alpha, x, b, got))
+    scratch = [cupy.empty_like(x) for _ in range(3)] + [cupy.empty(shape, dtype=bool)]
+    if with_bias:
+        backend = _backend()
+        _GENERIC.bias_activation_into(backend, activation, alpha, x, b, (want, *scratch))
+    else:
+        _GENERIC.activation_into(_backend(), activation, alpha, x, (want, *scratch[1:]))
+    return [got], [want]
+
+
+# --- optimizer updates over flat buffers ----------------------------------------------------
+
+
+def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
+    """One update of flat (or any C-contiguous) parameters and their optimizer state."""
+    slots = {"sgd_update": 1 if getattr(attrs, "momentum", 0) else 0, "adam_update": 2}
+    if rule not in slots or len(state) != slots[rule]:
+        return False
+    news = out[:1 + len(state)]
+    arrays = (p, g, lr, step, *state, *news)
+    if not _plain(*arrays) or any(a.dtype != p.dtype for a in arrays):
+        return False
+    dtype = str(p.dtype)
+    if not trusted((rule, dtype, attrs), lambda: _update_trial(rule, attrs, dtype)):
+        return False
+    _launch(raw_kernels.update_plan(rule, attrs, news, p, g, lr, step, *state))
+    return True
+
+
+def _update_trial(rule, attrs, dtype):
+    n = 1001
+    p, g = _random(n, dtype, 0, 1.0), _random(n, dtype, 1, 1.0)
+    state = [cupy.abs(_random(n, dtype, 2 + k, 0.1)) for k in range(2 if rule == "adam_update"
+                                                                     else int(bool(attrs.momentum)))]
+    lr, step = cupy.asarray(0.01, dtype=dtype), cupy.asarray(3, dtype=dtype)
+    got = [cupy.empty_like(p) for _ in range(1 + len(state))]
+    want = [cupy.empty_like(p) for _ in range(3 + len(state))]
+    _launch(raw_kernels.update_plan(rule, attrs, got, p, g, lr, step, *state))
+    _GENERIC.optimizer_update_into(_backend(), rule, attrs, want, p, g, lr, step, *state)
+    return got, want[:len(got)]
+
+
+# --- max pooling with its argmax --------------------------------------------------------------
+
+
+def run_max_pool_index(padded, kernel, stride, dilation, y, index) -> bool:
+    if (len(kernel) not in (1, 2) or not _plain(padded, y, index)
+            or index.dtype != cupy.int64 or y.dtype != padded.dtype):
+        return False
+    dtype = str(padded.dtype)
+    key = ("max_pool_index", dtype, tuple(kernel), tuple(stride), tuple(dilation))
+    if not trusted(key, lambda: _pool_trial(dtype, kernel, stride, dilation)[:2]):
+        return False
+    _launch(raw_kernels.pool_plan("max_pool_index", padded, y, index, kernel, stride, dilation))
+    return True
+
+
+def run_max_pool_grad_index(g, index, kernel, stride, dilation, target) -> bool:
+    if (len(kernel) not in (1, 2) or not _plain(g, index, target)
+            or index.dtype != cupy.int64 or target.dtype != g.dtype):
+        return False
+    dtype = str(g.dtype)
+    key = ("max_pool_grad_index", dtype, tuple(kernel), tuple(stride), tuple(dilation))
+    if not trusted(key, lambda: _pool_trial(dtype, kernel, stride, dilation)[2:]):
+        return False
+    _launch(raw_kernels.pool_plan("max_pool_grad_index", target, g, index, kernel, stride, dilation))
+    return True
+
+
+def _pool_trial(dtype, kernel, stride, dilation):
+    """(kernel's y and index, generic's), then (kernel's gradient, generic's)."""
+    spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+    x = cupy.asarray(np.round(np.random.default_rng(0).uniform(-2, 2, (2, 3, *spatial)), 1),
+                     dtype=dtype)  # few levels: ties
+    y, index = cupy.empty((2, 3, *out), dtype=dtype), cupy.empty((2, 3, *out), dtype=cupy.int64)
+    _launch(raw_kernels.pool_plan("max_pool_index", x, y, index, kernel, stride, dilation))
+    want_y, want_index = cupy.empty_like(y), cupy.empty_like(index)
+    work = (cupy.empty(y.shape, dtype=cupy.int32), cupy.empty(y.shape, dtype=cupy.int32),
+            cupy.empty(y.shape, dtype=bool))
+    _GENERIC.max_pool_index_into(_backend(), x, kernel, stride, dilation,
+                                 _pool_positions(x.shape, out, kernel, stride, dilation),
+                                 (want_y, want_index, *work))
+    g = _random(y.shape, dtype, 3)
+    got_grad, want_grad = cupy.empty_like(x), cupy.empty_like(x)
+    _launch(raw_kernels.pool_plan("max_pool_grad_index", got_grad, g, want_index, kernel, stride, dilation))
+    starts = cupy.arange(2, dtype=cupy.int64).reshape(2, 1, *(1,) * len(out)) * x[0].size
+    _GENERIC.max_pool_grad_index_into(_backend(), g, want_index, kernel, stride, dilation,
+                                      cupy.ascontiguousarray(cupy.broadcast_to(starts, y.shape)),
+                                      want_grad, cupy.empty_like(want_index))
+    return [y, index], [want_y, want_index], [got_grad], [want_grad]
+
+
+def _pool_positions(shape, out, kernel, stride, dilation):
+    """The generic kernel's tables: each window's first flat position in its sample's padded
+    input [B, C, *out], and each kernel offset's distance from it [K]."""
+    steps = [int(np.prod(shape[3 + axis:])) for axis in range(len(out))]
+    starts = np.arange(shape[1]).reshape(1, -1, *(1,) * len(out)) * int(np.prod(shape[2:]))
+    offsets = np.zeros(1, dtype=np.int64)
+    for axis, (n, k, s, d, step) in enumerate(zip(out, kernel, stride, dilation, steps)):
+        along = [1] * len(out)
+        along[axis] = n
+        starts = starts + (np.arange(n) * s * step).reshape(1, 1, *along)
+        offsets = (offsets[:, None] + np.arange(k) * d * step).reshape(-1)
+    starts = np.broadcast_to(starts, (shape[0], shape[1], *out))
+    return cupy.asarray(starts, dtype=cupy.int64), cupy.asarray(offsets, dtype=cupy.int64)
+
+
+# --- softmax cross-entropy -------------------------------------------------------------------
+
+
+def run_cross_entropy(attrs, logits, labels, out, g=None) -> bool:
+    """The mean loss into out[0] (g None), or its gradient for the incoming g (0-d)."""
+    if (logits.ndim < 2 or not _plain(logits, labels, out[0]) or labels.dtype != cupy.int64
+            or (g is not None and g.dtype != logits.dtype)):
+        return False
+    dtype = str(logits.dtype)
+    key = ("cross_entropy", dtype, attrs, min(logits.ndim, 3))
+    if not trusted(key, lambda: _cross_entropy_trial(attrs, dtype, logits.ndim)):
+        return False
+    _launch_cross_entropy(attrs, logits, labels, out, g)
+    return True
+
+
+def _launch_cross_entropy(attrs, logits, labels, out, g) -> None:
+    _launch(raw_kernels.cross_entropy_plan(attrs, logits, labels, out, g,
+                                           _workspace(logits.dtype)))
+
+
+def _cross_entropy_trial(attrs, dtype, rank):
+    batch, classes, spatial = 5, 7, (3, 4)[:max(rank - 2, 0)]
+    logits = _random((batch, classes, *spatial), dtype)
+    labels_host = np.random.default_rng(1).integers(0, classes, (batch, *spatial))
+    if attrs.ignore_index is not None:
+        labels_host.reshape(-1)[::3] = attrs.ignore_index
+    labels = cupy.asarray(labels_host, dtype=cupy.int64)
+    g = cupy.asarray(0.75, dtype=dtype)
+    row = (batch, 1, *spatial)
+    got, want = [], []
+    for incoming in (None, g):
+        result = cupy.empty(() if incoming is None else logits.shape, dtype=dtype)
+        scratch = (cupy.empty_like(logits), cupy.empty_like(logits), cupy.empty(row, dtype),
+                   cupy.empty(labels.shape, cupy.int64), cupy.empty(labels.shape, dtype),
+                   cupy.empty(row, dtype), cupy.empty(labels.shape, bool))
+        scratch = scratch if attrs.ignore_index is not None else scratch[:5]
+        _launch_cross_entropy(attrs, logits, labels, (result, *scratch), incoming)
+        got.append(result.copy())
+        expected = cupy.empty_like(result)
+        starts = (cupy.arange(batch).reshape(-1, *(1,) * len(spatial)) * classes
+                  * int(np.prod(spatial)) + cupy.arange(int(np.prod(spatial))).reshape(spatial))
+        starts = cupy.ascontiguousarray(starts.astype(cupy.int64))
+        if incoming is None:
+            _GENERIC.softmax_cross_entropy_into(_backend(), attrs, logits, labels, starts,
+                                                (expected, *scratch))
+        else:
+            _GENERIC.softmax_cross_entropy_grad_into(_backend(), attrs, g, logits, labels,
+                                                     starts, (expected, *scratch))
+        want.append(expected)
+    return got, want
+
+
+_BACKEND = {}
+
+
+def _backend():
+    """The CuPy backend the generic code runs on in a self-check."""
+    if "cupy" not in _BACKEND:
+        from .cupy_backend import CupyBackend
+
+        _BACKEND["cupy"] = CupyBackend()
+    return _BACKEND["cupy"]
