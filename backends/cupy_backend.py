@@ -59,6 +59,21 @@ class CupyBackend(ArrayBackend):
 
     # --- kernels of its own (cupy_kernels.py), each falling back to the generic code --------
 
+    def im2col_into(self, x, kernel, stride, dilation, cols):
+        if not cupy_kernels.run_columns("im2col", x, cols, kernel, stride, dilation):
+            super().im2col_into(x, kernel, stride, dilation, cols)
+        return cols
+
+    def batch_columns_into(self, x, kernel, stride, dilation, cols):
+        if not cupy_kernels.run_columns("im2col", x, cols, kernel, stride, dilation, layout=1):
+            super().batch_columns_into(x, kernel, stride, dilation, cols)
+        return cols
+
+    def col2im_into(self, cols, kernel, stride, dilation, x):
+        if not cupy_kernels.run_columns("col2im", x, cols, kernel, stride, dilation):
+            super().col2im_into(cols, kernel, stride, dilation, x)
+        return x
+
     def activation_into(self, activation, alpha, x, out) -> None:
         if not cupy_kernels.run_activation(activation, alpha, x, None, out[0]):
             super().activation_into(activation, alpha, x, out)

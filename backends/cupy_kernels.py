@@ -21,7 +21,8 @@ import cupy
 import numpy as np
 
 from . import raw_kernels
-from .fused import FUSED_ACTIVATIONS, FusedKernels
+from .base import ArrayBackend
+from .fused import FUSED_ACTIVATIONS
 
 BLOCK = 256
 MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest
@@ -33,7 +34,7 @@ DTYPES = ("float32", "float64")
 _MODULES: dict = {}
 _VERDICTS: dict = {}
 _WORKSPACES: dict = {}
-_GENERIC = FusedKernels  # the generic methods, called with the CuPy backend as self
+_GENERIC = ArrayBackend  # the generic methods, called with the CuPy backend as self
 
 
 def _function(family: str, dtype: str, name: str):
@@ -156,8 +157,8 @@ def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
 def _update_trial(rule, attrs, dtype):
     n = 1001
     p, g = _random(n, dtype, 0, 1.0), _random(n, dtype, 1, 1.0)
-    state = [cupy.abs(_random(n, dtype, 2 + k, 0.1)) for k in range(2 if rule == "adam_update"
-                                                                     else int(bool(attrs.momentum)))]
+    slots = 2 if rule == "adam_update" else int(bool(attrs.momentum))
+    state = [cupy.abs(_random(n, dtype, 2 + k, 0.1)) for k in range(slots)]
     lr, step = cupy.asarray(0.01, dtype=dtype), cupy.asarray(3, dtype=dtype)
     got = [cupy.empty_like(p) for _ in range(1 + len(state))]
     want = [cupy.empty_like(p) for _ in range(3 + len(state))]
@@ -189,7 +190,8 @@ def run_max_pool_grad_index(g, index, kernel, stride, dilation, target) -> bool:
     key = ("max_pool_grad_index", dtype, tuple(kernel), tuple(stride), tuple(dilation))
     if not trusted(key, lambda: _pool_trial(dtype, kernel, stride, dilation)[2:]):
         return False
-    _launch(raw_kernels.pool_plan("max_pool_grad_index", target, g, index, kernel, stride, dilation))
+    _launch(raw_kernels.pool_plan("max_pool_grad_index", target, g, index, kernel, stride,
+                                  dilation))
     return True
 
 
@@ -209,7 +211,8 @@ def _pool_trial(dtype, kernel, stride, dilation):
                                  (want_y, want_index, *work))
     g = _random(y.shape, dtype, 3)
     got_grad, want_grad = cupy.empty_like(x), cupy.empty_like(x)
-    _launch(raw_kernels.pool_plan("max_pool_grad_index", got_grad, g, want_index, kernel, stride, dilation))
+    _launch(raw_kernels.pool_plan("max_pool_grad_index", got_grad, g, want_index, kernel,
+                                  stride, dilation))
     starts = cupy.arange(2, dtype=cupy.int64).reshape(2, 1, *(1,) * len(out)) * x[0].size
     _GENERIC.max_pool_grad_index_into(_backend(), g, want_index, kernel, stride, dilation,
                                       cupy.ascontiguousarray(cupy.broadcast_to(starts, y.shape)),
@@ -230,6 +233,41 @@ def _pool_positions(shape, out, kernel, stride, dilation):
         offsets = (offsets[:, None] + np.arange(k) * d * step).reshape(-1)
     starts = np.broadcast_to(starts, (shape[0], shape[1], *out))
     return cupy.asarray(starts, dtype=cupy.int64), cupy.asarray(offsets, dtype=cupy.int64)
+
+
+# --- convolution columns ---------------------------------------------------------------------
+
+
+def run_columns(name, x, cols, kernel, stride, dilation, layout=0) -> bool:
+    """im2col (x -> cols, `layout` 0: [B, C, *kernel, *out], 1: [C, *kernel, B, *out]) or
+    col2im (cols [B, C, *kernel, *out] -> x)."""
+    if len(kernel) not in (1, 2) or not _plain(x, cols) or cols.dtype != x.dtype:
+        return False
+    dtype = str(x.dtype)
+    key = (name, dtype, tuple(kernel), tuple(stride), tuple(dilation), layout)
+    if not trusted(key, lambda: _columns_trial(name, dtype, kernel, stride, dilation, layout)):
+        return False
+    _launch(raw_kernels.columns_plan(name, x, cols, kernel, stride, dilation, layout))
+    return True
+
+
+def _columns_trial(name, dtype, kernel, stride, dilation, layout):
+    spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
+    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+    x = _random((2, 3, *spatial), dtype)
+    window = (kernel, stride, dilation)
+    if name == "col2im":
+        cols = _random((2, 3, *kernel, *out), dtype, seed=1)
+        got, want = cupy.empty_like(x), cupy.empty_like(x)
+        _launch(raw_kernels.columns_plan("col2im", got, cols, *window))
+        _GENERIC.col2im_into(_backend(), cols, *window, want)
+        return [got], [want]
+    shape = (2, 3, *kernel, *out) if layout == 0 else (3, *kernel, 2, *out)
+    got, want = cupy.empty(shape, dtype=dtype), cupy.empty(shape, dtype=dtype)
+    _launch(raw_kernels.columns_plan("im2col", x, got, *window, layout))
+    generic = _GENERIC.im2col_into if layout == 0 else _GENERIC.batch_columns_into
+    generic(_backend(), x, *window, want)
+    return [got], [want]
 
 
 # --- softmax cross-entropy -------------------------------------------------------------------

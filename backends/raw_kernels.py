@@ -176,7 +176,9 @@ KERNEL void cross_entropy_rows(const T* logits, const long long* labels, T* row_
         const T* x = logits + (r / positions) * classes * positions + r % positions;
         long long label = labels[r];
         T top = x[0];
-        for (long long c = 1; c < classes; ++c) top = x[c * positions] > top ? x[c * positions] : top;
+        for (long long c = 1; c < classes; ++c) {
+            if (x[c * positions] > top) top = x[c * positions];
+        }
         T total = (T)0;
         for (long long c = 0; c < classes; ++c) total = total + exp(x[c * positions] - top);
         T lse = log(total);
@@ -240,9 +242,61 @@ KERNEL void cross_entropy_grad(const T* logits, const long long* labels, const T
 }
 """
 
+# Convolution columns of a padded input x [B, C, height, width] (1-D: height 1): for kernel
+# offset (a, b) and output position (row, col), x at (row*sh + a*dh, col*sw + b*dw). Layout
+# 0: [B, C, kh, kw, out_h, out_w] (im2col); 1: [C, kh, kw, B, out_h, out_w] (batch columns).
+# col2im sums them back in gather form, each position over its offsets in the generic code's
+# order: no atomics, every position written.
+COLUMNS = """
+KERNEL void im2col(const T* x, T* cols, long long n, long long batch, long long channels,
+                   long long height, long long width, long long out_h, long long out_w,
+                   int kh, int kw, int sh, int sw, int dh, int dw, int layout)
+{
+    FOR_EACH_THREAD(i, n) {
+        long long col = i % out_w, row = (i / out_w) % out_h, rest = i / (out_w * out_h);
+        long long sample, channel, a, b;
+        if (layout == 0) {
+            b = rest % kw;
+            a = (rest / kw) % kh;
+            channel = (rest / (kw * kh)) % channels;
+            sample = rest / (kw * kh * channels);
+        } else {
+            sample = rest % batch;
+            b = (rest / batch) % kw;
+            a = (rest / (batch * kw)) % kh;
+            channel = rest / (batch * kw * kh);
+        }
+        cols[i] = x[((sample * channels + channel) * height + row * sh + a * dh) * width
+                    + col * sw + b * dw];
+    }
+}
+
+KERNEL void col2im(const T* cols, T* x, long long n, long long height, long long width,
+                   long long out_h, long long out_w, int kh, int kw, int sh, int sw, int dh,
+                   int dw)
+{
+    FOR_EACH_THREAD(i, n) {
+        long long col = i % width, row = (i / width) % height, plane = i / (width * height);
+        T total = (T)0;
+        for (int a = 0; a < kh; ++a) {
+            long long top = row - (long long)a * dh;
+            if (top < 0 || top % sh != 0 || top / sh >= out_h) continue;
+            for (int b = 0; b < kw; ++b) {
+                long long left = col - (long long)b * dw;
+                if (left < 0 || left % sw != 0 || left / sw >= out_w) continue;
+                total = total + cols[((plane * kh + a) * kw + b) * out_h * out_w
+                                     + (top / sh) * out_w + left / sw];
+            }
+        }
+        x[i] = total;
+    }
+}
+"""
+
 SOURCES = {"bias_activation": BIAS_ACTIVATION, "sgd_update": SGD_UPDATE,
            "adam_update": ADAM_UPDATE, "max_pool_index": MAX_POOL_INDEX,
-           "max_pool_grad_index": MAX_POOL_GRAD_INDEX, "cross_entropy": CROSS_ENTROPY}
+           "max_pool_grad_index": MAX_POOL_GRAD_INDEX, "cross_entropy": CROSS_ENTROPY,
+           "columns": COLUMNS}
 C_TYPES = {"float32": "float", "float64": "double"}
 
 
@@ -280,18 +334,32 @@ def update_plan(rule, attrs, news, p, g, lr, step, *state) -> list:
 
 def pool_plan(name, padded, y, index, kernel, stride, dilation) -> list:
     """max_pool_index (padded: the pooled input; y, index: its outputs) or max_pool_grad_index
-    (padded: the gradient to write; y: the incoming gradient). 1-D windows run as 2-D ones of
-    height 1."""
-    lead = (1,) * (2 - len(kernel))
-    (kh, kw), (sh, sw), (dh, dw) = ((*lead, *v) for v in (kernel, stride, dilation))
-    height, width = (*lead, *padded.shape[2:])
-    out_h, out_w = (*lead, *y.shape[2:])
+    (padded: the gradient to write; y: the incoming gradient)."""
+    sizes, window = _window_2d(kernel, stride, dilation, padded.shape[2:], y.shape[2:])
     threads = y.size if name == "max_pool_index" else padded.size
     arrays = (padded, y, index) if name == "max_pool_index" else (y, index, padded)
     return [(name, str(padded.dtype), name, threads,
-             (*arrays, np.int64(threads), np.int64(padded.shape[1]), np.int64(height),
-              np.int64(width), np.int64(out_h), np.int64(out_w),
-              *(np.int32(v) for v in (kh, kw, sh, sw, dh, dw))))]
+             (*arrays, np.int64(threads), np.int64(padded.shape[1]), *sizes, *window))]
+
+
+def _window_2d(kernel, stride, dilation, spatial, out):
+    """A 1-D window as a 2-D one of height 1: the kernel's int arguments and the sizes."""
+    lead = (1,) * (2 - len(kernel))
+    (kh, kw), (sh, sw), (dh, dw) = ((*lead, *v) for v in (kernel, stride, dilation))
+    sizes = (*lead, *spatial, *lead, *out)
+    return [np.int64(n) for n in sizes], [np.int32(v) for v in (kh, kw, sh, sw, dh, dw)]
+
+
+def columns_plan(name, x, cols, kernel, stride, dilation, layout=0) -> list:
+    """im2col (x -> cols in `layout`) or col2im (cols [B, C, *kernel, *out] -> x)."""
+    out = cols.shape[-len(kernel):]
+    sizes, window = _window_2d(kernel, stride, dilation, x.shape[2:], out)
+    if name == "im2col":
+        args = (x, cols, np.int64(cols.size), np.int64(x.shape[0]), np.int64(x.shape[1]),
+                *sizes, *window, np.int32(layout))
+        return [("columns", str(x.dtype), "im2col", cols.size, args)]
+    return [("columns", str(x.dtype), "col2im", x.size,
+             (cols, x, np.int64(x.size), *sizes, *window))]
 
 
 def cross_entropy_plan(attrs, logits, labels, out, g, workspace) -> list:

@@ -8,15 +8,12 @@ NVRTC is at hand, the CUDA form of every source compiles for compute_90."""
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from kernel_emulation import needs_gcc, run_plan
 
 from nnrun.backends import raw_kernels
 from nnrun.backends.numpy_backend import NumpyBackend
@@ -30,34 +27,9 @@ from nnrun.compiler.ops.pool import PoolAttrs, PoolGradAttrs
 DTYPES = ("float32", "float64")
 # The C library's exp, log, tanh and pow may differ from NumPy's in the last bit.
 CLOSE = {"float32": 2e-6, "float64": 1e-14}
-needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 
-@functools.cache
-def _library(family: str, dtype: str):
-    folder = Path(tempfile.mkdtemp(prefix="nnrun-kernels-"))
-    source = folder / f"{family}_{dtype}.cpp"
-    source.write_text(raw_kernels.source(family, dtype, raw_kernels.CPU_PRELUDE))
-    library = folder / f"{family}_{dtype}.so"
-    # No contraction into fused multiply-adds, as the CUDA build (--fmad=false).
-    subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", str(source), "-o",
-                    str(library)], check=True, capture_output=True)
-    return ctypes.CDLL(str(library))
-
-
-_C_SCALARS = {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int, np.float32: ctypes.c_float,
-              np.float64: ctypes.c_double}
-
-
-def _argument(value):
-    if isinstance(value, np.ndarray):
-        return ctypes.c_void_p(value.ctypes.data)
-    return _C_SCALARS[type(value)](value)
-
-
-def _run(plan) -> None:
-    for family, dtype, name, _threads, args in plan:
-        getattr(_library(family, dtype), name)(*(_argument(a) for a in args))
+_run = run_plan
 
 
 class EmulatedBackend(NumpyBackend):
@@ -79,6 +51,18 @@ class EmulatedBackend(NumpyBackend):
                                  positions):
         _run(raw_kernels.pool_plan("max_pool_grad_index", target, g, index, kernel, stride,
                                    dilation))
+
+    def im2col_into(self, x, kernel, stride, dilation, cols):
+        _run(raw_kernels.columns_plan("im2col", x, cols, kernel, stride, dilation))
+        return cols
+
+    def batch_columns_into(self, x, kernel, stride, dilation, cols):
+        _run(raw_kernels.columns_plan("im2col", x, cols, kernel, stride, dilation, layout=1))
+        return cols
+
+    def col2im_into(self, cols, kernel, stride, dilation, x):
+        _run(raw_kernels.columns_plan("col2im", x, cols, kernel, stride, dilation))
+        return x
 
     def softmax_cross_entropy_into(self, attrs, logits, labels, starts, out):
         _run(raw_kernels.cross_entropy_plan(attrs, logits, labels, out, None,
@@ -221,9 +205,34 @@ def test_softmax_cross_entropy_kernels(attrs, dtype):
         _compare("softmax_cross_entropy_grad", attrs, [g, logits, labels])
 
 
+@needs_gcc
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_column_kernels(rank, dtype):
+    """im2col in both layouts and col2im, bit for bit (copies, and sums in the generic
+    order), on their own and inside the ops that use them."""
+    rng = np.random.default_rng(5 + rank)
+    for attrs, shape in _pool_configs(rank, rng):
+        window = (attrs.kernel, attrs.stride, attrs.dilation)
+        x = rng.standard_normal(shape).astype(dtype)
+        out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(shape[2:], *window)]
+        for member, layout in (("im2col_into", (*shape[:2], *attrs.kernel, *out)),
+                               ("batch_columns_into", (shape[1], *attrs.kernel, shape[0], *out))):
+            got, want = np.full(layout, np.nan, dtype), np.full(layout, np.nan, dtype)
+            getattr(EMULATED, member)(x, *window, got)
+            getattr(GENERIC, member)(x, *window, want)
+            np.testing.assert_array_equal(got, want, err_msg=f"{member} {attrs}")
+        cols = rng.standard_normal((*shape[:2], *attrs.kernel, *out)).astype(dtype)
+        got, want = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
+        EMULATED.col2im_into(cols, *window, got)
+        GENERIC.col2im_into(cols, *window, want)
+        np.testing.assert_array_equal(got, want, err_msg=f"col2im {attrs}")
+        _compare(f"avg_pool{rank}d", attrs, [x], exact=True)
+
+
 def test_every_family_is_covered_here():
     covered = {"bias_activation", "sgd_update", "adam_update", "max_pool_index",
-               "max_pool_grad_index", "cross_entropy"}
+               "max_pool_grad_index", "cross_entropy", "columns"}
     assert set(raw_kernels.SOURCES) == covered
 
 

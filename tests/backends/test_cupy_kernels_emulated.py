@@ -1,0 +1,146 @@
+"""backends/cupy_kernels.py and the CuPy backend, run unchanged on the CPU: `cupy` is a
+stand-in (NumPy, with RawModule compiled by g++, tests/kernel_emulation.py). This checks the
+Python around the kernels (launch plans, self-checks, fallbacks, the one warning line) and
+whole training steps through every kernel, which the GPU run then only has to confirm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kernel_emulation import install_fake_cupy, needs_gcc
+
+import nnrun
+from nnrun.backends import raw_kernels
+from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.compiler.ops.optim import AdamAttrs
+from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.model import Model
+
+pytestmark = needs_gcc
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    fake, kernels, backend_module = install_fake_cupy(monkeypatch)
+    monkeypatch.setattr(kernels, "_VERDICTS", {})
+    monkeypatch.setattr(kernels, "_BACKEND", {})
+    return fake, kernels, backend_module.CupyBackend()
+
+
+def _train(model, x, y, steps=3):
+    state = model.train_state()
+    losses = []
+    for step in range(1, steps + 1):
+        feeds = model.step_feeds(state, x, y, model.spec.optimizer.lr, step, seed=step)
+        outputs, updates = model.step_executor.run(feeds)
+        losses.append(float(outputs["loss"]))
+        state.update(updates)
+    return losses, {name: np.array(value) for name, value in state.items()}
+
+
+STEPS = [  # spec, overrides, the planned executor (else the reference), kernels it must use
+    ("lenet5.yaml", [], True, {"max_pool_index", "max_pool_grad_index", "cross_entropy",
+                               "im2col", "sgd_update", "bias_activation"}),
+    ("fcn-segmentation.yaml", ["optimizer={type: adamw, lr: 0.003}"], True,
+     {"cross_entropy", "bias_activation", "adam_update"}),
+    ("residual-block.yaml", ["optimizer={type: sgd, lr: 0.01, momentum: 0.9, nesterov: true}"],
+     True, {"sgd_update", "bias_activation"}),
+    ("vanishing-gradients.yaml", [], True, {"bias_activation", "cross_entropy", "sgd_update"}),
+    ("mnist1d-cnn.yaml", [], True, {"cross_entropy", "adam_update"}),
+    # plain forwards: their convolutions and pools call im2col and col2im
+    ("lenet5.yaml", [], False, {"im2col", "col2im"}),
+]
+
+
+@pytest.mark.parametrize("spec, overrides, optimized, families", STEPS,
+                         ids=[f"{s[0]}-{'planned' if s[2] else 'reference'}" for s in STEPS])
+def test_training_steps_through_the_kernels_follow_numpy(spec, overrides, optimized, families,
+                                                         emulated, capsys):
+    _, kernels, backend = emulated
+    compiled = nnrun.compile(str(SPECS / spec), overrides=overrides)
+    on_numpy = Model(compiled.source, "numpy")
+    on_kernels = Model(compiled.source, backend, optimized=optimized)
+    x, y = random_batch(compiled, 8, np.random.default_rng(0))
+    losses_numpy, weights_numpy = _train(on_numpy, x, y)
+    losses_kernels, weights_kernels = _train(on_kernels, x, y)
+    np.testing.assert_allclose(losses_kernels, losses_numpy, rtol=1e-5)
+    for name, value in weights_numpy.items():
+        scale = float(np.abs(value).max(initial=1e-12))
+        assert np.abs(weights_kernels[name] - value).max() <= 1e-4 * scale, name
+    assert capsys.readouterr().err == ""
+    used = {key[0] for key, trusted in kernels._VERDICTS.items() if trusted}
+    assert families <= used, families - used
+    assert all(kernels._VERDICTS.values())
+
+
+def _adam_inputs(rng, size=33):
+    p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+    m, v = np.zeros(size, np.float32), np.abs(rng.standard_normal(size)).astype(np.float32)
+    return p, g, np.asarray(0.01, np.float32), np.asarray(2, np.float32), m, v
+
+
+def test_a_kernel_that_disagrees_is_named_once_and_replaced(emulated, monkeypatch, capsys):
+    _, kernels, backend = emulated
+    broken = raw_kernels.ADAM_UPDATE.replace("new_m[i] = first;", "new_m[i] = first * (T)1.5;")
+    monkeypatch.setitem(raw_kernels.SOURCES, "adam_update", broken)
+    rng = np.random.default_rng(0)
+    inputs = _adam_inputs(rng)
+    for _ in range(2):
+        out = [np.empty(33, np.float32) for _ in range(5)]
+        backend.optimizer_update_into("adam_update", AdamAttrs(), out, *inputs)
+        want = [np.empty(33, np.float32) for _ in range(5)]
+        NumpyBackend().optimizer_update_into("adam_update", AdamAttrs(), want, *inputs)
+        for got, expected in zip(out[:3], want[:3]):
+            np.testing.assert_array_equal(got, expected)  # the generic code ran
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert "adam_update" in lines[0] and "disagrees" in lines[0] and "generic" in lines[0]
+
+
+def test_a_kernel_that_does_not_compile_is_named_once_and_replaced(emulated, monkeypatch,
+                                                                    capsys):
+    _, kernels, backend = emulated
+    monkeypatch.setitem(raw_kernels.SOURCES, "bias_activation", "this is not C")
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    b = np.ones(3, np.float32)
+    for _ in range(2):
+        y = np.empty_like(x)
+        backend.bias_activation_into("relu", 0.0, x, b, (y,))
+        np.testing.assert_array_equal(y, np.maximum(x + b, 0))
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "bias_activation" in lines[0] and "failed" in lines[0], lines
+
+
+def test_no_self_check_during_a_capture(emulated, capsys):
+    fake, kernels, backend = emulated
+    x = np.random.default_rng(2).standard_normal((4, 3, 5)).astype(np.float32)
+    y = np.empty_like(x)
+    fake.capturing = True
+    assert not kernels.run_activation("tanh", 0.0, x, None, y)  # unchecked: the caller's code
+    assert kernels._VERDICTS == {}
+    fake.capturing = False
+    assert kernels.run_activation("tanh", 0.0, x, None, y)  # checked now, then trusted
+    fake.capturing = True
+    assert kernels.run_activation("tanh", 0.0, x, None, y)  # a checked kernel captures
+    fake.capturing = False
+    np.testing.assert_allclose(y, np.tanh(x), rtol=2e-6)
+    assert capsys.readouterr().err == ""
+
+
+def test_what_the_kernels_do_not_cover_runs_the_generic_code(emulated):
+    _, kernels, _ = emulated
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    assert not kernels.run_activation("gelu", 0.0, x, None, np.empty_like(x))
+    assert not kernels.run_activation("relu", 0.0, x[:, ::2], None, np.empty((4, 3), np.float32))
+    assert not kernels.run_activation("relu", 0.0, x.astype(np.float16), None,
+                                      np.empty((4, 6), np.float16))
+    p = np.zeros(5, np.float32)
+    lr = np.asarray(0.1, np.float32)
+    assert not kernels.run_update("rmsprop_update", None, (p, p), p, p, lr, lr, p)
+    assert not kernels.run_columns("im2col", np.zeros((1, 1, 3, 3, 3), np.float32),
+                                   np.zeros((1, 1, 2, 2, 2, 2, 2, 2), np.float32), (2, 2, 2),
+                                   (1, 1, 1), (1, 1, 1))
+    assert kernels._VERDICTS == {}

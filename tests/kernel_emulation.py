@@ -1,0 +1,123 @@
+"""The CuPy backend's raw kernels run on the CPU: their C source compiled with g++ under
+raw_kernels.CPU_PRELUDE (every thread index in turn) and called through ctypes on NumPy arrays;
+and a stand-in `cupy` module (NumPy plus those kernels) under which backends/cupy_kernels.py
+and the CuPy backend run unchanged, self-checks included."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun.backends import raw_kernels
+
+needs_gcc = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+
+_C_SCALARS = {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int, np.float32: ctypes.c_float,
+              np.float64: ctypes.c_double}
+
+
+@functools.cache
+def compiled(code: str):
+    """A shared library built from CUDA-prelude or CPU-prelude source (the former swapped)."""
+    code = code.replace(raw_kernels.CUDA_PRELUDE, raw_kernels.CPU_PRELUDE)
+    folder = Path(tempfile.mkdtemp(prefix="nnrun-kernels-"))
+    stem = hashlib.sha1(code.encode()).hexdigest()[:12]
+    (folder / f"{stem}.cpp").write_text(code)
+    # No contraction into fused multiply-adds, as the CUDA build (--fmad=false).
+    subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", f"{stem}.cpp", "-o",
+                    f"{stem}.so"], cwd=folder, check=True, capture_output=True)
+    return ctypes.CDLL(str(folder / f"{stem}.so"))
+
+
+def _argument(value):
+    if isinstance(value, np.ndarray):
+        return ctypes.c_void_p(value.ctypes.data)
+    return _C_SCALARS[type(value)](value)
+
+
+def call(function, args) -> None:
+    function(*(_argument(a) for a in args))
+
+
+def run_plan(plan) -> None:
+    for family, dtype, name, _threads, args in plan:
+        call(getattr(compiled(raw_kernels.source(family, dtype)), name), args)
+
+
+class _RawModule:
+    def __init__(self, code, options=()):
+        self.code = code
+
+    def get_function(self, name):
+        function = getattr(compiled(self.code), name)
+        return lambda grid, block, args: call(function, args)
+
+
+class _Stream:
+    capturing = False
+
+    def is_capturing(self):
+        return _Stream.capturing
+
+    def synchronize(self):
+        pass
+
+
+class FakeCupy(types.ModuleType):
+    """cupy as NumPy, with RawModule compiled for the CPU. `capturing` pretends a CUDA graph
+    capture is in progress."""
+
+    def __init__(self):
+        super().__init__("cupy")
+        self.RawModule = _RawModule
+        self.asnumpy = np.asarray
+        stream = _Stream()
+        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError)
+        self.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+                                          get_current_stream=lambda: stream, runtime=runtime)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @property
+    def capturing(self):
+        return _Stream.capturing
+
+    @capturing.setter
+    def capturing(self, value):
+        _Stream.capturing = value
+
+
+def install_fake_cupy(monkeypatch):
+    """Import cupy_kernels and cupy_backend afresh against FakeCupy (undone after the test);
+    returns (the fake, cupy_kernels, cupy_backend)."""
+    import importlib
+
+    from nnrun.backends.numpy_backend import NumpyBackend
+
+    fake = FakeCupy()
+    special = types.SimpleNamespace(erf=lambda x, out=None: NumpyBackend().erf_into(x, out)
+                                    if out is not None else NumpyBackend().erf(x))
+    scipy = types.SimpleNamespace(special=special)
+    for name, module in (("cupy", fake), ("cupyx", types.SimpleNamespace(scipy=scipy)),
+                         ("cupyx.scipy", scipy), ("cupyx.scipy.special", special)):
+        monkeypatch.setitem(sys.modules, name, module)
+    import nnrun.backends
+
+    for name in ("cupy_kernels", "cupy_backend"):
+        monkeypatch.delitem(sys.modules, f"nnrun.backends.{name}", raising=False)
+        monkeypatch.setattr(nnrun.backends, name, None, raising=False)  # restored after
+    kernels = importlib.import_module("nnrun.backends.cupy_kernels")
+    backend = importlib.import_module("nnrun.backends.cupy_backend")
+    fake.capturing = False
+    return fake, kernels, backend
