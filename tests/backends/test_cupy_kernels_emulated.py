@@ -144,3 +144,15 @@ def test_what_the_kernels_do_not_cover_runs_the_generic_code(emulated):
                                    np.zeros((1, 1, 2, 2, 2, 2, 2, 2), np.float32), (2, 2, 2),
                                    (1, 1, 1), (1, 1, 1))
     assert kernels._VERDICTS == {}
+
+
+@pytest.mark.parametrize("spec", sorted(SPECS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_check_backends_passes_on_every_spec(spec, emulated, capsys):
+    """`nnrun check-backends SPEC` with the kernels: every op (plain and planned) and the whole
+    step agree with NumPy."""
+    from nnrun.runtime.check_backends import check_backends
+
+    _, kernels, backend = emulated
+    report = check_backends(nnrun.compile(str(spec)).source, backend, batch_size=4)
+    assert report.agree, (report.first_failure, report.whole_step_failures)
+    assert all(kernels._VERDICTS.values()) and capsys.readouterr().err == ""

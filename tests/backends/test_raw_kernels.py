@@ -13,21 +13,13 @@ import subprocess
 
 import numpy as np
 import pytest
+from kernel_cases import (ACTIVATIONS, CROSS_ENTROPY_CONFIGS, DTYPES, UPDATES,
+                          activation_cases, compare_columns, compare_into, cross_entropy_cases,
+                          pool_cases, update_cases)
 from kernel_emulation import needs_gcc, run_plan
 
 from nnrun.backends import raw_kernels
 from nnrun.backends.numpy_backend import NumpyBackend
-from nnrun.compiler.ops import REGISTRY
-from nnrun.compiler.ops.common import array_type
-from nnrun.compiler.ops.linear import BiasActivationAttrs
-from nnrun.compiler.ops.loss import CrossEntropyAttrs
-from nnrun.compiler.ops.optim import AdamAttrs, SgdAttrs
-from nnrun.compiler.ops.pool import PoolAttrs, PoolGradAttrs
-
-DTYPES = ("float32", "float64")
-# The C library's exp, log, tanh and pow may differ from NumPy's in the last bit.
-CLOSE = {"float32": 2e-6, "float64": 1e-14}
-
 
 _run = run_plan
 
@@ -80,129 +72,37 @@ def _workspace(dtype):
 GENERIC, EMULATED = NumpyBackend(), EmulatedBackend()
 
 
-def _into(backend, name, attrs, inputs, in_place=()):
-    """op.forward_into on `backend` into dirty buffers; `in_place`: output positions that are
-    written over the input at the same position in `inputs` + offset (updates)."""
-    op = REGISTRY[name]
-    types = [array_type(a) for a in inputs]
-    shapes = op.shape(attrs, *types)
-    shapes = shapes if isinstance(shapes, tuple) else (shapes,)
-    outputs = [np.full(t.shape, 7, dtype=t.dtype) for t in shapes]
-    for output, source in in_place:
-        outputs[output] = inputs[source]
-    scratch = [np.full(t.shape, 7, dtype=t.dtype)
-               for t in (op.scratch(attrs, *types) if op.scratch else ())]
-    op.forward_into(backend, attrs, (*outputs, *scratch), *inputs)
-    return outputs
-
-
-def _compare(name, attrs, inputs, exact=False, in_place=()):
-    want = _into(GENERIC, name, attrs, [a.copy() for a in inputs], in_place)
-    got = _into(EMULATED, name, attrs, [a.copy() for a in inputs], in_place)
-    for position, (a, b) in enumerate(zip(got, want)):
-        message = f"{name} {attrs} output {position}"
-        if exact or not np.issubdtype(b.dtype, np.floating):
-            np.testing.assert_array_equal(a, b, err_msg=message)
-        else:
-            rtol = CLOSE[str(b.dtype)]
-            # relative to the array's scale: p - step cancels digits
-            atol = rtol * float(np.abs(b).max(initial=1))
-            np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=message)
-
-
-def _odd_shape(rng, rank):
-    return tuple(int(n) for n in rng.integers(1, 8, rank))
+def _compare_all(cases):
+    for name, attrs, inputs, exact, in_place in cases:
+        compare_into(GENERIC, EMULATED, name, attrs, inputs, exact, in_place)
 
 
 @needs_gcc
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation, alpha", [("relu", 0.0), ("leaky_relu", 0.01),
-                                               ("leaky_relu", 0.3), ("leaky_relu", 1.5),
-                                               ("sigmoid", 0.0), ("tanh", 0.0)])
+@pytest.mark.parametrize("activation, alpha", ACTIVATIONS)
 def test_bias_activation_kernel(activation, alpha, dtype):
-    rng = np.random.default_rng(0)
-    for rank in (2, 3, 4, 2, 3, 4):
-        x = (rng.standard_normal(_odd_shape(rng, rank)) * 4).astype(dtype)
-        x.reshape(-1)[::5] = 0  # the kinks, and sigmoid's branch point
-        b = rng.standard_normal(x.shape[1]).astype(dtype)
-        exact = activation in ("relu", "leaky_relu")
-        _compare("bias_activation", BiasActivationAttrs(activation, alpha), [x, b], exact)
-        attrs = BiasActivationAttrs(activation, alpha).activation_attrs()
-        _compare(activation, attrs, [x], exact)
-
-
-SGD_CONFIGS = [SgdAttrs(), SgdAttrs(weight_decay=1e-2), SgdAttrs(momentum=0.9),
-               SgdAttrs(momentum=0.9, nesterov=True, weight_decay=1e-3),
-               SgdAttrs(momentum=0.5, weight_decay=0.1)]
-ADAM_CONFIGS = [AdamAttrs(), AdamAttrs(weight_decay=1e-2), AdamAttrs(decoupled=True),
-                AdamAttrs(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05, decoupled=True)]
+    _compare_all(activation_cases(activation, alpha, dtype))
 
 
 @needs_gcc
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("rule, attrs", [("sgd_update", a) for a in SGD_CONFIGS]
-                         + [("adam_update", a) for a in ADAM_CONFIGS])
+@pytest.mark.parametrize("rule, attrs", UPDATES)
 def test_optimizer_update_kernel(rule, attrs, dtype):
-    rng = np.random.default_rng(1)
-    slots = 2 if rule == "adam_update" else int(bool(attrs.momentum))
-    for size, step in ((1, 1), (37, 2), (1001, 7)):
-        p, g = (rng.standard_normal(size).astype(dtype) for _ in range(2))
-        state = [np.abs(rng.standard_normal(size)).astype(dtype) for _ in range(slots)]
-        lr, count = np.asarray(0.05, dtype=dtype), np.asarray(step, dtype=dtype)
-        inputs = [p, g, lr, count, *state]
-        exact = dtype == "float64" and rule == "sgd_update"
-        _compare(rule, attrs, inputs, exact)
-        # The planned executor updates in place: outputs over the param and state inputs.
-        _compare(rule, attrs, inputs, exact, in_place=[(0, 0)] + [(1 + k, 4 + k)
-                                                                   for k in range(slots)])
-
-
-def _pool_configs(rank, rng, count=12):
-    for _ in range(count):
-        kernel = tuple(int(k) for k in rng.integers(1, 4, rank))
-        stride = tuple(int(s) for s in rng.integers(1, 4, rank))
-        dilation = tuple(int(d) for d in rng.integers(1, 3, rank))
-        pad = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
-        spatial = tuple(d * (k - 1) + 1 + int(rng.integers(0, 9))
-                        for k, d in zip(kernel, dilation))
-        yield PoolAttrs(kernel, stride, pad, dilation), (int(rng.integers(1, 4)),
-                                                         int(rng.integers(1, 4)), *spatial)
+    _compare_all(update_cases(rule, attrs, dtype))
 
 
 @needs_gcc
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rank", [1, 2])
 def test_max_pool_kernels(rank, dtype):
-    """Forward and gradient, bit for bit: the gather-form gradient adds each position's
-    windows in the scatter's order, overlapping windows and ties included."""
-    rng = np.random.default_rng(2 + rank)
-    for attrs, shape in _pool_configs(rank, rng):
-        x = np.round(rng.uniform(-2, 2, shape), 1).astype(dtype)  # few levels: ties
-        _compare("max_pool_index", attrs, [x], exact=True)
-        y, index = _into(GENERIC, "max_pool_index", attrs, [x])
-        g = rng.standard_normal(y.shape).astype(dtype)
-        grad_attrs = PoolGradAttrs(attrs.kernel, attrs.stride, attrs.pad, attrs.dilation,
-                                   shape[2:])
-        _compare("max_pool_grad_index", grad_attrs, [g, index], exact=True)
+    _compare_all(pool_cases(rank, dtype))
 
 
 @needs_gcc
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("attrs", [CrossEntropyAttrs(), CrossEntropyAttrs(label_smoothing=0.1),
-                                   CrossEntropyAttrs(ignore_index=255),
-                                   CrossEntropyAttrs(label_smoothing=0.2, ignore_index=-1)])
+@pytest.mark.parametrize("attrs", CROSS_ENTROPY_CONFIGS)
 def test_softmax_cross_entropy_kernels(attrs, dtype):
-    rng = np.random.default_rng(4)
-    for rank in (2, 3, 4, 2, 3, 4):
-        batch, classes, *spatial = _odd_shape(rng, rank)
-        classes += 1
-        logits = (rng.standard_normal((batch, classes, *spatial)) * 5).astype(dtype)
-        labels = rng.integers(0, classes, (batch, *spatial))
-        if attrs.ignore_index is not None:
-            labels.reshape(-1)[rng.random(labels.size) < 0.3] = attrs.ignore_index
-        g = np.asarray(rng.uniform(0.5, 2), dtype=dtype)
-        _compare("softmax_cross_entropy", attrs, [logits, labels])
-        _compare("softmax_cross_entropy_grad", attrs, [g, logits, labels])
+    _compare_all(cross_entropy_cases(attrs, dtype))
 
 
 @needs_gcc
@@ -210,24 +110,8 @@ def test_softmax_cross_entropy_kernels(attrs, dtype):
 @pytest.mark.parametrize("rank", [1, 2])
 def test_column_kernels(rank, dtype):
     """im2col in both layouts and col2im, bit for bit (copies, and sums in the generic
-    order), on their own and inside the ops that use them."""
-    rng = np.random.default_rng(5 + rank)
-    for attrs, shape in _pool_configs(rank, rng):
-        window = (attrs.kernel, attrs.stride, attrs.dilation)
-        x = rng.standard_normal(shape).astype(dtype)
-        out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(shape[2:], *window)]
-        for member, layout in (("im2col_into", (*shape[:2], *attrs.kernel, *out)),
-                               ("batch_columns_into", (shape[1], *attrs.kernel, shape[0], *out))):
-            got, want = np.full(layout, np.nan, dtype), np.full(layout, np.nan, dtype)
-            getattr(EMULATED, member)(x, *window, got)
-            getattr(GENERIC, member)(x, *window, want)
-            np.testing.assert_array_equal(got, want, err_msg=f"{member} {attrs}")
-        cols = rng.standard_normal((*shape[:2], *attrs.kernel, *out)).astype(dtype)
-        got, want = np.full(shape, np.nan, dtype), np.full(shape, np.nan, dtype)
-        EMULATED.col2im_into(cols, *window, got)
-        GENERIC.col2im_into(cols, *window, want)
-        np.testing.assert_array_equal(got, want, err_msg=f"col2im {attrs}")
-        _compare(f"avg_pool{rank}d", attrs, [x], exact=True)
+    order)."""
+    compare_columns(GENERIC, EMULATED, rank, dtype)
 
 
 def test_every_family_is_covered_here():
