@@ -21,12 +21,6 @@ from nnrun.compiler.ops.optim import AdamAttrs
 
 pytestmark = pytest.mark.gpu
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
-KERNEL_MEMBERS = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
-                  "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
-                  "max_pool_grad_index_into", "softmax_cross_entropy_into",
-                  "softmax_cross_entropy_grad_into")
-
-
 @pytest.fixture(scope="module")
 def backends():
     """(the generic code on CuPy, the CuPy backend with its kernels, cupy_kernels)."""
@@ -35,12 +29,8 @@ def backends():
     except BackendUnavailable as error:
         pytest.skip(str(error))
     from nnrun.backends import cupy_kernels
-    from nnrun.backends.base import ArrayBackend
-    from nnrun.backends.cupy_backend import CupyBackend
 
-    generic = type("GenericCupy", (CupyBackend,),
-                   {member: getattr(ArrayBackend, member) for member in KERNEL_MEMBERS})
-    return generic(), kernels_backend, cupy_kernels
+    return cupy_kernels.generic_backend(), kernels_backend, cupy_kernels
 
 
 def _compare_all(backends, cases, exact=None):

@@ -77,7 +77,7 @@ def test_training_steps_through_the_kernels_follow_numpy(spec, overrides, optimi
 
 
 def _adam_inputs(rng, size=33):
-    p, g = rng.standard_normal(size).astype(np.float32), rng.standard_normal(size).astype(np.float32)
+    p, g = (rng.standard_normal(size).astype(np.float32) for _ in range(2))
     m, v = np.zeros(size, np.float32), np.abs(rng.standard_normal(size)).astype(np.float32)
     return p, g, np.asarray(0.01, np.float32), np.asarray(2, np.float32), m, v
 
