@@ -50,3 +50,12 @@ for flag in "" --no-graph; do
   timeout 60 nnrun bench specs/lenet5.yaml --backend cupy --batch-size 128 $flag --format json \
     | python3 -c "import json, sys; r = json.load(sys.stdin); print('${flag:-default}', r['step_path'], r['train_step_ms'], 'ms')"
 done
+echo "== CuPy kernels of its own: each against its generic code, self-checks, CUDA-graph replay,"
+echo "   check-backends on every spec (all results: $out/cupy-kernels-tests.txt)"
+timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider -rA tests/backends/test_cupy_kernels.py \
+  --junitxml="$out/cupy-kernels-junit.xml" > "$out/cupy-kernels-tests.txt" 2>&1
+grep -E "^(FAILED|ERROR)|nnrun: CuPy kernel|[0-9]+ (passed|failed|skipped|error)" \
+  "$out/cupy-kernels-tests.txt" | tail -40
+echo "== CuPy kernels: time per call (CUDA events, median), the generic code against the kernel"
+timeout 120 python3 benchmarks/cupy_kernels.py --json "$out/cupy-kernels-bench.json" \
+  | tee "$out/cupy-kernels-bench.txt"
