@@ -22,7 +22,7 @@ import numpy as np
 
 from . import raw_kernels
 from .base import ArrayBackend
-from .fused import FUSED_ACTIVATIONS
+from .fused import FUSED_ACTIVATIONS, UPDATE_RULES
 
 BLOCK = 256
 MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest
@@ -138,8 +138,7 @@ def _activation_trial(activation, alpha, dtype, with_bias, rank):
 
 def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
     """One update of flat (or any C-contiguous) parameters and their optimizer state."""
-    slots = {"sgd_update": 1 if getattr(attrs, "momentum", 0) else 0, "adam_update": 2}
-    if rule not in slots or len(state) != slots[rule]:
+    if rule not in UPDATE_RULES or len(state) != _slots(rule, attrs):
         return False
     news = out[:1 + len(state)]
     arrays = (p, g, lr, step, *state, *news)
@@ -152,11 +151,17 @@ def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
     return True
 
 
+def _slots(rule, attrs) -> int:
+    """Optimizer state tensors per parameter."""
+    momentum = int(bool(getattr(attrs, "momentum", 0)))
+    return {"sgd_update": momentum, "adam_update": 2, "rmsprop_update": 1 + momentum,
+            "adagrad_update": 1}[rule]
+
+
 def _update_trial(rule, attrs, dtype):
     n = 1001
     p, g = _random(n, dtype, 0, 1.0), _random(n, dtype, 1, 1.0)
-    slots = 2 if rule == "adam_update" else int(bool(attrs.momentum))
-    state = [cupy.abs(_random(n, dtype, 2 + k, 0.1)) for k in range(slots)]
+    state = [cupy.abs(_random(n, dtype, 2 + k, 0.1)) for k in range(_slots(rule, attrs))]
     lr, step = cupy.asarray(0.01, dtype=dtype), cupy.asarray(3, dtype=dtype)
     got = [cupy.empty_like(p) for _ in range(1 + len(state))]
     want = [cupy.empty_like(p) for _ in range(3 + len(state))]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # The activations that have a generic `activation_into` (and so can be fused with a bias).
 FUSED_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-UPDATE_RULES = ("sgd_update", "adam_update")
+UPDATE_RULES = ("sgd_update", "adam_update", "rmsprop_update", "adagrad_update")
 
 
 class FusedKernels:
@@ -77,6 +77,10 @@ class FusedKernels:
             self._sgd_into(attrs, out, p, g, lr, *state)
         elif rule == "adam_update":
             self._adam_into(attrs, out, p, g, lr, step, *state)
+        elif rule == "rmsprop_update":
+            self._rmsprop_into(attrs, out, p, g, lr, *state)
+        elif rule == "adagrad_update":
+            self._adagrad_into(attrs, out, p, g, lr, *state)
         else:
             raise ValueError(f"no fused update for {rule!r}")
 
@@ -121,6 +125,40 @@ class FusedKernels:
         xp.divide(b, xp.sqrt(correction2), out=b)
         xp.add(b, attrs.eps, out=b)
         xp.multiply(lr / correction1, new_m, out=a)
+        xp.divide(a, b, out=a)
+        xp.subtract(p, a, out=new_p)
+
+    def _rmsprop_into(self, attrs, out, p, g, lr, square_avg, *buffer) -> None:
+        xp = self.xp
+        new_p, new_square_avg, *new_buffer, a, b = out
+        if attrs.weight_decay:
+            xp.multiply(p, attrs.weight_decay, out=a)
+            g = xp.add(g, a, out=a)
+        xp.multiply(square_avg, attrs.alpha, out=new_square_avg)
+        xp.multiply(g, 1 - attrs.alpha, out=b)
+        xp.multiply(b, g, out=b)
+        xp.add(new_square_avg, b, out=new_square_avg)
+        xp.sqrt(new_square_avg, out=b)
+        xp.add(b, attrs.eps, out=b)
+        scaled = xp.divide(g, b, out=b)
+        if attrs.momentum:
+            (buf,), (new_buf,) = buffer, new_buffer
+            xp.multiply(buf, attrs.momentum, out=new_buf)
+            scaled = xp.add(new_buf, scaled, out=new_buf)
+        xp.multiply(lr, scaled, out=b)
+        xp.subtract(p, b, out=new_p)
+
+    def _adagrad_into(self, attrs, out, p, g, lr, total) -> None:
+        xp = self.xp
+        new_p, new_total, a, b = out
+        if attrs.weight_decay:
+            xp.multiply(p, attrs.weight_decay, out=a)
+            g = xp.add(g, a, out=a)
+        xp.multiply(g, g, out=b)
+        xp.add(total, b, out=new_total)
+        xp.sqrt(new_total, out=b)
+        xp.add(b, attrs.eps, out=b)
+        xp.multiply(lr, g, out=a)
         xp.divide(a, b, out=a)
         xp.subtract(p, a, out=new_p)
 

@@ -105,6 +105,41 @@ KERNEL void adam_update(const T* p, const T* g, const T* lr, const T* step, T* n
 }
 """
 
+# RMSprop (with or without momentum) and Adagrad, weight decay added to the gradient.
+RMSPROP_UPDATE = """
+KERNEL void rmsprop_update(const T* p, const T* g, const T* lr, T* new_p, const T* square_avg,
+                           T* new_square_avg, const T* buffer, T* new_buffer, long long n,
+                           T alpha, T one_minus_alpha, T eps, T momentum, T weight_decay)
+{
+    FOR_EACH_THREAD(i, n) {
+        T grad = g[i];
+        if (weight_decay != (T)0) grad = grad + p[i] * weight_decay;
+        T average = square_avg[i] * alpha + grad * one_minus_alpha * grad;
+        new_square_avg[i] = average;
+        T scaled = grad / (sqrt(average) + eps);
+        if (momentum != (T)0) {
+            scaled = buffer[i] * momentum + scaled;
+            new_buffer[i] = scaled;
+        }
+        new_p[i] = p[i] - lr[0] * scaled;
+    }
+}
+"""
+
+ADAGRAD_UPDATE = """
+KERNEL void adagrad_update(const T* p, const T* g, const T* lr, T* new_p, const T* total,
+                           T* new_total, long long n, T eps, T weight_decay)
+{
+    FOR_EACH_THREAD(i, n) {
+        T grad = g[i];
+        if (weight_decay != (T)0) grad = grad + p[i] * weight_decay;
+        T sum = total[i] + grad * grad;
+        new_total[i] = sum;
+        new_p[i] = p[i] - lr[0] * grad / (sqrt(sum) + eps);
+    }
+}
+"""
+
 # Max pooling over a padded input [planes = B*C, height, width] (1-D: height 1). For each
 # output: the maximum (the first one in the window's row-major order, as argmax) and its flat
 # position in its sample's padded input [C, height, width].
@@ -294,7 +329,8 @@ KERNEL void col2im(const T* cols, T* x, long long n, long long height, long long
 """
 
 SOURCES = {"bias_activation": BIAS_ACTIVATION, "sgd_update": SGD_UPDATE,
-           "adam_update": ADAM_UPDATE, "max_pool_index": MAX_POOL_INDEX,
+           "adam_update": ADAM_UPDATE, "rmsprop_update": RMSPROP_UPDATE,
+           "adagrad_update": ADAGRAD_UPDATE, "max_pool_index": MAX_POOL_INDEX,
            "max_pool_grad_index": MAX_POOL_GRAD_INDEX, "cross_entropy": CROSS_ENTROPY,
            "columns": COLUMNS}
 C_TYPES = {"float32": "float", "float64": "double"}
@@ -324,11 +360,20 @@ def update_plan(rule, attrs, news, p, g, lr, step, *state) -> list:
         (v,), (new_v,) = (state, news[1:]) if state else ((p,), (news[0],))
         args = (p, g, lr, news[0], v, new_v, np.int64(p.size), t(attrs.momentum),
                 np.int32(attrs.nesterov), t(attrs.weight_decay))
-    else:
+    elif rule == "adam_update":
         m, v = state
         args = (p, g, lr, step, news[0], m, news[1], v, news[2], np.int64(p.size),
                 t(attrs.beta1), t(1 - attrs.beta1), t(attrs.beta2), t(1 - attrs.beta2),
                 t(attrs.eps), t(attrs.weight_decay), np.int32(attrs.decoupled))
+    elif rule == "rmsprop_update":
+        average, *buffer = state
+        buffer, new_buffer = (buffer[0], news[2]) if buffer else (average, news[1])
+        args = (p, g, lr, news[0], average, news[1], buffer, new_buffer, np.int64(p.size),
+                t(attrs.alpha), t(1 - attrs.alpha), t(attrs.eps), t(attrs.momentum),
+                t(attrs.weight_decay))
+    else:
+        args = (p, g, lr, news[0], state[0], news[1], np.int64(p.size), t(attrs.eps),
+                t(attrs.weight_decay))
     return [(rule, str(p.dtype), rule, p.size, args)]
 
 

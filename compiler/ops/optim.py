@@ -114,6 +114,7 @@ def _fused_update(rule):
 
 
 _sgd_into, _adam_into = _fused_update("sgd_update"), _fused_update("adam_update")
+_rmsprop_into, _adagrad_into = _fused_update("rmsprop_update"), _fused_update("adagrad_update")
 
 
 for _name, _attrs, _forward, _into, _doc in (
@@ -121,9 +122,9 @@ for _name, _attrs, _forward, _into, _doc in (
      "v = momentum v + (g + wd p); p -= lr (nesterov ? g + momentum v : v)"),
     ("adam_update", AdamAttrs, _adam_forward, _adam_into,
      "m, v moving moments of g and g^2; p -= lr m_hat / (sqrt(v_hat) + eps)"),
-    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward, None,
+    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward, _rmsprop_into,
      "s = alpha s + (1-alpha) g^2; p -= lr g / (sqrt(s) + eps)"),
-    ("adagrad_update", AdagradAttrs, _adagrad_forward, None,
+    ("adagrad_update", AdagradAttrs, _adagrad_forward, _adagrad_into,
      "s += g^2; p -= lr g / (sqrt(s) + eps)"),
 ):
     register(OpDef(_name, _attrs, _update_shape, _forward, None, is_gradient=True, doc=_doc,

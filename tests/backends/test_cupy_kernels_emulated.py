@@ -14,7 +14,7 @@ from kernel_emulation import install_fake_cupy, needs_gcc
 import nnrun
 from nnrun.backends import raw_kernels
 from nnrun.backends.numpy_backend import NumpyBackend
-from nnrun.compiler.ops.optim import AdamAttrs
+from nnrun.compiler.ops.optim import AdagradAttrs, AdamAttrs
 from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.model import Model
 
@@ -50,6 +50,13 @@ STEPS = [  # spec, overrides, the planned executor (else the reference), kernels
      True, {"sgd_update", "bias_activation"}),
     ("vanishing-gradients.yaml", [], True, {"bias_activation", "cross_entropy", "sgd_update"}),
     ("mnist1d-cnn.yaml", [], True, {"cross_entropy", "adam_update"}),
+    # RMSprop and Adagrad divide g by its own size: a net without batchnorm, whose biases'
+    # gradients would be rounding noise that they blow up to a full step of either sign
+    ("mnist1d-mlp.yaml",
+     ["optimizer={type: rmsprop, lr: 0.01, momentum: 0.9, weight_decay: 0.01}"], True,
+     {"rmsprop_update"}),
+    ("xor-mlp.yaml", ["optimizer={type: adagrad, lr: 0.1, weight_decay: 0.001}"], True,
+     {"adagrad_update"}),
     # plain forwards: their convolutions and pools call im2col and col2im
     ("lenet5.yaml", [], False, {"im2col", "col2im"}),
 ]
@@ -137,9 +144,9 @@ def test_what_the_kernels_do_not_cover_runs_the_generic_code(emulated):
     assert not kernels.run_activation("relu", 0.0, x[:, ::2], None, np.empty((4, 3), np.float32))
     assert not kernels.run_activation("relu", 0.0, x.astype(np.float16), None,
                                       np.empty((4, 6), np.float16))
-    p = np.zeros(5, np.float32)
-    lr = np.asarray(0.1, np.float32)
-    assert not kernels.run_update("rmsprop_update", None, (p, p), p, p, lr, lr, p)
+    p = np.zeros(5, np.float16)
+    lr = np.asarray(0.1, np.float16)
+    assert not kernels.run_update("adagrad_update", AdagradAttrs(), (p, p), p, p, lr, lr, p)
     assert not kernels.run_columns("im2col", np.zeros((1, 1, 3, 3, 3), np.float32),
                                    np.zeros((1, 1, 2, 2, 2, 2, 2, 2), np.float32), (2, 2, 2),
                                    (1, 1, 1), (1, 1, 1))

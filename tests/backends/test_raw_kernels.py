@@ -115,7 +115,8 @@ def test_column_kernels(rank, dtype):
 
 
 def test_every_family_is_covered_here():
-    covered = {"bias_activation", "sgd_update", "adam_update", "max_pool_index",
+    covered = {"bias_activation", "sgd_update", "adam_update", "rmsprop_update",
+               "adagrad_update", "max_pool_index",
                "max_pool_grad_index", "cross_entropy", "columns"}
     assert set(raw_kernels.SOURCES) == covered
 
