@@ -67,42 +67,82 @@ class _RawModule:
 
     def get_function(self, name):
         function = getattr(compiled(self.code), name)
-        return lambda grid, block, args: call(function, args)
+        return lambda grid, block, args: _CAPTURE.launch(function, args)
+
+
+class _Capture:
+    """Stream capture as CUDA does it for kernels: a launch on a capturing stream is recorded,
+    not run, and the graph replays the recorded launches. Anything else (NumPy standing for
+    CuPy's own array calls) would run at once and not be replayed, so a test that replays a
+    graph shows whether everything captured was a kernel."""
+
+    def __init__(self):
+        self.recording = None
+        self.streams = []
+
+    def launch(self, function, args):
+        if self.recording is not None and self.current().capturing:
+            self.recording.append((function, args))
+        else:
+            call(function, args)
+
+    def current(self):
+        return self.streams[-1] if self.streams else _DEFAULT_STREAM
 
 
 class _Stream:
-    capturing = False
+    def __init__(self, non_blocking=False):
+        self.capturing = False
+
+    def __enter__(self):
+        _CAPTURE.streams.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _CAPTURE.streams.pop()
 
     def is_capturing(self):
-        return _Stream.capturing
+        return self.capturing
+
+    def begin_capture(self):
+        self.capturing, _CAPTURE.recording = True, []
+
+    def end_capture(self):
+        launches, _CAPTURE.recording = _CAPTURE.recording, None
+        self.capturing = False
+        return types.SimpleNamespace(launch=lambda stream=None: [call(f, a) for f, a in launches])
 
     def synchronize(self):
         pass
 
 
+_CAPTURE = _Capture()
+_DEFAULT_STREAM = _Stream()
+
+
 class FakeCupy(types.ModuleType):
-    """cupy as NumPy, with RawModule compiled for the CPU. `capturing` pretends a CUDA graph
-    capture is in progress."""
+    """cupy as NumPy, with RawModule compiled for the CPU and kernel launches captured by
+    streams. `capturing` pretends a capture is in progress on the current stream."""
 
     def __init__(self):
         super().__init__("cupy")
         self.RawModule = _RawModule
-        self.asnumpy = np.asarray
-        stream = _Stream()
+        self.asnumpy = np.array  # a copy, as from the device
         runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError)
         self.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
-                                          get_current_stream=lambda: stream, runtime=runtime)
+                                          get_current_stream=_CAPTURE.current, Stream=_Stream,
+                                          runtime=runtime)
 
     def __getattr__(self, name):
         return getattr(np, name)
 
     @property
     def capturing(self):
-        return _Stream.capturing
+        return _CAPTURE.current().capturing
 
     @capturing.setter
     def capturing(self, value):
-        _Stream.capturing = value
+        _CAPTURE.current().capturing = value
 
 
 def install_fake_cupy(monkeypatch):

@@ -137,10 +137,11 @@ def test_kernels_replay_in_a_captured_graph_with_new_scalars(backends):
     incoming.fill(3.0)
     graph.launch(stream)
     stream.synchronize()
-    replayed = [a.get() for a in (act, y, index, loss, grad, *new[:3])]
+    replayed = [cupy.asnumpy(a) for a in (act, y, index, loss, grad, *new[:3])]
     step_work()
     cupy.cuda.get_current_stream().synchronize()
-    for got, want in zip(replayed, [a.get() for a in (act, y, index, loss, grad, *new[:3])]):
+    for got, want in zip(replayed, [cupy.asnumpy(a) for a in (act, y, index, loss, grad,
+                                                              *new[:3])]):
         np.testing.assert_array_equal(got, want)
 
 

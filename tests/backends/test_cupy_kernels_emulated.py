@@ -137,6 +137,17 @@ def test_no_self_check_during_a_capture(emulated, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_the_gpu_tests_capture_replay_holds_in_emulation(emulated):
+    """tests/backends/test_cupy_kernels.py's capture test, with the stand-in's capture: it
+    records kernel launches only, so the replay matches only if the captured step was all
+    kernels (no generic array call inside), reading lr, step and g from device arrays."""
+    import test_cupy_kernels
+
+    _, kernels, backend = emulated
+    test_cupy_kernels.test_kernels_replay_in_a_captured_graph_with_new_scalars(
+        (kernels.generic_backend(), backend, kernels))
+
+
 def test_what_the_kernels_do_not_cover_runs_the_generic_code(emulated):
     _, kernels, _ = emulated
     x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
