@@ -279,9 +279,10 @@ def _columns_trial(name, dtype, kernel, stride, dilation, layout):
 
 
 def run_cross_entropy(attrs, logits, labels, out, g=None) -> bool:
-    """The mean loss into out[0] (g None), or its gradient for the incoming g (0-d)."""
-    if (logits.ndim < 2 or not _plain(logits, labels, out[0]) or labels.dtype != cupy.int64
-            or (g is not None and g.dtype != logits.dtype)):
+    """The mean loss into out[0] (g None), or its gradient for the incoming g (0-d); the rows'
+    sums go to the scratch out[1:4]."""
+    if (logits.ndim < 2 or not _plain(logits, labels, *out[:4]) or labels.dtype != cupy.int64
+            or any(a.dtype != logits.dtype for a in (*out[:4], *(() if g is None else (g,))))):
         return False
     dtype = str(logits.dtype)
     key = ("cross_entropy", dtype, attrs, min(logits.ndim, 3))

@@ -232,9 +232,9 @@ class FusedKernels:
         xp.multiply(log_probs, g / count, out=grad)
 
     def _log_softmax_and_target_into(self, attrs, logits, labels, label_starts, log_probs,
-                                     target, row, positions, picked, *mask) -> int:
+                                     target, row, positions, picked, *mask):
         """log_probs = log softmax(logits); target = the (smoothed, masked) one-hot labels;
-        returns the count of labels that count."""
+        returns the count of labels that count (a 0-d array with ignore_index)."""
         xp = self.xp
         classes = logits.shape[1]
         xp.max(logits, axis=1, keepdims=True, out=row)
@@ -257,5 +257,7 @@ class FusedKernels:
         flat[positions] = picked
         if mask:
             xp.multiply(target, mask[0], out=target)
-            return max(int(xp.count_nonzero(mask[0])), 1)
+            # the count stays on the device (no read in a step captured as a graph); the same
+            # number as the int it replaced, so the results are unchanged
+            return xp.maximum(xp.count_nonzero(mask[0]), 1).astype(target.dtype)
         return labels.size
