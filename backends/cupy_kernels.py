@@ -245,32 +245,38 @@ def _pool_positions(shape, out, kernel, stride, dilation):
 
 def run_columns(name, x, cols, kernel, stride, dilation, layout=0) -> bool:
     """im2col (x -> cols, `layout` 0: [B, C, *kernel, *out], 1: [C, *kernel, B, *out]) or
-    col2im (cols [B, C, *kernel, *out] -> x)."""
-    if len(kernel) not in (1, 2) or not _plain(x, cols) or cols.dtype != x.dtype:
+    col2im (cols [B, C, *kernel, *out] -> x); in layout 0, x and cols may end with an axis of
+    `inner` values per element (the batch-last layout)."""
+    rank = len(kernel)
+    inner = x.ndim == rank + 3
+    if (rank not in (1, 2) or x.ndim not in (rank + 2, rank + 3) or (inner and layout != 0)
+            or cols.ndim != x.ndim + rank or not _plain(x, cols) or cols.dtype != x.dtype):
         return False
     dtype = str(x.dtype)
-    key = (name, dtype, tuple(kernel), tuple(stride), tuple(dilation), layout)
-    if not trusted(key, lambda: _columns_trial(name, dtype, kernel, stride, dilation, layout)):
+    key = (name, dtype, tuple(kernel), tuple(stride), tuple(dilation), layout, inner)
+    if not trusted(key, lambda: _columns_trial(name, dtype, kernel, stride, dilation, layout,
+                                               inner)):
         return False
     _launch(raw_kernels.columns_plan(name, x, cols, kernel, stride, dilation, layout))
     return True
 
 
-def _columns_trial(name, dtype, kernel, stride, dilation, layout):
+def _columns_trial(name, dtype, kernel, stride, dilation, layout, inner):
     spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
     out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
-    x = _random((2, 3, *spatial), dtype)
+    runs = (5,) if inner else ()
+    x = _random((2, 3, *spatial, *runs), dtype)
     window = (kernel, stride, dilation)
+    generic = generic_backend()
     if name == "col2im":
-        cols = _random((2, 3, *kernel, *out), dtype, seed=1)
+        cols = _random((2, 3, *kernel, *out, *runs), dtype, seed=1)
         got, want = cupy.empty_like(x), cupy.empty_like(x)
         _launch(raw_kernels.columns_plan("col2im", got, cols, *window))
-        generic_backend().col2im_into(cols, *window, want)
+        generic.col2im_into(cols, *window, want)
         return [got], [want]
-    shape = (2, 3, *kernel, *out) if layout == 0 else (3, *kernel, 2, *out)
+    shape = (2, 3, *kernel, *out, *runs) if layout == 0 else (3, *kernel, 2, *out)
     got, want = cupy.empty(shape, dtype=dtype), cupy.empty(shape, dtype=dtype)
     _launch(raw_kernels.columns_plan("im2col", x, got, *window, layout))
-    generic = generic_backend()
     (generic.im2col_into if layout == 0 else generic.batch_columns_into)(x, *window, want)
     return [got], [want]
 

@@ -277,7 +277,8 @@ KERNEL void cross_entropy_grad(const T* logits, const long long* labels, const T
 }
 """
 
-# Convolution columns of a padded input x [B, C, height, width] (1-D: height 1): for kernel
+# Convolution columns of a padded input x [B, C, height, width] (1-D: height 1) whose elements
+# may be runs of `inner` values (the batch-last layout: [1, C, height, width, B]): for kernel
 # offset (a, b) and output position (row, col), x at (row*sh + a*dh, col*sw + b*dw). Layout
 # 0: [B, C, kh, kw, out_h, out_w] (im2col); 1: [C, kh, kw, B, out_h, out_w] (batch columns).
 # col2im sums them back in gather form, each position over its offsets in the generic code's
@@ -285,10 +286,11 @@ KERNEL void cross_entropy_grad(const T* logits, const long long* labels, const T
 COLUMNS = """
 KERNEL void im2col(const T* x, T* cols, long long n, long long batch, long long channels,
                    long long height, long long width, long long out_h, long long out_w,
-                   int kh, int kw, int sh, int sw, int dh, int dw, int layout)
+                   int kh, int kw, int sh, int sw, int dh, int dw, int layout, long long inner)
 {
     FOR_EACH_THREAD(i, n) {
-        long long col = i % out_w, row = (i / out_w) % out_h, rest = i / (out_w * out_h);
+        long long element = i % inner, j = i / inner;
+        long long col = j % out_w, row = (j / out_w) % out_h, rest = j / (out_w * out_h);
         long long sample, channel, a, b;
         if (layout == 0) {
             b = rest % kw;
@@ -301,17 +303,18 @@ KERNEL void im2col(const T* x, T* cols, long long n, long long batch, long long 
             a = (rest / (batch * kw)) % kh;
             channel = rest / (batch * kw * kh);
         }
-        cols[i] = x[((sample * channels + channel) * height + row * sh + a * dh) * width
-                    + col * sw + b * dw];
+        cols[i] = x[(((sample * channels + channel) * height + row * sh + a * dh) * width
+                     + col * sw + b * dw) * inner + element];
     }
 }
 
 KERNEL void col2im(const T* cols, T* x, long long n, long long height, long long width,
                    long long out_h, long long out_w, int kh, int kw, int sh, int sw, int dh,
-                   int dw)
+                   int dw, long long inner)
 {
     FOR_EACH_THREAD(i, n) {
-        long long col = i % width, row = (i / width) % height, plane = i / (width * height);
+        long long element = i % inner, j = i / inner;
+        long long col = j % width, row = (j / width) % height, plane = j / (width * height);
         T total = (T)0;
         for (int a = 0; a < kh; ++a) {
             long long top = row - (long long)a * dh;
@@ -319,8 +322,8 @@ KERNEL void col2im(const T* cols, T* x, long long n, long long height, long long
             for (int b = 0; b < kw; ++b) {
                 long long left = col - (long long)b * dw;
                 if (left < 0 || left % sw != 0 || left / sw >= out_w) continue;
-                total = total + cols[((plane * kh + a) * kw + b) * out_h * out_w
-                                     + (top / sh) * out_w + left / sw];
+                total = total + cols[(((plane * kh + a) * kw + b) * out_h * out_w
+                                      + (top / sh) * out_w + left / sw) * inner + element];
             }
         }
         x[i] = total;
@@ -396,15 +399,19 @@ def _window_2d(kernel, stride, dilation, spatial, out):
 
 
 def columns_plan(name, x, cols, kernel, stride, dilation, layout=0) -> list:
-    """im2col (x -> cols in `layout`) or col2im (cols [B, C, *kernel, *out] -> x)."""
-    out = cols.shape[-len(kernel):]
-    sizes, window = _window_2d(kernel, stride, dilation, x.shape[2:], out)
+    """im2col (x -> cols in `layout`) or col2im (cols [B, C, *kernel, *out] -> x). With one
+    axis more than its windows' rank (layout 0 only), x's elements are runs of that many
+    values: [1, C, *spatial, B] and [1, C, *kernel, *out, B], the batch-last layout."""
+    rank = len(kernel)
+    inner = x.shape[-1] if x.ndim == rank + 3 else 1
+    out = cols.shape[2 + rank:2 + 2 * rank] if layout == 0 else cols.shape[-rank:]
+    sizes, window = _window_2d(kernel, stride, dilation, x.shape[2:2 + rank], out)
     if name == "im2col":
         args = (x, cols, np.int64(cols.size), np.int64(x.shape[0]), np.int64(x.shape[1]),
-                *sizes, *window, np.int32(layout))
+                *sizes, *window, np.int32(layout), np.int64(inner))
         return [("columns", str(x.dtype), "im2col", cols.size, args)]
     return [("columns", str(x.dtype), "col2im", x.size,
-             (cols, x, np.int64(x.size), *sizes, *window))]
+             (cols, x, np.int64(x.size), *sizes, *window, np.int64(inner)))]
 
 
 def cross_entropy_plan(attrs, logits, labels, out, g, workspace) -> list:

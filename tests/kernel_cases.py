@@ -148,24 +148,32 @@ def cross_entropy_cases(attrs, dtype):
 
 
 def compare_columns(reference, candidate, rank, dtype, exact=True):
-    """im2col in both layouts and col2im, member by member."""
+    """im2col in both layouts and col2im, member by member; and both again on the batch-last
+    layout (one sample whose elements are runs of B values)."""
     rng = np.random.default_rng(5 + rank)
     for attrs, shape in pool_configs(rank, rng):
         window = (attrs.kernel, attrs.stride, attrs.dilation)
-        x = rng.standard_normal(shape).astype(dtype)
         out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(shape[2:], *window)]
-        for member, layout in (("im2col_into", (*shape[:2], *attrs.kernel, *out)),
-                               ("batch_columns_into", (shape[1], *attrs.kernel, shape[0], *out))):
-            results = []
-            for backend in (candidate, reference):
-                cols = backend.xp.full(layout, np.nan, dtype=dtype)
-                getattr(backend, member)(backend.from_host(x), *window, cols)
-                results.append(backend.to_host(cols))
-            assert_close(*results, exact, f"{member} {attrs}")
-        cols = rng.standard_normal((*shape[:2], *attrs.kernel, *out)).astype(dtype)
-        results = []
-        for backend in (candidate, reference):
-            target = backend.xp.full(shape, np.nan, dtype=dtype)
-            backend.col2im_into(backend.from_host(cols), *window, target)
-            results.append(backend.to_host(target))
-        assert_close(*results, exact, f"col2im {attrs}")
+        runs = (int(rng.integers(2, 6)),)
+        layouts = [("im2col_into", shape, (*shape[:2], *attrs.kernel, *out)),
+                   ("batch_columns_into", shape, (shape[1], *attrs.kernel, shape[0], *out)),
+                   ("im2col_into", (1, *shape[1:], *runs), (1, shape[1], *attrs.kernel, *out,
+                                                            *runs))]
+        for member, x_shape, cols_shape in layouts:
+            x = rng.standard_normal(x_shape).astype(dtype)
+            results = [_columns_on(b, member, x, cols_shape, window) for b in (candidate,
+                                                                              reference)]
+            assert_close(*results, exact, f"{member} {attrs} {x_shape}")
+        for x_shape in (shape, (1, *shape[1:], *runs)):
+            extra = x_shape[2 + rank:]
+            cols = rng.standard_normal((*x_shape[:2], *attrs.kernel, *out, *extra)).astype(dtype)
+            results = [_columns_on(b, "col2im_into", cols, x_shape, window)
+                       for b in (candidate, reference)]
+            assert_close(*results, exact, f"col2im {attrs} {x_shape}")
+
+
+def _columns_on(backend, member, source, shape, window):
+    """backend.<member>(source, *window, a new buffer of `shape` filled with nan)."""
+    result = backend.xp.full(shape, np.nan, dtype=source.dtype)
+    getattr(backend, member)(backend.from_host(source), *window, result)
+    return backend.to_host(result)

@@ -227,11 +227,8 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     be.matmul_into(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
                    cols.reshape(channels * size_of(kernel), -1))
     target = batch_last(padded_scratch_, padded_scratch_.shape[1:])
-    target.fill(0)
-    for offset, slices in be.window_slices(target.shape[1:-1], kernel, attrs.stride,
-                                           attrs.dilation):
-        view = target[(slice(None), *slices)]
-        xp.add(view, cols[(slice(None), *offset)], out=view)
+    # one sample whose elements are runs of B values, as in _im2col_batch_last
+    be.col2im_into(cols[None], kernel, attrs.stride, attrs.dilation, target[None])
     unpadded = _unpad_batch_last(target, attrs.pad)
     xp.copyto(gx, unpadded if attrs.x_batch_last else xp.moveaxis(unpadded, -1, 0))
 
@@ -497,9 +494,8 @@ def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     x_t = x if attrs.values_batch_last else xp.moveaxis(x, 0, -1)  # [C, *spatial, B]
     xp.copyto(_unpad_batch_last(padded, attrs.pad), x_t)
     cols = cols.reshape(x_t.shape[0], *attrs.kernel, *out_sizes, x_t.shape[-1])
-    for offset, slices in be.window_slices(padded.shape[1:-1], attrs.kernel, attrs.stride,
-                                           attrs.dilation):
-        xp.copyto(cols[(slice(None), *offset)], padded[(slice(None), *slices)])
+    # [C, *padded, B] as one sample whose elements are runs of B values
+    be.im2col_into(padded[None], attrs.kernel, attrs.stride, attrs.dilation, cols[None])
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ STEPS = [  # spec, overrides, the planned executor (else the reference), kernels
     ("residual-block.yaml", ["optimizer={type: sgd, lr: 0.01, momentum: 0.9, nesterov: true}"],
      True, {"sgd_update", "bias_activation"}),
     ("vanishing-gradients.yaml", [], True, {"bias_activation", "cross_entropy", "sgd_update"}),
-    ("mnist1d-cnn.yaml", [], True, {"cross_entropy", "adam_update"}),
+    ("mnist1d-cnn.yaml", [], True, {"cross_entropy", "adam_update", "im2col", "col2im"}),
     # RMSprop and Adagrad divide g by its own size: a net without batchnorm, whose biases'
     # gradients would be rounding noise that they blow up to a full step of either sign
     ("mnist1d-mlp.yaml",
