@@ -161,9 +161,9 @@ def install_fake_cupy(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
     import nnrun.backends
 
-    for name in ("cupy_kernels", "cupy_backend"):
+    for name in ("cuda_graph", "cupy_kernels", "cupy_backend"):  # each imports cupy
         monkeypatch.delitem(sys.modules, f"nnrun.backends.{name}", raising=False)
-        monkeypatch.setattr(nnrun.backends, name, None, raising=False)  # restored after
+        monkeypatch.delattr(nnrun.backends, name, raising=False)  # restored after
     kernels = importlib.import_module("nnrun.backends.cupy_kernels")
     backend = importlib.import_module("nnrun.backends.cupy_backend")
     fake.capturing = False

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kernel_cases import (ACTIVATIONS, CROSS_ENTROPY_CONFIGS, DTYPES, UPDATES,
-                          activation_cases, compare_columns, compare_into, cross_entropy_cases,
+                          activation_cases, assert_backends_agree, compare_columns, compare_into, cross_entropy_cases,
                           pool_cases, update_cases)
 
 import nnrun
@@ -149,6 +149,6 @@ def test_kernels_replay_in_a_captured_graph_with_new_scalars(backends):
 def test_check_backends_passes_on_every_spec(spec, backends):
     from nnrun.runtime.check_backends import check_backends
 
-    report = check_backends(nnrun.compile(str(spec)).source, "cupy", batch_size=8)
-    assert report.agree, (report.first_failure, report.whole_step_failures)
+    model = nnrun.compile(str(spec))
+    assert_backends_agree(model, check_backends(model.source, "cupy", batch_size=8))
     assert all(backends[2]._VERDICTS.values())
