@@ -127,6 +127,8 @@ def test_kernels_replay_in_a_captured_graph_with_new_scalars(backends):
 
     step_work()  # the self-checks, outside the capture
     assert all(cupy_kernels._VERDICTS.values()) and len(cupy_kernels._VERDICTS) >= 4
+    current = cupy.cuda.get_current_stream()
+    current.synchronize()
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
         stream.begin_capture()
@@ -135,8 +137,8 @@ def test_kernels_replay_in_a_captured_graph_with_new_scalars(backends):
     lr.fill(0.5)
     step.fill(7)
     incoming.fill(3.0)
-    graph.launch(stream)
-    stream.synchronize()
+    graph.launch()  # on the current stream, after the fills
+    current.synchronize()
     replayed = [cupy.asnumpy(a) for a in (act, y, index, loss, grad, *new[:3])]
     step_work()
     cupy.cuda.get_current_stream().synchronize()
