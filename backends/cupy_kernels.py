@@ -31,6 +31,12 @@ OPTIONS = ("--fmad=false",)  # no fused multiply-add: the generic code's roundin
 TOLERANCE = {"float32": 2e-5, "float64": 1e-11}  # the self-check's, relative
 DTYPES = ("float32", "float64")
 
+# The backend members the CuPy backend overrides with these kernels.
+MEMBERS = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
+           "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
+           "max_pool_grad_index_into", "softmax_cross_entropy_into",
+           "softmax_cross_entropy_grad_into")
+
 _MODULES: dict = {}
 _VERDICTS: dict = {}
 _WORKSPACES: dict = {}
@@ -336,12 +342,7 @@ def _cross_entropy_trial(attrs, dtype, rank):
     return got, want
 
 
-# The backend members the CuPy backend overrides with these kernels.
-MEMBERS = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
-           "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
-           "max_pool_grad_index_into", "softmax_cross_entropy_into",
-           "softmax_cross_entropy_grad_into")
-_BACKEND = {}
+_BACKEND: dict = {}
 
 
 def generic_backend():

@@ -181,3 +181,16 @@ def test_check_backends_passes_on_every_spec(spec, emulated, capsys):
     model = nnrun.compile(str(spec))
     assert_backends_agree(model, check_backends(model.source, backend, batch_size=4))
     assert all(kernels._VERDICTS.values()) and capsys.readouterr().err == ""
+
+
+def test_the_self_checks_reference_has_no_kernel_of_its_own(emulated):
+    """Every member the CuPy backend overrides with a kernel is generic again in the backend
+    the self-checks (and the GPU tests and benchmark) compare with."""
+    from nnrun.backends.base import ArrayBackend
+
+    _, kernels, backend = emulated
+    own = {name for name in vars(type(backend)) if name.endswith("_into")
+           and name not in ("erf_into", "take_into", "matmul_into")}
+    assert own == set(kernels.MEMBERS)
+    generic = kernels.generic_backend()
+    assert all(getattr(type(generic), name) is getattr(ArrayBackend, name) for name in own)
