@@ -3,7 +3,7 @@
 Each kernel is a loop body over a flat thread index: `FOR_EACH_THREAD(i, n)` is the only
 CUDA-specific part (a grid-stride loop on the GPU). With the CPU prelude the same source is
 ordinary C++, which the tests compile with g++ into a shared library that runs every index in
-turn, and compare with the generic NumPy code (tests/backends/test_kernel_emulation.py).
+turn, and compare with the generic NumPy code (tests/backends/test_raw_kernels.py).
 Scalars that change from step to step (lr, step, the loss's incoming gradient) are read from
 device arrays inside the kernels, so that a captured CUDA graph replays them.
 
