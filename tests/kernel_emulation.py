@@ -162,8 +162,12 @@ def install_fake_cupy(monkeypatch):
     import nnrun.backends
 
     for name in ("cuda_graph", "cupy_kernels", "cupy_backend"):  # each imports cupy
-        monkeypatch.delitem(sys.modules, f"nnrun.backends.{name}", raising=False)
-        monkeypatch.delattr(nnrun.backends, name, raising=False)  # restored after
+        # Recorded as they are (present or not) and then removed, so that the test imports
+        # them afresh and the undo restores them, or removes the ones the test imported.
+        monkeypatch.setitem(sys.modules, f"nnrun.backends.{name}", None)
+        del sys.modules[f"nnrun.backends.{name}"]
+        monkeypatch.setattr(nnrun.backends, name, None, raising=False)
+        delattr(nnrun.backends, name)
     kernels = importlib.import_module("nnrun.backends.cupy_kernels")
     backend = importlib.import_module("nnrun.backends.cupy_backend")
     fake.capturing = False
