@@ -61,6 +61,11 @@ def _print_report(spec, report) -> None:
                f"{len(whole) - len(report.whole_step_failures)} of {len(whole)} arrays agree on "
                f"the {report.executor} executor"
                + (f"; largest difference {whole[worst_name]:.1e}: {worst_name}" if whole else ""))
+    if report.rounding_sensitive:
+        skipped = ", ".join(f"{count} of {name}" for name, count in
+                            report.rounding_sensitive.items())
+        click.echo(f"  {'entries not compared:':<28} {skipped} (a nudge of the batch at "
+                   "rounding level moves them beyond tolerance on NumPy alone)")
     first = report.first_failure
     if first is not None:
         graph, difference = first

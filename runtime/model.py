@@ -13,10 +13,11 @@ from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
+from .agreement import rounding_sensitive
 from .captured import CapturedExecutor
 from .executor import Executor, PlannedExecutor
 from .init import init_params
-from .step_path import CheckedStep, step_paths
+from .step_path import TOLERANCE, CheckedStep, step_paths
 
 
 class Model:
@@ -112,7 +113,8 @@ class Model:
         if paths[0] == "planned" and not self.backend.check_first_step:
             return self._path_executor(graph, "planned")
         return CheckedStep(paths, lambda path: self._path_executor(graph, path),
-                           check=self.backend.check_first_step, what=what)
+                           check=self.backend.check_first_step, what=what,
+                           sensitive=lambda feeds: rounding_sensitive(graph, feeds, TOLERANCE))
 
     @cached_property
     def _capture_paths(self) -> list[str]:
