@@ -20,7 +20,7 @@ from .fused import FusedKernels
 # Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
 # slices of a large copy or elementwise pass run on several cores. Sized by
 # nnrun.runtime.threads.thread_limit (`--threads`).
-_WORKERS = {"count": 1, "pool": None, "pool_size": 0}
+_WORKERS = {"count": 1, "pool": None, "pool_size": 0, "splitting": False}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
 _WORKER_PREFIX = "nnrun-kernel"
 
@@ -44,10 +44,19 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None
         return
     pool = _pool(count - 1)
     bounds = [size * i // count for i in range(count + 1)]
-    pending = [pool.submit(task, slice(lo, hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    task(slice(bounds[0], bounds[1]))
-    for future in pending:
-        future.result()
+    _WORKERS["splitting"] = True  # BLAS stays on one thread while the workers run
+    try:
+        pending = [pool.submit(task, slice(lo, hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        task(slice(bounds[0], bounds[1]))
+        for future in pending:
+            future.result()
+    finally:
+        _WORKERS["splitting"] = False
+
+
+def splitting() -> bool:
+    """Whether kernels are running on the worker threads right now."""
+    return _WORKERS["splitting"]
 
 
 def _pool(size: int) -> ThreadPoolExecutor:

@@ -1,11 +1,11 @@
 """How many threads the CPU kernels use: `--threads N`, else OMP_NUM_THREADS, else every core.
 
-nnrun splits its own work across that many worker threads: large matrix products by output
-rows, and batch-parallel kernels by samples (backends/base.py). BLAS itself then runs one
-thread per call: OpenBLAS wakes its threads for every product it parallelises, which on the
-2-core machine of docs/benchmarks.md made small products 2-4x slower than on one thread, while
-nnrun only splits products large enough to pay. Each output element is computed the same way
-whatever the split, so results do not depend on the thread count.
+nnrun splits its own work across that many worker threads: batch-parallel kernels by samples
+(backends/base.py). BLAS runs one thread per call, except for large matrix products outside the
+workers, which get that many BLAS threads (backends/numpy_backend.py): OpenBLAS wakes its
+threads for every product it parallelises, which on the 2-core machine of docs/benchmarks.md
+made small products 2-4x slower than on one thread. Results are the same run to run at a given
+count; across counts they agree to rounding.
 """
 
 from __future__ import annotations

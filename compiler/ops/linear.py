@@ -47,14 +47,9 @@ def _matmul_flops(attrs, inputs, output) -> int:
 
 
 def _matmul_into(be, attrs, out, a, b):
-    # Split by output rows across the worker threads when large: each row is the same
-    # product whatever the split.
-    left, right, y = a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b, out[0]
-
-    def rows(part: slice) -> None:
-        be.matmul_into(left[part], right, y[part])
-
-    be.run_in_slices(rows, y.shape[0], y.nbytes + left.nbytes + right.nbytes)
+    # One product: on NumPy a large one runs on BLAS's own threads (backends/numpy_backend.py).
+    left, right = a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b
+    be.matmul_into(left, right, out[0])
 
 
 def _matmul_onnx(ox, node):
