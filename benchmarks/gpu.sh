@@ -2,7 +2,7 @@
 # One call on the GPU machine: install from the staged wheels, run the GPU tests, check each
 # spec's step path, and time nnrun (CuPy) against PyTorch (CUDA), each side in its own process.
 # Prepare here with:
-#   ../shared/device/stage        (copies the wheels the GPU machine lacks into .device/)
+#   ../shared/device/stage --data   (the wheels the GPU machine lacks, and MNIST, into .device/)
 # then run this script there with carry [".device"] and a timeout_s of 600.
 #
 # A session has about 15 minutes of device time, start-up included, so the sections run in
