@@ -84,12 +84,25 @@ class FusedKernels:
         else:
             raise ValueError(f"no fused update for {rule!r}")
 
+    def _with_weight_decay(self, weight_decay, g, p, work):
+        """g + weight_decay * p (into `work`), or g itself without weight decay."""
+        if not weight_decay:
+            return g
+        self.xp.multiply(p, weight_decay, out=work)
+        return self.xp.add(g, work, out=work)
+
+    def _square_average_into(self, average, decay, g, out, work) -> None:
+        """out = decay * average + (1 - decay) * g * g, in that order of operations."""
+        xp = self.xp
+        xp.multiply(average, decay, out=out)
+        xp.multiply(g, 1 - decay, out=work)
+        xp.multiply(work, g, out=work)
+        xp.add(out, work, out=out)
+
     def _sgd_into(self, attrs, out, p, g, lr, *velocity) -> None:
         xp = self.xp
         new_p, *new_state, a, b = out
-        if attrs.weight_decay:
-            xp.multiply(p, attrs.weight_decay, out=a)
-            g = xp.add(g, a, out=a)
+        g = self._with_weight_decay(attrs.weight_decay, g, p, a)
         if not attrs.momentum:
             xp.multiply(lr, g, out=b)
             xp.subtract(p, b, out=new_p)
@@ -109,16 +122,12 @@ class FusedKernels:
         new_p, new_m, new_v, a, b = out
         if attrs.decoupled:
             p = xp.multiply(p, 1 - lr * attrs.weight_decay, out=new_p)
-        elif attrs.weight_decay:
-            xp.multiply(p, attrs.weight_decay, out=a)
-            g = xp.add(g, a, out=a)
+        else:
+            g = self._with_weight_decay(attrs.weight_decay, g, p, a)
         xp.multiply(m, attrs.beta1, out=new_m)
         xp.multiply(g, 1 - attrs.beta1, out=b)
         xp.add(new_m, b, out=new_m)
-        xp.multiply(v, attrs.beta2, out=new_v)
-        xp.multiply(g, 1 - attrs.beta2, out=b)
-        xp.multiply(b, g, out=b)
-        xp.add(new_v, b, out=new_v)
+        self._square_average_into(v, attrs.beta2, g, new_v, b)
         correction1 = 1 - attrs.beta1 ** step
         correction2 = 1 - attrs.beta2 ** step
         xp.sqrt(new_v, out=b)
@@ -131,13 +140,8 @@ class FusedKernels:
     def _rmsprop_into(self, attrs, out, p, g, lr, square_avg, *buffer) -> None:
         xp = self.xp
         new_p, new_square_avg, *new_buffer, a, b = out
-        if attrs.weight_decay:
-            xp.multiply(p, attrs.weight_decay, out=a)
-            g = xp.add(g, a, out=a)
-        xp.multiply(square_avg, attrs.alpha, out=new_square_avg)
-        xp.multiply(g, 1 - attrs.alpha, out=b)
-        xp.multiply(b, g, out=b)
-        xp.add(new_square_avg, b, out=new_square_avg)
+        g = self._with_weight_decay(attrs.weight_decay, g, p, a)
+        self._square_average_into(square_avg, attrs.alpha, g, new_square_avg, b)
         xp.sqrt(new_square_avg, out=b)
         xp.add(b, attrs.eps, out=b)
         scaled = xp.divide(g, b, out=b)
@@ -151,9 +155,7 @@ class FusedKernels:
     def _adagrad_into(self, attrs, out, p, g, lr, total) -> None:
         xp = self.xp
         new_p, new_total, a, b = out
-        if attrs.weight_decay:
-            xp.multiply(p, attrs.weight_decay, out=a)
-            g = xp.add(g, a, out=a)
+        g = self._with_weight_decay(attrs.weight_decay, g, p, a)
         xp.multiply(g, g, out=b)
         xp.add(total, b, out=new_total)
         xp.sqrt(new_total, out=b)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable
 
-import numpy as np
-
 from nnrun.backends import CaptureUnavailable
 
 from .agreement import named_results, relative_difference

@@ -18,3 +18,17 @@ atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 settings.register_profile("nnrun", database=None)
 settings.load_profile("nnrun")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cupy_backend():
+    """The CuPy backend for GPU tests; they skip, saying why, without CuPy or a CUDA device."""
+    from nnrun.backends import BackendUnavailable, get_backend
+
+    try:
+        return get_backend("cupy")
+    except BackendUnavailable as error:
+        pytest.skip(str(error))

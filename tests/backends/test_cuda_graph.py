@@ -12,21 +12,12 @@ import numpy as np
 import pytest
 
 import nnrun
-from nnrun.backends import BackendUnavailable, get_backend
 
 pytestmark = pytest.mark.gpu
 
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
 STEPS = 5
 BATCH = 16
-
-
-@pytest.fixture(scope="module")
-def cupy_backend():
-    try:
-        return get_backend("cupy")
-    except BackendUnavailable as error:
-        pytest.skip(str(error))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import nnrun
-from nnrun.backends import BackendUnavailable, get_backend
 
 pytestmark = pytest.mark.gpu
 
@@ -25,14 +24,6 @@ model:
 optimizer: {type: adam, lr: 0.003, clip_grad_norm: 5.0}
 train: {epochs: 2, batch_size: 32}
 """
-
-
-@pytest.fixture(scope="module")
-def cupy_backend():
-    try:
-        return get_backend("cupy")
-    except BackendUnavailable as error:
-        pytest.skip(str(error))
 
 
 def test_loss_and_grads_match_numpy(cupy_backend):

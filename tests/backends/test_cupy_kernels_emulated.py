@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stepping import train_steps
 from kernel_cases import assert_backends_agree
 from kernel_emulation import install_fake_cupy, needs_gcc
 
@@ -35,17 +36,6 @@ def emulated(monkeypatch):
     # gradient of rounding noise, whose norm any other summation order changes by more.)
     backend.check_first_step = False
     return fake, kernels, backend
-
-
-def _train(model, x, y, steps=3):
-    state = model.train_state()
-    losses = []
-    for step in range(1, steps + 1):
-        feeds = model.step_feeds(state, x, y, model.spec.optimizer.lr, step, seed=step)
-        outputs, updates = model.step_executor.run(feeds)
-        losses.append(float(outputs["loss"]))
-        state.update(updates)
-    return losses, {name: np.array(value) for name, value in state.items()}
 
 
 STEPS = [  # spec, overrides, the planned executor (else the reference), kernels it must use
@@ -78,8 +68,8 @@ def test_training_steps_through_the_kernels_follow_numpy(spec, overrides, optimi
     on_numpy = Model(compiled.source, "numpy")
     on_kernels = Model(compiled.source, backend, optimized=optimized)
     x, y = random_batch(compiled, 8, np.random.default_rng(0))
-    losses_numpy, weights_numpy = _train(on_numpy, x, y)
-    losses_kernels, weights_kernels = _train(on_kernels, x, y)
+    losses_numpy, weights_numpy = train_steps(on_numpy, x, y, 3)
+    losses_kernels, weights_kernels = train_steps(on_kernels, x, y, 3)
     np.testing.assert_allclose(losses_kernels, losses_numpy, rtol=1e-5)
     for name, value in weights_numpy.items():
         scale = float(np.abs(value).max(initial=1e-12))

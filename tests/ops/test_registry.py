@@ -315,17 +315,6 @@ def test_naive_conv_and_pool_references_match_torch():
 
 # --- NumPy against CuPy ------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def cupy_backend():
-    cupy = pytest.importorskip("cupy")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            pytest.skip("no CUDA device")
-        return get_backend("cupy")
-    except Exception as error:  # no backend module yet, no driver, no device
-        pytest.skip(f"the cupy backend is not available: {error}")
-
-
 def _to_device(be, value, seed):
     if isinstance(value, np.random.Generator):
         return be.rng(seed)

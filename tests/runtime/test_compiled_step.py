@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stepping import train_steps
 
 import nnrun
 from nnrun.compiler.ops import REGISTRY
@@ -39,22 +40,11 @@ def _models(path, batch=16, **overrides):
     return reference, plain, *random_batch(plain, batch, np.random.default_rng(1))
 
 
-def _train(model, x, y, steps):
-    state = {name: value.copy() for name, value in model.train_state().items()}
-    losses = []
-    for step in range(1, steps + 1):
-        feeds = model.step_feeds(state, x, y, model.spec.optimizer.lr, step, seed=step)
-        outputs, updates = model.step_executor.run(feeds)
-        losses.append(float(outputs["loss"]))
-        state.update(updates)
-    return losses, {name: np.array(value) for name, value in state.items()}
-
-
 @pytest.mark.parametrize("path", SPECS + WORKLOADS, ids=lambda p: p.stem)
 def test_optimized_step_gives_the_plain_steps_weights(path):
     reference, optimized, x, y = _models(path)
-    losses_ref, weights_ref = _train(reference, x, y, steps=5)
-    losses_opt, weights_opt = _train(optimized, x, y, steps=5)
+    losses_ref, weights_ref = train_steps(reference, x, y, steps=5)
+    losses_opt, weights_opt = train_steps(optimized, x, y, steps=5)
     reordered = any(n.op in REORDERING_OPS for n in optimized.step_executor.graph.nodes)
     for name in optimized.lowered.params:
         if reordered:
@@ -69,8 +59,8 @@ def test_optimized_step_gives_the_plain_steps_weights(path):
 def test_float64_step_agrees_to_rounding(path):
     """In float64 the reordered sums differ by rounding only: a wrong rewrite shows at once."""
     reference, optimized, x, y = _models(path, dtype="float64")
-    _, weights_ref = _train(reference, x, y, steps=3)
-    _, weights_opt = _train(optimized, x, y, steps=3)
+    _, weights_ref = train_steps(reference, x, y, steps=3)
+    _, weights_opt = train_steps(optimized, x, y, steps=3)
     for name in optimized.lowered.params:
         scale = np.linalg.norm(weights_ref[name]) or 1.0
         assert np.linalg.norm(weights_opt[name] - weights_ref[name]) <= 1e-12 * scale, name
@@ -225,7 +215,7 @@ def test_batch_split_kernels_give_the_same_weights_as_one_worker(name, monkeypat
         model = nnrun.compile(str(ROOT / name))
         x, y = random_batch(model, 10, np.random.default_rng(2))
         with thread_limit(workers):
-            results.append(_train(model, x, y, steps=3)[1])
+            results.append(train_steps(model, x, y, steps=3)[1])
     for param in results[0]:
         scale = np.linalg.norm(results[0][param]) or 1.0
         assert np.linalg.norm(results[1][param] - results[0][param]) <= 1e-6 * scale, param
@@ -240,7 +230,7 @@ def test_split_run_is_bit_identical_run_to_run(monkeypatch):
         model = nnrun.compile(str(ROOT / "benchmarks/workloads/lenet5.yaml"))
         x, y = random_batch(model, 10, np.random.default_rng(2))
         with thread_limit(3):
-            results.append(_train(model, x, y, steps=2)[1])
+            results.append(train_steps(model, x, y, steps=2)[1])
     for param in results[0]:
         np.testing.assert_array_equal(results[0][param], results[1][param], err_msg=param)
 
@@ -315,10 +305,10 @@ def test_activation_gradient_before_unpooling_keeps_the_weights_bit_for_bit(firs
               and n.outputs[0] is unpool[0].inputs[0]]
     assert bool(before) == (pooled and stride == pool)
     x, y = random_batch(with_pass, 6, np.random.default_rng(2))
-    _, weights = _train(with_pass, x, y, steps=3)
+    _, weights = train_steps(with_pass, x, y, steps=3)
     monkeypatch.setattr("nnrun.compiler.passes.PIPELINE",
                         tuple(p for p in PIPELINE if p[1].__name__ != "gradient_before_unpool"))
-    _, weights_without = _train(Model(source, "numpy"), x, y, steps=3)
+    _, weights_without = train_steps(Model(source, "numpy"), x, y, steps=3)
     for name, value in weights.items():
         np.testing.assert_array_equal(value, weights_without[name], err_msg=name)
 
@@ -357,10 +347,10 @@ def test_values_stay_batch_last_between_convolutions(input_shape, layers, kept, 
     assert len(fused) == kept
     assert sum(n.op == "im2col" and n.attrs.values_batch_last for n in nodes) == kept
     x, y = random_batch(model, 6, np.random.default_rng(3))
-    losses, weights = _train(model, x, y, steps=5)
+    losses, weights = train_steps(model, x, y, steps=5)
     monkeypatch.setattr("nnrun.compiler.passes.PIPELINE", tuple(
         p for p in PIPELINE if p[1].__name__ != "keep_batch_last_between_convolutions"))
-    losses_without, weights_without = _train(Model(source, "numpy"), x, y, steps=5)
+    losses_without, weights_without = train_steps(Model(source, "numpy"), x, y, steps=5)
     np.testing.assert_allclose(losses, losses_without, rtol=1e-6)
     for name, value in weights.items():  # the bias gradients sum in another order
         scale = np.linalg.norm(weights_without[name]) or 1.0
@@ -379,6 +369,6 @@ def test_ops_on_batch_last_values_are_never_split_along_their_channels(monkeypat
         model = Model(source, "numpy")
         x, y = random_batch(model, 6, np.random.default_rng(4))
         with thread_limit(threads):
-            results.append(_train(model, x, y, steps=2)[1])
+            results.append(train_steps(model, x, y, steps=2)[1])
     for name, value in results[0].items():
         np.testing.assert_allclose(value, results[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
