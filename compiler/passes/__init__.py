@@ -11,6 +11,7 @@ from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
 from .gradient_before_unpool import gradient_before_unpool
 from .group_updates import group_updates
+from .pool_before_activation import pool_before_activation
 from .pool_index import keep_pool_index
 
 PIPELINE = (
@@ -18,6 +19,7 @@ PIPELINE = (
     ("convolution columns", keep_conv_columns),
     ("pooling index", keep_pool_index),
     ("bias + activation", fuse_bias_activation),
+    ("max pooling before its activation (inference)", pool_before_activation),
     ("activation gradient before the unpooling", gradient_before_unpool),
     ("batch-last values between convolutions", keep_batch_last_between_convolutions),
     ("optimizer update group", group_updates),

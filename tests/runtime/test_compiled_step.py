@@ -372,3 +372,24 @@ def test_ops_on_batch_last_values_are_never_split_along_their_channels(monkeypat
             results.append(train_steps(model, x, y, steps=2)[1])
     for name, value in results[0].items():
         np.testing.assert_allclose(value, results[1][name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.mark.parametrize("first", ["activation: relu", "activation: leaky_relu",
+                                   "activation: sigmoid", "activation: tanh",
+                                   "use_bias: false, activation: relu", "activation: elu"])
+@pytest.mark.parametrize("pool, stride", [(2, 2), (3, 2)])
+def test_inference_pools_before_the_activation_with_the_same_numbers(first, pool, stride,
+                                                                     monkeypatch):
+    """max_pool(act(z + b)) = act(max_pool(z) + b) exactly for a non-decreasing activation;
+    elu is non-decreasing too but not fused, and stays where it is (not in the list)."""
+    source = nnrun.load_spec_text(UNPOOL_SPEC.format(first=first, pool=pool, stride=stride))
+    model = Model(source, "numpy")
+    ops = [n.op for n in optimize(model.lowered.graph).nodes]
+    moved = first != "activation: elu"
+    assert (ops[ops.index("max_pool2d") - 1] == "conv_columns") == moved
+    params = model.init_params(0)
+    x = np.random.default_rng(5).standard_normal((7, 2, 9, 9))
+    with_pass = model.forward(params, x)
+    monkeypatch.setattr("nnrun.compiler.passes.PIPELINE", tuple(
+        p for p in PIPELINE if p[1].__name__ != "pool_before_activation"))
+    np.testing.assert_array_equal(with_pass, Model(source, "numpy").forward(params, x))
