@@ -28,7 +28,9 @@ _CONV_GRAD_INPUTS = ("conv1d_grad_input", "conv2d_grad_input")
 def keep_batch_last_between_convolutions(graph: Graph) -> Graph:
     readers = consumers(graph)
     producer = {id(v): n for n in graph.nodes for v in n.outputs}
-    changes: dict[int, dict] = {}  # id of a node -> the attrs it takes, or "fused"/"dropped"
+    # id of a node -> the attrs it takes, {"dropped": True}, or the {"bias", "activation"} a
+    # conv_columns absorbs
+    changes: dict[int, dict] = {}
     for node in graph.nodes:
         boundary = _boundary(graph, node, readers, producer)
         if boundary is not None:
