@@ -48,6 +48,14 @@ def onnxruntime_outputs(path_or_model, x) -> np.ndarray:
     return session.run(["prediction"], {"input": x})[0]
 
 
+def assert_onnxruntime_agrees(model: Model, params: dict, x: np.ndarray, context: str = ""):
+    """The float32 export passes ONNX's full check, and onnxruntime's output on `x` is nnrun's."""
+    onnx_model = export_graph(model.lowered.graph, params, "float32")
+    onnx.checker.check_model(onnx_model, full_check=True)
+    result = onnxruntime_outputs(onnx_model, x)
+    assert relative_error(result, model.forward(params, x)) < TOLERANCE, context
+
+
 def random_params(model: Model, rng) -> dict:
     """Weights away from their initial values, batchnorm statistics other than 0 and 1."""
     params = {}
@@ -228,10 +236,8 @@ def test_asymmetric_geometry_spatial_concat_and_vector_batchnorm_agree():
     model = Model(load_spec_text(EVERY_KIND))
     rng = np.random.default_rng(5)
     params = random_params(model, rng)
-    onnx_model = export_graph(model.lowered.graph, params, "float32")
-    onnx.checker.check_model(onnx_model, full_check=True)
     x = rng.standard_normal((9, 2, 11, 9)).astype("float32")
-    assert relative_error(onnxruntime_outputs(onnx_model, x), model.forward(params, x)) < TOLERANCE
+    assert_onnxruntime_agrees(model, params, x)
 
 
 FCN_KINDS = """\
@@ -260,10 +266,8 @@ def test_transposed_convolutions_and_upsampling_agree():
     model = Model(load_spec_text(FCN_KINDS))
     rng = np.random.default_rng(7)
     params = random_params(model, rng)
-    onnx_model = export_graph(model.lowered.graph, params, "float32")
-    onnx.checker.check_model(onnx_model, full_check=True)
     x = rng.standard_normal((3, 2, 5, 7)).astype("float32")
-    assert relative_error(onnxruntime_outputs(onnx_model, x), model.forward(params, x)) < TOLERANCE
+    assert_onnxruntime_agrees(model, params, x)
 
 
 def test_elu_keeps_the_digits_of_small_negative_inputs():
@@ -398,11 +402,8 @@ def test_random_architectures_export_and_agree(seed):
     text, model = random_spec(seed)
     rng = np.random.default_rng(seed)
     params = random_params(model, rng)
-    onnx_model = export_graph(model.lowered.graph, params, "float32")
-    onnx.checker.check_model(onnx_model, full_check=True)
     x = rng.standard_normal((5, *model.lowered.graph.inputs[0].type.shape[1:])).astype("float32")
-    result = onnxruntime_outputs(onnx_model, x)
-    assert relative_error(result, model.forward(params, x)) < TOLERANCE, text
+    assert_onnxruntime_agrees(model, params, x, text)
 
 
 def test_the_tested_architectures_cover_the_spec_language():
