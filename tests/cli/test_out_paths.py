@@ -8,9 +8,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from click.testing import CliRunner
 
-from nnrun.cli import main
+from invoking import invoke
 
 COMMANDS = {
     "train": ["train", "{spec}"],
@@ -28,7 +27,7 @@ def test_an_empty_out_is_a_usage_error(tmp_path, monkeypatch, command, empty):
     spec.write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
     monkeypatch.chdir(tmp_path)
     args = [a.format(spec=spec, run=tmp_path) for a in COMMANDS[command]]
-    result = CliRunner().invoke(main, [*args, "--out", empty])
+    result = invoke(*args, "--out", empty)
     assert result.exit_code == 2, result.output
     assert "'--out': an empty path" in result.stderr and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
@@ -45,8 +44,7 @@ def test_an_out_that_names_an_input_is_refused_and_left_alone(tmp_path, monkeypa
     spec.write_text("seed: 0\ndata: {dataset: xor}\nmodel:\n  layers: [{type: dense, "
                     "units: 2}]\ntrain: {epochs: 1}\n")
     run = tmp_path / "run"
-    assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--quiet"]) \
-        .exit_code == 0
+    assert invoke("train", spec, "--out", run, "--quiet").exit_code == 0
     np.savez(tmp_path / "x.npz", x=np.zeros((3, 2), dtype=np.float32))
     cases = [["data", "preview", spec, "--out", spec], ["plot", run, "--out", run / "spec.yaml"],
              ["predict", run, tmp_path / "x.npz", "--out", tmp_path / "x.npz"],
@@ -55,9 +53,9 @@ def test_an_out_that_names_an_input_is_refused_and_left_alone(tmp_path, monkeypa
         cases.append(["export", run, "--out", run / "metrics.jsonl"])
     before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
     for case in cases:
-        result = CliRunner().invoke(main, [str(a) for a in case])
+        result = invoke(*case)
         assert result.exit_code == 1, (case, result.output)
         assert "is a file this command reads" in result.stderr, result.stderr
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
-    again = CliRunner().invoke(main, ["plot", str(run), "--out", str(run / "curves.png")])
+    again = invoke("plot", run, "--out", run / "curves.png")
     assert again.exit_code == 0  # a file of its own in the run directory is fine

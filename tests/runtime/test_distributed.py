@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.compiler.frontend import load_spec
@@ -316,17 +315,16 @@ def test_nccl_reduction_on_one_gpu():
 
 
 def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
-    from nnrun.cli import main
+    from invoking import invoke
 
     spec = _write_spec(tmp_path / "s.yaml", BN_SPEC)
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import fails as when it is not installed
-    result = CliRunner().invoke(main, ["train", str(spec), "--distributed", "--out",
-                                       str(tmp_path / "run")])
+    result = invoke("train", spec, "--distributed", "--out", tmp_path / "run")
     assert result.exit_code == 1
     assert "--distributed needs mpi4py and an MPI library" in result.output
     assert "pip install 'nnrun[mpi]'" in result.output
     assert not (tmp_path / "run").exists()
-    alone = CliRunner().invoke(main, ["train", str(spec), "--distributed-timeout", "5"])
+    alone = invoke("train", spec, "--distributed-timeout", "5")
     assert alone.exit_code == 2 and "applies to --distributed only" in alone.output
 
 

@@ -9,15 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import nnrun
-from nnrun.cli import main
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import check, load_spec_text
 from nnrun.runtime.data import load_dataset
 from nnrun.runtime.metrics import confusion_matrix, confusion_metrics
 from nnrun.runtime.model import Model
+from invoking import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 FCN_SPEC = ROOT / "specs" / "fcn-segmentation.yaml"
@@ -247,8 +246,7 @@ def test_npz_label_maps_that_do_not_fit_are_one_line_errors(tmp_path, arrays, sp
     write_npz(tmp_path / "maps.npz", x=np.zeros((4, 1, 6, 6)), **arrays)
     text = NPZ_SPEC if spec_change is None else NPZ_SPEC.replace(*spec_change)
     (tmp_path / "net.yaml").write_text(text)
-    result = CliRunner().invoke(main, ["train", str(tmp_path / "net.yaml"), "--out",
-                                       str(tmp_path / "run"), "--quiet"])
+    result = invoke("train", tmp_path / "net.yaml", "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 1, result.output
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -299,30 +297,28 @@ def test_dataset_with_label_maps_refuses_a_model_that_ends_with_class_scores():
 
 
 def test_fcn_spec_through_every_command(tmp_path):
-    runner = CliRunner()
     spec = str(FCN_SPEC)
     for command in (["validate", spec], ["summary", spec], ["graph", spec, "--backward"],
                     ["gradcheck", spec], ["bench", spec, "--steps", "1", "--batch-size", "4"]):
-        result = runner.invoke(main, command)
+        result = invoke(*command)
         assert result.exit_code == 0, (command, result.output)
-    summary = runner.invoke(main, ["summary", spec]).stdout
+    summary = invoke("summary", spec).stdout
     assert "conv2d_transpose" in summary and "upsample2d" in summary and "[4, 32, 32]" in summary
-    graph = runner.invoke(main, ["graph", spec, "--backward"]).stdout
+    graph = invoke("graph", spec, "--backward").stdout
     assert "upsample2d_grad" in graph and "conv2d_transpose(" in graph
     run = tmp_path / "run"
-    result = runner.invoke(main, ["train", spec, "--out", str(run), "--epochs", "1",
-                                  "--set", "data.n_samples=120", "--set", "train.batch_size=16"])
+    result = invoke("train", spec, "--out", run, "--epochs", "1",
+                    "--set", "data.n_samples=120", "--set", "train.batch_size=16")
     assert result.exit_code == 0, result.output
     assert "val_mean_iou" in result.stderr and "test_pixel_accuracy" in result.stderr
-    evaluated = runner.invoke(main, ["eval", str(run)])
+    evaluated = invoke("eval", run)
     assert evaluated.exit_code == 0 and "test_mean_iou" in evaluated.output
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 1, 32, 32)))
-    predicted = runner.invoke(main, ["predict", str(run), str(tmp_path / "in.npz"), "--out",
-                                     str(tmp_path / "p.npy")])
+    predicted = invoke("predict", run, tmp_path / "in.npz", "--out", tmp_path / "p.npy")
     assert predicted.exit_code == 0, predicted.output
     assert np.load(tmp_path / "p.npy").shape == (2, 4, 32, 32)
     pytest.importorskip("matplotlib")
-    plotted = runner.invoke(main, ["plot", str(run), "--out", str(tmp_path / "curves.png")])
+    plotted = invoke("plot", run, "--out", tmp_path / "curves.png")
     assert plotted.exit_code == 0, plotted.output
     assert "pixel_accuracy, mean_iou" in plotted.output
 

@@ -567,9 +567,7 @@ def test_every_command_takes_a_random_architecture(seed, tmp_path):
     """trace, check-backends, train (a last batch smaller than the others), eval (with
     --permute), export, diff and plot: each exits 0. Binary losses on several output channels
     are left out (training names that fix, tests/cli/test_cli_own_data.py)."""
-    from click.testing import CliRunner
-
-    from nnrun.cli import main
+    from invoking import invoke
 
     drawn = draw_model(3000 + seed, dropout=True)
     assert not (drawn["loss"]["type"] == "binary_cross_entropy" and drawn["output_shape"][0] > 1
@@ -588,7 +586,7 @@ def test_every_command_takes_a_random_architecture(seed, tmp_path):
     if _onnx_available():
         commands.append(["export", run, "--out", tmp_path / "m.onnx"])
     for command in commands:
-        result = CliRunner().invoke(main, [str(a) for a in command])
+        result = invoke(*command)
         assert result.exit_code == 0, (command[0], result.output, spec.read_text())
     assert (run / "best.npz").is_file() and (run / "summary.json").is_file()
 

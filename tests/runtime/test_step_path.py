@@ -10,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import nnrun
 from nnrun.backends import CaptureUnavailable
 from nnrun.backends.numpy_backend import NumpyBackend
-from nnrun.cli import main
 from nnrun.runtime.bench import bench
 from nnrun.runtime.executor import PlannedExecutor
 from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.model import Model
+from invoking import invoke
 
 SPEC = """
 model:
@@ -275,16 +274,14 @@ def test_bench_reports_the_path_that_ran(source):
 def test_cli_bench_step_path_and_no_graph(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    runner = CliRunner()
     for options, path in (((), "planned"), (("--no-graph",), "planned"),
                           (("--reference",), "reference")):
-        result = runner.invoke(main, ["bench", str(spec), "--steps", "2", "--format", "json",
-                                      *options])
+        result = invoke("bench", spec, "--steps", "2", "--format", "json", *options)
         assert result.exit_code == 0, result.output
         report = json.loads(result.output)
         assert report["step_path"] == path
         assert report["executor"] == ("reference" if path == "reference" else "planned")
-    text = runner.invoke(main, ["bench", str(spec), "--steps", "2"])
+    text = invoke("bench", spec, "--steps", "2")
     assert "step path   planned" in text.output
 
 
@@ -298,13 +295,12 @@ model:
     - {type: dense, units: 10}
 train: {epochs: 1, batch_size: 64}
 """)
-    result = CliRunner().invoke(main, ["train", str(spec), "--no-graph", "--quiet",
-                                       "--out", str(tmp_path / "cli")])
+    result = invoke("train", spec, "--no-graph", "--quiet", "--out", tmp_path / "cli")
     assert result.exit_code == 0, result.output
     summary = nnrun.train(spec, out_dir=tmp_path / "api", quiet=True, graph=False)
     assert summary["epochs_run"] == 1 and summary["step_path"] == "planned"
-    evaluated = CliRunner().invoke(main, ["eval", str(tmp_path / "cli"), "--split", "val",
-                                          "--no-graph", "--format", "json"])
+    evaluated = invoke("eval", tmp_path / "cli", "--split", "val", "--no-graph", "--format",
+                       "json")
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["val_loss"] > 0
     run = nnrun.load_run(tmp_path / "api", graph=False)
