@@ -173,26 +173,29 @@ def test_unchecked_capture_keeps_the_state_its_warm_up_runs_updated(source, plan
     assert model.step_path == "captured" and backend.capture.captures == 2
 
 
-def test_capture_that_raises_falls_back_to_planned_once(source, planned_weights, capsys):
-    model = Model(source, CapturingNumpy(FailingCapture()))
+def falls_back_to_planned(capture, source, planned_weights, capsys) -> str:
+    """Trains with a capture that fails and checks that it ends on the planned path with the
+    planned weights and one warning line; returns that line."""
+    model = Model(source, CapturingNumpy(capture))
     assert_same(train(model), planned_weights)
     assert model.step_path == "planned"
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].startswith("nnrun: warning: the training step on a captured CUDA graph "
-                               "raised NotImplementedError: calling cuBLAS")
-    assert lines[0].endswith("on its first run; using the uncaptured planned executor")
+    return lines[0]
+
+
+def test_capture_that_raises_falls_back_to_planned_once(source, planned_weights, capsys):
+    line = falls_back_to_planned(FailingCapture(), source, planned_weights, capsys)
+    assert line.startswith("nnrun: warning: the training step on a captured CUDA graph "
+                           "raised NotImplementedError: calling cuBLAS")
+    assert line.endswith("on its first run; using the uncaptured planned executor")
 
 
 def test_capture_that_differs_falls_back_to_planned_once(source, planned_weights, capsys):
-    model = Model(source, CapturingNumpy(DoubledCapture()))
-    assert_same(train(model), planned_weights)
-    assert model.step_path == "planned"
-    lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 1, lines
+    line = falls_back_to_planned(DoubledCapture(), source, planned_weights, capsys)
     assert "the training step on a captured CUDA graph differs from the reference executor" \
-        in lines[0]
-    assert "relative difference" in lines[0]
+        in line
+    assert "relative difference" in line
 
 
 def test_a_broken_kernel_falls_back_to_the_reference_executor(capsys):
