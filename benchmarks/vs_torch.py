@@ -166,11 +166,11 @@ def run_worker(side: str, spec: str, batch: int, args) -> dict:
 
 def _optional_worker(side: str, spec: str, batch: int, args) -> dict | None:
     """PyTorch's captured step is an extra column: its failure is reported, not fatal."""
-    if side != "torch-graph":
-        return run_worker(side, spec, batch, args)
     try:
         return run_worker(side, spec, batch, args)
     except SystemExit as failure:
+        if side != "torch-graph":
+            raise
         print(f"torch-graph (PyTorch with its step captured) failed: {failure}", file=sys.stderr)
         return None
 
