@@ -14,7 +14,7 @@ from kernel_cases import (ACTIVATIONS, CROSS_ENTROPY_CONFIGS, DTYPES, UPDATES,
                           pool_cases, update_cases)
 
 import nnrun
-from nnrun.backends import BackendUnavailable, get_backend, raw_kernels
+from nnrun.backends import raw_kernels
 from nnrun.compiler.ops.linear import BiasActivationAttrs
 from nnrun.compiler.ops.loss import CrossEntropyAttrs
 from nnrun.compiler.ops.optim import AdamAttrs
@@ -22,15 +22,11 @@ from nnrun.compiler.ops.optim import AdamAttrs
 pytestmark = pytest.mark.gpu
 SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
 @pytest.fixture(scope="module")
-def backends():
+def backends(cupy_backend):
     """(the generic code on CuPy, the CuPy backend with its kernels, cupy_kernels)."""
-    try:
-        kernels_backend = get_backend("cupy")
-    except BackendUnavailable as error:
-        pytest.skip(str(error))
     from nnrun.backends import cupy_kernels
 
-    return cupy_kernels.generic_backend(), kernels_backend, cupy_kernels
+    return cupy_kernels.generic_backend(), cupy_backend, cupy_kernels
 
 
 def _compare_all(backends, cases, exact=None):

@@ -300,15 +300,10 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
 
 
 @pytest.mark.gpu
-def test_nccl_reduction_on_one_gpu():
+def test_nccl_reduction_on_one_gpu(cupy_backend):
     """The real NCCL calls, on a job of one rank (NCCL refuses two ranks on one GPU): the mean
     over one rank leaves the buffer as it is. Written without a GPU: not yet run."""
-    from nnrun.backends import BackendUnavailable, get_backend
-
-    try:
-        backend = get_backend("cupy")
-    except BackendUnavailable as error:
-        pytest.skip(str(error))
+    backend = cupy_backend
     array = backend.xp.arange(6, dtype=backend.xp.float32)
     NcclReduction(FakeComm(0, 1)).allreduce_mean(array)
     np.testing.assert_array_equal(backend.to_host(array), np.arange(6, dtype=np.float32))
