@@ -38,9 +38,12 @@ def add_loss(gb: GraphBuilder, lowered: Lowered, spec) -> Value:
         y = gb.input("y", logits.type)
         op = {"binary_cross_entropy": "sigmoid_binary_cross_entropy"}.get(loss_spec.type,
                                                                           loss_spec.type)
-        attrs = {"huber": lambda: HuberAttrs(loss_spec.delta),
-                 "binary_cross_entropy": lambda: BinaryCrossEntropyAttrs(loss_spec.ignore_index)}
-        loss = gb.emit(op, logits, y, attrs=attrs.get(loss_spec.type, lambda: None)())
+        attrs = None
+        if loss_spec.type == "huber":
+            attrs = HuberAttrs(loss_spec.delta)
+        elif loss_spec.type == "binary_cross_entropy":
+            attrs = BinaryCrossEntropyAttrs(loss_spec.ignore_index)
+        loss = gb.emit(op, logits, y, attrs=attrs)
     if loss_spec.scale != 1.0:
         loss = gb.emit("scale", loss, attrs=ScaleAttrs(loss_spec.scale))
     gb.graph.outputs["loss"] = loss

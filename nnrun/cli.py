@@ -58,10 +58,13 @@ def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
     would replace that file with the output."""
     from nnrun.runtime.run_dir import LOCK, OWNED
 
+    if not out_path.exists():  # a new file replaces nothing
+        return
+    target = out_path.resolve()
     for given in inputs:
         read = [given] if given.is_file() else \
             [given / name for name in (*OWNED, LOCK)] if given.is_dir() else []
-        if out_path.exists() and any(out_path.resolve() == path.resolve() for path in read):
+        if any(target == path.resolve() for path in read):
             raise UserError(f"{out_path}: is a file this command reads (from {given}); "
                             "choose another --out")
 

@@ -39,8 +39,8 @@ class Backend(Protocol):
     def allreduce_mean(self, array) -> None: ...
 
 
-MEMBERS = ("name", "xp", "erf", "erf_into", "im2col", "im2col_into", "batch_columns_into",
-           "col2im", "col2im_into", "window_slices", "run_in_slices", "take_into",
-           "allreduce_mean", "matmul_into", "activation_into", "bias_activation_into",
-           "optimizer_update_into", "max_pool_index_into", "max_pool_grad_index_into", "softmax_cross_entropy_into",
-           "softmax_cross_entropy_grad_into")
+# Every member the protocol declares, its attributes and its methods (tests/backends checks
+# each backend for them): read off the class, so that a new kernel is declared once.
+MEMBERS = (*Backend.__annotations__,
+           *(name for name, member in vars(Backend).items()
+             if callable(member) and not name.startswith("_")))

@@ -13,15 +13,18 @@ def _allreduce_mean_shape(attrs, *grads: TensorType):
     return tuple(grads)
 
 
+def _pieces(flat, arrays):
+    """Consecutive runs of `flat`, one view shaped as each of `arrays`."""
+    offset = 0
+    for array in arrays:
+        yield flat[offset:offset + array.size].reshape(array.shape)
+        offset += array.size
+
+
 def _allreduce_mean_forward(be, attrs, *grads):
-    xp = be.xp
-    flat = xp.concatenate([g.reshape(-1) for g in grads])
+    flat = be.xp.concatenate([g.reshape(-1) for g in grads])
     be.allreduce_mean(flat)
-    results, offset = [], 0
-    for g in grads:
-        results.append(flat[offset:offset + g.size].reshape(g.shape))
-        offset += g.size
-    return tuple(results)
+    return tuple(_pieces(flat, grads))
 
 
 def _allreduce_mean_scratch(attrs, *grads: TensorType):
@@ -33,15 +36,11 @@ def _allreduce_mean_into(be, attrs, out, *grads):
     # all-reduce: one message per step, not one per parameter.
     xp = be.xp
     *outputs, flat = out
-    offset = 0
-    for g in grads:
-        xp.copyto(flat[offset:offset + g.size].reshape(g.shape), g)
-        offset += g.size
+    for piece, g in zip(_pieces(flat, grads), grads):
+        xp.copyto(piece, g)
     be.allreduce_mean(flat)
-    offset = 0
-    for target in outputs:
-        xp.copyto(target, flat[offset:offset + target.size].reshape(target.shape))
-        offset += target.size
+    for target, piece in zip(outputs, _pieces(flat, outputs)):
+        xp.copyto(target, piece)
 
 
 register(OpDef("allreduce_mean", NoAttrs, _allreduce_mean_shape, _allreduce_mean_forward, None,

@@ -30,6 +30,14 @@ def all_same(attrs, *types: TensorType) -> TensorType:
     return first
 
 
+def check_sample_rank(x: TensorType, rank: int, what: str, hint: str = "") -> None:
+    """Samples [channels, *rank spatial axes] for `what`, else the ShapeError that says so."""
+    if x.rank != rank + 2:
+        axes = "length" if rank == 1 else "height, width"
+        raise ShapeError(f"{what} expects a [channels, {axes}] sample, got shape {per_sample(x)}",
+                         hint)
+
+
 def array_type(array) -> TensorType:
     """The type of a concrete array, its batch size included."""
     return TensorType(tuple(array.shape), str(array.dtype))

@@ -6,9 +6,9 @@ import itertools
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample, size_of, transposed_output, window_output
+from ..shapes import ShapeError, size_of, transposed_output, window_output
 from . import OpDef, forward_through_into, register
-from .common import array_type, matmul
+from .common import array_type, check_sample_rank, matmul
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,9 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
 
 def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
     rank = w.rank - 2
-    if x.rank != rank + 2:
-        raise ShapeError(
-            f"conv{rank}d expects a [channels, {'length' if rank == 1 else 'height, width'}] "
-            f"sample, got shape {per_sample(x)}",
-            "set model.input_shape with a channel axis, e.g. [1, 28, 28]" if rank == 2
-            else "set model.input_shape with a channel axis, e.g. [1, 40]",
-        )
+    check_sample_rank(x, rank, f"conv{rank}d",
+                      "set model.input_shape with a channel axis, e.g. [1, 28, 28]" if rank == 2
+                      else "set model.input_shape with a channel axis, e.g. [1, 40]")
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[1]}")
     out = window_shape(attrs, x, w.shape[2:], "kernel")
@@ -345,10 +341,7 @@ class ConvTransposeAttrs:
 
 def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
     rank = w.rank - 2
-    if x.rank != rank + 2:
-        axes = "length" if rank == 1 else "height, width"
-        raise ShapeError(f"conv{rank}d_transpose expects a [channels, {axes}] sample, got shape "
-                         f"{per_sample(x)}")
+    check_sample_rank(x, rank, f"conv{rank}d_transpose")
     if x.shape[1] != w.shape[0]:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[0]}")
     axis_names = ["length"] if rank == 1 else ["rows", "columns"]

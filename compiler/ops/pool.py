@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .common import cached_constant
+from .common import cached_constant, check_sample_rank
 from .conv import onnx_pads, pad_into, pad_pairs, padded_scratch, padded_type, unpad, window_shape
 
 
@@ -21,12 +21,8 @@ class PoolAttrs:
 
 def _pool_shape(attrs, x: TensorType) -> TensorType:
     rank = len(attrs.kernel)
-    if x.rank != rank + 2:
-        raise ShapeError(
-            f"{rank}-D pooling expects a [channels, {'length' if rank == 1 else 'height, width'}] "
-            f"sample, got shape {per_sample(x)}",
-            "use the pooling layer that matches the data (maxpool1d for [C, L], maxpool2d for [C, H, W])",
-        )
+    check_sample_rank(x, rank, f"{rank}-D pooling", "use the pooling layer that matches the data "
+                      "(maxpool1d for [C, L], maxpool2d for [C, H, W])")
     for k, (lo, hi) in zip(attrs.kernel, pad_pairs(attrs.pad)):
         if max(lo, hi) * 2 > k:
             raise ShapeError(f"padding {max(lo, hi)} is more than half the pool size {k}",

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample
+from ..shapes import ShapeError
 from . import OpDef, register
-from .common import array_type, cached_constant
+from .common import array_type, cached_constant, check_sample_rank
 
 
 @dataclass(frozen=True)
@@ -23,20 +23,13 @@ class UpsampleAttrs:
     mode: str = "nearest"  # nearest | linear (1-D) | bilinear (2-D)
 
 
-def _check_rank(attrs, x: TensorType, what: str) -> None:
-    rank = len(attrs.scale)
-    if x.rank != rank + 2:
-        axes = "length" if rank == 1 else "height, width"
-        raise ShapeError(f"{what} expects a [channels, {axes}] sample, got shape {per_sample(x)}")
-
-
 def _upsample_shape(attrs, x: TensorType) -> TensorType:
-    _check_rank(attrs, x, f"upsample{len(attrs.scale)}d")
+    check_sample_rank(x, len(attrs.scale), f"upsample{len(attrs.scale)}d")
     return TensorType((*x.shape[:2], *(n * s for n, s in zip(x.shape[2:], attrs.scale))), x.dtype)
 
 
 def _upsample_grad_shape(attrs, g: TensorType) -> TensorType:
-    _check_rank(attrs, g, f"upsample{len(attrs.scale)}d_grad")
+    check_sample_rank(g, len(attrs.scale), f"upsample{len(attrs.scale)}d_grad")
     for n, s in zip(g.shape[2:], attrs.scale):
         if n % s:
             raise ShapeError(f"the gradient's size {n} is not a multiple of the scale {s}")

@@ -20,14 +20,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result
+from .rewrite import Rewriter, consumers, is_result, producers
 
 _CONV_GRAD_INPUTS = ("conv1d_grad_input", "conv2d_grad_input")
 
 
 def keep_batch_last_between_convolutions(graph: Graph) -> Graph:
     readers = consumers(graph)
-    producer = {id(v): n for n in graph.nodes for v in n.outputs}
+    producer = producers(graph)
     # id of a node -> the attrs it takes, {"dropped": True}, or the {"bias", "activation"} a
     # conv_columns absorbs
     changes: dict[int, dict] = {}

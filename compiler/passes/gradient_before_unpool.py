@@ -16,14 +16,14 @@ relu's input z when relu's output is the pool's input (z > 0 exactly where relu(
 from __future__ import annotations
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result
+from .rewrite import Rewriter, consumers, is_result, producers
 
 _VALUE_GRADIENTS = ("relu_grad", "leaky_relu_grad", "sigmoid_grad", "tanh_grad")
 
 
 def gradient_before_unpool(graph: Graph) -> Graph:
     readers = consumers(graph)
-    producer = {id(v): n for n in graph.nodes for v in n.outputs}
+    producer = producers(graph)
     pool_of_index = {id(n.outputs[1]): n for n in graph.nodes if n.op == "max_pool_index"}
     rewriter = Rewriter(graph)
     for node in graph.nodes:

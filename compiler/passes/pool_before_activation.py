@@ -12,7 +12,7 @@ activated values (relu's zeros) must stay the one the backward pass expects.
 from __future__ import annotations
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result
+from .rewrite import Rewriter, consumers, is_result, producers
 
 _MAX_POOLS = ("max_pool1d", "max_pool2d")
 _NON_DECREASING = ("relu", "sigmoid", "tanh")
@@ -20,7 +20,7 @@ _NON_DECREASING = ("relu", "sigmoid", "tanh")
 
 def pool_before_activation(graph: Graph) -> Graph:
     readers = consumers(graph)
-    producer = {id(v): n for n in graph.nodes for v in n.outputs}
+    producer = producers(graph)
     moved = {}  # id of the pool node -> its activation node
     for node in graph.nodes:
         if node.op in _MAX_POOLS:

@@ -48,5 +48,10 @@ def consumers(graph: Graph) -> dict[int, list[Node]]:
     return readers
 
 
+def producers(graph: Graph) -> dict[int, Node]:
+    """For each value a node computes, that node."""
+    return {id(value): node for node in graph.nodes for value in node.outputs}
+
+
 def is_result(graph: Graph, value: Value) -> bool:
     return any(v is value for v in (*graph.outputs.values(), *graph.updates.values()))
