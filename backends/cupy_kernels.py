@@ -182,27 +182,26 @@ def _update_trial(rule, attrs, dtype):
 
 
 def run_max_pool_index(padded, kernel, stride, dilation, y, index) -> bool:
-    if (len(kernel) not in (1, 2) or not _plain(padded, y, index)
-            or index.dtype != cupy.int64 or y.dtype != padded.dtype):
-        return False
-    dtype = str(padded.dtype)
-    key = ("max_pool_index", dtype, tuple(kernel), tuple(stride), tuple(dilation))
-    if not trusted(key, lambda: _pool_trial(dtype, kernel, stride, dilation)[:2]):
-        return False
-    _launch(raw_kernels.pool_plan("max_pool_index", padded, y, index, kernel, stride, dilation))
-    return True
+    return _run_pool("max_pool_index", (padded, y, index), kernel, stride, dilation)
 
 
 def run_max_pool_grad_index(g, index, kernel, stride, dilation, target) -> bool:
-    if (len(kernel) not in (1, 2) or not _plain(g, index, target)
-            or index.dtype != cupy.int64 or target.dtype != g.dtype):
+    return _run_pool("max_pool_grad_index", (target, g, index), kernel, stride, dilation)
+
+
+def _run_pool(name, arrays, kernel, stride, dilation) -> bool:
+    """arrays: (the input, the output, the index) of the forward, (the gradient's target, the
+    incoming gradient, the index) of the gradient: pool_plan's order."""
+    first, second, index = arrays
+    if (len(kernel) not in (1, 2) or not _plain(second, index, first)
+            or index.dtype != cupy.int64 or first.dtype != second.dtype):
         return False
-    dtype = str(g.dtype)
-    key = ("max_pool_grad_index", dtype, tuple(kernel), tuple(stride), tuple(dilation))
-    if not trusted(key, lambda: _pool_trial(dtype, kernel, stride, dilation)[2:]):
+    dtype = str(second.dtype)
+    window = (tuple(kernel), tuple(stride), tuple(dilation))
+    part = slice(None, 2) if name == "max_pool_index" else slice(2, None)
+    if not trusted((name, dtype, *window), lambda: _pool_trial(dtype, *window)[part]):
         return False
-    _launch(raw_kernels.pool_plan("max_pool_grad_index", target, g, index, kernel, stride,
-                                  dilation))
+    _launch(raw_kernels.pool_plan(name, *arrays, kernel, stride, dilation))
     return True
 
 

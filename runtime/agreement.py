@@ -59,11 +59,11 @@ def rounding_sensitive(graph: Graph, host_feeds: dict, tolerance: float) -> dict
     return sensitive_entries(run, dict(host_feeds), tolerance)
 
 
-def sensitive_entries(run, inputs: dict, tolerance: float) -> dict:
+def sensitive_entries(run, inputs: dict, tolerance: float, first: dict | None = None) -> dict:
     """run(inputs) -> {name: array}: for each result with entries that some nudge of the
     inputs moves beyond a tenth of `tolerance`, their mask (all entries when more than
-    NOISE_SHARE of them moved)."""
-    first = run(inputs)
+    NOISE_SHARE of them moved). `first`: run(inputs), when the caller has it already."""
+    first = run(inputs) if first is None else first
     masks: dict = {}
     for seed in range(ROUNDING_NUDGES):
         again = run({name: nudged(value, seed) for name, value in inputs.items()})

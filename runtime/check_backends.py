@@ -160,7 +160,7 @@ def _compare_ops(graph: Graph, feeds: dict, reference, candidate, into: bool,
             return dict(enumerate(_as_tuple(forward(reference, node.attrs, *arrays.values()))))
 
         expected = run(dict(enumerate(inputs)))
-        sensitive = sensitive_entries(run, dict(enumerate(inputs)), tolerance)
+        sensitive = sensitive_entries(run, dict(enumerate(inputs)), tolerance, first=expected)
         got = _run_on(candidate, node, inputs, into)
         for index, (value, have) in enumerate(zip(node.outputs, got)):
             want = expected[index]
@@ -200,8 +200,6 @@ def _difference(position: int, node: Node, value, want, have, skip) -> OpDiffere
     return OpDifference(position, node.op, origin.layer if origin else "",
                         origin.path if origin else "", value.ref(), tuple(np.shape(want)),
                         relative_difference(want, have, skip=skip))
-
-
 
 
 def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int, skip: dict) -> dict:

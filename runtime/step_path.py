@@ -83,9 +83,7 @@ class CheckedStep:
     def _checked_run(self, feeds: dict) -> tuple[dict, dict]:
         be = self.backend
         pristine = {name: be.xp.array(value, copy=True) for name, value in feeds.items()}
-        if self._reference is None:
-            self._reference = self.build("reference")
-        want = self._reference.run(dict(pristine))
+        want = self._reference_executor().run(dict(pristine))
         wanted = named_results(want, be.to_host)
         skip = self.sensitive({name: be.to_host(value) for name, value in pristine.items()})
         while self.path != "reference":
@@ -103,10 +101,14 @@ class CheckedStep:
         return want
 
     def _fall_back(self, why: str) -> None:
+        self._drop_path(why)
+        self.executor = self._built()
+
+    def _drop_path(self, why: str) -> None:
+        """The next path takes over from the current one, which `why` says failed."""
         failed = self.paths.pop(0)
         self.warn(f"{self.what} on {DESCRIPTIONS[failed]} {why}; using "
                   f"{DESCRIPTIONS[self.path]}")
-        self.executor = self._built()
 
     def _built(self):
         """The current path's executor; a path that fails to build falls back too."""
@@ -116,9 +118,11 @@ class CheckedStep:
             except Exception as error:  # noqa: BLE001 - any failure of an unverified path
                 if not self.check:
                     raise
-                failed = self.paths.pop(0)
-                self.warn(f"{self.what} on {DESCRIPTIONS[failed]} could not be built "
-                          f"({_described(error)}); using {DESCRIPTIONS[self.path]}")
+                self._drop_path(f"could not be built ({_described(error)})")
+        return self._reference_executor()
+
+    def _reference_executor(self):
+        """The reference executor, built once: the check's measure and the last path."""
         if self._reference is None:
             self._reference = self.build("reference")
         return self._reference
