@@ -8,12 +8,14 @@ from functools import cache
 
 import numpy as np
 
-from .base import ArrayBackend, splitting, workers
+from .base import ArrayBackend, products_split, split_over_workers, splitting, workers
 
-# A matrix product of at least this many flops runs on BLAS's own threads (`--threads` of them)
-# rather than on one: measured on 2 cores, 1.9x faster at 51 MFLOP (the MLP's first layer at
-# batch 128) and 1.3-1.6x at 8-12 MFLOP, where splitting its rows over nnrun's workers gained
-# 1.3x. Smaller products stay on one thread: waking BLAS's threads costs more than they save.
+# A matrix product of at least this many flops runs on `--threads` threads rather than on one:
+# BLAS's own, measured on 2 cores 1.9x faster at 51 MFLOP (the MLP's first layer at batch 128)
+# and 1.3-1.6x at 8-12 MFLOP, where splitting its rows over nnrun's workers gained 1.3x; but in
+# a step that splits other kernels over the workers, the product is split over them too
+# (base.products_on_workers says why). Smaller products stay on one thread: handing them to
+# other threads costs more than it saves.
 BLAS_THREADS_MIN_FLOPS = 8_000_000
 
 
@@ -49,11 +51,13 @@ class NumpyBackend(ArrayBackend):
 
     def matmul_into(self, a, b, out) -> None:
         count = workers()
-        if (count > 1 and not splitting()
-                and 2 * out.size * a.shape[-1] >= BLAS_THREADS_MIN_FLOPS):
+        if (count < 2 or splitting()
+                or 2 * out.size * a.shape[-1] < BLAS_THREADS_MIN_FLOPS):
+            np.matmul(a, b, out=out)
+        elif not products_split():
             with _blas_threads(count):
                 np.matmul(a, b, out=out)
-        else:
+        elif out.ndim != 2 or not _matmul_on_workers(a, b, out):
             np.matmul(a, b, out=out)
 
     def take_into(self, table, indices, out, axis=None) -> None:
@@ -65,6 +69,14 @@ class NumpyBackend(ArrayBackend):
             self.fast_erf(x, out=out)
         else:
             out[...] = _math_erf(x)
+
+
+def _matmul_on_workers(a, b, out) -> bool:
+    """out = a @ b (2-d), its longer axis split over nnrun's workers (False: not run)."""
+    rows, columns = out.shape
+    if rows >= columns:
+        return split_over_workers(lambda part: np.matmul(a[part], b, out=out[part]), rows)
+    return split_over_workers(lambda part: np.matmul(a, b[:, part], out=out[:, part]), columns)
 
 
 @contextmanager

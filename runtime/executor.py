@@ -110,6 +110,9 @@ class _Program:
         self.env.update({key: state[name] for key, name in plan.in_place.items()})
         self.fed = [(id(leaf), leaf.name) for leaf in graph.leaves() if leaf.name not in state]
         dynamic = {key for key, _ in self.fed}
+        # Whether the step splits kernels over nnrun's workers, so that its large products are
+        # split over them too (base.products_on_workers): known after the first run.
+        self.uses_workers = True
         self.steps = []
         for position, node in enumerate(graph.nodes):
             self.steps += self._step(position, node, dynamic)
@@ -146,8 +149,11 @@ class _Program:
         xp, env = self.backend.xp, self.env
         for key, name in self.fed:
             env[key] = feeds.get(name)
-        for step in self.steps:
-            step(env)
+        split_before = base.kernels_split()
+        with base.products_on_workers(self.uses_workers):
+            for step in self.steps:
+                step(env)
+        self.uses_workers = base.kernels_split() > split_before
         for name, value in self.plan.copied_updates.items():
             xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}

@@ -302,10 +302,10 @@ class Trainer:
             lr = self.learning_rate(epoch, index, len(batches))
             outputs = self.train_step(batch, lr, rng)
             losses.record(outputs["loss"])
-            read = self.read_every_step or progress.refresh_due()
-            self._check_steps(epoch, len(batches), losses if read else None, guard, outputs)
             with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
                 totals.add(outputs, batch, counts=losses.finite)
+            read = self.read_every_step or progress.refresh_due()
+            self._check_steps(epoch, len(batches), losses if read else None, guard, outputs)
             progress.update(totals.running_loss() if read and totals.count else None)
         self._check_steps(epoch, len(batches), losses, guard)
         totals.add_over_ranks(self.ranks)

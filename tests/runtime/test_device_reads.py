@@ -108,6 +108,17 @@ def test_each_progress_refresh_is_one_read(tmp_path, every_step_refresh):
     assert refreshed.reads - quiet.reads == 2 * 24  # 2 epochs of 24 steps
 
 
+def test_the_running_loss_shown_includes_the_step_just_taken(tmp_path, every_step_refresh,
+                                                             monkeypatch):
+    shown = []
+    monkeypatch.setattr(EpochProgress, "update",
+                        lambda self, running_loss=None: shown.append(running_loss))
+    history = train(tmp_path, NumpyBackend(), max_steps=3)
+    assert len(shown) == 6 and None not in shown  # 2 epochs of 3 steps, each one read
+    for epoch, row in enumerate(history):
+        assert shown[3 * epoch + 2] == pytest.approx(row["train_loss"], rel=1e-12)
+
+
 def test_data_over_the_budget_goes_batch_by_batch(tmp_path, monkeypatch):
     monkeypatch.setenv(batches.LIMIT_VARIABLE, "0")
     backend = CountingNumpy()
