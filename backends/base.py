@@ -22,7 +22,7 @@ from .fused import FusedKernels
 # slices of a large copy or elementwise pass run on several cores. Sized by
 # nnrun.runtime.threads.thread_limit (`--threads`).
 _WORKERS = {"count": 1, "pool": None, "pool_size": 0, "splitting": False,
-            "products_on_workers": False, "kernels_split": 0}
+            "step_threads": None, "split_bytes": 0, "product_flops": 0}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
 _WORKER_PREFIX = "nnrun-kernel"
 
@@ -37,12 +37,14 @@ def workers() -> int:
 
 def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None:
     """task(slice) over consecutive slices of range(size), one per worker, in parallel when
-    the work is large enough to pay for it. Called from a worker (a split kernel splitting
-    again) it runs in place: the pool's workers are busy, and waiting on them would deadlock."""
-    if nbytes < PARALLEL_MIN_BYTES or not split_over_workers(task, size):
+    the work is large enough to pay for it and the step uses the workers (step_threads).
+    Called on a split's slice it runs in place: the pool's workers are busy."""
+    if nbytes < PARALLEL_MIN_BYTES or workers() < 2 or splitting():
         task(slice(0, size))
         return
-    _WORKERS["kernels_split"] += 1
+    _WORKERS["split_bytes"] += nbytes
+    if _WORKERS["step_threads"] == BLAS_THREADS or not split_over_workers(task, size):
+        task(slice(0, size))
 
 
 def split_over_workers(task: Callable[[slice], None], size: int) -> bool:
@@ -64,33 +66,44 @@ def split_over_workers(task: Callable[[slice], None], size: int) -> bool:
     return True
 
 
-def kernels_split() -> int:
-    """How many kernels run_in_slices has split over the workers so far (a counter)."""
-    return _WORKERS["kernels_split"]
-
-
 def splitting() -> bool:
     """Whether kernels are running on the worker threads right now."""
     return _WORKERS["splitting"]
 
 
+# What a step's threads are (runtime/executor.py chooses for each step after its first run).
+# Both kinds at once lose: OpenBLAS's threads busy-wait after each product they share, taking
+# the cores nnrun's workers need for the next kernel (LeNet-5's inference at 2 threads: 8.7 ms
+# with both kinds, 5.3 ms with the workers alone).
+WORKER_THREADS = "workers"  # kernels and large products split over nnrun's workers
+BLAS_THREADS = "blas"  # kernels on one thread, large products on BLAS's threads
+
+
 @contextmanager
-def products_on_workers(enabled: bool):
-    """Within the block, large matrix products are split over nnrun's workers instead of
-    running on BLAS's own threads (backends/numpy_backend.py): for a step that also splits
-    other kernels over the workers. OpenBLAS's threads busy-wait after each call they share,
-    taking the cores the workers need next (LeNet-5's inference at 2 threads: 8.7 ms with
-    both kinds of threads, 5.3 ms with the workers alone)."""
-    saved = _WORKERS["products_on_workers"]
-    _WORKERS["products_on_workers"] = enabled
+def step_threads(kind: str | None):
+    """Runs the block with threads of one kind (None: kernels split by size, large products
+    on BLAS's threads, as outside a planned step)."""
+    saved = _WORKERS["step_threads"]
+    _WORKERS["step_threads"] = kind
     try:
         yield
     finally:
-        _WORKERS["products_on_workers"] = saved
+        _WORKERS["step_threads"] = saved
 
 
-def products_split() -> bool:
-    return _WORKERS["products_on_workers"]
+def current_step_threads() -> str | None:
+    return _WORKERS["step_threads"]
+
+
+def count_product(flops: int) -> None:
+    """A large matrix product (numpy_backend.py), counted for work_counters."""
+    _WORKERS["product_flops"] += flops
+
+
+def work_counters() -> tuple[int, int]:
+    """(bytes of the kernels large enough to split, flops of the large matrix products) so
+    far: what a step's choice of threads is made from."""
+    return _WORKERS["split_bytes"], _WORKERS["product_flops"]
 
 
 def _pool(size: int) -> ThreadPoolExecutor:

@@ -8,14 +8,14 @@ from functools import cache
 
 import numpy as np
 
-from .base import ArrayBackend, products_split, split_over_workers, splitting, workers
+from .base import (WORKER_THREADS, ArrayBackend, count_product, current_step_threads,
+                   split_over_workers, splitting, workers)
 
 # A matrix product of at least this many flops runs on `--threads` threads rather than on one:
 # BLAS's own, measured on 2 cores 1.9x faster at 51 MFLOP (the MLP's first layer at batch 128)
 # and 1.3-1.6x at 8-12 MFLOP, where splitting its rows over nnrun's workers gained 1.3x; but in
-# a step that splits other kernels over the workers, the product is split over them too
-# (base.products_on_workers says why). Smaller products stay on one thread: handing them to
-# other threads costs more than it saves.
+# a step whose threads are nnrun's workers (base.step_threads), over those. Smaller products
+# stay on one thread: handing them to other threads costs more than it saves.
 BLAS_THREADS_MIN_FLOPS = 8_000_000
 
 
@@ -50,11 +50,12 @@ class NumpyBackend(ArrayBackend):
         return out
 
     def matmul_into(self, a, b, out) -> None:
-        count = workers()
-        if (count < 2 or splitting()
-                or 2 * out.size * a.shape[-1] < BLAS_THREADS_MIN_FLOPS):
+        count, flops = workers(), 2 * out.size * a.shape[-1]
+        if count < 2 or splitting() or flops < BLAS_THREADS_MIN_FLOPS:
             np.matmul(a, b, out=out)
-        elif not products_split():
+            return
+        count_product(flops)
+        if current_step_threads() != WORKER_THREADS:
             with _blas_threads(count):
                 np.matmul(a, b, out=out)
         elif out.ndim != 2 or not _matmul_on_workers(a, b, out):

@@ -1,8 +1,9 @@
 """How many threads the CPU kernels use: `--threads N`, else OMP_NUM_THREADS, else every core.
 
 nnrun splits its own work across that many worker threads: batch-parallel kernels by samples
-(backends/base.py). BLAS runs one thread per call, except for large matrix products outside the
-workers, which get that many BLAS threads (backends/numpy_backend.py): OpenBLAS wakes its
+(backends/base.py). BLAS runs one thread per call, except for large matrix products, which get
+that many threads: BLAS's own, or nnrun's workers in a step whose kernels are split over them
+(one kind of thread per step: base.step_threads, runtime/executor.py). OpenBLAS wakes its
 threads for every product it parallelises, which on the 2-core machine of docs/benchmarks.md
 made small products 2-4x slower than on one thread. Results are the same run to run at a given
 count; across counts they agree to rounding.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from threadpoolctl import threadpool_info
 
 from nnrun.backends import base, numpy_backend
-from nnrun.backends.base import kernels_split, products_on_workers, run_in_slices
+from nnrun.backends.base import WORKER_THREADS, run_in_slices, step_threads, work_counters
 from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.runtime import executor
 from nnrun.runtime.threads import thread_limit
 
 
@@ -57,53 +59,71 @@ def test_a_product_on_blas_threads_is_the_same_run_to_run():
         np.testing.assert_array_equal(out, results[0])
 
 
-def test_products_go_to_the_workers_within_a_step_that_splits_other_kernels(monkeypatch):
+def test_a_step_on_the_workers_splits_its_large_products_over_them(monkeypatch):
     """BLAS's threads busy-wait after a call, taking the cores nnrun's workers need next, so a
-    step uses one kind of thread: BLAS's where no kernel is split, else nnrun's workers."""
+    step uses one kind of thread (base.step_threads)."""
     asked = []
     real = numpy_backend._blas_threads
-
-    def spy(count):
-        asked.append(count)
-        return real(count)
-
-    monkeypatch.setattr(numpy_backend, "_blas_threads", spy)
+    monkeypatch.setattr(numpy_backend, "_blas_threads",
+                        lambda count: asked.append(count) or real(count))
     backend = NumpyBackend()
     rng = np.random.default_rng(2)
     for shape in [(512, 96), (96, 512)]:  # split by rows, then by columns
         a = rng.standard_normal((shape[0], 784)).astype(np.float32)
         b = rng.standard_normal((784, shape[1])).astype(np.float32)
         out = np.empty(shape, np.float32)
-        with thread_limit(2), products_on_workers(True):
-            before = kernels_split()
+        with thread_limit(2), step_threads(WORKER_THREADS):
+            before = work_counters()
             backend.matmul_into(a, b, out)
-            assert kernels_split() == before  # a product is not counted as a kernel split
+            assert work_counters() == (before[0], before[1] + 2 * out.size * 784)
         assert asked == []
         np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
 
 
-def test_a_step_takes_blas_threads_only_when_it_splits_no_kernel(monkeypatch, tmp_path):
+def _mlp(tmp_path, batch: int):
     import nnrun
     from nnrun.runtime.gradcheck import random_batch
 
-    asked = []
-    real = numpy_backend._blas_threads
-    monkeypatch.setattr(numpy_backend, "_blas_threads",
-                        lambda count: asked.append(count) or real(count))
     spec = tmp_path / "mlp.yaml"
     spec.write_text("model: {input_shape: [784], layers: [{type: dense, units: 256, "
                     "activation: relu}, {type: dense, units: 10}]}\nloss: cross_entropy\n"
                     "optimizer: {type: sgd, lr: 0.1}\ntrain: {batch_size: 128}\n")
-    for threshold in [1, 1 << 40]:  # every batch-parallel kernel split, then none
-        monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", threshold)
-        asked.clear()
-        model = nnrun.compile(spec)
-        x, y = random_batch(model, 128, np.random.default_rng(0))
-        feeds = model.step_feeds(model.train_state(), x, y, 0.1, 1, 0)
+    model = nnrun.compile(spec)
+    x, y = random_batch(model, batch, np.random.default_rng(0))
+    return model, model.step_feeds(model.train_state(), x, y, 0.1, 1, 0)
+
+
+@pytest.mark.parametrize("copies_dominate", [True, False])
+def test_a_step_chooses_its_threads_from_its_first_run(monkeypatch, tmp_path, copies_dominate):
+    """Kernels moving many bytes per flop of the products: everything on the workers; else
+    the products on BLAS's threads and the kernels on one thread."""
+    asked, splits = [], []
+    real_blas, real_split = numpy_backend._blas_threads, base.split_over_workers
+    monkeypatch.setattr(numpy_backend, "_blas_threads",
+                        lambda count: asked.append(count) or real_blas(count))
+    monkeypatch.setattr(base, "split_over_workers",
+                        lambda task, size: splits.append(size) or real_split(task, size))
+    monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 1)  # every batch-parallel kernel counts
+    monkeypatch.setattr(executor, "WORKERS_MIN_BYTES_PER_FLOP", 0 if copies_dominate else 1e9)
+    model, feeds = _mlp(tmp_path, 128)
+    with thread_limit(2):
+        model.step_executor.run(feeds)  # the first run: on the workers, counting
+        asked.clear(), splits.clear()
+        model.step_executor.run(feeds)
+    if copies_dominate:
+        assert asked == [] and splits
+    else:
+        assert asked and set(asked) == {2} and splits == []
+
+
+def test_the_choice_of_threads_changes_no_result_run_to_run(tmp_path):
+    results = []
+    for _ in range(2):
+        model, feeds = _mlp(tmp_path, 256)
         with thread_limit(2):
             for _ in range(3):
-                model.step_executor.run(feeds)
-        if threshold == 1:
-            assert asked == []  # the products went to the workers
-        else:  # the first run finds that no kernel splits; later runs use BLAS's threads
-            assert asked and set(asked) == {2}
+                _, updates = model.step_executor.run(feeds)
+                feeds.update(updates)
+        results.append({name: np.array(value) for name, value in updates.items()})
+    for name, value in results[0].items():
+        np.testing.assert_array_equal(value, results[1][name])
