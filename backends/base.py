@@ -183,22 +183,33 @@ class ArrayBackend(FusedKernels):
         cols = self.xp.empty((batch, channels, *kernel, *out), dtype=x.dtype)
         return self.im2col_into(x, kernel, stride, dilation, cols)
 
+    def window_view(self, x, kernel, stride, dilation):
+        """x [B, C, *spatial, *rest] as [B, C, *kernel, *out, *rest]: every window's values as
+        one strided view, nothing copied. Read it only: its elements overlap."""
+        rank = len(kernel)
+        spatial, steps = x.shape[2:2 + rank], x.strides[2:2 + rank]
+        out = [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+        return self.xp.lib.stride_tricks.as_strided(
+            x, (*x.shape[:2], *kernel, *out, *x.shape[2 + rank:]),
+            (*x.strides[:2], *(t * d for t, d in zip(steps, dilation)),
+             *(t * s for t, s in zip(steps, stride)), *x.strides[2 + rank:]))
+
     def im2col_into(self, x, kernel, stride, dilation, cols):
-        (x_view, cols_view), lead = _merged_leading(x, cols)
-        for offset, slices in self.window_slices(x.shape[2:], kernel, stride, dilation):
-            cols_view[(*lead, *offset)] = x_view[(*lead, *slices)]
+        # One copy of the windows' view instead of one per kernel offset: one call, and one
+        # release of the GIL (measured alone on LeNet-5's columns, 1.1-1.4x faster; over a
+        # whole step, no difference beyond the machine's noise).
+        self.xp.copyto(cols, self.window_view(x, kernel, stride, dilation))
         return cols
 
     def batch_columns_into(self, x, kernel, stride, dilation, cols):
         """Columns [C, *kernel, B, *out]: read as a [C*K, B*O] matrix, one matrix product
         with the [F, C*K] weight convolves the whole batch, and one with the gradient gives
         the weight gradient."""
-        windows = list(self.window_slices(x.shape[2:], kernel, stride, dilation))
+        lead = (slice(None),) * (1 + len(kernel))  # [C, *kernel]
+        windows = self.xp.moveaxis(self.window_view(x, kernel, stride, dilation), 0, len(lead))
 
         def copy(batch: slice) -> None:
-            for offset, slices in windows:
-                self.xp.copyto(cols[(slice(None), *offset, batch)],
-                               x[(batch, slice(None), *slices)].swapaxes(0, 1))
+            self.xp.copyto(cols[(*lead, batch)], windows[(*lead, batch)])
 
         self.run_in_slices(copy, x.shape[0], cols.nbytes)
         return cols
