@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
@@ -43,27 +44,104 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None
         task(slice(0, size))
         return
     _WORKERS["split_bytes"] += nbytes
-    if _WORKERS["step_threads"] == BLAS_THREADS or not split_over_workers(task, size):
+    if _WORKERS["step_threads"] == BLAS_THREADS:
+        task(slice(0, size))
+        return
+    key = (getattr(task, "__code__", None), nbytes)
+    if not SPLIT_COSTS.worth_splitting(key, nbytes, min(workers(), size)):
+        _slices_here(task, size, key, nbytes)
+    elif not split_over_workers(task, size, key, nbytes):
         task(slice(0, size))
 
 
-def split_over_workers(task: Callable[[slice], None], size: int) -> bool:
+def split_over_workers(task: Callable[[slice], None], size: int, key=None,
+                       nbytes: int = 0) -> bool:
     """task(slice) over consecutive slices of range(size), one per worker, whatever the size
-    of the work; False (nothing run) where there is one worker or this is one."""
+    of the work; False (nothing run) where there is one worker or this is one. With a key,
+    what the split cost is recorded in SPLIT_COSTS."""
     count = min(workers(), size)
     if count < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
         return False
     pool = _pool(count - 1)
-    bounds = [size * i // count for i in range(count + 1)]
+    bounds = _bounds(size, count)
+    starts = []
+
+    def on_worker(part: slice) -> None:
+        starts.append(time.perf_counter())
+        task(part)
+
     _WORKERS["splitting"] = True  # BLAS stays on one thread while the workers run
     try:
-        pending = [pool.submit(task, slice(lo, hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        task(slice(bounds[0], bounds[1]))
+        submitted = time.perf_counter()
+        pending = [pool.submit(on_worker, part) for part in bounds[1:]]
+        task(bounds[0])
+        own = time.perf_counter() - submitted
         for future in pending:
             future.result()
     finally:
         _WORKERS["splitting"] = False
+    if key is not None:
+        SPLIT_COSTS.record(key, own / (nbytes / count), max(starts) - submitted)
     return True
+
+
+def _slices_here(task, size: int, key, nbytes: int) -> None:
+    """The slices a split would make, one after the other on this thread: the same calls as
+    the split's, so the same numbers, whether or not a split pays."""
+    count = min(workers(), size)
+    started = time.perf_counter()
+    _WORKERS["splitting"] = True
+    try:
+        for part in _bounds(size, count):
+            task(part)
+    finally:
+        _WORKERS["splitting"] = False
+    SPLIT_COSTS.record(key, (time.perf_counter() - started) / nbytes)
+
+
+def _bounds(size: int, count: int) -> list[slice]:
+    edges = [size * i // count for i in range(count + 1)]
+    return [slice(lo, hi) for lo, hi in zip(edges, edges[1:])]
+
+
+class SplitCosts:
+    """Whether splitting a kernel over the workers pays here, from what was measured as it
+    ran: the delay before a worker starts its slice (waking a sleeping thread: about 60 us on
+    the benchmark's 2-vCPU virtual machine, 200-400 us while its host is busy, when a split
+    of a 2 MB multiply took 0.4 ms against 0.06 ms on one thread), and each kernel's time per
+    byte. A split pays when the time it saves exceeds the delay. A kernel left on one thread
+    is split again every PROBE_EVERY calls, to see whether the delay has come down."""
+
+    PROBE_EVERY = 32
+    DELAYS_KEPT = 16
+
+    def __init__(self):
+        self.delays: list[float] = []
+        self.delay = 0.0  # the median of the delays kept
+        self.per_byte: dict = {}  # kernel -> seconds per byte, smoothed
+        self.skipped: dict = {}
+
+    def worth_splitting(self, key, nbytes: int, count: int) -> bool:
+        per_byte = self.per_byte.get(key)
+        if per_byte is None or not self.delays:
+            return True
+        if nbytes * per_byte * (1 - 1 / count) > self.delay:
+            return True
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        if self.skipped[key] >= self.PROBE_EVERY:
+            self.skipped[key] = 0
+            return True
+        return False
+
+    def record(self, key, per_byte: float, delay: float | None = None) -> None:
+        known = self.per_byte.get(key)
+        self.per_byte[key] = per_byte if known is None else 0.75 * known + 0.25 * per_byte
+        if delay is not None:
+            self.delays = [*self.delays[1 - self.DELAYS_KEPT:], delay]
+            self.delay = sorted(self.delays)[len(self.delays) // 2]
+
+
+SPLIT_COSTS = SplitCosts()
 
 
 def splitting() -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
 from nnrun.backends import base, numpy_backend
-from nnrun.backends.base import WORKER_THREADS, run_in_slices, step_threads, work_counters
+from nnrun.backends.base import (BLAS_THREADS, WORKER_THREADS, run_in_slices, step_threads,
+                                 work_counters)
 from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.runtime import executor
 from nnrun.runtime.threads import thread_limit
@@ -97,23 +100,22 @@ def _mlp(tmp_path, batch: int):
 def test_a_step_chooses_its_threads_from_its_first_run(monkeypatch, tmp_path, copies_dominate):
     """Kernels moving many bytes per flop of the products: everything on the workers; else
     the products on BLAS's threads and the kernels on one thread."""
-    asked, splits = [], []
-    real_blas, real_split = numpy_backend._blas_threads, base.split_over_workers
+    asked = []
+    real_blas = numpy_backend._blas_threads
     monkeypatch.setattr(numpy_backend, "_blas_threads",
                         lambda count: asked.append(count) or real_blas(count))
-    monkeypatch.setattr(base, "split_over_workers",
-                        lambda task, size: splits.append(size) or real_split(task, size))
     monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 1)  # every batch-parallel kernel counts
     monkeypatch.setattr(executor, "WORKERS_MIN_BYTES_PER_FLOP", 0 if copies_dominate else 1e9)
     model, feeds = _mlp(tmp_path, 128)
     with thread_limit(2):
         model.step_executor.run(feeds)  # the first run: on the workers, counting
-        asked.clear(), splits.clear()
+        asked.clear()
         model.step_executor.run(feeds)
+    chosen = model.step_executor._program(128).threads
     if copies_dominate:
-        assert asked == [] and splits
+        assert chosen == {2: WORKER_THREADS} and asked == []
     else:
-        assert asked and set(asked) == {2} and splits == []
+        assert chosen == {2: BLAS_THREADS} and asked and set(asked) == {2}
 
 
 def test_the_choice_of_threads_changes_no_result_run_to_run(tmp_path):
@@ -127,3 +129,34 @@ def test_the_choice_of_threads_changes_no_result_run_to_run(tmp_path):
         results.append({name: np.array(value) for name, value in updates.items()})
     for name, value in results[0].items():
         np.testing.assert_array_equal(value, results[1][name])
+
+
+def test_a_split_pays_when_the_time_it_saves_exceeds_a_workers_delay():
+    costs = base.SplitCosts()
+    assert costs.worth_splitting("k", 1 << 20, 2)  # nothing measured yet
+    costs.record("k", per_byte=1e-9, delay=300e-6)  # 1 GB/s, 300 us to start a worker
+    assert costs.worth_splitting("k", 1_000_000, 2)  # saves 500 us
+    answers = [costs.worth_splitting("k", 200_000, 2) for _ in range(costs.PROBE_EVERY)]
+    assert answers == [False] * (costs.PROBE_EVERY - 1) + [True]  # then a probe
+    for _ in range(costs.DELAYS_KEPT):  # the host quiet again: workers start in 60 us
+        costs.record("k", per_byte=1e-9, delay=60e-6)
+    assert costs.worth_splitting("k", 200_000, 2)
+
+
+def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
+    """When a split does not pay, the split's slices run one after the other on the calling
+    thread: the same calls, so the same numbers, bit for bit, as split."""
+    import nnrun
+    from nnrun.runtime.gradcheck import random_batch
+    from stepping import train_steps
+
+    monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 0)
+    results = []
+    for pays in (True, False):
+        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda *args, pays=pays: pays)
+        model = nnrun.compile(str(Path(__file__).parents[2] / "benchmarks/workloads/lenet5.yaml"))
+        x, y = random_batch(model, 12, np.random.default_rng(3))
+        with thread_limit(2):
+            results.append(train_steps(model, x, y, steps=2)[1])
+    for name, value in results[0].items():
+        np.testing.assert_array_equal(value, results[1][name], err_msg=name)
