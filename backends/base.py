@@ -47,21 +47,28 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None
     if _WORKERS["step_threads"] == BLAS_THREADS:
         task(slice(0, size))
         return
-    key = (getattr(task, "__code__", None), nbytes)
-    if not SPLIT_COSTS.worth_splitting(key, nbytes, min(workers(), size)):
-        _slices_here(task, size, key, nbytes)
-    elif not split_over_workers(task, size, key, nbytes):
+    if not split_where_it_pays(task, size, nbytes):
         task(slice(0, size))
 
 
-def split_over_workers(task: Callable[[slice], None], size: int, key=None,
-                       nbytes: int = 0) -> bool:
+def split_where_it_pays(task: Callable[[slice], None], size: int, work: int) -> bool:
     """task(slice) over consecutive slices of range(size), one per worker, whatever the size
-    of the work; False (nothing run) where there is one worker or this is one. With a key,
-    what the split cost is recorded in SPLIT_COSTS."""
+    of the work, when SPLIT_COSTS says it pays; else the same slices one after the other on
+    this thread (the same calls, so the same numbers). `work`: its size in any unit the
+    caller keeps to (bytes, flops). False (nothing run) where there is one worker or this
+    is one."""
     count = min(workers(), size)
     if count < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
         return False
+    key = (getattr(task, "__code__", None), work)
+    if SPLIT_COSTS.worth_splitting(key, work, count):
+        _split_over_workers(task, size, count, key, work)
+    else:
+        _slices_here(task, size, count, key, work)
+    return True
+
+
+def _split_over_workers(task, size: int, count: int, key, work: int) -> None:
     pool = _pool(count - 1)
     bounds = _bounds(size, count)
     starts = []
@@ -80,15 +87,10 @@ def split_over_workers(task: Callable[[slice], None], size: int, key=None,
             future.result()
     finally:
         _WORKERS["splitting"] = False
-    if key is not None:
-        SPLIT_COSTS.record(key, own / (nbytes / count), max(starts) - submitted)
-    return True
+    SPLIT_COSTS.record(key, own / (work / count), max(starts) - submitted)
 
 
-def _slices_here(task, size: int, key, nbytes: int) -> None:
-    """The slices a split would make, one after the other on this thread: the same calls as
-    the split's, so the same numbers, whether or not a split pays."""
-    count = min(workers(), size)
+def _slices_here(task, size: int, count: int, key, work: int) -> None:
     started = time.perf_counter()
     _WORKERS["splitting"] = True
     try:
@@ -96,7 +98,7 @@ def _slices_here(task, size: int, key, nbytes: int) -> None:
             task(part)
     finally:
         _WORKERS["splitting"] = False
-    SPLIT_COSTS.record(key, (time.perf_counter() - started) / nbytes)
+    SPLIT_COSTS.record(key, (time.perf_counter() - started) / work)
 
 
 def _bounds(size: int, count: int) -> list[slice]:
@@ -109,8 +111,8 @@ class SplitCosts:
     ran: the delay before a worker starts its slice (waking a sleeping thread: about 60 us on
     the benchmark's 2-vCPU virtual machine, 200-400 us while its host is busy, when a split
     of a 2 MB multiply took 0.4 ms against 0.06 ms on one thread), and each kernel's time per
-    byte. A split pays when the time it saves exceeds the delay. A kernel left on one thread
-    is split again every PROBE_EVERY calls, to see whether the delay has come down."""
+    unit of work. A split pays when the time it saves exceeds the delay. A kernel left on one
+    thread is split again every PROBE_EVERY calls, to see whether the delay has come down."""
 
     PROBE_EVERY = 32
     DELAYS_KEPT = 16
@@ -118,14 +120,14 @@ class SplitCosts:
     def __init__(self):
         self.delays: list[float] = []
         self.delay = 0.0  # the median of the delays kept
-        self.per_byte: dict = {}  # kernel -> seconds per byte, smoothed
+        self.per_unit: dict = {}  # kernel -> seconds per unit of work, smoothed
         self.skipped: dict = {}
 
-    def worth_splitting(self, key, nbytes: int, count: int) -> bool:
-        per_byte = self.per_byte.get(key)
-        if per_byte is None or not self.delays:
+    def worth_splitting(self, key, work: int, count: int) -> bool:
+        per_unit = self.per_unit.get(key)
+        if per_unit is None or not self.delays:
             return True
-        if nbytes * per_byte * (1 - 1 / count) > self.delay:
+        if work * per_unit * (1 - 1 / count) > self.delay:
             return True
         self.skipped[key] = self.skipped.get(key, 0) + 1
         if self.skipped[key] >= self.PROBE_EVERY:
@@ -133,9 +135,9 @@ class SplitCosts:
             return True
         return False
 
-    def record(self, key, per_byte: float, delay: float | None = None) -> None:
-        known = self.per_byte.get(key)
-        self.per_byte[key] = per_byte if known is None else 0.75 * known + 0.25 * per_byte
+    def record(self, key, per_unit: float, delay: float | None = None) -> None:
+        known = self.per_unit.get(key)
+        self.per_unit[key] = per_unit if known is None else 0.75 * known + 0.25 * per_unit
         if delay is not None:
             self.delays = [*self.delays[1 - self.DELAYS_KEPT:], delay]
             self.delay = sorted(self.delays)[len(self.delays) // 2]

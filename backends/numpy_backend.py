@@ -9,7 +9,7 @@ from functools import cache
 import numpy as np
 
 from .base import (WORKER_THREADS, ArrayBackend, count_product, current_step_threads,
-                   split_over_workers, splitting, workers)
+                   split_where_it_pays, splitting, workers)
 
 # A matrix product of at least this many flops runs on `--threads` threads rather than on one:
 # BLAS's own, measured on 2 cores 1.9x faster at 51 MFLOP (the MLP's first layer at batch 128)
@@ -58,7 +58,7 @@ class NumpyBackend(ArrayBackend):
         if current_step_threads() != WORKER_THREADS:
             with _blas_threads(count):
                 np.matmul(a, b, out=out)
-        elif out.ndim != 2 or not _matmul_on_workers(a, b, out):
+        elif out.ndim != 2 or not _matmul_on_workers(a, b, out, flops):
             np.matmul(a, b, out=out)
 
     def take_into(self, table, indices, out, axis=None) -> None:
@@ -72,12 +72,15 @@ class NumpyBackend(ArrayBackend):
             out[...] = _math_erf(x)
 
 
-def _matmul_on_workers(a, b, out) -> bool:
-    """out = a @ b (2-d), its longer axis split over nnrun's workers (False: not run)."""
+def _matmul_on_workers(a, b, out, flops: int) -> bool:
+    """out = a @ b (2-d), its longer axis split over nnrun's workers where that pays (False:
+    not run)."""
     rows, columns = out.shape
     if rows >= columns:
-        return split_over_workers(lambda part: np.matmul(a[part], b, out=out[part]), rows)
-    return split_over_workers(lambda part: np.matmul(a, b[:, part], out=out[:, part]), columns)
+        return split_where_it_pays(lambda part: np.matmul(a[part], b, out=out[part]), rows,
+                                   flops)
+    return split_where_it_pays(lambda part: np.matmul(a, b[:, part], out=out[:, part]),
+                               columns, flops)
 
 
 @contextmanager

@@ -134,12 +134,12 @@ def test_the_choice_of_threads_changes_no_result_run_to_run(tmp_path):
 def test_a_split_pays_when_the_time_it_saves_exceeds_a_workers_delay():
     costs = base.SplitCosts()
     assert costs.worth_splitting("k", 1 << 20, 2)  # nothing measured yet
-    costs.record("k", per_byte=1e-9, delay=300e-6)  # 1 GB/s, 300 us to start a worker
+    costs.record("k", per_unit=1e-9, delay=300e-6)  # 1 GB/s, 300 us to start a worker
     assert costs.worth_splitting("k", 1_000_000, 2)  # saves 500 us
     answers = [costs.worth_splitting("k", 200_000, 2) for _ in range(costs.PROBE_EVERY)]
     assert answers == [False] * (costs.PROBE_EVERY - 1) + [True]  # then a probe
     for _ in range(costs.DELAYS_KEPT):  # the host quiet again: workers start in 60 us
-        costs.record("k", per_byte=1e-9, delay=60e-6)
+        costs.record("k", per_unit=1e-9, delay=60e-6)
     assert costs.worth_splitting("k", 200_000, 2)
 
 
@@ -160,3 +160,18 @@ def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
             results.append(train_steps(model, x, y, steps=2)[1])
     for name, value in results[0].items():
         np.testing.assert_array_equal(value, results[1][name], err_msg=name)
+
+
+def test_a_product_on_the_workers_gives_the_same_numbers_split_or_not(monkeypatch):
+    backend = NumpyBackend()
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((300, 700)).astype(np.float32)
+    b = rng.standard_normal((700, 200)).astype(np.float32)
+    results = []
+    for pays in (True, False):
+        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda *args, pays=pays: pays)
+        out = np.empty((300, 200), np.float32)
+        with thread_limit(2), step_threads(WORKER_THREADS):
+            backend.matmul_into(a, b, out)
+        results.append(out)
+    np.testing.assert_array_equal(results[0], results[1])
