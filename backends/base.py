@@ -71,23 +71,18 @@ def split_where_it_pays(task: Callable[[slice], None], size: int, work: int) -> 
 def _split_over_workers(task, size: int, count: int, key, work: int) -> None:
     pool = _pool(count - 1)
     bounds = _bounds(size, count)
-    starts = []
-
-    def on_worker(part: slice) -> None:
-        starts.append(time.perf_counter())
-        task(part)
-
     _WORKERS["splitting"] = True  # BLAS stays on one thread while the workers run
     try:
         submitted = time.perf_counter()
-        pending = [pool.submit(on_worker, part) for part in bounds[1:]]
+        pending = [pool.submit(task, part) for part in bounds[1:]]
         task(bounds[0])
         own = time.perf_counter() - submitted
         for future in pending:
             future.result()
+        waited = time.perf_counter() - submitted - own
     finally:
         _WORKERS["splitting"] = False
-    SPLIT_COSTS.record(key, own / (work / count), max(starts) - submitted)
+    SPLIT_COSTS.record(key, own / (work / count), waited)
 
 
 def _slices_here(task, size: int, count: int, key, work: int) -> None:
@@ -108,11 +103,12 @@ def _bounds(size: int, count: int) -> list[slice]:
 
 class SplitCosts:
     """Whether splitting a kernel over the workers pays here, from what was measured as it
-    ran: the delay before a worker starts its slice (waking a sleeping thread: about 60 us on
-    the benchmark's 2-vCPU virtual machine, 200-400 us while its host is busy, when a split
-    of a 2 MB multiply took 0.4 ms against 0.06 ms on one thread), and each kernel's time per
-    unit of work. A split pays when the time it saves exceeds the delay. A kernel left on one
-    thread is split again every PROBE_EVERY calls, to see whether the delay has come down."""
+    ran: the delay, how long the calling thread waits for the workers after its own slice
+    (waking a sleeping thread costs about 60 us on the benchmark's 2-vCPU virtual machine,
+    200-400 us while its host is busy, when a split of a 2 MB multiply took 0.4 ms against
+    0.06 ms on one thread), and each kernel's time per unit of work. A split pays when the
+    time it saves exceeds the delay. A kernel left on one thread is split again every
+    PROBE_EVERY calls, to see whether the delay has come down."""
 
     PROBE_EVERY = 32
     DELAYS_KEPT = 16
