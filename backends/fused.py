@@ -239,7 +239,15 @@ class FusedKernels:
         returns the count of labels that count (a 0-d array with ignore_index)."""
         xp = self.xp
         classes = logits.shape[1]
-        xp.max(logits, axis=1, keepdims=True, out=row)
+        if logits.ndim == 2:
+            # NumPy's reduction over a short last axis is slow ([128, 10]: 10.8 us); over the
+            # first axis of a transposed copy it is not (3.4 us with the copy). The maximum is
+            # exact in any order. `target` is overwritten below.
+            by_class = target.reshape(classes, -1)
+            xp.copyto(by_class, logits.T)
+            xp.max(by_class, axis=0, out=row.reshape(-1))
+        else:
+            xp.max(logits, axis=1, keepdims=True, out=row)
         xp.subtract(logits, row, out=log_probs)
         xp.exp(log_probs, out=target)
         xp.sum(target, axis=1, keepdims=True, out=row)
