@@ -11,6 +11,7 @@ for the runtime.
 from __future__ import annotations
 
 import itertools
+import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ from .fused import FusedKernels
 _WORKERS = {"count": 1, "pool": None, "pool_size": 0, "splitting": False,
             "step_threads": None, "split_bytes": 0, "product_flops": 0}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
+# A matrix product of at least this many flops is worth more than one thread (BLAS's, or
+# nnrun's workers when its products are many small ones, one per sample): measured on 2 cores,
+# 1.3-1.6x faster at 8-12 MFLOP.
+PARALLEL_MIN_FLOPS = 8_000_000
 _WORKER_PREFIX = "nnrun-kernel"
 
 
@@ -36,64 +41,53 @@ def workers() -> int:
     return _WORKERS["count"]
 
 
-def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int) -> None:
+def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int,
+                  flops: int = 0) -> None:
     """task(slice) over consecutive slices of range(size), one per worker, in parallel when
-    the work is large enough to pay for it and the step uses the workers (step_threads).
-    Called on a split's slice it runs in place: the pool's workers are busy."""
-    if nbytes < PARALLEL_MIN_BYTES or workers() < 2 or splitting():
+    the work (`nbytes` written, or `flops` of matrix products) is large enough to pay for it
+    and the step uses the workers (step_threads). Called on a split's slice it runs in place:
+    the pool's workers are busy."""
+    if ((nbytes < PARALLEL_MIN_BYTES and flops < PARALLEL_MIN_FLOPS) or workers() < 2
+            or splitting()):
         task(slice(0, size))
         return
     _WORKERS["split_bytes"] += nbytes
     if _WORKERS["step_threads"] == BLAS_THREADS:
         task(slice(0, size))
         return
-    if not split_where_it_pays(task, size, nbytes):
+    if not split_where_it_pays(task, size, flops or nbytes):
         task(slice(0, size))
 
 
 def split_where_it_pays(task: Callable[[slice], None], size: int, work: int) -> bool:
-    """task(slice) over consecutive slices of range(size), one per worker, whatever the size
-    of the work, when SPLIT_COSTS says it pays; else the same slices one after the other on
-    this thread (the same calls, so the same numbers). `work`: its size in any unit the
-    caller keeps to (bytes, flops). False (nothing run) where there is one worker or this
-    is one."""
+    """task(slice) over consecutive slices of range(size), one per worker, when SPLIT_COSTS
+    says it pays; else the same slices one after the other on this thread (the same calls, so
+    the same numbers). `work`: its size in any unit (bytes, flops), which tells call sites'
+    kernels apart. False (nothing run) where there is one worker or this is one."""
     count = min(workers(), size)
     if count < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
         return False
-    key = (getattr(task, "__code__", None), work)
-    if SPLIT_COSTS.worth_splitting(key, work, count):
-        _split_over_workers(task, size, count, key, work)
-    else:
-        _slices_here(task, size, count, key, work)
+    key = (getattr(task, "__code__", None), work, count)
+    split = SPLIT_COSTS.worth_splitting(key)
+    started = time.perf_counter()
+    _WORKERS["splitting"] = True  # BLAS stays on one thread while the slices run
+    try:
+        if split:
+            _split_over_workers(task, _bounds(size, count))
+        else:
+            for part in _bounds(size, count):
+                task(part)
+    finally:
+        _WORKERS["splitting"] = False
+    SPLIT_COSTS.record(key, split, time.perf_counter() - started)
     return True
 
 
-def _split_over_workers(task, size: int, count: int, key, work: int) -> None:
-    pool = _pool(count - 1)
-    bounds = _bounds(size, count)
-    _WORKERS["splitting"] = True  # BLAS stays on one thread while the workers run
-    try:
-        submitted = time.perf_counter()
-        pending = [pool.submit(task, part) for part in bounds[1:]]
-        task(bounds[0])
-        own = time.perf_counter() - submitted
-        for future in pending:
-            future.result()
-        waited = time.perf_counter() - submitted - own
-    finally:
-        _WORKERS["splitting"] = False
-    SPLIT_COSTS.record(key, own / (work / count), waited)
-
-
-def _slices_here(task, size: int, count: int, key, work: int) -> None:
-    started = time.perf_counter()
-    _WORKERS["splitting"] = True
-    try:
-        for part in _bounds(size, count):
-            task(part)
-    finally:
-        _WORKERS["splitting"] = False
-    SPLIT_COSTS.record(key, (time.perf_counter() - started) / work)
+def _split_over_workers(task, parts: list[slice]) -> None:
+    pending = [_pool(len(parts) - 1).submit(task, part) for part in parts[1:]]
+    task(parts[0])
+    for future in pending:
+        future.result()
 
 
 def _bounds(size: int, count: int) -> list[slice]:
@@ -102,41 +96,34 @@ def _bounds(size: int, count: int) -> list[slice]:
 
 
 class SplitCosts:
-    """Whether splitting a kernel over the workers pays here, from what was measured as it
-    ran: the delay, how long the calling thread waits for the workers after its own slice
-    (waking a sleeping thread costs about 60 us on the benchmark's 2-vCPU virtual machine,
-    200-400 us while its host is busy, when a split of a 2 MB multiply took 0.4 ms against
-    0.06 ms on one thread), and each kernel's time per unit of work. A split pays when the
-    time it saves exceeds the delay. A kernel left on one thread is split again every
-    PROBE_EVERY calls, to see whether the delay has come down."""
+    """Whether splitting a kernel over the workers pays here, from how long it took split
+    and on one thread, per call site and size. What a split costs depends on the machine and
+    the moment: on the benchmark's 2-vCPU virtual machine a worker takes about 60 us to start
+    when the host is quiet and 200-400 us when it is busy (a split 2 MB multiply: 0.4 ms,
+    against 0.06 ms on one thread), and a slice shares the cores' caches and memory with the
+    other (LeNet-5's dense layer, 12 MFLOP: 141 us on one thread, 182 us split). So each
+    kernel takes the way that has been faster for it lately, and tries the other every
+    PROBE_EVERY calls."""
 
-    PROBE_EVERY = 32
-    DELAYS_KEPT = 16
+    PROBE_EVERY = 16
+    KEPT = 5  # the median of a way's last KEPT times: one stall of the host moves it little
 
     def __init__(self):
-        self.delays: list[float] = []
-        self.delay = 0.0  # the median of the delays kept
-        self.per_unit: dict = {}  # kernel -> seconds per unit of work, smoothed
-        self.skipped: dict = {}
+        self.times: dict = {}  # (key, split) -> the call's last times, in seconds
+        self.calls: dict = {}
 
-    def worth_splitting(self, key, work: int, count: int) -> bool:
-        per_unit = self.per_unit.get(key)
-        if per_unit is None or not self.delays:
-            return True
-        if work * per_unit * (1 - 1 / count) > self.delay:
-            return True
-        self.skipped[key] = self.skipped.get(key, 0) + 1
-        if self.skipped[key] >= self.PROBE_EVERY:
-            self.skipped[key] = 0
-            return True
-        return False
+    def worth_splitting(self, key) -> bool:
+        split, here = self.times.get((key, True)), self.times.get((key, False))
+        if split is None or here is None:
+            return split is None  # try each way once: split first
+        self.calls[key] = calls = self.calls.get(key, 0) + 1
+        faster = statistics.median(split) < statistics.median(here)
+        return faster != (calls % self.PROBE_EVERY == 0)  # now and then, the other way
 
-    def record(self, key, per_unit: float, delay: float | None = None) -> None:
-        known = self.per_unit.get(key)
-        self.per_unit[key] = per_unit if known is None else 0.75 * known + 0.25 * per_unit
-        if delay is not None:
-            self.delays = [*self.delays[1 - self.DELAYS_KEPT:], delay]
-            self.delay = sorted(self.delays)[len(self.delays) // 2]
+    def record(self, key, split: bool, seconds: float) -> None:
+        kept = self.times.setdefault((key, split), [])
+        kept.append(seconds)
+        del kept[:-self.KEPT]
 
 
 SPLIT_COSTS = SplitCosts()
@@ -221,9 +208,9 @@ class ArrayBackend(FusedKernels):
     def synchronize(self) -> None:
         pass
 
-    def run_in_slices(self, task, size: int, nbytes: int) -> None:
+    def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""
-        run_in_slices(task, size, nbytes)
+        run_in_slices(task, size, nbytes, flops)
 
     def take_into(self, table, indices, out, axis=None) -> None:
         """out = table.take(indices, axis), for indices known to be in range."""

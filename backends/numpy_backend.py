@@ -8,15 +8,14 @@ from functools import cache
 
 import numpy as np
 
-from .base import (WORKER_THREADS, ArrayBackend, count_product, current_step_threads,
-                   split_where_it_pays, splitting, workers)
+from .base import (PARALLEL_MIN_FLOPS, WORKER_THREADS, ArrayBackend, count_product,
+                   current_step_threads, split_where_it_pays, splitting, workers)
 
-# A matrix product of at least this many flops runs on `--threads` threads rather than on one:
-# BLAS's own, measured on 2 cores 1.9x faster at 51 MFLOP (the MLP's first layer at batch 128)
-# and 1.3-1.6x at 8-12 MFLOP, where splitting its rows over nnrun's workers gained 1.3x; but in
-# a step whose threads are nnrun's workers (base.step_threads), over those. Smaller products
-# stay on one thread: handing them to other threads costs more than it saves.
-BLAS_THREADS_MIN_FLOPS = 8_000_000
+# A matrix product of at least base.PARALLEL_MIN_FLOPS runs on `--threads` threads rather than
+# on one: BLAS's own, measured on 2 cores 1.9x faster at 51 MFLOP (the MLP's first layer at
+# batch 128) and 1.3-1.6x at 8-12 MFLOP, where splitting its rows over nnrun's workers gained
+# 1.3x; but in a step whose threads are nnrun's workers (base.step_threads), over those.
+# Smaller products stay on one thread: handing them to other threads costs more than it saves.
 
 
 def _scipy_erf():
@@ -51,7 +50,7 @@ class NumpyBackend(ArrayBackend):
 
     def matmul_into(self, a, b, out) -> None:
         count, flops = workers(), 2 * out.size * a.shape[-1]
-        if count < 2 or splitting() or flops < BLAS_THREADS_MIN_FLOPS:
+        if count < 2 or splitting() or flops < PARALLEL_MIN_FLOPS:
             np.matmul(a, b, out=out)
             return
         count_product(flops)

@@ -539,7 +539,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     def product(batch: slice) -> None:
         be.matmul_into(weight, by_sample[batch], y_rows[batch])
 
-    be.run_in_slices(product, y.shape[0], y.nbytes)
+    be.run_in_slices(product, y.shape[0], y.nbytes, flops=2 * y.size * weight.shape[1])
 
 
 def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
@@ -582,7 +582,7 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     def products(batch: slice) -> None:
         be.matmul_into(by_sample[batch], g_rows[batch].swapaxes(1, 2), work[batch])
 
-    be.run_in_slices(products, g.shape[0], work.nbytes)
+    be.run_in_slices(products, g.shape[0], work.nbytes, flops=2 * work.size * g_rows.shape[2])
     xp.sum(work, axis=0, out=gw_rows)
 
 

@@ -131,16 +131,19 @@ def test_the_choice_of_threads_changes_no_result_run_to_run(tmp_path):
         np.testing.assert_array_equal(value, results[1][name])
 
 
-def test_a_split_pays_when_the_time_it_saves_exceeds_a_workers_delay():
+def test_a_kernel_takes_the_way_that_has_been_faster_and_now_and_then_the_other():
     costs = base.SplitCosts()
-    assert costs.worth_splitting("k", 1 << 20, 2)  # nothing measured yet
-    costs.record("k", per_unit=1e-9, delay=300e-6)  # 1 GB/s, 300 us to start a worker
-    assert costs.worth_splitting("k", 1_000_000, 2)  # saves 500 us
-    answers = [costs.worth_splitting("k", 200_000, 2) for _ in range(costs.PROBE_EVERY)]
-    assert answers == [False] * (costs.PROBE_EVERY - 1) + [True]  # then a probe
-    for _ in range(costs.DELAYS_KEPT):  # the host quiet again: workers start in 60 us
-        costs.record("k", per_unit=1e-9, delay=60e-6)
-    assert costs.worth_splitting("k", 200_000, 2)
+    assert costs.worth_splitting("k")  # nothing measured: split first
+    costs.record("k", True, 400e-6)
+    assert not costs.worth_splitting("k")  # then once on one thread
+    costs.record("k", False, 60e-6)
+    answers = [costs.worth_splitting("k") for _ in range(2 * costs.PROBE_EVERY)]
+    assert answers.count(True) == 2  # one thread, but a split every PROBE_EVERY calls
+    costs.record("k", True, 5e-3)  # one stall of the host changes nothing
+    assert not costs.worth_splitting("k")
+    for _ in range(costs.KEPT):  # the host quiet again: splits got fast
+        costs.record("k", True, 30e-6)
+    assert costs.worth_splitting("k")
 
 
 def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
@@ -153,7 +156,7 @@ def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
     monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 0)
     results = []
     for pays in (True, False):
-        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda *args, pays=pays: pays)
+        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key, pays=pays: pays)
         model = nnrun.compile(str(Path(__file__).parents[2] / "benchmarks/workloads/lenet5.yaml"))
         x, y = random_batch(model, 12, np.random.default_rng(3))
         with thread_limit(2):
@@ -169,7 +172,7 @@ def test_a_product_on_the_workers_gives_the_same_numbers_split_or_not(monkeypatc
     b = rng.standard_normal((700, 200)).astype(np.float32)
     results = []
     for pays in (True, False):
-        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda *args, pays=pays: pays)
+        monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key, pays=pays: pays)
         out = np.empty((300, 200), np.float32)
         with thread_limit(2), step_threads(WORKER_THREADS):
             backend.matmul_into(a, b, out)
