@@ -42,11 +42,12 @@ def workers() -> int:
 
 
 def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int,
-                  flops: int = 0) -> None:
+                  flops: int = 0, site=None) -> None:
     """task(slice) over consecutive slices of range(size), one per worker, in parallel when
     the work (`nbytes` written, or `flops` of matrix products) is large enough to pay for it
     and the step uses the workers (step_threads). Called on a split's slice it runs in place:
-    the pool's workers are busy."""
+    the pool's workers are busy. `site`: what the task runs, where its code does not say
+    (SplitCosts keeps times by it)."""
     if ((nbytes < PARALLEL_MIN_BYTES and flops < PARALLEL_MIN_FLOPS) or workers() < 2
             or splitting()):
         task(slice(0, size))
@@ -55,19 +56,21 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int,
     if _WORKERS["step_threads"] == BLAS_THREADS:
         task(slice(0, size))
         return
-    if not split_where_it_pays(task, size, flops or nbytes):
+    if not split_where_it_pays(task, size, flops or nbytes, site):
         task(slice(0, size))
 
 
-def split_where_it_pays(task: Callable[[slice], None], size: int, work: int) -> bool:
+def split_where_it_pays(task: Callable[[slice], None], size: int, work: int,
+                        site=None) -> bool:
     """task(slice) over consecutive slices of range(size), one per worker, when SPLIT_COSTS
     says it pays; else the same slices one after the other on this thread (the same calls, so
     the same numbers). `work`: its size in any unit (bytes, flops), which tells call sites'
-    kernels apart. False (nothing run) where there is one worker or this is one."""
+    kernels apart, as does `site` (default: the task's code). False (nothing run) where there
+    is one worker or this is one."""
     count = min(workers(), size)
     if count < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
         return False
-    key = (getattr(task, "__code__", None), work, count)
+    key = (site or getattr(task, "__code__", None), work, count)
     split = SPLIT_COSTS.worth_splitting(key)
     started = time.perf_counter()
     _WORKERS["splitting"] = True  # BLAS stays on one thread while the slices run
@@ -208,9 +211,9 @@ class ArrayBackend(FusedKernels):
     def synchronize(self) -> None:
         pass
 
-    def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0) -> None:
+    def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""
-        run_in_slices(task, size, nbytes, flops)
+        run_in_slices(task, size, nbytes, flops, site)
 
     def take_into(self, table, indices, out, axis=None) -> None:
         """out = table.take(indices, axis), for indices known to be in range."""

@@ -169,7 +169,7 @@ class _Program:
             function(be, attrs, tuple(b[rows] for b in buffers),
                      *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
 
-        be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers))
+        be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers), site=function)
 
 
 # A step runs its kernels and large products on nnrun's workers when its kernels large enough
