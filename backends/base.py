@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import threading
 import time
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
@@ -65,10 +64,10 @@ def split_where_it_pays(task: Callable[[slice], None], size: int, work: int,
     """task(slice) over consecutive slices of range(size), one per worker, when SPLIT_COSTS
     says it pays; else the same slices one after the other on this thread (the same calls, so
     the same numbers). `work`: its size in any unit (bytes, flops), which tells call sites'
-    kernels apart, as does `site` (default: the task's code). False (nothing run) where there
-    is one worker or this is one."""
+    kernels apart, as does `site` (default: the task's code). False (nothing run) with one
+    worker. Callers check splitting() first: a split's slices never split again."""
     count = min(workers(), size)
-    if count < 2 or threading.current_thread().name.startswith(_WORKER_PREFIX):
+    if count < 2:
         return False
     key = (site or getattr(task, "__code__", None), work, count)
     split = SPLIT_COSTS.worth_splitting(key)
@@ -113,20 +112,23 @@ class SplitCosts:
 
     def __init__(self):
         self.times: dict = {}  # (key, split) -> the call's last times, in seconds
+        self.split_faster: dict = {}  # key -> whether splitting has been faster lately
         self.calls: dict = {}
 
     def worth_splitting(self, key) -> bool:
-        split, here = self.times.get((key, True)), self.times.get((key, False))
-        if split is None or here is None:
-            return split is None  # try each way once: split first
+        faster = self.split_faster.get(key)
+        if faster is None:  # try each way once: split first
+            return (key, True) not in self.times
         self.calls[key] = calls = self.calls.get(key, 0) + 1
-        faster = statistics.median(split) < statistics.median(here)
         return faster != (calls % self.PROBE_EVERY == 0)  # now and then, the other way
 
     def record(self, key, split: bool, seconds: float) -> None:
         kept = self.times.setdefault((key, split), [])
         kept.append(seconds)
         del kept[:-self.KEPT]
+        split_times, here_times = self.times.get((key, True)), self.times.get((key, False))
+        if split_times and here_times:
+            self.split_faster[key] = statistics.median(split_times) < statistics.median(here_times)
 
 
 SPLIT_COSTS = SplitCosts()

@@ -2,7 +2,8 @@
 
 Imported only when `--backend cupy` is asked for. Its own kernels (cupy_kernels.py) replace
 the generic code of the fused ops: bias + activation, the optimizer update over the flat
-parameter buffer, max pooling with its argmax and its gradient, softmax cross-entropy."""
+parameter buffer, max pooling with its argmax and its gradient, convolution columns (im2col,
+batch columns, col2im), softmax cross-entropy."""
 
 from __future__ import annotations
 

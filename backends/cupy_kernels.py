@@ -21,12 +21,10 @@ import cupy
 import numpy as np
 
 from . import raw_kernels
-from .base import ArrayBackend
-from .fused import FUSED_ACTIVATIONS, UPDATE_RULES
+from .base import ArrayBackend, window_count
 
 BLOCK = 256
 MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest
-PARTS = raw_kernels.PARTS
 OPTIONS = ("--fmad=false",)  # no fused multiply-add: the generic code's roundings
 TOLERANCE = {"float32": 2e-5, "float64": 1e-11}  # the self-check's, relative
 DTYPES = ("float32", "float64")
@@ -60,7 +58,7 @@ def _workspace(dtype):
     """The cross-entropy's partial sums (double) and its two scalars (loss, gradient scale)."""
     key = (str(dtype), cupy.cuda.Device().id)
     if key not in _WORKSPACES:
-        _WORKSPACES[key] = (cupy.empty(2 * PARTS, dtype=cupy.float64),
+        _WORKSPACES[key] = (cupy.empty(2 * raw_kernels.PARTS, dtype=cupy.float64),
                             cupy.empty(2, dtype=dtype))
     return _WORKSPACES[key]
 
@@ -115,7 +113,7 @@ def _random(shape, dtype, seed=0, scale=3.0):
 def run_activation(activation, alpha, x, b, y) -> bool:
     """y = activation(x + b) (b along axis 1), or activation(x) when b is None."""
     arrays = (x, y) if b is None else (x, b, y)
-    if activation not in FUSED_ACTIVATIONS or not _plain(*arrays) or (b is not None
+    if activation not in raw_kernels.ACTIVATIONS or not _plain(*arrays) or (b is not None
                                                                       and x.ndim < 2):
         return False
     dtype = str(x.dtype)
@@ -146,7 +144,7 @@ def _activation_trial(activation, alpha, dtype, with_bias, rank):
 
 def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
     """One update of flat (or any C-contiguous) parameters and their optimizer state."""
-    if rule not in UPDATE_RULES or len(state) != _slots(rule, attrs):
+    if len(state) != _slots(rule, attrs):  # also a rule without a kernel
         return False
     news = out[:1 + len(state)]
     arrays = (p, g, lr, step, *state, *news)
@@ -159,11 +157,11 @@ def run_update(rule, attrs, out, p, g, lr, step, *state) -> bool:
     return True
 
 
-def _slots(rule, attrs) -> int:
-    """Optimizer state tensors per parameter."""
+def _slots(rule, attrs) -> int | None:
+    """Optimizer state tensors per parameter; None for a rule without a kernel."""
     momentum = int(bool(getattr(attrs, "momentum", 0)))
     return {"sgd_update": momentum, "adam_update": 2, "rmsprop_update": 1 + momentum,
-            "adagrad_update": 1}[rule]
+            "adagrad_update": 1}.get(rule)
 
 
 def _update_trial(rule, attrs, dtype):
@@ -205,10 +203,17 @@ def _run_pool(name, arrays, kernel, stride, dilation) -> bool:
     return True
 
 
+def _trial_sizes(kernel, stride, dilation):
+    """A trial input's spatial sizes (two windows along each axis, and a remainder) and the
+    output's."""
+    spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
+    return spatial, [window_count(n, k, s, d) for n, k, s, d in zip(spatial, kernel, stride,
+                                                                    dilation)]
+
+
 def _pool_trial(dtype, kernel, stride, dilation):
     """(kernel's y and index, generic's), then (kernel's gradient, generic's)."""
-    spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
-    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+    spatial, out = _trial_sizes(kernel, stride, dilation)
     x = cupy.asarray(np.round(np.random.default_rng(0).uniform(-2, 2, (2, 3, *spatial)), 1),
                      dtype=dtype)  # few levels: ties
     y, index = cupy.empty((2, 3, *out), dtype=dtype), cupy.empty((2, 3, *out), dtype=cupy.int64)
@@ -267,8 +272,7 @@ def run_columns(name, x, cols, kernel, stride, dilation, layout=0) -> bool:
 
 
 def _columns_trial(name, dtype, kernel, stride, dilation, layout, inner):
-    spatial = [d * (k - 1) + 1 + 2 * s + 1 for k, s, d in zip(kernel, stride, dilation)]
-    out = [(n - d * (k - 1) - 1) // s + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation)]
+    spatial, out = _trial_sizes(kernel, stride, dilation)
     runs = (5,) if inner else ()
     x = _random((2, 3, *spatial, *runs), dtype)
     window = (kernel, stride, dilation)

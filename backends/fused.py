@@ -7,11 +7,6 @@ kernel of its own (backends/cupy_kernels.py) and falls back here for what it doe
 
 from __future__ import annotations
 
-# The activations that have a generic `activation_into` (and so can be fused with a bias).
-FUSED_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh")
-UPDATE_RULES = ("sgd_update", "adam_update", "rmsprop_update", "adagrad_update")
-
-
 class FusedKernels:
     xp = None
 
