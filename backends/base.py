@@ -189,8 +189,8 @@ def window_count(n: int, k: int, s: int, d: int) -> int:
 
 class ArrayBackend(FusedKernels):
     """Generic kernels over `xp`. Column layout: [B, C, *kernel, *out]: for each kernel offset,
-    the input values it meets at every output position. Each offset's block is a contiguous
-    copy of one strided slice, and a matrix product with the weight gives channels-first output
+    the input values it meets at every output position, copied at once from a strided view of
+    the windows (window_view); a matrix product with the weight gives channels-first output
     without a transpose."""
 
     name = "generic"

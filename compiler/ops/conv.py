@@ -194,7 +194,8 @@ def _conv_grad_input_into(be, attrs, out, g, x, w):
 
 def _batch_last_scratch(attrs, g, x, w):
     columns = w.shape[1] * size_of(w.shape[2:]) * size_of(g.shape[2:])
-    return (TensorType(g.shape, g.dtype),  # g as [F, *O, B]
+    g_copy = (g.shape[0], 0) if attrs.g_batch_last else g.shape  # batch-last g: not copied
+    return (TensorType(g_copy, g.dtype),  # g as [F, *O, B]
             TensorType((g.shape[0], columns), g.dtype),  # columns as [C, *K, *O, B]
             padded_type(x, attrs.pad))  # the padded input's gradient as [C, *padded, B]
 

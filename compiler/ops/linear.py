@@ -47,7 +47,8 @@ def _matmul_flops(attrs, inputs, output) -> int:
 
 
 def _matmul_into(be, attrs, out, a, b):
-    # One product: on NumPy a large one runs on BLAS's own threads (backends/numpy_backend.py).
+    # One product: on NumPy a large one runs on more than one thread, BLAS's or nnrun's workers
+    # (backends/numpy_backend.py).
     left, right = a.T if attrs.transpose_a else a, b.T if attrs.transpose_b else b
     be.matmul_into(left, right, out[0])
 
@@ -110,11 +111,7 @@ def _ones(be, spatial, dtype):
 
 
 def _bias_add_into(be, attrs, out, x, b):
-    # The bias first, then x: a broadcast operand would make NumPy buffer the addition through
-    # a temporary, the broadcast copy does not (and b + x == x + b exactly).
-    y = out[0]
-    be.xp.copyto(y, _channel_view(be.xp, b, x.ndim))
-    be.xp.add(y, x, out=y)
+    be.bias_add_into(x, b, out[0])
 
 
 def _bias_add_grad_scratch(attrs, g):

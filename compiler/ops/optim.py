@@ -113,22 +113,18 @@ def _fused_update(rule):
     return into
 
 
-_sgd_into, _adam_into = _fused_update("sgd_update"), _fused_update("adam_update")
-_rmsprop_into, _adagrad_into = _fused_update("rmsprop_update"), _fused_update("adagrad_update")
-
-
-for _name, _attrs, _forward, _into, _doc in (
-    ("sgd_update", SgdAttrs, _sgd_forward, _sgd_into,
+for _name, _attrs, _forward, _doc in (
+    ("sgd_update", SgdAttrs, _sgd_forward,
      "v = momentum v + (g + wd p); p -= lr (nesterov ? g + momentum v : v)"),
-    ("adam_update", AdamAttrs, _adam_forward, _adam_into,
+    ("adam_update", AdamAttrs, _adam_forward,
      "m, v moving moments of g and g^2; p -= lr m_hat / (sqrt(v_hat) + eps)"),
-    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward, _rmsprop_into,
+    ("rmsprop_update", RmsPropAttrs, _rmsprop_forward,
      "s = alpha s + (1-alpha) g^2; p -= lr g / (sqrt(s) + eps)"),
-    ("adagrad_update", AdagradAttrs, _adagrad_forward, _adagrad_into,
+    ("adagrad_update", AdagradAttrs, _adagrad_forward,
      "s += g^2; p -= lr g / (sqrt(s) + eps)"),
 ):
     register(OpDef(_name, _attrs, _update_shape, _forward, None, is_gradient=True, doc=_doc,
-                   forward_into=_into, scratch=_two_scratch if _into else None))
+                   forward_into=_fused_update(_name), scratch=_two_scratch))
 
 UPDATE_OPS = ("sgd_update", "adam_update", "rmsprop_update", "adagrad_update")
 
@@ -201,8 +197,8 @@ def _update_group_into(be, attrs, out, *arrays):
     n = attrs.count
     new_params, new_slots = out[:n], out[n:n + n * attrs.slots]
     scratch = out[n + n * attrs.slots:]
-    update = REGISTRY[attrs.update]
-    flat = _flat_runs(be.xp, attrs, out, arrays) if update.forward_into else None
+    update = REGISTRY[attrs.update]  # one of UPDATE_OPS, each with a forward_into
+    flat = _flat_runs(be.xp, attrs, out, arrays)
     if flat is not None:
         (p, g, *state), new = flat
         update.forward_into(be, attrs.attrs, (*new, *scratch), p, g, lr, step, *state)
@@ -211,11 +207,6 @@ def _update_group_into(be, attrs, out, *arrays):
     for i, (p, g) in enumerate(zip(params, grads)):
         state = [slot[i] for slot in slots]
         outputs = (new_params[i], *(new_slots[k * n + i] for k in range(attrs.slots)))
-        if update.forward_into is None:
-            for target, value in zip(outputs, update.forward(be, attrs.attrs, p, g, lr, step,
-                                                             *state)):
-                be.xp.copyto(target, value)
-            continue
         views = tuple(s[offset:offset + p.size].reshape(p.shape) for s in scratch)
         update.forward_into(be, attrs.attrs, (*outputs, *views), p, g, lr, step, *state)
         offset += p.size
@@ -226,7 +217,7 @@ def _update_group_bind(be, attrs, out, *arrays):
     the flat buffers as a function of the inputs (None: not flat, or lr/step not fed yet)."""
     update = REGISTRY[attrs.update]
     params, grads, _, _, slots = group_parts(attrs, arrays)
-    if update.forward_into is None or any(a is None for a in (*params, *grads, *slots)):
+    if any(a is None for a in (*params, *grads, *slots)):
         return None
     flat = _flat_runs(be.xp, attrs, out, arrays)
     if flat is None:

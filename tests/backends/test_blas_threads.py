@@ -20,15 +20,16 @@ def _blas_threads_now() -> set:
     return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
 
-def test_only_large_products_outside_the_workers_take_blas_threads(monkeypatch):
-    asked = []
-    real = numpy_backend._blas_threads
+@pytest.fixture
+def asked(monkeypatch) -> list:
+    """The thread counts BLAS was asked to run on, one per product given BLAS's threads."""
+    calls, real = [], numpy_backend._blas_threads
+    monkeypatch.setattr(numpy_backend, "_blas_threads",
+                        lambda count: calls.append(count) or real(count))
+    return calls
 
-    def spy(count):
-        asked.append(count)
-        return real(count)
 
-    monkeypatch.setattr(numpy_backend, "_blas_threads", spy)
+def test_only_large_products_outside_the_workers_take_blas_threads(asked):
     backend = NumpyBackend()
     rng = np.random.default_rng(0)
     a = rng.standard_normal((128, 784)).astype(np.float32)
@@ -62,13 +63,9 @@ def test_a_product_on_blas_threads_is_the_same_run_to_run():
         np.testing.assert_array_equal(out, results[0])
 
 
-def test_a_step_on_the_workers_splits_its_large_products_over_them(monkeypatch):
+def test_a_step_on_the_workers_splits_its_large_products_over_them(asked):
     """BLAS's threads busy-wait after a call, taking the cores nnrun's workers need next, so a
     step uses one kind of thread (base.step_threads)."""
-    asked = []
-    real = numpy_backend._blas_threads
-    monkeypatch.setattr(numpy_backend, "_blas_threads",
-                        lambda count: asked.append(count) or real(count))
     backend = NumpyBackend()
     rng = np.random.default_rng(2)
     for shape in [(512, 96), (96, 512)]:  # split by rows, then by columns
@@ -97,13 +94,10 @@ def _mlp(tmp_path, batch: int):
 
 
 @pytest.mark.parametrize("copies_dominate", [True, False])
-def test_a_step_chooses_its_threads_from_its_first_run(monkeypatch, tmp_path, copies_dominate):
+def test_a_step_chooses_its_threads_from_its_first_run(monkeypatch, tmp_path, copies_dominate,
+                                                       asked):
     """Kernels moving many bytes per flop of the products: everything on the workers; else
     the products on BLAS's threads and the kernels on one thread."""
-    asked = []
-    real_blas = numpy_backend._blas_threads
-    monkeypatch.setattr(numpy_backend, "_blas_threads",
-                        lambda count: asked.append(count) or real_blas(count))
     monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 1)  # every batch-parallel kernel counts
     monkeypatch.setattr(executor, "WORKERS_MIN_BYTES_PER_FLOP", 0 if copies_dominate else 1e9)
     model, feeds = _mlp(tmp_path, 128)

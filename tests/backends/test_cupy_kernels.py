@@ -148,5 +148,5 @@ def test_check_backends_passes_on_every_spec(spec, backends):
     from nnrun.runtime.check_backends import check_backends
 
     model = nnrun.compile(str(spec))
-    assert_backends_agree(model, check_backends(model.source, "cupy", batch_size=8))
+    assert_backends_agree(check_backends(model.source, "cupy", batch_size=8))
     assert all(backends[2]._VERDICTS.values())

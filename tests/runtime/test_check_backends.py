@@ -17,6 +17,7 @@ from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.cli import main
 from nnrun.runtime import check_backends as module
 from nnrun.runtime.check_backends import check_backends, relative_difference
+from stepping import RoundsOtherwise
 
 SPEC = """
 model:
@@ -187,15 +188,8 @@ def test_cli_refuses_a_tolerance_that_accepts_everything_or_nothing(spec_file, t
     assert "--tolerance" in result.stderr and "finite number >= 0" in result.stderr
 
 
-class OtherRounding(NumpyBackend):
-    """A correct backend that rounds its matrix products otherwise (in float64, then float32),
-    as a GPU's cuBLAS does: its results differ from NumPy's at rounding level only."""
-
+class OtherRounding(RoundsOtherwise, NumpyBackend):
     name = "other-rounding"
-
-    def matmul_into(self, a, b, out) -> None:
-        np.copyto(out, np.matmul(np.asarray(a, np.float64), np.asarray(b, np.float64)),
-                  casting="same_kind")
 
 
 def test_values_of_rounding_noise_are_not_compared():

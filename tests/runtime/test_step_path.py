@@ -19,6 +19,7 @@ from nnrun.runtime.executor import PlannedExecutor
 from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.model import Model
 from invoking import invoke
+from stepping import RoundsOtherwise
 
 SPEC = """
 model:
@@ -341,12 +342,8 @@ train: {epochs: 2, batch_size: 100}
     assert capsys.readouterr().err == ""
 
 
-class OtherRounding(CapturingNumpy):
-    """A correct device that rounds its matrix products otherwise (in float64, then float32)."""
-
-    def matmul_into(self, a, b, out) -> None:
-        np.copyto(out, np.matmul(np.asarray(a, np.float64), np.asarray(b, np.float64)),
-                  casting="same_kind")
+class OtherRounding(RoundsOtherwise, CapturingNumpy):
+    """A correct device that rounds its matrix products otherwise."""
 
 
 def test_rounding_noise_does_not_fail_the_self_check(capsys):
