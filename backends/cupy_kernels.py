@@ -15,13 +15,12 @@ run the generic code (a configuration not covered, non-contiguous buffers, a fai
 
 from __future__ import annotations
 
-import sys
-
 import cupy
 import numpy as np
 
 from . import raw_kernels
 from .base import ArrayBackend, window_count
+from .notices import warn
 
 BLOCK = 256
 MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest
@@ -85,8 +84,7 @@ def trusted(key: tuple, trial) -> bool:
         message = (str(error).strip() or "?").splitlines()[0]
         problem = f"failed: {type(error).__name__}: {message}"
     if problem:
-        print(f"nnrun: CuPy kernel {key[0]} {key[1:]} {problem}; using the generic code "
-              "instead", file=sys.stderr, flush=True)
+        warn(f"CuPy kernel {key[0]} {key[1:]} {problem}; using the generic code instead")
     _VERDICTS[key] = problem is None
     return problem is None
 

@@ -13,10 +13,10 @@ differ there as much.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Callable
 
 from nnrun.backends import CaptureUnavailable
+from nnrun.backends.notices import warn
 
 from .agreement import named_results, relative_difference
 
@@ -24,10 +24,6 @@ TOLERANCE = 1e-4  # relative, float32: as check-backends
 DESCRIPTIONS = {"captured": "a captured CUDA graph",
                 "planned": "the uncaptured planned executor",
                 "reference": "the reference executor"}
-
-
-def warn(message: str) -> None:
-    print(f"nnrun: warning: {message}", file=sys.stderr)
 
 
 def step_paths(backend, graph: bool, warn=warn) -> list[str]:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.backends.notices import silenced
 from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 
@@ -92,7 +93,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                                 graph=graph)
 
     try:
-        with InterruptGuard() as guard, run or nullcontext():
+        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
             changes, trainer = ranks.together(prepare)
             return trainer.run(run, guard, changes)
     except BaseException:

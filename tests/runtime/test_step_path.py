@@ -252,6 +252,24 @@ def test_graph_false_runs_the_planned_step_uncaptured(source, planned_weights, c
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_train_quiet_silences_the_fallback_warning(quiet, tmp_path, capsys):
+    from nnrun.runtime.train import train as train_run
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((20, 1, 8, 8)).astype(np.float32),
+             y=rng.integers(0, 5, 20))
+    (tmp_path / "s.yaml").write_text(SPEC.replace("train: {batch_size: 8}", "")
+                                     + "data: {dataset: npz, path: d.npz}\n"
+                                     "train: {batch_size: 8, epochs: 1}\n")
+    source = nnrun.load_spec(tmp_path / "s.yaml")
+    train_run(source, NoGraphs(), out_dir=tmp_path / "run", quiet=quiet)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ([] if quiet else [
+        "nnrun: warning: no CUDA-graph capture (the cuBLAS library CuPy loaded was not found); "
+        "using the uncaptured planned executor"])
+
+
 def test_forward_and_evaluation_are_captured_too(source):
     backend = CapturingNumpy()
     model = Model(source, backend)

@@ -1,0 +1,25 @@
+"""Warning lines on stderr ("nnrun: warning: ..."): a path or kernel that fell back, said once.
+`train --quiet` silences them, as do the ranks of a data-parallel run other than rank 0,
+which would otherwise say each one N times (runtime/train.py)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+
+_SILENCED = {"depth": 0}
+
+
+def warn(message: str) -> None:
+    if not _SILENCED["depth"]:
+        print(f"nnrun: warning: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def silenced(silent: bool = True):
+    """Runs the block without warning lines when `silent`."""
+    _SILENCED["depth"] += bool(silent)
+    try:
+        yield
+    finally:
+        _SILENCED["depth"] -= bool(silent)
