@@ -219,7 +219,7 @@ def _pool_trial(dtype, kernel, stride, dilation):
     want_y, want_index = cupy.empty_like(y), cupy.empty_like(index)
     work = (cupy.empty(y.shape, dtype=cupy.int32), cupy.empty(y.shape, dtype=cupy.int32),
             cupy.empty(y.shape, dtype=bool))
-    positions = _pool_positions(x.shape, out, kernel, stride, dilation)
+    positions = generic_backend().pool_positions(x.shape, out, kernel, stride, dilation)
     generic_backend().max_pool_index_into(x, kernel, stride, dilation, positions,
                                           (want_y, want_index, *work))
     g = _random(y.shape, dtype, 3)
@@ -231,21 +231,6 @@ def _pool_trial(dtype, kernel, stride, dilation):
     generic_backend().max_pool_grad_index_into(g, want_index, kernel, stride, dilation, starts,
                                                want_grad, cupy.empty_like(want_index))
     return [y, index], [want_y, want_index], [got_grad], [want_grad]
-
-
-def _pool_positions(shape, out, kernel, stride, dilation):
-    """The generic kernel's tables: each window's first flat position in its sample's padded
-    input [B, C, *out], and each kernel offset's distance from it [K]."""
-    steps = [int(np.prod(shape[3 + axis:])) for axis in range(len(out))]
-    starts = np.arange(shape[1]).reshape(1, -1, *(1,) * len(out)) * int(np.prod(shape[2:]))
-    offsets = np.zeros(1, dtype=np.int64)
-    for axis, (n, k, s, d, step) in enumerate(zip(out, kernel, stride, dilation, steps)):
-        along = [1] * len(out)
-        along[axis] = n
-        starts = starts + (np.arange(n) * s * step).reshape(1, 1, *along)
-        offsets = (offsets[:, None] + np.arange(k) * d * step).reshape(-1)
-    starts = np.broadcast_to(starts, (shape[0], shape[1], *out))
-    return cupy.asarray(starts, dtype=cupy.int64), cupy.asarray(offsets, dtype=cupy.int64)
 
 
 # --- convolution columns ---------------------------------------------------------------------

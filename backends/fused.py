@@ -7,6 +7,9 @@ kernel of its own (backends/cupy_kernels.py) and falls back here for what it doe
 
 from __future__ import annotations
 
+import math
+
+
 class FusedKernels:
     xp = None
 
@@ -160,6 +163,25 @@ class FusedKernels:
         xp.subtract(p, a, out=new_p)
 
     # --- max pooling that keeps its argmax --------------------------------------------------
+
+    def pool_positions(self, padded_shape, out_spatial, kernel, stride, dilation):
+        """max_pool_index_into's `positions` for a padded input [B, C, *padded]: each window's
+        first flat position in its sample's [C, *padded] ([B, C, *out]), and each kernel
+        offset's distance from it ([K], in the order of window_slices)."""
+        xp = self.xp
+        spatial = padded_shape[2:]
+        steps = [math.prod(spatial[axis + 1:]) for axis in range(len(spatial))]
+        starts = xp.arange(padded_shape[1], dtype=xp.int64) * math.prod(spatial)
+        starts = starts.reshape(1, -1, *(1,) * len(spatial))
+        offsets = xp.zeros(1, dtype=xp.int64)
+        for axis, (n, k, s, d, step) in enumerate(zip(out_spatial, kernel, stride, dilation,
+                                                      steps)):
+            along = [1] * len(spatial)
+            along[axis] = n
+            starts = starts + (xp.arange(n, dtype=xp.int64) * s * step).reshape(1, 1, *along)
+            offsets = (offsets[:, None] + xp.arange(k, dtype=xp.int64) * d * step).reshape(-1)
+        whole = (padded_shape[0], padded_shape[1], *out_spatial)
+        return xp.ascontiguousarray(xp.broadcast_to(starts, whole)), offsets
 
     def max_pool_index_into(self, padded, kernel, stride, dilation, positions, out) -> None:
         """out = (y, index, first_max, change, larger): the maximum of each window of the

@@ -160,25 +160,11 @@ def _max_pool_index_shape(attrs, x: TensorType):
     return y, TensorType(y.shape, "int64")
 
 
-def _position_tables(xp, attrs, x_shape, out_shape):
-    """Flat positions in a sample's padded input: of each window's first element
-    [B, C, *out], and of each kernel offset relative to it [K]."""
-    padded = [n + lo + hi for n, (lo, hi) in zip(x_shape[2:], pad_pairs(attrs.pad))]
-    strides = [size_of(padded[i + 1:]) for i in range(len(padded))]
-    plane = size_of(padded)
-    origin = xp.zeros((), dtype=xp.int64)
-    for axis, (size, s, step) in enumerate(zip(out_shape[2:], attrs.stride, strides)):
-        shape = [1] * len(padded)
-        shape[axis] = size
-        origin = origin + (xp.arange(size, dtype=xp.int64) * s * step).reshape(shape)
-    planes = xp.zeros((x_shape[0], 1), dtype=xp.int64) + xp.arange(x_shape[1], dtype=xp.int64)
-    planes = planes.reshape(x_shape[0], x_shape[1], *([1] * len(padded))) * plane
-    offsets = xp.zeros((), dtype=xp.int64)
-    for axis, (k, d, step) in enumerate(zip(attrs.kernel, attrs.dilation, strides)):
-        shape = [1] * len(padded)
-        shape[axis] = k
-        offsets = offsets + (xp.arange(k, dtype=xp.int64) * d * step).reshape(shape)
-    return xp.ascontiguousarray(planes + origin), offsets.reshape(-1)
+def _positions(be, attrs, padded_shape, y_shape):
+    """be.max_pool_index_into's position tables, made once per shape."""
+    return cached_constant(be, ("pool positions", attrs, padded_shape),
+                           lambda: be.pool_positions(padded_shape, y_shape[2:], attrs.kernel,
+                                                     attrs.stride, attrs.dilation))
 
 
 def _max_pool_index_forward(be, attrs, x):
@@ -186,7 +172,8 @@ def _max_pool_index_forward(be, attrs, x):
     windows = _windows(be, attrs, x, -xp.inf)
     first_max = windows.argmax(axis=2)
     y = windows.max(axis=2)
-    starts, offsets = _position_tables(xp, attrs, x.shape, y.shape)
+    starts, offsets = _positions(be, attrs, padded_type(TensorType(x.shape, str(x.dtype)),
+                                                       attrs.pad).shape, y.shape)
     return y, starts + offsets[first_max]
 
 
@@ -204,8 +191,7 @@ def _max_pool_index_into(be, attrs, out, x):
     y, index, *rest = out
     padded, work = rest[:-3], rest[-3:]
     source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None, -be.xp.inf)
-    positions = cached_constant(be, ("pool positions", attrs, x.shape),
-                                lambda: _position_tables(be.xp, attrs, x.shape, y.shape))
+    positions = _positions(be, attrs, source.shape, y.shape)
     be.max_pool_index_into(source, attrs.kernel, attrs.stride, attrs.dilation, positions,
                            (y, index, *work))
 
