@@ -43,20 +43,22 @@ ROUNDING_NUDGES = 3  # nudges with different signs: an entry of noise moved by n
 NOISE_SHARE = 0.1  # an array with more of its entries moved is noise as a whole
 
 
-def rounding_sensitive(graph: Graph, host_feeds: dict, tolerance: float) -> dict:
+def rounding_sensitive(graph: Graph, host_feeds: dict, tolerance: float,
+                       first: dict | None = None) -> dict:
     """For each result of `graph` ("output NAME", and updated state by name) with entries that
     multiplying the float feeds by 1 +- a few ulps moves by more than a tenth of `tolerance` (of
     the array's largest magnitude) on NumPy's reference executor, in any of a few such nudges:
     the mask of those entries (all of them when more than NOISE_SHARE moved). Two correct
     backends sum in other orders and differ as much there (a gradient of rounding noise, as a
     bias's before a batchnorm, which Adam turns into a full step of its sign), so such entries
-    cannot tell a right kernel from a wrong one."""
+    cannot tell a right kernel from a wrong one. `first`: the results on the feeds as they
+    are, when the caller has them already (named_results' names)."""
     executor = Executor(eliminate_dead_code(graph), get_backend("numpy"))
 
     def run(feeds: dict) -> dict:
         return named_results(executor.run(feeds), np.asarray)
 
-    return sensitive_entries(run, dict(host_feeds), tolerance)
+    return sensitive_entries(run, dict(host_feeds), tolerance, first=first)
 
 
 def sensitive_entries(run, inputs: dict, tolerance: float, first: dict | None = None) -> dict:

@@ -138,9 +138,11 @@ def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: flo
               GraphCheck("optimized step", _compare_ops(optimize(step), feeds, model.backend,
                                                         other, True, tolerance))]
     candidate_model = Model(source, other)
+    want = _run_step(model, x, y, seed)
+    first = {**{f"output {name}": value for name, value in want[0].items()}, **want[1]}
     sensitive = {_whole_step_name(name): mask for name, mask in
-                 rounding_sensitive(model.train_step.graph, feeds, tolerance).items()}
-    whole = _compare_whole_step(model, candidate_model, x, y, seed, sensitive)
+                 rounding_sensitive(model.train_step.graph, feeds, tolerance, first).items()}
+    whole = _compare_whole_step(want, candidate_model, x, y, seed, sensitive)
     return BackendCheck(model.backend.name, other.name,
                         candidate_model.step_path, batch_size,
                         model.spec.dtype, tolerance, graphs, whole,
@@ -202,11 +204,13 @@ def _difference(position: int, node: Node, value, want, have, skip) -> OpDiffere
                         relative_difference(want, have, skip=skip))
 
 
-def _compare_whole_step(model: Model, candidate: Model, x, y, seed: int, skip: dict) -> dict:
-    """One training step on each backend's own executor, from the same state and batch: the
-    loss, the gradient norms logged, and every updated parameter and optimizer state (without
-    the rounding-sensitive entries in `skip`, name -> mask)."""
-    want, want_updates = _run_step(model, x, y, seed)
+def _compare_whole_step(reference: tuple, candidate: Model, x, y, seed: int,
+                        skip: dict) -> dict:
+    """The candidate's training step on its own executor, from the state and batch of the
+    reference's (`reference`: its _run_step): the loss, the gradient norms logged, and every
+    updated parameter and optimizer state (without the rounding-sensitive entries in `skip`,
+    name -> mask)."""
+    want, want_updates = reference
     have, have_updates = _run_step(candidate, x, y, seed)
     names = [n for n in want if n == "loss" or n.startswith("grad_norm")]
     differences = {n: relative_difference(want[n], have[n], skip=skip.get(n)) for n in names}
