@@ -41,8 +41,12 @@ class Diagnostic:
 
 
 class SpecError(Exception):
-    def __init__(self, diagnostics: Iterable[Diagnostic]):
+    def __init__(self, diagnostics: Iterable[Diagnostic], partial: Loaded | None = None):
+        """`partial`: what could still be read around the errors (the loader's duplicate keys,
+        refused tags and bad scalars left out, the `--set` arguments that failed not applied),
+        so that the schema's errors can be reported with these, all at once."""
         self.diagnostics = list(diagnostics)
+        self.partial = partial
         super().__init__(format_diagnostics(self.diagnostics, "text"))
 
 

@@ -55,20 +55,45 @@ class Checked:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec:
-    loaded = apply_overrides(load_yaml_file(path), list(overrides))
-    return _validate(loaded, Path(path))
+    return _load(lambda: load_yaml_file(path), overrides, Path(path))
 
 
 def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:
-    loaded = apply_overrides(load_yaml_text(text, filename), list(overrides))
-    return _validate(loaded, None)
+    return _load(lambda: load_yaml_text(text, filename), overrides, None)
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:
     """The same spec with `--set`-style overrides applied and validated again."""
     if not overrides:
         return source
-    return _validate(apply_overrides(source.loaded, list(overrides)), source.path)
+    return _load(lambda: source.loaded, overrides, source.path)
+
+
+def _load(read, overrides, path: Path | None) -> SourceSpec:
+    """Reads, applies the overrides and validates, reporting every error at once: those of the
+    YAML and of the `--set` arguments, then the schema's errors in what could still be read."""
+    found: list[Diagnostic] = []
+    loaded = None
+    for stage in (read, lambda: apply_overrides(loaded, list(overrides))):
+        try:
+            loaded = stage()
+        except SpecError as error:
+            if error.partial is None:
+                raise SpecError(found + error.diagnostics) from None
+            found, loaded = found + error.diagnostics, error.partial
+    if not found:
+        return _validate(loaded, path)
+    try:
+        _validate(loaded, path)
+    except SpecError as error:
+        # a value the loader refused (None in its place) is not reported again by the schema
+        refused = {(d.file, d.line, d.col) for d in found}
+        found += [d for d in error.diagnostics if (d.file, d.line, d.col) not in refused]
+    raise SpecError(_in_file_order(found, loaded.filename)) from None
+
+
+def _in_file_order(diagnostics: list[Diagnostic], filename: str) -> list[Diagnostic]:
+    return sorted(diagnostics, key=lambda d: (d.file != filename, d.file, d.line, d.col))
 
 
 def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
@@ -77,8 +102,7 @@ def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
     except pydantic.ValidationError as error:
         diagnostics = diagnostics_from_validation_error(error, loaded, Spec)
         diagnostics += _errors_of_intact_layers(loaded, error, path)
-        raise SpecError(sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file,
-                                                           d.line, d.col))) from None
+        raise SpecError(_in_file_order(diagnostics, loaded.filename)) from None
     if spec.name is None:
         spec = spec.model_copy(update={"name": path.stem if path else "spec"})
     return SourceSpec(spec, loaded, path)

@@ -79,9 +79,10 @@ def load_yaml_text(text: str, filename: str) -> Loaded:
     root = builder.build_document(text)
     if not builder.diagnostics:
         _check_top_level(root, builder)
-    if builder.diagnostics:
-        raise SpecError(builder.diagnostics)
-    return Loaded(filename, builder.value, builder.positions)
+    loaded = Loaded(filename, builder.value, builder.positions)
+    if builder.diagnostics:  # a mapping built around the errors can still be validated
+        raise SpecError(builder.diagnostics, loaded if isinstance(builder.value, dict) else None)
+    return loaded
 
 
 def load_yaml_file(path: str | Path) -> Loaded:
@@ -313,26 +314,35 @@ _PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(\d+)\]")
 
 
 def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
+    """The spec with each `--set PATH=VALUE` applied. Errors are raised together, with the spec
+    as the arguments that worked made it (SpecError.partial)."""
     data = copy.deepcopy(loaded.data)
     positions = dict(loaded.positions)
     diagnostics: list[Diagnostic] = []
     for number, argument in enumerate(overrides, start=1):
         diagnostics += _apply_override(data, positions, number, argument)
+    result = Loaded(loaded.filename, data, positions)
     if diagnostics:
-        raise SpecError(diagnostics)
-    return Loaded(loaded.filename, data, positions)
+        raise SpecError(diagnostics, result)
+    return result
 
 
 def _apply_override(data: dict, positions: dict, number: int, argument: str) -> list[Diagnostic]:
+    """Applies one argument, or nothing of it (its diagnostics)."""
     origin = f"{OVERRIDE_FILE} {argument}"
     position = Position(OVERRIDE_FILE, number, 1, origin)
+    trial, trial_positions = copy.deepcopy(data), dict(positions)
     try:
         path, value = _parse_override(argument, position)
-        _assign(data, positions, path, value, position)
+        _assign(trial, trial_positions, path, value, position)
     except _OverrideError as error:
         return [Diagnostic(OVERRIDE_FILE, number, 1, "error", origin, str(error))]
     except SpecError as error:
         return error.diagnostics
+    data.clear()
+    data.update(trial)
+    positions.clear()
+    positions.update(trial_positions)
     return []
 
 

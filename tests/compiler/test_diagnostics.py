@@ -485,6 +485,61 @@ def test_real_schema_with_an_override(Spec):
     ]
 
 
+# --- every error of a spec at once: the YAML's, the --set arguments', the schema's ----------
+
+ALL_AT_ONCE = """\
+seed: 1
+seed: 2
+model:
+  input_shape: [4]
+  layers:
+    - {type: dense, unitz: 3}
+    - {type: dense, units: !!python/object:os.system x}
+loss: mse
+optimizer: {type: sgd, lr: 0.1}
+"""
+
+
+def _load_errors(text: str, overrides=()) -> list[str]:
+    from nnrun.compiler.frontend import load_spec_text
+
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "spec.yaml", overrides)
+    return [d.format() for d in raised.value.diagnostics]
+
+
+def test_yaml_errors_do_not_hide_the_schema_errors():
+    assert _load_errors(ALL_AT_ONCE) == [
+        "spec.yaml:2:1: error: duplicate key 'seed' (first at line 1)",
+        "spec.yaml:6:7: error: model.layers[0] (dense_1): missing required field 'units'",
+        "spec.yaml:6:21: error: model.layers[0] (dense_1): unknown field 'unitz'; did you mean "
+        "'units'?",
+        # the refused value is not reported again as a missing integer
+        "spec.yaml:7:28: error: model.layers[1].units: tag '!!python/object:os.system' is not "
+        "allowed: specs never build Python objects",
+    ]
+
+
+def test_override_errors_do_not_hide_each_other_or_the_schema_errors():
+    text = ("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 3}]\nloss: mse\n"
+            "optimizer: {type: sgd, lr: 0.1}\n")
+    assert _load_errors(text, ["optimizer.lr=abc", "model.layers[9].units=3", "foo.bar=1",
+                               "optimizer.x[0]=1", "seed=2"]) == [
+        "--set:1:1: error: --set optimizer.lr=abc: 'lr' must be a number, got 'abc'",
+        "--set:2:1: error: --set model.layers[9].units=3: model.layers has 1 entries "
+        "(indices 0..0)",
+        "--set:3:1: error: --set foo.bar=1: unknown field 'foo'",
+        "--set:4:1: error: --set optimizer.x[0]=1: optimizer.x is a mapping, not a list; use "
+        "optimizer.x.KEY",
+    ]  # and the failed arguments changed nothing: no optimizer.x is reported as unknown
+
+
+def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
+    assert _load_errors("model: [\n", ["seed=x"]) == [
+        "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
+        "'<stream end>' (while parsing a flow node started at 2:1)"]
+
+
 # --- whatever the data, every pydantic error becomes a diagnostic ---------------------------------
 
 WORDS = st.sampled_from(
