@@ -553,7 +553,8 @@ DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 
 
 class Data(Strict):
-    dataset: DatasetName = Field(description="which dataset")  # type: ignore[valid-type]
+    dataset: DatasetName = Field("digits", description="which dataset (digits: embedded, no "
+                                 "download)")  # type: ignore[valid-type]
     path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
     validation_split: Float = Field(0.0, ge=0.0, lt=1.0)
     normalize: Literal["none", "scale", "standard"] = "standard"

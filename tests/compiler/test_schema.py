@@ -32,6 +32,13 @@ def test_defaults_follow_the_design():
     assert spec.optimizer.type == "sgd" and spec.loss.type == "cross_entropy"
 
 
+def test_the_embedded_digits_are_the_default_dataset():
+    source = load_spec_text("data: {validation_split: 0.1}\nmodel:\n  layers:\n"
+                            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    assert source.spec.data.dataset == "digits"
+    assert source.spec.data.validation_split == 0.1
+
+
 def test_default_layer_names_count_each_type():
     spec = schema.Spec.model_validate({"model": {"input_shape": [3], "layers": [
         {"type": "dense", "units": 2}, {"type": "relu"}, {"type": "dense", "units": 2},
