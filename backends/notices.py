@@ -1,4 +1,5 @@
-"""Warning lines on stderr ("nnrun: warning: ..."): a path or kernel that fell back, said once.
+"""Lines on stderr besides a command's own output: warnings ("nnrun: warning: ...", a path or
+kernel that fell back, said once) and notes ("nnrun: ...", a dataset being downloaded).
 `train --quiet` silences them, as do the ranks of a data-parallel run other than rank 0,
 which would otherwise say each one N times (runtime/train.py)."""
 
@@ -11,8 +12,12 @@ _SILENCED = {"depth": 0}
 
 
 def warn(message: str) -> None:
+    inform(f"warning: {message}")
+
+
+def inform(message: str) -> None:
     if not _SILENCED["depth"]:
-        print(f"nnrun: warning: {message}", file=sys.stderr, flush=True)
+        print(f"nnrun: {message}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -128,10 +128,18 @@ def fetch_file(
             say(f"{target.name}: downloaded from {url}, checksum ok")
             return
         failures.append(f"{url}: {problem}")
-    raise DataError(
+    raise FetchFailed(
         f"{name}: could not fetch {target.name} ({'; '.join(failures)}); "
-        f"download it by hand into {target.parent}"
+        f"download it by hand into {target.parent}", failures
     )
+
+
+class FetchFailed(DataError):
+    """No mirror gave the file; `reasons`: "URL: why" for each."""
+
+    def __init__(self, message: str, reasons: list[str]):
+        super().__init__(message)
+        self.reasons = reasons
 
 
 def make_directory(name: str, directory: Path) -> None:
@@ -149,7 +157,7 @@ def download(url: str, target: Path, digest: str, timeout: float) -> str | None:
     """Returns None on success, otherwise why this mirror failed; never leaves a partial file.
 
     A download must match the first accepted digest: the one the public mirrors serve."""
-    logging.getLogger("pooch").setLevel(logging.WARNING)  # nnrun reports each file itself
+    pooch.get_logger().setLevel(logging.WARNING)  # nnrun reports each file itself
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
     try:
         pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=target.name,

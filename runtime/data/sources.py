@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import DATASETS
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -25,6 +26,7 @@ from .errors import DataError
 from .idx import read_cached, read_idx, write_cached
 from .locations import (
     IDX_FILES,
+    cache_dir,
     find_idx_file,
     mnist1d_cache_file,
     search_dirs,
@@ -271,8 +273,15 @@ def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
 # --- IDX: mnist and fashion_mnist ------------------------------------------------------------
 
 
+IMPLICIT_FETCH_TIMEOUT = 30.0  # seconds per request of a download that `train` starts itself
+
+
 def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
-    candidates = search_dirs(name, option(data_spec, "path"), spec_dir)
+    """The directory that holds the four IDX files. Without data.path, files found nowhere
+    are downloaded into the cache (DESIGN.md section 8: the first `train` fetches them);
+    never into data.path or NNRUN_DATA_DIR, which are the user's."""
+    explicit = option(data_spec, "path")
+    candidates = search_dirs(name, explicit, spec_dir)
     for directory in candidates:
         if all(find_idx_file(directory, base) for base in IDX_FILES.values()):
             return directory
@@ -280,10 +289,35 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
     directory = (partial or candidates)[0]
     missing = next(base for base in IDX_FILES.values() if not find_idx_file(directory, base))
     places = " or ".join(str(candidate) for candidate in ([directory] if partial else candidates))
-    raise DataError(
-        f"{name}: {missing}(.gz) not found in {places}; run `nnrun data fetch {name}` "
-        f"or put the four IDX files there (or set NNRUN_DATA_DIR)"
-    )
+    if explicit:
+        raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
+                        f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")
+    return _fetched(name, f"{missing}(.gz) not found in {places}")
+
+
+def _fetched(name: str, not_found: str) -> Path:
+    from .fetch import FetchFailed, fetch_dataset  # pooch and requests: only when needed
+
+    destination = cache_dir(name)
+    inform(f"{name}: {not_found}; downloading it into {destination}")
+    try:
+        return fetch_dataset(name, destination, timeout=IMPLICIT_FETCH_TIMEOUT, report=inform)
+    except FetchFailed as error:
+        why = _short_reason(error.reasons[-1].split(": ", 1)[-1]) if error.reasons else "?"
+        raise DataError(f"{name}: {not_found}, and the download failed ({why}); put the four "
+                        f"IDX files in {destination} (or in $NNRUN_DATA_DIR/{name}), or run "
+                        f"`nnrun data fetch {name}` where there is a network") from None
+
+
+def _short_reason(text: str) -> str:
+    """A network library's error in a few words (the whole text: `nnrun data fetch`)."""
+    known = [(("Failed to resolve", "Name or service not known", "name resolution"),
+              "the host name does not resolve: no network?"),
+             (("timed out", "Timeout"), "timed out"), (("refused",), "connection refused")]
+    for needles, short in known:
+        if any(needle in text for needle in needles):
+            return short
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ import pytest
 
 from nnrun.compiler.datasets import DATASETS
 from nnrun.runtime.data import DataError, Dataset, augment_batch, fetch_dataset, load_dataset
+from nnrun.runtime.data import fetch
 from nnrun.runtime.data.fetch import CHECKSUMS
 from nnrun.runtime.data.idx import read_idx
 from nnrun.runtime.data.locations import IDX_FILES
@@ -168,14 +169,48 @@ def test_idx_found_through_nnrun_data_dir(tmp_path, make_mnist_like, monkeypatch
     assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
 
 
-def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch):
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", (f"http://127.0.0.1:{_closed_port()}/",))
     with pytest.raises(DataError) as excinfo:
         load("mnist")
     one_line_error(
         excinfo, "train-images-idx3-ubyte(.gz) not found", str(tmp_path / "mnist"),
-        "nnrun data fetch mnist", "NNRUN_DATA_DIR",
+        "the download failed (connection refused)", "nnrun data fetch mnist", "NNRUN_DATA_DIR",
     )
+    assert "downloading it into" in capsys.readouterr().err
+    assert not (tmp_path / "mnist").exists()  # never into the user's data directory
+
+
+def test_missing_idx_files_are_downloaded_into_the_cache(tmp_path, monkeypatch, mirror,
+                                                         make_mnist_like, isolated_home):
+    root, url = mirror
+    served = make_mnist_like(root / "f")
+    monkeypatch.setitem(fetch.MIRRORS, "fashion_mnist", (f"{url}/f/",))
+    monkeypatch.setitem(fetch.CHECKSUMS, "fashion_mnist", {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in served.iterdir()})
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "data"))
+    assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
+    cached = isolated_home / ".cache" / "nnrun" / "fashion_mnist"
+    assert {p.name for p in cached.glob("*.gz")} == {p.name for p in served.iterdir()}
+    assert not (tmp_path / "data").exists()
+    monkeypatch.setitem(fetch.MIRRORS, "fashion_mnist", ())  # no download now: the cache
+    assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
+
+
+def test_an_explicit_idx_directory_is_never_downloaded_into(tmp_path, monkeypatch):
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", ())  # a download would fail differently
+    with pytest.raises(DataError) as excinfo:
+        load("mnist", path=str(tmp_path / "mine"))
+    one_line_error(excinfo, "not found in", "(data.path)", "nnrun data fetch mnist --dest")
 
 
 def test_missing_one_idx_file_names_it(tmp_path, make_mnist_like):
