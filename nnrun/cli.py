@@ -136,7 +136,8 @@ def handle_errors(command):
             if debug:
                 traceback.print_exc()
             click.echo(f"nnrun: internal error: {type(error).__name__}: {error} "
-                       "(rerun with --debug for the traceback, and please report it)", err=True)
+                       "(rerun as `nnrun --debug COMMAND ...` for the traceback, and please "
+                       "report it)", err=True)
             sys.exit(INTERNAL_ERROR)
 
     return wrapper
