@@ -19,7 +19,7 @@ from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
-from .schema import Spec, default_layer_names
+from .schema import Spec, default_layer_names, run_name_problem
 from .step import TrainStep, build_train_step
 from .summary import Summary, summarize
 
@@ -104,7 +104,8 @@ def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
         diagnostics += _errors_of_intact_layers(loaded, error, path)
         raise SpecError(_in_file_order(diagnostics, loaded.filename)) from None
     if spec.name is None:
-        spec = spec.model_copy(update={"name": path.stem if path else "spec"})
+        stem = path.stem if path else "spec"
+        spec = spec.model_copy(update={"name": "spec" if run_name_problem(stem) else stem})
     return SourceSpec(spec, loaded, path)
 
 

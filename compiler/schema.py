@@ -665,7 +665,8 @@ class Limits(Strict):
 class Spec(Strict):
     version: Annotated[Literal[1], _not_boolean("literal_error", "Input should be 1",
                                                 {"expected": "1"})] = 1
-    name: str | None = None
+    name: str | None = Field(None, description="names the run directory, runs/NAME/...; "
+                                               "default the file's stem")
     seed: NonNegativeInt = 0
     dtype: Literal["float32", "float64"] = "float32"
     data: Data | None = None
@@ -674,6 +675,30 @@ class Spec(Strict):
     optimizer: Optimizer = Field(default_factory=lambda: Sgd(type="sgd"))
     train: Train = Field(default_factory=Train)
     limits: Limits | None = None
+
+
+    @field_validator("name")
+    @classmethod
+    def _directory_name(cls, name: str | None) -> str | None:
+        if name is not None and (problem := run_name_problem(name)):
+            raise ValueError(f"the spec's name names its run directory (runs/NAME/...), so it "
+                             f"{problem}; got {name!r}")
+        return name
+
+
+MAX_NAME_BYTES = 200  # a file name component holds 255 bytes; the run's time stamp follows
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a directory under runs/ (None: it can): a name from a file
+    must not lead elsewhere (`../../x`, `/tmp/x`)."""
+    if name in ("", ".", "..") or name.startswith("-"):
+        return "cannot be empty, '.', '..' or start with '-'"
+    if any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name):
+        return "cannot hold '/', '\\' or control characters"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"must be at most {MAX_NAME_BYTES} bytes long"
+    return None
 
 
 def spec_json_schema() -> dict:

@@ -85,3 +85,36 @@ def test_permute_features_still_takes_a_boolean_or_a_seed():
     for value in (True, False, 7):
         data = schema.Data.model_validate({"dataset": "xor", "permute_features": value})
         assert data.permute_features == value and type(data.permute_features) is type(value)
+
+
+def _yaml_string(text: str) -> str:
+    import json
+
+    return json.dumps(text)  # a JSON string is a YAML double-quoted string
+
+
+def _named(name: str) -> str:
+    return f"name: {_yaml_string(name)}\nmodel:\n  input_shape: [2]\n  layers: [{{type: dense, units: 2}}]\n"
+
+
+@pytest.mark.parametrize("name", ["../../tmp/x", "/tmp/x", "a\\b", "a\nb", "a\x00b", "..", ".",
+                                  "", "-rf", "x" * 201])
+def test_a_spec_name_cannot_lead_outside_runs(name):
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(_named(name))
+    (diagnostic,) = raised.value.diagnostics
+    assert (diagnostic.line, diagnostic.col) == (1, 7)
+    assert "names its run directory" in diagnostic.message
+
+
+@pytest.mark.parametrize("name", ["lenet5-mnist", "run.v2", "my model", "réseau_1"])
+def test_plain_spec_names_are_kept(name):
+    assert load_spec_text(_named(name)).spec.name == name
+
+
+def test_a_file_stem_that_cannot_name_a_directory_gives_the_name_spec(tmp_path):
+    from nnrun.compiler.frontend import load_spec
+
+    path = tmp_path / "-weird.yaml"
+    path.write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
+    assert load_spec(path).spec.name == "spec"
