@@ -8,7 +8,9 @@ last one silently) and refuse any tag that would build a Python object.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
@@ -85,14 +87,36 @@ def load_yaml_text(text: str, filename: str) -> Loaded:
     return loaded
 
 
+MAX_SPEC_BYTES = 16 << 20  # a spec of 20,000 layers is 0.6 MB
+
+
 def load_yaml_file(path: str | Path) -> Loaded:
     filename = str(path)
+
+    def refuse(message: str, line: int = 1, col: int = 1):
+        return SpecError([Diagnostic(filename, line, col, "error", "", message)])
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise SpecError([Diagnostic(filename, 1, 1, "error", "", f"cannot read file: {reason}")])
+        status = os.stat(path)  # before opening: a FIFO would block, /dev/zero never ends
+        if not stat.S_ISREG(status.st_mode):
+            raise refuse("not a regular file; a spec is a YAML file")
+        if status.st_size > MAX_SPEC_BYTES:
+            raise refuse(f"{status.st_size:,} bytes is more than a spec can be "
+                         f"({MAX_SPEC_BYTES >> 20} MiB)")
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise refuse(f"cannot read file: {error.strerror or error}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise refuse(f"byte 0x{data[error.start]:02x} is not UTF-8 text; save the file as "
+                     "UTF-8", *_line_and_column_of_byte(data, error.start)) from None
     return load_yaml_text(text, filename)
+
+
+def _line_and_column_of_byte(data: bytes, index: int) -> tuple[int, int]:
+    before = data[:index]
+    return before.count(b"\n") + 1, len(before) - (before.rfind(b"\n") + 1) + 1
 
 
 def _check_top_level(root: Node | None, builder: _Builder) -> None:

@@ -9,6 +9,7 @@ only up to the size its header declares.
 from __future__ import annotations
 
 import math
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotIm
 
 def npz_headers(path: Path) -> dict[str, ArrayHeader]:
     """Each member's name (without .npy) and declared shape and dtype; reads no array data."""
+    if Path(path).exists() and not stat.S_ISREG(Path(path).stat().st_mode):  # /dev/zero, FIFO
+        raise DamagedFile("not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
             return {_array_name(member): _header(archive, member)
