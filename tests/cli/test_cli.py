@@ -7,6 +7,7 @@ traceback, and a message that names the file at fault.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -847,6 +848,18 @@ def test_predict_not_an_npz(trained, tmp_path):
     out = tmp_path / "pred.npy"
     assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_predict_refuses_what_is_not_a_regular_file(trained, tmp_path, kind):
+    inputs = Path("/dev/zero")  # it never ends: read, it would fill the memory
+    if kind == "fifo":
+        inputs = tmp_path / "inputs.npz"
+        os.mkfifo(inputs)  # opened, it would block
+    out = tmp_path / "pred.npy"
+    result = invoke("predict", trained, inputs, "--out", out)
+    assert_one_line_error(result, str(inputs))
+    assert "not a regular file" in result.output and not out.exists()
 
 
 def test_predict_into_a_missing_directory(trained, tmp_path):

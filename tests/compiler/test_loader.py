@@ -1,4 +1,5 @@
 import math
+import os
 import textwrap
 
 import pytest
@@ -6,6 +7,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nnrun.compiler import loader
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.loader import (
     Loaded,
@@ -108,6 +110,35 @@ def test_load_yaml_file_that_does_not_exist(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_yaml_file(tmp_path / "missing.yaml")
     assert "cannot read file" in caught.value.diagnostics[0].message
+
+
+def _refusal(path) -> str:
+    with pytest.raises(SpecError) as caught:
+        load_yaml_file(path)
+    (diagnostic,) = caught.value.diagnostics
+    return diagnostic.format()
+
+
+def test_what_is_not_a_regular_file_is_refused_before_it_is_read(tmp_path):
+    # /dev/zero never ends and a FIFO blocks until someone writes to it
+    assert _refusal("/dev/zero") == "/dev/zero:1:1: error: not a regular file; a spec is a YAML file"
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    assert _refusal(fifo).endswith("not a regular file; a spec is a YAML file")
+
+
+def test_a_spec_file_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "MAX_SPEC_BYTES", 1 << 20)
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * (1 << 20))
+    assert "1,048,578 bytes is more than a spec can be (1 MiB)" in _refusal(path)
+
+
+def test_a_byte_that_is_not_utf8_is_named_at_its_line_and_column(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"name: x\nmodel:\n  layers: [] # caf\xe9\n")
+    assert _refusal(path) == (f"{path}:3:19: error: byte 0xe9 is not UTF-8 text; save the file "
+                              "as UTF-8")
 
 
 def test_anchors_and_aliases_are_fine():
