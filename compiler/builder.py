@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 
 from .ir import Graph, Node, Origin, TensorType, Value
 from .ops import REGISTRY
-from .shapes import ShapeError
+from .shapes import ShapeError, size_of
+
+# Values in one tensor (per sample for the batch's values): 2**48 float32 values are 1 PiB.
+MAX_VALUES = 2**48
 
 
 class CompileError(Exception):
@@ -42,6 +45,7 @@ class GraphBuilder:
         return value
 
     def param(self, name: str, type_: TensorType) -> Value:
+        self._check_size(type_.shape, f"parameter {name}")
         value = Value(type_, name=name)
         self.graph.params.append(value)
         return value
@@ -72,9 +76,20 @@ class GraphBuilder:
         except ShapeError as error:
             raise CompileError(self._error_origin(error), self._error_message(error)) from None
         several = isinstance(types, tuple)
+        for type_ in types if several else (types,):
+            self._check_size(type_.shape[1:], "each sample of its output")
         outputs = tuple(Value(t) for t in (types if several else (types,)))
         self.graph.nodes.append(Node(op_name, tuple(inputs), attrs, outputs, self.origin))
         return outputs if several else outputs[0]
+
+    def _check_size(self, shape, what: str) -> None:
+        """Sizes no machine holds are errors here, before any array library sees them (NumPy
+        would overflow its 64-bit sizes)."""
+        values = size_of(shape)
+        if values > MAX_VALUES:
+            raise CompileError(self.origin, f"{what} would hold {values:,} values, more than "
+                                            f"any machine can ({MAX_VALUES:,} at most); make "
+                                            "the layer smaller")
 
     def _error_origin(self, error: ShapeError) -> Origin | None:
         field_name = self.fields.get(error.attribute)

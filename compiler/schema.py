@@ -73,7 +73,8 @@ def _not_boolean(error_type: str, message: str, context: dict | None = None):
 
 
 Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer")]
-Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number")]
+Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number"),
+                Field(allow_inf_nan=False)]
 PositiveInt = Annotated[Int, Field(gt=0)]
 NonNegativeInt = Annotated[Int, Field(ge=0)]
 PositiveFloat = Annotated[Float, Field(gt=0)]

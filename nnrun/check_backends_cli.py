@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .cli import handle_errors, main, set_option, spec_argument
+from .cli import handle_errors, main, set_option, spec_argument, tolerance_option
 
 
 @main.command(name="check-backends")
@@ -15,9 +15,7 @@ from .cli import handle_errors, main, set_option, spec_argument
 @click.option("--backend", type=click.Choice(["cupy", "numpy"]), default="cupy",
               show_default=True, help="The backend checked against NumPy's reference executor.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--tolerance", type=float, default=1e-4, show_default=True,
-              callback=lambda ctx, param, value: _tolerance(value),
-              help="Largest relative difference accepted: max |a - b| / max |reference|.")
+@tolerance_option(1e-4, "Largest relative difference accepted: max |a - b| / max |reference|.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the initial weights and the random batch.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
@@ -28,21 +26,16 @@ def check_backends(spec, backend, batch_size, tolerance, seed, fmt, overrides) -
     op whose output or gradient differs beyond tolerance. Exit 1 when one does."""
     import nnrun
     from nnrun.runtime.check_backends import check_backends as run_check
+    from nnrun.runtime.memory import check_memory
 
-    source = nnrun.compile(spec, overrides=overrides).source
-    report = run_check(source, backend, batch_size, tolerance, seed)
+    model = nnrun.compile(spec, overrides=overrides)
+    check_memory(model, batch_size, "check-backends")
+    report = run_check(model.source, backend, batch_size, tolerance, seed)
     if fmt == "json":
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
         _print_report(spec, report)
     sys.exit(0 if report.agree else 1)
-
-
-def _tolerance(value: float) -> float:
-    # nan would accept every difference (no comparison with nan is true), a negative one none
-    if not 0 <= value < float("inf"):
-        raise click.BadParameter(f"{value:g} is not a finite number >= 0 (e.g. 1e-4)")
-    return value
 
 
 def _print_report(spec, report) -> None:

@@ -24,6 +24,18 @@ from nnrun.runtime.interrupts import Interrupted
 INTERNAL_ERROR = 70
 
 spec_argument = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def tolerance_option(default: float, help_text: str):
+    """--tolerance: a finite number >= 0 (nan would accept every difference, a negative one
+    none)."""
+    def finite(ctx, param, value: float) -> float:
+        if not 0 <= value < float("inf"):
+            raise click.BadParameter(f"{value:g} is not a finite number >= 0 (e.g. {default:g})")
+        return value
+
+    return click.option("--tolerance", type=float, default=default, show_default=True,
+                        callback=finite, help=help_text)
+
+
 set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
                           help="Override a spec value before validation, e.g. optimizer.lr=0.01 "
                                "(repeatable; VALUE is parsed as YAML).")
@@ -529,7 +541,8 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
               help="Entries checked per parameter.")
-@click.option("--tolerance", type=float, default=1e-5, show_default=True)
+@tolerance_option(1e-5, "Largest relative error accepted between the compiled gradient and "
+                       "the finite difference.")
 @set_option
 @handle_errors
 def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:

@@ -120,8 +120,8 @@ def parse_size(text: str) -> int:
     if match and match.group(2).upper() in UNITS:
         try:
             return int(float(match.group(1)) * UNITS[match.group(2).upper()])
-        except ValueError:
-            pass  # digits and signs that are not a number, such as "1.2.3"
+        except (ValueError, OverflowError):
+            pass  # digits and signs that are not a number ("1.2.3"), or beyond floats ("1e400")
     raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 

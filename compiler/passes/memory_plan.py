@@ -15,6 +15,8 @@ TensorFlow Lite's arena planner.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,7 +37,7 @@ class Place:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -210,9 +212,10 @@ def _lowest_fit(placed, item: _Item) -> int:
 
 def value_bytes(type_: TensorType, batch: int) -> int:
     """Bytes of a value of this type at this batch size (a random key is uint32 words)."""
+    # Python's integers: a spec's absurd sizes must give absurd numbers, not an overflow
     if type_.dtype == "rng":
-        return int(np.prod(type_.concrete(batch), dtype=np.int64)) * 4
-    return int(np.prod(type_.concrete(batch), dtype=np.int64)) * np.dtype(type_.dtype).itemsize
+        return math.prod(type_.concrete(batch)) * 4
+    return math.prod(type_.concrete(batch)) * np.dtype(type_.dtype).itemsize
 
 
 def _aligned(nbytes: int) -> int:

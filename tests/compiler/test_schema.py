@@ -118,3 +118,12 @@ def test_a_file_stem_that_cannot_name_a_directory_gives_the_name_spec(tmp_path):
     path = tmp_path / "-weird.yaml"
     path.write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
     assert load_spec(path).spec.name == "spec"
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_numbers_of_a_spec_are_finite(value):
+    with pytest.raises(SpecError) as raised:
+        load_spec_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n"
+                       f"loss: {{type: mse, scale: {value}}}\n")
+    (diagnostic,) = raised.value.diagnostics
+    assert "'scale' must be a finite number" in diagnostic.message

@@ -661,3 +661,26 @@ def test_the_layer_adds_its_hint_to_the_ops_error():
                              "[1, 28, 28], or use conv1d")
     kernel = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 5}"))
     assert "conv1d" not in kernel.message  # the hint is about the input's rank only
+
+
+# --- sizes no machine holds ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer, what", [
+    ("{type: dense, units: 99999999999999999999999999999999}", "parameter dense_1.weight"),
+    ("{type: dense, units: 9223372036854775808}", "parameter dense_1.weight"),
+    ("{type: upsample1d, scale: 99999999999999999}", "each sample of its output"),
+])
+def test_sizes_no_machine_holds_are_errors_at_the_layer(layer, what):
+    """They overflowed NumPy's 64-bit sizes in the memory plan (an internal error)."""
+    text = spec_text([3, 4], layer)
+    (error,) = errors_of(text)
+    assert at(error) == (4, 7)
+    assert error.message.startswith(f"{what} would hold ") and "more than any machine" in error.message
+
+
+def test_a_merely_huge_model_is_valid_and_its_memory_counted_exactly():
+    # (`validate` warns that it will not fit; `train` refuses it: tests/cli)
+    result = checked(spec_text([4], "{type: dense, units: 3000000000000}"))
+    assert result.ok and result.summary.total_params == 15 * 10**12
+    assert result.summary.train_memory_bytes > 3 * 15 * 10**12 * 4

@@ -180,9 +180,11 @@ def test_non_finite_entries_must_be_the_same_non_finite_value():
     assert relative_difference(np.array([1.0, inf]), np.array([1.0, np.nan])) == inf
 
 
+@pytest.mark.parametrize("command", [["check-backends", "--backend", "numpy"], ["gradcheck"]])
 @pytest.mark.parametrize("tolerance", ["-1", "nan", "inf"])
-def test_cli_refuses_a_tolerance_that_accepts_everything_or_nothing(spec_file, tolerance):
-    result = CliRunner().invoke(main, ["check-backends", str(spec_file), "--backend", "numpy",
+def test_cli_refuses_a_tolerance_that_accepts_everything_or_nothing(spec_file, tolerance,
+                                                                   command):
+    result = CliRunner().invoke(main, [command[0], str(spec_file), *command[1:],
                                        "--tolerance", tolerance])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--tolerance" in result.stderr and "finite number >= 0" in result.stderr

@@ -59,9 +59,10 @@ def trained(tmp_path):
     return tmp_path / "run"
 
 
-@pytest.mark.parametrize("command", ["train", "bench", "gradcheck"])
+@pytest.mark.parametrize("command", ["train", "bench", "gradcheck", "check-backends"])
 def test_a_model_too_big_for_memory_is_refused_before_allocating(huge, tmp_path, command):
-    extra = ["--out", tmp_path / "run", "--quiet"] if command == "train" else []
+    extra = {"train": ["--out", tmp_path / "run", "--quiet"],
+             "check-backends": ["--backend", "numpy"]}.get(command, [])
     line = assert_one_line_error(invoke(command, huge, *extra), command)
     assert "needs about" in line and "available" in line
     assert not (tmp_path / "run").exists()
@@ -76,8 +77,9 @@ def test_validate_warns_above_a_configurable_size(huge, tmp_path):
     assert "warning" in result.stderr
     result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "1GB"])
     assert "warning" not in result.stderr
-    result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "lots"])
-    assert result.exit_code == 2
+    for size in ["lots", "1e400"]:  # 1e400 overflowed a float: an internal error
+        result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", size])
+        assert result.exit_code == 2 and "is not a size" in result.stderr
 
 
 def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
