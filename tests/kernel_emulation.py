@@ -36,14 +36,17 @@ _C_SCALARS = {np.int64: ctypes.c_longlong, np.int32: ctypes.c_int, np.float32: c
 def compiled(code: str):
     """A shared library built from CUDA-prelude or CPU-prelude source (the former swapped)."""
     code = code.replace(raw_kernels.CUDA_PRELUDE, raw_kernels.CPU_PRELUDE)
-    folder = Path(tempfile.mkdtemp(prefix="nnrun-kernels-"))
     stem = hashlib.sha1(code.encode()).hexdigest()[:12]
-    (folder / f"{stem}.cpp").write_text(code)
-    # No contraction into fused multiply-adds, as the CUDA build (--fmad=false).
-    flags = os.environ.get("NNRUN_KERNEL_CFLAGS", "").split()
-    subprocess.run(["g++", "-O1", "-ffp-contract=off", *flags, "-shared", "-fPIC", f"{stem}.cpp",
-                    "-o", f"{stem}.so"], cwd=folder, check=True, capture_output=True)
-    return ctypes.CDLL(str(folder / f"{stem}.so"))
+    # Removed once loaded: the process keeps the library mapped, and /tmp stays clean.
+    with tempfile.TemporaryDirectory(prefix="nnrun-kernels-") as name:
+        folder = Path(name)
+        (folder / f"{stem}.cpp").write_text(code)
+        # No contraction into fused multiply-adds, as the CUDA build (--fmad=false).
+        flags = os.environ.get("NNRUN_KERNEL_CFLAGS", "").split()
+        subprocess.run(["g++", "-O1", "-ffp-contract=off", *flags, "-shared", "-fPIC",
+                        f"{stem}.cpp", "-o", f"{stem}.so"], cwd=folder, check=True,
+                       capture_output=True)
+        return ctypes.CDLL(str(folder / f"{stem}.so"))
 
 
 def _argument(value):
