@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
 import re
@@ -522,6 +523,10 @@ def _show(value: Any) -> str:
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
         return text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(value, bytes):
+        return f"{len(value)} bytes of binary data (!!binary)"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"the date {value.isoformat()}"
     return repr(value)
 
 

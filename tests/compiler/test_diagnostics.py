@@ -534,6 +534,15 @@ def test_override_errors_do_not_hide_each_other_or_the_schema_errors():
     ]  # and the failed arguments changed nothing: no optimizer.x is reported as unknown
 
 
+def test_values_yaml_types_by_itself_are_shown_as_the_file_wrote_them():
+    text = ("seed: 2001-12-14\nmodel:\n  input_shape: [4]\n"
+            "  layers: [{type: dense, units: !!binary aGVsbG8=}]\n")
+    assert _load_errors(text) == [
+        "spec.yaml:1:7: error: 'seed' must be an integer, got the date 2001-12-14",
+        "spec.yaml:4:33: error: model.layers[0] (dense_1): 'units' must be an integer, got 5 "
+        "bytes of binary data (!!binary)"]
+
+
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
     assert _load_errors("model: [\n", ["seed=x"]) == [
         "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
