@@ -84,13 +84,29 @@ def _github_escape(text: str, is_property: bool) -> str:
     return text
 
 
-def suggest(word: Any, candidates: Iterable[Any]) -> str | None:
-    matches = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+# Fields one layer type names otherwise, which spelling alone would not suggest: a dense
+# layer's `units` are a convolution's `filters`, and so on.
+SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_size", "pool_size"),
+            "size": ("kernel_size", "pool_size"), "pool": ("pool_size",),
+            "channels": ("filters", "units"), "neurons": ("units",), "outputs": ("units",),
+            "activation_function": ("activation",), "rate": ("dropout",), "p": ("rate",),
+            "learning_rate": ("lr",)}
+
+
+def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:
+    """The candidate `word` is closest to; a name in `synonyms` (default: the candidates) that
+    means what `word` does comes first."""
+    names = [str(c) for c in candidates]
+    meant = set(map(str, synonyms)) or set(names)
+    synonym = next((s for s in SYNONYMS.get(str(word), ()) if s in meant), None)
+    if synonym:
+        return synonym
+    matches = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
     return matches[0] if matches else None
 
 
-def _did_you_mean(word: Any, candidates: Iterable[Any]) -> str:
-    match = suggest(word, candidates)
+def _did_you_mean(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str:
+    match = suggest(word, candidates, synonyms)
     return f"; did you mean '{match}'?" if match else ""
 
 
@@ -351,8 +367,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     name = problem.data_path[-1]
     present = _value_at(data, problem.data_path[:-1])
     model = _annotation_at(schema, problem.error["loc"][:-1])
-    candidates = [known for known in _field_names(model) if not _has_child(present, known)]
-    return f"unknown field '{name}'{_did_you_mean(name, candidates)}"
+    fields = _field_names(model)
+    candidates = [known for known in fields if not _has_child(present, known)]
+    # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
+    return f"unknown field '{name}'{_did_you_mean(name, candidates, fields)}"
 
 
 def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

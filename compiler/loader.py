@@ -194,6 +194,8 @@ class _Builder:
         if error.context and error.problem and error.context_mark:
             start = error.context_mark
             message += f" ({error.context} started at {start.line + 1}:{start.column + 1})"
+        if "'\\t'" in message:
+            message += "; YAML indents with spaces only: replace the tabs"
         self.error(line, col, (), message)
 
     # -- construction -------------------------------------------------------------------------

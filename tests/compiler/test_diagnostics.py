@@ -543,6 +543,23 @@ def test_values_yaml_types_by_itself_are_shown_as_the_file_wrote_them():
         "bytes of binary data (!!binary)"]
 
 
+def test_a_field_another_layer_type_names_so_is_suggested():
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {type: conv2d, filters: 2, "
+            "kernel_size: 3}\n    - {type: flatten}\n    - {type: dense, units: 2}\n"
+            "optimizer: {type: sgd, lr: 0.1}\n")
+    assert [line.split(": ", 3)[-1] for line in _load_errors(text, [
+        "model.layers[0].units=3", "model.layers[2].filters=3", "optimizer.learning_rate=1"])] == [
+        "unknown field 'units'; did you mean 'filters'?",
+        "unknown field 'filters'; did you mean 'units'?",
+        "unknown field 'learning_rate'; did you mean 'lr'?"]
+
+
+def test_tabs_are_named_with_the_fix():
+    (line,) = _load_errors("model:\n\tinput_shape: [2]\n")
+    assert line.endswith("found character '\\t' that cannot start any token; YAML indents with "
+                         "spaces only: replace the tabs")
+
+
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
     assert _load_errors("model: [\n", ["seed=x"]) == [
         "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
