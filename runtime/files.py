@@ -103,7 +103,8 @@ _FIXES = {
     errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
     errno.EEXIST: "a file of that name is in the way: choose another path",
     errno.EISDIR: "that is a directory: give a file name",
-    errno.ENOENT: "no such file or directory: check the path",
+    errno.ENOENT: "check the path",
+    errno.ENAMETOOLONG: "shorten the path or its longest part (255 bytes at most)",
     errno.ELOOP: "too many symbolic links: nnrun does not write through symbolic links",
     errno.EIO: "the device reported an I/O error: check the disk",
 }
@@ -114,5 +115,6 @@ def describe_os_error(error: OSError) -> str:
     where = error.filename or "a file"
     if error.filename2:
         where = f"{where} -> {error.filename2}"
-    fix = _FIXES.get(error.errno, error.strerror or str(error))
-    return f"{where}: {error.strerror or type(error).__name__}; {fix}"
+    what = error.strerror or type(error).__name__
+    fix = _FIXES.get(error.errno)
+    return f"{where}: {what}; {fix}" if fix else f"{where}: {what}"
