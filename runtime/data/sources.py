@@ -71,7 +71,8 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
     check_feature_layout(x.shape, x.dtype, where)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         sample = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise DataError(f"{where}: features contain NaN or inf (first at sample {sample})")
+        raise DataError(f"{where}: features contain NaN or inf (first at sample {sample}); "
+                        "replace those values or leave those samples out")
     return x
 
 
@@ -328,6 +329,7 @@ def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, n
     decoded = {}
     if images is None or images.shape[1:] != sample_shape:
         images = decoded[images_path] = read_idx(images_path, 3, sample_shape)
+    check_features(images, str(images_path))  # float IDX types (0x0D, 0x0E) can hold NaN
     raw_labels = read_cached(labels_path, name)
     if raw_labels is None or raw_labels.ndim != 1:
         raw_labels = decoded[labels_path] = read_idx(labels_path, expected_ndim=1)

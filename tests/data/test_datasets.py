@@ -267,6 +267,20 @@ def test_idx_reader_checks_dimensions_and_types(tmp_path, make_idx):
     assert read_idx(floats).tolist() == [1.5, -2.0]
 
 
+@pytest.mark.parametrize("type_code, dtype, bad", [(0x0D, ">f4", np.nan), (0x0E, ">f8", np.inf)])
+def test_float_idx_images_with_nan_or_inf_are_refused_by_name(tmp_path, make_mnist_like, make_idx,
+                                                              monkeypatch, type_code, dtype, bad):
+    directory = make_mnist_like(tmp_path / "idx")
+    images = np.zeros((12, 28, 28), dtype)
+    images[4, 3, 5] = bad
+    path = make_idx(directory / "train-images-idx3-ubyte", images, type_code=type_code)
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as excinfo:
+        load("mnist", path=str(directory))
+    one_line_error(excinfo, str(path), "NaN or inf", "sample 4")
+    assert not list((tmp_path / "cache").rglob("train-*.npy"))
+
+
 def test_wrong_image_size_is_refused(tmp_path, make_idx, make_mnist_like):
     directory = make_mnist_like(tmp_path / "idx")
     make_idx(directory / "train-images-idx3-ubyte", np.zeros((12, 32, 32), np.uint8))
