@@ -79,14 +79,7 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
 def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> np.ndarray:
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}")
-    if y.dtype.kind == "f":
-        integral = np.isfinite(y) & (y == np.round(y))
-        if not integral.all():
-            sample = int(np.argmin(integral))
-            raise DataError(
-                f"{where}: labels must be integers, found {y[sample]} at sample {sample}"
-            )
-    labels = y.astype(np.int64)
+    labels = class_indices(y, where, "labels")
     if len(labels) and labels.min() < 0:
         sample = int(np.argmin(labels))
         raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample {sample}")
@@ -96,6 +89,21 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> n
             f"{where}: labels must be < {num_classes}, found {labels[sample]} at sample {sample}"
         )
     return labels
+
+
+def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
+    """y as int64, refusing first the floats the cast would garble: NaN, fractions, and whole
+    numbers past int64 (1e20 would become -2**63, with a NumPy warning, and then be reported
+    as a negative label)."""
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        usable = whole & (np.abs(y) < 2.0**63)
+        if not usable.all():
+            index = np.unravel_index(np.argmin(usable), y.shape)
+            problem = "too large for a class index" if whole[index] else "not a whole number"
+            raise DataError(f"{where}: {what} must be class indices 0, 1, 2, ...; found "
+                            f"{float(y[index])} at sample {index[0]} ({problem})")
+    return y.astype(np.int64)
 
 
 def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
@@ -119,10 +127,7 @@ def check_label_maps(y: np.ndarray, where: str) -> np.ndarray:
     checked against the model (data_fit.py), where ignore_index is known."""
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: label maps must be integers, found dtype {y.dtype}")
-    if y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all():
-        sample = int(np.argwhere(~(np.isfinite(y) & (y == np.round(y))))[0][0])
-        raise DataError(f"{where}: label maps must hold whole numbers (sample {sample} does not)")
-    return y.astype(np.int64)
+    return class_indices(y, where, "label maps")
 
 
 def are_class_labels(y: np.ndarray) -> bool:

@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import os
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -317,6 +318,27 @@ def test_float_labels_that_are_not_classes_are_regression_targets(tmp_path, name
         dataset = load(path[2:], spec_dir=tmp_path, path=path)
         assert dataset.task == "regression" and dataset.num_classes is None
         assert dataset.train.y.tolist() == y and dataset.train.y.dtype == np.float32
+
+
+@pytest.mark.parametrize("labels, value", [(np.full(60, 1e20), "1e+20"),
+                                           (np.array([0.0, 2.0**63, 1.0]), str(2.0**63))])
+def test_float_labels_too_large_for_int64_are_refused_without_a_numpy_warning(tmp_path, labels,
+                                                                              value):
+    write_npz(tmp_path / "big.npz", x=np.ones((len(labels), 2)), y=labels)
+    (tmp_path / "big.csv").write_text("a,label\n1,0\n2,1e300\n")
+    masks = np.zeros((3, 2, 2))
+    masks[2, 1, 0] = 1e20
+    write_npz(tmp_path / "maps.npz", x=np.ones((3, 1, 2, 2)), masks=masks)
+    sample = int(np.argmax(labels))
+    cases = [("npz", "big.npz", value, f"sample {sample}"),
+             ("csv", "big.csv", "1e+300", "sample 1"), ("npz", "maps.npz", "1e+20", "sample 2")]
+    for dataset, name, shown, where in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # NumPy's "invalid value encountered in cast"
+            with pytest.raises(DataError) as excinfo:
+                load(dataset, spec_dir=tmp_path, path=name)
+        message = one_line_error(excinfo, str(tmp_path / name), shown, where, "too large")
+        assert "-9223372036854775808" not in message and ">= 0" not in message
 
 
 BAD_NPZ = {
