@@ -461,11 +461,12 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
             table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
     except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
+        raise DataError(f"{path}: {csv_problem(path, header, str(error))}") from None
     if len(table) == 0:
         raise DataError(f"{path}: no data rows after the header")
     if table.shape[1] != len(header):
-        raise DataError(f"{path}: rows have {table.shape[1]} columns, the header has {len(header)}")
+        columns = f"rows have {table.shape[1]} columns, the header has {len(header)}"
+        raise DataError(f"{path}: {csv_problem(path, header, columns)}")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
     y, task = check_targets(table[:, label_column], str(path))
@@ -481,7 +482,45 @@ def read_csv_header(path: Path) -> list[str]:
     header = [column.strip().strip('"') for column in first_line.strip().split(",")]
     if header == [""]:
         raise DataError(f"{path}: empty file; expected a header row with a `label` column")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "
+                        "than once; give every column its own name")
     return header
+
+
+def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
+    """The first row that np.loadtxt cannot read, found again line by line (`otherwise` if
+    none): its own message counts rows from 0 after the header, names no column, and for a
+    short row suggests an option (usecols) that nnrun does not have."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            values = line.split("#", 1)[0].strip()  # as loadtxt: comments, blank lines
+            if number > 1 and values:
+                problem = row_problem(values.split(","), header)
+                if problem:
+                    return f"line {number}{problem}"
+    return otherwise
+
+
+def row_problem(values: list[str], header: list[str]) -> str | None:
+    if len(values) != len(header):
+        return (f" has {len(values)} values, the header has {len(header)} columns; give every "
+                "row one value per column")
+    for name, value in zip(header, values):
+        if not is_number(value):
+            found = f"{value.strip()!r} is not a number" if value.strip() else "empty"
+            return (f", column '{name}': {found}; a csv dataset holds a number in every "
+                    "column (write categories as 0, 1, 2, ...)")
+    return None
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return "_" not in text  # Python's float reads 1_000, loadtxt does not
 
 
 LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
