@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .archives import DamagedFile, npz_headers, read_npz
+from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import CheckpointError
 
 
@@ -49,6 +49,9 @@ def _given(init, shape, dtype) -> np.ndarray:
     if array.shape != shape:
         raise CheckpointError(f"{init.file}: array '{init.key}' changed to shape "
                               f"{list(array.shape)} since the spec was checked")
+    if first_not_finite({init.key: array}):
+        raise CheckpointError(f"{init.file}: array '{init.key}' holds nan or inf; init_from "
+                              "needs finite weights (a checkpoint from before the loss diverged)")
     return array.astype(dtype)
 
 

@@ -17,7 +17,7 @@ from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
 
-from .archives import DamagedFile, npz_headers, read_npz
+from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import load_checkpoint
 from .data import augment_batch
 from .executor import Executor
@@ -188,9 +188,9 @@ def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
             raise TraceError(f"{path}: '{key}' holds {headers[key].dtype} values; weights are "
                              "real numbers (save float arrays)")
     arrays = read_npz(path, {key: headers[key] for key in names.values()})
-    not_finite = [key for key in names.values() if not np.isfinite(arrays[key]).all()]
+    not_finite = first_not_finite(arrays)
     if not_finite:
-        raise TraceError(f"{path}: '{not_finite[0]}' holds nan or inf; a trace starts from "
+        raise TraceError(f"{path}: '{not_finite}' holds nan or inf; a trace starts from "
                          "finite weights")
     dtype, be = model.spec.dtype, model.backend
     return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},

@@ -256,8 +256,11 @@ class Trainer:
         """(host state, history, step, first epoch, pruning masks and level): a new run's, or
         the checkpoint's."""
         if not run.has_checkpoint:
+            # First the state: init_from files are read (and may be refused) before the run
+            # directory is written to.
+            state = self.model.host_train_state(self.spec.seed)
             run.start_over(resolved_spec_text(self.source))
-            return self.model.host_train_state(self.spec.seed), History(), 0, 1, None
+            return state, History(), 0, 1, None
         saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
                                            self.spec.dtype, self.spec)
         history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),

@@ -71,21 +71,15 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
     check_feature_layout(x.shape, x.dtype, where)
     if x.dtype.kind == "f" and not np.isfinite(x).all():
         sample = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise DataError(f"{where}: features contain NaN or inf (first at sample {sample})")
+        raise DataError(f"{where}: features contain NaN or inf (first at sample {sample}); "
+                        "replace those values or leave those samples out")
     return x
 
 
 def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> np.ndarray:
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}")
-    if y.dtype.kind == "f":
-        integral = np.isfinite(y) & (y == np.round(y))
-        if not integral.all():
-            sample = int(np.argmin(integral))
-            raise DataError(
-                f"{where}: labels must be integers, found {y[sample]} at sample {sample}"
-            )
-    labels = y.astype(np.int64)
+    labels = class_indices(y, where, "labels")
     if len(labels) and labels.min() < 0:
         sample = int(np.argmin(labels))
         raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample {sample}")
@@ -95,6 +89,21 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> n
             f"{where}: labels must be < {num_classes}, found {labels[sample]} at sample {sample}"
         )
     return labels
+
+
+def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
+    """y as int64, refusing first the floats the cast would garble: NaN, fractions, and whole
+    numbers past int64 (1e20 would become -2**63, with a NumPy warning, and then be reported
+    as a negative label)."""
+    if y.dtype.kind == "f":
+        whole = np.isfinite(y) & (y == np.round(y))
+        usable = whole & (np.abs(y) < 2.0**63)
+        if not usable.all():
+            index = np.unravel_index(np.argmin(usable), y.shape)
+            problem = "too large for a class index" if whole[index] else "not a whole number"
+            raise DataError(f"{where}: {what} must be class indices 0, 1, 2, ...; found "
+                            f"{float(y[index])} at sample {index[0]} ({problem})")
+    return y.astype(np.int64)
 
 
 def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
@@ -118,10 +127,7 @@ def check_label_maps(y: np.ndarray, where: str) -> np.ndarray:
     checked against the model (data_fit.py), where ignore_index is known."""
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: label maps must be integers, found dtype {y.dtype}")
-    if y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all():
-        sample = int(np.argwhere(~(np.isfinite(y) & (y == np.round(y))))[0][0])
-        raise DataError(f"{where}: label maps must hold whole numbers (sample {sample} does not)")
-    return y.astype(np.int64)
+    return class_indices(y, where, "label maps")
 
 
 def are_class_labels(y: np.ndarray) -> bool:
@@ -328,6 +334,7 @@ def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, n
     decoded = {}
     if images is None or images.shape[1:] != sample_shape:
         images = decoded[images_path] = read_idx(images_path, 3, sample_shape)
+    check_features(images, str(images_path))  # float IDX types (0x0D, 0x0E) can hold NaN
     raw_labels = read_cached(labels_path, name)
     if raw_labels is None or raw_labels.ndim != 1:
         raw_labels = decoded[labels_path] = read_idx(labels_path, expected_ndim=1)
@@ -454,11 +461,12 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
             table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
     except ValueError as error:
-        raise DataError(f"{path}: {error}") from None
+        raise DataError(f"{path}: {csv_problem(path, header, str(error))}") from None
     if len(table) == 0:
         raise DataError(f"{path}: no data rows after the header")
     if table.shape[1] != len(header):
-        raise DataError(f"{path}: rows have {table.shape[1]} columns, the header has {len(header)}")
+        columns = f"rows have {table.shape[1]} columns, the header has {len(header)}"
+        raise DataError(f"{path}: {csv_problem(path, header, columns)}")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
     y, task = check_targets(table[:, label_column], str(path))
@@ -474,7 +482,45 @@ def read_csv_header(path: Path) -> list[str]:
     header = [column.strip().strip('"') for column in first_line.strip().split(",")]
     if header == [""]:
         raise DataError(f"{path}: empty file; expected a header row with a `label` column")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "
+                        "than once; give every column its own name")
     return header
+
+
+def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
+    """The first row that np.loadtxt cannot read, found again line by line (`otherwise` if
+    none): its own message counts rows from 0 after the header, names no column, and for a
+    short row suggests an option (usecols) that nnrun does not have."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            values = line.split("#", 1)[0].strip()  # as loadtxt: comments, blank lines
+            if number > 1 and values:
+                problem = row_problem(values.split(","), header)
+                if problem:
+                    return f"line {number}{problem}"
+    return otherwise
+
+
+def row_problem(values: list[str], header: list[str]) -> str | None:
+    if len(values) != len(header):
+        return (f" has {len(values)} values, the header has {len(header)} columns; give every "
+                "row one value per column")
+    for name, value in zip(header, values):
+        if not is_number(value):
+            found = f"{value.strip()!r} is not a number" if value.strip() else "empty"
+            return (f", column '{name}': {found}; a csv dataset holds a number in every "
+                    "column (write categories as 0, 1, 2, ...)")
+    return None
+
+
+def is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return "_" not in text  # Python's float reads 1_000, loadtxt does not
 
 
 LOADERS: dict[str, Callable[[Any, Path], RawData]] = {

@@ -141,3 +141,26 @@ def test_model_init_from_a_pruned_runs_checkpoint(tmp_path):
     assert validate(tmp_path, text).exit_code == 0
     params = compiled(tmp_path, text).init_params()
     np.testing.assert_array_equal(params["dense_1.weight"], np.full((2, 3), 0.5))
+
+
+@pytest.mark.parametrize("where", ["layer", "model"])
+def test_init_from_values_that_are_not_finite_are_refused_before_the_run_starts(tmp_path, where):
+    """Trained from, they showed up only as "loss became nan"; now one line names the file and
+    the array, and --out is left as it was."""
+    weight = np.full((2, 3), 0.5)
+    weight[1, 2] = np.nan if where == "layer" else np.inf
+    if where == "layer":
+        np.savez(tmp_path / "w.npz", weight=weight, bias=np.zeros(3))
+        key, model = "weight", SPEC.replace("sigmoid}", "sigmoid, init_from: w.npz}")
+    else:
+        np.savez(tmp_path / "w.npz", **{"params/dense_1.weight": weight})
+        key, model = "params/dense_1.weight", SPEC.replace("[2]\n", "[2]\n  init_from: w.npz\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("seed: 0\ndata: {dataset: xor, n_samples: 20}\n" + model +
+                    "loss: {type: mse}\ntrain: {epochs: 1, batch_size: 4, metrics: [mse]}\n")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(run)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1, result.output
+    assert f"{tmp_path / 'w.npz'}: array '{key}' holds nan or inf" in result.output
+    assert "loss became nan" not in result.output and not run.exists()

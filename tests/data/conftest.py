@@ -37,8 +37,9 @@ def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
     return header + array.tobytes()
 
 
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    data = idx_bytes(array)
+def write_idx(path: Path, array: np.ndarray, compress: bool = True,
+              type_code: int = 0x08) -> Path:
+    data = idx_bytes(array, type_code)
     target = path.with_name(path.name + ".gz") if compress else path
     target.write_bytes(gzip.compress(data) if compress else data)
     return target
