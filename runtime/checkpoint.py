@@ -2,10 +2,11 @@
 
 Layout: params/<name> for parameters and buffers, opt/<param>.<slot> for optimizer state,
 mask/<weight> for pruning masks (booleans, True keeps the weight), and `meta`, a JSON string
-(epoch, step, spec hash, seed, version).
+(epoch, step, spec hash, seed, version: CheckpointMeta).
 
 Reading checks every member's header (name, shape, dtype) against what the spec needs before
-any array is decompressed, so a damaged, foreign or oversized file is refused in one line.
+any array is decompressed, and every field of the meta that resume relies on, so a damaged,
+foreign or oversized file is refused in one line.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+                      ValidationError, model_validator)
 from pydantic_core import to_jsonable_python
 
 from nnrun.compiler.schema import default_layer_names
@@ -28,6 +31,54 @@ META_LIMIT_BYTES = 1 << 20  # the JSON meta entry is a few hundred bytes
 
 class CheckpointError(Exception):
     pass
+
+
+# No run takes 2**63 steps: a larger epoch or step count is damage. Seeds have no bound (schema.py).
+Count = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+Seed = Annotated[StrictInt, Field(ge=0)]
+Sparsity = Annotated[StrictFloat, Field(ge=0.0, le=1.0)]
+
+
+class RngMeta(BaseModel):
+    """Epoch e draws from default_rng([seed, e]) (runtime/train.py): the seed and the next
+    epoch are the whole RNG state."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    seed: Seed
+    next_epoch: Count
+
+
+class CheckpointMeta(BaseModel):
+    """The `meta` entry as train._meta writes it and resume reads it. Fields that an older
+    nnrun did not write take the values a new run starts with; fields a newer one adds are
+    kept as they are."""
+    model_config = ConfigDict(extra="allow", frozen=True)
+    epoch: Annotated[Count, Field(ge=1)]  # a checkpoint is written after an epoch
+    step: Count
+    spec_hash: StrictStr | None = None
+    seed: Seed | None = None
+    rng: RngMeta | None = None
+    best_value: Annotated[StrictFloat, Field(allow_inf_nan=False)] | None = None
+    best_epoch: Count = 0
+    epochs_since_best: Count = 0
+    schedule_start: Count = 0
+    version: Literal[1] = 1
+    backend: StrictStr | None = None
+    pruning_sparsity: Sparsity | None = None
+    best_sparsity: Sparsity | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CheckpointMeta:
+        for name in ("best_epoch", "epochs_since_best", "schedule_start"):
+            if getattr(self, name) > self.epoch:
+                raise ValueError(f"{name} {getattr(self, name)} is after epoch {self.epoch}")
+        if self.step < self.epoch:  # every epoch takes one step at least
+            raise ValueError(f"step {self.step} is less than epoch {self.epoch}")
+        if self.rng is not None and self.rng.next_epoch != self.epoch + 1:
+            raise ValueError(f"rng.next_epoch {self.rng.next_epoch} does not follow "
+                             f"epoch {self.epoch}")
+        if self.rng is not None and self.seed is not None and self.rng.seed != self.seed:
+            raise ValueError(f"rng.seed {self.rng.seed} is not seed {self.seed}")
+        return self
 
 
 def spec_hash(spec) -> str:
@@ -117,9 +168,9 @@ def load_masks(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
         if header is None:
             continue
         if header.shape != tuple(shape) or header.dtype != np.dtype(bool):
-            raise CheckpointError(f"{path}: pruning mask of '{name}' is {header.dtype} "
-                                  f"{list(header.shape)}, expected bool {list(shape)}; "
-                                  "delete it to start the run over")
+            raise CheckpointError(_damaged(path, f"pruning mask of '{name}' is {header.dtype} "
+                                                 f"{list(header.shape)}, expected bool "
+                                                 f"{list(shape)}"))
         wanted[f"mask/{name}"] = header
     return {key[len("mask/"):]: value for key, value in _read(path, wanted).items()}
 
@@ -138,13 +189,14 @@ def _read(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
         raise CheckpointError(_damaged(path, error)) from None
 
 
-def _damaged(path: Path, error: DamagedFile) -> str:
+def _damaged(path: Path, problem: DamagedFile | str) -> str:
     if path.name == "best.npz":
         fix = "delete it (last.npz is then used) or copy last.npz over it"
     else:
-        fix = ("delete it to start the run over, or copy best.npz over it to resume from the "
-               "best epoch")
-    return f"{path}: damaged checkpoint ({error}); {fix}"
+        # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
+        fix = ("copy best.npz over it to resume from the best epoch, or start a new run with "
+               "another --out")
+    return f"{path}: damaged checkpoint ({problem}); {fix}"
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
@@ -155,12 +207,27 @@ def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
     try:
         meta = json.loads(str(_read(path, {"meta": header})["meta"]))
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: damaged checkpoint (meta is not JSON: {error}); "
-                              "delete it to start the run over") from None
-    if not isinstance(meta, dict) or not all(isinstance(meta.get(k), int) for k in ("epoch", "step")):
-        raise CheckpointError(f"{path}: damaged checkpoint (meta has no epoch and step); "
-                              "delete it to start the run over")
-    return meta
+        raise CheckpointError(_damaged(path, f"meta is not JSON: {error}")) from None
+    try:
+        return CheckpointMeta.model_validate(meta).model_dump()
+    except ValidationError as error:
+        raise CheckpointError(_damaged(path, _meta_problem(error))) from None
+
+
+def _meta_problem(error: ValidationError) -> str:
+    """The first problem of the meta, in words: the field, its value and what it should be."""
+    item = error.errors(include_url=False)[0]
+    if item["type"] == "value_error":  # a rule across fields (_consistent)
+        return f"meta {item['msg'].removeprefix('Value error, ')}"
+    where = "meta" + "".join(f".{part}" for part in item["loc"])
+    if item["type"] == "missing":
+        return f"{where} is missing"
+    shown = repr(item["input"])
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    # pydantic's own words, but for a mapping, which they call by nnrun's class names
+    rule = "should be a JSON object" if item["type"] == "model_type" else item["msg"]
+    rule = rule.removeprefix("Input ")
+    return f"{where} is {shown}: {rule[0].lower()}{rule[1:]}"
 
 
 def _checked(path: Path, headers: dict, name: str, shape: tuple, dtype: str) -> ArrayHeader:

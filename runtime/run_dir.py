@@ -6,7 +6,8 @@
 - nnrun writes only the files named in OWNED, all through the atomic writer, never through a
   symbolic link, and refuses a directory where a file of those names is not its own.
 - A run with no checkpoint yet (killed, interrupted or diverged in its first epoch) starts over
-  in the same directory, whether it is given as --out or --resume.
+  in the same directory, whether it is given as --out or --resume. A run that trained past its
+  first checkpoint but has lost last.npz is refused: starting over would overwrite its record.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
 GRAD_NORMS = "grad-norms.jsonl"  # per-step gradient norms, train.log_grad_norms: {every_steps}
 OWNED = (SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING, GRAD_NORMS)
 STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES, GRAD_NORMS)
+# Written only once last.npz exists (so is a metrics.jsonl row of epoch 2 or later). best.npz is
+# no such sign: a kill between the writes of best.npz and last.npz of epoch 1 leaves it alone.
+AFTER_FIRST_CHECKPOINT = (SUMMARY, CHANGES)
 
 
 class RunDirectoryError(Exception):
@@ -49,6 +53,7 @@ class RunDirectory:
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_own_files(for_resume=False)
         self._lock()
+        self._refuse_lost_checkpoint()
         if self.has_checkpoint:
             raise RunDirectoryError(f"{self.path}: already holds a run ({LAST}); use --resume "
                                     "to continue it or choose another --out")
@@ -60,6 +65,7 @@ class RunDirectory:
             raise RunDirectoryError(f"{self.path}: no such run directory; start a run with --out")
         self._check_own_files(for_resume=True)
         self._lock()
+        self._refuse_lost_checkpoint()
         return self
 
     def __enter__(self) -> RunDirectory:
@@ -93,6 +99,29 @@ class RunDirectory:
         if present:
             raise RunDirectoryError(f"{self.path}: holds {', '.join(present)} that nnrun did not "
                                     "write and would overwrite; choose another --out")
+
+    def _refuse_lost_checkpoint(self) -> None:
+        """A run past its first checkpoint without last.npz (deleted by hand) would start over
+        and overwrite best.npz and the metrics of its epochs: refused, saying how to go on."""
+        if self.has_checkpoint:
+            return
+        signs = [name for name in AFTER_FIRST_CHECKPOINT if self.file(name).exists()]
+        if self._last_epoch_in_metrics() >= 2:
+            signs.insert(0, METRICS)
+        if not signs:
+            return
+        way = (f"copy {BEST} to {LAST} and resume to continue from its best epoch, or "
+               if self.file(BEST).is_file() else "")
+        raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
+                                f"({', '.join(signs)}) but has no {LAST} to continue from; "
+                                f"{way}start a new run with another --out")
+
+    def _last_epoch_in_metrics(self) -> int:
+        path = self.file(METRICS)
+        if not path.is_file():
+            return 0
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return max((row["epoch"] for row in map(_metrics_row, lines) if row), default=0)
 
     def _is_ours(self) -> bool:
         # Run directories of earlier versions have no lock file but a checkpoint.

@@ -254,34 +254,42 @@ class Trainer:
 
     def _start(self, run: RunDirectory, changes: dict):
         """(host state, history, step, first epoch, pruning masks and level): a new run's, or
-        the checkpoint's."""
+        the checkpoint's. A resumed run reads and checks every file it needs before it writes
+        one, so a damaged file leaves the run directory as it was."""
         if not run.has_checkpoint:
             # First the state: init_from files are read (and may be refused) before the run
             # directory is written to.
             state = self.model.host_train_state(self.spec.seed)
             run.start_over(resolved_spec_text(self.source))
             return state, History(), 0, 1, None
-        saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
-                                           self.spec.dtype, self.spec)
-        history = History(best_value=meta.get("best_value"), best_epoch=meta.get("best_epoch", 0),
-                          epochs_since_best=meta.get("epochs_since_best", 0),
-                          schedule_start=meta.get("schedule_start", 0),
-                          best_sparsity=meta.get("best_sparsity"))
-        history.rows = run.read_metrics(meta["epoch"])
-        run.write_metrics(history.rows)
+        state, meta, pruning = self._read_checkpoint(run)
+        epoch = meta["epoch"]
+        history = History(best_value=meta["best_value"], best_epoch=meta["best_epoch"],
+                          epochs_since_best=meta["epochs_since_best"],
+                          schedule_start=meta["schedule_start"],
+                          best_sparsity=meta["best_sparsity"])
+        history.rows = run.read_metrics(epoch)
+        step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
+        run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
-            self.grad_norms.keep_through(meta["epoch"], run.read_metrics(meta["epoch"], GRAD_NORMS))
+            self.grad_norms.keep_through(epoch, step_rows)
             self._write_step_norms(run)
         if changes:
-            self._record_changes(run, meta["epoch"], changes, history)
+            self._record_changes(run, epoch, changes, history)
         if not run.file(SPEC).exists():
             run.write_spec(resolved_spec_text(self.source))
+        return state, history, meta["step"], epoch + 1, pruning
+
+    def _read_checkpoint(self, run: RunDirectory):
+        """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""
+        saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
+                                           self.spec.dtype, self.spec)
         state = {name: saved[name] for name in self.expected_shapes()}
         pruning = None  # (masks, level), restored on every rank
         if self.pruner:
             shapes = {name: self.model.param_infos[name].shape for name in self.pruner.weight_names}
-            pruning = ckpt.load_masks(run.file(LAST), shapes), meta.get("pruning_sparsity")
-        return state, history, meta["step"], meta["epoch"] + 1, pruning
+            pruning = ckpt.load_masks(run.file(LAST), shapes), meta["pruning_sparsity"]
+        return state, meta, pruning
 
     def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history) -> None:
         if "train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule):

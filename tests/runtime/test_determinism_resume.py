@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,25 @@ def test_resume_from_a_later_epoch_rewrites_the_metrics_after_it(tmp_path, three
     nnrun.train(spec, resume=out, quiet=True)
     assert [row["epoch"] for row in metrics_rows(out)] == [1, 2, 3]
     assert without_timing(metrics_rows(out)) == without_timing(metrics_rows(three_epoch_run))
+
+
+def test_resuming_from_a_copy_of_best_trains_the_later_epochs_again_exactly(tmp_path):
+    """The way on that a run without last.npz is shown (run_dir.py): best.npz is a whole
+    checkpoint (weights, optimizer state, meta), so a copy of it as last.npz resumes the run at
+    its best epoch, and the epochs after it come out as they did."""
+    spec = write_spec(tmp_path)
+    worst = ["train.early_stopping={monitor: train_loss, mode: max, patience: 5}"]
+    out = tmp_path / "run"
+    nnrun.train(spec, out_dir=out, quiet=True, overrides=worst)
+    assert meta(out / "best.npz")["epoch"] == 1 and meta(out / "last.npz")["epoch"] == 3
+    rows, last = metrics_rows(out), arrays(out / "last.npz")
+    (out / "last.npz").unlink()
+    with pytest.raises(RunDirectoryError, match="no last.npz"):
+        nnrun.train(spec, resume=out, quiet=True, overrides=worst)
+    shutil.copyfile(out / "best.npz", out / "last.npz")
+    nnrun.train(spec, resume=out, quiet=True, overrides=worst)
+    assert without_timing(metrics_rows(out)) == without_timing(rows)
+    assert_same_arrays(arrays(out / "last.npz"), last)
 
 
 def test_plain_sgd_trains(tmp_path):

@@ -122,10 +122,32 @@ def test_a_run_without_checkpoint_restarts_with_out_or_resume(tmp_path, spec):
     result = assert_ok(invoke("train", spec, "--out", out))
     assert "no checkpoint yet; starting it from epoch 1" in result.stderr
     assert [row["epoch"] for row in rows(out)] == [1, 2]
-    (out / "last.npz").unlink()
-    result = assert_ok(invoke("train", spec, "--resume", out))
+    # What a kill between the writes of best.npz and last.npz of epoch 1 leaves.
+    one = tmp_path / "one-epoch"
+    assert_ok(invoke("train", spec, "--out", one, "--epochs", 1, "--quiet"))
+    for name in ("last.npz", "summary.json"):
+        (one / name).unlink()
+    result = assert_ok(invoke("train", spec, "--resume", one))
     assert "starting it from epoch 1" in result.stderr
-    assert [row["epoch"] for row in rows(out)] == [1, 2]
+    assert [row["epoch"] for row in rows(one)] == [1, 2]
+
+
+def files_of(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory but the lock, whose pid each process rewrites."""
+    return {path.name: path.read_bytes() for path in run.iterdir() if path.name != LOCK}
+
+
+def test_a_run_whose_last_checkpoint_was_deleted_is_refused_and_kept(trained, spec):
+    (trained / "last.npz").unlink()
+    before = files_of(trained)
+    for option in ("--resume", "--out"):
+        line = assert_one_line_error(invoke("train", spec, option, trained, "--quiet"), trained)
+        assert "trained epochs" in line and "no last.npz" in line
+        assert "copy best.npz to last.npz" in line and "another --out" in line
+        assert files_of(trained) == before
+    (trained / "last.npz").write_bytes((trained / "best.npz").read_bytes())  # the way on it names
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"))
+    assert [row["epoch"] for row in rows(trained)] == [1, 2, 3]
 
 
 def test_resume_of_a_directory_that_is_not_a_run_is_refused(tmp_path, spec):
@@ -240,6 +262,30 @@ def test_a_damaged_checkpoint_is_a_one_line_error(trained, spec, how):
                           trained / "last.npz")
     assert "damaged" in line or "another spec" in line or "no meta" in line
     assert_one_line_error(invoke("eval", trained, "--checkpoint", "last"), trained / "last.npz")
+
+
+@pytest.mark.parametrize("damage, field", [
+    ({"epoch": -5}, "meta.epoch is -5"),
+    ({"epoch": 10**30, "rng": "x"}, "meta.epoch is 1000"),
+    ({"rng": "x"}, "meta.rng is 'x'"),
+    ({"rng": {"seed": 0, "next_epoch": 9}}, "rng.next_epoch 9 does not follow epoch 2"),
+    ({"step": 1}, "step 1 is less than epoch 2"),
+    ({"step": "8"}, "meta.step is '8'"),
+    ({"best_epoch": 7}, "best_epoch 7 is after epoch 2"),
+    ({"best_value": float("nan")}, "meta.best_value is nan"),
+    ({"epochs_since_best": True}, "meta.epochs_since_best is True"),
+    ({"step": None}, "meta.step is None"),
+])
+def test_damaged_checkpoint_meta_is_a_one_line_error_that_changes_nothing(trained, spec, damage,
+                                                                         field):
+    state, meta = load_checkpoint(trained / "last.npz")
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()}, {**meta, **damage})
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                                 trained / "last.npz")
+    assert "damaged checkpoint" in line and field in line and "copy best.npz over it" in line
+    assert files_of(trained) == before  # metrics.jsonl keeps its rows
 
 
 def huge_header_npz(path: Path, shape: tuple) -> Path:
