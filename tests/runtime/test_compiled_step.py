@@ -86,6 +86,24 @@ def test_every_pass_keeps_a_valid_graph_and_the_plan_never_overlaps_live_values(
     assert plan.arena_bytes >= max((p.offset + p.nbytes for p, _ in places), default=0)
 
 
+def test_the_placement_in_arrays_is_the_placement_of_the_plain_loop():
+    """memory_plan._Placed finds each block's first fit with NumPy; beyond int64 it falls back
+    to the plain loop over the busy blocks, which must place every block alike."""
+    from nnrun.compiler.passes import memory_plan
+
+    rng = np.random.default_rng(0)
+    items = [memory_plan._Item(int(rng.integers(1, 40)) * 64, int(start), int(start + length))
+             for start, length in zip(rng.integers(0, 60, 300), rng.integers(0, 20, 300))]
+    items.sort(key=lambda item: -item.nbytes)
+    arrays, exact = memory_plan._Placed(len(items), 0), memory_plan._Placed(len(items), 2**62)
+    assert exact.exact and not arrays.exact
+    for item in items:
+        offset = arrays.lowest_fit(item)
+        assert exact.lowest_fit(item) == offset
+        arrays.add(offset, item)
+        exact.add(offset, item)
+
+
 def test_passes_do_what_they_say_on_lenet():
     graph = optimize(nnrun.compile(str(ROOT / "benchmarks/workloads/lenet5.yaml")).train_step.graph)
     ops = [node.op for node in graph.nodes]
