@@ -57,6 +57,7 @@ class RunDirectory:
         if self.has_checkpoint:
             raise RunDirectoryError(f"{self.path}: already holds a run ({LAST}); use --resume "
                                     "to continue it or choose another --out")
+        self._claim()
         return self
 
     def open_existing(self) -> RunDirectory:
@@ -66,6 +67,7 @@ class RunDirectory:
         self._check_own_files(for_resume=True)
         self._lock()
         self._refuse_lost_checkpoint()
+        self._claim()
         return self
 
     def __enter__(self) -> RunDirectory:
@@ -137,10 +139,14 @@ class RunDirectory:
             os.close(descriptor)
             raise RunDirectoryError(f"{self.path}: in use by another nnrun process (pid "
                                     f"{holder}); wait for it to finish or stop it") from None
-        # Written in place, not atomically: the lock lives on this very file.
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
         self.lock_descriptor = descriptor
+
+    def _claim(self) -> None:
+        """Once the directory is not refused: our pid in the lock file, and what a killed
+        write left removed."""
+        # Written in place, not atomically: the lock lives on this very file.
+        os.ftruncate(self.lock_descriptor, 0)
+        os.pwrite(self.lock_descriptor, f"{os.getpid()}\n".encode(), 0)
         for leftover in remove_leftovers(self.path, OWNED):
             self.say(f"{self.path}: removed {leftover.name}, left by a write that was killed")
 

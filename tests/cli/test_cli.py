@@ -627,11 +627,12 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
 def test_train_into_a_directory_that_holds_a_run(tiny, tmp_path):
     out = tmp_path / "run"
     assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    (out / "nnrun.lock").write_text("12345\n")  # the last holder's pid, not this process's
     before = snapshot(out)
     result = invoke(*train_args(tiny, out, "--epochs", 2, "--seed", 9))
     line = assert_one_line_error(result, out)
     assert "already holds a run" in line and "--resume" in line
-    assert snapshot(out) == before
+    assert snapshot(out) == before  # the lock file too
 
 
 def test_train_labels_out_of_range(tmp_path):
