@@ -248,7 +248,9 @@ def specs(draw):
 # --- the property ---------------------------------------------------------------------------
 
 
-# FUZZ_N=2000 for a longer search when the spec language grows
+# FUZZ_N=2000 for a longer search when the spec language grows. Hypothesis's health checks
+# (how slowly or how large it draws) are off: on a loaded 2-core CI machine they failed the
+# suite for the speed of the machine, not for anything nnrun did.
 EXAMPLES = int(os.environ.get("FUZZ_N", 150))
 
 
@@ -274,14 +276,14 @@ def _check(spec_file, text: str, *options: str) -> None:
                     text, line)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(spec=specs(), fmt=st.sampled_from(["text", "json", "github"]), strict=st.booleans())
 def test_validate_never_crashes(spec_file, spec, fmt, strict):
     text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
     _check(spec_file, text, "--format", fmt, *(["--strict"] if strict else []))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=st.text(alphabet=st.sampled_from(list("model: layers[]{}-,&*!|>'\"\n 0123abc#%@")),
                     max_size=60))
 def test_validate_never_crashes_on_arbitrary_text(spec_file, text):

@@ -398,7 +398,7 @@ def test_override_errors_are_all_reported_with_their_argument_number():
 YAMLISH = st.text(alphabet=list(" \n\t:-[]{},'\"&*!#|>?%@`.~=<") + list("abcxyz019_"), max_size=80)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(YAMLISH)
 def test_random_text_raises_only_spec_errors(text):
     try:
