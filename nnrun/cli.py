@@ -276,8 +276,10 @@ def summary(spec, fmt, resolved, checkpoint, overrides) -> None:
 
 def _run_spec(run_dir: Path) -> Path:
     if not (run_dir / "spec.yaml").is_file():
-        raise UserError(f"{run_dir}: not a run directory (no spec.yaml); give a spec file or "
-                        "a directory `nnrun train` wrote")
+        from nnrun.runtime.run_dir import not_a_run_directory
+
+        raise UserError(not_a_run_directory(run_dir).replace("; give a directory",
+                                                             "; give a spec file or a directory"))
     return run_dir / "spec.yaml"
 
 

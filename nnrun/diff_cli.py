@@ -21,7 +21,10 @@ def load_side(path: Path) -> Side:
 
     spec_path = path / "spec.yaml" if path.is_dir() else path
     if not spec_path.is_file():
-        raise UserError(f"{path}: neither a spec nor a run directory (no spec.yaml)")
+        from nnrun.runtime.run_dir import not_a_run_directory, runs_inside
+
+        raise UserError(not_a_run_directory(path) if runs_inside(path)
+                        else f"{path}: neither a spec nor a run directory (no spec.yaml)")
     source = load_spec(spec_path)
     checked = check(source)  # a spec that does not compile raises SpecError here
     if checked.diagnostics:  # budgets exceeded, what training would refuse: shown, not fatal

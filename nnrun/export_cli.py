@@ -29,6 +29,7 @@ class Exported:
     output_shape: list
     dtype: str
     check: str = ""  # how onnxruntime compared with nnrun
+    preprocessed: bool = False  # a run exported with --no-preprocessing: inputs come preprocessed
 
 
 def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = True,
@@ -56,6 +57,7 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
                         list(graph.inputs[0].type.shape[1:]),
                         list(graph.outputs[OUTPUT_NAME].type.shape[1:]), model.spec.dtype)
     exported.check = _compare_with_nnrun(exported, model, params, pre, preprocessing)
+    exported.preprocessed = path.is_dir() and not preprocess
     return exported
 
 
@@ -141,6 +143,9 @@ def _report(out_path: Path, exported: Exported) -> str:
     if exported.source.startswith("initial weights"):
         takes = ("samples as the model takes them (a spec has no fitted preprocessing; export a "
                  "run directory to include it)")
+    elif exported.preprocessed:
+        takes = ("samples already preprocessed as the run's training data was (--no-"
+                 "preprocessing: apply the run's preprocessing.npz before feeding them)")
     else:
         takes = ("raw samples; preprocessing in the graph: "
                  f"{', then '.join(exported.preprocessing) or 'none'}")

@@ -19,7 +19,7 @@ from .files import write_atomically
 from .memory import available_memory, check_memory, format_size
 from .metrics import evaluate
 from .model import Model
-from .run_dir import RunDirectoryError
+from .run_dir import RunDirectoryError, not_a_run_directory
 
 BATCH = 1000  # samples per forward pass in eval and predict
 
@@ -67,7 +67,7 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     run_dir = Path(run_dir)
     spec_path = run_dir / "spec.yaml"
     if not spec_path.exists():
-        raise RunDirectoryError(f"{run_dir}: not a run directory (no spec.yaml)")
+        raise RunDirectoryError(not_a_run_directory(run_dir))
     model = Model(load_spec(spec_path), backend, graph=graph)
     check_memory(model, BATCH, str(run_dir), training=False)
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))
@@ -120,15 +120,34 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         preprocessing=preprocessing)
     chosen = getattr(data, split)
     if chosen is None:
-        where = spec.data.path or spec.data.dataset
-        hints = {"val": "; set data.validation_split",
-                 "test": "; add x_test and y_test to the file" if spec.data.path else ""}
-        raise DataError(f"{where}: has no {split} split{hints.get(split, '')}")
+        where = where_of(spec)
+        others = [name for name in ("val", "train") if name != split and getattr(data, name)]
+        other = f"; evaluate with --split {others[0]}" if others else ""
+        hints = {"val": "; set data.validation_split and train again",
+                 "test": {"npz": "; add x_test and y_test to the file",
+                          "csv": "; a csv dataset has none (an npz can hold x_test and y_test)"}
+                 .get(spec.data.dataset, "")}
+        raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
+    if transform is not None and _positions_labelled(chosen):
+        raise DataError(f"{where_of(spec)}: its labels are maps of the input's positions; "
+                        f"{transform.describe()} would move the pixels but not the labels, "
+                        "which measures misalignment, not invariance: evaluate without "
+                        "--shift and --permute")
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     result = evaluate(run.model, state, chosen, split)
     transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}
+
+
+def where_of(spec) -> str:
+    return spec.data.path or spec.data.dataset
+
+
+def _positions_labelled(split) -> bool:
+    """Whether the labels are maps over the samples' spatial positions (segmentation)."""
+    spatial = split.x.shape[2:]
+    return bool(spatial) and split.y.ndim > 1 and tuple(split.y.shape[-len(spatial):]) == spatial
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .files import write_atomically
 from .grad_norms import LAYER_PREFIX
-from .run_dir import GRAD_NORMS, METRICS, SPEC
+from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
 
 GRAD_NORMS_PANEL = "grad_norms"
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -70,8 +70,7 @@ def _spec_name(path: Path) -> str | None:
 def _rows(path: Path, required: bool) -> list[dict]:
     if not path.is_file():
         if required:
-            raise PlotError(f"{path.parent}: no {path.name}; give a run directory that "
-                            "`nnrun train` wrote")
+            raise PlotError(not_a_run_directory(path.parent, f"no {path.name}"))
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []
@@ -92,7 +91,7 @@ def _rows(path: Path, required: bool) -> list[dict]:
 def default_panels(runs: list[RunCurves]) -> list[str]:
     keys = set().union(*(run.keys() for run in runs))
     panels = ["loss"]
-    panels += [name for name in ("accuracy", "pixel_accuracy", "mean_iou")
+    panels += [name for name in ("accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
                if {f"train_{name}", f"val_{name}"} & keys]
     panels += ["lr"] if "lr" in keys else []
     panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
@@ -113,9 +112,9 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
         if not found:
             known = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
             known = [k for k in known if "/" not in k]
+            known += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
             hint = ("set train.log_grad_norms in the spec and train again"
-                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}, "
-                                                       f"{GRAD_NORMS_PANEL}")
+                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}")
             raise PlotError(f"--metrics: no run has '{panel}'; {hint}")
 
 

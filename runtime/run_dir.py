@@ -33,6 +33,29 @@ STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES, GRAD_NORMS)
 AFTER_FIRST_CHECKPOINT = (SUMMARY, CHANGES)
 
 
+def not_a_run_directory(path: Path, missing: str = "no spec.yaml") -> str:
+    """Why `path` is no run directory, pointing into it when it holds runs: `nnrun train`
+    without --out writes runs/NAME/TIMESTAMP, and runs/NAME is what a user types next."""
+    runs = runs_inside(path)
+    if not runs:
+        return f"{path}: not a run directory ({missing}); give a directory `nnrun train` wrote"
+    return f"{path}: not a run directory ({missing}); {_pointer(runs)}"
+
+
+def runs_inside(path: Path) -> list[Path]:
+    """The run directories right inside `path`, oldest first (time-stamped names)."""
+    path = Path(path)
+    return sorted((d for d in path.iterdir() if (d / SPEC).is_file()),
+                  key=lambda d: d.name) if path.is_dir() else []
+
+
+def _pointer(runs: list[Path]) -> str:
+    if len(runs) == 1:
+        return f"it holds one run: give {runs[0]}"
+    others = "the other one" if len(runs) == 2 else f"one of the {len(runs) - 1} others"
+    return f"it holds runs: give {runs[-1]} (the latest), or {others} in it"
+
+
 class RunDirectoryError(Exception):
     """The directory cannot hold this run; the message names it and what to do."""
 

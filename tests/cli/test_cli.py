@@ -624,6 +624,19 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_directory_of_runs_points_to_its_latest_run(tiny, tmp_path):
+    """`nnrun train SPEC` writes runs/NAME/TIMESTAMP; runs/NAME is what a user types next."""
+    for _ in range(2):
+        assert_ok(invoke("train", tiny, "--max-steps", 3, "--quiet"))
+    runs = sorted((tmp_path / "runs" / "tiny").iterdir())
+    assert len(runs) == 2
+    for command in (["eval"], ["export"], ["plot"], ["summary"], ["diff", tiny]):
+        extra = {"export": ["--out", tmp_path / "m.onnx"], "plot": ["--out", tmp_path / "p.png"]}
+        result = invoke(*command, Path("runs/tiny"), *extra.get(command[0], []))
+        line = assert_one_line_error(result, "runs/tiny")
+        assert f"give {Path('runs/tiny') / runs[-1].name} (the latest), or the other one" in line
+
+
 def test_train_into_a_directory_that_holds_a_run(tiny, tmp_path):
     out = tmp_path / "run"
     assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))

@@ -73,6 +73,9 @@ def test_float_targets_train_under_each_regression_loss(tmp_path):
         assert result.exit_code == 0, result.output
         predicted = invoke("eval", out, "--split", "val", "--format", "json")
         assert predicted.exit_code == 0 and "val_mae" in predicted.stdout
+    # eval's default split is test, which a csv file cannot hold: the line says what to do
+    line = assert_one_line_error(invoke("eval", tmp_path / "run-csv-mae"), "r.csv")
+    assert "a csv dataset has none" in line and "--split val" in line
 
 
 def test_float_targets_under_cross_entropy_name_the_fix(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import nnrun
 from nnrun.cli import main
 
 pytest.importorskip("matplotlib")
+ROOT = Path(__file__).resolve().parents[2]
 
 RUN = """\
 name: {name}
@@ -68,6 +70,19 @@ def test_unknown_metric_is_one_line(runs, tmp_path):
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "no run has 'f1'" in result.output
     assert not (tmp_path / "x.png").exists()
+    assert "grad_norms" in result.output.split("these runs have: ")[1]
+
+
+def test_a_regression_run_plots_its_mae_and_names_only_what_it_has(tmp_path):
+    spec = nnrun.load_spec(ROOT / "specs" / "csv-regression.yaml", ["train.epochs=2"])
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    result = CliRunner().invoke(main, ["plot", str(tmp_path / "run"), "--out",
+                                       str(tmp_path / "r.png")])
+    assert result.exit_code == 0, result.output
+    assert "loss, mae, lr of 1 run" in result.output
+    result = CliRunner().invoke(main, ["plot", str(tmp_path / "run"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", "f1"])
+    assert "no run has 'f1'" in result.output and "grad_norms" not in result.output
 
 
 def test_a_directory_without_metrics(tmp_path):

@@ -313,6 +313,9 @@ def test_fcn_spec_through_every_command(tmp_path):
     assert "val_mean_iou" in result.stderr and "test_pixel_accuracy" in result.stderr
     evaluated = invoke("eval", run)
     assert evaluated.exit_code == 0 and "test_mean_iou" in evaluated.output
+    for transform in (["--shift", "2"], ["--permute"]):  # the maps would not move with the pixels
+        refused = invoke("eval", run, *transform)
+        assert refused.exit_code == 1 and "labels are maps" in refused.stderr, refused.output
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 1, 32, 32)))
     predicted = invoke("predict", run, tmp_path / "in.npz", "--out", tmp_path / "p.npy")
     assert predicted.exit_code == 0, predicted.output

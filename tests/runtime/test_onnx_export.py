@@ -159,6 +159,7 @@ def test_a_trained_run_exports_its_preprocessing(tmp_path):
                           np.load(tmp_path / "p.npy")) < TOLERANCE
     raw_export = invoke("export", run, "--out", tmp_path / "raw.onnx", "--no-preprocessing")
     assert raw_export.exit_code == 0, raw_export.output
+    assert "samples already preprocessed" in raw_export.output  # not "raw samples"
     assert "Gather" not in {n.op_type for n in onnx.load(tmp_path / "raw.onnx").graph.node}
 
 
