@@ -83,7 +83,9 @@ def _step_lines(step, digits: int) -> list[str]:
             lines += _values(f"a{sup} = {layer.activation}(z{sup})", layer.a, digits)
         else:
             lines += _values(f"a{sup} {layer.name} ({layer.type})", layer.a, digits)
-    lines += _values("y (target)", step.y, digits)
+    # a label map [H, W] is one map, not H channels of W
+    labels = step.y[:, None] if np.ndim(step.y) > 2 else step.y
+    lines += _values("y (target)", labels, digits)
     lines.append(f"  C = {_number(step.cost, digits)}")
     lines.append("backward")
     for layer in reversed(step.layers):

@@ -172,6 +172,20 @@ def test_small_feature_maps_are_printed_large_ones_elided(tmp_path):
     assert "a⁽³⁾ maxpool2d_1 (maxpool2d): 2 maps of 9×9\n" in big.output
 
 
+def test_a_label_map_is_one_map(tmp_path):
+    """A segmentation target [H, W] is one map per sample, not H channels of W values."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "maps.npz", x=rng.normal(size=(4, 1, 5, 5)),
+             y=rng.integers(0, 2, size=(4, 5, 5)))
+    spec = tmp_path / "maps.yaml"
+    spec.write_text("data: {dataset: npz, path: maps.npz}\nmodel:\n  input_shape: [1, 5, 5]\n"
+                    "  layers: [{type: conv2d, filters: 2, kernel_size: 3, padding: 1}]\n"
+                    "train: {batch_size: 1}\n")
+    result = CliRunner().invoke(main, ["trace", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "y (target): 1 map of 5×5\n" in result.output
+
+
 def test_weights_file_sets_the_starting_point(tmp_path):
     weights = {"dense_1.weight": np.full((2, 2), 0.1), "dense_1.bias": np.zeros(2),
                "dense_2.weight": np.full((2, 1), -0.2), "params/dense_2.bias": np.ones(1)}
