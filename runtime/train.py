@@ -42,6 +42,7 @@ from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
+from .data.sources import missing_files_fetched
 from .data.preprocessing import save_preprocessing
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        require_input_shape)
@@ -156,8 +157,9 @@ class Trainer:
         return model
 
     def _load_data(self):
-        return load_dataset(self.spec.data, spec_dir=self.source.directory, seed=self.spec.seed,
-                            dtype=self.spec.dtype)
+        with missing_files_fetched():  # the first `train` downloads mnist (DESIGN.md 8)
+            return load_dataset(self.spec.data, spec_dir=self.source.directory,
+                                seed=self.spec.seed, dtype=self.spec.dtype)
 
     def _pruner(self) -> MagnitudePruner | None:
         pruning = self.spec.train.pruning

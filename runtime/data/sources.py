@@ -11,6 +11,7 @@ import importlib
 import random
 import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -280,12 +281,25 @@ def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
 
 
 IMPLICIT_FETCH_TIMEOUT = 30.0  # seconds per request of a download that `train` starts itself
+_FETCH = {"allowed": False}
+
+
+@contextmanager
+def missing_files_fetched():
+    """Inside, mnist and fashion_mnist files found nowhere are downloaded into the cache
+    (DESIGN.md section 8: `nnrun data fetch`, or the first `train`, fetches them); outside,
+    their absence is an error that says how to get them."""
+    saved = _FETCH["allowed"]
+    _FETCH["allowed"] = True
+    try:
+        yield
+    finally:
+        _FETCH["allowed"] = saved
 
 
 def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
-    """The directory that holds the four IDX files. Without data.path, files found nowhere
-    are downloaded into the cache (DESIGN.md section 8: the first `train` fetches them);
-    never into data.path or NNRUN_DATA_DIR, which are the user's."""
+    """The directory that holds the four IDX files; downloaded (missing_files_fetched) never
+    into data.path or NNRUN_DATA_DIR, which are the user's, but into the cache."""
     explicit = option(data_spec, "path")
     candidates = search_dirs(name, explicit, spec_dir)
     for directory in candidates:
@@ -298,7 +312,10 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
     if explicit:
         raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
                         f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")
-    return _fetched(name, f"{missing}(.gz) not found in {places}")
+    if _FETCH["allowed"]:
+        return _fetched(name, f"{missing}(.gz) not found in {places}")
+    raise DataError(f"{name}: {missing}(.gz) not found in {places}; run `nnrun data fetch "
+                    f"{name}` or put the four IDX files there (or set NNRUN_DATA_DIR)")
 
 
 def _fetched(name: str, not_found: str) -> Path:

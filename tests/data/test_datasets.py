@@ -17,7 +17,7 @@ from nnrun.runtime.data import fetch
 from nnrun.runtime.data.fetch import CHECKSUMS
 from nnrun.runtime.data.idx import read_idx
 from nnrun.runtime.data.locations import IDX_FILES
-from nnrun.runtime.data.sources import LOADERS
+from nnrun.runtime.data.sources import LOADERS, missing_files_fetched
 
 
 def spec(dataset: str, **fields) -> SimpleNamespace:
@@ -178,10 +178,22 @@ def _closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch, capsys):
+def test_missing_idx_files_say_where_and_how(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", ())  # outside `train`, nothing is downloaded
+    with pytest.raises(DataError) as excinfo:
+        load("mnist")
+    one_line_error(
+        excinfo, "train-images-idx3-ubyte(.gz) not found", str(tmp_path / "mnist"),
+        "nnrun data fetch mnist", "NNRUN_DATA_DIR",
+    )
+
+
+def test_train_says_why_a_download_failed_and_where_to_put_the_files(tmp_path, monkeypatch,
+                                                                     capsys):
     monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path))
     monkeypatch.setitem(fetch.MIRRORS, "mnist", (f"http://127.0.0.1:{_closed_port()}/",))
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(DataError) as excinfo, missing_files_fetched():
         load("mnist")
     one_line_error(
         excinfo, "train-images-idx3-ubyte(.gz) not found", str(tmp_path / "mnist"),
@@ -199,7 +211,8 @@ def test_missing_idx_files_are_downloaded_into_the_cache(tmp_path, monkeypatch, 
     monkeypatch.setitem(fetch.CHECKSUMS, "fashion_mnist", {
         path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in served.iterdir()})
     monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "data"))
-    assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
+    with missing_files_fetched():  # as `train` loads its data
+        assert load("fashion_mnist").train.x.shape == (12, 1, 28, 28)
     cached = isolated_home / ".cache" / "nnrun" / "fashion_mnist"
     assert {p.name for p in cached.glob("*.gz")} == {p.name for p in served.iterdir()}
     assert not (tmp_path / "data").exists()
@@ -209,7 +222,7 @@ def test_missing_idx_files_are_downloaded_into_the_cache(tmp_path, monkeypatch, 
 
 def test_an_explicit_idx_directory_is_never_downloaded_into(tmp_path, monkeypatch):
     monkeypatch.setitem(fetch.MIRRORS, "mnist", ())  # a download would fail differently
-    with pytest.raises(DataError) as excinfo:
+    with pytest.raises(DataError) as excinfo, missing_files_fetched():
         load("mnist", path=str(tmp_path / "mine"))
     one_line_error(excinfo, "not found in", "(data.path)", "nnrun data fetch mnist --dest")
 
