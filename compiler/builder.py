@@ -40,6 +40,7 @@ class GraphBuilder:
     input_hint: str = ""
 
     def input(self, name: str, type_: TensorType) -> Value:
+        self._check_size(type_.shape[1:], "each input sample")
         value = Value(type_, name=name)
         self.graph.inputs.append(value)
         return value
@@ -89,7 +90,7 @@ class GraphBuilder:
         if values > MAX_VALUES:
             raise CompileError(self.origin, f"{what} would hold {values:,} values, more than "
                                             f"any machine can ({MAX_VALUES:,} at most); make "
-                                            "the layer smaller")
+                                            "it smaller")
 
     def _error_origin(self, error: ShapeError) -> Origin | None:
         field_name = self.fields.get(error.attribute)

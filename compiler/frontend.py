@@ -84,7 +84,7 @@ def _load(read, overrides, path: Path | None) -> SourceSpec:
     if not found:
         return _validate(loaded, path)
     try:
-        _validate(loaded, path)
+        _validate(loaded, path, shapes=False)
     except SpecError as error:
         # a value the loader refused (None in its place) is not reported again by the schema
         refused = {(d.file, d.line, d.col) for d in found}
@@ -96,12 +96,15 @@ def _in_file_order(diagnostics: list[Diagnostic], filename: str) -> list[Diagnos
     return sorted(diagnostics, key=lambda d: (d.file != filename, d.file, d.line, d.col))
 
 
-def _validate(loaded: Loaded, path: Path | None) -> SourceSpec:
+def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceSpec:
+    """shapes=False: no shape errors of the layers the schema errors leave intact (values the
+    loader refused are None there, which can mean a default: not what the user wrote)."""
     try:
         spec = Spec.model_validate(loaded.data)
     except pydantic.ValidationError as error:
         diagnostics = diagnostics_from_validation_error(error, loaded, Spec)
-        diagnostics += _errors_of_intact_layers(loaded, error, path)
+        if shapes:
+            diagnostics += _errors_of_intact_layers(loaded, error, path)
         raise SpecError(_in_file_order(diagnostics, loaded.filename)) from None
     if spec.name is None:
         stem = path.stem if path else "spec"

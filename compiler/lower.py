@@ -378,7 +378,8 @@ def lower(spec, mode: str = "eval") -> Lowered:
 
 def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
     lowered = Lowered(gb.graph, gb)
-    x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
+    with gb.at(Origin("model.input_shape", keys=("model", "input_shape"))):
+        x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
     env: dict[str, Value] = {"input": x}
     pre_activation: dict[str, Value] = {}
     layers = spec.model.layers

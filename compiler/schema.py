@@ -691,12 +691,12 @@ MAX_NAME_BYTES = 200  # a file name component holds 255 bytes; the run's time st
 
 
 def run_name_problem(name: str) -> str | None:
-    """Why `name` cannot name a directory under runs/ (None: it can): a name from a file
-    must not lead elsewhere (`../../x`, `/tmp/x`)."""
-    if name in ("", ".", "..") or name.startswith("-"):
-        return "cannot be empty, '.', '..' or start with '-'"
-    if any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in name):
-        return "cannot hold '/', '\\' or control characters"
+    """Why `name` cannot name a directory under runs/ (None: it can). `exp/lenet` makes
+    runs/exp/lenet/..., but a name from a file must not lead elsewhere (`../x`, `/tmp/x`)."""
+    if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+        return "must stay under runs/: no leading '/', and no empty, '.' or '..' part"
+    if any(char == "\\" or ord(char) < 32 or ord(char) == 127 for char in name):
+        return "cannot hold '\\' or control characters"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"must be at most {MAX_NAME_BYTES} bytes long"
     return None

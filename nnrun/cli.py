@@ -24,6 +24,8 @@ from nnrun.runtime.interrupts import Interrupted
 INTERNAL_ERROR = 70
 
 spec_argument = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
 def tolerance_option(default: float, help_text: str):
     """--tolerance: a finite number >= 0 (nan would accept every difference, a negative one
     none)."""
@@ -278,8 +280,8 @@ def _run_spec(run_dir: Path) -> Path:
     if not (run_dir / "spec.yaml").is_file():
         from nnrun.runtime.run_dir import not_a_run_directory
 
-        raise UserError(not_a_run_directory(run_dir).replace("; give a directory",
-                                                             "; give a spec file or a directory"))
+        raise UserError(not_a_run_directory(
+            run_dir, wanted="a spec file or a directory `nnrun train` wrote"))
     return run_dir / "spec.yaml"
 
 

@@ -57,7 +57,7 @@ class CheckpointMeta(BaseModel):
     spec_hash: StrictStr | None = None
     seed: Seed | None = None
     rng: RngMeta | None = None
-    best_value: Annotated[StrictFloat, Field(allow_inf_nan=False)] | None = None
+    best_value: StrictFloat | None = None  # nan when the first epoch's monitor was
     best_epoch: Count = 0
     epochs_since_best: Count = 0
     schedule_start: Count = 0

@@ -33,20 +33,26 @@ STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES, GRAD_NORMS)
 AFTER_FIRST_CHECKPOINT = (SUMMARY, CHANGES)
 
 
-def not_a_run_directory(path: Path, missing: str = "no spec.yaml") -> str:
+def not_a_run_directory(path: Path, missing: str = "no spec.yaml",
+                        wanted: str = "a directory `nnrun train` wrote") -> str:
     """Why `path` is no run directory, pointing into it when it holds runs: `nnrun train`
     without --out writes runs/NAME/TIMESTAMP, and runs/NAME is what a user types next."""
     runs = runs_inside(path)
     if not runs:
-        return f"{path}: not a run directory ({missing}); give a directory `nnrun train` wrote"
+        return f"{path}: not a run directory ({missing}); give {wanted}"
     return f"{path}: not a run directory ({missing}); {_pointer(runs)}"
 
 
 def runs_inside(path: Path) -> list[Path]:
-    """The run directories right inside `path`, oldest first (time-stamped names)."""
-    path = Path(path)
-    return sorted((d for d in path.iterdir() if (d / SPEC).is_file()),
-                  key=lambda d: d.name) if path.is_dir() else []
+    """The run directories right inside `path`, oldest first (time-stamped names); entries
+    that cannot be read are passed over."""
+    runs = []
+    with suppress(OSError), os.scandir(path) as entries:
+        for entry in entries:
+            with suppress(OSError):
+                if entry.is_dir() and (Path(entry.path) / SPEC).is_file():
+                    runs.append(Path(path) / entry.name)
+    return sorted(runs, key=lambda d: d.name)
 
 
 def _pointer(runs: list[Path]) -> str:

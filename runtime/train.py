@@ -481,6 +481,7 @@ class Trainer:
         history = self.history
         improved = value is not None and (
             self._first_at_target() or history.best_value is None
+            or not math.isfinite(history.best_value)  # a nan best (a diverged epoch) is beaten
             or _better(value, history.best_value, mode, stopping.min_delta if stopping else 0.0))
         if improved:
             history.best_value, history.best_epoch, history.epochs_since_best = value, epoch, 0

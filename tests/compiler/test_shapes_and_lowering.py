@@ -684,3 +684,10 @@ def test_a_merely_huge_model_is_valid_and_its_memory_counted_exactly():
     result = checked(spec_text([4], "{type: dense, units: 3000000000000}"))
     assert result.ok and result.summary.total_params == 15 * 10**12
     assert result.summary.train_memory_bytes > 3 * 15 * 10**12 * 4
+
+
+def test_an_input_no_machine_holds_is_an_error_at_input_shape():
+    text = spec_text([1, 2**32, 2**32], "{type: flatten}")
+    (error,) = errors_of(text)
+    assert at(error) == position(text, "input_shape", "[")
+    assert error.message.startswith("each input sample would hold 18,446,744,073,709,551,616")

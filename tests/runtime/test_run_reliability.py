@@ -272,7 +272,7 @@ def test_a_damaged_checkpoint_is_a_one_line_error(trained, spec, how):
     ({"step": 1}, "step 1 is less than epoch 2"),
     ({"step": "8"}, "meta.step is '8'"),
     ({"best_epoch": 7}, "best_epoch 7 is after epoch 2"),
-    ({"best_value": float("nan")}, "meta.best_value is nan"),
+    ({"best_value": "low"}, "meta.best_value is 'low'"),
     ({"epochs_since_best": True}, "meta.epochs_since_best is True"),
     ({"step": None}, "meta.step is None"),
 ])
@@ -286,6 +286,18 @@ def test_damaged_checkpoint_meta_is_a_one_line_error_that_changes_nothing(traine
                                  trained / "last.npz")
     assert "damaged checkpoint" in line and field in line and "copy best.npz over it" in line
     assert files_of(trained) == before  # metrics.jsonl keeps its rows
+
+
+def test_a_nan_best_value_resumes_and_the_next_epoch_beats_it(trained, spec):
+    """A first epoch whose validation diverged stores a nan best: a checkpoint as good as any,
+    and any later epoch is better."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()},
+                    {**meta, "best_value": float("nan")})
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"))
+    _, meta = load_checkpoint(trained / "last.npz")
+    assert meta["epoch"] == 3 and meta["best_epoch"] == 3 and np.isfinite(meta["best_value"])
 
 
 def huge_header_npz(path: Path, shape: tuple) -> Path:
