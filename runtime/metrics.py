@@ -221,7 +221,10 @@ def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALO
                  else copied_batch(model, split.x[start:stop], split.y[start:stop]))
         feeds = dict(state)
         feeds.update(x=batch.x, y=batch.targets)
-        outputs, _ = model.evaluation_executor.run(feeds)
+        # weights that diverged give a nan loss, which the row reports: NumPy's warnings about
+        # the overflows on the way would only add noise
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            outputs, _ = model.evaluation_executor.run(feeds)
         totals.add(outputs, batch)
     totals.read()
     totals.add_over_ranks(ranks)

@@ -712,6 +712,22 @@ def test_train_divergence_prints_no_numpy_warnings(tiny, tmp_path):
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
+def test_weights_that_diverge_in_the_last_step_of_an_epoch_warn_nothing_in_validation(tmp_path):
+    """One step an epoch: the validation after it is the first to run on the diverged
+    weights, and its overflows printed NumPy's warnings beside the one error line."""
+    import warnings
+
+    spec = write(tmp_path / "blow.yaml", "data: {dataset: digits, validation_split: 0.2}\n"
+                 "model:\n  layers: [{type: flatten}, {type: dense, units: 32, activation: relu},"
+                 " {type: dense, units: 10}]\noptimizer: {type: sgd, lr: 1.0e30}\n"
+                 "train: {epochs: 2, batch_size: 4096}\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("train", spec, "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(result, "loss became nan")
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
 def test_train_unknown_early_stopping_monitor(tiny, tmp_path):
     result = invoke(*train_args(tiny, tmp_path / "run", "--set",
                                 "train.early_stopping={monitor: val_acc}"))
