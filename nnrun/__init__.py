@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
+from nnrun.backends import BackendUnavailable
 from nnrun.compiler.diagnostics import Diagnostic, SpecError
 from nnrun.compiler.frontend import SourceSpec, load_spec, load_spec_text, with_overrides
 from nnrun.compiler.schema import Spec
@@ -23,6 +25,11 @@ __version__ = "0.1.0"
 
 def _source(spec, overrides=()) -> SourceSpec:
     """A SourceSpec from a path, a Spec or a SourceSpec, with `overrides` applied."""
+    if isinstance(overrides, str):  # one `--set` argument, not its characters
+        overrides = [overrides]
+    if not isinstance(spec, (Spec, SourceSpec, str, PathLike)):
+        raise TypeError(f"spec must be a file path, a Spec or a SourceSpec (nnrun.load_spec_text "
+                        f"reads YAML text), got {type(spec).__name__}")
     if isinstance(spec, Spec):
         from nnrun.compiler.loader import Loaded
 
@@ -58,4 +65,4 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
 
 
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",
-           "Diagnostic"]
+           "Diagnostic", "BackendUnavailable"]

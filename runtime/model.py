@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cached_property
 
 import numpy as np
@@ -34,7 +35,8 @@ class Model:
         """backend: a name, or a backend object."""
         self.source = source
         self.spec = source.spec
-        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self.backend = get_backend(backend) if isinstance(backend, str) or backend is None \
+            else backend
         self.optimized = True if optimized is None else optimized
         # A data-parallel step calls the communicator inside the step: never captured.
         self.capture_graph = graph and not data_parallel
@@ -49,6 +51,8 @@ class Model:
 
     def init_params(self, seed: int | None = None) -> dict[str, np.ndarray]:
         seed = self.spec.seed if seed is None else seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, as the spec's is, got {seed!r}")
         return init_params(self.param_infos, seed, self.spec.dtype)
 
     def train_state(self, seed: int | None = None) -> dict:
@@ -148,12 +152,86 @@ class Model:
         return np.array(self.backend.to_host(array), copy=True)
 
     def _feeds(self, params: dict, **arrays) -> dict:
+        """The API's arrays, checked first: a wrong shape or label would otherwise fail deep in
+        a kernel, or worse, broadcast or index into a wrong result."""
         be = self.backend
+        self._check_params(params)
         feeds = {name: be.from_host(value) for name, value in params.items()}
-        feeds["x"] = be.from_host(np.asarray(arrays["x"], dtype=self.spec.dtype))
+        x = self._checked_x(arrays["x"])
+        feeds["x"] = be.from_host(x)
         if "y" in arrays:
-            feeds["y"] = be.from_host(target_array(self.spec, self.lowered, arrays["y"]))
+            y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
+            feeds["y"] = be.from_host(target_array(self.spec, self.lowered, y))
         return feeds
+
+    def _check_params(self, params) -> None:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a dict of arrays by name (as model.init_params() "
+                            f"gives), got {type(params).__name__}")
+        expected = self.param_infos
+        missing = [name for name in expected if name not in params]
+        if missing:
+            raise KeyError(f"params lacks {', '.join(map(repr, missing))}; the model's are "
+                           f"{', '.join(expected)}")
+        for name, info in expected.items():
+            shape = tuple(np.shape(params[name]))
+            if shape != tuple(info.shape):
+                raise ValueError(f"params[{name!r}] has shape {list(shape)}, the model's is "
+                                 f"{list(info.shape)}")
+
+    def _checked_x(self, x) -> np.ndarray:
+        sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
+        try:
+            x = np.asarray(x, dtype=self.spec.dtype)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}] ({error})") from None
+        if x.shape[1:] != sample or x.ndim != len(sample) + 1:
+            hint = "; for one sample, add a batch axis: x[None]" if x.shape == sample else ""
+            raise ValueError(f"x must be [N, {_dims(sample)}], got shape {list(x.shape)}{hint}")
+        if not len(x):
+            raise ValueError("x holds no samples")
+        return x
+
+
+def _dims(shape) -> str:
+    return ", ".join(map(str, shape))
+
+
+def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
+    """y_true of the API checked against the loss and the model's output: one per sample,
+    class labels within the classes (or ignore_index), 0/1 targets within [0, 1]."""
+    given = y
+    try:
+        y = np.asarray(y)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"y_true must be an array of numbers ({error})") from None
+    if y.dtype.kind not in "biuf" or not y.ndim:
+        raise TypeError(f"y_true must be an array of numbers, one per sample, got "
+                        f"{type(given).__name__} {str(given)[:40]!r}")
+    if len(y) != count:
+        raise ValueError(f"y_true holds {len(y)} targets for {count} samples")
+    loss, output = spec.loss, tuple(lowered.logits.type.shape[1:])
+    ignored = np.zeros(y.shape, bool)
+    if getattr(loss, "ignore_index", None) is not None:
+        ignored = y == loss.ignore_index
+    if loss.type == "cross_entropy":
+        if y.shape[1:] != output[1:]:
+            one_hot = " (one-hot rows? give y_true.argmax(1))" if y.shape[1:] == output else ""
+            raise ValueError(f"y_true must be class labels [N{', ' if output[1:] else ''}"
+                             f"{_dims(output[1:])}], got shape {list(y.shape)}{one_hot}")
+        wrong = ~ignored & ~((y == np.round(y)) & (y >= 0) & (y < output[0]))
+        what = f"class labels 0..{output[0] - 1}"
+    elif loss.type == "binary_cross_entropy":
+        wrong = ~ignored & ~((y >= 0) & (y <= 1))
+        what = "targets in [0, 1]"
+    else:
+        wrong = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(y.shape, bool)
+        what = "finite targets"
+    if wrong.any():
+        index = np.unravel_index(np.argmax(wrong), y.shape)
+        raise ValueError(f"y_true holds {y[index]} at sample {index[0]}; {loss.type} needs "
+                         f"{what}")
+    return y
 
 
 def target_array(spec, lowered, y) -> np.ndarray:

@@ -51,3 +51,67 @@ def test_train_starts_from_init_params_of_the_spec_seed(tmp_path):
     trainer = Trainer(model.source, "numpy", quiet=True)
     state = trainer.initial_state()
     assert all(np.array_equal(state[k], v) for k, v in expected.items())
+
+
+XOR = Path(__file__).resolve().parents[2] / "specs" / "xor-mlp.yaml"  # dense 2-8-1, sigmoid + BCE
+
+
+def _error(call) -> tuple[type, str]:
+    try:
+        call()
+    except Exception as error:  # noqa: BLE001 - the type and message are what is checked
+        return type(error), str(error)
+    raise AssertionError("no error")
+
+
+def test_the_api_refuses_what_would_broadcast_or_index_into_a_wrong_result():
+    """Each of these ran before, returning a loss or outputs of other samples or classes."""
+    conv, xor = nnrun.compile(QUICKSTART), nnrun.compile(XOR)
+    conv_params, xor_params = conv.init_params(), xor.init_params()
+    images = np.zeros((4, 1, 8, 8), np.float32)
+    points = np.zeros((4, 2), np.float32)
+    cases = [
+        (lambda: conv.loss_and_grads(conv_params, images, [0, 3, 10, 2]), ValueError,
+         "y_true holds 10 at sample 2; cross_entropy needs class labels 0..9"),
+        (lambda: conv.loss_and_grads(conv_params, images, [0, 3, 2.7, 2]), ValueError,
+         "y_true holds 2.7 at sample 2"),
+        (lambda: xor.loss_and_grads(xor_params, points, [0, 1, 2, 0]), ValueError,
+         "binary_cross_entropy needs targets in [0, 1]"),
+        (lambda: xor.forward(xor_params, points[0]), ValueError,
+         "x must be [N, 2], got shape [2]; for one sample, add a batch axis: x[None]"),
+        (lambda: xor.loss_and_grads(xor_params, points[:2], [1]), ValueError,
+         "y_true holds 1 targets for 2 samples"),
+        (lambda: xor.forward({**xor_params, "dense_2.bias": np.float32(0.3)}, points), ValueError,
+         "params['dense_2.bias'] has shape [], the model's is [1]"),
+    ]
+    for call, kind, message in cases:
+        assert _error(call)[0] is kind and message in _error(call)[1], _error(call)
+
+
+def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
+    conv, xor = nnrun.compile(QUICKSTART), nnrun.compile(XOR)
+    conv_params, xor_params = conv.init_params(), xor.init_params()
+    cases = [
+        (lambda: xor.forward({k: v for k, v in xor_params.items() if k != "dense_2.bias"},
+                             np.zeros((1, 2))), KeyError, "params lacks 'dense_2.bias'"),
+        (lambda: xor.forward("weights", np.zeros((1, 2))), TypeError, "params must be a dict"),
+        (lambda: conv.forward(conv_params, np.zeros((4, 64))), ValueError,
+         "x must be [N, 1, 8, 8], got shape [4, 64]"),
+        (lambda: conv.forward(conv_params, np.zeros((0, 1, 8, 8))), ValueError,
+         "x holds no samples"),
+        (lambda: conv.loss_and_grads(conv_params, np.zeros((4, 1, 8, 8)), np.eye(10)[:4]),
+         ValueError, "one-hot rows? give y_true.argmax(1)"),
+        (lambda: xor.loss_and_grads(xor_params, np.zeros((1, 2)), None), TypeError,
+         "y_true must be an array of numbers"),
+        (lambda: xor.init_params(seed="0"), ValueError, "seed must be an integer >= 0"),
+        (lambda: nnrun.compile(XOR, backend=None), nnrun.BackendUnavailable, "unknown backend"),
+        (lambda: nnrun.compile({"model": {}}), TypeError,
+         "spec must be a file path, a Spec or a SourceSpec"),
+    ]
+    for call, kind, message in cases:
+        raised, text = _error(call)
+        assert issubclass(raised, kind) and message in text, (raised, text)
+
+
+def test_one_override_may_be_given_as_a_string():
+    assert nnrun.compile(XOR, overrides="seed=3").spec.seed == 3
