@@ -42,8 +42,9 @@ class Run:
     def prepare(self, x, preprocess: bool = True) -> np.ndarray:
         """Raw inputs as the model takes them: preprocessed, in the model's dtype."""
         preprocessing = self.preprocessing if preprocess else IDENTITY
+        x = self.model.checked_x(x)  # the raw samples have the model's sample shape
         with np.errstate(over="ignore", invalid="ignore"):  # callers check finiteness
-            return preprocessing.apply(np.asarray(x), self.model.spec.dtype)
+            return preprocessing.apply(x, self.model.spec.dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         batches = [x[start:start + BATCH] for start in range(0, len(x), BATCH)]
@@ -78,6 +79,9 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
 
 
 def _checkpoint_path(run_dir: Path, which: str) -> Path:
+    if which not in ("best", "last"):
+        raise RunDirectoryError(f"{run_dir}: no checkpoint {which!r}; a run has 'best' and "
+                                "'last'")
     path = run_dir / f"{which}.npz"
     fallback = run_dir / "last.npz"
     if not path.exists() and which == "best" and fallback.exists():

@@ -157,7 +157,7 @@ class Model:
         be = self.backend
         self._check_params(params)
         feeds = {name: be.from_host(value) for name, value in params.items()}
-        x = self._checked_x(arrays["x"])
+        x = self.checked_x(arrays["x"])
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
@@ -179,10 +179,13 @@ class Model:
                 raise ValueError(f"params[{name!r}] has shape {list(shape)}, the model's is "
                                  f"{list(info.shape)}")
 
-    def _checked_x(self, x) -> np.ndarray:
+    def checked_x(self, x) -> np.ndarray:
+        """x as an array of the model's dtype, [N, *input_shape] with N >= 1, or a ValueError
+        that says what it should be."""
         sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
         try:
-            x = np.asarray(x, dtype=self.spec.dtype)
+            with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
+                x = np.asarray(x, dtype=self.spec.dtype)
         except (TypeError, ValueError) as error:
             raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}] ({error})") from None
         if x.shape[1:] != sample or x.ndim != len(sample) + 1:

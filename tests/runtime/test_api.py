@@ -115,3 +115,13 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
 
 def test_one_override_may_be_given_as_a_string():
     assert nnrun.compile(XOR, overrides="seed=3").spec.seed == 3
+
+
+def test_a_run_predicts_only_samples_of_its_shape_and_loads_only_its_checkpoints(tmp_path):
+    nnrun.train(XOR, out_dir=tmp_path / "run", overrides=["train.epochs=1"], quiet=True)
+    run = nnrun.load_run(tmp_path / "run")
+    assert run.predict(np.zeros((3, 2))).shape == (3, 1)
+    raised, text = _error(lambda: run.predict(np.zeros((3, 3))))
+    assert raised is ValueError and "x must be [N, 2], got shape [3, 3]" in text
+    raised, text = _error(lambda: nnrun.load_run(tmp_path / "run", checkpoint="best.npz"))
+    assert "no checkpoint 'best.npz'; a run has 'best' and 'last'" in text
