@@ -78,6 +78,9 @@ class RunDirectory:
 
     def open_new(self) -> RunDirectory:
         """For --out: a fresh directory, or one of ours whose run has no checkpoint yet."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"{self.path}: is a file, not a directory; choose another "
+                                    "--out")
         self.created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_own_files(for_resume=False)

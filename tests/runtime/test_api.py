@@ -125,3 +125,12 @@ def test_a_run_predicts_only_samples_of_its_shape_and_loads_only_its_checkpoints
     assert raised is ValueError and "x must be [N, 2], got shape [3, 3]" in text
     raised, text = _error(lambda: nnrun.load_run(tmp_path / "run", checkpoint="best.npz"))
     assert "no checkpoint 'best.npz'; a run has 'best' and 'last'" in text
+
+
+def test_train_into_a_file_is_a_run_directory_error(tmp_path):
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    (tmp_path / "afile").write_text("mine")
+    raised, text = _error(lambda: nnrun.train(XOR, out_dir=tmp_path / "afile", quiet=True))
+    assert raised is RunDirectoryError and "is a file, not a directory" in text
+    assert (tmp_path / "afile").read_text() == "mine"
