@@ -73,14 +73,8 @@ def _load(read, overrides, path: Path | None) -> SourceSpec:
     """Reads, applies the overrides and validates, reporting every error at once: those of the
     YAML and of the `--set` arguments, then the schema's errors in what could still be read."""
     found: list[Diagnostic] = []
-    loaded = None
-    for stage in (read, lambda: apply_overrides(loaded, list(overrides))):
-        try:
-            loaded = stage()
-        except SpecError as error:
-            if error.partial is None:
-                raise SpecError(found + error.diagnostics) from None
-            found, loaded = found + error.diagnostics, error.partial
+    loaded = _read_on(read, found)
+    loaded = _read_on(lambda: apply_overrides(loaded, list(overrides)), found)
     if not found:
         return _validate(loaded, path)
     try:
@@ -90,6 +84,18 @@ def _load(read, overrides, path: Path | None) -> SourceSpec:
         refused = {(d.file, d.line, d.col) for d in found}
         found += [d for d in error.diagnostics if (d.file, d.line, d.col) not in refused]
     raise SpecError(_in_file_order(found, loaded.filename)) from None
+
+
+def _read_on(stage, found: list[Diagnostic]) -> Loaded:
+    """stage()'s result; when it fails with a partial result, that one, its errors added to
+    `found`; when with none, all the errors so far raised."""
+    try:
+        return stage()
+    except SpecError as error:
+        found += error.diagnostics
+        if error.partial is None:
+            raise SpecError(found) from None
+        return error.partial
 
 
 def _in_file_order(diagnostics: list[Diagnostic], filename: str) -> list[Diagnostic]:

@@ -109,14 +109,10 @@ def load_yaml_file(path: str | Path) -> Loaded:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
+        before = data[:error.start].decode("utf-8")  # valid up to the bad byte
         raise refuse(f"byte 0x{data[error.start]:02x} is not UTF-8 text; save the file as "
-                     "UTF-8", *_line_and_column_of_byte(data, error.start)) from None
+                     "UTF-8", *_line_and_column(before, len(before))) from None
     return load_yaml_text(text, filename)
-
-
-def _line_and_column_of_byte(data: bytes, index: int) -> tuple[int, int]:
-    before = data[:index]
-    return before.count(b"\n") + 1, len(before) - (before.rfind(b"\n") + 1) + 1
 
 
 def _check_top_level(root: Node | None, builder: _Builder) -> None:

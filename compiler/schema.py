@@ -677,7 +677,6 @@ class Spec(Strict):
     train: Train = Field(default_factory=Train)
     limits: Limits | None = None
 
-
     @field_validator("name")
     @classmethod
     def _directory_name(cls, name: str | None) -> str | None:

@@ -9,9 +9,11 @@ only up to the size its header declares.
 from __future__ import annotations
 
 import math
+import os
 import stat
 import zipfile
 import zlib
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +41,9 @@ _DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotIm
 
 def npz_headers(path: Path) -> dict[str, ArrayHeader]:
     """Each member's name (without .npy) and declared shape and dtype; reads no array data."""
-    if Path(path).exists() and not stat.S_ISREG(Path(path).stat().st_mode):  # /dev/zero, FIFO
-        raise DamagedFile("not a regular file")
+    with suppress(OSError):  # a missing file: zipfile says so below
+        if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero never ends, a FIFO blocks
+            raise DamagedFile("not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
             return {_array_name(member): _header(archive, member)

@@ -18,7 +18,7 @@ from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .files import write_atomically
 from .memory import available_memory, check_memory, format_size
 from .metrics import evaluate
-from .model import Model
+from .model import Model, batch_shape_problem
 from .run_dir import RunDirectoryError, not_a_run_directory
 
 BATCH = 1000  # samples per forward pass in eval and predict
@@ -123,8 +123,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
                         preprocessing=preprocessing)
     chosen = getattr(data, split)
+    where = spec.data.path or spec.data.dataset
     if chosen is None:
-        where = where_of(spec)
         others = [name for name in ("val", "train") if name != split and getattr(data, name)]
         other = f"; evaluate with --split {others[0]}" if others else ""
         hints = {"val": "; set data.validation_split and train again",
@@ -133,7 +133,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                  .get(spec.data.dataset, "")}
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
     if transform is not None and _positions_labelled(chosen):
-        raise DataError(f"{where_of(spec)}: its labels are maps of the input's positions; "
+        raise DataError(f"{where}: its labels are maps of the input's positions; "
                         f"{transform.describe()} would move the pixels but not the labels, "
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
@@ -142,10 +142,6 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}
-
-
-def where_of(spec) -> str:
-    return spec.data.path or spec.data.dataset
 
 
 def _positions_labelled(split) -> bool:
@@ -194,11 +190,9 @@ def _check_finite(path: Path, x: np.ndarray) -> None:
 def _check_input_header(path: Path, header, expected: list) -> None:
     if header.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, found dtype {header.dtype}")
-    if len(header.shape) == 0 or header.shape[0] == 0:
-        raise DataError(f"{path}: x holds no samples")
-    if list(header.shape[1:]) != expected:
-        raise DataError(f"{path}: x has samples of shape {list(header.shape[1:])}, the model "
-                        f"expects {expected} (x must be [N, {', '.join(map(str, expected))}])")
+    problem = batch_shape_problem(header.shape, expected)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     available, source = available_memory()
     if header.size_bytes > available:
         raise DataError(f"{path}: x needs {format_size(header.size_bytes)}, over the "

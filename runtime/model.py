@@ -188,12 +188,24 @@ class Model:
                 x = np.asarray(x, dtype=self.spec.dtype)
         except (TypeError, ValueError) as error:
             raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}] ({error})") from None
-        if x.shape[1:] != sample or x.ndim != len(sample) + 1:
-            hint = "; for one sample, add a batch axis: x[None]" if x.shape == sample else ""
-            raise ValueError(f"x must be [N, {_dims(sample)}], got shape {list(x.shape)}{hint}")
-        if not len(x):
-            raise ValueError("x holds no samples")
+        problem = batch_shape_problem(x.shape, sample)
+        if problem:
+            raise ValueError(problem)
         return x
+
+
+def batch_shape_problem(shape: tuple, sample: tuple) -> str | None:
+    """Why inputs of `shape` are no batch of the model's samples [N, *sample], N >= 1 (None:
+    they are); for the API's arrays and predict's files alike."""
+    shape, sample = tuple(shape), tuple(sample)
+    if shape[1:] != sample or len(shape) != len(sample) + 1:
+        if shape == sample:
+            hint = "; for one sample, add a batch axis: x[None]"
+        else:
+            hint = (f": samples of shape {list(shape[1:])}, the model's are {list(sample)}"
+                    if len(shape) == len(sample) + 1 else "")
+        return f"x must be [N, {_dims(sample)}], got shape {list(shape)}{hint}"
+    return None if shape[0] else "x holds no samples"
 
 
 def _dims(shape) -> str:

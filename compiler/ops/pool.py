@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .common import cached_constant, check_sample_rank
+from .common import array_type, cached_constant, check_sample_rank
 from .conv import onnx_pads, pad_into, pad_pairs, padded_scratch, padded_type, unpad, window_shape
 
 
@@ -47,8 +47,7 @@ def _windows(be, attrs, x, fill):
 def _scatter_windows(be, attrs, x, per_window):
     """Adds [B, C, K, *out] window values back onto x's positions."""
     cols = per_window.reshape(*x.shape[:2], *attrs.kernel, *per_window.shape[3:])
-    padded = (x.shape[0], x.shape[1],
-              *(n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pad_pairs(attrs.pad))))
+    padded = padded_type(array_type(x), attrs.pad).shape
     return unpad(be.col2im(cols, padded, attrs.kernel, attrs.stride, attrs.dilation), attrs.pad)
 
 
@@ -172,8 +171,8 @@ def _max_pool_index_forward(be, attrs, x):
     windows = _windows(be, attrs, x, -xp.inf)
     first_max = windows.argmax(axis=2)
     y = windows.max(axis=2)
-    starts, offsets = _positions(be, attrs, padded_type(TensorType(x.shape, str(x.dtype)),
-                                                       attrs.pad).shape, y.shape)
+    starts, offsets = _positions(be, attrs, padded_type(array_type(x), attrs.pad).shape,
+                                 y.shape)
     return y, starts + offsets[first_max]
 
 

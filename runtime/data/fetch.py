@@ -120,26 +120,25 @@ def fetch_file(
         say(f"{target.name}: already present, checksum ok")
         return
     make_directory(name, target.parent)
-    failures = []
+    problems = {}  # url -> why it failed
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + target.name
         problem = download(url, target, digests[0], timeout)
         if problem is None:
             say(f"{target.name}: downloaded from {url}, checksum ok")
             return
-        failures.append(f"{url}: {problem}")
-    raise FetchFailed(
-        f"{name}: could not fetch {target.name} ({'; '.join(failures)}); "
-        f"download it by hand into {target.parent}", failures
-    )
+        problems[url] = problem
+    failures = "; ".join(f"{url}: {problem}" for url, problem in problems.items())
+    raise FetchFailed(f"{name}: could not fetch {target.name} ({failures}); download it by hand "
+                      f"into {target.parent}", list(problems.values()))
 
 
 class FetchFailed(DataError):
-    """No mirror gave the file; `reasons`: "URL: why" for each."""
+    """No mirror gave the file; `problems`: why, for each mirror tried."""
 
-    def __init__(self, message: str, reasons: list[str]):
+    def __init__(self, message: str, problems: list[str]):
         super().__init__(message)
-        self.reasons = reasons
+        self.problems = problems
 
 
 def make_directory(name: str, directory: Path) -> None:

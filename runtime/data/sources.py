@@ -326,7 +326,7 @@ def _fetched(name: str, not_found: str) -> Path:
     try:
         return fetch_dataset(name, destination, timeout=IMPLICIT_FETCH_TIMEOUT, report=inform)
     except FetchFailed as error:
-        why = _short_reason(error.reasons[-1].split(": ", 1)[-1]) if error.reasons else "?"
+        why = _short_reason(error.problems[-1]) if error.problems else "no mirror"
         raise DataError(f"{name}: {not_found}, and the download failed ({why}); put the four "
                         f"IDX files in {destination} (or in $NNRUN_DATA_DIR/{name}), or run "
                         f"`nnrun data fetch {name}` where there is a network") from None

@@ -762,17 +762,24 @@ def test_three_steps_give_torchs_weights_in_float64(seed):
 PLAN_TOLERANCE = {"float64": (1e-10, 1e-3), "float32": (1e-5, 1e-3)}  # (relative, floor)
 
 
+def both_executors(drawn: dict, dtype: str, seed: int):
+    """The drawn model on the reference and on the planned executor, and three batches: a
+    full one, a smaller last one, a full one again (a plan made for one batch size must follow
+    another)."""
+    rng = np.random.default_rng(seed)
+    full = drawn["batch"] + 2
+    batches = [draw_batch(drawn, rng, size) for size in (full, drawn["batch"], full)]
+    return (compile_drawn(drawn, dtype, optimized=False),
+            compile_drawn(drawn, dtype, optimized=True), batches)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("seed", range(30))
 def test_planned_executor_gives_the_reference_weights(seed, dtype):
     """Dropout and random padding included; a full batch, then a smaller last one, then a full
     one again (the plan is made for one batch size and must follow another)."""
     drawn = draw_model(1000 + seed, dropout=True)
-    reference = compile_drawn(drawn, dtype, optimized=False)
-    planned = compile_drawn(drawn, dtype, optimized=True)
-    rng = np.random.default_rng(seed)
-    full = drawn["batch"] + 2
-    batches = [draw_batch(drawn, rng, size) for size in (full, drawn["batch"], full)]
+    reference, planned, batches = both_executors(drawn, dtype, seed)
     lr = drawn["optimizer"]["lr"]
     expected, actual = train(reference, batches, lr), train(planned, batches, lr)
     assert set(actual) == set(expected)
@@ -883,11 +890,7 @@ def test_planned_executor_gives_the_reference_weights_on_wide_draws(seed, dtype)
     padding included), scheduled rates, and adaptive optimizers beside batchnorm: gradient
     entries that are rounding noise are found with an SGD probe and left out."""
     drawn = draw_wide_model(1000 + seed, dropout=True)
-    reference = compile_drawn(drawn, dtype, optimized=False)
-    planned = compile_drawn(drawn, dtype, optimized=True)
-    rng = np.random.default_rng(seed)
-    full = drawn["batch"] + 2
-    batches = [draw_batch(drawn, rng, size) for size in (full, drawn["batch"], full)]
+    reference, planned, batches = both_executors(drawn, dtype, seed)
     rates = scheduled_rates(reference, drawn, len(batches))
     states: list = []
     expected, actual = train(reference, batches, rates, states), train(planned, batches, rates)
