@@ -25,6 +25,8 @@ from .fused import FusedKernels
 _WORKERS = {"count": 1, "pool": None, "pool_size": 0, "splitting": False,
             "step_threads": None, "split_bytes": 0, "product_flops": 0}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
+# A batch segment (runtime/executor.py) writing fewer bytes runs node by node instead.
+SEGMENT_MIN_BYTES = PARALLEL_MIN_BYTES
 # A matrix product of at least this many flops is worth more than one thread (BLAS's, or
 # nnrun's workers when its products are many small ones, one per sample): measured on 2 cores,
 # 1.3-1.6x faster at 8-12 MFLOP.
@@ -51,7 +53,7 @@ def run_in_slices(task: Callable[[slice], None], size: int, nbytes: int,
             or splitting()):
         task(slice(0, size))
         return
-    _WORKERS["split_bytes"] += nbytes
+    count_split(nbytes)
     if _WORKERS["step_threads"] == BLAS_THREADS:
         task(slice(0, size))
         return
@@ -92,6 +94,11 @@ def _split_over_workers(task, parts: list[slice]) -> None:
         future.result()
 
 
+def batch_bounds(size: int, count: int) -> list[slice]:
+    """range(size) as `count` consecutive slices, as a split cuts it."""
+    return _bounds(size, count)
+
+
 def _bounds(size: int, count: int) -> list[slice]:
     edges = [size * i // count for i in range(count + 1)]
     return [slice(lo, hi) for lo, hi in zip(edges, edges[1:])]
@@ -114,6 +121,7 @@ class SplitCosts:
         self.times: dict = {}  # (key, split) -> the call's last times, in seconds
         self.split_faster: dict = {}  # key -> whether splitting has been faster lately
         self.calls: dict = {}
+        self.warmed: set = set()
 
     def worth_splitting(self, key) -> bool:
         faster = self.split_faster.get(key)
@@ -123,6 +131,9 @@ class SplitCosts:
         return faster != (calls % self.PROBE_EVERY == 0)  # now and then, the other way
 
     def record(self, key, split: bool, seconds: float) -> None:
+        if key not in self.warmed:  # a first call pays for first touches of its memory
+            self.warmed.add(key)
+            return
         kept = self.times.setdefault((key, split), [])
         kept.append(seconds)
         del kept[:-self.KEPT]
@@ -161,6 +172,11 @@ def step_threads(kind: str | None):
 
 def current_step_threads() -> str | None:
     return _WORKERS["step_threads"]
+
+
+def count_split(nbytes: int) -> None:
+    """Bytes of kernels large enough to split (or of a batch segment), for work_counters."""
+    _WORKERS["split_bytes"] += nbytes
 
 
 def count_product(flops: int) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 
 from nnrun.backends import base
 from nnrun.compiler.ir import BATCH, Graph
-from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops import REGISTRY, SLICED
+from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, batch_segments
 from nnrun.compiler.passes.liveness import last_uses
 from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, state_layout
 
@@ -109,15 +110,22 @@ class _Program:
                          if leaf.name in state})
         self.env.update({key: state[name] for key, name in plan.in_place.items()})
         self.fed = [(id(leaf), leaf.name) for leaf in graph.leaves() if leaf.name not in state]
-        dynamic = {key for key, _ in self.fed}
+        self.dynamic = {key for key, _ in self.fed}  # fed anew each run, or views of those
         self.threads: dict[int, str] = {}  # by worker count: the step's kind of threads
-        self.steps = []
-        for position, node in enumerate(graph.nodes):
-            self.steps += self._step(position, node, dynamic)
+        self.node_steps = [self._step(node, self.env, self._scratch(position), self.dynamic)
+                           for position, node in enumerate(graph.nodes)]
+        self.steps = [step for steps in self.node_steps for step in steps]
+        self.segments = batch_segments(graph)
+        self.sliced_steps: dict[int, list] = {}  # by worker count: segments run by slices
 
-    def _step(self, position, node, dynamic: set) -> list:
-        """The node as a list of calls step(env) (none for a view made once here)."""
-        op, be, env = REGISTRY[node.op], self.backend, self.env
+    def _scratch(self, position) -> tuple:
+        return tuple(_view(self.arena, place) for place in self.plan.scratch[position])
+
+    def _step(self, node, env, scratch, dynamic: set, split: bool = True) -> list:
+        """The node as a list of calls step(env) (none for a view made once here), its outputs
+        and scratch the buffers in `env` and `scratch`. split: a batch_parallel op may split
+        its batch over the workers (not within a slice of it)."""
+        op, be = REGISTRY[node.op], self.backend
         inputs = _reader(id(v) for v in node.inputs)
         if op.view:
             if not dynamic.intersection(id(v) for v in node.inputs):  # a view made once
@@ -128,7 +136,6 @@ class _Program:
         outputs = tuple(env[id(v)] for v in node.outputs)
         if op.forward_into is None:
             return [_copy_step(op.forward, be, node.attrs, inputs, outputs)]
-        scratch = tuple(_view(self.arena, place) for place in self.plan.scratch[position])
         buffers = (*outputs, *scratch)
         if op.bind is not None:
             bound = op.bind(be, node.attrs, buffers,
@@ -136,20 +143,29 @@ class _Program:
             if bound is not None:
                 return [lambda env: bound(*inputs(env))]
         function, attrs = op.forward_into, node.attrs
-        if (op.batch_parallel and _batch_first(node)
+        if (split and op.batch_parallel and _batch_first(node)
                 and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers)
                 and sum(b.nbytes for b in buffers) >= base.PARALLEL_MIN_BYTES):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
             return [lambda env: self._run_split(function, attrs, inputs(env), buffers, batched)]
         return [lambda env: function(be, attrs, buffers, *inputs(env))]
 
+    def _call(self, node, function, env, scratch):
+        """A step calling function(be, attrs, (*outputs, *scratch), *inputs)."""
+        be, attrs, inputs = self.backend, node.attrs, _reader(id(v) for v in node.inputs)
+        buffers = (*(env[id(v)] for v in node.outputs), *scratch)
+        return lambda env: function(be, attrs, buffers, *inputs(env))
+
     def run(self, feeds) -> tuple[dict, dict]:
         xp, env = self.backend.xp, self.env
         for key, name in self.fed:
             env[key] = feeds.get(name)
         count, before = base.workers(), base.work_counters()
+        steps = self.steps
+        if count > 1 and self.segments and self.plan.batch >= count:
+            steps = self.sliced_steps.get(count) or self._sliced(count)
         with base.step_threads(self.threads.get(count, base.WORKER_THREADS)):
-            for step in self.steps:
+            for step in steps:
                 step(env)
         if count > 1 and count not in self.threads:
             self.threads[count] = _threads_for(before, base.work_counters())
@@ -157,6 +173,21 @@ class _Program:
             xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
         return outputs, {name: self.state[name] for name in self.graph.updates}
+
+    def _sliced(self, count: int) -> list:
+        """The step with each batch segment run as one call over `count` slices of the batch
+        (compiler/passes/batch_segments.py)."""
+        steps, done = [], 0
+        for segment in self.segments:
+            run = _SegmentRun(self, segment, count)
+            if run.nbytes < base.SEGMENT_MIN_BYTES:  # not worth a worker's wake-up
+                continue
+            steps += [step for steps in self.node_steps[done:segment.start] for step in steps]
+            steps.append(run)
+            done = segment.stop
+        steps += [step for steps in self.node_steps[done:] for step in steps]
+        self.sliced_steps[count] = steps
+        return steps
 
     def _run_split(self, function, attrs, arrays, buffers, batched) -> None:
         """A batch_parallel op on slices of its batch axis, one per worker."""
@@ -170,6 +201,100 @@ class _Program:
                      *[a[rows] if is_batch else a for a, is_batch in zip(arrays, batched)])
 
         be.run_in_slices(part, self.plan.batch, sum(b.nbytes for b in buffers), site=function)
+
+
+class _SegmentRun:
+    """One batch segment as a step. Its SLICED nodes, and the per-sample part of its SUMMED
+    nodes that have one (OpDef.batch_parts), are bound once per slice of the batch, each slice
+    to views of its rows in every batched buffer (and to scratch of its own where a scratch
+    buffer has no batch axis); run, the slices go to the workers where that pays, else one
+    after the other here (the same calls either way, so the same numbers). The sums then run
+    on the whole batch, as without slices: a sum over the batch taken in two halves would round
+    otherwise than one taken at once, and a gradient that is nearly zero (a bias before batch
+    normalisation) would then change sign with the thread count."""
+
+    def __init__(self, program: _Program, segment: range, count: int):
+        graph = program.graph
+        nodes = {p: graph.nodes[p] for p in segment}
+        sliced = [p for p in segment if batch_role(nodes[p]) == SLICED]
+        parted = [p for p in segment if p not in sliced and REGISTRY[nodes[p].op].batch_parts]
+        self.count, self.rows = count, base.batch_bounds(program.plan.batch, count)
+        defined = {id(v) for p in sliced for v in nodes[p].outputs}
+        # fed values (or views of them) read here but defined before: cut anew each run
+        self.refreshed = {id(v): batch_axis(v.type) for p in sliced + parted
+                          for v in nodes[p].inputs
+                          if id(v) in program.dynamic and id(v) not in defined}
+        in_slices = sorted(sliced + parted)
+        self.envs = [self._slice_env(program, in_slices, rows) for rows in self.rows]
+        self.slice_steps = [self._slice_steps(program, in_slices, env, index)
+                            for index, env in enumerate(self.envs)]
+        # then on the whole batch: the sums, and the views the rest of the step may read
+        self.after = []
+        for p in segment:
+            if p in parted:
+                whole = REGISTRY[nodes[p].op].batch_parts[1]
+                self.after.append(program._call(nodes[p], whole, program.env,
+                                                program._scratch(p)))
+            elif p not in sliced or REGISTRY[nodes[p].op].view:
+                self.after += program.node_steps[p]
+        self.site = (id(program), segment.start)
+        self.nbytes = sum(b.nbytes for p in sliced for b in
+                          (*(program.env[id(v)] for v in nodes[p].outputs
+                             if id(v) in program.env), *program._scratch(p)))
+
+    def _slice_env(self, program, positions, rows) -> dict:
+        env = {}
+        for position in positions:
+            node = program.graph.nodes[position]
+            for value in (*node.inputs, *node.outputs):
+                key = id(value)
+                if key not in self.refreshed and key in program.env:
+                    env[key] = _rows_of(program.env[key], batch_axis(value.type), rows)
+        return env
+
+    def _slice_steps(self, program, positions, env, index) -> list:
+        dynamic, steps = set(self.refreshed), []
+        for position in positions:
+            node = program.graph.nodes[position]
+            scratch = self._scratch(program, position, index)
+            if batch_role(node) == SLICED:
+                steps += program._step(node, env, scratch, dynamic, split=False)
+            else:  # the per-sample part of a sum
+                each_slice = REGISTRY[node.op].batch_parts[0]
+                steps.append(program._call(node, each_slice, env, scratch))
+        return steps
+
+    def _scratch(self, program, position, index) -> tuple:
+        node, xp = program.graph.nodes[position], program.backend.xp
+        op = REGISTRY[node.op]
+        types = op.scratch(node.attrs, *(v.type for v in node.inputs)) if op.scratch else ()
+        return tuple(_rows_of(buffer, batch_axis(type_), self.rows[index])
+                     if batch_axis(type_) is not None
+                     else buffer if index == 0 else xp.empty_like(buffer)
+                     for buffer, type_ in zip(program._scratch(position), types))
+
+    def __call__(self, env) -> None:
+        for key, axis in self.refreshed.items():
+            for own, rows in zip(self.envs, self.rows):
+                own[key] = _rows_of(env[key], axis, rows)
+        base.count_split(self.nbytes)
+        if base.splitting() or not base.split_where_it_pays(
+                self._run_slices, self.count, self.rows[-1].stop, site=self.site):
+            self._run_slices(slice(0, self.count))
+        for step in self.after:
+            step(env)
+
+    def _run_slices(self, part: slice) -> None:
+        for index in range(part.start, part.stop):
+            env = self.envs[index]
+            for step in self.slice_steps[index]:
+                step(env)
+
+
+def _rows_of(array, axis: int | None, rows: slice):
+    if axis is None:
+        return array
+    return array[(slice(None),) * axis + (rows,)]
 
 
 # A step runs its kernels and large products on nnrun's workers when its kernels large enough

@@ -43,6 +43,17 @@ class OpDef:
     # forward_into treats each sample on its own: an executor may run it on slices of the batch
     # axis (axis 0 of every batch-sized input, output and scratch buffer) in parallel.
     batch_parallel: bool = False
+    # batch_role(attrs, input_types, output_types) -> "sliced", "summed" or None: how the node
+    # may run on slices of the batch within a batch segment (compiler/passes/batch_segments.py),
+    # for ops whose batch axis is not axis 0 of every value, or whose output sums over samples.
+    # Without it, a batch_parallel op whose values are all batch-first is "sliced".
+    batch_role: Callable[..., str | None] | None = None
+    # (each_slice, whole) for a "summed" op whose forward_into first works sample by sample:
+    # each_slice(be, attrs, out, *inputs) on every slice of the batch (writing only batched
+    # scratch), then whole(be, attrs, out, *inputs) on the whole batch, do what forward_into
+    # does, in the same order of operations. A batch segment runs the first part with its
+    # slices; without it a summed node runs whole, after them.
+    batch_parts: tuple[Callable[..., None], Callable[..., None]] | None = None
     # bind(be, attrs, out, *inputs) -> a function of the inputs, or None: forward_into with the
     # work that depends only on the (fixed) buffers done once, when a plan is made. Inputs the
     # executor feeds anew each run are None here.
@@ -56,6 +67,10 @@ class OpDef:
 
 
 REGISTRY: dict[str, OpDef] = {}
+
+# What an op's batch_role returns (compiler/passes/batch_segments.py).
+SLICED = "sliced"  # every batched value cut along its batch axis gives the slice's outputs
+SUMMED = "summed"  # the outputs (no batch axis) are sums over the samples
 
 
 def forward_through_into(name: str):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError, size_of, transposed_output, window_output
-from . import OpDef, forward_through_into, register
+from . import SLICED, SUMMED, OpDef, forward_through_into, register
 from .common import array_type, check_sample_rank, matmul
 
 
@@ -211,6 +211,16 @@ def _unpad_batch_last(x, pad):
     return x[(slice(None), *slices)]
 
 
+def _grad_input_batch_role(attrs, inputs, outputs):
+    """Cut by samples only as whole rows (below): the same per-sample products and additions
+    for any number of samples. The batch-last form takes one product over all of them, which
+    BLAS may round otherwise for another number."""
+    conv = attrs if isinstance(attrs, ConvAttrs) else attrs.conv()
+    if conv.g_batch_last or conv.x_batch_last:
+        return None
+    return SLICED if _rows_shift(conv, inputs[0].shape, outputs[0].shape) else None
+
+
 def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp = be.xp
     gx, g_scratch, cols_scratch, padded_scratch_ = out
@@ -313,7 +323,7 @@ for _rank in (1, 2):
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
                    is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",
                    forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch,
-                   batch_parallel=True))
+                   batch_parallel=True, batch_role=_grad_input_batch_role))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
                    None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))
 
@@ -409,7 +419,8 @@ for _rank in (1, 2):
                    doc="y[b,f,s*i + d*k - p] += sum_c x[b,c,i] * w[c,f,k]: the adjoint of conv "
                        "(out = (n-1)*s - 2p + d(k-1) + 1 + output_padding)",
                    forward_into=_conv_transpose_into, scratch=_conv_transpose_scratch,
-                   batch_parallel=True, onnx=_conv_transpose_onnx))
+                   batch_parallel=True, batch_role=_grad_input_batch_role,
+                   onnx=_conv_transpose_onnx))
 
 
 # --- convolution through columns kept for the backward pass --------------------------------
@@ -578,28 +589,59 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
         xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
         be.matmul_into(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, gw_rows)
         return
+    _weight_products(be, attrs, out, g, cols)
+    _sum_weight_products(be, attrs, out, g, cols)
+
+
+def _weight_products(be, attrs, out, g, cols):
+    """Each sample's weight gradient, cols @ g^T, into the scratch [B, C*K, F]."""
+    _, work = out
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
+    g_rows = g.reshape(g.shape[0], g.shape[1], -1)
 
     def products(batch: slice) -> None:
         be.matmul_into(by_sample[batch], g_rows[batch].swapaxes(1, 2), work[batch])
 
     be.run_in_slices(products, g.shape[0], work.nbytes, flops=2 * work.size * g_rows.shape[2])
-    xp.sum(work, axis=0, out=gw_rows)
+
+
+def _sum_weight_products(be, attrs, out, g, cols):
+    gw, work = out
+    be.xp.sum(work, axis=0, out=gw.reshape(gw.shape[0], cols.shape[0]).T)
+
+
+def _columns_batch_role(role):
+    """Columns laid out [C*K, B, O], the other values batch-first: each sample's columns are
+    its own (im2col, conv_columns: SLICED), and the weight gradient sums over samples (SUMMED)
+    when it takes one product per sample; its single product over the batch reads the columns
+    as one [C*K, B*O] matrix, which a slice of the batch is not (nor are batch-last layouts)."""
+    def batch_role(attrs, inputs, outputs):
+        if attrs.batch_last or getattr(attrs, "values_batch_last", False):
+            return None
+        if role == SUMMED and _one_product(attrs, inputs[1].shape):
+            return None
+        return role
+
+    return batch_role
 
 
 register(OpDef("im2col", ColumnsAttrs, _im2col_shape, forward_through_into("im2col"), None,
                is_gradient=True,
                forward_into=_im2col_into, scratch=_im2col_scratch,
+               batch_role=_columns_batch_role(SLICED),
                doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
                    "batch-merged ([c*K + k, o, b] when batch_last)"))
 register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape,
                forward_through_into("conv_columns"), None, is_gradient=True,
                forward_into=_conv_columns_into, scratch=_conv_columns_scratch,
+               batch_role=_columns_batch_role(SLICED),
                doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: a matrix product per sample "
                    "(one for the batch when batch_last)"))
 register(OpDef("conv_grad_weight_columns", ColumnsAttrs, _conv_grad_weight_columns_shape,
                forward_through_into("conv_grad_weight_columns"), None, is_gradient=True,
                forward_into=_conv_grad_weight_columns_into,
                scratch=_conv_grad_weight_columns_scratch,
+               batch_role=_columns_batch_role(SUMMED),
+               batch_parts=(_weight_products, _sum_weight_products),
                doc="dw[f, r] = sum_(b,o) g[b, f, o] cols[r, b, o]: one matrix product, or one "
                    "per sample summed when a sample has many output positions"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..ir import TensorType
+from ..ir import BATCH, TensorType
 from ..shapes import ShapeError, per_sample, size_of
-from . import REGISTRY, NoAttrs, OpDef, register
+from . import REGISTRY, SUMMED, NoAttrs, OpDef, register
 from .common import all_same, cached_constant, onnx_op, same_as_first
 
 
@@ -53,6 +53,15 @@ def _matmul_into(be, attrs, out, a, b):
     be.matmul_into(left, right, out[0])
 
 
+def _matmul_batch_role(attrs, inputs, outputs):
+    """A sum over the batch when both sides hold it on the contracted axis (a dense layer's
+    weight gradient). A product whose rows are samples is not cut: BLAS may round a row
+    otherwise when it gets fewer rows, and the weights would then depend on the thread count."""
+    a, b = inputs
+    a_inner, b_inner = (0 if attrs.transpose_a else 1), (1 if attrs.transpose_b else 0)
+    return SUMMED if a.shape[a_inner] == BATCH and b.shape[b_inner] == BATCH else None
+
+
 def _matmul_onnx(ox, node):
     a, b = ox.inputs(node)
     a = ox.emit("Transpose", a) if node.attrs.transpose_a else a
@@ -62,7 +71,7 @@ def _matmul_onnx(ox, node):
 
 register(OpDef("matmul", MatmulAttrs, _matmul_shape, _matmul_forward, _matmul_vjp,
                flops=_matmul_flops, doc="a @ b (optionally transposed): dense layers",
-               forward_into=_matmul_into, onnx=_matmul_onnx))
+               forward_into=_matmul_into, batch_role=_matmul_batch_role, onnx=_matmul_onnx))
 
 
 def _bias_add_shape(attrs, x: TensorType, b: TensorType) -> TensorType:
@@ -147,7 +156,9 @@ register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_ad
                forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx))
 register(OpDef("bias_add_grad", BiasGradAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
                is_gradient=True, doc="sum of g over every axis but 1 (but 0 when batch_last)",
-               forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch))
+               forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch,
+               batch_role=lambda attrs, inputs, outputs:
+                   SUMMED if not attrs.batch_last and inputs[0].shape[0] == BATCH else None))
 
 
 # bias_add followed by an activation whose gradient needs only the activation's output (or

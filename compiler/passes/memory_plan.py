@@ -2,12 +2,13 @@
 
 Every value a node defines, and every scratch buffer a node's forward_into asks for, gets a
 place (byte offset) in one arena, assigned once: two places overlap only when their live ranges
-do not. Views (reshape) get no place; they read their source's. Values that update persistent
-state (new parameters, optimizer state) are written in place into that state when no later node
-reads the old value; the state has its own layout, independent of the batch size, in which each
-update group's parameters and each of its optimizer slots are consecutive, so that the group's
-update runs over flat buffers. The gradients an update group reads are placed consecutively in
-the arena for the same reason.
+do not (a batch segment's values and scratch buffers live for the whole segment:
+batch_segments.py). Views (reshape) get no place; they read their source's. Values that update
+persistent state (new parameters, optimizer state) are written in place into that state when no
+later node reads the old value; the state has its own layout, independent of the batch size, in
+which each update group's parameters and each of its optimizer slots are consecutive, so that
+the group's update runs over flat buffers. The gradients an update group reads are placed
+consecutively in the arena for the same reason.
 
 Placement is greedy by size (largest first, lowest offset that fits), the classic heuristic of
 TensorFlow Lite's arena planner.
@@ -23,6 +24,7 @@ import numpy as np
 from ..ir import Graph, TensorType, Value
 from ..ops import REGISTRY
 from ..ops.optim import group_parts
+from .batch_segments import batch_segments, segment_spans, widened
 from .liveness import live_ranges
 
 ALIGNMENT = 64  # bytes: cache-line and SIMD alignment of every place
@@ -85,9 +87,10 @@ def state_layout(graph: Graph) -> StateLayout:
 
 def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
     plan = MemoryPlan(batch)
-    ranges = live_ranges(graph)
+    spans = segment_spans(batch_segments(graph))
+    ranges = widened(live_ranges(graph), spans)
     _choose_in_place_updates(graph, plan, ranges)
-    items = sorted(_items(graph, plan, ranges, batch), key=lambda i: -i.nbytes)
+    items = sorted(_items(graph, plan, ranges, spans, batch), key=lambda i: -i.nbytes)
     placed = _Placed(len(items), sum(item.nbytes for item in items))
     for item in items:
         offset = placed.lowest_fit(item)
@@ -121,7 +124,7 @@ class _Item:
                 plan.values[target] = place
 
 
-def _items(graph: Graph, plan: MemoryPlan, ranges, batch: int) -> list[_Item]:
+def _items(graph: Graph, plan: MemoryPlan, ranges, spans, batch: int) -> list[_Item]:
     grouped = _grouped_gradients(graph)
     items: list[_Item] = []
     plan.scratch = [()] * len(graph.nodes)
@@ -131,7 +134,8 @@ def _items(graph: Graph, plan: MemoryPlan, ranges, batch: int) -> list[_Item]:
             types = op.scratch(node.attrs, *(v.type for v in node.inputs))
             plan.scratch[position] = (None,) * len(types)
             for index, type_ in enumerate(types):
-                items.append(_single((position, index), type_, position, position, batch))
+                start, end = spans.get(position, (position, position))
+                items.append(_single((position, index), type_, start, end, batch))
         if op.view:
             continue
         for value in node.outputs:

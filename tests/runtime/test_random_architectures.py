@@ -879,6 +879,28 @@ def test_wide_draws_give_torchs_weights_in_float64(seed):
     assert error < 1e-9, f"prediction: relative error {error:.3g}\n{text}"
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_batch_segments_on_three_workers_give_one_workers_weights_on_wide_draws(seed,
+                                                                              monkeypatch):
+    """Every segment run by slices on three workers (compiler/passes/batch_segments.py): the
+    same weights as one worker, bit for bit, whatever the layers, paddings and layouts."""
+    from nnrun.backends import base
+    from nnrun.runtime.threads import thread_limit
+
+    monkeypatch.setattr(base, "SEGMENT_MIN_BYTES", 0)
+    monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
+    drawn = draw_wide_model(4000 + seed, dropout=True)
+    rng = np.random.default_rng(seed)
+    batches = [draw_batch(drawn, rng, size) for size in (drawn["batch"] + 3, drawn["batch"])]
+    states = []
+    for workers in (1, 3):
+        with thread_limit(workers):
+            states.append(train(compile_drawn(drawn, "float32", optimized=True), batches, 0.01))
+    for name, value in states[0].items():
+        np.testing.assert_array_equal(value, states[1][name], err_msg=f"{name}\n"
+                                      f"{spec_text(drawn, 'float32')}")
+
+
 WIDE_PLAN_SEEDS = 20
 NOISE = {"float64": 1e-6, "float32": 1e-3}  # a gradient entry this much below the largest
 

@@ -1,0 +1,136 @@
+"""Batch segments (compiler/passes/batch_segments.py): runs of nodes that the planned executor
+runs once per slice of the batch, the slices on the worker threads. A slice computes each of its
+samples with the same calls as the whole batch would, and sums over the batch are taken on the
+whole batch after the slices, so the weights are those of one worker, bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stepping import train_steps
+
+import nnrun
+from nnrun.backends import base
+from nnrun.compiler.ops import SLICED, SUMMED
+from nnrun.compiler.passes import optimize
+from nnrun.compiler.passes.batch_segments import (batch_role, batch_segments, segment_spans,
+                                                  widened)
+from nnrun.compiler.passes.liveness import live_ranges
+from nnrun.compiler.passes.memory_plan import plan_memory
+from nnrun.runtime.executor import _SegmentRun
+from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.threads import thread_limit
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "specs").glob("*.yaml")) + sorted(
+    (ROOT / "benchmarks" / "workloads").glob("*.yaml"))
+LENET = ROOT / "benchmarks/workloads/lenet5.yaml"
+
+
+@pytest.fixture
+def segments_always_split(monkeypatch):
+    """Every segment run by slices (however small), the slices on the workers."""
+    monkeypatch.setattr(base, "SEGMENT_MIN_BYTES", 0)
+    monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
+
+
+def _ops(graph, segment):
+    return [graph.nodes[p].op for p in segment]
+
+
+def test_lenet_forward_and_backward_convolutions_are_one_segment_each():
+    model = nnrun.compile(str(LENET))
+    step = model.step_executor.graph
+    segments = batch_segments(step)
+    forward, backward = segments[0], segments[-1]  # between them: the dense layers' own
+    assert _ops(step, forward)[:2] == ["im2col", "conv_columns"]
+    assert _ops(step, forward).count("im2col") == 2 and "matmul" not in _ops(step, forward)
+    assert all(batch_role(step.nodes[p]) == SUMMED for p in backward
+               if step.nodes[p].op == "matmul")
+    # the second convolution's input gradient takes one product over the batch (batch-last
+    # columns), which a slice would round otherwise: it parts the backward pass in two
+    assert _ops(step, backward)[-1] == "conv_grad_weight_columns"
+    assert "conv2d_grad_input" not in _ops(step, backward)
+    roles = {step.nodes[p].op: batch_role(step.nodes[p]) for p in backward}
+    assert roles["conv_grad_weight_columns"] == SUMMED and roles["bias_add_grad"] == SUMMED
+    assert roles["max_pool_grad_index"] == SLICED
+    inference = batch_segments(model.forward_executor.graph)[0]
+    assert _ops(model.forward_executor.graph, inference)[-1] == "reshape"
+
+
+def test_what_is_not_cut_by_samples_stays_out():
+    """The loss and batch normalisation see the whole batch; a dense layer's product stays
+    whole too (BLAS may round a product's rows otherwise when it gets fewer of them)."""
+    model = nnrun.compile(str(ROOT / "specs/fashion-mnist-cnn.yaml"))
+    graph = model.step_executor.graph
+    inside = {graph.nodes[p].op for segment in batch_segments(graph) for p in segment
+              if batch_role(graph.nodes[p]) == SLICED}
+    assert inside.isdisjoint({"softmax_cross_entropy", "softmax_cross_entropy_grad",
+                              "batch_norm_train", "channel_mean", "matmul", "update_group"})
+    assert {"im2col", "conv_columns", "max_pool_index", "gelu"} <= inside
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_segments_on_three_workers_give_one_workers_weights_bit_for_bit(
+        path, segments_always_split):
+    results, ran = [], []
+    for workers in (1, 3):
+        model = nnrun.compile(str(path))
+        x, y = random_batch(model, 10, np.random.default_rng(2))
+        with thread_limit(workers):
+            results.append(train_steps(model, x, y, steps=3))
+        programs = model.step_executor.programs.values()
+        ran.append(any(isinstance(step, _SegmentRun) for program in programs
+                       for steps in program.sliced_steps.values() for step in steps))
+    assert ran == [False, bool(batch_segments(model.step_executor.graph))]
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for name, value in results[0][1].items():
+        np.testing.assert_array_equal(value, results[1][1][name], err_msg=name)
+
+
+def test_inference_by_segments_gives_the_same_predictions(segments_always_split):
+    model = nnrun.compile(str(LENET))
+    x, _ = random_batch(model, 9, np.random.default_rng(5))
+    params = model.init_params(0)
+    predictions = []
+    for workers in (1, 2):
+        with thread_limit(workers):
+            predictions.append(np.array(model.forward(params, x)))
+    np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
+@pytest.mark.parametrize("path", [LENET, ROOT / "specs/fashion-mnist-cnn.yaml",
+                                  ROOT / "specs/residual-block.yaml",
+                                  ROOT / "specs/fcn-segmentation.yaml"], ids=lambda p: p.stem)
+def test_a_segments_places_never_overlap_while_any_slice_may_use_them(path):
+    """The slices of a segment run at the same time: a place the node order would free and
+    reuse inside the segment must stay its own until the segment ends, scratch included."""
+    graph = optimize(nnrun.compile(str(path)).train_step.graph)
+    segments = batch_segments(graph)
+    assert segments
+    spans = segment_spans(segments)
+    ranges = widened(live_ranges(graph), spans)
+    plan = plan_memory(graph, batch=6)
+    places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
+              if id(v) in plan.values]
+    for position, scratch in enumerate(plan.scratch):
+        start, end = spans.get(position, (position, position))
+        places += [(place, type(ranges[next(iter(ranges))])(start, end)) for place in scratch]
+    for i, (a, live_a) in enumerate(places):
+        for b, live_b in places[i + 1:]:
+            in_time = live_a.start <= live_b.end and live_b.start <= live_a.end
+            in_memory = (a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes
+                         and a.nbytes and b.nbytes)
+            assert not (in_time and in_memory)
+
+
+def test_widened_ranges_cover_the_segments_they_reach_into():
+    from nnrun.compiler.passes.liveness import LiveRange
+
+    spans = segment_spans([range(3, 6)])
+    ranges = widened({1: LiveRange(0, 4), 2: LiveRange(4, 4), 3: LiveRange(5, 9),
+                      4: LiveRange(-1, 2), 5: LiveRange(0, 10)}, spans)
+    assert ranges == {1: LiveRange(0, 5), 2: LiveRange(3, 5), 3: LiveRange(3, 9),
+                      4: LiveRange(-1, 2), 5: LiveRange(0, 10)}
