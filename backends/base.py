@@ -25,8 +25,6 @@ from .fused import FusedKernels
 _WORKERS = {"count": 1, "pool": None, "pool_size": 0, "splitting": False,
             "step_threads": None, "split_bytes": 0, "product_flops": 0}
 PARALLEL_MIN_BYTES = 1 << 20  # below this, handing work to a thread costs more than it saves
-# A batch segment (runtime/executor.py) writing fewer bytes runs node by node instead.
-SEGMENT_MIN_BYTES = PARALLEL_MIN_BYTES
 # A matrix product of at least this many flops is worth more than one thread (BLAS's, or
 # nnrun's workers when its products are many small ones, one per sample): measured on 2 cores,
 # 1.3-1.6x faster at 8-12 MFLOP.

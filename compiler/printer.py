@@ -24,6 +24,13 @@ def graph_text(graph: Graph) -> str:
     return "\n".join(lines) + "\n"
 
 
+def segments_text(graph: Graph, segments: list[range]) -> str:
+    """Batch segments as the spans of values their nodes define: "%0..%8, %28..%38"."""
+    first = [graph.nodes[s.start].outputs[0].ref() for s in segments]
+    last = [graph.nodes[s.stop - 1].outputs[-1].ref() for s in segments]
+    return ", ".join(a if a == b else f"{a}..{b}" for a, b in zip(first, last))
+
+
 def _leaf_line(kind: str, values) -> str:
     return f"{kind} " + ", ".join(f"{v.ref()} : {v.type.text()}" for v in values)
 

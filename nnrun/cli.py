@@ -312,7 +312,7 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     from nnrun.compiler.passes import optimize
     from nnrun.compiler.passes.dead_code import eliminate_dead_code
     from nnrun.compiler.passes.memory_plan import plan_memory
-    from nnrun.compiler.printer import graph_dot, graph_text
+    from nnrun.compiler.printer import graph_dot, graph_text, segments_text
 
     source = load_spec(spec, overrides)
     lowered, step = compile_checked(source)
@@ -321,6 +321,9 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     click.echo(graph_dot(shown) if fmt == "dot" else graph_text(shown), nl=False)
     if optimized and fmt == "text":
         plan = plan_memory(shown, batch_size or source.spec.train.batch_size)
+        if plan.segments:
+            click.echo(f"# batch segments (run by slices of the batch, one per thread): "
+                       f"{segments_text(shown, plan.segments)}")
         click.echo(f"# memory plan: {plan.describe()}")
 
 

@@ -21,9 +21,9 @@ import numpy as np
 from nnrun.backends import base
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY, SLICED
-from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, batch_segments
+from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, sliced_types
 from nnrun.compiler.passes.liveness import last_uses
-from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, state_layout
+from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, state_layout, value_bytes
 
 
 class Executor:
@@ -115,7 +115,6 @@ class _Program:
         self.node_steps = [self._step(node, self.env, self._scratch(position), self.dynamic)
                            for position, node in enumerate(graph.nodes)]
         self.steps = [step for steps in self.node_steps for step in steps]
-        self.segments = batch_segments(graph)
         self.sliced_steps: dict[int, list] = {}  # by worker count: segments run by slices
 
     def _scratch(self, position) -> tuple:
@@ -162,7 +161,7 @@ class _Program:
             env[key] = feeds.get(name)
         count, before = base.workers(), base.work_counters()
         steps = self.steps
-        if count > 1 and self.segments and self.plan.batch >= count:
+        if count > 1 and self.plan.segments and self.plan.batch >= count:
             steps = self.sliced_steps.get(count) or self._sliced(count)
         with base.step_threads(self.threads.get(count, base.WORKER_THREADS)):
             for step in steps:
@@ -178,12 +177,9 @@ class _Program:
         """The step with each batch segment run as one call over `count` slices of the batch
         (compiler/passes/batch_segments.py)."""
         steps, done = [], 0
-        for segment in self.segments:
-            run = _SegmentRun(self, segment, count)
-            if run.nbytes < base.SEGMENT_MIN_BYTES:  # not worth a worker's wake-up
-                continue
+        for segment in self.plan.segments:
             steps += [step for steps in self.node_steps[done:segment.start] for step in steps]
-            steps.append(run)
+            steps.append(_SegmentRun(self, segment, count))
             done = segment.stop
         steps += [step for steps in self.node_steps[done:] for step in steps]
         self.sliced_steps[count] = steps
@@ -238,9 +234,8 @@ class _SegmentRun:
             elif p not in sliced or REGISTRY[nodes[p].op].view:
                 self.after += program.node_steps[p]
         self.site = (id(program), segment.start)
-        self.nbytes = sum(b.nbytes for p in sliced for b in
-                          (*(program.env[id(v)] for v in nodes[p].outputs
-                             if id(v) in program.env), *program._scratch(p)))
+        self.nbytes = sum(value_bytes(t, program.plan.batch)
+                          for p in segment for t in sliced_types(nodes[p]))
 
     def _slice_env(self, program, positions, rows) -> dict:
         env = {}

@@ -61,9 +61,15 @@ def batch_role(node) -> str | None:
     return None
 
 
+# A segment whose slices write fewer bytes than this (outputs and scratch, at the plan's batch
+# size) runs node by node: waking a worker would cost more than it saves (as
+# backends/base.py's PARALLEL_MIN_BYTES for a single kernel).
+SEGMENT_MIN_BYTES = 1 << 20
+
+
 def batch_segments(graph: Graph) -> list[range]:
     """The graph's segments, as ranges of node positions, in order; each holds at least one
-    node that computes something (not only views)."""
+    node that runs by slices (not only views and sums)."""
     segments: list[range] = []
     start, summed, computes = None, set(), False
 
@@ -80,11 +86,23 @@ def batch_segments(graph: Graph) -> list[range]:
             continue
         if start is None:
             start = position
-        computes = computes or not REGISTRY[node.op].view
+        op = REGISTRY[node.op]
+        computes = computes or (not op.view if role == SLICED else op.batch_parts is not None)
         if role == SUMMED:
             summed.update(id(v) for v in node.outputs)
     close(len(graph.nodes))
     return segments
+
+
+def sliced_types(node) -> list[TensorType]:
+    """The buffers a node's slices write: its outputs and scratch if it is SLICED, the scratch
+    of its per-sample part if it is SUMMED with one, else none."""
+    op, role = REGISTRY[node.op], batch_role(node)
+    if op.view or role is None or (role == SUMMED and op.batch_parts is None):
+        return []
+    inputs = (v.type for v in node.inputs)
+    scratch = list(op.scratch(node.attrs, *inputs)) if op.scratch else []
+    return scratch if role == SUMMED else [v.type for v in node.outputs] + scratch
 
 
 def segment_spans(segments: list[range]) -> dict[int, tuple[int, int]]:

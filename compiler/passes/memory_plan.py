@@ -24,7 +24,7 @@ import numpy as np
 from ..ir import Graph, TensorType, Value
 from ..ops import REGISTRY
 from ..ops.optim import group_parts
-from .batch_segments import batch_segments, segment_spans, widened
+from . import batch_segments as segments_pass
 from .liveness import live_ranges
 
 ALIGNMENT = 64  # bytes: cache-line and SIMD alignment of every place
@@ -49,6 +49,8 @@ class MemoryPlan:
     scratch: list[tuple[Place, ...]] = field(default_factory=list)  # per node
     in_place: dict[int, str] = field(default_factory=dict)  # value id -> state it is written to
     copied_updates: dict[str, Value] = field(default_factory=dict)  # written after the step
+    # the batch segments worth running by slices at this batch size (batch_segments.py)
+    segments: list[range] = field(default_factory=list)
 
     def describe(self) -> str:
         return (f"batch {self.batch}: {len(self.values)} values and "
@@ -87,8 +89,10 @@ def state_layout(graph: Graph) -> StateLayout:
 
 def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
     plan = MemoryPlan(batch)
-    spans = segment_spans(batch_segments(graph))
-    ranges = widened(live_ranges(graph), spans)
+    plan.segments = [segment for segment in segments_pass.batch_segments(graph)
+                     if _sliced_bytes(graph, segment, batch) >= segments_pass.SEGMENT_MIN_BYTES]
+    spans = segments_pass.segment_spans(plan.segments)
+    ranges = segments_pass.widened(live_ranges(graph), spans)
     _choose_in_place_updates(graph, plan, ranges)
     items = sorted(_items(graph, plan, ranges, spans, batch), key=lambda i: -i.nbytes)
     placed = _Placed(len(items), sum(item.nbytes for item in items))
@@ -98,6 +102,11 @@ def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
         item.place_at(offset, plan)
         plan.arena_bytes = max(plan.arena_bytes, offset + item.nbytes)
     return plan
+
+
+def _sliced_bytes(graph: Graph, segment: range, batch: int) -> int:
+    return sum(value_bytes(type_, batch) for position in segment
+               for type_ in segments_pass.sliced_types(graph.nodes[position]))
 
 
 # --- what needs a place ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from stepping import train_steps
 import nnrun
 from nnrun.backends import base
 from nnrun.compiler.ops import SLICED, SUMMED
+from nnrun.compiler.passes import batch_segments as segments_pass
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.batch_segments import (batch_role, batch_segments, segment_spans,
                                                   widened)
@@ -32,7 +33,7 @@ LENET = ROOT / "benchmarks/workloads/lenet5.yaml"
 @pytest.fixture
 def segments_always_split(monkeypatch):
     """Every segment run by slices (however small), the slices on the workers."""
-    monkeypatch.setattr(base, "SEGMENT_MIN_BYTES", 0)
+    monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
     monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
 
 
@@ -104,15 +105,15 @@ def test_inference_by_segments_gives_the_same_predictions(segments_always_split)
 @pytest.mark.parametrize("path", [LENET, ROOT / "specs/fashion-mnist-cnn.yaml",
                                   ROOT / "specs/residual-block.yaml",
                                   ROOT / "specs/fcn-segmentation.yaml"], ids=lambda p: p.stem)
-def test_a_segments_places_never_overlap_while_any_slice_may_use_them(path):
+def test_a_segments_places_never_overlap_while_any_slice_may_use_them(path,
+                                                                    segments_always_split):
     """The slices of a segment run at the same time: a place the node order would free and
     reuse inside the segment must stay its own until the segment ends, scratch included."""
     graph = optimize(nnrun.compile(str(path)).train_step.graph)
-    segments = batch_segments(graph)
-    assert segments
-    spans = segment_spans(segments)
-    ranges = widened(live_ranges(graph), spans)
     plan = plan_memory(graph, batch=6)
+    assert plan.segments == batch_segments(graph) and plan.segments
+    spans = segment_spans(plan.segments)
+    ranges = widened(live_ranges(graph), spans)
     places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
               if id(v) in plan.values]
     for position, scratch in enumerate(plan.scratch):
@@ -134,3 +135,10 @@ def test_widened_ranges_cover_the_segments_they_reach_into():
                       4: LiveRange(-1, 2), 5: LiveRange(0, 10)}, spans)
     assert ranges == {1: LiveRange(0, 5), 2: LiveRange(3, 5), 3: LiveRange(3, 9),
                       4: LiveRange(-1, 2), 5: LiveRange(0, 10)}
+
+
+def test_segments_too_small_to_pay_for_a_wake_up_run_node_by_node_and_cost_no_memory():
+    graph = optimize(nnrun.compile(str(LENET)).train_step.graph)
+    small, large = plan_memory(graph, batch=2), plan_memory(graph, batch=128)
+    assert small.segments == [] and len(large.segments) >= 2
+    assert all(s in batch_segments(graph) for s in large.segments)

@@ -885,9 +885,10 @@ def test_batch_segments_on_three_workers_give_one_workers_weights_on_wide_draws(
     """Every segment run by slices on three workers (compiler/passes/batch_segments.py): the
     same weights as one worker, bit for bit, whatever the layers, paddings and layouts."""
     from nnrun.backends import base
+    from nnrun.compiler.passes import batch_segments as segments_pass
     from nnrun.runtime.threads import thread_limit
 
-    monkeypatch.setattr(base, "SEGMENT_MIN_BYTES", 0)
+    monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
     monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
     drawn = draw_wide_model(4000 + seed, dropout=True)
     rng = np.random.default_rng(seed)
