@@ -209,6 +209,10 @@ class ArrayBackend(FusedKernels):
 
     name = "generic"
     xp: Any = None
+    # Work split over nnrun's worker threads (run_in_slices, a step's batch segments) runs in
+    # parallel: on a GPU one stream orders the launches, and host threads would only reorder
+    # them (or break a stream capture).
+    host_threads = True
     # The reduction over the ranks of a data-parallel run (MPI on CPUs, NCCL on GPUs), set by
     # nnrun.runtime.distributed on each rank; None in a single process.
     communicator: Any = None

@@ -40,6 +40,8 @@ class CupyBackend(ArrayBackend):
     def rng(self, seed):
         return cupy.random.default_rng(int(seed))
 
+    host_threads = False
+
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         task(slice(0, size))  # one stream: host threads would only reorder the launches
 

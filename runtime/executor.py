@@ -161,7 +161,8 @@ class _Program:
             env[key] = feeds.get(name)
         count, before = base.workers(), base.work_counters()
         steps = self.steps
-        if count > 1 and self.plan.segments and self.plan.batch >= count:
+        if (count > 1 and self.plan.segments and self.plan.batch >= count
+                and self.backend.host_threads):
             steps = self.sliced_steps.get(count) or self._sliced(count)
         with base.step_threads(self.threads.get(count, base.WORKER_THREADS)):
             for step in steps:

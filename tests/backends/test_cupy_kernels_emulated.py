@@ -180,3 +180,23 @@ def test_the_self_checks_reference_has_no_kernel_of_its_own(emulated):
     assert own == set(kernels.MEMBERS)
     generic = kernels.generic_backend()
     assert all(getattr(type(generic), name) is getattr(ArrayBackend, name) for name in own)
+
+
+def test_a_gpu_step_never_splits_over_host_threads(emulated, monkeypatch):
+    """On one CUDA stream host threads would only reorder the launches (and break a stream
+    capture): with several --threads, no batch segment and no kernel is handed to a worker."""
+    from nnrun.backends import base
+    from nnrun.compiler.passes import batch_segments as segments_pass
+    from nnrun.runtime.threads import thread_limit
+
+    _, _, backend = emulated
+    monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
+    monkeypatch.setattr(base, "PARALLEL_MIN_BYTES", 0)
+    handed = []
+    monkeypatch.setattr(base, "_split_over_workers", lambda task, parts: handed.append(task))
+    compiled = nnrun.compile(str(SPECS / "lenet5.yaml"))
+    model = Model(compiled.source, backend)
+    x, y = random_batch(compiled, 8, np.random.default_rng(0))
+    with thread_limit(3):
+        train_steps(model, x, y, 2)
+    assert handed == []
