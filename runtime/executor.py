@@ -81,8 +81,8 @@ class PlannedExecutor:
         if program is None:
             if len(self.programs) >= self.max_plans:
                 self.programs.pop(next(iter(self.programs)))
-            program = self.programs[batch] = _Program(self.graph, self.backend,
-                                                      plan_memory(self.graph, batch), self.state)
+            plan = plan_memory(self.graph, batch, segments=self.backend.host_threads)
+            program = self.programs[batch] = _Program(self.graph, self.backend, plan, self.state)
         return program
 
     def _load_state(self, feeds) -> None:
@@ -160,11 +160,13 @@ class _Program:
         for key, name in self.fed:
             env[key] = feeds.get(name)
         count, before = base.workers(), base.work_counters()
-        steps = self.steps
+        kind, steps = self.threads.get(count, base.WORKER_THREADS), self.steps
+        # A step on BLAS's threads runs node by node: a segment's slices would take the cores
+        # BLAS's busy-waiting threads hold (the same numbers either way).
         if (count > 1 and self.plan.segments and self.plan.batch >= count
-                and self.backend.host_threads):
+                and kind == base.WORKER_THREADS):
             steps = self.sliced_steps.get(count) or self._sliced(count)
-        with base.step_threads(self.threads.get(count, base.WORKER_THREADS)):
+        with base.step_threads(kind):
             for step in steps:
                 step(env)
         if count > 1 and count not in self.threads:

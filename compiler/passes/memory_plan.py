@@ -87,10 +87,13 @@ def state_layout(graph: Graph) -> StateLayout:
     return layout
 
 
-def plan_memory(graph: Graph, batch: int) -> MemoryPlan:
+def plan_memory(graph: Graph, batch: int, segments: bool = True) -> MemoryPlan:
+    """segments: plan for batch segments run by slices (a CPU's worker threads; a GPU
+    backend never runs them, and its plan shares the places a segment would keep apart)."""
     plan = MemoryPlan(batch)
-    plan.segments = [segment for segment in segments_pass.batch_segments(graph)
-                     if _sliced_bytes(graph, segment, batch) >= segments_pass.SEGMENT_MIN_BYTES]
+    if segments:
+        plan.segments = [s for s in segments_pass.batch_segments(graph)
+                         if _sliced_bytes(graph, s, batch) >= segments_pass.SEGMENT_MIN_BYTES]
     spans = segments_pass.segment_spans(plan.segments)
     ranges = segments_pass.widened(live_ranges(graph), spans)
     _choose_in_place_updates(graph, plan, ranges)

@@ -142,3 +142,39 @@ def test_segments_too_small_to_pay_for_a_wake_up_run_node_by_node_and_cost_no_me
     small, large = plan_memory(graph, batch=2), plan_memory(graph, batch=128)
     assert small.segments == [] and len(large.segments) >= 2
     assert all(s in batch_segments(graph) for s in large.segments)
+
+
+def test_a_backend_without_host_threads_plans_no_segments_and_shares_their_places():
+    from nnrun.backends.numpy_backend import NumpyBackend
+    from nnrun.runtime.executor import PlannedExecutor
+
+    class OneStream(NumpyBackend):  # as the CuPy backend: one stream orders the launches
+        host_threads = False
+
+    graph = nnrun.compile(str(LENET)).forward_executor.graph
+    with_threads = PlannedExecutor(graph, NumpyBackend()).plan(128)
+    on_one_stream = PlannedExecutor(graph, OneStream()).plan(128)
+    assert with_threads.segments and not on_one_stream.segments
+    assert on_one_stream.arena_bytes < with_threads.arena_bytes
+    assert on_one_stream.arena_bytes == plan_memory(graph, 128, segments=False).arena_bytes
+
+
+def test_a_step_on_blas_threads_runs_node_by_node(monkeypatch):
+    """The MLP at batch 1024 runs its products on BLAS's threads (runtime/executor.py
+    _threads_for): its segments would take the cores BLAS's busy-waiting threads hold."""
+    runs, run_segment = [], _SegmentRun.__call__
+
+    def counted(self, env):
+        runs.append(base.current_step_threads())
+        run_segment(self, env)
+
+    monkeypatch.setattr(_SegmentRun, "__call__", counted)
+    model = nnrun.compile(str(ROOT / "benchmarks/workloads/mlp.yaml"))
+    x, y = random_batch(model, 1024, np.random.default_rng(0))
+    feeds = model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0)
+    with thread_limit(2):
+        for _ in range(4):
+            model.step_executor.run(feeds)
+    (program,) = model.step_executor.programs.values()
+    assert program.threads == {2: base.BLAS_THREADS}
+    assert runs and set(runs) == {base.WORKER_THREADS}  # the first run only, which counts
