@@ -1,7 +1,8 @@
 """Batch segments (compiler/passes/batch_segments.py): runs of nodes that the planned executor
 runs once per slice of the batch, the slices on the worker threads. A slice computes each of its
 samples with the same calls as the whole batch would, and sums over the batch are taken on the
-whole batch after the slices, so the weights are those of one worker, bit for bit."""
+whole batch after the slices, so segments change no number: on batches too small for a
+kernel's own split, the weights are those of one worker, bit for bit."""
 
 from __future__ import annotations
 
