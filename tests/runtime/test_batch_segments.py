@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import assert_places_apart
 from stepping import train_steps
 
 import nnrun
@@ -19,7 +20,7 @@ from nnrun.compiler.passes import batch_segments as segments_pass
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.batch_segments import (batch_role, batch_segments, segment_spans,
                                                   widened)
-from nnrun.compiler.passes.liveness import live_ranges
+from nnrun.compiler.passes.liveness import LiveRange, live_ranges
 from nnrun.compiler.passes.memory_plan import plan_memory
 from nnrun.runtime.executor import _SegmentRun
 from nnrun.runtime.gradcheck import random_batch
@@ -118,19 +119,12 @@ def test_a_segments_places_never_overlap_while_any_slice_may_use_them(path,
     places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
               if id(v) in plan.values]
     for position, scratch in enumerate(plan.scratch):
-        start, end = spans.get(position, (position, position))
-        places += [(place, type(ranges[next(iter(ranges))])(start, end)) for place in scratch]
-    for i, (a, live_a) in enumerate(places):
-        for b, live_b in places[i + 1:]:
-            in_time = live_a.start <= live_b.end and live_b.start <= live_a.end
-            in_memory = (a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes
-                         and a.nbytes and b.nbytes)
-            assert not (in_time and in_memory)
+        live = LiveRange(*spans.get(position, (position, position)))
+        places += [(place, live) for place in scratch]
+    assert_places_apart(places)
 
 
 def test_widened_ranges_cover_the_segments_they_reach_into():
-    from nnrun.compiler.passes.liveness import LiveRange
-
     spans = segment_spans([range(3, 6)])
     ranges = widened({1: LiveRange(0, 4), 2: LiveRange(4, 4), 3: LiveRange(5, 9),
                       4: LiveRange(-1, 2), 5: LiveRange(0, 10)}, spans)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from plans import assert_places_apart
 from stepping import train_steps
 
 import nnrun
@@ -77,12 +78,7 @@ def test_every_pass_keeps_a_valid_graph_and_the_plan_never_overlaps_live_values(
     ranges = live_ranges(graph)
     places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
               if id(v) in plan.values]
-    for i, (a, live_a) in enumerate(places):
-        for b, live_b in places[i + 1:]:
-            overlap_in_time = live_a.start <= live_b.end and live_b.start <= live_a.end
-            overlap_in_memory = (a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes
-                                 and a.nbytes and b.nbytes)
-            assert not (overlap_in_time and overlap_in_memory)
+    assert_places_apart(places)
     assert plan.arena_bytes >= max((p.offset + p.nbytes for p, _ in places), default=0)
 
 
