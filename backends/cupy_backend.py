@@ -18,6 +18,7 @@ class CupyBackend(ArrayBackend):
     name = "cupy"
     xp = cupy
     check_first_step = True  # the planned and captured steps have yet to run on a GPU
+    host_threads = False  # one stream orders the launches
 
     def __init__(self):
         try:
@@ -39,8 +40,6 @@ class CupyBackend(ArrayBackend):
 
     def rng(self, seed):
         return cupy.random.default_rng(int(seed))
-
-    host_threads = False
 
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         task(slice(0, size))  # one stream: host threads would only reorder the launches
