@@ -75,9 +75,9 @@ def split_where_it_pays(task: Callable[[slice], None], size: int, work: int,
     _WORKERS["splitting"] = True  # BLAS stays on one thread while the slices run
     try:
         if split:
-            _split_over_workers(task, _bounds(size, count))
+            _split_over_workers(task, batch_bounds(size, count))
         else:
-            for part in _bounds(size, count):
+            for part in batch_bounds(size, count):
                 task(part)
     finally:
         _WORKERS["splitting"] = False
@@ -94,10 +94,6 @@ def _split_over_workers(task, parts: list[slice]) -> None:
 
 def batch_bounds(size: int, count: int) -> list[slice]:
     """range(size) as `count` consecutive slices, as a split cuts it."""
-    return _bounds(size, count)
-
-
-def _bounds(size: int, count: int) -> list[slice]:
     edges = [size * i // count for i in range(count + 1)]
     return [slice(lo, hi) for lo, hi in zip(edges, edges[1:])]
 

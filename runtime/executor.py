@@ -21,9 +21,9 @@ import numpy as np
 from nnrun.backends import base
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY, SLICED
-from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, sliced_types
+from nnrun.compiler.passes.batch_segments import batch_axis, batch_role
 from nnrun.compiler.passes.liveness import last_uses
-from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, state_layout, value_bytes
+from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, sliced_bytes, state_layout
 
 
 class Executor:
@@ -120,10 +120,9 @@ class _Program:
     def _scratch(self, position) -> tuple:
         return tuple(_view(self.arena, place) for place in self.plan.scratch[position])
 
-    def _step(self, node, env, scratch, dynamic: set, split: bool = True) -> list:
+    def _step(self, node, env, scratch, dynamic: set) -> list:
         """The node as a list of calls step(env) (none for a view made once here), its outputs
-        and scratch the buffers in `env` and `scratch`. split: a batch_parallel op may split
-        its batch over the workers (not within a slice of it)."""
+        and scratch the buffers in `env` and `scratch` (a segment's slice binds its own)."""
         op, be = REGISTRY[node.op], self.backend
         inputs = _reader(id(v) for v in node.inputs)
         if op.view:
@@ -142,7 +141,7 @@ class _Program:
             if bound is not None:
                 return [lambda env: bound(*inputs(env))]
         function, attrs = op.forward_into, node.attrs
-        if (split and op.batch_parallel and _batch_first(node)
+        if (op.batch_parallel and _batch_first(node)
                 and all(b.ndim and b.shape[0] == self.plan.batch for b in buffers)
                 and sum(b.nbytes for b in buffers) >= base.PARALLEL_MIN_BYTES):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
@@ -217,6 +216,7 @@ class _SegmentRun:
         nodes = {p: graph.nodes[p] for p in segment}
         sliced = [p for p in segment if batch_role(nodes[p]) == SLICED]
         parted = [p for p in segment if p not in sliced and REGISTRY[nodes[p].op].batch_parts]
+        self.parted = set(parted)
         self.count, self.rows = count, base.batch_bounds(program.plan.batch, count)
         defined = {id(v) for p in sliced for v in nodes[p].outputs}
         # fed values (or views of them) read here but defined before: cut anew each run
@@ -237,8 +237,7 @@ class _SegmentRun:
             elif p not in sliced or REGISTRY[nodes[p].op].view:
                 self.after += program.node_steps[p]
         self.site = (id(program), segment.start)
-        self.nbytes = sum(value_bytes(t, program.plan.batch)
-                          for p in segment for t in sliced_types(nodes[p]))
+        self.nbytes = sliced_bytes(graph, segment, program.plan.batch)
 
     def _slice_env(self, program, positions, rows) -> dict:
         env = {}
@@ -255,8 +254,8 @@ class _SegmentRun:
         for position in positions:
             node = program.graph.nodes[position]
             scratch = self._scratch(program, position, index)
-            if batch_role(node) == SLICED:
-                steps += program._step(node, env, scratch, dynamic, split=False)
+            if position not in self.parted:
+                steps += program._step(node, env, scratch, dynamic)
             else:  # the per-sample part of a sum
                 each_slice = REGISTRY[node.op].batch_parts[0]
                 steps.append(program._call(node, each_slice, env, scratch))

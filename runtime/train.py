@@ -42,8 +42,8 @@ from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
-from .data.sources import missing_files_fetched
 from .data.preprocessing import save_preprocessing
+from .data.sources import missing_files_fetched
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        require_input_shape)
 from .distributed import ALONE, check_batch

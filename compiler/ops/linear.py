@@ -143,6 +143,10 @@ def _bias_add_grad_into(be, attrs, out, g):
     be.matmul_into(over_batch.reshape(g.shape[1], -1), _ones(be, g.shape[2:], g.dtype), total)
 
 
+def _bias_add_grad_batch_role(attrs, inputs, outputs):
+    return SUMMED if not attrs.batch_last and inputs[0].shape[0] == BATCH else None
+
+
 def _bias_add_onnx(ox, node):
     x, b = ox.inputs(node)
     rank = node.inputs[0].type.rank
@@ -157,8 +161,7 @@ register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_ad
 register(OpDef("bias_add_grad", BiasGradAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
                is_gradient=True, doc="sum of g over every axis but 1 (but 0 when batch_last)",
                forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch,
-               batch_role=lambda attrs, inputs, outputs:
-                   SUMMED if not attrs.batch_last and inputs[0].shape[0] == BATCH else None))
+               batch_role=_bias_add_grad_batch_role))
 
 
 # bias_add followed by an activation whose gradient needs only the activation's output (or

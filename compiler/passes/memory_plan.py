@@ -93,7 +93,7 @@ def plan_memory(graph: Graph, batch: int, segments: bool = True) -> MemoryPlan:
     plan = MemoryPlan(batch)
     if segments:
         plan.segments = [s for s in segments_pass.batch_segments(graph)
-                         if _sliced_bytes(graph, s, batch) >= segments_pass.SEGMENT_MIN_BYTES]
+                         if sliced_bytes(graph, s, batch) >= segments_pass.SEGMENT_MIN_BYTES]
     spans = segments_pass.segment_spans(plan.segments)
     ranges = segments_pass.widened(live_ranges(graph), spans)
     _choose_in_place_updates(graph, plan, ranges)
@@ -107,7 +107,8 @@ def plan_memory(graph: Graph, batch: int, segments: bool = True) -> MemoryPlan:
     return plan
 
 
-def _sliced_bytes(graph: Graph, segment: range, batch: int) -> int:
+def sliced_bytes(graph: Graph, segment: range, batch: int) -> int:
+    """Bytes a segment's slices write together (outputs and scratch) at this batch size."""
     return sum(value_bytes(type_, batch) for position in segment
                for type_ in segments_pass.sliced_types(graph.nodes[position]))
 
