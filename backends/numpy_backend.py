@@ -60,6 +60,18 @@ class NumpyBackend(ArrayBackend):
         elif out.ndim != 2 or not _matmul_on_workers(a, b, out, flops):
             np.matmul(a, b, out=out)
 
+    def relu_into(self, x, y) -> None:
+        # NumPy's maximum runs its SIMD loop only when both operands are arrays; against the
+        # scalar 0 it takes an element-by-element loop (measured 3-4x slower on 1 MB, NumPy
+        # 2.4). So the zeros come from a block kept for the purpose, a chunk at a time.
+        if not (x.flags.c_contiguous and y.flags.c_contiguous):
+            np.maximum(x, 0, out=y)
+            return
+        zeros, x_flat, y_flat = _zeros(x.dtype), x.reshape(-1), y.reshape(-1)
+        for start in range(0, x.size, len(zeros)):
+            chunk = slice(start, start + len(zeros))
+            np.maximum(x_flat[chunk], zeros[:len(x_flat[chunk])], out=y_flat[chunk])
+
     def take_into(self, table, indices, out, axis=None) -> None:
         # mode="raise", the default, checks bounds through a temporary copy of the output
         np.take(table, indices, axis=axis, out=out, mode="clip")
@@ -69,6 +81,14 @@ class NumpyBackend(ArrayBackend):
             self.fast_erf(x, out=out)
         else:
             out[...] = _math_erf(x)
+
+
+@cache
+def _zeros(dtype) -> np.ndarray:
+    """A read-only block of zeros for relu_into: 128 KiB of float32, within a core's L2."""
+    zeros = np.zeros(32768, dtype=dtype)
+    zeros.flags.writeable = False
+    return zeros
 
 
 def _matmul_on_workers(a, b, out, flops: int) -> bool:

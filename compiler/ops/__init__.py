@@ -40,6 +40,10 @@ class OpDef:
     scratch: Callable[..., tuple] | None = None
     # The output is a view of the first input (reshape): the memory plan gives it no buffer.
     view: bool = False
+    # Positions of inputs whose buffer the first output may take when no later node reads
+    # them (compiler/passes/memory_plan.py): forward_into reads each element of such an input
+    # before it writes the same element of the output, and writes no other buffer over it.
+    overwrites: tuple[int, ...] = ()
     # forward_into treats each sample on its own: an executor may run it on slices of the batch
     # axis (axis 0 of every batch-sized input, output and scratch buffer) in parallel.
     batch_parallel: bool = False

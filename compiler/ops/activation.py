@@ -40,18 +40,21 @@ def _from_output(grad_op):
 
 
 def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into=None,
-                grad_into=None, onnx=None):
+                grad_into=None, onnx=None, overwrites=((), ())):
     """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together.
     `into`/`grad_into`: (forward_into, scratch rule) pairs for the memory-planned executor;
+    `overwrites`: the inputs each of the two may write its output over (OpDef.overwrites);
     `onnx`: its ONNX lowering."""
     vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
     forward_into, scratch = into or (None, None)
     register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc,
-                   forward_into=forward_into, scratch=scratch, batch_parallel=True, onnx=onnx))
+                   forward_into=forward_into, scratch=scratch, batch_parallel=True, onnx=onnx,
+                   overwrites=overwrites[0]))
     forward_into, scratch = grad_into or (None, None)
     register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
                    doc=f"gradient of {name}: g * d{name}/dx",
-                   forward_into=forward_into, scratch=scratch, batch_parallel=True))
+                   forward_into=forward_into, scratch=scratch, batch_parallel=True,
+                   overwrites=overwrites[1]))
 
 
 # --- the same computations into preallocated buffers, operation for operation, so that they
@@ -201,13 +204,14 @@ _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             # The gradient at exactly 0 is taken as 0, as PyTorch does.
             lambda be, a, g, x: g * (x > 0), "max(x, 0)",
             into=(_fused_into("relu"), None),
-            grad_into=(_relu_grad_into, _mask_scratch), onnx=onnx_op("Relu"))
+            grad_into=(_relu_grad_into, _mask_scratch), onnx=onnx_op("Relu"),
+            overwrites=((0,), (0, 1)))
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
             into=(_fused_into("leaky_relu"), None),
             grad_into=(_leaky_relu_grad_into,
                        lambda attrs, g, x: (x, TensorType(x.shape, "bool"))),
-            onnx=onnx_op("LeakyRelu", alpha="alpha"))
+            onnx=onnx_op("LeakyRelu", alpha="alpha"), overwrites=((), (0, 1)))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
@@ -215,15 +219,17 @@ _activation("elu", AlphaAttrs,
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
             into=(_fused_into("sigmoid"), _sigmoid_scratch),
-            grad_into=(_sigmoid_grad_into, _value_scratch), onnx=onnx_op("Sigmoid"))
+            grad_into=(_sigmoid_grad_into, _value_scratch), onnx=onnx_op("Sigmoid"),
+            overwrites=((0,), (0,)))
 _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
             lambda be, a, g, y: g * (1 - y * y), "tanh(x)", uses_output=True,
             into=(_fused_into("tanh"), None),
-            grad_into=(_tanh_grad_into, None), onnx=onnx_op("Tanh"))
+            grad_into=(_tanh_grad_into, None), onnx=onnx_op("Tanh"), overwrites=((0,), (1,)))
 _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             "x * Phi(x), Phi the standard normal CDF (exact form)",
             into=(_gelu_into, _value_scratch),
-            grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)), onnx=_gelu_onnx)
+            grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)), onnx=_gelu_onnx,
+            overwrites=((0,), (0, 1)))
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))",
             onnx=onnx_op("Softplus"))

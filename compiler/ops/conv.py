@@ -537,7 +537,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
         (y,) = out
         be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y.reshape(y.shape[0], -1))
         be.xp.add(y, b.reshape(-1, *(1,) * (y.ndim - 1)), out=y)
-        be.xp.maximum(y, 0, out=y)
+        be.relu_into(y, y)
         return
     if attrs.batch_last:
         y, y_t = out

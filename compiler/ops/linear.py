@@ -157,7 +157,8 @@ def _bias_add_onnx(ox, node):
 
 register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_add_vjp,
                doc="x + b, b broadcast along axis 1 (features or channels)",
-               forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx))
+               forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx,
+               overwrites=(0,)))
 register(OpDef("bias_add_grad", BiasGradAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
                is_gradient=True, doc="sum of g over every axis but 1 (but 0 when batch_last)",
                forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch,
@@ -200,7 +201,7 @@ def _bias_activation_into(be, attrs, out, x, b):
 
 register(OpDef("bias_activation", BiasActivationAttrs, _bias_add_shape, _bias_activation_forward,
                None, is_gradient=True, forward_into=_bias_activation_into,
-               scratch=_bias_activation_scratch, batch_parallel=True,
+               scratch=_bias_activation_scratch, batch_parallel=True, overwrites=(0,),
                doc="activation(x + b): bias_add and an activation fused by the fusion pass"))
 
 
@@ -213,12 +214,12 @@ def _binary_into(ufunc_name):
 
 register(OpDef("add", NoAttrs, all_same, lambda be, a, x, y: x + y,
                lambda gb, node, g: (g, g), doc="x + y, equal shapes",
-               forward_into=_binary_into("add"), onnx=onnx_op("Add")))
+               forward_into=_binary_into("add"), onnx=onnx_op("Add"), overwrites=(0, 1)))
 register(OpDef("mul", NoAttrs, all_same, lambda be, a, x, y: x * y,
                lambda gb, node, g: (gb.emit("mul", g, node.inputs[1]),
                                     gb.emit("mul", g, node.inputs[0])),
                doc="x * y elementwise, equal shapes", forward_into=_binary_into("multiply"),
-               onnx=onnx_op("Mul")))
+               onnx=onnx_op("Mul"), overwrites=(0, 1)))
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ register(OpDef("scale", ScaleAttrs, same_as_first, lambda be, a, x: x * a.factor
                lambda gb, node, g: (gb.emit("scale", g, attrs=node.attrs),),
                doc="x * factor",
                forward_into=lambda be, a, out, x: be.xp.multiply(x, a.factor, out=out[0]),
+               overwrites=(0,),
                onnx=lambda ox, node: ox.emit("Mul", *ox.inputs(node),
                                              ox.constant(node.attrs.factor))))
 

@@ -3,7 +3,9 @@
 Every value a node defines, and every scratch buffer a node's forward_into asks for, gets a
 place (byte offset) in one arena, assigned once: two places overlap only when their live ranges
 do not (a batch segment's values and scratch buffers live for the whole segment:
-batch_segments.py). Views (reshape) get no place; they read their source's. Values that update
+batch_segments.py), or when an elementwise op writes its output over an input that no later
+node reads (OpDef.overwrites: the two values then share one place, and the data stays in the
+cache). Views (reshape) get no place; they read their source's. Values that update
 persistent state (new parameters, optimizer state) are written in place into that state when no
 later node reads the old value; the state has its own layout, independent of the batch size, in
 which each update group's parameters and each of its optimizer slots are consecutive, so that
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir import Graph, TensorType, Value
-from ..ops import REGISTRY
+from ..ops import REGISTRY, SLICED
 from ..ops.optim import group_parts
 from . import batch_segments as segments_pass
 from .liveness import live_ranges
@@ -49,11 +51,14 @@ class MemoryPlan:
     scratch: list[tuple[Place, ...]] = field(default_factory=list)  # per node
     in_place: dict[int, str] = field(default_factory=dict)  # value id -> state it is written to
     copied_updates: dict[str, Value] = field(default_factory=dict)  # written after the step
+    # value id -> the id of the value whose place it takes, written over it (OpDef.overwrites)
+    overwrites: dict[int, int] = field(default_factory=dict)
     # the batch segments worth running by slices at this batch size (batch_segments.py)
     segments: list[range] = field(default_factory=list)
 
     def describe(self) -> str:
-        return (f"batch {self.batch}: {len(self.values)} values and "
+        over = f" ({len(self.overwrites)} written over an input)" if self.overwrites else ""
+        return (f"batch {self.batch}: {len(self.values)} values{over} and "
                 f"{sum(len(s) for s in self.scratch)} scratch buffers in "
                 f"{self.arena_bytes / 2**20:.2f} MB")
 
@@ -95,9 +100,12 @@ def plan_memory(graph: Graph, batch: int, segments: bool = True) -> MemoryPlan:
         plan.segments = [s for s in segments_pass.batch_segments(graph)
                          if sliced_bytes(graph, s, batch) >= segments_pass.SEGMENT_MIN_BYTES]
     spans = segments_pass.segment_spans(plan.segments)
-    ranges = segments_pass.widened(live_ranges(graph), spans)
+    node_order = live_ranges(graph)
+    ranges = segments_pass.widened(node_order, spans)
     _choose_in_place_updates(graph, plan, ranges)
-    items = sorted(_items(graph, plan, ranges, spans, batch), key=lambda i: -i.nbytes)
+    grouped = _grouped_gradients(graph)
+    plan.overwrites = _overwrites(graph, plan, node_order, grouped)
+    items = sorted(_items(graph, plan, ranges, spans, batch, grouped), key=lambda i: -i.nbytes)
     placed = _Placed(len(items), sum(item.nbytes for item in items))
     for item in items:
         offset = placed.lowest_fit(item)
@@ -137,8 +145,10 @@ class _Item:
                 plan.values[target] = place
 
 
-def _items(graph: Graph, plan: MemoryPlan, ranges, spans, batch: int) -> list[_Item]:
-    grouped = _grouped_gradients(graph)
+def _items(graph: Graph, plan: MemoryPlan, ranges, spans, batch: int, grouped) -> list[_Item]:
+    sharing: dict[int, list[int]] = {}  # value id -> the values written over it, in order
+    for value, taken in plan.overwrites.items():
+        sharing.setdefault(taken, []).append(value)
     items: list[_Item] = []
     plan.scratch = [()] * len(graph.nodes)
     for position, node in enumerate(graph.nodes):
@@ -152,10 +162,15 @@ def _items(graph: Graph, plan: MemoryPlan, ranges, spans, batch: int) -> list[_I
         if op.view:
             continue
         for value in node.outputs:
-            if id(value) in plan.in_place or id(value) in grouped:
+            if id(value) in plan.in_place or id(value) in grouped or id(value) in plan.overwrites:
                 continue
-            live = ranges[id(value)]
-            items.append(_single(id(value), value.type, live.start, live.end, batch))
+            item = _single(id(value), value.type, ranges[id(value)].start,
+                           ranges[id(value)].end, batch)
+            for key in sharing.get(id(value), ()):
+                item.members.append((key, 0, value.type))
+                item.start = min(item.start, ranges[key].start)
+                item.end = max(item.end, ranges[key].end)
+            items.append(item)
     for group in {id(g): g for g in grouped.values()}.values():
         items.append(_group_item(group, ranges, batch))
     return items
@@ -195,6 +210,51 @@ def _grouped_gradients(graph: Graph) -> dict[int, list[Value]]:
             for g in grads:
                 grouped[id(g)] = grads
     return grouped
+
+
+def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, int]:
+    """value id -> the id of the value whose place it takes: a node's first output written over
+    one of the inputs its op allows (OpDef.overwrites) when that input is the same type, has a
+    place of its own in the arena and is read by no later node (ranges: in node order). A chain
+    of such nodes shares one place. In a batch segment the input must be read by no node that
+    runs on the whole batch after the slices (a sum): that node would read it overwritten."""
+    defined_by = {id(v): node for node in graph.nodes for v in node.outputs}
+    segment_of = {p: segment for segment in plan.segments for p in segment}
+    seen_as = {}  # value id -> its id and the ids of its views (reshapes), which read its place
+    for node in graph.nodes:
+        if REGISTRY[node.op].view:
+            source = id(node.inputs[0])
+            seen_as.setdefault(source, {source}).add(id(node.output))
+            seen_as[id(node.output)] = seen_as[source]
+    taken: dict[int, int] = {}
+    for position, node in enumerate(graph.nodes):
+        op = REGISTRY[node.op]
+        if not op.overwrites:
+            continue
+        output = node.outputs[0]
+        if id(output) in plan.in_place or id(output) in grouped:
+            continue
+        for index in op.overwrites:
+            value = node.inputs[index]
+            source = defined_by.get(id(value))
+            if (source is None or REGISTRY[source.op].view or value.type != output.type
+                    or ranges[id(value)].end != position or id(value) in grouped
+                    or id(value) in plan.in_place
+                    or _read_after_slices(graph, segment_of.get(position),
+                                          seen_as.get(id(value), {id(value)}))):
+                continue
+            taken[id(output)] = taken.get(id(value), id(value))
+            break
+    return taken
+
+
+def _read_after_slices(graph: Graph, segment: range | None, keys: set) -> bool:
+    """Whether a node of the segment that does not run with its slices reads one of `keys`
+    (a value and its views)."""
+    if segment is None:
+        return False
+    return any(segments_pass.batch_role(graph.nodes[p]) != SLICED
+               and any(id(v) in keys for v in graph.nodes[p].inputs) for p in segment)
 
 
 def _choose_in_place_updates(graph: Graph, plan: MemoryPlan, ranges) -> None:

@@ -399,3 +399,32 @@ def test_updates_into_their_own_inputs(name, case):
     op.forward_into(numpy_backend, case.attrs, (*aliased, *scratch), *inputs)
     for got, want in zip(aliased, expected):
         np.testing.assert_array_equal(got, want)
+
+
+OVERWRITING = sorted(name for name, op in REGISTRY.items() if op.overwrites)
+
+
+def test_only_ops_written_into_buffers_declare_overwrites():
+    assert {"relu", "relu_grad", "bias_activation", "bias_add", "add"} <= set(OVERWRITING)
+    for name in OVERWRITING:
+        op = REGISTRY[name]
+        assert op.forward_into is not None and not op.view, name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name, case", named_cases(OVERWRITING))
+def test_ops_write_their_output_over_the_inputs_they_declare(name, case, dtype):
+    """OpDef.overwrites: the memory plan may give the output the place of such an input; the
+    op must then give the numbers it gives into a buffer of its own."""
+    op = REGISTRY[name]
+    inputs = tuple(a.astype(dtype) if isinstance(a, np.ndarray) and a.dtype == np.float64 else a
+                   for a in case.make_inputs())
+    (want,) = as_tuple(run_forward(numpy_backend, name, case.attrs, inputs))
+    types = [input_type(a) for a in inputs]
+    for index in op.overwrites:
+        if inputs[index].shape != want.shape or inputs[index].dtype != want.dtype:
+            continue  # the plan overwrites only an input of the output's type
+        own = [a.copy() if isinstance(a, np.ndarray) else a for a in inputs]
+        scratch = _buffers(op.scratch(case.attrs, *types) if op.scratch else ())
+        op.forward_into(numpy_backend, case.attrs, (own[index], *scratch), *own)
+        np.testing.assert_array_equal(own[index], want, err_msg=f"over input {index}")

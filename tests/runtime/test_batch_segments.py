@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plans import assert_places_apart
+from plans import assert_places_apart, value_places
 from stepping import train_steps
 
 import nnrun
@@ -116,8 +116,7 @@ def test_a_segments_places_never_overlap_while_any_slice_may_use_them(path,
     assert plan.segments == batch_segments(graph) and plan.segments
     spans = segment_spans(plan.segments)
     ranges = widened(live_ranges(graph), spans)
-    places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
-              if id(v) in plan.values]
+    places = value_places(graph, plan, ranges)
     for position, scratch in enumerate(plan.scratch):
         live = LiveRange(*spans.get(position, (position, position)))
         places += [(place, live) for place in scratch]

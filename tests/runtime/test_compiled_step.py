@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plans import assert_places_apart
+from plans import assert_places_apart, value_places
 from stepping import train_steps
 
 import nnrun
@@ -76,8 +76,7 @@ def test_every_pass_keeps_a_valid_graph_and_the_plan_never_overlaps_live_values(
         verify(graph)
     plan = plan_memory(graph, batch=7)
     ranges = live_ranges(graph)
-    places = [(plan.values[id(v)], ranges[id(v)]) for node in graph.nodes for v in node.outputs
-              if id(v) in plan.values]
+    places = value_places(graph, plan, ranges)
     assert_places_apart(places)
     assert plan.arena_bytes >= max((p.offset + p.nbytes for p, _ in places), default=0)
 

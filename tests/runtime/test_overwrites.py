@@ -1,0 +1,115 @@
+"""Values written over (OpDef.overwrites, compiler/passes/memory_plan.py): an elementwise op
+takes the place of an input that no later node reads, so that the data stays in the cache and
+the arena is smaller. The numbers are those of the plain executor (test_compiled_step.py);
+here, where the plan does it and where it must not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nnrun
+from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.compiler.ops import REGISTRY, SLICED
+from nnrun.compiler.passes import batch_segments as segments_pass
+from nnrun.compiler.passes import memory_plan
+from nnrun.compiler.passes.liveness import live_ranges
+from nnrun.compiler.passes.memory_plan import plan_memory
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+MLP = ROOT / "benchmarks/workloads/mlp.yaml"
+
+
+def test_a_dense_layers_bias_and_activation_take_the_place_of_its_product():
+    graph = nnrun.compile(str(MLP)).forward_executor.graph
+    plan = plan_memory(graph, 128)
+    biased = [node for node in graph.nodes if node.op in ("bias_activation", "bias_add")]
+    assert len(biased) == 3
+    for node in biased:
+        product = node.inputs[0]
+        assert plan.overwrites[id(node.output)] == id(product)
+        assert plan.values[id(node.output)] == plan.values[id(product)]
+    # the arena: the two largest products' places, one each (no separate activation places)
+    assert plan.arena_bytes == memory_plan._aligned(128 * 256 * 4) + memory_plan._aligned(
+        128 * 128 * 4)
+
+
+@pytest.mark.parametrize("segments", [False, True], ids=["node-by-node", "segments"])
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_a_value_is_written_over_only_when_nothing_reads_it_afterwards(path, segments,
+                                                                       monkeypatch):
+    """Written over only by the node that reads it last, with the output's type; in a batch
+    segment, never when a node that runs after the slices (a sum) reads it or a view of it."""
+    if segments:
+        monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
+    model = nnrun.compile(str(path))
+    for graph in (model.step_executor.graph, model.forward_executor.graph):
+        plan = plan_memory(graph, 6)
+        ranges = live_ranges(graph)
+        viewed = {id(n.output): id(n.inputs[0]) for n in graph.nodes if REGISTRY[n.op].view}
+        segment_of = {p: s for s in plan.segments for p in s}
+        for position, node in enumerate(graph.nodes):
+            output = node.outputs[0]
+            if id(output) not in plan.overwrites:
+                continue
+            op = REGISTRY[node.op]
+            over = [node.inputs[i] for i in op.overwrites
+                    if plan.values.get(id(node.inputs[i])) == plan.values[id(output)]]
+            assert over, node.op
+            value = over[0]
+            assert ranges[id(value)].end == position and value.type == output.type
+            for p in segment_of.get(position, ()):
+                reader = graph.nodes[p]
+                reads = {id(v) for v in reader.inputs} | {viewed.get(id(v)) for v in reader.inputs}
+                if id(value) in reads:
+                    assert segments_pass.batch_role(reader) == SLICED, reader.op
+
+
+def test_no_place_is_taken_over_a_value_that_a_segments_sum_reads_through_a_view(monkeypatch):
+    """digits-augmented's second convolution: relu_grad reads the forward activation last in
+    node order, but the weight gradient of the next dense layer, a sum run after the slices,
+    reads it too (as its reshape); writing over it would change that gradient."""
+    monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
+    graph = nnrun.compile(str(ROOT / "specs/digits-augmented.yaml")).step_executor.graph
+    plan = plan_memory(graph, 10)
+    activations = [n.output for n in graph.nodes if n.op == "bias_activation"]
+    over = set(plan.overwrites.values())
+    reshaped = [n for n in graph.nodes if n.op == "reshape" and n.inputs[0] is activations[1]]
+    assert reshaped and id(activations[1]) not in over
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (128, 6, 14, 14), (40000,), (3, 70001)])
+def test_relu_into_gives_maximum_with_zero(shape):
+    """NumpyBackend.relu_into takes its zeros from a block a chunk at a time: any size, in
+    place or not, contiguous or not, NaN and infinities as np.maximum(x, 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    want = np.maximum(x, 0)
+    be = NumpyBackend()
+    y = np.full_like(x, 7)
+    be.relu_into(x, y)
+    np.testing.assert_array_equal(y, want)
+    in_place = x.copy()
+    be.relu_into(in_place, in_place)
+    np.testing.assert_array_equal(in_place, want)
+    if x.ndim > 1:
+        strided = np.full_like(x.swapaxes(0, -1), 7)
+        be.relu_into(x.swapaxes(0, -1), strided)
+        np.testing.assert_array_equal(strided, want.swapaxes(0, -1))
+
+
+def test_bias_add_over_its_input_gives_the_bias_added_elsewhere():
+    be = NumpyBackend()
+    rng = np.random.default_rng(1)
+    for shape in [(5, 3), (4, 3, 6, 6), (2, 3, 9)]:
+        x, b = rng.standard_normal(shape), rng.standard_normal(shape[1])
+        want = np.empty_like(x)
+        be.bias_add_into(x, b, want)
+        in_place = x.copy()
+        be.bias_add_into(in_place, b, in_place)
+        np.testing.assert_array_equal(in_place, want)
+        np.testing.assert_array_equal(want, x + b.reshape(-1, *(1,) * (x.ndim - 2)))
