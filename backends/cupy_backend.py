@@ -106,3 +106,11 @@ class CupyBackend(ArrayBackend):
                                         out) -> None:
         if not cupy_kernels.run_cross_entropy(attrs, logits, labels, out, g):
             super().softmax_cross_entropy_grad_into(attrs, g, logits, labels, label_starts, out)
+
+    def softmax_cross_entropy_with_grad_into(self, attrs, g, logits, labels, label_starts,
+                                             out) -> None:
+        # the kernels above, one after the other (each reduces its rows on its own)
+        loss, grad, *scratch = out
+        self.softmax_cross_entropy_into(attrs, logits, labels, label_starts, (loss, *scratch))
+        self.softmax_cross_entropy_grad_into(attrs, g, logits, labels, label_starts,
+                                             (grad, *scratch))

@@ -32,7 +32,7 @@ DTYPES = ("float32", "float64")
 MEMBERS = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
            "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
            "max_pool_grad_index_into", "softmax_cross_entropy_into",
-           "softmax_cross_entropy_grad_into")
+           "softmax_cross_entropy_grad_into", "softmax_cross_entropy_with_grad_into")
 
 _MODULES: dict = {}
 _VERDICTS: dict = {}

@@ -259,6 +259,25 @@ class FusedKernels:
             xp.multiply(log_probs, rest[3], out=log_probs)
         xp.multiply(log_probs, g / count, out=grad)
 
+    def softmax_cross_entropy_with_grad_into(self, attrs, g, logits, labels, label_starts,
+                                             out) -> None:
+        """The two above from one log softmax and target: out = (loss, grad, *their scratch).
+        The loss's terms go through `grad` (the forward writes them over `target`, which the
+        gradient still needs): the same sum of the same values."""
+        loss, grad, log_probs, target, *rest = out
+        xp = self.xp
+        count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
+                                                  log_probs, target, *rest)
+        xp.multiply(target, log_probs, out=grad)
+        xp.sum(grad, out=loss)
+        xp.negative(loss, out=loss)
+        xp.divide(loss, count, out=loss)
+        xp.exp(log_probs, out=log_probs)
+        xp.subtract(log_probs, target, out=log_probs)
+        if attrs.ignore_index is not None:
+            xp.multiply(log_probs, rest[3], out=log_probs)
+        xp.multiply(log_probs, g / count, out=grad)
+
     def _log_softmax_and_target_into(self, attrs, logits, labels, label_starts, log_probs,
                                      target, row, positions, picked, *mask):
         """log_probs = log softmax(logits); target = the (smoothed, masked) one-hot labels;

@@ -187,6 +187,36 @@ _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                "left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
                into=(_cross_entropy_into, _cross_entropy_scratch),
                grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
+
+
+# The loss and its gradient for the seed of back-propagation (d loss / d loss = 1) as one op,
+# emitted by compiler/passes/loss_with_gradient.py: one log softmax and one target for both.
+
+
+def _one(be, dtype):
+    return cached_constant(be, ("one", str(dtype)), lambda: be.xp.ones((), dtype=dtype))
+
+
+def _with_grad_shape(attrs, logits, labels):
+    return _class_loss_shape(attrs, logits, labels), logits
+
+
+def _with_grad_forward(be, attrs, logits, labels):
+    return (_cross_entropy_forward(be, attrs, logits, labels),
+            _cross_entropy_grad(be, attrs, _one(be, logits.dtype), logits, labels))
+
+
+def _with_grad_into(be, attrs, out, logits, labels):
+    starts = _label_starts(be, labels, logits.shape[1])
+    be.softmax_cross_entropy_with_grad_into(attrs, _one(be, logits.dtype), logits, labels,
+                                            starts, out)
+
+
+register(OpDef("softmax_cross_entropy_with_grad", CrossEntropyAttrs, _with_grad_shape,
+               _with_grad_forward, None, is_gradient=True,
+               doc="softmax_cross_entropy and its gradient d loss / d logits, at once",
+               forward_into=_with_grad_into, scratch=_cross_entropy_scratch,
+               onnx_refusal="a training loss; an exported model ends at its prediction"))
 # --- binary cross-entropy into preallocated buffers, in the forward's order ----------------
 
 

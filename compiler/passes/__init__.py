@@ -11,6 +11,7 @@ from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
 from .gradient_before_unpool import gradient_before_unpool
 from .group_updates import group_updates
+from .loss_with_gradient import loss_with_gradient
 from .pool_before_activation import pool_before_activation
 from .pool_index import keep_pool_index
 
@@ -18,6 +19,7 @@ PIPELINE = (
     ("dead code", eliminate_dead_code),
     ("convolution columns", keep_conv_columns),
     ("pooling index", keep_pool_index),
+    ("loss and its gradient", loss_with_gradient),
     ("bias + activation", fuse_bias_activation),
     ("max pooling before its activation (inference)", pool_before_activation),
     ("activation gradient before the unpooling", gradient_before_unpool),

@@ -751,6 +751,16 @@ for _label, _attrs, _shape in (
     case("softmax_cross_entropy_grad", _attrs, _with_g(_inputs), _cross_entropy_grad_reference,
          label=_label)
 
+for _label, _attrs, _inputs in (
+    ("one label per sample", CrossEntropyAttrs(0.0), _ce_inputs),
+    ("label map, smoothing 0.1, ignore_index 255", CrossEntropyAttrs(0.1, 255),
+     _label_map_inputs(255, (2, 3, 4), 4)),
+):
+    case("softmax_cross_entropy_with_grad", _attrs, _inputs,
+         lambda a, x, t: (_cross_entropy_reference(a, x, t),
+                          _cross_entropy_grad_reference(a, np.array(1.0), x, t)),
+         label=_label)
+
 _regression_inputs = _prediction_and_target(away_from_zero)
 case("mse", NoAttrs(), _regression_inputs,
      lambda a, p, t: np.array(sum((pi - ti) ** 2 for pi, ti in zip(p.flat, t.flat)) / p.size),

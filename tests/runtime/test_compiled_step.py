@@ -107,6 +107,28 @@ def test_passes_do_what_they_say_on_lenet():
     assert ops.count("max_pool_index") == 2 and "max_pool2d_grad" not in ops
     assert ops.count("bias_activation") == 4 and ops.count("relu") == 0
     assert ops.count("update_group") == 1 and "sgd_update" not in ops
+    assert ops.count("softmax_cross_entropy_with_grad") == 1
+    assert "softmax_cross_entropy" not in ops and "softmax_cross_entropy_grad" not in ops
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_the_loss_and_its_gradient_are_one_op_only_for_the_seed_one(scale, tmp_path):
+    """A scaled loss's gradient comes in as 0.5, not as ones_like(loss): it keeps its own op.
+    Fused or not, the weights are the plain executor's, bit for bit."""
+    path = tmp_path / "scaled.yaml"
+    path.write_text((ROOT / "benchmarks/workloads/mnist1d-mlp.yaml").read_text().replace(
+        "loss: cross_entropy", f"loss: {{type: cross_entropy, scale: {scale}, "
+                               "label_smoothing: 0.1}"))
+    reference, optimized, x, y = _models(path)
+    ops = [node.op for node in optimized.step_executor.graph.nodes]
+    assert ("softmax_cross_entropy_with_grad" in ops) == (scale == 1.0)
+    assert ("softmax_cross_entropy_grad" in ops) == (scale != 1.0)
+    evaluation = [node.op for node in optimized.evaluation_executor.graph.nodes]
+    assert "softmax_cross_entropy" in evaluation  # no gradient there: nothing to fuse
+    _, weights_ref = train_steps(reference, x, y, steps=3)
+    _, weights_opt = train_steps(optimized, x, y, steps=3)
+    for name in optimized.lowered.params:
+        np.testing.assert_array_equal(weights_opt[name], weights_ref[name], err_msg=name)
 
 
 def test_update_group_runs_over_flat_buffers():
