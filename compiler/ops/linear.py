@@ -115,7 +115,7 @@ def _ones(be, spatial, dtype):
     # Summing each channel's positions as a product with a vector of ones runs in BLAS: measured
     # 3-5x faster than NumPy's sum over several axes at once.
     size = size_of(spatial)
-    return cached_constant(be, ("ones", size, str(dtype)),
+    return cached_constant(be, ("ones", size, dtype),
                            lambda: be.xp.ones(size, dtype=dtype))
 
 

@@ -194,7 +194,7 @@ _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
 
 
 def _one(be, dtype):
-    return cached_constant(be, ("one", str(dtype)), lambda: be.xp.ones((), dtype=dtype))
+    return cached_constant(be, ("one", dtype), lambda: be.xp.ones((), dtype=dtype))
 
 
 def _with_grad_shape(attrs, logits, labels):

@@ -92,7 +92,7 @@ def _linear_matrix(xp, n: int, scale: int, dtype):
 
 def _matrices(be, attrs, spatial, dtype) -> list:
     """One matrix per spatial axis, built once per size and dtype."""
-    return [cached_constant(be, ("upsample", n, s, str(dtype)),
+    return [cached_constant(be, ("upsample", n, s, dtype),
                             lambda n=n, s=s: _linear_matrix(be.xp, n, s, dtype))
             for n, s in zip(spatial, attrs.scale)]
 

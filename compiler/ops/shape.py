@@ -144,7 +144,7 @@ def _pad_into(be, attrs, out, x):
     xp = be.xp
     (y,) = out
     if attrs.mode == "random":
-        border = cached_constant(be, ("random border", attrs.seed, y.shape[1:], str(y.dtype)),
+        border = cached_constant(be, ("random border", attrs.seed, y.shape[1:], y.dtype),
                                  lambda: xp.asarray(random_border(attrs.seed, y.shape[1:],
                                                                   y.dtype)))
         xp.copyto(y, border[None])
