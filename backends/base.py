@@ -288,7 +288,9 @@ class ArrayBackend(FusedKernels):
         with the [F, C*K] weight convolves the whole batch, and one with the gradient gives
         the weight gradient."""
         lead = (slice(None),) * (1 + len(kernel))  # [C, *kernel]
-        windows = self.xp.moveaxis(self.window_view(x, kernel, stride, dilation), 0, len(lead))
+        windows = self.window_view(x, kernel, stride, dilation)  # [B, C, *kernel, *out]
+        windows = windows.transpose(*range(1, len(lead) + 1), 0, *range(len(lead) + 1,
+                                                                        windows.ndim))
 
         def copy(batch: slice) -> None:
             self.xp.copyto(cols[(*lead, batch)], windows[(*lead, batch)])

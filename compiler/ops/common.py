@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..ir import TensorType
@@ -73,3 +75,16 @@ def matmul(be, a, b):
     out = be.xp.empty(shape, dtype=a.dtype)
     be.matmul_into(a, b, out)
     return out
+
+
+def moved(x, source: int, destination: int):
+    """xp.moveaxis(x, source, destination), the same view, as a transpose: without moveaxis's
+    argument checks (NumPy 2.4: 4.8 against 0.25 us a call; a step takes a few dozen)."""
+    return x.transpose(_moved_axes(x.ndim, source, destination))
+
+
+@lru_cache(maxsize=256)
+def _moved_axes(ndim: int, source: int, destination: int) -> tuple:
+    order = [axis for axis in range(ndim) if axis != source % ndim]
+    order.insert(destination % ndim, source % ndim)
+    return tuple(order)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, size_of, transposed_output, window_output
 from . import SLICED, SUMMED, OpDef, forward_through_into, register
-from .common import array_type, check_sample_rank, matmul
+from .common import array_type, check_sample_rank, matmul, moved
 
 
 @dataclass(frozen=True)
@@ -229,7 +229,7 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
         g_t, out_sizes = g, g.shape[1:-1]
     else:
         g_t, out_sizes = batch_last(g_scratch, g.shape[1:]), g.shape[2:]
-        xp.copyto(g_t, xp.moveaxis(g, 0, -1))
+        xp.copyto(g_t, moved(g, 0, -1))
     cols = batch_last(cols_scratch, (channels, *kernel, *out_sizes))
     be.matmul_into(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
                    cols.reshape(channels * size_of(kernel), -1))
@@ -237,7 +237,7 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     # one sample whose elements are runs of B values, as in _im2col_batch_last
     be.col2im_into(cols[None], kernel, attrs.stride, attrs.dilation, target[None])
     unpadded = _unpad_batch_last(target, attrs.pad)
-    xp.copyto(gx, unpadded if attrs.x_batch_last else xp.moveaxis(unpadded, -1, 0))
+    xp.copyto(gx, unpadded if attrs.x_batch_last else moved(unpadded, -1, 0))
 
 
 # With stride 1 along every axis, col2im's additions can run over whole rows: g is padded
@@ -496,7 +496,7 @@ def _im2col_into(be, attrs, out, x):
 def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     xp = be.xp
     padded.fill(0)
-    x_t = x if attrs.values_batch_last else xp.moveaxis(x, 0, -1)  # [C, *spatial, B]
+    x_t = x if attrs.values_batch_last else moved(x, 0, -1)  # [C, *spatial, B]
     xp.copyto(_unpad_batch_last(padded, attrs.pad), x_t)
     cols = cols.reshape(x_t.shape[0], *attrs.kernel, *out_sizes, x_t.shape[-1])
     # [C, *padded, B] as one sample whose elements are runs of B values
@@ -542,7 +542,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     if attrs.batch_last:
         y, y_t = out
         be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y_t.reshape(y_t.shape[0], -1))
-        be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), be.xp.moveaxis(y_t, -1, 0))
+        be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), moved(y_t, -1, 0))
         return
     (y,) = out
     by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
@@ -586,7 +586,7 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     (work,) = work
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
     if _one_product(attrs, cols.shape):
-        xp.copyto(work, xp.moveaxis(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
+        xp.copyto(work, moved(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
         be.matmul_into(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, gw_rows)
         return
     _weight_products(be, attrs, out, g, cols)

@@ -9,7 +9,7 @@ import numpy as np
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, register
-from .common import cached_constant, onnx_op
+from .common import cached_constant, moved, onnx_op
 from .conv import onnx_pads, pad_pairs, unpad
 
 
@@ -155,9 +155,9 @@ def _pad_into(be, attrs, out, x):
     if attrs.mode in _COPYING_MODES:
         for axis, (lo, hi) in enumerate(pairs, start=2):
             source = _source_index(np, x.shape[axis], lo, hi, attrs.mode)
-            moved = xp.moveaxis(y, axis, 0)
+            along = moved(y, axis, 0)
             for index in (*range(lo), *range(lo + x.shape[axis], y.shape[axis])):
-                xp.copyto(moved[index], moved[lo + source[index]])
+                xp.copyto(along[index], along[lo + source[index]])
 
 
 def _source_index(xp, n, lo, hi, mode):
