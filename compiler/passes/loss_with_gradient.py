@@ -21,7 +21,7 @@ def loss_with_gradient(graph: Graph) -> Graph:
     rewriter = Rewriter(graph)
     fused = set()
     for node in graph.nodes:
-        partner = (grads.get((*node.inputs, node.attrs))
+        partner = (grads.pop((*node.inputs, node.attrs), None)  # one gradient per loss
                    if node.op == "softmax_cross_entropy" else None)
         if partner is not None:
             loss, grad = rewriter.emit("softmax_cross_entropy_with_grad", node.inputs,

@@ -240,6 +240,8 @@ def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, in
             if (source is None or REGISTRY[source.op].view or value.type != output.type
                     or ranges[id(value)].end != position or id(value) in grouped
                     or id(value) in plan.in_place
+                    or any(v is value for i, v in enumerate(node.inputs)
+                           if i not in op.overwrites)  # read there after being written over
                     or _read_after_slices(graph, segment_of.get(position),
                                           seen_as.get(id(value), {id(value)}))):
                 continue

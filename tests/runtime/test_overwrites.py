@@ -12,7 +12,10 @@ import pytest
 
 import nnrun
 from nnrun.backends.numpy_backend import NumpyBackend
+from nnrun.compiler.builder import GraphBuilder
+from nnrun.compiler.ir import BATCH, TensorType
 from nnrun.compiler.ops import REGISTRY, SLICED
+from nnrun.compiler.ops.linear import ScaleAttrs
 from nnrun.compiler.passes import batch_segments as segments_pass
 from nnrun.compiler.passes import memory_plan
 from nnrun.compiler.passes.liveness import live_ranges
@@ -79,6 +82,19 @@ def test_no_place_is_taken_over_a_value_that_a_segments_sum_reads_through_a_view
     over = set(plan.overwrites.values())
     reshaped = [n for n in graph.nodes if n.op == "reshape" and n.inputs[0] is activations[1]]
     assert reshaped and id(activations[1]) not in over
+
+
+@pytest.mark.parametrize("gradient, written_over", [("tanh_grad", False), ("relu_grad", True)])
+def test_a_value_read_at_an_input_the_op_does_not_allow_is_not_written_over(gradient,
+                                                                            written_over):
+    """tanh_grad(g, y) may write over y only: given y as g too, its first product would be
+    taken over the value it has just overwritten. relu_grad allows both of its inputs."""
+    gb = GraphBuilder()
+    x = gb.input("x", TensorType((BATCH, 5), "float32"))
+    y = gb.emit("tanh", gb.emit("scale", x, attrs=ScaleAttrs(2.0)))
+    gb.graph.outputs["dy"] = gb.emit(gradient, y, y)
+    plan = plan_memory(gb.graph, 4)
+    assert (id(gb.graph.outputs["dy"]) in plan.overwrites) == written_over
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (128, 6, 14, 14), (40000,), (3, 70001)])
