@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from functools import cache, lru_cache
 
 import numpy as np
@@ -18,10 +17,12 @@ from .base import (PARALLEL_MIN_FLOPS, WORKER_THREADS, ArrayBackend, count_produ
 # Smaller products stay on one thread: handing them to other threads costs more than it saves.
 
 
+@cache
 def _scipy_erf():
     # scipy is optional (the `scipy` extra; the `datasets` extra brings it too): its erf is
     # about 6x faster than math.erf applied element by element, and both are exact to an ulp,
-    # so the light core install does without it.
+    # so the light core install does without it. Imported at the first erf only: scipy loads
+    # a BLAS library of its own, which _blas_threads would then set for every large product.
     try:
         from scipy.special import erf
     except ImportError:
@@ -35,7 +36,10 @@ _math_erf = np.vectorize(math.erf, otypes=[np.float64])
 class NumpyBackend(ArrayBackend):
     name = "numpy"
     xp = np
-    fast_erf = _scipy_erf()
+
+    @property
+    def fast_erf(self):
+        return _scipy_erf()
 
     def to_host(self, array):
         return np.asarray(array)
@@ -114,17 +118,21 @@ def _matmul_on_workers(a, b, out, flops: int) -> bool:
                                columns, flops)
 
 
-@contextmanager
-def _blas_threads(count: int):
-    """BLAS on `count` threads for the block (runtime/threads.py keeps it on one otherwise)."""
-    libraries = _blas_libraries()
-    saved = [library.num_threads for library in libraries]
-    for library in libraries:
-        library.set_num_threads(count)
-    try:
-        yield
-    finally:
-        for library, threads in zip(libraries, saved):
+class _blas_threads:
+    """BLAS on `count` threads for the block (runtime/threads.py keeps it on one otherwise).
+    A class rather than a generator: entered for every large product (a few us saved each)."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __enter__(self):
+        self.libraries = _blas_libraries()
+        self.saved = [library.num_threads for library in self.libraries]
+        for library in self.libraries:
+            library.set_num_threads(self.count)
+
+    def __exit__(self, *exception):
+        for library, threads in zip(self.libraries, self.saved):
             library.set_num_threads(threads)
 
 
