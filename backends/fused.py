@@ -239,25 +239,16 @@ class FusedKernels:
 
     def softmax_cross_entropy_into(self, attrs, logits, labels, label_starts, out) -> None:
         loss, log_probs, target, *rest = out
-        xp = self.xp
         count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
                                                   log_probs, target, *rest)
-        xp.multiply(target, log_probs, out=target)
-        xp.sum(target, out=loss)
-        xp.negative(loss, out=loss)
-        xp.divide(loss, count, out=loss)
+        self._mean_loss_into(target, log_probs, count, target, loss)
 
     def softmax_cross_entropy_grad_into(self, attrs, g, logits, labels, label_starts,
                                         out) -> None:
         grad, log_probs, target, *rest = out
-        xp = self.xp
         count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
                                                   log_probs, target, *rest)
-        xp.exp(log_probs, out=log_probs)
-        xp.subtract(log_probs, target, out=log_probs)
-        if attrs.ignore_index is not None:
-            xp.multiply(log_probs, rest[3], out=log_probs)
-        xp.multiply(log_probs, g / count, out=grad)
+        self._gradient_into(attrs, g, count, log_probs, target, rest, grad)
 
     def softmax_cross_entropy_with_grad_into(self, attrs, g, logits, labels, label_starts,
                                              out) -> None:
@@ -265,13 +256,23 @@ class FusedKernels:
         The loss's terms go through `grad` (the forward writes them over `target`, which the
         gradient still needs): the same sum of the same values."""
         loss, grad, log_probs, target, *rest = out
-        xp = self.xp
         count = self._log_softmax_and_target_into(attrs, logits, labels, label_starts,
                                                   log_probs, target, *rest)
-        xp.multiply(target, log_probs, out=grad)
-        xp.sum(grad, out=loss)
+        self._mean_loss_into(target, log_probs, count, grad, loss)
+        self._gradient_into(attrs, g, count, log_probs, target, rest, grad)
+
+    def _mean_loss_into(self, target, log_probs, count, terms, loss) -> None:
+        """loss = -sum(target * log_probs) / count, the products written into `terms`."""
+        xp = self.xp
+        xp.multiply(target, log_probs, out=terms)
+        xp.sum(terms, out=loss)
         xp.negative(loss, out=loss)
         xp.divide(loss, count, out=loss)
+
+    def _gradient_into(self, attrs, g, count, log_probs, target, rest, grad) -> None:
+        """grad = (softmax - target), masked with ignore_index, times g / count; log_probs is
+        overwritten. rest: the scratch after `target` (the mask is rest[3])."""
+        xp = self.xp
         xp.exp(log_probs, out=log_probs)
         xp.subtract(log_probs, target, out=log_probs)
         if attrs.ignore_index is not None:
