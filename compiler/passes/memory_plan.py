@@ -215,9 +215,10 @@ def _grouped_gradients(graph: Graph) -> dict[int, list[Value]]:
 def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, int]:
     """value id -> the id of the value whose place it takes: a node's first output written over
     one of the inputs its op allows (OpDef.overwrites) when that input is the same type, has a
-    place of its own in the arena and is read by no later node (ranges: in node order). A chain
-    of such nodes shares one place. In a batch segment the input must be read by no node that
-    runs on the whole batch after the slices (a sum): that node would read it overwritten."""
+    place of its own in the arena, is read by no later node (ranges: in node order) and by the
+    node itself at no other input. A chain of such nodes shares one place. In a batch segment
+    the input must be read by no node that runs on the whole batch after the slices (a sum):
+    that node would read it overwritten."""
     defined_by = {id(v): node for node in graph.nodes for v in node.outputs}
     segment_of = {p: segment for segment in plan.segments for p in segment}
     seen_as = {}  # value id -> its id and the ids of its views (reshapes), which read its place
@@ -237,13 +238,13 @@ def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, in
         for index in op.overwrites:
             value = node.inputs[index]
             source = defined_by.get(id(value))
+            keys = seen_as.get(id(value), {id(value)})  # the value, or a view of it
             if (source is None or REGISTRY[source.op].view or value.type != output.type
                     or ranges[id(value)].end != position or id(value) in grouped
                     or id(value) in plan.in_place
-                    or any(v is value for i, v in enumerate(node.inputs)
-                           if i not in op.overwrites)  # read there after being written over
-                    or _read_after_slices(graph, segment_of.get(position),
-                                          seen_as.get(id(value), {id(value)}))):
+                    or any(id(v) in keys for i, v in enumerate(node.inputs)
+                           if i not in op.overwrites)
+                    or _read_after_slices(graph, segment_of.get(position), keys)):
                 continue
             taken[id(output)] = taken.get(id(value), id(value))
             break
