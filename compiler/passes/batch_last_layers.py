@@ -20,19 +20,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result, producers
+from .rewrite import Rewriter, consumers, producers, result_ids
 
 _CONV_GRAD_INPUTS = ("conv1d_grad_input", "conv2d_grad_input")
 
 
 def keep_batch_last_between_convolutions(graph: Graph) -> Graph:
-    readers = consumers(graph)
-    producer = producers(graph)
+    readers, producer, results = consumers(graph), producers(graph), result_ids(graph)
     # id of a node -> the attrs it takes, {"dropped": True}, or the {"bias", "activation"} a
     # conv_columns absorbs
     changes: dict[int, dict] = {}
     for node in graph.nodes:
-        boundary = _boundary(graph, node, readers, producer)
+        boundary = _boundary(results, node, readers, producer)
         if boundary is not None:
             for changed, update in boundary:
                 changes.setdefault(id(changed), {}).update(update)
@@ -69,15 +68,15 @@ def _reemit(rewriter, node, attrs) -> None:
         rewriter.replace(old, new)
 
 
-def _boundary(graph, conv, readers, producer):
+def _boundary(results, conv, readers, producer):
     """For conv_columns `conv` followed by bias + relu and the next batch-last convolution: the
     nodes to change and how; None when any reader would need [B, ...]."""
-    if conv.op != "conv_columns" or not conv.attrs.batch_last or is_result(graph, conv.output):
+    if conv.op != "conv_columns" or not conv.attrs.batch_last or id(conv.output) in results:
         return None
     uses = readers[id(conv.output)]
     activation = uses[0] if len(uses) == 1 else None
     if (activation is None or activation.op != "bias_activation"
-            or activation.attrs.activation != "relu" or is_result(graph, activation.output)):
+            or activation.attrs.activation != "relu" or id(activation.output) in results):
         return None
     a = activation.output
     changes = [(conv, {"bias": activation.inputs[1], "activation": activation}),
@@ -91,7 +90,7 @@ def _boundary(graph, conv, readers, producer):
         elif reader.op in _CONV_GRAD_INPUTS and reader.inputs[1] is a and reader.inputs[0] is not a:
             changes.append((reader, {"x_batch_last": True}))
             input_gradients.add(id(reader))
-            if not _only_read_by_sign_gradient(graph, reader.output, a, readers):
+            if not _only_read_by_sign_gradient(results, reader.output, a, readers):
                 return None
         elif reader.op == "relu_grad" and reader.inputs[1] is a and reader.inputs[0] is not a:
             signs.append(reader)
@@ -102,23 +101,23 @@ def _boundary(graph, conv, readers, producer):
     for sign in signs:
         if id(producer.get(id(sign.inputs[0]))) not in input_gradients:
             return None
-        gradient = _gradient_readers(graph, sign.output, readers, cols=conv.inputs[0])
+        gradient = _gradient_readers(results, sign.output, readers, cols=conv.inputs[0])
         if gradient is None:
             return None
         changes += gradient
     return changes
 
 
-def _only_read_by_sign_gradient(graph, value, a, readers) -> bool:
-    return not is_result(graph, value) and all(
+def _only_read_by_sign_gradient(results, value, a, readers) -> bool:
+    return id(value) not in results and all(
         r.op == "relu_grad" and r.inputs[0] is value and r.inputs[1] is a
         for r in readers[id(value)])
 
 
-def _gradient_readers(graph, g, readers, cols):
+def _gradient_readers(results, g, readers, cols):
     """The readers of the pre-activation's gradient g, given g in [F, O, B]; None when one of
     them cannot take it."""
-    if is_result(graph, g):
+    if id(g) in results:
         return None
     changes = []
     for reader in readers[id(g)]:

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 from ..ir import Graph
 from ..ops.linear import FUSABLE_ACTIVATIONS, BiasActivationAttrs
-from .rewrite import Rewriter, consumers, is_result
+from .rewrite import Rewriter, consumers, result_ids
 
 # The gradient ops that read only the sign of their activation's input.
 _SIGN_GRADIENT = {"relu": "relu_grad", "leaky_relu": "leaky_relu_grad"}
 
 
 def fuse_bias_activation(graph: Graph) -> Graph:
-    readers = consumers(graph)
+    readers, results = consumers(graph), result_ids(graph)
     fused = {}  # id of the activation node -> (its bias_add node, BiasActivationAttrs)
     dropped = set()
     for node in graph.nodes:
-        if node.op != "bias_add" or is_result(graph, node.output):
+        if node.op != "bias_add" or id(node.output) in results:
             continue
         uses = readers[id(node.output)]
         activations = [n for n in uses if n.op in FUSABLE_ACTIVATIONS]

@@ -16,18 +16,17 @@ relu's input z when relu's output is the pool's input (z > 0 exactly where relu(
 from __future__ import annotations
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result, producers
+from .rewrite import Rewriter, consumers, producers, result_ids
 
 _VALUE_GRADIENTS = ("relu_grad", "leaky_relu_grad", "sigmoid_grad", "tanh_grad")
 
 
 def gradient_before_unpool(graph: Graph) -> Graph:
-    readers = consumers(graph)
-    producer = producers(graph)
+    readers, producer, results = consumers(graph), producers(graph), result_ids(graph)
     pool_of_index = {id(n.outputs[1]): n for n in graph.nodes if n.op == "max_pool_index"}
     rewriter = Rewriter(graph)
     for node in graph.nodes:
-        pool = _pool_behind(graph, node, readers, producer, pool_of_index)
+        pool = _pool_behind(results, node, readers, producer, pool_of_index)
         if pool is None:
             rewriter.keep(node)
             continue
@@ -40,7 +39,7 @@ def gradient_before_unpool(graph: Graph) -> Graph:
     return rewriter.result()  # the old scatter, now unread, goes with the next dead-code pass
 
 
-def _pool_behind(graph, node, readers, producer, pool_of_index):
+def _pool_behind(results, node, readers, producer, pool_of_index):
     """The max_pool_index node whose scatter `node` (an activation gradient) reads, when the
     rewrite applies; else None."""
     if node.op not in _VALUE_GRADIENTS:
@@ -49,7 +48,7 @@ def _pool_behind(graph, node, readers, producer, pool_of_index):
     scatter = producer.get(id(scattered))
     if (scatter is None or scatter.op != "max_pool_grad_index"
             or scatter.attrs.windows_overlap() or len(readers[id(scattered)]) != 1
-            or is_result(graph, scattered)):
+            or id(scattered) in results):
         return None
     pool = pool_of_index.get(id(scatter.inputs[1]))
     if pool is None:

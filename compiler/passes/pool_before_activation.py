@@ -12,22 +12,21 @@ activated values (relu's zeros) must stay the one the backward pass expects.
 from __future__ import annotations
 
 from ..ir import Graph
-from .rewrite import Rewriter, consumers, is_result, producers
+from .rewrite import Rewriter, consumers, producers, result_ids
 
 _MAX_POOLS = ("max_pool1d", "max_pool2d")
 _NON_DECREASING = ("relu", "sigmoid", "tanh")
 
 
 def pool_before_activation(graph: Graph) -> Graph:
-    readers = consumers(graph)
-    producer = producers(graph)
+    readers, producer, results = consumers(graph), producers(graph), result_ids(graph)
     moved = {}  # id of the pool node -> its activation node
     for node in graph.nodes:
         if node.op in _MAX_POOLS:
             activation = producer.get(id(node.inputs[0]))
             if (activation is not None and _non_decreasing(activation)
                     and len(readers[id(activation.output)]) == 1
-                    and not is_result(graph, activation.output)):
+                    and id(activation.output) not in results):
                 moved[id(node)] = activation
     dropped = {id(activation) for activation in moved.values()}
     rewriter = Rewriter(graph)

@@ -53,5 +53,7 @@ def producers(graph: Graph) -> dict[int, Node]:
     return {id(value): node for node in graph.nodes for value in node.outputs}
 
 
-def is_result(graph: Graph, value: Value) -> bool:
-    return any(v is value for v in (*graph.outputs.values(), *graph.updates.values()))
+def result_ids(graph: Graph) -> set[int]:
+    """The ids of the graph's results (outputs and updates), which a pass must keep: computed
+    once per pass (a test per value over every update was quadratic in a net's depth)."""
+    return {id(v) for v in (*graph.outputs.values(), *graph.updates.values())}
