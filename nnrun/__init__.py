@@ -64,5 +64,22 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 
+# What a run can raise beyond a spec's errors, imported when first asked for (the runtime's
+# modules stay out of `import nnrun`).
+_RUN_ERRORS = {"DataError": "nnrun.runtime.data.errors",
+               "DataFitError": "nnrun.runtime.data_fit",
+               "RunDirectoryError": "nnrun.runtime.run_dir",
+               "CheckpointError": "nnrun.runtime.checkpoint",
+               "TrainingError": "nnrun.runtime.train"}
+
+
+def __getattr__(name: str):
+    if name in _RUN_ERRORS:
+        from importlib import import_module
+
+        return getattr(import_module(_RUN_ERRORS[name]), name)
+    raise AttributeError(f"module 'nnrun' has no attribute {name!r}")
+
+
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",
-           "Diagnostic", "BackendUnavailable"]
+           "Diagnostic", "BackendUnavailable", *_RUN_ERRORS]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import nnrun
 from nnrun.runtime.evaluate import evaluate_run
@@ -134,3 +135,28 @@ def test_train_into_a_file_is_a_run_directory_error(tmp_path):
     raised, text = _error(lambda: nnrun.train(XOR, out_dir=tmp_path / "afile", quiet=True))
     assert raised is RunDirectoryError and "is a file, not a directory" in text
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_the_errors_a_run_raises_are_nnruns_own_names(tmp_path):
+    """nnrun.RunDirectoryError and the others are the classes the runtime raises, loaded on
+    first use (`import nnrun` stays light)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(nnrun.RunDirectoryError, match="is a file, not a directory"):
+        nnrun.train(XOR, out_dir=tmp_path / "afile", quiet=True)
+    from nnrun.runtime.checkpoint import CheckpointError
+    from nnrun.runtime.data import DataError
+    from nnrun.runtime.data_fit import DataFitError
+    from nnrun.runtime.train import TrainingError
+
+    assert (nnrun.DataError, nnrun.DataFitError, nnrun.CheckpointError, nnrun.TrainingError) == (
+        DataError, DataFitError, CheckpointError, TrainingError)
+    assert {"DataError", "RunDirectoryError", "TrainingError"} <= set(nnrun.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        nnrun.Nope  # noqa: B018
+    light = subprocess.run([sys.executable, "-c", "import sys, nnrun; "
+                            "print('nnrun.runtime.train' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "False"
