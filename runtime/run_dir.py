@@ -73,6 +73,7 @@ class RunDirectory:
         self.path, self.say = Path(path), say
         self.lock_descriptor: int | None = None
         self.created = self.started = False
+        self.holder_before: bytes | None = None  # the lock file's pid line before we claimed it
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -106,8 +107,11 @@ class RunDirectory:
         return self
 
     def __exit__(self, error_type, error, trace) -> None:
-        if error is not None and self.created and not self.started:
-            self._remove_unused()  # refused before training began (a spec or data error)
+        if error is not None and not self.started:  # refused before training wrote anything
+            if self.created:
+                self._remove_unused()
+            elif self.holder_before is not None:
+                self._write_holder(self.holder_before)  # the directory as it was found
         if self.lock_descriptor is not None:
             os.close(self.lock_descriptor)  # closing releases the flock
             self.lock_descriptor = None
@@ -176,11 +180,15 @@ class RunDirectory:
     def _claim(self) -> None:
         """Once the directory is not refused: our pid in the lock file, and what a killed
         write left removed."""
-        # Written in place, not atomically: the lock lives on this very file.
-        os.ftruncate(self.lock_descriptor, 0)
-        os.pwrite(self.lock_descriptor, f"{os.getpid()}\n".encode(), 0)
+        self.holder_before = os.pread(self.lock_descriptor, 64, 0)
+        self._write_holder(f"{os.getpid()}\n".encode())
         for leftover in remove_leftovers(self.path, OWNED):
             self.say(f"{self.path}: removed {leftover.name}, left by a write that was killed")
+
+    def _write_holder(self, line: bytes) -> None:
+        # In place, not atomically: the lock lives on this very file.
+        os.ftruncate(self.lock_descriptor, 0)
+        os.pwrite(self.lock_descriptor, line, 0)
 
     # --- the files ----------------------------------------------------------------------------
 
@@ -203,6 +211,10 @@ class RunDirectory:
 
     def spec_text(self) -> str:
         return self.file(SPEC).read_text(encoding="utf-8")
+
+    def continue_run(self) -> None:
+        """A resumed run whose checkpoint has been read and checked: from here on it writes."""
+        self.started = True
 
     def write_spec(self, text: str) -> None:
         write_text_atomically(self.file(SPEC), text)

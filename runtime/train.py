@@ -272,6 +272,7 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
+        run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)

@@ -288,6 +288,23 @@ def test_damaged_checkpoint_meta_is_a_one_line_error_that_changes_nothing(traine
     assert files_of(trained) == before  # metrics.jsonl keeps its rows
 
 
+def test_a_refused_resume_leaves_the_lock_files_pid_as_it_was(trained, spec):
+    """The pid a resume writes into nnrun.lock goes back when the resume is refused before it
+    writes anything (here: a damaged checkpoint); one that trains leaves its own."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    good = (trained / "last.npz").read_bytes()
+    (trained / LOCK).write_text("12345\n")
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()},
+                    {**meta, "step": None})
+    assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                          trained / "last.npz")
+    assert (trained / LOCK).read_text() == "12345\n"
+    (trained / "last.npz").write_bytes(good)
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"))
+    assert (trained / LOCK).read_text() != "12345\n"
+
+
 def test_a_nan_best_value_resumes_and_the_next_epoch_beats_it(trained, spec):
     """A first epoch whose validation diverged stores a nan best: a checkpoint as good as any,
     and any later epoch is better."""
