@@ -146,7 +146,7 @@ class _Program:
                 and sum(b.nbytes for b in buffers) >= base.PARALLEL_MIN_BYTES):
             batched = [bool(v.type.shape) and v.type.shape[0] == BATCH for v in node.inputs]
             return [lambda env: self._run_split(function, attrs, inputs(env), buffers, batched)]
-        return [lambda env: function(be, attrs, buffers, *inputs(env))]
+        return [self._call(node, function, env, scratch)]
 
     def _call(self, node, function, env, scratch):
         """A step calling function(be, attrs, (*outputs, *scratch), *inputs)."""

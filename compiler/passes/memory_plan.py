@@ -28,6 +28,7 @@ from ..ops import REGISTRY, SLICED
 from ..ops.optim import group_parts
 from . import batch_segments as segments_pass
 from .liveness import live_ranges
+from .rewrite import producers
 
 ALIGNMENT = 64  # bytes: cache-line and SIMD alignment of every place
 
@@ -196,7 +197,7 @@ def _grouped_gradients(graph: Graph) -> dict[int, list[Value]]:
     """value id -> the gradient group it belongs to, for update groups whose gradients are all
     distinct values defined by non-view nodes of one dtype (otherwise the group updates tensor
     by tensor)."""
-    defined_by = {id(v): node for node in graph.nodes for v in node.outputs}
+    defined_by = producers(graph)
     grouped: dict[int, list[Value]] = {}
     for node in graph.nodes:
         if node.op != "update_group":
@@ -219,7 +220,7 @@ def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, in
     node itself at no other input. A chain of such nodes shares one place. In a batch segment
     the input must be read by no node that runs on the whole batch after the slices (a sum):
     that node would read it overwritten."""
-    defined_by = {id(v): node for node in graph.nodes for v in node.outputs}
+    defined_by = producers(graph)
     segment_of = {p: segment for segment in plan.segments for p in segment}
     seen_as = {}  # value id -> its id and the ids of its views (reshapes), which read its place
     for node in graph.nodes:
