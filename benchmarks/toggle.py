@@ -7,7 +7,8 @@ gain one at a time; against PyTorch, use vs_torch.py.
     python benchmarks/toggle.py benchmarks/workloads/mnist1d-mlp.yaml --off "loss and its gradient"
 
 --off takes a pass of compiler/passes' PIPELINE by name, `overwrites` (values written over an
-input: memory_plan.py) or `relu-zeros` (NumPy's relu against a block of zeros).
+input: memory_plan.py), `relu-zeros` (NumPy's relu against a block of zeros) or `by-sample`
+(convolution columns [B, C*K, O]: compiler/passes/conv_columns.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import nnrun
 from nnrun.backends.fused import FusedKernels
 from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.compiler import passes
-from nnrun.compiler.passes import memory_plan
+from nnrun.compiler.passes import conv_columns, memory_plan
 from nnrun.runtime.bench import _inference
 from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.threads import thread_limit
@@ -49,13 +50,17 @@ def switched_off(name: str):
         saved = memory_plan._overwrites
         memory_plan._overwrites = lambda *args: {}
         return lambda: setattr(memory_plan, "_overwrites", saved)
+    if name == "by-sample":
+        saved = conv_columns.BY_SAMPLE_MIN_POSITIONS
+        conv_columns.BY_SAMPLE_MIN_POSITIONS = float("inf")
+        return lambda: setattr(conv_columns, "BY_SAMPLE_MIN_POSITIONS", saved)
     if name == "relu-zeros":
         saved = NumpyBackend.relu_into
         NumpyBackend.relu_into = FusedKernels.relu_into
         return lambda: setattr(NumpyBackend, "relu_into", saved)
     if name not in {pass_name for pass_name, _ in passes.PIPELINE}:
-        raise SystemExit(f"--off {name!r}: not a pass of the pipeline, nor overwrites or "
-                         "relu-zeros")
+        raise SystemExit(f"--off {name!r}: not a pass of the pipeline, nor overwrites, "
+                         "relu-zeros or by-sample")
     saved = passes.PIPELINE
     passes.PIPELINE = tuple(p for p in saved if p[0] != name)
     return lambda: setattr(passes, "PIPELINE", saved)

@@ -432,7 +432,11 @@ for _rank in (1, 2):
 # OpenBLAS (docs/benchmarks.md): per-sample products are faster for the forward at every size
 # tried, and for the weight gradient when a sample has many output positions (LeNet-5: 0.98
 # against 3.4 ms); one product is faster when it has few (MNIST-1D: 0.04 against 0.08 ms).
-# Per-sample products are split across the worker threads.
+# Per-sample products are split across the worker threads. Where every product goes by sample,
+# the columns are laid out [B, C*K, O] instead (by_sample): each sample's columns are one
+# contiguous matrix, which im2col writes in the input's own order and BLAS reads faster than
+# the same matrix strided (LeNet-5's inference, one process: 11-15% faster; its training step
+# within the machine's noise; docs/benchmarks.md).
 
 ONE_PRODUCT_MAX_POSITIONS = 64  # per sample; above it the weight gradient goes sample by sample
 
@@ -452,6 +456,7 @@ class ColumnsAttrs:
     pad: tuple = (0, 0)
     dilation: tuple = (1, 1)
     batch_last: bool = False  # columns [C*K, O, B] instead of [C*K, B, O]
+    by_sample: bool = False  # columns [B, C*K, O]: each sample's columns one contiguous matrix
     # im2col's x, or the weight gradient's g, laid out [channels, *spatial, B] (with
     # batch_last columns; set by compiler/passes/batch_last_layers.py)
     values_batch_last: bool = False
@@ -460,13 +465,26 @@ class ColumnsAttrs:
         return ConvAttrs(self.stride, self.pad, self.dilation)
 
 
+def _check_layout(attrs) -> None:
+    if attrs.batch_last and attrs.by_sample:
+        raise ShapeError("batch_last and by_sample are two column layouts: set at most one")
+
+
+def column_rows(attrs, cols_shape) -> int:
+    """C*K, the columns' rows, wherever the layout puts them."""
+    return cols_shape[1] if attrs.by_sample else cols_shape[0]
+
+
 def _im2col_shape(attrs, x: TensorType) -> TensorType:
+    _check_layout(attrs)
     if attrs.values_batch_last:
         x = TensorType(batch_first_shape(x.shape), x.dtype)
     out = window_shape(attrs.conv(), x, attrs.kernel, "kernel")
     rows = x.shape[1] * size_of(attrs.kernel)
     if attrs.batch_last:
         return TensorType((rows, size_of(out), x.shape[0]), x.dtype)
+    if attrs.by_sample:
+        return TensorType((x.shape[0], rows, size_of(out)), x.dtype)
     return TensorType((rows, x.shape[0], size_of(out)), x.dtype)
 
 
@@ -489,6 +507,14 @@ def _im2col_into(be, attrs, out, x):
         _im2col_batch_last(be, attrs, cols, padded[0], x, out_sizes)
         return
     source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None)
+    if attrs.by_sample:
+        cols = cols.reshape(*x.shape[:2], *attrs.kernel, *out_sizes)
+
+        def copy(batch: slice) -> None:
+            be.im2col_into(source[batch], attrs.kernel, attrs.stride, attrs.dilation, cols[batch])
+
+        be.run_in_slices(copy, x.shape[0], cols.nbytes)
+        return
     cols = cols.reshape(x.shape[1], *attrs.kernel, x.shape[0], *out_sizes)
     be.batch_columns_into(source, attrs.kernel, attrs.stride, attrs.dilation, cols)
 
@@ -507,19 +533,22 @@ def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
 class ConvColumnsAttrs:
     out: tuple = (1, 1)  # output spatial sizes
     batch_last: bool = False  # the columns are [C*K, O, B]
+    by_sample: bool = False  # the columns are [B, C*K, O]
     # Set by compiler/passes/batch_last_layers.py, with batch_last columns: y is laid out
     # [F, *out, B] (the product's own layout, no transpose) and is relu(y + b), b a third input
     bias_relu_batch_last: bool = False
 
 
 def _conv_columns_shape(attrs, cols: TensorType, w: TensorType, b=None) -> TensorType:
-    if cols.shape[0] != size_of(w.shape[1:]):
-        raise ShapeError(f"columns of {cols.shape[0]} rows do not fit a {list(w.shape)} weight")
+    _check_layout(attrs)
+    rows = column_rows(attrs, cols.shape)
+    if rows != size_of(w.shape[1:]):
+        raise ShapeError(f"columns of {rows} rows do not fit a {list(w.shape)} weight")
     fused = attrs.bias_relu_batch_last
     if fused != (b is not None) or (fused and (not attrs.batch_last or b.shape != w.shape[:1])):
         raise ShapeError("conv_columns takes a bias [filters] exactly when bias_relu_batch_last "
                          "is set, with batch-last columns")
-    batch = cols.shape[2] if attrs.batch_last else cols.shape[1]
+    batch = cols.shape[2] if attrs.batch_last else cols.shape[0 if attrs.by_sample else 1]
     if fused:
         return TensorType((w.shape[0], *attrs.out, batch), cols.dtype)
     return TensorType((batch, w.shape[0], *attrs.out), cols.dtype)
@@ -545,7 +574,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
         be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), moved(y_t, -1, 0))
         return
     (y,) = out
-    by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
+    by_sample = _by_sample(attrs, cols)
     y_rows = y.reshape(y.shape[0], y.shape[1], -1)
 
     def product(batch: slice) -> None:
@@ -554,13 +583,22 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     be.run_in_slices(product, y.shape[0], y.nbytes, flops=2 * y.size * weight.shape[1])
 
 
+def _by_sample(attrs, cols):
+    """The columns as [B, C*K, O]: themselves, or a strided view of [C*K, B, O]."""
+    return cols if attrs.by_sample else cols.swapaxes(0, 1)
+
+
 def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
-    channels = cols.shape[0] // size_of(attrs.kernel)
+    _check_layout(attrs)
+    channels = column_rows(attrs, cols.shape) // size_of(attrs.kernel)
     filters = g.shape[0] if attrs.values_batch_last else g.shape[1]
     return TensorType((filters, channels, *attrs.kernel), g.dtype)
 
 
 def _one_product(attrs, cols_shape) -> bool:
+    """The weight gradient as one product over the batch, not one per sample summed."""
+    if attrs.by_sample:
+        return False
     return attrs.batch_last or cols_shape[2] < ONE_PRODUCT_MAX_POSITIONS
 
 
@@ -572,13 +610,14 @@ def _conv_grad_weight_columns_scratch(attrs, g, cols):
         return (TensorType((g.shape[1], positions, g.shape[0]), g.dtype),)
     if _one_product(attrs, cols.shape):  # g by filter, [F, B, O]
         return (TensorType((g.shape[1], g.shape[0], positions), g.dtype),)
-    return (TensorType((g.shape[0], cols.shape[0], g.shape[1]), g.dtype),)  # [B, C*K, F]
+    # [B, C*K, F]
+    return (TensorType((g.shape[0], column_rows(attrs, cols.shape), g.shape[1]), g.dtype),)
 
 
 def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     gw, *work = out
     xp = be.xp
-    rows = cols.shape[0]
+    rows = column_rows(attrs, cols.shape)
     gw_rows = gw.reshape(gw.shape[0], rows).T  # [C*K, F]: cols @ g^T is the faster orientation
     if attrs.values_batch_last:
         be.matmul_into(cols.reshape(rows, -1), g.reshape(g.shape[0], -1).T, gw_rows)
@@ -596,7 +635,7 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
 def _weight_products(be, attrs, out, g, cols):
     """Each sample's weight gradient, cols @ g^T, into the scratch [B, C*K, F]."""
     _, work = out
-    by_sample = cols.swapaxes(0, 1)  # [B, C*K, O], strided
+    by_sample = _by_sample(attrs, cols)
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
 
     def products(batch: slice) -> None:
@@ -607,12 +646,12 @@ def _weight_products(be, attrs, out, g, cols):
 
 def _sum_weight_products(be, attrs, out, g, cols):
     gw, work = out
-    be.xp.sum(work, axis=0, out=gw.reshape(gw.shape[0], cols.shape[0]).T)
+    be.xp.sum(work, axis=0, out=gw.reshape(gw.shape[0], column_rows(attrs, cols.shape)).T)
 
 
 def _columns_batch_role(role):
-    """Columns laid out [C*K, B, O], the other values batch-first: each sample's columns are
-    its own (im2col, conv_columns: SLICED), and the weight gradient sums over samples (SUMMED)
+    """Columns laid out [C*K, B, O] or [B, C*K, O], the other values batch-first: each
+    sample's columns are its own (im2col, conv_columns: SLICED), and the weight gradient sums over samples (SUMMED)
     when it takes one product per sample; its single product over the batch reads the columns
     as one [C*K, B*O] matrix, which a slice of the batch is not (nor are batch-last layouts)."""
     def batch_role(attrs, inputs, outputs):
@@ -630,7 +669,8 @@ register(OpDef("im2col", ColumnsAttrs, _im2col_shape, forward_through_into("im2c
                forward_into=_im2col_into, scratch=_im2col_scratch,
                batch_role=_columns_batch_role(SLICED),
                doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
-                   "batch-merged ([c*K + k, o, b] when batch_last)"))
+                   "batch-merged ([c*K + k, o, b] when batch_last, [b, c*K + k, o] when "
+                   "by_sample)"))
 register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape,
                forward_through_into("conv_columns"), None, is_gradient=True,
                forward_into=_conv_columns_into, scratch=_conv_columns_scratch,

@@ -12,11 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph
-from ..ops.conv import BATCH_LAST_MAX_POSITIONS, ColumnsAttrs, ConvColumnsAttrs
+from ..ops.conv import (BATCH_LAST_MAX_POSITIONS, ONE_PRODUCT_MAX_POSITIONS, ColumnsAttrs,
+                        ConvColumnsAttrs)
 from ..shapes import size_of
 from .rewrite import Rewriter
 
 DEFAULT_MAX_BYTES_PER_SAMPLE = 1 << 20
+
+# Columns [B, C*K, O] where the weight gradient takes one product per sample anyway
+BY_SAMPLE_MIN_POSITIONS = ONE_PRODUCT_MAX_POSITIONS
 
 
 def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTES_PER_SAMPLE) -> Graph:
@@ -33,11 +37,12 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
             if partner is None or _column_bytes(node) <= max_bytes_per_sample:
                 out = tuple(node.output.type.shape[2:])
                 batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
+                by_sample = not batch_last and size_of(out) >= BY_SAMPLE_MIN_POSITIONS
                 attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
-                                     node.attrs.dilation, batch_last)
+                                     node.attrs.dilation, batch_last, by_sample)
                 (cols,) = rewriter.emit("im2col", (x,), attrs, node.origin)
-                (y,) = rewriter.emit("conv_columns", (cols, w), ConvColumnsAttrs(out, batch_last),
-                                     node.origin)
+                (y,) = rewriter.emit("conv_columns", (cols, w),
+                                     ConvColumnsAttrs(out, batch_last, by_sample), node.origin)
                 rewriter.replace(node.output, y)
                 if partner is not None:
                     columns[id(partner)] = (cols, attrs)

@@ -1109,8 +1109,8 @@ from nnrun.compiler.ops.pool import PoolGradAttrs  # noqa: E402
 
 
 def columns_naive(attrs, x):
-    """cols[c*K + k, b, o] ([c*K + k, o, b] when batch_last): the padded input under kernel
-    offset k of output position o."""
+    """cols[c*K + k, b, o] ([c*K + k, o, b] when batch_last, [b, c*K + k, o] when by_sample):
+    the padded input under kernel offset k of output position o."""
     padded = _pad_constant(x, pad_pairs(attrs.pad), 0.0)
     out = _out_sizes(padded.shape[2:], attrs.kernel, attrs.stride, attrs.dilation)
     offsets = list(itertools.product(*(range(k) for k in attrs.kernel)))
@@ -1122,25 +1122,34 @@ def columns_naive(attrs, x):
                 index = tuple(p * s + q * d for p, q, s, d in
                               zip(position, offset, attrs.stride, attrs.dilation))
                 cols[c * len(offsets) + k, b, o] = padded[(b, c, *index)]
-    return np.ascontiguousarray(cols.swapaxes(1, 2)) if attrs.batch_last else cols
+    if attrs.batch_last:
+        return np.ascontiguousarray(cols.swapaxes(1, 2))
+    return np.ascontiguousarray(cols.swapaxes(0, 1)) if attrs.by_sample else cols
+
+
+# The column layouts, by their axes (r: the rows c*K + k, b: batch, o: output positions):
+# a label and the attrs that choose them
+COLUMN_LAYOUTS = {"rbo": ("", {}), "rob": (" batch-last", {"batch_last": True}),
+                  "bro": (" by-sample", {"by_sample": True})}
 
 
 def _columns_attrs(attrs, w_shape):
     return ColumnsAttrs(tuple(w_shape[2:]), attrs.stride, attrs.pad, attrs.dilation)
 
 
-def _column_cases(rank, label, attrs, x_shape, w_shape, batch_last):
-    columns = replace(_columns_attrs(attrs, w_shape), batch_last=batch_last)
+def _column_cases(rank, label, attrs, x_shape, w_shape, layout):
+    layout_label, layout_attrs = COLUMN_LAYOUTS[layout]
+    columns = replace(_columns_attrs(attrs, w_shape), **layout_attrs)
     out = _out_sizes(padded_sizes(x_shape[2:], attrs.pad), w_shape[2:], attrs.stride,
                      attrs.dilation)
-    label = f"{rank}-d {label}{' batch-last' if batch_last else ''}"
-    layout = "rob" if batch_last else "rbo"
+    batch_last = columns.batch_last
+    label = f"{rank}-d {label}{layout_label}"
     case("im2col", columns, draws((normal, x_shape)), columns_naive, label=label)
 
     def cols_and_weight(rng):
         return columns_naive(columns, normal(rng, *x_shape)), normal(rng, *w_shape)
 
-    case("conv_columns", ConvColumnsAttrs(out, batch_last), cols_and_weight,
+    case("conv_columns", ConvColumnsAttrs(out, batch_last, columns.by_sample), cols_and_weight,
          lambda a, cols, w: np.einsum(f"fr,{layout}->bfo", w.reshape(w.shape[0], -1), cols)
          .reshape(x_shape[0], w.shape[0], *a.out), label=label)
 
@@ -1215,8 +1224,8 @@ def _conv_grad_input_layout_case(rank, label, attrs, out, x_shape, w_shape, g_ba
 
 for _rank, _configs in CONV_CONFIGS.items():
     for _config in _configs:
-        for _batch_last in (False, True):
-            _column_cases(_rank, *_config, _batch_last)
+        for _layout in COLUMN_LAYOUTS:
+            _column_cases(_rank, *_config, _layout)
 
 
 def _max_pool_index_reference(attrs, x):
