@@ -426,17 +426,22 @@ for _rank in (1, 2):
 # --- convolution through columns kept for the backward pass --------------------------------
 # The column-reuse pass rewrites y = conv(x, w) and dw = conv_grad_weight(g, x, w) into
 # cols = im2col(x); y = conv_columns(cols, w); dw = conv_grad_weight_columns(g, cols): the
-# columns are built once per step, in the layout [C*K, B, O]. Read as a [C*K, B*O] matrix they
-# allow the weight gradient as one matrix product over the whole batch; read sample by sample
-# (strided, no copy) they give each sample's product straight into y. Measured on 2 cores with
-# OpenBLAS (docs/benchmarks.md): per-sample products are faster for the forward at every size
-# tried, and for the weight gradient when a sample has many output positions (LeNet-5: 0.98
-# against 3.4 ms); one product is faster when it has few (MNIST-1D: 0.04 against 0.08 ms).
-# Per-sample products are split across the worker threads. Where every product goes by sample,
-# the columns are laid out [B, C*K, O] instead (by_sample): each sample's columns are one
-# contiguous matrix, which im2col writes in the input's own order and BLAS reads faster than
-# the same matrix strided (LeNet-5's inference, one process: 11-15% faster; its training step
-# within the machine's noise; docs/benchmarks.md).
+# columns are built once per step. In the layout [C*K, B, O], read as a [C*K, B*O] matrix,
+# they allow the weight gradient as one matrix product over the whole batch; read sample by
+# sample (strided, no copy) they give each sample's product straight into y. Measured on 2
+# cores with OpenBLAS (docs/benchmarks.md): per-sample products are faster for the forward at
+# every size tried, and for the weight gradient when a sample has many output positions
+# (LeNet-5: 0.98 against 3.4 ms); one product is faster when it has few (MNIST-1D: 0.04
+# against 0.08 ms). Per-sample products are split across the worker threads.
+#
+# Where every product goes by sample, the pass lays the columns out [B, C*K, O] instead
+# (by_sample): each sample's columns are one contiguous matrix, which im2col writes in the
+# input's own order (LeNet-5's two im2col 15-20% faster) and BLAS reads faster with many rows
+# (its second convolution's product 27% faster; the first's, with 25 rows, 19% slower).
+# LeNet-5's inference, one process: 11-28% faster in five runs; its training step within the
+# machine's noise (docs/benchmarks.md). With the thresholds below the pass no longer chooses
+# [C*K, B, O] (a sample's positions are either at most 64, batch_last, or more, by_sample); it
+# stays the reference the ops' tests and `benchmarks/toggle.py --off by-sample` compare with.
 
 ONE_PRODUCT_MAX_POSITIONS = 64  # per sample; above it the weight gradient goes sample by sample
 
@@ -468,6 +473,8 @@ class ColumnsAttrs:
 def _check_layout(attrs) -> None:
     if attrs.batch_last and attrs.by_sample:
         raise ShapeError("batch_last and by_sample are two column layouts: set at most one")
+    if getattr(attrs, "values_batch_last", False) and not attrs.batch_last:
+        raise ShapeError("values_batch_last needs batch_last columns")
 
 
 def column_rows(attrs, cols_shape) -> int:
@@ -651,8 +658,8 @@ def _sum_weight_products(be, attrs, out, g, cols):
 
 def _columns_batch_role(role):
     """Columns laid out [C*K, B, O] or [B, C*K, O], the other values batch-first: each
-    sample's columns are its own (im2col, conv_columns: SLICED), and the weight gradient sums over samples (SUMMED)
-    when it takes one product per sample; its single product over the batch reads the columns
+    sample's columns are its own (im2col, conv_columns: SLICED), and the weight gradient sums
+    over samples (SUMMED) when it takes one product per sample; its single product over the batch reads the columns
     as one [C*K, B*O] matrix, which a slice of the batch is not (nor are batch-last layouts)."""
     def batch_role(attrs, inputs, outputs):
         if attrs.batch_last or getattr(attrs, "values_batch_last", False):

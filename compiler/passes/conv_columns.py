@@ -4,7 +4,10 @@ y = conv(x, w) and dw = conv_grad_weight(g, x, w) become cols = im2col(x),
 y = conv_columns(cols, w), dw = conv_grad_weight_columns(g, cols). The columns then live from
 the forward pass to the weight gradient, so a convolution whose columns per sample exceed
 `max_bytes_per_sample` keeps recomputing them instead. A convolution without a weight gradient
-(inference) becomes im2col + conv_columns too: one matrix product for the whole batch.
+(inference) becomes im2col + conv_columns too. The columns' layout follows a sample's output
+positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for the whole
+batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per sample);
+compiler/ops/conv.py says why.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ import pytest
 
 from nnrun.backends import get_backend
 from nnrun.backends.base import window_count
+from nnrun.compiler.ir import TensorType
+from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops.conv import ColumnsAttrs, ConvColumnsAttrs
+from nnrun.compiler.shapes import ShapeError
 
 # (spatial, kernel, stride, dilation); several leave input elements that no window reaches.
 CONFIGS = [
@@ -104,3 +108,19 @@ def test_im2col_keeps_dtype_and_layout(be):
                                                    (10, 2, 3, 2, 3), (8, 3, 1, 3, 2)])
 def test_window_count(n, k, s, d, expected):
     assert window_count(n, k, s, d) == expected
+
+
+@pytest.mark.parametrize("layout", [{"batch_last": True, "by_sample": True},
+                                    {"values_batch_last": True},
+                                    {"values_batch_last": True, "by_sample": True}])
+def test_column_ops_refuse_two_layouts_at_once(layout):
+    """The columns' layouts exclude each other; batch-last values need batch-last columns."""
+    attrs = ColumnsAttrs((3, 3), **layout)
+    x = TensorType((2, 3, 8, 8), "float32")
+    with pytest.raises(ShapeError):
+        REGISTRY["im2col"].shape(attrs, x)
+    if "values_batch_last" not in layout:
+        cols = TensorType((2, 27, 36), "float32")
+        with pytest.raises(ShapeError):
+            REGISTRY["conv_columns"].shape(ConvColumnsAttrs((6, 6), **layout), cols,
+                                           TensorType((4, 3, 3, 3), "float32"))

@@ -18,7 +18,7 @@ from stepping import train_steps
 
 import nnrun
 from nnrun.compiler.ops import REGISTRY
-from nnrun.compiler.passes import PIPELINE, optimize
+from nnrun.compiler.passes import PIPELINE, conv_columns, optimize
 from nnrun.compiler.passes.liveness import live_ranges
 from nnrun.compiler.passes.memory_plan import plan_memory, state_layout
 from nnrun.compiler.summary import training_memory
@@ -109,6 +109,28 @@ def test_passes_do_what_they_say_on_lenet():
     assert ops.count("update_group") == 1 and "sgd_update" not in ops
     assert ops.count("softmax_cross_entropy_with_grad") == 1
     assert "softmax_cross_entropy" not in ops and "softmax_cross_entropy_grad" not in ops
+
+
+def test_columns_layout_follows_the_output_positions(monkeypatch):
+    """LeNet-5's convolutions (784 and 100 positions) take columns by sample, the MNIST-1D
+    CNN's (19, 10, 5) batch-last ones; the layouts give the same weights as [C*K, B, O]."""
+    def layouts(path):
+        nodes = nnrun.compile(str(ROOT / path)).step_executor.graph.nodes
+        return {(n.attrs.batch_last, n.attrs.by_sample)
+                for n in nodes if n.op in ("im2col", "conv_columns", "conv_grad_weight_columns")}
+
+    assert layouts("benchmarks/workloads/lenet5.yaml") == {(False, True)}
+    assert layouts("benchmarks/workloads/mnist1d-cnn.yaml") == {(True, False)}
+    path = ROOT / "benchmarks/workloads/lenet5.yaml"
+    _, by_sample, x, y = _models(path)
+    monkeypatch.setattr(conv_columns, "BY_SAMPLE_MIN_POSITIONS", float("inf"))
+    _, strided, _, _ = _models(path)
+    assert layouts("benchmarks/workloads/lenet5.yaml") == {(False, False)}
+    _, weights_by_sample = train_steps(by_sample, x, y, steps=3)
+    _, weights_strided = train_steps(strided, x, y, steps=3)
+    for name in by_sample.lowered.params:
+        np.testing.assert_allclose(weights_by_sample[name], weights_strided[name], rtol=1e-6,
+                                   atol=1e-7, err_msg=name)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])

@@ -1,0 +1,79 @@
+"""Where a step's time goes: each node of a workload's compiled inference (or training step)
+timed on its own, node by node, on one thread, medians over rounds. With --off, the same
+graph is built a second time with one optimisation off (as in toggle.py), and the two are
+timed in interleaved rounds, node against node.
+
+    python benchmarks/node_times.py benchmarks/workloads/lenet5.yaml
+    python benchmarks/node_times.py benchmarks/workloads/lenet5.yaml --off by-sample
+    python benchmarks/node_times.py benchmarks/workloads/lenet5.yaml --train
+
+Nodes run one after the other on the calling thread, so batch segments run unsplit; the sum of
+the nodes is a one-thread step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import nnrun
+from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.threads import thread_limit
+from toggle import switched_off
+
+
+def program(spec: str, batch: int, train: bool):
+    """The executor and its bound program for the batch, after a few calls."""
+    model = nnrun.compile(spec, overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
+    x, y = random_batch(model, batch, np.random.default_rng(0))
+    feeds = model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
+    executor = model.step_executor if train else model.forward_executor
+    if not train:
+        feeds.pop("y", None)
+    for _ in range(3):
+        _, updates = executor.run(feeds)
+        feeds.update(updates)
+    return executor, executor._program(batch)
+
+
+def node_medians(sides: dict, rounds: int) -> dict:
+    """{side: [median seconds of each node]}, the sides' nodes timed in interleaved rounds."""
+    times = {side: [[] for _ in prog.node_steps] for side, (_, prog) in sides.items()}
+    for _ in range(rounds):
+        for side, (_, prog) in sides.items():
+            for index, steps in enumerate(prog.node_steps):
+                started = time.perf_counter()
+                for step in steps:
+                    step(prog.env)
+                times[side][index].append(time.perf_counter() - started)
+    return {side: [statistics.median(t) for t in node_times] for side, node_times in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec")
+    parser.add_argument("--off", help="an optimisation, as toggle.py's --off")
+    parser.add_argument("--train", action="store_true", help="the training step, not inference")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args()
+    with thread_limit(1):
+        sides = {"on": program(args.spec, args.batch_size, args.train)}
+        if args.off:
+            switch_on = switched_off(args.off)
+            sides["off"] = program(args.spec, args.batch_size, args.train)
+            switch_on()
+        medians = node_medians(sides, args.rounds)
+    graphs = {side: executor.graph for side, (executor, _) in sides.items()}
+    for side, graph in graphs.items():
+        print(f"# {side}: {len(graph.nodes)} nodes, sum {sum(medians[side]) * 1e3:.3f} ms")
+        for index, node in enumerate(graph.nodes):
+            shapes = ", ".join(str(list(v.type.shape)) for v in node.outputs)
+            print(f"{index:4d} {node.op:32s} {medians[side][index] * 1e6:9.1f} us  {shapes}")
+
+
+if __name__ == "__main__":
+    main()
