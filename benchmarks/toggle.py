@@ -7,8 +7,10 @@ gain one at a time; against PyTorch, use vs_torch.py.
     python benchmarks/toggle.py benchmarks/workloads/mnist1d-mlp.yaml --off "loss and its gradient"
 
 --off takes a pass of compiler/passes' PIPELINE by name, `overwrites` (values written over an
-input: memory_plan.py), `relu-zeros` (NumPy's relu against a block of zeros) or `by-sample`
-(convolution columns [B, C*K, O]: compiler/passes/conv_columns.py).
+input: memory_plan.py), `relu-zeros` (NumPy's relu against a block of zeros), `by-sample`
+(convolution columns [B, C*K, O]: compiler/passes/conv_columns.py) or `conv-chunks` (a
+convolution whose columns nothing else reads builds them a chunk of samples at a time:
+compiler/ops/conv.py; off, im2col and conv_columns over the whole batch).
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def switched_off(name: str):
         saved = memory_plan._overwrites
         memory_plan._overwrites = lambda *args: {}
         return lambda: setattr(memory_plan, "_overwrites", saved)
+    if name == "conv-chunks":
+        conv_columns.CHUNKED_FORWARD = False
+        return lambda: setattr(conv_columns, "CHUNKED_FORWARD", True)
     if name == "by-sample":
         saved = conv_columns.BY_SAMPLE_MIN_POSITIONS
         conv_columns.BY_SAMPLE_MIN_POSITIONS = float("inf")
@@ -60,7 +65,7 @@ def switched_off(name: str):
         return lambda: setattr(NumpyBackend, "relu_into", saved)
     if name not in {pass_name for pass_name, _ in passes.PIPELINE}:
         raise SystemExit(f"--off {name!r}: not a pass of the pipeline, nor overwrites, "
-                         "relu-zeros or by-sample")
+                         "relu-zeros, by-sample or conv-chunks")
     saved = passes.PIPELINE
     passes.PIPELINE = tuple(p for p in saved if p[0] != name)
     return lambda: setattr(passes, "PIPELINE", saved)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import TensorType
 from ..shapes import ShapeError, size_of, transposed_output, window_output
 from . import SLICED, SUMMED, OpDef, forward_through_into, register
@@ -88,6 +90,47 @@ def _conv_forward(be, attrs, x, w):
            zip(x.shape[2:], w.shape[2:], attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
     y = matmul(be, w.reshape(w.shape[0], -1), _columns(be, attrs, x, w))
     return y.reshape(x.shape[0], w.shape[0], *out)
+
+
+# A convolution whose columns nothing else reads (inference, or a training step that recomputes
+# them for the weight gradient) builds them a chunk of samples at a time, [S, C*K, O], and
+# multiplies each chunk while it is still in the cache: the columns are K times the input, and
+# written out whole and read back they cost more memory traffic than their product (LeNet-5's
+# first convolution: 10 MB of columns from a 0.5 MB input). Measured on 2 cores, two threads
+# each taking half the batch (docs/benchmarks.md): chunks of 1-2.5 MB gave LeNet-5's first
+# convolution in 0.94-1.12 ms against 1.38-1.50 ms whole, its second 1.37-1.50 ms against
+# 1.46-1.47 ms; chunks of 0.5 MB were slower.
+COLUMN_CHUNK_BYTES = 2 << 20
+
+
+def _chunk_samples(attrs, x: TensorType, w: TensorType) -> int:
+    out = window_shape(attrs, x, w.shape[2:], "kernel")
+    per_sample = size_of(w.shape[1:]) * size_of(out) * np.dtype(x.dtype).itemsize
+    return max(1, COLUMN_CHUNK_BYTES // per_sample)
+
+
+def _conv_scratch(attrs, x: TensorType, w: TensorType):
+    """A chunk's columns [S, C*K, O], and its padded input when there is padding."""
+    chunk = _chunk_samples(attrs, x, w)
+    out = window_shape(attrs, x, w.shape[2:], "kernel")
+    cols = TensorType((chunk, size_of(w.shape[1:]), size_of(out)), x.dtype)
+    if not is_padded(attrs.pad):
+        return (cols,)
+    return cols, TensorType((chunk, *padded_type(x, attrs.pad).shape[1:]), x.dtype)
+
+
+def _conv_into(be, attrs, out, x, w):
+    y, cols, *padded = out
+    kernel, (batch, channels) = w.shape[2:], x.shape[:2]
+    weight, y_rows = w.reshape(w.shape[0], -1), y.reshape(*y.shape[:2], -1)
+    for start in range(0, batch, cols.shape[0]):
+        rows = slice(start, min(start + cols.shape[0], batch))
+        count = rows.stop - start
+        source = pad_into(be.xp, x[rows], attrs.pad, padded[0][:count] if padded else None)
+        chunk = cols[:count]
+        be.im2col_into(source, kernel, attrs.stride, attrs.dilation,
+                       chunk.reshape(count, channels, *kernel, *y.shape[2:]))
+        be.matmul_into(weight, chunk, y_rows[rows])
 
 
 def _conv_grad_input(be, attrs, g, x, w):
@@ -319,6 +362,7 @@ for _rank in (1, 2):
     _name = f"conv{_rank}d"
     register(OpDef(_name, ConvAttrs, _conv_shape, _conv_forward, _conv_vjp, flops=_conv_flops,
                    doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]",
+                   forward_into=_conv_into, scratch=_conv_scratch, batch_parallel=True,
                    onnx=_conv_onnx))
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
                    is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",

@@ -3,11 +3,12 @@
 y = conv(x, w) and dw = conv_grad_weight(g, x, w) become cols = im2col(x),
 y = conv_columns(cols, w), dw = conv_grad_weight_columns(g, cols). The columns then live from
 the forward pass to the weight gradient, so a convolution whose columns per sample exceed
-`max_bytes_per_sample` keeps recomputing them instead. A convolution without a weight gradient
-(inference) becomes im2col + conv_columns too. The columns' layout follows a sample's output
-positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for the whole
-batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per sample);
-compiler/ops/conv.py says why.
+`max_bytes_per_sample` keeps recomputing them instead. The columns' layout follows a sample's
+output positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for
+the whole batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per
+sample); compiler/ops/conv.py says why. A convolution without a weight gradient (inference)
+takes batch-last columns too where its positions are few; otherwise it stays one op, which
+builds its columns a chunk of samples at a time (CHUNKED_FORWARD).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ DEFAULT_MAX_BYTES_PER_SAMPLE = 1 << 20
 
 # Columns [B, C*K, O] where the weight gradient takes one product per sample anyway
 BY_SAMPLE_MIN_POSITIONS = ONE_PRODUCT_MAX_POSITIONS
+# A forward-only convolution without batch-last columns stays one op that builds its columns
+# a chunk of samples at a time (False: im2col and conv_columns over the whole batch)
+CHUNKED_FORWARD = True
 
 
 def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTES_PER_SAMPLE) -> Graph:
@@ -35,11 +39,13 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
         if node.op in ("conv1d", "conv2d"):
             x, w = node.inputs
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
-            # Without a weight gradient (inference) the columns die at once: one matrix
-            # product for the batch is still the faster convolution.
-            if partner is None or _column_bytes(node) <= max_bytes_per_sample:
-                out = tuple(node.output.type.shape[2:])
-                batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
+            out = tuple(node.output.type.shape[2:])
+            batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
+            # Without a weight gradient (inference) the columns die at once: batch-last, one
+            # product for the batch is still the faster convolution; otherwise the convolution
+            # stays, building its columns a chunk of samples at a time (compiler/ops/conv.py).
+            if ((batch_last or not CHUNKED_FORWARD) and partner is None) or (
+                    partner is not None and _column_bytes(node) <= max_bytes_per_sample):
                 by_sample = not batch_last and size_of(out) >= BY_SAMPLE_MIN_POSITIONS
                 attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
                                      node.attrs.dilation, batch_last, by_sample)

@@ -12,7 +12,7 @@ import pytest
 from nnrun.backends import get_backend
 from nnrun.compiler.builder import GraphBuilder
 from nnrun.compiler.ir import TensorType
-from nnrun.compiler.ops import REGISTRY, attrs_text
+from nnrun.compiler.ops import REGISTRY, attrs_text, conv
 from nnrun.compiler.verify import verify
 from nnrun.runtime.executor import Executor
 
@@ -378,6 +378,27 @@ def test_forward_into_matches_forward_bit_for_bit(name, case, dtype):
     for got, want in zip(outputs, run_forward(numpy_backend, name, case.attrs, inputs)):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("chunk_samples", [1, 2])
+@pytest.mark.parametrize("name, case", named_cases(["conv1d", "conv2d"]))
+def test_convolution_by_chunks_of_samples_matches_forward(name, case, chunk_samples,
+                                                          monkeypatch):
+    """A convolution builds its columns a chunk of samples at a time (the last chunk may be
+    shorter): the plain forward's numbers, bit for bit, whatever the chunk."""
+    inputs = tuple(a.astype(np.float32) for a in case.make_inputs())
+    x, w = inputs
+    x = np.concatenate([x, x[:1] * 0.5, -x])  # 2B + 1 samples: a short last chunk
+    types = [input_type(a) for a in (x, w)]
+    out = REGISTRY[name].shape(case.attrs, *types).shape
+    per_sample = w[0].size * int(np.prod(out[2:])) * 4
+    monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", per_sample * chunk_samples)
+    scratch = REGISTRY[name].scratch(case.attrs, *types)
+    assert scratch[0].shape[0] == chunk_samples
+    (y,) = _buffers([TensorType(out, "float32")])
+    REGISTRY[name].forward_into(numpy_backend, case.attrs, (y, *_buffers(scratch)), x, w)
+    (want,) = run_forward(numpy_backend, name, case.attrs, (x, w))
+    np.testing.assert_array_equal(y, want)
 
 
 @pytest.mark.parametrize("name, case", named_cases(sorted(n for n in INTO_NAMES

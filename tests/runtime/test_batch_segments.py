@@ -15,7 +15,7 @@ from stepping import train_steps
 
 import nnrun
 from nnrun.backends import base
-from nnrun.compiler.ops import SLICED, SUMMED
+from nnrun.compiler.ops import SLICED, SUMMED, conv
 from nnrun.compiler.passes import batch_segments as segments_pass
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.batch_segments import (batch_role, batch_segments, segment_spans,
@@ -24,6 +24,7 @@ from nnrun.compiler.passes.liveness import LiveRange, live_ranges
 from nnrun.compiler.passes.memory_plan import plan_memory
 from nnrun.runtime.executor import _SegmentRun
 from nnrun.runtime.gradcheck import random_batch
+from nnrun.runtime.model import Model
 from nnrun.runtime.threads import thread_limit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,6 +103,29 @@ def test_inference_by_segments_gives_the_same_predictions(segments_always_split)
         with thread_limit(workers):
             predictions.append(np.array(model.forward(params, x)))
     np.testing.assert_array_equal(predictions[0], predictions[1])
+
+
+@pytest.mark.parametrize("chunk_bytes", [conv.COLUMN_CHUNK_BYTES, 150_000])
+def test_inference_convolutions_take_their_columns_by_chunks(chunk_bytes, monkeypatch,
+                                                             segments_always_split):
+    """Forward-only, LeNet-5's convolutions stay conv2d ops that build their columns a chunk
+    of samples at a time (150 kB: one or two samples, a short last chunk in each slice): the
+    reference executor's predictions, bit for bit, at 1 and 3 workers; the plan holds a chunk's
+    columns, not the batch's."""
+    monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    model = nnrun.compile(str(LENET))
+    graph = model.forward_executor.graph
+    assert [n.op for n in graph.nodes if "conv" in n.op or "im2col" in n.op] == ["conv2d"] * 2
+    x, _ = random_batch(model, 11, np.random.default_rng(6))
+    params = model.init_params(0)
+    reference = Model(model.source, "numpy", optimized=False).forward(params, x)
+    for workers in (1, 3):
+        with thread_limit(workers):
+            np.testing.assert_array_equal(model.forward(params, x), reference)
+    chunk_columns = sum(scratch[0].nbytes for node, scratch in
+                        zip(graph.nodes, plan_memory(graph, batch=128).scratch)
+                        if node.op == "conv2d")
+    assert chunk_columns <= 2 * chunk_bytes < (25 * 784 + 150 * 100) * 4 * 128
 
 
 @pytest.mark.parametrize("path", [LENET, ROOT / "specs/fashion-mnist-cnn.yaml",
