@@ -99,14 +99,17 @@ def _conv_forward(be, attrs, x, w):
 # first convolution: 10 MB of columns from a 0.5 MB input). Measured on 2 cores, two threads
 # each taking half the batch (docs/benchmarks.md): chunks of 1-2.5 MB gave LeNet-5's first
 # convolution in 0.94-1.12 ms against 1.38-1.50 ms whole, its second 1.37-1.50 ms against
-# 1.46-1.47 ms; chunks of 0.5 MB were slower.
+# 1.46-1.47 ms; in the compiled inference 2 MiB chunks beat 0.25-1 MiB and 4-8 MiB ones.
 COLUMN_CHUNK_BYTES = 2 << 20
 
 
 def _chunk_samples(attrs, x: TensorType, w: TensorType) -> int:
+    """Samples per chunk: COLUMN_CHUNK_BYTES of columns, at least one, at most the batch where
+    the batch size is known (a memory plan's)."""
     out = window_shape(attrs, x, w.shape[2:], "kernel")
     per_sample = size_of(w.shape[1:]) * size_of(out) * np.dtype(x.dtype).itemsize
-    return max(1, COLUMN_CHUNK_BYTES // per_sample)
+    chunk = max(1, COLUMN_CHUNK_BYTES // per_sample)
+    return min(chunk, x.shape[0]) if isinstance(x.shape[0], int) else chunk
 
 
 def _conv_scratch(attrs, x: TensorType, w: TensorType):

@@ -94,14 +94,24 @@ def batch_segments(graph: Graph) -> list[range]:
     return segments
 
 
-def sliced_types(node) -> list[TensorType]:
+def scratch_types(node, batch: int | None = None) -> tuple[TensorType, ...]:
+    """The scratch buffers the node's forward_into asks for; with `batch`, for inputs of that
+    batch size (a scratch buffer may depend on it: a convolution's chunk of samples)."""
+    op = REGISTRY[node.op]
+    if op.scratch is None:
+        return ()
+    inputs = (v.type if batch is None else TensorType(v.type.concrete(batch), v.type.dtype)
+              for v in node.inputs)
+    return tuple(op.scratch(node.attrs, *inputs))
+
+
+def sliced_types(node, batch: int | None = None) -> list[TensorType]:
     """The buffers a node's slices write: its outputs and scratch if it is SLICED, the scratch
-    of its per-sample part if it is SUMMED with one, else none."""
+    of its per-sample part if it is SUMMED with one, else none (scratch at `batch`, if given)."""
     op, role = REGISTRY[node.op], batch_role(node)
     if op.view or role is None or (role == SUMMED and op.batch_parts is None):
         return []
-    inputs = (v.type for v in node.inputs)
-    scratch = list(op.scratch(node.attrs, *inputs)) if op.scratch else []
+    scratch = list(scratch_types(node, batch))
     return scratch if role == SUMMED else [v.type for v in node.outputs] + scratch
 
 

@@ -119,7 +119,7 @@ def plan_memory(graph: Graph, batch: int, segments: bool = True) -> MemoryPlan:
 def sliced_bytes(graph: Graph, segment: range, batch: int) -> int:
     """Bytes a segment's slices write together (outputs and scratch) at this batch size."""
     return sum(value_bytes(type_, batch) for position in segment
-               for type_ in segments_pass.sliced_types(graph.nodes[position]))
+               for type_ in segments_pass.sliced_types(graph.nodes[position], batch))
 
 
 # --- what needs a place ---------------------------------------------------------------------
@@ -155,7 +155,7 @@ def _items(graph: Graph, plan: MemoryPlan, ranges, spans, batch: int, grouped) -
     for position, node in enumerate(graph.nodes):
         op = REGISTRY[node.op]
         if op.forward_into is not None and op.scratch is not None:
-            types = op.scratch(node.attrs, *(v.type for v in node.inputs))
+            types = segments_pass.scratch_types(node, batch)
             plan.scratch[position] = (None,) * len(types)
             for index, type_ in enumerate(types):
                 start, end = spans.get(position, (position, position))

@@ -109,23 +109,29 @@ def test_inference_by_segments_gives_the_same_predictions(segments_always_split)
 def test_inference_convolutions_take_their_columns_by_chunks(chunk_bytes, monkeypatch,
                                                              segments_always_split):
     """Forward-only, LeNet-5's convolutions stay conv2d ops that build their columns a chunk
-    of samples at a time (150 kB: one or two samples, a short last chunk in each slice): the
-    reference executor's predictions, bit for bit, at 1 and 3 workers; the plan holds a chunk's
-    columns, not the batch's."""
+    of samples at a time (150 kB: one sample for the first, two for the second, a short last
+    chunk in a slice of 3): the reference executor's predictions, bit for bit, at 1 and 3
+    workers (slices of 3, 4 and 4 samples), in float32 and float64; the plan holds a chunk's
+    columns, not the batch's, and never more than the batch's."""
     monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", chunk_bytes)
-    model = nnrun.compile(str(LENET))
-    graph = model.forward_executor.graph
-    assert [n.op for n in graph.nodes if "conv" in n.op or "im2col" in n.op] == ["conv2d"] * 2
-    x, _ = random_batch(model, 11, np.random.default_rng(6))
-    params = model.init_params(0)
-    reference = Model(model.source, "numpy", optimized=False).forward(params, x)
-    for workers in (1, 3):
-        with thread_limit(workers):
-            np.testing.assert_array_equal(model.forward(params, x), reference)
-    chunk_columns = sum(scratch[0].nbytes for node, scratch in
-                        zip(graph.nodes, plan_memory(graph, batch=128).scratch)
-                        if node.op == "conv2d")
-    assert chunk_columns <= 2 * chunk_bytes < (25 * 784 + 150 * 100) * 4 * 128
+    for dtype in ("float32", "float64"):
+        model = nnrun.compile(str(LENET), overrides=[f"dtype={dtype}"])
+        graph = model.forward_executor.graph
+        assert [n.op for n in graph.nodes if "conv" in n.op or "im2col" in n.op] == ["conv2d"] * 2
+        x, _ = random_batch(model, 11, np.random.default_rng(6))
+        params = model.init_params(0)
+        reference = Model(model.source, "numpy", optimized=False).forward(params, x)
+        for workers in (1, 3):
+            with thread_limit(workers):
+                np.testing.assert_array_equal(model.forward(params, x), reference)
+        program = model.forward_executor.programs[11]
+        assert any(isinstance(step, _SegmentRun) for step in program.sliced_steps[3])
+    for batch in (1, 128):
+        plan = plan_memory(nnrun.compile(str(LENET)).forward_executor.graph, batch=batch)
+        columns = [scratch[0].nbytes for node, scratch in zip(graph.nodes, plan.scratch)
+                   if node.op == "conv2d"]
+        whole = [25 * 784 * 4 * batch, 150 * 100 * 4 * batch]
+        assert all(c <= min(w, 2 * chunk_bytes) for c, w in zip(columns, whole)), columns
 
 
 @pytest.mark.parametrize("path", [LENET, ROOT / "specs/fashion-mnist-cnn.yaml",

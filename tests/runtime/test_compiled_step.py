@@ -17,7 +17,7 @@ from plans import assert_places_apart, value_places
 from stepping import train_steps
 
 import nnrun
-from nnrun.compiler.ops import REGISTRY
+from nnrun.compiler.ops import REGISTRY, conv
 from nnrun.compiler.passes import PIPELINE, conv_columns, optimize
 from nnrun.compiler.passes.liveness import live_ranges
 from nnrun.compiler.passes.memory_plan import plan_memory, state_layout
@@ -131,6 +131,41 @@ def test_columns_layout_follows_the_output_positions(monkeypatch):
     for name in by_sample.lowered.params:
         np.testing.assert_allclose(weights_by_sample[name], weights_strided[name], rtol=1e-6,
                                    atol=1e-7, err_msg=name)
+
+
+RECOMPUTED_SPEC = """
+name: recomputed-columns
+model:
+  input_shape: [2, 120, 120]
+  layers:
+    - {type: conv2d, filters: 3, kernel_size: 5, padding: 2, activation: relu}
+    - {type: maxpool2d, pool_size: 8}
+    - {type: flatten}
+    - {type: dense, units: 4}
+loss: cross_entropy
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+"""
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 10**8])
+def test_a_step_that_recomputes_columns_runs_its_convolution_by_chunks(chunk_bytes, tmp_path,
+                                                                        monkeypatch):
+    """Columns over 1 MiB a sample (50 x 14400 floats here) are not kept for the weight
+    gradient: the training step keeps conv2d, whose forward builds them by chunks (of one
+    sample, or of the whole batch of three): the plain executor's weights, bit for bit, at 1
+    and 3 workers."""
+    monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    path = tmp_path / "recomputed.yaml"
+    path.write_text(RECOMPUTED_SPEC)
+    reference, optimized, x, y = _models(path, batch=3)
+    ops = [n.op for n in optimized.step_executor.graph.nodes]
+    assert "conv2d" in ops and "im2col" not in ops and "conv2d_grad_weight" in ops
+    _, weights_ref = train_steps(reference, x, y, steps=2)
+    for workers in (1, 3):
+        with thread_limit(workers):
+            _, weights_opt = train_steps(_models(path, batch=3)[1], x, y, steps=2)
+        for name in optimized.lowered.params:
+            np.testing.assert_array_equal(weights_opt[name], weights_ref[name], err_msg=name)
 
 
 @pytest.mark.parametrize("scale", [1.0, 0.5])
