@@ -524,7 +524,7 @@ def _check_layout(attrs) -> None:
         raise ShapeError("values_batch_last needs batch_last columns")
 
 
-def column_rows(attrs, cols_shape) -> int:
+def _column_rows(attrs, cols_shape) -> int:
     """C*K, the columns' rows, wherever the layout puts them."""
     return cols_shape[1] if attrs.by_sample else cols_shape[0]
 
@@ -595,7 +595,7 @@ class ConvColumnsAttrs:
 
 def _conv_columns_shape(attrs, cols: TensorType, w: TensorType, b=None) -> TensorType:
     _check_layout(attrs)
-    rows = column_rows(attrs, cols.shape)
+    rows = _column_rows(attrs, cols.shape)
     if rows != size_of(w.shape[1:]):
         raise ShapeError(f"columns of {rows} rows do not fit a {list(w.shape)} weight")
     fused = attrs.bias_relu_batch_last
@@ -644,7 +644,7 @@ def _by_sample(attrs, cols):
 
 def _conv_grad_weight_columns_shape(attrs, g: TensorType, cols: TensorType) -> TensorType:
     _check_layout(attrs)
-    channels = column_rows(attrs, cols.shape) // size_of(attrs.kernel)
+    channels = _column_rows(attrs, cols.shape) // size_of(attrs.kernel)
     filters = g.shape[0] if attrs.values_batch_last else g.shape[1]
     return TensorType((filters, channels, *attrs.kernel), g.dtype)
 
@@ -665,13 +665,13 @@ def _conv_grad_weight_columns_scratch(attrs, g, cols):
     if _one_product(attrs, cols.shape):  # g by filter, [F, B, O]
         return (TensorType((g.shape[1], g.shape[0], positions), g.dtype),)
     # [B, C*K, F]
-    return (TensorType((g.shape[0], column_rows(attrs, cols.shape), g.shape[1]), g.dtype),)
+    return (TensorType((g.shape[0], _column_rows(attrs, cols.shape), g.shape[1]), g.dtype),)
 
 
 def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     gw, *work = out
     xp = be.xp
-    rows = column_rows(attrs, cols.shape)
+    rows = _column_rows(attrs, cols.shape)
     gw_rows = gw.reshape(gw.shape[0], rows).T  # [C*K, F]: cols @ g^T is the faster orientation
     if attrs.values_batch_last:
         be.matmul_into(cols.reshape(rows, -1), g.reshape(g.shape[0], -1).T, gw_rows)
@@ -700,7 +700,7 @@ def _weight_products(be, attrs, out, g, cols):
 
 def _sum_weight_products(be, attrs, out, g, cols):
     gw, work = out
-    be.xp.sum(work, axis=0, out=gw.reshape(gw.shape[0], column_rows(attrs, cols.shape)).T)
+    be.xp.sum(work, axis=0, out=gw.reshape(gw.shape[0], _column_rows(attrs, cols.shape)).T)
 
 
 def _columns_batch_role(role):
