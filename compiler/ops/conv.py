@@ -122,18 +122,42 @@ def _conv_scratch(attrs, x: TensorType, w: TensorType):
     return cols, TensorType((chunk, *padded_type(x, attrs.pad).shape[1:]), x.dtype)
 
 
-def _conv_into(be, attrs, out, x, w):
-    y, cols, *padded = out
-    kernel, (batch, channels) = w.shape[2:], x.shape[:2]
-    weight, y_rows = w.reshape(w.shape[0], -1), y.reshape(*y.shape[:2], -1)
+def _column_chunks(be, attrs, x, kernel, out_sizes, cols, padded):
+    """(rows of the batch, their columns [S, C*K, O]) for each chunk of samples in turn, the
+    columns built into the chunk buffer `cols` (the padded input into `padded`, if any)."""
+    batch, channels = x.shape[:2]
     for start in range(0, batch, cols.shape[0]):
         rows = slice(start, min(start + cols.shape[0], batch))
         count = rows.stop - start
         source = pad_into(be.xp, x[rows], attrs.pad, padded[0][:count] if padded else None)
         chunk = cols[:count]
         be.im2col_into(source, kernel, attrs.stride, attrs.dilation,
-                       chunk.reshape(count, channels, *kernel, *y.shape[2:]))
+                       chunk.reshape(count, channels, *kernel, *out_sizes))
+        yield rows, chunk
+
+
+def _conv_into(be, attrs, out, x, w):
+    y, cols, *padded = out
+    weight, y_rows = w.reshape(w.shape[0], -1), y.reshape(*y.shape[:2], -1)
+    for rows, chunk in _column_chunks(be, attrs, x, w.shape[2:], y.shape[2:], cols, padded):
         be.matmul_into(weight, chunk, y_rows[rows])
+
+
+def _conv_grad_weight_scratch(attrs, g, x, w):
+    """The forward's chunk buffers, and each sample's product [B, F, C*K] to sum."""
+    return (*_conv_scratch(attrs, x, w),
+            TensorType((x.shape[0], w.shape[0], size_of(w.shape[1:])), x.dtype))
+
+
+def _conv_grad_weight_into(be, attrs, out, g, x, w):
+    # A convolution whose columns are recomputed (over 1 MiB a sample): each sample's product
+    # g cols^T chunk by chunk, then their sum over the batch, as the plain form takes them.
+    gw, cols, *rest = out
+    padded, products = rest[:-1], rest[-1]
+    g_rows = g.reshape(*g.shape[:2], -1)
+    for rows, chunk in _column_chunks(be, attrs, x, w.shape[2:], g.shape[2:], cols, padded):
+        be.matmul_into(g_rows[rows], chunk.transpose(0, 2, 1), products[rows])
+    be.xp.sum(products, axis=0, out=gw.reshape(products.shape[1:]))
 
 
 def _conv_grad_input(be, attrs, g, x, w):
@@ -372,7 +396,8 @@ for _rank in (1, 2):
                    forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch,
                    batch_parallel=True, batch_role=_grad_input_batch_role))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
-                   None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight"))
+                   None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight",
+                   forward_into=_conv_grad_weight_into, scratch=_conv_grad_weight_scratch))
 
 
 # --- transposed convolution ---------------------------------------------------------------
@@ -706,8 +731,9 @@ def _sum_weight_products(be, attrs, out, g, cols):
 def _columns_batch_role(role):
     """Columns laid out [C*K, B, O] or [B, C*K, O], the other values batch-first: each
     sample's columns are its own (im2col, conv_columns: SLICED), and the weight gradient sums
-    over samples (SUMMED) when it takes one product per sample; its single product over the batch reads the columns
-    as one [C*K, B*O] matrix, which a slice of the batch is not (nor are batch-last layouts)."""
+    over samples (SUMMED) when it takes one product per sample; its single product over the
+    batch reads the columns as one [C*K, B*O] matrix, which a slice of the batch is not (nor
+    are batch-last layouts)."""
     def batch_role(attrs, inputs, outputs):
         if attrs.batch_last or getattr(attrs, "values_batch_last", False):
             return None

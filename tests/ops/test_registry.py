@@ -401,6 +401,25 @@ def test_convolution_by_chunks_of_samples_matches_forward(name, case, chunk_samp
     np.testing.assert_array_equal(y, want)
 
 
+@pytest.mark.parametrize("chunk_samples", [1, 2])
+@pytest.mark.parametrize("name, case", named_cases(["conv1d_grad_weight", "conv2d_grad_weight"]))
+def test_weight_gradient_by_chunks_of_samples_matches_forward(name, case, chunk_samples,
+                                                              monkeypatch):
+    """A recomputed convolution's weight gradient builds its columns by chunks of samples
+    too: each sample's product, then one sum over the batch, bit for bit the plain form's."""
+    g, x, w = (a.astype(np.float32) for a in case.make_inputs())
+    g, x = np.concatenate([g, g[:1] * 0.5, -g]), np.concatenate([x, x[:1] * 0.5, -x])
+    types = [input_type(a) for a in (g, x, w)]
+    per_sample = w[0].size * int(np.prod(g.shape[2:])) * 4
+    monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", per_sample * chunk_samples)
+    scratch = REGISTRY[name].scratch(case.attrs, *types)
+    assert scratch[0].shape[0] == chunk_samples
+    (gw,) = _buffers([TensorType(w.shape, "float32")])
+    REGISTRY[name].forward_into(numpy_backend, case.attrs, (gw, *_buffers(scratch)), g, x, w)
+    (want,) = run_forward(numpy_backend, name, case.attrs, (g, x, w))
+    np.testing.assert_array_equal(gw, want)
+
+
 @pytest.mark.parametrize("name, case", named_cases(sorted(n for n in INTO_NAMES
                                                           if n.endswith("update") or
                                                           n == "update_group")))
