@@ -17,19 +17,13 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
-import nnrun
-from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.threads import thread_limit
-from toggle import switched_off
+from toggle import switched_off, workload
 
 
 def program(spec: str, batch: int, train: bool):
     """The executor and its bound program for the batch, after a few calls."""
-    model = nnrun.compile(spec, overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
-    x, y = random_batch(model, batch, np.random.default_rng(0))
-    feeds = model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
+    model, feeds = workload(spec, batch)
     executor = model.step_executor if train else model.forward_executor
     if not train:
         feeds.pop("y", None)

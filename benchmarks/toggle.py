@@ -31,12 +31,18 @@ from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.threads import thread_limit
 
 
-def build(spec: str, batch: int):
-    """The workload's train step (fed back its updates) and inference, as `nnrun bench` runs
-    them, made with whatever optimisations are on now."""
+def workload(spec: str, batch: int):
+    """The spec compiled as `nnrun bench` runs it (SGD with momentum), with whatever
+    optimisations are on now, and a step's feeds for a random batch."""
     model = nnrun.compile(spec, overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
     x, y = random_batch(model, batch, np.random.default_rng(0))
-    feeds = model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
+    return model, model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
+
+
+def build(spec: str, batch: int):
+    """The workload's train step (fed back its updates) and inference, as `nnrun bench` runs
+    them."""
+    model, feeds = workload(spec, batch)
 
     def train():
         _, updates = model.step_executor.run(feeds)

@@ -21,7 +21,7 @@ import numpy as np
 from nnrun.backends import base
 from nnrun.compiler.ir import BATCH, Graph
 from nnrun.compiler.ops import REGISTRY, SLICED
-from nnrun.compiler.passes.batch_segments import batch_axis, batch_role
+from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, scratch_types
 from nnrun.compiler.passes.liveness import last_uses
 from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, sliced_bytes, state_layout
 
@@ -263,8 +263,7 @@ class _SegmentRun:
 
     def _scratch(self, program, position, index) -> tuple:
         node, xp = program.graph.nodes[position], program.backend.xp
-        op = REGISTRY[node.op]
-        types = op.scratch(node.attrs, *(v.type for v in node.inputs)) if op.scratch else ()
+        types = scratch_types(node)  # symbolic: which of them have a batch axis
         return tuple(_rows_of(buffer, batch_axis(type_), self.rows[index])
                      if batch_axis(type_) is not None
                      else buffer if index == 0 else xp.empty_like(buffer)

@@ -103,20 +103,15 @@ def _conv_forward(be, attrs, x, w):
 COLUMN_CHUNK_BYTES = 2 << 20
 
 
-def _chunk_samples(attrs, x: TensorType, w: TensorType) -> int:
-    """Samples per chunk: COLUMN_CHUNK_BYTES of columns, at least one, at most the batch where
-    the batch size is known (a memory plan's)."""
-    out = window_shape(attrs, x, w.shape[2:], "kernel")
-    per_sample = size_of(w.shape[1:]) * size_of(out) * np.dtype(x.dtype).itemsize
-    chunk = max(1, COLUMN_CHUNK_BYTES // per_sample)
-    return min(chunk, x.shape[0]) if isinstance(x.shape[0], int) else chunk
-
-
 def _conv_scratch(attrs, x: TensorType, w: TensorType):
-    """A chunk's columns [S, C*K, O], and its padded input when there is padding."""
-    chunk = _chunk_samples(attrs, x, w)
-    out = window_shape(attrs, x, w.shape[2:], "kernel")
-    cols = TensorType((chunk, size_of(w.shape[1:]), size_of(out)), x.dtype)
+    """A chunk's columns [S, C*K, O], and its padded input when there is padding. S: samples
+    of COLUMN_CHUNK_BYTES of columns, at least one, at most the batch where the batch size is
+    known (a memory plan's)."""
+    rows, positions = size_of(w.shape[1:]), size_of(window_shape(attrs, x, w.shape[2:], "kernel"))
+    chunk = max(1, COLUMN_CHUNK_BYTES // (rows * positions * np.dtype(x.dtype).itemsize))
+    if isinstance(x.shape[0], int):
+        chunk = min(chunk, x.shape[0])
+    cols = TensorType((chunk, rows, positions), x.dtype)
     if not is_padded(attrs.pad):
         return (cols,)
     return cols, TensorType((chunk, *padded_type(x, attrs.pad).shape[1:]), x.dtype)

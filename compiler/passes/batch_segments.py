@@ -45,7 +45,7 @@ def batch_role(node) -> str | None:
         return SLICED if all(_batch_first(t) for t in every) and all(map(_batched, every)) else None
     if op.forward_into is None:
         return None
-    scratch = tuple(op.scratch(node.attrs, *inputs)) if op.scratch else ()
+    scratch = scratch_types(node)
     if any(t.shape.count(BATCH) > 1 for t in (*inputs, *outputs, *scratch)):
         return None
     if op.batch_role is not None:

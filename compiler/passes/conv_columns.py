@@ -41,11 +41,12 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
             out = tuple(node.output.type.shape[2:])
             batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
+            kept = partner is not None and _column_bytes(node) <= max_bytes_per_sample
             # Without a weight gradient (inference) the columns die at once: batch-last, one
             # product for the batch is still the faster convolution; otherwise the convolution
             # stays, building its columns a chunk of samples at a time (compiler/ops/conv.py).
-            if ((batch_last or not CHUNKED_FORWARD) and partner is None) or (
-                    partner is not None and _column_bytes(node) <= max_bytes_per_sample):
+            whole_batch = partner is None and (batch_last or not CHUNKED_FORWARD)
+            if kept or whole_batch:
                 by_sample = not batch_last and size_of(out) >= BY_SAMPLE_MIN_POSITIONS
                 attrs = ColumnsAttrs(tuple(w.type.shape[2:]), node.attrs.stride, node.attrs.pad,
                                      node.attrs.dilation, batch_last, by_sample)
