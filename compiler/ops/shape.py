@@ -182,6 +182,40 @@ def _pad_grad_forward(be, attrs, g, x):
     return xp.ascontiguousarray(grad)
 
 
+def _pad_grad_scratch(attrs, g: TensorType, x: TensorType):
+    """The gradient after each padded axis but the last: that axis summed back to the input's
+    length, the later ones still padded."""
+    pairs = pad_pairs(attrs.pad)
+    return tuple(TensorType((*x.shape[:axis + 1], *g.shape[axis + 1:]), g.dtype)
+                 for axis in range(2, 1 + len(pairs)))
+
+
+def _pad_grad_into(be, attrs, out, g, x):
+    """The plain forward's sums without its data-dependent indexing (which a captured CUDA
+    graph cannot hold): axis by axis, each padded position added to the input position it
+    copies, in the same order as add.at (ascending padded position)."""
+    result, *between = out
+    source = g
+    for axis, (lo, hi) in enumerate(pad_pairs(attrs.pad), start=2):
+        target = between[axis - 2] if axis - 2 < len(between) else result
+        _sum_copies_into(target, source, axis, lo, attrs.mode)
+        source = target
+
+
+def _sum_copies_into(target, g, axis, lo, mode):
+    n = target.shape[axis]
+    along_g, along_target = moved(g, axis, 0), moved(target, axis, 0)
+    origin = _source_index(np, n, lo, g.shape[axis] - lo - n, mode)
+    target.fill(0)
+    for position in range(lo):
+        if origin[position] >= 0:
+            along_target[origin[position]] += along_g[position]
+    along_target += along_g[lo:lo + n]
+    for position in range(lo + n, g.shape[axis]):
+        if origin[position] >= 0:
+            along_target[origin[position]] += along_g[position]
+
+
 _ONNX_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
                "random": "constant"}
 
@@ -221,4 +255,5 @@ register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
                    "opposite edge (circular), or fixed random values (seeded)",
                onnx=_pad_onnx))
 register(OpDef("pad_grad", PadAttrs, lambda attrs, g, x: x, _pad_grad_forward, None,
-               is_gradient=True, doc="sums g over every padded copy of each input position"))
+               is_gradient=True, forward_into=_pad_grad_into, scratch=_pad_grad_scratch,
+               batch_parallel=True, doc="sums g over every padded copy of each input position"))
