@@ -29,6 +29,8 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
+from nnrun.backends import get_backend
+
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -218,27 +220,46 @@ def _exit_now(message: str) -> None:
     os._exit(1)  # the main thread is blocked inside MPI: only the process can end it
 
 
-class MpiReduction:
+class _Reduction:
+    """What every rank's backend shares: the job's communicator."""
+
+    def __init__(self, comm):
+        self.comm, self.size = comm, comm.Get_size()
+
+    def all_agree(self, ok: bool) -> bool:
+        """True on every rank when `ok` is on every rank: a choice that must be the same on
+        all of them (runtime/step_path.py: which executor runs the step)."""
+        return all(self.comm.allgather(bool(ok)))
+
+
+class MpiReduction(_Reduction):
     """allreduce_mean for host arrays: one MPI Allreduce (sum) in place, then / size."""
 
     def __init__(self, comm):
         from mpi4py import MPI
 
-        self.comm, self.size, self.in_place, self.sum = comm, comm.Get_size(), MPI.IN_PLACE, MPI.SUM
+        super().__init__(comm)
+        self.in_place, self.sum = MPI.IN_PLACE, MPI.SUM
 
     def allreduce_mean(self, array) -> None:
         self.comm.Allreduce(self.in_place, array, op=self.sum)
         np.divide(array, self.size, out=array)
 
 
-class NcclReduction:
+class NcclReduction(_Reduction):
     """allreduce_mean for CuPy arrays through NCCL, on the current stream; the NCCL id is
     made by rank 0 and broadcast over MPI."""
 
     def __init__(self, comm):
         from cupy.cuda import nccl
 
-        self.nccl, self.size = nccl, comm.Get_size()
+        if not nccl.available:  # CuPy imports without NCCL; its names are missing then
+            raise DistributedError(
+                "--distributed --backend cupy reduces gradients with NCCL, which CuPy does not "
+                "find here; install it with: pip install 'nnrun[mpi-cuda13]' (or "
+                "'nnrun[mpi-cuda12]'), or train on CPU ranks with --backend numpy")
+        super().__init__(comm)
+        self.nccl = nccl
         uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
         self.communicator = nccl.NcclCommunicator(self.size, uid, comm.Get_rank())
         self.types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
@@ -261,6 +282,7 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
                                "install them with: pip install 'nnrun[mpi]'") from None
     comm = MPI.COMM_WORLD
     if backend == "cupy":
+        get_backend("cupy")  # CuPy missing or no device: its one line, before any GPU call
         use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
     return MpiRanks(comm, timeout)
 

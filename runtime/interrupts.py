@@ -23,6 +23,9 @@ class Interrupted(Exception):
         super().__init__(message or f"stopped by {signal.Signals(signal_number).name}")
         self.signal_number = signal_number
 
+    def __reduce__(self):  # pickled to other MPI ranks: rebuilt from the number, not the words
+        return type(self), (self.signal_number, str(self))
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signal_number

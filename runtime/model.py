@@ -92,7 +92,10 @@ class Model:
 
     @cached_property
     def step_executor(self) -> Executor:
-        return self._executor(self.train_step.graph, capturable=True)
+        # Only the training step runs collectives (the gradients' all-reduce): its ranks must
+        # take one path. The other graphs' batches can differ between ranks (their shares).
+        return self._executor(self.train_step.graph, capturable=True,
+                              agree=self._every_rank_agrees)
 
     @property
     def step_path(self) -> str:
@@ -110,7 +113,8 @@ class Model:
         return self._executor(build_loss_and_grads(self.spec).graph,
                               what="the loss and gradients")
 
-    def _executor(self, graph, capturable: bool = False, what: str = "the training step"):
+    def _executor(self, graph, capturable: bool = False, what: str = "the training step",
+                  agree=None):
         if not self.optimized:
             return self._path_executor(graph, "reference")
         paths = self._capture_paths if capturable else ["planned", "reference"]
@@ -118,7 +122,12 @@ class Model:
             return self._path_executor(graph, "planned")
         return CheckedStep(paths, lambda path: self._path_executor(graph, path),
                            check=self.backend.check_first_step, what=what,
-                           sensitive=lambda feeds: rounding_sensitive(graph, feeds, TOLERANCE))
+                           sensitive=lambda feeds: rounding_sensitive(graph, feeds, TOLERANCE),
+                           agree=agree)
+
+    def _every_rank_agrees(self, ok: bool) -> bool:
+        communicator = self.backend.communicator  # set for a data-parallel run of several ranks
+        return ok if communicator is None else communicator.all_agree(ok)
 
     @cached_property
     def _capture_paths(self) -> list[str]:

@@ -46,11 +46,13 @@ class CheckedStep:
     and for the forward and evaluation graphs."""
 
     def __init__(self, paths: list[str], build: Callable[[str], Any], check: bool,
-                 what: str = "the training step", warn=warn, sensitive=None):
+                 what: str = "the training step", warn=warn, sensitive=None, agree=None):
         """build(path) -> that path's executor; check: the self-check at each new batch size;
         what: the graph, for the warning lines; sensitive(host feeds) -> {result name: mask}
-        of the entries not to compare."""
+        of the entries not to compare; agree(ok) -> whether every rank of a data-parallel job
+        is ok (alone: ok)."""
         self.paths, self.build, self.check, self.warn = list(paths), build, check, warn
+        self.agree = agree or (lambda ok: ok)
         self.sensitive = sensitive or (lambda feeds: {})
         self.what = what
         self.checked_batches: set[tuple] = set()
@@ -98,9 +100,11 @@ class CheckedStep:
             except Exception as error:  # noqa: BLE001 - any failure of an unverified path
                 difference = f"raised {_described(error)}"
             else:
-                if difference is None:
-                    return have
-                difference = f"differs from the reference executor ({difference})"
+                if difference is not None:
+                    difference = f"differs from the reference executor ({difference})"
+            difference = self._agreed(difference, "failed on another rank")
+            if difference is None:
+                return have
             self._fall_back(f"{difference} on its first run")
         self.executor = self._reference
         return want
@@ -119,12 +123,24 @@ class CheckedStep:
         """The current path's executor; a path that fails to build falls back too."""
         while self.path != "reference":
             try:
-                return self.build(self.path)
+                executor, failure = self.build(self.path), None
             except Exception as error:  # noqa: BLE001 - any failure of an unverified path
                 if not self.check:
                     raise
-                self._drop_path(f"could not be built ({_described(error)})")
+                executor, failure = None, f"could not be built ({_described(error)})"
+            failure = self._agreed(failure, "could not be built on another rank")
+            if failure is None:
+                return executor
+            self._drop_path(failure)
         return self._reference_executor()
+
+    def _agreed(self, failure: str | None, elsewhere: str) -> str | None:
+        """In a data-parallel run, every rank's step runs the same collectives and must take
+        the same path: a path that fails on one rank is dropped on all (`elsewhere` saying
+        why on those where it worked). Alone, `failure` as it is."""
+        if not self.check or self.agree(failure is None):
+            return failure
+        return failure or elsewhere
 
     def _reference_executor(self):
         """The reference executor, built once: the check's measure and the last path."""

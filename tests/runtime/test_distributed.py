@@ -32,7 +32,7 @@ from nnrun.compiler.ops.norm import BatchNormAttrs
 from nnrun.compiler.printer import graph_text
 from nnrun.compiler.step import build_train_step
 from nnrun.runtime.distributed import (DistributedError, MpiRanks, NcclReduction, RankFollows,
-                                       Watchdog, check_batch, use_own_gpu)
+                                       Watchdog, _portable, check_batch, use_own_gpu)
 from nnrun.runtime.interrupts import Interrupted
 
 # --- ranks as threads of this process ----------------------------------------------------------
@@ -234,6 +234,12 @@ def test_the_ranks_agree_on_a_signal_and_a_diverged_loss():
         follower.from_root(lambda: None)
 
 
+def test_a_signal_on_another_rank_reaches_rank_0_as_a_signal():
+    travelled = _portable(Interrupted(signal.SIGTERM))
+    assert isinstance(travelled, Interrupted)
+    assert travelled.exit_code == 128 + signal.SIGTERM and str(travelled) == "stopped by SIGTERM"
+
+
 def test_metric_totals_are_added_over_the_ranks_confusion_matrices_too():
     from nnrun.compiler.schema import Accuracy, MeanIou
     from nnrun.runtime.metrics import Totals
@@ -277,7 +283,7 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
         def allReduce(self, *arguments):  # noqa: N802 - NCCL's spelling
             calls.append(("allReduce", *arguments))
 
-    nccl = types.SimpleNamespace(NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
+    nccl = types.SimpleNamespace(available=True, NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
                                  get_unique_id=lambda: (5, 6), NcclCommunicator=Communicator)
     devices = []
     cuda = types.SimpleNamespace(
@@ -297,6 +303,27 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
     assert devices == [1]
     with pytest.raises(DistributedError, match="one rank per GPU, and this machine has 2"):
         use_own_gpu(2)
+
+
+def test_without_nccl_the_gpu_reduction_names_the_extra(monkeypatch):
+    """CuPy imports without NCCL (its ctk extra leaves it out), and then lacks its names."""
+    cuda = types.SimpleNamespace(nccl=types.SimpleNamespace(available=False))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    with pytest.raises(DistributedError, match=r"NCCL, which CuPy does not find here; install "
+                                               r"it with: pip install 'nnrun\[mpi-cuda13\]'"):
+        NcclReduction(FakeComm(0, 2))
+
+
+def test_distributed_cupy_without_cupy_says_which_extra(tmp_path, monkeypatch):
+    from invoking import invoke
+
+    spec = _write_spec(tmp_path / "s.yaml", BN_SPEC)
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import fails as when it is not installed
+    result = invoke("train", spec, "--distributed", "--backend", "cupy", "--out", tmp_path / "r")
+    assert result.exit_code == 1, result.output
+    assert "backend 'cupy' needs CuPy, which is not installed" in result.output
+    assert "internal error" not in result.output and not (tmp_path / "r").exists()
 
 
 @pytest.mark.gpu

@@ -214,6 +214,36 @@ def test_a_broken_kernel_falls_back_to_the_reference_executor(capsys):
     assert lines[1].endswith("using the reference executor")
 
 
+class OtherRankFails:
+    """A data-parallel job's agreement, as seen by a rank whose steps all work: another rank
+    reports a failure at the `failing`-th question (a build, or a first run)."""
+
+    def __init__(self, failing: int):
+        self.failing, self.asked = failing, []
+
+    def all_agree(self, ok: bool) -> bool:
+        self.asked.append(ok)
+        return ok and len(self.asked) != self.failing
+
+
+@pytest.mark.parametrize("failing, when", [(1, "could not be built"), (2, "on its first run")])
+def test_every_rank_drops_a_path_that_fails_on_one(source, planned_weights, capsys, failing,
+                                                   when):
+    """A data-parallel step runs collectives: a rank that took another path than the others
+    would pair its collectives with theirs wrongly, so a path that fails on one rank is
+    dropped on every rank."""
+    backend = CapturingNumpy()
+    backend.communicator = OtherRankFails(failing)
+    model = Model(source, backend)
+    assert_same(train(model), planned_weights)
+    assert model.step_path == "planned" and all(backend.communicator.asked)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"nnrun: warning: the training step on a captured CUDA graph "
+                           f"{'could not be built' if failing == 1 else 'failed'} on another "
+                           f"rank")
+    assert when in line and line.endswith("using the uncaptured planned executor")
+
+
 class UnbuildableCapture(CapturingNumpy):
     def graph_capture(self):
         if getattr(self, "asked", False):
