@@ -62,10 +62,13 @@ class _Cublas:
 
     def __init__(self):
         self.handle = ctypes.c_void_p(cupy.cuda.device.get_cublas_handle())
-        path = _loaded_library("libcublas.so")
+        # By the major version of CuPy's CUDA: a process may map another cuBLAS beside it
+        # (a PyTorch built for another CUDA), and CuPy's handle is valid in its own only.
+        soname = f"libcublas.so.{cupy.cuda.runtime.runtimeGetVersion() // 1000}"
+        path = _loaded_library(soname)
         if path is None:
-            raise CaptureUnavailable("the cuBLAS library CuPy loaded was not found among the "
-                                     "process's libraries (/proc/self/maps)")
+            raise CaptureUnavailable(f"the cuBLAS library CuPy loaded ({soname}) was not found "
+                                     "among the process's libraries (/proc/self/maps)")
         try:
             self.library = library = ctypes.CDLL(path)
             self.set_stream = _function(library.cublasSetStream_v2, ctypes.c_void_p)
