@@ -80,23 +80,33 @@ def _peak_step_bytes(model: Model, x, y) -> int:
     """Bytes held at the peak of a steady-state training step: state, the batch, the step's
     buffers and any temporaries, traced from a fresh model (compiled before tracing starts)."""
     be = model.backend
+    fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
     if be.name == "cupy":
+        # CuPy's pool keeps what it once allocated: emptied first, what it grows to is the peak.
         pool = be.xp.get_default_memory_pool()
-        model.step_executor.run(model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0))
+        be.synchronize()
+        pool.free_all_blocks()
+        start = pool.total_bytes()
+        _two_steps(fresh, x, y)
         be.synchronize()
         # A captured step also holds what its kernels allocated, in a pool of its own.
-        return pool.used_bytes() + getattr(model.step_executor, "held_bytes", lambda: 0)()
-    fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
+        return pool.total_bytes() - start + getattr(fresh.step_executor, "held_bytes",
+                                                    lambda: 0)()
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
     start, _ = tracemalloc.get_traced_memory()
-    feeds = fresh.step_feeds(fresh.train_state(), np.array(x), np.array(y), 1e-6, 1, 0)
-    for _ in range(2):  # the first step allocates the plan; the second is the steady state
-        tracemalloc.reset_peak()
-        _, updates = fresh.step_executor.run(feeds)
-        feeds.update(updates)
+    _two_steps(fresh, np.array(x), np.array(y), tracemalloc.reset_peak)
     _, peak = tracemalloc.get_traced_memory()
     if not tracing:
         tracemalloc.stop()
     return peak - start
+
+
+def _two_steps(model: Model, x, y, before_each=lambda: None) -> None:
+    """The first step allocates the plan; the second is the steady state."""
+    feeds = model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0)
+    for _ in range(2):
+        before_each()
+        _, updates = model.step_executor.run(feeds)
+        feeds.update(updates)
