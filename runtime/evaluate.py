@@ -92,7 +92,8 @@ def _checkpoint_path(run_dir: Path, which: str) -> Path:
 
 
 def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
-    stored = load_preprocessing(run_dir)
+    sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
+    stored = load_preprocessing(run_dir, sample_shape)
     if stored is not None:
         return stored
     spec = model.spec

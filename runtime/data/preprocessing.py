@@ -59,8 +59,9 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
     write_atomically(Path(run_dir) / FILE_NAME, lambda stream: np.savez(stream, **arrays))
 
 
-def load_preprocessing(run_dir: Path) -> Preprocessing | None:
-    """The run's stored preprocessing, or None for a run trained before nnrun stored it."""
+def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...]) -> Preprocessing | None:
+    """The run's stored preprocessing, checked against the model's `sample_shape`, or None for
+    a run trained before nnrun stored it."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -72,6 +73,55 @@ def load_preprocessing(run_dir: Path) -> Preprocessing | None:
         arrays = read_npz(path, headers)
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     except (DamagedFile, KeyError) as error:
-        raise DataError(f"{path}: not a readable preprocessing file ({error}); delete it to fit "
-                        "the preprocessing again from the run's data") from None
+        raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
+    problem = stored_problem(arrays, tuple(sample_shape))
+    if problem:
+        raise DataError(f"{path}: {problem}; {REFIT}")
     return Preprocessing(normalizer, arrays.get("permutation"))
+
+
+REFIT = "delete it to fit the preprocessing again from the run's data"
+
+
+def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...]) -> str | None:
+    """What is wrong with the stored fields for samples of `sample_shape`, or None."""
+    if "scale" in arrays and "shift" not in arrays:
+        return "has 'scale' but no 'shift'"
+    problems = [_statistic_problem(name, arrays[name], sample_shape)
+                for name in ("shift", "scale") if name in arrays]
+    if "permutation" in arrays:
+        problems.append(_permutation_problem(arrays["permutation"], sample_shape))
+    return next((problem for problem in problems if problem), None)
+
+
+def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple) -> str | None:
+    # Fitted statistics are one number, or one per channel/feature kept as a broadcastable
+    # axis: they must broadcast over a sample without changing its shape.
+    batch = (1, *sample_shape)
+    if value.dtype.kind not in "iuf":
+        return f"'{name}' holds {value.dtype}, not numbers"
+    if value.ndim > len(batch) or _broadcast(value.shape, batch) != batch:
+        return (f"'{name}' has shape {list(value.shape)}, which does not fit samples of shape "
+                f"{list(sample_shape)}")
+    if not np.isfinite(value).all():
+        return f"'{name}' holds NaN or inf"
+    if name == "scale" and not (value > 0).all():
+        return f"'scale' holds {value.min():g}; a scale must be greater than 0"
+    return None
+
+
+def _broadcast(shape: tuple, batch: tuple) -> tuple | None:
+    try:
+        return np.broadcast_shapes(shape, batch)
+    except ValueError:
+        return None
+
+
+def _permutation_problem(value: np.ndarray, sample_shape: tuple) -> str | None:
+    size = int(np.prod(sample_shape))
+    if value.dtype.kind not in "iu" or value.shape != (size,):
+        return (f"'permutation' is {value.dtype} {list(value.shape)}; samples of shape "
+                f"{list(sample_shape)} need {size} integers")
+    if not np.array_equal(np.sort(value), np.arange(size)):
+        return f"'permutation' is not a permutation of 0..{size - 1} (it repeats or skips indices)"
+    return None

@@ -17,6 +17,8 @@ from nnrun.runtime.data import load_dataset
 from nnrun.runtime.data.preprocessing import IDENTITY
 from nnrun.runtime.evaluate import evaluate_run
 
+from invoking import assert_one_line_error, invoke
+
 SHUFFLED_DIGITS = """\
 name: shuffled-digits
 seed: 3
@@ -162,6 +164,33 @@ def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
                                        str(tmp_path / "y.npy")])
     assert result.exit_code == 1 and "preprocessing.npz: not a readable" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fields, problem", [
+    ({"shift": np.zeros(3), "scale": np.ones(3)}, "'shift' has shape [3]"),
+    ({"scale": np.zeros((1, 1, 1, 1))}, "'scale' holds 0"),
+    ({"shift": np.full((1, 1, 1, 1), np.inf)}, "'shift' holds NaN or inf"),
+    ({"permutation": np.zeros(64, dtype=np.int64)}, "'permutation' is not a permutation"),
+    ({"permutation": np.arange(15)}, "'permutation' is int64 [15]"),
+])
+@pytest.mark.parametrize("command", ["eval", "predict", "export"])
+def test_a_preprocessing_file_with_wrong_fields_is_one_line(shuffled_run, tmp_path, fields,
+                                                            problem, command):
+    """Shapes against the model's input, finite values, scale > 0 and a true permutation: else
+    a broadcast error, a reshape error, or NaN metrics with exit 0."""
+    copy = tmp_path / "damaged-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    with np.load(shuffled_run / "preprocessing.npz") as stored:
+        arrays = {**stored, **fields}
+    np.savez(copy / "preprocessing.npz", **arrays)
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 1, 8, 8)))
+    arguments = {"eval": [copy], "predict": [copy, tmp_path / "x.npz", "--out", tmp_path / "y.npy"],
+                 "export": [copy, "--out", tmp_path / "m.onnx"]}[command]
+    line = assert_one_line_error(invoke(command, *arguments), copy / "preprocessing.npz")
+    assert problem in line and "delete it to fit the preprocessing again" in line
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.parametrize("where", ["layer", "model"])
