@@ -197,6 +197,16 @@ def window_count(n: int, k: int, s: int, d: int) -> int:
     return (n - d * (k - 1) - 1) // s + 1
 
 
+def refuse_during_capture(capturing: bool, what: str) -> None:
+    """For an array kept beyond a step (a cached constant, a workspace): first made while the
+    step is captured, it would come from the graph's own memory pool and outlive it. Capture
+    warms the step up first, so a correct step never gets here; the capture fails instead, and
+    the step runs uncaptured."""
+    if capturing:
+        raise RuntimeError(f"{what} was first made during a CUDA-graph capture, after its "
+                           "warm-up")
+
+
 class ArrayBackend(FusedKernels):
     """Generic kernels over `xp`. Column layout: [B, C, *kernel, *out]: for each kernel offset,
     the input values it meets at every output position, copied at once from a strided view of
@@ -226,6 +236,13 @@ class ArrayBackend(FusedKernels):
 
     def synchronize(self) -> None:
         pass
+
+    def capturing(self) -> bool:
+        """Whether the current stream is being captured as a device graph."""
+        return False
+
+    def refuse_during_capture(self, what: str) -> None:
+        refuse_during_capture(self.capturing(), what)
 
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""

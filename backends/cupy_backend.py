@@ -47,6 +47,9 @@ class CupyBackend(ArrayBackend):
     def synchronize(self) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
+    def capturing(self) -> bool:
+        return cupy.cuda.get_current_stream().is_capturing()
+
     def matmul_into(self, a, b, out) -> None:
         cuda_graph.matmul_into(a, b, out)
 

@@ -19,7 +19,7 @@ import cupy
 import numpy as np
 
 from . import raw_kernels
-from .base import ArrayBackend, window_count
+from .base import ArrayBackend, refuse_during_capture, window_count
 from .notices import warn
 
 BLOCK = 256
@@ -57,6 +57,8 @@ def _workspace(dtype):
     """The cross-entropy's partial sums (double) and its two scalars (loss, gradient scale)."""
     key = (str(dtype), cupy.cuda.Device().id)
     if key not in _WORKSPACES:
+        refuse_during_capture(cupy.cuda.get_current_stream().is_capturing(),
+                              "the cross-entropy's workspace")
         _WORKSPACES[key] = (cupy.empty(2 * raw_kernels.PARTS, dtype=cupy.float64),
                             cupy.empty(2, dtype=dtype))
     return _WORKSPACES[key]

@@ -64,6 +64,7 @@ def cached_constant(be, key: tuple, build):
     backend and key: a step that needs it allocates nothing."""
     full_key = (be.name, *key)
     if full_key not in _CONSTANTS:
+        be.refuse_during_capture(f"the constant {key[0]!r}")
         _CONSTANTS[full_key] = build()
     return _CONSTANTS[full_key]
 

@@ -130,6 +130,24 @@ def test_no_self_check_during_a_capture(emulated, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_arrays_kept_beyond_a_step_are_never_first_made_in_a_capture(emulated):
+    """They would come from the graph's own memory pool and outlive it: the capture fails
+    instead (made in the warm-up, they are found in the capture)."""
+    from nnrun.compiler.ops.common import cached_constant
+
+    fake, kernels, backend = emulated
+    fake.capturing = True
+    with pytest.raises(RuntimeError, match="'ones' was first made during a CUDA-graph capture"):
+        cached_constant(backend, ("ones", 7, "emulated"), lambda: np.ones(7))
+    with pytest.raises(RuntimeError, match="workspace was first made during a CUDA-graph"):
+        kernels._workspace(np.dtype("float16"))
+    fake.capturing = False
+    made = cached_constant(backend, ("ones", 7, "emulated"), lambda: np.ones(7))
+    fake.capturing = True
+    assert cached_constant(backend, ("ones", 7, "emulated"), lambda: None) is made
+    fake.capturing = False
+
+
 def test_the_gpu_tests_capture_replay_holds_in_emulation(emulated):
     """tests/backends/test_cupy_kernels.py's capture test, with the stand-in's capture: it
     records kernel launches only, so the replay matches only if the captured step was all
