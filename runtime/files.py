@@ -4,13 +4,17 @@ Every file nnrun writes goes through `write_atomically` (downloads, renamed into
 through `settle`): a hidden temporary name in the same
 folder, fsync, an atomic rename, then fsync of the folder. Readers see the old file or the new
 one, never half of one, even after a power cut; the rename replaces a symbolic link itself,
-never its target. A killed write leaves only its temporary file, which `remove_leftovers` clears.
+never its target. A target that is not a regular file (a device, a FIFO, a socket, a directory,
+or a link to one) is refused: the rename would replace `/dev/null` with a plain file. A killed
+write leaves only its temporary file, which `remove_leftovers` clears. Errors name the path
+given, never the temporary file.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -18,7 +22,8 @@ from typing import BinaryIO, Callable
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
+    refuse_a_target_that_is_no_file(path)
+    descriptor, temporary = _create_temporary(path)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
@@ -26,13 +31,39 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(temporary, path)
-    except OSError as error:
-        if error.filename is None:  # a failed write() names no file; the message must
-            raise OSError(error.errno, error.strerror, str(path)) from None
-        raise
+    except OSError as error:  # the message names the path given, not our temporary file
+        raise OSError(error.errno, error.strerror or type(error).__name__, str(path)) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
     sync_directory(path.parent)
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    try:
+        return tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
+    except OSError as error:  # /proc, /sys: a file may exist where none can be created
+        raise OSError(error.errno, f"cannot create a file in {path.parent} ({error.strerror})",
+                      str(path)) from None
+
+
+def refuse_a_target_that_is_no_file(path: Path) -> None:
+    """An existing target must be a regular file (or a link to one, or a dangling link)."""
+    for follow in (False, True):
+        try:
+            mode = os.stat(path, follow_symlinks=follow).st_mode
+        except OSError:  # absent, or unreadable: the write itself says what is wrong
+            return
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            code = errno.EISDIR if stat.S_ISDIR(mode) else errno.EEXIST
+            raise OSError(code, f"is {_kind(mode)}, not a regular file that nnrun can replace",
+                          str(path))
+
+
+def _kind(mode: int) -> str:
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "a special file")
 
 
 def write_text_atomically(path: Path, text: str) -> None:

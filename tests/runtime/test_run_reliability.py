@@ -5,9 +5,11 @@ damaged files and write errors as one-line user errors, and resume that keeps th
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -202,6 +204,40 @@ def test_the_atomic_writer_respects_the_umask_and_replaces_a_link_not_its_target
     assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "link to a fifo"])
+def test_the_atomic_writer_refuses_a_target_that_is_not_a_regular_file(tmp_path, kind):
+    """`predict --out /dev/null` turned /dev/null into a plain file: the rename replaced it."""
+    fifo, target = tmp_path / "fifo", tmp_path / "target"
+    os.mkfifo(fifo)
+    if kind == "directory":
+        target.mkdir()
+    elif kind == "link to a fifo":
+        target.symlink_to(fifo)
+    else:
+        target = fifo
+    with pytest.raises(OSError, match="not a regular file that nnrun can replace") as caught:
+        write_text_atomically(target, "new\n")
+    assert caught.value.filename == str(target)
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"fifo", target.name})
+
+
+@pytest.mark.parametrize("failing", ["tempfile.mkstemp", "os.replace"])
+def test_a_failed_write_names_the_path_given_not_the_temporary_file(tmp_path, monkeypatch,
+                                                                     failing):
+    """`--out /proc/version` said `/proc/.version.nsbve3nw: No such file or directory`."""
+    def fail(*args, **kwargs):
+        raise OSError(errno.ENOENT, "No such file or directory", str(tmp_path / ".x.npy.abc"))
+
+    monkeypatch.setattr(failing, fail)
+    with pytest.raises(OSError) as caught:
+        write_text_atomically(tmp_path / "x.npy", "new\n")
+    assert caught.value.filename == str(tmp_path / "x.npy") and caught.value.filename2 is None
+    if failing == "tempfile.mkstemp":
+        assert f"cannot create a file in {tmp_path}" in caught.value.strerror
+    assert list(tmp_path.iterdir()) == []
+
+
 WRITER = """
 import sys
 import numpy as np
@@ -286,6 +322,29 @@ def test_damaged_checkpoint_meta_is_a_one_line_error_that_changes_nothing(traine
                                  trained / "last.npz")
     assert "damaged checkpoint" in line and field in line and "copy best.npz over it" in line
     assert files_of(trained) == before  # metrics.jsonl keeps its rows
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_checkpoint_with_weights_that_are_not_finite_is_a_one_line_error(trained, spec,
+                                                                           tmp_path, bad):
+    """eval exited 0 with a NaN loss, predict wrote NaN outputs, and export blamed its own ONNX
+    lowering; resume trained on from NaN."""
+    for name in ("best.npz", "last.npz"):
+        state, meta = load_checkpoint(trained / name)
+        state = {key.removeprefix("params/"): value for key, value in state.items()}
+        state["dense_2.weight"] = np.full_like(state["dense_2.weight"], bad)
+        save_checkpoint(trained / name, state, meta)
+    before = files_of(trained)
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 2)))
+    commands = [("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
+                ("eval", trained), ("predict", trained, tmp_path / "x.npz", "--out",
+                                    tmp_path / "y.npy"),
+                ("export", trained, "--out", tmp_path / "m.onnx")]
+    for command in commands:
+        line = assert_one_line_error(invoke(*command), trained)
+        assert "'dense_2.weight' holds NaN or inf" in line, line
+    assert files_of(trained) == before
+    assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.onnx").exists()
 
 
 def test_a_refused_resume_leaves_the_lock_files_pid_as_it_was(trained, spec):
