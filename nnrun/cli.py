@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from contextlib import suppress
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
@@ -84,14 +85,20 @@ def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
 
 
 def refuse_an_unwritable_out(out_path: Path) -> None:
-    """--out in a directory that is missing or read-only, said before any work is done."""
-    from nnrun.runtime.files import is_writable_directory
+    """--out that cannot be written (a missing or read-only directory, a file on the way, a
+    device) or that is one of a run's own files, said before any work is done."""
+    from nnrun.runtime.files import is_writable_directory, refuse_a_target_that_is_no_file
+    from nnrun.runtime.run_dir import refuse_a_run_file_as_out
 
+    with suppress(FileNotFoundError, PermissionError):
+        out_path.stat()  # keep.npz/x.npy with keep.npz a file: NotADirectoryError, as train says
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
     if not is_writable_directory(out_path.parent):
         raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
                         "choose another --out")
+    refuse_a_target_that_is_no_file(out_path)
+    refuse_a_run_file_as_out(out_path)
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import OutPath, UserError, handle_errors, refuse_an_input_as_out
+from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out,
+                       refuse_an_unwritable_out)
 
 
 @click.command()
@@ -21,7 +22,6 @@ from nnrun.cli import OutPath, UserError, handle_errors, refuse_an_input_as_out
 @handle_errors
 def plot(run_dirs, out_path, metrics) -> None:
     """Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid."""
-    from nnrun.runtime.files import is_writable_directory
     from nnrun.runtime.plot import PlotError, check_panels, default_panels, plot_runs, read_runs
 
     try:
@@ -29,10 +29,7 @@ def plot(run_dirs, out_path, metrics) -> None:
     except ImportError:
         raise UserError("nnrun plot needs matplotlib: pip install 'nnrun[plot]'") from None
     refuse_an_input_as_out(out_path, *run_dirs)
-    directory = out_path.parent
-    if not directory.is_dir() or not is_writable_directory(directory):
-        raise UserError(f"{out_path}: directory {directory} does not exist or is not writable; "
-                        "choose another --out")
+    refuse_an_unwritable_out(out_path)
     try:
         runs = read_runs(list(run_dirs))
         panels = default_panels(runs) if metrics is None else _panels(metrics)

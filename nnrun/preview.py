@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out, set_option,
-                       spec_argument)
+from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out,
+                       refuse_an_unwritable_out, set_option, spec_argument)
 
 EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
                  "install it with: pip install 'nnrun[plot]'")
@@ -32,13 +32,10 @@ def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     """A grid of augmented training samples: each row one sample as loaded and preprocessed,
     then DRAWS augmentations of it (the spec's data.augment, in order), as a PNG."""
     from nnrun.compiler.frontend import compile_checked, load_spec
-    from nnrun.runtime.files import is_writable_directory
 
     plotting = _matplotlib()
     refuse_an_input_as_out(out_path, spec)
-    if not out_path.parent.is_dir() or not is_writable_directory(out_path.parent):
-        raise UserError(f"{out_path}: directory {out_path.parent} does not exist or is not "
-                        "writable; choose another --out")
+    refuse_an_unwritable_out(out_path)
     source = load_spec(spec, overrides)
     compile_checked(source)  # a broken spec is reported as diagnostics before data loads
     grid = augmented_grid(source, samples, draws, seed)

@@ -66,6 +66,26 @@ class RunDirectoryError(Exception):
     """The directory cannot hold this run; the message names it and what to do."""
 
 
+def is_run_directory(path: Path) -> bool:
+    # Run directories of earlier versions have no lock file but a checkpoint.
+    return (Path(path) / LOCK).is_file() or (Path(path) / LAST).is_file()
+
+
+def refuse_a_run_file_as_out(out_path: Path) -> None:
+    """A command's --out named as one of a run's files (`--out runs/other/best.npz`) would
+    destroy a checkpoint, or leave a file that a later resume cannot read."""
+    out_path = Path(out_path)
+    if out_path.name not in (*OWNED, LOCK):
+        return
+    if is_run_directory(out_path.parent):
+        raise RunDirectoryError(f"{out_path}: {out_path.parent} is a run directory, and "
+                                f"{out_path.name} one of the files nnrun keeps there; choose "
+                                "another --out")
+    if out_path.exists():
+        raise RunDirectoryError(f"{out_path}: exists, and has the name of a run's own file (a "
+                                f"copy of a run's {out_path.name}?); choose another --out")
+
+
 class RunDirectory:
     """An open, locked run directory; use as a context manager (the lock ends with it)."""
 
@@ -162,8 +182,7 @@ class RunDirectory:
         return max((row["epoch"] for row in map(_metrics_row, lines) if row), default=0)
 
     def _is_ours(self) -> bool:
-        # Run directories of earlier versions have no lock file but a checkpoint.
-        return (self.path / LOCK).is_file() or (self.path / LAST).is_file()
+        return is_run_directory(self.path)
 
     def _lock(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC

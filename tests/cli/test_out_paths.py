@@ -1,4 +1,5 @@
-"""--out "" (an unset shell variable): a usage error for every command that writes.
+"""--out of the commands that write: "" (an unset shell variable) is a usage error; an input,
+a FIFO or device, a path under a file and a run's own files are refused in one line.
 
 Before, `train --out ""` wrote its run into the current directory, and the commands that write
 one file failed renaming onto '.' with 'Device or resource busy; Device or resource busy'."""
@@ -6,10 +7,11 @@ one file failed renaming onto '.' with 'Device or resource busy; Device or resou
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
-from invoking import invoke
+from invoking import assert_one_line_error, invoke
 
 COMMANDS = {
     "train": ["train", "{spec}"],
@@ -59,3 +61,76 @@ def test_an_out_that_names_an_input_is_refused_and_left_alone(tmp_path, monkeypa
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
     again = invoke("plot", run, "--out", run / "curves.png")
     assert again.exit_code == 0  # a file of its own in the run directory is fine
+
+
+XOR_SPEC = ("seed: 0\ndata: {dataset: xor}\nmodel:\n  layers: [{type: dense, units: 2}]\n"
+            "train: {epochs: 1}\n")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A spec, a run of it, and an input for predict."""
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("trained")
+    spec = root / "spec.yaml"
+    spec.write_text(XOR_SPEC)
+    assert invoke("train", spec, "--out", root / "run", "--quiet").exit_code == 0
+    np.savez(root / "x.npz", x=np.zeros((3, 2), dtype=np.float32))
+    return root
+
+
+def _writers(root, out) -> dict[str, list]:
+    """Each command that writes one file, writing to `out`."""
+    commands = {"predict": ["predict", root / "run", root / "x.npz", "--out", out]}
+    if importlib.util.find_spec("matplotlib"):
+        commands["plot"] = ["plot", root / "run", "--out", out]
+        commands["data preview"] = ["data", "preview", root / "spec.yaml", "--out", out]
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        commands["export"] = ["export", root / "run", "--out", out]
+    return commands
+
+
+def test_an_out_that_is_no_regular_file_is_refused_and_kept(trained, tmp_path):
+    """`predict --out /dev/null` replaced /dev/null with a plain file (the atomic rename)."""
+    import stat
+
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    for command, args in _writers(trained, fifo).items():
+        line = assert_one_line_error(invoke(*args), fifo)
+        assert "is a FIFO (named pipe), not a regular file" in line, command
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["fifo.png"]
+
+
+def test_an_out_under_a_file_says_so_as_train_does(trained, tmp_path):
+    """predict and export said `directory keep.npz does not exist`; train said the truth."""
+    keep = tmp_path / "keep.npz"
+    keep.write_bytes(b"kept")
+    expected = "Not a directory; a part of the path is a file, not a directory"
+    for command, args in _writers(trained, keep / "x.png").items():
+        assert expected in assert_one_line_error(invoke(*args), keep / "x.png"), command
+    train = invoke("train", trained / "spec.yaml", "--out", keep / "run", "--quiet")
+    assert expected in assert_one_line_error(train, keep / "run")
+    assert keep.read_bytes() == b"kept" and [p.name for p in tmp_path.iterdir()] == ["keep.npz"]
+
+
+def test_an_out_named_as_a_run_file_is_refused(trained, tmp_path):
+    """`predict runs/qs in.npz --out runs/other/best.npz` destroyed best.npz; `--out
+    runs/qs/spec-changes.jsonl` made the next resume fail. A run's own file names are refused
+    in a run directory, and over an existing file anywhere."""
+    other = tmp_path / "other"
+    assert invoke("train", trained / "spec.yaml", "--out", other, "--quiet").exit_code == 0
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "best.npz").write_bytes(b"a copy")
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for out in [other / "best.npz", other / "spec-changes.jsonl", other / "nnrun.lock",
+                loose / "best.npz"]:
+        for command, args in _writers(trained, out).items():
+            line = assert_one_line_error(invoke(*args), out)
+            assert "choose another --out" in line, (command, line)
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    result = invoke("predict", trained / "run", trained / "x.npz", "--out", loose / "last.npy")
+    assert result.exit_code == 0  # any other name, there or in a run directory, is written
