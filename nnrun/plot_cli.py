@@ -1,4 +1,4 @@
-"""`nnrun plot RUN_DIR...`: training curves of one or more runs in one PNG (runtime/plot.py)."""
+"""`nnrun plot RUN_DIR...`: training curves of one or more runs in one image (runtime/plot.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out
 @click.argument("run_dirs", nargs=-1, required=True,
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
-              default=Path("curves.png"), show_default=True, help="The PNG to write.")
+              default=Path("curves.png"), show_default=True,
+              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg.")
 @click.option("--metrics", "metrics", metavar="NAME,...",
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
                    "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy "
@@ -22,7 +23,8 @@ from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out
 @handle_errors
 def plot(run_dirs, out_path, metrics) -> None:
     """Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid."""
-    from nnrun.runtime.plot import PlotError, check_panels, default_panels, plot_runs, read_runs
+    from nnrun.runtime.plot import (PlotError, check_panels, default_panels, image_format,
+                                    plot_runs, read_runs)
 
     try:
         import matplotlib  # noqa: F401
@@ -31,6 +33,7 @@ def plot(run_dirs, out_path, metrics) -> None:
     refuse_an_input_as_out(out_path, *run_dirs)
     refuse_an_unwritable_out(out_path)
     try:
+        image_format(out_path)
         runs = read_runs(list(run_dirs))
         panels = default_panels(runs) if metrics is None else _panels(metrics)
         check_panels(panels, runs)

@@ -1,5 +1,6 @@
 """`nnrun data preview SPEC --out grid.png`: training samples as the network sees them, each
-beside a few augmented draws of itself (data.augment), in one PNG. matplotlib is the `plot`
+beside a few augmented draws of itself (data.augment), in one image (PNG, SVG, PDF or JPEG by
+the suffix of --out). matplotlib is the `plot`
 extra; without it the command says so in one line."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not install
 @click.command()
 @spec_argument
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
-              required=True, help="The PNG to write.")
+              required=True,
+              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg.")
 @click.option("--samples", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Training samples, one per row.")
 @click.option("--draws", type=click.IntRange(1, 32), default=5, show_default=True,
@@ -32,10 +34,15 @@ def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     """A grid of augmented training samples: each row one sample as loaded and preprocessed,
     then DRAWS augmentations of it (the spec's data.augment, in order), as a PNG."""
     from nnrun.compiler.frontend import compile_checked, load_spec
+    from nnrun.runtime.plot import PlotError, image_format
 
     plotting = _matplotlib()
     refuse_an_input_as_out(out_path, spec)
     refuse_an_unwritable_out(out_path)
+    try:
+        image_format(out_path)
+    except PlotError as error:
+        raise UserError(str(error)) from None
     source = load_spec(spec, overrides)
     compile_checked(source)  # a broken spec is reported as diagnostics before data loads
     grid = augmented_grid(source, samples, draws, seed)
@@ -78,6 +85,7 @@ def _matplotlib():
 
 def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
     from nnrun.runtime.files import write_atomically
+    from nnrun.runtime.plot import image_format
 
     rows, columns = len(grid.x), 1 + len(grid.drawn)
     figure = figure_class(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="constrained")
@@ -94,7 +102,8 @@ def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
         axes[0][column].set_title(f"draw {column}", fontsize=8)
     augment = ", ".join(a.type for a in spec.data.augment) or "no augmentation"
     figure.suptitle(f"{spec.name}: {augment}", fontsize=9)
-    write_atomically(out_path, lambda stream: figure.savefig(stream, format="png", dpi=100))
+    write_atomically(out_path, lambda stream: figure.savefig(stream, format=image_format(out_path),
+                                                             dpi=100))
 
 
 def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:

@@ -20,6 +20,8 @@ from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
 
 GRAD_NORMS_PANEL = "grad_norms"
 LINE_STYLES = ("-", "--", ":", "-.")
+# The file's suffix chooses the format: curves.pdf holds PDF, never PNG under another name.
+IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 class PlotError(Exception):
@@ -39,6 +41,15 @@ class RunCurves:
         rows = self.steps or self.epochs
         return list(dict.fromkeys(key[len(LAYER_PREFIX):] for row in rows for key in row
                                   if key.startswith(LAYER_PREFIX)))
+
+
+def image_format(out: Path) -> str:
+    """matplotlib's format for the suffix of `out` (plot, data preview)."""
+    image = IMAGE_FORMATS.get(Path(out).suffix.lower())
+    if image is None:
+        raise PlotError(f"{out}: give a file name ending in {', '.join(IMAGE_FORMATS)} (the "
+                        "suffix chooses the image format)")
+    return image
 
 
 def read_runs(paths: list[Path]) -> list[RunCurves]:
@@ -84,8 +95,15 @@ def _rows(path: Path, required: bool) -> list[dict]:
         if isinstance(row, dict) and isinstance(row.get("epoch"), int):
             rows.append(row)
     if required and not rows:
-        raise PlotError(f"{path}: no epochs yet; plot the run once it has finished one")
+        raise PlotError(_no_rows(path, lines))
     return rows
+
+
+def _no_rows(path: Path, lines: list[str]) -> str:
+    if any(line.strip() for line in lines):  # something, but no row: not a run before epoch 1
+        return (f"{path}: damaged (no line is a JSON row with an epoch); restore it from a "
+                "backup, or train the run again")
+    return f"{path}: no epochs yet; plot the run once it has finished one"
 
 
 def default_panels(runs: list[RunCurves]) -> list[str]:
@@ -132,7 +150,7 @@ def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
             _metric_panel(axis, panel, runs)
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    write_atomically(out, lambda stream: figure.savefig(stream, format="png", dpi=100))
+    write_atomically(out, lambda stream: figure.savefig(stream, format=image_format(out), dpi=100))
 
 
 def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:

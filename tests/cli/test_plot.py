@@ -130,3 +130,38 @@ def test_a_metric_named_twice_is_drawn_once(runs, tmp_path):
                                        str(tmp_path / "x.png"), "--metrics", "loss,lr,loss"])
     assert result.exit_code == 0 and "wrote" in result.output
     assert ": loss, lr of 1 run" in result.output
+
+
+@pytest.mark.parametrize("name, magic", [("x.pdf", b"%PDF"), ("x.jpg", b"\xff\xd8\xff"),
+                                         ("x.svg", b"<?xml"), ("x.PNG", b"\x89PNG")])
+def test_the_suffix_chooses_the_image_format(runs, tmp_path, name, magic):
+    """--out x.pdf wrote PNG data under that name."""
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out", str(tmp_path / name)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / name).read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize("command", ["plot", "data preview"])
+@pytest.mark.parametrize("name", ["x.gif", "x.txt", "x"])
+def test_a_suffix_of_no_known_image_format_is_one_line(runs, tmp_path, command, name):
+    spec = ROOT / "specs" / "quickstart.yaml"
+    args = ["plot", str(runs / "relu")] if command == "plot" else ["data", "preview", str(spec)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / name)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "give a file name ending in .png, .svg, .pdf" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary\x9c", b"not json\n", b"{}\n"])
+def test_a_damaged_metrics_file_is_named_not_taken_for_a_run_without_epochs(runs, tmp_path,
+                                                                              content):
+    """A binary metrics.jsonl was reported as `no epochs yet`."""
+    run = tmp_path / "run"
+    shutil.copytree(runs / "relu", run)
+    (run / "metrics.jsonl").write_bytes(content)
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert f"{run / 'metrics.jsonl'}: damaged" in result.stderr
+    (run / "metrics.jsonl").write_bytes(b"")
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "x.png")])
+    assert "no epochs yet" in result.stderr
