@@ -223,6 +223,10 @@ class ArrayBackend(FusedKernels):
     # nnrun.runtime.distributed on each rank; None in a single process.
     communicator: Any = None
 
+    def rank_count(self) -> int:
+        """The ranks of a data-parallel run (1 in a single process)."""
+        return 1 if self.communicator is None else self.communicator.size
+
     def allreduce_mean(self, array) -> None:
         """`array`, in place, becomes its mean over the ranks (itself in a single process)."""
         if self.communicator is not None:

@@ -19,7 +19,7 @@ from .ops import REGISTRY
 from .ops.activation import AlphaAttrs, AxisAttrs
 from .ops.conv import ConvAttrs, ConvTransposeAttrs
 from .ops.linear import MatmulAttrs
-from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs
+from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, StatisticsAttrs
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
@@ -318,10 +318,12 @@ def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         return ctx.gb.emit("batch_norm_infer", x, mean, var, gamma, beta,
                            attrs=EpsAttrs(layer.eps))
     momentum = MomentumAttrs(layer.momentum)
+    sync = ctx.spec.train.sync_batchnorm
     updates = ctx.gb.graph.updates
-    updates[mean.name] = ctx.gb.emit("ema", mean, ctx.gb.emit("channel_mean", x), attrs=momentum)
-    updates[var.name] = ctx.gb.emit("ema", var, ctx.gb.emit("channel_var", x), attrs=momentum)
-    statistics = BatchNormAttrs(layer.eps, sync=ctx.spec.train.sync_batchnorm)
+    for running, op in ((mean, "channel_mean"), (var, "channel_var")):
+        batch_statistic = ctx.gb.emit(op, x, attrs=StatisticsAttrs(sync))
+        updates[running.name] = ctx.gb.emit("ema", running, batch_statistic, attrs=momentum)
+    statistics = BatchNormAttrs(layer.eps, sync=sync)
     return ctx.gb.emit("batch_norm_train", x, gamma, beta, attrs=statistics)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample
-from . import NoAttrs, OpDef, register
+from . import OpDef, forward_through_into, register
 from .common import cached_constant
 
 
@@ -24,6 +24,12 @@ class BatchNormAttrs:
     eps: float = 1e-5
     # Batch statistics over every rank of a data-parallel run (train.sync_batchnorm): each
     # per-channel mean taken here is averaged over the ranks (the identity in one process).
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class StatisticsAttrs:
+    # Running statistics of a synchronised batchnorm: over every rank's batch, as batch_norm_train's.
     sync: bool = False
 
 
@@ -157,7 +163,18 @@ def _bn_grad_gamma_into(be, attrs, out, g, x):
     xp.sum(xhat, axis=_reduce_axes(x), out=dgamma)
 
 
+def _channel_mean_forward(be, attrs, x):
+    return _rank_mean(be, attrs, x.mean(axis=_reduce_axes(x)))
+
+
+def _channel_mean_into(be, attrs, out, x):
+    be.xp.mean(x, axis=_reduce_axes(x), out=out[0])
+    _rank_mean(be, attrs, out[0])
+
+
 def _channel_var_forward(be, attrs, x):
+    if attrs.sync:
+        return forward_through_into("channel_var")(be, attrs, x)
     if x.size // x.shape[1] < 2:
         return be.xp.full((x.shape[1],), np.nan, dtype=x.dtype)
     return x.var(axis=_reduce_axes(x), ddof=1)
@@ -166,7 +183,14 @@ def _channel_var_forward(be, attrs, x):
 def _channel_var_into(be, attrs, out, x):
     var, mean, deviations = out
     xp = be.xp
-    count = _squared_deviations_into(xp, x, mean, deviations)
+    count = _squared_deviations_into(xp, x, mean, deviations, partial(_rank_mean, be, attrs))
+    if attrs.sync:  # the ranks' batches are of equal size: the whole batch's variance
+        xp.sum(deviations, axis=_reduce_axes(x), out=var)
+        xp.divide(var, count, out=var)
+        _rank_mean(be, attrs, var)
+        count *= be.rank_count()
+        xp.multiply(var, count / (count - 1) if count > 1 else np.nan, out=var)
+        return
     if count < 2:
         var.fill(np.nan)  # one value per channel has no unbiased variance (0/0)
         return
@@ -328,13 +352,12 @@ def _channel_stat_shape(attrs, x):
     return TensorType((x.shape[1],), x.dtype)
 
 
-register(OpDef("channel_mean", NoAttrs, _channel_stat_shape,
-               lambda be, a, x: x.mean(axis=_reduce_axes(x)), None, is_gradient=True,
+register(OpDef("channel_mean", StatisticsAttrs, _channel_stat_shape,
+               _channel_mean_forward, None, is_gradient=True,
                doc="mean per channel over batch and space (for running statistics)",
-               forward_into=lambda be, a, out, x: be.xp.mean(x, axis=_reduce_axes(x),
-                                                             out=out[0])))
+               forward_into=_channel_mean_into))
 # Unbiased, as PyTorch's running_var is.
-register(OpDef("channel_var", NoAttrs, _channel_stat_shape,
+register(OpDef("channel_var", StatisticsAttrs, _channel_stat_shape,
                _channel_var_forward, None, is_gradient=True,
                doc="unbiased variance per channel (for running statistics); nan for one value",
                forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x)))

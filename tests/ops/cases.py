@@ -23,7 +23,7 @@ from nnrun.compiler.ops.activation import AlphaAttrs, AxisAttrs
 from nnrun.compiler.ops.conv import ConvAttrs, ConvTransposeAttrs
 from nnrun.compiler.ops.linear import BiasGradAttrs, MatmulAttrs, ScaleAttrs
 from nnrun.compiler.ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
-from nnrun.compiler.ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs
+from nnrun.compiler.ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, StatisticsAttrs
 from nnrun.compiler.ops.optim import (AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs,
                                       SgdAttrs)
 from nnrun.compiler.ops.pool import PoolAttrs
@@ -856,9 +856,9 @@ def _bn_cases(label, shape):
          lambda a, g, x, mean, var: _per_channel(
              g * (x - _channel(mean, x.ndim)) / np.sqrt(_channel(var, x.ndim) + a.eps), sum),
          label=label)
-    case("channel_mean", NoAttrs(), draws(x),
+    case("channel_mean", StatisticsAttrs(), draws(x),
          lambda a, x: _per_channel(x, lambda v: sum(v) / len(v)), label=label)
-    case("channel_var", NoAttrs(), draws(x),
+    case("channel_var", StatisticsAttrs(), draws(x),
          lambda a, x: _per_channel(x, lambda v: sum((u - sum(v) / len(v)) ** 2 for u in v)
                                    / (len(v) - 1)),
          label=label)
