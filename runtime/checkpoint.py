@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 
 from nnrun.compiler.schema import default_layer_names
 
-from .archives import ArrayHeader, DamagedFile, npz_headers, read_npz
+from .archives import ArrayHeader, DamagedFile, first_not_finite, npz_headers, read_npz
 from .files import write_atomically
 
 META_LIMIT_BYTES = 1 << 20  # the JSON meta entry is a few hundred bytes
@@ -154,8 +154,19 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
     else:
         wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype)
                   for name, shape in expected.items()}
-    arrays = _read(path, wanted)
-    return {_state_name(key): value for key, value in arrays.items()}, meta
+    arrays = {_state_name(key): value for key, value in _read(path, wanted).items()}
+    if expected is not None:
+        _check_finite(path, arrays)
+    return arrays, meta
+
+
+def _check_finite(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # Computed from, NaN weights give a NaN loss with exit 0, NaN predictions, and an export
+    # whose check blames the ONNX lowering.
+    name = first_not_finite(arrays)
+    if name is not None:
+        raise CheckpointError(f"{path}: '{name}' holds NaN or inf (the run diverged before this "
+                              f"checkpoint, or the file was changed); {_fix(path)}")
 
 
 def load_masks(path: Path, shapes: dict[str, tuple]) -> dict[str, np.ndarray]:
@@ -190,13 +201,15 @@ def _read(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
 
 
 def _damaged(path: Path, problem: DamagedFile | str) -> str:
+    return f"{path}: damaged checkpoint ({problem}); {_fix(path)}"
+
+
+def _fix(path: Path) -> str:
     if path.name == "best.npz":
-        fix = "delete it (last.npz is then used) or copy last.npz over it"
-    else:
-        # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
-        fix = ("copy best.npz over it to resume from the best epoch, or start a new run with "
-               "another --out")
-    return f"{path}: damaged checkpoint ({problem}); {fix}"
+        return "delete it (last.npz is then used) or copy last.npz over it"
+    # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
+    return ("copy best.npz over it to resume from the best epoch, or start a new run with "
+            "another --out")
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
