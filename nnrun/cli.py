@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import traceback
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
@@ -164,7 +164,42 @@ def handle_errors(command):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """nnrun's commands. Under an MPI launcher, every rank of `train --distributed` checks the
+    command line and the spec before the ranks meet: rank 0 alone says what is wrong, the
+    others exit with the same status."""
+
+    def main(self, args=None, **kwargs):
+        words = sys.argv[1:] if args is None else list(args)
+        if "--distributed" not in words or not _a_further_rank():
+            return super().main(args, **kwargs)
+        try:
+            super().main(args, **{**kwargs, "standalone_mode": False})
+        except click.ClickException as error:
+            sys.exit(error.exit_code)
+        except click.Abort:
+            sys.exit(1)
+        sys.exit(0)
+
+
+def _a_further_rank() -> bool:
+    from nnrun.runtime.distributed import launched_rank
+
+    return launched_rank() > 0
+
+
+@contextmanager
+def said_by_rank_0(distributed: bool):
+    """Errors in the block, which every rank meets alike, reported by rank 0 alone."""
+    try:
+        yield
+    except Exception as error:
+        if not (distributed and _a_further_rank()):
+            raise
+        sys.exit(error.exit_code if isinstance(error, click.ClickException) else 1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(package_name="nnrun", prog_name="nnrun")
 def main(debug: bool) -> None:
@@ -378,8 +413,26 @@ def schema() -> None:
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
           quiet, threads, no_graph, max_steps, distributed, distributed_timeout) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
-    from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.distributed import ALONE, DEFAULT_TIMEOUT_S, connect
+    from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
+
+    with said_by_rank_0(distributed):
+        source = _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir,
+                                allow_changes, distributed, distributed_timeout)
+    ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed else ALONE
+    with thread_limit(threads):
+        run_training(source, backend=backend, out_dir=out_dir,
+                     resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
+                     ranks=ranks, graph=not no_graph)
+
+
+def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, allow_changes,
+                   distributed, distributed_timeout):
+    """train's spec with its options applied, after the checks of the options together."""
+    from nnrun.backends.notices import warn
+    from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.distributed import launched_rank, launched_size
 
     overrides = list(overrides)
     for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size), ("seed", seed)):
@@ -391,14 +444,10 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
         raise click.UsageError("--allow-changes applies to --resume only")
     if distributed_timeout and not distributed:
         raise click.UsageError("--distributed-timeout applies to --distributed only")
-    from nnrun.runtime.distributed import ALONE, DEFAULT_TIMEOUT_S, connect
-    from nnrun.runtime.threads import thread_limit
-
-    ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed else ALONE
-    with thread_limit(threads):
-        run_training(load_spec(spec, overrides), backend=backend, out_dir=out_dir,
-                     resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
-                     ranks=ranks, graph=not no_graph)
+    if not distributed and launched_size() > 1 and launched_rank() == 0:
+        warn(f"started as one of {launched_size()} MPI processes without --distributed: each "
+             "trains a model of its own; add --distributed to train one model over them")
+    return load_spec(spec, overrides)
 
 
 RUN_SEED = "the run's seed"  # what --permute without a value stands for

@@ -348,6 +348,37 @@ def test_distributed_cupy_without_cupy_says_which_extra(tmp_path, monkeypatch):
     assert "internal error" not in result.output and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("rank, said", [("0", True), ("1", False)])
+def test_command_line_and_spec_errors_are_said_by_rank_0_alone(tmp_path, monkeypatch, rank,
+                                                               said):
+    """Every rank checks them before the ranks meet: one report, not one per rank."""
+    from invoking import invoke
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", rank)
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    bad = _write_spec(tmp_path / "bad.yaml", BN_SPEC.replace("seed: 3", "seed: -3"))
+    spec_error = invoke("train", bad, "--distributed", "--out", tmp_path / "r")
+    usage_error = invoke("train", bad, "--distributed", "--epochs", "0")
+    assert (spec_error.exit_code, usage_error.exit_code) == (1, 2)
+    assert ("bad.yaml:2:" in spec_error.stderr) == said
+    assert ("--epochs" in usage_error.stderr) == said
+    if not said:
+        assert spec_error.output == usage_error.output == ""
+    assert not (tmp_path / "r").exists()
+
+
+def test_several_processes_without_distributed_are_warned(tmp_path, monkeypatch):
+    from invoking import invoke
+
+    monkeypatch.setenv("PMI_RANK", "0")
+    monkeypatch.setenv("PMI_SIZE", "3")
+    spec = _write_spec(tmp_path / "s.yaml", BN_SPEC)
+    result = invoke("train", spec, "--out", tmp_path / "r", "--max-steps", 1, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("nnrun: warning: started as one of 3 MPI processes without "
+                                    "--distributed: each trains a model of its own")
+
+
 @pytest.mark.gpu
 def test_nccl_reduction_on_one_gpu(cupy_backend):
     """The real NCCL calls, on a job of one rank (NCCL refuses two ranks on one GPU): the mean
