@@ -176,9 +176,9 @@ class _Commands(click.Group):
         try:
             super().main(args, **{**kwargs, "standalone_mode": False})
         except click.ClickException as error:
-            sys.exit(error.exit_code)
+            _exit_after_rank_0(error.exit_code)
         except click.Abort:
-            sys.exit(1)
+            _exit_after_rank_0(1)
         sys.exit(0)
 
 
@@ -196,7 +196,19 @@ def said_by_rank_0(distributed: bool):
     except Exception as error:
         if not (distributed and _a_further_rank()):
             raise
-        sys.exit(error.exit_code if isinstance(error, click.ClickException) else 1)
+        _exit_after_rank_0(error.exit_code if isinstance(error, click.ClickException) else 1)
+
+
+FURTHER_RANK_DELAY_S = 5.0
+
+
+def _exit_after_rank_0(code: int) -> None:
+    """A launcher ends the whole job at the first rank that fails, rank 0's report unprinted
+    if that rank is another: they wait for rank 0 to fail first (or for this delay)."""
+    import time
+
+    time.sleep(FURTHER_RANK_DELAY_S)
+    sys.exit(code)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

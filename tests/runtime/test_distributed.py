@@ -354,6 +354,9 @@ def test_command_line_and_spec_errors_are_said_by_rank_0_alone(tmp_path, monkeyp
     """Every rank checks them before the ranks meet: one report, not one per rank."""
     from invoking import invoke
 
+    import nnrun.cli
+
+    monkeypatch.setattr(nnrun.cli, "FURTHER_RANK_DELAY_S", 0)
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", rank)
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     bad = _write_spec(tmp_path / "bad.yaml", BN_SPEC.replace("seed: 3", "seed: -3"))
