@@ -45,27 +45,61 @@ def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin,
     if spec.model.init_from:  # first: a layer's own values take precedence
         origin = Origin("model.init_from", keys=("model", "init_from"))
         errors += _give_model_file(lowered, directory / spec.model.init_from, origin)
+    errors += _initializer_range_errors(spec)
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
         origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
         for suffix, values in (("weight", getattr(layer, "weights", None)),
                                ("bias", getattr(layer, "bias", None))):
             if values is not None:
-                errors += _give_list(lowered, layer, name, suffix, values, origin)
+                errors += _give_list(lowered, layer, name, suffix, values, origin, spec.dtype)
         if getattr(layer, "init_from", None):
             errors += _give_layer_file(lowered, name, directory / layer.init_from,
                                        origin.at_field("init_from"))
     return errors
 
 
-def _give_list(lowered, layer, name: str, suffix: str, values, origin: Origin) -> list:
+def _give_list(lowered, layer, name: str, suffix: str, values, origin: Origin,
+               dtype: str) -> list:
     info = lowered.params[f"{name}.{suffix}"]
     field = "weights" if suffix == "weight" else "bias"
     got = tuple(np.shape(values))
     if got != info.shape:
         return [(origin.at_field(field), _shape_message(layer, field, got, info.shape))]
+    array = np.asarray(values, dtype=np.float64)
+    beyond = np.argwhere(np.abs(array) > _largest(dtype))
+    if len(beyond):
+        index = tuple(int(i) for i in beyond[0])
+        return [(origin.at_field(field, *index), _range_message(array[index], dtype))]
     _give(lowered, info.name, GivenValues(values=values))
     return []
+
+
+def _range_message(value: float, dtype: str) -> str:
+    # Finite in the YAML (float64), inf once cast to the model's dtype: NaN from the first step.
+    return (f"{value:g} is beyond the range of {dtype} (at most {_largest(dtype):.4g} "
+            "in size); give a smaller value")
+
+
+def _largest(dtype: str) -> float:
+    return float(np.finfo(dtype).max)
+
+
+def _initializer_range_errors(spec) -> list[tuple[Origin, str]]:
+    """Initializer numbers (a constant's value, a normal's std, a uniform's limit) that the
+    model's dtype cannot hold."""
+    owners = [(Origin("model.init", keys=("model", "init")), spec.model.init)]
+    for index, layer in enumerate(spec.model.layers):
+        keys = ("model", "layers", index)
+        owners += [(Origin(f"model.layers[{index}].{field}", keys=(*keys, field)),
+                    getattr(layer, field, None)) for field in ("init", "bias_init")]
+    errors = []
+    for origin, init in owners:
+        for field in ("value", "std", "limit"):
+            value = getattr(init, field, None)
+            if value is not None and abs(value) > _largest(spec.dtype):
+                errors.append((origin.at_field(field), _range_message(value, spec.dtype)))
+    return errors
 
 
 def _shape_message(layer, field: str, got: tuple, needed: tuple) -> str:

@@ -15,6 +15,7 @@ from . import checkpoint as ckpt
 from .archives import DamagedFile, npz_headers, read_npz
 from .data import DataError, load_dataset
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
+from .data.splits import not_finite_problem
 from .files import write_atomically
 from .memory import available_memory, check_memory, format_size
 from .metrics import evaluate
@@ -181,11 +182,9 @@ def _read_inputs(path: Path, model) -> np.ndarray:
 
 
 def _check_finite(path: Path, x: np.ndarray) -> None:
-    # After the preprocessing and the cast: 1e300 is finite in float64, not in float32.
-    if not np.isfinite(x).all():
-        sample = int(np.argwhere(~np.isfinite(x))[0][0])
-        raise DataError(f"{path}: x must hold finite {x.dtype} numbers (sample {sample} is NaN, "
-                        f"inf or too large for {x.dtype} once preprocessed)")
+    problem = not_finite_problem(x)
+    if problem:
+        raise DataError(f"{path}: {problem}")
 
 
 def _check_input_header(path: Path, header, expected: list) -> None:

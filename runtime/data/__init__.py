@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .augment import augment_batch
 from .errors import DataError
 from .fetch import fetch_dataset
 from .preprocessing import Preprocessing, fit_preprocessing
 from .sources import load_raw, option
-from .splits import Dataset, Split, carve_validation, first
+from .splits import Dataset, Split, carve_validation, first, not_finite_problem
 
 __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "fetch_dataset",
            "load_dataset"]
@@ -29,14 +31,34 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
     train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)), seed)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
-    if preprocessing is None:
-        preprocessing = fit_preprocessing(train.x, data_spec, seed)
-    splits = {"train": train, "val": val, "test": test}
-    splits = {name: Split(preprocessing.apply(split.x, dtype),
-                          split.y.astype(dtype) if raw.task == "regression" else split.y)
-              for name, split in splits.items() if split is not None}
+    raw_splits = {name: split for name, split in
+                  {"train": train, "val": val, "test": test}.items() if split is not None}
+    # Values past the dtype's range become inf or NaN here; they are refused just below.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if preprocessing is None:
+            preprocessing = fit_preprocessing(train.x, data_spec, seed)
+        splits = {name: Split(preprocessing.apply(split.x, dtype),
+                              split.y.astype(dtype) if raw.task == "regression" else split.y)
+                  for name, split in raw_splits.items()}
+    path = option(data_spec, "path")
+    where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
+    for name in splits:
+        _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name])
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"),
         input_shape=tuple(raw.x_train.shape[1:]), num_classes=raw.num_classes,
         name=data_spec.dataset, task=raw.task, preprocessing=preprocessing,
     )
+
+
+def _check_finite(whose: str, split: Split, raw: Split) -> None:
+    x_problem = not_finite_problem(split.x)
+    problem = x_problem or (not_finite_problem(split.y, "targets")
+                            if split.y.dtype.kind == "f" else None)
+    if problem:
+        # With normalize: standard one huge value spoils every sample; name the huge one.
+        values = np.abs(raw.x if x_problem else raw.y).reshape(len(raw.y), -1).max(axis=1)
+        largest = int(np.argmax(values))
+        raise DataError(f"{whose} {problem}; its largest value, "
+                        f"{values[largest]:.3g} at sample {largest}, may be the cause: scale "
+                        "the values down or leave such samples out")

@@ -81,6 +81,28 @@ def test_bias_of_the_wrong_length(tmp_path):
     assert "bias have shape [2], the layer needs [1]" in result.output
 
 
+@pytest.mark.parametrize("edit, literal, shown", [
+    (("units: 1}", "units: 1, weights: [[1], [3], [1e39]]}"), "1e39", "1e+39"),
+    (("units: 1}", "units: 1, bias: [-4e38]}"), "-4e38", "-4e+38"),
+    (("[2]\n", "[2]\n  init: {type: normal, std: 1e39}\n"), "1e39", "1e+39"),
+    (("units: 1}", "units: 1, bias_init: {type: constant, value: 1e300}}"), "1e300", "1e+300"),
+])
+def test_initial_values_beyond_float32_are_an_error_at_their_position(tmp_path, edit, literal,
+                                                                      shown):
+    """Finite in the YAML, inf once cast to float32: validate said ok, train warned and then
+    blamed the learning rate for the NaN loss."""
+    text = SPEC.replace(*edit)
+    row = next(number for number, line in enumerate(text.splitlines(), 1) if literal in line)
+    column = text.splitlines()[row - 1].index(literal) + 1
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert line.startswith(f"{tmp_path / 'spec.yaml'}:{row}:{column}: error:"), line
+    assert f"{shown} is beyond the range of float32" in line and "Warning" not in line
+    float64 = validate(tmp_path, text.replace("model:", "dtype: float64\nmodel:"))
+    assert float64.exit_code == 0, float64.output  # float64 holds them
+
+
 def test_ragged_weights_and_conflicting_sources(tmp_path):
     ragged = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[1], [2, 3]]}"))
     assert ragged.exit_code == 1 and "rows of different lengths" in ragged.output

@@ -354,6 +354,24 @@ def test_float_labels_too_large_for_int64_are_refused_without_a_numpy_warning(tm
         assert "-9223372036854775808" not in message and ">= 0" not in message
 
 
+@pytest.mark.parametrize("normalize", ["none", "scale", "standard"])
+@pytest.mark.parametrize("array", ["x", "y"])
+def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_warning(
+        tmp_path, normalize, array):
+    """1e300 is finite in float64: the npz passed, then NumPy warned and the loss became NaN,
+    which train blamed on the learning rate."""
+    arrays = {"x": np.random.default_rng(0).normal(size=(40, 2)), "y": np.linspace(0, 1, 40)}
+    arrays[array][3] = 1e300
+    write_npz(tmp_path / "big.npz", x=arrays["x"], y=arrays["y"][:, None])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # overflow in cast, subtract or divide
+        with pytest.raises(DataError) as excinfo:
+            load("npz", spec_dir=tmp_path, path="big.npz", normalize=normalize)
+    what = "x" if array == "x" else "targets"
+    one_line_error(excinfo, str(tmp_path / "big.npz"), f"train split's {what} must hold finite "
+                   "float32 numbers", "1e+300 at sample 3")
+
+
 BAD_NPZ = {
     "no_y": ({"x": np.ones((4, 2))}, "needs arrays 'x' and 'y' (found x)"),
     "length": ({"x": np.ones((4, 2)), "y": np.zeros(3, int)}, "4 samples of features but 3 labels"),
