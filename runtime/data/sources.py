@@ -309,6 +309,9 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
     directory = (partial or candidates)[0]
     missing = next(base for base in IDX_FILES.values() if not find_idx_file(directory, base))
     places = " or ".join(str(candidate) for candidate in ([directory] if partial else candidates))
+    if explicit and directory.exists() and not directory.is_dir():
+        raise DataError(f"{name}: {directory} is not a directory; data.path of {name} names the "
+                        "directory that holds its four IDX files")
     if explicit:
         raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
                         f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")
@@ -380,6 +383,11 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     if not path:
         raise DataError(f"{name}: data.path is required (a file, relative to the spec file)")
     full_path = spec_dir / Path(path).expanduser()
+    if full_path.is_dir():
+        raise DataError(f"{name}: {full_path} is a directory; data.path must name a .{name} file")
+    if full_path.exists() and not full_path.is_file():
+        raise DataError(f"{name}: {full_path} is not a regular file (a device, pipe or socket); "
+                        f"data.path must name a .{name} file")
     if not full_path.is_file():
         raise DataError(f"{name}: file {full_path} not found (data.path is relative to the spec)")
     return full_path

@@ -405,6 +405,23 @@ def test_missing_user_file(tmp_path):
     one_line_error(excinfo, str(tmp_path / "nowhere.csv"), "not found")
 
 
+@pytest.mark.parametrize("dataset", ["npz", "csv", "mnist"])
+def test_a_data_path_of_the_wrong_kind_says_what_it_is(tmp_path, dataset):
+    """`data.path: /etc` and `/dev/zero` were "not found"."""
+    (tmp_path / "file.npz").write_bytes(b"")
+    if dataset == "mnist":  # a directory of IDX files, not a file
+        cases = [(tmp_path / "file.npz", "is not a directory"),
+                 (Path(os.devnull), "is not a directory")]
+    else:
+        cases = [(tmp_path, "is a directory; data.path must name a ." + dataset + " file"),
+                 (Path(os.devnull), "is not a regular file")]
+    for path, needle in cases:
+        with pytest.raises(DataError) as excinfo:
+            load(dataset, spec_dir=tmp_path, path=str(path))
+        message = one_line_error(excinfo, str(path), needle)
+        assert "not found" not in message
+
+
 def test_csv_label_column_anywhere(tmp_path):
     (tmp_path / "d.csv").write_text("a,label,b\n1.0,0,2\n3,1,4\n5,2,6.5\n")
     dataset = load("csv", spec_dir=tmp_path, path="d.csv", normalize="none")
