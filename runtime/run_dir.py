@@ -7,7 +7,10 @@
   symbolic link, and refuses a directory where a file of those names is not its own.
 - A run with no checkpoint yet (killed, interrupted or diverged in its first epoch) starts over
   in the same directory, whether it is given as --out or --resume. A run that trained past its
-  first checkpoint but has lost last.npz is refused: starting over would overwrite its record.
+  first checkpoint but has lost last.npz, or has a checkpoint but no spec.yaml, is refused:
+  starting over would overwrite its record, and going on could not check the settings.
+- Before anything in the directory changes, every file nnrun writes there must be absent or a
+  regular file.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
-from .files import remove_leftovers, write_text_atomically
+from .files import is_writable_directory, remove_leftovers, write_text_atomically
 
 LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
@@ -120,6 +123,7 @@ class RunDirectory:
         self._check_own_files(for_resume=True)
         self._lock()
         self._refuse_lost_checkpoint()
+        self._refuse_lost_spec()
         self._claim()
         return self
 
@@ -148,6 +152,14 @@ class RunDirectory:
                 raise RunDirectoryError(f"{self.path / name}: is a symbolic link; nnrun writes "
                                         "only its own files and never through links; remove it "
                                         "or choose another directory")
+            if (self.path / name).exists() and not (self.path / name).is_file():
+                raise RunDirectoryError(f"{self.path / name}: is not a regular file (a "
+                                        f"directory?); nnrun keeps its {name} there: move it "
+                                        "away, or choose another directory")
+        if not is_writable_directory(self.path):
+            raise RunDirectoryError(f"{self.path}: is not writable; nnrun writes its metrics "
+                                    "and checkpoints there: make it writable, or choose another "
+                                    "directory")
         if self._is_ours():
             return
         present = [name for name in OWNED if (self.path / name).exists()]
@@ -173,6 +185,13 @@ class RunDirectory:
         raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
                                 f"({', '.join(signs)}) but has no {LAST} to continue from; "
                                 f"{way}start a new run with another --out")
+
+    def _refuse_lost_spec(self) -> None:
+        """Without spec.yaml, a resume could neither check nor record changed settings."""
+        if self.has_checkpoint and not self.file(SPEC).exists():
+            raise RunDirectoryError(f"{self.path}: the run has a checkpoint ({LAST}) but no "
+                                    f"{SPEC}; restore {SPEC} (the spec it was trained with) to "
+                                    "resume it, or start a new run with another --out")
 
     def _last_epoch_in_metrics(self) -> int:
         path = self.file(METRICS)

@@ -114,7 +114,7 @@ def _run_path(source, out_dir, resume) -> Path:
 
 def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
     """Before any data loads: a resumed run must train as it was trained, or say it won't."""
-    if not run.has_checkpoint or not run.file(SPEC).exists():
+    if not run.has_checkpoint:  # one with a checkpoint has a spec.yaml (open_existing)
         return {}
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source))
     if not allow_changes:
@@ -279,8 +279,6 @@ class Trainer:
             self._write_step_norms(run)
         if changes:
             self._record_changes(run, epoch, changes, history)
-        if not run.file(SPEC).exists():
-            run.write_spec(resolved_spec_text(self.source))
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

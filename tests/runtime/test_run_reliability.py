@@ -255,6 +255,7 @@ def test_kills_at_random_moments_during_checkpoint_writes(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK).write_text("")
+    (out / "spec.yaml").write_text("")  # a run with a checkpoint has its spec
     path = out / "last.npz"
     rng = np.random.default_rng(0)
     for attempt in range(6):
@@ -268,7 +269,7 @@ def test_kills_at_random_moments_during_checkpoint_writes(tmp_path):
         assert (state["w"] == meta["epoch"]).all()  # never half a checkpoint
     with RunDirectory(out) as run:
         run.open_existing()  # the owner clears what killed writes left
-    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, "last.npz"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK, "last.npz", "spec.yaml"])
 
 
 # --- damaged files --------------------------------------------------------------------------
@@ -410,6 +411,34 @@ def test_a_damaged_middle_metrics_line_names_the_file_and_line(trained, spec):
     line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained / "metrics.jsonl")
     assert "line 1" in line
+
+
+def test_a_run_with_a_checkpoint_but_no_spec_is_refused_and_kept(trained, spec):
+    """Resumed without its spec.yaml, a run took changed settings with no check and no record."""
+    (trained / "spec.yaml").unlink()
+    (trained / LOCK).write_text("12345\n")
+    before = files_of(trained)
+    result = invoke("train", spec, "--resume", trained, "--epochs", 3, "--set",
+                    "optimizer.lr=0.5", "--set", "seed=7", "--quiet")
+    line = assert_one_line_error(result, trained)
+    assert "has a checkpoint (last.npz) but no spec.yaml; restore spec.yaml" in line
+    assert files_of(trained) == before and (trained / LOCK).read_text() == "12345\n"
+
+
+@pytest.mark.parametrize("name", ["best.npz", "last.npz", "summary.json", "spec-changes.jsonl"])
+def test_a_run_file_replaced_by_a_directory_is_refused_before_training(trained, spec, name):
+    """best.npz a directory: the resume failed writing its checkpoint, after metrics.jsonl had
+    epoch 3's row."""
+    (trained / name).unlink(missing_ok=True)
+    (trained / name).mkdir()
+    before = {path.name: path.read_bytes() for path in trained.iterdir()
+              if path.is_file() and path.name != LOCK}
+    for option in ("--resume", "--out"):
+        result = invoke("train", spec, option, trained, "--epochs", 3, "--quiet")
+        line = assert_one_line_error(result, trained / name)
+        assert "is not a regular file" in line
+    assert {path.name: path.read_bytes() for path in trained.iterdir()
+            if path.is_file() and path.name != LOCK} == before
 
 
 def test_a_float64_checkpoint_does_not_turn_a_float32_run_into_float64(trained, spec):
