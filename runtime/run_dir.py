@@ -10,7 +10,7 @@
   first checkpoint but has lost last.npz, or has a checkpoint but no spec.yaml, is refused:
   starting over would overwrite its record, and going on could not check the settings.
 - Before anything in the directory changes, every file nnrun writes there must be absent or a
-  regular file.
+  regular file, and a resume reads and checks every file it reads or appends to.
 """
 
 from __future__ import annotations
@@ -261,41 +261,93 @@ class RunDirectory:
         # The whole file each epoch: a crash leaves the old file or the new one, never a torn line.
         write_text_atomically(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
 
-    def read_metrics(self, through_epoch: int, name: str = METRICS) -> list[dict]:
+    def read_metrics(self, through_epoch: int, name: str = METRICS,
+                     complete: bool = False) -> list[dict]:
         """Rows up to the checkpoint's epoch; a torn last line (a full disk, a crash of an
-        earlier version) is dropped, as are rows written after the checkpoint."""
+        earlier version) is dropped, as are rows written after the checkpoint. `complete`: a
+        row of each epoch up to it is required."""
         path = self.file(name)
-        if not path.exists():
-            return []
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        rows = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            row = _metrics_row(line)
-            if row is None and number == len(lines):
-                self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
-            elif row is None:
-                raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
-                                        "an epoch); delete that line, then resume")
-            else:
-                rows.append(row)
-        return [row for row in rows if row["epoch"] <= through_epoch]
+        rows, torn = _read_rows(path)
+        rows = [row for row in rows if row["epoch"] <= through_epoch]
+        if complete:
+            _refuse_missing_epochs(path, rows, through_epoch)
+        if torn:
+            self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
+        return rows
 
-    def record_spec_change(self, epoch: int, changes: dict, previous_spec: str) -> None:
-        """Keeps the spec each part of the run was trained with (spec.yaml holds the latest)."""
+    def read_spec_changes(self) -> str:
+        """spec-changes.jsonl as it is, checked before a resume appends to it."""
         path = self.file(CHANGES)
-        earlier = path.read_text(encoding="utf-8") if path.exists() else ""
+        if not path.exists():
+            return ""
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise RunDirectoryError(f"{path}: is damaged (not UTF-8 text); restore it, or move "
+                                    "it away to keep no record of earlier changes, then "
+                                    "resume") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip() and not isinstance(_json_or_none(line), dict):
+                raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON object); "
+                                        "restore the file or delete that line, then resume")
+        return text if text.endswith("\n") or not text else text + "\n"
+
+    def record_spec_change(self, epoch: int, changes: dict, previous_spec: str,
+                           earlier: str) -> None:
+        """Keeps the spec each part of the run was trained with (spec.yaml holds the latest);
+        `earlier`: read_spec_changes(), read before the run directory was written to."""
         entry = {"resumed_after_epoch": epoch, "changes": changes, "previous_spec": previous_spec}
-        write_text_atomically(path, earlier + json.dumps(entry) + "\n")
+        write_text_atomically(self.file(CHANGES), earlier + json.dumps(entry) + "\n")
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
 
 
-def _metrics_row(line: str) -> dict | None:
+def _read_rows(path: Path) -> tuple[list[dict], bool]:
+    """The rows of a metrics file, and whether a torn last line was dropped; a damaged line
+    elsewhere is an error."""
+    if not path.exists():
+        return [], False
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows, torn = [], False
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = _metrics_row(line)
+        if row is None and number == len(lines):
+            torn = True
+        elif row is None:
+            raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
+                                    "an epoch); delete that line, then resume")
+        else:
+            rows.append(row)
+    return rows, torn
+
+
+def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int) -> None:
+    """Going on without them would leave a history of the later epochs only."""
+    missing = sorted(set(range(1, through_epoch + 1)) - {row["epoch"] for row in rows})
+    if missing:
+        raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}, which {LAST} "
+                                "has trained; restore it from a backup, or start a new run "
+                                "with another --out")
+
+
+def _epochs(numbers: list[int]) -> str:
+    if len(numbers) == 1:
+        return f"epoch {numbers[0]}"
+    if numbers[-1] - numbers[0] == len(numbers) - 1:
+        return f"epochs {numbers[0]}-{numbers[-1]}"
+    return "epochs " + ", ".join(map(str, numbers))
+
+
+def _json_or_none(line: str):
     try:
-        row = json.loads(line)
+        return json.loads(line)
     except json.JSONDecodeError:
         return None
+
+
+def _metrics_row(line: str) -> dict | None:
+    row = _json_or_none(line)
     return row if isinstance(row, dict) and isinstance(row.get("epoch"), int) else None

@@ -270,15 +270,16 @@ class Trainer:
                           epochs_since_best=meta["epochs_since_best"],
                           schedule_start=meta["schedule_start"],
                           best_sparsity=meta["best_sparsity"])
-        history.rows = run.read_metrics(epoch)
+        history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
+        record = (run.spec_text(), run.read_spec_changes()) if changes else None
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)
             self._write_step_norms(run)
         if changes:
-            self._record_changes(run, epoch, changes, history)
+            self._record_changes(run, epoch, changes, history, *record)
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):
@@ -292,12 +293,13 @@ class Trainer:
             pruning = ckpt.load_masks(run.file(LAST), shapes), meta["pruning_sparsity"]
         return state, meta, pruning
 
-    def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history) -> None:
+    def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history,
+                        previous_spec: str, earlier_changes: str) -> None:
         if "train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule):
             history.schedule_start = epoch
             run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
                     f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")
-        run.record_spec_change(epoch, changes, run.spec_text())
+        run.record_spec_change(epoch, changes, previous_spec, earlier_changes)
         run.write_spec(resolved_spec_text(self.source))
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:

@@ -425,6 +425,42 @@ def test_a_run_with_a_checkpoint_but_no_spec_is_refused_and_kept(trained, spec):
     assert files_of(trained) == before and (trained / LOCK).read_text() == "12345\n"
 
 
+@pytest.mark.parametrize("metrics, changes, named", [
+    (None, b"\xff\xfe\x00\x9c binary", "spec-changes.jsonl: is damaged (not UTF-8 text)"),
+    (None, b'{"resumed_after_epoch": 1}\nnot json\n', "spec-changes.jsonl: line 2 is damaged"),
+    (b"\xff\xfe\x00\x9c binary", b"\xff\xfe\x00\x9c binary", "metrics.jsonl: lacks the rows"),
+])
+def test_damaged_files_a_resume_reads_are_refused_before_anything_changes(trained, spec, metrics,
+                                                                            changes, named):
+    """A binary spec-changes.jsonl crashed resume (UnicodeDecodeError) after metrics.jsonl was
+    rewritten (to 0 bytes, when it was binary too) and the lock had the new pid."""
+    if metrics is not None:
+        (trained / "metrics.jsonl").write_bytes(metrics)
+    (trained / "spec-changes.jsonl").write_bytes(changes)
+    (trained / LOCK).write_text("12345\n")
+    before = files_of(trained)
+    result = invoke("train", spec, "--resume", trained, "--epochs", 3, "--set",
+                    "optimizer.lr=0.5", "--allow-changes", "--quiet")
+    assert named in assert_one_line_error(result, trained)
+    assert files_of(trained) == before and (trained / LOCK).read_text() == "12345\n"
+
+
+@pytest.mark.parametrize("content, missing", [(b"", "epochs 1-2"),
+                                              (b"\xff\xfe\x00\x9c", "epochs 1-2"),
+                                              (None, "epoch 2")])
+def test_metrics_without_the_rows_of_the_checkpoints_epochs_are_refused(trained, spec, content,
+                                                                        missing):
+    """An empty metrics.jsonl beside a checkpoint of epoch 2: the resumed run's history held
+    epoch 3 only."""
+    first_row = (trained / "metrics.jsonl").read_text().splitlines()[0] + "\n"
+    (trained / "metrics.jsonl").write_bytes(first_row.encode() if content is None else content)
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                                        "--quiet"), trained / "metrics.jsonl")
+    assert f"lacks the rows of {missing}, which last.npz has trained" in line
+    assert files_of(trained) == before
+
+
 @pytest.mark.parametrize("name", ["best.npz", "last.npz", "summary.json", "spec-changes.jsonl"])
 def test_a_run_file_replaced_by_a_directory_is_refused_before_training(trained, spec, name):
     """best.npz a directory: the resume failed writing its checkpoint, after metrics.jsonl had
