@@ -35,10 +35,18 @@ def dataset_row(name: str) -> tuple[str, ...]:
     return name, shape, classes, location, status
 
 
+def _directory(ctx, param, value: str | None) -> Path | None:
+    # An empty --dest (an unset shell variable) would download into the working directory.
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; give a directory, or leave --dest out for the "
+                                 "default")
+    return None if value is None else Path(value)
+
+
 @data.command("fetch")
 @click.argument("name", metavar="NAME")
 @click.option(
-    "--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--dest", type=click.Path(file_okay=False), default=None, callback=_directory,
     help="directory for the files (default: $NNRUN_DATA_DIR/NAME, else ~/.cache/nnrun/NAME)",
 )
 def fetch(name: str, dest: Path | None) -> None:

@@ -91,12 +91,29 @@ def fetch_dataset(
     mirror_list = list(mirrors or MIRRORS[name])
     digests = {file: accepted(value) for file, value in (checksums or CHECKSUMS[name]).items()}
     say = report or (lambda message: None)
-    for base in IDX_FILES.values():
-        file_name = f"{base}.gz"
-        if file_name not in digests:
-            raise DataError(f"{name}: no SHA-256 known for {file_name}; refusing to download it")
-        fetch_file(name, destination / file_name, mirror_list, digests[file_name], say, timeout)
+    created = [path for path in (destination, *destination.parents) if not path.exists()]
+    try:
+        for base in IDX_FILES.values():
+            file_name = f"{base}.gz"
+            if file_name not in digests:
+                raise DataError(f"{name}: no SHA-256 known for {file_name}; refusing to "
+                                "download it")
+            fetch_file(name, destination / file_name, mirror_list, digests[file_name], say,
+                       timeout)
+    except DataError:
+        remove_if_empty(created)
+        raise
     return destination
+
+
+def remove_if_empty(directories: list[Path]) -> None:
+    """The directories a failed fetch created, deepest first; one holding a verified file
+    (a later file failed) stays, and so do its parents."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def accepted(value: str | Iterable[str]) -> tuple[str, ...]:
@@ -128,9 +145,27 @@ def fetch_file(
             say(f"{target.name}: downloaded from {url}, checksum ok")
             return
         problems[url] = problem
-    failures = "; ".join(f"{url}: {problem}" for url, problem in problems.items())
-    raise FetchFailed(f"{name}: could not fetch {target.name} ({failures}); download it by hand "
-                      f"into {target.parent}", list(problems.values()))
+    raise FetchFailed(f"{name}: could not fetch {target.name} ({_failures(problems)}); "
+                      f"download it by hand into {target.parent}", list(problems.values()))
+
+
+def _failures(problems: dict[str, str]) -> str:
+    """Why each mirror failed; once when every mirror failed alike."""
+    if len(set(problems.values())) == 1 and len(problems) > 1:
+        return f"{len(problems)} mirrors: {next(iter(problems.values()))}"
+    return "; ".join(f"{url}: {problem}" for url, problem in problems.items())
+
+
+def short_reason(text: str) -> str:
+    """A network library's error in a few words: its chain of exceptions says the same thing
+    several times in several hundred characters."""
+    known = [(("Failed to resolve", "Name or service not known", "name resolution"),
+              "the host name does not resolve: no network?"),
+             (("timed out", "Timeout"), "timed out"), (("refused",), "connection refused")]
+    for needles, short in known:
+        if any(needle in text for needle in needles):
+            return short
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 class FetchFailed(DataError):
@@ -164,6 +199,6 @@ def download(url: str, target: Path, digest: str, timeout: float) -> str | None:
     except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
         return "checksum mismatch, file refused"
     except OSError as error:  # requests' errors are OSErrors too
-        return " ".join(str(getattr(error, "reason", None) or error).split())
+        return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
     settle(target)  # pooch's temporary file is 0600 and not synced
     return None

@@ -329,21 +329,10 @@ def _fetched(name: str, not_found: str) -> Path:
     try:
         return fetch_dataset(name, destination, timeout=IMPLICIT_FETCH_TIMEOUT, report=inform)
     except FetchFailed as error:
-        why = _short_reason(error.problems[-1]) if error.problems else "no mirror"
+        why = error.problems[-1] if error.problems else "no mirror"
         raise DataError(f"{name}: {not_found}, and the download failed ({why}); put the four "
                         f"IDX files in {destination} (or in $NNRUN_DATA_DIR/{name}), or run "
                         f"`nnrun data fetch {name}` where there is a network") from None
-
-
-def _short_reason(text: str) -> str:
-    """A network library's error in a few words (the whole text: `nnrun data fetch`)."""
-    known = [(("Failed to resolve", "Name or service not known", "name resolution"),
-              "the host name does not resolve: no network?"),
-             (("timed out", "Timeout"), "timed out"), (("refused",), "connection refused")]
-    for needles, short in known:
-        if any(needle in text for needle in needles):
-            return short
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import os
 
+import requests
 from click.testing import CliRunner
 
 from nnrun.data_cli import data
@@ -84,7 +85,39 @@ def test_fetch_with_a_corrupted_mirror_fails_in_one_line(mirror, tmp_path, monke
     assert result.exit_code == 1
     assert result.stderr.startswith("error: mnist: could not fetch train-images-idx3-ubyte.gz")
     assert "checksum mismatch" in result.stderr and result.stderr.count("\n") == 1
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # the fetch created it, and removes it
+
+
+NO_NETWORK = ("HTTPSConnectionPool(host='mirror.example', port=443): Max retries exceeded with "
+              "url: /mnist/train-images-idx3-ubyte.gz (Caused by NameResolutionError(\"<urllib3."
+              "connection.HTTPSConnection object at 0x7f>: Failed to resolve 'mirror.example' "
+              "([Errno -3] Temporary failure in name resolution)\"))")
+
+
+def test_fetch_without_a_network_says_so_briefly_and_removes_what_it_created(tmp_path,
+                                                                             monkeypatch):
+    """The whole urllib chain (900 characters) was printed, and NNRUN_DATA_DIR/mnist, made
+    for the download, stayed behind."""
+    def no_network(*args, **kwargs):
+        raise requests.exceptions.ConnectionError(NO_NETWORK)
+
+    monkeypatch.setattr(fetch.pooch, "retrieve", no_network)
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", ("https://a.example/", "https://b.example/"))
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "missing" / "data"))
+    result = run("fetch", "mnist")
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "(2 mirrors: the host name does not resolve: no network?)" in result.stderr
+    assert "urllib3" not in result.stderr and len(result.stderr) < 250
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_dest_is_a_usage_error(tmp_path, monkeypatch):
+    """`--dest ''` (an unset shell variable) downloaded into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fetch.pooch, "retrieve", None)  # any download would fail loudly
+    result = run("fetch", "mnist", "--dest", "")
+    assert result.exit_code == 2 and "--dest" in result.stderr and "is empty" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fetch_finds_the_shared_files_already_present(shared_data):
