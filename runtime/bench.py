@@ -96,7 +96,7 @@ def _peak_step_bytes(model: Model, x, y) -> int:
     if not tracing:
         tracemalloc.start()
     start, _ = tracemalloc.get_traced_memory()
-    _two_steps(fresh, np.array(x), np.array(y), tracemalloc.reset_peak)
+    _two_steps(fresh, x, y, tracemalloc.reset_peak)
     _, peak = tracemalloc.get_traced_memory()
     if not tracing:
         tracemalloc.stop()
