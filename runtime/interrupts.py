@@ -61,6 +61,15 @@ class InterruptGuard:
             self.deferring = False
         self.check()  # a signal noted after the last check must not be lost
 
+    @contextmanager
+    def deferred(self):
+        """Signals in the block are only noted: the caller looks at `received` after it."""
+        before, self.deferring = self.deferring, True
+        try:
+            yield
+        finally:
+            self.deferring = before
+
     def check(self) -> None:
         if self.received is not None:
             raise Interrupted(self.received)

@@ -218,7 +218,7 @@ class Trainer:
         self.saved_epoch = first_epoch - 1
         try:
             stopped_early = self._train_epochs(run, first_epoch, guard)
-            return self._finish(run, started, stopped_early)
+            return self._finish(run, started, stopped_early, guard)
         except Interrupted as interrupt:
             raise Interrupted(interrupt.signal_number, self._resume_advice(interrupt)) from None
 
@@ -540,8 +540,13 @@ class Trainer:
             return {}
         return {"pruning_sparsity": self.pruner.level, "best_sparsity": self.history.best_sparsity}
 
-    def _finish(self, run: RunDirectory | None, started: float, stopped_early: bool) -> dict:
-        final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
+    def _finish(self, run: RunDirectory | None, started: float, stopped_early: bool,
+                guard=None) -> dict:
+        # The ranks evaluate together: a signal on one of them waits for them all to hear of
+        # it (alone, it stops the evaluation at once, as before).
+        with guard.deferred() if guard and self.ranks.size > 1 else nullcontext():
+            final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
+        self._check_signals(guard)
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {

@@ -637,6 +637,17 @@ def test_a_signal_noted_after_the_last_check_is_not_lost():
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is given back
 
 
+def test_a_signal_in_a_deferred_block_is_noted_for_the_caller():
+    """The final evaluation of a data-parallel run: the ranks agree on a signal after it."""
+    from nnrun.runtime.interrupts import InterruptGuard
+
+    with InterruptGuard() as guard:
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert guard.received == signal.SIGTERM and not guard.deferring
+
+
 def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, monkeypatch):
     import errno
 
