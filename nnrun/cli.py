@@ -101,6 +101,19 @@ def refuse_an_unwritable_out(out_path: Path) -> None:
     refuse_a_run_file_as_out(out_path)
 
 
+def in_own_caches(command):
+    """A command that imports matplotlib or onnxruntime: their files under nnrun's cache."""
+
+    @wraps(command)
+    def wrapper(*args, **kwargs):
+        from nnrun.runtime.data.locations import library_caches_in_ours
+
+        with library_caches_in_ours():
+            return command(*args, **kwargs)
+
+    return wrapper
+
+
 def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.backends import BackendUnavailable
     from nnrun.compiler.export_onnx import ExportError

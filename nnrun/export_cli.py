@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, preprocessing_option,
-                       refuse_an_input_as_out, refuse_an_unwritable_out, set_option)
+from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_own_caches,
+                       preprocessing_option, refuse_an_input_as_out, refuse_an_unwritable_out,
+                       set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -107,6 +108,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
 @preprocessing_option
 @set_option
 @handle_errors
+@in_own_caches
 def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     """The inference graph with its weights and the run's input preprocessing, as ONNX.
 

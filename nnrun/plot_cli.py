@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out,
+from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_an_input_as_out,
                        refuse_an_unwritable_out)
 
 
@@ -21,6 +21,7 @@ from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out
                    "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy "
                    "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")
 @handle_errors
+@in_own_caches
 def plot(run_dirs, out_path, metrics) -> None:
     """Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid."""
     from nnrun.runtime.plot import (PlotError, check_panels, default_panels, image_format,

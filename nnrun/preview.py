@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (OutPath, UserError, handle_errors, refuse_an_input_as_out,
+from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_an_input_as_out,
                        refuse_an_unwritable_out, set_option, spec_argument)
 
 EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
@@ -30,6 +30,7 @@ EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not install
               help="Draw the samples and augmentations from this seed (default: the spec's).")
 @set_option
 @handle_errors
+@in_own_caches
 def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     """A grid of augmented training samples: each row one sample as loaded and preprocessed,
     then DRAWS augmentations of it (the spec's data.augment, in order), as a PNG."""

@@ -6,7 +6,7 @@ import importlib.util
 import os
 import stat
 import time
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -29,6 +29,27 @@ def cache_root() -> Path:
 
 def cache_dir(name: str) -> Path:
     return cache_root() / name
+
+
+# Where libraries nnrun imports keep files of their own, each read from an environment
+# variable: matplotlib's configuration and font list (else ~/.config/matplotlib and
+# ~/.cache/matplotlib), onnxruntime's device id (written on import, under XDG_CACHE_HOME or
+# ~/.cache).
+_LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "XDG_CACHE_HOME": "libraries"}
+
+
+@contextmanager
+def library_caches_in_ours():
+    """For a command: those files under nnrun's cache directory, where the user has not chosen
+    a place, so that a command writes nowhere else."""
+    chosen = {name: str(cache_dir(folder)) for name, folder in _LIBRARY_CACHES.items()
+              if name not in os.environ}
+    os.environ.update(chosen)
+    try:
+        yield
+    finally:
+        for name in chosen:
+            os.environ.pop(name, None)
 
 
 def mnist1d_cache_file() -> Path:

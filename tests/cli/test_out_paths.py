@@ -134,3 +134,30 @@ def test_an_out_named_as_a_run_file_is_refused(trained, tmp_path):
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
     result = invoke("predict", trained / "run", trained / "x.npz", "--out", loose / "last.npy")
     assert result.exit_code == 0  # any other name, there or in a run directory, is written
+
+
+@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("matplotlib", "onnxruntime")),
+                    reason="needs the plot and onnx extras")
+def test_the_libraries_own_files_go_to_the_cache_directory(tmp_path):
+    """matplotlib (its font list, ~/.config/matplotlib) and onnxruntime (a device id, written
+    on import) keep files of their own under the home directory; in a command, they go under
+    NNRUN_CACHE_DIR instead. Fresh processes: a library imported once has chosen its place."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: {dataset: digits}\nmodel:\n  input_shape: [1, 8, 8]\n  layers:\n"
+                    "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+                    "loss: cross_entropy\ntrain: {epochs: 1}\n")
+    home, cache = tmp_path / "home", tmp_path / "cache"
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(home), NNRUN_CACHE_DIR=str(cache))
+    for args in (["train", spec, "--out", tmp_path / "run", "--quiet"],
+                 ["export", spec, "--out", tmp_path / "model.onnx"],
+                 ["plot", tmp_path / "run", "--out", tmp_path / "curves.png"]):
+        done = subprocess.run([sys.executable, "-m", "nnrun", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
+    assert any((cache / "libraries").rglob("*")) and any((cache / "matplotlib").rglob("*"))
