@@ -16,6 +16,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -553,6 +554,9 @@ Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise, RandomCrop, 
 DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 
 
+GENERATED = ("xor", "spirals", "blobs", "shapes")  # datasets that take n_samples and noise
+
+
 class Data(Strict):
     dataset: DatasetName = Field("digits", description="which dataset (digits: embedded, no "
                                  "download)")  # type: ignore[valid-type]
@@ -567,15 +571,23 @@ class Data(Strict):
     augment: list[Augmentation] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _options_fit_the_dataset(self) -> "Data":
+    def _path_given(self) -> "Data":
         if self.dataset in ("npz", "csv") and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path (a file next to the spec)")
-        generated = ("xor", "spirals", "blobs", "shapes")
-        for option in ("n_samples", "noise"):
-            if getattr(self, option) is not None and self.dataset not in generated:
-                raise ValueError(f"data.{option} applies to generated datasets "
-                                 f"({', '.join(generated)}), not '{self.dataset}'; remove it")
         return self
+
+    # Field validators, not a model validator, so that the error points at the option's line.
+    @field_validator("path", "n_samples", "noise")
+    @classmethod
+    def _option_fits_the_dataset(cls, value: Any, info: ValidationInfo) -> Any:
+        dataset = info.data.get("dataset")
+        takes = {"path": [name for name, data in DATASETS.items() if data.needs_files],
+                 "n_samples": GENERATED, "noise": GENERATED}[info.field_name]
+        if value is not None and dataset is not None and dataset not in takes:
+            kind = "datasets read from files" if info.field_name == "path" else "generated datasets"
+            raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "
+                             f"not '{dataset}'; remove it")
+        return value
 
 
 # --- model, training, limits ----------------------------------------------------------------

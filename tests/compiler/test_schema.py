@@ -39,6 +39,27 @@ def test_the_embedded_digits_are_the_default_dataset():
     assert source.spec.data.validation_split == 0.1
 
 
+@pytest.mark.parametrize("dataset, option, value, applies_to", [
+    ("digits", "path", "d.npz", "datasets read from files"),
+    ("mnist1d", "path", "d.npz", "datasets read from files"),
+    ("spirals", "path", "d.npz", "datasets read from files"),
+    ("digits", "n_samples", 5, "generated datasets"),
+    ("npz", "noise", 0.5, "generated datasets"),
+])
+def test_an_option_the_dataset_does_not_take_is_an_error_on_its_line(dataset, option, value,
+                                                                     applies_to):
+    """data.path on digits was silently ignored; n_samples was refused at `dataset`'s line."""
+    text = (f"data:\n  dataset: {dataset}\n  validation_split: 0.1\n  {option}: {value}\n"
+            + ("  path: d.npz\n" if dataset == "npz" else "")
+            + "model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text)
+    diagnostic, = caught.value.diagnostics
+    assert diagnostic.line == 4, diagnostic.format()
+    assert f"data.{option} applies to {applies_to}" in diagnostic.message
+    assert f"not '{dataset}'; remove it" in diagnostic.message
+
+
 def test_default_layer_names_count_each_type():
     spec = schema.Spec.model_validate({"model": {"input_shape": [3], "layers": [
         {"type": "dense", "units": 2}, {"type": "relu"}, {"type": "dense", "units": 2},
