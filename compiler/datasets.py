@@ -77,3 +77,24 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
+
+
+# A generator holds its samples in float64 with int64 labels, and while it draws them about as
+# much again in temporaries; loading then adds the model-dtype copy and the splits' copies.
+GENERATION_COPIES = 3
+
+
+def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
+    """About how much memory generating `n_samples` of dataset `name` takes, and the
+    arithmetic as text for the error that refuses it."""
+    info = DATASETS[name]
+    per_sample = 8 * (_size(info.input_shape) + _size(info.label_shape))
+    total = GENERATION_COPIES * per_sample * n_samples
+    return total, f"{n_samples:,} samples x {per_sample:,} B x {GENERATION_COPIES} copies"
+
+
+def _size(shape: tuple[int, ...] | None) -> int:
+    count = 1
+    for dimension in shape or ():
+        count *= dimension
+    return count

@@ -254,7 +254,8 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     for path in specs:
         try:
             checked = check(load_spec(path, overrides))
-            diagnostics = checked.diagnostics + _memory_warning(checked, memory_limit)
+            diagnostics = (checked.diagnostics + _memory_warning(checked, memory_limit)
+                           + _data_memory_warning(checked, memory_limit))
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = error.diagnostics, None
@@ -281,6 +282,25 @@ def _memory_warning_limit(size: str | None) -> int:
         return parse_size(size)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--warn-memory") from None
+
+
+def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
+    """A generated dataset too large to hold: train refuses it before generating it."""
+    from nnrun.compiler.datasets import generated_bytes
+    from nnrun.compiler.ir import Origin
+    from nnrun.runtime.memory import format_size
+
+    data = checked.source.spec.data
+    if data is None or data.n_samples is None:
+        return []
+    needed, arithmetic = generated_bytes(data.dataset, data.n_samples)
+    if needed <= limit:
+        return []
+    message = (f"needs about {format_size(needed)} ({arithmetic}), over "
+               f"{format_size(limit)} (--warn-memory, default: this "
+               "machine's available memory); train refuses a dataset over the memory available")
+    origin = Origin("data.n_samples", keys=("data", "n_samples"))
+    return [checked.source.diagnostic(origin, message, "warning")]
 
 
 def _memory_warning(checked, limit: int) -> list[Diagnostic]:

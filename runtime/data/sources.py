@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.backends.notices import inform
-from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.datasets import DATASETS, generated_bytes
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
 from ..memory import available_memory, format_size
@@ -159,6 +159,18 @@ def import_extra(module: str, dataset: str, package: str):
                         f"pip install 'nnrun[{DATASETS_EXTRA}]'") from None
 
 
+def generated_count(name: str, data_spec: Any, default: int) -> int:
+    """data.n_samples, refused before generating when the samples would not fit in memory."""
+    count = option(data_spec, "n_samples", default)
+    needed, arithmetic = generated_bytes(name, count)
+    available, source = available_memory()
+    if needed > available:
+        raise DataError(f"{name}: data.n_samples {count:,} needs about {format_size(needed)} "
+                        f"({arithmetic}), over the {format_size(available)} available "
+                        f"({source}); lower data.n_samples")
+    return count
+
+
 def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     """The samples are already shuffled, so the first 20% make the test split."""
     test_size = max(1, round(len(y) * TEST_FRACTION))
@@ -185,7 +197,7 @@ def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
-    count, noise = option(data_spec, "n_samples", 200), option(data_spec, "noise", 0.1)
+    count, noise = generated_count("xor", data_spec, 200), option(data_spec, "noise", 0.1)
     generator = np.random.default_rng(GENERATOR_SEED)
     corners = generator.permutation(np.arange(count) % 4)  # balanced corners, shuffled
     bits = np.stack([corners // 2, corners % 2], axis=1)
@@ -194,7 +206,7 @@ def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
-    count, noise = option(data_spec, "n_samples", 1000), option(data_spec, "noise", 0.2)
+    count, noise = generated_count("spirals", data_spec, 1000), option(data_spec, "noise", 0.2)
     generator = np.random.default_rng(GENERATOR_SEED)
     y = generator.permutation(np.arange(count) % 2).astype(np.int64)
     radius = generator.uniform(0.05, 1.0, count)
@@ -207,7 +219,7 @@ def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
 def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
     make_blobs = import_extra("sklearn.datasets", "blobs", "scikit-learn").make_blobs
 
-    count, noise = option(data_spec, "n_samples", 300), option(data_spec, "noise", 1.0)
+    count, noise = generated_count("blobs", data_spec, 300), option(data_spec, "noise", 1.0)
     x, y = make_blobs(
         n_samples=count, centers=3, n_features=2, cluster_std=noise, random_state=GENERATOR_SEED
     )
@@ -220,7 +232,7 @@ SHAPES_CANVAS = 32
 def load_shapes(data_spec: Any, spec_dir: Path) -> RawData:
     """Gray canvases with 1-3 shapes of random size, place and brightness (later ones cover
     earlier ones), plus gaussian noise; the label map gives each pixel its shape's class."""
-    count, noise = option(data_spec, "n_samples", 2000), option(data_spec, "noise", 0.1)
+    count, noise = generated_count("shapes", data_spec, 2000), option(data_spec, "noise", 0.1)
     generator = np.random.default_rng(GENERATOR_SEED)
     rows, columns = np.mgrid[:SHAPES_CANVAS, :SHAPES_CANVAS]
     x = np.zeros((count, 1, SHAPES_CANVAS, SHAPES_CANVAS))

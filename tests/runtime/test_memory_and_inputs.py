@@ -82,6 +82,24 @@ def test_validate_warns_above_a_configurable_size(huge, tmp_path):
         assert result.exit_code == 2 and "is not a size" in result.stderr
 
 
+def test_a_generated_dataset_too_big_for_memory_is_refused_before_it_is_generated(
+        tmp_path, monkeypatch):
+    """n_samples 1e12 passed validate, then train said to lower the batch size or the model."""
+    spec = tmp_path / "spirals.yaml"
+    spec.write_text(SPEC.replace("dataset: xor, n_samples: 64", "dataset: spirals,\n"
+                                 "       n_samples: 1000000000000"))
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1GB")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+                                 "spirals")
+    assert "data.n_samples 1,000,000,000,000 needs about 72.0 TB" in line
+    assert "(1,000,000,000,000 samples x 24 B x 3 copies)" in line and "batch size" not in line
+    assert not (tmp_path / "run").exists()
+    result = invoke("validate", spec)
+    assert result.exit_code == 0
+    assert f"{spec}:3:19: warning: data.n_samples: needs about 72.0 TB" in result.stderr
+    assert invoke("validate", spec, "--strict").exit_code == 1
+
+
 def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100B")
     line = assert_one_line_error(invoke("eval", trained), trained)
