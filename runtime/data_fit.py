@@ -74,6 +74,13 @@ def check_data_fits(spec, model, data) -> None:
 
 def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
     top = int(labels.max())
+    if top >= outputs and top >= len(labels):
+        # More classes than labels: no output layer makes sense of them; they are likely ids,
+        # hashes or an unconverted column, not class indices.
+        raise DataFitError(f"{where}: labels go up to {top}, more classes than the "
+                           f"{len(labels):,} labels given; they look wrong: labels are class "
+                           "indices 0, 1, ..., k-1 (the model has "
+                           f"{outputs} outputs)")
     if top >= outputs:
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"outputs; set the last layer's units to {top + 1}")

@@ -26,6 +26,23 @@ def test_train_names_the_input_shape_that_fits_the_file(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
+    """Labels up to 1e12 asked for a last layer of 1000000000001 units."""
+    spec = _files(tmp_path, "input_shape: [4]")
+    with np.load(tmp_path / "d.npz") as data:
+        x, y = data["x"], data["y"].copy()
+    y[7] = 10**12
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "labels go up to 1000000000000, more classes than the 40 labels" in line
+    assert "look wrong" in line and "units to" not in line
+    y[7] = 5  # a few classes too many: the output layer is what to change
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "set the last layer's units to 6" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_refuses_a_bare_npy_file_and_eval_names_the_missing_split(tmp_path):
     spec = _files(tmp_path, "input_shape: [4]")
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0
