@@ -9,6 +9,7 @@ Bad input prints one line per problem and never a traceback (unless --debug).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -656,11 +657,15 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     """Compiled gradients vs central finite differences, in float64."""
     import nnrun
-    from nnrun.runtime.gradcheck import gradcheck as run_gradcheck
+    from nnrun.runtime.gradcheck import gradcheck as run_gradcheck, working_set_bytes
     from nnrun.runtime.memory import check_memory
 
     model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
-    check_memory(model, batch_size, "gradcheck")
+    check_memory(model, batch_size, "gradcheck", needed=working_set_bytes(model, batch_size))
+    largest = max((math.prod(info.shape) for info in model.lowered.params.values()), default=0)
+    if samples > largest:
+        click.echo(f"--samples {samples:,} is more than the largest parameter's {largest:,} "
+                   "entries: every entry is checked once")
     results = run_gradcheck(model, batch=batch_size, samples=samples, tolerance=tolerance)
     worst = max((r.worst_relative_error for r in results), default=0.0)
     for result in results:

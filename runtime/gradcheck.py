@@ -14,6 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from nnrun.compiler.passes import optimize
+from nnrun.compiler.passes.memory_plan import plan_memory, value_bytes
+from nnrun.compiler.step import build_loss_and_grads
+
 from .model import Model
 
 # Relative disagreement of the one-sided differences that marks a kink, and how far outside
@@ -50,8 +54,9 @@ def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]
 def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
               seed: int = 0, x: np.ndarray | None = None,
               tolerance: float = 1e-5) -> list[ParamCheck]:
-    """For each parameter, `samples` random entries: |analytic - numeric| / max(|a|, |n|, 1e-8).
-    `x` replaces the random inputs (a batch of real samples, with their flat regions)."""
+    """For each parameter, `samples` random entries (every entry once where it has no more):
+    |analytic - numeric| / max(|a|, |n|, 1e-8). `x` replaces the random inputs (a batch of real
+    samples, with their flat regions)."""
     rng = np.random.default_rng(seed)
     params = {k: v.astype(np.float64) for k, v in model.init_params(seed).items()}
     random_x, y = random_batch(model, batch if x is None else len(x), rng)
@@ -59,7 +64,8 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
     center, grads = model.loss_and_grads(params, x, y)
     results = []
     for name, grad in grads.items():
-        indices = [tuple(rng.integers(0, n) for n in grad.shape) for _ in range(samples)]
+        indices = (list(np.ndindex(grad.shape)) if samples >= grad.size else
+                   [tuple(rng.integers(0, n) for n in grad.shape) for _ in range(samples)])
         entries = [_check_entry(model, params, x, y, name, index, grad[index], center, eps,
                                 tolerance) for index in indices]
         smooth = [entry.relative_error for entry in entries if not entry.at_kink]
@@ -67,6 +73,18 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
         results.append(ParamCheck(name, max(smooth, default=0.0), len(smooth), len(kinks),
                                   max(kinks, default=0.0)))
     return results
+
+
+def working_set_bytes(model: Model, batch: int) -> int:
+    """What gradcheck holds at `batch`, in the model's dtype (float64 for gradcheck): the
+    loss-and-gradients graph's planned memory, its parameters and inputs, and the integer
+    labels drawn before their cast. The training step, which check_memory estimates, is
+    another graph."""
+    graph = optimize(build_loss_and_grads(model.spec).graph)
+    held = sum(value_bytes(value.type, batch)
+               for value in (*graph.inputs, *graph.params, *graph.state))
+    labels = batch * int(np.prod(model.lowered.logits.type.shape[1:])) * 8
+    return plan_memory(graph, batch).arena_bytes + held + labels
 
 
 def _check_entry(model, params, x, y, name, index, analytic, center, eps,

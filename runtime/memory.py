@@ -33,8 +33,10 @@ def estimate_bytes(model, batch: int, training: bool = True) -> int:
     return sum(parts.values()) - parts.get("optimizer_state", 0)
 
 
-def check_memory(model, batch: int, command: str, training: bool = True) -> None:
-    needed = estimate_bytes(model, batch, training)
+def check_memory(model, batch: int, command: str, training: bool = True,
+                 needed: int | None = None) -> None:
+    """`needed`: a command's own estimate, where it runs other graphs than the training step."""
+    needed = estimate_bytes(model, batch, training) if needed is None else needed
     available, source = available_memory(model.backend)
     if needed > available:
         raise MemoryLimitError(

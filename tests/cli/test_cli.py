@@ -942,6 +942,27 @@ def test_gradcheck_passes(tiny):
     assert "dense_1.weight" in result.stdout and "FAIL" not in result.stdout
 
 
+def test_gradcheck_checks_each_entry_once_when_samples_exceed_them(tiny):
+    """--samples 1000000 drew a million random entries of a 33-parameter model (over 60 s)."""
+    result = assert_ok(invoke("gradcheck", tiny, "--samples", 1_000_000))
+    assert "every entry is checked once" in result.stdout and "passed" in result.stdout
+
+
+def test_gradcheck_refuses_a_batch_its_own_float64_graph_cannot_hold(tiny, monkeypatch):
+    """The memory check must count what gradcheck runs (loss and gradients in float64, its
+    random batch and labels), not the spec's training step."""
+    import nnrun
+    from nnrun.runtime.gradcheck import working_set_bytes
+    from nnrun.runtime.memory import estimate_bytes
+
+    batch = 1_000_000
+    needed = working_set_bytes(nnrun.compile(tiny, overrides=["dtype=float64"]), batch)
+    assert needed > 1.5 * estimate_bytes(nnrun.compile(tiny), batch)  # float32's
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str(needed - 1))
+    line = assert_one_line_error(invoke("gradcheck", tiny, "--batch-size", batch), "gradcheck")
+    assert "batch size 1000000" in line and "NNRUN_MEMORY_LIMIT" in line
+
+
 def test_gradcheck_small_cnn(tmp_path):
     spec = write(tmp_path / "cnn.yaml", """\
         model:
