@@ -311,7 +311,18 @@ class _Builder:
             self.error(*_mark(key_node), path, message)
             return _INVALID_KEY
         key = self._scalar(key_node, path)
-        return _INVALID_KEY if key is None and key_node.tag != _YAML_TAG + "null" else key
+        if key is None and key_node.tag != _YAML_TAG + "null":
+            return _INVALID_KEY  # unreadable; _scalar said why
+        if not isinstance(key, str):
+            # Every key of a spec is a field name; `~`, `1` or `yes` as a key is a slip.
+            self.error(*_mark(key_node), path, f"keys must be names; got {_yaml_text(key)}")
+            return _INVALID_KEY
+        return key
+
+
+def _yaml_text(value: Any) -> str:
+    """A scalar as YAML writes it: null, true, 1.5 (Python would say None, True)."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
 _INVALID_KEY = object()

@@ -289,6 +289,16 @@ def test_mapping_as_a_key_is_an_error():
     assert "keys must be plain scalars" in only_error("? [a, b]\n: 1\n").message
 
 
+@pytest.mark.parametrize("key, shown", [("~", "null"), ("1", "1"), ("1.5", "1.5"),
+                                        ("yes", "true"), ("2020-01-01", "2020-01-01")])
+def test_a_key_that_is_not_a_name_is_an_error_at_the_key(key, shown):
+    """`~: x` was reported at 1:1 as pydantic's "Keys should be strings (got null)"."""
+    diagnostic = only_error(f"model:\n  layers: []\ndata:\n  dataset: xor\n  {key}: x\n")
+    assert (diagnostic.line, diagnostic.col) == (5, 3)
+    assert diagnostic.message == f"keys must be names; got {shown}"
+    assert diagnostic.where == "data"
+
+
 def test_deep_nesting_is_an_error_not_a_crash():
     diagnostic = only_error("a: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested too deeply" in diagnostic.message
