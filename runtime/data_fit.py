@@ -72,12 +72,16 @@ def check_data_fits(spec, model, data) -> None:
         _check_classes(where, labels, outputs[0])  # labels become one-hot targets of the outputs
 
 
+ABSURD_CLASSES_PER_LABEL = 100
+
+
 def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
     top = int(labels.max())
-    if top >= outputs and top >= len(labels):
-        # More classes than labels: no output layer makes sense of them; they are likely ids,
-        # hashes or an unconverted column, not class indices.
-        raise DataFitError(f"{where}: labels go up to {top}, more classes than the "
+    if top >= outputs and top >= ABSURD_CLASSES_PER_LABEL * len(labels):
+        # Far more classes than labels: no output layer makes sense of them; they are likely
+        # ids, hashes or an unconverted column, not class indices. (A small split of a task
+        # of many classes has more classes than labels too: hence the margin.)
+        raise DataFitError(f"{where}: labels go up to {top}, far more classes than the "
                            f"{len(labels):,} labels given; they look wrong: labels are class "
                            "indices 0, 1, ..., k-1 (the model has "
                            f"{outputs} outputs)")

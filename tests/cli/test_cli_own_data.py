@@ -34,12 +34,13 @@ def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
     y[7] = 10**12
     np.savez(tmp_path / "d.npz", x=x, y=y)
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert "labels go up to 1000000000000, more classes than the 40 labels" in line
+    assert "labels go up to 1000000000000, far more classes than the 40 labels" in line
     assert "look wrong" in line and "units to" not in line
-    y[7] = 5  # a few classes too many: the output layer is what to change
-    np.savez(tmp_path / "d.npz", x=x, y=y)
-    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert "set the last layer's units to 6" in line
+    for top in (5, 100):  # a few classes too many, or a small split of many classes:
+        y[7] = top        # the output layer is what to change
+        np.savez(tmp_path / "d.npz", x=x, y=y)
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+        assert f"set the last layer's units to {top + 1}" in line
     assert not (tmp_path / "run").exists()
 
 
