@@ -180,8 +180,8 @@ def handle_errors(command):
 
 class _Commands(click.Group):
     """nnrun's commands. Under an MPI launcher, every rank of `train --distributed` checks the
-    command line and the spec before the ranks meet: rank 0 alone says what is wrong, the
-    others exit with the same status."""
+    command line and the spec before the ranks meet: when they all fail alike, rank 0 alone
+    says what is wrong (said_by_rank_0)."""
 
     def main(self, args=None, **kwargs):
         words = sys.argv[1:] if args is None else list(args)
@@ -190,9 +190,11 @@ class _Commands(click.Group):
         try:
             super().main(args, **{**kwargs, "standalone_mode": False})
         except click.ClickException as error:
-            _exit_after_rank_0(error.exit_code)
+            _wait_for_rank_0()
+            error.show()
+            sys.exit(error.exit_code)
         except click.Abort:
-            _exit_after_rank_0(1)
+            sys.exit(1)
         sys.exit(0)
 
 
@@ -204,25 +206,26 @@ def _a_further_rank() -> bool:
 
 @contextmanager
 def said_by_rank_0(distributed: bool):
-    """Errors in the block, which every rank meets alike, reported by rank 0 alone."""
+    """Errors in the block, which every rank usually meets alike, reported by rank 0 alone."""
     try:
         yield
     except Exception as error:
-        if not (distributed and _a_further_rank()):
-            raise
-        _exit_after_rank_0(error.exit_code if isinstance(error, click.ClickException) else 1)
+        if distributed and _a_further_rank() and not isinstance(error, click.ClickException):
+            _wait_for_rank_0()  # (click's own errors wait in _Commands.main)
+        raise
 
 
 FURTHER_RANK_DELAY_S = 5.0
 
 
-def _exit_after_rank_0(code: int) -> None:
-    """A launcher ends the whole job at the first rank that fails, rank 0's report unprinted
-    if that rank is another: they wait for rank 0 to fail first (or for this delay)."""
+def _wait_for_rank_0() -> None:
+    """Before another rank reports an error: an MPI launcher ends the whole job when its
+    first rank fails. Rank 0 meeting the same error reports it and ends the job meanwhile;
+    a rank still here after the delay met an error of its own (a file missing on its node
+    alone), and says it."""
     import time
 
     time.sleep(FURTHER_RANK_DELAY_S)
-    sys.exit(code)
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
