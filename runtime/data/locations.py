@@ -31,19 +31,18 @@ def cache_dir(name: str) -> Path:
     return cache_root() / name
 
 
-# Where libraries nnrun imports keep files of their own, each read from an environment
-# variable: matplotlib's configuration and font list (else ~/.config/matplotlib and
-# ~/.cache/matplotlib), onnxruntime's device id (written on import, under XDG_CACHE_HOME or
-# ~/.cache).
-_LIBRARY_CACHES = {"MPLCONFIGDIR": "matplotlib", "XDG_CACHE_HOME": "libraries"}
-
-
 @contextmanager
 def library_caches_in_ours():
-    """For a command: those files under nnrun's cache directory, where the user has not chosen
-    a place, so that a command writes nowhere else."""
-    chosen = {name: str(cache_dir(folder)) for name, folder in _LIBRARY_CACHES.items()
-              if name not in os.environ}
+    """For a command, the files libraries nnrun imports keep of their own go under nnrun's
+    cache directory, where the user has not chosen a place, so that a command writes nowhere
+    else: onnxruntime's device id and matplotlib's font list (under XDG_CACHE_HOME, else
+    ~/.cache), and matplotlib's configuration directory (which it creates, else
+    ~/.config/matplotlib) unless the user has one, which then applies."""
+    chosen = {"XDG_CACHE_HOME": str(cache_dir("libraries"))}
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    if not (config_home / "matplotlib").is_dir():
+        chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
+    chosen = {name: value for name, value in chosen.items() if name not in os.environ}
     os.environ.update(chosen)
     try:
         yield

@@ -161,4 +161,20 @@ def test_the_libraries_own_files_go_to_the_cache_directory(tmp_path):
                               capture_output=True, text=True, timeout=180, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
     assert not home.exists() or not any(p.is_file() for p in home.rglob("*"))
-    assert any((cache / "libraries").rglob("*")) and any((cache / "matplotlib").rglob("*"))
+    assert any((cache / "libraries").rglob("*")) and (cache / "matplotlib").is_dir()
+
+
+def test_a_users_own_matplotlib_configuration_still_applies(tmp_path, monkeypatch):
+    from nnrun.runtime.data.locations import library_caches_in_ours
+
+    for name in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with library_caches_in_ours():
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "cache" / "matplotlib")
+    (tmp_path / ".config" / "matplotlib").mkdir(parents=True)
+    with library_caches_in_ours():  # the user's matplotlibrc is read; caches still ours
+        assert "MPLCONFIGDIR" not in os.environ
+        assert os.environ["XDG_CACHE_HOME"] == str(tmp_path / "cache" / "libraries")
+    assert "XDG_CACHE_HOME" not in os.environ
