@@ -15,7 +15,8 @@ from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_
                 type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               default=Path("curves.png"), show_default=True,
-              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg.")
+              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg, "
+                   "or another that matplotlib writes.")
 @click.option("--metrics", "metrics", metavar="NAME,...",
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
                    "metrics.jsonl (mae draws train_mae and val_mae) [default: loss, accuracy "

@@ -21,7 +21,8 @@ EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not install
 @spec_argument
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True,
-              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg.")
+              help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg, "
+                   "or another that matplotlib writes.")
 @click.option("--samples", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Training samples, one per row.")
 @click.option("--draws", type=click.IntRange(1, 32), default=5, show_default=True,

@@ -21,7 +21,7 @@ from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
 GRAD_NORMS_PANEL = "grad_norms"
 LINE_STYLES = ("-", "--", ":", "-.")
 # The file's suffix chooses the format: curves.pdf holds PDF, never PNG under another name.
-IMAGE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpeg", ".jpeg": "jpeg"}
+COMMON_FORMATS = (".png", ".svg", ".pdf", ".jpg")  # named in the message; matplotlib has more
 
 
 class PlotError(Exception):
@@ -44,11 +44,14 @@ class RunCurves:
 
 
 def image_format(out: Path) -> str:
-    """matplotlib's format for the suffix of `out` (plot, data preview)."""
-    image = IMAGE_FORMATS.get(Path(out).suffix.lower())
-    if image is None:
-        raise PlotError(f"{out}: give a file name ending in {', '.join(IMAGE_FORMATS)} (the "
-                        "suffix chooses the image format)")
+    """matplotlib's format for the suffix of `out` (plot, data preview): any it writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    image = Path(out).suffix.lower().removeprefix(".")
+    if image not in FigureCanvasBase.get_supported_filetypes():
+        raise PlotError(f"{out}: give a file name ending in {', '.join(COMMON_FORMATS)} or "
+                        "another suffix of an image format matplotlib writes (the suffix "
+                        "chooses the format)")
     return image
 
 
