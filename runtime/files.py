@@ -31,11 +31,23 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(temporary, path)
-    except OSError as error:  # the message names the path given, not our temporary file
-        raise OSError(error.errno, error.strerror or type(error).__name__, str(path)) from None
+    except OSError as error:
+        if error.errno is None or not _about_the_target(error, path):
+            raise  # a library's own words, or an error about another file: as they are
+        # the message names the path given, not our temporary file
+        raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
     sync_directory(path.parent)
+
+
+def _about_the_target(error: OSError, path: Path) -> bool:
+    """The error concerns the file being written: its temporary file, the target, or no file
+    named (a write that failed on the open file)."""
+    if error.filename is None:
+        return True
+    name = Path(error.filename).name
+    return name == path.name or name.startswith(temporary_prefix(path.name))
 
 
 def _create_temporary(path: Path) -> tuple[int, str]:

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from nnrun.runtime.checkpoint import load_checkpoint, save_checkpoint
-from nnrun.runtime.files import write_text_atomically
+from nnrun.runtime.files import write_atomically, write_text_atomically
 from nnrun.runtime.run_dir import LOCK, RunDirectory
 
 from invoking import assert_ok, assert_one_line_error, invoke
@@ -235,6 +235,25 @@ def test_a_failed_write_names_the_path_given_not_the_temporary_file(tmp_path, mo
     assert caught.value.filename == str(tmp_path / "x.npy") and caught.value.filename2 is None
     if failing == "tempfile.mkstemp":
         assert f"cannot create a file in {tmp_path}" in caught.value.strerror
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_writers_own_error_keeps_its_words(tmp_path):
+    """An error of the code that writes (matplotlib about a font, PIL about a mode) is not
+    rewritten as an error of the output path."""
+    def fail(words, filename=None):
+        def write(stream):
+            raise OSError(*words, *([filename] if filename else []))
+        return write
+
+    with pytest.raises(OSError, match="^cannot write mode RGBA as JPEG$"):
+        write_atomically(tmp_path / "x.jpg", fail(("cannot write mode RGBA as JPEG",)))
+    with pytest.raises(OSError) as caught:
+        write_atomically(tmp_path / "x.png", fail((errno.ENOENT, "missing"), "/fonts/a.ttf"))
+    assert caught.value.filename == "/fonts/a.ttf"
+    with pytest.raises(OSError) as caught:  # a failed write of the file itself names it
+        write_atomically(tmp_path / "x.png", fail((errno.ENOSPC, "No space left on device")))
+    assert caught.value.filename == str(tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
 
 
