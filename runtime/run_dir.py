@@ -270,7 +270,7 @@ class RunDirectory:
         rows, torn = _read_rows(path)
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:
-            _refuse_missing_epochs(path, rows, through_epoch)
+            _refuse_missing_epochs(path, rows, through_epoch, torn)
         if torn:
             self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
         return rows
@@ -324,13 +324,15 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
     return rows, torn
 
 
-def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int) -> None:
+def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
+                           torn: bool) -> None:
     """Going on without them would leave a history of the later epochs only."""
     missing = sorted(set(range(1, through_epoch + 1)) - {row["epoch"] for row in rows})
     if missing:
-        raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}, which {LAST} "
-                                "has trained; restore it from a backup, or start a new run "
-                                "with another --out")
+        how = " (its last line is torn)" if torn else ""
+        raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}{how}, which "
+                                f"{LAST} has trained; restore it from a backup, or start a new "
+                                "run with another --out")
 
 
 def _epochs(numbers: list[int]) -> str:

@@ -464,9 +464,9 @@ def test_damaged_files_a_resume_reads_are_refused_before_anything_changes(traine
     assert files_of(trained) == before and (trained / LOCK).read_text() == "12345\n"
 
 
-@pytest.mark.parametrize("content, missing", [(b"", "epochs 1-2"),
-                                              (b"\xff\xfe\x00\x9c", "epochs 1-2"),
-                                              (None, "epoch 2")])
+@pytest.mark.parametrize("content, missing", [
+    (b"", "epochs 1-2"), (b"\xff\xfe\x00\x9c", "epochs 1-2 (its last line is torn)"),
+    (None, "epoch 2")])
 def test_metrics_without_the_rows_of_the_checkpoints_epochs_are_refused(trained, spec, content,
                                                                         missing):
     """An empty metrics.jsonl beside a checkpoint of epoch 2: the resumed run's history held
