@@ -241,12 +241,8 @@ class ArrayBackend(FusedKernels):
     def synchronize(self) -> None:
         pass
 
-    def capturing(self) -> bool:
-        """Whether the current stream is being captured as a device graph."""
-        return False
-
     def refuse_during_capture(self, what: str) -> None:
-        refuse_during_capture(self.capturing(), what)
+        """Nothing here: a host backend never captures its steps."""
 
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""

@@ -11,7 +11,7 @@ import cupy
 from cupyx.scipy import special
 
 from . import BackendUnavailable, cuda_graph, cupy_kernels
-from .base import ArrayBackend
+from .base import ArrayBackend, refuse_during_capture
 
 
 class CupyBackend(ArrayBackend):
@@ -47,8 +47,8 @@ class CupyBackend(ArrayBackend):
     def synchronize(self) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
-    def capturing(self) -> bool:
-        return cupy.cuda.get_current_stream().is_capturing()
+    def refuse_during_capture(self, what: str) -> None:
+        refuse_during_capture(cupy.cuda.get_current_stream().is_capturing(), what)
 
     def matmul_into(self, a, b, out) -> None:
         cuda_graph.matmul_into(a, b, out)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .shapes import size_of
+
 Task = Literal["classification", "binary", "segmentation"]
 
 
@@ -88,13 +90,7 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
     """About how much memory generating `n_samples` of dataset `name` takes, and the
     arithmetic as text for the error that refuses it."""
     info = DATASETS[name]
-    per_sample = 8 * (_size(info.input_shape) + _size(info.label_shape))
+    per_sample = 8 * (size_of(info.input_shape or ()) + size_of(info.label_shape or ()))
     total = GENERATION_COPIES * per_sample * n_samples
     return total, f"{n_samples:,} samples x {per_sample:,} B x {GENERATION_COPIES} copies"
 
-
-def _size(shape: tuple[int, ...] | None) -> int:
-    count = 1
-    for dimension in shape or ():
-        count *= dimension
-    return count

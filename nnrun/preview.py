@@ -1,7 +1,6 @@
 """`nnrun data preview SPEC --out grid.png`: training samples as the network sees them, each
-beside a few augmented draws of itself (data.augment), in one image (PNG, SVG, PDF or JPEG by
-the suffix of --out). matplotlib is the `plot`
-extra; without it the command says so in one line."""
+beside a few augmented draws of itself (data.augment), in one image whose format the suffix of
+--out chooses. matplotlib is the `plot` extra; without it the command says so in one line."""
 
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not install
 @in_own_caches
 def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     """A grid of augmented training samples: each row one sample as loaded and preprocessed,
-    then DRAWS augmentations of it (the spec's data.augment, in order), as a PNG."""
+    then DRAWS augmentations of it (the spec's data.augment, in order), as an image."""
     from nnrun.compiler.frontend import compile_checked, load_spec
     from nnrun.runtime.plot import PlotError, image_format
 

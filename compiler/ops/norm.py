@@ -184,18 +184,17 @@ def _channel_var_into(be, attrs, out, x):
     var, mean, deviations = out
     xp = be.xp
     count = _squared_deviations_into(xp, x, mean, deviations, partial(_rank_mean, be, attrs))
-    if attrs.sync:  # the ranks' batches are of equal size: the whole batch's variance
-        xp.sum(deviations, axis=_reduce_axes(x), out=var)
-        xp.divide(var, count, out=var)
-        _rank_mean(be, attrs, var)
-        count *= be.rank_count()
-        xp.multiply(var, count / (count - 1) if count > 1 else np.nan, out=var)
-        return
-    if count < 2:
+    total = count * be.rank_count() if attrs.sync else count  # the same on every rank
+    if total < 2:
         var.fill(np.nan)  # one value per channel has no unbiased variance (0/0)
         return
     xp.sum(deviations, axis=_reduce_axes(x), out=var)
-    xp.divide(var, count - 1, out=var)
+    if attrs.sync:  # the ranks' batches are of equal size: the mean of their biased variances
+        xp.divide(var, count, out=var)
+        _rank_mean(be, attrs, var)
+        xp.multiply(var, total / (total - 1), out=var)
+    else:
+        xp.divide(var, count - 1, out=var)
 
 
 def _ema_forward(be, attrs, running, stat):

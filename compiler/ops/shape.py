@@ -196,24 +196,25 @@ def _pad_grad_into(be, attrs, out, g, x):
     copies, in the same order as add.at (ascending padded position)."""
     result, *between = out
     source = g
-    for axis, (lo, hi) in enumerate(pad_pairs(attrs.pad), start=2):
-        target = between[axis - 2] if axis - 2 < len(between) else result
+    for axis, (lo, _), target in zip(range(2, g.ndim), pad_pairs(attrs.pad), (*between, result)):
         _sum_copies_into(target, source, axis, lo, attrs.mode)
         source = target
 
 
 def _sum_copies_into(target, g, axis, lo, mode):
-    n = target.shape[axis]
+    n, padded = target.shape[axis], g.shape[axis]
     along_g, along_target = moved(g, axis, 0), moved(target, axis, 0)
-    origin = _source_index(np, n, lo, g.shape[axis] - lo - n, mode)
+    origin = _source_index(np, n, lo, padded - lo - n, mode)
+
+    def add_border(positions):
+        for position in positions:
+            if origin[position] >= 0:
+                along_target[origin[position]] += along_g[position]
+
     target.fill(0)
-    for position in range(lo):
-        if origin[position] >= 0:
-            along_target[origin[position]] += along_g[position]
+    add_border(range(lo))
     along_target += along_g[lo:lo + n]
-    for position in range(lo + n, g.shape[axis]):
-        if origin[position] >= 0:
-            along_target[origin[position]] += along_g[position]
+    add_border(range(lo + n, padded))
 
 
 _ONNX_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge",
