@@ -124,7 +124,9 @@ def feature_permutation(permute: bool | int | None, seed: int, size: int) -> np.
 
 
 def permute_features(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1)[:, permutation].reshape(x.shape)
+    # Fancy indexing along axis 1 gives a column-major array, and a reshape keeps it a view:
+    # each batch gathered from it then strides across the whole split (30x slower training).
+    return np.ascontiguousarray(x.reshape(len(x), -1)[:, permutation].reshape(x.shape))
 
 
 def not_finite_problem(x: np.ndarray, what: str = "x") -> str | None:
