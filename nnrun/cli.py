@@ -660,7 +660,8 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     """Compiled gradients vs central finite differences, in float64."""
     import nnrun
-    from nnrun.runtime.gradcheck import gradcheck as run_gradcheck, working_set_bytes
+    from nnrun.runtime.gradcheck import (gradcheck as run_gradcheck, training_mode_layers,
+                                         working_set_bytes)
     from nnrun.runtime.memory import check_memory
 
     model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
@@ -674,8 +675,17 @@ def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
     for result in results:
         click.echo(f"  {result.name:<28} {_gradcheck_line(result, tolerance)}")
     passed = worst <= tolerance
-    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g}); "
-               "training-mode ops (dropout, batch statistics) are checked in inference mode")
+    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g})")
+    training_mode = training_mode_layers(model.spec)
+    if training_mode:
+        verb = "behaves" if len(training_mode) == 1 else "behave"
+        click.echo(f"{', '.join(training_mode)} {verb} differently in training: checked in "
+                   "inference mode (no dropout, running batchnorm statistics)")
+    larger = sum(result.larger_step for result in results)
+    if larger:
+        click.echo(f"{larger} entries agree only at a larger step (1e-5 or 1e-4, not 1e-6): their "
+                   "gradient is so small that the loss's rounding, divided by the step, "
+                   "outweighs it at 1e-6")
     kinks = sum(result.kinks for result in results)
     if kinks:
         click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
@@ -686,12 +696,14 @@ def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
 
 
 def _gradcheck_line(result, tolerance: float) -> str:
-    kinks = (f"  ({result.kinks} of {result.checked + result.kinks} at a kink, left out: central "
+    total = result.checked + result.kinks
+    kinks = (f"  ({result.kinks} of {total} at a kink, left out: central "
              f"error {result.worst_kink_error:.1e})" if result.kinks else "")
     if not result.checked:
         return f"every entry at a kink{kinks}"
+    larger = f"  ({result.larger_step} of {total} at a larger step)" if result.larger_step else ""
     mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
-    return f"worst relative error {result.worst_relative_error:.2e}  {mark}{kinks}"
+    return f"worst relative error {result.worst_relative_error:.2e}  {mark}{larger}{kinks}"
 
 
 def _attach_subcommands() -> None:

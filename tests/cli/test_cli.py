@@ -963,6 +963,31 @@ def test_gradcheck_refuses_a_batch_its_own_float64_graph_cannot_hold(tiny, monke
     assert "batch size 1000000" in line and "NNRUN_MEMORY_LIMIT" in line
 
 
+def test_gradcheck_names_training_mode_layers_only_where_there_are_some(tiny, tmp_path):
+    assert "inference mode" not in assert_ok(invoke("gradcheck", tiny)).stdout
+    spec = write(tmp_path / "dropout.yaml", """\
+        model:
+          input_shape: [4]
+          layers:
+            - {type: dense, units: 6, activation: tanh}
+            - {type: batchnorm}
+            - {type: dropout, rate: 0.5}
+            - {type: dropout, rate: 0.0}
+            - {type: dense, units: 3}
+        """)
+    result = assert_ok(invoke("gradcheck", spec))
+    assert ("batchnorm_1, dropout_1 behave differently in training: checked in inference mode"
+            in result.stdout)
+
+
+def test_gradcheck_passes_the_vanishing_gradients_spec():
+    """Its first layers' gradients are about 1e-5: at step 1e-6 the loss's rounding outweighs
+    them, and gradcheck failed a correct gradient."""
+    result = assert_ok(invoke("gradcheck", SPECS / "vanishing-gradients.yaml"))
+    assert "passed" in result.stdout and "FAIL" not in result.stdout
+    assert "agree only at a larger step" in result.stdout
+
+
 def test_gradcheck_small_cnn(tmp_path):
     spec = write(tmp_path / "cnn.yaml", """\
         model:
