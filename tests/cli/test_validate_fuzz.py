@@ -235,6 +235,8 @@ def specs(draw):
     spec = copy.deepcopy(draw(plausible_specs()))  # st.just values are shared objects
     for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))):
         places = _places(spec)
+        if not places:  # a deletion took the last section (the model, with nothing beside it)
+            break
         path, value = draw(st.sampled_from(places))
         parent = spec
         for key in path[:-1]:
