@@ -24,8 +24,8 @@ from difflib import SequenceMatcher
 import numpy as np
 
 from .shapes import size_of
-from .summary import LayerRow, Summary, _layer_json, _mb, _shape
-from .tables import table_text
+from .summary import LayerRow, Summary, _layer_json, _shape
+from .tables import byte_size, table_text
 
 STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
 
@@ -240,21 +240,15 @@ def _memory_change(a: int | None, b: int | None) -> str:
     if a is None and b is None:  # a side given without layer memory
         return "-"
     if a is None or b is None:
-        return _size(a if b is None else b)
-    return _size(a) if a == b else f"{_size(a)} -> {_size(b)} ({'+' if b > a else '-'}" \
-        f"{_size(abs(b - a))})"
-
-
-def _size(value: int) -> str:
-    if value < 1024:
-        return f"{value} B"
-    return f"{value / 1024:.1f} KB" if value < 2**20 else f"{value / 2**20:.2f} MB"
+        return byte_size(a if b is None else b)
+    return byte_size(a) if a == b else \
+        f"{byte_size(a)} -> {byte_size(b)} ({byte_size(b - a, signed=True)})"
 
 
 def _total_cells(name: str, a, b) -> list[str]:
     label = _TOTALS[name]
     if name == "train_memory_bytes":
-        return [label, _mb(a), _mb(b), _relative(a, b, _mb_change(b - a))]
+        return [label, byte_size(a), byte_size(b), _relative(a, b, byte_size(b - a, signed=True))]
     if isinstance(a, list):
         return [label, _shape(a), _shape(b), "" if a == b else "changed"]
     return [label, f"{a:,}", f"{b:,}", _relative(a, b, f"{b - a:+,}")]
@@ -277,10 +271,6 @@ def _metric(value) -> str:
     if not _is_number(value):
         return "-"
     return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
-
-
-def _mb_change(value: int) -> str:
-    return f"{value / 2**20:+.2f} MB"
 
 
 def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .shapes import per_sample, size_of
-from .tables import table_text
+from .tables import byte_size, table_text
 
 FLOP_CONVENTION = ("FLOPs: 2 per multiply-accumulate (mult-add) of dense and convolution "
                    "layers; others 0")
@@ -149,9 +149,10 @@ def summary_text(summary: Summary, width: int | None = None) -> str:
              _parameters_line(summary),
              f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
              FLOP_CONVENTION]
-    parts = ", ".join(f"{k.replace('_', ' ')} {_mb(v)}" for k, v in summary.memory_parts.items())
+    parts = ", ".join(f"{k.replace('_', ' ')} {byte_size(v)}"
+                      for k, v in summary.memory_parts.items())
     lines.append(f"training memory at batch size {summary.batch_size}: "
-                 f"{_mb(summary.train_memory_bytes)} ({parts})")
+                 f"{byte_size(summary.train_memory_bytes)} ({parts})")
     if summary.checkpoint:
         lines.append(_sparsity_line(summary))
     return "\n".join(lines) + "\n"
@@ -175,7 +176,3 @@ def _percent(value: float | None) -> str:
 
 def _shape(shape: list) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _mb(value: int) -> str:
-    return f"{value / 2**20:.2f} MB"

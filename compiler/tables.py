@@ -38,3 +38,16 @@ def render(renderable, width: int | None = None) -> str:
         console.width = console.measure(renderable).maximum
     console.print(renderable)
     return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
+
+
+def byte_size(value: int, signed: bool = False) -> str:
+    """Bytes in the unit that keeps them readable, in units of 1024: 24 B, 3.5 KB, 1.25 MB."""
+    sign = ("-" if value < 0 else "+") if signed else ""
+    size = abs(value) if signed else value
+    if size < 1024:
+        return f"{sign}{size} B"
+    if size < 2**20:
+        return f"{sign}{size / 1024:.1f} KB"
+    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
+        if size >= scale:
+            return f"{sign}{size / scale:.2f} {unit}"

@@ -292,7 +292,7 @@ def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
     """A generated dataset too large to hold: train refuses it before generating it."""
     from nnrun.compiler.datasets import generated_bytes
     from nnrun.compiler.ir import Origin
-    from nnrun.runtime.memory import format_size
+    from nnrun.compiler.tables import byte_size
 
     data = checked.source.spec.data
     if data is None or data.n_samples is None:
@@ -300,8 +300,8 @@ def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
     needed, arithmetic = generated_bytes(data.dataset, data.n_samples)
     if needed <= limit:
         return []
-    message = (f"needs about {format_size(needed)} ({arithmetic}), over "
-               f"{format_size(limit)} (--warn-memory, default: this "
+    message = (f"needs about {byte_size(needed)} ({arithmetic}), over "
+               f"{byte_size(limit)} (--warn-memory, default: this "
                "machine's available memory); train refuses a dataset over the memory available")
     origin = Origin("data.n_samples", keys=("data", "n_samples"))
     return [checked.source.diagnostic(origin, message, "warning")]
@@ -309,14 +309,14 @@ def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
 
 def _memory_warning(checked, limit: int) -> list[Diagnostic]:
     from nnrun.compiler.ir import Origin
-    from nnrun.runtime.memory import format_size
+    from nnrun.compiler.tables import byte_size
 
     needed = checked.summary.train_memory_bytes
     if needed <= limit:
         return []
     batch = checked.source.spec.train.batch_size
-    message = (f"training needs about {format_size(needed)} at batch size {batch}, over "
-               f"{format_size(limit)} (--warn-memory, default: this machine's available "
+    message = (f"training needs about {byte_size(needed)} at batch size {batch}, over "
+               f"{byte_size(limit)} (--warn-memory, default: this machine's available "
                "memory); train, bench and gradcheck refuse a model over the memory available")
     origin = Origin("train.batch_size", keys=("train", "batch_size"))
     return [checked.source.diagnostic(origin, message, "warning")]
@@ -624,6 +624,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
 def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, overrides) -> None:
     """Train-step and inference time on random data of the spec's shape (medians)."""
     import nnrun
+    from nnrun.compiler.tables import byte_size
     from nnrun.runtime.bench import bench as run_bench
     from nnrun.runtime.memory import check_memory
     from nnrun.runtime.model import Model
@@ -645,7 +646,8 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
                f"{result['train_samples_per_s']:>12,.0f} samples/s")
     click.echo(f"  inference   {result['inference_ms']:>10.3f} ms  "
                f"{result['inference_samples_per_s']:>12,.0f} samples/s")
-    click.echo(f"  peak memory {result['peak_memory_mb']:>10.2f} MB during a training step")
+    peak = byte_size(round(result["peak_memory_mb"] * 2**20))
+    click.echo(f"  peak memory {peak:>13} during a training step")
 
 
 @main.command()

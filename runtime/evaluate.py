@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.frontend import load_spec
+from nnrun.compiler.tables import byte_size
 
 from . import checkpoint as ckpt
 from .archives import DamagedFile, npz_headers, read_npz
@@ -17,7 +18,7 @@ from .data import DataError, load_dataset
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import write_atomically
-from .memory import available_memory, check_memory, format_size
+from .memory import available_memory, check_memory
 from .metrics import evaluate
 from .model import Model, batch_shape_problem
 from .run_dir import RunDirectoryError, not_a_run_directory
@@ -195,5 +196,5 @@ def _check_input_header(path: Path, header, expected: list) -> None:
         raise DataError(f"{path}: {problem}")
     available, source = available_memory()
     if header.size_bytes > available:
-        raise DataError(f"{path}: x needs {format_size(header.size_bytes)}, over the "
-                        f"{format_size(available)} available ({source}); predict in parts")
+        raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, over the "
+                        f"{byte_size(available)} available ({source}); predict in parts")

@@ -16,8 +16,11 @@ import resource
 from pathlib import Path
 
 from nnrun.compiler.summary import training_memory
+from nnrun.compiler.tables import byte_size
 
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+# Units of 1024, as `summary`, `bench` and the memory plan print sizes (and as Slurm's --mem
+# and Docker's --memory read them), so that a limit, a refusal and a summary agree.
+UNITS = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
@@ -40,8 +43,8 @@ def check_memory(model, batch: int, command: str, training: bool = True,
     available, source = available_memory(model.backend)
     if needed > available:
         raise MemoryLimitError(
-            f"{command}: the model needs about {format_size(needed)} at batch size {batch}, but "
-            f"only {format_size(available)} is available ({source}); lower the batch size or "
+            f"{command}: the model needs about {byte_size(needed)} at batch size {batch}, but "
+            f"only {byte_size(available)} is available ({source}); lower the batch size or "
             "the model size (see `nnrun summary`)")
 
 
@@ -127,8 +130,3 @@ def parse_size(text: str) -> int:
     raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 
-def format_size(value: int) -> str:
-    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3)):
-        if value >= size:
-            return f"{value / size:.1f} {unit}"
-    return f"{value} B"

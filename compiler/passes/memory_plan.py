@@ -26,6 +26,7 @@ import numpy as np
 from ..ir import Graph, TensorType, Value
 from ..ops import REGISTRY, SLICED
 from ..ops.optim import group_parts
+from ..tables import byte_size
 from . import batch_segments as segments_pass
 from .liveness import live_ranges
 from .rewrite import producers
@@ -61,7 +62,7 @@ class MemoryPlan:
         over = f" ({len(self.overwrites)} written over an input)" if self.overwrites else ""
         return (f"batch {self.batch}: {len(self.values)} values{over} and "
                 f"{sum(len(s) for s in self.scratch)} scratch buffers in "
-                f"{self.arena_bytes / 2**20:.2f} MB")
+                f"{byte_size(self.arena_bytes)}")
 
 
 @dataclass

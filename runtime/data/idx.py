@@ -17,7 +17,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ..memory import available_memory, format_size
+from nnrun.compiler.tables import byte_size
+
+from ..memory import available_memory
 from .errors import DataError
 from .locations import cache_dir, write_cache_file
 
@@ -77,8 +79,8 @@ def read_header(stream: BinaryIO, path: Path, expected_ndim: int | None,
     size = math.prod(shape) * dtype.itemsize
     available, source = available_memory()
     if size > available:
-        raise DataError(f"{path}: the header declares {format_size(size)} of data (shape "
-                        f"{list(shape)}), over the {format_size(available)} available ({source}); "
+        raise DataError(f"{path}: the header declares {byte_size(size)} of data (shape "
+                        f"{list(shape)}), over the {byte_size(available)} available ({source}); "
                         "the file is damaged or not this dataset")
     return shape, dtype
 

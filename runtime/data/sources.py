@@ -20,9 +20,10 @@ import numpy as np
 
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import DATASETS, generated_bytes
+from nnrun.compiler.tables import byte_size
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
-from ..memory import available_memory, format_size
+from ..memory import available_memory
 from .errors import DataError
 from .idx import read_cached, read_idx, write_cached
 from .locations import (
@@ -165,8 +166,8 @@ def generated_count(name: str, data_spec: Any, default: int) -> int:
     needed, arithmetic = generated_bytes(name, count)
     available, source = available_memory()
     if needed > available:
-        raise DataError(f"{name}: data.n_samples {count:,} needs about {format_size(needed)} "
-                        f"({arithmetic}), over the {format_size(available)} available "
+        raise DataError(f"{name}: data.n_samples {count:,} needs about {byte_size(needed)} "
+                        f"({arithmetic}), over the {byte_size(available)} available "
                         f"({source}); lower data.n_samples")
     return count
 
@@ -451,8 +452,8 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
     size = sum(headers[name].size_bytes for name in names if name in headers)
     available, source = available_memory()
     if size > available:
-        raise DataError(f"{path}: its arrays declare {format_size(size)}, over the "
-                        f"{format_size(available)} available ({source}); the file is damaged or "
+        raise DataError(f"{path}: its arrays declare {byte_size(size)}, over the "
+                        f"{byte_size(available)} available ({source}); the file is damaged or "
                         "too big for this machine")
     for features, targets in (("x", labels), ("x_test", test_labels)):
         if features in headers:

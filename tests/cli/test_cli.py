@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -357,6 +358,17 @@ def test_summary_text(tiny):
     assert "dense_1" in text and "dense_2" in text
     assert "2 per multiply-accumulate" in text  # the FLOP convention is stated
     assert "training memory at batch size 16" in text
+
+
+def test_sizes_keep_a_readable_unit():
+    """A tiny model's memory read 0.00 MB in every part."""
+    from nnrun.compiler.tables import byte_size
+
+    assert [byte_size(n) for n in (0, 776, 1024, 241_100, 2**20, 31_180_000, 3 * 2**30)] == [
+        "0 B", "776 B", "1.0 KB", "235.4 KB", "1.00 MB", "29.74 MB", "3.00 GB"]
+    assert byte_size(-1536, signed=True) == "-1.5 KB" and byte_size(10, signed=True) == "+10 B"
+    text = assert_ok(invoke("summary", SPECS / "xor-perceptron.yaml")).stdout
+    assert re.search(r"training memory at batch size 16: \d+ B \(parameters \d+ B,", text)
 
 
 def test_summary_json(tiny):

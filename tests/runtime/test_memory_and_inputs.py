@@ -4,9 +4,11 @@ are decompressed or cast (docs/reliability.md)."""
 from __future__ import annotations
 
 import gzip
+import re
 import zipfile
 
 import numpy as np
+
 import pytest
 from click.testing import CliRunner
 
@@ -91,12 +93,12 @@ def test_a_generated_dataset_too_big_for_memory_is_refused_before_it_is_generate
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1GB")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
                                  "spirals")
-    assert "data.n_samples 1,000,000,000,000 needs about 72.0 TB" in line
+    assert "data.n_samples 1,000,000,000,000 needs about 65.48 TB" in line
     assert "(1,000,000,000,000 samples x 24 B x 3 copies)" in line and "batch size" not in line
     assert not (tmp_path / "run").exists()
     result = invoke("validate", spec)
     assert result.exit_code == 0
-    assert f"{spec}:3:19: warning: data.n_samples: needs about 72.0 TB" in result.stderr
+    assert f"{spec}:3:19: warning: data.n_samples: needs about 65.48 TB" in result.stderr
     assert invoke("validate", spec, "--strict").exit_code == 1
 
 
@@ -141,11 +143,11 @@ def npz_bomb(path, declared_rows: int):
 
 
 def test_an_npz_zip_bomb_is_refused_from_its_headers(tmp_path, monkeypatch):
-    path = npz_bomb(tmp_path / "bomb.npz", 20_000)  # 80 MB declared, about 80 KB on disk
+    path = npz_bomb(tmp_path / "bomb.npz", 20_000)  # 76.29 MB declared (80,000,000 bytes), about 80 KB on disk
     assert path.stat().st_size < 1_000_000
     spec = npz_data_section("bomb.npz")
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "10MB")
-    with pytest.raises(DataError, match="declare 80.0 MB"):
+    with pytest.raises(DataError, match="declare 76.29 MB"):
         load_dataset(spec, spec_dir=tmp_path, seed=0)
     monkeypatch.delenv("NNRUN_MEMORY_LIMIT")
     with pytest.raises(DataError, match="20000 samples of features but 3 labels"):
@@ -183,7 +185,22 @@ def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
     monkeypatch.setattr(memory, "Path", lambda p: cgroup if p == "/sys/fs/cgroup" else real_path(p))
     assert memory.available_memory() == (400_000, "the cgroup's memory.max")
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100KB")
-    assert memory.available_memory() == (100_000, "NNRUN_MEMORY_LIMIT")
-    assert memory.parse_size("1.5 GiB") == 3 * 2**29
+    assert memory.available_memory() == (100 * 1024, "NNRUN_MEMORY_LIMIT")
+    assert memory.parse_size("1.5 GiB") == memory.parse_size("1.5GB") == 3 * 2**29
     with pytest.raises(ValueError):
         memory.parse_size("lots")
+
+
+def test_a_refusal_says_the_size_summary_says(tmp_path, monkeypatch):
+    """Units of 1024 everywhere: a refusal's estimate, read beside `nnrun summary` as it
+    suggests, is the same number."""
+    spec = tmp_path / "mlp.yaml"
+    spec.write_text("model:\n  input_shape: [784]\n  layers:\n    - {type: dense, units: 512}\n"
+                    "    - {type: dense, units: 10}\ntrain: {batch_size: 64}\n")
+    summary = CliRunner().invoke(main, ["summary", str(spec)]).output
+    said = re.search(r"training memory at batch size 64: ([0-9.]+) MB", summary).group(1)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1MB")
+    result = CliRunner().invoke(main, ["bench", str(spec), "--batch-size", "64", "--steps", "1"])
+    assert result.exit_code != 0
+    assert f"needs about {said} MB" in result.output
+    assert "only 1.00 MB is available (NNRUN_MEMORY_LIMIT)" in result.output
