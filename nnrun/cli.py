@@ -652,6 +652,7 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 
 @main.command()
 @spec_argument
+@backend_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
               help="Entries checked per parameter.")
@@ -659,14 +660,14 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
                        "the finite difference.")
 @set_option
 @handle_errors
-def gradcheck(spec, batch_size, samples, tolerance, overrides) -> None:
+def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
     """Compiled gradients vs central finite differences, in float64."""
     import nnrun
     from nnrun.runtime.gradcheck import (gradcheck as run_gradcheck, training_mode_layers,
                                          working_set_bytes)
     from nnrun.runtime.memory import check_memory
 
-    model = nnrun.compile(spec, overrides=[*overrides, "dtype=float64"])
+    model = nnrun.compile(spec, backend=backend, overrides=[*overrides, "dtype=float64"])
     check_memory(model, batch_size, "gradcheck", needed=working_set_bytes(model, batch_size))
     largest = max((math.prod(info.shape) for info in model.lowered.params.values()), default=0)
     if samples > largest:

@@ -40,6 +40,18 @@ def test_loss_and_grads_match_numpy(cupy_backend):
         assert np.abs(grads_gpu[name] - grad).max() / scale < 1e-4, name
 
 
+def test_gradcheck_on_cupy(cupy_backend):
+    """`nnrun gradcheck --backend cupy`: the float64 gradients on the GPU against finite
+    differences, with NumPy's verdicts."""
+    from nnrun.runtime.gradcheck import gradcheck
+
+    source = nnrun.load_spec_text(SPEC + "dtype: float64\n")
+    on_cpu = gradcheck(nnrun.compile(source), batch=3, samples=4)
+    on_gpu = gradcheck(nnrun.compile(source, backend="cupy"), batch=3, samples=4)
+    for cpu, gpu in zip(on_cpu, on_gpu):
+        assert gpu.worst_relative_error <= 1e-5 and gpu.kinks == cpu.kinks, gpu
+
+
 def test_training_on_cupy_follows_numpy(cupy_backend, tmp_path):
     runs = {}
     for backend in ("numpy", "cupy"):

@@ -218,3 +218,22 @@ def test_a_gpu_step_never_splits_over_host_threads(emulated, monkeypatch):
     with thread_limit(3):
         train_steps(model, x, y, 2)
     assert handed == []
+
+
+@pytest.mark.parametrize("spec", ["lenet5.yaml", "vanishing-gradients.yaml",
+                                  "fcn-segmentation.yaml"])
+def test_gradcheck_through_the_kernels(spec, emulated, capsys):
+    """`nnrun gradcheck SPEC --backend cupy`: float64 through the kernels, the same verdicts
+    and nearly the same errors as on NumPy (the same weights, batch and entries)."""
+    from nnrun.runtime.gradcheck import gradcheck
+
+    _, kernels, backend = emulated
+    compiled = nnrun.compile(str(SPECS / spec), overrides=["dtype=float64"])
+    on_numpy = gradcheck(Model(compiled.source, "numpy"), batch=2, samples=3)
+    on_kernels = gradcheck(Model(compiled.source, backend), batch=2, samples=3)
+    assert [r.name for r in on_kernels] == [r.name for r in on_numpy]
+    for numpy_check, kernel_check in zip(on_numpy, on_kernels):
+        assert kernel_check.worst_relative_error <= 1e-5, kernel_check
+        assert kernel_check.kinks == numpy_check.kinks, kernel_check.name
+    assert kernels._VERDICTS and all(kernels._VERDICTS.values())  # the kernels ran, in float64
+    assert capsys.readouterr().err == ""

@@ -764,17 +764,35 @@ def test_train_rejects_non_positive_counts(tiny, tmp_path, option):
     assert_usage_error(result, option)
 
 
-def test_train_cupy_backend_unavailable(tiny, tmp_path):
-    pytest.importorskip("numpy")
+@pytest.mark.parametrize("command", [["train", "--out", "run", "--quiet"], ["bench"],
+                                     ["gradcheck"]], ids=lambda command: command[0])
+def test_cupy_backend_unavailable(tiny, tmp_path, monkeypatch, command):
     try:
         import cupy  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("CuPy is installed; this checks the message without it")
-    result = invoke("train", tiny, "--backend", "cupy", "--out", tmp_path / "run", "--quiet")
+    monkeypatch.chdir(tmp_path)
+    result = invoke(command[0], tiny, "--backend", "cupy", *command[1:])
     line = assert_one_line_error(result, "cupy")
-    assert "numpy" in line
+    assert "numpy" in line and "nnrun[cuda13]" in line and "nnrun[cuda12]" in line
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_cupy_backend_unavailable_on_a_run(trained, tmp_path, command):
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed; this checks the message without it")
+    x = tmp_path / "x.npz"
+    np.savez(x, x=np.zeros((3, 2), dtype=np.float32))
+    arguments = [x, "--out", tmp_path / "y.npy"] if command == "predict" else []
+    result = invoke(command, trained, *arguments, "--backend", "cupy")
+    assert "nnrun[cuda13]" in assert_one_line_error(result, "cupy")
+    assert not (tmp_path / "y.npy").exists()
 
 
 # --- eval -----------------------------------------------------------------------------------
