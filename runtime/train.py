@@ -386,7 +386,10 @@ class Trainer:
         """After a step: when `losses` is given, reads them (and the totals) in one transfer
         and stops at the first non-finite one, with its step; stops on a signal any rank
         received. The ranks of a data-parallel run read every step and agree on its loss."""
-        index, loss = losses.read(self.totals) if losses is not None else (None, 0.0)
+        # On GPUs the step's NCCL all-reduce runs behind the host: a rank whose peer has died
+        # blocks here, in the read, which the watchdog must cover as it covers MPI's waits.
+        with self.ranks.waiting("reading a step's loss"):
+            index, loss = losses.read(self.totals) if losses is not None else (None, 0.0)
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
         if self.grad_norms and outputs is not None:
             self.grad_norms.add(self._host_grad_norms(outputs), self.global_step, epoch,

@@ -8,6 +8,7 @@ stopping and pruning, SIGTERM and resume, and a rank that dies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -291,6 +292,38 @@ def test_the_watchdog_stops_a_rank_left_waiting():
     assert messages and messages[0].startswith(
         "error: rank 1 of 2: no word from the other ranks for 0.2 s (at the end of a training "
         "step); one of them has died or hangs")
+
+
+def test_the_read_of_each_step_is_watched(tmp_path, monkeypatch):
+    """On GPUs NCCL's all-reduce runs behind the host, so a rank whose peer has died blocks in
+    the first read after the step, not in the step: that read runs under the watchdog."""
+    import nnrun
+    from nnrun.runtime import train as training
+    from nnrun.runtime.distributed import Alone
+
+    class Watched(Alone):
+        size, now = 2, None  # two ranks' worth of reads: every step is read
+
+        @contextlib.contextmanager
+        def waiting(self, what):
+            self.now = what
+            try:
+                yield
+            finally:
+                self.now = None
+
+    ranks, seen = Watched(), []
+    real_read = training.StepLosses.read
+
+    def read(losses, totals):
+        seen.append(ranks.now)
+        return real_read(losses, totals)
+
+    monkeypatch.setattr(training.StepLosses, "read", read)
+    monkeypatch.setattr(training, "check_batch", lambda batch, size: None)
+    nnrun.train(_write_spec(tmp_path / "s.yaml", BN_SPEC), out_dir=tmp_path / "run",
+                quiet=True, max_steps=3, ranks=ranks)
+    assert seen and set(seen) == {"reading a step's loss"}
 
 
 def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeypatch):
