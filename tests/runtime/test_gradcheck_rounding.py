@@ -38,15 +38,10 @@ def test_rounding_at_the_first_step_alone_does_not_fail():
     assert all(r.worst_relative_error <= TOLERANCE for r in results.values())
 
 
-def test_at_the_first_step_the_same_entries_fail():
+def test_at_the_first_step_the_same_entries_fail(monkeypatch):
     # What the larger steps mend: with them removed, the first layer fails.
-    model = deep_sigmoid()
-    original = checking.LARGER_STEPS
-    checking.LARGER_STEPS = ()
-    try:
-        results = {r.name: r for r in checking.gradcheck(model, samples=16)}
-    finally:
-        checking.LARGER_STEPS = original
+    monkeypatch.setattr(checking, "LARGER_STEPS", ())
+    results = {r.name: r for r in checking.gradcheck(deep_sigmoid(), samples=16)}
     assert results["dense_1.weight"].worst_relative_error > TOLERANCE
 
 
