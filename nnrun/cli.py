@@ -638,7 +638,8 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    threads_text = f", {result['threads']} threads" if result["threads"] else ""
+    threads = result["threads"]
+    threads_text = f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""
     click.echo(f"{spec} on {result['backend']} ({result['executor']} executor{threads_text}), "
                f"batch {result['batch_size']}, median of {steps} steps")
     click.echo(f"  step path   {result['step_path']}")
