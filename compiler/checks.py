@@ -7,8 +7,8 @@ from .datasets import DATASETS
 from .ir import Origin
 from .shapes import as_tuple
 
-# Training batches track these metrics (cheap); validation tracks every metric.
-TRAIN_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
+# Training batches track every metric, as validation does.
+TRAIN_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
 
 

@@ -101,3 +101,12 @@ def test_mse_metric_of_a_trained_classifier_is_bounded(tmp_path):
     summary, _ = _train(tmp_path, DIGITS_MLP, "train.metrics=[accuracy, mse, mae]")
     final = summary["final"]
     assert 0 <= final["val_mse"] <= 2 and 0 <= final["val_mae"] <= 2 / 10
+
+
+def test_every_metric_is_tracked_on_the_training_batches_too(tmp_path):
+    """As train_accuracy is: a regression's train_mae and train_mse beside its val_ ones, and
+    under mse loss without augmentation or dropout, train_mse is the epoch's train_loss."""
+    _, rows = _train(tmp_path, DIGITS_MLP, "train.metrics=[mae, mse]", "loss=mse")
+    for row in rows:
+        assert {"train_mae", "train_mse", "val_mae", "val_mse"} <= set(row)
+        assert np.isclose(row["train_mse"], row["train_loss"], rtol=1e-5)
