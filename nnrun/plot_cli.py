@@ -19,7 +19,7 @@ from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_
                    "or another that matplotlib writes.")
 @click.option("--metrics", "metrics", metavar="NAME,...",
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
-                   "metrics.jsonl (mae draws val_mae, and train_mae or test_mae where logged) "
+                   "metrics.jsonl (mae draws train_mae, val_mae and test_mae, those logged) "
                    "[default: loss, accuracy "
                    "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")
 @handle_errors
