@@ -130,6 +130,19 @@ class Identity(Strict):
 ACTIVATION_MODELS = (Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softmax, Gelu, Softplus, Identity)
 Activation = tagged_union(*ACTIVATION_MODELS)
 
+
+def _none_is_no_activation(value: Any) -> Any:
+    """`activation: none`, as DESIGN.md's tables write the default, is no activation (YAML
+    reads `none` as a string, not as null)."""
+    return None if value == "none" or value == {"type": "none"} else value
+
+
+# A layer's own activation: one of the above, or none (`none`, null or the field left out).
+LayerActivation = Annotated[
+    Union[Activation, None],
+    BeforeValidator(_none_is_no_activation,
+                    json_schema_input_type=Union[Literal["none"], Activation, None])]
+
 # --- initializers ---------------------------------------------------------------------------
 
 
@@ -248,7 +261,7 @@ Padding = Union[Literal["valid", "same"], NonNegIntOrPair]
 class Dense(LayerBase):
     type: Literal["dense"]
     units: PositiveInt = Field(description="number of output features")
-    activation: Activation | None = None
+    activation: LayerActivation = None
     use_bias: bool = True
     init: Initializer | None = Field(None, description="weight initializer; default model.init")
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
@@ -268,7 +281,7 @@ class ConvBase(LayerBase):
     padding_mode: Literal["zeros", "reflect", "replicate", "circular", "random"] = Field(
         "zeros", description="what the padding holds: zeros, a mirror image, the edge value, "
                              "the opposite edge (circular), or fixed random values (seeded)")
-    activation: Activation | None = None
+    activation: LayerActivation = None
     use_bias: bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
@@ -312,7 +325,7 @@ class ConvTransposeBase(LayerBase):
     padding: NonNegIntOrPair = Field(0, description="cropped from each side of the output")
     output_padding: NonNegIntOrPair = Field(0, description="added at the output's end, < stride")
     dilation: IntOrPair = Field(1, description="spacing of the kernel's taps")
-    activation: Activation | None = None
+    activation: LayerActivation = None
     use_bias: bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))

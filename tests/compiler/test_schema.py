@@ -22,6 +22,27 @@ def test_activation_names_work_as_layers_and_as_fields():
     assert third.type == "tanh"
 
 
+def test_activation_none_is_no_activation():
+    """DESIGN.md's table writes dense's default as `activation (none)`: a spec copying it says
+    `activation: none`, which YAML reads as the string 'none'."""
+    spec = load_spec_text("""
+model:
+  input_shape: [3, 8]
+  layers:
+    - {type: conv1d, filters: 2, kernel_size: 3, activation: none}
+    - {type: conv1d_transpose, filters: 2, kernel_size: 3, activation: {type: none}}
+    - {type: flatten}
+    - {type: dense, units: 4, activation: none}
+    - {type: dense, units: 2, activation: null}
+""").spec
+    assert [getattr(layer, "activation", None) for layer in spec.model.layers] == [None] * 5
+    with pytest.raises(SpecError, match="unknown activation 'nothing'"):
+        load_spec_text("model: {input_shape: [3], layers: [{type: dense, units: 2, "
+                       "activation: nothing}]}")
+    with pytest.raises(SpecError):  # not a layer type
+        load_spec_text("model: {input_shape: [3], layers: [{type: none}]}")
+
+
 def test_defaults_follow_the_design():
     spec = schema.Spec.model_validate({"model": {"input_shape": [3], "layers": [
         {"type": "conv1d", "filters": 2, "kernel_size": 1}, {"type": "batchnorm"}]}})
