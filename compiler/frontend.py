@@ -14,7 +14,7 @@ import yaml
 from .builder import CompileError, CompileWarning
 from .checks import training_errors
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
-from .initial_values import resolve_initial_values
+from .initial_values import npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
 from .recovery import repaired_spec_data
@@ -115,7 +115,38 @@ def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceS
     if spec.name is None:
         stem = path.stem if path else "spec"
         spec = spec.model_copy(update={"name": "spec" if run_name_problem(stem) else stem})
+    shape = data_file_input_shape(spec, path.parent if path else Path.cwd())
+    if shape is not None:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(
+            update={"input_shape": shape})})
     return SourceSpec(spec, loaded, path)
+
+
+def data_file_input_shape(spec: Spec, directory: Path) -> list[int] | None:
+    """For npz and csv data without model.input_shape: the sample shape their file's header
+    gives (x's shape after N; the csv's columns but `label`), read without the data. None when
+    the shape is declared, or the file is missing or unreadable (then the data loader, or the
+    compiler's request for input_shape, says what is wrong)."""
+    data = spec.data
+    if spec.model.input_shape or data is None or data.dataset not in ("npz", "csv") \
+            or not data.path:
+        return None
+    file = directory / Path(data.path).expanduser()
+    if data.dataset == "npz":
+        x = (npz_shapes_or_none(file) or {}).get("x")
+        return list(x[1:]) if x and len(x) > 1 and all(x[1:]) else None
+    return _csv_features(file)
+
+
+def _csv_features(file: Path) -> list[int] | None:
+    if not file.is_file():  # is_file first: opening a FIFO would block
+        return None
+    try:
+        with open(file, encoding="utf-8") as handle:
+            header = [column.strip().strip('"') for column in handle.readline().split(",")]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return [len(header) - 1] if "label" in header and len(header) > 1 else None
 
 
 def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,

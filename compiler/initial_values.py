@@ -180,6 +180,14 @@ def _give(lowered, name: str, given: GivenValues) -> None:
 _NOT_VALUES = ("opt/", "mask/", "meta.npy")
 
 
+def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """npz_shapes, or None when the file is missing or unreadable (its reader says why)."""
+    try:
+        return npz_shapes(path)
+    except _Unreadable:
+        return None
+
+
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
     initial values are left out."""

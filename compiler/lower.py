@@ -115,9 +115,9 @@ def input_shape(spec) -> tuple[int, ...]:
     where = ("model",) if spec.data is None else ("data", "dataset")
     raise CompileError(
         Origin("model", keys=where),
-        f"model.input_shape is needed: the sample shape of {spec.data.dataset} data is known "
-        "only when the file is read; add it under model, e.g. input_shape: [4] for 4 features "
-        "(nnrun train says the file's shape)"
+        f"model.input_shape is needed: {spec.data.dataset} data gives its sample shape in the "
+        "file data.path names, which could not be read; check data.path (relative to the spec "
+        "file), or add input_shape under model, e.g. input_shape: [4] for 4 features"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
 

@@ -7,7 +7,6 @@ import numpy as np
 from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.ir import Origin
 
 from .data.targets import check_targets_fit, multi_label_message
 
@@ -17,20 +16,9 @@ class DataFitError(Exception):
 
 
 def input_shape_known(spec) -> bool:
-    """npz/csv samples have no static shape: then the model compiles only after the data loads."""
+    """npz/csv samples whose file could not be read for its shape (compiler/frontend.py
+    data_file_input_shape): then the data loads first, and says what is wrong with it."""
     return bool(spec.model.input_shape or DATASETS[spec.data.dataset].input_shape)
-
-
-def require_input_shape(source, data) -> None:
-    """Without a static shape the spec must state it; say which one fits."""
-    spec = source.spec
-    if input_shape_known(spec):
-        return
-    shape = list(data.input_shape)
-    origin = Origin("model", keys=("model",))
-    raise SpecError([source.diagnostic(origin, f"model.input_shape is needed: {spec.data.path} "
-                                               f"has samples of shape {shape}; add "
-                                               f"input_shape: {shape} under model")])
 
 
 def check_augmentations(source, sample_shape) -> None:

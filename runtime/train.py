@@ -44,8 +44,7 @@ from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched
-from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
-                       require_input_shape)
+from .data_fit import check_augmentations, check_data_fits, input_shape_known
 from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
@@ -138,7 +137,6 @@ class Trainer:
             self.data = self._load_data()
         else:
             self.data = self._load_data()
-            require_input_shape(source, self.data)
             check_augmentations(source, self.data.input_shape)
             self.model = self._model(backend)
         self.backend = self.model.backend

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .test_cli import assert_one_line_error, invoke, write
+from .test_cli import assert_ok, assert_one_line_error, invoke, write
 
 SPEC = """
 data: {dataset: npz, path: d.npz, validation_split: 0.2}
@@ -19,11 +19,37 @@ def _files(tmp_path, input_line=""):
     return write(tmp_path / "s.yaml", SPEC.replace("INPUT", input_line))
 
 
-def test_train_names_the_input_shape_that_fits_the_file(tmp_path):
+def test_the_input_shape_is_read_from_the_file_when_not_given(tmp_path):
+    """DESIGN.md: input_shape is optional when the dataset is known; npz and csv data make it
+    known in their file's header, which validate, summary and train read (no data)."""
     spec = _files(tmp_path)
-    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"), spec)
-    assert "input_shape: [4]" in line
-    assert not (tmp_path / "run").exists()
+    assert "s.yaml: ok" in assert_ok(invoke("validate", spec)).stdout
+    assert "input [4]" in assert_ok(invoke("summary", spec)).stdout
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    assert "input_shape: [4]" in (tmp_path / "run" / "spec.yaml").read_text()
+    assert_ok(invoke("train", spec, "--resume", tmp_path / "run", "--epochs", 2, "--quiet"))
+    (tmp_path / "t.csv").write_text("a,label,b,c\n" + "".join(f"{i},{i % 2},1,2\n"
+                                                              for i in range(20)))
+    csv = write(tmp_path / "c.yaml", SPEC.replace("npz, path: d.npz", "csv, path: t.csv")
+                .replace("INPUT", ""))
+    assert_ok(invoke("train", csv, "--out", tmp_path / "csv-run", "--quiet"))
+    assert "input_shape: [3]" in (tmp_path / "csv-run" / "spec.yaml").read_text()
+
+
+def test_a_file_whose_shape_changed_is_a_change_on_resume(tmp_path):
+    spec = _files(tmp_path)
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "d.npz", x=np.zeros((40, 5), "f4"), y=np.zeros(40, int))
+    line = assert_one_line_error(invoke("train", spec, "--resume", tmp_path / "run"), "run")
+    assert "input_shape" in line
+
+
+def test_without_a_readable_file_validate_asks_for_the_input_shape(tmp_path):
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))  # d.npz does not exist
+    line = assert_one_line_error(invoke("validate", spec), spec)
+    assert "model.input_shape is needed" in line and "check data.path" in line
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "not found" in line and not (tmp_path / "run").exists()
 
 
 def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
