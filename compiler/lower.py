@@ -340,10 +340,11 @@ def _lower_concat(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     if len(inputs) < 2:
         ctx.fail("concat needs two or more inputs; list them in inputs: [a, b]", "inputs")
     rank = inputs[0].type.rank - 1
-    if layer.axis >= rank:
+    if not -rank <= layer.axis < rank:
         ctx.fail(f"axis {layer.axis} is out of range for {rank}-D samples "
-                 f"{per_sample(inputs[0].type)}", "axis")
-    return ctx.gb.emit("concat", *inputs, attrs=ConcatAttrs(layer.axis + 1))
+                 f"{per_sample(inputs[0].type)}: use 0..{rank - 1}, or -{rank}..-1 from the end",
+                 "axis")
+    return ctx.gb.emit("concat", *inputs, attrs=ConcatAttrs(layer.axis % rank + 1))
 
 
 def _lower_activation(ctx: LayerContext, layer, inputs: list[Value]) -> Value:

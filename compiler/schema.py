@@ -397,7 +397,7 @@ class Add(LayerBase):
 
 class Concat(LayerBase):
     type: Literal["concat"]
-    axis: Int = Field(0, ge=0, description="per-sample axis; 0 is the channel axis")
+    axis: Int = Field(0, description="per-sample axis; 0 is the channel axis, -1 the last")
 
 
 def _activation_layer(model: type[BaseModel]) -> type[BaseModel]:

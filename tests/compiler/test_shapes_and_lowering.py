@@ -319,6 +319,14 @@ def test_concat_on_another_axis():
     assert output_shapes(text)["concat_1"] == [2, 12, 6]
 
 
+@pytest.mark.parametrize("axis, shape", [(-1, [2, 6, 12]), (-3, [4, 6, 6])])
+def test_concat_axes_count_from_the_end_when_negative(axis, shape):
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 1, name: a}",
+                     "{type: conv2d, filters: 2, kernel_size: 1, inputs: input, name: b}",
+                     f"{{type: concat, inputs: [a, b], axis: {axis}}}")
+    assert output_shapes(text)["concat_1"] == shape
+
+
 def test_concat_shape_mismatch():
     text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, name: a}",
                      "{type: conv2d, filters: 3, kernel_size: 1, inputs: input, name: b}",
@@ -333,6 +341,8 @@ def test_concat_axis_out_of_range():
                      "{type: concat, inputs: [a, input], axis: 3}")
     error = the_error(text)
     assert "axis 3 is out of range for 3-D samples" in error.message
+    assert "use 0..2, or -3..-1 from the end" in error.message
+    assert "axis -4 is out of range" in the_error(text.replace("axis: 3", "axis: -4")).message
     assert at(error) == position(text, "axis: 3", "3")
 
 
