@@ -213,7 +213,7 @@ def check(source: SourceSpec) -> Checked:
     diagnostics += [source.diagnostic(origin, message)
                     for origin, message in training_errors(source.spec, summary.input_shape)]
     diagnostics += _budget_errors(source, summary)
-    return Checked(source, summary, diagnostics)
+    return Checked(source, summary, _in_file_order(diagnostics, source.loaded.filename))
 
 
 def _warning(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
@@ -224,22 +224,22 @@ def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
     limits = source.spec.limits
     if limits is None:
         return []
-    checks = [
-        ("max_params", summary.total_params, limits.max_params, "parameters",
+    checks = [  # key, the model's value, the budget, their unit, what is counted, the fix
+        ("max_params", summary.total_params, limits.max_params, "", "parameters",
          "make layers smaller or raise the budget"),
-        ("max_flops", summary.flops_per_sample, limits.max_flops, "forward FLOPs per sample",
+        ("max_flops", summary.flops_per_sample, limits.max_flops, "", "forward FLOPs per sample",
          "reduce filters/units or downsample earlier"),
         ("max_train_memory_mb", summary.train_memory_bytes / 2**20, limits.max_train_memory_mb,
-         f"MB of training memory at batch size {source.spec.train.batch_size}",
+         " MB", f"of training memory at batch size {source.spec.train.batch_size}",
          "lower train.batch_size or the model size"),
     ]
     errors = []
-    for key, actual, limit, what, fix in checks:
+    for key, actual, limit, unit, what, fix in checks:
         if limit is not None and actual > limit:
             origin = Origin(f"limits.{key}", keys=("limits", key))
             errors.append(source.diagnostic(
-                origin, f"the model needs {_number(actual)} {what}, over the budget of "
-                        f"{_number(limit)}; {fix}"))
+                origin, f"the model needs {_number(actual)}{unit} {what}, over the budget of "
+                        f"{_number(limit)}{unit}; {fix}"))
     return errors
 
 

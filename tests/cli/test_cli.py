@@ -297,6 +297,15 @@ def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
                                      "raise the budget")
 
 
+def test_budget_errors_come_in_the_order_of_the_arguments(tiny):
+    result = assert_ok(invoke("validate", tiny, "--set", "limits.max_train_memory_mb=0.0001",
+                              "--set", "limits.max_params=10"), 1)
+    lines = result.stderr.strip().splitlines()[:2]
+    assert lines[0].startswith("--set:1:1: error: --set limits.max_train_memory_mb=0.0001")
+    assert "over the budget of 0.0001 MB" in lines[0]
+    assert lines[1].startswith("--set:2:1: error: --set limits.max_params=10")
+
+
 def test_validate_several_files_one_bad(tmp_path, tiny):
     bad = write(tmp_path / "bad.yaml", ONE_ERROR)
     also_good = write(tmp_path / "good.yaml", WARNS)

@@ -577,7 +577,8 @@ train: {batch_size: 32}
     ("max_params", "1000", "the model needs 10,100 parameters, over the budget of 1,000"),
     ("max_flops", "1.0e4", "the model needs 20,000 forward FLOPs per sample, over the budget "
                            "of 10,000"),
-    ("max_train_memory_mb", "0.01", "MB of training memory at batch size 32, over the budget"),
+    ("max_train_memory_mb", "0.01", "MB of training memory at batch size 32, over the budget "
+                                    "of 0.01 MB"),
 ])
 def test_budget_exceeded(key, limit, message):
     text = BUDGET_MODEL + f"limits:\n  {key}: {limit}\n"
