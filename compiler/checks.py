@@ -58,9 +58,10 @@ def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str
             errors.append((origin, f"{augmentation.type} would move the pixels but not the "
                                    "label maps; remove it (gaussian_noise keeps them aligned)"))
         elif augmentation.type in SPATIAL_AUGMENTATIONS and len(sample_shape) < 2:
-            errors.append((origin, f"{augmentation.type} needs samples with a spatial axis "
-                                   f"([C, L] or [C, H, W]), these are {sample_shape}; remove "
-                                   "it or use gaussian_noise"))
+            needed = ("2-D samples [C, H, W]" if augmentation.type == "random_rotation" else
+                      "samples with a spatial axis ([C, L] or [C, H, W])")
+            errors.append((origin, f"{augmentation.type} needs {needed}, these are "
+                                   f"{sample_shape}; remove it or use gaussian_noise"))
         elif getattr(augmentation, "axis", None) == "vertical" and len(sample_shape) < 3:
             errors.append((origin.at_field("axis"), f"random_flip axis vertical needs 2-D "
                                                     f"samples [C, H, W], these are "

@@ -116,6 +116,10 @@ def test_validate_refuses_rotation_of_sequences(tmp_path):
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 1 and "random_rotation turns 2-D samples" in result.stderr
     assert f"{path}:4:" in result.stderr
+    path.write_text(path.read_text().replace("[1, 40]", "[40]"))  # vectors: the same need
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert "random_rotation needs 2-D samples [C, H, W], these are [40]" in result.stderr
+    assert "[C, L]" not in result.stderr
 
 
 def test_training_with_crop_and_rotation_is_reproducible(tmp_path):
