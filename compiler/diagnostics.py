@@ -101,6 +101,9 @@ def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) 
     synonym = next((s for s in SYNONYMS.get(str(word), ()) if s in meant), None)
     if synonym:
         return synonym
+    same_but_case = [name for name in names if name.lower() == str(word).lower()]
+    if same_but_case:  # `Relu` is relu, though difflib finds elu closer
+        return same_but_case[0]
     matches = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6)
     return matches[0] if matches else None
 

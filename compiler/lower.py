@@ -479,17 +479,26 @@ def _check_output(spec, lowered) -> None:
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     if dataset is None or dataset.input_shape is None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
+    units = "filters" if logits.rank > 2 else "units"
     if spec.loss.type == "cross_entropy":
         _check_label_positions(origin, logits, dataset)
-        units = "filters" if logits.rank > 2 else "units"
-        if dataset.num_classes and logits.shape[1] != dataset.num_classes:
-            raise CompileError(origin.at_field(units), f"the model ends with "
-                               f"{logits.shape[1]} outputs but dataset '{dataset.name}' has "
-                               f"{dataset.num_classes} classes; set {units}: "
-                               f"{dataset.num_classes}")
+        classes, outputs = dataset.num_classes, logits.shape[1]
+        if classes and outputs != classes:
+            binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
+                      and outputs == 1 else "")
+            raise CompileError(origin.at_field(units), f"the model ends with {outputs} "
+                               f"output{'s' if outputs > 1 else ''} but dataset "
+                               f"'{dataset.name}' has {classes} classes; set {units}: "
+                               f"{classes}{binary}")
+    elif spec.loss.type == "binary_cross_entropy" and (dataset.num_classes or 0) > 2:
+        raise CompileError(Origin("loss", keys=("loss",)),
+                           f"binary_cross_entropy needs 0/1 labels, but dataset "
+                           f"'{dataset.name}' has {dataset.num_classes} classes (labels 0.."
+                           f"{dataset.num_classes - 1}); use loss: cross_entropy with "
+                           f"{units}: {dataset.num_classes}")
     elif spec.loss.type == "binary_cross_entropy" and dataset.task in ("binary", "segmentation"):
-        units = "filters" if dataset.label_shape else "units"
         if per_sample(logits) != [1, *dataset.label_shape]:
+            units = "filters" if dataset.label_shape else "units"
             raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
                                f"needs one output{' per pixel' if dataset.label_shape else ''}, "
                                f"the model ends with {per_sample(logits)}; set {units}: 1")

@@ -80,6 +80,9 @@ def test_suggest():
     assert suggest("mnsit", ["digits", "mnist", "fashion_mnist"]) == "mnist"
     assert suggest("zzz", ["kernel_size", "filters"]) is None
     assert suggest("x", []) is None
+    # a capital letter: the same name, though difflib finds 'elu' closer to 'Relu'
+    assert suggest("Relu", ["relu", "leaky_relu", "elu"]) == "relu"
+    assert suggest("SGD", ["sgd", "adam"]) == "sgd"
 
 
 def test_format_path():

@@ -483,6 +483,32 @@ def test_input_shape_needed_without_data():
     assert "model.input_shape is needed" in error.message
 
 
+def test_one_output_for_two_classes_offers_binary_cross_entropy():
+    error = the_error("""\
+        data: {dataset: xor}
+        model:
+          layers:
+            - {type: dense, units: 1, activation: sigmoid}
+        """)
+    assert error.message == ("the model ends with 1 output but dataset 'xor' has 2 classes; "
+                             "set units: 2, or loss: binary_cross_entropy with its one output")
+
+
+def test_binary_cross_entropy_on_many_classes_is_an_error_at_the_loss():
+    text = """\
+        data: {dataset: mnist}
+        model:
+          layers:
+            - {type: flatten}
+            - {type: dense, units: 1, activation: sigmoid}
+        loss: binary_cross_entropy
+        """
+    error = the_error(text)
+    assert error.message == ("binary_cross_entropy needs 0/1 labels, but dataset 'mnist' has 10 "
+                             "classes (labels 0..9); use loss: cross_entropy with units: 10")
+    assert at(error) == position(text, "loss: binary", "binary")
+
+
 def test_num_classes_mismatch():
     text = """\
         data: {dataset: mnist}

@@ -339,19 +339,20 @@ def test_linear_and_bilinear_name_the_same_interpolation_on_either_rank():
     assert model.forward({}, x[:, :, 0]).shape == (2, 3, 15)
 
 
-@pytest.mark.parametrize("loss, filters, message", [
-    ("binary_cross_entropy", 3, "binary_cross_entropy on 'shapes' needs one output per pixel, "
-                                "the model ends with [3, 32, 32]; set filters: 1"),
+@pytest.mark.parametrize("loss, filters, message, before", [
+    ("binary_cross_entropy", 1, "binary_cross_entropy needs 0/1 labels, but dataset 'shapes' "
+                                "has 4 classes (labels 0..3); use loss: cross_entropy with "
+                                "filters: 4", "loss: "),
     ("cross_entropy", 3, "the model ends with 3 outputs but dataset 'shapes' has 4 classes; "
-                         "set filters: 4"),
+                         "set filters: 4", "filters: "),
 ])
-def test_per_pixel_outputs_must_fit_the_datasets_classes(loss, filters, message):
+def test_per_pixel_outputs_must_fit_the_datasets_classes(loss, filters, message, before):
     text = spec_text(f"    - {{type: conv2d, filters: {filters}, kernel_size: 1}}\n", (1, 32, 32),
                      loss=loss, data="data: {dataset: shapes}\n")
     (error,) = diagnostics(text)
     assert error.message == message
     line = text.splitlines()[error.line - 1]
-    assert line[:error.col - 1].endswith("filters: ")
+    assert line[:error.col - 1].endswith(before)
 
 
 def test_float_masks_of_zeros_and_ones_train_a_per_pixel_binary_cross_entropy(tmp_path):
