@@ -690,6 +690,11 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
         click.echo(f"{larger} entries agree only at a larger step (1e-5 or 1e-4, not 1e-6): their "
                    "gradient is so small that the loss's rounding, divided by the step, "
                    "outweighs it at 1e-6")
+    rounding = sum(result.rounding for result in results)
+    if rounding:
+        click.echo(f"{rounding} entries have a gradient within the loss's rounding of every "
+                   "difference (at 1e-6, 1e-5 and 1e-4): too small to check by differences; "
+                   "they are left out of the verdict")
     kinks = sum(result.kinks for result in results)
     if kinks:
         click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
@@ -700,14 +705,16 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
 
 
 def _gradcheck_line(result, tolerance: float) -> str:
-    total = result.checked + result.kinks
-    kinks = (f"  ({result.kinks} of {total} at a kink, left out: central "
-             f"error {result.worst_kink_error:.1e})" if result.kinks else "")
+    total = result.checked + result.kinks + result.rounding
+    notes = [f"{result.larger_step} of {total} at a larger step" if result.larger_step else "",
+             f"{result.rounding} of {total} within rounding, left out" if result.rounding else "",
+             f"{result.kinks} of {total} at a kink, left out: central error "
+             f"{result.worst_kink_error:.1e}" if result.kinks else ""]
+    notes = "".join(f"  ({note})" for note in notes if note)
     if not result.checked:
-        return f"every entry at a kink{kinks}"
-    larger = f"  ({result.larger_step} of {total} at a larger step)" if result.larger_step else ""
+        return f"no entry checkable{notes}"
     mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
-    return f"worst relative error {result.worst_relative_error:.2e}  {mark}{larger}{kinks}"
+    return f"worst relative error {result.worst_relative_error:.2e}  {mark}{notes}"
 
 
 def _attach_subcommands() -> None:

@@ -7,12 +7,14 @@ smooth loss they differ by about step * curvature) and the compiled gradient lie
 (it is the slope on the point's own side). Kinks are reported and left out of the verdict, so
 that a failure means a wrong gradient.
 
-A central difference also carries the loss's rounding error divided by the step: about 1e-16 *
-|loss| / 1e-6. Next to a gradient of 1e-5 or less (the first layers of a deep sigmoid net) that
-alone exceeds a tolerance of 1e-5. An entry that fails at the first step, not at a kink, is
-therefore taken again at steps 10 and 100 times larger, where rounding weighs 10 and 100 times
-less and the truncation error (step squared) is still far below the tolerance. A wrong gradient
-disagrees at every step.
+A central difference also carries the loss's rounding error divided by the step: about
+1e-16 * |loss| / 1e-6. Next to a gradient of 1e-5 or less (the first layers of a deep sigmoid
+net) that alone exceeds a tolerance of 1e-5. An entry that fails at the first step, not at a
+kink, is therefore taken again at steps 10 and 100 times larger, where rounding weighs 10 and
+100 times less and the truncation error (step squared) is still far below the tolerance. A
+gradient so small (about 1e-8 and below) that even there it differs by no more than the
+rounding is not checkable by differences: such entries are counted apart, as kinks are. A wrong
+gradient disagrees at every step by more than the rounding.
 """
 
 from __future__ import annotations
@@ -33,23 +35,59 @@ from .model import Model
 KINK_DISAGREEMENT = 1e-2
 # The steps an entry that fails at the first one is taken again with, as its multiples.
 LARGER_STEPS = (10.0, 100.0)
+# The loss's rounding error in units of float64's epsilon times |loss|: measured at most 1 on
+# deep sigmoid nets (|analytic - numeric| * step / (eps * |loss|)); 8 leaves room for longer sums.
+ROUNDING = 8.0
 
 
 @dataclass
 class ParamCheck:
     name: str
-    worst_relative_error: float  # over the entries that are not at a kink
+    worst_relative_error: float  # over the entries checked (not at a kink, not in rounding)
     checked: int
     kinks: int = 0  # entries at a kink, left out of worst_relative_error
     worst_kink_error: float = 0.0  # what their central differences gave, for the report
     larger_step: int = 0  # entries within tolerance only at a larger step (rounding at the first)
+    rounding: int = 0  # entries whose gradient is within the rounding of every difference
 
 
 @dataclass
 class EntryCheck:
     relative_error: float
-    at_kink: bool
+    verdict: str  # "checked", "kink" or "rounding"
     larger_step: bool = False
+
+
+@dataclass
+class Difference:
+    """A central difference at one step, its one-sided halves, and the rounding it carries."""
+    numeric: float
+    forward: float
+    backward: float
+    rounding: float
+
+
+@dataclass
+class Probe:
+    """The loss around the initial parameters, one entry moved at a time."""
+    model: Model
+    params: dict
+    x: np.ndarray
+    y: np.ndarray
+    center: float
+
+    def difference(self, name: str, index: tuple, step: float) -> Difference:
+        entry = self.params[name]
+        original = entry[index]
+        entry[index] = original + step
+        plus, _ = self.model.loss_and_grads(self.params, self.x, self.y)
+        entry[index] = original - step
+        minus, _ = self.model.loss_and_grads(self.params, self.x, self.y)
+        entry[index] = original
+        size = max(abs(plus), abs(minus), abs(self.center))
+        return Difference((plus - minus) / (2 * step), (plus - self.center) / step,
+                          (self.center - minus) / step,
+                          ROUNDING * np.finfo(np.float64).eps * size / step)
 
 
 def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -76,18 +114,25 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
     random_x, y = random_batch(model, batch if x is None else len(x), rng)
     x = random_x if x is None else np.asarray(x, dtype=np.float64)
     center, grads = model.loss_and_grads(params, x, y)
+    probe = Probe(model, params, x, y, center)
     results = []
     for name, grad in grads.items():
         indices = (list(np.ndindex(grad.shape)) if samples >= grad.size else
                    [tuple(rng.integers(0, n) for n in grad.shape) for _ in range(samples)])
-        entries = [_check_entry(model, params, x, y, name, index, grad[index], center, eps,
-                                tolerance) for index in indices]
-        smooth = [entry.relative_error for entry in entries if not entry.at_kink]
-        kinks = [entry.relative_error for entry in entries if entry.at_kink]
-        larger = sum(entry.larger_step for entry in entries)
-        results.append(ParamCheck(name, max(smooth, default=0.0), len(smooth), len(kinks),
-                                  max(kinks, default=0.0), larger))
+        entries = [_check_entry(probe, name, index, grad[index], eps, tolerance)
+                   for index in indices]
+        results.append(_param_check(name, entries))
     return results
+
+
+def _param_check(name: str, entries: list[EntryCheck]) -> ParamCheck:
+    def errors(verdict):
+        return [entry.relative_error for entry in entries if entry.verdict == verdict]
+
+    checked, kinks = errors("checked"), errors("kink")
+    return ParamCheck(name, max(checked, default=0.0), len(checked), len(kinks),
+                      max(kinks, default=0.0), sum(entry.larger_step for entry in entries),
+                      len(errors("rounding")))
 
 
 def training_mode_layers(spec) -> list[str]:
@@ -110,41 +155,34 @@ def working_set_bytes(model: Model, batch: int) -> int:
     return plan_memory(graph, batch).arena_bytes + held + labels
 
 
-def _check_entry(model, params, x, y, name, index, analytic, center, eps,
-                 tolerance) -> EntryCheck:
-    error, forward, backward = _central_difference(model, params, x, y, name, index, analytic,
-                                                   center, eps)
+def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: float,
+                 tolerance: float) -> EntryCheck:
+    first = probe.difference(name, index, eps)
+    error = _relative(analytic, first.numeric)
     if error <= tolerance:
-        return EntryCheck(error, at_kink=False)
-    if _is_kink(analytic, forward, backward):
-        return EntryCheck(error, at_kink=True)
+        return EntryCheck(error, "checked")
+    if _is_kink(analytic, first):
+        return EntryCheck(error, "kink")
+    differences = [first]
     for factor in LARGER_STEPS:
-        larger, _, _ = _central_difference(model, params, x, y, name, index, analytic, center,
-                                           eps * factor)
+        differences.append(probe.difference(name, index, eps * factor))
+        larger = _relative(analytic, differences[-1].numeric)
         if larger <= tolerance:
-            return EntryCheck(larger, at_kink=False, larger_step=True)
+            return EntryCheck(larger, "checked", larger_step=True)
         error = min(error, larger)
-    return EntryCheck(error, at_kink=False)
+    if any(abs(analytic - d.numeric) <= d.rounding for d in differences):
+        return EntryCheck(error, "rounding")
+    return EntryCheck(error, "checked")
 
 
-def _central_difference(model, params, x, y, name, index, analytic, center, eps):
-    """The relative error of the central difference at step `eps`, and the two one-sided
-    differences."""
-    original = params[name][index]
-    params[name][index] = original + eps
-    plus, _ = model.loss_and_grads(params, x, y)
-    params[name][index] = original - eps
-    minus, _ = model.loss_and_grads(params, x, y)
-    params[name][index] = original
-    error = _relative(analytic, (plus - minus) / (2 * eps))
-    return error, (plus - center) / eps, (center - minus) / eps
-
-
-def _is_kink(analytic: float, forward: float, backward: float) -> bool:
+def _is_kink(analytic: float, difference: Difference) -> bool:
+    forward, backward = difference.forward, difference.backward
     size = max(abs(forward), abs(backward))
     low, high = min(forward, backward), max(forward, backward)
     outside = max(low - analytic, analytic - high, 0.0)
-    return _relative(forward, backward) > KINK_DISAGREEMENT and outside <= KINK_DISAGREEMENT * size
+    apart = abs(forward - backward) > 2 * difference.rounding  # more than their rounding
+    return (apart and _relative(forward, backward) > KINK_DISAGREEMENT
+            and outside <= KINK_DISAGREEMENT * size)
 
 
 def _relative(a: float, b: float) -> float:
