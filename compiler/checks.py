@@ -7,8 +7,6 @@ from .datasets import DATASETS
 from .ir import Origin
 from .shapes import as_tuple
 
-# Training batches track every metric, as validation does.
-TRAIN_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
 
 
@@ -22,12 +20,9 @@ def has_validation(spec) -> bool:
 
 def monitor_names(spec, validation: bool) -> list[str]:
     """The keys of metrics.jsonl an early-stopping monitor may name."""
-    metrics = spec.train.metrics
-    train = ["loss", *(metric_name(m) for m in metrics if m.type in TRAIN_METRICS)]
-    names = [f"train_{name}" for name in train]
-    if validation:
-        names += [f"val_{name}" for name in ["loss", *map(metric_name, metrics)]]
-    return names
+    tracked = ["loss", *map(metric_name, spec.train.metrics)]  # on training batches too
+    splits = ["train", "val"] if validation else ["train"]
+    return [f"{split}_{name}" for split in splits for name in tracked]
 
 
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:

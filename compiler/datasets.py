@@ -94,3 +94,7 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
     total = GENERATION_COPIES * per_sample * n_samples
     return total, f"{n_samples:,} samples x {per_sample:,} B x {GENERATION_COPIES} copies"
 
+
+def csv_columns(header_line: str) -> list[str]:
+    """The column names of a csv dataset's header row (names may be quoted)."""
+    return [column.strip().strip('"') for column in header_line.strip().split(",")]

@@ -13,6 +13,7 @@ import yaml
 
 from .builder import CompileError, CompileWarning
 from .checks import training_errors
+from .datasets import csv_columns
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
@@ -115,11 +116,16 @@ def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceS
     if spec.name is None:
         stem = path.stem if path else "spec"
         spec = spec.model_copy(update={"name": "spec" if run_name_problem(stem) else stem})
-    shape = data_file_input_shape(spec, path.parent if path else Path.cwd())
-    if shape is not None:
-        spec = spec.model_copy(update={"model": spec.model.model_copy(
-            update={"input_shape": shape})})
-    return SourceSpec(spec, loaded, path)
+    return SourceSpec(with_data_file_shape(spec, path.parent if path else Path.cwd()), loaded,
+                      path)
+
+
+def with_data_file_shape(spec: Spec, directory: Path) -> Spec:
+    """`spec` with model.input_shape from its npz or csv file, where it leaves it out."""
+    shape = data_file_input_shape(spec, directory)
+    if shape is None:
+        return spec
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
 
 
 def data_file_input_shape(spec: Spec, directory: Path) -> list[int] | None:
@@ -143,7 +149,7 @@ def _csv_features(file: Path) -> list[int] | None:
         return None
     try:
         with open(file, encoding="utf-8") as handle:
-            header = [column.strip().strip('"') for column in handle.readline().split(",")]
+            header = csv_columns(handle.readline())
     except (OSError, UnicodeDecodeError):
         return None
     return [len(header) - 1] if "label" in header and len(header) > 1 else None
@@ -159,6 +165,7 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
         spec = Spec.model_validate(data)
     except pydantic.ValidationError:
         return []  # the repair was not enough: the schema errors say it all
+    spec = with_data_file_shape(spec, path.parent if path else Path.cwd())
     try:
         compile_checked(SourceSpec(spec, Loaded(loaded.filename, data, loaded.positions), path))
     except SpecError as found:

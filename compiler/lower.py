@@ -116,8 +116,9 @@ def input_shape(spec) -> tuple[int, ...]:
     raise CompileError(
         Origin("model", keys=where),
         f"model.input_shape is needed: {spec.data.dataset} data gives its sample shape in the "
-        "file data.path names, which could not be read; check data.path (relative to the spec "
-        "file), or add input_shape under model, e.g. input_shape: [4] for 4 features"
+        "file data.path names, which could not be read for it (missing, or its features are "
+        "not [N, ...]); check data.path (relative to the spec file), or add input_shape under "
+        "model, e.g. input_shape: [4] for 4 features"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
 

@@ -41,13 +41,13 @@ def render(renderable, width: int | None = None) -> str:
 
 
 def byte_size(value: int, signed: bool = False) -> str:
-    """Bytes in the unit that keeps them readable, in units of 1024: 24 B, 3.5 KB, 1.25 MB."""
-    sign = ("-" if value < 0 else "+") if signed else ""
-    size = abs(value) if signed else value
+    """Bytes in the unit that keeps them readable, in units of 1024: 24 B, 3.5 KB, 1.25 MB.
+    `signed`: a + before a size that is not negative (a change)."""
+    sign = "-" if value < 0 else "+" if signed else ""
+    size = abs(value)
     if size < 1024:
         return f"{sign}{size} B"
-    if size < 2**20:
-        return f"{sign}{size / 1024:.1f} KB"
-    for unit, scale in (("TB", 2**40), ("GB", 2**30), ("MB", 2**20)):
-        if size >= scale:
-            return f"{sign}{size / scale:.2f} {unit}"
+    for unit, power, digits in (("KB", 1, 1), ("MB", 2, 2), ("GB", 3, 2), ("TB", 4, 2)):
+        shown = round(size / 1024**power, digits)
+        if shown < 1024 or unit == "TB":  # 1048575 B rounds to 1024.0 KB: 1.00 MB then
+            return f"{sign}{shown:.{digits}f} {unit}"

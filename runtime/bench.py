@@ -47,7 +47,7 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int, threads: int)
             "train_samples_per_s": round(batch_size / train_s, 1),
             "inference_ms": round(infer_s * 1e3, 3),
             "inference_samples_per_s": round(batch_size / infer_s, 1),
-            "peak_memory_mb": round(peak / 2**20, 3)}
+            "peak_memory_mb": round(peak / 2**20, 6)}
 
 
 def _inference(model: Model, feeds: dict):

@@ -124,7 +124,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         preprocessing = TransformedPreprocessing(inner=preprocessing, transform=transform,
                                                  run_seed=spec.seed)
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
-                        preprocessing=preprocessing)
+                        preprocessing=preprocessing,
+                        sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]))
     chosen = getattr(data, split)
     where = spec.data.path or spec.data.dataset
     if chosen is None:

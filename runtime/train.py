@@ -36,14 +36,14 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.notices import silenced
-from nnrun.compiler.checks import TRAIN_METRICS, monitor_names
+from nnrun.compiler.checks import monitor_names
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
-from .data.sources import missing_files_fetched
+from .data.sources import missing_files_fetched, user_file
 from .data_fit import check_augmentations, check_data_fits, input_shape_known
 from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
@@ -115,6 +115,9 @@ def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
     """Before any data loads: a resumed run must train as it was trained, or say it won't."""
     if not run.has_checkpoint:  # one with a checkpoint has a spec.yaml (open_existing)
         return {}
+    if not input_shape_known(source.spec):
+        # Its data file gives model.input_shape: a missing one is that, not a changed spec.
+        user_file(source.spec.data.dataset, source.spec.data, source.directory)
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source))
     if not allow_changes:
         refuse_training_changes(run.path, changes)
@@ -306,8 +309,7 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = self.totals = Totals((m for m in self.spec.train.metrics
-                                       if m.type in TRAIN_METRICS), self.spec.loss.type,
+        totals = self.totals = Totals(self.spec.train.metrics, self.spec.loss.type,
                                       getattr(self.spec.loss, "ignore_index", None), self.backend)
         losses = StepLosses(self.backend.xp, len(batches))
         started = time.perf_counter()

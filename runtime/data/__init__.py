@@ -25,9 +25,17 @@ __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "f
 
 
 def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "float32",
-                 preprocessing: Preprocessing | None = None) -> Dataset:
-    """`preprocessing` replaces what would be fitted on the training split (a run's stored one)."""
+                 preprocessing: Preprocessing | None = None,
+                 sample_shape: tuple | None = None) -> Dataset:
+    """`preprocessing` replaces what would be fitted on the training split (a run's stored one);
+    `sample_shape`, what it was fitted to: samples of another shape are refused before it."""
     raw = load_raw(data_spec, Path(spec_dir))
+    path = option(data_spec, "path")
+    where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
+    if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):
+        raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
+                        f"trained on {list(sample_shape)}; the file has changed since training "
+                        "(evaluate on data of the run's shape)")
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
     train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)), seed)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
@@ -40,8 +48,6 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
         splits = {name: Split(preprocessing.apply(split.x, dtype),
                               split.y.astype(dtype) if raw.task == "regression" else split.y)
                   for name, split in raw_splits.items()}
-    path = option(data_spec, "path")
-    where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
     for name in splits:
         _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name])
     return Dataset(

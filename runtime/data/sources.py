@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.backends.notices import inform
-from nnrun.compiler.datasets import DATASETS, generated_bytes
+from nnrun.compiler.datasets import DATASETS, csv_columns, generated_bytes
 from nnrun.compiler.tables import byte_size
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -506,7 +506,7 @@ def read_csv_header(path: Path) -> list[str]:
             first_line = handle.readline()
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
-    header = [column.strip().strip('"') for column in first_line.strip().split(",")]
+    header = csv_columns(first_line)
     if header == [""]:
         raise DataError(f"{path}: empty file; expected a header row with a `label` column")
     repeated = sorted({name for name in header if header.count(name) > 1})

@@ -376,6 +376,9 @@ def test_sizes_keep_a_readable_unit():
     assert [byte_size(n) for n in (0, 776, 1024, 241_100, 2**20, 31_180_000, 3 * 2**30)] == [
         "0 B", "776 B", "1.0 KB", "235.4 KB", "1.00 MB", "29.74 MB", "3.00 GB"]
     assert byte_size(-1536, signed=True) == "-1.5 KB" and byte_size(10, signed=True) == "+10 B"
+    # the unit is chosen after rounding; a negative size keeps its sign unasked
+    assert [byte_size(n) for n in (1023, 2**20 - 1, 2**30 - 1, -2**21)] == [
+        "1023 B", "1.00 MB", "1.00 GB", "-2.00 MB"]
     text = assert_ok(invoke("summary", SPECS / "xor-perceptron.yaml")).stdout
     assert re.search(r"training memory at batch size 16: \d+ B \(parameters \d+ B,", text)
 

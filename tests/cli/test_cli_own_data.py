@@ -44,6 +44,15 @@ def test_a_file_whose_shape_changed_is_a_change_on_resume(tmp_path):
     assert "input_shape" in line
 
 
+def test_a_data_file_gone_before_a_resume_is_said_so(tmp_path):
+    # Not "the spec differs (model.input_shape: 4 -> None)": the file gave that shape.
+    spec = _files(tmp_path)
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    (tmp_path / "d.npz").rename(tmp_path / "moved.npz")
+    line = assert_one_line_error(invoke("train", spec, "--resume", tmp_path / "run"), "d.npz")
+    assert "not found" in line and "differs" not in line
+
+
 def test_without_a_readable_file_validate_asks_for_the_input_shape(tmp_path):
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))  # d.npz does not exist
     line = assert_one_line_error(invoke("validate", spec), spec)
@@ -195,3 +204,13 @@ def test_binary_maps_against_several_output_channels_name_the_fix(tmp_path):
         line = assert_one_line_error(invoke(*command), "m.npz")
         assert "set the last layer's filters to 1" in line and "[3, 6]" in line, line
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_of_a_file_whose_samples_changed_shape_is_one_line(tmp_path):
+    """A column added to the data after training reached the stored normalisation as an
+    internal error (operands could not be broadcast)."""
+    spec = _files(tmp_path)
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "d.npz", x=np.zeros((40, 5), "f4"), y=np.zeros(40, int))
+    line = assert_one_line_error(invoke("eval", tmp_path / "run", "--split", "val"), "d.npz")
+    assert "samples have shape [5], the run was trained on [4]" in line
