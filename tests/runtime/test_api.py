@@ -160,3 +160,15 @@ def test_the_errors_a_run_raises_are_nnruns_own_names(tmp_path):
                             "print('nnrun.runtime.train' in sys.modules)"],
                            capture_output=True, text=True, check=True)
     assert light.stdout.strip() == "False"
+
+
+def test_npz_data_gives_the_input_shape_to_a_spec_object_too(tmp_path, monkeypatch):
+    """A Spec built in Python reads its data paths from the working directory, as YAML text
+    does; its npz file's header gives model.input_shape."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("d.npz", x=rng.random((20, 1, 4, 4)), y=rng.integers(0, 2, 20))
+    spec = nnrun.Spec.model_validate({"data": {"dataset": "npz", "path": "d.npz"},
+                                      "model": {"layers": [{"type": "flatten"},
+                                                           {"type": "dense", "units": 2}]}})
+    assert nnrun.compile(spec).lowered.graph.inputs[0].type.shape == ("B", 1, 4, 4)
