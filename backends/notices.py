@@ -15,6 +15,12 @@ def warn(message: str) -> None:
     inform(f"warning: {message}")
 
 
+def positioned(line: str) -> None:
+    """A spec's diagnostic line (file:line:col: warning: ...), as `validate` prints it."""
+    if not _SILENCED["depth"]:
+        print(line, file=sys.stderr, flush=True)
+
+
 def inform(message: str) -> None:
     if not _SILENCED["depth"]:
         print(f"nnrun: {message}", file=sys.stderr, flush=True)

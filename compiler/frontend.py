@@ -204,7 +204,7 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
         lowered = lower(source.spec, mode="eval")
         step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
-        warnings = [_warning(source, w) for w in error.warnings]
+        warnings = [warning_diagnostic(source, w) for w in error.warnings]
         raise SpecError([*warnings, source.diagnostic(error.origin, error.message)]) from None
     errors = resolve_initial_values(source.spec, lowered, source.directory)
     if errors:
@@ -216,14 +216,14 @@ def check(source: SourceSpec) -> Checked:
     """Shapes, dataset compatibility, warnings and budgets; never loads data."""
     lowered, step = compile_checked(source)
     summary = summarize(source.spec, lowered, step)
-    diagnostics = [_warning(source, w) for w in lowered.warnings]
+    diagnostics = [warning_diagnostic(source, w) for w in lowered.warnings]
     diagnostics += [source.diagnostic(origin, message)
                     for origin, message in training_errors(source.spec, summary.input_shape)]
     diagnostics += _budget_errors(source, summary)
     return Checked(source, summary, _in_file_order(diagnostics, source.loaded.filename))
 
 
-def _warning(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
+def warning_diagnostic(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
     return source.diagnostic(warning.origin, warning.message, "warning")
 
 

@@ -470,6 +470,32 @@ def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> N
     lowered.prediction = prediction
     lowered.graph.outputs["prediction"] = prediction
     _check_output(spec, lowered)
+    _warn_of_squashed_scores(lowered, spec)
+
+
+# What an activation does to the raw scores a classification loss takes.
+_SQUASHING = {"softmax": "the scores are squashed twice, and learning slows",
+              "sigmoid": "the scores are squashed into (0, 1) first, and learning slows",
+              "tanh": "the scores are squashed into (-1, 1) first, and learning slows",
+              "relu": "negative scores become 0 and pass no gradient back"}
+
+
+def _warn_of_squashed_scores(lowered, spec) -> None:
+    """A course's classic mistake: an activation left between the scores and a loss that
+    applies its own softmax or sigmoid (the model is legal, and learns badly)."""
+    own = _FUSED_ACTIVATION.get(spec.loss.type)
+    producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
+                    None)
+    if own is None or producer is None or producer.op not in _SQUASHING:
+        return
+    origin = producer.origin
+    layer = spec.model.layers[origin.keys[2]] if origin and len(origin.keys) > 2 else None
+    if getattr(layer, "activation", None) is not None:
+        origin = origin.at_field("activation")
+    lowered.builder.warnings.append(CompileWarning(
+        origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
+                f"own {own}: {_SQUASHING[producer.op]}; remove this {producer.op} (a {own} "
+                f"last is left out of the loss and kept for predict's probabilities)"))
 
 
 def _check_output(spec, lowered) -> None:

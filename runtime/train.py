@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.backends.notices import silenced
+from nnrun.backends.notices import positioned, silenced
 from nnrun.compiler.checks import monitor_names
-from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
+from nnrun.compiler.frontend import resolved_spec_data, spec_yaml, warning_diagnostic
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -153,6 +153,8 @@ class Trainer:
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)
+        for warning in model.lowered.warnings:  # validate's warnings: a likely mistake
+            positioned(warning_diagnostic(self.source, warning).format())
         self.ranks.attach(model.backend)
         check_memory(model, self.spec.train.batch_size // self.ranks.size, "train")
         return model

@@ -581,6 +581,22 @@ def test_train_writes_a_run_directory(tiny, tmp_path):
     assert resolved["optimizer"]["beta1"] == 0.9 and resolved["train"]["shuffle"] is True
 
 
+def test_train_says_the_specs_warnings_as_validate_does(tmp_path):
+    spec = write(tmp_path / "squashed.yaml", """\
+        model:
+          input_shape: [2]
+          layers:
+            - {type: dense, units: 3, activation: sigmoid}
+        data: {dataset: blobs, n_samples: 60}
+        train: {epochs: 1}
+        """)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert f"{spec}:4:43: warning: model.layers[0] (dense_1): sigmoid before cross_entropy" in \
+        result.stderr
+    quiet = assert_ok(invoke("train", spec, "--out", tmp_path / "quiet", "--quiet"))
+    assert quiet.stderr == ""
+
+
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
     out = tmp_path / "run"
     result = invoke(*train_args(tiny, out, "--epochs", 1, "--batch-size", 8, "--seed", 3,

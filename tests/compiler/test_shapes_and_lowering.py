@@ -483,6 +483,35 @@ def test_input_shape_needed_without_data():
     assert "model.input_shape is needed" in error.message
 
 
+@pytest.mark.parametrize("layers, loss, squashing, where", [
+    ("{type: dense, units: 10, activation: softmax}\n    - {type: softmax}", "cross_entropy",
+     "softmax", "activation: softmax"),
+    ("{type: dense, units: 10, activation: sigmoid}", "cross_entropy", "sigmoid",
+     "activation: sigmoid"),
+    ("{type: dense, units: 10}\n    - {type: relu}", "cross_entropy", "relu", "{type: relu"),
+    ("{type: dense, units: 1, activation: tanh}", "binary_cross_entropy", "tanh",
+     "activation: tanh"),
+])
+def test_an_activation_before_the_losss_own_is_a_warning(layers, loss, squashing, where):
+    text = f"model:\n  input_shape: [4]\n  layers:\n    - {layers}\nloss: {loss}\n"
+    checked = check(load_spec_text(text))
+    (warning,) = [d for d in checked.diagnostics if d.severity == "warning"]
+    assert warning.message.startswith(f"{squashing} before {loss}, which takes raw scores")
+    token = "{" if where.startswith("{") else where.split(": ")[1]  # the layer, or its field
+    assert (warning.line, warning.col) == position(text, where, token)
+
+
+@pytest.mark.parametrize("layers, loss", [
+    ("{type: dense, units: 10, activation: softmax}", "cross_entropy"),  # the loss's own
+    ("{type: dense, units: 10}", "cross_entropy"),
+    ("{type: dense, units: 1, activation: sigmoid}", "binary_cross_entropy"),
+    ("{type: dense, units: 1, activation: relu}", "mse"),  # a regression may end so
+])
+def test_the_losss_own_activation_or_none_is_no_warning(layers, loss):
+    text = f"model:\n  input_shape: [4]\n  layers:\n    - {layers}\nloss: {loss}\n"
+    assert check(load_spec_text(text)).diagnostics == []
+
+
 def test_one_output_for_two_classes_offers_binary_cross_entropy():
     error = the_error("""\
         data: {dataset: xor}
