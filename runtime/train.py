@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.backends.notices import positioned, silenced
+from nnrun.backends.notices import positioned, silenced, warn
 from nnrun.compiler.checks import monitor_names
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml, warning_diagnostic
 
@@ -150,6 +150,7 @@ class Trainer:
         self.resident = self._resident_splits()
         # Per-step values wanted on the host: every step is read (a step's loss, its norms).
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
+        self.first_loss = None  # the loss of this process's first step (_warn_if_loss_rose)
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)
@@ -328,6 +329,7 @@ class Trainer:
         totals.add_over_ranks(self.ranks)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
+        self._warn_if_loss_rose(row["train_loss"], losses, epoch, lr)
         self._average_running_statistics()
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
@@ -338,6 +340,18 @@ class Trainer:
             row["sparsity"] = round(self.pruner.sparsity(self.state, self.backend.to_host), 6)
         progress.close(row)
         return row
+
+    def _warn_if_loss_rose(self, loss: float, losses, epoch: int, lr: float) -> None:
+        """A loss ten times its first step's, still finite: the updates overshoot (a learning
+        rate too high), which otherwise shows only as huge numbers. Said once."""
+        if self.first_loss is None:
+            self.first_loss = float(self.backend.to_host(losses.values[0]))
+        elif self.first_loss < 0:
+            return  # said already
+        if loss > 10 * self.first_loss and loss > self.first_loss + 1:
+            warn(f"train_loss rose from {self.first_loss:.4g} at the first step to {loss:.4g} "
+                 f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")
+            self.first_loss = -1.0
 
     def _epoch_indices(self, rng) -> list[np.ndarray]:
         batches = _batches(len(self.data.train.x), self.spec.train.batch_size,

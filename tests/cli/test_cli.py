@@ -597,6 +597,25 @@ def test_train_says_the_specs_warnings_as_validate_does(tmp_path):
     assert quiet.stderr == ""
 
 
+def test_a_loss_that_rises_tenfold_without_diverging_is_a_warning(tmp_path):
+    """lr 10 on raw digits: the loss grows from 13 to about 1700 and stays finite, so the
+    run does not stop; it says why its numbers are huge, once."""
+    spec = write(tmp_path / "lr10.yaml", """\
+        data: {dataset: digits, normalize: none}
+        model:
+          layers:
+            - {type: flatten}
+            - {type: dense, units: 10}
+        optimizer: {type: sgd, lr: 10}
+        train: {epochs: 2}
+        """)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert result.stderr.count("the updates overshoot; lower optimizer.lr (10 now)") == 1
+    calm = assert_ok(invoke("train", spec, "--out", tmp_path / "calm", "--set",
+                            "optimizer.lr=0.01"))
+    assert "overshoot" not in calm.stderr
+
+
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
     out = tmp_path / "run"
     result = invoke(*train_args(tiny, out, "--epochs", 1, "--batch-size", 8, "--seed", 3,
