@@ -60,6 +60,24 @@ class OutPath(click.Path):
         return super().convert(value, param, ctx)
 
 
+class RunDirPath(click.Path):
+    """A run directory `nnrun train` wrote: a spec file or a missing path given instead is told
+    what the command takes (click said only "is a file" or "does not exist")."""
+
+    def __init__(self, hint: str = ""):
+        super().__init__(exists=True, file_okay=False, path_type=Path)
+        self.hint = hint
+
+    def convert(self, value, param, ctx):
+        path, wanted = Path(value), "a run directory, as `nnrun train` writes (runs/<name>/<time>)"
+        if path.is_file() and path.suffix in (".yaml", ".yml"):
+            self.fail(f"'{value}' is a spec; give {wanted}, or train it first: nnrun train "
+                      f"{value}", param, ctx)
+        if not path.exists():
+            self.fail(f"'{value}' does not exist; give {wanted}{self.hint}", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 threads_option = click.option("--threads", type=click.IntRange(min=1),
                               help="CPU threads for the NumPy kernels (default: OMP_NUM_THREADS, "
                                    "else every core).")
@@ -440,7 +458,7 @@ def schema() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), help="Same as --set train.batch_size=N.")
 @click.option("--seed", type=click.IntRange(min=0), help="Same as --set seed=N.")
 @set_option
-@click.option("--resume", type=click.Path(exists=True, file_okay=False, path_type=Path),
+@click.option("--resume", type=RunDirPath("; to start a new run, leave out --resume"),
               help="Continue the run in this directory from its last.npz (from epoch 1 when it "
                    "has no checkpoint yet); the spec must train as the run did, e.g. "
                    "RUN_DIR/spec.yaml.")
@@ -500,8 +518,7 @@ def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, a
 
 
 RUN_SEED = "the run's seed"  # what --permute without a value stands for
-run_dir_argument = click.argument("run_dir", type=click.Path(exists=True, file_okay=False,
-                                                             path_type=Path))
+run_dir_argument = click.argument("run_dir", type=RunDirPath())
 checkpoint_option = click.option(
     "--checkpoint", type=click.Choice(["best", "last"]),
     help="Default: the checkpoint whose numbers `train` reported (summary.json's final: "

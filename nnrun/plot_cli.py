@@ -6,13 +6,12 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_an_input_as_out,
-                       refuse_an_unwritable_out)
+from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_caches,
+                       refuse_an_input_as_out, refuse_an_unwritable_out)
 
 
 @click.command()
-@click.argument("run_dirs", nargs=-1, required=True,
-                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("run_dirs", nargs=-1, required=True, type=RunDirPath())
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               default=Path("curves.png"), show_default=True,
               help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg, "

@@ -845,6 +845,21 @@ def test_cupy_backend_unavailable_on_a_run(trained, tmp_path, command):
 # --- eval -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("command", [["eval"], ["predict", "x.npz"], ["plot"]])
+def test_a_spec_where_a_run_directory_goes_says_what_to_give(tiny, command):
+    result = invoke(command[0], tiny, *command[1:])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"'{tiny}' is a spec; give a run directory, as `nnrun train` writes" in result.output
+    assert f"or train it first: nnrun train {tiny}" in result.output
+
+
+def test_a_missing_run_to_resume_says_how_to_start_one(tiny, tmp_path):
+    result = invoke("train", tiny, "--resume", tmp_path / "nope")
+    assert result.exit_code == 2
+    assert "does not exist; give a run directory" in result.output
+    assert "to start a new run, leave out --resume" in result.output
+
+
 def test_eval_test_split(trained):
     result = assert_ok(invoke("eval", trained))
     assert "best.npz" in result.stdout and "test split" in result.stdout
