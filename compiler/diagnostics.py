@@ -355,7 +355,15 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
         return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
     if field is None:
         return f"expected {expectation}, got {got}"
-    return f"'{field}' must be {expectation}, got {got}"
+    return f"'{field}' must be {expectation}, got {got}{_colon_hint(error['input'])}"
+
+
+def _colon_hint(value: Any) -> str:
+    """`dataset:mnist` is one string to YAML: a key needs a space after its colon."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]\w*:\S.*", value):
+        key, rest = value.split(":", 1)
+        return f"; write a space after the colon ({key}: {rest}), or YAML reads one string"
+    return ""
 
 
 def _subject(field: str | None) -> str:
@@ -373,7 +381,21 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     fields = _field_names(model)
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
-    return f"unknown field '{name}'{_did_you_mean(name, candidates, fields)}"
+    suggestion = _did_you_mean(name, candidates, fields)
+    section = None if suggestion else _section_naming(model, name)
+    if section:  # `layers:` at the top: indented one level too little
+        suggestion = f"; it belongs in the {section} section: indent it under {section}:"
+    return f"unknown field '{name}'{suggestion}"
+
+
+def _section_naming(annotation: Any, name: str) -> str | None:
+    """The field of `annotation` (a model) whose own model has a field `name`."""
+    for member in _union_members(_unwrap(annotation)) if annotation is not None else []:
+        member = _unwrap(member)
+        for field_name, field in (member.model_fields.items() if _is_model(member) else ()):
+            if name in _field_names(field.annotation):
+                return field.alias or field_name
+    return None
 
 
 def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

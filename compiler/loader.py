@@ -187,11 +187,23 @@ class _Builder:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         message = f"invalid YAML: {error.problem or error.context}"
-        if error.context and error.problem and error.context_mark:
-            start = error.context_mark
+        start = error.context_mark
+        if error.context and error.problem and start:
             message += f" ({error.context} started at {start.line + 1}:{start.column + 1})"
         if "'\\t'" in message:
             message += "; YAML indents with spaces only: replace the tabs"
+        elif (error.problem or "").startswith("expected <block end>") and start:
+            found = "a list item" if error.problem.endswith("'-'") else "a key"
+            block, entries = (("list", "items") if "collection" in (error.context or "")
+                              else ("mapping", "keys"))
+            message = (f"invalid YAML: {found} at {line}:{col} does not fit the {block} started "
+                       f"at {start.line + 1}:{start.column + 1}; line it up with that {block}'s "
+                       f"{entries}, or indent it further to belong to one of them (YAML nests by "
+                       "indentation, with spaces)")
+        elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:
+            bracket = "{" if error.context.endswith("mapping") else "["
+            message += (f"; the {bracket} at {start.line + 1}:{start.column + 1} is not closed, or "
+                        "a ',' is missing between its entries")
         self.error(line, col, (), message)
 
     # -- construction -------------------------------------------------------------------------

@@ -563,6 +563,33 @@ def test_tabs_are_named_with_the_fix():
                          "spaces only: replace the tabs")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  input_shape: [2]\n  layers:\n    - type: dense\n   units: 10\n",
+     "spec.yaml:5:4: error: invalid YAML: a key at 5:4 does not fit the mapping started at 2:3; "
+     "line it up with that mapping's keys, or indent it further to belong to one of them"),
+    ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 3}\n    units: 3\n",
+     "spec.yaml:5:5: error: invalid YAML: a key at 5:5 does not fit the list started at 4:5; "
+     "line it up with that list's items"),
+    ("model:\n  layers:\n  - {type: dense, units: 3\n",
+     "the { at 3:5 is not closed, or a ',' is missing between its entries"),
+])
+def test_the_commonest_yaml_slips_say_what_to_do(text, message):
+    (line,) = _load_errors(text)
+    assert message in line
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  dataset:mnist\n", "'data' must be a mapping, got 'dataset:mnist'; write a space "
+                                  "after the colon (dataset: mnist), or YAML reads one string"),
+    ("model:\n  input_shape: [2]\nlayers:\n  - {type: dense, units: 3}\n",
+     "unknown field 'layers'; it belongs in the model section: indent it under model:"),
+    ("model: {input_shape: [2], layers: [{type: dense, units: 3}]}\nepochs: 3\n",
+     "unknown field 'epochs'; it belongs in the train section: indent it under train:"),
+])
+def test_a_key_out_of_place_says_where_it_goes(text, message):
+    assert any(message in line for line in _load_errors(text))
+
+
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
     assert _load_errors("model: [\n", ["seed=x"]) == [
         "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
