@@ -354,8 +354,8 @@ class _OverrideError(Exception):
 
 
 _PATH_KEY = r"[A-Za-z_][A-Za-z0-9_-]*"
-_PATH_PATTERN = re.compile(rf"{_PATH_KEY}(\[\d+\])*(\.{_PATH_KEY}(\[\d+\])*)*")
-_PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(\d+)\]")
+_PATH_PATTERN = re.compile(rf"{_PATH_KEY}(\[-?\d+\])*(\.{_PATH_KEY}(\[-?\d+\])*)*")
+_PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(-?\d+)\]")
 
 
 def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
@@ -414,12 +414,23 @@ def _parse_value(text: str, position: Position) -> Any:
 
 
 def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: Position) -> None:
-    container = data
-    for depth in range(len(path) - 1):
-        container = _child(container, path[:depth], path[depth], positions, position)
-    _check_target(container, path[:-1], path[-1])
-    container[path[-1]] = value
-    _replace_positions(positions, path, value, position)
+    container, walked = data, ()
+    for component in path[:-1]:
+        component = _from_the_start(container, component)
+        container = _child(container, walked, component, positions, position)
+        walked += (component,)
+    last = _from_the_start(container, path[-1])
+    _check_target(container, walked, last)
+    container[last] = value
+    _replace_positions(positions, (*walked, last), value, position)
+
+
+def _from_the_start(container: Any, component: Hashable) -> Hashable:
+    """A negative index counts from the end of its list, as in Python: layers[-1] is the last."""
+    if isinstance(component, int) and isinstance(container, list) and \
+            -len(container) <= component < 0:
+        return component + len(container)
+    return component
 
 
 def _child(
@@ -450,12 +461,12 @@ def _check_index(container: Any, name: str, index: int) -> None:
         raise _OverrideError(f"{name} is a mapping, not a list; use {name}.KEY")
     if not isinstance(container, list):
         raise _OverrideError(f"{name} is {_describe_scalar(container)}, not a list")
-    if index >= len(container):
+    if not 0 <= index < len(container):  # a negative index past the start is left negative
         raise _OverrideError(f"{name} has {len(container)} entries{_index_range(len(container))}")
 
 
 def _index_range(count: int) -> str:
-    return f" (indices 0..{count - 1})" if count else ""
+    return f" (indices 0..{count - 1}, or -{count}..-1 from the end)" if count else ""
 
 
 def _describe_scalar(value: Any) -> str:

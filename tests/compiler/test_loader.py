@@ -325,6 +325,15 @@ def test_override_sets_values_parsed_as_yaml():
     assert loaded.data["seed"] is None
 
 
+def test_a_negative_index_counts_from_the_end():
+    layers = load(LENET).data["model"]["layers"]
+    loaded = apply_overrides(load(LENET), ["model.layers[-1].units=5"])
+    assert loaded.data["model"]["layers"][-1]["units"] == 5
+    assert loaded.data["model"]["layers"][:-1] == layers[:-1]
+    # the value's position is the argument's, under the index counted from the start
+    assert ("model", "layers", len(layers) - 1, "units") in loaded.positions
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [("true", True), ("3", 3), ("3.5", 3.5), ("'3'", "3"), ("relu", "relu"), ("", None),
@@ -368,11 +377,12 @@ def override_errors(*arguments: str) -> list:
     return caught.value.diagnostics
 
 
-def test_override_index_out_of_range():
-    diagnostic, = override_errors("model.layers[9].filters=8")
+@pytest.mark.parametrize("index", ["9", "-5"])
+def test_override_index_out_of_range(index):
+    diagnostic, = override_errors(f"model.layers[{index}].filters=8")
     assert diagnostic.format() == (
-        "--set:1:1: error: --set model.layers[9].filters=8: "
-        "model.layers has 4 entries (indices 0..3)"
+        f"--set:1:1: error: --set model.layers[{index}].filters=8: "
+        "model.layers has 4 entries (indices 0..3, or -4..-1 from the end)"
     )
 
 
@@ -386,7 +396,7 @@ def test_override_index_out_of_range():
         ("optimizer.lr", "expected PATH=VALUE"),
         ("model..layers=1", "cannot read the path 'model..layers'"),
         ("=3", "cannot read the path ''"),
-        ("model.layers[-1].units=3", "cannot read the path"),
+        ("model.layers[+1].units=3", "cannot read the path"),
         ("seed=[1", "invalid YAML"),
         ("seed=a: b: c", "invalid YAML"),
         ("seed=!!python/object/apply:os.system [ls]", "is not allowed"),
