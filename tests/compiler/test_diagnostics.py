@@ -590,6 +590,12 @@ def test_a_key_out_of_place_says_where_it_goes(text, message):
     assert any(message in line for line in _load_errors(text))
 
 
+def test_a_misspelt_set_path_suggests_the_field_the_spec_has():
+    text = "model: {input_shape: [2], layers: [{type: dense, units: 3}]}\noptimizer: {lr: 0.1}\n"
+    (line,) = _load_errors(text, ["optimiser.lr=0.01"])
+    assert line.endswith("unknown field 'optimiser'; did you mean 'optimizer' (set already)?")
+
+
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
     assert _load_errors("model: [\n", ["seed=x"]) == [
         "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
