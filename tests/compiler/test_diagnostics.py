@@ -591,7 +591,8 @@ def test_a_key_out_of_place_says_where_it_goes(text, message):
 
 
 def test_a_misspelt_set_path_suggests_the_field_the_spec_has():
-    text = "model: {input_shape: [2], layers: [{type: dense, units: 3}]}\noptimizer: {lr: 0.1}\n"
+    text = ("model: {input_shape: [2], layers: [{type: dense, units: 3}]}\n"
+            "optimizer: {type: sgd, lr: 0.1}\n")
     (line,) = _load_errors(text, ["optimiser.lr=0.01"])
     assert line.endswith("unknown field 'optimiser'; did you mean 'optimizer' (set already)?")
 
