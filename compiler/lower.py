@@ -529,6 +529,13 @@ def _check_output(spec, lowered) -> None:
             raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
                                f"needs one output{' per pixel' if dataset.label_shape else ''}, "
                                f"the model ends with {per_sample(logits)}; set {units}: 1")
+    elif (dataset.num_classes or 0) > 2 and logits.shape[1] == 1:  # mse, mae, huber
+        lowered.builder.warnings.append(CompileWarning(origin.at_field(units), (
+            f"{spec.loss.type} with one output regresses the class labels 0.."
+            f"{dataset.num_classes - 1} of '{dataset.name}' as numbers (class "
+            f"{dataset.num_classes - 1} 'more' than class 1); set {units}: "
+            f"{dataset.num_classes} (the labels become one-hot targets), "
+            "or use loss: cross_entropy")))
 
 
 def _check_label_positions(origin, logits, dataset) -> None:

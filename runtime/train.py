@@ -144,6 +144,7 @@ class Trainer:
             self.model = self._model(backend)
         self.backend = self.model.backend
         check_data_fits(self.spec, self.model, self.data)
+        self._warn_if_one_batch_holds_the_data()
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
         self._check_monitor()
@@ -151,6 +152,13 @@ class Trainer:
         # Per-step values wanted on the host: every step is read (a step's loss, its norms).
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
         self.first_loss = None  # the loss of this process's first step (_warn_if_loss_rose)
+
+    def _warn_if_one_batch_holds_the_data(self) -> None:
+        samples, batch = len(self.data.train.x), self.spec.train.batch_size
+        if batch > samples:
+            plural = "s" if samples > 1 else ""
+            warn(f"train.batch_size {batch} is more than the {samples} training sample{plural}: "
+                 "each epoch is one step on all of them")
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)

@@ -616,6 +616,18 @@ def test_a_loss_that_rises_tenfold_without_diverging_is_a_warning(tmp_path):
     assert "overshoot" not in calm.stderr
 
 
+def test_a_batch_larger_than_the_training_split_is_a_warning(tmp_path):
+    spec = write(tmp_path / "s.yaml", """\
+        data: {dataset: digits, validation_split: 0.999}
+        model:
+          layers: [{type: flatten}, {type: dense, units: 10}]
+        train: {epochs: 1}
+        """)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert ("train.batch_size 32 is more than the 1 training sample: each epoch is one step on "
+            "all of them") in result.stderr
+
+
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):
     out = tmp_path / "run"
     result = invoke(*train_args(tiny, out, "--epochs", 1, "--batch-size", 8, "--seed", 3,

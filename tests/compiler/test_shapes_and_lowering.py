@@ -512,6 +512,18 @@ def test_the_losss_own_activation_or_none_is_no_warning(layers, loss):
     assert check(load_spec_text(text)).diagnostics == []
 
 
+def test_a_regression_loss_on_class_labels_with_one_output_is_a_warning():
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n    - {type: flatten}\n"
+            "    - {type: dense, units: 1}\nloss: mse\n")
+    (warning,) = check(load_spec_text(text)).diagnostics
+    assert warning.severity == "warning" and warning.message.startswith(
+        "mse with one output regresses the class labels 0..9 of 'digits' as numbers")
+    assert "set units: 10 (the labels become one-hot targets)" in warning.message
+    # two classes: one output is the course's 2-2-1 network (sigmoid and mse)
+    xor = "data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 1}\nloss: mse\n"
+    assert check(load_spec_text(xor)).diagnostics == []
+
+
 def test_one_output_for_two_classes_offers_binary_cross_entropy():
     error = the_error("""\
         data: {dataset: xor}
