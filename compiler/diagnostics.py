@@ -199,9 +199,24 @@ def diagnostics_from_validation_error(
     """One diagnostic per problem in `error`. `schema` is the root model class that was validated;
     with it, unknown fields get a did-you-mean and bounds name the expected number type."""
     problems = [_locate(item, loaded.data) for item in error.errors()]
-    problems = _resolve_alternatives(problems)
+    problems = _without_misspelt_missing(_resolve_alternatives(problems))
     diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
     return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+
+
+def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
+    """`kernal_size: 3` is one mistake: its unknown field says "did you mean 'kernel_size'?",
+    so the missing kernel_size beside it is not said again."""
+    unknown = {(problem.data_path[:-1], problem.data_path[-1]) for problem in problems
+               if problem.error["type"] == "extra_forbidden" and problem.data_path}
+
+    def misspelt(problem: _Problem) -> bool:
+        parent, name = problem.data_path[:-1], problem.data_path[-1]
+        return any(where == parent and suggest(typo, [name]) == name for where, typo in unknown)
+
+    return [problem for problem in problems
+            if not (problem.error["type"] == "missing" and problem.data_path
+                    and misspelt(problem))]
 
 
 def problem_paths(error: pydantic.ValidationError, data: Any) -> list[tuple[str, tuple]]:

@@ -275,10 +275,10 @@ optimizer: {type: sgd, lr: -1}
 def test_validate_reports_shape_errors_in_layers_the_schema_errors_leave_intact(tmp_path):
     lines = validate_errors(tmp_path, README_BAD)
     assert [line.split(": ")[2] for line in lines] == [
-        "model.layers[0] (conv2d_1)", "model.layers[0] (conv2d_1)", "model.layers[1] (conv2d_2)",
-        "optimizer"]
-    assert "unknown field 'kernal_size'; did you mean 'kernel_size'?" in lines[1]
-    assert lines[2].startswith("5:48: error: model.layers[1] (conv2d_2): kernel 5x5 does not "
+        "model.layers[0] (conv2d_1)", "model.layers[1] (conv2d_2)", "optimizer"]
+    # the one mistake said once, as DESIGN.md section 5 shows it: no "missing kernel_size"
+    assert "unknown field 'kernal_size'; did you mean 'kernel_size'?" in lines[0]
+    assert lines[1].startswith("5:48: error: model.layers[1] (conv2d_2): kernel 5x5 does not "
                                "fit the 4x4 input")
 
 
