@@ -294,6 +294,11 @@ def _lower_reshape(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
             ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape}: "
                      f"{total} is not a multiple of {known}", "shape")
         shape[shape.index(-1)] = total // known
+    elif known != total:
+        example = [-1, *shape[1:]] if len(shape) > 1 else [-1]
+        ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape} ({known} "
+                 f"values); the sizes must multiply to {total}: write -1 for the one to infer, "
+                 f"e.g. {example}", "shape")
     with ctx.gb.at(ctx.origin, {"shape": "shape"}):  # the op checks that the sizes agree
         return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs(tuple(shape)))
 

@@ -293,7 +293,8 @@ def test_reshape_with_minus_one():
 
 @pytest.mark.parametrize("shape, message", [
     ("[5, -1]", "cannot reshape [12] (12 values) into [5, -1]: 12 is not a multiple of 5"),
-    ("[5, 2]", "cannot reshape [12] (12 values) into [5, 2] (10 values)"),
+    ("[5, 2]", "cannot reshape [12] (12 values) into [5, 2] (10 values); the sizes must "
+               "multiply to 12: write -1 for the one to infer, e.g. [-1, 2]"),
     ("[-1, -1]", "entries must be positive, with at most one -1"),
     ("[0, 12]", "entries must be positive, with at most one -1"),
 ])
