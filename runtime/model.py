@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Mapping
 from functools import cached_property
 
@@ -213,8 +215,21 @@ def batch_shape_problem(shape: tuple, sample: tuple) -> str | None:
         else:
             hint = (f": samples of shape {list(shape[1:])}, the model's are {list(sample)}"
                     if len(shape) == len(sample) + 1 else "")
+            hint += _rearranged(shape, sample)
         return f"x must be [N, {_dims(sample)}], got shape {list(shape)}{hint}"
     return None if shape[0] else "x holds no samples"
+
+
+def _rearranged(shape: tuple, sample: tuple) -> str:
+    """The numpy call that makes the same values the model's samples, where one does:
+    channels last ([N, H, W, C] for [C, H, W]), or the values of a sample in other axes."""
+    if not shape or math.prod(shape[1:]) != math.prod(sample):
+        return ""
+    if len(shape) == len(sample) + 1 and len(sample) > 1 and \
+            tuple(shape[1:]) == sample[1:] + sample[:1]:
+        axes = ", ".join(map(str, (0, len(shape) - 1, *range(1, len(shape) - 1))))
+        return f"; channels last? x.transpose({axes}) puts them first"
+    return f"; the values are there in another shape: x.reshape(-1, {_dims(sample)})"
 
 
 def _dims(shape) -> str:

@@ -97,7 +97,10 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
                              np.zeros((1, 2))), KeyError, "params lacks 'dense_2.bias'"),
         (lambda: xor.forward("weights", np.zeros((1, 2))), TypeError, "params must be a dict"),
         (lambda: conv.forward(conv_params, np.zeros((4, 64))), ValueError,
-         "x must be [N, 1, 8, 8], got shape [4, 64]"),
+         "x must be [N, 1, 8, 8], got shape [4, 64]; the values are there in another shape: "
+         "x.reshape(-1, 1, 8, 8)"),
+        (lambda: conv.forward(conv_params, np.zeros((4, 8, 8, 1))), ValueError,
+         "the model's are [1, 8, 8]; channels last? x.transpose(0, 3, 1, 2) puts them first"),
         (lambda: conv.forward(conv_params, np.zeros((0, 1, 8, 8))), ValueError,
          "x holds no samples"),
         (lambda: conv.loss_and_grads(conv_params, np.zeros((4, 1, 8, 8)), np.eye(10)[:4]),
