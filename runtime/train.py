@@ -152,6 +152,7 @@ class Trainer:
         # Per-step values wanted on the host: every step is read (a step's loss, its norms).
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
         self.first_loss = None  # the loss of this process's first step (_warn_if_loss_rose)
+        self.said_loss_rose = False
 
     def _warn_if_one_batch_holds_the_data(self) -> None:
         samples, batch = len(self.data.train.x), self.spec.train.batch_size
@@ -354,12 +355,10 @@ class Trainer:
         rate too high), which otherwise shows only as huge numbers. Said once."""
         if self.first_loss is None:
             self.first_loss = float(self.backend.to_host(losses.values[0]))
-        elif self.first_loss < 0:
-            return  # said already
-        if loss > 10 * self.first_loss and loss > self.first_loss + 1:
+        if not self.said_loss_rose and loss > 10 * self.first_loss and loss > self.first_loss + 1:
             warn(f"train_loss rose from {self.first_loss:.4g} at the first step to {loss:.4g} "
                  f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")
-            self.first_loss = -1.0
+            self.said_loss_rose = True
 
     def _epoch_indices(self, rng) -> list[np.ndarray]:
         batches = _batches(len(self.data.train.x), self.spec.train.batch_size,
