@@ -17,6 +17,7 @@ of its input: flatten, reshape, dropout and identity in inference).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -116,25 +117,52 @@ def align(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
 
 
 def _name_anchors(a: list[LayerRow], b: list[LayerRow]) -> list[tuple[int, int]]:
-    """(i, j) of the layers with one name in both, kept only while in the same order."""
-    position = {row.name: j for j, row in enumerate(b)}
+    """(i, j) of the layers with one name in both, kept only while in the same order. Names
+    nnrun gave (conv2d_2: the second conv2d) are no anchors: a conv2d inserted before it takes
+    that name, and the old one is conv2d_3; those layers pair by position and type instead."""
+    position = {row.name: j for j, row in enumerate(b) if not _generated_name(row)}
     anchors, last = [], -1
     for i, row in enumerate(a):
-        j = position.get(row.name, -1)
+        j = -1 if _generated_name(row) else position.get(row.name, -1)
         if j > last:
             anchors.append((i, j))
             last = j
     return anchors
 
 
+def _generated_name(row: LayerRow) -> bool:
+    return re.fullmatch(rf"{re.escape(row.type)}_\d+", row.name) is not None
+
+
 def _by_position(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
-    """Layers of one stretch paired where their types run alike; the others removed, added."""
-    matcher = SequenceMatcher(None, [row.type for row in a], [row.type for row in b],
+    """Layers of one stretch paired where they run alike: first those the same in everything
+    but their name (a conv2d inserted beside another leaves that one unchanged), then, between
+    those, by type and output shape, then by type alone; the others removed, added."""
+    def by_type(x, y):
+        return _matched(x, y, lambda row: row.type, None)
+
+    def by_shape(x, y):
+        return _matched(x, y, lambda row: (row.type, tuple(row.output_shape)), by_type)
+
+    return _matched(a, b, _signature, by_shape)
+
+
+def _signature(row: LayerRow) -> tuple:
+    return row.type, tuple(row.output_shape), tuple(row.kernel or ()), row.params
+
+
+def _matched(a: list[LayerRow], b: list[LayerRow], key, between) -> list[LayerChange]:
+    """Pairs of the layers whose keys run alike; `between(a_gap, b_gap)` pairs the stretches
+    left between them (None: those are removed and added)."""
+    matcher = SequenceMatcher(None, [key(row) for row in a], [key(row) for row in b],
                               autojunk=False)
     pairs, i, j = [], 0, 0
     for start_a, start_b, size in matcher.get_matching_blocks():
-        pairs += [LayerChange(row, None) for row in a[i:start_a]]
-        pairs += [LayerChange(None, row) for row in b[j:start_b]]
+        if between is not None:
+            pairs += between(a[i:start_a], b[j:start_b])
+        else:
+            pairs += [LayerChange(row, None) for row in a[i:start_a]]
+            pairs += [LayerChange(None, row) for row in b[j:start_b]]
         pairs += [_pair(x, y) for x, y in zip(a[start_a:start_a + size], b[start_b:start_b + size])]
         i, j = start_a + size, start_b + size
     return pairs

@@ -85,13 +85,29 @@ def test_an_inserted_layer_is_added_and_the_rest_stay_aligned():
 
 
 def test_a_removed_layer_is_removed_even_when_default_names_shift():
-    """Removing the first of two dense layers renames the second (dense_2 -> dense_1): names
-    pair the wrong layers, so shapes say what happened."""
+    """Removing the first of two dense layers renames the second (dense_2 -> dense_1): the
+    names nnrun gave are no anchors, the output shapes pair the layers."""
     two = BASE.replace("    - {type: dense, units: 10}",
                        "    - {type: dense, units: 32}\n    - {type: dense, units: 10}")
     pairs = statuses(two, BASE)
-    assert ("removed", "dense_2", None) in pairs
-    assert ("changed", "dense_1", "dense_1") in pairs
+    assert ("removed", "dense_1", None) in pairs
+    assert ("renamed", "dense_2", "dense_1") in pairs
+
+
+@pytest.mark.parametrize("before, inserted", [
+    ("    - {type: flatten}", "    - {type: conv2d, filters: 2, kernel_size: 1}\n"),
+    ("    - {type: conv2d", "    - {type: conv2d, filters: 1, kernel_size: 1}\n"),
+])
+def test_a_layer_inserted_beside_one_of_its_type_leaves_that_one_paired(before, inserted):
+    """Default names shift (conv2d_1 becomes conv2d_2): a name is no anchor then, and the
+    layer that was there stays paired with itself, the new one added."""
+    grown = BASE.replace(before, inserted + before)
+    changes = {(c.a and c.a.name, c.b and c.b.name): c for c in
+               align(side(BASE).summary.layers, side(grown).summary.layers)}
+    added = [c for c in changes.values() if c.status == "added"]
+    assert len(added) == 1 and added[0].b.type == "conv2d"
+    original = next(c for c in changes.values() if c.a and c.a.type == "conv2d")
+    assert original.b is not None and original.b.output_shape == original.a.output_shape
 
 
 def test_a_renamed_layer_pairs_by_position():
