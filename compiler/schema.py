@@ -134,7 +134,7 @@ Activation = tagged_union(*ACTIVATION_MODELS)
 def _none_is_no_activation(value: Any) -> Any:
     """`activation: none`, as DESIGN.md's tables write the default, is no activation (YAML
     reads `none` as a string, not as null)."""
-    return None if value == "none" or value == {"type": "none"} else value
+    return None if value == "none" else value
 
 
 # A layer's own activation: one of the above, or none (`none`, null or the field left out).

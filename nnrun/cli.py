@@ -268,6 +268,7 @@ def main(debug: bool) -> None:
 @handle_errors
 def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
+    from nnrun.compiler.diagnostics import OVERRIDE_FILE
     from nnrun.compiler.frontend import check, load_spec
 
     memory_limit = _memory_warning_limit(warn_memory)
@@ -283,6 +284,9 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
             diagnostics, summary = error.diagnostics, None
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
+        if len(specs) > 1:  # a --set argument's error: with which of the files
+            diagnostics = [replace(d, where=f"{d.where} (on {path})") if d.file == OVERRIDE_FILE
+                           else d for d in diagnostics]
         bad = any(d.severity == "error" for d in diagnostics)
         failed += bad
         all_diagnostics += diagnostics

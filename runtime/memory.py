@@ -21,7 +21,8 @@ from nnrun.compiler.tables import byte_size
 # Units of 1024, as `summary`, `bench` and the memory plan print sizes (Slurm's --mem and
 # Docker's --memory count so too), so that a limit, a refusal and a summary agree.
 UNITS = {"": 1, "B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40,
-         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+         "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+         "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}  # 16G, as Slurm's --mem writes it
 
 
 class MemoryLimitError(Exception):

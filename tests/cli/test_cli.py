@@ -306,6 +306,13 @@ def test_budget_errors_come_in_the_order_of_the_arguments(tiny):
     assert lines[1].startswith("--set:2:1: error: --set limits.max_params=10")
 
 
+def test_a_set_error_names_its_spec_when_there_are_several(tmp_path, tiny):
+    other = write(tmp_path / "other.yaml", TINY)
+    result = assert_ok(invoke("validate", tiny, other, "--set", "model.layers[7].units=3"), 1)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("--set:")]
+    assert [f"(on {path})" in line for line, path in zip(lines, (tiny, other))] == [True, True]
+
+
 def test_validate_several_files_one_bad(tmp_path, tiny):
     bad = write(tmp_path / "bad.yaml", ONE_ERROR)
     also_good = write(tmp_path / "good.yaml", WARNS)

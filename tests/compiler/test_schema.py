@@ -30,7 +30,7 @@ model:
   input_shape: [3, 8]
   layers:
     - {type: conv1d, filters: 2, kernel_size: 3, activation: none}
-    - {type: conv1d_transpose, filters: 2, kernel_size: 3, activation: {type: none}}
+    - {type: conv1d_transpose, filters: 2, kernel_size: 3, activation: none}
     - {type: flatten}
     - {type: dense, units: 4, activation: none}
     - {type: dense, units: 2, activation: null}
@@ -41,6 +41,9 @@ model:
                        "activation: nothing}]}")
     with pytest.raises(SpecError):  # not a layer type
         load_spec_text("model: {input_shape: [3], layers: [{type: none}]}")
+    with pytest.raises(SpecError):  # the JSON Schema takes the name alone, and so does validate
+        load_spec_text("model: {input_shape: [3], layers: [{type: dense, units: 2, "
+                       "activation: {type: none}}]}")
 
 
 def test_defaults_follow_the_design():

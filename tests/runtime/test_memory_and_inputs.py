@@ -187,6 +187,7 @@ def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100KB")
     assert memory.available_memory() == (100 * 1024, "NNRUN_MEMORY_LIMIT")
     assert memory.parse_size("1.5 GiB") == memory.parse_size("1.5GB") == 3 * 2**29
+    assert memory.parse_size("16G") == 16 * 2**30 and memory.parse_size("512M") == 2**29
     with pytest.raises(ValueError):
         memory.parse_size("lots")
 
