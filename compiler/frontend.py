@@ -49,6 +49,7 @@ class Checked:
     source: SourceSpec
     summary: Summary | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    over_budget: list[Diagnostic] = field(default_factory=list)  # of diagnostics: limits:
 
     @property
     def ok(self) -> bool:
@@ -219,8 +220,9 @@ def check(source: SourceSpec) -> Checked:
     diagnostics = [warning_diagnostic(source, w) for w in lowered.warnings]
     diagnostics += [source.diagnostic(origin, message)
                     for origin, message in training_errors(source.spec, summary.input_shape)]
-    diagnostics += _budget_errors(source, summary)
-    return Checked(source, summary, _in_file_order(diagnostics, source.loaded.filename))
+    over_budget = _budget_errors(source, summary)
+    diagnostics = _in_file_order(diagnostics + over_budget, source.loaded.filename)
+    return Checked(source, summary, diagnostics, over_budget)
 
 
 def warning_diagnostic(source: SourceSpec, warning: CompileWarning) -> Diagnostic:

@@ -390,6 +390,14 @@ def test_sizes_keep_a_readable_unit():
     assert re.search(r"training memory at batch size 16: \d+ B \(parameters \d+ B,", text)
 
 
+def test_summary_of_a_spec_over_its_budget_shows_the_table_then_fails(tiny):
+    """The per-layer numbers are what a developer needs then; the budget still fails."""
+    result = invoke("summary", tiny, "--set", "limits.max_params=10")
+    assert result.exit_code == 1
+    assert "dense_1" in result.stdout and "parameters: 51" in result.stdout
+    assert "over the budget of 10" in result.stderr
+
+
 def test_summary_json(tiny):
     result = assert_ok(invoke("summary", "--format", "json", tiny))
     summary = json.loads(result.stdout)
