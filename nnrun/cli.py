@@ -292,11 +292,26 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
         all_diagnostics += diagnostics
         if fmt == "text":
             _print_validation(path, diagnostics, summary, bad)
+    if fmt == "github":
+        all_diagnostics = [replace(d, file=_in_workspace(d.file)) for d in all_diagnostics]
     if fmt != "text":
         click.echo(format_diagnostics(all_diagnostics, fmt))
     elif len(specs) > 1:
         click.echo(f"{len(specs) - failed} of {len(specs)} specs valid", err=bool(failed))
     sys.exit(1 if failed else 0)
+
+
+def _in_workspace(file: str) -> str:
+    """A path as GitHub places annotations: relative to the checkout ($GITHUB_WORKSPACE), so
+    that a step run from a subdirectory (working-directory:) still marks the PR's files."""
+    workspace = os.environ.get("GITHUB_WORKSPACE")
+    path = Path(file)
+    if not workspace or not path.exists():  # "--set", or not a file
+        return file
+    try:
+        return path.resolve().relative_to(Path(workspace).resolve()).as_posix()
+    except ValueError:  # outside the checkout
+        return file
 
 
 def _memory_warning_limit(size: str | None) -> int:

@@ -297,6 +297,21 @@ def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
                                      "raise the budget")
 
 
+def test_github_annotations_name_files_from_the_checkout(tmp_path, monkeypatch):
+    """Run from a subdirectory (a workflow's working-directory:), the annotation must still
+    name the file as the repository does."""
+    (tmp_path / "repo" / "specs").mkdir(parents=True)
+    bad = write(tmp_path / "repo" / "specs" / "bad.yaml", "model: [\n")
+    monkeypatch.setenv("GITHUB_WORKSPACE", str(tmp_path / "repo"))
+    monkeypatch.chdir(tmp_path / "repo" / "specs")
+    result = assert_ok(invoke("validate", "--format", "github", "bad.yaml"), 1)
+    assert result.stdout.startswith("::error file=specs/bad.yaml,line=")
+    monkeypatch.delenv("GITHUB_WORKSPACE")
+    assert assert_ok(invoke("validate", "--format", "github", "bad.yaml"), 1).stdout.startswith(
+        "::error file=bad.yaml,line=")
+    assert bad.exists()
+
+
 def test_budget_errors_come_in_the_order_of_the_arguments(tiny):
     result = assert_ok(invoke("validate", tiny, "--set", "limits.max_train_memory_mb=0.0001",
                               "--set", "limits.max_params=10"), 1)
