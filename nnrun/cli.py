@@ -716,8 +716,10 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
     worst = max((r.worst_relative_error for r in results), default=0.0)
     for result in results:
         click.echo(f"  {result.name:<28} {_gradcheck_line(result, tolerance)}")
-    passed = worst <= tolerance
-    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g})")
+    checked = sum(result.checked for result in results)
+    passed = worst <= tolerance and checked > 0
+    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g})"
+               + ("" if checked else "; no entry could be checked"))
     training_mode = training_mode_layers(model.spec)
     if training_mode:
         verb = "behaves" if len(training_mode) == 1 else "behave"
@@ -725,14 +727,13 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
                    "inference mode (no dropout, running batchnorm statistics)")
     larger = sum(result.larger_step for result in results)
     if larger:
-        click.echo(f"{larger} entries agree only at a larger step (1e-5 or 1e-4, not 1e-6): their "
-                   "gradient is so small that the loss's rounding, divided by the step, "
-                   "outweighs it at 1e-6")
+        click.echo(f"{larger} entries agree only at a larger step (1e-5 or 1e-4): at 1e-6 the "
+                   "loss's rounding, divided by the step, took them past the tolerance")
     rounding = sum(result.rounding for result in results)
     if rounding:
-        click.echo(f"{rounding} entries have a gradient within the loss's rounding of every "
-                   "difference (at 1e-6, 1e-5 and 1e-4): too small to check by differences; "
-                   "they are left out of the verdict")
+        click.echo(f"{rounding} entries agree within the loss's rounding at every step (1e-6, "
+                   "1e-5, 1e-4), which is more than the tolerance allows their small gradient: "
+                   "not checkable by differences at this tolerance; left out of the verdict")
     kinks = sum(result.kinks for result in results)
     if kinks:
         click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "

@@ -11,10 +11,12 @@ A central difference also carries the loss's rounding error divided by the step:
 1e-16 * |loss| / 1e-6. Next to a gradient of 1e-5 or less (the first layers of a deep sigmoid
 net) that alone exceeds a tolerance of 1e-5. An entry that fails at the first step, not at a
 kink, is therefore taken again at steps 10 and 100 times larger, where rounding weighs 10 and
-100 times less and the truncation error (step squared) is still far below the tolerance. A
-gradient so small (about 1e-8 and below) that even there it differs by no more than the
-rounding is not checkable by differences: such entries are counted apart, as kinks are. A wrong
-gradient disagrees at every step by more than the rounding.
+100 times less and the truncation error (step squared) is still far below the tolerance. Where
+even the largest step's rounding is more than the tolerance allows the gradient (tolerance *
+|gradient|: a gradient below about 4e-6 at 1e-5), and the differences agree with it within
+their rounding, the entry is not checkable at that tolerance: such entries are counted apart,
+as kinks are. A wrong gradient disagrees at every step by more than the rounding. A tolerance
+so tight that no entry is checkable fails, saying so.
 """
 
 from __future__ import annotations
@@ -170,7 +172,10 @@ def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: fl
         if larger <= tolerance:
             return EntryCheck(larger, "checked", larger_step=True)
         error = min(error, larger)
-    if any(abs(analytic - d.numeric) <= d.rounding for d in differences):
+    # Even the largest step's rounding is more than the tolerance allows this gradient (about
+    # 4e-6 and below at 1e-5), and the differences agree within their rounding: not checkable.
+    unmeasurable = differences[-1].rounding > tolerance * abs(analytic)
+    if unmeasurable and any(abs(analytic - d.numeric) <= d.rounding for d in differences):
         return EntryCheck(error, "rounding")
     return EntryCheck(error, "checked")
 

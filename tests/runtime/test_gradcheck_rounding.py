@@ -5,6 +5,8 @@ for a kink; a wrong gradient fails at every step; and gradcheck draws with the s
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,22 @@ def test_the_spec_seed_draws_the_weights_and_the_batch(monkeypatch):
     checking.gradcheck(seeded, samples=1, seed=7)
     checking.gradcheck(seeded, samples=1, seed=0)
     assert np.array_equal(drawn[0], drawn[1]) and not np.array_equal(drawn[0], drawn[2])
+
+
+def test_a_tolerance_below_the_rounding_is_not_met_by_leaving_entries_out():
+    """--tolerance 0 passed with every entry 'within rounding': an entry is left out only where
+    the rounding exceeds what the tolerance allows its gradient, and a check of nothing fails."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    strict = checking.gradcheck(deep_sigmoid(depth=1), samples=4, tolerance=0.0)
+    assert sum(r.checked for r in strict) == 0  # no difference is exact
+    spec = Path(__file__).resolve().parents[2] / "specs" / "xor-mlp.yaml"
+    result = CliRunner().invoke(main, ["gradcheck", str(spec), "--tolerance", "0"])
+    assert result.exit_code == 1 and "failed" in result.output
+    assert "no entry could be checked" in result.output
+    # the default tolerance checks every gradient above the rounding's reach
+    usual = checking.gradcheck(deep_sigmoid(depth=1), samples=4)
+    assert all(r.rounding == 0 and r.checked > 0 for r in usual)
+
