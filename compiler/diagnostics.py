@@ -397,8 +397,9 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     suggestion = _did_you_mean(name, candidates, fields)
-    if not suggestion and suggest(name, fields):  # `--set optimizer.lrate=...` beside lr
-        suggestion = f"; did you mean '{suggest(name, fields)}' (set already)?"
+    already_set = None if suggestion else suggest(name, fields)
+    if already_set:  # `--set optimiser.lr=...` beside the spec's optimizer
+        suggestion = f"; did you mean '{already_set}' (set already)?"
     section = None if suggestion else _section_naming(model, name)
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"

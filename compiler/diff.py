@@ -134,38 +134,29 @@ def _generated_name(row: LayerRow) -> bool:
     return re.fullmatch(rf"{re.escape(row.type)}_\d+", row.name) is not None
 
 
-def _by_position(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
+def _by_position(a: list[LayerRow], b: list[LayerRow], keys=None) -> list[LayerChange]:
     """Layers of one stretch paired where they run alike: first those the same in everything
     but their name (a conv2d inserted beside another leaves that one unchanged), then, between
     those, by type and output shape, then by type alone; the others removed, added."""
-    def by_type(x, y):
-        return _matched(x, y, lambda row: row.type, None)
-
-    def by_shape(x, y):
-        return _matched(x, y, lambda row: (row.type, tuple(row.output_shape)), by_type)
-
-    return _matched(a, b, _signature, by_shape)
-
-
-def _signature(row: LayerRow) -> tuple:
-    return row.type, tuple(row.output_shape), tuple(row.kernel or ()), row.params
-
-
-def _matched(a: list[LayerRow], b: list[LayerRow], key, between) -> list[LayerChange]:
-    """Pairs of the layers whose keys run alike; `between(a_gap, b_gap)` pairs the stretches
-    left between them (None: those are removed and added)."""
+    keys = _PAIRING_KEYS if keys is None else keys
+    if not keys:
+        return [LayerChange(row, None) for row in a] + [LayerChange(None, row) for row in b]
+    key = keys[0]
     matcher = SequenceMatcher(None, [key(row) for row in a], [key(row) for row in b],
                               autojunk=False)
     pairs, i, j = [], 0, 0
     for start_a, start_b, size in matcher.get_matching_blocks():
-        if between is not None:
-            pairs += between(a[i:start_a], b[j:start_b])
-        else:
-            pairs += [LayerChange(row, None) for row in a[i:start_a]]
-            pairs += [LayerChange(None, row) for row in b[j:start_b]]
+        pairs += _by_position(a[i:start_a], b[j:start_b], keys[1:])
         pairs += [_pair(x, y) for x, y in zip(a[start_a:start_a + size], b[start_b:start_b + size])]
         i, j = start_a + size, start_b + size
     return pairs
+
+
+_PAIRING_KEYS = (
+    lambda row: (row.type, tuple(row.output_shape), tuple(row.kernel or ()), row.params),
+    lambda row: (row.type, tuple(row.output_shape)),
+    lambda row: row.type,
+)
 
 
 def _pair(a: LayerRow, b: LayerRow) -> LayerChange:

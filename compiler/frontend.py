@@ -5,7 +5,7 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pydantic
@@ -117,16 +117,18 @@ def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceS
     if spec.name is None:
         stem = path.stem if path else "spec"
         spec = spec.model_copy(update={"name": "spec" if run_name_problem(stem) else stem})
-    return SourceSpec(with_data_file_shape(spec, path.parent if path else Path.cwd()), loaded,
-                      path)
+    return source_spec(spec, loaded, path)
 
 
-def with_data_file_shape(spec: Spec, directory: Path) -> Spec:
-    """`spec` with model.input_shape from its npz or csv file, where it leaves it out."""
-    shape = data_file_input_shape(spec, directory)
+def source_spec(spec: Spec, loaded: Loaded, path: Path | None = None) -> SourceSpec:
+    """The SourceSpec of a validated spec, with model.input_shape from its npz or csv file
+    where the spec leaves it out (data paths are relative to the spec's directory)."""
+    source = SourceSpec(spec, loaded, path)
+    shape = data_file_input_shape(spec, source.directory)
     if shape is None:
-        return spec
-    return spec.model_copy(update={"model": spec.model.model_copy(update={"input_shape": shape})})
+        return source
+    model = spec.model.model_copy(update={"input_shape": shape})
+    return replace(source, spec=spec.model_copy(update={"model": model}))
 
 
 def data_file_input_shape(spec: Spec, directory: Path) -> list[int] | None:
@@ -166,9 +168,8 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
         spec = Spec.model_validate(data)
     except pydantic.ValidationError:
         return []  # the repair was not enough: the schema errors say it all
-    spec = with_data_file_shape(spec, path.parent if path else Path.cwd())
     try:
-        compile_checked(SourceSpec(spec, Loaded(loaded.filename, data, loaded.positions), path))
+        compile_checked(source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path))
     except SpecError as found:
         return [d for d in found.diagnostics if d.severity == "error"]
     return []

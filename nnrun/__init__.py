@@ -31,12 +31,11 @@ def _source(spec, overrides=()) -> SourceSpec:
         raise TypeError(f"spec must be a file path, a Spec or a SourceSpec (nnrun.load_spec_text "
                         f"reads YAML text), got {type(spec).__name__}")
     if isinstance(spec, Spec):
-        from nnrun.compiler.frontend import with_data_file_shape
+        from nnrun.compiler.frontend import source_spec
         from nnrun.compiler.loader import Loaded
 
         # The plain data stands in for the YAML, so a run directory's spec.yaml is complete.
-        spec = with_data_file_shape(spec, Path.cwd())  # data paths: from here, as with text
-        spec = SourceSpec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
+        spec = source_spec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
     if isinstance(spec, SourceSpec):
         return with_overrides(spec, overrides)
     return load_spec(Path(spec), overrides)
