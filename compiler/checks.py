@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .datasets import DATASETS
 from .ir import Origin
+from .schema import Accuracy, MaeMetric
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -18,9 +19,30 @@ def has_validation(spec) -> bool:
     return spec.data is not None and spec.data.validation_split > 0
 
 
-def monitor_names(spec, validation: bool) -> list[str]:
-    """The keys of metrics.jsonl an early-stopping monitor may name."""
-    tracked = ["loss", *map(metric_name, spec.train.metrics)]  # on training batches too
+def tracked_metrics(spec, task: str | None) -> list:
+    """train.metrics, or the default for the data's task: mae for real-valued targets
+    (regression), accuracy otherwise. With the task unknown (npz or csv data not yet loaded),
+    the default is either."""
+    if spec.train.metrics is not None:
+        return spec.train.metrics
+    if task == "regression":
+        return [MaeMetric(type="mae")]
+    if task is None and targets_decide_metrics(spec):
+        return [Accuracy(type="accuracy"), MaeMetric(type="mae")]
+    return [Accuracy(type="accuracy")]
+
+
+def targets_decide_metrics(spec) -> bool:
+    """Default metrics on npz or csv data: class labels or regression targets, known once
+    the file is read."""
+    return spec.train.metrics is None and spec.data is not None \
+        and spec.data.dataset in ("npz", "csv")
+
+
+def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:
+    """The keys of metrics.jsonl an early-stopping monitor may name (task None: before the
+    data is loaded)."""
+    tracked = ["loss", *map(metric_name, tracked_metrics(spec, task))]  # on training batches too
     splits = ["train", "val"] if validation else ["train"]
     return [f"{split}_{name}" for split in splits for name in tracked]
 

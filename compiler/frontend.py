@@ -12,7 +12,7 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import training_errors
+from .checks import targets_decide_metrics, tracked_metrics, training_errors
 from .datasets import csv_columns
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
@@ -178,8 +178,12 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
 def resolved_spec_data(source: SourceSpec) -> dict:
     """The spec with every default filled in, layer names included (as Lightning's
     --print_config): what a run really runs. Loading it gives the same model."""
-    data = source.spec.model_dump(mode="json", exclude_none=True)
-    names = default_layer_names(source.spec.model.layers)
+    spec = source.spec
+    if spec.train.metrics is None and not targets_decide_metrics(spec):
+        train = spec.train.model_copy(update={"metrics": tracked_metrics(spec, None)})
+        spec = spec.model_copy(update={"train": train})
+    data = spec.model_dump(mode="json", exclude_none=True)
+    names = default_layer_names(spec.model.layers)
     for layer, name in zip(data["model"]["layers"], names):
         layer["name"] = name
     return _type_and_name_first(data)

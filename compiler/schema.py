@@ -671,7 +671,9 @@ class Train(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
     shuffle: bool = True
-    metrics: list[Metric] = Field(default_factory=lambda: [Accuracy(type="accuracy")])
+    metrics: list[Metric] | None = Field(
+        None, description="default: [accuracy] for class labels, [mae] for real-valued targets "
+                          "(regression)")
     early_stopping: EarlyStopping | None = None
     pruning: Pruning | None = None
     log_grad_norms: bool | GradNormLogging = Field(

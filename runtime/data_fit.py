@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors
+from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors, tracked_metrics
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 
@@ -93,7 +93,7 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
                                f"position, [1, {', '.join(map(str, label_shape))}], the model "
                                f"ends with {list(outputs)}; set the last layer's filters to 1 "
                                f"(or use cross_entropy for {outputs[0]} classes)")
-        if label_shape and any(m.type == "top_k_accuracy" for m in spec.train.metrics):
+        if label_shape and any(m.type == "top_k_accuracy" for m in tracked_metrics(spec, data.task)):
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
                                "maps use pixel_accuracy or mean_iou")
         return

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.compiler.checks import tracked_metrics
 from nnrun.compiler.frontend import load_spec
 from nnrun.compiler.tables import byte_size
 
@@ -142,7 +143,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
-    result = evaluate(run.model, state, chosen, split)
+    result = evaluate(run.model, state, chosen, split, tracked_metrics(spec, data.task))
     transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}

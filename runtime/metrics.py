@@ -206,13 +206,14 @@ class Totals:
         self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 
 
-def evaluate(model, state, split, prefix: str, batch_size: int = 1000, ranks=ALONE,
-             resident=None) -> dict:
+def evaluate(model, state, split, prefix: str, metrics: list, batch_size: int = 1000,
+             ranks=ALONE, resident=None) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
-    each rank of a data-parallel run evaluates its share of the split. `resident`: the split
+    `metrics`: those tracked (checks.tracked_metrics). Each rank of a data-parallel run
+    evaluates its share of the split. `resident`: the split
     held on the backend (batches.ResidentSplit), else each batch is copied there."""
     spec = model.spec
-    totals = Totals(spec.train.metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None),
+    totals = Totals(metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None),
                     model.backend)
     share = ranks.shard(len(split.x))
     for start in range(share.start, share.stop, batch_size):

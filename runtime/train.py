@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.notices import positioned, silenced, warn
-from nnrun.compiler.checks import monitor_names
+from nnrun.compiler.checks import monitor_names, tracked_metrics
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml, warning_diagnostic
 
 from . import checkpoint as ckpt
@@ -143,11 +143,12 @@ class Trainer:
             check_augmentations(source, self.data.input_shape)
             self.model = self._model(backend)
         self.backend = self.model.backend
+        self.metrics = tracked_metrics(self.spec, self.data.task)
         check_data_fits(self.spec, self.model, self.data)
+        self._check_monitor()
         self._warn_if_one_batch_holds_the_data()
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
-        self._check_monitor()
         self.resident = self._resident_splits()
         # Per-step values wanted on the host: every step is read (a step's loss, its norms).
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
@@ -321,7 +322,7 @@ class Trainer:
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
-        totals = self.totals = Totals(self.spec.train.metrics, self.spec.loss.type,
+        totals = self.totals = Totals(self.metrics, self.spec.loss.type,
                                       getattr(self.spec.loss, "ignore_index", None), self.backend)
         losses = StepLosses(self.backend.xp, len(batches))
         started = time.perf_counter()
@@ -496,8 +497,8 @@ class Trainer:
         data = getattr(self.data, split)
         if data is None:
             return {}
-        return evaluate(self.model, state or self.state, data, split, ranks=self.ranks,
-                        resident=self.resident.get(split))
+        return evaluate(self.model, state or self.state, data, split, self.metrics,
+                        ranks=self.ranks, resident=self.resident.get(split))
 
     # --- after each epoch -----------------------------------------------------------------
 
@@ -536,7 +537,7 @@ class Trainer:
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""
-        return monitor_names(self.spec, self.data.val is not None)
+        return monitor_names(self.spec, self.data.val is not None, self.data.task)
 
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping
@@ -613,7 +614,7 @@ class Trainer:
             final.update(self.evaluate_split(split, state))
         final.setdefault("val_loss", None)
         final.setdefault("test_loss", None)
-        if any(m.type == "accuracy" for m in self.spec.train.metrics):
+        if any(m.type == "accuracy" for m in self.metrics):
             final.setdefault("val_accuracy", None)
             final.setdefault("test_accuracy", None)
         return final

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrun.compiler.checks import tracked_metrics
+
 from .errors import DataError
 from .sources import are_class_labels
 
@@ -31,7 +33,7 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if per_sample != outputs:
         raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
                         f"has {outputs} outputs; set the last layer's units to {per_sample}")
-    class_metrics = [m.type for m in spec.train.metrics if m.type in CLASS_METRICS]
+    class_metrics = [m.type for m in tracked_metrics(spec, data.task) if m.type in CLASS_METRICS]
     if class_metrics:
         raise DataError(f"{where}: the metric {class_metrics[0]} needs class labels, the targets "
                         "are real values; use train.metrics: [mae] (or mse)")

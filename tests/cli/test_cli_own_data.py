@@ -1,6 +1,9 @@
 """Training on the user's own npz files: the input shape, predict inputs, missing splits."""
 
+import json
+
 import numpy as np
+import yaml
 
 from .test_cli import assert_ok, assert_one_line_error, invoke, write
 
@@ -147,6 +150,43 @@ def test_accuracy_on_real_targets_names_the_fix(tmp_path):
     spec = _regression_files(tmp_path)
     result = invoke("train", spec, "--out", tmp_path / "run", "--set", "train.metrics=[accuracy]")
     assert "metrics: [mae]" in assert_one_line_error(result, "r.npz")
+
+
+def test_metrics_left_out_follow_the_targets(tmp_path):
+    """Without train.metrics, regression targets get mae (accuracy has no meaning for them) and
+    class labels accuracy; the run's spec.yaml leaves the default out, so a resume reads the
+    same default from the same file."""
+    spec = _regression_files(tmp_path)
+    spec.write_text(spec.read_text().replace(", metrics: [mae]", ""))
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert "train_mae" in row and "val_mae" in row and "val_accuracy" not in row
+    assert "metrics" not in yaml.safe_load((out / "spec.yaml").read_text())["train"]
+    assert "val_mae" in assert_ok(invoke("eval", out, "--split", "val")).stdout
+    assert_ok(invoke("train", spec, "--resume", out, "--epochs", 2, "--quiet"))
+    classes = _files(tmp_path)
+    assert_ok(invoke("train", classes, "--out", tmp_path / "classes", "--quiet"))
+    row = json.loads((tmp_path / "classes" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "val_accuracy" in row and "val_mae" not in row
+
+
+def test_an_early_stopping_monitor_of_the_default_metrics(tmp_path):
+    """Before npz or csv data is read, either default metric may be monitored; training, with
+    the targets known, refuses the one that will not be tracked."""
+    spec = _regression_files(tmp_path)
+    spec.write_text(spec.read_text().replace(
+        ", metrics: [mae]", ", early_stopping: {monitor: val_accuracy}"))
+    assert_ok(invoke("validate", spec))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "monitor")
+    assert "'val_accuracy' is not a metric of this run" in line and "val_mae" in line
+    spec.write_text(spec.read_text().replace("val_accuracy", "val_mae"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    digits = write(tmp_path / "d.yaml", "data: {dataset: digits, validation_split: 0.2}\n"
+                   "model: {layers: [{type: flatten}, {type: dense, units: 10}]}\n"
+                   "train: {early_stopping: {monitor: val_mae}}\n")
+    result = invoke("validate", digits)
+    assert result.exit_code == 1 and "'val_mae' will not be a metric" in result.output
 
 
 # --- several 0/1 labels per sample ----------------------------------------------------------
