@@ -216,6 +216,21 @@ class _Commands(click.Group):
         sys.exit(0)
 
 
+    def parse_args(self, ctx, args):
+        _refuse_a_spaced_override(ctx, args)
+        return super().parse_args(ctx, args)
+
+
+def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
+    """`--set optimizer.lr 0.01` left 0.01 to click, which called it an extra argument or a
+    missing spec file; the fix is one '='."""
+    for index, word in enumerate(args[:-2]):
+        path, value = args[index + 1], args[index + 2]
+        if word == "--set" and "=" not in path and not value.startswith("-"):
+            raise click.UsageError(f"--set takes PATH=VALUE as one argument: --set {path}={value}",
+                                   ctx)
+
+
 def _a_further_rank() -> bool:
     from nnrun.runtime.distributed import launched_rank
 

@@ -356,6 +356,13 @@ def test_validate_set_override(tiny):
     assert "units" in line
 
 
+def test_a_set_split_in_two_arguments_shows_the_one_argument(tiny):
+    for command in ("validate", "train", "summary"):
+        result = invoke(command, tiny, "--set", "optimizer.lr", "0.01")
+        assert result.exit_code == 2, result.output
+        assert "--set optimizer.lr=0.01" in result.stderr and "extra argument" not in result.stderr
+
+
 def test_validate_set_bad_path(tiny):
     result = invoke("validate", tiny, "--set", "model.layers[7].units=4")
     line = assert_one_line_error(result, "--set model.layers[7].units=4")
