@@ -17,6 +17,7 @@ of its input: flatten, reshape, dropout and identity in inference).
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,6 +40,30 @@ class Side:
     summary: Summary
     metrics: dict | None = None  # a run's summary.json "final", numbers only
     layer_memory: dict[str, int] = field(default_factory=dict)  # layer name -> bytes
+    settings: dict[str, object] = field(default_factory=dict)  # spec_settings
+
+
+def spec_settings(source) -> dict[str, object]:
+    """Everything the spec sets outside its layers (data, loss, optimizer, training, ...) with
+    its defaults filled in, as dotted paths: a change of learning rate or batch size belongs
+    in a review as much as a new layer. Lists stay whole values; file paths are absolute, as
+    a run's spec.yaml holds them."""
+    from .frontend import resolved_spec_data
+
+    data = resolved_spec_data(source, absolute_paths=True)
+    data.pop("name", None)
+    model = data.pop("model")
+    data["model"] = {key: value for key, value in model.items()
+                     if key not in ("layers", "input_shape")}
+    return dict(_flattened(data))
+
+
+def _flattened(value, prefix: str = ""):
+    if not isinstance(value, dict):
+        yield prefix, value
+        return
+    for key, item in value.items():
+        yield from _flattened(item, f"{prefix}.{key}" if prefix else key)
 
 
 def layer_memory(lowered, step, batch: int) -> dict[str, int]:
@@ -96,6 +121,7 @@ class Diff:
     layers: list[LayerChange]
     totals: dict[str, tuple]  # name -> (value in A, value in B)
     metrics: dict[str, tuple]
+    settings: dict[str, tuple]  # the spec settings that differ; None where a side has none
 
 
 _COMPARED = (("type", "type"), ("inputs", "inputs"), ("output_shape", "output shape"),
@@ -179,7 +205,12 @@ def diff(a: Side, b: Side) -> Diff:
                          change.b and b.layer_memory.get(change.b.name))
         if change.a and change.b and change.memory[0] != change.memory[1]:
             change.changes.append("memory")
-    return Diff(a, b, layers, totals, metrics)
+    return Diff(a, b, layers, totals, metrics, _changed_settings(a.settings, b.settings))
+
+
+def _changed_settings(a: dict, b: dict) -> dict[str, tuple]:
+    names = [*a, *(name for name in b if name not in a)]
+    return {name: (a.get(name), b.get(name)) for name in names if a.get(name) != b.get(name)}
 
 
 _TOTALS = {
@@ -206,6 +237,7 @@ def diff_json(result: Diff) -> dict:
                    for change in result.layers],
         "totals": {name: _values_json(*values) for name, values in result.totals.items()},
         "metrics": {name: _values_json(*values) for name, values in result.metrics.items()},
+        "settings": {name: _values_json(*values) for name, values in result.settings.items()},
     }
 
 
@@ -301,11 +333,21 @@ def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple
               ("totals", ["", "A", "B", "change"],
                [_total_cells(name, *values) for name, values in result.totals.items()],
                (1, 2, 3))]
+    if result.settings:
+        tables.append(("settings that differ", ["", "A", "B"],
+                       [[name, _setting(a), _setting(b)]
+                        for name, (a, b) in result.settings.items()], ()))
     if result.metrics:
         tables.append(("final metrics", ["", "A", "B", "change"],
                        [_metric_cells(name, *values) for name, values in result.metrics.items()],
                        (1, 2, 3)))
     return [(f"A = {a}, B = {b}", [], [], ())] + tables
+
+
+def _setting(value) -> str:
+    if value is None:
+        return "-"
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) else str(value)
 
 
 def _status_counts(result: Diff) -> str:

@@ -175,9 +175,11 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
     return []
 
 
-def resolved_spec_data(source: SourceSpec) -> dict:
+def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict:
     """The spec with every default filled in, layer names included (as Lightning's
-    --print_config): what a run really runs. Loading it gives the same model."""
+    --print_config): what a run really runs. Loading it gives the same model. With
+    `absolute_paths`, as a run's spec.yaml holds it: the data file and the initial values'
+    files resolved from the spec's directory, so the spec.yaml works from anywhere."""
     spec = source.spec
     if spec.train.metrics is None and not targets_decide_metrics(spec):
         train = spec.train.model_copy(update={"metrics": tracked_metrics(spec, None)})
@@ -186,7 +188,17 @@ def resolved_spec_data(source: SourceSpec) -> dict:
     names = default_layer_names(spec.model.layers)
     for layer, name in zip(data["model"]["layers"], names):
         layer["name"] = name
+    if absolute_paths:
+        _make_paths_absolute(data, source.directory)
     return _type_and_name_first(data)
+
+
+def _make_paths_absolute(data: dict, directory: Path) -> None:
+    if data.get("data", {}).get("path"):
+        data["data"]["path"] = str((directory / data["data"]["path"]).resolve())
+    for owner in (data["model"], *data["model"]["layers"]):  # initial values' files, too
+        if owner.get("init_from"):
+            owner["init_from"] = str((directory / owner["init_from"]).resolve())
 
 
 def _type_and_name_first(value):

@@ -670,14 +670,8 @@ def _better(value: float, best: float, mode: str, min_delta: float) -> bool:
 
 
 def resolved_spec_text(source) -> str:
-    """The spec as run, every default filled in: overrides applied, data.path made absolute."""
-    data = resolved_spec_data(source)
-    if data.get("data", {}).get("path"):
-        data["data"]["path"] = str((source.directory / data["data"]["path"]).resolve())
-    for owner in (data["model"], *data["model"]["layers"]):  # initial values' files, too
-        if owner.get("init_from"):
-            owner["init_from"] = str((source.directory / owner["init_from"]).resolve())
-    return spec_yaml(data)
+    """The spec as run, every default filled in: overrides applied, file paths absolute."""
+    return spec_yaml(resolved_spec_data(source, absolute_paths=True))
 
 
 __all__ = ["train", "Trainer", "TrainingError", "evaluate"]

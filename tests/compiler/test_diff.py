@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nnrun.compiler.diff import (Side, align, diff, diff_json, diff_markdown, diff_text,
-                                 layer_memory)
+                                 layer_memory, spec_settings)
 from nnrun.compiler.frontend import check, compile_checked, load_spec_text
 from invoking import invoke
 
@@ -31,7 +31,7 @@ model:
 def side(text: str, label: str = "spec.yaml", metrics=None) -> Side:
     source = load_spec_text(text)
     memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
-    return Side(label, check(source).summary, metrics, memory)
+    return Side(label, check(source).summary, metrics, memory, spec_settings(source))
 
 
 def statuses(a: str, b: str) -> list[tuple]:
@@ -158,6 +158,40 @@ def test_text_json_and_markdown_say_the_same():
     assert data["layers"][0]["b"]["train_memory_bytes"] == result.layers[0].memory[1] > 0
     widths = {line.count(" | ") for line in table[:6]}
     assert len(widths) == 1  # every row of the layer table has the same number of cells
+
+
+def test_settings_outside_the_layers_that_differ_are_listed():
+    a = BASE + "optimizer: {type: sgd, lr: 0.1}\ntrain: {batch_size: 32}\n"
+    b = BASE + "optimizer: {type: sgd, lr: 0.05, momentum: 0.9}\ntrain: {batch_size: 32}\n"
+    result = diff(side(a), side(b))
+    assert result.settings == {"optimizer.lr": (0.1, 0.05), "optimizer.momentum": (0.0, 0.9)}
+    data = json.loads(json.dumps(diff_json(result)))
+    assert data["settings"]["optimizer.momentum"] == {"a": 0.0, "b": 0.9, "change": 0.9}
+    text = diff_text(result)
+    assert "settings that differ" in text and "optimizer.lr" in text
+    assert "| optimizer.momentum | 0.0 | 0.9 |" in diff_markdown(result)
+    same = diff(side(a), side(a))
+    assert same.settings == {} and "settings" not in diff_text(same)
+    adam = diff(side(a), side(BASE + "optimizer: adam\n"))
+    assert adam.settings["optimizer.type"] == ("sgd", "adam")
+    assert adam.settings["optimizer.beta1"] == (None, 0.9)  # a field of one side only
+    assert "| optimizer.beta1 | - | 0.9 |" in diff_markdown(adam)
+
+
+def test_a_run_and_the_spec_it_ran_have_the_same_settings(tmp_path):
+    """The run's spec.yaml holds the data file's absolute path and every default; the spec
+    its relative path and none: neither is a difference."""
+    (tmp_path / "d.npz").write_bytes(b"")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n" + BASE)
+    run = tmp_path / "run"
+    run.mkdir()
+    from nnrun.compiler.frontend import load_spec, resolved_spec_data, spec_yaml
+
+    (run / "spec.yaml").write_text(spec_yaml(resolved_spec_data(load_spec(spec), True)))
+    result = invoke("diff", spec, run, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["settings"] == {}
 
 
 def write_run(directory: Path, text: str, final: dict) -> Path:
