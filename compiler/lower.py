@@ -91,7 +91,7 @@ class LayerContext:
         for value in self.gb.graph.inputs:
             if value.name == "rng":
                 return value
-        return self.gb.input("rng", TensorType((2,), "rng"))  # the step's dropout key
+        return self.gb.input("rng", TensorType((3,), "rng"))  # the step's dropout key
 
     def fail(self, message: str, *keys):
         raise CompileError(self.origin.at_field(*keys) if keys else self.origin, message)

@@ -77,13 +77,16 @@ class Model:
                                 be.from_host(target_array(self.spec, self.lowered, y)),
                                 lr, step, seed)
 
-    def batch_feeds(self, state: dict, x, targets, lr: float, step: int, seed: int) -> dict:
-        """As step_feeds, for a batch already on the backend (`targets` as target_array)."""
+    def batch_feeds(self, state: dict, x, targets, lr: float, step: int, seed: int,
+                    first_sample: int = 0) -> dict:
+        """As step_feeds, for a batch already on the backend (`targets` as target_array);
+        `first_sample`: where this batch starts in the whole batch (a rank's share), so that
+        its dropout masks are the whole batch's."""
         be, dtype = self.backend, self.spec.dtype
         feeds = dict(state)
         feeds.update(x=x, y=targets,
                      lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
-                     rng=be.from_host(dropout_key(seed)))
+                     rng=be.from_host(dropout_key(seed, first_sample)))
         return feeds
 
     # The executors of the model's four graphs, built once each, on first use.

@@ -393,9 +393,10 @@ class Trainer:
     def train_step(self, batch, lr: float, rng) -> dict:
         """One step on a batch (batches.Batch); its loss is checked when read (_check_steps)."""
         self.global_step += 1
-        dropout_seed = (int(rng.integers(2**63)) + self.ranks.rank) % 2**63  # a rank's own masks
+        # Every rank draws the same key; a rank's share of an evenly split batch starts at
+        # rank * share, so the ranks' masks are together one process's mask of the batch.
         feeds = self.model.batch_feeds(self.state, batch.x, batch.targets, lr, self.global_step,
-                                       dropout_seed)
+                                       int(rng.integers(2**63)), self.ranks.rank * len(batch))
         # A diverging loss is reported when read, in one line; NumPy's warnings would only add
         # noise (the steps after it, until the read, run on non-finite numbers).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \

@@ -209,9 +209,11 @@ def _ema_forward(be, attrs, running, stat):
 # element's bits are a hash of (its index, the step's key, the layer's stream), computed with
 # 32-bit integer operations that NumPy and CuPy evaluate identically. So the same step draws
 # the same mask on every backend, and the key is a small array the step reads from device
-# memory (a CUDA graph can replay it). The key, fed as `rng` ([2] uint32), is drawn anew for
+# memory (a CUDA graph can replay it). The key, fed as `rng` ([3] uint32), is drawn anew for
 # each step by the training loop; a numpy Generator fed instead (older callers) gives the key.
-# The hash is two rounds of Wellons' lowbias32 integer mixer.
+# Its third word is the batch's first sample in the whole batch: a rank of a data-parallel step
+# that holds samples 64..127 of a batch of 128 hashes their elements' indices in that batch, so
+# N ranks draw one process's mask. The hash is two rounds of Wellons' lowbias32 integer mixer.
 
 GOLDEN = 0x9E3779B9  # 2^32 / phi: spreads consecutive indices over the 32 bits
 STREAM = 0x85EBCA6B
@@ -226,10 +228,11 @@ def _mix_into(xp, h, tmp) -> None:
             xp.multiply(h, multiplier, out=h)
 
 
-def dropout_key(seed: int) -> np.ndarray:
-    """The [2] uint32 key of a step from a 64-bit seed."""
+def dropout_key(seed: int, first_sample: int = 0) -> np.ndarray:
+    """The [3] uint32 key of a step from a 64-bit seed, and the index of the batch's first
+    sample in the whole batch (a rank's share starts there)."""
     seed = int(seed) % 2**64
-    return np.array([seed & 0xFFFFFFFF, seed >> 32], dtype=np.uint32)
+    return np.array([seed & 0xFFFFFFFF, seed >> 32, first_sample % 2**32], dtype=np.uint32)
 
 
 def _key(be, rng):
@@ -239,13 +242,17 @@ def _key(be, rng):
 
 
 def _random_bits_into(be, attrs, key, h, tmp) -> None:
-    """h[i] = hash(i, key, stream): uniform 32-bit integers, one per element."""
+    """h[i] = hash(i, key, stream): uniform 32-bit integers, one per element, i counted in the
+    whole batch (from the element of sample key[2])."""
     xp = be.xp
     scaled = cached_constant(be, ("dropout_index", h.size), lambda: xp.multiply(
         xp.arange(h.size, dtype=xp.uint32), GOLDEN, dtype=xp.uint32))
     flat, flat_tmp = h.reshape(-1), tmp.reshape(-1)
+    # (first element + i) * GOLDEN, in uint32 arithmetic as the plain index's
+    xp.multiply(key[2:3], xp.uint32((h.size // h.shape[0] * GOLDEN) % 2**32), out=flat)
+    xp.add(flat, scaled, out=flat)
     first = key[0] ^ xp.uint32((attrs.stream * STREAM) % 2**32)
-    xp.bitwise_xor(scaled, first, out=flat)
+    xp.bitwise_xor(flat, first, out=flat)
     _mix_into(xp, flat, flat_tmp)
     xp.add(flat, key[1], out=flat)
     _mix_into(xp, flat, flat_tmp)

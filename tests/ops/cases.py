@@ -66,7 +66,7 @@ def case(name: str, attrs, inputs, reference, differentiable=(), check_grad=True
 def input_type(value) -> TensorType:
     """The TensorType of a sample input: concrete shapes, the batch axis as an int."""
     if isinstance(value, np.random.Generator):  # dropout's older form of its key
-        return TensorType((2,), "rng")
+        return TensorType((3,), "rng")
     if value.dtype == np.uint32:  # dropout's key
         return TensorType(tuple(value.shape), "rng")
     return TensorType(tuple(value.shape), str(value.dtype))
@@ -882,19 +882,22 @@ def _lowbias32(h: int) -> int:
 
 
 def _dropout_reference(attrs, x, key):
-    """Element i is kept when lowbias32(lowbias32(i * phi ^ key0 ^ stream * c) + key1), read
-    as a fraction of 2^32, is at least the rate: the hash written with Python integers."""
-    key0, key1 = (int(k) for k in key)
+    """Element i is kept when lowbias32(lowbias32(j * phi ^ key0 ^ stream * c) + key1), read
+    as a fraction of 2^32, is at least the rate, j = i + key2 * (elements per sample): the
+    hash written with Python integers."""
+    key0, key1, key2 = (int(k) for k in key)
     first = key0 ^ (attrs.stream * 0x85EBCA6B) % 2**32
+    offset = key2 * (x.size // x.shape[0])
     keep = []
     for i in range(x.size):
-        h = _lowbias32(((i * 0x9E3779B9) % 2**32) ^ first)
+        h = _lowbias32((((i + offset) * 0x9E3779B9) % 2**32) ^ first)
         h = _lowbias32((h + key1) % 2**32)
         keep.append(1.0 if h >= min(round(attrs.rate * 2**32), 2**32 - 1) else 0.0)
     return np.array(keep).reshape(x.shape) / (1 - attrs.rate)
 
 
-for _rate, _stream, _key in ((0.5, 0, (1234, 0)), (0.2, 3, (2**32 - 1, 77))):
+for _rate, _stream, _key in ((0.5, 0, (1234, 0, 0)), (0.2, 3, (2**32 - 1, 77, 0)),
+                             (0.5, 1, (9, 2**31, 5))):
     case("dropout_mask", RateAttrs(_rate, _stream),
          lambda rng, key=_key: (normal(rng, 4, 6), np.array(key, dtype=np.uint32)),
          _dropout_reference, label=f"rate {_rate} stream {_stream}")
