@@ -520,10 +520,11 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
-    with said_by_rank_0(distributed):
+    with said_by_rank_0(distributed):  # CuPy or mpi4py missing, too: every rank meets it
         source = _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir,
                                 allow_changes, distributed, distributed_timeout)
-    ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed else ALONE
+        ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed \
+            else ALONE
     with thread_limit(threads):
         run_training(source, backend=backend, out_dir=out_dir,
                      resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,

@@ -300,6 +300,11 @@ def _launcher_number(names, default: int) -> int:
 
 def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     """This process as a rank of the MPI job it was started in (a job of one without mpiexec)."""
+    if backend == "cupy":
+        # CuPy missing or no device: its one line, before any GPU call, and before MPI starts:
+        # a rank that exits after MPI_Init waits in MPI_Finalize for the others, which would
+        # all report it instead of being ended by the launcher when rank 0 does.
+        get_backend("cupy")
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError) as error:
@@ -307,7 +312,6 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
                                "install them with: pip install 'nnrun[mpi]'") from None
     comm = MPI.COMM_WORLD
     if backend == "cupy":
-        get_backend("cupy")  # CuPy missing or no device: its one line, before any GPU call
         use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
     return MpiRanks(comm, timeout)
 

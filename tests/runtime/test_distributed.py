@@ -9,6 +9,7 @@ stopping and pruning, SIGTERM and resume, and a rank that dies.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -410,6 +411,17 @@ def test_a_spec_error_under_mpiexec_is_said_once(tmp_path):
     done = _run([*mpiexec, "-n", "2", *_nnrun(bad, "--distributed", "--out", "r")], tmp_path)
     assert done.returncode == 1
     assert (done.stdout + done.stderr).count("bad.yaml:2:") == 1, done.stderr
+
+
+def test_cupy_missing_under_mpiexec_is_said_once(tmp_path):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed: the command would train")
+    mpiexec = _mpiexec()
+    spec = _write_spec(tmp_path / "s.yaml", BN_SPEC)
+    done = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--distributed", "--backend", "cupy",
+                                               "--out", "r")], tmp_path)
+    assert done.returncode == 1
+    assert (done.stdout + done.stderr).count("needs CuPy") == 1, done.stderr
 
 
 def test_several_processes_without_distributed_are_warned(tmp_path, monkeypatch):
