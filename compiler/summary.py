@@ -128,16 +128,18 @@ def training_memory(step, batch: int) -> dict[str, int]:
             "workspace": plan_memory(graph, batch).arena_bytes}
 
 
-SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params", "mult-adds"]
+SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params", "mult-adds",
+                   "FLOPs"]
 
 
 def summary_text(summary: Summary, width: int | None = None) -> str:
     """The summary as text; `width` wraps the table to a terminal's columns."""
     rows = [[row.name, row.type, ", ".join(row.inputs), _shape(row.output_shape),
-             _shape(row.kernel) if row.kernel else "-", f"{row.params:,}", f"{row.mult_adds:,}"]
-            for row in summary.layers]
+             _shape(row.kernel) if row.kernel else "-", f"{row.params:,}", f"{row.mult_adds:,}",
+             f"{row.flops:,}"] for row in summary.layers]
     total_mult_adds = sum(row.mult_adds for row in summary.layers)
-    rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}"])
+    rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}",
+                 f"{summary.flops_per_sample:,}"])
     columns = SUMMARY_COLUMNS
     if summary.sparsity is not None:
         columns = [*columns, "sparsity"]
@@ -145,7 +147,7 @@ def summary_text(summary: Summary, width: int | None = None) -> str:
             row.append(_percent(summary.layer_sparsity(layer)))
         rows[-1].append("")
     lines = [f"model {summary.name}: input {summary.input_shape}",
-             table_text(columns, rows, right=(5, 6, 7), width=width, whole=(3, 4)).rstrip("\n"),
+             table_text(columns, rows, right=(5, 6, 7, 8), width=width, whole=(3, 4)).rstrip("\n"),
              _parameters_line(summary),
              f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
              FLOP_CONVENTION]

@@ -468,14 +468,16 @@ def summary_rows(text: str) -> dict[str, list[str]]:
     return {row[0]: row for row in rows if len(row) > 1}
 
 
-def test_summary_shows_inputs_kernel_shape_and_mult_adds():
-    # Issue 10, item 9: skip connections, kernel shapes and mult-adds are visible per layer.
+def test_summary_shows_inputs_kernel_shape_mult_adds_and_flops():
+    # Issue 10, item 9: skip connections, kernel shapes and mult-adds are visible per layer;
+    # issue 2: FLOPs per layer, which add up to the total.
     residual = assert_ok(invoke("summary", SPECS / "residual-block.yaml")).stdout
     assert summary_rows(residual)["residual"][:3] == ["residual", "add", "stem, conv_b"]
     lenet = summary_rows(assert_ok(invoke("summary", SPECS / "lenet5.yaml")).stdout)
     assert lenet["conv2d_1"] == ["conv2d_1", "conv2d", "input", "[6, 28, 28]", "[6, 1, 5, 5]",
-                                 "156", "117,600"]
+                                 "156", "117,600", "235,200"]
     assert lenet["maxpool2d_1"][4] == "[2, 2]" and lenet["dense_1"][4] == "[400, 120]"
+    assert lenet["total"][-1] == "833,040"
     summary = json.loads(assert_ok(invoke("summary", "--format", "json",
                                           SPECS / "residual-block.yaml")).stdout)
     residual_row = next(layer for layer in summary["layers"] if layer["name"] == "residual")
@@ -495,9 +497,9 @@ def test_summary_totals_are_the_sums_of_the_rows(tmp_path):
     assert summary["non_trainable_params"] == 16
     text = assert_ok(invoke("summary", spec)).stdout
     rows = summary_rows(text)
-    assert rows["a_batchnorm_layer_with_a_rather_long_name"][-2] == "32"
-    assert sum(int(row[-2].replace(",", "")) for name, row in rows.items()
-               if name != "total") == int(rows["total"][-2].replace(",", ""))
+    assert rows["a_batchnorm_layer_with_a_rather_long_name"][-3] == "32"
+    assert sum(int(row[-3].replace(",", "")) for name, row in rows.items()
+               if name != "total") == int(rows["total"][-3].replace(",", ""))
     table = [line for line in text.splitlines() if line.split() and line.split()[0] in rows]
     assert len({len(line) for line in table}) == 1  # the numbers end in one column
     assert "5,242 = 5,226 trainable + 16 non-trainable" in text
