@@ -534,13 +534,30 @@ def _check_output(spec, lowered) -> None:
             raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
                                f"needs one output{' per pixel' if dataset.label_shape else ''}, "
                                f"the model ends with {per_sample(logits)}; set {units}: 1")
-    elif (dataset.num_classes or 0) > 2 and logits.shape[1] == 1:  # mse, mae, huber
-        lowered.builder.warnings.append(CompileWarning(origin.at_field(units), (
-            f"{spec.loss.type} with one output regresses the class labels 0.."
-            f"{dataset.num_classes - 1} of '{dataset.name}' as numbers (class "
-            f"{dataset.num_classes - 1} 'more' than class 1); set {units}: "
-            f"{dataset.num_classes} (the labels become one-hot targets), "
-            "or use loss: cross_entropy")))
+    elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
+        _check_one_hot_outputs(spec, lowered, origin, dataset)
+
+
+def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
+    """Under mse, mae and huber, class labels become one-hot targets of a vector of one output
+    per class (or, with one output, numbers: a likely mistake beyond two classes)."""
+    logits, classes, loss = lowered.logits.type, dataset.num_classes, spec.loss.type
+    if logits.rank > 2:
+        raise CompileError(origin, f"{loss} on '{dataset.name}' compares one-hot targets "
+                           f"[{classes}] with the outputs, the model ends with shape "
+                           f"{per_sample(logits)}; end the model with {{type: flatten}} and a "
+                           f"dense layer of {classes} units")
+    outputs = logits.shape[1]
+    if outputs not in (1, classes):
+        raise CompileError(origin.at_field("units"), f"the model ends with {outputs} outputs but "
+                           f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
+                           f"under {loss}; set units: {classes}")
+    if classes > 2 and outputs == 1:
+        lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), (
+            f"{loss} with one output regresses the class labels 0..{classes - 1} of "
+            f"'{dataset.name}' as numbers (class {classes - 1} 'more' than class 1); set "
+            f"units: {classes} (the labels become one-hot targets), or use loss: "
+            "cross_entropy")))
 
 
 def _check_label_positions(origin, logits, dataset) -> None:

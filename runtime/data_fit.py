@@ -40,6 +40,7 @@ def check_data_fits(spec, model, data) -> None:
     outputs = model.lowered.logits.type.shape[1:]
     check_targets_fit(spec, data, outputs, where)
     _check_label_shape(spec, data, outputs, where)
+    _check_one_hot_outputs(spec, data, outputs, where)
     labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
     ignore_index = getattr(spec.loss, "ignore_index", None)
     if ignore_index is not None:
@@ -76,6 +77,17 @@ def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
     if top >= outputs:
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"outputs; set the last layer's units to {top + 1}")
+
+
+def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
+    """Under mse, mae and huber, one class label per sample becomes a one-hot target of a
+    vector output (compiler/lower.py checks the named datasets before any data)."""
+    if data.task == "regression" or spec.loss.type not in ("mse", "mae", "huber") \
+            or data.train.y.ndim != 1 or len(outputs) == 1:
+        return
+    raise DataFitError(f"{where}: {spec.loss.type} on class labels compares one-hot targets "
+                       f"[classes] with the outputs, the model ends with {list(outputs)}; end "
+                       "it with {type: flatten} and a dense layer, one unit per class")
 
 
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:

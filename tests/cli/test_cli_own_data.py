@@ -146,6 +146,16 @@ def test_targets_must_match_the_outputs(tmp_path):
     assert "1 value(s) per sample" in line and "units to 1" in line
 
 
+def test_a_regression_loss_on_class_labels_needs_a_vector_output(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=rng.random((40, 1, 8, 8)).astype("f4"),
+             y=rng.integers(0, 3, 40))
+    spec = write(tmp_path / "c.yaml", "data: {dataset: npz, path: c.npz}\nmodel:\n  layers:\n"
+                 "    - {type: conv2d, filters: 3, kernel_size: 3}\nloss: mse\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "c.npz")
+    assert "mse on class labels compares one-hot targets" in line and "[3, 6, 6]" in line
+
+
 def test_accuracy_on_real_targets_names_the_fix(tmp_path):
     spec = _regression_files(tmp_path)
     result = invoke("train", spec, "--out", tmp_path / "run", "--set", "train.metrics=[accuracy]")

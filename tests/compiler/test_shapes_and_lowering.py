@@ -525,6 +525,19 @@ def test_a_regression_loss_on_class_labels_with_one_output_is_a_warning():
     assert check(load_spec_text(xor)).diagnostics == []
 
 
+def test_a_regression_loss_on_class_labels_needs_one_output_per_class():
+    """mse, mae and huber take class labels as one-hot targets of a vector output: a map
+    (train crashed reshaping the targets) or another count of outputs is an error."""
+    conv = the_error("data: {dataset: digits}\nmodel:\n  layers:\n"
+                     "    - {type: conv2d, filters: 10, kernel_size: 3}\nloss: mse\n")
+    assert conv.message.startswith("mse on 'digits' compares one-hot targets [10] with the "
+                                   "outputs, the model ends with shape [10, 6, 6]")
+    three = the_error("data: {dataset: digits}\nmodel:\n  layers:\n    - {type: flatten}\n"
+                      "    - {type: dense, units: 3}\nloss: huber\n")
+    assert three.message == ("the model ends with 3 outputs but dataset 'digits' has 10 classes, "
+                             "one-hot targets under huber; set units: 10")
+
+
 def test_one_output_for_two_classes_offers_binary_cross_entropy():
     error = the_error("""\
         data: {dataset: xor}
