@@ -49,10 +49,15 @@ def _directory(ctx, param, value: str | None) -> Path | None:
     "--dest", type=click.Path(file_okay=False), default=None, callback=_directory,
     help="directory for the files (default: $NNRUN_DATA_DIR/NAME, else ~/.cache/nnrun/NAME)",
 )
-def fetch(name: str, dest: Path | None) -> None:
+@click.option(
+    "--mirror", "mirrors", multiple=True, metavar="URL",
+    help="a server holding the four files (e.g. a local copy, http://127.0.0.1:8000/mnist/), "
+         "tried instead of the public mirrors; repeatable, in order",
+)
+def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
     try:
-        directory = fetch_dataset(name, dest, report=click.echo)
+        directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
     except DataError as error:
         click.echo(f"error: {error}", err=True)
         raise SystemExit(1) from None

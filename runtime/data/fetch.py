@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping
 
 import pooch
 
-from ..files import settle
+from ..files import settle, sync_directory
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
 
@@ -30,7 +30,7 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 # mnist: the first digest of each file is the one the public mirrors serve (the original LeCun
 # .gz files; the same values appear in many independent projects). The second is this
 # project's shared copy (/work/shared/data/mnist/SHA256SUMS): the same decompressed bytes,
-# gzip-compressed again, so both are accepted.
+# gzip-compressed again, so both are accepted, present or downloaded.
 # fashion_mnist: the published digests of the Zalando release files, as listed by TensorFlow
 # Datasets and other projects; not checked here against a download (no network).
 CHECKSUMS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -140,7 +140,7 @@ def fetch_file(
     problems = {}  # url -> why it failed
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + target.name
-        problem = download(url, target, digests[0], timeout)
+        problem = download(url, target, digests, timeout)
         if problem is None:
             say(f"{target.name}: downloaded from {url}, checksum ok")
             return
@@ -187,18 +187,24 @@ def make_directory(name: str, directory: Path) -> None:
         raise DataError(message) from None
 
 
-def download(url: str, target: Path, digest: str, timeout: float) -> str | None:
+def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:
     """Returns None on success, otherwise why this mirror failed; never leaves a partial file.
 
-    A download must match the first accepted digest: the one the public mirrors serve."""
+    A download must match one of the accepted digests (pooch checks one only, so the file
+    arrives under another name, pooch's own download being atomic, and is checked here)."""
     pooch.get_logger().setLevel(logging.WARNING)  # nnrun reports each file itself
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
+    arrived = target.with_name(target.name + ".unchecked")
+    arrived.unlink(missing_ok=True)  # pooch would keep an earlier one instead of downloading
     try:
-        pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=target.name,
-                       path=target.parent, downloader=downloader)
-    except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
-        return "checksum mismatch, file refused"
+        pooch.retrieve(url, known_hash=None, fname=arrived.name, path=target.parent,
+                       downloader=downloader)
     except OSError as error:  # requests' errors are OSErrors too
         return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
-    settle(target)  # pooch's temporary file is 0600 and not synced
+    if sha256_of(arrived) not in digests:
+        arrived.unlink()
+        return "checksum mismatch, file refused"
+    settle(arrived)  # pooch's temporary file is 0600 and not synced
+    arrived.replace(target)
+    sync_directory(target.parent)
     return None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 
 import requests
 from click.testing import CliRunner
@@ -118,6 +119,29 @@ def test_an_empty_dest_is_a_usage_error(tmp_path, monkeypatch):
     result = run("fetch", "mnist", "--dest", "")
     assert result.exit_code == 2 and "--dest" in result.stderr and "is empty" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_from_a_mirror_given_on_the_command_line_accepts_each_known_digest(
+        mirror, shared_data, tmp_path):
+    """The shared copy's files match the second accepted digests (re-compressed, the same
+    bytes inside): served over HTTP with the default checksums, every file is accepted; a
+    tampered one is refused and not kept."""
+    root, url = mirror
+    shutil.copytree(shared_data / "mnist", root / "mnist")
+    destination = tmp_path / "out"
+    result = run("fetch", "mnist", "--dest", str(destination), "--mirror", f"{url}/mnist/")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(f"downloaded from {url}/mnist/") == 4
+    assert sorted(os.listdir(destination)) == sorted(fetch.CHECKSUMS["mnist"])
+    with open(root / "mnist" / "t10k-labels-idx1-ubyte.gz", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\xff")
+    again = tmp_path / "again"
+    result = run("fetch", "mnist", "--dest", str(again), "--mirror", f"{url}/mnist/")
+    assert result.exit_code == 1 and "checksum mismatch" in result.stderr
+    assert "t10k-labels-idx1-ubyte.gz" in result.stderr
+    kept = os.listdir(again) if again.exists() else []
+    assert "t10k-labels-idx1-ubyte.gz" not in kept and not [n for n in kept if "unchecked" in n]
 
 
 def test_fetch_finds_the_shared_files_already_present(shared_data):
