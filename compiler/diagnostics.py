@@ -141,6 +141,8 @@ def layer_name(layers: list, index: int) -> str:
 def _layer_type(layer: Any) -> str:
     if isinstance(layer, dict) and isinstance(layer.get("type"), str):
         return layer["type"]
+    if isinstance(layer, str) and layer.isidentifier():  # the shorthand `- relu`
+        return layer
     return "layer"
 
 
@@ -326,6 +328,8 @@ def _split_field(problem: _Problem, data: Any) -> tuple[tuple, str | None]:
         if _is_layer_path(path[:length]):
             break
         length -= 1
+    if length <= 0 and about_mapping and path:  # `loss: cross_entropi`: a section by its name
+        return path, None
     length = max(length, 0)
     field = format_path(path[length:]) if length < len(path) else None
     return path[:length], field
@@ -386,7 +390,8 @@ def _subject(field: str | None) -> str:
 
 
 def _missing(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
-    return f"missing required field '{problem.data_path[-1]}'"
+    # the loc's last key: a shorthand (`layers: [dense]`) has no mapping in the data to name it
+    return f"missing required field '{problem.error['loc'][-1]}'"
 
 
 def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

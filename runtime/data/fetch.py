@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Mapping
 
 import pooch
 
-from ..files import settle, sync_directory
+from ..files import settle
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
 
@@ -190,21 +190,19 @@ def make_directory(name: str, directory: Path) -> None:
 def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:
     """Returns None on success, otherwise why this mirror failed; never leaves a partial file.
 
-    A download must match one of the accepted digests (pooch checks one only, so the file
-    arrives under another name, pooch's own download being atomic, and is checked here)."""
+    A download must match one of the accepted digests. pooch checks one digest per download,
+    so a file that fails the first (the public mirrors') is downloaded again for the next
+    (a copy such as this project's shared one): rare, and the check stays pooch's."""
     pooch.get_logger().setLevel(logging.WARNING)  # nnrun reports each file itself
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
-    arrived = target.with_name(target.name + ".unchecked")
-    arrived.unlink(missing_ok=True)  # pooch would keep an earlier one instead of downloading
-    try:
-        pooch.retrieve(url, known_hash=None, fname=arrived.name, path=target.parent,
-                       downloader=downloader)
-    except OSError as error:  # requests' errors are OSErrors too
-        return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
-    if sha256_of(arrived) not in digests:
-        arrived.unlink()
-        return "checksum mismatch, file refused"
-    settle(arrived)  # pooch's temporary file is 0600 and not synced
-    arrived.replace(target)
-    sync_directory(target.parent)
-    return None
+    for digest in digests:
+        try:
+            pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=target.name,
+                           path=target.parent, downloader=downloader)
+        except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
+            continue
+        except OSError as error:  # requests' errors are OSErrors too
+            return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
+        settle(target)  # pooch's temporary file is 0600 and not synced
+        return None
+    return "checksum mismatch, file refused"

@@ -258,7 +258,7 @@ def test_unknown_layer_type_points_at_the_type_value():
 
 def test_unknown_tag_without_a_close_match_lists_the_choices():
     assert formatted("model:\n  layers: [{type: dense, units: 3}]\noptimizer: lbfgs\n") == [
-        "spec.yaml:3:12: error: unknown optimizer 'lbfgs'; expected one of 'sgd', 'adam'",
+        "spec.yaml:3:12: error: optimizer: unknown optimizer 'lbfgs'; expected one of 'sgd', 'adam'",
     ]
 
 
@@ -296,6 +296,11 @@ def test_missing_required_field_points_at_the_parent_mapping():
               activation: relu
         """
     ) == ["spec.yaml:3:7: error: model.layers[0] (dense_1): missing required field 'units'"]
+
+
+def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
+    assert formatted("model:\n  layers: [flatten, dense]\n", schema=Spec) == [
+        "spec.yaml:2:21: error: model.layers[1] (dense_1): missing required field 'units'"]
 
 
 def test_missing_required_top_level_field():
@@ -469,7 +474,7 @@ def test_real_schema_messages(Spec):
         "spec.yaml:9:7: error: model.layers[2] (dense_1): missing required field 'units'",
         "spec.yaml:10:38: error: model.layers[2].activation (dense_1): unknown field 'alpa'; did "
         "you mean 'alpha'?",
-        "spec.yaml:11:7: error: unknown loss 'crossentropy'; did you mean 'cross_entropy'?",
+        "spec.yaml:11:7: error: loss: unknown loss 'crossentropy'; did you mean 'cross_entropy'?",
         "spec.yaml:12:28: error: optimizer: 'lr' must be a number > 0, got -1",
         "spec.yaml:12:49: error: optimizer.schedule: unknown schedule 'cosin'; did you mean "
         "'cosine'?",
