@@ -16,8 +16,10 @@ import time
 from rich.columns import Columns
 from rich.console import Console
 from rich.padding import Padding
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                           TaskProgressColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.text import Text
 
 from nnrun.compiler.tables import table_text
 
@@ -30,6 +32,14 @@ def stderr_console() -> Console:
     return Console(stderr=True, markup=False, highlight=False, emoji=False)
 
 
+class BatchRateColumn(ProgressColumn):
+    """Batches per second, as rich measures the task's speed (its other rate column counts
+    bytes)."""
+
+    def render(self, task) -> Text:
+        return Text(f"{task.speed:,.1f} batch/s" if task.speed else "- batch/s")
+
+
 class EpochProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, disabled: bool = False):
         self.label, self.steps, self.disabled = f"epoch {epoch}/{epochs}", steps, disabled
@@ -37,9 +47,10 @@ class EpochProgress:
         self.console = stderr_console()
         self.bar = None
         if not disabled and self.console.is_terminal:
-            self.bar = Progress(TextColumn(self.label), BarColumn(bar_width=20),
-                                TaskProgressColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
+            self.bar = Progress(TextColumn(self.label), BarColumn(bar_width=12),
+                                TaskProgressColumn(), MofNCompleteColumn(), BatchRateColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(),
+                                TextColumn("{task.fields[loss]}"),
                                 console=self.console, transient=True)
             self.task = self.bar.add_task(self.label, total=steps, loss="")
             self.bar.start()

@@ -89,3 +89,18 @@ def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
     (stop,) = registered
     stop()
     assert "\x1b[?25h" in screen.getvalue().split("\x1b[?25l")[-1]  # the cursor is back
+
+
+def test_the_live_bar_shows_the_rate_the_time_left_and_the_running_loss(monkeypatch):
+    """Issue 3: a progress bar per epoch with rate, ETA and running loss."""
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=screen, force_terminal=True, width=120, color_system=None, markup=False))
+    bar = progress.EpochProgress(1, 2, 50)
+    for _ in range(10):
+        bar.update(0.25)
+    bar.bar.refresh()
+    live = CONTROL.sub("", screen.getvalue())
+    assert "batch/s" in live and "10/50" in live and "loss 0.2500" in live
+    assert re.search(r"\d+:\d\d:\d\d", live)  # elapsed and remaining time
+    bar.close({"epoch": 1, "train_loss": 0.25})
