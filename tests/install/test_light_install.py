@@ -89,10 +89,9 @@ def test_missing_generator_names_the_extra(monkeypatch, dataset, module):
     assert "\n" not in message and "pip install 'nnrun[datasets]'" in message
 
 
-# Import names whose distribution is named otherwise (pydantic_core is part of pydantic, which
-# pins the version it needs).
+# Import names whose distribution is named otherwise.
 DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
-                   "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic"}
+                   "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core"}
 
 
 def test_every_third_party_import_is_declared():
