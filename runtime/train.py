@@ -243,6 +243,10 @@ class Trainer:
                      "nothing to train (raise train.early_stopping.patience with --allow-changes "
                      "to go on)")
             return True
+        done, epochs = first_epoch - 1, self.spec.train.epochs
+        if done >= epochs:
+            self.say(f"{self.run_dir}: {done} epoch(s) trained already, train.epochs is {epochs}; "
+                     f"nothing to train (give --epochs above {done} to go on)")
         with guard.safe_points() if guard else nullcontext():
             for epoch in range(first_epoch, self.spec.train.epochs + 1):
                 self._train_and_save(run, epoch, guard)
@@ -309,7 +313,8 @@ class Trainer:
 
     def _record_changes(self, run: RunDirectory, epoch: int, changes: dict, history,
                         previous_spec: str, earlier_changes: str) -> None:
-        if "train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule):
+        if ("train.epochs" in changes and depends_on_length(self.spec.optimizer.schedule)
+                and epoch < self.spec.train.epochs):  # else nothing is left to train
             history.schedule_start = epoch
             run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
                     f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")

@@ -604,6 +604,14 @@ def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec):
         assert len(rows(out)) == 2
 
 
+def test_a_resume_with_no_epoch_left_says_so(tmp_path, spec):
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", 2))
+    assert "2 epoch(s) trained already, train.epochs is 2; nothing to train" in result.stderr
+    assert "--epochs above 2" in result.stderr and len(rows(out)) == 2
+
+
 @pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
 def test_unwritable_out_is_a_one_line_error_even_for_root(tmp_path, spec, monkeypatch, number,
                                                           words):
