@@ -65,9 +65,10 @@ class FusedKernels:
         self.activation_into(activation, alpha, pre_activation, (y, *scratch))
 
     def bias_add_into(self, x, b, y) -> None:
-        # Into another buffer: the bias first, then x. A broadcast operand, added out of place,
-        # makes NumPy buffer the addition through a temporary; the broadcast copy does not, nor
-        # does the addition in place (measured: as fast as copy and add). b + x == x + b exactly.
+        # Into another buffer: the bias first, then x. A broadcast operand in a ufunc, in place
+        # or not, makes NumPy allocate a buffer at each call; the broadcast copy does not (and
+        # is as fast). b + x == x + b exactly. The memory plan never puts y over x (the op
+        # declares no overwrites); a caller that does gets the buffered addition.
         b = b.reshape((1, -1) + (1,) * (x.ndim - 2))
         if self.xp.may_share_memory(x, y):  # y is x (memory_plan: OpDef.overwrites)
             self.xp.add(x, b, out=y)
@@ -294,11 +295,15 @@ class FusedKernels:
             xp.max(by_class, axis=0, out=row.reshape(-1))
         else:
             xp.max(logits, axis=1, keepdims=True, out=row)
-        xp.subtract(logits, row, out=log_probs)
+        # each row's value copied across first: a broadcast ufunc operand makes NumPy allocate
+        # a buffer at each call (a copy does not); the differences are the same
+        xp.copyto(target, row)
+        xp.subtract(logits, target, out=log_probs)
         xp.exp(log_probs, out=target)
         xp.sum(target, axis=1, keepdims=True, out=row)
         xp.log(row, out=row)
-        xp.subtract(log_probs, row, out=log_probs)
+        xp.copyto(target, row)
+        xp.subtract(log_probs, target, out=log_probs)
         target.fill(attrs.label_smoothing / classes)
         xp.multiply(labels, labels[0].size, out=positions)
         if mask:

@@ -62,29 +62,39 @@ def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into
 
 
 def _mask_scratch(attrs, *types):
-    return (TensorType(types[-1].shape, "bool"),)
+    """A comparison's bool mask, and the mask in the values' type (_as_values)."""
+    return (TensorType(types[-1].shape, "bool"), types[-1])
 
 
 def _value_scratch(attrs, *types):
     return (types[-1],)
 
 
+def _as_values(xp, mask, values):
+    """values = mask as 0.0/1.0. NumPy casts bool to float by assignment without allocating;
+    inside a ufunc (g * mask) the cast goes through a buffer allocated at each call, which a
+    step that allocates nothing (issue 7) cannot have. g * 1.0 and g * 0.0 are g * True and
+    g * False exactly."""
+    xp.copyto(values, mask)
+    return values
+
+
 def _relu_grad_into(be, attrs, out, g, x):
-    y, positive = out
+    y, positive, mask = out
     be.xp.greater(x, 0, out=positive)
-    be.xp.multiply(g, positive, out=y)
+    be.xp.multiply(g, _as_values(be.xp, positive, mask), out=y)
 
 
 def _leaky_relu_grad_into(be, attrs, out, g, x):
     # where(x > 0, g, alpha g) as g * [x > 0] + (alpha g) * [x <= 0]: each term is the value
     # or zero, so the sum is exactly the chosen one.
-    y, kept, mask = out
+    y, kept, mask, values = out
     xp = be.xp
     xp.greater(x, 0, out=mask)
-    xp.multiply(g, mask, out=kept)
+    xp.multiply(g, _as_values(xp, mask, values), out=kept)
     xp.less_equal(x, 0, out=mask)
     xp.multiply(g, attrs.alpha, out=y)
-    xp.multiply(y, mask, out=y)
+    xp.multiply(y, _as_values(xp, mask, values), out=y)
     xp.add(y, kept, out=y)
 
 
@@ -210,7 +220,7 @@ _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.a
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
             into=(_fused_into("leaky_relu"), None),
             grad_into=(_leaky_relu_grad_into,
-                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"))),
+                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"), x)),
             onnx=onnx_op("LeakyRelu", alpha="alpha"), overwrites=((), (0, 1)))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),

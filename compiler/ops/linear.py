@@ -157,8 +157,7 @@ def _bias_add_onnx(ox, node):
 
 register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_add_vjp,
                doc="x + b, b broadcast along axis 1 (features or channels)",
-               forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx,
-               overwrites=(0,)))
+               forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx))
 register(OpDef("bias_add_grad", BiasGradAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
                is_gradient=True, doc="sum of g over every axis but 1 (but 0 when batch_last)",
                forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch,
@@ -201,7 +200,7 @@ def _bias_activation_into(be, attrs, out, x, b):
 
 register(OpDef("bias_activation", BiasActivationAttrs, _bias_add_shape, _bias_activation_forward,
                None, is_gradient=True, forward_into=_bias_activation_into,
-               scratch=_bias_activation_scratch, batch_parallel=True, overwrites=(0,),
+               scratch=_bias_activation_scratch, batch_parallel=True,
                doc="activation(x + b): bias_add and an activation fused by the fusion pass"))
 
 

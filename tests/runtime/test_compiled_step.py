@@ -226,9 +226,12 @@ def test_fused_ops_are_only_emitted_where_their_gradient_allows():
 
 
 # NumPy's ufuncs allocate a buffer of at most 8192 elements per operand when one is broadcast
-# or cast (a bias, a boolean mask): transient, and the same at any batch size. The issue's
-# workloads at their batch sizes keep it under 1% of the plan.
-@pytest.mark.parametrize("name, batch", [("mlp", 1024), ("lenet5", 128), ("mnist1d-cnn", 1024)])
+# or cast (a bias, a boolean mask) or when the innermost axis is short (strided views: col2im's
+# additions): transient, and the same at any batch size. The dense layers' kernels avoid the
+# first two (copies do not allocate), so the MLPs stay under 1% at the issue's batch of 128;
+# the 1-D CNN's col2im keeps about 95 KB, under 1% of its plan from batch 1024.
+@pytest.mark.parametrize("name, batch", [("mlp", 128), ("mlp", 1024), ("mnist1d-mlp", 128),
+                                         ("lenet5", 128), ("mnist1d-cnn", 1024)])
 def test_steady_state_step_allocates_under_one_percent_of_the_plan(name, batch):
     model = nnrun.compile(str(ROOT / f"benchmarks/workloads/{name}.yaml"))
     x, y = random_batch(model, batch, np.random.default_rng(0))
