@@ -401,6 +401,13 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     fields = _field_names(model)
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
+    owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
+    elsewhere = _field_path(schema, name) if schema is not None and owner else None
+    if elsewhere and elsewhere.rsplit(".", 1)[0] != format_path(owner):
+        # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: an exact field of
+        # another section says more than a near name here (optimizer.epochs is not eps)
+        return (f"unknown field '{name}'; it is a field of {elsewhere.rsplit('.', 1)[0]}: "
+                f"set {elsewhere}")
     suggestion = _did_you_mean(name, candidates, fields)
     already_set = None if suggestion else suggest(name, fields)
     if already_set:  # `--set optimiser.lr=...` beside the spec's optimizer
@@ -409,6 +416,26 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"
     return f"unknown field '{name}'{suggestion}"
+
+
+def _field_path(annotation: Any, name: str, prefix: str = "", depth: int = 3) -> str | None:
+    """The dotted path of a field `name` in the spec's sections, breadth first (lists and
+    layers left out: their fields are each layer's own)."""
+    members = [_unwrap(m) for m in _union_members(_unwrap(annotation))]
+    models = [m for m in members if _is_model(m)]
+    for model in models:
+        if name in _field_names(model) and prefix:
+            return f"{prefix}.{name}"
+    if depth == 0:
+        return None
+    for model in models:
+        for field_name, field in model.model_fields.items():
+            key = field.alias or field_name
+            found = _field_path(field.annotation, name, f"{prefix}.{key}" if prefix else key,
+                                depth - 1)
+            if found:
+                return found
+    return None
 
 
 def _section_naming(annotation: Any, name: str) -> str | None:

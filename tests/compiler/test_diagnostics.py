@@ -298,6 +298,18 @@ def test_missing_required_field_points_at_the_parent_mapping():
     ) == ["spec.yaml:3:7: error: model.layers[0] (dense_1): missing required field 'units'"]
 
 
+def test_a_field_of_another_section_says_where_it_goes(Spec):
+    text = ("model:\n  layers:\n    - {type: batchnorm, sync_batchnorm: true}\n"
+            "optimizer: {type: sgd, lr: 0.1, epochs: 3}\ntrain: {lr: 0.1}\n")
+    assert formatted(text, schema=Spec) == [
+        "spec.yaml:3:25: error: model.layers[0] (batchnorm_1): unknown field 'sync_batchnorm'; "
+        "it is a field of train: set train.sync_batchnorm",
+        "spec.yaml:4:33: error: optimizer: unknown field 'epochs'; it is a field of train: set "
+        "train.epochs",
+        "spec.yaml:5:9: error: train: unknown field 'lr'; it is a field of optimizer: set "
+        "optimizer.lr"]
+
+
 def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
     assert formatted("model:\n  layers: [flatten, dense]\n", schema=Spec) == [
         "spec.yaml:2:21: error: model.layers[1] (dense_1): missing required field 'units'"]
