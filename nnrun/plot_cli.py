@@ -16,9 +16,10 @@ from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_cac
               default=Path("curves.png"), show_default=True,
               help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg, "
                    "or another that matplotlib writes.")
-@click.option("--metrics", "metrics", metavar="NAME,...",
+@click.option("--metrics", "metrics", metavar="NAME,...", multiple=True,
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
-                   "metrics.jsonl (mae draws train_mae, val_mae and test_mae, those logged) "
+                   "metrics.jsonl (mae draws train_mae, val_mae and test_mae, those logged); "
+                   "comma-separated or repeated "
                    "[default: loss, accuracy "
                    "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")
 @handle_errors
@@ -37,7 +38,7 @@ def plot(run_dirs, out_path, metrics) -> None:
     try:
         image_format(out_path)
         runs = read_runs(list(run_dirs))
-        panels = default_panels(runs) if metrics is None else _panels(metrics)
+        panels = default_panels(runs) if not metrics else _panels(",".join(metrics))
         check_panels(panels, runs)
     except PlotError as error:
         raise UserError(str(error)) from None
@@ -46,10 +47,15 @@ def plot(run_dirs, out_path, metrics) -> None:
                f"{'s' * (len(runs) != 1)}")
 
 
+# What users also call the learning rate and gradient-norm panels.
+PANEL_ALIASES = {"learning_rate": "lr", "grad_norm": "grad_norms", "gradient_norms": "grad_norms"}
+
+
 def _panels(metrics: str) -> list[str]:
     """The names of --metrics, each once; none at all (--metrics , or "") is refused rather
     than drawn as no panel (an internal error) or silently as the defaults."""
-    panels = list(dict.fromkeys(name.strip() for name in metrics.split(",") if name.strip()))
+    names = (name.strip() for name in metrics.split(",") if name.strip())
+    panels = list(dict.fromkeys(PANEL_ALIASES.get(name, name) for name in names))
     if not panels:
         raise UserError(f"--metrics {metrics!r} names no metric; give e.g. loss,accuracy")
     return panels

@@ -125,6 +125,15 @@ def test_metrics_that_name_nothing_are_one_line(runs, tmp_path, metrics):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_metrics_repeated_or_by_their_long_names_add_panels(runs, tmp_path):
+    """A repeated --metrics kept only the last; learning_rate and grad_norm were unknown."""
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", "loss",
+                                       "--metrics", "learning_rate,grad_norm"])
+    assert result.exit_code == 0, result.output
+    assert ": loss, lr, grad_norms of 1 run" in result.output
+
+
 def test_a_metric_named_twice_is_drawn_once(runs, tmp_path):
     result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
                                        str(tmp_path / "x.png"), "--metrics", "loss,lr,loss"])
