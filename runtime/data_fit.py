@@ -53,18 +53,23 @@ def check_data_fits(spec, model, data) -> None:
         raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
                            "(mark pixels to leave out with loss.ignore_index)")
     if spec.loss.type == "cross_entropy":
-        _check_classes(where, labels, outputs[0])
+        _check_classes(where, labels, outputs, data.task == "segmentation")
     elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
                            "for more classes")
     elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
-        _check_classes(where, labels, outputs[0])  # labels become one-hot targets of the outputs
+        _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
 
 
 ABSURD_CLASSES_PER_LABEL = 100
 
 
-def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
+def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
+                   maps: bool = False) -> None:
+    """Labels 0..k-1 for k outputs (a dense layer's units, a convolution's filters for label
+    maps [classes, H, W]). `maps`: label maps, where a value such as 255 often marks pixels to
+    leave out (loss.ignore_index)."""
+    outputs = output_shape[0]
     top = int(labels.max())
     if top >= outputs and top >= ABSURD_CLASSES_PER_LABEL * len(labels):
         # Far more classes than labels: no output layer makes sense of them; they are likely
@@ -75,8 +80,11 @@ def _check_classes(where: str, labels: np.ndarray, outputs: int) -> None:
                            "indices 0, 1, ..., k-1 (the model has "
                            f"{outputs} outputs)")
     if top >= outputs:
+        units = "filters" if len(output_shape) > 1 else "units"
+        left_out = (f", or leave out the pixels labelled {top} with loss.ignore_index: {top}"
+                    if maps and top >= 2 * outputs else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
-                           f"outputs; set the last layer's units to {top + 1}")
+                           f"outputs; set the last layer's {units} to {top + 1}{left_out}")
 
 
 def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
