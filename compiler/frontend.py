@@ -5,6 +5,8 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -37,6 +39,12 @@ class SourceSpec:
     def directory(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
 
+    def __getattr__(self, name: str):
+        # the spec's own fields through its source: nnrun.load_spec(path).model.layers
+        if name.startswith("_") or name in ("spec", "loaded", "path"):
+            raise AttributeError(name)
+        return getattr(self.spec, name)
+
     def diagnostic(self, origin: Origin | None, message: str, severity="error") -> Diagnostic:
         keys = origin.keys if origin else ()
         position = self.loaded.location(keys)
@@ -62,6 +70,11 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec
 
 def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:
     return _load(lambda: load_yaml_text(text, filename), overrides, None)
+
+
+def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
+    """A spec given as Python data (what YAML would load), validated as a file is."""
+    return _load(lambda: Loaded("<spec>", copy.deepcopy(dict(data)), {}), overrides, None)
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:

@@ -12,24 +12,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 
 from nnrun.backends import BackendUnavailable
 from nnrun.compiler.diagnostics import Diagnostic, SpecError
-from nnrun.compiler.frontend import SourceSpec, load_spec, load_spec_text, with_overrides
+from nnrun.compiler.frontend import (SourceSpec, load_spec, load_spec_data, load_spec_text,
+                                     with_overrides)
 from nnrun.compiler.schema import Spec
 
 __version__ = "0.1.0"
 
 
 def _source(spec, overrides=()) -> SourceSpec:
-    """A SourceSpec from a path, a Spec or a SourceSpec, with `overrides` applied."""
+    """A SourceSpec from a path, a Spec, a SourceSpec or a mapping (the YAML's data), with
+    `overrides` applied."""
     if isinstance(overrides, str):  # one `--set` argument, not its characters
         overrides = [overrides]
+    if isinstance(spec, Mapping):
+        return load_spec_data(spec, overrides)
     if not isinstance(spec, (Spec, SourceSpec, str, PathLike)):
-        raise TypeError(f"spec must be a file path, a Spec or a SourceSpec (nnrun.load_spec_text "
-                        f"reads YAML text), got {type(spec).__name__}")
+        raise TypeError(f"spec must be a file path, a Spec, a SourceSpec or a mapping "
+                        f"(nnrun.load_spec_text reads YAML text), got {type(spec).__name__}")
     if isinstance(spec, Spec):
         from nnrun.compiler.frontend import source_spec
         from nnrun.compiler.loader import Loaded
@@ -49,10 +54,23 @@ def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # 
     return Model(_source(spec, overrides), backend, graph=graph)
 
 
-def train(spec, backend: str = "numpy", out_dir=None, overrides=(), **options):
-    """Trains and returns the run's summary (also written to OUT_DIR/summary.json)."""
+def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int | None = None,
+          batch_size: int | None = None, seed: int | None = None, distributed: bool = False,
+          **options):
+    """Trains and returns the run's summary (also written to OUT_DIR/summary.json).
+    `epochs`, `batch_size` and `seed` override the spec's, as the command's options do;
+    distributed=True: this process is one rank of an MPI job (docs/distributed.md)."""
     from nnrun.runtime.train import train as run_training
 
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    chosen = {"train.epochs": epochs, "train.batch_size": batch_size, "seed": seed}
+    overrides = [*overrides, *(f"{key}={value}" for key, value in chosen.items()
+                               if value is not None)]
+    if distributed:
+        from nnrun.runtime.distributed import connect
+
+        options["ranks"] = connect(backend)
     return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir, **options)
 
 
@@ -82,5 +100,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'nnrun' has no attribute {name!r}")
 
 
-__all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "Spec", "SpecError",
-           "Diagnostic", "BackendUnavailable", *_RUN_ERRORS]
+__all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "load_spec_data", "Spec",
+           "SpecError", "Diagnostic", "BackendUnavailable", *_RUN_ERRORS]

@@ -18,6 +18,33 @@ def test_compile_accepts_a_path_a_spec_and_a_source_with_overrides():
         assert model.param_infos["conv2d_1.weight"].shape == (4, 1, 3, 3)
 
 
+def test_a_spec_as_python_data_and_a_loaded_spec_read_like_the_spec():
+    data = {"model": {"input_shape": [4], "layers": [{"type": "dense", "units": 3}]}}
+    model = nnrun.compile(data, overrides="model.layers[0].units=2")
+    assert model.forward(model.init_params(), np.zeros((1, 4))).shape == (1, 2)
+    assert data["model"]["layers"][0]["units"] == 3  # the caller's data is left as it was
+    with pytest.raises(nnrun.SpecError, match="did you mean 'units'"):
+        nnrun.compile({"model": {"input_shape": [4], "layers": [{"type": "dense", "unit": 3}]}})
+    source = nnrun.load_spec(QUICKSTART)
+    assert source.name == "quickstart" and source.model is source.spec.model
+    assert source.train.epochs == source.spec.train.epochs
+
+
+def test_train_takes_the_commands_options(tmp_path):
+    summary = nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, epochs=1,
+                          batch_size=64, seed=5, overrides=["data.limit=300"])
+    assert summary["epochs_run"] == 1
+    text = (tmp_path / "run" / "spec.yaml").read_text()
+    assert "batch_size: 64" in text and "seed: 5" in text
+
+
+def test_train_distributed_outside_mpiexec_is_a_job_of_one_rank(tmp_path):
+    pytest.importorskip("mpi4py", reason="the mpi extra is not installed")
+    summary = nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, epochs=1,
+                          distributed=True, overrides=["data.limit=128"])
+    assert summary["epochs_run"] == 1
+
+
 def test_forward_returns_numpy_outputs_and_grads_cover_every_parameter():
     model = nnrun.compile(QUICKSTART)
     params = model.init_params(seed=3)
@@ -109,8 +136,8 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
          "y_true must be an array of numbers"),
         (lambda: xor.init_params(seed="0"), ValueError, "seed must be an integer >= 0"),
         (lambda: nnrun.compile(XOR, backend=None), nnrun.BackendUnavailable, "unknown backend"),
-        (lambda: nnrun.compile({"model": {}}), TypeError,
-         "spec must be a file path, a Spec or a SourceSpec"),
+        (lambda: nnrun.compile([{"model": {}}]), TypeError,
+         "spec must be a file path, a Spec, a SourceSpec or a mapping"),
     ]
     for call, kind, message in cases:
         raised, text = _error(call)
