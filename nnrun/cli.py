@@ -730,8 +730,9 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
                    "entries: every entry is checked once")
     results = run_gradcheck(model, batch=batch_size, samples=samples, tolerance=tolerance)
     worst = max((r.worst_relative_error for r in results), default=0.0)
+    width = max((len(result.name) for result in results), default=0)  # long layer names too
     for result in results:
-        click.echo(f"  {result.name:<28} {_gradcheck_line(result, tolerance)}")
+        click.echo(f"  {result.name:<{width}}  {_gradcheck_line(result, tolerance)}")
     checked = sum(result.checked for result in results)
     passed = worst <= tolerance and checked > 0
     click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g})"

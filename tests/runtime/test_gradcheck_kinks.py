@@ -80,5 +80,5 @@ def test_the_command_reports_kinks(tmp_path):
     result = CliRunner().invoke(main, ["gradcheck", str(spec), "--batch-size", "1"])
     assert result.exit_code == 0, result.output
     # dense_1.bias has 4 entries, fewer than --samples 8: each is checked once.
-    assert "dense_1.bias                 no entry checkable  (4 of 4 at a kink" in result.output
+    assert "dense_1.bias    no entry checkable  (4 of 4 at a kink" in result.output
     assert "entries lie at a kink" in result.output and result.output.count("FAIL") == 0
