@@ -112,8 +112,9 @@ def summarize(spec, lowered, step) -> Summary:
 def training_memory(step, batch: int) -> dict[str, int]:
     """Bytes a training step holds at batch size `batch`, from the static memory plan of the
     optimized step (what the executor allocates): parameters and buffers, optimizer state, the
-    batch, and the workspace (activations kept for the backward pass, gradients, convolution
-    columns, scratch), each place reused by liveness."""
+    batch, the workspace (activations kept for the backward pass, gradients, convolution
+    columns, scratch), each place reused by liveness, and the constants ops keep (OpDef.
+    constants: max pooling's and the labels' position tables, dropout's index hashes)."""
     from .passes import optimize
     from .passes.memory_plan import plan_memory, state_layout, value_bytes
 
@@ -123,9 +124,25 @@ def training_memory(step, batch: int) -> dict[str, int]:
                     if name in step.optimizer_state)
     held = sum(value_bytes(v.type, batch) for v in (*graph.params, *graph.state)
                if v.name not in layout.places)
-    return {"parameters": layout.nbytes - optimizer + held, "optimizer_state": optimizer,
-            "batch": sum(value_bytes(v.type, batch) for v in graph.inputs),
-            "workspace": plan_memory(graph, batch).arena_bytes}
+    parts = {"parameters": layout.nbytes - optimizer + held, "optimizer_state": optimizer,
+             "batch": sum(value_bytes(v.type, batch) for v in graph.inputs),
+             "workspace": plan_memory(graph, batch).arena_bytes}
+    constants = _constant_bytes(graph, batch)
+    return {**parts, "constants": constants} if constants else parts
+
+
+def _constant_bytes(graph, batch: int) -> int:
+    """The arrays ops make once and keep, each key once (as common.cached_constant does)."""
+    from .ops import REGISTRY
+    from .passes.memory_plan import value_bytes
+
+    kept = {}
+    for node in graph.nodes:
+        op = REGISTRY[node.op]
+        if op.constants is not None:
+            for key, type_ in op.constants(node.attrs, *(v.type for v in node.inputs)):
+                kept[key] = value_bytes(type_, batch)
+    return sum(kept.values())
 
 
 SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params", "mult-adds",

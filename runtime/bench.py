@@ -92,21 +92,47 @@ def _peak_step_bytes(model: Model, x, y) -> int:
         # A captured step also holds what its kernels allocated, in a pool of its own.
         return pool.total_bytes() - start + getattr(fresh.step_executor, "held_bytes",
                                                     lambda: 0)()
+    # Outside the trace: the initial state the first step copies into the executor's own
+    # buffer (which is traced, and which the state lives in from then on), and the backend's
+    # process-wide blocks (relu's zeros), which are no step's.
+    feeds = fresh.step_feeds(fresh.train_state(), x, y, 1e-6, 1, 0)
+    scalar = be.xp.zeros(1, dtype=model.spec.dtype)
+    be.relu_into(scalar, scalar)
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
-    start, _ = tracemalloc.get_traced_memory()
-    _two_steps(fresh, x, y, tracemalloc.reset_peak)
+    try:
+        return _traced_step_bytes(fresh, feeds)
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+
+
+def _traced_step_bytes(model: Model, feeds: dict) -> int:
+    """The arrays the first step makes and keeps (the arena, the state buffer, constants),
+    counted in NumPy's own tracemalloc domain, so that the Python objects of the executor's
+    program (some 40 KB, whatever the model) do not count; the batch, as the step holds it;
+    and the most the steady-state second step holds on top, temporaries included."""
+    arrays = tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)
+    before = tracemalloc.take_snapshot().filter_traces([arrays])
+    _step(model, feeds)
+    after = tracemalloc.take_snapshot().filter_traces([arrays])
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    batch = sum(feeds[name].nbytes for name in ("x", "y"))
+    current, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    _step(model, feeds)
     _, peak = tracemalloc.get_traced_memory()
-    if not tracing:
-        tracemalloc.stop()
-    return peak - start
+    return kept + batch + max(peak - current, 0)
 
 
-def _two_steps(model: Model, x, y, before_each=lambda: None) -> None:
+def _step(model: Model, feeds: dict) -> None:
+    _, updates = model.step_executor.run(feeds)
+    feeds.update(updates)
+
+
+def _two_steps(model: Model, x, y) -> None:
     """The first step allocates the plan; the second is the steady state."""
     feeds = model.step_feeds(model.train_state(), x, y, 1e-6, 1, 0)
     for _ in range(2):
-        before_each()
-        _, updates = model.step_executor.run(feeds)
-        feeds.update(updates)
+        _step(model, feeds)

@@ -38,6 +38,10 @@ class OpDef:
     forward_into: Callable[..., None] | None = None
     # scratch(attrs, *input_types) -> TensorTypes of temporary buffers forward_into needs
     scratch: Callable[..., tuple] | None = None
+    # constants(attrs, *input_types) -> [(key, TensorType)]: the batch-sized arrays forward_into
+    # makes once and keeps (common.cached_constant, under that key): position tables and the
+    # like, outside the memory plan, counted in the training-memory estimate.
+    constants: Callable[..., list] | None = None
     # The output is a view of the first input (reshape): the memory plan gives it no buffer.
     view: bool = False
     # Positions of inputs whose buffer the first output may take when no later node reads

@@ -144,13 +144,13 @@ def _prediction_shape(attrs, g, prediction, target):
 
 
 def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
-                   grad_into=(None, None)):
+                   grad_into=(None, None), constants=None):
     register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc,
-                   forward_into=into[0], scratch=into[1],
+                   forward_into=into[0], scratch=into[1], constants=constants,
                    onnx_refusal="a training loss; an exported model ends at its prediction"))
     register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None, is_gradient=True,
                    doc=f"d {name} / d prediction", forward_into=grad_into[0],
-                   scratch=grad_into[1]))
+                   scratch=grad_into[1], constants=constants))
 
 
 # --- softmax cross-entropy into preallocated buffers, in the forward's order ---------------
@@ -164,6 +164,12 @@ def _cross_entropy_scratch(attrs, *types):
     if attrs.ignore_index is None:
         return scratch
     return (*scratch, row, TensorType(labels.shape, "bool"))  # the mask, the ignored positions
+
+
+def _label_constants(attrs, *types):
+    logits, labels = types[-2], types[-1]
+    return [(("label positions", labels.shape, logits.shape[1]),
+             TensorType(labels.shape, "int64"))]
 
 
 def _label_starts(be, labels, classes):
@@ -186,7 +192,8 @@ _register_loss("softmax_cross_entropy", CrossEntropyAttrs, _class_loss_shape,
                "mean over the labels (per sample, or per position of a label map; ignore_index "
                "left out) of -sum_c t_c log softmax(x)_c, t the (smoothed) one-hot label",
                into=(_cross_entropy_into, _cross_entropy_scratch),
-               grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch))
+               grad_into=(_cross_entropy_grad_into, _cross_entropy_scratch),
+               constants=_label_constants)
 
 
 # The loss and its gradient for the seed of back-propagation (d loss / d loss = 1) as one op,
@@ -216,6 +223,7 @@ register(OpDef("softmax_cross_entropy_with_grad", CrossEntropyAttrs, _with_grad_
                _with_grad_forward, None, is_gradient=True,
                doc="softmax_cross_entropy and its gradient d loss / d logits, at once",
                forward_into=_with_grad_into, scratch=_cross_entropy_scratch,
+               constants=_label_constants,
                onnx_refusal="a training loss; an exported model ends at its prediction"))
 # --- binary cross-entropy into preallocated buffers, in the forward's order ----------------
 

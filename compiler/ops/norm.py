@@ -386,5 +386,7 @@ register(OpDef("dropout_mask", RateAttrs, lambda a, x, rng: x, _dropout_mask_for
                    "else 0",
                forward_into=_dropout_mask_into,
                scratch=lambda attrs, x, rng: (TensorType(x.shape, "uint32"),) * 2,
+               constants=lambda attrs, x, rng: [(("dropout_index", x.shape),
+                                                 TensorType(x.shape, "uint32"))],
                onnx_refusal="dropout is for training; in inference it is the identity and the "
                             "graph holds no mask"))

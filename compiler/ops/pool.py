@@ -251,15 +251,30 @@ def _max_pool_grad_index_into(be, attrs, out, g, index):
         be.xp.copyto(gx, unpad(target, attrs.pad))
 
 
+def _max_pool_index_constants(attrs, x):
+    """_positions' tables: each window's first position [B, C, *out], the offsets [K]."""
+    y, _ = _max_pool_index_shape(attrs, x)
+    return [(("pool positions", attrs, padded_type(x, attrs.pad).shape),
+             TensorType(y.shape, "int64")),
+            (("pool offsets", attrs), TensorType((size_of(attrs.kernel),), "int64"))]
+
+
+def _max_pool_grad_index_constants(attrs, g, index):
+    sample = size_of(padded_type(TensorType((*g.shape[:2], *attrs.input), g.dtype),
+                                 attrs.pad).shape[1:])
+    return [(("sample starts", index.shape, sample), TensorType(index.shape, "int64"))]
+
+
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
                None, is_gradient=True, forward_into=_max_pool_index_into,
-               scratch=_max_pool_index_scratch, batch_parallel=True,
+               scratch=_max_pool_index_scratch, constants=_max_pool_index_constants,
+               batch_parallel=True,
                doc="max pooling that also returns each maximum's flat position in its sample's "
                    "padded input"))
 register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
                _max_pool_grad_index_forward, None, is_gradient=True,
                forward_into=_max_pool_grad_index_into, scratch=_max_pool_grad_index_scratch,
-               batch_parallel=True,
+               constants=_max_pool_grad_index_constants, batch_parallel=True,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
 
 
