@@ -252,14 +252,17 @@ def test_steady_state_step_allocates_under_one_percent_of_the_plan(name, batch):
 @pytest.mark.parametrize("path", [ROOT / "benchmarks/workloads/mlp.yaml",
                                   ROOT / "benchmarks/workloads/lenet5.yaml",
                                   ROOT / "benchmarks/workloads/mnist1d-cnn.yaml",
-                                  ROOT / "specs/fashion-mnist-cnn.yaml",
-                                  ROOT / "specs/residual-block.yaml",
-                                  ROOT / "specs/fcn-segmentation.yaml"], ids=lambda p: p.stem)
+                                  *sorted((ROOT / "specs").glob("*.yaml"))], ids=lambda p: p.stem)
 def test_summary_memory_estimate_is_within_20_percent_of_the_measured_peak(path):
+    """At 64 and at the spec's own batch size, on one thread. Below 16 KB the steady step's
+    few Python objects weigh as much as the model (xor-mlp: 2.3 KB estimated)."""
     model = nnrun.compile(str(path))
-    estimate = sum(training_memory(model.train_step, 64).values())
-    measured = bench(model, 64, steps=1, warmup=0)["peak_memory_mb"] * 2**20
-    assert abs(estimate - measured) <= 0.2 * measured, (estimate, measured)
+    for batch in sorted({64, model.spec.train.batch_size}):
+        estimate = sum(training_memory(model.train_step, batch).values())
+        if estimate < 16 * 1024:
+            continue
+        measured = bench(model, batch, steps=1, warmup=0, threads=1)["peak_memory_mb"] * 2**20
+        assert abs(estimate - measured) <= 0.2 * measured, (batch, estimate, measured)
 
 
 def test_bench_reports_what_the_issue_names():
