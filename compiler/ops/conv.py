@@ -629,7 +629,7 @@ def _conv_columns_shape(attrs, cols: TensorType, w: TensorType, b=None) -> Tenso
 
 
 def _conv_columns_scratch(attrs, cols, w, b=None):
-    if attrs.batch_last and not attrs.bias_relu_batch_last:  # y as [F, O, B]
+    if attrs.batch_last:  # y as [F, O, B]; with the bias, the bias across it (bias_add_into)
         return (TensorType((w.shape[0], cols.shape[1], cols.shape[2]), cols.dtype),)
     return ()
 
@@ -637,9 +637,13 @@ def _conv_columns_scratch(attrs, cols, w, b=None):
 def _conv_columns_into(be, attrs, out, cols, w, b=None):
     weight = w.reshape(w.shape[0], -1)
     if attrs.bias_relu_batch_last:  # bias_activation's numbers: b + z == z + b, then max(., 0)
-        (y,) = out
-        be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y.reshape(y.shape[0], -1))
-        be.xp.add(y, b.reshape(-1, *(1,) * (y.ndim - 1)), out=y)
+        y, z = out
+        z = z.reshape(y.shape)
+        be.matmul_into(weight, cols.reshape(cols.shape[0], -1), z.reshape(z.shape[0], -1))
+        # the bias across y, then the product added: a broadcast bias added in place makes
+        # NumPy allocate a buffer at each call (backends/fused.py bias_add_into)
+        be.xp.copyto(y, b.reshape(-1, *(1,) * (y.ndim - 1)))
+        be.xp.add(y, z, out=y)
         be.relu_into(y, y)
         return
     if attrs.batch_last:
