@@ -234,8 +234,9 @@ def _locate(error: dict, data: Any) -> _Problem:
         if _has_child(value, component):
             value = value[component]
             path.append(component)
-        elif index == len(loc) - 1 and error["type"] == "missing" and isinstance(value, dict):
-            path.append(component)
+        elif index == len(loc) - 1 and error["type"] == "missing" and isinstance(value,
+                                                                                 (dict, str)):
+            path.append(component)  # a field of the mapping, or of a layer given by name
         else:
             labels.append((index, component))
     return _Problem(error, tuple(path), tuple(labels))
@@ -402,12 +403,12 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
-    elsewhere = _field_path(schema, name) if schema is not None and owner else None
-    if elsewhere and elsewhere.rsplit(".", 1)[0] != format_path(owner):
-        # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: an exact field of
-        # another section says more than a near name here (optimizer.epochs is not eps)
-        return (f"unknown field '{name}'; it is a field of {elsewhere.rsplit('.', 1)[0]}: "
-                f"set {elsewhere}")
+    elsewhere = _only_place_of(schema, name) if owner and not _section_naming(model, name) \
+        else None
+    if elsewhere and elsewhere != format_path(owner):
+        # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
+        # has the field says more than a near name here (optimizer.epochs is not eps)
+        return f"unknown field '{name}'; it is a field of {elsewhere}: set {elsewhere}.{name}"
     suggestion = _did_you_mean(name, candidates, fields)
     already_set = None if suggestion else suggest(name, fields)
     if already_set:  # `--set optimiser.lr=...` beside the spec's optimizer
@@ -418,24 +419,35 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     return f"unknown field '{name}'{suggestion}"
 
 
-def _field_path(annotation: Any, name: str, prefix: str = "", depth: int = 3) -> str | None:
-    """The dotted path of a field `name` in the spec's sections, breadth first (lists and
-    layers left out: their fields are each layer's own)."""
-    members = [_unwrap(m) for m in _union_members(_unwrap(annotation))]
-    models = [m for m in members if _is_model(m)]
-    for model in models:
-        if name in _field_names(model) and prefix:
-            return f"{prefix}.{name}"
-    if depth == 0:
+def _only_place_of(schema: Any, name: str) -> str | None:
+    """The section (dotted path) holding a field `name`, when exactly one does and no layer
+    has such a field: `type`, `mode` or `scale` are fields of many, and no hint."""
+    if schema is None:
         return None
-    for model in models:
-        for field_name, field in model.model_fields.items():
-            key = field.alias or field_name
-            found = _field_path(field.annotation, name, f"{prefix}.{key}" if prefix else key,
-                                depth - 1)
-            if found:
-                return found
-    return None
+    places = set(_places_of(schema, name))
+    if len(places) != 1:
+        return None
+    (place,) = places
+    return None if "[]" in place else place
+
+
+def _places_of(annotation: Any, name: str, prefix: str = "", depth: int = 4):
+    """Each dotted path of a mapping with a field `name` (`[]` marks a list's items)."""
+    for member in _union_members(_unwrap(annotation)):
+        member = _unwrap(member)
+        if typing.get_origin(member) in (list, tuple):
+            for item in typing.get_args(member):
+                yield from _places_of(item, name, f"{prefix}[]", depth)
+            continue
+        if not _is_model(member):
+            continue
+        if name in _field_names(member):
+            yield prefix
+        if depth:
+            for field_name, field in member.model_fields.items():
+                key = field.alias or field_name
+                yield from _places_of(field.annotation, name,
+                                      f"{prefix}.{key}" if prefix else key, depth - 1)
 
 
 def _section_naming(annotation: Any, name: str) -> str | None:

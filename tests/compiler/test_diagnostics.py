@@ -298,6 +298,17 @@ def test_missing_required_field_points_at_the_parent_mapping():
     ) == ["spec.yaml:3:7: error: model.layers[0] (dense_1): missing required field 'units'"]
 
 
+def test_a_field_of_many_places_gets_no_section_hint(Spec):
+    """`type`, `mode`, `scale` are fields of several sections and layers: no hint, or the
+    indentation hint when a section below has it."""
+    text = ("model:\n  layers:\n    - {type: conv2d, filters: 2, kernel_size: 3, mode: reflect}\n"
+            "train:\n  pruning:\n  type: magnitude\n")
+    assert formatted(text, schema=Spec) == [
+        "spec.yaml:3:50: error: model.layers[0] (conv2d_1): unknown field 'mode'",
+        "spec.yaml:6:3: error: train: unknown field 'type'; it belongs in the pruning section: "
+        "indent it under pruning:"]
+
+
 def test_a_field_of_another_section_says_where_it_goes(Spec):
     text = ("model:\n  layers:\n    - {type: batchnorm, sync_batchnorm: true}\n"
             "optimizer: {type: sgd, lr: 0.1, epochs: 3}\ntrain: {lr: 0.1}\n")
@@ -313,6 +324,10 @@ def test_a_field_of_another_section_says_where_it_goes(Spec):
 def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
     assert formatted("model:\n  layers: [flatten, dense]\n", schema=Spec) == [
         "spec.yaml:2:21: error: model.layers[1] (dense_1): missing required field 'units'"]
+    assert formatted("model:\n  layers: [conv2d]\n", schema=Spec) == [
+        "spec.yaml:2:12: error: model.layers[0] (conv2d_1): missing required field 'filters'",
+        "spec.yaml:2:12: error: model.layers[0] (conv2d_1): missing required field "
+        "'kernel_size'"]
 
 
 def test_missing_required_top_level_field():
