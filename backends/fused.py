@@ -16,7 +16,8 @@ class FusedKernels:
     # --- activations, alone or after a bias ------------------------------------------------
 
     def activation_into(self, activation, alpha, x, out) -> None:
-        """out[0] = activation(x). Scratch: sigmoid (e, d, bool mask), the others none."""
+        """out[0] = activation(x). Scratch: sigmoid (e, d, bool mask, the mask as values), the
+        others none."""
         xp = self.xp
         y = out[0]
         if activation == "relu":
@@ -38,19 +39,22 @@ class FusedKernels:
         """y = max(x, 0); y may be x."""
         self.xp.maximum(x, 0, out=y)
 
-    def _sigmoid_into(self, x, y, e, d, mask) -> None:
+    def _sigmoid_into(self, x, y, e, d, mask, values) -> None:
         # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where
         # x < 0 and 0 + 1 where x >= 0 (exact either way), then one division, as the forward
-        # rounds.
+        # rounds. The masks are copied into `values` first: a bool operand inside a ufunc goes
+        # through a buffer NumPy allocates at each call.
         xp = self.xp
         xp.abs(x, out=e)
         xp.negative(e, out=e)
         xp.exp(e, out=e)
         xp.add(e, 1, out=d)
         xp.less(x, 0, out=mask)
-        xp.multiply(e, mask, out=e)
+        xp.copyto(values, mask)
+        xp.multiply(e, values, out=e)
         xp.greater_equal(x, 0, out=mask)
-        xp.add(e, mask, out=e)
+        xp.copyto(values, mask)
+        xp.add(e, values, out=e)
         xp.divide(e, d, out=y)
 
     def bias_activation_into(self, activation, alpha, x, b, out) -> None:

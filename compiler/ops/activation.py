@@ -135,7 +135,7 @@ def _fused_into(name):
 
 
 def _sigmoid_scratch(attrs, x):
-    return (x, x, TensorType(x.shape, "bool"))
+    return (x, x, TensorType(x.shape, "bool"), x)  # e, d, a mask, the mask as values
 
 
 def _sigmoid_grad_into(be, attrs, out, g, y):

@@ -236,7 +236,7 @@ def _bce_scratch(attrs, *types):
 def _bce_grad_scratch(attrs, *types):
     logits = types[-2]
     mask = (logits,) if attrs.ignore_index is not None else ()
-    return (logits, logits, TensorType(logits.shape, "bool"), *mask)
+    return (logits, logits, TensorType(logits.shape, "bool"), logits, *mask)  # sigmoid's
 
 
 def _device_count(xp, mask, dtype):
@@ -275,8 +275,8 @@ def _bce_into(be, attrs, out, logits, target):
 
 
 def _bce_grad_into(be, attrs, out, g, logits, target):
-    grad, e, d, sign, *mask = out
-    be.activation_into("sigmoid", 0.0, logits, (grad, e, d, sign))
+    grad, e, d, sign, values, *mask = out
+    be.activation_into("sigmoid", 0.0, logits, (grad, e, d, sign, values))
     be.xp.subtract(grad, target, out=grad)
     count = _counted_into(be, attrs, target, grad, mask[0] if mask else None)
     be.xp.multiply(grad, g / count, out=grad)
