@@ -17,8 +17,7 @@ from rich.columns import Columns
 from rich.console import Console
 from rich.padding import Padding
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                           TaskProgressColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+                           TaskProgressColumn, TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
 from nnrun.compiler.tables import table_text
@@ -37,7 +36,10 @@ class BatchRateColumn(ProgressColumn):
     bytes)."""
 
     def render(self, task) -> Text:
-        return Text(f"{task.speed:,.1f} batch/s" if task.speed else "- batch/s")
+        speed = task.speed
+        if not speed:
+            return Text("- batch/s")
+        return Text(f"{speed:.1f} batch/s" if speed < 100 else f"{speed:.0f} batch/s")
 
 
 class EpochProgress:
@@ -47,10 +49,10 @@ class EpochProgress:
         self.console = stderr_console()
         self.bar = None
         if not disabled and self.console.is_terminal:
+            # the rate, the time left and the running loss (issue 3), within 80 columns
             self.bar = Progress(TextColumn(self.label), BarColumn(bar_width=12),
                                 TaskProgressColumn(), MofNCompleteColumn(), BatchRateColumn(),
-                                TimeElapsedColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[loss]}"),
+                                TimeRemainingColumn(), TextColumn("{task.fields[loss]}"),
                                 console=self.console, transient=True)
             self.task = self.bar.add_task(self.label, total=steps, loss="")
             self.bar.start()

@@ -102,5 +102,21 @@ def test_the_live_bar_shows_the_rate_the_time_left_and_the_running_loss(monkeypa
     bar.bar.refresh()
     live = CONTROL.sub("", screen.getvalue())
     assert "batch/s" in live and "10/50" in live and "loss 0.2500" in live
-    assert re.search(r"\d+:\d\d:\d\d", live)  # elapsed and remaining time
+    assert re.search(r"\d+:\d\d:\d\d", live)  # the time left
     bar.close({"epoch": 1, "train_loss": 0.25})
+
+
+def test_the_live_bar_fits_80_columns_with_long_counts_and_a_fast_rate(monkeypatch):
+    screen = io.StringIO()
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=screen, force_terminal=True, width=80, color_system=None, markup=False))
+    bar = progress.EpochProgress(100, 100, 18750)
+    task = bar.bar.tasks[0]
+    for _ in range(1875):
+        bar.update(0.123456)
+    monkeypatch.setattr(type(task), "speed", property(lambda self: 12345.6))
+    bar.bar.refresh()
+    bar.bar.stop()
+    lines = [line for line in CONTROL.sub("\n", screen.getvalue()).splitlines() if line.strip()]
+    assert "12346 batch/s" in lines[-1] and "loss 0.1235" in lines[-1], lines[-1]
+    assert all(len(line) <= 80 for line in lines)
