@@ -359,7 +359,8 @@ def _status_counts(result: Diff) -> str:
 FOOTNOTE = ("FLOPs per sample: 2 per multiply-accumulate of dense and convolution layers, "
             "others 0. Training memory at each side's train.batch_size: a layer's row is its "
             "parameters with their gradients and optimizer state, and its output for the batch; "
-            "the total is the step's memory plan, which shares buffers between layers")
+            "the total is summary's estimate: the step's memory plan, which shares buffers "
+            "between layers, and the constants some ops keep")
 
 
 def diff_text(result: Diff, width: int | None = None) -> str:

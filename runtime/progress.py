@@ -108,12 +108,14 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def print_final_table(summary: dict, rows: list[dict]) -> None:
+def print_final_table(summary: dict, rows: list[dict], trained_now: bool = True) -> None:
+    """`trained_now`: whether this command trained an epoch (a resume may have none left)."""
     final = summary["final"]
     where = summary["backend"] + (f" x {summary['ranks']} ranks" if "ranks" in summary else "")
-    lines = [f"trained {summary['epochs_run']} epoch(s) on {where} in "
-             f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)"
-             + ("; stopped early" if summary["stopped_early"] else ""),
+    head = (f"trained {summary['epochs_run']} epoch(s) on {where} in "
+            f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)" if trained_now
+            else f"no epoch trained now; the run has {summary['epochs_run']} epoch(s)")
+    lines = [head + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
              f"{summary['best_epoch']}); nnrun eval and predict use it by default"]
     metrics = [[name, _fmt(value)] for name, value in final.items()

@@ -229,7 +229,7 @@ class Trainer:
         self.state = {name: self.backend.from_host(value) for name, value in host_state.items()}
         if pruning is not None:
             self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
-        self.saved_epoch = first_epoch - 1
+        self.saved_epoch, self.first_epoch = first_epoch - 1, first_epoch
         try:
             stopped_early = self._train_epochs(run, first_epoch, guard)
             return self._finish(run, started, stopped_early, guard)
@@ -594,7 +594,7 @@ class Trainer:
         if run is not None:
             run.write_summary(summary)
         if not self.quiet:
-            print_final_table(summary, rows)
+            print_final_table(summary, rows, trained_now=self.saved_epoch >= self.first_epoch)
         return summary
 
     def _final_checkpoint(self, run: RunDirectory) -> Path:

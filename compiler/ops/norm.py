@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample
+from ..shapes import ShapeError, per_sample, size_of
 from . import OpDef, forward_through_into, register
 from .common import cached_constant
 
@@ -386,7 +386,8 @@ register(OpDef("dropout_mask", RateAttrs, lambda a, x, rng: x, _dropout_mask_for
                    "else 0",
                forward_into=_dropout_mask_into,
                scratch=lambda attrs, x, rng: (TensorType(x.shape, "uint32"),) * 2,
-               constants=lambda attrs, x, rng: [(("dropout_index", x.shape),
+               # cached by size: the batch is one, so by the size of a sample
+               constants=lambda attrs, x, rng: [(("dropout_index", size_of(x.shape[1:])),
                                                  TensorType(x.shape, "uint32"))],
                onnx_refusal="dropout is for training; in inference it is the identity and the "
                             "graph holds no mask"))

@@ -610,6 +610,8 @@ def test_a_resume_with_no_epoch_left_says_so(tmp_path, spec):
     result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", 2))
     assert "2 epoch(s) trained already, train.epochs is 2; nothing to train" in result.stderr
     assert "--epochs above 2" in result.stderr and len(rows(out)) == 2
+    assert "no epoch trained now; the run has 2 epoch(s)" in result.stderr
+    assert "trained 2 epoch(s)" not in result.stderr
 
 
 @pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
