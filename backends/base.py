@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -319,12 +319,18 @@ class ArrayBackend(FusedKernels):
         x = self.xp.empty(padded_shape, dtype=cols.dtype)
         return self.col2im_into(cols, kernel, stride, dilation, x)
 
+    def short_buffers(self):
+        """A block of elementwise work over strided views with short contiguous runs: where
+        the array module buffers them, with small buffers (NumPy: numpy_backend.py)."""
+        return nullcontext()
+
     def col2im_into(self, cols, kernel, stride, dilation, x):
         x.fill(0)
         (x_view, cols_view), lead = _merged_leading(x, cols)
-        for offset, slices in self.window_slices(x.shape[2:], kernel, stride, dilation):
-            target = x_view[(*lead, *slices)]
-            self.xp.add(target, cols_view[(*lead, *offset)], out=target)
+        with self.short_buffers():
+            for offset, slices in self.window_slices(x.shape[2:], kernel, stride, dilation):
+                target = x_view[(*lead, *slices)]
+                self.xp.add(target, cols_view[(*lead, *offset)], out=target)
         return x
 
 

@@ -213,12 +213,13 @@ class FusedKernels:
         xp.copyto(y, views[0])
         first_max.fill(0)
         larger_count = larger.view(first_max.dtype) if first_max.dtype.itemsize == 1 else larger
-        for offset, candidate in enumerate(views[1:], start=1):
-            xp.greater(candidate, y, out=larger)
-            xp.maximum(y, candidate, out=y)
-            xp.subtract(offset, first_max, out=change)  # first_max becomes offset where larger
-            xp.multiply(change, larger_count, out=change)
-            xp.add(first_max, change, out=first_max)
+        with self.short_buffers():
+            for offset, candidate in enumerate(views[1:], start=1):
+                xp.greater(candidate, y, out=larger)
+                xp.maximum(y, candidate, out=y)
+                xp.subtract(offset, first_max, out=change)  # first_max: offset where larger
+                xp.multiply(change, larger_count, out=change)
+                xp.add(first_max, change, out=first_max)
         starts, offsets = positions
         xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
         self.take_into(offsets, index, index)

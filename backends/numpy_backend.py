@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from functools import cache, lru_cache
 
 import numpy as np
@@ -79,14 +80,16 @@ class NumpyBackend(ArrayBackend):
             end = min(start + ZERO_BLOCK, x.size)
             np.maximum(x_flat[start:end], _zeros((end - start,), x.dtype), out=y_flat[start:end])
 
-    def col2im_into(self, cols, kernel, stride, dilation, x):
-        # Its additions run over strided views whose contiguous runs are short (a batch-last
-        # row of B values): NumPy copies them through buffers of bufsize elements per operand,
-        # allocated at each call (3 x 32 KB by default), which a step that allocates nothing
-        # (issue 7) cannot have; 1024 elements keep them at 12 KB, at the same speed.
-        saved = np.setbufsize(COL2IM_BUFFER)
+    @contextmanager
+    def short_buffers(self):
+        # Over strided views whose contiguous runs are short (col2im's additions, pooling's
+        # window offsets, a reduction over a window axis), NumPy's ufuncs copy through
+        # buffers of bufsize elements per operand, allocated at each call (3 x 32 KB by
+        # default), which a step that allocates nothing (issue 7) cannot have. 1024 elements
+        # keep them at 12 KB, measured at the same speed.
+        saved = np.setbufsize(SHORT_BUFFER)
         try:
-            return super().col2im_into(cols, kernel, stride, dilation, x)
+            yield
         finally:
             np.setbufsize(saved)
 
@@ -102,7 +105,7 @@ class NumpyBackend(ArrayBackend):
 
 
 ZERO_BLOCK = 32768  # elements: 128 KiB of float32, within a core's L2 cache
-COL2IM_BUFFER = 1024  # elements per operand of NumPy's ufunc buffers in col2im_into
+SHORT_BUFFER = 1024  # elements per operand of NumPy's ufunc buffers, within short_buffers
 
 
 @lru_cache(maxsize=256)

@@ -111,7 +111,9 @@ def _windows_into(be, attrs, x, windows, padded, fill):
 
 def _avg_pool_into(be, attrs, out, x):
     y, windows, *padded = out
-    be.xp.mean(_windows_into(be, attrs, x, windows, padded, 0), axis=2, out=y)
+    windows = _windows_into(be, attrs, x, windows, padded, 0)
+    with be.short_buffers():  # a reduction over the window axis, between the others
+        be.xp.mean(windows, axis=2, out=y)
 
 
 def _avg_pool_grad_scratch(attrs, g, x):
@@ -150,8 +152,9 @@ def _max_pool_into(be, attrs, out, x):
     y, *padded = out
     views = _offset_views(be, attrs, x, padded, -be.xp.inf)
     be.xp.copyto(y, views[0])
-    for view in views[1:]:
-        be.xp.maximum(y, view, out=y)
+    with be.short_buffers():
+        for view in views[1:]:
+            be.xp.maximum(y, view, out=y)
 
 
 def _max_pool_index_shape(attrs, x: TensorType):

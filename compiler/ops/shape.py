@@ -71,9 +71,14 @@ def _concat_vjp(gb, node, g):
     return tuple(grads)
 
 
+def _concat_into(be, attrs, out, *xs):
+    be.xp.concatenate(xs, axis=attrs.axis, out=out[0])
+
+
 register(OpDef("concat", ConcatAttrs, _concat_shape,
                lambda be, a, *xs: be.xp.concatenate(xs, axis=a.axis), _concat_vjp,
-               doc="joins inputs along axis", onnx=onnx_op("Concat", axis="axis")))
+               doc="joins inputs along axis", onnx=onnx_op("Concat", axis="axis"),
+               forward_into=_concat_into))
 
 
 @dataclass(frozen=True)
@@ -89,14 +94,22 @@ def _slice_shape(attrs, x: TensorType) -> TensorType:
     return TensorType(tuple(shape), x.dtype)
 
 
-def _slice_forward(be, attrs, x):
+def _sliced(attrs, x):
     index = [slice(None)] * x.ndim
     index[attrs.axis] = slice(attrs.start, attrs.stop)
-    return be.xp.ascontiguousarray(x[tuple(index)])
+    return x[tuple(index)]
+
+
+def _slice_forward(be, attrs, x):
+    return be.xp.ascontiguousarray(_sliced(attrs, x))
+
+
+def _slice_into(be, attrs, out, x):
+    be.xp.copyto(out[0], _sliced(attrs, x))
 
 
 register(OpDef("slice", SliceAttrs, _slice_shape, _slice_forward, None, is_gradient=True,
-               doc="x[start:stop] along axis (the gradient of concat)"))
+               doc="x[start:stop] along axis (the gradient of concat)", forward_into=_slice_into))
 
 
 @dataclass(frozen=True)
