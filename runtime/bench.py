@@ -3,8 +3,9 @@
 Each step is timed on its own (after a synchronize on a GPU) and the median is reported, so a
 stray slow step does not move the figure. The train step runs as training runs it: the
 updated state is fed back. Peak memory is what the step holds at its peak: on NumPy traced by
-tracemalloc over one step (state, batch, buffers and any temporaries), on CuPy the memory
-pool's bytes in use, and those a captured step's own pool holds.
+tracemalloc (the arrays a fresh model's first step makes and keeps: buffers, state, constants;
+the batch; and the temporaries of the next step, _traced_step_bytes), on CuPy the memory pool's
+bytes in use, and those a captured step's own pool holds.
 """
 
 from __future__ import annotations
