@@ -98,6 +98,51 @@ def _leaky_relu_grad_into(be, attrs, out, g, x):
     xp.add(y, kept, out=y)
 
 
+def _elu_into(be, attrs, out, x):
+    # where(x > 0, x, alpha * expm1(min(x, 0))) as max(x, 0) + alpha * expm1(min(x, 0)): where
+    # x > 0 the second term is exactly 0, elsewhere the first is (+-0 added to the term leaves
+    # it, -0 included, and x = -inf gives -alpha as the where does)
+    y, below = out
+    xp = be.xp
+    xp.minimum(x, 0, out=below)
+    xp.expm1(below, out=below)
+    xp.multiply(below, attrs.alpha, out=below)
+    be.relu_into(x, y)
+    xp.add(y, below, out=y)
+
+
+def _elu_grad_into(be, attrs, out, g, x):
+    # where(x > 0, g, g * alpha * exp(min(x, 0))), in the forward's order; the choice copied
+    # (an exact choice for every value, inf and nan included)
+    y, below, positive = out
+    xp = be.xp
+    xp.minimum(x, 0, out=below)
+    xp.exp(below, out=below)
+    xp.multiply(g, attrs.alpha, out=y)
+    xp.multiply(y, below, out=y)
+    xp.greater(x, 0, out=positive)
+    xp.copyto(y, g, where=positive)
+
+
+def _softplus_into(be, attrs, out, x):
+    # max(x, 0) + log1p(exp(-|x|)), in the forward's order
+    y, tail = out
+    xp = be.xp
+    xp.abs(x, out=tail)
+    xp.negative(tail, out=tail)
+    xp.exp(tail, out=tail)
+    xp.log1p(tail, out=tail)
+    be.relu_into(x, y)
+    xp.add(y, tail, out=y)
+
+
+def _softplus_grad_into(be, attrs, out, g, x):
+    # g * sigmoid(x): sigmoid as the fused kernel computes it (the forward's numbers)
+    y, *sigmoid_scratch = out
+    be.activation_into("sigmoid", 0.0, x, (y, *sigmoid_scratch))
+    be.xp.multiply(g, y, out=y)
+
+
 def _gelu_into(be, attrs, out, x):
     # 0.5 * x * (1 + erf(x / sqrt(2))), in the forward's order.
     y, cdf = out
@@ -225,7 +270,9 @@ _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.a
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
-            "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx)
+            "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx,
+            into=(_elu_into, _value_scratch),
+            grad_into=(_elu_grad_into, lambda attrs, g, x: (x, TensorType(x.shape, "bool"))))
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
             into=(_fused_into("sigmoid"), _sigmoid_scratch),
@@ -242,7 +289,8 @@ _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             overwrites=((0,), (0, 1)))
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))",
-            onnx=onnx_op("Softplus"))
+            onnx=onnx_op("Softplus"), into=(_softplus_into, _value_scratch),
+            grad_into=(_softplus_grad_into, lambda attrs, g, x: _sigmoid_scratch(attrs, x)))
 _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
             "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
             onnx=onnx_op("Softmax", axis="axis"))
