@@ -232,6 +232,39 @@ def _softmax_grad(be, attrs, g, y):
     return y * (g - (g * y).sum(axis=attrs.axis, keepdims=True))
 
 
+# The softmax into the plan's buffers, in the forward's order. A reduction's row is copied
+# across the axis before it is subtracted or divided: a broadcast operand makes NumPy allocate
+# a buffer at each call, a copy does not.
+
+def _softmax_scratch(attrs, x):
+    row = list(x.shape)
+    row[attrs.axis] = 1
+    return (TensorType(tuple(row), x.dtype), x)  # a reduction's row, and the row across
+
+
+def _softmax_into(be, attrs, out, x):
+    y, row, across = out
+    xp = be.xp
+    xp.max(x, axis=attrs.axis, keepdims=True, out=row)
+    xp.copyto(across, row)
+    xp.subtract(x, across, out=y)
+    xp.exp(y, out=y)
+    xp.sum(y, axis=attrs.axis, keepdims=True, out=row)
+    xp.copyto(across, row)
+    xp.divide(y, across, out=y)
+
+
+def _softmax_grad_into(be, attrs, out, g, y):
+    # y * (g - sum(g * y))
+    result, row, across = out
+    xp = be.xp
+    xp.multiply(g, y, out=across)
+    xp.sum(across, axis=attrs.axis, keepdims=True, out=row)
+    xp.copyto(across, row)
+    xp.subtract(g, across, out=result)
+    xp.multiply(y, result, out=result)
+
+
 # --- ONNX lowerings (compiler/export_onnx.py): `ox` emits ONNX nodes, returns their outputs
 
 
@@ -293,4 +326,5 @@ _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             grad_into=(_softplus_grad_into, lambda attrs, g, x: _sigmoid_scratch(attrs, x)))
 _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
             "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
-            onnx=onnx_op("Softmax", axis="axis"))
+            onnx=onnx_op("Softmax", axis="axis"), into=(_softmax_into, _softmax_scratch),
+            grad_into=(_softmax_grad_into, lambda attrs, g, y: _softmax_scratch(attrs, y)))
