@@ -32,6 +32,25 @@ def tracked_metrics(spec, task: str | None) -> list:
     return [Accuracy(type="accuracy")]
 
 
+def default_metric_choices(spec) -> list[list]:
+    """The lists a left-out train.metrics may stand for: each default the data could give."""
+    if targets_decide_metrics(spec):
+        return [[Accuracy(type="accuracy")], [MaeMetric(type="mae")]]
+    return [[Accuracy(type="accuracy")]]
+
+
+def metrics_alike(a, b) -> bool:
+    """Whether two specs track the same metrics, a left-out default counting as each list it
+    may stand for: a run whose spec.yaml spells the default out (or was written before the
+    default followed the targets) resumes with the spec that leaves it out, and the reverse."""
+    ours, theirs = a.train.metrics, b.train.metrics
+    if ours is None and theirs is not None:
+        return theirs in default_metric_choices(a)
+    if theirs is None and ours is not None:
+        return ours in default_metric_choices(b)
+    return ours == theirs
+
+
 def targets_decide_metrics(spec) -> bool:
     """Default metrics on npz or csv data: class labels or regression targets, known once
     the file is read."""

@@ -52,6 +52,8 @@ def spec_settings(source) -> dict[str, object]:
 
     data = resolved_spec_data(source, absolute_paths=True)
     data.pop("name", None)
+    if source.spec.train.metrics is None:  # npz/csv: the default follows the targets
+        data["train"]["metrics"] = DEFAULT_METRICS
     model = data.pop("model")
     data["model"] = {key: value for key, value in model.items()
                      if key not in ("layers", "input_shape")}
@@ -210,7 +212,18 @@ def diff(a: Side, b: Side) -> Diff:
 
 def _changed_settings(a: dict, b: dict) -> dict[str, tuple]:
     names = [*a, *(name for name in b if name not in a)]
-    return {name: (a.get(name), b.get(name)) for name in names if a.get(name) != b.get(name)}
+    return {name: (a.get(name), b.get(name)) for name in names
+            if a.get(name) != b.get(name) and not _default_metrics_alike(a.get(name), b.get(name))}
+
+
+DEFAULT_METRICS = "default: accuracy for class labels, mae for real-valued targets"
+
+
+def _default_metrics_alike(a, b) -> bool:
+    """The left-out default against a list it may stand for is no difference (as on resume:
+    checks.metrics_alike)."""
+    choices = ([{"type": "accuracy"}], [{"type": "mae"}])
+    return (a == DEFAULT_METRICS and b in choices) or (b == DEFAULT_METRICS and a in choices)
 
 
 _TOTALS = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nnrun.compiler.checks import metrics_alike
 from nnrun.compiler.frontend import load_spec, load_spec_text
 
 FREE_FIELDS = ("train.epochs", "name", "limits")
@@ -21,8 +22,12 @@ class SpecChangeError(Exception):
 
 def spec_changes(run_spec: Path, resolved_text: str) -> dict[str, dict]:
     """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in."""
-    old = _flat(load_spec(run_spec).spec.model_dump(mode="json"))
-    new = _flat(load_spec_text(resolved_text).spec.model_dump(mode="json"))
+    old_spec, new_spec = load_spec(run_spec).spec, load_spec_text(resolved_text).spec
+    if metrics_alike(old_spec, new_spec):  # a default left out, or spelled out
+        train = new_spec.train.model_copy(update={"metrics": old_spec.train.metrics})
+        new_spec = new_spec.model_copy(update={"train": train})
+    old = _flat(old_spec.model_dump(mode="json"))
+    new = _flat(new_spec.model_dump(mode="json"))
     return {name: {"old": old.get(name), "new": new.get(name)}
             for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)}
 

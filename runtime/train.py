@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.notices import positioned, silenced, warn
-from nnrun.compiler.checks import monitor_names, tracked_metrics
+from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics
 from nnrun.compiler.frontend import resolved_spec_data, spec_yaml, warning_diagnostic
 
 from . import checkpoint as ckpt
@@ -549,8 +549,11 @@ class Trainer:
         stopping = self.spec.train.early_stopping
         if stopping and stopping.monitor not in self.metric_names():
             where = f"{self.source.loaded.filename}: train.early_stopping.monitor"
+            metric = stopping.monitor.split("_", 1)[-1]
+            hint = (f" (or add {metric} to train.metrics)" if metric in ("accuracy", "mae", "mse")
+                    and stopping.monitor.split("_", 1)[0] in ("train", "val") else "")
             raise TrainingError(f"{where}: '{stopping.monitor}' is not a metric of this run; "
-                                f"choose one of: {', '.join(self.metric_names())}")
+                                f"choose one of: {', '.join(self.metric_names())}{hint}")
 
     def _monitor(self):
         stopping = self.spec.train.early_stopping
@@ -620,9 +623,9 @@ class Trainer:
             final.update(self.evaluate_split(split, state))
         final.setdefault("val_loss", None)
         final.setdefault("test_loss", None)
-        if any(m.type == "accuracy" for m in self.metrics):
-            final.setdefault("val_accuracy", None)
-            final.setdefault("test_accuracy", None)
+        for name in map(metric_name, self.metrics):  # the same keys with or without a split
+            final.setdefault(f"val_{name}", None)
+            final.setdefault(f"test_{name}", None)
         return final
 
 

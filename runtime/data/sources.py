@@ -84,7 +84,10 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> n
     labels = class_indices(y, where, "labels")
     if len(labels) and labels.min() < 0:
         sample = int(np.argmin(labels))
-        raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample {sample}")
+        hint = ("; for regression targets save them as floats (y.astype(float)), with loss: mse"
+                if y.dtype.kind in "iu" and num_classes is None else "")
+        raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample "
+                        f"{sample}{hint}")
     if num_classes is not None and len(labels) and labels.max() >= num_classes:
         sample = int(np.argmax(labels))
         raise DataError(

@@ -30,6 +30,9 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
                         "regression targets use loss: mse (or mae, huber)")
     per_sample = int(np.prod(data.train.y.shape[1:]))
     outputs = int(np.prod(output_shape))
+    if per_sample == 0:
+        raise DataError(f"{where}: the targets are empty ({list(data.train.y.shape)}: no value "
+                        "per sample); give y one value per output, [N] or [N, k]")
     if per_sample != outputs:
         raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
                         f"has {outputs} outputs; set the last layer's units to {per_sample}")

@@ -181,6 +181,44 @@ def test_metrics_left_out_follow_the_targets(tmp_path):
     assert "val_accuracy" in row and "val_mae" not in row
 
 
+def test_regression_targets_that_cannot_fit_name_the_fix(tmp_path):
+    rng = np.random.default_rng(0)
+    spec = write(tmp_path / "r.yaml", "data: {dataset: npz, path: r.npz}\nmodel:\n  layers:\n"
+                 "    - {type: dense, units: 1}\nloss: mse\n")
+    np.savez(tmp_path / "r.npz", x=rng.random((20, 3)), y=rng.integers(-4, 5, 20))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "a"), "r.npz")
+    assert "labels must be >= 0" in line and "y.astype(float)" in line
+    np.savez(tmp_path / "r.npz", x=rng.random((20, 3)), y=np.zeros((20, 0)))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "b"), "r.npz")
+    assert "the targets are empty ([20, 0]" in line and "units to 0" not in line
+
+
+def test_a_run_without_a_split_has_null_keys_for_each_metric(tmp_path):
+    spec = _regression_files(tmp_path)
+    spec.write_text(spec.read_text().replace("validation_split: 0.25", "validation_split: 0"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    assert final["val_loss"] is None and final["val_mae"] is None and "test_mae" in final
+
+
+def test_the_default_spelled_out_or_left_out_is_the_same_spec(tmp_path):
+    """A run whose spec.yaml spells the default out (as nnrun wrote it before the default
+    followed the targets) resumes with the spec that leaves it out, and the reverse; diff
+    shows no difference either. Another list is a change."""
+    spelled = _regression_files(tmp_path)
+    left_out = write(tmp_path / "left.yaml", spelled.read_text().replace(", metrics: [mae]", ""))
+    for first, then in ((spelled, left_out), (left_out, spelled)):
+        out = tmp_path / f"run-{first.stem}"
+        assert_ok(invoke("train", first, "--out", out, "--quiet"))
+        assert_ok(invoke("train", then, "--resume", out, "--epochs", 2, "--quiet"))
+    settings = json.loads(assert_ok(invoke("diff", tmp_path / "run-r", tmp_path / "run-left",
+                                           "--format", "json")).stdout)["settings"]
+    assert "train.metrics" not in settings
+    other = write(tmp_path / "mse.yaml", spelled.read_text().replace("[mae]", "[mse]"))
+    result = invoke("train", other, "--resume", tmp_path / "run-left", "--epochs", 3)
+    assert result.exit_code == 1 and "train.metrics" in result.stderr
+
+
 def test_an_early_stopping_monitor_of_the_default_metrics(tmp_path):
     """Before npz or csv data is read, either default metric may be monitored; training, with
     the targets known, refuses the one that will not be tracked."""
