@@ -8,6 +8,8 @@ from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors, tr
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 
+from nnrun.backends.notices import warn
+
 from .data.targets import check_targets_fit, multi_label_message
 
 
@@ -59,6 +61,14 @@ def check_data_fits(spec, model, data) -> None:
                            "for more classes")
     elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
+    elif data.task == "classification" and tuple(outputs) == (1,) and len(labels) \
+            and labels.max() > 1 and data.train.y.ndim == 1:
+        # validate's warning for a named dataset (compiler/lower.py), once the labels are read
+        top = int(labels.max())
+        warn(f"{where}: {spec.loss.type} with one output regresses the class labels 0..{top} as "
+             f"numbers, and accuracy reads the output as class 1 above 0.5; set units: "
+             f"{top + 1} (one-hot targets) or use loss: cross_entropy; for real-valued "
+             "targets, save y with values that are not all whole numbers")
 
 
 ABSURD_CLASSES_PER_LABEL = 100

@@ -193,6 +193,16 @@ def test_regression_targets_that_cannot_fit_name_the_fix(tmp_path):
     assert "the targets are empty ([20, 0]" in line and "units to 0" not in line
 
 
+def test_one_output_on_many_whole_number_labels_is_warned(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "w.npz", x=rng.random((40, 3)), y=rng.integers(0, 6, 40).astype("f4"))
+    spec = write(tmp_path / "w.yaml", "data: {dataset: npz, path: w.npz}\nmodel:\n  layers:\n"
+                 "    - {type: dense, units: 1}\nloss: mse\ntrain: {epochs: 1}\n")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "regresses the class labels 0..5 as numbers" in result.stderr
+    assert "set units: 6" in result.stderr
+
+
 def test_a_run_without_a_split_has_null_keys_for_each_metric(tmp_path):
     spec = _regression_files(tmp_path)
     spec.write_text(spec.read_text().replace("validation_split: 0.25", "validation_split: 0"))
