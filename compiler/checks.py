@@ -25,11 +25,9 @@ def tracked_metrics(spec, task: str | None) -> list:
     the default is either."""
     if spec.train.metrics is not None:
         return spec.train.metrics
-    if task == "regression":
-        return [MaeMetric(type="mae")]
-    if task is None and targets_decide_metrics(spec):
-        return [Accuracy(type="accuracy"), MaeMetric(type="mae")]
-    return [Accuracy(type="accuracy")]
+    if task is None:  # every default the data could give
+        return [metric for choice in default_metric_choices(spec) for metric in choice]
+    return [MaeMetric(type="mae")] if task == "regression" else [Accuracy(type="accuracy")]
 
 
 def default_metric_choices(spec) -> list[list]:
@@ -64,6 +62,21 @@ def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:
     tracked = ["loss", *map(metric_name, tracked_metrics(spec, task))]  # on training batches too
     splits = ["train", "val"] if validation else ["train"]
     return [f"{split}_{name}" for split in splits for name in tracked]
+
+
+# Class labels under mse, mae and huber: what validate says of a named dataset (lower.py) and
+# training of npz or csv labels (runtime/data_fit.py), in the same words.
+
+def one_hot_needs_a_vector(loss: str, labels: str, classes, shape) -> str:
+    return (f"{loss} on {labels} compares one-hot targets [{classes}] with the outputs, the "
+            f"model ends with shape {shape}; end the model with {{type: flatten}} and a dense "
+            "layer, one unit per class")
+
+
+def one_output_on_classes(loss: str, classes: int, of: str = "") -> str:
+    return (f"{loss} with one output regresses the class labels 0..{classes - 1}{of} as numbers "
+            f"(class {classes - 1} 'more' than class 1); set units: {classes} (the labels "
+            "become one-hot targets), or use loss: cross_entropy")
 
 
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:

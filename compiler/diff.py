@@ -21,10 +21,12 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 from difflib import SequenceMatcher
 
 import numpy as np
 
+from .checks import metrics_alike
 from .shapes import size_of
 from .summary import LayerRow, Summary, _layer_json, _shape
 from .tables import byte_size, table_text
@@ -41,6 +43,7 @@ class Side:
     metrics: dict | None = None  # a run's summary.json "final", numbers only
     layer_memory: dict[str, int] = field(default_factory=dict)  # layer name -> bytes
     settings: dict[str, object] = field(default_factory=dict)  # spec_settings
+    spec: Any = None  # the Spec, for what its settings mean (checks.metrics_alike)
 
 
 def spec_settings(source) -> dict[str, object]:
@@ -207,23 +210,18 @@ def diff(a: Side, b: Side) -> Diff:
                          change.b and b.layer_memory.get(change.b.name))
         if change.a and change.b and change.memory[0] != change.memory[1]:
             change.changes.append("memory")
-    return Diff(a, b, layers, totals, metrics, _changed_settings(a.settings, b.settings))
+    settings = _changed_settings(a.settings, b.settings)
+    if a.spec is not None and b.spec is not None and metrics_alike(a.spec, b.spec):
+        settings.pop("train.metrics", None)  # the left-out default and a list it stands for
+    return Diff(a, b, layers, totals, metrics, settings)
 
 
 def _changed_settings(a: dict, b: dict) -> dict[str, tuple]:
     names = [*a, *(name for name in b if name not in a)]
-    return {name: (a.get(name), b.get(name)) for name in names
-            if a.get(name) != b.get(name) and not _default_metrics_alike(a.get(name), b.get(name))}
+    return {name: (a.get(name), b.get(name)) for name in names if a.get(name) != b.get(name)}
 
 
 DEFAULT_METRICS = "default: accuracy for class labels, mae for real-valued targets"
-
-
-def _default_metrics_alike(a, b) -> bool:
-    """The left-out default against a list it may stand for is no difference (as on resume:
-    checks.metrics_alike)."""
-    choices = ([{"type": "accuracy"}], [{"type": "mae"}])
-    return (a == DEFAULT_METRICS and b in choices) or (b == DEFAULT_METRICS and a in choices)
 
 
 _TOTALS = {

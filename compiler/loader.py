@@ -358,6 +358,14 @@ _PATH_PATTERN = re.compile(rf"{_PATH_KEY}(\[-?\d+\])*(\.{_PATH_KEY}(\[-?\d+\])*)
 _PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(-?\d+)\]")
 
 
+def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None) -> list[str]:
+    """`overrides` (a list, or one `--set` argument as a string) and `train`'s `--epochs`,
+    `--batch-size` and `--seed` (the API's arguments of those names) as `--set` arguments."""
+    chosen = {"train.epochs": epochs, "train.batch_size": batch_size, "seed": seed}
+    return [*([overrides] if isinstance(overrides, str) else overrides),
+            *(f"{key}={value}" for key, value in chosen.items() if value is not None)]
+
+
 def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
     """The spec with each `--set PATH=VALUE` applied. Errors are raised together, with the spec
     as the arguments that worked made it (SpecError.partial)."""

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
+from .checks import one_hot_needs_a_vector, one_output_on_classes
 from .datasets import DATASETS
 from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -543,21 +544,16 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
     per class (or, with one output, numbers: a likely mistake beyond two classes)."""
     logits, classes, loss = lowered.logits.type, dataset.num_classes, spec.loss.type
     if logits.rank > 2:
-        raise CompileError(origin, f"{loss} on '{dataset.name}' compares one-hot targets "
-                           f"[{classes}] with the outputs, the model ends with shape "
-                           f"{per_sample(logits)}; end the model with {{type: flatten}} and a "
-                           f"dense layer of {classes} units")
+        raise CompileError(origin, one_hot_needs_a_vector(loss, f"'{dataset.name}'", classes,
+                                                          per_sample(logits)))
     outputs = logits.shape[1]
     if outputs not in (1, classes):
         raise CompileError(origin.at_field("units"), f"the model ends with {outputs} outputs but "
                            f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
                            f"under {loss}; set units: {classes}")
     if classes > 2 and outputs == 1:
-        lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), (
-            f"{loss} with one output regresses the class labels 0..{classes - 1} of "
-            f"'{dataset.name}' as numbers (class {classes - 1} 'more' than class 1); set "
-            f"units: {classes} (the labels become one-hot targets), or use loss: "
-            "cross_entropy")))
+        message = one_output_on_classes(loss, classes, f" of '{dataset.name}'")
+        lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
 
 
 def _check_label_positions(origin, logits, dataset) -> None:

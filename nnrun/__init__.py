@@ -60,13 +60,10 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     """Trains and returns the run's summary (also written to OUT_DIR/summary.json).
     `epochs`, `batch_size` and `seed` override the spec's, as the command's options do;
     distributed=True: this process is one rank of an MPI job (docs/distributed.md)."""
+    from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.train import train as run_training
 
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    chosen = {"train.epochs": epochs, "train.batch_size": batch_size, "seed": seed}
-    overrides = [*overrides, *(f"{key}={value}" for key, value in chosen.items()
-                               if value is not None)]
+    overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:
         from nnrun.runtime.distributed import connect
 

@@ -215,7 +215,6 @@ class _Commands(click.Group):
             sys.exit(1)
         sys.exit(0)
 
-
     def parse_args(self, ctx, args):
         _refuse_a_spaced_override(ctx, args)
         return super().parse_args(ctx, args)
@@ -536,12 +535,10 @@ def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, a
     """train's spec with its options applied, after the checks of the options together."""
     from nnrun.backends.notices import warn
     from nnrun.compiler.frontend import load_spec
+    from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.distributed import launched_rank, launched_size
 
-    overrides = list(overrides)
-    for key, value in (("train.epochs", epochs), ("train.batch_size", batch_size), ("seed", seed)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = training_overrides(overrides, epochs, batch_size, seed)
     if resume and out_dir:
         raise click.UsageError("--resume continues a run in its own directory; drop --out")
     if allow_changes and not resume:

@@ -32,7 +32,7 @@ def load_side(path: Path) -> Side:
         click.echo(format_diagnostics(checked.diagnostics), err=True)
     memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
     return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None,
-                memory, spec_settings(source))
+                memory, spec_settings(source), source.spec)
 
 
 def _final_metrics(run_dir: Path) -> dict:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS, augmentation_errors, tracked_metrics
+from nnrun.backends.notices import warn
+from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
+                                   one_hot_needs_a_vector, one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
-
-from nnrun.backends.notices import warn
 
 from .data.targets import check_targets_fit, multi_label_message
 
@@ -64,11 +64,8 @@ def check_data_fits(spec, model, data) -> None:
     elif data.task == "classification" and tuple(outputs) == (1,) and len(labels) \
             and labels.max() > 1 and data.train.y.ndim == 1:
         # validate's warning for a named dataset (compiler/lower.py), once the labels are read
-        top = int(labels.max())
-        warn(f"{where}: {spec.loss.type} with one output regresses the class labels 0..{top} as "
-             f"numbers, and accuracy reads the output as class 1 above 0.5; set units: "
-             f"{top + 1} (one-hot targets) or use loss: cross_entropy; for real-valued "
-             "targets, save y with values that are not all whole numbers")
+        warn(f"{where}: {one_output_on_classes(spec.loss.type, int(labels.max()) + 1)}; for "
+             "real-valued targets, save y with values that are not all whole numbers")
 
 
 ABSURD_CLASSES_PER_LABEL = 100
@@ -103,9 +100,8 @@ def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
     if data.task == "regression" or spec.loss.type not in ("mse", "mae", "huber") \
             or data.train.y.ndim != 1 or len(outputs) == 1:
         return
-    raise DataFitError(f"{where}: {spec.loss.type} on class labels compares one-hot targets "
-                       f"[classes] with the outputs, the model ends with {list(outputs)}; end "
-                       "it with {type: flatten} and a dense layer, one unit per class")
+    raise DataFitError(f"{where}: " + one_hot_needs_a_vector(spec.loss.type, "class labels",
+                                                             "classes", list(outputs)))
 
 
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
@@ -123,7 +119,8 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
                                f"position, [1, {', '.join(map(str, label_shape))}], the model "
                                f"ends with {list(outputs)}; set the last layer's filters to 1 "
                                f"(or use cross_entropy for {outputs[0]} classes)")
-        if label_shape and any(m.type == "top_k_accuracy" for m in tracked_metrics(spec, data.task)):
+        metrics = tracked_metrics(spec, data.task)
+        if label_shape and any(m.type == "top_k_accuracy" for m in metrics):
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
                                "maps use pixel_accuracy or mean_iou")
         return

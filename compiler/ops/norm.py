@@ -267,7 +267,11 @@ def _dropout_mask_into(be, attrs, out, x, rng):
     mask, bits, tmp = out
     xp = be.xp
     _random_bits_into(be, attrs, _key(be, rng), bits, tmp)
-    xp.greater_equal(bits, _keep_threshold(attrs.rate), out=mask)
+    # kept as bools in tmp's first bytes (free by now), then copied as values: a comparison
+    # written straight into the float mask casts through a buffer NumPy allocates per call
+    kept = tmp.reshape(-1).view(xp.bool_)[:mask.size].reshape(mask.shape)
+    xp.greater_equal(bits, _keep_threshold(attrs.rate), out=kept)
+    xp.copyto(mask, kept)
     xp.multiply(mask, 1 / (1 - attrs.rate), out=mask)
 
 

@@ -258,7 +258,8 @@ def test_unknown_layer_type_points_at_the_type_value():
 
 def test_unknown_tag_without_a_close_match_lists_the_choices():
     assert formatted("model:\n  layers: [{type: dense, units: 3}]\noptimizer: lbfgs\n") == [
-        "spec.yaml:3:12: error: optimizer: unknown optimizer 'lbfgs'; expected one of 'sgd', 'adam'",
+        "spec.yaml:3:12: error: optimizer: unknown optimizer 'lbfgs'; expected one of 'sgd', "
+        "'adam'",
     ]
 
 

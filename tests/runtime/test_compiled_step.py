@@ -236,7 +236,8 @@ def test_fused_ops_are_only_emitted_where_their_gradient_allows():
     ("mlp", 128, ["model.layers[0].activation=sigmoid", "model.layers[1].activation=leaky_relu",
                   "loss=binary_cross_entropy", "model.layers[2].units=1"]),
     ("mlp", 128, ["model.layers[0].activation=elu", "model.layers[1].activation=softplus"]),
-    ("mlp", 128, ["model.layers[0].activation=softmax", "model.layers[1].activation=gelu"])])
+    ("mlp", 128, ["model.layers[0].activation=softmax", "model.layers[1].activation=gelu"]),
+    ("mnist1d-mlp", 128, ["model.layers[1]={type: dropout, rate: 0.5}"])])
 def test_steady_state_step_allocates_under_one_percent_of_the_plan(name, batch, overrides):
     model = nnrun.compile(str(ROOT / f"benchmarks/workloads/{name}.yaml"), overrides=overrides)
     x, y = random_batch(model, batch, np.random.default_rng(0))
