@@ -28,7 +28,8 @@ def metric_sum(metric, logits, prediction, target, loss: str | None = None, xp=n
     the same array). `loss` is the spec's loss type."""
     kind = metric.type
     if kind == "accuracy":
-        return (predicted_classes(prediction, xp) == target.reshape(len(target), -1)[:, 0]).sum()
+        labels = predicted_labels(logits, prediction, loss, xp)
+        return (labels == target.reshape(len(target), -1)[:, 0]).sum()
     if kind == "top_k_accuracy":
         top = xp.argsort(-logits, axis=1)[:, : metric.k]
         return (top == target[:, None]).any(axis=1).sum()
@@ -58,7 +59,9 @@ CONFUSION_METRICS = ("pixel_accuracy", "mean_iou")
 
 
 def predicted_labels(logits, prediction, loss: str | None, xp=np):
-    """The class at every position: [B, *S] from scores [B, K, *S] (one output: above 0.5)."""
+    """The class at every position: [B, *S] from scores [B, K, *S]. One output is class 1 above
+    0.5 as the loss reads it: after the sigmoid for binary_cross_entropy, whose logits the model
+    may end with."""
     if logits.shape[1] == 1:
         return (compared_outputs(loss, logits, prediction, xp)[:, 0] > 0.5).astype(xp.int64)
     return logits.argmax(axis=1)

@@ -72,6 +72,15 @@ def test_one_sigmoid_output_is_a_class_at_one_half():
     assert metric_sum(Accuracy(type="accuracy"), probabilities, probabilities, labels) == 2.0
 
 
+def test_one_logit_under_binary_cross_entropy_is_class_one_above_zero():
+    """A model that ends in logits (the sigmoid left to the loss) is read after the sigmoid, as
+    the loss and pixel_accuracy read it: a logit of 0.3 is class 1, not below 0.5."""
+    logits = np.array([[0.3], [-0.2], [2.0], [0.0]])
+    labels = np.array([1, 0, 1, 0])
+    total = metric_sum(Accuracy(type="accuracy"), logits, logits, labels, "binary_cross_entropy")
+    assert total == 4
+
+
 def test_mse_metric_on_class_labels_compares_with_one_hot_targets():
     from nnrun.compiler.schema import MseMetric
 
