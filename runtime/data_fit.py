@@ -61,11 +61,26 @@ def check_data_fits(spec, model, data) -> None:
                            "for more classes")
     elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
+    elif data.task == "segmentation" and outputs[0] == 1 and len(labels) and labels.max() > 1:
+        _check_two_classes_per_position(spec, where, int(labels.max()))
     elif data.task == "classification" and tuple(outputs) == (1,) and len(labels) \
             and labels.max() > 1 and data.train.y.ndim == 1:
         # validate's warning for a named dataset (compiler/lower.py), once the labels are read
         warn(f"{where}: {one_output_on_classes(spec.loss.type, int(labels.max()) + 1)}; for "
              "real-valued targets, save y with values that are not all whole numbers")
+
+
+def _check_two_classes_per_position(spec, where: str, top: int) -> None:
+    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
+    accuracy, pixel_accuracy and mean_iou read it as class 0 or 1, which cannot count the
+    rest."""
+    read = [m.type for m in tracked_metrics(spec, "segmentation")
+            if m.type in ("accuracy", "pixel_accuracy", "mean_iou")]
+    if read:
+        raise DataFitError(f"{where}: {read[0]} reads one score per position as class 0 or 1 "
+                           f"(above 0.5), the label maps hold classes up to {top}; set the last "
+                           f"layer's filters to {top + 1} with loss: cross_entropy, or track "
+                           "train.metrics: [mae] to regress the values")
 
 
 ABSURD_CLASSES_PER_LABEL = 100
@@ -96,12 +111,24 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
 
 def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
     """Under mse, mae and huber, one class label per sample becomes a one-hot target of a
-    vector output (compiler/lower.py checks the named datasets before any data)."""
-    if data.task == "regression" or spec.loss.type not in ("mse", "mae", "huber") \
-            or data.train.y.ndim != 1 or len(outputs) == 1:
+    vector output (compiler/lower.py checks the named datasets before any data); label maps
+    are compared as they are, with one score per position."""
+    loss = spec.loss.type
+    if data.task == "regression" or loss not in ("mse", "mae", "huber"):
         return
-    raise DataFitError(f"{where}: " + one_hot_needs_a_vector(spec.loss.type, "class labels",
-                                                             "classes", list(outputs)))
+    label_shape = list(data.train.y.shape[1:])
+    if not label_shape and len(outputs) > 1:
+        raise DataFitError(f"{where}: " + one_hot_needs_a_vector(loss, "class labels", "classes",
+                                                                 list(outputs)))
+    if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
+        raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
+                           f"score per position, [1, {_dims(label_shape)}], the model ends with "
+                           f"{list(outputs)}; set the last layer's filters to 1, or use "
+                           f"loss: cross_entropy for {outputs[0]} classes per position")
+
+
+def _dims(shape) -> str:
+    return ", ".join(map(str, shape))
 
 
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:

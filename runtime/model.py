@@ -269,11 +269,22 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
     else:
         wrong = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(y.shape, bool)
         what = "finite targets"
+    if loss.type != "cross_entropy" and not _fits_outputs(y, output, loss.type):
+        raise ValueError(f"y_true must hold targets shaped like the outputs, [N, {_dims(output)}]"
+                         f", under {loss.type}; got shape {list(y.shape)}")
     if wrong.any():
         index = np.unravel_index(np.argmax(wrong), y.shape)
         raise ValueError(f"y_true holds {y[index]} at sample {index[0]}; {loss.type} needs "
                          f"{what}")
     return y
+
+
+def _fits_outputs(y: np.ndarray, output: tuple, loss: str) -> bool:
+    """Targets of as many values as the outputs, or class labels [N] that become one-hot
+    targets of a vector output under mse, mae or huber (target_array)."""
+    one_hot = (loss in ("mse", "mae", "huber") and y.ndim == 1 and len(output) == 1
+               and np.issubdtype(y.dtype, np.integer))
+    return one_hot or y[0].size == int(np.prod(output))
 
 
 def target_array(spec, lowered, y) -> np.ndarray:

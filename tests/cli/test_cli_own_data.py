@@ -156,6 +156,28 @@ def test_a_regression_loss_on_class_labels_needs_a_vector_output(tmp_path):
     assert "mse on class labels compares one-hot targets" in line and "[3, 6, 6]" in line
 
 
+def test_a_regression_loss_on_label_maps_needs_one_score_per_position(tmp_path):
+    """Label maps are not made one-hot: [classes, H, W] outputs under mse stop training with
+    the fix, not an internal error; so do classes beyond 0/1 that one score per position would
+    be read as by the confusion metrics."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((8, 1, 4, 4)).astype("f4"),
+             masks=rng.integers(0, 3, (8, 4, 4)))
+    spec = write(tmp_path / "m.yaml", "data: {dataset: npz, path: m.npz, validation_split: 0}\n"
+                 "model:\n  layers:\n    - {type: conv2d, filters: 3, kernel_size: 1}\n"
+                 "loss: mse\ntrain: {epochs: 1, batch_size: 4}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert "label maps [4, 4] with one score per position, [1, 4, 4]" in line
+    assert "filters to 1" in line and "cross_entropy" in line
+    one_score = ("--set", "model.layers[0].filters=1")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "one", *one_score),
+                                 "m.npz")
+    assert "accuracy reads one score per position as class 0 or 1" in line
+    assert "up to 2" in line and "filters to 3 with loss: cross_entropy" in line
+    assert_ok(invoke("train", spec, "--out", tmp_path / "mae", "--quiet", *one_score,
+                     "--set", "train.metrics=[mae]"))
+
+
 def test_accuracy_on_real_targets_names_the_fix(tmp_path):
     spec = _regression_files(tmp_path)
     result = invoke("train", spec, "--out", tmp_path / "run", "--set", "train.metrics=[accuracy]")

@@ -109,6 +109,9 @@ def test_the_api_refuses_what_would_broadcast_or_index_into_a_wrong_result():
          "x must be [N, 2], got shape [2]; for one sample, add a batch axis: x[None]"),
         (lambda: xor.loss_and_grads(xor_params, points[:2], [1]), ValueError,
          "y_true holds 1 targets for 2 samples"),
+        (lambda: xor.loss_and_grads(xor_params, points, np.zeros((4, 3))), ValueError,
+         "y_true must hold targets shaped like the outputs, [N, 1], under "
+         "binary_cross_entropy; got shape [4, 3]"),
         (lambda: xor.forward({**xor_params, "dense_2.bias": np.float32(0.3)}, points), ValueError,
          "params['dense_2.bias'] has shape [], the model's is [1]"),
     ]
