@@ -3,7 +3,9 @@
 A change that alters the training (the data, the model, the optimizer, the seed, the batch
 size...) would make the run's record false: the earlier epochs did not run that way. Such a
 change needs --allow-changes, and is then recorded in the run directory. `train.epochs` and the
-display-only fields may change freely.
+display-only fields may change freely. A change of what the checkpoint's arrays mean (the
+model, dtype, loss or optimizer kind: checkpoint.spec_hash) is no continuation at all: it
+starts a new run from the checkpoint's weights (model.init_from).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from nnrun.compiler.checks import metrics_alike
 from nnrun.compiler.frontend import load_spec, load_spec_text
 
+from .checkpoint import spec_hash
+
 FREE_FIELDS = ("train.epochs", "name", "limits")
 
 
@@ -21,8 +25,33 @@ class SpecChangeError(Exception):
 
 
 def spec_changes(run_spec: Path, resolved_text: str) -> dict[str, dict]:
-    """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in."""
+    """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in;
+    refused at once when the change alters what the run's checkpoint means."""
     old_spec, new_spec = load_spec(run_spec).spec, load_spec_text(resolved_text).spec
+    changes = _changes(old_spec, new_spec)
+    if spec_hash(old_spec) != spec_hash(new_spec):
+        _refuse_changed_meaning(run_spec, changes)
+    return changes
+
+
+# What the checkpoint's arrays mean (the fields spec_hash reads)
+MEANING_FIELDS = ("model", "dtype", "loss.type", "optimizer.type")
+
+
+def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
+    """Even with --allow-changes: the arrays fit only the model they were trained as (an
+    activation or a loss of another kind would read them as something else)."""
+    fields = [name for name in changes if any(name == field or name.startswith(f"{field}.")
+                                              for field in MEANING_FIELDS)]
+    listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
+                       for name in fields) or "the model"
+    raise SpecChangeError(f"{run_spec}: {listed} changes what the checkpoint's weights mean, so "
+                          "the run cannot go on with it (not even with --allow-changes); start a "
+                          "new run from them instead: --set "
+                          f"model.init_from={run_spec.parent.resolve() / 'last.npz'} --out NEW_DIR")
+
+
+def _changes(old_spec, new_spec) -> dict[str, dict]:
     if metrics_alike(old_spec, new_spec):  # a default left out, or spelled out
         train = new_spec.train.model_copy(update={"metrics": old_spec.train.metrics})
         new_spec = new_spec.model_copy(update={"train": train})

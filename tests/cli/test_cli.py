@@ -725,13 +725,33 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     other = write(tmp_path / "other.yaml", OTHER)
     result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet")
     line = assert_one_line_error(result, out / "spec.yaml")
-    assert "model.layers.0.units: 8 -> 5" in line and "--allow-changes" in line
+    assert "model.layers.0.units: 8 -> 5" in line and "not even with --allow-changes" in line
     assert snapshot(out) == before
     # --allow-changes cannot make the checkpoint's arrays fit another model.
     result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes")
-    line = assert_one_line_error(result, out / "last.npz")
-    assert "another spec" in line
+    assert "model.layers.0.units: 8 -> 5" in assert_one_line_error(result, out / "spec.yaml")
     assert snapshot(out) == before
+
+
+def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_path):
+    """An activation or loss of another kind keeps every array's shape, but the checkpoint's
+    weights were not trained as that model: --allow-changes refuses it, naming init_from."""
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    before = snapshot(out)
+    changed = ("--set", "model.layers[0].activation=tanh")
+    result = invoke("train", tiny, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes",
+                    *changed)
+    line = assert_one_line_error(result, out / "spec.yaml")
+    assert "model.layers.0.activation.type: 'relu' -> 'tanh'" in line
+    fix = f"model.init_from={out.resolve() / 'last.npz'}"
+    assert fix in line and snapshot(out) == before
+    assert_ok(invoke("train", tiny, "--out", tmp_path / "new", "--epochs", 1, "--quiet",
+                     *changed, "--set", fix))
+    # A change that keeps the meaning goes on, and is recorded.
+    assert_ok(invoke("train", tiny, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes",
+                     "--set", "optimizer.lr=0.02"))
+    assert "optimizer.lr" in (out / "spec-changes.jsonl").read_text()
 
 
 def test_a_directory_of_runs_points_to_its_latest_run(tiny, tmp_path):

@@ -188,10 +188,16 @@ def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
     with pytest.raises(SpecChangeError, match=r"model\.layers\.3\.units: 12 -> 16"):
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
     # Allowed changes still cannot change the checkpoint's arrays.
-    with pytest.raises(CheckpointError) as caught:
+    with pytest.raises(SpecChangeError, match="model.init_from=.*last.npz"):
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True, allow_changes=True)
+    # Nor can a checkpoint that another spec's run wrote, put in the run's place.
+    mine = tmp_path / "mine"
+    nnrun.train(write_spec(tmp_path), out_dir=mine, quiet=True, overrides=["train.epochs=1"])
+    (mine / "last.npz").write_bytes((out / "last.npz").read_bytes())
+    with pytest.raises(CheckpointError) as caught:
+        nnrun.train(write_spec(tmp_path), resume=mine, quiet=True)
     message = str(caught.value)
-    assert str(out / "last.npz") in message
+    assert str(mine / "last.npz") in message
     assert "another spec" in message
 
 
