@@ -72,16 +72,20 @@ class GraphBuilder:
     def emit(self, op_name: str, *inputs: Value, attrs=None):
         op = REGISTRY[op_name]
         attrs = attrs if attrs is not None else op.attrs()
-        try:
-            types = op.shape(attrs, *(v.type for v in inputs))
-        except ShapeError as error:
-            raise CompileError(self._error_origin(error), self._error_message(error)) from None
+        types = self.shape(op_name, attrs, *(v.type for v in inputs))
         several = isinstance(types, tuple)
         for type_ in types if several else (types,):
             self._check_size(type_.shape[1:], "each sample of its output")
         outputs = tuple(Value(t) for t in (types if several else (types,)))
         self.graph.nodes.append(Node(op_name, tuple(inputs), attrs, outputs, self.origin))
         return outputs if several else outputs[0]
+
+    def shape(self, op_name: str, attrs, *types: TensorType):
+        """The op's output type(s) for inputs of `types`; a shape error is reported as emit's."""
+        try:
+            return REGISTRY[op_name].shape(attrs, *types)
+        except ShapeError as error:
+            raise CompileError(self._error_origin(error), self._error_message(error)) from None
 
     def _check_size(self, shape, what: str) -> None:
         """Sizes no machine holds are errors here, before any array library sees them (NumPy

@@ -197,15 +197,21 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = 1 if layer.type == "conv1d" else 2
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
+    other = "conv1d" if rank == 2 else "conv2d"
+    at_kernel = {"kernel": "kernel_size"}
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
+        # The convolution's shape rule on the input as given, so that an error shows the
+        # padding the spec wrote, not the explicit pad op's output
+        weight = TensorType((layer.filters, x.type.shape[1], *kernel), x.type.dtype)
+        with ctx.gb.at(ctx.origin, at_kernel, input_hint=f"use {other}"):
+            ctx.gb.shape(layer.type, ConvAttrs(stride, _compact_pad(pad), dilation), x.type, weight)
         seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
         x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
         pad = ((0, 0),) * rank
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
-    other = "conv1d" if rank == 2 else "conv2d"
-    with ctx.gb.at(ctx.origin, {"kernel": "kernel_size"}, input_hint=f"use {other}"):
+    with ctx.gb.at(ctx.origin, at_kernel, input_hint=f"use {other}"):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
     if layer.use_bias:
         b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)

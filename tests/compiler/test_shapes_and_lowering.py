@@ -282,6 +282,15 @@ def test_reflect_padding_larger_than_the_input():
     assert "reflect padding 3" in error.message and "replicate" in error.message
 
 
+@pytest.mark.parametrize("mode", ["zeros", "replicate", "circular"])
+def test_a_kernel_too_large_shows_the_padding_written_whatever_the_mode(mode):
+    """Under a padding mode, the explicit pad op comes first; the error still shows the input
+    and padding of the spec, not the padded input with padding 0."""
+    error = the_error(spec_text([2, 2], "{type: conv1d, filters: 2, kernel_size: 3, dilation: 2, "
+                                        f"padding: 1, padding_mode: {mode}}}"))
+    assert "does not fit the 2 input (length: (2 + 2*1 - 2*(3-1) - 1)/1 + 1 = 0)" in error.message
+
+
 # --- reshape, concat, add -------------------------------------------------------------------
 
 
