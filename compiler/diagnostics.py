@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 import pydantic
 import yaml
 
+from .schema import accepts_a_name
+
 if TYPE_CHECKING:
     from nnrun.compiler.loader import Loaded, Position
 
@@ -369,7 +371,10 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     handler = _MESSAGE_HANDLERS.get(error["type"])
     if handler is not None:
         return handler(problem, field, data, schema)
-    expectation = _expectation(error, _annotation_at(schema, error["loc"]))
+    annotation = _annotation_at(schema, error["loc"])
+    expectation = _expectation(error, annotation)
+    if expectation == "a mapping" and accepts_a_name(annotation):
+        expectation = "a name or a mapping with 'type'"
     got = _show(error["input"])
     if expectation is None:
         return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
@@ -486,6 +491,9 @@ def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     kind = _kind_of(problem.data_path)
     if kind and isinstance(value, str):
         return f"unknown {kind} '{value}'{_suggestion_or_choices(value, expected)}"
+    if isinstance(value, str) and value in expected:  # `version: "1"`: a number in quotes
+        return (f"{_subject(field)} must be {_join_or(expected)}, got the string {_show(value)};"
+                " write it without quotes")
     suggestion = _did_you_mean(value, _unquoted(expected)) if isinstance(value, str) else ""
     return f"{_subject(field)} must be {_join_or(expected)}, got {_show(value)}{suggestion}"
 

@@ -378,7 +378,8 @@ def test_length_errors():
 
 def test_a_layer_that_is_not_a_mapping():
     assert formatted("model:\n  layers: [{type: dense, units: 3}, 5]\n") == [
-        "spec.yaml:2:37: error: model.layers[1] (layer_1): expected a mapping, got 5",
+        "spec.yaml:2:37: error: model.layers[1] (layer_1): expected a name or a mapping with "
+        "'type', got 5",
     ]
 
 
@@ -674,3 +675,19 @@ def test_random_data_against_the_stand_in(data):
 def test_random_data_against_the_real_schema(data):
     schema = pytest.importorskip("nnrun.compiler.schema")
     check_every_error_is_diagnosed(data, schema.Spec)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("loss: null\n", "'loss' must be a name or a mapping with 'type', got null"),
+    ("loss: [mse]\n", "'loss' must be a name or a mapping with 'type', got [mse]"),
+    ("optimizer: 3\n", "'optimizer' must be a name or a mapping with 'type', got 3"),
+    ("model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 2, activation: [relu]}\n",
+     "'activation' must be a name or a mapping with 'type', got [relu]"),
+    ("train: {pruning: 3}\n", "'pruning' must be a mapping, got 3"),  # no name stands for it
+    ('version: "1"\n', "'version' must be 1, got the string '1'; write it without quotes"),
+])
+def test_a_wrong_kind_of_value_says_what_the_field_takes(text, message):
+    from nnrun.compiler.schema import Spec
+
+    messages = [d.message for d in diagnose(text, schema=Spec)]  # and a missing model
+    assert any(message in m for m in messages), messages

@@ -471,3 +471,4 @@ def test_random_overrides_raise_only_spec_errors(arguments):
 def test_float_specials_load():
     loaded = load("a: .nan\nb: -.inf\n")
     assert math.isnan(loaded.data["a"]) and loaded.data["b"] == -math.inf
+
