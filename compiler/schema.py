@@ -678,6 +678,15 @@ class Pruning(Strict):
     start_epoch: PositiveInt = 1
     end_epoch: PositiveInt | None = None
 
+    @field_validator("end_epoch")
+    @classmethod
+    def _ramp_ends_after_it_starts(cls, value: Any, info: ValidationInfo) -> Any:
+        start = info.data.get("start_epoch")
+        if value is not None and start is not None and value < start:
+            raise ValueError(f"end_epoch {value} is before start_epoch {start}: the ramp prunes "
+                             f"from start_epoch to end_epoch; set end_epoch to {start} or later")
+        return value
+
 
 class GradNormLogging(Strict):
     every_steps: PositiveInt = Field(

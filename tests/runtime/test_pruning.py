@@ -136,3 +136,15 @@ def test_early_stopping_waits_for_the_target_sparsity(tmp_path):
     assert summary["stopped_early"] and summary["best_epoch"] == 4
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
     assert summary["final"]["sparsity"] == pytest.approx(0.8, abs=0.005)
+
+
+def test_a_ramp_that_ends_before_it_starts_is_refused_at_end_epoch():
+    from nnrun.compiler.diagnostics import SpecError
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 2}\n"
+            "train:\n  pruning: {target_sparsity: 0.5, start_epoch: 4,\n            end_epoch: 2}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.line == 7 and "end_epoch 2 is before start_epoch 4" in diagnostic.message
