@@ -618,7 +618,8 @@ class Trainer:
         final = {"checkpoint": checkpoint.name, "epoch": epoch, "train_loss": row.get("train_loss")}
         if self.pruner:
             final["sparsity"] = round(self.pruner.sparsity(state, self.backend.to_host), 6)
-            self._say_if_less_sparse(checkpoint, epoch, meta.get("pruning_sparsity") or 0.0)
+            self._say_if_less_sparse(checkpoint, epoch, meta.get("pruning_sparsity") or 0.0,
+                                     final["sparsity"])
         for split in ("val", "test"):
             final.update(self.evaluate_split(split, state))
         final.setdefault("val_loss", None)
@@ -629,11 +630,14 @@ class Trainer:
         return final
 
 
-    def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float) -> None:
+    def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float,
+                            sparsity: float) -> None:
+        """`level`: the ramp's at that epoch; `sparsity`: the zeros counted (as the sparsity
+        column and summary.json say; each tensor's count is rounded)."""
         if self.pruner.reaches_target(level):
             return
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
-                 f"{level:.1%}, less than train.pruning.target_sparsity {self.pruner.target:.1%}: "
+                 f"{sparsity:.1%}, less than train.pruning.target_sparsity {self.pruner.target:.1%}: "
                  f"the run ended before the ramp did (end_epoch {self.pruner.end_epoch}); "
                  "train more epochs (--resume with --epochs) to reach the target")
 

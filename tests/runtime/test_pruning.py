@@ -85,7 +85,8 @@ def test_a_run_that_ends_before_the_target_says_it_is_less_sparse(tmp_path, caps
     _train(run, "train.pruning.end_epoch=8", quiet=False)
     message = capsys.readouterr().err
     assert "best.npz" in message and "less than train.pruning.target_sparsity 80.0%" in message
-    assert json.loads((run / "summary.json").read_text())["final"]["sparsity"] < 0.5
+    sparsity = json.loads((run / "summary.json").read_text())["final"]["sparsity"]
+    assert sparsity < 0.5 and f"is pruned to {sparsity:.1%}," in message  # as summary.json says
 
 
 def test_summary_of_a_run_directory_shows_each_layers_sparsity(tmp_path):
