@@ -95,6 +95,10 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
     return total, f"{n_samples:,} samples x {per_sample:,} B x {GENERATION_COPIES} copies"
 
 
+# UTF-8, with or without the byte-order mark that spreadsheets write first ("CSV UTF-8")
+CSV_ENCODING = "utf-8-sig"
+
+
 def csv_columns(header_line: str) -> list[str]:
     """The column names of a csv dataset's header row (names may be quoted)."""
     return [column.strip().strip('"') for column in header_line.strip().split(",")]

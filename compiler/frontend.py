@@ -15,7 +15,7 @@ import yaml
 
 from .builder import CompileError, CompileWarning
 from .checks import targets_decide_metrics, tracked_metrics, training_errors
-from .datasets import csv_columns
+from .datasets import CSV_ENCODING, csv_columns
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
@@ -164,7 +164,7 @@ def _csv_features(file: Path) -> list[int] | None:
     if not file.is_file():  # is_file first: opening a FIFO would block
         return None
     try:
-        with open(file, encoding="utf-8") as handle:
+        with open(file, encoding=CSV_ENCODING) as handle:
             header = csv_columns(handle.readline())
     except (OSError, UnicodeDecodeError):
         return None

@@ -181,33 +181,35 @@ _NOT_VALUES = ("opt/", "mask/", "meta.npy")
 
 
 def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
-    """npz_shapes, or None when the file is missing or unreadable (its reader says why)."""
+    """The shapes of a data file's arrays, whatever they hold (the data loader judges that),
+    or None when the file is missing or unreadable (its reader says why)."""
     try:
-        return npz_shapes(path)
+        return npz_shapes(path, numbers_only=False)
     except _Unreadable:
         return None
 
 
-def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ...]]:
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
-    initial values are left out."""
+    initial values are left out. `numbers_only`: an array of anything but numbers makes the
+    file unreadable."""
     if not path.is_file():
         raise _Unreadable(f"{path}: no such file (init_from is relative to the spec file)")
     try:
         with zipfile.ZipFile(path) as archive:
-            return {member.removesuffix(".npy"): _shape(archive, member)
+            return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)
                     for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError) as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
                           "numpy.savez") from None
 
 
-def _shape(archive: zipfile.ZipFile, member: str) -> tuple[int, ...]:
+def _shape(archive: zipfile.ZipFile, member: str, numbers_only: bool) -> tuple[int, ...]:
     with archive.open(member) as stream:
         version = npy_format.read_magic(stream)
         read = (npy_format.read_array_header_1_0 if version == (1, 0)
                 else npy_format.read_array_header_2_0)
         shape, _, dtype = read(stream)
-    if dtype.kind not in "fiu":
+    if numbers_only and dtype.kind not in "fiu":
         raise ValueError(f"array {member!r} holds {dtype}, not numbers")
     return tuple(shape)

@@ -53,10 +53,12 @@ def read_idx(path: Path, expected_ndim: int | None = None,
             data = stream.read(size + 1)  # one byte more tells trailing data apart
     except GZIP_DAMAGE as error:
         raise DataError(f"{path}: corrupt gzip data ({error}); download the file again") from None
-    if len(data) != size:
-        problem = "truncated" if len(data) < size else "has trailing bytes"
-        raise DataError(f"{path}: IDX file {problem}: {len(data)} bytes of data, expected {size} "
+    if len(data) < size:
+        raise DataError(f"{path}: IDX file truncated: {len(data)} bytes of data, expected {size} "
                         f"for shape {list(shape)}; download the file again")
+    if len(data) > size:  # reading stopped one byte past the data: how far they go is unknown
+        raise DataError(f"{path}: IDX file has trailing bytes: more than the {size} bytes of "
+                        f"data of shape {list(shape)}; download the file again")
     return np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -86,10 +88,11 @@ def read_header(stream: BinaryIO, path: Path, expected_ndim: int | None,
 
 
 def cache_path(path: Path, dataset_name: str) -> Path:
-    """The decoded copy is keyed by the source's location, size and time, so it never goes stale."""
-    source = path.resolve()
-    status = source.stat()
-    key = hashlib.sha1(f"{source}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()
+    """The decoded copy is keyed by the source's bytes, so it never goes stale: a file
+    rewritten with its size and time kept (`cp -p`, an archive) is decoded again. Hashing the
+    file costs a few percent of decoding it (10 ms for MNIST's 9.7 MB of training images)."""
+    with open(path, "rb") as source:
+        key = hashlib.file_digest(source, "sha1").hexdigest()
     base = path.name.removesuffix(".gz")
     return cache_dir(dataset_name) / f"{base}.{key[:12]}.npy"
 

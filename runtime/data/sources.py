@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.backends.notices import inform
-from nnrun.compiler.datasets import DATASETS, csv_columns, generated_bytes
+from nnrun.compiler.datasets import CSV_ENCODING, DATASETS, csv_columns, generated_bytes
 from nnrun.compiler.tables import byte_size
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -102,7 +102,7 @@ def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
     as a negative label)."""
     if y.dtype.kind == "f":
         whole = np.isfinite(y) & (y == np.round(y))
-        usable = whole & (np.abs(y) < 2.0**63)
+        usable = whole & (np.abs(y.astype(np.float64)) < 2.0**63)  # float16 cannot hold 2**63
         if not usable.all():
             index = np.unravel_index(np.argmin(usable), y.shape)
             problem = "too large for a class index" if whole[index] else "not a whole number"
@@ -489,7 +489,8 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64)
+            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64,
+                               quotechar='"', encoding=CSV_ENCODING)
     except ValueError as error:
         raise DataError(f"{path}: {csv_problem(path, header, str(error))}") from None
     if len(table) == 0:
@@ -505,7 +506,7 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
 
 def read_csv_header(path: Path) -> list[str]:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding=CSV_ENCODING) as handle:
             first_line = handle.readline()
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
@@ -523,7 +524,7 @@ def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
     """The first row that np.loadtxt cannot read, found again line by line (`otherwise` if
     none): its own message counts rows from 0 after the header, names no column, and for a
     short row suggests an option (usecols) that nnrun does not have."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             values = line.split("#", 1)[0].strip()  # as loadtxt: comments, blank lines
             if number > 1 and values:
@@ -538,6 +539,7 @@ def row_problem(values: list[str], header: list[str]) -> str | None:
         return (f" has {len(values)} values, the header has {len(header)} columns; give every "
                 "row one value per column")
     for name, value in zip(header, values):
+        value = value.strip().removeprefix('"').removesuffix('"')  # as loadtxt's quotechar
         if not is_number(value):
             found = f"{value.strip()!r} is not a number" if value.strip() else "empty"
             return (f", column '{name}': {found}; a csv dataset holds a number in every "

@@ -334,3 +334,26 @@ def test_eval_of_a_file_whose_samples_changed_shape_is_one_line(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((40, 5), "f4"), y=np.zeros(40, int))
     line = assert_one_line_error(invoke("eval", tmp_path / "run", "--split", "val"), "d.npz")
     assert "samples have shape [5], the run was trained on [4]" in line
+
+
+def test_files_as_other_programs_write_them_train(tmp_path):
+    """A bool x (its shape read from the header all the same), float16 labels (no NumPy
+    warning under --quiet), a csv with every value quoted (Python's csv.QUOTE_ALL) and one
+    that starts with a byte-order mark (a spreadsheet's "CSV UTF-8") before its label column."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "b.npz", x=rng.random((40, 3)) > 0.5, y=rng.integers(0, 2, 40))
+    np.savez(tmp_path / "h.npz", x=rng.random((40, 3)).astype("f4"),
+             y=rng.integers(0, 2, 40).astype(np.float16))
+    rows = [(i % 2, *rng.random(3)) for i in range(40)]
+    (tmp_path / "q.csv").write_text('"label","a","b","c"\n' + "".join(
+        ",".join(f'"{v}"' for v in row) + "\n" for row in rows))
+    (tmp_path / "m.csv").write_bytes(b"\xef\xbb\xbf" + ("label,a,b,c\r\n" + "".join(
+        ",".join(map(str, row)) + "\r\n" for row in rows)).encode())
+    for name, data in [("b", "npz, path: b.npz"), ("h", "npz, path: h.npz"),
+                       ("q", "csv, path: q.csv"), ("m", "csv, path: m.csv")]:
+        spec = write(tmp_path / f"{name}.yaml", SPEC.replace("npz, path: d.npz", data)
+                     .replace("INPUT", ""))
+        assert "ok" in assert_ok(invoke("validate", spec)).stdout
+        result = assert_ok(invoke("train", spec, "--out", tmp_path / f"run-{name}", "--quiet"))
+        assert result.stderr == "", (name, result.stderr)
+        assert "input_shape: [3]" in (tmp_path / f"run-{name}" / "spec.yaml").read_text()

@@ -152,6 +152,20 @@ def test_idx_directory_from_data_path(tmp_path, make_mnist_like, compress, isola
     assert np.array_equal(again.train.x, dataset.train.x)
 
 
+def test_idx_rewritten_with_its_size_and_time_kept_is_decoded_again(tmp_path, make_mnist_like,
+                                                                    isolated_home):
+    """The decoded cache follows the file's bytes: `cp -p` or an archive keeps size and mtime."""
+    directory = make_mnist_like(tmp_path / "data", compress=False)
+    assert load("mnist", path=str(directory), normalize="none").train.y.tolist()[:3] == [0, 1, 2]
+    labels = directory / "train-labels-idx1-ubyte"
+    status = labels.stat()
+    changed = bytearray(labels.read_bytes())
+    changed[8] = 7  # the first label
+    labels.write_bytes(bytes(changed))
+    os.utime(labels, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert load("mnist", path=str(directory), normalize="none").train.y.tolist()[:3] == [7, 1, 2]
+
+
 def test_idx_cache_goes_home_when_directory_is_read_only(tmp_path, make_mnist_like, monkeypatch):
     directory = make_mnist_like(tmp_path / "readonly")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
