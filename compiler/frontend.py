@@ -137,21 +137,34 @@ def source_spec(spec: Spec, loaded: Loaded, path: Path | None = None) -> SourceS
     """The SourceSpec of a validated spec, with model.input_shape from its npz or csv file
     where the spec leaves it out (data paths are relative to the spec's directory)."""
     source = SourceSpec(spec, loaded, path)
-    shape = data_file_input_shape(spec, source.directory)
-    if shape is None:
+    shape = data_file_sample_shape(spec, source.directory)
+    if spec.model.input_shape is not None or shape is None:
         return source
     model = spec.model.model_copy(update={"input_shape": shape})
     return replace(source, spec=spec.model_copy(update={"model": model}))
 
 
-def data_file_input_shape(spec: Spec, directory: Path) -> list[int] | None:
-    """For npz and csv data without model.input_shape: the sample shape their file's header
-    gives (x's shape after N; the csv's columns but `label`), read without the data. None when
-    the shape is declared, or the file is missing or unreadable (then the data loader, or the
-    compiler's request for input_shape, says what is wrong)."""
+def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
+    """validate's check of a declared model.input_shape against the samples of its npz or csv
+    file (training refuses the mismatch once the data loads; a named dataset's shape is the
+    compiler's to check)."""
+    declared = source.spec.model.input_shape
+    shape = data_file_sample_shape(source.spec, source.directory)
+    if declared is None or shape is None or list(declared) == shape:
+        return []
+    origin = Origin("model.input_shape", keys=("model", "input_shape"))
+    return [source.diagnostic(origin, (
+        f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
+        f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]
+
+
+def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
+    """For npz and csv data: the sample shape their file's header gives (x's shape after N;
+    the csv's columns but `label`), read without the data. None when the file is missing or
+    unreadable (then the data loader, or the compiler's request for input_shape, says what
+    is wrong)."""
     data = spec.data
-    if spec.model.input_shape or data is None or data.dataset not in ("npz", "csv") \
-            or not data.path:
+    if data is None or data.dataset not in ("npz", "csv") or not data.path:
         return None
     file = directory / Path(data.path).expanduser()
     if data.dataset == "npz":

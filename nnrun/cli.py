@@ -283,19 +283,22 @@ def main(debug: bool) -> None:
 def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
-    from nnrun.compiler.frontend import check, load_spec
+    from nnrun.compiler.frontend import check, declared_shape_errors, load_spec
 
     memory_limit = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
     failed = 0
     for path in specs:
+        mismatch = []  # said first: the layers' shape errors may follow from it
         try:
-            checked = check(load_spec(path, overrides))
-            diagnostics = (checked.diagnostics + _memory_warning(checked, memory_limit)
+            source = load_spec(path, overrides)
+            mismatch = declared_shape_errors(source)
+            checked = check(source)
+            diagnostics = (mismatch + checked.diagnostics + _memory_warning(checked, memory_limit)
                            + _data_memory_warning(checked, memory_limit))
             summary = checked.summary
         except SpecError as error:
-            diagnostics, summary = error.diagnostics, None
+            diagnostics, summary = mismatch + error.diagnostics, None
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
         if len(specs) > 1:  # a --set argument's error: with which of the files

@@ -19,7 +19,7 @@ class DataFitError(Exception):
 
 def input_shape_known(spec) -> bool:
     """npz/csv samples whose file could not be read for its shape (compiler/frontend.py
-    data_file_input_shape): then the data loads first, and says what is wrong with it."""
+    data_file_sample_shape): then the data loads first, and says what is wrong with it."""
     return bool(spec.model.input_shape or DATASETS[spec.data.dataset].input_shape)
 
 

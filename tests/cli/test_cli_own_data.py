@@ -357,3 +357,14 @@ def test_files_as_other_programs_write_them_train(tmp_path):
         result = assert_ok(invoke("train", spec, "--out", tmp_path / f"run-{name}", "--quiet"))
         assert result.stderr == "", (name, result.stderr)
         assert "input_shape: [3]" in (tmp_path / f"run-{name}" / "spec.yaml").read_text()
+
+
+def test_validate_compares_a_declared_input_shape_with_the_file(tmp_path):
+    """Training refuses the mismatch once the data loads; validate says it first, at the line."""
+    spec = _files(tmp_path, "input_shape: [5]")
+    line = assert_one_line_error(invoke("validate", spec), "s.yaml:4:")
+    assert "input_shape [5] does not match the samples of d.npz, [4]; use [4]" in line
+    # Said first, before the layer errors that follow from it
+    lines = invoke("validate", _files(tmp_path, "input_shape: [1, 2, 2]")).stderr.splitlines()
+    assert "does not match the samples of d.npz" in lines[0] and "flatten" in lines[1]
+    assert "s.yaml: ok" in assert_ok(invoke("validate", _files(tmp_path, "input_shape: [4]"))).stdout
