@@ -120,6 +120,12 @@ def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str
                                    f"{sample_shape}; remove it or use random_shift"))
         elif augmentation.type == "random_crop":
             errors += _crop_errors(augmentation, sample_shape, origin)
+        elif augmentation.type == "random_shift" and augmentation.max_shift >= min(sample_shape[1:]):
+            smallest = min(sample_shape[1:])
+            errors.append((origin.at_field("max_shift"), (
+                f"random_shift max_shift {augmentation.max_shift} can move a sample "
+                f"{sample_shape} wholly out of view (leaving zeros); use at most "
+                f"{smallest - 1}, usually a few pixels")))
     return errors
 
 

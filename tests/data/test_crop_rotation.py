@@ -97,6 +97,8 @@ model:
     ("{type: random_crop, size: [24, 28], padding: 4}", 5, 33,
      "random_crop 24x28 would train on samples of another shape than the 28x28 test samples"),
     ("{type: random_rotation, degrees: 200}", 5, 40, "must be a number ≤ 180, got 200"),
+    ("{type: random_shift, max_shift: 28}", 5, 39,
+     "random_shift max_shift 28 can move a sample [1, 28, 28] wholly out of view"),
 ])
 def test_validate_points_at_the_bad_augmentation(tmp_path, augmentation, line, col, needle):
     path = tmp_path / "spec.yaml"
