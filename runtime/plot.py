@@ -35,7 +35,9 @@ class RunCurves:
     steps: list[dict] = field(default_factory=list)  # grad-norms.jsonl
 
     def keys(self) -> set[str]:
-        return {key for row in self.epochs for key in row}
+        """The keys a curve can be drawn of: a number in some row (not the layer names of
+        grad_norm_max_layer, nor a value edited into text)."""
+        return {key for row in self.epochs for key, value in row.items() if _drawable(value)}
 
     def layers(self) -> list[str]:
         rows = self.steps or self.epochs
@@ -156,12 +158,15 @@ def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
     write_atomically(out, lambda stream: figure.savefig(stream, format=image_format(out), dpi=100))
 
 
+def _drawable(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
     colours = _colours(len(runs))
     for run, colour in zip(runs, colours):
         for key in panel_keys(panel, runs):
-            points = [(row["epoch"], row[key]) for row in run.epochs
-                      if isinstance(row.get(key), (int, float))]
+            points = [(row["epoch"], row[key]) for row in run.epochs if _drawable(row.get(key))]
             if points:
                 style = "--" if key.startswith("val_") else ":" if key.startswith("test_") else "-"
                 axis.plot(*zip(*points), style, color=colour, marker=".",

@@ -73,6 +73,20 @@ def test_unknown_metric_is_one_line(runs, tmp_path):
     assert "grad_norms" in result.output.split("these runs have: ")[1]
 
 
+def test_keys_that_hold_no_numbers_are_neither_offered_nor_drawn(runs, tmp_path):
+    """grad_norm_max_layer names a layer: no curve; an empty panel and matplotlib's warning
+    came out with exit 0."""
+    offered = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                        str(tmp_path / "x.png"), "--metrics", "f1"]).output
+    assert "grad_norm_max," in offered and "grad_norm_max_layer" not in offered
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "y.png"), "--metrics",
+                                       "grad_norm_max_layer"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "no run has 'grad_norm_max_layer'" in result.output
+    assert not (tmp_path / "y.png").exists()
+
+
 def test_a_regression_run_plots_its_mae_and_names_only_what_it_has(tmp_path):
     spec = nnrun.load_spec(ROOT / "specs" / "csv-regression.yaml", ["train.epochs=2"])
     nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
