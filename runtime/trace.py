@@ -8,6 +8,8 @@ learning rate as the first steps of `nnrun train` (see Trainer.train_epoch), wit
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +86,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     if weights is not None:
         loaded, done = read_weights(weights, trainer)
         state.update(loaded)
+    _check_within_the_run(spec, len(trainer.data.train.x), done["epoch"], steps)
     traced = []
     for epoch, index, count, batch, rng in _batches_from(trainer, done["epoch"] + 1, steps):
         lr = trainer.learning_rate(epoch, index, count)
@@ -101,6 +104,17 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         traced.append(step)
         state = {**state, **updates}
     return Trace(spec, traced, _notes(spec))
+
+
+def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> None:
+    """The steps are training's own: none past train.epochs (a schedule has no rate there)."""
+    per_epoch = math.ceil(samples / spec.train.batch_size)
+    left = (spec.train.epochs - done_epochs) * per_epoch
+    if steps > left:
+        start = f" after epoch {done_epochs}" if done_epochs else ""
+        raise TraceError(f"--steps {steps} goes past the run's end: {left} steps are left"
+                         f"{start} (train.epochs {spec.train.epochs} of {per_epoch} batches); "
+                         "ask for fewer, or trace further with --set train.epochs=N")
 
 
 def _batches_from(trainer, first_epoch: int, steps: int):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import nnrun
 from nnrun.cli import main
 from nnrun.runtime.checkpoint import load_checkpoint
-from nnrun.runtime.trace import trace
+from nnrun.runtime.trace import TraceError, trace
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 COURSE = SPECS / "course-2-2-1-sigmoid.yaml"
@@ -254,7 +254,11 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
     saved, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     assert any(name.startswith("opt/") for name in saved)
-    step = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz").steps[0]
+    with pytest.raises(TraceError, match="--steps 1 goes past the run's end: 0 steps are left "
+                                         "after epoch 1"):
+        trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
+    longer = nnrun.load_spec(spec, ["train.epochs=2"])  # as the resume below
+    step = trace(longer, weights=tmp_path / "run" / "last.npz").steps[0]
     assert (step.step, step.epoch, step.batch) == (3, 2, 1)
     for param in step.params:
         np.testing.assert_array_equal(param.value, saved[param.name])
