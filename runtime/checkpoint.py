@@ -138,6 +138,11 @@ def _state_name(key: str) -> str:
     return key[len("params/"):] if key.startswith("params/") else key
 
 
+def checkpoint_meta(path: Path) -> dict:
+    """A checkpoint's meta entry, checked as a resume checks it, without reading its arrays."""
+    return _meta(path, _headers(path))
+
+
 def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype: str | None = None,
                     spec=None):
     """The arrays named in `expected` (state name -> shape), of `dtype`, and the meta dict;

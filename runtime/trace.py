@@ -20,7 +20,7 @@ from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
 
 from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_meta
 from .data import augment_batch
 from .executor import Executor
 from .train import History, Trainer, _batches
@@ -177,18 +177,20 @@ def _notes(spec) -> list[str]:
 def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
     """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
     checkpoint's (params/dense_1.weight); every trainable parameter must be there. Of a
-    checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at."""
+    checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at.
+    Values are cast to the spec's dtype (a float32 run may be traced in float64)."""
     model, expected = trainer.model, trainer.expected_shapes()
     try:
         headers = npz_headers(path)
     except DamagedFile as error:
         raise TraceError(f"{path}: not a readable .npz file ({error})") from None
-    if "meta" in headers:  # a run's checkpoint: read as resuming reads it
-        arrays, meta = load_checkpoint(path, expected, model.spec.dtype)
-        return {name: model.backend.from_host(value) for name, value in arrays.items()}, meta
-    names = {key.removeprefix("params/"): key for key in headers}
+    checkpoint = "meta" in headers  # a run's: its state and meta, as a resume reads them
+    meta = checkpoint_meta(path) if checkpoint else {"epoch": 0, "step": 0}
+    names = {key.removeprefix("params/"): key for key in headers
+             if key != "meta" and not key.startswith("mask/")}
     unknown = sorted(set(names) - set(expected))
-    missing = [name for name in model.lowered.params if name not in names]
+    missing = [name for name in (expected if checkpoint else model.lowered.params)
+               if name not in names]
     if unknown or missing:
         problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
                    ([f"missing {', '.join(missing)}"] if missing else [])
@@ -207,8 +209,7 @@ def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
         raise TraceError(f"{path}: '{not_finite}' holds nan or inf; a trace starts from "
                          "finite weights")
     dtype, be = model.spec.dtype, model.backend
-    return ({name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()},
-            {"epoch": 0, "step": 0})
+    return {name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()}, meta
 
 
 __all__ = ["trace", "Trace", "TraceError", "read_weights"]

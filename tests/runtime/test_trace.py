@@ -267,3 +267,25 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     for param in step.params:
         np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
+
+
+def test_a_checkpoint_is_checked_and_cast_as_plain_weights_are(tmp_path):
+    """A run's last.npz (float64 here) traces in float32 too, and an edited one gets the
+    trace's words, not a resume's ("copy best.npz over it to resume")."""
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(MIXED)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
+    longer = ["train.epochs=2"]
+    single = trace(nnrun.load_spec(spec, [*longer, "dtype=float32"]),
+                   weights=tmp_path / "run" / "last.npz").steps[0]
+    double = trace(nnrun.load_spec(spec, longer), weights=tmp_path / "run" / "last.npz").steps[0]
+    assert single.params[0].value.dtype == np.float32
+    np.testing.assert_allclose(single.params[0].updated, double.params[0].updated, rtol=1e-5)
+    with np.load(tmp_path / "run" / "last.npz") as archive:
+        arrays = dict(archive)
+    name = next(key for key in arrays if key.startswith("opt/"))
+    arrays[name] = np.full_like(arrays[name], np.nan)
+    np.savez(tmp_path / "edited.npz", **arrays)
+    with pytest.raises(TraceError) as caught:
+        trace(nnrun.load_spec(spec, longer), weights=tmp_path / "edited.npz")
+    assert f"'{name}' holds nan or inf; a trace starts from finite weights" in str(caught.value)
