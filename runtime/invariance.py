@@ -61,9 +61,11 @@ def shift_samples(x: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
     """Every sample [C, ...] moved by `shift` pixels along its last len(shift) axes."""
     spatial = x.shape[2:]
     if x.ndim < 3 or len(shift) > len(spatial):
+        count = len(spatial) if x.ndim >= 3 else 0
+        axes = f"{count or 'no'} spatial {'axis' if count == 1 else 'axes'}"
         raise DataError(f"--shift {','.join(map(str, shift))}: samples of shape "
-                        f"{list(x.shape[1:])} have {len(spatial) if x.ndim >= 3 else 'no'} "
-                        "spatial axes to shift along (samples are [C, L] or [C, H, W])")
+                        f"{list(x.shape[1:])} have {axes} to shift along (samples are [C, L] "
+                        "or [C, H, W])")
     moves = (0,) * (len(spatial) - len(shift)) + tuple(shift)
     extents = ["high", "wide"][-len(spatial):]
     for move, size, extent in zip(moves, spatial, extents):
