@@ -112,6 +112,7 @@ class Totals:
         self.backend = backend
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
         self.confusion = None
+        self.previous = self._host_fields()  # of the read before the last (forget_last_read)
         # Known at the first batch: the metrics summed batch by batch (the others are read
         # off the confusion matrix) and the gradient norms the outputs hold.
         self.summed_metrics = self.norm_names = None
@@ -164,6 +165,7 @@ class Totals:
 
     def _take_sums(self, host):
         """The host fields from the head of `host`; returns the rest."""
+        self.previous = self._host_fields()
         values, host = host[:len(self.sums)], host[len(self.sums):]
         self.loss, self.count, self.steps = float(values[0]), int(values[1]), int(values[2])
         metrics, norms = np.split(values[3:], [len(self.summed_metrics)])
@@ -174,6 +176,15 @@ class Totals:
             self.confusion = host[:size].astype(np.int64).reshape(self.confusion_sums.shape)
             host = host[size:]
         return host
+
+    def _host_fields(self) -> tuple:
+        return self.loss, self.count, self.steps, self.metrics, self.norms, self.confusion
+
+    def forget_last_read(self) -> None:
+        """The host fields back to those of the read before the last (what the batches read
+        since then added is left out)."""
+        (self.loss, self.count, self.steps, self.metrics, self.norms,
+         self.confusion) = self.previous
 
     @staticmethod
     def _by_confusion(metric, y) -> bool:

@@ -146,14 +146,26 @@ class Trainer:
         self.metrics = tracked_metrics(self.spec, self.data.task)
         check_data_fits(self.spec, self.model, self.data)
         self._check_monitor()
+        self._check_a_share_per_rank()
         self._warn_if_one_batch_holds_the_data()
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
         self.resident = self._resident_splits()
         # Per-step values wanted on the host: every step is read (a step's loss, its norms).
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
-        self.first_loss = None  # the loss of this process's first step (_warn_if_loss_rose)
+        self.first_loss = None  # the loss of the run's first step here (_warn_if_loss_rose)
         self.said_loss_rose = False
+
+    def _check_a_share_per_rank(self) -> None:
+        """Each rank takes an equal share of every batch (ranks.even_batches): fewer samples
+        than ranks leave no batch at all."""
+        samples, size = len(self.data.train.x), self.ranks.size
+        if samples < size:
+            raise TrainingError(f"the training split has {samples} sample"
+                                f"{'s' if samples > 1 else ''}, fewer than the {size} ranks, "
+                                "each of which takes a share of every batch; start at most "
+                                f"{samples} rank{'s' if samples > 1 else ''}, or train on "
+                                "more data")
 
     def _warn_if_one_batch_holds_the_data(self) -> None:
         samples, batch = len(self.data.train.x), self.spec.train.batch_size
@@ -359,8 +371,9 @@ class Trainer:
     def _warn_if_loss_rose(self, loss: float, losses, epoch: int, lr: float) -> None:
         """A loss ten times its first step's, still finite: the updates overshoot (a learning
         rate too high), which otherwise shows only as huge numbers. Said once."""
-        if self.first_loss is None:
-            self.first_loss = float(self.backend.to_host(losses.values[0]))
+        if self.first_loss is None:  # the whole batch's: the mean of the ranks' losses
+            mine = float(self.backend.to_host(losses.values[0]))
+            self.first_loss = float(np.mean(self.ranks.gather(mine)))
         if not self.said_loss_rose and loss > 10 * self.first_loss and loss > self.first_loss + 1:
             warn(f"train_loss rose from {self.first_loss:.4g} at the first step to {loss:.4g} "
                  f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")
@@ -444,6 +457,10 @@ class Trainer:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
         drops that row with the epoch), grad-norms.jsonl the step that diverged."""
         totals = self.totals
+        if self.ranks.size > 1:
+            # The ranks read every step: this rank's last read holds the diverged step when
+            # its own share of it was finite; the row is of the steps before it.
+            totals.forget_last_read()
         totals.add_over_ranks(self.ranks)
         if self.run_directory is None:
             return  # rank 0 writes

@@ -682,3 +682,38 @@ def test_a_rank_that_dies_makes_the_others_exit_within_the_timeout(tmp_path):
     assert time.monotonic() - started < 30
     if recovery:
         assert "rank 0 of 2: no word from the other ranks for 8 s" in stderr
+
+
+DIVERGING_ON_RANK_1 = """\
+name: div
+data: {dataset: npz, path: d.npz, normalize: none, validation_split: 0}
+model:
+  layers:
+    - {type: dense, units: 3}
+optimizer: {type: sgd, lr: 0.1}
+train: {epochs: 2, batch_size: 16, shuffle: false, log_grad_norms: true}
+"""
+
+
+def test_a_step_that_diverges_on_one_rank_is_left_out_of_the_row_as_in_one_process(tmp_path):
+    """Rank 0's finite half of the diverged step went into the row (train_loss 1.35 for
+    1.23, a gradient norm of 3e37); and too few samples for the ranks is one line."""
+    mpiexec = _mpiexec()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    x[24] = 3e38  # batch 2 (samples 16..31), in rank 1's half: its loss overflows
+    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 3, 64))
+    spec = _write_spec(tmp_path / "spec.yaml", DIVERGING_ON_RANK_1)
+    one = _run(_nnrun(spec, "--out", "one", "--quiet"), tmp_path)
+    two = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "two", "--distributed", "--quiet")],
+               tmp_path)
+    assert one.returncode == two.returncode == 1, two.stderr
+    assert two.stderr.count("loss became inf at epoch 1, step 2") == 1
+    rows = [json.loads((tmp_path / d / "metrics.jsonl").read_text()) for d in ("one", "two")]
+    assert rows[1]["diverged_at_batch"] == rows[0]["diverged_at_batch"] == 2
+    for key in ("train_loss", "grad_norm/dense_1.weight"):
+        assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-6), key
+    np.savez(tmp_path / "d.npz", x=x[:1], y=np.zeros(1, int))
+    few = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "few", "--distributed")], tmp_path)
+    assert few.returncode == 1 and "internal error" not in few.stderr
+    assert few.stderr.count("the training split has 1 sample, fewer than the 2 ranks") == 1
