@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -306,7 +307,8 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
         # all report it instead of being ended by the launcher when rank 0 does.
         get_backend("cupy")
     try:
-        from mpi4py import MPI
+        with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
+            from mpi4py import MPI
     except (ImportError, RuntimeError) as error:
         raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
                                "install them with: pip install 'nnrun[mpi]'") from None
@@ -314,6 +316,40 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     if backend == "cupy":
         use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
     return MpiRanks(comm, timeout)
+
+
+# Run by a process beside the rank: after `timeout` seconds, if the rank has not ended it
+# (its parent is still the rank), says so and kills the rank.
+_START_WATCHER = """\
+import os, sys, time
+rank, timeout, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+deadline = time.monotonic() + timeout
+while time.monotonic() < deadline:
+    time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+    if os.getppid() != rank:  # the rank has gone: nothing to watch
+        sys.exit()
+print(message, file=sys.stderr, flush=True)
+os.kill(rank, 9)
+"""
+
+
+@contextmanager
+def _watched_start(timeout: float, who: str):
+    """MPI's start (MPI_Init, inside mpi4py's import) waits for every rank while holding
+    Python's lock, so the Watchdog thread cannot run: a rank that died at once, under a
+    launcher that does not end the job (srun without --kill-on-bad-exit, mpiexec
+    --enable-recovery), would leave the others there for good. A process beside it watches."""
+    message = (f"error: {who}: MPI did not start within {timeout:g} s; another rank has died "
+               "or hangs (its own messages, if any, are above); stopping "
+               "(--distributed-timeout sets the wait)")
+    watcher = subprocess.Popen([sys.executable, "-c", _START_WATCHER, str(os.getpid()),
+                                str(timeout), message], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        watcher.kill()
+        watcher.wait()
 
 
 def use_own_gpu(local_rank: int) -> None:

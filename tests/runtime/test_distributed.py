@@ -717,3 +717,17 @@ def test_a_step_that_diverges_on_one_rank_is_left_out_of_the_row_as_in_one_proce
     few = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "few", "--distributed")], tmp_path)
     assert few.returncode == 1 and "internal error" not in few.stderr
     assert few.stderr.count("the training split has 1 sample, fewer than the 2 ranks") == 1
+
+
+def test_a_start_of_mpi_that_never_ends_is_stopped_by_a_process_beside_it():
+    """MPI_Init holds Python's lock, so the Watchdog thread cannot run while it waits for a
+    rank that died at once (under a launcher that does not end the job)."""
+    code = ("import sys, time\nfrom nnrun.runtime.distributed import _watched_start\n"
+            "with _watched_start(0.5, 'rank 0 of 2'):\n    time.sleep(float(sys.argv[1]))\n")
+    stuck = subprocess.run([sys.executable, "-c", code, "30"], capture_output=True, text=True,
+                           timeout=20)
+    assert stuck.returncode == -signal.SIGKILL
+    assert stuck.stderr.startswith("error: rank 0 of 2: MPI did not start within 0.5 s")
+    quick = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True,
+                           timeout=20)
+    assert quick.returncode == 0 and quick.stderr == ""
