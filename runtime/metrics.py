@@ -99,7 +99,8 @@ def default_mode(monitor: str) -> str:
 
 class Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
-    `accuracy` on label maps is the pixel accuracy.
+    `accuracy` on label maps is the pixel accuracy; with ignore_index, of the labels it does
+    not mark.
 
     The sums accumulate on the backend (a float64 vector, and the confusion matrix) and only
     read() copies them to the host, in one transfer: the host fields (loss, count, steps,
@@ -186,9 +187,11 @@ class Totals:
         (self.loss, self.count, self.steps, self.metrics, self.norms,
          self.confusion) = self.previous
 
-    @staticmethod
-    def _by_confusion(metric, y) -> bool:
-        return metric.type in CONFUSION_METRICS or (metric.type == "accuracy" and y.ndim > 1)
+    def _by_confusion(self, metric, y) -> bool:
+        """Read off the confusion matrix, which leaves out the labels loss.ignore_index
+        marks: pixel_accuracy and mean_iou, and accuracy of label maps or with ignored labels."""
+        return metric.type in CONFUSION_METRICS or (
+            metric.type == "accuracy" and (y.ndim > 1 or self.ignore_index is not None))
 
     def running_loss(self) -> float:
         return self.loss / max(self.count, 1)

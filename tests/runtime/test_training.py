@@ -119,3 +119,21 @@ def test_every_metric_is_tracked_on_the_training_batches_too(tmp_path):
     for row in rows:
         assert {"train_mae", "train_mse", "val_mae", "val_mse"} <= set(row)
         assert np.isclose(row["train_mse"], row["train_loss"], rtol=1e-5)
+
+
+def test_accuracy_leaves_out_the_labels_ignore_index_marks():
+    """As pixel_accuracy does: 1 of the 2 labelled samples is right, not 1 of 4."""
+    from nnrun.backends import get_backend
+    from nnrun.runtime.metrics import Totals
+
+    class Batch:
+        labels = np.array([0, 3, 1, 3])
+
+        def __len__(self):
+            return 4
+
+    logits = np.array([[2.0, 0, 0, 0], [0, 0, 0, 2.0], [2.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    totals = Totals([Accuracy(type="accuracy")], "cross_entropy", 3, get_backend("numpy"))
+    totals.add({"loss": np.float32(1.0), "logits": logits, "prediction": logits}, Batch())
+    totals.read()
+    assert totals.means("val_")["val_accuracy"] == 0.5
