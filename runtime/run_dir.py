@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 from contextlib import suppress
@@ -96,6 +97,7 @@ class RunDirectory:
         self.path, self.say = Path(path), say
         self.lock_descriptor: int | None = None
         self.created = self.started = False
+        self.created_above: list[Path] = []
         self.holder_before: bytes | None = None  # the lock file's pid line before we claimed it
 
     # --- opening ------------------------------------------------------------------------------
@@ -106,6 +108,9 @@ class RunDirectory:
             raise RunDirectoryError(f"{self.path}: is a file, not a directory; choose another "
                                     "--out")
         self.created = not self.path.exists()
+        # and the folders above it that did not exist (runs/<name>/): removed with it
+        self.created_above = [] if not self.created else list(
+            itertools.takewhile(lambda folder: not folder.exists(), self.path.parents))
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_own_files(for_resume=False)
         self._lock()
@@ -144,7 +149,8 @@ class RunDirectory:
         if self.lock_descriptor is not None:
             self.file(LOCK).unlink(missing_ok=True)
         with suppress(OSError):  # someone else's files appeared in it: leave it
-            self.path.rmdir()
+            for folder in (self.path, *self.created_above):
+                folder.rmdir()
 
     def _check_own_files(self, for_resume: bool) -> None:
         for name in (*OWNED, LOCK):

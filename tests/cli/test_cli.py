@@ -754,6 +754,18 @@ def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_
     assert "optimizer.lr" in (out / "spec-changes.jsonl").read_text()
 
 
+def test_a_run_refused_at_its_default_place_leaves_no_folder(tiny, tmp_path):
+    """runs/<name>/<time> goes with the folders above it that the run created."""
+    (tmp_path / "runs").mkdir()
+    result = invoke("train", tiny, "--set", "model.layers[0].units=0")
+    assert result.exit_code == 1
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2)), y=np.array([0, 1, 9, 1]))
+    result = invoke("train", tiny, "--set", "data={dataset: npz, path: d.npz}",
+                    "--set", "name=own")  # refused once the data has loaded
+    assert result.exit_code == 1 and "labels go up to 9" in result.stderr, result.stderr
+    assert list((tmp_path / "runs").iterdir()) == []  # runs/ was there before: it stays
+
+
 def test_a_directory_of_runs_points_to_its_latest_run(tiny, tmp_path):
     """`nnrun train SPEC` writes runs/NAME/TIMESTAMP; runs/NAME is what a user types next."""
     for _ in range(2):
