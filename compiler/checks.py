@@ -120,13 +120,18 @@ def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str
                                    f"{sample_shape}; remove it or use random_shift"))
         elif augmentation.type == "random_crop":
             errors += _crop_errors(augmentation, sample_shape, origin)
-        elif augmentation.type == "random_shift" and augmentation.max_shift >= min(sample_shape[1:]):
-            smallest = min(sample_shape[1:])
-            errors.append((origin.at_field("max_shift"), (
-                f"random_shift max_shift {augmentation.max_shift} can move a sample "
-                f"{sample_shape} wholly out of view (leaving zeros); use at most "
-                f"{smallest - 1}, usually a few pixels")))
+        elif augmentation.type == "random_shift":
+            errors += _shift_errors(augmentation, sample_shape, origin)
     return errors
+
+
+def _shift_errors(shift, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
+    smallest = min(sample_shape[1:])
+    if shift.max_shift < smallest:
+        return []
+    return [(origin.at_field("max_shift"),
+             f"random_shift max_shift {shift.max_shift} can move a sample {sample_shape} wholly "
+             f"out of view (leaving zeros); use at most {smallest - 1}, usually a few pixels")]
 
 
 def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
