@@ -129,6 +129,10 @@ def _shift_errors(shift, sample_shape: list[int], origin: Origin) -> list[tuple[
     smallest = min(sample_shape[1:])
     if shift.max_shift < smallest:
         return []
+    if smallest == 1:  # any shift along that axis empties the sample
+        return [(origin, f"random_shift moves samples {sample_shape} along every spatial axis, "
+                         "and after any move an axis of size 1 shows nothing; remove it, or "
+                         "give the samples without that axis")]
     return [(origin.at_field("max_shift"),
              f"random_shift max_shift {shift.max_shift} can move a sample {sample_shape} wholly "
              f"out of view (leaving zeros); use at most {smallest - 1}, usually a few pixels")]

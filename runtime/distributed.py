@@ -342,14 +342,19 @@ def _watched_start(timeout: float, who: str):
     message = (f"error: {who}: MPI did not start within {timeout:g} s; another rank has died "
                "or hangs (its own messages, if any, are above); stopping "
                "(--distributed-timeout sets the wait)")
-    watcher = subprocess.Popen([sys.executable, "-c", _START_WATCHER, str(os.getpid()),
-                                str(timeout), message], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL)
+    try:
+        # A session of its own: a Ctrl-C in the terminal goes to the rank, not to it.
+        watcher = subprocess.Popen([sys.executable, "-c", _START_WATCHER, str(os.getpid()),
+                                    str(timeout), message], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, start_new_session=True)
+    except OSError:  # no interpreter to start (an embedded Python): MPI starts unwatched
+        watcher = None
     try:
         yield
     finally:
-        watcher.kill()
-        watcher.wait()
+        if watcher is not None:
+            watcher.kill()
+            watcher.wait()
 
 
 def use_own_gpu(local_rank: int) -> None:

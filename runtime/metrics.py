@@ -15,13 +15,6 @@ from .batches import copied_batch
 from .distributed import ALONE
 
 
-def predicted_classes(prediction, xp=np):
-    """argmax of several outputs; one output (a probability or a 0/1 regression) splits at 0.5."""
-    if prediction.ndim == 2 and prediction.shape[1] == 1:
-        return (prediction[:, 0] > 0.5).astype(xp.int64)
-    return prediction.argmax(axis=1)
-
-
 def metric_sum(metric, logits, prediction, target, loss: str | None = None, xp=np):
     """The metric summed over the batch, a 0-d array. `prediction` is the model's output after
     its final activation; `logits` before a final softmax/sigmoid that the loss absorbed (else

@@ -41,14 +41,22 @@ MEANING_FIELDS = ("model", "dtype", "loss.type", "optimizer.type")
 def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
-    fields = [name for name in changes if any(name == field or name.startswith(f"{field}.")
-                                              for field in MEANING_FIELDS)]
+    fields = [name for name in changes if _names_a_meaning_field(name)]
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields) or "the model"
-    raise SpecChangeError(f"{run_spec}: {listed} changes what the checkpoint's weights mean, so "
-                          "the run cannot go on with it (not even with --allow-changes); start a "
-                          "new run from them instead: --set "
-                          f"model.init_from={run_spec.parent.resolve() / 'last.npz'} --out NEW_DIR")
+    weights = run_spec.parent.resolve() / "last.npz"
+    raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
+                          "as, which a run cannot go on with (not even with --allow-changes); "
+                          "start a new run instead (--out NEW_DIR), with --set "
+                          f"model.init_from={weights} to begin from its weights where the "
+                          "layers keep their shapes")
+
+
+def _names_a_meaning_field(name: str) -> bool:
+    """A field spec_hash reads: init_from, which it leaves out, is not one."""
+    if name == "model.init_from" or name.endswith(".init_from"):
+        return False
+    return any(name == field or name.startswith(f"{field}.") for field in MEANING_FIELDS)
 
 
 def _changes(old_spec, new_spec) -> dict[str, dict]:

@@ -109,7 +109,11 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
 def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> None:
     """The steps are training's own: none past train.epochs (a schedule has no rate there)."""
     per_epoch = math.ceil(samples / spec.train.batch_size)
-    left = (spec.train.epochs - done_epochs) * per_epoch
+    left = max(spec.train.epochs - done_epochs, 0) * per_epoch
+    if not left:  # a finished run's checkpoint
+        raise TraceError(f"the weights are of epoch {done_epochs} and train.epochs is "
+                         f"{spec.train.epochs}: trace further with --set train.epochs="
+                         f"{done_epochs + math.ceil(steps / per_epoch)} (or more)")
     if steps > left:
         start = f" after epoch {done_epochs}" if done_epochs else ""
         raise TraceError(f"--steps {steps} goes past the run's end: {left} steps are left"

@@ -746,6 +746,11 @@ def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_
     assert "model.layers.0.activation.type: 'relu' -> 'tanh'" in line
     fix = f"model.init_from={out.resolve() / 'last.npz'}"
     assert fix in line and snapshot(out) == before
+    # init_from says where values came from, not what they mean: not listed among the changes
+    result = invoke("train", tiny, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes",
+                    *changed, "--set", fix)
+    line = assert_one_line_error(result, out / "spec.yaml")
+    assert "activation.type" in line and "init_from:" not in line
     assert_ok(invoke("train", tiny, "--out", tmp_path / "new", "--epochs", 1, "--quiet",
                      *changed, "--set", fix))
     # A change that keeps the meaning goes on, and is recorded.

@@ -154,3 +154,14 @@ def test_train_refuses_a_bad_crop_at_its_position_before_training(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"{spec}:3:39: error: data.augment[0]: random_crop 12x12 is bigger")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_shift_of_samples_with_an_axis_of_size_one_is_refused_without_an_impossible_fix(
+        tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("data:\n  dataset: npz\n  path: d.npz\n  augment: [random_shift]\n"
+                    "model:\n  input_shape: [1, 1, 8]\n  layers:\n    - {type: flatten}\n"
+                    "    - {type: dense, units: 3}\n")
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 1 and "an axis of size 1 shows nothing" in result.stderr
+    assert "at most 0" not in result.stderr

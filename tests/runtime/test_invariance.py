@@ -14,7 +14,7 @@ from nnrun.runtime.data.preprocessing import IDENTITY
 from nnrun.runtime.data.splits import feature_permutation
 from nnrun.runtime.evaluate import evaluate_run, load_run
 from nnrun.runtime.invariance import InputTransform, shift_samples
-from nnrun.runtime.metrics import predicted_classes
+from nnrun.runtime.metrics import predicted_labels
 
 pytest.importorskip("sklearn")  # the digits dataset
 
@@ -68,7 +68,8 @@ def _raw_test_split(run_dir):
 
 
 def _accuracy(run, x, y) -> float:
-    return float((predicted_classes(run.predict(x)) == y).mean())
+    probabilities = run.predict(x)
+    return float((predicted_labels(probabilities, probabilities, None) == y).mean())
 
 
 def test_eval_shift_is_the_accuracy_on_shifted_raw_inputs(run_dir):

@@ -254,8 +254,8 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
     saved, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     assert any(name.startswith("opt/") for name in saved)
-    with pytest.raises(TraceError, match="--steps 1 goes past the run's end: 0 steps are left "
-                                         "after epoch 1"):
+    with pytest.raises(TraceError, match="the weights are of epoch 1 and train.epochs is 1: "
+                                         "trace further with --set train.epochs=2"):
         trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
     longer = nnrun.load_spec(spec, ["train.epochs=2"])  # as the resume below
     step = trace(longer, weights=tmp_path / "run" / "last.npz").steps[0]
@@ -267,6 +267,9 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     for param in step.params:
         np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
+    with pytest.raises(TraceError, match="the weights are of epoch 2 and train.epochs is 1: "
+                                         r"trace further with --set train.epochs=3 \(or more\)"):
+        trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")  # a run gone past
 
 
 def test_a_checkpoint_is_checked_and_cast_as_plain_weights_are(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 
 import nnrun
 from nnrun.runtime.checkpoint import load_checkpoint
-from nnrun.runtime.metrics import metric_sum, predicted_classes
+from nnrun.runtime.metrics import metric_sum, predicted_labels
 from nnrun.compiler.schema import Accuracy
 
 DIGITS_MLP = """
@@ -67,7 +67,7 @@ def test_mse_on_class_labels_uses_one_hot_targets(tmp_path):
 
 def test_one_sigmoid_output_is_a_class_at_one_half():
     probabilities = np.array([[0.2], [0.7], [0.51]])
-    assert predicted_classes(probabilities).tolist() == [0, 1, 1]
+    assert predicted_labels(probabilities, probabilities, None).tolist() == [0, 1, 1]
     labels = np.array([0, 1, 0])
     assert metric_sum(Accuracy(type="accuracy"), probabilities, probabilities, labels) == 2.0
 
