@@ -2,6 +2,7 @@
 a batch, that they are seeded, and the positioned errors `nnrun validate` gives for them."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,12 +111,16 @@ def test_validate_points_at_the_bad_augmentation(tmp_path, augmentation, line, c
     assert needle in error["message"]
 
 
+def _validate_npz_spec(path: Path, augmentation: str, input_shape: str):
+    path.write_text(f"data:\n  dataset: npz\n  path: d.npz\n  augment: [{augmentation}]\n"
+                    f"model:\n  input_shape: {input_shape}\n  layers:\n    - {{type: flatten}}\n"
+                    "    - {type: dense, units: 3}\n")
+    return CliRunner().invoke(main, ["validate", str(path)])
+
+
 def test_validate_refuses_rotation_of_sequences(tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text("data:\n  dataset: npz\n  path: d.npz\n  augment: [random_rotation]\n"
-                    "model:\n  input_shape: [1, 40]\n  layers:\n    - {type: flatten}\n"
-                    "    - {type: dense, units: 3}\n")
-    result = CliRunner().invoke(main, ["validate", str(path)])
+    result = _validate_npz_spec(path, "random_rotation", "[1, 40]")
     assert result.exit_code == 1 and "random_rotation turns 2-D samples" in result.stderr
     assert f"{path}:4:" in result.stderr
     path.write_text(path.read_text().replace("[1, 40]", "[40]"))  # vectors: the same need
@@ -158,10 +163,6 @@ def test_train_refuses_a_bad_crop_at_its_position_before_training(tmp_path):
 
 def test_a_shift_of_samples_with_an_axis_of_size_one_is_refused_without_an_impossible_fix(
         tmp_path):
-    path = tmp_path / "spec.yaml"
-    path.write_text("data:\n  dataset: npz\n  path: d.npz\n  augment: [random_shift]\n"
-                    "model:\n  input_shape: [1, 1, 8]\n  layers:\n    - {type: flatten}\n"
-                    "    - {type: dense, units: 3}\n")
-    result = CliRunner().invoke(main, ["validate", str(path)])
+    result = _validate_npz_spec(tmp_path / "spec.yaml", "random_shift", "[1, 1, 8]")
     assert result.exit_code == 1 and "an axis of size 1 shows nothing" in result.stderr
     assert "at most 0" not in result.stderr
