@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 import pydantic
 import yaml
 
-from .schema import accepts_a_name
-
 if TYPE_CHECKING:
     from nnrun.compiler.loader import Loaded, Position
 
@@ -373,7 +371,7 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
         return handler(problem, field, data, schema)
     annotation = _annotation_at(schema, error["loc"])
     expectation = _expectation(error, annotation)
-    if expectation == "a mapping" and accepts_a_name(annotation):
+    if expectation == "a mapping" and _accepts_a_name(annotation):
         expectation = "a name or a mapping with 'type'"
     got = _show(error["input"])
     if expectation is None:
@@ -742,6 +740,13 @@ def _unwrap(annotation: Any) -> Any:
     if len(members) == 1 and members[0] is not annotation:
         return _unwrap(members[0])
     return annotation
+
+
+def _accepts_a_name(annotation: Any) -> bool:
+    """A tagged union (schema.tagged_union: every member a model with a `type`), which takes
+    `relu` for `{type: relu}`."""
+    members = _union_members(_unwrap(annotation))
+    return len(members) > 1 and all(_is_model(m) and "type" in m.model_fields for m in members)
 
 
 def _union_members(annotation: Any) -> list:

@@ -137,8 +137,10 @@ def source_spec(spec: Spec, loaded: Loaded, path: Path | None = None) -> SourceS
     """The SourceSpec of a validated spec, with model.input_shape from its npz or csv file
     where the spec leaves it out (data paths are relative to the spec's directory)."""
     source = SourceSpec(spec, loaded, path)
+    if spec.model.input_shape is not None:
+        return source
     shape = data_file_sample_shape(spec, source.directory)
-    if spec.model.input_shape is not None or shape is None:
+    if shape is None:
         return source
     model = spec.model.model_copy(update={"input_shape": shape})
     return replace(source, spec=spec.model_copy(update={"model": model}))

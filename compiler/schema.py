@@ -7,7 +7,6 @@ keys and is frozen. Tables such as "all layer types" are derived from the unions
 from __future__ import annotations
 
 import re
-import types
 import typing
 from typing import Annotated, Any, Literal, Union
 
@@ -52,23 +51,6 @@ def tagged_union(*models: type[BaseModel]) -> Any:
     names = [_tag(model) for model in models if _named_alone(model)]
     accepted = Union[Literal[tuple(names)], union] if names else union
     return Annotated[union, BeforeValidator(_wrap_name, json_schema_input_type=accepted)]
-
-
-def accepts_a_name(annotation: Any) -> bool:
-    """Whether a field of this annotation takes `relu` for `{type: relu}`: a tagged_union,
-    seen with its validator (Annotated) or as pydantic keeps a field's type (the bare union
-    of typed models), optional or not."""
-    if typing.get_origin(annotation) is Annotated:
-        inner, *metadata = typing.get_args(annotation)
-        return (any(getattr(item, "func", None) is _wrap_name for item in metadata)
-                or accepts_a_name(inner))
-    members = [m for m in typing.get_args(annotation) if m is not type(None)]
-    if typing.get_origin(annotation) not in (Union, types.UnionType) or not members:
-        return False
-    if len(members) == 1:
-        return accepts_a_name(members[0])
-    return all(isinstance(m, type) and issubclass(m, BaseModel) and "type" in m.model_fields
-               for m in members)
 
 
 def union_members(union: Any) -> tuple[type[BaseModel], ...]:

@@ -81,6 +81,11 @@ class CheckpointMeta(BaseModel):
         return self
 
 
+# The spec fields spec_hash reads, as dotted paths of the spec (under model: all but the
+# layers' default names and init_from, which say nothing of what the arrays mean).
+SPEC_HASH_FIELDS = ("model", "dtype", "optimizer.type", "loss.type")
+
+
 def spec_hash(spec) -> str:
     """What decides the shapes and meaning of the saved arrays: model, dtype, optimizer kind.
     Fields at their defaults are left out, so that a field a later nnrun adds (with a default

@@ -121,14 +121,15 @@ def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: " + one_hot_needs_a_vector(loss, "class labels", "classes",
                                                                  list(outputs)))
     if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
-        raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
-                           f"score per position, [1, {_dims(label_shape)}], the model ends with "
-                           f"{list(outputs)}; set the last layer's filters to 1, or use "
-                           f"loss: cross_entropy for {outputs[0]} classes per position")
+        raise DataFitError(_one_score_per_position(loss, label_shape, outputs, where))
 
 
-def _dims(shape) -> str:
-    return ", ".join(map(str, shape))
+def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where: str) -> str:
+    """Every loss but cross_entropy compares label maps as they are (0/1 or numbers)."""
+    return (f"{where}: {loss} compares the label maps {label_shape} with one score per "
+            f"position, [1, {', '.join(map(str, label_shape))}], the model ends with "
+            f"{list(outputs)}; set the last layer's filters to 1, or use loss: cross_entropy "
+            f"for {outputs[0]} classes per position")
 
 
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
@@ -142,10 +143,8 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(multi_label_message(where, label_shape))
     if label_shape == spatial:
         if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
-            raise DataFitError(f"{where}: 0/1 label maps {label_shape} need one score per "
-                               f"position, [1, {', '.join(map(str, label_shape))}], the model "
-                               f"ends with {list(outputs)}; set the last layer's filters to 1 "
-                               f"(or use cross_entropy for {outputs[0]} classes)")
+            raise DataFitError(_one_score_per_position(spec.loss.type, label_shape, outputs,
+                                                       where))
         metrics = tracked_metrics(spec, data.task)
         if label_shape and any(m.type == "top_k_accuracy" for m in metrics):
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "

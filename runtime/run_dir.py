@@ -109,8 +109,8 @@ class RunDirectory:
                                     "--out")
         self.created = not self.path.exists()
         # and the folders above it that did not exist (runs/<name>/): removed with it
-        self.created_above = [] if not self.created else list(
-            itertools.takewhile(lambda folder: not folder.exists(), self.path.parents))
+        self.created_above = list(itertools.takewhile(lambda folder: not folder.exists(),
+                                                      self.path.parents))
         self.path.mkdir(parents=True, exist_ok=True)
         self._check_own_files(for_resume=False)
         self._lock()

@@ -15,7 +15,7 @@ from pathlib import Path
 from nnrun.compiler.checks import metrics_alike
 from nnrun.compiler.frontend import load_spec, load_spec_text
 
-from .checkpoint import spec_hash
+from .checkpoint import SPEC_HASH_FIELDS, spec_hash
 
 FREE_FIELDS = ("train.epochs", "name", "limits")
 
@@ -32,10 +32,6 @@ def spec_changes(run_spec: Path, resolved_text: str) -> dict[str, dict]:
     if spec_hash(old_spec) != spec_hash(new_spec):
         _refuse_changed_meaning(run_spec, changes)
     return changes
-
-
-# What the checkpoint's arrays mean (the fields spec_hash reads)
-MEANING_FIELDS = ("model", "dtype", "loss.type", "optimizer.type")
 
 
 def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
@@ -56,7 +52,7 @@ def _names_a_meaning_field(name: str) -> bool:
     """A field spec_hash reads: init_from, which it leaves out, is not one."""
     if name == "model.init_from" or name.endswith(".init_from"):
         return False
-    return any(name == field or name.startswith(f"{field}.") for field in MEANING_FIELDS)
+    return any(name == field or name.startswith(f"{field}.") for field in SPEC_HASH_FIELDS)
 
 
 def _changes(old_spec, new_spec) -> dict[str, dict]:

@@ -97,8 +97,8 @@ def cache_path(path: Path, dataset_name: str) -> Path:
     return cache_dir(dataset_name) / f"{base}.{key[:12]}.npy"
 
 
-def read_cached(path: Path, dataset_name: str) -> np.ndarray | None:
-    cached = cache_path(path, dataset_name)
+def read_cached(cached: Path) -> np.ndarray | None:
+    """The decoded copy at `cached` (cache_path), or None."""
     if not cached.is_file():
         return None
     try:
@@ -107,7 +107,6 @@ def read_cached(path: Path, dataset_name: str) -> np.ndarray | None:
         return None  # an unreadable cache is rebuilt from the source
 
 
-def write_cached(path: Path, dataset_name: str, array: np.ndarray) -> None:
+def write_cached(cached: Path, array: np.ndarray) -> None:
     """Call only with an array that passed every check of its dataset."""
-    cached = cache_path(path, dataset_name)
     write_cache_file(cached, lambda handle: np.save(handle, array, allow_pickle=False))

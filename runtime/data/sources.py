@@ -25,7 +25,7 @@ from nnrun.compiler.tables import byte_size
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
 from ..memory import available_memory
 from .errors import DataError
-from .idx import read_cached, read_idx, write_cached
+from .idx import cache_path, read_cached, read_idx, write_cached
 from .locations import (
     IDX_FILES,
     cache_dir,
@@ -355,18 +355,19 @@ def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, n
     images_path = find_idx_file(directory, IDX_FILES[f"{split}_images"])
     labels_path = find_idx_file(directory, IDX_FILES[f"{split}_labels"])
     sample_shape = DATASETS[name].input_shape[1:]
-    images = read_cached(images_path, name)
+    cached = {path: cache_path(path, name) for path in (images_path, labels_path)}
+    images = read_cached(cached[images_path])
     decoded = {}
     if images is None or images.shape[1:] != sample_shape:
         images = decoded[images_path] = read_idx(images_path, 3, sample_shape)
     check_features(images, str(images_path))  # float IDX types (0x0D, 0x0E) can hold NaN
-    raw_labels = read_cached(labels_path, name)
+    raw_labels = read_cached(cached[labels_path])
     if raw_labels is None or raw_labels.ndim != 1:
         raw_labels = decoded[labels_path] = read_idx(labels_path, expected_ndim=1)
     labels = check_labels(raw_labels, str(labels_path), DATASETS[name].num_classes)
     check_lengths(images, labels, f"{images_path} and {labels_path.name}")
     for path, array in decoded.items():  # only a pair that passed every check is worth a cache
-        write_cached(path, name, array)
+        write_cached(cached[path], array)
     return images[:, None], labels
 
 
