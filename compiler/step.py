@@ -80,6 +80,8 @@ def build_train_step(spec, traced: bool = False, data_parallel: bool = False) ->
     graph = gb.graph
     with gb.at(None):
         loss = add_loss(gb, lowered, spec)
+        if data_parallel and getattr(spec.loss, "ignore_index", None) is not None:
+            loss = _weighted_by_rank_share(gb, loss)
         graph.outputs["logits"] = lowered.logits
         grads = _traced_backward(gb, lowered, loss) if traced else append_backward(
             gb, loss, graph.params)
@@ -92,6 +94,17 @@ def build_train_step(spec, traced: bool = False, data_parallel: bool = False) ->
         step = TrainStep(graph, lowered)
         _apply_optimizer(gb, step, spec.optimizer, grads)
     return step
+
+
+def _weighted_by_rank_share(gb: GraphBuilder, loss: Value) -> Value:
+    """A loss that leaves out ignore_index is the mean over the labelled positions. Each rank
+    knows only its own, so it scales its mean by a fed %loss_share (its labelled fraction over
+    the whole batch's, distributed.MpiRanks.loss_share): the mean over the ranks of what they
+    compute, and of their gradients, is then the whole batch's loss and gradient."""
+    share = gb.input("loss_share", loss.type)
+    loss = gb.emit("mul", loss, share)
+    gb.graph.outputs["loss"] = loss
+    return loss
 
 
 def _traced_backward(gb: GraphBuilder, lowered: Lowered, loss: Value) -> dict[str, Value]:

@@ -63,6 +63,9 @@ class Alone:
     def even_batches(self, batches: list) -> list:
         return batches
 
+    def loss_share(self, labels, ignore_index) -> float:
+        return 1.0
+
     def together(self, function):
         return function()
 
@@ -111,6 +114,21 @@ class MpiRanks:
         (size mod ranks) samples, and is skipped when smaller than the rank count."""
         cut = [batch[:len(batch) - len(batch) % self.size] for batch in batches]
         return [batch for batch in cut if len(batch)]
+
+    def loss_share(self, labels: np.ndarray, ignore_index) -> float:
+        """What this rank's mean loss over its share of a batch (`labels`, the whole batch's)
+        is scaled by, so that the ranks' scaled losses, times their sample counts and added,
+        are the batch's loss times its size: the fraction of this share's positions that are
+        labelled (not ignore_index) over the whole batch's. 1 when every position counts."""
+        if ignore_index is None:
+            return 1.0
+        share = self.shard(len(labels))
+        labelled = np.asarray(labels) != ignore_index
+        whole = np.count_nonzero(labelled) / labelled.size if labelled.size else 0.0
+        mine = labelled[share]
+        if not whole or not mine.size:
+            return 1.0  # nothing labelled (every loss is 0), or nothing to weigh
+        return float(np.count_nonzero(mine) / mine.size / whole)
 
     def together(self, function):
         """Every rank runs `function`; if any fails, all stop (rank 0 raising the error)."""

@@ -112,13 +112,15 @@ class Totals:
         self.summed_metrics = self.norm_names = None
         self.sums = self.confusion_sums = None  # on the backend
 
-    def add(self, outputs, batch, counts=None) -> None:
+    def add(self, outputs, batch, counts=None, loss_share: float = 1.0) -> None:
         """A batch's outputs and its Batch (batches.py). `counts`: a backend bool, whether
-        the batch counts (training stops counting at the first non-finite loss)."""
+        the batch counts (training stops counting at the first non-finite loss).
+        `loss_share`: what the loss is scaled by (distributed.MpiRanks.loss_share)."""
         xp = self.backend.xp
         if self.sums is None:
             self._start(outputs, batch.labels)
-        entries = xp.stack([entry.astype(xp.float64) for entry in self._entries(outputs, batch)])
+        entries = xp.stack([entry.astype(xp.float64)
+                            for entry in self._entries(outputs, batch, loss_share)])
         self.sums += entries if counts is None else xp.where(counts, entries, 0.0)
         if self.confusion_sums is not None:
             confusion = confusion_matrix(outputs["logits"], outputs["prediction"], batch.labels,
@@ -136,13 +138,13 @@ class Totals:
             classes = max(outputs["logits"].shape[1], 2)
             self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
 
-    def _entries(self, outputs, batch) -> list:
+    def _entries(self, outputs, batch, loss_share: float) -> list:
         """loss * n, n, 1 (a step), each summed metric, each gradient norm."""
         n, xp = len(batch), self.backend.xp
         metrics = [metric_sum(metric, outputs["logits"], outputs["prediction"], batch.labels,
                               self.loss_type, xp) for metric in self.summed_metrics]
-        return [outputs["loss"].astype(xp.float64) * n, self.one * n, self.one, *metrics,
-                *(outputs[name] for name in self.norm_names)]
+        return [outputs["loss"].astype(xp.float64) * (loss_share * n), self.one * n, self.one,
+                *metrics, *(outputs[name] for name in self.norm_names)]
 
     def read(self, extra=None):
         """Copies the sums, and `extra` (a float64 backend vector), to the host in one
@@ -220,14 +222,18 @@ def evaluate(model, state, split, prefix: str, metrics: list, batch_size: int = 
              ranks=ALONE, resident=None) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
     `metrics`: those tracked (checks.tracked_metrics). Each rank of a data-parallel run
-    evaluates its share of the split. `resident`: the split
-    held on the backend (batches.ResidentSplit), else each batch is copied there."""
+    evaluates its share of each batch, its loss scaled as in training (loss_share), so that
+    the ranks' sums added are one process's. `resident`: the split held on the backend
+    (batches.ResidentSplit), else each batch is copied there."""
     spec = model.spec
-    totals = Totals(metrics, spec.loss.type, getattr(spec.loss, "ignore_index", None),
-                    model.backend)
-    share = ranks.shard(len(split.x))
-    for start in range(share.start, share.stop, batch_size):
-        stop = min(start + batch_size, share.stop)
+    ignore_index = getattr(spec.loss, "ignore_index", None)
+    totals = Totals(metrics, spec.loss.type, ignore_index, model.backend)
+    for whole_start in range(0, len(split.x), batch_size):
+        whole = slice(whole_start, min(whole_start + batch_size, len(split.x)))
+        share = ranks.shard(whole.stop - whole.start)
+        start, stop = whole.start + share.start, whole.start + share.stop
+        if start == stop:
+            continue  # a last batch smaller than the rank count
         batch = (resident.range(start, stop) if resident is not None
                  else copied_batch(model, split.x[start:stop], split.y[start:stop]))
         feeds = dict(state)
@@ -236,7 +242,7 @@ def evaluate(model, state, split, prefix: str, metrics: list, batch_size: int = 
         # the overflows on the way would only add noise
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outputs, _ = model.evaluation_executor.run(feeds)
-        totals.add(outputs, batch)
+        totals.add(outputs, batch, loss_share=ranks.loss_share(split.y[whole], ignore_index))
     totals.read()
     totals.add_over_ranks(ranks)
     return totals.means(f"{prefix}_")

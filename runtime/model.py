@@ -78,16 +78,24 @@ class Model:
                                 lr, step, seed)
 
     def batch_feeds(self, state: dict, x, targets, lr: float, step: int, seed: int,
-                    first_sample: int = 0) -> dict:
+                    first_sample: int = 0, loss_share: float = 1.0) -> dict:
         """As step_feeds, for a batch already on the backend (`targets` as target_array);
         `first_sample`: where this batch starts in the whole batch (a rank's share), so that
-        its dropout masks are the whole batch's."""
+        its dropout masks are the whole batch's; `loss_share`: what a rank's loss is scaled
+        by when the step reads it (distributed.MpiRanks.loss_share)."""
         be, dtype = self.backend, self.spec.dtype
         feeds = dict(state)
         feeds.update(x=x, y=targets,
                      lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
                      rng=be.from_host(dropout_key(seed, first_sample)))
+        if self.reads_loss_share:
+            feeds["loss_share"] = be.xp.asarray(loss_share, dtype=dtype)
         return feeds
+
+    @cached_property
+    def reads_loss_share(self) -> bool:
+        """Whether the training step scales its loss by a rank's share (step.py)."""
+        return any(value.name == "loss_share" for value in self.train_step.graph.inputs)
 
     # The executors of the model's four graphs, built once each, on first use.
 

@@ -345,7 +345,7 @@ class Trainer:
         started = time.perf_counter()
         for index, batch in enumerate(self._epoch_batches(batches, rng)):
             lr = self.learning_rate(epoch, index, len(batches))
-            outputs = self.train_step(batch, lr, rng)
+            outputs = self.train_step(batch, lr, rng, self._loss_share(batches[index]))
             losses.record(outputs["loss"])
             with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
                 totals.add(outputs, batch, counts=losses.finite)
@@ -408,13 +408,21 @@ class Trainer:
         augmented = augment_batch(train.x[batch], self.spec.data.augment, rng)
         return augmented[share], train.y[batch[share]]
 
-    def train_step(self, batch, lr: float, rng) -> dict:
-        """One step on a batch (batches.Batch); its loss is checked when read (_check_steps)."""
+    def _loss_share(self, indices: np.ndarray) -> float:
+        """What this rank's loss on its share of the batch of `indices` is scaled by."""
+        if not self.model.reads_loss_share:
+            return 1.0
+        return self.ranks.loss_share(self.data.train.y[indices], self.spec.loss.ignore_index)
+
+    def train_step(self, batch, lr: float, rng, loss_share: float = 1.0) -> dict:
+        """One step on a batch (batches.Batch); its loss is checked when read (_check_steps).
+        `loss_share`: see distributed.MpiRanks.loss_share."""
         self.global_step += 1
         # Every rank draws the same key; a rank's share of an evenly split batch starts at
         # rank * share, so the ranks' masks are together one process's mask of the batch.
         feeds = self.model.batch_feeds(self.state, batch.x, batch.targets, lr, self.global_step,
-                                       int(rng.integers(2**63)), self.ranks.rank * len(batch))
+                                       int(rng.integers(2**63)), self.ranks.rank * len(batch),
+                                       loss_share)
         # A diverging loss is reported when read, in one line; NumPy's warnings would only add
         # noise (the steps after it, until the read, run on non-finite numbers).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \

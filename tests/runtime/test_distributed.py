@@ -233,6 +233,30 @@ def test_shares_are_contiguous_and_batches_split_evenly():
     check_batch(128, 2)
 
 
+@pytest.mark.parametrize("size", [2, 3])
+def test_loss_shares_make_the_ranks_mean_losses_the_whole_batchs(size):
+    """Each rank's mean over its labelled positions, scaled by its share and weighed by its
+    sample count, adds up to the batch's mean times the batch's size, however the ignored
+    labels (-1) fall; a rank with none labelled adds nothing."""
+    rng = np.random.default_rng(size)
+    labels = rng.integers(0, 3, (7, 4, 5))
+    losses = rng.random(labels.shape)
+    labels[:3][rng.random((3, 4, 5)) < 0.8] = -1
+    labels[3:5] = -1
+    ranks = [MpiRanks(FakeComm(rank, size)) for rank in range(size)]
+    labelled = labels != -1
+    whole = losses[labelled].sum() / labelled.sum()
+    added = 0.0
+    for rank in ranks:
+        share = rank.shard(len(labels))
+        mine = labelled[share]
+        mean = losses[share][mine].sum() / max(mine.sum(), 1)
+        added += mean * rank.loss_share(labels, -1) * mine.shape[0]
+    assert added == pytest.approx(whole * len(labels))
+    assert ranks[0].loss_share(labels, None) == 1.0
+    assert ranks[0].loss_share(np.full(4, -1), -1) == 1.0  # nothing labelled: every loss is 0
+
+
 def test_a_failure_on_any_rank_stops_every_rank_rank_0_reporting_it():
     def fail():
         raise DistributedError("rank 1 could not load its data")
@@ -512,6 +536,56 @@ def test_two_ranks_of_64_give_the_weights_of_one_rank_of_128(tmp_path):
                         for d in ("one", "two"))
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         assert row_two[key] == pytest.approx(row_one[key], rel=1e-6), key
+
+
+IGNORED_SPEC = """\
+name: ignored
+seed: 5
+data: {{dataset: npz, path: maps.npz, validation_split: 0.35}}
+model:
+  input_shape: [1, 6, 6]
+  layers:
+    - {{type: conv2d, filters: 4, kernel_size: 3, padding: same, use_bias: false}}
+    - {{type: batchnorm}}
+    - {{type: relu}}
+    - {{type: conv2d, filters: {outputs}, kernel_size: 3, padding: same}}
+loss: {loss}
+optimizer: {{type: adam, lr: 0.05}}
+train: {{epochs: 2, batch_size: 16, sync_batchnorm: true, metrics: [pixel_accuracy]}}
+"""
+
+
+@pytest.mark.parametrize("outputs, loss", [
+    (3, "{type: cross_entropy, ignore_index: 255, label_smoothing: 0.1}"),
+    (1, "{type: binary_cross_entropy, ignore_index: 255}"),
+], ids=["cross_entropy", "binary_cross_entropy"])
+def test_labels_left_out_unevenly_across_ranks_give_the_one_rank_run(tmp_path, outputs, loss):
+    """Each rank's loss is the mean over its own labelled pixels; weighted by its share of the
+    batch's, the ranks' step and metrics are one process's. The first samples are mostly
+    ignored, so rank 0's half of each batch holds far fewer labels; the validation split (14)
+    and its last batch split unevenly too."""
+    mpiexec = _mpiexec()
+    rng = np.random.default_rng(0)
+    maps = rng.integers(0, 3 if outputs > 1 else 2, (40, 6, 6))
+    maps[rng.random(maps.shape) < np.linspace(0.9, 0.0, 40)[:, None, None]] = 255
+    np.savez(tmp_path / "maps.npz", x=rng.standard_normal((40, 1, 6, 6)), y=maps,
+             x_test=rng.standard_normal((9, 1, 6, 6)), y_test=maps[:9])
+    spec = _write_spec(tmp_path / "spec.yaml", IGNORED_SPEC.format(outputs=outputs, loss=loss))
+    one = _run(_nnrun(spec, "--out", "one", "--quiet", "--set", "train.shuffle=false"), tmp_path)
+    two = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--out", "two", "--distributed", "--quiet",
+                                             "--set", "train.shuffle=false")], tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    single, parallel = np.load(tmp_path / "one/last.npz"), np.load(tmp_path / "two/last.npz")
+    for name in (n for n in single.files if n.startswith(("params/", "opt/"))):
+        assert _relative_difference(single[name], parallel[name]) < 1e-5, name
+    rows = [[json.loads(line) for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+            for d in ("one", "two")]
+    for row_one, row_two in zip(*rows, strict=True):
+        for key in ("train_loss", "train_pixel_accuracy", "val_loss", "val_pixel_accuracy"):
+            assert row_two[key] == pytest.approx(row_one[key], rel=1e-5), key
+    finals = [json.loads((tmp_path / d / "summary.json").read_text())["final"]
+              for d in ("one", "two")]
+    assert finals[1]["test_loss"] == pytest.approx(finals[0]["test_loss"], rel=1e-5)
 
 
 def test_an_error_only_rank_0_meets_stops_both_ranks_and_is_reported_once(tmp_path):
