@@ -314,6 +314,9 @@ def _error_location(problem: _Problem, loaded: Loaded) -> Position:
         return loaded.location(problem.data_path, key=True)
     if kind == "union_tag_invalid":
         return loaded.location(problem.data_path + (_discriminator(problem.error),))
+    misspelled = _misspelled_tag(problem, loaded.data)
+    if misspelled is not None:
+        return loaded.location(problem.data_path + (misspelled,), key=True)
     return loaded.location(problem.data_path)
 
 
@@ -477,10 +480,24 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
 def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     discriminator = _discriminator(problem.error)
     value = _value_at(data, problem.data_path)
+    misspelled = _misspelled_tag(problem, data)
+    if misspelled is not None:
+        return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
     if value is _ABSENT or isinstance(value, dict):
         return f"missing required field '{discriminator}'"
     expected = f"a name or a mapping with '{discriminator}'"
     return f"{_subject(field)} must be {expected}, got {_show(problem.error['input'])}"
+
+
+def _misspelled_tag(problem: _Problem, data: Any) -> str | None:
+    """The key of a mapping without its discriminator that misspells it (`tyep: dense`)."""
+    if problem.error["type"] != "union_tag_not_found":
+        return None
+    value, discriminator = _value_at(data, problem.data_path), _discriminator(problem.error)
+    if not isinstance(value, dict):
+        return None
+    return next((key for key in value
+                 if isinstance(key, str) and suggest(key, [discriminator]) == discriminator), None)
 
 
 def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
@@ -634,8 +651,6 @@ def _show(value: Any) -> str:
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
         return text if len(text) <= 60 else text[:57] + "..."
-    if isinstance(value, bytes):
-        return f"{len(value)} bytes of binary data (!!binary)"
     if isinstance(value, (datetime.date, datetime.datetime)):
         return f"the date {value.isoformat()}"
     return repr(value)

@@ -28,7 +28,7 @@ _MAPPING_TAG = _YAML_TAG + "map"
 _SEQUENCE_TAG = _YAML_TAG + "seq"
 _MERGE_TAG = _YAML_TAG + "merge"
 _SCALAR_TAGS = {
-    _YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "binary", "timestamp")
+    _YAML_TAG + name for name in ("null", "bool", "int", "float", "str", "timestamp")
 }
 # Alias expansion can grow a small file exponentially ("billion laughs"); a spec never needs this.
 _MAX_NODES = 200_000
@@ -106,6 +106,9 @@ def load_yaml_file(path: str | Path) -> Loaded:
         data = Path(path).read_bytes()
     except OSError as error:
         raise refuse(f"cannot read file: {error.strerror or error}") from None
+    if data.startswith((b"PK\x03\x04", b"\x93NUMPY")):
+        raise refuse("a NumPy file (a checkpoint or data), not a spec; give the spec's YAML "
+                     "file (or, to a command that takes one, the run directory)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -133,7 +136,9 @@ def _display_tag(tag: str) -> str:
 
 
 class _TooLarge(Exception):
-    pass
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node  # the first value over the limit
 
 
 class _Builder:
@@ -148,6 +153,7 @@ class _Builder:
         self.value: Any = None
         self._constructor = SafeConstructor()
         self._node_count = 0
+        self._distinct: set[int] = set()  # fewer than counted: aliases used
         self._active: set[int] = set()
 
     def error(self, line: int, col: int, path: SpecPath, message: str) -> None:
@@ -162,8 +168,8 @@ class _Builder:
             return None
         try:
             self.value = self.construct(root, (), None)
-        except _TooLarge:
-            self.error(1, 1, (), f"aliases expand to more than {_MAX_NODES} values")
+        except _TooLarge as too_large:
+            self.error(*_mark(too_large.node), (), self._too_large_message())
         except RecursionError:
             self.error(*_mark(root), (), "the document is nested too deeply")
         return root
@@ -186,6 +192,10 @@ class _Builder:
     def _syntax_error(self, error: yaml.MarkedYAMLError) -> None:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        if error.problem == "but found another document":
+            self.error(line, col, (), "a spec is one YAML document, and this '---' starts "
+                       "another; remove it and what follows, or give each spec its own file")
+            return
         message = f"invalid YAML: {error.problem or error.context}"
         start = error.context_mark
         if error.context and error.problem and start:
@@ -209,7 +219,7 @@ class _Builder:
     # -- construction -------------------------------------------------------------------------
 
     def construct(self, node: Node, path: SpecPath, key_node: Node | None) -> Any:
-        self._count_node()
+        self._count_node(node)
         self._record(path, node, key_node)
         if id(node) in self._active:
             self.error(*_mark(node), path, "an alias refers to a value that contains it")
@@ -230,10 +240,18 @@ class _Builder:
             return [self.construct(item, path + (index,), None) for index, item in items]
         return self._scalar(node, path)
 
-    def _count_node(self) -> None:
+    def _count_node(self, node: Node) -> None:
         self._node_count += 1
+        self._distinct.add(id(node))
         if self._node_count > _MAX_NODES:
-            raise _TooLarge()
+            raise _TooLarge(node)
+
+    def _too_large_message(self) -> str:
+        if len(self._distinct) < self._node_count:
+            return (f"aliases expand to more than {_MAX_NODES:,} values (each use of an alias "
+                    "counts its whole value); a spec is never this large")
+        return (f"the document holds more than {_MAX_NODES:,} values (the first one past that "
+                "is here); a spec is never this large")
 
     def _record(self, path: SpecPath, node: Node, key_node: Node | None) -> None:
         if self.fixed_position is not None:
@@ -251,6 +269,8 @@ class _Builder:
         tag = _display_tag(node.tag)
         if tag.startswith("!!python/"):
             message = f"tag '{tag}' is not allowed: specs never build Python objects"
+        elif tag == "!!binary":
+            message = "no spec field takes binary data (!!binary); write the value as text"
         else:
             message = f"unsupported YAML tag '{tag}' here"
         self.error(*_mark(node), path, message)
@@ -259,13 +279,19 @@ class _Builder:
     def _scalar(self, node: ScalarNode, path: SpecPath) -> Any:
         construct = self._constructor.yaml_constructors[node.tag]
         try:
-            return construct(self._constructor, node)
+            value = construct(self._constructor, node)
         # PyYAML raises assorted exceptions (ValueError, KeyError, binascii.Error) for scalars whose
         # explicit or implied tag does not fit their text, e.g. `2001-13-45` or `!!int abc`.
         except Exception as error:
             message = f"cannot read {node.value!r} as {_display_tag(node.tag)}: {error}"
             self.error(*_mark(node), path, message)
             return None
+        surrogate = _lone_surrogate(value)
+        if surrogate is not None:
+            self.error(*_mark(node), path, _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}"))
+            # kept, marked, so that the schema does not also report the value as missing
+            return "".join("\ufffd" if _lone_surrogate(char) else char for char in value)
+        return value
 
     def _mapping(self, node: MappingNode, path: SpecPath) -> dict:
         result: dict = {}
@@ -330,6 +356,18 @@ class _Builder:
             self.error(*_mark(key_node), path, f"keys must be names; got {_yaml_text(key)}")
             return _INVALID_KEY
         return key
+
+
+# YAML's "\ud83d\ude00" is two halves of a UTF-16 pair, which no UTF-8 file, file name or
+# terminal can hold: refused here, where the position is known, instead of failing on output.
+_SURROGATE_MESSAGE = ("{} is half of a UTF-16 surrogate pair, not a character; write the "
+                      "character itself, or its \\U escape (\\U0001F600 for a smiling face)")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    return next((char for char in value if "\ud800" <= char <= "\udfff"), None)
 
 
 def _yaml_text(value: Any) -> str:

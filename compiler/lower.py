@@ -198,7 +198,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     rank = 1 if layer.type == "conv1d" else 2
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     other = "conv1d" if rank == 2 else "conv2d"
-    at_kernel = {"kernel": "kernel_size"}
+    at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
         # The convolution's shape rule on the input as given, so that an error shows the
         # padding the spec wrote, not the explicit pad op's output

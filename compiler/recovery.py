@@ -4,7 +4,8 @@ pydantic stops at the schema. To check shapes anyway, a copy of the spec is repa
 as possible: an unknown key is dropped, or renamed to the missing field it misspells (the
 did-you-mean of its diagnostic); a section that decides no shape (optimizer, train, limits...)
 falls back to its defaults; a broken loss becomes mse, which takes any output shape; and the
-layers from the first broken one on are left out, since every later shape depends on it. A
+layers from the first broken one on are left out, since every later shape depends on it (and
+the labels with them: the layers left do not end the model). A
 shape error that the repaired copy shows is then one of the user's spec too.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .datasets import DATASETS
 from .diagnostics import suggest
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
@@ -78,7 +80,25 @@ def _without_layers_from(data: dict, first_broken: int) -> dict | None:
         return None
     data["model"]["layers"] = data["model"]["layers"][:first_broken]
     data["loss"] = "mse"  # the last layer left is not the model's end: no output checks
+    _without_the_labels(data)
     return data
+
+
+def _without_the_labels(data: dict) -> None:
+    """A named dataset whose sample shape is known becomes that model.input_shape, so that
+    the cut model's outputs are not compared with the dataset's labels. Kept when the shape
+    declared differs (that error is reported), or is known only from the file (npz, csv: its
+    labels are checked on load, never here)."""
+    section = data.get("data")
+    name = section.get("dataset") if isinstance(section, dict) else None
+    dataset = DATASETS.get(name) if isinstance(name, str) else None
+    if dataset is None or dataset.input_shape is None:
+        return
+    known = list(dataset.input_shape)
+    declared = _value_at(data, ("model", "input_shape"))
+    if declared is None or declared == known:
+        data["model"]["input_shape"] = known
+        data.pop("data")
 
 
 def _value_at(data: Any, path: tuple) -> Any:

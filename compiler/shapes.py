@@ -38,12 +38,13 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
     lo, hi = pad
     span = d * (k - 1) + 1
     numerator = n + lo + hi - span
-    size = numerator // s + 1 if numerator >= 0 else 0
+    worked_out = numerator // s + 1  # below 1 when the window does not fit: the formula says so
+    size = max(worked_out, 0)
     pad_text = f"2*{lo}" if lo == hi else f"{lo}+{hi}"
     if d == 1:
-        formula = f"({n} + {pad_text} - {k})/{s} + 1 = {size}"
+        formula = f"({n} + {pad_text} - {k})/{s} + 1 = {worked_out}"
     else:
-        formula = f"({n} + {pad_text} - {d}*({k}-1) - 1)/{s} + 1 = {size}"
+        formula = f"({n} + {pad_text} - {d}*({k}-1) - 1)/{s} + 1 = {worked_out}"
     unused = (numerator % s) if numerator >= 0 else 0
     unused = max(0, unused - hi)
     return WindowSize(size, formula, unused)

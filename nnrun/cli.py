@@ -221,13 +221,25 @@ class _Commands(click.Group):
 
 
 def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
-    """`--set optimizer.lr 0.01` left 0.01 to click, which called it an extra argument or a
-    missing spec file; the fix is one '='."""
-    for index, word in enumerate(args[:-2]):
-        path, value = args[index + 1], args[index + 2]
-        if word == "--set" and "=" not in path and not value.startswith("-"):
+    """An override without '=' is a usage error, said before anything is read: `--set
+    optimizer.lr 0.01` left 0.01 to click, which called it an extra argument or a missing spec
+    file; the fix is one '=' (unless the next word is the spec or a run directory)."""
+    for index, word in enumerate(args):
+        path = word.removeprefix("--set=") if word.startswith("--set=") else (
+            args[index + 1] if word == "--set" and index + 1 < len(args) else None)
+        if path is None or "=" in path:
+            continue
+        value = args[index + 2] if word == "--set" and index + 2 < len(args) else None
+        if value is not None and not value.startswith("-") and not _names_an_input(value):
             raise click.UsageError(f"--set takes PATH=VALUE as one argument: --set {path}={value}",
                                    ctx)
+        raise click.UsageError(f"--set takes PATH=VALUE, got '{path}'; e.g. --set "
+                               "optimizer.lr=0.01", ctx)
+
+
+def _names_an_input(word: str) -> bool:
+    """A spec file or a run directory: a command's argument, not an override's value."""
+    return word.endswith((".yaml", ".yml")) or Path(word).is_dir()
 
 
 def _a_further_rank() -> bool:

@@ -19,19 +19,51 @@ def metric_sum(metric, logits, prediction, target, loss: str | None = None, xp=n
     """The metric summed over the batch, a 0-d array. `prediction` is the model's output after
     its final activation; `logits` before a final softmax/sigmoid that the loss absorbed (else
     the same array). `loss` is the spec's loss type."""
-    kind = metric.type
+    return metric_total(metric, logits, prediction, target, loss, xp)[0]
+
+
+def metric_total(metric, logits, prediction, target, loss: str | None = None, xp=np,
+                 ignore_index: int | None = None) -> tuple:
+    """(sum, count): the metric summed over the batch and what its mean divides that by. The
+    count is the batch's samples (mae and mse: each sample's mean over its outputs); with
+    `ignore_index`, the positions (samples, or pixels of a label map) not labelled with it, of
+    which mae and mse sum each one's mean over its outputs."""
+    kind, samples = metric.type, len(target)
     if kind == "accuracy":
         labels = predicted_labels(logits, prediction, loss, xp)
-        return (labels == target.reshape(len(target), -1)[:, 0]).sum()
+        return (labels == target.reshape(samples, -1)[:, 0]).sum(), samples
     if kind == "top_k_accuracy":
         top = xp.argsort(-logits, axis=1)[:, : metric.k]
-        return (top == target[:, None]).any(axis=1).sum()
-    outputs = compared_outputs(loss, logits, prediction, xp).reshape(len(prediction), -1)
-    if target.ndim == 1 and np.issubdtype(target.dtype, np.integer) and outputs.shape[1] > 1:
-        target = xp.eye(outputs.shape[1], dtype=outputs.dtype)[target]  # as the mse loss sees it
-    difference = outputs - target.reshape(len(target), -1)
-    per_sample = xp.abs(difference) if kind == "mae" else difference**2
-    return per_sample.mean(axis=1).sum()
+        hits = (top == target[:, None]).any(axis=1)
+        return _over_labelled(hits, target, ignore_index, xp)
+    errors = _position_errors(kind, compared_outputs(loss, logits, prediction, xp), target, xp)
+    if ignore_index is None:
+        return errors.mean(axis=1).sum(), samples
+    return _over_labelled(errors, target.reshape(errors.shape), ignore_index, xp)
+
+
+def _position_errors(kind: str, outputs, target, xp):
+    """[B, positions]: the absolute or squared error at each position, of the outputs there
+    against the targets as the mse loss sees them: class labels as one-hot vectors along
+    the outputs' class axis (whose errors are averaged), other targets as they are."""
+    batch = len(outputs)
+    classes = outputs.shape[1] if outputs.ndim > 1 else 1
+    if (np.issubdtype(target.dtype, np.integer) and classes > 1
+            and target.ndim == outputs.ndim - 1):
+        class_axis = xp.arange(classes).reshape(1, classes, *([1] * (target.ndim - 1)))
+        difference = outputs - (target[:, None] == class_axis).astype(outputs.dtype)
+        per_position = (xp.abs(difference) if kind == "mae" else difference**2).mean(axis=1)
+        return per_position.reshape(batch, -1)
+    difference = outputs.reshape(batch, -1) - target.reshape(batch, -1)
+    return xp.abs(difference) if kind == "mae" else difference**2
+
+
+def _over_labelled(values, target, ignore_index, xp) -> tuple:
+    """(sum, count) of `values` at the positions of `target` not labelled ignore_index."""
+    if ignore_index is None:
+        return values.sum(), values.size
+    labelled = target != ignore_index
+    return xp.where(labelled, values, 0).sum(), labelled.sum()
 
 
 def compared_outputs(loss: str | None, logits, prediction, xp=np):
@@ -132,19 +164,21 @@ class Totals:
         self.summed_metrics = [m for m in self.tracked if not self._by_confusion(m, labels)]
         self.norm_names = [name for name in outputs if name.startswith("grad_norm/")]
         self.one = xp.ones((), dtype=xp.float64)
-        self.sums = xp.zeros(3 + len(self.summed_metrics) + len(self.norm_names),
+        self.sums = xp.zeros(3 + 2 * len(self.summed_metrics) + len(self.norm_names),
                              dtype=xp.float64)
         if len(self.summed_metrics) < len(self.tracked):
             classes = max(outputs["logits"].shape[1], 2)
             self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
 
     def _entries(self, outputs, batch, loss_share: float) -> list:
-        """loss * n, n, 1 (a step), each summed metric, each gradient norm."""
+        """loss * n, n, 1 (a step), each summed metric and its count, each gradient norm."""
         n, xp = len(batch), self.backend.xp
-        metrics = [metric_sum(metric, outputs["logits"], outputs["prediction"], batch.labels,
-                              self.loss_type, xp) for metric in self.summed_metrics]
+        metrics = [part for metric in self.summed_metrics
+                   for part in metric_total(metric, outputs["logits"], outputs["prediction"],
+                                            batch.labels, self.loss_type, xp, self.ignore_index)]
         return [outputs["loss"].astype(xp.float64) * (loss_share * n), self.one * n, self.one,
-                *metrics, *(outputs[name] for name in self.norm_names)]
+                *(self.one * part for part in metrics),
+                *(outputs[name] for name in self.norm_names)]
 
     def read(self, extra=None):
         """Copies the sums, and `extra` (a float64 backend vector), to the host in one
@@ -164,8 +198,9 @@ class Totals:
         self.previous = self._host_fields()
         values, host = host[:len(self.sums)], host[len(self.sums):]
         self.loss, self.count, self.steps = float(values[0]), int(values[1]), int(values[2])
-        metrics, norms = np.split(values[3:], [len(self.summed_metrics)])
-        self.metrics = {metric_name(m): float(v) for m, v in zip(self.summed_metrics, metrics)}
+        metrics, norms = np.split(values[3:], [2 * len(self.summed_metrics)])
+        self.metrics = {metric_name(m): (float(total), float(count)) for m, total, count
+                        in zip(self.summed_metrics, metrics[0::2], metrics[1::2])}
         self.norms = {name: float(v) for name, v in zip(self.norm_names, norms)}
         if self.confusion_sums is not None:
             size = self.confusion_sums.size
@@ -193,7 +228,8 @@ class Totals:
 
     def means(self, prefix: str) -> dict:
         result = {f"{prefix}loss": self.loss / self.count}
-        result.update({f"{prefix}{k}": v / self.count for k, v in self.metrics.items()})
+        result.update({f"{prefix}{name}": total / max(count, 1)
+                       for name, (total, count) in self.metrics.items()})
         if self.confusion is not None:
             counted = confusion_metrics(self.confusion)
             counted["accuracy"] = counted["pixel_accuracy"]
@@ -212,8 +248,9 @@ class Totals:
         self.count = sum(count for _, count, _, _ in parts)
         self.metrics = {}
         for _, _, metrics, _ in parts:
-            for name, value in metrics.items():
-                self.metrics[name] = self.metrics.get(name, 0.0) + value
+            for name, (total, count) in metrics.items():
+                added = self.metrics.get(name, (0.0, 0.0))
+                self.metrics[name] = (added[0] + total, added[1] + count)
         confusions = [confusion for _, _, _, confusion in parts if confusion is not None]
         self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 

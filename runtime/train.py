@@ -358,6 +358,7 @@ class Trainer:
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
         self._warn_if_loss_rose(row["train_loss"], losses, epoch, lr)
         self._average_running_statistics()
+        self._check_state_is_finite(epoch, row["train_loss"], lr)
         row.update(self.evaluate_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
@@ -449,7 +450,8 @@ class Trainer:
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
             self.ranks.raise_together(
-                TrainingError(self._diverged_message(loss, epoch, index + 1, lr)))
+                TrainingError(self._diverged_message(
+                    f"loss became {loss} at epoch {epoch}, step {index + 1}", lr)))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
 
@@ -498,7 +500,20 @@ class Trainer:
             for name in self.model.lowered.state:
                 self.backend.allreduce_mean(self.state[name])
 
-    def _diverged_message(self, loss, epoch, step, lr) -> str:
+    def _check_state_is_finite(self, epoch: int, loss: float, lr: float) -> None:
+        """The loss can stay finite while the state overflows: Adam's squared gradients
+        reach inf and its update is then 0. Checked once an epoch, before the checkpoint,
+        which resume, eval and predict would refuse."""
+        xp, names = self.backend.xp, list(self.state)
+        finite = self.backend.to_host(xp.stack([xp.isfinite(self.state[n]).all() for n in names]))
+        if finite.all():
+            return
+        name = names[int(np.argmin(finite))]
+        what = (f"'{name}' overflowed ({self.spec.dtype}) in epoch {epoch} while the loss "
+                f"stayed finite ({loss:.4g})")
+        self.ranks.raise_together(TrainingError(self._diverged_message(what, lr)))
+
+    def _diverged_message(self, what: str, lr: float) -> str:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         if not optimizer.clip_grad_norm:
@@ -509,7 +524,7 @@ class Trainer:
                     f"{self.run_dir} --allow-changes once the spec is changed)")
         else:
             last = f"no checkpoint was written yet (--out {self.run_dir} starts over)"
-        return f"loss became {loss} at epoch {epoch}, step {step}; {'; '.join(causes)}; {last}"
+        return f"{what}; {'; '.join(causes)}; {last}"
 
     def _resume_advice(self, interrupt: Interrupted) -> str:
         if self.saved_epoch:

@@ -42,8 +42,15 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                                      pad_pairs(attrs.pad), attrs.dilation):
         result = window_output(n, k, s, pad, d)
         if result.size < 1:
+            kernel_text = "x".join(map(str, kernel))
+            if d > 1 and window_output(n, k, s, pad).size >= 1:  # it fits undilated
+                raise ShapeError(
+                    f"{what} {kernel_text} at dilation {d} does not fit the "
+                    f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
+                    "use a smaller dilation, add padding, or remove a downsampling layer before "
+                    "it", attribute="dilation")
             raise ShapeError(
-                f"{what} {'x'.join(map(str, kernel))} does not fit the "
+                f"{what} {kernel_text} does not fit the "
                 f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
                 "use a smaller kernel, add padding, or remove a downsampling layer before it",
                 attribute="kernel",

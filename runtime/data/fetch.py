@@ -84,8 +84,8 @@ def fetch_dataset(
     """Makes the four files present and verified in dest_dir; returns that directory."""
     if name not in MIRRORS:
         raise DataError(
-            f"{name}: nothing to fetch; downloadable datasets are {', '.join(MIRRORS)} "
-            f"(the others are built in, generated, or your own files)"
+            f"{name or repr(name)}: nothing to fetch; downloadable datasets are "
+            f"{', '.join(MIRRORS)} (the others are built in, generated, or your own files)"
         )
     destination = Path(dest_dir).expanduser() if dest_dir else default_dir(name)
     mirror_list = list(mirrors or MIRRORS[name])

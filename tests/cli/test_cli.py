@@ -363,6 +363,15 @@ def test_a_set_split_in_two_arguments_shows_the_one_argument(tiny):
         assert "--set optimizer.lr=0.01" in result.stderr and "extra argument" not in result.stderr
 
 
+def test_a_set_without_equals_is_a_usage_error_that_never_takes_the_spec_as_its_value(tiny):
+    for args in (("validate", "--set", "a.b", tiny), ("train", tiny, "--set", "a.b", "--out", "x"),
+                 ("train", tiny, "--set=a.b"), ("summary", "--set", "a.b", tiny.parent)):
+        result = invoke(*args)
+        assert result.exit_code == 2, result.output
+        assert "--set takes PATH=VALUE, got 'a.b'; e.g. --set optimizer.lr=0.01" in result.stderr
+        assert str(tiny) not in result.stderr.split("Error:")[-1]
+
+
 def test_validate_set_bad_path(tiny):
     result = invoke("validate", tiny, "--set", "model.layers[7].units=4")
     line = assert_one_line_error(result, "--set model.layers[7].units=4")

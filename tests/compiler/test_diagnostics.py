@@ -574,8 +574,8 @@ def test_values_yaml_types_by_itself_are_shown_as_the_file_wrote_them():
             "  layers: [{type: dense, units: !!binary aGVsbG8=}]\n")
     assert _load_errors(text) == [
         "spec.yaml:1:7: error: 'seed' must be an integer, got the date 2001-12-14",
-        "spec.yaml:4:33: error: model.layers[0] (dense_1): 'units' must be an integer, got 5 "
-        "bytes of binary data (!!binary)"]
+        "spec.yaml:4:33: error: model.layers[0].units: no spec field takes binary data "
+        "(!!binary); write the value as text"]
 
 
 def test_a_field_another_layer_type_names_so_is_suggested():
@@ -691,3 +691,32 @@ def test_a_wrong_kind_of_value_says_what_the_field_takes(text, message):
 
     messages = [d.message for d in diagnose(text, schema=Spec)]  # and a missing model
     assert any(message in m for m in messages), messages
+
+
+DIGITS_LAYERS = ("name: x\ndata: {{dataset: digits}}\nmodel:\n  layers:\n"
+                 "    - {{type: conv2d, filters: 4, kernel_size: 3}}\n"
+                 "    - {{type: flatten}}\n    - {}\n")
+
+
+@pytest.mark.parametrize("layer, message", [
+    ("{type: dense, units: -3}", "'units' must be an integer ≥ 1, got -3"),
+    ("{type: dens, units: 10}", "unknown layer type 'dens'; did you mean 'dense'?"),
+])
+def test_the_layers_left_before_a_broken_one_are_not_checked_against_the_labels(layer, message):
+    """They do not end the model: a flatten's 144 outputs are no mistake against 10 classes."""
+    errors = _load_errors(DIGITS_LAYERS.format(layer))
+    assert len(errors) == 1 and errors[0].endswith(message), errors
+    # a shape error of the layers left is still found
+    broken = DIGITS_LAYERS.format(layer).replace("kernel_size: 3", "kernel_size: 9")
+    assert [e.split(": ", 3)[-1][:26] for e in _load_errors(broken)] == [
+        "kernel 9x9 does not fit th", message[:26]]
+
+
+def test_a_misspelt_type_key_is_named_with_its_position():
+    text = ("model:\n  input_shape: [4]\n  layers:\n    - {tyep: dense, units: 2}\n"
+            "optimizer: {Type: adam}\n")
+    assert _load_errors(text) == [
+        "spec.yaml:4:8: error: model.layers[0] (layer_1): unknown field 'tyep'; did you mean "
+        "'type'?",
+        "spec.yaml:5:13: error: optimizer: unknown field 'Type'; did you mean 'type'?"]
+

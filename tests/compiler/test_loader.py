@@ -266,6 +266,8 @@ def test_top_level_must_be_a_mapping(text):
 def test_several_documents_are_an_error():
     diagnostic = only_error("seed: 0\n---\nseed: 1\n")
     assert (diagnostic.line, diagnostic.col) == (2, 1)
+    assert diagnostic.message == ("a spec is one YAML document, and this '---' starts another; "
+                                  "remove it and what follows, or give each spec its own file")
 
 
 def test_recursive_alias_is_an_error():
@@ -276,6 +278,41 @@ def test_exponential_aliases_are_refused():
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
     assert "aliases expand" in only_error("\n".join(lines) + "\n").message
+
+
+def test_a_document_too_large_without_aliases_is_not_blamed_on_them(monkeypatch):
+    monkeypatch.setattr(loader, "_MAX_NODES", 50)
+    diagnostic = only_error("train: {metrics: [" + ", ".join(["accuracy"] * 60) + "]}\n")
+    assert diagnostic.message == ("the document holds more than 50 values (the first one past "
+                                  "that is here); a spec is never this large")
+    assert diagnostic.line == 1 and diagnostic.col > 100  # inside the list, not at 1:1
+
+
+@pytest.mark.parametrize("escaped", ["\\ud800", "a\\ud83d\\ude00"])
+def test_a_lone_surrogate_is_refused_where_it_is_written(escaped):
+    """YAML's \\u escapes can write half of a UTF-16 pair, which no file name, UTF-8 file or
+    terminal takes: refused at its position instead of failing when written out."""
+    diagnostics = errors_of(f'name: ok\nmodel:\n  layers: [{{type: flatten, name: "{escaped}"}}]\n')
+    assert len(diagnostics) == 1
+    assert (diagnostics[0].line, diagnostics[0].col) == (3, 34)  # the opening quote
+    assert "is half of a UTF-16 surrogate pair, not a character; write the character itself" \
+        in diagnostics[0].message
+    assert load('name: "\\U0001F600"\n').data == {"name": "\U0001F600"}  # the whole character
+
+
+def test_binary_data_is_refused_by_the_loader():
+    diagnostic = only_error("name: !!binary aGVsbG8=\n")
+    assert diagnostic.message == ("no spec field takes binary data (!!binary); write the value "
+                                  "as text")
+
+
+@pytest.mark.parametrize("magic", [b"PK\x03\x04", b"\x93NUMPY"])
+def test_a_numpy_file_given_as_a_spec_is_named_so(tmp_path, magic):
+    path = tmp_path / "last.npz"
+    path.write_bytes(magic + bytes(range(256)))
+    assert _refusal(path) == (f"{path}:1:1: error: a NumPy file (a checkpoint or data), not a "
+                              "spec; give the spec's YAML file (or, to a command that takes one, "
+                              "the run directory)")
 
 
 def test_scalar_that_does_not_fit_its_tag_is_an_error():

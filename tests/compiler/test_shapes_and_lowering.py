@@ -195,6 +195,15 @@ def test_dilated_kernel_too_large_shows_the_dilated_formula():
     assert "(4 + 2*0 - 2*(3-1) - 1)/1 + 1 = 0" in error.message
 
 
+
+def test_a_kernel_that_fits_but_not_at_its_dilation_points_at_the_dilation():
+    """The formula's value is the arithmetic's, below 0 when the span passes the input."""
+    text = spec_text([1, 8, 8], "{type: conv2d, filters: 4, kernel_size: 3, dilation: 5}")
+    error = the_error(text)
+    assert "kernel 3x3 at dilation 5 does not fit the 8x8 input (rows: (8 + 2*0 - 5*(3-1) - 1)/1 " \
+           "+ 1 = -2); use a smaller dilation" in error.message
+    assert at(error) == position(text, "dilation: 5", "5")
+
 # --- conv1d ---------------------------------------------------------------------------------
 
 

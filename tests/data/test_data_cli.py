@@ -42,6 +42,7 @@ def test_fetch_something_built_in_is_a_one_line_error():
     assert result.stdout == ""
     assert result.stderr.startswith("error: digits: nothing to fetch")
     assert result.stderr.count("\n") == 1
+    assert run("fetch", "").stderr.startswith("error: '': nothing to fetch")
 
 
 def serve_files(root, seed: bytes = b"") -> dict[str, str]:

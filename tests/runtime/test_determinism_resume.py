@@ -214,6 +214,32 @@ def test_a_new_run_refuses_a_directory_that_holds_a_run(tmp_path, three_epoch_ru
         nnrun.train(write_spec(tmp_path), out_dir=three_epoch_run, quiet=True)
 
 
+OVERFLOWING_STATE = """\
+name: overflow
+data: {dataset: digits, limit: 200, validation_split: 0.2}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 8, activation: tanh}
+    - {type: dense, units: 10, init: {type: uniform, limit: 1.0e+30}}
+optimizer: {type: adam, lr: 0.01}
+train: {epochs: 2, batch_size: 32}
+"""
+
+
+def test_a_state_that_overflows_under_a_finite_loss_stops_before_its_checkpoint(tmp_path):
+    """Gradients of 1e30 square to inf in Adam's state, whose update is then 0: the loss stays
+    finite, but a checkpoint would hold inf, which every later command refuses."""
+    out = tmp_path / "overflow"
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(write_spec(tmp_path, OVERFLOWING_STATE), out_dir=out, quiet=True)
+    message = str(caught.value)
+    assert "'opt/dense_1.weight.exp_avg_sq' overflowed (float32) in epoch 1 while the loss " \
+           "stayed finite" in message
+    assert "optimizer.lr" in message and "clip_grad_norm" in message
+    assert not (out / "last.npz").exists() and not (out / "best.npz").exists()
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in the diverging matmuls
 def test_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
     # Without activations the weights of consecutive layers feed each other's gradients and grow

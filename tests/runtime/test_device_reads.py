@@ -174,7 +174,7 @@ def test_totals_are_the_sums_of_reading_each_batch(tmp_path):
                 for total, metric in zip(sums, metrics)]
     totals.read()
     assert (totals.loss, totals.count, totals.steps) == (loss, count, 4)
-    assert list(totals.metrics.values()) == sums
+    assert list(totals.metrics.values()) == [(total, count) for total in sums]
 
 
 def test_a_divergence_found_at_a_later_read_names_its_step(tmp_path, every_step_refresh):

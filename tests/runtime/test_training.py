@@ -121,6 +121,61 @@ def test_every_metric_is_tracked_on_the_training_batches_too(tmp_path):
         assert np.isclose(row["train_mse"], row["train_loss"], rtol=1e-5)
 
 
+def _totals_of(metrics, loss, ignore_index, logits, labels) -> dict:
+    from nnrun.backends import get_backend
+    from nnrun.runtime.metrics import Totals
+
+    class Batch:
+        def __len__(self):
+            return len(labels)
+
+    Batch.labels = labels
+    totals = Totals(metrics, loss, ignore_index, get_backend("numpy"))
+    totals.add({"loss": np.float32(1.0), "logits": logits, "prediction": logits}, Batch())
+    totals.read()
+    return totals.means("val_")
+
+
+def test_mae_and_mse_of_label_maps_compare_each_pixel_with_its_one_hot_label():
+    """Scores [B, K, H, W] against maps [B, H, W]: each pixel's probabilities against its
+    one-hot label, averaged over the classes and the labelled pixels (255 left out)."""
+    from nnrun.compiler.schema import MaeMetric, MseMetric
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3, 4, 5, 2))
+    labels = rng.integers(0, 4, (3, 5, 2))
+    labels[0, :4] = 255
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = np.moveaxis(shifted / shifted.sum(axis=1, keepdims=True), 1, -1)
+    labelled = labels != 255
+    one_hot = np.eye(4)[np.where(labelled, labels, 0)]
+    difference = (probabilities - one_hot)[labelled]  # [labelled pixels, K]
+    means = _totals_of([MseMetric(type="mse"), MaeMetric(type="mae")], "cross_entropy", 255,
+                       logits, labels)
+    assert np.isclose(means["val_mse"], (difference**2).mean())
+    assert np.isclose(means["val_mae"], np.abs(difference).mean())
+    whole = _totals_of([MseMetric(type="mse")], "cross_entropy", None, logits,
+                       np.where(labelled, labels, 0))
+    everywhere = probabilities - np.eye(4)[np.where(labelled, labels, 0)]
+    assert np.isclose(whole["val_mse"], (everywhere**2).mean())
+
+
+def test_top_k_mae_and_mse_leave_out_the_samples_ignore_index_marks():
+    from nnrun.compiler.schema import MaeMetric, MseMetric, TopKAccuracy
+
+    logits = np.array([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [3.0, 2.0, 1.0], [0.0, 9.0, 8.0]])
+    labels = np.array([1, 9, 9, 0])  # top-2 hit, ignored, ignored, miss
+    means = _totals_of([TopKAccuracy(type="top_k_accuracy", k=2)], "cross_entropy", 9, logits,
+                       labels)
+    assert means["val_top_2_accuracy"] == 0.5
+    outputs = np.array([[0.9], [40.0], [0.2]])
+    targets = np.array([1.0, 255.0, 0.0])
+    means = _totals_of([MseMetric(type="mse"), MaeMetric(type="mae")], "mse", 255, outputs,
+                       targets)
+    assert np.isclose(means["val_mse"], (0.01 + 0.04) / 2)
+    assert np.isclose(means["val_mae"], (0.1 + 0.2) / 2)
+
+
 def test_accuracy_leaves_out_the_labels_ignore_index_marks():
     """As pixel_accuracy does: 1 of the 2 labelled samples is right, not 1 of 4."""
     from nnrun.backends import get_backend
