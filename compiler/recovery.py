@@ -2,7 +2,7 @@
 
 pydantic stops at the schema. To check shapes anyway, a copy of the spec is repaired as little
 as possible: an unknown key is dropped, or renamed to the missing field it misspells (the
-did-you-mean of its diagnostic); a section that decides no shape (optimizer, train, limits...)
+did-you-mean of its diagnostic, `type` included); a section that decides no shape (optimizer, train, limits...)
 falls back to its defaults; a broken loss becomes mse, which takes any output shape; and the
 layers from the first broken one on are left out, since every later shape depends on it (and
 the labels with them: the layers left do not end the model). A
@@ -29,9 +29,13 @@ def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | N
     for kind, path in problems:
         if kind == "extra_forbidden":
             _drop_or_rename(data, path, missing)
+    renamed = {path for kind, path in problems
+               if kind == "union_tag_not_found" and _rename_misspelt_type(data, path)}
     broken_layers = []
     for kind, path in problems:
         if kind == "extra_forbidden" or (kind == "missing" and path not in missing):
+            continue
+        if path in renamed:
             continue
         layer = _layer_index(path)
         if layer is not None:
@@ -51,6 +55,19 @@ def _drop_or_rename(data: dict, path: tuple, missing: set) -> None:
     if meant is not None:
         parent[meant] = value
         missing.discard(path[:-1] + (meant,))
+
+
+def _rename_misspelt_type(data: dict, path: tuple) -> bool:
+    """`{tyep: dense}`: read as the `type` it misspells (its diagnostic says so)."""
+    mapping = _value_at(data, path)
+    if not isinstance(mapping, dict):
+        return False
+    key = next((k for k in mapping if isinstance(k, str) and suggest(k, ["type"]) == "type"),
+               None)
+    if key is None:
+        return False
+    mapping["type"] = mapping.pop(key)
+    return True
 
 
 def _layer_index(path: tuple) -> int | None:

@@ -720,3 +720,13 @@ def test_a_misspelt_type_key_is_named_with_its_position():
         "'type'?",
         "spec.yaml:5:13: error: optimizer: unknown field 'Type'; did you mean 'type'?"]
 
+
+
+def test_a_layer_with_a_misspelt_type_key_is_read_as_its_type_so_later_layers_are_checked():
+    text = ("name: x\ndata: {dataset: digits}\nmodel:\n  layers:\n"
+            "    - {tyep: conv2d, filters: 4, kernel_size: 3}\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    errors = _load_errors(text)
+    assert [e.split(": ", 3)[-1][:40] for e in errors] == [
+        "unknown field 'tyep'; did you mean 'type", "kernel 9x9 does not fit the 6x6 input (r"]
