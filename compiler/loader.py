@@ -290,7 +290,7 @@ class _Builder:
         if surrogate is not None:
             self.error(*_mark(node), path, _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}"))
             # kept, marked, so that the schema does not also report the value as missing
-            return "".join("\ufffd" if _lone_surrogate(char) else char for char in value)
+            return _SURROGATES.sub("\ufffd", value)
         return value
 
     def _mapping(self, node: MappingNode, path: SpecPath) -> dict:
@@ -364,10 +364,12 @@ _SURROGATE_MESSAGE = ("{} is half of a UTF-16 surrogate pair, not a character; w
                       "character itself, or its \\U escape (\\U0001F600 for a smiling face)")
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _lone_surrogate(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    return next((char for char in value if "\ud800" <= char <= "\udfff"), None)
+    found = _SURROGATES.search(value) if isinstance(value, str) else None
+    return found.group() if found else None
 
 
 def _yaml_text(value: Any) -> str:
