@@ -56,19 +56,26 @@ def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # 
 
 def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int | None = None,
           batch_size: int | None = None, seed: int | None = None, distributed: bool = False,
-          **options):
+          threads: int | None = None, **options):
     """Trains and returns the run's summary (also written to OUT_DIR/summary.json).
-    `epochs`, `batch_size` and `seed` override the spec's, as the command's options do;
-    distributed=True: this process is one rank of an MPI job (docs/distributed.md)."""
+    `epochs`, `batch_size` and `seed` override the spec's, and `threads` sets the CPU
+    kernels' threads, as the command's options do; distributed=True: this process is one rank
+    of an MPI job (docs/distributed.md)."""
     from nnrun.compiler.loader import training_overrides
+    from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:
         from nnrun.runtime.distributed import connect
 
         options["ranks"] = connect(backend)
-    return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir, **options)
+    with thread_limit(threads):
+        return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
+                            **options)
 
 
 def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",

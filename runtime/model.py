@@ -196,6 +196,10 @@ class Model:
             raise KeyError(f"params lacks {', '.join(map(repr, missing))}; the model's are "
                            f"{', '.join(expected)}")
         for name, info in expected.items():
+            kind = np.asarray(params[name]).dtype.kind
+            if kind not in "biuf":
+                raise TypeError(f"params[{name!r}] must be an array of real numbers, got "
+                                f"{_described(params[name])}")
             shape = tuple(np.shape(params[name]))
             if shape != tuple(info.shape):
                 raise ValueError(f"params[{name!r}] has shape {list(shape)}, the model's is "
@@ -205,6 +209,8 @@ class Model:
         """x as an array of the model's dtype, [N, *input_shape] with N >= 1, or a ValueError
         that says what it should be."""
         sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
+        if np.iscomplexobj(x):  # the cast would drop the imaginary parts with only a warning
+            raise TypeError(f"x must be real numbers [N, {_dims(sample)}], got complex values")
         try:
             with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
                 x = np.asarray(x, dtype=self.spec.dtype)
@@ -243,6 +249,12 @@ def _rearranged(shape: tuple, sample: tuple) -> str:
     return f"; the values are there in another shape: x.reshape(-1, {_dims(sample)})"
 
 
+def _described(value) -> str:
+    array = np.asarray(value)
+    return f"{type(value).__name__} {str(value)[:40]!r}" if not array.ndim else \
+        f"an array of {array.dtype}"
+
+
 def _dims(shape) -> str:
     return ", ".join(map(str, shape))
 
@@ -274,6 +286,9 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
     elif loss.type == "binary_cross_entropy":
         wrong = ~ignored & ~((y >= 0) & (y <= 1))
         what = "targets in [0, 1]"
+    elif _one_hot_labels(y, output):
+        wrong = (y < 0) | (y >= output[0])
+        what = f"class labels 0..{output[0] - 1} (one-hot targets of the {output[0]} outputs)"
     else:
         wrong = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(y.shape, bool)
         what = "finite targets"
@@ -290,9 +305,15 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
 def _fits_outputs(y: np.ndarray, output: tuple, loss: str) -> bool:
     """Targets of as many values as the outputs, or class labels [N] that become one-hot
     targets of a vector output under mse, mae or huber (target_array)."""
-    one_hot = (loss in ("mse", "mae", "huber") and y.ndim == 1 and len(output) == 1
-               and np.issubdtype(y.dtype, np.integer))
+    one_hot = loss in ("mse", "mae", "huber") and _one_hot_labels(y, output)
     return one_hot or y[0].size == int(np.prod(output))
+
+
+def _one_hot_labels(y: np.ndarray, output: tuple) -> bool:
+    """Integer labels [N] against a vector of several outputs: class labels, which mse, mae and
+    huber compare as one-hot targets."""
+    return (y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and len(output) == 1
+            and output[0] > 1)
 
 
 def target_array(spec, lowered, y) -> np.ndarray:
@@ -302,6 +323,6 @@ def target_array(spec, lowered, y) -> np.ndarray:
     if spec.loss.type == "cross_entropy":
         return y.astype(np.int64)
     shape = lowered.logits.type.shape[1:]
-    if y.ndim == 1 and np.issubdtype(y.dtype, np.integer) and shape != (1,) and len(shape) == 1:
+    if _one_hot_labels(y, shape):
         return np.eye(shape[0], dtype=spec.dtype)[y]  # class labels as one-hot targets (mse on classes)
     return y.astype(spec.dtype).reshape(len(y), *shape)

@@ -23,7 +23,8 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
-from .files import is_writable_directory, remove_leftovers, write_text_atomically
+from .files import (describe_os_error, is_writable_directory, remove_leftovers,
+                    write_text_atomically)
 
 LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
@@ -111,7 +112,10 @@ class RunDirectory:
         # and the folders above it that did not exist (runs/<name>/): removed with it
         self.created_above = list(itertools.takewhile(lambda folder: not folder.exists(),
                                                       self.path.parents))
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file above it, no permission: the API's error type too
+            raise RunDirectoryError(describe_os_error(error)) from None
         self._check_own_files(for_resume=False)
         self._lock()
         self._refuse_lost_checkpoint()

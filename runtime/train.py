@@ -72,6 +72,14 @@ class History:
     best_sparsity: float | None = None  # the pruning level of the best epoch, when pruning
 
 
+def _overall_rate(rows: list[dict]) -> float:
+    """Samples per second over the epochs together: their samples over their time (the mean
+    of the epochs' rates would count a short epoch as much as a long one)."""
+    seconds = sum(row["epoch_s"] for row in rows)
+    samples = sum(row["samples_per_s"] * row["epoch_s"] for row in rows)
+    return round(samples / seconds, 1) if seconds > 0 else 0.0
+
+
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
           max_steps: int | None = None, allow_changes: bool = False, ranks=ALONE,
           graph: bool = True) -> dict:
@@ -629,7 +637,7 @@ class Trainer:
             "backend": self.backend.name, "step_path": self.model.step_path,
             "epochs_run": len(rows), "stopped_early": stopped_early,
             "best_epoch": self.history.best_epoch, "final": final,
-            "samples_per_s": round(float(np.mean([r["samples_per_s"] for r in rows])), 1) if rows else 0.0,
+            "samples_per_s": _overall_rate(rows),
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
         if self.ranks.size > 1:

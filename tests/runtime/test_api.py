@@ -1,5 +1,6 @@
 """The Python API of DESIGN.md section 7."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,10 +142,58 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
         (lambda: nnrun.compile(XOR, backend=None), nnrun.BackendUnavailable, "unknown backend"),
         (lambda: nnrun.compile([{"model": {}}]), TypeError,
          "spec must be a file path, a Spec, a SourceSpec or a mapping"),
+        (lambda: xor.forward({**xor_params, "dense_1.weight": xor_params["dense_1.weight"]
+                              .astype(complex)}, np.zeros((1, 2))), TypeError,
+         "params['dense_1.weight'] must be an array of real numbers, got an array of complex128"),
+        (lambda: xor.forward({**xor_params, "dense_1.bias": None}, np.zeros((1, 2))), TypeError,
+         "params['dense_1.bias'] must be an array of real numbers, got NoneType 'None'"),
+        (lambda: xor.forward(xor_params, np.zeros((1, 2), complex)), TypeError,
+         "x must be real numbers [N, 2], got complex values"),
     ]
     for call, kind, message in cases:
         raised, text = _error(call)
         assert issubclass(raised, kind) and message in text, (raised, text)
+
+
+def test_class_labels_that_become_one_hot_targets_must_be_within_the_classes():
+    """Under mse, -1 would index the last class (a wrong loss, silently) and 3 past the end."""
+    model = nnrun.compile({"model": {"input_shape": [3], "layers": [{"type": "dense",
+                                                                      "units": 3}]},
+                           "loss": "mse"})
+    params, x = model.init_params(), np.zeros((2, 3))
+    for label in (-1, 3):
+        raised, text = _error(lambda: model.loss_and_grads(params, x, np.array([0, label])))
+        assert raised is ValueError and text == (
+            f"y_true holds {label} at sample 1; mse needs class labels 0..2 (one-hot targets "
+            "of the 3 outputs)")
+    model.loss_and_grads(params, x, np.array([0, 2]))
+
+
+def test_train_where_the_directory_cannot_be_made_is_a_run_directory_error(tmp_path):
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    (tmp_path / "afile").write_text("mine")
+    raised, text = _error(lambda: nnrun.train(XOR, out_dir=tmp_path / "afile" / "run",
+                                              quiet=True))
+    assert raised is RunDirectoryError
+    assert text == (f"{tmp_path / 'afile' / 'run'}: Not a directory; a part of the path is a "
+                    "file, not a directory: choose another path")
+
+
+def test_train_takes_threads_as_the_command_does(tmp_path):
+    summary = nnrun.train(XOR, out_dir=tmp_path / "run", epochs=3, threads=1, quiet=True)
+    assert summary["epochs_run"] == 3
+    # the run's rate is its samples over its time, not the mean of the epochs' rates
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    seconds = sum(row["epoch_s"] for row in rows)
+    samples = sum(row["samples_per_s"] * row["epoch_s"] for row in rows)
+    assert summary["samples_per_s"] == pytest.approx(samples / seconds, abs=0.1)
+    from nnrun.runtime.train import _overall_rate
+
+    rows = [{"epoch_s": 1.0, "samples_per_s": 100.0}, {"epoch_s": 3.0, "samples_per_s": 20.0}]
+    assert _overall_rate(rows) == 40.0 and _overall_rate([]) == 0.0  # not (100 + 20) / 2
+    raised, text = _error(lambda: nnrun.train(XOR, out_dir=tmp_path / "two", threads=0))
+    assert raised is ValueError and "threads must be a whole number >= 1, got 0" in text
 
 
 def test_one_override_may_be_given_as_a_string():
