@@ -173,7 +173,8 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
     else:
         pad = tuple((p, p) for p in as_tuple(layer.padding, rank))
         if len(pad) != rank:
-            ctx.fail(f"padding needs {rank} values, got {layer.padding}", "padding")
+            ctx.fail(f"padding needs {rank} value{'s' if rank > 1 else ''}, got {layer.padding}",
+                     "padding")
     _warn_unused(ctx, spatial, kernel, stride, pad, dilation)
     return kernel, stride, dilation, pad
 

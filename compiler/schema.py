@@ -11,6 +11,7 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    StrictBool,
     AfterValidator,
     BaseModel,
     BeforeValidator,
@@ -73,7 +74,17 @@ def _not_boolean(error_type: str, message: str, context: dict | None = None):
     return BeforeValidator(check)
 
 
-Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer")]
+def _not_text(value: Any) -> Any:
+    # `units: '10'`: quoted on purpose, or a slip; YAML reads every plain whole number as one.
+    if isinstance(value, str):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer"),
+                BeforeValidator(_not_text)]
+# `use_bias: 'no'` or `shuffle: 1` is not read as a boolean: YAML's own true and false only.
+Bool = StrictBool
 Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number"),
                 Field(allow_inf_nan=False)]
 PositiveInt = Annotated[Int, Field(gt=0)]
@@ -262,7 +273,7 @@ class Dense(LayerBase):
     type: Literal["dense"]
     units: PositiveInt = Field(description="number of output features")
     activation: LayerActivation = None
-    use_bias: bool = True
+    use_bias: Bool = True
     init: Initializer | None = Field(None, description="weight initializer; default model.init")
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
     weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
@@ -282,7 +293,7 @@ class ConvBase(LayerBase):
         "zeros", description="what the padding holds: zeros, a mirror image, the edge value, "
                              "the opposite edge (circular), or fixed random values (seeded)")
     activation: LayerActivation = None
-    use_bias: bool = True
+    use_bias: Bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
     weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
@@ -326,7 +337,7 @@ class ConvTransposeBase(LayerBase):
     output_padding: NonNegIntOrPair = Field(0, description="added at the output's end, < stride")
     dilation: IntOrPair = Field(1, description="spacing of the kernel's taps")
     activation: LayerActivation = None
-    use_bias: bool = True
+    use_bias: Bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
 
@@ -488,7 +499,7 @@ class Sgd(OptimizerBase):
     type: Literal["sgd"]
     lr: PositiveFloat = 0.01
     momentum: Float = Field(0.0, ge=0.0, lt=1.0)
-    nesterov: bool = False
+    nesterov: Bool = False
     weight_decay: NonNegativeFloat = 0.0
 
     @model_validator(mode="after")
@@ -576,7 +587,7 @@ class Data(Strict):
     path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
     validation_split: Float = Field(0.0, ge=0.0, lt=1.0)
     normalize: Literal["none", "scale", "standard"] = "standard"
-    permute_features: bool | NonNegativeInt = Field(
+    permute_features: Bool | NonNegativeInt = Field(
         False, description="true or a seed (>= 0): one fixed shuffle of each sample's features")
     limit: PositiveInt | None = Field(None, description="use only the first N training samples")
     n_samples: PositiveInt | None = Field(None, description="size of a generated dataset")
@@ -651,7 +662,7 @@ class EarlyStopping(Strict):
     patience: PositiveInt = 3
     min_delta: NonNegativeFloat = 0.0
     mode: Literal["auto", "min", "max"] = "auto"
-    restore_best: bool = True
+    restore_best: Bool = True
 
 
 class Pruning(Strict):
@@ -679,16 +690,16 @@ class GradNormLogging(Strict):
 class Train(Strict):
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 32
-    shuffle: bool = True
+    shuffle: Bool = True
     metrics: list[Metric] | None = Field(
         None, description="default: [accuracy] for class labels, [mae] for real-valued targets "
                           "(regression)")
     early_stopping: EarlyStopping | None = None
     pruning: Pruning | None = None
-    log_grad_norms: bool | GradNormLogging = Field(
+    log_grad_norms: Bool | GradNormLogging = Field(
         False, description="per-layer gradient norms in metrics.jsonl (true), and per step "
                            "({every_steps: K})")
-    sync_batchnorm: bool = Field(
+    sync_batchnorm: Bool = Field(
         False, description="nnrun train --distributed: batchnorm statistics over the whole "
                            "global batch (every rank's samples) instead of each rank's share")
 
@@ -740,9 +751,39 @@ def run_name_problem(name: str) -> str | None:
 def spec_json_schema() -> dict:
     """The JSON Schema of the spec language, as `nnrun schema` prints it for editors."""
     document = _standard_bounds(Spec.model_json_schema())
+    _add_what_the_validators_check(document)
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "nnrun spec (version 1)"
     return document
+
+
+# The run name's rule (run_name_problem) as a pattern: no leading '/', no empty, '.' or '..'
+# part, no '\\' or control character.
+_RUN_NAME_PATTERN = r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))[^\\\u0000-\u001f\u007f]+$"
+
+
+def _add_what_the_validators_check(document: dict) -> None:
+    """The rules the model's validators enforce that a JSON Schema can state too, so that an
+    editor flags what `nnrun validate` refuses: layer and run names, a layer's inputs, a
+    reshape's entries, one value per axis for 1-D layers."""
+    definitions = document["$defs"]
+    one_d = {tag for tag in LAYER_TYPES if "1d" in tag}  # conv1d, maxpool1d, upsample1d, ...
+    for definition in definitions.values():
+        properties = definition.get("properties", {})
+        if "inputs" in properties:  # a layer
+            properties["name"].update({"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                                       "not": {"const": "input"}})
+            for branch in properties["inputs"]["anyOf"]:
+                if branch.get("type") == "array":
+                    branch["minItems"] = 1
+        if properties.get("type", {}).get("const") in one_d:
+            for field in properties.values():
+                for branch in field.get("anyOf", []):
+                    if branch.get("type") == "array" and branch.get("maxItems") == 2:
+                        branch["maxItems"] = 1
+    definitions["Reshape"]["properties"]["shape"]["items"]["anyOf"] = [{"minimum": 1},
+                                                                        {"const": -1}]
+    document["properties"]["name"].update(pattern=_RUN_NAME_PATTERN, maxLength=MAX_NAME_BYTES)
 
 
 # pydantic writes a bound as its own keyword (`gt`) when the bounded type also carries a

@@ -730,3 +730,13 @@ def test_a_layer_with_a_misspelt_type_key_is_read_as_its_type_so_later_layers_ar
     errors = _load_errors(text)
     assert [e.split(": ", 3)[-1][:40] for e in errors] == [
         "unknown field 'tyep'; did you mean 'type", "kernel 9x9 does not fit the 6x6 input (r"]
+
+
+def test_yes_no_fields_take_true_or_false_and_whole_numbers_are_not_quoted():
+    text = ("model:\n  input_shape: [4]\n  layers:\n"
+            "    - {type: dense, units: '10', use_bias: 'no'}\n"
+            "train: {shuffle: 1, log_grad_norms: 0}\n")
+    assert [e.split(": ", 3)[-1] for e in _load_errors(text)] == [
+        "'units' must be an integer, got '10'", "'use_bias' must be true or false, got 'no'",
+        "'shuffle' must be true or false, got 1",
+        "'log_grad_norms' must be true or false or a mapping, got 0"]

@@ -147,3 +147,40 @@ def test_bounds_are_json_schema_keywords_an_editor_enforces(document):
                                                                   "rate": 1.0}]}}
     assert not validator.is_valid(zero_units)
     assert not validator.is_valid(too_much_dropout)
+
+
+def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
+    return {"model": {"input_shape": list(input_shape), "layers": [layer]}, **top}
+
+
+@pytest.mark.parametrize("spec", [
+    _one_layer({"type": "flatten", "name": "1dense"}),
+    _one_layer({"type": "flatten", "name": "my-dense"}),
+    _one_layer({"type": "flatten", "name": "input"}),
+    _one_layer({"type": "flatten", "inputs": []}),
+    _one_layer({"type": "reshape", "shape": [0, 4]}),
+    _one_layer({"type": "reshape", "shape": [-2, 2]}),
+    _one_layer({"type": "conv1d", "filters": 2, "kernel_size": [3, 3]}, (2, 16)),
+    _one_layer({"type": "maxpool1d", "pool_size": 2, "padding": [1, 1]}, (2, 16)),
+    _one_layer({"type": "flatten"}, name="/etc/x"),
+    _one_layer({"type": "flatten"}, name="a/../b"),
+    _one_layer({"type": "flatten"}, name=""),
+    _one_layer({"type": "flatten"}, name="a" * 201),
+    _one_layer({"type": "flatten"}, name="a\\b"),
+    _one_layer({"type": "dense", "units": 2, "use_bias": "no"}),
+    _one_layer({"type": "dense", "units": "2"}),
+])
+def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
+    from nnrun.compiler.diagnostics import SpecError
+    from nnrun.compiler.frontend import load_spec_data, check
+
+    assert not schema_validator(document).is_valid(spec)
+    with pytest.raises(SpecError):
+        check(load_spec_data(spec))
+
+
+def test_names_validate_takes_the_schema_takes(document):
+    validator = schema_validator(document)
+    assert validator.is_valid(_one_layer({"type": "flatten", "name": "_flat_2"}, name="exp/lenet"))
+    assert validator.is_valid(_one_layer({"type": "conv1d", "filters": 2, "kernel_size": [3]},
+                                         (2, 16)))
