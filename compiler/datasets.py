@@ -102,3 +102,8 @@ CSV_ENCODING = "utf-8-sig"
 def csv_columns(header_line: str) -> list[str]:
     """The column names of a csv dataset's header row (names may be quoted)."""
     return [column.strip().strip('"') for column in header_line.strip().split(",")]
+
+
+def no_label_column(path, header: list[str]) -> str:
+    return (f"{path}: no `label` column in the header row ({', '.join(header)}); name the "
+            "targets' column `label`")

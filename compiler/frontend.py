@@ -15,7 +15,7 @@ import yaml
 
 from .builder import CompileError, CompileWarning
 from .checks import targets_decide_metrics, tracked_metrics, training_errors
-from .datasets import CSV_ENCODING, csv_columns
+from .datasets import CSV_ENCODING, csv_columns, no_label_column
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
@@ -176,14 +176,31 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
 
 
 def _csv_features(file: Path) -> list[int] | None:
+    header = _csv_header(file)
+    return [len(header) - 1] if header and "label" in header and len(header) > 1 else None
+
+
+def _csv_header(file: Path) -> list[str] | None:
     if not file.is_file():  # is_file first: opening a FIFO would block
         return None
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
-            header = csv_columns(handle.readline())
+            return csv_columns(handle.readline())
     except (OSError, UnicodeDecodeError):
         return None
-    return [len(header) - 1] if "label" in header and len(header) > 1 else None
+
+
+def csv_without_labels(spec: Spec, directory: Path) -> str | None:
+    """The message for a csv data file whose header has no `label` column (the data loader's),
+    for validate to say it rather than ask for input_shape."""
+    data = spec.data
+    if data is None or data.dataset != "csv" or not data.path:
+        return None
+    file = directory / Path(data.path).expanduser()
+    header = _csv_header(file)
+    if header is None or "label" in header:
+        return None
+    return no_label_column(file, header)
 
 
 def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
@@ -246,6 +263,11 @@ def spec_yaml(data: dict) -> str:
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
+    unlabelled = (csv_without_labels(source.spec, source.directory)
+                  if source.spec.model.input_shape is None else None)
+    if unlabelled:  # the shape a csv gives is its columns but `label`
+        raise SpecError([source.diagnostic(Origin("data.path", keys=("data", "path")),
+                                           unlabelled)])
     try:
         lowered = lower(source.spec, mode="eval")
         step = build_train_step(source.spec, data_parallel=data_parallel)

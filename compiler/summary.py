@@ -168,13 +168,18 @@ def summary_text(summary: Summary, width: int | None = None) -> str:
              _parameters_line(summary),
              f"forward FLOPs per sample: {summary.flops_per_sample:,} (2 x mult-adds)",
              FLOP_CONVENTION]
-    parts = ", ".join(f"{k.replace('_', ' ')} {byte_size(v)}"
+    parts = ", ".join(f"{_MEMORY_LABELS.get(k, k.replace('_', ' '))} {byte_size(v)}"
                       for k, v in summary.memory_parts.items())
     lines.append(f"training memory at batch size {summary.batch_size}: "
                  f"{byte_size(summary.train_memory_bytes)} ({parts})")
     if summary.checkpoint:
         lines.append(_sparsity_line(summary))
     return "\n".join(lines) + "\n"
+
+
+# The workspace is the step's memory plan: the forward values the backward pass reads, and the
+# gradients, which share its buffers.
+_MEMORY_LABELS = {"workspace": "workspace (activations, gradients)"}
 
 
 def _parameters_line(summary: Summary) -> str:

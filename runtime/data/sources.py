@@ -19,7 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.backends.notices import inform
-from nnrun.compiler.datasets import CSV_ENCODING, DATASETS, csv_columns, generated_bytes
+from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, csv_columns, generated_bytes,
+                                     no_label_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -486,7 +487,7 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
     path = user_file("csv", data_spec, spec_dir)
     header = read_csv_header(path)
     if "label" not in header:
-        raise DataError(f"{path}: no `label` column in the header row ({', '.join(header)})")
+        raise DataError(no_label_column(path, header))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line

@@ -25,9 +25,11 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
     if loss in CLASS_LOSSES:
+        value = _first_value_that_is_not_a_class(data)
+        what = (f"hold {value:g}, below 0; number the classes from 0" if value == round(value)
+                else f"are real values (e.g. {value:g})")
         raise DataError(f"{where}: {loss} needs integer class labels 0..k-1, but the labels "
-                        f"are real values ({_first_value_that_is_not_a_class(data)}); for "
-                        "regression targets use loss: mse (or mae, huber)")
+                        f"{what}; for regression targets use loss: mse (or mae, huber)")
     per_sample = int(np.prod(data.train.y.shape[1:]))
     outputs = int(np.prod(output_shape))
     if per_sample == 0:
@@ -51,7 +53,6 @@ def multi_label_message(where: str, label_shape: list) -> str:
             "with cross_entropy")
 
 
-def _first_value_that_is_not_a_class(data) -> str:
+def _first_value_that_is_not_a_class(data) -> float:
     values = data.train.y.ravel()
-    value = next((v for v in values if not are_class_labels(np.array([v]))), values[0])
-    return f"e.g. {float(value):g}"
+    return float(next((v for v in values if not are_class_labels(np.array([v]))), values[0]))

@@ -1230,3 +1230,20 @@ def test_validate_survives_several_problems_in_one_section(tmp_path):
             "data: {path: false, noise: 0.0, n_samples: 5}\n")
     lines = validate_errors(tmp_path, text)
     assert lines and all(": error: data" in line for line in lines), lines
+
+
+def test_validate_says_a_csv_has_no_label_column_instead_of_asking_for_input_shape(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,target\n1,2,0\n")
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\nmodel:\n"
+                                      "  layers: [{type: dense, units: 2}]\n")
+    line = assert_one_line_error(invoke("validate", spec), spec)
+    assert line == (f"{spec}:1:28: error: data.path: {tmp_path / 'd.csv'}: no `label` column in "
+                    "the header row (a, b, target); name the targets' column `label`")
+
+
+def test_negative_class_labels_in_a_csv_are_called_so(tmp_path):
+    (tmp_path / "d.csv").write_text("a,label\n1,-1\n2,0\n3,1\n4,0\n")
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv, validation_split: 0}\n"
+                                      "model:\n  layers: [{type: dense, units: 2}]\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.csv")
+    assert "the labels hold -1, below 0; number the classes from 0" in line

@@ -445,7 +445,8 @@ def test_csv_label_column_anywhere(tmp_path):
 
 
 BAD_CSV = {
-    "no_label": ("a,b\n1,2\n", "no `label` column"),
+    "no_label": ("a,b\n1,2\n", "no `label` column in the header row (a, b); name the targets' "
+                 "column `label`"),
     "text": ("a,label\n1,0\nx,1\n", "line 3, column 'a': 'x' is not a number"),
     "text_after_comments": ("a,b,label\n# units: cm\n\n1,2,0 # first\n1,2,one\n",
                             "line 5, column 'label': 'one' is not a number"),
