@@ -43,6 +43,8 @@ def _source(spec, overrides=()) -> SourceSpec:
         spec = source_spec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
     if isinstance(spec, SourceSpec):
         return with_overrides(spec, overrides)
+    if isinstance(spec, str) and "\n" in spec:  # no file name holds a line break: YAML text
+        raise TypeError("spec is YAML text, not a file path: give nnrun.load_spec_text(text)")
     return load_spec(Path(spec), overrides)
 
 

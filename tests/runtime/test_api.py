@@ -149,6 +149,8 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
          "params['dense_1.bias'] must be an array of real numbers, got NoneType 'None'"),
         (lambda: xor.forward(xor_params, np.zeros((1, 2), complex)), TypeError,
          "x must be real numbers [N, 2], got complex values"),
+        (lambda: nnrun.compile("model:\n  input_shape: [2]\n"), TypeError,
+         "spec is YAML text, not a file path: give nnrun.load_spec_text(text)"),
     ]
     for call, kind, message in cases:
         raised, text = _error(call)
