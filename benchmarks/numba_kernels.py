@@ -23,7 +23,11 @@ from nnrun.runtime.threads import thread_limit
 
 
 def numba_kernels():
-    import numba
+    try:
+        import numba
+    except ImportError:
+        raise SystemExit("numba is not installed (it is no dependency of nnrun): "
+                         "pip install numba") from None
 
     @numba.njit(cache=False, nogil=True)
     def im2col(x, kh, kw, cols):
