@@ -38,10 +38,12 @@ STALE_WITHOUT_CHECKPOINT = (BEST, SUMMARY, CHANGES, GRAD_NORMS)
 AFTER_FIRST_CHECKPOINT = (SUMMARY, CHANGES)
 
 
-def not_a_run_directory(path: Path, missing: str = "no spec.yaml",
+def not_a_run_directory(path: Path, missing: str | None = None,
                         wanted: str = "a directory `nnrun train` wrote") -> str:
     """Why `path` is no run directory, pointing into it when it holds runs: `nnrun train`
     without --out writes runs/NAME/TIMESTAMP, and runs/NAME is what a user types next."""
+    if missing is None:
+        missing = f"its {SPEC} is not a file" if (Path(path) / SPEC).exists() else f"no {SPEC}"
     runs = runs_inside(path)
     if not runs:
         return f"{path}: not a run directory ({missing}); give {wanted}"

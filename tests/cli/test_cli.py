@@ -1015,6 +1015,9 @@ def test_eval_not_a_run_directory(tmp_path):
     empty.mkdir()
     line = assert_one_line_error(invoke("eval", empty), empty)
     assert "spec.yaml" in line
+    (empty / "spec.yaml").mkdir()
+    line = assert_one_line_error(invoke("summary", empty), empty)
+    assert "not a run directory (its spec.yaml is not a file)" in line
 
 
 def test_eval_missing_run_directory_is_usage_error(tmp_path):
