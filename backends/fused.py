@@ -272,7 +272,7 @@ class FusedKernels:
         xp = self.xp
         xp.multiply(target, log_probs, out=terms)
         xp.sum(terms, out=loss)
-        xp.negative(loss, out=loss)
+        xp.subtract(0, loss, out=loss)  # not negative(): every label ignored is 0, not -0
         xp.divide(loss, count, out=loss)
 
     def _gradient_into(self, attrs, g, count, log_probs, target, rest, grad) -> None:

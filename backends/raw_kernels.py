@@ -255,7 +255,7 @@ KERNEL void cross_entropy_total(const double* partial, const T* g, T* loss, T* s
             counted += partial[parts + k];
         }
         counted = counted < 1 ? 1 : counted;
-        loss[0] = (T)(-total / counted);
+        loss[0] = (T)((0.0 - total) / counted);  // 0, not -0, when every label is ignored
         scale[0] = g[0] / (T)counted;
     }
 }

@@ -91,7 +91,8 @@ def _target_distribution(be, attrs, logits, labels):
 def _cross_entropy_forward(be, attrs, logits, labels):
     xp = be.xp
     target = _target_distribution(be, attrs, logits, labels)
-    return -(target * _log_softmax(xp, logits)).sum() / _counted(xp, attrs, labels)
+    # 0 - sum, not -sum: every label ignored gives 0, not -0
+    return (0 - (target * _log_softmax(xp, logits)).sum()) / _counted(xp, attrs, labels)
 
 
 def _cross_entropy_grad(be, attrs, g, logits, labels):

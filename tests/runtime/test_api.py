@@ -256,3 +256,12 @@ def test_npz_data_gives_the_input_shape_to_a_spec_object_too(tmp_path, monkeypat
                                       "model": {"layers": [{"type": "flatten"},
                                                            {"type": "dense", "units": 2}]}})
     assert nnrun.compile(spec).lowered.graph.inputs[0].type.shape == ("B", 1, 4, 4)
+
+
+def test_a_loss_whose_labels_are_all_ignored_is_zero_not_minus_zero():
+    model = nnrun.compile({"model": {"input_shape": [3], "layers": [{"type": "dense",
+                                                                      "units": 3}]},
+                           "loss": {"type": "cross_entropy", "ignore_index": 9}})
+    loss, grads = model.loss_and_grads(model.init_params(), np.ones((2, 3)), np.array([9, 9]))
+    assert loss == 0 and not np.signbit(loss)
+    assert all(not grad.any() for grad in grads.values())
