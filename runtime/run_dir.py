@@ -42,6 +42,9 @@ def not_a_run_directory(path: Path, missing: str | None = None,
                         wanted: str = "a directory `nnrun train` wrote") -> str:
     """Why `path` is no run directory, pointing into it when it holds runs: `nnrun train`
     without --out writes runs/NAME/TIMESTAMP, and runs/NAME is what a user types next."""
+    if missing is None and (Path(path) / LOCK).is_file() and not (Path(path) / SPEC).exists():
+        return (f"{path}: a run stopped before it wrote its {SPEC}; nothing was trained: start "
+                f"it again with nnrun train SPEC --out {path}")
     if missing is None:
         missing = f"its {SPEC} is not a file" if (Path(path) / SPEC).exists() else f"no {SPEC}"
     runs = runs_inside(path)

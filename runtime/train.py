@@ -244,16 +244,21 @@ class Trainer:
         self.run_directory = run
         self.say = run.say if run else (lambda message: None)
         started = time.perf_counter()
-        self.run_dir, host_state, self.history, self.global_step, first_epoch, pruning = (
-            self.ranks.from_root(lambda: (run.path, *self._begin(run, changes or {}))))
-        self.state = {name: self.backend.from_host(value) for name, value in host_state.items()}
-        if pruning is not None:
-            self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
-        self.saved_epoch, self.first_epoch = first_epoch - 1, first_epoch
+        # A signal while the run begins (its files written or read) is answered as later ones
+        self.run_dir, self.saved_epoch = (run.path if run else None), None
         try:
+            self.run_dir, host_state, self.history, self.global_step, first_epoch, pruning = (
+                self.ranks.from_root(lambda: (run.path, *self._begin(run, changes or {}))))
+            self.state = {name: self.backend.from_host(value)
+                          for name, value in host_state.items()}
+            if pruning is not None:
+                self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
+            self.saved_epoch, self.first_epoch = first_epoch - 1, first_epoch
             stopped_early = self._train_epochs(run, first_epoch, guard)
             return self._finish(run, started, stopped_early, guard)
         except Interrupted as interrupt:
+            if self.run_dir is None:
+                raise
             raise Interrupted(interrupt.signal_number, self._resume_advice(interrupt)) from None
 
     def _train_epochs(self, run: RunDirectory, first_epoch: int, guard) -> bool:
@@ -535,7 +540,13 @@ class Trainer:
         return f"{what}; {'; '.join(causes)}; {last}"
 
     def _resume_advice(self, interrupt: Interrupted) -> str:
-        if self.saved_epoch:
+        if not (self.run_dir / SPEC).is_file():  # stopped before the run wrote its spec
+            spec = self.source.path or "SPEC"
+            return (f"{interrupt}; nothing was trained; start again with: nnrun train {spec} "
+                    f"--out {self.run_dir}")
+        if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
+            saved = f"the checkpoint in {self.run_dir / LAST} is intact"
+        elif self.saved_epoch:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"

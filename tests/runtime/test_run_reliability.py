@@ -690,3 +690,45 @@ def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, mo
                           tmp_path / "run")
     assert "disk is full" in line
     assert not list((tmp_path / "run").glob(".*"))  # no temporary file left
+
+
+@pytest.mark.parametrize("after_the_spec", [True, False], ids=["spec-written", "before-spec"])
+def test_a_signal_while_the_run_begins_says_what_to_do(tmp_path, spec, monkeypatch,
+                                                       after_the_spec):
+    """Between the lock and epoch 1 (spec.yaml, preprocessing.npz being written): the line
+    names the command that continues the run, or starts it again when it has no spec.yaml."""
+    from nnrun.runtime.interrupts import Interrupted
+    from nnrun.runtime.train import Trainer
+
+    begin = Trainer._begin
+
+    def interrupted_begin(self, run, changes):
+        if after_the_spec:
+            begin(self, run, changes)
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(Trainer, "_begin", interrupted_begin)
+    out = tmp_path / "run"
+    result = invoke("train", spec, "--out", out, "--quiet")
+    assert result.exit_code == 143
+    if after_the_spec:
+        assert result.stderr.strip() == (
+            f"interrupted: stopped by SIGTERM; no checkpoint was written yet (resuming starts "
+            f"from epoch 1); resume with: nnrun train {out / 'spec.yaml'} --resume {out}")
+        monkeypatch.undo()
+        assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--quiet"))  # as it says
+    else:
+        assert result.stderr.strip() == (f"interrupted: stopped by SIGTERM; nothing was trained; "
+                                         f"start again with: nnrun train {spec} --out {out}")
+
+
+def test_eval_of_a_run_stopped_early_on_says_how_to_go_on(tmp_path, spec):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK).write_text("12345\n")
+    line = assert_one_line_error(invoke("eval", out), out)
+    assert "a run stopped before it wrote its spec.yaml; nothing was trained" in line
+    (out / "spec.yaml").write_text(spec.read_text())
+    line = assert_one_line_error(invoke("eval", out), out)
+    assert line.endswith(f"no checkpoint yet (the run stopped in its first epoch); continue it "
+                         f"with nnrun train {out / 'spec.yaml'} --resume {out}")
