@@ -16,18 +16,16 @@ from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 
-from nnrun.backends import BackendUnavailable
-from nnrun.compiler.diagnostics import Diagnostic, SpecError
-from nnrun.compiler.frontend import (SourceSpec, load_spec, load_spec_data, load_spec_text,
-                                     with_overrides)
-from nnrun.compiler.schema import Spec
-
 __version__ = "0.1.0"
 
 
-def _source(spec, overrides=()) -> SourceSpec:
+def _source(spec, overrides=()):
     """A SourceSpec from a path, a Spec, a SourceSpec or a mapping (the YAML's data), with
     `overrides` applied."""
+    from nnrun.compiler.frontend import (SourceSpec, load_spec, load_spec_data,
+                                         with_overrides)
+    from nnrun.compiler.schema import Spec
+
     if isinstance(overrides, str):  # one `--set` argument, not its characters
         overrides = [overrides]
     if isinstance(spec, Mapping):
@@ -89,22 +87,37 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 
-# What a run can raise beyond a spec's errors, imported when first asked for (the runtime's
-# modules stay out of `import nnrun`).
-_RUN_ERRORS = {"DataError": "nnrun.runtime.data.errors",
-               "DataFitError": "nnrun.runtime.data_fit",
-               "RunDirectoryError": "nnrun.runtime.run_dir",
-               "CheckpointError": "nnrun.runtime.checkpoint",
-               "TrainingError": "nnrun.runtime.train"}
+# The rest of the API, imported when first asked for: `import nnrun` loads no third-party
+# module, so that the command starts (and answers Ctrl-C, entry.py) at once.
+_LAZY = {"load_spec": "nnrun.compiler.frontend",
+         "load_spec_text": "nnrun.compiler.frontend",
+         "load_spec_data": "nnrun.compiler.frontend",
+         "with_overrides": "nnrun.compiler.frontend",
+         "SourceSpec": "nnrun.compiler.frontend",
+         "Spec": "nnrun.compiler.schema",
+         "SpecError": "nnrun.compiler.diagnostics",
+         "Diagnostic": "nnrun.compiler.diagnostics",
+         "BackendUnavailable": "nnrun.backends",
+         # what a run can raise beyond a spec's errors
+         "DataError": "nnrun.runtime.data.errors",
+         "DataFitError": "nnrun.runtime.data_fit",
+         "RunDirectoryError": "nnrun.runtime.run_dir",
+         "CheckpointError": "nnrun.runtime.checkpoint",
+         "TrainingError": "nnrun.runtime.train"}
 
 
 def __getattr__(name: str):
-    if name in _RUN_ERRORS:
+    if name in _LAZY:
         from importlib import import_module
 
-        return getattr(import_module(_RUN_ERRORS[name]), name)
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'nnrun' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "load_spec_data", "Spec",
-           "SpecError", "Diagnostic", "BackendUnavailable", *_RUN_ERRORS]
+           "SpecError", "Diagnostic", "BackendUnavailable", "DataError", "DataFitError",
+           "RunDirectoryError", "CheckpointError", "TrainingError"]

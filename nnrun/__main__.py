@@ -1,3 +1,3 @@
-from nnrun.cli import main
+from nnrun.entry import main
 
 main()

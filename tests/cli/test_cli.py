@@ -1250,3 +1250,35 @@ def test_negative_class_labels_in_a_csv_are_called_so(tmp_path):
                                       "model:\n  layers: [{type: dense, units: 2}]\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.csv")
     assert "the labels hold -1, below 0; number the classes from 0" in line
+
+
+def test_import_nnrun_loads_no_third_party_module_so_the_command_starts_at_once():
+    import subprocess
+    import sys
+
+    code = ("import sys, nnrun; print([m for m in ('numpy', 'pydantic', 'yaml', 'click') "
+            "if m in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """The half second of imports before the commands' own handling of SIGINT."""
+    import sys
+    import types
+
+    from nnrun import entry
+
+    loading = types.ModuleType("nnrun.cli")
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    loading.__getattr__ = interrupted
+    monkeypatch.setitem(sys.modules, "nnrun.cli", loading)
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == ("interrupted: stopped by SIGINT before the command "
+                                       "began; nothing was written\n")
