@@ -49,5 +49,8 @@ def graph_dot(graph: Graph) -> str:
         for value in node.outputs:
             lines.append(f'  {node_id} -> "{value.ref()}" [arrowhead=none];')
             lines.append(f'  "{value.ref()}" [shape=point];')
+    for name, value in graph.outputs.items():  # as the text form's `output NAME = %v`
+        lines.append(f'  "output {name}" [shape=ellipse, style=bold, label="{name}"];')
+        lines.append(f'  "{value.ref()}" -> "output {name}";')
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -561,6 +561,8 @@ def test_graph_dot(tiny):
     assert text.startswith("digraph nnrun {")
     assert text.rstrip().endswith("}")
     assert "matmul" in text and "->" in text
+    # the outputs are named, as in the text form (`output prediction = %5`)
+    assert '"output prediction" [shape=ellipse, style=bold, label="prediction"];' in text
 
 
 def test_graph_of_invalid_spec(tmp_path):
