@@ -83,7 +83,19 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture
         return []
-    return augmentation_errors(spec, sample_shape) + _monitor_errors(spec)  # in file order
+    return (augmentation_errors(spec, sample_shape) + _metric_errors(spec)
+            + _monitor_errors(spec))  # in file order
+
+
+def _metric_errors(spec) -> list[tuple[Origin, str]]:
+    """top_k_accuracy on a named dataset of label maps (an npz's are known on load)."""
+    if not _has_label_maps(spec) or spec.train.metrics is None:
+        return []
+    return [(Origin(f"train.metrics[{index}]", keys=("train", "metrics", index)),
+             "top_k_accuracy is for one label per sample; for label maps use pixel_accuracy "
+             "or mean_iou")
+            for index, metric in enumerate(spec.train.metrics)
+            if metric.type == "top_k_accuracy"]
 
 
 def _monitor_errors(spec) -> list[tuple[Origin, str]]:

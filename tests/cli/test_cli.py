@@ -1284,3 +1284,12 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
     assert stopped.value.code == 130
     assert capsys.readouterr().err == ("interrupted: stopped by SIGINT before the command "
                                        "began; nothing was written\n")
+
+
+def test_validate_refuses_top_k_accuracy_on_a_named_dataset_of_label_maps(tmp_path):
+    spec = write(tmp_path / "s.yaml", "data: {dataset: shapes, n_samples: 8}\nmodel:\n  layers:\n"
+                 "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
+                 "train: {metrics: [mean_iou, {type: top_k_accuracy, k: 2}]}\n")
+    line = assert_one_line_error(invoke("validate", spec), spec)
+    assert line == (f"{spec}:5:29: error: train.metrics[1]: top_k_accuracy is for one label per "
+                    "sample; for label maps use pixel_accuracy or mean_iou")
