@@ -493,11 +493,15 @@ def _misspelled_tag(problem: _Problem, data: Any) -> str | None:
     """The key of a mapping without its discriminator that misspells it (`tyep: dense`)."""
     if problem.error["type"] != "union_tag_not_found":
         return None
-    value, discriminator = _value_at(data, problem.data_path), _discriminator(problem.error)
-    if not isinstance(value, dict):
+    return misspelt_key(_value_at(data, problem.data_path), _discriminator(problem.error))
+
+
+def misspelt_key(mapping: Any, field: str) -> str | None:
+    """A key of `mapping` that misspells `field` (`tyep` for `type`), or None."""
+    if not isinstance(mapping, dict):
         return None
-    return next((key for key in value
-                 if isinstance(key, str) and suggest(key, [discriminator]) == discriminator), None)
+    return next((key for key in mapping
+                 if isinstance(key, str) and suggest(key, [field]) == field), None)
 
 
 def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

@@ -165,14 +165,22 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     the csv's columns but `label`), read without the data. None when the file is missing or
     unreadable (then the data loader, or the compiler's request for input_shape, says what
     is wrong)."""
-    data = spec.data
-    if data is None or data.dataset not in ("npz", "csv") or not data.path:
+    file = _data_file(spec, directory, ("npz", "csv"))
+    if file is None:
         return None
-    file = directory / Path(data.path).expanduser()
-    if data.dataset == "npz":
+    if spec.data.dataset == "npz":
         x = (npz_shapes_or_none(file) or {}).get("x")
         return list(x[1:]) if x and len(x) > 1 and all(x[1:]) else None
     return _csv_features(file)
+
+
+def _data_file(spec: Spec, directory: Path, kinds: tuple[str, ...]) -> Path | None:
+    """The file data.path names, for a dataset of one of `kinds` (data paths are relative to
+    the spec's directory)."""
+    data = spec.data
+    if data is None or data.dataset not in kinds or not data.path:
+        return None
+    return directory / Path(data.path).expanduser()
 
 
 def _csv_features(file: Path) -> list[int] | None:
@@ -193,11 +201,8 @@ def _csv_header(file: Path) -> list[str] | None:
 def csv_without_labels(spec: Spec, directory: Path) -> str | None:
     """The message for a csv data file whose header has no `label` column (the data loader's),
     for validate to say it rather than ask for input_shape."""
-    data = spec.data
-    if data is None or data.dataset != "csv" or not data.path:
-        return None
-    file = directory / Path(data.path).expanduser()
-    header = _csv_header(file)
+    file = _data_file(spec, directory, ("csv",))
+    header = _csv_header(file) if file is not None else None
     if header is None or "label" in header:
         return None
     return no_label_column(file, header)

@@ -2,11 +2,11 @@
 
 pydantic stops at the schema. To check shapes anyway, a copy of the spec is repaired as little
 as possible: an unknown key is dropped, or renamed to the missing field it misspells (the
-did-you-mean of its diagnostic, `type` included); a section that decides no shape (optimizer, train, limits...)
-falls back to its defaults; a broken loss becomes mse, which takes any output shape; and the
-layers from the first broken one on are left out, since every later shape depends on it (and
-the labels with them: the layers left do not end the model). A
-shape error that the repaired copy shows is then one of the user's spec too.
+did-you-mean of its diagnostic, `type` included); a section that decides no shape (optimizer,
+train, limits...) falls back to its defaults; a broken loss becomes mse, which takes any output
+shape; and the layers from the first broken one on are left out, since every later shape
+depends on it (and the labels with them: the layers left do not end the model). A shape error
+that the repaired copy shows is then one of the user's spec too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from .datasets import DATASETS
-from .diagnostics import suggest
+from .diagnostics import misspelt_key, suggest
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 
@@ -60,10 +60,7 @@ def _drop_or_rename(data: dict, path: tuple, missing: set) -> None:
 def _rename_misspelt_type(data: dict, path: tuple) -> bool:
     """`{tyep: dense}`: read as the `type` it misspells (its diagnostic says so)."""
     mapping = _value_at(data, path)
-    if not isinstance(mapping, dict):
-        return False
-    key = next((k for k in mapping if isinstance(k, str) and suggest(k, ["type"]) == "type"),
-               None)
+    key = misspelt_key(mapping, "type")
     if key is None:
         return False
     mapping["type"] = mapping.pop(key)

@@ -11,12 +11,12 @@ import typing
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
-    StrictBool,
     AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -64,25 +64,22 @@ def union_tags(union: Any) -> dict[str, type[BaseModel]]:
     return {_tag(model): model for model in union_members(union)}
 
 
-def _not_boolean(error_type: str, message: str, context: dict | None = None):
+def _not_boolean(error_type: str, message: str, context: dict | None = None,
+                 refused: tuple[type, ...] = (bool,)):
+    """YAML reads `true` as a boolean, and pydantic would take it as 1: never what was meant.
+    `refused`: other kinds of value lax pydantic would convert too."""
     def check(value: Any) -> Any:
-        # YAML reads `true` as a boolean, and pydantic would take it as 1: never what was meant.
-        if isinstance(value, bool):
+        if isinstance(value, refused):
             raise PydanticCustomError(error_type, message, context)
         return value
 
     return BeforeValidator(check)
 
 
-def _not_text(value: Any) -> Any:
-    # `units: '10'`: quoted on purpose, or a slip; YAML reads every plain whole number as one.
-    if isinstance(value, str):
-        raise PydanticCustomError("int_type", "Input should be a valid integer")
-    return value
-
-
-Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer"),
-                BeforeValidator(_not_text)]
+# `units: '10'` is refused too: quoted on purpose or by a slip, as YAML reads every plain whole
+# number as an int (floats stay lax: YAML 1.1 reads `5e-4` as a string).
+Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer",
+                                  refused=(bool, str))]
 # `use_bias: 'no'` or `shuffle: 1` is not read as a boolean: YAML's own true and false only.
 Bool = StrictBool
 Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number"),
@@ -247,6 +244,9 @@ INIT_FROM_HELP = (".npz file (relative to the spec) with arrays 'weight' and opt
 # --- layers ---------------------------------------------------------------------------------
 
 
+LAYER_NAME_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"  # names appear in parameter names and graph text
+
+
 class LayerBase(Strict):
     name: str | None = Field(None, description="unique name (letters, digits, _); "
                                                "default <type>_<k>")
@@ -258,7 +258,7 @@ class LayerBase(Strict):
     @classmethod
     def _plain_name(cls, name: str | None) -> str | None:
         # Names appear in parameter names (dense_1.weight) and in the graph text: keep them plain.
-        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        if name is not None and not re.fullmatch(LAYER_NAME_PATTERN, name):
             raise ValueError(f"layer names use letters, digits and _, starting with a letter or _; "
                              f"got '{name}'")
         if name == "input":
@@ -771,7 +771,7 @@ def _add_what_the_validators_check(document: dict) -> None:
     for definition in definitions.values():
         properties = definition.get("properties", {})
         if "inputs" in properties:  # a layer
-            properties["name"].update({"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+            properties["name"].update({"pattern": f"^{LAYER_NAME_PATTERN}$",
                                        "not": {"const": "input"}})
             for branch in properties["inputs"]["anyOf"]:
                 if branch.get("type") == "array":

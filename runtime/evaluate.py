@@ -89,7 +89,7 @@ def _checkpoint_path(run_dir: Path, which: str) -> Path:
     fallback = run_dir / "last.npz"
     if not path.exists() and which == "best" and fallback.exists():
         return fallback
-    if not path.exists() and not (run_dir / "best.npz").exists() and not fallback.exists():
+    if not (run_dir / "best.npz").exists() and not fallback.exists():
         raise RunDirectoryError(
             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); continue it with "
             f"nnrun train {run_dir / 'spec.yaml'} --resume {run_dir}")

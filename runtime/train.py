@@ -697,8 +697,9 @@ class Trainer:
             return
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
                  f"{sparsity:.1%}, less than train.pruning.target_sparsity "
-                 f"{self.pruner.target:.1%}: the run ended before the ramp did (end_epoch {self.pruner.end_epoch}); "
-                 "train more epochs (--resume with --epochs) to reach the target")
+                 f"{self.pruner.target:.1%}: the run ended before the ramp did (end_epoch "
+                 f"{self.pruner.end_epoch}); train more epochs (--resume with --epochs) to "
+                 "reach the target")
 
 
 # --- helpers --------------------------------------------------------------------------------

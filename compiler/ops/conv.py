@@ -42,18 +42,14 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                                      pad_pairs(attrs.pad), attrs.dilation):
         result = window_output(n, k, s, pad, d)
         if result.size < 1:
-            kernel_text = "x".join(map(str, kernel))
-            if d > 1 and window_output(n, k, s, pad).size >= 1:  # it fits undilated
-                raise ShapeError(
-                    f"{what} {kernel_text} at dilation {d} does not fit the "
-                    f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
-                    "use a smaller dilation, add padding, or remove a downsampling layer before "
-                    "it", attribute="dilation")
+            dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
+            cause = "dilation" if dilated else "kernel"
             raise ShapeError(
-                f"{what} {kernel_text} does not fit the "
-                f"{'x'.join(map(str, x.shape[2:]))} input ({axis}: {result.formula})",
-                "use a smaller kernel, add padding, or remove a downsampling layer before it",
-                attribute="kernel",
+                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
+                f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
+                f"{result.formula})",
+                f"use a smaller {cause}, add padding, or remove a downsampling layer before it",
+                attribute=cause,
             )
         sizes.append(result.size)
     return tuple(sizes)
