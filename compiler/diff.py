@@ -44,6 +44,7 @@ class Side:
     layer_memory: dict[str, int] = field(default_factory=dict)  # layer name -> bytes
     settings: dict[str, object] = field(default_factory=dict)  # spec_settings
     spec: Any = None  # the Spec, for what its settings mean (checks.metrics_alike)
+    layer_settings: dict[str, dict] = field(default_factory=dict)  # layer name -> its fields
 
 
 def spec_settings(source) -> dict[str, object]:
@@ -61,6 +62,21 @@ def spec_settings(source) -> dict[str, object]:
     data["model"] = {key: value for key, value in model.items()
                      if key not in ("layers", "input_shape")}
     return dict(_flattened(data))
+
+
+def layer_settings(source) -> dict[str, dict[str, object]]:
+    """Each layer's own fields with their defaults filled in (activation, padding, padding
+    mode, initializer, dropout rate, ...), by layer name, as dotted paths: a change that leaves
+    shapes and parameter counts as they were (sigmoid to ReLU) is a change all the same."""
+    from .frontend import resolved_spec_data
+
+    layers = resolved_spec_data(source, absolute_paths=True)["model"]["layers"]
+    return {layer["name"]: {path: value for path, value in _flattened(layer)
+                            if path not in _LAYER_ROW_FIELDS}
+            for layer in layers}
+
+
+_LAYER_ROW_FIELDS = ("type", "name", "inputs")  # compared as the summary's rows show them
 
 
 def _flattened(value, prefix: str = ""):
@@ -107,6 +123,7 @@ class LayerChange:
     b: LayerRow | None
     changes: list[str] = field(default_factory=list)  # the fields that differ
     memory: tuple = (None, None)  # the layer's training memory in A and in B (bytes)
+    settings: dict[str, tuple] = field(default_factory=dict)  # the layer's own fields that differ
 
     @property
     def status(self) -> str:
@@ -116,7 +133,7 @@ class LayerChange:
             return "removed"
         if self.a.name != self.b.name:
             return "renamed"
-        return "changed" if self.changes else "unchanged"
+        return "changed" if self.changes or self.settings else "unchanged"
 
 
 @dataclass
@@ -210,6 +227,9 @@ def diff(a: Side, b: Side) -> Diff:
                          change.b and b.layer_memory.get(change.b.name))
         if change.a and change.b and change.memory[0] != change.memory[1]:
             change.changes.append("memory")
+        if change.a and change.b:
+            change.settings = _changed_settings(a.layer_settings.get(change.a.name, {}),
+                                                b.layer_settings.get(change.b.name, {}))
     settings = _changed_settings(a.settings, b.settings)
     if a.spec is not None and b.spec is not None and metrics_alike(a.spec, b.spec):
         settings.pop("train.metrics", None)  # the left-out default and a list it stands for
@@ -243,6 +263,8 @@ def diff_json(result: Diff) -> dict:
     return {
         "a": _side_json(result.a), "b": _side_json(result.b),
         "layers": [{"status": change.status, "changes": change.changes,
+                    "settings": {name: _values_json(*values)
+                                 for name, values in change.settings.items()},
                     "a": _layer_json_with_memory(change.a, change.memory[0]),
                     "b": _layer_json_with_memory(change.b, change.memory[1])}
                    for change in result.layers],
@@ -279,7 +301,10 @@ LAYER_COLUMNS = ["", "layer", "type", "output shape", "params", "FLOPs", "train 
 def _layer_cells(change: LayerChange) -> list[str]:
     a, b = change.a, change.b
     what = {"added": "added", "removed": "removed"}.get(change.status, ", ".join(
-        (["name"] if change.status == "renamed" else []) + change.changes))
+        (["name"] if change.status == "renamed" else [])
+        + [f"{_setting_name(name)} {_setting(x)} -> {_setting(y)}"
+           for name, (x, y) in change.settings.items()]
+        + change.changes))
     return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
             _pick(a, b, lambda row: row.type), _pick(a, b, lambda row: _shape(row.output_shape)),
             _count_change(a and a.params, b and b.params),
@@ -353,6 +378,11 @@ def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple
                        [_metric_cells(name, *values) for name, values in result.metrics.items()],
                        (1, 2, 3)))
     return [(f"A = {a}, B = {b}", [], [], ())] + tables
+
+
+def _setting_name(path: str) -> str:
+    """`activation` for `activation.type`: the mapping's type is what the spec names."""
+    return path.removesuffix(".type")
 
 
 def _setting(value) -> str:

@@ -17,7 +17,7 @@ def load_side(path: Path) -> Side:
     """A spec's summary; for a run directory, its spec.yaml's and the final metrics of its
     summary.json (none while it trains). A spec over its budgets is still compared: the diff
     is where a reviewer sees by how much."""
-    from nnrun.compiler.diff import spec_settings
+    from nnrun.compiler.diff import layer_settings, spec_settings
     from nnrun.compiler.frontend import check, compile_checked, load_spec
 
     spec_path = path / "spec.yaml" if path.is_dir() else path
@@ -32,7 +32,7 @@ def load_side(path: Path) -> Side:
         click.echo(format_diagnostics(checked.diagnostics), err=True)
     memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
     return Side(str(path), checked.summary, _final_metrics(path) if path.is_dir() else None,
-                memory, spec_settings(source), source.spec)
+                memory, spec_settings(source), source.spec, layer_settings(source))
 
 
 def _final_metrics(run_dir: Path) -> dict:

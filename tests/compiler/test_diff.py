@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nnrun.compiler.diff import (Side, align, diff, diff_json, diff_markdown, diff_text,
-                                 layer_memory, spec_settings)
+                                 layer_memory, layer_settings, spec_settings)
 from nnrun.compiler.frontend import check, compile_checked, load_spec_text
 from invoking import invoke
 
@@ -31,7 +31,8 @@ model:
 def side(text: str, label: str = "spec.yaml", metrics=None) -> Side:
     source = load_spec_text(text)
     memory = layer_memory(*compile_checked(source), source.spec.train.batch_size)
-    return Side(label, check(source).summary, metrics, memory, spec_settings(source))
+    return Side(label, check(source).summary, metrics, memory, spec_settings(source),
+                source.spec, layer_settings(source))
 
 
 def statuses(a: str, b: str) -> list[tuple]:
@@ -158,6 +159,28 @@ def test_text_json_and_markdown_say_the_same():
     assert data["layers"][0]["b"]["train_memory_bytes"] == result.layers[0].memory[1] > 0
     widths = {line.count(" | ") for line in table[:6]}
     assert len(widths) == 1  # every row of the layer table has the same number of cells
+
+
+def test_a_layers_own_settings_that_leave_its_shapes_alone_are_changes():
+    other = (BASE.replace("activation: relu", "activation: {type: leaky_relu, alpha: 0.3}, "
+                          "padding_mode: reflect, init: he_normal")
+             .replace("{type: flatten}", "{type: flatten}\n    - {type: dropout, rate: 0.5}"))
+    result = diff(side(BASE), side(other))
+    conv = result.layers[0]
+    assert conv.status == "changed" and conv.changes == []
+    assert conv.settings == {"padding_mode": ("zeros", "reflect"),
+                             "activation.type": ("relu", "leaky_relu"),
+                             "activation.alpha": (None, 0.3), "init.type": (None, "he_normal")}
+    text = diff_text(result)
+    assert "activation relu -> leaky_relu" in text and "padding_mode zeros -> reflect" in text
+    assert "init - -> he_normal" in text
+    layer = json.loads(json.dumps(diff_json(result)))["layers"][0]
+    assert layer["status"] == "changed"
+    assert layer["settings"]["activation.type"] == {"a": "relu", "b": "leaky_relu", "change": None}
+    rate = diff(side(other), side(other.replace("rate: 0.5", "rate: 0.1")))
+    assert [(c.status, c.settings) for c in rate.layers if c.settings] == [
+        ("changed", {"rate": (0.5, 0.1)})]
+    assert diff(side(other), side(other)).layers[0].status == "unchanged"
 
 
 def test_settings_outside_the_layers_that_differ_are_listed():
