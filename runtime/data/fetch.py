@@ -13,8 +13,6 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-import pooch
-
 from ..files import settle
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
@@ -193,6 +191,8 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
     A download must match one of the accepted digests. pooch checks one digest per download,
     so a file that fails the first (the public mirrors') is downloaded again for the next
     (a copy such as this project's shared one): rare, and the check stays pooch's."""
+    import pooch  # here, not above: training and the GPU machine need no downloader
+
     pooch.get_logger().setLevel(logging.WARNING)  # nnrun reports each file itself
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
     for digest in digests:

@@ -4,12 +4,17 @@ import hashlib
 import os
 import shutil
 
-import requests
+import pytest
 from click.testing import CliRunner
 
 from nnrun.data_cli import data
 from nnrun.runtime.data import fetch
 from nnrun.runtime.data.locations import IDX_FILES
+
+# The downloader (a core dependency) is imported by the download alone; a machine without it
+# (the GPU machine's preinstalled set) skips these tests rather than failing their collection.
+pooch = pytest.importorskip("pooch")
+requests = pytest.importorskip("requests")
 
 
 def run(*arguments: str):
@@ -103,7 +108,7 @@ def test_fetch_without_a_network_says_so_briefly_and_removes_what_it_created(tmp
     def no_network(*args, **kwargs):
         raise requests.exceptions.ConnectionError(NO_NETWORK)
 
-    monkeypatch.setattr(fetch.pooch, "retrieve", no_network)
+    monkeypatch.setattr(pooch, "retrieve", no_network)
     monkeypatch.setitem(fetch.MIRRORS, "mnist", ("https://a.example/", "https://b.example/"))
     monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "missing" / "data"))
     result = run("fetch", "mnist")
@@ -116,7 +121,7 @@ def test_fetch_without_a_network_says_so_briefly_and_removes_what_it_created(tmp
 def test_an_empty_dest_is_a_usage_error(tmp_path, monkeypatch):
     """`--dest ''` (an unset shell variable) downloaded into the working directory."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(fetch.pooch, "retrieve", None)  # any download would fail loudly
+    monkeypatch.setattr(pooch, "retrieve", None)  # any download would fail loudly
     result = run("fetch", "mnist", "--dest", "")
     assert result.exit_code == 2 and "--dest" in result.stderr and "is empty" in result.stderr
     assert list(tmp_path.iterdir()) == []

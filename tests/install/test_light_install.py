@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import tomllib
@@ -17,11 +18,14 @@ from nnrun.runtime.data import sources
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("sklearn", "scipy", "mnist1d", "matplotlib", "onnx", "onnxruntime")
+# Core dependencies that only `nnrun data fetch` needs. The GPU machine lacks them: an import
+# of pooch on the training path stopped every GPU test there at collection.
+DOWNLOAD_ONLY = ("pooch", "requests")
 
 # Blocks the heavy packages (an ImportError on import), then does what the quickstart does.
 QUICKSTART_WITHOUT_HEAVY_PACKAGES = f"""
 import sys
-for name in {HEAVY!r}:
+for name in {HEAVY + DOWNLOAD_ONLY!r}:
     sys.modules[name] = None
 import numpy as np
 import nnrun
@@ -35,7 +39,7 @@ dataset = load_dataset(data, spec_dir=Path('.'), seed=0)
 assert len(dataset.test) == 360, len(dataset.test)
 x = np.linspace(-3, 3, 7)
 assert abs(get_backend("numpy").erf(x)[-1] - 0.9999779095030014) < 1e-15
-import nnrun.cli, nnrun.data_cli
+import nnrun.cli, nnrun.data_cli, nnrun.runtime.train, nnrun.runtime.captured
 """
 
 
@@ -114,3 +118,37 @@ def test_every_third_party_import_is_declared():
     undeclared = {name for name in third_party
                   if DISTRIBUTION_OF.get(name, name).lower() not in declared}
     assert not undeclared
+
+
+# What the GPU machine lacks of what the tests here import: its preinstalled set (see
+# ../shared/device/stage) plus the staged wheels has no downloader, JSON Schema checker, ONNX
+# or MPI. Every GPU test is collected there from the whole tree (`pytest -m gpu tests`), so one
+# module that imports them unguarded stops the run before any GPU test starts.
+NOT_ON_THE_GPU_MACHINE = ("pooch", "requests", "jsonschema", "onnx", "onnxruntime", "mpi4py")
+
+WITHOUT_THOSE_PACKAGES = f"""
+import importlib.util, sys
+BLOCKED = {NOT_ON_THE_GPU_MACHINE!r}
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Absent())
+found = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] in BLOCKED else found(name, package))
+"""
+
+
+def test_the_gpu_tests_are_collected_without_the_packages_the_gpu_machine_lacks(tmp_path):
+    (tmp_path / "sitecustomize.py").write_text(WITHOUT_THOSE_PACKAGES)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "--collect-only", "-p",
+         "no:cacheprovider", "tests"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert result.returncode == 0 and "error" not in result.stdout.lower(), result.stdout[-3000:]
+    assert "tests collected" in result.stdout
