@@ -102,9 +102,11 @@ def confusion_matrix(logits, prediction, target, loss, ignore_index, xp=np):
         # Counted in an extra last cell, dropped below: a boolean selection would have a size
         # known only on the host, a device-to-host copy per batch.
         pairs = xp.where(target != ignore_index, pairs, classes * classes)
-    counts = xp.zeros(classes * classes + 1, dtype=xp.int64)
+    # Counted as uint64: CuPy's add.at adds into int32, uint32, uint64 and floats only (and
+    # bincount would read the labels' range back to the host).
+    counts = xp.zeros(classes * classes + 1, dtype=xp.uint64)
     xp.add.at(counts, pairs.ravel(), 1)
-    return counts[:-1].reshape(classes, classes)
+    return counts[:-1].astype(xp.int64).reshape(classes, classes)
 
 
 def confusion_metrics(confusion: np.ndarray) -> dict:

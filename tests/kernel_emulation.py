@@ -123,6 +123,25 @@ _CAPTURE = _Capture()
 _DEFAULT_STREAM = _Stream()
 
 
+class _ScatterAdd:
+    """np.add, whose `at` takes only the types CuPy's does (its atomicAdd's: see
+    cupy/_core/_routines_indexing.pyx, _scatter_op_single); NumPy's takes any."""
+
+    TYPES = (np.int32, np.uint32, np.uint64, np.float16, np.float32, np.float64)
+
+    def __call__(self, *args, **kwargs):
+        return np.add(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(np.add, name)
+
+    def at(self, a, indices, values):
+        if a.dtype.type not in self.TYPES:
+            raise TypeError(f"cupy.add.at only supports int32, float16, float32, float64, "
+                            f"uint32, uint64, as data type (not {a.dtype})")
+        np.add.at(a, indices, values)
+
+
 class FakeCupy(types.ModuleType):
     """cupy as NumPy, with RawModule compiled for the CPU and kernel launches captured by
     streams. `capturing` pretends a capture is in progress on the current stream."""
@@ -131,7 +150,9 @@ class FakeCupy(types.ModuleType):
         super().__init__("cupy")
         self.RawModule = _RawModule
         self.asnumpy = np.array  # a copy, as from the device
-        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError)
+        self.add = _ScatterAdd()
+        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError,
+                                        memGetInfo=lambda: (8 << 30, 16 << 30))
         self.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
                                           get_current_stream=_CAPTURE.current, Stream=_Stream,
                                           runtime=runtime)
