@@ -65,7 +65,7 @@ class _Cublas:
         # By the major version of CuPy's CUDA: a process may map another cuBLAS beside it
         # (a PyTorch built for another CUDA), and CuPy's handle is valid in its own only.
         soname = f"libcublas.so.{cupy.cuda.runtime.runtimeGetVersion() // 1000}"
-        path = _loaded_library(soname)
+        path = _pathfinders_library("cublas") or _loaded_library(soname)
         if path is None:
             raise CaptureUnavailable(f"the cuBLAS library CuPy loaded ({soname}) was not found "
                                      "among the process's libraries (/proc/self/maps)")
@@ -147,6 +147,19 @@ def _function(function, *argtypes):
     function.argtypes = (ctypes.c_void_p, *argtypes)
     function.restype = ctypes.c_int
     return function
+
+
+def _pathfinders_library(name: str) -> str | None:
+    """The library CuPy 14 loads, by the path cuda.pathfinder found (cached there: asking
+    again loads nothing new; it names a copy already in the process first)."""
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+    except ImportError:  # an older CuPy, linked against its libraries
+        return None
+    try:
+        return load_nvidia_dynamic_lib(name).abs_path
+    except Exception:  # noqa: BLE001 -- not found its way: look among the mapped libraries
+        return None
 
 
 def _loaded_library(prefix: str) -> str | None:

@@ -52,7 +52,7 @@ section vs-torch 150 "python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5
 
 # 4. The path bench takes by default (captured) and with --no-graph.
 section bench-paths 45 'for flag in "" --no-graph; do
-  nnrun bench specs/lenet5.yaml --backend cupy --batch-size 128 $flag --format json \
+  python3 -m nnrun bench specs/lenet5.yaml --backend cupy --batch-size 128 $flag --format json \
   | python3 -c "import json, sys; r = json.load(sys.stdin); print(\"${flag:-default}\", r[\"step_path\"], r[\"train_step_ms\"], \"ms\", r[\"inference_ms\"], \"ms\")"
 done'
 
@@ -60,16 +60,16 @@ done'
 section kernels 60 "python3 benchmarks/cupy_kernels.py --json $out/cupy-kernels.json"
 
 # 6. End to end: training on CuPy, the summary's accuracy and path.
-section train 100 'nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
+section train 100 'python3 -m nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
   && python3 -c "import json; print(json.load(open(\"/tmp/quick-cupy/summary.json\")))"
 if [ -n "${NNRUN_DATA_DIR:-}" ]; then
-  nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
+  python3 -m nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
   && python3 -c "import json; print(json.load(open(\"/tmp/lenet-cupy/summary.json\")))"
 fi'
 
 # 7. The data path: splits held on the GPU, then copied batch by batch.
 section data-path 45 'for limit in "" 0; do
-  NNRUN_DEVICE_DATA_LIMIT=$limit nnrun train specs/quickstart.yaml --backend cupy --epochs 2 \
+  NNRUN_DEVICE_DATA_LIMIT=$limit python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 2 \
     --out /tmp/quick-data-${limit:-device} --quiet \
   && python3 -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; print(\"NNRUN_DEVICE_DATA_LIMIT=${limit:-(budget)}\", [(r[\"epoch_s\"], r[\"samples_per_s\"]) for r in rows])" \
     /tmp/quick-data-${limit:-device}/metrics.jsonl

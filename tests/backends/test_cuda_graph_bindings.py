@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+pytestmark = pytest.mark.gpu  # no GPU needed, but CuPy: benchmarks/gpu.sh runs it (-m gpu)
 
 
 def _cublas_wheel() -> Path:
@@ -37,6 +38,7 @@ def test_every_binding_takes_the_arguments_nnrun_passes(monkeypatch):
 
     path = str(_cublas_wheel())
     ctypes.CDLL(path)
+    monkeypatch.setattr(cuda_graph, "_pathfinders_library", lambda name: None)
     monkeypatch.setattr(cuda_graph, "_loaded_library", lambda prefix: path)
     monkeypatch.setattr(cupy.cuda.device, "get_cublas_handle", lambda: 0)
     library = cuda_graph._Cublas()
