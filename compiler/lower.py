@@ -24,7 +24,8 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import as_tuple, per_sample, same_padding, size_of, window_output
+from .shapes import (as_tuple, per_sample, same_padding, size_of, unread_positions,
+                     window_output)
 
 
 @dataclass(frozen=True)
@@ -175,19 +176,42 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
         if len(pad) != rank:
             ctx.fail(f"padding needs {rank} value{'s' if rank > 1 else ''}, got {layer.padding}",
                      "padding")
-    _warn_unused(ctx, spatial, kernel, stride, pad, dilation)
+    _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field)
     return kernel, stride, dilation, pad
 
 
-def _warn_unused(ctx, spatial, kernel, stride, pad, dilation) -> None:
+def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> None:
     names = ("length",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
-        if result.size >= 1 and result.unused:
-            unit = axis.rstrip("s") if result.unused == 1 else axis
-            with ctx.gb.at(ctx.origin.at_field("stride") if s > 1 else ctx.origin):
-                ctx.gb.warn(f"{n} {axis} / stride {s} leaves {result.unused} {unit} unused "
-                            f"({result.formula}); adjust padding, kernel or stride to use every input")
+        unread = unread_positions(n, k, s, p, d) if result.size >= 1 else []
+        if not unread:
+            continue
+        unit = axis.rstrip("s") if len(unread) == 1 else axis
+        field = "stride" if s > 1 else "dilation" if d > 1 else None
+        with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
+            if unread == list(range(n - len(unread), n)):  # past the last window only
+                ctx.gb.warn(f"{n} {axis} / stride {s} leaves {len(unread)} {unit} unused "
+                            f"({result.formula}); adjust padding, kernel or stride to use every "
+                            "input")
+            else:
+                fields = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
+                          else "padding, pool_size")
+                ctx.gb.warn(f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''} "
+                            f"leaves {len(unread)} {unit} unused: no window reads "
+                            f"{_positions(axis, unread)}; adjust {fields} or stride to use "
+                            "every input")
+
+
+def _positions(axis: str, positions: list[int]) -> str:
+    """`rows 1, 3, 5 and 7` (counted from 0), the first eight of a longer list."""
+    noun = "position" if axis == "length" else axis.rstrip("s")
+    noun = noun if len(positions) == 1 else f"{noun}s"
+    shown = [str(p) for p in positions[:8]]
+    if len(positions) > 8:
+        return f"{noun} {', '.join(shown)}, ... (counted from 0)"
+    listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
+    return f"{noun} {listed} (counted from 0)"
 
 
 def _compact_pad(pad) -> tuple:

@@ -31,7 +31,7 @@ class ShapeError(Exception):
 class WindowSize:
     size: int
     formula: str
-    unused: int  # input elements at the end that no window reaches
+    unused: int  # input elements at the end that no window reaches (unread_positions: all)
 
 
 def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> WindowSize:
@@ -48,6 +48,18 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
     unused = (numerator % s) if numerator >= 0 else 0
     unused = max(0, unused - hi)
     return WindowSize(size, formula, unused)
+
+
+def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> list[int]:
+    """The input positions (0 to n-1) that no window reads: past the last window, between
+    windows when the stride is longer than the window, between a dilated window's taps."""
+    import numpy as np
+
+    size = window_output(n, k, s, pad, d).size
+    taps = (np.arange(size)[:, None] * s - pad[0] + np.arange(k)[None, :] * d).ravel()
+    read = np.zeros(n, dtype=bool)
+    read[taps[(taps >= 0) & (taps < n)]] = True
+    return np.flatnonzero(~read).tolist()
 
 
 def same_padding(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:

@@ -44,11 +44,12 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
         if result.size < 1:
             dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
             cause = "dilation" if dilated else "kernel"
+            smaller = "pool_size" if what == "pool" and cause == "kernel" else cause
             raise ShapeError(
                 f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
                 f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
                 f"{result.formula})",
-                f"use a smaller {cause}, add padding, or remove a downsampling layer before it",
+                f"use a smaller {smaller}, add padding, or remove a downsampling layer before it",
                 attribute=cause,
             )
         sizes.append(result.size)

@@ -146,8 +146,8 @@ def test_stride_larger_than_kernel():
     assert last_shape(text) == [2, 3, 3]
     warnings = warnings_of(text)
     assert [w.message.split(" (")[0] for w in warnings] == [
-        "10 rows / stride 3 leaves 2 rows unused", "10 columns / stride 3 leaves 2 columns unused"]
-    assert "((10 + 2*0 - 2)/3 + 1 = 3)" in warnings[0].message
+        "10 rows / stride 3 leaves 4 rows unused: no window reads rows 2, 5, 8 and 9",
+        "10 columns / stride 3 leaves 4 columns unused: no window reads columns 2, 5, 8 and 9"]
     assert all(at(w) == position(text, "stride: 3", "3") for w in warnings)  # at the stride
 
 
@@ -453,6 +453,35 @@ def test_unused_rows_warning_with_implicit_stride_points_at_the_layer():
     (warning,) = warnings_of(text)
     assert warning.message.startswith("13 rows / stride 2 leaves 1 row unused")
     assert at(warning) == layer_position(text, "maxpool2d")
+
+
+@pytest.mark.parametrize("layer, axis_noun, unread, field", [
+    # a stride longer than the window: gaps between windows, not only after the last
+    ("{type: conv2d, filters: 1, kernel_size: 1, stride: 2}", "rows", "1, 3, 5 and 7", "stride"),
+    ("{type: conv2d, filters: 1, kernel_size: 3, stride: 2, dilation: 2}", "rows",
+     "1, 3, 5 and 7", "stride"),
+    ("{type: maxpool2d, pool_size: 2, stride: 3}", "rows", "2, 5 and 8", "stride"),
+    # a dilated window's taps step over rows that no other window reads
+    ("{type: conv2d, filters: 1, kernel_size: 3, dilation: 4}", "rows", "1, 2, 3, 5, 6 and 7",
+     "dilation"),
+    ("{type: conv1d, filters: 1, kernel_size: 2, stride: 3}", "positions", "2, 5 and 8",
+     "stride"),
+])
+def test_input_that_no_window_reads_is_counted_wherever_it_lies(layer, axis_noun, unread, field):
+    shape = [1, 9] if "conv1d" in layer else [1, 9, 9]
+    text = spec_text(shape, layer)
+    warning = warnings_of(text)[0]
+    count = unread.count(",") + 2
+    assert f"leaves {count} " in warning.message
+    assert f"no window reads {axis_noun} {unread} (counted from 0)" in warning.message
+    assert at(warning) == position(text, f"{field}: ", text.split(f"{field}: ")[1][0], 1)
+    fields = "padding, pool_size" if "pool" in layer else "padding, kernel_size, dilation"
+    assert f"adjust {fields} or stride" in warning.message
+
+
+def test_windows_that_overlap_and_cover_the_input_are_no_warning():
+    text = spec_text([1, 9, 9], "{type: conv2d, filters: 1, kernel_size: 3, stride: 2}")
+    assert warnings_of(text) == []
 
 
 def test_no_warning_when_every_input_is_used():
