@@ -72,7 +72,8 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
     rng = np.random.default_rng([seed, 0])
     chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)
     x, y = data.train.x[chosen], data.train.y[chosen]
-    drawn = np.stack([augment_batch(x, spec.data.augment, rng) for _ in range(draws)])
+    drawn = np.stack([augment_batch(x, spec.data.augment, rng, data.background())
+                      for _ in range(draws)])
     return Grid(x, y, drawn)
 
 

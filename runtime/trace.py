@@ -92,7 +92,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         lr = trainer.learning_rate(epoch, index, count)
         x, labels = trainer.data.train.x[batch], trainer.data.train.y[batch]
         if spec.data.augment:
-            x = augment_batch(x, spec.data.augment, rng)
+            x = augment_batch(x, spec.data.augment, rng, trainer.data.background())
         number = done["step"] + len(traced) + 1  # counts Adam's bias correction
         feeds = model.step_feeds(state, x, labels, lr, number, rng.integers(2**63))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -165,8 +165,8 @@ def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
 
 
 def _notes(spec) -> list[str]:
-    notes = []
     optimizer = spec.optimizer
+    notes = [_update_rule(optimizer)] if _update_rule(optimizer) else []
     if optimizer.clip_grad_norm or optimizer.clip_grad_value:
         notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
                      "clip_grad_value); the gradients shown are before clipping")
@@ -176,6 +176,19 @@ def _notes(spec) -> list[str]:
     if spec.train.pruning is not None:
         notes.append("train.pruning is not applied by the trace")
     return notes
+
+
+def _update_rule(optimizer) -> str | None:
+    """How `updated` follows from the gradient shown, where it is not w - lr * gradient."""
+    if optimizer.type == "sgd" and optimizer.momentum:
+        m = f"{optimizer.momentum:g}"
+        step = f"lr·(∂C/∂w + {m}·v)" if optimizer.nesterov else "lr·v"
+        return (f"the update keeps a velocity (PyTorch's SGD with momentum): v ← {m}·v + ∂C/∂w, "
+                f"w ← w − {step}; from step 2 on, updated is not w − lr·∂C/∂w")
+    if optimizer.type != "sgd":
+        return (f"the update is {optimizer.type}'s (PyTorch's rule), which scales each gradient "
+                "by running statistics of the gradients: updated is not w − lr·∂C/∂w")
+    return None
 
 
 def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:

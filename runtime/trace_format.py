@@ -63,8 +63,20 @@ def trace_text(trace) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The optimizer's fields that shape its update, shown beside the learning rate.
+_UPDATE_FIELDS = ("momentum", "nesterov", "beta1", "beta2", "alpha", "eps")
+
+
 def _optimizer(spec) -> str:
-    return f"{spec.optimizer.type} (lr {spec.optimizer.lr:g})"
+    optimizer = spec.optimizer
+    parts = [f"lr {optimizer.lr:g}"]
+    for name in _UPDATE_FIELDS:
+        value = getattr(optimizer, name, None)
+        if name == "nesterov":
+            parts += ["nesterov"] if value else []
+        elif value is not None and not (name == "momentum" and value == 0):
+            parts.append(f"{name} {value:g}")
+    return f"{optimizer.type} ({', '.join(parts)})"
 
 
 def _loss(spec) -> str:

@@ -419,7 +419,8 @@ class Trainer:
         share = self.ranks.shard(len(batch))
         if not self.spec.data.augment:
             return train.x[batch[share]], train.y[batch[share]]
-        augmented = augment_batch(train.x[batch], self.spec.data.augment, rng)
+        augmented = augment_batch(train.x[batch], self.spec.data.augment, rng,
+                                  self.data.background())
         return augmented[share], train.y[batch[share]]
 
     def _loss_share(self, indices: np.ndarray) -> float:

@@ -26,7 +26,8 @@ def spatial_axes(x: np.ndarray, augmentation: str) -> tuple[int, ...]:
 
 
 def random_shift(x: np.ndarray, spec: Any, rng: np.random.Generator) -> np.ndarray:
-    """Moves each sample by up to max_shift pixels along every spatial axis, filling with zeros."""
+    """Moves each sample by up to max_shift pixels along every spatial axis, filling with zeros
+    (augment_batch makes them the background)."""
     max_shift = int(field(spec, "max_shift", 2))
     axes = spatial_axes(x, "random_shift")
     shifts = rng.integers(-max_shift, max_shift + 1, size=(len(x), len(axes)))
@@ -134,11 +135,25 @@ AUGMENTATIONS: dict[str, Callable[[np.ndarray, Any, np.random.Generator], np.nda
 }
 
 
-def augment_batch(x: np.ndarray, augment_specs: Any, rng: np.random.Generator) -> np.ndarray:
-    """Applies the augmentations in order; the input batch is never modified."""
+# Those that bring in pixels from outside the sample, which hold the background.
+FILLING = ("random_shift", "random_crop", "random_rotation")
+
+
+def augment_batch(x: np.ndarray, augment_specs: Any, rng: np.random.Generator,
+                  background: Any = 0.0) -> np.ndarray:
+    """Applies the augmentations in order; the input batch is never modified. `background`:
+    what a raw 0 becomes after preprocessing (one value per channel, Preprocessing.zero), the
+    value of pixels moved in from outside the sample, as `eval --shift` moves the raw images.
+    Each moves or mixes pixels channel by channel with weights summing to one inside the
+    sample, so moving x - background and adding it back fills with it, rotation's border
+    pixels included."""
+    background = np.asarray(background, dtype=x.dtype)
     for spec in augment_specs or ():
         kind = field(spec, "type")
         if kind not in AUGMENTATIONS:
             raise DataError(f"unknown augmentation {kind!r}; known: {', '.join(AUGMENTATIONS)}")
-        x = AUGMENTATIONS[kind](x, spec, rng)
+        if kind in FILLING and background.any():
+            x = AUGMENTATIONS[kind](x - background, spec, rng) + background
+        else:
+            x = AUGMENTATIONS[kind](x, spec, rng)
     return x

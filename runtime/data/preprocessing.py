@@ -33,6 +33,14 @@ class Preprocessing:
     normalizer: Normalizer | None = None
     permutation: np.ndarray | None = None
 
+    def zero(self) -> np.ndarray:
+        """What a raw 0 becomes (-shift / scale: one value per channel, or one in all), the
+        background that augmentations move into a sample. The permutation is left out: it
+        moves features, not values."""
+        if self.normalizer is None:
+            return np.zeros(())
+        return -np.asarray(self.normalizer.shift, np.float64) / self.normalizer.scale
+
     def apply(self, x: np.ndarray, dtype: str) -> np.ndarray:
         x = self.normalizer.apply(x, dtype) if self.normalizer else np.asarray(x).astype(dtype)
         return permute_features(x, self.permutation) if self.permutation is not None else x

@@ -44,6 +44,11 @@ class Dataset:
     task: str = "classification"  # "classification" | "binary" | "regression"
     preprocessing: Preprocessing | None = None  # fitted on the training split, or given
 
+    def background(self):
+        """What a raw 0 is after preprocessing: the fill of the augmentations that move pixels
+        (Preprocessing.zero)."""
+        return self.preprocessing.zero() if self.preprocessing is not None else 0.0
+
     def splits(self) -> dict[str, Split]:
         named = {"train": self.train, "val": self.val, "test": self.test}
         return {name: split for name, split in named.items() if split is not None}

@@ -166,3 +166,38 @@ def test_a_shift_of_samples_with_an_axis_of_size_one_is_refused_without_an_impos
     result = _validate_npz_spec(tmp_path / "spec.yaml", "random_shift", "[1, 1, 8]")
     assert result.exit_code == 1 and "an axis of size 1 shows nothing" in result.stderr
     assert "at most 0" not in result.stderr
+
+
+# --- the background moved in ------------------------------------------------------------------
+
+MOVING = [{"type": "random_shift", "max_shift": 2}, {"type": "random_crop", "padding": 2},
+          {"type": "random_rotation", "degrees": 30}]
+
+
+@pytest.mark.parametrize("augmentation", MOVING, ids=[a["type"] for a in MOVING])
+def test_pixels_moved_in_from_outside_hold_the_background(augmentation):
+    """The course audit: after `normalize: standard` the fill was 0, the mean: a grey frame
+    around digits whose background is -0.81. A sample of background stays background, and a
+    bright pixel moves over background, channel by channel."""
+    background = np.array([-0.8, 1.5], np.float32).reshape(1, 2, 1, 1)
+    blank = np.broadcast_to(background, (32, 2, 8, 8)).copy()
+    moved = augment_batch(blank, [augmentation], np.random.default_rng(0), background)
+    np.testing.assert_allclose(moved, blank, atol=1e-6)
+    dotted = blank.copy()
+    dotted[:, :, 3:5, 3:5] = 5.0
+    moved = augment_batch(dotted, [augmentation], np.random.default_rng(0), background)
+    plain = augment_batch(dotted - background, [augmentation], np.random.default_rng(0))
+    np.testing.assert_allclose(moved, plain + background, atol=1e-5)
+    assert (moved[:, 0] < 5.01).all() and (moved[:, 0] > -0.81).all()
+    assert not np.array_equal(moved, dotted)  # it did move
+
+
+def test_the_background_is_a_raw_zero_after_preprocessing():
+    spec = nnrun.load_spec_text("data: {dataset: digits, normalize: standard}\n"
+                                "model: {layers: [{type: flatten}, {type: dense, units: 10}]}\n")
+    from nnrun.runtime.data import load_dataset
+
+    data = load_dataset(spec.spec.data, spec_dir=Path("."), seed=0)
+    zero = data.preprocessing.apply(np.zeros((1, 1, 8, 8)), "float32")
+    np.testing.assert_allclose(np.broadcast_to(data.background(), zero.shape), zero, rtol=1e-6)
+    assert data.train.x.min() == pytest.approx(float(np.min(data.background())), rel=1e-6)

@@ -292,3 +292,22 @@ def test_a_checkpoint_is_checked_and_cast_as_plain_weights_are(tmp_path):
     with pytest.raises(TraceError) as caught:
         trace(nnrun.load_spec(spec, longer), weights=tmp_path / "edited.npz")
     assert f"'{name}' holds nan or inf; a trace starts from finite weights" in str(caught.value)
+
+
+@pytest.mark.parametrize("optimizer, header, rule", [
+    ("{type: sgd, lr: 0.5}", "sgd (lr 0.5)", None),
+    ("{type: sgd, lr: 0.5, momentum: 0.9}", "sgd (lr 0.5, momentum 0.9)", "w ← w − lr·v"),
+    ("{type: sgd, lr: 0.5, momentum: 0.9, nesterov: true}", "sgd (lr 0.5, momentum 0.9, nesterov)",
+     "w ← w − lr·(∂C/∂w + 0.9·v)"),
+    ("{type: adam, lr: 0.01}", "adam (lr 0.01, beta1 0.9, beta2 0.999, eps 1e-08)",
+     "the update is adam's"),
+])
+def test_the_header_and_a_note_say_how_updated_follows_from_the_gradient(optimizer, header, rule):
+    """The course audit: with momentum, `updated` differs from w − lr·∂C/∂w from step 2 on,
+    and nothing said why."""
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "2", "--set",
+                                       f"optimizer={optimizer}"])
+    assert result.exit_code == 0, result.output
+    assert f", {header}, " in result.output.splitlines()[0]
+    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    assert (rule is None) == (notes == []) and all(rule in note for note in notes)
