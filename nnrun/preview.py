@@ -119,7 +119,8 @@ def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:
         return
     for channel in sample.reshape(sample.shape[0] if sample.ndim > 1 else 1, -1):
         axis.plot(channel, linewidth=0.8)  # sequences and vectors: one curve per channel
-    axis.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+    margin = 0.1 * (high - low) or 0.5  # samples of one value: a band around it
+    axis.set_ylim(low - margin, high + margin)
 
 
 def _label(value) -> str:

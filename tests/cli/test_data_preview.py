@@ -2,6 +2,7 @@
 and their augmented draws; without matplotlib, one line naming the `plot` extra."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -57,6 +58,22 @@ def test_preview_of_sequences(tmp_path):
     result, out = _preview(tmp_path, text)
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 10_000
+
+
+def test_preview_of_vectors_of_one_value_prints_no_warning(tmp_path):
+    """A sample [0, 0] (AND's first) set matplotlib's y-range to nothing: a UserWarning with a
+    source path on stderr."""
+    pytest.importorskip("matplotlib")
+    np.savez(tmp_path / "and.npz", x=np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32),
+             y=np.array([0, 0, 0, 1]))
+    text = ("data:\n  dataset: npz\n  path: and.npz\n  normalize: none\n  augment: "
+            "[{type: gaussian_noise, std: 0.1}]\nmodel:\n  input_shape: [2]\n  layers: "
+            "[{type: dense, units: 1, activation: sigmoid}]\nloss: binary_cross_entropy\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pytest would otherwise collect it, not print it
+        result, out = _preview(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and out.stat().st_size > 5_000
 
 
 def test_without_matplotlib_one_line_names_the_extra(tmp_path, monkeypatch):
