@@ -181,7 +181,7 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
 
 
 def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> None:
-    names = ("length",) if len(spatial) == 1 else ("rows", "columns")
+    names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
         unread = unread_positions(n, k, s, p, d) if result.size >= 1 else []
@@ -205,8 +205,7 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> N
 
 def _positions(axis: str, positions: list[int]) -> str:
     """`rows 1, 3, 5 and 7` (counted from 0), the first eight of a longer list."""
-    noun = "position" if axis == "length" else axis.rstrip("s")
-    noun = noun if len(positions) == 1 else f"{noun}s"
+    noun = axis.rstrip("s") if len(positions) == 1 else axis
     shown = [str(p) for p in positions[:8]]
     if len(positions) > 8:
         return f"{noun} {', '.join(shown)}, ... (counted from 0)"

@@ -52,14 +52,27 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
 
 def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> list[int]:
     """The input positions (0 to n-1) that no window reads: past the last window, between
-    windows when the stride is longer than the window, between a dilated window's taps."""
+    windows when the stride is longer than the window, between a dilated window's taps.
+    Each tap of the kernel reads every s-th position from its first: one slice per tap, with
+    the bounds in Python's integers, so a stride or padding of 2**63 costs nothing."""
     import numpy as np
 
     size = window_output(n, k, s, pad, d).size
-    taps = (np.arange(size)[:, None] * s - pad[0] + np.arange(k)[None, :] * d).ravel()
+    if size < 1 or k > _MOST_TAPS:  # no window, or a kernel no input of this size needs
+        return []
     read = np.zeros(n, dtype=bool)
-    read[taps[(taps >= 0) & (taps < n)]] = True
+    for tap in range(k):
+        offset = tap * d - pad[0]  # where window i's tap reads: i*s + offset
+        first = max(0, -(offset // s))  # the first window whose tap lies at 0 or after
+        last = min(size - 1, (n - 1 - offset) // s)  # the last at n-1 or before
+        if first == last:
+            read[first * s + offset] = True
+        elif first < last:
+            read[first * s + offset:last * s + offset + 1:s] = True
     return np.flatnonzero(~read).tolist()
+
+
+_MOST_TAPS = 1 << 20
 
 
 def same_padding(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:

@@ -47,6 +47,11 @@ def check_data_fits(spec, model, data) -> None:
     ignore_index = getattr(spec.loss, "ignore_index", None)
     if ignore_index is not None:
         labels = labels[labels != ignore_index]
+        if not len(labels):
+            raise DataFitError(f"{where}: every label of the data is loss.ignore_index "
+                               f"({ignore_index}): the loss would be 0 and nothing learned; set "
+                               "ignore_index to the value that marks only the positions to leave "
+                               "out")
     spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
     if data.task == "segmentation" and spatial:
         raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the label "

@@ -82,6 +82,19 @@ def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_labels_that_are_all_left_out_are_one_line_not_an_internal_error(tmp_path):
+    """Every label equal to loss.ignore_index: the class check took the max of nothing (exit
+    70)."""
+    spec = _files(tmp_path, "input_shape: [4]")
+    with np.load(tmp_path / "d.npz") as data:
+        x = data["x"]
+    np.savez(tmp_path / "d.npz", x=x, y=np.full(len(x), 2))
+    spec.write_text(spec.read_text() + "loss: {type: cross_entropy, ignore_index: 2}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "every label of the data is loss.ignore_index (2)" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_refuses_a_bare_npy_file_and_eval_names_the_missing_split(tmp_path):
     spec = _files(tmp_path, "input_shape: [4]")
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0

@@ -479,6 +479,19 @@ def test_input_that_no_window_reads_is_counted_wherever_it_lies(layer, axis_noun
     assert f"adjust {fields} or stride" in warning.message
 
 
+@pytest.mark.parametrize("field", ["stride", "padding"])
+def test_a_stride_or_padding_of_two_to_the_63_is_no_internal_error(field):
+    """The positions no window reads were listed with arrays as long as the padded input."""
+    text = spec_text([1, 5], f"{{type: conv1d, filters: 2, kernel_size: 2, {field}: {2**63}}}")
+    try:
+        warnings = warnings_of(text)
+    except SpecError as error:  # a padding that large: an output no machine holds
+        assert "more than any machine can" in str(error)
+    else:
+        assert warnings[0].message.startswith(f"5 positions / stride {2**63} leaves 3 positions "
+                                              "unused")
+
+
 def test_windows_that_overlap_and_cover_the_input_are_no_warning():
     text = spec_text([1, 9, 9], "{type: conv2d, filters: 1, kernel_size: 3, stride: 2}")
     assert warnings_of(text) == []
