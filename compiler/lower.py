@@ -492,7 +492,8 @@ def _kernel(lowered: Lowered, name: str, nodes) -> tuple[int, ...] | None:
     return tuple(windows[0]) if windows else None
 
 
-_FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+_FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
+                     "perceptron": "step"}
 
 
 def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> None:
@@ -507,6 +508,7 @@ def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> N
     lowered.graph.outputs["prediction"] = prediction
     _check_output(spec, lowered)
     _warn_of_squashed_scores(lowered, spec)
+    _warn_of_steps_that_stop_learning(lowered, spec)
 
 
 # What an activation does to the raw scores a classification loss takes.
@@ -534,6 +536,24 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
                 f"last is left out of the loss and kept for predict's probabilities)"))
 
 
+def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
+    """A threshold unit passes no gradient back: anywhere but last before loss: perceptron
+    (which reads the scores before it), the layers before it never learn."""
+    for node in lowered.graph.nodes:
+        if node.op != "step" or node.inputs[0] is lowered.logits:
+            continue
+        origin, layer = node.origin, None
+        if origin and len(origin.keys) > 2:
+            layer = spec.model.layers[origin.keys[2]]
+        if getattr(layer, "activation", None) is not None:
+            origin = origin.at_field("activation")
+        lowered.builder.warnings.append(CompileWarning(
+            origin, "step passes no gradient back (its derivative is 0 wherever it is "
+                    "defined), so no layer before it learns; use it as the last activation "
+                    "with loss: perceptron, or a sigmoid, which the perceptron became in "
+                    "multi-layer networks for this reason"))
+
+
 def _check_output(spec, lowered) -> None:
     logits = lowered.logits.type
     last = len(spec.model.layers) - 1
@@ -543,10 +563,11 @@ def _check_output(spec, lowered) -> None:
     if dataset is None or dataset.input_shape is None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
     units = "filters" if logits.rank > 2 else "units"
-    if spec.loss.type == "cross_entropy":
-        _check_label_positions(origin, logits, dataset)
+    if spec.loss.type in schema.CLASS_LABEL_LOSSES:
+        _check_label_positions(origin, logits, dataset, spec.loss.type)
         classes, outputs = dataset.num_classes, logits.shape[1]
-        if classes and outputs != classes:
+        one_for_two = spec.loss.type == "perceptron" and outputs == 1 and classes == 2
+        if classes and outputs != classes and not one_for_two:
             binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
                       and outputs == 1 else "")
             raise CompileError(origin.at_field(units), f"the model ends with {outputs} "
@@ -586,18 +607,18 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
 
 
-def _check_label_positions(origin, logits, dataset) -> None:
+def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy") -> None:
     """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
     spatial = list(logits.shape[2:])
     labels = list(dataset.label_shape)
     if spatial == labels:
         return
     if not labels:
-        raise CompileError(origin, f"cross_entropy needs class scores [classes], the model ends "
+        raise CompileError(origin, f"{loss} needs class scores [classes], the model ends "
                            f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
                            "sample: end the model with {type: flatten} and a dense layer, one "
                            "unit per class")
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
-                       f"{per_sample(logits)}: cross_entropy wants scores [classes, "
+                       f"{per_sample(logits)}: {loss} wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; upsample back to the input size (no "
                        "flatten or dense layer)")

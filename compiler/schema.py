@@ -135,7 +135,15 @@ class Identity(Strict):
     type: Literal["identity"]
 
 
-ACTIVATION_MODELS = (Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softmax, Gelu, Softplus, Identity)
+class Step(Strict):
+    """The perceptron's threshold unit: 1 if x >= 0, else 0. Its derivative is 0 wherever it
+    is defined: last, before loss: perceptron (which reads the scores before it)."""
+
+    type: Literal["step"]
+
+
+ACTIVATION_MODELS = (Relu, LeakyRelu, Elu, Sigmoid, Tanh, Softmax, Gelu, Softplus, Identity,
+                     Step)
 Activation = tagged_union(*ACTIVATION_MODELS)
 
 
@@ -457,7 +465,18 @@ class Huber(LossBase):
     delta: PositiveFloat = 1.0
 
 
-Loss = tagged_union(CrossEntropy, BinaryCrossEntropy, Mse, Mae, Huber)
+class Perceptron(LossBase):
+    """Rosenblatt's criterion on the scores, class labels 0..k-1 (0/1 for one output): the
+    mean of max_c(z_c) - z_label (one output: (step(z) - t) * z), whose gradient step is the
+    perceptron rule w += lr * (t - y) * x."""
+
+    type: Literal["perceptron"]
+
+
+Loss = tagged_union(CrossEntropy, BinaryCrossEntropy, Mse, Mae, Huber, Perceptron)
+# The losses that take class labels, integers 0..k-1 (one per sample, or label maps); the
+# others take targets shaped like the outputs.
+CLASS_LABEL_LOSSES = ("cross_entropy", "perceptron")
 
 # --- optimizers and schedules ---------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from .lower import Lowered, lower
 from .ops.linear import ScaleAttrs
 from .ops.loss import BinaryCrossEntropyAttrs, CrossEntropyAttrs, HuberAttrs
 from .ops.optim import AdagradAttrs, AdamAttrs, ClipAttrs, RmsPropAttrs, SgdAttrs
+from .schema import CLASS_LABEL_LOSSES
 
 
 @dataclass
@@ -27,13 +28,16 @@ def add_loss(gb: GraphBuilder, lowered: Lowered, spec) -> Value:
     """Emits the loss of `spec.loss` on the model's logits against a new input %y."""
     loss_spec = spec.loss
     logits = lowered.logits
-    if loss_spec.type == "cross_entropy":
+    if loss_spec.type in CLASS_LABEL_LOSSES:
         # one label per sample for class scores [B, K], a label map for scores [B, K, *S]
         y = gb.input("y", TensorType((BATCH, *logits.type.shape[2:]), "int64"))
         with gb.at(lowered.output_origin):  # logits that are not class scores: the last layer
-            loss = gb.emit("softmax_cross_entropy", logits, y,
-                           attrs=CrossEntropyAttrs(loss_spec.label_smoothing,
-                                                   loss_spec.ignore_index))
+            if loss_spec.type == "perceptron":
+                loss = gb.emit("perceptron", logits, y)
+            else:
+                loss = gb.emit("softmax_cross_entropy", logits, y,
+                               attrs=CrossEntropyAttrs(loss_spec.label_smoothing,
+                                                       loss_spec.ignore_index))
     else:
         y = gb.input("y", logits.type)
         op = {"binary_cross_entropy": "sigmoid_binary_cross_entropy"}.get(loss_spec.type,

@@ -9,6 +9,7 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    one_hot_needs_a_vector, one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.schema import CLASS_LABEL_LOSSES
 
 from .data.targets import check_targets_fit, multi_label_message
 
@@ -61,6 +62,9 @@ def check_data_fits(spec, model, data) -> None:
                            "(mark pixels to leave out with loss.ignore_index)")
     if spec.loss.type == "cross_entropy":
         _check_classes(where, labels, outputs, data.task == "segmentation")
+    elif spec.loss.type == "perceptron":  # one output: labels 0 and 1
+        _check_classes(where, labels, (max(outputs[0], 2), *outputs[1:]),
+                       data.task == "segmentation")
     elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
                            "for more classes")
@@ -140,7 +144,8 @@ def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where:
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     """Label maps [H, W] need an output [classes, H, W] (binary: [1, H, W]); one label per
     sample needs class scores [classes]."""
-    if data.task == "regression" or spec.loss.type not in ("cross_entropy", "binary_cross_entropy"):
+    if data.task == "regression" or spec.loss.type not in (*CLASS_LABEL_LOSSES,
+                                                           "binary_cross_entropy"):
         return
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])

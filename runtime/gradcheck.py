@@ -96,8 +96,8 @@ def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]
     shape = model.lowered.graph.inputs[0].type.shape[1:]
     x = rng.standard_normal((batch, *shape))
     logits = model.lowered.logits.type.shape[1:]
-    if model.spec.loss.type == "cross_entropy":
-        return x, rng.integers(0, logits[0], (batch, *logits[1:]))  # a label per position
+    if model.spec.loss.type in schema.CLASS_LABEL_LOSSES:  # a label per position
+        return x, rng.integers(0, max(logits[0], 2), (batch, *logits[1:]))
     if model.spec.loss.type == "binary_cross_entropy":
         return x, rng.integers(0, 2, (batch, *logits)).astype(np.float64)
     return x, rng.standard_normal((batch, *logits))

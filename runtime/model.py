@@ -14,6 +14,7 @@ from nnrun.compiler.frontend import SourceSpec, compile_checked
 from nnrun.compiler.ops.norm import dropout_key
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
+from nnrun.compiler.schema import CLASS_LABEL_LOSSES
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
 from .agreement import rounding_sensitive
@@ -276,13 +277,14 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
     ignored = np.zeros(y.shape, bool)
     if getattr(loss, "ignore_index", None) is not None:
         ignored = y == loss.ignore_index
-    if loss.type == "cross_entropy":
+    if loss.type in CLASS_LABEL_LOSSES:
         if y.shape[1:] != output[1:]:
             one_hot = " (one-hot rows? give y_true.argmax(1))" if y.shape[1:] == output else ""
             raise ValueError(f"y_true must be class labels [N{', ' if output[1:] else ''}"
                              f"{_dims(output[1:])}], got shape {list(y.shape)}{one_hot}")
-        wrong = ~ignored & ~((y == np.round(y)) & (y >= 0) & (y < output[0]))
-        what = f"class labels 0..{output[0] - 1}"
+        classes = max(output[0], 2)  # one output under perceptron: labels 0 and 1
+        wrong = ~ignored & ~((y == np.round(y)) & (y >= 0) & (y < classes))
+        what = f"class labels 0..{classes - 1}"
     elif loss.type == "binary_cross_entropy":
         wrong = ~ignored & ~((y >= 0) & (y <= 1))
         what = "targets in [0, 1]"
@@ -292,7 +294,7 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
     else:
         wrong = ~np.isfinite(y) if y.dtype.kind == "f" else np.zeros(y.shape, bool)
         what = "finite targets"
-    if loss.type != "cross_entropy" and not _fits_outputs(y, output, loss.type):
+    if loss.type not in CLASS_LABEL_LOSSES and not _fits_outputs(y, output, loss.type):
         raise ValueError(f"y_true must hold targets shaped like the outputs, [N, {_dims(output)}]"
                          f", under {loss.type}; got shape {list(y.shape)}")
     if wrong.any():
@@ -320,7 +322,7 @@ def target_array(spec, lowered, y) -> np.ndarray:
     """Labels as the loss wants them: int64 classes for cross_entropy, else values shaped like
     the model's output (so 0/1 labels [N] fit a [N, 1] sigmoid output)."""
     y = np.asarray(y)
-    if spec.loss.type == "cross_entropy":
+    if spec.loss.type in CLASS_LABEL_LOSSES:
         return y.astype(np.int64)
     shape = lowered.logits.type.shape[1:]
     if _one_hot_labels(y, shape):

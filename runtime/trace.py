@@ -173,6 +173,10 @@ def _notes(spec) -> list[str]:
     if getattr(optimizer, "weight_decay", 0):
         notes.append(f"the update adds weight decay ({optimizer.weight_decay:g}) to the "
                      "gradients shown")
+    if spec.loss.type == "perceptron":
+        notes.append("loss perceptron: δ of the scores is the prediction's error y − t (at z = "
+                     "0 the unit says 1, and C is 0 there although it errs), so with sgd the "
+                     "update is the perceptron rule w ← w + lr·(t − y)·x")
     if spec.train.pruning is not None:
         notes.append("train.pruning is not applied by the trace")
     return notes

@@ -280,6 +280,12 @@ def _elu_onnx(ox, node):
     return ox.emit("Where", ox.emit("Greater", x, ox.constant(0)), x, below)
 
 
+def _step_onnx(ox, node):
+    (x,) = ox.inputs(node)
+    at_least_zero = ox.emit("GreaterOrEqual", x, ox.constant(0))
+    return ox.emit("Where", at_least_zero, ox.constant(1), ox.constant(0))
+
+
 def _gelu_onnx(ox, node):
     # ONNX has Gelu from opset 20 only: the exact form, in the forward's order.
     (x,) = ox.inputs(node)
@@ -328,3 +334,19 @@ _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
             "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
             onnx=onnx_op("Softmax", axis="axis"), into=(_softmax_into, _softmax_scratch),
             grad_into=(_softmax_grad_into, lambda attrs, g, y: _softmax_scratch(attrs, y)))
+def _step_into(be, attrs, out, x):
+    y, at_least_zero = out
+    be.xp.greater_equal(x, 0, out=at_least_zero)
+    be.xp.copyto(y, at_least_zero)
+
+
+def _step_grad_into(be, attrs, out, g, x):
+    out[0].fill(0)
+
+
+_activation("step", NoAttrs, lambda be, a, x: (x >= 0).astype(x.dtype),
+            # 0 wherever the derivative exists; at x = 0 too, as PyTorch's autograd through
+            # a comparison gives: nothing passes back through a threshold unit
+            lambda be, a, g, x: be.xp.zeros_like(g), "1 if x >= 0 else 0 (a threshold unit)",
+            onnx=_step_onnx, into=(_step_into, lambda attrs, x: (TensorType(x.shape, "bool"),)),
+            grad_into=(_step_grad_into, None))

@@ -28,13 +28,14 @@ class HuberAttrs:
     delta: float = 1.0
 
 
-def _class_loss_shape(attrs, logits: TensorType, labels: TensorType) -> TensorType:
+def _class_loss_shape(attrs, logits: TensorType, labels: TensorType,
+                      loss: str = "cross_entropy") -> TensorType:
     """Class scores [B, classes] against labels [B], or per position: scores
     [B, classes, *spatial] (a label map) against labels [B, *spatial]."""
     expected = (logits.shape[0], *logits.shape[2:])
     if logits.rank < 2 or labels.shape != expected:
         spatial = per_sample(TensorType(expected))
-        raise ShapeError(f"cross_entropy compares class scores {per_sample(logits)} with labels "
+        raise ShapeError(f"{loss} compares class scores {per_sample(logits)} with labels "
                          f"{spatial or '(one per sample)'}, got labels {per_sample(labels)}",
                          "end the model with one channel per class at the labels' size")
     return scalar_like(logits)
@@ -294,3 +295,37 @@ _register_loss("mae", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: be.xp
                lambda be, a, g, p, t: be.xp.sign(p - t) * (g / p.size), "mean of |p - t|")
 _register_loss("huber", HuberAttrs, _same_shape_loss_shape, _huber_forward, _huber_grad,
                "mean of 0.5 d^2 if |d| < delta else delta (|d| - delta/2), d = p - t")
+
+
+# --- the perceptron criterion ---------------------------------------------------------------
+# Scores [B, K, *S] against class labels [B, *S]. K > 1: max_c z_c - z_label, whose gradient
+# is +1 at the predicted class and -1 at the label (0 when they agree); K = 1: labels 0/1 and
+# the prediction y = [z >= 0], (y - t) * z, gradient y - t. With batch size 1 and SGD, a step
+# is Rosenblatt's rule w += lr * (t - y) * x; larger batches take the mean of those.
+
+
+def _perceptron_error(xp, logits, labels):
+    """d loss / d scores of each position, before the mean: [B, K, *S]."""
+    if logits.shape[1] == 1:
+        predicted = (logits[:, 0] >= 0).astype(logits.dtype)
+        return (predicted - labels)[:, None].astype(logits.dtype)
+    classes = xp.arange(logits.shape[1]).reshape(1, -1, *([1] * (logits.ndim - 2)))
+    predicted = logits.argmax(axis=1)[:, None]
+    return ((classes == predicted).astype(logits.dtype)
+            - (classes == labels[:, None]).astype(logits.dtype))
+
+
+def _perceptron_forward(be, attrs, logits, labels):
+    # (y - t) z summed over the classes, for K = 1 and K > 1 alike
+    return (_perceptron_error(be.xp, logits, labels) * logits).sum() / labels.size
+
+
+def _perceptron_grad(be, attrs, g, logits, labels):
+    return _perceptron_error(be.xp, logits, labels) * (g / labels.size)
+
+
+_register_loss("perceptron", NoAttrs,
+               lambda attrs, logits, labels: _class_loss_shape(attrs, logits, labels, "perceptron"),
+               _perceptron_forward, _perceptron_grad,
+               "mean over the labels of max_c z_c - z_label (one output: (step(z) - t) * z, "
+               "labels 0/1): the perceptron criterion, whose gradient is the perceptron rule")

@@ -10,7 +10,7 @@ from nnrun.compiler.checks import tracked_metrics
 from .errors import DataError
 from .sources import are_class_labels
 
-CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy")
+CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy", "perceptron")
 CLASS_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
 
 

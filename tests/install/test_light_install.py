@@ -95,7 +95,8 @@ def test_missing_generator_names_the_extra(monkeypatch, dataset, module):
 
 # Import names whose distribution is named otherwise.
 DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
-                   "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core"}
+                   "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core",
+                   "cuda": "cupy-cuda13x"}  # cuda.pathfinder: CuPy 14's own dependency
 
 
 def test_every_third_party_import_is_declared():

@@ -134,6 +134,7 @@ _ACTIVATIONS = {
                  lambda a, v: _sigmoid(v), normal),
     "sigmoid": (NoAttrs(), lambda a, v: _sigmoid(v), None, normal),
     "tanh": (NoAttrs(), lambda a, v: math.tanh(v), None, normal),
+    "step": (NoAttrs(), lambda a, v: 1.0 if v >= 0 else 0.0, lambda a, v: 0.0, away_from_zero),
 }
 
 
@@ -760,6 +761,45 @@ for _label, _attrs, _inputs in (
          lambda a, x, t: (_cross_entropy_reference(a, x, t),
                           _cross_entropy_grad_reference(a, np.array(1.0), x, t)),
          label=_label)
+
+def _perceptron_rows(logits, labels):
+    """(scores of K, label) of every position, K first as in the scores [B, K, *S]."""
+    return zip(np.moveaxis(logits, 1, -1).reshape(-1, logits.shape[1]), labels.reshape(-1))
+
+
+def _perceptron_reference(attrs, logits, labels):
+    """Per position: (step(z) - t) * z of one score (labels 0/1), else max_c z_c - z_label."""
+    total = 0.0
+    for row, label in _perceptron_rows(logits, labels):
+        if len(row) == 1:
+            total += ((1.0 if row[0] >= 0 else 0.0) - label) * row[0]
+        else:
+            total += max(row) - row[label]
+    return np.array(total / labels.size)
+
+
+def _perceptron_grad_reference(attrs, g, logits, labels):
+    rows = []
+    for row, label in _perceptron_rows(logits, labels):
+        if len(row) == 1:
+            rows.append([(1.0 if row[0] >= 0 else 0.0) - label])
+        else:
+            error = [0.0] * len(row)
+            error[max(range(len(row)), key=lambda c: row[c])] += 1.0
+            error[label] -= 1.0
+            rows.append(error)
+    moved = (g * np.array(rows) / labels.size).reshape(*np.moveaxis(logits, 1, -1).shape)
+    return np.moveaxis(moved, -1, 1)
+
+
+for _label, _inputs in (
+    ("4 classes", lambda rng: (normal(rng, 6, 4), _labels(rng, 6, 4))),
+    ("one output, labels 0/1", lambda rng: (away_from_zero(rng, 8, 1), _labels(rng, 8, 2))),
+    ("label map 3x4, 3 classes", _label_map_inputs(None, (2, 3, 4), 3)),
+):
+    case("perceptron", NoAttrs(), _inputs, _perceptron_reference, differentiable=(0,),
+         label=_label)
+    case("perceptron_grad", NoAttrs(), _with_g(_inputs), _perceptron_grad_reference, label=_label)
 
 _regression_inputs = _prediction_and_target(away_from_zero)
 case("mse", NoAttrs(), _regression_inputs,
