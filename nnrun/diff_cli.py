@@ -36,9 +36,11 @@ def load_side(path: Path) -> Side:
 
 
 def _final_metrics(run_dir: Path) -> dict:
+    from nnrun.runtime.files import read_json_file
+
     path = run_dir / "summary.json"
     try:
-        final = json.loads(path.read_text())["final"]
+        final = read_json_file(path)["final"]
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import tokenize
 import zipfile
 import zlib
 from contextlib import suppress
@@ -35,8 +36,14 @@ class ArrayHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-# What a damaged archive raises inside zipfile, zlib and numpy.lib.format.
-_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError)
+# What a damaged archive raises inside zipfile, zlib and numpy.lib.format: a header whose
+# dictionary does not parse raises tokenize's TokenError or a SyntaxError (numpy reads it with
+# ast.literal_eval: nothing runs), an encrypted member a RuntimeError.
+_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError,
+           tokenize.TokenError, SyntaxError, RuntimeError)
+# What np.load of a damaged cache file raises besides: a header that declares more than the
+# machine holds (MemoryError); what a cache reader treats as "rebuild it".
+CACHE_DAMAGE = (*_DAMAGE, OSError, MemoryError)
 
 
 def npz_headers(path: Path) -> dict[str, ArrayHeader]:

@@ -3,7 +3,6 @@ data, after the preprocessing that training fitted (normalisation, feature permu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from .archives import DamagedFile, npz_headers, read_npz
 from .data import DataError, load_dataset
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
-from .files import write_atomically
+from .files import read_json_file, write_atomically
 from .memory import available_memory, check_memory
 from .metrics import evaluate
 from .model import Model, batch_shape_problem
@@ -57,7 +56,7 @@ class Run:
 def final_checkpoint(run_dir: Path) -> str:
     """The checkpoint whose numbers `train` reported (summary.json), else best."""
     try:
-        final = json.loads((Path(run_dir) / "summary.json").read_text())["final"]
+        final = read_json_file(Path(run_dir) / "summary.json")["final"]
         return Path(final["checkpoint"]).stem
     except (OSError, ValueError, KeyError, TypeError):
         return "best"

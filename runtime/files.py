@@ -13,7 +13,9 @@ given, never the temporary file.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -52,7 +54,8 @@ def _about_the_target(error: OSError, path: Path) -> bool:
 
 def _create_temporary(path: Path) -> tuple[int, str]:
     try:
-        return tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name))
+        return tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name),
+                                suffix=TEMPORARY_SUFFIX)
     except OSError as error:  # /proc, /sys: a file may exist where none can be created
         raise OSError(error.errno, f"cannot create a file in {path.parent} ({error.strerror})",
                       str(path)) from None
@@ -98,6 +101,17 @@ def temporary_prefix(name: str) -> str:
     return f".{name}."
 
 
+TEMPORARY_SUFFIX = ".nnrun-partial"
+
+
+def is_temporary_of(name: str, candidate: str) -> bool:
+    """Whether `candidate` is a temporary file of a write of `name`: mkstemp's 8 characters
+    between nnrun's prefix and suffix, so that a user's `.spec.yaml.swp` is never taken for
+    one."""
+    return re.fullmatch(rf"{re.escape(temporary_prefix(name))}[a-z0-9_]{{8}}"
+                        rf"{re.escape(TEMPORARY_SUFFIX)}", candidate) is not None
+
+
 def current_umask() -> int:
     # The only portable way to read the umask is to set it; set it straight back.
     mask = os.umask(0o022)
@@ -125,10 +139,31 @@ def remove_leftovers(directory: Path, names) -> list[Path]:
     removed = []
     for name in names:
         for leftover in Path(directory).glob(f"{temporary_prefix(name)}*"):
-            if leftover.is_file() and not leftover.is_symlink():
+            if (is_temporary_of(name, leftover.name) and leftover.is_file()
+                    and not leftover.is_symlink()):
                 leftover.unlink(missing_ok=True)
                 removed.append(leftover)
     return removed
+
+
+SMALL_FILE_BYTES = 16 << 20  # a run's summary.json holds a few hundred bytes
+
+
+def read_json_file(path: Path, limit: int = SMALL_FILE_BYTES):
+    """A small JSON file nnrun wrote (summary.json). What is not one raises ValueError: a
+    FIFO (which would block), a device (/dev/zero never ends), a file over `limit` bytes, text
+    that is not JSON or nests past Python's recursion limit. A missing file: OSError."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"is {_kind(mode)}, not a file nnrun wrote")
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is over {limit >> 20} MB, far more than nnrun writes there")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nests deeper than any file nnrun writes") from None
 
 
 def is_writable_directory(directory: Path) -> bool:

@@ -19,6 +19,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 from contextlib import suppress
 from pathlib import Path
 from typing import Callable
@@ -105,6 +106,7 @@ class RunDirectory:
         self.created = self.started = False
         self.created_above: list[Path] = []
         self.holder_before: bytes | None = None  # the lock file's pid line before we claimed it
+        self.lock_made = False  # whether this process made nnrun.lock (removed if refused)
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -148,8 +150,10 @@ class RunDirectory:
         if error is not None and not self.started:  # refused before training wrote anything
             if self.created:
                 self._remove_unused()
+            elif self.lock_made and self.lock_descriptor is not None:
+                self.file(LOCK).unlink(missing_ok=True)  # the directory as it was found
             elif self.holder_before is not None:
-                self._write_holder(self.holder_before)  # the directory as it was found
+                self._write_holder(self.holder_before)
         if self.lock_descriptor is not None:
             os.close(self.lock_descriptor)  # closing releases the flock
             self.lock_descriptor = None
@@ -171,6 +175,7 @@ class RunDirectory:
                 raise RunDirectoryError(f"{self.path / name}: is not a regular file (a "
                                         f"directory?); nnrun keeps its {name} there: move it "
                                         "away, or choose another directory")
+        self._refuse_a_lock_not_ours()
         if not is_writable_directory(self.path):
             raise RunDirectoryError(f"{self.path}: is not writable; nnrun writes its metrics "
                                     "and checkpoints there: make it writable, or choose another "
@@ -184,6 +189,24 @@ class RunDirectory:
         if present:
             raise RunDirectoryError(f"{self.path}: holds {', '.join(present)} that nnrun did not "
                                     "write and would overwrite; choose another --out")
+
+    def _refuse_a_lock_not_ours(self) -> None:
+        """nnrun.lock holds a pid line or nothing; one that holds anything else is a file of
+        the user's that the lock would overwrite (and would make the directory look like a
+        run). A lock file with other names (a hard link) would carry the pid into a file
+        elsewhere."""
+        path = self.file(LOCK)
+        if not path.is_file():
+            return
+        with open(path, "rb") as handle:
+            head = handle.read(65)
+        if not re.fullmatch(rb"\d{0,20}\n?", head):
+            raise RunDirectoryError(f"{path}: is not nnrun's (it holds no process id); nnrun "
+                                    "keeps its lock there: move it away, or choose another "
+                                    "directory")
+        if os.stat(path).st_nlink > 1:
+            raise RunDirectoryError(f"{path}: has other names (a hard link); nnrun writes its "
+                                    "process id into it: remove it, or choose another directory")
 
     def _refuse_lost_checkpoint(self) -> None:
         """A run past its first checkpoint without last.npz (deleted by hand) would start over
@@ -220,6 +243,7 @@ class RunDirectory:
 
     def _lock(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self.lock_made = not self.file(LOCK).exists()
         descriptor = os.open(self.path / LOCK, flags, 0o666)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -286,6 +310,7 @@ class RunDirectory:
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:
             _refuse_missing_epochs(path, rows, through_epoch, torn)
+            _refuse_incomplete_rows(path, rows, EPOCH_ROW_NUMBERS if name == METRICS else ())
         if torn:
             self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
         return rows
@@ -350,6 +375,26 @@ def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
                                 "run with another --out")
 
 
+# What every epoch's row of metrics.jsonl holds, and a resumed run reads (the summary's rate).
+EPOCH_ROW_NUMBERS = ("epoch_s", "samples_per_s")
+
+
+def _refuse_incomplete_rows(path: Path, rows: list[dict], keys) -> None:
+    """A row edited by hand or damaged: found before the run directory changes, not when the
+    resumed run writes its summary."""
+    for row in rows:
+        lacking = [key for key in keys if not _is_number(row.get(key))]
+        if lacking:
+            raise RunDirectoryError(f"{path}: the row of epoch {row['epoch']} lacks the number "
+                                    f"{lacking[0]} that nnrun writes in every row (an edited or "
+                                    "damaged file); restore the file from a backup, or start a "
+                                    "new run with another --out")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _epochs(numbers: list[int]) -> str:
     if len(numbers) == 1:
         return f"epoch {numbers[0]}"
@@ -361,7 +406,7 @@ def _epochs(numbers: list[int]) -> str:
 def _json_or_none(line: str):
     try:
         return json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past Python's limit
         return None
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from nnrun.compiler.tables import byte_size
 
+from ..archives import CACHE_DAMAGE
 from ..memory import available_memory
 from .errors import DataError
 from .locations import cache_dir, write_cache_file
@@ -103,7 +104,7 @@ def read_cached(cached: Path) -> np.ndarray | None:
         return None
     try:
         return np.load(cached, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+    except CACHE_DAMAGE:
         return None  # an unreadable cache is rebuilt from the source
 
 

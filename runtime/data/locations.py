@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..files import temporary_prefix, write_atomically
+from ..files import is_temporary_of, temporary_prefix, write_atomically
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
 IDX_FILES = {
@@ -137,6 +137,8 @@ def remove_stale_leftovers(path: Path, age_s: float = 3600.0) -> None:
     right now, so only old ones go."""
     cutoff = time.time() - age_s
     for leftover in path.parent.glob(f"{temporary_prefix(path.name)}*"):
+        if not is_temporary_of(path.name, leftover.name):
+            continue
         with suppress(OSError):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import random
 import warnings
-import zipfile
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, csv_columns, genera
                                      no_label_column)
 from nnrun.compiler.tables import byte_size
 
-from ..archives import ArrayHeader, DamagedFile, npz_headers, read_npz
+from ..archives import CACHE_DAMAGE, ArrayHeader, DamagedFile, npz_headers, read_npz
 from ..memory import available_memory
 from .errors import DataError
 from .idx import cache_path, read_cached, read_idx, write_cached
@@ -290,7 +290,7 @@ def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in ("x", "y", "x_test", "y_test")}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except CACHE_DAMAGE:  # rebuilt
         return None
 
 
@@ -515,7 +515,7 @@ def read_csv_header(path: Path) -> list[str]:
     header = csv_columns(first_line)
     if header == [""]:
         raise DataError(f"{path}: empty file; expected a header row with a `label` column")
-    repeated = sorted({name for name in header if header.count(name) > 1})
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:
         raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "
                         "than once; give every column its own name")

@@ -732,3 +732,141 @@ def test_eval_of_a_run_stopped_early_on_says_how_to_go_on(tmp_path, spec):
     line = assert_one_line_error(invoke("eval", out), out)
     assert line.endswith(f"no checkpoint yet (the run stopped in its first epoch); continue it "
                          f"with nnrun train {out / 'spec.yaml'} --resume {out}")
+
+
+# --- hostile and damaged files (an audit's findings) -----------------------------------------
+
+
+def _npz_with_member(path: Path, name: str, data: bytes, flag_bits: int = 0) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        info = zipfile.ZipInfo(name)
+        info.flag_bits |= flag_bits
+        archive.writestr(info, data)
+    return path
+
+
+@pytest.mark.parametrize("header, flag_bits", [
+    (b"\x93NUMPY\x01\x00\x20\x00{'descr': __import__('os').system('x'), }  \n", 0),  # not parsed
+    (b"\x93NUMPY\x01\x00\x46\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }"
+     + b" " * 11 + b"\n" + b"\0" * 8, 0x1),  # flagged encrypted
+])
+def test_a_crafted_npy_header_or_an_encrypted_member_is_a_damaged_file(tmp_path, trained, header,
+                                                                      flag_bits):
+    """Exit 70 (TokenError, RuntimeError): the file was not named. Nothing runs either way:
+    NumPy reads the header with ast.literal_eval."""
+    path = _npz_with_member(tmp_path / "bad.npz", "x.npy", header, flag_bits)
+    line = assert_one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"),
+                                 path)
+    assert "not a readable" in line or "damaged" in line or "Error" in line
+    (trained / "best.npz").unlink()
+    _npz_with_member(trained / "best.npz", "params/dense_1.weight.npy", header, flag_bits)
+    assert_one_line_error(invoke("eval", trained, "--checkpoint", "best"), trained / "best.npz")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "nested"])
+def test_a_summary_that_is_no_json_file_nnrun_wrote_neither_hangs_nor_crashes(trained, tmp_path,
+                                                                              kind):
+    """A FIFO blocked eval, summary, diff and predict for good; /dev/zero filled the memory;
+    JSON nested 100,000 deep was exit 70."""
+    summary = trained / "summary.json"
+    summary.unlink()
+    if kind == "fifo":
+        os.mkfifo(summary)
+    elif kind == "/dev/zero":
+        summary.symlink_to("/dev/zero")
+    else:
+        summary.write_text("[" * 100_000)
+    process = nnrun_process("eval", trained)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err  # the summary only chooses the checkpoint: best
+    line = assert_one_line_error(invoke("diff", trained, trained), summary)
+    assert "not a readable run summary" in line
+
+
+def test_a_csv_header_of_many_columns_is_read_in_linear_time(tmp_path):
+    """The duplicate-name check counted each name in the whole header: hours for 200,000."""
+    from nnrun.runtime.data.sources import read_csv_header
+
+    path = tmp_path / "wide.csv"
+    names = [f"c{index}" for index in range(100_000)]
+    path.write_text(",".join([*names, "c7", "label"]) + "\n" + ",".join(["0"] * 100_002) + "\n")
+    started = time.monotonic()
+    with pytest.raises(Exception, match="names 'c7' more than once"):
+        read_csv_header(path)
+    assert time.monotonic() - started < 10  # quadratic: about an hour
+
+
+def test_a_metrics_row_without_its_numbers_is_refused_before_the_resume_trains(trained, spec):
+    """The resume trained, wrote its checkpoints, then stopped at the summary (KeyError,
+    exit 70), leaving summary.json behind, every time."""
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    del first["epoch_s"]
+    (trained / "metrics.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    (trained / LOCK).write_text("12345\n")
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3),
+                                 trained / "metrics.jsonl")
+    assert "the row of epoch 1 lacks the number epoch_s" in line
+    assert files_of(trained) == before
+
+
+def test_deeply_nested_metrics_are_a_damaged_line(trained, spec):
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    (trained / "metrics.jsonl").write_text("[" * 100_000 + "\n" + lines[1] + "\n")
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3),
+                                 trained / "metrics.jsonl")
+    assert "line 1" in line
+    pytest.importorskip("matplotlib")
+    assert_one_line_error(invoke("plot", trained, "--out", trained.parent / "p.png"),
+                          trained / "metrics.jsonl")
+
+
+def test_the_users_dot_files_beside_nnruns_are_kept(tmp_path, spec):
+    """Leftovers were anything named .<run file>.*: a vim swap file, a backup."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".spec.yaml.swp").write_text("swap")
+    (out / ".summary.json.bak").write_text("backup")
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    assert_ok(invoke("train", spec, "--resume", out, "--epochs", 3, "--quiet"))
+    assert (out / ".spec.yaml.swp").read_text() == "swap"
+    assert (out / ".summary.json.bak").read_text() == "backup"
+    leftover = out / ".last.npz.abcd1234.nnrun-partial"  # as a killed write leaves it
+    leftover.write_bytes(b"half")
+    result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", 4))
+    assert not leftover.exists() and "left by a write that was killed" in result.stderr
+
+
+def test_a_lock_file_that_is_not_nnruns_is_refused_and_kept(tmp_path, spec):
+    out = tmp_path / "users"
+    out.mkdir()
+    (out / LOCK).write_text("USERDATA\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", out), out / LOCK)
+    assert "is not nnrun's" in line and (out / LOCK).read_text() == "USERDATA\n"
+
+
+def test_a_hard_linked_lock_file_is_refused_and_its_other_name_kept(trained, spec, tmp_path):
+    outside = tmp_path / "precious.txt"
+    outside.write_text("")
+    (trained / LOCK).unlink()
+    os.link(outside, trained / LOCK)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3),
+                                 trained / LOCK)
+    assert "hard link" in line and outside.read_text() == ""
+
+
+def test_a_refused_out_leaves_no_lock_behind(tmp_path, spec):
+    out = tmp_path / "users"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "summary.json").write_text("mine too")
+    line = assert_one_line_error(invoke("train", spec, "--out", out), out)
+    assert "holds summary.json that nnrun did not write" in line
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
+    (out / "summary.json").unlink()
+    (out / "last.npz").write_text("an earlier version's run: a checkpoint, no lock")
+    assert "already holds a run" in assert_one_line_error(invoke("train", spec, "--out", out), out)
+    assert sorted(p.name for p in out.iterdir()) == ["last.npz", "notes.txt"]  # no lock left
