@@ -92,7 +92,9 @@ class GraphBuilder:
         would overflow its 64-bit sizes)."""
         values = size_of(shape)
         if values > MAX_VALUES:
-            raise CompileError(self.origin, f"{what} would hold {values:,} values, more than "
+            # in full while it reads as a number, not a page of digits (a units: of 5,000 digits)
+            count = f"{values:,}" if values < 10**30 else f"a {len(str(values))}-digit number of"
+            raise CompileError(self.origin, f"{what} would hold {count} values, more than "
                                             f"any machine can ({MAX_VALUES:,} at most); make "
                                             "it smaller")
 

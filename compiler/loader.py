@@ -131,6 +131,11 @@ def _mark(node: Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
+def _shortened(text: str, most: int = 60) -> str:
+    """A value quoted in a message: its start and end, where it is longer than a line."""
+    return text if len(text) <= most else f"{text[:most // 2]}...{text[-most // 4:]}"
+
+
 def _display_tag(tag: str) -> str:
     return "!!" + tag[len(_YAML_TAG):] if tag.startswith(_YAML_TAG) else tag
 
@@ -283,7 +288,9 @@ class _Builder:
         # PyYAML raises assorted exceptions (ValueError, KeyError, binascii.Error) for scalars whose
         # explicit or implied tag does not fit their text, e.g. `2001-13-45` or `!!int abc`.
         except Exception as error:
-            message = f"cannot read {node.value!r} as {_display_tag(node.tag)}: {error}"
+            why = (f"{len(node.value):,} digits, far more than any setting takes"
+                   if "integer string conversion" in str(error) else error)  # Python's limit
+            message = f"cannot read {_shortened(node.value)!r} as {_display_tag(node.tag)}: {why}"
             self.error(*_mark(node), path, message)
             return None
         surrogate = _lone_surrogate(value)

@@ -509,3 +509,21 @@ def test_float_specials_load():
     loaded = load("a: .nan\nb: -.inf\n")
     assert math.isnan(loaded.data["a"]) and loaded.data["b"] == -math.inf
 
+
+
+def test_a_number_of_thousands_of_digits_is_one_short_line():
+    """A 5,001-digit units: was echoed in full, with Python's advice to raise its own limit."""
+    (error,) = errors_of("model: {input_shape: [2], layers: [{type: dense, units: 1"
+                         + "0" * 5000 + "}]}\n")
+    assert "5,001 digits, far more than any setting takes" in error.message
+    assert len(error.format()) < 300 and "sys.set_int_max_str_digits" not in error.message
+
+
+def test_a_size_of_hundreds_of_digits_is_named_by_its_length():
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text("model: {input_shape: [2], layers: [{type: dense, units: 1"
+                             + "0" * 300 + "}]}\n"))
+    message = str(raised.value)
+    assert "would hold a 301-digit number of values" in message and len(message) < 400
