@@ -100,8 +100,12 @@ CSV_ENCODING = "utf-8-sig"
 
 
 def csv_columns(header_line: str) -> list[str]:
-    """The column names of a csv dataset's header row (names may be quoted)."""
-    return [column.strip().strip('"') for column in header_line.strip().split(",")]
+    """The column names of a csv dataset's header row (names may be quoted, and a quoted name
+    may hold a comma, as the csv module reads it)."""
+    import csv
+
+    row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
+    return [column.strip() for column in row] or [""]
 
 
 def no_label_column(path, header: list[str]) -> str:

@@ -74,6 +74,12 @@ def refuse_a_target_that_is_no_file(path: Path) -> None:
                           str(path))
 
 
+def what_is_there(path: Path) -> str:
+    """`a file`, `a character device`, ... : what a path names (it exists)."""
+    mode = os.stat(path).st_mode
+    return "a file" if stat.S_ISREG(mode) else _kind(mode)
+
+
 def _kind(mode: int) -> str:
     kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
              (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"),

@@ -24,7 +24,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
-from .files import (describe_os_error, is_writable_directory, remove_leftovers,
+from .files import (describe_os_error, is_writable_directory, remove_leftovers, what_is_there,
                     write_text_atomically)
 
 LOCK = "nnrun.lock"
@@ -113,8 +113,8 @@ class RunDirectory:
     def open_new(self) -> RunDirectory:
         """For --out: a fresh directory, or one of ours whose run has no checkpoint yet."""
         if self.path.exists() and not self.path.is_dir():
-            raise RunDirectoryError(f"{self.path}: is a file, not a directory; choose another "
-                                    "--out")
+            raise RunDirectoryError(f"{self.path}: is {what_is_there(self.path)}, not a "
+                                    "directory; choose another --out")
         self.created = not self.path.exists()
         # and the folders above it that did not exist (runs/<name>/): removed with it
         self.created_above = list(itertools.takewhile(lambda folder: not folder.exists(),

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from ..files import settle
+from ..files import settle, what_is_there
 from .errors import DataError
 from .locations import IDX_FILES, default_dir, is_writable_dir
 
@@ -181,8 +181,9 @@ def make_directory(name: str, directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        message = f"{name}: cannot create {directory} ({error.strerror}); use --dest"
-        raise DataError(message) from None
+        why = (f"it is {what_is_there(directory)}, not a directory" if directory.exists()
+               else error.strerror)
+        raise DataError(f"{name}: cannot create {directory} ({why}); use --dest") from None
 
 
 def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:

@@ -444,6 +444,13 @@ def test_csv_label_column_anywhere(tmp_path):
     assert dataset.input_shape == (2,)
 
 
+def test_a_quoted_column_name_may_hold_a_comma(tmp_path):
+    """The header was split at every comma: "a,x" made 4 columns of 3."""
+    (tmp_path / "d.csv").write_text('"a,x",b,label\n1,2,0\n3,4,1\n')
+    dataset = load("csv", spec_dir=tmp_path, path="d.csv", normalize="none")
+    assert dataset.train.x.tolist() == [[1, 2], [3, 4]] and dataset.input_shape == (2,)
+
+
 BAD_CSV = {
     "no_label": ("a,b\n1,2\n", "no `label` column in the header row (a, b); name the targets' "
                  "column `label`"),
@@ -736,7 +743,8 @@ def test_old_leftovers_of_killed_cache_writes_are_cleared(tmp_path, make_mnist_l
     load("mnist", path=str(directory))
     cache = tmp_path / "cache" / "mnist"
     cached = sorted(cache.glob("*.npy"))
-    old, recent = cache / f".{cached[0].name}.old", cache / f".{cached[0].name}.recent"
+    old, recent = (cache / f".{cached[0].name}.{stem}.nnrun-partial"  # as mkstemp names them
+                   for stem in ("old_0000", "recent00"))
     old.write_bytes(b"half")
     recent.write_bytes(b"half")  # perhaps another process writing now: kept
     os.utime(old, (time.time() - 7200, time.time() - 7200))

@@ -870,3 +870,13 @@ def test_a_refused_out_leaves_no_lock_behind(tmp_path, spec):
     (out / "last.npz").write_text("an earlier version's run: a checkpoint, no lock")
     assert "already holds a run" in assert_one_line_error(invoke("train", spec, "--out", out), out)
     assert sorted(p.name for p in out.iterdir()) == ["last.npz", "notes.txt"]  # no lock left
+
+
+def test_out_or_dest_naming_a_device_says_what_it_is(spec, tmp_path):
+    line = assert_one_line_error(invoke("train", spec, "--out", os.devnull), os.devnull)
+    assert "is a character device, not a directory" in line
+    from nnrun.data_cli import data
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(data, ["fetch", "mnist", "--dest", os.devnull])
+    assert result.exit_code == 1 and "(it is a character device, not a directory)" in result.stderr
