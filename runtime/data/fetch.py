@@ -186,6 +186,47 @@ def make_directory(name: str, directory: Path) -> None:
         raise DataError(f"{name}: cannot create {directory} ({why}); use --dest") from None
 
 
+class _TooLarge(OSError):
+    """A download stopped by _SizeGuard: its own words, not a network library's."""
+
+
+MOST_BYTES = 64 << 20  # the largest IDX file (fashion_mnist's training images) is 26 MB
+
+
+class _SizeGuard:
+    """pooch's progress-bar hook, used to stop a download that sends more than any dataset
+    file holds: a mirror (or a plain-http man in the middle) could fill the disk before the
+    checksum refuses it. pooch then deletes its temporary file."""
+
+    def __init__(self):
+        self.received = 0
+
+    @property
+    def total(self) -> int:
+        return MOST_BYTES
+
+    @total.setter
+    def total(self, announced: int) -> None:  # the Content-Length, 0 when not sent
+        self.received = 0
+        self._refuse_past(announced)
+
+    def update(self, count: int) -> None:
+        self.received += count
+        self._refuse_past(self.received)
+
+    def reset(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _refuse_past(size: int) -> None:
+        if size > MOST_BYTES:
+            raise _TooLarge(f"sends more than {MOST_BYTES >> 20} MB, far more than the file; "
+                            "stopped")
+
+
 def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -> str | None:
     """Returns None on success, otherwise why this mirror failed; never leaves a partial file.
 
@@ -195,13 +236,15 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
     import pooch  # here, not above: training and the GPU machine need no downloader
 
     pooch.get_logger().setLevel(logging.WARNING)  # nnrun reports each file itself
-    downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
+    downloader = pooch.HTTPDownloader(progressbar=_SizeGuard(), timeout=timeout)
     for digest in digests:
         try:
             pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=target.name,
                            path=target.parent, downloader=downloader)
         except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
             continue
+        except _TooLarge as error:
+            return str(error)
         except OSError as error:  # requests' errors are OSErrors too
             return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
         settle(target)  # pooch's temporary file is 0600 and not synced

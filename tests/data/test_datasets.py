@@ -712,6 +712,23 @@ def test_fetch_downloads_through_pooch(mirror, tmp_path, monkeypatch):
     assert all(oct(p.stat().st_mode)[-3:] == "644" for p in (tmp_path / "dest").iterdir())
 
 
+def test_a_download_past_the_largest_dataset_file_is_stopped(mirror, tmp_path, monkeypatch):
+    """A mirror streaming without end filled the disk before the checksum refused it."""
+    from nnrun.runtime.data import fetch
+
+    root, url = mirror
+    digests = fill_mirror(root / "good")  # files of about 1,000 bytes
+    monkeypatch.setattr(fetch, "MOST_BYTES", 500)
+    with pytest.raises(DataError, match="sends more than 0 MB, far more than the file"):
+        fetch_dataset("mnist", tmp_path / "dest", mirrors=[f"{url}/good/"], checksums=digests)
+    assert not list((tmp_path / "dest").rglob("*"))  # nor a temporary file
+    guard = fetch._SizeGuard()
+    guard.total = 0  # no Content-Length: counted as it comes
+    guard.update(400)
+    with pytest.raises(OSError, match="sends more than 0 MB"):
+        guard.update(400)
+
+
 # --- caches: in the cache directory only, and only after validation (docs/reliability.md) ------
 
 
