@@ -9,6 +9,7 @@ initialised, by runtime/archives.py, which checks them again.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -193,13 +194,18 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
     initial values are left out. `numbers_only`: an array of anything but numbers makes the
     file unreadable."""
+    if path.exists() and not path.is_file():  # a directory, a device, a FIFO (would block)
+        raise _Unreadable(f"{path}: is not a regular file; init_from names an .npz file")
     if not path.is_file():
         raise _Unreadable(f"{path}: no such file (init_from is relative to the spec file)")
     try:
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)
                     for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError) as error:
+    # as runtime/archives.py's: a header that does not parse (TokenError, SyntaxError: NumPy
+    # reads it with ast.literal_eval, nothing runs), an encrypted member (RuntimeError)
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError,
+            tokenize.TokenError, SyntaxError, RuntimeError) as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
                           "numpy.savez") from None
 

@@ -125,6 +125,23 @@ def test_layer_init_from_file(tmp_path):
     assert missing.exit_code == 1 and "no such file" in missing.output
 
 
+def test_init_from_a_device_a_directory_or_a_crafted_header_is_one_line(tmp_path):
+    """/dev/zero and directories were 'no such file'; an npy header that does not parse was
+    exit 70 (TokenError)."""
+    import os
+    import zipfile
+
+    text = SPEC.replace("activation: sigmoid}", "activation: sigmoid, init_from: FILE}")
+    for target in (os.devnull, str(tmp_path)):
+        result = validate(tmp_path, text.replace("FILE", target))
+        assert result.exit_code == 1 and "is not a regular file" in result.output
+    with zipfile.ZipFile(tmp_path / "crafted.npz", "w") as archive:
+        archive.writestr("weight.npy", b"\x93NUMPY\x01\x00\x20\x00{'descr': __import__('os')"
+                                       b".system('x'), }  \n")
+    result = validate(tmp_path, text.replace("FILE", "crafted.npz"))
+    assert result.exit_code == 1 and "not a readable .npz file" in result.output
+
+
 def test_model_init_from_a_checkpoint_and_layer_values_first(tmp_path):
     np.savez(tmp_path / "model.npz", **{"params/dense_1.weight": np.ones((2, 3)),
                                          "dense_2.bias": np.array([7.0]),
