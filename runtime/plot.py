@@ -172,8 +172,10 @@ def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
                 axis.plot(*zip(*points), style, color=colour, marker=".",
                           label=f"{run.label} {key}" if len(runs) > 1 else key)
     values = [line.get_ydata() for line in axis.get_lines()]
-    flat = [float(v) for data in values for v in data if math.isfinite(float(v)) and v > 0]
-    if flat and max(flat) / min(flat) > 1e3:  # a diverging loss, or a decaying rate
+    flat = [float(v) for data in values for v in data if math.isfinite(float(v))]
+    # a diverging loss, or a decaying rate; not where a value is 0 or below (a log axis has
+    # no place for it: a hand-edited lr of -1)
+    if flat and min(flat) > 0 and max(flat) / min(flat) > 1e3:
         axis.set_yscale("log")
     _finish(axis, panel, fontsize="small")
 

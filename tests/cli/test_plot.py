@@ -189,3 +189,20 @@ def test_a_damaged_metrics_file_is_named_not_taken_for_a_run_without_epochs(runs
     (run / "metrics.jsonl").write_bytes(b"")
     result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "x.png")])
     assert "no epochs yet" in result.stderr
+
+
+def test_a_rate_of_zero_or_below_keeps_a_linear_axis_without_warnings(runs, tmp_path):
+    """A hand-edited lr of -1 beside rates 1e4 apart: the log axis printed NumPy's warning."""
+    import json
+    import warnings
+
+    run = tmp_path / "edited"
+    shutil.copytree(runs / "sigmoid", run)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[0]["lr"], rows[1]["lr"] = -1.0, 1e-5
+    (run / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = CliRunner().invoke(main, ["plot", str(run), "--metrics", "lr",
+                                           "--out", str(tmp_path / "lr.png")])
+    assert result.exit_code == 0, result.output
