@@ -754,6 +754,21 @@ def test_a_refused_dataset_leaves_no_cache(tmp_path, make_mnist_like, make_idx, 
     assert not list(directory.glob("*.npy"))
 
 
+def test_a_cache_whose_header_declares_terabytes_is_rebuilt(tmp_path, make_mnist_like,
+                                                           monkeypatch):
+    """np.load's MemoryError went up as "out of memory; lower the batch size"."""
+    directory = make_mnist_like(tmp_path / "idx")
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    first = load("mnist", path=str(directory))
+    for cached in (tmp_path / "cache" / "mnist").glob("*.npy"):
+        with open(cached, "wb") as stream:
+            np.lib.format.write_array_header_1_0(stream, {
+                "descr": "|u1", "fortran_order": False, "shape": (4_000_000, 1000, 1000)})
+            stream.write(b"\0" * 1024)
+    again = load("mnist", path=str(directory))
+    np.testing.assert_array_equal(again.train.x, first.train.x)
+
+
 def test_old_leftovers_of_killed_cache_writes_are_cleared(tmp_path, make_mnist_like, monkeypatch):
     directory = make_mnist_like(tmp_path / "idx")
     monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
