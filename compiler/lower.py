@@ -24,7 +24,7 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import (as_tuple, per_sample, same_padding, size_of, unread_positions,
+from .shapes import (Unread, as_tuple, per_sample, same_padding, size_of, unread_positions,
                      window_output)
 
 
@@ -184,30 +184,32 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> N
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
-        unread = unread_positions(n, k, s, p, d) if result.size >= 1 else []
-        if not unread:
+        if result.size < 1:
             continue
-        unit = axis.rstrip("s") if len(unread) == 1 else axis
+        # an axis too long to search: only what lies past the last window is known
+        unread = unread_positions(n, k, s, p, d) or Unread(result.unused, (), True)
+        if not unread.count:
+            continue
+        unit = axis.rstrip("s") if unread.count == 1 else axis
         field = "stride" if s > 1 else "dilation" if d > 1 else None
+        fields = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
+                  else "padding, pool_size")
+        geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
-            if unread == list(range(n - len(unread), n)):  # past the last window only
-                ctx.gb.warn(f"{n} {axis} / stride {s} leaves {len(unread)} {unit} unused "
-                            f"({result.formula}); adjust padding, kernel or stride to use every "
-                            "input")
+            if unread.past_the_end_only:
+                ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused "
+                            f"({result.formula}); adjust {fields} or stride to use every input")
             else:
-                fields = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
-                          else "padding, pool_size")
-                ctx.gb.warn(f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''} "
-                            f"leaves {len(unread)} {unit} unused: no window reads "
+                ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
                             f"{_positions(axis, unread)}; adjust {fields} or stride to use "
                             "every input")
 
 
-def _positions(axis: str, positions: list[int]) -> str:
+def _positions(axis: str, unread: Unread) -> str:
     """`rows 1, 3, 5 and 7` (counted from 0), the first eight of a longer list."""
-    noun = axis.rstrip("s") if len(positions) == 1 else axis
-    shown = [str(p) for p in positions[:8]]
-    if len(positions) > 8:
+    noun = axis.rstrip("s") if unread.count == 1 else axis
+    shown = [str(p) for p in unread.first]
+    if unread.count > len(shown):
         return f"{noun} {', '.join(shown)}, ... (counted from 0)"
     listed = shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
     return f"{noun} {listed} (counted from 0)"

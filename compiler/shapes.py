@@ -50,29 +50,60 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
     return WindowSize(size, formula, unused)
 
 
-def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> list[int]:
-    """The input positions (0 to n-1) that no window reads: past the last window, between
-    windows when the stride is longer than the window, between a dilated window's taps.
-    Each tap of the kernel reads every s-th position from its first: one slice per tap, with
-    the bounds in Python's integers, so a stride or padding of 2**63 costs nothing."""
+@dataclass(frozen=True)
+class Unread:
+    """The input positions of one axis that no window reads."""
+
+    count: int
+    first: tuple[int, ...]  # the first few of them, counted from 0
+    past_the_end_only: bool  # all of them lie after the last window
+
+
+MOST_POSITIONS = 1 << 22  # an axis longer than this is not searched position by position
+
+
+def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1,
+                     shown: int = 8) -> Unread | None:
+    """The positions (0 to n-1) that no window reads: past the last window, between windows
+    when the stride is longer than the window, between a dilated window's taps. They are
+    marked in an array of n flags, tap by tap or window by window (whichever are fewer of
+    those that reach the input), one slice each, the bounds in Python's integers: a stride or
+    padding of 2**63 costs nothing. None for an axis longer than MOST_POSITIONS, or with more
+    than that many taps and windows both: then only window_output's count past the end is
+    known."""
     import numpy as np
 
     size = window_output(n, k, s, pad, d).size
-    if size < 1 or k > _MOST_TAPS:  # no window, or a kernel no input of this size needs
-        return []
+    if size < 1:
+        return Unread(0, (), True)
+    lo = pad[0]
+    # taps that reach [0, n) in some window, windows that reach it with some tap
+    # (first, last) taps that reach [0, n) in some window, and windows that reach it
+    taps = max(0, -((s * (size - 1) - lo) // d)), min(k - 1, (lo + n - 1) // d)
+    windows = max(0, -((d * (k - 1) - lo) // s)), min(size - 1, (lo + n - 1) // s)
+    walk_taps = taps[1] - taps[0] <= windows[1] - windows[0]
+    if n > MOST_POSITIONS or min(taps[1] - taps[0], windows[1] - windows[0]) >= MOST_POSITIONS:
+        return None
     read = np.zeros(n, dtype=bool)
-    for tap in range(k):
-        offset = tap * d - pad[0]  # where window i's tap reads: i*s + offset
-        first = max(0, -(offset // s))  # the first window whose tap lies at 0 or after
-        last = min(size - 1, (n - 1 - offset) // s)  # the last at n-1 or before
-        if first == last:
-            read[first * s + offset] = True
-        elif first < last:
-            read[first * s + offset:last * s + offset + 1:s] = True
-    return np.flatnonzero(~read).tolist()
+    if walk_taps:
+        for tap in range(taps[0], taps[1] + 1):
+            _mark(read, tap * d - lo, s, size)  # window i's tap reads i*s + offset
+    else:
+        for window in range(windows[0], windows[1] + 1):
+            _mark(read, window * s - lo, d, k)  # the window's tap j reads offset + j*d
+    unread = np.flatnonzero(~read)
+    count = len(unread)
+    return Unread(count, tuple(unread[:shown].tolist()), not count or unread[0] == n - count)
 
 
-_MOST_TAPS = 1 << 20
+def _mark(read, offset: int, step: int, count: int) -> None:
+    """read[offset + m*step] = True for m in 0..count-1, where that lies in the array."""
+    first = max(0, -(offset // step))
+    last = min(count - 1, (len(read) - 1 - offset) // step)
+    if first == last:
+        read[first * step + offset] = True
+    elif first < last:  # then step < len(read): a slice takes it
+        read[first * step + offset:last * step + offset + 1:step] = True
 
 
 def same_padding(n: int, k: int, s: int, d: int = 1) -> tuple[int, int]:

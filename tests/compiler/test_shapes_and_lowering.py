@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -441,7 +442,7 @@ def test_unused_column_warning_text():
     text = spec_text([1, 12, 13], "{type: maxpool2d, pool_size: 2, stride: 2}")
     (warning,) = warnings_of(text)
     assert warning.message == ("13 columns / stride 2 leaves 1 column unused "
-                               "((13 + 2*0 - 2)/2 + 1 = 6); adjust padding, kernel or stride "
+                               "((13 + 2*0 - 2)/2 + 1 = 6); adjust padding, pool_size or stride "
                                "to use every input")
     assert warning.where == "model.layers[0] (maxpool2d_1)"
     assert at(warning) == position(text, "stride: 2", "2", 1)
@@ -490,6 +491,35 @@ def test_a_stride_or_padding_of_two_to_the_63_is_no_internal_error(field):
     else:
         assert warnings[0].message.startswith(f"5 positions / stride {2**63} leaves 3 positions "
                                               "unused")
+
+
+def test_the_unread_positions_are_those_a_brute_force_finds():
+    from nnrun.compiler.shapes import unread_positions, window_output
+
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        n, k, s, d = (int(rng.integers(1, 30)), int(rng.integers(1, 6)), int(rng.integers(1, 7)),
+                      int(rng.integers(1, 4)))
+        pad = (int(rng.integers(0, 4)), int(rng.integers(0, 4)))
+        size = window_output(n, k, s, pad, d).size
+        read = {i * s + j * d - pad[0] for i in range(size) for j in range(k)}
+        expected = [p for p in range(n) if p not in read] if size else []
+        unread = unread_positions(n, k, s, pad, d)
+        assert unread.count == len(expected) and list(unread.first) == expected[:8]
+        assert unread.past_the_end_only == (expected == list(range(n - len(expected), n)))
+
+
+def test_a_long_axis_is_searched_cheaply_or_only_past_its_end():
+    """An axis of 1e9 positions was marked in a 1 GB array (killed at 24 GB); a kernel of 2**20
+    taps was not searched at all."""
+    from nnrun.compiler.shapes import unread_positions
+
+    assert unread_positions(10**9, 2, 3, (0, 0)) is None  # warned from the formula alone
+    wide = unread_positions(3_145_731, 1_048_577, 2_097_154, (0, 0))  # 2 windows, walked
+    assert wide.count == 1_048_577 and not wide.past_the_end_only
+    text = spec_text([1, 10**9], "{type: maxpool1d, pool_size: 2, stride: 3}")
+    (warning,) = warnings_of(text)
+    assert "leaves 2 positions unused" in warning.message  # past the end; the gaps are not counted
 
 
 def test_windows_that_overlap_and_cover_the_input_are_no_warning():
