@@ -532,10 +532,14 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
     layer = spec.model.layers[origin.keys[2]] if origin and len(origin.keys) > 2 else None
     if getattr(layer, "activation", None) is not None:
         origin = origin.at_field("activation")
+    effect = _SQUASHING[producer.op]
+    if producer.op == "softmax" and own != "softmax":  # once, not twice
+        effect = "the scores are squashed into (0, 1) first, and learning slows"
+    kept = "0/1 outputs" if own == "step" else "probabilities"
     lowered.builder.warnings.append(CompileWarning(
         origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
-                f"own {own}: {_SQUASHING[producer.op]}; remove this {producer.op} (a {own} "
-                f"last is left out of the loss and kept for predict's probabilities)"))
+                f"own {own}: {effect}; remove this {producer.op} (a {own} last is left out of "
+                f"the loss and kept for predict's {kept})"))
 
 
 def _warn_of_steps_that_stop_learning(lowered, spec) -> None:

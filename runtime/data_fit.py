@@ -62,9 +62,15 @@ def check_data_fits(spec, model, data) -> None:
                            "(mark pixels to leave out with loss.ignore_index)")
     if spec.loss.type == "cross_entropy":
         _check_classes(where, labels, outputs, data.task == "segmentation")
-    elif spec.loss.type == "perceptron":  # one output: labels 0 and 1
-        _check_classes(where, labels, (max(outputs[0], 2), *outputs[1:]),
-                       data.task == "segmentation")
+    elif spec.loss.type == "perceptron" and outputs[0] == 1:
+        top = int(labels.max())
+        if top > 1:
+            units = "filters" if len(outputs) > 1 else "units"
+            raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
+                               f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
+                               f"set the last layer's {units} to {top + 1}, without the step")
+    elif spec.loss.type == "perceptron":
+        _check_classes(where, labels, outputs, data.task == "segmentation")
     elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
                            "for more classes")

@@ -75,8 +75,6 @@ def compared_outputs(loss: str | None, logits, prediction, xp=np):
         return shifted / shifted.sum(axis=1, keepdims=True)
     if loss == "binary_cross_entropy":
         return 0.5 * (1.0 + xp.tanh(0.5 * logits))  # the sigmoid, without exp's overflow
-    if loss == "perceptron" and logits.shape[1] == 1:
-        return (logits >= 0).astype(logits.dtype)  # the threshold unit's 0/1
     return prediction
 
 
@@ -89,6 +87,8 @@ def predicted_labels(logits, prediction, loss: str | None, xp=np):
     """The class at every position: [B, *S] from scores [B, K, *S]. One output is class 1 above
     0.5 as the loss reads it: after the sigmoid for binary_cross_entropy, whose logits the model
     may end with; after the step for perceptron."""
+    if logits.shape[1] == 1 and loss == "perceptron":
+        return (logits[:, 0] >= 0).astype(xp.int64)  # the threshold unit's class
     if logits.shape[1] == 1:
         return (compared_outputs(loss, logits, prediction, xp)[:, 0] > 0.5).astype(xp.int64)
     return logits.argmax(axis=1)

@@ -103,7 +103,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         traced.append(step)
         state = {**state, **updates}
-    return Trace(spec, traced, _notes(spec))
+    return Trace(spec, traced, _notes(spec, model.lowered.logits.type.shape[1]))
 
 
 def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> None:
@@ -164,7 +164,7 @@ def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
     return params
 
 
-def _notes(spec) -> list[str]:
+def _notes(spec, outputs: int) -> list[str]:
     optimizer = spec.optimizer
     notes = [_update_rule(optimizer)] if _update_rule(optimizer) else []
     if optimizer.clip_grad_norm or optimizer.clip_grad_value:
@@ -174,12 +174,21 @@ def _notes(spec) -> list[str]:
         notes.append(f"the update adds weight decay ({optimizer.weight_decay:g}) to the "
                      "gradients shown")
     if spec.loss.type == "perceptron":
-        notes.append("loss perceptron: δ of the scores is the prediction's error y − t (at z = "
-                     "0 the unit says 1, and C is 0 there although it errs), so with sgd the "
-                     "update is the perceptron rule w ← w + lr·(t − y)·x")
+        notes.append(_perceptron_rule(outputs, spec.loss.scale))
     if spec.train.pruning is not None:
         notes.append("train.pruning is not applied by the trace")
     return notes
+
+
+def _perceptron_rule(outputs: int, scale: float) -> str:
+    times = f"{scale:g}·" if scale != 1 else ""
+    if outputs == 1:
+        return (f"loss perceptron: δ of the score is {times}(y − t), the prediction's error (at "
+                "z = 0 the unit says 1, and C is 0 there although it errs); with sgd the "
+                f"update is the perceptron rule w ← w + lr·{times}(t − y)·x")
+    return (f"loss perceptron: δ of the scores is {times}(onehot(predicted) − onehot(label)), 0 "
+            "when they agree; with sgd, on a mistake the label's row of weights gains "
+            f"lr·{times}x and the predicted class's loses it (the multi-class perceptron rule)")
 
 
 def _update_rule(optimizer) -> str | None:

@@ -164,7 +164,34 @@ def test_labels_must_be_classes_of_the_outputs(tmp_path):
                                      "loss: perceptron\n")
     result = invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
-    assert "labels go up to 2 but the model has 2 outputs" in result.stderr
+    assert "labels go up to 2, but one output under perceptron reads labels 0 and 1" in result.stderr
+    assert "set the last layer's units to 3, without the step" in result.stderr
     model = nnrun.compile(load_spec_text(spec_text("    - {type: dense, units: 1}\n")))
     with pytest.raises(ValueError, match="perceptron needs class labels 0..1"):
         model.loss_and_grads(model.init_params(0), np.zeros((2, 3)), np.array([0, 2]))
+
+
+@pytest.mark.parametrize("units, scale, rule", [
+    (1, 1.0, "the perceptron rule w ← w + lr·(t − y)·x"),
+    (3, 2.0, "δ of the scores is 2·(onehot(predicted) − onehot(label))"),
+])
+def test_the_trace_says_which_rule_the_update_is(tmp_path, units, scale, rule):
+    from nnrun.runtime.trace import trace
+    from nnrun.runtime.trace_format import trace_text
+
+    text = (f"data: {{dataset: blobs}}\nmodel:\n  input_shape: [2]\n  layers: [{{type: dense, "
+            f"units: {units}}}]\nloss: {{type: perceptron, scale: {scale}}}\n"
+            "optimizer: {type: sgd, lr: 0.1}\ntrain: {batch_size: 1}\n")
+    if units == 1:
+        text = text.replace("dataset: blobs", "dataset: xor")
+    output = trace_text(trace(load_spec_text(text), steps=1))
+    assert rule in output
+
+
+def test_metrics_under_perceptron_read_the_predictions_and_the_threshold():
+    """mse compared the thresholded class, not the predictions, for a model without a step."""
+    from nnrun.runtime.metrics import compared_outputs, predicted_labels
+
+    z = np.array([[-0.5], [0.0], [0.3]])
+    np.testing.assert_array_equal(predicted_labels(z, z, "perceptron"), [0, 1, 1])
+    np.testing.assert_array_equal(compared_outputs("perceptron", z, z), z)
