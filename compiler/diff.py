@@ -71,12 +71,31 @@ def layer_settings(source) -> dict[str, dict[str, object]]:
     from .frontend import resolved_spec_data
 
     layers = resolved_spec_data(source, absolute_paths=True)["model"]["layers"]
-    return {layer["name"]: {path: value for path, value in _flattened(layer)
+    return {layer["name"]: {path: value for path, value in _flattened(_spelled_alike(layer))
                             if path not in _LAYER_ROW_FIELDS}
             for layer in layers}
 
 
 _LAYER_ROW_FIELDS = ("type", "name", "inputs")  # compared as the summary's rows show them
+_PER_AXIS = ("kernel_size", "pool_size", "stride", "padding", "dilation", "output_padding")
+
+
+def _spelled_alike(layer: dict) -> dict:
+    """A layer's fields in one spelling of each setting, so that spellings of the same model
+    are no change: `3` and `[3, 3]` on a 2-D layer, `padding: valid` and `0`, a pool's stride
+    left out and its pool_size, `activation: identity` and none."""
+    layer = dict(layer)
+    rank = 2 if layer["type"].endswith("2d") else 1 if layer["type"].endswith("1d") else 0
+    if layer.get("padding") == "valid":
+        layer["padding"] = 0
+    if "pool_size" in layer and layer.get("stride") is None:
+        layer["stride"] = layer["pool_size"]
+    for name in _PER_AXIS:
+        if rank and isinstance(layer.get(name), int):
+            layer[name] = [layer[name]] * rank
+    if layer.get("activation") == {"type": "identity"}:
+        del layer["activation"]
+    return layer
 
 
 def _flattened(value, prefix: str = ""):

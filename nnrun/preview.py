@@ -93,8 +93,10 @@ def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
     figure = figure_class(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False)
     for row in range(rows):
-        # One colour scale per row, the sample's own: noise and shifted-in zeros stay visible.
-        low, high = float(grid.x[row].min()), float(grid.x[row].max())
+        # One colour scale per row, over the sample and its draws: noise and the background
+        # moved in stay visible, where the sample's own range would clip them.
+        values = np.concatenate([grid.x[row].ravel(), grid.drawn[:, row].ravel()])
+        low, high = float(values.min()), float(values.max())
         for column in range(columns):
             sample = grid.x[row] if column == 0 else grid.drawn[column - 1, row]
             _draw(axes[row][column], sample, low, high)

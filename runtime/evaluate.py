@@ -57,9 +57,10 @@ def final_checkpoint(run_dir: Path) -> str:
     """The checkpoint whose numbers `train` reported (summary.json), else best."""
     try:
         final = read_json_file(Path(run_dir) / "summary.json")["final"]
-        return Path(final["checkpoint"]).stem
+        name = Path(final["checkpoint"]).stem
     except (OSError, ValueError, KeyError, TypeError):
         return "best"
+    return name if name in ("best", "last") else "best"  # a damaged summary: no other file
 
 
 def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",

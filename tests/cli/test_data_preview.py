@@ -106,3 +106,24 @@ def test_augmentations_that_training_refuses_are_not_previewed(tmp_path):
     assert result.exit_code == 1, result.output
     assert "random_crop 6x6 would train on samples of another shape" in result.stderr
     assert "Traceback" not in result.output and not out.exists()
+
+
+def test_the_colour_scale_spans_the_draws_so_the_background_shows(tmp_path, monkeypatch):
+    """Constant images turned by 180 degrees: the corners moved in hold the background, below
+    the sample's own range, and were clipped to its colour."""
+    pytest.importorskip("matplotlib")
+    from nnrun import preview
+
+    np.savez(tmp_path / "flat.npz", x=np.full((6, 1, 8, 8), 5.0, np.float32),
+             y=np.arange(6) % 2)
+    text = ("data:\n  dataset: npz\n  path: flat.npz\n  normalize: scale\n  augment: "
+            "[{type: random_rotation, degrees: 180}]\nmodel:\n  input_shape: [1, 8, 8]\n  "
+            "layers: [{type: flatten}, {type: dense, units: 2}]\n")
+    ranges = []
+    real_draw = preview._draw
+    monkeypatch.setattr(preview, "_draw", lambda axis, sample, low, high: (
+        ranges.append((float(sample.min()), low, high)), real_draw(axis, sample, low, high)))
+    result, _ = _preview(tmp_path, text)
+    assert result.exit_code == 0, result.output
+    assert all(low <= smallest for smallest, low, _ in ranges)
+    assert any(low < high for _, low, high in ranges)  # the background below the flat sample

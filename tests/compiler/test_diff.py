@@ -183,6 +183,24 @@ def test_a_layers_own_settings_that_leave_its_shapes_alone_are_changes():
     assert diff(side(other), side(other)).layers[0].status == "unchanged"
 
 
+@pytest.mark.parametrize("a, b", [
+    ("{type: conv2d, filters: 4, kernel_size: 3, activation: relu}",
+     "{type: conv2d, filters: 4, kernel_size: [3, 3], padding: valid, activation: relu}"),
+    ("{type: conv2d, filters: 4, kernel_size: 3, padding: 1, activation: relu}",
+     "{type: conv2d, filters: 4, kernel_size: 3, padding: [1, 1], activation: relu}"),
+    ("{type: conv2d, filters: 4, kernel_size: 3}",
+     "{type: conv2d, filters: 4, kernel_size: 3, activation: identity}"),
+])
+def test_spellings_of_one_layer_are_no_change(a, b):
+    """An audit: `3` and `[3, 3]`, `valid` and 0, identity and no activation showed as changes."""
+    first = BASE.replace("{type: conv2d, filters: 4, kernel_size: 3, activation: relu}", a)
+    second = BASE.replace("{type: conv2d, filters: 4, kernel_size: 3, activation: relu}", b)
+    assert [c.status for c in diff(side(first), side(second)).layers] == ["unchanged"] * 4
+    pool = BASE.replace("{type: maxpool2d, pool_size: 2}", "{type: maxpool2d, pool_size: 2, "
+                        "stride: 2}")
+    assert [c.status for c in diff(side(BASE), side(pool)).layers] == ["unchanged"] * 4
+
+
 def test_settings_outside_the_layers_that_differ_are_listed():
     a = BASE + "optimizer: {type: sgd, lr: 0.1}\ntrain: {batch_size: 32}\n"
     b = BASE + "optimizer: {type: sgd, lr: 0.05, momentum: 0.9}\ntrain: {batch_size: 32}\n"

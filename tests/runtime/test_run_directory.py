@@ -219,3 +219,13 @@ def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_pat
                                    "--epochs", "2", "--quiet"])
     assert resumed.exit_code == 0, resumed.output
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_summary_naming_a_checkpoint_elsewhere_falls_back_to_best(tmp_path):
+    """`"checkpoint": "../../etc/passwd"` asked for a checkpoint 'passwd'."""
+    from nnrun.runtime.evaluate import final_checkpoint
+
+    (tmp_path / "summary.json").write_text('{"final": {"checkpoint": "../../etc/passwd"}}')
+    assert final_checkpoint(tmp_path) == "best"
+    (tmp_path / "summary.json").write_text('{"final": {"checkpoint": "last.npz"}}')
+    assert final_checkpoint(tmp_path) == "last"
