@@ -38,7 +38,14 @@ class Diagnostic:
 
     def format(self) -> str:
         where = f"{self.where}: " if self.where else ""
-        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
+        line = f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
+        return line.translate(_ONE_LINE)  # a key or value holding a line break stays one line
+
+
+# Line breaks (and the separators some editors break at) written as escapes: one diagnostic, one
+# line, as editors' problem matchers read them.
+_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\x85": "\\x85", "\u2028": "\\u2028",
+                           "\u2029": "\\u2029"})
 
 
 class SpecError(Exception):

@@ -176,11 +176,14 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
         if len(pad) != rank:
             ctx.fail(f"padding needs {rank} value{'s' if rank > 1 else ''}, got {layer.padding}",
                      "padding")
-    _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field)
+    # the field to change: the stride, or a pool's pool_size where its stride is left out
+    stride_field = "stride" if layer.stride is not None else kernel_field
+    _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field)
     return kernel, stride, dilation, pad
 
 
-def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> None:
+def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
+                 stride_field) -> None:
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
@@ -191,7 +194,7 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field) -> N
         if not unread.count:
             continue
         unit = axis.rstrip("s") if unread.count == 1 else axis
-        field = "stride" if s > 1 else "dilation" if d > 1 else None
+        field = stride_field if s > 1 else "dilation" if d > 1 else None
         fields = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
                   else "padding, pool_size")
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"

@@ -740,3 +740,11 @@ def test_yes_no_fields_take_true_or_false_and_whole_numbers_are_not_quoted():
         "'units' must be an integer, got '10'", "'use_bias' must be true or false, got 'no'",
         "'shuffle' must be true or false, got 1",
         "'log_grad_norms' must be true or false or a mapping, got 0"]
+
+
+def test_a_message_holding_a_line_break_is_still_one_line():
+    """A key "a\\nb" printed the diagnostic over two lines: one problem, one line."""
+    diagnostic = Diagnostic("spec.yaml", 4, 31, "error", "model.layers[0]",
+                            "unknown field 'a%b\nc\rd'")
+    assert diagnostic.format() == ("spec.yaml:4:31: error: model.layers[0]: unknown field "
+                                   "'a%b\\nc\\rd'")

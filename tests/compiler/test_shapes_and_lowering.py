@@ -449,11 +449,13 @@ def test_unused_column_warning_text():
     assert warning.format().startswith(f"{FILE}:{warning.line}:{warning.col}: warning: ")
 
 
-def test_unused_rows_warning_with_implicit_stride_points_at_the_layer():
+def test_unused_rows_warning_with_implicit_stride_points_at_the_pool_size():
+    """The stride is the pool_size there, and pool_size the field to change (it pointed at the
+    layer's first token)."""
     text = spec_text([1, 13, 12], "{type: maxpool2d, pool_size: 2}")
     (warning,) = warnings_of(text)
     assert warning.message.startswith("13 rows / stride 2 leaves 1 row unused")
-    assert at(warning) == layer_position(text, "maxpool2d")
+    assert at(warning) == position(text, "pool_size: 2", "2")
 
 
 @pytest.mark.parametrize("layer, axis_noun, unread, field", [
