@@ -164,7 +164,9 @@ def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Or
         return [(origin.at_field("size"),
                  f"random_crop {text} is bigger than the padded input "
                  f"{'x'.join(f'({n} + 2*{crop.padding})' for n in spatial)} = "
-                 f"{'x'.join(map(str, padded))}; crop at most that, or pad more")]
+                 f"{'x'.join(map(str, padded))}; use size "
+                 f"{spatial[0] if len(set(spatial)) == 1 else spatial}, the samples' own (or "
+                 "leave it out), and let padding set how far crops move")]
     if list(size) != spatial:
         return [(origin.at_field("size"),
                  f"random_crop {text} would train on samples of another shape than the "

@@ -470,14 +470,28 @@ def _parse_value(text: str, position: Position) -> Any:
 
 def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: Position) -> None:
     container, walked = data, ()
-    for component in path[:-1]:
+    for component, following in zip(path[:-1], path[1:]):
         component = _from_the_start(container, component)
+        if isinstance(following, int) and isinstance(container, dict) \
+                and component not in container:
+            raise _OverrideError(_no_such_list(container, walked, component))
         container = _child(container, walked, component, positions, position)
         walked += (component,)
     last = _from_the_start(container, path[-1])
     _check_target(container, walked, last)
     container[last] = value
     _replace_positions(positions, (*walked, last), value, position)
+
+
+def _no_such_list(container: dict, walked: SpecPath, component: Hashable) -> str:
+    """`model.layerz[0]`: an index into a key the spec does not have (a new mapping would have
+    been made for it, and then not be a list)."""
+    import difflib
+
+    where = format_path(walked) or "the top level"
+    close = difflib.get_close_matches(str(component), [str(key) for key in container], n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{where} has no '{component}' to index{hint}"
 
 
 def _from_the_start(container: Any, component: Hashable) -> Hashable:
@@ -494,10 +508,16 @@ def _child(
     _check_target(container, walked, component)
     if isinstance(container, dict) and component not in container:
         # A missing intermediate key becomes a new mapping, so `--set data.limit=100` works without
-        # a data section in the file.
-        container[component] = {}
+        # a data section in the file; a missing optimizer or loss is the default one's (the
+        # schema's), so that `--set optimizer.lr=0.01` sets the rate of the sgd it runs.
+        container[component] = dict(_DEFAULT_TYPES.get(walked + (component,), {}))
         positions[walked + (component,)] = NodePositions(position, position)
     return container[component]
+
+
+# What the schema gives a spec without these sections (schema.Spec's defaults; a test keeps
+# them the same).
+_DEFAULT_TYPES = {("optimizer",): {"type": "sgd"}, ("loss",): {"type": "cross_entropy"}}
 
 
 def _check_target(container: Any, walked: SpecPath, component: Hashable) -> None:

@@ -328,15 +328,28 @@ def _lower_reshape(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     if -1 in shape:
         if total % known:
             ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape}: "
-                     f"{total} is not a multiple of {known}", "shape")
+                     f"{total} is not a multiple of {known}; the sizes besides -1 must multiply "
+                     f"to a divisor of {total}", "shape")
         shape[shape.index(-1)] = total // known
     elif known != total:
-        example = [-1, *shape[1:]] if len(shape) > 1 else [-1]
+        example = _inferring_one(shape, total)
+        fix = (f"write -1 for the one to infer, e.g. {example}" if example else
+               "no entry can be inferred with -1 while the others stay: choose sizes whose "
+               f"product divides {total}")
         ctx.fail(f"cannot reshape {per_sample(x.type)} ({total} values) into {shape} ({known} "
-                 f"values); the sizes must multiply to {total}: write -1 for the one to infer, "
-                 f"e.g. {example}", "shape")
+                 f"values); the sizes must multiply to {total}: {fix}", "shape")
     with ctx.gb.at(ctx.origin, {"shape": "shape"}):  # the op checks that the sizes agree
         return ctx.gb.emit("reshape", x, attrs=ReshapeAttrs(tuple(shape)))
+
+
+def _inferring_one(shape: list[int], total: int) -> list[int] | None:
+    """`shape` with -1 in place of the first entry whose neighbours divide `total` (a fix that
+    works), or None."""
+    for index in range(len(shape)):
+        others = size_of(shape[:index] + shape[index + 1:])
+        if total % others == 0:
+            return [*shape[:index], -1, *shape[index + 1:]]
+    return None
 
 
 def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:

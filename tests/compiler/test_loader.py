@@ -52,6 +52,12 @@ def errors_of(text: str, filename: str = "spec.yaml") -> list:
     return caught.value.diagnostics
 
 
+def errors_of_override(text: str, argument: str) -> list:
+    with pytest.raises(SpecError) as caught:
+        apply_overrides(load(text), [argument])
+    return caught.value.diagnostics
+
+
 def only_error(text: str):
     diagnostics = errors_of(text)
     assert len(diagnostics) == 1, diagnostics
@@ -385,6 +391,26 @@ def test_override_adds_keys_and_missing_mappings():
     loaded = apply_overrides(load(LENET), ["optimizer.momentum=0.9", "data.limit=100"])
     assert loaded.data["optimizer"]["momentum"] == 0.9
     assert loaded.data["data"] == {"limit": 100}
+
+
+def test_an_override_into_a_missing_optimizer_or_loss_starts_from_the_default():
+    """`--set optimizer.lr=0.01` on a spec without an optimizer failed: "missing required
+    field 'type'", though the spec runs sgd."""
+    from nnrun.compiler import loader
+    from nnrun.compiler.schema import Spec
+
+    text = "model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n"
+    loaded = apply_overrides(load(text), ["optimizer.lr=0.01", "loss.scale=2"])
+    assert loaded.data["optimizer"] == {"type": "sgd", "lr": 0.01}
+    assert loaded.data["loss"] == {"type": "cross_entropy", "scale": 2}
+    defaults = Spec.model_validate({"model": {"input_shape": [2], "layers": [{"type": "flatten"}]}})
+    assert loader._DEFAULT_TYPES == {("optimizer",): {"type": defaults.optimizer.type},
+                                     ("loss",): {"type": defaults.loss.type}}
+
+
+def test_an_index_into_a_misspelt_key_names_the_key():
+    (error,) = errors_of_override(LENET, "model.layerz[0].units=3")
+    assert "model has no 'layerz' to index; did you mean 'layers'?" in error.message
 
 
 def test_overridden_positions_point_at_the_argument():
