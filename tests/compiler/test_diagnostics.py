@@ -747,3 +747,18 @@ def test_a_message_holding_a_line_break_is_still_one_line():
                             "unknown field 'a%b\nc\rd'")
     assert diagnostic.format() == ("spec.yaml:4:31: error: model.layers[0]: unknown field "
                                    "'a%b\\nc\\rd'")
+
+
+def test_an_error_at_a_file_line_that_an_override_changed_names_the_override():
+    """The line shown said conv2d while the error was of the conv1d that --set made of it."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 10}\n")
+    source = load_spec_text(text, "spec.yaml", ["model.layers[0].type=conv1d"])
+    with pytest.raises(SpecError) as raised:
+        check(source)
+    (error,) = raised.value.diagnostics
+    assert (error.line, error.col) == (4, 7)
+    assert error.message.endswith("(after --set model.layers[0].type=conv1d)")
