@@ -473,12 +473,15 @@ def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
     if len(input_names) != 1 and layer.type not in MULTI_INPUT:
         ctx.fail(f"{layer.type} takes one input, got {len(input_names)}", "inputs")
     values = []
-    for input_name in input_names:
+    for index, input_name in enumerate(input_names):
         if input_name not in env:
-            later = input_name in all_names
-            hint = ("it comes later; layers may only use earlier layers" if later else
-                    _did_you_mean(input_name, list(env)))
-            ctx.fail(f"inputs: unknown layer '{input_name}'; {hint}", "inputs")
+            # at the entry of a list of inputs, the field of a single one
+            keys = ("inputs", index) if isinstance(layer.inputs, list) else ("inputs",)
+            if input_name in all_names:
+                ctx.fail(f"inputs: layer '{input_name}' comes after this one; layers may only "
+                         "use earlier layers (move this layer below it)", *keys)
+            ctx.fail(f"inputs: unknown layer '{input_name}'; "
+                     f"{_did_you_mean(input_name, list(env))}", *keys)
         values.append(env[input_name])
     return values
 

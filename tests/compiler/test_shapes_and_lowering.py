@@ -731,7 +731,15 @@ def test_unknown_input_name_lists_the_known_names():
 def test_input_from_a_later_layer():
     error = the_error(spec_text([4], "{type: dense, units: 3, inputs: later}",
                                 "{type: dense, units: 3, name: later}"))
-    assert "it comes later" in error.message
+    assert "layer 'later' comes after this one; layers may only use earlier layers" in \
+        error.message
+
+
+def test_an_unknown_input_in_a_list_points_at_its_entry():
+    """It pointed at the list's `[`."""
+    text = spec_text([4], "{type: dense, units: 3, name: a}", "{type: add, inputs: [a, c]}")
+    error = the_error(text)
+    assert at(error) == position(text, "inputs: [a, c]", "c]")
 
 
 # --- limits ---------------------------------------------------------------------------------
