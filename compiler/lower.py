@@ -446,7 +446,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
     for index, (layer, name, input_names) in enumerate(zip(layers, names, all_inputs)):
         origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
         ctx = LayerContext(gb, lowered, spec, name, origin, mode)
-        _check_name(ctx, name, env)
+        _check_name(ctx, name, names[:index], layer.name is None)
         inputs = _resolve_inputs(ctx, layer, input_names, env, names)
         before = len(gb.graph.nodes)
         with gb.at(origin):
@@ -464,9 +464,16 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
     return lowered
 
 
-def _check_name(ctx: LayerContext, name: str, env: dict) -> None:
-    if name in env:
-        ctx.fail(f"layer name '{name}' is used twice; give each layer a unique name", "name")
+def _check_name(ctx: LayerContext, name: str, earlier: list[str], by_default: bool) -> None:
+    """`earlier`: the names of the layers before this one; `by_default`: nnrun named it."""
+    if name not in earlier:
+        return
+    first = f"model.layers[{earlier.index(name)}]"
+    if by_default:  # the user named another layer as nnrun names this one (conv2d_2)
+        ctx.fail(f"this layer's default name '{name}' is already {first}'s; name one of them "
+                 "otherwise (name: ...)")
+    ctx.fail(f"layer name '{name}' is used twice ({first} has it too); give each layer a unique "
+             "name", "name")
 
 
 def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:

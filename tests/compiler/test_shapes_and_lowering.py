@@ -697,14 +697,15 @@ def test_duplicate_layer_names():
         """
     error = the_error(text)
     assert error.where == "model.layers[1] (hidden)"
-    assert "layer name 'hidden' is used twice" in error.message
+    assert "layer name 'hidden' is used twice (model.layers[0] has it too)" in error.message
     assert at(error) == (5, 37) == position(text, "name: hidden", "hidden", 2)
 
 
 def test_default_name_clash_with_an_explicit_name():
     error = the_error(spec_text([4], "{type: dense, units: 3, name: dense_2}",
                                 "{type: dense, units: 3}"))
-    assert "'dense_2' is used twice" in error.message
+    assert ("this layer's default name 'dense_2' is already model.layers[0]'s; name one of "
+            "them otherwise") in error.message
 
 
 def test_unknown_input_name_with_did_you_mean():
