@@ -747,8 +747,14 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
         click.echo(f"  {result.name:<{width}}  {_gradcheck_line(result, tolerance)}")
     checked = sum(result.checked for result in results)
     passed = worst <= tolerance and checked > 0
-    click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance {tolerance:g})"
-               + ("" if checked else "; no entry could be checked"))
+    if not checked and any(r.kinks for r in results) and not any(r.rounding for r in results):
+        # nothing wrong was found, and nothing checked: not a wrong gradient, as `failed` says
+        click.echo("unchecked: every entry lies at a kink within the step, where differences "
+                   "can check no gradient (init: zeros puts every sample on the same one); try "
+                   "another init, or --batch-size 1")
+    else:
+        click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance "
+                   f"{tolerance:g})" + ("" if checked else "; no entry could be checked"))
     training_mode = training_mode_layers(model.spec)
     if training_mode:
         verb = "behaves" if len(training_mode) == 1 else "behave"

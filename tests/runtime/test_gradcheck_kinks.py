@@ -82,3 +82,20 @@ def test_the_command_reports_kinks(tmp_path):
     # dense_1.bias has 4 entries, fewer than --samples 8: each is checked once.
     assert "dense_1.bias    no entry checkable  (4 of 4 at a kink" in result.output
     assert "entries lie at a kink" in result.output and result.output.count("FAIL") == 0
+
+
+def test_every_entry_at_a_kink_is_unchecked_not_failed(tmp_path):
+    """init: zeros before a step puts every sample on the threshold: 'failed', though no
+    gradient was wrong."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = tmp_path / "zeros.yaml"
+    spec.write_text("data: {dataset: xor, normalize: none}\nmodel:\n  input_shape: [2]\n"
+                    "  init: zeros\n  layers: [{type: dense, units: 1, activation: step}]\n"
+                    "loss: perceptron\n")
+    result = CliRunner().invoke(main, ["gradcheck", str(spec)])
+    assert result.exit_code == 1
+    assert "unchecked: every entry lies at a kink" in result.output
+    assert "failed" not in result.output
