@@ -25,6 +25,9 @@ BATCH_DIM = "batch"  # the symbolic batch axis of the input and the output
 EXTRA_HINT = "pip install 'nnrun[onnx]'"
 
 
+ONNX_MOST_BYTES = 2**31 - 2**20  # protobuf's 2 GB, less room for the graph itself
+
+
 class ExportError(Exception):
     """The graph cannot be exported: one line naming the op, its layer and the reason."""
 
@@ -119,6 +122,10 @@ def export_graph(graph: Graph, params: dict[str, np.ndarray], dtype: str,
     """The forward graph as an onnx.ModelProto: input INPUT_NAME (raw samples), output
     OUTPUT_NAME, parameters as initializers under their nnrun names (conv2d_1.weight, ...)."""
     onnx = onnx_module()
+    weights = sum(np.asarray(array).size for array in params.values()) * np.dtype(dtype).itemsize
+    if weights >= ONNX_MOST_BYTES:
+        raise ExportError(f"the model's weights take {weights / 2**30:.1f} GB, and an ONNX file "
+                          "(one protobuf message) holds at most 2 GB; make the model smaller")
     ox = OnnxBuilder(onnx, dtype)
     (x,) = [value for value in graph.inputs if value.name == "x"]
     ox.taken.update((INPUT_NAME, OUTPUT_NAME))

@@ -89,9 +89,14 @@ NonNegativeInt = Annotated[Int, Field(ge=0)]
 PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 
-IntOrPair = Union[PositiveInt, Annotated[list[PositiveInt], Field(min_length=1, max_length=2)]]
+# Kernel sizes, strides, paddings and dilations: at most 2**31 - 1, past any input's length (a
+# stride of 1e18 passed here and overflowed NumPy's index arithmetic in training and export).
+MOST_GEOMETRY = 2**31 - 1
+GeometryInt = Annotated[Int, Field(gt=0, le=MOST_GEOMETRY)]
+NonNegGeometryInt = Annotated[Int, Field(ge=0, le=MOST_GEOMETRY)]
+IntOrPair = Union[GeometryInt, Annotated[list[GeometryInt], Field(min_length=1, max_length=2)]]
 NonNegIntOrPair = Union[
-    NonNegativeInt, Annotated[list[NonNegativeInt], Field(min_length=1, max_length=2)]
+    NonNegGeometryInt, Annotated[list[NonNegGeometryInt], Field(min_length=1, max_length=2)]
 ]
 
 # --- activations ----------------------------------------------------------------------------
@@ -583,7 +588,7 @@ class RandomCrop(Strict):
     size: IntOrPair | None = Field(
         None, description="crop size, int or [h, w]; must be the samples' own size (the default), "
                           "so that training and test samples keep one shape")
-    padding: NonNegativeInt = Field(2, description="zeros added on each side before cropping")
+    padding: NonNegGeometryInt = Field(2, description="zeros added on each side before cropping")
 
 
 class RandomRotation(Strict):

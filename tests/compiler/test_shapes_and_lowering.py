@@ -482,17 +482,24 @@ def test_input_that_no_window_reads_is_counted_wherever_it_lies(layer, axis_noun
     assert f"adjust {fields} or stride" in warning.message
 
 
-@pytest.mark.parametrize("field", ["stride", "padding"])
-def test_a_stride_or_padding_of_two_to_the_63_is_no_internal_error(field):
-    """The positions no window reads were listed with arrays as long as the padded input."""
-    text = spec_text([1, 5], f"{{type: conv1d, filters: 2, kernel_size: 2, {field}: {2**63}}}")
-    try:
-        warnings = warnings_of(text)
-    except SpecError as error:  # a padding that large: an output no machine holds
-        assert "more than any machine can" in str(error)
-    else:
-        assert warnings[0].message.startswith(f"5 positions / stride {2**63} leaves 3 positions "
-                                              "unused")
+@pytest.mark.parametrize("field", ["stride", "padding", "dilation", "kernel_size"])
+def test_geometry_past_two_to_the_31_is_refused_at_its_field(field):
+    """A stride of 2**63 was exit 70 in validate, and one of 1e18 passed validate to fail in
+    training and export (NumPy's index arithmetic): refused where it is written."""
+    text = spec_text([1, 5], f"{{type: conv1d, filters: 2, kernel_size: 2, {field}: {2**63}}}"
+                     if field != "kernel_size" else f"{{type: conv1d, filters: 2, {field}: 10**18}}"
+                     .replace("10**18", str(10**18)))
+    (error,) = errors_of(text)
+    assert f"'{field}' must be" in error.message and "≤ 2147483647" in error.message
+
+
+def test_a_stride_past_the_input_warns_by_the_formula():
+    from nnrun.compiler.shapes import unread_positions
+
+    text = spec_text([1, 5], f"{{type: conv1d, filters: 2, kernel_size: 2, stride: {2**31 - 1}}}")
+    assert warnings_of(text)[0].message.startswith(
+        f"5 positions / stride {2**31 - 1} leaves 3 positions unused")
+    assert unread_positions(5, 2, 2**63, (2**63, 0)).count == 3  # the search itself, unbounded
 
 
 def test_the_unread_positions_are_those_a_brute_force_finds():

@@ -428,3 +428,13 @@ def test_the_tested_architectures_cover_the_spec_language():
     assert wanted <= seen, wanted - seen
     paddings = {str(layer.get("padding")) for layer in layers if "conv" in layer["type"]}
     assert {"same", "valid", "0", "1", "[1, 0]"} <= paddings
+
+
+def test_weights_past_protobufs_2_gb_are_refused_in_one_line(monkeypatch):
+    """A 721M-parameter model failed in protobuf's serializer (exit 70)."""
+    from nnrun.compiler import export_onnx
+
+    model = Model(load_spec_text("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 3}]\n"))
+    monkeypatch.setattr(export_onnx, "ONNX_MOST_BYTES", 32)
+    with pytest.raises(ExportError, match="an ONNX file .* holds at most 2 GB"):
+        export_graph(model.lowered.graph, model.init_params(0), "float32")
