@@ -18,7 +18,7 @@ from .data import DataError, load_dataset
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
-from .memory import available_memory, check_memory
+from .memory import available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem
 from .run_dir import RunDirectoryError, not_a_run_directory
@@ -36,6 +36,7 @@ class Run:
     preprocessing: Preprocessing
     checkpoint: Path
     epoch: int | None
+    batch: int = BATCH  # samples per forward pass: up to BATCH, as many as fit (evaluation_batch)
 
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation."""
@@ -49,7 +50,7 @@ class Run:
             return preprocessing.apply(x, self.model.spec.dtype)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        batches = [x[start:start + BATCH] for start in range(0, len(x), BATCH)]
+        batches = [x[start:start + self.batch] for start in range(0, len(x), self.batch)]
         return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
 
 
@@ -73,12 +74,13 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     if not spec_path.exists():
         raise RunDirectoryError(not_a_run_directory(run_dir))
     model = Model(load_spec(spec_path), backend, graph=graph)
-    check_memory(model, BATCH, str(run_dir), training=False)
+    batch = evaluation_batch(model, BATCH)
+    check_memory(model, batch, str(run_dir), training=False)
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))
     expected = {name: info.shape for name, info in model.param_infos.items()}
     params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
     preprocessing = run_preprocessing(run_dir, model) if preprocess else IDENTITY
-    return Run(model, params, preprocessing, path, meta.get("epoch"))
+    return Run(model, params, preprocessing, path, meta.get("epoch"), batch)
 
 
 def _checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -147,7 +149,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
-    result = evaluate(run.model, state, chosen, split, tracked_metrics(spec, data.task))
+    result = evaluate(run.model, state, chosen, split, tracked_metrics(spec, data.task),
+                      batch_size=run.batch)
     transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}

@@ -37,6 +37,19 @@ def estimate_bytes(model, batch: int, training: bool = True) -> int:
     return sum(parts.values()) - parts.get("optimizer_state", 0)
 
 
+def evaluation_batch(model, most: int = 1000) -> int:
+    """The largest batch, up to `most`, whose inference fits the memory available (at least
+    1): evaluation in training, `eval` and `predict` take 1000 samples at a time where they
+    fit and fewer where they do not (a model with large activations at batch size 4 trained,
+    then needed 2 GB to evaluate at 1000)."""
+    available, _ = available_memory(model.backend)
+    if estimate_bytes(model, most, training=False) <= available:
+        return most
+    one = estimate_bytes(model, 1, training=False)
+    per_sample = max(estimate_bytes(model, 2, training=False) - one, 1)
+    return int(max(1, min(most, 1 + (available - one) // per_sample)))
+
+
 def check_memory(model, batch: int, command: str, training: bool = True,
                  needed: int | None = None) -> None:
     """`needed`: a command's own estimate, where it runs other graphs than the training step."""

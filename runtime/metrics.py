@@ -259,7 +259,11 @@ class Totals:
         self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 
 
-def evaluate(model, state, split, prefix: str, metrics: list, batch_size: int = 1000,
+EVALUATION_BATCH = 1000  # samples per forward pass in evaluation, where they fit
+
+
+def evaluate(model, state, split, prefix: str, metrics: list,
+             batch_size: int = EVALUATION_BATCH,
              ranks=ALONE, resident=None) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
     `metrics`: those tracked (checks.tracked_metrics). Each rank of a data-parallel run

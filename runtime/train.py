@@ -49,8 +49,8 @@ from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
-from .memory import check_memory
-from .metrics import Totals, default_mode, evaluate
+from .memory import check_memory, evaluation_batch
+from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
 from .model import Model
 from .progress import EpochProgress, print_final_table
 from .pruning import MagnitudePruner
@@ -151,6 +151,9 @@ class Trainer:
             check_augmentations(source, self.data.input_shape)
             self.model = self._model(backend)
         self.backend = self.model.backend
+        # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
+        self.evaluation_batch = (evaluation_batch(self.model) if ranks.size == 1
+                                 else EVALUATION_BATCH)
         self.metrics = tracked_metrics(self.spec, self.data.task)
         check_data_fits(self.spec, self.model, self.data)
         self._check_monitor()
@@ -564,7 +567,8 @@ class Trainer:
         if data is None:
             return {}
         return evaluate(self.model, state or self.state, data, split, self.metrics,
-                        ranks=self.ranks, resident=self.resident.get(split))
+                        batch_size=self.evaluation_batch, ranks=self.ranks,
+                        resident=self.resident.get(split))
 
     # --- after each epoch -----------------------------------------------------------------
 

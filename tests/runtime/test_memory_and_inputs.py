@@ -205,3 +205,27 @@ def test_a_refusal_says_the_size_summary_says(tmp_path, monkeypatch):
     assert result.exit_code != 0
     assert f"needs about {said} MB" in result.output
     assert "only 1.00 MB is available (NNRUN_MEMORY_LIMIT)" in result.output
+
+
+def test_evaluation_takes_as_many_samples_at_a_time_as_fit(tmp_path, monkeypatch):
+    """Trained at batch size 4, a model of large activations then needed 2 GB to evaluate at
+    1000 samples: training went past its memory limit, and eval and predict refused."""
+    import nnrun
+    from nnrun.runtime.evaluate import load_run
+    from nnrun.runtime.memory import estimate_bytes, evaluation_batch
+
+    spec = nnrun.load_spec_text(
+        "data: {dataset: digits, limit: 8}\nmodel:\n  layers:\n"
+        "    - {type: upsample2d, scale: 16}\n"
+        "    - {type: conv2d, filters: 8, kernel_size: 3, padding: same, activation: relu}\n"
+        "    - {type: global_avgpool}\n    - {type: dense, units: 10}\n"
+        "train: {epochs: 1, batch_size: 4}\n")
+    model = nnrun.compile(spec)
+    limit = estimate_bytes(model, 100, training=False)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str(limit))
+    batch = evaluation_batch(model)
+    assert 1 <= batch < 1000 and estimate_bytes(model, batch, training=False) <= limit
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    run = load_run(tmp_path / "run")
+    assert run.batch == batch
+    assert run.predict(np.zeros((3, 1, 8, 8))).shape == (3, 10)
