@@ -123,7 +123,8 @@ def _check_top_level(root: Node | None, builder: _Builder) -> None:
         builder.error(1, 1, (), "the file is empty; expected a mapping of spec fields")
     elif not isinstance(root, MappingNode):
         line, col = _mark(root)
-        kind = "a list" if isinstance(root, SequenceNode) else f"the value {root.value!r}"
+        kind = ("a list" if isinstance(root, SequenceNode)
+                else f"the value {_shortened(root.value)!r}")  # a csv given as the spec: its start
         builder.error(line, col, (), f"the top level must be a mapping of spec fields, got {kind}")
 
 

@@ -620,6 +620,13 @@ def _check_output(spec, lowered) -> None:
                                f"the model ends with {per_sample(logits)}; set {units}: 1")
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
+    elif dataset.label_shape and spec.loss.type in ("mse", "mae", "huber") \
+            and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
+        raise CompileError(origin.at_field(units), f"{spec.loss.type} compares the label maps "
+                           f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
+                           f"position, the model ends with {per_sample(logits)}; set {units}: "
+                           f"1, or use loss: cross_entropy for {logits.shape[1]} classes per "
+                           "position")
 
 
 def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:

@@ -891,3 +891,15 @@ def test_an_input_no_machine_holds_is_an_error_at_input_shape():
     (error,) = errors_of(text)
     assert at(error) == position(text, "input_shape", "[")
     assert error.message.startswith("each input sample would hold 18,446,744,073,709,551,616")
+
+
+def test_a_regression_loss_on_named_label_maps_needs_one_score_per_position():
+    """validate passed it, and train refused it without a position."""
+    text = ("data: {dataset: shapes, n_samples: 30}\nmodel: {layers: [{type: conv2d, filters: 4, "
+            "kernel_size: 1}]}\nloss: mse\n")
+    (error,) = errors_of(text)
+    assert "mse compares the label maps [32, 32] of 'shapes' with one score per position" in \
+        error.message
+    assert "set filters: 1, or use loss: cross_entropy for 4 classes per position" in error.message
+    assert [d for d in checked(text.replace("filters: 4", "filters: 1")).diagnostics
+            if d.severity == "error"] == []
