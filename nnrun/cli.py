@@ -636,6 +636,9 @@ def _permutation_seed(value: str | None) -> int | bool | None:
 
 
 def _pixels(value: str | None) -> tuple[int, ...]:
+    if value is not None and not value.strip():  # an unset shell variable: not "no shift"
+        raise click.BadParameter("is empty; give PIXELS or DY,DX (e.g. 2 or -1,2), or leave "
+                                 "--shift out", param_hint="--shift")
     try:
         return tuple(int(part) for part in value.split(",")) if value else ()
     except ValueError:

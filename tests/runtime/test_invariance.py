@@ -111,6 +111,8 @@ def test_eval_cli_shift_and_permute(run_dir):
     assert not_a_seed.exit_code == 2 and "give RUN_DIR before --permute" in not_a_seed.stderr
     bad = runner.invoke(main, ["eval", str(run_dir), "--shift", "two"])
     assert bad.exit_code == 2 and "--shift" in bad.stderr
+    empty = runner.invoke(main, ["eval", str(run_dir), "--shift", ""])  # an unset variable
+    assert empty.exit_code == 2 and "is empty" in empty.stderr
     too_far = runner.invoke(main, ["eval", str(run_dir), "--shift", "9"])
     assert too_far.exit_code == 1 and len(too_far.stderr.strip().splitlines()) == 1
     # two seeds for one permutation: the second one silently won
