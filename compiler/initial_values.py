@@ -190,6 +190,13 @@ def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
         return None
 
 
+# What a damaged npz raises inside zipfile, zlib and numpy.lib.format: a header whose dictionary
+# does not parse raises tokenize's TokenError or a SyntaxError (NumPy reads it with
+# ast.literal_eval: nothing runs), an encrypted member a RuntimeError. runtime/archives.py too.
+NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError,
+              tokenize.TokenError, SyntaxError, RuntimeError)
+
+
 def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ...]]:
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
     initial values are left out. `numbers_only`: an array of anything but numbers makes the
@@ -202,10 +209,7 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)
                     for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
-    # as runtime/archives.py's: a header that does not parse (TokenError, SyntaxError: NumPy
-    # reads it with ast.literal_eval, nothing runs), an encrypted member (RuntimeError)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, OSError,
-            tokenize.TokenError, SyntaxError, RuntimeError) as error:
+    except (*NPZ_DAMAGE, OSError) as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
                           "numpy.savez") from None
 

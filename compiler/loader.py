@@ -19,7 +19,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from nnrun.compiler.diagnostics import OVERRIDE_FILE, Diagnostic, SpecError, format_path
+from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
+                                        suggest)
 
 SpecPath = tuple[Hashable, ...]
 
@@ -487,11 +488,9 @@ def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: P
 def _no_such_list(container: dict, walked: SpecPath, component: Hashable) -> str:
     """`model.layerz[0]`: an index into a key the spec does not have (a new mapping would have
     been made for it, and then not be a list)."""
-    import difflib
-
     where = format_path(walked) or "the top level"
-    close = difflib.get_close_matches(str(component), [str(key) for key in container], n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
+    close = suggest(component, container)
+    hint = f"; did you mean '{close}'?" if close else ""
     return f"{where} has no '{component}' to index{hint}"
 
 

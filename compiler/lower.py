@@ -189,8 +189,9 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
         result = window_output(n, k, s, p, d)
         if result.size < 1:
             continue
-        # an axis too long to search: only what lies past the last window is known
-        unread = unread_positions(n, k, s, p, d) or Unread(result.unused, (), True)
+        unread = unread_positions(n, k, s, p, d)
+        if unread is None:  # an axis too long to search: what lies past the last window
+            unread = Unread(result.unused, (), True)
         if not unread.count:
             continue
         unit = axis.rstrip("s") if unread.count == 1 else axis
@@ -554,10 +555,7 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
                     None)
     if own is None or producer is None or producer.op not in _SQUASHING:
         return
-    origin = producer.origin
-    layer = spec.model.layers[origin.keys[2]] if origin and len(origin.keys) > 2 else None
-    if getattr(layer, "activation", None) is not None:
-        origin = origin.at_field("activation")
+    origin = _activation_origin(producer, spec)
     effect = _SQUASHING[producer.op]
     if producer.op == "softmax" and own != "softmax":  # once, not twice
         effect = "the scores are squashed into (0, 1) first, and learning slows"
@@ -568,19 +566,24 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
                 f"the loss and kept for predict's {kept})"))
 
 
+def _activation_origin(node, spec) -> Origin | None:
+    """Where an activation node was written: its layer's `activation:` field, or the
+    activation layer itself."""
+    origin = node.origin
+    layer = spec.model.layers[origin.keys[2]] if origin and len(origin.keys) > 2 else None
+    if getattr(layer, "activation", None) is not None:
+        return origin.at_field("activation")
+    return origin
+
+
 def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
     """A threshold unit passes no gradient back: anywhere but last before loss: perceptron
     (which reads the scores before it), the layers before it never learn."""
     for node in lowered.graph.nodes:
         if node.op != "step" or node.inputs[0] is lowered.logits:
             continue
-        origin, layer = node.origin, None
-        if origin and len(origin.keys) > 2:
-            layer = spec.model.layers[origin.keys[2]]
-        if getattr(layer, "activation", None) is not None:
-            origin = origin.at_field("activation")
         lowered.builder.warnings.append(CompileWarning(
-            origin, "step passes no gradient back (its derivative is 0 wherever it is "
+            _activation_origin(node, spec), "step passes no gradient back (its derivative is 0 wherever it is "
                     "defined), so no layer before it learns; use it as the last activation "
                     "with loss: perceptron, or a sigmoid, which the perceptron became in "
                     "multi-layer networks for this reason"))

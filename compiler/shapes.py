@@ -77,7 +77,6 @@ def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1,
     if size < 1:
         return Unread(0, (), True)
     lo = pad[0]
-    # taps that reach [0, n) in some window, windows that reach it with some tap
     # (first, last) taps that reach [0, n) in some window, and windows that reach it
     taps = max(0, -((s * (size - 1) - lo) // d)), min(k - 1, (lo + n - 1) // d)
     windows = max(0, -((d * (k - 1) - lo) // s)), min(size - 1, (lo + n - 1) // s)

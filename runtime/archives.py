@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 import os
 import stat
-import tokenize
 import zipfile
-import zlib
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy_format
+
+from nnrun.compiler.initial_values import NPZ_DAMAGE
 
 
 class DamagedFile(Exception):
@@ -36,11 +36,7 @@ class ArrayHeader:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-# What a damaged archive raises inside zipfile, zlib and numpy.lib.format: a header whose
-# dictionary does not parse raises tokenize's TokenError or a SyntaxError (numpy reads it with
-# ast.literal_eval: nothing runs), an encrypted member a RuntimeError.
-_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, NotImplementedError,
-           tokenize.TokenError, SyntaxError, RuntimeError)
+_DAMAGE = NPZ_DAMAGE  # what a damaged archive raises inside zipfile, zlib and numpy
 # What np.load of a damaged cache file raises besides: a header that declares more than the
 # machine holds (MemoryError); what a cache reader treats as "rebuild it".
 CACHE_DAMAGE = (*_DAMAGE, OSError, MemoryError)

@@ -110,12 +110,13 @@ def temporary_prefix(name: str) -> str:
 TEMPORARY_SUFFIX = ".nnrun-partial"
 
 
-def is_temporary_of(name: str, candidate: str) -> bool:
-    """Whether `candidate` is a temporary file of a write of `name`: mkstemp's 8 characters
-    between nnrun's prefix and suffix, so that a user's `.spec.yaml.swp` is never taken for
-    one."""
-    return re.fullmatch(rf"{re.escape(temporary_prefix(name))}[a-z0-9_]{{8}}"
-                        rf"{re.escape(TEMPORARY_SUFFIX)}", candidate) is not None
+def temporaries_of(path: Path) -> list[Path]:
+    """The temporary files of writes of `path` beside it: mkstemp's 8 characters between
+    nnrun's prefix and suffix, so that a user's `.spec.yaml.swp` is never taken for one."""
+    pattern = re.compile(rf"{re.escape(temporary_prefix(path.name))}[a-z0-9_]{{8}}"
+                         rf"{re.escape(TEMPORARY_SUFFIX)}")
+    return [candidate for candidate in path.parent.glob(f"{temporary_prefix(path.name)}*")
+            if pattern.fullmatch(candidate.name)]
 
 
 def current_umask() -> int:
@@ -144,9 +145,8 @@ def remove_leftovers(directory: Path, names) -> list[Path]:
     (the process holding its lock) may call this, or it could delete a write in progress."""
     removed = []
     for name in names:
-        for leftover in Path(directory).glob(f"{temporary_prefix(name)}*"):
-            if (is_temporary_of(name, leftover.name) and leftover.is_file()
-                    and not leftover.is_symlink()):
+        for leftover in temporaries_of(Path(directory) / name):
+            if leftover.is_file() and not leftover.is_symlink():
                 leftover.unlink(missing_ok=True)
                 removed.append(leftover)
     return removed

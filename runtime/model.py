@@ -282,7 +282,8 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
             one_hot = " (one-hot rows? give y_true.argmax(1))" if y.shape[1:] == output else ""
             raise ValueError(f"y_true must be class labels [N{', ' if output[1:] else ''}"
                              f"{_dims(output[1:])}], got shape {list(y.shape)}{one_hot}")
-        classes = max(output[0], 2)  # one output under perceptron: labels 0 and 1
+        # one output under perceptron reads labels 0 and 1 (z >= 0 is class 1)
+        classes = max(output[0], 2) if loss.type == "perceptron" else output[0]
         wrong = ~ignored & ~((y == np.round(y)) & (y >= 0) & (y < classes))
         what = f"class labels 0..{classes - 1}"
     elif loss.type == "binary_cross_entropy":

@@ -92,7 +92,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         lr = trainer.learning_rate(epoch, index, count)
         x, labels = trainer.data.train.x[batch], trainer.data.train.y[batch]
         if spec.data.augment:
-            x = augment_batch(x, spec.data.augment, rng, trainer.data.background())
+            x = augment_batch(x, spec.data.augment, rng, trainer.augment_background)
         number = done["step"] + len(traced) + 1  # counts Adam's bias correction
         feeds = model.step_feeds(state, x, labels, lr, number, rng.integers(2**63))
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -166,7 +166,8 @@ def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
 
 def _notes(spec, outputs: int) -> list[str]:
     optimizer = spec.optimizer
-    notes = [_update_rule(optimizer)] if _update_rule(optimizer) else []
+    rule = _update_rule(optimizer)
+    notes = [rule] if rule else []
     if optimizer.clip_grad_norm or optimizer.clip_grad_value:
         notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
                      "clip_grad_value); the gradients shown are before clipping")

@@ -155,6 +155,7 @@ class Trainer:
         self.evaluation_batch = (evaluation_batch(self.model) if ranks.size == 1
                                  else EVALUATION_BATCH)
         self.metrics = tracked_metrics(self.spec, self.data.task)
+        self.augment_background = self.data.background()  # the fill of moved pixels
         check_data_fits(self.spec, self.model, self.data)
         self._check_monitor()
         self._check_a_share_per_rank()
@@ -423,7 +424,7 @@ class Trainer:
         if not self.spec.data.augment:
             return train.x[batch[share]], train.y[batch[share]]
         augmented = augment_batch(train.x[batch], self.spec.data.augment, rng,
-                                  self.data.background())
+                                  self.augment_background)
         return augmented[share], train.y[batch[share]]
 
     def _loss_share(self, indices: np.ndarray) -> float:

@@ -171,6 +171,16 @@ def _gelu_grad_into(be, attrs, out, g, x):
     xp.multiply(g, pdf, out=y)
 
 
+def _step_into(be, attrs, out, x):
+    y, at_least_zero = out
+    be.xp.greater_equal(x, 0, out=at_least_zero)
+    be.xp.copyto(y, at_least_zero)
+
+
+def _step_grad_into(be, attrs, out, g, x):
+    out[0].fill(0)
+
+
 def _fused_into(name):
     """forward_into through the backend's activation kernel (generic: backends/fused.py)."""
     def into(be, attrs, out, x):
@@ -334,16 +344,6 @@ _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
             "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
             onnx=onnx_op("Softmax", axis="axis"), into=(_softmax_into, _softmax_scratch),
             grad_into=(_softmax_grad_into, lambda attrs, g, y: _softmax_scratch(attrs, y)))
-def _step_into(be, attrs, out, x):
-    y, at_least_zero = out
-    be.xp.greater_equal(x, 0, out=at_least_zero)
-    be.xp.copyto(y, at_least_zero)
-
-
-def _step_grad_into(be, attrs, out, g, x):
-    out[0].fill(0)
-
-
 _activation("step", NoAttrs, lambda be, a, x: (x >= 0).astype(x.dtype),
             # 0 wherever the derivative exists; at x = 0 too, as PyTorch's autograd through
             # a comparison gives: nothing passes back through a threshold unit

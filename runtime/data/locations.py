@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..files import is_temporary_of, temporary_prefix, write_atomically
+from ..files import temporaries_of, write_atomically
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
 IDX_FILES = {
@@ -136,9 +136,7 @@ def remove_stale_leftovers(path: Path, age_s: float = 3600.0) -> None:
     """Temporary files of killed cache writes; other processes may be writing the same cache
     right now, so only old ones go."""
     cutoff = time.time() - age_s
-    for leftover in path.parent.glob(f"{temporary_prefix(path.name)}*"):
-        if not is_temporary_of(path.name, leftover.name):
-            continue
+    for leftover in temporaries_of(path):
         with suppress(OSError):
             if leftover.stat().st_mtime < cutoff:
                 leftover.unlink()

@@ -195,3 +195,12 @@ def test_metrics_under_perceptron_read_the_predictions_and_the_threshold():
     z = np.array([[-0.5], [0.0], [0.3]])
     np.testing.assert_array_equal(predicted_labels(z, z, "perceptron"), [0, 1, 1])
     np.testing.assert_array_equal(compared_outputs("perceptron", z, z), z)
+
+
+def test_cross_entropy_with_one_output_still_takes_label_0_only():
+    """The perceptron's labels 0/1 for one output leaked into cross_entropy's check: label 1
+    then failed inside the loss (IndexError) instead of naming the range."""
+    model = nnrun.compile(load_spec_text(spec_text("    - {type: dense, units: 1}\n",
+                                                   loss="cross_entropy")))
+    with pytest.raises(ValueError, match="cross_entropy needs class labels 0..0"):
+        model.loss_and_grads(model.init_params(0), np.zeros((2, 3)), np.array([0, 1]))
