@@ -50,6 +50,7 @@ def compiled(code: str):
 
 
 def _argument(value):
+    value = getattr(value, "kernel_argument", value)  # strict_cupy.DeviceArray's memory
     if isinstance(value, np.ndarray):
         return ctypes.c_void_p(value.ctypes.data)
     return _C_SCALARS[type(value)](value)
@@ -169,22 +170,29 @@ class FakeCupy(types.ModuleType):
         _CAPTURE.current().capturing = value
 
 
-def install_fake_cupy(monkeypatch):
-    """Import cupy_kernels and cupy_backend afresh against FakeCupy (undone after the test);
-    returns (the fake, cupy_kernels, cupy_backend)."""
-    import importlib
-
+def _numpy_erf(x, out=None):
     from nnrun.backends.numpy_backend import NumpyBackend
 
-    fake = FakeCupy()
-    special = types.SimpleNamespace(erf=lambda x, out=None: NumpyBackend().erf_into(x, out)
-                                    if out is not None else NumpyBackend().erf(x))
+    return NumpyBackend().erf(x) if out is None else NumpyBackend().erf_into(x, out)
+
+
+def install_fake_cupy(monkeypatch, fake=None, erf=_numpy_erf):
+    """Import cupy_kernels and cupy_backend afresh against `fake` (FakeCupy by default; undone
+    after the test), with `erf` as cupyx.scipy.special.erf; returns (the fake, cupy_kernels,
+    cupy_backend)."""
+    import importlib
+
+    fake = fake or FakeCupy()
+    special = types.SimpleNamespace(erf=erf)
     scipy = types.SimpleNamespace(special=special)
     for name, module in (("cupy", fake), ("cupyx", types.SimpleNamespace(scipy=scipy)),
                          ("cupyx.scipy", scipy), ("cupyx.scipy.special", special)):
         monkeypatch.setitem(sys.modules, name, module)
     import nnrun.backends
+    from nnrun.compiler.ops import common
 
+    # constants cached for "cupy" belong to the cupy they were made under
+    monkeypatch.setattr(common, "_CONSTANTS", {})
     for name in ("cuda_graph", "cupy_kernels", "cupy_backend"):  # each imports cupy
         # Recorded as they are (present or not) and then removed, so that the test imports
         # them afresh and the undo restores them, or removes the ones the test imported.
@@ -194,5 +202,5 @@ def install_fake_cupy(monkeypatch):
         delattr(nnrun.backends, name)
     kernels = importlib.import_module("nnrun.backends.cupy_kernels")
     backend = importlib.import_module("nnrun.backends.cupy_backend")
-    fake.capturing = False
+    _CAPTURE.current().capturing = False
     return fake, kernels, backend
