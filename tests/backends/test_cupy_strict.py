@@ -7,11 +7,13 @@ CUDA graph cannot hold (a transfer while capturing raises)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import strict_cupy
+from invoking import assert_ok, invoke
 from kernel_emulation import needs_gcc
 
 import nnrun
@@ -103,3 +105,28 @@ def test_the_strict_stand_in_refuses_what_cupy_refuses(monkeypatch):
         with pytest.raises(strict_cupy.CaptureError, match="during stream capture"):
             float(on_device[0])
         stream.capturing = False
+
+
+def test_the_other_commands_run_under_strict_cupy(monkeypatch, tmp_path):
+    """eval, predict, bench and check-backends on the CuPy path give NumPy's numbers."""
+    spec = SPECS / "quickstart.yaml"
+    run = tmp_path / "run"
+    _train("quickstart.yaml", ["data.limit=128"], run, "numpy")
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, x=np.random.default_rng(0).uniform(0, 16, (5, 1, 8, 8)))
+    on_numpy = {
+        "eval": assert_ok(invoke("eval", run, "--format", "json")).stdout,
+        "predict": assert_ok(invoke("predict", run, samples, "--out", tmp_path / "numpy.npy")),
+    }
+    strict_cupy.install(monkeypatch, capture=True)
+    on_cupy = assert_ok(invoke("eval", run, "--format", "json", "--backend", "cupy")).stdout
+    for name, value in json.loads(on_numpy["eval"]).items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(json.loads(on_cupy)[name], value, rtol=1e-4, err_msg=name)
+    assert_ok(invoke("predict", run, samples, "--out", tmp_path / "cupy.npy", "--backend", "cupy"))
+    np.testing.assert_allclose(np.load(tmp_path / "cupy.npy"), np.load(tmp_path / "numpy.npy"),
+                               rtol=1e-4, atol=1e-6)
+    bench = json.loads(assert_ok(invoke("bench", spec, "--backend", "cupy", "--steps", "2",
+                                        "--format", "json")).stdout)
+    assert bench["backend"] == "cupy" and bench["step_path"] == "captured", bench
+    assert "agree" in assert_ok(invoke("check-backends", spec, "--set", "data.limit=64")).stdout
