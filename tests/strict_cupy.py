@@ -97,7 +97,7 @@ def wrap(value):
         if known is None or known.memory is not value:
             known = _WRAPPERS[id(value)] = DeviceArray(value)
         return known
-    if isinstance(value, (np.generic)):
+    if isinstance(value, np.generic):
         return DeviceArray(np.asarray(value))  # cupy's reductions give 0-d arrays
     if isinstance(value, (list, tuple)):
         return type(value)(wrap(item) for item in value)
