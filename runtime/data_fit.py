@@ -11,7 +11,7 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.schema import CLASS_LABEL_LOSSES
 
-from .data.targets import check_targets_fit, multi_label_message
+from .data.targets import CLASS_METRICS, check_targets_fit, multi_label_message
 
 
 class DataFitError(Exception):
@@ -22,6 +22,23 @@ def input_shape_known(spec) -> bool:
     """npz/csv samples whose file could not be read for its shape (compiler/frontend.py
     data_file_sample_shape): then the data loads first, and says what is wrong with it."""
     return bool(spec.model.input_shape or DATASETS[spec.data.dataset].input_shape)
+
+
+def task_for_model(spec, model, data) -> str:
+    """The data's task for this model: whole-number labels beyond 0/1 that one output regresses
+    as numbers under mse, mae or huber (counts, ratings, prices) are regression targets, tracked
+    by mae, unless train.metrics asks for a class metric. Training and eval both ask here."""
+    if not _numbers_for_one_output(spec, model, data):
+        return data.task
+    asked = [m.type for m in spec.train.metrics or ()]
+    return "classification" if set(asked) & set(CLASS_METRICS) else "regression"
+
+
+def _numbers_for_one_output(spec, model, data) -> bool:
+    outputs = tuple(model.lowered.logits.type.shape[1:])
+    return (data.task == "classification" and spec.loss.type in ("mse", "mae", "huber")
+            and outputs == (1,) and data.train.y.ndim == 1 and len(data.train.y) > 0
+            and int(data.train.y.max()) > 1)
 
 
 def check_augmentations(source, sample_shape) -> None:
@@ -78,11 +95,20 @@ def check_data_fits(spec, model, data) -> None:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
     elif data.task == "segmentation" and outputs[0] == 1 and len(labels) and labels.max() > 1:
         _check_two_classes_per_position(spec, where, int(labels.max()))
-    elif data.task == "classification" and tuple(outputs) == (1,) and len(labels) \
-            and labels.max() > 1 and data.train.y.ndim == 1:
-        # validate's warning for a named dataset (compiler/lower.py), once the labels are read
-        warn(f"{where}: {one_output_on_classes(spec.loss.type, int(labels.max()) + 1)}; for "
-             "real-valued targets, save y with values that are not all whole numbers")
+    if _numbers_for_one_output(spec, model, data):
+        _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
+
+
+def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
+    """Whole-number labels one output regresses: said unless train.metrics shows it is meant."""
+    if task == "classification":  # train.metrics asks for accuracy: 0..top read as classes
+        warn(f"{where}: {one_output_on_classes(spec.loss.type, top + 1)}; to track them as "
+             "numbers, use train.metrics: [mae]")
+    elif spec.train.metrics is None:
+        warn(f"{where}: {spec.loss.type} with one output regresses the labels 0..{top} as "
+             "numbers, tracked by mae (train.metrics: [mae] says so and silences this); if "
+             f"they are {top + 1} classes, set units: {top + 1} (one-hot targets) or use "
+             "loss: cross_entropy")
 
 
 def _check_two_classes_per_position(spec, where: str, top: int) -> None:

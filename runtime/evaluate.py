@@ -15,6 +15,7 @@ from nnrun.compiler.tables import byte_size
 from . import checkpoint as ckpt
 from .archives import DamagedFile, npz_headers, read_npz
 from .data import DataError, load_dataset
+from .data_fit import task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
@@ -149,7 +150,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
-    result = evaluate(run.model, state, chosen, split, tracked_metrics(spec, data.task),
+    metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
+    result = evaluate(run.model, state, chosen, split, metrics,
                       batch_size=run.batch)
     transformed = {"transform": transform.describe()} if transform is not None else {}
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,

@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -44,7 +44,8 @@ from .batches import copied_batch, device_data_budget, resident_splits
 from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
-from .data_fit import check_augmentations, check_data_fits, input_shape_known
+from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
+                       task_for_model)
 from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
@@ -154,9 +155,10 @@ class Trainer:
         # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
         self.evaluation_batch = (evaluation_batch(self.model) if ranks.size == 1
                                  else EVALUATION_BATCH)
+        check_data_fits(self.spec, self.model, self.data)
+        self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
         self.metrics = tracked_metrics(self.spec, self.data.task)
         self.augment_background = self.data.background()  # the fill of moved pixels
-        check_data_fits(self.spec, self.model, self.data)
         self._check_monitor()
         self._check_a_share_per_rank()
         self._warn_if_one_batch_holds_the_data()

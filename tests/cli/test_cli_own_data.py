@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import yaml
 
 from .test_cli import assert_ok, assert_one_line_error, invoke, write
@@ -228,14 +229,42 @@ def test_regression_targets_that_cannot_fit_name_the_fix(tmp_path):
     assert "the targets are empty ([20, 0]" in line and "units to 0" not in line
 
 
-def test_one_output_on_many_whole_number_labels_is_warned(tmp_path):
+def _whole_number_files(tmp_path, metrics: str = ""):
+    """Counts 0..5 saved as floats, one output under mse."""
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "w.npz", x=rng.random((40, 3)), y=rng.integers(0, 6, 40).astype("f4"))
-    spec = write(tmp_path / "w.yaml", "data: {dataset: npz, path: w.npz}\nmodel:\n  layers:\n"
-                 "    - {type: dense, units: 1}\nloss: mse\ntrain: {epochs: 1}\n")
+    np.savez(tmp_path / "w.npz", x=rng.random((40, 3)), y=rng.integers(0, 6, 40).astype("f4"),
+             x_test=rng.random((10, 3)), y_test=rng.integers(0, 6, 10).astype("f4"))
+    return write(tmp_path / "w.yaml", "data: {dataset: npz, path: w.npz}\nmodel:\n  layers:\n"
+                 f"    - {{type: dense, units: 1}}\nloss: mse\ntrain: {{epochs: 1{metrics}}}\n")
+
+
+def test_whole_numbers_one_output_regresses_are_tracked_by_mae_and_warned(tmp_path):
+    """Counts, ratings or prices are whole numbers: accuracy over one output means nothing."""
+    spec = _whole_number_files(tmp_path)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "regresses the labels 0..5 as numbers, tracked by mae" in result.stderr
+    assert "set units: 6" in result.stderr and "train.metrics: [mae]" in result.stderr
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    assert "test_mae" in final and "test_accuracy" not in final
+    shown = json.loads(assert_ok(invoke("eval", tmp_path / "run", "--format", "json")).stdout)
+    assert shown["test_mae"] == pytest.approx(final["test_mae"])
+    np.savez(tmp_path / "x.npz", x=np.load(tmp_path / "w.npz")["x_test"])
+    assert_ok(invoke("predict", tmp_path / "run", tmp_path / "x.npz", "--out", tmp_path / "p.npy"))
+    by_hand = np.abs(np.load(tmp_path / "p.npy")[:, 0] - np.load(tmp_path / "w.npz")["y_test"])
+    assert final["test_mae"] == pytest.approx(by_hand.mean(), rel=1e-5)
+
+
+def test_whole_numbers_declared_by_their_metric_are_not_warned(tmp_path):
+    spec = _whole_number_files(tmp_path, ", metrics: [mae]")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "warning" not in result.stderr
+
+
+def test_whole_numbers_one_output_regresses_under_accuracy_are_warned_as_classes(tmp_path):
+    spec = _whole_number_files(tmp_path, ", metrics: [accuracy]")
     result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
     assert "regresses the class labels 0..5 as numbers" in result.stderr
-    assert "set units: 6" in result.stderr
+    assert "set units: 6" in result.stderr and "use train.metrics: [mae]" in result.stderr
 
 
 def test_a_run_without_a_split_has_null_keys_for_each_metric(tmp_path):
