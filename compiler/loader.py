@@ -21,6 +21,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
                                         suggest)
+from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
 
@@ -477,12 +478,34 @@ def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: P
         if isinstance(following, int) and isinstance(container, dict) \
                 and component not in container:
             raise _OverrideError(_no_such_list(container, walked, component))
+        if isinstance(following, str):
+            _expand_short_form(container, walked, component, positions)
         container = _child(container, walked, component, positions, position)
         walked += (component,)
     last = _from_the_start(container, path[-1])
     _check_target(container, walked, last)
     container[last] = value
     _replace_positions(positions, (*walked, last), value, position)
+
+
+def _expand_short_form(container: Any, walked: SpecPath, component: Hashable,
+                       positions: dict) -> None:
+    """`loss: mse` is `loss: {type: mse}` (schema.tagged_union), so `--set loss.scale=2` sets
+    the scale of that mse."""
+    field = component if isinstance(component, str) else walked[-1] if walked else None
+    held = container[component] if _holds(container, component) else None
+    if isinstance(held, str) and field in SHORT_FORM_FIELDS:
+        container[component] = {"type": held}
+        path = (*walked, component)
+        if path in positions:
+            positions[(*path, "type")] = positions[path]
+
+
+def _holds(container: Any, component: Hashable) -> bool:
+    if isinstance(container, dict):
+        return component in container
+    return isinstance(container, list) and isinstance(component, int) \
+        and 0 <= component < len(container)
 
 
 def _no_such_list(container: dict, walked: SpecPath, component: Hashable) -> str:

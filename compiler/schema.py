@@ -850,3 +850,35 @@ def layer_inputs(layers: list[Any]) -> list[list[str]]:
         else:
             result.append([layer.inputs] if isinstance(layer.inputs, str) else list(layer.inputs))
     return result
+
+
+def short_form_fields(model: type[BaseModel] | None = None, seen=None) -> frozenset[str]:
+    """The names of the fields, anywhere in a spec, where a type name stands for its mapping
+    (`loss: mse` for `{type: mse}`: tagged_union's fields, and lists of them), so that
+    `--set loss.scale=2` can walk into `loss: mse` (loader.py)."""
+    model = model or Spec
+    seen = set() if seen is None else seen
+    seen.add(model)
+    names = set()
+    for name, field in model.model_fields.items():
+        for inner in _annotations_within(field.annotation, field.metadata):
+            if isinstance(inner, BeforeValidator) and inner.func is _wrap_name:
+                names.add(name)
+            elif isinstance(inner, type) and issubclass(inner, BaseModel) and inner not in seen:
+                names |= short_form_fields(inner, seen)
+    return frozenset(names)
+
+
+def _annotations_within(annotation: Any, metadata: list) -> list:
+    """Every type and Annotated metadata an annotation holds, nested ones included."""
+    found, pending = list(metadata), [annotation]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        found.extend(getattr(current, "__metadata__", ()))
+        pending.extend(typing.get_args(current))
+    return found
+
+
+SHORT_FORM_FIELDS = short_form_fields()
+

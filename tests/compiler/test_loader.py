@@ -408,6 +408,34 @@ def test_an_override_into_a_missing_optimizer_or_loss_starts_from_the_default():
                                      ("loss",): {"type": defaults.loss.type}}
 
 
+def test_an_override_walks_into_a_value_written_by_its_type_name():
+    """`loss: cross_entropy` is `{type: cross_entropy}`, so `--set loss.label_smoothing=0.1`
+    sets its smoothing; it said "loss is the value 'cross_entropy'; it has no key"."""
+    text = ("model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 2, activation: elu}\n"
+            "loss: cross_entropy\noptimizer: {type: sgd, schedule: cosine}\n"
+            "data: {dataset: xor, augment: [gaussian_noise]}\ntrain: {metrics: [accuracy]}\n")
+    loaded = apply_overrides(load(text), [
+        "loss.label_smoothing=0.1", "optimizer.schedule.warmup_epochs=1",
+        "model.layers[0].activation.alpha=0.5", "data.augment[0].std=0.2",
+        "train.metrics[-1].type=top_k_accuracy", "train.metrics[0].k=2"])
+    assert loaded.data["loss"] == {"type": "cross_entropy", "label_smoothing": 0.1}
+    assert loaded.data["optimizer"]["schedule"] == {"type": "cosine", "warmup_epochs": 1}
+    assert loaded.data["model"]["layers"][0]["activation"] == {"type": "elu", "alpha": 0.5}
+    assert loaded.data["data"]["augment"] == [{"type": "gaussian_noise", "std": 0.2}]
+    assert loaded.data["train"]["metrics"] == [{"type": "top_k_accuracy", "k": 2}]
+    assert loaded.location(("loss", "type")).line == 5
+    # a plain string stays one: it has no keys to set
+    (error,) = errors_of_override(text, "data.dataset.limit=3")
+    assert "data.dataset is the value 'xor'; it has no key 'limit'" in error.message
+
+
+def test_the_fields_a_type_name_may_stand_for_are_the_tagged_unions():
+    from nnrun.compiler.schema import SHORT_FORM_FIELDS
+
+    assert SHORT_FORM_FIELDS == {"activation", "augment", "bias_init", "init", "layers", "loss",
+                                 "metrics", "optimizer", "schedule"}
+
+
 def test_an_index_into_a_misspelt_key_names_the_key():
     (error,) = errors_of_override(LENET, "model.layerz[0].units=3")
     assert "model has no 'layerz' to index; did you mean 'layers'?" in error.message
