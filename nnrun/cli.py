@@ -40,6 +40,13 @@ def tolerance_option(default: float, help_text: str):
                         callback=finite, help=help_text)
 
 
+def _positive_seconds(ctx, param, value: float | None) -> float | None:
+    """A number of seconds > 0 (click's FloatRange lets nan through); inf waits for good."""
+    if value is not None and not value > 0:
+        raise click.BadParameter(f"{value:g} is not a number of seconds > 0 (e.g. 300)")
+    return value
+
+
 set_option = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE",
                           help="Override a spec value before validation, e.g. optimizer.lr=0.01 "
                                "(repeatable; VALUE is parsed as YAML).")
@@ -523,7 +530,7 @@ def schema() -> None:
 @click.option("--distributed", is_flag=True,
               help="Run as one rank of a data-parallel job: mpiexec -n N nnrun train SPEC "
                    "--distributed (docs/distributed.md).")
-@click.option("--distributed-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--distributed-timeout", type=float, callback=_positive_seconds,
               metavar="SECONDS", help="With --distributed: how long a rank waits for the others "
                                       "before it stops, taking one for dead (default 300).")
 @handle_errors

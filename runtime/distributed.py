@@ -358,8 +358,8 @@ def _watched_start(timeout: float, who: str):
     launcher that does not end the job (srun without --kill-on-bad-exit, mpiexec
     --enable-recovery), would leave the others there for good. A process beside it watches."""
     message = (f"error: {who}: MPI did not start within {timeout:g} s; another rank has died "
-               "or hangs (its own messages, if any, are above); stopping "
-               "(--distributed-timeout sets the wait)")
+               "or hangs (its own messages, if any, are above), or MPI's start takes longer "
+               "here; stopping (--distributed-timeout sets the wait)")
     try:
         # A session of its own: a Ctrl-C in the terminal goes to the rank, not to it.
         watcher = subprocess.Popen([sys.executable, "-c", _START_WATCHER, str(os.getpid()),

@@ -487,6 +487,9 @@ def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
     alone = invoke("train", spec, "--distributed-timeout", "5")
     assert alone.exit_code == 2 and "applies to --distributed only" in alone.output
+    for seconds in ("nan", "0", "-1"):  # click's FloatRange let nan through: the run died at once
+        refused = invoke("train", spec, "--distributed", "--distributed-timeout", seconds)
+        assert refused.exit_code == 2 and "is not a number of seconds > 0" in refused.output
 
 
 # --- under mpiexec ----------------------------------------------------------------------------
