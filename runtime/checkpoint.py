@@ -216,7 +216,8 @@ def _damaged(path: Path, problem: DamagedFile | str) -> str:
 
 def _fix(path: Path) -> str:
     if path.name == "best.npz":
-        return "delete it (last.npz is then used) or copy last.npz over it"
+        # not "copy last.npz over it": its weights would then pass for the best epoch's
+        return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
     return ("copy best.npz over it to resume from the best epoch, or start a new run with "
             "another --out")

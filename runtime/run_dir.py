@@ -357,8 +357,10 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
         if row is None and number == len(lines):
             torn = True
         elif row is None:
+            # Not "delete that line": resuming needs a row for every epoch trained.
             raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
-                                    "an epoch); delete that line, then resume")
+                                    "an epoch); restore the file from a backup, then resume, or "
+                                    "start a new run with another --out")
         else:
             rows.append(row)
     return rows, torn

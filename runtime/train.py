@@ -314,6 +314,9 @@ class Trainer:
             run.start_over(resolved_spec_text(self.source))
             return state, History(), 0, 1, None
         state, meta, pruning = self._read_checkpoint(run)
+        if run.file(BEST).exists():  # read at the end: found damaged now, not after training
+            ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(), self.spec.dtype,
+                                 self.spec)
         epoch = meta["epoch"]
         history = History(best_value=meta["best_value"], best_epoch=meta["best_epoch"],
                           epochs_since_best=meta["epochs_since_best"],

@@ -320,6 +320,20 @@ def test_a_damaged_checkpoint_is_a_one_line_error(trained, spec, how):
     assert_one_line_error(invoke("eval", trained, "--checkpoint", "last"), trained / "last.npz")
 
 
+@pytest.mark.parametrize("how", ["truncated", "empty"])
+def test_a_damaged_best_checkpoint_is_refused_before_a_resume_trains(trained, spec, how):
+    """best.npz is read at the end: found damaged only after every epoch was trained, with
+    summary.json left stale."""
+    damage(trained / "best.npz", how)
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 4,
+                                        "--quiet"), trained / "best.npz")
+    assert "damaged checkpoint" in line and line.endswith("delete it (last.npz is then used)")
+    assert files_of(trained) == before
+    (trained / "best.npz").unlink()  # as the line says
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 4, "--quiet"))
+
+
 @pytest.mark.parametrize("damage, field", [
     ({"epoch": -5}, "meta.epoch is -5"),
     ({"epoch": 10**30, "rng": "x"}, "meta.epoch is 1000"),
@@ -429,7 +443,8 @@ def test_a_damaged_middle_metrics_line_names_the_file_and_line(trained, spec):
     (trained / "metrics.jsonl").write_text("garbage\n" + lines[1] + "\n")
     line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet"),
                           trained / "metrics.jsonl")
-    assert "line 1" in line
+    # not "delete that line", which the resume then refuses (the epoch's row is missing)
+    assert "line 1 is damaged" in line and "restore the file from a backup" in line
 
 
 def test_a_run_with_a_checkpoint_but_no_spec_is_refused_and_kept(trained, spec):
