@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import TensorType
 from . import NoAttrs, OpDef, register
 from .common import onnx_op, same_as_first
@@ -290,6 +292,15 @@ def _elu_onnx(ox, node):
     return ox.emit("Where", ox.emit("Greater", x, ox.constant(0)), x, below)
 
 
+def _leaky_relu_onnx(ox, node):
+    (x,) = ox.inputs(node)
+    if ox.dtype == np.float32:
+        return ox.emit("LeakyRelu", x, alpha=node.attrs.alpha)
+    # LeakyRelu's alpha is a float32 attribute: a float64 model multiplies by its own constant
+    below = ox.emit("Mul", x, ox.constant(node.attrs.alpha))
+    return ox.emit("Where", ox.emit("Greater", x, ox.constant(0)), x, below)
+
+
 def _step_onnx(ox, node):
     (x,) = ox.inputs(node)
     at_least_zero = ox.emit("GreaterOrEqual", x, ox.constant(0))
@@ -315,7 +326,7 @@ _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.a
             into=(_fused_into("leaky_relu"), None),
             grad_into=(_leaky_relu_grad_into,
                        lambda attrs, g, x: (x, TensorType(x.shape, "bool"), x)),
-            onnx=onnx_op("LeakyRelu", alpha="alpha"), overwrites=((), (0, 1)))
+            onnx=_leaky_relu_onnx, overwrites=((), (0, 1)))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),

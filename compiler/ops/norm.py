@@ -346,7 +346,14 @@ def _bn_infer_vjp(gb, node, g):
 
 def _bn_infer_onnx(ox, node):
     x, mean, var, gamma, beta = ox.inputs(node)
-    return ox.emit("BatchNormalization", x, gamma, beta, mean, var, epsilon=node.attrs.eps)
+    if ox.dtype == np.float32:
+        return ox.emit("BatchNormalization", x, gamma, beta, mean, var, epsilon=node.attrs.eps)
+    # BatchNormalization's epsilon is a float32 attribute: 1e-5 rounded moves a float64
+    # model's outputs where a channel's variance is small. The forward's arithmetic instead.
+    shape = ox.ints([1, -1] + [1] * (len(node.inputs[0].type.shape) - 2))
+    mean, var, gamma, beta = (ox.emit("Reshape", v, shape) for v in (mean, var, gamma, beta))
+    scale = ox.emit("Div", gamma, ox.emit("Sqrt", ox.emit("Add", var, ox.constant(node.attrs.eps))))
+    return ox.emit("Add", ox.emit("Mul", ox.emit("Sub", x, mean), scale), beta)
 
 
 register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_infer_vjp,

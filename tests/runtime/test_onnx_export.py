@@ -203,6 +203,25 @@ def test_a_float64_spec_exports_in_float64(tmp_path):
     assert relative_error(got, model.forward(model.init_params(), x)) < 1e-12
 
 
+def test_float64_leaky_relu_and_batchnorm_keep_their_float64_constants():
+    """LeakyRelu's alpha and BatchNormalization's epsilon are float32 attributes: rounded, they
+    moved a float64 model past its tolerance (alpha 0.01, or a variance small next to eps), and
+    export refused it as a bug. (onnxruntime runs no float64 Conv: no convolution here.)"""
+    text = ("dtype: float64\nmodel:\n  input_shape: [2, 5, 5]\n  layers:\n"
+            "    - {type: batchnorm, eps: 0.001}\n    - {type: leaky_relu}\n"
+            "    - {type: flatten}\n"
+            "    - {type: dense, units: 4, activation: {type: leaky_relu, alpha: 0.1}}\n"
+            "    - {type: batchnorm}\nloss: mse\n")
+    model = Model(load_spec_text(text))
+    rng = np.random.default_rng(0)
+    params = {name: value * 1e-3 if name.endswith("running_var") else value
+              for name, value in random_params(model, rng).items()}
+    onnx_model = export_graph(model.lowered.graph, params, "float64")
+    x = rng.standard_normal((7, 2, 5, 5))
+    result = onnxruntime_outputs(onnx_model, x)
+    assert relative_error(result, model.forward(params, x)) < 1e-12
+
+
 EVERY_KIND = """\
 model:
   input_shape: [2, 11, 9]
