@@ -82,9 +82,9 @@ class Probe:
         entry = self.params[name]
         original = entry[index]
         entry[index] = original + step
-        plus, _ = self.model.loss_and_grads(self.params, self.x, self.y)
+        plus = self.model.loss(self.params, self.x, self.y)
         entry[index] = original - step
-        minus, _ = self.model.loss_and_grads(self.params, self.x, self.y)
+        minus = self.model.loss(self.params, self.x, self.y)
         entry[index] = original
         size = max(abs(plus), abs(minus), abs(self.center))
         return Difference((plus - minus) / (2 * step), (plus - self.center) / step,
@@ -112,7 +112,7 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
     as training does, the batch and the entries."""
     seed = model.spec.seed if seed is None else seed
     rng = np.random.default_rng(seed)
-    params = {k: v.astype(np.float64) for k, v in model.init_params(seed).items()}
+    params = {k: v.astype(np.float64, copy=False) for k, v in model.init_params(seed).items()}
     random_x, y = random_batch(model, batch if x is None else len(x), rng)
     x = random_x if x is None else np.asarray(x, dtype=np.float64)
     center, grads = model.loss_and_grads(params, x, y)
@@ -147,14 +147,15 @@ def training_mode_layers(spec) -> list[str]:
 
 def working_set_bytes(model: Model, batch: int) -> int:
     """What gradcheck holds at `batch`, in the model's dtype (float64 for gradcheck): the
-    loss-and-gradients graph's planned memory, its parameters and inputs, and the integer
-    labels drawn before their cast. The training step, which check_memory estimates, is
-    another graph."""
+    loss-and-gradients graph's planned memory, its parameters and inputs, the host copy of the
+    gradients it checks against, and the integer labels drawn before their cast. The training
+    step, which check_memory estimates, is another graph."""
     graph = optimize(build_loss_and_grads(model.spec).graph)
     held = sum(value_bytes(value.type, batch)
                for value in (*graph.inputs, *graph.params, *graph.state))
+    gradients = sum(value_bytes(value.type, batch) for value in graph.params)
     labels = batch * int(np.prod(model.lowered.logits.type.shape[1:])) * 8
-    return plan_memory(graph, batch).arena_bytes + held + labels
+    return plan_memory(graph, batch).arena_bytes + held + gradients + labels
 
 
 def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: float,

@@ -170,6 +170,12 @@ class Model:
                  for name, v in outputs.items() if name.startswith("grad/")}
         return float(outputs["loss"]), grads
 
+    def loss(self, params: dict, x, y_true) -> float:
+        """The loss of loss_and_grads alone: no host copy of the gradients (gradcheck's
+        differences need only the loss)."""
+        outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
+        return float(outputs["loss"])
+
     def _host_copy(self, array) -> np.ndarray:
         # An executor's outputs are its own buffers, overwritten by its next run.
         return np.array(self.backend.to_host(array), copy=True)

@@ -1157,6 +1157,32 @@ def test_gradcheck_refuses_a_batch_its_own_float64_graph_cannot_hold(tiny, monke
     assert "batch size 1000000" in line and "NNRUN_MEMORY_LIMIT" in line
 
 
+def test_gradcheck_memory_estimate_counts_what_it_holds(tmp_path):
+    """It counted a third of what gradcheck used (the probe's copies of every gradient):
+    a model the memory check let through then ran out of memory."""
+    import tracemalloc
+
+    import nnrun
+    from nnrun.runtime.gradcheck import gradcheck, working_set_bytes
+
+    spec = write(tmp_path / "wide.yaml", """\
+        model:
+          input_shape: [2]
+          layers:
+            - {type: dense, units: 600, activation: tanh}
+            - {type: dense, units: 600, activation: tanh}
+            - {type: dense, units: 1}
+        loss: binary_cross_entropy
+        """)
+    model = nnrun.compile(spec, overrides=["dtype=float64"])
+    tracemalloc.start()
+    start, _ = tracemalloc.get_traced_memory()
+    gradcheck(model, batch=4, samples=2)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert abs(peak - start - working_set_bytes(model, 4)) < 0.2 * (peak - start)
+
+
 def test_gradcheck_names_training_mode_layers_only_where_there_are_some(tiny, tmp_path):
     assert "inference mode" not in assert_ok(invoke("gradcheck", tiny)).stdout
     spec = write(tmp_path / "dropout.yaml", """\
