@@ -236,16 +236,21 @@ def _rectangular(values: list) -> list:
     return values
 
 
-def _check_given_values(layer):
-    """weights/bias/init_from of dense and conv layers: one source per value."""
-    if layer.init_from is not None and (layer.weights is not None or layer.bias is not None):
+def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
+    """weights, bias and init_from of dense and conv layers: one source per value. A field
+    validator, so that the error points at the field in conflict with one before it."""
+    given, field = info.data, info.field_name
+    if value is None:
+        return value
+    if field == "bias" and not given.get("use_bias", True):
+        raise ValueError("bias values given with use_bias: false; remove one of them")
+    if field == "weights" and given.get("init") is not None:
+        raise ValueError("init has no effect when weights are given; remove init")
+    if field == "init_from" and (given.get("weights") is not None
+                                 or given.get("bias") is not None):
         raise ValueError("give initial values either inline (weights, bias) or in init_from, "
                          "not both")
-    if layer.bias is not None and not layer.use_bias:
-        raise ValueError("bias values given with use_bias: false; remove one of them")
-    if layer.weights is not None and layer.init is not None:
-        raise ValueError("init has no effect when weights are given; remove init")
-    return layer
+    return value
 
 
 WEIGHTS_HELP = ("initial weight values, nested lists in nnrun's layout: dense [in, out] (the "
@@ -294,7 +299,7 @@ class Dense(LayerBase):
     bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)
 
-    _given_values = model_validator(mode="after")(_check_given_values)
+    _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
 
 
 class ConvBase(LayerBase):
@@ -314,7 +319,7 @@ class ConvBase(LayerBase):
     bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)
 
-    _given_values = model_validator(mode="after")(_check_given_values)
+    _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
 
 
 class Conv1d(ConvBase):
@@ -526,11 +531,12 @@ class Sgd(OptimizerBase):
     nesterov: Bool = False
     weight_decay: NonNegativeFloat = 0.0
 
-    @model_validator(mode="after")
-    def _nesterov_needs_momentum(self) -> "Sgd":
-        if self.nesterov and self.momentum == 0:
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        if nesterov and info.data.get("momentum") == 0:
             raise ValueError("nesterov: true needs momentum > 0; set optimizer.momentum (e.g. 0.9)")
-        return self
+        return nesterov
 
 
 class Adam(OptimizerBase):

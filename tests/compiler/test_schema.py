@@ -173,3 +173,32 @@ def test_numbers_of_a_spec_are_finite(value):
                        f"loss: {{type: mse, scale: {value}}}\n")
     (diagnostic,) = raised.value.diagnostics
     assert "'scale' must be a finite number" in diagnostic.message
+
+
+@pytest.mark.parametrize("layer, line, words", [
+    ("    - {type: dense, units: 3,\n       use_bias: false,\n       bias: [1, 2, 3]}\n", 6,
+     "bias values given with use_bias: false"),
+    ("    - {type: conv1d, filters: 1, kernel_size: 2,\n       init: zeros,\n"
+     "       weights: [[[1, 2]]]}\n", 6, "init has no effect when weights are given"),
+    ("    - {type: dense, units: 1,\n       bias: [0],\n       init_from: w.npz}\n", 6,
+     "either inline (weights, bias) or in init_from"),
+])
+def test_a_value_in_conflict_with_another_is_an_error_on_its_own_line(layer, line, words):
+    """These pointed at the layer's first line, whatever field was in conflict."""
+    text = f"model:\n  input_shape: [1, 4]\n  layers:\n{layer}"
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text.replace("input_shape: [1, 4]", "input_shape: [4]")
+                       if "dense" in layer else text)
+    diagnostic, = caught.value.diagnostics
+    assert words in diagnostic.message and diagnostic.line == line, diagnostic.format()
+
+
+def test_nesterov_without_momentum_is_an_error_on_its_line():
+    text = ("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n"
+            "optimizer:\n  type: sgd\n  lr: 0.1\n  nesterov: true\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text)
+    diagnostic, = caught.value.diagnostics
+    assert "nesterov: true needs momentum > 0" in diagnostic.message and diagnostic.line == 7
+    load_spec_text(text.replace("lr: 0.1", "momentum: 0.9"))
+
