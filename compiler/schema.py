@@ -322,9 +322,24 @@ class ConvBase(LayerBase):
     _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
 
 
+def _one_value_per_axis(cls, value: Any, info: ValidationInfo) -> Any:
+    """A 1-D layer's window fields take one value. Checked here rather than when lowering, which
+    stops at the first broken layer, so that every such error of a file comes at once."""
+    if isinstance(value, list) and len(value) != 1:
+        raise ValueError(f"{info.field_name} needs 1 value, got {value}")
+    return value
+
+
+def one_value_per_axis():
+    return field_validator("kernel_size", "pool_size", "stride", "padding", "dilation",
+                           "output_padding", check_fields=False)(_one_value_per_axis)
+
+
 class Conv1d(ConvBase):
     type: Literal["conv1d"]
     kernel_size: IntOrPair = Field(description="kernel length")
+
+    _one_value = one_value_per_axis()
 
 
 class Conv2d(ConvBase):
@@ -364,6 +379,8 @@ class Conv1dTranspose(ConvTransposeBase):
     type: Literal["conv1d_transpose"]
     kernel_size: IntOrPair = Field(description="kernel length")
 
+    _one_value = one_value_per_axis()
+
 
 class Conv2dTranspose(ConvTransposeBase):
     type: Literal["conv2d_transpose"]
@@ -379,6 +396,8 @@ class PoolBase(LayerBase):
 class MaxPool1d(PoolBase):
     type: Literal["maxpool1d"]
 
+    _one_value = one_value_per_axis()
+
 
 class MaxPool2d(PoolBase):
     type: Literal["maxpool2d"]
@@ -386,6 +405,8 @@ class MaxPool2d(PoolBase):
 
 class AvgPool1d(PoolBase):
     type: Literal["avgpool1d"]
+
+    _one_value = one_value_per_axis()
 
 
 class AvgPool2d(PoolBase):

@@ -202,3 +202,18 @@ def test_nesterov_without_momentum_is_an_error_on_its_line():
     assert "nesterov: true needs momentum > 0" in diagnostic.message and diagnostic.line == 7
     load_spec_text(text.replace("lr: 0.1", "momentum: 0.9"))
 
+
+def test_every_1d_layer_with_two_values_is_reported_at_once():
+    """They were found while lowering, one layer at a time (fix one, see the next)."""
+    text = ("model:\n  input_shape: [3, 8]\n  layers:\n"
+            "    - {type: conv1d, filters: 2, kernel_size: 3, stride: [1, 1]}\n"
+            "    - {type: maxpool1d, pool_size: [2, 2]}\n"
+            "    - {type: conv1d_transpose, filters: 2, kernel_size: 3, output_padding: [0, 0]}\n"
+            "    - {type: avgpool1d, pool_size: 2, padding: [1]}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec_text(text)
+    found = [(d.line, d.message) for d in caught.value.diagnostics]
+    assert found == [(4, "stride needs 1 value, got [1, 1]"),
+                     (5, "pool_size needs 1 value, got [2, 2]"),
+                     (6, "output_padding needs 1 value, got [0, 0]")], found
+
