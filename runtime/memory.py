@@ -1,8 +1,8 @@
 """Memory pre-flight: refuse a model that cannot fit before allocating it, rather than die with
 MemoryError halfway or push the machine into swap.
 
-The estimate is compiler/summary.py's `training_memory` (what a training step holds), read
-through `estimate_bytes` only. The limit is the memory available now:
+The estimate is compiler/summary.py's `training_memory` (what a training step holds), or the
+evaluation graph's memory plan for eval and predict, read through `estimate_bytes` only. The limit is the memory available now:
 MemAvailable of /proc/meminfo, the process's address-space limit (ulimit -v), the cgroup's
 memory.max (a scheduler's job limit) and, for cupy, the GPU's free memory; NNRUN_MEMORY_LIMIT
 (bytes, or a size such as 8GB) lowers it.
@@ -15,6 +15,9 @@ import re
 import resource
 from pathlib import Path
 
+from nnrun.compiler.passes import optimize
+from nnrun.compiler.passes.memory_plan import plan_memory, value_bytes
+from nnrun.compiler.step import build_evaluation
 from nnrun.compiler.summary import training_memory
 from nnrun.compiler.tables import byte_size
 
@@ -30,11 +33,14 @@ class MemoryLimitError(Exception):
 
 
 def estimate_bytes(model, batch: int, training: bool = True) -> int:
-    parts = training_memory(model.train_step, batch)
+    """What a training step holds at `batch`, or (training=False) what evaluation and
+    prediction hold: the evaluation graph's planned memory, its parameters, state and inputs."""
     if training:
-        return sum(parts.values())
-    # An upper bound for inference: a training step's memory without the optimizer state.
-    return sum(parts.values()) - parts.get("optimizer_state", 0)
+        return sum(training_memory(model.train_step, batch).values())
+    graph = optimize(build_evaluation(model.spec).graph)
+    held = sum(value_bytes(value.type, batch)
+               for value in (*graph.inputs, *graph.params, *graph.state))
+    return plan_memory(graph, batch).arena_bytes + held
 
 
 def evaluation_batch(model, most: int = 1000) -> int:
@@ -47,7 +53,11 @@ def evaluation_batch(model, most: int = 1000) -> int:
         return most
     one = estimate_bytes(model, 1, training=False)
     per_sample = max(estimate_bytes(model, 2, training=False) - one, 1)
-    return int(max(1, min(most, 1 + (available - one) // per_sample)))
+    batch = int(max(1, min(most, 1 + (available - one) // per_sample)))
+    # The plan's reuse of buffers is not quite linear in the batch: step down where it is over.
+    while batch > 1 and estimate_bytes(model, batch, training=False) > available:
+        batch -= max(1, batch // 20)
+    return batch
 
 
 def check_memory(model, batch: int, command: str, training: bool = True,
@@ -56,10 +66,12 @@ def check_memory(model, batch: int, command: str, training: bool = True,
     needed = estimate_bytes(model, batch, training) if needed is None else needed
     available, source = available_memory(model.backend)
     if needed > available:
+        # evaluation takes as few samples at a time as fit (evaluation_batch): no batch to lower
+        fix = ("lower the batch size or the model size" if training
+               else "free memory, or use a smaller model")
         raise MemoryLimitError(
             f"{command}: the model needs about {byte_size(needed)} at batch size {batch}, but "
-            f"only {byte_size(available)} is available ({source}); lower the batch size or "
-            "the model size (see `nnrun summary`)")
+            f"only {byte_size(available)} is available ({source}); {fix} (see `nnrun summary`)")
 
 
 def available_memory(backend=None) -> tuple[int, str]:

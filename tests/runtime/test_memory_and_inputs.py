@@ -229,3 +229,32 @@ def test_evaluation_takes_as_many_samples_at_a_time_as_fit(tmp_path, monkeypatch
     run = load_run(tmp_path / "run")
     assert run.batch == batch
     assert run.predict(np.zeros((3, 1, 8, 8))).shape == (3, 10)
+
+
+def test_eval_and_predict_count_what_evaluation_holds_not_a_training_step(tmp_path, monkeypatch):
+    """They refused with the training step's figure (gradients, Adam's state, the activations
+    kept for backward): a model that evaluates in 28 MB was refused under a 40 MB limit."""
+    import tracemalloc
+
+    import nnrun
+    from nnrun.runtime.evaluate import load_run
+    from nnrun.runtime.memory import estimate_bytes
+
+    spec = nnrun.load_spec_text(
+        "data: {dataset: digits, limit: 64}\nmodel:\n  layers:\n    - {type: flatten}\n"
+        "    - {type: dense, units: 1500, activation: tanh}\n"
+        "    - {type: dense, units: 1500, activation: tanh}\n    - {type: dense, units: 10}\n"
+        "optimizer: {type: adam}\ntrain: {epochs: 1, batch_size: 16}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    tracemalloc.start()
+    start, _ = tracemalloc.get_traced_memory()
+    run = load_run(tmp_path / "run")
+    run.predict(np.zeros((1000, 1, 8, 8)))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    estimate = estimate_bytes(run.model, run.batch, training=False)
+    assert run.batch == 1000 and abs(estimate - (peak - start)) < 0.15 * (peak - start)
+    training = estimate_bytes(run.model, 16)
+    assert training > 1.5 * estimate
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str((estimate + training) // 2))
+    assert_ok(invoke("eval", tmp_path / "run"))
