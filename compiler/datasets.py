@@ -7,6 +7,8 @@ data, so this module imports neither numpy nor scikit-learn. Loading lives in
 
 from __future__ import annotations
 
+import importlib.util
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +30,8 @@ class DatasetInfo:
     # Per-sample label shape: () one label per sample, (H, W) a label map per image
     # ("segmentation").
     label_shape: tuple[int, ...] = ()
+    # (module, package) that generates it, from the `datasets` extra; None: nnrun's own code
+    generator: tuple[str, str] | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -49,6 +53,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "mnist1d", (1, 40), 10, "classification", True, False,
             "1-D digit templates of length 40 from the mnist1d package, 4000 train / 1000 test",
+            generator=("mnist1d.data", "mnist1d"),
         ),
         DatasetInfo(
             "xor", (2,), 2, "binary", True, False,
@@ -61,6 +66,7 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "blobs", (2,), 3, "classification", True, False,
             "three gaussian blobs in the plane (scikit-learn make_blobs)",
+            generator=("sklearn.datasets", "scikit-learn"),
         ),
         DatasetInfo(
             "shapes", (1, 32, 32), 4, "segmentation", True, False,
@@ -111,3 +117,20 @@ def csv_columns(header_line: str) -> list[str]:
 def no_label_column(path, header: list[str]) -> str:
     return (f"{path}: no `label` column in the header row ({', '.join(header)}); name the "
             "targets' column `label`")
+
+
+DATASETS_EXTRA = "datasets"
+
+
+def generator_hint(package: str) -> str:
+    return (f"generating it needs the {package} package; install it with "
+            f"pip install 'nnrun[{DATASETS_EXTRA}]'")
+
+
+def missing_generator(name: str) -> str | None:
+    """The package a dataset's generator needs where it is not installed (found, not imported)."""
+    generator = DATASETS[name].generator if name in DATASETS else None
+    if generator is None or importlib.util.find_spec(generator[0].split(".")[0]) is not None:
+        return None
+    return generator[1]
+

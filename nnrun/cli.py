@@ -314,7 +314,8 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
             mismatch = declared_shape_errors(source)
             checked = check(source)
             diagnostics = (mismatch + checked.diagnostics + _memory_warning(checked, memory_limit)
-                           + _data_memory_warning(checked, memory_limit))
+                           + _data_memory_warning(checked, memory_limit)
+                           + _missing_generator_warning(checked))
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
@@ -359,6 +360,20 @@ def _memory_warning_limit(size: str | None) -> int:
         return parse_size(size)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--warn-memory") from None
+
+
+def _missing_generator_warning(checked) -> list[Diagnostic]:
+    """A dataset whose generator is not installed: train refuses it before loading."""
+    from nnrun.compiler.datasets import generator_hint, missing_generator
+    from nnrun.compiler.ir import Origin
+
+    data = checked.source.spec.data
+    package = missing_generator(data.dataset) if data is not None else None
+    if package is None:
+        return []
+    message = f"{generator_hint(package)} (not installed here: train refuses it)"
+    origin = Origin("data.dataset", keys=("data", "dataset"))
+    return [checked.source.diagnostic(origin, message, "warning")]
 
 
 def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:

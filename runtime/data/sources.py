@@ -20,7 +20,7 @@ import numpy as np
 
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, csv_columns, generated_bytes,
-                                     no_label_column)
+                                     generator_hint, no_label_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import CACHE_DAMAGE, ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -152,16 +152,14 @@ def classes_of(*label_arrays: np.ndarray | None) -> int:
 
 # --- built-in and generated ------------------------------------------------------------------
 
-DATASETS_EXTRA = "datasets"
 
-
-def import_extra(module: str, dataset: str, package: str):
+def import_extra(dataset: str):
     """Generators of heavier datasets are an extra, kept out of the light core install."""
+    module, package = DATASETS[dataset].generator
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise DataError(f"{dataset}: generating it needs the {package} package; install it with "
-                        f"pip install 'nnrun[{DATASETS_EXTRA}]'") from None
+        raise DataError(f"{dataset}: {generator_hint(package)}") from None
 
 
 def generated_count(name: str, data_spec: Any, default: int) -> int:
@@ -222,7 +220,7 @@ def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
-    make_blobs = import_extra("sklearn.datasets", "blobs", "scikit-learn").make_blobs
+    make_blobs = import_extra("blobs").make_blobs
 
     count, noise = generated_count("blobs", data_spec, 300), option(data_spec, "noise", 1.0)
     x, y = make_blobs(
@@ -273,7 +271,7 @@ def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def generate_mnist1d() -> dict[str, np.ndarray]:
-    generator = import_extra("mnist1d.data", "mnist1d", "mnist1d")
+    generator = import_extra("mnist1d")
     get_dataset_args, make_dataset = generator.get_dataset_args, generator.make_dataset
 
     # make_dataset reseeds the global `random` and `np.random`; put them back afterwards.

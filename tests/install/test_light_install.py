@@ -93,6 +93,28 @@ def test_missing_generator_names_the_extra(monkeypatch, dataset, module):
     assert "\n" not in message and "pip install 'nnrun[datasets]'" in message
 
 
+@pytest.mark.parametrize("dataset, module, classes", [("blobs", "sklearn", 3),
+                                                      ("mnist1d", "mnist1d", 10)])
+def test_validate_warns_where_a_datasets_generator_is_missing(monkeypatch, dataset, module,
+                                                              classes, tmp_path):
+    """validate said ok, then train refused the dataset for want of the package."""
+    from invoking import invoke
+
+    import importlib.util
+
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == module else found(name, *args))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"data: {{dataset: {dataset}}}\nmodel:\n  layers:\n"
+                    f"    - {{type: flatten}}\n    - {{type: dense, units: {classes}}}\n")
+    result = invoke("validate", spec)
+    assert result.exit_code == 0, result.output
+    assert f"{spec}:1:17: warning: data.dataset: generating it needs the" in result.stderr
+    assert "pip install 'nnrun[datasets]'" in result.stderr
+    assert invoke("validate", spec, "--strict").exit_code == 1
+
+
 # Import names whose distribution is named otherwise.
 DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
                    "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core",
