@@ -30,7 +30,9 @@ class CupyBackend(ArrayBackend):
         if devices == 0:
             raise BackendUnavailable(
                 f"backend 'cupy': CuPy is installed but has no usable CUDA device ({reason}); "
-                "run on a machine with an NVIDIA GPU and its driver, or use --backend numpy")
+                "run on a machine with an NVIDIA GPU and its driver, with the CuPy of that "
+                "driver's CUDA (pip install 'nnrun[cuda13]' for CUDA 13, 'nnrun[cuda12]' for "
+                "CUDA 12), or use --backend numpy")
 
     def from_host(self, array):
         return cupy.asarray(array)

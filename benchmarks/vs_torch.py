@@ -9,7 +9,9 @@ medians over repetitions of each worker's median step time, and the ratio nnrun 
 Both sides train the same spec's architecture on the same random batch with SGD (momentum 0.9),
 float32, with the same number of threads. `--backend cupy` compares with PyTorch on CUDA, both
 eager and with its training step captured by `torch.cuda.CUDAGraph` ("torch-graph"), and says
-which path nnrun's step took (captured, planned or reference: runtime/step_path.py).
+which path nnrun's step took (captured, planned or reference: runtime/step_path.py), with each
+side's inference throughput and the peak memory of its training step (nnrun: `bench`'s
+peak_memory_mb, what its memory pool grew by; PyTorch: torch.cuda.max_memory_allocated).
 
     python benchmarks/vs_torch.py                                  # issue 7's CPU table
     python benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --batch-size 128 1024
@@ -50,7 +52,7 @@ def nnrun_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     result = bench(model, batch, steps=steps, warmup=warmup, threads=threads)
     return {"train_ms": result["train_step_ms"], "infer_ms": result["inference_ms"],
             "threads": result["threads"], "numpy": np.__version__,
-            "step_path": result["step_path"]}
+            "step_path": result["step_path"], "peak_mb": result["peak_memory_mb"]}
 
 
 def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
@@ -84,12 +86,17 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     if graph:
         train_step = _captured_torch_step(torch, train_step)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    if device == "cuda":  # from here: the weights, the batch, and what the steps add
+        torch.cuda.reset_peak_memory_stats()
     net.train()
     train_ms = median_step_seconds(train_step, steps, warmup, sync) * 1e3
+    # The most its tensors held at once (gradients, momentum, activations included), as
+    # nnrun's peak_memory_mb counts its own; on the CPU PyTorch's allocator is not traced.
+    peak_mb = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     net.eval()
     infer_ms = median_step_seconds(inference, steps, warmup, sync) * 1e3
     return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "peak_mb": peak_mb}
 
 
 def _captured_torch_step(torch, train_step):
@@ -190,6 +197,9 @@ def compare(spec: str, batch: int, args) -> dict:
         row[f"{side}_train_ms"] = round(statistics.median(r["train_ms"] for r in runs), 3)
         row[f"{side}_infer_ms"] = round(statistics.median(r["infer_ms"] for r in runs), 3)
         row[f"{side}_threads"] = runs[0]["threads"]
+        row[f"{side}_infer_per_s"] = round(batch / row[f"{side}_infer_ms"] * 1e3)
+        peaks = [r["peak_mb"] for r in runs if r.get("peak_mb") is not None]
+        row[f"{side}_peak_mb"] = round(statistics.median(peaks), 1) if peaks else None
     row["train_ratio"] = round(row["nnrun_train_ms"] / row["torch_train_ms"], 2)
     row["infer_ratio"] = round(row["nnrun_infer_ms"] / row["torch_infer_ms"], 2)
     row["nnrun_step_path"] = results["nnrun"][0]["step_path"]
@@ -210,6 +220,9 @@ def print_table(rows: list[dict], markdown: bool) -> None:
     if "graph_ratio" in rows[0]:  # PyTorch with its step captured as a CUDA graph (or None)
         header += ["torch graph ms", "graph ratio"]
         keys += ["torch-graph_train_ms", "graph_ratio"]
+    if rows[0]["torch_peak_mb"] is not None:  # on a GPU: inference throughput, peak memory
+        header += ["nnrun infer/s", "torch infer/s", "nnrun peak MB", "torch peak MB"]
+        keys += ["nnrun_infer_per_s", "torch_infer_per_s", "nnrun_peak_mb", "torch_peak_mb"]
     if markdown:
         print("| " + " | ".join(header) + " |")
         print("|---|" + "---:|" * (len(header) - 1))

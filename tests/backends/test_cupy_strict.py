@@ -130,3 +130,22 @@ def test_the_other_commands_run_under_strict_cupy(monkeypatch, tmp_path):
                                         "--format", "json")).stdout)
     assert bench["backend"] == "cupy" and bench["step_path"] == "captured", bench
     assert "agree" in assert_ok(invoke("check-backends", spec, "--set", "data.limit=64")).stdout
+
+
+def test_cupy_without_a_device_names_the_extra_of_each_driver(monkeypatch):
+    """CuPy built for CUDA 13 on a CUDA 12 driver finds no device: the line said only to run
+    on a machine with a GPU."""
+    backend = strict_cupy.install(monkeypatch, capture=False)
+    import cupy
+
+    def no_device():
+        raise cupy.cuda.runtime.CUDARuntimeError("cudaErrorInsufficientDriver")
+
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", no_device)
+    from nnrun.backends import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable) as caught:
+        backend.CupyBackend()
+    message = str(caught.value)
+    assert "cudaErrorInsufficientDriver" in message and "\n" not in message
+    assert "'nnrun[cuda13]' for CUDA 13" in message and "'nnrun[cuda12]' for CUDA 12" in message
