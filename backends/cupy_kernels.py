@@ -29,10 +29,10 @@ TOLERANCE = {"float32": 2e-5, "float64": 1e-11}  # the self-check's, relative
 DTYPES = ("float32", "float64")
 
 # The backend members the CuPy backend overrides with these kernels.
-MEMBERS = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
-           "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
-           "max_pool_grad_index_into", "softmax_cross_entropy_into",
-           "softmax_cross_entropy_grad_into", "softmax_cross_entropy_with_grad_into")
+KERNEL_OVERRIDES = ("im2col_into", "batch_columns_into", "col2im_into", "activation_into",
+                    "bias_activation_into", "optimizer_update_into", "max_pool_index_into",
+                    "max_pool_grad_index_into", "softmax_cross_entropy_into",
+                    "softmax_cross_entropy_grad_into", "softmax_cross_entropy_with_grad_into")
 
 _MODULES: dict = {}
 _VERDICTS: dict = {}
@@ -336,12 +336,12 @@ _BACKEND: dict = {}
 
 
 def generic_backend():
-    """The CuPy backend with every member of MEMBERS the generic code's: the self-checks'
+    """The CuPy backend with every member of KERNEL_OVERRIDES the generic code's: the self-checks'
     reference (a generic member that calls another, as bias + activation does, must not reach
     a kernel), and the tests' and benchmark's."""
     if "generic" not in _BACKEND:
         from .cupy_backend import CupyBackend
 
-        members = {member: getattr(ArrayBackend, member) for member in MEMBERS}
+        members = {member: getattr(ArrayBackend, member) for member in KERNEL_OVERRIDES}
         _BACKEND["generic"] = type("GenericCupyBackend", (CupyBackend,), members)()
     return _BACKEND["generic"]

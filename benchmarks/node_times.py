@@ -30,7 +30,7 @@ def program(spec: str, batch: int, train: bool):
     for _ in range(3):
         _, updates = executor.run(feeds)
         feeds.update(updates)
-    return executor, executor._program(batch)
+    return executor, executor.program(batch)
 
 
 def node_medians(sides: dict, rounds: int) -> dict:

@@ -25,7 +25,7 @@ def backward(gb: GraphBuilder, loss: Value, wrt: list[Value]) -> dict[int, Value
         op = REGISTRY[node.op]
         if op.vjp is None:
             raise CompileError(node.origin, f"op '{node.op}' has no gradient rule"
-                               " (it is itself a gradient or update op)")
+                               " (gradient, update and pass-emitted ops have none)")
         with gb.at(node.origin):
             input_grads = op.vjp(gb, node, incoming[0] if len(incoming) == 1 else incoming)
         for value, grad in zip(node.inputs, input_grads):

@@ -28,7 +28,7 @@ import numpy as np
 
 from .checks import metrics_alike
 from .shapes import size_of
-from .summary import LayerRow, Summary, _layer_json, _shape
+from .summary import LayerRow, Summary, layer_json, shape_text
 from .tables import byte_size, table_text
 
 STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
@@ -294,7 +294,7 @@ def diff_json(result: Diff) -> dict:
 
 
 def _layer_json_with_memory(row: LayerRow | None, memory: int | None) -> dict | None:
-    return None if row is None else {**_layer_json(row), "train_memory_bytes": memory}
+    return None if row is None else {**layer_json(row), "train_memory_bytes": memory}
 
 
 def _side_json(side: Side) -> dict:
@@ -325,7 +325,8 @@ def _layer_cells(change: LayerChange) -> list[str]:
            for name, (x, y) in change.settings.items()]
         + change.changes))
     return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
-            _pick(a, b, lambda row: row.type), _pick(a, b, lambda row: _shape(row.output_shape)),
+            _pick(a, b, lambda row: row.type),
+            _pick(a, b, lambda row: shape_text(row.output_shape)),
             _count_change(a and a.params, b and b.params),
             _count_change(a and a.flops, b and b.flops), _memory_change(*change.memory), what]
 
@@ -356,7 +357,7 @@ def _total_cells(name: str, a, b) -> list[str]:
     if name == "train_memory_bytes":
         return [label, byte_size(a), byte_size(b), _relative(a, b, byte_size(b - a, signed=True))]
     if isinstance(a, list):
-        return [label, _shape(a), _shape(b), "" if a == b else "changed"]
+        return [label, shape_text(a), shape_text(b), "" if a == b else "changed"]
     return [label, f"{a:,}", f"{b:,}", _relative(a, b, f"{b - a:+,}")]
 
 

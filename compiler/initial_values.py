@@ -125,7 +125,7 @@ def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
               if f"{layer}.{suffix}" in lowered.params}
     found, errors = {}, []
     for key in shapes:
-        suffix = key.removeprefix("params/").removeprefix(f"{layer}.")
+        suffix = key.removeprefix(PARAMS_PREFIX).removeprefix(f"{layer}.")
         if suffix in wanted:
             found[suffix] = key
         else:
@@ -145,7 +145,7 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     known = {**lowered.params, **lowered.state}
     found, errors = {}, []
     for key in shapes:
-        name = key.removeprefix("params/")
+        name = key.removeprefix(PARAMS_PREFIX)
         if name in known:
             found[name] = key
         else:
@@ -177,8 +177,13 @@ def _give(lowered, name: str, given: GivenValues) -> None:
     table[name] = replace(table[name], init=given)
 
 
+# A checkpoint's layout (runtime/checkpoint.py writes it): parameters and buffers under
+# params/, optimizer state and pruning masks under their own prefixes, a JSON `meta` entry.
+PARAMS_PREFIX = "params/"
+OWN_PREFIXES = ("opt/", "mask/")
+META_KEY = "meta"
 # A checkpoint's members that are no initial values: optimizer state, pruning masks, metadata.
-_NOT_VALUES = ("opt/", "mask/", "meta.npy")
+_NOT_VALUES = (*OWN_PREFIXES, f"{META_KEY}.npy")
 
 
 def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:

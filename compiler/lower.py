@@ -148,10 +148,15 @@ def _lower_dense(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     features = x.type.shape[1]  # on anything but a vector, matmul's shape rule says so
     w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units)
     y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
-    if layer.use_bias:
-        b = ctx.param("bias", (layer.units,), layer.bias_init, features, layer.units)
-        y = ctx.gb.emit("bias_add", y, b)
-    return y
+    return _with_bias(ctx, layer, y, layer.units, features, layer.units)
+
+
+def _with_bias(ctx: LayerContext, layer, y: Value, count: int, fan_in: int, fan_out: int) -> Value:
+    """y plus the layer's bias of `count` values (one per unit or filter), where it has one."""
+    if not layer.use_bias:
+        return y
+    b = ctx.param("bias", (count,), layer.bias_init, fan_in, fan_out)
+    return ctx.gb.emit("bias_add", y, b)
 
 
 def _init(ctx: LayerContext, layer):
@@ -243,10 +248,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
     with ctx.gb.at(ctx.origin, at_kernel, input_hint=f"use {other}"):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
-    if layer.use_bias:
-        b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
-        y = ctx.gb.emit("bias_add", y, b)
-    return y
+    return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
 
 
 def padding_seed(spec_seed: int, layer_name: str) -> int:
@@ -277,10 +279,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     fields = {"pad": "padding", "output_padding": "output_padding"}
     with ctx.gb.at(ctx.origin, fields, input_hint=f"use {other}"):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra, dilation))
-    if layer.use_bias:
-        b = ctx.param("bias", (layer.filters,), layer.bias_init, fan_in, fan_out)
-        y = ctx.gb.emit("bias_add", y, b)
-    return y
+    return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
 
 
 def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
@@ -623,7 +622,7 @@ def _check_output(spec, lowered) -> None:
                                f"the model ends with {per_sample(logits)}; set {units}: 1")
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
-    elif dataset.label_shape and spec.loss.type in ("mse", "mae", "huber") \
+    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
         raise CompileError(origin.at_field(units), f"{spec.loss.type} compares the label maps "
                            f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "

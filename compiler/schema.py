@@ -508,6 +508,8 @@ Loss = tagged_union(CrossEntropy, BinaryCrossEntropy, Mse, Mae, Huber, Perceptro
 # The losses that take class labels, integers 0..k-1 (one per sample, or label maps); the
 # others take targets shaped like the outputs.
 CLASS_LABEL_LOSSES = ("cross_entropy", "perceptron")
+# Losses of values: a target per output (class labels become one-hot targets or numbers).
+REGRESSION_LOSSES = ("mse", "mae", "huber")
 
 # --- optimizers and schedules ---------------------------------------------------------------
 

@@ -50,6 +50,37 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
     return WindowSize(size, formula, unused)
 
 
+def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
+    return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
+
+
+def window_sizes(spatial, kernel, attrs) -> tuple[int, ...]:
+    """Output spatial sizes of a sliding window (attrs' stride, pad and dilation), unchecked."""
+    return tuple(window_output(n, k, s, pad, d).size for n, k, s, pad, d in
+                 zip(spatial, kernel, attrs.stride, pad_pairs(attrs.pad), attrs.dilation))
+
+
+def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
+    """Output spatial sizes of a sliding window over x, or a ShapeError with the arithmetic."""
+    sizes = window_sizes(x.shape[2:], kernel, attrs)
+    axis_names = ["length"] if len(kernel) == 1 else ["rows", "columns"]
+    for axis, size, n, k, s, pad, d in zip(axis_names, sizes, x.shape[2:], kernel, attrs.stride,
+                                           pad_pairs(attrs.pad), attrs.dilation):
+        if size < 1:
+            result = window_output(n, k, s, pad, d)
+            dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
+            cause = "dilation" if dilated else "kernel"
+            smaller = "pool_size" if what == "pool" and cause == "kernel" else cause
+            raise ShapeError(
+                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
+                f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
+                f"{result.formula})",
+                f"use a smaller {smaller}, add padding, or remove a downsampling layer before it",
+                attribute=cause,
+            )
+    return sizes
+
+
 @dataclass(frozen=True)
 class Unread:
     """The input positions of one axis that no window reads."""

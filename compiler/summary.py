@@ -75,13 +75,13 @@ class Summary:
         }
 
     def _layer_json(self, row: LayerRow) -> dict:
-        data = _layer_json(row)
+        data = layer_json(row)
         if self.sparsity is not None:
             data["sparsity"] = self.layer_sparsity(row)
         return data
 
 
-def _layer_json(row: LayerRow) -> dict:
+def layer_json(row: LayerRow) -> dict:
     return {"name": row.name, "type": row.type, "inputs": row.inputs,
             "output_shape": row.output_shape, "kernel": row.kernel, "params": row.params,
             "trainable_params": row.trainable_params, "mult_adds": row.mult_adds,
@@ -151,8 +151,8 @@ SUMMARY_COLUMNS = ["layer", "type", "inputs", "output shape", "kernel", "params"
 
 def summary_text(summary: Summary, width: int | None = None) -> str:
     """The summary as text; `width` wraps the table to a terminal's columns."""
-    rows = [[row.name, row.type, ", ".join(row.inputs), _shape(row.output_shape),
-             _shape(row.kernel) if row.kernel else "-", f"{row.params:,}", f"{row.mult_adds:,}",
+    rows = [[row.name, row.type, ", ".join(row.inputs), shape_text(row.output_shape),
+             shape_text(row.kernel) if row.kernel else "-", f"{row.params:,}", f"{row.mult_adds:,}",
              f"{row.flops:,}"] for row in summary.layers]
     total_mult_adds = sum(row.mult_adds for row in summary.layers)
     rows.append(["total", "", "", "", "", f"{summary.total_params:,}", f"{total_mult_adds:,}",
@@ -198,5 +198,5 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def _shape(shape: list) -> str:
+def shape_text(shape: list) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"

@@ -452,7 +452,7 @@ def summary(spec, fmt, resolved, checkpoint, overrides) -> None:
     elif fmt == "json":
         click.echo(json.dumps(checked.summary.as_json(), indent=2))
     else:
-        click.echo(summary_text(checked.summary, _terminal_width()), nl=False)
+        click.echo(summary_text(checked.summary, terminal_width()), nl=False)
     if errors:  # over its budget: the table shows what to cut, then the budget fails
         raise SpecError(errors)
 
@@ -466,7 +466,7 @@ def _run_spec(run_dir: Path) -> Path:
     return run_dir / "spec.yaml"
 
 
-def _terminal_width() -> int | None:
+def terminal_width() -> int | None:
     """The terminal's columns when stdout is one (tables wrap to fit), else None (no limit)."""
     from rich.console import Console
 

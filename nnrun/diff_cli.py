@@ -68,6 +68,6 @@ def diff_command(a, b, fmt) -> None:
     elif fmt == "markdown":
         click.echo(diff_markdown(result), nl=False)
     else:
-        from nnrun.cli import _terminal_width
+        from nnrun.cli import terminal_width
 
-        click.echo(diff_text(result, _terminal_width()), nl=False)
+        click.echo(diff_text(result, terminal_width()), nl=False)

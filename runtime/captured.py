@@ -27,11 +27,11 @@ class CapturedExecutor:
         self.steps: dict[int, _CapturedStep] = {}
 
     def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        batch = self.planned._batch_size(feeds)
+        batch = self.planned.batch_size(feeds)
         step = self.steps.get(batch)
         if step is None:
             step = self._captured(batch, feeds)
-        self.planned._load_state(feeds)
+        self.planned.load_state(feeds)
         step.load(feeds)
         step.graph.launch()
         return dict(step.outputs), dict(step.updates)
@@ -43,16 +43,16 @@ class CapturedExecutor:
     def _captured(self, batch: int, feeds) -> "_CapturedStep":
         if len(self.steps) >= MAX_GRAPHS:
             self.steps.pop(next(iter(self.steps)))
-        program = self.planned._program(batch)
+        program = self.planned.program(batch)
         xp = self.backend.xp
         fixed = {name: xp.empty_like(feeds[name]) for _, name in program.fed if name in feeds}
         step = _CapturedStep(fixed, program)
         step.load(feeds)
-        self.planned._load_state(feeds)
-        saved = self.planned._state_buffer.copy()
+        self.planned.load_state(feeds)
+        saved = self.planned.state_buffer.copy()
         for _ in range(self.warmup_runs):
             self.capture.warm(lambda: program.run(fixed))
-        xp.copyto(self.planned._state_buffer, saved)
+        xp.copyto(self.planned.state_buffer, saved)
 
         def captured_run():
             step.outputs, step.updates = program.run(fixed)

@@ -21,6 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stri
                       ValidationError, model_validator)
 from pydantic_core import to_jsonable_python
 
+from nnrun.compiler.initial_values import META_KEY, OWN_PREFIXES, PARAMS_PREFIX
 from nnrun.compiler.schema import default_layer_names
 
 from .archives import ArrayHeader, DamagedFile, first_not_finite, npz_headers, read_npz
@@ -128,19 +129,17 @@ def _without_defaults(value):
 
 def save_checkpoint(path: Path, state: dict[str, np.ndarray], meta: dict) -> None:
     arrays = {_stored_name(name): np.asarray(value) for name, value in state.items()}
-    arrays["meta"] = np.array(json.dumps(meta))
+    arrays[META_KEY] = np.array(json.dumps(meta))
     write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
-_OWN_PREFIXES = ("opt/", "mask/")  # stored under their own names; the rest under params/
-
-
 def _stored_name(name: str) -> str:
-    return name if name.startswith(_OWN_PREFIXES) else f"params/{name}"
+    # optimizer state and masks under their own names; parameters and buffers under params/
+    return name if name.startswith(OWN_PREFIXES) else f"{PARAMS_PREFIX}{name}"
 
 
 def _state_name(key: str) -> str:
-    return key[len("params/"):] if key.startswith("params/") else key
+    return key.removeprefix(PARAMS_PREFIX)
 
 
 def checkpoint_meta(path: Path) -> dict:
@@ -160,7 +159,7 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
                               f"(hash {meta.get('spec_hash')}, this spec {spec_hash(spec)}); "
                               "use the run directory of this spec")
     if expected is None:
-        wanted = {key: header for key, header in headers.items() if key != "meta"}
+        wanted = {key: header for key, header in headers.items() if key != META_KEY}
     else:
         wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype)
                   for name, shape in expected.items()}
@@ -224,12 +223,12 @@ def _fix(path: Path) -> str:
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
-    header = headers.get("meta")
+    header = headers.get(META_KEY)
     if header is None or header.dtype.kind != "U" or header.size_bytes > META_LIMIT_BYTES:
         raise CheckpointError(f"{path}: not an nnrun checkpoint (no meta entry); "
                               "give the run directory that nnrun wrote")
     try:
-        meta = json.loads(str(_read(path, {"meta": header})["meta"]))
+        meta = json.loads(str(_read(path, {META_KEY: header})[META_KEY]))
     except json.JSONDecodeError as error:
         raise CheckpointError(_damaged(path, f"meta is not JSON: {error}")) from None
     try:

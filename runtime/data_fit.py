@@ -9,9 +9,10 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    one_hot_needs_a_vector, one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.schema import CLASS_LABEL_LOSSES
+from nnrun.compiler.schema import REGRESSION_LOSSES
 
-from .data.targets import CLASS_METRICS, check_targets_fit, multi_label_message
+from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit,
+                           multi_label_message)
 
 
 class DataFitError(Exception):
@@ -36,7 +37,7 @@ def task_for_model(spec, model, data) -> str:
 
 def _numbers_for_one_output(spec, model, data) -> bool:
     outputs = tuple(model.lowered.logits.type.shape[1:])
-    return (data.task == "classification" and spec.loss.type in ("mse", "mae", "huber")
+    return (data.task == "classification" and spec.loss.type in REGRESSION_LOSSES
             and outputs == (1,) and data.train.y.ndim == 1 and len(data.train.y) > 0
             and int(data.train.y.max()) > 1)
 
@@ -155,7 +156,7 @@ def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
     vector output (compiler/lower.py checks the named datasets before any data); label maps
     are compared as they are, with one score per position."""
     loss = spec.loss.type
-    if data.task == "regression" or loss not in ("mse", "mae", "huber"):
+    if data.task == "regression" or loss not in REGRESSION_LOSSES:
         return
     label_shape = list(data.train.y.shape[1:])
     if not label_shape and len(outputs) > 1:
@@ -176,8 +177,7 @@ def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where:
 def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     """Label maps [H, W] need an output [classes, H, W] (binary: [1, H, W]); one label per
     sample needs class scores [classes]."""
-    if data.task == "regression" or spec.loss.type not in (*CLASS_LABEL_LOSSES,
-                                                           "binary_cross_entropy"):
+    if data.task == "regression" or spec.loss.type not in LABEL_LOSSES:
         return
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])

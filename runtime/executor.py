@@ -58,25 +58,25 @@ class PlannedExecutor:
         self.max_plans = max_plans  # an epoch's last, smaller batch gets a plan of its own
         self.programs: dict[int, _Program] = {}
         xp = backend.xp
-        self._state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
-        self.state = {name: _view(self._state_buffer, place)  # views of one buffer, by name
+        self.state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
+        self.state = {name: _view(self.state_buffer, place)  # views of one buffer, by name
                       for name, place in self.layout.places.items()}
 
     def plan(self, batch: int) -> MemoryPlan:
-        return self._program(batch).plan
+        return self.program(batch).plan
 
     def run(self, feeds: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        program = self._program(self._batch_size(feeds))
-        self._load_state(feeds)
+        program = self.program(self.batch_size(feeds))
+        self.load_state(feeds)
         return program.run(feeds)
 
-    def _batch_size(self, feeds) -> int:
+    def batch_size(self, feeds) -> int:
         for leaf in self.graph.inputs:
             if leaf.type.shape and leaf.type.shape[0] == BATCH and leaf.name in feeds:
                 return int(feeds[leaf.name].shape[0])
         return 1
 
-    def _program(self, batch: int) -> "_Program":
+    def program(self, batch: int) -> "_Program":
         program = self.programs.get(batch)
         if program is None:
             if len(self.programs) >= self.max_plans:
@@ -85,7 +85,7 @@ class PlannedExecutor:
             program = self.programs[batch] = _Program(self.graph, self.backend, plan, self.state)
         return program
 
-    def _load_state(self, feeds) -> None:
+    def load_state(self, feeds) -> None:
         """Updated state lives in the executor's buffer; a fed array that is not already that
         buffer's view is copied in (the first step, a resume, a pruning mask applied)."""
         for name, target in self.state.items():

@@ -2,10 +2,10 @@
 MemoryError halfway or push the machine into swap.
 
 The estimate is compiler/summary.py's `training_memory` (what a training step holds), or the
-evaluation graph's memory plan for eval and predict, read through `estimate_bytes` only. The limit is the memory available now:
-MemAvailable of /proc/meminfo, the process's address-space limit (ulimit -v), the cgroup's
-memory.max (a scheduler's job limit) and, for cupy, the GPU's free memory; NNRUN_MEMORY_LIMIT
-(bytes, or a size such as 8GB) lowers it.
+evaluation graph's memory plan for eval and predict, read through `estimate_bytes` only. The
+limit is the memory available now: MemAvailable of /proc/meminfo, the process's address-space
+limit (ulimit -v), the cgroup's memory.max (a scheduler's job limit) and, for cupy, the GPU's
+free memory; NNRUN_MEMORY_LIMIT (bytes, or a size such as 8GB) lowers it.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from nnrun.compiler.frontend import SourceSpec, compile_checked
 from nnrun.compiler.ops.norm import dropout_key
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
-from nnrun.compiler.schema import CLASS_LABEL_LOSSES
+from nnrun.compiler.schema import CLASS_LABEL_LOSSES, REGRESSION_LOSSES
 from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
 from .agreement import rounding_sensitive
@@ -314,7 +314,7 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
 def _fits_outputs(y: np.ndarray, output: tuple, loss: str) -> bool:
     """Targets of as many values as the outputs, or class labels [N] that become one-hot
     targets of a vector output under mse, mae or huber (target_array)."""
-    one_hot = loss in ("mse", "mae", "huber") and _one_hot_labels(y, output)
+    one_hot = loss in REGRESSION_LOSSES and _one_hot_labels(y, output)
     return one_hot or y[0].size == int(np.prod(output))
 
 

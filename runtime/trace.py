@@ -23,7 +23,7 @@ from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import checkpoint_meta
 from .data import augment_batch
 from .executor import Executor
-from .train import History, Trainer, _batches
+from .train import History, Trainer, epoch_batches
 
 
 class TraceError(Exception):
@@ -126,9 +126,7 @@ def _batches_from(trainer, first_epoch: int, steps: int):
     draws them (Trainer.train_epoch), from the start of `first_epoch`."""
     taken, epoch, spec = 0, first_epoch, trainer.spec
     while True:
-        rng = np.random.default_rng([spec.seed, epoch])
-        batches = _batches(len(trainer.data.train.x), spec.train.batch_size, spec.train.shuffle,
-                           rng)
+        rng, batches = epoch_batches(spec, len(trainer.data.train.x), epoch)
         for index, batch in enumerate(batches):
             yield epoch, index, len(batches), batch, rng
             taken += 1

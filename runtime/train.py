@@ -225,9 +225,6 @@ class Trainer:
 
     # --- state ----------------------------------------------------------------------------
 
-    def initial_state(self) -> dict:
-        return self.model.train_state(self.spec.seed)
-
     def host_state(self) -> dict:
         return {name: self.backend.to_host(value) for name, value in self.state.items()}
 
@@ -356,8 +353,8 @@ class Trainer:
         run.write_spec(resolved_spec_text(self.source))
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:
-        rng = np.random.default_rng([self.spec.seed, epoch])
-        batches = self._epoch_indices(rng)
+        rng, batches = epoch_batches(self.spec, len(self.data.train.x), epoch)
+        batches = self._rank_batches(batches)
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
         progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
@@ -402,9 +399,9 @@ class Trainer:
                  f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")
             self.said_loss_rose = True
 
-    def _epoch_indices(self, rng) -> list[np.ndarray]:
-        batches = _batches(len(self.data.train.x), self.spec.train.batch_size,
-                           self.spec.train.shuffle, rng)
+    def _rank_batches(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        """The epoch's batches as this run takes them: --max-steps of them, split evenly over
+        the ranks."""
         if self.max_steps:
             batches = batches[: self.max_steps]
         return self.ranks.even_batches(batches)
@@ -744,9 +741,14 @@ class StepLosses:
         return first + at, float(values[at])
 
 
-def _batches(count: int, batch_size: int, shuffle: bool, rng) -> list[np.ndarray]:
-    order = rng.permutation(count) if shuffle else np.arange(count)
-    return [order[i:i + batch_size] for i in range(0, count, batch_size)]
+def epoch_batches(spec, count: int, epoch: int) -> tuple[np.random.Generator, list[np.ndarray]]:
+    """Epoch `epoch`'s generator, default_rng([seed, epoch]), and the batches of sample indices
+    it shuffles first (then each batch's augmentation and dropout key draw from it): training
+    and `nnrun trace` both draw them here."""
+    rng = np.random.default_rng([spec.seed, epoch])
+    order = rng.permutation(count) if spec.train.shuffle else np.arange(count)
+    size = spec.train.batch_size
+    return rng, [order[i:i + size] for i in range(0, count, size)]
 
 
 def _better(value: float, best: float, mode: str, min_delta: float) -> bool:

@@ -31,8 +31,6 @@ class OpDef:
     # flops(attrs, input_types, output_type) -> forward FLOPs per sample (DESIGN.md section 6)
     flops: Callable[..., int] | None = None
     doc: str = ""
-    # A gradient or update op: autodiff refuses it with a clear message instead of a KeyError.
-    is_gradient: bool = False
     # forward_into(be, attrs, out, *arrays): the forward written into preallocated buffers, `out`
     # being the tuple (*outputs, *scratch). The plain forward stays the reference it must match.
     forward_into: Callable[..., None] | None = None

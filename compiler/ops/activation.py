@@ -53,7 +53,7 @@ def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into
                    forward_into=forward_into, scratch=scratch, batch_parallel=True, onnx=onnx,
                    overwrites=overwrites[0]))
     forward_into, scratch = grad_into or (None, None)
-    register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None, is_gradient=True,
+    register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None,
                    doc=f"gradient of {name}: g * d{name}/dx",
                    forward_into=forward_into, scratch=scratch, batch_parallel=True,
                    overwrites=overwrites[1]))

@@ -44,6 +44,6 @@ def _allreduce_mean_into(be, attrs, out, *grads):
 
 
 register(OpDef("allreduce_mean", NoAttrs, _allreduce_mean_shape, _allreduce_mean_forward, None,
-               is_gradient=True, forward_into=_allreduce_mean_into,
+               forward_into=_allreduce_mean_into,
                scratch=_allreduce_mean_scratch,
                doc="each input averaged over the ranks of a data-parallel run, in one all-reduce"))

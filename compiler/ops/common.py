@@ -7,7 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample
+from ..shapes import ShapeError, pad_pairs, per_sample
 
 
 def same_as_first(attrs, x: TensorType, *rest: TensorType) -> TensorType:
@@ -89,3 +89,46 @@ def _moved_axes(ndim: int, source: int, destination: int) -> tuple:
     order = [axis for axis in range(ndim) if axis != source % ndim]
     order.insert(destination % ndim, source % ndim)
     return tuple(order)
+
+
+# --- padding the spatial axes of [B, C, *spatial] arrays (conv, pool, pad) ------------------
+
+def zero_pad(xp, x, pad):
+    pairs = pad_pairs(pad)
+    if not any(lo or hi for lo, hi in pairs):
+        return x
+    return xp.pad(x, ((0, 0), (0, 0), *pairs))
+
+
+def unpad(x, pad):
+    slices = tuple(slice(lo, x.shape[2 + i] - hi) for i, (lo, hi) in enumerate(pad_pairs(pad)))
+    return x[(slice(None), slice(None), *slices)]
+
+
+def padded_type(x: TensorType, pad) -> TensorType:
+    return TensorType((*x.shape[:2], *(n + lo + hi for n, (lo, hi) in
+                                       zip(x.shape[2:], pad_pairs(pad)))), x.dtype)
+
+
+def is_padded(pad) -> bool:
+    return any(lo or hi for lo, hi in pad_pairs(pad))
+
+
+def padded_scratch(x: TensorType, pad) -> tuple:
+    """The scratch buffer a kernel pads x into: none when there is no padding."""
+    return (padded_type(x, pad),) if is_padded(pad) else ()
+
+
+def pad_into(xp, x, pad, padded, fill=0):
+    """x into the preallocated `padded` buffer, `fill` around it; returns what to read."""
+    if not is_padded(pad):
+        return x
+    padded.fill(fill)
+    xp.copyto(unpad(padded, pad), x)
+    return padded
+
+
+def onnx_pads(pad: tuple) -> list[int]:
+    """ONNX's order: every axis's padding before, then every axis's padding after."""
+    pairs = pad_pairs(pad)
+    return [lo for lo, _ in pairs] + [hi for _, hi in pairs]

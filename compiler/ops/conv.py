@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import TensorType
-from ..shapes import ShapeError, size_of, transposed_output, window_output
+from ..shapes import ShapeError, pad_pairs, size_of, transposed_output, window_shape, window_sizes
 from . import SLICED, SUMMED, OpDef, forward_through_into, register
-from .common import array_type, check_sample_rank, matmul, moved
+from .common import (array_type, check_sample_rank, is_padded, matmul, moved, onnx_pads, pad_into,
+                     padded_scratch, padded_type, unpad, zero_pad)
 
 
 @dataclass(frozen=True)
@@ -24,38 +25,6 @@ class ConvAttrs:
     x_batch_last: bool = False
 
 
-def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
-    return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
-
-
-def onnx_pads(pad: tuple) -> list[int]:
-    """ONNX's order: every axis's padding before, then every axis's padding after."""
-    pairs = pad_pairs(pad)
-    return [lo for lo, _ in pairs] + [hi for _, hi in pairs]
-
-
-def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
-    """Output spatial sizes of a sliding window over x, or a ShapeError with the arithmetic."""
-    sizes = []
-    axis_names = ["length"] if len(kernel) == 1 else ["rows", "columns"]
-    for axis, n, k, s, pad, d in zip(axis_names, x.shape[2:], kernel, attrs.stride,
-                                     pad_pairs(attrs.pad), attrs.dilation):
-        result = window_output(n, k, s, pad, d)
-        if result.size < 1:
-            dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
-            cause = "dilation" if dilated else "kernel"
-            smaller = "pool_size" if what == "pool" and cause == "kernel" else cause
-            raise ShapeError(
-                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
-                f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
-                f"{result.formula})",
-                f"use a smaller {smaller}, add padding, or remove a downsampling layer before it",
-                attribute=cause,
-            )
-        sizes.append(result.size)
-    return tuple(sizes)
-
-
 def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
     rank = w.rank - 2
     check_sample_rank(x, rank, f"conv{rank}d",
@@ -65,18 +34,6 @@ def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[1]}")
     out = window_shape(attrs, x, w.shape[2:], "kernel")
     return TensorType((x.shape[0], w.shape[0], *out), x.dtype)
-
-
-def zero_pad(xp, x, pad):
-    pairs = pad_pairs(pad)
-    if not any(lo or hi for lo, hi in pairs):
-        return x
-    return xp.pad(x, ((0, 0), (0, 0), *pairs))
-
-
-def unpad(x, pad):
-    slices = tuple(slice(lo, x.shape[2 + i] - hi) for i, (lo, hi) in enumerate(pad_pairs(pad)))
-    return x[(slice(None), slice(None), *slices)]
 
 
 # With columns [B, C*K, O] (K the kernel size, O the output size, both flattened) and the
@@ -90,8 +47,7 @@ def _columns(be, attrs, x, w):
 
 
 def _conv_forward(be, attrs, x, w):
-    out = [window_output(n, k, s, p, d).size for n, k, s, p, d in
-           zip(x.shape[2:], w.shape[2:], attrs.stride, pad_pairs(attrs.pad), attrs.dilation)]
+    out = window_sizes(x.shape[2:], w.shape[2:], attrs)
     y = matmul(be, w.reshape(w.shape[0], -1), _columns(be, attrs, x, w))
     return y.reshape(x.shape[0], w.shape[0], *out)
 
@@ -208,29 +164,6 @@ def _second_input_shape(attrs, g, x, w):
 
 def _first_input_shape(attrs, g, x, w):
     return x
-
-
-def padded_type(x: TensorType, pad) -> TensorType:
-    return TensorType((*x.shape[:2], *(n + lo + hi for n, (lo, hi) in
-                                       zip(x.shape[2:], pad_pairs(pad)))), x.dtype)
-
-
-def is_padded(pad) -> bool:
-    return any(lo or hi for lo, hi in pad_pairs(pad))
-
-
-def padded_scratch(x: TensorType, pad) -> tuple:
-    """The scratch buffer a kernel pads x into: none when there is no padding."""
-    return (padded_type(x, pad),) if is_padded(pad) else ()
-
-
-def pad_into(xp, x, pad, padded, fill=0):
-    """x into the preallocated `padded` buffer, `fill` around it; returns what to read."""
-    if not is_padded(pad):
-        return x
-    padded.fill(fill)
-    xp.copyto(unpad(padded, pad), x)
-    return padded
 
 
 def _conv_grad_input_scratch(attrs, g, x, w):
@@ -384,18 +317,19 @@ def _conv_onnx(ox, node):
                    dilations=list(attrs.dilation))
 
 
-for _rank in (1, 2):
-    _name = f"conv{_rank}d"
+CONVOLUTIONS = ("conv1d", "conv2d")  # the passes derive the gradient ops' names from these
+
+for _name in CONVOLUTIONS:
     register(OpDef(_name, ConvAttrs, _conv_shape, _conv_forward, _conv_vjp, flops=_conv_flops,
                    doc="cross-correlation: y[b,f] = sum_c sum_k w[f,c,k] * x_padded[b,c,s*o + d*k]",
                    forward_into=_conv_into, scratch=_conv_scratch, batch_parallel=True,
                    onnx=_conv_onnx))
     register(OpDef(f"{_name}_grad_input", ConvAttrs, _first_input_shape, _conv_grad_input, None,
-                   is_gradient=True, doc="col2im(w^T g): gradient of conv w.r.t. its input",
+                   doc="col2im(w^T g): gradient of conv w.r.t. its input",
                    forward_into=_conv_grad_input_into, scratch=_conv_grad_input_scratch,
                    batch_parallel=True, batch_role=_grad_input_batch_role))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
-                   None, is_gradient=True, doc="g im2col(x)^T: gradient of conv w.r.t. its weight",
+                   None, doc="g im2col(x)^T: gradient of conv w.r.t. its weight",
                    forward_into=_conv_grad_weight_into, scratch=_conv_grad_weight_scratch))
 
 
@@ -578,9 +512,7 @@ def _im2col_scratch(attrs, x):
 def _im2col_into(be, attrs, out, x):
     cols, *padded = out
     spatial = x.shape[1:-1] if attrs.values_batch_last else x.shape[2:]
-    out_sizes = [window_output(n, k, s, p, d).size for n, k, s, p, d in
-                 zip(spatial, attrs.kernel, attrs.stride, pad_pairs(attrs.pad),
-                     attrs.dilation)]
+    out_sizes = window_sizes(spatial, attrs.kernel, attrs)
     if attrs.batch_last:
         _im2col_batch_last(be, attrs, cols, padded[0], x, out_sizes)
         return
@@ -748,20 +680,19 @@ def _columns_batch_role(role):
 
 
 register(OpDef("im2col", ColumnsAttrs, _im2col_shape, forward_through_into("im2col"), None,
-               is_gradient=True,
                forward_into=_im2col_into, scratch=_im2col_scratch,
                batch_role=_columns_batch_role(SLICED),
                doc="cols[c*K + k, b, o] = x_padded[b, c, s*o + d*k]: convolution columns, "
                    "batch-merged ([c*K + k, o, b] when batch_last, [b, c*K + k, o] when "
                    "by_sample)"))
 register(OpDef("conv_columns", ConvColumnsAttrs, _conv_columns_shape,
-               forward_through_into("conv_columns"), None, is_gradient=True,
+               forward_through_into("conv_columns"), None,
                forward_into=_conv_columns_into, scratch=_conv_columns_scratch,
                batch_role=_columns_batch_role(SLICED),
                doc="y[b, f, o] = sum_r w[f, r] cols[r, b, o]: a matrix product per sample "
                    "(one for the batch when batch_last)"))
 register(OpDef("conv_grad_weight_columns", ColumnsAttrs, _conv_grad_weight_columns_shape,
-               forward_through_into("conv_grad_weight_columns"), None, is_gradient=True,
+               forward_through_into("conv_grad_weight_columns"), None,
                forward_into=_conv_grad_weight_columns_into,
                scratch=_conv_grad_weight_columns_scratch,
                batch_role=_columns_batch_role(SUMMED),

@@ -159,7 +159,7 @@ register(OpDef("bias_add", NoAttrs, _bias_add_shape, _bias_add_forward, _bias_ad
                doc="x + b, b broadcast along axis 1 (features or channels)",
                forward_into=_bias_add_into, batch_parallel=True, onnx=_bias_add_onnx))
 register(OpDef("bias_add_grad", BiasGradAttrs, _bias_add_grad_shape, _bias_add_grad_forward, None,
-               is_gradient=True, doc="sum of g over every axis but 1 (but 0 when batch_last)",
+               doc="sum of g over every axis but 1 (but 0 when batch_last)",
                forward_into=_bias_add_grad_into, scratch=_bias_add_grad_scratch,
                batch_role=_bias_add_grad_batch_role))
 
@@ -199,7 +199,7 @@ def _bias_activation_into(be, attrs, out, x, b):
 
 
 register(OpDef("bias_activation", BiasActivationAttrs, _bias_add_shape, _bias_activation_forward,
-               None, is_gradient=True, forward_into=_bias_activation_into,
+               None, forward_into=_bias_activation_into,
                scratch=_bias_activation_scratch, batch_parallel=True,
                doc="activation(x + b): bias_add and an activation fused by the fusion pass"))
 

@@ -150,7 +150,7 @@ def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
     register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc,
                    forward_into=into[0], scratch=into[1], constants=constants,
                    onnx_refusal="a training loss; an exported model ends at its prediction"))
-    register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None, is_gradient=True,
+    register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None,
                    doc=f"d {name} / d prediction", forward_into=grad_into[0],
                    scratch=grad_into[1], constants=constants))
 
@@ -222,7 +222,7 @@ def _with_grad_into(be, attrs, out, logits, labels):
 
 
 register(OpDef("softmax_cross_entropy_with_grad", CrossEntropyAttrs, _with_grad_shape,
-               _with_grad_forward, None, is_gradient=True,
+               _with_grad_forward, None,
                doc="softmax_cross_entropy and its gradient d loss / d logits, at once",
                forward_into=_with_grad_into, scratch=_cross_entropy_scratch,
                constants=_label_constants,

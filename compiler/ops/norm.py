@@ -313,11 +313,11 @@ register(OpDef("batch_norm_train", BatchNormAttrs, _bn_shape, _bn_train_forward,
                onnx_refusal="batch statistics are for training; an inference graph normalises "
                             "with the running statistics (batch_norm_infer)"))
 register(OpDef("batch_norm_train_grad_input", BatchNormAttrs, lambda a, g, x, gamma: x,
-               _bn_train_grad_input, None, is_gradient=True,
+               _bn_train_grad_input, None,
                doc="d batch_norm_train / dx, through the batch statistics too",
                forward_into=_bn_grad_input_into, scratch=_bn_grad_input_scratch))
 register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_train_grad_gamma,
-               None, is_gradient=True, doc="sum of g * x_hat per channel",
+               None, doc="sum of g * x_hat per channel",
                forward_into=_bn_grad_gamma_into, scratch=_bn_stats_scratch))
 
 
@@ -360,9 +360,9 @@ register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_i
                doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta",
                onnx=_bn_infer_onnx))
 register(OpDef("batch_norm_infer_grad_input", EpsAttrs, lambda a, g, var, gamma: g,
-               _bn_infer_grad_input, None, is_gradient=True, doc="g * gamma / sqrt(var + eps)"))
+               _bn_infer_grad_input, None, doc="g * gamma / sqrt(var + eps)"))
 register(OpDef("batch_norm_infer_grad_gamma", EpsAttrs, _gamma_shape, _bn_infer_grad_gamma, None,
-               is_gradient=True, doc="sum of g * x_hat per channel, running statistics"))
+               doc="sum of g * x_hat per channel, running statistics"))
 
 
 def _channel_stat_shape(attrs, x):
@@ -370,16 +370,16 @@ def _channel_stat_shape(attrs, x):
 
 
 register(OpDef("channel_mean", StatisticsAttrs, _channel_stat_shape,
-               _channel_mean_forward, None, is_gradient=True,
+               _channel_mean_forward, None,
                doc="mean per channel over batch and space (for running statistics)",
                forward_into=_channel_mean_into))
 # Unbiased, as PyTorch's running_var is.
 register(OpDef("channel_var", StatisticsAttrs, _channel_stat_shape,
-               _channel_var_forward, None, is_gradient=True,
+               _channel_var_forward, None,
                doc="unbiased variance per channel (for running statistics); nan for one value",
                forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x)))
 register(OpDef("ema", MomentumAttrs, lambda a, running, stat: running,
-               _ema_forward, None, is_gradient=True,
+               _ema_forward, None,
                doc="momentum * running + (1 - momentum) * stat; running where stat is nan"))
 
 

@@ -123,7 +123,7 @@ for _name, _attrs, _forward, _doc in (
     ("adagrad_update", AdagradAttrs, _adagrad_forward,
      "s += g^2; p -= lr g / (sqrt(s) + eps)"),
 ):
-    register(OpDef(_name, _attrs, _update_shape, _forward, None, is_gradient=True, doc=_doc,
+    register(OpDef(_name, _attrs, _update_shape, _forward, None, doc=_doc,
                    forward_into=_fused_update(_name), scratch=_two_scratch))
 
 UPDATE_OPS = ("sgd_update", "adam_update", "rmsprop_update", "adagrad_update")
@@ -257,7 +257,7 @@ def _address(array) -> int:
 
 
 register(OpDef("update_group", UpdateGroupAttrs, _update_group_shape, _update_group_forward,
-               None, is_gradient=True, forward_into=_update_group_into,
+               None, forward_into=_update_group_into,
                scratch=_update_group_scratch, bind=_update_group_bind,
                doc="one optimizer update over every parameter (flat buffers when contiguous)"))
 
@@ -299,12 +299,12 @@ def _clip_by_norm_into(be, attrs, out, g, norm):
 
 
 register(OpDef("global_norm", NoAttrs, lambda a, *gs: scalar_like(gs[0]), _global_norm_forward,
-               None, is_gradient=True, doc="sqrt of the sum of squares of all inputs",
+               None, doc="sqrt of the sum of squares of all inputs",
                forward_into=_global_norm_into, scratch=_global_norm_scratch))
 register(OpDef("clip_by_norm", ClipAttrs, lambda a, g, norm: g, _clip_by_norm_forward, None,
-               is_gradient=True, doc="g * min(1, limit / (norm + 1e-6))",
+               doc="g * min(1, limit / (norm + 1e-6))",
                forward_into=_clip_by_norm_into))
 register(OpDef("clip_by_value", ClipAttrs, lambda a, g: g,
-               lambda be, a, g: be.xp.clip(g, -a.limit, a.limit), None, is_gradient=True,
+               lambda be, a, g: be.xp.clip(g, -a.limit, a.limit), None,
                doc="each element clipped to [-limit, limit]",
                forward_into=lambda be, a, out, g: be.xp.clip(g, -a.limit, a.limit, out=out[0])))

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample, size_of
+from ..shapes import ShapeError, pad_pairs, per_sample, size_of, window_shape
 from . import OpDef, register
-from .common import array_type, cached_constant, check_sample_rank
-from .conv import onnx_pads, pad_into, pad_pairs, padded_scratch, padded_type, unpad, window_shape
+from .common import (array_type, cached_constant, check_sample_rank, onnx_pads, pad_into,
+                     padded_scratch, padded_type, unpad)
 
 
 @dataclass(frozen=True)
@@ -269,13 +269,13 @@ def _max_pool_grad_index_constants(attrs, g, index):
 
 
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
-               None, is_gradient=True, forward_into=_max_pool_index_into,
+               None, forward_into=_max_pool_index_into,
                scratch=_max_pool_index_scratch, constants=_max_pool_index_constants,
                batch_parallel=True,
                doc="max pooling that also returns each maximum's flat position in its sample's "
                    "padded input"))
 register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
-               _max_pool_grad_index_forward, None, is_gradient=True,
+               _max_pool_grad_index_forward, None,
                forward_into=_max_pool_grad_index_into, scratch=_max_pool_grad_index_scratch,
                constants=_max_pool_grad_index_constants, batch_parallel=True,
                doc="gradient of max pooling: g put at the positions max_pool_index saved"))
@@ -304,16 +304,19 @@ _INTO = {"max": (_max_pool_into, _padded_scratch, None, None),
          "avg": (_avg_pool_into, _window_scratch, _avg_pool_grad_into, _avg_pool_grad_scratch)}
 _ONNX = {"max": _max_pool_onnx, "avg": _avg_pool_onnx}
 
-for _rank in (1, 2):
-    for _kind, _forward, _grad, _doc in (
-        ("max", _max_pool_forward, _max_pool_grad, "maximum of each window"),
-        ("avg", _avg_pool_forward, _avg_pool_grad, "mean of each window (padding counts as 0)"),
-    ):
-        _name = f"{_kind}_pool{_rank}d"
-        _into, _scratch, _grad_into, _grad_scratch = _INTO[_kind]
+MAX_POOLS = ("max_pool1d", "max_pool2d")  # the passes that rewrite max pooling read these
+_AVG_POOLS = ("avg_pool1d", "avg_pool2d")
+
+for _kind, _names, _forward, _grad, _doc in (
+    ("max", MAX_POOLS, _max_pool_forward, _max_pool_grad, "maximum of each window"),
+    ("avg", _AVG_POOLS, _avg_pool_forward, _avg_pool_grad,
+     "mean of each window (padding counts as 0)"),
+):
+    _into, _scratch, _grad_into, _grad_scratch = _INTO[_kind]
+    for _name in _names:
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
                        doc=_doc, forward_into=_into, scratch=_scratch, batch_parallel=True,
                        onnx=_ONNX[_kind]))
-        register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None, is_gradient=True,
+        register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None,
                        doc=f"gradient of {_name}: g routed back to the window positions",
                        forward_into=_grad_into, scratch=_grad_scratch, batch_parallel=True))

@@ -188,7 +188,7 @@ for _rank in (1, 2):
                    scratch=_scratch_by_mode(_linear_scratch), batch_parallel=True,
                    onnx=_upsample_onnx))
     register(OpDef(f"{_name}_grad", UpsampleAttrs, _upsample_grad_shape,
-                   _by_mode(_nearest_grad, _linear_grad), None, is_gradient=True,
+                   _by_mode(_nearest_grad, _linear_grad), None,
                    doc=f"gradient of {_name}: block sums (nearest), or A^T g per axis (linear)",
                    forward_into=_by_mode(_nearest_grad_into, _linear_grad_into),
                    scratch=_scratch_by_mode(_linear_grad_scratch), batch_parallel=True))

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import TensorType
-from ..shapes import ShapeError, per_sample, size_of
+from ..shapes import ShapeError, pad_pairs, per_sample, size_of
 from . import OpDef, register
-from .common import cached_constant, moved, onnx_op
-from .conv import onnx_pads, pad_pairs, unpad
+from .common import cached_constant, moved, onnx_op, onnx_pads, unpad
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def _slice_into(be, attrs, out, x):
     be.xp.copyto(out[0], _sliced(attrs, x))
 
 
-register(OpDef("slice", SliceAttrs, _slice_shape, _slice_forward, None, is_gradient=True,
+register(OpDef("slice", SliceAttrs, _slice_shape, _slice_forward, None,
                doc="x[start:stop] along axis (the gradient of concat)", forward_into=_slice_into))
 
 
@@ -269,5 +268,5 @@ register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
                    "opposite edge (circular), or fixed random values (seeded)",
                onnx=_pad_onnx))
 register(OpDef("pad_grad", PadAttrs, lambda attrs, g, x: x, _pad_grad_forward, None,
-               is_gradient=True, forward_into=_pad_grad_into, scratch=_pad_grad_scratch,
+               forward_into=_pad_grad_into, scratch=_pad_grad_scratch,
                batch_parallel=True, doc="sums g over every padded copy of each input position"))

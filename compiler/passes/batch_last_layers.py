@@ -20,9 +20,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import Graph
+from ..ops.conv import CONVOLUTIONS
 from .rewrite import Rewriter, consumers, producers, result_ids
 
-_CONV_GRAD_INPUTS = ("conv1d_grad_input", "conv2d_grad_input")
+_CONV_GRAD_INPUTS = tuple(f"{conv}_grad_input" for conv in CONVOLUTIONS)
 
 
 def keep_batch_last_between_convolutions(graph: Graph) -> Graph:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph
-from ..ops.conv import (BATCH_LAST_MAX_POSITIONS, ONE_PRODUCT_MAX_POSITIONS, ColumnsAttrs,
-                        ConvColumnsAttrs)
+from ..ops.conv import (BATCH_LAST_MAX_POSITIONS, CONVOLUTIONS, ONE_PRODUCT_MAX_POSITIONS,
+                        ColumnsAttrs, ConvColumnsAttrs)
 from ..shapes import size_of
 from .rewrite import Rewriter
 
@@ -29,14 +29,16 @@ BY_SAMPLE_MIN_POSITIONS = ONE_PRODUCT_MAX_POSITIONS
 # a chunk of samples at a time (False: im2col and conv_columns over the whole batch)
 CHUNKED_FORWARD = True
 
+_GRAD_WEIGHTS = tuple(f"{conv}_grad_weight" for conv in CONVOLUTIONS)
+
 
 def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTES_PER_SAMPLE) -> Graph:
     grad_weight = {(n.inputs[1], n.inputs[2], n.attrs, n.op): n for n in graph.nodes
-                   if n.op in ("conv1d_grad_weight", "conv2d_grad_weight")}
+                   if n.op in _GRAD_WEIGHTS}
     rewriter = Rewriter(graph)
     columns = {}  # id of the grad-weight node -> the columns value
     for node in graph.nodes:
-        if node.op in ("conv1d", "conv2d"):
+        if node.op in CONVOLUTIONS:
             x, w = node.inputs
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
             out = tuple(node.output.type.shape[2:])

@@ -12,9 +12,9 @@ activated values (relu's zeros) must stay the one the backward pass expects.
 from __future__ import annotations
 
 from ..ir import Graph
+from ..ops.pool import MAX_POOLS
 from .rewrite import Rewriter, consumers, producers, result_ids
 
-_MAX_POOLS = ("max_pool1d", "max_pool2d")
 _NON_DECREASING = ("relu", "sigmoid", "tanh")
 
 
@@ -22,7 +22,7 @@ def pool_before_activation(graph: Graph) -> Graph:
     readers, producer, results = consumers(graph), producers(graph), result_ids(graph)
     moved = {}  # id of the pool node -> its activation node
     for node in graph.nodes:
-        if node.op in _MAX_POOLS:
+        if node.op in MAX_POOLS:
             activation = producer.get(id(node.inputs[0]))
             if (activation is not None and _non_decreasing(activation)
                     and len(readers[id(activation.output)]) == 1

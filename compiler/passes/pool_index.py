@@ -5,19 +5,17 @@ neither rebuilds the windows nor searches them again."""
 from __future__ import annotations
 
 from ..ir import Graph
-from ..ops.pool import PoolGradAttrs
+from ..ops.pool import MAX_POOLS, PoolGradAttrs
 from .rewrite import Rewriter
-
-_POOLS = ("max_pool1d", "max_pool2d")
 
 
 def keep_pool_index(graph: Graph) -> Graph:
     grads = {(n.inputs[1], n.attrs, n.op): n for n in graph.nodes
-             if n.op in (f"{p}_grad" for p in _POOLS)}
+             if n.op in (f"{p}_grad" for p in MAX_POOLS)}
     rewriter = Rewriter(graph)
     indices = {}  # id of the grad node -> (index value, grad attrs)
     for node in graph.nodes:
-        if node.op in _POOLS:
+        if node.op in MAX_POOLS:
             (x,) = node.inputs
             partner = grads.get((x, node.attrs, f"{node.op}_grad"))
             if partner is not None:

@@ -215,7 +215,7 @@ class _SizeGuard:
         self._refuse_past(self.received)
 
     def reset(self) -> None:
-        pass
+        pass  # pooch's HTTPDownloader calls reset() on its progress bar; nothing to reset here
 
     def close(self) -> None:
         pass

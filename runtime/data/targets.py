@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
+from nnrun.compiler.schema import CLASS_LABEL_LOSSES
 
 from .errors import DataError
 from .sources import are_class_labels
 
-CLASS_LOSSES = ("cross_entropy", "binary_cross_entropy", "perceptron")
+# the losses that read labels, not values
+LABEL_LOSSES = (*CLASS_LABEL_LOSSES, "binary_cross_entropy")
 CLASS_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
 
 
@@ -18,13 +20,13 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if data.task != "regression":
         return
     loss = spec.loss.type
-    if loss in CLASS_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
+    if loss in LABEL_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
             raise DataError(multi_label_message(where, list(data.train.y.shape[1:])))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
-    if loss in CLASS_LOSSES:
+    if loss in LABEL_LOSSES:
         value = _first_value_that_is_not_a_class(data)
         what = (f"hold {value:g}, below 0; number the classes from 0" if value == round(value)
                 else f"are real values (e.g. {value:g})")

@@ -105,7 +105,7 @@ def test_a_step_chooses_its_threads_from_its_first_run(monkeypatch, tmp_path, co
         model.step_executor.run(feeds)  # the first run: on the workers, counting
         asked.clear()
         model.step_executor.run(feeds)
-    chosen = model.step_executor._program(128).threads
+    chosen = model.step_executor.program(128).threads
     if copies_dominate:
         assert chosen == {2: WORKER_THREADS} and asked == []
     else:

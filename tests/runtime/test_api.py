@@ -78,7 +78,7 @@ def test_train_starts_from_init_params_of_the_spec_seed(tmp_path):
     from nnrun.runtime.train import Trainer
 
     trainer = Trainer(model.source, "numpy", quiet=True)
-    state = trainer.initial_state()
+    state = trainer.model.train_state(trainer.spec.seed)
     assert all(np.array_equal(state[k], v) for k, v in expected.items())
 
 
