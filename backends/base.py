@@ -244,6 +244,16 @@ class ArrayBackend(FusedKernels):
     def refuse_during_capture(self, what: str) -> None:
         """Nothing here: a host backend never captures its steps."""
 
+    def free_device_bytes(self) -> int | None:
+        """The device's free memory, or None: the arrays live in host memory, whose limits
+        runtime/memory.py reads itself."""
+        return None
+
+    def device_pool_bytes(self, emptied: bool = False) -> int | None:
+        """What the device's memory pool holds (emptied of its cached blocks first where
+        `emptied`), or None: host allocations, which tracemalloc traces instead."""
+        return None
+
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""
         run_in_slices(task, size, nbytes, flops, site)

@@ -52,6 +52,18 @@ class CupyBackend(ArrayBackend):
     def refuse_during_capture(self, what: str) -> None:
         refuse_during_capture(cupy.cuda.get_current_stream().is_capturing(), what)
 
+    def free_device_bytes(self) -> int:
+        free, _ = cupy.cuda.runtime.memGetInfo()
+        return int(free)
+
+    def device_pool_bytes(self, emptied: bool = False) -> int:
+        # CuPy's pool keeps what it once allocated: emptied first, what it grows to is a peak.
+        pool = cupy.get_default_memory_pool()
+        if emptied:
+            self.synchronize()
+            pool.free_all_blocks()
+        return pool.total_bytes()
+
     def matmul_into(self, a, b, out) -> None:
         cuda_graph.matmul_into(a, b, out)
 

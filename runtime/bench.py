@@ -44,7 +44,7 @@ def _bench(model: Model, batch_size: int, steps: int, warmup: int, threads: int)
     train_s = median_step_seconds(train_step, steps, warmup, be.synchronize)
     infer_s = median_step_seconds(_inference(model, feeds), steps, warmup, be.synchronize)
     return {"backend": be.name, "batch_size": batch_size, "steps": steps,
-            "threads": threads if be.name == "numpy" else None,
+            "threads": threads if be.host_threads else None,
             "executor": "planned" if model.optimized else "reference",
             "step_path": model.step_path,
             "train_step_ms": round(train_s * 1e3, 3),
@@ -85,17 +85,13 @@ def _peak_step_bytes(model: Model, x, y) -> int:
     buffers and any temporaries, traced from a fresh model (compiled before tracing starts)."""
     be = model.backend
     fresh = Model(model.source, be, optimized=model.optimized, graph=model.capture_graph)
-    if be.name == "cupy":
-        # CuPy's pool keeps what it once allocated: emptied first, what it grows to is the peak.
-        pool = be.xp.get_default_memory_pool()
-        be.synchronize()
-        pool.free_all_blocks()
-        start = pool.total_bytes()
+    start = be.device_pool_bytes(emptied=True)
+    if start is not None:  # a device's pool: what it grows to over two steps
         _two_steps(fresh, x, y)
         be.synchronize()
         # A captured step also holds what its kernels allocated, in a pool of its own.
-        return pool.total_bytes() - start + getattr(fresh.step_executor, "held_bytes",
-                                                    lambda: 0)()
+        return be.device_pool_bytes() - start + getattr(fresh.step_executor, "held_bytes",
+                                                        lambda: 0)()
     # Outside the trace: the initial state the first step copies into the executor's own
     # buffer (which is traced, and which the state lives in from then on), and the backend's
     # process-wide blocks (relu's zeros), which are no step's.

@@ -77,9 +77,9 @@ def check_memory(model, batch: int, command: str, training: bool = True,
 def available_memory(backend=None) -> tuple[int, str]:
     """The tightest limit known, and where it comes from."""
     limits = [_meminfo_available(), _address_space_limit(), _cgroup_limit(), _environment_limit()]
-    if backend is not None and backend.name == "cupy":
-        free, _ = backend.xp.cuda.runtime.memGetInfo()
-        limits.append((int(free), "free GPU memory"))
+    free = backend.free_device_bytes() if backend is not None else None
+    if free is not None:
+        limits.append((free, "free GPU memory"))
     known = [limit for limit in limits if limit is not None]
     return min(known) if known else (2**63, "no limit known")
 
