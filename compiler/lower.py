@@ -7,7 +7,7 @@ One function per layer type, keyed by the same `type` strings as the schema's La
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from . import schema
@@ -17,7 +17,6 @@ from .datasets import DATASETS
 from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
 from .ops import REGISTRY
-from .ops.activation import AlphaAttrs, AxisAttrs
 from .ops.conv import ConvAttrs, ConvTransposeAttrs
 from .ops.linear import MatmulAttrs
 from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, StatisticsAttrs
@@ -127,17 +126,15 @@ def input_shape(spec) -> tuple[int, ...]:
 
 # --- activations ----------------------------------------------------------------------------
 
-_ACTIVATION_ATTRS = {"leaky_relu": AlphaAttrs, "elu": AlphaAttrs}
-
-
 def apply_activation(gb: GraphBuilder, activation, x: Value) -> Value:
     if activation is None or activation.type == "identity":
         return x
-    if activation.type in _ACTIVATION_ATTRS:
-        return gb.emit(activation.type, x, attrs=_ACTIVATION_ATTRS[activation.type](activation.alpha))
-    if activation.type == "softmax":
-        return gb.emit("softmax", x, attrs=AxisAttrs(1))
-    return gb.emit(activation.type, x)
+    # The op's attrs from the spec's fields of the same names (leaky_relu's and elu's alpha);
+    # the rest keep their defaults (softmax over axis 1, the sample's first).
+    kind = REGISTRY[activation.type].attrs
+    given = {f.name: getattr(activation, f.name) for f in fields(kind)
+             if hasattr(activation, f.name)}
+    return gb.emit(activation.type, x, attrs=kind(**given))
 
 
 # --- layers ---------------------------------------------------------------------------------
@@ -201,16 +198,16 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
             continue
         unit = axis.rstrip("s") if unread.count == 1 else axis
         field = stride_field if s > 1 else "dilation" if d > 1 else None
-        fields = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
-                  else "padding, pool_size")
+        to_adjust = ("padding, kernel_size, dilation" if kernel_field == "kernel_size"
+                     else "padding, pool_size")
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
             if unread.past_the_end_only:
                 ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused "
-                            f"({result.formula}); adjust {fields} or stride to use every input")
+                            f"({result.formula}); adjust {to_adjust} or stride to use every input")
             else:
                 ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
-                            f"{_positions(axis, unread)}; adjust {fields} or stride to use "
+                            f"{_positions(axis, unread)}; adjust {to_adjust} or stride to use "
                             "every input")
 
 
@@ -276,8 +273,8 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out)
     other = "conv1d_transpose" if rank == 2 else "conv2d_transpose"
-    fields = {"pad": "padding", "output_padding": "output_padding"}
-    with ctx.gb.at(ctx.origin, fields, input_hint=f"use {other}"):
+    at_fields = {"pad": "padding", "output_padding": "output_padding"}
+    with ctx.gb.at(ctx.origin, at_fields, input_hint=f"use {other}"):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra, dilation))
     return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
 
