@@ -3,7 +3,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
-from .datasets import DATASETS
+from .datasets import DATASETS, USER_FILE_DATASETS
 from .ir import Origin
 from .schema import Accuracy, MaeMetric
 from .shapes import as_tuple
@@ -53,7 +53,7 @@ def targets_decide_metrics(spec) -> bool:
     """Default metrics on npz or csv data: class labels or regression targets, known once
     the file is read."""
     return spec.train.metrics is None and spec.data is not None \
-        and spec.data.dataset in ("npz", "csv")
+        and spec.data.dataset in USER_FILE_DATASETS
 
 
 def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:

@@ -32,6 +32,8 @@ class DatasetInfo:
     label_shape: tuple[int, ...] = ()
     # (module, package) that generates it, from the `datasets` extra; None: nnrun's own code
     generator: tuple[str, str] | None = None
+    user_file: bool = False  # read from data.path, a file of the user's (npz, csv)
+    sized: bool = False  # generated to data.n_samples, with data.noise
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -58,33 +60,39 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "xor", (2,), 2, "binary", True, False,
             "the four corners of the unit square with gaussian noise, label = x0 XOR x1",
+            sized=True,
         ),
         DatasetInfo(
             "spirals", (2,), 2, "classification", True, False,
             "two interleaved spirals in the plane",
+            sized=True,
         ),
         DatasetInfo(
             "blobs", (2,), 3, "classification", True, False,
             "three gaussian blobs in the plane (scikit-learn make_blobs)",
-            generator=("sklearn.datasets", "scikit-learn"),
+            generator=("sklearn.datasets", "scikit-learn"), sized=True,
         ),
         DatasetInfo(
             "shapes", (1, 32, 32), 4, "segmentation", True, False,
             "32x32 gray canvases with 1-3 squares, discs and triangles, and their label maps "
             "(0 background, 1 square, 2 disc, 3 triangle); generated, seeded",
-            label_shape=(32, 32),
+            label_shape=(32, 32), sized=True,
         ),
         DatasetInfo(
             "npz", None, None, "classification", False, True,
             "arrays x, y (optional x_test, y_test) from an .npz file given by data.path; "
             "label maps for segmentation as integer y [N, H, W] or as masks (masks_test)",
+            user_file=True,
         ),
         DatasetInfo(
             "csv", None, None, "classification", False, True,
             "a CSV file given by data.path: a header row, a `label` column, the rest features",
+            user_file=True,
         ),
     )
 }
+USER_FILE_DATASETS = tuple(name for name, info in DATASETS.items() if info.user_file)
+SIZED_DATASETS = tuple(name for name, info in DATASETS.items() if info.sized)
 
 
 # A generator holds its samples in float64 with int64 labels, and while it draws them about as

@@ -15,7 +15,7 @@ import yaml
 
 from .builder import CompileError, CompileWarning
 from .checks import targets_decide_metrics, tracked_metrics, training_errors
-from .datasets import CSV_ENCODING, csv_columns, no_label_column
+from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
@@ -175,7 +175,7 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     the csv's columns but `label`), read without the data. None when the file is missing or
     unreadable (then the data loader, or the compiler's request for input_shape, says what
     is wrong)."""
-    file = _data_file(spec, directory, ("npz", "csv"))
+    file = _data_file(spec, directory, USER_FILE_DATASETS)
     if file is None:
         return None
     if spec.data.dataset == "npz":

@@ -24,7 +24,7 @@ from pydantic import (
 
 from pydantic_core import PydanticCustomError
 
-from .datasets import DATASETS
+from .datasets import DATASETS, SIZED_DATASETS, USER_FILE_DATASETS
 
 
 class Strict(BaseModel):
@@ -631,9 +631,6 @@ Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise, RandomCrop, 
 DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 
 
-GENERATED = ("xor", "spirals", "blobs", "shapes")  # datasets that take n_samples and noise
-
-
 class Data(Strict):
     dataset: DatasetName = Field("digits", description="which dataset (digits: embedded, no "
                                  "download)")  # type: ignore[valid-type]
@@ -649,7 +646,7 @@ class Data(Strict):
 
     @model_validator(mode="after")
     def _path_given(self) -> "Data":
-        if self.dataset in ("npz", "csv") and not self.path:
+        if self.dataset in USER_FILE_DATASETS and not self.path:
             raise ValueError(f"dataset '{self.dataset}' needs data.path (a file next to the spec)")
         return self
 
@@ -659,7 +656,7 @@ class Data(Strict):
     def _option_fits_the_dataset(cls, value: Any, info: ValidationInfo) -> Any:
         dataset = info.data.get("dataset")
         takes = {"path": [name for name, data in DATASETS.items() if data.needs_files],
-                 "n_samples": GENERATED, "noise": GENERATED}[info.field_name]
+                 "n_samples": SIZED_DATASETS, "noise": SIZED_DATASETS}[info.field_name]
         if value is not None and dataset is not None and dataset not in takes:
             kind = "datasets read from files" if info.field_name == "path" else "generated datasets"
             raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
+
+from nnrun.compiler.datasets import DATASETS, DATASETS_EXTRA, missing_generator
 
 from ..files import temporaries_of, write_atomically
 
@@ -92,21 +93,17 @@ def where_stored(name: str) -> tuple[str, str]:
         cached = mnist1d_cache_file()
         if cached.is_file():
             return str(cached), "cached"
-        return str(cached), _generator_status("mnist1d", "generated on first use")
+        return str(cached), _generator_status(name, "generated on first use")
     if name == "digits":
         return "inside the nnrun package", "ready"
-    if name == "blobs":
-        return "generated", _generator_status("sklearn", "ready")
-    if name in ("npz", "csv"):
+    if DATASETS[name].user_file:
         return "data.path, relative to the spec", "-"
-    return "generated", "ready"
+    return "generated", _generator_status(name, "ready")
 
 
-def _generator_status(module: str, status: str) -> str:
+def _generator_status(name: str, status: str) -> str:
     # The generators of heavier datasets are the `datasets` extra, not the core install.
-    if importlib.util.find_spec(module) is None:
-        return "needs pip install 'nnrun[datasets]'"
-    return status
+    return f"needs pip install 'nnrun[{DATASETS_EXTRA}]'" if missing_generator(name) else status
 
 
 def is_writable_dir(directory: Path) -> bool:
