@@ -79,6 +79,38 @@ def one_output_on_classes(loss: str, classes: int, of: str = "") -> str:
             "become one-hot targets), or use loss: cross_entropy")
 
 
+def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
+    """(origin, message) of settings that train but do not do what they say."""
+    return _top_k_warnings(spec, output_shape) + _schedule_warnings(spec)
+
+
+def _top_k_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
+    if len(output_shape) != 1 or spec.train.metrics is None:  # label maps refuse top_k
+        return []
+    scores = output_shape[0]
+    return [(Origin(f"train.metrics[{index}].k", keys=("train", "metrics", index, "k")),
+             f"top_k_accuracy with k: {metric.k} counts every sample right, the model has "
+             f"{scores} scores per sample; use k below {scores}")
+            for index, metric in enumerate(spec.train.metrics)
+            if metric.type == "top_k_accuracy" and metric.k >= scores > 1]
+
+
+def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
+    schedule, lr, epochs = spec.optimizer.schedule, spec.optimizer.lr, spec.train.epochs
+    at = ("optimizer", "schedule")
+    warnings = []
+    if schedule.type == "cosine" and schedule.min_lr > lr:
+        warnings.append((Origin("optimizer.schedule.min_lr", keys=(*at, "min_lr")),
+                         f"min_lr {schedule.min_lr:g} is above lr {lr:g}: the cosine schedule "
+                         "raises the rate instead of lowering it; set min_lr below lr"))
+    if 0 < epochs <= schedule.warmup_epochs:
+        warnings.append((Origin("optimizer.schedule.warmup_epochs", keys=(*at, "warmup_epochs")),
+                         f"warmup_epochs {schedule.warmup_epochs} is not below train.epochs "
+                         f"{epochs}: the rate rises for the whole training, and the "
+                         f"{schedule.type} schedule never starts; use fewer warm-up epochs"))
+    return warnings
+
+
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture

@@ -14,7 +14,8 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import targets_decide_metrics, tracked_metrics, training_errors
+from .checks import (targets_decide_metrics, tracked_metrics, training_errors,
+                     training_warnings)
 from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
@@ -302,6 +303,8 @@ def check(source: SourceSpec) -> Checked:
     diagnostics = [warning_diagnostic(source, w) for w in lowered.warnings]
     diagnostics += [source.diagnostic(origin, message)
                     for origin, message in training_errors(source.spec, summary.input_shape)]
+    diagnostics += [source.diagnostic(origin, message, "warning") for origin, message
+                    in training_warnings(source.spec, tuple(lowered.logits.type.shape[1:]))]
     over_budget = _budget_errors(source, summary)
     diagnostics = _in_file_order(diagnostics + over_budget, source.loaded.filename)
     return Checked(source, summary, diagnostics, over_budget)

@@ -217,3 +217,22 @@ def test_every_1d_layer_with_two_values_is_reported_at_once():
                      (5, "pool_size needs 1 value, got [2, 2]"),
                      (6, "output_padding needs 1 value, got [0, 0]")], found
 
+
+
+def test_settings_that_train_but_do_not_do_what_they_say_are_warned_at_their_fields():
+    """A top-k as large as the classes is always 1; a cosine schedule rising to its min_lr;
+    a warm-up that takes the whole training. They validated silently."""
+    from nnrun.compiler.frontend import check
+
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n    - {type: flatten}\n"
+            "    - {type: dense, units: 10}\noptimizer:\n  type: sgd\n  lr: 0.1\n"
+            "  schedule: {type: cosine, min_lr: 0.5, warmup_epochs: 3}\n"
+            "train:\n  epochs: 3\n  metrics: [accuracy, {type: top_k_accuracy, k: 12}]\n")
+    found = [(d.severity, d.line, d.message) for d in check(load_spec_text(text)).diagnostics]
+    assert [(severity, line) for severity, line, _ in found] == [
+        ("warning", 9), ("warning", 9), ("warning", 12)], found
+    assert "min_lr 0.5 is above lr 0.1" in found[0][2]
+    assert "warmup_epochs 3 is not below train.epochs 3" in found[1][2]
+    assert "k: 12 counts every sample right, the model has 10 scores" in found[2][2]
+    fine = text.replace("min_lr: 0.5, warmup_epochs: 3", "min_lr: 0.01, warmup_epochs: 1")
+    assert not check(load_spec_text(fine.replace("k: 12", "k: 3"))).diagnostics
