@@ -62,42 +62,59 @@ def check_data_fits(spec, model, data) -> None:
     check_targets_fit(spec, data, outputs, where)
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
-    labels = np.concatenate([s.y.ravel() for s in (data.train, data.val, data.test) if s is not None])
-    ignore_index = getattr(spec.loss, "ignore_index", None)
-    if ignore_index is not None:
-        labels = labels[labels != ignore_index]
-        if not len(labels):
-            raise DataFitError(f"{where}: every label of the data is loss.ignore_index "
-                               f"({ignore_index}): the loss would be 0 and nothing learned; set "
-                               "ignore_index to the value that marks only the positions to leave "
-                               "out")
-    spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
-    if data.task == "segmentation" and spatial:
-        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the label "
-                           "maps; remove it (gaussian_noise keeps them aligned)")
-    if data.task == "segmentation" and len(labels) and labels.min() < 0:
-        raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
-                           "(mark pixels to leave out with loss.ignore_index)")
-    if spec.loss.type == "cross_entropy":
-        _check_classes(where, labels, outputs, data.task == "segmentation")
-    elif spec.loss.type == "perceptron" and outputs[0] == 1:
-        top = int(labels.max())
-        if top > 1:
-            units = "filters" if len(outputs) > 1 else "units"
-            raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
-                               f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
-                               f"set the last layer's {units} to {top + 1}, without the step")
-    elif spec.loss.type == "perceptron":
-        _check_classes(where, labels, outputs, data.task == "segmentation")
-    elif spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
-                           "for more classes")
-    elif data.task != "regression" and len(outputs) == 1 and outputs[0] > 1:
-        _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
-    elif data.task == "segmentation" and outputs[0] == 1 and len(labels) and labels.max() > 1:
-        _check_two_classes_per_position(spec, where, int(labels.max()))
+    labels = _labels_in_the_loss(spec, data, where)
+    if data.task == "segmentation":
+        _check_label_maps(spec, labels, where)
+    _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
+
+
+def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
+    """Every split's labels but those loss.ignore_index leaves out (some must be left)."""
+    splits = (data.train, data.val, data.test)
+    labels = np.concatenate([split.y.ravel() for split in splits if split is not None])
+    ignore_index = getattr(spec.loss, "ignore_index", None)
+    if ignore_index is None:
+        return labels
+    labels = labels[labels != ignore_index]
+    if not len(labels):
+        raise DataFitError(f"{where}: every label of the data is loss.ignore_index "
+                           f"({ignore_index}): the loss would be 0 and nothing learned; set "
+                           "ignore_index to the value that marks only the positions to leave "
+                           "out")
+    return labels
+
+
+def _check_label_maps(spec, labels: np.ndarray, where: str) -> None:
+    spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
+    if spatial:
+        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the label "
+                           "maps; remove it (gaussian_noise keeps them aligned)")
+    if len(labels) and labels.min() < 0:
+        raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
+                           "(mark pixels to leave out with loss.ignore_index)")
+
+
+def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: str) -> None:
+    loss, maps = spec.loss.type, data.task == "segmentation"
+    if loss == "cross_entropy" or (loss == "perceptron" and outputs[0] > 1):
+        _check_classes(where, labels, outputs, maps)
+    elif loss == "perceptron" and int(labels.max()) > 1:
+        top = int(labels.max())
+        units = "filters" if len(outputs) > 1 else "units"
+        raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
+                           f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
+                           f"set the last layer's {units} to {top + 1}, without the step")
+    elif loss == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
+        raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
+                           "for more classes")
+    elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
+            and outputs[0] > 1:
+        _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
+    elif loss in REGRESSION_LOSSES and maps and outputs[0] == 1 and len(labels) \
+            and labels.max() > 1:
+        _check_two_classes_per_position(spec, where, int(labels.max()))
 
 
 def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
