@@ -596,27 +596,10 @@ def _check_output(spec, lowered) -> None:
     units = "filters" if logits.rank > 2 else "units"
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
-        classes, outputs = dataset.num_classes, logits.shape[1]
-        one_for_two = spec.loss.type == "perceptron" and outputs == 1 and classes == 2
-        if classes and outputs != classes and not one_for_two:
-            binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
-                      and outputs == 1 else "")
-            raise CompileError(origin.at_field(units), f"the model ends with {outputs} "
-                               f"output{'s' if outputs > 1 else ''} but dataset "
-                               f"'{dataset.name}' has {classes} classes; set {units}: "
-                               f"{classes}{binary}")
-    elif spec.loss.type == "binary_cross_entropy" and (dataset.num_classes or 0) > 2:
-        raise CompileError(Origin("loss", keys=("loss",)),
-                           f"binary_cross_entropy needs 0/1 labels, but dataset "
-                           f"'{dataset.name}' has {dataset.num_classes} classes (labels 0.."
-                           f"{dataset.num_classes - 1}); use loss: cross_entropy with "
-                           f"{units}: {dataset.num_classes}")
-    elif spec.loss.type == "binary_cross_entropy" and dataset.task in ("binary", "segmentation"):
-        if per_sample(logits) != [1, *dataset.label_shape]:
-            units = "filters" if dataset.label_shape else "units"
-            raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
-                               f"needs one output{' per pixel' if dataset.label_shape else ''}, "
-                               f"the model ends with {per_sample(logits)}; set {units}: 1")
+        _check_class_outputs(origin.at_field(units), logits, dataset, spec.loss.type)
+    elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
+                                                       dataset.task in ("binary", "segmentation")):
+        _check_binary_outputs(origin, logits, dataset)
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
@@ -626,6 +609,35 @@ def _check_output(spec, lowered) -> None:
                            f"position, the model ends with {per_sample(logits)}; set {units}: "
                            f"1, or use loss: cross_entropy for {logits.shape[1]} classes per "
                            "position")
+
+
+def _check_class_outputs(at_units: Origin, logits, dataset, loss: str) -> None:
+    """One score per class (the perceptron's one output reads two classes)."""
+    classes, outputs = dataset.num_classes, logits.shape[1]
+    one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
+    if classes and outputs != classes and not one_for_two:
+        binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
+                  and outputs == 1 else "")
+        raise CompileError(at_units, f"the model ends with {outputs} "
+                           f"output{'s' if outputs > 1 else ''} but dataset "
+                           f"'{dataset.name}' has {classes} classes; set {at_units.keys[-1]}: "
+                           f"{classes}{binary}")
+
+
+def _check_binary_outputs(origin: Origin, logits, dataset) -> None:
+    """0/1 labels, and one output per sample (or per pixel of a label map)."""
+    units = "filters" if logits.rank > 2 else "units"
+    if (dataset.num_classes or 0) > 2:
+        raise CompileError(Origin("loss", keys=("loss",)),
+                           f"binary_cross_entropy needs 0/1 labels, but dataset "
+                           f"'{dataset.name}' has {dataset.num_classes} classes (labels 0.."
+                           f"{dataset.num_classes - 1}); use loss: cross_entropy with "
+                           f"{units}: {dataset.num_classes}")
+    if per_sample(logits) != [1, *dataset.label_shape]:
+        units = "filters" if dataset.label_shape else "units"
+        raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
+                           f"needs one output{' per pixel' if dataset.label_shape else ''}, "
+                           f"the model ends with {per_sample(logits)}; set {units}: 1")
 
 
 def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
