@@ -79,6 +79,13 @@ def one_output_on_classes(loss: str, classes: int, of: str = "") -> str:
             "become one-hot targets), or use loss: cross_entropy")
 
 
+def more_than_binary(labels: str, classes: int, units: str) -> str:
+    """binary_cross_entropy on class labels beyond 0/1: what validate says of a named dataset
+    (lower.py) and training of npz or csv labels (runtime/data_fit.py), in the same words."""
+    return (f"binary_cross_entropy needs 0/1 labels, but {labels} has {classes} classes "
+            f"(labels 0..{classes - 1}); use loss: cross_entropy with {units}: {classes}")
+
+
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
     return _top_k_warnings(spec, output_shape) + _schedule_warnings(spec)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
-from .checks import one_hot_needs_a_vector, one_output_on_classes
+from .checks import more_than_binary, one_hot_needs_a_vector, one_output_on_classes
 from .datasets import DATASETS
 from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -628,11 +628,8 @@ def _check_binary_outputs(origin: Origin, logits, dataset) -> None:
     """0/1 labels, and one output per sample (or per pixel of a label map)."""
     units = "filters" if logits.rank > 2 else "units"
     if (dataset.num_classes or 0) > 2:
-        raise CompileError(Origin("loss", keys=("loss",)),
-                           f"binary_cross_entropy needs 0/1 labels, but dataset "
-                           f"'{dataset.name}' has {dataset.num_classes} classes (labels 0.."
-                           f"{dataset.num_classes - 1}); use loss: cross_entropy with "
-                           f"{units}: {dataset.num_classes}")
+        raise CompileError(Origin("loss", keys=("loss",)), more_than_binary(
+            f"dataset '{dataset.name}'", dataset.num_classes, units))
     if per_sample(logits) != [1, *dataset.label_shape]:
         units = "filters" if dataset.label_shape else "units"
         raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "

@@ -6,7 +6,8 @@ import numpy as np
 
 from nnrun.backends.notices import warn
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
-                                   one_hot_needs_a_vector, one_output_on_classes, tracked_metrics)
+                                   more_than_binary, one_hot_needs_a_vector,
+                                   one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.schema import REGRESSION_LOSSES
@@ -107,8 +108,10 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
                            f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
                            f"set the last layer's {units} to {top + 1}, without the step")
     elif loss == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        raise DataFitError(f"{where}: binary_cross_entropy needs 0/1 labels; use cross_entropy "
-                           "for more classes")
+        # class labels by now: real values under a label loss were refused (data/targets.py)
+        units = "filters" if len(outputs) > 1 else "units"
+        classes = int(labels.max()) + 1
+        raise DataFitError(f"{where}: {more_than_binary('the data', classes, units)}")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs

@@ -410,3 +410,13 @@ def test_validate_compares_a_declared_input_shape_with_the_file(tmp_path):
     lines = invoke("validate", _files(tmp_path, "input_shape: [1, 2, 2]")).stderr.splitlines()
     assert "does not match the samples of d.npz" in lines[0] and "flatten" in lines[1]
     assert "s.yaml: ok" in assert_ok(invoke("validate", _files(tmp_path, "input_shape: [4]"))).stdout
+
+
+def test_binary_cross_entropy_on_more_classes_says_how_many_as_validate_does(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=rng.random((20, 3)), y=rng.integers(0, 4, 20))
+    spec = write(tmp_path / "c.yaml", "data: {dataset: npz, path: c.npz}\nmodel:\n  layers:\n"
+                 "    - {type: dense, units: 1}\nloss: binary_cross_entropy\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "c.npz")
+    assert line.endswith("binary_cross_entropy needs 0/1 labels, but the data has 4 classes "
+                         "(labels 0..3); use loss: cross_entropy with units: 4")
