@@ -138,7 +138,11 @@ def generator_hint(package: str) -> str:
 def missing_generator(name: str) -> str | None:
     """The package a dataset's generator needs where it is not installed (found, not imported)."""
     generator = DATASETS[name].generator if name in DATASETS else None
-    if generator is None or importlib.util.find_spec(generator[0].split(".")[0]) is not None:
+    if generator is None:
         return None
-    return generator[1]
+    try:
+        found = importlib.util.find_spec(generator[0].split(".")[0])
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
+        found = None
+    return None if found is not None else generator[1]
 

@@ -364,11 +364,12 @@ def _memory_warning_limit(size: str | None) -> int:
 
 def _missing_generator_warning(checked) -> list[Diagnostic]:
     """A dataset whose generator is not installed: train refuses it before loading."""
-    from nnrun.compiler.datasets import generator_hint, missing_generator
+    from nnrun.compiler.datasets import generator_hint
     from nnrun.compiler.ir import Origin
+    from nnrun.runtime.data.locations import generator_needed
 
     data = checked.source.spec.data
-    package = missing_generator(data.dataset) if data is not None else None
+    package = generator_needed(data.dataset) if data is not None else None
     if package is None:
         return []
     message = f"{generator_hint(package)} (not installed here: train refuses it)"

@@ -37,10 +37,13 @@ def task_for_model(spec, model, data) -> str:
 
 
 def _numbers_for_one_output(spec, model, data) -> bool:
+    """The user's own labels (a named dataset's are its classes: validate says so), beyond 0/1
+    in any split, one per sample, under mse, mae or huber with one output."""
     outputs = tuple(model.lowered.logits.type.shape[1:])
-    return (data.task == "classification" and spec.loss.type in REGRESSION_LOSSES
-            and outputs == (1,) and data.train.y.ndim == 1 and len(data.train.y) > 0
-            and int(data.train.y.max()) > 1)
+    splits = [s.y for s in (data.train, data.val, data.test) if s is not None and len(s.y)]
+    return (DATASETS[spec.data.dataset].user_file and data.task == "classification"
+            and spec.loss.type in REGRESSION_LOSSES and outputs == (1,)
+            and data.train.y.ndim == 1 and bool(splits) and max(int(y.max()) for y in splits) > 1)
 
 
 def check_augmentations(source, sample_shape) -> None:
@@ -108,16 +111,24 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
                            f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
                            f"set the last layer's {units} to {top + 1}, without the step")
     elif loss == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        # class labels by now: real values under a label loss were refused (data/targets.py)
-        units = "filters" if len(outputs) > 1 else "units"
-        classes = int(labels.max()) + 1
-        raise DataFitError(f"{where}: {more_than_binary('the data', classes, units)}")
+        raise DataFitError(f"{where}: {_beyond_binary(labels, outputs)}")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
     elif loss in REGRESSION_LOSSES and maps and outputs[0] == 1 and len(labels) \
             and labels.max() > 1:
         _check_two_classes_per_position(spec, where, int(labels.max()))
+
+
+def _beyond_binary(labels: np.ndarray, outputs) -> str:
+    # Class labels by now: real values under a label loss were refused (data/targets.py).
+    others = np.unique(labels[labels > 1])
+    if len(others) == 1 and others[0] > 2:  # 0/1 and one more value: 255 often marks a void
+        void = int(others[0])
+        return (f"binary_cross_entropy needs 0/1 labels, but the data also holds {void}; to "
+                f"leave out the positions labelled {void}, set loss.ignore_index: {void}")
+    units = "filters" if len(outputs) > 1 else "units"
+    return more_than_binary("the data", int(labels.max()) + 1, units)
 
 
 def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:

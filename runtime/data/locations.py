@@ -106,6 +106,14 @@ def _generator_status(name: str, status: str) -> str:
     return f"needs pip install 'nnrun[{DATASETS_EXTRA}]'" if missing_generator(name) else status
 
 
+def generator_needed(name: str) -> str | None:
+    """The package a dataset's generator needs where it is not installed and what it made is
+    not cached either (mnist1d's set is kept once generated, and read without the package)."""
+    if name == "mnist1d" and mnist1d_cache_file().is_file():
+        return None
+    return missing_generator(name)
+
+
 def is_writable_dir(directory: Path) -> bool:
     # root passes os.access on a r-x directory, so the mode bits also count: a directory made
     # read-only on purpose (like the shared data) stays untouched.

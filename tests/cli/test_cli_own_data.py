@@ -420,3 +420,40 @@ def test_binary_cross_entropy_on_more_classes_says_how_many_as_validate_does(tmp
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "c.npz")
     assert line.endswith("binary_cross_entropy needs 0/1 labels, but the data has 4 classes "
                          "(labels 0..3); use loss: cross_entropy with units: 4")
+
+
+def test_binary_cross_entropy_on_0_1_maps_with_a_void_value_suggests_ignore_index(tmp_path):
+    rng = np.random.default_rng(0)
+    masks = rng.integers(0, 2, (12, 6, 6))
+    masks[:, 0, 0] = 255
+    np.savez(tmp_path / "m.npz", x=rng.random((12, 1, 6, 6)), y=masks)
+    spec = write(tmp_path / "m.yaml", "data: {dataset: npz, path: m.npz}\nmodel:\n  layers:\n"
+                 "    - {type: conv2d, filters: 1, kernel_size: 3, padding: same}\n"
+                 "loss: binary_cross_entropy\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "a"), "m.npz")
+    assert line.endswith("the data also holds 255; to leave out the positions labelled 255, "
+                         "set loss.ignore_index: 255")
+    assert_ok(invoke("train", spec, "--out", tmp_path / "b", "--quiet", "--set",
+                     "loss.ignore_index=255", "--set", "train.epochs=1"))
+
+
+def test_whole_numbers_beyond_1_in_the_test_split_alone_are_numbers_too(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "s.npz", x=rng.random((40, 3)), y=rng.integers(0, 2, 40).astype("f4"),
+             x_test=rng.random((10, 3)), y_test=rng.integers(0, 4, 10).astype("f4"))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: s.npz}\nmodel:\n  layers:\n"
+                 "    - {type: dense, units: 1}\nloss: mse\ntrain: {epochs: 1}\n")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "regresses the labels 0..3 as numbers, tracked by mae" in result.stderr
+
+
+def test_a_named_datasets_classes_stay_classes_under_mse_with_one_output(tmp_path):
+    """digits' labels are classes: validate warns of one output, spec.yaml, eval and resume
+    track accuracy, and train must too (it tracked mae, as for a user's whole numbers)."""
+    spec = write(tmp_path / "d.yaml", "data: {dataset: digits, limit: 100}\nmodel:\n  layers:\n"
+                 "    - {type: flatten}\n    - {type: dense, units: 1}\nloss: mse\n"
+                 "train: {epochs: 1}\n")
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    shown = json.loads(assert_ok(invoke("eval", tmp_path / "run", "--format", "json")).stdout)
+    assert "test_accuracy" in final and "test_accuracy" in shown and "test_mae" not in final
