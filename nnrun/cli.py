@@ -548,7 +548,7 @@ def schema() -> None:
                    "--distributed (docs/distributed.md).")
 @click.option("--distributed-timeout", type=float, callback=_positive_seconds,
               metavar="SECONDS", help="With --distributed: how long a rank waits for the others "
-                                      "before it stops, taking one for dead (default 300).")
+                                      "before it stops, taking one for dead (default 300; > 0).")
 @handle_errors
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
           quiet, threads, no_graph, max_steps, distributed, distributed_timeout) -> None:
