@@ -300,11 +300,9 @@ def check(source: SourceSpec) -> Checked:
     """Shapes, dataset compatibility, warnings and budgets; never loads data."""
     lowered, step = compile_checked(source)
     summary = summarize(source.spec, lowered, step)
-    diagnostics = [warning_diagnostic(source, w) for w in lowered.warnings]
+    diagnostics = spec_warnings(source, lowered)
     diagnostics += [source.diagnostic(origin, message)
                     for origin, message in training_errors(source.spec, summary.input_shape)]
-    diagnostics += [source.diagnostic(origin, message, "warning") for origin, message
-                    in training_warnings(source.spec, tuple(lowered.logits.type.shape[1:]))]
     over_budget = _budget_errors(source, summary)
     diagnostics = _in_file_order(diagnostics + over_budget, source.loaded.filename)
     return Checked(source, summary, diagnostics, over_budget)
@@ -312,6 +310,15 @@ def check(source: SourceSpec) -> Checked:
 
 def warning_diagnostic(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
     return source.diagnostic(warning.origin, warning.message, "warning")
+
+
+def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
+    """The warnings validate gives and train prints before its first epoch: the model's
+    (lowering) and the training settings' (checks.training_warnings), in file order."""
+    model = [warning_diagnostic(source, warning) for warning in lowered.warnings]
+    settings = [source.diagnostic(origin, message, "warning") for origin, message
+                in training_warnings(source.spec, tuple(lowered.logits.type.shape[1:]))]
+    return _in_file_order(model + settings, source.loaded.filename)
 
 
 def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:

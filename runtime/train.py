@@ -37,7 +37,7 @@ import numpy as np
 
 from nnrun.backends.notices import positioned, silenced, warn
 from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics
-from nnrun.compiler.frontend import resolved_spec_data, spec_yaml, warning_diagnostic
+from nnrun.compiler.frontend import resolved_spec_data, spec_warnings, spec_yaml
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -190,8 +190,8 @@ class Trainer:
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)
-        for warning in model.lowered.warnings:  # validate's warnings: a likely mistake
-            positioned(warning_diagnostic(self.source, warning).format())
+        for warning in spec_warnings(self.source, model.lowered):  # validate's: likely mistakes
+            positioned(warning.format())
         self.ranks.attach(model.backend)
         check_memory(model, self.spec.train.batch_size // self.ranks.size, "train")
         return model

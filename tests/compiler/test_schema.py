@@ -236,3 +236,19 @@ def test_settings_that_train_but_do_not_do_what_they_say_are_warned_at_their_fie
     assert "k: 12 counts every sample right, the model has 10 scores" in found[2][2]
     fine = text.replace("min_lr: 0.5, warmup_epochs: 3", "min_lr: 0.01, warmup_epochs: 1")
     assert not check(load_spec_text(fine.replace("k: 12", "k: 3"))).diagnostics
+
+
+def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
+    """The docs promise train prints every warning validate gives; the settings' warnings
+    (checks.training_warnings) were validate's alone."""
+    from invoking import invoke
+
+    spec = tmp_path / "w.yaml"
+    spec.write_text("data: {dataset: digits, limit: 64}\nmodel:\n  layers:\n"
+                    "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+                    "optimizer: {type: sgd, lr: 0.1, schedule: {type: cosine, min_lr: 0.5}}\n"
+                    "train: {epochs: 1}\n")
+    result = invoke("train", spec, "--out", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert f"{spec}:6:66: warning: optimizer.schedule.min_lr: min_lr 0.5 is above lr" \
+        in result.stderr
