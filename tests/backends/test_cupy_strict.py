@@ -149,3 +149,27 @@ def test_cupy_without_a_device_names_the_extra_of_each_driver(monkeypatch):
     message = str(caught.value)
     assert "cudaErrorInsufficientDriver" in message and "\n" not in message
     assert "'nnrun[cuda13]' for CUDA 13" in message and "'nnrun[cuda12]' for CUDA 12" in message
+
+
+def test_the_python_api_takes_and_gives_numpy_arrays_on_the_cupy_path(monkeypatch):
+    """DESIGN.md section 7: NumPy arrays in and out, whatever the backend."""
+    from nnrun.runtime.gradcheck import random_batch
+
+    spec = str(SPECS / "quickstart.yaml")
+    on_numpy = nnrun.compile(spec)
+    strict_cupy.install(monkeypatch, capture=True)
+    on_cupy = nnrun.compile(spec, backend="cupy")
+    params = on_cupy.init_params(seed=0)
+    assert all(type(value) is np.ndarray for value in params.values())
+    x, y = random_batch(on_numpy, 3, np.random.default_rng(1))
+    x = x.astype(np.float32)
+    outputs = on_cupy.forward(params, x)
+    assert type(outputs) is np.ndarray
+    np.testing.assert_allclose(outputs, on_numpy.forward(on_numpy.init_params(seed=0), x),
+                               rtol=1e-5, atol=1e-6)
+    loss, grads = on_cupy.loss_and_grads(params, x, y)
+    expected_loss, expected = on_numpy.loss_and_grads(on_numpy.init_params(seed=0), x, y)
+    assert type(loss) is float and abs(loss - expected_loss) < 1e-5
+    for name, grad in grads.items():
+        assert type(grad) is np.ndarray
+        np.testing.assert_allclose(grad, expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
