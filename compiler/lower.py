@@ -579,10 +579,10 @@ def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
         if node.op != "step" or node.inputs[0] is lowered.logits:
             continue
         lowered.builder.warnings.append(CompileWarning(
-            _activation_origin(node, spec), "step passes no gradient back (its derivative is 0 wherever it is "
-                    "defined), so no layer before it learns; use it as the last activation "
-                    "with loss: perceptron, or a sigmoid, which the perceptron became in "
-                    "multi-layer networks for this reason"))
+            _activation_origin(node, spec),
+            "step passes no gradient back (its derivative is 0 wherever it is defined), so no "
+            "layer before it learns; use it as the last activation with loss: perceptron, or a "
+            "sigmoid, which the perceptron became in multi-layer networks for this reason"))
 
 
 def _check_output(spec, lowered) -> None:
@@ -596,7 +596,7 @@ def _check_output(spec, lowered) -> None:
     units = "filters" if logits.rank > 2 else "units"
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
-        _check_class_outputs(origin.at_field(units), logits, dataset, spec.loss.type)
+        _check_class_outputs(origin, units, logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(origin, logits, dataset)
@@ -611,16 +611,16 @@ def _check_output(spec, lowered) -> None:
                            "position")
 
 
-def _check_class_outputs(at_units: Origin, logits, dataset, loss: str) -> None:
+def _check_class_outputs(origin: Origin, units: str, logits, dataset, loss: str) -> None:
     """One score per class (the perceptron's one output reads two classes)."""
     classes, outputs = dataset.num_classes, logits.shape[1]
     one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
     if classes and outputs != classes and not one_for_two:
         binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
                   and outputs == 1 else "")
-        raise CompileError(at_units, f"the model ends with {outputs} "
+        raise CompileError(origin.at_field(units), f"the model ends with {outputs} "
                            f"output{'s' if outputs > 1 else ''} but dataset "
-                           f"'{dataset.name}' has {classes} classes; set {at_units.keys[-1]}: "
+                           f"'{dataset.name}' has {classes} classes; set {units}: "
                            f"{classes}{binary}")
 
 

@@ -27,9 +27,10 @@ import numpy as np
 
 from nnrun.compiler import schema
 from nnrun.compiler.passes import optimize
-from nnrun.compiler.passes.memory_plan import plan_memory, value_bytes
+from nnrun.compiler.passes.memory_plan import value_bytes
 from nnrun.compiler.step import build_loss_and_grads
 
+from .memory import graph_bytes
 from .model import Model
 
 # Relative disagreement of the one-sided differences that marks a kink, and how far outside
@@ -151,11 +152,9 @@ def working_set_bytes(model: Model, batch: int) -> int:
     gradients it checks against, and the integer labels drawn before their cast. The training
     step, which check_memory estimates, is another graph."""
     graph = optimize(build_loss_and_grads(model.spec).graph)
-    held = sum(value_bytes(value.type, batch)
-               for value in (*graph.inputs, *graph.params, *graph.state))
     gradients = sum(value_bytes(value.type, batch) for value in graph.params)
     labels = batch * int(np.prod(model.lowered.logits.type.shape[1:])) * 8
-    return plan_memory(graph, batch).arena_bytes + held + gradients + labels
+    return graph_bytes(graph, batch) + gradients + labels
 
 
 def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: float,

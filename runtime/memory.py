@@ -15,9 +15,7 @@ import re
 import resource
 from pathlib import Path
 
-from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.memory_plan import plan_memory, value_bytes
-from nnrun.compiler.step import build_evaluation
 from nnrun.compiler.summary import training_memory
 from nnrun.compiler.tables import byte_size
 
@@ -37,7 +35,12 @@ def estimate_bytes(model, batch: int, training: bool = True) -> int:
     prediction hold: the evaluation graph's planned memory, its parameters, state and inputs."""
     if training:
         return sum(training_memory(model.train_step, batch).values())
-    graph = optimize(build_evaluation(model.spec).graph)
+    return graph_bytes(model.optimized_evaluation_graph, batch)
+
+
+def graph_bytes(graph, batch: int) -> int:
+    """What running an optimized graph at `batch` holds: its memory plan's buffers, and its
+    inputs, parameters and state."""
     held = sum(value_bytes(value.type, batch)
                for value in (*graph.inputs, *graph.params, *graph.state))
     return plan_memory(graph, batch).arena_bytes + held

@@ -123,6 +123,12 @@ class Model:
                               what="the evaluation")
 
     @cached_property
+    def optimized_evaluation_graph(self):
+        """The evaluation graph after the passes: what memory.py plans evaluation's memory
+        from (several batch sizes, one build)."""
+        return optimize(build_evaluation(self.spec).graph)
+
+    @cached_property
     def loss_and_grads_executor(self) -> Executor:
         return self._executor(build_loss_and_grads(self.spec).graph,
                               what="the loss and gradients")
