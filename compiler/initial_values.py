@@ -104,7 +104,8 @@ def _initializer_range_errors(spec) -> list[tuple[Origin, str]]:
 
 
 def _shape_message(layer, field: str, got: tuple, needed: tuple) -> str:
-    message = f"{field} have shape {list(got)}, the layer needs {list(needed)}"
+    verb = "has" if field == "bias" else "have"
+    message = f"{field} {verb} shape {list(got)}, the layer needs {list(needed)}"
     if field == "bias":
         return f"{message}: one value per {'unit' if layer.type == 'dense' else 'filter'}"
     if layer.type == "dense":

@@ -78,7 +78,7 @@ def test_weights_of_the_wrong_shape_are_an_error_at_their_position(tmp_path):
 def test_bias_of_the_wrong_length(tmp_path):
     result = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1, 2]}"))
     assert result.exit_code == 1
-    assert "bias have shape [2], the layer needs [1]" in result.output
+    assert "bias has shape [2], the layer needs [1]" in result.output
 
 
 @pytest.mark.parametrize("edit, literal, shown", [
