@@ -260,7 +260,7 @@ def said_by_rank_0(distributed: bool):
     """Errors in the block, which every rank usually meets alike, reported by rank 0 alone."""
     try:
         yield
-    except Exception as error:
+    except (Exception, Interrupted) as error:
         if distributed and _a_further_rank() and not isinstance(error, click.ClickException):
             _wait_for_rank_0()  # (click's own errors wait in _Commands.main)
         raise

@@ -1,17 +1,56 @@
 """The `nnrun` command's entry point. Importing the command line takes about half a second
-(pydantic, NumPy, click); a Ctrl-C then is answered as the commands answer it, in one line,
-not with a traceback of whatever module was loading."""
+(pydantic, NumPy, click), seconds on a loaded machine; a Ctrl-C or a scheduler's SIGTERM then is
+answered as the commands answer it, in one line, not with a traceback of whatever module was
+loading or a silent death by the signal."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+
+from nnrun.runtime.interrupts import Interrupted
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 
 def main() -> None:
-    try:
-        from nnrun.cli import main as command
-    except KeyboardInterrupt:
-        print("interrupted: stopped by SIGINT before the command began; nothing was written",
-              file=sys.stderr)
-        sys.exit(130)
+    received = _load_with_signals_noted()
+    if received is not None:
+        print(f"interrupted: stopped by {signal.Signals(received).name} before the command "
+              "began; nothing was written", file=sys.stderr)
+        sys.exit(128 + received)
+    from nnrun.cli import main as command
+
     command()
+
+
+def _load_with_signals_noted() -> int | None:
+    """Imports nnrun.cli with SIGINT and SIGTERM only noted: raised inside an import, pydantic
+    would wrap them in its own error. A second signal stops at once. Afterwards, until training
+    installs its own handling (InterruptGuard, which puts this back after), SIGTERM raises as
+    Ctrl-C does, so that the commands' error handling says it in one line."""
+    if threading.current_thread() is not threading.main_thread():  # only it may set handlers
+        import nnrun.cli  # noqa: F401
+        return None
+    received: list[int] = []
+
+    def note(number: int, frame) -> None:
+        if received:
+            raise Interrupted(number)
+        received.append(number)
+
+    for number in HANDLED:
+        signal.signal(number, note)
+    try:
+        import nnrun.cli  # noqa: F401
+    except (KeyboardInterrupt, Interrupted) as interrupt:  # a second signal
+        received.append(getattr(interrupt, "signal_number", signal.SIGINT))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupted)
+    return received[0] if received else None
+
+
+def _raise_interrupted(number: int, frame) -> None:
+    raise Interrupted(number)

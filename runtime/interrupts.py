@@ -16,8 +16,10 @@ from contextlib import contextmanager
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal; exit with 128 + the signal number, as a shell does."""
+class Interrupted(BaseException):
+    """Training stopped on a signal; exit with 128 + the signal number, as a shell does. A
+    BaseException, as KeyboardInterrupt is: a library's `except Exception` (pydantic building
+    a schema, a guard around an optional path) must not swallow or rewrap it."""
 
     def __init__(self, signal_number: int, message: str = ""):
         super().__init__(message or f"stopped by {signal.Signals(signal_number).name}")

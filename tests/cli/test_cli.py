@@ -6,6 +6,8 @@ traceback, and a message that names the file at fault.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import json
 import os
 import re
@@ -1291,25 +1293,99 @@ def test_import_nnrun_loads_no_third_party_module_so_the_command_starts_at_once(
     assert loaded == "[]"
 
 
-def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
-    """The half second of imports before the commands' own handling of SIGINT."""
-    import sys
-    import types
+class _CommandLineLoading(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Stands for nnrun.cli while it loads: `during` runs in the middle of the import."""
 
+    def __init__(self, during):
+        self.during = during
+
+    def find_spec(self, name, path, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "nnrun.cli" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        self.during()
+        module.main = lambda: pytest.fail("the command ran after a signal")
+
+
+@pytest.fixture
+def loading_command_line(monkeypatch):
+    """entry.main() with nnrun.cli imported afresh through `_CommandLineLoading(during)`; the
+    signal handlers as they were afterwards."""
+    import signal
+    import sys
+
+    import nnrun
     from nnrun import entry
 
-    loading = types.ModuleType("nnrun.cli")
+    def run(during):
+        monkeypatch.delitem(sys.modules, "nnrun.cli")
+        monkeypatch.delattr(nnrun, "cli", raising=False)
+        monkeypatch.setattr(sys, "meta_path", [_CommandLineLoading(during), *sys.meta_path])
+        with pytest.raises(SystemExit) as stopped:
+            entry.main()
+        return stopped.value.code
 
-    def interrupted(name):
-        raise KeyboardInterrupt
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield run
+    for number, handler in before.items():
+        signal.signal(number, handler)
 
-    loading.__getattr__ = interrupted
-    monkeypatch.setitem(sys.modules, "nnrun.cli", loading)
-    with pytest.raises(SystemExit) as stopped:
-        entry.main()
-    assert stopped.value.code == 130
-    assert capsys.readouterr().err == ("interrupted: stopped by SIGINT before the command "
+
+@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_the_command_line_loads_is_one_line(loading_command_line, capsys, name,
+                                                            code):
+    """Ctrl-C, or a scheduler's SIGTERM, in the imports (seconds on a loaded machine): noted
+    until they end (raised inside one, pydantic would wrap it in its own error), then one line
+    and 128 + the signal, not a traceback or a silent death by the signal."""
+    import os
+    import signal
+
+    assert loading_command_line(lambda: os.kill(os.getpid(), signal.Signals[name])) == code
+    assert capsys.readouterr().err == (f"interrupted: stopped by {name} before the command "
                                        "began; nothing was written\n")
+
+
+def test_a_second_signal_while_the_command_line_loads_stops_at_once(loading_command_line,
+                                                                    capsys):
+    import os
+    import signal
+
+    def twice():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        pytest.fail("the second signal did not stop the import")
+
+    assert loading_command_line(twice) == 143
+    assert "stopped by SIGTERM before the command began" in capsys.readouterr().err
+
+
+def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch, capsys):
+    """After the imports and outside training's own handling (here: while validate reads its
+    spec) SIGTERM stops the command with one line and 143."""
+    import os
+    import signal
+    import sys
+
+    from nnrun import entry
+    from nnrun.compiler import frontend
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    spec = write(tmp_path / "s.yaml", "data: xor\nmodel: {layers: [{type: dense, units: 1}]}\n")
+    monkeypatch.setattr(frontend, "load_spec", terminated)
+    monkeypatch.setattr(sys, "argv", ["nnrun", "validate", str(spec)])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            entry.main()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
 
 
 def test_validate_refuses_top_k_accuracy_on_a_named_dataset_of_label_maps(tmp_path):
