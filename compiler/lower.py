@@ -445,6 +445,8 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
         ctx = LayerContext(gb, lowered, spec, name, origin, mode)
         _check_name(ctx, name, names[:index], layer.name is None)
         inputs = _resolve_inputs(ctx, layer, input_names, env, names)
+        if layer.type in MULTI_INPUT:
+            _check_branches(ctx, layer, input_names, inputs)
         before = len(gb.graph.nodes)
         with gb.at(origin):
             output = LOWERINGS[layer.type](ctx, layer, inputs)
@@ -488,6 +490,69 @@ def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
                      f"{_did_you_mean(input_name, list(env))}", *keys)
         values.append(env[input_name])
     return values
+
+
+def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
+    """add takes equal shapes, concat equal ones but on its axis: said with each branch's shape
+    and a fix that suits the axes that differ (the count of inputs and the axis: the
+    lowerings)."""
+    shapes = [per_sample(value.type) for value in inputs]
+    rank = len(shapes[0])
+    layers = {info.name: info for info in ctx.lowered.layers}
+    given = ", ".join(f"'{name}' gives {shape}{_branch_path(layers, name, names)}"
+                      for name, shape in zip(names, shapes))
+    if len(inputs) < 2 or (layer.type == "concat" and not -rank <= layer.axis < rank):
+        return
+    if any(len(shape) != rank for shape in shapes):
+        ctx.fail(f"{layer.type} needs inputs of one rank: {given}; flatten or reshape a branch")
+    axis = layer.axis % rank if layer.type == "concat" else None
+    differ = sorted({i for shape in shapes[1:] for i in range(rank)
+                     if shape[i] != shapes[0][i] and i != axis})
+    if not differ:
+        return
+    need = ("add needs equal shapes" if axis is None
+            else f"concat on axis {axis} needs the other axes equal")
+    ctx.fail(f"{need}: {given}; {_branch_fix(layer.type, rank, differ)}")
+
+
+def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -> str:
+    """` (pool1 [4, 5, 5] -> enc2 [4, 3, 3] -> up1 [4, 6, 6])`: the shapes along the branch
+    that ends at `name`, from where it leaves another of the `joined` branches (up to `longest`
+    layers), or "" for a branch of one layer."""
+    others = {ancestor for other in joined if other != name
+              for ancestor in _ancestors(layers, other)}
+    path = []
+    while name in layers and len(path) < longest:
+        info = layers[name]
+        path.append(f"{name} {per_sample(info.output.type)}")
+        if name in others or len(info.inputs) != 1:
+            break
+        name = info.inputs[0]
+    return f" ({' -> '.join(reversed(path))})" if len(path) > 1 else ""
+
+
+def _ancestors(layers: dict, name: str) -> set[str]:
+    seen, pending = set(), [name]
+    while pending:
+        name = pending.pop()
+        if name in layers and name not in seen:
+            seen.add(name)
+            pending += layers[name].inputs
+    return seen
+
+
+def _branch_fix(layer_type: str, rank: int, differ: list[int]) -> str:
+    if rank == 1 or differ == [0]:
+        what = "units" if rank == 1 else "channels (filters)"
+        other = ("or join them with concat, which stacks them" if layer_type == "add"
+                 else "or concat on axis 0")
+        return f"give the branches the same number of {what}, {other}"
+    fix = ("the spatial sizes differ: change a layer of one branch to make them agree (its "
+           "padding, stride or pool size; a transposed convolution's output_padding adds the row "
+           "or column that halving an odd size lost)")
+    if layer_type == "concat" and len(differ) == 1:
+        fix += f"; or concat on axis {differ[0]}"
+    return fix
 
 
 def _did_you_mean(word: str, candidates: list[str]) -> str:

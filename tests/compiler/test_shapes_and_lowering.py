@@ -352,7 +352,7 @@ def test_concat_shape_mismatch():
                      "{type: conv2d, filters: 3, kernel_size: 1, inputs: input, name: b}",
                      "{type: concat, inputs: [a, b]}")
     error = the_error(text)
-    assert "[2, 4, 4] and [3, 6, 6]" in error.message
+    assert "'a' gives [2, 4, 4], 'b' gives [3, 6, 6]; the spatial sizes differ" in error.message
     assert error.where == "model.layers[2] (concat_1)"
 
 
@@ -377,9 +377,40 @@ def test_add_shape_mismatch():
                      "{type: add, inputs: [a, b]}")
     error = the_error(text)
     assert error.where == "model.layers[2] (add_1)"
-    assert "inputs must have equal shapes, got [2, 6, 6] and [3, 6, 6]" in error.message
-    assert "concat" in error.message  # the alternative is suggested
+    assert error.message == ("add needs equal shapes: 'a' gives [2, 6, 6], 'b' gives [3, 6, 6]; "
+                             "give the branches the same number of channels (filters), or join "
+                             "them with concat, which stacks them")
     assert at(error) == layer_position(text, "type: add")
+
+
+SKIP_TOO_LARGE = ("{type: maxpool2d, pool_size: 2, name: pool1}",
+                  "{type: conv2d, filters: 1, kernel_size: 3, stride: 2, padding: 1, name: enc2}",
+                  "{type: conv2d_transpose, filters: 1, kernel_size: 4, stride: 2, padding: 1, "
+                  "name: up1}")
+
+
+@pytest.mark.parametrize("join", ["{type: add, inputs: [up1, pool1]}",
+                                  "{type: concat, inputs: [up1, pool1]}"])
+def test_a_skip_connection_of_other_spatial_sizes_shows_each_branchs_shapes(join):
+    """An FCN's odd size halved on the way down: the shapes along the branch show where the
+    sizes parted, and the fix is not concat (which needs them equal too)."""
+    error = the_error(spec_text([1, 10, 10], *SKIP_TOO_LARGE, join))
+    need = "add needs equal shapes" if "add" in join else "concat on axis 0 needs the other axes equal"
+    assert error.message == (
+        f"{need}: 'up1' gives [1, 6, 6] (pool1 [1, 5, 5] -> enc2 [1, 3, 3] -> up1 [1, 6, 6]), "
+        "'pool1' gives [1, 5, 5]; the spatial sizes differ: change a layer of one branch to make "
+        "them agree (its padding, stride or pool size; a transposed convolution's output_padding "
+        "adds the row or column that halving an odd size lost)")
+
+
+def test_concat_offers_the_one_axis_that_differs():
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
+                     "{type: conv2d, filters: 2, kernel_size: [1, 3], name: b, inputs: input}",
+                     "{type: concat, inputs: [a, b], axis: 0}")
+    error = the_error(text)
+    assert error.message.startswith("concat on axis 0 needs the other axes equal: 'a' gives "
+                                    "[2, 6, 6], 'b' gives [2, 6, 4]; the spatial sizes differ")
+    assert error.message.endswith("; or concat on axis 2")
 
 
 def test_add_needs_two_inputs():
