@@ -229,7 +229,7 @@ def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
                               "give the run directory that nnrun wrote")
     try:
         meta = json.loads(str(_read(path, {META_KEY: header})[META_KEY]))
-    except json.JSONDecodeError as error:
+    except (ValueError, RecursionError) as error:  # not JSON, or past Python's own limits
         raise CheckpointError(_damaged(path, f"meta is not JSON: {error}")) from None
     try:
         return CheckpointMeta.model_validate(meta).model_dump()

@@ -93,7 +93,8 @@ def _rows(path: Path, required: bool) -> list[dict]:
     for number, line in enumerate(lines, start=1):
         try:
             row = json.loads(line) if line.strip() else None
-        except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past the limit
+        # JSONDecodeError, an integer past Python's digit limit, or nested past its recursion limit
+        except (ValueError, RecursionError):
             if number < len(lines):  # a torn last line is what a killed run may leave
                 raise PlotError(f"{path}: line {number} is not JSON") from None
             row = None

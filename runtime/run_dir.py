@@ -408,7 +408,8 @@ def _epochs(numbers: list[int]) -> str:
 def _json_or_none(line: str):
     try:
         return json.loads(line)
-    except (json.JSONDecodeError, RecursionError):  # RecursionError: nested past Python's limit
+    # JSONDecodeError, an integer past Python's digit limit, or nested past its recursion limit
+    except (ValueError, RecursionError):
         return None
 
 

@@ -462,6 +462,8 @@ def test_a_run_with_a_checkpoint_but_no_spec_is_refused_and_kept(trained, spec):
 @pytest.mark.parametrize("metrics, changes, named", [
     (None, b"\xff\xfe\x00\x9c binary", "spec-changes.jsonl: is damaged (not UTF-8 text)"),
     (None, b'{"resumed_after_epoch": 1}\nnot json\n', "spec-changes.jsonl: line 2 is damaged"),
+    (None, b'{"resumed_after_epoch": 1' + b"0" * 4400 + b'}\n',  # past Python's digit limit
+     "spec-changes.jsonl: line 1 is damaged"),
     (b"\xff\xfe\x00\x9c binary", b"\xff\xfe\x00\x9c binary", "metrics.jsonl: lacks the rows"),
 ])
 def test_damaged_files_a_resume_reads_are_refused_before_anything_changes(trained, spec, metrics,
@@ -828,9 +830,14 @@ def test_a_metrics_row_without_its_numbers_is_refused_before_the_resume_trains(t
     assert files_of(trained) == before
 
 
-def test_deeply_nested_metrics_are_a_damaged_line(trained, spec):
+@pytest.mark.parametrize("damage", ["nested", "digits"])
+def test_json_past_pythons_limits_is_a_damaged_line(trained, spec, damage):
+    """Nested past the recursion limit, or an integer of more digits than Python converts
+    (4,300: a ValueError, not a JSONDecodeError, was exit 70)."""
     lines = (trained / "metrics.jsonl").read_text().splitlines()
-    (trained / "metrics.jsonl").write_text("[" * 100_000 + "\n" + lines[1] + "\n")
+    first = ("[" * 100_000 if damage == "nested"
+             else lines[0].replace('"epoch_s": ', '"epoch_s": 1' + "0" * 4400 + ', "x": ', 1))
+    (trained / "metrics.jsonl").write_text(first + "\n" + lines[1] + "\n")
     line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3),
                                  trained / "metrics.jsonl")
     assert "line 1" in line
