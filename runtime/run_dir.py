@@ -44,6 +44,10 @@ def not_a_run_directory(path: Path, missing: str | None = None,
     """Why `path` is no run directory, pointing into it when it holds runs: `nnrun train`
     without --out writes runs/NAME/TIMESTAMP, and runs/NAME is what a user types next."""
     if missing is None and (Path(path) / LOCK).is_file() and not (Path(path) / SPEC).exists():
+        trained = [name for name in (LAST, BEST) if (Path(path) / name).is_file()]
+        if trained:  # the spec was lost since: the checkpoints cannot be read without it
+            return (f"{path}: the run has checkpoints ({', '.join(trained)}) but no {SPEC}; "
+                    f"restore {SPEC} (the spec it was trained with) to use them")
         return (f"{path}: a run stopped before it wrote its {SPEC}; nothing was trained: start "
                 f"it again with nnrun train SPEC --out {path}")
     if missing is None:

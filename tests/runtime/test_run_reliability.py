@@ -751,6 +751,19 @@ def test_eval_of_a_run_stopped_early_on_says_how_to_go_on(tmp_path, spec):
                          f"with nnrun train {out / 'spec.yaml'} --resume {out}")
 
 
+def test_a_trained_run_that_lost_its_spec_says_to_restore_it(trained, tmp_path):
+    """Its checkpoints are there: 'nothing was trained, start it again' was false, and train
+    refuses that command over a run."""
+    (trained / "spec.yaml").unlink()
+    x = tmp_path / "x.npz"
+    np.savez(x, x=np.zeros((2, 2), np.float32))
+    for command in (["eval", trained], ["predict", trained, x, "--out", tmp_path / "p.npy"],
+                    ["summary", trained], ["export", trained, "--out", tmp_path / "m.onnx"]):
+        line = assert_one_line_error(invoke(*command), trained)
+        assert line.endswith("the run has checkpoints (last.npz, best.npz) but no spec.yaml; "
+                             "restore spec.yaml (the spec it was trained with) to use them")
+
+
 # --- hostile and damaged files (an audit's findings) -----------------------------------------
 
 
