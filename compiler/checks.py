@@ -4,6 +4,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 from __future__ import annotations
 
 from .datasets import DATASETS, USER_FILE_DATASETS
+from .initial_values import largest_value, range_message
 from .ir import Origin
 from .schema import Accuracy, MaeMetric
 from .shapes import as_tuple
@@ -124,6 +125,17 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
         return []
     return (augmentation_errors(spec, sample_shape) + _metric_errors(spec)
             + _monitor_errors(spec))  # in file order
+
+
+def setting_range_errors(spec) -> list[tuple[Origin, str]]:
+    """Loss and optimizer numbers the model's dtype cannot hold (`lr: 1e39` in float32): inf
+    once cast, NaN from the first step. Every command that compiles refuses them."""
+    owners = [(("loss",), spec.loss), (("optimizer",), spec.optimizer),
+              (("optimizer", "schedule"), spec.optimizer.schedule)]
+    return [(Origin(".".join((*keys, field)), keys=(*keys, field)),
+             range_message(value, spec.dtype))
+            for keys, settings in owners for field, value in settings
+            if isinstance(value, float) and abs(value) > largest_value(spec.dtype)]
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

@@ -536,6 +536,11 @@ class Trainer:
     def _diverged_message(self, what: str, lr: float) -> str:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
+        decay = getattr(optimizer, "weight_decay", 0.0)
+        if decay and lr * decay >= 1:
+            causes.insert(0, f"weight_decay ({decay:g}) times the learning rate is "
+                             f"{lr * decay:g}, 1 or more: each step flips or "
+                             "grows the weights; lower optimizer.weight_decay")
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
         kept = self.run_dir / LAST

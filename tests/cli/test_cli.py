@@ -888,6 +888,17 @@ def test_weights_that_diverge_in_the_last_step_of_an_epoch_warn_nothing_in_valid
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
 
 
+def test_a_divergence_from_weight_decay_names_it(tiny, tmp_path):
+    """weight_decay x lr of 1 or more flips or grows the weights each step: the advice named only
+    the learning rate (0.05) and clipping."""
+    result = invoke(*train_args(tiny, tmp_path / "run", "--set", "optimizer={type: sgd, lr: 0.5, "
+                                "weight_decay: 1e9}"))
+    line = assert_one_line_error(result, "weight_decay (1e+09) times the learning rate is 5e+08, "
+                                         "1 or more: each step flips or grows the weights; lower "
+                                         "optimizer.weight_decay; the learning rate (0.5)")
+    assert "became" in line or "overflowed" in line
+
+
 def test_train_unknown_early_stopping_monitor(tiny, tmp_path):
     result = invoke(*train_args(tiny, tmp_path / "run", "--set",
                                 "train.early_stopping={monitor: val_acc}"))

@@ -86,6 +86,11 @@ def test_bias_of_the_wrong_length(tmp_path):
     (("units: 1}", "units: 1, bias: [-4e38]}"), "-4e38", "-4e+38"),
     (("[2]\n", "[2]\n  init: {type: normal, std: 1e39}\n"), "1e39", "1e+39"),
     (("units: 1}", "units: 1, bias_init: {type: constant, value: 1e300}}"), "1e300", "1e+300"),
+    # the training settings too: train and trace leaked a NumPy overflow warning (trace: exit 0)
+    (("units: 1}\n", "units: 1}\noptimizer: {type: sgd, lr: 1.0e39}\n"), "1.0e39", "1e+39"),
+    (("units: 1}\n", "units: 1}\noptimizer: {type: adamw, weight_decay: 5e38}\n"), "5e38",
+     "5e+38"),
+    (("units: 1}\n", "units: 1}\nloss: {type: mse, scale: 1e300}\n"), "1e300", "1e+300"),
 ])
 def test_initial_values_beyond_float32_are_an_error_at_their_position(tmp_path, edit, literal,
                                                                       shown):
