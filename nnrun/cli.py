@@ -90,6 +90,9 @@ threads_option = click.option("--threads", type=click.IntRange(min=1),
                                    "else every core).")
 
 
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins
+
+
 class UserError(Exception):
     """A problem with the user's input: one line, exit 1."""
 
@@ -125,6 +128,21 @@ def refuse_an_unwritable_out(out_path: Path) -> None:
                         "choose another --out")
     refuse_a_target_that_is_no_file(out_path)
     refuse_a_run_file_as_out(out_path)
+
+
+def refuse_to_replace_another_kind(out_path: Path, magic: bytes, kind: str) -> None:
+    """An existing --out that does not begin as this command's output (a spec, a dataset: a
+    slip of the shell or of tab completion) is kept; one that does, or an empty one, is
+    replaced, so that a command run again refreshes its output. Called after
+    refuse_an_unwritable_out, which refuses FIFOs and devices before this opens the file."""
+    try:
+        with open(out_path, "rb") as handle:
+            head = handle.read(len(magic))
+    except OSError:  # absent (a new file), or unreadable: the write says what is wrong
+        return
+    if head and head != magic:
+        raise UserError(f"{out_path}: exists and is no {kind}; choose another --out (or delete "
+                        "the file first to replace it)")
 
 
 def in_own_caches(command):
@@ -691,6 +709,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
 
     refuse_an_input_as_out(out_path, run_dir, input_file)
     refuse_an_unwritable_out(out_path)
+    refuse_to_replace_another_kind(out_path, NPY_MAGIC, "NumPy .npy file")
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)

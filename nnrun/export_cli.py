@@ -12,12 +12,14 @@ import numpy as np
 
 from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_own_caches,
                        preprocessing_option, refuse_an_input_as_out, refuse_an_unwritable_out,
-                       set_option)
+                       refuse_to_replace_another_kind, set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
 
 CHECK_SAMPLES = 16
+# A serialized ModelProto begins with its ir_version (field 1, a varint): the byte 0x08.
+ONNX_START = b"\x08"
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 
 
@@ -121,6 +123,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     require_extra()
     refuse_an_input_as_out(out_path, source)
     refuse_an_unwritable_out(out_path)
+    refuse_to_replace_another_kind(out_path, ONNX_START, "ONNX model")
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()

@@ -178,3 +178,23 @@ def test_a_users_own_matplotlib_configuration_still_applies(tmp_path, monkeypatc
         assert "MPLCONFIGDIR" not in os.environ
         assert os.environ["XDG_CACHE_HOME"] == str(tmp_path / "cache" / "libraries")
     assert "XDG_CACHE_HOME" not in os.environ
+
+
+def test_an_out_over_a_file_of_another_kind_is_kept(trained, tmp_path):
+    """`export run --out my-spec.yaml` replaced the spec with ONNX bytes, `predict --out s.yaml`
+    with an array (a hostile-input audit): an existing file is replaced only when it begins as
+    the command's output (running the command again refreshes it), or is empty. plot and data
+    preview refuse a name without an image suffix already."""
+    kinds = {"predict": "NumPy .npy file", "export": "ONNX model"}
+    for command in sorted(set(kinds) & set(_writers(trained, None))):
+        mine = tmp_path / "mine.yaml"
+        mine.write_text(XOR_SPEC)
+        line = assert_one_line_error(invoke(*_writers(trained, mine)[command]), mine)
+        assert line == (f"error: {mine}: exists and is no {kinds[command]}; choose another "
+                        "--out (or delete the file first to replace it)")
+        assert mine.read_text() == XOR_SPEC
+        again, empty = tmp_path / f"{command}-again", tmp_path / f"{command}-empty"
+        empty.write_bytes(b"")
+        for out in (again, again, empty):  # new, then refreshed; an empty file
+            assert invoke(*_writers(trained, out)[command]).exit_code == 0
+        assert again.read_bytes() == empty.read_bytes()
