@@ -129,23 +129,34 @@ class FusedKernels:
         xp.multiply(lr, direction, out=b)
         xp.subtract(p, b, out=new_p)
 
+    def adam_scalars(self, attrs, lr, step, dtype) -> tuple:
+        """Adam's step size lr / (1 - beta1^t), the root of its second correction
+        sqrt(1 - beta2^t), and AdamW's decay 1 - lr * weight_decay: in float64, as PyTorch
+        computes them from Python floats, each rounded once to the parameters' dtype (in
+        float32, 1 - 0.999^t is 1e-5 off in the first steps, 0.999 being 0.99900001 there)."""
+        xp = self.xp
+        lr, step = lr.astype(xp.float64), step.astype(xp.float64)
+        step_size = lr / (1 - attrs.beta1 ** step)
+        root_correction2 = xp.sqrt(1 - attrs.beta2 ** step)
+        decay = 1 - lr * attrs.weight_decay
+        return tuple(value.astype(dtype) for value in (step_size, root_correction2, decay))
+
     def _adam_into(self, attrs, out, p, g, lr, step, m, v) -> None:
         xp = self.xp
         new_p, new_m, new_v, a, b = out
+        step_size, root_correction2, decay = self.adam_scalars(attrs, lr, step, p.dtype)
         if attrs.decoupled:
-            p = xp.multiply(p, 1 - lr * attrs.weight_decay, out=new_p)
+            p = xp.multiply(p, decay, out=new_p)
         else:
             g = self._with_weight_decay(attrs.weight_decay, g, p, a)
         xp.multiply(m, attrs.beta1, out=new_m)
         xp.multiply(g, 1 - attrs.beta1, out=b)
         xp.add(new_m, b, out=new_m)
         self._square_average_into(v, attrs.beta2, g, new_v, b)
-        correction1 = 1 - attrs.beta1 ** step
-        correction2 = 1 - attrs.beta2 ** step
         xp.sqrt(new_v, out=b)
-        xp.divide(b, xp.sqrt(correction2), out=b)
+        xp.divide(b, root_correction2, out=b)
         xp.add(b, attrs.eps, out=b)
-        xp.multiply(lr / correction1, new_m, out=a)
+        xp.multiply(step_size, new_m, out=a)
         xp.divide(a, b, out=a)
         xp.subtract(p, a, out=new_p)
 

@@ -85,12 +85,14 @@ ADAM_UPDATE = """
 KERNEL void adam_update(const T* p, const T* g, const T* lr, const T* step, T* new_p,
                         const T* m, T* new_m, const T* v, T* new_v, long long n,
                         T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
-                        T weight_decay, int decoupled)
+                        T weight_decay, int decoupled, double beta1_exact,
+                        double beta2_exact, double weight_decay_exact)
 {
-    T correction1 = (T)1 - pow(beta1, step[0]);
-    T root_correction2 = sqrt((T)1 - pow(beta2, step[0]));
-    T step_size = lr[0] / correction1;
-    T decay = (T)1 - lr[0] * weight_decay;
+    // In double, each rounded once to T, as PyTorch (and FusedKernels.adam_scalars) do.
+    double rate = (double)lr[0], t = (double)step[0];
+    T step_size = (T)(rate / (1.0 - pow(beta1_exact, t)));
+    T root_correction2 = (T)sqrt(1.0 - pow(beta2_exact, t));
+    T decay = (T)(1.0 - rate * weight_decay_exact);
     FOR_EACH_THREAD(i, n) {
         T param = p[i], grad = g[i];
         if (decoupled) param = param * decay;
@@ -367,7 +369,8 @@ def update_plan(rule, attrs, news, p, g, lr, step, *state) -> list:
         m, v = state
         args = (p, g, lr, step, news[0], m, news[1], v, news[2], np.int64(p.size),
                 t(attrs.beta1), t(1 - attrs.beta1), t(attrs.beta2), t(1 - attrs.beta2),
-                t(attrs.eps), t(attrs.weight_decay), np.int32(attrs.decoupled))
+                t(attrs.eps), t(attrs.weight_decay), np.int32(attrs.decoupled),
+                np.float64(attrs.beta1), np.float64(attrs.beta2), np.float64(attrs.weight_decay))
     elif rule == "rmsprop_update":
         average, *buffer = state
         buffer, new_buffer = (buffer[0], news[2]) if buffer else (average, news[1])

@@ -65,17 +65,15 @@ def _sgd_forward(be, attrs, p, g, lr, step, *velocity):
 
 
 def _adam_forward(be, attrs, p, g, lr, step, m, v):
-    xp = be.xp
+    step_size, root_correction2, decay = be.adam_scalars(attrs, lr, step, p.dtype)
     if attrs.decoupled:
-        p = p * (1 - lr * attrs.weight_decay)
+        p = p * decay
     else:
         g = _coupled_decay(attrs, p, g)
     m = attrs.beta1 * m + (1 - attrs.beta1) * g
     v = attrs.beta2 * v + (1 - attrs.beta2) * g * g
-    correction1 = 1 - attrs.beta1 ** step
-    correction2 = 1 - attrs.beta2 ** step
-    denominator = xp.sqrt(v) / xp.sqrt(correction2) + attrs.eps
-    return p - (lr / correction1) * m / denominator, m, v
+    denominator = be.xp.sqrt(v) / root_correction2 + attrs.eps
+    return p - step_size * m / denominator, m, v
 
 
 def _rmsprop_forward(be, attrs, p, g, lr, step, square_avg, *buffer):
