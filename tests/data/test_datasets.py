@@ -620,6 +620,19 @@ def test_gaussian_noise():
     assert noisy.dtype == np.float32 and abs(noisy.std() - 0.5) < 0.02 and not batch.any()
 
 
+def test_every_augmentation_draws_alike_in_float32_and_float64():
+    """A float32 run and its float64 check see the same augmented data (up to rounding): the
+    noise is drawn in float64 whatever the dtype, as the initializers are."""
+    specs = [SimpleNamespace(type="random_shift", max_shift=1),
+             SimpleNamespace(type="random_flip", axis="horizontal"),
+             SimpleNamespace(type="gaussian_noise", std=0.1)]
+    images = np.random.default_rng(0).random((20, 1, 6, 6))
+    single = augment_batch(images.astype(np.float32), specs, np.random.default_rng(3))
+    double = augment_batch(images, specs, np.random.default_rng(3))
+    assert single.dtype == np.float32 and double.dtype == np.float64
+    assert np.allclose(single, double, rtol=0, atol=1e-6)
+
+
 def test_augmentation_errors():
     rng = np.random.default_rng(0)
     with pytest.raises(DataError, match="needs samples with a spatial axis"):
