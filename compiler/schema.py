@@ -802,9 +802,31 @@ def spec_json_schema() -> dict:
     """The JSON Schema of the spec language, as `nnrun schema` prints it for editors."""
     document = _standard_bounds(Spec.model_json_schema())
     _add_what_the_validators_check(document)
+    _numbers_also_as_text(document)
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "nnrun spec (version 1)"
     return document
+
+
+# A number as text: what PyYAML (YAML 1.1) leaves a string, `2.0e6` or `5e-4` (no dot, or an
+# exponent without its sign), and a quoted number; nnrun reads both as the number.
+NUMBER_TEXT_PATTERN = r"^\s*[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\s*$"
+
+
+def _numbers_also_as_text(node) -> None:
+    """Each number field also takes its number as text, as `nnrun validate` does: DESIGN's own
+    `max_flops: 2.0e6` is a string to PyYAML (a YAML 1.1 reader, as a CI check with jsonschema
+    may use) and a number to an editor's YAML 1.2 reader."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) \
+        if isinstance(node, list) else ()
+    for key, child in list(children):
+        if isinstance(child, dict) and child.get("type") == "number":
+            about = {name: child.pop(name) for name in ("title", "description", "default")
+                     if name in child}  # shown by editors from the field itself
+            node[key] = {**about, "anyOf": [child, {"type": "string",
+                                                    "pattern": NUMBER_TEXT_PATTERN}]}
+        else:
+            _numbers_also_as_text(child)
 
 
 # The run name's rule (run_name_problem) as a pattern: no leading '/', no empty, '.' or '..'

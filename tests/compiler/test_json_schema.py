@@ -184,3 +184,18 @@ def test_names_validate_takes_the_schema_takes(document):
     assert validator.is_valid(_one_layer({"type": "flatten", "name": "_flat_2"}, name="exp/lenet"))
     assert validator.is_valid(_one_layer({"type": "conv1d", "filters": 2, "kernel_size": [3]},
                                          (2, 16)))
+
+
+@pytest.mark.parametrize("load", [load_yaml, yaml.safe_load], ids=["yaml-1.2", "pyyaml"])
+def test_a_number_that_yaml_1_1_reads_as_text_is_accepted_as_validate_accepts_it(document, load):
+    """DESIGN.md's own `max_flops: 2.0e6` (and `lr: 5e-4`) is a string to PyYAML, which
+    validate reads as the number; the schema rejected it. Text that is no number still fails."""
+    spec = load("model: {input_shape: [2], layers: [{type: dense, units: 2}]}\n"
+                "optimizer: {type: adam, lr: 5e-4}\n"
+                "limits: {max_params: 100000, max_flops: 2.0e6, max_train_memory_mb: 256}\n")
+    assert list(schema_validator(document).iter_errors(spec)) == []
+    spec["optimizer"]["lr"] = "fast"
+    assert list(schema_validator(document).iter_errors(spec))
+    lr = document["$defs"]["Adam"]["properties"]["lr"]
+    assert lr["default"] == 0.001 and lr["title"] == "Lr"  # where editors show them
+
