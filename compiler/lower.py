@@ -496,13 +496,15 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     """add takes equal shapes, concat equal ones but on its axis: said with each branch's shape
     and a fix that suits the axes that differ (the count of inputs and the axis: the
     lowerings)."""
+    if len(inputs) < 2:
+        return
     shapes = [per_sample(value.type) for value in inputs]
     rank = len(shapes[0])
+    if layer.type == "concat" and not -rank <= layer.axis < rank:
+        return
     layers = {info.name: info for info in ctx.lowered.layers}
     given = ", ".join(f"'{name}' gives {shape}{_branch_path(layers, name, names)}"
                       for name, shape in zip(names, shapes))
-    if len(inputs) < 2 or (layer.type == "concat" and not -rank <= layer.axis < rank):
-        return
     if any(len(shape) != rank for shape in shapes):
         ctx.fail(f"{layer.type} needs inputs of one rank: {given}; flatten or reshape a branch")
     axis = layer.axis % rank if layer.type == "concat" else None

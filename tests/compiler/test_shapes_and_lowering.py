@@ -413,8 +413,11 @@ def test_concat_offers_the_one_axis_that_differs():
     assert error.message.endswith("; or concat on axis 2")
 
 
-def test_add_needs_two_inputs():
-    error = the_error(spec_text([4], "{type: add}"))
+@pytest.mark.parametrize("join", ["{type: add}", "{type: add, inputs: []}",
+                                  "{type: concat, inputs: []}"])
+def test_add_and_concat_need_two_inputs(join):
+    """`inputs: []` was an internal error (the branches' check read the first input)."""
+    error = the_error(spec_text([4], join))
     assert "two or more inputs" in error.message
 
 
