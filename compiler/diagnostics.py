@@ -135,33 +135,6 @@ def format_path(path: Iterable[Hashable]) -> str:
     return text
 
 
-def layer_name(layers: list, index: int) -> str:
-    """The layer's `name`, else the default `<type>_<k>`, k counting that type from 1."""
-    layer = layers[index]
-    if isinstance(layer, dict) and isinstance(layer.get("name"), str):
-        return layer["name"]
-    layer_type = _layer_type(layer)
-    count = sum(1 for earlier in layers[: index + 1] if _layer_type(earlier) == layer_type)
-    return f"{layer_type}_{count}"
-
-
-def _layer_type(layer: Any) -> str:
-    if isinstance(layer, dict) and isinstance(layer.get("type"), str):
-        return layer["type"]
-    if isinstance(layer, str) and layer.isidentifier():  # the shorthand `- relu`
-        return layer
-    return "layer"
-
-
-def describe_path(path: tuple, data: Any) -> str:
-    """The spec path, naming the layer when it leads into model.layers[i]."""
-    text = format_path(path)
-    layers = _value_at(data, ("model", "layers"))
-    if len(path) >= 3 and path[:2] == ("model", "layers") and _has_child(layers, path[2]):
-        text += f" ({layer_name(layers, path[2])})"
-    return text
-
-
 _ABSENT = object()
 
 
@@ -310,7 +283,9 @@ _ABOUT_MAPPING = {"union_tag_invalid", "union_tag_not_found"}
 def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
     location = _error_location(problem, loaded)
     owner, field = _split_field(problem, loaded.data)
-    where = location.origin or describe_path(owner, loaded.data)
+    # As DESIGN.md section 5 writes a schema error: the path alone (`model.layers[1]`); the
+    # lowering's errors, which only a valid layer reaches, add its name.
+    where = location.origin or format_path(owner)
     message = _message(problem, field, loaded.data, schema)
     return Diagnostic(location.file, location.line, location.col, "error", where, message)
 

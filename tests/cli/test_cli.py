@@ -140,7 +140,7 @@ def test_validate_shipped_specs():
 def test_validate_invalid_spec(tmp_path):
     bad = write(tmp_path / "bad.yaml", ONE_ERROR)
     line = assert_one_line_error(invoke("validate", bad), bad)
-    assert line == (f"{bad}:4:61: error: model.layers[0] (conv2d_1): unknown field 'padd'; "
+    assert line == (f"{bad}:4:61: error: model.layers[0]: unknown field 'padd'; "
                     "did you mean 'padding'?")
     assert "ok" not in invoke("validate", bad).stdout
 
@@ -168,7 +168,7 @@ def test_validate_json_format(tmp_path):
     (item,) = decoded
     assert set(item) == DIAGNOSTIC_KEYS
     assert item == {"file": str(bad), "line": 4, "col": 61, "severity": "error",
-                    "where": "model.layers[0] (conv2d_1)",
+                    "where": "model.layers[0]",
                     "message": "unknown field 'padd'; did you mean 'padding'?"}
 
 
@@ -277,8 +277,9 @@ optimizer: {type: sgd, lr: -1}
 def test_validate_reports_shape_errors_in_layers_the_schema_errors_leave_intact(tmp_path):
     lines = validate_errors(tmp_path, README_BAD)
     assert [line.split(": ")[2] for line in lines] == [
-        "model.layers[0] (conv2d_1)", "model.layers[1] (conv2d_2)", "optimizer"]
-    # the one mistake said once, as DESIGN.md section 5 shows it: no "missing kernel_size"
+        "model.layers[0]", "model.layers[1] (conv2d_2)", "optimizer"]
+    # As DESIGN.md section 5 shows them: a schema error at its path, a shape error naming the
+    # layer; the one mistake said once (no "missing kernel_size")
     assert "unknown field 'kernal_size'; did you mean 'kernel_size'?" in lines[0]
     assert lines[1].startswith("5:48: error: model.layers[1] (conv2d_2): kernel 5x5 does not "
                                "fit the 4x4 input")

@@ -11,11 +11,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from nnrun.compiler.diagnostics import (
     Diagnostic,
     SpecError,
-    describe_path,
     diagnostics_from_validation_error,
     format_diagnostics,
     format_path,
-    layer_name,
     suggest,
 )
 from nnrun.compiler.loader import apply_overrides, load_yaml_text
@@ -89,22 +87,6 @@ def test_format_path():
     assert format_path(("model", "layers", 3, "kernel_size")) == "model.layers[3].kernel_size"
     assert format_path(("train", "metrics", 0)) == "train.metrics[0]"
     assert format_path(()) == ""
-
-
-def test_layer_names_count_each_type_from_one():
-    layers = [{"type": "conv2d"}, {"type": "dense"}, {"type": "conv2d", "name": "head"},
-              {"type": "conv2d"}, 5]
-    assert [layer_name(layers, index) for index in range(5)] == [
-        "conv2d_1", "dense_1", "head", "conv2d_3", "layer_1",
-    ]
-
-
-def test_describe_path_names_the_layer():
-    data = {"model": {"layers": [{"type": "dense"}, {"type": "dense", "name": "out"}]}}
-    assert describe_path(("model", "layers", 1), data) == "model.layers[1] (out)"
-    assert describe_path(("model", "layers", 0, "activation"), data) == "model.layers[0].activation (dense_1)"
-    assert describe_path(("model",), data) == "model"
-    assert describe_path(("model", "layers", 7), data) == "model.layers[7]"
 
 
 # --- stand-in schema, shaped like compiler/schema.py -------------------------------------------
@@ -207,14 +189,14 @@ def test_unknown_field_with_did_you_mean_points_at_the_key():
             - {type: conv2d, filters: 6, kernal_size: 5}
         """
     ) == [
-        "spec.yaml:4:34: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; "
+        "spec.yaml:4:34: error: model.layers[1]: unknown field 'kernal_size'; "
         "did you mean 'kernel_size'?",
     ]
 
 
 def test_unknown_field_without_a_close_match():
     assert formatted("model:\n  layers: [{type: dense, units: 3, colour: red}]\n") == [
-        "spec.yaml:2:36: error: model.layers[0] (dense_1): unknown field 'colour'",
+        "spec.yaml:2:36: error: model.layers[0]: unknown field 'colour'",
     ]
 
 
@@ -234,7 +216,7 @@ def test_unknown_field_in_a_nested_union_member():
               activation: {type: leaky_relu, alpa: 0.1}
         """
     ) == [
-        "spec.yaml:5:38: error: model.layers[0].activation (dense_1): unknown field 'alpa'; "
+        "spec.yaml:5:38: error: model.layers[0].activation: unknown field 'alpa'; "
         "did you mean 'alpha'?",
     ]
 
@@ -249,9 +231,9 @@ def test_unknown_layer_type_points_at_the_type_value():
             - {type: conv3d, name: second}
         """
     ) == [
-        "spec.yaml:4:14: error: model.layers[1] (conv3d_1): unknown layer type 'conv3d'; "
+        "spec.yaml:4:14: error: model.layers[1]: unknown layer type 'conv3d'; "
         "did you mean 'conv2d'?",
-        "spec.yaml:5:14: error: model.layers[2] (second): unknown layer type 'conv3d'; "
+        "spec.yaml:5:14: error: model.layers[2]: unknown layer type 'conv3d'; "
         "did you mean 'conv2d'?",
     ]
 
@@ -265,14 +247,14 @@ def test_unknown_tag_without_a_close_match_lists_the_choices():
 
 def test_unknown_activation_given_by_name():
     assert formatted("model:\n  layers: [{type: dense, units: 3, activation: relux}]\n") == [
-        "spec.yaml:2:48: error: model.layers[0] (dense_1): unknown activation 'relux'; "
+        "spec.yaml:2:48: error: model.layers[0]: unknown activation 'relux'; "
         "did you mean 'relu'?",
     ]
 
 
 def test_missing_type():
     assert formatted("model:\n  layers:\n    - units: 3\n") == [
-        "spec.yaml:3:7: error: model.layers[0] (layer_1): missing required field 'type'",
+        "spec.yaml:3:7: error: model.layers[0]: missing required field 'type'",
     ]
 
 
@@ -296,7 +278,7 @@ def test_missing_required_field_points_at_the_parent_mapping():
             - type: dense
               activation: relu
         """
-    ) == ["spec.yaml:3:7: error: model.layers[0] (dense_1): missing required field 'units'"]
+    ) == ["spec.yaml:3:7: error: model.layers[0]: missing required field 'units'"]
 
 
 def test_a_field_of_many_places_gets_no_section_hint(Spec):
@@ -305,7 +287,7 @@ def test_a_field_of_many_places_gets_no_section_hint(Spec):
     text = ("model:\n  layers:\n    - {type: conv2d, filters: 2, kernel_size: 3, mode: reflect}\n"
             "train:\n  pruning:\n  type: magnitude\n")
     assert formatted(text, schema=Spec) == [
-        "spec.yaml:3:50: error: model.layers[0] (conv2d_1): unknown field 'mode'",
+        "spec.yaml:3:50: error: model.layers[0]: unknown field 'mode'",
         "spec.yaml:6:3: error: train: unknown field 'type'; it belongs in the pruning section: "
         "indent it under pruning:"]
 
@@ -314,7 +296,7 @@ def test_a_field_of_another_section_says_where_it_goes(Spec):
     text = ("model:\n  layers:\n    - {type: batchnorm, sync_batchnorm: true}\n"
             "optimizer: {type: sgd, lr: 0.1, epochs: 3}\ntrain: {lr: 0.1}\n")
     assert formatted(text, schema=Spec) == [
-        "spec.yaml:3:25: error: model.layers[0] (batchnorm_1): unknown field 'sync_batchnorm'; "
+        "spec.yaml:3:25: error: model.layers[0]: unknown field 'sync_batchnorm'; "
         "it is a field of train: set train.sync_batchnorm",
         "spec.yaml:4:33: error: optimizer: unknown field 'epochs'; it is a field of train: set "
         "train.epochs",
@@ -324,10 +306,10 @@ def test_a_field_of_another_section_says_where_it_goes(Spec):
 
 def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
     assert formatted("model:\n  layers: [flatten, dense]\n", schema=Spec) == [
-        "spec.yaml:2:21: error: model.layers[1] (dense_1): missing required field 'units'"]
+        "spec.yaml:2:21: error: model.layers[1]: missing required field 'units'"]
     assert formatted("model:\n  layers: [conv2d]\n", schema=Spec) == [
-        "spec.yaml:2:12: error: model.layers[0] (conv2d_1): missing required field 'filters'",
-        "spec.yaml:2:12: error: model.layers[0] (conv2d_1): missing required field "
+        "spec.yaml:2:12: error: model.layers[0]: missing required field 'filters'",
+        "spec.yaml:2:12: error: model.layers[0]: missing required field "
         "'kernel_size'"]
 
 
@@ -347,9 +329,9 @@ def test_bound_errors_say_what_is_expected():
         """
     ) == [
         "spec.yaml:1:7: error: 'seed' must be an integer ≥ 0, got -1",
-        "spec.yaml:4:31: error: model.layers[0] (conv2d_1): 'filters' must be an integer ≥ 1, "
+        "spec.yaml:4:31: error: model.layers[0]: 'filters' must be an integer ≥ 1, "
         "got -3",
-        "spec.yaml:5:28: error: model.layers[1] (dense_1): 'units' must be an integer ≥ 1, got 0",
+        "spec.yaml:5:28: error: model.layers[1]: 'units' must be an integer ≥ 1, got 0",
         "spec.yaml:6:28: error: optimizer: 'lr' must be a number > 0, got -0.5",
     ]
 
@@ -365,7 +347,7 @@ def test_type_errors_say_what_is_expected():
         """
     ) == [
         "spec.yaml:1:7: error: 'seed' must be an integer, got 1.5",
-        "spec.yaml:4:28: error: model.layers[0] (dense_1): 'units' must be an integer, got 'many'",
+        "spec.yaml:4:28: error: model.layers[0]: 'units' must be an integer, got 'many'",
         "spec.yaml:5:34: error: optimizer: 'momentum' must be a number, got [1]",
     ]
 
@@ -378,28 +360,28 @@ def test_length_errors():
 
 def test_a_layer_that_is_not_a_mapping():
     assert formatted("model:\n  layers: [{type: dense, units: 3}, 5]\n") == [
-        "spec.yaml:2:37: error: model.layers[1] (layer_1): expected a name or a mapping with "
+        "spec.yaml:2:37: error: model.layers[1]: expected a name or a mapping with "
         "'type', got 5",
     ]
 
 
 def test_union_alternatives_that_all_fail_become_one_message():
     assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: 3, padding: smae}]\n") == [
-        "spec.yaml:2:64: error: model.layers[0] (conv2d_1): 'padding' must be 'valid', 'same' "
+        "spec.yaml:2:64: error: model.layers[0]: 'padding' must be 'valid', 'same' "
         "or an integer, got 'smae'; did you mean 'same'?",
     ]
 
 
 def test_union_alternative_that_got_furthest_wins():
     assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: [3, a]}]\n") == [
-        "spec.yaml:2:56: error: model.layers[0] (conv2d_1): 'kernel_size[1]' must be an integer, "
+        "spec.yaml:2:56: error: model.layers[0]: 'kernel_size[1]' must be an integer, "
         "got 'a'",
     ]
 
 
 def test_union_alternatives_failing_at_the_value_itself():
     assert formatted("model:\n  layers: [{type: conv2d, filters: 1, kernel_size: [3, 3, 3]}]\n") == [
-        "spec.yaml:2:52: error: model.layers[0] (conv2d_1): 'kernel_size' must be an integer "
+        "spec.yaml:2:52: error: model.layers[0]: 'kernel_size' must be an integer "
         "or a list of at most 2 entries, got [3, 3, 3]",
     ]
 
@@ -490,18 +472,18 @@ def test_real_schema_messages(Spec):
         "mean 'float64'?",
         "spec.yaml:3:12: error: data: unknown dataset 'mnsit'; did you mean 'mnist'?",
         "spec.yaml:5:9: error: model: unknown initializer 'xavier'; did you mean 'xavier_normal'?",
-        "spec.yaml:7:14: error: model.layers[0] (conv3d_1): unknown layer type 'conv3d'; did you "
+        "spec.yaml:7:14: error: model.layers[0]: unknown layer type 'conv3d'; did you "
         "mean 'conv2d'?",
-        "spec.yaml:8:31: error: model.layers[1] (conv2d_1): 'filters' must be an integer ≥ 1, "
+        "spec.yaml:8:31: error: model.layers[1]: 'filters' must be an integer ≥ 1, "
         "got -3",
-        "spec.yaml:8:35: error: model.layers[1] (conv2d_1): unknown field 'kernal_size'; did you "
+        "spec.yaml:8:35: error: model.layers[1]: unknown field 'kernal_size'; did you "
         "mean 'kernel_size'?",
-        "spec.yaml:8:60: error: model.layers[1] (conv2d_1): 'padding' must be 'valid', 'same', "
+        "spec.yaml:8:60: error: model.layers[1]: 'padding' must be 'valid', 'same', "
         "an integer or a list, got 'smae'; did you mean 'same'?",
-        "spec.yaml:8:78: error: model.layers[1] (conv2d_1): unknown activation 'relux'; did you "
+        "spec.yaml:8:78: error: model.layers[1]: unknown activation 'relux'; did you "
         "mean 'relu'?",
-        "spec.yaml:9:7: error: model.layers[2] (dense_1): missing required field 'units'",
-        "spec.yaml:10:38: error: model.layers[2].activation (dense_1): unknown field 'alpa'; did "
+        "spec.yaml:9:7: error: model.layers[2]: missing required field 'units'",
+        "spec.yaml:10:38: error: model.layers[2].activation: unknown field 'alpa'; did "
         "you mean 'alpha'?",
         "spec.yaml:11:7: error: loss: unknown loss 'crossentropy'; did you mean 'cross_entropy'?",
         "spec.yaml:12:28: error: optimizer: 'lr' must be a number > 0, got -1",
@@ -547,7 +529,7 @@ def _load_errors(text: str, overrides=()) -> list[str]:
 def test_yaml_errors_do_not_hide_the_schema_errors():
     assert _load_errors(ALL_AT_ONCE) == [
         "spec.yaml:2:1: error: duplicate key 'seed' (first at line 1)",
-        "spec.yaml:6:21: error: model.layers[0] (dense_1): unknown field 'unitz'; did you mean "
+        "spec.yaml:6:21: error: model.layers[0]: unknown field 'unitz'; did you mean "
         "'units'?",
         # the refused value is not reported again as a missing integer
         "spec.yaml:7:28: error: model.layers[1].units: tag '!!python/object:os.system' is not "
@@ -715,7 +697,7 @@ def test_a_misspelt_type_key_is_named_with_its_position():
     text = ("model:\n  input_shape: [4]\n  layers:\n    - {tyep: dense, units: 2}\n"
             "optimizer: {Type: adam}\n")
     assert _load_errors(text) == [
-        "spec.yaml:4:8: error: model.layers[0] (layer_1): unknown field 'tyep'; did you mean "
+        "spec.yaml:4:8: error: model.layers[0]: unknown field 'tyep'; did you mean "
         "'type'?",
         "spec.yaml:5:13: error: optimizer: unknown field 'Type'; did you mean 'type'?"]
 
