@@ -3,7 +3,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
-from .datasets import DATASETS, USER_FILE_DATASETS
+from .datasets import DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out
 from .initial_values import largest_value, range_message
 from .ir import Origin
 from .schema import Accuracy, MaeMetric
@@ -123,8 +123,28 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture
         return []
-    return (augmentation_errors(spec, sample_shape) + _metric_errors(spec)
-            + _monitor_errors(spec))  # in file order
+    return (_split_errors(spec.data) + augmentation_errors(spec, sample_shape)
+            + _metric_errors(spec) + _monitor_errors(spec))  # in file order
+
+
+def _split_errors(data) -> list[tuple[Origin, str]]:
+    """A generated dataset's n_samples too few for its test split, or for the validation split
+    carved from the rest (runtime/data: sources.hold_out_test, splits.carve_validation)."""
+    if data.dataset not in SIZED_DATASETS or data.n_samples is None:
+        return []
+    count = data.n_samples
+    test = held_out(count, TEST_FRACTION)
+    if test >= count:
+        return [(Origin("data.n_samples", keys=("data", "n_samples")),
+                 f"n_samples {count} leaves no test split (the first {TEST_FRACTION:.0%} of the "
+                 "samples are the test split); use 5 or more")]
+    train = count - test if data.limit is None else min(count - test, data.limit)
+    if data.validation_split and held_out(train, data.validation_split) >= train:
+        return [(Origin("data.validation_split", keys=("data", "validation_split")),
+                 f"validation_split {data.validation_split} of {train} training samples "
+                 f"({count} less {test} for the test split) leaves none to train on; lower "
+                 "data.validation_split, or raise data.n_samples")]
+    return []
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:

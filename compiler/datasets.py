@@ -94,6 +94,14 @@ DATASETS: dict[str, DatasetInfo] = {
 USER_FILE_DATASETS = tuple(name for name, info in DATASETS.items() if info.user_file)
 SIZED_DATASETS = tuple(name for name, info in DATASETS.items() if info.sized)
 
+# A generated dataset's first 20% are its test split (runtime/data/sources.hold_out_test).
+TEST_FRACTION = 0.2
+
+
+def held_out(count: int, fraction: float) -> int:
+    """How many of `count` samples a split of `fraction` takes: one at least."""
+    return max(1, round(count * fraction))
+
 
 # A generator holds its samples in float64 with int64 labels, and while it draws them about as
 # much again in temporaries; loading then adds the model-dtype copy and the splits' copies.

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.backends.notices import inform
-from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, csv_columns, generated_bytes,
-                                     generator_hint, no_label_column)
+from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
+                                     generated_bytes, generator_hint, held_out, no_label_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import CACHE_DAMAGE, ArrayHeader, DamagedFile, npz_headers, read_npz
@@ -38,7 +38,6 @@ from .locations import (
 
 GENERATOR_SEED = 0
 DIGITS_SPLIT_SEED = 0
-TEST_FRACTION = 0.2
 
 
 @dataclass
@@ -176,7 +175,7 @@ def generated_count(name: str, data_spec: Any, default: int) -> int:
 
 def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     """The samples are already shuffled, so the first 20% make the test split."""
-    test_size = max(1, round(len(y) * TEST_FRACTION))
+    test_size = held_out(len(y), TEST_FRACTION)
     if test_size >= len(y):
         raise DataError(f"{name}: n_samples {len(y)} leaves no test split; use 5 or more")
     info = DATASETS[name]

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from nnrun.compiler.datasets import held_out
+
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -62,13 +64,12 @@ def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
     """Holds out a random `fraction` of train; the rest keeps its original order."""
     if not fraction:
         return train, None
-    held_out = max(1, round(len(train) * fraction))
-    if held_out >= len(train):
-        raise DataError(
-            f"validation_split {fraction} of {len(train)} training samples leaves none to train on"
-        )
+    count = held_out(len(train), fraction)
+    if count >= len(train):
+        raise DataError(f"validation_split {fraction} of {len(train)} training samples leaves "
+                        "none to train on; lower data.validation_split, or use more samples")
     order = np.random.default_rng([seed, VALIDATION_STREAM]).permutation(len(train))
-    return train.take(np.sort(order[held_out:])), train.take(np.sort(order[:held_out]))
+    return train.take(np.sort(order[count:])), train.take(np.sort(order[:count]))
 
 
 @dataclass(frozen=True)

@@ -254,6 +254,22 @@ def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
     assert "these are [2]" in line
 
 
+@pytest.mark.parametrize("data, error", [
+    ("  n_samples: 1\n", "3:14: error: data.n_samples: n_samples 1 leaves no test split (the "
+                         "first 20% of the samples are the test split); use 5 or more"),
+    ("  n_samples: 3\n  limit: 1\n  validation_split: 0.5\n",
+     "5:21: error: data.validation_split: validation_split 0.5 of 1 training samples (3 less 1 "
+     "for the test split) leaves none to train on; lower data.validation_split, or raise "
+     "data.n_samples"),
+])
+def test_validate_catches_a_generated_dataset_too_small_for_its_splits(tmp_path, data, error):
+    """validate said ok and train refused (a hostile-input audit)."""
+    assert validate_errors(tmp_path, XOR_WITH.format(data=data, extra="")) == [error]
+    result = invoke("train", tmp_path / "spec.yaml", "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(result, "leaves n")
+    assert not (tmp_path / "run").exists()
+
+
 def test_validate_catches_a_conv_only_model_under_the_default_loss(tmp_path):
     text = "data: {dataset: mnist1d}\nmodel:\n  layers:\n    - {type: conv1d, filters: 10, " \
            "kernel_size: 40}\n"
