@@ -619,6 +619,16 @@ def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec):
         result = assert_ok(invoke("train", spec, "--resume", out))
         assert "stopped early at epoch 2; nothing to train" in result.stderr
         assert len(rows(out)) == 2
+    # More epochs change nothing either: no "schedule restarts" line before "nothing to train",
+    # and no change recorded for a resume that trains none (a crash audit)
+    spec_before = (out / "spec.yaml").read_text()
+    spec.write_text(spec.read_text().replace("lr: 1.0e-9", "lr: 1.0e-9, schedule: cosine"))
+    result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", 20,
+                              "--allow-changes"))
+    assert "stopped early at epoch 2; nothing to train" in result.stderr
+    assert "restarts" not in result.stderr and len(rows(out)) == 2
+    assert (out / "spec.yaml").read_text() == spec_before
+    assert not (out / "spec-changes.jsonl").exists()
 
 
 def test_a_resume_with_no_epoch_left_says_so(tmp_path, spec):
