@@ -103,11 +103,36 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 
     try:
         with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
-            changes, trainer = ranks.together(prepare)
+            try:
+                changes, trainer = ranks.together(prepare)
+            except Interrupted as interrupt:
+                raise _stopped_while_preparing(interrupt, run, source, resume, ranks) from None
             return trainer.run(run, guard, changes)
     except BaseException:
         ranks.failed()
         raise
+
+
+def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:
+    """A signal while the run directory is opened and checked, the data loaded and the model
+    compiled: nothing was written yet; what to run to go on."""
+    if run is None:
+        return interrupt
+    if resume is not None:
+        advice = f"the run directory is as it was; resume with: {resume_command(run.path, ranks)}"
+    else:
+        advice = (f"nothing was trained; start again with: nnrun train {source.path or 'SPEC'} "
+                  f"--out {run.path}")
+    return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
+
+
+def resume_command(run_dir: Path, ranks) -> str:
+    """The command that resumes `run_dir`: its own spec.yaml holds every override, so it always
+    fits the run."""
+    command = f"nnrun train {run_dir / SPEC} --resume {run_dir}"
+    if ranks.size > 1:
+        command = f"mpiexec -n {ranks.size} {command} --distributed"
+    return command
 
 
 def _run_path(source, out_dir, resume) -> Path:
@@ -569,11 +594,7 @@ class Trainer:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"
-        # The run's own spec.yaml holds every override, so this command always fits the run.
-        command = f"nnrun train {self.run_dir / SPEC} --resume {self.run_dir}"
-        if self.ranks.size > 1:
-            command = f"mpiexec -n {self.ranks.size} {command} --distributed"
-        return f"{interrupt}; {saved}; resume with: {command}"
+        return f"{interrupt}; {saved}; resume with: {resume_command(self.run_dir, self.ranks)}"
 
     # --- evaluation -----------------------------------------------------------------------
 

@@ -749,6 +749,32 @@ def test_a_signal_while_the_run_begins_says_what_to_do(tmp_path, spec, monkeypat
                                          f"start again with: nnrun train {spec} --out {out}")
 
 
+@pytest.mark.parametrize("resuming", [False, True])
+def test_a_signal_while_the_run_is_prepared_says_what_to_do(trained, spec, monkeypatch,
+                                                            resuming):
+    """Before the run begins (its directory checked, data loaded, model compiled): a resume's
+    line said only 'stopped by SIGINT' (a crash audit)."""
+    from nnrun.runtime import train as training
+    from nnrun.runtime.interrupts import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    monkeypatch.setattr(training, "Trainer", interrupted)
+    before = files_of(trained)
+    if resuming:
+        result = invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3)
+        advice = (f"the run directory is as it was; resume with: nnrun train "
+                  f"{trained / 'spec.yaml'} --resume {trained}")
+    else:
+        out = trained.parent / "new"
+        result = invoke("train", spec, "--out", out)
+        advice = f"nothing was trained; start again with: nnrun train {spec} --out {out}"
+    assert result.exit_code == 130
+    assert result.stderr.strip() == f"interrupted: stopped by SIGINT; {advice}"
+    assert files_of(trained) == before
+
+
 def test_eval_of_a_run_stopped_early_on_says_how_to_go_on(tmp_path, spec):
     out = tmp_path / "run"
     out.mkdir()
