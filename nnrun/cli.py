@@ -183,6 +183,13 @@ def handle_errors(command):
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return command(*args, **kwargs)
+        # The signals first: a second one must not land in the imports _expected_errors makes
+        except Interrupted as interrupt:
+            click.echo(f"interrupted: {interrupt}", err=True)
+            sys.exit(interrupt.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: stopped by SIGINT", err=True)
+            sys.exit(130)
         except SpecError as error:
             click.echo(format_diagnostics(error.diagnostics), err=True)
             sys.exit(1)
@@ -204,12 +211,6 @@ def handle_errors(command):
             click.echo("error: out of memory; lower the batch size or the model size "
                        "(`nnrun summary` shows the estimate)", err=True)
             sys.exit(1)
-        except Interrupted as interrupt:
-            click.echo(f"interrupted: {interrupt}", err=True)
-            sys.exit(interrupt.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
                 traceback.print_exc()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
+from nnrun.cli import handle_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.tables import table_text
-from nnrun.runtime.data.errors import DataError
 from nnrun.runtime.data.fetch import fetch_dataset
 from nnrun.runtime.data.locations import where_stored
 
@@ -21,6 +21,7 @@ def data() -> None:
 
 
 @data.command("list")
+@handle_errors
 def list_datasets() -> None:
     """Every dataset a spec can name, with its shape and where its files are (or would be)."""
     rows = [list(dataset_row(name)) for name in DATASETS]
@@ -54,11 +55,8 @@ def _directory(ctx, param, value: str | None) -> Path | None:
     help="a server holding the four files (e.g. a local copy, http://127.0.0.1:8000/mnist/), "
          "tried instead of the public mirrors; repeatable, in order",
 )
+@handle_errors
 def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
-    try:
-        directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
-    except DataError as error:
-        click.echo(f"error: {error}", err=True)
-        raise SystemExit(1) from None
+    directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
     click.echo(f"{name}: files in {directory}")

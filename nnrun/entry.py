@@ -9,10 +9,7 @@ import signal
 import sys
 import threading
 
-from nnrun.runtime.interrupts import Interrupted
-
-HANDLED = (signal.SIGINT, signal.SIGTERM)
-
+from nnrun.runtime.interrupts import HANDLED, Interrupted
 
 def main() -> None:
     received = _load_with_signals_noted()
@@ -22,7 +19,11 @@ def main() -> None:
         sys.exit(128 + received)
     from nnrun.cli import main as command
 
-    command()
+    try:
+        command()
+    except Interrupted as interrupt:  # outside a command's own handling: click parsing it
+        print(f"interrupted: {interrupt}", file=sys.stderr)
+        sys.exit(interrupt.exit_code)
 
 
 def _load_with_signals_noted() -> int | None:

@@ -1416,6 +1416,51 @@ def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch,
     assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
 
 
+def test_sigterm_in_data_fetch_is_one_line(tmp_path, monkeypatch, capsys):
+    """data fetch had no handling of its own: a SIGTERM in a download was a traceback."""
+    import os
+    import signal
+    import sys
+
+    from nnrun import data_cli, entry
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(data_cli, "fetch_dataset", terminated)
+    monkeypatch.setattr(sys, "argv", ["nnrun", "data", "fetch", "mnist", "--dest",
+                                      str(tmp_path / "mnist")])
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            entry.main()
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
+
+
+def test_a_second_signal_while_the_first_is_answered_is_no_traceback(tiny, monkeypatch):
+    """The error handling imported its expected errors before it reached the signal's clause:
+    a second Ctrl-C there was a traceback (or click's 'Aborted!'), exit 1."""
+    import signal
+
+    import nnrun.cli as cli
+    from nnrun.compiler import frontend
+    from nnrun.runtime.interrupts import Interrupted
+
+    def terminated(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    def second_signal():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(frontend, "load_spec", terminated)
+    monkeypatch.setattr(cli, "_expected_errors", second_signal)
+    result = invoke("validate", tiny)
+    assert result.exit_code == 143 and result.stderr == "interrupted: stopped by SIGTERM\n"
+
+
 def test_validate_refuses_top_k_accuracy_on_a_named_dataset_of_label_maps(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: shapes, n_samples: 8}\nmodel:\n  layers:\n"
                  "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
