@@ -352,16 +352,18 @@ class Trainer:
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)
             self._write_step_norms(run)
-        if changes and not self._stays_stopped(history):  # else no part trains with them
+        if changes and not self._stays_stopped(history, pruning):  # else nothing trains with them
             self._record_changes(run, epoch, changes, history, *record)
         return state, history, meta["step"], epoch + 1, pruning
 
-    def _stays_stopped(self, history: History) -> bool:
-        """Early stopping ended the run, and will again at once (_should_stop, before the
-        pruning ramp is restored: a run that prunes is never taken as stopped here)."""
+    def _stays_stopped(self, history: History, pruning) -> bool:
+        """Early stopping ended the run, and will again at once: _should_stop, with the
+        pruning level the checkpoint saved (the pruner is restored later)."""
         stopping = self.spec.train.early_stopping
-        return bool(stopping and not self.pruner
-                    and history.epochs_since_best >= stopping.patience)
+        if self.pruner and not (pruning and pruning[0] and pruning[1] is not None
+                                and self.pruner.reaches_target(pruning[1])):
+            return False  # the ramp goes on
+        return bool(stopping and history.epochs_since_best >= stopping.patience)
 
     def _read_checkpoint(self, run: RunDirectory):
         """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""

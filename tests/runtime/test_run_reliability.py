@@ -609,9 +609,10 @@ def test_extending_a_cosine_run_restarts_its_schedule_and_says_so(tmp_path, spec
     assert meta["schedule_start"] == 2
 
 
-def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec):
+@pytest.mark.parametrize("pruning", ["", ", pruning: {target_sparsity: 0.5, end_epoch: 1}"])
+def test_an_early_stopped_run_does_not_train_again_on_resume(tmp_path, spec, pruning):
     spec.write_text(SPEC.replace("lr: 0.05", "lr: 1.0e-9").replace(
-        "epochs: 2", "epochs: 10, early_stopping: {patience: 1, min_delta: 0.5}"))
+        "epochs: 2", "epochs: 10, early_stopping: {patience: 1, min_delta: 0.5}" + pruning))
     out = tmp_path / "run"
     assert_ok(invoke("train", spec, "--out", out, "--quiet"))
     assert len(rows(out)) == 2
