@@ -128,23 +128,28 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
 
 
 def _split_errors(data) -> list[tuple[Origin, str]]:
-    """A generated dataset's n_samples too few for its test split, or for the validation split
-    carved from the rest (runtime/data: sources.hold_out_test, splits.carve_validation)."""
-    if data.dataset not in SIZED_DATASETS or data.n_samples is None:
-        return []
-    count = data.n_samples
-    test = held_out(count, TEST_FRACTION)
-    if test >= count:
+    """Too few training samples for the splits, where it is known without data: a generated
+    dataset's n_samples for its test split, and the validation split carved from the rest or
+    from what data.limit keeps (runtime/data: sources.hold_out_test, splits.carve_validation).
+    A limit too small is too small for any dataset: fewer samples hold out no fewer."""
+    count = data.n_samples if data.dataset in SIZED_DATASETS else None
+    if count is not None and held_out(count, TEST_FRACTION) >= count:
         return [(Origin("data.n_samples", keys=("data", "n_samples")),
                  f"n_samples {count} leaves no test split (the first {TEST_FRACTION:.0%} of the "
                  "samples are the test split); use 5 or more")]
-    train = count - test if data.limit is None else min(count - test, data.limit)
-    if data.validation_split and held_out(train, data.validation_split) >= train:
-        return [(Origin("data.validation_split", keys=("data", "validation_split")),
-                 f"validation_split {data.validation_split} of {train} training samples "
-                 f"({count} less {test} for the test split) leaves none to train on; lower "
-                 "data.validation_split, or raise data.n_samples")]
-    return []
+    train = None if count is None else count - held_out(count, TEST_FRACTION)
+    if data.limit is not None and (train is None or data.limit < train):
+        train, source, more = data.limit, "that data.limit keeps", "data.limit"
+    elif train is not None:
+        source = f"({count} less {count - train} for the test split)"
+        more = "data.n_samples"
+    if train is None or not data.validation_split \
+            or held_out(train, data.validation_split) < train:
+        return []
+    fix = "lower data.validation_split" if train > 1 else "remove data.validation_split"
+    return [(Origin("data.validation_split", keys=("data", "validation_split")),
+             f"validation_split {data.validation_split} of the {train} training samples "
+             f"{source} leaves none to train on; {fix}, or raise {more}")]
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:

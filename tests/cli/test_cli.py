@@ -257,10 +257,14 @@ def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
 @pytest.mark.parametrize("data, error", [
     ("  n_samples: 1\n", "3:14: error: data.n_samples: n_samples 1 leaves no test split (the "
                          "first 20% of the samples are the test split); use 5 or more"),
-    ("  n_samples: 3\n  limit: 1\n  validation_split: 0.5\n",
-     "5:21: error: data.validation_split: validation_split 0.5 of 1 training samples (3 less 1 "
-     "for the test split) leaves none to train on; lower data.validation_split, or raise "
+    ("  n_samples: 3\n  validation_split: 0.9\n",
+     "4:21: error: data.validation_split: validation_split 0.9 of the 2 training samples (3 less "
+     "1 for the test split) leaves none to train on; lower data.validation_split, or raise "
      "data.n_samples"),
+    ("  n_samples: 30\n  limit: 1\n  validation_split: 0.1\n",
+     "5:21: error: data.validation_split: validation_split 0.1 of the 1 training samples that "
+     "data.limit keeps leaves none to train on; remove data.validation_split, or raise "
+     "data.limit"),
 ])
 def test_validate_catches_a_generated_dataset_too_small_for_its_splits(tmp_path, data, error):
     """validate said ok and train refused (a hostile-input audit)."""
@@ -268,6 +272,15 @@ def test_validate_catches_a_generated_dataset_too_small_for_its_splits(tmp_path,
     result = invoke("train", tmp_path / "spec.yaml", "--out", tmp_path / "run", "--quiet")
     assert_one_line_error(result, "leaves n")
     assert not (tmp_path / "run").exists()
+
+
+def test_validate_catches_a_limit_too_small_for_the_validation_split_of_any_dataset(tmp_path):
+    text = ("data: {dataset: digits, limit: 1, validation_split: 0.5}\nmodel:\n  layers:\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    (line,) = validate_errors(tmp_path, text)
+    assert line.endswith("data.validation_split: validation_split 0.5 of the 1 training samples "
+                         "that data.limit keeps leaves none to train on; remove "
+                         "data.validation_split, or raise data.limit")
 
 
 def test_validate_catches_a_conv_only_model_under_the_default_loss(tmp_path):
