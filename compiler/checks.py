@@ -3,6 +3,8 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from .datasets import DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out
 from .initial_values import largest_value, range_message
 from .ir import Origin
@@ -157,10 +159,21 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
     once cast, NaN from the first step. Every command that compiles refuses them."""
     owners = [(("loss",), spec.loss), (("optimizer",), spec.optimizer),
               (("optimizer", "schedule"), spec.optimizer.schedule)]
-    return [(Origin(".".join((*keys, field)), keys=(*keys, field)),
-             range_message(value, spec.dtype))
+    return [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
             for keys, settings in owners for field, value in settings
-            if isinstance(value, float) and abs(value) > largest_value(spec.dtype)]
+            if isinstance(value, float) and (problem := _held_problem(value, spec.dtype))]
+
+
+def _held_problem(value: float, dtype: str) -> str | None:
+    """Why `dtype` cannot hold `value`: inf once cast, or 0 (`eps: 1.0e-50` in float32 is 0,
+    and Adam's 0/0 a NaN at the first step)."""
+    if abs(value) > largest_value(dtype):
+        return range_message(value, dtype)
+    smallest = float(np.finfo(dtype).smallest_subnormal)
+    if value and abs(value) < smallest:
+        return (f"{value:g} rounds to 0 in {dtype} (the smallest it holds is {smallest:.3g}); "
+                "give a larger value")
+    return None
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

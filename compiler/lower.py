@@ -513,7 +513,7 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     if not differ:
         return
     need = ("add needs equal shapes" if axis is None
-            else f"concat on axis {axis} needs the other axes equal")
+            else f"concat on axis {layer.axis} needs the other axes equal")
     ctx.fail(f"{need}: {given}; {_branch_fix(layer.type, rank, differ)}")
 
 
@@ -552,6 +552,8 @@ def _branch_fix(layer_type: str, rank: int, differ: list[int]) -> str:
     fix = ("the spatial sizes differ: change a layer of one branch to make them agree (its "
            "padding, stride or pool size; a transposed convolution's output_padding adds the row "
            "or column that halving an odd size lost)")
+    if 0 in differ:
+        fix += "; the channels differ too: give the branches the same number of filters"
     if layer_type == "concat" and len(differ) == 1:
         fix += f"; or concat on axis {differ[0]}"
     return fix

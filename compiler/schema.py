@@ -817,9 +817,13 @@ def _numbers_also_as_text(node) -> None:
     """Each number field also takes its number as text, as `nnrun validate` does: DESIGN's own
     `max_flops: 2.0e6` is a string to PyYAML (a YAML 1.1 reader, as a CI check with jsonschema
     may use) and a number to an editor's YAML 1.2 reader."""
-    children = node.items() if isinstance(node, dict) else enumerate(node) \
-        if isinstance(node, list) else ()
-    for key, child in list(children):
+    if isinstance(node, dict):
+        children = list(node.items())
+    elif isinstance(node, list):
+        children = list(enumerate(node))
+    else:
+        return
+    for key, child in children:
         if isinstance(child, dict) and child.get("type") == "number":
             about = {name: child.pop(name) for name in ("title", "description", "default")
                      if name in child}  # shown by editors from the field itself

@@ -571,7 +571,9 @@ class Trainer:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         decay = getattr(optimizer, "weight_decay", 0.0)
-        if decay and lr * decay >= 1:
+        # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each
+        # step; Adam's, RMSprop's and Adagrad's pass through the normalized gradient
+        if decay and lr * decay >= 1 and optimizer.type in ("sgd", "adamw"):
             causes.insert(0, f"weight_decay ({decay:g}) times the learning rate is "
                              f"{lr * decay:g}, 1 or more: each step flips or "
                              "grows the weights; lower optimizer.weight_decay")

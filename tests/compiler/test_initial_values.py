@@ -208,3 +208,15 @@ def test_init_from_values_that_are_not_finite_are_refused_before_the_run_starts(
     assert result.output.count("\n") == 1, result.output
     assert f"{tmp_path / 'w.npz'}: array '{key}' holds nan or inf" in result.output
     assert "loss became nan" not in result.output and not run.exists()
+
+
+def test_a_setting_that_rounds_to_zero_in_float32_is_an_error(tmp_path):
+    """`eps: 1.0e-50` is 0 in float32: Adam's first step divides 0 by 0 for a parameter whose
+    gradient is 0 (a review of the day's changes); float64 holds it."""
+    text = SPEC + "optimizer: {type: adam, eps: 1.0e-50}\n"
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("error: optimizer.eps: 1e-50 rounds to 0 in float32 (the "
+                                          "smallest it holds is 1.4e-45); give a larger value")
+    assert validate(tmp_path, text.replace("model:", "dtype: float64\nmodel:")).exit_code == 0
+

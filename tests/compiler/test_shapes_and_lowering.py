@@ -403,6 +403,17 @@ def test_a_skip_connection_of_other_spatial_sizes_shows_each_branchs_shapes(join
         "adds the row or column that halving an odd size lost)")
 
 
+def test_branches_of_other_channels_and_sizes_are_told_both(tmp_path):
+    text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
+                     "{type: conv2d, filters: 3, kernel_size: 3, name: b, inputs: input}",
+                     "{type: concat, inputs: [a, b], axis: -1}")
+    error = the_error(text)
+    assert error.message.startswith("concat on axis -1 needs the other axes equal: 'a' gives "
+                                    "[2, 8, 8], 'b' gives [3, 6, 6]; the spatial sizes differ")
+    assert "; the channels differ too: give the branches the same number of filters" in \
+        error.message
+
+
 def test_concat_offers_the_one_axis_that_differs():
     text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
                      "{type: conv2d, filters: 2, kernel_size: [1, 3], name: b, inputs: input}",
