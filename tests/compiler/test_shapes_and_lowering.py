@@ -395,7 +395,8 @@ def test_a_skip_connection_of_other_spatial_sizes_shows_each_branchs_shapes(join
     """An FCN's odd size halved on the way down: the shapes along the branch show where the
     sizes parted, and the fix is not concat (which needs them equal too)."""
     error = the_error(spec_text([1, 10, 10], *SKIP_TOO_LARGE, join))
-    need = "add needs equal shapes" if "add" in join else "concat on axis 0 needs the other axes equal"
+    need = ("add needs equal shapes" if "add" in join
+            else "concat on axis 0 needs the other axes equal")
     assert error.message == (
         f"{need}: 'up1' gives [1, 6, 6] (pool1 [1, 5, 5] -> enc2 [1, 3, 3] -> up1 [1, 6, 6]), "
         "'pool1' gives [1, 5, 5]; the spatial sizes differ: change a layer of one branch to make "
