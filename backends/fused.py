@@ -218,6 +218,21 @@ class FusedKernels:
         # int8 arithmetic, with the comparison's booleans read as int8 (the same bytes).
         xp = self.xp
         y, index, first_max, change, larger = out
+        if tuple(kernel) == tuple(padded.shape[2:]):  # one window, the whole input: a global pool
+            channels = padded.reshape(*padded.shape[:2], -1)
+            xp.copyto(y, channels.max(axis=2).reshape(y.shape))
+            xp.copyto(index, channels.argmax(axis=2).reshape(index.shape))  # the first maximum
+        else:
+            self._running_max_into(padded, kernel, stride, dilation, y, first_max, change, larger)
+            xp.copyto(index, first_max)  # widened first: take would convert small indices
+        starts, offsets = positions
+        self.take_into(offsets, index, index)
+        xp.add(index, starts, out=index)
+
+    def _running_max_into(self, padded, kernel, stride, dilation, y, first_max, change,
+                          larger) -> None:
+        """y: the windows' maxima; first_max: the offset of the first of each."""
+        xp = self.xp
         every = (slice(None), slice(None))
         views = [padded[(*every, *slices)] for _, slices in
                  self.window_slices(padded.shape[2:], kernel, stride, dilation)]
@@ -231,10 +246,6 @@ class FusedKernels:
                 xp.subtract(offset, first_max, out=change)  # first_max: offset where larger
                 xp.multiply(change, larger_count, out=change)
                 xp.add(first_max, change, out=first_max)
-        starts, offsets = positions
-        xp.copyto(index, first_max)  # widened first: take would convert small indices in a copy
-        self.take_into(offsets, index, index)
-        xp.add(index, starts, out=index)
 
     def max_pool_grad_index_into(self, g, index, kernel, stride, dilation, sample_starts,
                                  target, positions) -> None:

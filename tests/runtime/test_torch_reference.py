@@ -315,6 +315,35 @@ def test_cross_entropy_loss_and_gradients_match_torch(which):
     assert_close(model.forward(params, x), expected, 1e-4, "forward")
 
 
+class GlobalPools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(8, 3)
+
+    def names(self):
+        return name_map({"c": (self.conv, "conv"), "head": (self.head, "dense")})
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.head(torch.cat([h.amax((2, 3)), h.mean((2, 3))], 1))
+
+
+def test_global_pools_match_torch_through_the_planned_step():
+    """Global pools reduce each channel at once (one operation per window offset took 5x
+    PyTorch's step over 64x64 inputs); the max's gradient goes to the first maximum."""
+    model = nnrun.compile(nnrun.load_spec_text(spec_text("""\
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: same, name: c}
+    - {type: global_maxpool, name: gm, inputs: c}
+    - {type: global_avgpool, name: ga, inputs: c}
+    - {type: concat, inputs: [gm, ga]}
+    - {type: dense, units: 3, name: head}
+""", (3, 9, 7))))
+    params = model.init_params(0)
+    x, y = random_batch((3, 9, 7), batch=5, classes=3)
+    torch_loss = lambda out: F.cross_entropy(out, torch.from_numpy(y))  # noqa: E731
+    compare_loss_and_grads(model, params, GlobalPools(), x, y, torch_loss, 1e-5)
+
+
 def test_float64_gradients_match_torch_closely():
     model = nnrun.compile(nnrun.load_spec_text(spec_text(RESIDUAL_LAYERS, (3, 8, 8),
                                                          dtype="float64")))
