@@ -1403,53 +1403,44 @@ def test_a_second_signal_while_the_command_line_loads_stops_at_once(loading_comm
     assert "stopped by SIGTERM before the command began" in capsys.readouterr().err
 
 
-def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch, capsys):
-    """After the imports and outside training's own handling (here: while validate reads its
-    spec) SIGTERM stops the command with one line and 143."""
+def _sigterm_in(monkeypatch, owner, name: str, *argv) -> int:
+    """The exit code of `nnrun *argv` through entry.main(), with owner.name sending SIGTERM to
+    the process when called; the SIGTERM handler as it was afterwards."""
     import os
     import signal
     import sys
 
     from nnrun import entry
-    from nnrun.compiler import frontend
 
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    spec = write(tmp_path / "s.yaml", "data: xor\nmodel: {layers: [{type: dense, units: 1}]}\n")
-    monkeypatch.setattr(frontend, "load_spec", terminated)
-    monkeypatch.setattr(sys, "argv", ["nnrun", "validate", str(spec)])
+    monkeypatch.setattr(owner, name, lambda *args, **kwargs: os.kill(os.getpid(),
+                                                                     signal.SIGTERM))
+    monkeypatch.setattr(sys, "argv", ["nnrun", *map(str, argv)])
     before = signal.getsignal(signal.SIGTERM)
     try:
         with pytest.raises(SystemExit) as stopped:
             entry.main()
     finally:
         signal.signal(signal.SIGTERM, before)
-    assert stopped.value.code == 143
+    return stopped.value.code
+
+
+def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch, capsys):
+    """After the imports and outside training's own handling (here: while validate reads its
+    spec) SIGTERM stops the command with one line and 143."""
+    from nnrun.compiler import frontend
+
+    spec = write(tmp_path / "s.yaml", "data: xor\nmodel: {layers: [{type: dense, units: 1}]}\n")
+    assert _sigterm_in(monkeypatch, frontend, "load_spec", "validate", spec) == 143
     assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
 
 
 def test_sigterm_in_data_fetch_is_one_line(tmp_path, monkeypatch, capsys):
     """data fetch had no handling of its own: a SIGTERM in a download was a traceback."""
-    import os
-    import signal
-    import sys
+    from nnrun import data_cli
 
-    from nnrun import data_cli, entry
-
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(data_cli, "fetch_dataset", terminated)
-    monkeypatch.setattr(sys, "argv", ["nnrun", "data", "fetch", "mnist", "--dest",
-                                      str(tmp_path / "mnist")])
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as stopped:
-            entry.main()
-    finally:
-        signal.signal(signal.SIGTERM, before)
-    assert stopped.value.code == 143
+    code = _sigterm_in(monkeypatch, data_cli, "fetch_dataset", "data", "fetch", "mnist",
+                       "--dest", tmp_path / "mnist")
+    assert code == 143
     assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
 
 

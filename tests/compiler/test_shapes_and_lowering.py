@@ -404,7 +404,7 @@ def test_a_skip_connection_of_other_spatial_sizes_shows_each_branchs_shapes(join
         "adds the row or column that halving an odd size lost)")
 
 
-def test_branches_of_other_channels_and_sizes_are_told_both(tmp_path):
+def test_branches_of_other_channels_and_sizes_are_told_both():
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
                      "{type: conv2d, filters: 3, kernel_size: 3, name: b, inputs: input}",
                      "{type: concat, inputs: [a, b], axis: -1}")
