@@ -3,10 +3,8 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from .datasets import DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out
-from .initial_values import largest_value, range_message
+from .initial_values import unheld
 from .ir import Origin
 from .schema import Accuracy, MaeMetric
 from .shapes import as_tuple
@@ -134,24 +132,24 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     dataset's n_samples for its test split, and the validation split carved from the rest or
     from what data.limit keeps (runtime/data: sources.hold_out_test, splits.carve_validation).
     A limit too small is too small for any dataset: fewer samples hold out no fewer."""
-    count = data.n_samples if data.dataset in SIZED_DATASETS else None
-    if count is not None and held_out(count, TEST_FRACTION) >= count:
-        return [(Origin("data.n_samples", keys=("data", "n_samples")),
-                 f"n_samples {count} leaves no test split (the first {TEST_FRACTION:.0%} of the "
-                 "samples are the test split); use 5 or more")]
-    train = None if count is None else count - held_out(count, TEST_FRACTION)
+    train = None
+    if data.dataset in SIZED_DATASETS and data.n_samples is not None:
+        count, test = data.n_samples, held_out(data.n_samples, TEST_FRACTION)
+        if test >= count:
+            return [(Origin("data.n_samples", keys=("data", "n_samples")),
+                     f"n_samples {count} leaves no test split (the first {TEST_FRACTION:.0%} of "
+                     "the samples are the test split); use 5 or more")]
+        train, more = count - test, "data.n_samples"
+        left = f"({count} less {test} for the test split)"
     if data.limit is not None and (train is None or data.limit < train):
-        train, source, more = data.limit, "that data.limit keeps", "data.limit"
-    elif train is not None:
-        source = f"({count} less {count - train} for the test split)"
-        more = "data.n_samples"
+        train, left, more = data.limit, "that data.limit keeps", "data.limit"
     if train is None or not data.validation_split \
             or held_out(train, data.validation_split) < train:
         return []
     fix = "lower data.validation_split" if train > 1 else "remove data.validation_split"
     return [(Origin("data.validation_split", keys=("data", "validation_split")),
              f"validation_split {data.validation_split} of the {train} training samples "
-             f"{source} leaves none to train on; {fix}, or raise {more}")]
+             f"{left} leaves none to train on; {fix}, or raise {more}")]
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:
@@ -161,19 +159,7 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
               (("optimizer", "schedule"), spec.optimizer.schedule)]
     return [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
             for keys, settings in owners for field, value in settings
-            if isinstance(value, float) and (problem := _held_problem(value, spec.dtype))]
-
-
-def _held_problem(value: float, dtype: str) -> str | None:
-    """Why `dtype` cannot hold `value`: inf once cast, or 0 (`eps: 1.0e-50` in float32 is 0,
-    and Adam's 0/0 a NaN at the first step)."""
-    if abs(value) > largest_value(dtype):
-        return range_message(value, dtype)
-    smallest = float(np.finfo(dtype).smallest_subnormal)
-    if value and abs(value) < smallest:
-        return (f"{value:g} rounds to 0 in {dtype} (the smallest it holds is {smallest:.3g}); "
-                "give a larger value")
-    return None
+            if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

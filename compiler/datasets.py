@@ -8,7 +8,6 @@ data, so this module imports neither numpy nor scikit-learn. Loading lives in
 from __future__ import annotations
 
 import importlib.util
-
 from dataclasses import dataclass
 from typing import Literal
 
@@ -153,4 +152,3 @@ def missing_generator(name: str) -> str | None:
     except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
         found = None
     return None if found is not None else generator[1]
-

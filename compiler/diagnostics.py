@@ -242,11 +242,11 @@ def _resolve_alternatives(problems: list[_Problem]) -> list[_Problem]:
     for number in range(len(problems)):
         enter(number)
     for point in sorted(at, key=len):
-        members = [number for number in dict.fromkeys(at[point]) if number in alive]
-        kept = _choose_branch([problems[number] for number in members], point)
-        alive.difference_update(members)
+        members = {id(problems[n]): n for n in at[point] if n in alive}
+        kept = _choose_branch([problems[n] for n in members.values()], point)
+        alive.difference_update(members.values())
         for problem in kept:
-            number = next((n for n in members if problems[n] is problem), None)
+            number = members.get(id(problem))
             if number is None:  # the alternatives combined into one problem
                 problems.append(problem)
                 number = len(problems) - 1

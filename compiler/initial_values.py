@@ -68,23 +68,34 @@ def _give_list(lowered, layer, name: str, suffix: str, values, origin: Origin,
     if got != info.shape:
         return [(origin.at_field(field), _shape_message(layer, field, got, info.shape))]
     array = np.asarray(values, dtype=np.float64)
-    beyond = np.argwhere(np.abs(array) > largest_value(dtype))
+    beyond = np.argwhere(np.abs(array) > _largest(dtype))
     if len(beyond):
         index = tuple(int(i) for i in beyond[0])
-        return [(origin.at_field(field, *index), range_message(array[index], dtype))]
+        return [(origin.at_field(field, *index), _range_message(array[index], dtype))]
     _give(lowered, info.name, GivenValues(values=values))
     return []
 
 
-def range_message(value: float, dtype: str) -> str:
-    """For a number the model's dtype cannot hold (1e39 in float32)."""
+def _range_message(value: float, dtype: str) -> str:
     # Finite in the YAML (float64), inf once cast to the model's dtype: NaN from the first step.
-    return (f"{value:g} is beyond the range of {dtype} (at most {largest_value(dtype):.4g} "
+    return (f"{value:g} is beyond the range of {dtype} (at most {_largest(dtype):.4g} "
             "in size); give a smaller value")
 
 
-def largest_value(dtype: str) -> float:
+def _largest(dtype: str) -> float:
     return float(np.finfo(dtype).max)
+
+
+def unheld(value: float, dtype: str) -> str | None:
+    """Why the model's dtype cannot hold a number of the spec, or None: inf once cast
+    (`1e39` in float32), or 0 (`eps: 1.0e-50` in float32, and Adam's 0/0 is NaN at once)."""
+    if abs(value) > _largest(dtype):
+        return _range_message(value, dtype)
+    smallest = float(np.finfo(dtype).smallest_subnormal)
+    if value and abs(value) < smallest:
+        return (f"{value:g} rounds to 0 in {dtype} (the smallest it holds is {smallest:.3g}); "
+                "give a larger value")
+    return None
 
 
 def _initializer_range_errors(spec) -> list[tuple[Origin, str]]:
@@ -99,8 +110,9 @@ def _initializer_range_errors(spec) -> list[tuple[Origin, str]]:
     for origin, init in owners:
         for field in ("value", "std", "limit"):
             value = getattr(init, field, None)
-            if value is not None and abs(value) > largest_value(spec.dtype):
-                errors.append((origin.at_field(field), range_message(value, spec.dtype)))
+            problem = None if value is None else unheld(value, spec.dtype)
+            if problem:
+                errors.append((origin.at_field(field), problem))
     return errors
 
 

@@ -933,4 +933,3 @@ def _annotations_within(annotation: Any, metadata: list) -> list:
 
 
 SHORT_FORM_FIELDS = short_form_fields()
-

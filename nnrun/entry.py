@@ -11,6 +11,7 @@ import threading
 
 from nnrun.runtime.interrupts import HANDLED, Interrupted
 
+
 def main() -> None:
     received = _load_with_signals_noted()
     if received is not None:

@@ -352,18 +352,11 @@ class Trainer:
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)
             self._write_step_norms(run)
-        if changes and not self._stays_stopped(history, pruning):  # else nothing trains with them
+        # A run that early stopping keeps stopped trains nothing with the changes: none recorded
+        level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
+        if changes and not self._should_stop(history, level):
             self._record_changes(run, epoch, changes, history, *record)
         return state, history, meta["step"], epoch + 1, pruning
-
-    def _stays_stopped(self, history: History, pruning) -> bool:
-        """Early stopping ended the run, and will again at once: _should_stop, with the
-        pruning level the checkpoint saved (the pruner is restored later)."""
-        stopping = self.spec.train.early_stopping
-        if self.pruner and not (pruning and pruning[0] and pruning[1] is not None
-                                and self.pruner.reaches_target(pruning[1])):
-            return False  # the ramp goes on
-        return bool(stopping and history.epochs_since_best >= stopping.patience)
 
     def _read_checkpoint(self, run: RunDirectory):
         """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""
@@ -639,11 +632,16 @@ class Trainer:
         pruner, best = self.pruner, self.history.best_sparsity
         return bool(pruner and pruner.at_target() and (best is None or best < pruner.level))
 
-    def _should_stop(self) -> bool:
+    def _should_stop(self, history: History | None = None,
+                     pruning_level: float | None = None) -> bool:
+        """Whether early stopping ends the run now; `history` and `pruning_level`: a
+        checkpoint's, before the run and its pruner are restored from it."""
         stopping = self.spec.train.early_stopping
-        if self.pruner and not self.pruner.at_target():
+        history = self.history if history is None else history
+        if self.pruner and not self.pruner.reaches_target(
+                self.pruner.level if pruning_level is None else pruning_level):
             return False  # a pruning ramp makes the loss worse on purpose: let it finish
-        return bool(stopping and self.history.epochs_since_best >= stopping.patience)
+        return bool(stopping and history.epochs_since_best >= stopping.patience)
 
     def metric_names(self) -> list[str]:
         """The keys of metrics.jsonl an early-stopping monitor may name."""

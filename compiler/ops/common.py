@@ -94,10 +94,9 @@ def _moved_axes(ndim: int, source: int, destination: int) -> tuple:
 # --- padding the spatial axes of [B, C, *spatial] arrays (conv, pool, pad) ------------------
 
 def zero_pad(xp, x, pad):
-    pairs = pad_pairs(pad)
-    if not any(lo or hi for lo, hi in pairs):
+    if not is_padded(pad):
         return x
-    return xp.pad(x, ((0, 0), (0, 0), *pairs))
+    return xp.pad(x, ((0, 0), (0, 0), *pad_pairs(pad)))
 
 
 def unpad(x, pad):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ..ir import TensorType
 from ..shapes import ShapeError, pad_pairs, per_sample, size_of, window_shape
 from . import OpDef, register
-from .common import (array_type, cached_constant, check_sample_rank, onnx_pads, pad_into,
-                     padded_scratch, padded_type, unpad)
+from .common import (array_type, cached_constant, check_sample_rank, is_padded, onnx_pads,
+                     pad_into, padded_scratch, padded_type, unpad)
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,9 @@ def _pool_shape(attrs, x: TensorType) -> TensorType:
 
 
 def _padded(xp, x, attrs, fill):
-    pairs = pad_pairs(attrs.pad)
-    if not any(lo or hi for lo, hi in pairs):
+    if not is_padded(attrs.pad):
         return x
-    return xp.pad(x, ((0, 0), (0, 0), *pairs), constant_values=fill)
+    return xp.pad(x, ((0, 0), (0, 0), *pad_pairs(attrs.pad)), constant_values=fill)
 
 
 def _windows(be, attrs, x, fill):
@@ -112,8 +111,7 @@ def _windows_into(be, attrs, x, windows, padded, fill):
 def _whole_window(attrs, spatial) -> bool:
     """One window that is the whole unpadded input (a global pool): a reduction over each
     channel, instead of one operation per window offset (4,096 of them over 64x64)."""
-    return tuple(attrs.kernel) == tuple(spatial) and not any(
-        lo or hi for lo, hi in pad_pairs(attrs.pad))
+    return tuple(attrs.kernel) == tuple(spatial) and not is_padded(attrs.pad)
 
 
 def _per_channel(x):
