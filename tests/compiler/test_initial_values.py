@@ -219,4 +219,7 @@ def test_a_setting_that_rounds_to_zero_in_float32_is_an_error(tmp_path):
     assert result.output.strip().endswith("error: optimizer.eps: 1e-50 rounds to 0 in float32 (the "
                                           "smallest it holds is 1.4e-45); give a larger value")
     assert validate(tmp_path, text.replace("model:", "dtype: float64\nmodel:")).exit_code == 0
+    tiny_init = SPEC.replace("[2]\n", "[2]\n  init: {type: normal, std: 1.0e-50}\n")
+    assert "error: model.init: 1e-50 rounds to 0 in float32" in validate(tmp_path,
+                                                                        tiny_init).output
 
