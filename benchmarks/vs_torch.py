@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json-out", type=Path, default=None,
+                        help="also write the JSON here, row by row as each is measured")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--worker", choices=["nnrun", "torch", "torch-graph"],
                         help=argparse.SUPPRESS)
@@ -259,14 +261,37 @@ def main() -> None:
         table = [(s, b) for s in args.specs for b in (args.batch_size or [128])]
     else:
         table = [(str(WORKLOADS / name), b) for name, b in DEFAULT_TABLE]
-    rows = [compare(spec, batch, args) for spec, batch in table]
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-               **rows[0]["versions"], "date": time.strftime("%Y-%m-%d")}
+               **_gpu(args.backend), "date": time.strftime("%Y-%m-%d")}
+    rows = []
+    for spec, batch in table:
+        try:
+            rows.append(compare(spec, batch, args))
+        except SystemExit as failure:  # one workload's failure leaves the others' rows
+            print(f"{Path(spec).stem} at batch {batch}: {failure}", file=sys.stderr, flush=True)
+            continue
+        machine.update(rows[0]["versions"])
+        if args.json_out:  # a run stopped at a time limit keeps the rows it measured
+            args.json_out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
+        if not args.json:
+            print(f"measured: {rows[-1]}", file=sys.stderr, flush=True)
+    if not rows:
+        raise SystemExit("no workload was measured")
     if args.json:
         print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return
     print(f"machine: {machine}; medians of {args.repetitions} alternating processes per side")
     print_table(rows, args.markdown)
+
+
+def _gpu(backend: str) -> dict:
+    if backend != "cupy":
+        return {}
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    return {"gpu": name.decode() if isinstance(name, bytes) else name, "cupy": cupy.__version__,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion()}
 
 
 def _cpu_name() -> str:
