@@ -25,7 +25,7 @@ def _backends():
     return cupy_kernels.generic_backend(), get_backend("cupy")
 
 
-def _workloads(cupy):
+def _workloads(cupy, batches=(128, 1024), sizes=(61706, 235146)):
     """(label, a function of the backend that runs one call)."""
     from nnrun.compiler.ops.loss import CrossEntropyAttrs
     from nnrun.compiler.ops.optim import AdamAttrs, SgdAttrs
@@ -36,13 +36,14 @@ def _workloads(cupy):
         return cupy.asarray(rng.standard_normal(shape) * scale, dtype=dtype)
 
     cases = []
-    for batch in (128, 1024):
+    for batch in batches:
         x, b = array((batch, 256)), array(256)
         y, pre = cupy.empty_like(x), cupy.empty_like(x)
-        e, d, mask = cupy.empty_like(x), cupy.empty_like(x), cupy.empty(x.shape, bool)
+        e, d, values = cupy.empty_like(x), cupy.empty_like(x), cupy.empty_like(x)
+        mask = cupy.empty(x.shape, bool)
         for activation in ("relu", "sigmoid", "tanh"):
             cases.append((f"bias+{activation} [{batch},256]",
-                          lambda be, a=activation, x=x, b=b, out=(y, pre, e, d, mask):
+                          lambda be, a=activation, x=x, b=b, out=(y, pre, e, d, mask, values):
                           be.bias_activation_into(a, 0.0, x, b, out)))
         image = array((batch, 6, 28, 28))
         out = cupy.empty_like(image)
@@ -96,7 +97,8 @@ def _workloads(cupy):
                       lambda be, out=(grad_logits, *scratch), l=logits, y=labels,
                       s=label_starts: be.softmax_cross_entropy_grad_into(ce, one, l, y, s, out)))
     lr, step = cupy.asarray(0.01, cupy.float32), cupy.asarray(3, cupy.float32)
-    for label, size in (("LeNet-5", 61706), ("MLP 784-256-128-10", 235146)):
+    names = {61706: "LeNet-5", 235146: "MLP 784-256-128-10"}
+    for label, size in ((names.get(size, "parameters"), size) for size in sizes):
         p, g = array(size), array(size)
         state = [cupy.abs(array(size)) for _ in range(2)]
         scratch = [cupy.empty_like(p) for _ in range(2)]

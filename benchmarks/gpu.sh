@@ -17,6 +17,8 @@ mkdir -p "$out"
 
 section() {  # section NAME SECONDS 'COMMAND': COMMAND runs under bash within the budget
   local name=$1 limit=$2 command=$3 left
+  # GPU_SH_ONLY="gpu-tests vs-torch": those sections alone (a rerun of what a first call missed)
+  [[ -n "${GPU_SH_ONLY:-}" && " $GPU_SH_ONLY " != *" $name "* ]] && return
   left=$((deadline - $(date +%s)))
   if ((left < 20)); then
     echo "== $name: skipped, the budget is spent" | tee "$out/$name.txt"
@@ -51,7 +53,7 @@ python3 -c "import xdist, pytest_timeout" 2>/dev/null \
 # 1. Correctness first: every GPU test (kernels against the generic code, capture, planned and
 #    captured steps against NumPy on every spec, check-backends on every spec, NCCL).
 section gpu-tests 200 "python3 -m pytest -q -m gpu -p no:cacheprovider -rfE $parallel \
-  --durations 15 tests ${GPU_SH_TESTS:-} --junitxml=$out/gpu-tests-junit.xml"
+  --durations 15 tests ${GPU_SH_TESTS:-}"
 
 # 2. Issue 12 on a GPU: one rank under mpiexec reduces its gradients through NCCL inside the
 #    step; its weights must be those of the same training without --distributed.
@@ -71,8 +73,8 @@ assert worst < 1e-5
 "'
 
 # 3. The issue's table: nnrun (CuPy) against PyTorch eager and PyTorch with a captured step.
-section vs-torch 150 "python3 benchmarks/vs_torch.py benchmarks/workloads/mlp.yaml \
-  benchmarks/workloads/lenet5.yaml --backend cupy --batch-size 128 1024 --steps 30 \
+section vs-torch ${GPU_SH_VS_LIMIT:-150} "python3 benchmarks/vs_torch.py \
+  ${GPU_SH_VS_SPECS:-benchmarks/workloads/mlp.yaml benchmarks/workloads/lenet5.yaml} --backend cupy --batch-size 128 1024 --steps 30 \
   --repetitions ${GPU_SH_REPETITIONS:-2} --json-out $out/vs-torch.json"
 
 # 4. Each spec's step path on CuPy, its first-step self-check, and its weights against NumPy.

@@ -237,3 +237,21 @@ def test_gradcheck_through_the_kernels(spec, emulated, capsys):
         assert kernel_check.kinks == numpy_check.kinks, kernel_check.name
     assert kernels._VERDICTS and all(kernels._VERDICTS.values())  # the kernels ran, in float64
     assert capsys.readouterr().err == ""
+
+
+def test_the_kernel_benchmark_runs_each_kernel(emulated):
+    """benchmarks/cupy_kernels.py (run by gpu.sh) at small sizes: every workload calls its
+    member on the generic code and on the kernel, and the kernel is the one used."""
+    import importlib.util
+
+    fake, kernels, backend = emulated
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "cupy_kernels.py"
+    spec = importlib.util.spec_from_file_location("cupy_kernels_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    generic = kernels.generic_backend()
+    workloads = benchmark._workloads(fake, batches=(2,), sizes=(50,))
+    assert len(workloads) == 14
+    for label, run in workloads:
+        run(generic)
+        assert benchmark._launches(kernels, lambda: run(backend)) > 0, label

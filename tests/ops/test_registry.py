@@ -313,29 +313,20 @@ def test_naive_conv_and_pool_references_match_torch():
 
 # --- NumPy against CuPy ------------------------------------------------------------------------
 
-def _to_device(be, value, seed):
-    if isinstance(value, np.random.Generator):
-        return be.rng(seed)
-    return be.from_host(value)
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("name, case", named_cases(NAMES))
 def test_cupy_matches_numpy(name, case, cupy_backend):
-    from .cases import DROPOUT_SEED
     inputs = case.make_inputs()
     expected = run_forward(numpy_backend, name, case.attrs, inputs)
-    device_inputs = tuple(_to_device(cupy_backend, a, DROPOUT_SEED) for a in inputs)
+    device_inputs = tuple(cupy_backend.from_host(a) for a in inputs)
     got = as_tuple(REGISTRY[name].forward(cupy_backend, case.attrs, *device_inputs))
     cupy_backend.synchronize()
     assert len(got) == len(expected)
     for device_array, want in zip(got, expected):
         array = cupy_backend.to_host(device_array)
         assert array.shape == want.shape and array.dtype == want.dtype
-        if name == "dropout_mask":  # another generator: compare what the mask may contain
-            assert set(np.unique(array)) <= {0.0, 1 / (1 - case.attrs.rate)}
-        else:
-            np.testing.assert_allclose(array, want, rtol=1e-10, atol=1e-12)
+        # dropout's masks too: both backends hash the same (index, key) counters
+        np.testing.assert_allclose(array, want, rtol=1e-10, atol=1e-12)
 
 
 @needs_torch
