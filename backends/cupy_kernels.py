@@ -39,18 +39,19 @@ _VERDICTS: dict = {}
 _WORKSPACES: dict = {}
 
 
-def _function(family: str, dtype: str, name: str):
-    key = (family, dtype, cupy.cuda.Device().id)
+def _function(family: str, dtype: str, index: str, name: str):
+    key = (family, dtype, index, cupy.cuda.Device().id)
     if key not in _MODULES:
-        _MODULES[key] = cupy.RawModule(code=raw_kernels.source(family, dtype),
+        _MODULES[key] = cupy.RawModule(code=raw_kernels.source(family, dtype, index=index),
                                        options=OPTIONS)
     return _MODULES[key].get_function(name)
 
 
 def _launch(plan) -> None:
     for family, dtype, name, threads, args in plan:
+        index, args = raw_kernels.index_form(threads, args)
         blocks = max(1, min((threads + BLOCK - 1) // BLOCK, MAX_BLOCKS))
-        _function(family, dtype, name)((blocks,), (BLOCK,), args)
+        _function(family, dtype, index, name)((blocks,), (BLOCK,), args)
 
 
 def _workspace(dtype):

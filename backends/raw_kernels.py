@@ -7,7 +7,11 @@ turn, and compare with the generic NumPy code (tests/backends/test_raw_kernels.p
 Scalars that change from step to step (lr, step, the loss's incoming gradient) are read from
 device arrays inside the kernels, so that a captured CUDA graph replays them.
 
-`T` is the element type (float or double), set by a `typedef` before the source.
+`T` is the element type (float or double) and `I` the index type (int or long long), each set by
+a `typedef` before the source. Sizes and indices are `I`; int64 arrays (labels, argmax indices)
+stay `long long`. A launch takes 32-bit indices whenever everything it touches fits
+(`index_form`): a GPU divides 32-bit integers several times faster than 64-bit ones, and
+dividing flat indices by axis sizes is most of the work of im2col, col2im and the pools.
 
 A launch plan is a list of (family, dtype, kernel name, threads, arguments): arrays (CuPy's on
 the GPU, NumPy's in the CPU emulation) and NumPy scalars of the kernel's C types. Nothing here
@@ -21,15 +25,14 @@ import numpy as np
 CUDA_PRELUDE = """
 #define KERNEL extern "C" __global__
 #define FOR_EACH_THREAD(i, n) \\
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \\
-         i += (long long)blockDim.x * gridDim.x)
+    for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (n); i += (I)blockDim.x * gridDim.x)
 """
 
 CPU_PRELUDE = """
 #include <cmath>
 using std::exp; using std::log; using std::tanh; using std::sqrt; using std::pow;
 #define KERNEL extern "C"
-#define FOR_EACH_THREAD(i, n) for (long long i = 0; i < (n); ++i)
+#define FOR_EACH_THREAD(i, n) for (I i = 0; i < (n); ++i)
 """
 
 ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
@@ -38,8 +41,8 @@ ACTIVATIONS = {"relu": 0, "leaky_relu": 1, "sigmoid": 2, "tanh": 3}
 # flattened, `inner` the size of *spatial. The same roundings as the generic code; the
 # library's exp and tanh may differ from NumPy's in the last bit.
 BIAS_ACTIVATION = """
-KERNEL void bias_activation(const T* x, const T* b, T* y, long long n, long long channels,
-                            long long inner, int has_bias, int activation, T alpha)
+KERNEL void bias_activation(const T* x, const T* b, T* y, I n, I channels,
+                            I inner, int has_bias, int activation, T alpha)
 {
     FOR_EACH_THREAD(i, n) {
         T z = x[i];
@@ -64,7 +67,7 @@ KERNEL void bias_activation(const T* x, const T* b, T* y, long long n, long long
 # PyTorch's SGD (momentum, Nesterov, weight decay) over flat buffers; new_* may be the inputs.
 SGD_UPDATE = """
 KERNEL void sgd_update(const T* p, const T* g, const T* lr, T* new_p, const T* v, T* new_v,
-                       long long n, T momentum, int nesterov, T weight_decay)
+                       I n, T momentum, int nesterov, T weight_decay)
 {
     FOR_EACH_THREAD(i, n) {
         T grad = g[i];
@@ -83,7 +86,7 @@ KERNEL void sgd_update(const T* p, const T* g, const T* lr, T* new_p, const T* v
 # Adam, and AdamW (decoupled weight decay), with bias corrections from the step count.
 ADAM_UPDATE = """
 KERNEL void adam_update(const T* p, const T* g, const T* lr, const T* step, T* new_p,
-                        const T* m, T* new_m, const T* v, T* new_v, long long n,
+                        const T* m, T* new_m, const T* v, T* new_v, I n,
                         T beta1, T one_minus_beta1, T beta2, T one_minus_beta2, T eps,
                         T weight_decay, int decoupled, double beta1_exact,
                         double beta2_exact, double weight_decay_exact)
@@ -110,7 +113,7 @@ KERNEL void adam_update(const T* p, const T* g, const T* lr, const T* step, T* n
 # RMSprop (with or without momentum) and Adagrad, weight decay added to the gradient.
 RMSPROP_UPDATE = """
 KERNEL void rmsprop_update(const T* p, const T* g, const T* lr, T* new_p, const T* square_avg,
-                           T* new_square_avg, const T* buffer, T* new_buffer, long long n,
+                           T* new_square_avg, const T* buffer, T* new_buffer, I n,
                            T alpha, T one_minus_alpha, T eps, T momentum, T weight_decay)
 {
     FOR_EACH_THREAD(i, n) {
@@ -130,7 +133,7 @@ KERNEL void rmsprop_update(const T* p, const T* g, const T* lr, T* new_p, const 
 
 ADAGRAD_UPDATE = """
 KERNEL void adagrad_update(const T* p, const T* g, const T* lr, T* new_p, const T* total,
-                           T* new_total, long long n, T eps, T weight_decay)
+                           T* new_total, I n, T eps, T weight_decay)
 {
     FOR_EACH_THREAD(i, n) {
         T grad = g[i];
@@ -146,19 +149,19 @@ KERNEL void adagrad_update(const T* p, const T* g, const T* lr, T* new_p, const 
 # output: the maximum (the first one in the window's row-major order, as argmax) and its flat
 # position in its sample's padded input [C, height, width].
 MAX_POOL_INDEX = """
-KERNEL void max_pool_index(const T* x, T* y, long long* index, long long n, long long channels,
-                           long long height, long long width, long long out_h, long long out_w,
+KERNEL void max_pool_index(const T* x, T* y, long long* index, I n, I channels,
+                           I height, I width, I out_h, I out_w,
                            int kh, int kw, int sh, int sw, int dh, int dw)
 {
     FOR_EACH_THREAD(i, n) {
-        long long col = i % out_w, row = (i / out_w) % out_h, plane = i / (out_w * out_h);
+        I col = i % out_w, row = (i / out_w) % out_h, plane = i / (out_w * out_h);
         const T* source = x + plane * height * width;
-        long long first = row * sh * width + col * sw;
+        I first = row * sh * width + col * sw;
         T best = source[first];
-        long long best_at = first;
+        I best_at = first;
         for (int a = 0; a < kh; ++a) {
             for (int b = 0; b < kw; ++b) {
-                long long at = first + (long long)a * dh * width + (long long)b * dw;
+                I at = first + (I)a * dh * width + (I)b * dw;
                 if (source[at] > best) {
                     best = source[at];
                     best_at = at;
@@ -175,22 +178,22 @@ KERNEL void max_pool_index(const T* x, T* y, long long* index, long long n, long
 # it, in the order of those windows (so equal to a scatter-add in output order, bit for bit).
 # No atomics, every position written: no zero fill, deterministic.
 MAX_POOL_GRAD_INDEX = """
-KERNEL void max_pool_grad_index(const T* g, const long long* index, T* target, long long n,
-                                long long channels, long long height, long long width,
-                                long long out_h, long long out_w, int kh, int kw, int sh,
+KERNEL void max_pool_grad_index(const T* g, const long long* index, T* target, I n,
+                                I channels, I height, I width,
+                                I out_h, I out_w, int kh, int kw, int sh,
                                 int sw, int dh, int dw)
 {
     FOR_EACH_THREAD(i, n) {
-        long long col = i % width, row = (i / width) % height, plane = i / (width * height);
-        long long here = (plane % channels) * height * width + row * width + col;
+        I col = i % width, row = (i / width) % height, plane = i / (width * height);
+        I here = (plane % channels) * height * width + row * width + col;
         T total = (T)0;
         for (int a = kh - 1; a >= 0; --a) {
-            long long top = row - (long long)a * dh;
+            I top = row - (I)a * dh;
             if (top < 0 || top % sh != 0 || top / sh >= out_h) continue;
             for (int b = kw - 1; b >= 0; --b) {
-                long long left = col - (long long)b * dw;
+                I left = col - (I)b * dw;
                 if (left < 0 || left % sw != 0 || left / sw >= out_w) continue;
-                long long o = (plane * out_h + top / sh) * out_w + left / sw;
+                I o = (plane * out_h + top / sh) * out_w + left / sw;
                 if (index[o] == here) total = total + g[o];
             }
         }
@@ -205,23 +208,23 @@ KERNEL void max_pool_grad_index(const T* g, const long long* index, T* target, l
 # gradient's scale g / count; 4) the gradient, elementwise.
 CROSS_ENTROPY = """
 KERNEL void cross_entropy_rows(const T* logits, const long long* labels, T* row_max,
-                               T* row_lse, T* row_loss, long long rows, long long classes,
-                               long long positions, T share, T one_minus_smoothing,
-                               int has_ignore, long long ignore_index)
+                               T* row_lse, T* row_loss, I rows, I classes,
+                               I positions, T share, T one_minus_smoothing,
+                               int has_ignore, I ignore_index)
 {
     FOR_EACH_THREAD(r, rows) {
         const T* x = logits + (r / positions) * classes * positions + r % positions;
         long long label = labels[r];
         T top = x[0];
-        for (long long c = 1; c < classes; ++c) {
+        for (I c = 1; c < classes; ++c) {
             if (x[c * positions] > top) top = x[c * positions];
         }
         T total = (T)0;
-        for (long long c = 0; c < classes; ++c) total = total + exp(x[c * positions] - top);
+        for (I c = 0; c < classes; ++c) total = total + exp(x[c * positions] - top);
         T lse = log(total);
         T loss = (T)0;
         if (!(has_ignore && label == ignore_index)) {
-            for (long long c = 0; c < classes; ++c) {
+            for (I c = 0; c < classes; ++c) {
                 T target = c == label ? share + one_minus_smoothing : share;
                 loss = loss + target * (x[c * positions] - top - lse);
             }
@@ -233,12 +236,12 @@ KERNEL void cross_entropy_rows(const T* logits, const long long* labels, T* row_
 }
 
 KERNEL void cross_entropy_partials(const T* row_loss, const long long* labels, double* partial,
-                                   long long rows, long long parts, int has_ignore,
-                                   long long ignore_index)
+                                   I rows, I parts, int has_ignore,
+                                   I ignore_index)
 {
     FOR_EACH_THREAD(p, parts) {
         double loss = 0, counted = 0;
-        for (long long r = p; r < rows; r += parts) {
+        for (I r = p; r < rows; r += parts) {
             loss += row_loss[r];
             counted += has_ignore && labels[r] == ignore_index ? 0 : 1;
         }
@@ -248,11 +251,11 @@ KERNEL void cross_entropy_partials(const T* row_loss, const long long* labels, d
 }
 
 KERNEL void cross_entropy_total(const double* partial, const T* g, T* loss, T* scale,
-                                long long parts)
+                                I parts)
 {
     FOR_EACH_THREAD(p, 1) {
         double total = 0, counted = 0;
-        for (long long k = 0; k < parts; ++k) {
+        for (I k = 0; k < parts; ++k) {
             total += partial[k];
             counted += partial[parts + k];
         }
@@ -263,13 +266,13 @@ KERNEL void cross_entropy_total(const double* partial, const T* g, T* loss, T* s
 }
 
 KERNEL void cross_entropy_grad(const T* logits, const long long* labels, const T* row_max,
-                               const T* row_lse, const T* scale, T* grad, long long n,
-                               long long classes, long long positions, T share,
-                               T one_minus_smoothing, int has_ignore, long long ignore_index)
+                               const T* row_lse, const T* scale, T* grad, I n,
+                               I classes, I positions, T share,
+                               T one_minus_smoothing, int has_ignore, I ignore_index)
 {
     FOR_EACH_THREAD(i, n) {
-        long long s = i % positions, c = (i / positions) % classes;
-        long long r = (i / (positions * classes)) * positions + s;
+        I s = i % positions, c = (i / positions) % classes;
+        I r = (i / (positions * classes)) * positions + s;
         long long label = labels[r];
         T target = c == label ? share + one_minus_smoothing : share;
         T difference = exp(logits[i] - row_max[r] - row_lse[r]) - target;
@@ -286,14 +289,14 @@ KERNEL void cross_entropy_grad(const T* logits, const long long* labels, const T
 # col2im sums them back in gather form, each position over its offsets in the generic code's
 # order: no atomics, every position written.
 COLUMNS = """
-KERNEL void im2col(const T* x, T* cols, long long n, long long batch, long long channels,
-                   long long height, long long width, long long out_h, long long out_w,
-                   int kh, int kw, int sh, int sw, int dh, int dw, int layout, long long inner)
+KERNEL void im2col(const T* x, T* cols, I n, I batch, I channels,
+                   I height, I width, I out_h, I out_w,
+                   int kh, int kw, int sh, int sw, int dh, int dw, int layout, I inner)
 {
     FOR_EACH_THREAD(i, n) {
-        long long element = i % inner, j = i / inner;
-        long long col = j % out_w, row = (j / out_w) % out_h, rest = j / (out_w * out_h);
-        long long sample, channel, a, b;
+        I element = i % inner, j = i / inner;
+        I col = j % out_w, row = (j / out_w) % out_h, rest = j / (out_w * out_h);
+        I sample, channel, a, b;
         if (layout == 0) {
             b = rest % kw;
             a = (rest / kw) % kh;
@@ -310,19 +313,19 @@ KERNEL void im2col(const T* x, T* cols, long long n, long long batch, long long 
     }
 }
 
-KERNEL void col2im(const T* cols, T* x, long long n, long long height, long long width,
-                   long long out_h, long long out_w, int kh, int kw, int sh, int sw, int dh,
-                   int dw, long long inner)
+KERNEL void col2im(const T* cols, T* x, I n, I height, I width,
+                   I out_h, I out_w, int kh, int kw, int sh, int sw, int dh,
+                   int dw, I inner)
 {
     FOR_EACH_THREAD(i, n) {
-        long long element = i % inner, j = i / inner;
-        long long col = j % width, row = (j / width) % height, plane = j / (width * height);
+        I element = i % inner, j = i / inner;
+        I col = j % width, row = (j / width) % height, plane = j / (width * height);
         T total = (T)0;
         for (int a = 0; a < kh; ++a) {
-            long long top = row - (long long)a * dh;
+            I top = row - (I)a * dh;
             if (top < 0 || top % sh != 0 || top / sh >= out_h) continue;
             for (int b = 0; b < kw; ++b) {
-                long long left = col - (long long)b * dw;
+                I left = col - (I)b * dw;
                 if (left < 0 || left % sw != 0 || left / sw >= out_w) continue;
                 total = total + cols[(((plane * kh + a) * kw + b) * out_h * out_w
                                       + (top / sh) * out_w + left / sw) * inner + element];
@@ -339,11 +342,26 @@ SOURCES = {"bias_activation": BIAS_ACTIVATION, "sgd_update": SGD_UPDATE,
            "max_pool_grad_index": MAX_POOL_GRAD_INDEX, "cross_entropy": CROSS_ENTROPY,
            "columns": COLUMNS}
 C_TYPES = {"float32": "float", "float64": "double"}
+INDEX_TYPES = {"int32": "int", "int64": "long long"}
+# Below this, every index of a launch and its grid-stride loop's last step fit in an int.
+NARROW_LIMIT = 1 << 30
 
 
-def source(name: str, dtype: str, prelude: str = CUDA_PRELUDE) -> str:
-    """The complete source of one kernel family for one element type."""
-    return f"{prelude}\ntypedef {C_TYPES[dtype]} T;\n{SOURCES[name]}"
+def source(name: str, dtype: str, prelude: str = CUDA_PRELUDE, index: str = "int64") -> str:
+    """The complete source of one kernel family for one element type and index type."""
+    return (f"{prelude}\ntypedef {C_TYPES[dtype]} T;\ntypedef {INDEX_TYPES[index]} I;\n"
+            f"{SOURCES[name]}")
+
+
+def index_form(threads: int, args: tuple) -> tuple[str, tuple]:
+    """A launch's index type and its arguments: "int32", with its int64 scalars (sizes,
+    counts, the ignored label) as int32, when those scalars, every array's size and the
+    thread count are below NARROW_LIMIT; else "int64", the arguments as they are."""
+    sizes = [abs(int(a)) if isinstance(a, np.int64) else a.size
+             for a in args if isinstance(a, np.int64) or not isinstance(a, np.generic)]
+    if max([threads, *sizes]) >= NARROW_LIMIT:
+        return "int64", args
+    return "int32", tuple(np.int32(a) if isinstance(a, np.int64) else a for a in args)
 
 
 PARTS = 256  # the cross-entropy's partial sums (its workspace: 2 * PARTS doubles, 2 scalars)

@@ -61,8 +61,9 @@ def call(function, args) -> None:
 
 
 def run_plan(plan) -> None:
-    for family, dtype, name, _threads, args in plan:
-        call(getattr(compiled(raw_kernels.source(family, dtype)), name), args)
+    for family, dtype, name, threads, args in plan:
+        index, args = raw_kernels.index_form(threads, args)
+        call(getattr(compiled(raw_kernels.source(family, dtype, index=index)), name), args)
 
 
 class _RawModule:

@@ -54,12 +54,12 @@ def _weights(model, x, y) -> dict:
 
 @pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
 def test_captured_uncaptured_and_numpy_steps_agree(cupy_backend, spec_path, capsys):
-    """Five steps on each path from the same weights and batch: the same weights within
-    1e-8 relative, and the captured path kept (no fallback). In float64: in float32, Adam
-    scales a gradient that is only rounding noise (spirals-mlp's dense biases before
-    batchnorm, some of fcn-segmentation's weights) to steps of the full rate, so another
-    summation order moves those weights apart by up to the rate; float32's gradients are
-    compared op by op by test_cupy_kernels.py's check-backends test instead."""
+    """Five steps on each path from the same weights and batch: the same weights within 1e-8
+    of their largest magnitude (or of 1, for weights that stay near 0: spirals-mlp's dense
+    biases before batchnorm, whose gradient is only rounding noise, stay near 1e-11), and the
+    captured path kept (no fallback). In float64: in float32, Adam scales such noise to steps
+    of the full rate, so another summation order moves those weights apart by up to the rate;
+    float32 gradients are compared op by op by test_cupy_kernels.py's check-backends test."""
     from nnrun.runtime.gradcheck import random_batch
     from nnrun.runtime.model import Model
 
@@ -73,7 +73,7 @@ def test_captured_uncaptured_and_numpy_steps_agree(cupy_backend, spec_path, caps
         weights = _weights(model, x, y)
         paths[label] = model.step_path
         for name, value in expected.items():
-            scale = np.abs(value).max() + 1e-12
+            scale = max(np.abs(value).max(), 1.0)
             difference = np.abs(weights[name] - value).max() / scale
             assert difference < 1e-8, f"{label}: {name} differs by {difference:.1e}"
     warnings = capsys.readouterr().err.strip()

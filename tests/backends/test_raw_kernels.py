@@ -27,6 +27,15 @@ from nnrun.backends.numpy_backend import NumpyBackend
 _run = run_plan
 
 
+@pytest.fixture(autouse=True, params=["int32", "int64"])
+def index_type(request, monkeypatch):
+    """Every kernel check in both index forms: int32, as launches at the tests' sizes take,
+    and int64, as launches of a billion elements or more take (NARROW_LIMIT lowered to 0)."""
+    if request.param == "int64":
+        monkeypatch.setattr(raw_kernels, "NARROW_LIMIT", 0)
+    return request.param
+
+
 class EmulatedBackend(NumpyBackend):
     """The CuPy backend's overrides, with the kernels run on the CPU by _run."""
 
@@ -126,9 +135,9 @@ def test_every_family_is_covered_here():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("family", sorted(raw_kernels.SOURCES))
-def test_cuda_sources_compile_for_compute_90(family, dtype, tmp_path):
+def test_cuda_sources_compile_for_compute_90(family, dtype, index_type, tmp_path):
     """nvcc (to a cubin for sm_90, through ptxas), else NVRTC (to PTX), else skip."""
-    source = raw_kernels.source(family, dtype)
+    source = raw_kernels.source(family, dtype, index=index_type)
     if shutil.which("nvcc"):
         path = tmp_path / f"{family}.cu"
         path.write_text(source)
@@ -188,3 +197,13 @@ def _wheel_nvrtc():
         for path in sorted(Path(root).glob("*/lib/libnvrtc.so.*")):
             return ctypes.CDLL(str(path))
     pytest.skip("neither nvcc nor NVRTC is available (CuPy, or the nvidia-cuda-nvrtc wheel)")
+
+
+def test_a_launch_narrows_to_int32_only_when_everything_fits(monkeypatch):
+    monkeypatch.setattr(raw_kernels, "NARROW_LIMIT", 11)
+    x = np.zeros(10, np.float32)
+    index, args = raw_kernels.index_form(10, (x, np.int64(10), np.float32(0.5), np.int32(1)))
+    assert index == "int32" and [type(a) for a in args[1:]] == [np.int32, np.float32, np.int32]
+    monkeypatch.setattr(raw_kernels, "NARROW_LIMIT", 10)
+    for threads, args in ((10, (x[:1],)), (1, (x,)), (1, (np.int64(-10),))):
+        assert raw_kernels.index_form(threads, args) == ("int64", args)
