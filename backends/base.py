@@ -254,6 +254,10 @@ class ArrayBackend(FusedKernels):
         `emptied`), or None: host allocations, which tracemalloc traces instead."""
         return None
 
+    def release_cached_memory(self) -> None:
+        """Hands back what the device's memory pool caches but no array uses (after a one-time
+        use of memory, such as a first step's check); nothing on the host."""
+
     def run_in_slices(self, task, size: int, nbytes: int, flops: int = 0, site=None) -> None:
         """task(slice) over the batch, split across the worker threads when it pays."""
         run_in_slices(task, size, nbytes, flops, site)

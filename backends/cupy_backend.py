@@ -58,11 +58,13 @@ class CupyBackend(ArrayBackend):
 
     def device_pool_bytes(self, emptied: bool = False) -> int:
         # CuPy's pool keeps what it once allocated: emptied first, what it grows to is a peak.
-        pool = cupy.get_default_memory_pool()
         if emptied:
-            self.synchronize()
-            pool.free_all_blocks()
-        return pool.total_bytes()
+            self.release_cached_memory()
+        return cupy.get_default_memory_pool().total_bytes()
+
+    def release_cached_memory(self) -> None:
+        self.synchronize()
+        cupy.get_default_memory_pool().free_all_blocks()
 
     def matmul_into(self, a, b, out) -> None:
         cuda_graph.matmul_into(a, b, out)

@@ -55,8 +55,9 @@ python3 -c "import xdist, pytest_timeout" 2>/dev/null \
 section gpu-tests 200 "python3 -m pytest -q -m gpu -p no:cacheprovider -rfE $parallel \
   --durations 15 tests ${GPU_SH_TESTS:-}"
 
-# 2. Issue 12 on a GPU: one rank under mpiexec reduces its gradients through NCCL inside the
-#    step; its weights must be those of the same training without --distributed.
+# 2. Issue 12 on a GPU: one rank under mpiexec (MPI's start, the rank's GPU; a job of one rank
+#    reduces nothing: NCCL itself is the gpu test test_nccl_reduction_on_one_gpu); its weights
+#    must be those of the same training without --distributed.
 section distributed 50 'PATH=$(python3 -c "import sysconfig; print(sysconfig.get_path(\"scripts\"))"):$PATH
 command -v mpiexec || { echo "no mpiexec here: skipped"; exit 0; }
 set -e

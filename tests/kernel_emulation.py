@@ -158,6 +158,9 @@ class FakeCupy(types.ModuleType):
         self.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
                                           get_current_stream=_CAPTURE.current, Stream=_Stream,
                                           runtime=runtime)
+        # NumPy's memory is the host's: nothing cached to hand back, nothing counted
+        pool = types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0)
+        self.get_default_memory_pool = lambda: pool
 
     def __getattr__(self, name):
         return getattr(np, name)
