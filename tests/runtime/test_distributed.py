@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from nnrun.backends.numpy_backend import NumpyBackend
-from nnrun.compiler.frontend import load_spec
+from nnrun.compiler.frontend import load_spec, load_spec_text
 from nnrun.compiler.ir import TensorType
 from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.ops.norm import BatchNormAttrs
@@ -473,6 +473,34 @@ def test_nccl_reduction_on_one_gpu(cupy_backend):
     array = backend.xp.arange(6, dtype=backend.xp.float32)
     NcclReduction(FakeComm(0, 1)).allreduce_mean(array)
     np.testing.assert_array_equal(backend.to_host(array), np.arange(6, dtype=np.float32))
+
+
+@pytest.mark.gpu
+def test_a_data_parallel_step_on_cupy_reduces_through_nccl(cupy_backend):
+    """The data-parallel training step on CuPy, its gradients reduced by NCCL inside the step,
+    on a job of one rank (all one GPU allows): the weights of the plain step."""
+    from cupy.cuda import nccl
+    from stepping import train_steps
+
+    from nnrun.backends.cupy_backend import CupyBackend
+    from nnrun.runtime.gradcheck import random_batch
+    from nnrun.runtime.model import Model
+
+    if not nccl.available:
+        pytest.skip("CuPy finds no NCCL here (pip install nvidia-nccl-cu13)")
+    source = load_spec_text(BN_SPEC)
+    x, y = random_batch(Model(source, "numpy"), 16, np.random.default_rng(0))
+    reducing = CupyBackend()  # not the tests' shared backend: this one has a communicator
+    reducing.communicator = NcclReduction(FakeComm(0, 1))
+    parallel = Model(source, reducing, data_parallel=True)
+    plain = Model(source, cupy_backend, graph=False)
+    parallel_losses, parallel_state = train_steps(parallel, x, y, 3)
+    plain_losses, plain_state = train_steps(plain, x, y, 3)
+    assert parallel.step_path == "planned"  # a step that calls NCCL is never captured
+    np.testing.assert_allclose(parallel_losses, plain_losses, rtol=1e-6)
+    for name, value in plain_state.items():
+        np.testing.assert_allclose(parallel_state[name], value, rtol=1e-6, atol=1e-7,
+                                   err_msg=name)
 
 
 def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
