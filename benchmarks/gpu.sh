@@ -109,4 +109,11 @@ done'
 # 9. For reference, this machine's CPU: nnrun (NumPy) against PyTorch (CPU).
 section cpu-vs-torch 90 "python3 benchmarks/vs_torch.py --backend numpy --steps 10 --repetitions 1"
 
+# 10. How nnrun's CPU step scales with threads on LeNet-5, beside PyTorch's (on 16 cores it was
+#     9.5x PyTorch's time, against 0.8x on 2 cores: docs/benchmarks.md).
+section cpu-threads 150 'for threads in 1 2 4 8 16; do
+  python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --backend numpy --steps 10 \
+    --repetitions 1 --threads $threads 2>/dev/null | tail -n 1 | sed "s/^/threads $threads: /"
+done'
+
 echo "== done in $(($(date +%s) - started)) s; every section's output is in $out"

@@ -90,15 +90,21 @@ def _checkpoint_path(run_dir: Path, which: str) -> Path:
                                 "'last'")
     path = run_dir / f"{which}.npz"
     fallback = run_dir / "last.npz"
-    if not path.exists() and which == "best" and fallback.exists():
+    if not _present(path) and which == "best" and _present(fallback):
         return fallback
-    if not (run_dir / "best.npz").exists() and not fallback.exists():
+    if not _present(run_dir / "best.npz") and not _present(fallback):
         raise RunDirectoryError(
             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); continue it with "
             f"nnrun train {run_dir / 'spec.yaml'} --resume {run_dir}")
-    if not path.exists():
+    if not _present(path):
         raise RunDirectoryError(f"{path}: no such checkpoint")
     return path
+
+
+def _present(path: Path) -> bool:
+    """There, if only as a link that leads nowhere: loading it then says what is wrong, where
+    passing it over would use the other checkpoint without a word."""
+    return path.exists() or path.is_symlink()
 
 
 def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:

@@ -229,3 +229,17 @@ def test_a_summary_naming_a_checkpoint_elsewhere_falls_back_to_best(tmp_path):
     assert final_checkpoint(tmp_path) == "best"
     (tmp_path / "summary.json").write_text('{"final": {"checkpoint": "last.npz"}}')
     assert final_checkpoint(tmp_path) == "last"
+
+
+@pytest.mark.parametrize("target", ["best.npz", "elsewhere.npz"])  # a loop; a dangling link
+def test_a_best_checkpoint_that_is_a_broken_link_is_not_passed_over(shuffled_run, tmp_path,
+                                                                     target):
+    """eval must not quietly use last.npz when best.npz is there but cannot be read."""
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        if path.name != "best.npz":
+            (copy / path.name).write_bytes(path.read_bytes())
+    (copy / "best.npz").symlink_to(target)
+    result = invoke("eval", copy, "--checkpoint", "best")
+    assert_one_line_error(result, "best.npz")
