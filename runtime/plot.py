@@ -206,11 +206,14 @@ def _finish(axis, title: str, fontsize: str) -> None:
 
     axis.set(title=title, xlabel="epoch")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.grid(alpha=0.3)
+    # Opaque, light colours rather than transparency, which PostScript (.eps, .ps) lacks:
+    # matplotlib would warn on every such plot.
+    axis.grid(color="0.85")
     if len(axis.get_lines()) > 6:  # beside the panel, where it hides no curve
-        axis.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        axis.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                    framealpha=1.0)
     else:
-        axis.legend(fontsize=fontsize)
+        axis.legend(fontsize=fontsize, framealpha=1.0)
 
 
 def _step_position(rows: list[dict]):

@@ -108,13 +108,20 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def print_final_table(summary: dict, rows: list[dict], trained_now: bool = True) -> None:
-    """`trained_now`: whether this command trained an epoch (a resume may have none left)."""
-    final = summary["final"]
+def print_final_table(summary: dict, rows: list[dict], trained_now: range | None = None) -> None:
+    """`trained_now`: the epochs this command trained (default: all of the run's); a resume
+    trains the run's last ones, or none."""
+    final, total = summary["final"], summary["epochs_run"]
+    trained_now = range(1, total + 1) if trained_now is None else trained_now
     where = summary["backend"] + (f" x {summary['ranks']} ranks" if "ranks" in summary else "")
-    head = (f"trained {summary['epochs_run']} epoch(s) on {where} in "
-            f"{summary['wall_s']:.1f} s ({summary['samples_per_s']:.0f} samples/s)" if trained_now
-            else f"no epoch trained now; the run has {summary['epochs_run']} epoch(s)")
+    if not trained_now:
+        head = f"no epoch trained now; the run has {total} epoch(s)"
+    else:
+        first, last = trained_now.start, trained_now.stop - 1
+        epochs = (f"{len(trained_now)} epoch(s)" if first == 1 else f"epoch {first} of {total}"
+                  if first == last else f"epochs {first}-{last} of {total}")
+        head = (f"trained {epochs} on {where} in {summary['wall_s']:.1f} s "
+                f"({summary['samples_per_s']:.0f} samples/s)")
     lines = [head + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
              f"{summary['best_epoch']}); nnrun eval and predict use it by default"]

@@ -699,7 +699,7 @@ class Trainer:
         if run is not None:
             run.write_summary(summary)
         if not self.quiet:
-            print_final_table(summary, rows, trained_now=self.saved_epoch >= self.first_epoch)
+            print_final_table(summary, rows, range(self.first_epoch, self.saved_epoch + 1))
         return summary
 
     def _final_checkpoint(self, run: RunDirectory) -> Path:

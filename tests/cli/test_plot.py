@@ -56,6 +56,16 @@ def test_writes_a_png_of_every_panel_for_several_runs(runs, tmp_path):
     assert len(colours) > 50
 
 
+@pytest.mark.parametrize("suffix", [".eps", ".ps", ".pdf", ".svg"])
+def test_every_format_is_written_without_a_warning(runs, tmp_path, suffix):
+    """PostScript has no transparency: a translucent grid or legend made matplotlib warn."""
+    out = tmp_path / f"curves{suffix}"
+    result = CliRunner().invoke(main, ["plot", str(runs / "sigmoid"), str(runs / "relu"),
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and out.stat().st_size > 1000
+
+
 def test_metrics_choose_the_panels(runs, tmp_path):
     out = tmp_path / "loss.png"
     result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out", str(out),

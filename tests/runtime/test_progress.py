@@ -78,6 +78,20 @@ def test_final_table_aligns_long_metric_names(capsys):
     assert values[-1].split() == ["test_top_3_accuracy_with_a_long_name", "0.9990"]
 
 
+@pytest.mark.parametrize("now, said", [
+    (None, "trained 6 epoch(s) on numpy in 1.0 s"),
+    (range(4, 7), "trained epochs 4-6 of 6 on numpy in 1.0 s"),  # a resume
+    (range(6, 7), "trained epoch 6 of 6 on numpy"),
+    (range(7, 7), "no epoch trained now; the run has 6 epoch(s)"),
+])
+def test_the_final_line_counts_the_epochs_this_command_trained(capsys, now, said):
+    summary = {"epochs_run": 6, "backend": "numpy", "wall_s": 1.0, "samples_per_s": 100.0,
+               "stopped_early": False, "best_epoch": 2, "run_dir": "runs/x",
+               "final": {"checkpoint": "best.npz", "epoch": 2, "train_loss": 0.1}}
+    progress.print_final_table(summary, [], now)
+    assert capsys.readouterr().err.splitlines()[0].startswith(said)
+
+
 def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
     screen = io.StringIO()
     monkeypatch.setattr(progress, "stderr_console", lambda: Console(
