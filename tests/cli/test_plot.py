@@ -3,6 +3,7 @@ extra."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -57,13 +58,17 @@ def test_writes_a_png_of_every_panel_for_several_runs(runs, tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".eps", ".ps", ".pdf", ".svg"])
-def test_every_format_is_written_without_a_warning(runs, tmp_path, suffix):
-    """PostScript has no transparency: a translucent grid or legend made matplotlib warn."""
+def test_every_format_is_written_without_a_warning(runs, tmp_path, suffix, caplog, recwarn):
+    """PostScript has no transparency: a translucent grid or legend made matplotlib log a
+    warning on the user's screen (pytest collects logs and warnings instead)."""
     out = tmp_path / f"curves{suffix}"
     result = CliRunner().invoke(main, ["plot", str(runs / "sigmoid"), str(runs / "relu"),
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stderr == "" and out.stat().st_size > 1000
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    warned = [str(w.message) for w in recwarn if not issubclass(w.category, DeprecationWarning)]
+    assert logged == [] and warned == []
 
 
 def test_metrics_choose_the_panels(runs, tmp_path):
