@@ -24,12 +24,20 @@ __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "f
            "load_dataset"]
 
 
+def load_spec_dataset(spec: Any, spec_dir: Path, **options) -> Dataset:
+    """A spec's data, drawn with its seed and dtype, its labels read with its loss's
+    ignore_index; `options`: load_dataset's others."""
+    return load_dataset(spec.data, spec_dir=Path(spec_dir), seed=spec.seed, dtype=spec.dtype,
+                        ignore_index=getattr(spec.loss, "ignore_index", None), **options)
+
+
 def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "float32",
                  preprocessing: Preprocessing | None = None,
-                 sample_shape: tuple | None = None) -> Dataset:
+                 sample_shape: tuple | None = None, ignore_index: int | None = None) -> Dataset:
     """`preprocessing` replaces what would be fitted on the training split (a run's stored one);
-    `sample_shape`, what it was fitted to: samples of another shape are refused before it."""
-    raw = load_raw(data_spec, Path(spec_dir))
+    `sample_shape`, what it was fitted to: samples of another shape are refused before it;
+    `ignore_index`, the loss's: a label a user's file may hold besides the classes."""
+    raw = load_raw(data_spec, Path(spec_dir), ignore_index)
     path = option(data_spec, "path")
     where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
     if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):

@@ -78,12 +78,17 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
     return x
 
 
-def check_labels(y: np.ndarray, where: str, num_classes: int | None = None) -> np.ndarray:
+def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
+                 ignore_index: int | None = None) -> np.ndarray:
+    """Class labels >= 0, or equal to the loss's ignore_index (-100, say, as in PyTorch)."""
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}")
     labels = class_indices(y, where, "labels")
-    if len(labels) and labels.min() < 0:
-        sample = int(np.argmin(labels))
+    negative = labels < 0
+    if ignore_index is not None:
+        negative &= labels != ignore_index
+    if negative.any():
+        sample = int(np.argmax(negative))
         hint = ("; for regression targets save them as floats (y.astype(float)), with loss: mse"
                 if y.dtype.kind in "iu" and num_classes is None else "")
         raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample "
@@ -111,15 +116,17 @@ def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def check_targets(y: np.ndarray, where: str) -> tuple[np.ndarray, str]:
-    """y [N] of whole numbers >= 0 holds class labels; any other float y ([N] or [N, k]) holds
-    regression targets. Whether they fit the loss is checked with the model (targets.py)."""
+def check_targets(y: np.ndarray, where: str,
+                  ignore_index: int | None = None) -> tuple[np.ndarray, str]:
+    """y [N] of whole numbers >= 0 (or the loss's ignore_index) holds class labels; any other
+    float y ([N] or [N, k]) holds regression targets. Whether they fit the loss is checked with
+    the model (targets.py)."""
     if y.ndim == 0:
         raise DataError(f"{where}: labels must be an array [N], got a single value")
-    if (y.ndim >= 2 and y.dtype.kind in "biu") or (y.ndim >= 3 and are_class_labels(y)):
+    if (y.ndim >= 2 and y.dtype.kind in "biu") or (y.ndim >= 3 and are_class_labels(y, ignore_index)):
         return check_label_maps(y, where), "segmentation"  # float [N, H, W] of 0, 1, 2...
-    if y.ndim == 1 and (y.dtype.kind != "f" or are_class_labels(y)):
-        return check_labels(y, where), "classification"
+    if y.ndim == 1 and (y.dtype.kind != "f" or are_class_labels(y, ignore_index)):
+        return check_labels(y, where, ignore_index=ignore_index), "classification"
     if y.dtype.kind != "f":
         raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
     if not np.isfinite(y).all():
@@ -135,8 +142,9 @@ def check_label_maps(y: np.ndarray, where: str) -> np.ndarray:
     return class_indices(y, where, "label maps")
 
 
-def are_class_labels(y: np.ndarray) -> bool:
-    return bool((np.isfinite(y) & (y == np.round(y)) & (y >= 0)).all())
+def are_class_labels(y: np.ndarray, ignore_index: int | None = None) -> bool:
+    counted = y >= 0 if ignore_index is None else (y >= 0) | (y == ignore_index)
+    return bool((np.isfinite(y) & (y == np.round(y)) & counted).all())
 
 
 def check_lengths(x: np.ndarray, y: np.ndarray, where: str) -> None:
@@ -146,7 +154,8 @@ def check_lengths(x: np.ndarray, y: np.ndarray, where: str) -> None:
 
 def classes_of(*label_arrays: np.ndarray | None) -> int:
     present = [labels for labels in label_arrays if labels is not None and len(labels)]
-    return int(max(labels.max() for labels in present)) + 1 if present else 0
+    # max(..., 0): labels that are all the (negative) ignore_index, refused in data_fit.py
+    return max(int(max(labels.max() for labels in present)) + 1, 0) if present else 0
 
 
 # --- built-in and generated ------------------------------------------------------------------
@@ -402,15 +411,17 @@ NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
 # y; integer y of [N, H, W] are label maps too.
 
 
-def load_npz(data_spec: Any, spec_dir: Path) -> RawData:
+def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
     arrays, labels, test_labels = read_npz_dataset(path)
     maps = labels == "masks"
-    x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps)
+    x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
+                                      ignore_index)
     x_test = y_test = None
     if "x_test" in arrays:
         where = f"{path} (x_test, {test_labels})"
-        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays[test_labels], where, maps)
+        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays[test_labels], where, maps,
+                                     ignore_index)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
     classes = classes_of(y_train, y_test) if task == "classification" else None
@@ -466,8 +477,8 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                 raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
 
 
-def npz_pair(x: np.ndarray, y: np.ndarray, where: str,
-             maps: bool = False) -> tuple[np.ndarray, np.ndarray, str]:
+def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
+             ignore_index: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     features = check_features(x, where)
     if maps and y.ndim < 2:
         raise DataError(f"{where}: masks must be label maps [N, H, W] (or [N, L]), got "
@@ -475,12 +486,12 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str,
     if maps:
         targets, task = check_label_maps(y, where), "segmentation"
     else:
-        targets, task = check_targets(y, where)
+        targets, task = check_targets(y, where, ignore_index)
     check_lengths(features, targets, where)
     return features, targets, task
 
 
-def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
+def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("csv", data_spec, spec_dir)
     header = read_csv_header(path)
     if "label" not in header:
@@ -499,7 +510,7 @@ def load_csv(data_spec: Any, spec_dir: Path) -> RawData:
         raise DataError(f"{path}: {csv_problem(path, header, columns)}")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
-    y, task = check_targets(table[:, label_column], str(path))
+    y, task = check_targets(table[:, label_column], str(path), ignore_index)
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
@@ -568,8 +579,11 @@ LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
 }
 
 
-def load_raw(data_spec: Any, spec_dir: Path) -> RawData:
+def load_raw(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
+    """ignore_index: the loss's, a label a user's file may hold besides the classes."""
     name = getattr(data_spec, "dataset", None)
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
+    if DATASETS[name].user_file:
+        return LOADERS[name](data_spec, spec_dir, ignore_index)
     return LOADERS[name](data_spec, spec_dir)

@@ -229,6 +229,34 @@ def test_regression_targets_that_cannot_fit_name_the_fix(tmp_path):
     assert "the targets are empty ([20, 0]" in line and "units to 0" not in line
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy"])
+def test_labels_marked_with_a_negative_ignore_index_train_and_evaluate(tmp_path, loss):
+    """Labels -100 (PyTorch's default ignore_index) are left out of the loss and of accuracy,
+    in train and in eval, as a label map's 255 is."""
+    rng = np.random.default_rng(0)
+    x, x_test = rng.standard_normal((120, 3)), rng.standard_normal((40, 3))
+    y, y_test = (x[:, 0] > 0).astype(np.int64), (x_test[:, 0] > 0).astype(np.int64)
+    y[::4] = y_test[::4] = -100
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    units = 2 if loss == "cross_entropy" else 1
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz, normalize: none}\n"
+                 f"model:\n  layers:\n    - {{type: dense, units: {units}}}\n"
+                 f"loss: {{type: {loss}, ignore_index: -100}}\n"
+                 "optimizer: {type: adam, lr: 0.1}\n"
+                 "train: {epochs: 3, batch_size: 16, metrics: [accuracy]}\n")
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    np.savez(tmp_path / "x.npz", x=x_test)
+    assert_ok(invoke("predict", out, tmp_path / "x.npz", "--out", tmp_path / "p.npy"))
+    scores = np.load(tmp_path / "p.npy")
+    # predict gives the last layer's outputs: logits here, the sigmoid being the loss's
+    predicted = scores.argmax(1) if units == 2 else (scores[:, 0] > 0).astype(np.int64)
+    labelled = y_test != -100
+    expected = np.mean(predicted[labelled] == y_test[labelled])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["test_accuracy"] == pytest.approx(expected)
+
+
 def _whole_number_files(tmp_path, metrics: str = ""):
     """Counts 0..5 saved as floats, one output under mse."""
     rng = np.random.default_rng(0)

@@ -406,6 +406,29 @@ def test_bad_npz_files_are_refused_by_name(tmp_path, case):
     one_line_error(excinfo, str(path), needle)
 
 
+@pytest.mark.parametrize("form", ["npz", "csv"])
+def test_labels_may_hold_a_negative_ignore_index(tmp_path, form):
+    """PyTorch's ignore_index is -100 by default: labels marked so are the loss's to leave
+    out, not negative classes; any other negative label is still refused."""
+    y = np.array([0, -100, 2, 1, -100, 1])
+    x = np.arange(12.0).reshape(6, 2)
+    if form == "npz":
+        write_npz(tmp_path / "d.npz", x=x, y=y)
+    else:
+        rows = "\n".join(f"{a},{b},{label}" for (a, b), label in zip(x, y))
+        (tmp_path / "d.csv").write_text(f"a,b,label\n{rows}\n")
+    data = load_dataset(spec(form, path=f"d.{form}"), spec_dir=tmp_path, seed=0,
+                        ignore_index=-100)
+    assert data.task == "classification"
+    np.testing.assert_array_equal(data.train.y, y)
+    assert data.num_classes == 3
+    if form == "csv":  # a csv's labels are numbers: negative ones read as regression targets
+        return
+    with pytest.raises(DataError) as excinfo:
+        load_dataset(spec(form, path=f"d.{form}"), spec_dir=tmp_path, seed=0, ignore_index=-1)
+    one_line_error(excinfo, "labels must be >= 0, found -100 at sample 1")
+
+
 def test_npz_that_is_not_an_archive(tmp_path):
     (tmp_path / "broken.npz").write_text("hello")
     with pytest.raises(DataError) as excinfo:
