@@ -59,7 +59,7 @@ class Grid:
 
 
 def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
-    from nnrun.runtime.data import augment_batch, load_spec_dataset
+    from nnrun.runtime.data import augment_batch, load_dataset
     from nnrun.runtime.data_fit import check_augmentations
 
     spec = source.spec
@@ -67,7 +67,8 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
         raise UserError(f"{source.loaded.filename}: has no data section to preview "
                         "(data: {dataset: ...})")
     seed = spec.seed if seed is None else seed
-    data = load_spec_dataset(spec, source.directory)
+    data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype,
+                        ignore_index=getattr(spec.loss, "ignore_index", None))
     check_augmentations(source, data.input_shape)  # what train refuses is not previewed
     rng = np.random.default_rng([seed, 0])
     chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)

@@ -14,7 +14,7 @@ from nnrun.compiler.tables import byte_size
 
 from . import checkpoint as ckpt
 from .archives import DamagedFile, npz_headers, read_npz
-from .data import DataError, load_spec_dataset
+from .data import DataError, load_dataset
 from .data_fit import task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
@@ -117,7 +117,8 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
         return IDENTITY
     # A run trained before nnrun stored preprocessing.npz: fit it again as training did.
     try:
-        data = load_spec_dataset(spec, run_dir)
+        data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
+                            ignore_index=getattr(spec.loss, "ignore_index", None))
     except DataError as error:
         raise DataError(f"{run_dir}: has no preprocessing.npz (trained by an older nnrun), and "
                         f"its data cannot be loaded to fit it again ({error}); pass "
@@ -137,8 +138,10 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
         preprocessing = TransformedPreprocessing(inner=preprocessing, transform=transform,
                                                  run_seed=spec.seed)
-    data = load_spec_dataset(spec, run_dir, preprocessing=preprocessing,
-                             sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]))
+    data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
+                        preprocessing=preprocessing,
+                        sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
+                        ignore_index=getattr(spec.loss, "ignore_index", None))
     chosen = getattr(data, split)
     where = spec.data.path or spec.data.dataset
     if chosen is None:

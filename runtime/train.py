@@ -41,7 +41,7 @@ from nnrun.compiler.frontend import resolved_spec_data, spec_warnings, spec_yaml
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
-from .data import augment_batch, load_spec_dataset
+from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
@@ -223,7 +223,9 @@ class Trainer:
 
     def _load_data(self):
         with missing_files_fetched():  # the first `train` downloads mnist (DESIGN.md 8)
-            return load_spec_dataset(self.spec, self.source.directory)
+            return load_dataset(self.spec.data, spec_dir=self.source.directory,
+                                seed=self.spec.seed, dtype=self.spec.dtype,
+                                ignore_index=getattr(self.spec.loss, "ignore_index", None))
 
     def _pruner(self) -> MagnitudePruner | None:
         pruning = self.spec.train.pruning

@@ -24,13 +24,6 @@ __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "f
            "load_dataset"]
 
 
-def load_spec_dataset(spec: Any, spec_dir: Path, **options) -> Dataset:
-    """A spec's data, drawn with its seed and dtype, its labels read with its loss's
-    ignore_index; `options`: load_dataset's others."""
-    return load_dataset(spec.data, spec_dir=Path(spec_dir), seed=spec.seed, dtype=spec.dtype,
-                        ignore_index=getattr(spec.loss, "ignore_index", None), **options)
-
-
 def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "float32",
                  preprocessing: Preprocessing | None = None,
                  sample_shape: tuple | None = None, ignore_index: int | None = None) -> Dataset:
