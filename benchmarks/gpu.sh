@@ -98,6 +98,10 @@ fi'
 # 7. Each CuPy kernel against its generic code (CUDA events, median).
 section kernels 45 "python3 benchmarks/cupy_kernels.py --json $out/cupy-kernels.json"
 
+# 7b. Where LeNet-5's step goes at batch 1024 on the GPU: each node between CUDA events.
+section node-times 45 "python3 benchmarks/node_times.py benchmarks/workloads/lenet5.yaml --train \
+  --backend cupy --batch-size 1024 --rounds 10"
+
 # 8. The data path: splits held on the GPU, then copied batch by batch.
 section data-path 45 'for limit in "" 0; do
   NNRUN_DEVICE_DATA_LIMIT=$limit python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 2 \

@@ -31,10 +31,12 @@ from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.threads import thread_limit
 
 
-def workload(spec: str, batch: int):
+def workload(spec: str, batch: int, backend: str = "numpy"):
     """The spec compiled as `nnrun bench` runs it (SGD with momentum), with whatever
-    optimisations are on now, and a step's feeds for a random batch."""
-    model = nnrun.compile(spec, overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
+    optimisations are on now, and a step's feeds for a random batch. On a GPU, uncaptured:
+    the planned executor, node by node."""
+    model = nnrun.compile(spec, backend=backend, graph=False,
+                          overrides=["optimizer.type=sgd", "optimizer.momentum=0.9"])
     x, y = random_batch(model, batch, np.random.default_rng(0))
     return model, model.step_feeds(model.train_state(), x, y, lr=1e-6, step=1, seed=0)
 
