@@ -421,12 +421,28 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     x_test = y_test = None
     if "x_test" in arrays:
         where = f"{path} (x_test, {test_labels})"
-        x_test, y_test, _ = npz_pair(arrays["x_test"], arrays[test_labels], where, maps,
-                                     ignore_index)
+        x_test, y_test, test_task = npz_pair(arrays["x_test"], arrays[test_labels], where, maps,
+                                             ignore_index)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
+        if task == "regression" and test_task != task and arrays[test_labels].dtype.kind == "f":
+            y_test, test_task = arrays[test_labels], task  # real targets that are whole numbers
+        _check_test_targets(where, labels, y_train, task, y_test, test_task)
     classes = classes_of(y_train, y_test) if task == "classification" else None
     return RawData(x_train, y_train, x_test, y_test, classes, task)
+
+
+def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
+                        test_task: str) -> None:
+    """The test split's targets must be of the training split's kind and shape per sample."""
+    if test_task != task:
+        kinds = {"classification": "class labels", "segmentation": "label maps",
+                 "regression": "real-valued targets"}
+        raise DataError(f"{where}: holds {kinds[test_task]}, but {labels} holds {kinds[task]}; "
+                        "save both splits' targets alike")
+    if y_test.shape[1:] != y_train.shape[1:]:
+        raise DataError(f"{where}: targets are {list(y_test.shape[1:])} per sample, in {labels} "
+                        f"{list(y_train.shape[1:])}; save both splits' targets alike")
 
 
 def read_npz_dataset(path: Path) -> tuple[dict[str, np.ndarray], str, str]:

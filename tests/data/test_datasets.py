@@ -394,7 +394,26 @@ BAD_NPZ = {
     "strings": ({"x": np.array([["a", "b"]]), "y": np.zeros(1, int)}, "features must be numbers"),
     "test_alone": ({"x": np.ones((3, 2)), "y": np.zeros(3, int), "x_test": np.ones((1, 2))},
                    "'x_test' and 'y_test' must be given together"),
+    # The test split's targets of another kind or shape than y's were found after training
+    # (an internal error), or not at all (a test accuracy of 0 with a word).
+    "test_real": ({"x": np.ones((3, 2)), "y": np.array([0, 1, 2]), "x_test": np.ones((2, 2)),
+                   "y_test": np.array([0.3, 1.7])},
+                  "(x_test, y_test): holds real-valued targets, but y holds class labels"),
+    "test_column": ({"x": np.ones((3, 2)), "y": np.array([0, 1, 2]), "x_test": np.ones((2, 2)),
+                     "y_test": np.array([[0], [1]])}, "(x_test, y_test): holds label maps, but y"),
+    "test_width": ({"x": np.ones((3, 2)), "y": np.ones((3, 2)) / 3, "x_test": np.ones((2, 2)),
+                    "y_test": np.ones((2, 3)) / 3}, "targets are [3] per sample, in y [2]"),
 }
+
+
+def test_whole_numbers_in_the_test_split_stay_regression_targets(tmp_path):
+    """Real-valued y, and a test split whose targets happen to be whole numbers."""
+    rng = np.random.default_rng(0)
+    path = write_npz(tmp_path / "r.npz", x=rng.normal(size=(6, 2)), y=rng.normal(size=6),
+                     x_test=np.ones((3, 2)), y_test=np.array([1.0, 2.0, 0.0]))
+    data = load("npz", spec_dir=tmp_path, path=path.name)
+    assert data.task == "regression" and data.test.y.dtype.kind == "f"
+    np.testing.assert_array_equal(data.test.y, [1.0, 2.0, 0.0])
 
 
 @pytest.mark.parametrize("case", sorted(BAD_NPZ))
