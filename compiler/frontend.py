@@ -153,6 +153,9 @@ def source_spec(spec: Spec, loaded: Loaded, path: Path | None = None) -> SourceS
     shape = data_file_sample_shape(spec, source.directory)
     if shape is None:
         return source
+    if len(shape) > MAX_SAMPLE_AXES:
+        origin = Origin("data.path", keys=("data", "path"))
+        raise SpecError([source.diagnostic(origin, _too_many_axes(spec.data.path, shape))])
     model = spec.model.model_copy(update={"input_shape": shape})
     return replace(source, spec=spec.model_copy(update={"model": model}))
 
@@ -166,9 +169,20 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
     if declared is None or shape is None or list(declared) == shape:
         return []
     origin = Origin("model.input_shape", keys=("model", "input_shape"))
+    if len(shape) > MAX_SAMPLE_AXES:
+        return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))]
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
         f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]
+
+
+MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
+
+
+def _too_many_axes(path: str, shape: list[int]) -> str:
+    return (f"the samples of {path} are {shape}, {len(shape)} axes; a model takes samples of "
+            "1 to 3 ([features], [channels, length] or [channels, height, width]): reshape x "
+            f"to [N, {', '.join(map(str, shape[-MAX_SAMPLE_AXES:]))}] or another such shape")
 
 
 def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:

@@ -54,9 +54,10 @@ def check_augmentations(source, sample_shape) -> None:
         raise SpecError([source.diagnostic(origin, message) for origin, message in errors])
 
 
-def check_data_fits(spec, model, data) -> None:
-    """Labels must fit the output layer; samples must have the model's input shape."""
-    where = spec.data.path or spec.data.dataset
+def check_data_fits(spec, model, data, warn: bool = True) -> None:
+    """Labels must fit the output layer; samples must have the model's input shape. `warn`:
+    also the warnings for data that fits but may not be what was meant (said by train)."""
+    where = data.where or spec.data.path or spec.data.dataset
     expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     if tuple(data.input_shape) != expected:
         raise DataFitError(f"{where}: samples have shape {list(data.input_shape)}, the model "
@@ -70,7 +71,7 @@ def check_data_fits(spec, model, data) -> None:
     if data.task == "segmentation":
         _check_label_maps(spec, labels, where)
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
-    if _numbers_for_one_output(spec, model, data):
+    if warn and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
 
 

@@ -15,7 +15,7 @@ from nnrun.compiler.tables import byte_size
 from . import checkpoint as ckpt
 from .archives import DamagedFile, npz_headers, read_npz
 from .data import DataError, load_dataset
-from .data_fit import task_for_model
+from .data_fit import DataFitError, check_data_fits, task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
@@ -143,7 +143,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
                         ignore_index=getattr(spec.loss, "ignore_index", None))
     chosen = getattr(data, split)
-    where = spec.data.path or spec.data.dataset
+    where = data.where
     if chosen is None:
         others = [name for name in ("val", "train") if name != split and getattr(data, name)]
         other = f"; evaluate with --split {others[0]}" if others else ""
@@ -157,6 +157,11 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         f"{transform.describe()} would move the pixels but not the labels, "
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
+    try:
+        check_data_fits(spec, run.model, data, warn=False)
+    except DataFitError as error:  # the data has changed since training, most likely
+        raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
+                           "its own)") from None
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
     result = evaluate(run.model, state, chosen, split, metrics,

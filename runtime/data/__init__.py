@@ -54,7 +54,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"),
         input_shape=tuple(raw.x_train.shape[1:]), num_classes=raw.num_classes,
-        name=data_spec.dataset, task=raw.task, preprocessing=preprocessing,
+        name=data_spec.dataset, task=raw.task, preprocessing=preprocessing, where=where,
     )
 
 

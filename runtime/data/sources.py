@@ -504,6 +504,10 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
         targets, task = check_label_maps(y, where), "segmentation"
     else:
         targets, task = check_targets(y, where, ignore_index)
+    if task == "segmentation" and features.ndim == 2 and targets.shape[1:] == (1,):
+        # [N, 1] integers beside vector samples: no label map (a map pairs with [C, L] samples)
+        raise DataError(f"{where}: the labels are a column, [N, 1]; one label per sample goes "
+                        "in y [N]: save y.ravel() (or, for regression targets, floats)")
     check_lengths(features, targets, where)
     return features, targets, task
 

@@ -45,6 +45,7 @@ class Dataset:
     name: str
     task: str = "classification"  # "classification" | "binary" | "regression"
     preprocessing: Preprocessing | None = None  # fitted on the training split, or given
+    where: str = ""  # what messages call it: a user's file as found from here, else `name`
 
     def background(self):
         """What a raw 0 is after preprocessing: the fill of the augmentations that move pixels

@@ -400,7 +400,7 @@ BAD_NPZ = {
                    "y_test": np.array([0.3, 1.7])},
                   "(x_test, y_test): holds real-valued targets, but y holds class labels"),
     "test_column": ({"x": np.ones((3, 2)), "y": np.array([0, 1, 2]), "x_test": np.ones((2, 2)),
-                     "y_test": np.array([[0], [1]])}, "(x_test, y_test): holds label maps, but y"),
+                     "y_test": np.array([[0], [1]])}, "(x_test, y_test): the labels are a column"),
     "test_width": ({"x": np.ones((3, 2)), "y": np.ones((3, 2)) / 3, "x_test": np.ones((2, 2)),
                     "y_test": np.ones((2, 3)) / 3}, "targets are [3] per sample, in y [2]"),
 }
