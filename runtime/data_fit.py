@@ -230,4 +230,12 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
                            "one unit per class (or give label maps for segmentation)")
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
-                       f"{', '.join(map(str, label_shape))}] (upsample to the labels' size)")
+                       f"{', '.join(map(str, label_shape))}] ({_resize(spatial, label_shape)} to "
+                       "the labels' size)")
+
+
+def _resize(spatial: list, label_shape: list) -> str:
+    """What brings the model's output maps to the labels' size."""
+    if len(spatial) == len(label_shape) and all(o >= n for o, n in zip(spatial, label_shape)):
+        return "pool or stride down"
+    return "upsample"

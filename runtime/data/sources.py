@@ -89,16 +89,27 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
         negative &= labels != ignore_index
     if negative.any():
         sample = int(np.argmax(negative))
-        hint = ("; for regression targets save them as floats (y.astype(float)), with loss: mse"
-                if y.dtype.kind in "iu" and num_classes is None else "")
         raise DataError(f"{where}: labels must be >= 0, found {labels[sample]} at sample "
-                        f"{sample}{hint}")
+                        f"{sample}{_negative_labels_hint(y, labels[negative], num_classes)}")
     if num_classes is not None and len(labels) and labels.max() >= num_classes:
         sample = int(np.argmax(labels))
         raise DataError(
             f"{where}: labels must be < {num_classes}, found {labels[sample]} at sample {sample}"
         )
     return labels
+
+
+def _negative_labels_hint(y: np.ndarray, negatives: np.ndarray, num_classes) -> str:
+    """For a user's file: one negative value throughout may mark samples to leave out (as
+    PyTorch's -100); integers of many values may be regression targets."""
+    if num_classes is not None:  # a named dataset's file: damaged, no advice
+        return ""
+    marker = np.unique(negatives)
+    hint = (f"; if {int(marker[0])} marks samples to leave out of the loss, set "
+            f"loss.ignore_index: {int(marker[0])}" if len(marker) == 1 else "")
+    if y.dtype.kind in "iu":
+        hint += "; for regression targets save them as floats (y.astype(float)), with loss: mse"
+    return hint
 
 
 def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
@@ -520,8 +531,9 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
-            table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2, dtype=np.float64,
-                               quotechar='"', encoding=CSV_ENCODING)
+            with open(path, encoding=CSV_ENCODING) as handle:
+                table = np.loadtxt(_without_blank_lines(handle), delimiter=",", skiprows=1,
+                                   ndmin=2, dtype=np.float64, quotechar='"')
     except ValueError as error:
         raise DataError(f"{path}: {csv_problem(path, header, str(error))}") from None
     if len(table) == 0:
@@ -533,6 +545,12 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     x = check_features(np.delete(table, label_column, axis=1), str(path))
     y, task = check_targets(table[:, label_column], str(path), ignore_index)
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
+
+
+def _without_blank_lines(lines):
+    """Lines of spaces or tabs are blank lines, as empty ones are to np.loadtxt (which reads
+    them as a row of one empty value)."""
+    return (line for line in lines if line.strip())
 
 
 def read_csv_header(path: Path) -> list[str]:

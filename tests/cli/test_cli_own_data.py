@@ -485,3 +485,83 @@ def test_a_named_datasets_classes_stay_classes_under_mse_with_one_output(tmp_pat
     final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
     shown = json.loads(assert_ok(invoke("eval", tmp_path / "run", "--format", "json")).stdout)
     assert "test_accuracy" in final and "test_accuracy" in shown and "test_mae" not in final
+
+
+# --- an audit of users' files at the edges --------------------------------------------------
+
+MLP3 = ("data: {{dataset: npz, path: {path}}}\nmodel:\n  layers:\n    - {{type: flatten}}\n"
+        "    - {{type: dense, units: 8, activation: relu}}\n    - {{type: dense, units: 3}}\n"
+        "train: {{epochs: 1, batch_size: 4}}\n")
+
+
+def test_samples_of_four_axes_are_refused_before_training(tmp_path):
+    """A run was trained on them, recording an input_shape nothing could load again."""
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 1, 2, 2, 2), "f4"), y=np.arange(8) % 3)
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    for command in (["validate", spec], ["train", spec, "--out", tmp_path / "run"]):
+        line = assert_one_line_error(invoke(*command), "data.path")
+        assert "are [1, 2, 2, 2], 4 axes" in line and "reshape x to [N, 2, 2, 2]" in line
+    assert not (tmp_path / "run").exists()
+    declared = write(tmp_path / "t.yaml", MLP3.format(path="d.npz").replace(
+        "model:\n", "model:\n  input_shape: [8]\n"))
+    assert "4 axes" in assert_one_line_error(invoke("validate", declared), "input_shape")
+
+
+def test_eval_checks_the_labels_against_the_model(tmp_path):
+    """The data file changed after training: an IndexError, or a loss of another sample's
+    scores, where train refuses the same file in one line."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 4)).astype("f4")
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(12) % 3, x_test=x[:4], y_test=np.arange(4) % 3)
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "run" / "d.npz", x=x, y=np.arange(12) % 3, x_test=x[:4],
+             y_test=np.array([0, 1, 4, 5]))
+    (tmp_path / "d.npz").write_bytes((tmp_path / "run" / "d.npz").read_bytes())
+    line = assert_one_line_error(invoke("eval", tmp_path / "run"), "d.npz")
+    assert "labels go up to 5 but the model has 3 outputs" in line
+    assert "trained on other data" in line
+
+
+def test_a_column_of_labels_is_named_so(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 4), "f4"), y=(np.arange(8) % 3)[:, None])
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "the labels are a column, [N, 1]" in line and "y.ravel()" in line
+
+
+def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
+    rows = "".join(f"{i / 10},{i / 5},{i % 3}\n" for i in range(12))
+    (tmp_path / "d.csv").write_text(f"a,b,label\n{rows}   \n\t\n")
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\n"
+                 "model: {layers: [{type: dense, units: 3}]}\ntrain: {epochs: 1}\n")
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
+def test_fit_errors_name_the_file_from_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    np.savez(tmp_path / "sub" / "d.npz", x=np.ones((8, 4), "f4"), y=np.arange(8) % 5)
+    spec = write(tmp_path / "sub" / "s.yaml", MLP3.format(path="d.npz"))
+    monkeypatch.chdir(tmp_path)
+    line = assert_one_line_error(invoke("train", "sub/s.yaml", "--out", "run"), "sub/d.npz")
+    assert "labels go up to 4" in line and spec.exists()
+
+
+def test_label_maps_smaller_than_the_output_advise_pooling(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"),
+             masks=np.zeros((4, 4, 4), np.int64))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: conv2d, filters: 3, kernel_size: 3, padding: same}]}\n"
+                 "train: {epochs: 1, batch_size: 2}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "label maps are [4, 4], the model ends with [3, 8, 8]" in line
+    assert "pool or stride down to the labels' size" in line
+
+
+def test_a_negative_marker_without_ignore_index_names_it(tmp_path):
+    y = np.arange(8) % 3
+    y[::3] = -100
+    np.savez(tmp_path / "d.npz", x=np.ones((8, 4), "f4"), y=y)
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "if -100 marks samples to leave out of the loss, set loss.ignore_index: -100" in line
