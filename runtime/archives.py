@@ -64,6 +64,9 @@ def read_npz(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarra
         raise DamagedFile(_reason(error)) from None
 
 
+NOT_NUMBERS = "holds Python objects or records, not numbers"  # never unpickled
+
+
 def first_not_finite(arrays: dict[str, np.ndarray]) -> str | None:
     """The name of the first array that holds NaN or inf, else None. Weights read from a file
     (trace --weights, init_from) are checked with it: trained from, they would only show up
@@ -87,7 +90,7 @@ def _header(archive: zipfile.ZipFile, member: str) -> ArrayHeader:
         else:
             raise ValueError(f"member {member!r} has .npy format version {version}")
     if dtype.hasobject or dtype.names is not None:
-        raise ValueError(f"member {member!r} holds Python objects or records, not numbers")
+        raise ValueError(f"member {member!r} {NOT_NUMBERS}")
     header = ArrayHeader(tuple(shape), dtype)
     stored = archive.getinfo(member).file_size
     if stored < header.size_bytes:

@@ -23,7 +23,8 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_
                                      generated_bytes, generator_hint, held_out, no_label_column)
 from nnrun.compiler.tables import byte_size
 
-from ..archives import CACHE_DAMAGE, ArrayHeader, DamagedFile, npz_headers, read_npz
+from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
+                        read_npz)
 from ..memory import available_memory
 from .errors import DataError
 from .idx import cache_path, read_cached, read_idx, write_cached
@@ -142,7 +143,9 @@ def check_targets(y: np.ndarray, where: str,
     if y.dtype.kind != "f":
         raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
     if not np.isfinite(y).all():
-        raise DataError(f"{where}: targets contain NaN or inf")
+        sample = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise DataError(f"{where}: targets contain NaN or inf (first at sample {sample}); "
+                        "replace those values or leave those samples out")
     return y, "regression"
 
 
@@ -467,8 +470,9 @@ def read_npz_dataset(path: Path) -> tuple[dict[str, np.ndarray], str, str]:
         return (read_npz(path, {name: headers[name] for name in wanted if name in headers}),
                 labels, test_labels)
     except DamagedFile as error:
-        raise DataError(f"{path}: not a readable .npz file ({error}); save it again with "
-                        "numpy.savez") from None
+        fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
+               if NOT_NUMBERS in str(error) else "save it again with numpy.savez")
+        raise DataError(f"{path}: not a readable .npz file ({error}); {fix}") from None
 
 
 def label_array_names(path: Path, headers: dict) -> tuple[str, str]:

@@ -565,3 +565,20 @@ def test_a_negative_marker_without_ignore_index_names_it(tmp_path):
     spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "if -100 marks samples to leave out of the loss, set loss.ignore_index: -100" in line
+
+
+def test_an_object_array_is_advised_to_become_numbers(tmp_path):
+    """Saving it again as it is would store the same objects (never unpickled)."""
+    np.savez(tmp_path / "d.npz", x=np.array([[1, None]] * 4, dtype=object), y=np.zeros(4, int))
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "holds Python objects or records, not numbers" in line
+    assert "save its arrays as numbers (e.g. x.astype('float32'))" in line
+
+
+def test_targets_that_are_not_finite_name_the_sample(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 2)), y=np.array([0.5, np.nan, 1.5, 2.5]))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: dense, units: 1}]}\nloss: mse\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "targets contain NaN or inf (first at sample 1); replace those values" in line
