@@ -80,6 +80,9 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec
 
 
 def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:
+    if not isinstance(text, str):
+        raise TypeError(f"load_spec_text reads YAML text (a str), got {type(text).__name__}; "
+                        "nnrun.load_spec reads a file")
     return _load(lambda: load_yaml_text(text, filename), overrides, None)
 
 

@@ -412,8 +412,20 @@ def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None) ->
     """`overrides` (a list, or one `--set` argument as a string) and `train`'s `--epochs`,
     `--batch-size` and `--seed` (the API's arguments of those names) as `--set` arguments."""
     chosen = {"train.epochs": epochs, "train.batch_size": batch_size, "seed": seed}
-    return [*([overrides] if isinstance(overrides, str) else overrides),
+    return [*override_list(overrides),
             *(f"{key}={value}" for key, value in chosen.items() if value is not None)]
+
+
+def override_list(overrides) -> list[str]:
+    """The API's `overrides`: one `--set` argument as a string, or a list of them."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):  # one argument, not its characters
+        return [overrides]
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
+        raise TypeError("overrides must be 'path=value' strings, as --set takes (a list of "
+                        f"them, or one), got {overrides!r}")
+    return list(overrides)
 
 
 def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:

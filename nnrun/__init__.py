@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from numbers import Integral
 from os import PathLike
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def _source(spec, overrides=()):
                                          with_overrides)
     from nnrun.compiler.schema import Spec
 
-    if isinstance(overrides, str):  # one `--set` argument, not its characters
-        overrides = [overrides]
+    from nnrun.compiler.loader import override_list
+
+    overrides = override_list(overrides)
     if isinstance(spec, Mapping):
         return load_spec_data(spec, overrides)
     if not isinstance(spec, (Spec, SourceSpec, str, PathLike)):
@@ -65,9 +67,10 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
                                 or threads < 1):
         raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    _check_run_options(out_dir, options)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:
         from nnrun.runtime.distributed import connect
@@ -76,6 +79,19 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     with thread_limit(threads):
         return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
                             **options)
+
+
+def _check_run_options(out_dir, options: dict) -> None:
+    """What the command refuses as a usage error, the API as a ValueError (or TypeError)."""
+    if out_dir is not None and not isinstance(out_dir, (str, PathLike)):
+        raise TypeError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
+    if isinstance(out_dir, str) and not out_dir.strip():
+        raise ValueError("out_dir is an empty path, not the current directory; give a directory "
+                         "name (None: runs/<name>/<time>)")
+    if options.get("resume") is not None and out_dir is not None:
+        raise ValueError("resume continues a run in its own directory; leave out out_dir")
+    if options.get("allow_changes") and options.get("resume") is None:
+        raise ValueError("allow_changes applies to resume only")
 
 
 def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
@@ -103,7 +119,10 @@ _LAZY = {"load_spec": "nnrun.compiler.frontend",
          "DataFitError": "nnrun.runtime.data_fit",
          "RunDirectoryError": "nnrun.runtime.run_dir",
          "CheckpointError": "nnrun.runtime.checkpoint",
-         "TrainingError": "nnrun.runtime.train"}
+         "TrainingError": "nnrun.runtime.train",
+         "SpecChangeError": "nnrun.runtime.spec_changes",
+         "MemoryLimitError": "nnrun.runtime.memory",
+         "DistributedError": "nnrun.runtime.distributed"}
 
 
 def __getattr__(name: str):
@@ -120,4 +139,5 @@ def __dir__() -> list[str]:
 
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "load_spec_data", "Spec",
            "SpecError", "Diagnostic", "BackendUnavailable", "DataError", "DataFitError",
-           "RunDirectoryError", "CheckpointError", "TrainingError"]
+           "RunDirectoryError", "CheckpointError", "TrainingError", "SpecChangeError",
+           "MemoryLimitError", "DistributedError"]

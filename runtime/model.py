@@ -38,6 +38,9 @@ class Model:
         """backend: a name, or a backend object."""
         self.source = source
         self.spec = source.spec
+        if not (isinstance(backend, str) or backend is None or hasattr(backend, "xp")):
+            raise TypeError(f"backend must be a backend's name ('numpy' or 'cupy'), got "
+                            f"{backend!r}")
         self.backend = get_backend(backend) if isinstance(backend, str) or backend is None \
             else backend
         self.optimized = True if optimized is None else optimized
@@ -209,7 +212,10 @@ class Model:
             raise KeyError(f"params lacks {', '.join(map(repr, missing))}; the model's are "
                            f"{', '.join(expected)}")
         for name, info in expected.items():
-            kind = np.asarray(params[name]).dtype.kind
+            try:
+                kind = np.asarray(params[name]).dtype.kind
+            except (TypeError, ValueError):  # a ragged list
+                kind = "O"
             if kind not in "biuf":
                 raise TypeError(f"params[{name!r}] must be an array of real numbers, got "
                                 f"{_described(params[name])}")
@@ -222,13 +228,17 @@ class Model:
         """x as an array of the model's dtype, [N, *input_shape] with N >= 1, or a ValueError
         that says what it should be."""
         sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
-        if np.iscomplexobj(x):  # the cast would drop the imaginary parts with only a warning
-            raise TypeError(f"x must be real numbers [N, {_dims(sample)}], got complex values")
         try:
-            with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
-                x = np.asarray(x, dtype=self.spec.dtype)
-        except (TypeError, ValueError) as error:
+            given = np.asarray(x)
+        except (TypeError, ValueError) as error:  # a ragged list, say
             raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}] ({error})") from None
+        if given.dtype.kind == "c":  # the cast would drop the imaginary parts with a warning
+            raise TypeError(f"x must be real numbers [N, {_dims(sample)}], got complex values")
+        if given.dtype.kind not in "biuf":  # strings, objects, dates: no cast to trust
+            raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}], got "
+                            f"{_described(x)}")
+        with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
+            x = given.astype(self.spec.dtype, copy=False)
         problem = batch_shape_problem(x.shape, sample)
         if problem:
             raise ValueError(problem)
@@ -263,7 +273,10 @@ def _rearranged(shape: tuple, sample: tuple) -> str:
 
 
 def _described(value) -> str:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__} of rows of unequal lengths"
     return f"{type(value).__name__} {str(value)[:40]!r}" if not array.ndim else \
         f"an array of {array.dtype}"
 

@@ -265,3 +265,58 @@ def test_a_loss_whose_labels_are_all_ignored_is_zero_not_minus_zero():
     loss, grads = model.loss_and_grads(model.init_params(), np.ones((2, 3)), np.array([9, 9]))
     assert loss == 0 and not np.signbit(loss)
     assert all(not grad.any() for grad in grads.values())
+
+
+# --- an audit of the API's arguments ---------------------------------------------------------
+
+@pytest.mark.parametrize("x", [
+    [[1.0, 2.0], [3.0]],                        # ragged: NumPy's own message leaked
+    np.array([["0.5", "1"]]),                    # strings were parsed
+    np.array([[None, None]]),                    # objects became NaN
+    np.zeros((1, 2), "datetime64[s]"),           # dates became numbers
+])
+def test_x_that_is_not_numbers_is_a_type_error(x):
+    model = nnrun.compile(XOR)
+    with pytest.raises(TypeError, match=r"x must be an array of numbers \[N, 2\]"):
+        model.forward(model.init_params(), x)
+
+
+def test_a_ragged_parameter_is_a_type_error():
+    model = nnrun.compile(XOR)
+    params = model.init_params()
+    params["dense_1.weight"] = [[1.0, 2.0], [3.0]]
+    with pytest.raises(TypeError, match="got a list of rows of unequal lengths"):
+        model.forward(params, np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ({"out_dir": ""}, ValueError, "out_dir is an empty path, not the current directory"),
+    ({"out_dir": 5}, TypeError, "out_dir must be a directory path"),
+    ({"resume": "a", "out_dir": "b"}, ValueError, "resume continues a run in its own directory"),
+    ({"out_dir": "b", "allow_changes": True}, ValueError, "allow_changes applies to resume only"),
+    ({"overrides": 5}, TypeError, "overrides must be 'path=value' strings"),
+])
+def test_train_refuses_what_the_command_refuses(tmp_path, monkeypatch, options, error, words):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=words):
+        nnrun.train(XOR, quiet=True, epochs=1, **options)
+    assert list(tmp_path.iterdir()) == []  # nothing written, the current directory least
+
+
+def test_train_takes_numpy_integers_and_no_overrides(tmp_path):
+    summary = nnrun.train(XOR, out_dir=tmp_path / "run", quiet=True, epochs=1,
+                          threads=np.int64(1), overrides=None)
+    assert summary["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("backend", [5, ["numpy"]])
+def test_a_backend_that_is_no_name_is_a_type_error(backend):
+    with pytest.raises(TypeError, match="backend must be a backend's name"):
+        nnrun.compile(XOR, backend=backend)
+
+
+def test_load_spec_text_takes_text_and_every_error_a_run_raises_is_exported():
+    with pytest.raises(TypeError, match="load_spec_text reads YAML text"):
+        nnrun.load_spec_text(5)
+    for name in ("SpecChangeError", "MemoryLimitError", "DistributedError"):
+        assert name in nnrun.__all__ and issubclass(getattr(nnrun, name), Exception)
