@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-
+import threading
 from collections.abc import Mapping
 from functools import cached_property
 
@@ -49,6 +49,9 @@ class Model:
         # data_parallel: the step averages gradients over the ranks, through the communicator
         # that nnrun.runtime.distributed gives the backend.
         self.lowered, self.train_step = compile_checked(source, data_parallel)
+        # The executors run in buffers of their own, which the next call overwrites: calls
+        # from several threads take turns (they had mixed one another's results up).
+        self._calls = threading.Lock()
 
     @property
     def param_infos(self) -> dict:
@@ -169,21 +172,24 @@ class Model:
         """The last layer's outputs after its activation (probabilities only when that is a
         softmax or sigmoid, else raw scores), in inference mode (no dropout). `x` is what the
         model sees, already preprocessed; nnrun.load_run(...).predict takes raw inputs."""
-        outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
-        return self._host_copy(outputs["prediction"])
+        with self._calls:
+            outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
+            return self._host_copy(outputs["prediction"])
 
     def loss_and_grads(self, params: dict, x, y_true) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and its gradients in inference mode (no dropout, running batchnorm statistics)."""
-        outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
-        grads = {name[len("grad/"):]: self._host_copy(v)
-                 for name, v in outputs.items() if name.startswith("grad/")}
-        return float(outputs["loss"]), grads
+        with self._calls:
+            outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
+            grads = {name[len("grad/"):]: self._host_copy(v)
+                     for name, v in outputs.items() if name.startswith("grad/")}
+            return float(outputs["loss"]), grads
 
     def loss(self, params: dict, x, y_true) -> float:
         """The loss of loss_and_grads alone: no host copy of the gradients (gradcheck's
         differences need only the loss)."""
-        outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
-        return float(outputs["loss"])
+        with self._calls:
+            outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
+            return float(outputs["loss"])
 
     def _host_copy(self, array) -> np.ndarray:
         # An executor's outputs are its own buffers, overwritten by its next run.
