@@ -7,6 +7,7 @@ One function per layer type, keyed by the same `type` strings as the schema's La
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
@@ -225,17 +226,41 @@ def _compact_pad(pad) -> tuple:
     return tuple(lo if lo == hi else (lo, hi) for lo, hi in pad)
 
 
+def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
+    """What fixes a window layer's input of the wrong rank (the op's rule says what is wrong):
+    the other rank's layer only when the sample has its rank, a reshape only where the channel
+    axis is missing, and for a vector that a flatten or dense made, the layer before them."""
+    sample = per_sample(x.type)
+    if len(sample) == rank + 1:
+        return ""
+    axes = "[channels, length]" if rank == 1 else "[channels, height, width]"
+    fixes = []
+    if len(sample) == (3 if rank == 1 else 2):
+        fixes.append(f"use {other}")
+    if len(sample) == rank:
+        fixes.append(f"add {{type: reshape, shape: {[1, *sample]}}} before it (a channel axis)")
+    side = math.isqrt(sample[0]) if len(sample) == 1 and rank == 2 else 0
+    if side > 1 and side * side == sample[0] and x.name == "x":  # 784 features: 28 x 28
+        fixes.append(f"add {{type: reshape, shape: {[1, side, side]}}} before it")
+    if not fixes and x.name != "x":
+        fixes.append(f"place {layer_type} before the flatten or dense layer that made the "
+                     f"vector, or reshape to {axes} first")
+    if not fixes:
+        fixes.append(f"start with dense layers, or reshape the samples to {axes}")
+    return ", or ".join(fixes)
+
+
 def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = 1 if layer.type == "conv1d" else 2
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
-    other = "conv1d" if rank == 2 else "conv2d"
+    hint = _rank_hint(x, rank, "conv1d" if rank == 2 else "conv2d", layer.type)
     at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
         # The convolution's shape rule on the input as given, so that an error shows the
         # padding the spec wrote, not the explicit pad op's output
         weight = TensorType((layer.filters, x.type.shape[1], *kernel), x.type.dtype)
-        with ctx.gb.at(ctx.origin, at_kernel, input_hint=f"use {other}"):
+        with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
             ctx.gb.shape(layer.type, ConvAttrs(stride, _compact_pad(pad), dilation), x.type, weight)
         seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
         x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
@@ -243,7 +268,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
-    with ctx.gb.at(ctx.origin, at_kernel, input_hint=f"use {other}"):
+    with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
     return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
 
@@ -272,9 +297,10 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     # fan_in: the inputs that meet one output at stride 1, as for a convolution
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out)
-    other = "conv1d_transpose" if rank == 2 else "conv2d_transpose"
+    hint = _rank_hint(x, rank, "conv1d_transpose" if rank == 2 else "conv2d_transpose",
+                      layer.type)
     at_fields = {"pad": "padding", "output_padding": "output_padding"}
-    with ctx.gb.at(ctx.origin, at_fields, input_hint=f"use {other}"):
+    with ctx.gb.at(ctx.origin, at_fields, input_hint=hint):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra, dilation))
     return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
 

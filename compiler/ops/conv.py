@@ -27,9 +27,7 @@ class ConvAttrs:
 
 def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
     rank = w.rank - 2
-    check_sample_rank(x, rank, f"conv{rank}d",
-                      "set model.input_shape with a channel axis, e.g. [1, 28, 28]" if rank == 2
-                      else "set model.input_shape with a channel axis, e.g. [1, 40]")
+    check_sample_rank(x, rank, f"conv{rank}d")  # the lowering says what fits the spec
     if x.shape[1] != w.shape[1]:
         raise ShapeError(f"input has {x.shape[1]} channels, the weight expects {w.shape[1]}")
     out = window_shape(attrs, x, w.shape[2:], "kernel")

@@ -917,10 +917,18 @@ def test_op_shape_errors_point_at_the_field_the_attribute_came_from():
 
 
 def test_the_layer_adds_its_hint_to_the_ops_error():
+    """Only advice that works: conv1d takes no [784] sample either (an audit followed both
+    fixes the message gave, in turn)."""
     error = the_error(spec_text([784], "{type: conv2d, filters: 1, kernel_size: 3}"))
     assert error.message == ("conv2d expects a [channels, height, width] sample, got shape "
-                             "[784]; set model.input_shape with a channel axis, e.g. "
-                             "[1, 28, 28], or use conv1d")
+                             "[784]; add {type: reshape, shape: [1, 28, 28]} before it")
+    image = the_error(spec_text([28, 28], "{type: conv2d, filters: 1, kernel_size: 3}"))
+    assert image.message.endswith("got shape [28, 28]; use conv1d, or add {type: reshape, "
+                                  "shape: [1, 28, 28]} before it (a channel axis)")
+    flat = the_error(spec_text([1, 8, 8], "{type: flatten}",
+                               "{type: conv2d, filters: 1, kernel_size: 3}"))
+    assert flat.message.endswith("place conv2d before the flatten or dense layer that made the "
+                                 "vector, or reshape to [channels, height, width] first")
     kernel = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 5}"))
     assert "conv1d" not in kernel.message  # the hint is about the input's rank only
 
