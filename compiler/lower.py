@@ -540,7 +540,9 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
         return
     need = ("add needs equal shapes" if axis is None
             else f"concat on axis {layer.axis} needs the other axes equal")
-    ctx.fail(f"{need}: {given}; {_branch_fix(layer.type, rank, differ)}")
+    # concat on another axis works only where that axis is the one that differs
+    anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
+    ctx.fail(f"{need}: {given}; {_branch_fix(layer.type, rank, differ, anywhere)}")
 
 
 def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -> str:
@@ -569,19 +571,19 @@ def _ancestors(layers: dict, name: str) -> set[str]:
     return seen
 
 
-def _branch_fix(layer_type: str, rank: int, differ: list[int]) -> str:
+def _branch_fix(layer_type: str, rank: int, differ: list[int], anywhere: list[int]) -> str:
     if rank == 1 or differ == [0]:
         what = "units" if rank == 1 else "channels (filters)"
-        other = ("or join them with concat, which stacks them" if layer_type == "add"
-                 else "or concat on axis 0")
-        return f"give the branches the same number of {what}, {other}"
+        other = (", or join them with concat, which stacks them" if layer_type == "add"
+                 else ", or concat on axis 0" if anywhere == [0] else "")
+        return f"give the branches the same number of {what}{other}"
     fix = ("the spatial sizes differ: change a layer of one branch to make them agree (its "
            "padding, stride or pool size; a transposed convolution's output_padding adds the row "
            "or column that halving an odd size lost)")
     if 0 in differ:
         fix += "; the channels differ too: give the branches the same number of filters"
-    if layer_type == "concat" and len(differ) == 1:
-        fix += f"; or concat on axis {differ[0]}"
+    if layer_type == "concat" and len(anywhere) == 1:
+        fix += f"; or concat on axis {anywhere[0]}"
     return fix
 
 

@@ -425,6 +425,19 @@ def test_concat_offers_the_one_axis_that_differs():
     assert error.message.endswith("; or concat on axis 2")
 
 
+def test_concat_offers_no_axis_where_another_differs_too():
+    """Concat on axis 1 of [2, 4, 4] and [2, 2, 2]: "or concat on axis 2" sent the audit to an
+    axis 1 that differed as well, whose message then offered axis 1 again."""
+    text = spec_text([1, 8, 8], "{type: maxpool2d, pool_size: 2, name: a}",
+                     "{type: maxpool2d, pool_size: 4, name: b, inputs: input}",
+                     "{type: concat, inputs: [a, b], axis: 1}")
+    assert "or concat on axis" not in the_error(text).message
+    text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 1, name: a}",
+                     "{type: conv2d, filters: 3, kernel_size: 1, stride: [2, 1], name: b, "
+                     "inputs: input}", "{type: concat, inputs: [a, b], axis: 1}")
+    assert "or concat on axis" not in the_error(text).message
+
+
 @pytest.mark.parametrize("join", ["{type: add}", "{type: add, inputs: []}",
                                   "{type: concat, inputs: []}"])
 def test_add_and_concat_need_two_inputs(join):
