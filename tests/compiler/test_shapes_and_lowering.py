@@ -433,7 +433,7 @@ def test_concat_offers_no_axis_where_another_differs_too():
                      "{type: concat, inputs: [a, b], axis: 1}")
     assert "or concat on axis" not in the_error(text).message
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 1, name: a}",
-                     "{type: conv2d, filters: 3, kernel_size: 1, stride: [2, 1], name: b, "
+                     "{type: conv2d, filters: 3, kernel_size: [2, 1], stride: [2, 1], name: b, "
                      "inputs: input}", "{type: concat, inputs: [a, b], axis: 1}")
     assert "or concat on axis" not in the_error(text).message
 
