@@ -98,7 +98,22 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "size": ("kernel_size", "pool_size"), "pool": ("pool_size",),
             "channels": ("filters", "units"), "neurons": ("units",), "outputs": ("units",),
             "activation_function": ("activation",), "rate": ("dropout",), "p": ("rate",),
-            "learning_rate": ("lr",)}
+            "learning_rate": ("lr",),
+            # other frameworks' names, which string likeness maps to the wrong one
+            # (categorical_crossentropy is nearer binary_cross_entropy than cross_entropy)
+            **dict.fromkeys(("categorical_crossentropy", "sparse_categorical_crossentropy",
+                             "categorical_cross_entropy", "crossentropy", "nll", "nll_loss",
+                             "log_loss", "softmax_cross_entropy"), ("cross_entropy",)),
+            **dict.fromkeys(("binary_crossentropy", "bce", "bce_with_logits",
+                             "sigmoid_cross_entropy"), ("binary_cross_entropy",)),
+            **dict.fromkeys(("mean_squared_error", "l2", "squared_error"), ("mse",)),
+            **dict.fromkeys(("mean_absolute_error", "l1", "absolute_error"), ("mae",)),
+            "smooth_l1": ("huber",),
+            "kaiming_uniform": ("he_uniform",), "kaiming_normal": ("he_normal",),
+            "glorot_uniform": ("xavier_uniform",), "glorot_normal": ("xavier_normal",),
+            # fields of another optimizer, or of another name
+            "momentum": ("beta1",), "beta1": ("momentum",), "beta_1": ("beta1",),
+            "beta_2": ("beta2",), "topk": ("k",), "top_k": ("k",)}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:

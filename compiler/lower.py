@@ -327,7 +327,9 @@ def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
 def _lower_global_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     if x.type.rank < 3:
-        ctx.fail(f"{layer.type} needs spatial axes to reduce, got shape {per_sample(x.type)}")
+        ctx.fail(f"{layer.type} needs spatial axes to reduce, got shape {per_sample(x.type)}; it "
+                 "pools each channel of [channels, length] or [channels, height, width] maps: "
+                 "place it after the convolutions, before any flatten or dense")
     spatial = tuple(x.type.shape[2:])
     rank = len(spatial)
     op = f"{'max' if layer.type == 'global_maxpool' else 'avg'}_pool{rank}d"
@@ -503,7 +505,8 @@ def _check_name(ctx: LayerContext, name: str, earlier: list[str], by_default: bo
 
 def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
     if len(input_names) != 1 and layer.type not in MULTI_INPUT:
-        ctx.fail(f"{layer.type} takes one input, got {len(input_names)}", "inputs")
+        ctx.fail(f"{layer.type} takes one input, got {len(input_names)}; join them first with "
+                 "an add or concat layer, and give its name", "inputs")
     values = []
     for index, input_name in enumerate(input_names):
         if input_name not in env:

@@ -744,3 +744,24 @@ def test_an_error_at_a_file_line_that_an_override_changed_names_the_override():
     (error,) = raised.value.diagnostics
     assert (error.line, error.col) == (4, 7)
     assert error.message.endswith("(after --set model.layers[0].type=conv1d)")
+
+
+@pytest.mark.parametrize("line, meant", [
+    ("loss: categorical_crossentropy", "cross_entropy"),      # likeness said binary_cross_entropy
+    ("loss: bce", "binary_cross_entropy"),
+    ("loss: mean_squared_error", "mse"),
+    ("model: {input_shape: [2], init: kaiming_uniform, layers: [{type: dense, units: 2}]}",
+     "he_uniform"),                                          # likeness said xavier_uniform
+    ("optimizer: {type: adam, momentum: 0.9}", "beta1"),
+    ("optimizer: {type: sgd, lr: 0.1, beta1: 0.9}", "momentum"),
+    ("train: {metrics: [{type: top_k_accuracy, topk: 3}]}", "k"),
+])
+def test_other_frameworks_names_suggest_nnruns(line, meant):
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = f"data: {{dataset: xor}}\n{line}\n"
+    if not line.startswith("model"):
+        text += "model: {layers: [{type: dense, units: 2}]}\n"
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "s.yaml")
+    assert f"did you mean '{meant}'?" in raised.value.diagnostics[0].message
