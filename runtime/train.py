@@ -37,7 +37,9 @@ import numpy as np
 
 from nnrun.backends.notices import positioned, silenced, warn
 from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics
+from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import resolved_spec_data, spec_warnings, spec_yaml
+from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -651,12 +653,16 @@ class Trainer:
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping
         if stopping and stopping.monitor not in self.metric_names():
-            where = f"{self.source.loaded.filename}: train.early_stopping.monitor"
             metric = stopping.monitor.split("_", 1)[-1]
             hint = (f" (or add {metric} to train.metrics)" if metric in ("accuracy", "mae", "mse")
                     and stopping.monitor.split("_", 1)[0] in ("train", "val") else "")
-            raise TrainingError(f"{where}: '{stopping.monitor}' is not a metric of this run; "
-                                f"choose one of: {', '.join(self.metric_names())}{hint}")
+            reason = (" (val_* metrics need data.validation_split > 0)"
+                      if stopping.monitor.startswith("val_") and self.data.val is None else "")
+            origin = Origin("train.early_stopping.monitor",
+                            keys=("train", "early_stopping", "monitor"))
+            raise SpecError([self.source.diagnostic(origin, (
+                f"'{stopping.monitor}' is not a metric of this run{reason}; choose one of: "
+                f"{', '.join(self.metric_names())}{hint}"))])
 
     def _monitor(self):
         stopping = self.spec.train.early_stopping

@@ -932,8 +932,20 @@ def test_a_divergence_from_weight_decay_names_it(tiny, tmp_path):
 def test_train_unknown_early_stopping_monitor(tiny, tmp_path):
     result = invoke(*train_args(tiny, tmp_path / "run", "--set",
                                 "train.early_stopping={monitor: val_acc}"))
-    line = assert_one_line_error(result, "train.early_stopping.monitor")
-    assert "'val_acc'" in line and "val_accuracy" in line
+    # positioned as validate positions it: at the --set argument that gave the monitor
+    line = assert_one_line_error(result, "--set train.early_stopping={monitor: val_acc}")
+    assert "'val_acc' is not a metric of this run" in line and "val_accuracy" in line
+
+
+def test_train_positions_a_monitor_the_run_will_not_have(tmp_path):
+    """train said only the file and the field, without validate's reason and position."""
+    text = ("data: {dataset: xor}\nmodel: {layers: [{type: dense, units: 2}]}\n"
+            "train: {epochs: 2, early_stopping: {monitor: val_loss}}\n")
+    spec = write(tmp_path / "s.yaml", text)
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"),
+                                 f"s.yaml:3:{text.splitlines()[2].index('val_loss') + 1}")
+    assert line.endswith("'val_loss' is not a metric of this run (val_* metrics need "
+                         "data.validation_split > 0); choose one of: train_loss, train_accuracy")
 
 
 def test_train_early_stopping_stops(tiny, tmp_path):
