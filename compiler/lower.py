@@ -694,12 +694,13 @@ def _check_output(spec, lowered) -> None:
     if dataset is None or dataset.input_shape is None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
     units = "filters" if logits.rank > 2 else "units"
+    sizing = _output_sizing(spec, lowered) or (origin, units)
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
-        _check_class_outputs(origin, units, logits, dataset, spec.loss.type)
+        _check_class_outputs(*sizing, logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
                                                        dataset.task in ("binary", "segmentation")):
-        _check_binary_outputs(origin, logits, dataset)
+        _check_binary_outputs(origin, logits, dataset, _output_sizing(spec, lowered))
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
@@ -709,6 +710,25 @@ def _check_output(spec, lowered) -> None:
                            f"position, the model ends with {per_sample(logits)}; set {units}: "
                            f"1, or use loss: cross_entropy for {logits.shape[1]} classes per "
                            "position")
+
+
+def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
+    """The layer whose units or filters give the model's output its count, and that field:
+    the last layer, or the one before layers that keep the count (an upsample, a pool, an
+    activation, dropout, batchnorm); None past a reshape, flatten or join, whose output is
+    not one layer's count."""
+    index_of = {info.name: index for index, info in enumerate(lowered.layers)}
+    index = len(spec.model.layers) - 1
+    while True:
+        layer, info = spec.model.layers[index], lowered.layers[index]
+        for field_name in ("units", "filters"):
+            if hasattr(layer, field_name):
+                return (Origin(f"model.layers[{index}]", info.name, ("model", "layers", index)),
+                        field_name)
+        if layer.type in ("flatten", "reshape", "add", "concat") or len(info.inputs) != 1 \
+                or info.inputs[0] not in index_of:
+            return None
+        index = index_of[info.inputs[0]]
 
 
 def _check_class_outputs(origin: Origin, units: str, logits, dataset, loss: str) -> None:
@@ -724,17 +744,22 @@ def _check_class_outputs(origin: Origin, units: str, logits, dataset, loss: str)
                            f"{classes}{binary}")
 
 
-def _check_binary_outputs(origin: Origin, logits, dataset) -> None:
-    """0/1 labels, and one output per sample (or per pixel of a label map)."""
+def _check_binary_outputs(origin: Origin, logits, dataset, sizing=None) -> None:
+    """0/1 labels, and one output per sample (or per pixel of a label map). `sizing`: the
+    layer and field that give the output its count (_output_sizing), if one does."""
     units = "filters" if logits.rank > 2 else "units"
     if (dataset.num_classes or 0) > 2:
         raise CompileError(Origin("loss", keys=("loss",)), more_than_binary(
             f"dataset '{dataset.name}'", dataset.num_classes, units))
-    if per_sample(logits) != [1, *dataset.label_shape]:
-        units = "filters" if dataset.label_shape else "units"
-        raise CompileError(origin.at_field(units), f"binary_cross_entropy on '{dataset.name}' "
-                           f"needs one output{' per pixel' if dataset.label_shape else ''}, "
-                           f"the model ends with {per_sample(logits)}; set {units}: 1")
+    wanted = [1, *dataset.label_shape]
+    if per_sample(logits) != wanted:
+        needs = (f"binary_cross_entropy on '{dataset.name}' needs one output"
+                 f"{' per pixel' if dataset.label_shape else ''}, the model ends with "
+                 f"{per_sample(logits)}")
+        if sizing is not None and logits.shape[1] != 1 and list(logits.shape[2:]) == wanted[1:]:
+            layer, field_name = sizing
+            raise CompileError(layer.at_field(field_name), f"{needs}; set {field_name}: 1")
+        raise CompileError(origin, f"{needs}; make the last layer give {wanted}")
 
 
 def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:

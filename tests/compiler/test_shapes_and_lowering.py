@@ -986,3 +986,26 @@ def test_a_regression_loss_on_named_label_maps_needs_one_score_per_position():
     assert "set filters: 1, or use loss: cross_entropy for 4 classes per position" in error.message
     assert [d for d in checked(text.replace("filters: 4", "filters: 1")).diagnostics
             if d.severity == "error"] == []
+
+
+def test_a_class_count_is_set_where_the_layer_that_gives_it_is():
+    """An FCN ending conv2d (filters) -> upsample2d: the advice to set filters was put on the
+    upsample, which has no such field."""
+    text = ("data: {dataset: shapes}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same, activation: relu}\n"
+            "    - {type: maxpool2d, pool_size: 2}\n"
+            "    - {type: conv2d, filters: 3, kernel_size: 1}\n"
+            "    - {type: upsample2d, scale: 2}\n")
+    error = the_error(text)
+    assert error.message.endswith("has 4 classes; set filters: 4")
+    assert error.where == "model.layers[2] (conv2d_2)"
+    assert (error.line, error.col) == (6, text.splitlines()[5].index("3, kernel") + 1)
+
+
+def test_an_output_count_that_a_reshape_gives_is_not_blamed_on_units():
+    """units was already 1: the reshape after it made [1, 1]."""
+    text = ("data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 1}\n"
+            "    - {type: reshape, shape: [1, 1]}\nloss: binary_cross_entropy\n")
+    error = the_error(text)
+    assert error.message.endswith("the model ends with [1, 1]; make the last layer give [1]")
+    assert "set units" not in error.message
