@@ -96,6 +96,12 @@ def _top_k_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     if len(output_shape) != 1 or spec.train.metrics is None:  # label maps refuse top_k
         return []
     scores = output_shape[0]
+    if scores == 1:  # one score is no ranking: its top is always class 0
+        return [(Origin(f"train.metrics[{index}]", keys=("train", "metrics", index)),
+                 "top_k_accuracy ranks class scores, and the model has one output (its top is "
+                 "always class 0); use accuracy, which reads one output as two classes")
+                for index, metric in enumerate(spec.train.metrics)
+                if metric.type == "top_k_accuracy"]
     return [(Origin(f"train.metrics[{index}].k", keys=("train", "metrics", index, "k")),
              f"top_k_accuracy with k: {metric.k} counts every sample right, the model has "
              f"{scores} scores per sample; use k below {scores}")

@@ -252,3 +252,16 @@ def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
     assert result.exit_code == 0, result.output
     assert f"{spec}:6:66: warning: optimizer.schedule.min_lr: min_lr 0.5 is above lr" \
         in result.stderr
+
+
+def test_top_k_on_one_output_is_warned():
+    """One score ranks nothing: its top is class 0, and top-5 read 0.49 where accuracy read
+    0.56, without a word."""
+    from nnrun.compiler.frontend import check
+
+    text = ("data: {dataset: xor}\nmodel: {layers: [{type: dense, units: 1}]}\n"
+            "loss: binary_cross_entropy\ntrain: {metrics: [accuracy, top_k_accuracy]}\n")
+    (warning,) = check(load_spec_text(text)).diagnostics
+    assert warning.severity == "warning" and warning.line == 4
+    assert "the model has one output (its top is always class 0); use accuracy" in \
+        warning.message
