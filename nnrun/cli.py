@@ -334,7 +334,8 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
             checked = check(source)
             diagnostics = (mismatch + checked.diagnostics + _memory_warning(checked, memory_limit)
                            + _data_memory_warning(checked, memory_limit)
-                           + _missing_generator_warning(checked))
+                           + _missing_generator_warning(checked)
+                           + _missing_data_file_warning(checked))
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
@@ -394,6 +395,23 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
     message = f"{generator_hint(package)} (not installed here: train refuses it)"
     origin = Origin("data.dataset", keys=("data", "dataset"))
     return [checked.source.diagnostic(origin, message, "warning")]
+
+
+def _missing_data_file_warning(checked) -> list[Diagnostic]:
+    """An npz or csv file that is not there (with input_shape given, nothing else needs it
+    before train): said, as a warning, since the file may be made or fetched later."""
+    from nnrun.compiler.datasets import DATASETS
+    from nnrun.compiler.ir import Origin
+
+    data = checked.source.spec.data
+    if data is None or not DATASETS[data.dataset].user_file or not data.path:
+        return []
+    file = checked.source.directory / Path(data.path).expanduser()
+    if file.exists():
+        return []
+    message = f"{file} is not there (data.path is relative to the spec file): train needs it"
+    return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,
+                                      "warning")]
 
 
 def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:

@@ -1484,3 +1484,14 @@ def test_validate_refuses_top_k_accuracy_on_a_named_dataset_of_label_maps(tmp_pa
     line = assert_one_line_error(invoke("validate", spec), spec)
     assert line == (f"{spec}:5:29: error: train.metrics[1]: top_k_accuracy is for one label per "
                     "sample; for label maps use pixel_accuracy or mean_iou")
+
+
+def test_validate_warns_of_a_data_file_that_is_not_there(tmp_path):
+    """With input_shape given, validate said ok, and train then named the dataset's type as
+    the file at fault."""
+    spec = write(tmp_path / "m.yaml", "data: {dataset: npz, path: nowhere/missing.npz}\n"
+                 "model: {input_shape: [4], layers: [{type: dense, units: 3}]}\n")
+    result = invoke("validate", spec)
+    assert result.exit_code == 0
+    assert "warning: data.path: " in result.output and "missing.npz is not there" in result.output
+    assert invoke("validate", "--strict", spec).exit_code == 1
