@@ -417,7 +417,8 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
         raise DataError(f"{name}: {full_path} is not a regular file (a device, pipe or socket); "
                         f"data.path must name a .{name} file")
     if not full_path.is_file():
-        raise DataError(f"{name}: file {full_path} not found (data.path is relative to the spec)")
+        raise DataError(f"{full_path}: not found (data.path, relative to the spec file, names "
+                        f"the .{name} file)")
     return full_path
 
 
