@@ -790,7 +790,12 @@ def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy")
                            f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
                            "sample: end the model with {type: flatten} and a dense layer, one "
                            "unit per class")
+    if len(spatial) == len(labels) and all(o >= n for o, n in zip(spatial, labels)):
+        scales = [o / n for o, n in zip(spatial, labels)]
+        fix = (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, "
+               "or pool once more")
+    else:
+        fix = "upsample back to the input size (no flatten or dense layer)"
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: {loss} wants scores [classes, "
-                       f"{', '.join(map(str, labels))}]; upsample back to the input size (no "
-                       "flatten or dense layer)")
+                       f"{', '.join(map(str, labels))}]; {fix}")

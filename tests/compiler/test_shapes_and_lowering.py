@@ -1009,3 +1009,15 @@ def test_an_output_count_that_a_reshape_gives_is_not_blamed_on_units():
     error = the_error(text)
     assert error.message.endswith("the model ends with [1, 1]; make the last layer give [1]")
     assert "set units" not in error.message
+
+
+def test_output_maps_larger_than_the_labels_are_told_to_shrink():
+    """The advice was to upsample back to the input size, where the maps were already twice
+    too large."""
+    text = ("data: {dataset: shapes}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
+            "    - {type: upsample2d, scale: 2}\n")
+    error = the_error(text)
+    assert error.message.endswith("the model ends with [4, 64, 64]: cross_entropy wants scores "
+                                  "[classes, 32, 32]; the maps are 2x2 too large: upsample "
+                                  "less, or pool once more")
