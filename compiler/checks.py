@@ -133,6 +133,14 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
             + _metric_errors(spec) + _monitor_errors(spec))  # in file order
 
 
+def shapeless_errors(spec) -> list[tuple[Origin, str]]:
+    """training_errors that need no model: said beside a shape error, which stops the
+    lowering (and the checks that need its shapes) at the layer it is found in."""
+    if spec.data is None:
+        return []
+    return _split_errors(spec.data) + _metric_errors(spec) + _monitor_errors(spec)
+
+
 def _split_errors(data) -> list[tuple[Origin, str]]:
     """Too few training samples for the splits, where it is known without data: a generated
     dataset's n_samples for its test split, and the validation split carved from the rest or

@@ -14,8 +14,8 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import (setting_range_errors, targets_decide_metrics, tracked_metrics,
-                     training_errors, training_warnings)
+from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
+                     tracked_metrics, training_errors, training_warnings)
 from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
 from .initial_values import npz_shapes_or_none, resolve_initial_values
@@ -306,7 +306,11 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
         step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
         warnings = [warning_diagnostic(source, w) for w in error.warnings]
-        raise SpecError([*warnings, source.diagnostic(error.origin, error.message)]) from None
+        others = [source.diagnostic(origin, message) for origin, message
+                  in setting_range_errors(source.spec) + shapeless_errors(source.spec)]
+        raise SpecError(_in_file_order(
+            [*warnings, source.diagnostic(error.origin, error.message), *others],
+            source.loaded.filename)) from None
     errors = (resolve_initial_values(source.spec, lowered, source.directory)
               + setting_range_errors(source.spec))
     if errors:

@@ -1021,3 +1021,18 @@ def test_output_maps_larger_than_the_labels_are_told_to_shrink():
     assert error.message.endswith("the model ends with [4, 64, 64]: cross_entropy wants scores "
                                   "[classes, 32, 32]; the maps are 2x2 too large: upsample "
                                   "less, or pool once more")
+
+
+def test_a_shape_error_comes_with_the_errors_that_need_no_shapes():
+    """A kernel too large and an early-stopping monitor the run will not have: only the first
+    was said, and the second came after the fix, one round later."""
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: 9}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+            "train: {early_stopping: {monitor: val_acc}}\n")
+    with pytest.raises(SpecError) as raised:
+        checked(text)
+    found = [(d.line, d.message) for d in raised.value.diagnostics]
+    assert [line for line, _ in found] == [4, 7], found
+    assert "kernel 9x9 does not fit" in found[0][1]
+    assert "'val_acc' will not be a metric of this run" in found[1][1]
