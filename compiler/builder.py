@@ -103,9 +103,11 @@ class GraphBuilder:
         return self.origin.at_field(field_name) if field_name and self.origin else self.origin
 
     def _error_message(self, error: ShapeError) -> str:
+        # no node yet: the model's first layer, with no layer before it to change
+        text = error.text(first_layer=not self.graph.nodes)
         if error.attribute is not None or not self.input_hint:
-            return str(error)
-        return f"{error}{', or ' if error.hint else '; '}{self.input_hint}"
+            return text
+        return f"{text}{', or ' if error.hint else '; '}{self.input_hint}"
 
     def warn(self, message: str) -> None:
         self.warnings.append(CompileWarning(self.origin, message))

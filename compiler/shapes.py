@@ -17,14 +17,20 @@ class ShapeError(Exception):
     at fault (e.g. "kernel"), so that the diagnostic can point at the spec field it came from;
     None means the input's shape is at fault."""
 
-    def __init__(self, message: str, hint: str = "", attribute: str | None = None):
+    def __init__(self, message: str, hint: str = "", attribute: str | None = None,
+                 first_hint: str = ""):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.attribute = attribute
+        self.first_hint = first_hint  # the hint for the model's first layer, if it differs
 
     def __str__(self) -> str:
         return f"{self.message}; {self.hint}" if self.hint else self.message
+
+    def text(self, first_layer: bool) -> str:
+        hint = self.first_hint if first_layer and self.first_hint else self.hint
+        return f"{self.message}; {hint}" if hint else self.message
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                 f"{result.formula})",
                 f"use a smaller {smaller}, add padding, or remove a downsampling layer before it",
                 attribute=cause,
+                first_hint=f"use a smaller {smaller} or add padding",
             )
     return sizes
 

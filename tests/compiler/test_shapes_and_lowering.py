@@ -1036,3 +1036,12 @@ def test_a_shape_error_comes_with_the_errors_that_need_no_shapes():
     assert [line for line, _ in found] == [4, 7], found
     assert "kernel 9x9 does not fit" in found[0][1]
     assert "'val_acc' will not be a metric of this run" in found[1][1]
+
+
+def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
+    first = the_error(spec_text([1, 8, 8], "{type: conv2d, filters: 1, kernel_size: 9}"))
+    assert first.message.endswith("use a smaller kernel or add padding")
+    later = the_error(spec_text([1, 8, 8], "{type: maxpool2d, pool_size: 4}",
+                                "{type: conv2d, filters: 1, kernel_size: 3}"))
+    assert later.message.endswith("use a smaller kernel, add padding, or remove a downsampling "
+                                  "layer before it")
