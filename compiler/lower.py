@@ -468,11 +468,13 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
     layers = spec.model.layers
     names = schema.default_layer_names(layers)
     all_inputs = schema.layer_inputs(layers)
+    named_inputs = {name: (inputs if layer.inputs is not None else [])
+                    for name, inputs, layer in zip(names, all_inputs, layers)}
     for index, (layer, name, input_names) in enumerate(zip(layers, names, all_inputs)):
         origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
         ctx = LayerContext(gb, lowered, spec, name, origin, mode)
         _check_name(ctx, name, names[:index], layer.name is None)
-        inputs = _resolve_inputs(ctx, layer, input_names, env, names)
+        inputs = _resolve_inputs(ctx, layer, input_names, env, named_inputs)
         if layer.type in MULTI_INPUT:
             _check_branches(ctx, layer, input_names, inputs)
         before = len(gb.graph.nodes)
@@ -503,7 +505,9 @@ def _check_name(ctx: LayerContext, name: str, earlier: list[str], by_default: bo
              "name", "name")
 
 
-def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
+def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
+    """reads: every layer's name -> the inputs it names itself (none for the layer before,
+    which a move would change)."""
     if len(input_names) != 1 and layer.type not in MULTI_INPUT:
         ctx.fail(f"{layer.type} takes one input, got {len(input_names)}; join them first with "
                  "an add or concat layer, and give its name", "inputs")
@@ -512,13 +516,30 @@ def _resolve_inputs(ctx, layer, input_names, env, all_names) -> list[Value]:
         if input_name not in env:
             # at the entry of a list of inputs, the field of a single one
             keys = ("inputs", index) if isinstance(layer.inputs, list) else ("inputs",)
-            if input_name in all_names:
+            if input_name in reads and _reaches(reads, input_name, ctx.name):
+                ctx.fail(f"inputs: layer '{input_name}' comes after this one and reads it "
+                         "itself (a cycle), so neither can come first; make one of them read "
+                         "an earlier layer", *keys)
+            if input_name in reads:
                 ctx.fail(f"inputs: layer '{input_name}' comes after this one; layers may only "
                          "use earlier layers (move this layer below it)", *keys)
             ctx.fail(f"inputs: unknown layer '{input_name}'; "
                      f"{_did_you_mean(input_name, list(env))}", *keys)
         values.append(env[input_name])
     return values
+
+
+def _reaches(reads: dict, start: str, target: str) -> bool:
+    """Whether layer `start` reads `target`, directly or through other layers."""
+    seen, pending = set(), [start]
+    while pending:
+        name = pending.pop()
+        if name == target:
+            return True
+        if name not in seen and name in reads:
+            seen.add(name)
+            pending += reads[name]
+    return False
 
 
 def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:

@@ -1045,3 +1045,15 @@ def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
                                 "{type: conv2d, filters: 1, kernel_size: 3}"))
     assert later.message.endswith("use a smaller kernel, add padding, or remove a downsampling "
                                   "layer before it")
+
+
+def test_a_cycle_of_inputs_is_named_a_cycle():
+    """'move this layer below it' made the mirror error when the later layer read this one."""
+    text = spec_text([4], "{type: dense, units: 4, name: a}",
+                     "{type: dense, units: 4, name: b, inputs: c}",
+                     "{type: dense, units: 4, name: c, inputs: b}")
+    assert "reads it itself (a cycle), so neither can come first" in the_error(text).message
+    implicit = spec_text([4], "{type: dense, units: 4, name: a}",
+                         "{type: dense, units: 4, name: b, inputs: c}",
+                         "{type: dense, units: 4, name: c}")  # reads b as the layer before
+    assert "(move this layer below it)" in the_error(implicit).message
