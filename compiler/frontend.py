@@ -193,7 +193,7 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     the csv's columns but `label`), read without the data. None when the file is missing or
     unreadable (then the data loader, or the compiler's request for input_shape, says what
     is wrong)."""
-    file = _data_file(spec, directory, USER_FILE_DATASETS)
+    file = data_file(spec, directory)
     if file is None:
         return None
     if spec.data.dataset == "npz":
@@ -202,7 +202,8 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     return _csv_features(file)
 
 
-def _data_file(spec: Spec, directory: Path, kinds: tuple[str, ...]) -> Path | None:
+def data_file(spec: Spec, directory: Path,
+              kinds: tuple[str, ...] = USER_FILE_DATASETS) -> Path | None:
     """The file data.path names, for a dataset of one of `kinds` (data paths are relative to
     the spec's directory)."""
     data = spec.data
@@ -229,7 +230,7 @@ def _csv_header(file: Path) -> list[str] | None:
 def csv_without_labels(spec: Spec, directory: Path) -> str | None:
     """The message for a csv data file whose header has no `label` column (the data loader's),
     for validate to say it rather than ask for input_shape."""
-    file = _data_file(spec, directory, ("csv",))
+    file = data_file(spec, directory, ("csv",))
     header = _csv_header(file) if file is not None else None
     if header is None or "label" in header:
         return None

@@ -24,8 +24,8 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import (Unread, as_tuple, per_sample, same_padding, size_of, unread_positions,
-                     window_output)
+from .shapes import (Unread, as_tuple, per_sample, same_padding, shrink_factors, size_of,
+                     unread_positions, window_output)
 
 
 @dataclass(frozen=True)
@@ -715,13 +715,13 @@ def _check_output(spec, lowered) -> None:
     if dataset is None or dataset.input_shape is None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
     units = "filters" if logits.rank > 2 else "units"
-    sizing = _output_sizing(spec, lowered) or (origin, units)
+    sizing = _output_sizing(spec, lowered)
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
-        _check_class_outputs(*sizing, logits, dataset, spec.loss.type)
+        _check_class_outputs(*(sizing or (origin, units)), logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
                                                        dataset.task in ("binary", "segmentation")):
-        _check_binary_outputs(origin, logits, dataset, _output_sizing(spec, lowered))
+        _check_binary_outputs(origin, logits, dataset, sizing)
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
@@ -811,12 +811,10 @@ def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy")
                            f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
                            "sample: end the model with {type: flatten} and a dense layer, one "
                            "unit per class")
-    if len(spatial) == len(labels) and all(o >= n for o, n in zip(spatial, labels)):
-        scales = [o / n for o, n in zip(spatial, labels)]
-        fix = (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, "
-               "or pool once more")
-    else:
-        fix = "upsample back to the input size (no flatten or dense layer)"
+    scales = shrink_factors(spatial, labels)
+    fix = (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, or "
+           "pool once more" if scales else
+           "upsample back to the input size (no flatten or dense layer)")
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: {loss} wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; {fix}")

@@ -162,6 +162,14 @@ def per_sample(x: TensorType) -> list:
     return shape[1:] if shape and shape[0] == BATCH else shape
 
 
+def shrink_factors(spatial, labels) -> list[float] | None:
+    """By how much output maps of `spatial` exceed label maps of `labels` on each axis, when
+    they are at least as large on every axis (None otherwise: they need upsampling)."""
+    if len(spatial) != len(labels) or any(o < n for o, n in zip(spatial, labels)):
+        return None
+    return [o / n for o, n in zip(spatial, labels)]
+
+
 def size_of(shape) -> int:
     total = 1
     for d in shape:

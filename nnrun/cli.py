@@ -400,14 +400,11 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
 def _missing_data_file_warning(checked) -> list[Diagnostic]:
     """An npz or csv file that is not there (with input_shape given, nothing else needs it
     before train): said, as a warning, since the file may be made or fetched later."""
-    from nnrun.compiler.datasets import DATASETS
+    from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
 
-    data = checked.source.spec.data
-    if data is None or not DATASETS[data.dataset].user_file or not data.path:
-        return []
-    file = checked.source.directory / Path(data.path).expanduser()
-    if file.exists():
+    file = data_file(checked.source.spec, checked.source.directory)
+    if file is None or file.exists():
         return []
     message = f"{file} is not there (data.path is relative to the spec file): train needs it"
     return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,

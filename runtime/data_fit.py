@@ -11,6 +11,7 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.schema import REGRESSION_LOSSES
+from nnrun.compiler.shapes import shrink_factors
 
 from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit,
                            multi_label_message)
@@ -228,14 +229,7 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
                            "one unit per class (or give label maps for segmentation)")
+    resize = "pool or stride down" if shrink_factors(spatial, label_shape) else "upsample"
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
-                       f"{', '.join(map(str, label_shape))}] ({_resize(spatial, label_shape)} to "
-                       "the labels' size)")
-
-
-def _resize(spatial: list, label_shape: list) -> str:
-    """What brings the model's output maps to the labels' size."""
-    if len(spatial) == len(label_shape) and all(o >= n for o, n in zip(spatial, label_shape)):
-        return "pool or stride down"
-    return "upsample"
+                       f"{', '.join(map(str, label_shape))}] ({resize} to the labels' size)")
