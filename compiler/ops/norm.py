@@ -10,8 +10,8 @@ import numpy as np
 
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
-from . import OpDef, forward_through_into, register
-from .common import cached_constant
+from . import SLICED, OpDef, forward_through_into, register
+from .common import cached_constant, channel_sums_into, channel_sums_scratch
 
 
 @dataclass(frozen=True)
@@ -319,6 +319,114 @@ register(OpDef("batch_norm_train_grad_input", BatchNormAttrs, lambda a, g, x, ga
 register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_train_grad_gamma,
                None, doc="sum of g * x_hat per channel",
                forward_into=_bn_grad_gamma_into, scratch=_bn_stats_scratch))
+
+
+# --- the batch statistics taken once (compiler/passes/batch_statistics.py) -------------------
+# Each op above takes the batch's statistics anew: the forward, both gradients and the two
+# running statistics read the activations about 36 times in a training step. The pass puts
+# these in their place: the statistics once; the forward as PyTorch's CPU kernel writes it,
+# y = x * scale + shift (scale = gamma / sqrt(var + eps), shift = beta - mean * scale); and
+# one backward for x, gamma and beta from the kept statistics. About 14 passes in all.
+
+
+def _batch_statistics_shape(attrs, x):
+    stat = _channel_stat_shape(attrs, x)
+    return (stat, stat, stat)
+
+
+def _batch_statistics_into(be, attrs, out, x):
+    """mean and biased variance per channel (the ranks' means when synchronised), and the
+    unbiased variance the running statistic takes (nan for one value per channel)."""
+    mean, var, unbiased, deviations, *sums = out
+    xp = be.xp
+    count = x.size // x.shape[1]
+    channel_sums_into(be, x, mean, sums)
+    xp.divide(mean, count, out=mean)
+    _rank_mean(be, attrs, mean)
+    xp.subtract(x, _channel(mean, x.ndim), out=deviations)
+    xp.multiply(deviations, deviations, out=deviations)
+    channel_sums_into(be, deviations, var, sums)
+    xp.divide(var, count, out=var)
+    _rank_mean(be, attrs, var)
+    total = count * be.rank_count() if attrs.sync else count  # the same on every rank
+    if total < 2:
+        unbiased.fill(np.nan)
+    else:
+        xp.multiply(var, total / (total - 1), out=unbiased)
+
+
+def _scale_into(xp, attrs, var, gamma, scale):
+    """scale = gamma / sqrt(var + eps), as 1 / sqrt(...) * gamma (PyTorch's rounding)."""
+    xp.add(var, attrs.eps, out=scale)
+    xp.sqrt(scale, out=scale)
+    xp.divide(1, scale, out=scale)
+    xp.multiply(scale, gamma, out=scale)
+
+
+def _batch_norm_apply_into(be, attrs, out, x, mean, var, gamma, beta):
+    y, scale, shift = out
+    xp = be.xp
+    _scale_into(xp, attrs, var, gamma, scale)
+    xp.multiply(mean, scale, out=shift)
+    xp.subtract(beta, shift, out=shift)
+    xp.multiply(x, _channel(scale, x.ndim), out=y)
+    xp.add(y, _channel(shift, x.ndim), out=y)
+
+
+def _batch_norm_grad_shape(attrs, g, x, mean, var, gamma):
+    stat = _channel_stat_shape(attrs, x)
+    return (x, stat, stat)
+
+
+def _batch_norm_grad_scratch(attrs, g, x, mean, var, gamma):
+    stat = _channel_stat_shape(attrs, x)
+    return (x, stat, stat, stat, *channel_sums_scratch(x))
+
+
+def _batch_norm_grad_into(be, attrs, out, g, x, mean, var, gamma):
+    """dx = (g - mean(g) - (x - mean) * k) * rstd * gamma, k = mean(g * (x - mean)) * rstd^2
+    (means per channel, over every rank's batch when synchronised), as PyTorch's CPU kernel;
+    dgamma = sum(g * (x - mean)) * rstd and dbeta = sum(g), this rank's own sums."""
+    gx, dgamma, dbeta, centred, rstd, mean_g, k, *sums = out
+    xp, n = be.xp, x.ndim
+    count = x.size // x.shape[1]
+    xp.add(var, attrs.eps, out=rstd)
+    xp.sqrt(rstd, out=rstd)
+    xp.divide(1, rstd, out=rstd)
+    channel_sums_into(be, g, dbeta, sums)
+    xp.subtract(x, _channel(mean, n), out=centred)
+    xp.multiply(centred, g, out=gx)  # gx is scratch until its last three lines
+    channel_sums_into(be, gx, dgamma, sums)
+    xp.copyto(mean_g, dbeta)
+    xp.divide(_rank_mean(be, attrs, mean_g), count, out=mean_g)
+    xp.copyto(k, dgamma)
+    _rank_mean(be, attrs, k)
+    xp.multiply(dgamma, rstd, out=dgamma)
+    for _ in range(2):
+        xp.multiply(k, rstd, out=k)
+    xp.divide(k, count, out=k)
+    xp.multiply(centred, _channel(k, n), out=centred)
+    xp.subtract(g, centred, out=gx)
+    xp.subtract(gx, _channel(mean_g, n), out=gx)
+    xp.multiply(rstd, gamma, out=rstd)
+    xp.multiply(gx, _channel(rstd, n), out=gx)
+
+
+register(OpDef("batch_statistics", StatisticsAttrs, _batch_statistics_shape,
+               forward_through_into("batch_statistics"), None,
+               doc="per channel: mean, variance (biased) and unbiased variance of the batch",
+               forward_into=_batch_statistics_into,
+               scratch=lambda attrs, x: (x, *channel_sums_scratch(x))))
+register(OpDef("batch_norm_apply", BatchNormAttrs, lambda a, x, *stats: x,
+               forward_through_into("batch_norm_apply"), None,
+               doc="x * scale + shift per channel: batch_norm_train from given statistics",
+               forward_into=_batch_norm_apply_into,
+               scratch=lambda attrs, x, mean, *rest: (mean, mean),
+               batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,)))
+register(OpDef("batch_norm_grad", BatchNormAttrs, _batch_norm_grad_shape,
+               forward_through_into("batch_norm_grad"), None,
+               doc="d batch_norm_train / d (x, gamma, beta) from the batch statistics",
+               forward_into=_batch_norm_grad_into, scratch=_batch_norm_grad_scratch))
 
 
 def _bn_infer_forward(be, attrs, x, mean, var, gamma, beta):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..ir import Graph
 from ..verify import verify
 from .batch_last_layers import keep_batch_last_between_convolutions
+from .batch_statistics import keep_batch_statistics
 from .conv_columns import keep_conv_columns
 from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
@@ -20,6 +21,7 @@ PIPELINE = (
     ("convolution columns", keep_conv_columns),
     ("pooling index", keep_pool_index),
     ("loss and its gradient", loss_with_gradient),
+    ("batch statistics once", keep_batch_statistics),
     ("bias + activation", fuse_bias_activation),
     ("max pooling before its activation (inference)", pool_before_activation),
     ("activation gradient before the unpooling", gradient_before_unpool),

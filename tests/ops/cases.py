@@ -880,12 +880,43 @@ def _bn_train_cases(label, shape, train):
          lambda a, g, x: _per_channel(g * _xhat(x, a.eps)[0], sum), label=label)
 
 
+def _batch_statistics_reference(attrs, x):
+    mean = _per_channel(x, lambda v: sum(v) / len(v))
+    var = _per_channel(x, lambda v: sum((u - sum(v) / len(v)) ** 2 for u in v) / len(v))
+    count = x.size // x.shape[1]
+    return mean, var, var * count / (count - 1)
+
+
+def _batch_norm_grad_reference(attrs, g, x, mean, var, gamma):
+    return (_bn_train_grad_input_reference(attrs, g, x, gamma),
+            _per_channel(g * _xhat(x, attrs.eps)[0], sum), _per_channel(g, sum))
+
+
+def _kept_statistics_cases(label, shape, attrs):
+    """The ops of compiler/passes/batch_statistics.py: statistics given as the batch's own."""
+    x, g, c = _bn_input(shape), (normal, shape), (shape[1],)
+    case("batch_statistics", StatisticsAttrs(attrs.sync), draws(x), _batch_statistics_reference,
+         label=label)
+    case("batch_norm_apply", attrs, draws(x, (normal, c), (positive, c), (positive, c),
+                                           (normal, c)),
+         _bn_infer_reference, label=label)
+
+    def with_statistics(rng):
+        gradient, values = normal(rng, *shape), x[0](rng, *shape)
+        mean, var, _ = _batch_statistics_reference(attrs, values)
+        return gradient, values, mean, var, positive(rng, *c)
+
+    case("batch_norm_grad", attrs, with_statistics, _batch_norm_grad_reference, label=label)
+
+
 def _bn_cases(label, shape):
     x, g, c = _bn_input(shape), (normal, shape), (shape[1],)
     infer = EpsAttrs(1e-3)
     _bn_train_cases(label, shape, BatchNormAttrs(1e-5))
     # Synchronised statistics in one process: the batch's own (test_distributed.py has ranks).
     _bn_train_cases(f"{label} sync", shape, BatchNormAttrs(1e-5, sync=True))
+    _kept_statistics_cases(label, shape, BatchNormAttrs(1e-5))
+    _kept_statistics_cases(f"{label} sync", shape, BatchNormAttrs(1e-3, sync=True))
     case("batch_norm_infer", infer,
          draws(x, (normal, c), (positive, c), (positive, c), (normal, c)), _bn_infer_reference,
          differentiable=(0, 3, 4), label=label)

@@ -1,7 +1,9 @@
 """The compiled training step (passes, memory plan, planned executor) against the plain one.
 
 The optimized step must give the plain executor's weights: bit for bit where the passes keep
-the order of operations (no convolution), else within 1e-6 relative over 5 steps. In the steady
+the order of operations (no convolution or batch normalisation), else within 1e-5 relative over
+5 steps (a small bias whose gradient sums values that mostly cancel keeps fewer digits: 2.5e-6
+after 5 Adam steps in spirals-mlp), and within 1e-12 in float64. In the steady
 state it allocates (almost) nothing, and `nnrun summary`'s memory estimate, which comes from the
 plan, is within 20% of the peak measured during a step.
 """
@@ -31,7 +33,9 @@ from nnrun.runtime.threads import thread_limit
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 WORKLOADS = sorted((ROOT / "benchmarks" / "workloads").glob("*.yaml"))
-REORDERING_OPS = {"im2col"}  # one matrix product for the batch sums in another order
+# One matrix product for the batch sums in another order; batch normalisation's statistics
+# taken once and its gradient in PyTorch's form (compiler/passes/batch_statistics.py).
+REORDERING_OPS = {"im2col", "batch_statistics"}
 
 
 def _models(path, batch=16, **overrides):
@@ -41,16 +45,40 @@ def _models(path, batch=16, **overrides):
     return reference, plain, *random_batch(plain, batch, np.random.default_rng(1))
 
 
+def _rounding_noise_gradients(path) -> set[str]:
+    """The biases added right before a batch normalisation: their gradient is zero but for
+    rounding, and Adam and its kin scale that noise to steps of up to lr, so sums taken in
+    another order move such a bias anywhere within those steps."""
+    graph = nnrun.compile(str(path)).train_step.graph
+    readers = {}
+    for node in graph.nodes:
+        for value in node.inputs:
+            readers.setdefault(id(value), set()).add(node.op)
+    normalising = {"batch_norm_train", "channel_mean", "channel_var", "batch_norm_train_grad_input",
+                   "batch_norm_train_grad_gamma"}
+    return {node.inputs[1].name for node in graph.nodes
+            if node.op == "bias_add" and readers.get(id(node.output), {""}) <= normalising}
+
+
+def _assert_within_steps(model, got, want, steps):
+    """Both moved by at most `steps` steps of lr (weight decay aside: a few % of it)."""
+    bound = 2 * steps * model.spec.optimizer.lr
+    assert np.abs(got - want).max() <= bound and np.abs(want).max() <= bound + 1
+
+
 @pytest.mark.parametrize("path", SPECS + WORKLOADS, ids=lambda p: p.stem)
 def test_optimized_step_gives_the_plain_steps_weights(path):
     reference, optimized, x, y = _models(path)
     losses_ref, weights_ref = train_steps(reference, x, y, steps=5)
     losses_opt, weights_opt = train_steps(optimized, x, y, steps=5)
     reordered = any(n.op in REORDERING_OPS for n in optimized.step_executor.graph.nodes)
+    noise = _rounding_noise_gradients(path) if reordered else set()
     for name in optimized.lowered.params:
-        if reordered:
+        if name in noise:
+            _assert_within_steps(optimized, weights_opt[name], weights_ref[name], steps=5)
+        elif reordered:
             scale = np.linalg.norm(weights_ref[name]) or 1.0
-            assert np.linalg.norm(weights_opt[name] - weights_ref[name]) <= 1e-6 * scale, name
+            assert np.linalg.norm(weights_opt[name] - weights_ref[name]) <= 1e-5 * scale, name
         else:
             np.testing.assert_array_equal(weights_opt[name], weights_ref[name], err_msg=name)
     np.testing.assert_allclose(losses_opt, losses_ref, rtol=1e-5)
@@ -62,7 +90,11 @@ def test_float64_step_agrees_to_rounding(path):
     reference, optimized, x, y = _models(path, dtype="float64")
     _, weights_ref = train_steps(reference, x, y, steps=3)
     _, weights_opt = train_steps(optimized, x, y, steps=3)
+    noise = _rounding_noise_gradients(path)
     for name in optimized.lowered.params:
+        if name in noise:
+            _assert_within_steps(optimized, weights_opt[name], weights_ref[name], steps=3)
+            continue
         scale = np.linalg.norm(weights_ref[name]) or 1.0
         assert np.linalg.norm(weights_opt[name] - weights_ref[name]) <= 1e-12 * scale, name
 
@@ -200,6 +232,48 @@ def test_the_loss_and_its_gradient_are_one_op_only_for_the_seed_one(scale, tmp_p
     _, weights_opt = train_steps(optimized, x, y, steps=3)
     for name in optimized.lowered.params:
         np.testing.assert_array_equal(weights_opt[name], weights_ref[name], err_msg=name)
+
+
+BATCHNORM_NETS = {
+    "after a convolution": ("[1, 6, 6]", "- {type: conv2d, filters: 3, kernel_size: 3}\n"
+                                         "    - {type: batchnorm}\n    - {type: relu}\n"
+                                         "    - {type: flatten}"),
+    "on the model's input": ("[2, 5]", "- {type: batchnorm}\n    - {type: flatten}"),
+    "on features, synchronised": ("[4]", "- {type: dense, units: 5, use_bias: false}\n"
+                                         "    - {type: batchnorm, momentum: 0.5, eps: 0.01}\n"
+                                         "    - {type: tanh}"),
+    "twice on one value": ("[3, 4]", "- {type: conv1d, filters: 2, kernel_size: 2}\n"
+                                     "    - {name: a, type: batchnorm}\n"
+                                     "    - {name: b, type: batchnorm, inputs: conv1d_1}\n"
+                                     "    - {type: add, inputs: [a, b]}\n    - {type: flatten}"),
+}
+
+
+@pytest.mark.parametrize("net", BATCHNORM_NETS)
+def test_batch_statistics_are_taken_once_with_the_plain_steps_numbers(net, tmp_path):
+    """The batch statistics pass: no op takes a batchnorm's statistics again, and the weights
+    and running statistics after 3 steps are the plain executor's to rounding, in float64."""
+    input_shape, layers = BATCHNORM_NETS[net]
+    path = tmp_path / "bn.yaml"
+    path.write_text(f"dtype: float64\nmodel:\n  input_shape: {input_shape}\n  layers:\n"
+                    f"    {layers}\n    - {{type: dense, units: 3}}\n"
+                    "optimizer: {type: sgd, lr: 0.1, momentum: 0.9}\n"
+                    f"train: {{sync_batchnorm: {str('synchronised' in net).lower()}}}\n")
+    reference, optimized, x, y = _models(path)
+    ops = [node.op for node in optimized.step_executor.graph.nodes]
+    batchnorms = 2 if net == "twice on one value" else 1
+    assert ops.count("batch_statistics") == 1 and ops.count("batch_norm_apply") == batchnorms
+    assert not {"batch_norm_train", "channel_mean", "channel_var"} & set(ops)
+    # without an input gradient (a batchnorm on the model's input) the backward keeps its ops
+    own_backward = net == "on the model's input"
+    assert ops.count("batch_norm_grad") == (0 if own_backward else batchnorms)
+    assert ("batch_norm_train_grad_gamma" in ops) == own_backward
+    _, state_ref = train_steps(reference, x, y, steps=3)
+    _, state_opt = train_steps(optimized, x, y, steps=3)
+    assert any("running_var" in name for name in state_opt)
+    for name, value in state_ref.items():
+        scale = max(np.linalg.norm(value), 1.0)
+        assert np.linalg.norm(state_opt[name] - value) <= 1e-12 * scale, name
 
 
 def test_update_group_runs_over_flat_buffers():
