@@ -170,13 +170,20 @@ def _notes(spec, outputs: int) -> list[str]:
         notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
                      "clip_grad_value); the gradients shown are before clipping")
     if getattr(optimizer, "weight_decay", 0):
-        notes.append(f"the update adds weight decay ({optimizer.weight_decay:g}) to the "
-                     "gradients shown")
+        notes.append(_weight_decay_rule(optimizer))
     if spec.loss.type == "perceptron":
         notes.append(_perceptron_rule(outputs, spec.loss.scale))
     if spec.train.pruning is not None:
         notes.append("train.pruning is not applied by the trace")
     return notes
+
+
+def _weight_decay_rule(optimizer) -> str:
+    decay = f"{optimizer.weight_decay:g}"
+    if optimizer.type == "adamw":  # decoupled: the weights shrink, the gradient stays as shown
+        return (f"the update first shrinks each weight, w ← w·(1 − lr·{decay}) (adamw's "
+                "decoupled weight decay), then takes the Adam step from the gradients shown")
+    return f"the update adds weight decay to the gradients shown: ∂C/∂w + {decay}·w"
 
 
 def _perceptron_rule(outputs: int, scale: float) -> str:

@@ -311,3 +311,25 @@ def test_the_header_and_a_note_say_how_updated_follows_from_the_gradient(optimiz
     assert f", {header}, " in result.output.splitlines()[0]
     notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
     assert (rule is None) == (notes == []) and all(rule in note for note in notes)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_weight_decay_note_says_the_rule_the_update_follows(optimizer):
+    """The course audit: adamw's note said its decay was added to the gradients shown, which
+    is adam's coupled rule; following it gave adam's numbers, not adamw's."""
+    lr, decay = 0.5, 0.1
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--format", "json", "--set",
+                                       f"optimizer={{type: {optimizer}, lr: {lr}, "
+                                       f"weight_decay: {decay}}}"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    (note,) = [n for n in document["notes"] if "decay" in n]
+    param = {p["name"]: p for p in document["steps"][0]["params"]}["dense_1.weight"]
+    w, g = np.array(param["value"]), np.array(param["gradient"])
+    if optimizer == "sgd":
+        assert "∂C/∂w + 0.1·w" in note
+        expected = w - lr * (g + decay * w)
+    else:  # adam's first step is lr * g / (|g| + eps), from the weights already shrunk
+        assert "w ← w·(1 − lr·0.1)" in note and "adds" not in note
+        expected = w * (1 - lr * decay) - lr * g / (np.abs(g) + 1e-8)
+    close(param["updated"], expected)
