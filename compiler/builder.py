@@ -21,6 +21,7 @@ class CompileError(Exception):
         self.origin = origin
         self.message = message
         self.warnings: list[CompileWarning] = []  # found before the error, still worth showing
+        self.lowered = None  # the model lowered up to the error (compiler/lower.py)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from .checks import (setting_range_errors, shapeless_errors, targets_decide_metr
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
 from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
-from .initial_values import npz_shapes_or_none, resolve_initial_values
+from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
 from .recovery import repaired_spec_data
@@ -302,13 +302,16 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
     if unlabelled:  # the shape a csv gives is its columns but `label`
         raise SpecError([source.diagnostic(Origin("data.path", keys=("data", "path")),
                                            unlabelled)])
+    lowered = None
     try:
         lowered = lower(source.spec, mode="eval")
         step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
         warnings = [warning_diagnostic(source, w) for w in error.warnings]
+        given = lowered or error.lowered  # the layers before the error: their lists' errors
         others = [source.diagnostic(origin, message) for origin, message
-                  in setting_range_errors(source.spec) + shapeless_errors(source.spec)]
+                  in setting_range_errors(source.spec) + shapeless_errors(source.spec)
+                  + (given_list_errors(source.spec, given) if given else [])]
         raise SpecError(_in_file_order(
             [*warnings, source.diagnostic(error.origin, error.message), *others],
             source.loaded.filename)) from None

@@ -50,30 +50,55 @@ def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin,
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
         origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
-        for suffix, values in (("weight", getattr(layer, "weights", None)),
-                               ("bias", getattr(layer, "bias", None))):
-            if values is not None:
-                errors += _give_list(lowered, layer, name, suffix, values, origin, spec.dtype)
+        for suffix, values in _lists_of(layer):
+            error = _list_error(lowered, layer, name, suffix, values, origin, spec.dtype)
+            if error is None:
+                _give(lowered, f"{name}.{suffix}", GivenValues(values=values))
+            errors += [error] if error else []
         if getattr(layer, "init_from", None):
             errors += _give_layer_file(lowered, name, directory / layer.init_from,
                                        origin.at_field("init_from"))
     return errors
 
 
-def _give_list(lowered, layer, name: str, suffix: str, values, origin: Origin,
-               dtype: str) -> list:
+def given_list_errors(spec, lowered) -> list[tuple[Origin, str]]:
+    """The errors of the `weights:`/`bias:` lists of the layers `lowered` holds: a lowering
+    that stopped at a later layer's shape error still reports these with it."""
+    return [error for layer, name, suffix, values, origin in _given_lists(spec)
+            if f"{name}.{suffix}" in lowered.params
+            for error in [_list_error(lowered, layer, name, suffix, values, origin, spec.dtype)]
+            if error]
+
+
+def _given_lists(spec):
+    """(layer, its name, "weight" or "bias", the list, the layer's origin) for each list."""
+    names = default_layer_names(spec.model.layers)
+    for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
+        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        for suffix, values in _lists_of(layer):
+            yield layer, name, suffix, values, origin
+
+
+def _lists_of(layer):
+    """("weight", the list) and ("bias", the list), for those the layer writes out."""
+    return [(suffix, values) for suffix, values in (("weight", getattr(layer, "weights", None)),
+                                                    ("bias", getattr(layer, "bias", None)))
+            if values is not None]
+
+
+def _list_error(lowered, layer, name: str, suffix: str, values, origin: Origin,
+                dtype: str) -> tuple[Origin, str] | None:
     info = lowered.params[f"{name}.{suffix}"]
     field = "weights" if suffix == "weight" else "bias"
     got = tuple(np.shape(values))
     if got != info.shape:
-        return [(origin.at_field(field), _shape_message(layer, field, got, info.shape))]
+        return origin.at_field(field), _shape_message(layer, field, got, info.shape)
     array = np.asarray(values, dtype=np.float64)
     beyond = np.argwhere(np.abs(array) > _largest(dtype))
     if len(beyond):
         index = tuple(int(i) for i in beyond[0])
-        return [(origin.at_field(field, *index), _range_message(array[index], dtype))]
-    _give(lowered, info.name, GivenValues(values=values))
-    return []
+        return origin.at_field(field, *index), _range_message(array[index], dtype)
+    return None
 
 
 def _range_message(value: float, dtype: str) -> str:

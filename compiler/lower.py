@@ -452,15 +452,16 @@ MULTI_INPUT = {"add", "concat"}
 def lower(spec, mode: str = "eval") -> Lowered:
     """The forward graph of `spec`: input %x, outputs `logits` and `prediction`."""
     gb = GraphBuilder()
+    lowered = Lowered(gb.graph, gb)
     try:
-        return _lower_layers(spec, mode, gb)
+        return _lower_layers(spec, mode, gb, lowered)
     except CompileError as error:
         error.warnings = list(gb.warnings)
+        error.lowered = lowered  # the layers before the error, their parameters
         raise
 
 
-def _lower_layers(spec, mode: str, gb: GraphBuilder) -> Lowered:
-    lowered = Lowered(gb.graph, gb)
+def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered) -> Lowered:
     with gb.at(Origin("model.input_shape", keys=("model", "input_shape"))):
         x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
     env: dict[str, Value] = {"input": x}

@@ -75,6 +75,24 @@ def test_weights_of_the_wrong_shape_are_an_error_at_their_position(tmp_path):
     assert "transpose" in line  # [out, in] given: the message says which layout to use
 
 
+@pytest.mark.parametrize("later", ["{type: conv2d, filters: 2, kernel_size: 5}",
+                                   "{type: conv2d, filters: 2, kernel_size: 2}\n    - {type: flatten}\n"
+                                   "    - {type: conv1d, filters: 1, kernel_size: 3}"])
+def test_a_wrong_list_is_reported_beside_a_later_layer_s_shape_error(tmp_path, later):
+    """The course audit: a later layer's shape error hid the lists' errors of the layers
+    before it, found only once that error was fixed."""
+    text = ("model:\n  input_shape: [1, 4, 4]\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: 2, weights: [[[[1, 0], [0, 1]]]],"
+            " bias: [0, 0, 0]}\n"
+            f"    - {later}\n")
+    result = validate(tmp_path, text)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "spec.yaml:4:" in lines[0] and "weights have shape [1, 1, 2, 2], the layer needs" in lines[0]
+    assert "spec.yaml:4:" in lines[1] and "bias has shape [3], the layer needs [2]" in lines[1]
+    assert len(lines) == 3 and ("spec.yaml:5:" in lines[2] or "spec.yaml:7:" in lines[2])
+
+
 def test_bias_of_the_wrong_length(tmp_path):
     result = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1, 2]}"))
     assert result.exit_code == 1
