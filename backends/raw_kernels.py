@@ -147,7 +147,8 @@ KERNEL void adagrad_update(const T* p, const T* g, const T* lr, T* new_p, const 
 
 # Max pooling over a padded input [planes = B*C, height, width] (1-D: height 1). For each
 # output: the maximum (the first one in the window's row-major order, as argmax) and its flat
-# position in its sample's padded input [C, height, width].
+# position in its sample's padded input [C, height, width]. A nan in the window makes the
+# maximum nan and leaves the position where it was, as the generic running maximum does.
 MAX_POOL_INDEX = """
 KERNEL void max_pool_index(const T* x, T* y, long long* index, I n, I channels,
                            I height, I width, I out_h, I out_w,
@@ -165,6 +166,8 @@ KERNEL void max_pool_index(const T* x, T* y, long long* index, I n, I channels,
                 if (source[at] > best) {
                     best = source[at];
                     best_at = at;
+                } else if (source[at] != source[at]) {
+                    best = source[at];  // nan: the maximum is nan, the position stays
                 }
             }
         }

@@ -125,6 +125,9 @@ def pool_cases(rank, dtype):
     for attrs, shape in pool_configs(rank, rng):
         x = np.round(rng.uniform(-2, 2, shape), 1).astype(dtype)  # few levels: ties
         yield "max_pool_index", attrs, [x], True, ()
+        with_nan = x.copy()
+        with_nan.reshape(-1)[::7] = np.nan  # a nan maximum, its position as the generic one's
+        yield "max_pool_index", attrs, [with_nan], True, ()
         y, index = run_into(NumpyBackend(), "max_pool_index", attrs, [x])
         g = rng.standard_normal(y.shape).astype(dtype)
         grad_attrs = PoolGradAttrs(attrs.kernel, attrs.stride, attrs.pad, attrs.dilation,

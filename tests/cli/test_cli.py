@@ -11,6 +11,8 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -978,6 +980,25 @@ def test_cupy_backend_unavailable(tiny, tmp_path, monkeypatch, command):
     result = invoke(command[0], tiny, "--backend", "cupy", *command[1:])
     line = assert_one_line_error(result, "cupy")
     assert "numpy" in line and "nnrun[cuda13]" in line and "nnrun[cuda12]" in line
+
+
+def test_a_cupy_that_fails_to_load_is_one_line_that_says_so(tiny, tmp_path):
+    """The GPU path's review: an installed CuPy whose CUDA libraries do not load raised its
+    own report of 16 lines, and the message said CuPy was not installed."""
+    package = tmp_path / "site" / "cupy"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "raise ImportError('\\n================================================\\n"
+        "Failed to import CuPy.\\n\\nOriginal error:\\n  ImportError: libnvrtc.so.13: "
+        "cannot open shared object file: No such file or directory\\n"
+        "================================================\\n')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    result = subprocess.run([sys.executable, "-m", "nnrun", "bench", str(tiny), "--backend",
+                             "cupy"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "installed but fails to load" in line and "libnvrtc.so.13" in line
+    assert "not installed" not in line and "nnrun[cuda13]" in line
 
 
 @pytest.mark.parametrize("command", ["eval", "predict"])
