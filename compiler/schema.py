@@ -77,9 +77,22 @@ def _not_boolean(error_type: str, message: str, context: dict | None = None,
 
 
 # `units: '10'` is refused too: quoted on purpose or by a slip, as YAML reads every plain whole
-# number as an int (floats stay lax: YAML 1.1 reads `5e-4` as a string).
+# number as an int (floats stay lax: YAML 1.1 reads `5e-4` as a string). A whole number in
+# exponent form is the exception: YAML 1.1 leaves `max_params: 1e5` a string, YAML 1.2 (an
+# editor) reads it as 100000.
+EXPONENT_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+\s*")
+
+
+def _whole_exponent_text(value: Any) -> Any:
+    if isinstance(value, str) and EXPONENT_TEXT.fullmatch(value):
+        number = float(value)
+        if number.is_integer():  # 1e400 is inf: not whole, refused below as text
+            return int(number)
+    return value
+
+
 Int = Annotated[int, _not_boolean("int_type", "Input should be a valid integer",
-                                  refused=(bool, str))]
+                                  refused=(bool, str)), BeforeValidator(_whole_exponent_text)]
 # `use_bias: 'no'` or `shuffle: 1` is not read as a boolean: YAML's own true and false only.
 Bool = StrictBool
 Float = Annotated[float, _not_boolean("float_type", "Input should be a valid number"),
@@ -266,7 +279,7 @@ LAYER_NAME_PATTERN = "[A-Za-z_][A-Za-z0-9_]*"  # names appear in parameter names
 
 
 class LayerBase(Strict):
-    name: str | None = Field(None, description="unique name (letters, digits, _); "
+    name: str | None = Field(None, description="unique name (ASCII letters, digits, _); "
                                                "default <type>_<k>")
     inputs: str | list[str] | None = Field(
         None, description="input layer name(s); default the previous layer ('input' is the model input)"
@@ -277,8 +290,8 @@ class LayerBase(Strict):
     def _plain_name(cls, name: str | None) -> str | None:
         # Names appear in parameter names (dense_1.weight) and in the graph text: keep them plain.
         if name is not None and not re.fullmatch(LAYER_NAME_PATTERN, name):
-            raise ValueError(f"layer names use letters, digits and _, starting with a letter or _; "
-                             f"got '{name}'")
+            raise ValueError(f"layer names use ASCII letters (a-z, A-Z), digits and _, starting "
+                             f"with a letter or _; got '{name}'")
         if name == "input":
             raise ValueError("'input' names the model input; choose another layer name")
         return name
@@ -349,7 +362,7 @@ class Conv2d(ConvBase):
 
 class Upsample1d(LayerBase):
     type: Literal["upsample1d"]
-    scale: PositiveInt = Field(2, description="each value becomes `scale` values")
+    scale: GeometryInt = Field(2, description="each value becomes `scale` values")
     mode: Literal["nearest", "linear", "bilinear"] = Field(
         "nearest", description="nearest: repeat; linear (or bilinear): interpolate (PyTorch "
                                "align_corners=False)")
@@ -824,13 +837,30 @@ def _numbers_also_as_text(node) -> None:
     else:
         return
     for key, child in children:
-        if isinstance(child, dict) and child.get("type") == "number":
+        if isinstance(child, dict) and isinstance(child.get("type"), str) \
+                and child["type"] in TEXT_FORMS:
             about = {name: child.pop(name) for name in ("title", "description", "default")
                      if name in child}  # shown by editors from the field itself
             node[key] = {**about, "anyOf": [child, {"type": "string",
-                                                    "pattern": NUMBER_TEXT_PATTERN}]}
+                                                    "pattern": _number_text_pattern(child)}]}
         else:
             _numbers_also_as_text(child)
+
+
+# What a number field takes as text: any number, or for an integer its exponent form
+# (`max_params: 1e5`; `units: '10'` stays refused).
+TEXT_FORMS = {"number": NUMBER_TEXT_PATTERN, "integer": f"^{EXPONENT_TEXT.pattern}$"}
+
+
+def _number_text_pattern(number: dict) -> str:
+    """The field's text form, with the sign a lower bound of 0 asks for (`lr: '-0.5'` is
+    refused as text too); other bounds of a number as text are left to `nnrun validate`."""
+    pattern = TEXT_FORMS[number["type"]]
+    if number.get("exclusiveMinimum") == 0:  # no sign but +, a digit other than 0
+        return pattern.replace(r"[-+]?", r"\+?(?=[.0-9]*[1-9])", 1)
+    if number.get("minimum") == 0:
+        return pattern.replace(r"[-+]?", r"\+?", 1)
+    return pattern
 
 
 # The run name's rule (run_name_problem) as a pattern: no leading '/', no empty, '.' or '..'
@@ -852,13 +882,17 @@ def _add_what_the_validators_check(document: dict) -> None:
             for branch in properties["inputs"]["anyOf"]:
                 if branch.get("type") == "array":
                     branch["minItems"] = 1
+                    branch["items"]["pattern"] = f"^{LAYER_NAME_PATTERN}$"
+                elif branch.get("type") == "string":
+                    branch["pattern"] = f"^{LAYER_NAME_PATTERN}$"
         if properties.get("type", {}).get("const") in one_d:
             for field in properties.values():
                 for branch in field.get("anyOf", []):
                     if branch.get("type") == "array" and branch.get("maxItems") == 2:
                         branch["maxItems"] = 1
-    definitions["Reshape"]["properties"]["shape"]["items"]["anyOf"] = [{"minimum": 1},
-                                                                        {"const": -1}]
+    definitions["Reshape"]["properties"]["shape"].update(
+        items={"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]},
+        contains={"const": -1}, minContains=0, maxContains=1)  # at most one -1
     document["properties"]["name"].update(pattern=_RUN_NAME_PATTERN, maxLength=MAX_NAME_BYTES)
 
 

@@ -169,6 +169,15 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     _one_layer({"type": "flatten"}, name="a\\b"),
     _one_layer({"type": "dense", "units": 2, "use_bias": "no"}),
     _one_layer({"type": "dense", "units": "2"}),
+    # the spec reference audit: these passed the schema
+    _one_layer({"type": "reshape", "shape": [-1, -1]}),
+    _one_layer({"type": "flatten", "inputs": "1bad"}),
+    _one_layer({"type": "flatten", "inputs": ["input", "my-layer"]}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "lr": "-0.5"}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "lr": "0.0e+3"}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "lr": "-5e-4"}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-1e-3"}),
+    _one_layer({"type": "upsample1d", "scale": 3_000_000_000}, (2, 16)),
 ])
 def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
     from nnrun.compiler.diagnostics import SpecError
@@ -184,6 +193,14 @@ def test_names_validate_takes_the_schema_takes(document):
     assert validator.is_valid(_one_layer({"type": "flatten", "name": "_flat_2"}, name="exp/lenet"))
     assert validator.is_valid(_one_layer({"type": "conv1d", "filters": 2, "kernel_size": [3]},
                                          (2, 16)))
+    assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, -1]}))
+    assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, 2]}))
+    assert validator.is_valid(_one_layer({"type": "flatten", "inputs": ["input"]}))
+    for lr in ("5e-4", "+1.5", ".5", "2.0e+6"):  # text with the sign its bound allows
+        assert validator.is_valid(_one_layer({"type": "flatten"},
+                                             optimizer={"type": "sgd", "lr": lr})), lr
+    assert validator.is_valid(_one_layer({"type": "flatten"},
+                                         optimizer={"type": "sgd", "weight_decay": "0.0"}))
 
 
 @pytest.mark.parametrize("load", [load_yaml, yaml.safe_load], ids=["yaml-1.2", "pyyaml"])

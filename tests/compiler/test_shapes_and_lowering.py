@@ -949,14 +949,14 @@ def test_the_layer_adds_its_hint_to_the_ops_error():
 # --- sizes no machine holds ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("layer, what", [
-    ("{type: dense, units: 99999999999999999999999999999999}", "parameter dense_1.weight"),
-    ("{type: dense, units: 9223372036854775808}", "parameter dense_1.weight"),
-    ("{type: upsample1d, scale: 99999999999999999}", "each sample of its output"),
+@pytest.mark.parametrize("shape, layer, what", [
+    ([3, 4], "{type: dense, units: 99999999999999999999999999999999}", "parameter dense_1.weight"),
+    ([3, 4], "{type: dense, units: 9223372036854775808}", "parameter dense_1.weight"),
+    ([3, 4, 4], "{type: upsample2d, scale: [2147483647, 2147483647]}", "each sample of its output"),
 ])
-def test_sizes_no_machine_holds_are_errors_at_the_layer(layer, what):
+def test_sizes_no_machine_holds_are_errors_at_the_layer(shape, layer, what):
     """They overflowed NumPy's 64-bit sizes in the memory plan (an internal error)."""
-    text = spec_text([3, 4], layer)
+    text = spec_text(shape, layer)
     (error,) = errors_of(text)
     assert at(error) == (4, 7)
     assert error.message.startswith(f"{what} would hold ") and "more than any machine" in error.message
