@@ -390,7 +390,17 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
         return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
     if field is None:
         return f"expected {expectation}, got {got}"
-    return f"'{field}' must be {expectation}, got {got}{_colon_hint(error['input'])}"
+    hint = _colon_hint(error["input"]) or _quote_hint(expectation, error["input"])
+    return f"'{field}' must be {expectation}, got {got}{hint}"
+
+
+def _quote_hint(expectation: str, value: Any) -> str:
+    """`name: on` is true to YAML (1.1 reads on, off, yes and no as booleans), `name: 1.5` a
+    number: text that looks like either goes in quotes."""
+    if expectation != "a string" or not isinstance(value, (bool, int, float)):
+        return ""
+    also = " (YAML reads on, off, yes and no as true and false)" if isinstance(value, bool) else ""
+    return f"; write it in quotes for the text{also}"
 
 
 def _colon_hint(value: Any) -> str:
@@ -424,14 +434,15 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
         # has the field says more than a near name here (optimizer.epochs is not eps)
         return f"unknown field '{name}'; it is a field of {elsewhere}: set {elsewhere}.{name}"
-    suggestion = _did_you_mean(name, candidates, fields)
-    already_set = None if suggestion else suggest(name, fields)
-    if already_set:  # `--set optimiser.lr=...` beside the spec's optimizer
-        suggestion = f"; did you mean '{already_set}' (set already)?"
+    closest = suggest(name, fields)
+    if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
+        suggestion = f"; did you mean '{closest}' (set already)?"
+    else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
+        suggestion = _did_you_mean(name, candidates, fields)
     section = None if suggestion else _section_naming(model, name)
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"
-    return f"unknown field '{name}'{suggestion}"
+    return f"unknown field {_key_shown(name)}{suggestion}"
 
 
 @functools.lru_cache(maxsize=1024)  # a walk of the whole schema: 12 ms, once per name
@@ -655,13 +666,20 @@ def _join_or(items: list[str]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
+def _key_shown(key: Any) -> str:
+    """A key in quotes, escaped where it holds what would not show (a zero-width space
+    before `units` looks like `units`)."""
+    text = str(key)
+    return f"'{text}'" if text.isprintable() and "'" not in text else repr(text)
+
+
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
         return "null"
     if isinstance(value, str):
-        return f"'{value}'" if "'" not in value else repr(value)
+        return _key_shown(value)
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
         return text if len(text) <= 60 else text[:57] + "..."

@@ -149,6 +149,44 @@ class _TooLarge(Exception):
         self.node = node  # the first value over the limit
 
 
+# PyYAML's errors when a key's colon is missing or hidden: it notices only on the next line.
+KEY_PROBLEMS = ("mapping values are not allowed here", "could not find expected ':'")
+_LOOKALIKES = {"\u00a0": ("a no-break space (U+00A0)", "a plain space"),
+               "\u3000": ("an ideographic space (U+3000)", "a plain space"),
+               "\uff1a": ("a full-width colon (U+FF1A)", "':'"),
+               "\u2236": ("a ratio sign (U+2236)", "':'")}
+_GLUED_KEY = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*):(?![\s/:])(\S)")
+_KEY_WITHOUT_COLON = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_]\w*)[ \t]+[^\s:#]")
+
+
+def _key_slip(lines: list[str], line: int, key_problem: bool) -> tuple | None:
+    """(line, col, path, message) for the slip behind a syntax error reported at `line`: a
+    look-alike of a space or colon on that line or the one before; for a KEY_PROBLEMS error
+    also `key:value` without the space, or a key without its colon. None when none shows."""
+    for number in (line - 1, line):
+        if not 1 <= number <= len(lines):
+            continue
+        text = lines[number - 1]
+        for character, (name, plain) in _LOOKALIKES.items():
+            if character in text.split("#")[0]:
+                return (number, text.index(character) + 1, (),
+                        f"invalid YAML: {name} here, which YAML does not read as one; write "
+                        f"{plain} instead")
+        glued = _GLUED_KEY.match(text) if key_problem else None
+        if glued:
+            key = glued.group(2)
+            return (number, glued.end(2) + 1, (),
+                    f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
+                    f"'{text.strip()}' as one string; write '{key}: ...'")
+    previous = lines[line - 2] if key_problem and 2 <= line <= len(lines) + 1 else ""
+    missing = _KEY_WITHOUT_COLON.match(previous)
+    if missing and ":" not in previous.split("#")[0]:
+        return (line - 1, missing.end(2) + 1, (),
+                f"invalid YAML: a ':' is missing after '{missing.group(2)}'; write "
+                f"'{missing.group(2)}: ...'")
+    return None
+
+
 class _Builder:
     """Constructs plain values from a composed node graph, recording positions and problems."""
 
@@ -186,7 +224,7 @@ class _Builder:
         try:
             return yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as error:
-            self._syntax_error(error)
+            self._syntax_error(error, text)
         except yaml.reader.ReaderError as error:
             line, col = _line_and_column(text, error.position)
             message = f"invalid YAML: character {error.character!r}: {error.reason}"
@@ -197,12 +235,16 @@ class _Builder:
             self.error(1, 1, (), "invalid YAML: the document is nested too deeply")
         return None
 
-    def _syntax_error(self, error: yaml.MarkedYAMLError) -> None:
+    def _syntax_error(self, error: yaml.MarkedYAMLError, text: str) -> None:
         mark = error.problem_mark or error.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         if error.problem == "but found another document":
             self.error(line, col, (), "a spec is one YAML document, and this '---' starts "
                        "another; remove it and what follows, or give each spec its own file")
+            return
+        slip = _key_slip(text.splitlines(), line, error.problem in KEY_PROBLEMS)
+        if slip:  # where PyYAML stops, a line late, says nothing of the cause
+            self.error(*slip)
             return
         message = f"invalid YAML: {error.problem or error.context}"
         start = error.context_mark

@@ -565,9 +565,9 @@ def test_a_field_another_layer_type_names_so_is_suggested():
             "optimizer: {type: sgd, lr: 0.1}\n")
     assert [line.split(": ", 3)[-1] for line in _load_errors(text, [
         "model.layers[0].units=3", "model.layers[2].filters=3", "optimizer.learning_rate=1"])] == [
-        "unknown field 'units'; did you mean 'filters'?",
-        "unknown field 'filters'; did you mean 'units'?",
-        "unknown field 'learning_rate'; did you mean 'lr'?"]
+        "unknown field 'units'; did you mean 'filters' (set already)?",
+        "unknown field 'filters'; did you mean 'units' (set already)?",
+        "unknown field 'learning_rate'; did you mean 'lr' (set already)?"]
 
 
 def test_tabs_are_named_with_the_fix():
@@ -608,6 +608,39 @@ def test_a_misspelt_set_path_suggests_the_field_the_spec_has():
             "optimizer: {type: sgd, lr: 0.1}\n")
     (line,) = _load_errors(text, ["optimiser.lr=0.01"])
     assert line.endswith("unknown field 'optimiser'; did you mean 'optimizer' (set already)?")
+
+
+@pytest.mark.parametrize("text, overrides, ending", [
+    ("model:\n  input_shape: [2]\n  layers:\n    - &h {type: dense, units: 8}\n"
+     "    - <<: *h\n      unitz: 2\n", [], "unknown field 'unitz'; did you mean 'units' (set "
+                                             "already)?"),
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+     "    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1}\n    - {type: flatten}\n",
+     ["model.layers[0].paddin=0"], "unknown field 'paddin'; did you mean 'padding' (set "
+                                   "already)?"),
+    ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 2, \u200bunits: 3}\n",
+     [], "unknown field '\\u200bunits'; did you mean 'units' (set already)?"),
+])
+def test_did_you_mean_names_the_closest_field_even_when_it_is_set(text, overrides, ending):
+    """The YAML audit: with `units` set, `unitz` was offered `init` (the closest field not set),
+    and `paddin` `padding_mode`, which fails when applied; an invisible character in a key
+    showed as nothing."""
+    assert any(line.endswith(ending) for line in _load_errors(text, overrides))
+
+
+def test_a_whole_number_in_exponent_form_is_an_integer():
+    """The YAML audit: `max_params: 1e5` is text to PyYAML (YAML 1.1), 100000 to an editor's
+    YAML 1.2 reader; an int field refused it. `'10'` quoted, 1.5e0 and 1e400 stay errors."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    base = "model: {input_shape: [2], layers: [{type: dense, units: 1e0}]}\n"
+    spec = load_spec_text(base + "limits: {max_params: 1e5}\ntrain: {epochs: 3E+0}\n",
+                          "spec.yaml").spec
+    assert (spec.limits.max_params, spec.train.epochs, spec.model.layers[0].units) == (
+        100000, 3, 1)
+    for bad in ("'10'", "1.5e0", "1e400"):
+        (line,) = _load_errors(base + f"train: {{epochs: {bad}}}\n")
+        assert "'epochs' must be an integer" in line
 
 
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():

@@ -581,3 +581,17 @@ def test_a_size_of_hundreds_of_digits_is_named_by_its_length():
                              + "0" * 300 + "}]}\n"))
     message = str(raised.value)
     assert "would hold a 301-digit number of values" in message and len(message) < 400
+
+
+@pytest.mark.parametrize("text, position, says", [
+    ("data:\n  dataset:xor\n  limit: 10\n", (2, 10), "'dataset:' is followed by no space"),
+    ("model:\n  input_shape [2]\n  layers: []\n", (2, 14), "a ':' is missing after 'input_shape'"),
+    ("model:\n  input_shape:\u00a0[2]\n  layers: []\n", (2, 15), "a no-break space (U+00A0)"),
+    ("model:\n  input_shape\uff1a [2]\n  layers: []\n", (2, 14), "a full-width colon (U+FF1A)"),
+    ("model:\n\u00a0 input_shape: [2]\n  layers: []\n", (2, 1), "write a plain space instead"),
+])
+def test_a_missing_or_hidden_colon_is_reported_where_it_is(text, position, says):
+    """The YAML audit: PyYAML notices these on the next line, and said only "mapping values
+    are not allowed here" or "could not find expected ':'"."""
+    error = only_error(text)
+    assert (error.line, error.col) == position and says in error.message
