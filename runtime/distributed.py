@@ -186,7 +186,8 @@ class MpiRanks:
         """The backend's allreduce_mean goes through MPI (NumPy) or NCCL (CuPy)."""
         if self.size > 1:
             kind = NcclReduction if backend.name == "cupy" else MpiReduction
-            backend.communicator = kind(self.comm)
+            with self.waiting("setting up the gradients' reduction"):  # NCCL's id, its ring
+                backend.communicator = kind(self.comm)
 
     def failed(self) -> None:
         """Called on the way out of a failed run: when this rank fails on its own, the
@@ -331,9 +332,11 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
         raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
                                "install them with: pip install 'nnrun[mpi]'") from None
     comm = MPI.COMM_WORLD
+    ranks = MpiRanks(comm, timeout)
     if backend == "cupy":
-        use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank())
-    return MpiRanks(comm, timeout)
+        with ranks.waiting("choosing each rank's GPU"):
+            use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED))
+    return ranks
 
 
 # Run by a process beside the rank: after `timeout` seconds, if the rank has not ended it
@@ -375,15 +378,27 @@ def _watched_start(timeout: float, who: str):
             watcher.wait()
 
 
-def use_own_gpu(local_rank: int) -> None:
-    """One rank per GPU: the ranks of one machine take its GPUs in order."""
+def use_own_gpu(machine) -> None:
+    """One rank per GPU: the ranks of one machine (`machine`, their communicator) take its
+    GPUs in order; a rank that sees one GPU alone takes it (a launcher that binds a GPU to
+    each rank: Slurm's --gpus-per-task=1, CUDA_VISIBLE_DEVICES set per rank). Two ranks on
+    one GPU are refused here, in words: NCCL would refuse them later, in its own."""
     import cupy
 
     count = cupy.cuda.runtime.getDeviceCount()
-    if local_rank >= count:
+    local_rank, local_ranks = machine.Get_rank(), machine.Get_size()
+    if count > 1 and local_rank >= count:
         raise DistributedError(f"--backend cupy runs one rank per GPU, and this machine has "
                                f"{count}: start at most {count} ranks per machine")
-    cupy.cuda.Device(local_rank).use()
+    device = cupy.cuda.Device(local_rank if count > 1 else 0)
+    device.use()
+    buses = machine.allgather(device.pci_bus_id)
+    shared = [rank for rank, bus in enumerate(buses) if buses.count(bus) > 1]
+    if shared:
+        raise DistributedError(
+            f"--backend cupy runs one rank per GPU, and ranks {shared[0]} and {shared[1]} of "
+            f"this machine's {local_ranks} share GPU {buses[shared[0]]}: start at most one rank "
+            "per GPU on each machine")
 
 
 def check_batch(batch_size: int, size: int) -> None:

@@ -367,11 +367,12 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
 
     nccl = types.SimpleNamespace(available=True, NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0,
                                  get_unique_id=lambda: (5, 6), NcclCommunicator=Communicator)
-    devices = []
+    devices, visible = [], {"count": 2}
     cuda = types.SimpleNamespace(
         nccl=nccl, get_current_stream=lambda: types.SimpleNamespace(ptr=99),
-        runtime=types.SimpleNamespace(getDeviceCount=lambda: 2),
-        Device=lambda index: types.SimpleNamespace(use=lambda: devices.append(index)))
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: visible["count"]),
+        Device=lambda index: types.SimpleNamespace(use=lambda: devices.append(index),
+                                                   pci_bus_id=f"0000:0{index}:00.0"))
     cupy = types.SimpleNamespace(cuda=cuda, divide=lambda a, n, out: calls.append(("divide", n)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
@@ -381,10 +382,34 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
     reduction.allreduce_mean(array)
     assert calls == [("init", 2, (5, 6), 0), ("allReduce", 1234, 1234, 6, 7, 0, 99),
                      ("divide", 2)]
-    use_own_gpu(1)
+    use_own_gpu(Machine(1, ["0000:00:00.0", "0000:01:00.0"]))
     assert devices == [1]
     with pytest.raises(DistributedError, match="one rank per GPU, and this machine has 2"):
-        use_own_gpu(2)
+        use_own_gpu(Machine(2, []))
+    # The GPU review: a launcher that binds one GPU to each rank leaves each rank one to see
+    visible["count"] = 1
+    use_own_gpu(Machine(3, ["0000:04:00.0", "0000:05:00.0", "0000:06:00.0", "0000:00:00.0"]))
+    assert devices[-1] == 0
+    with pytest.raises(DistributedError, match="ranks 0 and 1 of this machine's 2 share GPU "
+                                               "0000:00:00.0: start at most one rank per GPU"):
+        use_own_gpu(Machine(1, ["0000:00:00.0", "0000:00:00.0"]))
+
+
+class Machine:
+    """A machine's communicator of ranks (MPI's Split_type), the GPUs' buses they report."""
+
+    def __init__(self, rank: int, buses: list[str]):
+        self.rank, self.buses = rank, buses
+
+    def Get_rank(self):  # noqa: N802 - MPI's spelling
+        return self.rank
+
+    def Get_size(self):  # noqa: N802
+        return len(self.buses)
+
+    def allgather(self, value):
+        assert value == self.buses[self.rank]  # what this rank contributes
+        return self.buses
 
 
 def test_without_nccl_the_gpu_reduction_names_the_extra(monkeypatch):
