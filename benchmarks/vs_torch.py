@@ -142,6 +142,10 @@ def _torch_layer(torch, layer, info, params):
         return [simple[kind]()]
     if kind == "dropout":
         return [torch.nn.Dropout(layer.rate)]
+    if kind == "batchnorm":  # nnrun's momentum keeps the running value: PyTorch's takes the batch
+        norm = torch.nn.BatchNorm2d if info.output.type.rank == 4 else torch.nn.BatchNorm1d
+        return [norm(params[f"{info.name}.gamma"].shape[0], eps=layer.eps,
+                     momentum=1 - layer.momentum)]
     raise SystemExit(f"benchmark: layer type {kind} is not mapped to torch here")
 
 
