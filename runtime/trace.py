@@ -116,9 +116,13 @@ def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> N
                          f"{done_epochs + math.ceil(steps / per_epoch)} (or more)")
     if steps > left:
         start = f" after epoch {done_epochs}" if done_epochs else ""
-        raise TraceError(f"--steps {steps} goes past the run's end: {left} steps are left"
-                         f"{start} (train.epochs {spec.train.epochs} of {per_epoch} batches); "
-                         "ask for fewer, or trace further with --set train.epochs=N")
+        epochs = spec.train.epochs - done_epochs
+        batches = f"{per_epoch} batch{'es' if per_epoch != 1 else ''}"
+        raise TraceError(f"--steps {steps} goes past the run's end: {left} "
+                         f"step{'s' if left != 1 else ''} {'are' if left != 1 else 'is'} left"
+                         f"{start} ({epochs} epoch{'s' if epochs != 1 else ''} of {batches} each, "
+                         f"train.epochs {spec.train.epochs}); ask for fewer, or trace further "
+                         f"with --set train.epochs={done_epochs + math.ceil(steps / per_epoch)}")
 
 
 def _batches_from(trainer, first_epoch: int, steps: int):

@@ -333,3 +333,14 @@ def test_the_weight_decay_note_says_the_rule_the_update_follows(optimizer):
         assert "w ← w·(1 − lr·0.1)" in note and "adds" not in note
         expected = w * (1 - lr * decay) - lr * g / (np.abs(g) + 1e-8)
     close(param["updated"], expected)
+
+
+def test_steps_past_the_run_s_end_say_how_many_epochs_to_set():
+    """The course audit read "(train.epochs 2 of 1 batches)"; the advice now names the value."""
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25"])
+    assert result.exit_code == 1
+    assert ("20 steps are left (20 epochs of 1 batch each, train.epochs 20); ask for fewer, or "
+            "trace further with --set train.epochs=25") in result.output
+    followed = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25", "--set",
+                                         "train.epochs=25", "--format", "json"])
+    assert followed.exit_code == 0 and len(json.loads(followed.output)["steps"]) == 25
