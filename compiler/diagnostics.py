@@ -205,12 +205,14 @@ def diagnostics_from_validation_error(
 def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
     """`kernal_size: 3` is one mistake: its unknown field says "did you mean 'kernel_size'?",
     so the missing kernel_size beside it is not said again."""
-    unknown = {(problem.data_path[:-1], problem.data_path[-1]) for problem in problems
-               if problem.error["type"] == "extra_forbidden" and problem.data_path}
+    unknown: dict[tuple, set] = {}  # the mapping's path -> its unknown fields
+    for problem in problems:
+        if problem.error["type"] == "extra_forbidden" and problem.data_path:
+            unknown.setdefault(problem.data_path[:-1], set()).add(problem.data_path[-1])
 
     def misspelt(problem: _Problem) -> bool:
         parent, name = problem.data_path[:-1], problem.data_path[-1]
-        return any(where == parent and suggest(typo, [name]) == name for where, typo in unknown)
+        return any(suggest(typo, [name]) == name for typo in unknown.get(parent, ()))
 
     return [problem for problem in problems
             if not (problem.error["type"] == "missing" and problem.data_path

@@ -7,6 +7,7 @@ One function per layer type, keyed by the same `type` strings as the schema's La
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
@@ -478,7 +479,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered) -> Lowere
         inputs = _resolve_inputs(ctx, layer, input_names, env, named_inputs)
         if layer.type in MULTI_INPUT:
             _check_branches(ctx, layer, input_names, inputs)
-        before = len(gb.graph.nodes)
+        before = (len(gb.graph.nodes), len(lowered.params), len(lowered.state))
         with gb.at(origin):
             output = LOWERINGS[layer.type](ctx, layer, inputs)
             activation = getattr(layer, "activation", None)
@@ -617,17 +618,25 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
     return f"did you mean '{close}'?" if close else "known names: " + ", ".join(candidates)
 
 
-def _layer_info(lowered: Lowered, name, type_, inputs, output, first_node) -> LayerInfo:
+def _layer_info(lowered: Lowered, name, type_, inputs, output, before) -> LayerInfo:
+    """`before`: how many nodes, parameters and buffers there were before the layer."""
+    first_node, params_before, state_before = before
     nodes = lowered.graph.nodes[first_node:]
     flops = 0
     for node in nodes:
         op = REGISTRY[node.op]
         if op.flops:
             flops += op.flops(node.attrs, [v.type for v in node.inputs], node.output.type)
-    trainable = sum(size_of(p.shape) for p in lowered.params.values() if p.layer == name)
-    buffers = sum(size_of(p.shape) for p in lowered.state.values() if p.layer == name)
+    trainable = sum(size_of(p.shape) for p in _added(lowered.params, params_before))
+    buffers = sum(size_of(p.shape) for p in _added(lowered.state, state_before))
     return LayerInfo(name, type_, output, list(inputs), trainable + buffers, trainable,
                      _kernel(lowered, name, nodes), flops)
+
+
+def _added(table: dict, before: int):
+    """The entries added to `table` after its first `before`, without a walk over those (a
+    walk per layer made 10,000 layers quadratic)."""
+    return itertools.islice(reversed(table.values()), len(table) - before)
 
 
 def _kernel(lowered: Lowered, name: str, nodes) -> tuple[int, ...] | None:

@@ -26,9 +26,12 @@ def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | N
         return None
     data = copy.deepcopy(data)
     missing = {path for kind, path in problems if kind == "missing"}
+    missing_in: dict[tuple, list] = {}  # a mapping's path -> its missing fields
+    for path in missing:
+        missing_in.setdefault(path[:-1], []).append(path[-1])
     for kind, path in problems:
         if kind == "extra_forbidden":
-            _drop_or_rename(data, path, missing)
+            _drop_or_rename(data, path, missing, missing_in)
     renamed = {path for kind, path in problems
                if kind == "union_tag_not_found" and _rename_misspelt_type(data, path)}
     broken_layers = []
@@ -45,16 +48,17 @@ def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | N
     return _without_layers_from(data, min(broken_layers)) if broken_layers else data
 
 
-def _drop_or_rename(data: dict, path: tuple, missing: set) -> None:
+def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> None:
     parent, key = _value_at(data, path[:-1]), path[-1]
     if not isinstance(parent, dict) or key not in parent:
         return
     value = parent.pop(key)
-    siblings = [p[-1] for p in missing if p[:-1] == path[:-1]]
+    siblings = missing_in.get(path[:-1], [])
     meant = suggest(key, siblings)
     if meant is not None:
         parent[meant] = value
         missing.discard(path[:-1] + (meant,))
+        siblings.remove(meant)
 
 
 def _rename_misspelt_type(data: dict, path: tuple) -> bool:
