@@ -392,7 +392,9 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
         return f"{_subject(field)} is invalid: {error['msg']} (got {got})"
     if field is None:
         return f"expected {expectation}, got {got}"
-    hint = _colon_hint(error["input"]) or _quote_hint(expectation, error["input"])
+    layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
+    hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
+            or ("" if layer_name else _quote_hint(expectation, error["input"])))
     return f"'{field}' must be {expectation}, got {got}{hint}"
 
 
@@ -407,7 +409,7 @@ def _quote_hint(expectation: str, value: Any) -> str:
 
 def _colon_hint(value: Any) -> str:
     """`dataset:mnist` is one string to YAML: a key needs a space after its colon."""
-    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]\w*:\S.*", value):
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]\w*:(?!//)\S.*", value):
         key, rest = value.split(":", 1)
         return f"; write a space after the colon ({key}: {rest}), or YAML reads one string"
     return ""
@@ -435,7 +437,8 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if elsewhere and elsewhere != format_path(owner):
         # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
         # has the field says more than a near name here (optimizer.epochs is not eps)
-        return f"unknown field '{name}'; it is a field of {elsewhere}: set {elsewhere}.{name}"
+        return (f"unknown field {_key_shown(name)}; it is a field of {elsewhere}: set "
+                f"{elsewhere}.{name}")
     closest = suggest(name, fields)
     if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
         suggestion = f"; did you mean '{closest}' (set already)?"

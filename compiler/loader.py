@@ -8,6 +8,7 @@ last one silently) and refuse any tag that would build a Python object.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import stat
@@ -131,7 +132,27 @@ def _check_top_level(root: Node | None, builder: _Builder) -> None:
 
 
 def _mark(node: Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1
+    return _position(node.start_mark)
+
+
+def _position(mark) -> tuple[int, int]:
+    """A mark's line and column, lines split at line feeds and carriage returns only, as
+    editors and `grep -n` count them. PyYAML also breaks lines at U+2028, U+2029 and U+0085
+    (YAML 1.1's line breaks): a file holding one is counted anew from the mark's offset."""
+    if mark.buffer is None or not _has_yaml_11_breaks(mark.buffer):
+        return mark.line + 1, mark.column + 1
+    before = re.sub(r"\r\n?", "\n", mark.buffer[:mark.index])
+    return before.count("\n") + 1, len(before) - before.rfind("\n")
+
+
+@functools.lru_cache(maxsize=4)  # one text's nodes ask again and again
+def _has_yaml_11_breaks(text: str) -> bool:
+    return any(character in text for character in "\u2028\u2029\x85")
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines as _position counts them."""
+    return re.split(r"\r\n|\r|\n", text)
 
 
 def _shortened(text: str, most: int = 60) -> str:
@@ -151,40 +172,119 @@ class _TooLarge(Exception):
 
 # PyYAML's errors when a key's colon is missing or hidden: it notices only on the next line.
 KEY_PROBLEMS = ("mapping values are not allowed here", "could not find expected ':'")
-_LOOKALIKES = {"\u00a0": ("a no-break space (U+00A0)", "a plain space"),
-               "\u3000": ("an ideographic space (U+3000)", "a plain space"),
-               "\uff1a": ("a full-width colon (U+FF1A)", "':'"),
-               "\u2236": ("a ratio sign (U+2236)", "':'")}
-_GLUED_KEY = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*):(?![\s/:])(\S)")
-_KEY_WITHOUT_COLON = re.compile(r"^(\s*(?:-\s+)?)([A-Za-z_]\w*)[ \t]+[^\s:#]")
+# ... or on the next key, which no longer fits what PyYAML reads.
+NEXT_KEY_PROBLEMS = ("expected <block end>", "expected '<document start>'")
+_SPACES = "\u00a0\u3000"  # a no-break space, an ideographic space
+_COLONS = "\uff1a\u2236"  # a full-width colon, a ratio sign
+_LOOKALIKE_NAMES = {"\u00a0": "a no-break space (U+00A0)", "\u3000": "an ideographic space (U+3000)",
+                    "\uff1a": "a full-width colon (U+FF1A)", "\u2236": "a ratio sign (U+2236)"}
+_BREAK_NAMES = {"\u2028": "a line separator (U+2028)", "\u2029": "a paragraph separator (U+2029)",
+                "\x85": "a next-line character (U+0085)"}
+_KEY = r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*)"
+# Where a look-alike breaks the structure: in the indentation, right after a key's colon, or
+# as a key's colon. Elsewhere (a quoted path, a name) it is a value's own character.
+_LOOKALIKE_SLIPS = (re.compile(f"^[ \t]*([{_SPACES}])"), re.compile(f"{_KEY}:([{_SPACES}])"),
+                    re.compile(f"{_KEY}([{_COLONS}])"))
+_GLUED_KEY = re.compile(_KEY + r":(?![\s/:])(\S)")
+_KEY_WITHOUT_COLON = re.compile(r"^(\s*)([A-Za-z_]\w*)(?:[ \t]+[^\s:#]|[ \t]*(?:#.*)?$)")
 
 
-def _key_slip(lines: list[str], line: int, key_problem: bool) -> tuple | None:
-    """(line, col, path, message) for the slip behind a syntax error reported at `line`: a
-    look-alike of a space or colon on that line or the one before; for a KEY_PROBLEMS error
-    also `key:value` without the space, or a key without its colon. None when none shows."""
-    for number in (line - 1, line):
-        if not 1 <= number <= len(lines):
-            continue
-        text = lines[number - 1]
-        for character, (name, plain) in _LOOKALIKES.items():
-            if character in text.split("#")[0]:
-                return (number, text.index(character) + 1, (),
-                        f"invalid YAML: {name} here, which YAML does not read as one; write "
-                        f"{plain} instead")
-        glued = _GLUED_KEY.match(text) if key_problem else None
-        if glued:
-            key = glued.group(2)
-            return (number, glued.end(2) + 1, (),
-                    f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
-                    f"'{text.strip()}' as one string; write '{key}: ...'")
-    previous = lines[line - 2] if key_problem and 2 <= line <= len(lines) + 1 else ""
-    missing = _KEY_WITHOUT_COLON.match(previous)
-    if missing and ":" not in previous.split("#")[0]:
-        return (line - 1, missing.end(2) + 1, (),
-                f"invalid YAML: a ':' is missing after '{missing.group(2)}'; write "
-                f"'{missing.group(2)}: ...'")
+def _key_slip(lines: list[str], line: int, key_problem: bool, key_line: int | None,
+              next_key_problem: bool = False) -> tuple | None:
+    """(line, col, path, message) for the slip behind a syntax error reported at `line`, or
+    None when none shows: a look-alike of a space or colon where YAML needs a plain one, on
+    that line or the last one with content before it; for a KEY_PROBLEMS error (`key_line`:
+    where PyYAML saw the key start) also `key:value` without the space; for those and the
+    NEXT_KEY_PROBLEMS, a key without its colon on the line with content before."""
+    previous = _content_line_before(lines, line)
+    candidates = [n for n in dict.fromkeys((key_line, previous, line - 1, line)) if n]
+    for number in candidates:
+        text = lines[number - 1] if number <= len(lines) else ""
+        hidden_break = re.search("[\u2028\u2029\x85]", text)
+        if hidden_break:  # YAML 1.1 breaks the line there: the rest of a comment is read
+            return (number, hidden_break.start() + 1, (),
+                    f"invalid YAML: {_BREAK_NAMES[hidden_break.group()]} here, which YAML 1.1 "
+                    "(as nnrun reads it) takes for a line break; remove it")
+        for pattern in _LOOKALIKE_SLIPS:
+            slip = pattern.match(text)
+            if slip:
+                character = slip.group(slip.lastindex)
+                plain = "a plain space" if character in _SPACES else "':'"
+                return (number, slip.start(slip.lastindex) + 1, (),
+                        f"invalid YAML: {_LOOKALIKE_NAMES[character]} here, which YAML does not "
+                        f"read as one; write {plain} instead")
+        if key_problem and _GLUED_KEY.match(text):
+            return _glued_key(text, number)
+    if previous and (key_problem or next_key_problem):
+        return _missing_colon(lines, previous, line)
     return None
+
+
+def _block_end_message(error, line: int, col: int, started: str) -> str | None:
+    """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
+    indented wrongly, or a value where a list item should begin with '- '. None for other
+    tokens (a stray '}' or ':'), which PyYAML's own words describe."""
+    found = error.problem.split("but found ")[-1]
+    block, entries = (("list", "items") if "collection" in (error.context or "")
+                      else ("mapping", "keys"))
+    indentation = (f"does not fit the {block} started at {started}; line it up with that "
+                   f"{block}'s {entries}, or indent it further to belong to one of them (YAML "
+                   "nests by indentation, with spaces)")
+    if found == "'-'":
+        return f"invalid YAML: a list item at {line}:{col} {indentation}"
+    if found in ("'<block mapping start>'", "'?'"):  # '?': a key where a list item should be
+        return f"invalid YAML: a key at {line}:{col} {indentation}"
+    if block == "list" and found in ("'{'", "'['"):
+        return (f"invalid YAML: a value at {line}:{col} in the list started at {started}; "
+                "begin each item with '- '")
+    return None
+
+
+def _content_line_before(lines: list[str], line: int) -> int | None:
+    """The last line before `line` that holds more than a comment."""
+    for number in range(min(line, len(lines) + 1) - 1, 0, -1):
+        if lines[number - 1].strip() and not lines[number - 1].lstrip().startswith("#"):
+            return number
+    return None
+
+
+def _glued_key(text: str, number: int) -> tuple:
+    glued = _GLUED_KEY.match(text)
+    key, rest = glued.group(2), text[glued.end(2) + 1:].split("#")[0].strip()
+    if re.search(r":(\s|$)", rest):  # `data:dataset: xor`: two lines joined
+        return (number, glued.end(2) + 2, (),
+                f"invalid YAML: a line break is missing after '{key}:'; YAML reads "
+                f"{_escaped(key + ':' + rest.split(':')[0])} as one key")
+    return (number, glued.end(2) + 1, (),
+            f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
+            f"{_escaped(key + ':' + rest)} as one string; write '{key}: ...'")
+
+
+def _missing_colon(lines: list[str], previous: int, line: int) -> tuple | None:
+    """A key without its colon on line `previous`, the error being reported at `line`: a
+    line that is neither a list item nor the next line of the value above it."""
+    text = lines[previous - 1]
+    missing = _KEY_WITHOUT_COLON.match(text)
+    if not missing or ":" in text.split("#")[0] or text.lstrip().startswith("- "):
+        return None
+    above = _content_line_before(lines, previous)
+    if above and _indent(lines[above - 1]) < _indent(text) \
+            and not lines[above - 1].split("#")[0].rstrip().endswith(":"):
+        return None  # deeper than a key with its value: the value's next line, not a key
+    key = missing.group(2)
+    advice = f"invalid YAML: a ':' is missing after '{key}'; write '{key}: ...'"
+    if above and "#" in lines[above - 1] and missing.end(2) < len(text.rstrip()):
+        advice += ", or, if the line continues the comment above it, begin it with '#'"
+    return previous, missing.end(2) + 1, (), advice
+
+
+def _escaped(text: str) -> str:
+    """Quoted, with what would not show escaped."""
+    return f"'{text}'" if text.isprintable() else repr(text)
+
+
+def _indent(text: str) -> int:
+    return len(text) - len(text.lstrip(" "))
 
 
 class _Builder:
@@ -237,33 +337,31 @@ class _Builder:
 
     def _syntax_error(self, error: yaml.MarkedYAMLError, text: str) -> None:
         mark = error.problem_mark or error.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _position(mark) if mark else (1, 1)
         if error.problem == "but found another document":
             self.error(line, col, (), "a spec is one YAML document, and this '---' starts "
                        "another; remove it and what follows, or give each spec its own file")
             return
-        slip = _key_slip(text.splitlines(), line, error.problem in KEY_PROBLEMS)
-        if slip:  # where PyYAML stops, a line late, says nothing of the cause
+        start = error.context_mark
+        started = "{}:{}".format(*_position(start)) if start else ""
+        key_problem = error.problem in KEY_PROBLEMS
+        key_line = _position(start)[0] if key_problem and start else None
+        next_key_problem = (error.problem or "").startswith(NEXT_KEY_PROBLEMS)
+        slip = _key_slip(_lines(text), line, key_problem, key_line, next_key_problem)
+        if slip:  # where PyYAML stops, often lines late, says nothing of the cause
             self.error(*slip)
             return
         message = f"invalid YAML: {error.problem or error.context}"
-        start = error.context_mark
         if error.context and error.problem and start:
-            message += f" ({error.context} started at {start.line + 1}:{start.column + 1})"
+            message += f" ({error.context} started at {started})"
         if "'\\t'" in message:
             message += "; YAML indents with spaces only: replace the tabs"
         elif (error.problem or "").startswith("expected <block end>") and start:
-            found = "a list item" if error.problem.endswith("'-'") else "a key"
-            block, entries = (("list", "items") if "collection" in (error.context or "")
-                              else ("mapping", "keys"))
-            message = (f"invalid YAML: {found} at {line}:{col} does not fit the {block} started "
-                       f"at {start.line + 1}:{start.column + 1}; line it up with that {block}'s "
-                       f"{entries}, or indent it further to belong to one of them (YAML nests by "
-                       "indentation, with spaces)")
+            message = _block_end_message(error, line, col, started) or message
         elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:
             bracket = "{" if error.context.endswith("mapping") else "["
-            message += (f"; the {bracket} at {start.line + 1}:{start.column + 1} is not closed, or "
-                        "a ',' is missing between its entries")
+            message += (f"; the {bracket} at {started} is not closed, or a ',' is missing "
+                        "between its entries")
         self.error(line, col, (), message)
 
     # -- construction -------------------------------------------------------------------------

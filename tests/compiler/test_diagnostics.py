@@ -798,3 +798,14 @@ def test_other_frameworks_names_suggest_nnruns(line, meant):
     with pytest.raises(SpecError) as raised:
         load_spec_text(text, "s.yaml")
     assert f"did you mean '{meant}'?" in raised.value.diagnostics[0].message
+
+
+@pytest.mark.parametrize("text", [
+    "data: http://example.com/x.csv\nmodel: {input_shape: [2], layers: [{type: dense, units: 1}]}\n",
+    "model: {input_shape: [2], layers: [{type: dense, units: 1}]}\ntrain: {shuffle: fals:e}\n",
+])
+def test_no_colon_advice_where_no_mapping_is_meant(text):
+    """The YAML hint fuzz: a URL, or a word with a colon where true/false goes, was told to
+    take a space after its colon, which made invalid YAML."""
+    (line,) = _load_errors(text)
+    assert "space after the colon" not in line

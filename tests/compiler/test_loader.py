@@ -595,3 +595,54 @@ def test_a_missing_or_hidden_colon_is_reported_where_it_is(text, position, says)
     are not allowed here" or "could not find expected ':'"."""
     error = only_error(text)
     assert (error.line, error.col) == position and says in error.message
+
+
+@pytest.mark.parametrize("text, position, says", [
+    ('data: {dataset: csv, path: "\u5b9f\u9a13\uff1a1.csv"\nloss: mse\n', (2, 1),
+     "the { at 1:7 is not closed"),
+    ('name: "my\u00a0net"\nseed: 1: 2\n', (2, 8), "mapping values are not allowed here"),
+    ("name: my\n  long name\ninput_shape: [2]: 3\n", (3, 17), "mapping values are not allowed"),
+])
+def test_a_look_alike_in_a_value_or_a_plain_value_s_words_are_no_slip(text, position, says):
+    """The session review: a full-width colon in a quoted path, or a no-break space in a
+    name, took over the message of an unrelated error, as did a plain value's second line."""
+    error = only_error(text)
+    assert (error.line, error.col) == position and says in error.message
+    assert "missing after" not in error.message and "look" not in error.message
+
+
+@pytest.mark.parametrize("text, position, says", [
+    ("seed 0\n\nmodel: {input_shape: [2], layers: [{type: dense, units: 1}]}\n", (1, 5),
+     "a ':' is missing after 'seed'"),
+    ("seed 0\n# c\nmodel: {input_shape: [2], layers: [{type: dense, units: 1}]}\n", (1, 5),
+     "a ':' is missing after 'seed'"),
+    ("optimizer\n  type: sgd\nmodel: {input_shape: [2]}\n", (1, 10),
+     "a ':' is missing after 'optimizer'"),
+    ("optimizer:\n  type: sgd\n  lr 0.1\n\nmodel:\n  input_shape: [2]\n", (3, 5),
+     "a ':' is missing after 'lr'"),
+    ("data:\n  dataset xor   # c\n  noise: 0.1\n", (2, 10), "a ':' is missing after 'dataset'"),
+    ("seed: 0   # a long comment that\nwraps onto the next line\nmodel: {}\n", (2, 6),
+     "begin it with '#'"),
+    ("loss:mse\n\nmodel: {}\n", (1, 5), "'loss:' is followed by no space"),
+    ("data:dataset: xor\n  noise: 0.1\n", (1, 6), "a line break is missing after 'data:'"),
+    ("# a\u2028b\nmodel:\n  input_shape: [2]\n", (1, 4), "a line separator (U+2028)"),
+    ("model:\n  layers:\n    - {type: dense, units: 2}\n     {type: dense, units: 2}\n",
+     (4, 6), "begin each item with '- '"),
+])
+def test_a_slip_is_found_past_blank_lines_and_comments(text, position, says):
+    """The YAML hint fuzz: a missing colon before a blank line or a comment, a section
+    header without its colon, joined lines, a hidden line break and a list item without its
+    dash were reported lines late, or with advice that did not fix them."""
+    error = only_error(text)
+    assert (error.line, error.col) == position and says in error.message, error
+
+
+def test_lines_are_counted_at_line_feeds_as_editors_count_them():
+    """PyYAML breaks lines at U+2028 too (YAML 1.1): every later position was a line off."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("# a\u2028# b\nseed: -1\nmodel: {input_shape: [2], layers: "
+                       "[{type: dense, units: 1}]}\n", "spec.yaml")
+    (diagnostic,) = caught.value.diagnostics
+    assert (diagnostic.line, diagnostic.col) == (2, 7)
