@@ -6,6 +6,7 @@ keys and is frozen. Tables such as "all layer types" are derived from the unions
 
 from __future__ import annotations
 
+import decimal
 import re
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -80,13 +81,13 @@ def _not_boolean(error_type: str, message: str, context: dict | None = None,
 # number as an int (floats stay lax: YAML 1.1 reads `5e-4` as a string). A whole number in
 # exponent form is the exception: YAML 1.1 leaves `max_params: 1e5` a string, YAML 1.2 (an
 # editor) reads it as 100000.
-EXPONENT_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+\s*")
+EXPONENT_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE]\+?[0-9]+\s*")
 
 
 def _whole_exponent_text(value: Any) -> Any:
     if isinstance(value, str) and EXPONENT_TEXT.fullmatch(value):
-        number = float(value)
-        if number.is_integer():  # 1e400 is inf: not whole, refused below as text
+        number = decimal.Decimal(value.strip())  # exact: a float loses digits past 2**53
+        if number == number.to_integral_value() and number.adjusted() < 100:
             return int(number)
     return value
 

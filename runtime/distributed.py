@@ -393,12 +393,13 @@ def use_own_gpu(machine) -> None:
     device = cupy.cuda.Device(local_rank if count > 1 else 0)
     device.use()
     buses = machine.allgather(device.pci_bus_id)
-    shared = [rank for rank, bus in enumerate(buses) if buses.count(bus) > 1]
-    if shared:
+    shared = next((bus for bus in buses if buses.count(bus) > 1), None)
+    if shared is not None:
+        first, second = [rank for rank, bus in enumerate(buses) if bus == shared][:2]
         raise DistributedError(
-            f"--backend cupy runs one rank per GPU, and ranks {shared[0]} and {shared[1]} of "
-            f"this machine's {local_ranks} share GPU {buses[shared[0]]}: start at most one rank "
-            "per GPU on each machine")
+            f"--backend cupy runs one rank per GPU, and ranks {first} and {second} of this "
+            f"machine's {local_ranks} share GPU {shared}: start at most one rank per GPU on "
+            "each machine")
 
 
 def check_batch(batch_size: int, size: int) -> None:

@@ -117,12 +117,17 @@ def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> N
     if steps > left:
         start = f" after epoch {done_epochs}" if done_epochs else ""
         epochs = spec.train.epochs - done_epochs
-        batches = f"{per_epoch} batch{'es' if per_epoch != 1 else ''}"
-        raise TraceError(f"--steps {steps} goes past the run's end: {left} "
-                         f"step{'s' if left != 1 else ''} {'are' if left != 1 else 'is'} left"
-                         f"{start} ({epochs} epoch{'s' if epochs != 1 else ''} of {batches} each, "
-                         f"train.epochs {spec.train.epochs}); ask for fewer, or trace further "
-                         f"with --set train.epochs={done_epochs + math.ceil(steps / per_epoch)}")
+        raise TraceError(f"--steps {steps} goes past the run's end: {_counted(left, 'step')} "
+                         f"{'is' if left == 1 else 'are'} left{start} ({_counted(epochs, 'epoch')}"
+                         f" of {_counted(per_epoch, 'batch')} each, train.epochs "
+                         f"{spec.train.epochs}); ask for fewer, or trace further with --set "
+                         f"train.epochs={done_epochs + math.ceil(steps / per_epoch)}")
+
+
+def _counted(count: int, noun: str) -> str:
+    """`1 batch`, `2 batches`."""
+    plural = noun + ("es" if noun.endswith(("tch", "sh", "s", "x")) else "s")
+    return f"{count} {noun if count == 1 else plural}"
 
 
 def _batches_from(trainer, first_epoch: int, steps: int):

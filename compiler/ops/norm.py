@@ -11,7 +11,7 @@ import numpy as np
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
 from . import SLICED, OpDef, forward_through_into, register
-from .common import cached_constant, channel_sums_into, channel_sums_scratch
+from .common import cached_constant, channel_sums_into, channel_sums_scratch, same_as_first
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,13 @@ def _squared_deviations_into(xp, x, mean, deviations, rank_mean=lambda stat: sta
     return count
 
 
+def _rstd_into(xp, attrs, var, rstd):
+    """rstd = 1 / sqrt(var + eps), in place of what rstd held (var may be rstd itself)."""
+    xp.add(var, attrs.eps, out=rstd)
+    xp.sqrt(rstd, out=rstd)
+    xp.divide(1, rstd, out=rstd)
+
+
 def _normalized_into(be, attrs, x, mean, rstd, xhat):
     """xhat = (x - mean) * rstd, rstd = 1 / sqrt(var + eps); `xhat` is first used for the
     squared deviations."""
@@ -111,9 +118,7 @@ def _normalized_into(be, attrs, x, mean, rstd, xhat):
     xp.sum(xhat, axis=_reduce_axes(x), keepdims=True, out=rstd)
     xp.divide(rstd, count, out=rstd)
     rank_mean(rstd)
-    xp.add(rstd, attrs.eps, out=rstd)
-    xp.sqrt(rstd, out=rstd)
-    xp.divide(1, rstd, out=rstd)
+    _rstd_into(xp, attrs, rstd, rstd)
     xp.subtract(x, mean, out=xhat)
     xp.multiply(xhat, rstd, out=xhat)
 
@@ -330,8 +335,12 @@ register(OpDef("batch_norm_train_grad_gamma", BatchNormAttrs, _gamma_shape, _bn_
 
 
 def _batch_statistics_shape(attrs, x):
-    stat = _channel_stat_shape(attrs, x)
+    stat = _channel_stat_shape(attrs, _bn_shape(attrs, x))
     return (stat, stat, stat)
+
+
+def _apply_shape(attrs, x, *per_channel):
+    return _bn_shape(attrs, x, *per_channel)
 
 
 def _batch_statistics_into(be, attrs, out, x):
@@ -357,9 +366,7 @@ def _batch_statistics_into(be, attrs, out, x):
 
 def _scale_into(xp, attrs, var, gamma, scale):
     """scale = gamma / sqrt(var + eps), as 1 / sqrt(...) * gamma (PyTorch's rounding)."""
-    xp.add(var, attrs.eps, out=scale)
-    xp.sqrt(scale, out=scale)
-    xp.divide(1, scale, out=scale)
+    _rstd_into(xp, attrs, var, scale)
     xp.multiply(scale, gamma, out=scale)
 
 
@@ -374,7 +381,8 @@ def _batch_norm_apply_into(be, attrs, out, x, mean, var, gamma, beta):
 
 
 def _batch_norm_grad_shape(attrs, g, x, mean, var, gamma):
-    stat = _channel_stat_shape(attrs, x)
+    stat = _channel_stat_shape(attrs, _bn_shape(attrs, same_as_first(attrs, x, g), mean, var,
+                                                  gamma))
     return (x, stat, stat)
 
 
@@ -390,9 +398,7 @@ def _batch_norm_grad_into(be, attrs, out, g, x, mean, var, gamma):
     gx, dgamma, dbeta, centred, rstd, mean_g, k, *sums = out
     xp, n = be.xp, x.ndim
     count = x.size // x.shape[1]
-    xp.add(var, attrs.eps, out=rstd)
-    xp.sqrt(rstd, out=rstd)
-    xp.divide(1, rstd, out=rstd)
+    _rstd_into(xp, attrs, var, rstd)
     channel_sums_into(be, g, dbeta, sums)
     xp.subtract(x, _channel(mean, n), out=centred)
     xp.multiply(centred, g, out=gx)  # gx is scratch until its last three lines
@@ -402,8 +408,8 @@ def _batch_norm_grad_into(be, attrs, out, g, x, mean, var, gamma):
     xp.copyto(k, dgamma)
     _rank_mean(be, attrs, k)
     xp.multiply(dgamma, rstd, out=dgamma)
-    for _ in range(2):
-        xp.multiply(k, rstd, out=k)
+    xp.multiply(k, rstd, out=k)  # k * rstd^2 as two products, PyTorch's rounding
+    xp.multiply(k, rstd, out=k)
     xp.divide(k, count, out=k)
     xp.multiply(centred, _channel(k, n), out=centred)
     xp.subtract(g, centred, out=gx)
@@ -417,7 +423,7 @@ register(OpDef("batch_statistics", StatisticsAttrs, _batch_statistics_shape,
                doc="per channel: mean, variance (biased) and unbiased variance of the batch",
                forward_into=_batch_statistics_into,
                scratch=lambda attrs, x: (x, *channel_sums_scratch(x))))
-register(OpDef("batch_norm_apply", BatchNormAttrs, lambda a, x, *stats: x,
+register(OpDef("batch_norm_apply", BatchNormAttrs, _apply_shape,
                forward_through_into("batch_norm_apply"), None,
                doc="x * scale + shift per channel: batch_norm_train from given statistics",
                forward_into=_batch_norm_apply_into,

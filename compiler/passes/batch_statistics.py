@@ -46,6 +46,8 @@ def keep_batch_statistics(graph: Graph) -> Graph:
                                               node.attrs, node.origin)
             rewriter.replace(node.output, dx)
             partners = backward[id(node)]
+            # every bias_add_grad(g) sums g's channels, as dbeta does: a conv's bias reached
+            # through an add reads the same g, and takes the same value
             gradients.update({id(partners[0]): dgamma,
                               **{id(beta_grad): dbeta for beta_grad in partners[1]}})
         else:

@@ -393,6 +393,9 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
     with pytest.raises(DistributedError, match="ranks 0 and 1 of this machine's 2 share GPU "
                                                "0000:00:00.0: start at most one rank per GPU"):
         use_own_gpu(Machine(1, ["0000:00:00.0", "0000:00:00.0"]))
+    with pytest.raises(DistributedError, match="ranks 0 and 2 of this machine's 4 share GPU "
+                                               "0000:00:00.0"):  # the pair, not any two
+        use_own_gpu(Machine(2, ["0000:00:00.0", "0000:01:00.0"] * 2))
 
 
 class Machine:
