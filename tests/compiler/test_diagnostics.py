@@ -638,6 +638,8 @@ def test_a_whole_number_in_exponent_form_is_an_integer():
                           "spec.yaml").spec
     assert (spec.limits.max_params, spec.train.epochs, spec.model.layers[0].units) == (
         100000, 3, 1)
+    exact = load_spec_text(base + "seed: 9007199254740993e0\n", "spec.yaml").spec
+    assert exact.seed == 2**53 + 1  # not through a float (the session review)
     for bad in ("'10'", "1.5e0", "1e400"):
         (line,) = _load_errors(base + f"train: {{epochs: {bad}}}\n")
         assert "'epochs' must be an integer" in line
