@@ -14,7 +14,11 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .preprocessing import Preprocessing
 
-# Each use of the spec's seed draws from its own stream, so adding one never shifts another.
+# The data's uses of the spec's seed draw from streams of their own, so adding one never shifts
+# another. They are not apart from training's: epoch e draws from default_rng([seed, e])
+# (runtime/train.py), so epoch 1 starts where the validation split does and epoch 2 where the
+# feature permutation does. Each stays reproducible; parting them would change every run's
+# shuffles.
 VALIDATION_STREAM = 1
 PERMUTATION_STREAM = 2
 CHUNK_SAMPLES = 4096
