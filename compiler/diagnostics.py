@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 import difflib
 import functools
@@ -13,7 +14,7 @@ import json
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 
 import pydantic
@@ -196,10 +197,41 @@ def diagnostics_from_validation_error(
 ) -> list[Diagnostic]:
     """One diagnostic per problem in `error`. `schema` is the root model class that was validated;
     with it, unknown fields get a did-you-mean and bounds name the expected number type."""
-    problems = [_locate(item, loaded.data) for item in error.errors()]
+    return _diagnostics_of(error.errors(), loaded, schema)
+
+
+def _diagnostics_of(items: list[dict], loaded: Loaded, schema: Any) -> list[Diagnostic]:
+    problems = [_locate(item, loaded.data) for item in items]
     problems = _without_misspelt_missing(_resolve_alternatives(problems))
     diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
     return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+
+
+def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded,
+                                 schema: Any) -> list[Diagnostic]:
+    """`{type: dens, units: -8}`: the mapping's other errors, as the type its error suggests
+    (dense) would have them. pydantic stops at the unknown type, and they came one fix later."""
+    data, renamed = copy.deepcopy(loaded.data), []
+    for item in error.errors():
+        if item["type"] != "union_tag_invalid":
+            continue
+        path = _locate(item, loaded.data).data_path
+        context = item.get("ctx", {})
+        tags = _unquoted(_literal_items(context.get("expected_tags", "")))
+        meant = suggest(context.get("tag"), tags)
+        mapping = _value_at(data, path)
+        if meant and isinstance(mapping, dict):
+            mapping[context.get("discriminator", "'type'").strip("'")] = meant
+            renamed.append(tuple(path))
+    if not renamed:
+        return []
+    try:
+        schema.model_validate(data)
+        return []
+    except pydantic.ValidationError as again:
+        inside = [item for item in again.errors()
+                  if any(tuple(_locate(item, data).data_path[:len(p)]) == p for p in renamed)]
+        return _diagnostics_of(inside, replace(loaded, data=data), schema)
 
 
 def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:

@@ -17,7 +17,8 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
-from .diagnostics import Diagnostic, SpecError, diagnostics_from_validation_error, problem_paths
+from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
+                          errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
@@ -137,7 +138,8 @@ def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceS
     try:
         spec = Spec.model_validate(loaded.data)
     except pydantic.ValidationError as error:
-        diagnostics = diagnostics_from_validation_error(error, loaded, Spec)
+        diagnostics = (diagnostics_from_validation_error(error, loaded, Spec)
+                       + errors_behind_misspelt_types(error, loaded, Spec))
         if shapes:
             diagnostics += _errors_of_intact_layers(loaded, error, path)
         raise SpecError(_in_file_order(diagnostics, loaded.filename)) from None

@@ -811,3 +811,17 @@ def test_no_colon_advice_where_no_mapping_is_meant(text):
     take a space after its colon, which made invalid YAML."""
     (line,) = _load_errors(text)
     assert "space after the colon" not in line
+
+
+def test_a_misspelt_type_hides_no_error_of_its_mapping():
+    """The YAML audit: pydantic stops at an unknown type, so `{type: dens, units: -8}` said
+    only "did you mean 'dense'?", and the bad units came one fix later."""
+    text = ("model:\n  input_shape: [2]\n  layers:\n"
+            "    - {type: dens, units: -8, activaton: relu}\n    - {type: dense, units: 2}\n"
+            "optimizer: {type: adamm, lr: -1}\n")
+    assert [line.split(": error: ")[1] for line in _load_errors(text)] == [
+        "model.layers[0]: unknown layer type 'dens'; did you mean 'dense'?",
+        "model.layers[0]: 'units' must be an integer ≥ 1, got -8",
+        "model.layers[0]: unknown field 'activaton'; did you mean 'activation'?",
+        "optimizer: unknown optimizer 'adamm'; did you mean 'adam'?",
+        "optimizer: 'lr' must be a number > 0, got -1"]
