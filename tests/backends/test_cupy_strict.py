@@ -38,6 +38,9 @@ RUNS = {
     "mnist-mlp-pruned.yaml": ["data.limit=128", "train.pruning.start_epoch=1",
                               "train.pruning.end_epoch=1"],
     "mnist1d-cnn.yaml": ["data.limit=256", "train.metrics=[accuracy, {type: top_k_accuracy, k: 3}]"],
+    # batchnorm on feature maps (compiler/passes/batch_statistics.py), on digits' shape
+    "fashion-mnist-cnn.yaml": ["data.dataset=digits", "model.input_shape=[1, 8, 8]",
+                               "data.limit=128", "dtype=float64"],
 }
 
 
