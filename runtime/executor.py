@@ -158,8 +158,18 @@ class _Program:
         xp, env = self.backend.xp, self.env
         for key, name in self.fed:
             env[key] = feeds.get(name)
-        count, before = base.workers(), base.work_counters()
-        kind, steps = self.threads.get(count, base.WORKER_THREADS), self.steps
+        count = base.workers()
+        if count > 1 and count not in self.threads:
+            self._first_run(count, env)
+        else:
+            self._run_steps(count, self.threads.get(count, base.WORKER_THREADS), env)
+        for name, value in self.plan.copied_updates.items():
+            xp.copyto(self.state[name], env[id(value)])
+        outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
+        return outputs, {name: self.state[name] for name in self.graph.updates}
+
+    def _run_steps(self, count: int, kind: str, env) -> None:
+        steps = self.steps
         # A step on BLAS's threads runs node by node: a segment's slices would take the cores
         # BLAS's busy-waiting threads hold (the same numbers either way).
         if (count > 1 and self.plan.segments and self.plan.batch >= count
@@ -168,12 +178,22 @@ class _Program:
         with base.step_threads(kind):
             for step in steps:
                 step(env)
-        if count > 1 and count not in self.threads:
-            self.threads[count] = _threads_for(before, base.work_counters())
-        for name, value in self.plan.copied_updates.items():
-            xp.copyto(self.state[name], env[id(value)])
-        outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
-        return outputs, {name: self.state[name] for name in self.graph.updates}
+
+    def _first_run(self, count: int, env) -> None:
+        """The first run at `count` threads, on nnrun's workers, counts the work that chooses
+        the step's threads. Where that choice is BLAS's threads, whose products round otherwise,
+        the run is undone (what it wrote over the state put back) and run again on them: every
+        run at a thread count then rounds alike, and a resumed run, or `nnrun eval` in a new
+        process, gives the numbers of a run that never stopped."""
+        xp = self.backend.xp
+        written = {name: xp.copy(self.state[name]) for name in set(self.plan.in_place.values())}
+        before = base.work_counters()
+        self._run_steps(count, base.WORKER_THREADS, env)
+        self.threads[count] = _threads_for(before, base.work_counters())
+        if self.threads[count] != base.WORKER_THREADS:
+            for name, value in written.items():
+                xp.copyto(self.state[name], value)
+            self._run_steps(count, self.threads[count], env)
 
     def _sliced(self, count: int) -> list:
         """The step with each batch segment run as one call over `count` slices of the batch

@@ -174,3 +174,24 @@ def test_a_product_on_the_workers_gives_the_same_numbers_split_or_not(monkeypatc
             backend.matmul_into(a, b, out)
         results.append(out)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_a_step_resumed_in_a_new_process_rounds_as_the_one_that_went_on(tmp_path):
+    """The determinism audit: a step's first run is on the workers (it counts the work that
+    chooses the threads) and the later ones on BLAS's threads, whose products round otherwise.
+    A run resumed from a checkpoint, or `nnrun eval` in a new process, made its first run on
+    the workers where the run that went on was on BLAS's threads: different weights, a
+    different val_loss. The first run is now run again on the threads it chose."""
+    model, feeds = _mlp(tmp_path, 256)
+    with thread_limit(2):
+        _, updates = model.step_executor.run(feeds)
+        first = {name: np.array(value) for name, value in updates.items()}  # the checkpoint
+        feeds.update(updates)
+        _, went_on = model.step_executor.run(feeds)
+    assert model.step_executor.program(256).threads == {2: BLAS_THREADS}
+    resumed, resumed_feeds = _mlp(tmp_path, 256)
+    resumed_feeds.update(first)
+    with thread_limit(2):
+        _, after_resume = resumed.step_executor.run(resumed_feeds)
+    for name, value in went_on.items():
+        np.testing.assert_array_equal(after_resume[name], value, err_msg=name)
