@@ -146,8 +146,19 @@ def _lower_dense(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     features = x.type.shape[1]  # on anything but a vector, matmul's shape rule says so
     w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units)
-    y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
+    with ctx.gb.at(ctx.origin, input_hint=_flatten_hint(layer)):
+        y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
     return _with_bias(ctx, layer, y, layer.units, features, layer.units)
+
+
+def _flatten_hint(layer) -> str:
+    """A flatten before the layer, or, where it names its input, of that input."""
+    named = [layer.inputs] if isinstance(layer.inputs, str) else layer.inputs
+    if not named:
+        return "add {type: flatten} before this layer"
+    (source,) = named
+    return (f"flatten '{source}' first: add {{type: flatten, name: {source}_flat, inputs: "
+            f"{source}}} and set inputs: {source}_flat")
 
 
 def _with_bias(ctx: LayerContext, layer, y: Value, count: int, fan_in: int, fan_out: int) -> Value:
@@ -228,7 +239,8 @@ def _compact_pad(pad) -> tuple:
 
 
 def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
-    """What fixes a window layer's input of the wrong rank (the op's rule says what is wrong):
+    """What fixes a convolution's, pool's or upsample's input of the wrong rank (the op's rule
+    says what is wrong):
     the other rank's layer only when the sample has its rank, a reshape only where the channel
     axis is missing, and for a vector that a flatten or dense made, the layer before them."""
     sample = per_sample(x.type)
@@ -310,8 +322,7 @@ def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = int(layer.type[-2])
     scale = _per_axis(ctx, "scale", layer.scale, rank)
-    hint = "use upsample1d for [channels, length] samples" if rank == 2 else \
-        "use upsample2d for [channels, height, width] samples"
+    hint = _rank_hint(x, rank, f"upsample{3 - rank}d", layer.type)
     with ctx.gb.at(ctx.origin, input_hint=hint):
         return ctx.gb.emit(layer.type, x, attrs=UpsampleAttrs(scale, layer.mode))
 
@@ -321,7 +332,8 @@ def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     rank = int(layer.type[-2])
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     op = f"{layer.type[:3]}_pool{rank}d"
-    with ctx.gb.at(ctx.origin, {"kernel": "pool_size", "pad": "padding"}):
+    hint = _rank_hint(x, rank, f"{layer.type[:-2]}{3 - rank}d", layer.type)
+    with ctx.gb.at(ctx.origin, {"kernel": "pool_size", "pad": "padding"}, input_hint=hint):
         return ctx.gb.emit(op, x, attrs=PoolAttrs(kernel, stride, _compact_pad(pad), dilation))
 
 
@@ -724,11 +736,10 @@ def _check_output(spec, lowered) -> None:
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     if dataset is None or dataset.input_shape is None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
-    units = "filters" if logits.rank > 2 else "units"
     sizing = _output_sizing(spec, lowered)
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
-        _check_class_outputs(*(sizing or (origin, units)), logits, dataset, spec.loss.type)
+        _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(origin, logits, dataset, sizing)
@@ -736,11 +747,11 @@ def _check_output(spec, lowered) -> None:
         _check_one_hot_outputs(spec, lowered, origin, dataset)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
-        raise CompileError(origin.at_field(units), f"{spec.loss.type} compares the label maps "
+        where, fix = _count_fix(sizing, origin, logits, 1)
+        raise CompileError(where, f"{spec.loss.type} compares the label maps "
                            f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
-                           f"position, the model ends with {per_sample(logits)}; set {units}: "
-                           f"1, or use loss: cross_entropy for {logits.shape[1]} classes per "
-                           "position")
+                           f"position, the model ends with {per_sample(logits)}; {fix}, or use "
+                           f"loss: cross_entropy for {logits.shape[1]} classes per position")
 
 
 def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
@@ -762,17 +773,30 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
         index = index_of[info.inputs[0]]
 
 
-def _check_class_outputs(origin: Origin, units: str, logits, dataset, loss: str) -> None:
-    """One score per class (the perceptron's one output reads two classes)."""
+def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:
+    """One score per class (the perceptron's one output reads two classes). `sizing`: the
+    layer and field that give the output its count (_output_sizing), or None."""
     classes, outputs = dataset.num_classes, logits.shape[1]
     one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
     if classes and outputs != classes and not one_for_two:
         binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
                   and outputs == 1 else "")
-        raise CompileError(origin.at_field(units), f"the model ends with {outputs} "
+        where, fix = _count_fix(sizing, origin, logits, classes)
+        raise CompileError(where, f"the model ends with {outputs} "
                            f"output{'s' if outputs > 1 else ''} but dataset "
-                           f"'{dataset.name}' has {classes} classes; set {units}: "
-                           f"{classes}{binary}")
+                           f"'{dataset.name}' has {classes} classes; {fix}{binary}")
+
+
+def _count_fix(sizing, origin: Origin, logits, count: int) -> tuple[Origin, str]:
+    """Where and how to give the output `count` channels: the units or filters of the layer
+    that sizes it, else (a flatten, reshape or join last) a layer that does, added at the end."""
+    if sizing is not None:
+        layer, field_name = sizing
+        return layer.at_field(field_name), f"set {field_name}: {count}"
+    if logits.rank == 2:
+        return origin, f"end the model with {{type: dense, units: {count}}}"
+    conv = f"conv{logits.rank - 2}d"
+    return origin, f"end the model with {{type: {conv}, filters: {count}, kernel_size: 1}}"
 
 
 def _check_binary_outputs(origin: Origin, logits, dataset, sizing=None) -> None:
@@ -802,9 +826,10 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
                                                           per_sample(logits)))
     outputs = logits.shape[1]
     if outputs not in (1, classes):
-        raise CompileError(origin.at_field("units"), f"the model ends with {outputs} outputs but "
+        where, fix = _count_fix(_output_sizing(spec, lowered), origin, logits, classes)
+        raise CompileError(where, f"the model ends with {outputs} outputs but "
                            f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
-                           f"under {loss}; set units: {classes}")
+                           f"under {loss}; {fix}")
     if classes > 2 and outputs == 1:
         message = one_output_on_classes(loss, classes, f" of '{dataset.name}'")
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))

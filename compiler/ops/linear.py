@@ -19,10 +19,8 @@ class MatmulAttrs:
 
 def _matmul_shape(attrs, a: TensorType, b: TensorType) -> TensorType:
     if a.rank != 2 or b.rank != 2:
-        raise ShapeError(
-            f"dense expects a vector sample, got shape {per_sample(a)}",
-            "add {type: flatten} before this layer",
-        )
+        # the layer adds what fixes it (lower.py: a flatten before it, or of its inputs)
+        raise ShapeError(f"dense expects a vector sample, got shape {per_sample(a)}")
     m, k = a.shape[::-1] if attrs.transpose_a else a.shape
     k2, n = b.shape[::-1] if attrs.transpose_b else b.shape
     if k != k2:

@@ -21,8 +21,7 @@ class PoolAttrs:
 
 def _pool_shape(attrs, x: TensorType) -> TensorType:
     rank = len(attrs.kernel)
-    check_sample_rank(x, rank, f"{rank}-D pooling", "use the pooling layer that matches the data "
-                      "(maxpool1d for [C, L], maxpool2d for [C, H, W])")
+    check_sample_rank(x, rank, f"{rank}-D pooling")  # the layer adds what fixes it (lower.py)
     for k, (lo, hi) in zip(attrs.kernel, pad_pairs(attrs.pad)):
         if max(lo, hi) * 2 > k:
             raise ShapeError(f"padding {max(lo, hi)} is more than half the pool size {k}",

@@ -1058,3 +1058,38 @@ def test_a_cycle_of_inputs_is_named_a_cycle():
                          "{type: dense, units: 4, name: b, inputs: c}",
                          "{type: dense, units: 4, name: c}")  # reads b as the layer before
     assert "(move this layer below it)" in the_error(implicit).message
+
+
+# --- advice that works when followed (the second advice audit) --------------------------------
+
+def test_a_class_count_a_flatten_gives_is_fixed_by_a_dense_layer_not_by_units():
+    """`set units: 10` was offered on a flatten, reshape, batchnorm or concat that ends the
+    model, which has no units: following it gave "unknown field 'units'"."""
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3}\n    - {type: flatten}\n")
+    error = the_error(text)
+    assert error.message.endswith("end the model with {type: dense, units: 10}")
+    assert checked(text + "    - {type: dense, units: 10}\n").ok
+
+
+def test_a_dense_layer_that_names_its_input_is_told_to_flatten_that_input():
+    """"add {type: flatten} before this layer" did not help a dense layer reading `inputs: a`
+    past a flatten that was already there."""
+    layers = ["{name: a, type: conv2d, filters: 2, kernel_size: 3}", "{type: maxpool2d, pool_size: 2}",
+              "{type: flatten}"]
+    error = the_error(spec_text([1, 8, 8], *layers, "{type: dense, units: 3, inputs: a}"))
+    assert error.message.endswith("flatten 'a' first: add {type: flatten, name: a_flat, inputs: "
+                                  "a} and set inputs: a_flat")
+    fixed = spec_text([1, 8, 8], *layers, "{type: flatten, name: a_flat, inputs: a}",
+                      "{type: dense, units: 3, inputs: a_flat}")
+    assert checked(fixed).ok
+
+
+@pytest.mark.parametrize("layer", ["{type: maxpool1d, pool_size: 2}", "{type: maxpool2d, pool_size: 2}",
+                                   "{type: upsample1d}", "{type: upsample2d}"])
+def test_a_pool_or_upsample_on_a_vector_is_not_sent_round_the_ranks(layer):
+    """maxpool1d on a flattened vector said "use maxpool2d", which said "use maxpool1d"; the
+    same for upsampling. The advice is now the convolutions': what works for a vector."""
+    error = the_error(spec_text([1, 8, 8], "{type: flatten}", layer))
+    assert "use maxpool" not in error.message and "use upsample" not in error.message
+    assert "reshape" in error.message
