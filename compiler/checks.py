@@ -125,6 +125,19 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
     return warnings
 
 
+def two_classes_per_position(spec, top: int) -> str | None:
+    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
+    accuracy, pixel_accuracy and mean_iou read it as class 0 or 1, which cannot count classes
+    up to `top`: why, or None when no such metric is tracked."""
+    read = [m.type for m in tracked_metrics(spec, "segmentation")
+            if m.type in ("accuracy", "pixel_accuracy", "mean_iou")]
+    if not read:
+        return None
+    return (f"{read[0]} reads one score per position as class 0 or 1 (above 0.5), the label "
+            f"maps hold classes up to {top}; set the last layer's filters to {top + 1} with "
+            "loss: cross_entropy, or track train.metrics: [mae] to regress the values")
+
+
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
-from .checks import more_than_binary, one_hot_needs_a_vector, one_output_on_classes
+from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
+                     two_classes_per_position)
 from .datasets import DATASETS
 from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -746,8 +747,15 @@ def _check_output(spec, lowered) -> None:
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
+            and logits.shape[1] == 1 and (dataset.num_classes or 0) > 2:
+        problem = two_classes_per_position(spec, dataset.num_classes - 1)
+        if problem:  # what train says of the data, known here from the dataset
+            raise CompileError(origin, problem)
+    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
         where, fix = _count_fix(sizing, origin, logits, 1)
+        if (dataset.num_classes or 0) > 2 and two_classes_per_position(spec, 2):
+            fix += " with train.metrics: [mae]"  # accuracy reads one score as class 0 or 1
         raise CompileError(where, f"{spec.loss.type} compares the label maps "
                            f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
                            f"position, the model ends with {per_sample(logits)}; {fix}, or use "

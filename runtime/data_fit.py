@@ -6,6 +6,7 @@ import numpy as np
 
 from nnrun.backends.notices import warn
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
+                                   two_classes_per_position,
                                    more_than_binary, one_hot_needs_a_vector,
                                    one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
@@ -146,16 +147,9 @@ def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
 
 
 def _check_two_classes_per_position(spec, where: str, top: int) -> None:
-    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
-    accuracy, pixel_accuracy and mean_iou read it as class 0 or 1, which cannot count the
-    rest."""
-    read = [m.type for m in tracked_metrics(spec, "segmentation")
-            if m.type in ("accuracy", "pixel_accuracy", "mean_iou")]
-    if read:
-        raise DataFitError(f"{where}: {read[0]} reads one score per position as class 0 or 1 "
-                           f"(above 0.5), the label maps hold classes up to {top}; set the last "
-                           f"layer's filters to {top + 1} with loss: cross_entropy, or track "
-                           "train.metrics: [mae] to regress the values")
+    problem = two_classes_per_position(spec, top)
+    if problem:
+        raise DataFitError(f"{where}: {problem}")
 
 
 ABSURD_CLASSES_PER_LABEL = 100

@@ -984,9 +984,10 @@ def test_a_regression_loss_on_named_label_maps_needs_one_score_per_position():
     (error,) = errors_of(text)
     assert "mse compares the label maps [32, 32] of 'shapes' with one score per position" in \
         error.message
-    assert "set filters: 1, or use loss: cross_entropy for 4 classes per position" in error.message
-    assert [d for d in checked(text.replace("filters: 4", "filters: 1")).diagnostics
-            if d.severity == "error"] == []
+    assert ("set filters: 1 with train.metrics: [mae], or use loss: cross_entropy for 4 classes "
+            "per position") in error.message
+    followed = text.replace("filters: 4", "filters: 1") + "train: {metrics: [mae]}\n"
+    assert [d for d in checked(followed).diagnostics if d.severity == "error"] == []
 
 
 def test_a_class_count_is_set_where_the_layer_that_gives_it_is():
@@ -1093,3 +1094,12 @@ def test_a_pool_or_upsample_on_a_vector_is_not_sent_round_the_ranks(layer):
     error = the_error(spec_text([1, 8, 8], "{type: flatten}", layer))
     assert "use maxpool" not in error.message and "use upsample" not in error.message
     assert "reshape" in error.message
+
+
+def test_one_score_a_position_on_a_named_dataset_s_classes_is_refused_by_validate():
+    """mse on the 4 classes of `shapes` with one filter: accuracy reads each score as class 0
+    or 1. Train refused it at once, validate (which knows the dataset's classes) said ok."""
+    text = ("data: {dataset: shapes}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 1, kernel_size: 3, padding: same}\nloss: mse\n")
+    assert "accuracy reads one score per position as class 0 or 1" in the_error(text).message
+    assert checked(text + "train: {metrics: [mae]}\n").ok
