@@ -22,6 +22,8 @@ def positioned(line: str) -> None:
 
 
 def inform(message: str) -> None:
+    if not message.isprintable():  # a path holding a line break or ESC: one line, no escapes
+        message = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
     if not _SILENCED["depth"]:
         print(f"nnrun: {message}", file=sys.stderr, flush=True)
 

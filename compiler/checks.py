@@ -3,10 +3,12 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from .datasets import DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out
 from .initial_values import unheld
 from .ir import Origin
-from .schema import Accuracy, MaeMetric
+from .schema import Accuracy, MaeMetric, default_layer_names
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -180,13 +182,32 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:
-    """Loss and optimizer numbers the model's dtype cannot hold (`lr: 1e39` in float32): inf
-    once cast, NaN from the first step. Every command that compiles refuses them."""
-    owners = [(("loss",), spec.loss), (("optimizer",), spec.optimizer),
-              (("optimizer", "schedule"), spec.optimizer.schedule)]
-    return [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
-            for keys, settings in owners for field, value in settings
+    """Numbers of the loss, optimizer, layers (an activation's alpha, batchnorm's eps) and
+    augmentations (a noise's std) that the model's dtype cannot hold (`lr: 1e39` in float32):
+    inf once cast, NaN from the first step. Every command that compiles refuses them."""
+    owners = [(Origin("loss", keys=("loss",)), spec.loss),
+              (Origin("optimizer", keys=("optimizer",)), spec.optimizer),
+              (Origin("optimizer", keys=("optimizer", "schedule")), spec.optimizer.schedule)]
+    for index, augmentation in enumerate(spec.data.augment if spec.data else ()):
+        owners.append((Origin(f"data.augment[{index}]", keys=("data", "augment", index)),
+                       augmentation))
+    names = default_layer_names(spec.model.layers)
+    for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
+        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        owners.append((origin, layer))
+        if isinstance(getattr(layer, "activation", None), BaseModel):
+            owners.append((origin.at_field("activation"), layer.activation))
+    return [_field_problem(owner, field, problem)
+            for owner, settings in owners if settings is not None for field, value in settings
             if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
+
+
+def _field_problem(owner: Origin, field: str, problem: str) -> tuple[Origin, str]:
+    """The loss's and optimizer's fields are named in the path (`optimizer.lr`); a layer's or
+    augmentation's in the message, its path the owner's."""
+    if owner.path in ("loss", "optimizer"):
+        return Origin(".".join((*map(str, owner.keys), field)), keys=(*owner.keys, field)), problem
+    return owner.at_field(field), f"{field}: {problem}"
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

@@ -41,13 +41,16 @@ class Diagnostic:
     def format(self) -> str:
         where = f"{self.where}: " if self.where else ""
         line = f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
-        return line.translate(_ONE_LINE)  # a key or value holding a line break stays one line
+        return one_line(line)  # a key or value holding a line break stays one line
 
 
-# Line breaks (and the separators some editors break at) written as escapes: one diagnostic, one
-# line, as editors' problem matchers read them.
-_ONE_LINE = str.maketrans({"\n": "\\n", "\r": "\\r", "\x85": "\\x85", "\u2028": "\\u2028",
-                           "\u2029": "\\u2029"})
+def one_line(text: str) -> str:
+    """`text` as one line a terminal shows as it is: line breaks (and the separators some
+    editors break at), escape sequences and every other character that does not print,
+    written as escapes (a path holding ESC ] 0 ; would set the terminal's title)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class SpecError(Exception):

@@ -320,7 +320,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
     errors = (resolve_initial_values(source.spec, lowered, source.directory)
               + setting_range_errors(source.spec))
     if errors:
-        raise SpecError([source.diagnostic(origin, message) for origin, message in errors])
+        raise SpecError(_in_file_order([source.diagnostic(origin, message)
+                                        for origin, message in errors], source.loaded.filename))
     return lowered, step
 
 

@@ -293,6 +293,9 @@ class LayerBase(Strict):
         if name is not None and not re.fullmatch(LAYER_NAME_PATTERN, name):
             raise ValueError(f"layer names use ASCII letters (a-z, A-Z), digits and _, starting "
                              f"with a letter or _; got '{name}'")
+        if name is not None and len(name) > MAX_NAME_BYTES:  # a checkpoint's entry names it
+            raise ValueError(f"layer names are at most {MAX_NAME_BYTES} characters long, got "
+                             f"{len(name)}")
         if name == "input":
             raise ValueError("'input' names the model input; choose another layer name")
         return name
@@ -879,7 +882,7 @@ def _add_what_the_validators_check(document: dict) -> None:
         properties = definition.get("properties", {})
         if "inputs" in properties:  # a layer
             properties["name"].update({"pattern": f"^{LAYER_NAME_PATTERN}$",
-                                       "not": {"const": "input"}})
+                                       "not": {"const": "input"}, "maxLength": MAX_NAME_BYTES})
             for branch in properties["inputs"]["anyOf"]:
                 if branch.get("type") == "array":
                     branch["minItems"] = 1

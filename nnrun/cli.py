@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
+from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics, one_line
 from nnrun.runtime.interrupts import Interrupted
 
 INTERNAL_ERROR = 70
@@ -185,7 +185,7 @@ def handle_errors(command):
             return command(*args, **kwargs)
         # The signals first: a second one must not land in the imports _expected_errors makes
         except Interrupted as interrupt:
-            click.echo(f"interrupted: {interrupt}", err=True)
+            click.echo(one_line(f"interrupted: {interrupt}"), err=True)
             sys.exit(interrupt.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: stopped by SIGINT", err=True)
@@ -196,7 +196,7 @@ def handle_errors(command):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own exits and usage errors (exit 2) keep their meaning
         except _expected_errors() as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(one_line(f"error: {error}"), err=True)
             sys.exit(1)
         except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
             # stdout to /dev/null, else the flush at exit fails again and Python reports it
@@ -205,7 +205,7 @@ def handle_errors(command):
         except OSError as error:  # disk full, permissions, read-only: the user's to fix
             from nnrun.runtime.files import describe_os_error
 
-            click.echo(f"error: {describe_os_error(error)}", err=True)
+            click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
             sys.exit(1)
         except MemoryError:
             click.echo("error: out of memory; lower the batch size or the model size "
@@ -214,9 +214,9 @@ def handle_errors(command):
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
                 traceback.print_exc()
-            click.echo(f"nnrun: internal error: {type(error).__name__}: {error} "
-                       "(rerun as `nnrun --debug COMMAND ...` for the traceback, and please "
-                       "report it)", err=True)
+            click.echo(one_line(f"nnrun: internal error: {type(error).__name__}: {error} "
+                                "(rerun as `nnrun --debug COMMAND ...` for the traceback, and "
+                                "please report it)"), err=True)
             sys.exit(INTERNAL_ERROR)
 
     return wrapper

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,9 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
             known = [k for k in known if "/" not in k]
             known += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
             hint = ("set train.log_grad_norms in the spec and train again"
-                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}")
+                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}"
+                    if known else f"their metrics hold no number to draw (finite, at most "
+                                  f"{MOST_DRAWN:g} in size)")
             raise PlotError(f"--metrics: no run has '{panel}'; {hint}")
 
 
@@ -156,11 +159,20 @@ def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
             _metric_panel(axis, panel, runs)
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    write_atomically(out, lambda stream: figure.savefig(stream, format=image_format(out), dpi=100))
+    with warnings.catch_warnings():  # a layout too crowded to fit (3,000 curves) is still drawn
+        warnings.simplefilter("ignore", UserWarning)
+        write_atomically(out, lambda stream: figure.savefig(stream, format=image_format(out),
+                                                            dpi=100))
+
+
+# Values past this size are left out as non-finite ones are: matplotlib's ticks overflow on
+# a span such as -1e308..1e308 (a hand-edited or diverged metrics.jsonl).
+MOST_DRAWN = 1e100
 
 
 def _drawable(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and abs(value) <= MOST_DRAWN)
 
 
 def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
@@ -191,8 +203,7 @@ def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
             key = LAYER_PREFIX + layer
             rows = run.steps or run.epochs
             points = [(x_of(row), row[key]) for row in rows
-                      if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
-                      and row[key] > 0]
+                      if _drawable(row.get(key)) and row[key] > 0]
             if points:
                 label = f"{run.label} {layer}" if len(runs) > 1 else layer
                 axis.plot(*zip(*points), style, color=colours[layer], label=label)
@@ -209,6 +220,8 @@ def _finish(axis, title: str, fontsize: str) -> None:
     # Opaque, light colours rather than transparency, which PostScript (.eps, .ps) lacks:
     # matplotlib would warn on every such plot.
     axis.grid(color="0.85")
+    if not axis.get_lines():  # nothing drawable (matplotlib would warn of an empty legend)
+        return
     if len(axis.get_lines()) > 6:  # beside the panel, where it hides no curve
         axis.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                     framealpha=1.0)

@@ -254,7 +254,14 @@ def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
         raise TraceError(f"{path}: '{not_finite}' holds nan or inf; a trace starts from "
                          "finite weights")
     dtype, be = model.spec.dtype, model.backend
-    return {name: be.from_host(arrays[key].astype(dtype)) for name, key in names.items()}, meta
+    with np.errstate(over="ignore"):  # too large for the dtype: inf, refused below
+        cast = {key: arrays[key].astype(dtype) for key in names.values()}
+    beyond = first_not_finite(cast)
+    if beyond:
+        raise TraceError(f"{path}: '{beyond}' holds values beyond the range of {dtype} (at "
+                         f"most {np.finfo(dtype).max:.4g} in size); a trace starts from finite "
+                         f"weights (or trace with --set dtype=float64)")
+    return {name: be.from_host(cast[key]) for name, key in names.items()}, meta
 
 
 __all__ = ["trace", "Trace", "TraceError", "read_weights"]

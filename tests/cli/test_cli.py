@@ -1516,3 +1516,18 @@ def test_validate_warns_of_a_data_file_that_is_not_there(tmp_path):
     assert result.exit_code == 0
     assert "warning: data.path: " in result.output and "missing.npz is not there" in result.output
     assert invoke("validate", "--strict", spec).exit_code == 1
+
+
+def test_control_characters_in_a_path_are_escaped_not_printed(tmp_path):
+    """The hostile-input audit: a data.path holding a line break and ESC ] 0 ; (which sets a
+    terminal's title) came out raw: two lines, and the escape sequence ran."""
+    spec = tmp_path / "ctl.yaml"
+    spec.write_text('data: {dataset: npz, path: "x\\ny.npz\\x1b]0;TITLE\\x07"}\n'
+                    "model: {input_shape: [2], layers: [{type: dense, units: 1}]}\nloss: mse\n")
+    for arguments in (["train", str(spec), "--out", str(tmp_path / "run")],
+                      ["validate", str(spec)]):
+        result = subprocess.run([sys.executable, "-m", "nnrun", *arguments],
+                                capture_output=True, text=True, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "\x1b" not in result.stderr and "\x07" not in result.stderr
+        assert "x\\ny.npz\\x1b]0;TITLE\\x07" in lines[0]

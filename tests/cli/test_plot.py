@@ -221,3 +221,23 @@ def test_a_rate_of_zero_or_below_keeps_a_linear_axis_without_warnings(runs, tmp_
         result = CliRunner().invoke(main, ["plot", str(run), "--metrics", "lr",
                                            "--out", str(tmp_path / "lr.png")])
     assert result.exit_code == 0, result.output
+
+
+def test_huge_values_and_grad_norms_that_draw_nothing_are_no_crash_nor_warning(tmp_path,
+                                                                               recwarn):
+    """The hostile-input audit: losses of +-1e308 overflowed matplotlib's ticks (an internal
+    error, exit 70); grad norms of 0 or -1 left a legend with nothing in it, and matplotlib
+    warned."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"epoch": 1, "train_loss": 1e308, "layer_grad_norm/dense_1": -1}\n'
+        '{"epoch": 2, "train_loss": 2.0, "layer_grad_norm/dense_1": 0}\n'
+        '{"epoch": 3, "train_loss": -1e308}\n')
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert not [w for w in recwarn if issubclass(w.category, (UserWarning, RuntimeWarning))]
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1e308}\n')
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "q.png")])
+    assert result.exit_code == 1 and "no number to draw" in result.output

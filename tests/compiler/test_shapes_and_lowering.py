@@ -1103,3 +1103,34 @@ def test_one_score_a_position_on_a_named_dataset_s_classes_is_refused_by_validat
             "    - {type: conv2d, filters: 1, kernel_size: 3, padding: same}\nloss: mse\n")
     assert "accuracy reads one score per position as class 0 or 1" in the_error(text).message
     assert checked(text + "train: {metrics: [mae]}\n").ok
+
+
+@pytest.mark.parametrize("layer, field, line", [
+    ("{type: dense, units: 3, activation: {type: leaky_relu, alpha: 1.0e+300}}", "alpha", 4),
+    ("{type: leaky_relu, alpha: 1.0e+300}", "alpha", 4),
+    ("{type: batchnorm, eps: 1.0e-50}", "eps", 4),
+])
+def test_a_layer_s_number_the_dtype_cannot_hold_is_an_error_at_it(layer, field, line):
+    """The hostile-input audit: an alpha of 1e300 trained to a NaN loss blamed on the learning
+    rate (and broke export); a batchnorm eps that rounds to 0 in float32 likewise."""
+    error = the_error(spec_text([2], layer, "{type: dense, units: 1}"))
+    assert error.line == line and error.message.startswith(f"{field}: ")
+    assert "float32" in error.message
+
+
+def test_a_noise_the_dtype_cannot_hold_is_an_error_at_it():
+    text = spec_text([2], "{type: dense, units: 1}", extra="""\
+        data:
+          dataset: xor
+          augment: [{type: gaussian_noise, std: 1.0e+300}]
+        """)
+    error = the_error(text)
+    assert error.message.startswith("std: 1e+300 is beyond the range of float32")
+
+
+def test_a_layer_name_longer_than_a_checkpoint_holds_is_an_error():
+    """The hostile-input audit: a 70,000-character layer name validated, then training failed
+    writing the checkpoint (a zip entry's name holds 65,535 bytes): an internal error."""
+    error = the_error(spec_text([2], f"{{name: {'n' * 201}, type: dense, units: 1}}"))
+    assert "at most 200 characters" in error.message
+    assert checked(spec_text([2], f"{{name: {'n' * 200}, type: dense, units: 1}}")).ok

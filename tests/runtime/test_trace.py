@@ -344,3 +344,12 @@ def test_steps_past_the_run_s_end_say_how_many_epochs_to_set():
     followed = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25", "--set",
                                          "train.epochs=25", "--format", "json"])
     assert followed.exit_code == 0 and len(json.loads(followed.output)["steps"]) == 25
+
+
+def test_weights_beyond_the_dtype_are_refused_after_the_cast(tmp_path):
+    """The hostile-input audit: float64 weights of 1e300 became inf in float32 and traced."""
+    model = nnrun.compile(str(COURSE))
+    np.savez(tmp_path / "big.npz", **{k: np.full(v.shape, 1e300)
+                                      for k, v in model.init_params(0).items()})
+    with pytest.raises(TraceError, match="holds values beyond the range of float32"):
+        trace(nnrun.load_spec(COURSE, ["dtype=float32"]), weights=tmp_path / "big.npz")
