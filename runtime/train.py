@@ -654,7 +654,8 @@ class Trainer:
         stopping = self.spec.train.early_stopping
         if stopping and stopping.monitor not in self.metric_names():
             metric = stopping.monitor.split("_", 1)[-1]
-            hint = (f" (or add {metric} to train.metrics)" if metric in ("accuracy", "mae", "mse")
+            fits = ("mae", "mse") if self.data.task == "regression" else ("accuracy", "mae", "mse")
+            hint = (f" (or add {metric} to train.metrics)" if metric in fits
                     and stopping.monitor.split("_", 1)[0] in ("train", "val") else "")
             reason = (" (val_* metrics need data.validation_split > 0)"
                       if stopping.monitor.startswith("val_") and self.data.val is None else "")

@@ -330,6 +330,7 @@ def test_an_early_stopping_monitor_of_the_default_metrics(tmp_path):
     assert_ok(invoke("validate", spec))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "monitor")
     assert "'val_accuracy' is not a metric of this run" in line and "val_mae" in line
+    assert "add accuracy" not in line  # which real-valued targets refuse (an advice audit)
     spec.write_text(spec.read_text().replace("val_accuracy", "val_mae"))
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
     digits = write(tmp_path / "d.yaml", "data: {dataset: digits, validation_split: 0.2}\n"
