@@ -91,7 +91,19 @@ def more_than_binary(labels: str, classes: int, units: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return _top_k_warnings(spec, output_shape) + _schedule_warnings(spec)
+    return (_top_k_warnings(spec, output_shape) + _schedule_warnings(spec)
+            + _pruning_warnings(spec))
+
+
+def _pruning_warnings(spec) -> list[tuple[Origin, str]]:
+    """A pruning ramp that starts after the run's last epoch prunes nothing."""
+    pruning, epochs = spec.train.pruning, spec.train.epochs
+    if pruning is None or pruning.start_epoch <= epochs:
+        return []
+    return [(Origin("train.pruning.start_epoch", keys=("train", "pruning", "start_epoch")),
+             f"start_epoch {pruning.start_epoch} is after the run's last epoch (train.epochs "
+             f"{epochs}): no weight is pruned; set start_epoch to {epochs} or less, or train "
+             "more epochs")]
 
 
 def _top_k_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:

@@ -1134,3 +1134,17 @@ def test_a_layer_name_longer_than_a_checkpoint_holds_is_an_error():
     error = the_error(spec_text([2], f"{{name: {'n' * 201}, type: dense, units: 1}}"))
     assert "at most 200 characters" in error.message
     assert checked(spec_text([2], f"{{name: {'n' * 200}, type: dense, units: 1}}")).ok
+
+
+def test_a_pruning_ramp_after_the_last_epoch_is_warned():
+    """The advice audit: start_epoch 12 of a 10-epoch run pruned nothing, said only after."""
+    text = spec_text([2], "{type: dense, units: 1}", extra="""\
+        train:
+          epochs: 10
+          pruning: {target_sparsity: 0.5, start_epoch: 12}
+        """)
+    result = checked(text)
+    (warning,) = [d for d in result.diagnostics if d.severity == "warning"]
+    assert "start_epoch 12 is after the run's last epoch (train.epochs 10)" in warning.message
+    assert not [d for d in checked(text.replace("start_epoch: 12", "start_epoch: 10")).diagnostics
+                if "start_epoch" in d.message]
