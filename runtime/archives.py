@@ -108,5 +108,7 @@ def _read(archive: zipfile.ZipFile, member: str, header: ArrayHeader) -> np.ndar
 
 
 def _reason(error: Exception) -> str:
-    text = " ".join(str(error).split()) or "no details"
-    return f"{type(error).__name__}: {text}"
+    """What is wrong, in the reading library's words (its exception's name says nothing more
+    to a user: 'File is not a zip file', not 'BadZipFile: ...')."""
+    text = " ".join(str(error).split())
+    return text or f"unreadable ({type(error).__name__})"

@@ -952,3 +952,15 @@ def test_out_or_dest_naming_a_device_says_what_it_is(spec, tmp_path):
 
     result = CliRunner().invoke(data, ["fetch", "mnist", "--dest", os.devnull])
     assert result.exit_code == 1 and "(it is a character device, not a directory)" in result.stderr
+
+
+def test_a_damaged_file_is_described_without_python_s_exception_names(tmp_path):
+    """The hostile-input audit: messages read 'damaged checkpoint (BadZipFile: File is not a
+    zip file)'."""
+    from nnrun.runtime.archives import DamagedFile, npz_headers
+
+    path = tmp_path / "bad.npz"
+    path.write_bytes(b"garbage")
+    with pytest.raises(DamagedFile) as caught:
+        npz_headers(path)
+    assert str(caught.value) == "File is not a zip file"
