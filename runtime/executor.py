@@ -184,13 +184,16 @@ class _Program:
         the step's threads. Where that choice is BLAS's threads, whose products round otherwise,
         the run is undone (what it wrote over the state put back) and run again on them: every
         run at a thread count then rounds alike, and a resumed run, or `nnrun eval` in a new
-        process, gives the numbers of a run that never stopped."""
+        process, gives the numbers of a run that never stopped. Not in a data-parallel step:
+        its reductions would run twice on this rank, and once on a rank of one thread."""
         xp = self.backend.xp
-        written = {name: xp.copy(self.state[name]) for name in set(self.plan.in_place.values())}
+        again = self.backend.rank_count() == 1
+        written = ({name: xp.copy(self.state[name]) for name in set(self.plan.in_place.values())}
+                   if again else {})
         before = base.work_counters()
         self._run_steps(count, base.WORKER_THREADS, env)
         self.threads[count] = _threads_for(before, base.work_counters())
-        if self.threads[count] != base.WORKER_THREADS:
+        if again and self.threads[count] != base.WORKER_THREADS:
             for name, value in written.items():
                 xp.copyto(self.state[name], value)
             self._run_steps(count, self.threads[count], env)
