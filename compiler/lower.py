@@ -843,6 +843,25 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
 
 
+def _growth_fix(spatial: list[int], labels: list[int]) -> str:
+    """What brings output maps smaller than the label maps to their size: an upsample by a
+    whole factor, or, a position or two short (a transposed convolution's rounding), its
+    output_padding."""
+    if len(spatial) == len(labels) and all(spatial):
+        if all(n % o == 0 for o, n in zip(spatial, labels)):
+            factors = [n // o for o, n in zip(spatial, labels)]
+            scale = factors[0] if len(set(factors)) == 1 else factors
+            return (f"add {{type: upsample{len(labels)}d, scale: {scale}}} at the end (or "
+                    "upsample that much more before it)")
+        if all(0 <= n - o <= 2 for o, n in zip(spatial, labels)):
+            short = [n - o for o, n in zip(spatial, labels)]
+            extra = short[0] if len(set(short)) == 1 else short
+            return (f"the maps fall {'x'.join(map(str, short))} short of the labels: give the "
+                    f"last transposed convolution output_padding: {extra} (or padding that "
+                    "loses less)")
+    return "upsample back to the input size (no flatten or dense layer)"
+
+
 def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy") -> None:
     """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
     spatial = list(logits.shape[2:])
@@ -856,8 +875,7 @@ def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy")
                            "unit per class")
     scales = shrink_factors(spatial, labels)
     fix = (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, or "
-           "pool once more" if scales else
-           "upsample back to the input size (no flatten or dense layer)")
+           "pool once more" if scales else _growth_fix(spatial, labels))
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: {loss} wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; {fix}")

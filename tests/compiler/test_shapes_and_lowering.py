@@ -1148,3 +1148,26 @@ def test_a_pruning_ramp_after_the_last_epoch_is_warned():
     assert "start_epoch 12 is after the run's last epoch (train.epochs 10)" in warning.message
     assert not [d for d in checked(text.replace("start_epoch: 12", "start_epoch: 10")).diagnostics
                 if "start_epoch" in d.message]
+
+
+@pytest.mark.parametrize("layers, says, fixed", [
+    (["{type: conv2d, filters: 8, kernel_size: 3, padding: same}",
+      "{type: maxpool2d, pool_size: 4}", "{type: conv2d, filters: 4, kernel_size: 1}"],
+     "add {type: upsample2d, scale: 4} at the end",
+     ["{type: upsample2d, scale: 4}"]),
+    (["{type: conv2d, filters: 8, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 2, padding: 1}"],
+     "give the last transposed convolution output_padding: 1", None),
+])
+def test_maps_smaller_than_the_labels_are_told_by_how_much(layers, says, fixed):
+    """The advice audit: "upsample back to the input size" gave no factor, and said nothing
+    of the transposed convolution that came one row short."""
+    head = "data: {dataset: shapes}\nmodel:\n  layers:\n"
+    text = head + "".join(f"    - {layer}\n" for layer in layers)
+    assert says in the_error(text).message
+    if fixed is None:  # the output_padding on the last layer
+        fixed_layers = layers[:-1] + [layers[-1].replace("padding: 1}", "padding: 1, "
+                                                         "output_padding: 1}")]
+    else:
+        fixed_layers = layers + fixed
+    assert checked(head + "".join(f"    - {layer}\n" for layer in fixed_layers)).ok
