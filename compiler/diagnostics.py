@@ -596,6 +596,9 @@ def _alternatives(problem: _Problem, field: str | None, data: Any, schema: Any) 
             expectations.append(_expectation(error, None) or error["msg"])
     value = problem.error["input"]
     suggestion = _did_you_mean(value, _unquoted(literals)) if isinstance(value, str) else ""
+    if field == "padding" and value in ("same", "valid") and not literals:
+        suggestion = (f"; '{value}' is a convolution's padding, this layer's is a count of "
+                      "positions on each side (0 for no padding)")
     unique = list(dict.fromkeys(expectations))
     return f"{_subject(field)} must be {_join_or(unique)}, got {_show(value)}{suggestion}"
 

@@ -825,3 +825,13 @@ def test_a_misspelt_type_hides_no_error_of_its_mapping():
         "model.layers[0]: unknown field 'activaton'; did you mean 'activation'?",
         "optimizer: unknown optimizer 'adamm'; did you mean 'adam'?",
         "optimizer: 'lr' must be a number > 0, got -1"]
+
+
+@pytest.mark.parametrize("layer", ["{type: maxpool2d, pool_size: 2, padding: same}",
+                                   "{type: conv2d_transpose, filters: 2, kernel_size: 3, "
+                                   "padding: valid}"])
+def test_same_padding_where_padding_is_a_count_says_so(layer):
+    """The advice audit: `padding: same` on a pool said only "must be an integer or a list"."""
+    text = f"model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {layer}\n    - {{type: flatten}}\n"
+    (line,) = _load_errors(text)
+    assert "is a convolution's padding, this layer's is a count of positions" in line
