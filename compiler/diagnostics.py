@@ -429,8 +429,18 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
         return f"expected {expectation}, got {got}"
     layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
-            or ("" if layer_name else _quote_hint(expectation, error["input"])))
+            or ("" if layer_name else _quote_hint(expectation, error["input"]))
+            or _batch_axis_hint(field, error))
     return f"'{field}' must be {expectation}, got {got}{hint}"
+
+
+def _batch_axis_hint(field: str, error: dict) -> str:
+    """`input_shape: [32, 1, 28, 28]`: a batch's shape, where one sample's is meant."""
+    value = error["input"]
+    if field != "input_shape" or error["type"] != "too_long" or not isinstance(value, list):
+        return ""
+    return (f"; input_shape is one sample's shape, without the batch axis "
+            f"(train.batch_size sets that): {_show(value[1:])}")
 
 
 def _quote_hint(expectation: str, value: Any) -> str:

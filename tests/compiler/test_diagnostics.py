@@ -835,3 +835,11 @@ def test_same_padding_where_padding_is_a_count_says_so(layer):
     text = f"model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {layer}\n    - {{type: flatten}}\n"
     (line,) = _load_errors(text)
     assert "is a convolution's padding, this layer's is a count of positions" in line
+
+
+def test_an_input_shape_with_the_batch_axis_is_told_to_drop_it():
+    """The advice audit: [32, 1, 28, 28] was only "a list of at most 3 entries"."""
+    text = ("model:\n  input_shape: [32, 1, 28, 28]\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: 3}\n")
+    (line,) = _load_errors(text)
+    assert line.endswith("without the batch axis (train.batch_size sets that): [1, 28, 28]")
