@@ -117,7 +117,13 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "glorot_uniform": ("xavier_uniform",), "glorot_normal": ("xavier_normal",),
             # fields of another optimizer, or of another name
             "momentum": ("beta1",), "beta1": ("momentum",), "beta_1": ("beta1",),
-            "beta_2": ("beta2",), "topk": ("k",), "top_k": ("k",)}
+            "beta_2": ("beta2",), "topk": ("k",), "top_k": ("k",),
+            # PyTorch's and Keras's names of a layer's fields, and of a dense layer
+            "out_channels": ("filters",), "out_features": ("units",),
+            "kernel_initializer": ("init",), "bias_initializer": ("bias_init",),
+            "linear": ("dense",), "fully_connected": ("dense",), "fc": ("dense",),
+            "conv": ("conv2d",), "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",),
+            "betas": ("beta1",)}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:

@@ -843,3 +843,16 @@ def test_an_input_shape_with_the_batch_axis_is_told_to_drop_it():
             "    - {type: conv2d, filters: 2, kernel_size: 3}\n")
     (line,) = _load_errors(text)
     assert line.endswith("without the batch axis (train.batch_size sets that): [1, 28, 28]")
+
+
+def test_pytorch_and_keras_names_are_offered_nnrun_s():
+    """The advice audit: out_channels, out_features, kernel_initializer and type: linear had
+    no suggestion (and a missing filters or units beside them)."""
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, out_channels: 2, kernel_size: 3, kernel_initializer: he_normal}\n"
+            "    - {type: flatten}\n    - {type: linear, out_features: 10}\n")
+    assert [line.split(": ", 3)[-1] for line in _load_errors(text)] == [
+        "unknown field 'out_channels'; did you mean 'filters'?",
+        "unknown field 'kernel_initializer'; did you mean 'init'?",
+        "unknown layer type 'linear'; did you mean 'dense'?",
+        "unknown field 'out_features'; did you mean 'units'?"]
