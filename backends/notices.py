@@ -5,6 +5,7 @@ which would otherwise say each one N times (runtime/train.py)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from contextlib import contextmanager
 
@@ -22,10 +23,20 @@ def positioned(line: str) -> None:
 
 
 def inform(message: str) -> None:
-    if not message.isprintable():  # a path holding a line break or ESC: one line, no escapes
-        message = "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in message)
     if not _SILENCED["depth"]:
-        print(f"nnrun: {message}", file=sys.stderr, flush=True)
+        print(one_line(f"nnrun: {message}"), file=sys.stderr, flush=True)
+
+
+# What must not reach a terminal as it is: control characters (a line break, ESC, which starts
+# a sequence that can set the title), line and paragraph separators, and the bidirectional
+# overrides that reorder what is shown. Spaces of other scripts and joiners print as they are.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str) -> str:
+    """`text` as one line a terminal shows as it is: _UNSAFE characters written as escapes
+    (`\\n`, `\\x1b`), so that a path holding one names the file and runs nothing."""
+    return _UNSAFE.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 @contextmanager

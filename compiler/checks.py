@@ -194,32 +194,40 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:
-    """Numbers of the loss, optimizer, layers (an activation's alpha, batchnorm's eps) and
-    augmentations (a noise's std) that the model's dtype cannot hold (`lr: 1e39` in float32):
-    inf once cast, NaN from the first step. Every command that compiles refuses them."""
-    owners = [(Origin("loss", keys=("loss",)), spec.loss),
-              (Origin("optimizer", keys=("optimizer",)), spec.optimizer),
-              (Origin("optimizer", keys=("optimizer", "schedule")), spec.optimizer.schedule)]
-    for index, augmentation in enumerate(spec.data.augment if spec.data else ()):
-        owners.append((Origin(f"data.augment[{index}]", keys=("data", "augment", index)),
-                       augmentation))
+    """Numbers the model's dtype cannot hold (`lr: 1e39` in float32: inf once cast, NaN from
+    the first step) of the loss, the optimizer and its schedule, and of what is cast with the
+    activations: a layer's numbers (an activation's alpha) and a noise's std. Every command
+    that compiles refuses them."""
+    named = [(("loss",), spec.loss), (("optimizer",), spec.optimizer),
+             (("optimizer", "schedule"), spec.optimizer.schedule)]
+    errors = [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
+              for keys, settings in named for field, value in settings
+              if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
         origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
-        owners.append((origin, layer))
+        errors += _cast_errors(origin, layer, spec.dtype)
         if isinstance(getattr(layer, "activation", None), BaseModel):
-            owners.append((origin.at_field("activation"), layer.activation))
-    return [_field_problem(owner, field, problem)
-            for owner, settings in owners if settings is not None for field, value in settings
-            if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
+            errors += _cast_errors(origin.at_field("activation"), layer.activation, spec.dtype)
+    for index, augmentation in enumerate(spec.data.augment if spec.data else ()):
+        if augmentation.type == "gaussian_noise":  # the others' numbers stay on the host
+            origin = Origin(f"data.augment[{index}]", keys=("data", "augment", index))
+            errors += _cast_errors(origin, augmentation, spec.dtype)
+    return errors
 
 
-def _field_problem(owner: Origin, field: str, problem: str) -> tuple[Origin, str]:
-    """The loss's and optimizer's fields are named in the path (`optimizer.lr`); a layer's or
-    augmentation's in the message, its path the owner's."""
-    if owner.path in ("loss", "optimizer"):
-        return Origin(".".join((*map(str, owner.keys), field)), keys=(*owner.keys, field)), problem
-    return owner.at_field(field), f"{field}: {problem}"
+def _cast_errors(owner: Origin, settings, dtype: str) -> list[tuple[Origin, str]]:
+    """The float fields of `settings` the dtype cannot hold: past its range, or, for an eps
+    (which must not be 0), below it. Elsewhere 0 is a value the field allows (a momentum,
+    a rate, an alpha)."""
+    errors = []
+    for field, value in settings:
+        if not isinstance(value, float):
+            continue
+        problem = unheld(value, dtype)
+        if problem and (abs(value) > 1 or field == "eps"):
+            errors.append((owner.at_field(field), f"{field}: {problem}"))
+    return errors
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

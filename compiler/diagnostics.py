@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 import pydantic
 import yaml
 
+from nnrun.backends.notices import one_line
+
 if TYPE_CHECKING:
     from nnrun.compiler.loader import Loaded, Position
 
@@ -42,15 +44,6 @@ class Diagnostic:
         where = f"{self.where}: " if self.where else ""
         line = f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
         return one_line(line)  # a key or value holding a line break stays one line
-
-
-def one_line(text: str) -> str:
-    """`text` as one line a terminal shows as it is: line breaks (and the separators some
-    editors break at), escape sequences and every other character that does not print,
-    written as escapes (a path holding ESC ] 0 ; would set the terminal's title)."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
 class SpecError(Exception):

@@ -186,6 +186,7 @@ _KEY = r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*)"
 _LOOKALIKE_SLIPS = (re.compile(f"^[ \t]*([{_SPACES}])"), re.compile(f"{_KEY}:([{_SPACES}])"),
                     re.compile(f"{_KEY}([{_COLONS}])"))
 _GLUED_KEY = re.compile(_KEY + r":(?![\s/:])(\S)")
+_GLUED_DASH = re.compile(r"^\s*(-)[{\[A-Za-z_]")
 _KEY_WITHOUT_COLON = re.compile(r"^(\s*)([A-Za-z_]\w*)(?:[ \t]+[^\s:#]|[ \t]*(?:#.*)?$)")
 
 
@@ -213,6 +214,11 @@ def _key_slip(lines: list[str], line: int, key_problem: bool, key_line: int | No
                 return (number, slip.start(slip.lastindex) + 1, (),
                         f"invalid YAML: {_LOOKALIKE_NAMES[character]} here, which YAML does not "
                         f"read as one; write {plain} instead")
+        dash = _GLUED_DASH.match(text)
+        if dash:  # `-{type: dense}` or `-type: dense`: a key (or a text), not a list item
+            return (number, dash.end(1), (),
+                    "invalid YAML: a list item's '-' is followed by no space, so YAML does not "
+                    "read an item here; write '- ' (a dash and a space)")
         if key_problem and _GLUED_KEY.match(text):
             return _glued_key(text, number)
     if previous and (key_problem or next_key_problem):

@@ -241,9 +241,9 @@ def _compact_pad(pad) -> tuple:
 
 def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
     """What fixes a convolution's, pool's or upsample's input of the wrong rank (the op's rule
-    says what is wrong):
-    the other rank's layer only when the sample has its rank, a reshape only where the channel
-    axis is missing, and for a vector that a flatten or dense made, the layer before them."""
+    says what is wrong): the other rank's layer only when the sample has its rank, a reshape
+    where the channel axis is missing, for a vector a layer made the layer before that one,
+    and for more axes than the layer reads, a reshape."""
     sample = per_sample(x.type)
     if len(sample) == rank + 1:
         return ""
@@ -256,11 +256,13 @@ def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
     side = math.isqrt(sample[0]) if len(sample) == 1 and rank == 2 else 0
     if side > 1 and side * side == sample[0] and x.name == "x":  # 784 features: 28 x 28
         fixes.append(f"add {{type: reshape, shape: {[1, side, side]}}} before it")
-    if not fixes and x.name != "x":
-        fixes.append(f"place {layer_type} before the flatten or dense layer that made the "
-                     f"vector, or reshape to {axes} first")
-    if not fixes:
+    if not fixes and len(sample) == 1 and x.name != "x":
+        fixes.append(f"place {layer_type} before the layer that made the vector (a flatten, "
+                     f"dense or global pool), or reshape to {axes} first")
+    if not fixes and len(sample) == 1:
         fixes.append(f"start with dense layers, or reshape the samples to {axes}")
+    if not fixes:
+        fixes.append(f"reshape to {axes} first")
     return ", or ".join(fixes)
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import click
 
-from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics, one_line
+from nnrun.backends.notices import one_line
+from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
 from nnrun.runtime.interrupts import Interrupted
 
 INTERNAL_ERROR = 70

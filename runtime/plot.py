@@ -114,12 +114,15 @@ def _no_rows(path: Path, lines: list[str]) -> str:
 
 
 def default_panels(runs: list[RunCurves]) -> list[str]:
+    """The panels the runs have a number to draw in (loss first): without one, a PlotError."""
     keys = set().union(*(run.keys() for run in runs))
-    panels = ["loss"]
-    panels += [name for name in ("accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
-               if {f"train_{name}", f"val_{name}"} & keys]
+    panels = [name for name in ("loss", "accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
+              if {f"train_{name}", f"val_{name}"} & keys]
     panels += ["lr"] if "lr" in keys else []
     panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
+    if not panels:
+        raise PlotError(f"the runs' metrics.jsonl hold no number to draw (finite, at most "
+                        f"{MOST_DRAWN:g} in size)")
     return panels
 
 
@@ -138,10 +141,12 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
             known = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
             known = [k for k in known if "/" not in k]
             known += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
-            hint = ("set train.log_grad_norms in the spec and train again"
-                    if panel == GRAD_NORMS_PANEL else f"these runs have: {', '.join(known)}"
-                    if known else f"their metrics hold no number to draw (finite, at most "
-                                  f"{MOST_DRAWN:g} in size)")
+            if panel == GRAD_NORMS_PANEL:
+                hint = "set train.log_grad_norms in the spec and train again"
+            elif known:
+                hint = f"these runs have: {', '.join(known)}"
+            else:
+                hint = f"their metrics hold no number to draw (finite, at most {MOST_DRAWN:g})"
             raise PlotError(f"--metrics: no run has '{panel}'; {hint}")
 
 

@@ -1531,3 +1531,12 @@ def test_control_characters_in_a_path_are_escaped_not_printed(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "\x1b" not in result.stderr and "\x07" not in result.stderr
         assert "x\\ny.npz\\x1b]0;TITLE\\x07" in lines[0]
+
+
+def test_characters_that_print_are_not_escaped():
+    """The session's review: the escaping of control characters also wrote a no-break space
+    and an ideographic space in a file name as escapes, so the name no longer named the file."""
+    from nnrun.backends.notices import one_line
+
+    assert one_line("my\u3000spec x\xa0y caf\u00e9.yaml") == "my\u3000spec x\xa0y caf\u00e9.yaml"
+    assert one_line("a\nb\x1b]0;T\x07\u202e") == "a\\nb\\x1b]0;T\\x07\\u202e"

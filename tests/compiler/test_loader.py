@@ -646,3 +646,11 @@ def test_lines_are_counted_at_line_feeds_as_editors_count_them():
                        "[{type: dense, units: 1}]}\n", "spec.yaml")
     (diagnostic,) = caught.value.diagnostics
     assert (diagnostic.line, diagnostic.col) == (2, 7)
+
+
+@pytest.mark.parametrize("item", ["-{type: dense, units: 10}", "-type: dense"])
+def test_a_dash_without_its_space_is_named(item):
+    """The session's review: `-{type: dense}` under `- {type: flatten}` was told to line up with
+    the list's items, which it did already."""
+    error = only_error(f"model:\n  layers:\n    - {{type: flatten}}\n    {item}\n")
+    assert (error.line, error.col) == (4, 5) and "is followed by no space" in error.message

@@ -941,8 +941,9 @@ def test_the_layer_adds_its_hint_to_the_ops_error():
                                   "shape: [1, 28, 28]} before it (a channel axis)")
     flat = the_error(spec_text([1, 8, 8], "{type: flatten}",
                                "{type: conv2d, filters: 1, kernel_size: 3}"))
-    assert flat.message.endswith("place conv2d before the flatten or dense layer that made the "
-                                 "vector, or reshape to [channels, height, width] first")
+    assert flat.message.endswith("place conv2d before the layer that made the vector (a "
+                                 "flatten, dense or global pool), or reshape to [channels, "
+                                 "height, width] first")
     kernel = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 5}"))
     assert "conv1d" not in kernel.message  # the hint is about the input's rank only
 
@@ -1171,3 +1172,26 @@ def test_maps_smaller_than_the_labels_are_told_by_how_much(layers, says, fixed):
     else:
         fixed_layers = layers + fixed
     assert checked(head + "".join(f"    - {layer}\n" for layer in fixed_layers)).ok
+
+
+@pytest.mark.parametrize("layers, says", [
+    (["{type: reshape, shape: [1, 1, 8, 8]}", "{type: maxpool2d, pool_size: 2}"],
+     "reshape to [channels, height, width] first"),
+    (["{type: conv2d, filters: 4, kernel_size: 3}", "{type: global_avgpool}",
+      "{type: upsample2d}"], "(a flatten, dense or global pool)"),
+])
+def test_rank_advice_names_what_made_the_sample(layers, says):
+    """The session's review: a 4-D sample, or a global pool's vector, was said to come from a
+    flatten or dense layer the model did not have."""
+    message = the_error(spec_text([1, 8, 8], *layers)).message
+    assert message.endswith(says) or says in message
+    assert "the flatten or dense layer that made" not in message
+
+
+def test_numbers_that_may_be_0_may_round_to_0():
+    """The session's review: a momentum, a dropout rate or a rotation of 1e-50 rounds to 0 in
+    float32, which those fields allow; only an eps must not."""
+    text = spec_text([2], "{type: dense, units: 2, activation: {type: leaky_relu, alpha: 1.0e-50}}",
+                     "{type: batchnorm, momentum: 1.0e-50}", "{type: dropout, rate: 1.0e-50}",
+                     "{type: dense, units: 1}")
+    assert checked(text).ok
