@@ -803,13 +803,18 @@ class Spec(Strict):
 MAX_NAME_BYTES = 200  # a file name component holds 255 bytes; the run's time stamp follows
 
 
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def run_name_problem(name: str) -> str | None:
     """Why `name` cannot name a directory under runs/ (None: it can). `exp/lenet` makes
     runs/exp/lenet/..., but a name from a file must not lead elsewhere (`../x`, `/tmp/x`)."""
     if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
         return "must stay under runs/: no leading '/', and no empty, '.' or '..' part"
-    if any(char == "\\" or ord(char) < 32 or ord(char) == 127 for char in name):
+    if any(char == "\\" or ord(char) < 32 or 127 <= ord(char) < 160 for char in name):
         return "cannot hold '\\' or control characters"
+    if any(char in BIDI_CONTROLS for char in name):  # a directory name shown reversed
+        return "cannot hold the bidirectional controls U+202A-U+202E, U+2066-U+2069"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         return f"must be at most {MAX_NAME_BYTES} bytes long"
     return None
@@ -869,7 +874,8 @@ def _number_text_pattern(number: dict) -> str:
 
 # The run name's rule (run_name_problem) as a pattern: no leading '/', no empty, '.' or '..'
 # part, no '\\' or control character.
-_RUN_NAME_PATTERN = r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))[^\\\u0000-\u001f\u007f]+$"
+_RUN_NAME_PATTERN = (r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))"
+                     r"[^\\\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+$")
 
 
 def _add_what_the_validators_check(document: dict) -> None:
