@@ -279,7 +279,8 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
             ctx.gb.shape(layer.type, ConvAttrs(stride, _compact_pad(pad), dilation), x.type, weight)
         seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
-        x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
+        with ctx.gb.at(ctx.origin.at_field("padding_mode")):  # what its error advises to change
+            x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
         pad = ((0, 0),) * rank
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)

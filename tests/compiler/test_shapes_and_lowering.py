@@ -287,9 +287,12 @@ def test_padding_mode_zeros_or_no_padding_adds_no_pad_op():
 
 
 def test_reflect_padding_larger_than_the_input():
-    error = the_error(spec_text([1, 3, 3], "{type: conv2d, filters: 1, kernel_size: 3, "
-                                           "padding: 3, padding_mode: reflect}"))
+    text = spec_text([1, 3, 3], "{type: conv2d, filters: 1, kernel_size: 3, "
+                                "padding: 3, padding_mode: reflect}")
+    error = the_error(text)
     assert "reflect padding 3" in error.message and "replicate" in error.message
+    # at the field its advice changes (it was the layer's first line: the advice audit)
+    assert (error.line, error.col) == position(text, "padding_mode", "reflect")
 
 
 @pytest.mark.parametrize("mode", ["zeros", "replicate", "circular"])
