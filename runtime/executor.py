@@ -185,9 +185,10 @@ class _Program:
         the run is undone (what it wrote over the state put back) and run again on them: every
         run at a thread count then rounds alike, and a resumed run, or `nnrun eval` in a new
         process, gives the numbers of a run that never stopped. Not in a data-parallel step:
-        its reductions would run twice on this rank, and once on a rank of one thread."""
+        its reductions would run twice on this rank, and once on a rank of one thread; nor on
+        a device, whose products take no host threads (and whose run may be being captured)."""
         xp = self.backend.xp
-        again = self.backend.rank_count() == 1
+        again = self.backend.rank_count() == 1 and self.backend.host_threads
         written = ({name: xp.copy(self.state[name]) for name in set(self.plan.in_place.values())}
                    if again else {})
         before = base.work_counters()
