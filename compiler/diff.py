@@ -169,14 +169,19 @@ _COMPARED = (("type", "type"), ("inputs", "inputs"), ("output_shape", "output sh
              ("kernel", "kernel"), ("params", "params"), ("flops", "FLOPs"))
 
 
-def align(a: list[LayerRow], b: list[LayerRow]) -> list[LayerChange]:
+def align(a: list[LayerRow], b: list[LayerRow],
+          settings: tuple[dict, dict] = ({}, {})) -> list[LayerChange]:
     """A's and B's layers paired (by name, then by position), in B's order with A's removed
-    layers where they stood."""
+    layers where they stood. `settings`: each side's layer_settings, by layer name, so that
+    "alike in everything but the name" includes a layer's own fields (its activation, rate)."""
+    own = {id(row): _settings_key(settings[0].get(row.name, {})) for row in a}
+    own.update({id(row): _settings_key(settings[1].get(row.name, {})) for row in b})
+    keys = (lambda row: (*_PAIRING_KEYS[0](row), own[id(row)]), *_PAIRING_KEYS)
     anchors = _name_anchors(a, b)
     pairs: list[LayerChange] = []
     previous_a = previous_b = -1
     for i, j in [*anchors, (len(a), len(b))]:
-        pairs += _by_position(a[previous_a + 1:i], b[previous_b + 1:j])
+        pairs += _by_position(a[previous_a + 1:i], b[previous_b + 1:j], keys)
         if i < len(a):
             pairs.append(_pair(a[i], b[j]))
         previous_a, previous_b = i, j
@@ -226,6 +231,10 @@ _PAIRING_KEYS = (
 )
 
 
+def _settings_key(fields: dict) -> tuple:
+    return tuple(sorted((name, repr(value)) for name, value in fields.items()))
+
+
 def _pair(a: LayerRow, b: LayerRow) -> LayerChange:
     changes = [label for name, label in _COMPARED if getattr(a, name) != getattr(b, name)]
     if "inputs" in changes and len(a.inputs) == len(b.inputs) == 1:
@@ -240,7 +249,7 @@ def diff(a: Side, b: Side) -> Diff:
         names = [*(a.metrics or {}), *(k for k in (b.metrics or {}) if k not in (a.metrics or {}))]
         metrics = {name: ((a.metrics or {}).get(name), (b.metrics or {}).get(name))
                    for name in names}
-    layers = align(a.summary.layers, b.summary.layers)
+    layers = align(a.summary.layers, b.summary.layers, (a.layer_settings, b.layer_settings))
     for change in layers:
         change.memory = (change.a and a.layer_memory.get(change.a.name),
                          change.b and b.layer_memory.get(change.b.name))

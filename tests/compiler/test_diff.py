@@ -36,8 +36,7 @@ def side(text: str, label: str = "spec.yaml", metrics=None) -> Side:
 
 
 def statuses(a: str, b: str) -> list[tuple]:
-    return [(c.status, c.a and c.a.name, c.b and c.b.name)
-            for c in align(side(a).summary.layers, side(b).summary.layers)]
+    return [(c.status, c.a and c.a.name, c.b and c.b.name) for c in diff(side(a), side(b)).layers]
 
 
 
@@ -298,3 +297,19 @@ def test_a_damaged_run_summary_is_a_one_line_error(tmp_path, summary):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
     assert lines[0].startswith(f"error: {run / 'summary.json'}: not a readable run summary")
+
+
+@pytest.mark.parametrize("old, inserted", [
+    ("{type: dense, units: 4, activation: relu}", "{type: dense, units: 4, activation: tanh}"),
+    ("{type: dropout, rate: 0.5}", "{type: dropout, rate: 0.1}"),
+])
+def test_a_layer_inserted_before_its_twin_in_shape_is_added_not_changed(old, inserted):
+    """The printed-numbers audit: alike in shape and parameters but not in its own fields (an
+    activation, a rate), the inserted layer took the old one's place: the old one showed a
+    changed field, and itself as added at the end."""
+    head = "model:\n  input_shape: [4]\n  layers:\n"
+    a = head + f"    - {old}\n"
+    b = head + f"    - {inserted}\n    - {old}\n"
+    kind = "dense" if "dense" in old else "dropout"
+    assert statuses(a, b) == [("added", None, f"{kind}_1"),
+                              ("renamed", f"{kind}_1", f"{kind}_2")]
