@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -87,6 +88,11 @@ def fetch_dataset(
         )
     destination = Path(dest_dir).expanduser() if dest_dir else default_dir(name)
     mirror_list = list(mirrors or MIRRORS[name])
+    for mirror in mirror_list:  # pooch refuses others with the ValueError of a bad checksum
+        parts = urllib.parse.urlsplit(mirror)
+        if parts.scheme not in ("http", "https", "ftp", "sftp") or not parts.netloc:
+            raise DataError(f"mirror {mirror!r} is not an http(s) or ftp URL; serve a local "
+                            "copy as one: --mirror http://127.0.0.1:8000/mnist/")
     digests = {file: accepted(value) for file, value in (checksums or CHECKSUMS[name]).items()}
     say = report or (lambda message: None)
     created = [path for path in (destination, *destination.parents) if not path.exists()]

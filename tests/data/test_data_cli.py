@@ -154,3 +154,12 @@ def test_fetch_finds_the_shared_files_already_present(shared_data):
     result = run("fetch", "mnist", "--dest", str(shared_data / "mnist"))
     assert result.exit_code == 0, result.output
     assert result.stdout.count("already present, checksum ok") == 4
+
+
+@pytest.mark.parametrize("url", ["not a url", "file:///etc/", "mirror.example/mnist/"])
+def test_a_mirror_that_is_no_url_is_named_as_such(url, tmp_path):
+    """The hostile-input audit: pooch refuses such a URL with the error of a bad checksum,
+    and the message said "checksum mismatch, file refused"."""
+    result = run("fetch", "mnist", "--dest", str(tmp_path / "out"), "--mirror", url)
+    assert result.exit_code == 1 and "is not an http(s) or ftp URL" in result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()
