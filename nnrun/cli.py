@@ -8,6 +8,7 @@ Bad input prints one line per problem and never a traceback (unless --debug).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -245,6 +246,26 @@ class _Commands(click.Group):
     def parse_args(self, ctx, args):
         _refuse_a_spaced_override(ctx, args)
         return super().parse_args(ctx, args)
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
+
+    def get_command(self, ctx, name):
+        """A command of its own module, imported when named: that module imports this one,
+        so importing it at this one's import would make importing it first a cycle."""
+        if name not in self.commands and name in _COMMAND_MODULES:
+            module, attribute = _COMMAND_MODULES[name]
+            command = getattr(importlib.import_module(module), attribute)
+            if name not in self.commands:  # check-backends registers itself
+                self.add_command(command, name)
+        return super().get_command(ctx, name)
+
+
+# command -> (its module, the command's name there)
+_COMMAND_MODULES = {"check-backends": ("nnrun.check_backends_cli", "check_backends"),
+                    "data": ("nnrun.data_cli", "data"), "diff": ("nnrun.diff_cli", "diff_command"),
+                    "export": ("nnrun.export_cli", "export"), "plot": ("nnrun.plot_cli", "plot"),
+                    "trace": ("nnrun.trace_cli", "trace")}
 
 
 def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
@@ -851,21 +872,3 @@ def _gradcheck_line(result, tolerance: float) -> str:
         return f"no entry checkable{notes}"
     mark = "ok" if result.worst_relative_error <= tolerance else "FAIL"
     return f"worst relative error {result.worst_relative_error:.2e}  {mark}{notes}"
-
-
-def _attach_subcommands() -> None:
-    """The commands defined in their own modules, which import this one."""
-    from nnrun import check_backends_cli  # noqa: F401  (registers check-backends)
-    from nnrun.data_cli import data
-    from nnrun.diff_cli import diff_command
-    from nnrun.export_cli import export
-    from nnrun.plot_cli import plot
-    from nnrun.preview import preview
-    from nnrun.trace_cli import trace
-
-    data.add_command(preview)
-    for command in (data, trace, plot, export, diff_command):
-        main.add_command(command)
-
-
-_attach_subcommands()

@@ -9,6 +9,7 @@ import click
 from nnrun.cli import handle_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.tables import table_text
+from nnrun.preview import preview
 from nnrun.runtime.data.fetch import fetch_dataset
 from nnrun.runtime.data.locations import where_stored
 
@@ -60,3 +61,7 @@ def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
     directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
     click.echo(f"{name}: files in {directory}")
+
+
+# `data preview`, defined in nnrun/preview.py
+data.add_command(preview)

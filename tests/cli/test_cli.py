@@ -1540,3 +1540,18 @@ def test_characters_that_print_are_not_escaped():
 
     assert one_line("my\u3000spec x\xa0y caf\u00e9.yaml") == "my\u3000spec x\xa0y caf\u00e9.yaml"
     assert one_line("a\nb\x1b]0;T\x07\u202e") == "a\\nb\\x1b]0;T\\x07\\u202e"
+
+
+@pytest.mark.parametrize("module", ["data_cli", "diff_cli", "export_cli", "plot_cli", "preview",
+                                    "trace_cli", "check_backends_cli"])
+def test_a_command_s_module_imports_first(module):
+    """`from nnrun.data_cli import data` before nnrun.cli was imported was a cycle: cli
+    attached the commands' modules at its import, and they import cli."""
+    code = (f"import nnrun.{module}\nimport click\nfrom nnrun.cli import main\n"
+            "context = click.Context(main)\n"
+            "print(sorted(n for n in main.list_commands(context) if main.get_command(context, n)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert all(name in result.stdout for name in ("'check-backends'", "'data'", "'diff'",
+                                                  "'export'", "'plot'", "'trace'", "'train'"))
