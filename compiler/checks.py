@@ -139,15 +139,21 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
     return warnings
 
 
+def position_class_metric(spec) -> str | None:
+    """The tracked metric of label maps that reads one score per position as class 0 or 1
+    (accuracy, pixel_accuracy or mean_iou), if any."""
+    return next((m.type for m in tracked_metrics(spec, "segmentation")
+                 if m.type in ("accuracy", "pixel_accuracy", "mean_iou")), None)
+
+
 def two_classes_per_position(spec, top: int) -> str | None:
     """One score per position regresses label maps' classes as numbers (mse, mae, huber);
-    accuracy, pixel_accuracy and mean_iou read it as class 0 or 1, which cannot count classes
-    up to `top`: why, or None when no such metric is tracked."""
-    read = [m.type for m in tracked_metrics(spec, "segmentation")
-            if m.type in ("accuracy", "pixel_accuracy", "mean_iou")]
-    if not read:
+    position_class_metric reads it as class 0 or 1, which cannot count classes up to `top`:
+    why, or None when no such metric is tracked."""
+    metric = position_class_metric(spec)
+    if metric is None:
         return None
-    return (f"{read[0]} reads one score per position as class 0 or 1 (above 0.5), the label "
+    return (f"{metric} reads one score per position as class 0 or 1 (above 0.5), the label "
             f"maps hold classes up to {top}; set the last layer's filters to {top + 1} with "
             "loss: cross_entropy, or track train.metrics: [mae] to regress the values")
 
@@ -220,14 +226,9 @@ def _cast_errors(owner: Origin, settings, dtype: str) -> list[tuple[Origin, str]
     """The float fields of `settings` the dtype cannot hold: past its range, or, for an eps
     (which must not be 0), below it. Elsewhere 0 is a value the field allows (a momentum,
     a rate, an alpha)."""
-    errors = []
-    for field, value in settings:
-        if not isinstance(value, float):
-            continue
-        problem = unheld(value, dtype)
-        if problem and (abs(value) > 1 or field == "eps"):
-            errors.append((owner.at_field(field), f"{field}: {problem}"))
-    return errors
+    return [(owner.at_field(field), f"{field}: {problem}") for field, value in settings
+            if isinstance(value, float)
+            and (problem := unheld(value, dtype, may_be_zero=field != "eps"))]
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:
@@ -247,11 +248,17 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     if stopping is None or stopping.monitor in names:
         return []
     origin = Origin("train.early_stopping", keys=("train", "early_stopping", "monitor"))
-    reason = ""
-    if stopping.monitor.startswith("val_") and not has_validation(spec):
-        reason = " (val_* metrics need data.validation_split > 0)"
-    return [(origin, f"'{stopping.monitor}' will not be a metric of this run{reason}; "
-                     f"choose one of: {', '.join(names)}")]
+    return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be"))]
+
+
+def unknown_monitor(monitor: str, names: list[str], validation: bool, verb: str = "is not",
+                    hint: str = "") -> str:
+    """What validate (`will not be`) and train (`is not`) say of an early-stopping monitor
+    that is none of the run's metrics, `names`."""
+    reason = (" (val_* metrics need data.validation_split > 0)"
+              if monitor.startswith("val_") and not validation else "")
+    return (f"'{monitor}' {verb} a metric of this run{reason}; choose one of: "
+            f"{', '.join(names)}{hint}")
 
 
 def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:

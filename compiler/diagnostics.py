@@ -223,7 +223,7 @@ def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded
         meant = suggest(context.get("tag"), tags)
         mapping = _value_at(data, path)
         if meant and isinstance(mapping, dict):
-            mapping[context.get("discriminator", "'type'").strip("'")] = meant
+            mapping[_discriminator(item)] = meant
             renamed.append(tuple(path))
     if not renamed:
         return []
@@ -481,7 +481,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if elsewhere and elsewhere != format_path(owner):
         # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
         # has the field says more than a near name here (optimizer.epochs is not eps)
-        return (f"unknown field {_key_shown(name)}; it is a field of {elsewhere}: set "
+        return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
                 f"{elsewhere}.{name}")
     closest = suggest(name, fields)
     if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
@@ -491,7 +491,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     section = None if suggestion else _section_naming(model, name)
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"
-    return f"unknown field {_key_shown(name)}{suggestion}"
+    return f"unknown field {quoted(name)}{suggestion}"
 
 
 @functools.lru_cache(maxsize=1024)  # a walk of the whole schema: 12 ms, once per name
@@ -718,7 +718,7 @@ def _join_or(items: list[str]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-def _key_shown(key: Any) -> str:
+def quoted(key: Any) -> str:
     """A key in quotes, escaped where it holds what would not show (a zero-width space
     before `units` looks like `units`)."""
     text = str(key)
@@ -731,7 +731,7 @@ def _show(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        return _key_shown(value)
+        return quoted(value)
     if isinstance(value, (list, dict)):
         text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
         return text if len(text) <= 60 else text[:57] + "..."

@@ -111,13 +111,14 @@ def _largest(dtype: str) -> float:
     return float(np.finfo(dtype).max)
 
 
-def unheld(value: float, dtype: str) -> str | None:
+def unheld(value: float, dtype: str, may_be_zero: bool = False) -> str | None:
     """Why the model's dtype cannot hold a number of the spec, or None: inf once cast
-    (`1e39` in float32), or 0 (`eps: 1.0e-50` in float32, and Adam's 0/0 is NaN at once)."""
+    (`1e39` in float32), or 0 (`eps: 1.0e-50` in float32, and Adam's 0/0 is NaN at once),
+    unless `may_be_zero`: a field where 0 is a value like any other."""
     if abs(value) > _largest(dtype):
         return _range_message(value, dtype)
     smallest = float(np.finfo(dtype).smallest_subnormal)
-    if value and abs(value) < smallest:
+    if value and abs(value) < smallest and not may_be_zero:
         return (f"{value:g} rounds to 0 in {dtype} (the smallest it holds is {smallest:.3g}); "
                 "give a larger value")
     return None

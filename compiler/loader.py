@@ -21,7 +21,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
-                                        suggest)
+                                        quoted, suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
@@ -219,8 +219,9 @@ def _key_slip(lines: list[str], line: int, key_problem: bool, key_line: int | No
             return (number, dash.end(1), (),
                     "invalid YAML: a list item's '-' is followed by no space, so YAML does not "
                     "read an item here; write '- ' (a dash and a space)")
-        if key_problem and _GLUED_KEY.match(text):
-            return _glued_key(text, number)
+        glued = _GLUED_KEY.match(text) if key_problem else None
+        if glued:
+            return _glued_key(glued, text, number)
     if previous and (key_problem or next_key_problem):
         return _missing_colon(lines, previous, line)
     return None
@@ -254,16 +255,15 @@ def _content_line_before(lines: list[str], line: int) -> int | None:
     return None
 
 
-def _glued_key(text: str, number: int) -> tuple:
-    glued = _GLUED_KEY.match(text)
+def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
     key, rest = glued.group(2), text[glued.end(2) + 1:].split("#")[0].strip()
     if re.search(r":(\s|$)", rest):  # `data:dataset: xor`: two lines joined
         return (number, glued.end(2) + 2, (),
                 f"invalid YAML: a line break is missing after '{key}:'; YAML reads "
-                f"{_escaped(key + ':' + rest.split(':')[0])} as one key")
+                f"{quoted(key + ':' + rest.split(':')[0])} as one key")
     return (number, glued.end(2) + 1, (),
             f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
-            f"{_escaped(key + ':' + rest)} as one string; write '{key}: ...'")
+            f"{quoted(key + ':' + rest)} as one string; write '{key}: ...'")
 
 
 def _missing_colon(lines: list[str], previous: int, line: int) -> tuple | None:
@@ -282,11 +282,6 @@ def _missing_colon(lines: list[str], previous: int, line: int) -> tuple | None:
     if above and "#" in lines[above - 1] and missing.end(2) < len(text.rstrip()):
         advice += ", or, if the line continues the comment above it, begin it with '#'"
     return previous, missing.end(2) + 1, (), advice
-
-
-def _escaped(text: str) -> str:
-    """Quoted, with what would not show escaped."""
-    return f"'{text}'" if text.isprintable() else repr(text)
 
 
 def _indent(text: str) -> int:

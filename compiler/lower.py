@@ -15,7 +15,7 @@ from typing import Any, Callable
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
 from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
-                     two_classes_per_position)
+                     position_class_metric, two_classes_per_position)
 from .datasets import DATASETS
 from .diagnostics import suggest
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -748,7 +748,7 @@ def _check_output(spec, lowered) -> None:
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(origin, logits, dataset, sizing)
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
-        _check_one_hot_outputs(spec, lowered, origin, dataset)
+        _check_one_hot_outputs(spec, lowered, origin, dataset, sizing)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] == 1 and (dataset.num_classes or 0) > 2:
         problem = two_classes_per_position(spec, dataset.num_classes - 1)
@@ -757,7 +757,7 @@ def _check_output(spec, lowered) -> None:
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
         where, fix = _count_fix(sizing, origin, logits, 1)
-        if (dataset.num_classes or 0) > 2 and two_classes_per_position(spec, 2):
+        if (dataset.num_classes or 0) > 2 and position_class_metric(spec):
             fix += " with train.metrics: [mae]"  # accuracy reads one score as class 0 or 1
         raise CompileError(where, f"{spec.loss.type} compares the label maps "
                            f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
@@ -828,7 +828,7 @@ def _check_binary_outputs(origin: Origin, logits, dataset, sizing=None) -> None:
         raise CompileError(origin, f"{needs}; make the last layer give {wanted}")
 
 
-def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
+def _check_one_hot_outputs(spec, lowered, origin, dataset, sizing) -> None:
     """Under mse, mae and huber, class labels become one-hot targets of a vector of one output
     per class (or, with one output, numbers: a likely mistake beyond two classes)."""
     logits, classes, loss = lowered.logits.type, dataset.num_classes, spec.loss.type
@@ -837,7 +837,7 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset) -> None:
                                                           per_sample(logits)))
     outputs = logits.shape[1]
     if outputs not in (1, classes):
-        where, fix = _count_fix(_output_sizing(spec, lowered), origin, logits, classes)
+        where, fix = _count_fix(sizing, origin, logits, classes)
         raise CompileError(where, f"the model ends with {outputs} outputs but "
                            f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
                            f"under {loss}; {fix}")

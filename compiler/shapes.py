@@ -26,7 +26,7 @@ class ShapeError(Exception):
         self.first_hint = first_hint  # the hint for the model's first layer, if it differs
 
     def __str__(self) -> str:
-        return f"{self.message}; {self.hint}" if self.hint else self.message
+        return self.text(first_layer=False)
 
     def text(self, first_layer: bool) -> str:
         hint = self.first_hint if first_layer and self.first_hint else self.hint

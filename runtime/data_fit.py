@@ -6,9 +6,9 @@ import numpy as np
 
 from nnrun.backends.notices import warn
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
-                                   two_classes_per_position,
                                    more_than_binary, one_hot_needs_a_vector,
-                                   one_output_on_classes, tracked_metrics)
+                                   one_output_on_classes, tracked_metrics,
+                                   two_classes_per_position)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.schema import REGRESSION_LOSSES

@@ -121,8 +121,7 @@ def default_panels(runs: list[RunCurves]) -> list[str]:
     panels += ["lr"] if "lr" in keys else []
     panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
     if not panels:
-        raise PlotError(f"the runs' metrics.jsonl hold no number to draw (finite, at most "
-                        f"{MOST_DRAWN:g} in size)")
+        raise PlotError(f"the runs' metrics.jsonl hold {NOTHING_TO_DRAW}")
     return panels
 
 
@@ -146,7 +145,7 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
             elif known:
                 hint = f"these runs have: {', '.join(known)}"
             else:
-                hint = f"their metrics hold no number to draw (finite, at most {MOST_DRAWN:g})"
+                hint = f"their metrics hold {NOTHING_TO_DRAW}"
             raise PlotError(f"--metrics: no run has '{panel}'; {hint}")
 
 
@@ -173,6 +172,7 @@ def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
 # Values past this size are left out as non-finite ones are: matplotlib's ticks overflow on
 # a span such as -1e308..1e308 (a hand-edited or diverged metrics.jsonl).
 MOST_DRAWN = 1e100
+NOTHING_TO_DRAW = f"no number to draw (finite, at most {MOST_DRAWN:g} in size)"
 
 
 def _drawable(value) -> bool:

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.notices import positioned, silenced, warn
-from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics
+from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics, unknown_monitor
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import resolved_spec_data, spec_warnings, spec_yaml
 from nnrun.compiler.ir import Origin
@@ -657,13 +657,10 @@ class Trainer:
             fits = ("mae", "mse") if self.data.task == "regression" else ("accuracy", "mae", "mse")
             hint = (f" (or add {metric} to train.metrics)" if metric in fits
                     and stopping.monitor.split("_", 1)[0] in ("train", "val") else "")
-            reason = (" (val_* metrics need data.validation_split > 0)"
-                      if stopping.monitor.startswith("val_") and self.data.val is None else "")
             origin = Origin("train.early_stopping.monitor",
                             keys=("train", "early_stopping", "monitor"))
-            raise SpecError([self.source.diagnostic(origin, (
-                f"'{stopping.monitor}' is not a metric of this run{reason}; choose one of: "
-                f"{', '.join(self.metric_names())}{hint}"))])
+            raise SpecError([self.source.diagnostic(origin, unknown_monitor(
+                stopping.monitor, self.metric_names(), self.data.val is not None, hint=hint))])
 
     def _monitor(self):
         stopping = self.spec.train.early_stopping

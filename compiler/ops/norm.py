@@ -339,10 +339,6 @@ def _batch_statistics_shape(attrs, x):
     return (stat, stat, stat)
 
 
-def _apply_shape(attrs, x, *per_channel):
-    return _bn_shape(attrs, x, *per_channel)
-
-
 def _batch_statistics_into(be, attrs, out, x):
     """mean and biased variance per channel (the ranks' means when synchronised), and the
     unbiased variance the running statistic takes (nan for one value per channel)."""
@@ -423,7 +419,7 @@ register(OpDef("batch_statistics", StatisticsAttrs, _batch_statistics_shape,
                doc="per channel: mean, variance (biased) and unbiased variance of the batch",
                forward_into=_batch_statistics_into,
                scratch=lambda attrs, x: (x, *channel_sums_scratch(x))))
-register(OpDef("batch_norm_apply", BatchNormAttrs, _apply_shape,
+register(OpDef("batch_norm_apply", BatchNormAttrs, _bn_shape,
                forward_through_into("batch_norm_apply"), None,
                doc="x * scale + shift per channel: batch_norm_train from given statistics",
                forward_into=_batch_norm_apply_into,
