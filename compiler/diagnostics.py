@@ -211,18 +211,16 @@ def _diagnostics_of(items: list[dict], loaded: Loaded, schema: Any) -> list[Diag
 
 def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded,
                                  schema: Any) -> list[Diagnostic]:
-    """`{type: dens, units: -8}`: the mapping's other errors, as the type its error suggests
-    (dense) would have them. pydantic stops at the unknown type, and they came one fix later."""
+    """`{type: dens, units: -8}`, or `{units: -8}` without its type: the mapping's other errors,
+    as the type its error suggests (dense) would have them. pydantic stops at the type, and they
+    came one fix later."""
     data, renamed = copy.deepcopy(loaded.data), []
     for item in error.errors():
-        if item["type"] != "union_tag_invalid":
-            continue
         path = _locate(item, loaded.data).data_path
-        context = item.get("ctx", {})
-        tags = _unquoted(_literal_items(context.get("expected_tags", "")))
-        meant = suggest(context.get("tag"), tags)
         mapping = _value_at(data, path)
+        meant = _meant_tag(item, mapping, schema)
         if meant and isinstance(mapping, dict):
+            mapping.pop(misspelt_key(mapping, _discriminator(item)), None)
             mapping[_discriminator(item)] = meant
             renamed.append(tuple(path))
     if not renamed:
@@ -234,6 +232,43 @@ def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded
         inside = [item for item in again.errors()
                   if any(tuple(_locate(item, data).data_path[:len(p)]) == p for p in renamed)]
         return _diagnostics_of(inside, replace(loaded, data=data), schema)
+
+
+def _meant_tag(item: dict, mapping: Any, schema: Any) -> str | None:
+    """The type a mapping whose type is unknown, misspelt or missing was most likely meant as."""
+    if item["type"] not in _ABOUT_MAPPING or not isinstance(mapping, dict):
+        return None
+    discriminator, union = _discriminator(item), _annotation_at(schema, item["loc"])
+    given = item.get("ctx", {}).get("tag")
+    misspelt = misspelt_key(mapping, discriminator)
+    if item["type"] == "union_tag_not_found" and misspelt is not None:
+        given = mapping[misspelt]
+    if given is not None:
+        meant = suggest(given, _tags_of(union, discriminator))
+        if meant or not isinstance(given, str):
+            return meant
+    fitting = fitting_tags(mapping, union, discriminator)
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def fitting_tags(mapping: dict, union: Any, discriminator: str = "type") -> list[str]:
+    """The types of `union` whose fields hold the most of a type-less mapping's keys
+    (`{units: 10}`: dense); none when no key is any type's field."""
+    keys = [key for key in mapping if key != discriminator]
+    counts: dict[str, int] = {}
+    for member in _union_members(_unwrap(union)) if union is not None else []:
+        member = _unwrap(member)
+        if _is_model(member) and _literal_values(member, discriminator):
+            fields = set(_field_names(member))
+            counts[_literal_values(member, discriminator)[0]] = sum(k in fields for k in keys)
+    best = max(counts.values(), default=0)
+    return [tag for tag, count in counts.items() if count == best] if best else []
+
+
+def _tags_of(union: Any, discriminator: str) -> list[str]:
+    members = [_unwrap(m) for m in _union_members(_unwrap(union))] if union is not None else []
+    return [str(_literal_values(m, discriminator)[0]) for m in members
+            if _is_model(m) and _literal_values(m, discriminator)]
 
 
 def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
@@ -544,6 +579,12 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
         subject = f"{kind} '{tag}'"
     else:
         subject = f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
+    suggestion = _did_you_mean(tag, _unquoted(expected))
+    value = _value_at(data, problem.data_path)
+    fitting = fitting_tags(value, _annotation_at(schema, problem.error["loc"]),
+                           _discriminator(problem.error)) if isinstance(value, dict) else []
+    if not suggestion and len(fitting) == 1:
+        return f"unknown {subject}; its fields are those of '{fitting[0]}'"
     return f"unknown {subject}{_suggestion_or_choices(tag, expected)}"
 
 
@@ -553,10 +594,22 @@ def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any)
     misspelled = _misspelled_tag(problem, data)
     if misspelled is not None:
         return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
-    if value is _ABSENT or isinstance(value, dict):
+    if isinstance(value, dict):
+        return f"missing required field '{discriminator}'" + _fit_hint(
+            fitting_tags(value, _annotation_at(schema, problem.error["loc"]), discriminator),
+            discriminator)
+    if value is _ABSENT:
         return f"missing required field '{discriminator}'"
     expected = f"a name or a mapping with '{discriminator}'"
     return f"{_subject(field)} must be {expected}, got {_show(problem.error['input'])}"
+
+
+def _fit_hint(tags: list[str], discriminator: str) -> str:
+    if len(tags) == 1:
+        return f"; its fields are those of '{tags[0]}': add {discriminator}: {tags[0]}"
+    if 1 < len(tags) <= 4:
+        return f"; its fields fit {_join_or([repr(tag) for tag in tags])}: add the one meant"
+    return ""
 
 
 def _misspelled_tag(problem: _Problem, data: Any) -> str | None:

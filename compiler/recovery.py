@@ -15,7 +15,8 @@ import copy
 from typing import Any
 
 from .datasets import DATASETS
-from .diagnostics import misspelt_key, suggest
+from .diagnostics import fitting_tags, misspelt_key, suggest
+from .schema import Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 
@@ -62,13 +63,18 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
 
 
 def _rename_misspelt_type(data: dict, path: tuple) -> bool:
-    """`{tyep: dense}`: read as the `type` it misspells (its diagnostic says so)."""
+    """`{tyep: dense}`: read as the `type` it misspells; a layer `{units: 10}` without one, as
+    the only type its fields fit (their diagnostics say so)."""
     mapping = _value_at(data, path)
     key = misspelt_key(mapping, "type")
-    if key is None:
-        return False
-    mapping["type"] = mapping.pop(key)
-    return True
+    if key is not None:
+        mapping["type"] = mapping.pop(key)
+        return True
+    fitting = fitting_tags(mapping, Layer) if _layer_index(path) is not None else []
+    if isinstance(mapping, dict) and len(fitting) == 1:
+        mapping["type"] = fitting[0]
+        return True
+    return False
 
 
 def _layer_index(path: tuple) -> int | None:

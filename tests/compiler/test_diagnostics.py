@@ -252,8 +252,15 @@ def test_unknown_activation_given_by_name():
     ]
 
 
-def test_missing_type():
+def test_missing_type_is_named_from_the_fields():
     assert formatted("model:\n  layers:\n    - units: 3\n") == [
+        "spec.yaml:3:7: error: model.layers[0]: missing required field 'type'; "
+        "its fields are those of 'dense': add type: dense",
+    ]
+
+
+def test_missing_type_without_fields_names_no_type():
+    assert formatted("model:\n  layers:\n    - {}\n") == [
         "spec.yaml:3:7: error: model.layers[0]: missing required field 'type'",
     ]
 
@@ -827,6 +834,33 @@ def test_a_misspelt_type_hides_no_error_of_its_mapping():
         "optimizer: 'lr' must be a number > 0, got -1"]
 
 
+def test_a_missing_or_unknown_type_is_checked_as_the_type_its_fields_fit():
+    """A mapping without its type, or with a type no name is near, hid its other errors until
+    the type was fixed; when its fields fit one type, they are checked as that type's."""
+    text = ("model:\n  input_shape: [2]\n  layers:\n"
+            "    - {units: -8, bogus: 1}\n    - {type: zzz, units: 0}\n"
+            "    - {filters: 2, kernel_size: 3}\n    - {type: dense, units: 2}\n"
+            "optimizer: {lr: -1, momentum: 0.9}\n")
+    assert [line.split(": error: ")[1] for line in _load_errors(text)] == [
+        "model.layers[0]: missing required field 'type'; its fields are those of 'dense': "
+        "add type: dense",
+        "model.layers[0]: 'units' must be an integer ≥ 1, got -8",
+        "model.layers[0]: unknown field 'bogus'",
+        "model.layers[1]: unknown layer type 'zzz'; its fields are those of 'dense'",
+        "model.layers[1]: 'units' must be an integer ≥ 1, got 0",
+        "model.layers[2]: missing required field 'type'; its fields fit 'conv1d', 'conv2d', "
+        "'conv1d_transpose' or 'conv2d_transpose': add the one meant",
+        "optimizer: missing required field 'type'; its fields fit 'sgd' or 'rmsprop': "
+        "add the one meant"]
+
+
+def test_a_misspelt_type_key_is_read_as_its_type_for_the_other_errors():
+    text = "model:\n  input_shape: [2]\n  layers:\n    - {tyep: dense, units: -3}\n"
+    assert [line.split(": error: ")[1] for line in _load_errors(text)] == [
+        "model.layers[0]: unknown field 'tyep'; did you mean 'type'?",
+        "model.layers[0]: 'units' must be an integer ≥ 1, got -3"]
+
+
 @pytest.mark.parametrize("layer", ["{type: maxpool2d, pool_size: 2, padding: same}",
                                    "{type: conv2d_transpose, filters: 2, kernel_size: 3, "
                                    "padding: valid}"])
@@ -856,3 +890,12 @@ def test_pytorch_and_keras_names_are_offered_nnrun_s():
         "unknown field 'kernel_initializer'; did you mean 'init'?",
         "unknown layer type 'linear'; did you mean 'dense'?",
         "unknown field 'out_features'; did you mean 'units'?"]
+
+
+def test_a_layer_without_its_type_is_read_as_the_type_its_fields_fit_for_later_shapes():
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {type: flatten}\n"
+            "    - {units: 4}\n    - {type: conv2d, filters: 3, kernel_size: 3}\n")
+    lines = [line.split(": error: ")[1] for line in _load_errors(text)]
+    assert lines[0].startswith("model.layers[1]: missing required field 'type'")
+    assert lines[1].startswith("model.layers[2] (conv2d_1): conv2d expects a [channels, height, "
+                               "width] sample, got shape [4]")
