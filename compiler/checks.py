@@ -211,7 +211,7 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
               if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
-        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        origin = Origin.of_layer(index, name)
         errors += _cast_errors(origin, layer, spec.dtype)
         if isinstance(getattr(layer, "activation", None), BaseModel):
             errors += _cast_errors(origin.at_field("activation"), layer.activation, spec.dtype)

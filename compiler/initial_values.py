@@ -49,7 +49,7 @@ def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin,
     errors += _initializer_range_errors(spec)
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
-        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        origin = Origin.of_layer(index, name)
         for suffix, values in _lists_of(layer):
             error = _list_error(lowered, layer, name, suffix, values, origin, spec.dtype)
             if error is None:
@@ -74,7 +74,7 @@ def _given_lists(spec):
     """(layer, its name, "weight" or "bias", the list, the layer's origin) for each list."""
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
-        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        origin = Origin.of_layer(index, name)
         for suffix, values in _lists_of(layer):
             yield layer, name, suffix, values, origin
 

@@ -35,6 +35,11 @@ class Origin:
     layer: str = ""  # e.g. "conv2d_2"
     keys: tuple = ()  # the YAML node to point at, e.g. ("model", "layers", 3, "kernel_size")
 
+    @classmethod
+    def of_layer(cls, index: int, name: str = "") -> "Origin":
+        """`model.layers[index]`, the layer called `name`."""
+        return cls(f"model.layers[{index}]", name, ("model", "layers", index))
+
     def at_field(self, *keys) -> "Origin":
         return Origin(self.path, self.layer, (*self.keys, *keys))
 

@@ -489,7 +489,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered) -> Lowere
     named_inputs = {name: (inputs if layer.inputs is not None else [])
                     for name, inputs, layer in zip(names, all_inputs, layers)}
     for index, (layer, name, input_names) in enumerate(zip(layers, names, all_inputs)):
-        origin = Origin(f"model.layers[{index}]", name, ("model", "layers", index))
+        origin = Origin.of_layer(index, name)
         ctx = LayerContext(gb, lowered, spec, name, origin, mode)
         _check_name(ctx, name, names[:index], layer.name is None)
         inputs = _resolve_inputs(ctx, layer, input_names, env, named_inputs)
@@ -735,7 +735,7 @@ def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
 def _check_output(spec, lowered) -> None:
     logits = lowered.logits.type
     last = len(spec.model.layers) - 1
-    origin = Origin(f"model.layers[{last}]", lowered.layers[-1].name, ("model", "layers", last))
+    origin = Origin.of_layer(last, lowered.layers[-1].name)
     lowered.output_origin = origin
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     if dataset is None or dataset.input_shape is None:
@@ -776,7 +776,7 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
         layer, info = spec.model.layers[index], lowered.layers[index]
         for field_name in ("units", "filters"):
             if hasattr(layer, field_name):
-                return (Origin(f"model.layers[{index}]", info.name, ("model", "layers", index)),
+                return (Origin.of_layer(index, info.name),
                         field_name)
         if layer.type in ("flatten", "reshape", "add", "concat") or len(info.inputs) != 1 \
                 or info.inputs[0] not in index_of:
