@@ -867,8 +867,8 @@ def _number_text_pattern(number: dict) -> str:
     pattern = TEXT_FORMS[number["type"]]
     if number.get("exclusiveMinimum") == 0:  # no sign but +, a digit other than 0
         return pattern.replace(r"[-+]?", r"\+?(?=[.0-9]*[1-9])", 1)
-    if number.get("minimum") == 0:
-        return pattern.replace(r"[-+]?", r"\+?", 1)
+    if number.get("minimum") == 0:  # no sign but +, or a - before a zero (`'-0'` is 0)
+        return pattern.replace(r"[-+]?", r"(\+|-(?=[.0]*([eE]|\s*$)))?", 1)
     return pattern
 
 

@@ -178,6 +178,8 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "lr": "0.0e+3"}),
     _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "lr": "-5e-4"}),
     _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-1e-3"}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-0.01"}),
+    _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-0e0.5"}),
     _one_layer({"type": "upsample1d", "scale": 3_000_000_000}, (2, 16)),
 ])
 def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
@@ -200,8 +202,9 @@ def test_names_validate_takes_the_schema_takes(document):
     for lr in ("5e-4", "+1.5", ".5", "2.0e+6"):  # text with the sign its bound allows
         assert validator.is_valid(_one_layer({"type": "flatten"},
                                              optimizer={"type": "sgd", "lr": lr})), lr
-    assert validator.is_valid(_one_layer({"type": "flatten"},
-                                         optimizer={"type": "sgd", "weight_decay": "0.0"}))
+    for decay in ("0.0", "-0", "-0.0e3", " -.0 "):  # validate reads -0 as 0, which is ≥ 0
+        assert validator.is_valid(_one_layer({"type": "flatten"},
+                                             optimizer={"type": "sgd", "weight_decay": decay}))
 
 
 @pytest.mark.parametrize("load", [load_yaml, yaml.safe_load], ids=["yaml-1.2", "pyyaml"])
