@@ -856,9 +856,22 @@ def _numbers_also_as_text(node) -> None:
             _numbers_also_as_text(child)
 
 
-# What a number field takes as text: any number, or for an integer its exponent form
-# (`max_params: 1e5`; `units: '10'` stays refused).
-TEXT_FORMS = {"number": NUMBER_TEXT_PATTERN, "integer": f"^{EXPONENT_TEXT.pattern}$"}
+def _whole_exponent_pattern(most_digits: int = 20) -> str:
+    """EXPONENT_TEXT where its number is whole, as _whole_exponent_text takes it: no more
+    fraction digits (but trailing zeros) than the exponent (`1.5e1`, not `1.5e0`)."""
+    def mantissa(digits: int) -> str:
+        if digits == 0:
+            return r"([0-9]+(\.0*)?|\.0+)"
+        return rf"([0-9]+(\.[0-9]{{0,{digits}}}0*)?|\.[0-9]{{1,{digits}}}0*)"
+
+    forms = [rf"{mantissa(k)}[eE]\+?0*{k}" for k in range(most_digits)]
+    forms.append(rf"{mantissa(most_digits)}[eE]\+?0*([2-9][0-9]|[1-9][0-9]{{2,}})")
+    return rf"^\s*[-+]?({'|'.join(forms)})\s*$"
+
+
+# What a number field takes as text: any number, or for an integer a whole number in exponent
+# form (`max_params: 1e5`; `units: '10'` stays refused).
+TEXT_FORMS = {"number": NUMBER_TEXT_PATTERN, "integer": _whole_exponent_pattern()}
 
 
 def _number_text_pattern(number: dict) -> str:

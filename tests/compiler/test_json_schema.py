@@ -181,6 +181,9 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-0.01"}),
     _one_layer({"type": "flatten"}, optimizer={"type": "sgd", "weight_decay": "-0e0.5"}),
     _one_layer({"type": "upsample1d", "scale": 3_000_000_000}, (2, 16)),
+    # the user-facing audit: an integer in exponent form that is not whole
+    _one_layer({"type": "dense", "units": "1.5e0"}),
+    _one_layer({"type": "dense", "units": "1.25e1"}),
 ])
 def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
     from nnrun.compiler.diagnostics import SpecError
@@ -198,6 +201,8 @@ def test_names_validate_takes_the_schema_takes(document):
                                          (2, 16)))
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, -1]}))
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, 2]}))
+    for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3"):  # whole numbers, as text
+        assert validator.is_valid(_one_layer({"type": "dense", "units": units})), units
     assert validator.is_valid(_one_layer({"type": "flatten", "inputs": ["input"]}))
     for lr in ("5e-4", "+1.5", ".5", "2.0e+6"):  # text with the sign its bound allows
         assert validator.is_valid(_one_layer({"type": "flatten"},
