@@ -26,7 +26,9 @@ class GradNormLog:
         self.sums: dict[str, float] = {}
         self.steps = 0
 
-    def add(self, outputs: dict, step: int, epoch: int, batch: int, loss: float) -> None:
+    def add(self, outputs: dict, step: int, epoch: int, batch: int, loss: float,
+            batches: int) -> None:
+        """A step's norms; `batch` of the epoch's `batches` (where a plot places the row)."""
         params = {name[len(PREFIX):]: float(value) for name, value in outputs.items()
                   if name.startswith(PREFIX)}
         layers = self.layer_norms(params)
@@ -35,7 +37,8 @@ class GradNormLog:
             for layer, norm in layers.items():
                 self.sums[layer] = self.sums.get(layer, 0.0) + norm
         if (self.every and step % self.every == 0) or not math.isfinite(loss):
-            row = {"step": step, "epoch": epoch, "batch": batch, "loss": loss}
+            row = {"step": step, "epoch": epoch, "batch": batch, "batches": batches,
+                   "loss": loss}
             row.update({LAYER_PREFIX + layer: norm for layer, norm in layers.items()})
             row.update({PREFIX + name: norm for name, norm in params.items()})
             self.step_rows.append(row)

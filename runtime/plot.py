@@ -40,10 +40,18 @@ class RunCurves:
         grad_norm_max_layer, nor a value edited into text)."""
         return {key for row in self.epochs for key, value in row.items() if _drawable(value)}
 
+    def drawn_steps(self) -> list[dict]:
+        """grad-norms.jsonl's rows, where a norm of them can be drawn: a run that diverged at
+        its first logged step has only NaN there, and its epoch means are drawn instead."""
+        if any(_norm_drawn(row, key) for row in self.steps for key in row
+               if key.startswith(LAYER_PREFIX)):
+            return self.steps
+        return []
+
     def layers(self) -> list[str]:
-        rows = self.steps or self.epochs
+        rows = self.drawn_steps() or self.epochs
         return list(dict.fromkeys(key[len(LAYER_PREFIX):] for row in rows for key in row
-                                  if key.startswith(LAYER_PREFIX)))
+                                  if key.startswith(LAYER_PREFIX) and _norm_drawn(row, key)))
 
 
 def image_format(out: Path) -> str:
@@ -201,17 +209,18 @@ def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
 def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
     layers = list(dict.fromkeys(layer for run in runs for layer in run.layers()))
     colours = dict(zip(layers, _colours(len(layers), "viridis")))
-    per_step = any(run.steps for run in runs)
+    per_step = any(run.drawn_steps() for run in runs)
     for run, style in zip(runs, LINE_STYLES * len(runs)):
-        x_of = _step_position(run.steps) if run.steps else (lambda row: row["epoch"])
+        rows = run.drawn_steps() or run.epochs
+        x_of = _step_position(rows) if run.drawn_steps() else (lambda row: row["epoch"])
         for layer in run.layers():
             key = LAYER_PREFIX + layer
-            rows = run.steps or run.epochs
-            points = [(x_of(row), row[key]) for row in rows
-                      if _drawable(row.get(key)) and row[key] > 0]
+            points = [(x_of(row), row[key]) for row in rows if _norm_drawn(row, key)]
             if points:
                 label = f"{run.label} {layer}" if len(runs) > 1 else layer
-                axis.plot(*zip(*points), style, color=colours[layer], label=label)
+                # a lone point (one epoch, or the steps up to a divergence) has no line
+                axis.plot(*zip(*points), style, color=colours[layer], label=label,
+                          marker="." if len(points) == 1 else None)
     axis.set_yscale("log")
     _finish(axis, "gradient norm per layer" + (" (per step)" if per_step else " (epoch mean)"),
             fontsize="x-small")
@@ -235,12 +244,24 @@ def _finish(axis, title: str, fontsize: str) -> None:
 
 
 def _step_position(rows: list[dict]):
-    """A logged step's place in epochs: epoch - 1 + batch / the epoch's batches."""
-    batches: dict[int, int] = {}
-    for row in rows:
-        batches[row["epoch"]] = max(batches.get(row["epoch"], 0), row["batch"])
-    longest = max(batches.values())
-    return lambda row: row["epoch"] - 1 + row["batch"] / longest
+    """A logged step's place in epochs: epoch - 1 + batch / the epoch's batches. Rows written
+    before they held `batches` give it by their step count when a later epoch's row does
+    (step = (epoch - 1) * batches + batch), else by the largest batch logged."""
+    known = [(row["step"] - row["batch"]) / (row["epoch"] - 1) for row in rows
+             if row["epoch"] > 1 and isinstance(row.get("step"), int)]
+    fallback = max(known) if known else max(row["batch"] for row in rows)
+
+    def position(row: dict) -> float:
+        batches = row.get("batches")
+        if not (isinstance(batches, int) and batches >= row["batch"]):
+            batches = fallback
+        return row["epoch"] - 1 + row["batch"] / batches
+
+    return position
+
+
+def _norm_drawn(row: dict, key: str) -> bool:
+    return _drawable(row.get(key)) and row[key] > 0
 
 
 def _colours(count: int, name: str = "tab10") -> list:

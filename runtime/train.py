@@ -495,7 +495,7 @@ class Trainer:
         loss, signal_number = self.ranks.agree(loss, guard.received if guard else None)
         if self.grad_norms and outputs is not None:
             self.grad_norms.add(self._host_grad_norms(outputs), self.global_step, epoch,
-                                index + 1, loss)
+                                index + 1, loss, steps)
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)

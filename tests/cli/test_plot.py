@@ -241,3 +241,51 @@ def test_huge_values_and_grad_norms_that_draw_nothing_are_no_crash_nor_warning(t
     (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1e308}\n')
     result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "q.png")])
     assert result.exit_code == 1 and "no number to draw" in result.output
+
+
+def test_a_logged_step_is_placed_by_its_epochs_batch_count(runs):
+    """The toolbox audit: steps were placed at batch / the largest batch logged, so the first
+    4 steps of a 41-batch epoch that diverged at its 5th were drawn over 80% of the epoch."""
+    from nnrun.runtime.plot import _step_position, read_runs
+
+    (run,) = read_runs([runs / "relu"])
+    assert {row["batches"] for row in run.steps} == {6}  # 180 training samples, batches of 32
+    position = _step_position(run.steps)
+    assert [position(row) for row in run.steps][:3] == pytest.approx([2 / 6, 4 / 6, 1.0])
+    diverged = [{"step": s, "epoch": 1, "batch": s, "batches": 41} for s in range(1, 6)]
+    assert _step_position(diverged)(diverged[3]) == pytest.approx(4 / 41)
+    # rows written before they held `batches`: the count from a later epoch's step number
+    older = [{"step": 2, "epoch": 1, "batch": 2}, {"step": 45, "epoch": 2, "batch": 4}]
+    assert _step_position(older)(older[0]) == pytest.approx(2 / 41)
+
+
+def test_a_run_that_diverged_at_its_first_logged_step_draws_its_epoch_means(tmp_path):
+    """The toolbox audit: grad-norms.jsonl held only the diverged step's NaN norms, and the
+    panel was drawn empty though metrics.jsonl had the epoch's means up to that step."""
+    from nnrun.runtime.plot import default_panels, read_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"epoch": 1, "diverged_at_batch": 5, "train_loss": 2e17, '
+        '"layer_grad_norm/dense_1": 3e13, "layer_grad_norm/dense_2": 6e15}\n')
+    (run / "grad-norms.jsonl").write_text(
+        '{"step": 5, "epoch": 1, "batch": 5, "batches": 41, "loss": NaN, '
+        '"layer_grad_norm/dense_1": NaN, "layer_grad_norm/dense_2": NaN}\n')
+    (curves,) = read_runs([run])
+    assert curves.drawn_steps() == [] and curves.layers() == ["dense_1", "dense_2"]
+    assert "grad_norms" in default_panels([curves])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from nnrun.runtime.plot import _grad_norm_panel
+
+    axis = Figure().subplots()
+    _grad_norm_panel(axis, [curves])
+    assert [line.get_ydata().tolist() for line in axis.get_lines()] == [[3e13], [6e15]]
+    assert all(line.get_marker() == "." for line in axis.get_lines())  # one point each
+    result = CliRunner().invoke(main, ["plot", str(run), "--metrics", "grad_norms",
+                                       "--out", str(tmp_path / "g.png")])
+    assert result.exit_code == 0, result.output
