@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compiler.diagnostics import suggest
 from .files import write_atomically
 from .grad_norms import LAYER_PREFIX
 from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
@@ -123,14 +124,18 @@ def _no_rows(path: Path, lines: list[str]) -> str:
 
 def default_panels(runs: list[RunCurves]) -> list[str]:
     """The panels the runs have a number to draw in (loss first): without one, a PlotError."""
+    panels = _drawn_panels(runs)
+    if not panels:
+        raise PlotError(f"the runs' metrics.jsonl hold {NOTHING_TO_DRAW}")
+    return panels
+
+
+def _drawn_panels(runs: list[RunCurves]) -> list[str]:
     keys = set().union(*(run.keys() for run in runs))
     panels = [name for name in ("loss", "accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
               if {f"train_{name}", f"val_{name}"} & keys]
     panels += ["lr"] if "lr" in keys else []
-    panels += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
-    if not panels:
-        raise PlotError(f"the runs' metrics.jsonl hold {NOTHING_TO_DRAW}")
-    return panels
+    return panels + ([GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else [])
 
 
 def panel_keys(panel: str, runs: list[RunCurves]) -> list[str]:
@@ -145,13 +150,15 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
         found = (any(run.layers() for run in runs) if panel == GRAD_NORMS_PANEL
                  else panel_keys(panel, runs))
         if not found:
-            known = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
-            known = [k for k in known if "/" not in k]
-            known += [GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else []
+            # the panels first (`loss`, not only its keys train_loss, val_loss), then the keys
+            keys = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
+            known = list(dict.fromkeys([*_drawn_panels(runs), *(k for k in keys if "/" not in k)]))
+            meant = suggest(panel, known)
             if panel == GRAD_NORMS_PANEL:
                 hint = "set train.log_grad_norms in the spec and train again"
             elif known:
-                hint = f"these runs have: {', '.join(known)}"
+                hint = (f"did you mean '{meant}'? " if meant else "") + \
+                    f"these runs have: {', '.join(known)}"
             else:
                 hint = f"their metrics hold {NOTHING_TO_DRAW}"
             raise PlotError(f"--metrics: no run has '{panel}'; {hint}")

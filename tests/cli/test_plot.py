@@ -88,6 +88,16 @@ def test_unknown_metric_is_one_line(runs, tmp_path):
     assert "grad_norms" in result.output.split("these runs have: ")[1]
 
 
+def test_a_misspelt_panel_is_offered_the_panel_and_the_panels_come_first(runs, tmp_path):
+    """The toolbox audit: the list named metrics.jsonl's keys (train_loss) but not the panel
+    names the docs give (loss, accuracy, lr)."""
+    result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
+                                       str(tmp_path / "x.png"), "--metrics", "losss"])
+    assert result.exit_code == 1
+    assert "did you mean 'loss'? these runs have: loss, accuracy, lr, grad_norms, " \
+        in result.output
+
+
 def test_keys_that_hold_no_numbers_are_neither_offered_nor_drawn(runs, tmp_path):
     """grad_norm_max_layer names a layer: no curve; an empty panel and matplotlib's warning
     came out with exit 0."""
