@@ -61,11 +61,15 @@ no_graph_option = click.option(
 
 class OutPath(click.Path):
     """--out: an empty value (an unset shell variable) was the current directory, or a file
-    named '' that no rename can create."""
+    named '' that no rename can create; `-`, standard output to many tools, was a file named
+    '-' (the commands write files of binary formats, not to a terminal or a pipe)."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
             self.fail("an empty path; give a file or directory name", param, ctx)
+        if str(value) == "-":
+            self.fail("'-': this command writes a file, not to standard output; give a file "
+                      "name (a file named '-' is ./-)", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -729,7 +733,7 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 @run_dir_argument
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
-              required=True, help="Where to write the outputs (.npy).")
+              required=True, help="Where to write the outputs (a .npy file).")
 @checkpoint_option
 @preprocessing_option
 @backend_option

@@ -22,6 +22,19 @@ COMMANDS = {
 }
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_a_dash_out_is_a_usage_error_not_a_file_named_dash(tmp_path, monkeypatch, command):
+    """The user-facing audit: `predict ... --out -` wrote a file named '-'."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
+    monkeypatch.chdir(tmp_path)
+    args = [a.format(spec=spec, run=tmp_path) for a in COMMANDS[command]]
+    result = invoke(*args, "--out", "-")
+    assert result.exit_code == 2, result.output
+    assert "writes a file, not to standard output" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
 @pytest.mark.parametrize("empty", ["", " "])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_an_empty_out_is_a_usage_error(tmp_path, monkeypatch, command, empty):
