@@ -303,6 +303,27 @@ def test_elu_keeps_the_digits_of_small_negative_inputs():
     np.testing.assert_allclose(result, expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sigmoid_keeps_the_digits_of_small_outputs(dtype):
+    """The export audit: ONNX's Sigmoid on onnxruntime was 47% off at x = -16 in float32 and
+    gave 0 for sigmoid(-20), so a confident sigmoid head failed on a batch of one."""
+    model = Model(load_spec_text(f"dtype: {dtype}\nmodel:\n  input_shape: [7]\n  layers:\n"
+                                 "    - {type: sigmoid}\nloss: mse\n"))
+    x = np.array([[-40.0, -20.0, -16.0, -10.0, -1e-7, 0.0, 30.0]], dtype=dtype)
+    result = onnxruntime_outputs(export_graph(model.lowered.graph, {}, dtype), x)
+    np.testing.assert_allclose(result, model.forward({}, x), rtol=4e-7 if dtype == "float32"
+                               else 1e-15, atol=0)
+
+
+def test_float64_softplus_runs_on_onnxruntime_and_keeps_its_digits():
+    """onnxruntime has no float64 Softplus; the export writes nnrun's form, log1p kept exact."""
+    model = Model(load_spec_text("dtype: float64\nmodel:\n  input_shape: [7]\n  layers:\n"
+                                 "    - {type: softplus}\nloss: mse\n"))
+    x = np.array([[-60.0, -30.0, -1e-9, 0.0, 1e-9, 3.0, 50.0]])
+    result = onnxruntime_outputs(export_graph(model.lowered.graph, {}, "float64"), x)
+    np.testing.assert_allclose(result, model.forward({}, x), rtol=1e-15, atol=0)
+
+
 # --- the command line's errors -------------------------------------------------------------------
 
 
