@@ -176,7 +176,12 @@ def align(a: list[LayerRow], b: list[LayerRow],
     "alike in everything but the name" includes a layer's own fields (its activation, rate)."""
     own = {id(row): _settings_key(settings[0].get(row.name, {})) for row in a}
     own.update({id(row): _settings_key(settings[1].get(row.name, {})) for row in b})
-    keys = (lambda row: (*_PAIRING_KEYS[0](row), own[id(row)]), *_PAIRING_KEYS)
+    # the same in everything but the name; then in all but what the input decides (a layer
+    # after an inserted conv2d has another weight shape and parameter count); then
+    # _PAIRING_KEYS' looser ones
+    keys = (lambda row: (*_PAIRING_KEYS[0](row), own[id(row)]),
+            lambda row: (row.type, tuple(row.output_shape), own[id(row)]),
+            *_PAIRING_KEYS)
     anchors = _name_anchors(a, b)
     pairs: list[LayerChange] = []
     previous_a = previous_b = -1

@@ -313,3 +313,16 @@ def test_a_layer_inserted_before_its_twin_in_shape_is_added_not_changed(old, ins
     kind = "dense" if "dense" in old else "dropout"
     assert statuses(a, b) == [("added", None, f"{kind}_1"),
                               ("renamed", f"{kind}_1", f"{kind}_2")]
+
+
+def test_a_conv_inserted_before_its_twin_pairs_the_twin_though_its_weight_grew():
+    """The export audit: a 1x1 conv2d of 8 filters inserted before a 3x3 one of 8 filters
+    gives that one 8 input channels (80 -> 584 parameters), so only type and output shape
+    were left to pair by, and the new conv took the old one's place."""
+    head = "model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+    conv = "    - {type: conv2d, filters: 8, kernel_size: 3, padding: same, activation: relu}\n"
+    tail = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+    grown = head + "    - {type: conv2d, filters: 8, kernel_size: 1}\n" + conv + tail
+    assert statuses(head + conv + tail, grown) == [
+        ("added", None, "conv2d_1"), ("renamed", "conv2d_1", "conv2d_2"),
+        ("unchanged", "flatten_1", "flatten_1"), ("unchanged", "dense_1", "dense_1")]
