@@ -223,7 +223,13 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
                            "one unit per class (or give label maps for segmentation)")
-    resize = "pool or stride down" if shrink_factors(spatial, label_shape) else "upsample"
+    if len(spatial) != len(label_shape):  # a flatten or dense took the maps' positions away
+        fix = ("keep the positions: no flatten or dense; end with a 1x1 convolution of one "
+               "filter per class")
+    elif shrink_factors(spatial, label_shape):
+        fix = "pool or stride down to the labels' size"
+    else:
+        fix = "upsample to the labels' size"
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
-                       f"{', '.join(map(str, label_shape))}] ({resize} to the labels' size)")
+                       f"{', '.join(map(str, label_shape))}] ({fix})")

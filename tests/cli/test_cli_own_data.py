@@ -559,6 +559,17 @@ def test_label_maps_smaller_than_the_output_advise_pooling(tmp_path):
     assert "pool or stride down to the labels' size" in line
 
 
+def test_label_maps_after_a_flatten_advise_keeping_the_positions(tmp_path):
+    """The FCN audit: a model ending in a flatten was told to upsample its vector."""
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"), y=np.zeros((4, 8, 8), np.int64))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: conv2d, filters: 3, kernel_size: 3, padding: same},"
+                 " {type: flatten}]}\ntrain: {epochs: 1, batch_size: 2}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "the model ends with [192]" in line and "upsample" not in line
+    assert "no flatten or dense; end with a 1x1 convolution of one filter per class" in line
+
+
 def test_a_negative_marker_without_ignore_index_names_it(tmp_path):
     y = np.arange(8) % 3
     y[::3] = -100
