@@ -584,7 +584,49 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
             else f"concat on axis {layer.axis} needs the other axes equal")
     # concat on another axis works only where that axis is the one that differs
     anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
-    ctx.fail(f"{need}: {given}; {_branch_fix(layer.type, rank, differ, anywhere)}")
+    fix = (_output_padding_fix(ctx, names, shapes) if 0 not in differ else "") \
+        or _branch_fix(layer.type, rank, differ, anywhere)
+    ctx.fail(f"{need}: {given}; {fix}")
+
+
+def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]]) -> str:
+    """`set output_padding: 1 on 'up1' (it then gives [4, 5, 5])`: a branch a row or column
+    short of another (an odd size halved), whose size a transposed convolution decides."""
+    for name, shape in zip(names, shapes):
+        for other in shapes:
+            short = [want - have for have, want in zip(shape[1:], other[1:])]
+            if len(other) != len(shape) or min(short) < 0 or max(short) == 0:
+                continue
+            found = _transposed_convolution_at(ctx.lowered, ctx.spec, name)
+            if found is None:
+                continue
+            layer_name, layer = found
+            rank = len(shape) - 1
+            padding = [extra + more for extra, more in
+                       zip(as_tuple(layer.output_padding, rank), short)]
+            if all(extra < step for extra, step in zip(padding, as_tuple(layer.stride, rank))):
+                value = padding[0] if len(set(padding)) == 1 else padding
+                return (f"set output_padding: {value} on '{layer_name}' (the branch then gives "
+                        f"{[shape[0], *other[1:]]})")
+    return ""
+
+
+def _transposed_convolution_at(lowered, spec, name: str):
+    """(name, spec layer) of the transposed convolution that decides the spatial size of the
+    branch ending at `name`: that layer, or one before it through layers of one input that
+    keep the size; None when there is none."""
+    index = {info.name: i for i, info in enumerate(lowered.layers)}
+    while name in index:
+        info = lowered.layers[index[name]]
+        layer = spec.model.layers[index[name]]
+        if layer.type in ("conv1d_transpose", "conv2d_transpose"):
+            return name, layer
+        source = info.inputs[0] if len(info.inputs) == 1 else None
+        if source not in index or (per_sample(lowered.layers[index[source]].output.type)[1:]
+                                   != per_sample(info.output.type)[1:]):
+            return None
+        name = source
+    return None
 
 
 def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -> str:

@@ -407,6 +407,29 @@ def test_a_skip_connection_of_other_spatial_sizes_shows_each_branchs_shapes(join
         "adds the row or column that halving an odd size lost)")
 
 
+@pytest.mark.parametrize("after, expected", [
+    ("", "set output_padding: 1 on 'up1' (the branch then gives [1, 5, 5])"),
+    # through the layers after it that keep the size
+    ("{type: batchnorm, name: bn}", "set output_padding: 1 on 'up1' (the branch then gives "
+                                    "[1, 5, 5])"),
+])
+def test_a_branch_a_row_short_is_told_the_output_padding_that_fixes_it(after, expected):
+    """The FCN audit: the advice named output_padding among other things, without the layer
+    or the value. Applied literally, the fix validates."""
+    layers = ["{type: conv2d, filters: 1, kernel_size: 3, padding: 1, name: enc1}",
+              "{type: maxpool2d, pool_size: 2, name: pool1}",
+              "{type: maxpool2d, pool_size: 2, name: pool2}",
+              "{type: conv2d_transpose, filters: 1, kernel_size: 4, stride: 2, padding: 1, "
+              "name: up1}"] + ([after] if after else [])
+    end = "bn" if after else "up1"
+    join = f"{{type: add, inputs: [{end}, pool1]}}"
+    (error,) = [d for d in errors_of(spec_text([1, 10, 10], *layers, join))
+                if d.severity == "error"]
+    assert error.message.endswith(expected)
+    fixed = [layer.replace("name: up1}", "output_padding: 1, name: up1}") for layer in layers]
+    assert checked(spec_text([1, 10, 10], *fixed, join)).ok
+
+
 def test_branches_of_other_channels_and_sizes_are_told_both():
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
                      "{type: conv2d, filters: 3, kernel_size: 3, name: b, inputs: input}",
