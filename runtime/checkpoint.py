@@ -66,6 +66,10 @@ class CheckpointMeta(BaseModel):
     backend: StrictStr | None = None
     pruning_sparsity: Sparsity | None = None
     best_sparsity: Sparsity | None = None
+    # the run's spec.yaml as this checkpoint was trained with it: its digest, and its text
+    # where short enough to keep (a resume after spec.yaml was edited by hand compares with it)
+    spec_sha256: StrictStr | None = None
+    spec_text: StrictStr | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMeta:
@@ -94,6 +98,26 @@ def spec_hash(spec) -> str:
     relevant = {"model": _model_without_default_names(spec.model), "dtype": spec.dtype,
                 "optimizer": spec.optimizer.type, "loss": spec.loss.type}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SPEC_TEXT_KEPT_BYTES = 64 * 1024  # a spec with inline weights may be longer: its digest only
+
+
+def spec_text_meta(text: str) -> dict:
+    """The meta fields that keep the spec.yaml text a checkpoint was trained with."""
+    data = text.encode("utf-8")
+    kept = text if len(data) <= SPEC_TEXT_KEPT_BYTES else None
+    return {"spec_sha256": hashlib.sha256(data).hexdigest(), "spec_text": kept}
+
+
+def trained_spec_text(meta: dict, text: str) -> str | None:
+    """The spec text a checkpoint was trained with, given spec.yaml's `text`: that text when
+    the checkpoint says so (or says nothing: an older nnrun), the kept one when spec.yaml was
+    edited since, None when it was edited and the checkpoint kept only the digest."""
+    digest = meta.get("spec_sha256")
+    if digest is None or hashlib.sha256(text.encode("utf-8")).hexdigest() == digest:
+        return text
+    return meta.get("spec_text")
 
 
 def _model_without_default_names(model) -> dict:

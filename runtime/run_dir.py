@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Callable
@@ -252,7 +253,7 @@ class RunDirectory:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = _holder_pid(descriptor)
             os.close(descriptor)
             raise RunDirectoryError(f"{self.path}: in use by another nnrun process (pid "
                                     f"{holder}); wait for it to finish or stop it") from None
@@ -415,6 +416,20 @@ def _json_or_none(line: str):
     # JSONDecodeError, an integer past Python's digit limit, or nested past its recursion limit
     except (ValueError, RecursionError):
         return None
+
+
+def _holder_pid(descriptor: int) -> str:
+    """The pid in a lock file another process holds. It writes it once its checks pass
+    (RunDirectory._claim), a moment after taking the lock: waited for a little."""
+    for _ in range(HOLDER_WAITS):
+        holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
+        if holder:
+            return holder
+        time.sleep(HOLDER_WAIT_S)
+    return "unknown: it is starting, or was refused"
+
+
+HOLDER_WAITS, HOLDER_WAIT_S = 20, 0.025
 
 
 def _metrics_row(line: str) -> dict | None:

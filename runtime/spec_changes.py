@@ -24,10 +24,14 @@ class SpecChangeError(Exception):
     """Resuming with a spec that would train differently from how the run was trained."""
 
 
-def spec_changes(run_spec: Path, resolved_text: str) -> dict[str, dict]:
+def spec_changes(run_spec: Path, resolved_text: str,
+                 trained_text: str | None = None) -> dict[str, dict]:
     """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in;
-    refused at once when the change alters what the run's checkpoint means."""
-    old_spec, new_spec = load_spec(run_spec).spec, load_spec_text(resolved_text).spec
+    refused at once when the change alters what the run's checkpoint means. `trained_text`:
+    the spec the checkpoint was trained with, where it is not run_spec's (edited since)."""
+    old_spec = (load_spec(run_spec) if trained_text is None
+                else load_spec_text(trained_text, str(run_spec))).spec
+    new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
         _refuse_changed_meaning(run_spec, changes)
@@ -73,16 +77,19 @@ def _is_free(name: str) -> bool:
     return any(name == free or name.startswith(f"{free}.") for free in FREE_FIELDS)
 
 
-def refuse_training_changes(run_dir, changes: dict[str, dict]) -> None:
+def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = False) -> None:
+    """`edited`: the run's spec.yaml was edited by hand since its checkpoint, so it is no
+    longer the spec to resume with."""
     altered = training_changes(changes)
     if not altered:
         return
     listed = "; ".join(f"{name}: {change['old']!r} -> {change['new']!r}"
                        for name, change in altered.items())
+    own = (f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)" if edited
+           else f"resume with the run's own spec ({run_dir}/spec.yaml)")
     raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "
-                          f"({listed}); resume with the run's own spec ({run_dir}/spec.yaml), or "
-                          "pass --allow-changes to continue with the new settings (the change "
-                          "is recorded in the run directory)")
+                          f"({listed}); {own}, or pass --allow-changes to continue with the new "
+                          "settings (the change is recorded in the run directory)")
 
 
 def _flat(value, prefix: str = "") -> dict:

@@ -38,7 +38,7 @@ import numpy as np
 from nnrun.backends.notices import positioned, silenced, warn
 from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics, unknown_monitor
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.frontend import resolved_spec_data, spec_warnings, spec_yaml
+from nnrun.compiler.frontend import load_spec, resolved_spec_data, spec_warnings, spec_yaml
 from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
@@ -154,16 +154,41 @@ def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
     if not input_shape_known(source.spec):
         # Its data file gives model.input_shape: a missing one is that, not a changed spec.
         user_file(source.spec.data.dataset, source.spec.data, source.directory)
-    changes = spec_changes(run.file(SPEC), resolved_spec_text(source))
+    trained = trained_text(run)
+    edited = trained != run.spec_text()
+    if edited:
+        run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
+                "changes is counted from the spec the run trained with")
+    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
-        refuse_training_changes(run.path, changes)
+        refuse_training_changes(run.path, changes, edited)
     return changes
+
+
+def trained_text(run: RunDirectory) -> str:
+    """The spec text the run's checkpoint was trained with: spec.yaml's, unless spec.yaml was
+    edited by hand since (then what a resume changes is counted from the text the checkpoint
+    kept, not from the edit, and recorded as such)."""
+    meta = ckpt.checkpoint_meta(run.file(LAST))
+    run_spec = load_spec(run.file(SPEC)).spec  # a damaged spec.yaml is named, in one line
+    text = run.spec_text()
+    if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
+        return text  # another spec's checkpoint, or the model edited: the load refuses it
+    trained = ckpt.trained_spec_text(meta, text)
+    if trained is None:
+        raise TrainingError(
+            f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
+            "was trained with (edited since?); restore it, and give what the resume changes on "
+            "the command line (--epochs, or --set with --allow-changes), where it is checked "
+            "and recorded")
+    return trained
 
 
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
                  ranks=ALONE, graph: bool = True):
         self.source, self.spec, self.graph = source, source.spec, graph
+        self.spec_text = resolved_spec_text(source)  # the run's spec.yaml, kept by checkpoints
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
@@ -336,7 +361,7 @@ class Trainer:
             # First the state: init_from files are read (and may be refused) before the run
             # directory is written to.
             state = self.model.host_train_state(self.spec.seed)
-            run.start_over(resolved_spec_text(self.source))
+            run.start_over(self.spec_text)
             return state, History(), 0, 1, None
         state, meta, pruning = self._read_checkpoint(run)
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
@@ -349,7 +374,7 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
-        record = (run.spec_text(), run.read_spec_changes()) if changes else None
+        record = (trained_text(run), run.read_spec_changes()) if changes else None
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
@@ -380,7 +405,7 @@ class Trainer:
             run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
                     f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")
         run.record_spec_change(epoch, changes, previous_spec, earlier_changes)
-        run.write_spec(resolved_spec_text(self.source))
+        run.write_spec(self.spec_text)
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:
         rng, batches = epoch_batches(self.spec, len(self.data.train.x), epoch)
@@ -676,7 +701,8 @@ class Trainer:
                 "best_value": history.best_value, "best_epoch": history.best_epoch,
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
-                "backend": self.backend.name, **self._pruning_meta()}
+                "backend": self.backend.name, **self._pruning_meta(),
+                **ckpt.spec_text_meta(self.spec_text)}
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:

@@ -97,6 +97,29 @@ def test_a_second_process_fails_at_once_naming_the_holder(tmp_path, spec):
     assert_ok(invoke("train", spec, "--out", out, "--quiet"))
 
 
+def test_a_holder_that_has_not_written_its_pid_yet_is_waited_for(tmp_path):
+    """The run-directory audit: a process that took the lock a moment before (its checks not
+    yet done, its pid not yet written) was named "pid unknown"."""
+    import fcntl
+    import threading
+
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    (tmp_path / "run").mkdir()
+    lock = tmp_path / "run" / LOCK
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    later = threading.Timer(0.1, lambda: os.pwrite(descriptor, b"4242\n", 0))
+    later.start()
+    try:
+        with pytest.raises(RunDirectoryError, match=r"in use by another nnrun process "
+                                                     r"\(pid 4242\)"):
+            RunDirectory(tmp_path / "run").open_existing()
+    finally:
+        later.join()
+        os.close(descriptor)
+
+
 def test_two_real_trainings_on_one_directory(tmp_path, spec):
     out = tmp_path / "run"
     assert_ok(invoke("train", spec, "--out", out, "--quiet"))
@@ -595,6 +618,44 @@ def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
     assert entry["changes"]["train.epochs"] == {"old": 2, "new": 3}
     assert "lr: 0.01" in (trained / "spec.yaml").read_text()
+
+
+def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch):
+    """The run-directory audit: lr edited in RUN/spec.yaml, then the documented resume
+    command, trained on at the new rate without a word, and the record said the run had
+    always had it."""
+    run_spec = trained / "spec.yaml"
+    original = run_spec.read_text()
+    run_spec.write_text(original.replace("lr: 0.05", "lr: 0.01"))
+    line = assert_one_line_error(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
+                                        "--quiet"), trained)
+    assert "optimizer.lr: 0.05 -> 0.01" in line and "undo the edit of" in line
+    result = assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
+                              "--allow-changes"))
+    assert "spec.yaml: edited since its checkpoint was written" in result.stderr
+    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
+                .splitlines()]
+    assert entry["previous_spec"] == original
+    assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
+    assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
+    # train.epochs edited there is free, as on the command line
+    run_spec.write_text(run_spec.read_text().replace("epochs: 3", "epochs: 4"))
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--quiet"))
+    assert len(rows(trained)) == 4
+
+
+def test_a_long_run_spec_edited_by_hand_is_refused(trained, monkeypatch):
+    """Past 64 KiB the checkpoint keeps only the spec's digest: an edit is refused, not
+    guessed at."""
+    from nnrun.runtime import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SPEC_TEXT_KEPT_BYTES", 10)
+    run_spec = trained / "spec.yaml"
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3, "--quiet"))
+    run_spec.write_text(run_spec.read_text().replace("lr: 0.05", "lr: 0.01"))
+    line = assert_one_line_error(invoke("train", run_spec, "--resume", trained, "--epochs", 4,
+                                        "--quiet", "--allow-changes"), run_spec)
+    assert "is not the spec its checkpoint (last.npz, epoch 3) was trained with" in line
 
 
 def test_extending_a_cosine_run_restarts_its_schedule_and_says_so(tmp_path, spec):
