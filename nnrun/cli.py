@@ -251,6 +251,14 @@ class _Commands(click.Group):
         _refuse_a_spaced_override(ctx, args)
         return super().parse_args(ctx, args)
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_errors_in_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx):
+        with _usage_errors_in_one_line():  # a command's own options, parsed here
+            return super().invoke(ctx)
+
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
 
@@ -263,6 +271,31 @@ class _Commands(click.Group):
             if name not in self.commands:  # check-backends registers itself
                 self.add_command(command, name)
         return super().get_command(ctx, name)
+
+
+class _OneLineUsageError(click.ClickException):
+    """A usage error (a bad option or argument) said in one line, as every other error is,
+    with the command's --help to turn to, instead of click's usage block above it."""
+
+    exit_code = 2
+
+    def __init__(self, error: click.UsageError):
+        super().__init__(error.format_message())
+        self.command_path = error.ctx.command_path if error.ctx is not None else "nnrun"
+
+    def show(self, file=None) -> None:
+        message = one_line(" ".join(self.format_message().split("\n")))
+        click.echo(f"Error: {message} (see '{self.command_path} --help')", err=True)
+
+
+@contextmanager
+def _usage_errors_in_one_line():
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # `nnrun data` alone: its help, as asked
+    except click.UsageError as error:
+        raise _OneLineUsageError(error) from None
 
 
 # command -> (its module, the command's name there)

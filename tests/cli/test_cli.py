@@ -1555,3 +1555,36 @@ def test_a_command_s_module_imports_first(module):
     assert result.returncode == 0, result.stderr
     assert all(name in result.stdout for name in ("'check-backends'", "'data'", "'diff'",
                                                   "'export'", "'plot'", "'trace'", "'train'"))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "spec.yaml", "--epoch", "3"],
+     "Error: No such option '--epoch'. Did you mean '--epochs'? (see 'nnrun train --help')"),
+    (["trian"], "Error: No such command 'trian'. Did you mean 'train'? (see 'nnrun --help')"),
+    (["train"], "Error: Missing argument 'SPEC'. (see 'nnrun train --help')"),
+    (["data", "fetch", "--bogus"], "Error: No such option '--bogus'. (see 'nnrun data fetch "
+                                   "--help')"),
+])
+def test_a_usage_error_is_one_line_naming_the_help_to_turn_to(tmp_path, monkeypatch, args,
+                                                              expected):
+    """Bad input is one line, as the guide asks of every error: click printed its usage block
+    and a hint above the error (four lines)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spec.yaml").write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, "
+                                        "units: 2}]\n")
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    result = CliRunner().invoke(main, args, prog_name="nnrun")
+    assert result.exit_code == 2
+    assert result.stderr == expected + "\n" and result.stdout == ""
+
+
+def test_a_group_without_its_subcommand_still_shows_its_help():
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    result = CliRunner().invoke(main, ["data"], prog_name="nnrun")
+    assert "Commands:" in result.output and "fetch" in result.output
