@@ -120,6 +120,10 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: is {what_is_there(self.path)}, not a "
                                     "directory; choose another --out")
+        if self.path.is_symlink() and not self.path.exists():
+            raise RunDirectoryError(f"{self.path}: is a symbolic link to {os.readlink(self.path)}"
+                                    ", which does not exist; create that directory, or choose "
+                                    "another --out")
         self.created = not self.path.exists()
         # and the folders above it that did not exist (runs/<name>/): removed with it
         self.created_above = list(itertools.takewhile(lambda folder: not folder.exists(),

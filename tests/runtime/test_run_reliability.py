@@ -203,6 +203,15 @@ def test_out_next_to_the_users_own_spec_is_refused(tmp_path, spec, monkeypatch):
     assert not (tmp_path / LOCK).exists()
 
 
+def test_out_on_a_dangling_symbolic_link_says_so(tmp_path, spec):
+    """The run-directory audit: it said 'File exists; a file of that name is in the way'."""
+    (tmp_path / "run").symlink_to(tmp_path / "gone")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--quiet"),
+                                 tmp_path / "run")
+    assert f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in line
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_symbolic_link_in_the_run_directory_is_never_written_through(tmp_path, spec):
     out = tmp_path / "run"
     out.mkdir()
