@@ -475,6 +475,10 @@ register(OpDef("batch_norm_infer_grad_gamma", EpsAttrs, _gamma_shape, _bn_infer_
                doc="sum of g * x_hat per channel, running statistics"))
 
 
+_RUNNING_STATISTICS_REFUSAL = ("the running statistics are updated in training; an exported "
+                               "model normalises with them as they are (batch_norm_infer)")
+
+
 def _channel_stat_shape(attrs, x):
     return TensorType((x.shape[1],), x.dtype)
 
@@ -482,15 +486,17 @@ def _channel_stat_shape(attrs, x):
 register(OpDef("channel_mean", StatisticsAttrs, _channel_stat_shape,
                _channel_mean_forward, None,
                doc="mean per channel over batch and space (for running statistics)",
-               forward_into=_channel_mean_into))
+               forward_into=_channel_mean_into, onnx_refusal=_RUNNING_STATISTICS_REFUSAL))
 # Unbiased, as PyTorch's running_var is.
 register(OpDef("channel_var", StatisticsAttrs, _channel_stat_shape,
                _channel_var_forward, None,
                doc="unbiased variance per channel (for running statistics); nan for one value",
-               forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x)))
+               forward_into=_channel_var_into, scratch=lambda attrs, x: (_stat_type(x), x),
+               onnx_refusal=_RUNNING_STATISTICS_REFUSAL))
 register(OpDef("ema", MomentumAttrs, lambda a, running, stat: running,
                _ema_forward, None,
-               doc="momentum * running + (1 - momentum) * stat; running where stat is nan"))
+               doc="momentum * running + (1 - momentum) * stat; running where stat is nan",
+               onnx_refusal=_RUNNING_STATISTICS_REFUSAL))
 
 
 def _dropout_mask_forward(be, attrs, x, rng):

@@ -111,6 +111,19 @@ def test_a_refused_op_is_named_with_its_layer_and_reason():
     assert "training" in message and "\n" not in message
 
 
+def test_a_training_batchnorm_is_refused_with_the_reason():
+    """The export audit: its running-statistics ops were refused as having "no ONNX lowering
+    yet", as if one were missing."""
+    source = load_spec_text("model:\n  input_shape: [4]\n  layers:\n"
+                            "    - {type: batchnorm}\n    - {type: dense, units: 2}\n")
+    with pytest.raises(ExportError) as error:
+        export_graph(lower(source.spec, mode="train").graph, Model(source).init_params(),
+                     "float32")
+    message = str(error.value)
+    assert "batchnorm_1" in message and "training" in message
+    assert "no ONNX lowering yet" not in message
+
+
 def test_attributes_onnx_cannot_express_are_refused_by_the_lowering():
     """A dilated average pool (no spec makes one) needs opset 19."""
     gb = GraphBuilder()
