@@ -32,6 +32,8 @@ import numpy as np
 
 from nnrun.backends import get_backend
 
+from .interrupts import Interrupted, InterruptGuard
+
 DEFAULT_TIMEOUT_S = 300.0
 
 
@@ -103,6 +105,9 @@ class MpiRanks:
         self.is_root = self.rank == 0
         self.watchdog = Watchdog(timeout, f"rank {self.rank} of {self.size}")
         self.agreed = False  # set when the ranks stop together: nothing to abort
+        # a signal received while MPI started (connect): stops every rank at the first
+        # together(), where they meet, instead of this one alone
+        self.pending_signal: int | None = None
 
     def shard(self, count: int) -> slice:
         """This rank's contiguous share of `count` samples (equal when `size` divides it)."""
@@ -133,6 +138,9 @@ class MpiRanks:
     def together(self, function):
         """Every rank runs `function`; if any fails, all stop (rank 0 raising the error)."""
         try:
+            if self.pending_signal is not None:
+                pending, self.pending_signal = self.pending_signal, None
+                raise Interrupted(pending)
             value, failure = function(), None
         except BaseException as error:  # noqa: BLE001 - handed to every rank below
             value, failure = None, error
@@ -325,17 +333,21 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
         # a rank that exits after MPI_Init waits in MPI_Finalize for the others, which would
         # all report it instead of being ended by the launcher when rank 0 does.
         get_backend("cupy")
-    try:
-        with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
-            from mpi4py import MPI
-    except (ImportError, RuntimeError) as error:
-        raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
-                               "install them with: pip install 'nnrun[mpi]'") from None
-    comm = MPI.COMM_WORLD
-    ranks = MpiRanks(comm, timeout)
-    if backend == "cupy":
-        with ranks.waiting("choosing each rank's GPU"):
-            use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED))
+    # A signal while MPI starts (seconds, waiting for every rank) is only noted: this rank
+    # leaving alone would leave the others waiting for it until --distributed-timeout.
+    with InterruptGuard() as guard, guard.deferred():
+        try:
+            with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
+                from mpi4py import MPI
+        except (ImportError, RuntimeError) as error:
+            raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
+                                   "install them with: pip install 'nnrun[mpi]'") from None
+        comm = MPI.COMM_WORLD
+        ranks = MpiRanks(comm, timeout)
+        if backend == "cupy":
+            with ranks.waiting("choosing each rank's GPU"):
+                use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED))
+    ranks.pending_signal = guard.received
     return ranks
 
 

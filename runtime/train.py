@@ -123,18 +123,20 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks)
     if resume is not None:
         advice = f"the run directory is as it was; resume with: {resume_command(run.path, ranks)}"
     else:
-        advice = (f"nothing was trained; start again with: nnrun train {source.path or 'SPEC'} "
-                  f"--out {run.path}")
+        advice = ("nothing was trained; start again with: "
+                  + _on_ranks(f"nnrun train {source.path or 'SPEC'} --out {run.path}", ranks))
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
 
 
 def resume_command(run_dir: Path, ranks) -> str:
     """The command that resumes `run_dir`: its own spec.yaml holds every override, so it always
     fits the run."""
-    command = f"nnrun train {run_dir / SPEC} --resume {run_dir}"
-    if ranks.size > 1:
-        command = f"mpiexec -n {ranks.size} {command} --distributed"
-    return command
+    return _on_ranks(f"nnrun train {run_dir / SPEC} --resume {run_dir}", ranks)
+
+
+def _on_ranks(command: str, ranks) -> str:
+    """`command` as the job it ran in launches it: on N ranks, under mpiexec."""
+    return f"mpiexec -n {ranks.size} {command} --distributed" if ranks.size > 1 else command
 
 
 def _run_path(source, out_dir, resume) -> Path:

@@ -283,6 +283,36 @@ def test_the_ranks_agree_on_a_signal_and_a_diverged_loss():
         follower.from_root(lambda: None)
 
 
+def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypatch):
+    """The MPI audit: SIGTERM to one rank while MPI started (seconds, waiting for the others)
+    stopped that rank alone, and the others waited for it until --distributed-timeout (300 s
+    by default), then blamed a dead rank. The signal is now noted there, and the ranks stop
+    together where they first meet."""
+    from nnrun.runtime import distributed
+
+    fake = types.ModuleType("mpi4py")
+    fake.MPI = types.SimpleNamespace(COMM_WORLD=FakeComm(1, 2))
+
+    @contextlib.contextmanager
+    def start_of_mpi(timeout, who):
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while MPI starts (Ctrl-C)
+        time.sleep(0.05)
+        yield
+
+    monkeypatch.setitem(sys.modules, "mpi4py", fake)
+    monkeypatch.setattr(distributed, "_watched_start", start_of_mpi)
+    ranks = distributed.connect("numpy", timeout=5)
+    assert ranks.pending_signal == signal.SIGINT
+    called = []
+    with pytest.raises(RankFollows) as stopped:  # rank 1: rank 0 reports it
+        ranks.together(lambda: called.append(1))
+    assert stopped.value.code == 128 + signal.SIGINT and not called
+    root = MpiRanks(FakeComm(0, 2))
+    root.pending_signal = signal.SIGTERM
+    with pytest.raises(Interrupted):
+        root.together(lambda: None)
+
+
 def test_a_signal_on_another_rank_reaches_rank_0_as_a_signal():
     travelled = _portable(Interrupted(signal.SIGTERM))
     assert isinstance(travelled, Interrupted)
