@@ -80,6 +80,9 @@ class Alone:
     def gather(self, value) -> list:
         return [value]
 
+    def check_same(self, value, what: str) -> None:
+        pass
+
     def raise_together(self, error: BaseException):
         raise error
 
@@ -178,6 +181,19 @@ class MpiRanks:
         """`value` (picklable) of every rank, in rank order: the same list on every rank."""
         with self.waiting("gathering the metrics"):
             return self.comm.allgather(value)
+
+    def check_same(self, value, what: str) -> None:
+        """A DistributedError on every rank where a rank's `value` is not rank 0's: ranks
+        launched with other specs would fail later as an internal error, or wait for each
+        other until the timeout."""
+        with self.waiting(f"comparing the ranks' {what}"):
+            values = self.comm.allgather(value)
+        differing = [rank for rank, other in enumerate(values) if other != values[0]]
+        if differing:
+            raise DistributedError(
+                f"rank {differing[0]} of {self.size} runs another {what} than rank 0 (other "
+                "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
+                "command on every rank")
 
     def raise_together(self, error: BaseException):
         """Stop every rank, each calling this with the same decision: rank 0 raises `error`

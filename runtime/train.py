@@ -25,6 +25,8 @@ broadcast, and the metrics are sums over the ranks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 import time
@@ -96,6 +98,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     run = RunDirectory(_run_path(source, out_dir, resume), say) if ranks.is_root else None
 
     def prepare():
+        ranks.check_same(_training_digest(source.spec), "spec")  # first: nothing failed before
         changes = {}
         if run is not None:
             run.open_existing() if resume is not None else run.open_new()
@@ -113,6 +116,16 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     except BaseException:
         ranks.failed()
         raise
+
+
+def _training_digest(spec) -> str:
+    """What must be the same on every rank: the spec, but for the paths of its files (ranks on
+    other machines may find them at other places)."""
+    data = spec.model_dump(mode="json")
+    for section, field in (("data", "path"), ("model", "init_from")):
+        if isinstance(data.get(section), dict):
+            data[section].pop(field, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:

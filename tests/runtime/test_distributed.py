@@ -313,6 +313,29 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
         root.together(lambda: None)
 
 
+def test_ranks_launched_with_other_specs_are_told_so_on_every_rank():
+    """The MPI audit: another --set on rank 1 trained silently (another seed mixed other
+    samples into each batch), or failed as an internal error (another layer width)."""
+    for rank in (0, 1):
+        ranks = MpiRanks(FakeComm(rank, 2, others={1 - rank: "b"}))
+        with pytest.raises(DistributedError, match=r"rank 1 of 2 runs another spec than rank "
+                                                   r"0 .*; launch one command on every rank"):
+            ranks.check_same("a", "spec")
+    MpiRanks(FakeComm(0, 2, others={1: "a"})).check_same("a", "spec")
+
+
+def test_the_training_digest_is_the_spec_but_its_file_paths():
+    from nnrun.runtime.train import _training_digest
+
+    def digest(text):
+        return _training_digest(load_spec_text(text).spec)
+
+    spec = ("data: {dataset: npz, path: %s}\nmodel:\n  input_shape: [2]\n  layers: "
+            "[{type: dense, units: 2}]\noptimizer: {type: sgd, lr: %s}\n")
+    assert digest(spec % ("/a/x.npz", 0.1)) == digest(spec % ("/b/x.npz", 0.1))
+    assert digest(spec % ("/a/x.npz", 0.1)) != digest(spec % ("/a/x.npz", 0.2))
+
+
 def test_a_signal_on_another_rank_reaches_rank_0_as_a_signal():
     travelled = _portable(Interrupted(signal.SIGTERM))
     assert isinstance(travelled, Interrupted)
