@@ -103,19 +103,24 @@ def spec_hash(spec) -> str:
 SPEC_TEXT_KEPT_BYTES = 64 * 1024  # a spec with inline weights may be longer: its digest only
 
 
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def spec_text_meta(text: str) -> dict:
     """The meta fields that keep the spec.yaml text a checkpoint was trained with."""
-    data = text.encode("utf-8")
-    kept = text if len(data) <= SPEC_TEXT_KEPT_BYTES else None
-    return {"spec_sha256": hashlib.sha256(data).hexdigest(), "spec_text": kept}
+    kept = text if len(text.encode("utf-8")) <= SPEC_TEXT_KEPT_BYTES else None
+    return {"spec_sha256": text_digest(text), "spec_text": kept}
 
 
-def trained_spec_text(meta: dict, text: str) -> str | None:
+def trained_spec_text(meta: dict, text: str, written_since: tuple[str, ...] = ()) -> str | None:
     """The spec text a checkpoint was trained with, given spec.yaml's `text`: that text when
-    the checkpoint says so (or says nothing: an older nnrun), the kept one when spec.yaml was
-    edited since, None when it was edited and the checkpoint kept only the digest."""
+    the checkpoint says so (or says nothing: an older nnrun), or when nnrun wrote it since
+    (`written_since`: the digests of the specs a resume after the checkpoint recorded); the
+    kept one when spec.yaml was edited by hand since; None when it was and the checkpoint kept
+    only the digest."""
     digest = meta.get("spec_sha256")
-    if digest is None or hashlib.sha256(text.encode("utf-8")).hexdigest() == digest:
+    if digest is None or text_digest(text) in (digest, *written_since):
         return text
     return meta.get("spec_text")
 

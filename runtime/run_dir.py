@@ -342,11 +342,21 @@ class RunDirectory:
         return text if text.endswith("\n") or not text else text + "\n"
 
     def record_spec_change(self, epoch: int, changes: dict, previous_spec: str,
-                           earlier: str) -> None:
-        """Keeps the spec each part of the run was trained with (spec.yaml holds the latest);
-        `earlier`: read_spec_changes(), read before the run directory was written to."""
-        entry = {"resumed_after_epoch": epoch, "changes": changes, "previous_spec": previous_spec}
+                           earlier: str, spec_sha256: str) -> None:
+        """Keeps the spec each part of the run was trained with (spec.yaml holds the latest,
+        whose digest is `spec_sha256`); `earlier`: read_spec_changes(), read before the run
+        directory was written to."""
+        entry = {"resumed_after_epoch": epoch, "changes": changes, "previous_spec": previous_spec,
+                 "spec_sha256": spec_sha256}
         write_text_atomically(self.file(CHANGES), earlier + json.dumps(entry) + "\n")
+
+    def specs_written_after(self, epoch: int) -> tuple[str, ...]:
+        """The digests of the specs resumes after `epoch`'s checkpoint wrote to spec.yaml (a
+        resume interrupted before its first checkpoint leaves its spec there)."""
+        rows = [_json_or_none(line) for line in self.read_spec_changes().splitlines()]
+        return tuple(row["spec_sha256"] for row in rows if isinstance(row, dict)
+                     and row.get("resumed_after_epoch") == epoch
+                     and isinstance(row.get("spec_sha256"), str))
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")

@@ -189,7 +189,7 @@ def trained_text(run: RunDirectory) -> str:
     text = run.spec_text()
     if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
         return text  # another spec's checkpoint, or the model edited: the load refuses it
-    trained = ckpt.trained_spec_text(meta, text)
+    trained = ckpt.trained_spec_text(meta, text, run.specs_written_after(meta["epoch"]))
     if trained is None:
         raise TrainingError(
             f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
@@ -419,7 +419,8 @@ class Trainer:
             history.schedule_start = epoch
             run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
                     f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")
-        run.record_spec_change(epoch, changes, previous_spec, earlier_changes)
+        run.record_spec_change(epoch, changes, previous_spec, earlier_changes,
+                               ckpt.text_digest(self.spec_text))
         run.write_spec(self.spec_text)
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:

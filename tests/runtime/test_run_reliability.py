@@ -653,6 +653,26 @@ def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch)
     assert len(rows(trained)) == 4
 
 
+@pytest.mark.parametrize("kept_bytes", [64 * 1024, 10])
+def test_a_resume_stopped_before_its_first_checkpoint_resumes_with_its_own_spec(
+        trained, monkeypatch, kept_bytes):
+    """The review: a resume with allowed changes writes spec.yaml before its first checkpoint;
+    stopped there (a signal, a diverged loss), the spec.yaml it wrote was taken for a hand
+    edit, and the printed resume command was refused (for a spec too long to keep, every
+    resume)."""
+    from nnrun.runtime import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SPEC_TEXT_KEPT_BYTES", kept_bytes)
+    before = (trained / "last.npz").read_bytes()  # epoch 2's, trained with lr 0.05
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
+                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    result = assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained))
+    assert "edited since" not in result.stderr
+    assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
+    assert len((trained / "spec-changes.jsonl").read_text().splitlines()) == 1
+
+
 def test_a_long_run_spec_edited_by_hand_is_refused(trained, monkeypatch):
     """Past 64 KiB the checkpoint keeps only the spec's digest: an edit is refused, not
     guessed at."""
