@@ -389,7 +389,9 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
-        record = (trained_text(run), run.read_spec_changes()) if changes else None
+        trained = trained_text(run)
+        edited = trained != run.spec_text()
+        record = (trained, run.read_spec_changes()) if changes else None
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
@@ -399,6 +401,8 @@ class Trainer:
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         if changes and not self._should_stop(history, level):
             self._record_changes(run, epoch, changes, history, *record)
+        elif edited and not changes:  # a hand edit the resume did not take: spec.yaml says
+            run.write_spec(self.spec_text)  # what the run trains with again
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

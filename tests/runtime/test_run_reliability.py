@@ -673,6 +673,17 @@ def test_a_resume_stopped_before_its_first_checkpoint_resumes_with_its_own_spec(
     assert len((trained / "spec-changes.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_hand_edit_a_resume_does_not_take_is_undone(trained, spec):
+    """The review: resumed with the user's own spec (the trained settings), a run whose
+    spec.yaml had been edited by hand kept the edit, which then said what the run was not
+    trained with."""
+    run_spec = trained / "spec.yaml"
+    original = run_spec.read_text()
+    run_spec.write_text(original.replace("lr: 0.05", "lr: 0.5"))
+    assert_ok(invoke("train", spec, "--resume", trained, "--quiet"))
+    assert run_spec.read_text() == original and not (trained / "spec-changes.jsonl").exists()
+
+
 def test_a_long_run_spec_edited_by_hand_is_refused(trained, monkeypatch):
     """Past 64 KiB the checkpoint keeps only the spec's digest: an edit is refused, not
     guessed at."""
