@@ -76,11 +76,14 @@ def read_runs(paths: list[Path]) -> list[RunCurves]:
 
 
 def _step_rows(path: Path) -> list[dict]:
-    """grad-norms.jsonl's rows with a batch counted from 1, where the step's place is known
-    (a row without one, hand-edited or torn, would stop the plot)."""
-    rows = _rows(path, required=False)
-    return [row for row in rows if isinstance(row.get("batch"), int)
-            and not isinstance(row["batch"], bool) and row["batch"] >= 1]
+    """grad-norms.jsonl's rows with an epoch and a batch counted from 1, where the step's place
+    is known (a row without them, hand-edited or torn, would stop the plot)."""
+    return [row for row in _rows(path, required=False)
+            if _counted(row.get("epoch")) and _counted(row.get("batch"))]
+
+
+def _counted(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _spec_name(path: Path) -> str | None:
@@ -255,8 +258,9 @@ def _step_position(rows: list[dict]):
     before they held `batches` give it by their step count when a later epoch's row does
     (step = (epoch - 1) * batches + batch), else by the largest batch logged."""
     known = [(row["step"] - row["batch"]) / (row["epoch"] - 1) for row in rows
-             if row["epoch"] > 1 and isinstance(row.get("step"), int)]
-    fallback = max(known) if known else max(row["batch"] for row in rows)
+             if row["epoch"] > 1 and _counted(row.get("step"))]
+    # at least the largest batch logged (an edited row's step may say less, or nothing)
+    fallback = max([*known, *(row["batch"] for row in rows)])
 
     def position(row: dict) -> float:
         batches = row.get("batches")

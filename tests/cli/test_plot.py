@@ -138,6 +138,7 @@ def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("row", ['{"epoch": 1, "layer_grad_norm/dense_1": 1.0}',
+                                 '{"epoch": "2", "batch": 1, "layer_grad_norm/dense_1": 1.0}',
                                  '{"epoch": 1, "batch": 0, "layer_grad_norm/dense_1": 1.0}',
                                  '{"epoch": 1, "batch": "2", "layer_grad_norm/dense_1": 1.0}',
                                  '{"epoch": 1, "batch": null, "layer_grad_norm/dense_1": 1.0}'])
@@ -267,6 +268,24 @@ def test_a_logged_step_is_placed_by_its_epochs_batch_count(runs):
     # rows written before they held `batches`: the count from a later epoch's step number
     older = [{"step": 2, "epoch": 1, "batch": 2}, {"step": 45, "epoch": 2, "batch": 4}]
     assert _step_position(older)(older[0]) == pytest.approx(2 / 41)
+
+
+@pytest.mark.parametrize("row", ['{"step": 5, "epoch": 2, "batch": 5}',
+                                 '{"step": 1, "epoch": 3, "batch": 4}'])
+def test_rows_of_an_older_run_whose_step_says_no_batch_count_are_still_placed(tmp_path, row):
+    """The review: a grad-norms.jsonl row without `batches` whose step gives a count of 0 (or
+    less) divided by it: an internal error."""
+    from nnrun.runtime.plot import _step_position, read_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n')
+    (run / "grad-norms.jsonl").write_text(row[:-1] + ', "layer_grad_norm/dense_1": 1.0}\n')
+    (curves,) = read_runs([run])
+    # the last batch of its epoch: the count is at least the batch logged
+    assert _step_position(curves.steps)(curves.steps[0]) == curves.steps[0]["epoch"]
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
 
 
 def test_a_run_that_diverged_at_its_first_logged_step_draws_its_epoch_means(tmp_path):
