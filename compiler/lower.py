@@ -590,24 +590,25 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
 
 
 def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]]) -> str:
-    """`set output_padding: 1 on 'up1' (it then gives [4, 5, 5])`: a branch a row or column
-    short of another (an odd size halved), whose size a transposed convolution decides."""
-    for name, shape in zip(names, shapes):
-        for other in shapes:
-            short = [want - have for have, want in zip(shape[1:], other[1:])]
-            if len(other) != len(shape) or min(short) < 0 or max(short) == 0:
-                continue
-            found = _transposed_convolution_at(ctx.lowered, ctx.spec, name)
-            if found is None:
-                continue
-            layer_name, layer = found
-            rank = len(shape) - 1
-            padding = [extra + more for extra, more in
-                       zip(as_tuple(layer.output_padding, rank), short)]
-            if all(extra < step for extra, step in zip(padding, as_tuple(layer.stride, rank))):
-                value = padding[0] if len(set(padding)) == 1 else padding
-                return (f"set output_padding: {value} on '{layer_name}' (the branch then gives "
-                        f"{[shape[0], *other[1:]]})")
+    """`set output_padding: 1 on 'up1' (the branch then gives [4, 5, 5])`: the one branch a
+    row or column short of all the others (an odd size halved), whose size a transposed
+    convolution decides."""
+    for index, (name, shape) in enumerate(zip(names, shapes)):
+        others = {tuple(other) for i, other in enumerate(shapes) if i != index}
+        if len(others) != 1:
+            continue
+        (other,) = others
+        short = [want - have for have, want in zip(shape[1:], other[1:])]
+        found = _transposed_convolution_at(ctx.lowered, ctx.spec, name)
+        if min(short) < 0 or found is None:
+            continue
+        layer_name, layer = found
+        rank = len(shape) - 1
+        padding = [extra + more for extra, more in zip(as_tuple(layer.output_padding, rank), short)]
+        if all(extra < step for extra, step in zip(padding, as_tuple(layer.stride, rank))):
+            value = padding[0] if len(set(padding)) == 1 else padding
+            return (f"set output_padding: {value} on '{layer_name}' (the branch then gives "
+                    f"{[shape[0], *other[1:]]})")
     return ""
 
 

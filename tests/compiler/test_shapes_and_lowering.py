@@ -430,6 +430,19 @@ def test_a_branch_a_row_short_is_told_the_output_padding_that_fixes_it(after, ex
     assert checked(spec_text([1, 10, 10], *fixed, join)).ok
 
 
+def test_three_branches_get_output_padding_advice_only_where_it_makes_all_agree():
+    """The review: with a third branch of another size, the advice fixed one pair only."""
+    layers = ["{type: conv2d, filters: 1, kernel_size: 3, padding: 1, name: enc1}",
+              "{type: maxpool2d, pool_size: 2, name: pool1}",
+              "{type: maxpool2d, pool_size: 2, name: pool2}",
+              "{type: conv2d_transpose, filters: 1, kernel_size: 4, stride: 2, padding: 1, "
+              "name: up1}",
+              "{type: add, inputs: [up1, pool1, enc1]}"]
+    (error,) = [d for d in errors_of(spec_text([1, 10, 10], *layers)) if d.severity == "error"]
+    assert "output_padding: 1 on" not in error.message
+    assert "the spatial sizes differ" in error.message
+
+
 def test_branches_of_other_channels_and_sizes_are_told_both():
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
                      "{type: conv2d, filters: 3, kernel_size: 3, name: b, inputs: input}",
