@@ -191,6 +191,11 @@ def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
                                                                  list(outputs)))
     if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
         raise DataFitError(_one_score_per_position(loss, label_shape, outputs, where))
+    if label_shape and label_shape != list(outputs[1:]):
+        raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
+                           f"score per position, [1, {', '.join(map(str, label_shape))}], the "
+                           f"model ends with {list(outputs)} "
+                           f"({_positions_fix(list(outputs[1:]), label_shape, 'one filter')})")
 
 
 def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where: str) -> str:
@@ -223,13 +228,18 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
                            "one unit per class (or give label maps for segmentation)")
-    if len(spatial) != len(label_shape):  # a flatten or dense took the maps' positions away
-        fix = ("keep the positions: no flatten or dense; end with a 1x1 convolution of one "
-               "filter per class")
-    elif shrink_factors(spatial, label_shape):
-        fix = "pool or stride down to the labels' size"
-    else:
-        fix = "upsample to the labels' size"
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
-                       f"{', '.join(map(str, label_shape))}] ({fix})")
+                       f"{', '.join(map(str, label_shape))}] "
+                       f"({_positions_fix(spatial, label_shape)})")
+
+
+def _positions_fix(spatial: list, label_shape: list, filters: str = "one filter per class") -> str:
+    """What brings a model's output positions to the label maps' (`spatial`: its output's
+    shape past the channels)."""
+    if len(spatial) != len(label_shape):
+        return ("a flatten, dense, global pool or reshape took the positions away: keep them, "
+                f"and end with a convolution of kernel_size 1 and {filters}")
+    if shrink_factors(spatial, label_shape):
+        return "pool or stride down to the labels' size"
+    return "upsample to the labels' size"

@@ -567,7 +567,21 @@ def test_label_maps_after_a_flatten_advise_keeping_the_positions(tmp_path):
                  " {type: flatten}]}\ntrain: {epochs: 1, batch_size: 2}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "the model ends with [192]" in line and "upsample" not in line
-    assert "no flatten or dense; end with a 1x1 convolution of one filter per class" in line
+    assert ("a flatten, dense, global pool or reshape took the positions away: keep them, and "
+            "end with a convolution of kernel_size 1 and one filter per class") in line
+
+
+def test_mse_on_label_maps_with_a_vector_output_is_one_line(tmp_path):
+    """The review: mse on label maps after a flatten and dense was an internal error (a
+    reshape of the targets)."""
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"), y=np.zeros((4, 8, 8), np.int64))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nloss: mse\n"
+                 "model: {layers: [{type: conv2d, filters: 3, kernel_size: 3, padding: same},"
+                 " {type: flatten}, {type: dense, units: 3}]}\n"
+                 "train: {epochs: 1, batch_size: 2}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "mse compares the label maps [8, 8] with one score per position, [1, 8, 8], the " \
+        "model ends with [3]" in line and "kernel_size 1 and one filter)" in line
 
 
 def test_a_negative_marker_without_ignore_index_names_it(tmp_path):
