@@ -432,18 +432,31 @@ def _json_or_none(line: str):
         return None
 
 
+HOLDER_WAITS, HOLDER_WAIT_S = 20, 0.025
+
+
 def _holder_pid(descriptor: int) -> str:
-    """The pid in a lock file another process holds. It writes it once its checks pass
-    (RunDirectory._claim), a moment after taking the lock: waited for a little."""
+    """The pid of the process that holds a lock file. It writes it once its checks pass
+    (RunDirectory._claim), a moment after taking the lock; until then the file holds nothing,
+    or the pid of the run before, which has ended: waited for a little."""
     for _ in range(HOLDER_WAITS):
         holder = os.pread(descriptor, 32, 0).decode(errors="replace").strip()
-        if holder:
+        if holder.isdigit() and _running(int(holder)):
             return holder
         time.sleep(HOLDER_WAIT_S)
     return "unknown: it is starting, or was refused"
 
 
-HOLDER_WAITS, HOLDER_WAIT_S = 20, 0.025
+def _running(pid: int) -> bool:
+    if not 0 < pid < 2**31:  # os.kill(0, ...) would reach the whole process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _metrics_row(line: str) -> dict | None:

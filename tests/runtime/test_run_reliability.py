@@ -99,7 +99,8 @@ def test_a_second_process_fails_at_once_naming_the_holder(tmp_path, spec):
 
 def test_a_holder_that_has_not_written_its_pid_yet_is_waited_for(tmp_path):
     """The run-directory audit: a process that took the lock a moment before (its checks not
-    yet done, its pid not yet written) was named "pid unknown"."""
+    yet done, its pid not yet written) was named "pid unknown", or by the pid of the run
+    before it, which had ended (the review)."""
     import fcntl
     import threading
 
@@ -109,11 +110,13 @@ def test_a_holder_that_has_not_written_its_pid_yet_is_waited_for(tmp_path):
     lock = tmp_path / "run" / LOCK
     descriptor = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(descriptor, fcntl.LOCK_EX)
-    later = threading.Timer(0.1, lambda: os.pwrite(descriptor, b"4242\n", 0))
+    os.pwrite(descriptor, b"999999999\n", 0)  # the run before's pid, which has ended
+    later = threading.Timer(0.1, lambda: (os.ftruncate(descriptor, 0),
+                                          os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)))
     later.start()
     try:
         with pytest.raises(RunDirectoryError, match=r"in use by another nnrun process "
-                                                     r"\(pid 4242\)"):
+                                                     rf"\(pid {os.getpid()}\)"):
             RunDirectory(tmp_path / "run").open_existing()
     finally:
         later.join()
