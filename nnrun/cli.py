@@ -248,7 +248,9 @@ class _Commands(click.Group):
         sys.exit(0)
 
     def parse_args(self, ctx, args):
-        _refuse_a_spaced_override(ctx, args)
+        ctx.meta["nnrun.words"] = list(args)
+        with _usage_errors_in_one_line(self._command_path(ctx)):
+            _refuse_a_spaced_override(ctx, args)
         return super().parse_args(ctx, args)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -256,8 +258,16 @@ class _Commands(click.Group):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx):
-        with _usage_errors_in_one_line():  # a command's own options, parsed here
+        # a command's own options, parsed here (an option without its value has no context)
+        with _usage_errors_in_one_line(self._command_path(ctx)):
             return super().invoke(ctx)
+
+    def _command_path(self, ctx) -> str:
+        """`nnrun train`: the command the words name, whose --help a usage error points to."""
+        words = ctx.meta.get("nnrun.words", [])
+        named = next((word for word in words if not word.startswith("-")), None)
+        known = named in self.list_commands(ctx)
+        return f"{ctx.command_path} {named}" if known else ctx.command_path
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
@@ -279,9 +289,9 @@ class _OneLineUsageError(click.ClickException):
 
     exit_code = 2
 
-    def __init__(self, error: click.UsageError):
+    def __init__(self, error: click.UsageError, command_path: str):
         super().__init__(error.format_message())
-        self.command_path = error.ctx.command_path if error.ctx is not None else "nnrun"
+        self.command_path = error.ctx.command_path if error.ctx is not None else command_path
 
     def show(self, file=None) -> None:
         message = one_line(" ".join(self.format_message().split("\n")))
@@ -289,13 +299,16 @@ class _OneLineUsageError(click.ClickException):
 
 
 @contextmanager
-def _usage_errors_in_one_line():
+def _usage_errors_in_one_line(command_path: str = "nnrun"):
+    """`command_path`: whose --help to name where the error has no context of its own."""
     try:
         yield
     except click.exceptions.NoArgsIsHelpError:
         raise  # `nnrun data` alone: its help, as asked
     except click.UsageError as error:
-        raise _OneLineUsageError(error) from None
+        if error.ctx is not None and error.ctx.command is main:  # raised by the group itself
+            error.ctx = None  # for a command's words: that command's --help
+        raise _OneLineUsageError(error, command_path) from None
 
 
 # command -> (its module, the command's name there)
