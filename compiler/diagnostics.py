@@ -244,30 +244,32 @@ def _meant_tag(item: dict, mapping: Any, schema: Any) -> str | None:
     if item["type"] == "union_tag_not_found" and misspelt is not None:
         given = mapping[misspelt]
     if given is not None:
-        meant = suggest(given, _tags_of(union, discriminator))
+        meant = suggest(given, [tag for tag, _ in _tagged_members(union, discriminator)])
         if meant or not isinstance(given, str):
             return meant
-    fitting = fitting_tags(mapping, union, discriminator)
-    return fitting[0] if len(fitting) == 1 else None
+    return only_fitting_tag(mapping, union, discriminator)
 
 
 def fitting_tags(mapping: dict, union: Any, discriminator: str = "type") -> list[str]:
     """The types of `union` whose fields hold the most of a type-less mapping's keys
     (`{units: 10}`: dense); none when no key is any type's field."""
-    keys = [key for key in mapping if key != discriminator]
-    counts: dict[str, int] = {}
-    for member in _union_members(_unwrap(union)) if union is not None else []:
-        member = _unwrap(member)
-        if _is_model(member) and _literal_values(member, discriminator):
-            fields = set(_field_names(member))
-            counts[_literal_values(member, discriminator)[0]] = sum(k in fields for k in keys)
+    keys = {key for key in mapping if key != discriminator}
+    counts = {tag: len(keys & set(_field_names(member)))
+              for tag, member in _tagged_members(union, discriminator)}
     best = max(counts.values(), default=0)
     return [tag for tag, count in counts.items() if count == best] if best else []
 
 
-def _tags_of(union: Any, discriminator: str) -> list[str]:
+def only_fitting_tag(mapping: Any, union: Any, discriminator: str = "type") -> str | None:
+    """The one type a mapping's fields fit, or None (none, or several)."""
+    fitting = fitting_tags(mapping, union, discriminator) if isinstance(mapping, dict) else []
+    return fitting[0] if len(fitting) == 1 else None
+
+
+def _tagged_members(union: Any, discriminator: str) -> list[tuple[str, Any]]:
+    """(tag, model) of each member of a tagged union."""
     members = [_unwrap(m) for m in _union_members(_unwrap(union))] if union is not None else []
-    return [str(_literal_values(m, discriminator)[0]) for m in members
+    return [(str(_literal_values(m, discriminator)[0]), m) for m in members
             if _is_model(m) and _literal_values(m, discriminator)]
 
 
@@ -579,12 +581,12 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
         subject = f"{kind} '{tag}'"
     else:
         subject = f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
-    suggestion = _did_you_mean(tag, _unquoted(expected))
-    value = _value_at(data, problem.data_path)
-    fitting = fitting_tags(value, _annotation_at(schema, problem.error["loc"]),
-                           _discriminator(problem.error)) if isinstance(value, dict) else []
-    if not suggestion and len(fitting) == 1:
-        return f"unknown {subject}; its fields are those of '{fitting[0]}'"
+    discriminator = _discriminator(problem.error)
+    fitting = only_fitting_tag(_value_at(data, problem.data_path),
+                               _annotation_at(schema, problem.error["loc"]), discriminator)
+    if fitting and not suggest(tag, _unquoted(expected)):
+        return (f"unknown {subject}; its fields are those of '{fitting}': set "
+                f"{discriminator}: {fitting}")
     return f"unknown {subject}{_suggestion_or_choices(tag, expected)}"
 
 

@@ -212,9 +212,10 @@ def _generated_name(row: LayerRow) -> bool:
 
 
 def _by_position(a: list[LayerRow], b: list[LayerRow], keys=None) -> list[LayerChange]:
-    """Layers of one stretch paired where they run alike: first those the same in everything
-    but their name (a conv2d inserted beside another leaves that one unchanged), then, between
-    those, by type and output shape, then by type alone; the others removed, added."""
+    """Layers of one stretch paired where they run alike, by each of `keys` in turn between the
+    pairs the one before found (align's: the same in everything but the name, then in all but
+    the weight an inserted layer changes, then type and output shape, then type alone); the
+    others removed, added."""
     keys = _PAIRING_KEYS if keys is None else keys
     if not keys:
         return [LayerChange(row, None) for row in a] + [LayerChange(None, row) for row in b]

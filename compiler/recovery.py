@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from .datasets import DATASETS
-from .diagnostics import fitting_tags, misspelt_key, suggest
+from .diagnostics import misspelt_key, only_fitting_tag, suggest
 from .schema import Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
@@ -70,9 +70,9 @@ def _rename_misspelt_type(data: dict, path: tuple) -> bool:
     if key is not None:
         mapping["type"] = mapping.pop(key)
         return True
-    fitting = fitting_tags(mapping, Layer) if _layer_index(path) is not None else []
-    if isinstance(mapping, dict) and len(fitting) == 1:
-        mapping["type"] = fitting[0]
+    fitting = only_fitting_tag(mapping, Layer) if _layer_index(path) is not None else None
+    if fitting is not None:
+        mapping["type"] = fitting
         return True
     return False
 

@@ -858,7 +858,10 @@ def _numbers_also_as_text(node) -> None:
 
 def _whole_exponent_pattern(most_digits: int = 20) -> str:
     """EXPONENT_TEXT where its number is whole, as _whole_exponent_text takes it: no more
-    fraction digits (but trailing zeros) than the exponent (`1.5e1`, not `1.5e0`)."""
+    fraction digits (but trailing zeros) than the exponent (`1.5e1`, not `1.5e0`). A regular
+    expression cannot compare two counts, so each exponent up to `most_digits` is spelt out;
+    past it (numbers past 1e20, beyond any count a field takes) any fraction of that many
+    digits passes, and validate is the judge."""
     def mantissa(digits: int) -> str:
         if digits == 0:
             return r"([0-9]+(\.0*)?|\.0+)"

@@ -221,8 +221,9 @@ def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
     colours = dict(zip(layers, _colours(len(layers), "viridis")))
     per_step = any(run.drawn_steps() for run in runs)
     for run, style in zip(runs, LINE_STYLES * len(runs)):
-        rows = run.drawn_steps() or run.epochs
-        x_of = _step_position(rows) if run.drawn_steps() else (lambda row: row["epoch"])
+        steps = run.drawn_steps()
+        rows = steps or run.epochs
+        x_of = _step_position(steps) if steps else (lambda row: row["epoch"])
         for layer in run.layers():
             key = LAYER_PREFIX + layer
             points = [(x_of(row), row[key]) for row in rows if _norm_drawn(row, key)]

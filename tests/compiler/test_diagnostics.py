@@ -846,7 +846,8 @@ def test_a_missing_or_unknown_type_is_checked_as_the_type_its_fields_fit():
         "add type: dense",
         "model.layers[0]: 'units' must be an integer ≥ 1, got -8",
         "model.layers[0]: unknown field 'bogus'",
-        "model.layers[1]: unknown layer type 'zzz'; its fields are those of 'dense'",
+        "model.layers[1]: unknown layer type 'zzz'; its fields are those of 'dense': set "
+        "type: dense",
         "model.layers[1]: 'units' must be an integer ≥ 1, got 0",
         "model.layers[2]: missing required field 'type'; its fields fit 'conv1d', 'conv2d', "
         "'conv1d_transpose' or 'conv2d_transpose': add the one meant",
