@@ -126,6 +126,17 @@ def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:
     axis.set_ylim(low - margin, high + margin)
 
 
+MOST_LISTED = 6  # a target of more values (a label map) is named by its shape and classes
+
+
 def _label(value) -> str:
     value = np.asarray(value)
-    return f"{value.item():g}" if value.size == 1 else str(value.tolist())
+    if value.size == 1:
+        return f"{value.item():g}"
+    if value.size <= MOST_LISTED:
+        return str(value.tolist())
+    if value.dtype.kind in "iub":  # a label map: which classes it holds
+        classes = [str(c) for c in np.unique(value)]
+        listed = ", ".join(classes[:MOST_LISTED]) + (", ..." if len(classes) > MOST_LISTED else "")
+        return f"map {list(value.shape)}: {listed}"
+    return f"{list(value.shape)}: {value.min():.3g}..{value.max():.3g}"

@@ -127,3 +127,17 @@ def test_the_colour_scale_spans_the_draws_so_the_background_shows(tmp_path, monk
     assert result.exit_code == 0, result.output
     assert all(low <= smallest for smallest, low, _ in ranges)
     assert any(low < high for _, low, high in ranges)  # the background below the flat sample
+
+
+def test_a_label_map_is_named_by_its_shape_and_classes():
+    """The datasets audit: a row of the FCN spec's preview was labelled with its whole label
+    map, 3,142 characters running off the figure."""
+    import numpy as np
+
+    from nnrun.preview import _label
+
+    labels = np.zeros((32, 32), np.int64)
+    labels[3:9, 4:8] = 3
+    assert _label(labels) == "map [32, 32]: 0, 3"
+    assert _label(np.arange(10).reshape(2, 5)) == "map [2, 5]: 0, 1, 2, 3, 4, 5, ..."
+    assert _label(np.float32(2.0)) == "2" and _label(np.array([0.5, 1.0])) == "[0.5, 1.0]"
