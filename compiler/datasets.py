@@ -120,6 +120,12 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
 CSV_ENCODING = "utf-8-sig"
 
 
+def csv_header_line(handle) -> str:
+    """A csv dataset's header row: its first line that is not blank, as the data rows after it
+    skip blank lines too ("" for a file of none)."""
+    return next((line for line in handle if line.strip()), "")
+
+
 def csv_columns(header_line: str) -> list[str]:
     """The column names of a csv dataset's header row (names may be quoted, and a quoted name
     may hold a comma, as the csv module reads it)."""

@@ -16,7 +16,8 @@ import yaml
 from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
-from .datasets import CSV_ENCODING, USER_FILE_DATASETS, csv_columns, no_label_column
+from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
+                       no_label_column)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -224,7 +225,7 @@ def _csv_header(file: Path) -> list[str] | None:
         return None
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
-            return csv_columns(handle.readline())
+            return csv_columns(csv_header_line(handle))
     except (OSError, UnicodeDecodeError):
         return None
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
-                                     generated_bytes, generator_hint, held_out, no_label_column)
+                                     csv_header_line, generated_bytes, generator_hint, held_out,
+                                     no_label_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -561,10 +562,9 @@ def _without_blank_lines(lines):
 def read_csv_header(path: Path) -> list[str]:
     try:
         with open(path, encoding=CSV_ENCODING) as handle:
-            first_line = handle.readline()
+            header = csv_columns(csv_header_line(handle))
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
-    header = csv_columns(first_line)
     if header == [""]:
         raise DataError(f"{path}: empty file; expected a header row with a `label` column")
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
@@ -579,12 +579,14 @@ def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
     none): its own message counts rows from 0 after the header, names no column, and for a
     short row suggests an option (usecols) that nnrun does not have."""
     with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
+        header_seen = False
         for number, line in enumerate(handle, start=1):
             values = line.split("#", 1)[0].strip()  # as loadtxt: comments, blank lines
-            if number > 1 and values:
+            if header_seen and values:
                 problem = row_problem(values.split(","), header)
                 if problem:
                     return f"line {number}{problem}"
+            header_seen = header_seen or bool(line.strip())
     return otherwise
 
 

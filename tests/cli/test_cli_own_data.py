@@ -539,6 +539,20 @@ def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
+def test_blank_lines_before_a_csv_header_are_blank_lines(tmp_path):
+    """The datasets audit: a blank first line made the file "empty"; the data rows skip blank
+    lines, and so does the header now, and a bad row is named by its own line."""
+    rows = "".join(f"{i / 10},{i / 5},{i % 3}\n" for i in range(12))
+    (tmp_path / "d.csv").write_text(f"\n  \na,b,label\n{rows}")
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\n"
+                 "model: {layers: [{type: dense, units: 3}]}\ntrain: {epochs: 1}\n")
+    assert_ok(invoke("validate", spec))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    (tmp_path / "d.csv").write_text("\na,b,label\n0.1,x,1\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "d.csv")
+    assert "line 3, column 'b': 'x' is not a number" in line
+
+
 def test_fit_errors_name_the_file_from_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     np.savez(tmp_path / "sub" / "d.npz", x=np.ones((8, 4), "f4"), y=np.arange(8) % 5)
