@@ -35,7 +35,8 @@ def run_row(spec: str, out_root: Path) -> dict:
     out = out_root / spec
     shutil.rmtree(out, ignore_errors=True)
     command = ["nnrun", "train", f"specs/{spec}.yaml", "--out", str(out), "--quiet"]
-    subprocess.run(command, check=True)
+    # this interpreter's nnrun, whether or not its environment's bin/ is on PATH
+    subprocess.run([sys.executable, "-m", "nnrun", *command[1:]], check=True)
     summary = json.loads((out / "summary.json").read_text())
     return {"spec": spec, "command": " ".join(command), **summary}
 
@@ -67,7 +68,8 @@ def _line(r: dict) -> str:
     if final.get("test_mean_iou") is not None:  # segmentation: pixel accuracy and mean IoU
         shown += f" of pixels, mean IoU {final['test_mean_iou']:.3f}"
     return (f"| {r['row']} | {r['what']} | `{r['spec']}` | {shown} | {r['target']} | "
-            f"{r['epochs_run']} | {r['wall_s']:.0f} s | {r['samples_per_s']:.0f} |")
+            f"{r['epochs_run']} ({r['best_epoch']}) | {r['wall_s']:.0f} s | "
+            f"{r['samples_per_s']:,.0f} |")
 
 
 if __name__ == "__main__":
