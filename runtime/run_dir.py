@@ -353,7 +353,9 @@ class RunDirectory:
     def specs_written_after(self, epoch: int) -> tuple[str, ...]:
         """The digests of the specs resumes after `epoch`'s checkpoint wrote to spec.yaml (a
         resume interrupted before its first checkpoint leaves its spec there)."""
-        rows = [_json_or_none(line) for line in self.read_spec_changes().splitlines()]
+        path = self.file(CHANGES)  # a damaged file is named later, where the resume reads it
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        rows = [_json_or_none(line) for line in text.splitlines()]
         return tuple(row["spec_sha256"] for row in rows if isinstance(row, dict)
                      and row.get("resumed_after_epoch") == epoch
                      and isinstance(row.get("spec_sha256"), str))
