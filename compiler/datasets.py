@@ -121,9 +121,14 @@ CSV_ENCODING = "utf-8-sig"
 
 
 def csv_header_line(handle) -> str:
-    """A csv dataset's header row: its first line that is not blank, as the data rows after it
-    skip blank lines too ("" for a file of none)."""
-    return next((line for line in handle if line.strip()), "")
+    """A csv dataset's header row: its first line with more than a comment (text after `#`, as
+    np.loadtxt reads the rows) or blanks, without its comment ("" for a file of none)."""
+    return next((text for text in map(csv_text, handle) if text.strip()), "")
+
+
+def csv_text(line: str) -> str:
+    """A csv line without its comment."""
+    return line.split("#", 1)[0]
 
 
 def csv_columns(header_line: str) -> list[str]:

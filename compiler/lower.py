@@ -584,31 +584,32 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
             else f"concat on axis {layer.axis} needs the other axes equal")
     # concat on another axis works only where that axis is the one that differs
     anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
-    fix = (_output_padding_fix(ctx, names, shapes) if 0 not in differ else "") \
+    fix = (_output_padding_fix(ctx, names, shapes, axis) if 0 not in differ else "") \
         or _branch_fix(layer.type, rank, differ, anywhere)
     ctx.fail(f"{need}: {given}; {fix}")
 
 
-def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]]) -> str:
+def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]], axis) -> str:
     """`set output_padding: 1 on 'up1' (the branch then gives [4, 5, 5])`: the one branch a
     row or column short of all the others (an odd size halved), whose size a transposed
-    convolution decides."""
+    convolution decides. Compared: the spatial axes but a concat's own (`axis`)."""
+    compared = [i for i in range(1, len(shapes[0])) if i != axis]
     for index, (name, shape) in enumerate(zip(names, shapes)):
-        others = {tuple(other) for i, other in enumerate(shapes) if i != index}
-        if len(others) != 1:
-            continue
-        (other,) = others
-        short = [want - have for have, want in zip(shape[1:], other[1:])]
+        others = {tuple(other[i] for i in compared) for i, other in enumerate(shapes)
+                  if i != index}
         found = _transposed_convolution_at(ctx.lowered, ctx.spec, name)
-        if min(short) < 0 or found is None:
+        if len(others) != 1 or found is None:
             continue
+        wanted = dict(zip(compared, next(iter(others))))
+        short = [wanted.get(i, shape[i]) - shape[i] for i in range(1, len(shape))]
         layer_name, layer = found
         rank = len(shape) - 1
         padding = [extra + more for extra, more in zip(as_tuple(layer.output_padding, rank), short)]
-        if all(extra < step for extra, step in zip(padding, as_tuple(layer.stride, rank))):
+        if min(short) >= 0 and all(extra < step for extra, step in
+                                   zip(padding, as_tuple(layer.stride, rank))):
             value = padding[0] if len(set(padding)) == 1 else padding
-            return (f"set output_padding: {value} on '{layer_name}' (the branch then gives "
-                    f"{[shape[0], *other[1:]]})")
+            grown = [shape[0], *(size + more for size, more in zip(shape[1:], short))]
+            return f"set output_padding: {value} on '{layer_name}' (the branch then gives {grown})"
     return ""
 
 

@@ -248,13 +248,13 @@ class _Commands(click.Group):
         sys.exit(0)
 
     def parse_args(self, ctx, args):
-        ctx.meta["nnrun.words"] = list(args)
+        ctx.meta["nnrun.words"] = list(args)  # for _command_path
         with _usage_errors_in_one_line(self._command_path(ctx)):
             _refuse_a_spaced_override(ctx, args)
         return super().parse_args(ctx, args)
 
     def make_context(self, info_name, args, parent=None, **extra):
-        with _usage_errors_in_one_line():
+        with _usage_errors_in_one_line(info_name or "nnrun"):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx):
@@ -263,11 +263,16 @@ class _Commands(click.Group):
             return super().invoke(ctx)
 
     def _command_path(self, ctx) -> str:
-        """`nnrun train`: the command the words name, whose --help a usage error points to."""
-        words = ctx.meta.get("nnrun.words", [])
-        named = next((word for word in words if not word.startswith("-")), None)
-        known = named in self.list_commands(ctx)
-        return f"{ctx.command_path} {named}" if known else ctx.command_path
+        """`nnrun data preview`: the command the words name, whose --help a usage error
+        points to."""
+        path, command = ctx.command_path, self
+        for word in ctx.meta.get("nnrun.words", []):
+            if word.startswith("-"):
+                continue
+            if not isinstance(command, click.Group) or word not in command.list_commands(ctx):
+                break
+            path, command = f"{path} {word}", command.get_command(ctx, word)
+        return path
 
     def list_commands(self, ctx):
         return sorted({*super().list_commands(ctx), *_COMMAND_MODULES})
@@ -289,9 +294,9 @@ class _OneLineUsageError(click.ClickException):
 
     exit_code = 2
 
-    def __init__(self, error: click.UsageError, command_path: str):
-        super().__init__(error.format_message())
-        self.command_path = error.ctx.command_path if error.ctx is not None else command_path
+    def __init__(self, message: str, command_path: str):
+        super().__init__(message)
+        self.command_path = command_path
 
     def show(self, file=None) -> None:
         message = one_line(" ".join(self.format_message().split("\n")))
@@ -306,9 +311,10 @@ def _usage_errors_in_one_line(command_path: str = "nnrun"):
     except click.exceptions.NoArgsIsHelpError:
         raise  # `nnrun data` alone: its help, as asked
     except click.UsageError as error:
-        if error.ctx is not None and error.ctx.command is main:  # raised by the group itself
-            error.ctx = None  # for a command's words: that command's --help
-        raise _OneLineUsageError(error, command_path) from None
+        # the error's own command, unless it is the group's, which names a command's words
+        own = error.ctx is not None and error.ctx.command is not main
+        path = error.ctx.command_path if own else command_path
+        raise _OneLineUsageError(error.format_message(), path) from None
 
 
 # command -> (its module, the command's name there)

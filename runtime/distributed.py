@@ -80,7 +80,7 @@ class Alone:
     def gather(self, value) -> list:
         return [value]
 
-    def check_same(self, value, what: str) -> None:
+    def first_meeting(self, spec_digest: str) -> None:
         pass
 
     def raise_together(self, error: BaseException):
@@ -108,8 +108,8 @@ class MpiRanks:
         self.is_root = self.rank == 0
         self.watchdog = Watchdog(timeout, f"rank {self.rank} of {self.size}")
         self.agreed = False  # set when the ranks stop together: nothing to abort
-        # a signal received while MPI started (connect): stops every rank at the first
-        # together(), where they meet, instead of this one alone
+        # a signal received while MPI started (connect): stops every rank at their first
+        # meeting, instead of this one alone
         self.pending_signal: int | None = None
 
     def shard(self, count: int) -> slice:
@@ -141,9 +141,6 @@ class MpiRanks:
     def together(self, function):
         """Every rank runs `function`; if any fails, all stop (rank 0 raising the error)."""
         try:
-            if self.pending_signal is not None:
-                pending, self.pending_signal = self.pending_signal, None
-                raise Interrupted(pending)
             value, failure = function(), None
         except BaseException as error:  # noqa: BLE001 - handed to every rank below
             value, failure = None, error
@@ -182,18 +179,23 @@ class MpiRanks:
         with self.waiting("gathering the metrics"):
             return self.comm.allgather(value)
 
-    def check_same(self, value, what: str) -> None:
-        """A DistributedError on every rank where a rank's `value` is not rank 0's: ranks
-        launched with other specs would fail later as an internal error, or wait for each
-        other until the timeout."""
-        with self.waiting(f"comparing the ranks' {what}"):
-            values = self.comm.allgather(value)
-        differing = [rank for rank, other in enumerate(values) if other != values[0]]
+    def first_meeting(self, spec_digest: str) -> None:
+        """Where the ranks first meet, before anything else they do together, every rank
+        stops (rank 0 reporting why) on a signal one of them received while MPI started, or
+        when a rank was launched with another spec (`spec_digest`, train's): it would fail
+        later as an internal error, or wait for the others until the timeout."""
+        pending, self.pending_signal = self.pending_signal, None
+        with self.waiting("at the start of training"):
+            met = self.comm.allgather((spec_digest, pending))
+        signals = [signal_number for _, signal_number in met if signal_number is not None]
+        if signals:
+            self.raise_together(Interrupted(signals[0]))
+        differing = [rank for rank, (digest, _) in enumerate(met) if digest != met[0][0]]
         if differing:
-            raise DistributedError(
-                f"rank {differing[0]} of {self.size} runs another {what} than rank 0 (other "
+            self.raise_together(DistributedError(
+                f"rank {differing[0]} of {self.size} runs another spec than rank 0 (other "
                 "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
-                "command on every rank")
+                "command on every rank"))
 
     def raise_together(self, error: BaseException):
         """Stop every rank, each calling this with the same decision: rank 0 raises `error`

@@ -324,8 +324,9 @@ class RunDirectory:
             self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
         return rows
 
-    def read_spec_changes(self) -> str:
-        """spec-changes.jsonl as it is, checked before a resume appends to it."""
+    def read_spec_changes(self, without: dict | None = None) -> str:
+        """spec-changes.jsonl as it is, checked before a resume appends to it; `without`: a
+        record to leave out (a stopped resume's, which the new one replaces)."""
         path = self.file(CHANGES)
         if not path.exists():
             return ""
@@ -335,11 +336,15 @@ class RunDirectory:
             raise RunDirectoryError(f"{path}: is damaged (not UTF-8 text); restore it, or move "
                                     "it away to keep no record of earlier changes, then "
                                     "resume") from None
+        kept = []
         for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip() and not isinstance(_json_or_none(line), dict):
+            row = _json_or_none(line)
+            if line.strip() and not isinstance(row, dict):
                 raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON object); "
                                         "restore the file or delete that line, then resume")
-        return text if text.endswith("\n") or not text else text + "\n"
+            if without is None or row != without:
+                kept.append(line + "\n")
+        return "".join(kept)
 
     def record_spec_change(self, epoch: int, changes: dict, previous_spec: str,
                            earlier: str, spec_sha256: str) -> None:
@@ -350,15 +355,17 @@ class RunDirectory:
                  "spec_sha256": spec_sha256}
         write_text_atomically(self.file(CHANGES), earlier + json.dumps(entry) + "\n")
 
-    def specs_written_after(self, epoch: int) -> tuple[str, ...]:
-        """The digests of the specs resumes after `epoch`'s checkpoint wrote to spec.yaml (a
-        resume interrupted before its first checkpoint leaves its spec there)."""
+    def stopped_resume(self, epoch: int, spec_sha256: str) -> dict | None:
+        """The record of a resume after `epoch`'s checkpoint that wrote spec.yaml (whose digest
+        is `spec_sha256`) and stopped before its first checkpoint, or None."""
         path = self.file(CHANGES)  # a damaged file is named later, where the resume reads it
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         rows = [_json_or_none(line) for line in text.splitlines()]
-        return tuple(row["spec_sha256"] for row in rows if isinstance(row, dict)
+        return next((row for row in reversed(rows) if isinstance(row, dict)
                      and row.get("resumed_after_epoch") == epoch
-                     and isinstance(row.get("spec_sha256"), str))
+                     and row.get("spec_sha256") == spec_sha256
+                     and isinstance(row.get("previous_spec"), str)
+                     and isinstance(row.get("changes"), dict)), None)
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
@@ -453,11 +460,11 @@ def _running(pid: int) -> bool:
     if not 0 < pid < 2**31:  # os.kill(0, ...) would reach the whole process group
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: another user's, running
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's
-        return True
+    except PermissionError:
+        pass
     return True
 
 

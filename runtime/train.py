@@ -98,34 +98,42 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     run = RunDirectory(_run_path(source, out_dir, resume), say) if ranks.is_root else None
 
     def prepare():
-        ranks.check_same(_training_digest(source.spec), "spec")  # first: nothing failed before
-        changes = {}
+        resumption = Resumption()
         if run is not None:
             run.open_existing() if resume is not None else run.open_new()
-            changes = _checked_changes(run, source, allow_changes)
-        return changes, Trainer(source, backend, quiet=quiet, max_steps=max_steps, ranks=ranks,
-                                graph=graph)
+            resumption = _resumption(run, source, allow_changes)
+        return resumption, Trainer(source, backend, quiet=quiet, max_steps=max_steps,
+                                   ranks=ranks, graph=graph)
 
     try:
         with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
             try:
-                changes, trainer = ranks.together(prepare)
+                ranks.first_meeting(_training_digest(source.spec))
+                resumption, trainer = ranks.together(prepare)
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume, ranks) from None
-            return trainer.run(run, guard, changes)
+            return trainer.run(run, guard, resumption)
     except BaseException:
         ranks.failed()
         raise
 
 
 def _training_digest(spec) -> str:
-    """What must be the same on every rank: the spec, but for the paths of its files (ranks on
-    other machines may find them at other places)."""
-    data = spec.model_dump(mode="json")
-    for section, field in (("data", "path"), ("model", "init_from")):
-        if isinstance(data.get(section), dict):
-            data[section].pop(field, None)
+    """What must be the same on every rank: the spec, but for the paths of its files, data.path
+    and every init_from (ranks on other machines may find them at other places)."""
+    data = _without_init_from(spec.model_dump(mode="json"))
+    data["data"] = {key: value for key, value in (data.get("data") or {}).items()
+                    if key != "path"}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _without_init_from(value):
+    if isinstance(value, dict):
+        return {key: _without_init_from(item) for key, item in value.items()
+                if key != "init_from"}
+    if isinstance(value, list):
+        return [_without_init_from(item) for item in value]
+    return value
 
 
 def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:
@@ -162,41 +170,58 @@ def _run_path(source, out_dir, resume) -> Path:
     return next(path for path in candidates if not path.exists())  # two runs in one second
 
 
-def _checked_changes(run: RunDirectory, source, allow_changes: bool) -> dict:
+@dataclass
+class Resumption:
+    """A resume's spec against the one its checkpoint was trained with (a new run: none)."""
+
+    changes: dict = field(default_factory=dict)
+    previous_spec: str = ""  # the spec text the checkpoint was trained with
+    edited: bool = False  # spec.yaml was edited by hand since the checkpoint
+    # the record of a resume after the checkpoint that stopped before its first (a signal, a
+    # diverged loss): it wrote spec.yaml, and its changes were allowed; this resume's record
+    # takes its place
+    stopped: dict | None = None
+
+
+def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     """Before any data loads: a resumed run must train as it was trained, or say it won't."""
     if not run.has_checkpoint:  # one with a checkpoint has a spec.yaml (open_existing)
-        return {}
+        return Resumption()
     if not input_shape_known(source.spec):
         # Its data file gives model.input_shape: a missing one is that, not a changed spec.
         user_file(source.spec.data.dataset, source.spec.data, source.directory)
-    trained = trained_text(run)
-    edited = trained != run.spec_text()
+    meta = ckpt.checkpoint_meta(run.file(LAST))
+    run_spec = load_spec(run.file(SPEC)).spec  # a damaged spec.yaml is named, in one line
+    text = run.spec_text()
+    stopped = run.stopped_resume(meta["epoch"], ckpt.text_digest(text))
+    trained, edited = _trained_text(run, meta, text, run_spec, stopped)
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
-        refuse_training_changes(run.path, changes, edited)
-    return changes
+        allowed = stopped["changes"] if stopped else {}
+        refuse_training_changes(run.path, {name: change for name, change in changes.items()
+                                           if allowed.get(name) != change}, edited)
+    return Resumption(changes, trained, edited, stopped)
 
 
-def trained_text(run: RunDirectory) -> str:
-    """The spec text the run's checkpoint was trained with: spec.yaml's, unless spec.yaml was
-    edited by hand since (then what a resume changes is counted from the text the checkpoint
-    kept, not from the edit, and recorded as such)."""
-    meta = ckpt.checkpoint_meta(run.file(LAST))
-    run_spec = load_spec(run.file(SPEC)).spec  # a damaged spec.yaml is named, in one line
-    text = run.spec_text()
+def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec,
+                  stopped: dict | None) -> tuple[str, bool]:
+    """The spec text the checkpoint was trained with, and whether spec.yaml (`text`) was
+    edited by hand since: the checkpoint keeps that text (or, past 64 KiB, its digest)."""
     if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
-        return text  # another spec's checkpoint, or the model edited: the load refuses it
-    trained = ckpt.trained_spec_text(meta, text, run.specs_written_after(meta["epoch"]))
+        return text, False  # another spec's checkpoint, or the model edited: the load refuses it
+    if stopped is not None:
+        return stopped["previous_spec"], False
+    trained = ckpt.trained_spec_text(meta, text)
     if trained is None:
         raise TrainingError(
             f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
             "was trained with (edited since?); restore it, and give what the resume changes on "
             "the command line (--epochs, or --set with --allow-changes), where it is checked "
             "and recorded")
-    return trained
+    return trained, trained != text
 
 
 class Trainer:
@@ -310,7 +335,7 @@ class Trainer:
     # --- the run --------------------------------------------------------------------------
 
     def run(self, run: RunDirectory | None, guard: InterruptGuard | None = None,
-            changes: dict | None = None) -> dict:
+            resumption: Resumption | None = None) -> dict:
         """`run` is None on the ranks other than 0: they write nothing."""
         self.run_directory = run
         self.say = run.say if run else (lambda message: None)
@@ -319,7 +344,8 @@ class Trainer:
         self.run_dir, self.saved_epoch = (run.path if run else None), None
         try:
             self.run_dir, host_state, self.history, self.global_step, first_epoch, pruning = (
-                self.ranks.from_root(lambda: (run.path, *self._begin(run, changes or {}))))
+                self.ranks.from_root(lambda: (run.path,
+                                              *self._begin(run, resumption or Resumption()))))
             self.state = {name: self.backend.from_host(value)
                           for name, value in host_state.items()}
             if pruning is not None:
@@ -363,12 +389,12 @@ class Trainer:
         self._after_epoch(run, epoch, row)
         return self.history
 
-    def _begin(self, run: RunDirectory, changes: dict):
-        begun = self._start(run, changes)
+    def _begin(self, run: RunDirectory, resumption: Resumption):
+        begun = self._start(run, resumption)
         save_preprocessing(run.path, self.data.preprocessing)
         return begun
 
-    def _start(self, run: RunDirectory, changes: dict):
+    def _start(self, run: RunDirectory, resumption: Resumption):
         """(host state, history, step, first epoch, pruning masks and level): a new run's, or
         the checkpoint's. A resumed run reads and checks every file it needs before it writes
         one, so a damaged file leaves the run directory as it was."""
@@ -389,9 +415,8 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
-        trained = trained_text(run)
-        edited = trained != run.spec_text()
-        record = (trained, run.read_spec_changes()) if changes else None
+        changes = resumption.changes
+        earlier = run.read_spec_changes(without=resumption.stopped) if changes else ""
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
@@ -400,9 +425,9 @@ class Trainer:
         # A run that early stopping keeps stopped trains nothing with the changes: none recorded
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         if changes and not self._should_stop(history, level):
-            self._record_changes(run, epoch, changes, history, *record)
-        elif edited and not changes:  # a hand edit the resume did not take: spec.yaml says
-            run.write_spec(self.spec_text)  # what the run trains with again
+            self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
+        elif resumption.edited and not changes:  # a hand edit the resume did not take:
+            run.write_spec(self.spec_text)  # spec.yaml says what the run trains with again
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

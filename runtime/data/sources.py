@@ -20,8 +20,8 @@ import numpy as np
 
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
-                                     csv_header_line, generated_bytes, generator_hint, held_out,
-                                     no_label_column)
+                                     csv_header_line, csv_text, generated_bytes, generator_hint,
+                                     held_out, no_label_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -555,8 +555,9 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
 
 def _without_blank_lines(lines):
     """Lines of spaces or tabs are blank lines, as empty ones are to np.loadtxt (which reads
-    them as a row of one empty value)."""
-    return (line for line in lines if line.strip())
+    them as a row of one empty value); so are lines of a comment only, which its skiprows
+    would count before the header."""
+    return (line for line in lines if csv_text(line).strip())
 
 
 def read_csv_header(path: Path) -> list[str]:
@@ -581,12 +582,12 @@ def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
     with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
         header_seen = False
         for number, line in enumerate(handle, start=1):
-            values = line.split("#", 1)[0].strip()  # as loadtxt: comments, blank lines
+            values = csv_text(line).strip()  # as loadtxt: comments, blank lines
             if header_seen and values:
                 problem = row_problem(values.split(","), header)
                 if problem:
                     return f"line {number}{problem}"
-            header_seen = header_seen or bool(line.strip())
+            header_seen = header_seen or bool(values)
     return otherwise
 
 

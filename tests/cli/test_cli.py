@@ -1570,6 +1570,8 @@ def test_a_command_s_module_imports_first(module):
                                          "optimizer.lr=0.01 (see 'nnrun train --help')"),
     (["train", "spec.yaml", "--epochs"], "Error: Option '--epochs' requires an argument. (see "
                                          "'nnrun train --help')"),
+    (["data", "preview", "--samples"], "Error: Option '--samples' requires an argument. (see "
+                                       "'nnrun data preview --help')"),
 ])
 def test_a_usage_error_is_one_line_naming_the_help_to_turn_to(tmp_path, monkeypatch, args,
                                                               expected):

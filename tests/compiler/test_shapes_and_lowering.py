@@ -443,6 +443,23 @@ def test_three_branches_get_output_padding_advice_only_where_it_makes_all_agree(
     assert "the spatial sizes differ" in error.message
 
 
+def test_a_concat_of_other_channel_counts_gets_the_output_padding_advice():
+    """The second review: a concat of three inputs with other channel counts compared their
+    whole shapes, channels too, and lost the advice."""
+    layers = ["{name: a, type: conv2d, filters: 4, kernel_size: 3, padding: same}",
+              "{name: p, type: maxpool2d, pool_size: 2}",
+              "{name: b, type: conv2d, filters: 8, kernel_size: 3, padding: same}",
+              "{name: p2, type: maxpool2d, pool_size: 2}",
+              "{name: up, type: conv2d_transpose, filters: 2, kernel_size: 2, stride: 2}"]
+    join = "{name: cat, type: concat, inputs: [up, p, b]}"
+    (error,) = [d for d in errors_of(spec_text([1, 10, 10], *layers, join))
+                if d.severity == "error"]
+    assert error.message.endswith("set output_padding: 1 on 'up' (the branch then gives "
+                                  "[2, 5, 5])")
+    fixed = [layer.replace("stride: 2}", "stride: 2, output_padding: 1}") for layer in layers]
+    assert checked(spec_text([1, 10, 10], *fixed, join)).ok
+
+
 def test_branches_of_other_channels_and_sizes_are_told_both():
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, name: a}",
                      "{type: conv2d, filters: 3, kernel_size: 3, name: b, inputs: input}",

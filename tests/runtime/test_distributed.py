@@ -291,7 +291,7 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     from nnrun.runtime import distributed
 
     fake = types.ModuleType("mpi4py")
-    fake.MPI = types.SimpleNamespace(COMM_WORLD=FakeComm(1, 2))
+    fake.MPI = types.SimpleNamespace(COMM_WORLD=FakeComm(1, 2, others={0: ("spec", None)}))
 
     @contextlib.contextmanager
     def start_of_mpi(timeout, who):
@@ -303,25 +303,27 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     monkeypatch.setattr(distributed, "_watched_start", start_of_mpi)
     ranks = distributed.connect("numpy", timeout=5)
     assert ranks.pending_signal == signal.SIGINT
-    called = []
     with pytest.raises(RankFollows) as stopped:  # rank 1: rank 0 reports it
-        ranks.together(lambda: called.append(1))
-    assert stopped.value.code == 128 + signal.SIGINT and not called
-    root = MpiRanks(FakeComm(0, 2))
-    root.pending_signal = signal.SIGTERM
-    with pytest.raises(Interrupted):
-        root.together(lambda: None)
+        ranks.first_meeting("spec")
+    assert stopped.value.code == 128 + signal.SIGINT and ranks.agreed
+    # rank 0 learns of rank 1's signal in the same collective, the one that compares specs
+    # (a second collective for the spec, after the signal, left rank 0 waiting: the review)
+    root = MpiRanks(FakeComm(0, 2, others={1: ("spec", signal.SIGTERM)}))
+    with pytest.raises(Interrupted) as interrupted:
+        root.first_meeting("spec")
+    assert interrupted.value.signal_number == signal.SIGTERM
 
 
 def test_ranks_launched_with_other_specs_are_told_so_on_every_rank():
     """The MPI audit: another --set on rank 1 trained silently (another seed mixed other
     samples into each batch), or failed as an internal error (another layer width)."""
-    for rank in (0, 1):
-        ranks = MpiRanks(FakeComm(rank, 2, others={1 - rank: "b"}))
-        with pytest.raises(DistributedError, match=r"rank 1 of 2 runs another spec than rank "
-                                                   r"0 .*; launch one command on every rank"):
-            ranks.check_same("a", "spec")
-    MpiRanks(FakeComm(0, 2, others={1: "a"})).check_same("a", "spec")
+    root = MpiRanks(FakeComm(0, 2, others={1: ("b", None)}))
+    with pytest.raises(DistributedError, match=r"rank 1 of 2 runs another spec than rank "
+                                               r"0 .*; launch one command on every rank"):
+        root.first_meeting("a")
+    with pytest.raises(RankFollows):
+        MpiRanks(FakeComm(1, 2, others={0: ("b", None)})).first_meeting("a")
+    MpiRanks(FakeComm(0, 2, others={1: ("a", None)})).first_meeting("a")
 
 
 def test_the_training_digest_is_the_spec_but_its_file_paths():
@@ -334,6 +336,9 @@ def test_the_training_digest_is_the_spec_but_its_file_paths():
             "[{type: dense, units: 2}]\noptimizer: {type: sgd, lr: %s}\n")
     assert digest(spec % ("/a/x.npz", 0.1)) == digest(spec % ("/b/x.npz", 0.1))
     assert digest(spec % ("/a/x.npz", 0.1)) != digest(spec % ("/a/x.npz", 0.2))
+    layer = ("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2, "
+             "init_from: %s}]\n")  # a layer's file too (the second review)
+    assert digest(layer % "/a/w.npz") == digest(layer % "/b/w.npz")
 
 
 def test_a_signal_on_another_rank_reaches_rank_0_as_a_signal():

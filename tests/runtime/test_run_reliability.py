@@ -676,6 +676,27 @@ def test_a_resume_stopped_before_its_first_checkpoint_resumes_with_its_own_spec(
     assert len((trained / "spec-changes.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_stopped_resume_resumed_again_keeps_its_changes_effects_and_one_record(tmp_path,
+                                                                                  spec):
+    """The second review: resumed again with the printed command, a resume that had extended a
+    cosine run and stopped before its first checkpoint trained without the schedule's restart
+    (its changes were taken as no change), though the record said they were made."""
+    spec.write_text(SPEC.replace("lr: 0.05}", "lr: 0.05, schedule: {type: cosine}}"))
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    before = (out / "last.npz").read_bytes()
+    assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", 4,
+                     "--allow-changes", "--quiet"))
+    expected = [row["lr"] for row in rows(out)]
+    (out / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--quiet"))
+    assert [row["lr"] for row in rows(out)] == expected == [0.05, 0.025, 0.05, 0.025]
+    (entry,) = [json.loads(line) for line in (out / "spec-changes.jsonl").read_text()
+                .splitlines()]
+    assert entry["changes"] == {"train.epochs": {"old": 2, "new": 4}}
+    assert "epochs: 2" in entry["previous_spec"]
+
+
 def test_a_hand_edit_a_resume_does_not_take_is_undone(trained, spec):
     """The review: resumed with the user's own spec (the trained settings), a run whose
     spec.yaml had been edited by hand kept the edit, which then said what the run was not
