@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from os import PathLike
 from pathlib import Path
 
 import pydantic
@@ -78,6 +79,12 @@ class Checked:
 
 
 def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec:
+    if not isinstance(path, (str, PathLike)):
+        raise TypeError(f"load_spec reads a spec file: give its path, got "
+                        f"{type(path).__name__} (nnrun.load_spec_data takes a dict)")
+    if isinstance(path, str) and "\n" in path:  # no file name holds a line break: YAML text
+        raise TypeError("load_spec reads a file; this is YAML text: give "
+                        "nnrun.load_spec_text(text)")
     return _load(lambda: load_yaml_file(path), overrides, Path(path))
 
 
@@ -90,6 +97,9 @@ def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceS
 
 def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
     """A spec given as Python data (what YAML would load), validated as a file is."""
+    if not isinstance(data, Mapping):
+        raise TypeError(f"load_spec_data takes a spec as a dict (what YAML loads), got "
+                        f"{type(data).__name__}")
     return _load(lambda: Loaded("<spec>", copy.deepcopy(dict(data)), {}), overrides, None)
 
 

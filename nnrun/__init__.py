@@ -88,7 +88,11 @@ def _check_run_options(out_dir, options: dict) -> None:
     if isinstance(out_dir, str) and not out_dir.strip():
         raise ValueError("out_dir is an empty path, not the current directory; give a directory "
                          "name (None: runs/<name>/<time>)")
-    if options.get("resume") is not None and out_dir is not None:
+    resume = options.get("resume")
+    if resume is not None and not isinstance(resume, (str, PathLike)):
+        raise TypeError(f"resume is the run directory to continue, got {type(resume).__name__}"
+                        " (None: a new run)")
+    if resume is not None and out_dir is not None:
         raise ValueError("resume continues a run in its own directory; leave out out_dir")
     if options.get("allow_changes") and options.get("resume") is None:
         raise ValueError("allow_changes applies to resume only")
@@ -100,6 +104,8 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     then the checkpoint ("best", "last"; default: the one `train` reported)."""
     from nnrun.runtime.evaluate import load_run as load
 
+    if not isinstance(run_dir, (str, PathLike)):
+        raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
     return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 

@@ -64,14 +64,15 @@ def evaluation_batch(model, most: int = 1000) -> int:
 
 
 def check_memory(model, batch: int, command: str, training: bool = True,
-                 needed: int | None = None) -> None:
-    """`needed`: a command's own estimate, where it runs other graphs than the training step."""
+                 needed: int | None = None, fix: str | None = None) -> None:
+    """`needed`: a command's own estimate, where it runs other graphs than the training step;
+    `fix`: what to do, where the command's default is not it."""
     needed = estimate_bytes(model, batch, training) if needed is None else needed
     available, source = available_memory(model.backend)
     if needed > available:
         # evaluation takes as few samples at a time as fit (evaluation_batch): no batch to lower
-        fix = ("lower the batch size or the model size" if training
-               else "free memory, or use a smaller model")
+        fix = fix or ("lower the batch size or the model size" if training
+                      else "free memory, or use a smaller model")
         raise MemoryLimitError(
             f"{command}: the model needs about {byte_size(needed)} at batch size {batch}, but "
             f"only {byte_size(available)} is available ({source}); {fix} (see `nnrun summary`)")

@@ -21,7 +21,15 @@ from .agreement import rounding_sensitive
 from .captured import CapturedExecutor
 from .executor import Executor, PlannedExecutor
 from .init import init_params
+from .memory import check_memory
 from .step_path import TOLERANCE, CheckedStep, step_paths
+
+
+class MissingParameters(KeyError):
+    """A KeyError whose text prints as the line it is (KeyError's own shows it quoted)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class Model:
@@ -52,6 +60,7 @@ class Model:
         # The executors run in buffers of their own, which the next call overwrites: calls
         # from several threads take turns (they had mixed one another's results up).
         self._calls = threading.Lock()
+        self._fitting_batches: set[tuple] = set()  # (batch, training) checked to fit
 
     @property
     def param_infos(self) -> dict:
@@ -200,13 +209,26 @@ class Model:
         a kernel, or worse, broadcast or index into a wrong result."""
         be = self.backend
         self._check_params(params)
-        feeds = {name: be.from_host(value) for name, value in params.items()}
         x = self.checked_x(arrays["x"])
+        self._check_memory(len(x), training="y" in arrays)
+        feeds = {name: be.from_host(value) for name, value in params.items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
             feeds["y"] = be.from_host(target_array(self.spec, self.lowered, y))
         return feeds
+
+    def _check_memory(self, batch: int, training: bool) -> None:
+        """MemoryLimitError, as the commands give, where a batch needs more memory than there
+        is (NumPy's own MemoryError, or the kernel's out-of-memory kill, otherwise), checked
+        once per batch size, as a command checks once. The gradients are held to the training
+        step's estimate, which includes them."""
+        if (batch, training) in self._fitting_batches:
+            return
+        what = "loss_and_grads" if training else "forward"
+        check_memory(self, batch, f"Model.{what}", training,
+                     fix="pass fewer samples at a time, or use a smaller model")
+        self._fitting_batches.add((batch, training))
 
     def _check_params(self, params) -> None:
         if not isinstance(params, Mapping):
@@ -215,7 +237,7 @@ class Model:
         expected = self.param_infos
         missing = [name for name in expected if name not in params]
         if missing:
-            raise KeyError(f"params lacks {', '.join(map(repr, missing))}; the model's are "
+            raise MissingParameters(f"params lacks {', '.join(map(repr, missing))}; the model's are "
                            f"{', '.join(expected)}")
         for name, info in expected.items():
             try:

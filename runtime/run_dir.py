@@ -324,9 +324,9 @@ class RunDirectory:
             self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
         return rows
 
-    def read_spec_changes(self, without: dict | None = None) -> str:
-        """spec-changes.jsonl as it is, checked before a resume appends to it; `without`: a
-        record to leave out (a stopped resume's, which the new one replaces)."""
+    def read_spec_changes(self, dropping_after: int | None = None) -> str:
+        """spec-changes.jsonl, checked before a resume appends to it, without the records of
+        resumes after epoch `dropping_after` (spec_changes_after)."""
         path = self.file(CHANGES)
         if not path.exists():
             return ""
@@ -342,9 +342,13 @@ class RunDirectory:
             if line.strip() and not isinstance(row, dict):
                 raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON object); "
                                         "restore the file or delete that line, then resume")
-            if without is None or row != without:
+            if line.strip() and not (dropping_after is not None and _after(row, dropping_after)):
                 kept.append(line + "\n")
         return "".join(kept)
+
+    def write_spec_changes(self, text: str) -> None:
+        if text or self.file(CHANGES).exists():
+            write_text_atomically(self.file(CHANGES), text)
 
     def record_spec_change(self, epoch: int, changes: dict, previous_spec: str,
                            earlier: str, spec_sha256: str) -> None:
@@ -355,17 +359,14 @@ class RunDirectory:
                  "spec_sha256": spec_sha256}
         write_text_atomically(self.file(CHANGES), earlier + json.dumps(entry) + "\n")
 
-    def stopped_resume(self, epoch: int, spec_sha256: str) -> dict | None:
-        """The record of a resume after `epoch`'s checkpoint that wrote spec.yaml (whose digest
-        is `spec_sha256`) and stopped before its first checkpoint, or None."""
+    def spec_changes_after(self, epoch: int) -> list[dict]:
+        """The records of resumes after `epoch`'s checkpoint: they reached no checkpoint of
+        their own (stopped by a signal or a diverged loss), or it was replaced since (best.npz
+        copied over last.npz)."""
         path = self.file(CHANGES)  # a damaged file is named later, where the resume reads it
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         rows = [_json_or_none(line) for line in text.splitlines()]
-        return next((row for row in reversed(rows) if isinstance(row, dict)
-                     and row.get("resumed_after_epoch") == epoch
-                     and row.get("spec_sha256") == spec_sha256
-                     and isinstance(row.get("previous_spec"), str)
-                     and isinstance(row.get("changes"), dict)), None)
+        return [row for row in rows if isinstance(row, dict) and _after(row, epoch)]
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
@@ -442,6 +443,12 @@ def _json_or_none(line: str):
 
 
 HOLDER_WAITS, HOLDER_WAIT_S = 20, 0.025
+
+
+def _after(row: dict, epoch: int) -> bool:
+    """Whether a spec-changes.jsonl record is of a resume after `epoch`."""
+    after = row.get("resumed_after_epoch")
+    return isinstance(after, int) and not isinstance(after, bool) and after >= epoch
 
 
 def _holder_pid(descriptor: int) -> str:

@@ -176,11 +176,10 @@ class Resumption:
 
     changes: dict = field(default_factory=dict)
     previous_spec: str = ""  # the spec text the checkpoint was trained with
-    edited: bool = False  # spec.yaml was edited by hand since the checkpoint
-    # the record of a resume after the checkpoint that stopped before its first (a signal, a
-    # diverged loss): it wrote spec.yaml, and its changes were allowed; this resume's record
-    # takes its place
-    stopped: dict | None = None
+    # spec.yaml is not that spec: edited by hand since, or written by a resume after the
+    # checkpoint that never reached a checkpoint of its own (stopped by a signal or a diverged
+    # loss); this resume puts it right
+    stale: bool = False
 
 
 def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
@@ -193,35 +192,44 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     meta = ckpt.checkpoint_meta(run.file(LAST))
     run_spec = load_spec(run.file(SPEC)).spec  # a damaged spec.yaml is named, in one line
     text = run.spec_text()
-    stopped = run.stopped_resume(meta["epoch"], ckpt.text_digest(text))
-    trained, edited = _trained_text(run, meta, text, run_spec, stopped)
+    later = run.spec_changes_after(meta["epoch"])
+    trained = _trained_text(run, meta, text, run_spec, later)
+    # the changes a resume after the checkpoint recorded when it wrote this spec.yaml
+    allowed = next((row["changes"] for row in later
+                    if row.get("spec_sha256") == ckpt.text_digest(text)
+                    and isinstance(row.get("changes"), dict)), {})
+    edited = trained != text and not allowed
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
-        allowed = stopped["changes"] if stopped else {}
         refuse_training_changes(run.path, {name: change for name, change in changes.items()
                                            if allowed.get(name) != change}, edited)
-    return Resumption(changes, trained, edited, stopped)
+    return Resumption(changes, trained, trained != text)
 
 
-def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec,
-                  stopped: dict | None) -> tuple[str, bool]:
-    """The spec text the checkpoint was trained with, and whether spec.yaml (`text`) was
-    edited by hand since: the checkpoint keeps that text (or, past 64 KiB, its digest)."""
-    if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
-        return text, False  # another spec's checkpoint, or the model edited: the load refuses it
-    if stopped is not None:
-        return stopped["previous_spec"], False
-    trained = ckpt.trained_spec_text(meta, text)
+def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: list) -> str:
+    """The spec text the checkpoint was trained with, found by its digest: spec.yaml's own
+    (`text`), the one the checkpoint kept (up to 64 KiB), or the previous spec of a resume
+    after it that stopped before a checkpoint of its own (`later`, its records)."""
+    digest = meta.get("spec_sha256")
+    if meta.get("spec_hash") != ckpt.spec_hash(run_spec) or digest is None:
+        # another spec's checkpoint or the model edited (the load refuses it), or a
+        # checkpoint of an older nnrun, which keeps no spec: spec.yaml as it is
+        return text
+    candidates = [text, meta.get("spec_text"),
+                  *(row.get("previous_spec") for row in later
+                    if row.get("resumed_after_epoch") == meta["epoch"])]
+    trained = next((candidate for candidate in candidates if isinstance(candidate, str)
+                    and ckpt.text_digest(candidate) == digest), None)
     if trained is None:
         raise TrainingError(
             f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
             "was trained with (edited since?); restore it, and give what the resume changes on "
             "the command line (--epochs, or --set with --allow-changes), where it is checked "
             "and recorded")
-    return trained, trained != text
+    return trained
 
 
 class Trainer:
@@ -416,7 +424,8 @@ class Trainer:
         history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
         changes = resumption.changes
-        earlier = run.read_spec_changes(without=resumption.stopped) if changes else ""
+        # the records of resumes after the checkpoint, which trained nothing from it, go
+        earlier = run.read_spec_changes(dropping_after=epoch)
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
@@ -426,8 +435,9 @@ class Trainer:
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         if changes and not self._should_stop(history, level):
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-        elif resumption.edited and not changes:  # a hand edit the resume did not take:
-            run.write_spec(self.spec_text)  # spec.yaml says what the run trains with again
+        elif resumption.stale and not changes:  # spec.yaml says what the run trains with again
+            run.write_spec(self.spec_text)
+            run.write_spec_changes(earlier)
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

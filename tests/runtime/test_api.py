@@ -295,6 +295,9 @@ def test_a_ragged_parameter_is_a_type_error():
     ({"resume": "a", "out_dir": "b"}, ValueError, "resume continues a run in its own directory"),
     ({"out_dir": "b", "allow_changes": True}, ValueError, "allow_changes applies to resume only"),
     ({"overrides": 5}, TypeError, "overrides must be 'path=value' strings"),
+    # the API audit: pathlib's own TypeError, and a false "leave out out_dir"
+    ({"resume": 3}, TypeError, "resume is the run directory to continue, got int"),
+    ({"resume": False, "out_dir": "b"}, TypeError, "resume is the run directory to continue"),
 ])
 def test_train_refuses_what_the_command_refuses(tmp_path, monkeypatch, options, error, words):
     monkeypatch.chdir(tmp_path)
@@ -340,3 +343,44 @@ def test_calls_from_several_threads_take_turns():
         for index, results in enumerate(pool.map(calls, range(4))):
             for result in results:
                 np.testing.assert_array_equal(result, expected[index])
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: nnrun.load_spec(None), "load_spec reads a spec file: give its path, got NoneType"),
+    (lambda: nnrun.load_spec(QUICKSTART.read_text()), "this is YAML text: give "
+                                                      "nnrun.load_spec_text"),
+    (lambda: nnrun.load_spec_data(["model"]), "load_spec_data takes a spec as a dict"),
+    (lambda: nnrun.load_run(None), "run_dir must be a run directory's path, got NoneType"),
+])
+def test_arguments_of_the_wrong_type_are_named(call, words):
+    """The API audit: these raised pathlib's, dict()'s or the OS's own errors ("File name too
+    long", with the whole YAML as the name)."""
+    with pytest.raises(TypeError, match=words):
+        call()
+
+
+def test_a_missing_parameter_prints_as_its_line():
+    """The API audit: KeyError shows its text quoted; the documented line is what prints."""
+    model = nnrun.compile(XOR)
+    params = model.init_params()
+    params.pop("dense_1.bias")
+    with pytest.raises(KeyError) as missing:
+        model.forward(params, np.zeros((1, 2)))
+    assert str(missing.value).startswith("params lacks 'dense_1.bias'; the model's are ")
+
+
+def test_a_batch_too_big_for_the_memory_is_a_memory_limit_error(monkeypatch):
+    """The API audit: forward and loss_and_grads ran into NumPy's MemoryError (or the kernel's
+    out-of-memory kill); the commands' check now comes first, once per batch size."""
+    model = nnrun.compile(QUICKSTART)
+    params = model.init_params()
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100KB")
+    x = np.zeros((2000, 1, 8, 8), np.float32)
+    with pytest.raises(nnrun.MemoryLimitError, match=r"Model\.forward: the model needs about "
+                                                     r".* at batch size 2000.*pass fewer "
+                                                     "samples at a time"):
+        model.forward(params, x)
+    with pytest.raises(nnrun.MemoryLimitError, match=r"Model\.loss_and_grads"):
+        model.loss_and_grads(params, x, np.zeros(2000, np.int64))
+    monkeypatch.delenv("NNRUN_MEMORY_LIMIT")
+    assert model.forward(params, x[:4]).shape == (4, 10)

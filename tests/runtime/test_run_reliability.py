@@ -697,6 +697,37 @@ def test_a_stopped_resume_resumed_again_keeps_its_changes_effects_and_one_record
     assert "epochs: 2" in entry["previous_spec"]
 
 
+def test_a_stopped_resume_then_one_without_changes_puts_spec_and_record_back(trained, spec):
+    """The third review: after a resume with allowed changes stopped before its first
+    checkpoint, a resume with the trained spec left spec.yaml and spec-changes.jsonl saying the
+    stopped resume's change, and the next printed resume command was then refused."""
+    original = (trained / "spec.yaml").read_text()
+    before = (trained / "last.npz").read_bytes()
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
+                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    assert_ok(invoke("train", spec, "--resume", trained, "--quiet"))  # the trained settings
+    assert (trained / "spec.yaml").read_text() == original
+    assert (trained / "spec-changes.jsonl").read_text() == ""
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
+
+
+def test_a_stopped_resume_then_a_hand_edit_leaves_one_record(trained):
+    """The third review: the stopped resume's record stayed beside the one of the resume that
+    trained, two records for one point of the run."""
+    run_spec = trained / "spec.yaml"
+    before = (trained / "last.npz").read_bytes()
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
+                     "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(before)
+    run_spec.write_text(run_spec.read_text().replace("lr: 0.5", "lr: 0.01"))
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--allow-changes", "--quiet"))
+    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
+                .splitlines()]
+    assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
+    assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
+
+
 def test_a_hand_edit_a_resume_does_not_take_is_undone(trained, spec):
     """The review: resumed with the user's own spec (the trained settings), a run whose
     spec.yaml had been edited by hand kept the edit, which then said what the run was not
