@@ -141,6 +141,8 @@ def csv_columns(header_line: str) -> list[str]:
 
 
 def no_label_column(path, header: list[str]) -> str:
+    if header == [""]:  # no line but blanks and comments
+        return f"{path}: empty file; expected a header row with a `label` column"
     return (f"{path}: no `label` column in the header row ({', '.join(header)}); name the "
             "targets' column `label`")
 

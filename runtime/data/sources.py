@@ -567,7 +567,7 @@ def read_csv_header(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: cannot read ({error})") from None
     if header == [""]:
-        raise DataError(f"{path}: empty file; expected a header row with a `label` column")
+        raise DataError(no_label_column(path, header))
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:
         raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "

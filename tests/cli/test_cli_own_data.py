@@ -551,6 +551,12 @@ def test_blank_lines_before_a_csv_header_are_blank_lines(tmp_path):
     (tmp_path / "d.csv").write_text("\na,b,label\n0.1,x,1\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "d.csv")
     assert "line 3, column 'b': 'x' is not a number" in line
+    # an empty file (blanks and comments only) is said alike by validate and train
+    (tmp_path / "d.csv").write_text("# nothing yet\n\n")
+    for command in (["validate", spec], ["train", spec, "--out", tmp_path / "run4"]):
+        result = invoke(*command)
+        assert result.exit_code == 1 and "d.csv: empty file; expected a header row" in \
+            result.stdout + result.stderr
     # comments, as the data rows have them, before and on the header too (the second review)
     (tmp_path / "d.csv").write_text(f"# by hand\na,b,label # the header\n{rows}# the end\n")
     assert_ok(invoke("validate", spec))
