@@ -40,8 +40,13 @@ class Run:
     batch: int = BATCH  # samples per forward pass: up to BATCH, as many as fit (evaluation_batch)
 
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
-        """Outputs for raw inputs `x` (as the dataset gives them), after the final activation."""
-        return self.forward(self.prepare(x, preprocess))
+        """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
+        inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
+        x = self.prepare(x, preprocess)
+        problem = not_finite_problem(x)
+        if problem:
+            raise ValueError(problem)
+        return self.forward(x)
 
     def prepare(self, x, preprocess: bool = True) -> np.ndarray:
         """Raw inputs as the model takes them: preprocessed, in the model's dtype."""

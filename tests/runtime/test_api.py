@@ -384,3 +384,14 @@ def test_a_batch_too_big_for_the_memory_is_a_memory_limit_error(monkeypatch):
         model.loss_and_grads(params, x, np.zeros(2000, np.int64))
     monkeypatch.delenv("NNRUN_MEMORY_LIMIT")
     assert model.forward(params, x[:4]).shape == (4, 10)
+
+
+def test_a_run_predicts_only_finite_inputs_as_the_command_does(tmp_path):
+    """The API audit: run.predict returned NaN for NaN inputs (and for 1e300 in a float32
+    model), where `nnrun predict` refuses them."""
+    nnrun.train(XOR, out_dir=tmp_path / "run", quiet=True, epochs=1)
+    run = nnrun.load_run(tmp_path / "run")
+    for bad in (np.nan, 1e300):
+        with pytest.raises(ValueError, match=r"x must hold finite float32 numbers \(sample 1"):
+            run.predict(np.array([[0.0, 1.0], [bad, 0.0]]))
+    assert run.predict(np.array([[0.0, 1.0]])).shape == (1, 1)
