@@ -82,7 +82,7 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec
     if not isinstance(path, (str, PathLike)):
         raise TypeError(f"load_spec reads a spec file: give its path, got "
                         f"{type(path).__name__} (nnrun.load_spec_data takes a dict)")
-    if isinstance(path, str) and "\n" in path:  # no file name holds a line break: YAML text
+    if isinstance(path, str) and "\n" in path:  # a line break: YAML text, not a name
         raise TypeError("load_spec reads a file; this is YAML text: give "
                         "nnrun.load_spec_text(text)")
     return _load(lambda: load_yaml_file(path), overrides, Path(path))

@@ -43,7 +43,7 @@ def _source(spec, overrides=()):
         spec = source_spec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
     if isinstance(spec, SourceSpec):
         return with_overrides(spec, overrides)
-    if isinstance(spec, str) and "\n" in spec:  # no file name holds a line break: YAML text
+    if isinstance(spec, str) and "\n" in spec:  # a line break: YAML text, not a name
         raise TypeError("spec is YAML text, not a file path: give nnrun.load_spec_text(text)")
     return load_spec(Path(spec), overrides)
 

@@ -26,11 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnrun.compiler import schema
-from nnrun.compiler.passes import optimize
-from nnrun.compiler.passes.memory_plan import value_bytes
-from nnrun.compiler.step import build_loss_and_grads
 
-from .memory import graph_bytes
+from .memory import loss_and_grads_bytes
 from .model import Model
 
 # Relative disagreement of the one-sided differences that marks a kink, and how far outside
@@ -151,10 +148,8 @@ def working_set_bytes(model: Model, batch: int) -> int:
     loss-and-gradients graph's planned memory, its parameters and inputs, the host copy of the
     gradients it checks against, and the integer labels drawn before their cast. The training
     step, which check_memory estimates, is another graph."""
-    graph = optimize(build_loss_and_grads(model.spec).graph)
-    gradients = sum(value_bytes(value.type, batch) for value in graph.params)
     labels = batch * int(np.prod(model.lowered.logits.type.shape[1:])) * 8
-    return graph_bytes(graph, batch) + gradients + labels
+    return loss_and_grads_bytes(model, batch) + labels
 
 
 def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: float,

@@ -38,6 +38,14 @@ def estimate_bytes(model, batch: int, training: bool = True) -> int:
     return graph_bytes(model.optimized_evaluation_graph, batch)
 
 
+def loss_and_grads_bytes(model, batch: int) -> int:
+    """What the API's loss_and_grads holds at `batch`: its graph's planned memory, parameters
+    and inputs, and the host copies of the gradients it returns."""
+    graph = model.optimized_loss_and_grads_graph
+    gradients = sum(value_bytes(value.type, batch) for value in graph.params)
+    return graph_bytes(graph, batch) + gradients
+
+
 def graph_bytes(graph, batch: int) -> int:
     """What running an optimized graph at `batch` holds: its memory plan's buffers, and its
     inputs, parameters and state."""

@@ -21,7 +21,7 @@ from .agreement import rounding_sensitive
 from .captured import CapturedExecutor
 from .executor import Executor, PlannedExecutor
 from .init import init_params
-from .memory import check_memory
+from .memory import check_memory, estimate_bytes, loss_and_grads_bytes
 from .step_path import TOLERANCE, CheckedStep, step_paths
 
 
@@ -60,7 +60,7 @@ class Model:
         # The executors run in buffers of their own, which the next call overwrites: calls
         # from several threads take turns (they had mixed one another's results up).
         self._calls = threading.Lock()
-        self._fitting_batches: set[tuple] = set()  # (batch, training) checked to fit
+        self._fitting_batches: set[tuple] = set()  # (batch, gradients) checked to fit
 
     @property
     def param_infos(self) -> dict:
@@ -144,6 +144,11 @@ class Model:
         return optimize(build_evaluation(self.spec).graph)
 
     @cached_property
+    def optimized_loss_and_grads_graph(self):
+        """The loss-and-gradients graph after the passes, as memory.py plans its memory."""
+        return optimize(build_loss_and_grads(self.spec).graph)
+
+    @cached_property
     def loss_and_grads_executor(self) -> Executor:
         return self._executor(build_loss_and_grads(self.spec).graph,
                               what="the loss and gradients")
@@ -210,7 +215,7 @@ class Model:
         be = self.backend
         self._check_params(params)
         x = self.checked_x(arrays["x"])
-        self._check_memory(len(x), training="y" in arrays)
+        self._check_memory(len(x), gradients="y" in arrays)
         feeds = {name: be.from_host(value) for name, value in params.items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
@@ -218,17 +223,18 @@ class Model:
             feeds["y"] = be.from_host(target_array(self.spec, self.lowered, y))
         return feeds
 
-    def _check_memory(self, batch: int, training: bool) -> None:
+    def _check_memory(self, batch: int, gradients: bool) -> None:
         """MemoryLimitError, as the commands give, where a batch needs more memory than there
         is (NumPy's own MemoryError, or the kernel's out-of-memory kill, otherwise), checked
-        once per batch size, as a command checks once. The gradients are held to the training
-        step's estimate, which includes them."""
-        if (batch, training) in self._fitting_batches:
+        once per batch size, as a command checks once."""
+        if (batch, gradients) in self._fitting_batches:
             return
-        what = "loss_and_grads" if training else "forward"
-        check_memory(self, batch, f"Model.{what}", training,
+        needed = loss_and_grads_bytes(self, batch) if gradients \
+            else estimate_bytes(self, batch, training=False)
+        what = "loss_and_grads" if gradients else "forward"
+        check_memory(self, batch, f"Model.{what}", needed=needed,
                      fix="pass fewer samples at a time, or use a smaller model")
-        self._fitting_batches.add((batch, training))
+        self._fitting_batches.add((batch, gradients))
 
     def _check_params(self, params) -> None:
         if not isinstance(params, Mapping):
@@ -237,8 +243,8 @@ class Model:
         expected = self.param_infos
         missing = [name for name in expected if name not in params]
         if missing:
-            raise MissingParameters(f"params lacks {', '.join(map(repr, missing))}; the model's are "
-                           f"{', '.join(expected)}")
+            raise MissingParameters(f"params lacks {', '.join(map(repr, missing))}; the "
+                                    f"model's are {', '.join(expected)}")
         for name, info in expected.items():
             try:
                 kind = np.asarray(params[name]).dtype.kind

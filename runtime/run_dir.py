@@ -347,8 +347,11 @@ class RunDirectory:
         return "".join(kept)
 
     def write_spec_changes(self, text: str) -> None:
-        if text or self.file(CHANGES).exists():
+        """spec-changes.jsonl as `text`; none when it holds no record."""
+        if text:
             write_text_atomically(self.file(CHANGES), text)
+        else:
+            self.file(CHANGES).unlink(missing_ok=True)
 
     def record_spec_change(self, epoch: int, changes: dict, previous_spec: str,
                            earlier: str, spec_sha256: str) -> None:

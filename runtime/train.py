@@ -177,9 +177,11 @@ class Resumption:
     changes: dict = field(default_factory=dict)
     previous_spec: str = ""  # the spec text the checkpoint was trained with
     # spec.yaml is not that spec: edited by hand since, or written by a resume after the
-    # checkpoint that never reached a checkpoint of its own (stopped by a signal or a diverged
-    # loss); this resume puts it right
+    # checkpoint that trained nothing kept (stopped before a checkpoint of its own, or its
+    # checkpoints replaced by best.npz)
     stale: bool = False
+    # spec-changes.jsonl holds records of such resumes, which go
+    dropped: bool = False
 
 
 def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
@@ -194,35 +196,38 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     text = run.spec_text()
     later = run.spec_changes_after(meta["epoch"])
     trained = _trained_text(run, meta, text, run_spec, later)
-    # the changes a resume after the checkpoint recorded when it wrote this spec.yaml
-    allowed = next((row["changes"] for row in later
-                    if row.get("spec_sha256") == ckpt.text_digest(text)
-                    and isinstance(row.get("changes"), dict)), {})
-    edited = trained != text and not allowed
+    written = any(row.get("spec_sha256") == ckpt.text_digest(text) for row in later)
+    edited = trained != text and not written
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
+        # what a resume after the checkpoint changed, with --allow-changes, stays allowed
+        allowed = spec_changes(run.file(SPEC), text, trained) if written else {}
         refuse_training_changes(run.path, {name: change for name, change in changes.items()
                                            if allowed.get(name) != change}, edited)
-    return Resumption(changes, trained, trained != text)
+    return Resumption(changes, trained, trained != text, bool(later))
 
 
 def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: list) -> str:
     """The spec text the checkpoint was trained with, found by its digest: spec.yaml's own
     (`text`), the one the checkpoint kept (up to 64 KiB), or the previous spec of a resume
-    after it that stopped before a checkpoint of its own (`later`, its records)."""
+    after it (`later`, their records). A checkpoint of an older nnrun keeps no digest: the
+    first such record's previous spec, else spec.yaml as it is."""
+    if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
+        return text  # another spec's checkpoint, or the model edited: the load refuses it
+    previous = [row.get("previous_spec") for row in later
+                if isinstance(row.get("previous_spec"), str)]
     digest = meta.get("spec_sha256")
-    if meta.get("spec_hash") != ckpt.spec_hash(run_spec) or digest is None:
-        # another spec's checkpoint or the model edited (the load refuses it), or a
-        # checkpoint of an older nnrun, which keeps no spec: spec.yaml as it is
-        return text
-    candidates = [text, meta.get("spec_text"),
-                  *(row.get("previous_spec") for row in later
-                    if row.get("resumed_after_epoch") == meta["epoch"])]
-    trained = next((candidate for candidate in candidates if isinstance(candidate, str)
-                    and ckpt.text_digest(candidate) == digest), None)
+    if digest is None:
+        first = next((row["previous_spec"] for row in later
+                      if row.get("resumed_after_epoch") == meta["epoch"]
+                      and isinstance(row.get("previous_spec"), str)), None)
+        return text if first is None else first
+    trained = next((candidate for candidate in (text, meta.get("spec_text"), *previous)
+                    if isinstance(candidate, str) and ckpt.text_digest(candidate) == digest),
+                   None)
     if trained is None:
         raise TrainingError(
             f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
@@ -424,19 +429,24 @@ class Trainer:
         history.rows = run.read_metrics(epoch, complete=True)
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
         changes = resumption.changes
-        # the records of resumes after the checkpoint, which trained nothing from it, go
-        earlier = run.read_spec_changes(dropping_after=epoch)
+        # the records of resumes after the checkpoint, which trained nothing kept, go
+        earlier = (run.read_spec_changes(dropping_after=epoch)
+                   if changes or resumption.dropped else "")
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)
             self._write_step_norms(run)
-        # A run that early stopping keeps stopped trains nothing with the changes: none recorded
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
-        if changes and not self._should_stop(history, level):
+        # a record, and spec.yaml, for a resume that trains with its changes; one that trains
+        # nothing (early stopping keeps the run stopped, no epoch is left) records none, and
+        # spec.yaml says what the run was trained with
+        if changes and not self._should_stop(history, level) and epoch < self.spec.train.epochs:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-        elif resumption.stale and not changes:  # spec.yaml says what the run trains with again
-            run.write_spec(self.spec_text)
+            return state, history, meta["step"], epoch + 1, pruning
+        if resumption.stale:
+            run.write_spec(resumption.previous_spec)
+        if resumption.dropped:
             run.write_spec_changes(earlier)
         return state, history, meta["step"], epoch + 1, pruning
 

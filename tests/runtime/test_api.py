@@ -395,3 +395,16 @@ def test_a_run_predicts_only_finite_inputs_as_the_command_does(tmp_path):
         with pytest.raises(ValueError, match=r"x must hold finite float32 numbers \(sample 1"):
             run.predict(np.array([[0.0, 1.0], [bad, 0.0]]))
     assert run.predict(np.array([[0.0, 1.0]])).shape == (1, 1)
+
+
+def test_loss_and_grads_is_held_to_its_own_memory_not_the_training_steps(monkeypatch):
+    """The fourth review: held to the training step's estimate (Adam's state included), a
+    gradcheck that fits was refused as "Model.loss_and_grads"."""
+    from nnrun.runtime.memory import estimate_bytes, loss_and_grads_bytes
+
+    model = nnrun.compile(QUICKSTART, overrides=["optimizer.type=adam"])
+    own, step = loss_and_grads_bytes(model, 4), estimate_bytes(model, 4)
+    assert own < step
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str((own + step) // 2))
+    params = model.init_params()
+    model.loss_and_grads(params, np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64))

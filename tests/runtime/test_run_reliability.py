@@ -708,7 +708,7 @@ def test_a_stopped_resume_then_one_without_changes_puts_spec_and_record_back(tra
     (trained / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
     assert_ok(invoke("train", spec, "--resume", trained, "--quiet"))  # the trained settings
     assert (trained / "spec.yaml").read_text() == original
-    assert (trained / "spec-changes.jsonl").read_text() == ""
+    assert not (trained / "spec-changes.jsonl").exists()  # no record left: no file
     assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
 
 
@@ -726,6 +726,68 @@ def test_a_stopped_resume_then_a_hand_edit_leaves_one_record(trained):
                 .splitlines()]
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
+
+
+def _as_an_older_checkpoint(path: Path) -> None:
+    """The checkpoint as an nnrun before this one wrote it: no spec digest, no spec text."""
+    state, meta = load_checkpoint(path)
+    save_checkpoint(path, state, {k: v for k, v in meta.items()
+                                  if k not in ("spec_sha256", "spec_text")})
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_records_of_resumes_that_trained_nothing_kept_go(trained, older):
+    """The fourth review: a resume after a diverged one, with spec.yaml put back by hand, left
+    the diverged resume's record (its change never trained); and for a checkpoint of an older
+    nnrun, the diverged resume's spec.yaml was taken as the trained one."""
+    if older:
+        _as_an_older_checkpoint(trained / "last.npz")
+    run_spec = trained / "spec.yaml"
+    original = run_spec.read_text()
+    before = (trained / "last.npz").read_bytes()
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
+                     "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(before)  # as if it diverged before its checkpoint
+    if not older:
+        run_spec.write_text(original)  # put back by hand
+    assert_ok(invoke("train", run_spec if not older else trained.parent / "tiny.yaml",
+                     "--resume", trained, "--epochs", 3, "--quiet"))
+    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
+                .splitlines()]
+    assert entry["changes"] == {"train.epochs": {"old": 2, "new": 3}}
+    assert entry["previous_spec"] == original
+    assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.05]
+
+
+def test_a_resume_that_trains_nothing_records_nothing_and_keeps_the_trained_spec(trained):
+    """The fourth review: changes a resume could not train with (no epoch left; early stopping
+    keeping the run stopped) were recorded, and spec.yaml said them."""
+    original = (trained / "spec.yaml").read_text()
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--set",
+                     "optimizer.lr=0.5", "--allow-changes", "--quiet"))  # epochs 2 of 2 done
+    assert (trained / "spec.yaml").read_text() == original
+    assert not (trained / "spec-changes.jsonl").exists()
+
+
+def test_best_copied_over_last_resumes_a_long_spec_extended_before(trained, monkeypatch):
+    """The fourth review: past 64 KiB (no kept text), the spec the best epoch trained with is in
+    the record of the resume after a later epoch: it was not looked for there."""
+    from nnrun.runtime import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SPEC_TEXT_KEPT_BYTES", 10)
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
+                     "--quiet"))  # epoch 2's checkpoint (kept no text) now superseded
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 4,
+                     "--quiet"))
+    (trained / "last.npz").write_bytes((trained / "best.npz").read_bytes())
+    epoch = load_checkpoint(trained / "last.npz")[1]["epoch"]
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
+    assert len(rows(trained)) == 4
+    records = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
+               .splitlines()]
+    # the records after the best epoch went; the resume from it made its own, if it changed
+    assert [r["resumed_after_epoch"] for r in records if r["resumed_after_epoch"] >= epoch] \
+        in ([], [epoch])
 
 
 def test_a_hand_edit_a_resume_does_not_take_is_undone(trained, spec):
