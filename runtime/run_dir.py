@@ -363,9 +363,9 @@ class RunDirectory:
         write_text_atomically(self.file(CHANGES), earlier + json.dumps(entry) + "\n")
 
     def spec_changes_after(self, epoch: int) -> list[dict]:
-        """The records of resumes after `epoch`'s checkpoint: they reached no checkpoint of
-        their own (stopped by a signal or a diverged loss), or it was replaced since (best.npz
-        copied over last.npz)."""
+        """The records of resumes after `epoch`'s checkpoint, whose training was not kept:
+        stopped before a checkpoint of their own (a signal, a diverged loss), or their
+        checkpoints replaced since (best.npz copied over last.npz)."""
         path = self.file(CHANGES)  # a damaged file is named later, where the resume reads it
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
         rows = [_json_or_none(line) for line in text.splitlines()]

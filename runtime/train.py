@@ -40,7 +40,8 @@ import numpy as np
 from nnrun.backends.notices import positioned, silenced, warn
 from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics, unknown_monitor
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.frontend import load_spec, resolved_spec_data, spec_warnings, spec_yaml
+from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
+                                     spec_yaml)
 from nnrun.compiler.ir import Origin
 
 from . import checkpoint as ckpt
@@ -136,6 +137,14 @@ def _without_init_from(value):
     return value
 
 
+def _spec_hash_of(text: str) -> str | None:
+    """checkpoint.spec_hash of a spec's text, None where it is no spec (a damaged record)."""
+    try:
+        return ckpt.spec_hash(load_spec_text(text).spec)
+    except SpecError:
+        return None
+
+
 def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:
     """A signal while the run directory is opened and checked, the data loaded and the model
     compiled: nothing was written yet; what to run to go on."""
@@ -203,10 +212,14 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
                 "changes is counted from the spec the run trained with")
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
-        # what a resume after the checkpoint changed, with --allow-changes, stays allowed
-        allowed = spec_changes(run.file(SPEC), text, trained) if written else {}
+        # a field that a resume after the checkpoint set, with --allow-changes, to the same
+        # value stays allowed
+        allowed = {name: change.get("new") for row in later
+                   if isinstance(row.get("changes"), dict)
+                   for name, change in row["changes"].items() if isinstance(change, dict)}
         refuse_training_changes(run.path, {name: change for name, change in changes.items()
-                                           if allowed.get(name) != change}, edited)
+                                           if name not in allowed
+                                           or allowed[name] != change["new"]}, edited)
     return Resumption(changes, trained, trained != text, bool(later))
 
 
@@ -220,11 +233,10 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
     previous = [row.get("previous_spec") for row in later
                 if isinstance(row.get("previous_spec"), str)]
     digest = meta.get("spec_sha256")
-    if digest is None:
-        first = next((row["previous_spec"] for row in later
-                      if row.get("resumed_after_epoch") == meta["epoch"]
-                      and isinstance(row.get("previous_spec"), str)), None)
-        return text if first is None else first
+    if digest is None:  # the first record's previous spec: the spec until that resume
+        first = previous[0] if previous else None
+        return first if first is not None and _spec_hash_of(first) == meta["spec_hash"] \
+            else text
     trained = next((candidate for candidate in (text, meta.get("spec_text"), *previous)
                     if isinstance(candidate, str) and ckpt.text_digest(candidate) == digest),
                    None)
@@ -443,11 +455,11 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and not self._should_stop(history, level) and epoch < self.spec.train.epochs:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-            return state, history, meta["step"], epoch + 1, pruning
-        if resumption.stale:
-            run.write_spec(resumption.previous_spec)
-        if resumption.dropped:
-            run.write_spec_changes(earlier)
+        else:
+            if resumption.stale:
+                run.write_spec(resumption.previous_spec)
+            if resumption.dropped:
+                run.write_spec_changes(earlier)
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

@@ -759,6 +759,35 @@ def test_records_of_resumes_that_trained_nothing_kept_go(trained, older):
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.05]
 
 
+def test_an_older_best_copied_back_takes_its_spec_from_the_first_later_record(trained):
+    """The fifth review: an older checkpoint (no digest) copied back from best.npz took
+    spec.yaml for its spec, trained at the later lr, and dropped the only record of it."""
+    _as_an_older_checkpoint(trained / "best.npz")
+    older_best = (trained / "best.npz").read_bytes()  # the resume below may write a new best
+    best = load_checkpoint(trained / "best.npz")[1]["epoch"]
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 4,
+                     "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(older_best)
+    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
+    records = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
+               .splitlines()]
+    assert records[-1]["resumed_after_epoch"] == best
+    assert records[-1]["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.5}
+
+
+def test_an_epochs_edit_keeps_what_a_stopped_resume_was_allowed(trained):
+    """The fifth review: train.epochs edited in a stopped resume's spec.yaml (a free change)
+    made that resume's allowed lr change refused as an edit."""
+    run_spec = trained / "spec.yaml"
+    before = (trained / "last.npz").read_bytes()
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
+                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
+    (trained / "last.npz").write_bytes(before)
+    run_spec.write_text(run_spec.read_text().replace("epochs: 3", "epochs: 4"))
+    assert_ok(invoke("train", run_spec, "--resume", trained, "--quiet"))
+    assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01, 0.01]
+
+
 def test_a_resume_that_trains_nothing_records_nothing_and_keeps_the_trained_spec(trained):
     """The fourth review: changes a resume could not train with (no epoch left; early stopping
     keeping the run stopped) were recorded, and spec.yaml said them."""
