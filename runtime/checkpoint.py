@@ -113,16 +113,6 @@ def spec_text_meta(text: str) -> dict:
     return {"spec_sha256": text_digest(text), "spec_text": kept}
 
 
-def trained_spec_text(meta: dict, text: str) -> str | None:
-    """The spec text a checkpoint was trained with, given spec.yaml's `text`: that text when
-    the checkpoint says so (or says nothing: an older nnrun); the kept one when spec.yaml was
-    edited by hand since; None when it was and the checkpoint kept only the digest."""
-    digest = meta.get("spec_sha256")
-    if digest is None or text_digest(text) == digest:
-        return text
-    return meta.get("spec_text")
-
-
 def _model_without_default_names(model) -> dict:
     # The resolved spec.yaml of a run spells out the default layer names; naming a layer by its
     # default name changes nothing, so it must not change the hash either.

@@ -25,7 +25,6 @@ broadcast, and the metrics are sums over the ranks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
@@ -125,7 +124,7 @@ def _training_digest(spec) -> str:
     data = _without_init_from(spec.model_dump(mode="json"))
     data["data"] = {key: value for key, value in (data.get("data") or {}).items()
                     if key != "path"}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return ckpt.text_digest(json.dumps(data, sort_keys=True))
 
 
 def _without_init_from(value):
@@ -135,14 +134,6 @@ def _without_init_from(value):
     if isinstance(value, list):
         return [_without_init_from(item) for item in value]
     return value
-
-
-def _spec_hash_of(text: str) -> str | None:
-    """checkpoint.spec_hash of a spec's text, None where it is no spec (a damaged record)."""
-    try:
-        return ckpt.spec_hash(load_spec_text(text).spec)
-    except SpecError:
-        return None
 
 
 def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:
@@ -205,7 +196,8 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     text = run.spec_text()
     later = run.spec_changes_after(meta["epoch"])
     trained = _trained_text(run, meta, text, run_spec, later)
-    written = any(row.get("spec_sha256") == ckpt.text_digest(text) for row in later)
+    digest = ckpt.text_digest(text)
+    written = any(row.get("spec_sha256") == digest for row in later)
     edited = trained != text and not written
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
@@ -249,11 +241,20 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
     return trained
 
 
+def _spec_hash_of(text: str) -> str | None:
+    """checkpoint.spec_hash of a spec's text, None where it is no spec (a damaged record)."""
+    try:
+        return ckpt.spec_hash(load_spec_text(text).spec)
+    except SpecError:
+        return None
+
+
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
                  ranks=ALONE, graph: bool = True):
         self.source, self.spec, self.graph = source, source.spec, graph
-        self.spec_text = resolved_spec_text(source)  # the run's spec.yaml, kept by checkpoints
+        self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
+        self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         if self.spec.data is None:
             raise TrainingError(f"{source.loaded.filename}: training needs a data section "
@@ -481,7 +482,7 @@ class Trainer:
             run.say(f"{run.path}: train.epochs changed from {changes['train.epochs']['old']} to "
                     f"{self.spec.train.epochs}: the cosine schedule restarts at epoch {epoch + 1}")
         run.record_spec_change(epoch, changes, previous_spec, earlier_changes,
-                               ckpt.text_digest(self.spec_text))
+                               self.spec_meta["spec_sha256"])
         run.write_spec(self.spec_text)
 
     def train_epoch(self, epoch: int, guard: InterruptGuard | None = None) -> dict:
@@ -779,7 +780,7 @@ class Trainer:
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
                 "backend": self.backend.name, **self._pruning_meta(),
-                **ckpt.spec_text_meta(self.spec_text)}
+                **self.spec_meta}
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:

@@ -47,6 +47,22 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def change_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "spec-changes.jsonl").read_text().splitlines()]
+
+
+def stopped_resume(run: Path, *options) -> list[dict]:
+    """A resume of `run` with allowed changes (`options`) whose training was not kept: its
+    checkpoint put back as it was, as if a signal or a diverged loss had stopped it before its
+    first. Returns the metrics rows it had trained."""
+    before = (run / "last.npz").read_bytes()
+    assert_ok(invoke("train", run / "spec.yaml", "--resume", run, *options, "--allow-changes",
+                     "--quiet"))
+    trained_rows = rows(run)
+    (run / "last.npz").write_bytes(before)
+    return trained_rows
+
+
 @pytest.fixture
 def spec(tmp_path) -> Path:
     path = tmp_path / "tiny.yaml"
@@ -625,7 +641,7 @@ def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
         assert_one_line_error(result, setting.split("=")[0])
     original = (trained / "spec.yaml").read_text()
     assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet", "--allow-changes"))
-    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text().splitlines()]
+    (entry,) = change_records(trained)
     assert entry["resumed_after_epoch"] == 2 and entry["previous_spec"] == original
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
     assert entry["changes"]["train.epochs"] == {"old": 2, "new": 3}
@@ -645,8 +661,7 @@ def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch)
     result = assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
                               "--allow-changes"))
     assert "spec.yaml: edited since its checkpoint was written" in result.stderr
-    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
-                .splitlines()]
+    (entry,) = change_records(trained)
     assert entry["previous_spec"] == original
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
@@ -666,14 +681,11 @@ def test_a_resume_stopped_before_its_first_checkpoint_resumes_with_its_own_spec(
     from nnrun.runtime import checkpoint
 
     monkeypatch.setattr(checkpoint, "SPEC_TEXT_KEPT_BYTES", kept_bytes)
-    before = (trained / "last.npz").read_bytes()  # epoch 2's, trained with lr 0.05
-    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
-                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
-    (trained / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    stopped_resume(trained, "--epochs", 3, "--set", "optimizer.lr=0.01")
     result = assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained))
     assert "edited since" not in result.stderr
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
-    assert len((trained / "spec-changes.jsonl").read_text().splitlines()) == 1
+    assert len(change_records(trained)) == 1
 
 
 def test_a_stopped_resume_resumed_again_keeps_its_changes_effects_and_one_record(tmp_path,
@@ -684,15 +696,10 @@ def test_a_stopped_resume_resumed_again_keeps_its_changes_effects_and_one_record
     spec.write_text(SPEC.replace("lr: 0.05}", "lr: 0.05, schedule: {type: cosine}}"))
     out = tmp_path / "run"
     assert_ok(invoke("train", spec, "--out", out, "--quiet"))
-    before = (out / "last.npz").read_bytes()
-    assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", 4,
-                     "--allow-changes", "--quiet"))
-    expected = [row["lr"] for row in rows(out)]
-    (out / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    expected = [row["lr"] for row in stopped_resume(out, "--epochs", 4)]
     assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--quiet"))
     assert [row["lr"] for row in rows(out)] == expected == [0.05, 0.025, 0.05, 0.025]
-    (entry,) = [json.loads(line) for line in (out / "spec-changes.jsonl").read_text()
-                .splitlines()]
+    (entry,) = change_records(out)
     assert entry["changes"] == {"train.epochs": {"old": 2, "new": 4}}
     assert "epochs: 2" in entry["previous_spec"]
 
@@ -702,10 +709,7 @@ def test_a_stopped_resume_then_one_without_changes_puts_spec_and_record_back(tra
     checkpoint, a resume with the trained spec left spec.yaml and spec-changes.jsonl saying the
     stopped resume's change, and the next printed resume command was then refused."""
     original = (trained / "spec.yaml").read_text()
-    before = (trained / "last.npz").read_bytes()
-    assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
-                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
-    (trained / "last.npz").write_bytes(before)  # as if stopped before epoch 3's checkpoint
+    stopped_resume(trained, "--epochs", 3, "--set", "optimizer.lr=0.01")
     assert_ok(invoke("train", spec, "--resume", trained, "--quiet"))  # the trained settings
     assert (trained / "spec.yaml").read_text() == original
     assert not (trained / "spec-changes.jsonl").exists()  # no record left: no file
@@ -716,14 +720,10 @@ def test_a_stopped_resume_then_a_hand_edit_leaves_one_record(trained):
     """The third review: the stopped resume's record stayed beside the one of the resume that
     trained, two records for one point of the run."""
     run_spec = trained / "spec.yaml"
-    before = (trained / "last.npz").read_bytes()
-    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
-                     "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
-    (trained / "last.npz").write_bytes(before)
+    stopped_resume(trained, "--epochs", 3, "--set", "optimizer.lr=0.5")
     run_spec.write_text(run_spec.read_text().replace("lr: 0.5", "lr: 0.01"))
     assert_ok(invoke("train", run_spec, "--resume", trained, "--allow-changes", "--quiet"))
-    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
-                .splitlines()]
+    (entry,) = change_records(trained)
     assert entry["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.01}
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01]
 
@@ -744,16 +744,12 @@ def test_records_of_resumes_that_trained_nothing_kept_go(trained, older):
         _as_an_older_checkpoint(trained / "last.npz")
     run_spec = trained / "spec.yaml"
     original = run_spec.read_text()
-    before = (trained / "last.npz").read_bytes()
-    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
-                     "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
-    (trained / "last.npz").write_bytes(before)  # as if it diverged before its checkpoint
+    stopped_resume(trained, "--epochs", 3, "--set", "optimizer.lr=0.5")
     if not older:
         run_spec.write_text(original)  # put back by hand
     assert_ok(invoke("train", run_spec if not older else trained.parent / "tiny.yaml",
                      "--resume", trained, "--epochs", 3, "--quiet"))
-    (entry,) = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
-                .splitlines()]
+    (entry,) = change_records(trained)
     assert entry["changes"] == {"train.epochs": {"old": 2, "new": 3}}
     assert entry["previous_spec"] == original
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.05]
@@ -769,8 +765,7 @@ def test_an_older_best_copied_back_takes_its_spec_from_the_first_later_record(tr
                      "--set", "optimizer.lr=0.5", "--allow-changes", "--quiet"))
     (trained / "last.npz").write_bytes(older_best)
     assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
-    records = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
-               .splitlines()]
+    records = change_records(trained)
     assert records[-1]["resumed_after_epoch"] == best
     assert records[-1]["changes"]["optimizer.lr"] == {"old": 0.05, "new": 0.5}
 
@@ -779,10 +774,7 @@ def test_an_epochs_edit_keeps_what_a_stopped_resume_was_allowed(trained):
     """The fifth review: train.epochs edited in a stopped resume's spec.yaml (a free change)
     made that resume's allowed lr change refused as an edit."""
     run_spec = trained / "spec.yaml"
-    before = (trained / "last.npz").read_bytes()
-    assert_ok(invoke("train", run_spec, "--resume", trained, "--epochs", 3,
-                     "--set", "optimizer.lr=0.01", "--allow-changes", "--quiet"))
-    (trained / "last.npz").write_bytes(before)
+    stopped_resume(trained, "--epochs", 3, "--set", "optimizer.lr=0.01")
     run_spec.write_text(run_spec.read_text().replace("epochs: 3", "epochs: 4"))
     assert_ok(invoke("train", run_spec, "--resume", trained, "--quiet"))
     assert [row["lr"] for row in rows(trained)] == [0.05, 0.05, 0.01, 0.01]
@@ -812,8 +804,7 @@ def test_best_copied_over_last_resumes_a_long_spec_extended_before(trained, monk
     epoch = load_checkpoint(trained / "last.npz")[1]["epoch"]
     assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
     assert len(rows(trained)) == 4
-    records = [json.loads(line) for line in (trained / "spec-changes.jsonl").read_text()
-               .splitlines()]
+    records = change_records(trained)
     # the records after the best epoch went; the resume from it made its own, if it changed
     assert [r["resumed_after_epoch"] for r in records if r["resumed_after_epoch"] >= epoch] \
         in ([], [epoch])
