@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
+
+from commands import run_nnrun
 
 SPECS = ["mnist-mlp", "lenet5", "mnist-mlp-shuffled", "lenet5-shuffled"]
 COLUMNS = [("as they are", []), ("shifted 2 px", ["--shift", "2"]),
@@ -22,8 +23,8 @@ COLUMNS = [("as they are", []), ("shifted 2 px", ["--shift", "2"]),
 
 
 def accuracy(run_dir: Path, extra: list[str]) -> float:
-    command = ["nnrun", "eval", str(run_dir), "--format", "json", *extra]
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = run_nnrun("eval", str(run_dir), "--format", "json", *extra,
+                       capture_output=True, text=True)
     return json.loads(result.stdout)["test_accuracy"]
 
 
@@ -37,8 +38,7 @@ def main() -> None:
     print("|---|" + "---:|" * len(COLUMNS), flush=True)
     for spec in SPECS:
         if args.train:
-            subprocess.run(["nnrun", "train", f"specs/{spec}.yaml", "--out", str(root / spec),
-                            "--quiet"], check=True)
+            run_nnrun("train", f"specs/{spec}.yaml", "--out", str(root / spec), "--quiet")
         cells = [f"{accuracy(root / spec, extra):.2%}" for _, extra in COLUMNS]
         print(f"| `{spec}` | " + " | ".join(cells) + " |", flush=True)
 

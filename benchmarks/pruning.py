@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 from pathlib import Path
+
+from commands import run_nnrun
 
 SPEC = "specs/mnist-mlp-pruned.yaml"
 
@@ -24,10 +25,10 @@ def run_target(target: float, out_root: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     command = ["nnrun", "train", SPEC, "--set", f"train.pruning.target_sparsity={target:g}",
                "--out", str(out), "--quiet"]
-    subprocess.run(command, check=True)
+    run_nnrun(*command[1:])
     summary = json.loads((out / "summary.json").read_text())
-    layers = json.loads(subprocess.run(["nnrun", "summary", str(out), "--format", "json"],
-                                       check=True, capture_output=True, text=True).stdout)
+    layers = json.loads(run_nnrun("summary", str(out), "--format", "json",
+                                  capture_output=True, text=True).stdout)
     return {"target": target, "command": " ".join(command), "summary": summary,
             "layers": {row["name"]: row["sparsity"] for row in layers["layers"]
                        if row["sparsity"] is not None},

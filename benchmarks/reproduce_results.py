@@ -13,10 +13,11 @@ import argparse
 import json
 import platform
 import shutil
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+
+from commands import run_nnrun
 
 ROWS = [
     ("1", "mnist-mlp", "MNIST, MLP 784-256-128-10, SGD momentum", ">= 98.0%"),
@@ -35,8 +36,7 @@ def run_row(spec: str, out_root: Path) -> dict:
     out = out_root / spec
     shutil.rmtree(out, ignore_errors=True)
     command = ["nnrun", "train", f"specs/{spec}.yaml", "--out", str(out), "--quiet"]
-    # this interpreter's nnrun, whether or not its environment's bin/ is on PATH
-    subprocess.run([sys.executable, "-m", "nnrun", *command[1:]], check=True)
+    run_nnrun(*command[1:])
     summary = json.loads((out / "summary.json").read_text())
     return {"spec": spec, "command": " ".join(command), **summary}
 
