@@ -320,7 +320,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
         lowered = lower(source.spec, mode="eval")
         step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
-        warnings = [warning_diagnostic(source, w) for w in error.warnings]
+        warnings = layout_warnings(source) + [warning_diagnostic(source, w)
+                                              for w in error.warnings]
         given = lowered or error.lowered  # the layers before the error: their lists' errors
         others = [source.diagnostic(origin, message) for origin, message
                   in setting_range_errors(source.spec) + shapeless_errors(source.spec)
@@ -358,7 +359,31 @@ def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
     model = [warning_diagnostic(source, warning) for warning in lowered.warnings]
     settings = [source.diagnostic(origin, message, "warning") for origin, message
                 in training_warnings(source.spec, tuple(lowered.logits.type.shape[1:]))]
-    return _in_file_order(model + settings, source.loaded.filename)
+    return _in_file_order(layout_warnings(source) + model + settings, source.loaded.filename)
+
+
+CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
+
+
+def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
+    """npz samples whose shape was read from the file and looks channel-last ([H, W, C], as
+    Keras and image libraries save them): read channels first they still train, wrongly, so it
+    is said. A spec that gives input_shape says the layout is meant."""
+    spec = source.spec
+    shape = spec.model.input_shape
+    model = source.loaded.data.get("model") if isinstance(source.loaded.data, dict) else None
+    if (spec.data is None or spec.data.dataset != "npz" or shape is None
+            or not isinstance(model, dict) or "input_shape" in model
+            or len(shape) < 2 or not shape[-1] <= CHANNEL_LIKE < min(shape[:-1])
+            or spec.model.layers[0].type in ("flatten", "dense")):  # the layout is lost there
+        return []
+    channels, *rest = shape
+    read = " x ".join(map(str, rest)) if len(rest) > 1 else f"length {rest[0]}"
+    return [source.diagnostic(Origin("data.path", keys=("data", "path")), (
+        f"the samples of {spec.data.path} are {list(shape)}, read channels first: {channels} "
+        f"channels of {read}. If x is channel-last ([N, ..., C]), save "
+        "numpy.moveaxis(x, -1, 1) instead; if the layout is meant, set model.input_shape: "
+        f"{list(shape)}"), "warning")]
 
 
 def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:

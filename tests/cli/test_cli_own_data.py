@@ -632,3 +632,28 @@ def test_targets_that_are_not_finite_name_the_sample(tmp_path):
                  "model: {layers: [{type: dense, units: 1}]}\nloss: mse\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "targets contain NaN or inf (first at sample 1); replace those values" in line
+
+
+def test_samples_that_look_channel_last_are_warned_with_the_fix(tmp_path):
+    """Images saved [N, H, W, C] read as C-first train without a shape error (12 channels of
+    12 x 3 here): validate and train say so; an input_shape in the spec says it is meant."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 12, 12, 3)).astype("f4"),
+             y=rng.integers(0, 3, 40))
+    conv = "layers: [{type: conv2d, filters: 2, kernel_size: 3}, {type: flatten}, " \
+           "{type: dense, units: 3}]"
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        "layers: [{type: dense, units: 3}]", conv))
+    result = assert_ok(invoke("validate", spec))
+    assert "warning: data.path: the samples of d.npz are [12, 12, 3]" in result.stderr
+    assert "numpy.moveaxis(x, -1, 1)" in result.stderr
+    assert "set model.input_shape: [12, 12, 3]" in result.stderr
+    assert invoke("validate", "--strict", spec).exit_code == 1
+    trained = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "moveaxis" in trained.stderr
+    meant = write(tmp_path / "meant.yaml", spec.read_text().replace(
+        "model:\n", "model:\n  input_shape: [12, 12, 3]\n"))
+    assert "warning" not in assert_ok(invoke("validate", "--strict", meant)).stderr
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 3, 12, 12)).astype("f4"),
+             y=rng.integers(0, 3, 40))
+    assert "warning" not in assert_ok(invoke("validate", "--strict", spec)).stderr
