@@ -250,6 +250,30 @@ def _rectangular(values: list) -> list:
     return values
 
 
+def _one_depth(values: Any) -> Any:
+    """Before the nested-list types are tried: rows of different depths name the first such
+    row, where each type alone would call every number of the other depth wrong."""
+    def depth(item, at: str) -> int:
+        if not isinstance(item, list):
+            return 0
+        depths = [depth(entry, f"{at}[{index}]") for index, entry in enumerate(item)]
+        for index, found in enumerate(depths):
+            if found != depths[0]:
+                raise ValueError(f"{at}[{index}] is {_nesting(found)} where {at}[0] is "
+                                 f"{_nesting(depths[0])}; give every row the same depth")
+        return 1 + (depths[0] if depths else 0)
+
+    depth(values, "weights")
+    return values
+
+
+def _nesting(depth: int) -> str:
+    return "a number" if depth == 0 else "a list" + " of lists" * (depth - 1)
+
+
+GivenWeights = Annotated[Numbers, BeforeValidator(_one_depth), AfterValidator(_rectangular)]
+
+
 def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
     """weights, bias and init_from of dense and conv layers: one source per value. A field
     validator, so that the error points at the field in conflict with one before it."""
@@ -311,7 +335,7 @@ class Dense(LayerBase):
     use_bias: Bool = True
     init: Initializer | None = Field(None, description="weight initializer; default model.init")
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
-    weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
+    weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
     bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)
@@ -331,7 +355,7 @@ class ConvBase(LayerBase):
     use_bias: Bool = True
     init: Initializer | None = None
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
-    weights: Annotated[Numbers, AfterValidator(_rectangular)] | None = Field(
+    weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
     bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)

@@ -129,6 +129,10 @@ def test_initial_values_beyond_float32_are_an_error_at_their_position(tmp_path, 
 def test_ragged_weights_and_conflicting_sources(tmp_path):
     ragged = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[1], [2, 3]]}"))
     assert ragged.exit_code == 1 and "rows of different lengths" in ragged.output
+    # Rows of other depths: the row named, not each number of the rows that are right
+    deeper = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[[1], 2], [3, 4]]}"))
+    assert deeper.exit_code == 1 and deeper.output.count("error") == 1, deeper.output
+    assert "weights[0][1] is a number where weights[0][0] is a list" in deeper.output
     both = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1], init_from: a.npz}"))
     assert both.exit_code == 1 and "either inline" in both.output
 
