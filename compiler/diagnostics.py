@@ -387,7 +387,18 @@ def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
     # lowering's errors, which only a valid layer reaches, add its name.
     where = location.origin or format_path(owner)
     message = _message(problem, field, loaded.data, schema)
+    if not location.origin:  # the file's line shows the values before the overrides
+        message += _after_overrides(loaded, problem.data_path, owner)
     return Diagnostic(location.file, location.line, location.col, "error", where, message)
+
+
+def _after_overrides(loaded: Loaded, path: tuple, owner: tuple) -> str:
+    """The --set arguments behind an error placed in the file: those that set the value (or
+    values inside it), and a type set on its mapping, which decides the fields it takes."""
+    overrides = set(loaded.overrides_within(path))
+    if owner:
+        overrides.update(loaded.overrides_within((*owner, "type")))
+    return f" (after {', '.join(sorted(overrides))})" if overrides else ""
 
 
 def _error_location(problem: _Problem, loaded: Loaded) -> Position:

@@ -53,17 +53,10 @@ class SourceSpec:
         keys = origin.keys if origin else ()
         position = self.loaded.location(keys)
         where = position.origin or (origin.where() if origin else "")
-        overrides = self._overrides_within(tuple(keys)) if not position.origin else []
+        overrides = self.loaded.overrides_within(keys) if not position.origin else []
         if overrides:  # the file's line shows the value before the override
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
-
-    def _overrides_within(self, keys: tuple) -> list[str]:
-        """The --set arguments that set a value inside the node at `keys` (a layer's type set
-        from the command line, reported at the layer's line in the file)."""
-        found = {node.value.origin for path, node in self.loaded.positions.items()
-                 if path[:len(keys)] == keys and node.value.origin}
-        return sorted(found)
 
 
 @dataclass

@@ -70,6 +70,14 @@ class Loaded:
                 return ancestor.value
         return Position(self.filename, 1, 1)
 
+    def overrides_within(self, path: SpecPath) -> list[str]:
+        """The --set arguments that set a value inside the node at `path` (a layer's type set
+        from the command line, reported at the layer's line in the file)."""
+        path = tuple(path)
+        found = {node.value.origin for inner, node in self.positions.items()
+                 if inner[:len(path)] == path and node.value.origin}
+        return sorted(found)
+
     def position(self, path: SpecPath, key: bool = False) -> tuple[int, int]:
         location = self.location(path, key)
         return location.line, location.col

@@ -788,6 +788,25 @@ def test_an_error_at_a_file_line_that_an_override_changed_names_the_override():
     assert error.message.endswith("(after --set model.layers[0].type=conv1d)")
 
 
+def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
+    """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
+    file's line is a whole maxpool. A value of the file beside an override is its own error."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: maxpool2d, pool_size: 2}\n    - {type: dense, units: -1}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "spec.yaml", ["model.layers[0].type=dense",
+                                           "model.layers[1].use_bias=false"])
+    lines = [d.format() for d in raised.value.diagnostics]
+    assert lines == [
+        "spec.yaml:4:7: error: model.layers[0]: missing required field 'units' "
+        "(after --set model.layers[0].type=dense)",
+        "spec.yaml:4:25: error: model.layers[0]: unknown field 'pool_size' "
+        "(after --set model.layers[0].type=dense)",
+        "spec.yaml:5:28: error: model.layers[1]: 'units' must be an integer ≥ 1, got -1"]
+
+
 @pytest.mark.parametrize("line, meant", [
     ("loss: categorical_crossentropy", "cross_entropy"),      # likeness said binary_cross_entropy
     ("loss: bce", "binary_cross_entropy"),
