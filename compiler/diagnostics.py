@@ -588,13 +588,19 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     context = problem.error.get("ctx", {})
     tag, expected = context.get("tag"), _literal_items(context.get("expected_tags", ""))
     kind = _kind_of(problem.data_path)
+    discriminator = _discriminator(problem.error)
+    mapping = _value_at(data, problem.data_path)
+    fitting = only_fitting_tag(mapping, _annotation_at(schema, problem.error["loc"]),
+                               discriminator)
+    given = mapping.get(discriminator) if isinstance(mapping, dict) else tag
+    if not isinstance(given, str):  # `type: null`: not a name to read as 'None' and correct
+        fix = (f"its fields are those of '{fitting}': set {discriminator}: {fitting}" if fitting
+               else f"expected one of {', '.join(expected)}")
+        return f"'{discriminator}' must be a name, got {_show(given)}; {fix}"
     if kind:
         subject = f"{kind} '{tag}'"
     else:
-        subject = f"{_discriminator(problem.error)} '{tag}' for {_subject(field)}"
-    discriminator = _discriminator(problem.error)
-    fitting = only_fitting_tag(_value_at(data, problem.data_path),
-                               _annotation_at(schema, problem.error["loc"]), discriminator)
+        subject = f"{discriminator} '{tag}' for {_subject(field)}"
     if fitting and not suggest(tag, _unquoted(expected)):
         return (f"unknown {subject}; its fields are those of '{fitting}': set "
                 f"{discriminator}: {fitting}")

@@ -74,9 +74,15 @@ class Loaded:
         """The --set arguments that set a value inside the node at `path` (a layer's type set
         from the command line, reported at the layer's line in the file)."""
         path = tuple(path)
-        found = {node.value.origin for inner, node in self.positions.items()
-                 if inner[:len(path)] == path and node.value.origin}
-        return sorted(found)
+        return sorted({origin for inner, origin in self._overridden
+                       if inner[:len(path)] == path})
+
+    @functools.cached_property
+    def _overridden(self) -> list[tuple[SpecPath, str]]:
+        """(path, --set argument) of the values set from the command line: few, and asked
+        about by every diagnostic of a file that may have thousands."""
+        return [(path, node.value.origin) for path, node in self.positions.items()
+                if node.value.origin]
 
     def position(self, path: SpecPath, key: bool = False) -> tuple[int, int]:
         location = self.location(path, key)

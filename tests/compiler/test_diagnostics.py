@@ -919,3 +919,21 @@ def test_a_layer_without_its_type_is_read_as_the_type_its_fields_fit_for_later_s
     assert lines[0].startswith("model.layers[1]: missing required field 'type'")
     assert lines[1].startswith("model.layers[2] (conv2d_1): conv2d expects a [channels, height, "
                                "width] sample, got shape [4]")
+
+
+def test_a_type_that_is_not_a_name_is_shown_as_written_not_as_python():
+    """`type: null` was "unknown initializer 'None'; did you mean 'ones'?"."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("model:\n  input_shape: [2]\n  init: {type: null}\n  layers:\n"
+            "    - {type: ~, units: 2}\n    - {type: {a: 1}}\nloss: {type: 5}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "spec.yaml")
+    messages = [d.message for d in raised.value.diagnostics]
+    assert messages[0].startswith("'type' must be a name, got null; expected one of "
+                                  "'xavier_uniform'")
+    assert messages[1] == ("'type' must be a name, got null; its fields are those of 'dense': "
+                           "set type: dense")
+    assert messages[2].startswith("'type' must be a name, got {a: 1}; expected one of 'dense'")
+    assert messages[3].startswith("'type' must be a name, got 5; expected one of 'cross_entropy'")
+    assert not any("None" in message for message in messages)
