@@ -266,6 +266,14 @@ def only_fitting_tag(mapping: Any, union: Any, discriminator: str = "type") -> s
     return fitting[0] if len(fitting) == 1 else None
 
 
+def layer_fields(layer_type: Any) -> list[str]:
+    """The fields of the layer type named (none for a type that is not one)."""
+    from .schema import Layer
+
+    return next((_field_names(member) for tag, member in _tagged_members(Layer, "type")
+                 if tag == layer_type), [])
+
+
 def _tagged_members(union: Any, discriminator: str) -> list[tuple[str, Any]]:
     """(tag, model) of each member of a tagged union."""
     members = [_unwrap(m) for m in _union_members(_unwrap(union))] if union is not None else []

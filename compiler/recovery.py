@@ -1,10 +1,10 @@
 """After schema errors, the shape errors of the layers that those errors leave intact.
 
 pydantic stops at the schema. To check shapes anyway, a copy of the spec is repaired as little
-as possible: an unknown key is dropped, or renamed to the missing field it misspells (the
-did-you-mean of its diagnostic, `type` included); a section that decides no shape (optimizer,
-train, limits...) falls back to its defaults; a broken loss becomes mse, which takes any output
-shape; and the layers from the first broken one on are left out, since every later shape
+as possible: an unknown key is dropped, or renamed to the field it misspells (the did-you-mean
+of its diagnostic, `type` included: a missing field, or a layer's optional one left unset); a
+section that decides no shape (optimizer, train, limits...) falls back to its defaults; a broken
+loss becomes mse, which takes any output shape; and the layers from the first broken one on are left out, since every later shape
 depends on it (and the labels with them: the layers left do not end the model). A shape error
 that the repaired copy shows is then one of the user's spec too.
 """
@@ -15,7 +15,7 @@ import copy
 from typing import Any
 
 from .datasets import DATASETS
-from .diagnostics import misspelt_key, only_fitting_tag, suggest
+from .diagnostics import layer_fields, misspelt_key, only_fitting_tag, suggest
 from .schema import Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
@@ -60,6 +60,11 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         parent[meant] = value
         missing.discard(path[:-1] + (meant,))
         siblings.remove(meant)
+    elif _layer_index(path) is not None:  # `padidng: same` read as the padding it misspells:
+        unset = [name for name in layer_fields(parent.get("type")) if name not in parent]
+        meant = suggest(key, unset)      # its default would give the later layers wrong shapes
+        if meant is not None:
+            parent[meant] = value
 
 
 def _rename_misspelt_type(data: dict, path: tuple) -> bool:
