@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from .datasets import DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out
+from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out,
+                       no_training_samples)
 from .initial_values import unheld
 from .ir import Origin
 from .schema import Accuracy, MaeMetric, default_layer_names
@@ -182,10 +183,9 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     train = None
     if data.dataset in SIZED_DATASETS and data.n_samples is not None:
         count, test = data.n_samples, held_out(data.n_samples, TEST_FRACTION)
-        if test >= count:
+        if no_training_samples(count):
             return [(Origin("data.n_samples", keys=("data", "n_samples")),
-                     f"n_samples {count} leaves no test split (the first {TEST_FRACTION:.0%} of "
-                     "the samples are the test split); use 5 or more")]
+                     no_training_samples(count))]
         train, more = count - test, "data.n_samples"
         left = f"({count} less {test} for the test split)"
     if data.limit is not None and (train is None or data.limit < train):

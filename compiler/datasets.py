@@ -102,6 +102,16 @@ def held_out(count: int, fraction: float) -> int:
     return max(1, round(count * fraction))
 
 
+def no_training_samples(count: int) -> str | None:
+    """What is wrong with a generated dataset of `count` samples, whose test split would leave
+    none to train on (None when some are left)."""
+    if held_out(count, TEST_FRACTION) < count:
+        return None
+    fewest = next(n for n in range(count + 1, count + 100) if held_out(n, TEST_FRACTION) < n)
+    return (f"n_samples {count} leaves no training samples: the test split takes the first "
+            f"{TEST_FRACTION:.0%} of them, one at least; use {fewest} or more")
+
+
 # A generator holds its samples in float64 with int64 labels, and while it draws them about as
 # much again in temporaries; loading then adds the model-dtype copy and the splits' copies.
 GENERATION_COPIES = 3

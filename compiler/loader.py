@@ -727,7 +727,8 @@ def _check_index(container: Any, name: str, index: int) -> None:
     if not isinstance(container, list):
         raise _OverrideError(f"{name} is {_describe_scalar(container)}, not a list")
     if not 0 <= index < len(container):  # a negative index past the start is left negative
-        raise _OverrideError(f"{name} has {len(container)} entries{_index_range(len(container))}")
+        entries = "1 entry" if len(container) == 1 else f"{len(container)} entries"
+        raise _OverrideError(f"{name} has {entries}{_index_range(len(container))}")
 
 
 def _index_range(count: int) -> str:

@@ -534,6 +534,9 @@ def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
         if input_name not in env:
             # at the entry of a list of inputs, the field of a single one
             keys = ("inputs", index) if isinstance(layer.inputs, list) else ("inputs",)
+            if input_name == ctx.name:
+                ctx.fail(f"inputs: layer '{input_name}' is this layer; a layer reads earlier "
+                         "layers (the one before it when inputs is left out)", *keys)
             if input_name in reads and _reaches(reads, input_name, ctx.name):
                 ctx.fail(f"inputs: layer '{input_name}' comes after this one and reads it "
                          "itself (a cycle), so neither can come first; make one of them read "

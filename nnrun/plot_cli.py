@@ -18,7 +18,7 @@ from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_cac
                    "or another that matplotlib writes.")
 @click.option("--metrics", "metrics", metavar="NAME,...", multiple=True,
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
-                   "metrics.jsonl (mae draws train_mae, val_mae and test_mae, those logged); "
+                   "metrics.jsonl (mae draws train_mae and val_mae, those logged); "
                    "comma-separated or repeated "
                    "[default: loss, accuracy "
                    "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")

@@ -21,7 +21,7 @@ import numpy as np
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
-                                     held_out, no_label_column)
+                                     held_out, no_label_column, no_training_samples)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -201,8 +201,8 @@ def generated_count(name: str, data_spec: Any, default: int) -> int:
 def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     """The samples are already shuffled, so the first 20% make the test split."""
     test_size = held_out(len(y), TEST_FRACTION)
-    if test_size >= len(y):
-        raise DataError(f"{name}: n_samples {len(y)} leaves no test split; use 5 or more")
+    if no_training_samples(len(y)):
+        raise DataError(f"{name}: {no_training_samples(len(y))}")
     info = DATASETS[name]
     return RawData(
         x[test_size:], y[test_size:], x[:test_size], y[:test_size], info.num_classes, info.task

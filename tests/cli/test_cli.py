@@ -258,8 +258,9 @@ def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
 
 
 @pytest.mark.parametrize("data, error", [
-    ("  n_samples: 1\n", "3:14: error: data.n_samples: n_samples 1 leaves no test split (the "
-                         "first 20% of the samples are the test split); use 5 or more"),
+    ("  n_samples: 1\n", "3:14: error: data.n_samples: n_samples 1 leaves no training samples: "
+                         "the test split takes the first 20% of them, one at least; use 2 or "
+                         "more"),
     ("  n_samples: 3\n  validation_split: 0.9\n",
      "4:21: error: data.validation_split: validation_split 0.9 of the 2 training samples (3 less "
      "1 for the test split) leaves none to train on; lower data.validation_split, or raise "

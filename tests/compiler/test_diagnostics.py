@@ -550,7 +550,7 @@ def test_override_errors_do_not_hide_each_other_or_the_schema_errors():
     assert _load_errors(text, ["optimizer.lr=abc", "model.layers[9].units=3", "foo.bar=1",
                                "optimizer.x[0]=1", "seed=2"]) == [
         "--set:1:1: error: --set optimizer.lr=abc: 'lr' must be a number, got 'abc'",
-        "--set:2:1: error: --set model.layers[9].units=3: model.layers has 1 entries "
+        "--set:2:1: error: --set model.layers[9].units=3: model.layers has 1 entry "
         "(indices 0..0, or -1..-1 from the end)",
         "--set:3:1: error: --set foo.bar=1: unknown field 'foo'",
         "--set:4:1: error: --set optimizer.x[0]=1: optimizer has no 'x' to index",

@@ -856,6 +856,8 @@ def test_input_from_a_later_layer():
                                 "{type: dense, units: 3, name: later}"))
     assert "layer 'later' comes after this one; layers may only use earlier layers" in \
         error.message
+    itself = the_error(spec_text([4], "{type: dense, units: 3, name: me, inputs: me}"))
+    assert "layer 'me' is this layer; a layer reads earlier layers" in itself.message
 
 
 def test_an_unknown_input_in_a_list_points_at_its_entry():
