@@ -82,12 +82,18 @@ class LayerContext:
     origin: Origin
     mode: str
 
-    def param(self, suffix, shape, init, fan_in, fan_out, trainable=True) -> Value:
+    def param(self, suffix, shape, init, fan_in, fan_out, trainable=True,
+              counted_by: tuple[str, int] | None = None) -> Value:
+        """counted_by: the layer's field that gives one of the axes, and its value (units,
+        filters): a size no machine holds is its error when that axis is the largest."""
         name = f"{self.name}.{suffix}"
         info = ParamInfo(name, tuple(shape), init, fan_in, fan_out, self.name)
         if trainable:
             self.lowered.params[name] = info
-            return self.gb.param(name, TensorType(tuple(shape), self.spec.dtype))
+            field, count = counted_by or (None, None)
+            at = self.origin.at_field(field) if count == max(shape) else self.origin
+            with self.gb.at(at):
+                return self.gb.param(name, TensorType(tuple(shape), self.spec.dtype))
         self.lowered.state[name] = info
         return self.gb.state(name, TensorType(tuple(shape), self.spec.dtype))
 
@@ -146,7 +152,8 @@ def apply_activation(gb: GraphBuilder, activation, x: Value) -> Value:
 def _lower_dense(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     features = x.type.shape[1]  # on anything but a vector, matmul's shape rule says so
-    w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units)
+    w = ctx.param("weight", (features, layer.units), _init(ctx, layer), features, layer.units,
+                  counted_by=("units", layer.units))
     with ctx.gb.at(ctx.origin, input_hint=_flatten_hint(layer)):
         y = ctx.gb.emit("matmul", x, w, attrs=MatmulAttrs())
     return _with_bias(ctx, layer, y, layer.units, features, layer.units)
@@ -284,7 +291,8 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         pad = ((0, 0),) * rank
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
-    w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out)
+    w = ctx.param("weight", (layer.filters, channels, *kernel), _init(ctx, layer), fan_in, fan_out,
+                  counted_by=("filters", layer.filters))
     with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvAttrs(stride, _compact_pad(pad), dilation))
     return _with_bias(ctx, layer, y, layer.filters, fan_in, fan_out)
@@ -313,7 +321,8 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     channels = x.type.shape[1]
     # fan_in: the inputs that meet one output at stride 1, as for a convolution
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
-    w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out)
+    w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out,
+                  counted_by=("filters", layer.filters))
     hint = _rank_hint(x, rank, "conv1d_transpose" if rank == 2 else "conv2d_transpose",
                       layer.type)
     at_fields = {"pad": "padding", "output_padding": "output_padding"}

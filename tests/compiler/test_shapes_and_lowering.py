@@ -1009,16 +1009,23 @@ def test_the_layer_adds_its_hint_to_the_ops_error():
 # --- sizes no machine holds ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape, layer, what", [
-    ([3, 4], "{type: dense, units: 99999999999999999999999999999999}", "parameter dense_1.weight"),
-    ([3, 4], "{type: dense, units: 9223372036854775808}", "parameter dense_1.weight"),
-    ([3, 4, 4], "{type: upsample2d, scale: [2147483647, 2147483647]}", "each sample of its output"),
+@pytest.mark.parametrize("shape, layer, what, field", [
+    ([3, 4], "{type: dense, units: 99999999999999999999999999999999}", "parameter dense_1.weight",
+     "units"),
+    ([3, 4], "{type: dense, units: 9223372036854775808}", "parameter dense_1.weight", "units"),
+    ([3, 4, 4], "{type: conv2d, filters: 99999999999999999, kernel_size: 3}",
+     "parameter conv2d_1.weight", "filters"),
+    ([3, 4, 4], "{type: upsample2d, scale: [2147483647, 2147483647]}", "each sample of its output",
+     None),
+    ([2**37, 2**10], "{type: conv1d, filters: 3, kernel_size: 2**10}", "parameter conv1d_1.weight",
+     None),
 ])
-def test_sizes_no_machine_holds_are_errors_at_the_layer(shape, layer, what):
-    """They overflowed NumPy's 64-bit sizes in the memory plan (an internal error)."""
-    text = spec_text(shape, layer)
+def test_sizes_no_machine_holds_are_errors_at_the_layer(shape, layer, what, field):
+    """They overflowed NumPy's 64-bit sizes in the memory plan (an internal error). Where the
+    layer's units or filters make the size, at that field."""
+    text = spec_text(shape, layer.replace("2**10", str(2**10)))
     (error,) = errors_of(text)
-    assert at(error) == (4, 7)
+    assert at(error) == (position(text, f"{field}: ", "9") if field else (4, 7))
     assert error.message.startswith(f"{what} would hold ") and "more than any machine" in error.message
 
 
