@@ -61,11 +61,12 @@ class _Cublas:
     """The GEMM entry points of the libcublas CuPy has loaded, on CuPy's handle."""
 
     def __init__(self):
-        self.handle = ctypes.c_void_p(cupy.cuda.device.get_cublas_handle())
         # By the major version of CuPy's CUDA: a process may map another cuBLAS beside it
         # (a PyTorch built for another CUDA), and CuPy's handle is valid in its own only.
         soname = f"libcublas.so.{cupy.cuda.runtime.runtimeGetVersion() // 1000}"
-        path = _pathfinders_library("cublas") or _loaded_library(soname)
+        path = _pathfinders_library("cublas")
+        if path is None or not os.path.basename(path).startswith(soname):
+            path = _loaded_library(soname)
         if path is None:
             raise CaptureUnavailable(f"the cuBLAS library CuPy loaded ({soname}) was not found "
                                      "among the process's libraries (/proc/self/maps)")
@@ -89,6 +90,12 @@ class _Cublas:
             _function(batched, *(integer,) * 5, pointer, pointer, integer, stride, pointer,
                       integer, stride, pointer, pointer, integer, stride, integer)
         self.workspaces = {}
+
+    @property
+    def handle(self) -> ctypes.c_void_p:
+        # CuPy's handle of this thread and device, asked for at each call: another thread's
+        # (or device's) products would set the stream of one kept from the first caller
+        return ctypes.c_void_p(cupy.cuda.device.get_cublas_handle())
 
     def call(self, function, *arguments) -> None:
         status = function(self.handle, *arguments)

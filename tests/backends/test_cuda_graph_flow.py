@@ -77,7 +77,6 @@ def _stand_in_gemm(dtype, calls):
 def stand_in_cublas(monkeypatch):
     """The real _Cublas over a stand-in library; CuPy's allocation functions on NumPy."""
     library = cuda_graph._Cublas.__new__(cuda_graph._Cublas)
-    library.handle = ctypes.c_void_p(1234)
     library.calls, library.settings = [], []
 
     def setting(name, value=None):
@@ -101,7 +100,8 @@ def stand_in_cublas(monkeypatch):
     fake_cupy = types.SimpleNamespace(
         empty=lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray),
         ascontiguousarray=lambda a: np.ascontiguousarray(a).view(DeviceArray),
-        matmul=lambda a, b, out: np.matmul(a, b, out=out))
+        matmul=lambda a, b, out: np.matmul(a, b, out=out),
+        cuda=types.SimpleNamespace(device=types.SimpleNamespace(get_cublas_handle=lambda: 1234)))
     monkeypatch.setattr(cuda_graph, "cupy", fake_cupy)
     return library
 
@@ -183,7 +183,8 @@ def fake_cuda(stand_in_cublas, monkeypatch):
         Stream=_Stream,
         MemoryPool=lambda: types.SimpleNamespace(malloc=None, total_bytes=lambda: 64),
         using_allocator=using_allocator, get_current_stream=lambda: _Stream.current,
-        runtime=types.SimpleNamespace(is_hip=False))
+        runtime=types.SimpleNamespace(is_hip=False),
+        device=types.SimpleNamespace(get_cublas_handle=lambda: 1234))
     monkeypatch.setattr(cuda_graph, "cupy", types.SimpleNamespace(cuda=cuda, __version__="14"))
     return default
 
@@ -219,3 +220,40 @@ def test_no_graphs_on_hip_is_known_ahead(fake_cuda, monkeypatch):
     monkeypatch.setattr(cuda_graph.cupy.cuda.runtime, "is_hip", True)
     with pytest.raises(cuda_graph.CaptureUnavailable, match="no CUDA graph capture"):
         cuda_graph.GraphCapture()
+
+
+def test_a_cublas_of_another_cuda_found_first_is_passed_over(monkeypatch):
+    """The path cuda.pathfinder gives first may be another CUDA's cuBLAS (a PyTorch built for
+    CUDA 12 beside CuPy's 13): CuPy's handle is valid only in CuPy's own."""
+    runtime = types.SimpleNamespace(runtimeGetVersion=lambda: 13000)
+    monkeypatch.setattr(cuda_graph, "cupy", types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=runtime)))
+    monkeypatch.setattr(cuda_graph, "_pathfinders_library",
+                        lambda name: "/torch/lib/libcublas.so.12")
+    asked = []
+    monkeypatch.setattr(cuda_graph, "_loaded_library",
+                        lambda prefix: asked.append(prefix) or f"/missing/{prefix}")
+    with pytest.raises(cuda_graph.CaptureUnavailable, match="/missing/libcublas.so.13"):
+        cuda_graph._Cublas()
+    assert asked == ["libcublas.so.13"]
+
+
+def test_each_call_is_on_the_handle_of_the_calling_thread(stand_in_cublas, monkeypatch):
+    """CuPy keeps a handle per thread and device; the first caller's, kept, would be another
+    thread's, whose own products set its stream under a capture."""
+    import threading
+
+    handles = {}
+    monkeypatch.setattr(cuda_graph.cupy.cuda.device, "get_cublas_handle",
+                        lambda: handles.setdefault(threading.get_ident(), 100 + len(handles)))
+    seen = []
+
+    def record(handle, *arguments):
+        seen.append(handle.value)
+        return 0
+
+    thread = threading.Thread(target=stand_in_cublas.call, args=(record,))
+    stand_in_cublas.call(record)
+    thread.start()
+    thread.join()
+    assert seen == [100, 101]
