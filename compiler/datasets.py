@@ -8,7 +8,9 @@ data, so this module imports neither numpy nor scikit-learn. Loading lives in
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .shapes import size_of
@@ -175,3 +177,17 @@ def missing_generator(name: str) -> str | None:
     except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
         found = None
     return None if found is not None else generator[1]
+
+
+def why_absent(path: Path) -> str:
+    """Why a file a spec names cannot be opened, for a path that is not there: no such file,
+    a symbolic link to nothing, or a loop of symbolic links."""
+    if not path.is_symlink():
+        return "no such file"
+    try:
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return f"a symbolic link to {os.readlink(path)}, which is not there"
+    except (RuntimeError, OSError):  # RuntimeError before Python 3.13
+        return "a loop of symbolic links; point it at the file itself"
+    return "no such file"

@@ -18,7 +18,7 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       no_label_column)
+                       no_label_column, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -274,16 +274,26 @@ def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict
     for layer, name in zip(data["model"]["layers"], names):
         layer["name"] = name
     if absolute_paths:
-        _make_paths_absolute(data, source.directory)
+        _make_paths_absolute(data, source)
     return _type_and_name_first(data)
 
 
-def _make_paths_absolute(data: dict, directory: Path) -> None:
-    if data.get("data", {}).get("path"):
-        data["data"]["path"] = str((directory / data["data"]["path"]).resolve())
-    for owner in (data["model"], *data["model"]["layers"]):  # initial values' files, too
-        if owner.get("init_from"):
-            owner["init_from"] = str((directory / owner["init_from"]).resolve())
+def _make_paths_absolute(data: dict, source: SourceSpec) -> None:
+    owners = [(data.get("data", {}), "path", Origin("data.path", keys=("data", "path"))),
+              (data["model"], "init_from", Origin("model.init_from",
+                                                  keys=("model", "init_from")))]
+    owners += [(layer, "init_from", Origin.of_layer(index, layer["name"]).at_field("init_from"))
+               for index, layer in enumerate(data["model"]["layers"])]  # initial values' files
+    for owner, key, origin in owners:
+        if owner.get(key):
+            owner[key] = _resolved(source, source.directory / owner[key], origin)
+
+
+def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
+    try:
+        return str(path.resolve())
+    except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before 3.13)
+        raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")]) from None
 
 
 def _type_and_name_first(value):

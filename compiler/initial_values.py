@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .datasets import why_absent
 from .diagnostics import suggest
 from .ir import Origin
 from .schema import default_layer_names
@@ -249,7 +250,7 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
     if path.exists() and not path.is_file():  # a directory, a device, a FIFO (would block)
         raise _Unreadable(f"{path}: is not a regular file; init_from names an .npz file")
     if not path.is_file():
-        raise _Unreadable(f"{path}: no such file (init_from is relative to the spec file)")
+        raise _Unreadable(f"{path}: {why_absent(path)} (init_from is relative to the spec file)")
     try:
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)

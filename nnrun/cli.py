@@ -110,13 +110,19 @@ def refuse_an_input_as_out(out_path: Path, *inputs: Path) -> None:
 
     if not out_path.exists():  # a new file replaces nothing
         return
-    target = out_path.resolve()
     for given in inputs:
         read = [given] if given.is_file() else \
             [given / name for name in (*OWNED, LOCK)] if given.is_dir() else []
-        if any(target == path.resolve() for path in read):
+        if any(_same_file(out_path, path) for path in read):
             raise UserError(f"{out_path}: is a file this command reads (from {given}); "
                             "choose another --out")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # not there, or a loop of symbolic links: not the file written
+        return False
 
 
 def refuse_an_unwritable_out(out_path: Path) -> None:
@@ -481,10 +487,13 @@ def _missing_data_file_warning(checked) -> list[Diagnostic]:
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
 
+    from nnrun.compiler.datasets import why_absent
+
     file = data_file(checked.source.spec, checked.source.directory)
     if file is None or file.exists():
         return []
-    message = f"{file} is not there (data.path is relative to the spec file): train needs it"
+    message = (f"{file}: {why_absent(file)} (data.path is relative to the spec file): train "
+               "needs it")
     return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,
                                       "warning")]
 

@@ -657,3 +657,29 @@ def test_samples_that_look_channel_last_are_warned_with_the_fix(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.random((40, 3, 12, 12)).astype("f4"),
              y=rng.integers(0, 3, 40))
     assert "warning" not in assert_ok(invoke("validate", "--strict", spec)).stderr
+
+
+def test_a_loop_of_symbolic_links_is_one_line_where_a_spec_names_a_file(tmp_path):
+    """Path.resolve raised RuntimeError on it: an internal error (exit 70) from train."""
+    (tmp_path / "a.npz").symlink_to("b.npz")
+    (tmp_path / "b.npz").symlink_to("a.npz")
+    (tmp_path / "gone.npz").symlink_to("nothing.npz")
+    spec = _files(tmp_path, "input_shape: [4]")
+    for setting in ("data.path=a.npz", "model.init_from=a.npz", "model.layers[0].init_from=a.npz"):
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--set",
+                                            setting), "a.npz")
+        assert "a loop of symbolic links" in line
+        assert not (tmp_path / "run").exists()
+    line = assert_one_line_error(invoke("validate", spec, "--set", "model.init_from=gone.npz"),
+                                 "gone.npz")
+    assert "a symbolic link to nothing.npz, which is not there" in line
+    # A run's own file that loops is not the --out file a command would replace
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "run" / "summary.json").symlink_to("summary.json")
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 4), "f4"))
+    (tmp_path / "p.npy").write_text("")
+    predicted = invoke("predict", tmp_path / "run", tmp_path / "x.npz", "--out",
+                       tmp_path / "p.npy")
+    assert predicted.exit_code == 0, predicted.output
+    assert np.load(tmp_path / "p.npy").shape == (2, 3)
