@@ -1535,7 +1535,7 @@ def test_validate_warns_of_a_data_file_that_is_not_there(tmp_path):
                  "model: {input_shape: [4], layers: [{type: dense, units: 3}]}\n")
     result = invoke("validate", spec)
     assert result.exit_code == 0
-    assert "warning: data.path: " in result.output and "missing.npz is not there" in result.output
+    assert "warning: data.path: " in result.output and "missing.npz: no such file" in result.output
     assert invoke("validate", "--strict", spec).exit_code == 1
 
 
