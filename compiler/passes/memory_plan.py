@@ -222,7 +222,7 @@ def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, in
     the input must be read by no node that runs on the whole batch after the slices (a sum):
     that node would read it overwritten."""
     defined_by = producers(graph)
-    segment_of = {p: segment for segment in plan.segments for p in segment}
+    read_after_slices = _read_after_slices(graph, plan.segments)
     seen_as = {}  # value id -> its id and the ids of its views (reshapes), which read its place
     for node in graph.nodes:
         if REGISTRY[node.op].view:
@@ -246,20 +246,23 @@ def _overwrites(graph: Graph, plan: MemoryPlan, ranges, grouped) -> dict[int, in
                     or id(value) in plan.in_place
                     or any(id(v) in keys for i, v in enumerate(node.inputs)
                            if i not in op.overwrites)
-                    or _read_after_slices(graph, segment_of.get(position), keys)):
+                    or keys & read_after_slices.get(position, set())):
                 continue
             taken[id(output)] = taken.get(id(value), id(value))
             break
     return taken
 
 
-def _read_after_slices(graph: Graph, segment: range | None, keys: set) -> bool:
-    """Whether a node of the segment that does not run with its slices reads one of `keys`
-    (a value and its views)."""
-    if segment is None:
-        return False
-    return any(segments_pass.batch_role(graph.nodes[p]) != SLICED
-               and any(id(v) in keys for v in graph.nodes[p].inputs) for p in segment)
+def _read_after_slices(graph: Graph, segments: list[range]) -> dict[int, set[int]]:
+    """node position -> the ids of the values that the nodes of its segment which do not run
+    with the slices read (once per segment: asked of every node, it made long chains
+    quadratic)."""
+    found = {}
+    for segment in segments:
+        read = {id(v) for p in segment if segments_pass.batch_role(graph.nodes[p]) != SLICED
+                for v in graph.nodes[p].inputs}
+        found.update(dict.fromkeys(segment, read))
+    return found
 
 
 def _choose_in_place_updates(graph: Graph, plan: MemoryPlan, ranges) -> None:

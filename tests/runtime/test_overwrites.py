@@ -130,3 +130,25 @@ def test_bias_add_over_its_input_gives_the_bias_added_elsewhere():
         be.bias_add_into(in_place, b, in_place)
         np.testing.assert_array_equal(in_place, want)
         np.testing.assert_array_equal(want, x + b.reshape(-1, *(1,) * (x.ndim - 2)))
+
+
+def test_planning_a_long_chain_asks_each_nodes_batch_role_a_bounded_number_of_times(tmp_path,
+                                                                                      monkeypatch):
+    """Every overwrite asked the roles of its whole segment again: 2,500 layers took 90 s of
+    validate (a hostile-input audit)."""
+    def asked_roles(layers: int) -> int:
+        spec = tmp_path / f"chain{layers}.yaml"
+        spec.write_text("model:\n  input_shape: [64]\n  layers:\n"
+                        + "    - {type: relu}\n" * layers + "    - {type: dense, units: 2}\n"
+                        + "loss: mse\n")
+        graph = nnrun.compile(str(spec)).step_executor.graph
+        calls = []
+        role = segments_pass.batch_role
+        monkeypatch.setattr(segments_pass, "batch_role", lambda node: calls.append(1) or role(node))
+        monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
+        plan = plan_memory(graph, 8)
+        monkeypatch.undo()
+        assert plan.segments and plan.overwrites  # the case at issue: chains in segments
+        return len(calls) / len(graph.nodes)
+
+    assert asked_roles(400) < 1.2 * asked_roles(100)
