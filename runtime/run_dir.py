@@ -319,6 +319,7 @@ class RunDirectory:
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:
             _refuse_missing_epochs(path, rows, through_epoch, torn)
+            _refuse_repeated_epochs(path, rows)
             _refuse_incomplete_rows(path, rows, EPOCH_ROW_NUMBERS if name == METRICS else ())
         if torn:
             self.say(f"{path}: dropped its torn last line (the checkpoint is intact)")
@@ -407,6 +408,16 @@ def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
         raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}{how}, which "
                                 f"{LAST} has trained; restore it from a backup, or start a new "
                                 "run with another --out")
+
+
+def _refuse_repeated_epochs(path: Path, rows: list[dict]) -> None:
+    """A file joined to itself, or rows moved by hand: the history would go on twice."""
+    for before, row in zip(rows, rows[1:]):
+        if row["epoch"] <= before["epoch"]:
+            raise RunDirectoryError(f"{path}: the row of epoch {row['epoch']} comes after the "
+                                    f"row of epoch {before['epoch']} (an edited or damaged file: "
+                                    "each epoch has one row, in order); restore it from a "
+                                    "backup, or start a new run with another --out")
 
 
 # What every epoch's row of metrics.jsonl holds, and a resumed run reads (the summary's rate).

@@ -548,6 +548,18 @@ def test_metrics_without_the_rows_of_the_checkpoints_epochs_are_refused(trained,
     assert files_of(trained) == before
 
 
+@pytest.mark.parametrize("order", [[0, 1, 0, 1], [1, 0]])
+def test_metrics_whose_epochs_repeat_or_go_back_are_refused(trained, spec, order):
+    """A metrics.jsonl joined to itself (epochs 1, 2, 1, 2): the resume went on to 1, 2, 1, 2, 3."""
+    rows = (trained / "metrics.jsonl").read_text().splitlines()
+    (trained / "metrics.jsonl").write_text("".join(rows[i] + "\n" for i in order))
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                                        "--quiet"), trained / "metrics.jsonl")
+    assert "the row of epoch 1 comes after the row of epoch 2" in line
+    assert files_of(trained) == before
+
+
 @pytest.mark.parametrize("name", ["best.npz", "last.npz", "summary.json", "spec-changes.jsonl"])
 def test_a_run_file_replaced_by_a_directory_is_refused_before_training(trained, spec, name):
     """best.npz a directory: the resume failed writing its checkpoint, after metrics.jsonl had
