@@ -126,6 +126,10 @@ def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:
             problem = "too large for a class index" if whole[index] else "not a whole number"
             raise DataError(f"{where}: {what} must be class indices 0, 1, 2, ...; found "
                             f"{float(y[index])} at sample {index[0]} ({problem})")
+    if y.dtype == np.uint64 and y.size and y.max() >= 2**63:  # would wrap to negative int64
+        index = np.unravel_index(np.argmax(y), y.shape)
+        raise DataError(f"{where}: {what} must be class indices 0, 1, 2, ...; found "
+                        f"{int(y[index])} at sample {index[0]} (too large for a class index)")
     return y.astype(np.int64)
 
 

@@ -368,6 +368,18 @@ def test_float_labels_too_large_for_int64_are_refused_without_a_numpy_warning(tm
         assert "-9223372036854775808" not in message and ">= 0" not in message
 
 
+def test_unsigned_labels_too_large_for_int64_are_refused_as_such(tmp_path):
+    """uint64 2**63 + 5 wrapped to -9223372036854775803: "labels must be >= 0", and the advice
+    to set that number as ignore_index."""
+    labels = np.array([0, 2**63 + 5, 1], dtype=np.uint64)
+    write_npz(tmp_path / "big.npz", x=np.ones((3, 2)), y=labels)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="big.npz")
+    message = one_line_error(excinfo, str(tmp_path / "big.npz"), str(2**63 + 5), "sample 1",
+                             "too large for a class index")
+    assert "-9223372036854775803" not in message and ">= 0" not in message
+
+
 @pytest.mark.parametrize("normalize", ["none", "scale", "standard"])
 @pytest.mark.parametrize("array", ["x", "y"])
 def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_warning(
