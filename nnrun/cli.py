@@ -818,6 +818,9 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
                                    preprocess=not raw, graph=not no_graph)
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
                f"(epoch {run.epoch})")
+    note = run.overflow_note(outputs)
+    if note:
+        click.echo(f"warning: {note}", err=True)
 
 
 # --- bench, gradcheck -----------------------------------------------------------------------

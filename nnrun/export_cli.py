@@ -85,7 +85,14 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
     z = rng.standard_normal((CHECK_SAMPLES, *exported.input_shape))
     raw = z if preprocessing.shift is None else z * preprocessing.scale + preprocessing.shift
     raw = raw.astype(exported.dtype)
-    expected = model.forward(params, pre.apply(raw, exported.dtype) if pre else raw)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = model.forward(params, pre.apply(raw, exported.dtype) if pre else raw)
+    if not np.isfinite(expected).all():  # no lowering to blame: the weights overflow
+        largest = max((float(np.max(np.abs(p), initial=0)) for p in params.values()), default=0)
+        raise ExportError(f"nnrun's own outputs on {CHECK_SAMPLES} random samples are inf or "
+                          f"NaN: the model overflows {exported.dtype} (its largest weight is "
+                          f"{largest:.3g}); nothing to check the export against, so it is not "
+                          "written: train again (a lower lr), or export another checkpoint")
     try:
         result = run_onnxruntime(exported.model, raw)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own unexported types

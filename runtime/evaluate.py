@@ -57,7 +57,21 @@ class Run:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         batches = [x[start:start + self.batch] for start in range(0, len(x), self.batch)]
-        return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow_note says it in one line
+            return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
+
+    def overflow_note(self, outputs: np.ndarray) -> str | None:
+        """What to say of outputs that are inf or NaN for finite inputs: the model overflows
+        its dtype on them, through weights far too large (a checkpoint edited or diverged)."""
+        bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+        if not bad.any():
+            return None
+        largest = max((float(np.max(np.abs(p), initial=0)) for p in self.params.values()),
+                      default=0.0)
+        return (f"the outputs of {int(bad.sum())} of {len(outputs)} samples (the first: sample "
+                f"{int(np.argmax(bad))}) are inf or NaN: the model overflows "
+                f"{self.model.spec.dtype} on them (its largest weight in "
+                f"{self.checkpoint.name} is {largest:.3g})")
 
 
 def final_checkpoint(run_dir: Path) -> str:

@@ -179,6 +179,29 @@ def test_a_trained_run_exports_its_preprocessing(tmp_path):
     assert "Gather" not in {n.op_type for n in onnx.load(tmp_path / "raw.onnx").graph.node}
 
 
+def test_weights_that_overflow_are_said_so_by_predict_and_not_blamed_on_the_export(tmp_path):
+    """A checkpoint whose weights reach 3e38: predict leaked NumPy's overflow warnings, and
+    export said its own lowering had a bug (relative error nan)."""
+    run = tmp_path / "run"
+    trained = invoke("train", ROOT / "specs" / "quickstart.yaml", "--out", run, "--epochs", 1,
+                     "--max-steps", 2, "--quiet")
+    assert trained.exit_code == 0, trained.output
+    for name in ("best.npz", "last.npz"):
+        arrays = dict(np.load(run / name))
+        arrays["params/dense_1.weight"][:] = 3e38
+        np.savez(run / name, **arrays)
+    np.savez(tmp_path / "inputs.npz", x=np.ones((3, 1, 8, 8), "float32"))
+    predicted = invoke("predict", run, tmp_path / "inputs.npz", "--out", tmp_path / "p.npy")
+    assert predicted.exit_code == 0
+    assert predicted.stderr == ("warning: the outputs of 3 of 3 samples (the first: sample 0) are "
+                                "inf or NaN: the model overflows float32 on them (its largest "
+                                "weight in best.npz is 3e+38)\n")
+    exported = invoke("export", run, "--out", tmp_path / "m.onnx")
+    assert exported.exit_code == 1 and "bug" not in exported.output
+    assert "nnrun's own outputs on 16 random samples are inf or NaN" in exported.stderr
+    assert "Warning" not in exported.stderr and not (tmp_path / "m.onnx").exists()
+
+
 # --- names, opset, batch axis --------------------------------------------------------------------
 
 
