@@ -33,9 +33,19 @@ def inform(message: str) -> None:
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
+# A line longer than this echoes what a file holds (a 15 MB name, a whole environment read
+# as a csv header): its middle is left out, keeping what is wrong and what to do.
+LONGEST_LINE = 2000
+
+
 def one_line(text: str) -> str:
     """`text` as one line a terminal shows as it is: _UNSAFE characters written as escapes
-    (`\\n`, `\\x1b`), so that a path holding one names the file and runs nothing."""
+    (`\\n`, `\\x1b`), so that a path holding one names the file and runs nothing, and at most
+    about LONGEST_LINE characters."""
+    if len(text) > LONGEST_LINE:
+        head, tail = LONGEST_LINE * 2 // 3, LONGEST_LINE // 4
+        text = (f"{text[:head]} ... [{len(text) - head - tail:,} characters left out] ... "
+                f"{text[-tail:]}")
     return _UNSAFE.sub(lambda found: repr(found.group())[1:-1], text)
 
 

@@ -1563,6 +1563,14 @@ def test_characters_that_print_are_not_escaped():
     assert one_line("a\nb\x1b]0;T\x07\u202e") == "a\\nb\\x1b]0;T\\x07\\u202e"
 
 
+def test_a_line_that_echoes_a_huge_value_keeps_its_ends_and_leaves_out_the_middle(tmp_path):
+    """A 15 MB name came back as one 15 MB error line (the hostile-input audit)."""
+    (line,) = validate_errors(tmp_path, "name: " + "a" * 1_000_000 + "\nmodel: {input_shape: "
+                              "[4], layers: [{type: dense, units: 2}]}\n")
+    assert len(line) < 2100 and "characters left out] ..." in line
+    assert line.startswith("1:7: error: the spec's name names its run directory")
+
+
 @pytest.mark.parametrize("module", ["data_cli", "diff_cli", "export_cli", "plot_cli", "preview",
                                     "trace_cli", "check_backends_cli"])
 def test_a_command_s_module_imports_first(module):
