@@ -261,6 +261,25 @@ def _block_end_message(error, line: int, col: int, started: str) -> str | None:
     return None
 
 
+def _mapping_value_hint(lines: list[str], line: int) -> str:
+    """A ': ' that PyYAML found inside a value: a key indented deeper than the key above it
+    (read as more of that key's value), or a value holding ': ' unquoted."""
+    previous = _content_line_before(lines, line)
+    text = lines[line - 1] if line <= len(lines) else ""
+    key = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)", text)
+    above = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):\s+\S", lines[previous - 1]) \
+        if previous else None
+    if key and above and len(key.group(1)) > len(above.group(1)):
+        return (f"; '{key.group(2)}' is indented deeper than '{above.group(2)}' on line "
+                f"{previous}, so YAML reads it as more of that value: indent it by "
+                f"{len(above.group(1))} characters, as '{above.group(2)}'")
+    value = re.match(r"\s*(?:-\s+)*([^\s:#][^:#]*?):\s+(.*?)\s*(#.*)?$", text)
+    if value and ": " in value.group(2) and not value.group(2).startswith(("'", '"')):
+        quoted = value.group(2).replace("'", "''")
+        return f"; a value that holds ': ' must be quoted: {value.group(1)}: '{quoted}'"
+    return ""
+
+
 def _content_line_before(lines: list[str], line: int) -> int | None:
     """The last line before `line` that holds more than a comment."""
     for number in range(min(line, len(lines) + 1) - 1, 0, -1):
@@ -373,6 +392,8 @@ class _Builder:
             message += "; YAML indents with spaces only: replace the tabs"
         elif (error.problem or "").startswith("expected <block end>") and start:
             message = _block_end_message(error, line, col, started) or message
+        elif (error.problem or "").startswith("mapping values are not allowed"):
+            message += _mapping_value_hint(_lines(text), line)
         elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:
             bracket = "{" if error.context.endswith("mapping") else "["
             message += (f"; the {bracket} at {started} is not closed, or a ',' is missing "

@@ -592,6 +592,12 @@ def test_tabs_are_named_with_the_fix():
      "line it up with that list's items"),
     ("model:\n  layers:\n  - {type: dense, units: 3\n",
      "the { at 3:5 is not closed, or a ',' is missing between its entries"),
+    ("model:\n  input_shape: [4]\n  layers:\n  - type: dense\n     units: 3\n",
+     "spec.yaml:5:11: error: invalid YAML: mapping values are not allowed here; 'units' is "
+     "indented deeper than 'type' on line 4, so YAML reads it as more of that value: indent it "
+     "by 4 characters, as 'type'"),
+    ("name: a: b  # c\n", "mapping values are not allowed here; a value that holds ': ' must be "
+                          "quoted: name: 'a: b'"),
 ])
 def test_the_commonest_yaml_slips_say_what_to_do(text, message):
     (line,) = _load_errors(text)
