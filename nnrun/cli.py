@@ -23,7 +23,7 @@ import click
 
 from nnrun.backends.notices import one_line
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
-from nnrun.runtime.interrupts import Interrupted
+from nnrun.runtime.interrupts import Interrupted, noted_signal
 
 INTERNAL_ERROR = 70
 
@@ -194,7 +194,11 @@ def handle_errors(command):
     def wrapper(*args, **kwargs):
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
-            return command(*args, **kwargs)
+            try:
+                return command(*args, **kwargs)
+            finally:  # a signal a library swallowed, or wrapped in its own error, still stops
+                if noted_signal() is not None:  # the command, whatever it did after it
+                    raise Interrupted(noted_signal())
         # The signals first: a second one must not land in the imports _expected_errors makes
         except Interrupted as interrupt:
             click.echo(one_line(f"interrupted: {interrupt}"), err=True)

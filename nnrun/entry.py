@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from nnrun.runtime.interrupts import HANDLED, Interrupted
+from nnrun.runtime.interrupts import HANDLED, Interrupted, forget_signals, raise_on_signal
 
 
 def main() -> None:
@@ -25,6 +25,8 @@ def main() -> None:
     except Interrupted as interrupt:  # outside a command's own handling: click parsing it
         print(f"interrupted: {interrupt}", file=sys.stderr)
         sys.exit(interrupt.exit_code)
+    finally:
+        forget_signals()  # the process ends here; a caller in Python (tests) goes on
 
 
 def _load_with_signals_noted() -> int | None:
@@ -50,9 +52,5 @@ def _load_with_signals_noted() -> int | None:
         received.append(getattr(interrupt, "signal_number", signal.SIGINT))
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _raise_interrupted)
+        signal.signal(signal.SIGTERM, raise_on_signal)
     return received[0] if received else None
-
-
-def _raise_interrupted(number: int, frame) -> None:
-    raise Interrupted(number)

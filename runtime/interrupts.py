@@ -33,6 +33,27 @@ class Interrupted(BaseException):
         return 128 + self.signal_number
 
 
+_NOTED: list[int] = []  # the signals raise_on_signal raised on, in this process
+
+
+def raise_on_signal(number: int, frame) -> None:
+    """The command line's handler between its imports and training (entry.py): SIGTERM stops
+    at once, as Ctrl-C does. Noted too: a library may swallow the exception or wrap it in its
+    own (pydantic building a validator), and the signal must still stop the command."""
+    _NOTED.append(number)
+    raise Interrupted(number)
+
+
+def forget_signals() -> None:
+    _NOTED.clear()
+
+
+def noted_signal() -> int | None:
+    """The first signal raise_on_signal raised on; the command line reports one only by
+    exiting, so a command that goes on after it had it swallowed or wrapped."""
+    return _NOTED[0] if _NOTED else None
+
+
 class InterruptGuard:
     def __init__(self):
         self.received: int | None = None
@@ -40,6 +61,8 @@ class InterruptGuard:
         self.previous: dict = {}
 
     def __enter__(self) -> InterruptGuard:
+        if noted_signal() is not None:  # swallowed by the code before: no training after it
+            raise Interrupted(noted_signal())
         # Python lets only the main thread set handlers; an API call from a thread keeps its own.
         if threading.current_thread() is threading.main_thread():
             self.previous = {number: signal.signal(number, self._handle) for number in HANDLED}

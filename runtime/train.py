@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -111,7 +112,8 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                 ranks.first_meeting(_training_digest(source.spec))
                 resumption, trainer = ranks.together(prepare)
             except Interrupted as interrupt:
-                raise _stopped_while_preparing(interrupt, run, source, resume, ranks) from None
+                raise _stopped_while_preparing(interrupt, run, source, resume, ranks,
+                                               allow_changes) from None
             return trainer.run(run, guard, resumption)
     except BaseException:
         ranks.failed()
@@ -136,16 +138,23 @@ def _without_init_from(value):
     return value
 
 
-def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks) -> Interrupted:
+def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
+                             allow_changes: bool) -> Interrupted:
     """A signal while the run directory is opened and checked, the data loaded and the model
-    compiled: nothing was written yet; what to run to go on."""
+    compiled: nothing was written yet; the command to run to do what was asked."""
     if run is None:
         return interrupt
+    changes = [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_within(())]
+    spec = source.path or (run.path / SPEC if resume is not None else "SPEC")
     if resume is not None:
-        advice = f"the run directory is as it was; resume with: {resume_command(run.path, ranks)}"
+        command = " ".join([f"nnrun train {shlex.quote(str(spec))} --resume "
+                            f"{shlex.quote(str(run.path))}", *changes,
+                            *(["--allow-changes"] if allow_changes else [])])
+        advice = f"the run directory is as it was; resume with: {_on_ranks(command, ranks)}"
     else:
-        advice = ("nothing was trained; start again with: "
-                  + _on_ranks(f"nnrun train {source.path or 'SPEC'} --out {run.path}", ranks))
+        command = " ".join([f"nnrun train {shlex.quote(str(spec))} --out "
+                            f"{shlex.quote(str(run.path))}", *changes])
+        advice = f"nothing was trained; start again with: {_on_ranks(command, ranks)}"
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
 
 

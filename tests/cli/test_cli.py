@@ -1462,12 +1462,20 @@ def _sigterm_in(monkeypatch, owner, name: str, *argv) -> int:
     the process when called; the SIGTERM handler as it was afterwards."""
     import os
     import signal
+
+    monkeypatch.setattr(owner, name, lambda *args, **kwargs: os.kill(os.getpid(),
+                                                                     signal.SIGTERM))
+    return _exit_code_of(monkeypatch, *argv)
+
+
+def _exit_code_of(monkeypatch, *argv) -> int:
+    """The exit code of `nnrun *argv` through entry.main(); the SIGTERM handler as it was
+    afterwards."""
+    import signal
     import sys
 
     from nnrun import entry
 
-    monkeypatch.setattr(owner, name, lambda *args, **kwargs: os.kill(os.getpid(),
-                                                                     signal.SIGTERM))
     monkeypatch.setattr(sys, "argv", ["nnrun", *map(str, argv)])
     before = signal.getsignal(signal.SIGTERM)
     try:
@@ -1486,6 +1494,46 @@ def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch,
     spec = write(tmp_path / "s.yaml", "data: xor\nmodel: {layers: [{type: dense, units: 1}]}\n")
     assert _sigterm_in(monkeypatch, frontend, "load_spec", "validate", spec) == 143
     assert capsys.readouterr().err == "interrupted: stopped by SIGTERM\n"
+
+
+def _sigterm_that(behaviour: str, real):
+    """A stand-in for `real` that sends SIGTERM inside a library that swallows the exception,
+    or wraps it in its own (pydantic-core building a validator: SchemaError), then goes on."""
+    import os
+    import signal
+
+    from nnrun.runtime.interrupts import Interrupted
+
+    def called(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except Interrupted as interrupt:
+            if behaviour == "wrapped":
+                raise RuntimeError(f"Error building validator: {interrupt}") from None
+        return real(*args, **kwargs)
+
+    return called
+
+
+@pytest.mark.parametrize("behaviour", ["swallowed", "wrapped"])
+@pytest.mark.parametrize("command", ["train", "validate"])
+def test_sigterm_that_a_library_swallows_or_wraps_still_stops_the_command(tmp_path, monkeypatch,
+                                                                        capsys, behaviour,
+                                                                        command):
+    """Sent while train started, it was lost (the run trained to the end, exit 0) or came out
+    wrapped in pydantic's SchemaError (an internal error, exit 70): one line and 143 now, and
+    no training."""
+    from nnrun.compiler.schema import Spec
+
+    spec = write(tmp_path / "s.yaml", "data: {dataset: xor}\nmodel: {layers: [{type: dense, "
+                 "units: 2}]}\ntrain: {epochs: 1}\n")
+    monkeypatch.setattr(Spec, "model_validate", _sigterm_that(behaviour, Spec.model_validate))
+    options = ["--out", tmp_path / "run"] if command == "train" else []
+    assert _exit_code_of(monkeypatch, command, spec, *options) == 143
+    monkeypatch.undo()
+    assert capsys.readouterr().err.endswith("interrupted: stopped by SIGTERM\n")
+    assert not (tmp_path / "run" / "last.npz").exists()
+    assert invoke("validate", spec).exit_code == 0  # the signal is not left for the next command
 
 
 def test_sigterm_in_data_fetch_is_one_line(tmp_path, monkeypatch, capsys):

@@ -1004,7 +1004,8 @@ def test_a_signal_while_the_run_begins_says_what_to_do(tmp_path, spec, monkeypat
 def test_a_signal_while_the_run_is_prepared_says_what_to_do(trained, spec, monkeypatch,
                                                             resuming):
     """Before the run begins (its directory checked, data loaded, model compiled): a resume's
-    line said only 'stopped by SIGINT' (a crash audit)."""
+    line said only 'stopped by SIGINT' (a crash audit). The command it gives keeps what was
+    asked (the extension, the --set): without it, a new run started again as another model."""
     from nnrun.runtime import train as training
     from nnrun.runtime.interrupts import Interrupted
 
@@ -1014,13 +1015,16 @@ def test_a_signal_while_the_run_is_prepared_says_what_to_do(trained, spec, monke
     monkeypatch.setattr(training, "Trainer", interrupted)
     before = files_of(trained)
     if resuming:
-        result = invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3)
+        result = invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
+                        "--set", "optimizer.lr=0.5", "--allow-changes")
         advice = (f"the run directory is as it was; resume with: nnrun train "
-                  f"{trained / 'spec.yaml'} --resume {trained}")
+                  f"{trained / 'spec.yaml'} --resume {trained} --set optimizer.lr=0.5 --set "
+                  "train.epochs=3 --allow-changes")
     else:
         out = trained.parent / "new"
-        result = invoke("train", spec, "--out", out)
-        advice = f"nothing was trained; start again with: nnrun train {spec} --out {out}"
+        result = invoke("train", spec, "--out", out, "--set", "model.layers[0].units=3")
+        advice = (f"nothing was trained; start again with: nnrun train {spec} --out {out} "
+                  "--set 'model.layers[0].units=3'")
     assert result.exit_code == 130
     assert result.stderr.strip() == f"interrupted: stopped by SIGINT; {advice}"
     assert files_of(trained) == before
