@@ -27,6 +27,15 @@ def main() -> None:
         sys.exit(interrupt.exit_code)
     finally:
         forget_signals()  # the process ends here; a caller in Python (tests) goes on
+        _ignore_signals_from_here()
+
+
+def _ignore_signals_from_here() -> None:
+    """The command has answered: a signal in the exit that follows (Python restores the default
+    handlers as it shuts down) would kill a finished run by the signal, its status -15."""
+    if threading.current_thread() is threading.main_thread():
+        for number in HANDLED:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def _load_with_signals_noted() -> int | None:

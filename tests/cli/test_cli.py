@@ -1469,7 +1469,7 @@ def _sigterm_in(monkeypatch, owner, name: str, *argv) -> int:
 
 
 def _exit_code_of(monkeypatch, *argv) -> int:
-    """The exit code of `nnrun *argv` through entry.main(); the SIGTERM handler as it was
+    """The exit code of `nnrun *argv` through entry.main(); the signal handlers as they were
     afterwards."""
     import signal
     import sys
@@ -1477,12 +1477,14 @@ def _exit_code_of(monkeypatch, *argv) -> int:
     from nnrun import entry
 
     monkeypatch.setattr(sys, "argv", ["nnrun", *map(str, argv)])
-    before = signal.getsignal(signal.SIGTERM)
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
         with pytest.raises(SystemExit) as stopped:
             entry.main()
+        assert all(signal.getsignal(number) == signal.SIG_IGN for number in before)
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for number, handler in before.items():
+            signal.signal(number, handler)
     return stopped.value.code
 
 
