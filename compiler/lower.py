@@ -921,6 +921,22 @@ def _growth_fix(spatial: list[int], labels: list[int]) -> str:
     return "upsample back to the input size (no flatten or dense layer)"
 
 
+def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int]) -> str:
+    """What brings output maps larger than the label maps to their size: a pool or an upsample
+    less by a whole factor, or, a position or two over, padding (no pool gives 18 -> 16)."""
+    if all(f == int(f) for f in scales):
+        return (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, "
+                "or pool once more")
+    over = [o - n for o, n in zip(spatial, labels)]
+    if all(extra <= 2 for extra in over):
+        return (f"the maps are {'x'.join(map(str, over))} position(s) over the labels: give the "
+                "last transposed convolution less output_padding or more padding, or the "
+                "convolutions padding: same")
+    return (f"the maps are {'x'.join(f'{f:.3g}' for f in scales)} the labels' size, not a "
+            "whole factor: change the upsampling so that the last layer gives "
+            f"{'x'.join(map(str, labels))} (nnrun summary shows each layer's output)")
+
+
 def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy") -> None:
     """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
     spatial = list(logits.shape[2:])
@@ -933,8 +949,7 @@ def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy")
                            "sample: end the model with {type: flatten} and a dense layer, one "
                            "unit per class")
     scales = shrink_factors(spatial, labels)
-    fix = (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, or "
-           "pool once more" if scales else _growth_fix(spatial, labels))
+    fix = _shrink_fix(scales, spatial, labels) if scales else _growth_fix(spatial, labels)
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: {loss} wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; {fix}")

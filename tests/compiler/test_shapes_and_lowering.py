@@ -1091,6 +1091,22 @@ def test_output_maps_larger_than_the_labels_are_told_to_shrink():
                                   "less, or pool once more")
 
 
+@pytest.mark.parametrize("layers, fix", [
+    ("    - {type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 1}\n",
+     "the maps are 2x2 position(s) over the labels: give the last transposed convolution less "
+     "output_padding or more padding, or the convolutions padding: same"),
+    ("    - {type: conv2d_transpose, filters: 4, kernel_size: 13, stride: 1}\n",
+     "the maps are 1.38x1.38 the labels' size, not a whole factor: change the upsampling so "
+     "that the last layer gives 32x32"),
+])
+def test_output_maps_larger_by_no_whole_factor_are_not_told_to_pool(layers, fix):
+    """"the maps are 1x1.125 too large: upsample less, or pool once more": no pool makes 36 of
+    32 (the errors audit)."""
+    text = "data: {dataset: shapes}\nmodel:\n  layers:\n" + layers
+    error = the_error(text)
+    assert fix in error.message and "pool once more" not in error.message
+
+
 def test_a_shape_error_comes_with_the_errors_that_need_no_shapes():
     """A kernel too large and an early-stopping monitor the run will not have: only the first
     was said, and the second came after the fix, one round later."""
