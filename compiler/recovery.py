@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pydantic
+
 from .datasets import DATASETS
 from .diagnostics import layer_fields, misspelt_key, only_fitting_tag, suggest
 from .schema import Layer
@@ -60,11 +62,29 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         parent[meant] = value
         missing.discard(path[:-1] + (meant,))
         siblings.remove(meant)
-    elif _layer_index(path) is not None:  # `padidng: same` read as the padding it misspells:
+    elif _is_layer_key(path):  # `padidng: same` read as the padding it misspells: its
         unset = [name for name in layer_fields(parent.get("type")) if name not in parent]
-        meant = suggest(key, unset)      # its default would give the later layers wrong shapes
-        if meant is not None:
+        meant = suggest(key, unset)  # default would give the later layers wrong shapes
+        if meant is not None and _valid_as(parent, meant, value):
             parent[meant] = value
+
+
+def _is_layer_key(path: tuple) -> bool:
+    """A layer's own field (model.layers[i].key), not one inside its mappings."""
+    return len(path) == 4 and _layer_index(path) is not None
+
+
+def _valid_as(layer: dict, field: str, value: Any) -> bool:
+    """Whether `value` is one the layer's `field` takes (`padidng: sme` is not: read as the
+    padding, it would make the whole repaired copy fail, hiding every shape error)."""
+    try:
+        _LAYER.validate_python({**layer, field: value})
+    except pydantic.ValidationError as error:
+        return not any(field in item["loc"] for item in error.errors())
+    return True
+
+
+_LAYER = pydantic.TypeAdapter(Layer)
 
 
 def _rename_misspelt_type(data: dict, path: tuple) -> bool:

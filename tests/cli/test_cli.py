@@ -344,6 +344,20 @@ def test_a_misspelt_optional_field_is_read_as_meant_by_the_shape_checks(tmp_path
     assert_ok(invoke("validate", write(tmp_path / "fixed.yaml", fixed)))
 
 
+@pytest.mark.parametrize("first", [
+    "{type: dense, units: 4, activaton: rleu}",                # a value the field refuses
+    "{type: dense, units: 4, activation: {type: leaky_relu, nmae: x}}",  # inside a mapping
+])
+def test_a_misspelt_field_that_cannot_be_read_as_meant_hides_no_other_error(tmp_path, first):
+    """Read as the field it misspells, a value that field refuses (or a key of an activation
+    read as a field of the layer) made the repaired copy fail: the later layer's shape error
+    was lost (the session's review)."""
+    lines = validate_errors(tmp_path, "model:\n  input_shape: [4]\n  layers:\n    - " + first
+                            + "\n    - {type: conv2d, filters: 2, kernel_size: 3}\n")
+    assert len(lines) == 2, lines
+    assert "conv2d expects a [channels, height, width] sample, got shape [4]" in lines[1]
+
+
 def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
     result = assert_ok(invoke("validate", "--format", "github", tiny,
                               "--set", "limits.max_params=10"), 1)
