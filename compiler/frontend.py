@@ -366,6 +366,14 @@ def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
 
 
 CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
+ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus",
+               "identity", "step")  # layers that read no axis: the layout passes through them
+
+
+def _first_layout_reader(layers) -> str | None:
+    """The type of the first layer that reads the sample's axes (a flatten or a dense layer
+    makes the layout not matter)."""
+    return next((layer.type for layer in layers if layer.type not in ELEMENTWISE), None)
 
 
 def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
@@ -378,7 +386,7 @@ def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
     if (spec.data is None or spec.data.dataset != "npz" or shape is None
             or not isinstance(model, dict) or "input_shape" in model
             or len(shape) < 2 or not shape[-1] <= CHANNEL_LIKE < min(shape[:-1])
-            or spec.model.layers[0].type in ("flatten", "dense")):  # the layout is lost there
+            or _first_layout_reader(spec.model.layers) in ("flatten", "dense", None)):
         return []
     channels, *rest = shape
     read = " x ".join(map(str, rest)) if len(rest) > 1 else f"length {rest[0]}"

@@ -654,6 +654,12 @@ def test_samples_that_look_channel_last_are_warned_with_the_fix(tmp_path):
     meant = write(tmp_path / "meant.yaml", spec.read_text().replace(
         "model:\n", "model:\n  input_shape: [12, 12, 3]\n"))
     assert "warning" not in assert_ok(invoke("validate", "--strict", meant)).stderr
+    # A model whose first layer to read the axes flattens them: the layout does not matter
+    flat = write(tmp_path / "flat.yaml", SPEC.replace("INPUT", "").replace(
+        "layers: [{type: dense, units: 3}]",
+        "layers: [{type: dropout, rate: 0.1}, {type: relu}, {type: flatten}, {type: dense, "
+        "units: 3}]"))
+    assert "warning" not in assert_ok(invoke("validate", "--strict", flat)).stderr
     np.savez(tmp_path / "d.npz", x=rng.random((40, 3, 12, 12)).astype("f4"),
              y=rng.integers(0, 3, 40))
     assert "warning" not in assert_ok(invoke("validate", "--strict", spec)).stderr
