@@ -3,6 +3,7 @@ data, after the preprocessing that training fitted (normalisation, feature permu
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +47,11 @@ class Run:
         problem = not_finite_problem(x)
         if problem:
             raise ValueError(problem)
-        return self.forward(x)
+        outputs = self.forward(x)
+        note = self.overflow_note(outputs)
+        if note:  # as `nnrun predict` says it (NumPy's own warning is silenced in forward)
+            warnings.warn(note, RuntimeWarning, stacklevel=2)
+        return outputs
 
     def prepare(self, x, preprocess: bool = True) -> np.ndarray:
         """Raw inputs as the model takes them: preprocessed, in the model's dtype."""

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+import nnrun
+
 from nnrun.compiler import schema
 from nnrun.compiler.builder import CompileError, GraphBuilder
 from nnrun.compiler.diagnostics import SpecError
@@ -196,6 +198,8 @@ def test_weights_that_overflow_are_said_so_by_predict_and_not_blamed_on_the_expo
     assert predicted.stderr == ("warning: the outputs of 3 of 3 samples (the first: sample 0) are "
                                 "inf or NaN: the model overflows float32 on them (its largest "
                                 "weight in best.npz is 3e+38)\n")
+    with pytest.warns(RuntimeWarning, match="the model overflows float32 on them"):
+        nnrun.load_run(run).predict(np.ones((3, 1, 8, 8), "float32"))  # the API says it too
     exported = invoke("export", run, "--out", tmp_path / "m.onnx")
     assert exported.exit_code == 1 and "bug" not in exported.output
     assert "nnrun's own outputs on 16 random samples are inf or NaN" in exported.stderr
