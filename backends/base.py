@@ -86,7 +86,13 @@ def split_where_it_pays(task: Callable[[slice], None], size: int, work: int,
 
 
 def _split_over_workers(task, parts: list[slice]) -> None:
-    pending = [_pool(len(parts) - 1).submit(task, part) for part in parts[1:]]
+    pending = []
+    try:
+        for part in parts[1:]:
+            pending.append(_pool(len(parts) - 1).submit(task, part))
+    except RuntimeError:  # "can't start new thread" (an address-space limit): the rest here,
+        for part in parts[1 + len(pending):]:  # slices of their own, so the same numbers
+            task(part)
     task(parts[0])
     for future in pending:
         future.result()

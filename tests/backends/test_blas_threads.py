@@ -161,6 +161,19 @@ def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
         np.testing.assert_array_equal(value, results[1][name], err_msg=name)
 
 
+def test_a_split_whose_worker_cannot_start_runs_its_slices_here(monkeypatch):
+    """Under an address-space limit the pool's thread could not start: `nnrun eval` ended in
+    an internal error (RuntimeError: can't start new thread) rather than run on one thread."""
+    class NoThreads:
+        def submit(self, task, part):
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(base, "_pool", lambda size: NoThreads())
+    done = []
+    base._split_over_workers(done.append, base.batch_bounds(10, 3))
+    assert sorted((part.start, part.stop) for part in done) == [(0, 3), (3, 6), (6, 10)]
+
+
 def test_a_product_on_the_workers_gives_the_same_numbers_split_or_not(monkeypatch):
     backend = NumpyBackend()
     rng = np.random.default_rng(5)
