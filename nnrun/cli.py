@@ -224,7 +224,7 @@ def handle_errors(command):
             click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
             sys.exit(1)
         except MemoryError:
-            click.echo("error: out of memory; lower the batch size or the model size "
+            click.echo(f"error: out of memory; {_memory_fix(click.get_current_context())} "
                        "(`nnrun summary` shows the estimate)", err=True)
             sys.exit(1)
         except Exception as error:  # noqa: BLE001 - the last line of defence
@@ -236,6 +236,15 @@ def handle_errors(command):
             sys.exit(INTERNAL_ERROR)
 
     return wrapper
+
+
+def _memory_fix(context: click.Context) -> str:
+    """What frees memory for the command: a smaller batch where it takes one; eval and predict
+    take as few samples at a time as fit already."""
+    if context.info_name in ("train", "bench", "gradcheck", "trace", "check-backends"):
+        return "lower the batch size or the model size"
+    return ("free memory, or run it where more is available (an address-space limit, ulimit "
+            "-v, also counts what threads and libraries reserve)")
 
 
 class _Commands(click.Group):

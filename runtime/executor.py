@@ -24,6 +24,7 @@ from nnrun.compiler.ops import REGISTRY, SLICED
 from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, scratch_types
 from nnrun.compiler.passes.liveness import last_uses
 from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, sliced_bytes, state_layout
+from .memory import available_memory
 
 
 class Executor:
@@ -82,6 +83,8 @@ class PlannedExecutor:
             if len(self.programs) >= self.max_plans:
                 self.programs.pop(next(iter(self.programs)))
             plan = plan_memory(self.graph, batch, segments=self.backend.host_threads)
+            if self.programs and plan.arena_bytes > available_memory(self.backend)[0]:
+                self.programs.clear()  # the other batch size's arena goes first: planned again
             program = self.programs[batch] = _Program(self.graph, self.backend, plan, self.state)
         return program
 

@@ -54,12 +54,15 @@ def graph_bytes(graph, batch: int) -> int:
     return plan_memory(graph, batch).arena_bytes + held
 
 
-def evaluation_batch(model, most: int = 1000) -> int:
+def evaluation_batch(model, most: int = 1000, held: int = 0) -> int:
     """The largest batch, up to `most`, whose inference fits the memory available (at least
     1): evaluation in training, `eval` and `predict` take 1000 samples at a time where they
     fit and fewer where they do not (a model with large activations at batch size 4 trained,
-    then needed 2 GB to evaluate at 1000)."""
+    then needed 2 GB to evaluate at 1000). `held`: memory the caller will hold beside it (the
+    training step's, in training). A batch whose plan fits twice: the last, smaller batch of
+    the samples gets a plan of its own beside it."""
     available, _ = available_memory(model.backend)
+    available = (available - held) // 2
     if estimate_bytes(model, most, training=False) <= available:
         return most
     one = estimate_bytes(model, 1, training=False)
@@ -72,11 +75,14 @@ def evaluation_batch(model, most: int = 1000) -> int:
 
 
 def check_memory(model, batch: int, command: str, training: bool = True,
-                 needed: int | None = None, fix: str | None = None) -> None:
+                 needed: int | None = None, fix: str | None = None,
+                 reclaimable: int = 0) -> None:
     """`needed`: a command's own estimate, where it runs other graphs than the training step;
-    `fix`: what to do, where the command's default is not it."""
+    `fix`: what to do, where the command's default is not it; `reclaimable`: memory held now
+    that is let go before this is allocated, where it must be."""
     needed = estimate_bytes(model, batch, training) if needed is None else needed
     available, source = available_memory(model.backend)
+    available += reclaimable
     if needed > available:
         # evaluation takes as few samples at a time as fit (evaluation_batch): no batch to lower
         fix = fix or ("lower the batch size or the model size" if training

@@ -232,7 +232,11 @@ class Model:
         needed = loss_and_grads_bytes(self, batch) if gradients \
             else estimate_bytes(self, batch, training=False)
         what = "loss_and_grads" if gradients else "forward"
-        check_memory(self, batch, f"Model.{what}", needed=needed,
+        executor = self.loss_and_grads_executor if gradients else self.forward_executor
+        # The arenas its executor holds for other batch sizes go where this one would not fit
+        held = sum(program.plan.arena_bytes
+                   for program in getattr(executor, "programs", {}).values())
+        check_memory(self, batch, f"Model.{what}", needed=needed, reclaimable=held,
                      fix="pass fewer samples at a time, or use a smaller model")
         self._fitting_batches.add((batch, gradients))
 

@@ -77,7 +77,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     if source.spec.data is None:
         raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
                          "inputs of its steps come from (data: {dataset: ...})")
-    trainer = Trainer(source, "numpy", quiet=True)
+    trainer = Trainer(source, "numpy", quiet=True, command="trace")
     trainer.history = History()  # the schedule counts from epoch 1
     model, spec = trainer.model, trainer.spec
     executor = Executor(eliminate_dead_code(build_train_step(spec, traced=True).graph),

@@ -55,7 +55,7 @@ from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
-from .memory import check_memory, evaluation_batch
+from .memory import check_memory, estimate_bytes, evaluation_batch
 from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
 from .model import Model
 from .progress import EpochProgress, print_final_table
@@ -260,8 +260,9 @@ def _spec_hash_of(text: str) -> str | None:
 
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
-                 ranks=ALONE, graph: bool = True):
+                 ranks=ALONE, graph: bool = True, command: str = "train"):
         self.source, self.spec, self.graph = source, source.spec, graph
+        self.command = command  # what a refusal names: train, or trace
         self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
@@ -280,8 +281,8 @@ class Trainer:
             self.model = self._model(backend)
         self.backend = self.model.backend
         # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
-        self.evaluation_batch = (evaluation_batch(self.model) if ranks.size == 1
-                                 else EVALUATION_BATCH)
+        self.evaluation_batch = (evaluation_batch(self.model, held=estimate_bytes(
+            self.model, self.spec.train.batch_size)) if ranks.size == 1 else EVALUATION_BATCH)
         check_data_fits(self.spec, self.model, self.data)
         self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
         self.metrics = tracked_metrics(self.spec, self.data.task)
@@ -320,7 +321,7 @@ class Trainer:
         for warning in spec_warnings(self.source, model.lowered):  # validate's: likely mistakes
             positioned(warning.format())
         self.ranks.attach(model.backend)
-        check_memory(model, self.spec.train.batch_size // self.ranks.size, "train")
+        check_memory(model, self.spec.train.batch_size // self.ranks.size, self.command)
         return model
 
     def _load_data(self):

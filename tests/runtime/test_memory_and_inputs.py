@@ -258,3 +258,50 @@ def test_eval_and_predict_count_what_evaluation_holds_not_a_training_step(tmp_pa
     assert training > 1.5 * estimate
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str((estimate + training) // 2))
     assert_ok(invoke("eval", tmp_path / "run"))
+
+
+def test_a_smaller_batchs_plan_that_would_not_fit_beside_the_other_replaces_it(monkeypatch):
+    """An epoch's last, smaller batch got an arena of its own beside the full batch's: twice
+    the arena the memory check had counted (the memory-limits audit). Where the new arena does
+    not fit in what is left, the other goes first."""
+    import nnrun
+    from nnrun.runtime import executor as executor_module
+    from stepping import train_steps
+
+    spec = nnrun.load_spec_text("data: {dataset: digits}\nmodel:\n  layers:\n"
+                                "    - {type: flatten}\n    - {type: dense, units: 32}\n"
+                                "    - {type: dense, units: 10}\n")
+    model = nnrun.compile(spec)
+    x = np.zeros((16, 1, 8, 8), "float32")
+    y = np.zeros(16, np.int64)
+    train_steps(model, x, y, steps=1)
+    executor = model.step_executor
+    assert list(executor.programs) == [16]
+    monkeypatch.setattr(executor_module, "available_memory", lambda backend: (2**40, "plenty"))
+    train_steps(model, x[:5], y[:5], steps=1)
+    assert sorted(executor.programs) == [5, 16]  # both kept where they fit
+    monkeypatch.setattr(executor_module, "available_memory", lambda backend: (0, "none left"))
+    train_steps(model, x[:3], y[:3], steps=1)
+    assert list(executor.programs) == [3]
+
+
+@pytest.mark.parametrize("command, fix", [("eval", "free memory, or run it where more is"),
+                                          ("train", "lower the batch size or the model size")])
+def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch, command, fix):
+    """eval and predict were told to lower a batch size they do not take (they take as few
+    samples at a time as fit already): the memory-limits audit."""
+    import nnrun
+    from nnrun.runtime import executor
+
+    spec = nnrun.load_spec_text("data: {dataset: xor}\nmodel: {layers: [{type: dense, "
+                                "units: 2}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(executor, "_Program", no_memory)
+    arguments = [tmp_path / "run"] if command == "eval" else \
+        [tmp_path / "run" / "spec.yaml", "--out", tmp_path / "again"]
+    line = assert_one_line_error(invoke(command, *arguments), "error: out of memory")
+    assert fix in line
