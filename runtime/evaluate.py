@@ -3,6 +3,7 @@ data, after the preprocessing that training fitted (normalisation, feature permu
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,10 @@ def _check_input_header(path: Path, header, expected: list) -> None:
     problem = batch_shape_problem(header.shape, expected)
     if problem:
         raise DataError(f"{path}: {problem}")
+    # read, then copied in the model's dtype (float32 at the least), and the outputs written
+    copies = math.prod(header.shape) * 4
     available, source = available_memory()
-    if header.size_bytes > available:
-        raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, over the "
+    if header.size_bytes + copies > available:
+        raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, and "
+                        f"{byte_size(copies)} more as float32, over the "
                         f"{byte_size(available)} available ({source}); predict in parts")

@@ -8,6 +8,7 @@ They and digits keep 20% of their samples as a test split.
 from __future__ import annotations
 
 import importlib
+import math
 import random
 import warnings
 from collections import Counter
@@ -499,13 +500,16 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                         "maps may be named 'masks' instead of 'y'")
     if ("x_test" in headers) != (test_labels in headers):
         raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
-    names = ("x", labels, "x_test", test_labels)
-    size = sum(headers[name].size_bytes for name in names if name in headers)
+    names = [name for name in ("x", labels, "x_test", test_labels) if name in headers]
+    size = sum(headers[name].size_bytes for name in names)
+    # Their samples once more in float32 at the least: the model's copy, made next
+    copies = sum(math.prod(headers[name].shape) for name in ("x", "x_test") if name in names) * 4
     available, source = available_memory()
-    if size > available:
-        raise DataError(f"{path}: its arrays declare {byte_size(size)}, over the "
-                        f"{byte_size(available)} available ({source}); the file is damaged or "
-                        "too big for this machine")
+    if size + copies > available:
+        raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their samples take "
+                        f"{byte_size(copies)} more as float32, over the {byte_size(available)} "
+                        f"available ({source}); the file is damaged or too big for this "
+                        "machine: save fewer samples in it")
     for features, targets in (("x", labels), ("x_test", test_labels)):
         if features in headers:
             where = f"{path} ({features}, {targets})"

@@ -863,3 +863,16 @@ def test_permuted_features_are_laid_out_sample_by_sample():
     permuted = permute_features(x, permutation)
     assert permuted.flags.c_contiguous
     np.testing.assert_array_equal(permuted.reshape(4, -1), x.reshape(4, -1)[:, permutation])
+
+
+def test_an_npz_whose_samples_would_not_fit_as_float32_is_refused_with_the_figures(tmp_path,
+                                                                                monkeypatch):
+    """uint8 images of 1 MB fit to read, not with their float32 copy: NumPy's MemoryError
+    came after the read, as 'out of memory; lower the batch size' (the memory-limits audit)."""
+    x = np.zeros((1024, 1, 32, 32), np.uint8)
+    write_npz(tmp_path / "u8.npz", x=x, y=np.zeros(1024, np.int64))
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "3MB")
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="u8.npz")
+    one_line_error(excinfo, "its arrays declare 1.01 MB, and their samples take 4.00 MB more as "
+                   "float32, over the 3.00 MB available (NNRUN_MEMORY_LIMIT)", "save fewer samples")

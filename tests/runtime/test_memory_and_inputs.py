@@ -305,3 +305,17 @@ def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch
         [tmp_path / "run" / "spec.yaml", "--out", tmp_path / "again"]
     line = assert_one_line_error(invoke(command, *arguments), "error: out of memory")
     assert fix in line
+
+
+def test_predict_inputs_that_would_not_fit_with_their_float32_copy_are_refused(tmp_path,
+                                                                             monkeypatch):
+    import nnrun
+
+    spec = nnrun.load_spec_text("data: {dataset: digits, limit: 16}\nmodel: {layers: [{type: "
+                                "flatten}, {type: dense, units: 10}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    np.savez(tmp_path / "x.npz", x=np.zeros((20000, 1, 8, 8), np.uint8))
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "5MB")
+    line = assert_one_line_error(invoke("predict", tmp_path / "run", tmp_path / "x.npz", "--out",
+                                        tmp_path / "p.npy"), "x.npz")
+    assert "x needs 1.22 MB, and 4.88 MB more as float32, over the 5.00 MB available" in line
