@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
@@ -86,13 +87,12 @@ def split_where_it_pays(task: Callable[[slice], None], size: int, work: int,
 
 
 def _split_over_workers(task, parts: list[slice]) -> None:
-    pending = []
-    try:
-        for part in parts[1:]:
-            pending.append(_pool(len(parts) - 1).submit(task, part))
-    except RuntimeError:  # "can't start new thread" (an address-space limit): the rest here,
-        for part in parts[1 + len(pending):]:  # slices of their own, so the same numbers
+    pool = _pool(len(parts) - 1)
+    if pool is None:  # no thread could start: the slices here, one after the other
+        for part in parts:
             task(part)
+        return
+    pending = [pool.submit(task, part) for part in parts[1:]]
     task(parts[0])
     for future in pending:
         future.result()
@@ -190,13 +190,37 @@ def work_counters() -> tuple[int, int]:
     return _WORKERS["split_bytes"], _WORKERS["product_flops"]
 
 
-def _pool(size: int) -> ThreadPoolExecutor:
+def _pool(size: int) -> ThreadPoolExecutor | None:
     if _WORKERS["pool_size"] < size:
         if _WORKERS["pool"] is not None:
             _WORKERS["pool"].shutdown(wait=False)
-        _WORKERS["pool"] = ThreadPoolExecutor(max_workers=size, thread_name_prefix=_WORKER_PREFIX)
+        _WORKERS["pool"] = _started_pool(size)
         _WORKERS["pool_size"] = size
     return _WORKERS["pool"]
+
+
+def _started_pool(size: int) -> ThreadPoolExecutor | None:
+    """A pool whose `size` threads all run already, or None where they cannot start (an
+    address-space limit: "can't start new thread"). Started lazily, a thread could fail in the
+    middle of a split, after its slice was queued: that slice would then run later, or twice."""
+    pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix=_WORKER_PREFIX)
+    meeting = threading.Barrier(size + 1)  # each waits there, so each submit starts a thread
+
+    def meet() -> None:
+        try:
+            meeting.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    try:
+        for _ in range(size):
+            pool.submit(meet)
+    except RuntimeError:
+        meeting.abort()
+        pool.shutdown(wait=False)
+        return None
+    meeting.wait()
+    return pool
 
 
 def window_count(n: int, k: int, s: int, d: int) -> int:

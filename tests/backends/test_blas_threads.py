@@ -161,17 +161,34 @@ def test_a_kernel_gives_the_same_numbers_split_or_not(monkeypatch):
         np.testing.assert_array_equal(value, results[1][name], err_msg=name)
 
 
-def test_a_split_whose_worker_cannot_start_runs_its_slices_here(monkeypatch):
-    """Under an address-space limit the pool's thread could not start: `nnrun eval` ended in
-    an internal error (RuntimeError: can't start new thread) rather than run on one thread."""
-    class NoThreads:
-        def submit(self, task, part):
-            raise RuntimeError("can't start new thread")
+@pytest.mark.parametrize("starting", [0, 1])
+def test_a_split_whose_workers_cannot_start_runs_each_slice_once_here(monkeypatch, starting):
+    """Under an address-space limit a worker thread could not start: `nnrun eval` ended in an
+    internal error (RuntimeError: can't start new thread). Its slice, queued already, must not
+    run later or twice (the session's review): no worker runs when not all can start."""
+    import threading
 
-    monkeypatch.setattr(base, "_pool", lambda size: NoThreads())
+    start = threading.Thread.start
+    started = []
+
+    def limited(thread):
+        if thread.name.startswith(base._WORKER_PREFIX):
+            if len(started) >= starting:
+                raise RuntimeError("can't start new thread")
+            started.append(thread)
+        start(thread)
+
+    monkeypatch.setitem(base._WORKERS, "pool", None)
+    monkeypatch.setitem(base._WORKERS, "pool_size", 0)
+    monkeypatch.setattr(threading.Thread, "start", limited)
     done = []
-    base._split_over_workers(done.append, base.batch_bounds(10, 3))
-    assert sorted((part.start, part.stop) for part in done) == [(0, 3), (3, 6), (6, 10)]
+    base._split_over_workers(lambda part: done.append((part.start, threading.current_thread())),
+                             base.batch_bounds(10, 3))
+    assert sorted(start for start, _ in done) == [0, 3, 6]
+    assert all(thread is threading.current_thread() for _, thread in done)
+    for thread in started:
+        thread.join(timeout=5)
+    assert len(done) == 3  # nothing ran afterwards on a worker that did start
 
 
 def test_a_product_on_the_workers_gives_the_same_numbers_split_or_not(monkeypatch):
