@@ -435,7 +435,7 @@ NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
 
 def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    arrays, labels, test_labels = read_npz_dataset(path)
+    arrays, labels, test_labels = read_npz_dataset(path, option(data_spec, "limit"))
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
@@ -466,13 +466,15 @@ def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
                         f"{list(y_train.shape[1:])}; save both splits' targets alike")
 
 
-def read_npz_dataset(path: Path) -> tuple[dict[str, np.ndarray], str, str]:
+def read_npz_dataset(path: Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], str,
+                                                                      str]:
     """x and its labels (y, or masks), and the optional test pair, checked from their headers
-    before decompression; with the names of the two label arrays."""
+    before decompression; with the names of the two label arrays. `limit`: data.limit, the
+    training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
         labels, test_labels = label_array_names(path, headers)
-        check_npz_headers(path, headers, labels, test_labels)
+        check_npz_headers(path, headers, labels, test_labels, limit)
         wanted = ("x", labels, "x_test", test_labels)
         return (read_npz(path, {name: headers[name] for name in wanted if name in headers}),
                 labels, test_labels)
@@ -493,7 +495,7 @@ def label_array_names(path: Path, headers: dict) -> tuple[str, str]:
 
 
 def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
-                      test_labels: str = "y_test") -> None:
+                      test_labels: str = "y_test", limit: int | None = None) -> None:
     if "x" not in headers or labels not in headers:
         found = ", ".join(sorted(headers)) or "nothing"
         raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}); label "
@@ -502,8 +504,10 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
         raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
     names = [name for name in ("x", labels, "x_test", test_labels) if name in headers]
     size = sum(headers[name].size_bytes for name in names)
-    # Their samples once more in float32 at the least: the model's copy, made next
-    copies = sum(math.prod(headers[name].shape) for name in ("x", "x_test") if name in names) * 4
+    # Their samples once more in float32 at the least: the model's copies, made next, of the
+    # training samples data.limit keeps and of the test split
+    copies = sum(_kept(headers[name].shape, limit if name == "x" else None)
+                 for name in ("x", "x_test") if name in names) * 4
     available, source = available_memory()
     if size + copies > available:
         raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their samples take "
@@ -517,6 +521,12 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
             count, label_shape = headers[features].shape[0], headers[targets].shape
             if label_shape and label_shape[0] != count:  # a single value is reported later
                 raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
+
+
+def _kept(shape: tuple[int, ...], limit: int | None) -> int:
+    """The values of the samples of `shape` that the first `limit` keep (all without one)."""
+    count = shape[0] if limit is None else min(limit, shape[0])
+    return count * math.prod(shape[1:])
 
 
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,

@@ -876,3 +876,5 @@ def test_an_npz_whose_samples_would_not_fit_as_float32_is_refused_with_the_figur
         load("npz", spec_dir=tmp_path, path="u8.npz")
     one_line_error(excinfo, "its arrays declare 1.01 MB, and their samples take 4.00 MB more as "
                    "float32, over the 3.00 MB available (NNRUN_MEMORY_LIMIT)", "save fewer samples")
+    # data.limit keeps the first samples: only those are copied (the second review)
+    assert len(load("npz", spec_dir=tmp_path, path="u8.npz", limit=100).train.x) == 100
