@@ -1502,6 +1502,27 @@ def _exit_code_of(monkeypatch, *argv) -> int:
     return stopped.value.code
 
 
+def test_signals_stay_answered_after_the_command_under_an_mpi_launcher(tiny, monkeypatch):
+    """Ignored after the command (a signal in the exit would kill a finished run by it), they
+    must not be under mpiexec: a rank in MPI_Finalize, waiting for another, stops on them."""
+    import signal
+    import sys
+
+    from nnrun import entry
+    from nnrun.runtime.interrupts import raise_on_signal
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["nnrun", "validate", str(tiny)])
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit):
+            entry.main()
+        assert signal.getsignal(signal.SIGTERM) is raise_on_signal
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+
+
 def test_sigterm_in_a_command_before_training_is_one_line(tmp_path, monkeypatch, capsys):
     """After the imports and outside training's own handling (here: while validate reads its
     spec) SIGTERM stops the command with one line and 143."""
