@@ -384,6 +384,7 @@ class Trainer:
                                               *self._begin(run, resumption or Resumption()))))
             self.state = {name: self.backend.from_host(value)
                           for name, value in host_state.items()}
+            del host_state  # not held through the run beside the step's own copy of the state
             if pruning is not None:
                 self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
             self.saved_epoch, self.first_epoch = first_epoch - 1, first_epoch
