@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from numbers import Integral
 from os import PathLike
@@ -76,9 +77,14 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
         from nnrun.runtime.distributed import connect
 
         options["ranks"] = connect(backend)
-    with thread_limit(threads):
+    with _ONE_TRAINING, thread_limit(threads):  # the thread settings are the process's
         return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
                             **options)
+
+
+# Calls of train from several threads take turns: each sets the process's thread counts (BLAS's
+# and nnrun's workers) and puts them back, which overlapping calls would leave mixed up.
+_ONE_TRAINING = threading.RLock()
 
 
 def _check_run_options(out_dir, options: dict) -> None:
@@ -128,7 +134,8 @@ _LAZY = {"load_spec": "nnrun.compiler.frontend",
          "TrainingError": "nnrun.runtime.train",
          "SpecChangeError": "nnrun.runtime.spec_changes",
          "MemoryLimitError": "nnrun.runtime.memory",
-         "DistributedError": "nnrun.runtime.distributed"}
+         "DistributedError": "nnrun.runtime.distributed",
+         "Interrupted": "nnrun.runtime.interrupts"}
 
 
 def __getattr__(name: str):
@@ -146,4 +153,4 @@ def __dir__() -> list[str]:
 __all__ = ["compile", "train", "load_run", "load_spec", "load_spec_text", "load_spec_data", "Spec",
            "SpecError", "Diagnostic", "BackendUnavailable", "DataError", "DataFitError",
            "RunDirectoryError", "CheckpointError", "TrainingError", "SpecChangeError",
-           "MemoryLimitError", "DistributedError"]
+           "MemoryLimitError", "DistributedError", "Interrupted"]

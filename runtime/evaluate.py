@@ -21,7 +21,7 @@ from .data_fit import DataFitError, check_data_fits, task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
-from .memory import available_memory, check_memory, evaluation_batch
+from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem
 from .run_dir import RunDirectoryError, not_a_run_directory
@@ -44,6 +44,8 @@ class Run:
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
+        if isinstance(x, np.ndarray) and x.ndim:  # its copies, before they are made
+            _check_copies_fit(x.size, len(x), "Run.predict")
         x = self.prepare(x, preprocess)
         problem = not_finite_problem(x)
         if problem:
@@ -250,3 +252,14 @@ def _check_input_header(path: Path, header, expected: list) -> None:
         raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, and "
                         f"{byte_size(copies)} more as float32, over the "
                         f"{byte_size(available)} available ({source}); predict in parts")
+
+
+def _check_copies_fit(values: int, samples: int, what: str) -> None:
+    """The API's inputs, copied in the model's dtype and preprocessed (float32 at the least):
+    MemoryLimitError where they would not fit, not NumPy's MemoryError."""
+    needed = 2 * values * 4
+    available, source = available_memory()
+    if needed > available:
+        raise MemoryLimitError(f"{what}: {samples:,} samples need about {byte_size(needed)} "
+                               f"once copied and preprocessed, but only {byte_size(available)} "
+                               f"is available ({source}); pass fewer samples at a time")

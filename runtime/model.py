@@ -23,6 +23,7 @@ from .executor import Executor, PlannedExecutor
 from .init import init_params
 from .memory import check_memory, estimate_bytes, loss_and_grads_bytes
 from .step_path import TOLERANCE, CheckedStep, step_paths
+from .data.splits import not_finite_problem
 
 
 class MissingParameters(KeyError):
@@ -214,13 +215,23 @@ class Model:
         a kernel, or worse, broadcast or index into a wrong result."""
         be = self.backend
         self._check_params(params)
+        if isinstance(arrays["x"], np.ndarray) and arrays["x"].ndim:  # before its copy is made
+            self._check_memory(len(arrays["x"]), gradients="y" in arrays)
         x = self.checked_x(arrays["x"])
+        problem = not_finite_problem(x)
+        if problem:  # NaN out, and NumPy's warnings on the way: refused, as run.predict does
+            raise ValueError(problem)
         self._check_memory(len(x), gradients="y" in arrays)
         feeds = {name: be.from_host(value) for name, value in params.items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
-            feeds["y"] = be.from_host(target_array(self.spec, self.lowered, y))
+            with np.errstate(over="ignore"):  # beyond the dtype: inf, refused just below
+                target = target_array(self.spec, self.lowered, y)
+            problem = not_finite_problem(target, "y_true") if target.dtype.kind == "f" else None
+            if problem:
+                raise ValueError(problem)
+            feeds["y"] = be.from_host(target)
         return feeds
 
     def _check_memory(self, batch: int, gradients: bool) -> None:

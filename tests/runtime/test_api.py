@@ -10,6 +10,7 @@ import nnrun
 from nnrun.runtime.evaluate import evaluate_run
 
 QUICKSTART = Path(__file__).resolve().parents[2] / "specs" / "quickstart.yaml"
+SPECS = QUICKSTART.parent
 
 
 def test_compile_accepts_a_path_a_spec_and_a_source_with_overrides():
@@ -408,3 +409,69 @@ def test_loss_and_grads_is_held_to_its_own_memory_not_the_training_steps(monkeyp
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str((own + step) // 2))
     params = model.init_params()
     model.loss_and_grads(params, np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64))
+
+
+def test_the_api_refuses_what_is_not_finite_in_the_models_dtype_without_numpy_warnings():
+    """1e300 passed the finiteness check and overflowed in the cast: NumPy's warnings printed,
+    and a loss of inf or NaN outputs came back (the API audit)."""
+    import warnings
+
+    model = nnrun.compile(str(SPECS / "csv-regression.yaml"))
+    params = model.init_params(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="y_true must hold finite float32 numbers"):
+            model.loss_and_grads(params, np.zeros((3, 3), "float32"), [0.0, 1e300, 0.0])
+        with pytest.raises(ValueError, match="x must hold finite float32 numbers"):
+            model.forward(params, np.full((2, 3), 1e300))
+
+
+def test_a_batch_too_big_is_a_memory_limit_error_before_its_copy_is_made():
+    """A float64 x of 10^8 samples: NumPy's MemoryError from the cast to float32."""
+    model = nnrun.compile(str(SPECS / "quickstart.yaml"))
+    huge = np.broadcast_to(np.float64(0.5), (10**8, 1, 8, 8))
+    with pytest.raises(nnrun.MemoryLimitError, match="Model.forward: the model needs about"):
+        model.forward(model.init_params(seed=0), huge)
+
+
+def test_interrupted_is_exported():
+    from nnrun.runtime.interrupts import Interrupted
+
+    assert nnrun.Interrupted is Interrupted and "Interrupted" in nnrun.__all__
+
+
+def test_trainings_from_two_threads_take_turns_and_leave_the_thread_counts_as_they_were(
+        tmp_path, monkeypatch):
+    """Overlapping, each set the process's thread counts and put back what it had found: the
+    one that left last put back the other's (the API audit)."""
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_info
+
+    from nnrun.backends import base
+    from nnrun.runtime import train as training
+
+    def counts():
+        return base.workers(), sorted({pool["num_threads"] for pool in threadpool_info()})
+
+    real = training.train
+
+    def slow(*args, **kwargs):  # long enough for the calls to overlap, were they let
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", slow)
+    before = counts()
+    runs = [threading.Thread(target=nnrun.train, args=(XOR,),
+                             kwargs={"out_dir": tmp_path / f"run{threads}", "quiet": True,
+                                     "threads": threads, "epochs": 3})
+            for threads in (1, 2)]
+    for run in runs:
+        run.start()
+        time.sleep(0.1)
+    for run in runs:
+        run.join()
+    assert counts() == before
+    assert (tmp_path / "run1" / "summary.json").exists()
+    assert (tmp_path / "run2" / "summary.json").exists()
