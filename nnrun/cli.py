@@ -178,13 +178,14 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.runtime.data_fit import DataFitError
     from nnrun.runtime.distributed import DistributedError
     from nnrun.runtime.memory import MemoryLimitError
+    from nnrun.runtime.plot import PlotError
     from nnrun.runtime.run_dir import RunDirectoryError
     from nnrun.runtime.spec_changes import SpecChangeError
     from nnrun.runtime.train import TrainingError
 
     return (UserError, DataError, DataFitError, TrainingError, CheckpointError, RunDirectoryError,
             SpecChangeError, MemoryLimitError, BackendUnavailable, ExportError,
-            DistributedError)
+            DistributedError, PlotError)
 
 
 def handle_errors(command):

@@ -87,8 +87,7 @@ def _matplotlib():
 
 
 def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
-    from nnrun.runtime.files import write_atomically
-    from nnrun.runtime.plot import image_format
+    from nnrun.runtime.plot import save_figure
 
     rows, columns = len(grid.x), 1 + len(grid.drawn)
     figure = figure_class(figsize=(1.6 * columns, 1.6 * rows + 0.4), layout="constrained")
@@ -107,8 +106,7 @@ def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
         axes[0][column].set_title(f"draw {column}", fontsize=8)
     augment = ", ".join(a.type for a in spec.data.augment) or "no augmentation"
     figure.suptitle(f"{spec.name}: {augment}", fontsize=9)
-    write_atomically(out_path, lambda stream: figure.savefig(stream, format=image_format(out_path),
-                                                             dpi=100))
+    save_figure(figure, out_path)
 
 
 def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:

@@ -183,8 +183,18 @@ def plot_runs(runs: list[RunCurves], panels: list[str], out: Path) -> None:
         axis.set_visible(False)
     with warnings.catch_warnings():  # a layout too crowded to fit (3,000 curves) is still drawn
         warnings.simplefilter("ignore", UserWarning)
-        write_atomically(out, lambda stream: figure.savefig(stream, format=image_format(out),
-                                                            dpi=100))
+        save_figure(figure, out)
+
+
+def save_figure(figure, out: Path) -> None:
+    """The figure in the format `out`'s suffix names (plot, data preview). A format matplotlib
+    writes through another program (pgf: a TeX installation) fails there in one line."""
+    image = image_format(out)
+    try:
+        write_atomically(out, lambda stream: figure.savefig(stream, format=image, dpi=100))
+    except RuntimeError as error:  # "'xelatex' not found; install it or change rcParams..."
+        raise PlotError(f"{out}: matplotlib cannot write {image} here ({error}); choose "
+                        f"another suffix, e.g. {', '.join(COMMON_FORMATS)}") from None
 
 
 # Values past this size are left out as non-finite ones are: matplotlib's ticks overflow on

@@ -202,6 +202,25 @@ def test_a_suffix_of_no_known_image_format_is_one_line(runs, tmp_path, command, 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["plot", "data preview"])
+def test_a_format_matplotlib_writes_through_a_missing_program_is_one_line(runs, tmp_path,
+                                                                          command, monkeypatch):
+    """.pgf without a TeX installation: matplotlib's RuntimeError ('xelatex' not found) was
+    an internal error, exit 70 (the toolbox audit)."""
+    from matplotlib.figure import Figure
+
+    def no_tex(*args, **kwargs):
+        raise RuntimeError("'xelatex' not found; install it or change rcParams")
+
+    monkeypatch.setattr(Figure, "savefig", no_tex)
+    spec = ROOT / "specs" / "quickstart.yaml"
+    args = ["plot", str(runs / "relu")] if command == "plot" else ["data", "preview", str(spec)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "x.pgf")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1, result.output
+    assert "x.pgf: matplotlib cannot write pgf here ('xelatex' not found" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00binary\x9c", b"not json\n", b"{}\n"])
 def test_a_damaged_metrics_file_is_named_not_taken_for_a_run_without_epochs(runs, tmp_path,
                                                                               content):
