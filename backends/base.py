@@ -18,6 +18,8 @@ from contextlib import contextmanager, nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
+import numpy as np
+
 from .fused import FusedKernels
 
 # Workers for kernels split along the batch: NumPy releases the GIL inside its loops, so the
@@ -92,7 +94,8 @@ def _split_over_workers(task, parts: list[slice]) -> None:
         for part in parts:
             task(part)
         return
-    pending = [pool.submit(task, part) for part in parts[1:]]
+    settings = np.geterr()  # NumPy's error settings are the thread's: the caller's, there too
+    pending = [pool.submit(_with_errors, settings, task, part) for part in parts[1:]]
     task(parts[0])
     for future in pending:
         future.result()
@@ -188,6 +191,11 @@ def work_counters() -> tuple[int, int]:
     """(bytes of the kernels large enough to split, flops of the large matrix products) so
     far: what a step's choice of threads is made from."""
     return _WORKERS["split_bytes"], _WORKERS["product_flops"]
+
+
+def _with_errors(settings: dict, task, part: slice) -> None:
+    with np.errstate(**settings):
+        task(part)
 
 
 def _pool(size: int) -> ThreadPoolExecutor | None:

@@ -225,3 +225,19 @@ def test_a_step_resumed_in_a_new_process_rounds_as_the_one_that_went_on(tmp_path
         _, after_resume = resumed.step_executor.run(resumed_feeds)
     for name, value in went_on.items():
         np.testing.assert_array_equal(after_resume[name], value, err_msg=name)
+
+
+def test_the_slices_on_workers_keep_the_callers_numpy_error_settings(monkeypatch):
+    """np.errstate is the thread's own: an overflow the caller silenced (evaluation of weights
+    that overflow) printed NumPy's warning from the worker that ran its slice."""
+    import warnings
+
+    monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
+    big = np.full((64, 4), 3e38, np.float32)
+    out = np.empty((64, 4), np.float32)
+    with thread_limit(2), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="ignore"):
+            assert base.split_where_it_pays(lambda part: np.multiply(big[part], 10,
+                                                                     out=out[part]), 64, 1)
+    assert np.isinf(out).all()
