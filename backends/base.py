@@ -94,7 +94,8 @@ def _split_over_workers(task, parts: list[slice]) -> None:
         for part in parts:
             task(part)
         return
-    settings = np.geterr()  # NumPy's error settings are the thread's: the caller's, there too
+    # NumPy's error settings are the thread's: the caller's, there too (its callback with them)
+    settings = {**np.geterr(), "call": np.geterrcall()}
     pending = [pool.submit(_with_errors, settings, task, part) for part in parts[1:]]
     task(parts[0])
     for future in pending:

@@ -45,7 +45,9 @@ class Run:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
         if isinstance(x, np.ndarray) and x.ndim:  # its copies, before they are made
-            _check_copies_fit(x.size, len(x), "Run.predict")
+            dtype = np.dtype(self.model.spec.dtype)  # a cast where x is another, then the
+            copies = (x.dtype != dtype) + 1          # preprocessing's own
+            _check_copies_fit(x.size * dtype.itemsize * copies, len(x), "Run.predict")
         x = self.prepare(x, preprocess)
         problem = not_finite_problem(x)
         if problem:
@@ -254,10 +256,9 @@ def _check_input_header(path: Path, header, expected: list) -> None:
                         f"{byte_size(available)} available ({source}); predict in parts")
 
 
-def _check_copies_fit(values: int, samples: int, what: str) -> None:
-    """The API's inputs, copied in the model's dtype and preprocessed (float32 at the least):
+def _check_copies_fit(needed: int, samples: int, what: str) -> None:
+    """The API's inputs, copied in the model's dtype and preprocessed (`needed` bytes):
     MemoryLimitError where they would not fit, not NumPy's MemoryError."""
-    needed = 2 * values * 4
     available, source = available_memory()
     if needed > available:
         raise MemoryLimitError(f"{what}: {samples:,} samples need about {byte_size(needed)} "

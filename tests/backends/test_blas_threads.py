@@ -241,3 +241,16 @@ def test_the_slices_on_workers_keep_the_callers_numpy_error_settings(monkeypatch
             assert base.split_where_it_pays(lambda part: np.multiply(big[part], 10,
                                                                      out=out[part]), 64, 1)
     assert np.isinf(out).all()
+
+
+def test_the_slices_on_workers_keep_the_callers_error_callback(monkeypatch):
+    """np.geterr() gives the modes, not the callback: a caller's errstate(call=...) became a
+    NameError in the worker (the third review)."""
+    monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
+    big = np.full((64, 4), 3e38, np.float32)
+    out = np.empty((64, 4), np.float32)
+    seen = []
+    with thread_limit(2), np.errstate(over="call", call=lambda kind, flag: seen.append(kind)):
+        assert base.split_where_it_pays(lambda part: np.multiply(big[part], 10, out=out[part]),
+                                        64, 1)
+    assert seen == ["overflow", "overflow"]

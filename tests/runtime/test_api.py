@@ -475,3 +475,18 @@ def test_trainings_from_two_threads_take_turns_and_leave_the_thread_counts_as_th
     assert counts() == before
     assert (tmp_path / "run1" / "summary.json").exists()
     assert (tmp_path / "run2" / "summary.json").exists()
+
+
+def test_run_predict_counts_the_copies_it_makes(tmp_path, monkeypatch):
+    """float32 inputs are not cast again (one copy, the preprocessing's); float64 ones are (two):
+    a MemoryLimitError where they would not fit, not NumPy's MemoryError, and no refusal of
+    what fits (the third review)."""
+    spec = nnrun.load_spec_text("data: {dataset: digits, limit: 16}\nmodel: {layers: [{type: "
+                                "flatten}, {type: dense, units: 10}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    run = nnrun.load_run(tmp_path / "run")
+    x32 = np.zeros((4096, 1, 8, 8), "float32")  # 1 MB, 2 MB once cast from float64
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1.5MB")
+    assert run.predict(x32).shape == (4096, 10)
+    with pytest.raises(nnrun.MemoryLimitError, match="Run.predict: 4,096 samples need about"):
+        run.predict(x32.astype("float64"))
