@@ -218,7 +218,7 @@ class Model:
         if isinstance(arrays["x"], np.ndarray) and arrays["x"].ndim:  # before its copy is made
             self._check_memory(len(arrays["x"]), gradients="y" in arrays)
         x = self.checked_x(arrays["x"])
-        problem = not_finite_problem(x)
+        problem = not_finite_problem(x, after="as the model reads it")
         if problem:  # NaN out, and NumPy's warnings on the way: refused, as run.predict does
             raise ValueError(problem)
         self._check_memory(len(x), gradients="y" in arrays)
@@ -228,7 +228,8 @@ class Model:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
             with np.errstate(over="ignore"):  # beyond the dtype: inf, refused just below
                 target = target_array(self.spec, self.lowered, y)
-            problem = not_finite_problem(target, "y_true") if target.dtype.kind == "f" else None
+            problem = (not_finite_problem(target, "y_true", "as the loss reads it")
+                       if target.dtype.kind == "f" else None)
             if problem:
                 raise ValueError(problem)
             feeds["y"] = be.from_host(target)

@@ -140,7 +140,8 @@ def permute_features(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1)[:, permutation].reshape(x.shape))
 
 
-def not_finite_problem(x: np.ndarray, what: str = "x") -> str | None:
+def not_finite_problem(x: np.ndarray, what: str = "x",
+                       after: str = "once preprocessed") -> str | None:
     """Why preprocessed inputs in their final dtype cannot be computed with, or None.
 
     Checked after the preprocessing and the cast: 1e300 is finite in float64, not in float32.
@@ -150,4 +151,4 @@ def not_finite_problem(x: np.ndarray, what: str = "x") -> str | None:
         return None
     sample = int(np.argwhere(bad)[0][0])
     return (f"{what} must hold finite {x.dtype} numbers (sample {sample} is NaN, inf or too "
-            f"large for {x.dtype} once preprocessed)")
+            f"large for {x.dtype} {after})")
