@@ -183,9 +183,8 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     train = None
     if data.dataset in SIZED_DATASETS and data.n_samples is not None:
         count, test = data.n_samples, held_out(data.n_samples, TEST_FRACTION)
-        if no_training_samples(count):
-            return [(Origin("data.n_samples", keys=("data", "n_samples")),
-                     no_training_samples(count))]
+        if too_few := no_training_samples(count):
+            return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
         train, more = count - test, "data.n_samples"
         left = f"({count} less {test} for the test split)"
     if data.limit is not None and (train is None or data.limit < train):

@@ -8,6 +8,7 @@ data, so this module imports neither numpy nor scikit-learn. Loading lives in
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ def no_training_samples(count: int) -> str | None:
     none to train on (None when some are left)."""
     if held_out(count, TEST_FRACTION) < count:
         return None
-    fewest = next(n for n in range(count + 1, count + 100) if held_out(n, TEST_FRACTION) < n)
+    fewest = next(n for n in itertools.count(count + 1) if held_out(n, TEST_FRACTION) < n)
     return (f"n_samples {count} leaves no training samples: the test split takes the first "
             f"{TEST_FRACTION:.0%} of them, one at least; use {fewest} or more")
 

@@ -100,7 +100,7 @@ def _check_run_options(out_dir, options: dict) -> None:
                         " (None: a new run)")
     if resume is not None and out_dir is not None:
         raise ValueError("resume continues a run in its own directory; leave out out_dir")
-    if options.get("allow_changes") and options.get("resume") is None:
+    if options.get("allow_changes") and resume is None:
         raise ValueError("allow_changes applies to resume only")
 
 

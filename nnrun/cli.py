@@ -498,10 +498,9 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
 def _missing_data_file_warning(checked) -> list[Diagnostic]:
     """An npz or csv file that is not there (with input_shape given, nothing else needs it
     before train): said, as a warning, since the file may be made or fetched later."""
+    from nnrun.compiler.datasets import why_absent
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
-
-    from nnrun.compiler.datasets import why_absent
 
     file = data_file(checked.source.spec, checked.source.directory)
     if file is None or file.exists():

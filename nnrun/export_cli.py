@@ -88,7 +88,9 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
     with np.errstate(over="ignore", invalid="ignore"):
         expected = model.forward(params, pre.apply(raw, exported.dtype) if pre else raw)
     if not np.isfinite(expected).all():  # no lowering to blame: the weights overflow
-        largest = max((float(np.max(np.abs(p), initial=0)) for p in params.values()), default=0)
+        from nnrun.runtime.archives import largest_magnitude
+
+        largest = largest_magnitude(params)
         raise ExportError(f"nnrun's own outputs on {CHECK_SAMPLES} random samples are inf or "
                           f"NaN: the model overflows {exported.dtype} (its largest weight is "
                           f"{largest:.3g}); nothing to check the export against, so it is not "

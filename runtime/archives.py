@@ -74,6 +74,13 @@ def first_not_finite(arrays: dict[str, np.ndarray]) -> str | None:
     return next((name for name, array in arrays.items() if not np.isfinite(array).all()), None)
 
 
+def largest_magnitude(arrays: dict[str, np.ndarray]) -> float:
+    """The largest |value| in any of `arrays` (0 for none): what says a model's weights overflow
+    its dtype (predict's warning, export's refusal)."""
+    return max((float(np.max(np.abs(array), initial=0)) for array in arrays.values()),
+               default=0.0)
+
+
 def _array_name(member: str) -> str:
     if not member.endswith(".npy"):
         raise ValueError(f"member {member!r} is not a .npy array")

@@ -15,7 +15,7 @@ from nnrun.compiler.frontend import load_spec
 from nnrun.compiler.tables import byte_size
 
 from . import checkpoint as ckpt
-from .archives import DamagedFile, npz_headers, read_npz
+from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
 from .data import DataError, load_dataset
 from .data_fit import DataFitError, check_data_fits, task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
@@ -76,8 +76,7 @@ class Run:
         bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
         if not bad.any():
             return None
-        largest = max((float(np.max(np.abs(p), initial=0)) for p in self.params.values()),
-                      default=0.0)
+        largest = largest_magnitude(self.params)
         return (f"the outputs of {int(bad.sum())} of {len(outputs)} samples (the first: sample "
                 f"{int(np.argmax(bad))}) are inf or NaN: the model overflows "
                 f"{self.model.spec.dtype} on them (its largest weight in "
@@ -247,7 +246,7 @@ def _check_input_header(path: Path, header, expected: list) -> None:
     problem = batch_shape_problem(header.shape, expected)
     if problem:
         raise DataError(f"{path}: {problem}")
-    # read, then copied in the model's dtype (float32 at the least), and the outputs written
+    # read, then copied in the model's dtype (float32 at the least)
     copies = math.prod(header.shape) * 4
     available, source = available_memory()
     if header.size_bytes + copies > available:

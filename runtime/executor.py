@@ -24,6 +24,7 @@ from nnrun.compiler.ops import REGISTRY, SLICED
 from nnrun.compiler.passes.batch_segments import batch_axis, batch_role, scratch_types
 from nnrun.compiler.passes.liveness import last_uses
 from nnrun.compiler.passes.memory_plan import MemoryPlan, plan_memory, sliced_bytes, state_layout
+
 from .memory import available_memory
 
 

@@ -19,11 +19,11 @@ from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 
 from .agreement import rounding_sensitive
 from .captured import CapturedExecutor
+from .data.splits import not_finite_problem
 from .executor import Executor, PlannedExecutor
 from .init import init_params
 from .memory import check_memory, estimate_bytes, loss_and_grads_bytes
 from .step_path import TOLERANCE, CheckedStep, step_paths
-from .data.splits import not_finite_problem
 
 
 class MissingParameters(KeyError):

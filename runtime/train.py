@@ -281,8 +281,8 @@ class Trainer:
             self.model = self._model(backend)
         self.backend = self.model.backend
         # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
-        self.evaluation_batch = (evaluation_batch(self.model, held=estimate_bytes(
-            self.model, self.spec.train.batch_size)) if ranks.size == 1 else EVALUATION_BATCH)
+        self.evaluation_batch = (evaluation_batch(self.model, held=self.step_bytes)
+                                 if ranks.size == 1 else EVALUATION_BATCH)
         check_data_fits(self.spec, self.model, self.data)
         self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
         self.metrics = tracked_metrics(self.spec, self.data.task)
@@ -321,7 +321,9 @@ class Trainer:
         for warning in spec_warnings(self.source, model.lowered):  # validate's: likely mistakes
             positioned(warning.format())
         self.ranks.attach(model.backend)
-        check_memory(model, self.spec.train.batch_size // self.ranks.size, self.command)
+        batch = self.spec.train.batch_size // self.ranks.size
+        self.step_bytes = estimate_bytes(model, batch)  # evaluation is planned beside it
+        check_memory(model, batch, self.command, needed=self.step_bytes)
         return model
 
     def _load_data(self):

@@ -206,8 +206,8 @@ def generated_count(name: str, data_spec: Any, default: int) -> int:
 def hold_out_test(name: str, x: np.ndarray, y: np.ndarray) -> RawData:
     """The samples are already shuffled, so the first 20% make the test split."""
     test_size = held_out(len(y), TEST_FRACTION)
-    if no_training_samples(len(y)):
-        raise DataError(f"{name}: {no_training_samples(len(y))}")
+    if too_few := no_training_samples(len(y)):
+        raise DataError(f"{name}: {too_few}")
     info = DATASETS[name]
     return RawData(
         x[test_size:], y[test_size:], x[:test_size], y[:test_size], info.num_classes, info.task
