@@ -59,6 +59,10 @@ class PlannedExecutor:
         self.layout = state_layout(graph)
         self.max_plans = max_plans  # an epoch's last, smaller batch gets a plan of its own
         self.programs: dict[int, _Program] = {}
+        # workers -> the kind of threads the first run at that count chose, for every batch
+        # size's plan: a later plan (an epoch's last, smaller batch; a plan let go for memory
+        # and made again) neither counts again nor copies the state to undo a run
+        self.threads: dict[int, str] = {}
         xp = backend.xp
         self.state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
         self.state = {name: _view(self.state_buffer, place)  # views of one buffer, by name
@@ -86,7 +90,8 @@ class PlannedExecutor:
             plan = plan_memory(self.graph, batch, segments=self.backend.host_threads)
             if self.programs and plan.arena_bytes > available_memory(self.backend)[0]:
                 self.programs.clear()  # the other batch size's arena goes first: planned again
-            program = self.programs[batch] = _Program(self.graph, self.backend, plan, self.state)
+            program = self.programs[batch] = _Program(self.graph, self.backend, plan, self.state,
+                                                        self.threads)
         return program
 
     def load_state(self, feeds) -> None:
@@ -105,8 +110,10 @@ class _Program:
     """One batch size's plan: its arena, and each node bound to its output and scratch views.
     Only the fed inputs (and views of them) change from run to run."""
 
-    def __init__(self, graph: Graph, backend, plan: MemoryPlan, state: dict):
+    def __init__(self, graph: Graph, backend, plan: MemoryPlan, state: dict,
+                 threads: dict | None = None):
         self.graph, self.backend, self.plan, self.state = graph, backend, plan, state
+        self.threads = {} if threads is None else threads  # workers -> kind of threads
         xp = backend.xp
         self.arena = xp.empty(max(plan.arena_bytes, 1), dtype=xp.uint8)
         self.env = {key: _view(self.arena, place) for key, place in plan.values.items()}
@@ -115,7 +122,6 @@ class _Program:
         self.env.update({key: state[name] for key, name in plan.in_place.items()})
         self.fed = [(id(leaf), leaf.name) for leaf in graph.leaves() if leaf.name not in state]
         self.dynamic = {key for key, _ in self.fed}  # fed anew each run, or views of those
-        self.threads: dict[int, str] = {}  # by worker count: the step's kind of threads
         self.node_steps = [self._step(node, self.env, self._scratch(position), self.dynamic)
                            for position, node in enumerate(graph.nodes)]
         self.steps = [step for steps in self.node_steps for step in steps]
@@ -164,7 +170,7 @@ class _Program:
             env[key] = feeds.get(name)
         count = base.workers()
         if count > 1 and count not in self.threads:
-            self._first_run(count, env)
+            self._first_run(count, env, feeds)
         else:
             self._run_steps(count, self.threads.get(count, base.WORKER_THREADS), env)
         for name, value in self.plan.copied_updates.items():
@@ -183,9 +189,9 @@ class _Program:
             for step in steps:
                 step(env)
 
-    def _first_run(self, count: int, env) -> None:
-        """The first run at `count` threads, on nnrun's workers, counts the work that chooses
-        the step's threads. Where that choice is BLAS's threads, whose products round otherwise,
+    def _first_run(self, count: int, env, feeds) -> None:
+        """The executor's first run at `count` threads, on nnrun's workers, counts the work
+        that chooses the threads of its steps at every batch size. Where that choice is BLAS's threads, whose products round otherwise,
         the run is undone (what it wrote over the state put back) and run again on them: every
         run at a thread count then rounds alike, and a resumed run, or `nnrun eval` in a new
         process, gives the numbers of a run that never stopped. Not in a data-parallel step:
@@ -193,15 +199,25 @@ class _Program:
         a device, whose products take no host threads (and whose run may be being captured)."""
         xp = self.backend.xp
         again = self.backend.rank_count() == 1 and self.backend.host_threads
-        written = ({name: xp.copy(self.state[name]) for name in set(self.plan.in_place.values())}
+        written = ({name: self._undo_copy(name, feeds) for name in set(self.plan.in_place.values())}
                    if again else {})
         before = base.work_counters()
         self._run_steps(count, base.WORKER_THREADS, env)
-        self.threads[count] = _threads_for(before, base.work_counters())
-        if again and self.threads[count] != base.WORKER_THREADS:
+        kind = self.threads[count] = _threads_for(before, base.work_counters())
+        if again and kind != base.WORKER_THREADS:
             for name, value in written.items():
                 xp.copyto(self.state[name], value)
-            self._run_steps(count, self.threads[count], env)
+            self._run_steps(count, kind, env)
+
+    def _undo_copy(self, name: str, feeds):
+        """The state's values before the run: the array it was just loaded from where that is
+        apart from the executor's buffers and arena (the first step's initial values, a resume's
+        checkpoint), which the run leaves alone; otherwise a copy."""
+        xp, fed = self.backend.xp, feeds.get(name)
+        if fed is None or any(xp.may_share_memory(fed, buffer)
+                              for buffer in (self.state[name].base, self.arena)):
+            return xp.copy(self.state[name])
+        return fed
 
     def _sliced(self, count: int) -> list:
         """The step with each batch segment run as one call over `count` slices of the batch

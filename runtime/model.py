@@ -83,7 +83,7 @@ class Model:
         """train_state, still on the host."""
         state = self.init_params(seed)
         for name, param in self.train_step.optimizer_state.items():
-            state[name] = np.zeros_like(state[param])
+            state[name] = np.zeros(state[param].shape, state[param].dtype)  # calloc: untouched
         return state
 
     def step_feeds(self, state: dict, x, y, lr: float, step: int, seed: int) -> dict:
@@ -126,6 +126,13 @@ class Model:
         # take one path. The other graphs' batches can differ between ranks (their shares).
         return self._executor(self.train_step.graph, capturable=True,
                               agree=self._every_rank_agrees)
+
+    def release_training_step(self) -> str:
+        """Lets the training step's executor go (its state, arenas and captured graph), for
+        the memory of what follows a run, and returns the path it took (step_path)."""
+        path = self.step_path
+        self.__dict__.pop("step_executor", None)
+        return path
 
     @property
     def step_path(self) -> str:

@@ -804,13 +804,16 @@ class Trainer:
                 guard=None) -> dict:
         # The ranks evaluate together: a signal on one of them waits for them all to hear of
         # it (alone, it stops the evaluation at once, as before).
+        # Training is over: its state and the step's buffers go before the final checkpoint is
+        # read and evaluated beside them.
+        self.state, step_path = {}, self.model.release_training_step()
         with guard.deferred() if guard and self.ranks.size > 1 else nullcontext():
             final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
         self._check_signals(guard)
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {
-            "backend": self.backend.name, "step_path": self.model.step_path,
+            "backend": self.backend.name, "step_path": step_path,
             "epochs_run": len(rows), "stopped_early": stopped_early,
             "best_epoch": self.history.best_epoch, "final": final,
             "samples_per_s": _overall_rate(rows),
@@ -834,9 +837,11 @@ class Trainer:
     def _final_metrics(self, checkpoint: Path) -> dict:
         """Every number from one checkpoint: train_loss is its epoch's line of metrics.jsonl,
         the val and test numbers are evaluated on its weights."""
-        saved, meta = self.ranks.from_root(
-            lambda: ckpt.load_checkpoint(checkpoint, self.expected_shapes(), self.spec.dtype))
-        state = {name: self.backend.from_host(saved[name]) for name in self.state}
+        model_shapes = {name: info.shape for name, info in self.model.param_infos.items()}
+        saved, meta = self.ranks.from_root(  # the model's arrays: not its optimizer state
+            lambda: ckpt.load_checkpoint(checkpoint, model_shapes, self.spec.dtype))
+        state = {name: self.backend.from_host(value) for name, value in saved.items()}
+        del saved
         epoch = meta["epoch"]
         row = next((row for row in self.history.rows if row["epoch"] == epoch), {})
         final = {"checkpoint": checkpoint.name, "epoch": epoch, "train_loss": row.get("train_loss")}
