@@ -59,12 +59,14 @@ class Summary:
     def total_params(self) -> int:
         return self.trainable_params + self.non_trainable_params
 
-    def as_json(self) -> dict:
+    def as_json(self, details: bool = False) -> dict:
+        """The keys issue 2 fixed (`summary --format json`); `details`: each layer's inputs,
+        kernel, trainable parameters and mult-adds too, as the table shows them."""
         return {
             "name": self.name,
             "input_shape": self.input_shape,
             "output_shape": self.output_shape,
-            "layers": [self._layer_json(row) for row in self.layers],
+            "layers": [self._layer_json(row, details) for row in self.layers],
             "trainable_params": self.trainable_params,
             "non_trainable_params": self.non_trainable_params,
             "total_params": self.total_params,
@@ -74,11 +76,14 @@ class Summary:
                if self.checkpoint else {}),
         }
 
-    def _layer_json(self, row: LayerRow) -> dict:
-        data = layer_json(row)
+    def _layer_json(self, row: LayerRow, details: bool) -> dict:
+        data = layer_json(row) if details else {key: layer_json(row)[key] for key in LAYER_KEYS}
         if self.sparsity is not None:
             data["sparsity"] = self.layer_sparsity(row)
         return data
+
+
+LAYER_KEYS = ("name", "type", "output_shape", "params", "flops")
 
 
 def layer_json(row: LayerRow) -> dict:

@@ -563,9 +563,12 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
 @click.option("--checkpoint", type=click.Choice(["best", "last"]),
               help="With RUN_DIR: the checkpoint whose sparsity is shown (default: the run's "
                    "final one).")
+@click.option("--details", is_flag=True,
+              help="With --format json: each layer's inputs, kernel, trainable params and "
+                   "mult-adds too.")
 @set_option
 @handle_errors
-def summary(spec, fmt, resolved, checkpoint, overrides) -> None:
+def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
     """Per layer: inputs, output shape, kernel shape, parameters, mult-adds; totals; training
     memory. Of a run directory, also each layer's sparsity in its checkpoint. --resolved
     prints the resolved spec instead."""
@@ -585,7 +588,7 @@ def summary(spec, fmt, resolved, checkpoint, overrides) -> None:
         data = resolved_spec_data(checked.source)
         click.echo(json.dumps(data, indent=2) if fmt == "json" else spec_yaml(data), nl=False)
     elif fmt == "json":
-        click.echo(json.dumps(checked.summary.as_json(), indent=2))
+        click.echo(json.dumps(checked.summary.as_json(details), indent=2))
     else:
         click.echo(summary_text(checked.summary, terminal_width()), nl=False)
     if errors:  # over its budget: the table shows what to cut, then the budget fails

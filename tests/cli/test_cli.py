@@ -65,8 +65,8 @@ model:
 # Section 6: the CLI's summary --format json has exactly these keys.
 SUMMARY_KEYS = {"name", "input_shape", "output_shape", "layers", "trainable_params",
                 "non_trainable_params", "total_params", "flops_per_sample", "train_memory_bytes"}
-LAYER_KEYS = {"name", "type", "inputs", "output_shape", "kernel", "params", "trainable_params",
-              "mult_adds", "flops"}
+LAYER_KEYS = {"name", "type", "output_shape", "params", "flops"}  # issue 2: exactly these
+DETAILED_LAYER_KEYS = LAYER_KEYS | {"inputs", "kernel", "trainable_params", "mult_adds"}
 DIAGNOSTIC_KEYS = {"file", "line", "col", "severity", "where", "message"}
 METRIC_KEYS = {"epoch", "train_loss", "val_loss", "val_accuracy", "lr", "epoch_s", "samples_per_s"}
 FINAL_KEYS = {"checkpoint", "epoch", "train_loss", "val_loss", "val_accuracy", "test_loss",
@@ -506,6 +506,10 @@ def test_summary_json(tiny):
     assert summary["input_shape"] == [2]
     assert summary["output_shape"] == [3]
     assert [set(layer) for layer in summary["layers"]] == [LAYER_KEYS, LAYER_KEYS]
+    detailed = json.loads(assert_ok(invoke("summary", "--format", "json", "--details", tiny)).stdout)
+    assert [set(layer) for layer in detailed["layers"]] == [DETAILED_LAYER_KEYS] * 2
+    assert {key: detailed[key] for key in SUMMARY_KEYS - {"layers"}} == \
+        {key: summary[key] for key in SUMMARY_KEYS - {"layers"}}
     assert [layer["params"] for layer in summary["layers"]] == [2 * 8 + 8, 8 * 3 + 3]
     assert [layer["flops"] for layer in summary["layers"]] == [2 * 2 * 8, 2 * 8 * 3]
     assert summary["trainable_params"] == summary["total_params"] == 51
@@ -556,7 +560,7 @@ def test_summary_shows_inputs_kernel_shape_mult_adds_and_flops():
                                  "156", "117,600", "235,200"]
     assert lenet["maxpool2d_1"][4] == "[2, 2]" and lenet["dense_1"][4] == "[400, 120]"
     assert lenet["total"][-1] == "833,040"
-    summary = json.loads(assert_ok(invoke("summary", "--format", "json",
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json", "--details",
                                           SPECS / "residual-block.yaml")).stdout)
     residual_row = next(layer for layer in summary["layers"] if layer["name"] == "residual")
     assert residual_row["inputs"] == ["stem", "conv_b"]
@@ -568,7 +572,8 @@ def test_summary_totals_are_the_sums_of_the_rows(tmp_path):
     # Issue 10, item 5: batchnorm's running statistics are counted in their row, not only in
     # the total; the table stays aligned with a long layer name.
     spec = write(tmp_path / "bn.yaml", BATCHNORM)
-    summary = json.loads(assert_ok(invoke("summary", "--format", "json", spec)).stdout)
+    summary = json.loads(assert_ok(invoke("summary", "--format", "json", "--details",
+                                          spec)).stdout)
     assert sum(layer["params"] for layer in summary["layers"]) == summary["total_params"]
     assert sum(layer["trainable_params"] for layer in summary["layers"]) == \
         summary["trainable_params"]
