@@ -109,7 +109,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     try:
         with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
             try:
-                ranks.first_meeting(_training_digest(source.spec))
+                ranks.first_meeting(_training_digest(source))
                 resumption, trainer = ranks.together(prepare)
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume, ranks,
@@ -120,12 +120,17 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
         raise
 
 
-def _training_digest(spec) -> str:
+def _training_digest(source) -> str:
     """What must be the same on every rank: the spec, but for the paths of its files, data.path
-    and every init_from (ranks on other machines may find them at other places)."""
-    data = _without_init_from(spec.model_dump(mode="json"))
+    and every init_from (ranks on other machines may find them at other places), and for a
+    model.input_shape read from the data file, which a rank that cannot read it lacks (that
+    rank's data error is then said, not another spec)."""
+    data = _without_init_from(source.spec.model_dump(mode="json"))
     data["data"] = {key: value for key, value in (data.get("data") or {}).items()
                     if key != "path"}
+    written = source.loaded.data.get("model")
+    if not (isinstance(written, dict) and "input_shape" in written):
+        data["model"]["input_shape"] = None
     return ckpt.text_digest(json.dumps(data, sort_keys=True))
 
 

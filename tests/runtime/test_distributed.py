@@ -330,7 +330,7 @@ def test_the_training_digest_is_the_spec_but_its_file_paths():
     from nnrun.runtime.train import _training_digest
 
     def digest(text):
-        return _training_digest(load_spec_text(text).spec)
+        return _training_digest(load_spec_text(text))
 
     spec = ("data: {dataset: npz, path: %s}\nmodel:\n  input_shape: [2]\n  layers: "
             "[{type: dense, units: 2}]\noptimizer: {type: sgd, lr: %s}\n")
@@ -522,6 +522,40 @@ def test_a_spec_error_under_mpiexec_is_said_once(tmp_path):
     done = _run([*mpiexec, "-n", "2", *_nnrun(bad, "--distributed", "--out", "r")], tmp_path)
     assert done.returncode == 1
     assert (done.stdout + done.stderr).count("bad.yaml:2:") == 1, done.stderr
+
+
+def test_a_data_file_missing_on_one_rank_is_said_as_such(tmp_path):
+    """The MPI audit: an npz spec without model.input_shape, its file readable on rank 0 only
+    (a node without the shared file system), was told it 'runs another spec than rank 0': the
+    shape read from the file was part of what the ranks compare."""
+    mpiexec = _mpiexec()
+    (tmp_path / "a" / "data").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype("float32")
+    np.savez(tmp_path / "a" / "data" / "x.npz", x=x, y=(x[:, 0] > 0).astype("int64"))
+    text = ("data: {dataset: npz, path: data/x.npz}\nmodel: {layers: [{type: dense, units: 2}]}"
+            "\ntrain: {epochs: 1, batch_size: 8}\n")
+    specs = [_write_spec(tmp_path / side / "s.yaml", text) for side in "ab"]
+    rank = [[*_nnrun(spec, "--distributed", "--out", "r")] for spec in specs]
+    done = _run([*mpiexec, "-n", "1", *rank[0], ":", "-n", "1", *rank[1]], tmp_path)
+    assert done.returncode == 1
+    said = done.stdout + done.stderr
+    assert "another spec" not in said and said.count("data/x.npz: not found") == 1, said
+
+
+def test_the_training_digest_leaves_out_an_input_shape_read_from_the_data_file(tmp_path):
+    from nnrun.runtime.train import _training_digest
+
+    x = np.zeros((4, 3), "float32")
+    np.savez(tmp_path / "x.npz", x=x, y=np.zeros(4, "int64"))
+    text = "data: {dataset: npz, path: %s}\nmodel: {%slayers: [{type: dense, units: 2}]}\n"
+    readable = load_spec_text(text % (tmp_path / "x.npz", ""))
+    assert list(readable.spec.model.input_shape) == [3]  # filled in from the file
+    missing = load_spec_text(text % (tmp_path / "gone.npz", ""))
+    assert _training_digest(readable) == _training_digest(missing)
+    declared = [load_spec_text(text % (tmp_path / "x.npz", f"input_shape: [{shape}], "))
+                for shape in (3, 4)]
+    assert _training_digest(declared[0]) != _training_digest(declared[1])
 
 
 def test_cupy_missing_under_mpiexec_is_said_once(tmp_path):
