@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.compiler.frontend import with_overrides
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
@@ -23,6 +24,7 @@ from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import checkpoint_meta
 from .data import augment_batch
 from .executor import Executor
+from .schedules import depends_on_length
 from .train import History, Trainer, epoch_batches
 
 
@@ -78,15 +80,22 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
                          "inputs of its steps come from (data: {dataset: ...})")
     trainer = Trainer(source, "numpy", quiet=True, command="trace")
-    trainer.history = History()  # the schedule counts from epoch 1
+    loaded, done = read_weights(weights, trainer) if weights is not None else ({}, {})
+    done_epochs, extension = done.get("epoch", 0), []
+    epochs = _epochs_to_cover(trainer.spec, len(trainer.data.train.x), done_epochs, steps)
+    if epochs > trainer.spec.train.epochs:  # past the run's end: as a resume with --epochs
+        extension.append(_extended(trainer.spec, done_epochs, steps, epochs, weights))
+        trainer = Trainer(with_overrides(source, [f"train.epochs={epochs}"]), "numpy",
+                          quiet=True, command="trace")
+    # The schedule counts from epoch 1, or from where the checkpoint's run restarted it; a
+    # cosine schedule extended past the run's end restarts where the weights were saved.
+    restarted = done_epochs if extension and done_epochs and \
+        depends_on_length(trainer.spec.optimizer.schedule) else done.get("schedule_start", 0)
+    trainer.history = History(schedule_start=restarted)
     model, spec = trainer.model, trainer.spec
     executor = Executor(eliminate_dead_code(build_train_step(spec, traced=True).graph),
                         model.backend)
-    state, done = model.train_state(), {"epoch": 0, "step": 0}
-    if weights is not None:
-        loaded, done = read_weights(weights, trainer)
-        state.update(loaded)
-    _check_within_the_run(spec, len(trainer.data.train.x), done["epoch"], steps)
+    state, done = {**model.train_state(), **loaded}, {"epoch": done_epochs, "step": 0, **done}
     traced = []
     for epoch, index, count, batch, rng in _batches_from(trainer, done["epoch"] + 1, steps):
         lr = trainer.learning_rate(epoch, index, count)
@@ -103,31 +112,28 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         traced.append(step)
         state = {**state, **updates}
-    return Trace(spec, traced, _notes(spec, model.lowered.logits.type.shape[1]))
+    notes = extension + _notes(spec, model.lowered.logits.type.shape[1])
+    return Trace(spec, traced, notes)
 
 
-def _check_within_the_run(spec, samples: int, done_epochs: int, steps: int) -> None:
-    """The steps are training's own: none past train.epochs (a schedule has no rate there)."""
+def _epochs_to_cover(spec, samples: int, done_epochs: int, steps: int) -> int:
+    """The train.epochs the steps after `done_epochs` need (the spec's, or more)."""
     per_epoch = math.ceil(samples / spec.train.batch_size)
-    left = max(spec.train.epochs - done_epochs, 0) * per_epoch
-    if not left:  # a finished run's checkpoint
-        raise TraceError(f"the weights are of epoch {done_epochs} and train.epochs is "
-                         f"{spec.train.epochs}: trace further with --set train.epochs="
-                         f"{done_epochs + math.ceil(steps / per_epoch)} (or more)")
-    if steps > left:
-        start = f" after epoch {done_epochs}" if done_epochs else ""
-        epochs = spec.train.epochs - done_epochs
-        raise TraceError(f"--steps {steps} goes past the run's end: {_counted(left, 'step')} "
-                         f"{'is' if left == 1 else 'are'} left{start} ({_counted(epochs, 'epoch')}"
-                         f" of {_counted(per_epoch, 'batch')} each, train.epochs "
-                         f"{spec.train.epochs}); ask for fewer, or trace further with --set "
-                         f"train.epochs={done_epochs + math.ceil(steps / per_epoch)}")
+    return max(spec.train.epochs, done_epochs + math.ceil(steps / per_epoch))
 
 
-def _counted(count: int, noun: str) -> str:
-    """`1 batch`, `2 batches`."""
-    plural = noun + ("es" if noun.endswith(("tch", "sh", "s", "x")) else "s")
-    return f"{count} {noun if count == 1 else plural}"
+def _extended(spec, done_epochs: int, steps: int, epochs: int, weights) -> str:
+    """The note of a trace that goes past train.epochs, traced as training would go on."""
+    ran = spec.train.epochs
+    if weights is not None and done_epochs >= ran:  # a finished run's checkpoint
+        start = f"the weights are of epoch {done_epochs}, the run's last (train.epochs {ran})"
+    else:
+        start = f"--steps {steps} goes past train.epochs {ran}"
+    cosine = (f"; the cosine schedule restarts at epoch {done_epochs + 1}"
+              if depends_on_length(spec.optimizer.schedule) and done_epochs else "")
+    resumed = f"nnrun train --resume RUN_DIR --epochs {epochs}" if done_epochs else \
+        f"nnrun train --epochs {epochs}"
+    return f"{start}: traced with train.epochs {epochs}, as `{resumed}` trains{cosine}"
 
 
 def _batches_from(trainer, first_epoch: int, steps: int):

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 import nnrun
 from nnrun.cli import main
-from nnrun.runtime.checkpoint import load_checkpoint
+from nnrun.runtime.checkpoint import checkpoint_meta, load_checkpoint
+from nnrun.runtime.schedules import learning_rate
 from nnrun.runtime.trace import TraceError, trace
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -254,12 +255,18 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
     saved, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     assert any(name.startswith("opt/") for name in saved)
-    with pytest.raises(TraceError, match="the weights are of epoch 1 and train.epochs is 1: "
-                                         "trace further with --set train.epochs=2"):
-        trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
+    # The run's last checkpoint (issue 11: "--weights takes a checkpoint and continues that
+    # run"): traced on as `--resume --epochs 2` trains, without asking for --set (the issues
+    # audit: refused before), and the same steps as with it.
+    extended = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
+    assert extended.notes[0] == ("the weights are of epoch 1, the run's last (train.epochs 1): "
+                                 "traced with train.epochs 2, as `nnrun train --resume RUN_DIR "
+                                 "--epochs 2` trains")
     longer = nnrun.load_spec(spec, ["train.epochs=2"])  # as the resume below
     step = trace(longer, weights=tmp_path / "run" / "last.npz").steps[0]
     assert (step.step, step.epoch, step.batch) == (3, 2, 1)
+    for param, same in zip(step.params, extended.steps[0].params):
+        np.testing.assert_array_equal(param.updated, same.updated)
     for param in step.params:
         np.testing.assert_array_equal(param.value, saved[param.name])
     nnrun.train(spec, resume=tmp_path / "run", overrides=["train.epochs=2"], quiet=True,
@@ -267,9 +274,37 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
     for param in step.params:
         np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
-    with pytest.raises(TraceError, match="the weights are of epoch 2 and train.epochs is 1: "
-                                         r"trace further with --set train.epochs=3 \(or more\)"):
-        trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")  # a run gone past
+    gone_past = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
+    assert gone_past.steps[0].epoch == 3 and "traced with train.epochs 3" in gone_past.notes[0]
+
+
+def test_a_finished_cosine_run_is_traced_on_as_its_resume_restarts_the_schedule(tmp_path):
+    """Extending a run restarts a cosine schedule at the resumed epoch (cli.md, Resume): the
+    trace of the run's last checkpoint takes the rate that resume takes."""
+    spec = tmp_path / "cosine.yaml"
+    spec.write_text(MIXED.replace("optimizer: {type: sgd, lr: 0.05, momentum: 0.9}",
+                                  "optimizer: {type: sgd, lr: 0.05, schedule: {type: cosine, "
+                                  "min_lr: 0.001}}").replace("epochs: 1", "epochs: 2"))
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=4)
+    meta = checkpoint_meta(tmp_path / "run" / "last.npz")
+    assert meta["epoch"] == 2  # the run's end: max_steps cut both epochs short
+    traced = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
+    assert traced.notes[0].endswith("; the cosine schedule restarts at epoch 3")
+    nnrun.train(spec, resume=tmp_path / "run", epochs=3, quiet=True, max_steps=1)
+    resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert traced.steps[0].lr == pytest.approx(0.05)  # the restart's first rate: optimizer.lr
+    for param in traced.steps[0].params:
+        np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
+    # a checkpoint of the restarted run: its schedule counts from the restart (its meta's
+    # schedule_start), where the trace counted from epoch 1
+    assert checkpoint_meta(tmp_path / "run" / "last.npz")["schedule_start"] == 2
+    longer = nnrun.load_spec(tmp_path / "run" / "spec.yaml", ["train.epochs=5"])
+    further = trace(longer, weights=tmp_path / "run" / "last.npz")
+    assert not any("traced with train.epochs" in note for note in further.notes)  # not extended
+    steps = math.ceil(further_samples(longer) / 4)
+    assert further.steps[0].epoch == 4
+    assert further.steps[0].lr == learning_rate(longer.spec.optimizer, 3, 0, steps, 5,
+                                                restarted_at=2)
 
 
 def test_a_checkpoint_is_checked_and_cast_as_plain_weights_are(tmp_path):
@@ -335,15 +370,25 @@ def test_the_weight_decay_note_says_the_rule_the_update_follows(optimizer):
     close(param["updated"], expected)
 
 
-def test_steps_past_the_run_s_end_say_how_many_epochs_to_set():
-    """The course audit read "(train.epochs 2 of 1 batches)"; the advice now names the value."""
-    result = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25"])
-    assert result.exit_code == 1
-    assert ("20 steps are left (20 epochs of 1 batch each, train.epochs 20); ask for fewer, or "
-            "trace further with --set train.epochs=25") in result.output
+def further_samples(source) -> int:
+    from nnrun.runtime.train import Trainer
+
+    return len(Trainer(source, "numpy", quiet=True).data.train.x)
+
+
+def test_steps_past_the_run_s_end_are_traced_as_a_longer_run():
+    """--steps beyond train.epochs was refused (the issues audit: the issue names
+    `--steps N` with no bound); they are traced as a run of as many epochs as they need, which
+    the first line of the notes says, the same steps as with that --set."""
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    traced = json.loads(result.output)
+    assert len(traced["steps"]) == 25
+    assert traced["notes"][0] == ("--steps 25 goes past train.epochs 20: traced with "
+                                  "train.epochs 25, as `nnrun train --epochs 25` trains")
     followed = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25", "--set",
                                          "train.epochs=25", "--format", "json"])
-    assert followed.exit_code == 0 and len(json.loads(followed.output)["steps"]) == 25
+    assert json.loads(followed.output)["steps"] == traced["steps"]
 
 
 def test_weights_beyond_the_dtype_are_refused_after_the_cast(tmp_path):
