@@ -94,9 +94,11 @@ def _split_over_workers(task, parts: list[slice]) -> None:
         for part in parts:
             task(part)
         return
-    # NumPy's error settings are the thread's: the caller's, there too (its callback with them)
+    # NumPy's error settings and ufunc buffer size are the thread's: the caller's, there too
+    # (its error callback with them)
     settings = {**np.geterr(), "call": np.geterrcall()}
-    pending = [pool.submit(_with_errors, settings, task, part) for part in parts[1:]]
+    pending = [pool.submit(_with_callers_settings, settings, np.getbufsize(), task, part)
+               for part in parts[1:]]
     task(parts[0])
     for future in pending:
         future.result()
@@ -194,9 +196,13 @@ def work_counters() -> tuple[int, int]:
     return _WORKERS["split_bytes"], _WORKERS["product_flops"]
 
 
-def _with_errors(settings: dict, task, part: slice) -> None:
-    with np.errstate(**settings):
-        task(part)
+def _with_callers_settings(settings: dict, bufsize: int, task, part: slice) -> None:
+    saved = np.setbufsize(bufsize)
+    try:
+        with np.errstate(**settings):
+            task(part)
+    finally:
+        np.setbufsize(saved)
 
 
 def _pool(size: int) -> ThreadPoolExecutor | None:
@@ -376,6 +382,14 @@ class ArrayBackend(FusedKernels):
         """A block of elementwise work over strided views with short contiguous runs: where
         the array module buffers them, with small buffers (NumPy: numpy_backend.py)."""
         return nullcontext()
+
+    def begin_short_buffers(self):
+        """short_buffers without a context manager (a step's, which must allocate little):
+        returns what end_short_buffers puts back."""
+        return None
+
+    def end_short_buffers(self, saved) -> None:
+        pass
 
     def col2im_into(self, cols, kernel, stride, dilation, x):
         x.fill(0)

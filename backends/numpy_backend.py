@@ -82,16 +82,23 @@ class NumpyBackend(ArrayBackend):
 
     @contextmanager
     def short_buffers(self):
-        # Over strided views whose contiguous runs are short (col2im's additions, pooling's
-        # window offsets, a reduction over a window axis), NumPy's ufuncs copy through
-        # buffers of bufsize elements per operand, allocated at each call (3 x 32 KB by
-        # default), which a step that allocates nothing (issue 7) cannot have. 1024 elements
-        # keep them at 12 KB, measured at the same speed.
-        saved = np.setbufsize(SHORT_BUFFER)
+        # Over strided or broadcast operands (col2im's additions, pooling's window offsets, a
+        # reduction over a window axis, a per-channel scale), NumPy's ufuncs allocate buffers
+        # of bufsize elements per operand at each call (3 x 32 KB by default), which a step
+        # that allocates nothing (issue 7) cannot have: the planned executor runs its steps
+        # inside this (begin_short_buffers). 512 elements keep them at 6 KB in float32, at
+        # the same speed (docs/benchmarks.md, Memory; 256 was 2-3% slower on small convs).
+        saved = self.begin_short_buffers()
         try:
             yield
         finally:
-            np.setbufsize(saved)
+            self.end_short_buffers(saved)
+
+    def begin_short_buffers(self) -> int:
+        return np.setbufsize(SHORT_BUFFER)
+
+    def end_short_buffers(self, saved: int) -> None:
+        np.setbufsize(saved)
 
     def take_into(self, table, indices, out, axis=None) -> None:
         # mode="raise", the default, checks bounds through a temporary copy of the output
@@ -105,7 +112,7 @@ class NumpyBackend(ArrayBackend):
 
 
 ZERO_BLOCK = 32768  # elements: 128 KiB of float32, within a core's L2 cache
-SHORT_BUFFER = 1024  # elements per operand of NumPy's ufunc buffers, within short_buffers
+SHORT_BUFFER = 512  # elements per operand of NumPy's ufunc buffers, within short_buffers
 
 
 @lru_cache(maxsize=256)

@@ -185,9 +185,13 @@ class _Program:
         if (count > 1 and self.plan.segments and self.plan.batch >= count
                 and kind == base.WORKER_THREADS):
             steps = self.sliced_steps.get(count) or self._sliced(count)
-        with base.step_threads(kind):
-            for step in steps:
-                step(env)
+        saved = self.backend.begin_short_buffers()  # NumPy's per-call buffers kept small
+        try:
+            with base.step_threads(kind):
+                for step in steps:
+                    step(env)
+        finally:
+            self.backend.end_short_buffers(saved)
 
     def _first_run(self, count: int, env, feeds) -> None:
         """The executor's first run at `count` threads, on nnrun's workers, counts the work
