@@ -64,8 +64,9 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
 
     spec = source.spec
     if spec.data is None:
-        raise UserError(f"{source.loaded.filename}: has no data section to preview "
-                        "(data: {dataset: ...})")
+        from nnrun.runtime.train import no_data_section
+
+        raise no_data_section(source, "a preview needs")
     seed = spec.seed if seed is None else seed
     data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype,
                         ignore_index=getattr(spec.loss, "ignore_index", None))

@@ -25,7 +25,7 @@ from .checkpoint import checkpoint_meta
 from .data import augment_batch
 from .executor import Executor
 from .schedules import depends_on_length
-from .train import History, Trainer, epoch_batches
+from .train import History, Trainer, epoch_batches, no_data_section
 
 
 class TraceError(Exception):
@@ -77,8 +77,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     weights or those of `weights` (an .npz of parameters by name; a run's checkpoint: its
     parameters and optimizer state, and the trace goes on from its epoch and step)."""
     if source.spec.data is None:
-        raise TraceError(f"{source.loaded.filename}: a trace needs a data section, where the "
-                         "inputs of its steps come from (data: {dataset: ...})")
+        raise no_data_section(source, "a trace needs")
     trainer = Trainer(source, "numpy", quiet=True, command="trace")
     loaded, done = read_weights(weights, trainer) if weights is not None else ({}, {})
     done_epochs, extension = done.get("epoch", 0), []

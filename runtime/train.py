@@ -272,8 +272,7 @@ class Trainer:
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         if self.spec.data is None:
-            raise TrainingError(f"{source.loaded.filename}: training needs a data section "
-                                "(data: {dataset: ...})")
+            raise no_data_section(source, "training needs")
         check_batch(self.spec.train.batch_size, ranks.size)
         # Refuse a model too big for memory before the data loads, when its shape allows.
         if input_shape_known(self.spec):
@@ -878,6 +877,15 @@ class Trainer:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def no_data_section(source, needs: str) -> SpecError:
+    """The spec's error for a command that needs data of a spec without any, at the top of the
+    file (or the --set that removed it)."""
+    origin = Origin("data", keys=("data",))
+    return SpecError([source.diagnostic(origin, f"{needs} a data section, where the samples "
+                                                "come from; add one, e.g. data: {dataset: "
+                                                "digits} (docs/spec-reference.md, data)")])
 
 
 class StepLosses:

@@ -90,7 +90,8 @@ def test_preview_errors_are_one_line(tmp_path):
     pytest.importorskip("matplotlib")
     no_data = "model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\n"
     result, _ = _preview(tmp_path, no_data)
-    assert result.exit_code == 1 and "has no data section" in result.stderr
+    assert result.exit_code == 1 and \
+        "spec.yaml:1:1: error: data: a preview needs a data section" in result.stderr
     spec = tmp_path / "spec.yaml"
     missing_dir = tmp_path / "nowhere" / "grid.png"
     result = CliRunner().invoke(main, ["data", "preview", str(spec), "--out", str(missing_dir)])

@@ -244,7 +244,8 @@ train: {batch_size: 2, metrics: [mse]}
 
     refused = CliRunner().invoke(main, ["trace", str(spec), "--set", "data=null",
                                         "--set", "model.input_shape=[2]"])
-    assert refused.exit_code == 1 and "needs a data section" in refused.output
+    assert refused.exit_code == 1 and "--set data=null: a trace needs a data section" in \
+        refused.output
 
 
 def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):

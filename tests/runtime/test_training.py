@@ -192,3 +192,24 @@ def test_accuracy_leaves_out_the_labels_ignore_index_marks():
     totals.add({"loss": np.float32(1.0), "logits": logits, "prediction": logits}, Batch())
     totals.read()
     assert totals.means("val_")["val_accuracy"] == 0.5
+
+
+def test_a_spec_without_data_is_refused_at_its_position_before_a_run_directory(tmp_path):
+    """DESIGN.md: every error names the YAML position; the DESIGN audit found train's refusal
+    of a spec without data as a bare line. The Python API raises it as the spec's error."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = tmp_path / "nodata.yaml"
+    spec.write_text("model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"{spec}:1:1: error: data: training needs a data section")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    try:
+        nnrun.train(spec, out_dir=tmp_path / "run")
+    except nnrun.SpecError as error:
+        assert "e.g. data: {dataset: digits}" in str(error)
+    else:
+        raise AssertionError("trained without data")
