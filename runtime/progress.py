@@ -83,7 +83,7 @@ class EpochProgress:
         head = (f"{self.label}: {self.steps} batches in {seconds:.1f} s "
                 f"({self.steps / max(seconds, 1e-9):.1f} batch/s)")
         items = [f"{k} {_fmt(v)}" for k, v in row.items()
-                 if k.startswith(("train_", "val_")) or k == "sparsity"]
+                 if (k.startswith(("train_", "val_")) or k == "sparsity") and v is not None]
         if "grad_norm_min" in row:  # train.log_grad_norms: the extremes over the layers
             items.append(f"grad_norm {row['grad_norm_min']:.3g} ({row['grad_norm_min_layer']}) "
                          f"to {row['grad_norm_max']:.3g} ({row['grad_norm_max_layer']})")

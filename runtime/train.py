@@ -528,7 +528,7 @@ class Trainer:
         self._warn_if_loss_rose(row["train_loss"], losses, epoch, lr)
         self._average_running_statistics()
         self._check_state_is_finite(epoch, row["train_loss"], lr)
-        row.update(self.evaluate_split("val"))
+        row.update(self.evaluate_split("val") or self.no_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
         if self.grad_norms:
@@ -853,14 +853,13 @@ class Trainer:
             final["sparsity"] = round(self.pruner.sparsity(state, self.backend.to_host), 6)
             self._say_if_less_sparse(checkpoint, epoch, meta.get("pruning_sparsity") or 0.0,
                                      final["sparsity"])
-        for split in ("val", "test"):
-            final.update(self.evaluate_split(split, state))
-        final.setdefault("val_loss", None)
-        final.setdefault("test_loss", None)
-        for name in map(metric_name, self.metrics):  # the same keys with or without a split
-            final.setdefault(f"val_{name}", None)
-            final.setdefault(f"test_{name}", None)
+        for split in ("val", "test"):  # the same keys with or without a split
+            final.update(self.evaluate_split(split, state) or self.no_split(split))
         return final
+
+    def no_split(self, split: str) -> dict:
+        """A split's keys, null: a run without that split writes them all the same."""
+        return {f"{split}_{name}": None for name in ("loss", *map(metric_name, self.metrics))}
 
 
     def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float,

@@ -213,3 +213,20 @@ def test_a_spec_without_data_is_refused_at_its_position_before_a_run_directory(t
         assert "e.g. data: {dataset: digits}" in str(error)
     else:
         raise AssertionError("trained without data")
+
+
+def test_a_run_without_a_validation_split_writes_its_val_keys_as_null(tmp_path):
+    """DESIGN.md lists val_loss and val_accuracy in every line of metrics.jsonl; a run
+    without a validation split left them out, where summary.json's final holds them as null."""
+    spec = nnrun.load_spec_text("data: {dataset: xor, n_samples: 64}\nmodel:\n  layers:\n"
+                                "    - {type: dense, units: 4, activation: tanh}\n"
+                                "    - {type: dense, units: 1, activation: sigmoid}\n"
+                                "loss: binary_cross_entropy\n"
+                                "train: {epochs: 2, batch_size: 16, metrics: [accuracy, mae]}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [(row["val_loss"], row["val_accuracy"], row["val_mae"]) for row in rows] == \
+        [(None, None, None)] * 2
+    assert all(isinstance(row["train_mae"], float) for row in rows)
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    assert final["val_loss"] is None and final["test_loss"] is not None
