@@ -83,6 +83,9 @@ class Alone:
     def first_meeting(self, spec_digest: str) -> None:
         pass
 
+    def same_data(self, shapes: dict) -> None:
+        pass
+
     def raise_together(self, error: BaseException):
         raise error
 
@@ -197,6 +200,21 @@ class MpiRanks:
                 "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
                 "command on every rank"))
 
+    def same_data(self, shapes: dict) -> None:
+        """After every rank loaded the data: each split's shape (`shapes`), the same on every
+        rank, or all stop. The spec's digest leaves out what is read from the data files
+        (their paths, an input_shape taken from them), which ranks on other machines may find
+        elsewhere, or differing."""
+        with self.waiting("at the start of training"):
+            everyone = self.comm.allgather(shapes)
+        differing = [rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]]
+        if differing:
+            rank = differing[0]
+            self.raise_together(DistributedError(
+                f"rank {rank} of {self.size} loaded other data than rank 0 "
+                f"({_shapes_text(everyone[rank])}, against {_shapes_text(everyone[0])}): "
+                "its data files differ; give every rank the same files"))
+
     def raise_together(self, error: BaseException):
         """Stop every rank, each calling this with the same decision: rank 0 raises `error`
         (and reports it), the others exit quietly with its exit code."""
@@ -221,6 +239,11 @@ class MpiRanks:
         error) ends them."""
         if not self.agreed:
             atexit.register(self.comm.Abort, 1)
+
+
+def _shapes_text(shapes: dict) -> str:
+    """`train x [200, 3], test x [40, 3]`."""
+    return ", ".join(f"{split} x {list(shape)}" for split, shape in shapes.items())
 
 
 def _portable(error: BaseException) -> BaseException:

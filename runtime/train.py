@@ -111,6 +111,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
             try:
                 ranks.first_meeting(_training_digest(source))
                 resumption, trainer = ranks.together(prepare)
+                ranks.same_data(trainer.data_shapes())
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume, ranks,
                                                allow_changes) from None
@@ -367,6 +368,11 @@ class Trainer:
         """What a checkpoint holds: the state, and the pruning masks when pruning."""
         masks = self.pruner.saved_masks(self.backend.to_host) if self.pruner else {}
         return {**self.host_state(), **masks}
+
+    def data_shapes(self) -> dict:
+        """Each split's samples' shape, the batch axis first (the ranks compare them)."""
+        splits = {split: getattr(self.data, split) for split in ("train", "val", "test")}
+        return {split: tuple(data.x.shape) for split, data in splits.items() if data is not None}
 
     def expected_shapes(self) -> dict:
         shapes = {name: info.shape for name, info in self.model.param_infos.items()}

@@ -543,6 +543,28 @@ def test_a_data_file_missing_on_one_rank_is_said_as_such(tmp_path):
     assert "another spec" not in said and said.count("data/x.npz: not found") == 1, said
 
 
+def test_ranks_whose_data_files_differ_stop_together_in_one_line(tmp_path):
+    """The review of the digest change: with the shape read from the files out of the spec
+    comparison, ranks whose npz files held 3 and 4 features met an internal error ('fed
+    shape (3, 2), expected (4, 2)') in the first step. The ranks now compare the shapes of the
+    data they loaded."""
+    mpiexec = _mpiexec()
+    text = ("data: {dataset: npz, path: x.npz}\nmodel: {layers: [{type: dense, units: 2}]}"
+            "\ntrain: {epochs: 1, batch_size: 8}\n")
+    specs = []
+    for side, features in (("a", 3), ("b", 4)):
+        (tmp_path / side).mkdir()
+        x = np.random.default_rng(0).normal(size=(40, features)).astype("float32")
+        np.savez(tmp_path / side / "x.npz", x=x, y=(x[:, 0] > 0).astype("int64"))
+        specs.append(_write_spec(tmp_path / side / "s.yaml", text))
+    rank = [[*_nnrun(spec, "--distributed", "--out", "r")] for spec in specs]
+    done = _run([*mpiexec, "-n", "1", *rank[0], ":", "-n", "1", *rank[1]], tmp_path)
+    said = done.stdout + done.stderr
+    assert done.returncode == 1 and "internal error" not in said, said
+    assert said.count("error: rank 1 of 2 loaded other data than rank 0 (train x [40, 4], "
+                      "against train x [40, 3]): its data files differ") == 1
+
+
 def test_the_training_digest_leaves_out_an_input_shape_read_from_the_data_file(tmp_path):
     from nnrun.runtime.train import _training_digest
 
