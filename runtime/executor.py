@@ -59,10 +59,13 @@ class PlannedExecutor:
         self.layout = state_layout(graph)
         self.max_plans = max_plans  # an epoch's last, smaller batch gets a plan of its own
         self.programs: dict[int, _Program] = {}
-        # workers -> the kind of threads the first run at that count chose, for every batch
-        # size's plan: a later plan (an epoch's last, smaller batch; a plan let go for memory
-        # and made again) neither counts again nor copies the state to undo a run
-        self.threads: dict[int, str] = {}
+        # The kind of threads each first run chose, by (batch, workers), kept when a plan is
+        # let go for memory and made again. A training step's choice is by workers alone, for
+        # every batch size's plan: its first run is the full batch's (in a run and when it is
+        # resumed), and a later plan (the epoch's last, smaller batch) then neither counts
+        # again nor copies the state to undo its run. An evaluation's plans choose each for
+        # itself: a run's validation batches come first there, a new process's test batches.
+        self.threads: dict = {}
         xp = backend.xp
         self.state_buffer = xp.empty(max(self.layout.nbytes, 1), dtype=xp.uint8)
         self.state = {name: _view(self.state_buffer, place)  # views of one buffer, by name
@@ -113,7 +116,11 @@ class _Program:
     def __init__(self, graph: Graph, backend, plan: MemoryPlan, state: dict,
                  threads: dict | None = None):
         self.graph, self.backend, self.plan, self.state = graph, backend, plan, state
-        self.threads = {} if threads is None else threads  # workers -> kind of threads
+        self.threads = {} if threads is None else threads  # see PlannedExecutor.threads
+        # what a choice of threads is kept under: the workers, with the batch size where the
+        # graph updates no state (nothing to undo)
+        self.choice = (lambda count: count) if graph.updates else \
+            (lambda count: (plan.batch, count))
         xp = backend.xp
         self.arena = xp.empty(max(plan.arena_bytes, 1), dtype=xp.uint8)
         self.env = {key: _view(self.arena, place) for key, place in plan.values.items()}
@@ -169,10 +176,11 @@ class _Program:
         for key, name in self.fed:
             env[key] = feeds.get(name)
         count = base.workers()
-        if count > 1 and count not in self.threads:
+        if count > 1 and self.choice(count) not in self.threads:
             self._first_run(count, env, feeds)
         else:
-            self._run_steps(count, self.threads.get(count, base.WORKER_THREADS), env)
+            self._run_steps(count, self.threads.get(self.choice(count), base.WORKER_THREADS),
+                            env)
         for name, value in self.plan.copied_updates.items():
             xp.copyto(self.state[name], env[id(value)])
         outputs = {name: env[id(v)] for name, v in self.graph.outputs.items()}
@@ -194,20 +202,21 @@ class _Program:
             self.backend.end_short_buffers(saved)
 
     def _first_run(self, count: int, env, feeds) -> None:
-        """The executor's first run at `count` threads, on nnrun's workers, counts the work
-        that chooses the threads of its steps at every batch size. Where that choice is BLAS's threads, whose products round otherwise,
-        the run is undone (what it wrote over the state put back) and run again on them: every
-        run at a thread count then rounds alike, and a resumed run, or `nnrun eval` in a new
-        process, gives the numbers of a run that never stopped. Not in a data-parallel step:
-        its reductions would run twice on this rank, and once on a rank of one thread; nor on
-        a device, whose products take no host threads (and whose run may be being captured)."""
+        """The first run at `count` threads (of the executor, or of this batch size's plan:
+        PlannedExecutor.threads), on nnrun's workers, counts the work that chooses the threads.
+        Where that choice is BLAS's threads, whose products round otherwise, the run is undone
+        (what it wrote over the state put back) and run again on them: every run at a thread
+        count then rounds alike, and a resumed run, or `nnrun eval` in a new process, gives the
+        numbers of a run that never stopped. Not in a data-parallel step: its reductions would
+        run twice on this rank, and once on a rank of one thread; nor on a device, whose
+        products take no host threads (and whose run may be being captured)."""
         xp = self.backend.xp
         again = self.backend.rank_count() == 1 and self.backend.host_threads
         written = ({name: self._undo_copy(name, feeds) for name in set(self.plan.in_place.values())}
                    if again else {})
         before = base.work_counters()
         self._run_steps(count, base.WORKER_THREADS, env)
-        kind = self.threads[count] = _threads_for(before, base.work_counters())
+        kind = self.threads[self.choice(count)] = _threads_for(before, base.work_counters())
         if again and kind != base.WORKER_THREADS:
             for name, value in written.items():
                 xp.copyto(self.state[name], value)

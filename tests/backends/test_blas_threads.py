@@ -254,3 +254,35 @@ def test_the_slices_on_workers_keep_the_callers_error_callback(monkeypatch):
         assert base.split_where_it_pays(lambda part: np.multiply(big[part], 10, out=out[part]),
                                         64, 1)
     assert seen == ["overflow", "overflow"]
+
+
+def test_an_evaluation_chooses_its_threads_per_batch_size(monkeypatch):
+    """The review of the per-executor choice: a run's evaluation met its small validation
+    batches first, took nnrun's workers, and its test batches of 1000 inherited them, where
+    `nnrun eval` in a new process chose BLAS's threads for them: the final test_loss and eval's
+    differed in the last digits. Evaluation graphs (no state to undo) choose per batch size;
+    only a training step's choice, made on its full batch, serves its smaller last batch."""
+    import nnrun
+
+    chosen = []
+
+    def by_size(before, after):  # the first run's counters: large products only at 1000
+        chosen.append(BLAS_THREADS if after[1] - before[1] > 10**8 else WORKER_THREADS)
+        return chosen[-1]
+
+    monkeypatch.setattr(executor, "_threads_for", by_size)
+    spec = nnrun.load_spec_text("model:\n  input_shape: [64]\n  layers:\n"
+                                "    - {type: dense, units: 1000, activation: relu}\n"
+                                "    - {type: dense, units: 10}\n")
+    x = np.random.default_rng(0).normal(size=(1000, 64))
+    outputs = []
+    for first in (None, 5):
+        model = nnrun.compile(spec)
+        params = model.init_params()
+        with thread_limit(2):
+            if first:
+                model.forward(params, x[:first])
+            outputs.append(model.forward(params, x))
+        planned = getattr(model.forward_executor, "planned", model.forward_executor)
+        assert planned.threads[1000, 2] == BLAS_THREADS
+    np.testing.assert_array_equal(*outputs)

@@ -506,7 +506,8 @@ def test_summary_json(tiny):
     assert summary["input_shape"] == [2]
     assert summary["output_shape"] == [3]
     assert [set(layer) for layer in summary["layers"]] == [LAYER_KEYS, LAYER_KEYS]
-    detailed = json.loads(assert_ok(invoke("summary", "--format", "json", "--details", tiny)).stdout)
+    detailed = json.loads(assert_ok(invoke("summary", "--format", "json", "--details",
+                                           tiny)).stdout)
     assert [set(layer) for layer in detailed["layers"]] == [DETAILED_LAYER_KEYS] * 2
     assert {key: detailed[key] for key in SUMMARY_KEYS - {"layers"}} == \
         {key: summary[key] for key in SUMMARY_KEYS - {"layers"}}

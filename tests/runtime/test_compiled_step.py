@@ -310,7 +310,7 @@ def test_fused_ops_are_only_emitted_where_their_gradient_allows():
 # cast (a bias, a boolean mask, a batchnorm scale) or when the contiguous runs are short
 # (col2im's strided additions): transient, the same at any batch size. The kernels copy
 # instead of broadcasting or casting where they can (copies do not allocate), and a step runs
-# with buffers of 256 elements, so every workload of the issue stays under 1% at its batch of
+# with buffers of 512 elements, so every workload of the issue stays under 1% at its batch of
 # 128, and every shipped spec whose plan is not tiny at its own batch size (below, at two
 # threads too).
 @pytest.mark.parametrize("name, batch, overrides", [
