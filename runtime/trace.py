@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
+from nnrun.compiler.loader import load_yaml_file, load_yaml_text
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
@@ -87,9 +89,18 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         trainer = Trainer(with_overrides(source, [f"train.epochs={epochs}"]), "numpy",
                           quiet=True, command="trace")
     # The schedule counts from epoch 1, or from where the checkpoint's run restarted it; a
-    # cosine schedule extended past the run's end restarts where the weights were saved.
-    restarted = done_epochs if extension and done_epochs and \
-        depends_on_length(trainer.spec.optimizer.schedule) else done.get("schedule_start", 0)
+    # cosine schedule of another length than the run's (extended here, or by --set) restarts
+    # where the weights were saved, as `train --resume` with that length restarts it.
+    ran_for = _run_epochs(weights, done) if weights is not None else None
+    restarted = done.get("schedule_start", 0)
+    if done_epochs and depends_on_length(trainer.spec.optimizer.schedule) and \
+            (extension or (ran_for is not None and ran_for != trainer.spec.train.epochs)):
+        restarted = done_epochs
+        if not extension:
+            extension.append(f"train.epochs is {trainer.spec.train.epochs}, the run's "
+                             f"{ran_for}: the cosine schedule restarts at epoch "
+                             f"{done_epochs + 1}, as `nnrun train --resume RUN_DIR --epochs "
+                             f"{trainer.spec.train.epochs}` restarts it")
     trainer.history = History(schedule_start=restarted)
     model, spec = trainer.model, trainer.spec
     executor = Executor(eliminate_dead_code(build_train_step(spec, traced=True).graph),
@@ -113,6 +124,25 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         state = {**state, **updates}
     notes = extension + _notes(spec, model.lowered.logits.type.shape[1])
     return Trace(spec, traced, notes)
+
+
+def _run_epochs(weights: Path, meta: dict) -> int | None:
+    """train.epochs of the run a checkpoint was trained in: from the spec.yaml text its meta
+    keeps, or the run directory's spec.yaml beside it; None when neither says (a plain .npz
+    of weights)."""
+    readers = [lambda: load_yaml_text(meta["spec_text"], str(weights))] \
+        if meta.get("spec_text") else []
+    beside = Path(weights).parent / "spec.yaml"
+    if "spec_sha256" in meta and beside.is_file():
+        readers.append(lambda: load_yaml_file(beside))
+    for read in readers:
+        try:
+            epochs = read().data["train"]["epochs"]
+        except (SpecError, OSError, TypeError, KeyError):
+            continue
+        if isinstance(epochs, int) and not isinstance(epochs, bool):
+            return epochs
+    return None
 
 
 def _epochs_to_cover(spec, samples: int, done_epochs: int, steps: int) -> int:

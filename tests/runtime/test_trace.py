@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import nnrun
 from nnrun.cli import main
-from nnrun.runtime.checkpoint import checkpoint_meta, load_checkpoint
+from nnrun.runtime.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from nnrun.runtime.schedules import learning_rate
 from nnrun.runtime.trace import TraceError, trace
 
@@ -296,15 +296,37 @@ def test_a_finished_cosine_run_is_traced_on_as_its_resume_restarts_the_schedule(
     assert traced.steps[0].lr == pytest.approx(0.05)  # the restart's first rate: optimizer.lr
     for param in traced.steps[0].params:
         np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
-    # a checkpoint of the restarted run: its schedule counts from the restart (its meta's
-    # schedule_start), where the trace counted from epoch 1
+    # --set train.epochs other than the run's: the resume restarts the cosine schedule at the
+    # checkpoint's epoch (the review: the trace took the run's own restart, at epoch 2)
     assert checkpoint_meta(tmp_path / "run" / "last.npz")["schedule_start"] == 2
-    longer = nnrun.load_spec(tmp_path / "run" / "spec.yaml", ["train.epochs=5"])
+    longer = nnrun.load_spec(tmp_path / "run" / "spec.yaml", ["train.epochs=4"])
     further = trace(longer, weights=tmp_path / "run" / "last.npz")
-    assert not any("traced with train.epochs" in note for note in further.notes)  # not extended
-    steps = math.ceil(further_samples(longer) / 4)
-    assert further.steps[0].epoch == 4
-    assert further.steps[0].lr == learning_rate(longer.spec.optimizer, 3, 0, steps, 5,
+    assert further.notes[0].startswith("train.epochs is 4, the run's 3: the cosine schedule "
+                                       "restarts at epoch 4")
+    assert (further.steps[0].epoch, further.steps[0].lr) == (4, 0.05)
+    nnrun.train(spec, resume=tmp_path / "run", epochs=4, quiet=True, max_steps=1)
+    resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    for param in further.steps[0].params:
+        np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
+
+
+def test_a_checkpoint_s_restarted_schedule_counts_from_its_restart(tmp_path):
+    """A checkpoint of a run whose cosine schedule restarted (meta schedule_start), traced at
+    the run's own length, goes on from that restart; the trace counted from epoch 1."""
+    spec = tmp_path / "cosine.yaml"
+    spec.write_text(MIXED.replace("optimizer: {type: sgd, lr: 0.05, momentum: 0.9}",
+                                  "optimizer: {type: sgd, lr: 0.05, schedule: {type: cosine, "
+                                  "min_lr: 0.001}}").replace("epochs: 1", "epochs: 5"))
+    source = nnrun.load_spec(spec)
+    model = nnrun.compile(source)
+    state = model.host_train_state()
+    meta = {"epoch": 3, "step": 3, "schedule_start": 2, "seed": 3,
+            "rng": {"seed": 3, "next_epoch": 4}, "spec_text": spec.read_text()}
+    save_checkpoint(tmp_path / "last.npz", state, meta)
+    further = trace(source, weights=tmp_path / "last.npz")
+    steps = math.ceil(further_samples(source) / 4)
+    assert further.steps[0].epoch == 4 and not any("restarts" in n for n in further.notes)
+    assert further.steps[0].lr == learning_rate(source.spec.optimizer, 3, 0, steps, 5,
                                                 restarted_at=2)
 
 
