@@ -437,6 +437,19 @@ def _bn_infer_forward(be, attrs, x, mean, var, gamma, beta):
     return (x - _channel(mean, n)) * scale + _channel(beta, n)
 
 
+def _bn_infer_into(be, attrs, out, x, mean, var, gamma, beta):
+    """The forward's arithmetic, in its order, into the plan's buffers (the plain forward's
+    temporaries, each the size of x, doubled an evaluation's memory)."""
+    y, scale = out
+    xp, n = be.xp, x.ndim
+    xp.add(var, attrs.eps, out=scale)
+    xp.sqrt(scale, out=scale)
+    xp.divide(gamma, scale, out=scale)
+    xp.subtract(x, _channel(mean, n), out=y)
+    xp.multiply(y, _channel(scale, n), out=y)
+    xp.add(y, _channel(beta, n), out=y)
+
+
 def _bn_infer_grad_input(be, attrs, g, var, gamma):
     return g * _channel(gamma / be.xp.sqrt(var + attrs.eps), g.ndim)
 
@@ -468,6 +481,8 @@ def _bn_infer_onnx(ox, node):
 
 register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_infer_vjp,
                doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta",
+               forward_into=_bn_infer_into, scratch=lambda attrs, x, mean, *rest: (mean,),
+               batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,),
                onnx=_bn_infer_onnx))
 register(OpDef("batch_norm_infer_grad_input", EpsAttrs, lambda a, g, var, gamma: g,
                _bn_infer_grad_input, None, doc="g * gamma / sqrt(var + eps)"))

@@ -150,11 +150,21 @@ def _pad_forward(be, attrs, x):
     return xp.pad(x, ((0, 0), (0, 0), *pad_pairs(attrs.pad)), mode=_NUMPY_MODES[attrs.mode])
 
 
+def _pad_scratch(attrs, x: TensorType) -> tuple:
+    """Copying modes: room for one slab of the padded output across an axis (the largest),
+    which border values are copied through (_copy_within)."""
+    if attrs.mode not in _COPYING_MODES:
+        return ()
+    padded = _pad_shape(attrs, x).shape
+    slab = max(size_of(padded[1:]) // padded[axis] for axis in range(2, len(padded)))
+    return (TensorType((x.shape[0], slab), x.dtype),)
+
+
 def _pad_into(be, attrs, out, x):
     """The border first (zeros or the random values), then the input inside it; copying modes
     then fill the border axis by axis from the buffer itself, as np.pad does."""
     xp = be.xp
-    (y,) = out
+    y, *scratch = out
     if attrs.mode == "random":
         border = cached_constant(be, ("random border", attrs.seed, y.shape[1:], y.dtype),
                                  lambda: xp.asarray(random_border(attrs.seed, y.shape[1:],
@@ -169,7 +179,19 @@ def _pad_into(be, attrs, out, x):
             source = _source_index(np, x.shape[axis], lo, hi, attrs.mode)
             along = moved(y, axis, 0)
             for index in (*range(lo), *range(lo + x.shape[axis], y.shape[axis])):
-                xp.copyto(along[index], along[lo + source[index]])
+                _copy_within(xp, along[index], along[lo + source[index]], scratch)
+
+
+def _copy_within(xp, target, source, scratch) -> None:
+    """target = source, two parts of one buffer: NumPy, which cannot tell that they do not
+    overlap, copies the source to a temporary of its size first (a step's allocation that grew
+    with the batch); through the plan's scratch instead, where there is one."""
+    if not scratch:
+        xp.copyto(target, source)
+        return
+    through = scratch[0].reshape(-1)[:source.size].reshape(source.shape)
+    xp.copyto(through, source)
+    xp.copyto(target, through)
 
 
 def _source_index(xp, n, lo, hi, mode):
@@ -263,7 +285,7 @@ def _gathered_pad_onnx(ox, node, x):
 
 register(OpDef("pad", PadAttrs, _pad_shape, _pad_forward,
                lambda gb, node, g: (gb.emit("pad_grad", g, node.inputs[0], attrs=node.attrs),),
-               forward_into=_pad_into,
+               forward_into=_pad_into, scratch=_pad_scratch,
                doc="pads the spatial axes with zeros, a reflection, the edge value, the "
                    "opposite edge (circular), or fixed random values (seeded)",
                onnx=_pad_onnx))
