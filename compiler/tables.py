@@ -20,31 +20,15 @@ def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...]
                width: int | None = None, whole: tuple[int, ...] = ()) -> str:
     """The table as text; columns in `right` are right-aligned (numbers). Without a width (not
     a terminal) it keeps its natural width; with one, long cells wrap inside their column,
-    except in the columns `right` and `whole` (shapes), which the other columns make room for:
-    between words (`stem, conv_b`) where every word fits, else inside them."""
-    narrowest = [_narrowest(header, [str(row[index]) for row in rows],
-                            unbroken=index in right or index in whole)
-                 for index, header in enumerate(headers)]
-    words_fit = width is None or sum(narrowest) + COLUMN_GAP * (len(headers) - 1) <= width
+    except in the columns `right` and `whole` (shapes), which the other columns make room for."""
     table = Table(box=ASCII_HEAD_RULE, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style=None)
     for index, header in enumerate(headers):
         table.add_column(header, justify="right" if index in right else "left", overflow="fold",
-                         no_wrap=index in right or index in whole,
-                         min_width=narrowest[index] if words_fit else None)
+                         no_wrap=index in right or index in whole)
     for row in rows:
         table.add_row(*row)
     return render(table, width)
-
-
-COLUMN_GAP = 2  # spaces between two columns
-
-
-def _narrowest(header: str, cells: list[str], unbroken: bool) -> int:
-    """A column's width with no word cut: its longest cell where cells do not wrap."""
-    lengths = [len(cell) for cell in cells] if unbroken else \
-        [len(word) for cell in cells for word in cell.split()]
-    return max([*lengths, *(len(word) for word in header.split())], default=0)
 
 
 def render(renderable, width: int | None = None) -> str:

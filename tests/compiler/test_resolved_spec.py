@@ -43,21 +43,6 @@ def test_summary_table_fits_an_80_column_terminal_with_whole_shapes():
     assert "[16, 16, 3, 3]" in text and "[16, 8, 8]" in text  # shapes are never cut
 
 
-def test_a_summary_table_that_fits_with_whole_words_cuts_no_name():
-    """The issues audit: at a width where every name fits, the table still folded names and
-    types mid-word ("residu/al", "maxpoo/l2d") to keep the inputs column wide; the lists of
-    inputs now wrap between their names instead."""
-    from nnrun.compiler.summary import summary_text
-
-    summary = check(load_spec(Path(__file__).parents[2] / "specs" / "residual-block.yaml")).summary
-    text = summary_text(summary, width=90)
-    table = text.split("parameters:")[0].splitlines()
-    assert all(len(line) <= 90 for line in table)
-    first_cells = [line.split()[0] for line in table[3:] if line and not line.startswith(" ")]
-    assert first_cells == [*(row.name for row in summary.layers), "total"]
-    assert "maxpool2d" in text and "stem," in text and "max_view," in text
-
-
 def test_spec_hash_ignores_fields_at_their_defaults_and_tells_layer_kinds_apart():
     """A field a later nnrun adds, with a default that keeps the old meaning, must not orphan
     the checkpoints written before it; the same fields spelled out change nothing either."""
