@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -235,8 +236,18 @@ def _fix(path: Path) -> str:
         # not "copy last.npz over it": its weights would then pass for the best epoch's
         return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
+    if _same_file(path, path.with_name("best.npz")):  # the best epoch's, linked: damaged too
+        return ("best.npz is the same file (the last epoch was the best), so start a new run "
+                "with another --out")
     return ("copy best.npz over it to resume from the best epoch, or start a new run with "
             "another --out")
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:

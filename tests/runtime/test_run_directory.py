@@ -278,3 +278,20 @@ def test_an_epoch_that_improves_writes_its_checkpoint_once(tmp_path, monkeypatch
     best, last = tmp_path / "written" / "best.npz", tmp_path / "written" / "last.npz"
     assert not os.path.samefile(best, last) and best.read_bytes() == last.read_bytes()
     assert not [p.name for p in (tmp_path / "written").iterdir() if "partial" in p.name]
+
+
+def test_a_damaged_last_checkpoint_linked_to_best_is_not_told_to_copy_best(tmp_path):
+    """last.npz of an epoch that was the best is a hard link to best.npz: damaged, both are,
+    and 'copy best.npz over it' would copy the damage (cp refuses: the same file)."""
+    spec = nnrun.load_spec_text("data: {dataset: xor, n_samples: 64}\nmodel:\n  layers:\n"
+                                "    - {type: dense, units: 1, activation: sigmoid}\n"
+                                "loss: binary_cross_entropy\ntrain: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    last = tmp_path / "run" / "last.npz"
+    with open(last, "r+b") as handle:  # in place: best.npz sees it too
+        handle.seek(40)
+        handle.write(b"\xff" * 16)
+    result = CliRunner().invoke(main, ["train", str(tmp_path / "run" / "spec.yaml"),
+                                       "--resume", str(tmp_path / "run"), "--epochs", "2"])
+    assert result.exit_code == 1 and "best.npz is the same file" in result.stderr
+    assert "copy best.npz" not in result.stderr
