@@ -280,9 +280,10 @@ def test_an_epoch_that_improves_writes_its_checkpoint_once(tmp_path, monkeypatch
     assert not [p.name for p in (tmp_path / "written").iterdir() if "partial" in p.name]
 
 
-def test_a_damaged_last_checkpoint_linked_to_best_is_not_told_to_copy_best(tmp_path):
+def test_a_damaged_checkpoint_linked_to_the_other_is_not_told_to_use_the_other(tmp_path):
     """last.npz of an epoch that was the best is a hard link to best.npz: damaged, both are,
-    and 'copy best.npz over it' would copy the damage (cp refuses: the same file)."""
+    and 'copy best.npz over it' would copy the damage (cp refuses: the same file), 'delete
+    best.npz' leave the damaged last.npz."""
     spec = nnrun.load_spec_text("data: {dataset: xor, n_samples: 64}\nmodel:\n  layers:\n"
                                 "    - {type: dense, units: 1, activation: sigmoid}\n"
                                 "loss: binary_cross_entropy\ntrain: {epochs: 1}\n")
@@ -295,3 +296,6 @@ def test_a_damaged_last_checkpoint_linked_to_best_is_not_told_to_copy_best(tmp_p
                                        "--resume", str(tmp_path / "run"), "--epochs", "2"])
     assert result.exit_code == 1 and "best.npz is the same file" in result.stderr
     assert "copy best.npz" not in result.stderr
+    evaluated = CliRunner().invoke(main, ["eval", str(tmp_path / "run")])  # reads best.npz
+    assert evaluated.exit_code == 1 and "last.npz is the same file" in evaluated.stderr
+    assert "delete it" not in evaluated.stderr
