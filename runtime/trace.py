@@ -17,13 +17,13 @@ import numpy as np
 
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
-from nnrun.compiler.loader import load_yaml_file, load_yaml_text
+from nnrun.compiler.loader import MAX_SPEC_BYTES, load_yaml_text
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
 
 from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
-from .checkpoint import checkpoint_meta
+from .checkpoint import checkpoint_meta, text_digest
 from .data import augment_batch
 from .executor import Executor
 from .schedules import depends_on_length
@@ -99,7 +99,8 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         if not extension:
             extension.append(f"train.epochs is {trainer.spec.train.epochs}, the run's "
                              f"{ran_for}: the cosine schedule restarts at epoch "
-                             f"{done_epochs + 1}, as `nnrun train --resume RUN_DIR --epochs "
+                             f"{done_epochs + 1}, as `nnrun train RUN_DIR/spec.yaml --resume "
+                             f"RUN_DIR --epochs "
                              f"{trainer.spec.train.epochs}` restarts it")
     trainer.history = History(schedule_start=restarted)
     model, spec = trainer.model, trainer.spec
@@ -128,21 +129,32 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
 
 def _run_epochs(weights: Path, meta: dict) -> int | None:
     """train.epochs of the run a checkpoint was trained in: from the spec.yaml text its meta
-    keeps, or the run directory's spec.yaml beside it; None when neither says (a plain .npz
-    of weights)."""
-    readers = [lambda: load_yaml_text(meta["spec_text"], str(weights))] \
-        if meta.get("spec_text") else []
-    beside = Path(weights).parent / "spec.yaml"
-    if "spec_sha256" in meta and beside.is_file():
-        readers.append(lambda: load_yaml_file(beside))
-    for read in readers:
+    keeps, or the run directory's spec.yaml beside it when that is the text the meta's digest
+    names (it may be a later resume's, of another length); None when neither says."""
+    texts = [meta["spec_text"]] if meta.get("spec_text") else []
+    beside = _text_of(Path(weights).parent / "spec.yaml")
+    if beside is not None and meta.get("spec_sha256") == text_digest(beside):
+        texts.append(beside)
+    for text in texts:
         try:
-            epochs = read().data["train"]["epochs"]
-        except (SpecError, OSError, TypeError, KeyError):
+            epochs = load_yaml_text(text, str(weights)).data["train"]["epochs"]
+        except (SpecError, TypeError, KeyError):
             continue
         if isinstance(epochs, int) and not isinstance(epochs, bool):
             return epochs
     return None
+
+
+def _text_of(path: Path) -> str | None:
+    """A regular file's text, up to a spec's largest size; None otherwise."""
+    try:
+        if not path.is_file():
+            return None
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+        return data.decode("utf-8") if len(data) <= MAX_SPEC_BYTES else None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _epochs_to_cover(spec, samples: int, done_epochs: int, steps: int) -> int:
@@ -160,8 +172,8 @@ def _extended(spec, done_epochs: int, steps: int, epochs: int, weights) -> str:
         start = f"--steps {steps} goes past train.epochs {ran}"
     cosine = (f"; the cosine schedule restarts at epoch {done_epochs + 1}"
               if depends_on_length(spec.optimizer.schedule) and done_epochs else "")
-    resumed = f"nnrun train --resume RUN_DIR --epochs {epochs}" if done_epochs else \
-        f"nnrun train --epochs {epochs}"
+    resumed = (f"nnrun train RUN_DIR/spec.yaml --resume RUN_DIR --epochs {epochs}"
+               if done_epochs else f"nnrun train SPEC --epochs {epochs}")
     return f"{start}: traced with train.epochs {epochs}, as `{resumed}` trains{cosine}"
 
 

@@ -261,7 +261,8 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     # audit: refused before), and the same steps as with it.
     extended = trace(nnrun.load_spec(spec), weights=tmp_path / "run" / "last.npz")
     assert extended.notes[0] == ("the weights are of epoch 1, the run's last (train.epochs 1): "
-                                 "traced with train.epochs 2, as `nnrun train --resume RUN_DIR "
+                                 "traced with train.epochs 2, as `nnrun train RUN_DIR/spec.yaml "
+                                 "--resume RUN_DIR "
                                  "--epochs 2` trains")
     longer = nnrun.load_spec(spec, ["train.epochs=2"])  # as the resume below
     step = trace(longer, weights=tmp_path / "run" / "last.npz").steps[0]
@@ -408,7 +409,7 @@ def test_steps_past_the_run_s_end_are_traced_as_a_longer_run():
     traced = json.loads(result.output)
     assert len(traced["steps"]) == 25
     assert traced["notes"][0] == ("--steps 25 goes past train.epochs 20: traced with "
-                                  "train.epochs 25, as `nnrun train --epochs 25` trains")
+                                  "train.epochs 25, as `nnrun train SPEC --epochs 25` trains")
     followed = CliRunner().invoke(main, ["trace", str(COURSE), "--steps", "25", "--set",
                                          "train.epochs=25", "--format", "json"])
     assert json.loads(followed.output)["steps"] == traced["steps"]
@@ -421,3 +422,20 @@ def test_weights_beyond_the_dtype_are_refused_after_the_cast(tmp_path):
                                       for k, v in model.init_params(0).items()})
     with pytest.raises(TraceError, match="holds values beyond the range of float32"):
         trace(nnrun.load_spec(COURSE, ["dtype=float32"]), weights=tmp_path / "big.npz")
+
+
+def test_the_run_s_length_is_read_from_its_own_spec_text_only(tmp_path):
+    """The second review: a checkpoint of a large spec keeps the digest of its spec.yaml, not
+    the text; the run directory's spec.yaml beside it may be a later resume's, of another
+    train.epochs (a resume stopped before its first checkpoint), and was read all the same."""
+    from nnrun.runtime.checkpoint import text_digest
+    from nnrun.runtime.trace import _run_epochs
+
+    trained = "train: {epochs: 2}\n"
+    (tmp_path / "spec.yaml").write_text(trained)
+    meta = {"epoch": 2, "spec_sha256": text_digest(trained), "spec_text": None}
+    assert _run_epochs(tmp_path / "last.npz", meta) == 2
+    (tmp_path / "spec.yaml").write_text("train: {epochs: 4}\n")  # a later resume's
+    assert _run_epochs(tmp_path / "last.npz", meta) is None
+    assert _run_epochs(tmp_path / "last.npz", {**meta, "spec_text": trained}) == 2
+    assert _run_epochs(tmp_path / "last.npz", {**meta, "spec_sha256": None}) is None
