@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -232,24 +231,12 @@ def _damaged(path: Path, problem: DamagedFile | str) -> str:
 
 
 def _fix(path: Path) -> str:
-    other = path.with_name("last.npz" if path.name == "best.npz" else "best.npz")
-    if path.name in ("best.npz", "last.npz") and _same_file(path, other):
-        # the best epoch was the last, its checkpoint written once: both names are damaged
-        return (f"{other.name} is the same file (the last epoch was the best), so start a new "
-                "run with another --out")
     if path.name == "best.npz":
         # not "copy last.npz over it": its weights would then pass for the best epoch's
         return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
     return ("copy best.npz over it to resume from the best epoch, or start a new run with "
             "another --out")
-
-
-def _same_file(path: Path, other: Path) -> bool:
-    try:
-        return os.path.samefile(path, other)
-    except OSError:
-        return False
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:

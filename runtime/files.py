@@ -43,33 +43,6 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     sync_directory(path.parent)
 
 
-def link_atomically(source: Path, path: Path) -> bool:
-    """`path` becomes another name of the file `source` (written by nnrun, never changed in
-    place), as durably as write_atomically makes it, without writing its bytes again. False
-    where the file system has no hard links: the caller writes it."""
-    path = Path(path)
-    refuse_a_target_that_is_no_file(path)
-    temporary = path.with_name(f"{temporary_prefix(path.name)}{os.urandom(4).hex()}"
-                               f"{TEMPORARY_SUFFIX}")
-    try:
-        os.link(source, temporary)
-    except OSError as error:
-        if error.errno in NO_HARD_LINKS:
-            return False
-        raise
-    try:
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
-    sync_directory(path.parent)
-    return True
-
-
-# what os.link raises where a file system (FAT, some network ones) has no hard links
-NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
-                 errno.ENOSYS, errno.EACCES}
-
-
 def _about_the_target(error: OSError, path: Path) -> bool:
     """The error concerns the file being written: its temporary file, the target, or no file
     named (a write that failed on the open file)."""

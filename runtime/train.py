@@ -52,7 +52,6 @@ from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        task_for_model)
 from .distributed import ALONE, check_batch
-from .files import link_atomically
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
@@ -751,12 +750,9 @@ class Trainer:
             history.epochs_since_best += 1
         meta = self._meta(epoch)
         state = self.checkpoint_state()
-        # best.npz first: a run stopped between the two resumes from the last epoch's
-        # last.npz and trains this epoch again, best.npz ahead of it, as it would be
         if improved:
             ckpt.save_checkpoint(run.file(BEST), state, meta)
-        if not (improved and link_atomically(run.file(BEST), run.file(LAST))):
-            ckpt.save_checkpoint(run.file(LAST), state, meta)  # the same bytes: linked above
+        ckpt.save_checkpoint(run.file(LAST), state, meta)
         self.saved_epoch = epoch
 
     def _first_at_target(self) -> bool:
