@@ -17,7 +17,7 @@ from nnrun.compiler.frontend import load_spec, load_spec_text
 
 from .checkpoint import SPEC_HASH_FIELDS, spec_hash
 
-FREE_FIELDS = ("train.epochs", "name", "limits")
+FREE_FIELDS = ("train.epochs", "train.metrics", "name", "limits")  # display: not the training
 
 
 class SpecChangeError(Exception):

@@ -660,6 +660,18 @@ def test_resume_refuses_a_changed_learning_rate_unless_allowed(trained, spec):
     assert "lr: 0.01" in (trained / "spec.yaml").read_text()
 
 
+def test_resume_takes_other_metrics_without_allow_changes(trained, spec):
+    """Issue 9: a change that alters the training is refused, 'anything but train.epochs and
+    display options'; the issues audit found an added metric refused. Metrics measure the
+    training without changing it: the resumed rows carry the new one, the earlier ones not."""
+    result = invoke("train", spec, "--resume", trained, "--epochs", 3, "--quiet",
+                    "--set", "train.metrics=[accuracy, mae]")
+    assert_ok(result)
+    last = rows(trained)[-1]
+    assert last["epoch"] == 3 and "train_mae" in last and "train_mae" not in rows(trained)[0]
+    assert "{type: mae}" in (trained / "spec.yaml").read_text()
+
+
 def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch):
     """The run-directory audit: lr edited in RUN/spec.yaml, then the documented resume
     command, trained on at the new rate without a word, and the record said the run had
