@@ -24,30 +24,32 @@ class SpecChangeError(Exception):
     """Resuming with a spec that would train differently from how the run was trained."""
 
 
-def spec_changes(run_spec: Path, resolved_text: str,
-                 trained_text: str | None = None) -> dict[str, dict]:
+def spec_changes(run_spec: Path, resolved_text: str, trained_text: str | None = None,
+                 edited: bool = False) -> dict[str, dict]:
     """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in;
     refused at once when the change alters what the run's checkpoint means. `trained_text`:
-    the spec the checkpoint was trained with, where it is not run_spec's (edited since)."""
+    the spec the checkpoint was trained with, where it is not run_spec's (`edited`: by hand
+    since its checkpoint)."""
     old_spec = (load_spec(run_spec) if trained_text is None
                 else load_spec_text(trained_text, str(run_spec))).spec
     new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
-        _refuse_changed_meaning(run_spec, changes)
+        _refuse_changed_meaning(run_spec, changes, edited)
     return changes
 
 
-def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
+def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict], edited: bool) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
     fields = [name for name in changes if _names_a_meaning_field(name)]
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields) or "the model"
     weights = run_spec.parent.resolve() / "last.npz"
+    undo = (f"undo the edit of {run_spec} (made after its checkpoint), or " if edited else "")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
                           "as, which a run cannot go on with (not even with --allow-changes); "
-                          "start a new run instead (--out NEW_DIR), with --set "
+                          f"{undo}start a new run instead (--out NEW_DIR), with --set "
                           f"model.init_from={weights} to begin from its weights where the "
                           "layers keep their shapes")
 

@@ -217,7 +217,7 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
-    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
+    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained, edited)
     if not allow_changes:
         # a field that a resume after the checkpoint set, with --allow-changes, to the same
         # value stays allowed
@@ -235,11 +235,15 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
     (`text`), the one the checkpoint kept (up to 64 KiB), or the previous spec of a resume
     after it (`later`, their records). A checkpoint of an older nnrun keeps no digest: the
     first such record's previous spec, else spec.yaml as it is."""
-    if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
-        return text  # another spec's checkpoint, or the model edited: the load refuses it
     previous = [row.get("previous_spec") for row in later
                 if isinstance(row.get("previous_spec"), str)]
     digest = meta.get("spec_sha256")
+    if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
+        # the model edited in spec.yaml since (the spec it trained with, kept, says which
+        # fields), or another spec's checkpoint, which the load refuses
+        return next((candidate for candidate in (meta.get("spec_text"), *previous)
+                     if isinstance(candidate, str) and digest
+                     and ckpt.text_digest(candidate) == digest), text)
     if digest is None:  # the first record's previous spec: the spec until that resume
         first = previous[0] if previous else None
         return first if first is not None and _spec_hash_of(first) == meta["spec_hash"] \

@@ -695,6 +695,19 @@ def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch)
     assert len(rows(trained)) == 4
 
 
+def test_a_hand_edited_model_in_the_run_spec_names_the_field_and_the_edit(trained):
+    """The errors audit: a layer's units edited in RUN/spec.yaml gave 'checkpoint was written
+    for another spec (hash ..., this spec ...)', where the same change by --set names the
+    field; the spec the checkpoint kept says what changed."""
+    run_spec = trained / "spec.yaml"
+    run_spec.write_text(run_spec.read_text().replace("units: 4", "units: 5"))
+    result = invoke("train", run_spec, "--resume", trained, "--epochs", 3)
+    assert result.exit_code == 1 and "edited since its checkpoint" in result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "model.layers.0.units: 4 -> 5 changes the model" in line
+    assert f"undo the edit of {run_spec}" in line and "hash" not in line
+
+
 @pytest.mark.parametrize("kept_bytes", [64 * 1024, 10])
 def test_a_resume_stopped_before_its_first_checkpoint_resumes_with_its_own_spec(
         trained, monkeypatch, kept_bytes):
