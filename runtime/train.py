@@ -239,8 +239,10 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
                 if isinstance(row.get("previous_spec"), str)]
     digest = meta.get("spec_sha256")
     if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
-        # the model edited in spec.yaml since (the spec it trained with, kept, says which
-        # fields), or another spec's checkpoint, which the load refuses
+        # The model edited in spec.yaml after the checkpoint: the spec it trained with, kept,
+        # says which fields. Otherwise another spec's checkpoint, which the load refuses.
+        if not _newer(run.file(SPEC), run.file(LAST)):
+            return text
         return next((candidate for candidate in (meta.get("spec_text"), *previous)
                      if isinstance(candidate, str) and digest
                      and ckpt.text_digest(candidate) == digest), text)
@@ -258,6 +260,13 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
             "the command line (--epochs, or --set with --allow-changes), where it is checked "
             "and recorded")
     return trained
+
+
+def _newer(path: Path, than: Path) -> bool:
+    try:
+        return path.stat().st_mtime_ns > than.stat().st_mtime_ns
+    except OSError:
+        return False
 
 
 def _spec_hash_of(text: str) -> str | None:
