@@ -23,7 +23,7 @@ from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_err
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
 from .ir import Origin
-from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text
+from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text, override_list
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import Spec, default_layer_names, run_name_problem
@@ -85,6 +85,9 @@ def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceS
     if not isinstance(text, str):
         raise TypeError(f"load_spec_text reads YAML text (a str), got {type(text).__name__}; "
                         "nnrun.load_spec reads a file")
+    if not isinstance(filename, str):
+        raise TypeError(f"filename is the name errors give the text (a str), got "
+                        f"{type(filename).__name__}; overrides go as overrides=[...]")
     return _load(lambda: load_yaml_text(text, filename), overrides, None)
 
 
@@ -93,7 +96,15 @@ def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
     if not isinstance(data, Mapping):
         raise TypeError(f"load_spec_data takes a spec as a dict (what YAML loads), got "
                         f"{type(data).__name__}")
-    return _load(lambda: Loaded("<spec>", copy.deepcopy(dict(data)), {}), overrides, None)
+    return _load(lambda: Loaded("<spec>", _copied(data), {}), overrides, None)
+
+
+def _copied(data: Mapping) -> dict:
+    try:
+        return copy.deepcopy(dict(data))
+    except RecursionError:  # as a file nested this deeply is refused
+        raise SpecError([Diagnostic("<spec>", 1, 1, "error", "",
+                                    "the spec is nested too deeply")]) from None
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:
@@ -107,8 +118,9 @@ def _load(read, overrides, path: Path | None) -> SourceSpec:
     """Reads, applies the overrides and validates, reporting every error at once: those of the
     YAML and of the `--set` arguments, then the schema's errors in what could still be read."""
     found: list[Diagnostic] = []
+    overrides = override_list(overrides)  # one --set argument as a string, or a list of them
     loaded = _read_on(read, found)
-    loaded = _read_on(lambda: apply_overrides(loaded, list(overrides)), found)
+    loaded = _read_on(lambda: apply_overrides(loaded, overrides), found)
     if not found:
         return _validate(loaded, path)
     try:

@@ -194,13 +194,13 @@ class Model:
         """The last layer's outputs after its activation (probabilities only when that is a
         softmax or sigmoid, else raw scores), in inference mode (no dropout). `x` is what the
         model sees, already preprocessed; nnrun.load_run(...).predict takes raw inputs."""
-        with self._calls:
+        with self._calls, _quiet_arithmetic():
             outputs, _ = self.forward_executor.run(self._feeds(params, x=x))
             return self._host_copy(outputs["prediction"])
 
     def loss_and_grads(self, params: dict, x, y_true) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and its gradients in inference mode (no dropout, running batchnorm statistics)."""
-        with self._calls:
+        with self._calls, _quiet_arithmetic():
             outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
             grads = {name[len("grad/"):]: self._host_copy(v)
                      for name, v in outputs.items() if name.startswith("grad/")}
@@ -209,7 +209,7 @@ class Model:
     def loss(self, params: dict, x, y_true) -> float:
         """The loss of loss_and_grads alone: no host copy of the gradients (gradcheck's
         differences need only the loss)."""
-        with self._calls:
+        with self._calls, _quiet_arithmetic():
             outputs, _ = self.loss_and_grads_executor.run(self._feeds(params, x=x, y=y_true))
             return float(outputs["loss"])
 
@@ -229,7 +229,7 @@ class Model:
         if problem:  # NaN out, and NumPy's warnings on the way: refused, as run.predict does
             raise ValueError(problem)
         self._check_memory(len(x), gradients="y" in arrays)
-        feeds = {name: be.from_host(value) for name, value in params.items()}
+        feeds = {name: be.from_host(value) for name, value in self._cast_params(params).items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
@@ -241,6 +241,20 @@ class Model:
                 raise ValueError(problem)
             feeds["y"] = be.from_host(target)
         return feeds
+
+    def _cast_params(self, params) -> dict[str, np.ndarray]:
+        """Each parameter in the model's dtype, as x is (float64 weights in a float32 model
+        were computed with in float64 by some kernels, in float32 by others), and finite there:
+        NaN out, and NumPy's warnings on the way, refused as x's."""
+        dtype, cast = np.dtype(self.spec.dtype), {}
+        for name in self.param_infos:
+            with np.errstate(over="ignore", invalid="ignore"):
+                value = np.asarray(params[name]).astype(dtype, copy=False)
+            if not np.isfinite(value).all():
+                raise ValueError(f"params[{name!r}] must hold finite {dtype} numbers (NaN, inf "
+                                 f"or too large for {dtype}); give finite weights")
+            cast[name] = value
+        return cast
 
     def _check_memory(self, batch: int, gradients: bool) -> None:
         """MemoryLimitError, as the commands give, where a batch needs more memory than there
@@ -327,6 +341,12 @@ def _rearranged(shape: tuple, sample: tuple) -> str:
         axes = ", ".join(map(str, (0, len(shape) - 1, *range(1, len(shape) - 1))))
         return f"; channels last? x.transpose({axes}) puts them first"
     return f"; the values are there in another shape: x.reshape(-1, {_dims(sample)})"
+
+
+def _quiet_arithmetic():
+    """Finite inputs whose products overflow give inf or NaN, which the API returns, without
+    NumPy's RuntimeWarnings on the way (Run.predict says it once, in a line of its own)."""
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
 
 
 def _described(value) -> str:

@@ -490,3 +490,42 @@ def test_run_predict_counts_the_copies_it_makes(tmp_path, monkeypatch):
     assert run.predict(x32).shape == (4096, 10)
     with pytest.raises(nnrun.MemoryLimitError, match="Run.predict: 4,096 samples need about"):
         run.predict(x32.astype("float64"))
+
+
+def test_params_are_cast_to_the_model_s_dtype_and_checked_as_x_is():
+    """The API audit: float64 weights in a float32 model gave other outputs than the same
+    values in float32 (some kernels computed in float64), 1e300 in a bias printed NumPy's
+    overflow warning and gave inf, and an x whose products overflow printed warnings too."""
+    import warnings
+
+    model = nnrun.compile(str(QUICKSTART))
+    params = model.init_params(seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wide = {name: value.astype(np.float64) for name, value in params.items()}
+        np.testing.assert_array_equal(model.forward(params, x), model.forward(wide, x))
+        for bad in (1e300, np.nan, np.inf):
+            with pytest.raises(ValueError, match=r"params\['dense_2.bias'\] must hold finite "
+                                                 r"float32 numbers"):
+                model.forward({**params, "dense_2.bias": np.full(10, bad)}, x)
+        huge = np.full((2, 1, 8, 8), 3e38, np.float32)
+        assert not np.isfinite(model.forward(params, huge)).all()
+        loss, _ = model.loss_and_grads(params, huge, np.zeros(2, np.int64))
+        assert not np.isfinite(loss)
+
+
+def test_the_spec_loaders_take_one_override_as_compile_does_and_refuse_deep_data():
+    """The API audit: load_spec(path, "optimizer.lr=0.5") split the string into 16 --set
+    arguments, one per character; load_spec_data of data nested 500 deep leaked a
+    RecursionError."""
+    assert nnrun.load_spec(QUICKSTART, "optimizer.lr=0.5").spec.optimizer.lr == 0.5
+    text = QUICKSTART.read_text()
+    assert nnrun.load_spec_text(text, overrides="seed=7").spec.seed == 7
+    with pytest.raises(TypeError, match="overrides go as overrides"):
+        nnrun.load_spec_text(text, ["seed=7"])
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(nnrun.SpecError, match="nested too deeply"):
+        nnrun.load_spec_data({"name": deep})
