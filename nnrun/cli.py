@@ -540,7 +540,7 @@ def _memory_warning(checked, limit: int) -> list[Diagnostic]:
     batch = checked.source.spec.train.batch_size
     message = (f"training needs about {byte_size(needed)} at batch size {batch}, over "
                f"{byte_size(limit)} (--warn-memory, default: this machine's available "
-               "memory); train, bench and gradcheck refuse a model over the memory available")
+               "memory); train and bench refuse a model over the memory available")
     origin = Origin("train.batch_size", keys=("train", "batch_size"))
     return [checked.source.diagnostic(origin, message, "warning")]
 

@@ -30,8 +30,10 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         value = _first_value_that_is_not_a_class(data)
         what = (f"hold {value:g}, below 0; number the classes from 0" if value == round(value)
                 else f"are real values (e.g. {value:g})")
-        raise DataError(f"{where}: {loss} needs integer class labels 0..k-1, but the labels "
-                        f"{what}; for regression targets use loss: mse (or mae, huber)")
+        labels = "labels 0 or 1" if loss == "binary_cross_entropy" else \
+            "integer class labels 0..k-1"
+        raise DataError(f"{where}: {loss} needs {labels}, but the labels {what}; for "
+                        "regression targets use loss: mse (or mae, huber)")
     per_sample = int(np.prod(data.train.y.shape[1:]))
     outputs = int(np.prod(output_shape))
     if per_sample == 0:
