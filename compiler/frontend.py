@@ -96,13 +96,9 @@ def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
     if not isinstance(data, Mapping):
         raise TypeError(f"load_spec_data takes a spec as a dict (what YAML loads), got "
                         f"{type(data).__name__}")
-    return _load(lambda: Loaded("<spec>", _copied(data), {}), overrides, None)
-
-
-def _copied(data: Mapping) -> dict:
     try:
-        return copy.deepcopy(dict(data))
-    except RecursionError:  # as a file nested this deeply is refused
+        return _load(lambda: Loaded("<spec>", copy.deepcopy(dict(data)), {}), overrides, None)
+    except RecursionError:  # copying or checking it, as a file nested this deeply is refused
         raise SpecError([Diagnostic("<spec>", 1, 1, "error", "",
                                     "the spec is nested too deeply")]) from None
 

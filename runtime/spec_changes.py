@@ -24,32 +24,30 @@ class SpecChangeError(Exception):
     """Resuming with a spec that would train differently from how the run was trained."""
 
 
-def spec_changes(run_spec: Path, resolved_text: str, trained_text: str | None = None,
-                 edited: bool = False) -> dict[str, dict]:
+def spec_changes(run_spec: Path, resolved_text: str,
+                 trained_text: str | None = None) -> dict[str, dict]:
     """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in;
     refused at once when the change alters what the run's checkpoint means. `trained_text`:
-    the spec the checkpoint was trained with, where it is not run_spec's (`edited`: by hand
-    since its checkpoint)."""
+    the spec the checkpoint was trained with, where it is not run_spec's (edited since)."""
     old_spec = (load_spec(run_spec) if trained_text is None
                 else load_spec_text(trained_text, str(run_spec))).spec
     new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
-        _refuse_changed_meaning(run_spec, changes, edited)
+        _refuse_changed_meaning(run_spec, changes)
     return changes
 
 
-def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict], edited: bool) -> None:
+def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
     fields = [name for name in changes if _names_a_meaning_field(name)]
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields) or "the model"
     weights = run_spec.parent.resolve() / "last.npz"
-    undo = (f"undo the edit of {run_spec} (made after its checkpoint), or " if edited else "")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
                           "as, which a run cannot go on with (not even with --allow-changes); "
-                          f"{undo}start a new run instead (--out NEW_DIR), with --set "
+                          "start a new run instead (--out NEW_DIR), with --set "
                           f"model.init_from={weights} to begin from its weights where the "
                           "layers keep their shapes")
 
@@ -69,6 +67,12 @@ def _changes(old_spec, new_spec) -> dict[str, dict]:
     new = _flat(new_spec.model_dump(mode="json"))
     return {name: {"old": old.get(name), "new": new.get(name)}
             for name in sorted(old.keys() | new.keys()) if old.get(name) != new.get(name)}
+
+
+def model_changes(old_spec, new_spec) -> dict[str, dict]:
+    """The changes of the fields that decide what a checkpoint's arrays mean."""
+    return {name: change for name, change in _changes(old_spec, new_spec).items()
+            if _names_a_meaning_field(name)}
 
 
 def training_changes(changes: dict[str, dict]) -> dict[str, dict]:

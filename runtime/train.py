@@ -62,7 +62,7 @@ from .progress import EpochProgress, print_final_table
 from .pruning import MagnitudePruner
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
-from .spec_changes import refuse_training_changes, spec_changes
+from .spec_changes import model_changes, refuse_training_changes, spec_changes
 
 class TrainingError(Exception):
     """Training cannot go on (no data section, a diverged loss, a bad monitor)."""
@@ -217,7 +217,7 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
-    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained, edited)
+    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
     if not allow_changes:
         # a field that a resume after the checkpoint set, with --allow-changes, to the same
         # value stays allowed
@@ -239,13 +239,7 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
                 if isinstance(row.get("previous_spec"), str)]
     digest = meta.get("spec_sha256")
     if meta.get("spec_hash") != ckpt.spec_hash(run_spec):
-        # The model edited in spec.yaml after the checkpoint: the spec it trained with, kept,
-        # says which fields. Otherwise another spec's checkpoint, which the load refuses.
-        if not _newer(run.file(SPEC), run.file(LAST)):
-            return text
-        return next((candidate for candidate in (meta.get("spec_text"), *previous)
-                     if isinstance(candidate, str) and digest
-                     and ckpt.text_digest(candidate) == digest), text)
+        _refuse_another_model(run, meta, text, run_spec, previous)
     if digest is None:  # the first record's previous spec: the spec until that resume
         first = previous[0] if previous else None
         return first if first is not None and _spec_hash_of(first) == meta["spec_hash"] \
@@ -262,11 +256,26 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
     return trained
 
 
-def _newer(path: Path, than: Path) -> bool:
-    try:
-        return path.stat().st_mtime_ns > than.stat().st_mtime_ns
-    except OSError:
-        return False
+def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
+                          previous: list) -> None:
+    """The checkpoint was trained as another model than spec.yaml says: spec.yaml edited by
+    hand since, or another run's checkpoint put here; which, the files cannot tell (copies
+    keep their times), so both are said, with the fields where the checkpoint kept its spec."""
+    digest = meta.get("spec_sha256")
+    if digest is not None and ckpt.text_digest(text) == digest:
+        return  # spec.yaml is the checkpoint's own: the load names the mismatch
+    kept = next((candidate for candidate in (meta.get("spec_text"), *previous)
+                 if isinstance(candidate, str) and digest
+                 and ckpt.text_digest(candidate) == digest), None)
+    differing = ""
+    if kept is not None:
+        changes = model_changes(load_spec_text(kept).spec, run_spec)
+        differing = " (" + "; ".join(f"{name}: {change['old']!r} there, {change['new']!r} "
+                                     "here" for name, change in changes.items()) + ")"
+    raise ckpt.CheckpointError(
+        f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
+        f"{differing}: if {run.file(SPEC)} was edited since, undo the edit; if the checkpoint "
+        "is another run's, resume that run's own directory")
 
 
 def _spec_hash_of(text: str) -> str | None:

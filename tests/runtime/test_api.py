@@ -524,8 +524,9 @@ def test_the_spec_loaders_take_one_override_as_compile_does_and_refuse_deep_data
     assert nnrun.load_spec_text(text, overrides="seed=7").spec.seed == 7
     with pytest.raises(TypeError, match="overrides go as overrides"):
         nnrun.load_spec_text(text, ["seed=7"])
-    deep: list = []
-    for _ in range(5000):
-        deep = [deep]
-    with pytest.raises(nnrun.SpecError, match="nested too deeply"):
-        nnrun.load_spec_data({"name": deep})
+    for depth in (400, 5000):  # deep enough for the checks, then for the copy (the review)
+        deep: list = []
+        for _ in range(depth):
+            deep = [deep]
+        with pytest.raises(nnrun.SpecError, match="nested too deeply"):
+            nnrun.load_spec_data({"name": deep})

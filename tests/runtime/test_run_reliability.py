@@ -695,17 +695,27 @@ def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch)
     assert len(rows(trained)) == 4
 
 
-def test_a_hand_edited_model_in_the_run_spec_names_the_field_and_the_edit(trained):
-    """The errors audit: a layer's units edited in RUN/spec.yaml gave 'checkpoint was written
-    for another spec (hash ..., this spec ...)', where the same change by --set names the
-    field; the spec the checkpoint kept says what changed."""
-    run_spec = trained / "spec.yaml"
+@pytest.mark.parametrize("kept_bytes", [64 * 1024, 10])
+def test_a_checkpoint_of_another_model_than_spec_yaml_says_both_what_and_what_to_do(
+        trained, tmp_path, monkeypatch, kept_bytes):
+    """The errors audit: a layer's units edited in RUN/spec.yaml met 'checkpoint was written
+    for another spec (hash ..., this spec ...); use the run directory of this spec', its own
+    directory. The review: an edit cannot be told from another run's checkpoint copied in with
+    its times kept (cp -p), so the line names the fields where the checkpoint kept its spec
+    (not over 64 KiB) and says what to do in either case; the run is refused in both."""
+    from nnrun.runtime import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SPEC_TEXT_KEPT_BYTES", kept_bytes)
+    run = tmp_path / "edited"
+    assert_ok(invoke("train", trained / "spec.yaml", "--out", run, "--quiet"))
+    run_spec = run / "spec.yaml"
     run_spec.write_text(run_spec.read_text().replace("units: 4", "units: 5"))
-    result = invoke("train", run_spec, "--resume", trained, "--epochs", 3)
-    assert result.exit_code == 1 and "edited since its checkpoint" in result.stderr
-    line = result.stderr.strip().splitlines()[-1]
-    assert "model.layers.0.units: 4 -> 5 changes the model" in line
-    assert f"undo the edit of {run_spec}" in line and "hash" not in line
+    line = assert_one_line_error(invoke("train", run_spec, "--resume", run, "--epochs", 3),
+                                 "last.npz")
+    assert f"written for another spec than {run_spec}" in line
+    assert f"if {run_spec} was edited since, undo the edit" in line
+    assert "another run's, resume that run's own directory" in line
+    assert ("model.layers.0.units: 4 there, 5 here" in line) == (kept_bytes > 10)
 
 
 @pytest.mark.parametrize("kept_bytes", [64 * 1024, 10])
