@@ -174,7 +174,8 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
     if spec is not None and meta.get("spec_hash") != spec_hash(spec):
         raise CheckpointError(f"{path}: checkpoint was written for another spec "
                               f"(hash {meta.get('spec_hash')}, this spec {spec_hash(spec)}); "
-                              "use the run directory of this spec")
+                              "use the run directory of this spec, or undo an edit of the "
+                              "run's spec.yaml made since")
     if expected is None:
         wanted = {key: header for key, header in headers.items() if key != META_KEY}
     else:
