@@ -274,8 +274,9 @@ def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
                                      "here" for name, change in changes.items()) + ")"
     raise ckpt.CheckpointError(
         f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
-        f"{differing}: if {run.file(SPEC)} was edited since, undo the edit; if the checkpoint "
-        "is another run's, resume that run's own directory")
+        f"{differing}: if {run.file(SPEC)} was edited since, undo the edit (or, for a new model "
+        f"from these weights, start a new run with --set model.init_from={run.file(LAST)} and "
+        "another --out); if the checkpoint is another run's, resume that run's own directory")
 
 
 def _spec_hash_of(text: str) -> str | None:
