@@ -835,11 +835,11 @@ class Trainer:
 
     def _finish(self, run: RunDirectory | None, started: float, stopped_early: bool,
                 guard=None) -> dict:
-        # The ranks evaluate together: a signal on one of them waits for them all to hear of
-        # it (alone, it stops the evaluation at once, as before).
         # Training is over: its state and the step's buffers go before the final checkpoint is
         # read and evaluated beside them.
         self.state, step_path = {}, self.model.release_training_step()
+        # The ranks evaluate together: a signal on one of them waits for them all to hear of
+        # it (alone, it stops the evaluation at once, as before).
         with guard.deferred() if guard and self.ranks.size > 1 else nullcontext():
             final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
         self._check_signals(guard)
