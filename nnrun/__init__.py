@@ -68,9 +68,11 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, Integral)
-                                or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    for name, value, least in (("threads", threads, 1), ("epochs", epochs, 1),
+                               ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
+                                  or value < least):  # the command's usage errors
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
     _check_run_options(out_dir, options)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:

@@ -530,3 +530,14 @@ def test_the_spec_loaders_take_one_override_as_compile_does_and_refuse_deep_data
             deep = [deep]
         with pytest.raises(nnrun.SpecError, match="nested too deeply"):
             nnrun.load_spec_data({"name": deep})
+
+
+@pytest.mark.parametrize("option, value", [("epochs", 0), ("batch_size", 0), ("seed", -1),
+                                           ("epochs", "2"), ("batch_size", True)])
+def test_train_refuses_what_the_command_refuses_as_a_usage_error(tmp_path, option, value):
+    """The API audit: epochs=0 raised 'SpecError: --set:1:1: error: --set train.epochs=0',
+    an argument the caller never wrote, and epochs="2" was taken as 2; the command's
+    --epochs 0 is a usage error."""
+    with pytest.raises(ValueError, match=rf"{option} must be a whole number >= "):
+        nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, **{option: value})
+    assert not (tmp_path / "run").exists()
