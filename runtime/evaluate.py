@@ -67,8 +67,8 @@ class Run:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         batches = [x[start:start + self.batch] for start in range(0, len(x), self.batch)]
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow_note says it in one line
-            return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
+        # Model.forward leaves NumPy's overflow warnings out: overflow_note says it in one line
+        return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
 
     def overflow_note(self, outputs: np.ndarray) -> str | None:
         """What to say of outputs that are inf or NaN for finite inputs: the model overflows

@@ -221,7 +221,7 @@ class Model:
         """The API's arrays, checked first: a wrong shape or label would otherwise fail deep in
         a kernel, or worse, broadcast or index into a wrong result."""
         be = self.backend
-        self._check_params(params)
+        params = self._checked_params(params)
         if isinstance(arrays["x"], np.ndarray) and arrays["x"].ndim:  # before its copy is made
             self._check_memory(len(arrays["x"]), gradients="y" in arrays)
         x = self.checked_x(arrays["x"])
@@ -229,7 +229,7 @@ class Model:
         if problem:  # NaN out, and NumPy's warnings on the way: refused, as run.predict does
             raise ValueError(problem)
         self._check_memory(len(x), gradients="y" in arrays)
-        feeds = {name: be.from_host(value) for name, value in self._cast_params(params).items()}
+        feeds = {name: be.from_host(value) for name, value in params.items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
             y = checked_targets(self.spec, self.lowered, arrays["y"], len(x))
@@ -241,20 +241,6 @@ class Model:
                 raise ValueError(problem)
             feeds["y"] = be.from_host(target)
         return feeds
-
-    def _cast_params(self, params) -> dict[str, np.ndarray]:
-        """Each parameter in the model's dtype, as x is (float64 weights in a float32 model
-        were computed with in float64 by some kernels, in float32 by others), and finite there:
-        NaN out, and NumPy's warnings on the way, refused as x's."""
-        dtype, cast = np.dtype(self.spec.dtype), {}
-        for name in self.param_infos:
-            with np.errstate(over="ignore", invalid="ignore"):
-                value = np.asarray(params[name]).astype(dtype, copy=False)
-            if not np.isfinite(value).all():
-                raise ValueError(f"params[{name!r}] must hold finite {dtype} numbers (NaN, inf "
-                                 f"or too large for {dtype}); give finite weights")
-            cast[name] = value
-        return cast
 
     def _check_memory(self, batch: int, gradients: bool) -> None:
         """MemoryLimitError, as the commands give, where a batch needs more memory than there
@@ -273,7 +259,11 @@ class Model:
                      fix="pass fewer samples at a time, or use a smaller model")
         self._fitting_batches.add((batch, gradients))
 
-    def _check_params(self, params) -> None:
+    def _checked_params(self, params) -> dict[str, np.ndarray]:
+        """Each parameter the model has, as an array of its shape in the model's dtype, as x
+        is (float64 weights in a float32 model were computed with in float64 by some kernels,
+        in float32 by others), and finite there: NaN out, and NumPy's warnings on the way,
+        refused as x's."""
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a dict of arrays by name (as model.init_params() "
                             f"gives), got {type(params).__name__}")
@@ -282,18 +272,24 @@ class Model:
         if missing:
             raise MissingParameters(f"params lacks {', '.join(map(repr, missing))}; the "
                                     f"model's are {', '.join(expected)}")
+        dtype, checked = np.dtype(self.spec.dtype), {}
         for name, info in expected.items():
             try:
-                kind = np.asarray(params[name]).dtype.kind
+                value = np.asarray(params[name])
             except (TypeError, ValueError):  # a ragged list
-                kind = "O"
-            if kind not in "biuf":
+                value = None
+            if value is None or value.dtype.kind not in "biuf":
                 raise TypeError(f"params[{name!r}] must be an array of real numbers, got "
                                 f"{_described(params[name])}")
-            shape = tuple(np.shape(params[name]))
-            if shape != tuple(info.shape):
-                raise ValueError(f"params[{name!r}] has shape {list(shape)}, the model's is "
-                                 f"{list(info.shape)}")
+            if value.shape != tuple(info.shape):
+                raise ValueError(f"params[{name!r}] has shape {list(value.shape)}, the model's "
+                                 f"is {list(info.shape)}")
+            with np.errstate(over="ignore", invalid="ignore"):
+                checked[name] = value.astype(dtype, copy=False)
+            if not np.isfinite(checked[name]).all():
+                raise ValueError(f"params[{name!r}] must hold finite {dtype} numbers (NaN, inf "
+                                 f"or too large for {dtype}); give finite weights")
+        return checked
 
     def checked_x(self, x) -> np.ndarray:
         """x as an array of the model's dtype, [N, *input_shape] with N >= 1, or a ValueError

@@ -148,10 +148,13 @@ def test_float_targets_train_under_each_regression_loss(tmp_path):
     assert "a csv dataset has none" in line and "--split val" in line
 
 
-def test_float_targets_under_cross_entropy_name_the_fix(tmp_path):
-    spec = _regression_files(tmp_path, "csv", "cross_entropy", 3)
+@pytest.mark.parametrize("loss, units, labels", [
+    ("cross_entropy", 3, "integer class labels"),
+    ("binary_cross_entropy", 1, "binary_cross_entropy needs labels 0 or 1")])  # not 0..k-1
+def test_float_targets_under_a_class_loss_name_the_fix(tmp_path, loss, units, labels):
+    spec = _regression_files(tmp_path, "csv", loss, units)
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "r.csv")
-    assert "integer class labels" in line and "loss: mse" in line
+    assert labels in line and "loss: mse" in line
 
 
 def test_targets_must_match_the_outputs(tmp_path):
@@ -531,12 +534,6 @@ def test_eval_checks_the_labels_against_the_model(tmp_path):
         np.savez(where, x=x, y=real, x_test=x[:4], y_test=real[:4])
     line = assert_one_line_error(invoke("eval", tmp_path / "run"), "d.npz")
     assert "needs integer class labels" in line and "trained on other data" in line
-
-
-def test_real_targets_under_binary_cross_entropy_are_told_it_takes_0_or_1(tmp_path):
-    spec = _regression_files(tmp_path, "csv", "binary_cross_entropy", 1)
-    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "r.csv")
-    assert "binary_cross_entropy needs labels 0 or 1" in line and "loss: mse" in line
 
 
 def test_a_column_of_labels_is_named_so(tmp_path):
