@@ -46,9 +46,10 @@ class Summary:
     train_memory_bytes: int = 0
     memory_parts: dict = field(default_factory=dict)
     batch_size: int = 0
-    # Of a run directory's checkpoint: its name, each weight's fraction of zeros (pruning),
-    # and the fraction of zeros over all weights together.
+    # Of a run directory's checkpoint: its name and epoch, each weight's fraction of zeros
+    # (pruning), and the fraction of zeros over all weights together.
     checkpoint: str | None = None
+    checkpoint_epoch: int | None = None
     sparsity: dict[str, float] | None = None
     weights_sparsity: float | None = None
 
@@ -72,8 +73,8 @@ class Summary:
             "total_params": self.total_params,
             "flops_per_sample": self.flops_per_sample,
             "train_memory_bytes": self.train_memory_bytes,
-            **({"checkpoint": self.checkpoint, "weights_sparsity": self.weights_sparsity}
-               if self.checkpoint else {}),
+            **({"checkpoint": self.checkpoint, "checkpoint_epoch": self.checkpoint_epoch,
+                "weights_sparsity": self.weights_sparsity} if self.checkpoint else {}),
         }
 
     def _layer_json(self, row: LayerRow, details: bool) -> dict:
@@ -195,7 +196,8 @@ def _parameters_line(summary: Summary) -> str:
 
 
 def _sparsity_line(summary: Summary) -> str:
-    return (f"checkpoint {summary.checkpoint}: {summary.weights_sparsity:.2%} of the weights are "
+    return (f"checkpoint {summary.checkpoint} (epoch {summary.checkpoint_epoch}): "
+            f"{summary.weights_sparsity:.2%} of the weights are "
             "zero (sparsity: the fraction of zeros in each layer's weight; biases are not pruned)")
 
 

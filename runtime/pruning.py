@@ -114,5 +114,5 @@ def run_sparsity(summary, run_dir, which: str | None = None) -> None:
     from .evaluate import load_run
 
     run = load_run(run_dir, which, preprocess=False)
-    summary.checkpoint = f"{run.checkpoint.name} (epoch {run.epoch})"
+    summary.checkpoint, summary.checkpoint_epoch = run.checkpoint.name, run.epoch
     summary.sparsity, summary.weights_sparsity = weight_sparsity(run.params)

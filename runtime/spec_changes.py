@@ -3,7 +3,7 @@
 A change that alters the training (the data, the model, the optimizer, the seed, the batch
 size...) would make the run's record false: the earlier epochs did not run that way. Such a
 change needs --allow-changes, and is then recorded in the run directory. `train.epochs` and the
-display-only fields may change freely. A change of what the checkpoint's arrays mean (the
+fields that only choose what is measured or shown may change freely. A change of what the checkpoint's arrays mean (the
 model, dtype, loss or optimizer kind: checkpoint.spec_hash) is no continuation at all: it
 starts a new run from the checkpoint's weights (model.init_from).
 """
@@ -17,7 +17,8 @@ from nnrun.compiler.frontend import load_spec, load_spec_text
 
 from .checkpoint import SPEC_HASH_FIELDS, spec_hash
 
-FREE_FIELDS = ("train.epochs", "train.metrics", "name", "limits")  # display: not the training
+# What is measured or shown, not how the run trains (log_grad_norms only adds outputs to the step)
+FREE_FIELDS = ("train.epochs", "train.metrics", "train.log_grad_norms", "name", "limits")
 
 
 class SpecChangeError(Exception):
@@ -56,7 +57,7 @@ def _names_a_meaning_field(name: str) -> bool:
     """A field spec_hash reads: init_from, which it leaves out, is not one."""
     if name == "model.init_from" or name.endswith(".init_from"):
         return False
-    return any(name == field or name.startswith(f"{field}.") for field in SPEC_HASH_FIELDS)
+    return any(_within(name, field) for field in SPEC_HASH_FIELDS)
 
 
 def _changes(old_spec, new_spec) -> dict[str, dict]:
@@ -80,7 +81,12 @@ def training_changes(changes: dict[str, dict]) -> dict[str, dict]:
 
 
 def _is_free(name: str) -> bool:
-    return any(name == free or name.startswith(f"{free}.") for free in FREE_FIELDS)
+    return any(_within(name, free) for free in FREE_FIELDS)
+
+
+def _within(name: str, field: str) -> bool:
+    """Whether the leaf path `name` is `field` or lies under it."""
+    return name == field or name.startswith((f"{field}.", f"{field}["))
 
 
 def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = False) -> None:
@@ -98,11 +104,17 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
                           "settings (the change is recorded in the run directory)")
 
 
-def _flat(value, prefix: str = "") -> dict:
-    if isinstance(value, (dict, list)):
-        items = value.items() if isinstance(value, dict) else enumerate(value)
+def _flat(value, path: str = "") -> dict:
+    """Leaf path -> value, paths written as --set and the errors write them:
+    model.layers[0].units."""
+    if isinstance(value, dict):
         flat = {}
-        for key, item in items:
-            flat.update(_flat(item, f"{prefix}{key}."))
+        for key, item in value.items():
+            flat.update(_flat(item, f"{path}.{key}" if path else str(key)))
         return flat
-    return {prefix[:-1]: value}
+    if isinstance(value, list):
+        flat = {}
+        for index, item in enumerate(value):
+            flat.update(_flat(item, f"{path}[{index}]"))
+        return flat
+    return {path: value}

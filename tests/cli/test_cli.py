@@ -811,11 +811,11 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     other = write(tmp_path / "other.yaml", OTHER)
     result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet")
     line = assert_one_line_error(result, out / "spec.yaml")
-    assert "model.layers.0.units: 8 -> 5" in line and "not even with --allow-changes" in line
+    assert "model.layers[0].units: 8 -> 5" in line and "not even with --allow-changes" in line
     assert snapshot(out) == before
     # --allow-changes cannot make the checkpoint's arrays fit another model.
     result = invoke("train", other, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes")
-    assert "model.layers.0.units: 8 -> 5" in assert_one_line_error(result, out / "spec.yaml")
+    assert "model.layers[0].units: 8 -> 5" in assert_one_line_error(result, out / "spec.yaml")
     assert snapshot(out) == before
 
 
@@ -829,7 +829,7 @@ def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_
     result = invoke("train", tiny, "--resume", out, "--epochs", 2, "--quiet", "--allow-changes",
                     *changed)
     line = assert_one_line_error(result, out / "spec.yaml")
-    assert "model.layers.0.activation.type: 'relu' -> 'tanh'" in line
+    assert "model.layers[0].activation.type: 'relu' -> 'tanh'" in line
     fix = f"model.init_from={out.resolve() / 'last.npz'}"
     assert fix in line and snapshot(out) == before
     # init_from says where values came from, not what they mean: not listed among the changes

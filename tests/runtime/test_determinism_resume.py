@@ -185,7 +185,7 @@ def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
     out = tmp_path / "other"
     nnrun.train(write_spec(tmp_path, other, "other.yaml"), out_dir=out, quiet=True,
                 overrides=["train.epochs=1"])
-    with pytest.raises(SpecChangeError, match=r"model\.layers\.3\.units: 12 -> 16"):
+    with pytest.raises(SpecChangeError, match=r"model\.layers\[3\]\.units: 12 -> 16"):
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True)
     # Allowed changes still cannot change the checkpoint's arrays.
     with pytest.raises(SpecChangeError, match="model.init_from=.*last.npz"):

@@ -130,3 +130,25 @@ def test_specs_show_the_two_profiles(tmp_path):
         profiles[name] = row["layer_grad_norm/dense_1"] / row["layer_grad_norm/dense_6"]
     assert profiles["vanishing-gradients.yaml"] < 0.01  # the first layer's gradient vanishes
     assert profiles["vanishing-gradients-relu.yaml"] > 0.5  # ReLU and He keep it
+
+
+def test_a_resume_may_start_or_stop_logging_norms_without_allow_changes(tmp_path):
+    """The norms are outputs of the step, not part of its arithmetic: turning them on for the
+    epochs a user wants to look at trains exactly as the run would have trained."""
+    plain = MLP.replace("log_grad_norms: {every_steps: 3}", "log_grad_norms: false")
+    nnrun.train(nnrun.load_spec_text(plain, overrides=["train.epochs=4"]), out_dir=tmp_path / "whole",
+                quiet=True)
+    nnrun.train(nnrun.load_spec_text(plain), out_dir=tmp_path / "run", quiet=True)
+    nnrun.train(nnrun.load_spec_text(MLP, overrides=["train.epochs=3"]), resume=tmp_path / "run",
+                quiet=True)
+    nnrun.train(nnrun.load_spec_text(plain, overrides=["train.epochs=4"]), resume=tmp_path / "run",
+                quiet=True)
+    records = rows(tmp_path / "run" / "spec-changes.jsonl")  # the record keeps every change
+    assert ["train.log_grad_norms" in record["changes"] for record in records] == [True, True]
+    assert {row["epoch"] for row in rows(tmp_path / "run" / "grad-norms.jsonl")} == {3}
+    logged = ["grad_norm_max" in row for row in rows(tmp_path / "run" / "metrics.jsonl")]
+    assert logged == [False, False, True, False]
+    whole, resumed = np.load(tmp_path / "whole" / "last.npz"), np.load(tmp_path / "run" / "last.npz")
+    for name in whole.files:
+        if name != "meta":
+            assert np.array_equal(whole[name], resumed[name]), name

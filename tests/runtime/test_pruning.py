@@ -100,7 +100,9 @@ def test_summary_of_a_run_directory_shows_each_layers_sparsity(tmp_path):
     assert "of the weights are zero" in result.stdout
     data = json.loads(CliRunner().invoke(main, ["summary", str(run), "--format", "json"]).stdout)
     assert data["layers"][1]["sparsity"] == pytest.approx(0.7998, abs=1e-4)
-    assert data["checkpoint"].startswith("best.npz")
+    epoch = json.loads((run / "summary.json").read_text())["final"]["epoch"]
+    assert (data["checkpoint"], data["checkpoint_epoch"]) == ("best.npz", epoch)
+    assert f"checkpoint best.npz (epoch {epoch}):" in result.stdout
 
 
 def test_summary_of_a_directory_without_a_run_is_one_line(tmp_path):

@@ -716,7 +716,7 @@ def test_a_checkpoint_of_another_model_than_spec_yaml_says_both_what_and_what_to
     assert f"if {run_spec} was edited since, undo the edit" in line
     assert f"--set model.init_from={run / 'last.npz'}" in line
     assert "another run's, resume that run's own directory" in line
-    assert ("model.layers.0.units: 4 there, 5 here" in line) == (kept_bytes > 10)
+    assert ("model.layers[0].units: 4 there, 5 here" in line) == (kept_bytes > 10)
     # another run's checkpoint copied in with its times kept (cp -p), as old as spec.yaml
     import shutil
 
@@ -730,7 +730,7 @@ def test_a_checkpoint_of_another_model_than_spec_yaml_says_both_what_and_what_to
     line = assert_one_line_error(invoke("train", run_spec, "--resume", run, "--epochs", 3),
                                  "last.npz")
     assert "resume that run's own directory" in line
-    assert ("model.layers.0.units: 6 there, 4 here" in line) == (kept_bytes > 10)
+    assert ("model.layers[0].units: 6 there, 4 here" in line) == (kept_bytes > 10)
 
 
 @pytest.mark.parametrize("kept_bytes", [64 * 1024, 10])
