@@ -367,7 +367,7 @@ def _names_an_input(word: str) -> bool:
 
 
 def _a_further_rank() -> bool:
-    from nnrun.runtime.distributed import launched_rank
+    from nnrun.runtime.launcher import launched_rank
 
     return launched_rank() > 0
 
@@ -711,7 +711,7 @@ def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, a
     from nnrun.backends.notices import warn
     from nnrun.compiler.frontend import load_spec
     from nnrun.compiler.loader import training_overrides
-    from nnrun.runtime.distributed import launched_rank, launched_size
+    from nnrun.runtime.launcher import launched_rank, launched_size
 
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if resume and out_dir:

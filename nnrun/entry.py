@@ -34,7 +34,7 @@ def _ignore_signals_from_here() -> None:
     """The command has answered: a signal in the exit that follows (Python restores the default
     handlers as it shuts down) would kill a finished run by the signal, its status -15. Not
     under an MPI launcher: a rank waiting in MPI_Finalize for another must still stop on it."""
-    from nnrun.runtime.distributed import launched_size
+    from nnrun.runtime.launcher import launched_size  # environment only: no NumPy here
 
     if threading.current_thread() is threading.main_thread() and launched_size() == 1:
         for number in HANDLED:

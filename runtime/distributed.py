@@ -33,6 +33,7 @@ import numpy as np
 from nnrun.backends import get_backend
 
 from .interrupts import Interrupted, InterruptGuard
+from .launcher import launched_rank, launched_size
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -340,31 +341,6 @@ class NcclReduction(_Reduction):
         self.communicator.allReduce(array.data.ptr, array.data.ptr, array.size,
                                     self.types[array.dtype.name], self.nccl.NCCL_SUM, stream.ptr)
         cupy.divide(array, self.size, out=array)
-
-
-# What launchers (Open MPI, MPICH and PMI, Slurm, MVAPICH) tell each process, read before MPI
-# is started: the command line's own checks run first, and only rank 0 should report them.
-_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK",
-                   "SLURM_PROCID")
-_SIZE_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def launched_rank() -> int:
-    """This process's rank as its launcher set it (0 without a launcher)."""
-    return _launcher_number(_RANK_VARIABLES, 0)
-
-
-def launched_size() -> int:
-    """How many processes the launcher started (1 without a launcher)."""
-    return _launcher_number(_SIZE_VARIABLES, 1)
-
-
-def _launcher_number(names, default: int) -> int:
-    for name in names:
-        value = os.environ.get(name, "")
-        if value.isdigit():
-            return int(value)
-    return default
 
 
 def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:

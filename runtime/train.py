@@ -106,6 +106,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
         return resumption, Trainer(source, backend, quiet=quiet, max_steps=max_steps,
                                    ranks=ranks, graph=graph)
 
+    summary = None
     try:
         with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
             try:
@@ -115,7 +116,15 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume, ranks,
                                                allow_changes) from None
-            return trainer.run(run, guard, resumption)
+            summary = trainer.run(run, guard, resumption)
+        return summary
+    except Interrupted as interrupt:
+        if summary is None:
+            ranks.failed()
+            raise
+        # the lock being let go: the run had ended, with its summary written and said
+        raise Interrupted(interrupt.signal_number, f"{interrupt} as the run ended; it is "
+                          f"complete in {summary['run_dir']} (nothing to resume)") from None
     except BaseException:
         ranks.failed()
         raise

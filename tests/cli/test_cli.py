@@ -1508,6 +1508,30 @@ def _exit_code_of(monkeypatch, *argv) -> int:
     return stopped.value.code
 
 
+def test_a_signal_inside_numpys_import_is_still_one_line():
+    """The chaos audit: a SIGTERM that landed while a command imported NumPy (lazily) left it
+    half loaded; the command said its line, then the exit's last step imported NumPy again
+    (for the MPI launcher's size) and died with a traceback and exit 1."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import nnrun.cli\n"
+        "from nnrun import entry\n"
+        "def command():\n"
+        "    for name in [m for m in sys.modules if m.split('.')[0] == 'numpy']:\n"
+        "        del sys.modules[name]\n"
+        "    sys.modules['numpy'] = None  # importing it again fails, as after a half import\n"
+        "    print('interrupted: stopped by SIGTERM', file=sys.stderr)\n"
+        "    sys.exit(143)\n"
+        "nnrun.cli.main = command\n"
+        "entry.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (143, "interrupted: stopped by SIGTERM\n")
+
+
 def test_signals_stay_answered_after_the_command_under_an_mpi_launcher(tiny, monkeypatch):
     """Ignored after the command (a signal in the exit would kill a finished run by it), they
     must not be under mpiexec: a rank in MPI_Finalize, waiting for another, stops on them."""

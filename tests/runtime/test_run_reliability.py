@@ -1050,6 +1050,26 @@ def test_a_signal_while_the_run_begins_says_what_to_do(tmp_path, spec, monkeypat
                                          f"start again with: nnrun train {spec} --out {out}")
 
 
+def test_a_signal_as_the_run_ends_says_it_is_complete(tmp_path, spec, monkeypatch):
+    """The chaos audit: a SIGTERM after the final table, as the run let go of its lock, said
+    only 'stopped by SIGTERM', as if there were something to resume."""
+    from nnrun.runtime.interrupts import Interrupted
+    from nnrun.runtime.run_dir import RunDirectory
+
+    let_go = RunDirectory.__exit__
+
+    def interrupted_exit(self, *exception):
+        let_go(self, *exception)
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(RunDirectory, "__exit__", interrupted_exit)
+    out = tmp_path / "run"
+    result = invoke("train", spec, "--out", out, "--quiet")
+    assert result.exit_code == 143 and (out / "summary.json").is_file()
+    assert result.stderr.strip() == (f"interrupted: stopped by SIGTERM as the run ended; it is "
+                                     f"complete in {out} (nothing to resume)")
+
+
 @pytest.mark.parametrize("resuming", [False, True])
 def test_a_signal_while_the_run_is_prepared_says_what_to_do(trained, spec, monkeypatch,
                                                             resuming):
