@@ -296,7 +296,8 @@ def _shift_errors(shift, sample_shape: list[int], origin: Origin) -> list[tuple[
                          "give the samples without that axis")]
     return [(origin.at_field("max_shift"),
              f"random_shift max_shift {shift.max_shift} can move a sample {sample_shape} wholly "
-             f"out of view (leaving zeros); use at most {smallest - 1}, usually a few pixels")]
+             f"out of view (leaving only the background); use at most {smallest - 1}, usually "
+             "a few pixels")]
 
 
 def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:

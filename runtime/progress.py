@@ -118,8 +118,9 @@ def print_final_table(summary: dict, rows: list[dict], trained_now: range | None
         head = f"no epoch trained now; the run has {total} epoch(s)"
     else:
         first, last = trained_now.start, trained_now.stop - 1
-        epochs = (f"{len(trained_now)} epoch(s)" if first == 1 else f"epoch {first} of {total}"
-                  if first == last else f"epochs {first}-{last} of {total}")
+        numbers = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+        epochs = (f"{len(trained_now)} epoch(s)" if first == 1
+                  else f"{numbers} of the run's {total}")
         head = (f"trained {epochs} on {where} in {summary['wall_s']:.1f} s "
                 f"({summary['samples_per_s']:.0f} samples/s)")
     lines = [head + ("; stopped early" if summary["stopped_early"] else ""),

@@ -80,8 +80,8 @@ def test_final_table_aligns_long_metric_names(capsys):
 
 @pytest.mark.parametrize("now, said", [
     (None, "trained 6 epoch(s) on numpy in 1.0 s"),
-    (range(4, 7), "trained epochs 4-6 of 6 on numpy in 1.0 s"),  # a resume
-    (range(6, 7), "trained epoch 6 of 6 on numpy"),
+    (range(4, 7), "trained epochs 4-6 of the run's 6 on numpy in 1.0 s"),  # a resume
+    (range(6, 7), "trained epoch 6 of the run's 6 on numpy"),
     (range(7, 7), "no epoch trained now; the run has 6 epoch(s)"),
 ])
 def test_the_final_line_counts_the_epochs_this_command_trained(capsys, now, said):
