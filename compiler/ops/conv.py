@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ir import TensorType
+from ..ir import BATCH, TensorType
 from ..shapes import ShapeError, pad_pairs, size_of, transposed_output, window_shape, window_sizes
 from . import SLICED, SUMMED, OpDef, forward_through_into, register
 from .common import (array_type, check_sample_rank, is_padded, matmul, moved, onnx_pads, pad_into,
@@ -105,12 +105,29 @@ def _conv_grad_weight_scratch(attrs, g, x, w):
 def _conv_grad_weight_into(be, attrs, out, g, x, w):
     # A convolution whose columns are recomputed (over 1 MiB a sample): each sample's product
     # g cols^T chunk by chunk, then their sum over the batch, as the plain form takes them.
-    gw, cols, *rest = out
+    _conv_weight_products(be, attrs, out, g, x, w)
+    _sum_conv_weight_products(be, attrs, out, g, x, w)
+
+
+def _conv_weight_products(be, attrs, out, g, x, w):
+    """Each sample's g cols^T into the scratch [B, F, C*K]: per sample, so a slice of the batch
+    computes its own samples' products (a batch segment's per-sample part)."""
+    _, cols, *rest = out
     padded, products = rest[:-1], rest[-1]
     g_rows = g.reshape(*g.shape[:2], -1)
     for rows, chunk in _column_chunks(be, attrs, x, w.shape[2:], g.shape[2:], cols, padded):
         be.matmul_into(g_rows[rows], chunk.transpose(0, 2, 1), products[rows])
+
+
+def _sum_conv_weight_products(be, attrs, out, g, x, w):
+    """Their sum over the whole batch, in one reduction at any thread count."""
+    gw, products = out[0], out[-1]
     be.xp.sum(products, axis=0, out=gw.reshape(products.shape[1:]))
+
+
+def _grad_weight_batch_role(attrs, inputs, outputs):
+    """A sum over the samples of per-sample products (SUMMED), where g and x are batch-first."""
+    return SUMMED if all(t.shape[:1] == (BATCH,) for t in inputs[:2]) else None
 
 
 def _conv_grad_input(be, attrs, g, x, w):
@@ -328,7 +345,9 @@ for _name in CONVOLUTIONS:
                    batch_parallel=True, batch_role=_grad_input_batch_role))
     register(OpDef(f"{_name}_grad_weight", ConvAttrs, _second_input_shape, _conv_grad_weight,
                    None, doc="g im2col(x)^T: gradient of conv w.r.t. its weight",
-                   forward_into=_conv_grad_weight_into, scratch=_conv_grad_weight_scratch))
+                   forward_into=_conv_grad_weight_into, scratch=_conv_grad_weight_scratch,
+                   batch_role=_grad_weight_batch_role,
+                   batch_parts=(_conv_weight_products, _sum_conv_weight_products)))
 
 
 # --- transposed convolution ---------------------------------------------------------------

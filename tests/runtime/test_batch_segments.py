@@ -94,6 +94,54 @@ def test_segments_on_three_workers_give_one_workers_weights_bit_for_bit(
         np.testing.assert_array_equal(value, results[1][1][name], err_msg=name)
 
 
+WIDE_CONVOLUTION = """\
+name: wide
+seed: 0
+model:
+  input_shape: [32, 32, 32]
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1, activation: relu}
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1}
+    - {type: global_avgpool}
+    - {type: dense, units: 3}
+optimizer: {type: adam, lr: 0.01}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_weight_gradient_that_recomputes_its_columns_runs_by_slices(
+        dtype, monkeypatch, segments_always_split):
+    """The perf audit: with columns over 1 MiB a sample (the first convolution's, 32 channels
+    by 9 by 32x32), a convolution's weight gradient (conv2d_grad_weight, columns rebuilt chunk
+    by chunk) ran on one thread at any thread count (a 3x3 convolution at batch 8: 2.9x
+    PyTorch's step). Its per-sample products now run with the slices, their sum on the whole
+    batch after them: at 1 and 3 workers (a chunk of 2 samples, so chunks and slices part the
+    batch differently) the weights are the same bit for bit, and the reference executor's to
+    rounding."""
+    monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", 2 * 32 * 9 * 1024 * np.dtype(dtype).itemsize)
+    results = []
+    for workers in (1, 3):
+        model = nnrun.compile(nnrun.load_spec_text(WIDE_CONVOLUTION, overrides=[
+            f"dtype={dtype}"]))
+        graph = model.step_executor.graph
+        weight_grads = [p for p, node in enumerate(graph.nodes)
+                        if node.op == "conv2d_grad_weight"]
+        assert len(weight_grads) == 1 and all(
+            batch_role(graph.nodes[p]) == SUMMED for p in weight_grads)
+        assert all(any(p in segment for segment in batch_segments(graph)) for p in weight_grads)
+        x, y = random_batch(model, 10, np.random.default_rng(3))
+        with thread_limit(workers):
+            results.append(train_steps(model, x, y, steps=3))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    for name, value in results[0][1].items():
+        np.testing.assert_array_equal(value, results[1][1][name], err_msg=name)
+    reference = Model(model.source, "numpy", optimized=False)
+    expected = train_steps(reference, x, y, steps=3)[1]
+    for name, value in expected.items():
+        np.testing.assert_allclose(results[0][1][name], value,
+                                   rtol=1e-4 if dtype == "float32" else 1e-10, err_msg=name)
+
+
 def test_inference_by_segments_gives_the_same_predictions(segments_always_split):
     model = nnrun.compile(str(LENET))
     x, _ = random_batch(model, 9, np.random.default_rng(5))
