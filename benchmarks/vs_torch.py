@@ -118,26 +118,37 @@ def torch_model(model):
     """The spec's layers as torch modules (the layer kinds of the benchmark workloads)."""
     import torch
 
-    modules = []
+    modules, rank = [], len(model.spec.model.input_shape)  # of a sample: [C, *spatial]
     for layer, info in zip(model.spec.model.layers, model.lowered.layers):
-        modules += _torch_layer(torch, layer, info, model.param_infos)
+        modules += _torch_layer(torch, layer, info, model.param_infos, rank - 1)
+        rank = len(info.output.type.shape) - 1  # less the batch axis
     return torch.nn.Sequential(*modules)
 
 
-def _torch_layer(torch, layer, info, params):
+def _torch_layer(torch, layer, info, params, spatial: int):
+    """`spatial`: how many spatial axes the layer's input has."""
     kind = layer.type
     if kind in ("conv1d", "conv2d"):
         out_ch, in_ch, *kernel = params[f"{info.name}.weight"].shape
         conv = torch.nn.Conv2d if kind == "conv2d" else torch.nn.Conv1d
-        return [conv(in_ch, out_ch, tuple(kernel), layer.stride, layer.padding), *_act(torch, layer)]
+        if layer.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise SystemExit(f"benchmark: padding_mode {layer.padding_mode} is not mapped")
+        return [conv(in_ch, out_ch, tuple(kernel), layer.stride, layer.padding,
+                     dilation=layer.dilation, padding_mode=layer.padding_mode),
+                *_act(torch, layer)]
     if kind == "dense":
         fan_in, units = params[f"{info.name}.weight"].shape
         return [torch.nn.Linear(fan_in, units), *_act(torch, layer)]
-    if kind in ("maxpool1d", "maxpool2d"):
-        pool = torch.nn.MaxPool2d if kind == "maxpool2d" else torch.nn.MaxPool1d
-        return [pool(layer.pool_size, layer.stride)]
-    simple = {"flatten": torch.nn.Flatten, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh,
-              "sigmoid": torch.nn.Sigmoid}
+    pools = {"maxpool1d": torch.nn.MaxPool1d, "maxpool2d": torch.nn.MaxPool2d,
+             "avgpool1d": torch.nn.AvgPool1d, "avgpool2d": torch.nn.AvgPool2d}
+    if kind in pools:
+        return [pools[kind](layer.pool_size, layer.stride, layer.padding)]
+    if kind in ("global_avgpool", "global_maxpool"):
+        pool = getattr(torch.nn, f"Adaptive{'Avg' if 'avg' in kind else 'Max'}Pool{spatial}d")
+        return [pool(1), torch.nn.Flatten()]
+    if kind in _ACTIVATIONS:
+        return [_ACTIVATIONS[kind](torch)]
+    simple = {"flatten": torch.nn.Flatten}
     if kind in simple:
         return [simple[kind]()]
     if kind == "dropout":
@@ -149,12 +160,22 @@ def _torch_layer(torch, layer, info, params):
     raise SystemExit(f"benchmark: layer type {kind} is not mapped to torch here")
 
 
+# The activations as torch modules, with PyTorch's defaults (a spec's own parameters, such as a
+# leaky_relu slope, do not change the time).
+_ACTIVATIONS = {
+    "relu": lambda torch: torch.nn.ReLU(), "tanh": lambda torch: torch.nn.Tanh(),
+    "sigmoid": lambda torch: torch.nn.Sigmoid(), "gelu": lambda torch: torch.nn.GELU(),
+    "leaky_relu": lambda torch: torch.nn.LeakyReLU(), "elu": lambda torch: torch.nn.ELU(),
+    "softmax": lambda torch: torch.nn.Softmax(dim=1)}
+
+
 def _act(torch, layer):
     activation = getattr(layer, "activation", None)
     if activation is None:
         return []
-    return [{"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
-            [activation.type]()]
+    if activation.type not in _ACTIVATIONS:
+        raise SystemExit(f"benchmark: activation {activation.type} is not mapped to torch here")
+    return [_ACTIVATIONS[activation.type](torch)]
 
 
 # --- the driver ----------------------------------------------------------------------------

@@ -371,6 +371,46 @@ _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             into=(_gelu_into, _value_scratch),
             grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)), onnx=_gelu_onnx,
             overwrites=((0,), (0, 1)))
+# Kept for the backward pass (compiler/passes/gelu_cdf.py): the forward's 1 + erf(x / sqrt(2)),
+# which gelu_grad would compute again (erf is most of either op's time).
+def _gelu_cdf_shape(attrs, x: TensorType):
+    return x, x
+
+
+def _gelu_cdf(be, attrs, x):
+    return _gelu(be, x), 1 + be.erf(x / math.sqrt(2))
+
+
+def _gelu_grad_cdf(be, attrs, g, x, cdf):
+    pdf = be.xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return g * (0.5 * cdf + x * pdf)
+
+
+def _gelu_grad_cdf_into(be, attrs, out, g, x, cdf):
+    # gelu_grad's operations on the same values, in its order, but for erf: the same numbers
+    y, half, pdf = out
+    xp = be.xp
+    xp.multiply(cdf, 0.5, out=half)
+    xp.multiply(x, -0.5, out=pdf)
+    xp.multiply(pdf, x, out=pdf)
+    xp.exp(pdf, out=pdf)
+    xp.divide(pdf, math.sqrt(2 * math.pi), out=pdf)
+    xp.multiply(x, pdf, out=pdf)
+    xp.add(half, pdf, out=pdf)
+    xp.multiply(g, pdf, out=y)
+
+
+register(OpDef("gelu_cdf", NoAttrs, _gelu_cdf_shape, _gelu_cdf, None,
+               forward_into=_gelu_into, batch_parallel=True,
+               doc="(gelu(x), 1 + erf(x / sqrt(2))): gelu that keeps its CDF term for the "
+                   "backward pass"))
+register(OpDef("gelu_grad_cdf", NoAttrs, same_as_first, _gelu_grad_cdf, None,
+               forward_into=_gelu_grad_cdf_into, scratch=lambda attrs, g, x, cdf: (x, x),
+               batch_parallel=True, overwrites=(0,),
+               doc="gradient of gelu from the CDF term gelu_cdf kept: "
+                   "g * (cdf / 2 + x * exp(-x^2 / 2) / sqrt(2 pi))"))
+
+
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))",
             onnx=_softplus_onnx, into=(_softplus_into, _value_scratch),

@@ -10,6 +10,7 @@ from .batch_statistics import keep_batch_statistics
 from .conv_columns import keep_conv_columns
 from .dead_code import eliminate_dead_code
 from .fuse_bias_activation import fuse_bias_activation
+from .gelu_cdf import keep_gelu_cdf
 from .gradient_before_unpool import gradient_before_unpool
 from .group_updates import group_updates
 from .loss_with_gradient import loss_with_gradient
@@ -20,6 +21,7 @@ PIPELINE = (
     ("dead code", eliminate_dead_code),
     ("convolution columns", keep_conv_columns),
     ("pooling index", keep_pool_index),
+    ("gelu's CDF term", keep_gelu_cdf),
     ("loss and its gradient", loss_with_gradient),
     ("batch statistics once", keep_batch_statistics),
     ("bias + activation", fuse_bias_activation),

@@ -159,6 +159,19 @@ case("tanh_grad", NoAttrs(),
      lambda rng: (normal(rng, 3, 4), np.tanh(normal(rng, 3, 4))),
      lambda a, g, y: g * _elementwise(lambda t: 1.0 - t * t)(y))
 
+# gelu that keeps 1 + erf(x / sqrt(2)) for its gradient (compiler/passes/gelu_cdf.py)
+case("gelu_cdf", NoAttrs(), lambda rng: (normal(rng, 3, 4),),
+     lambda a, x: (_elementwise(lambda v: v * _phi(v))(x), _elementwise(lambda v: 2 * _phi(v))(x)))
+
+
+def _gelu_grad_cdf_inputs(rng):
+    x = normal(rng, 3, 4)
+    return normal(rng, 3, 4), x, _elementwise(lambda v: 2 * _phi(v))(x)
+
+
+case("gelu_grad_cdf", NoAttrs(), _gelu_grad_cdf_inputs,
+     lambda a, g, x, cdf: g * _elementwise(lambda v: _phi(v) + v * _gauss(v))(x))
+
 
 def _softmax_reference(attrs, x):
     def row(v):

@@ -665,3 +665,43 @@ def test_batchnorm_at_inference_runs_in_its_plan():
     assert peak - start < 0.05 * batchnorm_input, (peak - start, batchnorm_input)
     reference = Model(model.source, "numpy", optimized=False).forward(params, x)
     np.testing.assert_array_equal(planned, reference)
+
+
+GELU_SPEC = """
+name: gelu-cdf
+dtype: {dtype}
+model:
+  input_shape: [2, 9]
+  layers:
+    - {{type: conv1d, filters: 4, kernel_size: 3, padding: 1, activation: gelu, name: a}}
+    - {{type: flatten}}
+    - {{type: dense, units: 7, activation: gelu}}
+    - {{type: gelu}}
+    - {{type: dense, units: 3}}
+loss: cross_entropy
+optimizer: {{type: adam, lr: 0.05}}
+"""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gelu_keeps_its_cdf_term_for_the_backward_pass(dtype, monkeypatch):
+    """The perf audit: gelu_grad computed erf again, half of a GELU layer's step. Each gelu
+    whose gradient is taken now keeps the forward's 1 + erf(x / sqrt(2)) (gelu_cdf) and its
+    gradient reads it (gelu_grad_cdf): the same operations on the same values otherwise, so
+    the same weights bit for bit; inference keeps plain gelu."""
+    source = nnrun.load_spec_text(GELU_SPEC.format(dtype=dtype))
+    model = Model(source, "numpy")
+    ops = [n.op for n in optimize(model.train_step.graph).nodes]
+    assert (ops.count("gelu_cdf"), ops.count("gelu_grad_cdf")) == (3, 3)
+    assert "gelu_grad" not in ops and "gelu" not in ops
+    assert [n.op for n in model.forward_executor.graph.nodes].count("gelu") == 3
+    x, y = random_batch(model, 6, np.random.default_rng(5))
+    losses, weights = train_steps(model, x, y, steps=3)
+    monkeypatch.setattr("nnrun.compiler.passes.PIPELINE",
+                        tuple(p for p in PIPELINE if p[1].__name__ != "keep_gelu_cdf"))
+    without = Model(source, "numpy")
+    assert "gelu_cdf" not in [n.op for n in without.step_executor.graph.nodes]
+    losses_without, weights_without = train_steps(without, x, y, steps=3)
+    assert losses == losses_without
+    for name, value in weights.items():
+        np.testing.assert_array_equal(value, weights_without[name], err_msg=name)
