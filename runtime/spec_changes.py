@@ -10,6 +10,7 @@ starts a new run from the checkpoint's weights (model.init_from).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from nnrun.compiler.checks import metrics_alike
@@ -102,6 +103,12 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
     raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "
                           f"({listed}); {own}, or pass --allow-changes to continue with the new "
                           "settings (the change is recorded in the run directory)")
+
+
+def bracketed(name: str) -> str:
+    """A field name as _flat writes it, from one a record of an earlier version wrote with
+    dotted indices (model.layers.0.units -> model.layers[0].units)."""
+    return re.sub(r"\.(\d+)(?=[.\[]|$)", r"[\1]", name)
 
 
 def _flat(value, path: str = "") -> dict:

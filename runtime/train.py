@@ -62,7 +62,7 @@ from .progress import EpochProgress, print_final_table
 from .pruning import MagnitudePruner
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
-from .spec_changes import model_changes, refuse_training_changes, spec_changes
+from .spec_changes import bracketed, model_changes, refuse_training_changes, spec_changes
 
 class TrainingError(Exception):
     """Training cannot go on (no data section, a diverged loss, a bad monitor)."""
@@ -230,7 +230,7 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     if not allow_changes:
         # a field that a resume after the checkpoint set, with --allow-changes, to the same
         # value stays allowed
-        allowed = {name: change.get("new") for row in later
+        allowed = {bracketed(name): change.get("new") for row in later
                    if isinstance(row.get("changes"), dict)
                    for name, change in row["changes"].items() if isinstance(change, dict)}
         refuse_training_changes(run.path, {name: change for name, change in changes.items()
@@ -495,7 +495,8 @@ class Trainer:
                           schedule_start=meta["schedule_start"],
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
-        step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms else []
+        logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
+        step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms or logged_steps else []
         changes = resumption.changes
         # the records of resumes after the checkpoint, which trained nothing kept, go
         earlier = (run.read_spec_changes(dropping_after=epoch)
@@ -504,7 +505,10 @@ class Trainer:
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if self.grad_norms:
             self.grad_norms.keep_through(epoch, step_rows)
+        if self.grad_norms and self.grad_norms.every:
             self._write_step_norms(run)
+        elif logged_steps:  # not logged per step now: still, the rows past the checkpoint go
+            run.write_metrics(step_rows, GRAD_NORMS)
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         # a record, and spec.yaml, for a resume that trains with its changes; one that trains
         # nothing (early stopping keeps the run stopped, no epoch is left) records none, and

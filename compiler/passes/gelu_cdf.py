@@ -1,7 +1,8 @@
 """GELU keeps its CDF term: y = gelu(x) and dx = gelu_grad(g, x) become (y, cdf) = gelu_cdf(x)
 and dx = gelu_grad_cdf(g, x, cdf), so the backward pass does not compute erf again (erf is most
 of either op's time). The same numbers; the step holds one more activation-sized value from the
-forward pass to the backward."""
+forward pass to the backward. The term depends on x alone: every gradient of a gelu of x reads
+the one term of the first gelu of x."""
 
 from __future__ import annotations
 
@@ -10,21 +11,18 @@ from .rewrite import Rewriter
 
 
 def keep_gelu_cdf(graph: Graph) -> Graph:
-    grads = {n.inputs[1]: n for n in graph.nodes if n.op == "gelu_grad"}
+    differentiated = {n.inputs[1] for n in graph.nodes if n.op == "gelu_grad"}
     rewriter = Rewriter(graph)
-    kept = {}  # id of the grad node -> the cdf value
+    terms = {}  # x -> the kept 1 + erf(x / sqrt(2))
     for node in graph.nodes:
-        partner = grads.get(node.inputs[0]) if node.op == "gelu" else None
-        if partner is not None:
-            y, cdf = rewriter.emit("gelu_cdf", node.inputs, node.attrs, node.origin)
+        if node.op == "gelu" and node.inputs[0] in differentiated and node.inputs[0] not in terms:
+            y, terms[node.inputs[0]] = rewriter.emit("gelu_cdf", node.inputs, node.attrs,
+                                                     node.origin)
             rewriter.replace(node.output, y)
-            kept[id(partner)] = cdf
-            continue
-        if id(node) in kept:
+        elif node.op == "gelu_grad" and node.inputs[1] in terms:
             g, x = node.inputs
-            (dx,) = rewriter.emit("gelu_grad_cdf", (g, x, kept[id(node)]), node.attrs,
-                                  node.origin)
+            (dx,) = rewriter.emit("gelu_grad_cdf", (g, x, terms[x]), node.attrs, node.origin)
             rewriter.replace(node.output, dx)
-            continue
-        rewriter.keep(node)
+        else:
+            rewriter.keep(node)
     return rewriter.result()

@@ -674,6 +674,9 @@ model:
   input_shape: [2, 9]
   layers:
     - {{type: conv1d, filters: 4, kernel_size: 3, padding: 1, activation: gelu, name: a}}
+    - {{type: gelu, inputs: a, name: b1}}
+    - {{type: gelu, inputs: a, name: b2}}
+    - {{type: add, inputs: [b1, b2]}}
     - {{type: flatten}}
     - {{type: dense, units: 7, activation: gelu}}
     - {{type: gelu}}
@@ -688,13 +691,14 @@ def test_gelu_keeps_its_cdf_term_for_the_backward_pass(dtype, monkeypatch):
     """The perf audit: gelu_grad computed erf again, half of a GELU layer's step. Each gelu
     whose gradient is taken now keeps the forward's 1 + erf(x / sqrt(2)) (gelu_cdf) and its
     gradient reads it (gelu_grad_cdf): the same operations on the same values otherwise, so
-    the same weights bit for bit; inference keeps plain gelu."""
+    the same weights bit for bit; inference keeps plain gelu. Two gelus of one input (b1, b2)
+    share the first one's term (the review: the second's gradient computed erf again)."""
     source = nnrun.load_spec_text(GELU_SPEC.format(dtype=dtype))
     model = Model(source, "numpy")
     ops = [n.op for n in optimize(model.train_step.graph).nodes]
-    assert (ops.count("gelu_cdf"), ops.count("gelu_grad_cdf")) == (3, 3)
-    assert "gelu_grad" not in ops and "gelu" not in ops
-    assert [n.op for n in model.forward_executor.graph.nodes].count("gelu") == 3
+    assert (ops.count("gelu_cdf"), ops.count("gelu"), ops.count("gelu_grad_cdf")) == (4, 1, 5)
+    assert "gelu_grad" not in ops
+    assert [n.op for n in model.forward_executor.graph.nodes].count("gelu") == 5
     x, y = random_batch(model, 6, np.random.default_rng(5))
     losses, weights = train_steps(model, x, y, steps=3)
     monkeypatch.setattr("nnrun.compiler.passes.PIPELINE",

@@ -99,8 +99,11 @@ train: {{epochs: 6, batch_size: 40, metrics: [mae], log_grad_norms: {{every_step
 """
 
 
-def test_a_diverged_run_keeps_its_metrics_up_to_the_divergence(tmp_path):
-    # The learning rate grows 10x per epoch until the loss overflows.
+@pytest.mark.parametrize("norms_on_resume", [True, False])
+def test_a_diverged_run_keeps_its_metrics_up_to_the_divergence(tmp_path, norms_on_resume):
+    """The learning rate grows 10x per epoch until the loss overflows. The resume from the
+    last checkpoint drops the diverged step's norms also where it logs none itself (the
+    review: turned off, a free change now, they were kept, NaN and all)."""
     text = DIVERGING
     with pytest.raises(TrainingError, match="loss became"):
         nnrun.train(nnrun.load_spec_text(text), out_dir=tmp_path / "run", quiet=True)
@@ -114,11 +117,17 @@ def test_a_diverged_run_keeps_its_metrics_up_to_the_divergence(tmp_path):
     assert (diverged["epoch"], diverged["batch"]) == (last["epoch"], last["diverged_at_batch"])
     assert not math.isfinite(diverged["loss"])
     # resuming from the last checkpoint drops the diverged epoch's rows
-    calmer = nnrun.load_spec_text(text.replace("gamma: 10", "gamma: 1"))
-    nnrun.train(calmer, resume=tmp_path / "run", allow_changes=True, quiet=True)
+    calmer = text.replace("gamma: 10", "gamma: 1")
+    if not norms_on_resume:
+        calmer = calmer.replace("log_grad_norms: {every_steps: 4}", "log_grad_norms: false")
+    nnrun.train(nnrun.load_spec_text(calmer), resume=tmp_path / "run", allow_changes=True,
+                quiet=True)
     resumed = rows(tmp_path / "run" / "metrics.jsonl")
     assert len(resumed) == 6 and all("diverged_at_batch" not in row for row in resumed)
-    assert all(math.isfinite(row["loss"]) for row in rows(tmp_path / "run" / "grad-norms.jsonl"))
+    steps = rows(tmp_path / "run" / "grad-norms.jsonl")
+    assert steps and all(math.isfinite(row["loss"]) for row in steps)
+    if not norms_on_resume:  # the epochs before the divergence, as logged then
+        assert {row["epoch"] for row in steps} == set(range(1, last["epoch"]))
 
 
 def test_specs_show_the_two_profiles(tmp_path):

@@ -672,6 +672,40 @@ def test_resume_takes_other_metrics_without_allow_changes(trained, spec):
     assert "{type: mae}" in (trained / "spec.yaml").read_text()
 
 
+def test_a_record_of_an_earlier_version_still_allows_what_it_allowed(tmp_path, monkeypatch):
+    """A resume with --allow-changes that stopped before its first checkpoint keeps its
+    record, and resuming again with the same spec needs no --allow-changes. Records written
+    before field names took brackets say data.augment.0.max_shift; the review found them no
+    longer matching data.augment[0].max_shift, and the resume refused."""
+    import re
+
+    import nnrun
+    from nnrun.runtime.interrupts import Interrupted
+    from nnrun.runtime.train import Trainer
+
+    text = ("name: aug\nseed: 0\ndata: {dataset: digits, validation_split: 0.1, limit: 200, "
+            "augment: [{type: random_shift, max_shift: 1}]}\nmodel:\n  layers:\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+            "optimizer: {type: sgd, lr: 0.1}\ntrain: {epochs: 1, batch_size: 32}\n")
+    out = tmp_path / "run"
+    nnrun.train(nnrun.load_spec_text(text), out_dir=out, quiet=True)
+    changed = nnrun.load_spec_text(text.replace("max_shift: 1", "max_shift: 2"),
+                                   overrides=["train.epochs=2"])
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "train_epoch", stopped)
+        with pytest.raises(Interrupted):
+            nnrun.train(changed, resume=out, quiet=True, allow_changes=True)
+    records = out / "spec-changes.jsonl"
+    assert "data.augment[0].max_shift" in records.read_text()
+    records.write_text(re.sub(r"\[(\d+)\]", r".\1", records.read_text()))  # as written then
+    nnrun.train(changed, resume=out, quiet=True)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_a_hand_edited_run_spec_is_a_change_like_any_other(trained, monkeypatch):
     """The run-directory audit: lr edited in RUN/spec.yaml, then the documented resume
     command, trained on at the new rate without a word, and the record said the run had
