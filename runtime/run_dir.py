@@ -390,13 +390,20 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
         if row is None and number == len(lines):
             torn = True
         elif row is None:
-            # Not "delete that line": resuming needs a row for every epoch trained.
             raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
-                                    "an epoch); restore the file from a backup, then resume, or "
-                                    "start a new run with another --out")
+                                    f"an epoch); {_remedy(path)}")
         else:
             rows.append(row)
     return rows, torn
+
+
+def _remedy(path: Path) -> str:
+    """Not "delete that line": resuming needs a row for every epoch trained. The per-step
+    gradient norms are a log of their own, which the run can do without."""
+    if path.name == GRAD_NORMS:
+        return ("restore it from a backup, or move it away to resume without the per-step "
+                "norms logged so far")
+    return "restore the file from a backup, then resume, or start a new run with another --out"
 
 
 def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,

@@ -161,3 +161,23 @@ def test_a_resume_may_start_or_stop_logging_norms_without_allow_changes(tmp_path
     for name in whole.files:
         if name != "meta":
             assert np.array_equal(whole[name], resumed[name]), name
+
+
+def test_a_damaged_norms_file_is_named_with_what_the_resume_can_do_without(tmp_path):
+    """A resume reads grad-norms.jsonl to drop its rows past the checkpoint, also when it logs
+    none: a damaged line is one error whose way out fits an optional log (moved away, the
+    resume goes on without the earlier per-step norms), not that of metrics.jsonl."""
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    nnrun.train(nnrun.load_spec_text(MLP), out_dir=tmp_path / "run", quiet=True)
+    norms = tmp_path / "run" / "grad-norms.jsonl"
+    lines = norms.read_text().splitlines()
+    norms.write_text("\n".join([lines[0], "{damaged", *lines[1:]]) + "\n")
+    plain = MLP.replace("log_grad_norms: {every_steps: 3}", "log_grad_norms: false")
+    resume = nnrun.load_spec_text(plain, overrides=["train.epochs=3"])
+    with pytest.raises(RunDirectoryError, match="line 2 is damaged.*move it away to resume "
+                                                "without the per-step norms"):
+        nnrun.train(resume, resume=tmp_path / "run", quiet=True)
+    norms.rename(tmp_path / "norms.jsonl")
+    nnrun.train(resume, resume=tmp_path / "run", quiet=True)
+    assert len(rows(tmp_path / "run" / "metrics.jsonl")) == 3
