@@ -298,10 +298,26 @@ def _make_paths_absolute(data: dict, source: SourceSpec) -> None:
 
 
 def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
+    """The absolute path; a loop of symbolic links is an error at the field (a file or a link
+    target that is missing is said by what reads it)."""
+    if _in_a_loop(path):
+        raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")])
+    return str(path.resolve())
+
+
+def _in_a_loop(path: Path) -> bool:
+    """Before Python 3.13 resolve() raises RuntimeError on a loop; from 3.13 on it returns the
+    path as it is, and a strict resolve raises OSError (ELOOP), FileNotFoundError for a file
+    that is not there."""
+    if path.exists():
+        return False
     try:
-        return str(path.resolve())
-    except (RuntimeError, OSError):  # a loop of symbolic links (RuntimeError before 3.13)
-        raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")]) from None
+        path.resolve(strict=True)
+    except FileNotFoundError:
+        return False
+    except (RuntimeError, OSError):
+        return True
+    return False
 
 
 def _type_and_name_first(value):
