@@ -3,9 +3,9 @@
 A change that alters the training (the data, the model, the optimizer, the seed, the batch
 size...) would make the run's record false: the earlier epochs did not run that way. Such a
 change needs --allow-changes, and is then recorded in the run directory. `train.epochs` and the
-fields that only choose what is measured or shown may change freely. A change of what the checkpoint's arrays mean (the
-model, dtype, loss or optimizer kind: checkpoint.spec_hash) is no continuation at all: it
-starts a new run from the checkpoint's weights (model.init_from).
+fields that only choose what is measured or shown may change freely. A change of what the
+checkpoint's arrays mean (the model, dtype, loss or optimizer kind: checkpoint.spec_hash) is no
+continuation at all: it starts a new run from the checkpoint's weights (model.init_from).
 """
 
 from __future__ import annotations

@@ -371,6 +371,8 @@ _activation("gelu", NoAttrs, lambda be, a, x: _gelu(be, x), _gelu_grad,
             into=(_gelu_into, _value_scratch),
             grad_into=(_gelu_grad_into, lambda attrs, g, x: (x, x)), onnx=_gelu_onnx,
             overwrites=((0,), (0, 1)))
+
+
 # Kept for the backward pass (compiler/passes/gelu_cdf.py): the forward's 1 + erf(x / sqrt(2)),
 # which gelu_grad would compute again (erf is most of either op's time).
 def _gelu_cdf_shape(attrs, x: TensorType):

@@ -145,8 +145,8 @@ def test_a_resume_may_start_or_stop_logging_norms_without_allow_changes(tmp_path
     """The norms are outputs of the step, not part of its arithmetic: turning them on for the
     epochs a user wants to look at trains exactly as the run would have trained."""
     plain = MLP.replace("log_grad_norms: {every_steps: 3}", "log_grad_norms: false")
-    nnrun.train(nnrun.load_spec_text(plain, overrides=["train.epochs=4"]), out_dir=tmp_path / "whole",
-                quiet=True)
+    nnrun.train(nnrun.load_spec_text(plain, overrides=["train.epochs=4"]),
+                out_dir=tmp_path / "whole", quiet=True)
     nnrun.train(nnrun.load_spec_text(plain), out_dir=tmp_path / "run", quiet=True)
     nnrun.train(nnrun.load_spec_text(MLP, overrides=["train.epochs=3"]), resume=tmp_path / "run",
                 quiet=True)
@@ -157,7 +157,8 @@ def test_a_resume_may_start_or_stop_logging_norms_without_allow_changes(tmp_path
     assert {row["epoch"] for row in rows(tmp_path / "run" / "grad-norms.jsonl")} == {3}
     logged = ["grad_norm_max" in row for row in rows(tmp_path / "run" / "metrics.jsonl")]
     assert logged == [False, False, True, False]
-    whole, resumed = np.load(tmp_path / "whole" / "last.npz"), np.load(tmp_path / "run" / "last.npz")
+    whole = np.load(tmp_path / "whole" / "last.npz")
+    resumed = np.load(tmp_path / "run" / "last.npz")
     for name in whole.files:
         if name != "meta":
             assert np.array_equal(whole[name], resumed[name]), name
