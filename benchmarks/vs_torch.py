@@ -181,6 +181,13 @@ def _act(torch, layer):
 # --- the driver ----------------------------------------------------------------------------
 
 
+def _spec_batch(spec: str) -> int:
+    """A spec's own train.batch_size, where --batch-size names none."""
+    import nnrun
+
+    return nnrun.load_spec(spec).spec.train.batch_size
+
+
 def run_worker(side: str, spec: str, batch: int, args) -> dict:
     command = [sys.executable, __file__, "--worker", side, spec, "--batch-size", str(batch),
                "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -262,7 +269,8 @@ def print_table(rows: list[dict], markdown: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("specs", nargs="*", help="default: issue 7's table of workloads")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=None)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=None,
+                        help="default: issue 7's table's, or each named spec's train.batch_size")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repetitions", type=int, default=3)
@@ -283,7 +291,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     if args.specs:
-        table = [(s, b) for s in args.specs for b in (args.batch_size or [128])]
+        table = [(s, b) for s in args.specs for b in (args.batch_size or [_spec_batch(s)])]
     else:
         table = [(str(WORKLOADS / name), b) for name, b in DEFAULT_TABLE]
     machine = {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
