@@ -168,12 +168,18 @@ BLAS_THREADS = "blas"  # kernels on one thread, large products on BLAS's threads
 def step_threads(kind: str | None):
     """Runs the block with threads of one kind (None: kernels split by size, large products
     on BLAS's threads, as outside a planned step)."""
-    saved = _WORKERS["step_threads"]
-    _WORKERS["step_threads"] = kind
+    saved = swap_step_threads(kind)
     try:
         yield
     finally:
-        _WORKERS["step_threads"] = saved
+        swap_step_threads(saved)
+
+
+def swap_step_threads(kind: str | None) -> str | None:
+    """step_threads without a context manager, whose objects a planned step would allocate at
+    each run: sets the kind, returns the one to put back."""
+    saved, _WORKERS["step_threads"] = _WORKERS["step_threads"], kind
+    return saved
 
 
 def current_step_threads() -> str | None:

@@ -294,8 +294,11 @@ class FusedKernels:
         xp = self.xp
         xp.multiply(target, log_probs, out=terms)
         xp.sum(terms, out=loss)
-        xp.subtract(0, loss, out=loss)  # not negative(): every label ignored is 0, not -0
-        xp.divide(loss, count, out=loss)
+        # through an element of `terms` (summed, no longer read): NumPy allocates about 1 KB at
+        # each ufunc that writes a one-element array over itself
+        negated = terms.reshape(-1)[:1].reshape(())
+        xp.subtract(0, loss, out=negated)  # not negative(): every label ignored is 0, not -0
+        xp.divide(negated, count, out=loss)
 
     def _gradient_into(self, attrs, g, count, log_probs, target, rest, grad) -> None:
         """grad = (softmax - target), masked with ignore_index, times g / count; log_probs is

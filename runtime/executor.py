@@ -194,11 +194,12 @@ class _Program:
                 and kind == base.WORKER_THREADS):
             steps = self.sliced_steps.get(count) or self._sliced(count)
         saved = self.backend.begin_short_buffers()  # NumPy's per-call buffers kept small
+        threads = base.swap_step_threads(kind)
         try:
-            with base.step_threads(kind):
-                for step in steps:
-                    step(env)
+            for step in steps:
+                step(env)
         finally:
+            base.swap_step_threads(threads)
             self.backend.end_short_buffers(saved)
 
     def _first_run(self, count: int, env, feeds) -> None:
