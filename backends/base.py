@@ -14,7 +14,7 @@ import itertools
 import statistics
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -384,10 +384,15 @@ class ArrayBackend(FusedKernels):
         x = self.xp.empty(padded_shape, dtype=cols.dtype)
         return self.col2im_into(cols, kernel, stride, dilation, x)
 
+    @contextmanager
     def short_buffers(self):
         """A block of elementwise work over strided views with short contiguous runs: where
         the array module buffers them, with small buffers (NumPy: numpy_backend.py)."""
-        return nullcontext()
+        saved = self.begin_short_buffers()
+        try:
+            yield
+        finally:
+            self.end_short_buffers(saved)
 
     def begin_short_buffers(self):
         """short_buffers without a context manager (a step's, which must allocate little):

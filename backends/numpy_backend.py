@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from functools import cache, lru_cache
 
 import numpy as np
@@ -80,20 +79,12 @@ class NumpyBackend(ArrayBackend):
             end = min(start + ZERO_BLOCK, x.size)
             np.maximum(x_flat[start:end], _zeros((end - start,), x.dtype), out=y_flat[start:end])
 
-    @contextmanager
-    def short_buffers(self):
-        # Over strided or broadcast operands (col2im's additions, pooling's window offsets, a
-        # reduction over a window axis, a per-channel scale), NumPy's ufuncs allocate buffers
-        # of bufsize elements per operand at each call (3 x 32 KB by default), which a step
-        # that allocates nothing (issue 7) cannot have: the planned executor runs its steps
-        # inside this (begin_short_buffers). 512 elements keep them at 6 KB in float32, at
-        # the same speed (docs/benchmarks.md, Memory; 256 was 2-3% slower on small convs).
-        saved = self.begin_short_buffers()
-        try:
-            yield
-        finally:
-            self.end_short_buffers(saved)
-
+    # Over strided or broadcast operands (col2im's additions, pooling's window offsets, a
+    # reduction over a window axis, a per-channel scale), NumPy's ufuncs allocate buffers of
+    # bufsize elements per operand at each call (3 x 32 KB by default), which a step that
+    # allocates nothing (issue 7) cannot have: the planned executor runs its steps with
+    # short buffers (begin_short_buffers). 512 elements keep them at 6 KB in float32, at the
+    # same speed (docs/benchmarks.md, Memory; 256 was 2-3% slower on small convs).
     def begin_short_buffers(self) -> int:
         return np.setbufsize(SHORT_BUFFER)
 

@@ -108,6 +108,12 @@ MAX_SPEC_BYTES = 16 << 20  # a spec of 20,000 layers is 0.6 MB
 
 
 def load_yaml_file(path: str | Path) -> Loaded:
+    return load_yaml_text(read_spec_text(path), str(path))
+
+
+def read_spec_text(path: str | Path) -> str:
+    """A spec file's text: a regular file of UTF-8 text, at most MAX_SPEC_BYTES; a SpecError
+    otherwise."""
     filename = str(path)
 
     def refuse(message: str, line: int = 1, col: int = 1):
@@ -127,12 +133,11 @@ def load_yaml_file(path: str | Path) -> Loaded:
         raise refuse("a NumPy file (a checkpoint or data), not a spec; give the spec's YAML "
                      "file (or, to a command that takes one, the run directory)")
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         before = data[:error.start].decode("utf-8")  # valid up to the bad byte
         raise refuse(f"byte 0x{data[error.start]:02x} is not UTF-8 text; save the file as "
                      "UTF-8", *_line_and_column(before, len(before))) from None
-    return load_yaml_text(text, filename)
 
 
 def _check_top_level(root: Node | None, builder: _Builder) -> None:

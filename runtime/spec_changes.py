@@ -10,10 +10,10 @@ continuation at all: it starts a new run from the checkpoint's weights (model.in
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from nnrun.compiler.checks import metrics_alike
+from nnrun.compiler.diagnostics import format_path
 from nnrun.compiler.frontend import load_spec, load_spec_text
 
 from .checkpoint import SPEC_HASH_FIELDS, spec_hash
@@ -108,20 +108,13 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
 def bracketed(name: str) -> str:
     """A field name as _flat writes it, from one a record of an earlier version wrote with
     dotted indices (model.layers.0.units -> model.layers[0].units)."""
-    return re.sub(r"\.(\d+)(?=[.\[]|$)", r"[\1]", name)
+    return format_path(int(part) if part.isdigit() else part for part in name.split("."))
 
 
-def _flat(value, path: str = "") -> dict:
-    """Leaf path -> value, paths written as --set and the errors write them:
-    model.layers[0].units."""
-    if isinstance(value, dict):
-        flat = {}
-        for key, item in value.items():
-            flat.update(_flat(item, f"{path}.{key}" if path else str(key)))
-        return flat
-    if isinstance(value, list):
-        flat = {}
-        for index, item in enumerate(value):
-            flat.update(_flat(item, f"{path}[{index}]"))
-        return flat
-    return {path: value}
+def _flat(value, keys: tuple = ()) -> dict:
+    """Leaf path -> value, paths as --set and the errors write them: model.layers[0].units."""
+    if isinstance(value, (dict, list)):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        return {path: leaf for key, item in items
+                for path, leaf in _flat(item, (*keys, key)).items()}
+    return {format_path(keys): value}

@@ -17,7 +17,7 @@ import numpy as np
 
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
-from nnrun.compiler.loader import MAX_SPEC_BYTES, load_yaml_text
+from nnrun.compiler.loader import load_yaml_text, read_spec_text
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
@@ -132,9 +132,12 @@ def _run_epochs(weights: Path, meta: dict) -> int | None:
     keeps, or the run directory's spec.yaml beside it when that is the text the meta's digest
     names (it may be a later resume's, of another length); None when neither says."""
     texts = [meta["spec_text"]] if meta.get("spec_text") else []
-    beside = _text_of(Path(weights).parent / "spec.yaml")
-    if beside is not None and meta.get("spec_sha256") == text_digest(beside):
-        texts.append(beside)
+    try:
+        beside = read_spec_text(Path(weights).parent / "spec.yaml")
+        if meta.get("spec_sha256") == text_digest(beside):
+            texts.append(beside)
+    except SpecError:  # none there, or no spec
+        pass
     for text in texts:
         try:
             epochs = load_yaml_text(text, str(weights)).data["train"]["epochs"]
@@ -143,18 +146,6 @@ def _run_epochs(weights: Path, meta: dict) -> int | None:
         if isinstance(epochs, int) and not isinstance(epochs, bool):
             return epochs
     return None
-
-
-def _text_of(path: Path) -> str | None:
-    """A regular file's text, up to a spec's largest size; None otherwise."""
-    try:
-        if not path.is_file():
-            return None
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SPEC_BYTES + 1)
-        return data.decode("utf-8") if len(data) <= MAX_SPEC_BYTES else None
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _epochs_to_cover(spec, samples: int, done_epochs: int, steps: int) -> int:

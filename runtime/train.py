@@ -903,7 +903,6 @@ class Trainer:
         """A split's keys, null: a run without that split writes them all the same."""
         return {f"{split}_{name}": None for name in ("loss", *map(metric_name, self.metrics))}
 
-
     def _say_if_less_sparse(self, checkpoint: Path, epoch: int, level: float,
                             sparsity: float) -> None:
         """`level`: the ramp's at that epoch; `sparsity`: the zeros counted (as the sparsity

@@ -146,30 +146,38 @@ def _softplus_grad_into(be, attrs, out, g, x):
 
 
 def _gelu_into(be, attrs, out, x):
-    # 0.5 * x * (1 + erf(x / sqrt(2))), in the forward's order.
+    # 0.5 * x * (1 + erf(x / sqrt(2))), in the forward's order; out[1] keeps the CDF term
+    # (gelu_cdf's second output, gelu's scratch)
     y, cdf = out
-    xp = be.xp
-    xp.divide(x, math.sqrt(2), out=cdf)
-    be.erf_into(cdf, cdf)
-    xp.add(cdf, 1, out=cdf)
-    xp.multiply(x, 0.5, out=y)
-    xp.multiply(y, cdf, out=y)
+    _cdf_term_into(be, x, cdf)
+    be.xp.multiply(x, 0.5, out=y)
+    be.xp.multiply(y, cdf, out=y)
+
+
+def _cdf_term_into(be, x, out) -> None:
+    """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF."""
+    be.xp.divide(x, math.sqrt(2), out=out)
+    be.erf_into(out, out)
+    be.xp.add(out, 1, out=out)
 
 
 def _gelu_grad_into(be, attrs, out, g, x):
-    # g * (cdf + x * pdf), cdf = 0.5 (1 + erf(x / sqrt(2))), pdf = exp(-x^2 / 2) / sqrt(2 pi)
     y, cdf, pdf = out
+    _cdf_term_into(be, x, cdf)
+    _gelu_grad_from_cdf_into(be, g, x, cdf, y, cdf, pdf)
+
+
+def _gelu_grad_from_cdf_into(be, g, x, cdf, y, half, pdf) -> None:
+    """y = g * (cdf / 2 + x * pdf), pdf = exp(-x^2 / 2) / sqrt(2 pi): `half` takes cdf / 2
+    (it may be cdf itself), `pdf` the rest."""
     xp = be.xp
-    xp.divide(x, math.sqrt(2), out=cdf)
-    be.erf_into(cdf, cdf)
-    xp.add(cdf, 1, out=cdf)
-    xp.multiply(cdf, 0.5, out=cdf)
+    xp.multiply(cdf, 0.5, out=half)
     xp.multiply(x, -0.5, out=pdf)
     xp.multiply(pdf, x, out=pdf)
     xp.exp(pdf, out=pdf)
     xp.divide(pdf, math.sqrt(2 * math.pi), out=pdf)
     xp.multiply(x, pdf, out=pdf)
-    xp.add(cdf, pdf, out=pdf)
+    xp.add(half, pdf, out=pdf)
     xp.multiply(g, pdf, out=y)
 
 
@@ -222,10 +230,7 @@ def _gelu(be, x):
 
 
 def _gelu_grad(be, attrs, g, x):
-    xp = be.xp
-    cdf = 0.5 * (1 + be.erf(x / math.sqrt(2)))
-    pdf = xp.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-    return g * (cdf + x * pdf)
+    return _gelu_grad_cdf(be, attrs, g, x, 1 + be.erf(x / math.sqrt(2)))
 
 
 def _softplus(xp, x):
@@ -380,7 +385,8 @@ def _gelu_cdf_shape(attrs, x: TensorType):
 
 
 def _gelu_cdf(be, attrs, x):
-    return _gelu(be, x), 1 + be.erf(x / math.sqrt(2))
+    cdf = 1 + be.erf(x / math.sqrt(2))
+    return 0.5 * x * cdf, cdf
 
 
 def _gelu_grad_cdf(be, attrs, g, x, cdf):
@@ -389,17 +395,9 @@ def _gelu_grad_cdf(be, attrs, g, x, cdf):
 
 
 def _gelu_grad_cdf_into(be, attrs, out, g, x, cdf):
-    # gelu_grad's operations on the same values, in its order, but for erf: the same numbers
+    # gelu_grad's operations on the same values, but for erf: the same numbers
     y, half, pdf = out
-    xp = be.xp
-    xp.multiply(cdf, 0.5, out=half)
-    xp.multiply(x, -0.5, out=pdf)
-    xp.multiply(pdf, x, out=pdf)
-    xp.exp(pdf, out=pdf)
-    xp.divide(pdf, math.sqrt(2 * math.pi), out=pdf)
-    xp.multiply(x, pdf, out=pdf)
-    xp.add(half, pdf, out=pdf)
-    xp.multiply(g, pdf, out=y)
+    _gelu_grad_from_cdf_into(be, g, x, cdf, y, half, pdf)
 
 
 register(OpDef("gelu_cdf", NoAttrs, _gelu_cdf_shape, _gelu_cdf, None,
