@@ -59,6 +59,7 @@ from .memory import check_memory, estimate_bytes, evaluation_batch
 from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
 from .model import Model
 from .progress import EpochProgress, print_final_table
+from .regularisation import regularisation_lines
 from .pruning import MagnitudePruner
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
@@ -450,6 +451,9 @@ class Trainer:
         if done >= epochs:
             self.say(f"{self.run_dir}: {done} epoch(s) trained already, train.epochs is {epochs}; "
                      f"nothing to train (give --epochs above {done} to go on)")
+        else:
+            for line in regularisation_lines(self.spec):
+                self.say(line)
         with guard.safe_points() if guard else nullcontext():
             for epoch in range(first_epoch, self.spec.train.epochs + 1):
                 self._train_and_save(run, epoch, guard)

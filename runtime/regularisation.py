@@ -1,0 +1,89 @@
+"""The regularisation in force, as `nnrun train` prints it before its first epoch: the course's
+data augmentation, dropout, weight decay, early stopping and pruning, and label smoothing. A
+run's output then says how it was regularised, not only its spec; a run without any prints
+nothing."""
+
+from __future__ import annotations
+
+from nnrun.compiler.schema import BaseModel, default_layer_names
+
+from .metrics import default_mode
+
+
+def regularisation_lines(spec) -> list[str]:
+    items = [(name, text) for name, text in (
+        ("augmentation", _augmentation(spec)), ("dropout", _dropout(spec.model.layers)),
+        ("weight decay", _weight_decay(spec.optimizer)),
+        ("label smoothing", _label_smoothing(spec.loss)),
+        ("early stopping", _early_stopping(spec.train.early_stopping)),
+        ("pruning", _pruning(spec.train.pruning, spec.train.epochs))) if text]
+    if not items:
+        return []
+    width = max(len(name) for name, _ in items)
+    return ["regularisation:", *(f"  {name:<{width}}  {text}" for name, text in items)]
+
+
+def _augmentation(spec) -> str | None:
+    augment = spec.data.augment if spec.data is not None else []
+    if not augment:
+        return None
+    return "training batches only: " + ", ".join(_fields(step) for step in augment)
+
+
+def _dropout(layers) -> str | None:
+    rates = [f"{name} {layer.rate:g}" for name, layer in zip(default_layer_names(layers), layers)
+             if layer.type == "dropout" and layer.rate > 0]
+    if not rates:
+        return None
+    return f"{', '.join(rates)} (in training steps; kept units scaled by 1/(1 - rate))"
+
+
+def _weight_decay(optimizer) -> str | None:
+    decay = getattr(optimizer, "weight_decay", 0.0)
+    if not decay:
+        return None
+    if optimizer.type == "adamw":
+        return f"{decay:g} on every parameter, decoupled: p = p * (1 - lr * {decay:g}) each step"
+    return f"{decay:g} on every parameter, as an L2 penalty: g = g + {decay:g} * p each step"
+
+
+def _label_smoothing(loss) -> str | None:
+    smoothing = getattr(loss, "label_smoothing", 0.0)
+    return f"{smoothing:g} of each target spread over the classes" if smoothing else None
+
+
+def _early_stopping(early_stopping) -> str | None:
+    if early_stopping is None:
+        return None
+    monitor = early_stopping.monitor
+    mode = early_stopping.mode if early_stopping.mode != "auto" else default_mode(monitor)
+    better = "lower" if mode == "min" else "higher"
+    restore = ("restores the best epoch's weights" if early_stopping.restore_best
+               else "keeps the last epoch's weights")
+    patience = early_stopping.patience
+    return (f"stops after {patience} epoch{'s' * (patience != 1)} without a better {monitor} "
+            f"({better} by more than {early_stopping.min_delta:g}); {restore}")
+
+
+def _pruning(pruning, epochs: int) -> str | None:
+    if pruning is None:
+        return None
+    end = pruning.end_epoch if pruning.end_epoch is not None else epochs
+    return (f"{pruning.type}: the smallest {pruning.target_sparsity:.0%} of each weight tensor "
+            f"(not biases) zeroed, ramped from epoch {pruning.start_epoch} to {end}")
+
+
+def _fields(settings: BaseModel) -> str:
+    """`type (field value, ...)` of a spec's mapping, its fields as set or defaulted (those left
+    unset, None, mean the data's own value and are not shown)."""
+    fields = [f"{name} {_value(value)}" for name, value in settings
+              if name != "type" and value is not None]
+    return f"{settings.type} ({', '.join(fields)})" if fields else settings.type
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    return str(value)

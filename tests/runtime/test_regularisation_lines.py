@@ -1,0 +1,105 @@
+"""`nnrun train` names the regularisation in force before its first epoch (the course's
+augmentation, dropout, weight decay, early stopping and pruning, and label smoothing), from the
+spec's own values; a run without any prints no such line."""
+
+from __future__ import annotations
+
+import pytest
+
+from nnrun.compiler.frontend import load_spec_text
+from nnrun.runtime.regularisation import regularisation_lines
+from tests.invoking import assert_ok, invoke
+
+pytest.importorskip("sklearn")  # the digits dataset
+
+PLAIN = """
+name: plain
+data: {dataset: digits, validation_split: 0.1, limit: 200}
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 16, activation: relu}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: 0.05}
+train: {epochs: 2, batch_size: 50}
+"""
+
+REGULARISED = """
+name: regularised
+data:
+  dataset: digits
+  validation_split: 0.1
+  limit: 200
+  augment: [{type: random_shift, max_shift: 1}, {type: gaussian_noise, std: 0.2}]
+model:
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 16, activation: relu}
+    - {type: dropout, rate: 0.25}
+    - {type: dense, units: 10}
+loss: {type: cross_entropy, label_smoothing: 0.05}
+optimizer: {type: sgd, lr: 0.05, weight_decay: 0.0005}
+train:
+  epochs: 3
+  batch_size: 50
+  early_stopping: {monitor: val_accuracy, patience: 2, min_delta: 0.01}
+  pruning: {target_sparsity: 0.6, start_epoch: 2}
+"""
+
+
+def lines_of(text: str, *overrides: str) -> list[str]:
+    return regularisation_lines(load_spec_text(text, "spec.yaml", list(overrides)).spec)
+
+
+def test_train_prints_the_regularisation_in_force_before_the_first_epoch(tmp_path):
+    spec = tmp_path / "regularised.yaml"
+    spec.write_text(REGULARISED)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    lines = result.stderr.splitlines()
+    start = lines.index("regularisation:")
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/3"))
+    block = lines[start + 1:first_epoch]
+    assert [line.split()[0] for line in block] == [
+        "augmentation", "dropout", "weight", "label", "early", "pruning"]
+    text = "\n".join(block)
+    assert "random_shift (max_shift 1), gaussian_noise (std 0.2)" in text
+    assert "dropout_1 0.25" in text
+    assert "0.0005 on every parameter, as an L2 penalty: g = g + 0.0005 * p" in text
+    assert "label smoothing  0.05" in text
+    assert "stops after 2 epochs without a better val_accuracy (higher by more than 0.01)" in text
+    assert "the smallest 60% of each weight tensor (not biases) zeroed, ramped from epoch 2 to 3" \
+        in text
+
+
+def test_a_run_without_regularisation_prints_none_and_quiet_prints_nothing(tmp_path):
+    spec = tmp_path / "plain.yaml"
+    spec.write_text(PLAIN)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "regularisation" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith("epoch 1/2")
+    regularised = tmp_path / "regularised.yaml"
+    regularised.write_text(REGULARISED)
+    quiet = assert_ok(invoke("train", regularised, "--out", tmp_path / "quiet", "--quiet"))
+    assert quiet.stderr == ""
+
+
+def test_a_resume_names_it_again(tmp_path):
+    spec = tmp_path / "regularised.yaml"
+    spec.write_text(REGULARISED)
+    run = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", run, "--epochs", "1"))
+    resumed = assert_ok(invoke("train", run / "spec.yaml", "--resume", run, "--epochs", "2"))
+    assert "regularisation:" in resumed.stderr.splitlines()
+
+
+def test_each_kind_is_said_as_its_settings_make_it():
+    assert lines_of(PLAIN) == []
+    assert lines_of(PLAIN, "model.layers[1]={type: dropout, rate: 0.0}") == []
+    adamw = lines_of(PLAIN, "optimizer={type: adamw, lr: 0.01}")
+    assert adamw == ["regularisation:", "  weight decay  0.01 on every parameter, decoupled: "
+                     "p = p * (1 - lr * 0.01) each step"]
+    stopping = lines_of(PLAIN, "train.early_stopping={restore_best: false}")
+    assert stopping[1].endswith("without a better val_loss (lower by more than 0); keeps the "
+                                "last epoch's weights")
+    pruning = lines_of(PLAIN, "train.pruning={target_sparsity: 0.5, start_epoch: 1, end_epoch: 1}")
+    assert pruning[1].endswith("ramped from epoch 1 to 1")
