@@ -187,7 +187,10 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     found, errors = {}, []
     for key in shapes:
         name = key.removeprefix(PARAMS_PREFIX)
-        if name in known:
+        if name in found:  # dense_1.weight beside params/dense_1.weight
+            errors.append((origin, f"{path.name}: arrays '{found[name]}' and '{key}' both give "
+                                   f"{name}; keep one"))
+        elif name in known:
             found[name] = key
         else:
             close = suggest(name, list(known))

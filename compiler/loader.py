@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
@@ -189,6 +191,22 @@ class _TooLarge(Exception):
         self.node = node  # the first value over the limit
 
 
+class _CountingLoader(yaml.SafeLoader):
+    """Stops composing past _MAX_NODES values: a document that large is refused as it is read,
+    not after (16 MiB of small mappings take PyYAML a minute and 2 GB to compose)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.composed = 0
+
+    def compose_node(self, parent, index):
+        node = super().compose_node(parent, index)
+        self.composed += 1
+        if self.composed > _MAX_NODES:
+            raise _TooLarge(node)
+        return node
+
+
 # PyYAML's errors when a key's colon is missing or hidden: it notices only on the next line.
 KEY_PROBLEMS = ("mapping values are not allowed here", "could not find expected ':'")
 # ... or on the next key, which no longer fits what PyYAML reads.
@@ -361,7 +379,9 @@ class _Builder:
 
     def _compose(self, text: str) -> Node | None:
         try:
-            return yaml.compose(text, Loader=yaml.SafeLoader)
+            return yaml.compose(text, Loader=_CountingLoader)
+        except _TooLarge as too_large:
+            self.error(*_mark(too_large.node), (), self._too_large_message())
         except yaml.MarkedYAMLError as error:
             self._syntax_error(error, text)
         except yaml.reader.ReaderError as error:
@@ -477,6 +497,12 @@ class _Builder:
             message = f"cannot read {_shortened(node.value)!r} as {_display_tag(node.tag)}: {why}"
             self.error(*_mark(node), path, message)
             return None
+        if _beyond_decimal_text(value):  # 0x..., 0o... or 1:2:3 past the limit of decimal digits
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            self.error(*_mark(node), path, f"cannot read {_shortened(node.value)!r} as "
+                       f"{_display_tag(node.tag)}: about {digits:,} digits, far more than any "
+                       "setting takes")
+            return None
         surrogate = _lone_surrogate(value)
         if surrogate is not None:
             self.error(*_mark(node), path, _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}"))
@@ -558,6 +584,14 @@ _SURROGATE_MESSAGE = ("{} is half of a UTF-16 surrogate pair, not a character; w
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
+def _beyond_decimal_text(value: Any) -> bool:
+    """An integer too long for Python to write in decimal (which json and error messages do):
+    a hexadecimal, octal or sexagesimal one is read without the limit decimal digits have."""
+    limit = sys.get_int_max_str_digits()
+    return (isinstance(value, int) and limit > 0
+            and value.bit_length() * math.log10(2) >= limit - 1)
+
+
 def _lone_surrogate(value: Any) -> str | None:
     found = _SURROGATES.search(value) if isinstance(value, str) else None
     return found.group() if found else None
@@ -587,6 +621,9 @@ class _OverrideError(Exception):
 _PATH_KEY = r"[A-Za-z_][A-Za-z0-9_-]*"
 _PATH_PATTERN = re.compile(rf"{_PATH_KEY}(\[-?\d+\])*(\.{_PATH_KEY}(\[-?\d+\])*)*")
 _PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(-?\d+)\]")
+# Deeper than any field of the schema (model.layers[0].init.value is 5 parts), well short of
+# the nesting that would exhaust Python's recursion in the checks that copy the spec.
+_LONGEST_PATH = 64
 
 
 def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None) -> list[str]:
@@ -653,6 +690,9 @@ def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
     path = tuple(
         key if key else int(index) for key, index in _PATH_TOKEN.findall(path_text)
     )
+    if len(path) > _LONGEST_PATH:
+        raise _OverrideError(f"the path has {len(path):,} parts, more than any spec field's (a "
+                             f"few, {_LONGEST_PATH} at most); check it against nnrun schema")
     return path, _parse_value(value_text, position)
 
 

@@ -91,7 +91,16 @@ class RunDirPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-threads_option = click.option("--threads", type=click.IntRange(min=1),
+def _usable_threads(ctx, param, value: int | None) -> int | None:
+    if value is not None:
+        from nnrun.runtime.threads import MAX_THREADS
+        if value > MAX_THREADS:
+            raise click.BadParameter(f"{value} is more threads than nnrun runs ({MAX_THREADS} at "
+                                     "most); give at most the machine's cores", ctx, param)
+    return value
+
+
+threads_option = click.option("--threads", type=click.IntRange(min=1), callback=_usable_threads,
                               help="CPU threads for the NumPy kernels (default: OMP_NUM_THREADS, "
                                    "else every core).")
 
@@ -576,6 +585,12 @@ def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
     from nnrun.compiler.summary import summary_text
 
     run_dir = spec if spec.is_dir() else None
+    if checkpoint and not run_dir:
+        raise UserError(f"{spec}: --checkpoint applies to a run directory, not a spec")
+    if overrides and run_dir:
+        raise UserError(f"{spec}: --set applies to a spec; a run is shown as it was trained "
+                        f"(summary {spec / 'spec.yaml'} --set ... shows the changed model "
+                        "without the checkpoint)")
     checked = check(load_spec(_run_spec(run_dir) if run_dir else spec, overrides))
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if any(error not in checked.over_budget for error in errors):

@@ -179,12 +179,23 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
     if expected is None:
         wanted = {key: header for key, header in headers.items() if key != META_KEY}
     else:
+        _refuse_unknown_parameters(path, headers, expected)
         wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype)
                   for name, shape in expected.items()}
     arrays = {_state_name(key): value for key, value in _read(path, wanted).items()}
     if expected is not None:
         _check_finite(path, arrays)
     return arrays, meta
+
+
+def _refuse_unknown_parameters(path: Path, headers: dict, expected: dict) -> None:
+    """A parameter the model does not have: the file was changed, or is another model's
+    (its spec hash aside); reading on would hide it."""
+    unknown = [key for key in headers if key.startswith(PARAMS_PREFIX)
+               and _state_name(key) not in expected]
+    if unknown:
+        raise CheckpointError(_damaged(path, f"it holds '{unknown[0]}', which is no parameter of "
+                                             "this model"))
 
 
 def _check_finite(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -24,7 +24,7 @@ from .files import read_json_file, write_atomically
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem
-from .run_dir import RunDirectoryError, not_a_run_directory
+from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory
 
 BATCH = 1000  # samples per forward pass in eval and predict
 
@@ -121,6 +121,11 @@ def _checkpoint_path(run_dir: Path, which: str) -> Path:
     if not _present(path) and which == "best" and _present(fallback):
         return fallback
     if not _present(run_dir / "best.npz") and not _present(fallback):
+        signs = RunDirectory(run_dir).signs_of_trained_epochs()
+        if signs:  # deleted or moved: a resume would refuse to start the run over
+            raise RunDirectoryError(
+                f"{run_dir}: best.npz and last.npz are missing, though the run has trained "
+                f"epochs ({', '.join(signs)}); put the checkpoints back, or train a new run")
         raise RunDirectoryError(
             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); continue it with "
             f"nnrun train {run_dir / 'spec.yaml'} --resume {run_dir}")
@@ -137,7 +142,7 @@ def _present(path: Path) -> bool:
 
 def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
-    stored = load_preprocessing(run_dir, sample_shape)
+    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype)
     if stored is not None:
         return stored
     spec = model.spec

@@ -196,7 +196,7 @@ _FIXES = {
 
 def describe_os_error(error: OSError) -> str:
     """One line: the path, what went wrong, what to do."""
-    where = error.filename or "a file"
+    where = error.filename or "a file or the output"  # stdout: `nnrun schema > /dev/full`
     if error.filename2:
         where = f"{where} -> {error.filename2}"
     what = error.strerror or type(error).__name__

@@ -52,7 +52,13 @@ def _given(init, shape, dtype) -> np.ndarray:
     if first_not_finite({init.key: array}):
         raise CheckpointError(f"{init.file}: array '{init.key}' holds nan or inf; init_from "
                               "needs finite weights (a checkpoint from before the loss diverged)")
-    return array.astype(dtype)
+    with np.errstate(over="ignore"):  # said below, as one line
+        values = array.astype(dtype)
+    if first_not_finite({init.key: values}):
+        raise CheckpointError(f"{init.file}: array '{init.key}' holds values beyond the range of "
+                              f"{dtype} (at most {float(np.finfo(dtype).max):.4g} in size); "
+                              f"give smaller values, or train with --set dtype=float64")
+    return values
 
 
 def _uniform(rng, shape, limit, dtype) -> np.ndarray:

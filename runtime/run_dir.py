@@ -222,9 +222,7 @@ class RunDirectory:
         and overwrite best.npz and the metrics of its epochs: refused, saying how to go on."""
         if self.has_checkpoint:
             return
-        signs = [name for name in AFTER_FIRST_CHECKPOINT if self.file(name).exists()]
-        if self._last_epoch_in_metrics() >= 2:
-            signs.insert(0, METRICS)
+        signs = self.signs_of_trained_epochs()
         if not signs:
             return
         way = (f"copy {BEST} to {LAST} and resume to continue from its best epoch, or "
@@ -232,6 +230,13 @@ class RunDirectory:
         raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
                                 f"({', '.join(signs)}) but has no {LAST} to continue from; "
                                 f"{way}start a new run with another --out")
+
+    def signs_of_trained_epochs(self) -> list[str]:
+        """The files that show the run trained past its first checkpoint."""
+        signs = [name for name in AFTER_FIRST_CHECKPOINT if self.file(name).exists()]
+        if self._last_epoch_in_metrics() >= 2:
+            signs.insert(0, METRICS)
+        return signs
 
     def _refuse_lost_spec(self) -> None:
         """Without spec.yaml, a resume could neither check nor record changed settings."""

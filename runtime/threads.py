@@ -19,11 +19,15 @@ from threadpoolctl import threadpool_limits
 from nnrun.backends.base import set_workers, workers
 
 
+# More than any machine's cores; BLAS libraries take a C int and cap it lower still.
+MAX_THREADS = 1024
+
+
 def default_threads() -> int:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
-            return int(value)
+            return min(int(value), MAX_THREADS)
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -31,6 +35,8 @@ def default_threads() -> int:
 def thread_limit(threads: int | None):
     """Runs the block with `threads` workers for nnrun's kernels (None: the default above),
     BLAS on one thread per call."""
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads={threads}: give 1 to {MAX_THREADS}")
     count = threads or default_threads()
     saved = workers()
     set_workers(count)

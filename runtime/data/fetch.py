@@ -88,11 +88,13 @@ def fetch_dataset(
         )
     destination = Path(dest_dir).expanduser() if dest_dir else default_dir(name)
     mirror_list = list(mirrors or MIRRORS[name])
-    for mirror in mirror_list:  # pooch refuses others with the ValueError of a bad checksum
+    # The downloader is requests': it refuses other schemes (ftp too) with an error that is
+    # also the ValueError of a bad checksum.
+    for mirror in mirror_list:
         parts = urllib.parse.urlsplit(mirror)
-        if parts.scheme not in ("http", "https", "ftp", "sftp") or not parts.netloc:
-            raise DataError(f"mirror {mirror!r} is not an http(s) or ftp URL; serve a local "
-                            "copy as one: --mirror http://127.0.0.1:8000/mnist/")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise DataError(f"mirror {mirror!r} is not an http(s) URL; serve a local copy as "
+                            "one: --mirror http://127.0.0.1:8000/mnist/")
     digests = {file: accepted(value) for file, value in (checksums or CHECKSUMS[name]).items()}
     say = report or (lambda message: None)
     created = [path for path in (destination, *destination.parents) if not path.exists()]

@@ -98,14 +98,20 @@ def cache_path(path: Path, dataset_name: str) -> Path:
     return cache_dir(dataset_name) / f"{base}.{key[:12]}.npy"
 
 
-def read_cached(cached: Path) -> np.ndarray | None:
-    """The decoded copy at `cached` (cache_path), or None."""
+def read_cached(cached: Path, source: Path) -> np.ndarray | None:
+    """The decoded copy at `cached` (cache_path) of `source`, or None: an unreadable copy, or
+    one of another shape or type than the source's header declares, is decoded again."""
     if not cached.is_file():
         return None
     try:
-        return np.load(cached, allow_pickle=False)
-    except CACHE_DAMAGE:
-        return None  # an unreadable cache is rebuilt from the source
+        array = np.load(cached, allow_pickle=False)
+        with open_idx(source) as stream:
+            shape, dtype = read_header(stream, source, None, None)
+    except (*CACHE_DAMAGE, *GZIP_DAMAGE, DataError):
+        return None  # the source's own damage is said when it is decoded
+    if array.shape != shape or array.dtype != dtype.newbyteorder("="):
+        return None
+    return array
 
 
 def write_cached(cached: Path, array: np.ndarray) -> None:

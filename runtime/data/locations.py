@@ -41,7 +41,7 @@ def library_caches_in_ours():
     ~/.config/matplotlib) unless the user has one, which then applies."""
     chosen = {"XDG_CACHE_HOME": str(cache_dir("libraries"))}
     config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    if not (config_home / "matplotlib").is_dir():
+    if not _is_dir(config_home / "matplotlib"):
         chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
     chosen = {name: value for name, value in chosen.items() if name not in os.environ}
     os.environ.update(chosen)
@@ -50,6 +50,15 @@ def library_caches_in_ours():
     finally:
         for name in chosen:
             os.environ.pop(name, None)
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether `path` is a directory this process can see (a home it may not search, as
+    another user's: no)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def mnist1d_cache_file() -> Path:

@@ -67,9 +67,10 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
     write_atomically(Path(run_dir) / FILE_NAME, lambda stream: np.savez(stream, **arrays))
 
 
-def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...]) -> Preprocessing | None:
-    """The run's stored preprocessing, checked against the model's `sample_shape`, or None for
-    a run trained before nnrun stored it."""
+def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...],
+                       dtype: str) -> Preprocessing | None:
+    """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`,
+    or None for a run trained before nnrun stored it."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -82,7 +83,7 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...]) -> Preproce
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     except (DamagedFile, KeyError) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
-    problem = stored_problem(arrays, tuple(sample_shape))
+    problem = stored_problem(arrays, tuple(sample_shape), dtype)
     if problem:
         raise DataError(f"{path}: {problem}; {REFIT}")
     return Preprocessing(normalizer, arrays.get("permutation"))
@@ -91,18 +92,21 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...]) -> Preproce
 REFIT = "delete it to fit the preprocessing again from the run's data"
 
 
-def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...]) -> str | None:
-    """What is wrong with the stored fields for samples of `sample_shape`, or None."""
+def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...],
+                   dtype: str) -> str | None:
+    """What is wrong with the stored fields for samples of `sample_shape` of a `dtype` model,
+    or None."""
     if "scale" in arrays and "shift" not in arrays:
         return "has 'scale' but no 'shift'"
-    problems = [_statistic_problem(name, arrays[name], sample_shape)
+    problems = [_statistic_problem(name, arrays[name], sample_shape, dtype)
                 for name in ("shift", "scale") if name in arrays]
     if "permutation" in arrays:
         problems.append(_permutation_problem(arrays["permutation"], sample_shape))
     return next((problem for problem in problems if problem), None)
 
 
-def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple) -> str | None:
+def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple,
+                       dtype: str) -> str | None:
     # Fitted statistics are one number, or one per channel/feature kept as a broadcastable
     # axis: they must broadcast over a sample without changing its shape.
     batch = (1, *sample_shape)
@@ -113,8 +117,12 @@ def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple) -> str
                 f"{list(sample_shape)}")
     if not np.isfinite(value).all():
         return f"'{name}' holds NaN or inf"
-    if name == "scale" and not (value > 0).all():
-        return f"'scale' holds {value.min():g}; a scale must be greater than 0"
+    largest, held = float(np.abs(value).max(initial=0)), float(np.finfo(dtype).max)
+    if largest > held:
+        return (f"'{name}' holds {largest:g}, beyond the range of the model's {dtype} (at most "
+                f"{held:.4g} in size)")
+    if name == "scale" and not (value.astype(dtype) > 0).all():  # 1e-300 is 0 in float32
+        return f"'scale' holds {value.min():g}; a scale must be greater than 0 in {dtype}"
     return None
 
 

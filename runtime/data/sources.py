@@ -38,6 +38,7 @@ from .locations import (
     search_dirs,
     write_cache_file,
 )
+from .splits import first_non_finite_sample
 
 GENERATOR_SEED = 0
 DIGITS_SPLIT_SEED = 0
@@ -74,8 +75,7 @@ def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str) ->
 
 def check_features(x: np.ndarray, where: str) -> np.ndarray:
     check_feature_layout(x.shape, x.dtype, where)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        sample = int(np.argwhere(~np.isfinite(x))[0][0])
+    if (sample := first_non_finite_sample(x)) is not None:
         raise DataError(f"{where}: features contain NaN or inf (first at sample {sample}); "
                         "replace those values or leave those samples out")
     return x
@@ -148,8 +148,7 @@ def check_targets(y: np.ndarray, where: str,
         return check_labels(y, where, ignore_index=ignore_index), "classification"
     if y.dtype.kind != "f":
         raise DataError(f"{where}: labels must be [N] (or float targets [N, k]), got {y.shape}")
-    if not np.isfinite(y).all():
-        sample = int(np.argwhere(~np.isfinite(y))[0][0])
+    if (sample := first_non_finite_sample(y)) is not None:
         raise DataError(f"{where}: targets contain NaN or inf (first at sample {sample}); "
                         "replace those values or leave those samples out")
     return y, "regression"
@@ -382,14 +381,26 @@ def _fetched(name: str, not_found: str) -> Path:
 def read_idx_pair(name: str, directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_path = find_idx_file(directory, IDX_FILES[f"{split}_images"])
     labels_path = find_idx_file(directory, IDX_FILES[f"{split}_labels"])
-    sample_shape = DATASETS[name].input_shape[1:]
     cached = {path: cache_path(path, name) for path in (images_path, labels_path)}
-    images = read_cached(cached[images_path])
+    try:
+        return _checked_idx_pair(name, images_path, labels_path, cached)
+    except DataError:
+        if not any(path.is_file() for path in cached.values()):
+            raise
+        # A decoded copy edited or damaged in place fails the checks its source passes: the
+        # source decides, and its copy is written again.
+        return _checked_idx_pair(name, images_path, labels_path, cached, use_cache=False)
+
+
+def _checked_idx_pair(name: str, images_path: Path, labels_path: Path, cached: dict,
+                      use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    sample_shape = DATASETS[name].input_shape[1:]
+    images = read_cached(cached[images_path], images_path) if use_cache else None
     decoded = {}
     if images is None or images.shape[1:] != sample_shape:
         images = decoded[images_path] = read_idx(images_path, 3, sample_shape)
     check_features(images, str(images_path))  # float IDX types (0x0D, 0x0E) can hold NaN
-    raw_labels = read_cached(cached[labels_path])
+    raw_labels = read_cached(cached[labels_path], labels_path) if use_cache else None
     if raw_labels is None or raw_labels.ndim != 1:
         raw_labels = decoded[labels_path] = read_idx(labels_path, expected_ndim=1)
     labels = check_labels(raw_labels, str(labels_path), DATASETS[name].num_classes)
@@ -502,6 +513,10 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                         "maps may be named 'masks' instead of 'y'")
     if ("x_test" in headers) != (test_labels in headers):
         raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
+    pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets
+             in (("x", labels), ("x_test", test_labels)) if features in headers]
+    for features, _, where in pairs:
+        check_feature_layout(headers[features].shape, headers[features].dtype, where)
     names = [name for name in ("x", labels, "x_test", test_labels) if name in headers]
     size = sum(headers[name].size_bytes for name in names)
     # Their samples once more in float32 at the least: the model's copies, made next, of the
@@ -514,13 +529,10 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                         f"{byte_size(copies)} more as float32, over the {byte_size(available)} "
                         f"available ({source}); the file is damaged or too big for this "
                         "machine: save fewer samples in it")
-    for features, targets in (("x", labels), ("x_test", test_labels)):
-        if features in headers:
-            where = f"{path} ({features}, {targets})"
-            check_feature_layout(headers[features].shape, headers[features].dtype, where)
-            count, label_shape = headers[features].shape[0], headers[targets].shape
-            if label_shape and label_shape[0] != count:  # a single value is reported later
-                raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
+    for features, targets, where in pairs:
+        count, label_shape = headers[features].shape[0], headers[targets].shape
+        if label_shape and label_shape[0] != count:  # a single value is reported later
+            raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
 
 
 def _kept(shape: tuple[int, ...], limit: int | None) -> int:
@@ -559,7 +571,9 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
                 table = np.loadtxt(_without_blank_lines(handle), delimiter=",", skiprows=1,
                                    ndmin=2, dtype=np.float64, quotechar='"')
     except ValueError as error:
-        raise DataError(f"{path}: {csv_problem(path, header, str(error))}") from None
+        unread = (f"{error} (rows counted from 0 after the header); check the file's quotes: a "
+                  'value quoted with " must close on its own line')
+        raise DataError(f"{path}: {csv_problem(path, header, unread)}") from None
     if len(table) == 0:
         raise DataError(f"{path}: no data rows after the header")
     if table.shape[1] != len(header):
@@ -627,7 +641,8 @@ def is_number(text: str) -> bool:
         float(text)
     except ValueError:
         return False
-    return "_" not in text  # Python's float reads 1_000, loadtxt does not
+    # Python's float reads 1_000 and other scripts' digits (١٢), loadtxt does not
+    return "_" not in text and text.isascii()
 
 
 LOADERS: dict[str, Callable[[Any, Path], RawData]] = {

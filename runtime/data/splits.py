@@ -140,15 +140,29 @@ def permute_features(x: np.ndarray, permutation: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(len(x), -1)[:, permutation].reshape(x.shape))
 
 
+def first_non_finite_sample(x: np.ndarray) -> int | None:
+    """The first sample holding a NaN or inf, or None. By slices of about 4 MB of values, so that
+    data full of NaN costs no more memory than a slice (every NaN's index would be 17x the
+    data)."""
+    if x.dtype.kind != "f":
+        return None
+    samples = x.reshape(len(x), -1)
+    step = max(1, 2**22 // max(1, samples.shape[1]))
+    for start in range(0, len(samples), step):
+        finite = np.isfinite(samples[start:start + step]).all(axis=1)
+        if not finite.all():
+            return start + int(np.argmin(finite))
+    return None
+
+
 def not_finite_problem(x: np.ndarray, what: str = "x",
                        after: str = "once preprocessed") -> str | None:
     """Why preprocessed inputs in their final dtype cannot be computed with, or None.
 
     Checked after the preprocessing and the cast: 1e300 is finite in float64, not in float32.
     """
-    bad = ~np.isfinite(x)
-    if not bad.any():
+    sample = first_non_finite_sample(x)
+    if sample is None:
         return None
-    sample = int(np.argwhere(bad)[0][0])
     return (f"{what} must hold finite {x.dtype} numbers (sample {sample} is NaN, inf or too "
             f"large for {x.dtype} {after})")

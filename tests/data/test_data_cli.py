@@ -161,5 +161,5 @@ def test_a_mirror_that_is_no_url_is_named_as_such(url, tmp_path):
     """The hostile-input audit: pooch refuses such a URL with the error of a bad checksum,
     and the message said "checksum mismatch, file refused"."""
     result = run("fetch", "mnist", "--dest", str(tmp_path / "out"), "--mirror", url)
-    assert result.exit_code == 1 and "is not an http(s) or ftp URL" in result.stderr
+    assert result.exit_code == 1 and "is not an http(s) URL" in result.stderr
     assert result.stderr.count("\n") == 1 and not (tmp_path / "out").exists()

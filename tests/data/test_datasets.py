@@ -878,3 +878,62 @@ def test_an_npz_whose_samples_would_not_fit_as_float32_is_refused_with_the_figur
                    "float32, over the 3.00 MB available (NNRUN_MEMORY_LIMIT)", "save fewer samples")
     # data.limit keeps the first samples: only those are copied (the second review)
     assert len(load("npz", spec_dir=tmp_path, path="u8.npz", limit=100).train.x) == 100
+
+
+# --- the hostile-files audit of 2026-12-05 ---------------------------------------------------
+
+
+@pytest.mark.parametrize("arrays", [
+    {"x": np.float32(1), "y": np.zeros(3, np.int64)},
+    {"x": np.zeros((4, 2), np.float32), "y": np.zeros(4, np.int64),
+     "x_test": np.float32(1), "y_test": np.zeros(2, np.int64)}], ids=["x", "x_test"])
+def test_an_npz_whose_features_are_a_single_value_is_a_data_error(tmp_path, arrays):
+    """Its samples' memory was counted from shape[0] before the shape was checked: IndexError."""
+    write_npz(tmp_path / "single.npz", **arrays)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="single.npz")
+    one_line_error(excinfo, "single.npz", "features must be [N, ...]")
+
+
+def test_finding_the_first_nan_sample_costs_no_more_than_a_slice(tmp_path):
+    """np.argwhere listed every NaN's index: 17x the data (3 GB for an all-NaN MNIST)."""
+    import tracemalloc
+
+    from nnrun.runtime.data.splits import first_non_finite_sample
+
+    x = np.full((4000, 1, 28, 28), np.nan, np.float32)  # 12.5 MB
+    x[:3000] = 0
+    tracemalloc.start()
+    try:
+        assert first_non_finite_sample(x) == 3000
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+    assert first_non_finite_sample(np.zeros((5, 3))) is None
+    assert first_non_finite_sample(np.arange(6).reshape(3, 2)) is None
+
+
+def test_a_decoded_copy_changed_in_place_is_decoded_again(tmp_path, make_mnist_like,
+                                                          isolated_home):
+    """A cache truncated to 5 samples trained on them without a word; labels overwritten with
+    99 were blamed on the intact IDX file."""
+    directory = make_mnist_like(tmp_path / "data")
+    first = load("mnist", path=str(directory), normalize="none")
+    cache = isolated_home / ".cache/nnrun/mnist"
+    for copy in cache.glob("train-*.npy"):
+        np.save(copy, np.load(copy)[:5])
+    assert np.array_equal(load("mnist", path=str(directory), normalize="none").train.x,
+                          first.train.x)
+    for copy in cache.glob("t10k-labels*.npy"):
+        np.save(copy, np.full(np.load(copy).shape, 99, np.uint8))
+    assert load("mnist", path=str(directory), normalize="none").test.y.max() < 10
+    assert all(len(np.load(copy)) in (12, 5) for copy in cache.glob("*.npy"))
+
+
+def test_a_mirror_is_an_http_url(tmp_path):
+    """requests refuses ftp with an error that is also a ValueError: it read as a checksum
+    mismatch."""
+    with pytest.raises(DataError) as excinfo:
+        fetch_dataset("mnist", tmp_path / "out", mirrors=["ftp://127.0.0.1:9/"])
+    one_line_error(excinfo, "is not an http(s) URL")

@@ -8,7 +8,7 @@ import pytest
 
 from nnrun.compiler.frontend import load_spec_text
 from nnrun.runtime.regularisation import regularisation_lines
-from tests.invoking import assert_ok, invoke
+from invoking import assert_ok, invoke
 
 pytest.importorskip("sklearn")  # the digits dataset
 

@@ -1,0 +1,208 @@
+"""What two audits of odd and hostile input found (2026-12-05): files and arguments that reached
+an internal error, a NumPy warning, a wrong diagnosis or a slow refusal. Each is one line now,
+naming what is wrong and what to do."""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import load_spec_text
+from nnrun.runtime.files import describe_os_error
+
+from invoking import assert_ok, assert_one_line_error, invoke
+
+SPEC = """\
+name: tiny
+seed: 0
+data: {dataset: xor, n_samples: 64, validation_split: 0.25}
+model:
+  input_shape: [2]
+  layers:
+    - {type: dense, units: 4, activation: tanh}
+    - {type: dense, units: 1, activation: sigmoid}
+loss: binary_cross_entropy
+optimizer: {type: adam, lr: 0.05}
+train: {epochs: 2, batch_size: 16}
+"""
+
+
+@pytest.fixture
+def spec(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path, spec) -> Path:
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    return out
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_init_from_values_beyond_float32_are_refused_before_the_run_starts(tmp_path, spec):
+    """1e300 is finite in the file's float64: cast, it was inf, a NumPy warning and a NaN loss
+    blamed on the learning rate, with a run directory left behind."""
+    np.savez(tmp_path / "huge.npz", **{"dense_1.weight": np.full((2, 4), 1e300)})
+    out = tmp_path / "run"
+    line = assert_one_line_error(invoke("train", spec, "--out", out, "--set",
+                                        "model.init_from=huge.npz"), "huge.npz")
+    assert "beyond the range of float32" in line and "dense_1.weight" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["eval"], ["predict", "INPUT"]])
+def test_preprocessing_beyond_the_models_dtype_is_named(tmp_path, trained, command):
+    """A shift of 1e300 was reported as the data's or the input's fault (export: exit 70)."""
+    path = trained / "preprocessing.npz"
+    arrays = dict(np.load(path))
+    arrays["shift"] = np.full(arrays["shift"].shape, 1e300)
+    path.unlink()
+    np.savez(path, **arrays)
+    np.savez(tmp_path / "in.npz", x=np.zeros((3, 2), np.float32))
+    args = [tmp_path / "in.npz" if part == "INPUT" else part for part in command]
+    if command[0] == "predict":
+        args += ["--out", tmp_path / "p.npy"]
+    line = assert_one_line_error(invoke(args[0], trained, *args[1:]), "preprocessing.npz")
+    assert "'shift' holds 1e+300, beyond the range of the model's float32" in line
+
+
+def test_a_checkpoint_with_a_parameter_the_model_lacks_is_refused(trained):
+    path = trained / "best.npz"
+    arrays = dict(np.load(path))
+    arrays["params/dense_9.weight"] = np.zeros((2, 2), np.float32)
+    path.unlink()
+    np.savez(path, **arrays)
+    line = assert_one_line_error(invoke("eval", trained), "best.npz")
+    assert "'params/dense_9.weight', which is no parameter of this model" in line
+
+
+def test_init_from_naming_a_parameter_twice_is_a_spec_error(tmp_path):
+    np.savez(tmp_path / "twice.npz", **{"dense_1.weight": np.zeros((2, 4)),
+                                        "params/dense_1.weight": np.ones((2, 4))})
+    (tmp_path / "tiny.yaml").write_text(SPEC.replace("  input_shape: [2]",
+                                                     "  input_shape: [2]\n  init_from: twice.npz"))
+    result = invoke("validate", tmp_path / "tiny.yaml")
+    assert result.exit_code == 1 and "both give dense_1.weight; keep one" in result.stderr
+
+
+def test_a_run_that_lost_both_checkpoints_is_not_sent_to_a_resume_that_refuses(trained):
+    (trained / "best.npz").unlink()
+    (trained / "last.npz").unlink()
+    line = assert_one_line_error(invoke("eval", trained), trained)
+    assert "best.npz and last.npz are missing, though the run has trained epochs" in line
+    assert "--resume" not in line
+
+
+def test_a_csv_with_a_quote_left_open_says_so(tmp_path, spec):
+    (tmp_path / "open.csv").write_text('a,b,label\n"1,2,1\n3,4,0\n')
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--set",
+                                        "data={dataset: csv, path: open.csv}"), "open.csv")
+    assert "quotes" in line
+
+
+def test_a_csv_with_other_scripts_digits_names_the_cell(tmp_path, spec):
+    (tmp_path / "digits.csv").write_text("a,b,label\n1,\u0661\u0662,1\n3,4,0\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--set",
+                                        "data={dataset: csv, path: digits.csv}"), "digits.csv")
+    assert "line 2, column 'b'" in line
+
+
+# --- specs ------------------------------------------------------------------------------------
+
+
+def test_a_huge_hexadecimal_integer_is_refused_at_its_position():
+    """Read without the limit of decimal digits, it passed validate and failed in json.dumps."""
+    with pytest.raises(SpecError) as excinfo:
+        load_spec_text(SPEC.replace("seed: 0", "seed: 0x" + "f" * 5000), "hex.yaml")
+    (diagnostic,) = excinfo.value.diagnostics
+    assert (diagnostic.line, diagnostic.col) == (2, 7)
+    assert "about 6,021 digits, far more than any setting takes" in diagnostic.message
+
+
+def test_a_document_of_too_many_values_is_refused_as_it_is_read():
+    """16 MiB of small mappings took 85 s and 2 GB to compose before the count refused it."""
+    lines = 200_000 // 5 + 100  # five values a line: the mapping, two keys, two values
+    text = SPEC.replace("train:", "x:\n" + "  - {type: dense, units: 2}\n" * lines + "train:")
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as excinfo:
+        load_spec_text(text, "big.yaml")
+    (diagnostic,) = excinfo.value.diagnostics
+    assert "more than 200,000 values" in diagnostic.message
+    assert diagnostic.line < text.count("\n") - 50  # stopped where the count was passed
+    assert time.perf_counter() - started < 30
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+
+def test_a_set_path_of_a_thousand_parts_is_a_spec_error(spec):
+    """It nested the spec 1000 deep, and a check that copies it ran out of recursion."""
+    path = ".".join(["x"] * 1000)
+    result = invoke("validate", spec, "--set", f"{path}=1")
+    assert result.exit_code == 1 and "internal error" not in result.output
+    assert "the path has 1,000 parts" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_a_thread_count_beyond_any_machine_is_a_usage_error(tmp_path, spec, command):
+    """2**64 overflowed BLAS's C int (exit 70), after train had made its run directory."""
+    out = ["--out", tmp_path / "run"] if command == "train" else []
+    result = invoke(command, spec, "--threads", 2**64, *out)
+    assert result.exit_code == 2 and "1024 at most" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_api_refuses_such_a_thread_count_and_the_environment_is_capped(monkeypatch):
+    from nnrun.runtime.threads import default_threads, thread_limit
+
+    with pytest.raises(ValueError, match="threads=5000: give 1 to 1024"):
+        with thread_limit(5000):
+            pass
+    monkeypatch.setenv("OMP_NUM_THREADS", str(2**64))
+    assert default_threads() == 1024
+
+
+def test_summary_of_a_run_takes_no_set_and_of_a_spec_no_checkpoint(spec, trained):
+    """--set showed the checkpoint's sparsity against a model it was not trained as."""
+    line = assert_one_line_error(invoke("summary", trained, "--set",
+                                        "model.layers[0].units=16"), trained)
+    assert "--set applies to a spec" in line
+    line = assert_one_line_error(invoke("summary", spec, "--checkpoint", "best"), spec)
+    assert "--checkpoint applies to a run directory" in line
+
+
+def test_a_config_home_this_user_may_not_search_is_passed_over(tmp_path, monkeypatch):
+    """`Path.is_dir` raises on EACCES: export, plot and data preview failed, naming
+    ~/.config/matplotlib, which the user never gave."""
+    from nnrun.runtime.data import locations
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "private"))
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    real_is_dir = Path.is_dir
+
+    def is_dir(path):
+        if "private" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_is_dir(path)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir)
+    with locations.library_caches_in_ours():
+        import os
+        assert os.environ["MPLCONFIGDIR"].startswith(str(tmp_path / "cache"))
+
+
+def test_a_write_without_a_file_name_names_the_output():
+    """stdout on a full device (`nnrun schema > /dev/full`) was "a file"."""
+    line = describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
+    assert line.startswith("a file or the output: No space left on device")
