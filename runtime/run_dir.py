@@ -144,7 +144,10 @@ class RunDirectory:
     def open_existing(self) -> RunDirectory:
         """For --resume: a directory of ours, with or without a checkpoint."""
         if not self.path.is_dir():
-            raise RunDirectoryError(f"{self.path}: no such run directory; start a run with --out")
+            what = (f"is {what_is_there(self.path)}, not a run directory"
+                    if self.path.exists() else "no such run directory")
+            raise RunDirectoryError(f"{self.path}: {what}; --resume takes the directory of a run "
+                                    "(its --out), or start a run with --out")
         self._check_own_files(for_resume=True)
         self._lock()
         self._refuse_lost_checkpoint()
@@ -181,9 +184,10 @@ class RunDirectory:
                                         "only its own files and never through links; remove it "
                                         "or choose another directory")
             if (self.path / name).exists() and not (self.path / name).is_file():
-                raise RunDirectoryError(f"{self.path / name}: is not a regular file (a "
-                                        f"directory?); nnrun keeps its {name} there: move it "
-                                        "away, or choose another directory")
+                raise RunDirectoryError(f"{self.path / name}: is not a regular file but "
+                                        f"{what_is_there(self.path / name)}; nnrun keeps its "
+                                        f"{name} there: move it away, or choose another "
+                                        "directory")
         self._refuse_a_lock_not_ours()
         if not is_writable_directory(self.path):
             raise RunDirectoryError(f"{self.path}: is not writable; nnrun writes its metrics "

@@ -206,3 +206,18 @@ def test_a_write_without_a_file_name_names_the_output():
     """stdout on a full device (`nnrun schema > /dev/full`) was "a file"."""
     line = describe_os_error(OSError(errno.ENOSPC, "No space left on device"))
     assert line.startswith("a file or the output: No space left on device")
+
+
+def test_a_fifo_among_a_runs_files_is_named_as_one(trained):
+    import os
+
+    (trained / "metrics.jsonl").unlink()
+    os.mkfifo(trained / "metrics.jsonl")
+    line = assert_one_line_error(invoke("train", trained / "spec.yaml", "--resume", trained,
+                                        "--epochs", 3), "metrics.jsonl")
+    assert "is not a regular file but a FIFO (named pipe)" in line
+
+
+def test_resume_of_a_device_says_it_is_no_run_directory(spec):
+    line = assert_one_line_error(invoke("train", spec, "--resume", "/dev/null"), "/dev/null")
+    assert "is a character device, not a run directory" in line
