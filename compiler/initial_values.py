@@ -167,7 +167,9 @@ def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
     found, errors = {}, []
     for key in shapes:
         suffix = key.removeprefix(PARAMS_PREFIX).removeprefix(f"{layer}.")
-        if suffix in wanted:
+        if suffix in found:  # weight beside dense_1.weight or params/dense_1.weight
+            errors.append((origin, _given_twice(path, found[suffix], key, wanted[suffix])))
+        elif suffix in wanted:
             found[suffix] = key
         else:
             errors.append((origin, f"{path.name}: array '{key}' is not a parameter of {layer}; "
@@ -188,8 +190,7 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     for key in shapes:
         name = key.removeprefix(PARAMS_PREFIX)
         if name in found:  # dense_1.weight beside params/dense_1.weight
-            errors.append((origin, f"{path.name}: arrays '{found[name]}' and '{key}' both give "
-                                   f"{name}; keep one"))
+            errors.append((origin, _given_twice(path, found[name], key, name)))
         elif name in known:
             found[name] = key
         else:
@@ -201,6 +202,10 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
         errors.append((origin, f"{path.name} names none of the parameters "
                                f"({', '.join(known)})"))
     return errors or _give_found(lowered, path, shapes, found, origin)
+
+
+def _given_twice(path: Path, first: str, second: str, name: str) -> str:
+    return f"{path.name}: arrays '{first}' and '{second}' both give {name}; keep one"
 
 
 def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) -> list:

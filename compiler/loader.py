@@ -193,7 +193,9 @@ class _TooLarge(Exception):
 
 class _CountingLoader(yaml.SafeLoader):
     """Stops composing past _MAX_NODES values: a document that large is refused as it is read,
-    not after (16 MiB of small mappings take PyYAML a minute and 2 GB to compose)."""
+    not after (16 MiB of small mappings take PyYAML a minute and 2 GB to compose). Values are
+    counted as construct counts them, keys left out; an alias counts once here, its whole
+    value there."""
 
     def __init__(self, stream):
         super().__init__(stream)
@@ -201,7 +203,8 @@ class _CountingLoader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         node = super().compose_node(parent, index)
-        self.composed += 1
+        if not (isinstance(parent, MappingNode) and index is None):  # a key: not a value
+            self.composed += 1
         if self.composed > _MAX_NODES:
             raise _TooLarge(node)
         return node

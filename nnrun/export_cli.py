@@ -84,6 +84,12 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
     rng = np.random.default_rng(0)
     z = rng.standard_normal((CHECK_SAMPLES, *exported.input_shape))
     raw = z if preprocessing.shift is None else z * preprocessing.scale + preprocessing.shift
+    largest = float(np.abs(raw).max())
+    if largest > float(np.finfo(exported.dtype).max):
+        raise ExportError(f"the run's inputs lie near {largest:.3g}, beyond {exported.dtype}, in "
+                          f"which the exported graph reads them; export with --no-preprocessing "
+                          "(the graph then takes inputs preprocessed by nnrun), or train with "
+                          "--set dtype=float64")
     raw = raw.astype(exported.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         expected = model.forward(params, pre.apply(raw, exported.dtype) if pre else raw)

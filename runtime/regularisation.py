@@ -5,9 +5,12 @@ nothing."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from nnrun.compiler.schema import BaseModel, default_layer_names
 
 from .metrics import default_mode
+from .pruning import MagnitudePruner
 
 
 def regularisation_lines(spec) -> list[str]:
@@ -15,7 +18,7 @@ def regularisation_lines(spec) -> list[str]:
         ("augmentation", _augmentation(spec)), ("dropout", _dropout(spec.model.layers)),
         ("weight decay", _weight_decay(spec.optimizer)),
         ("label smoothing", _label_smoothing(spec.loss)),
-        ("early stopping", _early_stopping(spec.train.early_stopping)),
+        ("early stopping", _early_stopping(spec.train.early_stopping, spec.train.pruning)),
         ("pruning", _pruning(spec.train.pruning, spec.train.epochs))) if text]
     if not items:
         return []
@@ -52,7 +55,7 @@ def _label_smoothing(loss) -> str | None:
     return f"{smoothing:g} of each target spread over the classes" if smoothing else None
 
 
-def _early_stopping(early_stopping) -> str | None:
+def _early_stopping(early_stopping, pruning) -> str | None:
     if early_stopping is None:
         return None
     monitor = early_stopping.monitor
@@ -61,16 +64,30 @@ def _early_stopping(early_stopping) -> str | None:
     restore = ("restores the best epoch's weights" if early_stopping.restore_best
                else "keeps the last epoch's weights")
     patience = early_stopping.patience
+    waits = ("; not while pruning ramps up: the best epoch is counted from the first at the "
+             "target sparsity" if pruning is not None else "")
     return (f"stops after {patience} epoch{'s' * (patience != 1)} without a better {monitor} "
-            f"({better} by more than {early_stopping.min_delta:g}); {restore}")
+            f"({better} by more than {early_stopping.min_delta:g}){waits}; {restore}")
 
 
 def _pruning(pruning, epochs: int) -> str | None:
+    """As runtime/pruning.py ramps it over this run's epochs."""
     if pruning is None:
         return None
-    end = pruning.end_epoch if pruning.end_epoch is not None else epochs
-    return (f"{pruning.type}: the smallest {pruning.target_sparsity:.0%} of each weight tensor "
-            f"(not biases) zeroed, ramped from epoch {pruning.start_epoch} to {end}")
+    target = _percent(pruning.target_sparsity)
+    if pruning.start_epoch > epochs:
+        return (f"{pruning.type}, to {target}, from epoch {pruning.start_epoch}: after this "
+                f"run's last epoch ({epochs}), so no weight is pruned")
+    end = max(pruning.end_epoch or epochs, pruning.start_epoch)
+    ramp = MagnitudePruner(pruning, [], epochs, np)
+    reached = (f", reaching {_percent(ramp.sparsity_at(epochs))} by this run's last epoch "
+               f"({epochs})" if end > epochs else "")
+    return (f"{pruning.type}: the smallest {target} of each weight tensor (not biases) zeroed, "
+            f"ramped from epoch {pruning.start_epoch} to {end}{reached}")
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.4g}%"
 
 
 def _fields(settings: BaseModel) -> str:

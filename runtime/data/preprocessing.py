@@ -117,11 +117,13 @@ def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple,
                 f"{list(sample_shape)}")
     if not np.isfinite(value).all():
         return f"'{name}' holds NaN or inf"
+    if name != "scale":  # the shift is subtracted in float64, before the cast
+        return None
     largest, held = float(np.abs(value).max(initial=0)), float(np.finfo(dtype).max)
-    if largest > held:
-        return (f"'{name}' holds {largest:g}, beyond the range of the model's {dtype} (at most "
+    if largest > held:  # cast to the model's dtype, it divides: inf would zero every input
+        return (f"'scale' holds {largest:g}, beyond the range of the model's {dtype} (at most "
                 f"{held:.4g} in size)")
-    if name == "scale" and not (value.astype(dtype) > 0).all():  # 1e-300 is 0 in float32
+    if not (value.astype(dtype) > 0).all():  # 1e-300 is 0 in float32
         return f"'scale' holds {value.min():g}; a scale must be greater than 0 in {dtype}"
     return None
 

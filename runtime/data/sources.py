@@ -571,8 +571,9 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
                 table = np.loadtxt(_without_blank_lines(handle), delimiter=",", skiprows=1,
                                    ndmin=2, dtype=np.float64, quotechar='"')
     except ValueError as error:
-        unread = (f"{error} (rows counted from 0 after the header); check the file's quotes: a "
-                  'value quoted with " must close on its own line')
+        said = str(error).split("; use `usecols`")[0].rstrip(".")  # an option nnrun lacks
+        unread = (f"{said}; check the file's quotes: a value quoted with \" must close on its "
+                  "own line")
         raise DataError(f"{path}: {csv_problem(path, header, unread)}") from None
     if len(table) == 0:
         raise DataError(f"{path}: no data rows after the header")

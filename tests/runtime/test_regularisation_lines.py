@@ -103,3 +103,16 @@ def test_each_kind_is_said_as_its_settings_make_it():
                                 "last epoch's weights")
     pruning = lines_of(PLAIN, "train.pruning={target_sparsity: 0.5, start_epoch: 1, end_epoch: 1}")
     assert pruning[1].endswith("ramped from epoch 1 to 1")
+
+
+def test_what_pruning_and_early_stopping_really_do_within_this_run():
+    """The review: a ramp past the run's end, a start after it, a rounded target, and early
+    stopping that waits for the ramp, were said as if they did not happen."""
+    late = lines_of(PLAIN, "train.pruning={target_sparsity: 0.999, start_epoch: 5}")
+    assert late[1].endswith("to 99.9%, from epoch 5: after this run's last epoch (2), so no "
+                            "weight is pruned")
+    long = lines_of(PLAIN, "train.pruning={target_sparsity: 0.8, end_epoch: 4}")
+    assert long[1].endswith("ramped from epoch 1 to 4, reaching 40% by this run's last epoch (2)")
+    both = lines_of(PLAIN, "train.pruning={target_sparsity: 0.5}", "train.early_stopping={}")
+    assert "not while pruning ramps up: the best epoch is counted from the first at the target " \
+        "sparsity" in both[1]
