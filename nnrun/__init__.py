@@ -68,8 +68,11 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
+    if "ranks" in options and not hasattr(options["ranks"], "is_root"):  # the tests' own ranks
+        raise TypeError("ranks is not an option: distributed=True joins this process's MPI job")
     for name, value, least in (("threads", threads, 1), ("epochs", epochs, 1),
-                               ("batch_size", batch_size, 1), ("seed", seed, 0)):
+                               ("batch_size", batch_size, 1), ("seed", seed, 0),
+                               ("max_steps", options.get("max_steps"), 1)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
                                   or value < least):  # the command's usage errors
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")

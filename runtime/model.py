@@ -20,6 +20,7 @@ from nnrun.compiler.step import build_evaluation, build_loss_and_grads
 from .agreement import rounding_sensitive
 from .captured import CapturedExecutor
 from .data.splits import not_finite_problem
+from .data.targets import laid_out_as_outputs
 from .executor import Executor, PlannedExecutor
 from .init import init_params
 from .memory import check_memory, estimate_bytes, loss_and_grads_bytes
@@ -289,6 +290,9 @@ class Model:
             if not np.isfinite(checked[name]).all():
                 raise ValueError(f"params[{name!r}] must hold finite {dtype} numbers (NaN, inf "
                                  f"or too large for {dtype}); give finite weights")
+            if name.endswith(".running_var") and (checked[name] < 0).any():  # sqrt: NaN
+                raise ValueError(f"params[{name!r}] holds {checked[name].min():g}; a variance "
+                                 "is 0 or more")
         return checked
 
     def checked_x(self, x) -> np.ndarray:
@@ -407,7 +411,8 @@ def _fits_outputs(y: np.ndarray, output: tuple, loss: str) -> bool:
     """Targets of as many values as the outputs, or class labels [N] that become one-hot
     targets of a vector output under mse, mae or huber (target_array)."""
     one_hot = loss in REGRESSION_LOSSES and _one_hot_labels(y, output)
-    return one_hot or y[0].size == int(np.prod(output))
+    return one_hot or (y[0].size == int(np.prod(output))
+                       and laid_out_as_outputs(tuple(y.shape[1:]), output))
 
 
 def _one_hot_labels(y: np.ndarray, output: tuple) -> bool:

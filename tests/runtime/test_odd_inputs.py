@@ -246,3 +246,64 @@ def test_a_fifo_among_a_runs_files_is_named_as_one(trained):
 def test_resume_of_a_device_says_it_is_no_run_directory(spec):
     line = assert_one_line_error(invoke("train", spec, "--resume", "/dev/null"), "/dev/null")
     assert "is a character device, not a run directory" in line
+
+
+# --- the API (an audit of odd input to it) ----------------------------------------------------
+
+MAPS = """\
+name: maps
+model:
+  input_shape: [1, 3, 3]
+  layers:
+    - {type: conv2d, filters: 2, kernel_size: 3, padding: same}
+loss: mse
+"""
+
+
+def test_targets_of_the_outputs_size_in_another_layout_are_refused():
+    """[N, 3, 3, 2] for outputs [2, 3, 3] (channels last) were reshaped: a wrong loss."""
+    import nnrun
+
+    model = nnrun.compile(nnrun.load_spec_text(MAPS))
+    params = model.init_params()
+    x = np.random.default_rng(0).standard_normal((2, 1, 3, 3))
+    target = np.random.default_rng(1).standard_normal((2, 2, 3, 3))
+    loss, _ = model.loss_and_grads(params, x, target)
+    flat, _ = model.loss_and_grads(params, x, target.reshape(2, 18))
+    assert flat == loss  # a flat vector per sample reads in the outputs' order
+    with pytest.raises(ValueError, match=r"shaped like the outputs, \[N, 2, 3, 3\]"):
+        model.loss_and_grads(params, x, target.transpose(0, 2, 3, 1))
+
+
+def test_a_dataset_whose_targets_are_laid_out_otherwise_is_a_data_error(tmp_path):
+    x = np.random.default_rng(0).standard_normal((8, 1, 3, 3)).astype(np.float32)
+    np.savez(tmp_path / "maps.npz", x=x, y=x.repeat(2, axis=1).transpose(0, 2, 3, 1) + 0.5)
+    (tmp_path / "maps.yaml").write_text(MAPS.replace("name: maps\n", "name: maps\ndata: "
+                                                     "{dataset: npz, path: maps.npz}\n"))
+    line = assert_one_line_error(invoke("train", tmp_path / "maps.yaml", "--out",
+                                        tmp_path / "run"), "maps.npz")
+    assert "the targets are [3, 3, 2] per sample, the outputs [2, 3, 3]" in line
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"max_steps": 0}, "max_steps must be a whole number >= 1"),
+    ({"max_steps": 2.5}, "max_steps must be a whole number >= 1"),
+    ({"ranks": 5}, "ranks is not an option")])
+def test_train_refuses_its_internal_options_misused(tmp_path, spec, options, error):
+    import nnrun
+
+    with pytest.raises((ValueError, TypeError), match=error):
+        nnrun.train(str(spec), out_dir=tmp_path / "run", quiet=True, **options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_running_variance_is_refused():
+    import nnrun
+
+    model = nnrun.compile(nnrun.load_spec_text(SPEC.replace(
+        "    - {type: dense, units: 4, activation: tanh}",
+        "    - {type: dense, units: 4, activation: tanh}\n    - {type: batchnorm}")))
+    params = model.init_params()
+    params["batchnorm_1.running_var"][:] = -1
+    with pytest.raises(ValueError, match="a variance is 0 or more"):
+        model.forward(params, np.zeros((2, 2)))
