@@ -478,13 +478,14 @@ def _in_workspace(file: str) -> str:
         return file
 
 
-def _memory_warning_limit(size: str | None) -> int:
+def _memory_warning_limit(size: str | None) -> tuple[int, str]:
+    """The limit, and its name in the warnings."""
     from nnrun.runtime.memory import available_memory, parse_size
 
     if size is None:
-        return available_memory()[0]
+        return available_memory()[0], "this machine's available memory (--warn-memory sets another)"
     try:
-        return parse_size(size)
+        return parse_size(size), f"--warn-memory {size}"
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--warn-memory") from None
 
@@ -520,7 +521,7 @@ def _missing_data_file_warning(checked) -> list[Diagnostic]:
                                       "warning")]
 
 
-def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
+def _data_memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
     """A generated dataset too large to hold: train refuses it before generating it."""
     from nnrun.compiler.datasets import generated_bytes
     from nnrun.compiler.ir import Origin
@@ -530,26 +531,27 @@ def _data_memory_warning(checked, limit: int) -> list[Diagnostic]:
     if data is None or data.n_samples is None:
         return []
     needed, arithmetic = generated_bytes(data.dataset, data.n_samples)
+    (limit, named) = limit
     if needed <= limit:
         return []
-    message = (f"needs about {byte_size(needed)} ({arithmetic}), over "
-               f"{byte_size(limit)} (--warn-memory, default: this "
-               "machine's available memory); train refuses a dataset over the memory available")
+    message = (f"needs about {byte_size(needed)} ({arithmetic}), over {byte_size(limit)} "
+               f"({named}); train refuses a dataset over the memory available")
     origin = Origin("data.n_samples", keys=("data", "n_samples"))
     return [checked.source.diagnostic(origin, message, "warning")]
 
 
-def _memory_warning(checked, limit: int) -> list[Diagnostic]:
+def _memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
     from nnrun.compiler.ir import Origin
     from nnrun.compiler.tables import byte_size
 
     needed = checked.summary.train_memory_bytes
+    (limit, named) = limit
     if needed <= limit:
         return []
     batch = checked.source.spec.train.batch_size
     message = (f"training needs about {byte_size(needed)} at batch size {batch}, over "
-               f"{byte_size(limit)} (--warn-memory, default: this machine's available "
-               "memory); train and bench refuse a model over the memory available")
+               f"{byte_size(limit)} ({named}); train and bench refuse a model over the memory "
+               "available")
     origin = Origin("train.batch_size", keys=("train", "batch_size"))
     return [checked.source.diagnostic(origin, message, "warning")]
 

@@ -76,7 +76,7 @@ def test_validate_warns_above_a_configurable_size(huge, tmp_path):
     small = tmp_path / "small.yaml"
     small.write_text(SPEC)
     result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "10B"])
-    assert "warning" in result.stderr
+    assert "warning" in result.stderr and "(--warn-memory 10B)" in result.stderr
     result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "1GB"])
     assert "warning" not in result.stderr
     for size in ["lots", "1e400"]:  # 1e400 overflowed a float: an internal error
