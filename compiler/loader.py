@@ -192,10 +192,10 @@ class _TooLarge(Exception):
 
 
 class _CountingLoader(yaml.SafeLoader):
-    """Stops composing past _MAX_NODES values: a document that large is refused as it is read,
-    not after (16 MiB of small mappings take PyYAML a minute and 2 GB to compose). Values are
-    counted as construct counts them, keys left out; an alias counts once here, its whole
-    value there."""
+    """Stops composing a document far past _MAX_NODES values: one that large is refused as it
+    is read, not after (16 MiB of small mappings take PyYAML a minute and 2 GB to compose).
+    Construct counts exactly; here keys are left out, an alias counts once, and a margin of
+    twice the limit leaves room for what a merge key (<<) composes and construct does not."""
 
     def __init__(self, stream):
         super().__init__(stream)
@@ -205,7 +205,7 @@ class _CountingLoader(yaml.SafeLoader):
         node = super().compose_node(parent, index)
         if not (isinstance(parent, MappingNode) and index is None):  # a key: not a value
             self.composed += 1
-        if self.composed > _MAX_NODES:
+        if self.composed > 2 * _MAX_NODES:
             raise _TooLarge(node)
         return node
 

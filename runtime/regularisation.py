@@ -13,13 +13,15 @@ from .metrics import default_mode
 from .pruning import MagnitudePruner
 
 
-def regularisation_lines(spec) -> list[str]:
+def regularisation_lines(spec, pruned: float = 0.0) -> list[str]:
+    """`pruned`: the sparsity a resumed run's masks already have (0 for a new run)."""
+    ramp = _Ramp(spec.train.pruning, spec.train.epochs, pruned)
     items = [(name, text) for name, text in (
         ("augmentation", _augmentation(spec)), ("dropout", _dropout(spec.model.layers)),
         ("weight decay", _weight_decay(spec.optimizer)),
         ("label smoothing", _label_smoothing(spec.loss)),
-        ("early stopping", _early_stopping(spec.train.early_stopping, spec.train.pruning)),
-        ("pruning", _pruning(spec.train.pruning, spec.train.epochs))) if text]
+        ("early stopping", _early_stopping(spec.train.early_stopping, ramp)),
+        ("pruning", ramp.text())) if text]
     if not items:
         return []
     width = max(len(name) for name, _ in items)
@@ -55,9 +57,12 @@ def _label_smoothing(loss) -> str | None:
     return f"{smoothing:g} of each target spread over the classes" if smoothing else None
 
 
-def _early_stopping(early_stopping, pruning) -> str | None:
+def _early_stopping(early_stopping, ramp: _Ramp) -> str | None:
     if early_stopping is None:
         return None
+    if ramp.pruning is not None and not ramp.reaches_target():
+        return ("off in this run: it waits for pruning to reach its target sparsity, which this "
+                f"run does not reach by its last epoch ({ramp.epochs})")
     monitor = early_stopping.monitor
     mode = early_stopping.mode if early_stopping.mode != "auto" else default_mode(monitor)
     better = "lower" if mode == "min" else "higher"
@@ -65,29 +70,46 @@ def _early_stopping(early_stopping, pruning) -> str | None:
                else "keeps the last epoch's weights")
     patience = early_stopping.patience
     waits = ("; not while pruning ramps up: the best epoch is counted from the first at the "
-             "target sparsity" if pruning is not None else "")
+             "target sparsity" if ramp.pruning is not None and not ramp.at_target() else "")
     return (f"stops after {patience} epoch{'s' * (patience != 1)} without a better {monitor} "
             f"({better} by more than {early_stopping.min_delta:g}){waits}; {restore}")
 
 
-def _pruning(pruning, epochs: int) -> str | None:
-    """As runtime/pruning.py ramps it over this run's epochs."""
-    if pruning is None:
-        return None
-    target = _percent(pruning.target_sparsity)
-    if pruning.start_epoch > epochs:
-        return (f"{pruning.type}, to {target}, from epoch {pruning.start_epoch}: after this "
-                f"run's last epoch ({epochs}), so no weight is pruned")
-    end = max(pruning.end_epoch or epochs, pruning.start_epoch)
-    ramp = MagnitudePruner(pruning, [], epochs, np)
-    reached = (f", reaching {_percent(ramp.sparsity_at(epochs))} by this run's last epoch "
-               f"({epochs})" if end > epochs else "")
-    return (f"{pruning.type}: the smallest {target} of each weight tensor (not biases) zeroed, "
-            f"ramped from epoch {pruning.start_epoch} to {end}{reached}")
+class _Ramp:
+    """train.pruning over this run's epochs, as runtime/pruning.py ramps it: the level never
+    goes down, so a resumed run's masks keep the sparsity they reached."""
+
+    def __init__(self, pruning, epochs: int, pruned: float):
+        self.pruning, self.epochs, self.pruned = pruning, epochs, pruned
+        self.pruner = MagnitudePruner(pruning, [], epochs, np) if pruning is not None else None
+
+    def at_target(self) -> bool:
+        return self.pruner.reaches_target(self.pruned)
+
+    def reaches_target(self) -> bool:
+        return self.pruner.reaches_target(max(self.pruned, self.pruner.sparsity_at(self.epochs)))
+
+    def text(self) -> str | None:
+        pruning, epochs = self.pruning, self.epochs
+        if pruning is None:
+            return None
+        target = _percent(pruning.target_sparsity)
+        smallest = f"{pruning.type}: the smallest {target} of each weight tensor (not biases)"
+        if self.at_target():
+            return f"{smallest} zeroed already, and kept at zero"
+        if pruning.start_epoch > epochs:
+            return (f"{pruning.type}, to {target}, from epoch {pruning.start_epoch}: after this "
+                    f"run's last epoch ({epochs}), so no weight is pruned")
+        end = max(pruning.end_epoch or epochs, pruning.start_epoch)
+        reached = max(self.pruned, self.pruner.sparsity_at(epochs))
+        short = (f", reaching {_percent(reached)} by this run's last epoch ({epochs})"
+                 if not self.reaches_target() else "")
+        return f"{smallest} zeroed, ramped from epoch {pruning.start_epoch} to {end}{short}"
 
 
 def _percent(fraction: float) -> str:
-    return f"{fraction * 100:.4g}%"
+    """99.995% is not 100%, nor 0.00001% 1e-05%."""
+    return np.format_float_positional(round(fraction * 100, 8), trim="-") + "%"
 
 
 def _fields(settings: BaseModel) -> str:

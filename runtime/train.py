@@ -452,7 +452,7 @@ class Trainer:
             self.say(f"{self.run_dir}: {done} epoch(s) trained already, train.epochs is {epochs}; "
                      f"nothing to train (give --epochs above {done} to go on)")
         else:
-            for line in regularisation_lines(self.spec):
+            for line in regularisation_lines(self.spec, self.pruner.level if self.pruner else 0):
                 self.say(line)
         with guard.safe_points() if guard else nullcontext():
             for epoch in range(first_epoch, self.spec.train.epochs + 1):

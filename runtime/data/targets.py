@@ -46,7 +46,8 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if not laid_out_as_outputs(target_shape, tuple(output_shape)):
         raise DataError(f"{where}: the targets are {list(target_shape)} per sample, the outputs "
                         f"{list(output_shape)}: save y in the outputs' layout, [N, "
-                        f"{', '.join(map(str, output_shape))}] (channels first)")
+                        f"{', '.join(map(str, output_shape))}]"
+                        f"{' (channels first)' if len(output_shape) > 1 else ''}")
     class_metrics = [m.type for m in tracked_metrics(spec, data.task) if m.type in CLASS_METRICS]
     if class_metrics:
         raise DataError(f"{where}: the metric {class_metrics[0]} needs class labels, the targets "
@@ -55,10 +56,12 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
 
 def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
     """Whether one sample's targets, of as many values as the outputs, are laid out as them:
-    the same shape, without a channel axis of 1 ([H, W] for [1, H, W], none for [1]), or flat
-    ([k]). Others of that size ([H, W, C] for [C, H, W]) would be read in another order."""
-    return target in (output, output[1:] if output[:1] == (1,) else output,
-                      (int(np.prod(output)),))
+    the same shape but for axes of size 1 ([H, W] or [H, W, 1] for [1, H, W]), or flat ([k]).
+    Others of that size ([H, W, C] for [C, H, W]) would be read in another order."""
+    def squeezed(shape: tuple) -> tuple:
+        return tuple(size for size in shape if size != 1)
+
+    return squeezed(target) == squeezed(output) or target == (int(np.prod(output)),)
 
 
 def multi_label_message(where: str, label_shape: list) -> str:

@@ -149,22 +149,33 @@ def test_a_huge_hexadecimal_integer_is_refused_at_its_position():
     assert "about 6,021 digits, far more than any setting takes" in diagnostic.message
 
 
-@pytest.mark.parametrize("zeros, refused", [(199_998, False), (199_999, True)])
-def test_the_value_limit_counts_values_not_keys(zeros, refused):
+@pytest.mark.parametrize("head, zeros, refused", [
+    ("", 199_998, False), ("", 199_999, True),
+    # the merge's source and its overridden x are composed, not counted
+    ("a: &d {x: 1}\nb: {<<: *d, x: 2}\n", 199_994, False)])
+def test_the_value_limit_counts_values_as_they_are_read(head, zeros, refused):
     """The mapping, its list and the list's zeros: 200,000 values at most. Counting keys too
     refused a spec of 199,986 values as "more than 200,000"."""
     from nnrun.compiler.loader import load_yaml_text
 
-    text = "model: [" + ",".join(["0"] * zeros) + "]\n"
+    text = head + "model: [" + ",".join(["0"] * zeros) + "]\n"
     if not refused:
         assert len(load_yaml_text(text, "limit.yaml").data["model"]) == zeros
         return
-    # Refused as it is read: composing went on to the end first (16 MiB of small mappings
-    # took 85 s and 2 GB), and met this broken line before the count.
+    with pytest.raises(SpecError, match="more than 200,000 values"):
+        load_yaml_text(text, "limit.yaml")
+
+
+def test_a_document_far_past_the_limit_is_refused_as_it_is_read():
+    """Composing went on to the end first (16 MiB of small mappings took 85 s and 2 GB), and
+    met this broken last line before the count."""
+    from nnrun.compiler.loader import load_yaml_text
+
+    text = "model: [" + ",".join(["0"] * 400_001) + "]\ntail: [not closed\n"
     with pytest.raises(SpecError) as excinfo:
-        load_yaml_text(text + "tail: [not closed\n", "limit.yaml")
+        load_yaml_text(text, "limit.yaml")
     (diagnostic,) = excinfo.value.diagnostics
-    assert diagnostic.line <= 2 and "more than 200,000 values" in diagnostic.message
+    assert diagnostic.line == 1 and "more than 200,000 values" in diagnostic.message
 
 
 # --- arguments --------------------------------------------------------------------------------
@@ -275,6 +286,18 @@ def test_targets_of_the_outputs_size_in_another_layout_are_refused():
         model.loss_and_grads(params, x, target.transpose(0, 2, 3, 1))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 3), (2, 1, 3, 3), (2, 3, 3, 1), (2, 9)])
+def test_targets_of_one_channel_fit_with_or_without_its_axis(shape):
+    import nnrun
+
+    model = nnrun.compile(nnrun.load_spec_text(MAPS.replace("filters: 2", "filters: 1")))
+    params = model.init_params()
+    x = np.random.default_rng(0).standard_normal((2, 1, 3, 3))
+    target = np.random.default_rng(1).standard_normal((2, 1, 3, 3))
+    loss, _ = model.loss_and_grads(params, x, target)
+    assert model.loss_and_grads(params, x, target.reshape(shape))[0] == loss
+
+
 def test_a_dataset_whose_targets_are_laid_out_otherwise_is_a_data_error(tmp_path):
     x = np.random.default_rng(0).standard_normal((8, 1, 3, 3)).astype(np.float32)
     np.savez(tmp_path / "maps.npz", x=x, y=x.repeat(2, axis=1).transpose(0, 2, 3, 1) + 0.5)
@@ -307,3 +330,21 @@ def test_a_negative_running_variance_is_refused():
     params["batchnorm_1.running_var"][:] = -1
     with pytest.raises(ValueError, match="a variance is 0 or more"):
         model.forward(params, np.zeros((2, 2)))
+
+
+def test_a_hand_edited_preprocessing_is_named_by_export_and_eval(tmp_path, trained):
+    """shift 1e30, scale 1e-30: both within float32, inputs inf once preprocessed: export
+    exited 70, eval blamed the data alone."""
+    path = trained / "preprocessing.npz"
+    arrays = dict(np.load(path))
+    arrays["shift"] = np.full(arrays["shift"].shape, 1e30)
+    arrays["scale"] = np.full(arrays["scale"].shape, 1e-30)
+    path.unlink()
+    np.savez(path, **arrays)
+    line = assert_one_line_error(invoke("eval", trained), "xor")
+    assert "delete the run's preprocessing.npz" in line
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    line = assert_one_line_error(invoke("export", trained, "--out", tmp_path / "m.onnx"),
+                                 "preprocessing.npz")
+    assert "inf or NaN in float32" in line

@@ -116,3 +116,28 @@ def test_what_pruning_and_early_stopping_really_do_within_this_run():
     both = lines_of(PLAIN, "train.pruning={target_sparsity: 0.5}", "train.early_stopping={}")
     assert "not while pruning ramps up: the best epoch is counted from the first at the target " \
         "sparsity" in both[1]
+
+
+def test_early_stopping_is_said_off_where_pruning_never_reaches_its_target():
+    """It waits for the target sparsity (runtime/train.py _should_stop): without it, no stop."""
+    never = lines_of(PLAIN, "train.pruning={target_sparsity: 0.5, start_epoch: 1, end_epoch: 9}",
+                     "train.early_stopping={}")
+    assert never[1] == ("  early stopping  off in this run: it waits for pruning to reach its "
+                        "target sparsity, which this run does not reach by its last epoch (2)")
+    assert lines_of(PLAIN, "train.pruning={target_sparsity: 0.99995}")[1].endswith(
+        "the smallest 99.995% of each weight tensor (not biases) zeroed, ramped from epoch 1 to 2")
+
+
+def test_a_resume_at_the_target_sparsity_says_it_is_kept(tmp_path):
+    spec = tmp_path / "pruned.yaml"
+    spec.write_text(PLAIN.replace("train: {epochs: 2, batch_size: 50}",
+                                  "train: {epochs: 2, batch_size: 50, early_stopping: {}, "
+                                  "pruning: {target_sparsity: 0.5}}"))
+    run = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", run))
+    resumed = assert_ok(invoke("train", run / "spec.yaml", "--resume", run, "--epochs", "4"))
+    lines = resumed.stderr.splitlines()
+    assert "  pruning         magnitude: the smallest 50% of each weight tensor (not biases) " \
+        "zeroed already, and kept at zero" in lines
+    stopping = next(line for line in lines if line.startswith("  early stopping"))
+    assert "ramps up" not in stopping  # nothing left to wait for
