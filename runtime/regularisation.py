@@ -90,24 +90,28 @@ class _Ramp:
         return self.pruner.reaches_target(max(self.pruned, self.pruner.sparsity_at(self.epochs)))
 
     def text(self) -> str | None:
-        pruning, epochs = self.pruning, self.epochs
+        pruning, epochs, pruned = self.pruning, self.epochs, self.pruned
         if pruning is None:
             return None
-        target = _percent(pruning.target_sparsity)
-        smallest = f"{pruning.type}: the smallest {target} of each weight tensor (not biases)"
-        if self.at_target():
-            return f"{smallest} zeroed already, and kept at zero"
-        if pruning.start_epoch > epochs:
-            return (f"{pruning.type}, to {target}, from epoch {pruning.start_epoch}: after this "
-                    f"run's last epoch ({epochs}), so no weight is pruned")
+        target = percent(pruning.target_sparsity)
+        final = max(pruned, self.pruner.sparsity_at(epochs))
+        if final <= 0:
+            why = (f"from epoch {pruning.start_epoch}: after this run's last epoch ({epochs})"
+                   if pruning.start_epoch > epochs else "a target of 0")
+            return f"{pruning.type}, to {target}, {why}, so no weight is pruned"
+        if final == pruned:  # a resumed run whose masks prune all this run will
+            short = "" if self.at_target() else f" (short of the target, {target})"
+            return (f"{pruning.type}: the smallest {percent(pruned)} of each weight tensor (not "
+                    f"biases) zeroed already, and kept at zero{short}")
         end = max(pruning.end_epoch or epochs, pruning.start_epoch)
-        reached = max(self.pruned, self.pruner.sparsity_at(epochs))
-        short = (f", reaching {_percent(reached)} by this run's last epoch ({epochs})"
+        since = f", from the {percent(pruned)} zeroed already" if pruned > 0 else ""
+        short = (f", reaching {percent(final)} by this run's last epoch ({epochs})"
                  if not self.reaches_target() else "")
-        return f"{smallest} zeroed, ramped from epoch {pruning.start_epoch} to {end}{short}"
+        return (f"{pruning.type}: the smallest {target} of each weight tensor (not biases) "
+                f"zeroed, ramped from epoch {pruning.start_epoch} to {end}{since}{short}")
 
 
-def _percent(fraction: float) -> str:
+def percent(fraction: float) -> str:
     """99.995% is not 100%, nor 0.00001% 1e-05%."""
     return np.format_float_positional(round(fraction * 100, 8), trim="-") + "%"
 

@@ -913,11 +913,13 @@ class Trainer:
         column and summary.json say; each tensor's count is rounded)."""
         if self.pruner.reaches_target(level):
             return
+        start, last = self.pruner.pruning.start_epoch, self.spec.train.epochs
+        why = (f"the ramp starts at epoch {start}, after the run's last ({last})" if start > last
+               else f"the run ended before the ramp did (end_epoch {self.pruner.end_epoch})")
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
                  f"{sparsity:.1%}, less than train.pruning.target_sparsity "
-                 f"{self.pruner.target:.1%}: the run ended before the ramp did (end_epoch "
-                 f"{self.pruner.end_epoch}); train more epochs (--resume with --epochs) to "
-                 "reach the target")
+                 f"{self.pruner.target:.1%}: {why}; train more epochs (--resume with "
+                 "--epochs) to reach the target")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -43,7 +43,9 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     raw_splits = {name: split for name, split in
                   {"train": train, "val": val, "test": test}.items() if split is not None}
     # Values past the dtype's range become inf or NaN here; they are refused just below.
-    stored = preprocessing is not None  # a run's preprocessing.npz
+    # a run's preprocessing.npz, whose shift and scale may have been edited
+    stored = preprocessing.file if preprocessing is not None and preprocessing.normalizer \
+        else None
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if preprocessing is None:
             preprocessing = fit_preprocessing(train.x, data_spec, seed)
@@ -59,7 +61,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     )
 
 
-def _check_finite(whose: str, split: Split, raw: Split, stored: bool) -> None:
+def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None) -> None:
     x_problem = not_finite_problem(split.x)
     problem = x_problem or (not_finite_problem(split.y, "targets")
                             if split.y.dtype.kind == "f" else None)
@@ -67,8 +69,8 @@ def _check_finite(whose: str, split: Split, raw: Split, stored: bool) -> None:
         # With normalize: standard one huge value spoils every sample; name the huge one.
         values = np.abs(raw.x if x_problem else raw.y).reshape(len(raw.y), -1).max(axis=1)
         largest = int(np.argmax(values))
-        fix = ("scale the values down or leave such samples out" if not stored else
-               "scale the values down, or delete the run's preprocessing.npz (its shift and "
-               "scale, if edited, may be the cause) to fit it again")
+        fix = ("scale the values down or leave such samples out" if stored is None else
+               f"scale the values down, or delete {stored} (its shift and scale, if edited, "
+               "may be the cause) to fit it again")
         raise DataError(f"{whose} {problem}; its largest value, "
                         f"{values[largest]:.3g} at sample {largest}, may be the cause: {fix}")

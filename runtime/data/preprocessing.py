@@ -32,6 +32,7 @@ class Preprocessing:
 
     normalizer: Normalizer | None = None
     permutation: np.ndarray | None = None
+    file: Path | None = None  # the run's preprocessing.npz it was read from
 
     def zero(self) -> np.ndarray:
         """What a raw 0 becomes (-shift / scale: one value per channel, or one in all), the
@@ -86,7 +87,7 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...],
     problem = stored_problem(arrays, tuple(sample_shape), dtype)
     if problem:
         raise DataError(f"{path}: {problem}; {REFIT}")
-    return Preprocessing(normalizer, arrays.get("permutation"))
+    return Preprocessing(normalizer, arrays.get("permutation"), path)
 
 
 REFIT = "delete it to fit the preprocessing again from the run's data"

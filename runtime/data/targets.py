@@ -56,12 +56,13 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
 
 def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
     """Whether one sample's targets, of as many values as the outputs, are laid out as them:
-    the same shape but for axes of size 1 ([H, W] or [H, W, 1] for [1, H, W]), or flat ([k]).
-    Others of that size ([H, W, C] for [C, H, W]) would be read in another order."""
-    def squeezed(shape: tuple) -> tuple:
-        return tuple(size for size in shape if size != 1)
-
-    return squeezed(target) == squeezed(output) or target == (int(np.prod(output)),)
+    the same shape, flat ([k]), or for one channel without its axis or with it last ([H, W] or
+    [H, W, 1] for [1, H, W]: the same order). Others of that size ([H, W, C] for [C, H, W])
+    would be read in another order."""
+    forms = {output, (int(np.prod(output)),)}
+    if output[:1] == (1,):
+        forms |= {output[1:], output[1:] + (1,)}
+    return target in forms
 
 
 def multi_label_message(where: str, label_shape: list) -> str:

@@ -298,6 +298,15 @@ def test_targets_of_one_channel_fit_with_or_without_its_axis(shape):
     assert model.loss_and_grads(params, x, target.reshape(shape))[0] == loss
 
 
+def test_channels_last_targets_are_refused_where_a_map_axis_is_1():
+    """Squeezing every axis of size 1 took [3, 1, 3] for outputs [3, 3, 1]: transposed values."""
+    from nnrun.runtime.data.targets import laid_out_as_outputs
+
+    assert not laid_out_as_outputs((3, 1, 3), (3, 3, 1))
+    assert not laid_out_as_outputs((1, 3, 3), (3, 1, 3))
+    assert laid_out_as_outputs((3, 3, 1), (1, 3, 3)) and laid_out_as_outputs((), (1,))
+
+
 def test_a_dataset_whose_targets_are_laid_out_otherwise_is_a_data_error(tmp_path):
     x = np.random.default_rng(0).standard_normal((8, 1, 3, 3)).astype(np.float32)
     np.savez(tmp_path / "maps.npz", x=x, y=x.repeat(2, axis=1).transpose(0, 2, 3, 1) + 0.5)
@@ -342,9 +351,28 @@ def test_a_hand_edited_preprocessing_is_named_by_export_and_eval(tmp_path, train
     path.unlink()
     np.savez(path, **arrays)
     line = assert_one_line_error(invoke("eval", trained), "xor")
-    assert "delete the run's preprocessing.npz" in line
+    assert "preprocessing.npz (its shift and scale, if edited" in line
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     line = assert_one_line_error(invoke("export", trained, "--out", tmp_path / "m.onnx"),
                                  "preprocessing.npz")
     assert "inf or NaN in float32" in line
+
+
+def test_only_a_stored_shift_and_scale_are_named_as_a_cause(tmp_path):
+    """The hint to delete preprocessing.npz came with every eval, also of a run without one."""
+    from types import SimpleNamespace
+
+    from nnrun.runtime.data import DataError, load_dataset
+    from nnrun.runtime.data.preprocessing import Preprocessing
+    from nnrun.runtime.data.splits import Normalizer
+
+    x = np.full((8, 2), 1e39)
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(8, np.int64))
+    data = SimpleNamespace(dataset="npz", path="d.npz", normalize="none")
+    stored = Preprocessing(Normalizer(np.zeros((1, 2)), np.ones((1, 2))),
+                           file=tmp_path / "run" / "preprocessing.npz")
+    for preprocessing, named in [(None, False), (Preprocessing(), False), (stored, True)]:
+        with pytest.raises(DataError) as excinfo:
+            load_dataset(data, spec_dir=tmp_path, seed=0, preprocessing=preprocessing)
+        assert ("preprocessing.npz" in str(excinfo.value)) == named, str(excinfo.value)

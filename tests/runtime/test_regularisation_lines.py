@@ -141,3 +141,21 @@ def test_a_resume_at_the_target_sparsity_says_it_is_kept(tmp_path):
         "zeroed already, and kept at zero" in lines
     stopping = next(line for line in lines if line.startswith("  early stopping"))
     assert "ramps up" not in stopping  # nothing left to wait for
+
+
+@pytest.mark.parametrize("override, pruned, said", [
+    # a resume with a lower target keeps the masks' 80% (the level never goes down)
+    ("{target_sparsity: 0.5}", 0.8, "the smallest 80% of each weight tensor (not biases) "
+                                    "zeroed already, and kept at zero"),
+    # one whose ramp now starts after the run keeps the 40% it has
+    ("{target_sparsity: 0.8, start_epoch: 20}", 0.4,
+     "the smallest 40% of each weight tensor (not biases) zeroed already, and kept at zero "
+     "(short of the target, 80%)"),
+    ("{target_sparsity: 0.8, start_epoch: 2, end_epoch: 2}", 0.4,
+     "ramped from epoch 2 to 2, from the 40% zeroed already"),
+    ("{target_sparsity: 0.0}", 0.0, "magnitude, to 0%, a target of 0, so no weight is pruned")])
+def test_pruning_says_the_sparsity_the_masks_hold(override, pruned, said):
+    """The third review: the line read the spec alone, not the level a resume restores."""
+    lines = regularisation_lines(load_spec_text(PLAIN, "spec.yaml",
+                                                [f"train.pruning={override}"]).spec, pruned)
+    assert lines[1].endswith(said), lines
