@@ -1,6 +1,6 @@
-"""What two audits of odd and hostile input found (2026-12-05): files and arguments that reached
-an internal error, a NumPy warning, a wrong diagnosis or a slow refusal. Each is one line now,
-naming what is wrong and what to do."""
+"""What audits of odd and hostile input found (2026-12-05): files, arguments and API calls that
+reached an internal error, a NumPy warning, a wrong diagnosis, a silently wrong result or a slow
+refusal. Each is one line now, naming what is wrong and what to do."""
 
 from __future__ import annotations
 
@@ -15,34 +15,8 @@ from nnrun.compiler.frontend import load_spec_text
 from nnrun.runtime.files import describe_os_error
 
 from invoking import assert_ok, assert_one_line_error, invoke
-
-SPEC = """\
-name: tiny
-seed: 0
-data: {dataset: xor, n_samples: 64, validation_split: 0.25}
-model:
-  input_shape: [2]
-  layers:
-    - {type: dense, units: 4, activation: tanh}
-    - {type: dense, units: 1, activation: sigmoid}
-loss: binary_cross_entropy
-optimizer: {type: adam, lr: 0.05}
-train: {epochs: 2, batch_size: 16}
-"""
-
-
-@pytest.fixture
-def spec(tmp_path) -> Path:
-    path = tmp_path / "tiny.yaml"
-    path.write_text(SPEC)
-    return path
-
-
-@pytest.fixture
-def trained(tmp_path, spec) -> Path:
-    out = tmp_path / "run"
-    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
-    return out
+# the run-reliability tests' tiny XOR spec, written (spec) and trained (trained)
+from test_run_reliability import SPEC, spec, trained  # noqa: F401  (fixtures)
 
 
 # --- files ------------------------------------------------------------------------------------
