@@ -93,7 +93,7 @@ class _Ramp:
         pruning, epochs, pruned = self.pruning, self.epochs, self.pruned
         if pruning is None:
             return None
-        target = percent(pruning.target_sparsity)
+        target = _percent(pruning.target_sparsity)
         final = max(pruned, self.pruner.sparsity_at(epochs))
         if final <= 0:
             why = (f"from epoch {pruning.start_epoch}: after this run's last epoch ({epochs})"
@@ -101,17 +101,17 @@ class _Ramp:
             return f"{pruning.type}, to {target}, {why}, so no weight is pruned"
         if final == pruned:  # a resumed run whose masks prune all this run will
             short = "" if self.at_target() else f" (short of the target, {target})"
-            return (f"{pruning.type}: the smallest {percent(pruned)} of each weight tensor (not "
+            return (f"{pruning.type}: the smallest {_percent(pruned)} of each weight tensor (not "
                     f"biases) zeroed already, and kept at zero{short}")
         end = max(pruning.end_epoch or epochs, pruning.start_epoch)
-        since = f", from the {percent(pruned)} zeroed already" if pruned > 0 else ""
-        short = (f", reaching {percent(final)} by this run's last epoch ({epochs})"
+        since = f", from the {_percent(pruned)} zeroed already" if pruned > 0 else ""
+        short = (f", reaching {_percent(final)} by this run's last epoch ({epochs})"
                  if not self.reaches_target() else "")
         return (f"{pruning.type}: the smallest {target} of each weight tensor (not biases) "
                 f"zeroed, ramped from epoch {pruning.start_epoch} to {end}{since}{short}")
 
 
-def percent(fraction: float) -> str:
+def _percent(fraction: float) -> str:
     """99.995% is not 100%, nor 0.00001% 1e-05%."""
     return np.format_float_positional(round(fraction * 100, 8), trim="-") + "%"
 
