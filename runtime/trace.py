@@ -249,8 +249,10 @@ def _update_rule(optimizer) -> str | None:
     if optimizer.type == "sgd" and optimizer.momentum:
         m = f"{optimizer.momentum:g}"
         step = f"lr·(∂C/∂w + {m}·v)" if optimizer.nesterov else "lr·v"
+        # nesterov's first step is already w - lr(1 + m) dC/dw (v starts as the gradient)
+        when = "updated is not" if optimizer.nesterov else "from step 2 on, updated is not"
         return (f"the update keeps a velocity (PyTorch's SGD with momentum): v ← {m}·v + ∂C/∂w, "
-                f"w ← w − {step}; from step 2 on, updated is not w − lr·∂C/∂w")
+                f"w ← w − {step}; {when} w − lr·∂C/∂w")
     if optimizer.type != "sgd":
         return (f"the update is {optimizer.type}'s (PyTorch's rule), which scales each gradient "
                 "by running statistics of the gradients: updated is not w − lr·∂C/∂w")

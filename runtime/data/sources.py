@@ -142,7 +142,7 @@ def check_targets(y: np.ndarray, where: str,
     if y.ndim == 0:
         raise DataError(f"{where}: labels must be an array [N], got a single value")
     if (y.ndim >= 2 and y.dtype.kind in "biu"
-            or y.ndim >= 3 and are_class_labels(y, ignore_index)):
+            or y.ndim == 3 and are_class_labels(y, ignore_index)):
         return check_label_maps(y, where), "segmentation"  # float [N, H, W] of 0, 1, 2...
     if y.ndim == 1 and (y.dtype.kind != "f" or are_class_labels(y, ignore_index)):
         return check_labels(y, where, ignore_index=ignore_index), "classification"

@@ -20,6 +20,12 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if data.task != "regression":
         return
     loss = spec.loss.type
+    y = data.train.y
+    if loss in LABEL_LOSSES and y.ndim >= 4 and are_class_labels(y):  # not maps of values
+        index = "y[:, 0]" if y.shape[1] == 1 else "y[..., 0]" if y.shape[-1] == 1 else None
+        raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample; {loss} takes "
+                        "label maps [N, H, W], a whole number per position: "
+                        f"{f'save {index}' if index else 'save one map per sample'}")
     if loss in LABEL_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
@@ -68,6 +74,9 @@ def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
 def multi_label_message(where: str, label_shape: list) -> str:
     """[N, k] labels for a vector output read as 1-D label maps; they are several labels per
     sample (multi-label), which nnrun's losses and metrics do not take."""
+    if label_shape == [1]:  # one label each, in a column
+        return (f"{where}: the labels are a column, [N, 1]; binary_cross_entropy takes one 0/1 "
+                "label per sample as y [N]: save y.ravel()")
     return (f"{where}: the labels are {label_shape} per sample (several labels each); "
             "binary_cross_entropy takes one 0/1 label per sample (y [N], a last layer with "
             "units: 1) or 0/1 maps (y [N, H, W], filters: 1); for one of k classes use y [N] "

@@ -350,3 +350,47 @@ def test_only_a_stored_shift_and_scale_are_named_as_a_cause(tmp_path):
         with pytest.raises(DataError) as excinfo:
             load_dataset(data, spec_dir=tmp_path, seed=0, preprocessing=preprocessing)
         assert ("preprocessing.npz" in str(excinfo.value)) == named, str(excinfo.value)
+
+
+# --- map targets in data files (an audit against PyTorch) -------------------------------------
+
+CONV = """\
+name: conv
+data: {dataset: npz, path: d.npz, normalize: none}
+model: {layers: [{type: conv2d, filters: FILTERS, kernel_size: 1}]}
+loss: LOSS
+optimizer: {type: sgd, lr: 0.01}
+train: {epochs: 1, batch_size: 3}
+"""
+
+
+def _conv_run(tmp_path, y, loss: str, filters: int = 1):
+    x = np.random.default_rng(0).standard_normal((6, 2, 3, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "s.yaml").write_text(CONV.replace("FILTERS", str(filters)).replace("LOSS", loss))
+    return invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet")
+
+
+def test_whole_number_maps_with_their_channel_axis_are_values_to_regress(tmp_path):
+    """0/1 masks [N, 1, H, W] under mse were read as label maps [1, H, W] and refused."""
+    masks = (np.random.default_rng(1).random((6, 1, 3, 4)) < 0.5).astype(float)
+    assert_ok(_conv_run(tmp_path, masks, "mse"))
+
+
+@pytest.mark.parametrize("loss, y, index", [
+    ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y[:, 0]"),
+    ("binary_cross_entropy", np.zeros((6, 3, 4, 1), np.int64), "y[..., 0]"),
+    ("cross_entropy", np.zeros((6, 1, 3, 4), np.int64), "y[:, 0]")])
+def test_label_maps_with_an_axis_of_1_say_which_maps_to_save(tmp_path, loss, y, index):
+    """They were told to add a fourth axis, and that a flatten took the positions away."""
+    line = assert_one_line_error(_conv_run(tmp_path, y, loss, 3 if loss == "cross_entropy"
+                                           else 1), "d.npz")
+    assert line.endswith(f"save {index}")
+
+
+def test_one_label_per_sample_in_a_column_says_ravel(tmp_path, spec):
+    x = np.random.default_rng(0).standard_normal((8, 2))
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, :1] > 0).astype(float))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--set",
+                                        "data={dataset: npz, path: d.npz}"), "d.npz")
+    assert "the labels are a column, [N, 1]" in line and "save y.ravel()" in line

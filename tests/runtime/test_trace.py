@@ -439,3 +439,13 @@ def test_the_run_s_length_is_read_from_its_own_spec_text_only(tmp_path):
     assert _run_epochs(tmp_path / "last.npz", meta) is None
     assert _run_epochs(tmp_path / "last.npz", {**meta, "spec_text": trained}) == 2
     assert _run_epochs(tmp_path / "last.npz", {**meta, "spec_sha256": None}) is None
+
+
+def test_the_nesterov_note_does_not_say_its_first_step_is_plain():
+    """The toolbox audit: 'from step 2 on' held for momentum, not for nesterov, whose first
+    update is already w − lr·(1 + m)·∂C/∂w."""
+    result = CliRunner().invoke(main, ["trace", str(COURSE), "--set",
+                                       "optimizer={type: sgd, lr: 0.5, momentum: 0.9, "
+                                       "nesterov: true}"])
+    notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
+    assert notes and "from step 2 on" not in notes[0] and "updated is not w − lr·∂C/∂w" in notes[0]
