@@ -228,7 +228,7 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
                            "one unit per class (or give label maps for segmentation)")
-    for axis, index in ((1, "y[:, 0]"), (len(label_shape), "y[..., 0]")):
+    for axis, index in ((1, "y[:, 0].astype(int)"), (len(label_shape), "y[..., 0].astype(int)")):
         # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
         squeezed = label_shape[1:] if axis == 1 else label_shape[:-1]
         if label_shape[axis - 1] == 1 and squeezed == spatial and spatial:

@@ -21,11 +21,15 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         return
     loss = spec.loss.type
     y = data.train.y
-    if loss in LABEL_LOSSES and y.ndim >= 4 and are_class_labels(y):  # not maps of values
-        index = "y[:, 0]" if y.shape[1] == 1 else "y[..., 0]" if y.shape[-1] == 1 else None
-        raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample; {loss} takes "
-                        "label maps [N, H, W], a whole number per position: "
-                        f"{f'save {index}' if index else 'save one map per sample'}")
+    if loss in LABEL_LOSSES and y.ndim >= 4 \
+            and are_class_labels(y, getattr(spec.loss, "ignore_index", None)):
+        # float maps of 4 or more axes are read as values: [N, 1, H, W] masks, say
+        index = ("y.astype(int)" if list(y.shape[1:]) == list(output_shape[1:])
+                 else "y[:, 0].astype(int)" if y.shape[1] == 1
+                 else "y[..., 0].astype(int)" if y.shape[-1] == 1 else None)
+        raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "
+                        f"as values; {loss} takes label maps, a whole number per position: "
+                        f"{f'save {index}' if index else 'save one map per sample, as integers'}")
     if loss in LABEL_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if len(output_shape) == 1 and loss == "binary_cross_entropy":

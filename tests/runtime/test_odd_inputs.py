@@ -378,9 +378,9 @@ def test_whole_number_maps_with_their_channel_axis_are_values_to_regress(tmp_pat
 
 
 @pytest.mark.parametrize("loss, y, index", [
-    ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y[:, 0]"),
-    ("binary_cross_entropy", np.zeros((6, 3, 4, 1), np.int64), "y[..., 0]"),
-    ("cross_entropy", np.zeros((6, 1, 3, 4), np.int64), "y[:, 0]")])
+    ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y[:, 0].astype(int)"),
+    ("binary_cross_entropy", np.zeros((6, 3, 4, 1), np.int64), "y[..., 0].astype(int)"),
+    ("cross_entropy", np.zeros((6, 1, 3, 4), np.int64), "y[:, 0].astype(int)")])
 def test_label_maps_with_an_axis_of_1_say_which_maps_to_save(tmp_path, loss, y, index):
     """They were told to add a fourth axis, and that a flatten took the positions away."""
     line = assert_one_line_error(_conv_run(tmp_path, y, loss, 3 if loss == "cross_entropy"
