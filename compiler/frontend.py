@@ -75,10 +75,19 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec
     if not isinstance(path, (str, PathLike)):
         raise TypeError(f"load_spec reads a spec file: give its path, got "
                         f"{type(path).__name__} (nnrun.load_spec_data takes a dict)")
-    if isinstance(path, str) and "\n" in path:  # a line break: YAML text, not a name
+    if yaml_text_not_a_path(path):
         raise TypeError("load_spec reads a file; this is YAML text: give "
                         "nnrun.load_spec_text(text)")
     return _load(lambda: load_yaml_file(path), overrides, Path(path))
+
+
+def yaml_text_not_a_path(value) -> bool:
+    """A string with a line break, or one that is no file and reads as a YAML mapping
+    (`{model: ...}`, `model: ...`): text given where a path was asked."""
+    if not isinstance(value, str):
+        return False
+    mapping = value.lstrip().startswith("{") or ": " in value
+    return "\n" in value or (mapping and not Path(value).exists())
 
 
 def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:

@@ -25,7 +25,7 @@ def _source(spec, overrides=()):
     """A SourceSpec from a path, a Spec, a SourceSpec or a mapping (the YAML's data), with
     `overrides` applied."""
     from nnrun.compiler.frontend import (SourceSpec, load_spec, load_spec_data,
-                                         with_overrides)
+                                         with_overrides, yaml_text_not_a_path)
     from nnrun.compiler.schema import Spec
 
     from nnrun.compiler.loader import override_list
@@ -44,7 +44,7 @@ def _source(spec, overrides=()):
         spec = source_spec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
     if isinstance(spec, SourceSpec):
         return with_overrides(spec, overrides)
-    if isinstance(spec, str) and "\n" in spec:  # a line break: YAML text, not a name
+    if yaml_text_not_a_path(spec):
         raise TypeError("spec is YAML text, not a file path: give nnrun.load_spec_text(text)")
     return load_spec(Path(spec), overrides)
 

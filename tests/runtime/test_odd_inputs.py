@@ -394,3 +394,15 @@ def test_one_label_per_sample_in_a_column_says_ravel(tmp_path, spec):
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run", "--set",
                                         "data={dataset: npz, path: d.npz}"), "d.npz")
     assert "the labels are a column, [N, 1]" in line and "save y.ravel()" in line
+
+
+@pytest.mark.parametrize("text", ["{model: {layers: [{type: dense, units: 2}]}}",
+                                  "model: {layers: [{type: dense, units: 2}]}"])
+def test_one_line_yaml_text_given_as_a_path_says_so(text):
+    """It was read as a file name: "cannot read file: No such file or directory"."""
+    import nnrun
+
+    with pytest.raises(TypeError, match="load_spec_text"):
+        nnrun.compile(text)
+    with pytest.raises(TypeError, match="load_spec_text"):
+        nnrun.load_spec(text)
