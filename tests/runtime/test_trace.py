@@ -448,4 +448,5 @@ def test_the_nesterov_note_does_not_say_its_first_step_is_plain():
                                        "optimizer={type: sgd, lr: 0.5, momentum: 0.9, "
                                        "nesterov: true}"])
     notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
-    assert notes and "from step 2 on" not in notes[0] and "updated is not w − lr·∂C/∂w" in notes[0]
+    assert notes and "from step 2 on" not in notes[0]
+    assert "updated is not w − lr·∂C/∂w" in notes[0]
