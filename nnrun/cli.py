@@ -430,7 +430,7 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
     from nnrun.compiler.frontend import check, declared_shape_errors, load_spec
 
-    memory_limit = _memory_warning_limit(warn_memory)
+    limit, named = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
     failed = 0
     for path in specs:
@@ -439,8 +439,9 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
             source = load_spec(path, overrides)
             mismatch = declared_shape_errors(source)
             checked = check(source)
-            diagnostics = (mismatch + checked.diagnostics + _memory_warning(checked, memory_limit)
-                           + _data_memory_warning(checked, memory_limit)
+            diagnostics = (mismatch + checked.diagnostics
+                           + _memory_warning(checked, limit, named)
+                           + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
                            + _missing_data_file_warning(checked))
             summary = checked.summary
@@ -521,7 +522,7 @@ def _missing_data_file_warning(checked) -> list[Diagnostic]:
                                       "warning")]
 
 
-def _data_memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
+def _data_memory_warning(checked, limit: int, named: str) -> list[Diagnostic]:
     """A generated dataset too large to hold: train refuses it before generating it."""
     from nnrun.compiler.datasets import generated_bytes
     from nnrun.compiler.ir import Origin
@@ -531,7 +532,6 @@ def _data_memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
     if data is None or data.n_samples is None:
         return []
     needed, arithmetic = generated_bytes(data.dataset, data.n_samples)
-    (limit, named) = limit
     if needed <= limit:
         return []
     message = (f"needs about {byte_size(needed)} ({arithmetic}), over {byte_size(limit)} "
@@ -540,12 +540,11 @@ def _data_memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
     return [checked.source.diagnostic(origin, message, "warning")]
 
 
-def _memory_warning(checked, limit: tuple[int, str]) -> list[Diagnostic]:
+def _memory_warning(checked, limit: int, named: str) -> list[Diagnostic]:
     from nnrun.compiler.ir import Origin
     from nnrun.compiler.tables import byte_size
 
     needed = checked.summary.train_memory_bytes
-    (limit, named) = limit
     if needed <= limit:
         return []
     batch = checked.source.spec.train.batch_size

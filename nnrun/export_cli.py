@@ -93,11 +93,10 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
     raw = raw.astype(exported.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         inputs = pre.apply(raw, exported.dtype) if pre else raw
-    if not np.isfinite(inputs).all():  # a shift and scale edited by hand (1e30, 1e-30)
-        raise ExportError(f"the run's preprocessing.npz makes inputs near its shift inf or NaN "
-                          f"in {exported.dtype}: delete it to fit the preprocessing again from "
-                          "the run's data")
-    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(inputs).all():  # a shift and scale edited by hand (1e30, 1e-30)
+            raise ExportError(f"the run's preprocessing.npz makes inputs near its shift inf or "
+                              f"NaN in {exported.dtype}: delete it to fit the preprocessing "
+                              "again from the run's data")
         expected = model.forward(params, inputs)
     if not np.isfinite(expected).all():  # no lowering to blame: the weights overflow
         from nnrun.runtime.archives import largest_magnitude

@@ -228,13 +228,13 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
                            "one unit per class (or give label maps for segmentation)")
-    for axis, index in ((1, "y[:, 0].astype(int)"), (len(label_shape), "y[..., 0].astype(int)")):
-        # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
-        squeezed = label_shape[1:] if axis == 1 else label_shape[:-1]
-        if label_shape[axis - 1] == 1 and squeezed == spatial and spatial:
-            raise DataFitError(f"{where}: label maps are {label_shape}, with an axis of 1 the "
-                               f"model's {list(outputs)} has no place for; label maps are "
-                               f"{spatial} per sample: save {index}")
+    # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
+    index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
+             else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)
+    if index:
+        raise DataFitError(f"{where}: label maps are {label_shape}, with an axis of 1 the "
+                           f"model's {list(outputs)} has no place for; label maps are {spatial} "
+                           f"per sample: save {index}.astype(int)")
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
                        f"{', '.join(map(str, label_shape))}] "

@@ -103,7 +103,7 @@ class _Ramp:
             short = "" if self.at_target() else f" (short of the target, {target})"
             return (f"{pruning.type}: the smallest {_percent(pruned)} of each weight tensor (not "
                     f"biases) zeroed already, and kept at zero{short}")
-        end = max(pruning.end_epoch or epochs, pruning.start_epoch)
+        end = max(self.pruner.end_epoch, pruning.start_epoch)
         since = f", from the {_percent(pruned)} zeroed already" if pruned > 0 else ""
         short = (f", reaching {_percent(final)} by this run's last epoch ({epochs})"
                  if not self.reaches_target() else "")

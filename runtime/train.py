@@ -59,8 +59,8 @@ from .memory import check_memory, estimate_bytes, evaluation_batch
 from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
 from .model import Model
 from .progress import EpochProgress, print_final_table
-from .regularisation import regularisation_lines
 from .pruning import MagnitudePruner
+from .regularisation import regularisation_lines
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
 from .spec_changes import bracketed, model_changes, refuse_training_changes, spec_changes

@@ -42,10 +42,10 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
     raw_splits = {name: split for name, split in
                   {"train": train, "val": val, "test": test}.items() if split is not None}
-    # Values past the dtype's range become inf or NaN here; they are refused just below.
     # a run's preprocessing.npz, whose shift and scale may have been edited
     stored = preprocessing.file if preprocessing is not None and preprocessing.normalizer \
         else None
+    # Values past the dtype's range become inf or NaN here; they are refused just below.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if preprocessing is None:
             preprocessing = fit_preprocessing(train.x, data_spec, seed)

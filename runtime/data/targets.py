@@ -30,10 +30,10 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "
                         f"as values; {loss} takes label maps, a whole number per position: "
                         f"{f'save {index}' if index else 'save one map per sample, as integers'}")
-    if loss in LABEL_LOSSES and data.train.y.ndim == 2 and are_class_labels(data.train.y):
+    if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
-            raise DataError(multi_label_message(where, list(data.train.y.shape[1:])))
+            raise DataError(multi_label_message(where, list(y.shape[1:])))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
     if loss in LABEL_LOSSES:
@@ -52,7 +52,7 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if per_sample != outputs:
         raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
                         f"has {outputs} outputs; set the last layer's units to {per_sample}")
-    target_shape = tuple(data.train.y.shape[1:])
+    target_shape = tuple(y.shape[1:])
     if not laid_out_as_outputs(target_shape, tuple(output_shape)):
         raise DataError(f"{where}: the targets are {list(target_shape)} per sample, the outputs "
                         f"{list(output_shape)}: save y in the outputs' layout, [N, "
