@@ -61,7 +61,9 @@ class Run:
     def prepare(self, x, preprocess: bool = True) -> np.ndarray:
         """Raw inputs as the model takes them: preprocessed, in the model's dtype."""
         preprocessing = self.preprocessing if preprocess else IDENTITY
-        x = self.model.checked_x(x)  # the raw samples have the model's sample shape
+        # the raw samples have the model's sample shape; they are preprocessed in their own
+        # dtype (float64 at the least), as training preprocessed them, and cast after that
+        x = self.model.checked_x(x, cast=False)
         with np.errstate(over="ignore", invalid="ignore"):  # callers check finiteness
             return preprocessing.apply(x, self.model.spec.dtype)
 

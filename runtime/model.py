@@ -295,9 +295,9 @@ class Model:
                                  "is 0 or more")
         return checked
 
-    def checked_x(self, x) -> np.ndarray:
-        """x as an array of the model's dtype, [N, *input_shape] with N >= 1, or a ValueError
-        that says what it should be."""
+    def checked_x(self, x, cast: bool = True) -> np.ndarray:
+        """x as an array of the model's dtype (cast=False: of its own), [N, *input_shape] with
+        N >= 1, or a ValueError that says what it should be."""
         sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
         try:
             given = np.asarray(x)
@@ -308,8 +308,10 @@ class Model:
         if given.dtype.kind not in "biuf":  # strings, objects, dates: no cast to trust
             raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}], got "
                             f"{_described(x)}")
-        with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
-            x = given.astype(self.spec.dtype, copy=False)
+        x = given
+        if cast:
+            with np.errstate(over="ignore"):  # beyond the dtype: inf, for the caller to check
+                x = given.astype(self.spec.dtype, copy=False)
         problem = batch_shape_problem(x.shape, sample)
         if problem:
             raise ValueError(problem)

@@ -53,8 +53,9 @@ def test_preprocessing_beyond_the_models_dtype_is_named(tmp_path, trained, comma
 
 def test_a_run_on_values_beyond_float32_evaluates_and_its_export_says_why_it_cannot(tmp_path,
                                                                                     spec):
-    """Its shift, 5e38, is subtracted in float64: eval works (the review found it refused). The
-    exported graph reads raw inputs in float32, where they are inf: exit 70 before."""
+    """Its shift, 5e38, is subtracted in float64: eval and predict work (the review found eval
+    refusing them, predict cast them to float32 first). The exported graph reads raw inputs in
+    float32, where they are inf: exit 70 before."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 2))
     x[:, 1] = x[:, 1] * 1e37 + 5e38
@@ -64,6 +65,9 @@ def test_a_run_on_values_beyond_float32_evaluates_and_its_export_says_why_it_can
     assert_ok(invoke("train", spec, "--out", run, "--quiet", "--set",
                      "data={dataset: csv, path: big.csv, validation_split: 0.25}"))
     assert_ok(invoke("eval", run, "--split", "val"))
+    np.savez(tmp_path / "x.npz", x=x)  # predict too preprocesses them in float64 (was: inf)
+    assert_ok(invoke("predict", run, tmp_path / "x.npz", "--out", tmp_path / "y.npy"))
+    assert np.isfinite(np.load(tmp_path / "y.npy")).all()
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     line = assert_one_line_error(invoke("export", run, "--out", tmp_path / "m.onnx"), "5")

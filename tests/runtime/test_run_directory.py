@@ -243,3 +243,24 @@ def test_a_best_checkpoint_that_is_a_broken_link_is_not_passed_over(shuffled_run
     (copy / "best.npz").symlink_to(target)
     result = invoke("eval", copy, "--checkpoint", "best")
     assert_one_line_error(result, "best.npz")
+
+
+def test_predict_preprocesses_in_float64_as_training_did(tmp_path):
+    """Features of a large offset (timestamps, years) differ by less than float32's spacing
+    at their size: cast before the normalisation, they would all look alike."""
+    rng = np.random.default_rng(0)
+    x = 1.7e9 + rng.normal(size=(64, 3))
+    np.savez(tmp_path / "data.npz", x=x, y=(x[:, 0] > 1.7e9).astype(np.int64))
+    (tmp_path / "spec.yaml").write_text(
+        "name: offset\ndata: {dataset: npz, path: data.npz, normalize: standard}\n"
+        "model: {input_shape: [3], layers: [{type: dense, units: 2}]}\n"
+        "optimizer: {type: sgd, lr: 0.1}\ntrain: {epochs: 1, batch_size: 16}\n")
+    nnrun.train(tmp_path / "spec.yaml", out_dir=tmp_path / "run", quiet=True)
+    run = nnrun.load_run(tmp_path / "run")
+    as_trained = run.preprocessing.apply(x, "float32")  # the training pipeline's own call
+    assert np.ptp(as_trained, axis=0).min() > 1  # the samples still differ once normalised
+    expected = run.model.forward(run.params, as_trained)
+    np.testing.assert_array_equal(run.predict(x), expected)
+    np.savez(tmp_path / "raw.npz", x=x)
+    invoke("predict", tmp_path / "run", tmp_path / "raw.npz", "--out", tmp_path / "out.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
