@@ -168,9 +168,15 @@ def parse_size(text: str) -> int:
     match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([a-zA-Z]*)\s*", str(text))
     if match and match.group(2).upper() in UNITS:
         try:
-            return int(float(match.group(1)) * UNITS[match.group(2).upper()])
+            size = float(match.group(1)) * UNITS[match.group(2).upper()]
+            whole = int(size)
         except (ValueError, OverflowError):
-            pass  # digits and signs that are not a number ("1.2.3"), or beyond floats ("1e400")
+            size = None  # digits and signs that are not a number ("1.2.3"), or beyond floats
+        if size is not None and size != whole:  # "1.5" read as 1 byte, where GB was meant
+            raise ValueError(f"{text!r} is not a whole number of bytes; name the unit, e.g. "
+                             f"{match.group(1)}GB or {match.group(1)}MiB")
+        if size is not None:
+            return whole
     raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 

@@ -190,6 +190,9 @@ def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
     assert memory.parse_size("16G") == 16 * 2**30 and memory.parse_size("512M") == 2**29
     with pytest.raises(ValueError):
         memory.parse_size("lots")
+    with pytest.raises(ValueError, match="not a whole number of bytes; name the unit, e.g. 1.5GB"):
+        memory.parse_size("1.5")  # was 1 byte
+    assert memory.parse_size("1e9") == 10**9 and memory.parse_size("0.5 KiB") == 512
 
 
 def test_a_refusal_says_the_size_summary_says(tmp_path, monkeypatch):
