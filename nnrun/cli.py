@@ -151,6 +151,15 @@ def refuse_an_unwritable_out(out_path: Path) -> None:
     refuse_a_run_file_as_out(out_path)
 
 
+def refuse_another_suffix(out_path: Path, suffix: str, kind: str) -> None:
+    """An --out whose suffix names another format (preds.csv, model.png) would hold this
+    command's format under that name: refused; a name without a suffix is taken as it is."""
+    if out_path.suffix and out_path.suffix.lower() != suffix:
+        raise UserError(f"{out_path}: this command writes {kind}, not what the suffix "
+                        f"{out_path.suffix!r} names; choose another --out, e.g. "
+                        f"{out_path.with_suffix(suffix).name}")
+
+
 def refuse_to_replace_another_kind(out_path: Path, magic: bytes, kind: str) -> None:
     """An existing --out that does not begin as this command's output (a spec, a dataset: a
     slip of the shell or of tab completion) is kept; one that does, or an empty one, is
@@ -575,7 +584,7 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
                    "final one).")
 @click.option("--details", is_flag=True,
               help="With --format json: each layer's inputs, kernel, trainable params and "
-                   "mult-adds too.")
+                   "mult-adds too (the text table always shows them).")
 @set_option
 @handle_errors
 def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
@@ -845,6 +854,7 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
     refuse_an_input_as_out(out_path, run_dir, input_file)
     refuse_an_unwritable_out(out_path)
     refuse_to_replace_another_kind(out_path, NPY_MAGIC, "NumPy .npy file")
+    refuse_another_suffix(out_path, ".npy", "a NumPy .npy file")
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)

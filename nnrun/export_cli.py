@@ -12,7 +12,7 @@ import numpy as np
 
 from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_own_caches,
                        preprocessing_option, refuse_an_input_as_out, refuse_an_unwritable_out,
-                       refuse_to_replace_another_kind, set_option)
+                       refuse_another_suffix, refuse_to_replace_another_kind, set_option)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -144,6 +144,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     refuse_an_input_as_out(out_path, source)
     refuse_an_unwritable_out(out_path)
     refuse_to_replace_another_kind(out_path, ONNX_START, "ONNX model")
+    refuse_another_suffix(out_path, ".onnx", "an ONNX model")
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()

@@ -211,3 +211,20 @@ def test_an_out_over_a_file_of_another_kind_is_kept(trained, tmp_path):
         for out in (again, again, empty):  # new, then refreshed; an empty file
             assert invoke(*_writers(trained, out)[command]).exit_code == 0
         assert again.read_bytes() == empty.read_bytes()
+
+
+def test_an_out_whose_suffix_names_another_format_is_refused(trained, tmp_path):
+    """`predict --out preds.png` wrote NumPy data under an image's name; plot and data preview
+    write the format the suffix names, predict and export write one format alone."""
+    suffixes = {"predict": ".npy", "export": ".onnx"}
+    written = []
+    for command in sorted(set(suffixes) & set(_writers(trained, None))):
+        suffix = suffixes[command]
+        for name in ["out.png", "out.csv", f"out{suffix}x"]:
+            out = tmp_path / name
+            line = assert_one_line_error(invoke(*_writers(trained, out)[command]), out)
+            assert f"choose another --out, e.g. out{suffix}" in line, (command, line)
+        for name in [f"{command}{suffix.upper()}", command]:  # its own suffix, or none
+            assert invoke(*_writers(trained, tmp_path / name)[command]).exit_code == 0
+            written.append(name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
