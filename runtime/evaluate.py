@@ -44,6 +44,9 @@ class Run:
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
+        from nnrun import _check_flags
+
+        _check_flags(preprocess=preprocess)
         if isinstance(x, np.ndarray) and x.ndim:  # its copies, before they are made
             dtype = np.dtype(self.model.spec.dtype)  # a cast where x is another, then the
             copies = (x.dtype != dtype) + 1          # preprocessing's own

@@ -307,6 +307,21 @@ def test_train_refuses_what_the_command_refuses(tmp_path, monkeypatch, options, 
     assert list(tmp_path.iterdir()) == []  # nothing written, the current directory least
 
 
+@pytest.mark.parametrize("call, name", [
+    (lambda: nnrun.compile(XOR, graph="no"), "graph"),
+    (lambda: nnrun.train(XOR, quiet="false"), "quiet"),
+    (lambda: nnrun.train(XOR, quiet=True, distributed="no"), "distributed"),
+    (lambda: nnrun.train(XOR, quiet=True, graph=None), "graph"),
+    (lambda: nnrun.train(XOR, quiet=True, resume="r", allow_changes="yes"), "allow_changes"),
+])
+def test_a_flag_that_is_no_bool_is_a_type_error(tmp_path, monkeypatch, call, name):
+    """The API audit: graph="no" was truthy, and turned on what it meant to turn off."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=f"{name} must be True or False, got "):
+        call()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_takes_numpy_integers_and_no_overrides(tmp_path):
     summary = nnrun.train(XOR, out_dir=tmp_path / "run", quiet=True, epochs=1,
                           threads=np.int64(1), overrides=None)
@@ -396,6 +411,11 @@ def test_a_run_predicts_only_finite_inputs_as_the_command_does(tmp_path):
         with pytest.raises(ValueError, match=r"x must hold finite float32 numbers \(sample 1"):
             run.predict(np.array([[0.0, 1.0], [bad, 0.0]]))
     assert run.predict(np.array([[0.0, 1.0]])).shape == (1, 1)
+    assert run.predict(np.array([[0.0, 1.0]]), preprocess=np.bool_(False)).shape == (1, 1)
+    with pytest.raises(TypeError, match="preprocess must be True or False, got 'no'"):
+        run.predict(np.array([[0.0, 1.0]]), preprocess="no")
+    with pytest.raises(TypeError, match="graph must be True or False, got 'off'"):
+        nnrun.load_run(tmp_path / "run", graph="off")
 
 
 def test_loss_and_grads_is_held_to_its_own_memory_not_the_training_steps(monkeypatch):
