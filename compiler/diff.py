@@ -242,7 +242,8 @@ def _settings_key(fields: dict) -> tuple:
 
 
 def _pair(a: LayerRow, b: LayerRow) -> LayerChange:
-    changes = [label for name, label in _COMPARED if getattr(a, name) != getattr(b, name)]
+    changes = ["name"] if a.name != b.name else []
+    changes += [label for name, label in _COMPARED if getattr(a, name) != getattr(b, name)]
     if "inputs" in changes and len(a.inputs) == len(b.inputs) == 1:
         changes.remove("inputs")  # the previous layer's name: inserting a layer changes it
     return LayerChange(a, b, changes)
@@ -334,11 +335,11 @@ LAYER_COLUMNS = ["", "layer", "type", "output shape", "params", "FLOPs", "train 
 
 def _layer_cells(change: LayerChange) -> list[str]:
     a, b = change.a, change.b
+    renamed = ["name"] if "name" in change.changes else []
     what = {"added": "added", "removed": "removed"}.get(change.status, ", ".join(
-        (["name"] if change.status == "renamed" else [])
-        + [f"{_setting_name(name)} {_setting(x)} -> {_setting(y)}"
-           for name, (x, y) in change.settings.items()]
-        + change.changes))
+        renamed + [f"{_setting_name(name)} {_setting(x)} -> {_setting(y)}"
+                   for name, (x, y) in change.settings.items()]
+        + [field for field in change.changes if field != "name"]))
     return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
             _pick(a, b, lambda row: row.type),
             _pick(a, b, lambda row: shape_text(row.output_shape)),

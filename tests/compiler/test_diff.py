@@ -115,7 +115,7 @@ def test_a_renamed_layer_pairs_by_position():
     result = diff(side(BASE), side(renamed))
     assert result.layers[0].status == "renamed"
     assert (result.layers[0].a.name, result.layers[0].b.name) == ("conv2d_1", "features")
-    assert result.layers[0].changes == []
+    assert result.layers[0].changes == ["name"]  # as the text's "what changed" says (JSON: [])
 
 
 def test_a_retyped_layer_is_removed_and_added():
