@@ -49,8 +49,8 @@ def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     grid = augmented_grid(source, samples, draws, seed)
     _save(plotting, grid, out_path, source.spec)
     augment = ", ".join(a.type for a in source.spec.data.augment) or "none (data.augment is empty)"
-    click.echo(f"wrote {out_path}: {len(grid.x)} training samples x {draws} draws; "
-               f"augmentation: {augment}")
+    click.echo(f"wrote {out_path}: {_count(len(grid.x), 'training sample')} x "
+               f"{_count(draws, 'draw')}; augmentation: {augment}")
 
 
 class Grid:
@@ -113,16 +113,28 @@ def _save(figure_class, grid: Grid, out_path: Path, spec) -> None:
 def _draw(axis, sample: np.ndarray, low: float, high: float) -> None:
     axis.set_xticks([])
     axis.set_yticks([])
-    if sample.ndim == 3:  # an image: RGB scaled to [0, 1], else its first channel in grey
-        image = np.moveaxis(sample, 0, -1) if sample.shape[0] == 3 else sample[0]
-        if image.ndim == 3:
-            image = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+    if sample.ndim == 3:  # an image: RGB scaled to [0, 1], else its channels side by side
+        if sample.shape[0] == 3:
+            image = np.clip((np.moveaxis(sample, 0, -1) - low) / max(high - low, 1e-12), 0, 1)
+        else:
+            image = _side_by_side(sample)
         axis.imshow(image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         return
     for channel in sample.reshape(sample.shape[0] if sample.ndim > 1 else 1, -1):
         axis.plot(channel, linewidth=0.8)  # sequences and vectors: one curve per channel
     margin = 0.1 * (high - low) or 0.5  # samples of one value: a band around it
     axis.set_ylim(low - margin, high + margin)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _side_by_side(channels: np.ndarray) -> np.ndarray:
+    """Grey channels [C, H, W] as one image, a blank column (NaN: not drawn) between them."""
+    gap = np.full((channels.shape[1], 1), np.nan)
+    parts = [part for channel in channels for part in (gap, channel)][1:]
+    return np.concatenate(parts, axis=1)
 
 
 MOST_LISTED = 6  # a target of more values (a label map) is named by its shape and classes

@@ -142,3 +142,30 @@ def test_a_label_map_is_named_by_its_shape_and_classes():
     assert _label(labels) == "map [32, 32]: 0, 3"
     assert _label(np.arange(10).reshape(2, 5)) == "map [2, 5]: 0, 1, 2, 3, 4, 5, ..."
     assert _label(np.float32(2.0)) == "2" and _label(np.array([0.5, 1.0])) == "[0.5, 1.0]"
+
+
+def test_images_of_two_or_four_channels_show_every_channel_side_by_side(tmp_path, monkeypatch):
+    """Only the first of two channels was drawn; RGB stays one colour image."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    shown = []
+    real_imshow = Axes.imshow
+    monkeypatch.setattr(Axes, "imshow", lambda axis, image, **kw: (
+        shown.append(np.asarray(image)), real_imshow(axis, image, **kw))[1])
+    for channels in (2, 3, 4):
+        shown.clear()
+        x = np.stack([np.full((4, 5, 6), c, np.float32) for c in range(channels)], axis=1)
+        np.savez(tmp_path / "x.npz", x=x, y=np.arange(4) % 2)
+        text = (f"data: {{dataset: npz, path: x.npz, normalize: none}}\nmodel:\n  input_shape: "
+                f"[{channels}, 5, 6]\n  layers: [{{type: flatten}}, {{type: dense, units: 2}}]\n")
+        result, _ = _preview(tmp_path, text, "--samples", "1", "--draws", "1")
+        assert result.exit_code == 0, result.output
+        image = shown[0]
+        if channels == 3:
+            assert image.shape == (5, 6, 3)
+        else:  # the channels left to right, one blank column between them
+            assert image.shape == (5, 6 * channels + channels - 1)
+            for c in range(channels):
+                assert (image[:, 7 * c:7 * c + 6] == c).all()
+            assert np.isnan(image[:, 6]).all()
