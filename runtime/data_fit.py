@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from nnrun.backends.notices import warn
@@ -26,6 +28,23 @@ def input_shape_known(spec) -> bool:
     """npz/csv samples whose file could not be read for its shape (compiler/frontend.py
     data_file_sample_shape): then the data loads first, and says what is wrong with it."""
     return bool(spec.model.input_shape or DATASETS[spec.data.dataset].input_shape)
+
+
+def targets_for_model(spec, model, data):
+    """The dataset with whole-number targets of exactly the outputs' shape read as values under
+    mse, mae or huber: [C, L] for a conv1d's [C, L], [1, H, W] masks, [k] counts for k units.
+    The loader reads integers of 2 or more axes as label maps, which have no channel axis and
+    never the outputs' shape; these losses compare the values as they are."""
+    outputs = tuple(model.lowered.logits.type.shape[1:])
+    if (data.task != "segmentation" or spec.loss.type not in REGRESSION_LOSSES
+            or tuple(data.train.y.shape[1:]) != outputs):
+        return data
+
+    def as_values(split):
+        return None if split is None else replace(split, y=split.y.astype(spec.dtype))
+
+    return replace(data, task="regression", train=as_values(data.train),
+                   val=as_values(data.val), test=as_values(data.test))
 
 
 def task_for_model(spec, model, data) -> str:

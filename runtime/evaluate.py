@@ -17,7 +17,7 @@ from nnrun.compiler.tables import byte_size
 from . import checkpoint as ckpt
 from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
 from .data import DataError, load_dataset
-from .data_fit import DataFitError, check_data_fits, task_for_model
+from .data_fit import DataFitError, check_data_fits, targets_for_model, task_for_model
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
@@ -180,6 +180,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         preprocessing=preprocessing,
                         sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
                         ignore_index=getattr(spec.loss, "ignore_index", None))
+    data = targets_for_model(spec, run.model, data)
     chosen = getattr(data, split)
     where = data.where
     if chosen is None:

@@ -50,7 +50,7 @@ from .data import augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
-                       task_for_model)
+                       targets_for_model, task_for_model)
 from .distributed import ALONE, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
@@ -321,6 +321,7 @@ class Trainer:
         # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
         self.evaluation_batch = (evaluation_batch(self.model, held=self.step_bytes)
                                  if ranks.size == 1 else EVALUATION_BATCH)
+        self.data = targets_for_model(self.spec, self.model, self.data)
         check_data_fits(self.spec, self.model, self.data)
         self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
         self.metrics = tracked_metrics(self.spec, self.data.task)

@@ -5,6 +5,7 @@ refusal. Each is one line now, naming what is wrong and what to do."""
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import numpy as np
@@ -379,6 +380,35 @@ def test_whole_number_maps_with_their_channel_axis_are_values_to_regress(tmp_pat
     """0/1 masks [N, 1, H, W] under mse were read as label maps [1, H, W] and refused."""
     masks = (np.random.default_rng(1).random((6, 1, 3, 4)) < 0.5).astype(float)
     assert_ok(_conv_run(tmp_path, masks, "mse"))
+
+
+@pytest.mark.parametrize("layer, x_shape, y", [
+    ("{type: conv1d, filters: 1, kernel_size: 1}", (6, 2, 5), np.arange(30.0).reshape(6, 1, 5) % 2),
+    ("{type: conv1d, filters: 3, kernel_size: 1}", (6, 2, 5), np.arange(90).reshape(6, 3, 5) % 4),
+    ("{type: conv2d, filters: 1, kernel_size: 1}", (6, 2, 3, 4),
+     np.arange(72).reshape(6, 1, 3, 4) % 2),
+    ("{type: dense, units: 3}", (6, 2), np.arange(18).reshape(6, 3) % 5)])
+@pytest.mark.parametrize("loss", ["mse", "mae"])
+def test_whole_numbers_of_the_outputs_shape_are_values_to_regress(tmp_path, layer, x_shape, y,
+                                                                  loss):
+    """Floats [N, C, L] and integers of 2 or more axes (masks, counts) of the outputs' shape
+    were read as label maps and refused under mse, mae and huber, in words that did not fit
+    ("compares the label maps [1, 5] with one score per position, [1, 1, 5]")."""
+    import nnrun
+
+    x = np.random.default_rng(0).standard_normal(x_shape)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "s.yaml").write_text(
+        f"data: {{dataset: npz, path: d.npz, normalize: none}}\nmodel: {{layers: [{layer}]}}\n"
+        f"loss: {{type: {loss}}}\noptimizer: {{type: sgd, lr: 0.01}}\n"
+        "train: {epochs: 1, batch_size: 3}\n")
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    result = assert_ok(invoke("eval", tmp_path / "run", "--split", "train", "--format", "json"))
+    outputs = nnrun.load_run(tmp_path / "run").predict(x)
+    expected = np.mean((outputs - y) ** 2 if loss == "mse" else np.abs(outputs - y))
+    measured = json.loads(result.stdout)
+    assert measured["train_loss"] == pytest.approx(expected, rel=1e-5)
+    assert "train_mae" in measured  # values: the regression metric, not pixel accuracy
 
 
 @pytest.mark.parametrize("loss, y, index", [
