@@ -29,6 +29,7 @@ Severity = Literal["error", "warning"]
 FORMATS = ("text", "json", "github")
 # The `file` of a diagnostic about a `--set` argument: there is no file to point at.
 OVERRIDE_FILE = "--set"
+DOCUMENT = "spec"  # the `where` of a problem of the spec as a whole, or of its top level
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,13 @@ class Diagnostic:
     line: int
     col: int
     severity: Severity
-    where: str
+    where: str  # a path in the spec ("model.layers[1]"); "spec" for the document as a whole
     message: str
+
+    def __post_init__(self):
+        # section 5's `where:` field is in every line, for the parsers of the format
+        if not self.where:
+            object.__setattr__(self, "where", DOCUMENT)
 
     def format(self) -> str:
         where = f"{self.where}: " if self.where else ""

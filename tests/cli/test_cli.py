@@ -1683,7 +1683,7 @@ def test_a_line_that_echoes_a_huge_value_keeps_its_ends_and_leaves_out_the_middl
     (line,) = validate_errors(tmp_path, "name: " + "a" * 1_000_000 + "\nmodel: {input_shape: "
                               "[4], layers: [{type: dense, units: 2}]}\n")
     assert len(line) < 2100 and "characters left out] ..." in line
-    assert line.startswith("1:7: error: the spec's name names its run directory")
+    assert line.startswith("1:7: error: spec: the spec's name names its run directory")
 
 
 @pytest.mark.parametrize("module", ["data_cli", "diff_cli", "export_cli", "plot_cli", "preview",

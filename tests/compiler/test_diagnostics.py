@@ -29,7 +29,10 @@ def test_format_is_gcc_style():
 
 
 def test_format_without_where():
-    assert WARNING.format() == "specs/bad.yaml:12:11: warning: 13 columns / stride 2 leaves 1 unused"
+    """Section 5's `where:` is in every line: "spec" for the document as a whole (a parser of
+    `file:line:col: severity: where: message` split a message at its first colon)."""
+    assert WARNING.format() == ("specs/bad.yaml:12:11: warning: spec: 13 columns / stride 2 "
+                                "leaves 1 unused")
 
 
 def test_spec_error_carries_and_prints_its_diagnostics():
@@ -56,13 +59,13 @@ def test_github_format():
     lines = format_diagnostics([ERROR, WARNING], "github").splitlines()
     assert lines == [
         "::error file=specs/bad.yaml,line=9,col=7::model.layers[1]: unknown field 'kernal_size'",
-        "::warning file=specs/bad.yaml,line=12,col=11::13 columns / stride 2 leaves 1 unused",
+        "::warning file=specs/bad.yaml,line=12,col=11::spec: 13 columns / stride 2 leaves 1 unused",
     ]
 
 
 def test_github_format_escapes_what_would_break_the_command():
     odd = Diagnostic("a,b:c.yaml", 1, 1, "error", "", "100% done\nnext")
-    assert format_diagnostics([odd], "github") == "::error file=a%2Cb%3Ac.yaml,line=1,col=1::100%25 done%0Anext"
+    assert format_diagnostics([odd], "github") == "::error file=a%2Cb%3Ac.yaml,line=1,col=1::spec: 100%25 done%0Anext"
 
 
 def test_unknown_format_is_a_value_error():
@@ -202,7 +205,7 @@ def test_unknown_field_without_a_close_match():
 
 def test_unknown_field_at_the_top_level():
     assert formatted("sed: 1\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
-        "spec.yaml:1:1: error: unknown field 'sed'; did you mean 'seed'?",
+        "spec.yaml:1:1: error: spec: unknown field 'sed'; did you mean 'seed'?",
     ]
 
 
@@ -273,7 +276,7 @@ def test_literal_with_a_kind_gets_did_you_mean():
 
 def test_literal_without_a_kind_names_the_choices():
     assert formatted("dtype: half\nmodel:\n  layers: [{type: dense, units: 3}]\n") == [
-        "spec.yaml:1:8: error: 'dtype' must be 'float32' or 'float64', got 'half'",
+        "spec.yaml:1:8: error: spec: 'dtype' must be 'float32' or 'float64', got 'half'",
     ]
 
 
@@ -321,7 +324,7 @@ def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
 
 
 def test_missing_required_top_level_field():
-    assert formatted("seed: 1\n") == ["spec.yaml:1:1: error: missing required field 'model'"]
+    assert formatted("seed: 1\n") == ["spec.yaml:1:1: error: spec: missing required field 'model'"]
 
 
 def test_bound_errors_say_what_is_expected():
@@ -335,7 +338,7 @@ def test_bound_errors_say_what_is_expected():
         optimizer: {type: sgd, lr: -0.5}
         """
     ) == [
-        "spec.yaml:1:7: error: 'seed' must be an integer ≥ 0, got -1",
+        "spec.yaml:1:7: error: spec: 'seed' must be an integer ≥ 0, got -1",
         "spec.yaml:4:31: error: model.layers[0]: 'filters' must be an integer ≥ 1, "
         "got -3",
         "spec.yaml:5:28: error: model.layers[1]: 'units' must be an integer ≥ 1, got 0",
@@ -353,7 +356,7 @@ def test_type_errors_say_what_is_expected():
         optimizer: {type: sgd, momentum: [1]}
         """
     ) == [
-        "spec.yaml:1:7: error: 'seed' must be an integer, got 1.5",
+        "spec.yaml:1:7: error: spec: 'seed' must be an integer, got 1.5",
         "spec.yaml:4:28: error: model.layers[0]: 'units' must be an integer, got 'many'",
         "spec.yaml:5:34: error: optimizer: 'momentum' must be a number, got [1]",
     ]
@@ -475,7 +478,7 @@ train: {metrics: [accuracy, top_k], early_stopping: {patiense: 3}}
 
 def test_real_schema_messages(Spec):
     assert formatted(BAD_SPEC, schema=Spec) == [
-        "spec.yaml:1:8: error: 'dtype' must be 'float32' or 'float64', got 'float16'; did you "
+        "spec.yaml:1:8: error: spec: 'dtype' must be 'float32' or 'float64', got 'float16'; did you "
         "mean 'float64'?",
         "spec.yaml:3:12: error: data: unknown dataset 'mnsit'; did you mean 'mnist'?",
         "spec.yaml:5:9: error: model: unknown initializer 'xavier'; did you mean 'xavier_normal'?",
@@ -535,7 +538,7 @@ def _load_errors(text: str, overrides=()) -> list[str]:
 
 def test_yaml_errors_do_not_hide_the_schema_errors():
     assert _load_errors(ALL_AT_ONCE) == [
-        "spec.yaml:2:1: error: duplicate key 'seed' (first at line 1)",
+        "spec.yaml:2:1: error: spec: duplicate key 'seed' (first at line 1)",
         "spec.yaml:6:21: error: model.layers[0]: unknown field 'unitz'; did you mean "
         "'units'?",
         # the refused value is not reported again as a missing integer
@@ -561,7 +564,7 @@ def test_values_yaml_types_by_itself_are_shown_as_the_file_wrote_them():
     text = ("seed: 2001-12-14\nmodel:\n  input_shape: [4]\n"
             "  layers: [{type: dense, units: !!binary aGVsbG8=}]\n")
     assert _load_errors(text) == [
-        "spec.yaml:1:7: error: 'seed' must be an integer, got the date 2001-12-14",
+        "spec.yaml:1:7: error: spec: 'seed' must be an integer, got the date 2001-12-14",
         "spec.yaml:4:33: error: model.layers[0].units: no spec field takes binary data "
         "(!!binary); write the value as text"]
 
@@ -585,15 +588,15 @@ def test_tabs_are_named_with_the_fix():
 
 @pytest.mark.parametrize("text, message", [
     ("model:\n  input_shape: [2]\n  layers:\n    - type: dense\n   units: 10\n",
-     "spec.yaml:5:4: error: invalid YAML: a key at 5:4 does not fit the mapping started at 2:3; "
+     "spec.yaml:5:4: error: spec: invalid YAML: a key at 5:4 does not fit the mapping started at 2:3; "
      "line it up with that mapping's keys, or indent it further to belong to one of them"),
     ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 3}\n    units: 3\n",
-     "spec.yaml:5:5: error: invalid YAML: a key at 5:5 does not fit the list started at 4:5; "
+     "spec.yaml:5:5: error: spec: invalid YAML: a key at 5:5 does not fit the list started at 4:5; "
      "line it up with that list's items"),
     ("model:\n  layers:\n  - {type: dense, units: 3\n",
      "the { at 3:5 is not closed, or a ',' is missing between its entries"),
     ("model:\n  input_shape: [4]\n  layers:\n  - type: dense\n     units: 3\n",
-     "spec.yaml:5:11: error: invalid YAML: mapping values are not allowed here; 'units' is "
+     "spec.yaml:5:11: error: spec: invalid YAML: mapping values are not allowed here; 'units' is "
      "indented deeper than 'type' on line 4, so YAML reads it as more of that value: indent it "
      "by 4 characters, as 'type'"),
     ("name: a: b  # c\n", "mapping values are not allowed here; a value that holds ': ' must be "
@@ -660,7 +663,7 @@ def test_a_whole_number_in_exponent_form_is_an_integer():
 
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
     assert _load_errors("model: [\n", ["seed=x"]) == [
-        "spec.yaml:2:1: error: invalid YAML: expected the node content, but found "
+        "spec.yaml:2:1: error: spec: invalid YAML: expected the node content, but found "
         "'<stream end>' (while parsing a flow node started at 2:1)"]
 
 

@@ -132,7 +132,7 @@ def _refusal(path) -> str:
 
 def test_what_is_not_a_regular_file_is_refused_before_it_is_read(tmp_path):
     # /dev/zero never ends and a FIFO blocks until someone writes to it
-    assert _refusal("/dev/zero") == "/dev/zero:1:1: error: not a regular file; a spec is a YAML file"
+    assert _refusal("/dev/zero") == "/dev/zero:1:1: error: spec: not a regular file; a spec is a YAML file"
     fifo = tmp_path / "spec.yaml"
     os.mkfifo(fifo)
     assert _refusal(fifo).endswith("not a regular file; a spec is a YAML file")
@@ -148,7 +148,7 @@ def test_a_spec_file_too_large_is_refused_before_it_is_read(tmp_path, monkeypatc
 def test_a_byte_that_is_not_utf8_is_named_at_its_line_and_column(tmp_path):
     path = tmp_path / "latin.yaml"
     path.write_bytes(b"name: x\nmodel:\n  layers: [] # caf\xe9\n")
-    assert _refusal(path) == (f"{path}:3:19: error: byte 0xe9 is not UTF-8 text; save the file "
+    assert _refusal(path) == (f"{path}:3:19: error: spec: byte 0xe9 is not UTF-8 text; save the file "
                               "as UTF-8")
 
 
@@ -189,7 +189,7 @@ def test_duplicate_key_points_at_the_second_key():
     )
     assert (diagnostic.line, diagnostic.col) == (3, 1)
     assert diagnostic.message == "duplicate key 'seed' (first at line 1)"
-    assert diagnostic.where == ""
+    assert diagnostic.where == "spec"
 
 
 def test_duplicate_keys_in_nested_and_flow_mappings_are_all_reported():
@@ -316,7 +316,7 @@ def test_binary_data_is_refused_by_the_loader():
 def test_a_numpy_file_given_as_a_spec_is_named_so(tmp_path, magic):
     path = tmp_path / "last.npz"
     path.write_bytes(magic + bytes(range(256)))
-    assert _refusal(path) == (f"{path}:1:1: error: a NumPy file (a checkpoint or data), not a "
+    assert _refusal(path) == (f"{path}:1:1: error: spec: a NumPy file (a checkpoint or data), not a "
                               "spec; give the spec's YAML file (or, to a command that takes one, "
                               "the run directory)")
 
