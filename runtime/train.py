@@ -51,7 +51,7 @@ from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
-from .distributed import ALONE, check_batch
+from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
@@ -181,8 +181,13 @@ def resume_command(run_dir: Path, ranks) -> str:
 
 
 def _on_ranks(command: str, ranks) -> str:
-    """`command` as the job it ran in launches it: on N ranks, under mpiexec."""
-    return f"mpiexec -n {ranks.size} {command} --distributed" if ranks.size > 1 else command
+    """`command` as the job it ran in launches it: on N ranks, under mpiexec, with the job's
+    own --distributed-timeout."""
+    if ranks.size == 1:
+        return command
+    timeout = getattr(getattr(ranks, "watchdog", None), "timeout", DEFAULT_TIMEOUT_S)
+    chosen = f" --distributed-timeout {timeout:g}" if timeout != DEFAULT_TIMEOUT_S else ""
+    return f"mpiexec -n {ranks.size} {command} --distributed{chosen}"
 
 
 def _run_path(source, out_dir, resume) -> Path:

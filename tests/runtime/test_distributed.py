@@ -983,3 +983,22 @@ def test_a_start_of_mpi_that_never_ends_is_stopped_by_a_process_beside_it():
     quick = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True,
                            timeout=20)
     assert quick.returncode == 0 and quick.stderr == ""
+
+
+def test_the_resume_command_keeps_the_jobs_own_timeout():
+    """The MPI audit: a job started with --distributed-timeout 8 was told to resume without it."""
+    from types import SimpleNamespace
+
+    from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S
+    from nnrun.runtime.train import resume_command
+
+    def ranks(timeout):
+        return SimpleNamespace(size=2, watchdog=SimpleNamespace(timeout=timeout))
+
+    run = Path("runs/r")
+    assert resume_command(run, ranks(8.0)) == ("mpiexec -n 2 nnrun train runs/r/spec.yaml "
+                                               "--resume runs/r --distributed "
+                                               "--distributed-timeout 8")
+    assert resume_command(run, ranks(DEFAULT_TIMEOUT_S)).endswith("--resume runs/r --distributed")
+    assert resume_command(run, SimpleNamespace(size=1)) == ("nnrun train runs/r/spec.yaml "
+                                                           "--resume runs/r")
