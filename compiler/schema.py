@@ -89,6 +89,9 @@ def _whole_exponent_text(value: Any) -> Any:
         number = decimal.Decimal(value.strip())  # exact: a float loses digits past 2**53
         if number == number.to_integral_value() and number.adjusted() < 100:
             return int(number)
+    if isinstance(value, float) and value.is_integer():  # finite: inf is no integer
+        # `1.0e+19` is a float to YAML: pydantic takes whole floats below 2**63 alone
+        return int(value)
     return value
 
 

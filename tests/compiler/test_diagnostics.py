@@ -659,6 +659,12 @@ def test_a_whole_number_in_exponent_form_is_an_integer():
     for bad in ("'10'", "1.5e0", "1e400"):
         (line,) = _load_errors(base + f"train: {{epochs: {bad}}}\n")
         assert "'epochs' must be an integer" in line
+    # `1.0e+19` is a float to YAML: pydantic's own words past 2**63 ("Unable to parse input
+    # string as an integer"), where 10000000000000000000 written out was taken (the fuzz audit)
+    for text, value in (("1.0e+19", 10**19), ("1.0e+300", int(1e300))):
+        assert load_spec_text(base + f"seed: {text}\n", "spec.yaml").spec.seed == value
+    (line,) = _load_errors(base + "seed: -2.0e+19\n")
+    assert "'seed' must be an integer ≥ 0, got -2e+19" in line
 
 
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
