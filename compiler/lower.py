@@ -535,6 +535,9 @@ def _check_name(ctx: LayerContext, name: str, earlier: list[str], by_default: bo
 def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
     """reads: every layer's name -> the inputs it names itself (none for the layer before,
     which a move would change)."""
+    if not input_names and layer.type not in MULTI_INPUT:
+        ctx.fail(f"{layer.type} takes one input, got none (inputs: []); name the layer it reads, "
+                 "or leave inputs out to read the layer before it", "inputs")
     if len(input_names) != 1 and layer.type not in MULTI_INPUT:
         ctx.fail(f"{layer.type} takes one input, got {len(input_names)}; join them first with "
                  "an add or concat layer, and give its name", "inputs")

@@ -502,6 +502,15 @@ def test_add_and_concat_need_two_inputs(join):
     assert "two or more inputs" in error.message
 
 
+@pytest.mark.parametrize("layer", ["{type: dense, units: 2, inputs: []}",
+                                   "{type: flatten, inputs: []}"])
+def test_a_layer_of_one_input_given_none_is_told_to_name_one(layer):
+    """The fuzz audit: `inputs: []` was told to "join them first with an add or concat"."""
+    error = the_error(spec_text([4], "{type: dense, units: 3}", layer))
+    assert error.message.endswith("takes one input, got none (inputs: []); name the layer it "
+                                  "reads, or leave inputs out to read the layer before it")
+
+
 # --- dense ----------------------------------------------------------------------------------
 
 
