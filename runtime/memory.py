@@ -76,12 +76,13 @@ def evaluation_batch(model, most: int = 1000, held: int = 0) -> int:
 
 def check_memory(model, batch: int, command: str, training: bool = True,
                  needed: int | None = None, fix: str | None = None,
-                 reclaimable: int = 0) -> None:
+                 reclaimable: int = 0, held: int = 0) -> None:
     """`needed`: a command's own estimate, where it runs other graphs than the training step;
     `fix`: what to do, where the command's default is not it; `reclaimable`: memory held now
-    that is let go before this is allocated, where it must be."""
+    that is let go before this is allocated, where it must be; `held`: memory held now that
+    `needed` counts too (the API's parameters, which its caller made)."""
     needed = estimate_bytes(model, batch, training) if needed is None else needed
-    available, source = available_memory(model.backend)
+    available, source = available_memory(model.backend, held)
     available += reclaimable
     if needed > available:
         # evaluation takes as few samples at a time as fit (evaluation_batch): no batch to lower
@@ -92,9 +93,13 @@ def check_memory(model, batch: int, command: str, training: bool = True,
             f"only {byte_size(available)} is available ({source}); {fix} (see `nnrun summary`)")
 
 
-def available_memory(backend=None) -> tuple[int, str]:
-    """The tightest limit known, and where it comes from."""
-    limits = [_meminfo_available(), _address_space_limit(), _cgroup_limit(), _environment_limit()]
+def available_memory(backend=None, held: int = 0) -> tuple[int, str]:
+    """The tightest limit known, and where it comes from. `held`: host memory this process
+    holds now that the caller's estimate counts too: added back to the limits that measure
+    what is left (not to NNRUN_MEMORY_LIMIT, a budget, nor to a GPU's free memory)."""
+    left = [_meminfo_available(), _address_space_limit(), _cgroup_limit()]
+    limits = [(limit + held, source) for limit, source in filter(None, left)]
+    limits.append(_environment_limit())
     free = backend.free_device_bytes() if backend is not None else None
     if free is not None:
         limits.append((free, "free GPU memory"))

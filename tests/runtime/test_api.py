@@ -431,6 +431,27 @@ def test_loss_and_grads_is_held_to_its_own_memory_not_the_training_steps(monkeyp
     model.loss_and_grads(params, np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64))
 
 
+def test_the_callers_parameters_are_not_counted_twice_against_what_is_left(monkeypatch):
+    """The fuzz audit: under `ulimit -v`, gradcheck's own check passed, then loss_and_grads
+    counted the parameters gradcheck had made both in its estimate and as memory taken, and
+    refused as "Model.loss_and_grads". A budget (NNRUN_MEMORY_LIMIT) counts them once."""
+    from nnrun.runtime import memory
+
+    model = nnrun.compile(QUICKSTART)
+    params = model.init_params()
+    given = sum(value.nbytes for value in params.values())
+    needed = memory.loss_and_grads_bytes(model, 4)
+    left = needed - given // 2  # what the parameters' allocation left: short of the estimate
+    for name in ("_address_space_limit", "_cgroup_limit"):
+        monkeypatch.setattr(memory, name, lambda: None)
+    monkeypatch.setattr(memory, "_meminfo_available", lambda: (left, "MemAvailable"))
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)
+    model.loss_and_grads(params, x, y)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", str(left))
+    with pytest.raises(nnrun.MemoryLimitError, match=r"Model\.loss_and_grads"):
+        nnrun.compile(QUICKSTART).loss_and_grads(params, x, y)
+
+
 def test_the_api_refuses_what_is_not_finite_in_the_models_dtype_without_numpy_warnings():
     """1e300 passed the finiteness check and overflowed in the cast: NumPy's warnings printed,
     and a loss of inf or NaN outputs came back (the API audit)."""
