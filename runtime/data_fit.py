@@ -13,6 +13,7 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    two_classes_per_position)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import CHANNELS_LAST_FIX, channels_last_of
 from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
 
@@ -82,8 +83,7 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     if tuple(data.input_shape) != expected:
         raise DataFitError(f"{where}: samples have shape {list(data.input_shape)}, the model "
-                           f"expects {list(expected)}; set model.input_shape to "
-                           f"{list(data.input_shape)}")
+                           f"expects {list(expected)}; {_input_shape_fix(data, expected)}")
     outputs = model.lowered.logits.type.shape[1:]
     check_targets_fit(spec, data, outputs, where)
     _check_label_shape(spec, data, outputs, where)
@@ -94,6 +94,12 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if warn and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
+
+
+def _input_shape_fix(data, expected: tuple) -> str:
+    if channels_last_of(data.input_shape, expected):
+        return CHANNELS_LAST_FIX
+    return f"set model.input_shape to {list(data.input_shape)}"
 
 
 def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
