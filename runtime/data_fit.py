@@ -17,8 +17,8 @@ from nnrun.compiler.frontend import CHANNELS_LAST_FIX, channels_last_of
 from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
 
-from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit,
-                           multi_label_message)
+from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit, is_one_hot,
+                           multi_label_message, one_hot_message)
 
 
 class DataFitError(Exception):
@@ -236,6 +236,8 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     sample needs class scores [classes]."""
     if data.task == "regression" or spec.loss.type not in LABEL_LOSSES:
         return
+    if len(outputs) == 1 and is_one_hot(data.train.y):  # integers; floats: targets.py
+        raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])
     if spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs):

@@ -30,6 +30,8 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "
                         f"as values; {loss} takes label maps, a whole number per position: "
                         f"{f'save {index}' if index else 'save one map per sample, as integers'}")
+    if loss in LABEL_LOSSES and is_one_hot(y):
+        raise DataError(one_hot_message(where, loss, y.shape[1]))
     if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
@@ -73,6 +75,18 @@ def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
     if output[:1] == (1,):
         forms |= {output[1:], output[1:] + (1,)}
     return target in forms
+
+
+def is_one_hot(y: np.ndarray) -> bool:
+    """Labels saved one-hot, [N, k] of 0 and 1 with one 1 a row (Keras' to_categorical)."""
+    return (y.ndim == 2 and y.shape[1] >= 2 and len(y) > 0 and bool(np.isin(y, (0, 1)).all())
+            and bool((y.sum(axis=1) == 1).all()))
+
+
+def one_hot_message(where: str, loss: str, classes: int) -> str:
+    label = "one 0/1 label" if loss == "binary_cross_entropy" else "one class index"
+    return (f"{where}: the labels are one-hot, [N, {classes}]; {loss} takes {label} per "
+            "sample, y [N]: save y.argmax(axis=1)")
 
 
 def multi_label_message(where: str, label_shape: list) -> str:

@@ -716,3 +716,24 @@ def test_samples_saved_channels_last_are_told_to_move_them(tmp_path, x_shape, de
     assert assert_one_line_error(invoke("validate", spec), "s.yaml:4:").endswith(fix)
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert line.endswith(f"the model expects {declared}; {fix}")
+
+
+@pytest.mark.parametrize("loss, units", [("cross_entropy", 3), ("binary_cross_entropy", 1)])
+@pytest.mark.parametrize("dtype", ["float64", "int64"])
+def test_one_hot_labels_are_told_to_save_the_class_index(tmp_path, loss, units, dtype):
+    """Keras' to_categorical labels were told to save label maps as integers (floats), or that
+    a flatten took the positions away (integers)."""
+    rng = np.random.default_rng(0)
+    classes = 3 if loss == "cross_entropy" else 2
+    labels = np.arange(40) % classes
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)),
+             y=np.eye(classes, dtype=dtype)[labels])
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace("units: 3", f"units: "
+                                                                        f"{units}")
+                 + f"loss: {loss}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    label = "one class index" if loss == "cross_entropy" else "one 0/1 label"
+    assert line.endswith(f"the labels are one-hot, [N, {classes}]; {loss} takes {label} per "
+                         "sample, y [N]: save y.argmax(axis=1)")
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=labels)  # as the advice says
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
