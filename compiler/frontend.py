@@ -197,26 +197,31 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
     origin = Origin("model.input_shape", keys=("model", "input_shape"))
     if len(shape) > MAX_SAMPLE_AXES:
         return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))]
-    if channels_last_of(shape, declared):
+    fix = sample_layout_fix(shape, declared)
+    if fix:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
-            f"{source.spec.data.path}, {shape}: {CHANNELS_LAST_FIX}"))]
+            f"{source.spec.data.path}, {shape}: {fix}"))]
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
         f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]
 
 
 MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
-CHANNELS_LAST_FIX = ("the samples are channels last; save numpy.moveaxis(x, -1, 1) (and "
-                     "x_test), the channels first")
 
 
-def channels_last_of(shape, expected) -> bool:
-    """Whether samples of `shape` are the model's `expected` [C, ...] with the channels last
-    ([H, W, C], as Keras and images save them): to be moved, not taken as another input shape
-    (C channels of H x W read as H channels of W x C)."""
+def sample_layout_fix(shape, expected) -> str | None:
+    """How samples of `shape` become the model's `expected` [C, ...] where they hold the same
+    values in another layout: channels last ([H, W, C], as Keras and images save them; taken
+    as they are, H channels of W x C), or without their one channel's axis ([H, W])."""
     shape, expected = tuple(shape), tuple(expected)
-    return len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0])
+    if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]):
+        return ("the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test), "
+                "the channels first")
+    if len(expected) >= 2 and expected[0] == 1 and shape == expected[1:]:
+        return ("the samples have no channel axis; save x[:, None] (and x_test), one channel "
+                "first")
+    return None
 
 
 def _too_many_axes(path: str, shape: list[int]) -> str:

@@ -13,7 +13,7 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    two_classes_per_position)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.frontend import CHANNELS_LAST_FIX, channels_last_of
+from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
 
@@ -97,9 +97,8 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
 
 
 def _input_shape_fix(data, expected: tuple) -> str:
-    if channels_last_of(data.input_shape, expected):
-        return CHANNELS_LAST_FIX
-    return f"set model.input_shape to {list(data.input_shape)}"
+    return (sample_layout_fix(data.input_shape, expected)
+            or f"set model.input_shape to {list(data.input_shape)}")
 
 
 def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:

@@ -703,16 +703,22 @@ def test_a_loop_of_symbolic_links_is_one_line_where_a_spec_names_a_file(tmp_path
     assert np.load(tmp_path / "p.npy").shape == (2, 3)
 
 
-@pytest.mark.parametrize("x_shape, declared", [((20, 6, 6, 3), [3, 6, 6]), ((20, 9, 2), [2, 9])])
-def test_samples_saved_channels_last_are_told_to_move_them(tmp_path, x_shape, declared):
-    """They were told to set model.input_shape to the file's [6, 6, 3]: 6 channels of 6 x 3."""
+MOVE = "the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test), the " \
+       "channels first"
+ADD_AXIS = "the samples have no channel axis; save x[:, None] (and x_test), one channel first"
+
+
+@pytest.mark.parametrize("x_shape, declared, fix", [
+    ((20, 6, 6, 3), [3, 6, 6], MOVE), ((20, 9, 2), [2, 9], MOVE),
+    ((20, 6, 6), [1, 6, 6], ADD_AXIS), ((20, 9), [1, 9], ADD_AXIS)])
+def test_samples_in_another_layout_are_told_how_to_save_them(tmp_path, x_shape, declared, fix):
+    """They were told to set model.input_shape to the file's [6, 6, 3] (6 channels of 6 x 3),
+    or [6, 6], which a conv2d cannot read."""
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.random(x_shape), y=rng.integers(0, 3, 20))
     conv = "conv2d" if len(declared) == 3 else "conv1d"
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", f"input_shape: {declared}").replace(
         "layers: [", f"layers: [{{type: {conv}, filters: 2, kernel_size: 1}}, {{type: flatten}}, "))
-    fix = ("the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test), the "
-           "channels first")
     assert assert_one_line_error(invoke("validate", spec), "s.yaml:4:").endswith(fix)
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert line.endswith(f"the model expects {declared}; {fix}")
