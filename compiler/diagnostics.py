@@ -141,8 +141,21 @@ def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) 
 
 
 def _did_you_mean(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str:
-    match = suggest(word, candidates, synonyms)
-    return f"; did you mean '{match}'?" if match else ""
+    names = [str(c) for c in candidates]
+    match = suggest(word, names, synonyms)
+    if not match:
+        return ""
+    # `convd`: conv1d as near as conv2d, which only the sample's shape tells apart (a synonym
+    # or a name but for its case is meant, not merely near)
+    by_closeness = difflib.get_close_matches(str(word), names, n=1, cutoff=0.6) == [match]
+    tied = [name for name in names if name != match
+            and _closeness(word, name) == _closeness(word, match)] if by_closeness else []
+    quoted = " or ".join(f"'{name}'" for name in [match, *tied])
+    return f"; did you mean {quoted}?"
+
+
+def _closeness(word: Any, name: str) -> float:
+    return difflib.SequenceMatcher(None, str(word), name).ratio()
 
 
 # ---------------------------------------------------------------------------------------------
