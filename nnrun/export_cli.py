@@ -32,6 +32,7 @@ class Exported:
     output_shape: list
     dtype: str
     check: str = ""  # how onnxruntime compared with nnrun
+    warning: str = ""  # how far raw inputs read in the model's dtype take it from nnrun's
     preprocessed: bool = False  # a run exported with --no-preprocessing: inputs come preprocessed
 
 
@@ -59,7 +60,8 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
     exported = Exported(onnx_model, source, _describe(preprocessing),
                         list(graph.inputs[0].type.shape[1:]),
                         list(graph.outputs[OUTPUT_NAME].type.shape[1:]), model.spec.dtype)
-    exported.check = _compare_with_nnrun(exported, model, params, pre, preprocessing)
+    exported.check, exported.warning = _compare_with_nnrun(exported, model, params, pre,
+                                                           preprocessing)
     exported.preprocessed = path.is_dir() and not preprocess
     return exported
 
@@ -78,9 +80,11 @@ def _describe(pre: InputPreprocessing) -> list[str]:
     return parts + (["feature permutation"] if pre.permutation is not None else [])
 
 
-def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -> str:
+def _compare_with_nnrun(exported: Exported, model, params, pre,
+                        preprocessing) -> tuple[str, str]:
     """onnxruntime and nnrun on the same random raw batch; an export that disagrees is not
-    written."""
+    written. Also what reading raw inputs in the model's dtype loses, where `nnrun predict`
+    preprocesses them in float64 (a warning, or "")."""
     rng = np.random.default_rng(0)
     z = rng.standard_normal((CHECK_SAMPLES, *exported.input_shape))
     raw = z if preprocessing.shift is None else z * preprocessing.scale + preprocessing.shift
@@ -90,7 +94,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
                           f"which the exported graph reads them; export with --no-preprocessing "
                           "(the graph then takes inputs preprocessed by nnrun), or train with "
                           "--set dtype=float64")
-    raw = raw.astype(exported.dtype)
+    exact, raw = raw, raw.astype(exported.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         inputs = pre.apply(raw, exported.dtype) if pre else raw
         if not np.isfinite(inputs).all():  # a shift and scale edited by hand (1e30, 1e-30)
@@ -110,7 +114,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
         result = run_onnxruntime(exported.model, raw)
     except Exception as error:  # noqa: BLE001 - onnxruntime raises its own unexported types
         if "NOT_IMPLEMENTED" in str(error):  # e.g. no float64 kernel for an op on the CPU
-            return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})"
+            return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})", ""
         raise
     error = relative_error(result, expected)
     if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
@@ -118,7 +122,27 @@ def _compare_with_nnrun(exported: Exported, model, params, pre, preprocessing) -
                           f"shapes {list(result.shape)} and {list(expected.shape)}); this is a "
                           "bug in nnrun's ONNX lowerings, please report it")
     return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples (relative error "
-            f"{error:.1e})")
+            f"{error:.1e})"), _rounding_warning(exported, model, params, pre, exact, result)
+
+
+def _rounding_warning(exported: Exported, model, params, pre, exact, result) -> str:
+    """Raw values of a large offset against their spread (years, timestamps) lose what tells
+    them apart when the graph's input rounds them to float32; `predict` subtracts the shift
+    from them in float64."""
+    if pre is None or pre.normalizer is None or exported.dtype == "float64":
+        return ""
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = model.forward(params, pre.apply(exact, exported.dtype))
+    lost = relative_error(result, expected)
+    if lost <= TOLERANCE[exported.dtype]:
+        return ""
+    shift = float(np.abs(pre.normalizer.shift).max())
+    step = float(np.spacing(np.asarray(shift, exported.dtype)))
+    return (f"the graph reads raw inputs as {exported.dtype}, which rounds values near "
+            f"{shift:.3g} (the run's shift) to steps of {step:.3g}: on raw inputs its outputs "
+            f"differ from `nnrun predict`'s by {lost:.1e} (relative); for its numbers, export "
+            "with --no-preprocessing and feed (x - shift) / scale computed in float64 (the "
+            "run's preprocessing.npz)")
 
 
 @click.command("export")
@@ -150,6 +174,8 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     data = exported.model.SerializeToString()
     write_atomically(out_path, lambda stream: stream.write(data))
     click.echo(_report(out_path, exported))
+    if exported.warning:
+        click.echo(f"warning: {exported.warning}", err=True)
 
 
 def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:

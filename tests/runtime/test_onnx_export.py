@@ -181,6 +181,33 @@ def test_a_trained_run_exports_its_preprocessing(tmp_path):
     assert "Gather" not in {n.op_type for n in onnx.load(tmp_path / "raw.onnx").graph.node}
 
 
+@pytest.mark.parametrize("offset, warned", [(1e6, True), (0.0, False)])
+def test_raw_values_that_float32_rounds_apart_from_predict_are_warned_of(tmp_path, offset,
+                                                                          warned):
+    """The ONNX audit: features near 1e6 of spread 1 are read by the graph as float32 (steps of
+    0.0625), where predict subtracts the shift in float64: 2% apart, and the check said
+    'relative error 0.0e+00'. The model is written, with a warning and the way to match."""
+    rng = np.random.default_rng(0)
+    x = offset + rng.standard_normal((64, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > offset).astype(np.int64))
+    (tmp_path / "s.yaml").write_text(
+        "data: {dataset: npz, path: d.npz, normalize: standard}\n"
+        "model: {layers: [{type: dense, units: 2}]}\noptimizer: {type: sgd, lr: 0.1}\n"
+        "train: {epochs: 1}\n")
+    assert invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet",
+                  ).exit_code == 0
+    result = invoke("export", tmp_path / "run", "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0 and (tmp_path / "m.onnx").exists(), result.output
+    assert ("warning: the graph reads raw inputs as float32, which rounds values near 1e+06 "
+            "(the run's shift) to steps of 0.0625" in result.stderr) == warned, result.stderr
+    if warned:
+        assert "export with --no-preprocessing" in result.stderr
+        np.savez(tmp_path / "x.npz", x=x)
+        invoke("predict", tmp_path / "run", tmp_path / "x.npz", "--out", tmp_path / "p.npy")
+        assert relative_error(onnxruntime_outputs(str(tmp_path / "m.onnx"), x.astype("f4")),
+                              np.load(tmp_path / "p.npy")) > 1e-3  # what the warning says
+
+
 def test_weights_that_overflow_are_said_so_by_predict_and_not_blamed_on_the_export(tmp_path):
     """A checkpoint whose weights reach 3e38: predict leaked NumPy's overflow warnings, and
     export said its own lowering had a bug (relative error nan)."""
