@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -156,8 +157,55 @@ def csv_columns(header_line: str) -> list[str]:
 def no_label_column(path, header: list[str]) -> str:
     if header == [""]:  # no line but blanks and comments
         return f"{path}: empty file; expected a header row with a `label` column"
+    separator = _other_separator(header)
+    if separator:
+        return (f"{path}: its columns are separated by {separator!r}; a csv dataset separates "
+                f"them by commas: save it so (pandas.read_csv(path, sep={separator!r})"
+                ".to_csv(path, index=False))")
+    if all(_is_number_text(name) for name in header):
+        return (f"{path}: the first row holds numbers ({', '.join(header[:4])}"
+                f"{', ...' if len(header) > 4 else ''}), not column names; begin the file with "
+                "a header row that names the columns, the targets' `label`")
     return (f"{path}: no `label` column in the header row ({', '.join(header)}); name the "
             "targets' column `label`")
+
+
+def unnamed_column(path, header: list[str]) -> str | None:
+    """A header cell left empty: pandas' index (`df.to_csv(path)`), read as a feature that
+    numbers the rows, or commas that end every row; None where every column is named."""
+    unnamed = [name == "" or re.fullmatch(r"Unnamed: \d+", name) is not None
+               for name in header]
+    if not any(unnamed):
+        return None
+    if header[-1] == "" and not any(unnamed[:-1]):
+        return (f"{path}: the header row ends with a comma, an empty column; remove the commas "
+                "that end the rows")
+    position = unnamed.index(True) + 1
+    name = "has no name" if header[position - 1] == "" else f"is pandas' {header[position - 1]!r}"
+    index = (" (pandas writes its index so: save with df.to_csv(path, index=False))"
+             if position == 1 else "")
+    return (f"{path}: column {position} {name} in the header row{index}; name it, or leave the "
+            "column out")
+
+
+def _other_separator(header: list[str]) -> str | None:
+    """`a;b;label` (a spreadsheet's csv in many locales, or `sep=;` as Excel begins it) or
+    tab-separated values, read as one column."""
+    if len(header) != 1:
+        return None
+    line = header[0]
+    if line.lower().startswith("sep=") and len(line) == 5:
+        return line[4]
+    return next((separator for separator in (";", "\t", "|")
+                 if "label" in [part.strip().strip('"') for part in line.split(separator)]), None)
+
+
+def _is_number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 DATASETS_EXTRA = "datasets"

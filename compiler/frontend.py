@@ -18,7 +18,7 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       no_label_column, why_absent)
+                       no_label_column, unnamed_column, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -269,14 +269,16 @@ def _csv_header(file: Path) -> list[str] | None:
         return None
 
 
-def csv_without_labels(spec: Spec, directory: Path) -> str | None:
-    """The message for a csv data file whose header has no `label` column (the data loader's),
-    for validate to say it rather than ask for input_shape."""
+def csv_header_problem(spec: Spec, directory: Path) -> str | None:
+    """The message for a csv data file whose header has no `label` column, or a column
+    without a name (the data loader's), for validate to say it rather than ask for
+    input_shape or count the column as a feature."""
     file = data_file(spec, directory, ("csv",))
     header = _csv_header(file) if file is not None else None
-    if header is None or "label" in header:
+    if header is None:
         return None
-    return no_label_column(file, header)
+    return no_label_column(file, header) if "label" not in header else \
+        unnamed_column(file, header)
 
 
 def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
@@ -365,8 +367,7 @@ def spec_yaml(data: dict) -> str:
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
-    unlabelled = (csv_without_labels(source.spec, source.directory)
-                  if source.spec.model.input_shape is None else None)
+    unlabelled = csv_header_problem(source.spec, source.directory)
     if unlabelled:  # the shape a csv gives is its columns but `label`
         raise SpecError([source.diagnostic(Origin("data.path", keys=("data", "path")),
                                            unlabelled)])

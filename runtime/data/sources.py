@@ -22,7 +22,8 @@ import numpy as np
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
-                                     held_out, no_label_column, no_training_samples)
+                                     held_out, no_label_column, no_training_samples,
+                                     unnamed_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -601,6 +602,9 @@ def read_csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: cannot read ({error})") from None
     if header == [""]:
         raise DataError(no_label_column(path, header))
+    unnamed = unnamed_column(path, header)
+    if unnamed:
+        raise DataError(unnamed)
     repeated = sorted(name for name, count in Counter(header).items() if count > 1)
     if repeated:
         raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "
@@ -630,11 +634,20 @@ def row_problem(values: list[str], header: list[str]) -> str | None:
                 "row one value per column")
     for name, value in zip(header, values):
         value = value.strip().removeprefix('"').removesuffix('"')  # as loadtxt's quotechar
-        if not is_number(value):
-            found = f"{value.strip()!r} is not a number" if value.strip() else "empty"
+        if not value.strip() or value.strip().lower() in MISSING_VALUES:
+            found = f"{value.strip()!r}, a missing value" if value.strip() else "empty"
             return (f", column '{name}': {found}; a csv dataset holds a number in every "
-                    "column (write categories as 0, 1, 2, ...)")
+                    "column: fill in the missing values, or leave their rows out "
+                    "(df.dropna())")
+        if not is_number(value):
+            return (f", column '{name}': {value.strip()!r} is not a number; a csv dataset holds "
+                    "a number in every column (write categories as 0, 1, 2, ...)")
     return None
+
+
+# How spreadsheets and pandas write a value that is missing (NaN and nan are numbers to NumPy,
+# refused as such with the features' or targets' NaN check)
+MISSING_VALUES = ("na", "n/a", "null", "none", "?", "-", "#n/a")
 
 
 def is_number(text: str) -> bool:

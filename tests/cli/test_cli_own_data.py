@@ -743,3 +743,17 @@ def test_one_hot_labels_are_told_to_save_the_class_index(tmp_path, loss, units, 
                          "sample, y [N]: save y.argmax(axis=1)")
     np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=labels)  # as the advice says
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
+@pytest.mark.parametrize("input_line", ["", "input_shape: [2]"])
+def test_validate_names_a_csv_column_without_a_name_as_train_does(tmp_path, input_line):
+    """pandas' index (`df.to_csv(path)`) was counted as a feature by validate, and trained:
+    the row number told the sorted classes apart (the practitioner audit)."""
+    (tmp_path / "d.csv").write_text(",a,label\n" + "".join(f"{i},{i / 7},{i // 10}\n"
+                                                           for i in range(30)))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("npz, path: d.npz", "csv, path: d.csv")
+                 .replace("INPUT", input_line))
+    expected = "column 1 has no name in the header row (pandas writes its index so"
+    assert expected in assert_one_line_error(invoke("validate", spec), "s.yaml:2:")
+    assert expected in assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"),
+                                             "d.csv")

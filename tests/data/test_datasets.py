@@ -518,6 +518,24 @@ BAD_CSV = {
     "nan": ("a,label\n1,0\nnan,1\n", "NaN or inf"),
     "empty": ("", "empty file"),
     "header_only": ("a,label\n", "no data rows"),
+    # what spreadsheets and pandas write (the practitioner audit): the advice was to name a
+    # `label` column the file has, to write categories as numbers, or pandas' index trained
+    "semicolons": ("a;b;label\n1;2;0\n", "its columns are separated by ';'; a csv dataset "
+                   "separates them by commas: save it so (pandas.read_csv(path, sep=';')"),
+    "tabs": ("a\tlabel\n1\t0\n", "separated by '\\t'"),
+    "excel_separator_line": ("sep=;\na;label\n1;0\n", "separated by ';'"),
+    "no_header": ("5.1,3.5,0\n4.9,3.0,1\n", "the first row holds numbers (5.1, 3.5, 0), not "
+                  "column names; begin the file with a header row"),
+    "pandas_index": (",a,label\n0,1.5,0\n1,2.5,1\n", "column 1 has no name in the header row "
+                     "(pandas writes its index so: save with df.to_csv(path, index=False))"),
+    "pandas_index_read_back": ("Unnamed: 0,a,label\n0,1.5,0\n", "column 1 is pandas' "
+                               "'Unnamed: 0'"),
+    "unnamed_middle": ("a,,label\n1,2,0\n", "column 2 has no name in the header row; name it"),
+    "trailing_commas": ("a,label,\n1,0,\n", "the header row ends with a comma, an empty "
+                        "column; remove the commas that end the rows"),
+    "missing_value": ("a,b,label\n1,NA,0\n", "column 'b': 'NA', a missing value; a csv dataset "
+                      "holds a number in every column: fill in the missing values, or leave "
+                      "their rows out"),
 }
 
 
