@@ -108,6 +108,8 @@ def _negative_labels_hint(y: np.ndarray, negatives: np.ndarray, num_classes) -> 
     PyTorch's -100); integers of many values may be regression targets."""
     if num_classes is not None:  # a named dataset's file: damaged, no advice
         return ""
+    if set(np.unique(y).tolist()) == {-1, 1}:  # the two classes as a perceptron writes them
+        return "; labels -1 and +1 are two classes: save them as 0 and 1, (y > 0).astype(int)"
     marker = np.unique(negatives)
     hint = (f"; if {int(marker[0])} marks samples to leave out of the loss, set "
             f"loss.ignore_index: {int(marker[0])}" if len(marker) == 1 else "")
@@ -552,8 +554,8 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
         targets, task = check_label_maps(y, where), "segmentation"
     else:
         targets, task = check_targets(y, where, ignore_index)
-    if task == "segmentation" and features.ndim == 2 and targets.shape[1:] == (1,):
-        # [N, 1] integers beside vector samples: no label map (a map pairs with [C, L] samples)
+    if task == "segmentation" and targets.shape[1:] == (1,) and features.shape[2:] != (1,):
+        # [N, 1] integers: a label map of one position pairs with samples [C, 1] alone
         raise DataError(f"{where}: the labels are a column, [N, 1]; one label per sample goes "
                         "in y [N]: save y.ravel() (or, for regression targets, floats)")
     check_lengths(features, targets, where)

@@ -34,10 +34,17 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(one_hot_message(where, loss, y.shape[1]))
     if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
+        if y.shape[1] == 1 and tuple(output_shape[1:]) != (1,):  # a column of class labels
+            raise DataError(multi_label_message(where, [1], loss))
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
             raise DataError(multi_label_message(where, list(y.shape[1:])))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
+    if loss in LABEL_LOSSES and set(np.unique(y).tolist()) == {-1, 1}:
+        needs = "labels 0 or 1" if loss == "binary_cross_entropy" else "class labels 0..k-1"
+        raise DataError(f"{where}: {loss} needs {needs}, but the labels are -1 and +1, two "
+                        "classes as a perceptron writes them: save them as 0 and 1, "
+                        "(y > 0).astype(int)")
     if loss in LABEL_LOSSES:
         value = _first_value_that_is_not_a_class(data)
         what = (f"hold {value:g}, below 0; number the classes from 0" if value == round(value)
@@ -89,12 +96,14 @@ def one_hot_message(where: str, loss: str, classes: int) -> str:
             "sample, y [N]: save y.argmax(axis=1)")
 
 
-def multi_label_message(where: str, label_shape: list) -> str:
+def multi_label_message(where: str, label_shape: list,
+                        loss: str = "binary_cross_entropy") -> str:
     """[N, k] labels for a vector output read as 1-D label maps; they are several labels per
     sample (multi-label), which nnrun's losses and metrics do not take."""
     if label_shape == [1]:  # one label each, in a column
-        return (f"{where}: the labels are a column, [N, 1]; binary_cross_entropy takes one 0/1 "
-                "label per sample as y [N]: save y.ravel()")
+        label = "one 0/1 label" if loss == "binary_cross_entropy" else "one class label"
+        return (f"{where}: the labels are a column, [N, 1]; {loss} takes {label} per sample "
+                "as y [N]: save y.ravel()")
     return (f"{where}: the labels are {label_shape} per sample (several labels each); "
             "binary_cross_entropy takes one 0/1 label per sample (y [N], a last layer with "
             "units: 1) or 0/1 maps (y [N, H, W], filters: 1); for one of k classes use y [N] "

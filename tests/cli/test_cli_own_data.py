@@ -757,3 +757,31 @@ def test_validate_names_a_csv_column_without_a_name_as_train_does(tmp_path, inpu
     assert expected in assert_one_line_error(invoke("validate", spec), "s.yaml:2:")
     assert expected in assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"),
                                              "d.csv")
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_labels_minus_one_and_one_are_told_to_save_0_and_1(tmp_path, dtype):
+    """They were told to set loss.ignore_index: -1 (integers), which left one class and an
+    accuracy of 1.0 (the practitioner audit)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.where(np.arange(40) % 2, 1, -1)
+             .astype(dtype))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace("units: 3", "units: 1")
+                 + "loss: binary_cross_entropy\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("save them as 0 and 1, (y > 0).astype(int)") and "ignore_index" not in line
+
+
+@pytest.mark.parametrize("x_shape", [(20, 1, 4, 4), (20, 2, 6)])
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_a_column_of_class_labels_beside_images_is_told_to_ravel(tmp_path, x_shape, dtype):
+    """[N, 1] labels beside image samples were read as label maps (integers: "end with a
+    convolution of kernel_size 1"; floats: "save y.astype(int)", which gave the integers)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random(x_shape), y=(np.arange(20) % 3)[:, None]
+             .astype(dtype))
+    conv = "conv2d" if len(x_shape) == 4 else "conv1d"
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        "layers: [", f"layers: [{{type: {conv}, filters: 2, kernel_size: 1}}, {{type: flatten}}, "))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "the labels are a column, [N, 1]" in line and "save y.ravel()" in line
