@@ -170,6 +170,19 @@ def no_label_column(path, header: list[str]) -> str:
             "targets' column `label`")
 
 
+def npz_arrays_problem(path, names) -> str | None:
+    """What an npz dataset lacks of its arrays `x` and `y` (or `masks`), by the names it holds:
+    Keras' x_train and y_train are named to save again as x and y."""
+    names = set(names)
+    if "x" in names and names & {"y", "masks"}:
+        return None
+    found = ", ".join(sorted(names)) or "nothing"
+    keras = (("; save x_train and y_train as x and y (and x_test, y_test): numpy.savez(path, "
+              "x=x_train, y=y_train, ...)") if {"x_train", "y_train"} <= names else
+             "; label maps may be named 'masks' instead of 'y'")
+    return f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}){keras}"
+
+
 def unnamed_column(path, header: list[str]) -> str | None:
     """A header cell left empty: pandas' index (`df.to_csv(path)`), read as a feature that
     numbers the rows, or commas that end every row; None where every column is named."""

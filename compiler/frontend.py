@@ -18,7 +18,7 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       no_label_column, unnamed_column, why_absent)
+                       no_label_column, npz_arrays_problem, unnamed_column, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -269,6 +269,14 @@ def _csv_header(file: Path) -> list[str] | None:
         return None
 
 
+def npz_names_problem(spec: Spec, directory: Path) -> str | None:
+    """The data loader's message for a readable npz data file without its arrays x and y, for
+    validate to say it rather than ask for input_shape."""
+    file = data_file(spec, directory, ("npz",))
+    names = npz_shapes_or_none(file) if file is not None else None
+    return None if names is None else npz_arrays_problem(file, names)
+
+
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:
     """The message for a csv data file whose header has no `label` column, or a column
     without a name (the data loader's), for validate to say it rather than ask for
@@ -367,8 +375,9 @@ def spec_yaml(data: dict) -> str:
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
-    unlabelled = csv_header_problem(source.spec, source.directory)
-    if unlabelled:  # the shape a csv gives is its columns but `label`
+    unlabelled = (csv_header_problem(source.spec, source.directory)
+                  or npz_names_problem(source.spec, source.directory))
+    if unlabelled:  # the shape a data file gives: from its `x`, its columns but `label`
         raise SpecError([source.diagnostic(Origin("data.path", keys=("data", "path")),
                                            unlabelled)])
     lowered = None

@@ -23,7 +23,7 @@ from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, no_label_column, no_training_samples,
-                                     unnamed_column)
+                                     npz_arrays_problem, unnamed_column)
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -511,9 +511,7 @@ def label_array_names(path: Path, headers: dict) -> tuple[str, str]:
 def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
                       test_labels: str = "y_test", limit: int | None = None) -> None:
     if "x" not in headers or labels not in headers:
-        found = ", ".join(sorted(headers)) or "nothing"
-        raise DataError(f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}); label "
-                        "maps may be named 'masks' instead of 'y'")
+        raise DataError(npz_arrays_problem(path, headers))
     if ("x_test" in headers) != (test_labels in headers):
         raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
     pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets

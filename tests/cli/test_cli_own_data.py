@@ -785,3 +785,19 @@ def test_a_column_of_class_labels_beside_images_is_told_to_ravel(tmp_path, x_sha
         "layers: [", f"layers: [{{type: {conv}, filters: 2, kernel_size: 1}}, {{type: flatten}}, "))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "the labels are a column, [N, 1]" in line and "save y.ravel()" in line
+
+
+def test_an_npz_of_keras_names_is_told_so_by_validate_as_by_train(tmp_path):
+    """validate asked for input_shape ("could not be read"); given it, validate said ok and
+    train refused (the practitioner audit)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((20, 4)), y_train=np.arange(20) % 3,
+             x_test=rng.random((5, 4)), y_test=np.arange(5) % 3)
+    fix = ("an npz dataset needs arrays 'x' and 'y' (found x_test, x_train, y_test, y_train); "
+           "save x_train and y_train as x and y (and x_test, y_test): numpy.savez(path, "
+           "x=x_train, y=y_train, ...)")
+    for input_line in ("", "input_shape: [4]"):
+        spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", input_line))
+        assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(fix)
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"), "d.npz")
+        assert line.endswith(fix)
