@@ -198,8 +198,11 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
         units = "filters" if len(output_shape) > 1 else "units"
         left_out = (f", or leave out the pixels labelled {top} with loss.ignore_index: {top}"
                     if maps and top >= 2 * outputs else "")
+        from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
+                    if top == outputs and len(labels) and labels.min() == 1 else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
-                           f"outputs; set the last layer's {units} to {top + 1}{left_out}")
+                           f"outputs; set the last layer's {units} to {top + 1}{left_out}"
+                           f"{from_one}")
 
 
 def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:

@@ -801,3 +801,13 @@ def test_an_npz_of_keras_names_is_told_so_by_validate_as_by_train(tmp_path):
         assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(fix)
         line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"), "d.npz")
         assert line.endswith(fix)
+
+
+def test_labels_numbered_from_1_are_offered_y_minus_1(tmp_path):
+    """Labels 1..3 for 3 units were told to set units to 4 alone: a class 0 no sample has."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.arange(40) % 3 + 1)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("set the last layer's units to 4; numbered from 1 (no label 0)? save "
+                         "y - 1, classes 0..2")
