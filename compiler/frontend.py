@@ -210,16 +210,18 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
 MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
 
 
-def sample_layout_fix(shape, expected) -> str | None:
+def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
     """How samples of `shape` become the model's `expected` [C, ...] where they hold the same
     values in another layout: channels last ([H, W, C], as Keras and images save them; taken
-    as they are, H channels of W x C), or without their one channel's axis ([H, W])."""
+    as they are, H channels of W x C), or without their one channel's axis ([H, W]). `array`:
+    the npz array that holds them (x: and x_test with it)."""
     shape, expected = tuple(shape), tuple(expected)
+    also = " (and x_test)" if array == "x" else ""
     if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]):
-        return ("the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test), "
+        return (f"the samples are channels last; save numpy.moveaxis({array}, -1, 1){also}, "
                 "the channels first")
     if len(expected) >= 2 and expected[0] == 1 and shape == expected[1:]:
-        return ("the samples have no channel axis; save x[:, None] (and x_test), one channel "
+        return (f"the samples have no channel axis; save {array}[:, None]{also}, one channel "
                 "first")
     return None
 

@@ -24,6 +24,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, no_label_column, no_training_samples,
                                      npz_arrays_problem, unnamed_column)
+from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
@@ -459,7 +460,10 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
         x_test, y_test, test_task = npz_pair(arrays["x_test"], arrays[test_labels], where, maps,
                                              ignore_index)
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"{where}: samples are {x_test.shape[1:]}, in x {x_train.shape[1:]}")
+            fix = (sample_layout_fix(x_test.shape[1:], x_train.shape[1:], "x_test")
+                   or "the test samples must have the shape of the training samples")
+            raise DataError(f"{where}: samples are {list(x_test.shape[1:])}, in x "
+                            f"{list(x_train.shape[1:])}; {fix}")
         if task == "regression" and test_task != task and arrays[test_labels].dtype.kind == "f":
             y_test, test_task = arrays[test_labels], task  # real targets that are whole numbers
         _check_test_targets(where, labels, y_train, task, y_test, test_task)

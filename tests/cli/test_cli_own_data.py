@@ -811,3 +811,18 @@ def test_labels_numbered_from_1_are_offered_y_minus_1(tmp_path):
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert line.endswith("set the last layer's units to 4; numbered from 1 (no label 0)? save "
                          "y - 1, classes 0..2")
+
+
+@pytest.mark.parametrize("test_shape, fix", [
+    ((5, 6, 6), "the samples have no channel axis; save x_test[:, None], one channel first"),
+    ((5, 6, 6, 1), "the samples are channels last; save numpy.moveaxis(x_test, -1, 1), the "
+                   "channels first")])
+def test_test_samples_in_another_layout_are_told_how_to_save_them(tmp_path, test_shape, fix):
+    """They were told "samples are (6, 6), in x (1, 6, 6)", with no fix."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((20, 1, 6, 6)), y=np.arange(20) % 3,
+             x_test=rng.random(test_shape), y_test=np.arange(5) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        "layers: [", "layers: [{type: flatten}, "))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith(f"samples are {list(test_shape[1:])}, in x [1, 6, 6]; {fix}")
