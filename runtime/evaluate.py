@@ -186,7 +186,9 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     if chosen is None:
         others = [name for name in ("val", "train") if name != split and getattr(data, name)]
         other = f"; evaluate with --split {others[0]}" if others else ""
-        hints = {"val": "; set data.validation_split and train again",
+        hints = {"val": {"npz": "; set data.validation_split and train again (or add x_val "
+                                "and y_val to the file)"}.get(
+                     spec.data.dataset, "; set data.validation_split and train again"),
                  "test": {"npz": "; add x_test and y_test to the file",
                           "csv": "; a csv dataset has none (an npz can hold x_test and y_test)"}
                  .get(spec.data.dataset, "")}

@@ -38,7 +38,15 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
                         f"trained on {list(sample_shape)}; the file has changed since training "
                         "(evaluate on data of the run's shape)")
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
-    train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)), seed)
+    fraction = float(option(data_spec, "validation_split", 0.0))
+    if raw.x_val is None:
+        train, val = carve_validation(train, fraction, seed)
+    elif fraction:
+        raise DataError(f"{where}: holds x_val and y_val, its own validation split; leave out "
+                        f"data.validation_split ({fraction:g}), which would hold out another "
+                        "from x")
+    else:
+        val = Split(raw.x_val, raw.y_val)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
     raw_splits = {name: split for name, split in
                   {"train": train, "val": val, "test": test}.items() if split is not None}

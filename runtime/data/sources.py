@@ -54,6 +54,8 @@ class RawData:
     y_test: np.ndarray | None
     num_classes: int | None
     task: str = "classification"
+    x_val: np.ndarray | None = None  # an npz's own validation split (x_val, y_val)
+    y_val: np.ndarray | None = None
 
 
 def option(data_spec: Any, name: str, default: Any = None) -> Any:
@@ -443,37 +445,55 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     return full_path
 
 
-NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
-# Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`) instead of
-# y; integer y of [N, H, W] are label maps too.
+# Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`, `masks_val`)
+# instead of y; integer y of [N, H, W] are label maps too. The held-out splits an npz may hold,
+# each a pair of arrays named with the split (x_test with y_test or masks_test).
+HELD_OUT_SPLITS = ("test", "val")
+
+
+def held_out_pairs(labels: str) -> list[tuple[str, str]]:
+    """The held-out splits' array names beside x and `labels` (y or masks)."""
+    return [(f"x_{split}", f"{labels}_{split}") for split in HELD_OUT_SPLITS]
 
 
 def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    arrays, labels, test_labels = read_npz_dataset(path, option(data_spec, "limit"))
+    arrays, labels = read_npz_dataset(path, option(data_spec, "limit"))
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
-    x_test = y_test = None
-    if "x_test" in arrays:
-        where = f"{path} (x_test, {test_labels})"
-        x_test, y_test, test_task = npz_pair(arrays["x_test"], arrays[test_labels], where, maps,
-                                             ignore_index)
-        if x_test.shape[1:] != x_train.shape[1:]:
-            fix = (sample_layout_fix(x_test.shape[1:], x_train.shape[1:], "x_test")
-                   or "the test samples must have the shape of the training samples")
-            raise DataError(f"{where}: samples are {list(x_test.shape[1:])}, in x "
-                            f"{list(x_train.shape[1:])}; {fix}")
-        if task == "regression" and test_task != task and arrays[test_labels].dtype.kind == "f":
-            y_test, test_task = arrays[test_labels], task  # real targets that are whole numbers
-        _check_test_targets(where, labels, y_train, task, y_test, test_task)
-    classes = classes_of(y_train, y_test) if task == "classification" else None
-    return RawData(x_train, y_train, x_test, y_test, classes, task)
+    held = {}
+    for features, targets in held_out_pairs(labels):
+        if features in arrays:
+            held[features] = _held_out_pair(path, arrays, (features, targets), labels,
+                                            (x_train, y_train, task), maps, ignore_index)
+    x_test, y_test = held.get("x_test", (None, None))
+    x_val, y_val = held.get("x_val", (None, None))
+    classes = classes_of(y_train, y_test, y_val) if task == "classification" else None
+    return RawData(x_train, y_train, x_test, y_test, classes, task, x_val, y_val)
+
+
+def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str, train: tuple,
+                   maps: bool, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A held-out split's samples and targets, alike to the training split's."""
+    (features, targets), (x_train, y_train, task) = names, train
+    where = f"{path} ({features}, {targets})"
+    x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
+    if x.shape[1:] != x_train.shape[1:]:
+        fix = (sample_layout_fix(x.shape[1:], x_train.shape[1:], features)
+               or "its samples must have the shape of the training samples")
+        raise DataError(f"{where}: samples are {list(x.shape[1:])}, in x "
+                        f"{list(x_train.shape[1:])}; {fix}")
+    if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
+        y, held_task = arrays[targets], task  # real targets that are whole numbers
+    _check_test_targets(where, labels, y_train, task, y, held_task)
+    return x, y
 
 
 def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
                         test_task: str) -> None:
-    """The test split's targets must be of the training split's kind and shape per sample."""
+    """A held-out split's targets must be of the training split's kind and shape per
+    sample."""
     if test_task != task:
         kinds = {"classification": "class labels", "segmentation": "label maps",
                  "regression": "real-valued targets"}
@@ -484,50 +504,52 @@ def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
                         f"{list(y_train.shape[1:])}; save both splits' targets alike")
 
 
-def read_npz_dataset(path: Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], str,
-                                                                      str]:
-    """x and its labels (y, or masks), and the optional test pair, checked from their headers
-    before decompression; with the names of the two label arrays. `limit`: data.limit, the
-    training samples kept (and copied in the model's dtype)."""
+def read_npz_dataset(path: Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], str]:
+    """x and its labels (y, or masks), and the optional held-out pairs (test, val), checked
+    from their headers before decompression; with the name of the labels. `limit`: data.limit,
+    the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
-        labels, test_labels = label_array_names(path, headers)
-        check_npz_headers(path, headers, labels, test_labels, limit)
-        wanted = ("x", labels, "x_test", test_labels)
-        return (read_npz(path, {name: headers[name] for name in wanted if name in headers}),
-                labels, test_labels)
+        labels = label_array_name(path, headers)
+        check_npz_headers(path, headers, labels, limit)
+        wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))
+        return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \
+            labels
     except DamagedFile as error:
         fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
                if NOT_NUMBERS in str(error) else "save it again with numpy.savez")
         raise DataError(f"{path}: not a readable .npz file ({error}); {fix}") from None
 
 
-def label_array_names(path: Path, headers: dict) -> tuple[str, str]:
-    if "masks" not in headers and "masks_test" not in headers:
-        return "y", "y_test"
-    both = [name for name in ("y", "y_test") if name in headers]
+def label_array_name(path: Path, headers: dict) -> str:
+    """y, or masks: the name of the labels, and with _test or _val of the held-out splits'."""
+    masks = [name for name in ("masks", "masks_test", "masks_val") if name in headers]
+    if not masks:
+        return "y"
+    both = [name for name in ("y", "y_test", "y_val") if name in headers]
     if both:
         raise DataError(f"{path}: has both '{both[0]}' and masks; keep one name for the labels "
                         "(masks for label maps)")
-    return "masks", "masks_test"
+    return "masks"
 
 
 def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
-                      test_labels: str = "y_test", limit: int | None = None) -> None:
+                      limit: int | None = None) -> None:
     if "x" not in headers or labels not in headers:
         raise DataError(npz_arrays_problem(path, headers))
-    if ("x_test" in headers) != (test_labels in headers):
-        raise DataError(f"{path}: 'x_test' and '{test_labels}' must be given together")
+    for features, targets in held_out_pairs(labels):
+        if (features in headers) != (targets in headers):
+            raise DataError(f"{path}: '{features}' and '{targets}' must be given together")
     pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets
-             in (("x", labels), ("x_test", test_labels)) if features in headers]
+             in [("x", labels), *held_out_pairs(labels)] if features in headers]
     for features, _, where in pairs:
         check_feature_layout(headers[features].shape, headers[features].dtype, where)
-    names = [name for name in ("x", labels, "x_test", test_labels) if name in headers]
+    names = [name for pair in pairs for name in pair[:2]]
     size = sum(headers[name].size_bytes for name in names)
     # Their samples once more in float32 at the least: the model's copies, made next, of the
-    # training samples data.limit keeps and of the test split
-    copies = sum(_kept(headers[name].shape, limit if name == "x" else None)
-                 for name in ("x", "x_test") if name in names) * 4
+    # training samples data.limit keeps and of the held-out splits
+    copies = sum(_kept(headers[features].shape, limit if features == "x" else None)
+                 for features, _, _ in pairs) * 4
     available, source = available_memory()
     if size + copies > available:
         raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their samples take "

@@ -826,3 +826,16 @@ def test_test_samples_in_another_layout_are_told_how_to_save_them(tmp_path, test
         "layers: [", "layers: [{type: flatten}, "))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert line.endswith(f"samples are {list(test_shape[1:])}, in x [1, 6, 6]; {fix}")
+
+
+def test_a_run_on_an_npz_validation_pair_reports_and_evaluates_it(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.arange(40) % 3,
+             x_val=rng.random((9, 4)), y_val=np.arange(9) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        ", validation_split: 0.2", ""))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    evaluated = json.loads(assert_ok(invoke("eval", tmp_path / "run", "--split", "val",
+                                            "--format", "json")).stdout)
+    assert evaluated["samples"] == 9 and evaluated["val_loss"] == pytest.approx(final["val_loss"])

@@ -550,6 +550,53 @@ def test_bad_csv_files_are_refused_by_name(tmp_path, case):
     assert "usecols" not in message and "float64" not in message  # NumPy's own words
 
 
+# --- an npz's own validation split (x_val, y_val) ----------------------------------------------
+
+
+def test_an_npz_validation_pair_is_the_validation_split(tmp_path):
+    """Keras' validation_data habit: x_val and y_val were dropped without a word (the
+    practitioner audit). The statistics stay the training split's."""
+    rng = np.random.default_rng(0)
+    x, x_val = rng.normal(5, 2, (30, 3)), rng.normal(0, 1, (8, 3))
+    write_npz(tmp_path / "d.npz", x=x, y=np.arange(30) % 2, x_val=x_val, y_val=np.arange(8) % 2)
+    dataset = load("npz", spec_dir=tmp_path, path="d.npz", limit=20)
+    assert len(dataset.train) == 20 and len(dataset.val) == 8  # limit keeps training samples
+    mean, std = x[:20].mean(axis=0), x[:20].std(axis=0)
+    np.testing.assert_allclose(dataset.val.x, (x_val - mean) / std, rtol=1e-5, atol=1e-6)
+    assert dataset.val.y.tolist() == (np.arange(8) % 2).tolist() and dataset.test is None
+
+
+@pytest.mark.parametrize("arrays, needle", [
+    ({"x_val": np.zeros((4, 3))}, "'x_val' and 'y_val' must be given together"),
+    ({"x_val": np.zeros((4, 2)), "y_val": np.zeros(4, int)},
+     "(x_val, y_val): samples are [2], in x [3]"),
+    ({"x_val": np.zeros((4, 3)), "y_val": np.full(4, 0.5)},
+     "(x_val, y_val): holds real-valued targets, but y holds class labels"),
+])
+def test_a_validation_pair_unlike_the_training_split_is_refused(tmp_path, arrays, needle):
+    write_npz(tmp_path / "d.npz", x=np.zeros((10, 3)), y=np.arange(10) % 2, **arrays)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="d.npz")
+    one_line_error(excinfo, needle)
+
+
+def test_a_validation_pair_and_a_validation_split_are_refused_together(tmp_path):
+    write_npz(tmp_path / "d.npz", x=np.zeros((10, 3)), y=np.arange(10) % 2,
+              x_val=np.zeros((4, 3)), y_val=np.arange(4) % 2)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="d.npz", validation_split=0.2)
+    one_line_error(excinfo, "holds x_val and y_val, its own validation split; leave out "
+                   "data.validation_split (0.2)")
+
+
+def test_label_maps_may_name_their_validation_pair_masks_val(tmp_path):
+    rng = np.random.default_rng(0)
+    write_npz(tmp_path / "m.npz", x=rng.random((6, 1, 4, 4)), masks=rng.integers(0, 2, (6, 4, 4)),
+              x_val=rng.random((2, 1, 4, 4)), masks_val=rng.integers(0, 2, (2, 4, 4)))
+    dataset = load("npz", spec_dir=tmp_path, path="m.npz")
+    assert dataset.task == "segmentation" and dataset.val.y.shape == (2, 4, 4)
+
+
 # --- limit, validation split, normalize, permute ---------------------------------------------
 
 
