@@ -94,6 +94,8 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if warn and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
+    if warn and data.task == "regression":
+        _warn_of_target_scale(data.train.y, where)
 
 
 def _input_shape_fix(data, expected: tuple) -> str:
@@ -168,6 +170,21 @@ def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
              "numbers, tracked by mae (train.metrics: [mae] says so and silences this); if "
              f"they are {top + 1} classes, set units: {top + 1} (one-hot targets) or use "
              "loss: cross_entropy")
+
+
+# Targets whose spread is this far from 1 make a loss of that scale: at the usual learning
+# rates the steps are far too large (1e6) or too small (1e-6) for the weights.
+TARGET_SPREAD = (1e-3, 1e3)
+
+
+def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
+    """nnrun normalises the inputs, not the targets (spec-reference.md): said where their
+    scale will keep the run from learning, with the usual fix."""
+    spread = float(np.std(y, dtype=np.float64)) if y.size else 0.0
+    if spread and not TARGET_SPREAD[0] <= spread <= TARGET_SPREAD[1]:
+        warn(f"{where}: the targets' standard deviation is {spread:.3g}; nnrun normalises the "
+             "inputs, not the targets, and a loss of that scale trains slowly or not at all: "
+             f"save the targets scaled (y / {spread:.3g}) and scale the predictions back")
 
 
 def _check_two_classes_per_position(spec, where: str, top: int) -> None:

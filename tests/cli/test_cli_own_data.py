@@ -839,3 +839,16 @@ def test_a_run_on_an_npz_validation_pair_reports_and_evaluates_it(tmp_path):
     evaluated = json.loads(assert_ok(invoke("eval", tmp_path / "run", "--split", "val",
                                             "--format", "json")).stdout)
     assert evaluated["samples"] == 9 and evaluated["val_loss"] == pytest.approx(final["val_loss"])
+
+
+@pytest.mark.parametrize("scale, warned", [(1e6, True), (1e-6, True), (1.0, False)])
+def test_targets_far_from_unit_scale_are_warned_of(tmp_path, scale, warned):
+    """They are not normalised, as documented; at 1e6 the run ended no better than the mean,
+    without a word (the practitioner audit)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=scale * (x @ [1.0, -2.0, 0.5, 1.0]))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace("units: 3", "units: 1")
+                 + "loss: mse\n")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert ("nnrun normalises the inputs, not the targets" in result.stderr) == warned
