@@ -246,11 +246,12 @@ def _compact_pad(pad) -> tuple:
     return tuple(lo if lo == hi else (lo, hi) for lo, hi in pad)
 
 
-def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
+def _rank_hint(ctx: LayerContext, x: Value, rank: int, other: str, layer_type: str) -> str:
     """What fixes a convolution's, pool's or upsample's input of the wrong rank (the op's rule
     says what is wrong): the other rank's layer only when the sample has its rank, a reshape
-    where the channel axis is missing, for a vector a layer made the layer before that one,
-    and for more axes than the layer reads, a reshape."""
+    where the channel axis is missing (for an npz's samples, saving them with one first: a
+    reshape leaves `normalize` statistics per row or per feature), for a vector a layer made
+    the layer before that one, and for more axes than the layer reads, a reshape."""
     sample = per_sample(x.type)
     if len(sample) == rank + 1:
         return ""
@@ -258,6 +259,9 @@ def _rank_hint(x: Value, rank: int, other: str, layer_type: str) -> str:
     fixes = []
     if len(sample) == (3 if rank == 1 else 2):
         fixes.append(f"use {other}")
+    if len(sample) == rank and x.name == "x" and ctx.spec.data is not None \
+            and ctx.spec.data.dataset == "npz":
+        fixes.append("give the npz's samples a channel axis (save x[:, None], and x_test)")
     if len(sample) == rank:
         fixes.append(f"add {{type: reshape, shape: {[1, *sample]}}} before it (a channel axis)")
     side = math.isqrt(sample[0]) if len(sample) == 1 and rank == 2 else 0
@@ -277,7 +281,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = 1 if layer.type == "conv1d" else 2
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
-    hint = _rank_hint(x, rank, "conv1d" if rank == 2 else "conv2d", layer.type)
+    hint = _rank_hint(ctx, x, rank, "conv1d" if rank == 2 else "conv2d", layer.type)
     at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
         # The convolution's shape rule on the input as given, so that an error shows the
@@ -323,7 +327,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out,
                   counted_by=("filters", layer.filters))
-    hint = _rank_hint(x, rank, "conv1d_transpose" if rank == 2 else "conv2d_transpose",
+    hint = _rank_hint(ctx, x, rank, "conv1d_transpose" if rank == 2 else "conv2d_transpose",
                       layer.type)
     at_fields = {"pad": "padding", "output_padding": "output_padding"}
     with ctx.gb.at(ctx.origin, at_fields, input_hint=hint):
@@ -335,7 +339,7 @@ def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     rank = int(layer.type[-2])
     scale = _per_axis(ctx, "scale", layer.scale, rank)
-    hint = _rank_hint(x, rank, f"upsample{3 - rank}d", layer.type)
+    hint = _rank_hint(ctx, x, rank, f"upsample{3 - rank}d", layer.type)
     with ctx.gb.at(ctx.origin, input_hint=hint):
         return ctx.gb.emit(layer.type, x, attrs=UpsampleAttrs(scale, layer.mode))
 
@@ -345,7 +349,7 @@ def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     rank = int(layer.type[-2])
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     op = f"{layer.type[:3]}_pool{rank}d"
-    hint = _rank_hint(x, rank, f"{layer.type[:-2]}{3 - rank}d", layer.type)
+    hint = _rank_hint(ctx, x, rank, f"{layer.type[:-2]}{3 - rank}d", layer.type)
     with ctx.gb.at(ctx.origin, {"kernel": "pool_size", "pad": "padding"}, input_hint=hint):
         return ctx.gb.emit(op, x, attrs=PoolAttrs(kernel, stride, _compact_pad(pad), dilation))
 
