@@ -162,7 +162,7 @@ def no_label_column(path, header: list[str]) -> str:
         return (f"{path}: its columns are separated by {separator!r}; a csv dataset separates "
                 f"them by commas: save it so (pandas.read_csv(path, sep={separator!r})"
                 ".to_csv(path, index=False))")
-    if all(_is_number_text(name) for name in header):
+    if all(is_number(name) for name in header):
         return (f"{path}: the first row holds numbers ({', '.join(header[:4])}"
                 f"{', ...' if len(header) > 4 else ''}), not column names; begin the file with "
                 "a header row that names the columns, the targets' `label`")
@@ -213,12 +213,14 @@ def _other_separator(header: list[str]) -> str | None:
                  if "label" in [part.strip().strip('"') for part in line.split(separator)]), None)
 
 
-def _is_number_text(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """A csv value np.loadtxt reads as a number."""
     try:
         float(text)
     except ValueError:
         return False
-    return True
+    # Python's float reads 1_000 and other scripts' digits (١٢), loadtxt does not
+    return "_" not in text and text.isascii()
 
 
 DATASETS_EXTRA = "datasets"

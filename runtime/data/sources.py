@@ -22,8 +22,8 @@ import numpy as np
 from nnrun.backends.notices import inform
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
-                                     held_out, no_label_column, no_training_samples,
-                                     npz_arrays_problem, unnamed_column)
+                                     held_out, is_number, no_label_column,
+                                     no_training_samples, npz_arrays_problem, unnamed_column)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
 
@@ -674,15 +674,6 @@ def row_problem(values: list[str], header: list[str]) -> str | None:
 # How spreadsheets and pandas write a value that is missing (NaN and nan are numbers to NumPy,
 # refused as such with the features' or targets' NaN check)
 MISSING_VALUES = ("na", "n/a", "null", "none", "?", "-", "#n/a")
-
-
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    # Python's float reads 1_000 and other scripts' digits (١٢), loadtxt does not
-    return "_" not in text and text.isascii()
 
 
 LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
