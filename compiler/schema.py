@@ -277,6 +277,18 @@ def _nesting(depth: int) -> str:
 GivenWeights = Annotated[Numbers, BeforeValidator(_one_depth), AfterValidator(_rectangular)]
 
 
+def _no_switch(value: Any) -> Any:
+    """`bias: false`, as PyTorch's Conv2d(..., bias=False) writes it, is use_bias here."""
+    if isinstance(value, bool):
+        fix = ("to leave the bias out, write use_bias: false" if not value else
+               "a layer has a bias by default (use_bias: true): remove bias")
+        raise ValueError(f"bias gives the bias's initial values (a list); {fix}")
+    return value
+
+
+GivenBias = Annotated[list[Float], BeforeValidator(_no_switch)]
+
+
 def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
     """weights, bias and init_from of dense and conv layers: one source per value. A field
     validator, so that the error points at the field in conflict with one before it."""
@@ -340,7 +352,7 @@ class Dense(LayerBase):
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
     weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
-    bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
+    bias: GivenBias | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)
 
     _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
@@ -360,7 +372,7 @@ class ConvBase(LayerBase):
     bias_init: Initializer = Field(default_factory=lambda: ZerosInit(type="zeros"))
     weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
-    bias: list[Float] | None = Field(None, min_length=1, description=BIAS_HELP)
+    bias: GivenBias | None = Field(None, min_length=1, description=BIAS_HELP)
     init_from: str | None = Field(None, description=INIT_FROM_HELP)
 
     _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 import nnrun
 from nnrun.cli import main
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import load_spec_text
 from nnrun.compiler.schema import spec_json_schema
 
 SPEC = """\
@@ -245,3 +247,16 @@ def test_a_setting_that_rounds_to_zero_in_float32_is_an_error(tmp_path):
     assert "error: model.init: 1e-50 rounds to 0 in float32" in validate(tmp_path,
                                                                         tiny_init).output
 
+
+
+@pytest.mark.parametrize("value, fix", [
+    ("false", "to leave the bias out, write use_bias: false"),
+    ("true", "a layer has a bias by default (use_bias: true): remove bias")])
+def test_bias_as_pytorchs_switch_names_use_bias(value, fix):
+    """PyTorch's Conv2d(..., bias=False): "'bias' must be a list, got false", no fix."""
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {type: conv2d, filters: 2, "
+            f"kernel_size: 3, bias: {value}}}\n")
+    with pytest.raises(SpecError) as excinfo:
+        load_spec_text(text, "spec.yaml")
+    (diagnostic,) = excinfo.value.diagnostics
+    assert diagnostic.message == f"bias gives the bias's initial values (a list); {fix}"
