@@ -214,8 +214,12 @@ def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) 
     for name, key in found.items():
         info = lowered.params.get(name) or lowered.state[name]
         if shapes[key] != info.shape:
+            transposed = (len(info.shape) == 2 and name.endswith(".weight")
+                          and tuple(shapes[key]) == tuple(info.shape)[::-1])
+            layout = ("; nnrun stores a dense weight as [in, out], the transpose of PyTorch's "
+                      "Linear.weight [out, in]: save its .T" if transposed else "")
             errors.append((origin, f"{path.name}: array '{key}' has shape {list(shapes[key])}, "
-                                   f"{name} needs {list(info.shape)}"))
+                                   f"{name} needs {list(info.shape)}{layout}"))
         else:
             _give(lowered, name, GivenValues(file=path.resolve(), key=key))
     return errors

@@ -260,3 +260,15 @@ def test_bias_as_pytorchs_switch_names_use_bias(value, fix):
         load_spec_text(text, "spec.yaml")
     (diagnostic,) = excinfo.value.diagnostics
     assert diagnostic.message == f"bias gives the bias's initial values (a list); {fix}"
+
+
+def test_a_dense_weight_in_pytorchs_layout_in_init_from_is_told_to_transpose(tmp_path):
+    """As the inline weights' error says it; the file's error named the shapes alone."""
+    np.savez(tmp_path / "w.npz", **{"dense_1.weight": np.zeros((4, 6))})
+    text = "model:\n  input_shape: [6]\n  init_from: w.npz\n  layers:\n    - {type: dense, units: 4}\n"
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(SpecError) as excinfo:
+        nnrun.compile(tmp_path / "s.yaml")
+    assert excinfo.value.diagnostics[0].message.endswith(
+        "has shape [4, 6], dense_1.weight needs [6, 4]; nnrun stores a dense weight as [in, "
+        "out], the transpose of PyTorch's Linear.weight [out, in]: save its .T")
