@@ -177,11 +177,12 @@ def parse_size(text: str) -> int:
             whole = int(size)
         except (ValueError, OverflowError):
             size = None  # digits and signs that are not a number ("1.2.3"), or beyond floats
-        if size is not None and size != whole:  # "1.5" read as 1 byte, where GB was meant
+        bare = match.group(2).upper() in ("", "B")
+        if size is not None and bare and size != whole:  # "1.5" read as 1 byte: GB was meant
             raise ValueError(f"{text!r} is not a whole number of bytes; name the unit, e.g. "
                              f"{match.group(1)}GB or {match.group(1)}MiB")
         if size is not None:
-            return whole
+            return whole if bare else round(size)  # 2.2GB: a fraction of a byte is rounding
     raise ValueError(f"{text!r} is not a size; write e.g. 8GB, 512MiB or 1000000")
 
 

@@ -193,6 +193,9 @@ def test_the_memory_limit_is_the_tightest_one_known(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="not a whole number of bytes; name the unit, e.g. 1.5GB"):
         memory.parse_size("1.5")  # was 1 byte
     assert memory.parse_size("1e9") == 10**9 and memory.parse_size("0.5 KiB") == 512
+    # a decimal amount of a unit is whole up to float rounding (the review: 2.2GB refused)
+    assert memory.parse_size("2.2GB") == round(2.2 * 2**30)
+    assert memory.parse_size("1.7GiB") == round(1.7 * 2**30)
 
 
 def test_a_refusal_says_the_size_summary_says(tmp_path, monkeypatch):
