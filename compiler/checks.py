@@ -246,6 +246,9 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     names = monitor_names(spec, has_validation(spec))
     if stopping is None or stopping.monitor in names:
         return []
+    if spec.data is not None and spec.data.dataset == "npz" \
+            and stopping.monitor in monitor_names(spec, True):
+        return []  # the file may hold x_val and y_val: training checks with the data loaded
     origin = Origin("train.early_stopping", keys=("train", "early_stopping", "monitor"))
     return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be"))]
 

@@ -83,8 +83,9 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "npz", None, None, "classification", False, True,
-            "arrays x, y (optional x_test, y_test) from an .npz file given by data.path; "
-            "label maps for segmentation as integer y [N, H, W] or as masks (masks_test)",
+            "arrays x, y (optional x_test, y_test; x_val, y_val) from an .npz file given by "
+            "data.path; label maps for segmentation as integer y [N, H, W] or as masks "
+            "(masks_test, masks_val)",
             user_file=True,
         ),
         DatasetInfo(

@@ -865,3 +865,20 @@ def test_npz_samples_without_a_channel_axis_are_offered_one_in_the_file(tmp_path
     assert line.endswith("conv1d expects a [channels, length] sample, got shape [16]; give the "
                          "npz's samples a channel axis (save x[:, None], and x_test), or add "
                          "{type: reshape, shape: [1, 16]} before it (a channel axis)")
+
+
+def test_early_stopping_on_an_npz_validation_pair_passes_validate_and_trains(tmp_path):
+    """validate refused val_loss ("needs data.validation_split > 0"), whose advice train then
+    refused, where train took the spec (the review)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.arange(40) % 3,
+             x_val=rng.random((9, 4)), y_val=np.arange(9) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        ", validation_split: 0.2", "").replace("train: {epochs: 1}",
+                                             "train: {epochs: 3, early_stopping: {patience: 1}}"))
+    assert "s.yaml: ok" in assert_ok(invoke("validate", spec)).stdout
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.arange(40) % 3)  # no x_val now
+    assert "s.yaml: ok" in assert_ok(invoke("validate", spec)).stdout  # train says it
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "s.yaml")
+    assert "val_loss" in line
