@@ -94,7 +94,7 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if warn and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
-    if warn and data.task == "regression":
+    if warn and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
 
 

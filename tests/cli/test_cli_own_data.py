@@ -841,13 +841,16 @@ def test_a_run_on_an_npz_validation_pair_reports_and_evaluates_it(tmp_path):
     assert evaluated["samples"] == 9 and evaluated["val_loss"] == pytest.approx(final["val_loss"])
 
 
-@pytest.mark.parametrize("scale, warned", [(1e6, True), (1e-6, True), (1.0, False)])
-def test_targets_far_from_unit_scale_are_warned_of(tmp_path, scale, warned):
+@pytest.mark.parametrize("scale, warned, whole", [(1e6, True, False), (1e-6, True, False),
+                                                  (1.0, False, False), (1e6, True, True)])
+def test_targets_far_from_unit_scale_are_warned_of(tmp_path, scale, warned, whole):
     """They are not normalised, as documented; at 1e6 the run ended no better than the mean,
-    without a word (the practitioner audit)."""
+    without a word (the practitioner audit). Whole numbers too: prices saved as integers
+    (the review)."""
     rng = np.random.default_rng(0)
     x = rng.random((40, 4))
-    np.savez(tmp_path / "d.npz", x=x, y=scale * (x @ [1.0, -2.0, 0.5, 1.0]))
+    y = scale * (x @ [1.0, -2.0, 0.5, 1.0])
+    np.savez(tmp_path / "d.npz", x=x, y=np.abs(y).astype(np.int64) if whole else y)
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace("units: 3", "units: 1")
                  + "loss: mse\n")
     result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
