@@ -271,6 +271,16 @@ def _csv_header(file: Path) -> list[str] | None:
         return None
 
 
+def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
+    """What the data loader will refuse of a csv header or an npz's array names, said by
+    validate at data.path (a compiled spec whose input_shape is none it gave, every command;
+    a declared one, validate alone: a run's model reads no data in predict or export)."""
+    problem = (csv_header_problem(source.spec, source.directory)
+               or npz_names_problem(source.spec, source.directory))
+    return [source.diagnostic(Origin("data.path", keys=("data", "path")), problem)] \
+        if problem else []
+
+
 def npz_names_problem(spec: Spec, directory: Path) -> str | None:
     """The data loader's message for a readable npz data file without its arrays x and y, for
     validate to say it rather than ask for input_shape."""
@@ -377,11 +387,9 @@ def spec_yaml(data: dict) -> str:
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:
     """Lowers the spec for inference and for training; a CompileError becomes a SpecError."""
-    unlabelled = (csv_header_problem(source.spec, source.directory)
-                  or npz_names_problem(source.spec, source.directory))
-    if unlabelled:  # the shape a data file gives: from its `x`, its columns but `label`
-        raise SpecError([source.diagnostic(Origin("data.path", keys=("data", "path")),
-                                           unlabelled)])
+    unreadable = data_file_errors(source) if source.spec.model.input_shape is None else []
+    if unreadable:  # the shape a data file gives: from its `x`, its columns but `label`
+        raise SpecError(unreadable)
     lowered = None
     try:
         lowered = lower(source.spec, mode="eval")

@@ -437,7 +437,7 @@ def main(debug: bool) -> None:
 def validate(specs, fmt, strict, warn_memory, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
-    from nnrun.compiler.frontend import check, declared_shape_errors, load_spec
+    from nnrun.compiler.frontend import check, data_file_errors, declared_shape_errors, load_spec
 
     limit, named = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
@@ -446,7 +446,7 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
         mismatch = []  # said first: the layers' shape errors may follow from it
         try:
             source = load_spec(path, overrides)
-            mismatch = declared_shape_errors(source)
+            mismatch = data_file_errors(source) or declared_shape_errors(source)
             checked = check(source)
             diagnostics = (mismatch + checked.diagnostics
                            + _memory_warning(checked, limit, named)
@@ -454,8 +454,9 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
                            + _missing_generator_warning(checked)
                            + _missing_data_file_warning(checked))
             summary = checked.summary
-        except SpecError as error:
-            diagnostics, summary = mismatch + error.diagnostics, None
+        except SpecError as error:  # the data file's errors once, where compiling met them
+            diagnostics = mismatch + [d for d in error.diagnostics if d not in mismatch]
+            summary = None
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
         if len(specs) > 1:  # a --set argument's error: with which of the files

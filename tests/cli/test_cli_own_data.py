@@ -885,3 +885,16 @@ def test_early_stopping_on_an_npz_validation_pair_passes_validate_and_trains(tmp
     assert "s.yaml: ok" in assert_ok(invoke("validate", spec)).stdout  # train says it
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "s.yaml")
     assert "val_loss" in line
+
+
+def test_a_runs_predictions_do_not_read_its_training_data_file(tmp_path):
+    """predict and export of a finished run were refused once its npz was saved again under
+    other names (the review): they read the run's spec.yaml, with its input_shape, not data."""
+    spec = _files(tmp_path)
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x_train=rng.random((40, 4)), y_train=np.arange(40) % 3)
+    np.savez(tmp_path / "in.npz", x=rng.random((3, 4)))
+    assert_ok(invoke("predict", tmp_path / "run", tmp_path / "in.npz", "--out",
+                     tmp_path / "p.npy"))
+    assert "needs arrays 'x' and 'y'" in assert_one_line_error(invoke("validate", spec), "s.yaml")
