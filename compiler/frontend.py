@@ -197,7 +197,7 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
     origin = Origin("model.input_shape", keys=("model", "input_shape"))
     if len(shape) > MAX_SAMPLE_AXES:
         return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))]
-    fix = sample_layout_fix(shape, declared)
+    fix = sample_layout_fix(shape, declared) if source.spec.data.dataset == "npz" else None
     if fix:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
@@ -217,7 +217,9 @@ def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
     the npz array that holds them (x: and x_test with it)."""
     shape, expected = tuple(shape), tuple(expected)
     also = " (and x_test)" if array == "x" else ""
-    if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]):
+    # the channels are the short axis ([2, 50] against a declared [50, 2] is 2 channels first)
+    if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]) \
+            and shape[-1] <= CHANNEL_LIKE < min(shape[:-1]):
         return (f"the samples are channels last; save numpy.moveaxis({array}, -1, 1){also}, "
                 "the channels first")
     if len(expected) >= 2 and expected[0] == 1 and shape == expected[1:]:

@@ -99,8 +99,8 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
 
 
 def _input_shape_fix(data, expected: tuple) -> str:
-    return (sample_layout_fix(data.input_shape, expected)
-            or f"set model.input_shape to {list(data.input_shape)}")
+    moved = sample_layout_fix(data.input_shape, expected) if data.name == "npz" else None
+    return moved or f"set model.input_shape to {list(data.input_shape)}"
 
 
 def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:

@@ -898,3 +898,17 @@ def test_a_runs_predictions_do_not_read_its_training_data_file(tmp_path):
     assert_ok(invoke("predict", tmp_path / "run", tmp_path / "in.npz", "--out",
                      tmp_path / "p.npy"))
     assert "needs arrays 'x' and 'y'" in assert_one_line_error(invoke("validate", spec), "s.yaml")
+
+
+def test_layout_advice_is_for_npz_samples_whose_short_axis_is_last(tmp_path):
+    """[2, 50] against a declared [50, 2] is 2 channels first, whose 'move' made 50 channels;
+    a csv has no x to save (the review)."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((20, 2, 50)), y=np.arange(20) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [50, 2]"))
+    assert "does not match the samples of d.npz, [2, 50]; use [2, 50]" in \
+        invoke("validate", spec).stderr
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    spec = write(tmp_path / "c.yaml", SPEC.replace("npz, path: d.npz", "csv, path: d.csv")
+                 .replace("INPUT", "input_shape: [1, 2]"))
+    line = invoke("validate", spec).stderr.splitlines()[0]
+    assert "use [2]" in line and "x[:, None]" not in line
