@@ -111,14 +111,15 @@ def _negative_labels_hint(y: np.ndarray, negatives: np.ndarray, num_classes) -> 
     PyTorch's -100); integers of many values may be regression targets."""
     if num_classes is not None:  # a named dataset's file: damaged, no advice
         return ""
+    regression = ("; for regression targets save them as floats (y.astype(float)), with loss: "
+                  "mse" if y.dtype.kind in "iu" else "")
     if set(np.unique(y).tolist()) == {-1, 1}:  # the two classes as a perceptron writes them
-        return "; labels -1 and +1 are two classes: save them as 0 and 1, (y > 0).astype(int)"
+        return ("; labels -1 and +1 are two classes: save them as 0 and 1, (y > 0).astype(int)"
+                + regression)
     marker = np.unique(negatives)
     hint = (f"; if {int(marker[0])} marks samples to leave out of the loss, set "
             f"loss.ignore_index: {int(marker[0])}" if len(marker) == 1 else "")
-    if y.dtype.kind in "iu":
-        hint += "; for regression targets save them as floats (y.astype(float)), with loss: mse"
-    return hint
+    return hint + regression
 
 
 def class_indices(y: np.ndarray, where: str, what: str) -> np.ndarray:

@@ -30,7 +30,7 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "
                         f"as values; {loss} takes label maps, a whole number per position: "
                         f"{f'save {index}' if index else 'save one map per sample, as integers'}")
-    if loss in LABEL_LOSSES and is_one_hot(y):
+    if loss in LABEL_LOSSES and len(output_shape) == 1 and is_one_hot(y):  # not [N, L] maps
         raise DataError(one_hot_message(where, loss, y.shape[1]))
     if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
@@ -91,6 +91,10 @@ def is_one_hot(y: np.ndarray) -> bool:
 
 
 def one_hot_message(where: str, loss: str, classes: int) -> str:
+    if loss == "binary_cross_entropy" and classes > 2:
+        return (f"{where}: the labels are one-hot, [N, {classes}]: {classes} classes, where "
+                f"binary_cross_entropy takes two; use loss: cross_entropy, units: {classes}, "
+                "and save y.argmax(axis=1), one class index per sample")
     label = "one 0/1 label" if loss == "binary_cross_entropy" else "one class index"
     return (f"{where}: the labels are one-hot, [N, {classes}]; {loss} takes {label} per "
             "sample, y [N]: save y.argmax(axis=1)")
