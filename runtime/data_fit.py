@@ -91,6 +91,8 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     labels = _labels_in_the_loss(spec, data, where)
     if data.task == "segmentation":
         _check_label_maps(spec, labels, where)
+    elif _maps_of_positions(data):  # masks or counts to regress, [C, H, W] as the samples
+        _check_no_moving_augmentation(spec, where, "target maps")
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if warn and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
@@ -119,11 +121,23 @@ def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
     return labels
 
 
-def _check_label_maps(spec, labels: np.ndarray, where: str) -> None:
+def _maps_of_positions(data) -> bool:
+    """Whether each sample's targets are maps over its positions (its shape past the
+    channels)."""
+    spatial = tuple(data.input_shape[1:])
+    targets = tuple(data.train.y.shape[1:])
+    return bool(spatial) and len(targets) >= len(spatial) and targets[-len(spatial):] == spatial
+
+
+def _check_no_moving_augmentation(spec, where: str, maps: str = "label maps") -> None:
     spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
     if spatial:
-        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the label "
-                           "maps; remove it (gaussian_noise keeps them aligned)")
+        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the {maps}; "
+                           "remove it (gaussian_noise keeps them aligned)")
+
+
+def _check_label_maps(spec, labels: np.ndarray, where: str) -> None:
+    _check_no_moving_augmentation(spec, where)
     if len(labels) and labels.min() < 0:
         raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
                            "(mark pixels to leave out with loss.ignore_index)")

@@ -411,6 +411,20 @@ def test_whole_numbers_of_the_outputs_shape_are_values_to_regress(tmp_path, laye
     assert "train_mae" in measured  # values: the regression metric, not pixel accuracy
 
 
+@pytest.mark.parametrize("dtype", ["int64", "float64"])
+def test_target_maps_to_regress_refuse_augmentations_that_move_pixels(tmp_path, dtype):
+    """Masks [N, 1, H, W] under mse trained with random_flip moving x alone (the review)."""
+    masks = (np.random.default_rng(1).random((6, 1, 3, 4)) < 0.5).astype(dtype)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=masks)
+    (tmp_path / "s.yaml").write_text(CONV.replace("FILTERS", "1").replace("LOSS", "mse").replace(
+        "normalize: none}", "normalize: none, augment: [{type: random_flip}]}"))
+    line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "r"),
+                                 "d.npz")
+    assert line.endswith("random_flip would move the pixels but not the target maps; remove it "
+                         "(gaussian_noise keeps them aligned)")
+
+
 @pytest.mark.parametrize("loss, y, index", [
     ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y[:, 0].astype(int)"),
     ("binary_cross_entropy", np.zeros((6, 3, 4, 1), np.int64), "y[..., 0].astype(int)"),
