@@ -758,8 +758,8 @@ class Trainer:
     def _resume_advice(self, interrupt: Interrupted) -> str:
         if not (self.run_dir / SPEC).is_file():  # stopped before the run wrote its spec
             spec = self.source.path or "SPEC"
-            return (f"{interrupt}; nothing was trained; start again with: nnrun train {spec} "
-                    f"--out {self.run_dir}")
+            command = _on_ranks(f"nnrun train {spec} --out {self.run_dir}", self.ranks)
+            return f"{interrupt}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
             saved = f"the checkpoint in {self.run_dir / LAST} is intact"
         elif self.saved_epoch:
