@@ -217,9 +217,10 @@ def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
     the npz array that holds them (x: and x_test with it)."""
     shape, expected = tuple(shape), tuple(expected)
     also = " (and x_test)" if array == "x" else ""
-    # the channels are the short axis ([2, 50] against a declared [50, 2] is 2 channels first)
+    # the channels are the short axis ([2, 50] against a declared [50, 2] is 2 channels first;
+    # [128, 9] against [9, 128], nine sensors last)
     if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]) \
-            and shape[-1] <= CHANNEL_LIKE < min(shape[:-1]):
+            and shape[-1] < min(shape[:-1]):
         return (f"the samples are channels last; save numpy.moveaxis({array}, -1, 1){also}, "
                 "the channels first")
     if len(expected) >= 2 and expected[0] == 1 and shape == expected[1:]:

@@ -277,11 +277,14 @@ def _nesting(depth: int) -> str:
 GivenWeights = Annotated[Numbers, BeforeValidator(_one_depth), AfterValidator(_rectangular)]
 
 
-def _no_switch(value: Any) -> Any:
+def _no_switch(value: Any, info: ValidationInfo) -> Any:
     """`bias: false`, as PyTorch's Conv2d(..., bias=False) writes it, is use_bias here."""
     if isinstance(value, bool):
-        fix = ("to leave the bias out, write use_bias: false" if not value else
-               "a layer has a bias by default (use_bias: true): remove bias")
+        kept = info.data.get("use_bias", True)
+        fix = {(False, True): "to leave the bias out, write use_bias: false",
+               (False, False): "use_bias: false leaves the bias out already: remove bias",
+               (True, True): "a layer has a bias by default (use_bias: true): remove bias",
+               (True, False): "to keep the bias, remove use_bias: false and bias"}[value, kept]
         raise ValueError(f"bias gives the bias's initial values (a list); {fix}")
     return value
 

@@ -76,9 +76,10 @@ def check_augmentations(source, sample_shape) -> None:
         raise SpecError([source.diagnostic(origin, message) for origin, message in errors])
 
 
-def check_data_fits(spec, model, data, warn: bool = True) -> None:
-    """Labels must fit the output layer; samples must have the model's input shape. `warn`:
-    also the warnings for data that fits but may not be what was meant (said by train)."""
+def check_data_fits(spec, model, data, training: bool = True) -> None:
+    """Labels must fit the output layer; samples must have the model's input shape.
+    `training`: also what training alone refuses (augmentations that would misalign maps) and
+    the warnings for data that fits but may not be what was meant (eval checks without)."""
     where = data.where or spec.data.path or spec.data.dataset
     expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     if tuple(data.input_shape) != expected:
@@ -89,14 +90,15 @@ def check_data_fits(spec, model, data, warn: bool = True) -> None:
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
     labels = _labels_in_the_loss(spec, data, where)
-    if data.task == "segmentation":
-        _check_label_maps(spec, labels, where)
-    elif _maps_of_positions(data):  # masks or counts to regress, [C, H, W] as the samples
-        _check_no_moving_augmentation(spec, where, "target maps")
+    maps = data.task == "segmentation"
+    if maps:
+        _check_label_maps(labels, where)
+    if training and (maps or _maps_of_positions(data, outputs)):
+        _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
-    if warn and _numbers_for_one_output(spec, model, data):
+    if training and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
-    if warn and task_for_model(spec, model, data) == "regression":  # whole numbers too
+    if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
 
 
@@ -121,23 +123,22 @@ def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
     return labels
 
 
-def _maps_of_positions(data) -> bool:
-    """Whether each sample's targets are maps over its positions (its shape past the
-    channels)."""
-    spatial = tuple(data.input_shape[1:])
+def _maps_of_positions(data, outputs: tuple) -> bool:
+    """Whether each sample's targets are maps over the outputs' positions (their shape past
+    the channels): masks or counts to regress, of a fully convolutional model."""
+    spatial = tuple(outputs[1:])
     targets = tuple(data.train.y.shape[1:])
     return bool(spatial) and len(targets) >= len(spatial) and targets[-len(spatial):] == spatial
 
 
-def _check_no_moving_augmentation(spec, where: str, maps: str = "label maps") -> None:
+def _check_no_moving_augmentation(spec, where: str, maps: str) -> None:
     spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
     if spatial:
         raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the {maps}; "
                            "remove it (gaussian_noise keeps them aligned)")
 
 
-def _check_label_maps(spec, labels: np.ndarray, where: str) -> None:
-    _check_no_moving_augmentation(spec, where)
+def _check_label_maps(labels: np.ndarray, where: str) -> None:
     if len(labels) and labels.min() < 0:
         raise DataFitError(f"{where}: label maps hold {int(labels.min())}; classes are 0..k-1 "
                            "(mark pixels to leave out with loss.ignore_index)")

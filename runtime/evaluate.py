@@ -199,7 +199,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
     try:
-        check_data_fits(spec, run.model, data, warn=False)
+        check_data_fits(spec, run.model, data, training=False)
     except (DataFitError, DataError) as error:  # the data has changed since training, likely
         raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
                            "its own)") from None

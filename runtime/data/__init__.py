@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.backends.notices import warn
-
 from .augment import augment_batch
 from .errors import DataError
 from .fetch import fetch_dataset
@@ -40,12 +38,9 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
                         f"trained on {list(sample_shape)}; the file has changed since training "
                         "(evaluate on data of the run's shape)")
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
-    fraction = float(option(data_spec, "validation_split", 0.0))
-    if raw.x_val is None or fraction:
-        if raw.x_val is not None:  # as before x_val was read: runs of it evaluate alike
-            warn(f"{where}: x_val and y_val are left out: data.validation_split ({fraction:g}) "
-                 "holds out the validation samples from x; leave it out to validate on x_val")
-        train, val = carve_validation(train, fraction, seed)
+    if raw.x_val is None:  # an npz's x_val is read only without a validation_split
+        train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)),
+                                      seed)
     else:
         val = Split(raw.x_val, raw.y_val)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None

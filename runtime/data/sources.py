@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnrun.backends.notices import inform
+from nnrun.backends.notices import inform, warn
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, no_label_column,
@@ -452,14 +452,19 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
 HELD_OUT_SPLITS = ("test", "val")
 
 
-def held_out_pairs(labels: str) -> list[tuple[str, str]]:
+def held_out_pairs(labels: str, splits: tuple[str, ...] = HELD_OUT_SPLITS) -> list[tuple[str,
+                                                                                   str]]:
     """The held-out splits' array names beside x and `labels` (y or masks)."""
-    return [(f"x_{split}", f"{labels}_{split}") for split in HELD_OUT_SPLITS]
+    return [(f"x_{split}", f"{labels}_{split}") for split in splits]
 
 
 def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    arrays, labels = read_npz_dataset(path, option(data_spec, "limit"))
+    # data.validation_split holds out the validation samples from x: x_val is not read then,
+    # as before nnrun read it (runs of such files evaluate and resume alike)
+    carved = bool(option(data_spec, "validation_split", 0.0))
+    arrays, labels = read_npz_dataset(path, option(data_spec, "limit"),
+                                      ("test",) if carved else HELD_OUT_SPLITS)
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
@@ -505,13 +510,21 @@ def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
                         f"{list(y_train.shape[1:])}; save both splits' targets alike")
 
 
-def read_npz_dataset(path: Path, limit: int | None = None) -> tuple[dict[str, np.ndarray], str]:
-    """x and its labels (y, or masks), and the optional held-out pairs (test, val), checked
-    from their headers before decompression; with the name of the labels. `limit`: data.limit,
-    the training samples kept (and copied in the model's dtype)."""
+def read_npz_dataset(path: Path, limit: int | None = None,
+                     splits: tuple[str, ...] = HELD_OUT_SPLITS) -> tuple[dict[str, np.ndarray],
+                                                                         str]:
+    """x and its labels (y, or masks), and the optional held-out pairs of `splits` (test,
+    val), checked from their headers before decompression; with the name of the labels.
+    `limit`: data.limit, the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
         labels = label_array_name(path, headers)
+        left_out = {name for split in HELD_OUT_SPLITS if split not in splits
+                    for pair in held_out_pairs(labels, (split,)) for name in pair}
+        if left_out & set(headers):
+            warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
+                 "validation samples from x (a spec without it validates on x_val)")
+        headers = {name: header for name, header in headers.items() if name not in left_out}
         check_npz_headers(path, headers, labels, limit)
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))
         return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \

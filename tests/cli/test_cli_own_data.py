@@ -710,6 +710,7 @@ ADD_AXIS = "the samples have no channel axis; save x[:, None] (and x_test), one 
 
 @pytest.mark.parametrize("x_shape, declared, fix", [
     ((20, 6, 6, 3), [3, 6, 6], MOVE), ((20, 9, 2), [2, 9], MOVE),
+    ((20, 16, 9), [9, 16], MOVE), ((20, 16, 16, 13), [13, 16, 16], MOVE),  # sensors, bands
     ((20, 6, 6), [1, 6, 6], ADD_AXIS), ((20, 9), [1, 9], ADD_AXIS)])
 def test_samples_in_another_layout_are_told_how_to_save_them(tmp_path, x_shape, declared, fix):
     """They were told to set model.input_shape to the file's [6, 6, 3] (6 channels of 6 x 3),

@@ -583,12 +583,12 @@ def test_a_validation_pair_unlike_the_training_split_is_refused(tmp_path, arrays
 def test_a_validation_split_leaves_the_validation_pair_out_with_a_warning(tmp_path, capsys):
     """As before x_val was read (the review: runs made so were refused by eval and resume)."""
     write_npz(tmp_path / "d.npz", x=np.arange(10.0)[:, None], y=np.arange(10) % 2,
-              x_val=np.zeros((4, 1)), y_val=np.arange(4) % 2)
+              x_val=np.zeros((4, 3)), y_val=np.arange(4) % 2)  # not read: unlike x, it passes
     dataset = load("npz", spec_dir=tmp_path, path="d.npz", validation_split=0.2,
                    normalize="none")
     assert len(dataset.val) == 2 and set(dataset.val.x.ravel()) <= set(range(10))
-    assert ("x_val and y_val are left out: data.validation_split (0.2) holds out the validation "
-            "samples from x; leave it out to validate on x_val") in capsys.readouterr().err
+    assert ("x_val and y_val are left out: data.validation_split holds out the validation "
+            "samples from x (a spec without it validates on x_val)") in capsys.readouterr().err
 
 
 def test_label_maps_may_name_their_validation_pair_masks_val(tmp_path):

@@ -411,18 +411,31 @@ def test_whole_numbers_of_the_outputs_shape_are_values_to_regress(tmp_path, laye
     assert "train_mae" in measured  # values: the regression metric, not pixel accuracy
 
 
-@pytest.mark.parametrize("dtype", ["int64", "float64"])
-def test_target_maps_to_regress_refuse_augmentations_that_move_pixels(tmp_path, dtype):
-    """Masks [N, 1, H, W] under mse trained with random_flip moving x alone (the review)."""
-    masks = (np.random.default_rng(1).random((6, 1, 3, 4)) < 0.5).astype(dtype)
-    x = np.random.default_rng(0).standard_normal((6, 2, 3, 4))
-    np.savez(tmp_path / "d.npz", x=x, y=masks)
+@pytest.mark.parametrize("kernel, dtype", [(1, "int64"), (1, "float64"), (3, "int64")])
+def test_target_maps_to_regress_refuse_augmentations_that_move_pixels(tmp_path, kernel, dtype):
+    """Masks [N, 1, H, W] under mse trained with random_flip moving x alone (the review), also
+    where a valid convolution makes them smaller than x (the second review). eval, which
+    augments nothing, still evaluates such a run."""
+    from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.data import load_dataset
+    from nnrun.runtime.data_fit import check_data_fits, targets_for_model
+    from nnrun.runtime.model import Model
+
+    x = np.random.default_rng(0).standard_normal((6, 2, 5, 6))
+    masks = (np.random.default_rng(1).random((6, 1, 6 - kernel, 7 - kernel)) < 0.5)
+    np.savez(tmp_path / "d.npz", x=x, y=masks.astype(dtype))
     (tmp_path / "s.yaml").write_text(CONV.replace("FILTERS", "1").replace("LOSS", "mse").replace(
-        "normalize: none}", "normalize: none, augment: [{type: random_flip}]}"))
+        "normalize: none}", "normalize: none, augment: [{type: random_flip}]}").replace(
+        "kernel_size: 1", f"kernel_size: {kernel}"))
     line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "r"),
                                  "d.npz")
     assert line.endswith("random_flip would move the pixels but not the target maps; remove it "
                          "(gaussian_noise keeps them aligned)")
+    source = load_spec(tmp_path / "s.yaml")
+    model = Model(source)
+    data = targets_for_model(source.spec, model,
+                             load_dataset(source.spec.data, spec_dir=tmp_path, seed=0))
+    check_data_fits(source.spec, model, data, training=False)
 
 
 @pytest.mark.parametrize("loss, y, index", [
@@ -454,3 +467,17 @@ def test_one_line_yaml_text_given_as_a_path_says_so(text):
         nnrun.compile(text)
     with pytest.raises(TypeError, match="load_spec_text"):
         nnrun.load_spec(text)
+
+
+@pytest.mark.parametrize("use_bias, value, fix", [
+    ("", "false", "to leave the bias out, write use_bias: false"),
+    (", use_bias: false", "false", "use_bias: false leaves the bias out already: remove bias"),
+    ("", "true", "a layer has a bias by default (use_bias: true): remove bias"),
+    (", use_bias: false", "true", "to keep the bias, remove use_bias: false and bias")])
+def test_bias_as_a_switch_is_told_what_fits_use_bias(use_bias, value, fix):
+    """Beside use_bias: false, 'remove bias' left no bias where true meant one (the review)."""
+    text = ("model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 2"
+            f"{use_bias}, bias: {value}}}\n")
+    with pytest.raises(SpecError) as excinfo:
+        load_spec_text(text, "spec.yaml")
+    assert excinfo.value.diagnostics[0].message.endswith(fix)
