@@ -47,8 +47,7 @@ class Diagnostic:
             object.__setattr__(self, "where", DOCUMENT)
 
     def format(self) -> str:
-        where = f"{self.where}: " if self.where else ""
-        line = f"{self.file}:{self.line}:{self.col}: {self.severity}: {where}{self.message}"
+        line = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.where}: {self.message}"
         return one_line(line)  # a key or value holding a line break stays one line
 
 
@@ -78,8 +77,7 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> 
 
 
 def _github_line(diagnostic: Diagnostic) -> str:
-    where = f"{diagnostic.where}: " if diagnostic.where else ""
-    message = _github_escape(where + diagnostic.message, False)
+    message = _github_escape(f"{diagnostic.where}: {diagnostic.message}", False)
     if diagnostic.file == OVERRIDE_FILE:  # no file in the repository; the message names --set
         return f"::{diagnostic.severity}::{message}"
     file = _github_escape(diagnostic.file, True)

@@ -275,9 +275,9 @@ def _csv_header(file: Path) -> list[str] | None:
 
 
 def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
-    """What the data loader will refuse of a csv header or an npz's array names, said by
-    validate at data.path (a compiled spec whose input_shape is none it gave, every command;
-    a declared one, validate alone: a run's model reads no data in predict or export)."""
+    """What the data loader will refuse of a csv header or an npz's array names, at data.path:
+    said by every command that compiles a spec whose input_shape the file must give, and by
+    validate alone where input_shape is declared (predict and export of a run read no data)."""
     problem = (csv_header_problem(source.spec, source.directory)
                or npz_names_problem(source.spec, source.directory))
     return [source.diagnostic(Origin("data.path", keys=("data", "path")), problem)] \

@@ -63,7 +63,6 @@ def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # 
     from nnrun.runtime.model import Model
 
     _check_flags(graph=graph)
-
     return Model(_source(spec, overrides), backend, graph=graph)
 
 
