@@ -492,11 +492,11 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
                         f"{list(x_train.shape[1:])}; {fix}")
     if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
         y, held_task = arrays[targets], task  # real targets that are whole numbers
-    _check_test_targets(where, labels, y_train, task, y, held_task)
+    _check_held_out_targets(where, labels, y_train, task, y, held_task)
     return x, y
 
 
-def _check_test_targets(where: str, labels: str, y_train, task: str, y_test,
+def _check_held_out_targets(where: str, labels: str, y_train, task: str, y_test,
                         test_task: str) -> None:
     """A held-out split's targets must be of the training split's kind and shape per
     sample."""
