@@ -518,13 +518,13 @@ def read_npz_dataset(path: Path, limit: int | None = None,
     `limit`: data.limit, the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
-        labels = label_array_name(path, headers)
         left_out = {name for split in HELD_OUT_SPLITS if split not in splits
-                    for pair in held_out_pairs(labels, (split,)) for name in pair}
+                    for labels in ("y", "masks") for name in held_out_pairs(labels, (split,))[0]}
         if left_out & set(headers):
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
                  "validation samples from x (a spec without it validates on x_val)")
         headers = {name: header for name, header in headers.items() if name not in left_out}
+        labels = label_array_name(path, headers)
         check_npz_headers(path, headers, labels, limit)
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))
         return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \

@@ -591,6 +591,15 @@ def test_a_validation_split_leaves_the_validation_pair_out_with_a_warning(tmp_pa
             "samples from x (a spec without it validates on x_val)") in capsys.readouterr().err
 
 
+def test_a_validation_pair_left_out_does_not_decide_the_labels_name(tmp_path):
+    """masks_val beside y, left out by a validation_split, made the file 'has both y and
+    masks' (the third review)."""
+    write_npz(tmp_path / "d.npz", x=np.zeros((10, 1, 2, 2)), y=np.arange(10) % 2,
+              x_val=np.zeros((4, 1, 2, 2)), masks_val=np.zeros((4, 2, 2), int))
+    dataset = load("npz", spec_dir=tmp_path, path="d.npz", validation_split=0.2)
+    assert len(dataset.val) == 2 and dataset.task == "classification"
+
+
 def test_label_maps_may_name_their_validation_pair_masks_val(tmp_path):
     rng = np.random.default_rng(0)
     write_npz(tmp_path / "m.npz", x=rng.random((6, 1, 4, 4)), masks=rng.integers(0, 2, (6, 4, 4)),
