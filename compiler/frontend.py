@@ -441,6 +441,13 @@ def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
 
 
 CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
+CHANNEL_RATIO = 8  # and one eight times shorter than the others (9 sensors of 128 steps)
+
+
+def looks_channel_last(shape) -> bool:
+    """A sample shape whose last axis looks like channels: short against the others."""
+    shorter = min(shape[:-1])
+    return shape[-1] <= CHANNEL_LIKE < shorter or shape[-1] * CHANNEL_RATIO <= shorter
 ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus",
                "identity", "step")  # layers that read no axis: the layout passes through them
 
@@ -460,7 +467,7 @@ def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
     model = source.loaded.data.get("model") if isinstance(source.loaded.data, dict) else None
     if (spec.data is None or spec.data.dataset != "npz" or shape is None
             or not isinstance(model, dict) or "input_shape" in model
-            or len(shape) < 2 or not shape[-1] <= CHANNEL_LIKE < min(shape[:-1])
+            or len(shape) < 2 or not looks_channel_last(shape)
             or _first_layout_reader(spec.model.layers) in ("flatten", "dense", None)):
         return []
     channels, *rest = shape

@@ -934,3 +934,15 @@ def test_one_hot_advice_fits_the_loss_and_the_outputs(tmp_path):
                  "loss: binary_cross_entropy\n")
     line = assert_one_line_error(invoke("train", maps, "--out", tmp_path / "r2"), "m.npz")
     assert "one-hot" not in line and "y.astype(int)" in line
+
+
+@pytest.mark.parametrize("x_shape, warned", [((20, 128, 9), True), ((20, 9, 128), False),
+                                             ((20, 64, 32), False)])
+def test_sensors_saved_last_are_warned_as_channels_last(tmp_path, x_shape, warned):
+    """Nine sensors of 128 steps saved [N, 128, 9] read as 128 channels of length 9 without a
+    word: only a last axis of 4 or fewer was taken for channels (the third review)."""
+    np.savez(tmp_path / "d.npz", x=np.zeros(x_shape, "f4"), y=np.arange(20) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace(
+        "layers: [", "layers: [{type: conv1d, filters: 2, kernel_size: 3}, {type: flatten}, "))
+    stderr = assert_ok(invoke("validate", spec)).stderr
+    assert ("numpy.moveaxis(x, -1, 1)" in stderr) == warned
