@@ -18,7 +18,8 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       no_label_column, npz_arrays_problem, unnamed_column, why_absent)
+                       held_out, no_label_column, npz_arrays_problem, unnamed_column,
+                       why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -280,8 +281,26 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     validate alone where input_shape is declared (predict and export of a run read no data)."""
     problem = (csv_header_problem(source.spec, source.directory)
                or npz_names_problem(source.spec, source.directory))
-    return [source.diagnostic(Origin("data.path", keys=("data", "path")), problem)] \
-        if problem else []
+    if problem:
+        return [source.diagnostic(Origin("data.path", keys=("data", "path")), problem)]
+    too_few = npz_split_problem(source.spec, source.directory)
+    return [source.diagnostic(Origin("data.validation_split", keys=("data", "validation_split")),
+                              too_few)] if too_few else []
+
+
+def npz_split_problem(spec: Spec, directory: Path) -> str | None:
+    """A validation split that leaves an npz's training samples none (its header's count),
+    as training would refuse it."""
+    file = data_file(spec, directory, ("npz",))
+    shapes = npz_shapes_or_none(file) if file is not None else None
+    fraction = spec.data.validation_split if spec.data is not None else 0
+    if not shapes or not fraction or not shapes.get("x"):
+        return None
+    count = shapes["x"][0] if spec.data.limit is None else min(spec.data.limit, shapes["x"][0])
+    if not count or held_out(count, fraction) < count:
+        return None
+    return (f"validation_split {fraction} of the {count} training samples of {spec.data.path} "
+            "leaves none to train on; lower data.validation_split, or use more samples")
 
 
 def npz_names_problem(spec: Spec, directory: Path) -> str | None:
@@ -289,7 +308,13 @@ def npz_names_problem(spec: Spec, directory: Path) -> str | None:
     validate to say it rather than ask for input_shape."""
     file = data_file(spec, directory, ("npz",))
     names = npz_shapes_or_none(file) if file is not None else None
-    return None if names is None else npz_arrays_problem(file, names)
+    if names is None:
+        return None
+    x = names.get("x")
+    if x is not None and len(x) == 1 and x[0]:  # as the loader says it (check_feature_layout)
+        return (f"{file} (x): features must be [N, ...], one row per sample, got {list(x)}; for "
+                "one feature a sample save x[:, None]")
+    return npz_arrays_problem(file, names)
 
 
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:

@@ -261,7 +261,8 @@ def _rank_hint(ctx: LayerContext, x: Value, rank: int, other: str, layer_type: s
         fixes.append(f"use {other}")
     if len(sample) == rank and x.name == "x" and ctx.spec.data is not None \
             and ctx.spec.data.dataset == "npz":
-        fixes.append("give the npz's samples a channel axis (save x[:, None], and x_test)")
+        fixes.append("give the npz's samples a channel axis (save x[:, None], and x_test; "
+                     f"input_shape {[1, *sample]})")
     if len(sample) == rank:
         fixes.append(f"add {{type: reshape, shape: {[1, *sample]}}} before it (a channel axis)")
     side = math.isqrt(sample[0]) if len(sample) == 1 and rank == 2 else 0

@@ -40,7 +40,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
     if raw.x_val is None:  # an npz's x_val is read only without a validation_split
         train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)),
-                                      seed)
+                                      seed, where)
     else:
         val = Split(raw.x_val, raw.y_val)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None

@@ -70,8 +70,12 @@ def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str) ->
     """What a header tells: numbers, one row per sample, no empty sample."""
     if dtype.kind not in "biuf":
         raise DataError(f"{where}: features must be numbers, found dtype {dtype}")
+    if len(shape) == 1 and shape[0]:  # one number a sample
+        raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
+                        f"{list(shape)}; for one feature a sample save x[:, None]")
     if len(shape) < 2 or shape[0] == 0:
-        raise DataError(f"{where}: features must be [N, ...], one row per sample, got {shape}")
+        raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
+                        f"{list(shape)}")
     if 0 in shape[1:]:
         raise DataError(f"{where}: samples of shape {list(shape[1:])} hold no features; "
                         "each sample needs at least one value")

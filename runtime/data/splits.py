@@ -65,14 +65,17 @@ def first(split: Split, limit: int | None) -> Split:
     return split if limit is None else split.take(slice(0, limit))
 
 
-def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split | None]:
-    """Holds out a random `fraction` of train; the rest keeps its original order."""
+def carve_validation(train: Split, fraction: float, seed: int,
+                     where: str = "data") -> tuple[Split, Split | None]:
+    """Holds out a random `fraction` of train; the rest keeps its original order. `where`:
+    the data, as messages name it."""
     if not fraction:
         return train, None
     count = held_out(len(train), fraction)
     if count >= len(train):
-        raise DataError(f"validation_split {fraction} of {len(train)} training samples leaves "
-                        "none to train on; lower data.validation_split, or use more samples")
+        raise DataError(f"{where}: validation_split {fraction} of {len(train)} training samples "
+                        "leaves none to train on; lower data.validation_split, or use more "
+                        "samples")
     order = np.random.default_rng([seed, VALIDATION_STREAM]).permutation(len(train))
     return train.take(np.sort(order[count:])), train.take(np.sort(order[:count]))
 

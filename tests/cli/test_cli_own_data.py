@@ -869,8 +869,9 @@ def test_npz_samples_without_a_channel_axis_are_offered_one_in_the_file(tmp_path
         "layers: [", "layers: [{type: conv1d, filters: 2, kernel_size: 3}, {type: flatten}, "))
     line = assert_one_line_error(invoke("validate", spec), "s.yaml:")
     assert line.endswith("conv1d expects a [channels, length] sample, got shape [16]; give the "
-                         "npz's samples a channel axis (save x[:, None], and x_test), or add "
-                         "{type: reshape, shape: [1, 16]} before it (a channel axis)")
+                         "npz's samples a channel axis (save x[:, None], and x_test; input_shape "
+                         "[1, 16]), or add {type: reshape, shape: [1, 16]} before it (a channel "
+                         "axis)")
 
 
 def test_early_stopping_on_an_npz_validation_pair_passes_validate_and_trains(tmp_path):
@@ -946,3 +947,21 @@ def test_sensors_saved_last_are_warned_as_channels_last(tmp_path, x_shape, warne
         "layers: [", "layers: [{type: conv1d, filters: 2, kernel_size: 3}, {type: flatten}, "))
     stderr = assert_ok(invoke("validate", spec)).stderr
     assert ("numpy.moveaxis(x, -1, 1)" in stderr) == warned
+
+
+def test_one_value_per_sample_and_too_few_samples_are_said_by_validate(tmp_path):
+    """x of [N] passed validate with input_shape: [1] and train refused it without a fix; a
+    validation_split of a one-sample file passed validate, and train's line named no file
+    (the data-file fuzzer)."""
+    np.savez(tmp_path / "d.npz", x=np.arange(12.0), y=np.arange(12) % 2)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [1]"))
+    fix = "features must be [N, ...], one row per sample, got [12]; for one feature a sample " \
+          "save x[:, None]"
+    assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(fix)
+    assert assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"),
+                                 "d.npz").endswith(fix)
+    np.savez(tmp_path / "d.npz", x=np.zeros((1, 4)), y=np.zeros(1, int))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
+    assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(
+        "validation_split 0.2 of the 1 training samples of d.npz leaves none to train on; lower "
+        "data.validation_split, or use more samples")
