@@ -296,11 +296,14 @@ def npz_split_problem(spec: Spec, directory: Path) -> str | None:
     fraction = spec.data.validation_split if spec.data is not None else 0
     if not shapes or not fraction or not shapes.get("x"):
         return None
-    count = shapes["x"][0] if spec.data.limit is None else min(spec.data.limit, shapes["x"][0])
+    count = shapes["x"][0]
+    if spec.data.limit is not None and spec.data.limit <= count:
+        return None  # what data.limit keeps decides: checks.py says it
     if not count or held_out(count, fraction) < count:
         return None
+    fix = "lower data.validation_split" if count > 1 else "remove data.validation_split"
     return (f"validation_split {fraction} of the {count} training samples of {spec.data.path} "
-            "leaves none to train on; lower data.validation_split, or use more samples")
+            f"leaves none to train on; {fix}, or use more samples")
 
 
 def npz_names_problem(spec: Spec, directory: Path) -> str | None:
@@ -478,9 +481,13 @@ ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu"
 
 
 def _first_layout_reader(layers) -> str | None:
-    """The type of the first layer that reads the sample's axes (a flatten or a dense layer
-    makes the layout not matter)."""
-    return next((layer.type for layer in layers if layer.type not in ELEMENTWISE), None)
+    """The type of the first layer that reads the sample's axes (a flatten, a reshape to one
+    axis or a dense layer makes the layout not matter: "flatten" for them)."""
+    layer = next((layer for layer in layers if layer.type not in ELEMENTWISE), None)
+    if layer is None:
+        return None
+    flattens = layer.type == "dense" or layer.type == "reshape" and len(layer.shape) == 1
+    return "flatten" if flattens else layer.type
 
 
 def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
@@ -493,7 +500,7 @@ def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
     if (spec.data is None or spec.data.dataset != "npz" or shape is None
             or not isinstance(model, dict) or "input_shape" in model
             or len(shape) < 2 or not looks_channel_last(shape)
-            or _first_layout_reader(spec.model.layers) in ("flatten", "dense", None)):
+            or _first_layout_reader(spec.model.layers) in ("flatten", None)):
         return []
     channels, *rest = shape
     read = " x ".join(map(str, rest)) if len(rest) > 1 else f"length {rest[0]}"

@@ -66,13 +66,15 @@ def option(data_spec: Any, name: str, default: Any = None) -> Any:
 # --- checks shared by every loader ------------------------------------------------------------
 
 
-def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str) -> None:
-    """What a header tells: numbers, one row per sample, no empty sample."""
+def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str,
+                         array: str = "x") -> None:
+    """What a header tells: numbers, one row per sample, no empty sample. `array`: the npz
+    array that holds them."""
     if dtype.kind not in "biuf":
         raise DataError(f"{where}: features must be numbers, found dtype {dtype}")
     if len(shape) == 1 and shape[0]:  # one number a sample
         raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
-                        f"{list(shape)}; for one feature a sample save x[:, None]")
+                        f"{list(shape)}; for one feature a sample save {array}[:, None]")
     if len(shape) < 2 or shape[0] == 0:
         raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
                         f"{list(shape)}")
@@ -561,7 +563,7 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
     pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets
              in [("x", labels), *held_out_pairs(labels)] if features in headers]
     for features, _, where in pairs:
-        check_feature_layout(headers[features].shape, headers[features].dtype, where)
+        check_feature_layout(headers[features].shape, headers[features].dtype, where, features)
     names = [name for pair in pairs for name in pair[:2]]
     size = sum(headers[name].size_bytes for name in names)
     # Their samples once more in float32 at the least: the model's copies, made next, of the

@@ -947,6 +947,9 @@ def test_sensors_saved_last_are_warned_as_channels_last(tmp_path, x_shape, warne
         "layers: [", "layers: [{type: conv1d, filters: 2, kernel_size: 3}, {type: flatten}, "))
     stderr = assert_ok(invoke("validate", spec)).stderr
     assert ("numpy.moveaxis(x, -1, 1)" in stderr) == warned
+    flat = write(tmp_path / "f.yaml", SPEC.replace("INPUT", "").replace(  # a flattening reshape
+        "layers: [", f"layers: [{{type: reshape, shape: [{x_shape[1] * x_shape[2]}]}}, "))
+    assert "warning" not in assert_ok(invoke("validate", flat)).stderr
 
 
 def test_one_value_per_sample_and_too_few_samples_are_said_by_validate(tmp_path):
@@ -963,5 +966,15 @@ def test_one_value_per_sample_and_too_few_samples_are_said_by_validate(tmp_path)
     np.savez(tmp_path / "d.npz", x=np.zeros((1, 4)), y=np.zeros(1, int))
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
     assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(
-        "validation_split 0.2 of the 1 training samples of d.npz leaves none to train on; lower "
+        "validation_split 0.2 of the 1 training samples of d.npz leaves none to train on; remove "
         "data.validation_split, or use more samples")
+    np.savez(tmp_path / "d.npz", x=np.zeros((100, 4)), y=np.zeros(100, int))
+    limited = write(tmp_path / "l.yaml", SPEC.replace("INPUT", "").replace(
+        "validation_split: 0.2", "validation_split: 0.5, limit: 1"))
+    lines = invoke("validate", limited).stderr.splitlines()
+    assert len(lines) == 1 and "that data.limit keeps" in lines[0]  # said once (the review)
+    np.savez(tmp_path / "t.npz", x=np.zeros((12, 1)), y=np.arange(12) % 2, x_test=np.zeros(4),
+             y_test=np.arange(4) % 2)
+    spec = write(tmp_path / "t.yaml", SPEC.replace("INPUT", "").replace("d.npz", "t.npz"))
+    assert assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r2"),
+                                 "t.npz").endswith("save x_test[:, None]")
