@@ -470,14 +470,14 @@ def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
 
 CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
 CHANNEL_RATIO = 8  # and one eight times shorter than the others (9 sensors of 128 steps)
+ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus",
+               "identity", "step")  # layers that read no axis: the layout passes through them
 
 
 def looks_channel_last(shape) -> bool:
     """A sample shape whose last axis looks like channels: short against the others."""
     shorter = min(shape[:-1])
     return shape[-1] <= CHANNEL_LIKE < shorter or shape[-1] * CHANNEL_RATIO <= shorter
-ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus",
-               "identity", "step")  # layers that read no axis: the layout passes through them
 
 
 def _first_layout_reader(layers) -> str | None:

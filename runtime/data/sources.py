@@ -524,8 +524,8 @@ def read_npz_dataset(path: Path, limit: int | None = None,
     `limit`: data.limit, the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
-        left_out = {name for split in HELD_OUT_SPLITS if split not in splits
-                    for labels in ("y", "masks") for name in held_out_pairs(labels, (split,))[0]}
+        left_out = {f"{array}_{split}" for split in HELD_OUT_SPLITS if split not in splits
+                    for array in ("x", "y", "masks")}
         if left_out & set(headers):
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
                  "validation samples from x (a spec without it validates on x_val)")
