@@ -276,25 +276,28 @@ def _csv_header(file: Path) -> list[str] | None:
 
 
 def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
-    """What the data loader will refuse of a csv header or an npz's array names, at data.path:
-    said by every command that compiles a spec whose input_shape the file must give, and by
-    validate alone where input_shape is declared (predict and export of a run read no data)."""
-    problem = (csv_header_problem(source.spec, source.directory)
-               or npz_names_problem(source.spec, source.directory))
+    """What the data loader will refuse of a csv header, or of an npz's array names and
+    sample count (its headers, read once), where its message belongs: said by every command
+    that compiles a spec whose input_shape the file must give, and by validate alone where
+    input_shape is declared (predict and export of a run read no data)."""
+    spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
+    problem = csv_header_problem(spec, source.directory)
+    npz = data_file(spec, source.directory, ("npz",))
+    shapes = npz_shapes_or_none(npz) if npz is not None else None
+    if shapes is not None:
+        problem = _npz_names_problem(npz, shapes)
     if problem:
-        return [source.diagnostic(Origin("data.path", keys=("data", "path")), problem)]
-    too_few = npz_split_problem(source.spec, source.directory)
+        return [source.diagnostic(at_path, problem)]
+    too_few = _npz_split_problem(spec, shapes) if shapes is not None else None
     return [source.diagnostic(Origin("data.validation_split", keys=("data", "validation_split")),
                               too_few)] if too_few else []
 
 
-def npz_split_problem(spec: Spec, directory: Path) -> str | None:
+def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:
     """A validation split that leaves an npz's training samples none (its header's count),
     as training would refuse it."""
-    file = data_file(spec, directory, ("npz",))
-    shapes = npz_shapes_or_none(file) if file is not None else None
-    fraction = spec.data.validation_split if spec.data is not None else 0
-    if not shapes or not fraction or not shapes.get("x"):
+    fraction = spec.data.validation_split
+    if not fraction or not shapes.get("x"):
         return None
     count = shapes["x"][0]
     if spec.data.limit is not None and spec.data.limit <= count:
@@ -306,18 +309,14 @@ def npz_split_problem(spec: Spec, directory: Path) -> str | None:
             f"leaves none to train on; {fix}, or use more samples")
 
 
-def npz_names_problem(spec: Spec, directory: Path) -> str | None:
-    """The data loader's message for a readable npz data file without its arrays x and y, for
-    validate to say it rather than ask for input_shape."""
-    file = data_file(spec, directory, ("npz",))
-    names = npz_shapes_or_none(file) if file is not None else None
-    if names is None:
-        return None
-    x = names.get("x")
+def _npz_names_problem(file: Path, shapes: dict) -> str | None:
+    """The data loader's message for an npz data file without its arrays x and y, or whose x
+    holds one value a sample."""
+    x = shapes.get("x")
     if x is not None and len(x) == 1 and x[0]:  # as the loader says it (check_feature_layout)
         return (f"{file} (x): features must be [N, ...], one row per sample, got {list(x)}; for "
                 "one feature a sample save x[:, None]")
-    return npz_arrays_problem(file, names)
+    return npz_arrays_problem(file, shapes)
 
 
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:

@@ -446,7 +446,10 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
         mismatch = []  # said first: the layers' shape errors may follow from it
         try:
             source = load_spec(path, overrides)
-            mismatch = data_file_errors(source) or declared_shape_errors(source)
+            # with input_shape known (given, or read from the file) compiling does not read
+            # the file, and says nothing of it; without, it says these errors itself
+            known = source.spec.model.input_shape is not None
+            mismatch = (data_file_errors(source) if known else []) or declared_shape_errors(source)
             checked = check(source)
             diagnostics = (mismatch + checked.diagnostics
                            + _memory_warning(checked, limit, named)
@@ -454,9 +457,8 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
                            + _missing_generator_warning(checked)
                            + _missing_data_file_warning(checked))
             summary = checked.summary
-        except SpecError as error:  # the data file's errors once, where compiling met them
-            diagnostics = mismatch + [d for d in error.diagnostics if d not in mismatch]
-            summary = None
+        except SpecError as error:
+            diagnostics, summary = mismatch + error.diagnostics, None
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
         if len(specs) > 1:  # a --set argument's error: with which of the files

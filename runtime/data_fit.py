@@ -86,6 +86,10 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         raise DataFitError(f"{where}: samples have shape {list(data.input_shape)}, the model "
                            f"expects {list(expected)}; {_input_shape_fix(data, expected)}")
     outputs = model.lowered.logits.type.shape[1:]
+    # labels saved one-hot, integers or floats, for a vector output ([N, L] beside a conv1d's
+    # [C, L] are label maps)
+    if spec.loss.type in LABEL_LOSSES and len(outputs) == 1 and is_one_hot(data.train.y):
+        raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
     check_targets_fit(spec, data, outputs, where)
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
@@ -93,7 +97,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     maps = data.task == "segmentation"
     if maps:
         _check_label_maps(labels, where)
-    if training and (maps or _maps_of_positions(data, outputs)):
+    if training and (maps or maps_over(data.train.y.shape[1:], outputs[1:])):
         _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if training and _numbers_for_one_output(spec, model, data):
@@ -123,11 +127,10 @@ def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
     return labels
 
 
-def _maps_of_positions(data, outputs: tuple) -> bool:
-    """Whether each sample's targets are maps over the outputs' positions (their shape past
-    the channels): masks or counts to regress, of a fully convolutional model."""
-    spatial = tuple(outputs[1:])
-    targets = tuple(data.train.y.shape[1:])
+def maps_over(targets: tuple, spatial: tuple) -> bool:
+    """Whether targets of this shape per sample are maps over `spatial` positions (a sample's
+    or the outputs' shape past the channels): label maps, or masks and counts to regress."""
+    targets, spatial = tuple(targets), tuple(spatial)
     return bool(spatial) and len(targets) >= len(spatial) and targets[-len(spatial):] == spatial
 
 
@@ -270,8 +273,6 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     sample needs class scores [classes]."""
     if data.task == "regression" or spec.loss.type not in LABEL_LOSSES:
         return
-    if len(outputs) == 1 and is_one_hot(data.train.y):  # integers; floats: targets.py
-        raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])
     if spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs):

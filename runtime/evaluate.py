@@ -17,7 +17,8 @@ from nnrun.compiler.tables import byte_size
 from . import checkpoint as ckpt
 from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
 from .data import DataError, load_dataset
-from .data_fit import DataFitError, check_data_fits, targets_for_model, task_for_model
+from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
+                       task_for_model)
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
@@ -186,9 +187,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     if chosen is None:
         others = [name for name in ("val", "train") if name != split and getattr(data, name)]
         other = f"; evaluate with --split {others[0]}" if others else ""
-        hints = {"val": {"npz": "; set data.validation_split and train again (or add x_val "
-                                "and y_val to the file)"}.get(
-                     spec.data.dataset, "; set data.validation_split and train again"),
+        in_npz = " (or add x_val and y_val to the file)" if spec.data.dataset == "npz" else ""
+        hints = {"val": f"; set data.validation_split and train again{in_npz}",
                  "test": {"npz": "; add x_test and y_test to the file",
                           "csv": "; a csv dataset has none (an npz can hold x_test and y_test)"}
                  .get(spec.data.dataset, "")}
@@ -214,8 +214,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
 def _positions_labelled(split) -> bool:
     """Whether the labels are maps over the samples' spatial positions (segmentation)."""
-    spatial = split.x.shape[2:]
-    return bool(spatial) and split.y.ndim > 1 and tuple(split.y.shape[-len(spatial):]) == spatial
+    return maps_over(split.y.shape[1:], split.x.shape[2:])
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,

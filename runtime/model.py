@@ -223,15 +223,13 @@ class Model:
         a kernel, or worse, broadcast or index into a wrong result."""
         be = self.backend
         params = self._checked_params(params)
-        # The estimate counts the parameters, which the caller holds in host memory already
-        given = sum(value.nbytes for value in params.values())
         if isinstance(arrays["x"], np.ndarray) and arrays["x"].ndim:  # before its copy is made
-            self._check_memory(len(arrays["x"]), "y" in arrays, given)
+            self._check_memory(len(arrays["x"]), "y" in arrays, params)
         x = self.checked_x(arrays["x"])
         problem = not_finite_problem(x, after="as the model reads it")
         if problem:  # NaN out, and NumPy's warnings on the way: refused, as run.predict does
             raise ValueError(problem)
-        self._check_memory(len(x), "y" in arrays, given)
+        self._check_memory(len(x), "y" in arrays, params)
         feeds = {name: be.from_host(value) for name, value in params.items()}
         feeds["x"] = be.from_host(x)
         if "y" in arrays:
@@ -245,13 +243,14 @@ class Model:
             feeds["y"] = be.from_host(target)
         return feeds
 
-    def _check_memory(self, batch: int, gradients: bool, given: int = 0) -> None:
+    def _check_memory(self, batch: int, gradients: bool, params: dict) -> None:
         """MemoryLimitError, as the commands give, where a batch needs more memory than there
         is (NumPy's own MemoryError, or the kernel's out-of-memory kill, otherwise), checked
-        once per batch size, as a command checks once. `given`: the bytes of the estimate
-        held already (the caller's parameters)."""
+        once per batch size, as a command checks once. The estimate counts `params`, which the
+        caller holds in host memory already."""
         if (batch, gradients) in self._fitting_batches:
             return
+        given = sum(value.nbytes for value in params.values())
         needed = loss_and_grads_bytes(self, batch) if gradients \
             else estimate_bytes(self, batch, training=False)
         what = "loss_and_grads" if gradients else "forward"

@@ -30,8 +30,6 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "
                         f"as values; {loss} takes label maps, a whole number per position: "
                         f"{f'save {index}' if index else 'save one map per sample, as integers'}")
-    if loss in LABEL_LOSSES and len(output_shape) == 1 and is_one_hot(y):  # not [N, L] maps
-        raise DataError(one_hot_message(where, loss, y.shape[1]))
     if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if y.shape[1] == 1 and tuple(output_shape[1:]) != (1,):  # a column of class labels
