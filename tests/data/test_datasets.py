@@ -103,7 +103,7 @@ def test_unknown_dataset():
 # --- MNIST from the shared directory ---------------------------------------------------------
 
 
-def timed_load_under(name: str, limit_s: float, tries: int = 3, **fields):
+def timed_load_under(name: str, limit_s: float, tries: int = 5, **fields):
     """The fastest of a few loads: other jobs on a shared machine can stall any single one."""
     best = float("inf")
     for _ in range(tries):
