@@ -516,12 +516,11 @@ def _batch_axis_hint(field: str, error: dict) -> str:
 
 
 def _quote_hint(expectation: str, value: Any) -> str:
-    """`name: on` is true to YAML (1.1 reads on, off, yes and no as booleans), `name: 1.5` a
-    number: text that looks like either goes in quotes."""
+    """`name: true` is a yes/no value to YAML, `name: 1.5` a number: text that looks like either
+    goes in quotes."""
     if expectation != "a string" or not isinstance(value, (bool, int, float)):
         return ""
-    also = " (YAML reads on, off, yes and no as true and false)" if isinstance(value, bool) else ""
-    return f"; write it in quotes for the text{also}"
+    return "; write it in quotes for the text"
 
 
 def _colon_hint(value: Any) -> str:

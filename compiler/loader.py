@@ -450,7 +450,11 @@ class _Builder:
         if isinstance(node, SequenceNode):
             items = enumerate(node.value)
             return [self.construct(item, path + (index,), None) for index, item in items]
-        return self._scalar(node, path)
+        value = self._scalar(node, path)
+        if node.style is None and _readings_differ(node.value, value):
+            self.error(*_mark(node), path, _readings_message(node.value, value))
+            return None
+        return value
 
     def _count_node(self, node: Node) -> None:
         self._node_count += 1
@@ -573,7 +577,10 @@ class _Builder:
             return _INVALID_KEY  # unreadable; _scalar said why
         if not isinstance(key, str):
             # Every key of a spec is a field name; `~`, `1` or `yes` as a key is a slip.
-            self.error(*_mark(key_node), path, f"keys must be names; got {_yaml_text(key)}")
+            message = f"keys must be names; got {_yaml_text(key)}"
+            if key_node.style is None and _readings_differ(key_node.value, key):
+                message += f" ({key_node.value} to YAML 1.1): write {key_node.value!r} in quotes"
+            self.error(*_mark(key_node), path, message)
             return _INVALID_KEY
         return key
 
@@ -593,6 +600,55 @@ def _beyond_decimal_text(value: Any) -> bool:
     limit = sys.get_int_max_str_digits()
     return (isinstance(value, int) and limit > 0
             and value.bit_length() * math.log10(2) >= limit - 1)
+
+
+# PyYAML reads YAML 1.1; editors' language servers (and so `nnrun schema` in them) read YAML 1.2,
+# whose core schema reads a few plain scalars otherwise: `yes`, `on` (true to 1.1, text to 1.2),
+# `010` (8 to 1.1, 10 to 1.2), `1:30`, `1_000`, `0b11` (numbers to 1.1 only). Refused, so that a
+# spec means the same to both.
+_CORE_BOOLS = {text: text.lower() == "true" for text in ("true", "True", "TRUE", "false", "False",
+                                                          "FALSE")}
+_CORE_INT = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+")
+_CORE_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?"
+                         r"|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)")
+
+
+def _core_schema_value(text: str) -> Any:
+    """A plain scalar as YAML 1.2's core schema reads it (nulls and the text aside)."""
+    if text in _CORE_BOOLS:
+        return _CORE_BOOLS[text]
+    if _CORE_INT.fullmatch(text):
+        return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+    if _CORE_FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _readings_differ(text: str, value: Any) -> bool:
+    if not isinstance(value, (bool, int, float)):
+        return False  # text and null read alike; `5e-4` (text to 1.1) is the schema's concern
+    try:
+        core = _core_schema_value(text)
+    except ValueError:  # more digits than Python converts; refused as such elsewhere
+        return False
+    if isinstance(value, float) and isinstance(core, float) and math.isnan(value):
+        return not math.isnan(core)
+    return type(core) is not type(value) or core != value
+
+
+def _readings_message(text: str, value: Any) -> str:
+    core = _core_schema_value(text)
+    shown = _yaml_text(value)
+    if isinstance(value, bool):
+        return (f"{text} is {shown} to YAML 1.1 (PyYAML, nnrun) but text to YAML 1.2 (editors); "
+                f"write {shown}, or {text!r} in quotes for the text")
+    if isinstance(core, str):
+        how = ("base 60" if ":" in text else "digits grouped with _" if "_" in text
+               else "binary" if "0b" in text else "a signed hexadecimal number")
+        return (f"{text} is {shown} to YAML 1.1 ({how}) but text to YAML 1.2 (editors); write "
+                f"{shown}, or {text!r} in quotes for the text")
+    return (f"{text} is {shown} to YAML 1.1 (a leading 0 makes it octal) but {core} to YAML 1.2 "
+            f"(editors); write {shown} or {core} without the leading 0")
 
 
 def _lone_surrogate(value: Any) -> str | None:

@@ -574,7 +574,9 @@ REGRESSION_LOSSES = ("mse", "mae", "huber")
 
 
 class ScheduleBase(Strict):
-    warmup_epochs: NonNegativeInt = Field(0, description="linear warm-up from 0")
+    warmup_epochs: NonNegativeInt = Field(
+        0, description="epochs over which the rate rises per step from lr / (W * steps_per_epoch) "
+                       "to lr")
 
 
 class Constant(ScheduleBase):
@@ -658,7 +660,8 @@ Optimizer = tagged_union(Sgd, Adam, AdamW, RmsProp, Adagrad)
 
 class RandomShift(Strict):
     type: Literal["random_shift"]
-    max_shift: PositiveInt = Field(2, description="pixels, each direction, zero fill")
+    max_shift: PositiveInt = Field(
+        2, description="pixels, each direction; the background (a raw 0, normalised) fills in")
 
 
 class RandomFlip(Strict):
@@ -676,7 +679,9 @@ class RandomCrop(Strict):
     size: IntOrPair | None = Field(
         None, description="crop size, int or [h, w]; must be the samples' own size (the default), "
                           "so that training and test samples keep one shape")
-    padding: NonNegGeometryInt = Field(2, description="zeros added on each side before cropping")
+    padding: NonNegGeometryInt = Field(
+        2, description="pixels of background (a raw 0, normalised) added on each side before "
+                       "cropping")
 
 
 class RandomRotation(Strict):
@@ -865,11 +870,103 @@ def run_name_problem(name: str) -> str | None:
 def spec_json_schema() -> dict:
     """The JSON Schema of the spec language, as `nnrun schema` prints it for editors."""
     document = _standard_bounds(Spec.model_json_schema())
+    _add_help(document)
     _add_what_the_validators_check(document)
     _numbers_also_as_text(document)
     document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     document["title"] = "nnrun spec (version 1)"
     return document
+
+
+# What editors show for the fields without a description of their own (by field name, or
+# "Model.field" where a name means different things), as docs/spec-reference.md words it.
+_FIELD_HELP = {
+    "version": "the spec language's version: 1",
+    "seed": "all randomness derives from it: initial weights, validation split, shuffling, "
+            "dropout, augmentation",
+    "dtype": "parameters, activations and data",
+    "data": "the dataset, its split and preprocessing; required by train",
+    "model": "input shape, default initializer, layers",
+    "loss": "what training minimises",
+    "optimizer": "the update rule, its learning rate and schedule",
+    "train": "epochs, batch size, metrics, early stopping, pruning",
+    "limits": "budgets that nnrun validate enforces",
+    "validation_split": "fraction of the training set held out for validation (val_* metrics); "
+                        "0 = none",
+    "normalize": "none, scale (raw / max) or standard (per-channel mean and std of the "
+                 "training split)",
+    "augment": "applied to training batches only, in order",
+    "Model.init": "default weight initializer of dense and conv layers",
+    "init": "weight initializer; default model.init",
+    "layers": "the layers in order; each takes the previous one's output unless it names inputs",
+    "activation": "applied to the layer's output; none by default",
+    "use_bias": "add a learned bias per output feature or channel",
+    "bias_init": "bias initializer",
+    "stride": "step of the kernel along each spatial axis",
+    "dilation": "spacing of the kernel's taps",
+    "padding": "int or [h, w] padded on each side, at most half the window",
+    "eps": "added to the denominator, for stability",
+    "BatchNorm.eps": "added to the variance",
+    "lr": "learning rate",
+    "momentum": "fraction of the previous update kept (0: plain)",
+    "nesterov": "Nesterov's momentum (needs momentum > 0)",
+    "weight_decay": "L2 penalty coefficient (decoupled from the gradient for adamw)",
+    "beta1": "decay of the gradient's running mean",
+    "beta2": "decay of the squared gradient's running mean",
+    "alpha": "decay of the squared gradient's running mean",
+    "schedule": "how the learning rate changes during training; constant by default",
+    "StepSchedule.gamma": "factor applied every step_epochs epochs",
+    "Exponential.gamma": "factor applied every epoch",
+    "step_epochs": "epochs between two multiplications by gamma",
+    "min_lr": "the rate at the end of training",
+    "delta": "where the loss turns from squared to linear",
+    "label_smoothing": "share of the target spread evenly over all classes (PyTorch's "
+                       "smoothing)",
+    "k": "a sample counts when its label is among the k highest outputs",
+    "axis": "horizontal (along the width) or vertical (along the height, 2-D samples only)",
+    "std": "standard deviation of the noise added to each input value",
+    "epochs": "passes over the training set",
+    "batch_size": "samples per step; the last batch of an epoch may be smaller",
+    "shuffle": "a new order of the training set each epoch (seeded by seed and the epoch)",
+    "early_stopping": "stop when a monitored metric stops improving",
+    "pruning": "magnitude pruning of weights up to a target sparsity",
+    "patience": "stop after this many epochs without improvement",
+    "min_delta": "an improvement must exceed it",
+    "mode": "min, max, or auto: min when the name contains loss, mae or mse",
+    "restore_best": "the run's model is the best epoch's weights (false: the last epoch's)",
+    "target_sparsity": "fraction of weights set to zero by end_epoch",
+    "start_epoch": "first epoch of pruning",
+    "end_epoch": "epoch by which target_sparsity is reached; default the last",
+    "max_params": "all parameters, trainable and not",
+    "max_train_memory_mb": "MiB at train.batch_size, as nnrun summary estimates it",
+}
+
+
+def _add_help(document: dict) -> None:
+    """A description for every field pydantic left without one, and the default of a field
+    built by a factory (pydantic leaves such defaults out), as its short form where it has one."""
+    models = {"Spec": document, **document["$defs"]}
+    for model_name, model in models.items():
+        for field_name, field in model.get("properties", {}).items():
+            if field_name == "type":
+                continue
+            help_text = _FIELD_HELP.get(f"{model_name}.{field_name}", _FIELD_HELP.get(field_name))
+            if "description" not in field and help_text:
+                field["description"] = help_text
+    for model_name, fields in _FACTORY_DEFAULTS.items():
+        for field_name, default in fields.items():
+            models[model_name]["properties"][field_name].setdefault("default", default)
+
+
+_FACTORY_DEFAULTS = {
+    "Spec": {"loss": "cross_entropy", "optimizer": {"type": "sgd"}, "train": {}},
+    "Data": {"augment": []},
+    "Model": {"init": "xavier_uniform"},
+    **{layer: {"bias_init": "zeros"} for layer in ("Dense", "Conv1d", "Conv2d", "Conv1dTranspose",
+                                                   "Conv2dTranspose")},
+    **{optimizer: {"schedule": "constant"} for optimizer in ("Sgd", "Adam", "AdamW", "RmsProp",
+                                                             "Adagrad")},
+}
 
 
 # A number as text: what PyYAML (YAML 1.1) leaves a string, `2.0e6` or `5e-4` (no dot, or an

@@ -338,7 +338,7 @@ def test_a_key_that_is_not_a_name_is_an_error_at_the_key(key, shown):
     """`~: x` was reported at 1:1 as pydantic's "Keys should be strings (got null)"."""
     diagnostic = only_error(f"model:\n  layers: []\ndata:\n  dataset: xor\n  {key}: x\n")
     assert (diagnostic.line, diagnostic.col) == (5, 3)
-    assert diagnostic.message == f"keys must be names; got {shown}"
+    assert diagnostic.message.startswith(f"keys must be names; got {shown}")
     assert diagnostic.where == "data"
 
 

@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from nnrun.compiler import schema
 from nnrun.compiler.diagnostics import SpecError
@@ -124,6 +125,53 @@ def test_yaml_booleans_are_not_numbers():
         (8, 28, "'lr' must be a number, got true"),
         (9, 7, "'seed' must be an integer, got false"),
     }
+
+
+YAML_11_ONLY = """\
+name: on
+model:
+  input_shape: [4]
+  layers:
+    - {type: dense, units: 010, use_bias: yes}
+    - {type: dense, units: 3}
+train: {epochs: 1:30, shuffle: off, batch_size: 1_000}
+optimizer: {type: sgd, lr: 0.1, momentum: 0b1}
+"""
+
+
+def test_plain_values_yaml_1_1_and_1_2_read_apart_are_errors_with_both_readings():
+    """PyYAML read `use_bias: yes` as true and `epochs: 010` as 8, where an editor (YAML 1.2)
+    reads the text 'yes' and 10: the spec validated and meant something else in the editor."""
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(YAML_11_ONLY, "yaml11.yaml")
+    found = {(d.line, d.col): d.message for d in raised.value.diagnostics}
+    assert set(found) == {(1, 7), (5, 28), (5, 43), (7, 17), (7, 32), (7, 49), (8, 43)}
+    assert found[1, 7] == ("on is true to YAML 1.1 (PyYAML, nnrun) but text to YAML 1.2 "
+                           "(editors); write true, or 'on' in quotes for the text")
+    assert found[5, 28] == ("010 is 8 to YAML 1.1 (a leading 0 makes it octal) but 10 to YAML "
+                            "1.2 (editors); write 8 or 10 without the leading 0")
+    assert "yes is true to YAML 1.1" in found[5, 43] and "write true" in found[5, 43]
+    assert found[7, 17].startswith("1:30 is 90 to YAML 1.1 (base 60) but text to YAML 1.2")
+    assert "off is false" in found[7, 32] and "write false" in found[7, 32]
+    assert "write 1000, or '1_000' in quotes" in found[7, 49]
+    assert "0b1 is 1 to YAML 1.1 (binary)" in found[8, 43]
+
+
+@pytest.mark.parametrize("text", ["true", "False", "0", "07", "-3", "0x1F", "1.5", "-.5", "1.",
+                                  "1.0e+5", ".inf", "-.Inf", ".nan", "2.0e-3"])
+def test_plain_values_both_yaml_versions_read_alike_stay_accepted(text):
+    from nnrun.compiler.loader import _readings_differ
+
+    assert not _readings_differ(text, yaml.safe_load(text))
+
+
+def test_a_yaml_1_1_boolean_as_a_key_is_told_to_quote_it():
+    with pytest.raises(SpecError) as raised:
+        load_spec_text("model: {input_shape: [4], layers: [{type: dense, units: 2}]}\non: 3\n",
+                       "key.yaml")
+    [diagnostic] = raised.value.diagnostics
+    assert diagnostic.message == ("keys must be names; got true (on to YAML 1.1): write 'on' in "
+                                  "quotes")
 
 
 def test_permute_features_still_takes_a_boolean_or_a_seed():
