@@ -44,8 +44,10 @@ def _ignore_signals_from_here() -> None:
 def _load_with_signals_noted() -> int | None:
     """Imports nnrun.cli with SIGINT and SIGTERM only noted: raised inside an import, pydantic
     would wrap them in its own error. A second signal stops at once. Afterwards, until training
-    installs its own handling (InterruptGuard, which puts this back after), SIGTERM raises as
-    Ctrl-C does, so that the commands' error handling says it in one line."""
+    installs its own handling (InterruptGuard, which puts this back after), both raise and are
+    noted (raise_on_signal), so that the commands' error handling says them in one line even
+    where a library swallowed or wrapped the exception (a Ctrl-C in pydantic's schema
+    building was an internal error, exit 70)."""
     if threading.current_thread() is not threading.main_thread():  # only it may set handlers
         import nnrun.cli  # noqa: F401
         return None
@@ -63,6 +65,6 @@ def _load_with_signals_noted() -> int | None:
     except (KeyboardInterrupt, Interrupted) as interrupt:  # a second signal
         received.append(getattr(interrupt, "signal_number", signal.SIGINT))
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, raise_on_signal)
+        for number in HANDLED:
+            signal.signal(number, raise_on_signal)
     return received[0] if received else None

@@ -37,9 +37,10 @@ _NOTED: list[int] = []  # the signals raise_on_signal raised on, in this process
 
 
 def raise_on_signal(number: int, frame) -> None:
-    """The command line's handler between its imports and training (entry.py): SIGTERM stops
-    at once, as Ctrl-C does. Noted too: a library may swallow the exception or wrap it in its
-    own (pydantic building a validator), and the signal must still stop the command."""
+    """The command line's handler of SIGTERM and SIGINT between its imports and training
+    (entry.py): the command stops at once. Noted too: a library may swallow the exception or
+    wrap it in its own (pydantic building a validator), and the signal must still stop the
+    command."""
     _NOTED.append(number)
     raise Interrupted(number)
 
