@@ -151,7 +151,13 @@ def csv_columns(header_line: str) -> list[str]:
     may hold a comma, as the csv module reads it)."""
     import csv
 
-    row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
+    # The line is in memory already: the csv module's limit on a field (131,072 characters, an
+    # exception past it) guards nothing here.
+    limit = csv.field_size_limit(max(csv.field_size_limit(), len(header_line)))
+    try:
+        row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
+    finally:
+        csv.field_size_limit(limit)
     return [column.strip() for column in row] or [""]
 
 

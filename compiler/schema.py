@@ -309,6 +309,16 @@ def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _no_nul(path: str) -> str:
+    """No file system takes a NUL in a name; Python's path calls raise on one."""
+    if "\0" in path:
+        raise ValueError("no file name holds a NUL character (\\0); write the file's name")
+    return path
+
+
+FilePath = Annotated[str, AfterValidator(_no_nul)]
+
+
 WEIGHTS_HELP = ("initial weight values, nested lists in nnrun's layout: dense [in, out] (the "
                 "transpose of the course's w_jk), conv [filters, in_channels, *kernel]")
 BIAS_HELP = "initial bias values, one per unit (filter)"
@@ -356,7 +366,7 @@ class Dense(LayerBase):
     weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
     bias: GivenBias | None = Field(None, min_length=1, description=BIAS_HELP)
-    init_from: str | None = Field(None, description=INIT_FROM_HELP)
+    init_from: FilePath | None = Field(None, description=INIT_FROM_HELP)
 
     _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
 
@@ -376,7 +386,7 @@ class ConvBase(LayerBase):
     weights: GivenWeights | None = Field(
         None, description=WEIGHTS_HELP)
     bias: GivenBias | None = Field(None, min_length=1, description=BIAS_HELP)
-    init_from: str | None = Field(None, description=INIT_FROM_HELP)
+    init_from: FilePath | None = Field(None, description=INIT_FROM_HELP)
 
     _given_values = field_validator("weights", "bias", "init_from")(_check_given_value)
 
@@ -698,7 +708,8 @@ DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 class Data(Strict):
     dataset: DatasetName = Field("digits", description="which dataset (digits: embedded, no "
                                  "download)")  # type: ignore[valid-type]
-    path: str | None = Field(None, description="npz/csv file, or IDX directory; relative to the spec")
+    path: FilePath | None = Field(None, description="npz/csv file, or IDX directory; relative to "
+                                                        "the spec")
     validation_split: Float = Field(0.0, ge=0.0, lt=1.0)
     normalize: Literal["none", "scale", "standard"] = "standard"
     permute_features: Bool | NonNegativeInt = Field(
@@ -737,7 +748,7 @@ class Model(Strict):
     )
     init: Initializer = Field(default_factory=lambda: XavierUniform(type="xavier_uniform"))
     layers: list[Layer] = Field(min_length=1)
-    init_from: str | None = Field(
+    init_from: FilePath | None = Field(
         None, description=".npz file (relative to the spec) of initial values by parameter name "
                           "(dense_1.weight, or a checkpoint's params/dense_1.weight); the "
                           "parameters it does not name start from their initializers")

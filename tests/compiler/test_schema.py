@@ -313,3 +313,19 @@ def test_top_k_on_one_output_is_warned():
     assert warning.severity == "warning" and warning.line == 4
     assert "the model has one output (its top is always class 0); use accuracy" in \
         warning.message
+
+
+@pytest.mark.parametrize("where", ["data", "model", "layer"])
+def test_a_nul_in_a_file_path_is_refused_at_the_field(where):
+    """`data.path: "a\\0b"` passed validate with a warning and train, trace, diff and resume
+    ended in Python's ValueError (embedded null byte), exit 70."""
+    data = 'data: {dataset: npz, path: "a\\0b"}\n' if where == "data" else "data: {dataset: xor}\n"
+    model_field = ', init_from: "w\\0.npz"' if where == "model" else ""
+    layer_field = ', init_from: "w\\0.npz"' if where == "layer" else ""
+    text = (f"{data}model: {{input_shape: [2]{model_field}, layers: [{{type: dense, units: 2"
+            f"{layer_field}}}]}}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "nul.yaml")
+    [diagnostic] = raised.value.diagnostics
+    assert "no file name holds a NUL character" in diagnostic.message
+    assert diagnostic.line == (1 if where == "data" else 2)

@@ -498,6 +498,17 @@ def test_csv_label_column_anywhere(tmp_path):
     assert dataset.input_shape == (2,)
 
 
+
+def test_a_column_name_past_the_csv_modules_field_limit_is_read(tmp_path):
+    """A header name of 140,000 characters was the csv module's "field larger than field
+    limit (131072)", an internal error (exit 70) in validate and train."""
+    import csv
+
+    (tmp_path / "d.csv").write_text("a" * 140_000 + ",label\n1,0\n3,1\n")
+    dataset = load("csv", spec_dir=tmp_path, path="d.csv", normalize="none")
+    assert dataset.train.x.tolist() == [[1], [3]]
+    assert csv.field_size_limit() == 131_072  # the module's limit left as it was
+
 def test_a_quoted_column_name_may_hold_a_comma(tmp_path):
     """The header was split at every comma: "a,x" made 4 columns of 3."""
     (tmp_path / "d.csv").write_text('"a,x",b,label\n1,2,0\n3,4,1\n')
