@@ -418,12 +418,25 @@ def _remedy(path: Path) -> str:
 def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
                            torn: bool) -> None:
     """Going on without them would leave a history of the later epochs only."""
-    missing = sorted(set(range(1, through_epoch + 1)) - {row["epoch"] for row in rows})
+    missing = _missing_ranges(sorted({row["epoch"] for row in rows}), through_epoch)
     if missing:
         how = " (its last line is torn)" if torn else ""
         raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}{how}, which "
                                 f"{LAST} has trained; restore it from a backup, or start a new "
                                 "run with another --out")
+
+
+def _missing_ranges(present: list[int], through_epoch: int) -> list[tuple[int, int]]:
+    """The runs of epochs 1..through_epoch not in `present` (sorted), as (first, last): by
+    ranges, since a damaged checkpoint may claim an epoch far past any run (10^15)."""
+    missing, expected = [], 1
+    for epoch in [*present, through_epoch + 1]:
+        if epoch > through_epoch + 1:
+            break
+        if epoch > expected:
+            missing.append((expected, epoch - 1))
+        expected = max(expected, epoch + 1)
+    return missing
 
 
 def _refuse_repeated_epochs(path: Path, rows: list[dict]) -> None:
@@ -456,12 +469,11 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _epochs(numbers: list[int]) -> str:
-    if len(numbers) == 1:
-        return f"epoch {numbers[0]}"
-    if numbers[-1] - numbers[0] == len(numbers) - 1:
-        return f"epochs {numbers[0]}-{numbers[-1]}"
-    return "epochs " + ", ".join(map(str, numbers))
+def _epochs(ranges: list[tuple[int, int]]) -> str:
+    if ranges == [(ranges[0][0], ranges[0][0])]:
+        return f"epoch {ranges[0][0]}"
+    return "epochs " + ", ".join(f"{first}-{last}" if last > first else f"{first}"
+                                 for first, last in ranges)
 
 
 def _json_or_none(line: str):

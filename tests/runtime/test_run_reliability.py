@@ -548,6 +548,24 @@ def test_metrics_without_the_rows_of_the_checkpoints_epochs_are_refused(trained,
     assert files_of(trained) == before
 
 
+
+def test_a_checkpoint_claiming_an_epoch_far_past_its_rows_is_refused_at_once(trained, spec):
+    """A hostile file's meta, consistent in itself at epoch 10^15: the check of the missing
+    rows built a set of every epoch, gigabytes, deaf to SIGTERM until memory ran out."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    epoch = 10**15
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()},
+                    {**meta, "epoch": epoch, "step": epoch,
+                     "rng": {**meta["rng"], "next_epoch": epoch + 1}})
+    before = files_of(trained)
+    started = time.perf_counter()
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                                        "--quiet"), trained / "metrics.jsonl")
+    assert time.perf_counter() - started < 30
+    assert "lacks the rows of epochs 3-1000000000000000, which last.npz has trained" in line
+    assert files_of(trained) == before
+
 @pytest.mark.parametrize("order", [[0, 1, 0, 1], [1, 0]])
 def test_metrics_whose_epochs_repeat_or_go_back_are_refused(trained, spec, order):
     """A metrics.jsonl joined to itself (epochs 1, 2, 1, 2): the resume went on to 1, 2, 1, 2, 3."""
