@@ -30,9 +30,21 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     """`preprocessing` replaces what would be fitted on the training split (a run's stored one);
     `sample_shape`, what it was fitted to: samples of another shape are refused before it;
     `ignore_index`, the loss's: a label a user's file may hold besides the classes."""
-    raw = load_raw(data_spec, Path(spec_dir), ignore_index)
     path = option(data_spec, "path")
     where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
+    try:
+        return _load(data_spec, Path(spec_dir), seed, dtype, preprocessing, sample_shape,
+                     ignore_index, where)
+    except MemoryError:  # past the checks of the declared sizes: temporaries, other processes
+        raise DataError(f"{where}: out of memory while loading the data and making its copies "
+                        "in the model's dtype; use fewer samples (a smaller file, or "
+                        "data.limit), or run where more memory is free") from None
+
+
+def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
+          preprocessing: Preprocessing | None, sample_shape: tuple | None,
+          ignore_index: int | None, where: str) -> Dataset:
+    raw = load_raw(data_spec, spec_dir, ignore_index)
     if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):
         raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
                         f"trained on {list(sample_shape)}; the file has changed since training "

@@ -566,16 +566,16 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
         check_feature_layout(headers[features].shape, headers[features].dtype, where, features)
     names = [name for pair in pairs for name in pair[:2]]
     size = sum(headers[name].size_bytes for name in names)
-    # Their samples once more in float32 at the least: the model's copies, made next, of the
-    # training samples data.limit keeps and of the held-out splits
-    copies = sum(_kept(headers[features].shape, limit if features == "x" else None)
-                 for features, _, _ in pairs) * 4
+    # The copies made next: every label as a 64-bit number (class indices, or targets), and
+    # in float32 at the least the training samples data.limit keeps and the held-out splits'
+    copies = sum(_kept(headers[features].shape, limit if features == "x" else None) * 4
+                 + math.prod(headers[targets].shape) * 8 for features, targets, _ in pairs)
     available, source = available_memory()
     if size + copies > available:
-        raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their samples take "
-                        f"{byte_size(copies)} more as float32, over the {byte_size(available)} "
-                        f"available ({source}); the file is damaged or too big for this "
-                        "machine: save fewer samples in it")
+        raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their copies take "
+                        f"{byte_size(copies)} more (samples as float32, labels as 64-bit "
+                        f"numbers), over the {byte_size(available)} available ({source}); the "
+                        "file is damaged or too big for this machine: save fewer samples in it")
     for features, targets, where in pairs:
         count, label_shape = headers[features].shape[0], headers[targets].shape
         if label_shape and label_shape[0] != count:  # a single value is reported later

@@ -961,8 +961,9 @@ def test_an_npz_whose_samples_would_not_fit_as_float32_is_refused_with_the_figur
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "3MB")
     with pytest.raises(DataError) as excinfo:
         load("npz", spec_dir=tmp_path, path="u8.npz")
-    one_line_error(excinfo, "its arrays declare 1.01 MB, and their samples take 4.00 MB more as "
-                   "float32, over the 3.00 MB available (NNRUN_MEMORY_LIMIT)", "save fewer samples")
+    one_line_error(excinfo, "its arrays declare 1.01 MB, and their copies take 4.01 MB more "
+                   "(samples as float32, labels as 64-bit numbers), over the 3.00 MB available "
+                   "(NNRUN_MEMORY_LIMIT)", "save fewer samples")
     # data.limit keeps the first samples: only those are copied (the second review)
     assert len(load("npz", spec_dir=tmp_path, path="u8.npz", limit=100).train.x) == 100
 
@@ -1024,3 +1025,21 @@ def test_a_mirror_is_an_http_url(tmp_path):
     with pytest.raises(DataError) as excinfo:
         fetch_dataset("mnist", tmp_path / "out", mirrors=["ftp://127.0.0.1:9/"])
     one_line_error(excinfo, "is not an http(s) URL")
+
+
+def test_running_out_of_memory_while_loading_names_the_data_and_its_fix(tmp_path, monkeypatch):
+    """Past the check of the declared sizes (an npz's int8 labels copied as int64 were not
+    counted), NumPy's MemoryError came out as 'out of memory; lower the batch size or the
+    model size', naming no file (the hostile-files audit)."""
+    from nnrun.runtime import data
+
+    write_npz(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.zeros(8, np.int8))
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(data, "load_raw", out_of_memory)
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="d.npz")
+    one_line_error(excinfo, str(tmp_path / "d.npz"), "out of memory while loading the data",
+                   "use fewer samples")
