@@ -170,11 +170,19 @@ def no_label_column(path, header: list[str]) -> str:
                 f"them by commas: save it so (pandas.read_csv(path, sep={separator!r})"
                 ".to_csv(path, index=False))")
     if all(is_number(name) for name in header):
-        return (f"{path}: the first row holds numbers ({', '.join(header[:4])}"
-                f"{', ...' if len(header) > 4 else ''}), not column names; begin the file with "
-                "a header row that names the columns, the targets' `label`")
-    return (f"{path}: no `label` column in the header row ({', '.join(header)}); name the "
-            "targets' column `label`")
+        return (f"{path}: the first row holds numbers ({_first_names(header)}), not column "
+                "names; begin the file with a header row that names the columns, the targets' "
+                "`label`")
+    close = [name for name in header if name.lower().strip("_ ") in ("label", "labels")]
+    return (f"{path}: no `label` column in the header row ({_first_names(header)}); name the "
+            f"targets' column `label`" + (f" (is it {close[0]!r}?)" if close else ""))
+
+
+def _first_names(header: list[str], count: int = 6, width: int = 24) -> str:
+    """A few of the header's names, each shortened: enough to recognise the file, and no
+    more of a file that is no csv (`/proc/self/environ` named by a hostile spec) in a log."""
+    names = [name if len(name) <= width else name[:width - 3] + "..." for name in header[:count]]
+    return ", ".join(names) + (", ..." if len(header) > count else "")
 
 
 def npz_arrays_problem(path, names) -> str | None:

@@ -509,6 +509,22 @@ def test_a_column_name_past_the_csv_modules_field_limit_is_read(tmp_path):
     assert dataset.train.x.tolist() == [[1], [3]]
     assert csv.field_size_limit() == 131_072  # the module's limit left as it was
 
+
+def test_a_file_without_a_label_column_is_shown_in_a_few_short_names(tmp_path):
+    """The whole header row was echoed: a hostile spec's data.path of /proc/self/environ
+    printed the environment into the error (and a CI log). A name that is `label` but for its
+    case or an s is pointed at."""
+    (tmp_path / "env.csv").write_text(",".join(f"SECRET_{i}=" + "x" * 40 for i in range(9))
+                                      + "\n1,2,3,4,5,6,7,8,9\n")
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path="env.csv")
+    message = one_line_error(excinfo, "no `label` column in the header row (SECRET_0=xxxxxxxxxxxx..., ")
+    assert message.count("SECRET_") == 6 and "x" * 22 not in message and "..., ...)" in message
+    (tmp_path / "case.csv").write_text("a,Labels\n1,0\n")
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path="case.csv")
+    one_line_error(excinfo, "name the targets' column `label` (is it 'Labels'?)")
+
 def test_a_quoted_column_name_may_hold_a_comma(tmp_path):
     """The header was split at every comma: "a,x" made 4 columns of 3."""
     (tmp_path / "d.csv").write_text('"a,x",b,label\n1,2,0\n3,4,1\n')
