@@ -518,7 +518,8 @@ def test_a_file_without_a_label_column_is_shown_in_a_few_short_names(tmp_path):
                                       + "\n1,2,3,4,5,6,7,8,9\n")
     with pytest.raises(DataError) as excinfo:
         load("csv", spec_dir=tmp_path, path="env.csv")
-    message = one_line_error(excinfo, "no `label` column in the header row (SECRET_0=xxxxxxxxxxxx..., ")
+    message = one_line_error(excinfo, "no `label` column in the header row "
+                             "(SECRET_0=xxxxxxxxxxxx..., ")
     assert message.count("SECRET_") == 6 and "x" * 22 not in message and "..., ...)" in message
     (tmp_path / "case.csv").write_text("a,Labels\n1,0\n")
     with pytest.raises(DataError) as excinfo:
