@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import random
 import warnings
 from collections import Counter
@@ -368,6 +369,10 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
     if explicit and directory.exists() and not directory.is_dir():
         raise DataError(f"{name}: {directory} is not a directory; data.path of {name} names the "
                         "directory that holds its four IDX files")
+    odd = next((path for path in (directory / f"{missing}.gz", directory / missing)
+                if os.path.lexists(path)), None)  # a directory, FIFO, device or broken link
+    if odd is not None:
+        raise DataError(f"{name}: {odd} is not a regular file; put the IDX file itself there")
     if explicit:
         raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
                         f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")

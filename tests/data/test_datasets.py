@@ -139,6 +139,19 @@ def test_checksum_table_accepts_the_shared_mnist_files(shared_data):
 # --- IDX files -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_an_idx_file_that_is_not_a_regular_file_is_named_so(tmp_path, make_mnist_like, kind,
+                                                           isolated_home):
+    """A FIFO or a directory in an IDX file's place was reported 'not found'."""
+    make_mnist_like(tmp_path / "digits28", compress=True)
+    odd = tmp_path / "digits28" / "t10k-labels-idx1-ubyte.gz"
+    odd.unlink()
+    odd.mkdir() if kind == "directory" else os.mkfifo(odd)
+    with pytest.raises(DataError) as excinfo:
+        load("mnist", spec_dir=tmp_path, path="digits28")
+    one_line_error(excinfo, f"{odd} is not a regular file; put the IDX file itself there")
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_idx_directory_from_data_path(tmp_path, make_mnist_like, compress, isolated_home):
     make_mnist_like(tmp_path / "data" / "digits28", compress=compress)
