@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,9 @@ def _spec_name(path: Path) -> str | None:
 def _rows(path: Path, required: bool) -> list[dict]:
     if not path.is_file():
         if required:
-            raise PlotError(not_a_run_directory(path.parent, f"no {path.name}"))
+            why = (f"{path.name} is not a regular file" if os.path.lexists(path)
+                   else f"no {path.name}")
+            raise PlotError(not_a_run_directory(path.parent, why))
         return []
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import os
 import sys
 from pathlib import Path
 
@@ -127,6 +128,9 @@ def test_a_regression_run_plots_its_mae_and_names_only_what_it_has(tmp_path):
 def test_a_directory_without_metrics(tmp_path):
     result = CliRunner().invoke(main, ["plot", str(tmp_path), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "no metrics.jsonl" in result.output
+    os.mkfifo(tmp_path / "metrics.jsonl")  # was "no metrics.jsonl" too
+    result = CliRunner().invoke(main, ["plot", str(tmp_path), "--out", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "metrics.jsonl is not a regular file" in result.output
 
 
 def test_without_matplotlib_one_line_names_the_extra(runs, tmp_path, monkeypatch):
