@@ -4,8 +4,8 @@ extra."""
 from __future__ import annotations
 
 import logging
-import shutil
 import os
+import shutil
 import sys
 from pathlib import Path
 
