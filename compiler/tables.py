@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 from rich.box import Box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -20,15 +21,28 @@ def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...]
                width: int | None = None, whole: tuple[int, ...] = ()) -> str:
     """The table as text; columns in `right` are right-aligned (numbers). Without a width (not
     a terminal) it keeps its natural width; with one, long cells wrap inside their column,
-    except in the columns `right` and `whole` (shapes), which the other columns make room for."""
+    except in the columns `right` and `whole` (shapes), which the other columns make room for,
+    down to FOLDED_WIDTH. A terminal narrower than that gets the table at its natural width
+    (the terminal wraps its lines), never cropped numbers or names."""
     table = Table(box=ASCII_HEAD_RULE, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style=None)
+    least = []
     for index, header in enumerate(headers):
+        whole_cells = index in right or index in whole
+        natural = max(cell_len(line) for text in [header, *(row[index] for row in rows)]
+                      for line in text.splitlines() or [""])
+        least.append(natural if whole_cells else min(natural, FOLDED_WIDTH))
         table.add_column(header, justify="right" if index in right else "left", overflow="fold",
-                         no_wrap=index in right or index in whole)
+                         no_wrap=whole_cells, min_width=least[-1])
     for row in rows:
         table.add_row(*row)
+    if width is not None and width < sum(least) + COLUMN_GAP * (len(headers) - 1):
+        width = None  # as when piped: folded names would not make it fit
     return render(table, width)
+
+
+FOLDED_WIDTH = 5  # a wrapping column is never narrower: names folded finer are unreadable
+COLUMN_GAP = 2  # the spaces between two columns (ASCII_HEAD_RULE, padding 1 on each side)
 
 
 def render(renderable, width: int | None = None) -> str:
