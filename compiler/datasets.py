@@ -11,6 +11,7 @@ import importlib.util
 import itertools
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -135,6 +136,12 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
 CSV_ENCODING = "utf-8-sig"
 
 
+def kernel_file(path: Path) -> bool:
+    """A file of /proc or /sys: the kernel's state as text (/proc/self/environ holds the
+    environment), never a dataset; reading it only to quote it in an error would leak it."""
+    return Path(os.path.realpath(path)).parts[1:2] in (("proc",), ("sys",))
+
+
 def csv_header_line(handle) -> str:
     """A csv dataset's header row: its first line with more than a comment (text after `#`, as
     np.loadtxt reads the rows) or blanks, without its comment ("" for a file of none)."""
@@ -146,18 +153,23 @@ def csv_text(line: str) -> str:
     return line.split("#", 1)[0]
 
 
+_CSV_LIMIT_LOCK = threading.Lock()
+
+
 def csv_columns(header_line: str) -> list[str]:
     """The column names of a csv dataset's header row (names may be quoted, and a quoted name
     may hold a comma, as the csv module reads it)."""
     import csv
 
     # The line is in memory already: the csv module's limit on a field (131,072 characters, an
-    # exception past it) guards nothing here.
-    limit = csv.field_size_limit(max(csv.field_size_limit(), len(header_line)))
-    try:
-        row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
-    finally:
-        csv.field_size_limit(limit)
+    # exception past it) guards nothing here. The limit is the process's: raised and put back
+    # by one thread at a time.
+    with _CSV_LIMIT_LOCK:
+        limit = csv.field_size_limit(max(csv.field_size_limit(), len(header_line)))
+        try:
+            row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
+        finally:
+            csv.field_size_limit(limit)
     return [column.strip() for column in row] or [""]
 
 
@@ -175,7 +187,8 @@ def no_label_column(path, header: list[str]) -> str:
                 "`label`")
     close = [name for name in header if name.lower().strip("_ ") in ("label", "labels")]
     return (f"{path}: no `label` column in the header row ({_first_names(header)}); name the "
-            f"targets' column `label`" + (f" (is it {close[0]!r}?)" if close else ""))
+            f"targets' column `label`" + (f" (is it {_first_names(close[:1])!r}?)" if close
+                                          else ""))
 
 
 def _first_names(header: list[str], count: int = 6, width: int = 24) -> str:

@@ -18,8 +18,8 @@ from .builder import CompileError, CompileWarning
 from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
                      tracked_metrics, training_errors, training_warnings)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       held_out, no_label_column, npz_arrays_problem, unnamed_column,
-                       why_absent)
+                       held_out, kernel_file, no_label_column, npz_arrays_problem,
+                       unnamed_column, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -266,7 +266,7 @@ def _csv_features(file: Path) -> list[int] | None:
 
 
 def _csv_header(file: Path) -> list[str] | None:
-    if not file.is_file():  # is_file first: opening a FIFO would block
+    if not file.is_file() or kernel_file(file):  # is_file first: opening a FIFO would block
         return None
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
@@ -281,6 +281,10 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     that compiles a spec whose input_shape the file must give, and by validate alone where
     input_shape is declared (predict and export of a run read no data)."""
     spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
+    named = data_file(spec, source.directory)
+    if named is not None and kernel_file(named):
+        return [source.diagnostic(at_path, f"{named} is a file of the kernel's (/proc, /sys), "
+                                  "not a data file; data.path must name the data file")]
     problem = csv_header_problem(spec, source.directory)
     npz = data_file(spec, source.directory, ("npz",))
     shapes = npz_shapes_or_none(npz) if npz is not None else None

@@ -451,7 +451,7 @@ class _Builder:
             items = enumerate(node.value)
             return [self.construct(item, path + (index,), None) for index, item in items]
         value = self._scalar(node, path)
-        if node.style is None and _readings_differ(node.value, value):
+        if _read_by_its_text(node) and _readings_differ(node.value, value):
             self.error(*_mark(node), path, _readings_message(node.value, value))
             return None
         return value
@@ -578,7 +578,7 @@ class _Builder:
         if not isinstance(key, str):
             # Every key of a spec is a field name; `~`, `1` or `yes` as a key is a slip.
             message = f"keys must be names; got {_yaml_text(key)}"
-            if key_node.style is None and _readings_differ(key_node.value, key):
+            if _read_by_its_text(key_node) and _readings_differ(key_node.value, key):
                 message += f" ({key_node.value} to YAML 1.1): write {key_node.value!r} in quotes"
             self.error(*_mark(key_node), path, message)
             return _INVALID_KEY
@@ -624,6 +624,16 @@ def _core_schema_value(text: str) -> Any:
     return text
 
 
+def _read_by_its_text(node: ScalarNode) -> bool:
+    """A plain scalar whose tag is the one its text resolves to (an explicit `!!float 1` is
+    1.0 to both versions)."""
+    return node.style is None and node.tag == _RESOLVER.resolve(ScalarNode, node.value,
+                                                                (True, False))
+
+
+_RESOLVER = yaml.resolver.Resolver()  # PyYAML's YAML 1.1 reading of a plain scalar's tag
+
+
 def _readings_differ(text: str, value: Any) -> bool:
     if not isinstance(value, (bool, int, float)):
         return False  # text and null read alike; `5e-4` (text to 1.1) is the schema's concern
@@ -641,7 +651,7 @@ def _readings_message(text: str, value: Any) -> str:
     shown = _yaml_text(value)
     if isinstance(value, bool):
         return (f"{text} is {shown} to YAML 1.1 (PyYAML, nnrun) but text to YAML 1.2 (editors); "
-                f"write {shown}, or {text!r} in quotes for the text")
+                f"write {shown} for the yes/no value, or {text!r} in quotes for the text")
     if isinstance(core, str):
         how = ("base 60" if ":" in text else "digits grouped with _" if "_" in text
                else "binary" if "0b" in text else "a signed hexadecimal number")

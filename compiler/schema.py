@@ -894,7 +894,7 @@ def spec_json_schema() -> dict:
 _FIELD_HELP = {
     "version": "the spec language's version: 1",
     "seed": "all randomness derives from it: initial weights, validation split, shuffling, "
-            "dropout, augmentation",
+            "dropout, augmentation, permute_features: true",
     "dtype": "parameters, activations and data",
     "data": "the dataset, its split and preprocessing; required by train",
     "model": "input shape, default initializer, layers",
@@ -904,8 +904,8 @@ _FIELD_HELP = {
     "limits": "budgets that nnrun validate enforces",
     "validation_split": "fraction of the training set held out for validation (val_* metrics); "
                         "0 = none",
-    "normalize": "none, scale (raw / max) or standard (per-channel mean and std of the "
-                 "training split)",
+    "normalize": "none, scale ((x - min) / (max - min)) or standard ((x - mean) / std per "
+                 "channel, per feature for vectors), by the training split's statistics",
     "augment": "applied to training batches only, in order",
     "Model.init": "default weight initializer of dense and conv layers",
     "init": "weight initializer; default model.init",
@@ -915,7 +915,8 @@ _FIELD_HELP = {
     "bias_init": "bias initializer",
     "stride": "step of the kernel along each spatial axis",
     "dilation": "spacing of the kernel's taps",
-    "padding": "int or [h, w] padded on each side, at most half the window",
+    "padding": "positions padded on each side of every spatial axis (an int, or one per "
+               "axis), at most half the window",
     "eps": "added to the denominator, for stability",
     "BatchNorm.eps": "added to the variance",
     "lr": "learning rate",
@@ -929,7 +930,7 @@ _FIELD_HELP = {
     "StepSchedule.gamma": "factor applied every step_epochs epochs",
     "Exponential.gamma": "factor applied every epoch",
     "step_epochs": "epochs between two multiplications by gamma",
-    "min_lr": "the rate at the end of training",
+    "min_lr": "the rate the cosine falls towards (never reached: the last epoch's is above)",
     "delta": "where the loss turns from squared to linear",
     "label_smoothing": "share of the target spread evenly over all classes (PyTorch's "
                        "smoothing)",

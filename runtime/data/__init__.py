@@ -37,8 +37,8 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
                      ignore_index, where)
     except MemoryError:  # past the checks of the declared sizes: temporaries, other processes
         raise DataError(f"{where}: out of memory while loading the data and making its copies "
-                        "in the model's dtype; use fewer samples (a smaller file, or "
-                        "data.limit), or run where more memory is free") from None
+                        "in the model's dtype; use fewer samples, or run where more memory is "
+                        "free") from None
 
 
 def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,

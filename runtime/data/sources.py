@@ -23,7 +23,7 @@ import numpy as np
 from nnrun.backends.notices import inform, warn
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
-                                     held_out, is_number, no_label_column,
+                                     held_out, is_number, kernel_file, no_label_column,
                                      no_training_samples, npz_arrays_problem, unnamed_column)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
@@ -451,6 +451,9 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     if full_path.exists() and not full_path.is_file():
         raise DataError(f"{name}: {full_path} is not a regular file (a device, pipe or socket); "
                         f"data.path must name a .{name} file")
+    if kernel_file(full_path):
+        raise DataError(f"{name}: {full_path} is a file of the kernel's (/proc, /sys), not a "
+                        f"data file; data.path must name a .{name} file")
     if not full_path.is_file():
         raise DataError(f"{full_path}: not found (data.path, relative to the spec file, names "
                         f"the .{name} file)")
@@ -571,20 +574,29 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
         check_feature_layout(headers[features].shape, headers[features].dtype, where, features)
     names = [name for pair in pairs for name in pair[:2]]
     size = sum(headers[name].size_bytes for name in names)
-    # The copies made next: every label as a 64-bit number (class indices, or targets), and
-    # in float32 at the least the training samples data.limit keeps and the held-out splits'
+    # The copies made next: integer labels as int64 class indices (all of them: data.limit
+    # comes after), and in float32 at the least the training samples and float targets
+    # data.limit keeps and the held-out splits'
     copies = sum(_kept(headers[features].shape, limit if features == "x" else None) * 4
-                 + math.prod(headers[targets].shape) * 8 for features, targets, _ in pairs)
+                 + _label_copy_bytes(headers[targets], limit if features == "x" else None)
+                 for features, targets, _ in pairs)
     available, source = available_memory()
     if size + copies > available:
         raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their copies take "
-                        f"{byte_size(copies)} more (samples as float32, labels as 64-bit "
-                        f"numbers), over the {byte_size(available)} available ({source}); the "
-                        "file is damaged or too big for this machine: save fewer samples in it")
+                        f"{byte_size(copies)} more (samples and real-valued targets as float32, "
+                        f"class labels as int64), over the {byte_size(available)} available "
+                        f"({source}); the file is damaged or too big for this machine: save "
+                        "fewer samples in it")
     for features, targets, where in pairs:
         count, label_shape = headers[features].shape[0], headers[targets].shape
         if label_shape and label_shape[0] != count:  # a single value is reported later
             raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
+
+
+def _label_copy_bytes(header: ArrayHeader, limit: int | None) -> int:
+    if header.dtype.kind in "biu":  # class indices, made of every label before data.limit
+        return math.prod(header.shape) * 8
+    return _kept(header.shape, limit) * 4 if header.shape else 0
 
 
 def _kept(shape: tuple[int, ...], limit: int | None) -> int:

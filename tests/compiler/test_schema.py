@@ -147,7 +147,8 @@ def test_plain_values_yaml_1_1_and_1_2_read_apart_are_errors_with_both_readings(
     found = {(d.line, d.col): d.message for d in raised.value.diagnostics}
     assert set(found) == {(1, 7), (5, 28), (5, 43), (7, 17), (7, 32), (7, 49), (8, 43)}
     assert found[1, 7] == ("on is true to YAML 1.1 (PyYAML, nnrun) but text to YAML 1.2 "
-                           "(editors); write true, or 'on' in quotes for the text")
+                           "(editors); write true for the yes/no value, or 'on' in quotes for "
+                           "the text")
     assert found[5, 28] == ("010 is 8 to YAML 1.1 (a leading 0 makes it octal) but 10 to YAML "
                             "1.2 (editors); write 8 or 10 without the leading 0")
     assert "yes is true to YAML 1.1" in found[5, 43] and "write true" in found[5, 43]
@@ -163,6 +164,13 @@ def test_plain_values_both_yaml_versions_read_alike_stay_accepted(text):
     from nnrun.compiler.loader import _readings_differ
 
     assert not _readings_differ(text, yaml.safe_load(text))
+
+
+def test_an_explicit_tag_is_read_alike_by_both_versions():
+    """`lr: !!float 1` was told it had a leading 0 (the check took the tagged text as plain)."""
+    spec = load_spec_text("model: {input_shape: [4], layers: [{type: dense, units: 2}]}\n"
+                          "optimizer: {type: sgd, lr: !!float 1}\n", "tag.yaml").spec
+    assert spec.optimizer.lr == 1.0
 
 
 def test_a_yaml_1_1_boolean_as_a_key_is_told_to_quote_it():

@@ -539,6 +539,28 @@ def test_a_file_without_a_label_column_is_shown_in_a_few_short_names(tmp_path):
         load("csv", spec_dir=tmp_path, path="case.csv")
     one_line_error(excinfo, "name the targets' column `label` (is it 'Labels'?)")
 
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="Linux's /proc")
+def test_a_kernel_file_is_no_data_file_and_is_not_quoted(tmp_path, monkeypatch):
+    """A hostile spec's data.path of /proc/self/environ printed the environment in the 'no
+    label column' error of validate and train."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    monkeypatch.setenv("NNRUN_TEST_SECRET", "sk-live-0123456789")
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path="/proc/self/environ")
+    message = one_line_error(excinfo, "/proc/self/environ is a file of the kernel's")
+    assert "sk-live" not in message
+    for shape in ("", "input_shape: [3], "):  # validate reads the header with or without it
+        spec = (f"data: {{dataset: csv, path: /proc/self/environ}}\n"
+                f"model: {{{shape}layers: [{{type: dense, units: 2}}]}}\n")
+        (tmp_path / "env.yaml").write_text(spec)
+        result = CliRunner().invoke(main, ["validate", str(tmp_path / "env.yaml")])
+        assert result.exit_code == 1 and "is a file of the kernel's" in result.output
+        assert "sk-live" not in result.output
+
 def test_a_quoted_column_name_may_hold_a_comma(tmp_path):
     """The header was split at every comma: "a,x" made 4 columns of 3."""
     (tmp_path / "d.csv").write_text('"a,x",b,label\n1,2,0\n3,4,1\n')
@@ -992,8 +1014,8 @@ def test_an_npz_whose_samples_would_not_fit_as_float32_is_refused_with_the_figur
     with pytest.raises(DataError) as excinfo:
         load("npz", spec_dir=tmp_path, path="u8.npz")
     one_line_error(excinfo, "its arrays declare 1.01 MB, and their copies take 4.01 MB more "
-                   "(samples as float32, labels as 64-bit numbers), over the 3.00 MB available "
-                   "(NNRUN_MEMORY_LIMIT)", "save fewer samples")
+                   "(samples and real-valued targets as float32, class labels as int64), over "
+                   "the 3.00 MB available (NNRUN_MEMORY_LIMIT)", "save fewer samples")
     # data.limit keeps the first samples: only those are copied (the second review)
     assert len(load("npz", spec_dir=tmp_path, path="u8.npz", limit=100).train.x) == 100
 
@@ -1056,6 +1078,15 @@ def test_a_mirror_is_an_http_url(tmp_path):
         fetch_dataset("mnist", tmp_path / "out", mirrors=["ftp://127.0.0.1:9/"])
     one_line_error(excinfo, "is not an http(s) URL")
 
+
+
+def test_real_valued_targets_are_counted_as_float32_copies(tmp_path, monkeypatch):
+    """Counted as 64-bit labels (the first fix of int8 labels), image-sized float targets made
+    a file refused that loads within the limit (the review of that fix)."""
+    images = np.zeros((200, 1, 28, 28), np.float32)
+    write_npz(tmp_path / "denoise.npz", x=images, y=images + 0.5)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "2.8MB")  # 1.25 MB of arrays, 1.25 MB of copies
+    assert load("npz", spec_dir=tmp_path, path="denoise.npz").task == "regression"
 
 def test_running_out_of_memory_while_loading_names_the_data_and_its_fix(tmp_path, monkeypatch):
     """Past the check of the declared sizes (an npz's int8 labels copied as int64 were not
