@@ -246,10 +246,14 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     names = monitor_names(spec, has_validation(spec))
     if stopping is None or stopping.monitor in names:
         return []
-    if spec.data is not None and spec.data.dataset == "npz" \
-            and stopping.monitor in monitor_names(spec, True):
-        return []  # the file may hold x_val and y_val: training checks with the data loaded
     origin = Origin("train.early_stopping", keys=("train", "early_stopping", "monitor"))
+    if spec.data is not None and spec.data.dataset == "npz" and not has_validation(spec):
+        # the file may hold x_val and y_val: training checks val_* with the data loaded
+        names = monitor_names(spec, True)
+        if stopping.monitor in names:
+            return []
+        return [(origin, unknown_monitor(stopping.monitor, names, True, "will not be",
+                                         " (val_* where the npz holds x_val and y_val)"))]
     return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be"))]
 
 
