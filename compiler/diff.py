@@ -29,7 +29,7 @@ import numpy as np
 from .checks import metrics_alike
 from .shapes import size_of
 from .summary import LayerRow, Summary, layer_json, shape_text
-from .tables import byte_size, table_text
+from .tables import byte_size, metric_text, table_text
 
 STATUS_MARK = {"unchanged": "=", "changed": "~", "renamed": "~", "added": "+", "removed": "-"}
 
@@ -386,14 +386,14 @@ def _relative(a, b, absolute: str) -> str:
 def _metric_cells(name: str, a, b) -> list[str]:
     change = ""
     if _is_number(a) and _is_number(b) and a != b:
-        change = f"{b - a:+,}" if isinstance(b - a, int) else f"{b - a:+.4f}"
+        change = f"{b - a:+,}" if isinstance(b - a, int) else metric_text(b - a, signed=True)
     return [name, _metric(a), _metric(b), change]
 
 
 def _metric(value) -> str:
     if not _is_number(value):
         return "-"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
+    return f"{value:,}" if isinstance(value, int) else metric_text(value)
 
 
 def _sections(result: Diff) -> list[tuple[str, list[str], list[list[str]], tuple]]:

@@ -6,6 +6,7 @@ Rendered to a string, so that the caller decides where it goes (stdout, stderr, 
 from __future__ import annotations
 
 import io
+import math
 
 from rich.box import Box
 from rich.cells import cell_len
@@ -52,6 +53,16 @@ def render(renderable, width: int | None = None) -> str:
         console.width = console.measure(renderable).maximum
     console.print(renderable)
     return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines()) + "\n"
+
+
+def metric_text(value: float, signed: bool = False) -> str:
+    """A metric to four decimals, as tables and epoch lines show them; one those would show as
+    0.0000 (a loss of 1.5e-05, not 0) or with more than ten digits (a diverged 3.8e+18) in
+    exponent form. `signed`: a + before a value that is not negative (a change)."""
+    sign = "+" if signed else ""
+    if value != 0 and math.isfinite(value) and not 5e-5 <= abs(value) < 1e6:
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign}.4f}"
 
 
 def byte_size(value: int, signed: bool = False) -> str:

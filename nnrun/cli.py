@@ -803,12 +803,12 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
         return
-    from nnrun.compiler.tables import table_text
+    from nnrun.compiler.tables import metric_text, table_text
 
     inputs = f"; inputs: {result['transform']}" if transform else ""
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
                f"{result['samples']} samples{inputs}")
-    rows = [[name, f"{value:.4f}"] for name, value in result.items()
+    rows = [[name, metric_text(value)] for name, value in result.items()
             if name.startswith(f"{split}_")]
     click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)
 

@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TaskProgressColumn, TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from nnrun.compiler.tables import table_text
+from nnrun.compiler.tables import metric_text, table_text
 
 
 REFRESH_S = 0.25  # seconds between two reads of the running loss for the bar
@@ -67,7 +67,7 @@ class EpochProgress:
         if running_loss is None:
             self.bar.update(self.task, advance=1)
         else:
-            self.bar.update(self.task, advance=1, loss=f"loss {running_loss:.4f}")
+            self.bar.update(self.task, advance=1, loss=f"loss {metric_text(running_loss)}")
 
     def refresh_due(self) -> bool:
         """Whether the bar wants a new running loss: a few times per second on a terminal,
@@ -105,7 +105,7 @@ class EpochProgress:
 
 
 def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return metric_text(value) if isinstance(value, float) else str(value)
 
 
 def print_final_table(summary: dict, rows: list[dict], trained_now: range | None = None) -> None:

@@ -27,3 +27,14 @@ def test_a_terminal_too_narrow_for_folded_names_gets_the_whole_table_uncut():
     narrow = table_text(HEADERS, ROWS, right=(3,), whole=(2,), width=20)
     assert narrow == table_text(HEADERS, ROWS, right=(3,), whole=(2,))
     assert "conv2d_transpose_1" in narrow and "61,706" in narrow
+
+
+def test_metrics_too_small_or_too_large_for_four_decimals_show_their_digits():
+    """A loss of 1.5e-05 printed as 0.0000 in the epoch line, the final table and eval, alike
+    to a loss of exactly 0 (the outputs audit)."""
+    from nnrun.compiler.tables import metric_text
+
+    assert metric_text(1.51e-05) == "1.51e-05" and metric_text(0.0) == "0.0000"
+    assert metric_text(0.99306) == "0.9931" and metric_text(-0.0069, signed=True) == "-0.0069"
+    assert metric_text(3.8e18) == "3.80e+18" and metric_text(float("nan")) == "nan"
+    assert metric_text(0.25, signed=True) == "+0.2500"
