@@ -416,7 +416,10 @@ def _type_and_name_first(value):
 
 
 def spec_yaml(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    # allow_unicode: `name: réseau` as written, not "r\xE9seau" (what YAML cannot print bare,
+    # control characters, is escaped all the same)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
+                          allow_unicode=True)
 
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:

@@ -59,3 +59,12 @@ def test_spec_hash_ignores_fields_at_their_defaults_and_tells_layer_kinds_apart(
                      "    - {type: global_avgpool}\n")
     assert plain == spelled
     assert len({plain, padded, pooled}) == 3
+
+
+def test_the_resolved_spec_writes_other_scripts_as_they_are():
+    """`name: réseau` came out as "r\\xE9seau" in `summary --resolved` and a run's spec.yaml."""
+    source = load_spec_text("name: réseau-网络\nmodel: {input_shape: [2], layers: [{type: dense, "
+                            "units: 2}]}\n", "u.yaml")
+    text = spec_yaml(resolved_spec_data(source))
+    assert text.startswith("name: réseau-网络\n")
+    assert load_spec_text(text, "again.yaml").spec.name == "réseau-网络"
