@@ -861,8 +861,9 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)
+    as_given = ", inputs as given (--no-preprocessing)" if raw else ""
     click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
-               f"(epoch {run.epoch})")
+               f"(epoch {run.epoch}){as_given}")
     note = run.overflow_note(outputs)
     if note:
         click.echo(f"warning: {note}", err=True)

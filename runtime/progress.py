@@ -122,7 +122,7 @@ def print_final_table(summary: dict, rows: list[dict], trained_now: range | None
         epochs = (f"{len(trained_now)} epoch(s)" if first == 1
                   else f"{numbers} of the run's {total}")
         head = (f"trained {epochs} on {where} in {summary['wall_s']:.1f} s "
-                f"({summary['samples_per_s']:.0f} samples/s)")
+                f"({summary['samples_per_s']:.0f} samples/s in the training steps)")
     lines = [head + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
              f"{summary['best_epoch']}); nnrun eval and predict use it by default"]

@@ -73,6 +73,7 @@ def test_no_preprocessing_feeds_the_inputs_as_they_are(shuffled_run, tmp_path):
                                        str(tmp_path / "processed.npz"), "--out",
                                        str(tmp_path / "out.npy"), "--no-preprocessing"])
     assert result.exit_code == 0, result.output
+    assert "inputs as given (--no-preprocessing)" in result.output  # the line said nothing
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 
