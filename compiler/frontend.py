@@ -15,8 +15,9 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import (setting_range_errors, shapeless_errors, targets_decide_metrics,
-                     tracked_metrics, training_errors, training_warnings)
+from .checks import (monitor_names, setting_range_errors, shapeless_errors,
+                     targets_decide_metrics, tracked_metrics, training_errors,
+                     training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
                        held_out, kernel_file, no_label_column, npz_arrays_problem,
                        unnamed_column, why_absent)
@@ -292,9 +293,28 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
         problem = _npz_names_problem(npz, shapes)
     if problem:
         return [source.diagnostic(at_path, problem)]
+    found = []
     too_few = _npz_split_problem(spec, shapes) if shapes is not None else None
-    return [source.diagnostic(Origin("data.validation_split", keys=("data", "validation_split")),
-                              too_few)] if too_few else []
+    if too_few:
+        found.append(source.diagnostic(Origin("data.validation_split",
+                                              keys=("data", "validation_split")), too_few))
+    no_val = _npz_val_monitor_problem(spec, shapes) if shapes is not None else None
+    if no_val:
+        found.append(source.diagnostic(Origin("train.early_stopping",
+                                              keys=("train", "early_stopping", "monitor")),
+                                       no_val))
+    return found
+
+
+def _npz_val_monitor_problem(spec: Spec, shapes: dict) -> str | None:
+    """A val_* early-stopping monitor on an npz without x_val, where no validation_split
+    holds samples out (checks.py leaves it to the file, which its header tells)."""
+    stopping = spec.train.early_stopping
+    if stopping is None or not stopping.monitor.startswith("val_") \
+            or spec.data.validation_split or "x_val" in shapes:
+        return None
+    return unknown_monitor(stopping.monitor, monitor_names(spec, False), False, "will not be",
+                           f" ({spec.data.path} holds no x_val and y_val)")
 
 
 def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:
@@ -416,10 +436,15 @@ def _type_and_name_first(value):
 
 
 def spec_yaml(data: dict) -> str:
-    # allow_unicode: `name: réseau` as written, not "r\xE9seau" (what YAML cannot print bare,
-    # control characters, is escaped all the same)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
-                          allow_unicode=True)
+    """`name: réseau` as written, not "r\\xE9seau"; with escapes where PyYAML would write a
+    character bare that reads back as something else (U+0085, a line break to YAML 1.1, in a
+    single-quoted path came back as a space)."""
+    def dumped(allow_unicode: bool) -> str:
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
+                              allow_unicode=allow_unicode)
+
+    text = dumped(allow_unicode=True)
+    return text if yaml.safe_load(text) == data else dumped(allow_unicode=False)
 
 
 def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lowered, TrainStep]:

@@ -23,8 +23,8 @@ def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...]
     """The table as text; columns in `right` are right-aligned (numbers). Without a width (not
     a terminal) it keeps its natural width; with one, long cells wrap inside their column,
     except in the columns `right` and `whole` (shapes), which the other columns make room for,
-    down to FOLDED_WIDTH. A terminal narrower than that gets the table at its natural width
-    (the terminal wraps its lines), never cropped numbers or names."""
+    down to FOLDED_WIDTH. A terminal narrower than that gets the table as narrow as it gets
+    without folding a word (the terminal wraps its lines), never cropped numbers or names."""
     table = Table(box=ASCII_HEAD_RULE, show_edge=False, pad_edge=False, collapse_padding=True,
                   header_style=None)
     least = []
@@ -38,8 +38,14 @@ def table_text(headers: list[str], rows: list[list[str]], right: tuple[int, ...]
     for row in rows:
         table.add_row(*row)
     if width is not None and width < sum(least) + COLUMN_GAP * (len(headers) - 1):
-        width = None  # as when piped: folded names would not make it fit
+        width = _unfolded_width(table)  # folded names would not make it fit
     return render(table, width)
+
+
+def _unfolded_width(table: Table) -> int:
+    """The narrowest the table gets with no word folded (the terminal wraps its lines)."""
+    console = Console(file=io.StringIO(), width=UNLIMITED_WIDTH, color_system=None)
+    return console.measure(table).minimum
 
 
 FOLDED_WIDTH = 5  # a wrapping column is never narrower: names folded finer are unreadable

@@ -530,6 +530,10 @@ class Trainer:
                 run.write_spec(resumption.previous_spec)
             if resumption.dropped:
                 run.write_spec_changes(earlier)
+            # spec.yaml keeps its text, which the checkpoints name by its digest: resolved
+            # again, by a later nnrun, the same spec may read otherwise (an escape, a new field)
+            self.spec_text = resumption.previous_spec
+            self.spec_meta = ckpt.spec_text_meta(self.spec_text)
         return state, history, meta["step"], epoch + 1, pruning
 
     def _read_checkpoint(self, run: RunDirectory):

@@ -9,7 +9,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from nnrun.compiler.datasets import DATASETS, DATASETS_EXTRA, missing_generator
+from nnrun.compiler.datasets import DATASETS, DATASETS_EXTRA, kernel_file, missing_generator
 
 from ..files import temporaries_of, write_atomically
 
@@ -82,7 +82,7 @@ def search_dirs(name: str, path: str | None = None, spec_dir: Path | None = None
 
 def find_idx_file(directory: Path, base: str) -> Path | None:
     for candidate in (directory / f"{base}.gz", directory / base):
-        if candidate.is_file():
+        if candidate.is_file() and not kernel_file(candidate):
             return candidate
     return None
 

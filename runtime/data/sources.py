@@ -372,7 +372,9 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
     odd = next((path for path in (directory / f"{missing}.gz", directory / missing)
                 if os.path.lexists(path)), None)  # a directory, FIFO, device or broken link
     if odd is not None:
-        raise DataError(f"{name}: {odd} is not a regular file; put the IDX file itself there")
+        what = ("a file of the kernel's (/proc, /sys)" if kernel_file(odd)
+                else "not a regular file")
+        raise DataError(f"{name}: {odd} is {what}; put the IDX file itself there")
     if explicit:
         raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
                         f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")
@@ -578,7 +580,8 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
     # comes after), and in float32 at the least the training samples and float targets
     # data.limit keeps and the held-out splits'
     copies = sum(_kept(headers[features].shape, limit if features == "x" else None) * 4
-                 + _label_copy_bytes(headers[targets], limit if features == "x" else None)
+                 + _label_copy_bytes(headers[targets], headers[features],
+                                     limit if features == "x" else None)
                  for features, targets, _ in pairs)
     available, source = available_memory()
     if size + copies > available:
@@ -593,10 +596,14 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
             raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
 
 
-def _label_copy_bytes(header: ArrayHeader, limit: int | None) -> int:
-    if header.dtype.kind in "biu":  # class indices, made of every label before data.limit
-        return math.prod(header.shape) * 8
-    return _kept(header.shape, limit) * 4 if header.shape else 0
+def _label_copy_bytes(labels: ArrayHeader, features: ArrayHeader, limit: int | None) -> int:
+    """Class indices (int64) are made of every label before data.limit: integers, and floats
+    laid out as labels, one a sample or a map without the samples' channel axis (whole
+    numbers, as files from pandas hold them). Other floats are targets, copied as float32."""
+    as_labels = labels.dtype.kind in "biu" or len(labels.shape) in (1, len(features.shape) - 1)
+    if as_labels:
+        return math.prod(labels.shape) * 8
+    return _kept(labels.shape, limit) * 4 if labels.shape else 0
 
 
 def _kept(shape: tuple[int, ...], limit: int | None) -> int:

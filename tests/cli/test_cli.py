@@ -253,12 +253,21 @@ def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path
 def test_validate_names_val_metrics_for_an_npz_that_may_hold_x_val(tmp_path):
     """It said val_* metrics need a validation_split and offered train_* alone, where the
     file's x_val and y_val give them (train lists val_loss, val_accuracy)."""
-    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2)
     text = ("data: {dataset: npz, path: d.npz}\nmodel: {input_shape: [2], layers: [{type: dense, "
             "units: 2}]}\ntrain: {early_stopping: {monitor: val_acc}}\n")
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2,
+             x_val=np.zeros((4, 2), np.float32), y_val=np.arange(4) % 2)
     (line,) = validate_errors(tmp_path, text)
     assert "validation_split" not in line and "val_loss, val_accuracy" in line
     assert line.endswith("(val_* where the npz holds x_val and y_val)")
+    # a file without them: its header says so, and validate with it (train refused it)
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2)
+    for shape in ("input_shape: [2], ", ""):
+        (line,) = validate_errors(tmp_path, text.replace("input_shape: [2], ", shape)
+                                  .replace("val_acc", "val_loss"))
+        assert "(val_* metrics need data.validation_split > 0)" in line
+        assert line.endswith("(d.npz holds no x_val and y_val)")
+
 
 def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
     augment = "  augment:\n    - {type: gaussian_noise}\n    - {type: random_flip}\n"

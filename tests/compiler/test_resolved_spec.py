@@ -68,3 +68,11 @@ def test_the_resolved_spec_writes_other_scripts_as_they_are():
     text = spec_yaml(resolved_spec_data(source))
     assert text.startswith("name: réseau-网络\n")
     assert load_spec_text(text, "again.yaml").spec.name == "réseau-网络"
+
+
+def test_a_character_yaml_would_read_back_as_another_is_escaped():
+    """U+0085 written bare into a single-quoted data.path read back as a space: eval and
+    resume looked for another file (the review of the UTF-8 output)."""
+    data = {"name": "réseau", "data": {"dataset": "csv", "path": "d\x85x.csv"}}
+    text = spec_yaml(data)
+    assert yaml.safe_load(text) == data and "\\N" in text

@@ -139,17 +139,23 @@ def test_checksum_table_accepts_the_shared_mnist_files(shared_data):
 # --- IDX files -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize("kind, what", [("directory", "not a regular file"),
+                                        ("fifo", "not a regular file"),
+                                        ("kernel", "a file of the kernel's (/proc, /sys)")])
 def test_an_idx_file_that_is_not_a_regular_file_is_named_so(tmp_path, make_mnist_like, kind,
-                                                           isolated_home):
-    """A FIFO or a directory in an IDX file's place was reported 'not found'."""
+                                                           what, isolated_home):
+    """A FIFO or a directory in an IDX file's place was reported 'not found'; a link to
+    /proc/self/environ was read, and the environment's first bytes quoted as a magic number."""
+    if kind == "kernel" and not Path("/proc/self/environ").exists():
+        pytest.skip("Linux's /proc")
     make_mnist_like(tmp_path / "digits28", compress=True)
     odd = tmp_path / "digits28" / "t10k-labels-idx1-ubyte.gz"
     odd.unlink()
-    odd.mkdir() if kind == "directory" else os.mkfifo(odd)
+    {"directory": odd.mkdir, "fifo": lambda: os.mkfifo(odd),
+     "kernel": lambda: odd.symlink_to("/proc/self/environ")}[kind]()
     with pytest.raises(DataError) as excinfo:
         load("mnist", spec_dir=tmp_path, path="digits28")
-    one_line_error(excinfo, f"{odd} is not a regular file; put the IDX file itself there")
+    one_line_error(excinfo, f"{odd} is {what}; put the IDX file itself there")
 
 
 @pytest.mark.parametrize("compress", [True, False])
@@ -1087,6 +1093,13 @@ def test_real_valued_targets_are_counted_as_float32_copies(tmp_path, monkeypatch
     write_npz(tmp_path / "denoise.npz", x=images, y=images + 0.5)
     monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "2.8MB")  # 1.25 MB of arrays, 1.25 MB of copies
     assert load("npz", spec_dir=tmp_path, path="denoise.npz").task == "regression"
+    # float label maps without the channel axis become int64 class indices of every sample
+    masks = (np.arange(200 * 784).reshape(200, 28, 28) % 2).astype(np.float32)
+    write_npz(tmp_path / "maps.npz", x=images.astype(np.uint8), masks=masks)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1.5MB")
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="maps.npz", limit=10)
+    one_line_error(excinfo, "their copies take 1.23 MB more")
 
 def test_running_out_of_memory_while_loading_names_the_data_and_its_fix(tmp_path, monkeypatch):
     """Past the check of the declared sizes (an npz's int8 labels copied as int64 were not

@@ -830,6 +830,32 @@ def test_a_stopped_resume_then_one_without_changes_puts_spec_and_record_back(tra
     assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
 
 
+
+def test_a_run_spec_written_by_an_earlier_nnrun_resumes_without_being_called_edited(tmp_path,
+                                                                                   spec):
+    """spec.yaml in an earlier nnrun's words (escapes where this one writes UTF-8): a resume
+    kept it, but its checkpoints named the text this nnrun would write, and the next resume
+    said 'spec.yaml: edited since its checkpoint was written' of a file nobody edited."""
+    from nnrun.runtime.checkpoint import spec_text_meta
+
+    run = tmp_path / "run"
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 300"))
+    process = nnrun_process("train", spec, "--out", run, "--quiet")
+    wait_for_epochs(run, 2, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 143
+    earlier = (run / "spec.yaml").read_text() + "# as an earlier nnrun wrote it\n"
+    write_text_atomically(run / "spec.yaml", earlier)
+    state, meta = load_checkpoint(run / "last.npz")
+    save_checkpoint(run / "last.npz", {name.removeprefix("params/"): value
+                                       for name, value in state.items()},
+                    {**meta, **spec_text_meta(earlier)})
+    assert_ok(invoke("train", run / "spec.yaml", "--resume", run, "--quiet"))  # to epoch 300
+    assert (run / "spec.yaml").read_text() == earlier
+    result = invoke("train", run / "spec.yaml", "--resume", run, "--epochs", 301)
+    assert_ok(result)
+    assert "edited since" not in result.output and len(rows(run)) == 301
+
 def test_a_stopped_resume_then_a_hand_edit_leaves_one_record(trained):
     """The third review: the stopped resume's record stayed beside the one of the resume that
     trained, two records for one point of the run."""
