@@ -5,7 +5,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Hypothesis keeps an example database and caches in ./.hypothesis by default: the suite writes
 # nothing outside its temporary directories, so it runs without the database and keeps the
-# caches in a temporary directory of its own.
+# caches in a temporary directory of its own (the libraries' caches too, below).
 import atexit  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
@@ -13,11 +13,17 @@ import tempfile  # noqa: E402
 from hypothesis import settings  # noqa: E402
 from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
-_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="nnrun-tests-hypothesis-")
-atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
-set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+_SUITE_TEMP = tempfile.mkdtemp(prefix="nnrun-tests-")
+atexit.register(shutil.rmtree, _SUITE_TEMP, ignore_errors=True)
+set_hypothesis_home_dir(_SUITE_TEMP)
 settings.register_profile("nnrun", database=None)
 settings.load_profile("nnrun")
+
+# The libraries the tests call directly (onnxruntime's sessions, matplotlib) keep files of
+# their own under XDG_CACHE_HOME, else ~/.cache, and MPLCONFIGDIR, else ~/.config/matplotlib:
+# in a temporary directory of the suite's, where the environment chose no place.
+for _variable in ("XDG_CACHE_HOME", "MPLCONFIGDIR"):
+    os.environ.setdefault(_variable, os.path.join(_SUITE_TEMP, _variable.lower()))
 
 
 import pytest  # noqa: E402

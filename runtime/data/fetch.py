@@ -182,16 +182,27 @@ class FetchFailed(DataError):
         self.problems = problems
 
 
+class UnwritableDestination(DataError):
+    """The download's directory cannot be made or written; `reason` says why, without the
+    advice (`--dest` is `data fetch`'s; `train` fetching by itself has other ways)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def make_directory(name: str, directory: Path) -> None:
     existing = next(path for path in (directory, *directory.parents) if path.exists())
     if not is_writable_dir(existing):
-        raise DataError(f"{name}: {existing} is not writable; choose a directory with --dest")
+        reason = f"{existing} is not writable"
+        raise UnwritableDestination(f"{name}: {reason}; choose a directory with --dest", reason)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         why = (f"it is {what_is_there(directory)}, not a directory" if directory.exists()
                else error.strerror)
-        raise DataError(f"{name}: cannot create {directory} ({why}); use --dest") from None
+        reason = f"cannot create {directory} ({why})"
+        raise UnwritableDestination(f"{name}: {reason}; use --dest", reason) from None
 
 
 class _TooLarge(OSError):

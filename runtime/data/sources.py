@@ -37,6 +37,7 @@ from .locations import (
     IDX_FILES,
     cache_dir,
     find_idx_file,
+    library_caches_in_ours,
     mnist1d_cache_file,
     search_dirs,
     write_cache_file,
@@ -313,7 +314,9 @@ def load_mnist1d(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def generate_mnist1d() -> dict[str, np.ndarray]:
-    generator = import_extra("mnist1d")
+    # mnist1d imports matplotlib, which writes its configuration and font list in HOME
+    with library_caches_in_ours():
+        generator = import_extra("mnist1d")
     get_dataset_args, make_dataset = generator.get_dataset_args, generator.make_dataset
 
     # make_dataset reseeds the global `random` and `np.random`; put them back afterwards.
@@ -385,12 +388,17 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
 
 
 def _fetched(name: str, not_found: str) -> Path:
-    from .fetch import FetchFailed, fetch_dataset  # pooch and requests: only when needed
+    # pooch and requests: only when needed
+    from .fetch import FetchFailed, UnwritableDestination, fetch_dataset
 
     destination = cache_dir(name)
     inform(f"{name}: {not_found}; downloading it into {destination}")
     try:
         return fetch_dataset(name, destination, timeout=IMPLICIT_FETCH_TIMEOUT, report=inform)
+    except UnwritableDestination as error:
+        raise DataError(f"{name}: {not_found}, and the download cannot go to the cache "
+                        f"({error.reason}); set NNRUN_CACHE_DIR to a writable directory, or "
+                        f"put the four IDX files in $NNRUN_DATA_DIR/{name}") from None
     except FetchFailed as error:
         why = error.problems[-1] if error.problems else "no mirror"
         raise DataError(f"{name}: {not_found}, and the download failed ({why}); put the four "

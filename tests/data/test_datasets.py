@@ -3,6 +3,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -80,6 +82,22 @@ def test_mnist1d_generation_leaves_global_random_state_alone():
     load("mnist1d")
     assert np.array_equal(np.random.get_state()[1], expected)
 
+
+
+def test_generating_mnist1d_writes_nothing_in_home(tmp_path):
+    """mnist1d imports matplotlib, which made ~/.config/matplotlib and its font list in
+    ~/.cache: train, trace and eval wrote outside the run directory and the cache. In a
+    process of its own, where matplotlib is not imported yet."""
+    pytest.importorskip("mnist1d")
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    environment.update(HOME=str(home), NNRUN_CACHE_DIR=str(tmp_path / "cache"))
+    code = ("import sys\nfrom nnrun.runtime.data.sources import generate_mnist1d\n"
+            "generate_mnist1d()\nassert 'matplotlib' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], env=environment, check=True, timeout=300)
+    assert list(home.rglob("*")) == []
 
 def test_digits_keeps_raw_values_for_normalize_none():
     digits = load("digits", normalize="none")
@@ -235,6 +253,20 @@ def test_train_says_why_a_download_failed_and_where_to_put_the_files(tmp_path, m
     assert "downloading it into" in capsys.readouterr().err
     assert not (tmp_path / "mnist").exists()  # never into the user's data directory
 
+
+
+def test_train_that_cannot_download_into_the_cache_names_what_it_can_set(tmp_path,
+                                                                          monkeypatch):
+    """It said 'choose a directory with --dest', data fetch's option, which train has not."""
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "data"))
+    (tmp_path / "cache").write_text("a file where the cache directory goes")
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataError) as excinfo, missing_files_fetched():
+        load("mnist")
+    message = one_line_error(excinfo, "the download cannot go to the cache",
+                             "set NNRUN_CACHE_DIR to a writable directory",
+                             "$NNRUN_DATA_DIR/mnist")
+    assert "--dest" not in message
 
 def test_missing_idx_files_are_downloaded_into_the_cache(tmp_path, monkeypatch, mirror,
                                                          make_mnist_like, isolated_home):
