@@ -791,9 +791,10 @@ def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
             continue
         lowered.builder.warnings.append(CompileWarning(
             _activation_origin(node, spec),
-            "step passes no gradient back (its derivative is 0 wherever it is defined), so no "
-            "layer before it learns; use it as the last activation with loss: perceptron, or a "
-            "sigmoid, which the perceptron became in multi-layer networks for this reason"))
+            "step passes no gradient back (its derivative is 0 wherever it is defined), so "
+            "neither its own layer nor any before it learns; use it as the last activation with "
+            "loss: perceptron, or a sigmoid, which the perceptron became in multi-layer "
+            "networks for this reason"))
 
 
 def _check_output(spec, lowered) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.backends.notices import silenced
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
 from nnrun.compiler.loader import load_yaml_text, read_spec_text
@@ -86,8 +87,9 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     epochs = _epochs_to_cover(trainer.spec, len(trainer.data.train.x), done_epochs, steps)
     if epochs > trainer.spec.train.epochs:  # past the run's end: as a resume with --epochs
         extension.append(_extended(trainer.spec, done_epochs, steps, epochs, weights))
-        trainer = Trainer(with_overrides(source, [f"train.epochs={epochs}"]), "numpy",
-                          quiet=True, command="trace")
+        with silenced():  # the first one said the spec's and the data's warnings
+            trainer = Trainer(with_overrides(source, [f"train.epochs={epochs}"]), "numpy",
+                              quiet=True, command="trace")
     # The schedule counts from epoch 1, or from where the checkpoint's run restarted it; a
     # cosine schedule of another length than the run's (extended here, or by --set) restarts
     # where the weights were saved, as `train --resume` with that length restarts it.
@@ -222,6 +224,12 @@ def _notes(spec, outputs: int) -> list[str]:
         notes.append(_perceptron_rule(outputs, spec.loss.scale))
     if spec.train.pruning is not None:
         notes.append("train.pruning is not applied by the trace")
+    changed = [f"data.normalize: {spec.data.normalize}"] if spec.data.normalize != "none" else []
+    changed += ["data.augment"] if spec.data.augment else []
+    changed += ["data.permute_features"] if spec.data.permute_features is not False else []
+    if changed:
+        notes.append(f"x is the input as the model sees it, after {' and '.join(changed)}, "
+                     "not the file's values")
     return notes
 
 

@@ -450,3 +450,17 @@ def test_the_nesterov_note_does_not_say_its_first_step_is_plain():
     notes = [line for line in result.output.splitlines() if line.startswith("note: ")]
     assert notes and "from step 2 on" not in notes[0]
     assert "updated is not w − lr·∂C/∂w" in notes[0]
+
+
+def test_x_is_said_to_be_preprocessed_and_a_warning_is_said_once(tmp_path, capsys):
+    """The trace printed a⁽¹⁾ = x normalised with no word of it (a learner compared it with
+    the file's row), and a trace crossing an epoch said the batch-size warning twice."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor, n_samples: 8}\nmodel: {input_shape: [2], layers: "
+                    "[{type: dense, units: 2}]}\ntrain: {epochs: 1, batch_size: 100}\n")
+    traced = trace(nnrun.load_spec(spec), steps=2)
+    assert any(note.startswith("x is the input as the model sees it, after data.normalize: "
+                               "standard") for note in traced.notes)
+    assert capsys.readouterr().err.count("is more than the") == 1
+    raw = trace(nnrun.load_spec(spec, ["data.normalize=none"]), steps=1)
+    assert not any(note.startswith("x is the input") for note in raw.notes)
