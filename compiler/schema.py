@@ -869,8 +869,9 @@ def run_name_problem(name: str) -> str | None:
     runs/exp/lenet/..., but a name from a file must not lead elsewhere (`../x`, `/tmp/x`)."""
     if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
         return "must stay under runs/: no leading '/', and no empty, '.' or '..' part"
-    if any(char == "\\" or ord(char) < 32 or 127 <= ord(char) < 160 for char in name):
-        return "cannot hold '\\' or control characters"
+    if any(char in "\\\u2028\u2029" or ord(char) < 32 or 127 <= ord(char) < 160
+           for char in name):
+        return "cannot hold '\\', control characters or line separators"
     if any(char in BIDI_CONTROLS for char in name):  # a directory name shown reversed
         return "cannot hold the bidirectional controls U+202A-U+202E, U+2066-U+2069"
     if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
@@ -1042,7 +1043,7 @@ def _number_text_pattern(number: dict) -> str:
 # The run name's rule (run_name_problem) as a pattern: no leading '/', no empty, '.' or '..'
 # part, no '\\' or control character.
 _RUN_NAME_PATTERN = (r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))"
-                     r"[^\\\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+$")
+                     r"[^\\\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]+$")
 
 
 def _add_what_the_validators_check(document: dict) -> None:

@@ -168,6 +168,7 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     _one_layer({"type": "flatten"}, name="a" * 201),
     _one_layer({"type": "flatten"}, name="a\\b"),
     _one_layer({"type": "flatten"}, name="ab\u202ecd"),  # shown reversed (hostile-input audit)
+    _one_layer({"type": "flatten"}, name="ab\u2028cd"),  # a line separator (second review)
     _one_layer({"type": "dense", "units": 2, "use_bias": "no"}),
     _one_layer({"type": "dense", "units": "2"}),
     # the spec reference audit: these passed the schema
