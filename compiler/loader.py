@@ -356,6 +356,7 @@ class _Builder:
         self.fixed_position = fixed_position
         self.positions: dict[SpecPath, NodePositions] = {}
         self.diagnostics: list[Diagnostic] = []
+        self._said: set[tuple[int, int, str]] = set()
         self.value: Any = None
         self._constructor = SafeConstructor()
         self._node_count = 0
@@ -366,6 +367,9 @@ class _Builder:
         if self.fixed_position is not None:
             line, col = self.fixed_position.line, self.fixed_position.col
         where = self.fixed_position.origin if self.fixed_position else format_path(path)
+        if (line, col, message) in self._said:
+            return  # a value an alias or a merge key uses again: said once, where it is
+        self._said.add((line, col, message))
         self.diagnostics.append(Diagnostic(self.filename, line, col, "error", where, message))
 
     def build_document(self, text: str) -> Node | None:

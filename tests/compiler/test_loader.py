@@ -654,3 +654,9 @@ def test_a_dash_without_its_space_is_named(item):
     the list's items, which it did already."""
     error = only_error(f"model:\n  layers:\n    - {{type: flatten}}\n    {item}\n")
     assert (error.line, error.col) == (4, 5) and "is followed by no space" in error.message
+
+
+def test_a_value_used_again_by_an_alias_is_refused_once():
+    """Each use of the alias reported the same error at the same place."""
+    diagnostics = errors_of("a: &n 010\nb: *n\nc: {<<: {d: 010}}\n")
+    assert [(d.line, d.col) for d in diagnostics] == [(1, 4), (3, 13)]
