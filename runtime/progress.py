@@ -108,6 +108,14 @@ def _fmt(value) -> str:
     return metric_text(value) if isinstance(value, float) else str(value)
 
 
+def overall_rate(rows: list[dict]) -> float:
+    """Samples per second over the epochs together: their samples over their time (the mean
+    of the epochs' rates would count a short epoch as much as a long one)."""
+    seconds = sum(row["epoch_s"] for row in rows)
+    samples = sum(row["samples_per_s"] * row["epoch_s"] for row in rows)
+    return round(samples / seconds, 1) if seconds > 0 else 0.0
+
+
 def print_final_table(summary: dict, rows: list[dict], trained_now: range | None = None) -> None:
     """`trained_now`: the epochs this command trained (default: all of the run's); a resume
     trains the run's last ones, or none."""
@@ -121,8 +129,9 @@ def print_final_table(summary: dict, rows: list[dict], trained_now: range | None
         numbers = f"epoch {first}" if first == last else f"epochs {first}-{last}"
         epochs = (f"{len(trained_now)} epoch(s)" if first == 1
                   else f"{numbers} of the run's {total}")
+        rate = overall_rate([row for row in rows if row["epoch"] in trained_now])
         head = (f"trained {epochs} on {where} in {summary['wall_s']:.1f} s "
-                f"({summary['samples_per_s']:.0f} samples/s in the training steps)")
+                f"({rate:.0f} samples/s in the training steps)")
     lines = [head + ("; stopped early" if summary["stopped_early"] else ""),
              f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
              f"{summary['best_epoch']}); nnrun eval and predict use it by default"]

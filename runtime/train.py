@@ -58,7 +58,7 @@ from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory, estimate_bytes, evaluation_batch
 from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
 from .model import Model
-from .progress import EpochProgress, print_final_table
+from .progress import EpochProgress, overall_rate, print_final_table
 from .pruning import MagnitudePruner
 from .regularisation import regularisation_lines
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
@@ -77,14 +77,6 @@ class History:
     epochs_since_best: int = 0
     schedule_start: int = 0  # the epoch a restarted cosine schedule counts from
     best_sparsity: float | None = None  # the pruning level of the best epoch, when pruning
-
-
-def _overall_rate(rows: list[dict]) -> float:
-    """Samples per second over the epochs together: their samples over their time (the mean
-    of the epochs' rates would count a short epoch as much as a long one)."""
-    seconds = sum(row["epoch_s"] for row in rows)
-    samples = sum(row["samples_per_s"] * row["epoch_s"] for row in rows)
-    return round(samples / seconds, 1) if seconds > 0 else 0.0
 
 
 def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool = False,
@@ -876,7 +868,7 @@ class Trainer:
             "backend": self.backend.name, "step_path": step_path,
             "epochs_run": len(rows), "stopped_early": stopped_early,
             "best_epoch": self.history.best_epoch, "final": final,
-            "samples_per_s": _overall_rate(rows),
+            "samples_per_s": overall_rate(rows),
             "wall_s": round(wall, 3), "run_dir": str(self.run_dir),
         }
         if self.ranks.size > 1:

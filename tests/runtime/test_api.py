@@ -191,10 +191,10 @@ def test_train_takes_threads_as_the_command_does(tmp_path):
     seconds = sum(row["epoch_s"] for row in rows)
     samples = sum(row["samples_per_s"] * row["epoch_s"] for row in rows)
     assert summary["samples_per_s"] == pytest.approx(samples / seconds, abs=0.1)
-    from nnrun.runtime.train import _overall_rate
+    from nnrun.runtime.progress import overall_rate
 
     rows = [{"epoch_s": 1.0, "samples_per_s": 100.0}, {"epoch_s": 3.0, "samples_per_s": 20.0}]
-    assert _overall_rate(rows) == 40.0 and _overall_rate([]) == 0.0  # not (100 + 20) / 2
+    assert overall_rate(rows) == 40.0 and overall_rate([]) == 0.0  # not (100 + 20) / 2
     raised, text = _error(lambda: nnrun.train(XOR, out_dir=tmp_path / "two", threads=0))
     assert raised is ValueError and "threads must be a whole number >= 1, got 0" in text
 
