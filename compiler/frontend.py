@@ -522,24 +522,44 @@ def _first_layout_reader(layers) -> str | None:
 
 
 def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
-    """npz samples whose shape was read from the file and looks channel-last ([H, W, C], as
-    Keras and image libraries save them): read channels first they still train, wrongly, so it
-    is said. A spec that gives input_shape says the layout is meant."""
+    """Samples that look channel-last ([H, W, C], as Keras and image libraries lay them out):
+    read channels first they still train, wrongly, so it is said. Of an npz's samples, where
+    the spec leaves their shape to the file (giving input_shape says the layout is meant); of
+    a declared input_shape, where it is an image's, [H, W, C] of 1 to 4 channels, that a 2-D
+    layer reads first (no one means 28 channels of 28 x 1)."""
     spec = source.spec
     shape = spec.model.input_shape
     model = source.loaded.data.get("model") if isinstance(source.loaded.data, dict) else None
-    if (spec.data is None or spec.data.dataset != "npz" or shape is None
-            or not isinstance(model, dict) or "input_shape" in model
-            or len(shape) < 2 or not looks_channel_last(shape)
-            or _first_layout_reader(spec.model.layers) in ("flatten", None)):
+    if shape is None or not isinstance(model, dict) or len(shape) < 2 \
+            or not looks_channel_last(shape) \
+            or _first_layout_reader(spec.model.layers) in ("flatten", None):
         return []
     channels, *rest = shape
     read = " x ".join(map(str, rest)) if len(rest) > 1 else f"length {rest[0]}"
+    image = _image_channel_last(shape, spec.model.layers)
+    if "input_shape" in model:
+        if not image:
+            return []
+        return [source.diagnostic(Origin("model.input_shape", keys=("model", "input_shape")), (
+            f"input_shape {list(shape)} is read channels first: {channels} channels of {read}; "
+            f"for {shape[0]} x {shape[1]} images of {shape[2]} channel"
+            f"{'s' if shape[2] > 1 else ''} write [{shape[2]}, {shape[0]}, {shape[1]}] (nnrun "
+            "lays samples out [C, H, W], as PyTorch does)"
+            + ("; save the npz's x so too: numpy.moveaxis(x, -1, 1)"
+               if spec.data is not None and spec.data.dataset == "npz" else "")), "warning")]
+    if spec.data is None or spec.data.dataset != "npz":
+        return []
+    meant = "" if image else f"; if the layout is meant, set model.input_shape: {list(shape)}"
     return [source.diagnostic(Origin("data.path", keys=("data", "path")), (
         f"the samples of {spec.data.path} are {list(shape)}, read channels first: {channels} "
         f"channels of {read}. If x is channel-last ([N, ..., C]), save "
-        "numpy.moveaxis(x, -1, 1) instead; if the layout is meant, set model.input_shape: "
-        f"{list(shape)}"), "warning")]
+        f"numpy.moveaxis(x, -1, 1) instead{meant}"), "warning")]
+
+
+def _image_channel_last(shape, layers) -> bool:
+    """[H, W, C] of 1 to 4 channels after longer axes, that a 2-D layer reads first."""
+    return (len(shape) == 3 and shape[2] <= CHANNEL_LIKE < min(shape[:2])
+            and (_first_layout_reader(layers) or "").endswith("2d"))
 
 
 def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
