@@ -118,7 +118,8 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             # PyTorch's and Keras's names of a layer's fields, and of a dense layer
             "out_channels": ("filters",), "out_features": ("units",),
             "kernel_initializer": ("init",), "bias_initializer": ("bias_init",),
-            "linear": ("dense",), "fully_connected": ("dense",), "fc": ("dense",),
+            "linear": ("dense", "identity"), "fully_connected": ("dense",),
+            "fc": ("dense",),
             "conv": ("conv2d",), "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",),
             "betas": ("beta1",)}
 
@@ -502,8 +503,24 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
-            or _batch_axis_hint(field, error))
+            or _batch_axis_hint(field, error) or _nesting_hint(expectation, error["input"]))
     return f"'{field}' must be {expectation}, got {got}{hint}"
+
+
+def _nesting_hint(expectation: str, value: Any) -> str:
+    """A list where a mapping goes and the reverse, as YAML's dashes and indents make them:
+    `metrics: accuracy` for [accuracy], `- dataset: digits` for one mapping."""
+    if expectation == "a list" and isinstance(value, (str, int, float)) \
+            and not isinstance(value, bool):
+        return f"; write [{value}]"
+    if expectation == "a list" and isinstance(value, dict):
+        return "; a list's entries each begin with '- ' (e.g. - {type: dense, units: 10})"
+    if "mapping" in expectation and isinstance(value, list) and len(value) == 1 \
+            and isinstance(value[0], dict):
+        return "; remove the '- ' before its fields: they make a list of one mapping"
+    if expectation == "a mapping" and value is True:
+        return "; write its fields under it (or leave it out for none)"
+    return ""
 
 
 def _batch_axis_hint(field: str, error: dict) -> str:
@@ -521,6 +538,16 @@ def _quote_hint(expectation: str, value: Any) -> str:
     if expectation != "a string" or not isinstance(value, (bool, int, float)):
         return ""
     return "; write it in quotes for the text"
+
+
+def _glued_value(key: Any, fields: list[str]) -> str:
+    """`{units:10}` in a flow mapping is the key 'units:10', without a value: YAML needs a
+    space after a key's colon. The fix, where the key begins with a field's name."""
+    glued = re.fullmatch(r"([A-Za-z_]\w*):(\S.*)", key) if isinstance(key, str) else None
+    if glued is None or glued.group(1) not in fields:
+        return ""
+    return (f"; YAML reads '{key}' as one key: write a space after the colon "
+            f"({glued.group(1)}: {glued.group(2)})")
 
 
 def _colon_hint(value: Any) -> str:
@@ -545,6 +572,9 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     present = _value_at(data, problem.data_path[:-1])
     model = _annotation_at(schema, problem.error["loc"][:-1])
     fields = _field_names(model)
+    glued = _glued_value(name, [*fields, "type"])
+    if glued:
+        return f"unknown field {quoted(name)}{glued}"
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
@@ -612,6 +642,7 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     context = problem.error.get("ctx", {})
     tag, expected = context.get("tag"), _literal_items(context.get("expected_tags", ""))
     kind = _kind_of(problem.data_path)
+    expected = _with_none(kind, expected)
     discriminator = _discriminator(problem.error)
     mapping = _value_at(data, problem.data_path)
     fitting = only_fitting_tag(mapping, _annotation_at(schema, problem.error["loc"]),
@@ -628,7 +659,35 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     if fitting and not suggest(tag, _unquoted(expected)):
         return (f"unknown {subject}; its fields are those of '{fitting}': set "
                 f"{discriminator}: {fitting}")
-    return f"unknown {subject}{_suggestion_or_choices(tag, expected)}"
+    fix = _call_form_fix(tag, expected) or _suggestion_or_choices(tag, expected)
+    return f"unknown {subject}{fix}"
+
+
+def _with_none(kind: str | None, choices: list[str]) -> list[str]:
+    """An activation's choices with `none`, which leaves it out (the union's names omit it)."""
+    return [*choices, "'none'"] if kind == "activation" else choices
+
+
+# A Keras or PyTorch call's first argument, as the field it sets: `Dense(64)` is units: 64.
+_FIRST_ARGUMENTS = {"dense": "units", "dropout": "rate", "conv1d": "filters", "conv2d": "filters",
+                    "maxpool1d": "pool_size", "maxpool2d": "pool_size", "avgpool1d": "pool_size",
+                    "avgpool2d": "pool_size", "reshape": "shape"}
+
+
+def _call_form_fix(word: str, choices: list[str]) -> str:
+    """`Dense(64)`, `Dropout(0.5)`, `relu()`: a layer written as a framework's call. The
+    mapping it means, with its one argument as the field it sets where that is known."""
+    call = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*", word)
+    meant = suggest(call.group(1).lower(), _unquoted(choices)) if call else None
+    if meant is None:
+        return ""
+    argument, field = call.group(2).strip(), _FIRST_ARGUMENTS.get(meant)
+    if not argument:
+        return f"; a layer is a name or a mapping, not a call: write {meant}"
+    if field and re.fullmatch(r"[\w.+-]+", argument):
+        return (f"; a layer is a mapping, not a call: write {{type: {meant}, {field}: "
+                f"{argument}}}")
+    return f"; a layer is a mapping, not a call: write {{type: {meant}, ...}} with its fields"
 
 
 def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
@@ -637,6 +696,10 @@ def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any)
     misspelled = _misspelled_tag(problem, data)
     if misspelled is not None:
         return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
+    glued = next((key for key in value if _glued_value(key, [discriminator])), None) \
+        if isinstance(value, dict) else None
+    if glued is not None:  # `{type:dense}`: the key 'type:dense', said where it is too
+        return f"missing required field '{discriminator}'{_glued_value(glued, [discriminator])}"
     if isinstance(value, dict):
         return f"missing required field '{discriminator}'" + _fit_hint(
             fitting_tags(value, _annotation_at(schema, problem.error["loc"]), discriminator),
@@ -674,6 +737,7 @@ def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     value = problem.error["input"]
     expected = _literal_items(problem.error.get("ctx", {}).get("expected", ""))
     kind = _kind_of(problem.data_path)
+    expected = _with_none(kind, expected)
     if kind and isinstance(value, str):
         return f"unknown {kind} '{value}'{_suggestion_or_choices(value, expected)}"
     if isinstance(value, str) and value in expected:  # `version: "1"`: a number in quotes
@@ -829,7 +893,8 @@ def _show(value: Any) -> str:
     if isinstance(value, str):
         return quoted(value)
     if isinstance(value, (list, dict)):
-        text = yaml.safe_dump(value, default_flow_style=True, width=1000).strip()
+        text = yaml.safe_dump(value, default_flow_style=True, width=1000,
+                              sort_keys=False).strip()
         return text if len(text) <= 60 else text[:57] + "..."
     if isinstance(value, (datetime.date, datetime.datetime)):
         return f"the date {value.isoformat()}"

@@ -963,3 +963,40 @@ def test_a_type_that_is_not_a_name_is_shown_as_written_not_as_python():
     assert messages[2].startswith("'type' must be a name, got {a: 1}; expected one of 'dense'")
     assert messages[3].startswith("'type' must be a name, got 5; expected one of 'cross_entropy'")
     assert not any("None" in message for message in messages)
+
+
+# --- the mistakes learners make first (the learners' audit) ---------------------------------
+
+LEARNER = """\
+model:
+  input_shape: [1, 8, 8]
+  layers:
+    - Flatten()
+    - Dense(64)
+    - {type: dense, units:10, activation: None}
+    - {type:dense, units: 3, activation: linear}
+train:
+  metrics: accuracy
+  early_stopping: true
+data:
+  - dataset: digits
+"""
+
+
+def test_learners_first_mistakes_are_told_the_fix_to_write():
+    """Fixes that failed when applied as written (did you mean 'dropout' for Dropout(0.5),
+    'units' for `units:10`), or none at all (`metrics: accuracy`, `- dataset: digits`)."""
+    messages = {line.split(": error: ")[0].removeprefix("spec.yaml:"): line.split(": ", 3)[-1]
+                for line in _load_errors(LEARNER)}
+    assert messages["4:7"].endswith("a layer is a name or a mapping, not a call: write flatten")
+    assert messages["5:7"].endswith("a layer is a mapping, not a call: write {type: dense, "
+                                    "units: 64}")
+    assert messages["6:21"].endswith("YAML reads 'units:10' as one key: write a space after "
+                                     "the colon (units: 10)")
+    assert messages["6:43"].endswith("unknown activation 'None'; did you mean 'none'?")
+    assert messages["7:7"].startswith("missing required field 'type'; YAML reads 'type:dense'")
+    assert messages["7:42"].endswith("did you mean 'identity'?")
+    assert messages["9:12"].endswith("'metrics' must be a list, got 'accuracy'; write [accuracy]")
+    assert messages["10:19"].endswith("write its fields under it (or leave it out for none)")
+    assert messages["12:3"].endswith("remove the '- ' before its fields: they make a list of "
+                                     "one mapping")
