@@ -217,7 +217,9 @@ def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) 
             transposed = (len(info.shape) == 2 and name.endswith(".weight")
                           and tuple(shapes[key]) == tuple(info.shape)[::-1])
             layout = ("; nnrun stores a dense weight as [in, out], the transpose of PyTorch's "
-                      "Linear.weight [out, in]: save its .T" if transposed else "")
+                      "Linear.weight [out, in]: save its .T" if transposed else
+                      "; init_from sets every parameter it names: to begin the others from "
+                      "it, save a file without this layer's arrays")
             errors.append((origin, f"{path.name}: array '{key}' has shape {list(shapes[key])}, "
                                    f"{name} needs {list(info.shape)}{layout}"))
         else:

@@ -44,14 +44,25 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
     fields = [name for name in changes if _names_a_meaning_field(name)]
+    shown = MEANING_CHANGES_SHOWN
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
-                       for name in fields) or "the model"
+                       for name in fields[:shown]) or "the model"
     weights = run_spec.parent.resolve() / "last.npz"
+    new_run = ("start a new run instead (--out NEW_DIR), with --set "
+               f"model.init_from={weights} to begin from its weights where the layers keep "
+               "their shapes")
+    if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
+        raise SpecChangeError(
+            f"{run_spec}: the spec given is another model than the run's ({listed}, and "
+            f"{len(fields) - shown} more fields); to go on with the run, give its own spec: "
+            f"nnrun train {run_spec} --resume {run_spec.parent}; for the model given, "
+            f"{new_run}")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
                           "as, which a run cannot go on with (not even with --allow-changes); "
-                          "start a new run instead (--out NEW_DIR), with --set "
-                          f"model.init_from={weights} to begin from its weights where the "
-                          "layers keep their shapes")
+                          f"{new_run}")
+
+
+MEANING_CHANGES_SHOWN = 3  # past them, a list says less than the fix
 
 
 def _names_a_meaning_field(name: str) -> bool:

@@ -839,6 +839,22 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     assert snapshot(out) == before
 
 
+
+def test_resume_with_a_spec_of_another_model_names_the_runs_own_spec(tiny, tmp_path):
+    """Another spec of the same task given by mistake listed every field that differs, 1,869
+    characters, without the plain fix: resume with the run's own spec.yaml (the learners'
+    audit)."""
+    out = tmp_path / "run"
+    assert_ok(invoke(*train_args(tiny, out, "--epochs", 1)))
+    other = write(tmp_path / "other.yaml", tiny.read_text().replace(
+        "{type: dense, units: 8, activation: relu}", "{type: dense, units: 5, activation: tanh, "
+        "init: he_normal}").replace("{type: dense, units: 3}",
+                                   "{type: dense, units: 3, activation: sigmoid}"))
+    line = assert_one_line_error(invoke("train", other, "--resume", out, "--quiet"),
+                                 out / "spec.yaml")
+    assert "the spec given is another model than the run's (" in line and "more fields" in line
+    assert f"give its own spec: nnrun train {out / 'spec.yaml'} --resume {out}" in line
+
 def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_path):
     """An activation or loss of another kind keeps every array's shape, but the checkpoint's
     weights were not trained as that model: --allow-changes refuses it, naming init_from."""

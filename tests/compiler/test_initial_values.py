@@ -150,6 +150,12 @@ def test_layer_init_from_file(tmp_path):
     result = validate(tmp_path, text)
     assert result.exit_code == 1
     assert ":4:" in result.output and "has shape [3, 2], dense_1.weight needs [2, 3]" in result.output
+    # another layer's arrays: what to save to begin the others from the file (a changed
+    # layer of a run, as the refused resume advises init_from for)
+    np.savez(tmp_path / "hidden.npz", weight=np.full((4, 3), 0.5))
+    result = validate(tmp_path, text)
+    assert "needs [2, 3]; init_from sets every parameter it names: to begin the others from " \
+        "it, save a file without this layer's arrays" in result.output
     missing = validate(tmp_path, text.replace("hidden.npz", "nowhere.npz"))
     assert missing.exit_code == 1 and "no such file" in missing.output
 
