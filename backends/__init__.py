@@ -29,14 +29,14 @@ def _cupy_import_message(error: ImportError) -> str:
     """One line: CuPy not installed, or installed but failing to load (a CUDA library missing
     or of another version), with the line of CuPy's own report that names the cause (after
     its "Original error:", else its last line of words)."""
-    extras = ("nnrun[cuda13] (CUDA 13 drivers) or nnrun[cuda12] (CUDA 12), or use "
-              "--backend numpy")
+    extras = ("pip install 'nnrun[cuda13]' (CUDA 13 drivers) or 'nnrun[cuda12]' (CUDA 12), "
+              "or use --backend numpy")
     if isinstance(error, ModuleNotFoundError) and error.name == "cupy":
-        return f"backend 'cupy' needs CuPy, which is not installed ({error}): install {extras}"
+        return f"backend 'cupy' needs CuPy, which is not installed ({error}): {extras}"
     lines = [line.strip() for line in str(error).splitlines() if any(map(str.isalnum, line))]
     original = [i for i, line in enumerate(lines) if line.startswith("Original error")]
     cause = (lines[original[0] + 1] if original and original[0] + 1 < len(lines)
              else lines[-1] if lines else type(error).__name__)
     return (f"backend 'cupy' needs CuPy, which is installed but fails to load ({cause}): "
-            f"install the one for this machine's CUDA, {extras}")
+            f"install the one for this machine's CUDA: {extras}")
 

@@ -341,12 +341,17 @@ class _OneLineUsageError(click.ClickException):
         click.echo(f"Error: {message} (see '{self.command_path} --help')", err=True)
 
 
+# click 8.2's; pyproject asks for it, and a machine that cannot install it (the GPU machine
+# takes what it has) still runs
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 @contextmanager
 def _usage_errors_in_one_line(command_path: str = "nnrun"):
     """`command_path`: whose --help to name where the error has no context of its own."""
     try:
         yield
-    except click.exceptions.NoArgsIsHelpError:
+    except _NO_ARGS_IS_HELP:
         raise  # `nnrun data` alone: its help, as asked
     except click.UsageError as error:
         # the error's own command, unless it is the group's, which names a command's words

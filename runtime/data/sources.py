@@ -201,8 +201,14 @@ def import_extra(dataset: str):
     module, package = DATASETS[dataset].generator
     try:
         return importlib.import_module(module)
-    except ImportError:
-        raise DataError(f"{dataset}: {generator_hint(package)}") from None
+    except ImportError as error:
+        missing = getattr(error, "name", None)  # the module not found, where one was not
+        if missing and (module == missing or module.startswith(missing + ".")):
+            raise DataError(f"{dataset}: {generator_hint(package)}") from None
+        # installed, and broken: a build for another NumPy, or a library it lacks
+        raise DataError(f"{dataset}: generating it needs the {package} package, installed here "
+                        f"but failing to import ({error}); upgrade it: pip install -U "
+                        f"{package}") from None
 
 
 def generated_count(name: str, data_spec: Any, default: int) -> int:

@@ -121,6 +121,29 @@ def test_validate_warns_where_a_datasets_generator_is_missing(monkeypatch, datas
     assert "generating it needs" not in invoke("validate", spec).stderr or dataset != "mnist1d"
 
 
+
+def test_a_generator_installed_but_failing_to_import_is_said_so(monkeypatch):
+    """scikit-learn 1.3, built for NumPy 1, fails to import on NumPy 2: train said it was not
+    installed, and the install it advised left it as it was (the install audit)."""
+    import importlib
+
+    from nnrun.runtime.data import DataError
+    from nnrun.runtime.data.sources import import_extra
+
+    pytest.importorskip("sklearn")
+    real = importlib.import_module
+
+    def broken(name, *args):
+        if name.startswith("sklearn"):
+            raise ImportError("cannot import name 'ComplexWarning' from 'numpy.core.numeric'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(DataError) as raised:
+        import_extra("blobs")
+    assert "installed here but failing to import (cannot import name 'ComplexWarning'" \
+        in str(raised.value) and str(raised.value).endswith("pip install -U scikit-learn")
+
 # Import names whose distribution is named otherwise.
 DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
                    "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core",
