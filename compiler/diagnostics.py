@@ -503,8 +503,21 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
-            or _batch_axis_hint(field, error) or _nesting_hint(expectation, error["input"]))
+            or _batch_axis_hint(field, error) or _nesting_hint(expectation, error["input"])
+            or _number_text_hint(expectation, error["input"]))
     return f"'{field}' must be {expectation}, got {got}{hint}"
+
+
+def _number_text_hint(expectation: str, value: Any) -> str:
+    """`lr: 0,01` (a decimal comma) and `validation_split: 10%`: the number to write."""
+    if expectation not in ("a number", "an integer") or not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if re.fullmatch(r"[-+]?\d+,\d+", text):
+        return f"; YAML numbers take a decimal point: write {text.replace(',', '.')}"
+    if re.fullmatch(r"[-+]?\d+(\.\d+)?\s*%", text):
+        return f"; write the fraction: {float(text.rstrip('% ')) / 100:g}"
+    return ""
 
 
 def _nesting_hint(expectation: str, value: Any) -> str:
@@ -585,6 +598,11 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         # has the field says more than a near name here (optimizer.epochs is not eps)
         return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
                 f"{elsewhere}.{name}")
+    if name in _FRAMEWORK_FIELDS and (_is_layer_path(owner) or owner == ("loss",)):
+        return f"unknown field {quoted(name)}; {_FRAMEWORK_FIELDS[name]}"
+    if owner and name in _field_names(schema):  # `loss:` indented under train
+        return (f"unknown field {quoted(name)}; {name} is a section of its own: write it at the "
+                f"start of a line, not under {format_path(owner)}")
     closest = suggest(name, fields)
     if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
         suggestion = f"; did you mean '{closest}' (set already)?"
@@ -594,6 +612,29 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"
     return f"unknown field {quoted(name)}{suggestion}"
+
+
+# PyTorch's and Keras's fields that nnrun has no use for, and what to do instead.
+_FRAMEWORK_FIELDS = {
+    **dict.fromkeys(("in_channels", "in_features", "input_dim", "input_size"),
+                    "nnrun infers a layer's inputs from the layer before it: remove it (the "
+                    "model's input is model.input_shape)"),
+    "dropout": "nnrun's dropout is a layer of its own: remove it and add - {type: dropout, "
+               "rate: 0.5} after this layer",
+    "from_logits": "nnrun's losses read the last layer's outputs as scores (a final softmax or "
+                   "sigmoid is fused into the loss): remove it",
+}
+
+
+def spec_field_path(name: str) -> str | None:
+    """The dotted path of the one spec field named `name` (`lr`: optimizer.lr), for a command
+    line that gave it as an option (`--lr 0.1`); None where no field or several have it."""
+    from nnrun.compiler.schema import Spec
+
+    place = _only_place_of(Spec, name)
+    if place is None:
+        return None
+    return f"{place}.{name}" if place else name
 
 
 @functools.lru_cache(maxsize=1024)  # a walk of the whole schema: 12 ms, once per name

@@ -284,6 +284,9 @@ def _block_end_message(error, line: int, col: int, started: str) -> str | None:
     if block == "list" and found in ("'{'", "'['"):
         return (f"invalid YAML: a value at {line}:{col} in the list started at {started}; "
                 "begin each item with '- '")
+    if found in ("'{'", "'['"):  # `layers:` then `{type: flatten}` lines without their dashes
+        return (f"invalid YAML: a value at {line}:{col} after another one, where the mapping "
+                f"started at {started} takes a key; for a list, begin each item with '- '")
     return None
 
 

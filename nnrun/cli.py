@@ -84,6 +84,11 @@ class RunDirPath(click.Path):
     def convert(self, value, param, ctx):
         path, wanted = Path(value), "a run directory, as `nnrun train` writes (runs/<name>/<time>)"
         if path.is_file() and path.suffix in (".yaml", ".yml"):
+            from nnrun.runtime.run_dir import is_run_directory
+
+            if is_run_directory(path.parent):  # runs/x/spec.yaml: the run is its directory
+                self.fail(f"'{value}' is the spec of the run {path.parent}; give the run "
+                          f"directory itself, {path.parent}", param, ctx)
             self.fail(f"'{value}' is a spec; give {wanted}, or train it first: nnrun train "
                       f"{value}", param, ctx)
         if not path.exists():
@@ -357,7 +362,21 @@ def _usage_errors_in_one_line(command_path: str = "nnrun"):
         # the error's own command, unless it is the group's, which names a command's words
         own = error.ctx is not None and error.ctx.command is not main
         path = error.ctx.command_path if own else command_path
-        raise _OneLineUsageError(error.format_message(), path) from None
+        field = _spec_field_set_instead(error)
+        message = (f"No such option '{error.option_name}': a spec's fields are set with --set, "
+                   f"as --set {field}=VALUE" if field else error.format_message())
+        raise _OneLineUsageError(message, path) from None
+
+
+def _spec_field_set_instead(error: click.UsageError) -> str | None:
+    """`train spec.yaml --lr 0.1`: the spec field an unknown option names (optimizer.lr),
+    where the command takes --set; click offered '--help' as the nearest option."""
+    if not isinstance(error, click.NoSuchOption) or error.ctx is None \
+            or not any(param.name == "overrides" for param in error.ctx.command.params):
+        return None
+    from nnrun.compiler.diagnostics import spec_field_path
+
+    return spec_field_path(error.option_name.lstrip("-").replace("-", "_"))
 
 
 # command -> (its module, the command's name there)

@@ -74,8 +74,12 @@ def runs_inside(path: Path) -> list[Path]:
 def _pointer(runs: list[Path]) -> str:
     if len(runs) == 1:
         return f"it holds one run: give {runs[0]}"
+    # the latest that has a checkpoint: one stopped in its first epoch has nothing to read
+    trained = [run for run in runs if (run / LAST).is_file()]
+    latest = trained[-1] if trained else runs[-1]
+    which = "the latest" if latest == runs[-1] else "the latest with a checkpoint"
     others = "the other one" if len(runs) == 2 else f"one of the {len(runs) - 1} others"
-    return f"it holds runs: give {runs[-1]} (the latest), or {others} in it"
+    return f"it holds runs: give {latest} ({which}), or {others} in it"
 
 
 class RunDirectoryError(Exception):
@@ -197,8 +201,10 @@ class RunDirectory:
             return
         present = [name for name in OWNED if (self.path / name).exists()]
         if for_resume:
+            runs = runs_inside(self.path)  # runs/NAME: its runs are what a resume means
+            fix = _pointer(runs) if runs else "start a run there with --out"
             raise RunDirectoryError(f"{self.path}: not an nnrun run directory (no {LOCK}); "
-                                    "start a run there with --out")
+                                    f"{fix}")
         if present:
             raise RunDirectoryError(f"{self.path}: holds {', '.join(present)} that nnrun did not "
                                     "write and would overwrite; choose another --out")

@@ -97,7 +97,9 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
                  ignore_index: int | None = None) -> np.ndarray:
     """Class labels >= 0, or equal to the loss's ignore_index (-100, say, as in PyTorch)."""
     if y.dtype.kind not in "biuf":
-        raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}")
+        names = ("; number the class names 0..k-1: save "
+                 "numpy.unique(y, return_inverse=True)[1] as y" if y.dtype.kind in "USO" else "")
+        raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}{names}")
     labels = class_indices(y, where, "labels")
     negative = labels < 0
     if ignore_index is not None:
@@ -384,6 +386,11 @@ def idx_directory(name: str, data_spec: Any, spec_dir: Path) -> Path:
         what = ("a file of the kernel's (/proc, /sys)" if kernel_file(odd)
                 else "not a regular file")
         raise DataError(f"{name}: {odd} is {what}; put the IDX file itself there")
+    if explicit and all(find_idx_file(directory / name, base) for base in IDX_FILES.values()):
+        # NNRUN_DATA_DIR's layout: the directory above the dataset's own
+        raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path), but the "
+                        f"four IDX files are in {directory / name}: set data.path to "
+                        f"{Path(explicit) / name}")
     if explicit:
         raise DataError(f"{name}: {missing}(.gz) not found in {directory} (data.path); put the "
                         f"four IDX files there, e.g. `nnrun data fetch {name} --dest {directory}`")

@@ -1,0 +1,104 @@
+"""The mistakes learners make in their first specs and commands (an audit collected 110): each
+is told where it is and the fix to write, which works when applied as written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from invoking import assert_ok, assert_one_line_error, invoke
+
+DIGITS = "data: {dataset: digits}\nmodel:\n  layers:\n    - {type: flatten}\n"
+
+
+def write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def only_error(tmp_path, text: str) -> str:
+    spec = write(tmp_path / "s.yaml", text)
+    return assert_one_line_error(invoke("validate", spec), spec)
+
+
+@pytest.mark.parametrize("line, fix", [
+    ("    - {type: dense, units: 10, in_features: 64}",
+     "nnrun infers a layer's inputs from the layer before it: remove it"),
+    ("    - {type: dense, units: 10, dropout: 0.5}",
+     "add - {type: dropout, rate: 0.5} after this layer"),
+])
+def test_pytorch_and_keras_fields_say_what_nnrun_does_instead(tmp_path, line, fix):
+    assert fix in only_error(tmp_path, DIGITS + line + "\n")
+
+
+def test_a_section_indented_under_another_is_told_to_start_its_line(tmp_path):
+    text = DIGITS + "    - {type: dense, units: 10}\ntrain:\n  epochs: 2\n  loss: mse\n"
+    assert "loss is a section of its own: write it at the start of a line, not under train" \
+        in only_error(tmp_path, text)
+
+
+def test_from_logits_says_the_loss_reads_scores(tmp_path):
+    text = DIGITS + ("    - {type: dense, units: 10}\n"
+                     "loss: {type: cross_entropy, from_logits: true}\n")
+    assert "a final softmax or sigmoid is fused into the loss): remove it" \
+        in only_error(tmp_path, text)
+
+
+@pytest.mark.parametrize("value, fix", [("0,01", "decimal point: write 0.01"),
+                                        ("10%", "write the fraction: 0.1")])
+def test_numbers_written_as_people_write_them_are_told_the_yaml(tmp_path, value, fix):
+    text = DIGITS + f"    - {{type: dense, units: 10}}\noptimizer: {{type: sgd, lr: '{value}'}}\n"
+    assert fix in only_error(tmp_path, text)
+
+
+def test_list_items_without_their_dashes_are_told_to_begin_with_one(tmp_path):
+    text = "data: {dataset: digits}\nmodel:\n  layers:\n    {type: flatten}\n" \
+           "    {type: dense, units: 10}\n"
+    line = only_error(tmp_path, text)
+    assert line.endswith("for a list, begin each item with '- '") and ":5:5:" in line
+
+
+def test_class_names_as_labels_are_told_how_to_number_them(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 2), np.float32), y=np.array(list("abcabc")))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: dense, units: 3}]}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("save numpy.unique(y, return_inverse=True)[1] as y")
+
+
+def test_an_option_that_is_a_spec_field_is_told_to_set_it(tmp_path):
+    spec = write(tmp_path / "s.yaml", DIGITS + "    - {type: dense, units: 10}\n")
+    result = invoke("train", spec, "--lr", "0.1")
+    assert result.exit_code == 2 and "a spec's fields are set with --set, as --set " \
+        "optimizer.lr=VALUE" in result.stderr  # click offered '--help'
+
+
+def test_a_parent_of_runs_and_a_runs_spec_point_at_the_run(tmp_path):
+    spec = write(tmp_path / "s.yaml", "data: {dataset: xor}\nmodel: {layers: [{type: dense, "
+                 "units: 2}]}\ntrain: {epochs: 1}\n")
+    runs = tmp_path / "runs"
+    assert_ok(invoke("train", spec, "--out", runs / "a", "--quiet"))
+    (runs / "b").mkdir()  # a run stopped before its first checkpoint: nothing to read
+    (runs / "b" / "spec.yaml").write_text(spec.read_text())
+    line = assert_one_line_error(invoke("eval", runs), runs)
+    assert f"give {runs / 'a'} (the latest with a checkpoint)" in line
+    line = assert_one_line_error(invoke("train", spec, "--resume", runs), runs)
+    assert f"give {runs / 'a'} (the latest with a checkpoint)" in line
+    result = invoke("eval", runs / "a" / "spec.yaml")
+    assert result.exit_code == 2 and f"is the spec of the run {runs / 'a'}; give the run " \
+        f"directory itself, {runs / 'a'}" in result.stderr
+
+
+def test_mnist_data_path_above_the_datasets_directory_names_the_one_to_give(tmp_path,
+                                                                            monkeypatch):
+    from nnrun.runtime.data import DataError, load_dataset
+    from nnrun.runtime.data.locations import IDX_FILES
+
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for base in IDX_FILES.values():
+        (tmp_path / "data" / "mnist" / f"{base}.gz").write_bytes(b"")
+    spec = type("Data", (), {"dataset": "mnist", "path": "data"})()
+    with pytest.raises(DataError) as raised:
+        load_dataset(spec, spec_dir=tmp_path, seed=0)
+    assert str(raised.value).endswith(f"are in {tmp_path / 'data' / 'mnist'}: set data.path to "
+                                      "data/mnist")
