@@ -577,7 +577,14 @@ def _subject(field: str | None) -> str:
 
 def _missing(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     # the loc's last key: a shorthand (`layers: [dense]`) has no mapping in the data to name it
-    return f"missing required field '{problem.error['loc'][-1]}'"
+    name = problem.error["loc"][-1]
+    example = _EXAMPLES.get(name) if _is_layer_path(problem.data_path[:3]) else None
+    return f"missing required field '{name}'" + (f" (e.g. {name}: {example})" if example else "")
+
+
+# A value to show with a layer's missing required field: what it is, at a glance.
+_EXAMPLES = {"units": 10, "filters": 8, "kernel_size": 3, "rate": 0.5, "pool_size": 2,
+             "shape": "[16, -1]"}
 
 
 def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

@@ -288,7 +288,7 @@ def test_missing_required_field_points_at_the_parent_mapping():
             - type: dense
               activation: relu
         """
-    ) == ["spec.yaml:3:7: error: model.layers[0]: missing required field 'units'"]
+    ) == ["spec.yaml:3:7: error: model.layers[0]: missing required field 'units' (e.g. units: 10)"]
 
 
 def test_a_field_of_many_places_gets_no_section_hint(Spec):
@@ -316,11 +316,12 @@ def test_a_field_of_another_section_says_where_it_goes(Spec):
 
 def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
     assert formatted("model:\n  layers: [flatten, dense]\n", schema=Spec) == [
-        "spec.yaml:2:21: error: model.layers[1]: missing required field 'units'"]
+        "spec.yaml:2:21: error: model.layers[1]: missing required field 'units' (e.g. units: 10)"]
     assert formatted("model:\n  layers: [conv2d]\n", schema=Spec) == [
-        "spec.yaml:2:12: error: model.layers[0]: missing required field 'filters'",
-        "spec.yaml:2:12: error: model.layers[0]: missing required field "
-        "'kernel_size'"]
+        "spec.yaml:2:12: error: model.layers[0]: missing required field 'filters' (e.g. "
+        "filters: 8)",
+        "spec.yaml:2:12: error: model.layers[0]: missing required field 'kernel_size' (e.g. "
+        "kernel_size: 3)"]
 
 
 def test_missing_required_top_level_field():
@@ -492,7 +493,7 @@ def test_real_schema_messages(Spec):
         "an integer or a list, got 'smae'; did you mean 'same'?",
         "spec.yaml:8:78: error: model.layers[1]: unknown activation 'relux'; did you "
         "mean 'relu'?",
-        "spec.yaml:9:7: error: model.layers[2]: missing required field 'units'",
+        "spec.yaml:9:7: error: model.layers[2]: missing required field 'units' (e.g. units: 10)",
         "spec.yaml:10:38: error: model.layers[2].activation: unknown field 'alpa'; did "
         "you mean 'alpha'?",
         "spec.yaml:11:7: error: loss: unknown loss 'crossentropy'; did you mean 'cross_entropy'?",
@@ -826,7 +827,7 @@ def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
                                            "model.layers[1].use_bias=false"])
     lines = [d.format() for d in raised.value.diagnostics]
     assert lines == [
-        "spec.yaml:4:7: error: model.layers[0]: missing required field 'units' "
+        "spec.yaml:4:7: error: model.layers[0]: missing required field 'units' (e.g. units: 10) "
         "(after --set model.layers[0].type=dense)",
         "spec.yaml:4:25: error: model.layers[0]: unknown field 'pool_size' "
         "(after --set model.layers[0].type=dense)",
