@@ -509,10 +509,19 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
 
 
 def _number_text_hint(expectation: str, value: Any) -> str:
-    """`lr: 0,01` (a decimal comma) and `validation_split: 10%`: the number to write."""
-    if expectation not in ("a number", "an integer") or not isinstance(value, str):
+    """`lr: 0,01` (a decimal comma), `validation_split: 10%` and `epochs: 1,000` (a thousands
+    separator): the number to write. A comma before three digits is either; both are said."""
+    if not isinstance(value, str) or expectation not in ("a number", "an integer"):
         return ""
     text = value.strip()
+    grouped = re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+", text)
+    if grouped and expectation == "an integer":
+        return f"; write it without the thousands separator: {text.replace(',', '')}"
+    if expectation != "a number":
+        return ""
+    if grouped:
+        return (f"; YAML numbers have no separators: write {text.replace(',', '')}, or "
+                f"{text.replace(',', '.')} if the comma is a decimal one")
     if re.fullmatch(r"[-+]?\d+,\d+", text):
         return f"; YAML numbers take a decimal point: write {text.replace(',', '.')}"
     if re.fullmatch(r"[-+]?\d+(\.\d+)?\s*%", text):
@@ -527,12 +536,12 @@ def _nesting_hint(expectation: str, value: Any) -> str:
             and not isinstance(value, bool):
         return f"; write [{value}]"
     if expectation == "a list" and isinstance(value, dict):
-        return "; a list's entries each begin with '- ' (e.g. - {type: dense, units: 10})"
+        return "; a list's entries each begin with '- '"
     if "mapping" in expectation and isinstance(value, list) and len(value) == 1 \
             and isinstance(value[0], dict):
         return "; remove the '- ' before its fields: they make a list of one mapping"
     if expectation == "a mapping" and value is True:
-        return "; write its fields under it (or leave it out for none)"
+        return "; write its fields under it"
     return ""
 
 
@@ -605,9 +614,13 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         # has the field says more than a near name here (optimizer.epochs is not eps)
         return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
                 f"{elsewhere}.{name}")
-    if name in _FRAMEWORK_FIELDS and (_is_layer_path(owner) or owner == ("loss",)):
-        return f"unknown field {quoted(name)}; {_FRAMEWORK_FIELDS[name]}"
-    if owner and name in _field_names(schema):  # `loss:` indented under train
+    framework = _framework_field_fix(name, owner, present)
+    if framework:
+        return f"unknown field {quoted(name)}; {framework}"
+    if owner and name in _SECTIONS:  # `loss:` indented under train
+        if isinstance(data, dict) and name in data:
+            return (f"unknown field {quoted(name)}; {name} is a section of its own, given at "
+                    "the top already: remove this one")
         return (f"unknown field {quoted(name)}; {name} is a section of its own: write it at the "
                 f"start of a line, not under {format_path(owner)}")
     closest = suggest(name, fields)
@@ -621,16 +634,26 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     return f"unknown field {quoted(name)}{suggestion}"
 
 
-# PyTorch's and Keras's fields that nnrun has no use for, and what to do instead.
-_FRAMEWORK_FIELDS = {
-    **dict.fromkeys(("in_channels", "in_features", "input_dim", "input_size"),
-                    "nnrun infers a layer's inputs from the layer before it: remove it (the "
-                    "model's input is model.input_shape)"),
-    "dropout": "nnrun's dropout is a layer of its own: remove it and add - {type: dropout, "
-               "rate: 0.5} after this layer",
-    "from_logits": "nnrun's losses read the last layer's outputs as scores (a final softmax or "
-                   "sigmoid is fused into the loss): remove it",
-}
+# The spec's sections: a mapping each, at the top (its scalars, seed or dtype, are not).
+_SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
+
+
+def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
+    """PyTorch's and Keras's fields that nnrun has no use for, and what to do instead."""
+    layer = _is_layer_path(owner)
+    kind = present.get("type") if isinstance(present, dict) else None
+    if layer and name in ("in_channels", "in_features", "input_dim", "input_size"):
+        return ("nnrun infers a layer's inputs from the layer before it: remove it (the "
+                "model's input is model.input_shape)")
+    if layer and name == "dropout" and kind != "dropout":
+        rate = present.get(name)
+        rate = rate if isinstance(rate, (int, float)) and not isinstance(rate, bool) else 0.5
+        return (f"nnrun's dropout is a layer of its own: remove it and add - {{type: dropout, "
+                f"rate: {rate}}} after this layer")
+    if owner == ("loss",) and name == "from_logits":
+        return ("nnrun's losses read the last layer's outputs as scores (a final softmax or "
+                "sigmoid before cross-entropy is fused into the loss): remove it")
+    return ""
 
 
 def spec_field_path(name: str) -> str | None:
@@ -690,9 +713,10 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     context = problem.error.get("ctx", {})
     tag, expected = context.get("tag"), _literal_items(context.get("expected_tags", ""))
     kind = _kind_of(problem.data_path)
-    expected = _with_none(kind, expected)
     discriminator = _discriminator(problem.error)
     mapping = _value_at(data, problem.data_path)
+    if not isinstance(mapping, dict):  # `activation: None`, where `none` is a choice
+        expected = _with_none(kind, expected)
     fitting = only_fitting_tag(mapping, _annotation_at(schema, problem.error["loc"]),
                                discriminator)
     given = mapping.get(discriminator) if isinstance(mapping, dict) else tag
@@ -707,7 +731,7 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     if fitting and not suggest(tag, _unquoted(expected)):
         return (f"unknown {subject}; its fields are those of '{fitting}': set "
                 f"{discriminator}: {fitting}")
-    fix = _call_form_fix(tag, expected) or _suggestion_or_choices(tag, expected)
+    fix = _call_form_fix(tag, expected, kind) or _suggestion_or_choices(tag, expected)
     return f"unknown {subject}{fix}"
 
 
@@ -722,32 +746,35 @@ _FIRST_ARGUMENTS = {"dense": "units", "dropout": "rate", "conv1d": "filters", "c
                     "avgpool2d": "pool_size", "reshape": "shape"}
 
 
-def _call_form_fix(word: str, choices: list[str]) -> str:
-    """`Dense(64)`, `Dropout(0.5)`, `relu()`: a layer written as a framework's call. The
-    mapping it means, with its one argument as the field it sets where that is known."""
+def _call_form_fix(word: str, choices: list[str], kind: str | None) -> str:
+    """`Dense(64)`, `Dropout(0.5)`, `relu()`, `Adam(0.001)`: a framework's call. The mapping
+    it means, with a layer's one argument as the field it sets where that is known."""
     call = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*", word)
     meant = suggest(call.group(1).lower(), _unquoted(choices)) if call else None
     if meant is None:
         return ""
-    argument, field = call.group(2).strip(), _FIRST_ARGUMENTS.get(meant)
+    noun = "a layer" if kind in (None, "layer type") else f"an {kind}" \
+        if kind[0] in "aeiou" else f"a {kind}"
+    argument = call.group(2).strip()
+    field = _FIRST_ARGUMENTS.get(meant) if noun == "a layer" else None
     if not argument:
-        return f"; a layer is a name or a mapping, not a call: write {meant}"
+        return f"; {noun} is a name or a mapping, not a call: write {meant}"
     if field and re.fullmatch(r"[\w.+-]+", argument):
-        return (f"; a layer is a mapping, not a call: write {{type: {meant}, {field}: "
+        return (f"; {noun} is a mapping, not a call: write {{type: {meant}, {field}: "
                 f"{argument}}}")
-    return f"; a layer is a mapping, not a call: write {{type: {meant}, ...}} with its fields"
+    return f"; {noun} is a mapping, not a call: write {{type: {meant}, ...}} with its fields"
 
 
 def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     discriminator = _discriminator(problem.error)
     value = _value_at(data, problem.data_path)
-    misspelled = _misspelled_tag(problem, data)
-    if misspelled is not None:
-        return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
     glued = next((key for key in value if _glued_value(key, [discriminator])), None) \
         if isinstance(value, dict) else None
     if glued is not None:  # `{type:dense}`: the key 'type:dense', said where it is too
         return f"missing required field '{discriminator}'{_glued_value(glued, [discriminator])}"
+    misspelled = _misspelled_tag(problem, data)
+    if misspelled is not None:
+        return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
     if isinstance(value, dict):
         return f"missing required field '{discriminator}'" + _fit_hint(
             fitting_tags(value, _annotation_at(schema, problem.error["loc"]), discriminator),

@@ -559,7 +559,7 @@ def layout_warnings(source: SourceSpec) -> list[Diagnostic]:
 def _image_channel_last(shape, layers) -> bool:
     """[H, W, C] of 1 to 4 channels after longer axes, that a 2-D layer reads first."""
     return (len(shape) == 3 and shape[2] <= CHANNEL_LIKE < min(shape[:2])
-            and (_first_layout_reader(layers) or "").endswith("2d"))
+            and "2d" in (_first_layout_reader(layers) or ""))  # conv2d_transpose too
 
 
 def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:

@@ -216,10 +216,11 @@ def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) 
         if shapes[key] != info.shape:
             transposed = (len(info.shape) == 2 and name.endswith(".weight")
                           and tuple(shapes[key]) == tuple(info.shape)[::-1])
+            whole_model = origin.keys == ("model", "init_from")
             layout = ("; nnrun stores a dense weight as [in, out], the transpose of PyTorch's "
                       "Linear.weight [out, in]: save its .T" if transposed else
                       "; init_from sets every parameter it names: to begin the others from "
-                      "it, save a file without this layer's arrays")
+                      "it, save a file without this layer's arrays" if whole_model else "")
             errors.append((origin, f"{path.name}: array '{key}' has shape {list(shapes[key])}, "
                                    f"{name} needs {list(info.shape)}{layout}"))
         else:

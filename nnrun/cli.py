@@ -86,7 +86,7 @@ class RunDirPath(click.Path):
         if path.is_file() and path.suffix in (".yaml", ".yml"):
             from nnrun.runtime.run_dir import is_run_directory
 
-            if is_run_directory(path.parent):  # runs/x/spec.yaml: the run is its directory
+            if path.name == "spec.yaml" and is_run_directory(path.parent):  # the run's own
                 self.fail(f"'{value}' is the spec of the run {path.parent}; give the run "
                           f"directory itself, {path.parent}", param, ctx)
             self.fail(f"'{value}' is a spec; give {wanted}, or train it first: nnrun train "
@@ -372,7 +372,8 @@ def _spec_field_set_instead(error: click.UsageError) -> str | None:
     """`train spec.yaml --lr 0.1`: the spec field an unknown option names (optimizer.lr),
     where the command takes --set; click offered '--help' as the nearest option."""
     if not isinstance(error, click.NoSuchOption) or error.ctx is None \
-            or not any(param.name == "overrides" for param in error.ctx.command.params):
+            or not any(param.name == "overrides" for param in error.ctx.command.params) \
+            or set(error.possibilities or ()) - {"--help"}:  # an option of its own is nearer
         return None
     from nnrun.compiler.diagnostics import spec_field_path
 

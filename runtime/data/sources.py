@@ -97,8 +97,9 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
                  ignore_index: int | None = None) -> np.ndarray:
     """Class labels >= 0, or equal to the loss's ignore_index (-100, say, as in PyTorch)."""
     if y.dtype.kind not in "biuf":
-        names = ("; number the class names 0..k-1: save "
-                 "numpy.unique(y, return_inverse=True)[1] as y" if y.dtype.kind in "USO" else "")
+        names = ("; number the class names 0..k-1 alike in every split: with classes = "
+                 "numpy.unique(y), save numpy.searchsorted(classes, y) as y (and so y_test, "
+                 "y_val)" if y.dtype.kind in "USO" else "")
         raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}{names}")
     labels = class_indices(y, where, "labels")
     negative = labels < 0
@@ -203,7 +204,8 @@ def import_extra(dataset: str):
     module, package = DATASETS[dataset].generator
     try:
         return importlib.import_module(module)
-    except ImportError as error:
+    # ImportError, or what a build for another NumPy raises (ValueError: dtype size changed)
+    except Exception as error:  # noqa: BLE001
         missing = getattr(error, "name", None)  # the module not found, where one was not
         if missing and (module == missing or module.startswith(missing + ".")):
             raise DataError(f"{dataset}: {generator_hint(package)}") from None

@@ -40,7 +40,7 @@ def test_a_section_indented_under_another_is_told_to_start_its_line(tmp_path):
 def test_from_logits_says_the_loss_reads_scores(tmp_path):
     text = DIGITS + ("    - {type: dense, units: 10}\n"
                      "loss: {type: cross_entropy, from_logits: true}\n")
-    assert "a final softmax or sigmoid is fused into the loss): remove it" \
+    assert "sigmoid before cross-entropy is fused into the loss): remove it" \
         in only_error(tmp_path, text)
 
 
@@ -63,7 +63,8 @@ def test_class_names_as_labels_are_told_how_to_number_them(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
                  "model: {layers: [{type: dense, units: 3}]}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert line.endswith("save numpy.unique(y, return_inverse=True)[1] as y")
+    assert line.endswith("with classes = numpy.unique(y), save numpy.searchsorted(classes, y) "
+                         "as y (and so y_test, y_val)")
 
 
 def test_an_option_that_is_a_spec_field_is_told_to_set_it(tmp_path):
@@ -102,3 +103,45 @@ def test_mnist_data_path_above_the_datasets_directory_names_the_one_to_give(tmp_
         load_dataset(spec, spec_dir=tmp_path, seed=0)
     assert str(raised.value).endswith(f"are in {tmp_path / 'data' / 'mnist'}: set data.path to "
                                       "data/mnist")
+
+
+@pytest.mark.parametrize("field, value, fix", [
+    ("train: {epochs: '1,000'}", "", "write it without the thousands separator: 1000"),
+    ("optimizer: {type: sgd, lr: '1,000'}", "", "write 1000, or 1.000 if the comma is a decimal"),
+    ("model: {input_shape: [4], layers: [{type: dense, units: '10%'}]}", "", None),
+])
+def test_separators_in_integers_and_numbers_are_told_apart(tmp_path, field, value, fix):
+    """The review: '1,000' epochs were told to write 1.000, which validate took as 1."""
+    text = ("data: {dataset: xor}\nmodel: {input_shape: [2], layers: [{type: dense, units: 2}]}\n"
+            if not field.startswith("model") else "data: {dataset: xor}\n") + field + "\n"
+    line = only_error(tmp_path, text)
+    if fix is None:
+        assert "fraction" not in line and "write" not in line
+    else:
+        assert fix in line
+
+
+@pytest.mark.parametrize("text, fix", [
+    ("loss: {type:mse}", "YAML reads 'type:mse' as one key: write a space after the colon "
+                         "(type: mse)"),
+    ("optimizer: Adam(0.001)", "an optimizer is a mapping, not a call: write {type: adam, ...}"),
+    ("model:\n  layers:\n    - {type: dense, units: 2, activation: {type: none}}",
+     "unknown activation 'none'; expected one of"),
+])
+def test_review_of_the_learners_hints(tmp_path, text, fix):
+    """Hints that did not fit: {type:mse} told 'did you mean type', Adam(0.001) 'a layer is a
+    mapping', and {type: none} 'did you mean none' (`none` is a name, not a type)."""
+    base = "data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 2}\n"
+    spec_text = base + text + "\n" if not text.startswith("model") else \
+        "data: {dataset: xor}\n" + text + "\n"
+    assert fix in only_error(tmp_path, spec_text)
+
+
+def test_section_and_dropout_hints_fit_where_they_fire(tmp_path):
+    base = "data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 2, dropout: 0.2}\n"
+    assert "add - {type: dropout, rate: 0.2} after this layer" in only_error(tmp_path, base)
+    twice = base.replace(", dropout: 0.2", "") + "loss: mse\ntrain: {loss: mse}\n"
+    assert "loss is a section of its own, given at the top already: remove this one" \
+        in only_error(tmp_path, twice)
+    seed = base.replace("dropout: 0.2", "seed: 3")
+    assert only_error(tmp_path, seed).endswith("error: model.layers[0]: unknown field 'seed'")

@@ -998,6 +998,6 @@ def test_learners_first_mistakes_are_told_the_fix_to_write():
     assert messages["7:7"].startswith("missing required field 'type'; YAML reads 'type:dense'")
     assert messages["7:42"].endswith("did you mean 'identity'?")
     assert messages["9:12"].endswith("'metrics' must be a list, got 'accuracy'; write [accuracy]")
-    assert messages["10:19"].endswith("write its fields under it (or leave it out for none)")
+    assert messages["10:19"].endswith("must be a mapping, got true; write its fields under it")
     assert messages["12:3"].endswith("remove the '- ' before its fields: they make a list of "
                                      "one mapping")
