@@ -514,7 +514,7 @@ def _number_text_hint(expectation: str, value: Any) -> str:
     if not isinstance(value, str) or expectation not in ("a number", "an integer"):
         return ""
     text = value.strip()
-    grouped = re.fullmatch(r"[-+]?\d{1,3}(,\d{3})+", text)
+    grouped = re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+", text)  # 0,001 is a decimal comma
     if grouped and expectation == "an integer":
         return f"; write it without the thousands separator: {text.replace(',', '')}"
     if expectation != "a number":
@@ -623,6 +623,9 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
                     "the top already: remove this one")
         return (f"unknown field {quoted(name)}; {name} is a section of its own: write it at the "
                 f"start of a line, not under {format_path(owner)}")
+    if owner and not _is_layer_path(owner) and name in _field_names(schema):
+        return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level: "
+                f"write it at the start of a line, not under {format_path(owner)}")
     closest = suggest(name, fields)
     if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
         suggestion = f"; did you mean '{closest}' (set already)?"
@@ -647,7 +650,8 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
                 "model's input is model.input_shape)")
     if layer and name == "dropout" and kind != "dropout":
         rate = present.get(name)
-        rate = rate if isinstance(rate, (int, float)) and not isinstance(rate, bool) else 0.5
+        kept = isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate < 1
+        rate = rate if kept else 0.5
         return (f"nnrun's dropout is a layer of its own: remove it and add - {{type: dropout, "
                 f"rate: {rate}}} after this layer")
     if owner == ("loss",) and name == "from_logits":

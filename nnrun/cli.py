@@ -373,8 +373,8 @@ def _spec_field_set_instead(error: click.UsageError) -> str | None:
     where the command takes --set; click offered '--help' as the nearest option."""
     if not isinstance(error, click.NoSuchOption) or error.ctx is None \
             or not any(param.name == "overrides" for param in error.ctx.command.params) \
-            or set(error.possibilities or ()) - {"--help"}:  # an option of its own is nearer
-        return None
+            or error.option_name.replace("_", "-") in (error.possibilities or ()):
+        return None  # `--batch_size`: the command's own --batch-size, as click says
     from nnrun.compiler.diagnostics import spec_field_path
 
     return spec_field_path(error.option_name.lstrip("-").replace("-", "_"))

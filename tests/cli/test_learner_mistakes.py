@@ -105,12 +105,12 @@ def test_mnist_data_path_above_the_datasets_directory_names_the_one_to_give(tmp_
                                       "data/mnist")
 
 
-@pytest.mark.parametrize("field, value, fix", [
-    ("train: {epochs: '1,000'}", "", "write it without the thousands separator: 1000"),
-    ("optimizer: {type: sgd, lr: '1,000'}", "", "write 1000, or 1.000 if the comma is a decimal"),
-    ("model: {input_shape: [4], layers: [{type: dense, units: '10%'}]}", "", None),
+@pytest.mark.parametrize("field, fix", [
+    ("train: {epochs: '1,000'}", "write it without the thousands separator: 1000"),
+    ("optimizer: {type: sgd, lr: '1,000'}", "write 1000, or 1.000 if the comma is a decimal"),
+    ("model: {input_shape: [4], layers: [{type: dense, units: '10%'}]}", None),
 ])
-def test_separators_in_integers_and_numbers_are_told_apart(tmp_path, field, value, fix):
+def test_separators_in_integers_and_numbers_are_told_apart(tmp_path, field, fix):
     """The review: '1,000' epochs were told to write 1.000, which validate took as 1."""
     text = ("data: {dataset: xor}\nmodel: {input_shape: [2], layers: [{type: dense, units: 2}]}\n"
             if not field.startswith("model") else "data: {dataset: xor}\n") + field + "\n"
@@ -145,3 +145,22 @@ def test_section_and_dropout_hints_fit_where_they_fire(tmp_path):
         in only_error(tmp_path, twice)
     seed = base.replace("dropout: 0.2", "seed: 3")
     assert only_error(tmp_path, seed).endswith("error: model.layers[0]: unknown field 'seed'")
+
+
+def test_fourth_review_of_the_hints(tmp_path):
+    """0,001 was offered the thousands reading 0001 first (octal 1 to YAML 1.1); seed under
+    train lost its hint; a dropout field of 50 was copied as the layer's rate; an option click
+    loosely matched to another (--dataset to --set) lost the --set hint."""
+    base = "data: {dataset: xor}\nmodel: {input_shape: [2], layers: [{type: dense, units: 2}]}\n"
+    line = only_error(tmp_path, base + "optimizer:\n  type: sgd\n  lr: 0,001\n")
+    assert line.endswith("YAML numbers take a decimal point: write 0.001")
+    line = only_error(tmp_path, base + "train: {epochs: 2, seed: 3}\n")
+    assert line.endswith("seed is a field of the spec's top level: write it at the start of a "
+                         "line, not under train")
+    line = only_error(tmp_path, base.replace("units: 2}", "units: 2, dropout: 50}"))
+    assert "add - {type: dropout, rate: 0.5} after this layer" in line
+    spec = write(tmp_path / "t.yaml", base)
+    result = invoke("train", spec, "--dataset", "mnist")
+    assert result.exit_code == 2 and "as --set data.dataset=VALUE" in result.stderr
+    result = invoke("train", spec, "--batch_size", "3")
+    assert "Did you mean '--batch-size'?" in result.stderr
