@@ -42,11 +42,13 @@ def one_line(text: str) -> str:
     """`text` as one line a terminal shows as it is: _UNSAFE characters written as escapes
     (`\\n`, `\\x1b`), so that a path holding one names the file and runs nothing, and at most
     about LONGEST_LINE characters."""
+    # escaped first: a control character becomes up to 6 characters of its escape
+    text = _UNSAFE.sub(lambda found: repr(found.group())[1:-1], text)
     if len(text) > LONGEST_LINE:
         head, tail = LONGEST_LINE * 2 // 3, LONGEST_LINE // 4
         text = (f"{text[:head]} ... [{len(text) - head - tail:,} characters left out] ... "
                 f"{text[-tail:]}")
-    return _UNSAFE.sub(lambda found: repr(found.group())[1:-1], text)
+    return text
 
 
 @contextmanager

@@ -136,6 +136,15 @@ def generated_bytes(name: str, n_samples: int) -> tuple[int, str]:
 CSV_ENCODING = "utf-8-sig"
 
 
+def user_path(text: str) -> Path:
+    """A path as a user writes it, `~` and `~name` expanded where they name a home; a
+    `~nouser/x.npz` is left as written (a file not found, not Python's RuntimeError)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:  # no such user, or no home directory to expand `~` to
+        return Path(text)
+
+
 def kernel_file(path: Path) -> bool:
     """A file of /proc or /sys: the kernel's state as text (/proc/self/environ holds the
     environment), never a dataset; reading it only to quote it in an error would leak it."""

@@ -20,7 +20,7 @@ from .checks import (monitor_names, setting_range_errors, shapeless_errors,
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
                        held_out, kernel_file, no_label_column, npz_arrays_problem,
-                       unnamed_column, why_absent)
+                       unnamed_column, user_path, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
@@ -258,7 +258,7 @@ def data_file(spec: Spec, directory: Path,
     data = spec.data
     if data is None or data.dataset not in kinds or not data.path:
         return None
-    return directory / Path(data.path).expanduser()
+    return directory / user_path(data.path)
 
 
 def _csv_features(file: Path) -> list[int] | None:

@@ -763,9 +763,13 @@ def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
     if not _PATH_PATTERN.fullmatch(path_text):
         example = "model.layers[0].filters"
         raise _OverrideError(f"cannot read the path {path_text!r}; expected a path like {example}")
-    path = tuple(
-        key if key else int(index) for key, index in _PATH_TOKEN.findall(path_text)
-    )
+    try:
+        path = tuple(
+            key if key else int(index) for key, index in _PATH_TOKEN.findall(path_text)
+        )
+    except ValueError:  # an index of more digits than Python converts
+        raise _OverrideError("a list index of thousands of digits is past any list's length; "
+                             "check the path against nnrun schema") from None
     if len(path) > _LONGEST_PATH:
         raise _OverrideError(f"the path has {len(path):,} parts, more than any spec field's (a "
                              f"few, {_LONGEST_PATH} at most); check it against nnrun schema")

@@ -309,14 +309,23 @@ def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _no_nul(path: str) -> str:
-    """No file system takes a NUL in a name; Python's path calls raise on one."""
+NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096  # Linux's, and most file systems'
+
+
+def _possible_path(path: str) -> str:
+    """No file system takes a NUL in a name, a name part over 255 bytes or a path over 4096:
+    Python's path calls raise on them (ENAMETOOLONG would end validate for every spec)."""
     if "\0" in path:
         raise ValueError("no file name holds a NUL character (\\0); write the file's name")
+    longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.split("/"))
+    if longest > NAME_MAX_BYTES or len(path.encode("utf-8", "surrogatepass")) > PATH_MAX_BYTES:
+        raise ValueError(f"no file system takes a path this long (a name of {longest:,} bytes; "
+                         f"at most {NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole path); "
+                         "write the file's path")
     return path
 
 
-FilePath = Annotated[str, AfterValidator(_no_nul)]
+FilePath = Annotated[str, AfterValidator(_possible_path)]
 
 
 WEIGHTS_HELP = ("initial weight values, nested lists in nnrun's layout: dense [in, out] (the "

@@ -406,7 +406,12 @@ def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
 
 def _names_an_input(word: str) -> bool:
     """A spec file or a run directory: a command's argument, not an override's value."""
-    return word.endswith((".yaml", ".yml")) or Path(word).is_dir()
+    if word.endswith((".yaml", ".yml")):
+        return True
+    try:
+        return Path(word).is_dir()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL: a value
+        return False
 
 
 def _a_further_rank() -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.compiler.datasets import user_path
+
 from .augment import augment_batch
 from .errors import DataError
 from .fetch import fetch_dataset
@@ -31,7 +33,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     `sample_shape`, what it was fitted to: samples of another shape are refused before it;
     `ignore_index`, the loss's: a label a user's file may hold besides the classes."""
     path = option(data_spec, "path")
-    where = str(Path(spec_dir) / Path(path).expanduser()) if path else data_spec.dataset
+    where = str(Path(spec_dir) / user_path(path)) if path else data_spec.dataset
     try:
         return _load(data_spec, Path(spec_dir), seed, dtype, preprocessing, sample_shape,
                      ignore_index, where)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping
 
 from ..files import settle, what_is_there
 from .errors import DataError
-from .locations import IDX_FILES, default_dir, is_writable_dir
+from .locations import IDX_FILES, default_dir, is_writable_dir, user_path
 
 MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": (
@@ -86,7 +86,7 @@ def fetch_dataset(
             f"{name or repr(name)}: nothing to fetch; downloadable datasets are "
             f"{', '.join(MIRRORS)} (the others are built in, generated, or your own files)"
         )
-    destination = Path(dest_dir).expanduser() if dest_dir else default_dir(name)
+    destination = user_path(dest_dir) if dest_dir else default_dir(name)
     mirror_list = list(mirrors or MIRRORS[name])
     # The downloader is requests': it refuses other schemes (ftp too) with an error that is
     # also the ValueError of a bad checksum.

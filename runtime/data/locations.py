@@ -9,7 +9,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from nnrun.compiler.datasets import DATASETS, DATASETS_EXTRA, kernel_file, missing_generator
+from nnrun.compiler.datasets import (DATASETS, DATASETS_EXTRA, kernel_file, missing_generator,
+                                     user_path)
 
 from ..files import temporaries_of, write_atomically
 
@@ -25,7 +26,7 @@ IDX_FILES = {
 def cache_root() -> Path:
     """Decoded and generated data; never the user's data directory."""
     configured = os.environ.get("NNRUN_CACHE_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "nnrun"
+    return user_path(configured) if configured else Path.home() / ".cache" / "nnrun"
 
 
 def cache_dir(name: str) -> Path:
@@ -68,15 +69,15 @@ def mnist1d_cache_file() -> Path:
 def default_dir(name: str) -> Path:
     """Where `nnrun data fetch` puts a dataset when no destination is given."""
     data_dir = os.environ.get("NNRUN_DATA_DIR")
-    return Path(data_dir).expanduser() / name if data_dir else cache_dir(name)
+    return user_path(data_dir) / name if data_dir else cache_dir(name)
 
 
 def search_dirs(name: str, path: str | None = None, spec_dir: Path | None = None) -> list[Path]:
     """An explicit data.path is the only place searched; else the environment, then the cache."""
     if path:
-        return [(Path(spec_dir or ".") / Path(path).expanduser())]
+        return [(Path(spec_dir or ".") / user_path(path))]
     data_dir = os.environ.get("NNRUN_DATA_DIR")
-    candidates = [Path(data_dir).expanduser() / name] if data_dir else []
+    candidates = [user_path(data_dir) / name] if data_dir else []
     return candidates + [cache_dir(name)]
 
 

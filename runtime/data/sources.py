@@ -24,7 +24,8 @@ from nnrun.backends.notices import inform, warn
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, kernel_file, no_label_column,
-                                     no_training_samples, npz_arrays_problem, unnamed_column)
+                                     no_training_samples, npz_arrays_problem, unnamed_column,
+                                     user_path)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
 
@@ -470,7 +471,7 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     path = option(data_spec, "path")
     if not path:
         raise DataError(f"{name}: data.path is required (a file, relative to the spec file)")
-    full_path = spec_dir / Path(path).expanduser()
+    full_path = spec_dir / user_path(path)
     if full_path.is_dir():
         raise DataError(f"{name}: {full_path} is a directory; data.path must name a .{name} file")
     if full_path.exists() and not full_path.is_file():

@@ -1780,3 +1780,39 @@ def test_a_group_without_its_subcommand_still_shows_its_help():
 
     result = CliRunner().invoke(main, ["data"], prog_name="nnrun")
     assert "Commands:" in result.output and "fetch" in result.output
+
+
+# --- the fuzzer of the message paths (2026-12-05) -------------------------------------------
+
+
+def test_odd_paths_and_override_values_are_one_line_errors(tmp_path):
+    """`~nouser/x.npz` was Python's RuntimeError (exit 70); a data.path part over 255 bytes
+    ended validate for every spec at once; a 300-byte value after `--set PATH` was a raw
+    traceback (ENAMETOOLONG); a --set index of 4,301 digits an internal error."""
+    base = "model: {input_shape: [4], layers: [{type: dense, units: 2}]}\n"
+    tilde = write(tmp_path / "t.yaml", "data: {dataset: npz, path: ~nouser/x.npz}\n" + base)
+    result = invoke("validate", tilde)
+    assert result.exit_code == 0 and "~nouser/x.npz: no such file" in result.stderr
+    long = write(tmp_path / "l.yaml", f"data: {{dataset: npz, path: {'a' * 300}.npz}}\n" + base)
+    result = invoke("validate", long, tiny_spec(tmp_path))
+    assert result.exit_code == 1 and "no file system takes a path this long" in result.stderr
+    assert "1 of 2 specs valid" in result.output
+    result = invoke("validate", tilde, "--set", "optimizer.lr", "x" * 300)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--set takes PATH=VALUE as one argument" in result.stderr
+    index = "9" * 4301
+    line = assert_one_line_error(invoke("validate", tilde, "--set",
+                                        f"model.layers[{index}].units=1"), "--set")
+    assert "a list index of thousands of digits is past any list's length" in line
+
+
+def tiny_spec(tmp_path):
+    return write(tmp_path / "tiny.yaml", TINY)
+
+
+def test_a_line_of_control_characters_stays_within_the_longest_line(tmp_path):
+    """The line was cut to 2,000 characters before its control characters were escaped
+    (to 4 characters each): 6,817 characters."""
+    from nnrun.backends.notices import LONGEST_LINE, one_line
+
+    assert len(one_line("\x01" * 3000)) <= LONGEST_LINE + 60
