@@ -308,10 +308,12 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
 
 def _npz_val_monitor_problem(spec: Spec, shapes: dict) -> str | None:
     """A val_* early-stopping monitor on an npz without x_val, where no validation_split
-    holds samples out (checks.py leaves it to the file, which its header tells)."""
+    holds samples out: the names checks.py leaves to the file, which its header tells (an
+    unknown name is checks.py's to say)."""
     stopping = spec.train.early_stopping
-    if stopping is None or not stopping.monitor.startswith("val_") \
-            or spec.data.validation_split or "x_val" in shapes:
+    if stopping is None or spec.data.validation_split or "x_val" in shapes \
+            or stopping.monitor not in monitor_names(spec, True) \
+            or stopping.monitor in monitor_names(spec, False):
         return None
     return unknown_monitor(stopping.monitor, monitor_names(spec, False), False, "will not be",
                            f" ({spec.data.path} holds no x_val and y_val)")

@@ -370,7 +370,8 @@ def _usage_errors_in_one_line(command_path: str = "nnrun"):
 
 def _spec_field_set_instead(error: click.UsageError) -> str | None:
     """`train spec.yaml --lr 0.1`: the spec field an unknown option names (optimizer.lr),
-    where the command takes --set; click offered '--help' as the nearest option."""
+    where the command takes --set (click's nearest option was '--help'); None where it is the
+    command's own option but for - and _, which click's suggestion names."""
     if not isinstance(error, click.NoSuchOption) or error.ctx is None \
             or not any(param.name == "overrides" for param in error.ctx.command.params) \
             or error.option_name.replace("_", "-") in (error.possibilities or ()):
