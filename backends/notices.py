@@ -10,21 +10,29 @@ import sys
 from contextlib import contextmanager
 
 _SILENCED = {"depth": 0}
+_COLLECTORS: list[list[tuple[str, str]]] = []  # collected(): the innermost takes the lines
 
 
 def warn(message: str) -> None:
-    inform(f"warning: {message}")
+    _say("warning", message, f"nnrun: warning: {message}")
 
 
 def positioned(line: str) -> None:
     """A spec's diagnostic line (file:line:col: warning: ...), as `validate` prints it."""
-    if not _SILENCED["depth"]:
-        print(line, file=sys.stderr, flush=True)
+    _say("positioned", line, line, escaped=False)
 
 
 def inform(message: str) -> None:
-    if not _SILENCED["depth"]:
-        print(one_line(f"nnrun: {message}"), file=sys.stderr, flush=True)
+    _say("note", message, f"nnrun: {message}")
+
+
+def _say(kind: str, message: str, line: str, escaped: bool = True) -> None:
+    if _SILENCED["depth"]:
+        return
+    if _COLLECTORS:
+        _COLLECTORS[-1].append((kind, message))
+    else:
+        print(one_line(line) if escaped else line, file=sys.stderr, flush=True)
 
 
 # What must not reach a terminal as it is: control characters (a line break, ESC, which starts
@@ -49,6 +57,18 @@ def one_line(text: str) -> str:
         text = (f"{text[:head]} ... [{len(text) - head - tail:,} characters left out] ... "
                 f"{text[-tail:]}")
     return text
+
+
+@contextmanager
+def collected():
+    """Runs the block with its lines kept, not printed: the list it gives holds (kind,
+    message), kind "warning", "note" or "positioned" (a spec's diagnostic line)."""
+    lines: list[tuple[str, str]] = []
+    _COLLECTORS.append(lines)
+    try:
+        yield lines
+    finally:
+        _COLLECTORS.pop()
 
 
 @contextmanager

@@ -463,10 +463,15 @@ def main(debug: bool) -> None:
 @click.option("--warn-memory", metavar="SIZE",
               help="Warn when training needs more memory than SIZE (e.g. 16GB, 512MiB) "
                    "[default: the memory available on this machine].")
+@click.option("--data", "read_data", is_flag=True,
+              help="Also load each spec's own data file (an npz or csv) and check it against "
+                   "the model as train does before its first step. Named datasets are never "
+                   "loaded.")
 @set_option
 @handle_errors
-def validate(specs, fmt, strict, warn_memory, overrides) -> None:
-    """Check specs: schema, shapes, dataset compatibility, budgets. Never loads data."""
+def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
+    """Check specs: schema, shapes, dataset compatibility, budgets. Loads no data but with
+    --data, and then only the spec's own file."""
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
     from nnrun.compiler.frontend import check, data_file_errors, declared_shape_errors, load_spec
 
@@ -486,7 +491,9 @@ def validate(specs, fmt, strict, warn_memory, overrides) -> None:
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
-                           + _missing_data_file_warning(checked))
+                           + _missing_data_file_warning(checked, read_data))
+            if read_data and not any(d.severity == "error" for d in diagnostics):
+                diagnostics += _data_file_checks(checked)
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
@@ -549,9 +556,10 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
     return [checked.source.diagnostic(origin, message, "warning")]
 
 
-def _missing_data_file_warning(checked) -> list[Diagnostic]:
+def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnostic]:
     """An npz or csv file that is not there (with input_shape given, nothing else needs it
-    before train): said, as a warning, since the file may be made or fetched later."""
+    before train): said, as a warning, since the file may be made or fetched later; an error
+    where it is `required` (validate --data)."""
     from nnrun.compiler.datasets import why_absent
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
@@ -562,7 +570,33 @@ def _missing_data_file_warning(checked) -> list[Diagnostic]:
     message = (f"{file}: {why_absent(file)} (data.path is relative to the spec file): train "
                "needs it")
     return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,
-                                      "warning")]
+                                      "error" if required else "warning")]
+
+
+def _data_file_checks(checked) -> list[Diagnostic]:
+    """validate --data: train's checks before its first step, on the spec's own data file
+    (labels against the outputs, targets' shapes, values that are not finite, ...). What train
+    would refuse is an error at data.path, its warnings of the data warnings there."""
+    from nnrun.compiler.datasets import DATASETS
+    from nnrun.compiler.frontend import data_file
+    from nnrun.compiler.ir import Origin
+    from nnrun.runtime.train import check_before_training
+
+    source = checked.source
+    file = data_file(source.spec, source.directory)
+    if file is None or not DATASETS[source.spec.data.dataset].user_file or not file.exists():
+        return []  # a named dataset, or a file said to be missing already
+    at_path = Origin("data.path", keys=("data", "path"))
+    try:
+        warnings = check_before_training(source)
+    except SpecError as error:
+        return error.diagnostics
+    except _expected_errors() as error:
+        return [source.diagnostic(at_path, str(error))]
+    except MemoryError:
+        return [source.diagnostic(at_path, f"{file}: out of memory while loading it to check "
+                                           "it; train needs more memory than is free here")]
+    return [source.diagnostic(at_path, message, "warning") for message in warnings]
 
 
 def _data_memory_warning(checked, limit: int, named: str) -> list[Diagnostic]:

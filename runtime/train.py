@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.backends.notices import positioned, silenced, warn
+from nnrun.backends.notices import collected, positioned, silenced, warn
 from nnrun.compiler.checks import metric_name, monitor_names, tracked_metrics, unknown_monitor
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
@@ -121,6 +121,16 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     except BaseException:
         ranks.failed()
         raise
+
+
+def check_before_training(source) -> list[str]:
+    """What `train` checks before its first step, without training or writing anything
+    (`nnrun validate --data`): the spec's data loaded and fitted to the model. Raises what
+    train would refuse; returns the warnings train would print of the data and the run (the
+    spec's own positioned ones are validate's already)."""
+    with collected() as lines:
+        Trainer(source, "numpy")
+    return [message for kind, message in lines if kind == "warning"]
 
 
 def _training_digest(source) -> str:

@@ -992,3 +992,57 @@ def test_one_value_per_sample_and_too_few_samples_are_said_by_validate(tmp_path)
     spec = write(tmp_path / "t.yaml", SPEC.replace("INPUT", "").replace("d.npz", "t.npz"))
     assert assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r2"),
                                  "t.npz").endswith("save x_test[:, None]")
+
+
+def test_validate_data_says_what_train_refuses_of_the_file_at_data_path(tmp_path):
+    """validate --data loads the spec's own file and checks it as train does before its first
+    step: what train refuses is an error at data.path (without --data, the header alone)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    y[5] = 7
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)).astype("f4"), y=y)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
+    assert "s.yaml: ok" in assert_ok(invoke("validate", spec)).stdout
+    refused = invoke("train", spec, "--out", tmp_path / "run", "--quiet")
+    assert refused.exit_code == 1 and "labels go up to 7" in refused.stderr
+    result = invoke("validate", spec, "--data", "--format", "json")
+    assert result.exit_code == 1, result.output
+    [found] = json.loads(result.stdout)
+    assert (found["line"], found["severity"], found["where"]) == (2, "error", "data.path")
+    assert "labels go up to 7 but the model has 3 outputs; set the last layer's units to 8" \
+        in found["message"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_data_warns_as_train_does_and_passes_good_files(tmp_path):
+    spec = _files(tmp_path)
+    result = assert_ok(invoke("validate", spec, "--data"))
+    assert "s.yaml: ok" in result.stdout and not result.stderr
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "r.npz", x=rng.random((40, 4)).astype("f4"),
+             y=(rng.random(40) * 1e7).astype("f4"))
+    regression = write(tmp_path / "r.yaml", SPEC.replace("npz, path: d.npz", "npz, path: r.npz")
+                       .replace("INPUT", "").replace("units: 3", "units: 1")
+                       + "loss: mse\n")
+    warned = assert_ok(invoke("validate", regression, "--data"))
+    assert "r.yaml:2:" in warned.stderr and "warning: data.path:" in warned.stderr
+    assert "the targets' standard deviation is" in warned.stderr
+    strict = invoke("validate", regression, "--data", "--strict")
+    assert strict.exit_code == 1 and "error: data.path:" in strict.stderr
+
+
+def test_validate_data_makes_a_missing_file_an_error_and_never_loads_a_named_dataset(
+        tmp_path, monkeypatch):
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    assert "warning: data.path:" in assert_ok(invoke("validate", spec)).stderr
+    missing = invoke("validate", spec, "--data")
+    assert missing.exit_code == 1 and "error: data.path:" in missing.stderr
+    assert "no such file" in missing.stderr
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("a named dataset was loaded")
+
+    monkeypatch.setattr("nnrun.runtime.train.load_dataset", loaded)
+    named = write(tmp_path / "m.yaml", "data: {dataset: mnist}\nmodel: {layers: [{type: flatten},"
+                                       " {type: dense, units: 10}]}\n")
+    assert "m.yaml: ok" in assert_ok(invoke("validate", named, "--data")).stdout
