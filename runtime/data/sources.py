@@ -99,8 +99,9 @@ def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
     """Class labels >= 0, or equal to the loss's ignore_index (-100, say, as in PyTorch)."""
     if y.dtype.kind not in "biuf":
         names = ("; number the class names 0..k-1 alike in every split: with classes = "
-                 "numpy.unique(y), save numpy.searchsorted(classes, y) as y (and so y_test, "
-                 "y_val)" if y.dtype.kind in "USO" else "")
+                 "numpy.unique(numpy.concatenate([y, y_test, y_val])) (the splits the file "
+                 "holds), save numpy.searchsorted(classes, y) as y (and so y_test, y_val)"
+                 if y.dtype.kind in "USO" else "")
         raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}{names}")
     labels = class_indices(y, where, "labels")
     negative = labels < 0

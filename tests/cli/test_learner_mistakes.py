@@ -63,7 +63,8 @@ def test_class_names_as_labels_are_told_how_to_number_them(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
                  "model: {layers: [{type: dense, units: 3}]}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert line.endswith("with classes = numpy.unique(y), save numpy.searchsorted(classes, y) "
+    assert line.endswith("with classes = numpy.unique(numpy.concatenate([y, y_test, y_val])) "
+                         "(the splits the file holds), save numpy.searchsorted(classes, y) "
                          "as y (and so y_test, y_val)")
 
 
