@@ -585,7 +585,7 @@ class Trainer:
         row = {"epoch": epoch, **totals.means("train_"), "lr": lr}
         self._warn_if_loss_rose(row["train_loss"], losses, epoch, lr)
         self._average_running_statistics()
-        self._check_state_is_finite(epoch, row["train_loss"], lr)
+        self._check_state_is_finite(epoch, row, lr)
         row.update(self.evaluate_split("val") or self.no_split("val"))
         row.update({"epoch_s": round(seconds, 4), "samples_per_s": round(totals.count / seconds, 1)})
         row.update(totals.grad_norms())
@@ -677,9 +677,11 @@ class Trainer:
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
+            before_any_update = epoch == self.first_epoch and index == 0
             self.ranks.raise_together(
                 TrainingError(self._diverged_message(
-                    f"loss became {loss} at epoch {epoch}, step {index + 1}", lr)))
+                    f"loss became {loss} at epoch {epoch}, step {index + 1}", lr,
+                    before_any_update)))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
 
@@ -728,21 +730,37 @@ class Trainer:
             for name in self.model.lowered.state:
                 self.backend.allreduce_mean(self.state[name])
 
-    def _check_state_is_finite(self, epoch: int, loss: float, lr: float) -> None:
+    def _check_state_is_finite(self, epoch: int, row: dict, lr: float) -> None:
         """The loss can stay finite while the state overflows: Adam's squared gradients
         reach inf and its update is then 0. Checked once an epoch, before the checkpoint,
-        which resume, eval and predict would refuse."""
+        which resume, eval and predict would refuse. `row`: the epoch's training numbers."""
         xp, names = self.backend.xp, list(self.state)
         finite = self.backend.to_host(xp.stack([xp.isfinite(self.state[n]).all() for n in names]))
         if finite.all():
             return
         name = names[int(np.argmin(finite))]
+        self._keep_overflowed_epoch(row, name)
         what = (f"'{name}' overflowed ({self.spec.dtype}) in epoch {epoch} while the loss "
-                f"stayed finite ({loss:.4g})")
+                f"stayed finite ({row['train_loss']:.4g})")
         self.ranks.raise_together(TrainingError(self._diverged_message(what, lr)))
 
-    def _diverged_message(self, what: str, lr: float) -> str:
+    def _keep_overflowed_epoch(self, row: dict, name: str) -> None:
+        """As _keep_diverged_epoch: the epoch's row, marked with what overflowed, and its
+        steps' gradient norms (what shows the explosion); a resume drops them with the epoch."""
+        if self.run_directory is None:
+            return  # rank 0 writes
+        kept = {**row, "overflowed": name, **self.totals.grad_norms()}
+        if self.grad_norms:
+            kept.update(self.grad_norms.epoch_columns())
+            self._write_step_norms(self.run_directory)
+        self.run_directory.write_metrics([*self.history.rows, kept])
+
+    def _diverged_message(self, what: str, lr: float, before_any_update: bool = False) -> str:
+        """`before_any_update`: the loss of the first step this run took, computed before its
+        first update, so that no learning rate, decay or gradient made it."""
         optimizer = self.spec.optimizer
+        if before_any_update:
+            return f"{what}, before any update: {self._start_not_finite()}; {self._kept()}"
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         decay = getattr(optimizer, "weight_decay", 0.0)
         # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each
@@ -753,13 +771,22 @@ class Trainer:
                              "grows the weights; lower optimizer.weight_decay")
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
+        return f"{what}; {'; '.join(causes)}; {self._kept()}"
+
+    def _start_not_finite(self) -> str:
+        """Why the loss of weights no step has changed is not finite."""
+        start = ("the checkpoint's weights" if self.first_epoch > 1
+                 else "the initial weights (the initializers' std or limit, init_from values)")
+        wider = "" if self.spec.dtype == "float64" else ", or train in float64 (dtype: float64)"
+        return (f"{start} or the data (targets or inputs too large for {self.spec.dtype}) make "
+                f"it so, not the learning rate; scale them down{wider}")
+
+    def _kept(self) -> str:
         kept = self.run_dir / LAST
         if kept.exists():
-            last = (f"last good checkpoint: {kept} (resume from it with --resume "
+            return (f"last good checkpoint: {kept} (resume from it with --resume "
                     f"{self.run_dir} --allow-changes once the spec is changed)")
-        else:
-            last = f"no checkpoint was written yet (--out {self.run_dir} starts over)"
-        return f"{what}; {'; '.join(causes)}; {last}"
+        return f"no checkpoint was written yet (--out {self.run_dir} starts over)"
 
     def _resume_advice(self, interrupt: Interrupted) -> str:
         if not (self.run_dir / SPEC).is_file():  # stopped before the run wrote its spec
@@ -793,7 +820,9 @@ class Trainer:
         history = self.history
         improved = value is not None and (
             self._first_at_target() or history.best_value is None
-            or not math.isfinite(history.best_value)  # a nan best (a diverged epoch) is beaten
+            # a NaN or infinite best (a validation loss that overflowed) is beaten by any
+            # finite value; a NaN is never an improvement, so early stopping still counts
+            or (math.isfinite(value) and not math.isfinite(history.best_value))
             or _better(value, history.best_value, mode, stopping.min_delta if stopping else 0.0))
         if improved:
             history.best_value, history.best_epoch, history.epochs_since_best = value, epoch, 0

@@ -1,11 +1,15 @@
 """Training-loop behaviour: early stopping, pruning, gradient-norm logging, metrics."""
 
 import json
+import math
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 import nnrun
 from nnrun.runtime.checkpoint import load_checkpoint
+from nnrun.runtime.train import TrainingError
 from nnrun.runtime.metrics import metric_sum, predicted_labels
 from nnrun.compiler.schema import Accuracy
 
@@ -230,3 +234,69 @@ def test_a_run_without_a_validation_split_writes_its_val_keys_as_null(tmp_path):
     assert all(isinstance(row["train_mae"], float) for row in rows)
     final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
     assert final["val_loss"] is None and final["test_loss"] is not None
+
+
+def _overflowing_validation(tmp_path) -> Path:
+    """Training data that trains, and a validation split whose values overflow float32 in the
+    first layer: val_loss is NaN from epoch 1 on while the training loss stays finite."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8)).astype("f4")
+    y = (x[:, 0] > 0).astype(np.int64)
+    x_val = rng.normal(size=(20, 8)).astype("f4")
+    x_val[0] = 3e38
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_val=x_val, y_val=y[:20])
+    return _spec_file(tmp_path, """\
+data: {dataset: npz, path: d.npz, normalize: none}
+model: {input_shape: [8], layers: [{type: dense, units: 16, activation: relu}, {type: dense, units: 2}]}
+optimizer: {type: sgd, lr: 0.5}
+train: {epochs: 12, batch_size: 32, early_stopping: {monitor: val_loss, patience: 3}}
+""")
+
+
+def test_a_nan_monitor_is_never_an_improvement_so_early_stopping_still_stops(tmp_path):
+    summary = nnrun.train(_overflowing_validation(tmp_path), out_dir=tmp_path / "run",
+                          quiet=True)
+    rows = [json.loads(line)
+            for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isnan(row["val_loss"]) for row in rows)
+    assert summary["stopped_early"] and summary["epochs_run"] == 4
+    assert summary["best_epoch"] == 1
+
+
+def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(tmp_path):
+    spec = _spec_file(tmp_path, DIGITS_MLP)
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True,
+                    overrides=["model.init={type: normal, std: 1.0e+30}", "optimizer.lr=1e-6"])
+    message = str(caught.value)
+    assert "at epoch 1, step 1, before any update" in message, message
+    assert "initial weights" in message and "not the learning rate" in message
+    assert "lower optimizer.lr" not in message
+
+
+def _spec_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_state_that_overflows_under_a_finite_loss_keeps_the_epochs_row_and_norms(tmp_path):
+    """Adam's squared gradients overflow float32 (gradients of 2e21) while the loss, 1e12,
+    stays finite: the run stops, and the epoch's row and step norms show why."""
+    x = np.full((8, 1), 1e15, np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.full(8, 1e6, np.float32))
+    spec = _spec_file(tmp_path, """\
+data: {dataset: npz, path: d.npz, normalize: none}
+model: {input_shape: [1], layers: [{type: dense, units: 1, weights: [[0.0]], bias: [0.0]}]}
+loss: mse
+optimizer: {type: adam, lr: 1.0e-20}
+train: {batch_size: 4, shuffle: false, epochs: 2, log_grad_norms: {every_steps: 1}}
+""")
+    with pytest.raises(TrainingError, match="exp_avg_sq' overflowed"):
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    [row] = [json.loads(line)
+             for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert row["epoch"] == 1 and row["overflowed"] == "opt/dense_1.weight.exp_avg_sq"
+    assert math.isfinite(row["train_loss"]) and row["layer_grad_norm/dense_1"] > 1e21
+    steps = (tmp_path / "run" / "grad-norms.jsonl").read_text().splitlines()
+    assert len(steps) == 2 and json.loads(steps[0])["layer_grad_norm/dense_1"] > 1e21
