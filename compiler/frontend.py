@@ -35,11 +35,14 @@ from .summary import Summary, summarize
 
 @dataclass
 class SourceSpec:
-    """A validated spec and where it came from (for positions and relative data paths)."""
+    """A validated spec and where it came from (for positions and relative data paths).
+    `from_checkpoint`: the spec of a run whose checkpoint gives every parameter (eval,
+    predict, a resume): its init_from files are not read, and may be gone."""
 
     spec: Spec
     loaded: Loaded
     path: Path | None = None
+    from_checkpoint: bool = False
 
     @property
     def directory(self) -> Path:
@@ -47,7 +50,7 @@ class SourceSpec:
 
     def __getattr__(self, name: str):
         # the spec's own fields through its source: nnrun.load_spec(path).model.layers
-        if name.startswith("_") or name in ("spec", "loaded", "path"):
+        if name.startswith("_") or name in ("spec", "loaded", "path", "from_checkpoint"):
             raise AttributeError(name)
         return getattr(self.spec, name)
 
@@ -468,7 +471,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
         raise SpecError(_in_file_order(
             [*warnings, source.diagnostic(error.origin, error.message), *others],
             source.loaded.filename)) from None
-    errors = (resolve_initial_values(source.spec, lowered, source.directory)
+    errors = (resolve_initial_values(source.spec, lowered, source.directory,
+                                     files=not source.from_checkpoint)
               + setting_range_errors(source.spec))
     if errors:
         raise SpecError(_in_file_order([source.diagnostic(origin, message)

@@ -40,11 +40,13 @@ class _Unreadable(Exception):
     pass
 
 
-def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin, str]]:
+def resolve_initial_values(spec, lowered, directory: Path,
+                           files: bool = True) -> list[tuple[Origin, str]]:
     """Gives the parameters of `lowered` the values the spec writes out; returns the errors.
-    A layer's own values take precedence over model.init_from's."""
+    A layer's own values take precedence over model.init_from's. files=False: the init_from
+    files are not read (a run's checkpoint gives every value)."""
     errors: list[tuple[Origin, str]] = []
-    if spec.model.init_from:  # first: a layer's own values take precedence
+    if spec.model.init_from and files:  # first: a layer's own values take precedence
         origin = Origin("model.init_from", keys=("model", "init_from"))
         errors += _give_model_file(lowered, directory / spec.model.init_from, origin)
     errors += _initializer_range_errors(spec)
@@ -56,7 +58,7 @@ def resolve_initial_values(spec, lowered, directory: Path) -> list[tuple[Origin,
             if error is None:
                 _give(lowered, f"{name}.{suffix}", GivenValues(values=values))
             errors += [error] if error else []
-        if getattr(layer, "init_from", None):
+        if getattr(layer, "init_from", None) and files:
             errors += _give_layer_file(lowered, name, directory / layer.init_from,
                                        origin.at_field("init_from"))
     return errors

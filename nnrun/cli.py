@@ -669,7 +669,9 @@ def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
         raise UserError(f"{spec}: --set applies to a spec; a run is shown as it was trained "
                         f"(summary {spec / 'spec.yaml'} --set ... shows the changed model "
                         "without the checkpoint)")
-    checked = check(load_spec(_run_spec(run_dir) if run_dir else spec, overrides))
+    source = load_spec(_run_spec(run_dir) if run_dir else spec, overrides)
+    # a run is shown as trained: its init_from files are not needed, and may be gone
+    checked = check(replace(source, from_checkpoint=True) if run_dir else source)
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if any(error not in checked.over_budget for error in errors):
         raise SpecError(errors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -27,6 +28,8 @@ def load_side(path: Path) -> Side:
         raise UserError(not_a_run_directory(path) if runs_inside(path)
                         else f"{path}: neither a spec nor a run directory (no spec.yaml)")
     source = load_spec(spec_path)
+    if path.is_dir():  # a run, as trained: its init_from files are not needed, may be gone
+        source = replace(source, from_checkpoint=True)
     checked = check(source)  # a spec that does not compile raises SpecError here
     if checked.diagnostics:  # budgets exceeded, what training would refuse: shown, not fatal
         click.echo(format_diagnostics(checked.diagnostics), err=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,7 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     spec_path = run_dir / "spec.yaml"
     if not spec_path.exists():
         raise RunDirectoryError(not_a_run_directory(run_dir))
-    model = Model(load_spec(spec_path), backend, graph=graph)
+    model = Model(replace(load_spec(spec_path), from_checkpoint=True), backend, graph=graph)
     batch = evaluation_batch(model, BATCH)
     check_memory(model, batch, str(run_dir), training=False)
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))

@@ -96,8 +96,11 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
         if run is not None:
             run.open_existing() if resume is not None else run.open_new()
             resumption = _resumption(run, source, allow_changes)
-        return resumption, Trainer(source, backend, quiet=quiet, max_steps=max_steps,
-                                   ranks=ranks, graph=graph)
+        # A resumed checkpoint gives every parameter: the init_from files the run began from
+        # are not read, and may be gone (the ranks but 0 take rank 0's state in any case).
+        resumed = resume is not None and (run is None or run.has_checkpoint)
+        return resumption, Trainer(replace(source, from_checkpoint=resumed), backend,
+                                   quiet=quiet, max_steps=max_steps, ranks=ranks, graph=graph)
 
     summary = None
     try:

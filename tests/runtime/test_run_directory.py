@@ -220,6 +220,19 @@ def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_pat
                                    "--epochs", "2", "--quiet"])
     assert resumed.exit_code == 0, resumed.output
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    # The run's checkpoints are its own: the file it began from may go (a deleted run whose
+    # last.npz it was); what needs only the run goes on without it.
+    (spec_dir / "w.npz").unlink()
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 2)))
+    for command in (["eval", run], ["predict", run, tmp_path / "x.npz", "--out", tmp_path / "y.npy"],
+                    ["summary", run], ["diff", run, run],
+                    ["train", run / "spec.yaml", "--resume", run, "--epochs", "3", "--quiet"]):
+        result = runner.invoke(main, [str(word) for word in command])
+        assert result.exit_code == 0, (command, result.output)
+    assert nnrun.load_run(run).predict(np.zeros((3, 2))).shape == (3, 2)
+    started_over = runner.invoke(main, ["train", str(run / "spec.yaml"), "--out",
+                                        str(tmp_path / "new"), "--quiet"])
+    assert started_over.exit_code == 1 and "w.npz" in started_over.output
 
 
 def test_a_summary_naming_a_checkpoint_elsewhere_falls_back_to_best(tmp_path):
