@@ -199,7 +199,10 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
             close = suggest(name, list(known))
             hint = f"did you mean '{close}'?" if close else f"parameters: {', '.join(known)}"
             errors.append((origin, f"{path.name}: array '{key}' is not a parameter of this "
-                                   f"model; {hint}"))
+                                   f"model; {hint} (every array must name one, so that a "
+                                   "misspelt name cannot leave a layer at its initializer: to "
+                                   "begin from some layers of another model, save their arrays "
+                                   "alone)"))
     if not found and not errors:
         errors.append((origin, f"{path.name} names none of the parameters "
                                f"({', '.join(known)})"))
