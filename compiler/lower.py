@@ -590,11 +590,14 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     rank = len(shapes[0])
     if layer.type == "concat" and not -rank <= layer.axis < rank:
         return
-    layers = {info.name: info for info in ctx.lowered.layers}
-    given = ", ".join(f"'{name}' gives {shape}{_branch_path(layers, name, names)}"
-                      for name, shape in zip(names, shapes))
+
+    def given() -> str:  # only for a message: the paths walk the branches' ancestors
+        layers = {info.name: info for info in ctx.lowered.layers}
+        return ", ".join(f"'{name}' gives {shape}{_branch_path(layers, name, names)}"
+                         for name, shape in zip(names, shapes))
+
     if any(len(shape) != rank for shape in shapes):
-        ctx.fail(f"{layer.type} needs inputs of one rank: {given}; flatten or reshape a branch")
+        ctx.fail(f"{layer.type} needs inputs of one rank: {given()}; flatten or reshape a branch")
     axis = layer.axis % rank if layer.type == "concat" else None
     differ = sorted({i for shape in shapes[1:] for i in range(rank)
                      if shape[i] != shapes[0][i] and i != axis})
@@ -606,7 +609,7 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
     fix = (_output_padding_fix(ctx, names, shapes, axis) if 0 not in differ else "") \
         or _branch_fix(layer.type, rank, differ, anywhere)
-    ctx.fail(f"{need}: {given}; {fix}")
+    ctx.fail(f"{need}: {given()}; {fix}")
 
 
 def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]], axis) -> str:
@@ -673,7 +676,7 @@ def _ancestors(layers: dict, name: str) -> set[str]:
         name = pending.pop()
         if name in layers and name not in seen:
             seen.add(name)
-            pending += layers[name].inputs
+            pending += [parent for parent in layers[name].inputs if parent not in seen]
     return seen
 
 
