@@ -121,7 +121,8 @@ def with_overrides(source: SourceSpec, overrides) -> SourceSpec:
     """The same spec with `--set`-style overrides applied and validated again."""
     if not overrides:
         return source
-    return _load(lambda: source.loaded, overrides, source.path)
+    return replace(_load(lambda: source.loaded, overrides, source.path),
+                   from_checkpoint=source.from_checkpoint)
 
 
 def _load(read, overrides, path: Path | None) -> SourceSpec:

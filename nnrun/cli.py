@@ -596,6 +596,10 @@ def _data_file_checks(checked) -> list[Diagnostic]:
     except MemoryError:
         return [source.diagnostic(at_path, f"{file}: out of memory while loading it to check "
                                            "it; train needs more memory than is free here")]
+    except OSError as error:  # unreadable: said there, and the other specs are checked
+        from nnrun.runtime.files import describe_os_error
+
+        return [source.diagnostic(at_path, describe_os_error(error))]
     return [source.diagnostic(at_path, message, "warning") for message in warnings]
 
 

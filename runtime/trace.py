@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,8 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     parameters and optimizer state, and the trace goes on from its epoch and step)."""
     if source.spec.data is None:
         raise no_data_section(source, "a trace needs")
+    if weights is not None and _a_checkpoint(weights):  # every value: init_from is not read
+        source = replace(source, from_checkpoint=True)
     trainer = Trainer(source, "numpy", quiet=True, command="trace")
     loaded, done = read_weights(weights, trainer) if weights is not None else ({}, {})
     done_epochs, extension = done.get("epoch", 0), []
@@ -265,6 +267,14 @@ def _update_rule(optimizer) -> str | None:
         return (f"the update is {optimizer.type}'s (PyTorch's rule), which scales each gradient "
                 "by running statistics of the gradients: updated is not w − lr·∂C/∂w")
     return None
+
+
+def _a_checkpoint(path: Path) -> bool:
+    """A run's checkpoint (read_weights then requires every parameter and buffer of it)."""
+    try:
+        return "meta" in npz_headers(path)
+    except (DamagedFile, OSError):
+        return False  # read_weights says what is wrong with it
 
 
 def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:

@@ -132,7 +132,7 @@ def check_before_training(source) -> list[str]:
     train would refuse; returns the warnings train would print of the data and the run (the
     spec's own positioned ones are validate's already)."""
     with collected() as lines:
-        Trainer(source, "numpy")
+        Trainer(source, "numpy", memory_checked=False)
     return [message for kind, message in lines if kind == "warning"]
 
 
@@ -309,12 +309,16 @@ def _spec_hash_of(text: str) -> str | None:
 
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
-                 ranks=ALONE, graph: bool = True, command: str = "train"):
+                 ranks=ALONE, graph: bool = True, command: str = "train",
+                 memory_checked: bool = True):
+        """memory_checked=False: the model is not refused for the memory this machine has
+        (validate --data, whose own warning says it, against --warn-memory)."""
         self.source, self.spec, self.graph = source, source.spec, graph
         self.command = command  # what a refusal names: train, or trace
         self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
+        self.memory_checked = memory_checked
         if self.spec.data is None:
             raise no_data_section(source, "training needs")
         check_batch(self.spec.train.batch_size, ranks.size)
@@ -372,7 +376,8 @@ class Trainer:
         self.ranks.attach(model.backend)
         batch = self.spec.train.batch_size // self.ranks.size
         self.step_bytes = estimate_bytes(model, batch)  # evaluation is planned beside it
-        check_memory(model, batch, self.command, needed=self.step_bytes)
+        if self.memory_checked:
+            check_memory(model, batch, self.command, needed=self.step_bytes)
         return model
 
     def _load_data(self):
@@ -680,7 +685,8 @@ class Trainer:
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
-            before_any_update = epoch == self.first_epoch and index == 0
+            # the initial weights' loss (a resumed checkpoint's weights came of the updates)
+            before_any_update = epoch == self.first_epoch == 1 and index == 0
             self.ranks.raise_together(
                 TrainingError(self._diverged_message(
                     f"loss became {loss} at epoch {epoch}, step {index + 1}", lr,
@@ -745,7 +751,20 @@ class Trainer:
         self._keep_overflowed_epoch(row, name)
         what = (f"'{name}' overflowed ({self.spec.dtype}) in epoch {epoch} while the loss "
                 f"stayed finite ({row['train_loss']:.4g})")
-        self.ranks.raise_together(TrainingError(self._diverged_message(what, lr)))
+        if name in self.model.train_step.optimizer_state:
+            message = f"{what}; {self._gradients_too_large()}; {self._kept()}"
+        else:
+            message = self._diverged_message(what, lr)
+        self.ranks.raise_together(TrainingError(message))
+
+    def _gradients_too_large(self) -> str:
+        """An optimizer's state holds gradients (momentum) or their squares (Adam, RMSprop,
+        Adagrad), whatever the learning rate: these overflow with the gradients alone."""
+        fixes = "inputs or targets of a large scale make gradients this large: scale them down"
+        if not self.spec.optimizer.clip_grad_norm:
+            fixes += "; or set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
+        return ("the optimizer's state keeps the gradients or their squares, which the "
+                f"learning rate does not scale; {fixes}")
 
     def _keep_overflowed_epoch(self, row: dict, name: str) -> None:
         """As _keep_diverged_epoch: the epoch's row, marked with what overflowed, and its
@@ -777,12 +796,11 @@ class Trainer:
         return f"{what}; {'; '.join(causes)}; {self._kept()}"
 
     def _start_not_finite(self) -> str:
-        """Why the loss of weights no step has changed is not finite."""
-        start = ("the checkpoint's weights" if self.first_epoch > 1
-                 else "the initial weights (the initializers' std or limit, init_from values)")
+        """Why the loss of the initial weights, before any update, is not finite."""
         wider = "" if self.spec.dtype == "float64" else ", or train in float64 (dtype: float64)"
-        return (f"{start} or the data (targets or inputs too large for {self.spec.dtype}) make "
-                f"it so, not the learning rate; scale them down{wider}")
+        return ("the initial weights (the initializers' std or limit, init_from values) or the "
+                f"data (targets or inputs too large for {self.spec.dtype}) make it so, not the "
+                f"learning rate; scale them down{wider}")
 
     def _kept(self) -> str:
         kept = self.run_dir / LAST

@@ -1046,3 +1046,33 @@ def test_validate_data_makes_a_missing_file_an_error_and_never_loads_a_named_dat
     named = write(tmp_path / "m.yaml", "data: {dataset: mnist}\nmodel: {layers: [{type: flatten},"
                                        " {type: dense, units: 10}]}\n")
     assert "m.yaml: ok" in assert_ok(invoke("validate", named, "--data")).stdout
+
+
+def test_validate_data_leaves_memory_to_its_warning_and_an_unreadable_file_to_its_spec(
+        tmp_path, monkeypatch):
+    """A model over this machine's memory is validate's warning (against --warn-memory), not
+    an error at data.path hiding the data's own; a file that cannot be read is said at its
+    spec's data.path, and the next spec is still checked."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 40)
+    y[0] = 7
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 4)).astype("f4"), y=y)
+    huge = write(tmp_path / "huge.yaml", SPEC.replace("INPUT", "input_shape: [4]")
+                 .replace("layers: [", "layers: [{type: dense, units: 2000000000}, "))
+    result = invoke("validate", huge, "--data", "--warn-memory", "100TB", "--format", "json")
+    [found] = json.loads(result.stdout)
+    assert "labels go up to 7" in found["message"], found
+
+    import nnrun.runtime.train as training
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "d.npz"))
+
+    monkeypatch.setattr(training, "load_dataset", unreadable)
+    first = write(tmp_path / "first.yaml", SPEC.replace("INPUT", ""))
+    result = invoke("validate", first, "--data", "--format", "json", _files(tmp_path))
+    assert result.exit_code == 1, result.output
+    lines = json.loads(result.stdout)
+    assert [line["file"] for line in lines] == [str(first), str(tmp_path / "s.yaml")]
+    assert all("Permission denied" in line["message"] and line["where"] == "data.path"
+               for line in lines)

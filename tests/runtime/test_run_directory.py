@@ -224,8 +224,10 @@ def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_pat
     # last.npz it was); what needs only the run goes on without it.
     (spec_dir / "w.npz").unlink()
     np.savez(tmp_path / "x.npz", x=np.zeros((3, 2)))
-    for command in (["eval", run], ["predict", run, tmp_path / "x.npz", "--out", tmp_path / "y.npy"],
-                    ["summary", run], ["diff", run, run],
+    for command in (["eval", run], ["summary", run], ["diff", run, run],
+                    ["predict", run, tmp_path / "x.npz", "--out", tmp_path / "y.npy"],
+                    ["export", run, "--out", tmp_path / "m.onnx"],
+                    ["trace", run / "spec.yaml", "--weights", run / "last.npz"],
                     ["train", run / "spec.yaml", "--resume", run, "--epochs", "3", "--quiet"]):
         result = runner.invoke(main, [str(word) for word in command])
         assert result.exit_code == 0, (command, result.output)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -247,7 +248,9 @@ def _overflowing_validation(tmp_path) -> Path:
     np.savez(tmp_path / "d.npz", x=x, y=y, x_val=x_val, y_val=y[:20])
     return _spec_file(tmp_path, """\
 data: {dataset: npz, path: d.npz, normalize: none}
-model: {input_shape: [8], layers: [{type: dense, units: 16, activation: relu}, {type: dense, units: 2}]}
+model:
+  input_shape: [8]
+  layers: [{type: dense, units: 16, activation: relu}, {type: dense, units: 2}]
 optimizer: {type: sgd, lr: 0.5}
 train: {epochs: 12, batch_size: 32, early_stopping: {monitor: val_loss, patience: 3}}
 """)
@@ -300,3 +303,47 @@ train: {batch_size: 4, shuffle: false, epochs: 2, log_grad_norms: {every_steps: 
     assert math.isfinite(row["train_loss"]) and row["layer_grad_norm/dense_1"] > 1e21
     steps = (tmp_path / "run" / "grad-norms.jsonl").read_text().splitlines()
     assert len(steps) == 2 and json.loads(steps[0])["layer_grad_norm/dense_1"] > 1e21
+
+
+def test_a_resumed_runs_first_step_that_diverges_keeps_the_learning_rate_as_a_cause(tmp_path):
+    """The checkpoint's weights came of updates at the run's learning rate: the first step
+    after a resume is not 'before any update' (the error of w + b - 0.5 triples each step, and
+    its square passes float32's range at epoch 2, step 1)."""
+    np.savez(tmp_path / "d.npz", x=np.ones((42, 1), np.float32), y=np.full(42, 0.5, np.float32))
+    spec = _spec_file(tmp_path, """\
+data: {dataset: npz, path: d.npz, normalize: none}
+model: {input_shape: [1], layers: [{type: dense, units: 1, weights: [[1.0]], bias: [0.0]}]}
+loss: mse
+optimizer: {type: sgd, lr: 1.0}
+train: {epochs: 2, batch_size: 1, shuffle: false}
+""")
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as whole:
+        nnrun.train(spec, out_dir=run, quiet=True)
+    assert "at epoch 2, step 1; the learning rate (1) may be too high" in str(whole.value)
+    shutil.rmtree(run)
+    nnrun.train(spec, out_dir=run, quiet=True, overrides=["train.epochs=1"])
+    with pytest.raises(TrainingError) as resumed:
+        nnrun.train(run / "spec.yaml", resume=run, quiet=True, overrides=["train.epochs=2"])
+    message = str(resumed.value)
+    assert "at epoch 2, step 1; the learning rate (1) may be too high" in message, message
+    assert "before any update" not in message
+
+
+def test_an_optimizer_state_that_overflows_is_not_blamed_on_the_learning_rate(tmp_path):
+    x = np.full((8, 1), 1e15, np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.full(8, 1e6, np.float32))
+    spec = _spec_file(tmp_path, """\
+data: {dataset: npz, path: d.npz, normalize: none}
+model: {input_shape: [1], layers: [{type: dense, units: 1, weights: [[0.0]], bias: [0.0]}]}
+loss: mse
+optimizer: {type: adam, lr: 1.0e-20}
+train: {batch_size: 4, epochs: 1}
+""")
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    message = str(caught.value)
+    assert "the optimizer's state keeps the gradients or their squares" in message, message
+    assert "set optimizer.clip_grad_norm" in message and "lower optimizer.lr" not in message
+    nnrun.train(spec, out_dir=tmp_path / "clipped", quiet=True,
+                overrides=["optimizer.clip_grad_norm=1.0"])
