@@ -752,19 +752,23 @@ class Trainer:
         what = (f"'{name}' overflowed ({self.spec.dtype}) in epoch {epoch} while the loss "
                 f"stayed finite ({row['train_loss']:.4g})")
         if name in self.model.train_step.optimizer_state:
-            message = f"{what}; {self._gradients_too_large()}; {self._kept()}"
+            message = f"{what}; {self._gradients_too_large(lr)}; {self._kept()}"
         else:
             message = self._diverged_message(what, lr)
         self.ranks.raise_together(TrainingError(message))
 
-    def _gradients_too_large(self) -> str:
+    def _gradients_too_large(self, lr: float) -> str:
         """An optimizer's state holds gradients (momentum) or their squares (Adam, RMSprop,
-        Adagrad), whatever the learning rate: these overflow with the gradients alone."""
-        fixes = "inputs or targets of a large scale make gradients this large: scale them down"
+        Adagrad), which the learning rate does not scale: the gradients' size is the cause,
+        from the data or weights' scale first, the updates that grew the weights after."""
+        causes = ("the optimizer's state keeps the gradients or their squares, which the "
+                  "learning rate does not scale: gradients this large come from inputs, "
+                  "targets or weights of a large scale (the initializers' std or limit): scale "
+                  "them down, or from updates that grew the weights: lower optimizer.lr "
+                  f"({lr:g} now)")
         if not self.spec.optimizer.clip_grad_norm:
-            fixes += "; or set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
-        return ("the optimizer's state keeps the gradients or their squares, which the "
-                f"learning rate does not scale; {fixes}")
+            causes += "; set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
+        return causes
 
     def _keep_overflowed_epoch(self, row: dict, name: str) -> None:
         """As _keep_diverged_epoch: the epoch's row, marked with what overflowed, and its

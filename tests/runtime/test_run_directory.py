@@ -280,3 +280,29 @@ def test_predict_preprocesses_in_float64_as_training_did(tmp_path):
     np.savez(tmp_path / "raw.npz", x=x)
     invoke("predict", tmp_path / "run", tmp_path / "raw.npz", "--out", tmp_path / "out.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+
+
+def test_metrics_written_each_epoch_encode_only_the_new_rows_and_stay_exact(tmp_path,
+                                                                             monkeypatch):
+    """metrics.jsonl is rewritten whole each epoch (never a torn line), from the JSON of the
+    rows written before: encoding every row each epoch made long runs quadratic."""
+    import nnrun.runtime.run_dir as run_dir
+
+    encoded = []
+    real_dumps = run_dir.json.dumps
+    monkeypatch.setattr(run_dir.json, "dumps", lambda row: encoded.append(row) or real_dumps(row))
+    run = run_dir.RunDirectory(tmp_path)
+    rows = []
+    for epoch in range(1, 6):
+        rows.append({"epoch": epoch, "train_loss": 1.0 / epoch})
+        run.write_metrics(rows)
+    assert len(encoded) == 5
+    def read_back():
+        return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().split("\n")
+                if line]
+
+    assert read_back() == rows
+    # rows that are other objects (a resume's, read back and cut at its checkpoint) are encoded
+    replaced = [dict(row) for row in rows[:2]] + [{"epoch": 3, "train_loss": 9.0}]
+    run.write_metrics(replaced)
+    assert read_back() == replaced and len(encoded) == 8
