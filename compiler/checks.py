@@ -92,8 +92,22 @@ def more_than_binary(labels: str, classes: int, units: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return (_top_k_warnings(spec, output_shape) + _schedule_warnings(spec)
-            + _pruning_warnings(spec))
+    return (_top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
+            + _schedule_warnings(spec) + _pruning_warnings(spec))
+
+
+def _repeated_metric_warnings(spec) -> list[tuple[Origin, str]]:
+    """A metric listed again is tracked once (one key of metrics.jsonl)."""
+    seen: dict[str, int] = {}
+    warnings = []
+    for index, metric in enumerate(spec.train.metrics or ()):
+        name = metric_name(metric)
+        if name in seen:
+            warnings.append((Origin(f"train.metrics[{index}]", keys=("train", "metrics", index)),
+                             f"{name} is listed already (train.metrics[{seen[name]}]); it is "
+                             "tracked once: remove this one"))
+        seen.setdefault(name, index)
+    return warnings
 
 
 def _pruning_warnings(spec) -> list[tuple[Origin, str]]:

@@ -294,6 +294,18 @@ def test_settings_that_train_but_do_not_do_what_they_say_are_warned_at_their_fie
     assert not check(load_spec_text(fine.replace("k: 12", "k: 3"))).diagnostics
 
 
+def test_a_metric_listed_twice_is_warned_at_the_second(tmp_path):
+    from nnrun.compiler.frontend import check
+
+    text = ("data: {dataset: digits}\nmodel: {layers: [{type: flatten}, {type: dense, units: "
+            "10}]}\ntrain:\n  metrics: [accuracy, {type: top_k_accuracy, k: 3}, mae,\n"
+            "            {type: top_k_accuracy, k: 3}, {type: top_k_accuracy, k: 2}]\n")
+    found = [(d.severity, d.line, d.where, d.message)
+             for d in check(load_spec_text(text)).diagnostics]
+    assert found == [("warning", 5, "train.metrics[3]", "top_3_accuracy is listed already "
+                      "(train.metrics[1]); it is tracked once: remove this one")], found
+
+
 def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
     """The docs promise train prints every warning validate gives; the settings' warnings
     (checks.training_warnings) were validate's alone."""
