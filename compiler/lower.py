@@ -696,9 +696,17 @@ def _branch_fix(layer_type: str, rank: int, differ: list[int], anywhere: list[in
     return fix
 
 
+NAMES_LISTED = 12  # of the layers before an unknown input: the nearest, in a deep spec
+
+
 def _did_you_mean(word: str, candidates: list[str]) -> str:
     close = suggest(word, candidates)
-    return f"did you mean '{close}'?" if close else "known names: " + ", ".join(candidates)
+    if close:
+        return f"did you mean '{close}'?"
+    if len(candidates) <= NAMES_LISTED:
+        return "known names: " + ", ".join(candidates)
+    return (f"known names (the {NAMES_LISTED} nearest of the {len(candidates)} before this "
+            f"layer): {', '.join(candidates[-NAMES_LISTED:])}")
 
 
 def _layer_info(lowered: Lowered, name, type_, inputs, output, before) -> LayerInfo:

@@ -876,6 +876,10 @@ def test_unknown_input_name_lists_the_known_names():
     error = the_error(spec_text([4], "{type: dense, units: 3, name: hidden}",
                                 "{type: dense, units: 3, inputs: zzz}"))
     assert "unknown layer 'zzz'; known names: input, hidden" in error.message
+    deep = [f"{{type: dense, units: 3, name: h{index}}}" for index in range(40)]
+    error = the_error(spec_text([4], *deep, "{type: dense, units: 3, inputs: zzz}"))
+    assert error.message.endswith("unknown layer 'zzz'; known names (the 12 nearest of the 41 "
+                                  "before this layer): " + ", ".join(f"h{i}" for i in range(28, 40)))
 
 
 def test_input_from_a_later_layer():
