@@ -878,8 +878,9 @@ def test_unknown_input_name_lists_the_known_names():
     assert "unknown layer 'zzz'; known names: input, hidden" in error.message
     deep = [f"{{type: dense, units: 3, name: h{index}}}" for index in range(40)]
     error = the_error(spec_text([4], *deep, "{type: dense, units: 3, inputs: zzz}"))
+    nearest = ", ".join(f"h{i}" for i in range(28, 40))
     assert error.message.endswith("unknown layer 'zzz'; known names (the 12 nearest of the 41 "
-                                  "before this layer): " + ", ".join(f"h{i}" for i in range(28, 40)))
+                                  f"before this layer): {nearest}")
 
 
 def test_input_from_a_later_layer():
