@@ -100,6 +100,9 @@ class Normalizer:
         return result
 
 
+CONSTANT_SPREAD = 1e-12  # a feature whose std is at most this part of its mean is constant
+
+
 def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
     """Statistics come from the training split only, so val and test stay unseen."""
     if mode == "none":
@@ -109,7 +112,10 @@ def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
         return Normalizer(np.asarray(low), np.asarray(high - low if high > low else 1.0))
     if mode == "standard":
         mean, std = channel_statistics(x)
-        return Normalizer(mean, np.where(std > 1e-12, std, 1.0))
+        # constant up to rounding (relative to the values, whatever their unit), or a spread
+        # no float32 model could divide by: scale 1
+        spread = np.maximum(CONSTANT_SPREAD * np.abs(mean), np.finfo(np.float32).tiny)
+        return Normalizer(mean, np.where(std > spread, std, 1.0))
     raise DataError(f"normalize must be none, scale or standard, not {mode!r}")
 
 

@@ -1149,3 +1149,18 @@ def test_running_out_of_memory_while_loading_names_the_data_and_its_fix(tmp_path
         load("npz", spec_dir=tmp_path, path="d.npz")
     one_line_error(excinfo, str(tmp_path / "d.npz"), "out of memory while loading the data",
                    "use fewer samples")
+
+
+def test_standard_normalisation_scales_every_feature_but_the_constant_ones():
+    """A constant feature (up to rounding, whatever its unit) gets scale 1; one of a tiny
+    spread is scaled like any other (an absolute 1e-12 cut-off left a spread of 1e-13 as it
+    was)."""
+    from nnrun.runtime.data.splits import fit_normalizer
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.standard_normal(50), 1e-13 * rng.standard_normal(50),
+                  np.full(50, 0.1), np.full(50, 1e4) + 1e-14, np.zeros(50)], axis=1)
+    normalizer = fit_normalizer(x, "standard")
+    scaled = (x - normalizer.shift) / normalizer.scale
+    assert np.allclose(scaled[:, :2].std(axis=0), 1.0)
+    assert list(normalizer.scale.ravel()[2:]) == [1.0, 1.0, 1.0]
