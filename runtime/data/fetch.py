@@ -91,8 +91,7 @@ def fetch_dataset(
     # The downloader is requests': it refuses other schemes (ftp too) with an error that is
     # also the ValueError of a bad checksum.
     for mirror in mirror_list:
-        parts = urllib.parse.urlsplit(mirror)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if not _http_url(mirror):
             raise DataError(f"mirror {mirror!r} is not an http(s) URL; serve a local copy as "
                             "one: --mirror http://127.0.0.1:8000/mnist/")
     digests = {file: accepted(value) for file, value in (checksums or CHECKSUMS[name]).items()}
@@ -160,6 +159,18 @@ def _failures(problems: dict[str, str]) -> str:
     if len(set(problems.values())) == 1 and len(problems) > 1:
         return f"{len(problems)} mirrors: {next(iter(problems.values()))}"
     return "; ".join(f"{url}: {problem}" for url, problem in problems.items())
+
+
+def _http_url(text: str) -> bool:
+    """An http(s) URL with a host (and a port, if any, that is one)."""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port  # a ValueError when out of range or not a number
+    except ValueError:  # an unclosed [ of an IPv6 address
+        return False
+    host = parts.hostname or ""
+    return (parts.scheme in ("http", "https") and bool(host) and port != 0
+            and not any(character.isspace() for character in host))
 
 
 def short_reason(text: str) -> str:
@@ -260,12 +271,12 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
         try:
             pooch.retrieve(url, known_hash=f"sha256:{digest}", fname=target.name,
                            path=target.parent, downloader=downloader)
-        except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
-            continue
         except _TooLarge as error:
             return str(error)
-        except OSError as error:  # requests' errors are OSErrors too
+        except OSError as error:  # requests' errors are OSErrors (an invalid URL a ValueError too)
             return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
+        except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
+            continue
         settle(target)  # pooch's temporary file is 0600 and not synced
         return None
     return "checksum mismatch, file refused"

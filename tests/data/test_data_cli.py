@@ -158,7 +158,9 @@ def test_fetch_finds_the_shared_files_already_present(shared_data):
     assert result.stdout.count("already present, checksum ok") == 4
 
 
-@pytest.mark.parametrize("url", ["not a url", "file:///etc/", "mirror.example/mnist/"])
+@pytest.mark.parametrize("url", ["not a url", "file:///etc/", "mirror.example/mnist/",
+                                 "http://[::1", "http://127.0.0.1:99999/", "http://a b/",
+                                 "http://user@:80/"])
 def test_a_mirror_that_is_no_url_is_named_as_such(url, tmp_path):
     """The hostile-input audit: pooch refuses such a URL with the error of a bad checksum,
     and the message said "checksum mismatch, file refused"."""
