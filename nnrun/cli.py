@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from contextlib import contextmanager, suppress
@@ -294,6 +295,7 @@ class _Commands(click.Group):
         ctx.meta["nnrun.words"] = list(args)  # for _command_path
         with _usage_errors_in_one_line(self._command_path(ctx)):
             _refuse_a_spaced_override(ctx, args)
+            _refuse_a_negative_seed(ctx, args)
         return super().parse_args(ctx, args)
 
     def make_context(self, info_name, args, parent=None, **extra):
@@ -403,6 +405,18 @@ def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
                                    ctx)
         raise click.UsageError(f"--set takes PATH=VALUE, got '{path}'; e.g. --set "
                                "optimizer.lr=0.01", ctx)
+
+
+def _refuse_a_negative_seed(ctx, args: list[str]) -> None:
+    """`eval --permute -1`: click takes -1 for an option of that name (--permute's value is
+    optional, and a word beginning with '-' is not taken for it), and said "No such option"."""
+    if next((word for word in args if not word.startswith("-")), None) != "eval":
+        return
+    for index, word in enumerate(args):
+        value = word.removeprefix("--permute=") if word.startswith("--permute=") else (
+            args[index + 1] if word == "--permute" and index + 1 < len(args) else None)
+        if value is not None and re.fullmatch(r"-\d+", value):
+            raise click.UsageError(f"--permute: '{value}' is not a seed (an integer >= 0)", ctx)
 
 
 def _names_an_input(word: str) -> bool:
