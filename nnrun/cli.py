@@ -231,6 +231,11 @@ def handle_errors(command):
         except KeyboardInterrupt:
             click.echo("interrupted: stopped by SIGINT", err=True)
             sys.exit(130)
+        except MemoryError as error:  # before the clauses below, whose imports need memory
+            traceback.clear_frames(error.__traceback__)  # what the command held is let go
+            click.echo(f"error: out of memory; {_memory_fix(click.get_current_context())} "
+                       "(`nnrun summary` shows the estimate)", err=True)
+            sys.exit(1)
         except SpecError as error:
             click.echo(format_diagnostics(error.diagnostics), err=True)
             sys.exit(1)
@@ -248,10 +253,6 @@ def handle_errors(command):
 
             click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
             sys.exit(1)
-        except MemoryError:
-            click.echo(f"error: out of memory; {_memory_fix(click.get_current_context())} "
-                       "(`nnrun summary` shows the estimate)", err=True)
-            sys.exit(1)
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
                 traceback.print_exc()
@@ -266,7 +267,9 @@ def handle_errors(command):
 def _memory_fix(context: click.Context) -> str:
     """What frees memory for the command: a smaller batch where it takes one; eval and predict
     take as few samples at a time as fit already."""
-    if context.info_name in ("train", "bench", "gradcheck", "trace", "check-backends"):
+    if context.info_name == "trace":  # it keeps every step's values to print them
+        return "trace fewer --steps, or lower the batch size or the model size"
+    if context.info_name in ("train", "bench", "gradcheck", "check-backends"):
         return "lower the batch size or the model size"
     return ("free memory, or run it where more is available (an address-space limit, ulimit "
             "-v, also counts what threads and libraries reserve)")

@@ -363,12 +363,20 @@ def test_a_first_run_on_blas_threads_is_undone_from_its_feeds_and_counted_once(m
 
 
 @pytest.mark.parametrize("command, fix", [("eval", "free memory, or run it where more is"),
-                                          ("train", "lower the batch size or the model size")])
+                                          ("train", "lower the batch size or the model size"),
+                                          ("trace", "trace fewer --steps, or lower the batch")])
 def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch, command, fix):
     """eval and predict were told to lower a batch size they do not take (they take as few
-    samples at a time as fit already): the memory-limits audit."""
+    samples at a time as fit already): the memory-limits audit. The error is said before the
+    handler's other clauses, whose imports need memory (a traceback, out of memory again)."""
     import nnrun
+    from nnrun import cli
     from nnrun.runtime import executor
+
+    def importing_fails():
+        raise MemoryError
+
+    monkeypatch.setattr(cli, "_expected_errors", importing_fails)
 
     spec = nnrun.load_spec_text("data: {dataset: xor}\nmodel: {layers: [{type: dense, "
                                 "units: 2}]}\ntrain: {epochs: 1}\n")
@@ -378,8 +386,9 @@ def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch
         raise MemoryError
 
     monkeypatch.setattr(executor, "_Program", no_memory)
-    arguments = [tmp_path / "run"] if command == "eval" else \
-        [tmp_path / "run" / "spec.yaml", "--out", tmp_path / "again"]
+    monkeypatch.setattr("nnrun.runtime.trace.trace", no_memory)  # trace runs no _Program
+    arguments = {"eval": [tmp_path / "run"], "trace": [tmp_path / "run" / "spec.yaml"],
+                 "train": [tmp_path / "run" / "spec.yaml", "--out", tmp_path / "again"]}[command]
     line = assert_one_line_error(invoke(command, *arguments), "error: out of memory")
     assert fix in line
 
