@@ -749,6 +749,9 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     from nnrun.compiler.passes.memory_plan import plan_memory
     from nnrun.compiler.printer import graph_dot, graph_text, segments_text
 
+    if batch_size and not (optimized and fmt == "text"):
+        raise click.UsageError("--batch-size sizes the memory plan that --optimized shows "
+                               "(as text); add --optimized, or leave --batch-size out")
     source = load_spec(spec, overrides)
     lowered, step = compile_checked(source)
     shown = step.graph if backward else lowered.graph
@@ -950,8 +953,8 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)
     as_given = ", inputs as given (--no-preprocessing)" if raw else ""
-    click.echo(f"wrote {out_path}: {list(outputs.shape)} outputs of {run.checkpoint.name} "
-               f"(epoch {run.epoch}){as_given}")
+    click.echo(one_line(f"wrote {out_path}: {list(outputs.shape)} outputs of "
+                        f"{run.checkpoint.name} (epoch {run.epoch}){as_given}"))
     note = run.overflow_note(outputs)
     if note:
         click.echo(f"warning: {note}", err=True)

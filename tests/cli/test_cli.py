@@ -663,6 +663,14 @@ def test_graph_dot(tiny):
     assert '"output prediction" [shape=ellipse, style=bold, label="prediction"];' in text
 
 
+def test_graph_batch_size_without_the_plan_it_sizes_is_a_usage_error(tiny):
+    """--batch-size sizes --optimized's memory plan: alone, or with dot, it did nothing."""
+    for words in ([], ["--format", "dot", "--optimized"]):
+        result = invoke("graph", tiny, "--batch-size", 4, *words)
+        assert result.exit_code == 2 and "add --optimized" in result.stderr, result.output
+    assert "memory plan" in assert_ok(invoke("graph", tiny, "--optimized", "--batch-size", 4)).stdout
+
+
 def test_graph_of_invalid_spec(tmp_path):
     bad = write(tmp_path / "bad.yaml", ONE_ERROR)
     assert_one_line_error(invoke("graph", bad), bad)
@@ -1194,6 +1202,15 @@ def test_predict_writes_outputs(trained, tmp_path):
     outputs = np.load(out, allow_pickle=False)
     assert outputs.shape == (7, 3)
     assert np.isfinite(outputs).all()
+
+
+def test_the_line_of_what_was_written_escapes_control_characters_in_its_path(trained,
+                                                                             tmp_path):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=np.zeros((2, 2), np.float32))
+    out = tmp_path / "a\x07b.npy"
+    result = assert_ok(invoke("predict", trained, inputs, "--out", out))
+    assert "a\\x07b.npy" in result.stdout and "\x07" not in result.stdout and out.exists()
 
 
 def test_predict_last_checkpoint_and_float64_input(trained, tmp_path):
