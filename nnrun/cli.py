@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import traceback
 from contextlib import contextmanager, suppress
@@ -149,7 +150,8 @@ def refuse_an_unwritable_out(out_path: Path) -> None:
     with suppress(FileNotFoundError, PermissionError):
         out_path.stat()  # keep.npz/x.npy with keep.npz a file: NotADirectoryError, as train says
     if not out_path.parent.is_dir():
-        raise UserError(f"{out_path}: directory {out_path.parent} does not exist")
+        raise UserError(f"{out_path}: directory {out_path.parent} does not exist; create it "
+                        f"(mkdir -p {shlex.quote(str(out_path.parent))}), or choose another --out")
     if not is_writable_directory(out_path.parent):
         raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
                         "choose another --out")
