@@ -782,8 +782,8 @@ class Trainer:
         self.run_directory.write_metrics([*self.history.rows, kept])
 
     def _diverged_message(self, what: str, lr: float, before_any_update: bool = False) -> str:
-        """`before_any_update`: the loss of the first step this run took, computed before its
-        first update, so that no learning rate, decay or gradient made it."""
+        """`before_any_update`: the loss of a new run's first step, of its initial weights,
+        which no learning rate, decay or gradient has changed yet."""
         optimizer = self.spec.optimizer
         if before_any_update:
             return f"{what}, before any update: {self._start_not_finite()}; {self._kept()}"
