@@ -269,8 +269,11 @@ def handle_errors(command):
 def _memory_fix(context: click.Context) -> str:
     """What frees memory for the command: a smaller batch where it takes one; eval and predict
     take as few samples at a time as fit already."""
-    if context.info_name == "trace":  # it keeps every step's values to print them
-        return "trace fewer --steps, or lower the batch size or the model size"
+    if context.info_name == "trace" and (context.params.get("steps") or 1) > 1:
+        return "trace fewer --steps (it keeps every step's values), or lower the batch size " \
+               "or the model size"
+    if context.info_name == "trace":
+        return "lower the batch size or the model size"
     if context.info_name in ("train", "bench", "gradcheck", "check-backends"):
         return "lower the batch size or the model size"
     return ("free memory, or run it where more is available (an address-space limit, ulimit "
@@ -752,8 +755,9 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     from nnrun.compiler.printer import graph_dot, graph_text, segments_text
 
     if batch_size and not (optimized and fmt == "text"):
-        raise click.UsageError("--batch-size sizes the memory plan that --optimized shows "
-                               "(as text); add --optimized, or leave --batch-size out")
+        fix = "drop --format dot" if optimized else "add --optimized"
+        raise click.UsageError("--batch-size sizes the memory plan that --optimized shows as "
+                               f"text; {fix}, or leave --batch-size out")
     source = load_spec(spec, overrides)
     lowered, step = compile_checked(source)
     shown = step.graph if backward else lowered.graph

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from nnrun.backends.notices import one_line
 from nnrun.cli import handle_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.tables import table_text
@@ -60,7 +61,7 @@ def _directory(ctx, param, value: str | None) -> Path | None:
 def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
     directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
-    click.echo(f"{name}: files in {directory}")
+    click.echo(one_line(f"{name}: files in {directory}"))
 
 
 # `data preview`, defined in nnrun/preview.py

@@ -163,10 +163,11 @@ class MpiRanks:
                 outcome = ("ok", function())
             except BaseException as error:  # noqa: BLE001 - handed to every rank below
                 failure, outcome = error, ("failed", exit_code(error))
+        mine = outcome
         with self.waiting("waiting for a broadcast from rank 0"):
             outcome = self.comm.bcast(outcome, root=0)
-        if outcome[0] == "ok":
-            return outcome[1]
+        if outcome[0] == "ok":  # rank 0 keeps its own objects, not the broadcast's copies
+            return mine[1] if self.is_root else outcome[1]
         self.raise_together(failure if failure is not None else SystemExit(outcome[1]))
 
     def agree(self, loss: float, signal_number: int | None) -> tuple[float, int | None]:

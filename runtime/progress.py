@@ -20,6 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TaskProgressColumn, TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
+from nnrun.backends.notices import one_line
 from nnrun.compiler.tables import metric_text, table_text
 
 
@@ -138,5 +139,5 @@ def print_final_table(summary: dict, rows: list[dict], trained_now: range | None
     metrics = [[name, _fmt(value)] for name, value in final.items()
                if value is not None and name not in ("checkpoint", "epoch")]
     lines.append(table_text(["metric", "value"], metrics, right=(1,)).rstrip("\n"))
-    lines.append(f"run directory: {summary['run_dir']}")
+    lines.append(one_line(f"run directory: {summary['run_dir']}"))
     print("\n".join(lines), file=sys.stderr)

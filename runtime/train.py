@@ -763,9 +763,8 @@ class Trainer:
         from the data or weights' scale first, the updates that grew the weights after."""
         causes = ("the optimizer's state keeps the gradients or their squares, which the "
                   "learning rate does not scale: gradients this large come from inputs, "
-                  "targets or weights of a large scale (the initializers' std or limit): scale "
-                  "them down, or from updates that grew the weights: lower optimizer.lr "
-                  f"({lr:g} now)")
+                  "targets or initial weights of a large scale: scale them down, or from "
+                  f"updates that grew the weights: lower optimizer.lr ({lr:g} now)")
         if not self.spec.optimizer.clip_grad_norm:
             causes += "; set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
         return causes

@@ -275,8 +275,10 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
             return str(error)
         except OSError as error:  # requests' errors are OSErrors (an invalid URL a ValueError too)
             return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
-        except ValueError:  # pooch's hash mismatch; it has already deleted the temporary file
-            continue
+        except ValueError as error:
+            if "hash" in str(error).lower():  # pooch's mismatch; its temporary file is gone
+                continue
+            return short_reason(" ".join(str(error).split()))  # a URL urllib3 cannot parse
         settle(target)  # pooch's temporary file is 0600 and not synced
         return None
     return "checksum mismatch, file refused"

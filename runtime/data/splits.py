@@ -100,7 +100,9 @@ class Normalizer:
         return result
 
 
-CONSTANT_SPREAD = 1e-12  # a feature whose std is at most this part of its mean is constant
+# A feature whose std is at most this part of its mean is constant up to float64's rounding
+# (a few units of its last place): a spread of 1e6 around 1.7e18 is real and scaled.
+CONSTANT_SPREAD = 1e-15
 
 
 def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:

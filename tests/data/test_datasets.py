@@ -1158,9 +1158,11 @@ def test_standard_normalisation_scales_every_feature_but_the_constant_ones():
     from nnrun.runtime.data.splits import fit_normalizer
 
     rng = np.random.default_rng(0)
+    one_ulp = np.nextafter(1.0, 2.0) - 1.0  # 1.0 and the next double: a spread of rounding
     x = np.stack([rng.standard_normal(50), 1e-13 * rng.standard_normal(50),
-                  np.full(50, 0.1), np.full(50, 1e4) + 1e-14, np.zeros(50)], axis=1)
+                  1.7e18 + 1e6 * rng.standard_normal(50),  # nanoseconds: a real spread
+                  np.full(50, 0.1), 1.0 + one_ulp * (np.arange(50) % 2), np.zeros(50)], axis=1)
     normalizer = fit_normalizer(x, "standard")
     scaled = (x - normalizer.shift) / normalizer.scale
-    assert np.allclose(scaled[:, :2].std(axis=0), 1.0)
-    assert list(normalizer.scale.ravel()[2:]) == [1.0, 1.0, 1.0]
+    assert np.allclose(scaled[:, :3].std(axis=0), 1.0)
+    assert list(normalizer.scale.ravel()[3:]) == [1.0, 1.0, 1.0]

@@ -364,7 +364,8 @@ def test_a_first_run_on_blas_threads_is_undone_from_its_feeds_and_counted_once(m
 
 @pytest.mark.parametrize("command, fix", [("eval", "free memory, or run it where more is"),
                                           ("train", "lower the batch size or the model size"),
-                                          ("trace", "trace fewer --steps, or lower the batch")])
+                                          ("trace", "lower the batch size or the model"),
+                                          ("trace-3", "trace fewer --steps (it keeps every")])
 def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch, command, fix):
     """eval and predict were told to lower a batch size they do not take (they take as few
     samples at a time as fit already): the memory-limits audit. The error is said before the
@@ -388,8 +389,10 @@ def test_out_of_memory_advises_what_the_command_can_change(tmp_path, monkeypatch
     monkeypatch.setattr(executor, "_Program", no_memory)
     monkeypatch.setattr("nnrun.runtime.trace.trace", no_memory)  # trace runs no _Program
     arguments = {"eval": [tmp_path / "run"], "trace": [tmp_path / "run" / "spec.yaml"],
+                 "trace-3": [tmp_path / "run" / "spec.yaml", "--steps", 3],
                  "train": [tmp_path / "run" / "spec.yaml", "--out", tmp_path / "again"]}[command]
-    line = assert_one_line_error(invoke(command, *arguments), "error: out of memory")
+    line = assert_one_line_error(invoke(command.split("-")[0], *arguments),
+                                 "error: out of memory")
     assert fix in line
 
 

@@ -330,7 +330,7 @@ train: {epochs: 2, batch_size: 1, shuffle: false}
     assert "before any update" not in message
 
 
-def test_an_optimizer_state_that_overflows_is_not_blamed_on_the_learning_rate(tmp_path):
+def test_an_optimizer_state_that_overflows_names_the_gradients_scale_first(tmp_path):
     x = np.full((8, 1), 1e15, np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.full(8, 1e6, np.float32))
     spec = _spec_file(tmp_path, """\
@@ -344,8 +344,8 @@ train: {batch_size: 4, epochs: 1}
         nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     message = str(caught.value)
     assert "the optimizer's state keeps the gradients or their squares, which the learning " \
-           "rate does not scale: gradients this large come from inputs, targets or weights of " \
-           "a large scale" in message, message
+           "rate does not scale: gradients this large come from inputs, targets or initial " \
+           "weights of a large scale: scale them down" in message, message
     assert "set optimizer.clip_grad_norm" in message
     assert "the learning rate (1e-20) may be too high" not in message
     nnrun.train(spec, out_dir=tmp_path / "clipped", quiet=True,
