@@ -74,8 +74,9 @@ def carve_validation(train: Split, fraction: float, seed: int,
     count = held_out(len(train), fraction)
     if count >= len(train):
         fix = "lower data.validation_split" if len(train) > 1 else "remove data.validation_split"
-        raise DataError(f"{where}: validation_split {fraction} of {len(train)} training samples "
-                        f"leaves none to train on; {fix}, or use more samples")
+        samples = f"{len(train)} training sample{'s' if len(train) != 1 else ''}"
+        raise DataError(f"{where}: validation_split {fraction} of {samples} leaves none to "
+                        f"train on; {fix}, or use more samples")
     order = np.random.default_rng([seed, VALIDATION_STREAM]).permutation(len(train))
     return train.take(np.sort(order[count:])), train.take(np.sort(order[:count]))
 

@@ -113,5 +113,7 @@ def multi_label_message(where: str, label_shape: list,
 
 
 def _first_value_that_is_not_a_class(data) -> float:
-    values = data.train.y.ravel()
+    """In any split: one a validation_split held out is as wrong as one left to train on."""
+    splits = [split.y.ravel() for split in (data.train, data.val, data.test) if split is not None]
+    values = np.concatenate(splits)
     return float(next((v for v in values if not are_class_labels(np.array([v]))), values[0]))

@@ -1076,3 +1076,16 @@ def test_validate_data_leaves_memory_to_its_warning_and_an_unreadable_file_to_it
     assert [line["file"] for line in lines] == [str(first), str(tmp_path / "s.yaml")]
     assert all("Permission denied" in line["message"] and line["where"] == "data.path"
                for line in lines)
+
+
+def test_a_bad_label_that_the_validation_split_holds_out_is_the_one_named(tmp_path):
+    """The first label that is no class was looked for in the training split alone: one held
+    out was named as 0."""
+    y = np.arange(40, dtype=np.float32) % 3
+    y[5] = -1
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).random((40, 4)).astype("f4"), y=y)
+    for split in ("0.2", "0.0"):
+        spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "").replace("0.2", split))
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / f"run{split}"),
+                                     "d.npz")
+        assert "but the labels hold -1, below 0" in line, line
