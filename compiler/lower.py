@@ -125,12 +125,17 @@ def input_shape(spec) -> tuple[int, ...]:
     where = ("model",) if spec.data is None else ("data", "dataset")
     raise CompileError(
         Origin("model", keys=where),
-        f"model.input_shape is needed: {spec.data.dataset} data gives its sample shape in the "
+        f"{SHAPE_NOT_READ}{spec.data.dataset} data gives its sample shape in the "
         "file data.path names, which could not be read for it (missing, or its features are "
         "not [N, ...]); check data.path (relative to the spec file), or add input_shape under "
         "model, e.g. input_shape: [4] for 4 features"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
+
+
+# The start of the error of a data file that gave no sample shape (validate --data replaces
+# it with the reason train gives when it reads the file).
+SHAPE_NOT_READ = "model.input_shape is needed: "
 
 
 # --- activations ----------------------------------------------------------------------------

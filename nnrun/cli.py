@@ -501,7 +501,7 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
     all_diagnostics: list[Diagnostic] = []
     failed = 0
     for path in specs:
-        mismatch = []  # said first: the layers' shape errors may follow from it
+        mismatch, source = [], None  # said first: the layers' shape errors may follow from it
         try:
             source = load_spec(path, overrides)
             # with input_shape known (given, or read from the file) compiling does not read
@@ -515,10 +515,12 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
                            + _missing_generator_warning(checked)
                            + _missing_data_file_warning(checked, read_data))
             if read_data and not any(d.severity == "error" for d in diagnostics):
-                diagnostics += _data_file_checks(checked)
+                diagnostics += _data_file_checks(source)
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
+            if read_data and source is not None:
+                diagnostics = _with_the_files_own_reason(source, diagnostics)
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
         if len(specs) > 1:  # a --set argument's error: with which of the files
@@ -595,18 +597,31 @@ def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnost
                                       "error" if required else "warning")]
 
 
-def _data_file_checks(checked) -> list[Diagnostic]:
+def _with_the_files_own_reason(source, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """validate --data of a spec whose data file could not give input_shape: train's reason
+    for it (not found, not an npz, not UTF-8, no features), read as train reads the file."""
+    from nnrun.compiler.lower import SHAPE_NOT_READ
+
+    unread = [d for d in diagnostics if d.message.startswith(SHAPE_NOT_READ)]
+    if not unread or source.spec.data is None:
+        return diagnostics
+    reason = [d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
+    return [d for d in diagnostics if d not in unread] + reason if reason else diagnostics
+
+
+def _data_file_checks(source, missing_said: bool = True) -> list[Diagnostic]:
     """validate --data: train's checks before its first step, on the spec's own data file
     (labels against the outputs, targets' shapes, values that are not finite, ...). What train
-    would refuse is an error at data.path, its warnings of the data warnings there."""
+    would refuse is an error at data.path, its warnings of the data warnings there.
+    `missing_said`: a file that is not there has been said so already."""
     from nnrun.compiler.datasets import DATASETS
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
     from nnrun.runtime.train import check_before_training
 
-    source = checked.source
     file = data_file(source.spec, source.directory)
-    if file is None or not DATASETS[source.spec.data.dataset].user_file or not file.exists():
+    if file is None or not DATASETS[source.spec.data.dataset].user_file \
+            or (missing_said and not file.exists()):
         return []  # a named dataset, or a file said to be missing already
     at_path = Origin("data.path", keys=("data", "path"))
     try:

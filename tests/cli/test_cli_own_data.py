@@ -1089,3 +1089,19 @@ def test_a_bad_label_that_the_validation_split_holds_out_is_the_one_named(tmp_pa
         line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / f"run{split}"),
                                      "d.npz")
         assert "but the labels hold -1, below 0" in line, line
+
+
+def test_validate_data_gives_trains_reason_for_a_file_that_gave_no_input_shape(tmp_path):
+    """Without input_shape the file must give it: when it cannot, plain validate asks for
+    input_shape; with --data, the reason train gives (not an npz, here) at data.path."""
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
+    (tmp_path / "d.npz").write_bytes(b"not a zip file at all")
+    plain = invoke("validate", spec)
+    assert plain.exit_code == 1 and "model.input_shape is needed" in plain.stderr
+    result = invoke("validate", spec, "--data", "--format", "json")
+    [found] = json.loads(result.stdout)
+    assert (found["where"], found["severity"]) == ("data.path", "error"), found
+    assert "not a readable .npz file" in found["message"]
+    (tmp_path / "d.npz").unlink()
+    missing = invoke("validate", spec, "--data")
+    assert "error: data.path:" in missing.stderr and "not found" in missing.stderr
