@@ -283,18 +283,24 @@ def _spec_file(tmp_path, text: str) -> Path:
     return path
 
 
-def test_a_state_that_overflows_under_a_finite_loss_keeps_the_epochs_row_and_norms(tmp_path):
-    """Adam's squared gradients overflow float32 (gradients of 2e21) while the loss, 1e12,
-    stays finite: the run stops, and the epoch's row and step norms show why."""
+def _overflowing_adam_state(tmp_path, train: str) -> Path:
+    """Inputs of 1e15 against targets of 1e6: gradients of 2e21, whose squares overflow
+    Adam's float32 state while the loss, 1e12, stays finite."""
     x = np.full((8, 1), 1e15, np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=np.full(8, 1e6, np.float32))
-    spec = _spec_file(tmp_path, """\
-data: {dataset: npz, path: d.npz, normalize: none}
-model: {input_shape: [1], layers: [{type: dense, units: 1, weights: [[0.0]], bias: [0.0]}]}
+    return _spec_file(tmp_path, f"""\
+data: {{dataset: npz, path: d.npz, normalize: none}}
+model: {{input_shape: [1], layers: [{{type: dense, units: 1, weights: [[0.0]], bias: [0.0]}}]}}
 loss: mse
-optimizer: {type: adam, lr: 1.0e-20}
-train: {batch_size: 4, shuffle: false, epochs: 2, log_grad_norms: {every_steps: 1}}
+optimizer: {{type: adam, lr: 1.0e-20}}
+train: {train}
 """)
+
+
+def test_a_state_that_overflows_under_a_finite_loss_keeps_the_epochs_row_and_norms(tmp_path):
+    """The run stops, and the epoch's row and step norms show why."""
+    spec = _overflowing_adam_state(tmp_path, "{batch_size: 4, shuffle: false, epochs: 2, "
+                                             "log_grad_norms: {every_steps: 1}}")
     with pytest.raises(TrainingError, match="exp_avg_sq' overflowed"):
         nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     [row] = [json.loads(line)
@@ -331,15 +337,7 @@ train: {epochs: 2, batch_size: 1, shuffle: false}
 
 
 def test_an_optimizer_state_that_overflows_names_the_gradients_scale_first(tmp_path):
-    x = np.full((8, 1), 1e15, np.float32)
-    np.savez(tmp_path / "d.npz", x=x, y=np.full(8, 1e6, np.float32))
-    spec = _spec_file(tmp_path, """\
-data: {dataset: npz, path: d.npz, normalize: none}
-model: {input_shape: [1], layers: [{type: dense, units: 1, weights: [[0.0]], bias: [0.0]}]}
-loss: mse
-optimizer: {type: adam, lr: 1.0e-20}
-train: {batch_size: 4, epochs: 1}
-""")
+    spec = _overflowing_adam_state(tmp_path, "{batch_size: 4, epochs: 1}")
     with pytest.raises(TrainingError) as caught:
         nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     message = str(caught.value)
