@@ -770,7 +770,8 @@ def graph(spec, fmt, backward, optimized, batch_size, overrides) -> None:
     from nnrun.compiler.printer import graph_dot, graph_text, segments_text
 
     if batch_size and not (optimized and fmt == "text"):
-        fix = "drop --format dot" if optimized else "add --optimized"
+        fix = " and ".join(([] if optimized else ["add --optimized"])
+                           + (["drop --format dot"] if fmt != "text" else []))
         raise click.UsageError("--batch-size sizes the memory plan that --optimized shows as "
                                f"text; {fix}, or leave --batch-size out")
     source = load_spec(spec, overrides)

@@ -60,7 +60,8 @@ def _directory(ctx, param, value: str | None) -> Path | None:
 @handle_errors
 def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
     """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
-    directory = fetch_dataset(name, dest, mirrors=mirrors or None, report=click.echo)
+    directory = fetch_dataset(name, dest, mirrors=mirrors or None,
+                              report=lambda line: click.echo(one_line(line)))  # a --mirror's URL
     click.echo(one_line(f"{name}: files in {directory}"))
 
 

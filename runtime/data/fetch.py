@@ -161,6 +161,11 @@ def _failures(problems: dict[str, str]) -> str:
     return "; ".join(f"{url}: {problem}" for url, problem in problems.items())
 
 
+# pooch's words for a download whose digest is not the known one (pooch.hashes.hash_matches);
+# its other ValueErrors, and urllib3's of a host it cannot parse, are another failure.
+HASH_MISMATCH = "does not match the known hash"
+
+
 def _http_url(text: str) -> bool:
     """An http(s) URL with a host (and a port, if any, that is one)."""
     try:
@@ -276,7 +281,7 @@ def download(url: str, target: Path, digests: tuple[str, ...], timeout: float) -
         except OSError as error:  # requests' errors are OSErrors (an invalid URL a ValueError too)
             return short_reason(" ".join(str(getattr(error, "reason", None) or error).split()))
         except ValueError as error:
-            if "hash" in str(error).lower():  # pooch's mismatch; its temporary file is gone
+            if HASH_MISMATCH in str(error):  # pooch's; its temporary file is gone
                 continue
             return short_reason(" ".join(str(error).split()))  # a URL urllib3 cannot parse
         settle(target)  # pooch's temporary file is 0600 and not synced

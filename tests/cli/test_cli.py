@@ -665,8 +665,9 @@ def test_graph_dot(tiny):
 
 def test_graph_batch_size_without_the_plan_it_sizes_is_a_usage_error(tiny):
     """--batch-size sizes --optimized's memory plan: alone, or with dot, it did nothing."""
-    for words, fix in (([], "add --optimized"), (["--format", "dot", "--optimized"],
-                                                  "drop --format dot")):
+    for words, fix in (([], "add --optimized"),
+                       (["--format", "dot", "--optimized"], "text; drop --format dot, or"),
+                       (["--format", "dot"], "add --optimized and drop --format dot")):
         result = invoke("graph", tiny, "--batch-size", 4, *words)
         assert result.exit_code == 2 and fix in result.stderr, result.output
     assert "memory plan" in assert_ok(invoke("graph", tiny, "--optimized", "--batch-size", 4)).stdout

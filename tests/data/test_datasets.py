@@ -919,6 +919,15 @@ def test_fetch_refuses_a_corrupted_download_and_keeps_nothing(mirror, tmp_path):
     assert os.listdir(destination) == ["train-images-idx3-ubyte.gz"]  # no temporary file either
 
 
+def test_a_mirror_host_that_cannot_be_parsed_is_not_called_a_checksum_mismatch(tmp_path):
+    """urllib3's error for such a host is a ValueError, as pooch's mismatch is; a host name
+    holding 'hash' was taken for one (nothing is sent: the URL fails to parse)."""
+    with pytest.raises(DataError) as excinfo:
+        fetch_dataset("mnist", tmp_path / "dest", mirrors=["http://hash..example/mnist/"])
+    message = one_line_error(excinfo, "train-images-idx3-ubyte.gz", "hash..example")
+    assert "checksum mismatch" not in message and "label empty or too long" in message
+
+
 def test_fetch_falls_back_to_the_next_mirror(mirror, tmp_path):
     root, url = mirror
     digests = fill_mirror(root / "good")
