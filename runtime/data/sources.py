@@ -78,7 +78,10 @@ def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str,
     if len(shape) == 1 and shape[0]:  # one number a sample
         raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
                         f"{list(shape)}; for one feature a sample save {array}[:, None]")
-    if len(shape) < 2 or shape[0] == 0:
+    if len(shape) >= 2 and shape[0] == 0:
+        raise DataError(f"{where}: {array} holds no samples ({list(shape)}); save the data "
+                        "with at least one sample")
+    if len(shape) < 2:
         raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
                         f"{list(shape)}")
     if 0 in shape[1:]:

@@ -1105,3 +1105,11 @@ def test_validate_data_gives_trains_reason_for_a_file_that_gave_no_input_shape(t
     (tmp_path / "d.npz").unlink()
     missing = invoke("validate", spec, "--data")
     assert "error: data.path:" in missing.stderr and "not found" in missing.stderr
+
+
+def test_a_file_without_samples_says_so(tmp_path):
+    """x of shape [0, 4] was told 'features must be [N, ...], one row per sample'."""
+    np.savez(tmp_path / "d.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("x holds no samples ([0, 4]); save the data with at least one sample")
