@@ -772,10 +772,10 @@ def _call_form_fix(word: str, choices: list[str], kind: str | None) -> str:
 def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     discriminator = _discriminator(problem.error)
     value = _value_at(data, problem.data_path)
-    glued = next((key for key in value if _glued_value(key, [discriminator])), None) \
-        if isinstance(value, dict) else None
-    if glued is not None:  # `{type:dense}`: the key 'type:dense', said where it is too
-        return f"missing required field '{discriminator}'{_glued_value(glued, [discriminator])}"
+    keys = value if isinstance(value, dict) else ()
+    glued = next(filter(None, (_glued_value(key, [discriminator]) for key in keys)), "")
+    if glued:  # `{type:dense}`: the key 'type:dense', said where it is too
+        return f"missing required field '{discriminator}'{glued}"
     misspelled = _misspelled_tag(problem, data)
     if misspelled is not None:
         return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"

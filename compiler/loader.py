@@ -458,9 +458,7 @@ class _Builder:
             items = enumerate(node.value)
             return [self.construct(item, path + (index,), None) for index, item in items]
         value = self._scalar(node, path)
-        # the cheap type test first: most values are text, and resolving a tag again is a
-        # regular expression a value, 200,000 of them at most
-        if _readings_differ(node.value, value) and _read_by_its_text(node):
+        if _read_apart(node, value):
             self.error(*_mark(node), path, _readings_message(node.value, value))
             return None
         return value
@@ -588,7 +586,7 @@ class _Builder:
         if not isinstance(key, str):
             # Every key of a spec is a field name; `~`, `1` or `yes` as a key is a slip.
             message = f"keys must be names; got {_yaml_text(key)}"
-            if _readings_differ(key_node.value, key) and _read_by_its_text(key_node):
+            if _read_apart(key_node, key):
                 message += f" ({key_node.value} to YAML 1.1): write {key_node.value!r} in quotes"
             self.error(*_mark(key_node), path, message)
             return _INVALID_KEY
@@ -632,6 +630,12 @@ def _core_schema_value(text: str) -> Any:
     if _CORE_FLOAT.fullmatch(text):
         return float(text)
     return text
+
+
+def _read_apart(node: ScalarNode, value: Any) -> bool:
+    """A plain scalar YAML 1.1 (`value`) and 1.2 read otherwise. The cheap type test first:
+    most values are text, and resolving a tag again is a regular expression a value."""
+    return _readings_differ(node.value, value) and _read_by_its_text(node)
 
 
 def _read_by_its_text(node: ScalarNode) -> bool:

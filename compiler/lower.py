@@ -110,6 +110,11 @@ class LayerContext:
 # --- the input shape ------------------------------------------------------------------------
 
 
+# The start of the error of a data file that gave no sample shape (validate --data replaces
+# it with the reason train gives when it reads the file).
+SHAPE_NOT_READ = "model.input_shape is needed: "
+
+
 def input_shape(spec) -> tuple[int, ...]:
     declared = tuple(spec.model.input_shape) if spec.model.input_shape else None
     dataset = DATASETS[spec.data.dataset] if spec.data else None
@@ -131,11 +136,6 @@ def input_shape(spec) -> tuple[int, ...]:
         "model, e.g. input_shape: [4] for 4 features"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
-
-
-# The start of the error of a data file that gave no sample shape (validate --data replaces
-# it with the reason train gives when it reads the file).
-SHAPE_NOT_READ = "model.input_shape is needed: "
 
 
 # --- activations ----------------------------------------------------------------------------

@@ -141,6 +141,12 @@ def _same_file(first: Path, second: Path) -> bool:
         return False
 
 
+def wrote(out_path: Path, what: str) -> str:
+    """The line that says what a command wrote where, the path's control characters escaped
+    as in every error line (a --out holding ESC would set the terminal's title)."""
+    return one_line(f"wrote {out_path}: {what}")
+
+
 def refuse_an_unwritable_out(out_path: Path) -> None:
     """--out that cannot be written (a missing or read-only directory, a file on the way, a
     device) or that is one of a run's own files, said before any work is done."""
@@ -269,13 +275,11 @@ def handle_errors(command):
 def _memory_fix(context: click.Context) -> str:
     """What frees memory for the command: a smaller batch where it takes one; eval and predict
     take as few samples at a time as fit already."""
+    smaller = "lower the batch size or the model size"
     if context.info_name == "trace" and (context.params.get("steps") or 1) > 1:
-        return "trace fewer --steps (it keeps every step's values), or lower the batch size " \
-               "or the model size"
-    if context.info_name == "trace":
-        return "lower the batch size or the model size"
-    if context.info_name in ("train", "bench", "gradcheck", "check-backends"):
-        return "lower the batch size or the model size"
+        return f"trace fewer --steps (it keeps every step's values), or {smaller}"
+    if context.info_name in ("train", "bench", "gradcheck", "trace", "check-backends"):
+        return smaller
     return ("free memory, or run it where more is available (an address-space limit, ulimit "
             "-v, also counts what threads and libraries reserve)")
 
@@ -975,8 +979,8 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)
     as_given = ", inputs as given (--no-preprocessing)" if raw else ""
-    click.echo(one_line(f"wrote {out_path}: {list(outputs.shape)} outputs of "
-                        f"{run.checkpoint.name} (epoch {run.epoch}){as_given}"))
+    click.echo(wrote(out_path, f"{list(outputs.shape)} outputs of {run.checkpoint.name} "
+                               f"(epoch {run.epoch}){as_given}"))
     note = run.overflow_note(outputs)
     if note:
         click.echo(f"warning: {note}", err=True)

@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.backends.notices import one_line
 from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_own_caches,
                        preprocessing_option, refuse_an_input_as_out, refuse_an_unwritable_out,
-                       refuse_another_suffix, refuse_to_replace_another_kind, set_option)
+                       refuse_another_suffix, refuse_to_replace_another_kind, set_option,
+                       wrote)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         relative_error, run_onnxruntime)
@@ -203,7 +203,7 @@ def _report(out_path: Path, exported: Exported) -> str:
         takes = ("raw samples; preprocessing in the graph: "
                  f"{', then '.join(exported.preprocessing) or 'none'}")
     return "\n".join([
-        one_line(f"wrote {out_path}: ONNX opset {OPSET}, {exported.source}"),
+        wrote(out_path, f"ONNX opset {OPSET}, {exported.source}"),
         f"  input  '{INPUT_NAME}' {exported.dtype}[{shape}], {takes}",
         f"  output '{OUTPUT_NAME}' {exported.dtype}[{out_shape}], the last layer after its "
         "activation",

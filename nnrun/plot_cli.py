@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
-from nnrun.backends.notices import one_line
 from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_caches,
-                       refuse_an_input_as_out, refuse_an_unwritable_out)
+                       refuse_an_input_as_out, refuse_an_unwritable_out, wrote)
 
 
 @click.command()
@@ -44,8 +43,8 @@ def plot(run_dirs, out_path, metrics) -> None:
     except PlotError as error:
         raise UserError(str(error)) from None
     plot_runs(runs, panels, out_path)
-    click.echo(one_line(f"wrote {out_path}: {', '.join(panels)} of {len(runs)} run"
-                        f"{'s' * (len(runs) != 1)}"))
+    click.echo(wrote(out_path, f"{', '.join(panels)} of {len(runs)} run"
+                               f"{'s' * (len(runs) != 1)}"))
 
 
 # What users also call the learning rate and gradient-norm panels.

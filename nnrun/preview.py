@@ -9,9 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.backends.notices import one_line
 from nnrun.cli import (OutPath, UserError, handle_errors, in_own_caches, refuse_an_input_as_out,
-                       refuse_an_unwritable_out, set_option, spec_argument)
+                       refuse_an_unwritable_out, set_option, spec_argument, wrote)
 
 EXTRA_MISSING = ("nnrun data preview draws with matplotlib, which is not installed; "
                  "install it with: pip install 'nnrun[plot]'")
@@ -50,8 +49,8 @@ def preview(spec, out_path, samples, draws, seed, overrides) -> None:
     grid = augmented_grid(source, samples, draws, seed)
     _save(plotting, grid, out_path, source.spec)
     augment = ", ".join(a.type for a in source.spec.data.augment) or "none (data.augment is empty)"
-    click.echo(one_line(f"wrote {out_path}: {_count(len(grid.x), 'training sample')} x "
-                        f"{_count(draws, 'draw')}; augmentation: {augment}"))
+    click.echo(wrote(out_path, f"{_count(len(grid.x), 'training sample')} x "
+                               f"{_count(draws, 'draw')}; augmentation: {augment}"))
 
 
 class Grid:

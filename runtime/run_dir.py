@@ -492,8 +492,9 @@ def _is_number(value) -> bool:
 
 
 def _epochs(ranges: list[tuple[int, int]]) -> str:
-    if ranges == [(ranges[0][0], ranges[0][0])]:
-        return f"epoch {ranges[0][0]}"
+    first, last = ranges[0]
+    if len(ranges) == 1 and first == last:
+        return f"epoch {first}"
     return "epochs " + ", ".join(f"{first}-{last}" if last > first else f"{first}"
                                  for first, last in ranges)
 

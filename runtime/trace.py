@@ -81,10 +81,11 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     parameters and optimizer state, and the trace goes on from its epoch and step)."""
     if source.spec.data is None:
         raise no_data_section(source, "a trace needs")
-    if weights is not None and _a_checkpoint(weights):  # every value: init_from is not read
+    headers = weights_headers(weights) if weights is not None else None
+    if headers is not None and "meta" in headers:  # a checkpoint: init_from is not read
         source = replace(source, from_checkpoint=True)
     trainer = Trainer(source, "numpy", quiet=True, command="trace")
-    loaded, done = read_weights(weights, trainer) if weights is not None else ({}, {})
+    loaded, done = read_weights(weights, headers, trainer) if weights is not None else ({}, {})
     done_epochs, extension = done.get("epoch", 0), []
     epochs = _epochs_to_cover(trainer.spec, len(trainer.data.train.x), done_epochs, steps)
     if epochs > trainer.spec.train.epochs:  # past the run's end: as a resume with --epochs
@@ -269,24 +270,21 @@ def _update_rule(optimizer) -> str | None:
     return None
 
 
-def _a_checkpoint(path: Path) -> bool:
-    """A run's checkpoint (read_weights then requires every parameter and buffer of it)."""
+def weights_headers(path: Path) -> dict:
+    """The arrays of a weights file, from its header: a run's checkpoint holds `meta`."""
     try:
-        return "meta" in npz_headers(path)
-    except (DamagedFile, OSError):
-        return False  # read_weights says what is wrong with it
-
-
-def read_weights(path: Path, trainer: Trainer) -> tuple[dict, dict]:
-    """Parameters (and buffers) by name from an .npz: plain names (dense_1.weight) or a
-    checkpoint's (params/dense_1.weight); every trainable parameter must be there. Of a
-    checkpoint, its optimizer state (opt/...) too, and the epoch and step it was saved at.
-    Values are cast to the spec's dtype (a float32 run may be traced in float64)."""
-    model, expected = trainer.model, trainer.expected_shapes()
-    try:
-        headers = npz_headers(path)
+        return npz_headers(path)
     except DamagedFile as error:
         raise TraceError(f"{path}: not a readable .npz file ({error})") from None
+
+
+def read_weights(path: Path, headers: dict, trainer: Trainer) -> tuple[dict, dict]:
+    """Parameters (and buffers) by name from an .npz (`headers`: weights_headers): plain
+    names (dense_1.weight) or a checkpoint's (params/dense_1.weight); every trainable
+    parameter must be there. Of a checkpoint, its optimizer state (opt/...) too, and the epoch
+    and step it was saved at. Values are cast to the spec's dtype (a float32 run may be traced
+    in float64)."""
+    model, expected = trainer.model, trainer.expected_shapes()
     checkpoint = "meta" in headers  # a run's: its state and meta, as a resume reads them
     meta = checkpoint_meta(path) if checkpoint else {"epoch": 0, "step": 0}
     names = {key.removeprefix("params/"): key for key in headers

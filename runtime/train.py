@@ -65,6 +65,7 @@ from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
 from .spec_changes import bracketed, model_changes, refuse_training_changes, spec_changes
 
+
 class TrainingError(Exception):
     """Training cannot go on (no data section, a diverged loss, a bad monitor)."""
 
@@ -685,12 +686,14 @@ class Trainer:
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
             self._keep_diverged_epoch(epoch, index + 1, lr)
-            # the initial weights' loss (a resumed checkpoint's weights came of the updates)
-            before_any_update = epoch == self.first_epoch == 1 and index == 0
-            self.ranks.raise_together(
-                TrainingError(self._diverged_message(
-                    f"loss became {loss} at epoch {epoch}, step {index + 1}", lr,
-                    before_any_update)))
+            what = f"loss became {loss} at epoch {epoch}, step {index + 1}"
+            # a new run's first step: its initial weights' loss (a resumed checkpoint's
+            # weights came of the updates)
+            if epoch == self.first_epoch == 1 and index == 0:
+                message = f"{what}, before any update: {self._start_not_finite()}; {self._kept()}"
+            else:
+                message = self._diverged_message(what, lr)
+            self.ranks.raise_together(TrainingError(message))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
 
@@ -717,6 +720,12 @@ class Trainer:
         if totals.count:
             row.update({**totals.means("train_"), **totals.grad_norms()})
         row["lr"] = lr
+        self._keep_stopped_epoch(row)
+
+    def _keep_stopped_epoch(self, row: dict) -> None:
+        """metrics.jsonl with the row of the epoch a diverged or overflowed run stopped in,
+        and grad-norms.jsonl with its steps, which show why (rank 0's; a resume drops them
+        with the epoch)."""
         if self.grad_norms:
             row.update(self.grad_norms.epoch_columns())
             self._write_step_norms(self.run_directory)
@@ -748,7 +757,8 @@ class Trainer:
         if finite.all():
             return
         name = names[int(np.argmin(finite))]
-        self._keep_overflowed_epoch(row, name)
+        if self.run_directory is not None:  # rank 0 writes the row, marked with what overflowed
+            self._keep_stopped_epoch({**row, "overflowed": name, **self.totals.grad_norms()})
         what = (f"'{name}' overflowed ({self.spec.dtype}) in epoch {epoch} while the loss "
                 f"stayed finite ({row['train_loss']:.4g})")
         if name in self.model.train_step.optimizer_state:
@@ -769,23 +779,8 @@ class Trainer:
             causes += "; set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
         return causes
 
-    def _keep_overflowed_epoch(self, row: dict, name: str) -> None:
-        """As _keep_diverged_epoch: the epoch's row, marked with what overflowed, and its
-        steps' gradient norms (what shows the explosion); a resume drops them with the epoch."""
-        if self.run_directory is None:
-            return  # rank 0 writes
-        kept = {**row, "overflowed": name, **self.totals.grad_norms()}
-        if self.grad_norms:
-            kept.update(self.grad_norms.epoch_columns())
-            self._write_step_norms(self.run_directory)
-        self.run_directory.write_metrics([*self.history.rows, kept])
-
-    def _diverged_message(self, what: str, lr: float, before_any_update: bool = False) -> str:
-        """`before_any_update`: the loss of a new run's first step, of its initial weights,
-        which no learning rate, decay or gradient has changed yet."""
+    def _diverged_message(self, what: str, lr: float) -> str:
         optimizer = self.spec.optimizer
-        if before_any_update:
-            return f"{what}, before any update: {self._start_not_finite()}; {self._kept()}"
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         decay = getattr(optimizer, "weight_decay", 0.0)
         # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each

@@ -14,9 +14,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from nnrun.compiler.datasets import user_path
+
 from ..files import settle, what_is_there
 from .errors import DataError
-from .locations import IDX_FILES, default_dir, is_writable_dir, user_path
+from .locations import IDX_FILES, default_dir, is_writable_dir
 
 MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": (

@@ -249,7 +249,6 @@ def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path
     assert line.endswith(reason)
 
 
-
 def test_validate_names_val_metrics_for_an_npz_that_may_hold_x_val(tmp_path):
     """It said val_* metrics need a validation_split and offered train_* alone, where the
     file's x_val and y_val give them (train lists val_loss, val_accuracy)."""
@@ -852,7 +851,6 @@ def test_train_resume_from_another_spec(tiny, tmp_path):
     assert snapshot(out) == before
 
 
-
 def test_resume_with_a_spec_of_another_model_names_the_runs_own_spec(tiny, tmp_path):
     """Another spec of the same task given by mistake listed every field that differs, 1,869
     characters, without the plain fix: resume with the run's own spec.yaml (the learners'
@@ -867,6 +865,7 @@ def test_resume_with_a_spec_of_another_model_names_the_runs_own_spec(tiny, tmp_p
                                  out / "spec.yaml")
     assert "the spec given is another model than the run's (" in line and "more fields" in line
     assert f"give its own spec: nnrun train {out / 'spec.yaml'} --resume {out}" in line
+
 
 def test_a_change_of_what_the_weights_mean_starts_a_new_run_from_them(tiny, tmp_path):
     """An activation or loss of another kind keeps every array's shape, but the checkpoint's

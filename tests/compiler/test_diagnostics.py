@@ -771,7 +771,6 @@ def test_a_misspelt_type_key_is_named_with_its_position():
         "spec.yaml:5:13: error: optimizer: unknown field 'Type'; did you mean 'type'?"]
 
 
-
 def test_a_layer_with_a_misspelt_type_key_is_read_as_its_type_so_later_layers_are_checked():
     text = ("name: x\ndata: {dataset: digits}\nmodel:\n  layers:\n"
             "    - {tyep: conv2d, filters: 4, kernel_size: 3}\n"

@@ -259,7 +259,6 @@ def test_a_setting_that_rounds_to_zero_in_float32_is_an_error(tmp_path):
                                                                         tiny_init).output
 
 
-
 @pytest.mark.parametrize("value, fix", [
     ("false", "to leave the bias out, write use_bias: false"),
     ("true", "a layer has a bias by default (use_bias: true): remove bias")])

@@ -227,7 +227,6 @@ def test_a_number_that_yaml_1_1_reads_as_text_is_accepted_as_validate_accepts_it
     assert lr["default"] == 0.001 and lr["title"] == "Lr"  # where editors show them
 
 
-
 def _fields(document: dict):
     for model_name, model in {"Spec": document, **document["$defs"]}.items():
         for field_name, field in model.get("properties", {}).items():

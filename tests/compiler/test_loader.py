@@ -565,7 +565,6 @@ def test_float_specials_load():
     assert math.isnan(loaded.data["a"]) and loaded.data["b"] == -math.inf
 
 
-
 def test_a_number_of_thousands_of_digits_is_one_short_line():
     """A 5,001-digit units: was echoed in full, with Python's advice to raise its own limit."""
     (error,) = errors_of("model: {input_shape: [2], layers: [{type: dense, units: 1"

@@ -274,7 +274,6 @@ def test_every_1d_layer_with_two_values_is_reported_at_once():
                      (6, "output_padding needs 1 value, got [0, 0]")], found
 
 
-
 def test_settings_that_train_but_do_not_do_what_they_say_are_warned_at_their_fields():
     """A top-k as large as the classes is always 1; a cosine schedule rising to its min_lr;
     a warm-up that takes the whole training. They validated silently."""

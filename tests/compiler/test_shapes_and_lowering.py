@@ -196,7 +196,6 @@ def test_dilated_kernel_too_large_shows_the_dilated_formula():
     assert "(4 + 2*0 - 2*(3-1) - 1)/1 + 1 = 0" in error.message
 
 
-
 def test_a_kernel_that_fits_but_not_at_its_dilation_points_at_the_dilation():
     """The formula's value is the arithmetic's, below 0 when the span passes the input."""
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 4, kernel_size: 3, dilation: 5}")

@@ -83,7 +83,6 @@ def test_mnist1d_generation_leaves_global_random_state_alone():
     assert np.array_equal(np.random.get_state()[1], expected)
 
 
-
 def test_generating_mnist1d_writes_nothing_in_home(tmp_path):
     """mnist1d imports matplotlib, which made ~/.config/matplotlib and its font list in
     ~/.cache: train, trace and eval wrote outside the run directory and the cache. In a
@@ -98,6 +97,7 @@ def test_generating_mnist1d_writes_nothing_in_home(tmp_path):
             "generate_mnist1d()\nassert 'matplotlib' in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], env=environment, check=True, timeout=300)
     assert list(home.rglob("*")) == []
+
 
 def test_digits_keeps_raw_values_for_normalize_none():
     digits = load("digits", normalize="none")
@@ -254,7 +254,6 @@ def test_train_says_why_a_download_failed_and_where_to_put_the_files(tmp_path, m
     assert not (tmp_path / "mnist").exists()  # never into the user's data directory
 
 
-
 def test_train_that_cannot_download_into_the_cache_names_what_it_can_set(tmp_path,
                                                                           monkeypatch):
     """It said 'choose a directory with --dest', data fetch's option, which train has not."""
@@ -267,6 +266,7 @@ def test_train_that_cannot_download_into_the_cache_names_what_it_can_set(tmp_pat
                              "set NNRUN_CACHE_DIR to a writable directory",
                              "$NNRUN_DATA_DIR/mnist")
     assert "--dest" not in message
+
 
 def test_missing_idx_files_are_downloaded_into_the_cache(tmp_path, monkeypatch, mirror,
                                                          make_mnist_like, isolated_home):
@@ -549,7 +549,6 @@ def test_csv_label_column_anywhere(tmp_path):
     assert dataset.input_shape == (2,)
 
 
-
 def test_a_column_name_past_the_csv_modules_field_limit_is_read(tmp_path):
     """A header name of 140,000 characters was the csv module's "field larger than field
     limit (131072)", an internal error (exit 70) in validate and train."""
@@ -598,6 +597,7 @@ def test_a_kernel_file_is_no_data_file_and_is_not_quoted(tmp_path, monkeypatch):
         result = CliRunner().invoke(main, ["validate", str(tmp_path / "env.yaml")])
         assert result.exit_code == 1 and "is a file of the kernel's" in result.output
         assert "sk-live" not in result.output
+
 
 def test_a_quoted_column_name_may_hold_a_comma(tmp_path):
     """The header was split at every comma: "a,x" made 4 columns of 3."""
@@ -1126,7 +1126,6 @@ def test_a_mirror_is_an_http_url(tmp_path):
     one_line_error(excinfo, "is not an http(s) URL")
 
 
-
 def test_real_valued_targets_are_counted_as_float32_copies(tmp_path, monkeypatch):
     """Counted as 64-bit labels (the first fix of int8 labels), image-sized float targets made
     a file refused that loads within the limit (the review of that fix)."""
@@ -1141,6 +1140,7 @@ def test_real_valued_targets_are_counted_as_float32_copies(tmp_path, monkeypatch
     with pytest.raises(DataError) as excinfo:
         load("npz", spec_dir=tmp_path, path="maps.npz", limit=10)
     one_line_error(excinfo, "their copies take 1.23 MB more")
+
 
 def test_running_out_of_memory_while_loading_names_the_data_and_its_fix(tmp_path, monkeypatch):
     """Past the check of the declared sizes (an npz's int8 labels copied as int64 were not

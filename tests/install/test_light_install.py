@@ -121,7 +121,6 @@ def test_validate_warns_where_a_datasets_generator_is_missing(monkeypatch, datas
     assert "generating it needs" not in invoke("validate", spec).stderr or dataset != "mnist1d"
 
 
-
 def test_a_generator_installed_but_failing_to_import_is_said_so(monkeypatch):
     """scikit-learn 1.3, built for NumPy 1, fails to import on NumPy 2: train said it was not
     installed, and the install it advised left it as it was (the install audit)."""
@@ -181,6 +180,7 @@ NOT_ON_THE_GPU_MACHINE = ("pooch", "requests", "jsonschema", "onnx", "onnxruntim
 WITHOUT_THOSE_PACKAGES = f"""
 import importlib.util, sys
 BLOCKED = {NOT_ON_THE_GPU_MACHINE!r}
+
 
 class Absent:
     def find_spec(self, name, path=None, target=None):

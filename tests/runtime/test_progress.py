@@ -92,7 +92,6 @@ def test_the_final_line_counts_the_epochs_this_command_trained(capsys, now, said
     assert capsys.readouterr().err.splitlines()[0].startswith(said)
 
 
-
 def test_the_final_lines_rate_is_of_the_epochs_this_command_trained(capsys):
     """A resume said the rate of all the run's epochs, those of earlier commands (another
     backend, perhaps) among them, beside the epochs it trained."""
@@ -104,6 +103,7 @@ def test_the_final_lines_rate_is_of_the_epochs_this_command_trained(capsys):
             {"epoch": 3, "epoch_s": 1.0, "samples_per_s": 400.0}]
     progress.print_final_table(summary, rows, range(3, 4))
     assert "(400 samples/s in the training steps)" in capsys.readouterr().err
+
 
 def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
     screen = io.StringIO()

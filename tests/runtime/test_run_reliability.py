@@ -40,9 +40,6 @@ train: {epochs: 2, batch_size: 16}
 """
 
 
-
-
-
 def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -548,7 +545,6 @@ def test_metrics_without_the_rows_of_the_checkpoints_epochs_are_refused(trained,
     assert files_of(trained) == before
 
 
-
 def test_a_checkpoint_claiming_an_epoch_far_past_its_rows_is_refused_at_once(trained, spec):
     """A hostile file's meta, consistent in itself at epoch 10^15: the check of the missing
     rows built a set of every epoch, gigabytes, deaf to SIGTERM until memory ran out."""
@@ -565,6 +561,7 @@ def test_a_checkpoint_claiming_an_epoch_far_past_its_rows_is_refused_at_once(tra
     assert time.perf_counter() - started < 30
     assert "lacks the rows of epochs 3-1000000000000000, which last.npz has trained" in line
     assert files_of(trained) == before
+
 
 @pytest.mark.parametrize("order", [[0, 1, 0, 1], [1, 0]])
 def test_metrics_whose_epochs_repeat_or_go_back_are_refused(trained, spec, order):
@@ -830,7 +827,6 @@ def test_a_stopped_resume_then_one_without_changes_puts_spec_and_record_back(tra
     assert_ok(invoke("train", trained / "spec.yaml", "--resume", trained, "--quiet"))
 
 
-
 def test_a_run_spec_written_by_an_earlier_nnrun_resumes_without_being_called_edited(tmp_path,
                                                                                    spec):
     """spec.yaml in an earlier nnrun's words (escapes where this one writes UTF-8): a resume
@@ -855,6 +851,7 @@ def test_a_run_spec_written_by_an_earlier_nnrun_resumes_without_being_called_edi
     result = invoke("train", run / "spec.yaml", "--resume", run, "--epochs", 301)
     assert_ok(result)
     assert "edited since" not in result.output and len(rows(run)) == 301
+
 
 def test_a_stopped_resume_then_a_hand_edit_leaves_one_record(trained):
     """The third review: the stopped resume's record stayed beside the one of the resume that
