@@ -216,11 +216,23 @@ def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
-def relative_error(result: np.ndarray, reference: np.ndarray) -> float:
+def output_scale(graph: Graph) -> float:
+    """The scale below which outputs are compared absolutely: 1 for probabilities, whose natural
+    scale it is (a saturated sigmoid's outputs near 1e-34 carry its logits' rounding, 1e-7
+    of the logit, as their relative error), 0 otherwise."""
+    output = graph.outputs[OUTPUT_NAME]
+    last = next((node for node in graph.nodes if output in node.outputs), None)
+    return 1.0 if last is not None and last.op in ("sigmoid", "softmax") else 0.0
+
+
+def relative_error(result: np.ndarray, reference: np.ndarray,
+                   least_scale: float = 0.0) -> float:
     """max |result - reference| / max |reference|: the largest difference, relative to the
-    output's scale (an output near zero is compared at that scale, not its own)."""
+    output's scale (an output near zero is compared at that scale, not its own), or to
+    `least_scale` where that is larger."""
     if not reference.size:
         return 0.0
-    scale = float(np.max(np.abs(reference)))
+    scale = max(float(np.max(np.abs(reference))), least_scale)
     difference = float(np.max(np.abs(result.astype(np.float64) - reference)))
     return difference / scale if scale > 0 else difference
+

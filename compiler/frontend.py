@@ -86,13 +86,28 @@ def load_spec(path: str | Path, overrides: list[str] | tuple = ()) -> SourceSpec
     return _load(lambda: load_yaml_file(path), overrides, Path(path))
 
 
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def yaml_text_not_a_path(value) -> bool:
     """A string with a line break, or one that is no file and reads as a YAML mapping
-    (`{model: ...}`, `model: ...`): text given where a path was asked."""
+    (`{model: ...}`, `model: ...`): text given where a path was asked. A missing path that
+    ends as a spec file's name (`my dir: v2/spec.yaml`, `{name}.yaml`) stays a path, for the
+    file-not-found error."""
     if not isinstance(value, str):
         return False
-    mapping = value.lstrip().startswith("{") or ": " in value
-    return "\n" in value or (mapping and not Path(value).exists())
+    if "\n" in value:
+        return True
+    if value.rstrip().lower().endswith(SPEC_SUFFIXES) or Path(value).exists():
+        return False
+    return (value.lstrip().startswith("{") or ": " in value) and _reads_as_mapping(value)
+
+
+def _reads_as_mapping(text: str) -> bool:
+    try:
+        return isinstance(yaml.safe_load(text), Mapping)
+    except (yaml.YAMLError, RecursionError, ValueError):
+        return False
 
 
 def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceSpec:

@@ -44,6 +44,7 @@ def _source(spec, overrides=()):
         spec = source_spec(spec, Loaded("<spec>", spec.model_dump(mode="json", exclude_none=True), {}))
     if isinstance(spec, SourceSpec):
         return with_overrides(spec, overrides)
+    _refuse_empty("spec", spec, "give a spec file's path")
     if yaml_text_not_a_path(spec):
         raise TypeError("spec is YAML text, not a file path: give nnrun.load_spec_text(text)")
     return load_spec(Path(spec), overrides)
@@ -107,17 +108,23 @@ def _check_run_options(out_dir, options: dict) -> None:
     """What the command refuses as a usage error, the API as a ValueError (or TypeError)."""
     if out_dir is not None and not isinstance(out_dir, (str, PathLike)):
         raise TypeError(f"out_dir must be a directory path, got {type(out_dir).__name__}")
-    if isinstance(out_dir, str) and not out_dir.strip():
-        raise ValueError("out_dir is an empty path, not the current directory; give a directory "
-                         "name (None: runs/<name>/<time>)")
+    _refuse_empty("out_dir", out_dir, "give a directory name (None: runs/<name>/<time>)")
     resume = options.get("resume")
     if resume is not None and not isinstance(resume, (str, PathLike)):
         raise TypeError(f"resume is the run directory to continue, got {type(resume).__name__}"
                         " (None: a new run)")
+    _refuse_empty("resume", resume, "give the run directory to continue (None: a new run)")
     if resume is not None and out_dir is not None:
         raise ValueError("resume continues a run in its own directory; leave out out_dir")
     if options.get("allow_changes") and resume is None:
         raise ValueError("allow_changes applies to resume only")
+
+
+def _refuse_empty(name: str, path, advice: str) -> None:
+    """An empty path (an unset variable, say) would name the current directory: refused, as the
+    command refuses `--out ""`."""
+    if isinstance(path, str) and not path.strip():
+        raise ValueError(f"{name} is an empty path, not the current directory; {advice}")
 
 
 def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
@@ -128,6 +135,7 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
 
     if not isinstance(run_dir, (str, PathLike)):
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
+    _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
     _check_flags(graph=graph)
     return load(Path(run_dir), checkpoint, backend, graph=graph)
 

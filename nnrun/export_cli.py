@@ -16,7 +16,7 @@ from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_
                        wrote)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
-                                        relative_error, run_onnxruntime)
+                                        output_scale, relative_error, run_onnxruntime)
 
 CHECK_SAMPLES = 16
 # A serialized ModelProto begins with its ir_version (field 1, a varint): the byte 0x08.
@@ -32,6 +32,7 @@ class Exported:
     input_shape: list
     output_shape: list
     dtype: str
+    least_scale: float  # outputs compared absolutely below it (1 for probabilities)
     check: str = ""  # how onnxruntime compared with nnrun
     warning: str = ""  # how far raw inputs read in the model's dtype take it from nnrun's
     preprocessed: bool = False  # a run exported with --no-preprocessing: inputs come preprocessed
@@ -60,7 +61,8 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
     check_model(onnx_model)
     exported = Exported(onnx_model, source, _describe(preprocessing),
                         list(graph.inputs[0].type.shape[1:]),
-                        list(graph.outputs[OUTPUT_NAME].type.shape[1:]), model.spec.dtype)
+                        list(graph.outputs[OUTPUT_NAME].type.shape[1:]), model.spec.dtype,
+                        output_scale(graph))
     exported.check, exported.warning = _compare_with_nnrun(exported, model, params, pre,
                                                            preprocessing)
     exported.preprocessed = path.is_dir() and not preprocess
@@ -117,7 +119,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
         if "NOT_IMPLEMENTED" in str(error):  # e.g. no float64 kernel for an op on the CPU
             return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})", ""
         raise
-    error = relative_error(result, expected)
+    error = relative_error(result, expected, exported.least_scale)
     if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
         raise ExportError(f"onnxruntime's outputs differ from nnrun's (relative error {error:.1e}, "
                           f"shapes {list(result.shape)} and {list(expected.shape)}); this is a "
@@ -134,7 +136,7 @@ def _rounding_warning(exported: Exported, model, params, pre, exact, result) -> 
         return ""
     with np.errstate(over="ignore", invalid="ignore"):
         expected = model.forward(params, pre.apply(exact, exported.dtype))
-    lost = relative_error(result, expected)
+    lost = relative_error(result, expected, exported.least_scale)
     if lost <= TOLERANCE[exported.dtype]:
         return ""
     shift = float(np.abs(pre.normalizer.shift).max())

@@ -299,6 +299,8 @@ def test_a_ragged_parameter_is_a_type_error():
     # the API audit: pathlib's own TypeError, and a false "leave out out_dir"
     ({"resume": 3}, TypeError, "resume is the run directory to continue, got int"),
     ({"resume": False, "out_dir": "b"}, TypeError, "resume is the run directory to continue"),
+    # an unset variable would have resumed whatever run the current directory is
+    ({"resume": ""}, ValueError, "resume is an empty path, not the current directory"),
 ])
 def test_train_refuses_what_the_command_refuses(tmp_path, monkeypatch, options, error, words):
     monkeypatch.chdir(tmp_path)
@@ -582,3 +584,21 @@ def test_train_refuses_what_the_command_refuses_as_a_usage_error(tmp_path, optio
     with pytest.raises(ValueError, match=rf"{option} must be a whole number >= "):
         nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, **{option: value})
     assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_path_is_not_the_current_directory(tmp_path, monkeypatch):
+    """The command refuses `nnrun eval ""`; the API took "" for '.' and loaded the run there."""
+    nnrun.train(XOR, quiet=True, epochs=1, out_dir=tmp_path / "run")
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(ValueError, match="run_dir is an empty path, not the current directory"):
+        nnrun.load_run("")
+    with pytest.raises(ValueError, match="spec is an empty path"):
+        nnrun.compile("")
+
+
+@pytest.mark.parametrize("path", ["{name}.yaml", "my dir: v2/spec.yaml", "specs/a: b.yml"])
+def test_a_missing_spec_file_is_not_taken_for_yaml_text(tmp_path, monkeypatch, path):
+    """An f-string without its f, or a directory named with ': ', is a missing file."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(nnrun.SpecError, match="cannot read file: No such file"):
+        nnrun.compile(path)

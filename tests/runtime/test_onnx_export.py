@@ -545,3 +545,18 @@ def test_weights_past_protobufs_2_gb_are_refused_in_one_line(monkeypatch):
     monkeypatch.setattr(export_onnx, "ONNX_MOST_BYTES", 32)
     with pytest.raises(ExportError, match="an ONNX file .* holds at most 2 GB"):
         export_graph(model.lowered.graph, model.init_params(0), "float32")
+
+
+@pytest.mark.parametrize("head, scale", [("sigmoid", 1.0), ("softmax", 1.0), ("tanh", 0.0),
+                                         (None, 0.0)])
+def test_probabilities_are_compared_on_their_own_scale(head, scale):
+    """A saturated sigmoid (outputs near 1e-34) carries its logits' rounding, 1e-7 of a logit of
+    -78, as its relative error: the export's check measures probabilities against 1."""
+    from nnrun.compiler.export_onnx import output_scale, relative_error
+
+    layer = {"type": "dense", "units": 3} | ({"activation": head} if head else {})
+    model = nnrun.compile({"model": {"input_shape": [4], "layers": [layer]}, "loss": "mse"})
+    assert output_scale(model.lowered.graph) == scale
+    tiny = np.full((2, 3), 1e-34)
+    assert relative_error(tiny * (1 + 3e-5), tiny, output_scale(model.lowered.graph)) == (
+        pytest.approx(3e-39) if scale else pytest.approx(3e-5))
