@@ -1049,8 +1049,12 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
     from nnrun.runtime.memory import check_memory
 
     model = nnrun.compile(spec, backend=backend, overrides=[*overrides, "dtype=float64"])
+    if not model.lowered.params:
+        raise UserError("the model has no parameters (its layers are activations, pooling or "
+                        "reshapes): gradcheck checks parameters' gradients, and there are none "
+                        "to check")
     check_memory(model, batch_size, "gradcheck", needed=working_set_bytes(model, batch_size))
-    largest = max((math.prod(info.shape) for info in model.lowered.params.values()), default=0)
+    largest = max(math.prod(info.shape) for info in model.lowered.params.values())
     if samples > largest:
         click.echo(f"--samples {samples:,} is more than the largest parameter's {largest:,} "
                    "entries: every entry is checked once")

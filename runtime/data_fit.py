@@ -286,10 +286,13 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
                                "maps use pixel_accuracy or mean_iou")
         return
+    if label_shape == [1]:  # a column of labels, not maps of one position ([classes, 1])
+        raise DataFitError(multi_label_message(where, label_shape, spec.loss.type))
     if not label_shape:
+        maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
-                           "one unit per class (or give label maps for segmentation)")
+                           f"one unit per class (or give label maps for segmentation{maps})")
     # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
     index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
              else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)

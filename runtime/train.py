@@ -753,6 +753,8 @@ class Trainer:
         reach inf and its update is then 0. Checked once an epoch, before the checkpoint,
         which resume, eval and predict would refuse. `row`: the epoch's training numbers."""
         xp, names = self.backend.xp, list(self.state)
+        if not names:  # a model of no parameters (pooling alone): nothing to overflow
+            return
         finite = self.backend.to_host(xp.stack([xp.isfinite(self.state[n]).all() for n in names]))
         if finite.all():
             return

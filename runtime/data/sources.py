@@ -650,8 +650,9 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
         targets, task = check_label_maps(y, where), "segmentation"
     else:
         targets, task = check_targets(y, where, ignore_index)
-    if task == "segmentation" and targets.shape[1:] == (1,) and features.shape[2:] != (1,):
-        # [N, 1] integers: a label map of one position pairs with samples [C, 1] alone
+    if task == "segmentation" and targets.shape[1:] == (1,) and features.ndim == 2:
+        # [N, 1] integers beside vectors: no label map (beside sequences or images the model's
+        # output decides, data_fit.py: a conv1d can end in [classes, 1])
         raise DataError(f"{where}: the labels are a column, [N, 1]; one label per sample goes "
                         "in y [N]: save y.ravel() (or, for regression targets, floats)")
     check_lengths(features, targets, where)

@@ -14,7 +14,7 @@ from plans import assert_places_apart, value_places
 from stepping import train_steps
 
 import nnrun
-from nnrun.backends import base
+from nnrun.backends import base, numpy_backend
 from nnrun.compiler.ops import SLICED, SUMMED, conv
 from nnrun.compiler.passes import batch_segments as segments_pass
 from nnrun.compiler.passes import optimize
@@ -35,9 +35,15 @@ LENET = ROOT / "benchmarks/workloads/lenet5.yaml"
 
 @pytest.fixture
 def segments_always_split(monkeypatch):
-    """Every segment run by slices (however small), the slices on the workers."""
+    """Every segment run by slices (however small), the slices on the workers; the kernels' and
+    large products' own splits kept off (docs/architecture.md: those may round otherwise at
+    another thread count, where BLAS's kernels give a product's rows or columns other numbers in
+    a call, or on a thread, that gets fewer of them: OpenBLAS on AMD's Zen, measured)."""
     monkeypatch.setattr(segments_pass, "SEGMENT_MIN_BYTES", 0)
     monkeypatch.setattr(base.SPLIT_COSTS, "worth_splitting", lambda key: True)
+    for module, name in ((base, "PARALLEL_MIN_BYTES"), (base, "PARALLEL_MIN_FLOPS"),
+                         (numpy_backend, "PARALLEL_MIN_FLOPS")):
+        monkeypatch.setattr(module, name, 1 << 62)
 
 
 def _ops(graph, segment):
@@ -137,9 +143,10 @@ def test_a_weight_gradient_that_recomputes_its_columns_runs_by_slices(
         np.testing.assert_array_equal(value, results[1][1][name], err_msg=name)
     reference = Model(model.source, "numpy", optimized=False)
     expected = train_steps(reference, x, y, steps=3)[1]
-    for name, value in expected.items():
-        np.testing.assert_allclose(results[0][1][name], value,
-                                   rtol=1e-4 if dtype == "float32" else 1e-10, err_msg=name)
+    tolerance = 1e-4 if dtype == "float32" else 1e-10
+    for name, value in expected.items():  # entries near 0 to rounding of the largest
+        np.testing.assert_allclose(results[0][1][name], value, rtol=tolerance,
+                                   atol=tolerance * np.abs(value).max(), err_msg=name)
 
 
 def test_inference_by_segments_gives_the_same_predictions(segments_always_split):

@@ -481,3 +481,46 @@ def test_bias_as_a_switch_is_told_what_fits_use_bias(use_bias, value, fix):
     with pytest.raises(SpecError) as excinfo:
         load_spec_text(text, "spec.yaml")
     assert excinfo.value.diagnostics[0].message.endswith(fix)
+
+
+NO_PARAMETERS = """\
+data: {dataset: npz, path: d.npz}
+model:
+  layers:
+    - {type: tanh}
+loss: mse
+train: {epochs: 2}
+"""
+
+
+def test_a_model_without_parameters_trains_and_gradcheck_says_there_is_nothing_to_check(
+        tmp_path):
+    """Activations or pooling alone validate (0 parameters); train was an internal error
+    ("need at least one array to stack") with a run directory left behind."""
+    x = np.random.default_rng(0).standard_normal((20, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=np.tanh(x))
+    (tmp_path / "s.yaml").write_text(NO_PARAMETERS)
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(row)["train_loss"] for row in rows]
+    assert len(losses) == 2 and losses[0] == losses[1]  # nothing to learn, nothing changed
+    line = assert_one_line_error(invoke("gradcheck", tmp_path / "s.yaml"), "no parameters")
+    assert "there are none to check" in line
+
+
+@pytest.mark.parametrize("loss, units", [("cross_entropy", 3), ("binary_cross_entropy", 1)])
+def test_label_maps_of_one_position_train(tmp_path, loss, units):
+    """[N, 1] integers for a conv1d ending in [classes, 1] (spec-reference: label maps [N, L]
+    for 1-D samples) were called a column to ravel, and the ravelled labels then refused."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((8, 2, 4)),
+             y=rng.integers(0, 2, (8, 1)))
+    (tmp_path / "s.yaml").write_text(
+        "data: {dataset: npz, path: d.npz}\nmodel:\n  layers:\n"
+        f"    - {{type: conv1d, filters: {units}, kernel_size: 4}}\n"
+        f"loss: {loss}\ntrain: {{epochs: 1}}\n")
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((8, 2, 4)), y=rng.integers(0, 2, 8))
+    line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out",
+                                        tmp_path / "run2", "--quiet"), "d.npz")
+    assert line.endswith("(or give label maps for segmentation, y [N, 1])")
