@@ -128,7 +128,8 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         traced.append(step)
         state = {**state, **updates}
-    notes = extension + _notes(spec, model.lowered.logits.type.shape[1])
+    continued = bool(done_epochs or done.get("step"))  # a checkpoint's optimizer state
+    notes = extension + _notes(spec, model.lowered.logits.type.shape[1], continued)
     return Trace(spec, traced, notes)
 
 
@@ -214,9 +215,10 @@ def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
     return params
 
 
-def _notes(spec, outputs: int) -> list[str]:
+def _notes(spec, outputs: int, continued: bool = False) -> list[str]:
+    """`continued`: from a checkpoint, whose optimizer state (a velocity) the first step uses."""
     optimizer = spec.optimizer
-    rule = _update_rule(optimizer)
+    rule = _update_rule(optimizer, continued)
     notes = [rule] if rule else []
     if optimizer.clip_grad_norm or optimizer.clip_grad_value:
         notes.append("the update uses the clipped gradients (optimizer.clip_grad_norm / "
@@ -255,15 +257,20 @@ def _perceptron_rule(outputs: int, scale: float) -> str:
             f"lr·{times}x and the predicted class's loses it (the multi-class perceptron rule)")
 
 
-def _update_rule(optimizer) -> str | None:
+def _update_rule(optimizer, continued: bool = False) -> str | None:
     """How `updated` follows from the gradient shown, where it is not w - lr * gradient."""
     if optimizer.type == "sgd" and optimizer.momentum:
         m = f"{optimizer.momentum:g}"
         step = f"lr·(∂C/∂w + {m}·v)" if optimizer.nesterov else "lr·v"
-        # nesterov's first step is already w - lr(1 + m) dC/dw (v starts as the gradient)
-        when = "updated is not" if optimizer.nesterov else "from step 2 on, updated is not"
+        # nesterov's first step is already w - lr(1 + m) dC/dw (v starts as the gradient); a
+        # checkpoint's velocity counts from the first step shown
+        if optimizer.nesterov or continued:
+            when = "updated is not"
+        else:
+            when = "from step 2 on, updated is not"
+        start = " (v is the checkpoint's velocity at the first step)" if continued else ""
         return (f"the update keeps a velocity (PyTorch's SGD with momentum): v ← {m}·v + ∂C/∂w, "
-                f"w ← w − {step}; {when} w − lr·∂C/∂w")
+                f"w ← w − {step}{start}; {when} w − lr·∂C/∂w")
     if optimizer.type != "sgd":
         return (f"the update is {optimizer.type}'s (PyTorch's rule), which scales each gradient "
                 "by running statistics of the gradients: updated is not w − lr·∂C/∂w")
