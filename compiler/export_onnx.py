@@ -216,13 +216,21 @@ def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
 
 
+# Ops whose outputs lie within their first input's range: probabilities stay probabilities.
+KEEP_RANGE = {"reshape", "slice", "pad", "relu", "max_pool1d", "max_pool2d", "avg_pool1d",
+              "avg_pool2d", "upsample1d", "upsample2d"}
+
+
 def output_scale(graph: Graph) -> float:
-    """The scale below which outputs are compared absolutely: 1 for probabilities, whose natural
-    scale it is (a saturated sigmoid's outputs near 1e-34 carry its logits' rounding, 1e-7
-    of the logit, as their relative error), 0 otherwise."""
-    output = graph.outputs[OUTPUT_NAME]
-    last = next((node for node in graph.nodes if output in node.outputs), None)
-    return 1.0 if last is not None and last.op in ("sigmoid", "softmax") else 0.0
+    """The scale below which outputs are compared absolutely: 1 for probabilities (a sigmoid or
+    softmax, then maybe a flatten, pooling or upsampling), whose natural scale it is (a
+    saturated sigmoid's outputs near 1e-34 carry its logits' rounding, 1e-7 of the logit, as
+    their relative error), 0 otherwise."""
+    producers = {value: node for node in graph.nodes for value in node.outputs}
+    node = producers.get(graph.outputs[OUTPUT_NAME])
+    while node is not None and node.op in KEEP_RANGE:
+        node = producers.get(node.inputs[0])
+    return 1.0 if node is not None and node.op in ("sigmoid", "softmax") else 0.0
 
 
 def relative_error(result: np.ndarray, reference: np.ndarray,

@@ -98,15 +98,16 @@ def yaml_text_not_a_path(value) -> bool:
         return False
     if "\n" in value:
         return True
-    if value.rstrip().lower().endswith(SPEC_SUFFIXES) or Path(value).exists():
-        return False
-    return (value.lstrip().startswith("{") or ": " in value) and _reads_as_mapping(value)
+    mapping = value.lstrip().startswith("{") or ": " in value
+    return (mapping and not value.rstrip().lower().endswith(SPEC_SUFFIXES)
+            and not _exists(value))
 
 
-def _reads_as_mapping(text: str) -> bool:
+def _exists(path: str) -> bool:
+    """Path.exists, False for what cannot name a file (too long, a NUL byte)."""
     try:
-        return isinstance(yaml.safe_load(text), Mapping)
-    except (yaml.YAMLError, RecursionError, ValueError):
+        return Path(path).exists()
+    except (OSError, ValueError):
         return False
 
 

@@ -17,6 +17,7 @@ from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
 
+from .data.sources import column_message
 from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit, is_one_hot,
                            multi_label_message, one_hot_message)
 
@@ -90,6 +91,8 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     # [C, L] are label maps)
     if spec.loss.type in LABEL_LOSSES and len(outputs) == 1 and is_one_hot(data.train.y):
         raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
+    if data.task == "segmentation" and data.train.y.shape[1:] == (1,) and outputs[1:] != (1,):
+        raise DataFitError(column_message(where))  # not maps of one position: [classes, 1]
     check_targets_fit(spec, data, outputs, where)
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
@@ -286,8 +289,6 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
             raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
                                "maps use pixel_accuracy or mean_iou")
         return
-    if label_shape == [1]:  # a column of labels, not maps of one position ([classes, 1])
-        raise DataFitError(multi_label_message(where, label_shape, spec.loss.type))
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
         raise DataFitError(f"{where}: has one label per sample, the model ends with "

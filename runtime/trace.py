@@ -128,7 +128,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         traced.append(step)
         state = {**state, **updates}
-    continued = bool(done_epochs or done.get("step"))  # a checkpoint's optimizer state
+    continued = any(name.startswith("opt/") for name in loaded)  # optimizer state given
     notes = extension + _notes(spec, model.lowered.logits.type.shape[1], continued)
     return Trace(spec, traced, notes)
 
@@ -216,7 +216,8 @@ def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
 
 
 def _notes(spec, outputs: int, continued: bool = False) -> list[str]:
-    """`continued`: from a checkpoint, whose optimizer state (a velocity) the first step uses."""
+    """`continued`: from a weights file's optimizer state (a velocity), which the first step
+    uses."""
     optimizer = spec.optimizer
     rule = _update_rule(optimizer, continued)
     notes = [rule] if rule else []
@@ -263,12 +264,12 @@ def _update_rule(optimizer, continued: bool = False) -> str | None:
         m = f"{optimizer.momentum:g}"
         step = f"lr·(∂C/∂w + {m}·v)" if optimizer.nesterov else "lr·v"
         # nesterov's first step is already w - lr(1 + m) dC/dw (v starts as the gradient); a
-        # checkpoint's velocity counts from the first step shown
+        # weights file's velocity counts from the first step shown
         if optimizer.nesterov or continued:
             when = "updated is not"
         else:
             when = "from step 2 on, updated is not"
-        start = " (v is the checkpoint's velocity at the first step)" if continued else ""
+        start = " (v starts as the weights file's velocity)" if continued else ""
         return (f"the update keeps a velocity (PyTorch's SGD with momentum): v ← {m}·v + ∂C/∂w, "
                 f"w ← w − {step}{start}; {when} w − lr·∂C/∂w")
     if optimizer.type != "sgd":

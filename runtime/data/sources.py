@@ -640,6 +640,12 @@ def _kept(shape: tuple[int, ...], limit: int | None) -> int:
     return count * math.prod(shape[1:])
 
 
+def column_message(where: str) -> str:
+    """Integers [N, 1] where the model's outputs have no axis of 1 for maps of one position."""
+    return (f"{where}: the labels are a column, [N, 1]; one label per sample goes in y [N]: "
+            "save y.ravel() (or, for regression targets, floats)")
+
+
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
              ignore_index: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     features = check_features(x, where)
@@ -651,10 +657,9 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
     else:
         targets, task = check_targets(y, where, ignore_index)
     if task == "segmentation" and targets.shape[1:] == (1,) and features.ndim == 2:
-        # [N, 1] integers beside vectors: no label map (beside sequences or images the model's
+        # [N, 1] integers beside vectors: no label maps (beside sequences or images the model's
         # output decides, data_fit.py: a conv1d can end in [classes, 1])
-        raise DataError(f"{where}: the labels are a column, [N, 1]; one label per sample goes "
-                        "in y [N]: save y.ravel() (or, for regression targets, floats)")
+        raise DataError(column_message(where))
     check_lengths(features, targets, where)
     return features, targets, task
 

@@ -144,7 +144,7 @@ def test_a_weight_gradient_that_recomputes_its_columns_runs_by_slices(
     reference = Model(model.source, "numpy", optimized=False)
     expected = train_steps(reference, x, y, steps=3)[1]
     tolerance = 1e-4 if dtype == "float32" else 1e-10
-    for name, value in expected.items():  # entries near 0 to rounding of the largest
+    for name, value in expected.items():  # an entry near 0 to the largest one's rounding
         np.testing.assert_allclose(results[0][1][name], value, rtol=tolerance,
                                    atol=tolerance * np.abs(value).max(), err_msg=name)
 

@@ -503,7 +503,8 @@ def test_a_model_without_parameters_trains_and_gradcheck_says_there_is_nothing_t
     assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     losses = [json.loads(row)["train_loss"] for row in rows]
-    assert len(losses) == 2 and losses[0] == losses[1]  # nothing to learn, nothing changed
+    # nothing to learn, nothing changed (but the order the shuffled batches sum in)
+    assert len(losses) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-6)
     line = assert_one_line_error(invoke("gradcheck", tmp_path / "s.yaml"), "no parameters")
     assert "there are none to check" in line
 

@@ -547,15 +547,20 @@ def test_weights_past_protobufs_2_gb_are_refused_in_one_line(monkeypatch):
         export_graph(model.lowered.graph, model.init_params(0), "float32")
 
 
-@pytest.mark.parametrize("head, scale", [("sigmoid", 1.0), ("softmax", 1.0), ("tanh", 0.0),
-                                         (None, 0.0)])
-def test_probabilities_are_compared_on_their_own_scale(head, scale):
+@pytest.mark.parametrize("head, after, scale", [
+    ("sigmoid", [], 1.0), ("softmax", [], 1.0), ("tanh", [], 0.0), (None, [], 0.0),
+    # the review: a flatten or reshape after the probabilities hid them
+    ("sigmoid", [{"type": "reshape", "shape": [3, 1]}, {"type": "flatten"}], 1.0),
+    ("sigmoid", [{"type": "reshape", "shape": [1, 3]}, {"type": "maxpool1d", "pool_size": 3}],
+     1.0)])
+def test_probabilities_are_compared_on_their_own_scale(head, after, scale):
     """A saturated sigmoid (outputs near 1e-34) carries its logits' rounding, 1e-7 of a logit of
     -78, as its relative error: the export's check measures probabilities against 1."""
     from nnrun.compiler.export_onnx import output_scale, relative_error
 
     layer = {"type": "dense", "units": 3} | ({"activation": head} if head else {})
-    model = nnrun.compile({"model": {"input_shape": [4], "layers": [layer]}, "loss": "mse"})
+    model = nnrun.compile({"model": {"input_shape": [4], "layers": [layer, *after]},
+                           "loss": "mse"})
     assert output_scale(model.lowered.graph) == scale
     tiny = np.full((2, 3), 1e-34)
     assert relative_error(tiny * (1 + 3e-5), tiny, output_scale(model.lowered.graph)) == (

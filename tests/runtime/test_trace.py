@@ -273,7 +273,7 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
         np.testing.assert_array_equal(param.value, saved[param.name])
     # the toolbox audit: the checkpoint's velocity moves the first step already
     (velocity,) = [note for note in extended.notes if "velocity" in note]
-    assert "from step 2 on" not in velocity and "checkpoint's velocity" in velocity
+    assert "from step 2 on" not in velocity and "the weights file's velocity" in velocity
     nnrun.train(spec, resume=tmp_path / "run", overrides=["train.epochs=2"], quiet=True,
                 max_steps=1)
     resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
