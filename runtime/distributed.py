@@ -30,7 +30,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from nnrun.backends import get_backend
+from nnrun.backends import BackendUnavailable, get_backend
 
 from .interrupts import Interrupted, InterruptGuard
 from .launcher import launched_rank, launched_size
@@ -349,8 +349,13 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     if backend == "cupy":
         # CuPy missing or no device: its one line, before any GPU call, and before MPI starts:
         # a rank that exits after MPI_Init waits in MPI_Finalize for the others, which would
-        # all report it instead of being ended by the launcher when rank 0 does.
-        get_backend("cupy")
+        # all report it instead of being ended by the launcher when rank 0 does. The extras
+        # named are those with NCCL, which the ranks reduce with.
+        try:
+            get_backend("cupy")
+        except BackendUnavailable as error:
+            raise BackendUnavailable(str(error).replace("'nnrun[cuda", "'nnrun[mpi-cuda")) \
+                from None
     # A signal while MPI starts (seconds, waiting for every rank) is only noted: this rank
     # leaving alone would leave the others waiting for it until --distributed-timeout.
     with InterruptGuard() as guard, guard.deferred():

@@ -1002,3 +1002,17 @@ def test_the_resume_command_keeps_the_jobs_own_timeout():
     assert resume_command(run, ranks(DEFAULT_TIMEOUT_S)).endswith("--resume runs/r --distributed")
     assert resume_command(run, SimpleNamespace(size=1)) == ("nnrun train runs/r/spec.yaml "
                                                            "--resume runs/r")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
+def test_gpu_ranks_without_cupy_are_told_the_extras_that_bring_nccl():
+    """The MPI audit: `--distributed --backend cupy` named nnrun[cuda13], whose CuPy has no
+    NCCL to reduce with; distributed.md names nnrun[mpi-cuda13]."""
+    from nnrun.backends import BackendUnavailable
+    from nnrun.runtime.distributed import connect
+
+    with pytest.raises(BackendUnavailable) as excinfo:
+        connect("cupy")
+    message = str(excinfo.value)
+    assert "'nnrun[mpi-cuda13]'" in message and "'nnrun[mpi-cuda12]'" in message
+    assert "'nnrun[cuda13]'" not in message
