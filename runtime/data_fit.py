@@ -39,8 +39,8 @@ def targets_for_model(spec, model, data):
     never the outputs' shape; these losses compare the values as they are."""
     outputs = tuple(model.lowered.logits.type.shape[1:])
     if (data.task != "segmentation" or spec.loss.type not in REGRESSION_LOSSES
-            or tuple(data.train.y.shape[1:]) != outputs):
-        return data
+            or tuple(data.train.y.shape[1:]) != outputs or outputs == (1,)):
+        return data  # integers [N, 1] for one output: a column of labels, as beside vectors
 
     def as_values(split):
         return None if split is None else replace(split, y=split.y.astype(spec.dtype))

@@ -525,3 +525,22 @@ def test_label_maps_of_one_position_train(tmp_path, loss, units):
     line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out",
                                         tmp_path / "run2", "--quiet"), "d.npz")
     assert line.endswith("(or give label maps for segmentation, y [N, 1])")
+
+
+@pytest.mark.parametrize("x_shape, layers, loss", [
+    ((8, 2, 4), "[{type: flatten}, {type: dense, units: 1}]", "mse"),
+    ((8, 2, 4), "[{type: flatten}, {type: dense, units: 3}]", "cross_entropy"),
+    ((8, 1, 4, 4), "[{type: conv2d, filters: 1, kernel_size: 4}]", "mse"),
+    ((8, 4), "[{type: dense, units: 1}]", "mse")])
+def test_a_column_of_integers_is_one_label_each_beside_any_samples(tmp_path, x_shape, layers,
+                                                                    loss):
+    """The review: deciding [N, 1] against the model's output (above) let a column beside
+    sequences train under mse as counts of one output, where beside vectors it is refused
+    (spec-reference: counts [N, k] for k >= 2), and told images to keep positions."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal(x_shape), y=rng.integers(0, 2, (8, 1)))
+    (tmp_path / "s.yaml").write_text(f"data: {{dataset: npz, path: d.npz}}\nmodel:\n  layers: "
+                                     f"{layers}\nloss: {loss}\ntrain: {{epochs: 1}}\n")
+    line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out",
+                                        tmp_path / "run", "--quiet"), "d.npz")
+    assert "the labels are a column, [N, 1]" in line and "save y.ravel()" in line
