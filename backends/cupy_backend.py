@@ -17,7 +17,7 @@ from .base import ArrayBackend, refuse_during_capture
 class CupyBackend(ArrayBackend):
     name = "cupy"
     xp = cupy
-    check_first_step = True  # the planned and captured steps have yet to run on a GPU
+    check_first_step = True  # a device's paths each checked once against the reference
     host_threads = False  # one stream orders the launches
 
     def __init__(self):

@@ -3,7 +3,9 @@
 # spec's step path, and time nnrun (CuPy) against PyTorch (CUDA), each side in its own process.
 # Prepare here with:
 #   ../shared/device/stage --data   (the wheels the GPU machine lacks, and MNIST, into .device/)
-# then run this script there with carry [".device"] and a timeout_s of 600.
+# and, for the section distributed, the Open MPI and mpi4py wheels into .device/mpi/ (the pip
+# download command below); then run this script there with carry [".device"] and a timeout_s
+# of 600.
 #
 # A session has about 15 minutes of device time, start-up included, so the sections run in
 # order of importance within one budget (GPU_SH_BUDGET seconds, default 480): each gets at most
