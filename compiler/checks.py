@@ -63,7 +63,8 @@ def targets_decide_metrics(spec) -> bool:
 def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:
     """The keys of metrics.jsonl an early-stopping monitor may name (task None: before the
     data is loaded)."""
-    tracked = ["loss", *map(metric_name, tracked_metrics(spec, task))]  # on training batches too
+    # on training batches too; a metric listed twice is one key (a warning says so)
+    tracked = list(dict.fromkeys(["loss", *map(metric_name, tracked_metrics(spec, task))]))
     splits = ["train", "val"] if validation else ["train"]
     return [f"{split}_{name}" for split in splits for name in tracked]
 

@@ -303,6 +303,12 @@ def test_a_metric_listed_twice_is_warned_at_the_second(tmp_path):
              for d in check(load_spec_text(text)).diagnostics]
     assert found == [("warning", 5, "train.metrics[3]", "top_3_accuracy is listed already "
                       "(train.metrics[1]); it is tracked once: remove this one")], found
+    # the docs walk: the monitor's choices listed it twice
+    wrong = text.replace("train:\n", "train:\n  early_stopping: {monitor: acc}\n")
+    (error,) = [d.message for d in check(load_spec_text(wrong)).diagnostics
+                if d.severity == "error"]
+    assert error.endswith("choose one of: train_loss, train_accuracy, train_top_3_accuracy, "
+                          "train_mae, train_top_2_accuracy"), error
 
 
 def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
