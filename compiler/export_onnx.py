@@ -243,4 +243,3 @@ def relative_error(result: np.ndarray, reference: np.ndarray,
     scale = max(float(np.max(np.abs(reference))), least_scale)
     difference = float(np.max(np.abs(result.astype(np.float64) - reference)))
     return difference / scale if scale > 0 else difference
-

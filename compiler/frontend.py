@@ -90,7 +90,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def yaml_text_not_a_path(value) -> bool:
-    """A string with a line break, or one that is no file and reads as a YAML mapping
+    """A string with a line break, or one that is no file and looks like a YAML mapping
     (`{model: ...}`, `model: ...`): text given where a path was asked. A missing path that
     ends as a spec file's name (`my dir: v2/spec.yaml`, `{name}.yaml`) stays a path, for the
     file-not-found error."""

@@ -995,7 +995,7 @@ def test_many_schema_errors_are_reported_in_about_linear_time(tmp_path):
     seconds = time.perf_counter() - started
     assert result.exit_code == 1
     assert result.stderr.count("unknown field 'unitz'; did you mean 'units'?") == 5000
-    assert seconds < 30, f"validate took {seconds:.0f} s"  # before: 33-90 s (a loaded 2-core AMD: 20)
+    assert seconds < 30, f"validate took {seconds:.0f} s"  # before: 33-90 s; loaded AMD: 20
 
 
 # --- shape rules live once, in the ops (issue 10, item 10) --------------------------------------
