@@ -427,7 +427,7 @@ def _refuse_a_negative_seed(ctx, args: list[str]) -> None:
     for index, word in enumerate(args):
         value = word.removeprefix("--permute=") if word.startswith("--permute=") else (
             args[index + 1] if word == "--permute" and index + 1 < len(args) else None)
-        if value is not None and re.fullmatch(r"-\d+", value):
+        if value is not None and re.match(r"-\.?\d", value):  # -1, -1.5, -.5, -1e3
             raise click.UsageError(f"--permute: '{value}' is not a seed (an integer >= 0)", ctx)
 
 

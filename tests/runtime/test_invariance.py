@@ -109,10 +109,11 @@ def test_eval_cli_shift_and_permute(run_dir):
     assert json.loads(by_seed.stdout)["transform"] == "pixels permuted (seed 5)"
     not_a_seed = runner.invoke(main, ["eval", "--permute", str(run_dir)])
     assert not_a_seed.exit_code == 2 and "give RUN_DIR before --permute" in not_a_seed.stderr
-    for words in (["--permute", "-1"], ["--permute=-1"]):  # was "No such option '-1'"
-        negative = runner.invoke(main, ["eval", str(run_dir), *words])
+    for words in (["--permute", "-1"], ["--permute=-1"], ["--permute", "-1.5"]):
+        negative = runner.invoke(main, ["eval", str(run_dir), *words])  # was "No such option"
         assert negative.exit_code == 2, negative.output
-        assert "--permute: '-1' is not a seed (an integer >= 0)" in negative.stderr
+        assert f"--permute: '{words[-1].removeprefix('--permute=')}' is not a seed (an " \
+               "integer >= 0)" in negative.stderr
     bad = runner.invoke(main, ["eval", str(run_dir), "--shift", "two"])
     assert bad.exit_code == 2 and "--shift" in bad.stderr
     empty = runner.invoke(main, ["eval", str(run_dir), "--shift", ""])  # an unset variable
