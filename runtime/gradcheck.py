@@ -17,6 +17,12 @@ even the largest step's rounding is more than the tolerance allows the gradient 
 their rounding, the entry is not checkable at that tolerance: such entries are counted apart,
 as kinks are. A wrong gradient disagrees at every step by more than the rounding. A tolerance
 so tight that no entry is checkable fails, saying so.
+
+Several units can sit on their kinks at once (a ReLU that zeroed every input of the next layer,
+whose bias is 0, leaves that layer's outputs exactly 0 at the next ReLU): moving one entry then
+takes some of them over and others not, and the compiled gradient (each kink's slope 0) lies
+outside both one-sided differences. Such an entry is looked at again at a point nearby, every
+parameter moved by about NUDGE, where the coincidence is gone: its gradient is checked there.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from .model import Model
 KINK_DISAGREEMENT = 1e-2
 # The steps an entry that fails at the first one is taken again with, as its multiples.
 LARGER_STEPS = (10.0, 100.0)
+# How far every parameter moves (a standard normal times this) for the second look at an entry
+# whose one-sided differences disagree around a gradient outside them.
+NUDGE = 1e-4
 # The loss's rounding error in units of float64's epsilon times |loss|: measured at most 1 on
 # deep sigmoid nets (|analytic - numeric| * step / (eps * |loss|)); 8 leaves room for longer sums.
 ROUNDING = 8.0
@@ -115,14 +124,31 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
     x = random_x if x is None else np.asarray(x, dtype=np.float64)
     center, grads = model.loss_and_grads(params, x, y)
     probe = Probe(model, params, x, y, center)
+    nearby = _nearby(probe, grads, np.random.default_rng([seed, 1]))
     results = []
     for name, grad in grads.items():
         indices = (list(np.ndindex(grad.shape)) if samples >= grad.size else
                    [tuple(rng.integers(0, n) for n in grad.shape) for _ in range(samples)])
-        entries = [_check_entry(probe, name, index, grad[index], eps, tolerance)
+        entries = [_check_entry(probe, name, index, grad[index], eps, tolerance, nearby)
                    for index in indices]
         results.append(_param_check(name, entries))
     return results
+
+
+def _nearby(probe: Probe, grads: dict, rng):
+    """A function giving (probe, gradients) at a point near the probe's, each trainable
+    parameter moved by NUDGE times a standard normal; computed once, when first asked for."""
+    made = []
+
+    def point():
+        if not made:
+            moved = {name: value + NUDGE * rng.standard_normal(value.shape) if name in grads
+                     else value for name, value in probe.params.items()}
+            center, moved_grads = probe.model.loss_and_grads(moved, probe.x, probe.y)
+            made.append((Probe(probe.model, moved, probe.x, probe.y, center), moved_grads))
+        return made[0]
+
+    return point
 
 
 def _param_check(name: str, entries: list[EntryCheck]) -> ParamCheck:
@@ -153,13 +179,16 @@ def working_set_bytes(model: Model, batch: int) -> int:
 
 
 def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: float,
-                 tolerance: float) -> EntryCheck:
+                 tolerance: float, nearby=None) -> EntryCheck:
     first = probe.difference(name, index, eps)
     error = _relative(analytic, first.numeric)
     if error <= tolerance:
         return EntryCheck(error, "checked")
     if _is_kink(analytic, first):
         return EntryCheck(error, "kink")
+    if nearby is not None and _sides_disagree(first):  # several kinks at once, maybe
+        moved, grads = nearby()
+        return _check_entry(moved, name, index, grads[name][index], eps, tolerance)
     differences = [first]
     for factor in LARGER_STEPS:
         differences.append(probe.difference(name, index, eps * factor))
@@ -175,14 +204,20 @@ def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: fl
     return EntryCheck(error, "checked")
 
 
+def _sides_disagree(difference: Difference) -> bool:
+    """The one-sided differences part by more than their rounding and KINK_DISAGREEMENT."""
+    forward, backward = difference.forward, difference.backward
+    apart = abs(forward - backward) > 2 * difference.rounding
+    return apart and _relative(forward, backward) > KINK_DISAGREEMENT
+
+
 def _is_kink(analytic: float, difference: Difference) -> bool:
+    """The sides disagree and the gradient lies between them: the slope on its own side."""
     forward, backward = difference.forward, difference.backward
     size = max(abs(forward), abs(backward))
     low, high = min(forward, backward), max(forward, backward)
     outside = max(low - analytic, analytic - high, 0.0)
-    apart = abs(forward - backward) > 2 * difference.rounding  # more than their rounding
-    return (apart and _relative(forward, backward) > KINK_DISAGREEMENT
-            and outside <= KINK_DISAGREEMENT * size)
+    return _sides_disagree(difference) and outside <= KINK_DISAGREEMENT * size
 
 
 def _relative(a: float, b: float) -> float:

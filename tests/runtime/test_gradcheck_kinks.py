@@ -99,3 +99,47 @@ def test_every_entry_at_a_kink_is_unchecked_not_failed(tmp_path):
     assert result.exit_code == 1
     assert "unchecked: every entry lies at a kink" in result.output
     assert "failed" not in result.output
+
+
+SEVERAL_KINKS = """
+seed: 76
+dtype: float64
+model:
+  input_shape: [1, 6]
+  init: xavier_normal
+  layers:
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: relu}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: relu}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 2, kernel_size: 1}
+    - {type: conv1d, filters: 3, kernel_size: 1}
+"""
+
+
+def test_several_units_on_their_kinks_at_once_are_checked_nearby(monkeypatch):
+    """The command audit: where the first ReLU zeroes both channels, conv1d_7's outputs are
+    exactly its bias, 0, at the second ReLU's kink; a step on conv1d_6.bias moves one channel
+    over and not the other, and the right gradient (PyTorch's, to 6e-17) lay outside both
+    one-sided differences: 'failed' at any --batch-size. Checked at a point nearby now; a wrong
+    gradient there still fails."""
+    model = nnrun.compile(nnrun.load_spec_text(SEVERAL_KINKS))
+    for batch in (1, 4):
+        results = gradcheck(model, batch=batch)
+        assert all(r.worst_relative_error <= TOLERANCE for r in results), results
+    right = model.loss_and_grads
+
+    def wrong(params, x, y):
+        loss, grads = right(params, x, y)
+        grads["conv1d_6.bias"] = grads["conv1d_6.bias"] * 1.1
+        return loss, grads
+
+    monkeypatch.setattr(model, "loss_and_grads", wrong)
+    (bias,) = [r for r in gradcheck(model, batch=1) if r.name == "conv1d_6.bias"]
+    assert bias.worst_relative_error > TOLERANCE
