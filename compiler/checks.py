@@ -111,6 +111,16 @@ def _repeated_metric_warnings(spec) -> list[tuple[Origin, str]]:
     return warnings
 
 
+def pruning_errors(spec, params) -> list[tuple[Origin, str]]:
+    """Pruning zeroes weight tensors (runtime/pruning.py): a model without one has nothing to
+    prune, and would wait for a target sparsity it never reaches (early stopping, resume)."""
+    if spec.train.pruning is None or any(name.endswith(".weight") for name in params):
+        return []
+    return [(Origin("train.pruning", keys=("train", "pruning")),
+             "the model has no weight tensor to prune (its layers are activations, pooling or "
+             "reshapes); remove train.pruning")]
+
+
 def _pruning_warnings(spec) -> list[tuple[Origin, str]]:
     """A pruning ramp that starts after the run's last epoch prunes nothing."""
     pruning, epochs = spec.train.pruning, spec.train.epochs

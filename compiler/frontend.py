@@ -15,7 +15,7 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import (monitor_names, setting_range_errors, shapeless_errors,
+from .checks import (monitor_names, pruning_errors, setting_range_errors, shapeless_errors,
                      targets_decide_metrics, tracked_metrics, training_errors,
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
@@ -490,7 +490,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
             source.loaded.filename)) from None
     errors = (resolve_initial_values(source.spec, lowered, source.directory,
                                      files=not source.from_checkpoint)
-              + setting_range_errors(source.spec))
+              + setting_range_errors(source.spec)
+              + ([] if source.from_checkpoint else pruning_errors(source.spec, lowered.params)))
     if errors:
         raise SpecError(_in_file_order([source.diagnostic(origin, message)
                                         for origin, message in errors], source.loaded.filename))

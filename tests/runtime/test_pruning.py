@@ -151,3 +151,20 @@ def test_a_ramp_that_ends_before_it_starts_is_refused_at_end_epoch():
         load_spec_text(text)
     (diagnostic,) = caught.value.diagnostics
     assert diagnostic.line == 7 and "end_epoch 2 is before start_epoch 4" in diagnostic.message
+
+
+def test_pruning_a_model_without_weights_is_a_spec_error():
+    """The command audit: pruning a relu alone was accepted, said it zeroed 50% of each weight
+    tensor, and on resume stretched its ramp, so early stopping waited for a target that no
+    weight could reach."""
+    from nnrun.compiler.diagnostics import SpecError
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("data: {dataset: xor}\nmodel:\n  input_shape: [2]\n  layers: [{type: relu}]\n"
+            "train:\n  pruning: {target_sparsity: 0.5}\n")
+    with pytest.raises(SpecError) as excinfo:
+        check(load_spec_text(text, "s.yaml"))
+    (error,) = excinfo.value.diagnostics
+    assert (error.line, error.where) == (6, "train.pruning")
+    assert error.message.startswith("the model has no weight tensor to prune")
+    check(load_spec_text(text.replace("{type: relu}", "{type: dense, units: 2}"), "s.yaml"))
