@@ -117,8 +117,8 @@ def pruning_errors(spec, params) -> list[tuple[Origin, str]]:
     if spec.train.pruning is None or any(name.endswith(".weight") for name in params):
         return []
     return [(Origin("train.pruning", keys=("train", "pruning")),
-             "the model has no weight tensor to prune (its layers are activations, pooling or "
-             "reshapes); remove train.pruning")]
+             "the model has no weight tensor to prune (pruning zeroes the weights of dense and "
+             "convolution layers); remove train.pruning")]
 
 
 def _pruning_warnings(spec) -> list[tuple[Origin, str]]:

@@ -490,8 +490,7 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
             source.loaded.filename)) from None
     errors = (resolve_initial_values(source.spec, lowered, source.directory,
                                      files=not source.from_checkpoint)
-              + setting_range_errors(source.spec)
-              + ([] if source.from_checkpoint else pruning_errors(source.spec, lowered.params)))
+              + setting_range_errors(source.spec))
     if errors:
         raise SpecError(_in_file_order([source.diagnostic(origin, message)
                                         for origin, message in errors], source.loaded.filename))
@@ -503,8 +502,9 @@ def check(source: SourceSpec) -> Checked:
     lowered, step = compile_checked(source)
     summary = summarize(source.spec, lowered, step)
     diagnostics = spec_warnings(source, lowered)
-    diagnostics += [source.diagnostic(origin, message)
-                    for origin, message in training_errors(source.spec, summary.input_shape)]
+    diagnostics += [source.diagnostic(origin, message) for origin, message
+                    in training_errors(source.spec, summary.input_shape)
+                    + pruning_errors(source.spec, lowered.params)]
     over_budget = _budget_errors(source, summary)
     diagnostics = _in_file_order(diagnostics + over_budget, source.loaded.filename)
     return Checked(source, summary, diagnostics, over_budget)

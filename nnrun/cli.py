@@ -1087,6 +1087,11 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
         click.echo(f"{rounding} entries agree within the loss's rounding at every step (1e-6, "
                    "1e-5, 1e-4), which is more than the tolerance allows their small gradient: "
                    "not checkable by differences at this tolerance; left out of the verdict")
+    nearby = sum(result.nearby for result in results)
+    if nearby:
+        click.echo(f"{nearby} entries were judged at a point nearby (every parameter moved by "
+                   "about 1e-4): their one-sided differences disagreed around a gradient "
+                   "outside them, as where several units sit on their kinks at once")
     kinks = sum(result.kinks for result in results)
     if kinks:
         click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
@@ -1098,7 +1103,8 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
 
 def _gradcheck_line(result, tolerance: float) -> str:
     total = result.checked + result.kinks + result.rounding
-    notes = [f"{result.larger_step} of {total} at a larger step" if result.larger_step else "",
+    notes = [f"{result.nearby} of {total} at a point nearby" if result.nearby else "",
+             f"{result.larger_step} of {total} at a larger step" if result.larger_step else "",
              f"{result.rounding} of {total} within rounding, left out" if result.rounding else "",
              f"{result.kinks} of {total} at a kink, left out: central error "
              f"{result.worst_kink_error:.1e}" if result.kinks else ""]

@@ -22,7 +22,8 @@ Several units can sit on their kinks at once (a ReLU that zeroed every input of 
 whose bias is 0, leaves that layer's outputs exactly 0 at the next ReLU): moving one entry then
 takes some of them over and others not, and the compiled gradient (each kink's slope 0) lies
 outside both one-sided differences. Such an entry is looked at again at a point nearby, every
-parameter moved by about NUDGE, where the coincidence is gone: its gradient is checked there.
+parameter moved by about NUDGE, where the coincidence is gone: its gradient is checked there,
+and the report says so (a gradient wrong only exactly at a kink would pass there).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class ParamCheck:
     worst_kink_error: float = 0.0  # what their central differences gave, for the report
     larger_step: int = 0  # entries within tolerance only at a larger step (rounding at the first)
     rounding: int = 0  # entries whose gradient is within the rounding of every difference
+    nearby: int = 0  # entries judged at the point nearby (several kinks at once, maybe)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class EntryCheck:
     relative_error: float
     verdict: str  # "checked", "kink" or "rounding"
     larger_step: bool = False
+    nearby: bool = False
 
 
 @dataclass
@@ -158,7 +161,7 @@ def _param_check(name: str, entries: list[EntryCheck]) -> ParamCheck:
     checked, kinks = errors("checked"), errors("kink")
     return ParamCheck(name, max(checked, default=0.0), len(checked), len(kinks),
                       max(kinks, default=0.0), sum(entry.larger_step for entry in entries),
-                      len(errors("rounding")))
+                      len(errors("rounding")), sum(entry.nearby for entry in entries))
 
 
 def training_mode_layers(spec) -> list[str]:
@@ -188,7 +191,9 @@ def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: fl
         return EntryCheck(error, "kink")
     if nearby is not None and _sides_disagree(first):  # several kinks at once, maybe
         moved, grads = nearby()
-        return _check_entry(moved, name, index, grads[name][index], eps, tolerance)
+        entry = _check_entry(moved, name, index, grads[name][index], eps, tolerance)
+        entry.nearby = True
+        return entry
     differences = [first]
     for factor in LARGER_STEPS:
         differences.append(probe.difference(name, index, eps * factor))

@@ -133,6 +133,7 @@ def test_several_units_on_their_kinks_at_once_are_checked_nearby(monkeypatch):
     for batch in (1, 4):
         results = gradcheck(model, batch=batch)
         assert all(r.worst_relative_error <= TOLERANCE for r in results), results
+        assert sum(r.nearby for r in results) >= 1  # and the report says where they were judged
     right = model.loss_and_grads
 
     def wrong(params, x, y):
