@@ -303,24 +303,21 @@ def _huber_scratch(attrs, *types):
     return (prediction, prediction, prediction, TensorType(prediction.shape, "bool"))
 
 
-def _mse_into(be, attrs, out, p, t):
-    loss, d = out
-    be.xp.subtract(p, t, out=d)
-    be.xp.square(d, out=d)
-    be.xp.mean(d, out=loss)
+def _mean_of_difference_into(ufunc: str):
+    """mean(ufunc(p - t)) into the loss, the difference in its scratch (mse: square, mae: abs)."""
+    def into(be, attrs, out, p, t):
+        loss, d = out
+        be.xp.subtract(p, t, out=d)
+        getattr(be.xp, ufunc)(d, out=d)
+        be.xp.mean(d, out=loss)
+
+    return into
 
 
 def _mse_grad_into(be, attrs, out, g, p, t):
     (grad,) = out
     be.xp.subtract(p, t, out=grad)
     be.xp.multiply(grad, 2 * g / p.size, out=grad)
-
-
-def _mae_into(be, attrs, out, p, t):
-    loss, d = out
-    be.xp.subtract(p, t, out=d)
-    be.xp.abs(d, out=d)
-    be.xp.mean(d, out=loss)
 
 
 def _mae_grad_into(be, attrs, out, g, p, t):
@@ -353,10 +350,12 @@ def _huber_grad_into(be, attrs, out, g, p, t):
 
 _register_loss("mse", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: ((p - t) ** 2).mean(),
                lambda be, a, g, p, t: (p - t) * (2 * g / p.size), "mean of (p - t)^2",
-               into=(_mse_into, _difference_scratch), grad_into=(_mse_grad_into, None))
+               into=(_mean_of_difference_into("square"), _difference_scratch),
+               grad_into=(_mse_grad_into, None))
 _register_loss("mae", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: be.xp.abs(p - t).mean(),
                lambda be, a, g, p, t: be.xp.sign(p - t) * (g / p.size), "mean of |p - t|",
-               into=(_mae_into, _difference_scratch), grad_into=(_mae_grad_into, None))
+               into=(_mean_of_difference_into("abs"), _difference_scratch),
+               grad_into=(_mae_grad_into, None))
 _register_loss("huber", HuberAttrs, _same_shape_loss_shape, _huber_forward, _huber_grad,
                "mean of 0.5 d^2 if |d| < delta else delta (|d| - delta/2), d = p - t",
                into=(_huber_into, _huber_scratch), grad_into=(_huber_grad_into, None))
