@@ -196,8 +196,10 @@ def _parameters_line(summary: Summary) -> str:
 
 
 def _sparsity_line(summary: Summary) -> str:
-    return (f"checkpoint {summary.checkpoint} (epoch {summary.checkpoint_epoch}): "
-            f"{summary.weights_sparsity:.2%} of the weights are "
+    checkpoint = f"checkpoint {summary.checkpoint} (epoch {summary.checkpoint_epoch})"
+    if not summary.sparsity:  # no dense or convolution weight to count the zeros of
+        return f"{checkpoint}: no weight tensor, so no sparsity"
+    return (f"{checkpoint}: {summary.weights_sparsity:.2%} of the weights are "
             "zero (sparsity: the fraction of zeros in each layer's weight; biases are not pruned)")
 
 

@@ -507,6 +507,8 @@ def test_a_model_without_parameters_trains_and_gradcheck_says_there_is_nothing_t
     assert len(losses) == 2 and losses[1] == pytest.approx(losses[0], rel=1e-6)
     line = assert_one_line_error(invoke("gradcheck", tmp_path / "s.yaml"), "no parameters")
     assert "there are none to check" in line
+    summary = invoke("summary", tmp_path / "run")  # was "0.00% of the weights are zero"
+    assert summary.stdout.rstrip().endswith("no weight tensor, so no sparsity"), summary.output
 
 
 @pytest.mark.parametrize("loss, units", [("cross_entropy", 3), ("binary_cross_entropy", 1)])
