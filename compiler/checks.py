@@ -111,10 +111,16 @@ def _repeated_metric_warnings(spec) -> list[tuple[Origin, str]]:
     return warnings
 
 
+def pruned_weights(names) -> list[str]:
+    """The parameters pruning zeroes and sparsity counts: dense and convolution weights
+    (`*.weight`; not biases, not batchnorm's gamma and beta)."""
+    return [name for name in names if name.endswith(".weight")]
+
+
 def pruning_errors(spec, params) -> list[tuple[Origin, str]]:
     """Pruning zeroes weight tensors (runtime/pruning.py): a model without one has nothing to
     prune, and would wait for a target sparsity it never reaches (early stopping, resume)."""
-    if spec.train.pruning is None or any(name.endswith(".weight") for name in params):
+    if spec.train.pruning is None or pruned_weights(params):
         return []
     return [(Origin("train.pruning", keys=("train", "pruning")),
              "the model has no weight tensor to prune (pruning zeroes the weights of dense and "

@@ -28,6 +28,7 @@ and the report says so (a gradient wrong only exactly at a kink would pass there
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,15 +142,12 @@ def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,
 def _nearby(probe: Probe, grads: dict, rng):
     """A function giving (probe, gradients) at a point near the probe's, each trainable
     parameter moved by NUDGE times a standard normal; computed once, when first asked for."""
-    made = []
-
+    @functools.cache
     def point():
-        if not made:
-            moved = {name: value + NUDGE * rng.standard_normal(value.shape) if name in grads
-                     else value for name, value in probe.params.items()}
-            center, moved_grads = probe.model.loss_and_grads(moved, probe.x, probe.y)
-            made.append((Probe(probe.model, moved, probe.x, probe.y, center), moved_grads))
-        return made[0]
+        moved = {name: value + NUDGE * rng.standard_normal(value.shape) if name in grads
+                 else value for name, value in probe.params.items()}
+        center, moved_grads = probe.model.loss_and_grads(moved, probe.x, probe.y)
+        return Probe(probe.model, moved, probe.x, probe.y, center), moved_grads
 
     return point
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrun.compiler.checks import pruned_weights
+
 # Sparsity levels are fractions of a ramp; a level this close to the target is the target.
 LEVEL_TOLERANCE = 1e-9
 
@@ -101,8 +103,7 @@ class MagnitudePruner:
 def weight_sparsity(params: dict[str, np.ndarray]) -> tuple[dict[str, float], float]:
     """Per weight tensor, the fraction of its values that are exactly zero; and that fraction
     over all weight tensors together."""
-    weights = {name: value for name, value in params.items()
-               if name.endswith(".weight") and value.size}
+    weights = {name: params[name] for name in pruned_weights(params) if params[name].size}
     zeros = {name: int((value == 0).sum()) for name, value in weights.items()}
     total = sum(value.size for value in weights.values())
     per_layer = {name: zeros[name] / value.size for name, value in weights.items()}

@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.notices import collected, positioned, silenced, warn
-from nnrun.compiler.checks import (metric_name, monitor_names, pruning_errors, tracked_metrics,
-                                   unknown_monitor)
+from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
+                                   tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
                                      spec_yaml)
@@ -392,11 +392,11 @@ class Trainer:
         pruning = self.spec.train.pruning
         if pruning is None:
             return None
-        refused = pruning_errors(self.spec, self.model.lowered.params)  # also a resume's --set
+        weights = pruned_weights(self.model.lowered.params)
+        refused = pruning_errors(self.spec, weights)  # also a resume's --set
         if refused:
             raise SpecError([self.source.diagnostic(origin, message)
                              for origin, message in refused])
-        weights = [n for n, info in self.model.lowered.params.items() if n.endswith(".weight")]
         return MagnitudePruner(pruning, weights, self.spec.train.epochs, self.backend.xp)
 
     def _resident_splits(self) -> dict:
