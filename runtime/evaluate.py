@@ -111,20 +111,24 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     model = Model(replace(load_spec(spec_path), from_checkpoint=True), backend, graph=graph)
     batch = evaluation_batch(model, BATCH)
     check_memory(model, batch, str(run_dir), training=False)
-    path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir))
+    path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir), chosen=which is not None)
     expected = {name: info.shape for name, info in model.param_infos.items()}
     params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
     preprocessing = run_preprocessing(run_dir, model) if preprocess else IDENTITY
     return Run(model, params, preprocessing, path, meta.get("epoch"), batch)
 
 
-def _checkpoint_path(run_dir: Path, which: str) -> Path:
+def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
+    """`chosen`: named by the user, so never replaced by the other checkpoint."""
     if which not in ("best", "last"):
         raise RunDirectoryError(f"{run_dir}: no checkpoint {which!r}; a run has 'best' and "
                                 "'last'")
     path = run_dir / f"{which}.npz"
     fallback = run_dir / "last.npz"
     if not _present(path) and which == "best" and _present(fallback):
+        if chosen:
+            raise RunDirectoryError(f"{path}: no such checkpoint (the run has {fallback.name}: "
+                                    "--checkpoint last)")
         return fallback
     if not _present(run_dir / "best.npz") and not _present(fallback):
         signs = RunDirectory(run_dir).signs_of_trained_epochs()
@@ -148,7 +152,7 @@ def _present(path: Path) -> bool:
 
 def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
-    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype)
+    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec.data)
     if stored is not None:
         return stored
     spec = model.spec

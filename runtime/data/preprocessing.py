@@ -68,10 +68,11 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
     write_atomically(Path(run_dir) / FILE_NAME, lambda stream: np.savez(stream, **arrays))
 
 
-def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...],
-                       dtype: str) -> Preprocessing | None:
-    """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`,
-    or None for a run trained before nnrun stored it."""
+def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
+                       data_spec: Any) -> Preprocessing | None:
+    """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`
+    and against what the run's spec fits (`data_spec`: its data section), or None for a run
+    trained before nnrun stored it."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -84,7 +85,8 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...],
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     except (DamagedFile, KeyError) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
-    problem = stored_problem(arrays, tuple(sample_shape), dtype)
+    problem = (stored_problem(arrays, tuple(sample_shape), dtype)
+               or _spec_problem(arrays, data_spec))
     if problem:
         raise DataError(f"{path}: {problem}; {REFIT}")
     return Preprocessing(normalizer, arrays.get("permutation"), path)
@@ -104,6 +106,20 @@ def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...],
     if "permutation" in arrays:
         problems.append(_permutation_problem(arrays["permutation"], sample_shape))
     return next((problem for problem in problems if problem), None)
+
+
+def _spec_problem(arrays: dict[str, np.ndarray], data_spec: Any) -> str | None:
+    """A file without what the spec fits (another run's, or one written by hand) would feed
+    the model other inputs than it was trained on, without a word."""
+    if data_spec is None:
+        return None
+    normalize = option(data_spec, "normalize", "standard")
+    if normalize != "none" and "shift" not in arrays:
+        return f"has no fitted 'shift' and 'scale', though spec.yaml has normalize: {normalize}"
+    permute = option(data_spec, "permute_features")
+    if not (permute is None or permute is False) and "permutation" not in arrays:  # 0: a seed
+        return f"has no 'permutation', though spec.yaml has permute_features: {json.dumps(permute)}"
+    return None
 
 
 def _statistic_problem(name: str, value: np.ndarray, sample_shape: tuple,

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import nnrun
+from nnrun import DataError
 from nnrun.cli import main
 from nnrun.runtime.data import load_dataset
 from nnrun.runtime.data.preprocessing import IDENTITY
@@ -135,6 +136,17 @@ def test_restore_best_false_makes_last_the_final_checkpoint(tmp_path):
     assert evaluated["test_loss"] == pytest.approx(final["test_loss"])
 
 
+def test_a_missing_best_checkpoint_is_replaced_only_when_not_asked_for(tmp_path):
+    run_dir, summary, _ = train_tiny(tmp_path, "{monitor: train_loss, mode: max, patience: 5}")
+    (run_dir / "best.npz").unlink()
+    assert evaluate_run(run_dir)["checkpoint"] == "last.npz"  # the default falls back
+    line = assert_one_line_error(invoke("eval", run_dir, "--checkpoint", "best"),
+                                 run_dir / "best.npz")
+    assert "no such checkpoint" in line and "--checkpoint last" in line
+    with pytest.raises(nnrun.RunDirectoryError, match="no such checkpoint"):
+        nnrun.load_run(run_dir, "best")
+
+
 def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.normal(size=(30, 2)), y=rng.integers(0, 2, 30))
@@ -192,6 +204,28 @@ def test_a_preprocessing_file_with_wrong_fields_is_one_line(shuffled_run, tmp_pa
     line = assert_one_line_error(invoke(command, *arguments), copy / "preprocessing.npz")
     assert problem in line and "delete it to fit the preprocessing again" in line
     assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("dropped, problem", [
+    (("shift", "scale"), "has no fitted 'shift' and 'scale', though spec.yaml has normalize: "
+                         "standard"),
+    (("permutation",), "has no 'permutation', though spec.yaml has permute_features: true"),
+])
+def test_a_preprocessing_file_without_what_the_spec_fits_is_one_line(shuffled_run, tmp_path,
+                                                                     dropped, problem):
+    """Read as it was, a file without the statistics the spec fits fed raw inputs to the model
+    (exit 0, other numbers): it is refused as the damaged ones are."""
+    copy = tmp_path / "damaged-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    with np.load(shuffled_run / "preprocessing.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files if name not in dropped}
+    np.savez(copy / "preprocessing.npz", **arrays)
+    line = assert_one_line_error(invoke("eval", copy), copy / "preprocessing.npz")
+    assert problem in line and "delete it to fit the preprocessing again" in line
+    with pytest.raises(DataError, match="though spec.yaml has"):
+        nnrun.load_run(copy)
 
 
 @pytest.mark.parametrize("where", ["layer", "model"])
