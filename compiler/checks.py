@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out,
                        no_training_samples)
+from .diagnostics import suggest
 from .initial_values import unheld
 from .ir import Origin
 from .schema import Accuracy, MaeMetric, default_layer_names
@@ -232,8 +233,8 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:
     """Numbers the model's dtype cannot hold (`lr: 1e39` in float32: inf once cast, NaN from
     the first step) of the loss, the optimizer and its schedule, and of what is cast with the
-    activations: a layer's numbers (an activation's alpha) and a noise's std. Every command
-    that compiles refuses them."""
+    activations: a layer's numbers (an activation's alpha), a noise's std and a generated
+    dataset's noise. Every command that compiles refuses them."""
     named = [(("loss",), spec.loss), (("optimizer",), spec.optimizer),
              (("optimizer", "schedule"), spec.optimizer.schedule)]
     errors = [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
@@ -245,6 +246,10 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
         errors += _cast_errors(origin, layer, spec.dtype)
         if isinstance(getattr(layer, "activation", None), BaseModel):
             errors += _cast_errors(origin.at_field("activation"), layer.activation, spec.dtype)
+    if spec.data is not None and spec.data.noise is not None:  # a generated dataset's, cast
+        problem = unheld(spec.data.noise, spec.dtype)
+        if problem:
+            errors.append((Origin("data.noise", keys=("data", "noise")), problem))
     for index, augmentation in enumerate(spec.data.augment if spec.data else ()):
         if augmentation.type == "gaussian_noise":  # the others' numbers stay on the host
             origin = Origin(f"data.augment[{index}]", keys=("data", "augment", index))
@@ -294,7 +299,9 @@ def unknown_monitor(monitor: str, names: list[str], validation: bool, verb: str 
     that is none of the run's metrics, `names`."""
     reason = (" (val_* metrics need data.validation_split > 0)"
               if monitor.startswith("val_") and not validation else "")
-    return (f"'{monitor}' {verb} a metric of this run{reason}; choose one of: "
+    meant = None if reason else suggest(monitor, names)  # val_loss for train_loss: no typo
+    guess = f"did you mean '{meant}'? " if meant else ""
+    return (f"'{monitor}' {verb} a metric of this run{reason}; {guess}choose one of: "
             f"{', '.join(names)}{hint}")
 
 

@@ -436,7 +436,8 @@ def _error_location(problem: _Problem, loaded: Loaded) -> Position:
     misspelled = _misspelled_tag(problem, loaded.data)
     if misspelled is not None:
         return loaded.location(problem.data_path + (misspelled,), key=True)
-    return loaded.location(problem.data_path)
+    inside = getattr(problem.error.get("ctx", {}).get("error"), "at", ())  # schema.ValueErrorAt
+    return loaded.location(problem.data_path + tuple(inside))
 
 
 def _split_field(problem: _Problem, data: Any) -> tuple[tuple, str | None]:

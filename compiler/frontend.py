@@ -23,7 +23,8 @@ from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header
                        unnamed_column, user_path, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
-from .initial_values import given_list_errors, npz_shapes_or_none, resolve_initial_values
+from .initial_values import (given_list_errors, npz_shapes_or_none, npz_unreadable,
+                             resolve_initial_values)
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text, override_list
 from .recovery import repaired_spec_data
@@ -311,6 +312,8 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     shapes = npz_shapes_or_none(npz) if npz is not None else None
     if shapes is not None:
         problem = _npz_names_problem(npz, shapes)
+    elif npz is not None and npz.is_file():  # a missing file may be made before training
+        problem = npz_unreadable(npz)
     if problem:
         return [source.diagnostic(at_path, problem)]
     found = []

@@ -256,6 +256,15 @@ def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
         return None
 
 
+def npz_unreadable(path: Path) -> str | None:
+    """Why a regular file is no readable npz, or None when it is one."""
+    try:
+        npz_shapes(path, numbers_only=False)
+    except _Unreadable as error:
+        return str(error)
+    return None
+
+
 # What a damaged npz raises inside zipfile, zlib and numpy.lib.format: a header whose dictionary
 # does not parse raises tokenize's TokenError or a SyntaxError (NumPy reads it with
 # ast.literal_eval: nothing runs), an encrypted member a RuntimeError. runtime/archives.py too.

@@ -4,10 +4,10 @@ pydantic stops at the schema. To check shapes anyway, a copy of the spec is repa
 as possible: an unknown key is dropped, or renamed to the field it misspells (the did-you-mean
 of its diagnostic, `type` included: a missing field, or a layer's optional one left unset); a
 section that decides no shape (optimizer, train, limits...) falls back to its defaults; a broken
-loss becomes mse, which takes any output shape; and the layers from the first broken one on are
-left out, since every later shape depends on it (and the labels with them: the layers left do
-not end the model). A shape error that the repaired copy shows is then one of the user's spec
-too.
+loss becomes mse, with the outputs no longer checked against the labels; and the layers from
+the first broken one on are left out, since every later shape depends on it (and the labels
+with them: the layers left do not end the model). A shape error that the repaired copy shows
+is then one of the user's spec too.
 """
 
 from __future__ import annotations
@@ -115,7 +115,8 @@ def _fall_back(data: dict, path: tuple) -> bool:
     if section in SHAPELESS_SECTIONS:
         data.pop(section, None)
     elif section == "loss":
-        data["loss"] = "mse"
+        data["loss"] = "mse"  # not the user's loss: the outputs are not checked against labels
+        _without_the_labels(data)
     elif path[:2] == ("model", "init"):
         data["model"].pop("init", None)
     elif section == "data" and _value_at(data, ("model", "input_shape")) is not None:

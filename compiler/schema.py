@@ -237,18 +237,30 @@ Initializer = tagged_union(
 Numbers = Union[list[list[Float]], list[list[list[Float]]], list[list[list[list[Float]]]]]
 
 
+class ValueErrorAt(ValueError):
+    """A validator's error about one entry inside the value: `at` is that entry's index path
+    (diagnostics place the error there, not at the field)."""
+
+    def __init__(self, message: str, at: tuple[int, ...]):
+        super().__init__(message)
+        self.at = at
+
+
 def _rectangular(values: list) -> list:
     """Nested lists of numbers with one shape, e.g. [[1, 2], [3, 4]]; never ragged."""
-    def shape(item) -> tuple:
+    def shape(item, at: tuple[int, ...]) -> tuple:
         if not isinstance(item, list):
             return ()
-        inner = {shape(entry) for entry in item}
-        if len(inner) > 1:
-            raise ValueError("weights: rows of different lengths or depths; give every row "
-                             "the same number of values")
-        return (len(item), *(inner.pop() if inner else ()))
+        inner = [shape(entry, (*at, index)) for index, entry in enumerate(item)]
+        for index, found in enumerate(inner):
+            if found != inner[0]:
+                name = "weights" + "".join(f"[{i}]" for i in at)
+                raise ValueErrorAt(f"{name}[{index}] holds {_count(found)} where {name}[0] "
+                                   f"holds {_count(inner[0])}; give every row the same number "
+                                   "of values", (*at, index))
+        return (len(item), *(inner[0] if inner else ()))
 
-    if 0 in shape(values):
+    if 0 in shape(values, ()):
         raise ValueError("weights: an empty list; give the values, or remove weights")
     return values
 
@@ -256,18 +268,24 @@ def _rectangular(values: list) -> list:
 def _one_depth(values: Any) -> Any:
     """Before the nested-list types are tried: rows of different depths name the first such
     row, where each type alone would call every number of the other depth wrong."""
-    def depth(item, at: str) -> int:
+    def depth(item, at: tuple[int, ...]) -> int:
         if not isinstance(item, list):
             return 0
-        depths = [depth(entry, f"{at}[{index}]") for index, entry in enumerate(item)]
+        depths = [depth(entry, (*at, index)) for index, entry in enumerate(item)]
         for index, found in enumerate(depths):
             if found != depths[0]:
-                raise ValueError(f"{at}[{index}] is {_nesting(found)} where {at}[0] is "
-                                 f"{_nesting(depths[0])}; give every row the same depth")
+                name = "weights" + "".join(f"[{i}]" for i in at)
+                raise ValueErrorAt(f"{name}[{index}] is {_nesting(found)} where {name}[0] is "
+                                   f"{_nesting(depths[0])}; give every row the same depth",
+                                   (*at, index))
         return 1 + (depths[0] if depths else 0)
 
-    depth(values, "weights")
+    depth(values, ())
     return values
+
+
+def _count(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape)) + (" value" if shape == (1,) else " values")
 
 
 def _nesting(depth: int) -> str:

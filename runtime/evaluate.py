@@ -4,6 +4,7 @@ data, after the preprocessing that training fitted (normalisation, feature permu
 from __future__ import annotations
 
 import math
+import shlex
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -138,7 +139,8 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
                 f"epochs ({', '.join(signs)}); put the checkpoints back, or train a new run")
         raise RunDirectoryError(
             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); continue it with "
-            f"nnrun train {run_dir / 'spec.yaml'} --resume {run_dir}")
+            f"nnrun train {shlex.quote(str(run_dir / 'spec.yaml'))} --resume "
+            f"{shlex.quote(str(run_dir))}")
     if not _present(path):
         raise RunDirectoryError(f"{path}: no such checkpoint")
     return path

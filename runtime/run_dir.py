@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import re
+import shlex
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -50,7 +51,7 @@ def not_a_run_directory(path: Path, missing: str | None = None,
             return (f"{path}: the run has checkpoints ({', '.join(trained)}) but no {SPEC}; "
                     f"restore {SPEC} (the spec it was trained with) to use them")
         return (f"{path}: a run stopped before it wrote its {SPEC}; nothing was trained: start "
-                f"it again with nnrun train SPEC --out {path}")
+                f"it again with nnrun train SPEC --out {shlex.quote(str(path))}")
     if missing is None:
         missing = f"its {SPEC} is not a file" if (Path(path) / SPEC).exists() else f"no {SPEC}"
     runs = runs_inside(path)
@@ -178,7 +179,8 @@ class RunDirectory:
 
     def _remove_unused(self) -> None:
         if self.lock_descriptor is not None:
-            self.file(LOCK).unlink(missing_ok=True)
+            for name in (SPEC, METRICS, LOCK):  # in a directory this run made: its own
+                self.file(name).unlink(missing_ok=True)
         with suppress(OSError):  # someone else's files appeared in it: leave it
             for folder in (self.path, *self.created_above):
                 folder.rmdir()
@@ -303,14 +305,16 @@ class RunDirectory:
         return self.file(LAST).is_file()
 
     def start_over(self, spec_text: str) -> None:
-        """A new run, or one that never reached its first checkpoint."""
-        self.started = True
+        """A new run, or one that never reached its first checkpoint. A directory this run
+        made is still removed if the run stops before both files are written (a signal)."""
+        self.started = not self.created
         if self.file(METRICS).exists() or self.file(SPEC).exists():
             self.say(f"{self.path}: the run there has no checkpoint yet; starting it from epoch 1")
         for name in STALE_WITHOUT_CHECKPOINT:
             self.file(name).unlink(missing_ok=True)
         self.write_spec(spec_text)
         self.write_metrics([])
+        self.started = True
 
     def spec_text(self) -> str:
         return self.file(SPEC).read_text(encoding="utf-8")

@@ -10,6 +10,7 @@ continuation at all: it starts a new run from the checkpoint's weights (model.in
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from nnrun.compiler.checks import metrics_alike
@@ -55,7 +56,8 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
             f"{len(fields) - shown} more fields); to go on with the run, give its own spec: "
-            f"nnrun train {run_spec} --resume {run_spec.parent}; for the model given, "
+            f"nnrun train {shlex.quote(str(run_spec))} --resume "
+            f"{shlex.quote(str(run_spec.parent))}; for the model given, "
             f"{new_run}")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
                           "as, which a run cannot go on with (not even with --allow-changes); "

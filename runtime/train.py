@@ -184,7 +184,8 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
 def resume_command(run_dir: Path, ranks) -> str:
     """The command that resumes `run_dir`: its own spec.yaml holds every override, so it always
     fits the run."""
-    return _on_ranks(f"nnrun train {run_dir / SPEC} --resume {run_dir}", ranks)
+    return _on_ranks(f"nnrun train {shlex.quote(str(run_dir / SPEC))} --resume "
+                     f"{shlex.quote(str(run_dir))}", ranks)
 
 
 def _on_ranks(command: str, ranks) -> str:
@@ -811,13 +812,16 @@ class Trainer:
         kept = self.run_dir / LAST
         if kept.exists():
             return (f"last good checkpoint: {kept} (resume from it with --resume "
-                    f"{self.run_dir} --allow-changes once the spec is changed)")
-        return f"no checkpoint was written yet (--out {self.run_dir} starts over)"
+                    f"{shlex.quote(str(self.run_dir))} --allow-changes once the spec is changed)")
+        return f"no checkpoint was written yet (--out {shlex.quote(str(self.run_dir))} starts over)"
 
     def _resume_advice(self, interrupt: Interrupted) -> str:
-        if not (self.run_dir / SPEC).is_file():  # stopped before the run wrote its spec
+        run = self.run_directory
+        removed = run is not None and run.created and not run.started  # RunDirectory.__exit__
+        if removed or not (self.run_dir / SPEC).is_file():  # stopped before it wrote its spec
             spec = self.source.path or "SPEC"
-            command = _on_ranks(f"nnrun train {spec} --out {self.run_dir}", self.ranks)
+            command = _on_ranks(f"nnrun train {shlex.quote(str(spec))} --out "
+                                f"{shlex.quote(str(self.run_dir))}", self.ranks)
             return f"{interrupt}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
             saved = f"the checkpoint in {self.run_dir / LAST} is intact"

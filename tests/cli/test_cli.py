@@ -234,8 +234,8 @@ def validate_errors(tmp_path, text: str, *options) -> list[str]:
 
 
 @pytest.mark.parametrize("data, monitor, reason", [
-    ("  validation_split: 0.2\n", "val_acc", "choose one of: train_loss, train_accuracy, "
-                                             "val_loss, val_accuracy"),
+    ("  validation_split: 0.2\n", "val_acc", "did you mean 'val_accuracy'? choose one of: "
+                                             "train_loss, train_accuracy, val_loss, val_accuracy"),
     ("", "val_loss", "(val_* metrics need data.validation_split > 0); choose one of: "
                      "train_loss, train_accuracy"),
 ])

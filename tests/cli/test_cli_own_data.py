@@ -1092,12 +1092,13 @@ def test_a_bad_label_that_the_validation_split_holds_out_is_the_one_named(tmp_pa
 
 
 def test_validate_data_gives_trains_reason_for_a_file_that_gave_no_input_shape(tmp_path):
-    """Without input_shape the file must give it: when it cannot, plain validate asks for
-    input_shape; with --data, the reason train gives (not an npz, here) at data.path."""
+    """Without input_shape the file must give it: when it cannot, validate says why (not an
+    npz, here: its header, which plain validate reads too) at data.path, as train does."""
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
     (tmp_path / "d.npz").write_bytes(b"not a zip file at all")
     plain = invoke("validate", spec)
-    assert plain.exit_code == 1 and "model.input_shape is needed" in plain.stderr
+    assert plain.exit_code == 1 and "data.path" in plain.stderr
+    assert "not a readable .npz file" in plain.stderr
     result = invoke("validate", spec, "--data", "--format", "json")
     [found] = json.loads(result.stdout)
     assert (found["where"], found["severity"]) == ("data.path", "error"), found
@@ -1105,6 +1106,15 @@ def test_validate_data_gives_trains_reason_for_a_file_that_gave_no_input_shape(t
     (tmp_path / "d.npz").unlink()
     missing = invoke("validate", spec, "--data")
     assert "error: data.path:" in missing.stderr and "not found" in missing.stderr
+
+
+def test_validate_reads_that_a_data_file_is_no_npz_where_input_shape_is_declared(tmp_path):
+    """It passed validate (which did not open the file, input_shape being given) and failed
+    train."""
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    (tmp_path / "d.npz").write_text("x1,x2,label\n0,1,1\n")
+    line = assert_one_line_error(invoke("validate", spec), "d.npz")
+    assert "data.path" in line and "not a readable .npz file" in line
 
 
 def test_a_file_without_samples_says_so(tmp_path):

@@ -762,6 +762,20 @@ def test_the_layers_left_before_a_broken_one_are_not_checked_against_the_labels(
         "kernel 9x9 does not fit th", message[:26]]
 
 
+@pytest.mark.parametrize("loss", ["cross_entropyy", "null", "{type: hubr, delta: 1.0}"])
+def test_a_broken_loss_is_not_replaced_by_one_the_outputs_are_checked_against(loss):
+    """The copy checked for shape errors takes mse for a broken loss: the model's outputs,
+    right for the loss the user meant, were called wrong for mse, first of the errors."""
+    text = ("data: {dataset: shapes}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
+            f"loss: {loss}\n")
+    errors = _load_errors(text)
+    assert len(errors) == 1 and errors[0].startswith("spec.yaml:5:"), errors
+    broken = text.replace("kernel_size: 3, padding: same", "kernel_size: 40")  # still found
+    assert [e.split(": ", 3)[-1][:22] for e in _load_errors(broken)] == [
+        "kernel 40x40 does not ", errors[0].split(": ", 3)[-1][:22]]
+
+
 def test_a_misspelt_type_key_is_named_with_its_position():
     text = ("model:\n  input_shape: [4]\n  layers:\n    - {tyep: dense, units: 2}\n"
             "optimizer: {Type: adam}\n")

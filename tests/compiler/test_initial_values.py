@@ -129,12 +129,21 @@ def test_initial_values_beyond_float32_are_an_error_at_their_position(tmp_path, 
 
 
 def test_ragged_weights_and_conflicting_sources(tmp_path):
-    ragged = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[1], [2, 3]]}"))
-    assert ragged.exit_code == 1 and "rows of different lengths" in ragged.output
+    def column_of(text: str, entry: str) -> str:  # the entry's line:col in the spec
+        row = next(number for number, line in enumerate(text.splitlines(), 1) if entry in line)
+        return f"{row}:{text.splitlines()[row - 1].index(entry) + 1}:"
+
+    text = SPEC.replace("units: 1}", "units: 1, weights: [[1], [2, 3]]}")
+    ragged = validate(tmp_path, text)
+    assert ragged.exit_code == 1 and "weights[1] holds 2 values where weights[0] holds 1 value" \
+        in ragged.output
+    assert column_of(text, "[2, 3]") in ragged.output  # at the row, not at weights
     # Rows of other depths: the row named, not each number of the rows that are right
-    deeper = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, weights: [[[1], 2], [3, 4]]}"))
+    text = SPEC.replace("units: 1}", "units: 1, weights: [[[1], 2], [3, 4]]}")
+    deeper = validate(tmp_path, text)
     assert deeper.exit_code == 1 and deeper.output.count("error") == 1, deeper.output
     assert "weights[0][1] is a number where weights[0][0] is a list" in deeper.output
+    assert column_of(text, "2], [3, 4]") in deeper.output
     both = validate(tmp_path, SPEC.replace("units: 1}", "units: 1, bias: [1], init_from: a.npz}"))
     assert both.exit_code == 1 and "either inline" in both.output
 

@@ -1237,6 +1237,12 @@ def test_a_noise_the_dtype_cannot_hold_is_an_error_at_it():
         """)
     error = the_error(text)
     assert error.message.startswith("std: 1e+300 is beyond the range of float32")
+    # a generated dataset's noise too: validate passed it, train refused the data it made
+    generated = the_error(text.replace("augment: [{type: gaussian_noise, std: 1.0e+300}]",
+                                       "noise: 1.0e+300"))
+    assert (generated.where, generated.line) == ("data.noise", text.count("\n", 0,
+                                                 text.index("augment")) + 1)
+    assert generated.message.startswith("1e+300 is beyond the range of float32")
 
 
 def test_a_layer_name_longer_than_a_checkpoint_holds_is_an_error():

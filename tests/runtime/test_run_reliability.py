@@ -1111,18 +1111,41 @@ def test_a_signal_while_the_run_begins_says_what_to_do(tmp_path, spec, monkeypat
         raise Interrupted(signal.SIGTERM)
 
     monkeypatch.setattr(Trainer, "_begin", interrupted_begin)
-    out = tmp_path / "run"
+    out = tmp_path / "my run;x"  # the commands are pasted into a shell: quoted
     result = invoke("train", spec, "--out", out, "--quiet")
     assert result.exit_code == 143
     if after_the_spec:
         assert result.stderr.strip() == (
             f"interrupted: stopped by SIGTERM; no checkpoint was written yet (resuming starts "
-            f"from epoch 1); resume with: nnrun train {out / 'spec.yaml'} --resume {out}")
+            f"from epoch 1); resume with: nnrun train '{out / 'spec.yaml'}' --resume '{out}'")
         monkeypatch.undo()
         assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--quiet"))  # as it says
     else:
         assert result.stderr.strip() == (f"interrupted: stopped by SIGTERM; nothing was trained; "
-                                         f"start again with: nnrun train {spec} --out {out}")
+                                         f"start again with: nnrun train {spec} --out '{out}'")
+
+
+@pytest.mark.parametrize("writing", ["write_spec", "write_metrics"])
+def test_a_signal_while_a_new_run_writes_its_first_files_leaves_no_directory(tmp_path, spec,
+                                                                           monkeypatch, writing):
+    """The crash audit: a SIGTERM while spec.yaml was written left a new directory holding
+    only nnrun.lock, where a run stopped before it began leaves none."""
+    from nnrun.runtime.interrupts import Interrupted
+    from nnrun.runtime.run_dir import RunDirectory
+
+    write = getattr(RunDirectory, writing)
+
+    def interrupted_write(self, *arguments):
+        write(self, *arguments)  # written, and then the signal
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(RunDirectory, writing, interrupted_write)
+    out = tmp_path / "runs" / "run"
+    result = invoke("train", spec, "--out", out, "--quiet")
+    assert result.exit_code == 143
+    assert result.stderr.strip().endswith(f"nothing was trained; start again with: nnrun train "
+                                          f"{spec} --out {out}")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_signal_as_the_run_ends_says_it_is_complete(tmp_path, spec, monkeypatch):
