@@ -761,6 +761,24 @@ def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> N
     _check_output(spec, lowered)
     _warn_of_squashed_scores(lowered, spec)
     _warn_of_steps_that_stop_learning(lowered, spec)
+    _warn_of_unread_layers(lowered)
+
+
+def _warn_of_unread_layers(lowered) -> None:
+    """A layer that no later one reads (the next naming other inputs) never reaches the
+    output: it trains for nothing, which is likely not what the spec meant."""
+    read = {name for info in lowered.layers for name in info.inputs}
+    for index, info in enumerate(lowered.layers[:-1]):
+        if info.name in read:
+            continue
+        after = lowered.layers[index + 1]
+        learns = (f"; its {info.trainable_params:,} parameters get no gradient"
+                  if info.trainable_params else "")
+        lowered.builder.warnings.append(CompileWarning(
+            Origin.of_layer(index, info.name),
+            f"no layer reads its output ({after.name}, next, reads {', '.join(after.inputs)}), "
+            f"so it does not reach the model's output{learns}; remove it, or name it in a "
+            "later layer's inputs"))
 
 
 # What an activation does to the raw scores a classification loss takes.

@@ -1311,3 +1311,20 @@ def test_numbers_that_may_be_0_may_round_to_0():
                      "{type: batchnorm, momentum: 1.0e-50}", "{type: dropout, rate: 1.0e-50}",
                      "{type: dense, units: 1}")
     assert checked(text).ok
+
+
+def test_a_layer_no_later_layer_reads_is_a_warning_at_it():
+    """The mutation audit: a layer given inputs: input passed the conv before it by, which was
+    counted and trained without a word."""
+    conv = "{type: conv2d, filters: 1, kernel_size: 3, padding: same}"
+    text = spec_text([1, 8, 8], conv, "{type: relu, inputs: input}", "{type: flatten}",
+                     "{type: dense, units: 2}")
+    (warning,) = warnings_of(text)
+    assert (warning.where, warning.line) == ("model.layers[0] (conv2d_1)", 4)
+    assert warning.message.startswith("no layer reads its output (relu_1, next, reads input), "
+                                      "so it does not reach the model's output; its 10 "
+                                      "parameters get no gradient")
+    # read by a later layer than the next (a skip connection): no warning
+    assert not warnings_of(spec_text([1, 8, 8], conv, "{type: relu, inputs: input}",
+                                     "{type: add, inputs: [relu_1, conv2d_1]}",
+                                     "{type: flatten}", "{type: dense, units: 2}"))
