@@ -212,13 +212,17 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     dataset's n_samples for its test split, and the validation split carved from the rest or
     from what data.limit keeps (runtime/data: sources.hold_out_test, splits.carve_validation).
     A limit too small is too small for any dataset: fewer samples hold out no fewer."""
-    train = None
-    if data.dataset in SIZED_DATASETS and data.n_samples is not None:
-        count, test = data.n_samples, held_out(data.n_samples, TEST_FRACTION)
+    info = DATASETS.get(data.dataset)
+    train = more = None
+    if data.dataset in SIZED_DATASETS:
+        count = data.n_samples if data.n_samples is not None else info.samples
+        test = held_out(count, TEST_FRACTION)
         if too_few := no_training_samples(count):
             return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
         train, more = count - test, "data.n_samples"
         left = f"({count} less {test} for the test split)"
+    elif info is not None and info.samples is not None:  # a fixed training split
+        train, left = info.samples, f"of {data.dataset}"
     if data.limit is not None and (train is None or data.limit < train):
         train, left, more = data.limit, "that data.limit keeps", "data.limit"
     if train is None or not data.validation_split \
@@ -227,7 +231,7 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     fix = "lower data.validation_split" if train > 1 else "remove data.validation_split"
     return [(Origin("data.validation_split", keys=("data", "validation_split")),
              f"validation_split {data.validation_split} of the {train} training samples "
-             f"{left} leaves none to train on; {fix}, or raise {more}")]
+             f"{left} leaves none to train on; {fix}" + (f", or raise {more}" if more else ""))]
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:

@@ -3,11 +3,12 @@
 pydantic stops at the schema. To check shapes anyway, a copy of the spec is repaired as little
 as possible: an unknown key is dropped, or renamed to the field it misspells (the did-you-mean
 of its diagnostic, `type` included: a missing field, or a layer's optional one left unset); a
-section that decides no shape (optimizer, train, limits...) falls back to its defaults; a broken
-loss becomes mse, with the outputs no longer checked against the labels; and the layers from
-the first broken one on are left out, since every later shape depends on it (and the labels
-with them: the layers left do not end the model). A shape error that the repaired copy shows
-is then one of the user's spec too.
+section that decides no shape (optimizer, train, limits...) falls back to its defaults, as does
+a data field that decides none (validation_split, limit, augment...); a broken loss becomes
+mse, with the outputs no longer checked against the labels; and the layers from the first
+broken one on are left out, since every later shape depends on it (and the labels with them:
+the layers left do not end the model). A shape error that the repaired copy shows is then one
+of the user's spec too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .diagnostics import layer_fields, misspelt_key, only_fitting_tag, suggest
 from .schema import Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
+SHAPE_DATA_FIELDS = ("dataset", "path")  # the data fields that decide the input shape
 
 
 def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | None:
@@ -121,6 +123,9 @@ def _fall_back(data: dict, path: tuple) -> bool:
         data["model"].pop("init", None)
     elif section == "data" and _value_at(data, ("model", "input_shape")) is not None:
         data.pop("data", None)  # the input shape is declared; data only decides the classes
+    elif section == "data" and len(path) > 1 and path[1] not in SHAPE_DATA_FIELDS \
+            and isinstance(data.get("data"), dict):
+        data["data"].pop(path[1], None)  # the dataset still gives the shapes
     else:
         return False
     return True

@@ -864,7 +864,8 @@ class Limits(Strict):
 
 class Spec(Strict):
     version: Annotated[Literal[1], _not_boolean("literal_error", "Input should be 1",
-                                                {"expected": "1"})] = 1
+                                                {"expected": "1"}),
+                       BeforeValidator(_whole_exponent_text)] = 1  # 1e0, as an Int reads it
     name: str | None = Field(None, description="names the run directory, runs/NAME/...; "
                                                "default the file's stem")
     seed: NonNegativeInt = 0

@@ -220,9 +220,9 @@ def import_extra(dataset: str):
                         f"{package}") from None
 
 
-def generated_count(name: str, data_spec: Any, default: int) -> int:
+def generated_count(name: str, data_spec: Any) -> int:
     """data.n_samples, refused before generating when the samples would not fit in memory."""
-    count = option(data_spec, "n_samples", default)
+    count = option(data_spec, "n_samples", DATASETS[name].samples)
     needed, arithmetic = generated_bytes(name, count)
     available, source = available_memory()
     if needed > available:
@@ -258,7 +258,7 @@ def load_digits(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
-    count, noise = generated_count("xor", data_spec, 200), option(data_spec, "noise", 0.1)
+    count, noise = generated_count("xor", data_spec), option(data_spec, "noise", 0.1)
     generator = np.random.default_rng(GENERATOR_SEED)
     corners = generator.permutation(np.arange(count) % 4)  # balanced corners, shuffled
     bits = np.stack([corners // 2, corners % 2], axis=1)
@@ -267,7 +267,7 @@ def load_xor(data_spec: Any, spec_dir: Path) -> RawData:
 
 
 def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
-    count, noise = generated_count("spirals", data_spec, 1000), option(data_spec, "noise", 0.2)
+    count, noise = generated_count("spirals", data_spec), option(data_spec, "noise", 0.2)
     generator = np.random.default_rng(GENERATOR_SEED)
     y = generator.permutation(np.arange(count) % 2).astype(np.int64)
     radius = generator.uniform(0.05, 1.0, count)
@@ -280,7 +280,7 @@ def load_spirals(data_spec: Any, spec_dir: Path) -> RawData:
 def load_blobs(data_spec: Any, spec_dir: Path) -> RawData:
     make_blobs = import_extra("blobs").make_blobs
 
-    count, noise = generated_count("blobs", data_spec, 300), option(data_spec, "noise", 1.0)
+    count, noise = generated_count("blobs", data_spec), option(data_spec, "noise", 1.0)
     x, y = make_blobs(
         n_samples=count, centers=3, n_features=2, cluster_std=noise, random_state=GENERATOR_SEED
     )
@@ -293,7 +293,7 @@ SHAPES_CANVAS = 32
 def load_shapes(data_spec: Any, spec_dir: Path) -> RawData:
     """Gray canvases with 1-3 shapes of random size, place and brightness (later ones cover
     earlier ones), plus gaussian noise; the label map gives each pixel its shape's class."""
-    count, noise = generated_count("shapes", data_spec, 2000), option(data_spec, "noise", 0.1)
+    count, noise = generated_count("shapes", data_spec), option(data_spec, "noise", 0.1)
     generator = np.random.default_rng(GENERATOR_SEED)
     rows, columns = np.mgrid[:SHAPES_CANVAS, :SHAPES_CANVAS]
     x = np.zeros((count, 1, SHAPES_CANVAS, SHAPES_CANVAS))

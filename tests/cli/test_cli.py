@@ -287,6 +287,10 @@ def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
      "4:21: error: data.validation_split: validation_split 0.9 of the 2 training samples (3 less "
      "1 for the test split) leaves none to train on; lower data.validation_split, or raise "
      "data.n_samples"),
+    ("  validation_split: 0.999\n",  # the default n_samples, 200
+     "3:21: error: data.validation_split: validation_split 0.999 of the 160 training samples "
+     "(200 less 40 for the test split) leaves none to train on; lower data.validation_split, "
+     "or raise data.n_samples"),
     ("  n_samples: 30\n  limit: 1\n  validation_split: 0.1\n",
      "5:21: error: data.validation_split: validation_split 0.1 of the 1 training samples that "
      "data.limit keeps leaves none to train on; remove data.validation_split, or raise "
@@ -298,6 +302,20 @@ def test_validate_catches_a_generated_dataset_too_small_for_its_splits(tmp_path,
     result = invoke("train", tmp_path / "spec.yaml", "--out", tmp_path / "run", "--quiet")
     assert_one_line_error(result, "leaves n")
     assert not (tmp_path / "run").exists()
+
+
+def test_validate_catches_a_validation_split_that_leaves_none_of_a_fixed_training_split(tmp_path):
+    """Without a limit validate said ok (the training split's size is known: 1437 digits)."""
+    text = ("data: {dataset: digits, validation_split: 0.9999}\nmodel:\n  layers:\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    (line,) = validate_errors(tmp_path, text)
+    assert line.endswith("data.validation_split: validation_split 0.9999 of the 1437 training "
+                         "samples of digits leaves none to train on; lower "
+                         "data.validation_split")
+    result = invoke("train", tmp_path / "spec.yaml", "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(result, "leaves none to train on")
+    spec = write(tmp_path / "spec.yaml", text.replace("0.9999", "0.999"))  # leaves one
+    assert invoke("validate", spec).exit_code == 0
 
 
 def test_validate_catches_a_limit_too_small_for_the_validation_split_of_any_dataset(tmp_path):

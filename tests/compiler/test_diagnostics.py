@@ -677,6 +677,7 @@ def test_a_whole_number_in_exponent_form_is_an_integer():
         assert load_spec_text(base + f"seed: {text}\n", "spec.yaml").spec.seed == value
     (line,) = _load_errors(base + "seed: -2.0e+19\n")
     assert "'seed' must be an integer ≥ 0, got -2e+19" in line
+    assert load_spec_text("version: 1e0\n" + base, "spec.yaml").spec.version == 1  # spec audit
 
 
 def test_a_file_that_is_not_yaml_stops_at_its_syntax_error():
@@ -774,6 +775,19 @@ def test_a_broken_loss_is_not_replaced_by_one_the_outputs_are_checked_against(lo
     broken = text.replace("kernel_size: 3, padding: same", "kernel_size: 40")  # still found
     assert [e.split(": ", 3)[-1][:22] for e in _load_errors(broken)] == [
         "kernel 40x40 does not ", errors[0].split(": ", 3)[-1][:22]]
+
+
+@pytest.mark.parametrize("data", ["validation_split: 1.5", "limit: 0", "normalize: bogus",
+                                  "augment: [{type: random_flip, axis: sideways}]"])
+def test_a_data_field_that_decides_no_shape_hides_no_shape_error(data):
+    """The dataset gives the input shape: a broken validation_split dropped the whole data
+    section from the copy checked for shapes, and with it every shape error."""
+    text = (f"data: {{dataset: digits, {data}}}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 10}\n")
+    errors = _load_errors(text)
+    assert len(errors) == 2 and errors[0].startswith("spec.yaml:1:"), errors
+    assert "kernel 9x9 does not fit the 8x8 input" in errors[1]
 
 
 def test_a_misspelt_type_key_is_named_with_its_position():
