@@ -31,7 +31,7 @@ from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory
 BATCH = 1000  # samples per forward pass in eval and predict
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A trained model as a run directory holds it: the compiled spec, one checkpoint's
     parameters and the input preprocessing fitted in training."""
@@ -42,6 +42,11 @@ class Run:
     checkpoint: Path
     epoch: int | None
     batch: int = BATCH  # samples per forward pass: up to BATCH, as many as fit (evaluation_batch)
+
+    def __repr__(self) -> str:  # not every parameter's values, as a dataclass would print
+        values = sum(int(np.size(value)) for value in self.params.values())
+        return (f"<Run {str(self.checkpoint.parent)!r}: {self.checkpoint.name} of epoch "
+                f"{self.epoch}, {values:,} values in {len(self.params)} arrays>")
 
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;

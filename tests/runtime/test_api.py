@@ -207,6 +207,8 @@ def test_a_run_predicts_only_samples_of_its_shape_and_loads_only_its_checkpoints
     nnrun.train(XOR, out_dir=tmp_path / "run", overrides=["train.epochs=1"], quiet=True)
     run = nnrun.load_run(tmp_path / "run")
     assert run.predict(np.zeros((3, 2))).shape == (3, 1)
+    assert repr(run) == (f"<Run {str(tmp_path / 'run')!r}: best.npz of epoch 1, 33 values in "
+                         "4 arrays>")  # not every parameter's values (the CLI audit)
     raised, text = _error(lambda: run.predict(np.zeros((3, 3))))
     assert raised is ValueError and "x must be [N, 2], got shape [3, 3]" in text
     raised, text = _error(lambda: nnrun.load_run(tmp_path / "run", checkpoint="best.npz"))
