@@ -52,6 +52,9 @@ def not_a_run_directory(path: Path, missing: str | None = None,
                     f"restore {SPEC} (the spec it was trained with) to use them")
         return (f"{path}: a run stopped before it wrote its {SPEC}; nothing was trained: start "
                 f"it again with nnrun train SPEC --out {shlex.quote(str(path))}")
+    if missing is None and not Path(path).is_dir():
+        missing = (f"it is {what_is_there(Path(path))}" if Path(path).exists()
+                   else "no such directory")
     if missing is None:
         missing = f"its {SPEC} is not a file" if (Path(path) / SPEC).exists() else f"no {SPEC}"
     runs = runs_inside(path)

@@ -1,6 +1,7 @@
 """The Python API of DESIGN.md section 7."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -604,3 +605,12 @@ def test_a_missing_spec_file_is_not_taken_for_yaml_text(tmp_path, monkeypatch, p
     monkeypatch.chdir(tmp_path)
     with pytest.raises(nnrun.SpecError, match="cannot read file: No such file"):
         nnrun.compile(path)
+
+
+def test_load_run_of_a_missing_path_or_a_file_says_which(tmp_path):
+    """Both said "no spec.yaml", where the command says the path does not exist."""
+    (tmp_path / "spec.yaml").write_text(XOR.read_text())
+    for path, words in ((tmp_path / "nosuch", "(no such directory)"),
+                        (tmp_path / "spec.yaml", "(it is a file)")):
+        with pytest.raises(nnrun.RunDirectoryError, match=re.escape(words)):
+            nnrun.load_run(path)
