@@ -289,12 +289,24 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
                           "numpy.savez") from None
 
 
-def _shape(archive: zipfile.ZipFile, member: str, numbers_only: bool) -> tuple[int, ...]:
+def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    """A member's declared shape and dtype, from its header alone (a damaged one raises one
+    of NPZ_DAMAGE)."""
     with archive.open(member) as stream:
         version = npy_format.read_magic(stream)
-        read = (npy_format.read_array_header_1_0 if version == (1, 0)
-                else npy_format.read_array_header_2_0)
-        shape, _, dtype = read(stream)
+        if version == (1, 0):
+            shape, _, dtype = npy_format.read_array_header_1_0(stream)
+        elif version == (2, 0):
+            shape, _, dtype = npy_format.read_array_header_2_0(stream)
+        else:
+            raise ValueError(f"member {member!r} has .npy format version {version}")
+    if any(size < 0 for size in shape):  # NumPy's header reader lets (-1, 4) through
+        raise ValueError(f"member {member!r} declares the shape {list(shape)}")
+    return tuple(shape), dtype
+
+
+def _shape(archive: zipfile.ZipFile, member: str, numbers_only: bool) -> tuple[int, ...]:
+    shape, dtype = npy_header(archive, member)
     if numbers_only and dtype.kind not in "fiu":
         raise ValueError(f"array {member!r} holds {dtype}, not numbers")
     return tuple(shape)

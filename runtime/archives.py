@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from nnrun.compiler.initial_values import NPZ_DAMAGE
+from nnrun.compiler.initial_values import NPZ_DAMAGE, npy_header
 
 
 class DamagedFile(Exception):
@@ -88,14 +88,7 @@ def _array_name(member: str) -> str:
 
 
 def _header(archive: zipfile.ZipFile, member: str) -> ArrayHeader:
-    with archive.open(member) as stream:
-        version = npy_format.read_magic(stream)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(stream)
-        else:
-            raise ValueError(f"member {member!r} has .npy format version {version}")
+    shape, dtype = npy_header(archive, member)
     if dtype.hasobject or dtype.names is not None:
         raise ValueError(f"member {member!r} {NOT_NUMBERS}")
     header = ArrayHeader(tuple(shape), dtype)

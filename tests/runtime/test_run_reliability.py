@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -1252,6 +1253,36 @@ def test_a_crafted_npy_header_or_an_encrypted_member_is_a_damaged_file(tmp_path,
     (trained / "best.npz").unlink()
     _npz_with_member(trained / "best.npz", "params/dense_1.weight.npy", header, flag_bits)
     assert_one_line_error(invoke("eval", trained, "--checkpoint", "best"), trained / "best.npz")
+
+
+def test_an_npy_header_of_a_negative_shape_is_a_damaged_file(tmp_path, trained):
+    """NumPy's header reader takes (-1, 2): it was read as -1 samples beside the labels."""
+    import io
+
+    from numpy.lib import format as npy_format
+
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (-1, 2)})
+    path = _npz_with_member(tmp_path / "bad.npz", "x.npy", header.getvalue())
+    line = assert_one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"),
+                                 path)
+    assert "declares the shape [-1, 2]" in line
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("y.npy", _npy_bytes(np.zeros(3, np.int64)))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: bad.npz}\nmodel: {input_shape: [2], layers: "
+                    "[{type: dense, units: 2}]}\n")
+    for command in (["validate", spec], ["train", spec, "--out", tmp_path / "new-run"]):
+        assert "declares the shape [-1, 2]" in assert_one_line_error(invoke(*command), "bad.npz")
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    stream = io.BytesIO()
+    np.save(stream, array)
+    return stream.getvalue()
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "nested"])
