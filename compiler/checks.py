@@ -221,7 +221,7 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
             return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
         train, more = count - test, "data.n_samples"
         left = f"({count} less {test} for the test split)"
-    elif info is not None and info.samples is not None:  # a fixed training split
+    elif info is not None and info.samples is not None and not data.path:  # a fixed split
         train, left = info.samples, f"of {data.dataset}"
     if data.limit is not None and (train is None or data.limit < train):
         train, left, more = data.limit, "that data.limit keeps", "data.limit"
@@ -250,8 +250,8 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
         errors += _cast_errors(origin, layer, spec.dtype)
         if isinstance(getattr(layer, "activation", None), BaseModel):
             errors += _cast_errors(origin.at_field("activation"), layer.activation, spec.dtype)
-    if spec.data is not None and spec.data.noise is not None:  # a generated dataset's, cast
-        problem = unheld(spec.data.noise, spec.dtype)
+    if spec.data is not None and spec.data.noise is not None:  # made in float64, then cast
+        problem = unheld(spec.data.noise, spec.dtype, may_be_zero=True)
         if problem:
             errors.append((Origin("data.noise", keys=("data", "noise")), problem))
     for index, augmentation in enumerate(spec.data.augment if spec.data else ()):

@@ -765,20 +765,22 @@ def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> N
 
 
 def _warn_of_unread_layers(lowered) -> None:
-    """A layer that no later one reads (the next naming other inputs) never reaches the
-    output: it trains for nothing, which is likely not what the spec meant."""
-    read = {name for info in lowered.layers for name in info.inputs}
-    for index, info in enumerate(lowered.layers[:-1]):
-        if info.name in read:
+    """A layer on no path to the output (the next one names other inputs, and no later one
+    reads it, or only such layers do) trains for nothing: likely not what the spec meant."""
+    last = lowered.layers[-1].name
+    reached = {last}
+    for info in reversed(lowered.layers):
+        if info.name in reached:
+            reached.update(info.inputs)
+    for index, info in enumerate(lowered.layers):
+        if info.name in reached:
             continue
-        after = lowered.layers[index + 1]
         learns = (f"; its {info.trainable_params:,} parameters get no gradient"
                   if info.trainable_params else "")
         lowered.builder.warnings.append(CompileWarning(
             Origin.of_layer(index, info.name),
-            f"no layer reads its output ({after.name}, next, reads {', '.join(after.inputs)}), "
-            f"so it does not reach the model's output{learns}; remove it, or name it in a "
-            "later layer's inputs"))
+            f"its output never reaches the model's output ({last}): no layer on the way there "
+            f"reads it{learns}; remove it, or name it in a later layer's inputs"))
 
 
 # What an activation does to the raw scores a classification loss takes.

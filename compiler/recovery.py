@@ -20,7 +20,7 @@ import pydantic
 
 from .datasets import DATASETS
 from .diagnostics import layer_fields, misspelt_key, only_fitting_tag, suggest
-from .schema import Layer
+from .schema import Data, Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 SHAPE_DATA_FIELDS = ("dataset", "path")  # the data fields that decide the input shape
@@ -69,6 +69,10 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         unset = [name for name in layer_fields(parent.get("type")) if name not in parent]
         meant = suggest(key, unset)  # default would give the later layers wrong shapes
         if meant is not None and _valid_as(parent, meant, value):
+            parent[meant] = value
+    elif path[:1] == ("data",) and len(path) == 2:  # `datset: mnist`: not the default digits
+        meant = suggest(key, [name for name in Data.model_fields if name not in parent])
+        if meant is not None:
             parent[meant] = value
 
 

@@ -159,7 +159,7 @@ def _present(path: Path) -> bool:
 
 def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
-    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec.data)
+    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec)
     if stored is not None:
         return stored
     spec = model.spec

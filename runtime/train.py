@@ -167,18 +167,28 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
     compiled: nothing was written yet; the command to run to do what was asked."""
     if run is None:
         return interrupt
-    changes = [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_within(())]
-    spec = source.path or (run.path / SPEC if resume is not None else "SPEC")
     if resume is not None:
+        spec = source.path or run.path / SPEC
         command = " ".join([f"nnrun train {shlex.quote(str(spec))} --resume "
-                            f"{shlex.quote(str(run.path))}", *changes,
+                            f"{shlex.quote(str(run.path))}", *_overrides(source),
                             *(["--allow-changes"] if allow_changes else [])])
         advice = f"the run directory is as it was; resume with: {_on_ranks(command, ranks)}"
     else:
-        command = " ".join([f"nnrun train {shlex.quote(str(spec))} --out "
-                            f"{shlex.quote(str(run.path))}", *changes])
-        advice = f"nothing was trained; start again with: {_on_ranks(command, ranks)}"
+        command = _start_command(source, run.path, ranks)
+        advice = f"nothing was trained; start again with: {command}"
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
+
+
+def _overrides(source) -> list[str]:
+    """The command's --set settings (and the options that stand for them), shell-quoted."""
+    return [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_within(())]
+
+
+def _start_command(source, run_dir: Path, ranks) -> str:
+    """The command that starts the run in `run_dir` again, with its settings."""
+    spec = shlex.quote(str(source.path or "SPEC"))
+    return _on_ranks(" ".join([f"nnrun train {spec} --out {shlex.quote(str(run_dir))}",
+                               *_overrides(source)]), ranks)
 
 
 def resume_command(run_dir: Path, ranks) -> str:
@@ -251,6 +261,29 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
                                            if name not in allowed
                                            or allowed[name] != change["new"]}, edited)
     return Resumption(changes, trained, trained != text, bool(later))
+
+
+# What the numbers of a run's evaluation, and its stored preprocessing, depend on (the seed:
+# its validation split and feature permutation).
+EVALUATED_FIELDS = ("seed", "data", "loss")
+
+
+def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
+                                   stopped_early: bool) -> None:
+    """A resume that trains no epoch keeps spec.yaml the run's: a change of what its final
+    numbers and stored preprocessing depend on would leave them at odds with it."""
+    evaluated = [name for name in changes
+                 if any(name == field or name.startswith((f"{field}.", f"{field}["))
+                        for field in EVALUATED_FIELDS)]
+    if not evaluated:
+        return
+    why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
+                   "raise train.early_stopping.patience") if stopped_early else
+                  (f"its {epoch} epoch(s) are trained", f"give --epochs above {epoch}"))
+    raise TrainingError(
+        f"{run_dir}: this resume trains no epoch ({why}), so {', '.join(evaluated)} would "
+        "change only the run's final numbers and stored preprocessing, not what it was "
+        f"trained with; leave them out, or {go_on} to train with them")
 
 
 def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: list) -> str:
@@ -525,6 +558,11 @@ class Trainer:
         logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms or logged_steps else []
         changes = resumption.changes
+        level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
+        stopped = self._should_stop(history, level)
+        trains = not stopped and epoch < self.spec.train.epochs
+        if changes and not trains:
+            _refuse_changes_no_epoch_takes(run.path, changes, epoch, stopped)
         # the records of resumes after the checkpoint, which trained nothing kept, go
         earlier = (run.read_spec_changes(dropping_after=epoch)
                    if changes or resumption.dropped else "")
@@ -536,11 +574,10 @@ class Trainer:
             self._write_step_norms(run)
         elif logged_steps:  # not logged per step now: still, the rows past the checkpoint go
             run.write_metrics(step_rows, GRAD_NORMS)
-        level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         # a record, and spec.yaml, for a resume that trains with its changes; one that trains
         # nothing (early stopping keeps the run stopped, no epoch is left) records none, and
         # spec.yaml says what the run was trained with
-        if changes and not self._should_stop(history, level) and epoch < self.spec.train.epochs:
+        if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
         else:
             if resumption.stale:
@@ -819,9 +856,7 @@ class Trainer:
         run = self.run_directory
         removed = run is not None and run.created and not run.started  # RunDirectory.__exit__
         if removed or not (self.run_dir / SPEC).is_file():  # stopped before it wrote its spec
-            spec = self.source.path or "SPEC"
-            command = _on_ranks(f"nnrun train {shlex.quote(str(spec))} --out "
-                                f"{shlex.quote(str(self.run_dir))}", self.ranks)
+            command = _start_command(self.source, self.run_dir, self.ranks)
             return f"{interrupt}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
             saved = f"the checkpoint in {self.run_dir / LAST} is intact"

@@ -69,10 +69,10 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
 
 
 def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
-                       data_spec: Any) -> Preprocessing | None:
+                       spec: Any) -> Preprocessing | None:
     """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`
-    and against what the run's spec fits (`data_spec`: its data section), or None for a run
-    trained before nnrun stored it."""
+    and against what the run's `spec` fits, or None for a run trained before nnrun stored
+    it."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -86,7 +86,7 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
     except (DamagedFile, KeyError) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
     problem = (stored_problem(arrays, tuple(sample_shape), dtype)
-               or _spec_problem(arrays, data_spec))
+               or _spec_problem(arrays, spec, int(np.prod(sample_shape))))
     if problem:
         raise DataError(f"{path}: {problem}; {REFIT}")
     return Preprocessing(normalizer, arrays.get("permutation"), path)
@@ -108,17 +108,26 @@ def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...],
     return next((problem for problem in problems if problem), None)
 
 
-def _spec_problem(arrays: dict[str, np.ndarray], data_spec: Any) -> str | None:
-    """A file without what the spec fits (another run's, or one written by hand) would feed
-    the model other inputs than it was trained on, without a word."""
-    if data_spec is None:
+def _spec_problem(arrays: dict[str, np.ndarray], spec: Any, sample_size: int) -> str | None:
+    """A file that is not what the spec fits (another run's, or one written by hand) would
+    feed the model other inputs than it was trained on, without a word."""
+    if spec.data is None:
         return None
-    normalize = option(data_spec, "normalize", "standard")
-    if normalize != "none" and "shift" not in arrays:
-        return f"has no fitted 'shift' and 'scale', though spec.yaml has normalize: {normalize}"
-    permute = option(data_spec, "permute_features")
-    if not (permute is None or permute is False) and "permutation" not in arrays:  # 0: a seed
-        return f"has no 'permutation', though spec.yaml has permute_features: {json.dumps(permute)}"
+    normalize = option(spec.data, "normalize", "standard")
+    if (normalize == "none") == ("shift" in arrays):
+        held = "holds" if "shift" in arrays else "has no"
+        return f"{held} fitted 'shift' and 'scale', though spec.yaml has normalize: {normalize}"
+    permute = option(spec.data, "permute_features")
+    expected = feature_permutation(permute, spec.seed, sample_size)
+    stored = arrays.get("permutation")
+    if expected is None and stored is None:
+        return None
+    setting = f"permute_features: {json.dumps(bool(permute) if expected is None else permute)}"
+    if expected is None or stored is None:
+        held = "holds a" if stored is not None else "has no"
+        return f"{held} 'permutation', though spec.yaml has {setting}"
+    if not np.array_equal(stored, expected):
+        return f"holds another 'permutation' than spec.yaml's {setting} (seed {spec.seed}) gives"
     return None
 
 

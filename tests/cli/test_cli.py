@@ -316,6 +316,12 @@ def test_validate_catches_a_validation_split_that_leaves_none_of_a_fixed_trainin
     assert_one_line_error(result, "leaves none to train on")
     spec = write(tmp_path / "spec.yaml", text.replace("0.9999", "0.999"))  # leaves one
     assert invoke("validate", spec).exit_code == 0
+    # files of one's own (data.path) may hold more: train judges them (the review)
+    own = text.replace("digits,", "mnist, path: idx,").replace("0.9999", "0.999992")
+    assert invoke("validate", write(tmp_path / "own.yaml", own)).exit_code == 0
+    assert validate_errors(tmp_path, own.replace(" path: idx,", ""))[0].endswith(
+        "of the 60000 training samples of mnist leaves none to train on; lower "
+        "data.validation_split")
 
 
 def test_validate_catches_a_limit_too_small_for_the_validation_split_of_any_dataset(tmp_path):

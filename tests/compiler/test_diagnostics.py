@@ -790,6 +790,16 @@ def test_a_data_field_that_decides_no_shape_hides_no_shape_error(data):
     assert "kernel 9x9 does not fit the 8x8 input" in errors[1]
 
 
+def test_a_misspelt_data_key_is_read_as_the_field_it_misspells():
+    """`datset: mnist` was dropped from the copy checked for shapes: the default digits' 8x8
+    made two 5x5 convolutions an error that the spec does not have."""
+    text = ("data: {datset: mnist}\nmodel:\n  layers:\n"
+            + "    - {type: conv2d, filters: 4, kernel_size: 5}\n" * 2
+            + "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    assert _load_errors(text) == [
+        "spec.yaml:1:8: error: data: unknown field 'datset'; did you mean 'dataset'?"]
+
+
 def test_a_misspelt_type_key_is_named_with_its_position():
     text = ("model:\n  input_shape: [4]\n  layers:\n    - {tyep: dense, units: 2}\n"
             "optimizer: {Type: adam}\n")

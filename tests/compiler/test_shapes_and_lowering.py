@@ -1243,6 +1243,9 @@ def test_a_noise_the_dtype_cannot_hold_is_an_error_at_it():
     assert (generated.where, generated.line) == ("data.noise", text.count("\n", 0,
                                                  text.index("augment")) + 1)
     assert generated.message.startswith("1e+300 is beyond the range of float32")
+    # made in float64, the noise is never cast itself: a tiny one is no 0 to refuse
+    assert checked(text.replace("augment: [{type: gaussian_noise, std: 1.0e+300}]",
+                                "noise: 1.0e-50")).ok
 
 
 def test_a_layer_name_longer_than_a_checkpoint_holds_is_an_error():
@@ -1321,9 +1324,14 @@ def test_a_layer_no_later_layer_reads_is_a_warning_at_it():
                      "{type: dense, units: 2}")
     (warning,) = warnings_of(text)
     assert (warning.where, warning.line) == ("model.layers[0] (conv2d_1)", 4)
-    assert warning.message.startswith("no layer reads its output (relu_1, next, reads input), "
-                                      "so it does not reach the model's output; its 10 "
-                                      "parameters get no gradient")
+    assert warning.message.startswith("its output never reaches the model's output (dense_1): "
+                                      "no layer on the way there reads it; its 10 parameters "
+                                      "get no gradient")
+    # read only by a layer that is itself read by none: both (the review)
+    side = spec_text([1, 8, 8], conv, "{type: relu}", "{type: flatten, inputs: input}",
+                     "{type: dense, units: 2}")
+    assert [w.where for w in warnings_of(side)] == ["model.layers[0] (conv2d_1)",
+                                                    "model.layers[1] (relu_1)"]
     # read by a later layer than the next (a skip connection): no warning
     assert not warnings_of(spec_text([1, 8, 8], conv, "{type: relu, inputs: input}",
                                      "{type: add, inputs: [relu_1, conv2d_1]}",

@@ -4,7 +4,6 @@ onnxruntime outputs equal to `nnrun predict`'s (relative error < 1e-5 in float32
 
 from __future__ import annotations
 
-import shutil
 import sys
 import typing
 from pathlib import Path
@@ -26,7 +25,7 @@ from nnrun.compiler.ops import REGISTRY
 from nnrun.compiler.ops.pool import PoolAttrs
 from nnrun.runtime.checkpoint import save_checkpoint, spec_hash
 from nnrun.runtime.data.preprocessing import Preprocessing, save_preprocessing
-from nnrun.runtime.data.splits import Normalizer, channel_statistics
+from nnrun.runtime.data.splits import Normalizer, channel_statistics, feature_permutation
 from nnrun.runtime.model import Model
 from invoking import invoke
 
@@ -77,13 +76,15 @@ def make_run(run_dir: Path, spec_path: Path, rng) -> tuple[Model, np.ndarray]:
     random weights and a fitted standard normalisation and feature permutation; returns the
     model and a batch of raw samples."""
     run_dir.mkdir()
-    shutil.copy(spec_path, run_dir / "spec.yaml")
+    spec = yaml.safe_load(spec_path.read_text())  # as one that fits both: spec.yaml says so
+    spec["data"].update(normalize="standard", permute_features=True)
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
     model = Model(load_spec(run_dir / "spec.yaml"))
     shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     raw = rng.uniform(0, 255, (64, *shape))
     mean, std = channel_statistics(raw)
-    save_preprocessing(run_dir, Preprocessing(Normalizer(mean, std),
-                                              rng.permutation(int(np.prod(shape)))))
+    permutation = feature_permutation(True, model.spec.seed, int(np.prod(shape)))
+    save_preprocessing(run_dir, Preprocessing(Normalizer(mean, std), permutation))
     save_checkpoint(run_dir / "best.npz", random_params(model, rng),
                     {"epoch": 3, "step": 30, "spec_hash": spec_hash(model.spec)})
     return model, raw[:10].astype(model.spec.dtype)

@@ -206,25 +206,37 @@ def test_a_preprocessing_file_with_wrong_fields_is_one_line(shuffled_run, tmp_pa
     assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("dropped, problem", [
-    (("shift", "scale"), "has no fitted 'shift' and 'scale', though spec.yaml has normalize: "
-                         "standard"),
-    (("permutation",), "has no 'permutation', though spec.yaml has permute_features: true"),
+@pytest.mark.parametrize("dropped, changed, problem", [
+    (("shift", "scale"), {}, "has no fitted 'shift' and 'scale', though spec.yaml has "
+                             "normalize: standard"),
+    (("permutation",), {}, "has no 'permutation', though spec.yaml has permute_features: true"),
+    ((), {"normalize: standard": "normalize: none"},
+     "holds fitted 'shift' and 'scale', though spec.yaml has normalize: none"),
+    ((), {"permute_features: true": "permute_features: false"},
+     "holds a 'permutation', though spec.yaml has permute_features: false"),
+    ((), {"permute_features: true": "permute_features: 7"},
+     "holds another 'permutation' than spec.yaml's permute_features: 7 (seed 3) gives"),
 ])
-def test_a_preprocessing_file_without_what_the_spec_fits_is_one_line(shuffled_run, tmp_path,
-                                                                     dropped, problem):
-    """Read as it was, a file without the statistics the spec fits fed raw inputs to the model
-    (exit 0, other numbers): it is refused as the damaged ones are."""
+def test_a_preprocessing_file_at_odds_with_the_spec_is_one_line(shuffled_run, tmp_path, dropped,
+                                                               changed, problem):
+    """Read as it was, a file without the statistics the spec fits (or with others: another
+    run's) fed the model other inputs than it was trained on (exit 0, other numbers): it is
+    refused as the damaged ones are."""
     copy = tmp_path / "damaged-run"
     copy.mkdir()
     for path in shuffled_run.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
+    spec = (copy / "spec.yaml").read_text()
+    for old, new in changed.items():
+        assert old in spec
+        spec = spec.replace(old, new)
+    (copy / "spec.yaml").write_text(spec)
     with np.load(shuffled_run / "preprocessing.npz") as stored:
         arrays = {name: stored[name] for name in stored.files if name not in dropped}
     np.savez(copy / "preprocessing.npz", **arrays)
     line = assert_one_line_error(invoke("eval", copy), copy / "preprocessing.npz")
     assert problem in line and "delete it to fit the preprocessing again" in line
-    with pytest.raises(DataError, match="though spec.yaml has"):
+    with pytest.raises(DataError, match="spec.yaml"):
         nnrun.load_run(copy)
 
 

@@ -1018,6 +1018,25 @@ def test_a_resume_with_no_epoch_left_says_so(tmp_path, spec):
     assert "trained 2 epoch(s)" not in result.stderr
 
 
+def test_a_resume_that_trains_nothing_refuses_changes_of_what_its_numbers_depend_on(tmp_path,
+                                                                                    spec):
+    """The review: such a resume keeps spec.yaml the run's, yet wrote preprocessing.npz and the
+    final numbers under the changed data settings (eval then fed the model other inputs)."""
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet"))
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    line = assert_one_line_error(invoke("train", out / "spec.yaml", "--resume", out,
+                                        "--allow-changes", "--set", "data.normalize=scale"), out)
+    assert line.endswith("this resume trains no epoch (its 2 epoch(s) are trained), so "
+                         "data.normalize would change only the run's final numbers and stored "
+                         "preprocessing, not what it was trained with; leave them out, or give "
+                         "--epochs above 2 to train with them")
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    # what changes nothing evaluated still resumes to nothing to train
+    assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--allow-changes", "--set",
+                     "optimizer.lr=0.5", "--quiet"))
+
+
 @pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
 def test_unwritable_out_is_a_one_line_error_even_for_root(tmp_path, spec, monkeypatch, number,
                                                           words):
@@ -1142,10 +1161,10 @@ def test_a_signal_while_a_new_run_writes_its_first_files_leaves_no_directory(tmp
 
     monkeypatch.setattr(RunDirectory, writing, interrupted_write)
     out = tmp_path / "runs" / "run"
-    result = invoke("train", spec, "--out", out, "--quiet")
+    result = invoke("train", spec, "--out", out, "--quiet", "--set", "optimizer.lr=0.5")
     assert result.exit_code == 143
     assert result.stderr.strip().endswith(f"nothing was trained; start again with: nnrun train "
-                                          f"{spec} --out {out}")
+                                          f"{spec} --out {out} --set optimizer.lr=0.5")
     assert not (tmp_path / "runs").exists()
 
 
