@@ -292,6 +292,8 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
 def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
     """A member's declared shape and dtype, from its header alone (a damaged one raises one
     of NPZ_DAMAGE)."""
+    if not member.endswith(".npy"):
+        raise ValueError(f"member {member!r} is not a .npy array")
     with archive.open(member) as stream:
         version = npy_format.read_magic(stream)
         if version == (1, 0):

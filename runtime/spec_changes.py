@@ -50,8 +50,8 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
                        for name in fields[:shown]) or "the model"
     weights = run_spec.parent.resolve() / "last.npz"
     new_run = ("start a new run instead (--out NEW_DIR), with --set "
-               f"model.init_from={weights} to begin from its weights where the layers keep "
-               "their shapes")
+               f"{shlex.quote(f'model.init_from={weights}')} to begin from its weights where "
+               "the layers keep their shapes")
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "

@@ -331,7 +331,8 @@ def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
     raise ckpt.CheckpointError(
         f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
         f"{differing}: if {run.file(SPEC)} was edited since, undo the edit (or, for a new model "
-        f"from these weights, start a new run with --set model.init_from={run.file(LAST)} and "
+        "from these weights, start a new run with --set "
+        f"{shlex.quote(f'model.init_from={run.file(LAST)}')} and "
         "another --out); if the checkpoint is another run's, resume that run's own directory")
 
 
