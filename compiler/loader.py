@@ -388,8 +388,9 @@ class _Builder:
         return root
 
     def _compose(self, text: str) -> Node | None:
+        loader = _CountingLoader(text)  # yaml.compose's own steps, keeping where it stopped
         try:
-            return yaml.compose(text, Loader=_CountingLoader)
+            return loader.get_single_node()
         except _TooLarge as too_large:
             self.error(*_mark(too_large.node), (), self._too_large_message())
         except yaml.MarkedYAMLError as error:
@@ -401,7 +402,10 @@ class _Builder:
         except yaml.YAMLError as error:
             self.error(1, 1, (), f"invalid YAML: {error}")
         except RecursionError:
-            self.error(1, 1, (), "invalid YAML: the document is nested too deeply")
+            self.error(*_position(loader.get_mark()), (), "invalid YAML: the document is "
+                       "nested too deeply here (a spec nests a few levels)")
+        finally:
+            loader.dispose()
         return None
 
     def _syntax_error(self, error: yaml.MarkedYAMLError, text: str) -> None:

@@ -344,8 +344,9 @@ def test_a_key_that_is_not_a_name_is_an_error_at_the_key(key, shown):
 
 
 def test_deep_nesting_is_an_error_not_a_crash():
-    diagnostic = only_error("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    diagnostic = only_error("name: x\na: " + "[" * 5000 + "]" * 5000 + "\n")
     assert "nested too deeply" in diagnostic.message
+    assert diagnostic.line == 2 and diagnostic.col > 100  # where it is, not at 1:1
 
 
 # --- overrides -------------------------------------------------------------------------------
