@@ -388,8 +388,9 @@ class _Builder:
         return root
 
     def _compose(self, text: str) -> Node | None:
-        loader = _CountingLoader(text)  # yaml.compose's own steps, keeping where it stopped
+        loader = None  # yaml.compose's own steps, keeping where the reader stopped
         try:
+            loader = _CountingLoader(text)
             return loader.get_single_node()
         except _TooLarge as too_large:
             self.error(*_mark(too_large.node), (), self._too_large_message())
@@ -405,7 +406,8 @@ class _Builder:
             self.error(*_position(loader.get_mark()), (), "invalid YAML: the document is "
                        "nested too deeply here (a spec nests a few levels)")
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
         return None
 
     def _syntax_error(self, error: yaml.MarkedYAMLError, text: str) -> None:
