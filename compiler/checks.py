@@ -215,14 +215,14 @@ def _split_errors(data) -> list[tuple[Origin, str]]:
     info = DATASETS.get(data.dataset)
     train = more = None
     if data.dataset in SIZED_DATASETS:
-        count = data.n_samples if data.n_samples is not None else info.samples
+        count = data.n_samples if data.n_samples is not None else info.default_samples
         test = held_out(count, TEST_FRACTION)
         if too_few := no_training_samples(count):
             return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
         train, more = count - test, "data.n_samples"
         left = f"({count} less {test} for the test split)"
-    elif info is not None and info.samples is not None and not data.path:  # a fixed split
-        train, left = info.samples, f"of {data.dataset}"
+    elif info is not None and info.train_samples is not None and not data.path:
+        train, left = info.train_samples, f"of {data.dataset}"
     if data.limit is not None and (train is None or data.limit < train):
         train, left, more = data.limit, "that data.limit keeps", "data.limit"
     if train is None or not data.validation_split \

@@ -38,8 +38,8 @@ class DatasetInfo:
     generator: tuple[str, str] | None = None
     user_file: bool = False  # read from data.path, a file of the user's (npz, csv)
     sized: bool = False  # generated to data.n_samples, with data.noise
-    samples: int | None = None  # sized: n_samples when the spec leaves it out; else the
-    # samples of a fixed training split (None: known only on load)
+    default_samples: int | None = None  # sized: n_samples when the spec leaves it out
+    train_samples: int | None = None  # a fixed training split's (None: known only on load)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -48,43 +48,43 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "digits", (1, 8, 8), 10, "classification", True, False,
             "8x8 handwritten digits (scikit-learn's), shipped inside nnrun, 1797 images, "
-            "fixed 80/20 split", samples=1437,
+            "fixed 80/20 split", train_samples=1437,
         ),
         DatasetInfo(
             "mnist", (1, 28, 28), 10, "classification", True, True,
             "28x28 handwritten digits, 60000 train / 10000 test, four IDX files",
-            samples=60000,
+            train_samples=60000,
         ),
         DatasetInfo(
             "fashion_mnist", (1, 28, 28), 10, "classification", True, True,
             "28x28 clothing images (Zalando), 60000 train / 10000 test, four IDX files",
-            samples=60000,
+            train_samples=60000,
         ),
         DatasetInfo(
             "mnist1d", (1, 40), 10, "classification", True, False,
             "1-D digit templates of length 40 from the mnist1d package, 4000 train / 1000 test",
-            generator=("mnist1d.data", "mnist1d"), samples=4000,
+            generator=("mnist1d.data", "mnist1d"), train_samples=4000,
         ),
         DatasetInfo(
             "xor", (2,), 2, "binary", True, False,
             "the four corners of the unit square with gaussian noise, label = x0 XOR x1",
-            sized=True, samples=200,
+            sized=True, default_samples=200,
         ),
         DatasetInfo(
             "spirals", (2,), 2, "classification", True, False,
             "two interleaved spirals in the plane",
-            sized=True, samples=1000,
+            sized=True, default_samples=1000,
         ),
         DatasetInfo(
             "blobs", (2,), 3, "classification", True, False,
             "three gaussian blobs in the plane (scikit-learn make_blobs)",
-            generator=("sklearn.datasets", "scikit-learn"), sized=True, samples=300,
+            generator=("sklearn.datasets", "scikit-learn"), sized=True, default_samples=300,
         ),
         DatasetInfo(
             "shapes", (1, 32, 32), 4, "segmentation", True, False,
             "32x32 gray canvases with 1-3 squares, discs and triangles, and their label maps "
             "(0 background, 1 square, 2 disc, 3 triangle); generated, seeded",
-            label_shape=(32, 32), sized=True, samples=2000,
+            label_shape=(32, 32), sized=True, default_samples=2000,
         ),
         DatasetInfo(
             "npz", None, None, "classification", False, True,

@@ -222,7 +222,7 @@ def import_extra(dataset: str):
 
 def generated_count(name: str, data_spec: Any) -> int:
     """data.n_samples, refused before generating when the samples would not fit in memory."""
-    count = option(data_spec, "n_samples", DATASETS[name].samples)
+    count = option(data_spec, "n_samples", DATASETS[name].default_samples)
     needed, arithmetic = generated_bytes(name, count)
     available, source = available_memory()
     if needed > available:
