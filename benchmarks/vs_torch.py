@@ -153,6 +153,11 @@ def _torch_layer(torch, layer, info, params, spatial: int):
         return [simple[kind]()]
     if kind == "dropout":
         return [torch.nn.Dropout(layer.rate)]
+    if kind in ("upsample1d", "upsample2d"):
+        scale = layer.scale if isinstance(layer.scale, list) else [layer.scale] * spatial
+        corners = {} if layer.mode == "nearest" else {"align_corners": False}
+        return [torch.nn.Upsample(scale_factor=tuple(map(float, scale)), mode=layer.mode,
+                                  **corners)]
     if kind == "batchnorm":  # nnrun's momentum keeps the running value: PyTorch's takes the batch
         norm = torch.nn.BatchNorm2d if info.output.type.rank == 4 else torch.nn.BatchNorm1d
         return [norm(params[f"{info.name}.gamma"].shape[0], eps=layer.eps,

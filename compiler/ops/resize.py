@@ -2,9 +2,11 @@
 
 Linear interpolation follows PyTorch's `align_corners=False`: output position o reads the input
 at the source coordinate (o + 0.5)/scale - 0.5 (clamped at 0), so pixel centres, not corners,
-line up; the last input is repeated past the end. Along each axis it is a fixed matrix
-[out, n] with two entries per row, and a 2-D upsampling is A_h x A_w^T; its gradient is
-A_h^T g A_w. Nearest repeats each value `scale` times; its gradient sums each block.
+line up; the last input is repeated past the end. Along a short axis it is a product with a
+fixed [out, n] matrix of two entries per row; along a long one, the outputs of one phase
+(o mod scale) read two neighbours with the same weights. A 2-D upsampling is one axis after the
+other, and its gradient the transposes in the other order. Nearest repeats each value `scale`
+times; its gradient sums each block.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError
+from ..shapes import ShapeError, size_of
 from . import OpDef, register
 from .common import array_type, cached_constant, check_sample_rank
 
@@ -73,7 +75,12 @@ def _nearest_grad_into(be, attrs, out, g):
               out=gx)
 
 
-# --- linear: one interpolation matrix per axis ------------------------------------------------
+# --- linear: an interpolation matrix along a short axis, two neighbours along a long one ------
+
+# Up to this length an axis is interpolated by a product with its [n*s, n] matrix, which BLAS
+# runs faster than the phase-by-phase form; past it the matrix grows with the square of the
+# length (a sequence of 4,096 took 200 times PyTorch's step, measured in docs/benchmarks.md).
+MATRIX_LENGTH = 64
 
 
 def _linear_matrix(xp, n: int, scale: int, dtype):
@@ -90,17 +97,68 @@ def _linear_matrix(xp, n: int, scale: int, dtype):
     return matrix.astype(dtype)
 
 
-def _matrices(be, attrs, spatial, dtype) -> list:
-    """One matrix per spatial axis, built once per size and dtype."""
-    return [cached_constant(be, ("upsample", n, s, dtype),
-                            lambda n=n, s=s: _linear_matrix(be.xp, n, s, dtype))
-            for n, s in zip(spatial, attrs.scale)]
+def _matrix(be, n: int, scale: int, dtype):
+    return cached_constant(be, ("upsample", n, scale, dtype),
+                           lambda: _linear_matrix(be.xp, n, scale, dtype))
 
 
-def _linear_forward(be, attrs, x):
-    *rows, columns = _matrices(be, attrs, x.shape[2:], x.dtype)
-    y = rows[0] @ x if rows else x  # along the height, then along the width
-    return y @ columns.T
+def _phases(scale: int):
+    """Output o = s*i + r reads the input at i + d, d = (r + 0.5)/s - 0.5: per phase r, the
+    shift of its lower neighbour (i or i - 1) and the weight of the upper one."""
+    for r in range(scale):
+        d = (r + 0.5) / scale - 0.5
+        yield r, (0, d) if d >= 0 else (-1, 1.0 + d)
+
+
+def _along(a, axis: int, index):
+    where = [slice(None)] * a.ndim
+    where[axis] = index
+    return a[tuple(where)]
+
+
+def _interpolate_into(be, x, axis: int, scale: int, out) -> None:
+    """out = x upsampled along `axis` (the last, or the height of [B, C, H, W])."""
+    n, xp = x.shape[axis], be.xp
+    if n <= MATRIX_LENGTH:
+        matrix = _matrix(be, n, scale, x.dtype)
+        be.matmul_into(x, matrix.T, out) if axis == x.ndim - 1 else be.matmul_into(matrix, x, out)
+        return
+    # per phase, lower + w (upper - lower) between neighbours; the edge input is repeated past
+    # either end (PyTorch's clamping)
+    lower, upper = _along(x, axis, slice(0, n - 1)), _along(x, axis, slice(1, n))
+    for r, (shift, weight) in _phases(scale):
+        phase = _along(out, axis, slice(r, None, scale))
+        inner = _along(phase, axis, slice(0, n - 1) if shift == 0 else slice(1, n))
+        xp.subtract(upper, lower, out=inner)
+        inner *= weight
+        inner += lower
+        edge = slice(n - 1, n) if shift == 0 else slice(0, 1)
+        xp.copyto(_along(phase, axis, edge), _along(x, axis, edge))
+
+
+def _interpolate_grad_into(be, g, axis: int, scale: int, gx, spare=None) -> None:
+    """gx = the transpose of _interpolate_into applied to g; `spare`: a flat buffer of at least
+    gx's size where the axis is long."""
+    n, xp = gx.shape[axis], be.xp
+    if n <= MATRIX_LENGTH:
+        matrix = _matrix(be, n, scale, g.dtype)
+        be.matmul_into(g, matrix, gx) if axis == g.ndim - 1 else be.matmul_into(matrix.T, g, gx)
+        return
+    # each phase's gradient goes to the two neighbours it read: w to the upper, 1 - w to the
+    # lower, and the edge's whole to the edge
+    gx.fill(0)
+    lower, upper = _along(gx, axis, slice(0, n - 1)), _along(gx, axis, slice(1, n))
+    part = _along(spare[:gx.size].reshape(gx.shape), axis, slice(0, n - 1))
+    for r, (shift, weight) in _phases(scale):
+        phase = _along(g, axis, slice(r, None, scale))
+        inner = _along(phase, axis, slice(0, n - 1) if shift == 0 else slice(1, n))
+        xp.multiply(inner, weight, out=part)
+        upper += part
+        xp.subtract(inner, part, out=part)
+        lower += part
+        edge = slice(n - 1, n) if shift == 0 else slice(0, 1)
+        edge_gx = _along(gx, axis, edge)
+        edge_gx += _along(phase, axis, edge)
 
 
 def _linear_scratch(attrs, x):
@@ -111,34 +169,51 @@ def _linear_scratch(attrs, x):
 
 def _linear_into(be, attrs, out, x):
     y, *tall = out
-    *rows, columns = _matrices(be, attrs, x.shape[2:], x.dtype)
-    if rows:
-        be.matmul_into(rows[0], x, tall[0])
+    if len(attrs.scale) == 2:  # along the height, then along the width
+        _interpolate_into(be, x, 2, attrs.scale[0], tall[0])
         x = tall[0]
-    be.matmul_into(x, columns.T, y)
+    _interpolate_into(be, x, x.ndim - 1, attrs.scale[-1], y)
 
 
-def _linear_grad(be, attrs, g):
-    spatial = _upsample_grad_shape(attrs, array_type(g)).shape[2:]
-    *rows, columns = _matrices(be, attrs, spatial, g.dtype)
-    gx = g @ columns
-    return rows[0].T @ gx if rows else gx
+def _linear_forward(be, attrs, x):
+    types = (_upsample_shape(attrs, array_type(x)), *_linear_scratch(attrs, array_type(x)))
+    out = tuple(be.xp.empty(t.shape, dtype=t.dtype) for t in types)
+    _linear_into(be, attrs, out, x)
+    return out[0]
 
 
 def _linear_grad_scratch(attrs, g):
+    """[the gradient along the width (2-D)], then a spare buffer where an axis is long."""
+    gx = _upsample_grad_shape(attrs, g).shape
     if len(attrs.scale) == 1:
-        return ()
-    return (TensorType((*g.shape[:3], g.shape[3] // attrs.scale[1]), g.dtype),)
+        return _spare_for([(gx, 2)], g.dtype)
+    tall = (*g.shape[:3], gx[3])
+    return (TensorType(tall, g.dtype), *_spare_for([(tall, 3), (gx, 2)], g.dtype))
+
+
+def _spare_for(stages, dtype) -> tuple:
+    """One flat buffer for the stages (the shape each writes, along which axis) whose axis is
+    long; none where every axis is short (its matrix needs none)."""
+    sizes = [size_of(shape) for shape, axis in stages if shape[axis] > MATRIX_LENGTH]
+    return (TensorType((max(sizes),), dtype),) if sizes else ()
 
 
 def _linear_grad_into(be, attrs, out, g):
-    gx, *tall = out
-    *rows, columns = _matrices(be, attrs, gx.shape[2:], g.dtype)
-    if not rows:
-        be.matmul_into(g, columns, gx)
+    if len(attrs.scale) == 1:
+        gx, *spare = out
+        _interpolate_grad_into(be, g, 2, attrs.scale[0], gx, *spare)
         return
-    be.matmul_into(g, columns, tall[0])
-    be.matmul_into(rows[0].T, tall[0], gx)
+    gx, tall, *spare = out  # along the width, then along the height
+    _interpolate_grad_into(be, g, 3, attrs.scale[1], tall, *spare)
+    _interpolate_grad_into(be, tall, 2, attrs.scale[0], gx, *spare)
+
+
+def _linear_grad(be, attrs, g):
+    g_type = array_type(g)
+    types = (_upsample_grad_shape(attrs, g_type), *_linear_grad_scratch(attrs, g_type))
+    out = tuple(be.xp.empty(t.shape, dtype=t.dtype) for t in types)
+    _linear_grad_into(be, attrs, out, g)
+    return out[0]
 
 
 # --- one op per rank, the mode chosen by the attribute ----------------------------------------

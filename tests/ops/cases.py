@@ -553,6 +553,11 @@ UPSAMPLE_CONFIGS = [
     ("nearest (2,3)", UpsampleAttrs((2, 3), "nearest"), (2, 2, 3, 2)),
     ("bilinear (2,2)", UpsampleAttrs((2, 2), "bilinear"), (2, 2, 3, 4)),
     ("bilinear (3,4)", UpsampleAttrs((3, 4), "bilinear"), (1, 2, 2, 3)),
+    # past MATRIX_LENGTH (64): two neighbours per output, phase by phase
+    ("linear x2 long", UpsampleAttrs((2,), "linear"), (2, 2, 70)),
+    ("linear x3 long", UpsampleAttrs((3,), "linear"), (1, 1, 65)),
+    ("bilinear long width", UpsampleAttrs((2, 3), "bilinear"), (1, 2, 3, 66)),
+    ("bilinear long height", UpsampleAttrs((3, 2), "bilinear"), (1, 1, 67, 2)),
 ]
 
 for _label, _attrs, _x_shape in UPSAMPLE_CONFIGS:
