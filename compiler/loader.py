@@ -79,6 +79,13 @@ class Loaded:
         return sorted({origin for inner, origin in self._overridden
                        if inner[:len(path)] == path})
 
+    def overrides_in_order(self) -> list[str]:
+        """The --set arguments whose values the spec holds, in the order they were given
+        (replayed so, a later one over an earlier one gives this spec again)."""
+        given = {node.value.origin: node.value.line for node in self.positions.values()
+                 if node.value.origin}
+        return sorted(given, key=given.get)
+
     @functools.cached_property
     def _overridden(self) -> list[tuple[SpecPath, str]]:
         """(path, --set argument) of the values set from the command line: few, and asked

@@ -181,7 +181,7 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
 
 def _overrides(source) -> list[str]:
     """The command's --set settings (and the options that stand for them), shell-quoted."""
-    return [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_within(())]
+    return [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_in_order()]
 
 
 def _start_command(source, run_dir: Path, ranks) -> str:
@@ -268,13 +268,29 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
 EVALUATED_FIELDS = ("seed", "data", "loss")
 
 
+def evaluated_changes(changes: dict) -> list[str]:
+    """The changed fields that the numbers of an evaluation depend on."""
+    return [name for name in changes
+            if any(name == field or name.startswith((f"{field}.", f"{field}["))
+                   for field in EVALUATED_FIELDS)]
+
+
+def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str],
+                       epoch: int) -> None:
+    """The best checkpoint so far was measured, and is evaluated, on inputs of the settings
+    before the change (its preprocessing.npz replaced): the next epoch is the best one again."""
+    if not evaluated:
+        return
+    history.best_value, history.epochs_since_best = None, 0
+    run.say(f"{run.path}: {', '.join(evaluated)} changed, so the best epoch is chosen again "
+            f"from epoch {epoch + 1} on (the earlier ones were measured on other inputs)")
+
+
 def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
                                    stopped_early: bool) -> None:
     """A resume that trains no epoch keeps spec.yaml the run's: a change of what its final
     numbers and stored preprocessing depend on would leave them at odds with it."""
-    evaluated = [name for name in changes
-                 if any(name == field or name.startswith((f"{field}.", f"{field}["))
-                        for field in EVALUATED_FIELDS)]
+    evaluated = evaluated_changes(changes)
     if not evaluated:
         return
     why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
@@ -580,6 +596,7 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
+            _choose_best_again(run, history, evaluated_changes(changes), epoch)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)

@@ -107,10 +107,49 @@ def _elu_into(be, attrs, out, x):
     y, below = out
     xp = be.xp
     xp.minimum(x, 0, out=below)
-    xp.expm1(below, out=below)
+    _expm1_of_negative_into(xp, below, spare=y)
     xp.multiply(below, attrs.alpha, out=below)
     be.relu_into(x, y)
     xp.add(y, below, out=y)
+
+
+# NumPy's float32 expm1 and log1p are not vectorised (5 to 8 times exp's and log's time: ELU
+# and softplus layers took twice PyTorch's step, docs/benchmarks.md); in float32 they are
+# computed from tanh and log, which are, keeping the digits that exp(a) - 1 and log(1 + e)
+# lose near 0 (within 3 units in the last place; float64 keeps NumPy's own).
+
+
+def _expm1_of_negative_into(xp, a, spare) -> None:
+    """a = expm1(a) in place, for a <= 0: in float32 2t / (1 - t), t = tanh(a / 2)."""
+    if a.dtype != np.float32:
+        xp.expm1(a, out=a)
+        return
+    a *= 0.5
+    xp.tanh(a, out=a)
+    xp.subtract(1, a, out=spare)
+    a *= 2
+    a /= spare
+
+
+def _log1p_of_fraction_into(xp, e, spare) -> None:
+    """e = log1p(e) in place, for 0 <= e <= 1: in float32 log(u) - ((u - 1) - e) / u with
+    u = 1 + e, the second term the rounding of 1 + e (u - 1 and that difference are exact)."""
+    if e.dtype != np.float32:
+        xp.log1p(e, out=e)
+        return
+    xp.add(e, 1, out=spare)
+    spare -= 1
+    xp.subtract(spare, e, out=e)
+    spare += 1
+    e /= spare
+    xp.log(spare, out=spare)
+    xp.subtract(spare, e, out=e)
+
+
+def _expm1_of_negative(xp, a):
+    a = a.copy()
+    _expm1_of_negative_into(xp, a, xp.empty_like(a))
+    return a
 
 
 def _elu_grad_into(be, attrs, out, g, x):
@@ -133,7 +172,7 @@ def _softplus_into(be, attrs, out, x):
     xp.abs(x, out=tail)
     xp.negative(tail, out=tail)
     xp.exp(tail, out=tail)
-    xp.log1p(tail, out=tail)
+    _log1p_of_fraction_into(xp, tail, spare=y)
     be.relu_into(x, y)
     xp.add(y, tail, out=y)
 
@@ -235,7 +274,9 @@ def _gelu_grad(be, attrs, g, x):
 
 def _softplus(xp, x):
     # log(1 + e^x) = max(x, 0) + log1p(e^-|x|), stable for large |x|
-    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+    tail = xp.exp(-xp.abs(x))
+    _log1p_of_fraction_into(xp, tail, xp.empty_like(tail))
+    return xp.maximum(x, 0) + tail
 
 
 def _softmax(be, attrs, x):
@@ -287,7 +328,7 @@ def _softmax_grad_into(be, attrs, out, g, y):
 
 def _elu_onnx(ox, node):
     # ONNX's Elu computes exp(x) - 1, which loses the digits of small negative x (measured:
-    # 1.3% off at x = -1e-6 in float32 on onnxruntime); nnrun uses expm1. expm1(m) =
+    # 1.3% off at x = -1e-6 in float32 on onnxruntime); nnrun uses expm1, as this: expm1(m) =
     # 2t / (1 - t), t = tanh(m / 2), keeps them for m <= 0.
     (x,) = ox.inputs(node)
     negative = ox.emit("Min", x, ox.constant(0))
@@ -357,7 +398,8 @@ _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.a
                        lambda attrs, g, x: (x, TensorType(x.shape, "bool"), x)),
             onnx=_leaky_relu_onnx, overwrites=((), (0, 1)))
 _activation("elu", AlphaAttrs,
-            lambda be, a, x: be.xp.where(x > 0, x, a.alpha * be.xp.expm1(be.xp.minimum(x, 0))),
+            lambda be, a, x: be.xp.where(x > 0, x,
+                                         a.alpha * _expm1_of_negative(be.xp, be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
             "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx,
             into=(_elu_into, _value_scratch),

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..ir import TensorType
-from ..shapes import ShapeError, size_of
+from ..shapes import ShapeError
 from . import OpDef, register
 from .common import array_type, cached_constant, check_sample_rank
 
@@ -137,8 +137,8 @@ def _interpolate_into(be, x, axis: int, scale: int, out) -> None:
 
 
 def _interpolate_grad_into(be, g, axis: int, scale: int, gx, spare=None) -> None:
-    """gx = the transpose of _interpolate_into applied to g; `spare`: a flat buffer of at least
-    gx's size where the axis is long."""
+    """gx = the transpose of _interpolate_into applied to g; `spare`: a buffer of at least gx's
+    size where the axis is long."""
     n, xp = gx.shape[axis], be.xp
     if n <= MATRIX_LENGTH:
         matrix = _matrix(be, n, scale, g.dtype)
@@ -148,7 +148,7 @@ def _interpolate_grad_into(be, g, axis: int, scale: int, gx, spare=None) -> None
     # lower, and the edge's whole to the edge
     gx.fill(0)
     lower, upper = _along(gx, axis, slice(0, n - 1)), _along(gx, axis, slice(1, n))
-    part = _along(spare[:gx.size].reshape(gx.shape), axis, slice(0, n - 1))
+    part = _along(spare.reshape(-1)[:gx.size].reshape(gx.shape), axis, slice(0, n - 1))
     for r, (shift, weight) in _phases(scale):
         phase = _along(g, axis, slice(r, None, scale))
         inner = _along(phase, axis, slice(0, n - 1) if shift == 0 else slice(1, n))
@@ -183,19 +183,14 @@ def _linear_forward(be, attrs, x):
 
 
 def _linear_grad_scratch(attrs, g):
-    """[the gradient along the width (2-D)], then a spare buffer where an axis is long."""
+    """[the gradient along the width (2-D)], then, where an axis is long, a spare buffer of
+    the largest stage's shape (batch first, so that a batch segment takes its slice)."""
     gx = _upsample_grad_shape(attrs, g).shape
     if len(attrs.scale) == 1:
-        return _spare_for([(gx, 2)], g.dtype)
+        return (TensorType(gx, g.dtype),) if gx[2] > MATRIX_LENGTH else ()
     tall = (*g.shape[:3], gx[3])
-    return (TensorType(tall, g.dtype), *_spare_for([(tall, 3), (gx, 2)], g.dtype))
-
-
-def _spare_for(stages, dtype) -> tuple:
-    """One flat buffer for the stages (the shape each writes, along which axis) whose axis is
-    long; none where every axis is short (its matrix needs none)."""
-    sizes = [size_of(shape) for shape, axis in stages if shape[axis] > MATRIX_LENGTH]
-    return (TensorType((max(sizes),), dtype),) if sizes else ()
+    spare = tall if gx[3] > MATRIX_LENGTH else gx if gx[2] > MATRIX_LENGTH else None
+    return (TensorType(tall, g.dtype), *([TensorType(spare, g.dtype)] if spare else []))
 
 
 def _linear_grad_into(be, attrs, out, g):

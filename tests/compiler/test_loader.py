@@ -661,3 +661,16 @@ def test_a_value_used_again_by_an_alias_is_refused_once():
     """Each use of the alias reported the same error at the same place."""
     diagnostics = errors_of("a: &n 010\nb: *n\nc: {<<: {d: 010}}\n")
     assert [(d.line, d.col) for d in diagnostics] == [(1, 4), (3, 13)]
+
+
+def test_the_overrides_in_effect_replay_in_the_order_given():
+    """The start-again and resume commands gave them sorted: `data={...}` then `data.limit=50`
+    came back as limit first, which the mapping then wiped (another spec trained)."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = "data: {dataset: digits}\nmodel: {layers: [{type: flatten}, {type: dense, units: 10}]}\n"
+    given = ["data={dataset: digits, validation_split: 0.1}", "data.limit=50"]
+    loaded = load_spec_text(text, "spec.yaml", given).loaded
+    assert loaded.overrides_in_order() == [f"--set {argument}" for argument in given]
+    replaced = load_spec_text(text, "spec.yaml", given[::-1]).loaded  # the limit wiped
+    assert replaced.overrides_in_order() == [f"--set {given[0]}"]

@@ -1037,6 +1037,20 @@ def test_a_resume_that_trains_nothing_refuses_changes_of_what_its_numbers_depend
                      "optimizer.lr=0.5", "--quiet"))
 
 
+def test_a_resume_that_changes_the_inputs_chooses_the_best_epoch_again(tmp_path, spec):
+    """The review: best.npz of an epoch before --set seed=... (another permutation, another
+    validation split) stayed the run's model, evaluated on the new preprocessing.npz."""
+    out = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", out, "--quiet", "--set",
+                     "train.early_stopping={monitor: train_loss, mode: max, patience: 9}"))
+    assert json.loads((out / "summary.json").read_text())["best_epoch"] == 1  # the worst loss
+    result = assert_ok(invoke("train", out / "spec.yaml", "--resume", out, "--epochs", 3,
+                              "--set", "seed=5", "--allow-changes"))
+    assert "seed changed, so the best epoch is chosen again from epoch 3 on" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] == 3 and summary["final"]["epoch"] == 3
+
+
 @pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
 def test_unwritable_out_is_a_one_line_error_even_for_root(tmp_path, spec, monkeypatch, number,
                                                           words):
