@@ -254,7 +254,7 @@ def _rectangular(values: list) -> list:
         inner = [shape(entry, (*at, index)) for index, entry in enumerate(item)]
         for index, found in enumerate(inner):
             if found != inner[0]:
-                name = "weights" + "".join(f"[{i}]" for i in at)
+                name = _entry_name(at)
                 raise ValueErrorAt(f"{name}[{index}] holds {_count(found)} where {name}[0] "
                                    f"holds {_count(inner[0])}; give every row the same number "
                                    "of values", (*at, index))
@@ -274,7 +274,7 @@ def _one_depth(values: Any) -> Any:
         depths = [depth(entry, (*at, index)) for index, entry in enumerate(item)]
         for index, found in enumerate(depths):
             if found != depths[0]:
-                name = "weights" + "".join(f"[{i}]" for i in at)
+                name = _entry_name(at)
                 raise ValueErrorAt(f"{name}[{index}] is {_nesting(found)} where {name}[0] is "
                                    f"{_nesting(depths[0])}; give every row the same depth",
                                    (*at, index))
@@ -282,6 +282,10 @@ def _one_depth(values: Any) -> Any:
 
     depth(values, ())
     return values
+
+
+def _entry_name(at: tuple[int, ...]) -> str:
+    return "weights" + "".join(f"[{index}]" for index in at)
 
 
 def _count(shape: tuple[int, ...]) -> str:

@@ -268,7 +268,7 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
 EVALUATED_FIELDS = ("seed", "data", "loss")
 
 
-def evaluated_changes(changes: dict) -> list[str]:
+def _evaluated_changes(changes: dict) -> list[str]:
     """The changed fields that the numbers of an evaluation depend on."""
     return [name for name in changes
             if any(name == field or name.startswith((f"{field}.", f"{field}["))
@@ -290,7 +290,7 @@ def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
                                    stopped_early: bool) -> None:
     """A resume that trains no epoch keeps spec.yaml the run's: a change of what its final
     numbers and stored preprocessing depend on would leave them at odds with it."""
-    evaluated = evaluated_changes(changes)
+    evaluated = _evaluated_changes(changes)
     if not evaluated:
         return
     why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
@@ -596,7 +596,7 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-            _choose_best_again(run, history, evaluated_changes(changes), epoch)
+            _choose_best_again(run, history, _evaluated_changes(changes), epoch)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)
