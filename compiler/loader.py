@@ -748,7 +748,11 @@ def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
     data = copy.deepcopy(loaded.data)
     positions = dict(loaded.positions)
     diagnostics: list[Diagnostic] = []
-    for number, argument in enumerate(overrides, start=1):
+    # numbered after the arguments the spec holds already (the API's overrides of a loaded
+    # spec): Loaded.overrides_in_order replays them by these numbers
+    first = 1 + max((node.value.line for node in positions.values() if node.value.origin),
+                    default=0)
+    for number, argument in enumerate(overrides, start=first):
         diagnostics += _apply_override(data, positions, number, argument)
     result = Loaded(loaded.filename, data, positions)
     if diagnostics:

@@ -264,15 +264,19 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
 
 
 # What the numbers of a run's evaluation, and its stored preprocessing, depend on (the seed:
-# its validation split and feature permutation).
+# its validation split and feature permutation); augmentation changes the training only.
 EVALUATED_FIELDS = ("seed", "data", "loss")
+TRAINING_ONLY_FIELDS = ("data.augment",)
 
 
 def _evaluated_changes(changes: dict) -> list[str]:
     """The changed fields that the numbers of an evaluation depend on."""
+    def within(name: str, fields) -> bool:
+        return any(name == field or name.startswith((f"{field}.", f"{field}["))
+                   for field in fields)
+
     return [name for name in changes
-            if any(name == field or name.startswith((f"{field}.", f"{field}["))
-                   for field in EVALUATED_FIELDS)]
+            if within(name, EVALUATED_FIELDS) and not within(name, TRAINING_ONLY_FIELDS)]
 
 
 def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str],

@@ -674,3 +674,8 @@ def test_the_overrides_in_effect_replay_in_the_order_given():
     assert loaded.overrides_in_order() == [f"--set {argument}" for argument in given]
     replaced = load_spec_text(text, "spec.yaml", given[::-1]).loaded  # the limit wiped
     assert replaced.overrides_in_order() == [f"--set {given[0]}"]
+    # the API's overrides of a spec loaded with some: numbered after them (the review)
+    from nnrun.compiler.frontend import with_overrides
+
+    later = with_overrides(load_spec_text(text, "spec.yaml", given[:1]), given[1:]).loaded
+    assert later.overrides_in_order() == [f"--set {argument}" for argument in given]
