@@ -551,6 +551,9 @@ UPSAMPLE_CONFIGS = [
     ("linear x2", UpsampleAttrs((2,), "linear"), (2, 3, 5)),
     ("linear x3", UpsampleAttrs((3,), "linear"), (1, 2, 1)),
     ("nearest (2,3)", UpsampleAttrs((2, 3), "nearest"), (2, 2, 3, 2)),
+    # a last scale past SHORT_LAST_SCALE (4): one broadcast copy, one sum
+    ("nearest x5", UpsampleAttrs((5,), "nearest"), (1, 2, 3)),
+    ("nearest (3,6)", UpsampleAttrs((3, 6), "nearest"), (1, 2, 2, 3)),
     ("bilinear (2,2)", UpsampleAttrs((2, 2), "bilinear"), (2, 2, 3, 4)),
     ("bilinear (3,4)", UpsampleAttrs((3, 4), "bilinear"), (1, 2, 2, 3)),
     # past MATRIX_LENGTH (64): two neighbours per output, phase by phase
