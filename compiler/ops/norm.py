@@ -432,22 +432,25 @@ register(OpDef("batch_norm_grad", BatchNormAttrs, _batch_norm_grad_shape,
 
 
 def _bn_infer_forward(be, attrs, x, mean, var, gamma, beta):
-    n = x.ndim
-    scale = _channel(gamma, n) / be.xp.sqrt(_channel(var, n) + attrs.eps)
-    return (x - _channel(mean, n)) * scale + _channel(beta, n)
+    y = be.xp.empty_like(x)
+    _bn_infer_into(be, attrs, (y, be.xp.empty_like(mean), be.xp.empty_like(mean)), x, mean,
+                   var, gamma, beta)
+    return y
 
 
 def _bn_infer_into(be, attrs, out, x, mean, var, gamma, beta):
-    """The forward's arithmetic, in its order, into the plan's buffers (the plain forward's
-    temporaries, each the size of x, doubled an evaluation's memory)."""
-    y, scale = out
+    """x * scale + shift, scale = gamma / sqrt(var + eps) and shift = beta - mean * scale per
+    channel: two passes over x where (x - mean) * scale + beta took three (PyTorch's CPU
+    kernel computes it so too)."""
+    y, scale, shift = out
     xp, n = be.xp, x.ndim
     xp.add(var, attrs.eps, out=scale)
     xp.sqrt(scale, out=scale)
     xp.divide(gamma, scale, out=scale)
-    xp.subtract(x, _channel(mean, n), out=y)
-    xp.multiply(y, _channel(scale, n), out=y)
-    xp.add(y, _channel(beta, n), out=y)
+    xp.multiply(mean, scale, out=shift)
+    xp.subtract(beta, shift, out=shift)
+    xp.multiply(x, _channel(scale, n), out=y)
+    xp.add(y, _channel(shift, n), out=y)
 
 
 def _bn_infer_grad_input(be, attrs, g, var, gamma):
@@ -476,12 +479,13 @@ def _bn_infer_onnx(ox, node):
     shape = ox.ints([1, -1] + [1] * (len(node.inputs[0].type.shape) - 2))
     mean, var, gamma, beta = (ox.emit("Reshape", v, shape) for v in (mean, var, gamma, beta))
     scale = ox.emit("Div", gamma, ox.emit("Sqrt", ox.emit("Add", var, ox.constant(node.attrs.eps))))
-    return ox.emit("Add", ox.emit("Mul", ox.emit("Sub", x, mean), scale), beta)
+    shift = ox.emit("Sub", beta, ox.emit("Mul", mean, scale))
+    return ox.emit("Add", ox.emit("Mul", x, scale), shift)
 
 
 register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_infer_vjp,
                doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta",
-               forward_into=_bn_infer_into, scratch=lambda attrs, x, mean, *rest: (mean,),
+               forward_into=_bn_infer_into, scratch=lambda attrs, x, mean, *rest: (mean, mean),
                batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,),
                onnx=_bn_infer_onnx))
 register(OpDef("batch_norm_infer_grad_input", EpsAttrs, lambda a, g, var, gamma: g,
