@@ -23,7 +23,7 @@ from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header
                        unnamed_column, user_path, why_absent)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
-from .initial_values import (given_list_errors, npz_shapes_or_none, npz_unreadable,
+from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
                              resolve_initial_values)
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text, override_list
@@ -309,11 +309,11 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
                                   "not a data file; data.path must name the data file")]
     problem = csv_header_problem(spec, source.directory)
     npz = data_file(spec, source.directory, ("npz",))
-    shapes = npz_shapes_or_none(npz) if npz is not None else None
+    shapes, unreadable = npz_shapes_or_reason(npz) if npz is not None else (None, None)
     if shapes is not None:
         problem = _npz_names_problem(npz, shapes)
-    elif npz is not None and npz.is_file():  # a missing file may be made before training
-        problem = npz_unreadable(npz)
+    elif unreadable and npz.is_file():  # a missing file may be made before training
+        problem = unreadable
     if problem:
         return [source.diagnostic(at_path, problem)]
     found = []

@@ -250,19 +250,15 @@ _NOT_VALUES = (*OWN_PREFIXES, f"{META_KEY}.npy")
 def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
     """The shapes of a data file's arrays, whatever they hold (the data loader judges that),
     or None when the file is missing or unreadable (its reader says why)."""
-    try:
-        return npz_shapes(path, numbers_only=False)
-    except _Unreadable:
-        return None
+    return npz_shapes_or_reason(path)[0]
 
 
-def npz_unreadable(path: Path) -> str | None:
-    """Why a regular file is no readable npz, or None when it is one."""
+def npz_shapes_or_reason(path: Path) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
+    """As npz_shapes_or_none, with why the file could not be read (None when it could)."""
     try:
-        npz_shapes(path, numbers_only=False)
+        return npz_shapes(path, numbers_only=False), None
     except _Unreadable as error:
-        return str(error)
-    return None
+        return None, str(error)
 
 
 # What a damaged npz raises inside zipfile, zlib and numpy.lib.format: a header whose dictionary

@@ -49,7 +49,7 @@ def npz_headers(path: Path) -> dict[str, ArrayHeader]:
             raise DamagedFile("not a regular file")
     try:
         with zipfile.ZipFile(path) as archive:
-            return {_array_name(member): _header(archive, member)
+            return {member.removesuffix(".npy"): _header(archive, member)
                     for member in archive.namelist()}
     except _DAMAGE as error:
         raise DamagedFile(_reason(error)) from None
@@ -79,12 +79,6 @@ def largest_magnitude(arrays: dict[str, np.ndarray]) -> float:
     its dtype (predict's warning, export's refusal)."""
     return max((float(np.max(np.abs(array), initial=0)) for array in arrays.values()),
                default=0.0)
-
-
-def _array_name(member: str) -> str:
-    if not member.endswith(".npy"):
-        raise ValueError(f"member {member!r} is not a .npy array")
-    return member[: -len(".npy")]
 
 
 def _header(archive: zipfile.ZipFile, member: str) -> ArrayHeader:
