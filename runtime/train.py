@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.backends.base import workers
 from nnrun.backends.notices import collected, positioned, silenced, warn
 from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
                                    tracked_metrics, unknown_monitor)
@@ -65,6 +66,7 @@ from .regularisation import regularisation_lines
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
 from .spec_changes import bracketed, model_changes, refuse_training_changes, spec_changes
+from .threads import default_threads
 
 
 class TrainingError(Exception):
@@ -112,7 +114,8 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                 resumption, trainer = ranks.together(prepare)
                 ranks.same_data(trainer.data_shapes())
             except Interrupted as interrupt:
-                raise _stopped_while_preparing(interrupt, run, source, resume, ranks,
+                raise _stopped_while_preparing(interrupt, run, source, resume,
+                                               Launch(ranks, backend, graph),
                                                allow_changes) from None
             summary = trainer.run(run, guard, resumption)
         return summary
@@ -161,7 +164,7 @@ def _without_init_from(value):
     return value
 
 
-def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
+def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch: Launch,
                              allow_changes: bool) -> Interrupted:
     """A signal while the run directory is opened and checked, the data loaded and the model
     compiled: nothing was written yet; the command to run to do what was asked."""
@@ -172,9 +175,9 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, ranks,
         command = " ".join([f"nnrun train {shlex.quote(str(spec))} --resume "
                             f"{shlex.quote(str(run.path))}", *_overrides(source),
                             *(["--allow-changes"] if allow_changes else [])])
-        advice = f"the run directory is as it was; resume with: {_on_ranks(command, ranks)}"
+        advice = f"the run directory is as it was; resume with: {launch.command(command)}"
     else:
-        command = _start_command(source, run.path, ranks)
+        command = _start_command(source, run.path, launch)
         advice = f"nothing was trained; start again with: {command}"
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
 
@@ -184,28 +187,41 @@ def _overrides(source) -> list[str]:
     return [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_in_order()]
 
 
-def _start_command(source, run_dir: Path, ranks) -> str:
+def _start_command(source, run_dir: Path, launch: Launch) -> str:
     """The command that starts the run in `run_dir` again, with its settings."""
     spec = shlex.quote(str(source.path or "SPEC"))
-    return _on_ranks(" ".join([f"nnrun train {spec} --out {shlex.quote(str(run_dir))}",
-                               *_overrides(source)]), ranks)
+    return launch.command(" ".join([f"nnrun train {spec} --out {shlex.quote(str(run_dir))}",
+                                    *_overrides(source)]))
 
 
-def resume_command(run_dir: Path, ranks) -> str:
+def resume_command(run_dir: Path, launch: Launch) -> str:
     """The command that resumes `run_dir`: its own spec.yaml holds every override, so it always
     fits the run."""
-    return _on_ranks(f"nnrun train {shlex.quote(str(run_dir / SPEC))} --resume "
-                     f"{shlex.quote(str(run_dir))}", ranks)
+    return launch.command(f"nnrun train {shlex.quote(str(run_dir / SPEC))} --resume "
+                          f"{shlex.quote(str(run_dir))}")
 
 
-def _on_ranks(command: str, ranks) -> str:
-    """`command` as the job it ran in launches it: on N ranks, under mpiexec, with the job's
-    own --distributed-timeout."""
-    if ranks.size == 1:
-        return command
-    timeout = getattr(getattr(ranks, "watchdog", None), "timeout", DEFAULT_TIMEOUT_S)
-    chosen = f" --distributed-timeout {timeout:g}" if timeout != DEFAULT_TIMEOUT_S else ""
-    return f"mpiexec -n {ranks.size} {command} --distributed{chosen}"
+@dataclass(frozen=True)
+class Launch:
+    """How this training was launched, as far as a command that runs it again must repeat it:
+    the backend, the CPU threads (results are the same run to run at a given count only), the
+    uncaptured GPU step, and the ranks of a data-parallel job."""
+    ranks: object
+    backend: str
+    graph: bool
+
+    def command(self, command: str) -> str:
+        """`command` with this launch's options; on N ranks, under mpiexec, with the job's own
+        --distributed-timeout."""
+        if self.backend != "numpy":
+            command += f" --backend {self.backend}" + ("" if self.graph else " --no-graph")
+        elif workers() != default_threads():
+            command += f" --threads {workers()}"
+        if self.ranks.size == 1:
+            return command
+        timeout = getattr(getattr(self.ranks, "watchdog", None), "timeout", DEFAULT_TIMEOUT_S)
+        chosen = f" --distributed-timeout {timeout:g}" if timeout != DEFAULT_TIMEOUT_S else ""
+        return f"mpiexec -n {self.ranks.size} {command} --distributed{chosen}"
 
 
 def _run_path(source, out_dir, resume) -> Path:
@@ -375,6 +391,7 @@ class Trainer:
         self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
+        self.launch = Launch(ranks, backend, graph)  # what commands in messages repeat
         self.memory_checked = memory_checked
         if self.spec.data is None:
             raise no_data_section(source, "training needs")
@@ -878,7 +895,7 @@ class Trainer:
         run = self.run_directory
         removed = run is not None and run.created and not run.started  # RunDirectory.__exit__
         if removed or not (self.run_dir / SPEC).is_file():  # stopped before it wrote its spec
-            command = _start_command(self.source, self.run_dir, self.ranks)
+            command = _start_command(self.source, self.run_dir, self.launch)
             return f"{interrupt}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
             saved = f"the checkpoint in {self.run_dir / LAST} is intact"
@@ -886,7 +903,7 @@ class Trainer:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"
-        return f"{interrupt}; {saved}; resume with: {resume_command(self.run_dir, self.ranks)}"
+        return f"{interrupt}; {saved}; resume with: {resume_command(self.run_dir, self.launch)}"
 
     # --- evaluation -----------------------------------------------------------------------
 

@@ -991,18 +991,44 @@ def test_the_resume_command_keeps_the_jobs_own_timeout():
     from types import SimpleNamespace
 
     from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S
-    from nnrun.runtime.train import resume_command
+    from nnrun.runtime.threads import thread_limit
+    from nnrun.runtime.train import Launch, resume_command
 
     def ranks(timeout):
         return SimpleNamespace(size=2, watchdog=SimpleNamespace(timeout=timeout))
 
     run = Path("runs/r")
-    assert resume_command(run, ranks(8.0)) == ("mpiexec -n 2 nnrun train runs/r/spec.yaml "
-                                               "--resume runs/r --distributed "
-                                               "--distributed-timeout 8")
-    assert resume_command(run, ranks(DEFAULT_TIMEOUT_S)).endswith("--resume runs/r --distributed")
-    assert resume_command(run, SimpleNamespace(size=1)) == ("nnrun train runs/r/spec.yaml "
-                                                           "--resume runs/r")
+    with thread_limit(None):
+        assert resume_command(run, Launch(ranks(8.0), "numpy", True)) == (
+            "mpiexec -n 2 nnrun train runs/r/spec.yaml --resume runs/r --distributed "
+            "--distributed-timeout 8")
+        assert resume_command(run, Launch(ranks(DEFAULT_TIMEOUT_S), "numpy", True)).endswith(
+            "--resume runs/r --distributed")
+        assert resume_command(run, Launch(SimpleNamespace(size=1), "numpy", True)) == (
+            "nnrun train runs/r/spec.yaml --resume runs/r")
+
+
+def test_the_commands_in_messages_keep_the_backend_threads_and_uncaptured_step():
+    """Session 42's note: a resume command without --threads trains other last bits than the
+    run began with (results are the same run to run at one count), and one without --backend
+    resumes a GPU run on the CPU."""
+    from types import SimpleNamespace
+
+    from nnrun.runtime.threads import default_threads, thread_limit
+    from nnrun.runtime.train import Launch, resume_command
+
+    alone, run = SimpleNamespace(size=1), Path("runs/r")
+    with thread_limit(default_threads() + 1):
+        assert resume_command(run, Launch(alone, "numpy", True)).endswith(
+            f"--resume runs/r --threads {default_threads() + 1}")
+        assert resume_command(run, Launch(alone, "cupy", True)).endswith(
+            "--resume runs/r --backend cupy")
+    with thread_limit(None):
+        assert resume_command(run, Launch(alone, "cupy", False)).endswith(
+            "--resume runs/r --backend cupy --no-graph")
+        assert resume_command(run, Launch(SimpleNamespace(size=2), "cupy", True)) == (
+            "mpiexec -n 2 nnrun train runs/r/spec.yaml --resume runs/r --backend cupy "
+            "--distributed")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed")
