@@ -20,7 +20,7 @@ import numpy as np
 
 from . import raw_kernels
 from .base import ArrayBackend, refuse_during_capture, window_count
-from .notices import warn
+from nnrun.notices import warn
 
 BLOCK = 256
 MAX_BLOCKS = 1 << 16  # a grid-stride loop covers the rest

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 import pydantic
 import yaml
 
-from nnrun.backends.notices import one_line
+from nnrun.notices import one_line
 
 if TYPE_CHECKING:
     from nnrun.compiler.loader import Loaded, Position

@@ -331,7 +331,10 @@ def _check_given_value(cls, value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096  # Linux's, and most file systems'
+FILE_NAME_MAX_BYTES, PATH_MAX_BYTES = 255, 4096  # Linux's, and most file systems'
+# a layer's name or the spec's: a checkpoint entry and a run directory's name hold it, and the
+# run's time stamp follows it in a file name component of at most 255 bytes
+NAME_MAX_BYTES = 200
 
 
 def _possible_path(path: str) -> str:
@@ -340,9 +343,9 @@ def _possible_path(path: str) -> str:
     if "\0" in path:
         raise ValueError("no file name holds a NUL character (\\0); write the file's name")
     longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.split("/"))
-    if longest > NAME_MAX_BYTES or len(path.encode("utf-8", "surrogatepass")) > PATH_MAX_BYTES:
+    if longest > FILE_NAME_MAX_BYTES or len(path.encode("utf-8", "surrogatepass")) > PATH_MAX_BYTES:
         raise ValueError(f"no file system takes a path this long (a name of {longest:,} bytes; "
-                         f"at most {NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole path); "
+                         f"at most {FILE_NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole path); "
                          "write the file's path")
     return path
 
@@ -376,8 +379,8 @@ class LayerBase(Strict):
         if name is not None and not re.fullmatch(LAYER_NAME_PATTERN, name):
             raise ValueError(f"layer names use ASCII letters (a-z, A-Z), digits and _, starting "
                              f"with a letter or _; got '{name}'")
-        if name is not None and len(name) > MAX_NAME_BYTES:  # a checkpoint's entry names it
-            raise ValueError(f"layer names are at most {MAX_NAME_BYTES} characters long, got "
+        if name is not None and len(name) > NAME_MAX_BYTES:  # a checkpoint's entry names it
+            raise ValueError(f"layer names are at most {NAME_MAX_BYTES} characters long, got "
                              f"{len(name)}")
         if name == "input":
             raise ValueError("'input' names the model input; choose another layer name")
@@ -890,9 +893,6 @@ class Spec(Strict):
         return name
 
 
-MAX_NAME_BYTES = 200  # a file name component holds 255 bytes; the run's time stamp follows
-
-
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
@@ -906,8 +906,8 @@ def run_name_problem(name: str) -> str | None:
         return "cannot hold '\\', control characters or line separators"
     if any(char in BIDI_CONTROLS for char in name):  # a directory name shown reversed
         return "cannot hold the bidirectional controls U+202A-U+202E, U+2066-U+2069"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"must be at most {MAX_NAME_BYTES} bytes long"
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        return f"must be at most {NAME_MAX_BYTES} bytes long"
     return None
 
 
@@ -1088,7 +1088,7 @@ def _add_what_the_validators_check(document: dict) -> None:
         properties = definition.get("properties", {})
         if "inputs" in properties:  # a layer
             properties["name"].update({"pattern": f"^{LAYER_NAME_PATTERN}$",
-                                       "not": {"const": "input"}, "maxLength": MAX_NAME_BYTES})
+                                       "not": {"const": "input"}, "maxLength": NAME_MAX_BYTES})
             for branch in properties["inputs"]["anyOf"]:
                 if branch.get("type") == "array":
                     branch["minItems"] = 1
@@ -1103,7 +1103,7 @@ def _add_what_the_validators_check(document: dict) -> None:
     definitions["Reshape"]["properties"]["shape"].update(
         items={"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]},
         contains={"const": -1}, minContains=0, maxContains=1)  # at most one -1
-    document["properties"]["name"].update(pattern=_RUN_NAME_PATTERN, maxLength=MAX_NAME_BYTES)
+    document["properties"]["name"].update(pattern=_RUN_NAME_PATTERN, maxLength=NAME_MAX_BYTES)
 
 
 # pydantic writes a bound as its own keyword (`gt`) when the bounded type also carries a

@@ -50,20 +50,12 @@ def _source(spec, overrides=()):
     return load_spec(Path(spec), overrides)
 
 
-def _check_flags(**flags) -> None:
-    """True or False (NumPy's bools, 0 and 1 too): a string such as "no" is truthy, and would
-    turn on what it means to turn off."""
-    for name, value in flags.items():
-        if isinstance(value, (str, bytes)) or value not in (True, False):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
 def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # noqa: A001
     """A Model from a spec file path, a Spec, or a SourceSpec. graph=False: on a GPU, the
     training step runs uncaptured (the planned executor) rather than as one CUDA graph."""
-    from nnrun.runtime.model import Model
+    from nnrun.runtime.model import Model, check_flags
 
-    _check_flags(graph=graph)
+    check_flags(graph=graph)
     return Model(_source(spec, overrides), backend, graph=graph)
 
 
@@ -75,6 +67,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     kernels' threads, as the command's options do; distributed=True: this process is one rank
     of an MPI job (docs/distributed.md)."""
     from nnrun.compiler.loader import training_overrides
+    from nnrun.runtime.model import check_flags
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
@@ -86,7 +79,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
         if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
                                   or value < least):  # the command's usage errors
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-    _check_flags(distributed=distributed, **{name: options[name] for name in
+    check_flags(distributed=distributed, **{name: options[name] for name in
                                              ("quiet", "allow_changes", "graph") if name in options})
     _check_run_options(out_dir, options)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
@@ -132,11 +125,12 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     """A trained run directory: `.predict(x)` applies the training's preprocessing to raw inputs,
     then the checkpoint ("best", "last"; default: the one `train` reported)."""
     from nnrun.runtime.evaluate import load_run as load
+    from nnrun.runtime.model import check_flags
 
     if not isinstance(run_dir, (str, PathLike)):
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
     _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
-    _check_flags(graph=graph)
+    check_flags(graph=graph)
     return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 

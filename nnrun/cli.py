@@ -23,7 +23,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.backends.notices import one_line
+from nnrun.notices import one_line
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
 from nnrun.runtime.interrupts import Interrupted, noted_signal
 
@@ -853,7 +853,7 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
 def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, allow_changes,
                    distributed, distributed_timeout):
     """train's spec with its options applied, after the checks of the options together."""
-    from nnrun.backends.notices import warn
+    from nnrun.notices import warn
     from nnrun.compiler.frontend import load_spec
     from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.launcher import launched_rank, launched_size
@@ -1059,6 +1059,21 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
         click.echo(f"--samples {samples:,} is more than the largest parameter's {largest:,} "
                    "entries: every entry is checked once")
     results = run_gradcheck(model, batch=batch_size, samples=samples, tolerance=tolerance)
+    passed = _print_gradcheck_report(results, tolerance)
+    training_mode = training_mode_layers(model.spec)
+    if training_mode:
+        verb = "behaves" if len(training_mode) == 1 else "behave"
+        click.echo(f"{', '.join(training_mode)} {verb} differently in training: checked in "
+                   "inference mode (no dropout, running batchnorm statistics)")
+    for attribute, text in _GRADCHECK_NOTES:
+        count = sum(getattr(result, attribute) for result in results)
+        if count:
+            click.echo(f"{count} {text}")
+    sys.exit(0 if passed else 1)
+
+
+def _print_gradcheck_report(results, tolerance: float) -> bool:
+    """A line per parameter, then the verdict; True where it passed."""
     worst = max((r.worst_relative_error for r in results), default=0.0)
     width = max((len(result.name) for result in results), default=0)  # long layer names too
     for result in results:
@@ -1073,32 +1088,24 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
     else:
         click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance "
                    f"{tolerance:g})" + ("" if checked else "; no entry could be checked"))
-    training_mode = training_mode_layers(model.spec)
-    if training_mode:
-        verb = "behaves" if len(training_mode) == 1 else "behave"
-        click.echo(f"{', '.join(training_mode)} {verb} differently in training: checked in "
-                   "inference mode (no dropout, running batchnorm statistics)")
-    larger = sum(result.larger_step for result in results)
-    if larger:
-        click.echo(f"{larger} entries agree only at a larger step (1e-5 or 1e-4): at 1e-6 the "
-                   "loss's rounding, divided by the step, took them past the tolerance")
-    rounding = sum(result.rounding for result in results)
-    if rounding:
-        click.echo(f"{rounding} entries agree within the loss's rounding at every step (1e-6, "
-                   "1e-5, 1e-4), which is more than the tolerance allows their small gradient: "
-                   "not checkable by differences at this tolerance; left out of the verdict")
-    nearby = sum(result.nearby for result in results)
-    if nearby:
-        click.echo(f"{nearby} entries were judged at a point nearby (every parameter moved by "
-                   "about 1e-4): their one-sided differences disagreed around a gradient "
-                   "outside them, as where several units sit on their kinks at once")
-    kinks = sum(result.kinks for result in results)
-    if kinks:
-        click.echo(f"{kinks} entries lie at a kink (ReLU, max-pool, ...) within the step: their "
-                   "one-sided differences disagree and the gradient lies between them, so no "
-                   "gradient could match their central difference; they are left out of the "
-                   "verdict")
-    sys.exit(0 if passed else 1)
+    return passed
+
+
+# What gradcheck says of the entries it could not judge as the others, after the verdict:
+# (GradcheckResult's count, the line's text after the count).
+_GRADCHECK_NOTES = (
+    ("larger_step", "entries agree only at a larger step (1e-5 or 1e-4): at 1e-6 the loss's "
+                    "rounding, divided by the step, took them past the tolerance"),
+    ("rounding", "entries agree within the loss's rounding at every step (1e-6, 1e-5, 1e-4), "
+                 "which is more than the tolerance allows their small gradient: not checkable "
+                 "by differences at this tolerance; left out of the verdict"),
+    ("nearby", "entries were judged at a point nearby (every parameter moved by about 1e-4): "
+               "their one-sided differences disagreed around a gradient outside them, as where "
+               "several units sit on their kinks at once"),
+    ("kinks", "entries lie at a kink (ReLU, max-pool, ...) within the step: their one-sided "
+              "differences disagree and the gradient lies between them, so no gradient could "
+              "match their central difference; they are left out of the verdict"),
+)
 
 
 def _gradcheck_line(result, tolerance: float) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.backends.notices import one_line
+from nnrun.notices import one_line
 from nnrun.cli import handle_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.tables import table_text

@@ -16,7 +16,7 @@ import tracemalloc
 
 import numpy as np
 
-from nnrun.backends.notices import silenced
+from nnrun.notices import silenced
 
 from .gradcheck import random_batch
 from .model import Model

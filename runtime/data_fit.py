@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from nnrun.backends.notices import warn
+from nnrun.notices import warn
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    more_than_binary, one_hot_needs_a_vector,
                                    one_output_on_classes, tracked_metrics,

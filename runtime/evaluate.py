@@ -25,7 +25,7 @@ from .data.splits import not_finite_problem
 from .files import read_json_file, write_atomically
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
-from .model import Model, batch_shape_problem
+from .model import Model, batch_shape_problem, check_flags
 from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory
 
 BATCH = 1000  # samples per forward pass in eval and predict
@@ -51,9 +51,7 @@ class Run:
     def predict(self, x, preprocess: bool = True) -> np.ndarray:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
-        from nnrun import _check_flags
-
-        _check_flags(preprocess=preprocess)
+        check_flags(preprocess=preprocess)
         if isinstance(x, np.ndarray) and x.ndim:  # its copies, before they are made
             dtype = np.dtype(self.model.spec.dtype)  # a cast where x is another, then the
             copies = (x.dtype != dtype) + 1          # preprocessing's own

@@ -15,19 +15,15 @@ from .batches import copied_batch
 from .distributed import ALONE
 
 
-def metric_sum(metric, logits, prediction, target, loss: str | None = None, xp=np):
-    """The metric summed over the batch, a 0-d array. `prediction` is the model's output after
-    its final activation; `logits` before a final softmax/sigmoid that the loss absorbed (else
-    the same array). `loss` is the spec's loss type."""
-    return metric_total(metric, logits, prediction, target, loss, xp)[0]
-
-
 def metric_total(metric, logits, prediction, target, loss: str | None = None, xp=np,
                  ignore_index: int | None = None) -> tuple:
     """(sum, count): the metric summed over the batch and what its mean divides that by. The
     count is the batch's samples (mae and mse: each sample's mean over its outputs); with
     `ignore_index`, the positions (samples, or pixels of a label map) not labelled with it, of
-    which mae and mse sum each one's mean over its outputs."""
+    which mae and mse sum each one's mean over its outputs. Accuracy here is of one label per
+    sample: Totals counts it over label maps and with ignore_index by its confusion matrix.
+    `prediction` is the model's output after its final activation; `logits` before a final
+    softmax/sigmoid that the loss absorbed (else the same array); `loss` the spec's loss type."""
     kind, samples = metric.type, len(target)
     if kind == "accuracy":
         labels = predicted_labels(logits, prediction, loss, xp)

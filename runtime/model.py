@@ -320,6 +320,14 @@ class Model:
         return x
 
 
+def check_flags(**flags) -> None:
+    """The API's flags: True or False (NumPy's bools, 0 and 1 too): a string such as "no" is
+    truthy, and would turn on what it means to turn off."""
+    for name, value in flags.items():
+        if isinstance(value, (str, bytes)) or value not in (True, False):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def batch_shape_problem(shape: tuple, sample: tuple) -> str | None:
     """Why inputs of `shape` are no batch of the model's samples [N, *sample], N >= 1 (None:
     they are); for the API's arrays and predict's files alike."""

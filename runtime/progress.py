@@ -20,7 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TaskProgressColumn, TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from nnrun.backends.notices import one_line
+from nnrun.notices import one_line
 from nnrun.compiler.tables import metric_text, table_text
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from nnrun.backends import CaptureUnavailable
-from nnrun.backends.notices import warn
+from nnrun.notices import warn
 
 from .agreement import named_results, relative_difference
 

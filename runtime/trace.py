@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.backends.notices import silenced
+from nnrun.notices import silenced
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
 from nnrun.compiler.loader import load_yaml_text, read_spec_text

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.base import workers
-from nnrun.backends.notices import collected, positioned, silenced, warn
+from nnrun.notices import collected, positioned, silenced, warn
 from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
                                    tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
@@ -98,7 +98,10 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     def prepare():
         resumption = Resumption()
         if run is not None:
-            run.open_existing() if resume is not None else run.open_new()
+            if resume is not None:
+                run.open_existing()
+            else:
+                run.open_new()
             resumption = _resumption(run, source, allow_changes)
         # A resumed checkpoint gives every parameter: the init_from files the run began from
         # are not read, and may be gone (the ranks but 0 take rank 0's state in any case).
@@ -380,6 +383,18 @@ def _spec_hash_of(text: str) -> str | None:
         return None
 
 
+@dataclass
+class Begun:
+    """What a run trains from: the host state (parameters and optimizer state), the history
+    and global step so far, the first epoch to train, and the pruning masks and level of a
+    resumed pruned run (None otherwise)."""
+    state: dict
+    history: History
+    step: int
+    first_epoch: int
+    pruning: tuple | None
+
+
 class Trainer:
     def __init__(self, source, backend: str, quiet: bool = False, max_steps: int | None = None,
                  ranks=ALONE, graph: bool = True, command: str = "train",
@@ -518,14 +533,15 @@ class Trainer:
         # A signal while the run begins (its files written or read) is answered as later ones
         self.run_dir, self.saved_epoch = (run.path if run else None), None
         try:
-            self.run_dir, host_state, self.history, self.global_step, first_epoch, pruning = (
-                self.ranks.from_root(lambda: (run.path,
-                                              *self._begin(run, resumption or Resumption()))))
+            self.run_dir, begun = self.ranks.from_root(
+                lambda: (run.path, self._begin(run, resumption or Resumption())))
+            self.history, self.global_step = begun.history, begun.step
             self.state = {name: self.backend.from_host(value)
-                          for name, value in host_state.items()}
-            del host_state  # not held through the run beside the step's own copy of the state
-            if pruning is not None:
-                self.pruner.restore(*pruning, self.backend.from_host, self.spec.dtype)
+                          for name, value in begun.state.items()}
+            if begun.pruning is not None:
+                self.pruner.restore(*begun.pruning, self.backend.from_host, self.spec.dtype)
+            first_epoch = begun.first_epoch
+            del begun  # its state is not held through the run beside the step's own copy
             self.saved_epoch, self.first_epoch = first_epoch - 1, first_epoch
             stopped_early = self._train_epochs(run, first_epoch, guard)
             return self._finish(run, started, stopped_early, guard)
@@ -568,21 +584,24 @@ class Trainer:
         self._after_epoch(run, epoch, row)
         return self.history
 
-    def _begin(self, run: RunDirectory, resumption: Resumption):
-        begun = self._start(run, resumption)
+    def _begin(self, run: RunDirectory, resumption: Resumption) -> Begun:
+        """What the run trains from, a new run's or the checkpoint's, with the run directory
+        written for it and the data's preprocessing saved."""
+        begun = self._resumed(run, resumption) if run.has_checkpoint else self._new(run)
         save_preprocessing(run.path, self.data.preprocessing)
         return begun
 
-    def _start(self, run: RunDirectory, resumption: Resumption):
-        """(host state, history, step, first epoch, pruning masks and level): a new run's, or
-        the checkpoint's. A resumed run reads and checks every file it needs before it writes
-        one, so a damaged file leaves the run directory as it was."""
-        if not run.has_checkpoint:
-            # First the state: init_from files are read (and may be refused) before the run
-            # directory is written to.
-            state = self.model.host_train_state(self.spec.seed)
-            run.start_over(self.spec_text)
-            return state, History(), 0, 1, None
+    def _new(self, run: RunDirectory) -> Begun:
+        # First the state: init_from files are read (and may be refused) before the run
+        # directory is written to.
+        state = self.model.host_train_state(self.spec.seed)
+        run.start_over(self.spec_text)
+        return Begun(state, History(), step=0, first_epoch=1, pruning=None)
+
+    def _resumed(self, run: RunDirectory, resumption: Resumption) -> Begun:
+        """The checkpoint's state, and the run directory brought back to its epoch. Every file
+        it needs is read and checked before one is written, so a damaged file leaves the run
+        directory as it was."""
         state, meta, pruning = self._read_checkpoint(run)
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
             ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(), self.spec.dtype,
@@ -627,7 +646,7 @@ class Trainer:
             # again, by a later nnrun, the same spec may read otherwise (an escape, a new field)
             self.spec_text = resumption.previous_spec
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
-        return state, history, meta["step"], epoch + 1, pruning
+        return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
 
     def _read_checkpoint(self, run: RunDirectory):
         """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""

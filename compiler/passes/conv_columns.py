@@ -3,7 +3,7 @@
 y = conv(x, w) and dw = conv_grad_weight(g, x, w) become cols = im2col(x),
 y = conv_columns(cols, w), dw = conv_grad_weight_columns(g, cols). The columns then live from
 the forward pass to the weight gradient, so a convolution whose columns per sample exceed
-`max_bytes_per_sample` keeps recomputing them instead. The columns' layout follows a sample's
+MAX_COLUMN_BYTES_PER_SAMPLE keeps recomputing them instead. The columns' layout follows a sample's
 output positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for
 the whole batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per
 sample); compiler/ops/conv.py says why. A convolution without a weight gradient (inference)
@@ -21,7 +21,7 @@ from ..ops.conv import (BATCH_LAST_MAX_POSITIONS, CONVOLUTIONS, ONE_PRODUCT_MAX_
 from ..shapes import size_of
 from .rewrite import Rewriter
 
-DEFAULT_MAX_BYTES_PER_SAMPLE = 1 << 20
+MAX_COLUMN_BYTES_PER_SAMPLE = 1 << 20
 
 # Columns [B, C*K, O] where the weight gradient takes one product per sample anyway
 BY_SAMPLE_MIN_POSITIONS = ONE_PRODUCT_MAX_POSITIONS
@@ -32,7 +32,7 @@ CHUNKED_FORWARD = True
 _GRAD_WEIGHTS = tuple(f"{conv}_grad_weight" for conv in CONVOLUTIONS)
 
 
-def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTES_PER_SAMPLE) -> Graph:
+def keep_conv_columns(graph: Graph) -> Graph:
     grad_weight = {(n.inputs[1], n.inputs[2], n.attrs, n.op): n for n in graph.nodes
                    if n.op in _GRAD_WEIGHTS}
     rewriter = Rewriter(graph)
@@ -43,7 +43,7 @@ def keep_conv_columns(graph: Graph, max_bytes_per_sample: int = DEFAULT_MAX_BYTE
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
             out = tuple(node.output.type.shape[2:])
             batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
-            kept = partner is not None and _column_bytes(node) <= max_bytes_per_sample
+            kept = partner is not None and _column_bytes(node) <= MAX_COLUMN_BYTES_PER_SAMPLE
             # Without a weight gradient (inference) the columns die at once: batch-last, one
             # product for the batch is still the faster convolution; otherwise the convolution
             # stays, building its columns a chunk of samples at a time (compiler/ops/conv.py).

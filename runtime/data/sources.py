@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnrun.backends.notices import inform, warn
+from nnrun.notices import inform, warn
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, kernel_file, no_label_column,
@@ -46,7 +46,6 @@ from .locations import (
 from .splits import first_non_finite_sample
 
 GENERATOR_SEED = 0
-DIGITS_SPLIT_SEED = 0
 
 
 @dataclass

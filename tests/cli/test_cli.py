@@ -1757,7 +1757,7 @@ def test_control_characters_in_a_path_are_escaped_not_printed(tmp_path):
 def test_characters_that_print_are_not_escaped():
     """The session's review: the escaping of control characters also wrote a no-break space
     and an ideographic space in a file name as escapes, so the name no longer named the file."""
-    from nnrun.backends.notices import one_line
+    from nnrun.notices import one_line
 
     assert one_line("my\u3000spec x\xa0y caf\u00e9.yaml") == "my\u3000spec x\xa0y caf\u00e9.yaml"
     assert one_line("a\nb\x1b]0;T\x07\u202e") == "a\\nb\\x1b]0;T\\x07\\u202e"
@@ -1858,6 +1858,6 @@ def tiny_spec(tmp_path):
 def test_a_line_of_control_characters_stays_within_the_longest_line(tmp_path):
     """The line was cut to 2,000 characters before its control characters were escaped
     (to 4 characters each): 6,817 characters."""
-    from nnrun.backends.notices import LONGEST_LINE, one_line
+    from nnrun.notices import LONGEST_LINE, one_line
 
     assert len(one_line("\x01" * 3000)) <= LONGEST_LINE + 60

@@ -15,7 +15,7 @@ from nnrun.backends.numpy_backend import NumpyBackend
 from nnrun.compiler.schema import Accuracy, MseMetric, TopKAccuracy
 from nnrun.runtime import batches, progress
 from nnrun.runtime.memory import MemoryLimitError
-from nnrun.runtime.metrics import Totals, metric_sum
+from nnrun.runtime.metrics import Totals, metric_total
 from nnrun.runtime.progress import EpochProgress
 from nnrun.runtime.train import TrainingError
 
@@ -170,7 +170,7 @@ def test_totals_are_the_sums_of_reading_each_batch(tmp_path):
         totals.add(outputs, batches.Batch(logits, labels, labels))
         loss += float(outputs["loss"]) * n
         count += n
-        sums = [total + float(metric_sum(metric, logits, logits, labels, "cross_entropy"))
+        sums = [total + float(metric_total(metric, logits, logits, labels, "cross_entropy")[0])
                 for total, metric in zip(sums, metrics)]
     totals.read()
     assert (totals.loss, totals.count, totals.steps) == (loss, count, 4)

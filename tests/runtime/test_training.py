@@ -11,7 +11,7 @@ import pytest
 import nnrun
 from nnrun.runtime.checkpoint import load_checkpoint
 from nnrun.runtime.train import TrainingError
-from nnrun.runtime.metrics import metric_sum, predicted_labels
+from nnrun.runtime.metrics import metric_total, predicted_labels
 from nnrun.compiler.schema import Accuracy
 
 DIGITS_MLP = """
@@ -74,7 +74,7 @@ def test_one_sigmoid_output_is_a_class_at_one_half():
     probabilities = np.array([[0.2], [0.7], [0.51]])
     assert predicted_labels(probabilities, probabilities, None).tolist() == [0, 1, 1]
     labels = np.array([0, 1, 0])
-    assert metric_sum(Accuracy(type="accuracy"), probabilities, probabilities, labels) == 2.0
+    assert metric_total(Accuracy(type="accuracy"), probabilities, probabilities, labels)[0] == 2.0
 
 
 def test_one_logit_under_binary_cross_entropy_is_class_one_above_zero():
@@ -82,7 +82,8 @@ def test_one_logit_under_binary_cross_entropy_is_class_one_above_zero():
     the loss and pixel_accuracy read it: a logit of 0.3 is class 1, not below 0.5."""
     logits = np.array([[0.3], [-0.2], [2.0], [0.0]])
     labels = np.array([1, 0, 1, 0])
-    total = metric_sum(Accuracy(type="accuracy"), logits, logits, labels, "binary_cross_entropy")
+    total = metric_total(Accuracy(type="accuracy"), logits, logits, labels,
+                         "binary_cross_entropy")[0]
     assert total == 4
 
 
@@ -91,7 +92,7 @@ def test_mse_metric_on_class_labels_compares_with_one_hot_targets():
 
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8]])
     labels = np.array([0, 1])
-    total = metric_sum(MseMetric(type="mse"), probabilities, probabilities, labels)
+    total = metric_total(MseMetric(type="mse"), probabilities, probabilities, labels)[0]
     assert np.isclose(total, (0.01 + 0.01) / 2 + (0.04 + 0.04) / 2)  # per-sample means, summed
 
 
@@ -103,11 +104,11 @@ def test_mse_metric_of_a_classifier_is_on_probabilities_not_logits():
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
     brier = ((probabilities - np.eye(3)[labels]) ** 2).mean(axis=1).sum()
-    total = metric_sum(MseMetric(type="mse"), logits, logits, labels, "cross_entropy")
+    total = metric_total(MseMetric(type="mse"), logits, logits, labels, "cross_entropy")[0]
     assert np.isclose(total, brier) and total < 2  # on logits it would be about 55
     sigmoid_logits = np.array([[-800.0], [3.0]])
-    absolute = metric_sum(MaeMetric(type="mae"), sigmoid_logits, sigmoid_logits,
-                          np.array([0, 1]), "binary_cross_entropy")
+    absolute = metric_total(MaeMetric(type="mae"), sigmoid_logits, sigmoid_logits,
+                            np.array([0, 1]), "binary_cross_entropy")[0]
     assert np.isclose(absolute, 1 / (1 + np.exp(3.0)))
 
 

@@ -1,7 +1,10 @@
 """Lines on stderr besides a command's own output: warnings ("nnrun: warning: ...", a path or
 kernel that fell back, said once) and notes ("nnrun: ...", a dataset being downloaded).
 `train --quiet` silences them, as do the ranks of a data-parallel run other than rank 0,
-which would otherwise say each one N times (runtime/train.py)."""
+which would otherwise say each one N times (runtime/train.py).
+
+The one module of nnrun's that every layer imports (compiler, runtime, backends, the command
+line): it imports nothing of nnrun's, so the layers still import one way (docs/architecture.md)."""
 
 from __future__ import annotations
 
