@@ -3,6 +3,8 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
+import re
+
 from pydantic import BaseModel
 
 from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out,
@@ -10,7 +12,7 @@ from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASE
 from .diagnostics import suggest
 from .initial_values import unheld
 from .ir import Origin
-from .schema import Accuracy, MaeMetric, default_layer_names
+from .schema import METRICS, POSITION_CLASS_METRICS, Accuracy, MaeMetric, default_layer_names
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -176,7 +178,7 @@ def position_class_metric(spec) -> str | None:
     """The tracked metric of label maps that reads one score per position as class 0 or 1
     (accuracy, pixel_accuracy or mean_iou), if any."""
     return next((m.type for m in tracked_metrics(spec, "segmentation")
-                 if m.type in ("accuracy", "pixel_accuracy", "mean_iou")), None)
+                 if m.type in POSITION_CLASS_METRICS), None)
 
 
 def two_classes_per_position(spec, top: int) -> str | None:
@@ -294,19 +296,42 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
             return []
         return [(origin, unknown_monitor(stopping.monitor, names, True, "will not be",
                                          " (val_* where the npz holds x_val and y_val)"))]
-    return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be"))]
+    dataset = DATASETS.get(spec.data.dataset) if spec.data is not None else None
+    task = dataset.task if dataset is not None and not dataset.user_file else None
+    return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be",
+                                     task=task))]
 
 
 def unknown_monitor(monitor: str, names: list[str], validation: bool, verb: str = "is not",
-                    hint: str = "") -> str:
+                    hint: str = "", task: str | None = None) -> str:
     """What validate (`will not be`) and train (`is not`) say of an early-stopping monitor
-    that is none of the run's metrics, `names`."""
+    that is none of the run's metrics, `names` (`task`: the data's, where known)."""
     reason = (" (val_* metrics need data.validation_split > 0)"
               if monitor.startswith("val_") and not validation else "")
-    meant = None if reason else suggest(monitor, names)  # val_loss for train_loss: no typo
+    entry = None if reason else _metric_to_add(monitor, task)  # val_mse: no typo, not tracked
+    # val_loss for train_loss: no typo either
+    meant = None if reason or entry else suggest(monitor, names)
     guess = f"did you mean '{meant}'? " if meant else ""
+    add = f" (or add {entry} to train.metrics)" if entry else ""
     return (f"'{monitor}' {verb} a metric of this run{reason}; {guess}choose one of: "
-            f"{', '.join(names)}{hint}")
+            f"{', '.join(names)}{add}{hint}")
+
+
+def _metric_to_add(monitor: str, task: str | None) -> str | None:
+    """The train.metrics entry that would make `monitor` a key of metrics.jsonl (val_mse: mse;
+    val_top_3_accuracy: {type: top_k_accuracy, k: 3}), where one would and suits the data's
+    task (a class metric does not suit regression targets, one label per sample not label
+    maps); None otherwise."""
+    split, _, name = monitor.partition("_")
+    top = re.fullmatch(r"top_([1-9][0-9]*)_accuracy", name)
+    kind = "top_k_accuracy" if top else name
+    if split not in ("train", "val") or kind not in METRICS or name == "top_k_accuracy":
+        return None
+    metric = METRICS[kind]
+    if (task == "regression" and metric.of_classes) or (
+            task == "segmentation" and metric.of_classes and not metric.reads_positions):
+        return None
+    return f"{{type: top_k_accuracy, k: {top[1]}}}" if top else name
 
 
 def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
@@ -251,19 +252,31 @@ def _compact_pad(pad) -> tuple:
     return tuple(lo if lo == hi else (lo, hi) for lo, hi in pad)
 
 
-def _rank_hint(ctx: LayerContext, x: Value, rank: int, other: str, layer_type: str) -> str:
+def _spatial_rank(layer_type: str) -> int:
+    """The spatial axes a convolution, pool or upsample layer reads: the N of its `Nd`."""
+    return int(re.search(r"([12])d", layer_type).group(1))
+
+
+def _other_rank(layer_type: str) -> str:
+    """The layer of the other rank: conv1d_transpose for conv2d_transpose, maxpool2d for
+    maxpool1d."""
+    rank = _spatial_rank(layer_type)
+    return layer_type.replace(f"{rank}d", f"{3 - rank}d", 1)
+
+
+def _rank_hint(ctx: LayerContext, x: Value, layer_type: str) -> str:
     """What fixes a convolution's, pool's or upsample's input of the wrong rank (the op's rule
     says what is wrong): the other rank's layer only when the sample has its rank, a reshape
     where the channel axis is missing (for an npz's samples, saving them with one first: a
     reshape leaves `normalize` statistics per row or per feature), for a vector a layer made
     the layer before that one, and for more axes than the layer reads, a reshape."""
-    sample = per_sample(x.type)
+    sample, rank = per_sample(x.type), _spatial_rank(layer_type)
     if len(sample) == rank + 1:
         return ""
     axes = "[channels, length]" if rank == 1 else "[channels, height, width]"
     fixes = []
     if len(sample) == (3 if rank == 1 else 2):
-        fixes.append(f"use {other}")
+        fixes.append(f"use {_other_rank(layer_type)}")
     if len(sample) == rank and x.name == "x" and ctx.spec.data is not None \
             and ctx.spec.data.dataset == "npz":
         fixes.append("give the npz's samples a channel axis (save x[:, None], and x_test; "
@@ -285,9 +298,9 @@ def _rank_hint(ctx: LayerContext, x: Value, rank: int, other: str, layer_type: s
 
 def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    rank = 1 if layer.type == "conv1d" else 2
+    rank = _spatial_rank(layer.type)
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
-    hint = _rank_hint(ctx, x, rank, "conv1d" if rank == 2 else "conv2d", layer.type)
+    hint = _rank_hint(ctx, x, layer.type)
     at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
     if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
         # The convolution's shape rule on the input as given, so that an error shows the
@@ -324,7 +337,7 @@ def _per_axis(ctx: LayerContext, name: str, value, rank: int) -> tuple[int, ...]
 
 def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    rank = int(layer.type[4])
+    rank = _spatial_rank(layer.type)
     kernel, stride, pad, extra, dilation = (
         _per_axis(ctx, name, getattr(layer, name), rank)
         for name in ("kernel_size", "stride", "padding", "output_padding", "dilation"))
@@ -333,8 +346,7 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)
     w = ctx.param("weight", (channels, layer.filters, *kernel), _init(ctx, layer), fan_in, fan_out,
                   counted_by=("filters", layer.filters))
-    hint = _rank_hint(ctx, x, rank, "conv1d_transpose" if rank == 2 else "conv2d_transpose",
-                      layer.type)
+    hint = _rank_hint(ctx, x, layer.type)
     at_fields = {"pad": "padding", "output_padding": "output_padding"}
     with ctx.gb.at(ctx.origin, at_fields, input_hint=hint):
         y = ctx.gb.emit(layer.type, x, w, attrs=ConvTransposeAttrs(stride, pad, extra, dilation))
@@ -343,19 +355,19 @@ def _lower_conv_transpose(ctx: LayerContext, layer, inputs: list[Value]) -> Valu
 
 def _lower_upsample(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    rank = int(layer.type[-2])
+    rank = _spatial_rank(layer.type)
     scale = _per_axis(ctx, "scale", layer.scale, rank)
-    hint = _rank_hint(ctx, x, rank, f"upsample{3 - rank}d", layer.type)
+    hint = _rank_hint(ctx, x, layer.type)
     with ctx.gb.at(ctx.origin, input_hint=hint):
         return ctx.gb.emit(layer.type, x, attrs=UpsampleAttrs(scale, layer.mode))
 
 
 def _lower_pool(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
-    rank = int(layer.type[-2])
+    rank = _spatial_rank(layer.type)
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
-    op = f"{layer.type[:3]}_pool{rank}d"
-    hint = _rank_hint(ctx, x, rank, f"{layer.type[:-2]}{3 - rank}d", layer.type)
+    op = layer.type.replace("pool", "_pool")  # maxpool2d: the op max_pool2d
+    hint = _rank_hint(ctx, x, layer.type)
     with ctx.gb.at(ctx.origin, {"kernel": "pool_size", "pad": "padding"}, input_hint=hint):
         return ctx.gb.emit(op, x, attrs=PoolAttrs(kernel, stride, _compact_pad(pad), dilation))
 
@@ -559,7 +571,7 @@ def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
             if input_name == ctx.name:
                 ctx.fail(f"inputs: layer '{input_name}' is this layer; a layer reads earlier "
                          "layers (the one before it when inputs is left out)", *keys)
-            if input_name in reads and _reaches(reads, input_name, ctx.name):
+            if input_name in reads and ctx.name in _ancestors(reads, input_name):
                 ctx.fail(f"inputs: layer '{input_name}' comes after this one and reads it "
                          "itself (a cycle), so neither can come first; make one of them read "
                          "an earlier layer", *keys)
@@ -570,19 +582,6 @@ def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
                      f"{_did_you_mean(input_name, list(env))}", *keys)
         values.append(env[input_name])
     return values
-
-
-def _reaches(reads: dict, start: str, target: str) -> bool:
-    """Whether layer `start` reads `target`, directly or through other layers."""
-    seen, pending = set(), [start]
-    while pending:
-        name = pending.pop()
-        if name == target:
-            return True
-        if name not in seen and name in reads:
-            seen.add(name)
-            pending += reads[name]
-    return False
 
 
 def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
@@ -663,8 +662,9 @@ def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -
     """` (pool1 [4, 5, 5] -> enc2 [4, 3, 3] -> up1 [4, 6, 6])`: the shapes along the branch
     that ends at `name`, from where it leaves another of the `joined` branches (up to `longest`
     layers), or "" for a branch of one layer."""
+    reads = {layer: info.inputs for layer, info in layers.items()}
     others = {ancestor for other in joined if other != name
-              for ancestor in _ancestors(layers, other)}
+              for ancestor in _ancestors(reads, other)}
     path = []
     while name in layers and len(path) < longest:
         info = layers[name]
@@ -675,13 +675,15 @@ def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -
     return f" ({' -> '.join(reversed(path))})" if len(path) > 1 else ""
 
 
-def _ancestors(layers: dict, name: str) -> set[str]:
+def _ancestors(reads: dict[str, list[str]], name: str) -> set[str]:
+    """`name` and every layer it reads, directly or through others (`reads`: each layer's
+    input names)."""
     seen, pending = set(), [name]
     while pending:
         name = pending.pop()
-        if name in layers and name not in seen:
+        if name not in seen:
             seen.add(name)
-            pending += [parent for parent in layers[name].inputs if parent not in seen]
+            pending += reads.get(name, [])
     return seen
 
 

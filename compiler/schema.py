@@ -9,7 +9,7 @@ from __future__ import annotations
 import decimal
 import re
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -788,32 +788,53 @@ class Model(Strict):
                           "parameters it does not name start from their initializers")
 
 
-class Accuracy(Strict):
+class MetricBase(Strict):
+    # counts predicted classes against class labels (no use on real-valued targets)
+    of_classes: ClassVar[bool] = True
+    # counted from the split's confusion matrix, over positions of label maps too
+    from_confusion: ClassVar[bool] = False
+    # reads one score per position of label maps as class 0 or 1 where the model has one
+    reads_positions: ClassVar[bool] = True
+
+
+class Accuracy(MetricBase):
     type: Literal["accuracy"]
 
 
-class TopKAccuracy(Strict):
+class TopKAccuracy(MetricBase):
     type: Literal["top_k_accuracy"]
     k: PositiveInt = 5
+    reads_positions: ClassVar[bool] = False  # one label per sample
 
 
-class MaeMetric(Strict):
+class MaeMetric(MetricBase):
     type: Literal["mae"]
+    of_classes: ClassVar[bool] = False
+    reads_positions: ClassVar[bool] = False
 
 
-class MseMetric(Strict):
+class MseMetric(MetricBase):
     type: Literal["mse"]
+    of_classes: ClassVar[bool] = False
+    reads_positions: ClassVar[bool] = False
 
 
-class PixelAccuracy(Strict):
+class PixelAccuracy(MetricBase):
     type: Literal["pixel_accuracy"]
+    from_confusion: ClassVar[bool] = True
 
 
-class MeanIou(Strict):
+class MeanIou(MetricBase):
     type: Literal["mean_iou"]
+    from_confusion: ClassVar[bool] = True
 
 
 Metric = tagged_union(Accuracy, TopKAccuracy, MaeMetric, MseMetric, PixelAccuracy, MeanIou)
+METRICS = union_tags(Metric)
+CLASS_METRICS = tuple(name for name, model in METRICS.items() if model.of_classes)
+CONFUSION_METRICS = tuple(name for name, model in METRICS.items() if model.from_confusion)
+POSITION_CLASS_METRICS = tuple(name for name, model in METRICS.items()
+                               if model.of_classes and model.reads_positions)
 
 
 class EarlyStopping(Strict):

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import click
 
-from nnrun.notices import one_line
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
+from nnrun.notices import one_line
 from nnrun.runtime.interrupts import Interrupted, noted_signal
 
 INTERNAL_ERROR = 70

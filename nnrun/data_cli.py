@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from nnrun.notices import one_line
 from nnrun.cli import handle_errors
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.tables import table_text
+from nnrun.notices import one_line
 from nnrun.preview import preview
 from nnrun.runtime.data.fetch import fetch_dataset
 from nnrun.runtime.data.locations import where_stored

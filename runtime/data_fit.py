@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from nnrun.notices import warn
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    more_than_binary, one_hot_needs_a_vector,
                                    one_output_on_classes, tracked_metrics,
@@ -14,11 +13,12 @@ from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
-from nnrun.compiler.schema import REGRESSION_LOSSES
+from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
+from nnrun.notices import warn
 
 from .data.sources import column_message
-from .data.targets import (CLASS_METRICS, LABEL_LOSSES, check_targets_fit, is_one_hot,
+from .data.targets import (LABEL_LOSSES, check_targets_fit, is_one_hot,
                            multi_label_message, one_hot_message)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnrun.compiler.checks import metric_name
+from nnrun.compiler.schema import CONFUSION_METRICS
 
 from .batches import copied_batch
 from .distributed import ALONE
@@ -73,10 +74,6 @@ def compared_outputs(loss: str | None, logits, prediction, xp=np):
         return 0.5 * (1.0 + xp.tanh(0.5 * logits))  # the sigmoid, without exp's overflow
     return prediction
 
-
-# Metrics of every labelled position (pixel, or sample), read off one confusion matrix summed
-# over the batches of an epoch or a split: the FCN paper's pixel accuracy and mean IoU.
-CONFUSION_METRICS = ("pixel_accuracy", "mean_iou")
 
 
 def predicted_labels(logits, prediction, loss: str | None, xp=np):
@@ -218,8 +215,10 @@ class Totals:
          self.confusion) = self.previous
 
     def _by_confusion(self, metric, y) -> bool:
-        """Read off the confusion matrix, which leaves out the labels loss.ignore_index
-        marks: pixel_accuracy and mean_iou, and accuracy of label maps or with ignored labels."""
+        """Read off the confusion matrix summed over the batches, which counts every labelled
+        position (pixel, or sample) and leaves out the labels loss.ignore_index marks: the FCN
+        paper's pixel_accuracy and mean_iou, and accuracy of label maps or with ignored
+        labels."""
         return metric.type in CONFUSION_METRICS or (
             metric.type == "accuracy" and (y.ndim > 1 or self.ignore_index is not None))
 

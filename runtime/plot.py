@@ -137,9 +137,12 @@ def default_panels(runs: list[RunCurves]) -> list[str]:
 
 
 def _drawn_panels(runs: list[RunCurves]) -> list[str]:
+    """The loss, then every metric the runs tracked (train_X or val_X: top_5_accuracy too),
+    as metrics.jsonl orders them, then the learning rate and the gradient norms."""
     keys = set().union(*(run.keys() for run in runs))
-    panels = [name for name in ("loss", "accuracy", "pixel_accuracy", "mean_iou", "mae", "mse")
-              if {f"train_{name}", f"val_{name}"} & keys]
+    metrics = dict.fromkeys(key.split("_", 1)[1] for run in runs for row in run.epochs
+                            for key in row if key.startswith(("train_", "val_")) and key in keys)
+    panels = sorted(metrics, key=lambda name: name != "loss")
     panels += ["lr"] if "lr" in keys else []
     return panels + ([GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else [])
 

@@ -20,8 +20,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TaskProgressColumn, TextColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from nnrun.notices import one_line
 from nnrun.compiler.tables import metric_text, table_text
+from nnrun.notices import one_line
 
 
 REFRESH_S = 0.25  # seconds between two reads of the running loss for the bar

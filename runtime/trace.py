@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from nnrun.notices import silenced
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
 from nnrun.compiler.loader import load_yaml_text, read_spec_text
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
+from nnrun.notices import silenced
 
 from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import checkpoint_meta, text_digest

@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.base import workers
-from nnrun.notices import collected, positioned, silenced, warn
 from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
                                    tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
                                      spec_yaml)
 from nnrun.compiler.ir import Origin
+from nnrun.notices import collected, positioned, silenced, warn
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -983,14 +983,11 @@ class Trainer:
     def _check_monitor(self) -> None:
         stopping = self.spec.train.early_stopping
         if stopping and stopping.monitor not in self.metric_names():
-            metric = stopping.monitor.split("_", 1)[-1]
-            fits = ("mae", "mse") if self.data.task == "regression" else ("accuracy", "mae", "mse")
-            hint = (f" (or add {metric} to train.metrics)" if metric in fits
-                    and stopping.monitor.split("_", 1)[0] in ("train", "val") else "")
             origin = Origin("train.early_stopping.monitor",
                             keys=("train", "early_stopping", "monitor"))
             raise SpecError([self.source.diagnostic(origin, unknown_monitor(
-                stopping.monitor, self.metric_names(), self.data.val is not None, hint=hint))])
+                stopping.monitor, self.metric_names(), self.data.val is not None,
+                task=self.data.task))])
 
     def _monitor(self):
         stopping = self.spec.train.early_stopping

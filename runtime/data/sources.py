@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnrun.notices import inform, warn
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, kernel_file, no_label_column,
@@ -28,6 +27,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_
                                      user_path)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
+from nnrun.notices import inform, warn
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
                         read_npz)

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
-from nnrun.compiler.schema import CLASS_LABEL_LOSSES
+from nnrun.compiler.schema import CLASS_LABEL_LOSSES, CLASS_METRICS
 
 from .errors import DataError
 from .sources import are_class_labels
 
 # the losses that read labels, not values
 LABEL_LOSSES = (*CLASS_LABEL_LOSSES, "binary_cross_entropy")
-CLASS_METRICS = ("accuracy", "top_k_accuracy", "pixel_accuracy", "mean_iou")
 
 
 def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> None:

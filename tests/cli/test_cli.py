@@ -238,6 +238,15 @@ def validate_errors(tmp_path, text: str, *options) -> list[str]:
                                              "train_loss, train_accuracy, val_loss, val_accuracy"),
     ("", "val_loss", "(val_* metrics need data.validation_split > 0); choose one of: "
                      "train_loss, train_accuracy"),
+    # a style review: the hint to add the metric was train's alone, of three metrics; a
+    # metric's key is no typo of val_loss
+    ("  validation_split: 0.2\n", "val_mse", "choose one of: train_loss, train_accuracy, "
+                                             "val_loss, val_accuracy (or add mse to "
+                                             "train.metrics)"),
+    ("", "train_top_2_accuracy", "choose one of: train_loss, train_accuracy (or add "
+                                 "{type: top_k_accuracy, k: 2} to train.metrics)"),
+    ("", "val_mse", "(val_* metrics need data.validation_split > 0); choose one of: "
+                    "train_loss, train_accuracy"),
 ])
 def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path, data,
                                                                         monitor, reason):

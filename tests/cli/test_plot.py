@@ -72,6 +72,19 @@ def test_every_format_is_written_without_a_warning(runs, tmp_path, suffix, caplo
     assert logged == [] and warned == []
 
 
+def test_every_tracked_metric_is_a_default_panel(tmp_path):
+    """A style review: the default panels were a list of metric names that left top-k
+    accuracy out (a run tracking it drew loss, accuracy and lr)."""
+    text = RUN.format(name="top", activation="relu").replace(
+        "log_grad_norms: {every_steps: 2}",
+        "metrics: [mae, {type: top_k_accuracy, k: 3}, accuracy]")
+    nnrun.train(nnrun.load_spec_text(text), out_dir=tmp_path / "top", quiet=True)
+    result = CliRunner().invoke(main, ["plot", str(tmp_path / "top"), "--out",
+                                       str(tmp_path / "top.png")])
+    assert result.exit_code == 0, result.output
+    assert "loss, mae, top_3_accuracy, accuracy, lr of 1 run" in result.output
+
+
 def test_metrics_choose_the_panels(runs, tmp_path):
     out = tmp_path / "loss.png"
     result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out", str(out),
