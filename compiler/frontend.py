@@ -431,7 +431,17 @@ def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
     target that is missing is said by what reads it)."""
     if _in_a_loop(path):
         raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")])
-    return str(path.resolve())
+    resolved = str(path.resolve())
+    try:
+        resolved.encode("utf-8")
+    except UnicodeEncodeError as error:  # a byte that is no UTF-8, held as a lone surrogate
+        byte = f"\\x{ord(resolved[error.start]) - 0xDC00:02x}"
+        raise SpecError([source.diagnostic(origin, (
+            f"{resolved}: a name on the path holds the byte {byte}, which is not "
+            "UTF-8: the run's spec.yaml, a YAML text, could not name the file, and the run "
+            "could not be read back (eval, predict, resume); rename the directory, or give "
+            "a path whose names are UTF-8"))]) from None
+    return resolved
 
 
 def _in_a_loop(path: Path) -> bool:

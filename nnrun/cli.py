@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shlex
 import sys
 import traceback
 from contextlib import contextmanager, suppress
@@ -24,12 +23,51 @@ from pathlib import Path
 import click
 
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
-from nnrun.notices import one_line
+from nnrun.notices import one_line, shell_word
 from nnrun.runtime.interrupts import Interrupted, noted_signal
 
 INTERNAL_ERROR = 70
 
-spec_argument = click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+class _PathNotLookedAt(click.ClickException):
+    """A path given that cannot even be looked at (permission denied on a directory above it,
+    a name too long, a loop of links): a file that cannot be read, exit 1, one line, where
+    click said it does not exist or Python's stat raised (a traceback)."""
+
+    exit_code = 1
+
+    def __init__(self, error: OSError):
+        from nnrun.runtime.files import describe_os_error
+
+        super().__init__(describe_os_error(error))
+
+    def show(self, file=None) -> None:
+        click.echo(one_line(f"error: {self.format_message()}"), err=True)
+
+
+def _look_at(value) -> None:
+    """Raises _PathNotLookedAt where `value` cannot be looked at; a missing path is left to
+    the caller to say."""
+    try:
+        os.stat(value)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as error:
+        raise _PathNotLookedAt(error) from None
+
+
+class ExistingPath(click.Path):
+    """An input path that must exist (click.Path's checks), said as _PathNotLookedAt where it
+    cannot be looked at."""
+
+    def __init__(self, **options):
+        super().__init__(exists=True, path_type=Path, **options)
+
+    def convert(self, value, param, ctx):
+        _look_at(value)
+        return super().convert(value, param, ctx)
+
+
+spec_argument = click.argument("spec", type=ExistingPath(dir_okay=False))
 
 
 def tolerance_option(default: float, help_text: str):
@@ -75,15 +113,16 @@ class OutPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-class RunDirPath(click.Path):
+class RunDirPath(ExistingPath):
     """A run directory `nnrun train` wrote: a spec file or a missing path given instead is told
     what the command takes (click said only "is a file" or "does not exist")."""
 
     def __init__(self, hint: str = ""):
-        super().__init__(exists=True, file_okay=False, path_type=Path)
+        super().__init__(file_okay=False)
         self.hint = hint
 
     def convert(self, value, param, ctx):
+        _look_at(value)
         path, wanted = Path(value), "a run directory, as `nnrun train` writes (runs/<name>/<time>)"
         if path.is_file() and path.suffix in (".yaml", ".yml"):
             from nnrun.runtime.run_dir import is_run_directory
@@ -92,7 +131,7 @@ class RunDirPath(click.Path):
                 self.fail(f"'{value}' is the spec of the run {path.parent}; give the run "
                           f"directory itself, {path.parent}", param, ctx)
             self.fail(f"'{value}' is a spec; give {wanted}, or train it first: nnrun train "
-                      f"{value}", param, ctx)
+                      f"{shell_word(str(value))}", param, ctx)
         if not path.exists():
             self.fail(f"'{value}' does not exist; give {wanted}{self.hint}", param, ctx)
         return super().convert(value, param, ctx)
@@ -157,7 +196,7 @@ def refuse_an_unwritable_out(out_path: Path) -> None:
         out_path.stat()  # keep.npz/x.npy with keep.npz a file: NotADirectoryError, as train says
     if not out_path.parent.is_dir():
         raise UserError(f"{out_path}: directory {out_path.parent} does not exist; create it "
-                        f"(mkdir -p {shlex.quote(str(out_path.parent))}), or choose another --out")
+                        f"(mkdir -p {shell_word(str(out_path.parent))}), or choose another --out")
     if not is_writable_directory(out_path.parent):
         raise UserError(f"{out_path}: directory {out_path.parent} is not writable; "
                         "choose another --out")
@@ -290,6 +329,15 @@ class _Commands(click.Group):
     says what is wrong (said_by_rank_0)."""
 
     def main(self, args=None, **kwargs):
+        try:
+            return self._main(args, **kwargs)
+        except OSError as error:  # the commands say theirs: --help or --version to a full disk
+            from nnrun.runtime.files import describe_os_error
+
+            click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
+            sys.exit(1)
+
+    def _main(self, args=None, **kwargs):
         words = sys.argv[1:] if args is None else list(args)
         if "--distributed" not in words or not _a_further_rank():
             return super().main(args, **kwargs)
@@ -483,7 +531,7 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.argument("specs", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=ExistingPath(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--warn-memory", metavar="SIZE",
@@ -686,7 +734,7 @@ def _print_validation(path, diagnostics, summary, bad: bool) -> None:
 
 
 @main.command()
-@click.argument("spec", metavar="SPEC|RUN_DIR", type=click.Path(exists=True, path_type=Path))
+@click.argument("spec", metavar="SPEC|RUN_DIR", type=ExistingPath())
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @click.option("--resolved", is_flag=True,
@@ -953,7 +1001,7 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 
 @main.command()
 @run_dir_argument
-@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("input_file", type=ExistingPath(dir_okay=False))
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True, help="Where to write the outputs (a .npy file).")
 @checkpoint_option

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import UserError, handle_errors
+from nnrun.cli import ExistingPath, UserError, handle_errors
 from nnrun.compiler.diagnostics import format_diagnostics
 from nnrun.compiler.diff import (Side, diff, diff_json, diff_markdown, diff_text,
                                  layer_memory)
@@ -57,8 +57,8 @@ def _final_metrics(run_dir: Path) -> dict:
 
 
 @click.command("diff")
-@click.argument("a", type=click.Path(exists=True, path_type=Path))
-@click.argument("b", type=click.Path(exists=True, path_type=Path))
+@click.argument("a", type=ExistingPath())
+@click.argument("b", type=ExistingPath())
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="markdown: GitHub-flavoured, to paste in a pull request.")
 @handle_errors

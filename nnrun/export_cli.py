@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (OutPath, UserError, checkpoint_option, handle_errors, in_own_caches,
-                       preprocessing_option, refuse_an_input_as_out, refuse_an_unwritable_out,
-                       refuse_another_suffix, refuse_to_replace_another_kind, set_option,
-                       wrote)
+from nnrun.cli import (ExistingPath, OutPath, UserError, checkpoint_option, handle_errors,
+                       in_own_caches, preprocessing_option, refuse_an_input_as_out,
+                       refuse_an_unwritable_out, refuse_another_suffix,
+                       refuse_to_replace_another_kind, set_option, wrote)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
                                         output_scale, relative_error, run_onnxruntime)
@@ -149,7 +149,7 @@ def _rounding_warning(exported: Exported, model, params, pre, exact, result) -> 
 
 
 @click.command("export")
-@click.argument("source", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR|SPEC")
+@click.argument("source", type=ExistingPath(), metavar="RUN_DIR|SPEC")
 @click.option("--format", "fmt", type=click.Choice(["onnx"]), default="onnx", show_default=True)
 @click.option("--out", "out_path", type=OutPath(dir_okay=False, path_type=Path),
               required=True, help="Where to write the model (e.g. model.onnx).")

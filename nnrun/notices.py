@@ -8,9 +8,11 @@ line): it imports nothing of nnrun's, so the layers still import one way (docs/a
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 _SILENCED = {"depth": 0}
 _COLLECTORS: list[list[tuple[str, str]]] = []  # collected(): the innermost takes the lines
@@ -42,6 +44,7 @@ def _say(kind: str, message: str, line: str, escaped: bool = True) -> None:
 # a sequence that can set the title), line and paragraph separators, and the bidirectional
 # overrides that reorder what is shown. Spaces of other scripts and joiners print as they are.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 # A line longer than this echoes what a file holds (a 15 MB name, a whole environment read
@@ -55,11 +58,33 @@ def one_line(text: str) -> str:
     about LONGEST_LINE characters."""
     # escaped first: a control character becomes up to 6 characters of its escape
     text = _UNSAFE.sub(lambda found: repr(found.group())[1:-1], text)
+    # a file name's byte that is no UTF-8, which Python holds as a lone surrogate: as the byte
+    text = _NOT_UTF8.sub(lambda found: f"\\x{ord(found.group()) - 0xDC00:02x}", text)
     if len(text) > LONGEST_LINE:
         head, tail = LONGEST_LINE * 2 // 3, LONGEST_LINE // 4
         text = (f"{text[:head]} ... [{len(text) - head - tail:,} characters left out] ... "
                 f"{text[-tail:]}")
     return text
+
+
+def shell_word(text: str) -> str:
+    """`text` as one word a shell reads back as it is, for the commands messages give: shlex's
+    quoting, or where it holds what one_line would escape (a line break in a directory's name,
+    a byte that is no UTF-8), bash's $'...' form with those escaped, so that the command stays
+    one line that can be pasted."""
+    if not (_UNSAFE.search(text) or _NOT_UTF8.search(text)):
+        return shlex.quote(text)
+    return "$'" + "".join(_escaped_in_dollar_quotes(char) for char in text) + "'"
+
+
+def _escaped_in_dollar_quotes(char: str) -> str:
+    if char in "\\'":
+        return "\\" + char
+    if _NOT_UTF8.fullmatch(char):
+        return f"\\x{ord(char) - 0xDC00:02x}"  # the byte itself
+    if _UNSAFE.fullmatch(char):
+        return f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}"
+    return char
 
 
 @contextmanager
@@ -82,3 +107,46 @@ def silenced(silent: bool = True):
         yield
     finally:
         _SILENCED["depth"] -= bool(silent)
+
+
+class _Unfailing:
+    """A stream whose writes cannot fail: after the first that does, the rest are dropped."""
+
+    def __init__(self, stream):
+        self._stream, self.failed = stream, False
+
+    def write(self, text: str) -> int:
+        self._attempt(lambda: self._stream.write(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._attempt(self._stream.flush)
+
+    def _attempt(self, action) -> None:
+        if self.failed:
+            return
+        try:
+            action()
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            self.failed = True
+            # what the stream still buffers goes nowhere, not to a flush at exit that fails
+            # again (Python would then end the process with status 120)
+            with suppress(OSError, ValueError, AttributeError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def unfailing_output():
+    """Runs the block with stdout and stderr that cannot fail: training's progress, notes and
+    final table going to a log on a disk that fills up, or to a reader that left (`| head`),
+    must not stop it and lose the epoch it trained but had not yet saved. The run directory
+    holds what they would have said."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (None if stream is None else _Unfailing(stream) for stream in saved)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from nnrun.cli import UserError, handle_errors, set_option, spec_argument
+from nnrun.cli import ExistingPath, UserError, handle_errors, set_option, spec_argument
 
 
 @click.command()
 @spec_argument
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Training steps to show, each from the weights the previous one updated.")
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--weights", type=ExistingPath(dir_okay=False),
               help="Start from these parameters (.npz by name, e.g. dense_1.weight, or a run's "
                    "last.npz / best.npz) instead of the spec's initial weights.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Same as --set train.batch_size=N.")

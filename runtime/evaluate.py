@@ -4,7 +4,6 @@ data, after the preprocessing that training fitted (normalisation, feature permu
 from __future__ import annotations
 
 import math
-import shlex
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 from nnrun.compiler.checks import tracked_metrics
 from nnrun.compiler.frontend import load_spec
 from nnrun.compiler.tables import byte_size
+from nnrun.notices import shell_word
 
 from . import checkpoint as ckpt
 from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
@@ -142,8 +142,8 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
                 f"epochs ({', '.join(signs)}); put the checkpoints back, or train a new run")
         raise RunDirectoryError(
             f"{run_dir}: no checkpoint yet (the run stopped in its first epoch); continue it with "
-            f"nnrun train {shlex.quote(str(run_dir / 'spec.yaml'))} --resume "
-            f"{shlex.quote(str(run_dir))}")
+            f"nnrun train {shell_word(str(run_dir / 'spec.yaml'))} --resume "
+            f"{shell_word(str(run_dir))}")
     if not _present(path):
         raise RunDirectoryError(f"{path}: no such checkpoint")
     return path

@@ -20,11 +20,12 @@ import itertools
 import json
 import os
 import re
-import shlex
 import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Callable
+
+from nnrun.notices import shell_word
 
 from .files import (describe_os_error, is_writable_directory, remove_leftovers, what_is_there,
                     write_text_atomically)
@@ -51,7 +52,7 @@ def not_a_run_directory(path: Path, missing: str | None = None,
             return (f"{path}: the run has checkpoints ({', '.join(trained)}) but no {SPEC}; "
                     f"restore {SPEC} (the spec it was trained with) to use them")
         return (f"{path}: a run stopped before it wrote its {SPEC}; nothing was trained: start "
-                f"it again with nnrun train SPEC --out {shlex.quote(str(path))}")
+                f"it again with nnrun train SPEC --out {shell_word(str(path))}")
     if missing is None and not Path(path).is_dir():
         missing = (f"it is {what_is_there(Path(path))}" if Path(path).exists()
                    else "no such directory")

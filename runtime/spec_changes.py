@@ -10,12 +10,12 @@ continuation at all: it starts a new run from the checkpoint's weights (model.in
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 from nnrun.compiler.checks import metrics_alike
 from nnrun.compiler.diagnostics import format_path
 from nnrun.compiler.frontend import load_spec, load_spec_text
+from nnrun.notices import shell_word
 
 from .checkpoint import SPEC_HASH_FIELDS, spec_hash
 
@@ -50,14 +50,14 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
                        for name in fields[:shown]) or "the model"
     weights = run_spec.parent.resolve() / "last.npz"
     new_run = ("start a new run instead (--out NEW_DIR), with --set "
-               f"{shlex.quote(f'model.init_from={weights}')} to begin from its weights where "
+               f"{shell_word(f'model.init_from={weights}')} to begin from its weights where "
                "the layers keep their shapes")
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
             f"{len(fields) - shown} more fields); to go on with the run, give its own spec: "
-            f"nnrun train {shlex.quote(str(run_spec))} --resume "
-            f"{shlex.quote(str(run_spec.parent))}; for the model given, "
+            f"nnrun train {shell_word(str(run_spec))} --resume "
+            f"{shell_word(str(run_spec.parent))}; for the model given, "
             f"{new_run}")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
                           "as, which a run cannot go on with (not even with --allow-changes); "

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 import sys
 import time
 from contextlib import nullcontext
@@ -44,7 +43,8 @@ from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
                                      spec_yaml)
 from nnrun.compiler.ir import Origin
-from nnrun.notices import collected, positioned, silenced, warn
+from nnrun.notices import (collected, positioned, shell_word, silenced, unfailing_output,
+                           warn)
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -111,7 +111,8 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 
     summary = None
     try:
-        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
+        with InterruptGuard() as guard, unfailing_output(), run or nullcontext(), \
+                silenced(quiet):
             try:
                 ranks.first_meeting(_training_digest(source))
                 resumption, trainer = ranks.together(prepare)
@@ -175,8 +176,8 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch
         return interrupt
     if resume is not None:
         spec = source.path or run.path / SPEC
-        command = " ".join([f"nnrun train {shlex.quote(str(spec))} --resume "
-                            f"{shlex.quote(str(run.path))}", *_overrides(source),
+        command = " ".join([f"nnrun train {shell_word(str(spec))} --resume "
+                            f"{shell_word(str(run.path))}", *_overrides(source),
                             *(["--allow-changes"] if allow_changes else [])])
         advice = f"the run directory is as it was; resume with: {launch.command(command)}"
     else:
@@ -187,21 +188,21 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch
 
 def _overrides(source) -> list[str]:
     """The command's --set settings (and the options that stand for them), shell-quoted."""
-    return [shlex.join(setting.split(" ", 1)) for setting in source.loaded.overrides_in_order()]
+    return [" ".join(map(shell_word, setting.split(" ", 1))) for setting in source.loaded.overrides_in_order()]
 
 
 def _start_command(source, run_dir: Path, launch: Launch) -> str:
     """The command that starts the run in `run_dir` again, with its settings."""
-    spec = shlex.quote(str(source.path or "SPEC"))
-    return launch.command(" ".join([f"nnrun train {spec} --out {shlex.quote(str(run_dir))}",
+    spec = shell_word(str(source.path or "SPEC"))
+    return launch.command(" ".join([f"nnrun train {spec} --out {shell_word(str(run_dir))}",
                                     *_overrides(source)]))
 
 
 def resume_command(run_dir: Path, launch: Launch) -> str:
     """The command that resumes `run_dir`: its own spec.yaml holds every override, so it always
     fits the run."""
-    return launch.command(f"nnrun train {shlex.quote(str(run_dir / SPEC))} --resume "
-                          f"{shlex.quote(str(run_dir))}")
+    return launch.command(f"nnrun train {shell_word(str(run_dir / SPEC))} --resume "
+                          f"{shell_word(str(run_dir))}")
 
 
 @dataclass(frozen=True)
@@ -371,7 +372,7 @@ def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
         f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
         f"{differing}: if {run.file(SPEC)} was edited since, undo the edit (or, for a new model "
         "from these weights, start a new run with --set "
-        f"{shlex.quote(f'model.init_from={run.file(LAST)}')} and "
+        f"{shell_word(f'model.init_from={run.file(LAST)}')} and "
         "another --out); if the checkpoint is another run's, resume that run's own directory")
 
 
@@ -907,8 +908,8 @@ class Trainer:
         kept = self.run_dir / LAST
         if kept.exists():
             return (f"last good checkpoint: {kept} (resume from it with --resume "
-                    f"{shlex.quote(str(self.run_dir))} --allow-changes once the spec is changed)")
-        return f"no checkpoint was written yet (--out {shlex.quote(str(self.run_dir))} starts over)"
+                    f"{shell_word(str(self.run_dir))} --allow-changes once the spec is changed)")
+        return f"no checkpoint was written yet (--out {shell_word(str(self.run_dir))} starts over)"
 
     def _resume_advice(self, interrupt: Interrupted) -> str:
         run = self.run_directory

@@ -1,0 +1,104 @@
+"""What an audit of file-system misuse found: output streams that fail, and paths that cannot
+be looked at or named again, said in one line, with no traceback and nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nnrun.notices import one_line, shell_word
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICK = ["--set", "train.epochs=2", "--set", "data.limit=300"]
+needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+
+
+def nnrun(*args, cwd, **streams) -> subprocess.CompletedProcess:
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **streams}
+    return subprocess.run([sys.executable, "-m", "nnrun", *map(str, args)], cwd=cwd,
+                          timeout=300, **streams)
+
+
+@needs_dev_full
+@pytest.mark.parametrize("args", [["--help"], ["train", "--help"], ["--version"]])
+def test_help_or_version_to_a_full_disk_is_one_line(tmp_path, args):
+    """They ended in click's traceback of the OSError."""
+    with open("/dev/full", "w") as full:
+        result = nnrun(*args, cwd=tmp_path, stdout=full)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and len(lines) == 1
+    assert lines[0].startswith("error: ") and "No space left on device" in lines[0]
+
+
+@needs_dev_full
+def test_training_whose_stderr_cannot_be_written_keeps_every_epoch(tmp_path):
+    """The first epoch's line failed to print before its checkpoint was written: exit 1, no
+    message anywhere, the epoch lost (a log on a disk that fills up, a reader that left)."""
+    with open("/dev/full", "w") as full:
+        result = nnrun("train", ROOT / "specs" / "quickstart.yaml", *QUICK, "--out", "run",
+                       cwd=tmp_path, stderr=full)
+    assert result.returncode == 0
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == [1, 2]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
+
+
+def test_training_into_a_reader_that_leaves_keeps_every_epoch(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "nnrun", "train",
+                                str(ROOT / "specs" / "quickstart.yaml"), *QUICK,
+                                "--set", "train.epochs=3", "--out", "run"],
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert process.stderr.readline()  # the first line, then the reader goes away
+    process.stderr.close()
+    assert process.wait(timeout=300) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "summary", "export", "diff", "plot"])
+def test_a_path_too_long_to_look_at_is_one_line(tmp_path, command):
+    """eval, predict, plot and --resume ended in a traceback (Path.is_file raised); summary,
+    export and diff said it does not exist."""
+    result = nnrun(command, "a" * 300, *(["x.npz"] if command == "predict" else []),
+                   *(["b"] if command == "diff" else []), cwd=tmp_path)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert "File name too long" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_a_data_path_of_bytes_that_are_no_utf8_is_refused_before_the_run(tmp_path):
+    """The run trained, then no command could read its spec.yaml back: the absolute data.path
+    held a lone surrogate, which the spec reader refuses (with advice nobody could follow)."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/dir\xff"))
+    (odd / "data").mkdir(parents=True)
+    shutil.copy(ROOT / "specs" / "csv-regression.yaml", odd)
+    shutil.copy(ROOT / "specs" / "data" / "sine-regression.csv", odd / "data")
+    result = nnrun("train", odd / "csv-regression.yaml", "--out", "run", cwd=tmp_path)
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 1 and len(lines) == 1
+    assert "data.path: " in lines[0] and "holds the byte \\xff, which is not UTF-8" in lines[0]
+    assert "\\udc" not in lines[0] and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", ["my spec", "run\ntwo", "it's", "back\\slash", "x\udcffy",
+                                  "tab\there", "sep\u2028x", "plain", "é ü"])
+def test_a_shell_word_reads_back_as_the_name_and_stays_one_line(name):
+    """A signal's resume command quoted a directory named run<newline>two as 'run\\ntwo',
+    which a shell reads as a backslash and an n; one_line had escaped the line break."""
+    word = shell_word(name)
+    assert one_line(word) == word
+    printed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True)
+    assert printed.stdout == os.fsencode(name)
+
+
+def test_a_spec_given_for_a_run_is_told_to_train_in_a_command_that_pastes(tmp_path):
+    spec = tmp_path / "my spec.yaml"
+    shutil.copy(ROOT / "specs" / "quickstart.yaml", spec)
+    result = nnrun("eval", spec, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"nnrun train '{spec}'" in result.stderr.decode()
