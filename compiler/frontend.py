@@ -287,9 +287,23 @@ def _csv_features(file: Path) -> list[int] | None:
     return [len(header) - 1] if header and "label" in header and len(header) > 1 else None
 
 
-def _csv_header(file: Path) -> list[str] | None:
-    if not file.is_file() or kernel_file(file):  # is_file first: opening a FIFO would block
+def _not_looked_at(file: Path) -> str | None:
+    """Why `file` cannot even be looked at (no search permission on a directory on its way),
+    where Path.is_file and exists raise; None for a file that is there, or missing (said by
+    what needs it)."""
+    try:
+        file.stat()
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as error:
+        return (f"{file}: {error.strerror}: it cannot be looked at (a directory on its way "
+                "may not let this user search it); give a file this user can read")
+    return None
+
+
+def _csv_header(file: Path) -> list[str] | None:
+    if _not_looked_at(file) or not file.is_file() or kernel_file(file):  # is_file first:
+        return None                                 # opening a FIFO would block
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
             return csv_columns(csv_header_line(handle))
@@ -304,6 +318,9 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     input_shape is declared (predict and export of a run read no data)."""
     spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
     named = data_file(spec, source.directory)
+    unseen = _not_looked_at(named) if named is not None else None
+    if unseen:
+        return [source.diagnostic(at_path, unseen)]
     if named is not None and kernel_file(named):
         return [source.diagnostic(at_path, f"{named} is a file of the kernel's (/proc, /sys), "
                                   "not a data file; data.path must name the data file")]

@@ -102,3 +102,34 @@ def test_a_spec_given_for_a_run_is_told_to_train_in_a_command_that_pastes(tmp_pa
     result = nnrun("eval", spec, cwd=tmp_path)
     assert result.returncode == 2
     assert f"nnrun train '{spec}'" in result.stderr.decode()
+
+
+def test_a_data_file_that_cannot_be_looked_at_is_an_error_at_its_field(tmp_path, monkeypatch):
+    """validate said `error: <file>: Permission denied` without the spec's position, and the
+    files after it went unchecked (Path.is_file raises where a directory on the way may not
+    be searched; root, which CI runs as, may search any, so the refusal is stood in for)."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    private = tmp_path / "private"
+    (private / "data").mkdir(parents=True)
+    spec = private / "csv-regression.yaml"
+    shutil.copy(ROOT / "specs" / "csv-regression.yaml", spec)
+    shutil.copy(ROOT / "specs" / "data" / "sine-regression.csv", private / "data")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(str(private / "data")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    for options in ([], ["--data"]):
+        result = CliRunner().invoke(main, ["validate", *options, str(spec),
+                                           str(ROOT / "specs" / "xor-mlp.yaml")])
+        lines = result.stderr.splitlines()
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert lines[0].startswith(f"{spec}:9:9: error: data.path: ")
+        assert "Permission denied: it cannot be looked at" in lines[0]
+        assert "xor-mlp.yaml: ok" in result.stdout  # the next spec is still checked
