@@ -392,6 +392,13 @@ class _Commands(click.Group):
                 self.add_command(command, name)
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx, formatter) -> None:
+        """The list of `nnrun --help`, with the commands of their own modules not imported."""
+        listed = click.Group(commands={
+            name: self.commands.get(name) or click.Command(name, help=_COMMAND_SUMMARIES[name])
+            for name in self.list_commands(ctx)})
+        listed.format_commands(ctx, formatter)
+
 
 class _OneLineUsageError(click.ClickException):
     """A usage error (a bad option or argument) said in one line, as every other error is,
@@ -448,6 +455,22 @@ _COMMAND_MODULES = {"check-backends": ("nnrun.check_backends_cli", "check_backen
                     "data": ("nnrun.data_cli", "data"), "diff": ("nnrun.diff_cli", "diff_command"),
                     "export": ("nnrun.export_cli", "export"), "plot": ("nnrun.plot_cli", "plot"),
                     "trace": ("nnrun.trace_cli", "trace")}
+# Their help's first paragraph, which `nnrun --help` lists without importing them (the data
+# commands' module alone imports the schema and NumPy: 0.6 s); a test keeps it their own.
+_COMMAND_SUMMARIES = {
+    "check-backends": "One training step on random data through NumPy and BACKEND, op by op: "
+                      "names the first op whose output or gradient differs beyond tolerance. "
+                      "Exit 1 when one does.",
+    "data": "Datasets: where they are, downloading them, and a preview of augmented samples.",
+    "diff": "Layer by layer, what changes from A to B (specs or run directories): output "
+            "shapes, parameters, FLOPs; the totals with training memory; for runs, the final "
+            "metrics.",
+    "export": "The inference graph with its weights and the run's input preprocessing, as ONNX.",
+    "plot": "Loss, accuracy, learning rate and per-layer gradient norms of RUN_DIRs, overlaid.",
+    "trace": "Each training step as the course writes it: inputs, z and a of every layer, the "
+             "cost, every delta, every gradient and updated weight, with the course's layer "
+             "and unit indices.",
+}
 
 
 def _refuse_a_spaced_override(ctx, args: list[str]) -> None:

@@ -1,0 +1,31 @@
+"""`nnrun --help` lists every command without importing the commands of their own modules (it
+imported them all, the data commands' module the schema and NumPy: 0.65 s against 0.12 s)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import click
+import pytest
+
+from nnrun.cli import _COMMAND_MODULES, _COMMAND_SUMMARIES, main
+
+
+@pytest.mark.parametrize("name", sorted(_COMMAND_MODULES))
+def test_a_listed_summary_is_the_commands_own_first_paragraph(name):
+    command = main.get_command(click.Context(main), name)
+    first = inspect.cleandoc(command.help).split("\n\n")[0]
+    assert " ".join(first.split()) == _COMMAND_SUMMARIES[name]
+
+
+def test_the_command_list_imports_no_command_module():
+    code = ("import sys\nfrom nnrun.cli import main\ntry:\n    main(['--help'])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.endswith('_cli') or m == 'nnrun.preview'),"
+            " file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.stderr.strip() == "[]"
+    assert all(name in result.stdout for name in _COMMAND_MODULES)
