@@ -26,7 +26,15 @@ IDX_FILES = {
 def cache_root() -> Path:
     """Decoded and generated data; never the user's data directory."""
     configured = os.environ.get("NNRUN_CACHE_DIR")
-    return user_path(configured) if configured else Path.home() / ".cache" / "nnrun"
+    return user_path(configured) if configured else _home() / ".cache" / "nnrun"
+
+
+def _home() -> Path:
+    """The user's home: HOME, or where the password database puts it when HOME is empty or
+    unset (Path.home() gives / for an empty HOME, which put the cache at /.cache)."""
+    import pwd
+
+    return Path(os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
 
 
 def cache_dir(name: str) -> Path:
@@ -41,7 +49,7 @@ def library_caches_in_ours():
     ~/.cache), and matplotlib's configuration directory (which it creates, else
     ~/.config/matplotlib) unless the user has one, which then applies."""
     chosen = {"XDG_CACHE_HOME": str(cache_dir("libraries"))}
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config")
     if not _is_dir(config_home / "matplotlib"):
         chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
     chosen = {name: value for name, value in chosen.items() if name not in os.environ}

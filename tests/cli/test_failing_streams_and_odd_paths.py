@@ -133,3 +133,17 @@ def test_a_data_file_that_cannot_be_looked_at_is_an_error_at_its_field(tmp_path,
         assert lines[0].startswith(f"{spec}:9:9: error: data.path: ")
         assert "Permission denied: it cannot be looked at" in lines[0]
         assert "xor-mlp.yaml: ok" in result.stdout  # the next spec is still checked
+
+
+def test_an_empty_home_is_the_users_own_not_the_root(monkeypatch):
+    """HOME= (set but empty) put the cache at /.cache: Path.home() gives / for it."""
+    import pwd
+
+    from nnrun.runtime.data.locations import cache_root
+
+    monkeypatch.delenv("NNRUN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", "")
+    own = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert cache_root() == own / ".cache" / "nnrun"
+    monkeypatch.setenv("HOME", "/somewhere")
+    assert cache_root() == Path("/somewhere/.cache/nnrun")
