@@ -189,7 +189,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
                         preprocessing=preprocessing,
                         sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
-                        ignore_index=getattr(spec.loss, "ignore_index", None))
+                        ignore_index=getattr(spec.loss, "ignore_index", None),
+                        inputs_of=(split,))
     data = targets_for_model(spec, run.model, data)
     chosen = getattr(data, split)
     where = data.where

@@ -28,15 +28,18 @@ __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "f
 
 def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "float32",
                  preprocessing: Preprocessing | None = None,
-                 sample_shape: tuple | None = None, ignore_index: int | None = None) -> Dataset:
+                 sample_shape: tuple | None = None, ignore_index: int | None = None,
+                 inputs_of: tuple[str, ...] = ("train", "val", "test")) -> Dataset:
     """`preprocessing` replaces what would be fitted on the training split (a run's stored one);
     `sample_shape`, what it was fitted to: samples of another shape are refused before it;
-    `ignore_index`, the loss's: a label a user's file may hold besides the classes."""
+    `ignore_index`, the loss's: a label a user's file may hold besides the classes;
+    `inputs_of`: the splits whose inputs are made (`eval --split test`: the others' labels
+    are read, their inputs are placeholders of their shape and dtype, which hold no memory)."""
     path = option(data_spec, "path")
     where = str(Path(spec_dir) / user_path(path)) if path else data_spec.dataset
     try:
         return _load(data_spec, Path(spec_dir), seed, dtype, preprocessing, sample_shape,
-                     ignore_index, where)
+                     ignore_index, where, inputs_of)
     except MemoryError:  # past the checks of the declared sizes: temporaries, other processes
         raise DataError(f"{where}: out of memory while loading the data and making its copies "
                         "in the model's dtype; use fewer samples, or run where more memory is "
@@ -45,7 +48,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
 
 def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
           preprocessing: Preprocessing | None, sample_shape: tuple | None,
-          ignore_index: int | None, where: str) -> Dataset:
+          ignore_index: int | None, where: str, inputs_of: tuple[str, ...]) -> Dataset:
     raw = load_raw(data_spec, spec_dir, ignore_index)
     if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):
         raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
@@ -67,16 +70,23 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         if preprocessing is None:
             preprocessing = fit_preprocessing(train.x, data_spec, seed)
-        splits = {name: Split(preprocessing.apply(split.x, dtype),
+        splits = {name: Split(preprocessing.apply(split.x, dtype) if name in inputs_of
+                              else _placeholder(split.x.shape, dtype),
                               split.y.astype(dtype) if raw.task == "regression" else split.y)
                   for name, split in raw_splits.items()}
-    for name in splits:
-        _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name], stored)
+    for name in inputs_of:
+        if name in splits:
+            _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name], stored)
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"),
         input_shape=tuple(raw.x_train.shape[1:]), num_classes=raw.num_classes,
         name=data_spec.dataset, task=raw.task, preprocessing=preprocessing, where=where,
     )
+
+
+def _placeholder(shape: tuple, dtype: str) -> np.ndarray:
+    """An array of `shape` and `dtype` that holds one zero (read-only, every entry that one)."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
 
 
 def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None) -> None:

@@ -408,3 +408,33 @@ def test_predict_inputs_that_would_not_fit_with_their_float32_copy_are_refused(t
     line = assert_one_line_error(invoke("predict", tmp_path / "run", tmp_path / "x.npz", "--out",
                                         tmp_path / "p.npy"), "x.npz")
     assert "x needs 1.22 MB, and 4.88 MB more as float32, over the 5.00 MB available" in line
+
+
+def test_eval_makes_the_inputs_of_its_split_alone(trained, monkeypatch):
+    """An overhead audit: `eval --split test` preprocessed and cast every split's inputs (381
+    MB for MNIST, of which the test split's are 30); the other splits' labels are still read
+    (the task and the labels' checks), their inputs are placeholders of no memory."""
+    import nnrun.runtime.data as data_module
+    import nnrun.runtime.evaluate as evaluate_module
+    from nnrun.runtime.evaluate import evaluate_run
+
+    made = {}
+    real = data_module._load
+
+    def load(*args):
+        dataset = real(*args)
+        made.update({name: getattr(dataset, name).x for name in ("train", "val", "test")
+                     if getattr(dataset, name) is not None})
+        return dataset
+
+    def every_split(*args, inputs_of, **kwargs):
+        return load_dataset(*args, **kwargs)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate_module, "load_dataset", every_split)
+        everything = evaluate_run(trained, split="val")
+    monkeypatch.setattr(data_module, "_load", load)
+    assert evaluate_run(trained, split="val") == everything
+    assert made["val"].strides != (0,) * made["val"].ndim and made["val"].flags.writeable
+    assert made["train"].strides == (0,) * made["train"].ndim
+    assert made["train"].shape[1:] == made["val"].shape[1:]
