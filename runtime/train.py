@@ -54,6 +54,7 @@ from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
+from .files import describe_os_error
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
@@ -549,7 +550,12 @@ class Trainer:
         except Interrupted as interrupt:
             if self.run_dir is None:
                 raise
-            raise Interrupted(interrupt.signal_number, self._resume_advice(interrupt)) from None
+            raise Interrupted(interrupt.signal_number, self._resume_advice(str(interrupt))) \
+                from None
+        except OSError as error:  # a write of the run directory's: the disk full, say
+            if self.run_dir is None:
+                raise
+            raise TrainingError(self._resume_advice(describe_os_error(error))) from None
 
     def _train_epochs(self, run: RunDirectory, first_epoch: int, guard) -> bool:
         """Epochs from `first_epoch` on; True when early stopping ended them."""
@@ -911,19 +917,21 @@ class Trainer:
                     f"{shell_word(str(self.run_dir))} --allow-changes once the spec is changed)")
         return f"no checkpoint was written yet (--out {shell_word(str(self.run_dir))} starts over)"
 
-    def _resume_advice(self, interrupt: Interrupted) -> str:
+    def _resume_advice(self, what: str) -> str:
+        """`what` stopped the run (a signal, a failed write), then what is kept and the command
+        that goes on from it."""
         run = self.run_directory
         removed = run is not None and run.created and not run.started  # RunDirectory.__exit__
         if removed or not (self.run_dir / SPEC).is_file():  # stopped before it wrote its spec
             command = _start_command(self.source, self.run_dir, self.launch)
-            return f"{interrupt}; nothing was trained; start again with: {command}"
+            return f"{what}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
             saved = f"the checkpoint in {self.run_dir / LAST} is intact"
         elif self.saved_epoch:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"
-        return f"{interrupt}; {saved}; resume with: {resume_command(self.run_dir, self.launch)}"
+        return f"{what}; {saved}; resume with: {resume_command(self.run_dir, self.launch)}"
 
     # --- evaluation -----------------------------------------------------------------------
 

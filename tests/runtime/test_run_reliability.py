@@ -623,6 +623,10 @@ def test_a_full_disk_is_a_one_line_error(tmp_path, spec):
     lines = process.stderr.strip().splitlines()
     assert len(lines) == 1 and "ulimit -f" in lines[0] and str(tmp_path / "run") in lines[0]
     assert not list((tmp_path / "run").glob(".*.npz.*"))  # no half-written temporary file
+    # what is kept and how to go on, as a signal's line says (an audit of file-system misuse)
+    assert lines[0].endswith(f"no checkpoint was written yet (resuming starts from epoch 1); "
+                             f"resume with: nnrun train {tmp_path / 'run' / 'spec.yaml'} "
+                             f"--resume {tmp_path / 'run'}")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
