@@ -116,7 +116,7 @@ def _elu_into(be, attrs, out, x):
 # NumPy's float32 expm1 and log1p are not vectorised (5 to 8 times exp's and log's time: ELU
 # and softplus layers took twice PyTorch's step, docs/benchmarks.md); in float32 they are
 # computed from tanh and log, which are, keeping the digits that exp(a) - 1 and log(1 + e)
-# lose near 0 (within 5 units in the last place of float64's; float64 keeps NumPy's own).
+# lose near 0 (within 5.5 units in the last place of float64's; float64 keeps NumPy's own).
 
 
 def _expm1_of_negative_into(xp, a, spare) -> None:
