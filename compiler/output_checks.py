@@ -1,0 +1,261 @@
+"""What the lowering checks and warns of a model's outputs, once its graph is built: outputs that
+cannot fit the named dataset's labels under the loss (errors at the last layer, with the
+arithmetic and the fix), and models that are legal but learn badly or not at all (warnings:
+an activation squashing the scores a loss squashes itself, a step before the last layer,
+layers whose output never reaches the model's)."""
+
+from __future__ import annotations
+
+from . import schema
+from .builder import CompileError, CompileWarning
+from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
+                     position_class_metric, two_classes_per_position)
+from .datasets import DATASETS
+from .ir import Origin
+from .shapes import per_sample, shrink_factors
+
+# The activation a loss applies itself, whose layer before it is left out of the loss path.
+FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
+                    "perceptron": "step"}
+
+
+def check_outputs(spec, lowered) -> None:
+    """Raises CompileError where the outputs cannot fit the dataset's labels; adds the
+    warnings to the lowering's builder."""
+    _check_output(spec, lowered)
+    _warn_of_squashed_scores(lowered, spec)
+    _warn_of_steps_that_stop_learning(lowered, spec)
+    _warn_of_unread_layers(lowered)
+
+
+def _warn_of_unread_layers(lowered) -> None:
+    """A layer on no path to the output (the next one names other inputs, and no later one
+    reads it, or only such layers do) trains for nothing: likely not what the spec meant."""
+    last = lowered.layers[-1].name
+    reached = {last}
+    for info in reversed(lowered.layers):
+        if info.name in reached:
+            reached.update(info.inputs)
+    for index, info in enumerate(lowered.layers):
+        if info.name in reached:
+            continue
+        learns = (f"; its {info.trainable_params:,} parameters get no gradient"
+                  if info.trainable_params else "")
+        lowered.builder.warnings.append(CompileWarning(
+            Origin.of_layer(index, info.name),
+            f"its output never reaches the model's output ({last}): no layer on the way there "
+            f"reads it{learns}; remove it, or name it in a later layer's inputs"))
+
+
+# What an activation does to the raw scores a classification loss takes.
+_SQUASHING = {"softmax": "the scores are squashed twice, and learning slows",
+              "sigmoid": "the scores are squashed into (0, 1) first, and learning slows",
+              "tanh": "the scores are squashed into (-1, 1) first, and learning slows",
+              "relu": "negative scores become 0 and pass no gradient back"}
+
+
+def _warn_of_squashed_scores(lowered, spec) -> None:
+    """A course's classic mistake: an activation left between the scores and a loss that
+    applies its own softmax or sigmoid (the model is legal, and learns badly)."""
+    own = FUSED_ACTIVATION.get(spec.loss.type)
+    producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
+                    None)
+    if own is None or producer is None or producer.op not in _SQUASHING:
+        return
+    origin = _activation_origin(producer, spec)
+    effect = _SQUASHING[producer.op]
+    if producer.op == "softmax" and own != "softmax":  # once, not twice
+        effect = "the scores are squashed into (0, 1) first, and learning slows"
+    kept = "0/1 outputs" if own == "step" else "probabilities"
+    lowered.builder.warnings.append(CompileWarning(
+        origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
+                f"own {own}: {effect}; remove this {producer.op} (a {own} last is left out of "
+                f"the loss and kept for predict's {kept})"))
+
+
+def _activation_origin(node, spec) -> Origin | None:
+    """Where an activation node was written: its layer's `activation:` field, or the
+    activation layer itself."""
+    origin = node.origin
+    layer = spec.model.layers[origin.keys[2]] if origin and len(origin.keys) > 2 else None
+    if getattr(layer, "activation", None) is not None:
+        return origin.at_field("activation")
+    return origin
+
+
+def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
+    """A threshold unit passes no gradient back: anywhere but last before loss: perceptron
+    (which reads the scores before it), the layers before it never learn."""
+    for node in lowered.graph.nodes:
+        if node.op != "step" or node.inputs[0] is lowered.logits:
+            continue
+        lowered.builder.warnings.append(CompileWarning(
+            _activation_origin(node, spec),
+            "step passes no gradient back (its derivative is 0 wherever it is defined), so "
+            "neither its own layer nor any before it learns; use it as the last activation with "
+            "loss: perceptron, or a sigmoid, which the perceptron became in multi-layer "
+            "networks for this reason"))
+
+
+def _check_output(spec, lowered) -> None:
+    logits, origin = lowered.logits.type, lowered.output_origin
+    dataset = DATASETS[spec.data.dataset] if spec.data else None
+    if dataset is None or dataset.input_shape is None:
+        return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
+    sizing = _output_sizing(spec, lowered)
+    if spec.loss.type in schema.CLASS_LABEL_LOSSES:
+        _check_label_positions(origin, logits, dataset, spec.loss.type)
+        _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
+    elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
+                                                       dataset.task in ("binary", "segmentation")):
+        _check_binary_outputs(origin, logits, dataset, sizing)
+    elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
+        _check_one_hot_outputs(spec, lowered, origin, dataset, sizing)
+    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
+            and logits.shape[1] == 1 and (dataset.num_classes or 0) > 2:
+        problem = two_classes_per_position(spec, dataset.num_classes - 1)
+        if problem:  # what train says of the data, known here from the dataset
+            raise CompileError(origin, problem)
+    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
+            and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
+        where, fix = _count_fix(sizing, origin, logits, 1)
+        if (dataset.num_classes or 0) > 2 and position_class_metric(spec):
+            fix += " with train.metrics: [mae]"  # accuracy reads one score as class 0 or 1
+        raise CompileError(where, f"{spec.loss.type} compares the label maps "
+                           f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
+                           f"position, the model ends with {per_sample(logits)}; {fix}, or use "
+                           f"loss: cross_entropy for {logits.shape[1]} classes per position")
+
+
+def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
+    """The layer whose units or filters give the model's output its count, and that field:
+    the last layer, or the one before layers that keep the count (an upsample, a pool, an
+    activation, dropout, batchnorm); None past a reshape, flatten or join, whose output is
+    not one layer's count."""
+    index_of = {info.name: index for index, info in enumerate(lowered.layers)}
+    index = len(spec.model.layers) - 1
+    while True:
+        layer, info = spec.model.layers[index], lowered.layers[index]
+        for field_name in ("units", "filters"):
+            if hasattr(layer, field_name):
+                return (Origin.of_layer(index, info.name),
+                        field_name)
+        if layer.type in ("flatten", "reshape", "add", "concat") or len(info.inputs) != 1 \
+                or info.inputs[0] not in index_of:
+            return None
+        index = index_of[info.inputs[0]]
+
+
+def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:
+    """One score per class (the perceptron's one output reads two classes). `sizing`: the
+    layer and field that give the output its count (_output_sizing), or None."""
+    classes, outputs = dataset.num_classes, logits.shape[1]
+    one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
+    if classes and outputs != classes and not one_for_two:
+        binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
+                  and outputs == 1 else "")
+        where, fix = _count_fix(sizing, origin, logits, classes)
+        raise CompileError(where, f"the model ends with {outputs} "
+                           f"output{'s' if outputs > 1 else ''} but dataset "
+                           f"'{dataset.name}' has {classes} classes; {fix}{binary}")
+
+
+def _count_fix(sizing, origin: Origin, logits, count: int) -> tuple[Origin, str]:
+    """Where and how to give the output `count` channels: the units or filters of the layer
+    that sizes it, else (a flatten, reshape or join last) a layer that does, added at the end."""
+    if sizing is not None:
+        layer, field_name = sizing
+        return layer.at_field(field_name), f"set {field_name}: {count}"
+    if logits.rank == 2:
+        return origin, f"end the model with {{type: dense, units: {count}}}"
+    conv = f"conv{logits.rank - 2}d"
+    return origin, f"end the model with {{type: {conv}, filters: {count}, kernel_size: 1}}"
+
+
+def _check_binary_outputs(origin: Origin, logits, dataset, sizing=None) -> None:
+    """0/1 labels, and one output per sample (or per pixel of a label map). `sizing`: the
+    layer and field that give the output its count (_output_sizing), if one does."""
+    units = "filters" if logits.rank > 2 else "units"
+    if (dataset.num_classes or 0) > 2:
+        raise CompileError(Origin("loss", keys=("loss",)), more_than_binary(
+            f"dataset '{dataset.name}'", dataset.num_classes, units))
+    wanted = [1, *dataset.label_shape]
+    if per_sample(logits) != wanted:
+        needs = (f"binary_cross_entropy on '{dataset.name}' needs one output"
+                 f"{' per pixel' if dataset.label_shape else ''}, the model ends with "
+                 f"{per_sample(logits)}")
+        if sizing is not None and logits.shape[1] != 1 and list(logits.shape[2:]) == wanted[1:]:
+            layer, field_name = sizing
+            raise CompileError(layer.at_field(field_name), f"{needs}; set {field_name}: 1")
+        raise CompileError(origin, f"{needs}; make the last layer give {wanted}")
+
+
+def _check_one_hot_outputs(spec, lowered, origin, dataset, sizing) -> None:
+    """Under mse, mae and huber, class labels become one-hot targets of a vector of one output
+    per class (or, with one output, numbers: a likely mistake beyond two classes)."""
+    logits, classes, loss = lowered.logits.type, dataset.num_classes, spec.loss.type
+    if logits.rank > 2:
+        raise CompileError(origin, one_hot_needs_a_vector(loss, f"'{dataset.name}'", classes,
+                                                          per_sample(logits)))
+    outputs = logits.shape[1]
+    if outputs not in (1, classes):
+        where, fix = _count_fix(sizing, origin, logits, classes)
+        raise CompileError(where, f"the model ends with {outputs} outputs but "
+                           f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
+                           f"under {loss}; {fix}")
+    if classes > 2 and outputs == 1:
+        message = one_output_on_classes(loss, classes, f" of '{dataset.name}'")
+        lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
+
+
+def _growth_fix(spatial: list[int], labels: list[int]) -> str:
+    """What brings output maps smaller than the label maps to their size: an upsample by a
+    whole factor, or, a position or two short (a transposed convolution's rounding), its
+    output_padding."""
+    if len(spatial) == len(labels) and all(spatial):
+        if all(n % o == 0 for o, n in zip(spatial, labels)):
+            factors = [n // o for o, n in zip(spatial, labels)]
+            scale = factors[0] if len(set(factors)) == 1 else factors
+            return (f"add {{type: upsample{len(labels)}d, scale: {scale}}} at the end (or "
+                    "upsample that much more before it)")
+        if all(0 <= n - o <= 2 for o, n in zip(spatial, labels)):
+            short = [n - o for o, n in zip(spatial, labels)]
+            extra = short[0] if len(set(short)) == 1 else short
+            return (f"the maps fall {'x'.join(map(str, short))} short of the labels: give the "
+                    f"last transposed convolution output_padding: {extra} (or padding that "
+                    "loses less)")
+    return "upsample back to the input size (no flatten or dense layer)"
+
+
+def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int]) -> str:
+    """What brings output maps larger than the label maps to their size: a pool or an upsample
+    less by a whole factor, or, a position or two over, padding (no pool gives 18 -> 16)."""
+    if all(f == int(f) for f in scales):
+        return (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, "
+                "or pool once more")
+    over = [o - n for o, n in zip(spatial, labels)]
+    if all(extra <= 2 for extra in over):
+        return (f"the maps are {'x'.join(map(str, over))} position(s) over the labels: give the "
+                "last transposed convolution less output_padding or more padding, or the "
+                "convolutions padding: same")
+    return (f"the maps are {'x'.join(f'{f:.3g}' for f in scales)} the labels' size, not a "
+            "whole factor: change the upsampling so that the last layer gives "
+            f"{'x'.join(map(str, labels))} (nnrun summary shows each layer's output)")
+
+
+def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy") -> None:
+    """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
+    spatial = list(logits.shape[2:])
+    labels = list(dataset.label_shape)
+    if spatial == labels:
+        return
+    if not labels:
+        raise CompileError(origin, f"{loss} needs class scores [classes], the model ends "
+                           f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
+                           "sample: end the model with {type: flatten} and a dense layer, one "
+                           "unit per class")
+    scales = shrink_factors(spatial, labels)
+    fix = _shrink_fix(scales, spatial, labels) if scales else _growth_fix(spatial, labels)
+    raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
+                       f"{per_sample(logits)}: {loss} wants scores [classes, "
+                       f"{', '.join(map(str, labels))}]; {fix}")
