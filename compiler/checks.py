@@ -22,6 +22,16 @@ def metric_name(metric) -> str:
     return f"top_{metric.k}_accuracy" if metric.type == "top_k_accuracy" else metric.type
 
 
+_TOP_K = re.compile(r"top_([1-9][0-9]*)_accuracy")
+
+
+def is_metric_name(name: str) -> bool:
+    """Whether `name` (of metrics.jsonl's train_NAME and val_NAME) is the loss or one of
+    nnrun's metrics (top_5_accuracy for top_k_accuracy with k: 5)."""
+    return name == "loss" or bool(_TOP_K.fullmatch(name)) or (
+        name in METRICS and name != "top_k_accuracy")
+
+
 def has_validation(spec) -> bool:
     return spec.data is not None and spec.data.validation_split > 0
 
@@ -323,10 +333,10 @@ def _metric_to_add(monitor: str, task: str | None) -> str | None:
     task (a class metric does not suit regression targets, one label per sample not label
     maps); None otherwise."""
     split, _, name = monitor.partition("_")
-    top = re.fullmatch(r"top_([1-9][0-9]*)_accuracy", name)
-    kind = "top_k_accuracy" if top else name
-    if split not in ("train", "val") or kind not in METRICS or name == "top_k_accuracy":
+    if split not in ("train", "val") or name == "loss" or not is_metric_name(name):
         return None
+    top = _TOP_K.fullmatch(name)
+    kind = "top_k_accuracy" if top else name
     metric = METRICS[kind]
     if (task == "regression" and metric.of_classes) or (
             task == "segmentation" and metric.of_classes and not metric.reads_positions):

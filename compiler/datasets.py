@@ -7,6 +7,7 @@ data, so this module imports neither numpy nor scikit-learn. Loading lives in
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import itertools
 import os
@@ -143,10 +144,28 @@ CSV_ENCODING = "utf-8-sig"
 def user_path(text: str) -> Path:
     """A path as a user writes it, `~` and `~name` expanded where they name a home; a
     `~nouser/x.npz` is left as written (a file not found, not Python's RuntimeError)."""
+    path = Path(text)
+    if path.parts[:1] == ("~",):  # the user's own home, as home_directory finds it
+        home = home_directory()
+        return home.joinpath(*path.parts[1:]) if home is not None else path
     try:
-        return Path(text).expanduser()
-    except RuntimeError:  # no such user, or no home directory to expand `~` to
-        return Path(text)
+        return path.expanduser()
+    except RuntimeError:  # no such user
+        return path
+
+
+def home_directory() -> Path | None:
+    """The user's home: HOME, else (HOME empty or unset) the password database's, else None.
+    Path.home() gives / for an empty HOME."""
+    import pwd
+
+    home = os.environ.get("HOME")
+    if home:
+        return Path(home)
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without an entry (a container's `-u 4242`)
+        return None
 
 
 def kernel_file(path: Path) -> bool:
@@ -282,6 +301,31 @@ def missing_generator(name: str) -> str | None:
     except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules
         found = None
     return None if found is not None else generator[1]
+
+
+def why_not_looked_at(path: Path) -> str | None:
+    """Why `path` cannot even be looked at, where its stat fails for more than its absence
+    (Path.exists and is_file raise on these, or call a loop missing): no search permission on
+    a directory on its way, a loop of symbolic links, a name too long; None for a path that
+    is there, or missing."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return _NOT_LOOKED_AT.get(error.errno, error.strerror or type(error).__name__)
+    return None
+
+
+_NOT_LOOKED_AT = {
+    errno.ELOOP: "a loop of symbolic links; point it at the file itself",
+    errno.EACCES: "permission denied: a directory on its way does not let this user look into "
+                  "it; give a path this user can read",
+    errno.EPERM: "not permitted: a directory on its way does not let this user look into it; "
+                 "give a path this user can read",
+    errno.ENAMETOOLONG: "a name too long for the file system (255 bytes a name, 4,096 the "
+                        "whole path); shorten it",
+}
 
 
 def why_absent(path: Path) -> str:

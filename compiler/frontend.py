@@ -6,6 +6,7 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -20,7 +21,7 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
                        held_out, kernel_file, no_label_column, npz_arrays_problem,
-                       unnamed_column, user_path, why_absent)
+                       unnamed_column, user_path, why_absent, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
@@ -287,23 +288,10 @@ def _csv_features(file: Path) -> list[int] | None:
     return [len(header) - 1] if header and "label" in header and len(header) > 1 else None
 
 
-def _not_looked_at(file: Path) -> str | None:
-    """Why `file` cannot even be looked at (no search permission on a directory on its way),
-    where Path.is_file and exists raise; None for a file that is there, or missing (said by
-    what needs it)."""
-    try:
-        file.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as error:
-        return (f"{file}: {error.strerror}: it cannot be looked at (a directory on its way "
-                "may not let this user search it); give a file this user can read")
-    return None
-
-
 def _csv_header(file: Path) -> list[str] | None:
-    if _not_looked_at(file) or not file.is_file() or kernel_file(file):  # is_file first:
-        return None                                 # opening a FIFO would block
+    # is_file first: opening a FIFO would block (and why_not_looked_at before it, which raises)
+    if why_not_looked_at(file) or not file.is_file() or kernel_file(file):
+        return None
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
             return csv_columns(csv_header_line(handle))
@@ -318,9 +306,8 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     input_shape is declared (predict and export of a run read no data)."""
     spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
     named = data_file(spec, source.directory)
-    unseen = _not_looked_at(named) if named is not None else None
-    if unseen:
-        return [source.diagnostic(at_path, unseen)]
+    if named is not None and why_not_looked_at(named):
+        return []  # said by validate's warning of the file, and by the loader that reads it
     if named is not None and kernel_file(named):
         return [source.diagnostic(at_path, f"{named} is a file of the kernel's (/proc, /sys), "
                                   "not a data file; data.path must name the data file")]
@@ -433,31 +420,52 @@ def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict
 
 
 def _make_paths_absolute(data: dict, source: SourceSpec) -> None:
-    owners = [(data.get("data", {}), "path", Origin("data.path", keys=("data", "path"))),
+    for owner, key, origin in _file_fields(data):
+        owner[key] = _resolved(source, source.directory / owner[key], origin)
+
+
+def _file_fields(data: dict) -> list[tuple[dict, str, Origin]]:
+    """(owner, key, origin) of every file the spec's data names: data.path, and the initial
+    values' init_from files of the model and its layers."""
+    owners = [(data.get("data") or {}, "path", Origin("data.path", keys=("data", "path"))),
               (data["model"], "init_from", Origin("model.init_from",
                                                   keys=("model", "init_from")))]
     owners += [(layer, "init_from", Origin.of_layer(index, layer["name"]).at_field("init_from"))
-               for index, layer in enumerate(data["model"]["layers"])]  # initial values' files
-    for owner, key, origin in owners:
-        if owner.get(key):
-            owner[key] = _resolved(source, source.directory / owner[key], origin)
+               for index, layer in enumerate(data["model"]["layers"])]
+    return [(owner, key, origin) for owner, key, origin in owners if owner.get(key)]
+
+
+def unnameable_file_errors(source: SourceSpec) -> list[Diagnostic]:
+    """Files the spec names whose absolute path a run's spec.yaml could not hold (what train
+    refuses before the run: validate says it without reading the files)."""
+    data = resolved_spec_data(source)
+    return [source.diagnostic(origin, problem) for owner, key, origin in _file_fields(data)
+            if (problem := _not_utf8(os.path.abspath(source.directory / owner[key])))]
+
+
+def _not_utf8(path: str) -> str | None:
+    """Why a run's spec.yaml, a YAML text, cannot name `path`: a byte of a name that is no
+    UTF-8 (Python holds it as a lone surrogate); None where it can."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError as error:
+        byte = f"\\x{ord(path[error.start]) - 0xDC00:02x}"
+        return (f"{path}: a name on the path holds the byte {byte}, which is not UTF-8: the "
+                "run's spec.yaml, a YAML text, could not name the file, and the run could not "
+                "be read back (eval, predict, resume); rename the directory, or give a path "
+                "whose names are UTF-8")
+    return None
 
 
 def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
     """The absolute path; a loop of symbolic links is an error at the field (a file or a link
-    target that is missing is said by what reads it)."""
+    target that is missing is said by what reads it), as is a path spec.yaml cannot hold."""
     if _in_a_loop(path):
         raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")])
     resolved = str(path.resolve())
-    try:
-        resolved.encode("utf-8")
-    except UnicodeEncodeError as error:  # a byte that is no UTF-8, held as a lone surrogate
-        byte = f"\\x{ord(resolved[error.start]) - 0xDC00:02x}"
-        raise SpecError([source.diagnostic(origin, (
-            f"{resolved}: a name on the path holds the byte {byte}, which is not "
-            "UTF-8: the run's spec.yaml, a YAML text, could not name the file, and the run "
-            "could not be read back (eval, predict, resume); rename the directory, or give "
-            "a path whose names are UTF-8"))]) from None
+    problem = _not_utf8(resolved)
+    if problem:
+        raise SpecError([source.diagnostic(origin, problem)])
     return resolved
 
 

@@ -35,11 +35,6 @@ class _PathNotLookedAt(click.ClickException):
 
     exit_code = 1
 
-    def __init__(self, error: OSError):
-        from nnrun.runtime.files import describe_os_error
-
-        super().__init__(describe_os_error(error))
-
     def show(self, file=None) -> None:
         click.echo(one_line(f"error: {self.format_message()}"), err=True)
 
@@ -47,12 +42,11 @@ class _PathNotLookedAt(click.ClickException):
 def _look_at(value) -> None:
     """Raises _PathNotLookedAt where `value` cannot be looked at; a missing path is left to
     the caller to say."""
-    try:
-        os.stat(value)
-    except (FileNotFoundError, NotADirectoryError):
-        pass
-    except OSError as error:
-        raise _PathNotLookedAt(error) from None
+    from nnrun.compiler.datasets import why_not_looked_at
+
+    reason = why_not_looked_at(Path(value))
+    if reason:
+        raise _PathNotLookedAt(f"{value}: {reason}")
 
 
 class ExistingPath(click.Path):
@@ -570,7 +564,8 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Loads no data but with
     --data, and then only the spec's own file."""
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
-    from nnrun.compiler.frontend import check, data_file_errors, declared_shape_errors, load_spec
+    from nnrun.compiler.frontend import (check, data_file_errors, declared_shape_errors,
+                                         load_spec, unnameable_file_errors)
 
     limit, named = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
@@ -584,7 +579,7 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
             known = source.spec.model.input_shape is not None
             mismatch = (data_file_errors(source) if known else []) or declared_shape_errors(source)
             checked = check(source)
-            diagnostics = (mismatch + checked.diagnostics
+            diagnostics = (mismatch + checked.diagnostics + unnameable_file_errors(source)
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
@@ -659,21 +654,17 @@ def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnost
     """An npz or csv file that is not there (with input_shape given, nothing else needs it
     before train): said, as a warning, since the file may be made or fetched later; an error
     where it is `required` (validate --data)."""
-    from nnrun.compiler.datasets import why_absent
+    from nnrun.compiler.datasets import why_absent, why_not_looked_at
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
 
     file = data_file(checked.source.spec, checked.source.directory)
     if file is None:
         return []
-    try:
-        file.stat()
+    reason = why_not_looked_at(file) or (why_absent(file) if not file.exists() else None)
+    if reason is None:
         return []
-    except (FileNotFoundError, NotADirectoryError):
-        message = (f"{file}: {why_absent(file)} (data.path is relative to the spec file): "
-                   "train needs it")
-    except OSError:  # not to be looked at: an error of data_file_errors already
-        return []
+    message = f"{file}: {reason} (data.path is relative to the spec file): train needs it"
     return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,
                                       "error" if required else "warning")]
 
@@ -912,6 +903,7 @@ def schema() -> None:
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
           quiet, threads, no_graph, max_steps, distributed, distributed_timeout) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
+    from nnrun.notices import unfailing_output
     from nnrun.runtime.distributed import ALONE, DEFAULT_TIMEOUT_S, connect
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
@@ -921,7 +913,7 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
                                 allow_changes, distributed, distributed_timeout)
         ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed \
             else ALONE
-    with thread_limit(threads):
+    with thread_limit(threads), unfailing_output():
         run_training(source, backend=backend, out_dir=out_dir,
                      resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
                      ranks=ranks, graph=not no_graph)

@@ -127,12 +127,16 @@ class _Unfailing:
             return
         try:
             action()
+        except BlockingIOError:  # a non-blocking reader that is slow: this line is dropped
+            pass
         except (OSError, ValueError):  # ValueError: the stream was closed
             self.failed = True
             # what the stream still buffers goes nowhere, not to a flush at exit that fails
             # again (Python would then end the process with status 120)
             with suppress(OSError, ValueError, AttributeError):
-                os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, self._stream.fileno())
+                os.close(null)
 
     def __getattr__(self, name: str):
         return getattr(self._stream, name)
@@ -140,13 +144,18 @@ class _Unfailing:
 
 @contextmanager
 def unfailing_output():
-    """Runs the block with stdout and stderr that cannot fail: training's progress, notes and
-    final table going to a log on a disk that fills up, or to a reader that left (`| head`),
-    must not stop it and lose the epoch it trained but had not yet saved. The run directory
-    holds what they would have said."""
+    """Runs the block with stdout and stderr that cannot fail: `nnrun train`'s progress, notes
+    and final table going to a log on a disk that fills up, or to a reader that left
+    (`| head`), must not stop it and lose the epoch it trained but had not yet saved. The run
+    directory holds what they would have said. The command's own: a program calling
+    nnrun.train keeps its streams as they are."""
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = (None if stream is None else _Unfailing(stream) for stream in saved)
+    wrapped = tuple(None if stream is None else _Unfailing(stream) for stream in saved)
+    sys.stdout, sys.stderr = wrapped
     try:
         yield
-    finally:
-        sys.stdout, sys.stderr = saved
+    finally:  # the process's streams, unless something else has set them meanwhile
+        if sys.stdout is wrapped[0]:
+            sys.stdout = saved[0]
+        if sys.stderr is wrapped[1]:
+            sys.stderr = saved[1]

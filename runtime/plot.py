@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..compiler.checks import is_metric_name
 from ..compiler.diagnostics import suggest
 from .files import write_atomically
 from .grad_norms import LAYER_PREFIX
@@ -142,7 +143,8 @@ def _drawn_panels(runs: list[RunCurves]) -> list[str]:
     keys = set().union(*(run.keys() for run in runs))
     metrics = dict.fromkeys(key.split("_", 1)[1] for run in runs for row in run.epochs
                             for key in row if key.startswith(("train_", "val_")) and key in keys)
-    panels = sorted(metrics, key=lambda name: name != "loss")
+    panels = sorted((name for name in metrics if is_metric_name(name)),
+                    key=lambda name: name != "loss")
     panels += ["lr"] if "lr" in keys else []
     return panels + ([GRAD_NORMS_PANEL] if any(run.layers() for run in runs) else [])
 

@@ -43,8 +43,7 @@ from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
                                      spec_yaml)
 from nnrun.compiler.ir import Origin
-from nnrun.notices import (collected, positioned, shell_word, silenced, unfailing_output,
-                           warn)
+from nnrun.notices import collected, positioned, shell_word, silenced, warn
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
@@ -112,8 +111,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 
     summary = None
     try:
-        with InterruptGuard() as guard, unfailing_output(), run or nullcontext(), \
-                silenced(quiet):
+        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
             try:
                 ranks.first_meeting(_training_digest(source))
                 resumption, trainer = ranks.together(prepare)

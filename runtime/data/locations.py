@@ -9,10 +9,11 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from nnrun.compiler.datasets import (DATASETS, DATASETS_EXTRA, kernel_file, missing_generator,
-                                     user_path)
+from nnrun.compiler.datasets import (DATASETS, DATASETS_EXTRA, home_directory, kernel_file,
+                                     missing_generator, user_path)
 
 from ..files import temporaries_of, write_atomically
+from .errors import DataError
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
 IDX_FILES = {
@@ -26,15 +27,14 @@ IDX_FILES = {
 def cache_root() -> Path:
     """Decoded and generated data; never the user's data directory."""
     configured = os.environ.get("NNRUN_CACHE_DIR")
-    return user_path(configured) if configured else _home() / ".cache" / "nnrun"
-
-
-def _home() -> Path:
-    """The user's home: HOME, or where the password database puts it when HOME is empty or
-    unset (Path.home() gives / for an empty HOME, which put the cache at /.cache)."""
-    import pwd
-
-    return Path(os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir)
+    if configured:
+        return user_path(configured)
+    home = home_directory()
+    if home is None:
+        raise DataError("no home directory for nnrun's cache: HOME is empty or unset, and this "
+                        f"user (uid {os.getuid()}) has none in the password database; set "
+                        "NNRUN_CACHE_DIR (or HOME)")
+    return home / ".cache" / "nnrun"
 
 
 def cache_dir(name: str) -> Path:
@@ -49,8 +49,9 @@ def library_caches_in_ours():
     ~/.cache), and matplotlib's configuration directory (which it creates, else
     ~/.config/matplotlib) unless the user has one, which then applies."""
     chosen = {"XDG_CACHE_HOME": str(cache_dir("libraries"))}
-    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or _home() / ".config")
-    if not _is_dir(config_home / "matplotlib"):
+    home = home_directory()
+    config_home = os.environ.get("XDG_CONFIG_HOME") or (home / ".config" if home else None)
+    if config_home is None or not _is_dir(Path(config_home) / "matplotlib"):
         chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
     chosen = {name: value for name, value in chosen.items() if name not in os.environ}
     os.environ.update(chosen)

@@ -68,7 +68,7 @@ def test_a_path_too_long_to_look_at_is_one_line(tmp_path, command):
                    *(["b"] if command == "diff" else []), cwd=tmp_path)
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1 and len(lines) == 1, lines
-    assert "File name too long" in lines[0] and "Traceback" not in lines[0]
+    assert "a name too long for the file system" in lines[0] and "Traceback" not in lines[0]
 
 
 def test_a_data_path_of_bytes_that_are_no_utf8_is_refused_before_the_run(tmp_path):
@@ -104,10 +104,11 @@ def test_a_spec_given_for_a_run_is_told_to_train_in_a_command_that_pastes(tmp_pa
     assert f"nnrun train '{spec}'" in result.stderr.decode()
 
 
-def test_a_data_file_that_cannot_be_looked_at_is_an_error_at_its_field(tmp_path, monkeypatch):
+def test_a_data_file_that_cannot_be_looked_at_is_said_at_its_field(tmp_path, monkeypatch):
     """validate said `error: <file>: Permission denied` without the spec's position, and the
     files after it went unchecked (Path.is_file raises where a directory on the way may not
-    be searched; root, which CI runs as, may search any, so the refusal is stood in for)."""
+    be searched; root, which CI runs as, may search any, so the refusal is stood in for). As
+    a missing file: a warning, an error with --data."""
     from click.testing import CliRunner
 
     from nnrun.cli import main
@@ -125,25 +126,105 @@ def test_a_data_file_that_cannot_be_looked_at_is_an_error_at_its_field(tmp_path,
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "stat", stat)
-    for options in ([], ["--data"]):
+    for options, severity, code in (([], "warning", 0), (["--data"], "error", 1)):
         result = CliRunner().invoke(main, ["validate", *options, str(spec),
                                            str(ROOT / "specs" / "xor-mlp.yaml")])
         lines = result.stderr.splitlines()
-        assert result.exit_code == 1 and "Traceback" not in result.output
-        assert lines[0].startswith(f"{spec}:9:9: error: data.path: ")
-        assert "Permission denied: it cannot be looked at" in lines[0]
+        assert result.exit_code == code and "Traceback" not in result.output
+        assert lines[0].startswith(f"{spec}:9:9: {severity}: data.path: ")
+        assert "permission denied: a directory on its way does not let this user" in lines[0]
         assert "xor-mlp.yaml: ok" in result.stdout  # the next spec is still checked
 
 
+def test_a_data_file_in_a_loop_of_links_is_a_warning_of_validate_as_before(tmp_path):
+    """A review: the check of files that cannot be looked at took a loop for one (an error,
+    advice about permissions), where validate warns of a loop, as of a missing file."""
+    (tmp_path / "data").mkdir()
+    spec = tmp_path / "csv-regression.yaml"
+    shutil.copy(ROOT / "specs" / "csv-regression.yaml", spec)
+    (tmp_path / "data" / "sine-regression.csv").symlink_to("sine-regression.csv")
+    result = nnrun("validate", spec, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "warning: data.path: " in result.stderr.decode()
+    assert "a loop of symbolic links; point it at the file itself" in result.stderr.decode()
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    result = nnrun("eval", loop, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.decode() == f"error: {loop}: a loop of symbolic links; point it at " \
+        "the file itself\n"
+
+
+def test_validate_refuses_a_data_path_spec_yaml_could_not_hold(tmp_path):
+    """A review: validate said ok to the spec whose non-UTF-8 data.path train refuses."""
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/dir\xff"))
+    (odd / "data").mkdir(parents=True)
+    shutil.copy(ROOT / "specs" / "csv-regression.yaml", odd)
+    result = nnrun("validate", odd / "csv-regression.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert ":9:9: error: data.path: " in result.stderr.decode()
+    assert "holds the byte \\xff, which is not UTF-8" in result.stderr.decode()
+
+
 def test_an_empty_home_is_the_users_own_not_the_root(monkeypatch):
-    """HOME= (set but empty) put the cache at /.cache: Path.home() gives / for it."""
+    """HOME= (set but empty) put the cache at /.cache, and `~/x.npz` at /x.npz: Path.home()
+    gives / for it."""
     import pwd
 
+    from nnrun.compiler.datasets import user_path
     from nnrun.runtime.data.locations import cache_root
 
     monkeypatch.delenv("NNRUN_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", "")
     own = Path(pwd.getpwuid(os.getuid()).pw_dir)
     assert cache_root() == own / ".cache" / "nnrun"
+    assert user_path("~/d.npz") == own / "d.npz" and user_path("~") == own
     monkeypatch.setenv("HOME", "/somewhere")
     assert cache_root() == Path("/somewhere/.cache/nnrun")
+    assert user_path("~/d.npz") == Path("/somewhere/d.npz")
+
+
+def test_no_home_at_all_is_one_line_where_the_cache_is_needed(monkeypatch, tmp_path):
+    """A review: HOME empty for a uid without a password entry (`docker run -u 4242 -e
+    HOME=`) was an internal error of every command that sets the libraries' caches, even
+    with NNRUN_CACHE_DIR set."""
+    from nnrun.runtime.data import DataError
+    from nnrun.runtime.data.locations import cache_root, library_caches_in_ours
+
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.setattr(os, "getuid", lambda: 2**31 - 7)  # no such user
+    monkeypatch.delenv("NNRUN_CACHE_DIR", raising=False)
+    with pytest.raises(DataError, match="set NNRUN_CACHE_DIR"):
+        cache_root()
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("MPLCONFIGDIR", raising=False)
+    with library_caches_in_ours():
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "cache" / "matplotlib")
+
+
+def test_unfailing_output_leaves_streams_set_meanwhile_and_survives_a_slow_reader(monkeypatch):
+    """A review: a program that set sys.stdout during the block had it undone at the end; a
+    non-blocking reader's EAGAIN dropped every later line."""
+    import io
+
+    from nnrun.notices import unfailing_output
+
+    class Slow(io.StringIO):
+        calls = 0
+
+        def write(self, text):
+            Slow.calls += 1
+            if Slow.calls == 1:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+            return super().write(text)
+
+    slow, elsewhere = Slow(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", slow)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # put back after the test
+    with unfailing_output():
+        print("dropped", file=sys.stderr)
+        print("kept", file=sys.stderr)
+        sys.stdout = elsewhere  # the program's own, set meanwhile
+    assert "dropped" not in slow.getvalue() and slow.getvalue().endswith("kept\n")
+    assert sys.stderr is slow and sys.stdout is elsewhere

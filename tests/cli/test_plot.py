@@ -83,6 +83,14 @@ def test_every_tracked_metric_is_a_default_panel(tmp_path):
                                        str(tmp_path / "top.png")])
     assert result.exit_code == 0, result.output
     assert "loss, mae, top_3_accuracy, accuracy, lr of 1 run" in result.output
+    # keys of no metric in a hand-edited metrics.jsonl draw no panel of their own (a review)
+    rows = (tmp_path / "top" / "metrics.jsonl").read_text().splitlines()
+    edited = [row.replace('"epoch_s"', '"train_time_s": 1.5, "train_": 2, "epoch_s"')
+              for row in rows]
+    (tmp_path / "top" / "metrics.jsonl").write_text("\n".join(edited) + "\n")
+    result = CliRunner().invoke(main, ["plot", str(tmp_path / "top"), "--out",
+                                       str(tmp_path / "top.png")])
+    assert "loss, mae, top_3_accuracy, accuracy, lr of 1 run" in result.output
 
 
 def test_metrics_choose_the_panels(runs, tmp_path):
