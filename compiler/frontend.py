@@ -6,7 +6,6 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -306,8 +305,9 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     input_shape is declared (predict and export of a run read no data)."""
     spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
     named = data_file(spec, source.directory)
-    if named is not None and why_not_looked_at(named):
-        return []  # said by validate's warning of the file, and by the loader that reads it
+    unseen = why_not_looked_at(named) if named is not None else None
+    if unseen:  # said by validate's warning of the file, where the spec gives the shape
+        return [] if spec.model.input_shape else [source.diagnostic(at_path, f"{named}: {unseen}")]
     if named is not None and kernel_file(named):
         return [source.diagnostic(at_path, f"{named} is a file of the kernel's (/proc, /sys), "
                                   "not a data file; data.path must name the data file")]
@@ -421,7 +421,13 @@ def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict
 
 def _make_paths_absolute(data: dict, source: SourceSpec) -> None:
     for owner, key, origin in _file_fields(data):
-        owner[key] = _resolved(source, source.directory / owner[key], origin)
+        owner[key] = _resolved(source, _named_file(source, owner[key]), origin)
+
+
+def _named_file(source: SourceSpec, text: str) -> Path:
+    """A file the spec names, as its loader finds it: `~` expanded, else from the spec's
+    directory."""
+    return source.directory / user_path(text)
 
 
 def _file_fields(data: dict) -> list[tuple[dict, str, Origin]]:
@@ -439,8 +445,13 @@ def unnameable_file_errors(source: SourceSpec) -> list[Diagnostic]:
     """Files the spec names whose absolute path a run's spec.yaml could not hold (what train
     refuses before the run: validate says it without reading the files)."""
     data = resolved_spec_data(source)
-    return [source.diagnostic(origin, problem) for owner, key, origin in _file_fields(data)
-            if (problem := _not_utf8(os.path.abspath(source.directory / owner[key])))]
+    found = []
+    for owner, key, origin in _file_fields(data):
+        path = _named_file(source, owner[key])
+        if not why_not_looked_at(path):  # a loop, say: said by what reads the file
+            problem = _not_utf8(str(path.resolve()))  # the path spec.yaml would hold
+            found += [source.diagnostic(origin, problem)] if problem else []
+    return found
 
 
 def _not_utf8(path: str) -> str | None:

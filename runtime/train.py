@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -174,15 +175,28 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch
     if run is None:
         return interrupt
     if resume is not None:
-        spec = source.path or run.path / SPEC
-        command = " ".join([f"nnrun train {shell_word(str(spec))} --resume "
-                            f"{shell_word(str(run.path))}", *_overrides(source),
-                            *(["--allow-changes"] if allow_changes else [])])
-        advice = f"the run directory is as it was; resume with: {launch.command(command)}"
+        command = _resume_with_settings(source, run.path, launch, allow_changes)
+        advice = f"the run directory is as it was; resume with: {command}"
     else:
         command = _start_command(source, run.path, launch)
         advice = f"nothing was trained; start again with: {command}"
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
+
+
+def _resume_with_settings(source, run_dir: Path, launch: Launch, allow_changes: bool) -> str:
+    """The command that resumes `run_dir` as this one was asked to: its spec, its --set
+    settings and --allow-changes (the run's spec.yaml does not hold them yet)."""
+    spec = source.path or run_dir / SPEC
+    return launch.command(" ".join([f"nnrun train {shell_word(str(spec))} --resume "
+                                    f"{shell_word(str(run_dir))}", *_overrides(source),
+                                    *(["--allow-changes"] if allow_changes else [])]))
+
+
+def _in_directory(filename, directory: Path) -> bool:
+    """Whether an OSError's file is in `directory` (a run directory's write that failed)."""
+    if not filename:
+        return False
+    return Path(os.fsdecode(filename)).resolve().parent == directory.resolve()
 
 
 def _overrides(source) -> list[str]:
@@ -249,6 +263,7 @@ class Resumption:
     stale: bool = False
     # spec-changes.jsonl holds records of such resumes, which go
     dropped: bool = False
+    allow_changes: bool = False  # the resume was asked with --allow-changes
 
 
 def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
@@ -279,7 +294,7 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
         refuse_training_changes(run.path, {name: change for name, change in changes.items()
                                            if name not in allowed
                                            or allowed[name] != change["new"]}, edited)
-    return Resumption(changes, trained, trained != text, bool(later))
+    return Resumption(changes, trained, trained != text, bool(later), allow_changes)
 
 
 # What the numbers of a run's evaluation, and its stored preprocessing, depend on (the seed:
@@ -527,14 +542,14 @@ class Trainer:
     def run(self, run: RunDirectory | None, guard: InterruptGuard | None = None,
             resumption: Resumption | None = None) -> dict:
         """`run` is None on the ranks other than 0: they write nothing."""
-        self.run_directory = run
+        self.run_directory, self.resumption = run, resumption or Resumption()
         self.say = run.say if run else (lambda message: None)
         started = time.perf_counter()
         # A signal while the run begins (its files written or read) is answered as later ones
         self.run_dir, self.saved_epoch = (run.path if run else None), None
         try:
             self.run_dir, begun = self.ranks.from_root(
-                lambda: (run.path, self._begin(run, resumption or Resumption())))
+                lambda: (run.path, self._begin(run, self.resumption)))
             self.history, self.global_step = begun.history, begun.step
             self.state = {name: self.backend.from_host(value)
                           for name, value in begun.state.items()}
@@ -551,9 +566,9 @@ class Trainer:
             raise Interrupted(interrupt.signal_number, self._resume_advice(str(interrupt))) \
                 from None
         except OSError as error:  # a write of the run directory's: the disk full, say
-            if self.run_dir is None:
-                raise
-            raise TrainingError(self._resume_advice(describe_os_error(error))) from None
+            if self.run_dir is None or not _in_directory(error.filename, self.run_dir):
+                raise  # the caller's streams, say: theirs to catch as they are
+            raise TrainingError(self._resume_advice(describe_os_error(error))) from error
 
     def _train_epochs(self, run: RunDirectory, first_epoch: int, guard) -> bool:
         """Epochs from `first_epoch` on; True when early stopping ended them."""
@@ -924,8 +939,12 @@ class Trainer:
             command = _start_command(self.source, self.run_dir, self.launch)
             return f"{what}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
-            saved = f"the checkpoint in {self.run_dir / LAST} is intact"
-        elif self.saved_epoch:
+            # spec.yaml may not hold the resume's settings yet: the command gives them again
+            command = _resume_with_settings(self.source, self.run_dir, self.launch,
+                                            self.resumption.allow_changes)
+            return f"{what}; the checkpoint in {self.run_dir / LAST} is intact; resume with: " \
+                   f"{command}"
+        if self.saved_epoch:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"

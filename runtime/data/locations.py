@@ -48,12 +48,14 @@ def library_caches_in_ours():
     else: onnxruntime's device id and matplotlib's font list (under XDG_CACHE_HOME, else
     ~/.cache), and matplotlib's configuration directory (which it creates, else
     ~/.config/matplotlib) unless the user has one, which then applies."""
-    chosen = {"XDG_CACHE_HOME": str(cache_dir("libraries"))}
+    chosen = {}
+    if "XDG_CACHE_HOME" not in os.environ:  # the user's choices need no cache of nnrun's
+        chosen["XDG_CACHE_HOME"] = str(cache_dir("libraries"))
     home = home_directory()
     config_home = os.environ.get("XDG_CONFIG_HOME") or (home / ".config" if home else None)
-    if config_home is None or not _is_dir(Path(config_home) / "matplotlib"):
+    if "MPLCONFIGDIR" not in os.environ and (
+            config_home is None or not _is_dir(Path(config_home) / "matplotlib")):
         chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
-    chosen = {name: value for name, value in chosen.items() if name not in os.environ}
     os.environ.update(chosen)
     try:
         yield

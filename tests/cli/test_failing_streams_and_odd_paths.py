@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nnrun.notices import one_line, shell_word
@@ -228,3 +229,113 @@ def test_unfailing_output_leaves_streams_set_meanwhile_and_survives_a_slow_reade
         sys.stdout = elsewhere  # the program's own, set meanwhile
     assert "dropped" not in slow.getvalue() and slow.getvalue().endswith("kept\n")
     assert sys.stderr is slow and sys.stdout is elsewhere
+
+
+def test_a_data_path_from_home_is_held_by_the_runs_spec_as_the_loader_found_it(tmp_path,
+                                                                                monkeypatch):
+    """A review: `path: ~/d.npz` trained, but the run's spec.yaml held <spec dir>/~/d.npz,
+    and eval, predict and resume of the run failed."""
+    import nnrun as api
+
+    home = tmp_path / "home"
+    home.mkdir()
+    rng = np.random.default_rng(0)
+    np.savez(home / "d.npz", x=rng.standard_normal((40, 3)), y=rng.integers(0, 2, 40))
+    monkeypatch.setenv("HOME", str(home))
+    spec = tmp_path / "specs" / "s.yaml"
+    spec.parent.mkdir()
+    spec.write_text("data: {dataset: npz, path: ~/d.npz}\nmodel: {input_shape: [3], layers: "
+                    "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    api.train(spec, out_dir=tmp_path / "run", quiet=True)
+    assert f"path: {home / 'd.npz'}" in (tmp_path / "run" / "spec.yaml").read_text()
+    assert nnrun("eval", tmp_path / "run", "--split", "train", cwd=tmp_path).returncode == 0
+
+
+def test_validate_and_train_see_a_data_path_through_links_alike(tmp_path):
+    """A review: validate checked the path as written, train the one links lead to: a link
+    to a directory named in bytes that are no UTF-8 passed validate, and a link so named
+    to a good directory failed it."""
+    good, odd = tmp_path / "good", Path(os.fsdecode(bytes(tmp_path) + b"/d\xff"))
+    for directory in (good, odd):
+        directory.mkdir()
+        shutil.copy(ROOT / "specs" / "data" / "sine-regression.csv", directory)
+    (tmp_path / "to-odd").symlink_to(odd)
+    text = (ROOT / "specs" / "csv-regression.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(text.replace("data/", "to-odd/"))
+    assert nnrun("validate", tmp_path / "a.yaml", cwd=tmp_path).returncode == 1
+    (good / "b.yaml").write_text(text.replace("data/", ""))
+    oddly_named = Path(os.fsdecode(bytes(tmp_path) + b"/l\xfe"))
+    oddly_named.symlink_to(good)  # the spec reached through it: train writes good/'s path
+    assert nnrun("validate", oddly_named / "b.yaml", cwd=tmp_path).returncode == 0
+
+
+def test_a_spec_whose_file_must_give_the_shape_says_why_it_cannot_be_looked_at(tmp_path):
+    """A review: without input_shape, validate said only that input_shape is needed, not that
+    data.path is a loop of links."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "loop.csv").symlink_to("loop.csv")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: csv, path: data/loop.csv}\nmodel: {layers: [{type: dense, "
+                    "units: 1}]}\nloss: mse\n")
+    result = nnrun("validate", spec, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "error: data.path: " in result.stderr.decode()
+    assert "a loop of symbolic links" in result.stderr.decode()
+
+
+def test_a_home_less_user_who_chose_every_place_needs_no_home(monkeypatch, tmp_path):
+    """A review: the libraries' caches were computed from nnrun's before the user's own
+    XDG_CACHE_HOME and MPLCONFIGDIR were looked at."""
+    from nnrun.runtime.data.locations import library_caches_in_ours
+
+    monkeypatch.setenv("HOME", "")
+    monkeypatch.setattr(os, "getuid", lambda: 2**31 - 7)  # no such user
+    monkeypatch.delenv("NNRUN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    with library_caches_in_ours():
+        assert os.environ["MPLCONFIGDIR"] == str(tmp_path / "mpl")
+
+
+def test_a_program_calling_train_gets_its_own_streams_errors_as_they_are(tmp_path, monkeypatch):
+    """A review: a progress line to the caller's broken pipe came back as a TrainingError
+    about a disk, with a resume command."""
+    import io
+
+    import nnrun as api
+
+    class Broken(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Broken())
+    with pytest.raises(BrokenPipeError):
+        api.train(ROOT / "specs" / "quickstart.yaml", out_dir=tmp_path / "run", epochs=1,
+                    overrides=["data.limit=100"])
+
+
+def test_a_failed_write_while_a_resume_begins_gives_its_settings_again(tmp_path, monkeypatch):
+    """A review: a resume with --epochs that failed writing metrics.jsonl (before spec.yaml
+    took the new epochs) was told to resume without them, which trained nothing."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+    from nnrun.runtime.run_dir import RunDirectory
+
+    run = tmp_path / "run"
+    spec = ROOT / "specs" / "quickstart.yaml"
+    assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--epochs", "1",
+                                     "--set", "data.limit=100", "--quiet"]).exit_code == 0
+
+    def full(self, rows, name="metrics.jsonl"):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
+
+    monkeypatch.setattr(RunDirectory, "write_metrics", full)
+    result = CliRunner().invoke(main, ["train", str(run / "spec.yaml"), "--resume", str(run),
+                                       "--epochs", "3", "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(
+        f"the checkpoint in {run / 'last.npz'} is intact; resume with: nnrun train "
+        f"{run / 'spec.yaml'} --resume {run} --set train.epochs=3")
