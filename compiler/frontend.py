@@ -20,7 +20,7 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
                        held_out, kernel_file, no_label_column, npz_arrays_problem,
-                       unnamed_column, user_path, why_absent, why_not_looked_at)
+                       unnamed_column, user_path, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
@@ -469,30 +469,17 @@ def _not_utf8(path: str) -> str | None:
 
 
 def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
-    """The absolute path; a loop of symbolic links is an error at the field (a file or a link
-    target that is missing is said by what reads it), as is a path spec.yaml cannot hold."""
-    if _in_a_loop(path):
-        raise SpecError([source.diagnostic(origin, f"{path}: {why_absent(path)}")])
+    """The absolute path; one that cannot be looked at (a loop of symbolic links, a directory
+    on its way this user cannot search) is an error at the field (a file or a link target
+    that is missing is said by what reads it), as is a path spec.yaml cannot hold."""
+    unseen = why_not_looked_at(path)
+    if unseen:
+        raise SpecError([source.diagnostic(origin, f"{path}: {unseen}")])
     resolved = str(path.resolve())
     problem = _not_utf8(resolved)
     if problem:
         raise SpecError([source.diagnostic(origin, problem)])
     return resolved
-
-
-def _in_a_loop(path: Path) -> bool:
-    """Before Python 3.13 resolve() raises RuntimeError on a loop; from 3.13 on it returns the
-    path as it is, and a strict resolve raises OSError (ELOOP), FileNotFoundError for a file
-    that is not there."""
-    if path.exists():
-        return False
-    try:
-        path.resolve(strict=True)
-    except FileNotFoundError:
-        return False
-    except (RuntimeError, OSError):
-        return True
-    return False
 
 
 def _type_and_name_first(value):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .datasets import why_absent
+from .datasets import why_absent, why_not_looked_at
 from .diagnostics import suggest
 from .ir import Origin
 from .schema import default_layer_names
@@ -272,6 +272,9 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
     initial values are left out. `numbers_only`: an array of anything but numbers makes the
     file unreadable."""
+    unseen = why_not_looked_at(path)
+    if unseen:  # Path.exists raises on these (a directory on the way this user cannot search)
+        raise _Unreadable(f"{path}: {unseen}")
     if path.exists() and not path.is_file():  # a directory, a device, a FIFO (would block)
         raise _Unreadable(f"{path}: is not a regular file; init_from names an .npz file")
     if not path.is_file():

@@ -343,10 +343,11 @@ def _possible_path(path: str) -> str:
     if "\0" in path:
         raise ValueError("no file name holds a NUL character (\\0); write the file's name")
     longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.split("/"))
-    if longest > FILE_NAME_MAX_BYTES or len(path.encode("utf-8", "surrogatepass")) > PATH_MAX_BYTES:
+    whole = len(path.encode("utf-8", "surrogatepass"))
+    if longest > FILE_NAME_MAX_BYTES or whole > PATH_MAX_BYTES:
         raise ValueError(f"no file system takes a path this long (a name of {longest:,} bytes; "
-                         f"at most {FILE_NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole path); "
-                         "write the file's path")
+                         f"at most {FILE_NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole "
+                         "path); write the file's path")
     return path
 
 

@@ -201,7 +201,8 @@ def _in_directory(filename, directory: Path) -> bool:
 
 def _overrides(source) -> list[str]:
     """The command's --set settings (and the options that stand for them), shell-quoted."""
-    return [" ".join(map(shell_word, setting.split(" ", 1))) for setting in source.loaded.overrides_in_order()]
+    return [" ".join(map(shell_word, setting.split(" ", 1)))
+            for setting in source.loaded.overrides_in_order()]
 
 
 def _start_command(source, run_dir: Path, launch: Launch) -> str:

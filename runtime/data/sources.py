@@ -24,7 +24,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, kernel_file, no_label_column,
                                      no_training_samples, npz_arrays_problem, unnamed_column,
-                                     user_path)
+                                     user_path, why_not_looked_at)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
@@ -475,6 +475,9 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     if not path:
         raise DataError(f"{name}: data.path is required (a file, relative to the spec file)")
     full_path = spec_dir / user_path(path)
+    unseen = why_not_looked_at(full_path)
+    if unseen:  # Path.is_dir raises on these (a directory on the way this user cannot search)
+        raise DataError(f"{full_path}: {unseen} (data.path names the .{name} file)")
     if full_path.is_dir():
         raise DataError(f"{name}: {full_path} is a directory; data.path must name a .{name} file")
     if full_path.exists() and not full_path.is_file():

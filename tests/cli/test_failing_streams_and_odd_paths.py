@@ -339,3 +339,40 @@ def test_a_failed_write_while_a_resume_begins_gives_its_settings_again(tmp_path,
     assert result.stderr.strip().endswith(
         f"the checkpoint in {run / 'last.npz'} is intact; resume with: nnrun train "
         f"{run / 'spec.yaml'} --resume {run} --set train.epochs=3")
+
+
+@pytest.mark.parametrize("kind", ["npz", "init_from"])
+def test_an_npz_that_cannot_be_looked_at_is_said_at_its_field_too(tmp_path, monkeypatch, kind):
+    """A docs walk: a csv behind a directory this user may not search was said at data.path,
+    an npz (data or init_from) stopped validate with the write advice, unpositioned, the
+    specs after it unchecked, and train likewise."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    private = tmp_path / "private"
+    private.mkdir()
+    np.savez(private / "x.npz", x=np.zeros((10, 4), "float32"), y=np.zeros(10, "int64"))
+    field = ("data: {dataset: npz, path: private/x.npz}\n" if kind == "npz" else
+             "data: {dataset: xor}\n")
+    layer = "{type: dense, units: 2" + (", init_from: private/x.npz}" if kind != "npz" else "}")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"{field}model:\n  input_shape: [{4 if kind == 'npz' else 2}]\n  layers:\n"
+                    f"    - {layer}\nloss: cross_entropy\n")
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(str(private)) or str(path).startswith("private/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["validate", str(spec),
+                                       str(ROOT / "specs" / "xor-mlp.yaml")])
+    assert "Traceback" not in result.output and "xor-mlp.yaml: ok" in result.stdout
+    line = result.stderr.splitlines()[0]
+    assert line.startswith(f"{spec}:") and "a directory on its way does not let this user" in line
+    result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1 and result.stderr.startswith(f"{spec}:")
+    assert "a directory on its way does not let this user" in result.stderr
