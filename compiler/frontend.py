@@ -421,13 +421,13 @@ def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict
 
 def _make_paths_absolute(data: dict, source: SourceSpec) -> None:
     for owner, key, origin in _file_fields(data):
-        owner[key] = _resolved(source, _named_file(source, owner[key]), origin)
+        owner[key] = _resolved(source, _named_file(source, key, owner[key]), origin)
 
 
-def _named_file(source: SourceSpec, text: str) -> Path:
-    """A file the spec names, as its loader finds it: `~` expanded, else from the spec's
-    directory."""
-    return source.directory / user_path(text)
+def _named_file(source: SourceSpec, key: str, text: str) -> Path:
+    """A file the spec names, as its loader finds it: from the spec's directory, data.path's
+    `~` expanded (init_from's is a directory's name, as its loader reads it)."""
+    return source.directory / (user_path(text) if key == "path" else Path(text))
 
 
 def _file_fields(data: dict) -> list[tuple[dict, str, Origin]]:
@@ -447,7 +447,7 @@ def unnameable_file_errors(source: SourceSpec) -> list[Diagnostic]:
     data = resolved_spec_data(source)
     found = []
     for owner, key, origin in _file_fields(data):
-        path = _named_file(source, owner[key])
+        path = _named_file(source, key, owner[key])
         if not why_not_looked_at(path):  # a loop, say: said by what reads the file
             problem = _not_utf8(str(path.resolve()))  # the path spec.yaml would hold
             found += [source.diagnostic(origin, problem)] if problem else []

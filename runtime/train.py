@@ -194,9 +194,10 @@ def _resume_with_settings(source, run_dir: Path, launch: Launch, allow_changes: 
 
 def _in_directory(filename, directory: Path) -> bool:
     """Whether an OSError's file is in `directory` (a run directory's write that failed)."""
-    if not filename:
+    try:
+        return Path(os.fsdecode(filename)).resolve().parent == directory.resolve()
+    except (TypeError, ValueError, OSError, RuntimeError):  # none, a descriptor, a loop
         return False
-    return Path(os.fsdecode(filename)).resolve().parent == directory.resolve()
 
 
 def _overrides(source) -> list[str]:
@@ -940,16 +941,25 @@ class Trainer:
             command = _start_command(self.source, self.run_dir, self.launch)
             return f"{what}; nothing was trained; start again with: {command}"
         if self.saved_epoch is None and (self.run_dir / LAST).is_file():  # while resuming
-            # spec.yaml may not hold the resume's settings yet: the command gives them again
-            command = _resume_with_settings(self.source, self.run_dir, self.launch,
-                                            self.resumption.allow_changes)
-            return f"{what}; the checkpoint in {self.run_dir / LAST} is intact; resume with: " \
-                   f"{command}"
-        if self.saved_epoch:
+            saved = f"the checkpoint in {self.run_dir / LAST} is intact"
+        elif self.saved_epoch:
             saved = f"the checkpoint of epoch {self.saved_epoch} is intact in {self.run_dir / LAST}"
         else:
             saved = "no checkpoint was written yet (resuming starts from epoch 1)"
-        return f"{what}; {saved}; resume with: {resume_command(self.run_dir, self.launch)}"
+        if self._spec_written():
+            command = resume_command(self.run_dir, self.launch)
+        else:  # stopped while a resume began, before its spec.yaml: the settings again
+            command = _resume_with_settings(self.source, self.run_dir, self.launch,
+                                            self.resumption.allow_changes)
+        return f"{what}; {saved}; resume with: {command}"
+
+    def _spec_written(self) -> bool:
+        """Whether the run's spec.yaml holds the spec this command trains (a resume writes
+        its changed spec only once it has read and checked what it resumes)."""
+        try:
+            return (self.run_dir / SPEC).read_text(encoding="utf-8") == self.spec_text
+        except (OSError, ValueError):
+            return False
 
     # --- evaluation -----------------------------------------------------------------------
 

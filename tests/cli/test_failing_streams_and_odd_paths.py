@@ -376,3 +376,50 @@ def test_an_npz_that_cannot_be_looked_at_is_said_at_its_field_too(tmp_path, monk
     result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1 and result.stderr.startswith(f"{spec}:")
     assert "a directory on its way does not let this user" in result.stderr
+
+
+def test_an_init_from_under_a_directory_named_tilde_is_held_as_read(tmp_path, monkeypatch):
+    """A third review: `init_from: ~/w.npz` is read from <spec dir>/~/w.npz (init_from's `~`
+    is a directory's name), but spec.yaml took it for the home's file."""
+    import nnrun as api
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "~").mkdir()
+    np.savez(tmp_path / "~" / "w.npz", weight=np.ones((2, 2)), bias=np.zeros(2))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel: {input_shape: [2], layers: [{type: dense, "
+                    "units: 2, init_from: '~/w.npz'}]}\ntrain: {epochs: 1}\n")
+    api.train(spec, out_dir=tmp_path / "run", quiet=True)
+    assert f"init_from: {tmp_path / '~' / 'w.npz'}" in (tmp_path / "run" / "spec.yaml").read_text()
+
+
+def test_a_resume_of_a_run_without_checkpoint_stopped_before_its_spec_gives_its_settings(
+        tmp_path, monkeypatch):
+    """A third review: a resume of a run with no checkpoint yet, stopped before it wrote its
+    spec.yaml, was told to resume without its --set settings (which then trained with the
+    old ones)."""
+    import errno
+
+    from click.testing import CliRunner
+
+    import nnrun.runtime.checkpoint as checkpoint
+    from nnrun.cli import main
+    from nnrun.runtime.run_dir import RunDirectory
+
+    run, spec = tmp_path / "run", ROOT / "specs" / "quickstart.yaml"
+
+    def full(path, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    with monkeypatch.context() as first_checkpoint_fails:
+        first_checkpoint_fails.setattr(checkpoint, "save_checkpoint", full)
+        assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--set",
+                                         "data.limit=100", "--quiet"]).exit_code == 1
+    assert (run / "spec.yaml").is_file() and not (run / "last.npz").exists()
+    monkeypatch.setattr(RunDirectory, "write_spec", lambda self, text: full(self.path / "s"))
+    result = CliRunner().invoke(main, ["train", str(spec), "--resume", str(run), "--set",
+                                       "optimizer.lr=0.02", "--quiet"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(
+        f"no checkpoint was written yet (resuming starts from epoch 1); resume with: nnrun "
+        f"train {spec} --resume {run} --set optimizer.lr=0.02")
