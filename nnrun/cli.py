@@ -128,7 +128,7 @@ class RunDirPath(ExistingPath):
                       f"{shell_word(str(value))}", param, ctx)
         if not path.exists():
             self.fail(f"'{value}' does not exist; give {wanted}{self.hint}", param, ctx)
-        return super().convert(value, param, ctx)
+        return click.Path.convert(self, value, param, ctx)  # looked at above
 
 
 def _usable_threads(ctx, param, value: int | None) -> int | None:
@@ -651,9 +651,9 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
 
 
 def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnostic]:
-    """An npz or csv file that is not there (with input_shape given, nothing else needs it
-    before train): said, as a warning, since the file may be made or fetched later; an error
-    where it is `required` (validate --data)."""
+    """An npz or csv file that is not there, or cannot be looked at (with input_shape given,
+    nothing else needs it before train): said, as a warning, since the file may be made or
+    fetched later; an error where it is `required` (validate --data)."""
     from nnrun.compiler.datasets import why_absent, why_not_looked_at
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
@@ -922,9 +922,9 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
 def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, allow_changes,
                    distributed, distributed_timeout):
     """train's spec with its options applied, after the checks of the options together."""
-    from nnrun.notices import warn
     from nnrun.compiler.frontend import load_spec
     from nnrun.compiler.loader import training_overrides
+    from nnrun.notices import warn
     from nnrun.runtime.launcher import launched_rank, launched_size
 
     overrides = training_overrides(overrides, epochs, batch_size, seed)
