@@ -25,6 +25,7 @@ broadcast, and the metrics are sums over the ranks.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -185,17 +186,25 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch
 
 def _resume_with_settings(source, run_dir: Path, launch: Launch, allow_changes: bool) -> str:
     """The command that resumes `run_dir` as this one was asked to: its spec, its --set
-    settings and --allow-changes (the run's spec.yaml does not hold them yet)."""
-    spec = source.path or run_dir / SPEC
-    return launch.command(" ".join([f"nnrun train {shell_word(str(spec))} --resume "
-                                    f"{shell_word(str(run_dir))}", *_overrides(source),
+    settings and --allow-changes (the run's spec.yaml does not hold them yet). A spec given
+    as data (the API's) has no file to name: SPEC stands for it."""
+    spec = shell_word(str(source.path)) if source.path else "SPEC"
+    return launch.command(" ".join([f"nnrun train {spec} --resume {shell_word(str(run_dir))}",
+                                    *_overrides(source),
                                     *(["--allow-changes"] if allow_changes else [])]))
 
 
-def _in_directory(filename, directory: Path) -> bool:
-    """Whether an OSError's file is in `directory` (a run directory's write that failed)."""
+# What a write meets where the storage is full or read-only: the run's files are as they were.
+_STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+def _failed_run_write(error: OSError, directory: Path) -> bool:
+    """Whether `error` is a write of a file in the run `directory` that found the storage
+    full or read-only (a read error of a checkpoint is not, nor the caller's streams')."""
+    if error.errno not in _STORAGE_ERRORS:
+        return False
     try:
-        return Path(os.fsdecode(filename)).resolve().parent == directory.resolve()
+        return Path(os.fsdecode(error.filename)).resolve().parent == directory.resolve()
     except (TypeError, ValueError, OSError, RuntimeError):  # none, a descriptor, a loop
         return False
 
@@ -568,7 +577,7 @@ class Trainer:
             raise Interrupted(interrupt.signal_number, self._resume_advice(str(interrupt))) \
                 from None
         except OSError as error:  # a write of the run directory's: the disk full, say
-            if self.run_dir is None or not _in_directory(error.filename, self.run_dir):
+            if self.run_dir is None or not _failed_run_write(error, self.run_dir):
                 raise  # the caller's streams, say: theirs to catch as they are
             raise TrainingError(self._resume_advice(describe_os_error(error))) from error
 

@@ -423,3 +423,56 @@ def test_a_resume_of_a_run_without_checkpoint_stopped_before_its_spec_gives_its_
     assert result.stderr.strip().endswith(
         f"no checkpoint was written yet (resuming starts from epoch 1); resume with: nnrun "
         f"train {spec} --resume {run} --set optimizer.lr=0.02")
+
+
+def test_a_spec_given_as_data_is_not_named_by_the_runs_spec_in_the_resume_command(
+        tmp_path, monkeypatch):
+    """A fourth review: an API resume with a changed spec given as a mapping, stopped before
+    the run's spec.yaml took it, was told to resume from that spec.yaml, which trains the old
+    spec; SPEC stands for the spec, as in the command that starts a run again."""
+    import errno
+
+    import yaml
+
+    import nnrun as api
+    from nnrun.runtime.run_dir import RunDirectory
+    from nnrun.runtime.train import TrainingError
+
+    text = (ROOT / "specs" / "quickstart.yaml").read_text()
+    api.train(api.load_spec_text(text), out_dir=tmp_path / "run", epochs=1,
+              overrides=["data.limit=100"], quiet=True)
+    changed = yaml.safe_load(text)
+    changed["train"]["epochs"] = 2
+    changed["data"]["limit"] = 100
+
+    def full(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "spec.yaml"))
+
+    monkeypatch.setattr(RunDirectory, "write_spec", full)
+    with pytest.raises(TrainingError) as raised:
+        api.train(changed, resume=tmp_path / "run", quiet=True)
+    assert str(raised.value).endswith(f"resume with: nnrun train SPEC --resume {tmp_path / 'run'}")
+
+
+def test_a_checkpoint_that_cannot_be_read_is_not_called_intact(tmp_path, monkeypatch):
+    """A fourth review: an I/O error reading last.npz while a resume began was reported with
+    "the checkpoint ... is intact" and a resume command."""
+    import errno
+
+    from click.testing import CliRunner
+
+    import nnrun.runtime.checkpoint as checkpoint
+    from nnrun.cli import main
+
+    run, spec = tmp_path / "run", ROOT / "specs" / "quickstart.yaml"
+    assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--epochs", "1",
+                                     "--set", "data.limit=100", "--quiet"]).exit_code == 0
+
+    def unreadable(path, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", unreadable)
+    result = CliRunner().invoke(main, ["train", str(run / "spec.yaml"), "--resume", str(run),
+                                       "--epochs", "2", "--quiet"])
+    assert result.exit_code == 1 and "Input/output error" in result.stderr
+    assert "intact" not in result.stderr and "resume with" not in result.stderr
