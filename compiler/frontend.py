@@ -444,13 +444,11 @@ def _file_fields(data: dict) -> list[tuple[dict, str, Origin]]:
 def unnameable_file_errors(source: SourceSpec) -> list[Diagnostic]:
     """Files the spec names whose absolute path a run's spec.yaml could not hold (what train
     refuses before the run: validate says it without reading the files)."""
-    data = resolved_spec_data(source)
     found = []
-    for owner, key, origin in _file_fields(data):
-        path = _named_file(source, key, owner[key])
-        if not why_not_looked_at(path):  # a loop, say: said by what reads the file
-            problem = _not_utf8(str(path.resolve()))  # the path spec.yaml would hold
-            found += [source.diagnostic(origin, problem)] if problem else []
+    for owner, key, origin in _file_fields(resolved_spec_data(source)):
+        resolved, problem = _resolved_or_problem(_named_file(source, key, owner[key]))
+        if resolved is not None and problem:  # one not looked at is said by what reads it
+            found.append(source.diagnostic(origin, problem))
     return found
 
 
@@ -472,14 +470,20 @@ def _resolved(source: SourceSpec, path: Path, origin: Origin) -> str:
     """The absolute path; one that cannot be looked at (a loop of symbolic links, a directory
     on its way this user cannot search) is an error at the field (a file or a link target
     that is missing is said by what reads it), as is a path spec.yaml cannot hold."""
-    unseen = why_not_looked_at(path)
-    if unseen:
-        raise SpecError([source.diagnostic(origin, f"{path}: {unseen}")])
-    resolved = str(path.resolve())
-    problem = _not_utf8(resolved)
+    resolved, problem = _resolved_or_problem(path)
     if problem:
         raise SpecError([source.diagnostic(origin, problem)])
     return resolved
+
+
+def _resolved_or_problem(path: Path) -> tuple[str | None, str | None]:
+    """(the absolute path a run's spec.yaml would hold, why it cannot): None for the path
+    where it cannot be looked at, and why."""
+    unseen = why_not_looked_at(path)
+    if unseen:
+        return None, f"{path}: {unseen}"
+    resolved = str(path.resolve())
+    return resolved, _not_utf8(resolved)
 
 
 def _type_and_name_first(value):

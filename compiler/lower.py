@@ -570,7 +570,7 @@ def _resolve_inputs(ctx, layer, input_names, env, reads: dict) -> list[Value]:
             if input_name == ctx.name:
                 ctx.fail(f"inputs: layer '{input_name}' is this layer; a layer reads earlier "
                          "layers (the one before it when inputs is left out)", *keys)
-            if input_name in reads and ctx.name in _ancestors(reads, input_name):
+            if input_name in reads and ctx.name in schema.layers_read_by(reads, input_name):
                 ctx.fail(f"inputs: layer '{input_name}' comes after this one and reads it "
                          "itself (a cycle), so neither can come first; make one of them read "
                          "an earlier layer", *keys)
@@ -663,7 +663,7 @@ def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -
     layers), or "" for a branch of one layer."""
     reads = {layer: info.inputs for layer, info in layers.items()}
     others = {ancestor for other in joined if other != name
-              for ancestor in _ancestors(reads, other)}
+              for ancestor in schema.layers_read_by(reads, other)}
     path = []
     while name in layers and len(path) < longest:
         info = layers[name]
@@ -672,18 +672,6 @@ def _branch_path(layers: dict, name: str, joined: list[str], longest: int = 4) -
             break
         name = info.inputs[0]
     return f" ({' -> '.join(reversed(path))})" if len(path) > 1 else ""
-
-
-def _ancestors(reads: dict[str, list[str]], name: str) -> set[str]:
-    """`name` and every layer it reads, directly or through others (`reads`: each layer's
-    input names)."""
-    seen, pending = set(), [name]
-    while pending:
-        name = pending.pop()
-        if name not in seen:
-            seen.add(name)
-            pending += reads.get(name, [])
-    return seen
 
 
 def _branch_fix(layer_type: str, rank: int, differ: list[int], anywhere: list[int]) -> str:

@@ -32,10 +32,7 @@ def _warn_of_unread_layers(lowered) -> None:
     """A layer on no path to the output (the next one names other inputs, and no later one
     reads it, or only such layers do) trains for nothing: likely not what the spec meant."""
     last = lowered.layers[-1].name
-    reached = {last}
-    for info in reversed(lowered.layers):
-        if info.name in reached:
-            reached.update(info.inputs)
+    reached = schema.layers_read_by({info.name: info.inputs for info in lowered.layers}, last)
     for index, info in enumerate(lowered.layers):
         if info.name in reached:
             continue

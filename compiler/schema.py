@@ -1170,6 +1170,18 @@ def layer_inputs(layers: list[Any]) -> list[list[str]]:
     return result
 
 
+def layers_read_by(reads: dict[str, list[str]], name: str) -> set[str]:
+    """`name` and every layer it reads, directly or through others (`reads`: each layer's
+    input names, as layer_inputs gives them)."""
+    seen, pending = set(), [name]
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending += reads.get(name, [])
+    return seen
+
+
 def short_form_fields(model: type[BaseModel] | None = None, seen=None) -> frozenset[str]:
     """The names of the fields, anywhere in a spec, where a type name stands for its mapping
     (`loss: mse` for `{type: mse}`: tagged_union's fields, and lists of them), so that

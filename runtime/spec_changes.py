@@ -98,6 +98,19 @@ def _is_free(name: str) -> bool:
     return any(_within(name, free) for free in FREE_FIELDS)
 
 
+# What the numbers of a run's evaluation, and its stored preprocessing, depend on (the seed:
+# its validation split and feature permutation); augmentation changes the training only.
+EVALUATED_FIELDS = ("seed", "data", "loss")
+TRAINING_ONLY_FIELDS = ("data.augment",)
+
+
+def evaluated_changes(changes: dict) -> list[str]:
+    """The changed fields that the numbers of an evaluation depend on."""
+    return [name for name in changes
+            if any(_within(name, field) for field in EVALUATED_FIELDS)
+            and not any(_within(name, field) for field in TRAINING_ONLY_FIELDS)]
+
+
 def _within(name: str, field: str) -> bool:
     """Whether the leaf path `name` is `field` or lies under it."""
     return name == field or name.startswith((f"{field}.", f"{field}["))

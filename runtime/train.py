@@ -67,7 +67,8 @@ from .pruning import MagnitudePruner
 from .regularisation import regularisation_lines
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
-from .spec_changes import bracketed, model_changes, refuse_training_changes, spec_changes
+from .spec_changes import (bracketed, evaluated_changes, model_changes,
+                           refuse_training_changes, spec_changes)
 from .threads import default_threads
 
 
@@ -308,22 +309,6 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     return Resumption(changes, trained, trained != text, bool(later), allow_changes)
 
 
-# What the numbers of a run's evaluation, and its stored preprocessing, depend on (the seed:
-# its validation split and feature permutation); augmentation changes the training only.
-EVALUATED_FIELDS = ("seed", "data", "loss")
-TRAINING_ONLY_FIELDS = ("data.augment",)
-
-
-def _evaluated_changes(changes: dict) -> list[str]:
-    """The changed fields that the numbers of an evaluation depend on."""
-    def within(name: str, fields) -> bool:
-        return any(name == field or name.startswith((f"{field}.", f"{field}["))
-                   for field in fields)
-
-    return [name for name in changes
-            if within(name, EVALUATED_FIELDS) and not within(name, TRAINING_ONLY_FIELDS)]
-
-
 def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str],
                        epoch: int) -> None:
     """The best checkpoint so far was measured, and is evaluated, on inputs of the settings
@@ -339,7 +324,7 @@ def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
                                    stopped_early: bool) -> None:
     """A resume that trains no epoch keeps spec.yaml the run's: a change of what its final
     numbers and stored preprocessing depend on would leave them at odds with it."""
-    evaluated = _evaluated_changes(changes)
+    evaluated = evaluated_changes(changes)
     if not evaluated:
         return
     why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
@@ -667,7 +652,7 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-            _choose_best_again(run, history, _evaluated_changes(changes), epoch)
+            _choose_best_again(run, history, evaluated_changes(changes), epoch)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)

@@ -80,9 +80,10 @@ SUMMED = "summed"  # the outputs (no batch axis) are sums over the samples
 
 
 def forward_through_into(name: str):
-    """A plain forward for an op that only the optimizing passes emit: outputs and scratch
-    allocated from the op's own shape and scratch rules, then its forward_into. (Its reference
-    is the independent one in tests/ops/cases.py.)"""
+    """A plain forward that is the op's forward_into (an op only the optimizing passes emit, or
+    one whose plain form would only repeat that arithmetic): outputs and scratch allocated from
+    the op's own shape and scratch rules. (Its reference is the independent one in
+    tests/ops/cases.py.)"""
 
     def forward(be, attrs, *arrays):
         op = REGISTRY[name]

@@ -431,13 +431,6 @@ register(OpDef("batch_norm_grad", BatchNormAttrs, _batch_norm_grad_shape,
                forward_into=_batch_norm_grad_into, scratch=_batch_norm_grad_scratch))
 
 
-def _bn_infer_forward(be, attrs, x, mean, var, gamma, beta):
-    y = be.xp.empty_like(x)
-    _bn_infer_into(be, attrs, (y, be.xp.empty_like(mean), be.xp.empty_like(mean)), x, mean,
-                   var, gamma, beta)
-    return y
-
-
 def _bn_infer_into(be, attrs, out, x, mean, var, gamma, beta):
     """x * scale + shift, scale = gamma / sqrt(var + eps) and shift = beta - mean * scale per
     channel: two passes over x where (x - mean) * scale + beta took three (PyTorch's CPU
@@ -483,7 +476,8 @@ def _bn_infer_onnx(ox, node):
     return ox.emit("Add", ox.emit("Mul", x, scale), shift)
 
 
-register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, _bn_infer_forward, _bn_infer_vjp,
+register(OpDef("batch_norm_infer", EpsAttrs, _bn_shape, forward_through_into("batch_norm_infer"),
+               _bn_infer_vjp,
                doc="gamma * (x - running_mean) / sqrt(running_var + eps) + beta",
                forward_into=_bn_infer_into, scratch=lambda attrs, x, mean, *rest: (mean, mean),
                batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError
-from . import OpDef, register
+from . import OpDef, forward_through_into, register
 from .common import array_type, cached_constant, check_sample_rank
 
 
@@ -74,13 +74,6 @@ def _nearest_into(be, attrs, out, x):
         return
     for phase in range(attrs.scale[-1]):
         be.xp.copyto(blocks[..., phase], source[..., 0])
-
-
-def _nearest_grad(be, attrs, g):
-    gx_type = _upsample_grad_shape(attrs, array_type(g))
-    gx = be.xp.empty(gx_type.shape, dtype=gx_type.dtype)
-    _nearest_grad_into(be, attrs, (gx,), g)
-    return gx
 
 
 def _nearest_grad_into(be, attrs, out, g):
@@ -200,13 +193,6 @@ def _linear_into(be, attrs, out, x):
     _interpolate_into(be, x, x.ndim - 1, attrs.scale[-1], y)
 
 
-def _linear_forward(be, attrs, x):
-    types = (_upsample_shape(attrs, array_type(x)), *_linear_scratch(attrs, array_type(x)))
-    out = tuple(be.xp.empty(t.shape, dtype=t.dtype) for t in types)
-    _linear_into(be, attrs, out, x)
-    return out[0]
-
-
 def _linear_grad_scratch(attrs, g):
     """[the gradient along the width (2-D)], then, where an axis is long, a spare buffer of
     the largest stage's shape (batch first, so that a batch segment takes its slice)."""
@@ -226,14 +212,6 @@ def _linear_grad_into(be, attrs, out, g):
     gx, tall, *spare = out  # along the width, then along the height
     _interpolate_grad_into(be, g, 3, attrs.scale[1], tall, *spare)
     _interpolate_grad_into(be, tall, 2, attrs.scale[0], gx, *spare)
-
-
-def _linear_grad(be, attrs, g):
-    g_type = array_type(g)
-    types = (_upsample_grad_shape(attrs, g_type), *_linear_grad_scratch(attrs, g_type))
-    out = tuple(be.xp.empty(t.shape, dtype=t.dtype) for t in types)
-    _linear_grad_into(be, attrs, out, g)
-    return out[0]
 
 
 # --- one op per rank, the mode chosen by the attribute ----------------------------------------
@@ -276,14 +254,14 @@ def _upsample_vjp(gb, node, g):
 for _rank in (1, 2):
     _name = f"upsample{_rank}d"
     register(OpDef(_name, UpsampleAttrs, _upsample_shape,
-                   _by_mode(_nearest_forward, _linear_forward), _upsample_vjp,
+                   _by_mode(_nearest_forward, forward_through_into(_name)), _upsample_vjp,
                    doc="y[o] = x[o // s] (nearest), or linear interpolation at source "
                        "(o + 0.5)/s - 0.5 (align_corners=False)",
                    forward_into=_by_mode(_nearest_into, _linear_into),
                    scratch=_scratch_by_mode(_linear_scratch), batch_parallel=True,
                    onnx=_upsample_onnx))
     register(OpDef(f"{_name}_grad", UpsampleAttrs, _upsample_grad_shape,
-                   _by_mode(_nearest_grad, _linear_grad), None,
+                   forward_through_into(f"{_name}_grad"), None,
                    doc=f"gradient of {_name}: block sums (nearest), or A^T g per axis (linear)",
                    forward_into=_by_mode(_nearest_grad_into, _linear_grad_into),
                    scratch=_scratch_by_mode(_linear_grad_scratch), batch_parallel=True))

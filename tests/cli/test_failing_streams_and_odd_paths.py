@@ -3,6 +3,7 @@ be looked at or named again, said in one line, with no traceback and nothing los
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,23 @@ from nnrun.notices import one_line, shell_word
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--set", "train.epochs=2", "--set", "data.limit=300"]
 needs_dev_full = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+
+
+def unsearchable(monkeypatch, *prefixes: str) -> None:
+    """os.stat refuses the paths under `prefixes` as a directory on their way that this user
+    may not search makes it (root, which CI runs as, may search any)."""
+    real_stat = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path).startswith(prefixes):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+
+
+def no_space(path) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
 
 def nnrun(*args, cwd, **streams) -> subprocess.CompletedProcess:
@@ -119,14 +137,7 @@ def test_a_data_file_that_cannot_be_looked_at_is_said_at_its_field(tmp_path, mon
     spec = private / "csv-regression.yaml"
     shutil.copy(ROOT / "specs" / "csv-regression.yaml", spec)
     shutil.copy(ROOT / "specs" / "data" / "sine-regression.csv", private / "data")
-    real_stat = os.stat
-
-    def stat(path, *args, **kwargs):
-        if str(path).startswith(str(private / "data")):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_stat(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", stat)
+    unsearchable(monkeypatch, str(private / "data"))
     for options, severity, code in (([], "warning", 0), (["--data"], "error", 1)):
         result = CliRunner().invoke(main, ["validate", *options, str(spec),
                                            str(ROOT / "specs" / "xor-mlp.yaml")])
@@ -317,8 +328,6 @@ def test_a_program_calling_train_gets_its_own_streams_errors_as_they_are(tmp_pat
 def test_a_failed_write_while_a_resume_begins_gives_its_settings_again(tmp_path, monkeypatch):
     """A review: a resume with --epochs that failed writing metrics.jsonl (before spec.yaml
     took the new epochs) was told to resume without them, which trained nothing."""
-    import errno
-
     from click.testing import CliRunner
 
     from nnrun.cli import main
@@ -329,10 +338,8 @@ def test_a_failed_write_while_a_resume_begins_gives_its_settings_again(tmp_path,
     assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--epochs", "1",
                                      "--set", "data.limit=100", "--quiet"]).exit_code == 0
 
-    def full(self, rows, name="metrics.jsonl"):
-        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / name))
-
-    monkeypatch.setattr(RunDirectory, "write_metrics", full)
+    monkeypatch.setattr(RunDirectory, "write_metrics",
+                        lambda self, rows, name="metrics.jsonl": no_space(self.path / name))
     result = CliRunner().invoke(main, ["train", str(run / "spec.yaml"), "--resume", str(run),
                                        "--epochs", "3", "--quiet"])
     assert result.exit_code == 1
@@ -359,14 +366,7 @@ def test_an_npz_that_cannot_be_looked_at_is_said_at_its_field_too(tmp_path, monk
     spec = tmp_path / "s.yaml"
     spec.write_text(f"{field}model:\n  input_shape: [{4 if kind == 'npz' else 2}]\n  layers:\n"
                     f"    - {layer}\nloss: cross_entropy\n")
-    real_stat = os.stat
-
-    def stat(path, *args, **kwargs):
-        if str(path).startswith(str(private)) or str(path).startswith("private/"):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_stat(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "stat", stat)
+    unsearchable(monkeypatch, str(private), "private/")
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["validate", str(spec),
                                        str(ROOT / "specs" / "xor-mlp.yaml")])
@@ -398,8 +398,6 @@ def test_a_resume_of_a_run_without_checkpoint_stopped_before_its_spec_gives_its_
     """A third review: a resume of a run with no checkpoint yet, stopped before it wrote its
     spec.yaml, was told to resume without its --set settings (which then trained with the
     old ones)."""
-    import errno
-
     from click.testing import CliRunner
 
     import nnrun.runtime.checkpoint as checkpoint
@@ -408,15 +406,13 @@ def test_a_resume_of_a_run_without_checkpoint_stopped_before_its_spec_gives_its_
 
     run, spec = tmp_path / "run", ROOT / "specs" / "quickstart.yaml"
 
-    def full(path, *args):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
-
     with monkeypatch.context() as first_checkpoint_fails:
-        first_checkpoint_fails.setattr(checkpoint, "save_checkpoint", full)
+        first_checkpoint_fails.setattr(checkpoint, "save_checkpoint",
+                                       lambda path, *args: no_space(path))
         assert CliRunner().invoke(main, ["train", str(spec), "--out", str(run), "--set",
                                          "data.limit=100", "--quiet"]).exit_code == 1
     assert (run / "spec.yaml").is_file() and not (run / "last.npz").exists()
-    monkeypatch.setattr(RunDirectory, "write_spec", lambda self, text: full(self.path / "s"))
+    monkeypatch.setattr(RunDirectory, "write_spec", lambda self, text: no_space(self.path / "s"))
     result = CliRunner().invoke(main, ["train", str(spec), "--resume", str(run), "--set",
                                        "optimizer.lr=0.02", "--quiet"])
     assert result.exit_code == 1
@@ -430,8 +426,6 @@ def test_a_spec_given_as_data_is_not_named_by_the_runs_spec_in_the_resume_comman
     """A fourth review: an API resume with a changed spec given as a mapping, stopped before
     the run's spec.yaml took it, was told to resume from that spec.yaml, which trains the old
     spec; SPEC stands for the spec, as in the command that starts a run again."""
-    import errno
-
     import yaml
 
     import nnrun as api
@@ -445,10 +439,8 @@ def test_a_spec_given_as_data_is_not_named_by_the_runs_spec_in_the_resume_comman
     changed["train"]["epochs"] = 2
     changed["data"]["limit"] = 100
 
-    def full(self, text):
-        raise OSError(errno.ENOSPC, "No space left on device", str(self.path / "spec.yaml"))
-
-    monkeypatch.setattr(RunDirectory, "write_spec", full)
+    monkeypatch.setattr(RunDirectory, "write_spec",
+                        lambda self, text: no_space(self.path / "spec.yaml"))
     with pytest.raises(TrainingError) as raised:
         api.train(changed, resume=tmp_path / "run", quiet=True)
     assert str(raised.value).endswith(f"resume with: nnrun train SPEC --resume {tmp_path / 'run'}")
@@ -457,8 +449,6 @@ def test_a_spec_given_as_data_is_not_named_by_the_runs_spec_in_the_resume_comman
 def test_a_checkpoint_that_cannot_be_read_is_not_called_intact(tmp_path, monkeypatch):
     """A fourth review: an I/O error reading last.npz while a resume began was reported with
     "the checkpoint ... is intact" and a resume command."""
-    import errno
-
     from click.testing import CliRunner
 
     import nnrun.runtime.checkpoint as checkpoint

@@ -1053,11 +1053,11 @@ def test_a_resume_that_changes_the_inputs_chooses_the_best_epoch_again(tmp_path,
     assert "seed changed, so the best epoch is chosen again from epoch 3 on" in result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["best_epoch"] == 3 and summary["final"]["epoch"] == 3
-    from nnrun.runtime.train import _evaluated_changes  # augmentation: the training's alone
+    from nnrun.runtime.spec_changes import evaluated_changes  # augmentation: training's alone
 
-    assert _evaluated_changes({"data.augment": {}, "data.limit": {}, "optimizer.lr": {},
-                               "loss.label_smoothing": {}}) == ["data.limit",
-                                                                "loss.label_smoothing"]
+    assert evaluated_changes({"data.augment": {}, "data.limit": {}, "optimizer.lr": {},
+                              "loss.label_smoothing": {}}) == ["data.limit",
+                                                               "loss.label_smoothing"]
 
 
 @pytest.mark.parametrize("number, words", [(13, "no permission"), (30, "read-only")])
