@@ -75,10 +75,11 @@ print(\"NCCL rank of 1 against no --distributed:\", len(floats), \"arrays, worst
 assert worst < 1e-5
 "'
 
-# 3. The issue's table: nnrun (CuPy) against PyTorch eager and PyTorch with a captured step.
+# 3. The issue's table: nnrun (CuPy) against PyTorch eager and PyTorch with a captured step,
+#    both in IEEE float32 (GPU_SH_VS_OPTIONS=--torch-tf32: PyTorch's TF32 convolutions).
 section vs-torch ${GPU_SH_VS_LIMIT:-150} "python3 benchmarks/vs_torch.py \
   ${GPU_SH_VS_SPECS:-benchmarks/workloads/mlp.yaml benchmarks/workloads/lenet5.yaml} --backend cupy --batch-size 128 1024 --steps 30 \
-  --repetitions ${GPU_SH_REPETITIONS:-2} --json-out $out/vs-torch.json"
+  --repetitions ${GPU_SH_REPETITIONS:-2} ${GPU_SH_VS_OPTIONS:-} --json-out $out/vs-torch.json"
 
 # 4. Each spec's step path on CuPy, its first-step self-check, and its weights against NumPy.
 section step-paths 60 "python3 benchmarks/step_paths.py --backend cupy --jsonl $out/step-paths.jsonl"

@@ -12,6 +12,9 @@ eager and with its training step captured by `torch.cuda.CUDAGraph` ("torch-grap
 which path nnrun's step took (captured, planned or reference: runtime/step_path.py), with each
 side's inference throughput and the peak memory of its training step (nnrun: `bench`'s
 peak_memory_mb, what its memory pool grew by; PyTorch: torch.cuda.max_memory_allocated).
+On CUDA both sides compute in IEEE float32, as nnrun's CuPy step does: PyTorch's own default
+lets cuDNN's convolutions round their inputs to TF32 (10 bits of mantissa), which
+`--torch-tf32` keeps; the row says which (`torch_float32`).
 
     python benchmarks/vs_torch.py                                  # issue 7's CPU table
     python benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --batch-size 128 1024
@@ -56,7 +59,7 @@ def nnrun_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
 
 
 def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
-                 threads: int | None, graph: bool = False) -> dict:
+                 threads: int | None, graph: bool = False, tf32: bool = False) -> dict:
     import torch
 
     import nnrun
@@ -67,6 +70,7 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
         torch.set_num_threads(threads)
     model = nnrun.compile(spec)
     device = "cuda" if backend == "cupy" else "cpu"
+    float32 = _torch_float32(torch, tf32) if device == "cuda" else None
     net = torch_model(model).to(device)
     x, y = random_batch(model, batch, np.random.default_rng(0))
     tx = torch.from_numpy(x.astype(np.float32)).to(device)
@@ -96,7 +100,34 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     net.eval()
     infer_ms = median_step_seconds(inference, steps, warmup, sync) * 1e3
     return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "peak_mb": peak_mb}
+            "torch": torch.__version__, "peak_mb": peak_mb, "float32": float32}
+
+
+def _torch_float32(torch, tf32: bool) -> str:
+    """Set how PyTorch's CUDA convolutions and matrix products compute in float32: IEEE
+    float32 (nnrun's arithmetic) or PyTorch's defaults (TF32 convolutions); say which ran.
+    PyTorch 2.9 and later have newer switches (and refuse a mix of the two kinds), so each
+    version gets its own."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        if not tf32:
+            conv.fp32_precision = "ieee"
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+        return (f"conv {_precision(torch, conv, torch.backends.cudnn)}, "
+                f"matmul {_precision(torch, torch.backends.cuda.matmul)}")
+    if not tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    return (f"conv {'tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'}, "
+            f"matmul {'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'}")
+
+
+def _precision(torch, *settings) -> str:
+    """The first setting that is not "none" (inherit), from the operation's to the global."""
+    for setting in (*settings, torch.backends):
+        if getattr(setting, "fp32_precision", "none") != "none":
+            return setting.fp32_precision
+    return "ieee"
 
 
 def _captured_torch_step(torch, train_step):
@@ -199,6 +230,8 @@ def run_worker(side: str, spec: str, batch: int, args) -> dict:
                "--backend", args.backend]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.torch_tf32:
+        command.append("--torch-tf32")
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -246,6 +279,8 @@ def compare(spec: str, batch: int, args) -> dict:
         row["torch-graph_train_ms"] = row["graph_ratio"] = None
     row["versions"] = {k: v for r in results.values() for k, v in r[0].items()
                        if k in ("numpy", "torch")}
+    if results["torch"][0].get("float32"):
+        row["torch_float32"] = results["torch"][0]["float32"]
     return row
 
 
@@ -281,6 +316,9 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="default: every core")
     parser.add_argument("--backend", choices=["numpy", "cupy"], default="numpy")
+    parser.add_argument("--torch-tf32", action="store_true",
+                        help="on CUDA, PyTorch with its default TF32 convolutions "
+                             "(default: IEEE float32 on both sides)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--json-out", type=Path, default=None,
                         help="also write the JSON here, row by row as each is measured")
@@ -290,7 +328,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker = nnrun_worker if args.worker == "nnrun" else torch_worker
-        options = {"graph": True} if args.worker == "torch-graph" else {}
+        options = {} if args.worker == "nnrun" else {"tf32": args.torch_tf32}
+        if args.worker == "torch-graph":
+            options["graph"] = True
         result = worker(args.specs[0], args.batch_size[0], args.steps, args.warmup,
                         args.backend, args.threads, **options)
         print(json.dumps(result))
@@ -309,6 +349,8 @@ def main() -> None:
             print(f"{Path(spec).stem} at batch {batch}: {failure}", file=sys.stderr, flush=True)
             continue
         machine.update(rows[0]["versions"])
+        if "torch_float32" in rows[0]:
+            machine["torch_float32"] = rows[0]["torch_float32"]
         if args.json_out:  # a run stopped at a time limit keeps the rows it measured
             args.json_out.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2))
         if not args.json:
