@@ -13,8 +13,8 @@ which path nnrun's step took (captured, planned or reference: runtime/step_path.
 side's inference throughput and the peak memory of its training step (nnrun: `bench`'s
 peak_memory_mb, what its memory pool grew by; PyTorch: torch.cuda.max_memory_allocated).
 On CUDA both sides compute in IEEE float32, as nnrun's CuPy step does: PyTorch's own default
-lets cuDNN's convolutions round their inputs to TF32 (10 bits of mantissa), which
-`--torch-tf32` keeps; the row says which (`torch_float32`).
+lets cuDNN compute convolutions in TF32 (10 bits of mantissa), which `--torch-tf32` keeps; the
+row says which (`torch_float32`).
 
     python benchmarks/vs_torch.py                                  # issue 7's CPU table
     python benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --batch-size 128 1024
