@@ -1,6 +1,6 @@
 """benchmarks/vs_torch.py compares IEEE float32 on both sides on CUDA: PyTorch's default lets
 cuDNN compute convolutions in TF32, while nnrun's CuPy step computes in float32 (the H200
-table of docs/benchmarks.md had PyTorch's convolutions in TF32). The switch is set and read
+table of docs/benchmarks.md let PyTorch's convolutions use TF32). The switch is set and read
 without a GPU, each case in its own process (the setting is global to PyTorch)."""
 
 import subprocess
