@@ -63,7 +63,10 @@ class CheckpointMeta(BaseModel):
     epochs_since_best: Count = 0
     schedule_start: Count = 0
     version: Literal[1] = 1
+    # what the sums' order depends on: a resume with others rounds otherwise (train.py)
     backend: StrictStr | None = None
+    threads: Annotated[Count, Field(ge=1)] | None = None  # CPU threads; None on a GPU
+    ranks: Annotated[Count, Field(ge=1)] | None = None
     pruning_sparsity: Sparsity | None = None
     best_sparsity: Sparsity | None = None
     # the run's spec.yaml as this checkpoint was trained with it: its digest, and its text

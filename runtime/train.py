@@ -185,6 +185,13 @@ def _stopped_while_preparing(interrupt: Interrupted, run, source, resume, launch
     return Interrupted(interrupt.signal_number, f"{interrupt}; {advice}")
 
 
+def _arithmetic_words(arithmetic: dict, keys: list[str]) -> str:
+    words = {"backend": lambda value: f"the {value} backend",
+             "threads": lambda value: f"{value} CPU thread{'s' if value != 1 else ''}",
+             "ranks": lambda value: f"{value} rank{'s' if value != 1 else ''}"}
+    return ", ".join(words[key](arithmetic[key]) for key in keys)
+
+
 def _resume_with_settings(source, run_dir: Path, launch: Launch, allow_changes: bool) -> str:
     """The command that resumes `run_dir` as this one was asked to: its spec, its --set
     settings and --allow-changes (the run's spec.yaml does not hold them yet). A spec given
@@ -636,6 +643,8 @@ class Trainer:
         trains = not stopped and epoch < self.spec.train.epochs
         if changes and not trains:
             _refuse_changes_no_epoch_takes(run.path, changes, epoch, stopped)
+        if trains:
+            self._say_if_rounding_differs(run, meta)
         # the records of resumes after the checkpoint, which trained nothing kept, go
         earlier = (run.read_spec_changes(dropping_after=epoch)
                    if changes or resumption.dropped else "")
@@ -1034,8 +1043,30 @@ class Trainer:
                 "best_value": history.best_value, "best_epoch": history.best_epoch,
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
-                "backend": self.backend.name, **self._pruning_meta(),
-                **self.spec_meta}
+                **self._arithmetic(), **self._pruning_meta(), **self.spec_meta}
+
+    def _arithmetic(self) -> dict:
+        """What the order of the step's sums depends on: the backend, the CPU threads (BLAS's
+        products and nnrun's splits: docs/architecture.md) and the ranks."""
+        threads = workers() if self.backend.host_threads else None
+        return {"backend": self.backend.name, "threads": threads, "ranks": self.ranks.size}
+
+    def _say_if_rounding_differs(self, run: RunDirectory, meta: dict) -> None:
+        """A resume that sums in another order than the checkpoint's epochs did is not the
+        uninterrupted run to the last digit: said, with what differs."""
+        now, before = self._arithmetic(), {key: meta.get(key) for key in self._arithmetic()}
+        if before["backend"] != now["backend"]:  # threads are the CPU's; ranks still count
+            before["threads"] = now["threads"] = None
+        differ = [key for key, value in before.items() if value is not None and value != now[key]]
+        if not differ:
+            return
+        epochs = "epoch 1" if meta["epoch"] == 1 else f"epochs 1-{meta['epoch']}"
+        match = f" (--threads {before['threads']} resumes as it trained)" if differ == [
+            "threads"] else ""
+        run.say(f"{run.path}: {epochs} trained on {_arithmetic_words(before, differ)}, this "
+                f"resume runs on {_arithmetic_words(now, differ)}: sums may round otherwise, "
+                f"so its numbers may differ in the last digits from an uninterrupted "
+                f"run's{match}")
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:

@@ -149,6 +149,53 @@ def test_resume_from_a_later_epoch_rewrites_the_metrics_after_it(tmp_path, three
     assert without_timing(metrics_rows(out)) == without_timing(metrics_rows(three_epoch_run))
 
 
+def test_a_resume_at_another_thread_count_says_its_sums_may_round_otherwise(tmp_path, capsys):
+    """Runs are bit-identical at a fixed thread count only (docs/architecture.md): the
+    checkpoint keeps what the sums' order depends on, and a resume that trains with another
+    says so, with the option that resumes as the run trained; the same count says nothing."""
+    spec = write_spec(tmp_path)
+    out = tmp_path / "run"
+    nnrun.train(spec, out_dir=out, quiet=True, overrides=["train.epochs=1"], threads=2)
+    written = meta(out / "last.npz")
+    assert (written["backend"], written["threads"], written["ranks"]) == ("numpy", 2, 1)
+    capsys.readouterr()
+    nnrun.train(spec, resume=out, overrides=["train.epochs=2"], threads=2)
+    assert "round" not in capsys.readouterr().err
+    nnrun.train(spec, resume=out, threads=1)
+    said = capsys.readouterr().err
+    assert (f"{out}: epochs 1-2 trained on 2 CPU threads, this resume runs on 1 CPU thread: "
+            "sums may round otherwise") in said
+    assert "(--threads 2 resumes as it trained)" in said
+    assert meta(out / "last.npz")["threads"] == 1
+
+
+@pytest.mark.parametrize("before, now, words", [
+    ({"backend": "cupy", "threads": None, "ranks": 1},
+     {"backend": "numpy", "threads": 2, "ranks": 1},
+     "epoch 1 trained on the cupy backend, this resume runs on the numpy backend: "),
+    ({"backend": "numpy", "threads": 1, "ranks": 2},
+     {"backend": "numpy", "threads": 1, "ranks": 1},
+     "epoch 1 trained on 2 ranks, this resume runs on 1 rank: "),
+    ({"backend": "numpy", "threads": 4, "ranks": 2},
+     {"backend": "numpy", "threads": 1, "ranks": 1},
+     "epoch 1 trained on 4 CPU threads, 2 ranks, this resume runs on 1 CPU thread, 1 rank: "),
+    # a checkpoint of an nnrun that did not keep them: nothing to compare
+    ({"backend": "numpy"}, {"backend": "numpy", "threads": 2, "ranks": 1}, None),
+])
+def test_what_a_resume_says_of_another_backend_or_ranks(before, now, words):
+    from types import SimpleNamespace
+
+    from nnrun.runtime.train import Trainer
+
+    said = []
+    run = SimpleNamespace(path="RUN", say=said.append)
+    trainer = SimpleNamespace(_arithmetic=lambda: dict(now))
+    Trainer._say_if_rounding_differs(trainer, run, {"epoch": 1, **before})
+    assert said == ([] if words is None else [
+        f"RUN: {words}sums may round otherwise, so its numbers may differ in the last digits "
+        "from an uninterrupted run's"])
+
+
 def test_resuming_from_a_copy_of_best_trains_the_later_epochs_again_exactly(tmp_path):
     """The way on that a run without last.npz is shown (run_dir.py): best.npz is a whole
     checkpoint (weights, optimizer state, meta), so a copy of it as last.npz resumes the run at
