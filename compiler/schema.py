@@ -1102,8 +1102,8 @@ _RUN_NAME_PATTERN = (r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))"
 
 def _add_what_the_validators_check(document: dict) -> None:
     """The rules the model's validators enforce that a JSON Schema can state too, so that an
-    editor flags what `nnrun validate` refuses: layer and run names, a layer's inputs, a
-    reshape's entries, one value per axis for 1-D layers."""
+    editor flags what `nnrun validate` refuses: layer and run names, a layer's inputs (two or
+    more to a merge), a reshape's entries, one value per axis for 1-D layers."""
     definitions = document["$defs"]
     one_d = {tag for tag in LAYER_TYPES if "1d" in tag}  # conv1d, maxpool1d, upsample1d, ...
     for definition in definitions.values():
@@ -1122,6 +1122,12 @@ def _add_what_the_validators_check(document: dict) -> None:
                 for branch in field.get("anyOf", []):
                     if branch.get("type") == "array" and branch.get("maxItems") == 2:
                         branch["maxItems"] = 1
+    for merge in ("Add", "Concat"):  # inputs: a list of two or more (lower.py's check)
+        inputs = definitions[merge]["properties"]["inputs"]
+        array = next(branch for branch in inputs.pop("anyOf") if branch.get("type") == "array")
+        inputs.pop("default", None)
+        inputs.update(array, minItems=2, description="the layers it merges, two or more")
+        definitions[merge].setdefault("required", []).append("inputs")
     definitions["Reshape"]["properties"]["shape"].update(
         items={"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]},
         contains={"const": -1}, minContains=0, maxContains=1)  # at most one -1

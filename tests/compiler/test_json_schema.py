@@ -185,6 +185,11 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     # the user-facing audit: an integer in exponent form that is not whole
     _one_layer({"type": "dense", "units": "1.5e0"}),
     _one_layer({"type": "dense", "units": "1.25e1"}),
+    # a merge of one input, or of the previous layer alone (session 44)
+    _one_layer({"type": "add", "inputs": ["input"]}),
+    _one_layer({"type": "add"}),
+    _one_layer({"type": "concat", "inputs": "input"}),
+    _one_layer({"type": "concat", "inputs": []}),
 ])
 def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
     from nnrun.compiler.diagnostics import SpecError
@@ -205,6 +210,8 @@ def test_names_validate_takes_the_schema_takes(document):
     for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3"):  # whole numbers, as text
         assert validator.is_valid(_one_layer({"type": "dense", "units": units})), units
     assert validator.is_valid(_one_layer({"type": "flatten", "inputs": ["input"]}))
+    for merge in ("add", "concat"):
+        assert validator.is_valid(_one_layer({"type": merge, "inputs": ["input", "input"]}))
     for lr in ("5e-4", "+1.5", ".5", "2.0e+6"):  # text with the sign its bound allows
         assert validator.is_valid(_one_layer({"type": "flatten"},
                                              optimizer={"type": "sgd", "lr": lr})), lr
