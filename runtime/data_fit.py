@@ -194,18 +194,32 @@ def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
 
 
 # Targets whose spread is this far from 1 make a loss of that scale: at the usual learning
-# rates the steps are far too large (1e6) or too small (1e-6) for the weights.
+# rates the steps are far too large (1e6) or too small (1e-6) for the weights. Targets whose
+# mean is beyond the spread's upper bound begin with a loss of at least its square, and the
+# output layer's bias has to travel that far.
 TARGET_SPREAD = (1e-3, 1e3)
 
 
 def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
     """nnrun normalises the inputs, not the targets (spec-reference.md): said where their
-    scale will keep the run from learning, with the usual fix."""
-    spread = float(np.std(y, dtype=np.float64)) if y.size else 0.0
-    if spread and not TARGET_SPREAD[0] <= spread <= TARGET_SPREAD[1]:
-        warn(f"{where}: the targets' standard deviation is {spread:.3g}; nnrun normalises the "
-             "inputs, not the targets, and a loss of that scale trains slowly or not at all: "
-             f"save the targets scaled (y / {spread:.3g}) and scale the predictions back")
+    scale, or their distance from 0 (per output), will keep the run from learning, with the
+    usual fix."""
+    if not y.size:
+        return
+    means = np.mean(y, axis=0, dtype=np.float64)
+    spread = float(np.std(y - means, dtype=np.float64))  # each output around its own mean
+    center = float(means.flat[np.argmax(np.abs(means))])  # the output farthest from 0
+    scaled = bool(spread) and not TARGET_SPREAD[0] <= spread <= TARGET_SPREAD[1]
+    offset = abs(center) > max(TARGET_SPREAD[1], spread)  # else dividing is the fix
+    if not (scaled or offset):
+        return
+    said = ([f"mean is {center:.6g}" + ("" if means.size == 1 else " (an output's)")]
+            if offset else []) + ([f"standard deviation is {spread:.3g}"] if scaled else [])
+    saved = {(True, False): "y - y.mean(0)", (False, True): f"y / {spread:.3g}",
+             (True, True): f"(y - y.mean(0)) / {spread:.3g}"}[offset, scaled]
+    warn(f"{where}: the targets' {' and their '.join(said)}; nnrun normalises the inputs, "
+         "not the targets, and a loss of that scale trains slowly or not at all: save the "
+         f"targets as {saved} and map the predictions back")
 
 
 def _check_two_classes_per_position(spec, where: str, top: int) -> None:

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
+from nnrun.notices import collected
+
 from .test_cli import assert_ok, assert_one_line_error, invoke, write
 
 SPEC = """
@@ -1026,9 +1028,48 @@ def test_validate_data_warns_as_train_does_and_passes_good_files(tmp_path):
                        + "loss: mse\n")
     warned = assert_ok(invoke("validate", regression, "--data"))
     assert "r.yaml:2:" in warned.stderr and "warning: data.path:" in warned.stderr
-    assert "the targets' standard deviation is" in warned.stderr
+    assert "the targets' mean is " in warned.stderr and "their standard deviation is" in warned.stderr
     strict = invoke("validate", regression, "--data", "--strict")
     assert strict.exit_code == 1 and "error: data.path:" in strict.stderr
+
+
+SPREAD = np.tile([-1.0, 1.0], 30)  # mean 0, standard deviation 1
+
+
+@pytest.mark.parametrize("y, said", [
+    # far from 0 with a usual spread: the output's bias would have to travel there
+    ((5e4 + SPREAD)[:, None], "the targets' mean is 50000; nnrun normalises the inputs, not the "
+     "targets, and a loss of that scale trains slowly or not at all: save the targets as "
+     "y - y.mean(0) and map the predictions back"),
+    # two outputs: the spread is each one's around its own mean, not the columns' distance
+    (np.stack([SPREAD, SPREAD - 3e3], 1), "the targets' mean is -3000 (an output's); "),
+    (1e6 + 1e4 * SPREAD, "the targets' mean is 1e+06 and their standard deviation is 1e+04; "),
+    # a mean within the spread: dividing is the fix
+    (2e3 + 1e5 * SPREAD, "the targets' standard deviation is 1e+05; "),
+])
+def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, said):
+    from nnrun.runtime.data_fit import _warn_of_target_scale
+
+    with collected() as lines:
+        _warn_of_target_scale(y, "data.path")
+    [(kind, message)] = lines
+    assert kind == "warning" and message.startswith("data.path: " + said), message
+    fix = {"mean is": "y - y.mean(0)", "deviation": "y / 1e+05"}
+    if "mean is" in said and "deviation" in said:
+        assert "save the targets as (y - y.mean(0)) / 1e+04 and" in message
+    else:
+        assert f"save the targets as {fix['mean is' if 'mean is' in said else 'deviation']}" \
+            in message
+
+
+def test_regression_targets_near_zero_of_a_usual_spread_are_not_warned_of():
+    from nnrun.runtime.data_fit import _warn_of_target_scale
+
+    rng = np.random.default_rng(1)
+    for targets in (rng.normal(900, 1, 60), rng.normal(0, 500, (60, 3)), np.zeros(0)):
+        with collected() as lines:
+            _warn_of_target_scale(targets, "data.path")
+        assert lines == []
 
 
 def test_validate_data_makes_a_missing_file_an_error_and_never_loads_a_named_dataset(
