@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from numbers import Integral
+from numbers import Integral, Real
 from os import PathLike
 from pathlib import Path
 
@@ -61,11 +61,12 @@ def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # 
 
 def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int | None = None,
           batch_size: int | None = None, seed: int | None = None, distributed: bool = False,
-          threads: int | None = None, **options):
+          threads: int | None = None, distributed_timeout: float | None = None, **options):
     """Trains and returns the run's summary (also written to OUT_DIR/summary.json).
     `epochs`, `batch_size` and `seed` override the spec's, and `threads` sets the CPU
     kernels' threads, as the command's options do; distributed=True: this process is one rank
-    of an MPI job (docs/distributed.md)."""
+    of an MPI job (docs/distributed.md), whose ranks wait `distributed_timeout` seconds
+    (default 300) for each other before they take one for dead."""
     from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.model import check_flags
     from nnrun.runtime.threads import thread_limit
@@ -82,11 +83,12 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     check_flags(distributed=distributed, **{name: options[name] for name in
                                              ("quiet", "allow_changes", "graph") if name in options})
     _check_run_options(out_dir, options)
+    _check_distributed_timeout(distributed_timeout, distributed)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:
-        from nnrun.runtime.distributed import connect
+        from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
-        options["ranks"] = connect(backend)
+        options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
     with _ONE_TRAINING, thread_limit(threads):  # the thread settings are the process's
         return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
                             **options)
@@ -111,6 +113,18 @@ def _check_run_options(out_dir, options: dict) -> None:
         raise ValueError("resume continues a run in its own directory; leave out out_dir")
     if options.get("allow_changes") and resume is None:
         raise ValueError("allow_changes applies to resume only")
+
+
+def _check_distributed_timeout(timeout, distributed: bool) -> None:
+    """As the command's --distributed-timeout: seconds > 0 (inf waits for good), with
+    distributed=True only."""
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, Real) or not timeout > 0:
+        raise ValueError(f"distributed_timeout must be a number of seconds > 0 (e.g. 300), "
+                         f"got {timeout!r}")
+    if not distributed:
+        raise ValueError("distributed_timeout applies to distributed=True only")
 
 
 def _refuse_empty(name: str, path, advice: str) -> None:

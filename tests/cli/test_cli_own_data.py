@@ -1028,7 +1028,8 @@ def test_validate_data_warns_as_train_does_and_passes_good_files(tmp_path):
                        + "loss: mse\n")
     warned = assert_ok(invoke("validate", regression, "--data"))
     assert "r.yaml:2:" in warned.stderr and "warning: data.path:" in warned.stderr
-    assert "the targets' mean is " in warned.stderr and "their standard deviation is" in warned.stderr
+    assert "the targets' mean is " in warned.stderr
+    assert "their standard deviation is" in warned.stderr
     strict = invoke("validate", regression, "--data", "--strict")
     assert strict.exit_code == 1 and "error: data.path:" in strict.stderr
 

@@ -48,6 +48,23 @@ def test_train_distributed_outside_mpiexec_is_a_job_of_one_rank(tmp_path):
     assert summary["epochs_run"] == 1
 
 
+def test_train_gives_its_distributed_timeout_to_the_ranks(tmp_path, monkeypatch):
+    """The command's --distributed-timeout, from Python (it had no way to set it)."""
+    from nnrun.runtime import distributed
+
+    asked = []
+
+    def connect(backend, timeout=distributed.DEFAULT_TIMEOUT_S):
+        asked.append(timeout)
+        return distributed.ALONE
+
+    monkeypatch.setattr(distributed, "connect", connect)
+    nnrun.train(XOR, out_dir=tmp_path / "a", quiet=True, epochs=1, distributed=True)
+    nnrun.train(XOR, out_dir=tmp_path / "b", quiet=True, epochs=1, distributed=True,
+                distributed_timeout=30)
+    assert asked == [distributed.DEFAULT_TIMEOUT_S, 30]
+
+
 def test_forward_returns_numpy_outputs_and_grads_cover_every_parameter():
     model = nnrun.compile(QUICKSTART)
     params = model.init_params(seed=3)
@@ -304,6 +321,12 @@ def test_a_ragged_parameter_is_a_type_error():
     ({"resume": False, "out_dir": "b"}, TypeError, "resume is the run directory to continue"),
     # an unset variable would have resumed whatever run the current directory is
     ({"resume": ""}, ValueError, "resume is an empty path, not the current directory"),
+    # as --distributed-timeout (session 44: the API had none)
+    ({"distributed_timeout": 30}, ValueError, "distributed_timeout applies to distributed=True"),
+    ({"distributed": True, "distributed_timeout": 0}, ValueError,
+     r"distributed_timeout must be a number of seconds > 0 \(e.g. 300\), got 0"),
+    ({"distributed": True, "distributed_timeout": float("nan")}, ValueError, "got nan"),
+    ({"distributed": True, "distributed_timeout": "30"}, ValueError, "got '30'"),
 ])
 def test_train_refuses_what_the_command_refuses(tmp_path, monkeypatch, options, error, words):
     monkeypatch.chdir(tmp_path)
