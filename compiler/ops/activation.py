@@ -72,6 +72,11 @@ def _value_scratch(attrs, *types):
     return (types[-1],)
 
 
+def _blend_scratch(attrs, g, x):
+    """A term of a blend of two choices, the mask, and the mask in the values' type."""
+    return (x, TensorType(x.shape, "bool"), x)
+
+
 def _as_values(xp, mask, values):
     """values = mask as 0.0/1.0. NumPy casts bool to float by assignment without allocating;
     inside a ufunc (g * mask) the cast goes through a buffer allocated at each call, which a
@@ -153,16 +158,21 @@ def _expm1_of_negative(xp, a):
 
 
 def _elu_grad_into(be, attrs, out, g, x):
-    # where(x > 0, g, g * alpha * exp(min(x, 0))), in the forward's order; the choice copied
-    # (an exact choice for every value, inf and nan included)
-    y, below, positive = out
+    # where(x > 0, g, g * alpha * exp(min(x, 0))), in the forward's (and PyTorch's) order, as
+    # (g * alpha * exp(min(x, 0))) * [x <= 0] + g * [x > 0]: as leaky_relu's, each term is the
+    # value or zero. A copy through a mask of mixed signs is 2.4 times this whole blend's time
+    # in NumPy (docs/benchmarks.md).
+    y, below, mask, values = out
     xp = be.xp
     xp.minimum(x, 0, out=below)
     xp.exp(below, out=below)
     xp.multiply(g, attrs.alpha, out=y)
     xp.multiply(y, below, out=y)
-    xp.greater(x, 0, out=positive)
-    xp.copyto(y, g, where=positive)
+    xp.less_equal(x, 0, out=mask)
+    xp.multiply(y, _as_values(xp, mask, values), out=y)
+    xp.greater(x, 0, out=mask)
+    xp.multiply(g, _as_values(xp, mask, values), out=below)
+    xp.add(y, below, out=y)
 
 
 def _softplus_into(be, attrs, out, x):
@@ -394,8 +404,7 @@ _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
             into=(_fused_into("leaky_relu"), None),
-            grad_into=(_leaky_relu_grad_into,
-                       lambda attrs, g, x: (x, TensorType(x.shape, "bool"), x)),
+            grad_into=(_leaky_relu_grad_into, _blend_scratch),
             onnx=_leaky_relu_onnx, overwrites=((), (0, 1)))
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x,
@@ -403,7 +412,7 @@ _activation("elu", AlphaAttrs,
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
             "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx,
             into=(_elu_into, _value_scratch),
-            grad_into=(_elu_grad_into, lambda attrs, g, x: (x, TensorType(x.shape, "bool"))))
+            grad_into=(_elu_grad_into, _blend_scratch))
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
             into=(_fused_into("sigmoid"), _sigmoid_scratch),
