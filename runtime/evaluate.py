@@ -52,33 +52,31 @@ class Run:
         """Outputs for raw inputs `x` (as the dataset gives them), after the final activation;
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
         check_flags(preprocess=preprocess)
-        if isinstance(x, np.ndarray) and x.ndim:  # its copies, before they are made
-            dtype = np.dtype(self.model.spec.dtype)  # a cast where x is another, then the
-            copies = (x.dtype != dtype) + 1          # preprocessing's own
-            _check_copies_fit(x.size * dtype.itemsize * copies, len(x), "Run.predict")
-        x = self.prepare(x, preprocess)
-        problem = not_finite_problem(x)
-        if problem:
-            raise ValueError(problem)
-        outputs = self.forward(x)
+        x = self.model.checked_x(x, cast=False)
+        _check_outputs_fit(self, x, "Run.predict")
+        outputs = self.outputs(x, preprocess, ValueError)
         note = self.overflow_note(outputs)
         if note:  # as `nnrun predict` says it (NumPy's own warning is silenced in forward)
             warnings.warn(note, RuntimeWarning, stacklevel=2)
         return outputs
 
-    def prepare(self, x, preprocess: bool = True) -> np.ndarray:
-        """Raw inputs as the model takes them: preprocessed, in the model's dtype."""
+    def outputs(self, x: np.ndarray, preprocess: bool, error: type[Exception],
+                where: str = "") -> np.ndarray:
+        """The outputs for raw samples `x`, prepared one batch at a time as training prepared
+        them (preprocessed in their own dtype, float64 at the least, then cast to the model's),
+        so that a batch's copies, not the whole input's, are held beside it. A batch not finite
+        once prepared raises `error` ("`where`x must hold finite ...")."""
         preprocessing = self.preprocessing if preprocess else IDENTITY
-        # the raw samples have the model's sample shape; they are preprocessed in their own
-        # dtype (float64 at the least), as training preprocessed them, and cast after that
-        x = self.model.checked_x(x, cast=False)
-        with np.errstate(over="ignore", invalid="ignore"):  # callers check finiteness
-            return preprocessing.apply(x, self.model.spec.dtype)
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        batches = [x[start:start + self.batch] for start in range(0, len(x), self.batch)]
-        # Model.forward leaves NumPy's overflow warnings out: overflow_note says it in one line
-        return np.concatenate([self.model.forward(self.params, batch) for batch in batches])
+        outputs = []
+        for start in range(0, len(x), self.batch):
+            with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                batch = preprocessing.apply(x[start:start + self.batch], self.model.spec.dtype)
+            problem = not_finite_problem(batch, first=start)
+            if problem:
+                raise error(f"{where}{problem}")
+            # Model.forward leaves NumPy's overflow warnings out: overflow_note says it in a line
+            outputs.append(self.model.forward(self.params, batch))
+        return np.concatenate(outputs)
 
     def overflow_note(self, outputs: np.ndarray) -> str | None:
         """What to say of outputs that are inf or NaN for finite inputs: the model overflows
@@ -231,9 +229,8 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | No
                 backend: str = "numpy", preprocess: bool = True,
                 graph: bool = True) -> tuple[np.ndarray, Run]:
     run = load_run(run_dir, which, backend, preprocess, graph)
-    x = run.prepare(_read_inputs(Path(input_path), run.model))
-    _check_finite(Path(input_path), x)
-    outputs = run.forward(x)
+    x = run.model.checked_x(_read_inputs(Path(input_path), run.model), cast=False)
+    outputs = run.outputs(x, preprocess, DataError, where=f"{input_path}: ")
     write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs, run
 
@@ -256,12 +253,6 @@ def _read_inputs(path: Path, model) -> np.ndarray:
     return x
 
 
-def _check_finite(path: Path, x: np.ndarray) -> None:
-    problem = not_finite_problem(x)
-    if problem:
-        raise DataError(f"{path}: {problem}")
-
-
 def _check_input_header(path: Path, header, expected: list) -> None:
     if header.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, found dtype {header.dtype}")
@@ -277,11 +268,15 @@ def _check_input_header(path: Path, header, expected: list) -> None:
                         f"{byte_size(available)} available ({source}); predict in parts")
 
 
-def _check_copies_fit(needed: int, samples: int, what: str) -> None:
-    """The API's inputs, copied in the model's dtype and preprocessed (`needed` bytes):
+def _check_outputs_fit(run: Run, x: np.ndarray, what: str) -> None:
+    """The API's outputs for `x`, and one batch's prepared copies beside them (Run.outputs):
     MemoryLimitError where they would not fit, not NumPy's MemoryError."""
+    itemsize = np.dtype(run.model.spec.dtype).itemsize
+    outputs = len(x) * math.prod(run.model.lowered.logits.type.shape[1:]) * itemsize
+    batch = min(len(x), run.batch) * math.prod(x.shape[1:]) * (max(itemsize, 8) + itemsize)
+    needed = outputs + batch  # a batch preprocessed in float64 at the least, and cast
     available, source = available_memory()
     if needed > available:
-        raise MemoryLimitError(f"{what}: {samples:,} samples need about {byte_size(needed)} "
-                               f"once copied and preprocessed, but only {byte_size(available)} "
-                               f"is available ({source}); pass fewer samples at a time")
+        raise MemoryLimitError(f"{what}: {len(x):,} samples need about {byte_size(needed)} "
+                               f"for their outputs, but only {byte_size(available)} is "
+                               f"available ({source}); pass fewer samples at a time")

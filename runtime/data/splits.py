@@ -167,14 +167,15 @@ def first_non_finite_sample(x: np.ndarray) -> int | None:
     return None
 
 
-def not_finite_problem(x: np.ndarray, what: str = "x",
-                       after: str = "once preprocessed") -> str | None:
-    """Why preprocessed inputs in their final dtype cannot be computed with, or None.
+def not_finite_problem(x: np.ndarray, what: str = "x", after: str = "once preprocessed",
+                       first: int = 0) -> str | None:
+    """Why preprocessed inputs in their final dtype cannot be computed with, or None. `first`:
+    the number of x's first sample, where x is a batch of the inputs.
 
     Checked after the preprocessing and the cast: 1e300 is finite in float64, not in float32.
     """
     sample = first_non_finite_sample(x)
     if sample is None:
         return None
-    return (f"{what} must hold finite {x.dtype} numbers (sample {sample} is NaN, inf or too "
-            f"large for {x.dtype} {after})")
+    return (f"{what} must hold finite {x.dtype} numbers (sample {first + sample} is NaN, inf or "
+            f"too large for {x.dtype} {after})")

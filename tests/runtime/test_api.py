@@ -546,19 +546,43 @@ def test_trainings_from_two_threads_take_turns_and_leave_the_thread_counts_as_th
     assert (tmp_path / "run2" / "summary.json").exists()
 
 
-def test_run_predict_counts_the_copies_it_makes(tmp_path, monkeypatch):
-    """float32 inputs are not cast again (one copy, the preprocessing's); float64 ones are (two):
-    a MemoryLimitError where they would not fit, not NumPy's MemoryError, and no refusal of
-    what fits (the third review)."""
+def test_run_predict_prepares_a_batch_at_a_time_and_refuses_outputs_that_do_not_fit(
+        tmp_path, monkeypatch):
+    """Run.predict casts and preprocesses one batch at a time (session 44; before, the whole
+    input, cast and preprocessed, was held beside it): float64 inputs whose copies would not
+    have fit predict the same outputs as float32 ones; a MemoryLimitError, not NumPy's
+    MemoryError, where the outputs themselves would not fit."""
     spec = nnrun.load_spec_text("data: {dataset: digits, limit: 16}\nmodel: {layers: [{type: "
                                 "flatten}, {type: dense, units: 10}]}\ntrain: {epochs: 1}\n")
     nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     run = nnrun.load_run(tmp_path / "run")
-    x32 = np.zeros((4096, 1, 8, 8), "float32")  # 1 MB, 2 MB once cast from float64
-    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1.5MB")
-    assert run.predict(x32).shape == (4096, 10)
-    with pytest.raises(nnrun.MemoryLimitError, match="Run.predict: 4,096 samples need about"):
-        run.predict(x32.astype("float64"))
+    x = np.random.default_rng(0).integers(0, 17, (4096, 1, 8, 8))
+    expected = run.predict(x.astype("float32"))
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1.5MB")  # x in float64 is 2 MB, cast 1 MB more
+    assert np.array_equal(run.predict(x.astype("float64")), expected)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "100kB")  # the outputs alone are 160 kB
+    with pytest.raises(nnrun.MemoryLimitError,
+                       match="Run.predict: 4,096 samples need about .* for their outputs"):
+        run.predict(x.astype("float64"))
+
+
+def test_a_sample_not_finite_in_a_later_batch_is_named_by_its_number(tmp_path):
+    """Prepared a batch at a time, the first sample not finite keeps its number in the input,
+    in Run.predict and in `nnrun predict` (whose output file is then not written)."""
+    from nnrun.runtime.evaluate import predict_run
+
+    spec = nnrun.load_spec_text("data: {dataset: digits, limit: 16}\nmodel: {layers: [{type: "
+                                "flatten}, {type: dense, units: 10}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    x = np.zeros((2500, 1, 8, 8))
+    x[2345, 0, 3, 3] = 1e300  # finite in float64, not once cast to float32
+    with pytest.raises(ValueError, match=r"x must hold finite float32 numbers \(sample 2345 "):
+        nnrun.load_run(tmp_path / "run").predict(x)
+    np.savez(tmp_path / "x.npz", x=x)
+    with pytest.raises(nnrun.DataError, match=r"x\.npz: x must hold finite float32 numbers "
+                                              r"\(sample 2345 is NaN, inf or too large"):
+        predict_run(tmp_path / "run", tmp_path / "x.npz", tmp_path / "out.npy")
+    assert not (tmp_path / "out.npy").exists()
 
 
 def test_params_are_cast_to_the_model_s_dtype_and_checked_as_x_is():
