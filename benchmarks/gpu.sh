@@ -16,6 +16,10 @@ started=$(date +%s)
 deadline=$((started + ${GPU_SH_BUDGET:-480}))
 out="${OUT:-/tmp/gpu-sh}"
 mkdir -p "$out"
+# run directories of this call's own: a warm machine keeps an earlier call's, and nnrun train
+# refuses an --out that holds a run (a rerun of a section would fail at once)
+runs=$(mktemp -d /tmp/gpu-sh-runs.XXXXXX)
+export runs
 
 section() {  # section NAME SECONDS 'COMMAND': COMMAND runs under bash within the budget
   local name=$1 limit=$2 command=$3 left
@@ -63,12 +67,12 @@ section gpu-tests 200 "python3 -m pytest -q -m gpu -p no:cacheprovider -rfE $par
 section distributed 50 'PATH=$(python3 -c "import sysconfig; print(sysconfig.get_path(\"scripts\"))"):$PATH
 command -v mpiexec || { echo "no mpiexec here: skipped"; exit 0; }
 set -e
-python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 1 --out /tmp/alone --quiet
+python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 1 --out $runs/alone --quiet
 mpiexec --allow-run-as-root -n 1 python3 -m nnrun train specs/quickstart.yaml --backend cupy \
-  --epochs 1 --distributed --out /tmp/ranks --quiet
+  --epochs 1 --distributed --out $runs/ranks --quiet
 python3 -c "
 import numpy as np
-a, b = np.load(\"/tmp/alone/last.npz\"), np.load(\"/tmp/ranks/last.npz\")
+a, b = np.load(\"$runs/alone/last.npz\"), np.load(\"$runs/ranks/last.npz\")
 floats = [k for k in a.files if a[k].dtype.kind == \"f\"]
 worst = max(float(np.max(np.abs(a[k] - b[k]) / (np.abs(a[k]) + 1e-6))) for k in floats)
 print(\"NCCL rank of 1 against no --distributed:\", len(floats), \"arrays, worst relative\", worst)
@@ -91,11 +95,11 @@ section bench-paths 30 'for flag in "" --no-graph; do
 done'
 
 # 6. End to end: training on CuPy, the summary's accuracy and path.
-section train 80 'python3 -m nnrun train specs/quickstart.yaml --backend cupy --out /tmp/quick-cupy --quiet \
-  && python3 -c "import json; print(json.load(open(\"/tmp/quick-cupy/summary.json\")))"
+section train 80 'python3 -m nnrun train specs/quickstart.yaml --backend cupy --out $runs/quick-cupy --quiet \
+  && python3 -c "import json; print(json.load(open(\"$runs/quick-cupy/summary.json\")))"
 if [ -n "${NNRUN_DATA_DIR:-}" ]; then
-  python3 -m nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out /tmp/lenet-cupy --quiet \
-  && python3 -c "import json; print(json.load(open(\"/tmp/lenet-cupy/summary.json\")))"
+  python3 -m nnrun train specs/lenet5.yaml --backend cupy --epochs 2 --out $runs/lenet-cupy --quiet \
+  && python3 -c "import json; print(json.load(open(\"$runs/lenet-cupy/summary.json\")))"
 fi'
 
 # 7. Each CuPy kernel against its generic code (CUDA events, median).
@@ -108,9 +112,9 @@ section node-times 45 "python3 benchmarks/node_times.py benchmarks/workloads/len
 # 8. The data path: splits held on the GPU, then copied batch by batch.
 section data-path 45 'for limit in "" 0; do
   NNRUN_DEVICE_DATA_LIMIT=$limit python3 -m nnrun train specs/quickstart.yaml --backend cupy --epochs 2 \
-    --out /tmp/quick-data-${limit:-device} --quiet \
+    --out $runs/quick-data-${limit:-device} --quiet \
   && python3 -c "import json, sys; rows = [json.loads(l) for l in open(sys.argv[1])]; print(\"NNRUN_DEVICE_DATA_LIMIT=${limit:-(budget)}\", [(r[\"epoch_s\"], r[\"samples_per_s\"]) for r in rows])" \
-    /tmp/quick-data-${limit:-device}/metrics.jsonl
+    $runs/quick-data-${limit:-device}/metrics.jsonl
 done'
 
 # 9. For reference, this machine's CPU: nnrun (NumPy) against PyTorch (CPU).
@@ -120,7 +124,7 @@ section cpu-vs-torch 90 "python3 benchmarks/vs_torch.py --backend numpy --steps 
 #     9.5x PyTorch's time, against 0.8x on 2 cores: docs/benchmarks.md).
 section cpu-threads 150 'for threads in 1 2 4 8 16; do
   python3 benchmarks/vs_torch.py benchmarks/workloads/lenet5.yaml --backend numpy --steps 10 \
-    --repetitions 1 --threads $threads 2>/dev/null | tail -n 1 | sed "s/^/threads $threads: /"
+    --repetitions 1 --threads $threads 2>&1 | tail -n 1 | sed "s/^/threads $threads: /"
 done'
 
 echo "== done in $(($(date +%s) - started)) s; every section's output is in $out"

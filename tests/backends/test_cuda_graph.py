@@ -1,7 +1,8 @@
 """Whole-step CUDA-graph capture on CuPy (backends/cuda_graph.py, runtime/captured.py): cuBLAS
 called directly under capture against cupy.matmul, and captured, uncaptured and NumPy training
-steps on every shipped spec. Runs with `pytest -m gpu` on a machine with CuPy and a CUDA
-device (benchmarks/gpu.sh); skips elsewhere. Timings are printed (`-s`), never asserted."""
+steps on every shipped spec (and tests/backends/gpu_specs). Runs with `pytest -m gpu` on a
+machine with CuPy and a CUDA device (benchmarks/gpu.sh); skips elsewhere. Timings are
+printed (`-s`), never asserted."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import nnrun
 
 pytestmark = pytest.mark.gpu
 
-SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+SPECS = (sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+         + sorted((Path(__file__).resolve().parent / "gpu_specs").glob("*.yaml")))
 STEPS = 5
 BATCH = 16
 

@@ -102,13 +102,16 @@ def test_planned_step_on_cupy_matches_numpy(cupy_backend, spec_text):
         assert np.abs(weights["cupy"][name] - value).max() / scale < 1e-4, name
 
 
-SPECS = sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+# the shipped specs, and specs of the ops none of them runs (ELU and softplus in float32,
+# reflect and replicate padding, nearest and long linear upsampling, mae and huber)
+SPECS = (sorted((Path(__file__).resolve().parents[2] / "specs").glob("*.yaml"))
+         + sorted((Path(__file__).resolve().parent / "gpu_specs").glob("*.yaml")))
 
 
 @pytest.mark.parametrize("spec_path", SPECS, ids=[p.stem for p in SPECS])
 def test_check_backends_agrees_on_every_spec(cupy_backend, spec_path):
-    """check-backends on each shipped spec: every op (plain and optimized kernels) and the
-    whole step on CuPy's executor within 1e-4 of NumPy's."""
+    """check-backends on each shipped spec (and tests/backends/gpu_specs): every op (plain and
+    optimized kernels) and the whole step on CuPy's executor within 1e-4 of NumPy's."""
     from nnrun.runtime.check_backends import check_backends
 
     report = check_backends(nnrun.compile(spec_path).source, cupy_backend, batch_size=8)

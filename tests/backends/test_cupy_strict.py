@@ -15,6 +15,7 @@ import pytest
 import strict_cupy
 from invoking import assert_ok, invoke
 from kernel_emulation import needs_gcc
+from stepping import train_steps
 
 import nnrun
 
@@ -66,6 +67,31 @@ def test_a_run_under_strict_cupy_gives_numpys_metrics(spec, captured, monkeypatc
     for name, value in numbers.items():
         np.testing.assert_allclose(on_cupy["final"][name], value, rtol=1e-3, atol=1e-4,
                                    err_msg=name)
+
+
+# Ops no shipped spec runs (ELU and softplus in float32, reflect and replicate padding, nearest
+# and long linear upsampling, mae and huber): tests/backends/gpu_specs, which the GPU tests run
+# too (test_cupy_backend.py, test_cuda_graph.py).
+GPU_SPECS = sorted((Path(__file__).resolve().parent / "gpu_specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("captured", [True, False], ids=["captured", "uncaptured"])
+@pytest.mark.parametrize("path", GPU_SPECS, ids=lambda path: path.stem)
+def test_steps_of_ops_no_shipped_spec_runs_give_numpys_weights(path, captured, monkeypatch):
+    from nnrun.runtime.gradcheck import random_batch
+    from nnrun.runtime.model import Model
+
+    source = nnrun.compile(str(path)).source
+    on_numpy = Model(source, "numpy")
+    x, y = random_batch(on_numpy, 16, np.random.default_rng(0))
+    _, expected = train_steps(on_numpy, x, y, steps=3)
+    strict_cupy.install(monkeypatch, capture=captured)
+    on_cupy = Model(source, "cupy", graph=captured)
+    _, weights = train_steps(on_cupy, x, y, steps=3)
+    assert on_cupy.step_path == ("captured" if captured else "planned")
+    for name, value in expected.items():
+        scale = max(np.abs(value).max(), 1.0)
+        assert np.abs(weights[name] - value).max() / scale < 1e-5, name
 
 
 def test_nothing_is_read_to_the_host_per_step(monkeypatch, tmp_path):
