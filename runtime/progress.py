@@ -9,7 +9,6 @@ epoch. Then a final table.
 
 from __future__ import annotations
 
-import atexit
 import sys
 import time
 
@@ -57,9 +56,19 @@ class EpochProgress:
                                 console=self.console, transient=True)
             self.task = self.bar.add_task(self.label, total=steps, loss="")
             self.bar.start()
-            # An error or Ctrl-C ends the epoch without close(): the bar still stops at exit and
-            # gives the terminal its cursor back.
-            atexit.register(self.bar.stop)
+
+    def __enter__(self) -> EpochProgress:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        """An error or Ctrl-C that ends the epoch without close() stops the bar too: its
+        refresh thread, the streams it took over and the terminal's cursor are given back (a
+        program calling nnrun.train goes on after the error)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.bar is not None and self.bar.live.is_started:
+            self.bar.stop()
 
     def update(self, running_loss: float | None = None) -> None:
         """One more step; its running loss when it was read (see refresh_due)."""
@@ -89,8 +98,7 @@ class EpochProgress:
             items.append(f"grad_norm {row['grad_norm_min']:.3g} ({row['grad_norm_min_layer']}) "
                          f"to {row['grad_norm_max']:.3g} ({row['grad_norm_max_layer']})")
         if self.bar is not None:
-            self.bar.stop()
-            atexit.unregister(self.bar.stop)
+            self._stop()
             self._print_wrapped(head, items)
         elif not self.disabled:
             print(f"{head}  {'  '.join(items)}", file=sys.stderr)

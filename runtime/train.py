@@ -700,7 +700,15 @@ class Trainer:
         batches = self._rank_batches(batches)
         if self.pruner:
             self.pruner.start_epoch(epoch, self.state)
-        progress = EpochProgress(epoch, self.spec.train.epochs, len(batches), disabled=self.quiet)
+        with EpochProgress(epoch, self.spec.train.epochs, len(batches),
+                           disabled=self.quiet) as progress:
+            row = self._epoch_row(epoch, batches, rng, progress, guard)
+            progress.close(row)
+        return row
+
+    def _epoch_row(self, epoch: int, batches: list[np.ndarray], rng, progress: EpochProgress,
+                   guard) -> dict:
+        """The epoch's steps, and its row of metrics.jsonl."""
         totals = self.totals = Totals(self.metrics, self.spec.loss.type,
                                       getattr(self.spec.loss, "ignore_index", None), self.backend)
         losses = StepLosses(self.backend.xp, len(batches))
@@ -728,7 +736,6 @@ class Trainer:
             row.update(self.grad_norms.epoch_columns())
         if self.pruner:
             row["sparsity"] = round(self.pruner.sparsity(self.state, self.backend.to_host), 6)
-        progress.close(row)
         return row
 
     def _warn_if_loss_rose(self, loss: float, losses, epoch: int, lr: float) -> None:

@@ -105,17 +105,48 @@ def test_the_final_lines_rate_is_of_the_epochs_this_command_trained(capsys):
     assert "(400 samples/s in the training steps)" in capsys.readouterr().err
 
 
-def test_an_epoch_cut_short_gives_the_cursor_back_at_exit(monkeypatch):
+def test_an_epoch_cut_short_gives_the_cursor_the_streams_and_the_thread_back(monkeypatch):
+    """An error that ends the epoch without close() stops the bar there, not at exit (the
+    growth audit: each failed nnrun.train in a notebook left a refresh thread running and
+    sys.stdout and sys.stderr taken over, one more per call)."""
+    import sys
+
     screen = io.StringIO()
     monkeypatch.setattr(progress, "stderr_console", lambda: Console(
         file=screen, force_terminal=True, width=80, color_system=None, markup=False))
-    registered = []
-    monkeypatch.setattr(progress.atexit, "register", registered.append)
-    bar = progress.EpochProgress(1, 1, 5)
-    bar.update(0.5)  # then an error ends training: no close()
-    (stop,) = registered
-    stop()
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(KeyboardInterrupt):
+        with progress.EpochProgress(1, 1, 5) as bar:
+            bar.update(0.5)
+            refresh = bar.bar.live._refresh_thread
+            assert refresh.is_alive() and sys.stdout is not streams[0]  # rich's, while it runs
+            raise KeyboardInterrupt
     assert "\x1b[?25h" in screen.getvalue().split("\x1b[?25l")[-1]  # the cursor is back
+    refresh.join(timeout=2.0)  # it sees its stop between refreshes
+    assert (sys.stdout, sys.stderr) == streams and not refresh.is_alive()
+
+
+def test_failed_trainings_on_a_terminal_leave_no_bar_behind(monkeypatch, tmp_path):
+    import sys
+    import threading
+
+    import nnrun
+
+    monkeypatch.setattr(progress, "stderr_console", lambda: Console(
+        file=io.StringIO(), force_terminal=True, width=80, color_system=None, markup=False))
+    streams, before = (sys.stdout, sys.stderr), set(threading.enumerate())
+    for call in range(3):
+        with pytest.raises(nnrun.TrainingError):  # diverges in its first epoch
+            nnrun.train(nnrun.load_spec_text(
+                "data: {dataset: xor}\nmodel: {layers: [{type: dense, units: 2}]}\n"
+                "optimizer: {type: sgd, lr: 1.0e+38}\ntrain: {epochs: 2, batch_size: 2}\n"),
+                out_dir=tmp_path / str(call))
+        assert (sys.stdout, sys.stderr) == streams
+    bars = [thread for thread in set(threading.enumerate()) - before
+            if type(thread).__name__ == "_RefreshThread"]
+    for thread in bars:  # each sees its stop between refreshes
+        thread.join(timeout=2.0)
+    assert not any(thread.is_alive() for thread in bars)
 
 
 def test_the_live_bar_shows_the_rate_the_time_left_and_the_running_loss(monkeypatch):
