@@ -91,6 +91,25 @@ def write_text_atomically(path: Path, text: str) -> None:
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
+def append_text_durably(path: Path, text: str) -> None:
+    """`text` appended to `path` (made if missing) and synced to the disk. A crash in the write
+    leaves a torn last line at worst; an error names the file (OSError's filename)."""
+    made = not os.path.lexists(path)
+    data = text.encode("utf-8")
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            while data:
+                data = data[os.write(descriptor, data):]
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError as error:  # os.write's has no file name, which tells the run's files apart
+        raise OSError(error.errno, error.strerror, str(path)) from None
+    if made:
+        sync_directory(Path(path).parent)
+
+
 def settle(path: Path) -> None:
     """For a file another library renamed into place (pooch's downloads): the mode the umask
     gives, and durable as if `write_atomically` had written it."""

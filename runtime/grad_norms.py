@@ -22,7 +22,7 @@ class GradNormLog:
         """`setting`: the spec's train.log_grad_norms; `param_layers`: parameter -> layer."""
         self.every = getattr(setting, "every_steps", None)
         self.param_layers = param_layers
-        self.step_rows: list[dict] = []
+        self.step_rows: list[dict] = []  # those not yet written (take_step_rows)
         self.sums: dict[str, float] = {}
         self.steps = 0
 
@@ -62,6 +62,8 @@ class GradNormLog:
                 "grad_norm_max": means[largest], "grad_norm_max_layer": largest,
                 **{LAYER_PREFIX + layer: mean for layer, mean in means.items()}}
 
-    def keep_through(self, epoch: int, rows: list[dict]) -> None:
-        """On resume: the per-step rows the checkpoint's epochs wrote."""
-        self.step_rows = [row for row in rows if row.get("epoch", 0) <= epoch]
+    def take_step_rows(self) -> list[dict]:
+        """The per-step rows since the last call, to append to grad-norms.jsonl (a run of many
+        steps does not hold every row it logged)."""
+        rows, self.step_rows = self.step_rows, []
+        return rows

@@ -27,8 +27,8 @@ from typing import Callable
 
 from nnrun.notices import shell_word
 
-from .files import (describe_os_error, is_writable_directory, remove_leftovers, what_is_there,
-                    write_text_atomically)
+from .files import (append_text_durably, describe_os_error, is_writable_directory,
+                    remove_leftovers, what_is_there, write_text_atomically)
 
 LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
@@ -121,8 +121,6 @@ class RunDirectory:
         self.created_above: list[Path] = []
         self.holder_before: bytes | None = None  # the lock file's pid line before we claimed it
         self.lock_made = False  # whether this process made nnrun.lock (removed if refused)
-        # per metrics file: the rows last written and their JSON lines (_lines)
-        self.written: dict[str, tuple[list[dict], list[str]]] = {}
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -331,22 +329,16 @@ class RunDirectory:
         write_text_atomically(self.file(SPEC), text)
 
     def write_metrics(self, rows: list[dict], name: str = METRICS) -> None:
-        # The whole file each epoch: a crash leaves the old file or the new one, never a torn line.
-        write_text_atomically(self.file(name), "".join(self._lines(rows, name)))
+        """The whole file, replaced: a crash leaves the old file or the new one."""
+        write_text_atomically(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
 
-    def _lines(self, rows: list[dict], name: str) -> list[str]:
-        """The rows' JSON lines, encoding only the rows not written before (the same row
-        objects, which are not changed once written): encoding every row each epoch made a
-        run's time grow with the square of its epochs (2,000 short epochs: 10 s of JSON)."""
-        before, lines = self.written.get(name, ([], []))
-        kept = 0
-        for row, old in zip(rows, before):
-            if row is not old:
-                break
-            kept += 1
-        lines = lines[:kept] + [json.dumps(row) + "\n" for row in rows[kept:]]
-        self.written[name] = (list(rows), lines)
-        return lines
+    def append_metrics(self, rows: list[dict], name: str = METRICS) -> None:
+        """Rows after those of the file, appended and synced: each epoch writes its own rows,
+        not the whole history again (rewriting the file made a run's bookkeeping grow with the
+        square of its epochs, and grad-norms.jsonl's with its steps). A crash in the append
+        leaves a torn last line, of an epoch after the checkpoint's, which a resume drops."""
+        if rows:
+            append_text_durably(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
 
     def read_metrics(self, through_epoch: int, name: str = METRICS,
                      complete: bool = False) -> list[dict]:

@@ -602,7 +602,7 @@ class Trainer:
 
     def _save_epoch(self, run: RunDirectory, epoch: int, row: dict) -> History:
         self.history.rows.append(row)
-        run.write_metrics(self.history.rows)
+        run.append_metrics([row])
         self._write_step_norms(run)
         self._after_epoch(run, epoch, row)
         return self.history
@@ -636,7 +636,7 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
         logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
-        step_rows = run.read_metrics(epoch, GRAD_NORMS) if self.grad_norms or logged_steps else []
+        step_rows = run.read_metrics(epoch, GRAD_NORMS) if logged_steps else []
         changes = resumption.changes
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         stopped = self._should_stop(history, level)
@@ -650,11 +650,7 @@ class Trainer:
                    if changes or resumption.dropped else "")
         run.continue_run()
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
-        if self.grad_norms:
-            self.grad_norms.keep_through(epoch, step_rows)
-        if self.grad_norms and self.grad_norms.every:
-            self._write_step_norms(run)
-        elif logged_steps:  # not logged per step now: still, the rows past the checkpoint go
+        if logged_steps:  # as its per-step rows; the epochs from here on append theirs
             run.write_metrics(step_rows, GRAD_NORMS)
         # a record, and spec.yaml, for a resume that trains with its changes; one that trains
         # nothing (early stopping keeps the run stopped, no epoch is left) records none, and
@@ -862,11 +858,12 @@ class Trainer:
         if self.grad_norms:
             row.update(self.grad_norms.epoch_columns())
             self._write_step_norms(self.run_directory)
-        self.run_directory.write_metrics([*self.history.rows, row])
+        self.run_directory.append_metrics([row])
 
     def _write_step_norms(self, run: RunDirectory) -> None:
+        """With log_grad_norms' every_steps: the per-step rows logged since the last write."""
         if self.grad_norms and self.grad_norms.every:
-            run.write_metrics(self.grad_norms.step_rows, GRAD_NORMS)
+            run.append_metrics(self.grad_norms.take_step_rows(), GRAD_NORMS)
 
     def _check_signals(self, guard) -> None:
         """Between epochs: a signal any rank received stops them all."""

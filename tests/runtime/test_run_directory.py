@@ -328,27 +328,67 @@ def test_predict_preprocesses_in_float64_as_training_did(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
-def test_metrics_written_each_epoch_encode_only_the_new_rows_and_stay_exact(tmp_path,
-                                                                             monkeypatch):
-    """metrics.jsonl is rewritten whole each epoch (never a torn line), from the JSON of the
-    rows written before: encoding every row each epoch made long runs quadratic."""
+def test_each_epoch_appends_its_own_rows_and_a_resume_replaces_the_file(tmp_path, monkeypatch):
+    """The growth audit: metrics.jsonl (and grad-norms.jsonl) rewritten whole each epoch made a
+    run's bookkeeping grow with the square of its epochs (100,000 one-step epochs: about 855 GB
+    written). Each epoch appends its own rows, encoded once; a resume, which drops the rows
+    after its checkpoint, replaces the file."""
     import nnrun.runtime.run_dir as run_dir
 
-    encoded = []
-    real_dumps = run_dir.json.dumps
-    monkeypatch.setattr(run_dir.json, "dumps", lambda row: encoded.append(row) or real_dumps(row))
+    appended = []
+    real_append = run_dir.append_text_durably
+    monkeypatch.setattr(run_dir, "append_text_durably",
+                        lambda path, text: appended.append(text) or real_append(path, text))
     run = run_dir.RunDirectory(tmp_path)
+    run.write_metrics([])
     rows = []
     for epoch in range(1, 6):
         rows.append({"epoch": epoch, "train_loss": 1.0 / epoch})
-        run.write_metrics(rows)
-    assert len(encoded) == 5
+        run.append_metrics(rows[-1:])
+    assert appended == [json.dumps(row) + "\n" for row in rows]  # one row a write
+
     def read_back():
         return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().split("\n")
                 if line]
 
     assert read_back() == rows
-    # rows that are other objects (a resume's, read back and cut at its checkpoint) are encoded
     replaced = [dict(row) for row in rows[:2]] + [{"epoch": 3, "train_loss": 9.0}]
     run.write_metrics(replaced)
-    assert read_back() == replaced and len(encoded) == 8
+    assert read_back() == replaced and len(appended) == 5
+
+
+def test_a_full_disk_while_a_row_is_appended_keeps_the_run_resumable(tmp_path, monkeypatch):
+    """An append cut short by a full disk leaves a torn last line: the error names the run's
+    file (os.write's own error names none), says the checkpoint is intact and how to resume,
+    and the resume drops the torn line and trains the epoch again, as an uninterrupted run."""
+    import errno
+    import os
+
+    import nnrun.runtime.files as files
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SHUFFLED_DIGITS.replace("epochs: 2", "epochs: 3"))
+    nnrun.train(spec, out_dir=tmp_path / "whole", quiet=True, max_steps=4)
+    real_write, writes = os.write, []
+
+    def full_at_the_third_row(descriptor, data):
+        writes.append(data)
+        if len(writes) == 3:
+            real_write(descriptor, data[:10])  # part of the line, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(files.os, "write", full_at_the_third_row)
+    with pytest.raises(nnrun.TrainingError) as stopped:
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=4)
+    monkeypatch.setattr(files.os, "write", real_write)
+    message = str(stopped.value)
+    assert f"{tmp_path / 'run' / 'metrics.jsonl'}: No space left on device" in message
+    assert f"--resume {tmp_path / 'run'}" in message
+    assert (tmp_path / "run" / "metrics.jsonl").read_text().endswith(writes[2][:10].decode())
+    nnrun.train(spec, resume=tmp_path / "run", quiet=True, max_steps=4)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    whole = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").open()]
+    timing = {"epoch_s", "samples_per_s"}
+    assert ([{k: v for k, v in row.items() if k not in timing} for row in rows]
+            == [{k: v for k, v in row.items() if k not in timing} for row in whole])
