@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -41,6 +42,25 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     finally:
         Path(temporary).unlink(missing_ok=True)
     sync_directory(path.parent)
+    remove_stale_temporaries(path)
+
+
+STALE_AFTER_S = 3600.0
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """The temporary files that killed writes of `path` left beside it, once they are an hour
+    old: another process may be writing the same file now (a cache, an output written again),
+    but not for that long. Called after each write of `path`, and where a cache is read (a
+    cache, once written, is not written again)."""
+    cutoff = time.time() - STALE_AFTER_S
+    for leftover in temporaries_of(Path(path)):
+        try:
+            status = leftover.lstat()
+            if status.st_mtime < cutoff and stat.S_ISREG(status.st_mode):
+                leftover.unlink()
+        except OSError:  # gone already, or not ours to remove
+            pass
 
 
 def _about_the_target(error: OSError, path: Path) -> bool:

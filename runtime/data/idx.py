@@ -20,6 +20,7 @@ import numpy as np
 from nnrun.compiler.tables import byte_size
 
 from ..archives import CACHE_DAMAGE
+from ..files import remove_stale_temporaries
 from ..memory import available_memory
 from .errors import DataError
 from .locations import cache_dir, write_cache_file
@@ -101,6 +102,7 @@ def cache_path(path: Path, dataset_name: str) -> Path:
 def read_cached(cached: Path, source: Path) -> np.ndarray | None:
     """The decoded copy at `cached` (cache_path) of `source`, or None: an unreadable copy, or
     one of another shape or type than the source's header declares, is decoded again."""
+    remove_stale_temporaries(cached)  # of killed writes of it: the cache is not written again
     if not cached.is_file():
         return None
     try:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import stat
-import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from nnrun.compiler.datasets import (DATASETS, DATASETS_EXTRA, home_directory, kernel_file,
                                      missing_generator, user_path)
 
-from ..files import temporaries_of, write_atomically
+from ..files import write_atomically
 from .errors import DataError
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
@@ -152,17 +151,6 @@ def write_cache_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, write)
-        remove_stale_leftovers(path)
+        write_atomically(path, write)  # which clears old leftovers of killed writes of it
     except OSError:
         pass
-
-
-def remove_stale_leftovers(path: Path, age_s: float = 3600.0) -> None:
-    """Temporary files of killed cache writes; other processes may be writing the same cache
-    right now, so only old ones go."""
-    cutoff = time.time() - age_s
-    for leftover in temporaries_of(path):
-        with suppress(OSError):
-            if leftover.stat().st_mtime < cutoff:
-                leftover.unlink()

@@ -31,6 +31,7 @@ from nnrun.notices import inform, warn
 
 from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
                         read_npz)
+from ..files import remove_stale_temporaries
 from ..memory import available_memory
 from .errors import DataError
 from .idx import cache_path, read_cached, read_idx, write_cached
@@ -344,6 +345,7 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
 
 
 def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
+    remove_stale_temporaries(path)  # of killed writes of it: the cache is not written again
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in ("x", "y", "x_test", "y_test")}

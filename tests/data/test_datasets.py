@@ -1039,6 +1039,43 @@ def test_old_leftovers_of_killed_cache_writes_are_cleared(tmp_path, make_mnist_l
     assert not old.exists() and recent.exists()
 
 
+def test_old_leftovers_go_where_the_cache_is_read_and_not_written_again(
+        tmp_path, make_mnist_like, monkeypatch):
+    """The growth audit: a cache, once written, is only read, so what killed first writes
+    left beside it (up to 47 MB each for MNIST) stayed for good."""
+    directory = make_mnist_like(tmp_path / "idx")
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    load("mnist", path=str(directory))
+    cache = tmp_path / "cache" / "mnist"
+    cached = sorted(cache.glob("*.npy"))
+    old, recent = (cache / f".{cached[0].name}.{stem}.nnrun-partial"
+                   for stem in ("old_0000", "recent00"))
+    old.write_bytes(b"half")
+    recent.write_bytes(b"half")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    written = {path: path.stat().st_mtime_ns for path in cached}
+    load("mnist", path=str(directory))
+    assert {path: path.stat().st_mtime_ns for path in cached} == written  # read, not written
+    assert not old.exists() and recent.exists()
+
+
+def test_a_write_clears_the_hour_old_leftovers_of_its_file_only(tmp_path):
+    """predict's, export's and plot's outputs too: a killed write of OUT left its temporary
+    file beside it for good."""
+    from nnrun.runtime.files import write_text_atomically
+
+    out = tmp_path / "p.npy"
+    old, recent, other = (tmp_path / name for name in (
+        ".p.npy.old_0000.nnrun-partial", ".p.npy.recent00.nnrun-partial",
+        ".q.npy.old_0000.nnrun-partial"))
+    for path in (old, recent, other):
+        path.write_bytes(b"half")
+    for path in (old, other):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    write_text_atomically(out, "x")
+    assert sorted(tmp_path.iterdir()) == sorted([out, recent, other])
+
+
 def test_permuted_features_are_laid_out_sample_by_sample():
     """A column-major result made every batch gather stride across the whole split: specs with
     permute_features trained 10-45x slower."""
