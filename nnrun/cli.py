@@ -583,14 +583,14 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
-                           + _missing_data_file_warning(checked, read_data))
+                           + _missing_data_file_warning(checked.source, read_data))
             if read_data and not any(d.severity == "error" for d in diagnostics):
                 diagnostics += _data_file_checks(source)
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
-            if read_data and source is not None:
-                diagnostics = _with_the_files_own_reason(source, diagnostics)
+            if source is not None:
+                diagnostics = _with_the_files_own_reason(source, diagnostics, read_data)
         if strict:  # a warning that fails the check is an error, and says so
             diagnostics = [replace(d, severity="error") for d in diagnostics]
         if len(specs) > 1:  # a --set argument's error: with which of the files
@@ -650,7 +650,7 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
     return [checked.source.diagnostic(origin, message, "warning")]
 
 
-def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnostic]:
+def _missing_data_file_warning(source, required: bool = False) -> list[Diagnostic]:
     """An npz or csv file that is not there, or cannot be looked at (with input_shape given,
     nothing else needs it before train): said, as a warning, since the file may be made or
     fetched later; an error where it is `required` (validate --data)."""
@@ -658,26 +658,29 @@ def _missing_data_file_warning(checked, required: bool = False) -> list[Diagnost
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
 
-    file = data_file(checked.source.spec, checked.source.directory)
+    file = data_file(source.spec, source.directory)
     if file is None:
         return []
     reason = why_not_looked_at(file) or (why_absent(file) if not file.exists() else None)
     if reason is None:
         return []
     message = f"{file}: {reason} (data.path is relative to the spec file): train needs it"
-    return [checked.source.diagnostic(Origin("data.path", keys=("data", "path")), message,
-                                      "error" if required else "warning")]
+    return [source.diagnostic(Origin("data.path", keys=("data", "path")), message,
+                              "error" if required else "warning")]
 
 
-def _with_the_files_own_reason(source, diagnostics: list[Diagnostic]) -> list[Diagnostic]:
-    """validate --data of a spec whose data file could not give input_shape: train's reason
-    for it (not found, not an npz, not UTF-8, no features), read as train reads the file."""
+def _with_the_files_own_reason(source, diagnostics: list[Diagnostic],
+                               read_data: bool) -> list[Diagnostic]:
+    """A spec whose data file could not give input_shape: the file's own reason instead,
+    without --data where it is missing or cannot be looked at, with --data train's reason,
+    read as train reads the file (not an npz, not UTF-8, no features too)."""
     from nnrun.compiler.lower import SHAPE_NOT_READ
 
     unread = [d for d in diagnostics if d.message.startswith(SHAPE_NOT_READ)]
     if not unread or source.spec.data is None:
         return diagnostics
-    reason = [d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
+    reason = ([d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
+              if read_data else _missing_data_file_warning(source, required=True))
     return [d for d in diagnostics if d not in unread] + reason if reason else diagnostics
 
 

@@ -59,10 +59,14 @@ def test_a_data_file_gone_before_a_resume_is_said_so(tmp_path):
     assert "not found" in line and "differs" not in line
 
 
-def test_without_a_readable_file_validate_asks_for_the_input_shape(tmp_path):
+def test_without_its_file_validate_names_the_file_where_it_would_ask_for_the_input_shape(
+        tmp_path):
+    """It said "input_shape is needed ... (missing, or its features are not [N, ...])": now
+    the file and why, at data.path, as with --data (session 44)."""
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))  # d.npz does not exist
     line = assert_one_line_error(invoke("validate", spec), spec)
-    assert "model.input_shape is needed" in line and "check data.path" in line
+    assert ": error: data.path: " in line and "d.npz: no such file (data.path is relative to " \
+        "the spec file): train needs it" in line and "input_shape is needed" not in line
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "not found" in line and not (tmp_path / "run").exists()
 
