@@ -53,7 +53,13 @@ class Run:
         inputs not finite once preprocessed are refused, as `nnrun predict` refuses them."""
         check_flags(preprocess=preprocess)
         x = self.model.checked_x(x, cast=False)
-        _check_outputs_fit(self, x, "Run.predict")
+        needed = prediction_bytes(self, len(x), math.prod(x.shape[1:]))
+        available, source = available_memory()
+        if needed > available:  # a MemoryLimitError, not NumPy's MemoryError
+            raise MemoryLimitError(f"Run.predict: {len(x):,} samples need about "
+                                   f"{byte_size(needed)} for their outputs, but only "
+                                   f"{byte_size(available)} is available ({source}); pass "
+                                   "fewer samples at a time")
         outputs = self.outputs(x, preprocess, ValueError)
         note = self.overflow_note(outputs)
         if note:  # as `nnrun predict` says it (NumPy's own warning is silenced in forward)
@@ -67,7 +73,7 @@ class Run:
         so that a batch's copies, not the whole input's, are held beside it. A batch not finite
         once prepared raises `error` ("`where`x must hold finite ...")."""
         preprocessing = self.preprocessing if preprocess else IDENTITY
-        outputs = []
+        outputs = None  # filled batch by batch: the batches' outputs are not held twice
         for start in range(0, len(x), self.batch):
             with np.errstate(over="ignore", invalid="ignore"):  # checked below
                 batch = preprocessing.apply(x[start:start + self.batch], self.model.spec.dtype)
@@ -75,8 +81,11 @@ class Run:
             if problem:
                 raise error(f"{where}{problem}")
             # Model.forward leaves NumPy's overflow warnings out: overflow_note says it in a line
-            outputs.append(self.model.forward(self.params, batch))
-        return np.concatenate(outputs)
+            batch_outputs = self.model.forward(self.params, batch)
+            if outputs is None:
+                outputs = np.empty((len(x), *batch_outputs.shape[1:]), batch_outputs.dtype)
+            outputs[start:start + len(batch)] = batch_outputs
+        return outputs
 
     def overflow_note(self, outputs: np.ndarray) -> str | None:
         """What to say of outputs that are inf or NaN for finite inputs: the model overflows
@@ -229,15 +238,15 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | No
                 backend: str = "numpy", preprocess: bool = True,
                 graph: bool = True) -> tuple[np.ndarray, Run]:
     run = load_run(run_dir, which, backend, preprocess, graph)
-    x = run.model.checked_x(_read_inputs(Path(input_path), run.model), cast=False)
+    x = run.model.checked_x(_read_inputs(Path(input_path), run), cast=False)
     outputs = run.outputs(x, preprocess, DataError, where=f"{input_path}: ")
     write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs, run
 
 
-def _read_inputs(path: Path, model) -> np.ndarray:
+def _read_inputs(path: Path, run: Run) -> np.ndarray:
     """Array `x` of the .npz, checked from its header before it is decompressed."""
-    expected = list(model.lowered.graph.inputs[0].type.shape[1:])
+    expected = list(run.model.lowered.graph.inputs[0].type.shape[1:])
     try:
         headers = npz_headers(path)
         header = headers.get("x")
@@ -245,7 +254,7 @@ def _read_inputs(path: Path, model) -> np.ndarray:
             found = ", ".join(headers) or "none"
             raise DataError(f"{path}: has no array 'x' (found: {found}); save the inputs with "
                             "numpy.savez(path, x=inputs)")
-        _check_input_header(path, header, expected)
+        _check_input_header(path, header, expected, run)
         x = read_npz(path, {"x": header})["x"]
     except DamagedFile as error:
         raise DataError(f"{path}: not a readable .npz file ({error}); save the inputs with "
@@ -253,30 +262,24 @@ def _read_inputs(path: Path, model) -> np.ndarray:
     return x
 
 
-def _check_input_header(path: Path, header, expected: list) -> None:
+def _check_input_header(path: Path, header, expected: list, run: Run) -> None:
     if header.dtype.kind not in "biuf":
         raise DataError(f"{path}: x must hold numbers, found dtype {header.dtype}")
     problem = batch_shape_problem(header.shape, expected)
     if problem:
         raise DataError(f"{path}: {problem}")
-    # read, then copied in the model's dtype (float32 at the least)
-    copies = math.prod(header.shape) * 4
+    more = prediction_bytes(run, header.shape[0], math.prod(header.shape[1:]))
     available, source = available_memory()
-    if header.size_bytes + copies > available:
+    if header.size_bytes + more > available:
         raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, and "
-                        f"{byte_size(copies)} more as float32, over the "
-                        f"{byte_size(available)} available ({source}); predict in parts")
+                        f"{byte_size(more)} more for its outputs and a batch prepared at a "
+                        f"time, over the {byte_size(available)} available ({source}); "
+                        "predict in parts")
 
 
-def _check_outputs_fit(run: Run, x: np.ndarray, what: str) -> None:
-    """The API's outputs for `x`, and one batch's prepared copies beside them (Run.outputs):
-    MemoryLimitError where they would not fit, not NumPy's MemoryError."""
+def prediction_bytes(run: Run, samples: int, sample_values: int) -> int:
+    """What predicting `samples` holds beside their inputs (Run.outputs): the outputs, and
+    one batch prepared (preprocessed in float64 at the least, then cast)."""
     itemsize = np.dtype(run.model.spec.dtype).itemsize
-    outputs = len(x) * math.prod(run.model.lowered.logits.type.shape[1:]) * itemsize
-    batch = min(len(x), run.batch) * math.prod(x.shape[1:]) * (max(itemsize, 8) + itemsize)
-    needed = outputs + batch  # a batch preprocessed in float64 at the least, and cast
-    available, source = available_memory()
-    if needed > available:
-        raise MemoryLimitError(f"{what}: {len(x):,} samples need about {byte_size(needed)} "
-                               f"for their outputs, but only {byte_size(available)} is "
-                               f"available ({source}); pass fewer samples at a time")
+    outputs = samples * math.prod(run.model.lowered.logits.type.shape[1:]) * itemsize
+    return outputs + min(samples, run.batch) * sample_values * (max(itemsize, 8) + itemsize)
