@@ -93,15 +93,16 @@ def _relu_grad_into(be, attrs, out, g, x):
 
 
 def _leaky_relu_grad_into(be, attrs, out, g, x):
-    # where(x > 0, g, alpha g) as g * [x > 0] + (alpha g) * [x <= 0]: each term is the value
-    # or zero, so the sum is exactly the chosen one.
+    # where(x > 0, g, alpha g) as g * [x > 0] + (g * [x <= 0]) alpha: each term is the value
+    # or zero, so the sum is exactly the chosen one (for a finite g; alpha multiplies after
+    # the mask, so that g * alpha overflowing where x > 0 makes no inf * 0)
     y, kept, mask, values = out
     xp = be.xp
     xp.greater(x, 0, out=mask)
     xp.multiply(g, _as_values(xp, mask, values), out=kept)
     xp.less_equal(x, 0, out=mask)
-    xp.multiply(g, attrs.alpha, out=y)
-    xp.multiply(y, _as_values(xp, mask, values), out=y)
+    xp.multiply(g, _as_values(xp, mask, values), out=y)
+    xp.multiply(y, attrs.alpha, out=y)
     xp.add(y, kept, out=y)
 
 
@@ -159,17 +160,17 @@ def _expm1_of_negative(xp, a):
 
 def _elu_grad_into(be, attrs, out, g, x):
     # where(x > 0, g, g * alpha * exp(min(x, 0))), in the forward's (and PyTorch's) order, as
-    # (g * alpha * exp(min(x, 0))) * [x <= 0] + g * [x > 0]: as leaky_relu's, each term is the
+    # (g * [x <= 0]) * alpha * exp(min(x, 0)) + g * [x > 0]: as leaky_relu's, each term is the
     # value or zero. A copy through a mask of mixed signs is 2.4 times this whole blend's time
     # in NumPy (docs/benchmarks.md).
     y, below, mask, values = out
     xp = be.xp
+    xp.less_equal(x, 0, out=mask)
+    xp.multiply(g, _as_values(xp, mask, values), out=y)
+    xp.multiply(y, attrs.alpha, out=y)
     xp.minimum(x, 0, out=below)
     xp.exp(below, out=below)
-    xp.multiply(g, attrs.alpha, out=y)
     xp.multiply(y, below, out=y)
-    xp.less_equal(x, 0, out=mask)
-    xp.multiply(y, _as_values(xp, mask, values), out=y)
     xp.greater(x, 0, out=mask)
     xp.multiply(g, _as_values(xp, mask, values), out=below)
     xp.add(y, below, out=y)

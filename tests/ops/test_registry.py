@@ -369,6 +369,29 @@ def test_forward_into_matches_forward_bit_for_bit(name, case, dtype):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("name", ["elu_grad", "leaky_relu_grad"])
+@pytest.mark.parametrize("alpha", [0.5, 2.0, 1e30])
+def test_blended_gradients_choose_exactly_where_g_times_alpha_overflows(name, alpha):
+    """The gradients that blend their two choices (each term the value or zero) multiply by
+    alpha after the mask: g * alpha overflowing where x > 0, for a finite g, gave inf * 0 =
+    NaN where the plain forward gives g (the review of ELU's blend)."""
+    from nnrun.compiler.ops.activation import AlphaAttrs
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4096).astype(np.float32)
+    g = (rng.standard_normal(4096) * 10.0 ** rng.integers(-30, 39, 4096)).astype(np.float32)
+    g[:3], x[:3] = [3e38, -2.3e38, 1.0], [1.0, 2.0, -1.0]
+    op, attrs = REGISTRY[name], AlphaAttrs(alpha)
+    types = [input_type(g), input_type(x)]
+    outputs = _buffers(as_tuple(op.shape(attrs, *types)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        op.forward_into(numpy_backend, attrs, (*outputs, *_buffers(op.scratch(attrs, *types))),
+                        g, x)
+        (want,) = run_forward(numpy_backend, name, attrs, (g, x))
+    assert not np.isnan(outputs[0]).any()
+    np.testing.assert_array_equal(outputs[0], want)
+
+
 @pytest.mark.parametrize("chunk_samples", [1, 2])
 @pytest.mark.parametrize("name, case", named_cases(["conv1d", "conv2d"]))
 def test_convolution_by_chunks_of_samples_matches_forward(name, case, chunk_samples,
