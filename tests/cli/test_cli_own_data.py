@@ -1051,6 +1051,9 @@ SPREAD = np.tile([-1.0, 1.0], 30)  # mean 0, standard deviation 1
     (1e6 + 1e4 * SPREAD, "the targets' mean is 1e+06 and their standard deviation is 1e+04; "),
     # a mean within the spread: dividing is the fix
     (2e3 + 1e5 * SPREAD, "the targets' standard deviation is 1e+05; "),
+    # a tiny spread: dividing alone would leave the mean at 1e5 (the review: the advice, once
+    # followed, was met by the other warning)
+    (1 + 1e-5 * SPREAD, "the targets' mean is 1 and their standard deviation is 1e-05; "),
 ])
 def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, said):
     from nnrun.runtime.data_fit import _warn_of_target_scale
@@ -1061,10 +1064,16 @@ def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, 
     assert kind == "warning" and message.startswith("data.path: " + said), message
     fix = {"mean is": "y - y.mean(0)", "deviation": "y / 1e+05"}
     if "mean is" in said and "deviation" in said:
-        assert "save the targets as (y - y.mean(0)) / 1e+04 and" in message
+        spread = said.split("deviation is ")[1].rstrip("; ")
+        assert f"save the targets as (y - y.mean(0)) / {spread} and" in message
     else:
         assert f"save the targets as {fix['mean is' if 'mean is' in said else 'deviation']}" \
             in message
+    # the advice followed (a NumPy expression of y) silences the warning
+    advice = message.split("save the targets as ")[1].split(" and map")[0]
+    with collected() as lines:
+        _warn_of_target_scale(eval(advice, {"y": y}), "data.path")  # noqa: S307 - our own text
+    assert lines == []
 
 
 def test_regression_targets_near_zero_of_a_usual_spread_are_not_warned_of():
