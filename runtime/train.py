@@ -1064,13 +1064,13 @@ class Trainer:
         differ = [key for key, value in before.items() if value is not None and value != now[key]]
         if not differ:
             return
-        epochs = "epoch 1" if meta["epoch"] == 1 else f"epochs 1-{meta['epoch']}"
+        # the checkpoint keeps its own epoch's settings (an earlier resume may have changed them)
         match = f" (--threads {before['threads']} resumes as it trained)" if differ == [
             "threads"] else ""
-        run.say(f"{run.path}: {epochs} trained on {_arithmetic_words(before, differ)}, this "
-                f"resume runs on {_arithmetic_words(now, differ)}: sums may round otherwise, "
-                f"so its numbers may differ in the last digits from an uninterrupted "
-                f"run's{match}")
+        run.say(f"{run.path}: the checkpoint's epoch {meta['epoch']} trained on "
+                f"{_arithmetic_words(before, differ)}, this resume runs on "
+                f"{_arithmetic_words(now, differ)}: sums may round otherwise, so its numbers may "
+                f"differ in the last digits from an uninterrupted run's{match}")
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:

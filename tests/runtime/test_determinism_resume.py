@@ -163,8 +163,8 @@ def test_a_resume_at_another_thread_count_says_its_sums_may_round_otherwise(tmp_
     assert "round" not in capsys.readouterr().err
     nnrun.train(spec, resume=out, threads=1)
     said = capsys.readouterr().err
-    assert (f"{out}: epochs 1-2 trained on 2 CPU threads, this resume runs on 1 CPU thread: "
-            "sums may round otherwise") in said
+    assert (f"{out}: the checkpoint's epoch 2 trained on 2 CPU threads, this resume runs on "
+            "1 CPU thread: sums may round otherwise") in said
     assert "(--threads 2 resumes as it trained)" in said
     assert meta(out / "last.npz")["threads"] == 1
 
@@ -172,13 +172,15 @@ def test_a_resume_at_another_thread_count_says_its_sums_may_round_otherwise(tmp_
 @pytest.mark.parametrize("before, now, words", [
     ({"backend": "cupy", "threads": None, "ranks": 1},
      {"backend": "numpy", "threads": 2, "ranks": 1},
-     "epoch 1 trained on the cupy backend, this resume runs on the numpy backend: "),
+     "the checkpoint's epoch 1 trained on the cupy backend, this resume runs on the numpy "
+     "backend: "),
     ({"backend": "numpy", "threads": 1, "ranks": 2},
      {"backend": "numpy", "threads": 1, "ranks": 1},
-     "epoch 1 trained on 2 ranks, this resume runs on 1 rank: "),
+     "the checkpoint's epoch 1 trained on 2 ranks, this resume runs on 1 rank: "),
     ({"backend": "numpy", "threads": 4, "ranks": 2},
      {"backend": "numpy", "threads": 1, "ranks": 1},
-     "epoch 1 trained on 4 CPU threads, 2 ranks, this resume runs on 1 CPU thread, 1 rank: "),
+     "the checkpoint's epoch 1 trained on 4 CPU threads, 2 ranks, this resume runs on 1 CPU "
+     "thread, 1 rank: "),
     # a checkpoint of an nnrun that did not keep them: nothing to compare
     ({"backend": "numpy"}, {"backend": "numpy", "threads": 2, "ranks": 1}, None),
 ])
