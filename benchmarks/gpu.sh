@@ -20,6 +20,7 @@ mkdir -p "$out"
 # refuses an --out that holds a run (a rerun of a section would fail at once)
 runs=$(mktemp -d /tmp/gpu-sh-runs.XXXXXX)
 export runs
+trap 'rm -rf "$runs"' EXIT
 
 section() {  # section NAME SECONDS 'COMMAND': COMMAND runs under bash within the budget
   local name=$1 limit=$2 command=$3 left

@@ -83,7 +83,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     check_flags(distributed=distributed, **{name: options[name] for name in
                                              ("quiet", "allow_changes", "graph") if name in options})
     _check_run_options(out_dir, options)
-    _check_distributed_timeout(distributed_timeout, distributed)
+    distributed_timeout = _checked_distributed_timeout(distributed_timeout, distributed)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if distributed:
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
@@ -115,16 +115,18 @@ def _check_run_options(out_dir, options: dict) -> None:
         raise ValueError("allow_changes applies to resume only")
 
 
-def _check_distributed_timeout(timeout, distributed: bool) -> None:
+def _checked_distributed_timeout(timeout, distributed: bool) -> float | None:
     """As the command's --distributed-timeout: seconds > 0 (inf waits for good), with
-    distributed=True only."""
+    distributed=True only; a float (a Fraction or a NumPy number too), as the ranks' watcher
+    process is given it."""
     if timeout is None:
-        return
+        return None
     if isinstance(timeout, bool) or not isinstance(timeout, Real) or not timeout > 0:
         raise ValueError(f"distributed_timeout must be a number of seconds > 0 (e.g. 300), "
                          f"got {timeout!r}")
     if not distributed:
         raise ValueError("distributed_timeout applies to distributed=True only")
+    return float(timeout)
 
 
 def _refuse_empty(name: str, path, advice: str) -> None:

@@ -597,6 +597,8 @@ class Trainer:
     def _train_and_save(self, run: RunDirectory | None, epoch: int, guard) -> None:
         row = self.train_epoch(epoch, guard)
         self.history = self.ranks.from_root(lambda: self._save_epoch(run, epoch, row))
+        if self.grad_norms:  # rank 0 wrote its per-step rows; the other ranks' go unwritten
+            self.grad_norms.take_step_rows()
         self.saved_epoch = epoch
         self._check_signals(guard)
 

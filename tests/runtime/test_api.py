@@ -50,6 +50,8 @@ def test_train_distributed_outside_mpiexec_is_a_job_of_one_rank(tmp_path):
 
 def test_train_gives_its_distributed_timeout_to_the_ranks(tmp_path, monkeypatch):
     """The command's --distributed-timeout, from Python (it had no way to set it)."""
+    from fractions import Fraction
+
     from nnrun.runtime import distributed
 
     asked = []
@@ -62,7 +64,10 @@ def test_train_gives_its_distributed_timeout_to_the_ranks(tmp_path, monkeypatch)
     nnrun.train(XOR, out_dir=tmp_path / "a", quiet=True, epochs=1, distributed=True)
     nnrun.train(XOR, out_dir=tmp_path / "b", quiet=True, epochs=1, distributed=True,
                 distributed_timeout=30)
-    assert asked == [distributed.DEFAULT_TIMEOUT_S, 30]
+    nnrun.train(XOR, out_dir=tmp_path / "c", quiet=True, epochs=1, distributed=True,
+                distributed_timeout=Fraction(1, 2))  # the watcher process reads it as a float
+    assert asked == [distributed.DEFAULT_TIMEOUT_S, 30.0, 0.5]
+    assert all(type(timeout) is float for timeout in asked[1:])
 
 
 def test_forward_returns_numpy_outputs_and_grads_cover_every_parameter():

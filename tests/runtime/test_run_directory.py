@@ -328,11 +328,13 @@ def test_predict_preprocesses_in_float64_as_training_did(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
-def test_each_epoch_appends_its_own_rows_and_a_resume_replaces_the_file(tmp_path, monkeypatch):
+def test_each_epoch_appends_its_own_rows_and_a_whole_write_replaces_the_file(tmp_path,
+                                                                             monkeypatch):
     """The growth audit: metrics.jsonl (and grad-norms.jsonl) rewritten whole each epoch made a
     run's bookkeeping grow with the square of its epochs (100,000 one-step epochs: about 855 GB
-    written). Each epoch appends its own rows, encoded once; a resume, which drops the rows
-    after its checkpoint, replaces the file."""
+    written). Each epoch appends its own rows, encoded once; a whole write (a resume's, which
+    drops the rows after its checkpoint: test_a_full_disk_while_a_row_is_appended_keeps_the_
+    run_resumable and tests/runtime/test_determinism_resume.py) replaces the file."""
     import nnrun.runtime.run_dir as run_dir
 
     appended = []
