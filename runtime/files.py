@@ -54,7 +54,11 @@ def remove_stale_temporaries(path: Path) -> None:
     but not for that long. Called after each write of `path`, and where a cache is read (a
     cache, once written, is not written again)."""
     cutoff = time.time() - STALE_AFTER_S
-    for leftover in temporaries_of(Path(path)):
+    try:
+        leftovers = temporaries_of(Path(path))
+    except OSError:  # a directory this process may write but not list
+        return
+    for leftover in leftovers:
         try:
             status = leftover.lstat()
             if status.st_mtime < cutoff and stat.S_ISREG(status.st_mode):
