@@ -1058,9 +1058,10 @@ class Trainer:
         return {"backend": self.backend.name, "threads": threads, "ranks": self.ranks.size}
 
     def _say_if_rounding_differs(self, run: RunDirectory, meta: dict) -> None:
-        """A resume that sums in another order than the checkpoint's epochs did is not the
+        """A resume that sums in another order than the checkpoint's epoch did is not the
         uninterrupted run to the last digit: said, with what differs."""
-        now, before = self._arithmetic(), {key: meta.get(key) for key in self._arithmetic()}
+        now = self._arithmetic()
+        before = {key: meta.get(key) for key in now}
         if before["backend"] != now["backend"]:  # threads are the CPU's; ranks still count
             before["threads"] = now["threads"] = None
         differ = [key for key, value in before.items() if value is not None and value != now[key]]
