@@ -298,7 +298,7 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     names = monitor_names(spec, has_validation(spec))
     if stopping is None or stopping.monitor in names:
         return []
-    origin = Origin("train.early_stopping", keys=("train", "early_stopping", "monitor"))
+    origin = Origin("train.early_stopping.monitor", keys=("train", "early_stopping", "monitor"))
     if spec.data is not None and spec.data.dataset == "npz" and not has_validation(spec):
         # the file may hold x_val and y_val: training checks val_* with the data loaded
         names = monitor_names(spec, True)

@@ -327,7 +327,7 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
                                               keys=("data", "validation_split")), too_few))
     no_val = _npz_val_monitor_problem(spec, shapes) if shapes is not None else None
     if no_val:
-        found.append(source.diagnostic(Origin("train.early_stopping",
+        found.append(source.diagnostic(Origin("train.early_stopping.monitor",
                                               keys=("train", "early_stopping", "monitor")),
                                        no_val))
     return found

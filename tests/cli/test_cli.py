@@ -253,8 +253,10 @@ def test_validate_catches_an_early_stopping_monitor_that_will_not_exist(tmp_path
     text = XOR_WITH.format(data=data, extra=f"train:\n  early_stopping: {{monitor: {monitor}}}\n")
     (line,) = validate_errors(tmp_path, text)
     column = text.splitlines()[-1].index(monitor) + 1
-    assert line.startswith(f"{len(text.splitlines())}:{column}: error: train.early_stopping: "
-                           f"'{monitor}' will not be a metric of this run")
+    # where: the field, as train names it (it said train.early_stopping)
+    assert line.startswith(f"{len(text.splitlines())}:{column}: error: "
+                           f"train.early_stopping.monitor: '{monitor}' will not be a metric of "
+                           "this run")
     assert line.endswith(reason)
 
 
