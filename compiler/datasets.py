@@ -328,6 +328,20 @@ _NOT_LOOKED_AT = {
 }
 
 
+def why_unreadable(error: OSError) -> str:
+    """Why a file a spec names (data.path, init_from) could not be read, and what to do: the
+    advice for a file nnrun reads, not for an output it writes."""
+    what = error.strerror or type(error).__name__
+    return f"cannot be read ({what}){_UNREADABLE.get(error.errno, '')}"
+
+
+_UNREADABLE = {
+    errno.EACCES: "; give this user read permission on it, or point to a copy it can read",
+    errno.EPERM: "; give this user read permission on it, or point to a copy it can read",
+    errno.EIO: "; the device reported an I/O error: check the disk, or use a copy",
+}
+
+
 def why_absent(path: Path) -> str:
     """Why a file a spec names cannot be opened, for a path that is not there: no such file,
     a symbolic link to nothing, or a loop of symbolic links."""

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .datasets import why_absent, why_not_looked_at
+from .datasets import why_absent, why_not_looked_at, why_unreadable
 from .diagnostics import suggest
 from .ir import Origin
 from .schema import default_layer_names
@@ -283,7 +283,9 @@ def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ..
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)
                     for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
-    except (*NPZ_DAMAGE, OSError) as error:
+    except OSError as error:  # permission, I/O: not the file's content
+        raise _Unreadable(f"{path}: {why_unreadable(error)}") from None
+    except NPZ_DAMAGE as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
                           "numpy.savez") from None
 

@@ -24,7 +24,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_
                                      csv_header_line, csv_text, generated_bytes, generator_hint,
                                      held_out, is_number, kernel_file, no_label_column,
                                      no_training_samples, npz_arrays_problem, unnamed_column,
-                                     user_path, why_not_looked_at)
+                                     user_path, why_not_looked_at, why_unreadable)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
@@ -581,6 +581,8 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
                if NOT_NUMBERS in str(error) else "save it again with numpy.savez")
         raise DataError(f"{path}: not a readable .npz file ({error}); {fix}") from None
+    except OSError as error:  # permission, I/O: not the file's content
+        raise DataError(f"{path}: {why_unreadable(error)}") from None
 
 
 def label_array_name(path: Path, headers: dict) -> str:
@@ -706,7 +708,9 @@ def read_csv_header(path: Path) -> list[str]:
     try:
         with open(path, encoding=CSV_ENCODING) as handle:
             header = csv_columns(csv_header_line(handle))
-    except (OSError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise DataError(f"{path}: {why_unreadable(error)}") from None
+    except UnicodeDecodeError as error:
         raise DataError(f"{path}: cannot read ({error})") from None
     if header == [""]:
         raise DataError(no_label_column(path, header))

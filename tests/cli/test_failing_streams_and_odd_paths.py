@@ -466,3 +466,49 @@ def test_a_checkpoint_that_cannot_be_read_is_not_called_intact(tmp_path, monkeyp
                                        "--epochs", "2", "--quiet"])
     assert result.exit_code == 1 and "Input/output error" in result.stderr
     assert "intact" not in result.stderr and "resume with" not in result.stderr
+
+
+def unreadable(monkeypatch, *names: str) -> None:
+    """open refuses the files ending in `names` as a file without read permission makes it
+    (root, which CI runs as, may read any)."""
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file).endswith(names):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    monkeypatch.setattr(io, "open", guarded)
+
+
+@pytest.mark.parametrize("kind", ["npz", "csv", "init_from"])
+def test_a_file_the_spec_names_that_cannot_be_read_is_told_to_be_made_readable(
+        tmp_path, monkeypatch, kind):
+    """A data or init_from file without read permission: validate told to write it again
+    with numpy.savez, train to "give a file you can read, or an output in a directory you can
+    write to" (session 44)."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 2), "float32"), y=np.zeros(10, "int64"))
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,0\n3,4,1\n")
+    np.savez(tmp_path / "w.npz", weight=np.zeros((2, 2), "float32"))
+    data = {"npz": "{dataset: npz, path: d.npz}", "csv": "{dataset: csv, path: d.csv}",
+            "init_from": "{dataset: xor}"}[kind]
+    init = ", init_from: w.npz, use_bias: false" if kind == "init_from" else ""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"data: {data}\nmodel:\n  input_shape: [2]\n  layers:\n"
+                    f"    - {{type: dense, units: 2{init}}}\nloss: cross_entropy\n")
+    unreadable(monkeypatch, {"npz": "d.npz", "csv": "d.csv", "init_from": "w.npz"}[kind])
+    said = ": cannot be read (Permission denied); give this user read permission on it, or " \
+           "point to a copy it can read"
+    for command in (["validate", "--data"], ["train", "--out", str(tmp_path / "run")]):
+        result = CliRunner().invoke(main, [command[0], str(spec), *command[1:]])
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert said in result.stderr and "numpy.savez" not in result.stderr
+        assert "an output" not in result.stderr and len(result.stderr.splitlines()) == 1
