@@ -583,7 +583,7 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
-                           + _missing_data_file_warning(checked.source, read_data))
+                           + _unusable_data_file(checked.source, read_data))
             if read_data and not any(d.severity == "error" for d in diagnostics):
                 diagnostics += _data_file_checks(source)
             summary = checked.summary
@@ -650,10 +650,11 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
     return [checked.source.diagnostic(origin, message, "warning")]
 
 
-def _missing_data_file_warning(source, required: bool = False) -> list[Diagnostic]:
-    """An npz or csv file that is not there, or cannot be looked at (with input_shape given,
-    nothing else needs it before train): said, as a warning, since the file may be made or
-    fetched later; an error where it is `required` (validate --data)."""
+def _unusable_data_file(source, required: bool = False) -> list[Diagnostic]:
+    """An npz or csv file that is not there, cannot be looked at, or is no file (a directory;
+    with input_shape given, nothing else reads it before train): said, as a warning, since
+    the file may be made or fetched later; an error where it is `required` (validate --data,
+    or where the file was to give input_shape)."""
     from nnrun.compiler.datasets import why_absent, why_not_looked_at
     from nnrun.compiler.frontend import data_file
     from nnrun.compiler.ir import Origin
@@ -661,7 +662,10 @@ def _missing_data_file_warning(source, required: bool = False) -> list[Diagnosti
     file = data_file(source.spec, source.directory)
     if file is None:
         return []
-    reason = why_not_looked_at(file) or (why_absent(file) if not file.exists() else None)
+    reason = why_not_looked_at(file)
+    if reason is None and not file.is_file():
+        reason = (why_absent(file) if not file.exists() else "a directory, not a file"
+                  if file.is_dir() else "not a regular file (a device, pipe or socket)")
     if reason is None:
         return []
     message = f"{file}: {reason} (data.path is relative to the spec file): train needs it"
@@ -680,8 +684,12 @@ def _with_the_files_own_reason(source, diagnostics: list[Diagnostic],
     if not unread or source.spec.data is None:
         return diagnostics
     reason = ([d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
-              if read_data else _missing_data_file_warning(source, required=True))
-    return [d for d in diagnostics if d not in unread] + reason if reason else diagnostics
+              if read_data else _unusable_data_file(source, required=True))
+    if not reason:
+        return diagnostics
+    at = diagnostics.index(unread[0])  # where the request was, in the file's order
+    return [d for d in diagnostics[:at] if d not in unread] + reason + [
+        d for d in diagnostics[at:] if d not in unread]
 
 
 def _data_file_checks(source, missing_said: bool = True) -> list[Diagnostic]:

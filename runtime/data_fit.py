@@ -210,9 +210,10 @@ def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
     spread = float(np.std(y - means, dtype=np.float64))  # each output around its own mean
     center = float(means.flat[np.argmax(np.abs(means))])  # the output farthest from 0
     scaled = bool(spread) and not TARGET_SPREAD[0] <= spread <= TARGET_SPREAD[1]
+    shown = float(f"{spread:.3g}")  # the divisor the advice gives
     # far from 0, beyond its spread (else dividing is the fix), or far once divided by it
     offset = (abs(center) > max(TARGET_SPREAD[1], spread)
-              or scaled and abs(center) > TARGET_SPREAD[1] * spread)
+              or scaled and abs(center) > TARGET_SPREAD[1] * shown)
     if not (scaled or offset):
         return
     said = ([f"mean is {center:.6g}" + ("" if means.size == 1 else " (an output's)")]

@@ -71,6 +71,19 @@ def test_without_its_file_validate_names_the_file_where_it_would_ask_for_the_inp
     assert "not found" in line and not (tmp_path / "run").exists()
 
 
+def test_a_data_path_that_names_a_directory_is_said_without_data_too(tmp_path):
+    """validate said "ok" (input_shape given) or asked for input_shape "(missing, or its
+    features are not [N, ...])" (the second review); train refuses it."""
+    (tmp_path / "d.npz").mkdir()
+    for input_shape, severity, code in (("input_shape: [4]", "warning", 0), ("", "error", 1)):
+        spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", input_shape))
+        result = invoke("validate", spec)
+        assert result.exit_code == code and "Traceback" not in result.output
+        (line,) = result.stderr.splitlines()
+        assert f": {severity}: data.path: " in line and "d.npz: a directory, not a file (data." \
+            "path is relative to the spec file): train needs it" in line
+
+
 def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
     """Labels up to 1e12 asked for a last layer of 1000000000001 units."""
     spec = _files(tmp_path, "input_shape: [4]")
@@ -1054,6 +1067,10 @@ SPREAD = np.tile([-1.0, 1.0], 30)  # mean 0, standard deviation 1
     # a tiny spread: dividing alone would leave the mean at 1e5 (the review: the advice, once
     # followed, was met by the other warning)
     (1 + 1e-5 * SPREAD, "the targets' mean is 1 and their standard deviation is 1e-05; "),
+    # at the boundary: the mean far once divided by the spread as the advice rounds it (the
+    # second review)
+    (0.010039 + 1.0049e-5 * SPREAD,
+     "the targets' mean is 0.010039 and their standard deviation is 1e-05; "),
 ])
 def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, said):
     from nnrun.runtime.data_fit import _warn_of_target_scale
