@@ -182,3 +182,23 @@ def test_a_damaged_norms_file_is_named_with_what_the_resume_can_do_without(tmp_p
     norms.rename(tmp_path / "norms.jsonl")
     nnrun.train(resume, resume=tmp_path / "run", quiet=True)
     assert len(rows(tmp_path / "run" / "metrics.jsonl")) == 3
+
+
+def test_a_rank_that_writes_nothing_lets_its_step_rows_go_each_epoch():
+    """Only rank 0 appends the per-step rows to grad-norms.jsonl; the other ranks logged them
+    too, and held every one until the run ended (a review of the append change)."""
+    from types import SimpleNamespace
+
+    from nnrun.runtime.grad_norms import GradNormLog
+    from nnrun.runtime.train import Trainer
+
+    log = GradNormLog(SimpleNamespace(every_steps=1), {"w": "dense_1"})
+    for step in (1, 2):
+        log.add({"grad_norm/w": 0.5}, step, epoch=1, batch=step, loss=1.0, batches=2)
+    assert len(log.step_rows) == 2
+    rank_1 = SimpleNamespace(
+        train_epoch=lambda epoch, guard: {"epoch": epoch}, grad_norms=log, history="rank 0's",
+        ranks=SimpleNamespace(from_root=lambda decide: "rank 0's"),  # rank 0 decides, writes
+        _check_signals=lambda guard: None)
+    Trainer._train_and_save(rank_1, None, 1, None)
+    assert log.step_rows == [] and rank_1.saved_epoch == 1
