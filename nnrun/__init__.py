@@ -126,7 +126,10 @@ def _checked_distributed_timeout(timeout, distributed: bool) -> float | None:
                          f"got {timeout!r}")
     if not distributed:
         raise ValueError("distributed_timeout applies to distributed=True only")
-    return float(timeout)
+    try:
+        return float(timeout)
+    except OverflowError:  # an integer past float's range: waits for good, as inf does
+        return float("inf")
 
 
 def _refuse_empty(name: str, path, advice: str) -> None:

@@ -66,7 +66,9 @@ def test_train_gives_its_distributed_timeout_to_the_ranks(tmp_path, monkeypatch)
                 distributed_timeout=30)
     nnrun.train(XOR, out_dir=tmp_path / "c", quiet=True, epochs=1, distributed=True,
                 distributed_timeout=Fraction(1, 2))  # the watcher process reads it as a float
-    assert asked == [distributed.DEFAULT_TIMEOUT_S, 30.0, 0.5]
+    nnrun.train(XOR, out_dir=tmp_path / "d", quiet=True, epochs=1, distributed=True,
+                distributed_timeout=10**400)  # past float's range: for good
+    assert asked == [distributed.DEFAULT_TIMEOUT_S, 30.0, 0.5, float("inf")]
     assert all(type(timeout) is float for timeout in asked[1:])
 
 
