@@ -11,6 +11,7 @@ import errno
 import importlib.util
 import itertools
 import os
+import sys
 import re
 import threading
 from dataclasses import dataclass
@@ -314,6 +315,9 @@ def why_not_looked_at(path: Path) -> str | None:
         return None
     except OSError as error:
         return _NOT_LOOKED_AT.get(error.errno, error.strerror or type(error).__name__)
+    except UnicodeEncodeError:  # a name beyond the locale's encoding (LC_ALL=C, PYTHONUTF8=0)
+        return (f"a name this locale's encoding ({sys.getfilesystemencoding()}) cannot hold; "
+                "run nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
     return None
 
 

@@ -58,11 +58,26 @@ def onnx_module():
 def require_extra() -> None:
     """Both packages of the extra, checked before any work is done."""
     onnx_module()
+    _onnxruntime("ONNX export needs onnxruntime to check the model")
+
+
+def _onnxruntime(missing: str):
+    """onnxruntime, or MissingExtra (`missing`: what needs it). Out of memory (an address-space
+    limit, ulimit -v) its import or its session fails with the system's words: a MemoryError
+    then, not advice to install what is installed, nor an internal error."""
     try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise MissingExtra(f"ONNX export needs onnxruntime to check the model: {EXTRA_HINT}") \
-            from None
+        import onnxruntime
+    except ImportError as error:
+        if _out_of_memory(error):
+            raise MemoryError(str(error)) from None
+        raise MissingExtra(f"{missing}: {EXTRA_HINT}") from None
+    return onnxruntime
+
+
+def _out_of_memory(error: Exception) -> bool:
+    words = str(error).lower()
+    return any(said in words for said in ("cannot allocate memory", "failed to map segment",
+                                          "out of memory", "error code: 12"))
 
 
 class OnnxBuilder:
@@ -207,13 +222,15 @@ def check_model(model) -> None:
 
 def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
     """The model's prediction for raw inputs `x`, computed by onnxruntime on the CPU."""
+    onnxruntime = _onnxruntime("checking the export needs onnxruntime")
     try:
-        import onnxruntime
-    except ImportError:
-        raise MissingExtra(f"checking the export needs onnxruntime: {EXTRA_HINT}") from None
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                               providers=["CPUExecutionProvider"])
+        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    except RuntimeError as error:  # onnxruntime's own errors derive from it
+        if _out_of_memory(error):
+            raise MemoryError(str(error).strip().splitlines()[-1]) from None
+        raise
 
 
 # Ops whose outputs lie within their first input's range: probabilities stay probabilities.

@@ -317,12 +317,24 @@ def _memory_fix(context: click.Context) -> str:
             "-v, also counts what threads and libraries reserve)")
 
 
+def _escape_what_the_streams_cannot_encode() -> None:
+    """A name the terminal's encoding cannot hold (a CJK name under a latin-1 locale) is
+    written as an escape (\\u6570), not an internal error (click repairs an ASCII stream
+    only); the commands in messages quote such names in bash's $'...' form (shell_word)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+            with suppress(ValueError, OSError):  # a stream that cannot change (detached)
+                reconfigure(errors="backslashreplace")
+
+
 class _Commands(click.Group):
     """nnrun's commands. Under an MPI launcher, every rank of `train --distributed` checks the
     command line and the spec before the ranks meet: when they all fail alike, rank 0 alone
     says what is wrong (said_by_rank_0)."""
 
     def main(self, args=None, **kwargs):
+        _escape_what_the_streams_cannot_encode()
         try:
             return self._main(args, **kwargs)
         except OSError as error:  # the commands say theirs: --help or --version to a full disk

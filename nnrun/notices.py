@@ -8,6 +8,7 @@ line): it imports nothing of nnrun's, so the layers still import one way (docs/a
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shlex
@@ -70,21 +71,39 @@ def one_line(text: str) -> str:
 def shell_word(text: str) -> str:
     """`text` as one word a shell reads back as it is, for the commands messages give: shlex's
     quoting, or where it holds what one_line would escape (a line break in a directory's name,
-    a byte that is no UTF-8), bash's $'...' form with those escaped, so that the command stays
-    one line that can be pasted."""
-    if not (_UNSAFE.search(text) or _NOT_UTF8.search(text)):
+    a byte that is no UTF-8), or a character the messages' stream writes otherwise than the
+    file system names it (a latin-1 terminal), bash's $'...' form with those escaped, so that
+    the command stays one line that can be pasted."""
+    literal = _written_as_named()
+    if not (_UNSAFE.search(text) or _NOT_UTF8.search(text)) and (literal or text.isascii()):
         return shlex.quote(text)
-    return "$'" + "".join(_escaped_in_dollar_quotes(char) for char in text) + "'"
+    return "$'" + "".join(_escaped_in_dollar_quotes(char, literal) for char in text) + "'"
 
 
-def _escaped_in_dollar_quotes(char: str) -> str:
+def _escaped_in_dollar_quotes(char: str, literal: bool) -> str:
     if char in "\\'":
         return "\\" + char
     if _NOT_UTF8.fullmatch(char):
         return f"\\x{ord(char) - 0xDC00:02x}"  # the byte itself
     if _UNSAFE.fullmatch(char):
         return f"\\x{ord(char):02x}" if ord(char) < 0x80 else f"\\u{ord(char):04x}"
+    if not literal and not char.isascii():  # the bytes the file system holds for it
+        try:
+            named = os.fsencode(char)
+        except UnicodeEncodeError:  # no name of that file system holds it
+            named = char.encode("utf-8", "surrogatepass")
+        return "".join(f"\\x{byte:02x}" for byte in named)
     return char
+
+
+def _written_as_named() -> bool:
+    """Whether the messages' stream (stderr) writes text in the file system's encoding, so
+    that a name shown as it is reads back, pasted, as the file's own bytes."""
+    try:
+        return (codecs.lookup(getattr(sys.stderr, "encoding", None) or "utf-8").name
+                == codecs.lookup(sys.getfilesystemencoding()).name)
+    except LookupError:
+        return False
 
 
 @contextmanager

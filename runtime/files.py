@@ -147,10 +147,14 @@ def settle(path: Path) -> None:
 
 
 def temporary_prefix(name: str) -> str:
-    return f".{name}."
+    """`.NAME.`, NAME cut to what leaves the temporary file's whole name within the 255 bytes
+    of a file system's name (mkstemp's 8 characters and the suffix after it): an output named
+    with 232 to 255 bytes was refused as too long."""
+    return f".{os.fsdecode(os.fsencode(name)[:_NAME_ROOM])}."  # bytes, as the name is held
 
 
 TEMPORARY_SUFFIX = ".nnrun-partial"
+_NAME_ROOM = 255 - len("..") - 8 - len(TEMPORARY_SUFFIX)
 
 
 def temporaries_of(path: Path) -> list[Path]:

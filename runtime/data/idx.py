@@ -85,7 +85,8 @@ def read_header(stream: BinaryIO, path: Path, expected_ndim: int | None,
     if size > available:
         raise DataError(f"{path}: the header declares {byte_size(size)} of data (shape "
                         f"{list(shape)}), over the {byte_size(available)} available ({source}); "
-                        "the file is damaged or not this dataset")
+                        "free memory or raise the limit, or, if the shape is not this "
+                        "dataset's, the file is damaged: replace it")
     return shape, dtype
 
 

@@ -512,3 +512,44 @@ def test_a_file_the_spec_names_that_cannot_be_read_is_told_to_be_made_readable(
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
         assert said in result.stderr and "numpy.savez" not in result.stderr
         assert "an output" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_a_name_the_terminals_encoding_cannot_hold_is_escaped_not_an_internal_error(tmp_path):
+    """The environments audit: under a latin-1 stdout a spec named in CJK ended every
+    command that printed it in an internal error (exit 70; click repairs an ASCII stream
+    only)."""
+    spec = tmp_path / "réseau-数据.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 2}\n")
+    result = nnrun("validate", spec.name, cwd=tmp_path,
+                   env={**os.environ, "PYTHONIOENCODING": "latin-1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("latin-1") == "réseau-\\u6570\\u636e.yaml: ok (6 parameters, " \
+        "8 FLOPs per sample)\n"
+
+
+def test_a_command_in_a_message_names_the_files_bytes_where_the_terminal_cannot(monkeypatch):
+    """A latin-1 terminal would show ü as its own byte and 数 as an escape the shell does not
+    read: the $'...' form gives the name's bytes as the file system holds them."""
+    import io
+
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(io.BytesIO(), encoding="latin-1"))
+    word = shell_word("/runs/rün_数据")
+    assert word == "$'/runs/r\\xc3\\xbcn_\\xe6\\x95\\xb0\\xe6\\x8d\\xae'"
+    assert shell_word("/runs/plain") == "/runs/plain"
+
+
+def test_a_data_path_beyond_the_locales_encoding_is_said_at_its_field(tmp_path):
+    """LC_ALL=C with Python's UTF-8 mode off: a non-ASCII data.path ended validate and train
+    in an internal error (exit 70: os.stat cannot encode the name)."""
+    (tmp_path / "sïne.csv").write_text("a,label\n1,0\n2,1\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: csv, path: sïne.csv}\nmodel:\n  layers:\n"
+                    "    - {type: dense, units: 2}\n", encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    for command in (["validate"], ["train", "--out", "run"]):
+        result = nnrun(command[0], "s.yaml", *command[1:], cwd=tmp_path, env=env)
+        lines = result.stderr.decode("ascii", "backslashreplace").splitlines()
+        assert result.returncode == 1 and len(lines) == 1, lines
+        assert "a name this locale's encoding (ascii) cannot hold; run nnrun in a UTF-8 locale " \
+            "(LC_ALL=C.UTF-8) or with PYTHONUTF8=1" in lines[0]
+    assert not (tmp_path / "run").exists()

@@ -1212,3 +1212,16 @@ def test_standard_normalisation_scales_every_feature_but_the_constant_ones():
     scaled = (x - normalizer.shift) / normalizer.scale
     assert np.allclose(scaled[:, :3].std(axis=0), 1.0)
     assert list(normalizer.scale.ravel()[3:]) == [1.0, 1.0, 1.0]
+
+
+def test_an_idx_file_over_the_memory_limit_is_told_to_free_memory_first(
+        tmp_path, make_mnist_like, monkeypatch):
+    """The environments audit, under ulimit -v: a whole MNIST file over the limit was called
+    damaged or another dataset; its shape is MNIST's, so the limit comes first."""
+    directory = make_mnist_like(tmp_path / "idx")
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", "1kB")
+    with pytest.raises(DataError, match=r"over the 1\.0 KB available \(NNRUN_MEMORY_LIMIT\); "
+                                        r"free memory or raise the limit, or, if the shape is "
+                                        r"not this dataset's, the file is damaged: replace it"):
+        load("mnist", path=str(directory))

@@ -566,3 +566,43 @@ def test_probabilities_are_compared_on_their_own_scale(head, after, scale):
     tiny = np.full((2, 3), 1e-34)
     assert relative_error(tiny * (1 + 3e-5), tiny, output_scale(model.lowered.graph)) == (
         pytest.approx(3e-39) if scale else pytest.approx(3e-5))
+
+
+@pytest.mark.parametrize("failure", ["import", "session"])
+def test_onnxruntime_out_of_memory_is_said_as_memory(tmp_path, monkeypatch, failure):
+    """The environments audit, under ulimit -v: onnxruntime's import failing for memory was
+    told to install the installed extra, its session's thread failing was an internal error
+    (exit 70); both are out of memory, exit 1."""
+    import builtins
+
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 2}\n"
+                    "train: {epochs: 1}\n")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    if failure == "import":
+        real_import = builtins.__import__
+
+        def starved(name, *args, **kwargs):
+            if name == "onnxruntime":
+                raise ImportError("libonnxruntime.so.1: failed to map segment from shared "
+                                  "object: Cannot allocate memory")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.delitem(sys.modules, "onnxruntime")  # imported again, through `starved`
+        monkeypatch.setattr(builtins, "__import__", starved)
+    else:
+        def session(*args, **kwargs):
+            raise RuntimeError("/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 "
+                               "pthread_create failed, error code: 12 error msg: Cannot "
+                               "allocate memory")
+
+        monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "onnx",
+                                       "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("error: out of memory") and "pip install" not in result.stderr
+    assert not (tmp_path / "m.onnx").exists()

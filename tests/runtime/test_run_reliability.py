@@ -1459,3 +1459,24 @@ def test_a_damaged_file_is_described_without_python_s_exception_names(tmp_path):
     with pytest.raises(DamagedFile) as caught:
         npz_headers(path)
     assert str(caught.value) == "File is not a zip file"
+
+
+def test_an_output_name_of_up_to_255_bytes_is_written_and_its_leftovers_found(tmp_path):
+    """The environments audit: the temporary file's name is the output's with 24 bytes more,
+    so names of 232 to 255 bytes (legal ones) were refused as too long; the name is cut in the
+    temporary's, in bytes (a character of two may be cut), and its leftovers still found."""
+    from nnrun.runtime.files import temporaries_of, temporary_prefix
+
+    names = ("c" * 251 + ".npy", "é" * 124 + "abc.npy", "c" * 231 + ".npy")
+    for name in names:
+        assert len(os.fsencode(name)) <= 255
+        write_text_atomically(tmp_path / name, "x")
+        assert (tmp_path / name).read_text() == "x"
+        leftover = tmp_path / f"{temporary_prefix(name)}abcd1234.nnrun-partial"
+        leftover.write_text("half")  # as a killed write leaves it
+        assert temporaries_of(tmp_path / name) == [leftover]
+        leftover.unlink()
+    with pytest.raises(OSError) as caught:  # past the limit, the output's own name is refused
+        write_text_atomically(tmp_path / ("c" * 256), "x")
+    assert caught.value.errno == errno.ENAMETOOLONG and caught.value.filename.endswith("c" * 256)
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(names)
