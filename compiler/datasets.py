@@ -316,9 +316,15 @@ def why_not_looked_at(path: Path) -> str | None:
     except OSError as error:
         return _NOT_LOOKED_AT.get(error.errno, error.strerror or type(error).__name__)
     except UnicodeEncodeError:  # a name beyond the locale's encoding (LC_ALL=C, PYTHONUTF8=0)
-        return (f"a name this locale's encoding ({sys.getfilesystemencoding()}) cannot hold; "
-                "run nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+        return beyond_the_locale()
     return None
+
+
+def beyond_the_locale() -> str:
+    """What a name the locale's encoding cannot hold gets (os.fsencode's UnicodeEncodeError:
+    LC_ALL=C with Python's UTF-8 mode off), with the fix."""
+    return (f"a name this locale's encoding ({sys.getfilesystemencoding()}) cannot hold; "
+            "run nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
 
 
 _NOT_LOOKED_AT = {

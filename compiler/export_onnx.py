@@ -10,6 +10,7 @@ package is imported only here, and only when a model is built (the `nnrun[onnx]`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,9 +76,9 @@ def _onnxruntime(missing: str):
 
 
 def _out_of_memory(error: Exception) -> bool:
-    words = str(error).lower()
-    return any(said in words for said in ("cannot allocate memory", "failed to map segment",
-                                          "out of memory", "error code: 12"))
+    """The system's or onnxruntime's words for an allocation that failed (ENOMEM is 12)."""
+    return bool(re.search(r"cannot allocate memory|failed to allocate memory|failed to map "
+                          r"segment|out of memory|error code: 12\b", str(error), re.IGNORECASE))
 
 
 class OnnxBuilder:
@@ -227,7 +228,7 @@ def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
         session = onnxruntime.InferenceSession(model.SerializeToString(),
                                                providers=["CPUExecutionProvider"])
         return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-    except RuntimeError as error:  # onnxruntime's own errors derive from it
+    except Exception as error:  # onnxruntime's own (Fail, RuntimeException) derive from it
         if _out_of_memory(error):
             raise MemoryError(str(error).strip().splitlines()[-1]) from None
         raise

@@ -7,6 +7,7 @@ last one silently) and refuse any tag that would build a Python object.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import functools
 import math
@@ -780,6 +781,8 @@ def _apply_override(data: dict, positions: dict, number: int, argument: str) -> 
 
 
 def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
+    if re.search("[\udc80-\udcff]", argument):  # bytes the locale could not decode
+        raise _OverrideError(_undecoded_bytes())
     path_text, equals, value_text = argument.partition("=")
     if not equals:
         raise _OverrideError("expected PATH=VALUE, e.g. optimizer.lr=0.01")
@@ -798,6 +801,16 @@ def _parse_override(argument: str, position: Position) -> tuple[SpecPath, Any]:
         raise _OverrideError(f"the path has {len(path):,} parts, more than any spec field's (a "
                              f"few, {_LONGEST_PATH} at most); check it against nnrun schema")
     return path, _parse_value(value_text, position)
+
+
+def _undecoded_bytes() -> str:
+    """What a --set argument holding bytes the locale's encoding could not decode gets (YAML
+    would call them special characters)."""
+    encoding = sys.getfilesystemencoding()
+    if codecs.lookup(encoding).name == "utf-8":
+        return "holds bytes that are not UTF-8; give the value as UTF-8 text"
+    return (f"holds text this locale's encoding ({encoding}) cannot read; run nnrun in a "
+            "UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
 
 
 def _parse_value(text: str, position: Position) -> Any:

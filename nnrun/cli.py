@@ -323,7 +323,8 @@ def _escape_what_the_streams_cannot_encode() -> None:
     only); the commands in messages quote such names in bash's $'...' form (shell_word)."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None and getattr(stream, "errors", None) == "strict":
+        if reconfigure is not None and getattr(stream, "errors", None) in ("strict",
+                                                                            "surrogateescape"):
             with suppress(ValueError, OSError):  # a stream that cannot change (detached)
                 reconfigure(errors="backslashreplace")
 

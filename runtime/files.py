@@ -13,6 +13,7 @@ given, never the temporary file.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import re
@@ -162,7 +163,8 @@ def temporaries_of(path: Path) -> list[Path]:
     nnrun's prefix and suffix, so that a user's `.spec.yaml.swp` is never taken for one."""
     pattern = re.compile(rf"{re.escape(temporary_prefix(path.name))}[a-z0-9_]{{8}}"
                          rf"{re.escape(TEMPORARY_SUFFIX)}")
-    return [candidate for candidate in path.parent.glob(f"{temporary_prefix(path.name)}*")
+    prefix = glob.escape(temporary_prefix(path.name))  # `preds[1].npy`: no character class
+    return [candidate for candidate in path.parent.glob(f"{prefix}*")
             if pattern.fullmatch(candidate.name)]
 
 

@@ -25,6 +25,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
+from nnrun.compiler.datasets import beyond_the_locale
 from nnrun.notices import shell_word
 
 from .files import (append_text_durably, describe_os_error, is_writable_directory,
@@ -126,6 +127,7 @@ class RunDirectory:
 
     def open_new(self) -> RunDirectory:
         """For --out: a fresh directory, or one of ours whose run has no checkpoint yet."""
+        self._refuse_a_name_beyond_the_locale()
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: is {what_is_there(self.path)}, not a "
                                     "directory; choose another --out")
@@ -152,6 +154,7 @@ class RunDirectory:
 
     def open_existing(self) -> RunDirectory:
         """For --resume: a directory of ours, with or without a checkpoint."""
+        self._refuse_a_name_beyond_the_locale()
         if not self.path.is_dir():
             what = (f"is {what_is_there(self.path)}, not a run directory"
                     if self.path.exists() else "no such run directory")
@@ -179,11 +182,21 @@ class RunDirectory:
             os.close(self.lock_descriptor)  # closing releases the flock
             self.lock_descriptor = None
 
+    def _refuse_a_name_beyond_the_locale(self) -> None:
+        """runs/<the spec's name>/... or --out in a name the locale cannot encode: os.mkdir
+        raised UnicodeEncodeError (an internal error, exit 70)."""
+        try:
+            os.fsencode(self.path)
+        except UnicodeEncodeError:
+            raise RunDirectoryError(f"{self.path}: {beyond_the_locale()}; or choose an --out "
+                                    "(and a spec name) it can") from None
+
     def _remove_unused(self) -> None:
         if self.lock_descriptor is not None:
             for name in (SPEC, METRICS, LOCK):  # in a directory this run made: its own
                 self.file(name).unlink(missing_ok=True)
-        with suppress(OSError):  # someone else's files appeared in it: leave it
+        # someone else's files appeared in it: leave it (or a name the locale cannot encode)
+        with suppress(OSError, UnicodeEncodeError):
             for folder in (self.path, *self.created_above):
                 folder.rmdir()
 

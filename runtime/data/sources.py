@@ -681,6 +681,8 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
             with open(path, encoding=CSV_ENCODING) as handle:
                 table = np.loadtxt(_without_blank_lines(handle), delimiter=",", skiprows=1,
                                    ndmin=2, dtype=np.float64, quotechar='"')
+    except OSError as error:  # the header was read; the rest could not be (I/O, permission)
+        raise DataError(f"{path}: {why_unreadable(error)}") from None
     except ValueError as error:
         said = str(error).split("; use `usecols`")[0].rstrip(".")  # an option nnrun lacks
         unread = (f"{said}; check the file's quotes: a value quoted with \" must close on its "

@@ -553,3 +553,29 @@ def test_a_data_path_beyond_the_locales_encoding_is_said_at_its_field(tmp_path):
         assert "a name this locale's encoding (ascii) cannot hold; run nnrun in a UTF-8 locale " \
             "(LC_ALL=C.UTF-8) or with PYTHONUTF8=1" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_name_or_a_setting_beyond_the_locales_encoding_is_one_line(tmp_path):
+    """The third review, under LC_ALL=C with Python's UTF-8 mode off: a spec named in CJK
+    ended train in an internal error (its runs/<name>/ could not be made), and a --set of
+    non-ASCII text was called "special characters" by YAML; a --set holding a byte that is
+    no UTF-8 (a UTF-8 locale) says so."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: 数据\ndata: {dataset: xor}\nmodel:\n  layers:\n"
+                    "    - {type: dense, units: 2}\ntrain: {epochs: 1}\n", encoding="utf-8")
+    ascii_locale = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    for args, said in (
+            (["train", "s.yaml"], ": a name this locale's encoding (ascii) cannot hold; run "
+                                  "nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1; "
+                                  "or choose an --out (and a spec name) it can"),
+            (["validate", "s.yaml", "--set", "name=n数"],
+             ": holds text this locale's encoding (ascii) cannot read; run nnrun in a UTF-8 "
+             "locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")):
+        result = nnrun(*args, cwd=tmp_path, env=ascii_locale)
+        lines = result.stderr.decode("ascii", "backslashreplace").splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and said in lines[0], lines
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["s.yaml"]  # no runs/ left
+    result = subprocess.run([sys.executable, "-m", "nnrun", "validate", "s.yaml", "--set",
+                             b"name=n\xff"], cwd=tmp_path, capture_output=True, timeout=300)
+    assert result.returncode == 1
+    assert b": holds bytes that are not UTF-8; give the value as UTF-8 text" in result.stderr

@@ -568,7 +568,12 @@ def test_probabilities_are_compared_on_their_own_scale(head, after, scale):
         pytest.approx(3e-39) if scale else pytest.approx(3e-5))
 
 
-@pytest.mark.parametrize("failure", ["import", "session"])
+class _OnnxruntimeFail(Exception):
+    """As onnxruntime's own errors (onnxruntime_pybind11_state.Fail), which derive from
+    Exception, not RuntimeError (the third review)."""
+
+
+@pytest.mark.parametrize("failure", ["import", "session", "run"])
 def test_onnxruntime_out_of_memory_is_said_as_memory(tmp_path, monkeypatch, failure):
     """The environments audit, under ulimit -v: onnxruntime's import failing for memory was
     told to install the installed extra, its session's thread failing was an internal error
@@ -594,13 +599,24 @@ def test_onnxruntime_out_of_memory_is_said_as_memory(tmp_path, monkeypatch, fail
 
         monkeypatch.delitem(sys.modules, "onnxruntime")  # imported again, through `starved`
         monkeypatch.setattr(builtins, "__import__", starved)
-    else:
+    elif failure == "session":
         def session(*args, **kwargs):
             raise RuntimeError("/onnxruntime_src/onnxruntime/core/platform/posix/env.cc:327 "
                                "pthread_create failed, error code: 12 error msg: Cannot "
                                "allocate memory")
 
         monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    else:
+        class Session:
+            def __init__(self, *args, **kwargs):
+                pass
+
+            def run(self, *args, **kwargs):
+                raise _OnnxruntimeFail("[ONNXRuntimeError] : 1 : FAIL : bfc_arena.cc:360 "
+                                       "AllocateRawInternal Failed to allocate memory for "
+                                       "requested buffer of size 274877906944")
+
+        monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
     result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "--format", "onnx",
                                        "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
