@@ -11,8 +11,8 @@ import errno
 import importlib.util
 import itertools
 import os
-import sys
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -323,8 +323,10 @@ def why_not_looked_at(path: Path) -> str | None:
 def beyond_the_locale() -> str:
     """What a name the locale's encoding cannot hold gets (os.fsencode's UnicodeEncodeError:
     LC_ALL=C with Python's UTF-8 mode off), with the fix."""
-    return (f"a name this locale's encoding ({sys.getfilesystemencoding()}) cannot hold; "
-            "run nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+    return f"a name this locale's encoding ({sys.getfilesystemencoding()}) cannot hold; {IN_UTF8}"
+
+
+IN_UTF8 = "run nnrun in a UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1"
 
 
 _NOT_LOOKED_AT = {

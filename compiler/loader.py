@@ -23,6 +23,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from nnrun.compiler.datasets import IN_UTF8
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
                                         quoted, suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
@@ -809,8 +810,7 @@ def _undecoded_bytes() -> str:
     encoding = sys.getfilesystemencoding()
     if codecs.lookup(encoding).name == "utf-8":
         return "holds bytes that are not UTF-8; give the value as UTF-8 text"
-    return (f"holds text this locale's encoding ({encoding}) cannot read; run nnrun in a "
-            "UTF-8 locale (LC_ALL=C.UTF-8) or with PYTHONUTF8=1")
+    return f"holds text this locale's encoding ({encoding}) cannot read; {IN_UTF8}"
 
 
 def _parse_value(text: str, position: Position) -> Any:
