@@ -88,6 +88,15 @@ def _pointer(runs: list[Path]) -> str:
     return f"it holds runs: give {latest} ({which}), or {others} in it"
 
 
+def _current_directory_gone() -> bool:
+    """Whether the process's current directory was deleted (its stat still answers)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    return False
+
+
 class RunDirectoryError(Exception):
     """The directory cannot hold this run; the message names it and what to do."""
 
@@ -142,6 +151,10 @@ class RunDirectory:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:  # a file above it, no permission: the API's error type too
+            if not self.path.is_absolute() and _current_directory_gone():
+                raise RunDirectoryError(f"{self.path}: the current directory is gone (deleted "
+                                        "since the shell entered it); cd to one that exists, "
+                                        "or give --out an absolute path") from None
             raise RunDirectoryError(describe_os_error(error)) from None
         self._check_own_files(for_resume=False)
         self._lock()

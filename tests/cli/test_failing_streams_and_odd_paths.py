@@ -579,3 +579,20 @@ def test_a_run_name_or_a_setting_beyond_the_locales_encoding_is_one_line(tmp_pat
                              b"name=n\xff"], cwd=tmp_path, capture_output=True, timeout=300)
     assert result.returncode == 1
     assert b": holds bytes that are not UTF-8; give the value as UTF-8 text" in result.stderr
+
+
+def test_a_current_directory_deleted_under_train_is_said_so(tmp_path):
+    """The environments audit: "runs: No such file or directory; check the path", where the
+    shell's current directory had been deleted."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel:\n  layers:\n    - {type: dense, units: 2}\n")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    launcher = ("import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+                "sys.argv[1:2] = []; from nnrun.cli import main; main()")
+    result = subprocess.run([sys.executable, "-c", launcher, str(gone), "train", str(spec),
+                             "--epochs", "1"], capture_output=True, text=True, timeout=300)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].endswith(": the current directory is gone (deleted since the shell entered "
+                             "it); cd to one that exists, or give --out an absolute path")
