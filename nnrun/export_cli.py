@@ -165,7 +165,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     its initial weights for its seed, without preprocessing. The model is checked by
     onnx.checker and by onnxruntime against nnrun's outputs before it is written."""
     from nnrun.compiler.export_onnx import require_extra
-    from nnrun.runtime.files import write_atomically
+    from nnrun.runtime.files import write_output
 
     require_extra()
     refuse_an_input_as_out(out_path, source)
@@ -175,7 +175,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()
-    write_atomically(out_path, lambda stream: stream.write(data))
+    write_output(out_path, lambda stream: stream.write(data))
     click.echo(_report(out_path, exported))
     if exported.warning:
         click.echo(f"warning: {exported.warning}", err=True)

@@ -22,7 +22,7 @@ from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_mod
                        task_for_model)
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
-from .files import read_json_file, write_atomically
+from .files import read_json_file, write_output
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem, check_flags
@@ -240,7 +240,7 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | No
     run = load_run(run_dir, which, backend, preprocess, graph)
     x = run.model.checked_x(_read_inputs(Path(input_path), run), cast=False)
     outputs = run.outputs(x, preprocess, DataError, where=f"{input_path}: ")
-    write_atomically(Path(out_path), lambda stream: np.save(stream, outputs))
+    write_output(Path(out_path), lambda stream: np.save(stream, outputs))
     return outputs, run
 
 

@@ -43,6 +43,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     finally:
         Path(temporary).unlink(missing_ok=True)
     sync_directory(path.parent)
+
+
+def write_output(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """A file outside a run directory (an output of predict, export or plot, a cache entry),
+    written atomically; then the temporary files killed writes of it left go, once stale: no
+    owner clears them, as a run directory's owner clears its own when it opens it."""
+    write_atomically(path, write)
     remove_stale_temporaries(path)
 
 
@@ -52,7 +59,7 @@ STALE_AFTER_S = 3600.0
 def remove_stale_temporaries(path: Path) -> None:
     """The temporary files that killed writes of `path` left beside it, once they are an hour
     old: another process may be writing the same file now (a cache, an output written again),
-    but not for that long. Called after each write of `path`, and where a cache is read (a
+    but not for that long. After each write_output of `path`, and where a cache is read (a
     cache, once written, is not written again)."""
     cutoff = time.time() - STALE_AFTER_S
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..compiler.checks import is_metric_name
 from ..compiler.diagnostics import suggest
-from .files import write_atomically
+from .files import write_output
 from .grad_norms import LAYER_PREFIX
 from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
 
@@ -199,7 +199,7 @@ def save_figure(figure, out: Path) -> None:
     writes through another program (pgf: a TeX installation) fails there in one line."""
     image = image_format(out)
     try:
-        write_atomically(out, lambda stream: figure.savefig(stream, format=image, dpi=100))
+        write_output(out, lambda stream: figure.savefig(stream, format=image, dpi=100))
     except RuntimeError as error:  # "'xelatex' not found; install it or change rcParams..."
         raise PlotError(f"{out}: matplotlib cannot write {image} here ({error}); choose "
                         f"another suffix, e.g. {', '.join(COMMON_FORMATS)}") from None

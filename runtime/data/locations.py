@@ -11,7 +11,7 @@ from typing import BinaryIO, Callable
 from nnrun.compiler.datasets import (DATASETS, DATASETS_EXTRA, home_directory, kernel_file,
                                      missing_generator, user_path)
 
-from ..files import write_atomically
+from ..files import write_output
 from .errors import DataError
 
 # The four IDX files of mnist and fashion_mnist, without the optional .gz suffix.
@@ -151,6 +151,6 @@ def write_cache_file(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, write)  # which clears old leftovers of killed writes of it
+        write_output(path, write)
     except OSError:
         pass

@@ -1062,7 +1062,7 @@ def test_old_leftovers_go_where_the_cache_is_read_and_not_written_again(
 def test_a_write_clears_the_hour_old_leftovers_of_its_file_only(tmp_path):
     """predict's, export's and plot's outputs too: a killed write of OUT left its temporary
     file beside it for good."""
-    from nnrun.runtime.files import write_text_atomically
+    from nnrun.runtime.files import write_output
 
     out = tmp_path / "p.npy"
     old, recent, other = (tmp_path / name for name in (
@@ -1072,7 +1072,7 @@ def test_a_write_clears_the_hour_old_leftovers_of_its_file_only(tmp_path):
         path.write_bytes(b"half")
     for path in (old, other):
         os.utime(path, (time.time() - 7200, time.time() - 7200))
-    write_text_atomically(out, "x")
+    write_output(out, lambda stream: stream.write(b"x"))
     assert sorted(tmp_path.iterdir()) == sorted([out, recent, other])
 
 

@@ -1485,12 +1485,12 @@ def test_an_output_name_of_up_to_255_bytes_is_written_and_its_leftovers_found(tm
 def test_leftovers_of_an_output_whose_name_holds_glob_characters_are_found(tmp_path):
     """`preds[1].npy`: the temporary files' prefix went to glob unescaped, read as a character
     class, and an hour-old leftover of a killed write stayed for good (the third review)."""
-    from nnrun.runtime.files import temporaries_of, temporary_prefix
+    from nnrun.runtime.files import temporaries_of, temporary_prefix, write_output
 
     for name in ("preds[1].npy", "a*b?.npy", "[x].npy"):
         leftover = tmp_path / f"{temporary_prefix(name)}abcd1234.nnrun-partial"
         leftover.write_text("half")
         assert temporaries_of(tmp_path / name) == [leftover]
         os.utime(leftover, (time.time() - 7200, time.time() - 7200))
-        write_text_atomically(tmp_path / name, "x")
+        write_output(tmp_path / name, lambda stream: stream.write(b"x"))
         assert not leftover.exists() and (tmp_path / name).read_text() == "x"
