@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from threadpoolctl import threadpool_limits
 
 from nnrun.backends.base import set_workers, workers
+from nnrun.notices import warn
 
 
 # More than any machine's cores; BLAS libraries take a C int and cap it lower still.
@@ -24,11 +25,31 @@ MAX_THREADS = 1024
 
 
 def default_threads() -> int:
+    passed_over = []
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            return min(int(value), MAX_THREADS)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        value = os.environ.get(name, "").strip()
+        # OpenMP's form is a list for nested levels ("4,2"): the first is the outer level's
+        first = value.split(",")[0].strip()
+        if first.isdigit() and int(first) > 0:
+            count = min(int(first), MAX_THREADS)
+            break
+        if value:
+            passed_over.append((name, value))
+    else:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for name, value in passed_over:
+        _warn_once(f"{name}={value!r} is not a number of threads: nnrun passes it over and uses "
+                   f"{count}; set it to a whole number from 1, or give --threads N")
+    return count
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warn(message)
 
 
 @contextmanager

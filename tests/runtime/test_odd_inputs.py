@@ -5,6 +5,7 @@ refusal. Each is one line now, naming what is wrong and what to do."""
 from __future__ import annotations
 
 import errno
+import os
 import json
 from pathlib import Path
 
@@ -185,6 +186,29 @@ def test_the_api_refuses_such_a_thread_count_and_the_environment_is_capped(monke
             pass
     monkeypatch.setenv("OMP_NUM_THREADS", str(2**64))
     assert default_threads() == 1024
+
+
+@pytest.mark.parametrize("value, used", [("abc", None), ("0", None), ("-2", None), ("4,2", 4),
+                                         (" 3 ", 3)])
+def test_an_unusable_thread_variable_is_said_once_and_openmps_list_form_is_read(
+        monkeypatch, capsys, value, used):
+    """An invalid OMP_NUM_THREADS fell back to every core without a word."""
+    from nnrun.runtime import threads
+
+    monkeypatch.setattr(threads, "_WARNED", set())
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    counts = {threads.default_threads(), threads.default_threads()}
+    warnings = capsys.readouterr().err.splitlines()
+    if used is not None:
+        assert counts == {used} and warnings == []
+        return
+    every_core = len(os.sched_getaffinity(0))
+    assert counts == {every_core}
+    assert warnings == [f"nnrun: warning: OMP_NUM_THREADS={value!r} is not a number of threads: "
+                        f"nnrun passes it over and uses {every_core}; set it to a whole number "
+                        f"from 1, or give --threads N"]
 
 
 def test_summary_of_a_run_takes_no_set_and_of_a_spec_no_checkpoint(spec, trained):
