@@ -8,7 +8,9 @@ Bad input prints one line per problem and never a traceback (unless --debug).
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
 import json
 import math
 import os
@@ -329,6 +331,22 @@ def _escape_what_the_streams_cannot_encode() -> None:
                 reconfigure(errors="backslashreplace")
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output closed before the command began (`>&-`): Python leaves sys.stdout None,
+    and click drops what is written to None without a word, exit 0 with the output lost.
+    Writing here fails as a full disk does: the commands whose output it is say so and exit 1;
+    train's progress goes (its run directory holds it all)."""
+
+    encoding, errors = "utf-8", "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "it is closed; give the command an output (a file, a pipe, "
+                      "/dev/null)", "standard output")
+
+
 class _Commands(click.Group):
     """nnrun's commands. Under an MPI launcher, every rank of `train --distributed` checks the
     command line and the spec before the ranks meet: when they all fail alike, rank 0 alone
@@ -336,6 +354,8 @@ class _Commands(click.Group):
 
     def main(self, args=None, **kwargs):
         _escape_what_the_streams_cannot_encode()
+        if sys.stdout is None:
+            sys.stdout = _ClosedOutput()
         try:
             return self._main(args, **kwargs)
         except OSError as error:  # the commands say theirs: --help or --version to a full disk

@@ -68,6 +68,25 @@ def test_training_whose_stderr_cannot_be_written_keeps_every_epoch(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
 
 
+@pytest.mark.parametrize("args", [["schema"], ["summary", ROOT / "specs" / "quickstart.yaml"],
+                                  ["--help"]])
+def test_output_to_a_closed_standard_output_is_an_error_not_lost(tmp_path, args):
+    """`nnrun summary SPEC >&-` printed nothing and exited 0: click drops what it writes to a
+    standard output Python found closed."""
+    result = nnrun(*args, cwd=tmp_path, stdout=None, preexec_fn=lambda: os.close(1))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "error: standard output: it is closed; give the command an output (a file, a pipe, "
+        "/dev/null)"]
+
+
+def test_training_with_its_standard_output_closed_trains_as_with_a_full_disk(tmp_path):
+    result = nnrun("train", ROOT / "specs" / "quickstart.yaml", *QUICK, "--out", "run",
+                   cwd=tmp_path, stdout=None, preexec_fn=lambda: os.close(1))
+    assert result.returncode == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs_run"] == 2
+
+
 def test_training_into_a_reader_that_leaves_keeps_every_epoch(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "nnrun", "train",
                                 str(ROOT / "specs" / "quickstart.yaml"), *QUICK,
