@@ -6,6 +6,7 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -643,13 +644,27 @@ def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
     for key, actual, limit, unit, what, fix in checks:
         if limit is not None and actual > limit:
             origin = Origin(f"limits.{key}", keys=("limits", key))
+            needed, budget = _told_apart(actual, limit)
             errors.append(source.diagnostic(
-                origin, f"the model needs {_number(actual)}{unit} {what}, over the budget of "
-                        f"{_number(limit)}{unit}; {fix}"))
+                origin, f"the model needs {needed}{unit} {what}, over the budget of "
+                        f"{budget}{unit}; {fix}"))
     return errors
 
 
-def _number(value) -> str:
+def _told_apart(actual, limit) -> tuple[str, str]:
+    """The two numbers with as many digits as show them different (a budget of 6641.9 FLOPs
+    read "6,642" beside the model's 6,642)."""
+    for digits in range(4, 18):
+        shown = _number(actual, digits), _number(limit, digits)
+        if shown[0] != shown[1]:
+            break
+    return shown
+
+
+def _number(value, digits: int = 4) -> str:
+    """`digits` significant digits, without an exponent (19999.9: "20,000", not "2e+04")."""
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.4g}"
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+        shown = f"{value:,.{decimals}f}"
+        return shown.rstrip("0").rstrip(".") if decimals else shown
     return f"{int(value):,}"

@@ -945,6 +945,24 @@ def test_small_memory_budget_is_printed_distinguishably():
     assert needed != budget
 
 
+@pytest.mark.parametrize("key, limit, needed, budget", [
+    ("max_flops", "19999.9", "20,000", "19,999.9"),
+    ("max_flops", "19999.99", "20,000", "19,999.99"),
+    ("max_flops", "15000.5", "20,000", "15,000"),
+])
+def test_a_budget_just_under_the_need_is_not_printed_as_the_need(key, limit, needed, budget):
+    """A budget of 6641.9 FLOPs was printed "6,642", beside the model's 6,642."""
+    error = the_error(BUDGET_MODEL + f"limits:\n  {key}: {limit}\n")
+    assert f"needs {needed} " in error.message and f"budget of {budget};" in error.message
+
+
+def test_a_memory_budget_just_under_the_need_is_printed_with_the_digits_that_differ():
+    needs = checked(BUDGET_MODEL).summary.train_memory_bytes / 2**20
+    error = the_error(BUDGET_MODEL + f"limits:\n  max_train_memory_mb: {needs * (1 - 1e-7)!r}\n")
+    needed, budget = re.findall(r"needs ([\d.,]+) MB .* budget of ([\d.,]+)", error.message)[0]
+    assert needed != budget and float(needed) > float(budget)
+
+
 def test_budget_errors_through_the_cli(tmp_path):
     path = tmp_path / "budget.yaml"
     path.write_text(BUDGET_MODEL + "limits:\n  max_params: 1000\n")
