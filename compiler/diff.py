@@ -124,14 +124,19 @@ def layer_memory(lowered, step, batch: int) -> dict[str, int]:
 
 
 def _views(lowered) -> list[bool]:
-    """For each layer, whether its output shares an earlier value's memory: a reshape's output,
-    or the layer's input unchanged (dropout and identity in inference)."""
+    """For each layer, whether its output shares an earlier value's memory: a reshape of an
+    earlier layer's output (flatten), or the layer's input unchanged (dropout and identity in
+    inference). A global pool reshapes a pooled value of its own, which is new memory."""
     from .ops import REGISTRY
 
-    reshaped = {node.output for node in lowered.graph.nodes if REGISTRY[node.op].view}
+    viewed = {node.output: node.inputs[0] for node in lowered.graph.nodes
+              if REGISTRY[node.op].view}
     seen, views = set(lowered.graph.inputs), []
     for info in lowered.layers:
-        views.append(info.output in reshaped or info.output in seen)
+        value = info.output
+        while value in viewed and value not in seen:
+            value = viewed[value]
+        views.append(value in seen)
         seen.add(info.output)
     return views
 

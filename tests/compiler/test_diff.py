@@ -75,6 +75,17 @@ def test_a_layers_memory_is_its_parameters_state_and_output():
     assert memory["dense_1"] == ((100 * 10 + 10) * 3 + 10 * 32) * 4
 
 
+@pytest.mark.parametrize("pool", ["global_avgpool", "global_maxpool"])
+def test_a_global_pool_holds_its_output_though_it_ends_in_a_reshape(pool):
+    """It lowers to a pool and a reshape of the pool's own output, and was given 0 bytes as
+    if it were a view, as flatten is."""
+    text = BASE.replace("{type: maxpool2d, pool_size: 2}", f"{{type: {pool}}}")
+    text += "train: {epochs: 1, batch_size: 32}\n"
+    memory = side(text).layer_memory
+    assert memory[f"{pool}_1"] == 4 * 32 * 4
+    assert memory["flatten_1"] == 0
+
+
 def test_an_inserted_layer_is_added_and_the_rest_stay_aligned():
     inserted = BASE.replace("    - {type: maxpool2d",
                             "    - {type: batchnorm}\n    - {type: maxpool2d")
