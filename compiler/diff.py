@@ -325,6 +325,8 @@ def _side_json(side: Side) -> dict:
 
 def _values_json(a, b) -> dict:
     change = b - a if _is_number(a) and _is_number(b) else None
+    if isinstance(change, float):  # 0.001 - 0.01 is -0.009000000000000001 in binary
+        change = float(f"{change:.15g}")
     return {"a": a, "b": b, "change": change}
 
 

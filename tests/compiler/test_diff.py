@@ -171,6 +171,13 @@ def test_text_json_and_markdown_say_the_same():
     assert len(widths) == 1  # every row of the layer table has the same number of cells
 
 
+def test_a_change_of_decimal_settings_is_given_in_json_as_written_not_as_binary_noise():
+    lower = BASE + "optimizer: {type: sgd, lr: 0.01}\n"
+    result = diff(side(lower), side(lower.replace("lr: 0.01", "lr: 0.001")))
+    assert diff_json(result)["settings"]["optimizer.lr"] == {"a": 0.01, "b": 0.001,
+                                                             "change": -0.009}
+
+
 def test_a_layers_own_settings_that_leave_its_shapes_alone_are_changes():
     other = (BASE.replace("activation: relu", "activation: {type: leaky_relu, alpha: 0.3}, "
                           "padding_mode: reflect, init: he_normal")
