@@ -129,7 +129,7 @@ def _pad_shape(attrs, x: TensorType) -> TensorType:
     for axis, (lo, hi) in enumerate(pad_pairs(attrs.pad), start=2):
         if attrs.mode == "reflect" and max(lo, hi) >= shape[axis]:
             raise ShapeError(f"reflect padding {max(lo, hi)} needs an input longer than that, "
-                             f"got {shape[axis]}", "use padding_mode: zeros or replicate")
+                             f"got {shape[axis]}", "use padding_mode: zeros, replicate or circular")
         shape[axis] += lo + hi
     return TensorType(tuple(shape), x.dtype)
 
