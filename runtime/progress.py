@@ -45,7 +45,8 @@ class BatchRateColumn(ProgressColumn):
 class EpochProgress:
     def __init__(self, epoch: int, epochs: int, steps: int, disabled: bool = False):
         self.label, self.steps, self.disabled = f"epoch {epoch}/{epochs}", steps, disabled
-        self.started = self.refreshed = time.perf_counter()
+        self.started = time.perf_counter()
+        self.refreshed = self.started - REFRESH_S  # the first step shows its loss at once
         self.console = stderr_console()
         self.bar = None
         if not disabled and self.console.is_terminal:

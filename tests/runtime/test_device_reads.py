@@ -205,7 +205,7 @@ def test_a_bar_on_a_terminal_asks_for_a_read_a_few_times_per_second(monkeypatch)
     clock = [100.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: clock[0])
     bar = EpochProgress(1, 1, 10)
-    assert not bar.refresh_due()
+    assert bar.refresh_due() and not bar.refresh_due()  # the first step's loss, then a pause
     clock[0] += progress.REFRESH_S
     assert bar.refresh_due() and not bar.refresh_due()
     bar.close({"epoch": 1, "train_loss": 0.5})
