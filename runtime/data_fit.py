@@ -89,7 +89,9 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     outputs = model.lowered.logits.type.shape[1:]
     # labels saved one-hot, integers or floats, for a vector output ([N, L] beside a conv1d's
     # [C, L] are label maps)
-    if spec.loss.type in LABEL_LOSSES and len(outputs) == 1 and is_one_hot(data.train.y):
+    multi_label = is_multi_label(spec, data.train.y, outputs)
+    if spec.loss.type in LABEL_LOSSES and len(outputs) == 1 and is_one_hot(data.train.y) \
+            and not multi_label:  # one positive label a sample is a multi-label set too
         raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
     if data.task == "segmentation" and data.train.y.shape[1:] == (1,) and outputs[1:] != (1,):
         raise DataFitError(column_message(where))  # not maps of one position: [classes, 1]
@@ -97,7 +99,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
     labels = _labels_in_the_loss(spec, data, where)
-    maps = data.task == "segmentation"
+    maps = data.task == "segmentation" and not multi_label
     if maps:
         _check_label_maps(labels, where)
     if training and (maps or maps_over(data.train.y.shape[1:], outputs[1:])):
@@ -107,6 +109,16 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
     if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
+
+
+def is_multi_label(spec, y: np.ndarray, outputs: tuple) -> bool:
+    """Several 0/1 labels a sample under binary_cross_entropy, one per output of a vector:
+    y [N, k] for units: k (k >= 2), each output a yes/no of its own (PyTorch's
+    BCEWithLogitsLoss on such targets). The loader reads integers [N, k] as 1-D label maps;
+    these are no maps, and accuracy counts each label."""
+    outputs = tuple(outputs)
+    return (spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and outputs[0] > 1
+            and tuple(y.shape[1:]) == outputs)
 
 
 def _input_shape_fix(data, expected: tuple) -> str:
@@ -295,16 +307,19 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         return
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])
-    if spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs):
-        raise DataFitError(multi_label_message(where, label_shape))
-    if label_shape == spatial:
-        if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
+    multi_label = spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs)
+    if multi_label and label_shape != list(outputs):
+        raise DataFitError(multi_label_message(where, label_shape, outputs))
+    if label_shape == spatial or multi_label:
+        if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1 \
+                and not multi_label:
             raise DataFitError(_one_score_per_position(spec.loss.type, label_shape, outputs,
                                                        where))
         metrics = tracked_metrics(spec, data.task)
         if label_shape and any(m.type == "top_k_accuracy" for m in metrics):
-            raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for label "
-                               "maps use pixel_accuracy or mean_iou")
+            labels = "several labels a sample" if multi_label else "label maps"
+            raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for "
+                               f"{labels} use accuracy, pixel_accuracy or mean_iou")
         return
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""

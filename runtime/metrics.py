@@ -84,13 +84,22 @@ def predicted_labels(logits, prediction, loss: str | None, xp=np):
         return (logits[:, 0] >= 0).astype(xp.int64)  # the threshold unit's class
     if logits.shape[1] == 1:
         return (compared_outputs(loss, logits, prediction, xp)[:, 0] > 0.5).astype(xp.int64)
+    if loss == "binary_cross_entropy":  # several 0/1 labels a sample (multi-label): each one
+        return (compared_outputs(loss, logits, prediction, xp) > 0.5).astype(xp.int64)
     return logits.argmax(axis=1)
+
+
+def class_count(logits, loss: str | None) -> int:
+    """The classes a position's label is one of: 0 and 1 for one output and under
+    binary_cross_entropy (whose several outputs are labels of their own), else one per
+    output."""
+    return 2 if loss == "binary_cross_entropy" else max(logits.shape[1], 2)
 
 
 def confusion_matrix(logits, prediction, target, loss, ignore_index, xp=np):
     """[K, K] counts of (true class, predicted class) over the positions not ignored."""
     predicted = predicted_labels(logits, prediction, loss, xp)
-    classes = max(logits.shape[1], 2)
+    classes = class_count(logits, loss)
     target = target.reshape(predicted.shape).astype(xp.int64)
     pairs = target * classes + predicted
     if ignore_index is not None:
@@ -121,8 +130,8 @@ def default_mode(monitor: str) -> str:
 
 class Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
-    `accuracy` on label maps is the pixel accuracy; with ignore_index, of the labels it does
-    not mark.
+    `accuracy` on label maps is the pixel accuracy, of several labels a sample (multi-label)
+    the fraction of labels right; with ignore_index, of the labels it does not mark.
 
     The sums accumulate on the backend (a float64 vector, and the confusion matrix) and only
     read() copies them to the host, in one transfer: the host fields (loss, count, steps,
@@ -164,7 +173,7 @@ class Totals:
         self.sums = xp.zeros(3 + 2 * len(self.summed_metrics) + len(self.norm_names),
                              dtype=xp.float64)
         if len(self.summed_metrics) < len(self.tracked):
-            classes = max(outputs["logits"].shape[1], 2)
+            classes = class_count(outputs["logits"], self.loss_type)
             self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
 
     def _entries(self, outputs, batch, loss_share: float) -> list:

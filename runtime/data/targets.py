@@ -32,9 +32,13 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if loss in LABEL_LOSSES and y.ndim == 2 and are_class_labels(y):
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if y.shape[1] == 1 and tuple(output_shape[1:]) != (1,):  # a column of class labels
-            raise DataError(multi_label_message(where, [1], loss))
+            raise DataError(multi_label_message(where, [1], loss=loss))
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
-            raise DataError(multi_label_message(where, list(y.shape[1:])))
+            if tuple(y.shape[1:]) == tuple(output_shape):  # several 0/1 labels a sample
+                raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, "
+                                f"floats read as values; {loss} takes several 0/1 labels a "
+                                "sample as integers: save y.astype(int)")
+            raise DataError(multi_label_message(where, list(y.shape[1:]), output_shape))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
     if loss in LABEL_LOSSES and set(np.unique(y).tolist()) == {-1, 1}:
@@ -97,18 +101,19 @@ def one_hot_message(where: str, loss: str, classes: int) -> str:
             "sample, y [N]: save y.argmax(axis=1)")
 
 
-def multi_label_message(where: str, label_shape: list,
+def multi_label_message(where: str, label_shape: list, outputs: tuple = (),
                         loss: str = "binary_cross_entropy") -> str:
-    """[N, k] labels for a vector output read as 1-D label maps; they are several labels per
-    sample (multi-label), which nnrun's losses and metrics do not take."""
+    """[N, k] labels beside a vector output of another size: several 0/1 labels a sample
+    (multi-label) need as many outputs; [N, 1] is one label each, in a column."""
     if label_shape == [1]:  # one label each, in a column
         label = "one 0/1 label" if loss == "binary_cross_entropy" else "one class label"
         return (f"{where}: the labels are a column, [N, 1]; {loss} takes {label} per sample "
                 "as y [N]: save y.ravel()")
-    return (f"{where}: the labels are {label_shape} per sample (several labels each); "
-            "binary_cross_entropy takes one 0/1 label per sample (y [N], a last layer with "
-            "units: 1) or 0/1 maps (y [N, H, W], filters: 1); for one of k classes use y [N] "
-            "with cross_entropy")
+    count = label_shape[0]
+    return (f"{where}: the labels are {label_shape} per sample (several 0/1 labels each), the "
+            f"model ends with {list(outputs)}; binary_cross_entropy needs one output per "
+            f"label: set the last layer's units to {count} (for one of {count} classes a "
+            "sample, use y [N] with cross_entropy)")
 
 
 def _first_value_that_is_not_a_class(data) -> float:

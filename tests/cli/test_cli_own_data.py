@@ -389,14 +389,64 @@ def _multi_label(tmp_path, y_dtype, input_shape=(5,)):
     return write(tmp_path / "m.yaml", text)
 
 
-def test_several_labels_per_sample_under_binary_cross_entropy_name_what_it_takes(tmp_path):
-    """[N, k] 0/1 labels for a [k] output: as integers they read as 1-D label maps (the error
-    asked for an output [classes, 4]), as floats as real values ('e.g. 0')."""
+def test_several_labels_per_sample_train_under_binary_cross_entropy(tmp_path):
+    """[N, k] 0/1 labels for a [k] output (multi-label, PyTorch's BCEWithLogitsLoss on such
+    targets) were refused by training though model.loss_and_grads took them: accuracy counts
+    each label, the loss is the mean over them, and eval and predict read them alike."""
+    spec = _multi_label(tmp_path, "i8")
+    text = spec.read_text().replace("metrics: []", "metrics: [accuracy]")
+    spec.write_text(text.replace("m.npz}", "m.npz, validation_split: 0}"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    data = np.load(tmp_path / "m.npz")
+    assert_ok(invoke("predict", tmp_path / "run", tmp_path / "m.npz", "--out", tmp_path / "p.npy"))
+    logits = np.load(tmp_path / "p.npy").astype(np.float64)  # no sigmoid layer: the logits
+    y = data["y"]
+    loss = np.mean(np.logaddexp(0, logits) - y * logits)
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["final"]
+    evaluated = json.loads(invoke("eval", tmp_path / "run", "--split", "train", "--format",
+                                  "json").stdout)
+    assert evaluated["train_accuracy"] == pytest.approx(((logits > 0) == y).mean())
+    assert evaluated["train_loss"] == pytest.approx(loss, rel=1e-5)
+    assert final["train_loss"] > 0
+
+
+def test_several_labels_per_sample_that_do_not_fit_the_outputs_name_the_fix(tmp_path):
+    """As floats they are told to be saved as integers (as 0/1 maps are); beside an output of
+    another size, the units to set."""
+    spec = _multi_label(tmp_path, "f4")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "f4"), "m.npz")
+    assert line.endswith("the labels are [4] per sample, floats read as values; "
+                         "binary_cross_entropy takes several 0/1 labels a sample as integers: "
+                         "save y.astype(int)")
     for y_dtype in ("i8", "f4"):
         spec = _multi_label(tmp_path, y_dtype)
-        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / y_dtype), "m.npz")
-        assert "the labels are [4] per sample" in line and "units: 1" in line, line
+        spec.write_text(spec.read_text().replace("units: 4", "units: 3"))
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / y_dtype),
+                                     "m.npz")
+        assert line.endswith("the labels are [4] per sample (several 0/1 labels each), the "
+                             "model ends with [3]; binary_cross_entropy needs one output per "
+                             "label: set the last layer's units to 4 (for one of 4 classes a "
+                             "sample, use y [N] with cross_entropy)"), line
         assert not (tmp_path / y_dtype).exists()
+
+
+def test_top_k_accuracy_of_several_labels_a_sample_is_refused_as_for_label_maps(tmp_path):
+    spec = _multi_label(tmp_path, "i8")
+    spec.write_text(spec.read_text().replace("metrics: []", "metrics: [{type: top_k_accuracy, "
+                                                            "k: 2}]"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith("top_k_accuracy is for one label per sample; for several labels a "
+                         "sample use accuracy, pixel_accuracy or mean_iou")
+
+
+def test_one_positive_label_a_sample_is_a_multi_label_set_under_binary_cross_entropy(tmp_path):
+    """Rows of one 1 (one-hot) beside as many outputs are told to save the class index under
+    cross_entropy; under binary_cross_entropy they are k yes/no labels, one per output."""
+    _multi_label(tmp_path, "i8")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 5)).astype("f4"),
+             y=np.eye(4, dtype="i8")[rng.integers(0, 4, 40)])
+    assert_ok(invoke("train", tmp_path / "m.yaml", "--out", tmp_path / "run", "--quiet"))
 
 
 def test_float_one_dimensional_label_maps_name_the_integer_fix(tmp_path):
