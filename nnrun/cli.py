@@ -1058,10 +1058,13 @@ def _pixels(value: str | None) -> tuple[int, ...]:
         raise click.BadParameter("is empty; give PIXELS or DY,DX (e.g. 2 or -1,2), or leave "
                                  "--shift out", param_hint="--shift")
     try:
-        return tuple(int(part) for part in value.split(",")) if value else ()
+        pixels = tuple(int(part) for part in value.split(",")) if value else ()
     except ValueError:
+        pixels = None
+    if pixels is None or len(pixels) > 2:
         raise click.BadParameter(f"'{value}' is not PIXELS or DY,DX (integers, e.g. 2 or "
-                                 "-1,2)", param_hint="--shift") from None
+                                 "-1,2)", param_hint="--shift")
+    return pixels
 
 
 @main.command()

@@ -116,6 +116,8 @@ def test_eval_cli_shift_and_permute(run_dir):
                "integer >= 0)" in negative.stderr
     bad = runner.invoke(main, ["eval", str(run_dir), "--shift", "two"])
     assert bad.exit_code == 2 and "--shift" in bad.stderr
+    three = runner.invoke(main, ["eval", str(run_dir), "--shift", "1,2,3"])  # was exit 1
+    assert three.exit_code == 2 and "'1,2,3' is not PIXELS or DY,DX" in three.stderr
     empty = runner.invoke(main, ["eval", str(run_dir), "--shift", ""])  # an unset variable
     assert empty.exit_code == 2 and "is empty" in empty.stderr
     too_far = runner.invoke(main, ["eval", str(run_dir), "--shift", "9"])
