@@ -142,9 +142,11 @@ def print_final_table(summary: dict, rows: list[dict], trained_now: range | None
         rate = overall_rate([row for row in rows if row["epoch"] in trained_now])
         head = (f"trained {epochs} on {where} in {summary['wall_s']:.1f} s "
                 f"({rate:.0f} samples/s in the training steps)")
-    lines = [head + ("; stopped early" if summary["stopped_early"] else ""),
-             f"final model: {final['checkpoint']}, epoch {final['epoch']} (best epoch "
-             f"{summary['best_epoch']}); nnrun eval and predict use it by default"]
+    best = summary["best_epoch"]
+    which = ", the best epoch" if best == final["epoch"] else f" (best epoch {best})"
+    lines = [head + ("; stopped early" if summary["stopped_early"] else ""),  # within 80 columns
+             f"final model: {final['checkpoint']}, epoch {final['epoch']}{which}; nnrun eval and "
+             "predict use it"]
     metrics = [[name, _fmt(value)] for name, value in final.items()
                if value is not None and name not in ("checkpoint", "epoch")]
     lines.append(table_text(["metric", "value"], metrics, right=(1,)).rstrip("\n"))
