@@ -18,7 +18,7 @@ from nnrun.compiler.shapes import shrink_factors
 from nnrun.notices import warn
 
 from .data.sources import column_message
-from .data.targets import (LABEL_LOSSES, check_targets_fit, is_one_hot,
+from .data.targets import (LABEL_LOSSES, check_targets_fit, is_multi_label, is_one_hot,
                            multi_label_message, one_hot_message)
 
 
@@ -111,16 +111,6 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _warn_of_target_scale(data.train.y, where)
 
 
-def is_multi_label(spec, y: np.ndarray, outputs: tuple) -> bool:
-    """Several 0/1 labels a sample under binary_cross_entropy, one per output of a vector:
-    y [N, k] for units: k (k >= 2), each output a yes/no of its own (PyTorch's
-    BCEWithLogitsLoss on such targets). The loader reads integers [N, k] as 1-D label maps;
-    these are no maps, and accuracy counts each label."""
-    outputs = tuple(outputs)
-    return (spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and outputs[0] > 1
-            and tuple(y.shape[1:]) == outputs)
-
-
 def _input_shape_fix(data, expected: tuple) -> str:
     moved = sample_layout_fix(data.input_shape, expected) if data.name == "npz" else None
     return moved or f"set model.input_shape to {list(data.input_shape)}"
@@ -173,7 +163,8 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
                            f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
                            f"set the last layer's {units} to {top + 1}, without the step")
     elif loss == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        raise DataFitError(f"{where}: {_beyond_binary(labels, outputs)}")
+        multi_label = is_multi_label(spec, data.train.y, outputs)
+        raise DataFitError(f"{where}: {_beyond_binary(labels, outputs, multi_label)}")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
@@ -182,13 +173,21 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
         _check_two_classes_per_position(spec, where, int(labels.max()))
 
 
-def _beyond_binary(labels: np.ndarray, outputs) -> str:
-    # Class labels by now: real values under a label loss were refused (data/targets.py).
-    others = np.unique(labels[labels > 1])
-    if len(others) == 1 and others[0] > 2:  # 0/1 and one more value: 255 often marks a void
-        void = int(others[0])
+def _beyond_binary(labels: np.ndarray, outputs, multi_label: bool) -> str:
+    # Class labels by now: real values under a label loss were refused (data/targets.py);
+    # negative ones too, but for several labels a sample, which no loader reads as classes.
+    others = [int(value) for value in np.unique(labels) if value not in (0, 1)]
+    if others == [-1] and not (labels == 0).any():
+        return ("binary_cross_entropy needs 0/1 labels, but the labels are -1 and +1, two "
+                "classes as a perceptron writes them: save them as 0 and 1, (y > 0).astype(int)")
+    if len(others) == 1 and not 0 <= others[0] <= 2:  # 0/1 and one more: 255 often marks a void
+        void = others[0]
         return (f"binary_cross_entropy needs 0/1 labels, but the data also holds {void}; to "
                 f"leave out the positions labelled {void}, set loss.ignore_index: {void}")
+    if multi_label:
+        return (f"binary_cross_entropy needs 0/1 labels, but the data also holds "
+                f"{', '.join(map(str, others[:3]))}: each of several labels a sample is 0 or 1 "
+                "(for one of k classes a sample, use y [N] with cross_entropy)")
     units = "filters" if len(outputs) > 1 else "units"
     return more_than_binary("the data", int(labels.max()) + 1, units)
 
@@ -307,19 +306,20 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         return
     label_shape = list(data.train.y.shape[1:])
     spatial = list(outputs[1:])
-    multi_label = spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1 == len(outputs)
-    if multi_label and label_shape != list(outputs):
-        raise DataFitError(multi_label_message(where, label_shape, outputs))
-    if label_shape == spatial or multi_label:
-        if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1 \
-                and not multi_label:
+    if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
+        _check_labels_per_output(spec, data, outputs, where)
+        return
+    if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, (0, 1)).all():
+        raise DataFitError(f"{where}: the labels are {label_shape} per sample, each 0 or 1 "
+                           f"(several labels a sample); {spec.loss.type} takes one class a "
+                           "sample, y [N]: for several labels a sample use loss: "
+                           "binary_cross_entropy")
+    if label_shape == spatial:
+        if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
             raise DataFitError(_one_score_per_position(spec.loss.type, label_shape, outputs,
                                                        where))
-        metrics = tracked_metrics(spec, data.task)
-        if label_shape and any(m.type == "top_k_accuracy" for m in metrics):
-            labels = "several labels a sample" if multi_label else "label maps"
-            raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for "
-                               f"{labels} use accuracy, pixel_accuracy or mean_iou")
+        if label_shape:
+            _refuse_top_k(spec, data, where, "label maps", "pixel_accuracy or mean_iou")
         return
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
@@ -337,6 +337,27 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
                        f"{list(outputs)}; {spec.loss.type} needs [classes, "
                        f"{', '.join(map(str, label_shape))}] "
                        f"({_positions_fix(spatial, label_shape)})")
+
+
+def _check_labels_per_output(spec, data, outputs: tuple, where: str) -> None:
+    """binary_cross_entropy on a vector output compares each output with a 0/1 label of its
+    own: one label a sample for units: 1, k labels a sample (multi-label) for units: k."""
+    label_shape = list(data.train.y.shape[1:])
+    if is_multi_label(spec, data.train.y, outputs):
+        _refuse_top_k(spec, data, where, "several labels a sample", "accuracy (of each label)")
+    elif label_shape:
+        raise DataFitError(multi_label_message(where, label_shape, outputs))
+    elif outputs[0] > 1:  # the API refuses such targets too
+        raise DataFitError(f"{where}: one 0/1 label per sample, the model ends with "
+                           f"{list(outputs)}; binary_cross_entropy compares each output with a "
+                           "label of its own: set the last layer's units to 1 (or, for "
+                           f"{outputs[0]} classes, use loss: cross_entropy)")
+
+
+def _refuse_top_k(spec, data, where: str, labels: str, instead: str) -> None:
+    if any(m.type == "top_k_accuracy" for m in tracked_metrics(spec, data.task)):
+        raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for {labels} "
+                           f"use {instead}")
 
 
 def _positions_fix(spatial: list, label_shape: list, filters: str = "one filter per class") -> str:

@@ -79,7 +79,8 @@ def compared_outputs(loss: str | None, logits, prediction, xp=np):
 def predicted_labels(logits, prediction, loss: str | None, xp=np):
     """The class at every position: [B, *S] from scores [B, K, *S]. One output is class 1 above
     0.5 as the loss reads it: after the sigmoid for binary_cross_entropy, whose logits the model
-    may end with; after the step for perceptron."""
+    may end with; after the step for perceptron. Under binary_cross_entropy each of K outputs
+    is such a label of its own (several labels a sample): [B, K]."""
     if logits.shape[1] == 1 and loss == "perceptron":
         return (logits[:, 0] >= 0).astype(xp.int64)  # the threshold unit's class
     if logits.shape[1] == 1:

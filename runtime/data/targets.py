@@ -34,7 +34,7 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         if y.shape[1] == 1 and tuple(output_shape[1:]) != (1,):  # a column of class labels
             raise DataError(multi_label_message(where, [1], loss=loss))
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
-            if tuple(y.shape[1:]) == tuple(output_shape):  # several 0/1 labels a sample
+            if is_multi_label(spec, y, output_shape):
                 raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, "
                                 f"floats read as values; {loss} takes several 0/1 labels a "
                                 "sample as integers: save y.astype(int)")
@@ -83,6 +83,16 @@ def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
     if output[:1] == (1,):
         forms |= {output[1:], output[1:] + (1,)}
     return target in forms
+
+
+def is_multi_label(spec, y: np.ndarray, outputs: tuple) -> bool:
+    """Several 0/1 labels a sample under binary_cross_entropy, one per output of a vector:
+    y [N, k] for units: k (k >= 2), each output a yes/no of its own (PyTorch's
+    BCEWithLogitsLoss on such targets). The loader reads integers [N, k] as 1-D label maps;
+    these are no maps, and accuracy counts each label."""
+    outputs = tuple(outputs)
+    return (spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and outputs[0] > 1
+            and tuple(y.shape[1:]) == outputs)
 
 
 def is_one_hot(y: np.ndarray) -> bool:
