@@ -96,9 +96,12 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     if data.task == "segmentation" and data.train.y.shape[1:] == (1,) and outputs[1:] != (1,):
         raise DataFitError(column_message(where))  # not maps of one position: [classes, 1]
     check_targets_fit(spec, data, outputs, where)
+    labels = _labels_in_the_loss(spec, data, where)
+    if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
+        # the values first: what the shapes' checks advise is for 0/1 labels
+        raise DataFitError(f"{where}: {_beyond_binary(data, labels, outputs)}")
     _check_label_shape(spec, data, outputs, where)
     _check_one_hot_outputs(spec, data, outputs, where)
-    labels = _labels_in_the_loss(spec, data, where)
     maps = data.task == "segmentation" and not multi_label
     if maps:
         _check_label_maps(labels, where)
@@ -162,9 +165,6 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
         raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
                            f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
                            f"set the last layer's {units} to {top + 1}, without the step")
-    elif loss == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        multi_label = is_multi_label(spec, data.train.y, outputs)
-        raise DataFitError(f"{where}: {_beyond_binary(labels, outputs, multi_label)}")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
@@ -173,18 +173,21 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: s
         _check_two_classes_per_position(spec, where, int(labels.max()))
 
 
-def _beyond_binary(labels: np.ndarray, outputs, multi_label: bool) -> str:
+def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
     # Class labels by now: real values under a label loss were refused (data/targets.py);
-    # negative ones too, but for several labels a sample, which no loader reads as classes.
-    others = [int(value) for value in np.unique(labels) if value not in (0, 1)]
-    if others == [-1] and not (labels == 0).any():
+    # negative ones too, but in label maps and several labels a sample, which the loader
+    # does not read as classes.
+    if any(split is not None and set(np.unique(split.y).tolist()) == {-1, 1}
+           for split in (data.train, data.val, data.test)):
         return ("binary_cross_entropy needs 0/1 labels, but the labels are -1 and +1, two "
                 "classes as a perceptron writes them: save them as 0 and 1, (y > 0).astype(int)")
+    others = [int(value) for value in np.unique(labels) if value not in (0, 1)]
     if len(others) == 1 and not 0 <= others[0] <= 2:  # 0/1 and one more: 255 often marks a void
         void = others[0]
         return (f"binary_cross_entropy needs 0/1 labels, but the data also holds {void}; to "
                 f"leave out the positions labelled {void}, set loss.ignore_index: {void}")
-    if multi_label:
+    y = data.train.y
+    if y.ndim == 2 and y.shape[1] > 1 and not maps_over(y.shape[1:], outputs[1:]):
         return (f"binary_cross_entropy needs 0/1 labels, but the data also holds "
                 f"{', '.join(map(str, others[:3]))}: each of several labels a sample is 0 or 1 "
                 "(for one of k classes a sample, use y [N] with cross_entropy)")
@@ -309,7 +312,8 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, outputs, where)
         return
-    if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, (0, 1)).all():
+    marked = (0, 1, getattr(spec.loss, "ignore_index", None))
+    if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, marked).all():
         raise DataFitError(f"{where}: the labels are {label_shape} per sample, each 0 or 1 "
                            f"(several labels a sample); {spec.loss.type} takes one class a "
                            "sample, y [N]: for several labels a sample use loss: "
@@ -333,10 +337,16 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
         raise DataFitError(f"{where}: label maps are {label_shape}, with an axis of 1 the "
                            f"model's {list(outputs)} has no place for; label maps are {spatial} "
                            f"per sample: save {index}.astype(int)")
+    several = spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1
+    if several and len(spatial) != 1:  # no 1-D maps of these outputs: several labels a sample
+        raise DataFitError(multi_label_message(where, label_shape, outputs))
+    scores = "1" if spec.loss.type == "binary_cross_entropy" else "classes"
+    also = (f"; or, for several labels a sample, end the model with {{type: flatten}} and a "
+            f"dense layer of units: {label_shape[0]}" if several else "")
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
-                       f"{list(outputs)}; {spec.loss.type} needs [classes, "
+                       f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
-                       f"({_positions_fix(spatial, label_shape)})")
+                       f"({_positions_fix(spatial, label_shape)}){also}")
 
 
 def _check_labels_per_output(spec, data, outputs: tuple, where: str) -> None:

@@ -120,10 +120,12 @@ def multi_label_message(where: str, label_shape: list, outputs: tuple = (),
         return (f"{where}: the labels are a column, [N, 1]; {loss} takes {label} per sample "
                 "as y [N]: save y.ravel()")
     count = label_shape[0]
+    fix = (f"set the last layer's units to {count}" if len(outputs) <= 1 else
+           f"end the model with {{type: flatten}} and a dense layer of units: {count}")
     return (f"{where}: the labels are {label_shape} per sample (several 0/1 labels each), the "
             f"model ends with {list(outputs)}; binary_cross_entropy needs one output per "
-            f"label: set the last layer's units to {count} (for one of {count} classes a "
-            "sample, use y [N] with cross_entropy)")
+            f"label: {fix} (for one of {count} classes a sample, use y [N] with "
+            "cross_entropy)")
 
 
 def _first_value_that_is_not_a_class(data) -> float:

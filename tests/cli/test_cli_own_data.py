@@ -503,6 +503,51 @@ def test_several_labels_a_sample_beyond_0_and_1_name_their_fix(tmp_path, values,
     assert line.endswith(said), line
 
 
+def test_plus_minus_one_labels_in_one_split_are_told_so_not_to_ignore_minus_one(tmp_path):
+    """With the test split saved as 0/1, -1/+1 training labels were told to set
+    loss.ignore_index: -1, which then trained on the positive labels alone."""
+    spec = _multi_label(tmp_path, "i8")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 5)).astype("f4"),
+             y=2 * rng.integers(0, 2, (40, 4)) - 1, x_test=rng.random((10, 5)).astype("f4"),
+             y_test=rng.integers(0, 2, (10, 4)))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith("save them as 0 and 1, (y > 0).astype(int)"), line
+
+
+@pytest.mark.parametrize("y_shape, units, said", [
+    ((40,), 3, "binary_cross_entropy needs 0/1 labels, but the data has 3 classes (labels "
+               "0..2); use loss: cross_entropy with units: 3"),
+    ((40, 4), 1, "the data also holds 2: each of several labels a sample is 0 or 1 (for one of "
+                 "k classes a sample, use y [N] with cross_entropy)"),
+])
+def test_labels_beyond_0_and_1_are_said_before_the_outputs_they_need(tmp_path, y_shape, units,
+                                                                     said):
+    """The outputs' fix came first and called them 0/1 labels; followed, it met this one."""
+    spec = _multi_label(tmp_path, "i8")
+    spec.write_text(spec.read_text().replace("units: 4", f"units: {units}"))
+    np.savez(tmp_path / "m.npz", x=np.random.default_rng(0).random((40, 5)).astype("f4"),
+             y=np.resize(np.array([0, 1, 2]), y_shape))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith(said), line
+
+
+def test_several_labels_a_sample_beside_maps_are_told_to_flatten_to_as_many_units(tmp_path):
+    """They were told to keep positions a flatten had taken away, which none had."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 1, 6, 6)).astype("f4"),
+             y=rng.integers(0, 2, (40, 3)))
+    spec = write(tmp_path / "m.yaml", MULTI_LABEL.replace("INPUT", "[1, 6, 6]").replace(
+        "LAYER", "conv2d").replace("UNITS: 4", "filters: 1").replace("KERNEL", "kernel_size: 1"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith("binary_cross_entropy needs one output per label: end the model with "
+                         "{type: flatten} and a dense layer of units: 3 (for one of 3 classes a "
+                         "sample, use y [N] with cross_entropy)"), line
+    spec.write_text(spec.read_text().replace(
+        "kernel_size: 1}]", "kernel_size: 1}, {type: flatten}, {type: dense, units: 3}]"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
 def test_several_labels_a_sample_under_cross_entropy_are_told_of_binary_cross_entropy(tmp_path):
     """They were told to end the model with a convolution of one filter per class."""
     spec = _multi_label(tmp_path, "i8")
