@@ -25,7 +25,9 @@ CONVENTIONS = [
     "column k, the transpose of nnrun's stored dense layout [in, out] (conv weights are stored "
     "and printed as [j, k, kernel]: filter j of layer l, channel k of layer l−1); units count "
     "from 1",
-    "C is the cost of the batch as the spec's loss defines it (the mean over its samples); "
+    "C is the cost of the batch as the spec's loss defines it (the mean over its samples, and "
+    "over their outputs where the loss averages them: mse, label maps, several labels a "
+    "sample); "
     "δ⁽ˡ⁾ = ∂C/∂z⁽ˡ⁾ (∂C/∂a⁽ˡ⁾ for a layer without an activation), so for a dense layer "
     "∂C/∂w⁽ˡ⁾_jk = Σ over the batch of δ⁽ˡ⁾_j a⁽ˡ⁻¹⁾_k and ∂C/∂b⁽ˡ⁾_j = Σ δ⁽ˡ⁾_j",
     "updated: the parameter after this step's optimizer update, the next step's starting point",
