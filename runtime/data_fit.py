@@ -312,8 +312,9 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, outputs, where)
         return
-    marked = (0, 1, getattr(spec.loss, "ignore_index", None))
-    if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, marked).all():
+    ignored = getattr(spec.loss, "ignore_index", None)
+    marks = (0, 1) if ignored is None else (0, 1, ignored)
+    if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, marks).all():
         raise DataFitError(f"{where}: the labels are {label_shape} per sample, each 0 or 1 "
                            f"(several labels a sample); {spec.loss.type} takes one class a "
                            "sample, y [N]: for several labels a sample use loss: "
