@@ -549,13 +549,18 @@ def _check_held_out_targets(where: str, labels: str, y_train, task: str, y_test,
     """A held-out split's targets must be of the training split's kind and shape per
     sample."""
     if test_task != task:
-        kinds = {"classification": "class labels", "segmentation": "label maps",
-                 "regression": "real-valued targets"}
-        raise DataError(f"{where}: holds {kinds[test_task]}, but {labels} holds {kinds[task]}; "
-                        "save both splits' targets alike")
+        raise DataError(f"{where}: holds {_targets_kind(test_task, y_test)}, but {labels} holds "
+                        f"{_targets_kind(task, y_train)}; save both splits' targets alike")
     if y_test.shape[1:] != y_train.shape[1:]:
         raise DataError(f"{where}: targets are {list(y_test.shape[1:])} per sample, in {labels} "
                         f"{list(y_train.shape[1:])}; save both splits' targets alike")
+
+
+def _targets_kind(task: str, y: np.ndarray) -> str:
+    if task == "segmentation" and y.ndim == 2:  # whole numbers [N, k]: the model tells which
+        return "1-D label maps or several labels a sample"
+    return {"classification": "class labels", "segmentation": "label maps",
+            "regression": "real-valued targets"}[task]
 
 
 def read_npz_dataset(path: Path, limit: int | None = None,

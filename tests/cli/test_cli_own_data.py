@@ -548,6 +548,17 @@ def test_several_labels_a_sample_beside_maps_are_told_to_flatten_to_as_many_unit
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
+def test_a_test_split_of_one_label_a_sample_beside_several_names_both_readings(tmp_path):
+    spec = _multi_label(tmp_path, "i8")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 5)).astype("f4"),
+             y=rng.integers(0, 2, (40, 4)), x_test=rng.random((10, 5)).astype("f4"),
+             y_test=rng.integers(0, 2, 10))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith("holds class labels, but y holds 1-D label maps or several labels a "
+                         "sample; save both splits' targets alike"), line
+
+
 def test_several_labels_a_sample_under_cross_entropy_are_told_of_binary_cross_entropy(tmp_path):
     """They were told to end the model with a convolution of one filter per class."""
     spec = _multi_label(tmp_path, "i8")
