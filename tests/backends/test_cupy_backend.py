@@ -118,3 +118,24 @@ def test_check_backends_agrees_on_every_spec(cupy_backend, spec_path):
     first = report.first_failure
     assert first is None, f"{first[0].name}: {first[1].describe()}"
     assert not report.whole_step_failures, report.whole_step_failures
+
+
+def test_several_labels_a_sample_on_cupy_give_numpys_metrics(cupy_backend, tmp_path):
+    """binary_cross_entropy with y [N, k]: each output a label of its own (runtime/metrics.py's
+    predicted_labels and its confusion matrix of two classes, on the device)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (96, 4))
+    y[rng.random(y.shape) < 0.1] = 255
+    np.savez(tmp_path / "m.npz", x=rng.random((96, 6)).astype("f4"), y=y)
+    (tmp_path / "m.yaml").write_text("""
+data: {dataset: npz, path: m.npz, validation_split: 0.25}
+model:
+  layers: [{type: dense, units: 8, activation: relu}, {type: dense, units: 4}]
+loss: {type: binary_cross_entropy, ignore_index: 255}
+train: {epochs: 2, batch_size: 16, metrics: [accuracy, mean_iou, mae]}
+""")
+    finals = [nnrun.train(str(tmp_path / "m.yaml"), backend=backend, out_dir=tmp_path / backend,
+                          quiet=True)["final"] for backend in ("numpy", "cupy")]
+    for name, value in finals[0].items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(finals[1][name], value, rtol=1e-3, atol=1e-4, err_msg=name)

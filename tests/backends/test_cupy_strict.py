@@ -69,6 +69,33 @@ def test_a_run_under_strict_cupy_gives_numpys_metrics(spec, captured, monkeypatc
                                    err_msg=name)
 
 
+MULTI_LABEL = """
+data: {dataset: npz, path: m.npz, validation_split: 0.25}
+model:
+  layers: [{type: dense, units: 8, activation: relu}, {type: dense, units: 4}]
+loss: {type: binary_cross_entropy, ignore_index: 255}
+train: {epochs: 2, batch_size: 16, metrics: [accuracy, mean_iou, mae]}
+"""
+
+
+@pytest.mark.parametrize("captured", [True, False], ids=["captured", "uncaptured"])
+def test_several_labels_a_sample_give_numpys_metrics(captured, monkeypatch, tmp_path):
+    """Each output a 0/1 label of its own: the confusion matrix of two classes, on the device."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (96, 4))
+    y[rng.random(y.shape) < 0.1] = 255
+    np.savez(tmp_path / "m.npz", x=rng.random((96, 6)).astype("f4"), y=y)
+    (tmp_path / "m.yaml").write_text(MULTI_LABEL)
+    on_numpy = nnrun.train(str(tmp_path / "m.yaml"), out_dir=tmp_path / "numpy", quiet=True)
+    strict_cupy.install(monkeypatch, capture=captured)
+    on_cupy = nnrun.train(str(tmp_path / "m.yaml"), backend="cupy", out_dir=tmp_path / "cupy",
+                          quiet=True)
+    for name, value in on_numpy["final"].items():
+        if isinstance(value, float):
+            np.testing.assert_allclose(on_cupy["final"][name], value, rtol=1e-3, atol=1e-4,
+                                       err_msg=name)
+
+
 # Ops no shipped spec runs (ELU and softplus in float32, reflect and replicate padding, nearest
 # and long linear upsampling, mae and huber): tests/backends/gpu_specs, which the GPU tests run
 # too (test_cupy_backend.py, test_cuda_graph.py).
