@@ -69,6 +69,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     (default 300) for each other before they take one for dead."""
     from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.model import check_flags
+    from nnrun.notices import silenced
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
@@ -89,7 +90,8 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
         options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
-    with _ONE_TRAINING, thread_limit(threads):  # the thread settings are the process's
+    # the thread settings are the process's; quiet silences their warning too
+    with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads):
         return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
                             **options)
 

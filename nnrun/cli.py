@@ -947,7 +947,7 @@ def schema() -> None:
 def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, allow_changes,
           quiet, threads, no_graph, max_steps, distributed, distributed_timeout) -> None:
     """Train a spec; writes a run directory (spec.yaml, metrics.jsonl, checkpoints, summary)."""
-    from nnrun.notices import unfailing_output
+    from nnrun.notices import silenced, unfailing_output
     from nnrun.runtime.distributed import ALONE, DEFAULT_TIMEOUT_S, connect
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
@@ -957,7 +957,7 @@ def train(spec, backend, out_dir, epochs, batch_size, seed, overrides, resume, a
                                 allow_changes, distributed, distributed_timeout)
         ranks = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S) if distributed \
             else ALONE
-    with thread_limit(threads), unfailing_output():
+    with silenced(quiet), thread_limit(threads), unfailing_output():  # quiet: the threads' too
         run_training(source, backend=backend, out_dir=out_dir,
                      resume=resume, quiet=quiet, max_steps=max_steps, allow_changes=allow_changes,
                      ranks=ranks, graph=not no_graph)

@@ -211,6 +211,16 @@ def test_an_unusable_thread_variable_is_said_once_and_openmps_list_form_is_read(
                         f"from 1, or give --threads N"]
 
 
+def test_quiet_training_does_not_say_the_thread_variable_is_passed_over(monkeypatch, spec,
+                                                                          tmp_path):
+    from nnrun.runtime import threads
+
+    monkeypatch.setattr(threads, "_WARNED", set())
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    result = invoke("train", spec, "--out", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
 def test_summary_of_a_run_takes_no_set_and_of_a_spec_no_checkpoint(spec, trained):
     """--set showed the checkpoint's sparsity against a model it was not trained as."""
     line = assert_one_line_error(invoke("summary", trained, "--set",
