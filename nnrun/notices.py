@@ -118,6 +118,10 @@ def collected():
         _COLLECTORS.pop()
 
 
+def is_silenced() -> bool:
+    return bool(_SILENCED["depth"])
+
+
 @contextmanager
 def silenced(silent: bool = True):
     """Runs the block without warning lines when `silent`."""

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from threadpoolctl import threadpool_limits
 
 from nnrun.backends.base import set_workers, workers
-from nnrun.notices import warn
+from nnrun.notices import is_silenced, warn
 
 
 # More than any machine's cores; BLAS libraries take a C int and cap it lower still.
@@ -47,7 +47,8 @@ _WARNED: set[str] = set()
 
 
 def _warn_once(message: str) -> None:
-    if message not in _WARNED:
+    """Said once a process; a quiet run's silence does not count as saying it."""
+    if message not in _WARNED and not is_silenced():
         _WARNED.add(message)
         warn(message)
 

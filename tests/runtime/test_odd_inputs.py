@@ -219,6 +219,8 @@ def test_quiet_training_does_not_say_the_thread_variable_is_passed_over(monkeypa
     monkeypatch.setenv("OMP_NUM_THREADS", "abc")
     result = invoke("train", spec, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 0 and result.stderr == ""
+    result = invoke("train", spec, "--out", tmp_path / "loud")  # not said yet: said now
+    assert "OMP_NUM_THREADS='abc' is not a number of threads" in result.stderr
 
 
 def test_summary_of_a_run_takes_no_set_and_of_a_spec_no_checkpoint(spec, trained):
