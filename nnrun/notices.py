@@ -23,6 +23,17 @@ def warn(message: str) -> None:
     _say("warning", message, f"nnrun: warning: {message}")
 
 
+_SAID_ONCE: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """A warning said once a process (of a setting read again at each call); a quiet run's
+    silence does not count as saying it."""
+    if message not in _SAID_ONCE and not _SILENCED["depth"]:
+        _SAID_ONCE.add(message)
+        warn(message)
+
+
 def positioned(line: str) -> None:
     """A spec's diagnostic line (file:line:col: warning: ...), as `validate` prints it."""
     _say("positioned", line, line, escaped=False)
@@ -116,10 +127,6 @@ def collected():
         yield lines
     finally:
         _COLLECTORS.pop()
-
-
-def is_silenced() -> bool:
-    return bool(_SILENCED["depth"])
 
 
 @contextmanager

@@ -356,7 +356,7 @@ class RunDirectory:
 
     def write_metrics(self, rows: list[dict], name: str = METRICS) -> None:
         """The whole file, replaced: a crash leaves the old file or the new one."""
-        write_text_atomically(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
+        write_text_atomically(self.file(name), _json_lines(rows))
 
     def append_metrics(self, rows: list[dict], name: str = METRICS) -> None:
         """Rows after those of the file, appended and synced: each epoch writes its own rows,
@@ -364,7 +364,7 @@ class RunDirectory:
         square of its epochs, and grad-norms.jsonl's with its steps). A crash in the append
         leaves a torn last line, of an epoch after the checkpoint's, which a resume drops."""
         if rows:
-            append_text_durably(self.file(name), "".join(json.dumps(row) + "\n" for row in rows))
+            append_text_durably(self.file(name), _json_lines(rows))
 
     def read_metrics(self, through_epoch: int, name: str = METRICS,
                      complete: bool = False) -> list[dict]:
@@ -431,6 +431,10 @@ class RunDirectory:
 
     def write_summary(self, summary: dict) -> None:
         write_text_atomically(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
+
+
+def _json_lines(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 def _read_rows(path: Path) -> tuple[list[dict], bool]:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from threadpoolctl import threadpool_limits
 
 from nnrun.backends.base import set_workers, workers
-from nnrun.notices import is_silenced, warn
+from nnrun.notices import warn_once
 
 
 # More than any machine's cores; BLAS libraries take a C int and cap it lower still.
@@ -38,19 +38,9 @@ def default_threads() -> int:
     else:
         count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for name, value in passed_over:
-        _warn_once(f"{name}={value!r} is not a number of threads: nnrun passes it over and uses "
-                   f"{count}; set it to a whole number from 1, or give --threads N")
+        warn_once(f"{name}={value!r} is not a number of threads: nnrun passes it over and uses "
+                  f"{count}; set it to a whole number from 1, or give --threads N")
     return count
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    """Said once a process; a quiet run's silence does not count as saying it."""
-    if message not in _WARNED and not is_silenced():
-        _WARNED.add(message)
-        warn(message)
 
 
 @contextmanager

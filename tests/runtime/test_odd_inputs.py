@@ -193,9 +193,10 @@ def test_the_api_refuses_such_a_thread_count_and_the_environment_is_capped(monke
 def test_an_unusable_thread_variable_is_said_once_and_openmps_list_form_is_read(
         monkeypatch, capsys, value, used):
     """An invalid OMP_NUM_THREADS fell back to every core without a word."""
+    from nnrun import notices
     from nnrun.runtime import threads
 
-    monkeypatch.setattr(threads, "_WARNED", set())
+    monkeypatch.setattr(notices, "_SAID_ONCE", set())
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", value)
@@ -213,9 +214,9 @@ def test_an_unusable_thread_variable_is_said_once_and_openmps_list_form_is_read(
 
 def test_quiet_training_does_not_say_the_thread_variable_is_passed_over(monkeypatch, spec,
                                                                           tmp_path):
-    from nnrun.runtime import threads
+    from nnrun import notices
 
-    monkeypatch.setattr(threads, "_WARNED", set())
+    monkeypatch.setattr(notices, "_SAID_ONCE", set())
     monkeypatch.setenv("OMP_NUM_THREADS", "abc")
     result = invoke("train", spec, "--out", tmp_path / "run", "--quiet")
     assert result.exit_code == 0 and result.stderr == ""
