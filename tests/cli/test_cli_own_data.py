@@ -559,6 +559,17 @@ def test_a_test_split_of_one_label_a_sample_beside_several_names_both_readings(t
                          "sample; save both splits' targets alike"), line
 
 
+def test_eval_shifts_the_inputs_of_several_labels_a_sample_as_many_as_the_positions(tmp_path):
+    """Labels [8] beside inputs [1, 8] were taken for label maps, and a shift refused."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((40, 1, 8)).astype("f4"),
+             y=rng.integers(0, 2, (40, 8)))
+    spec = write(tmp_path / "m.yaml", MULTI_LABEL.replace("INPUT", "[1, 8]").replace(
+        "{type: LAYER, UNITS: 4, KERNEL}", "{type: flatten}, {type: dense, units: 8}"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    assert_ok(invoke("eval", tmp_path / "run", "--split", "train", "--shift", "1"))
+
+
 def test_several_labels_a_sample_under_cross_entropy_are_told_of_binary_cross_entropy(tmp_path):
     """They were told to end the model with a convolution of one filter per class."""
     spec = _multi_label(tmp_path, "i8")
