@@ -211,7 +211,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                  .get(spec.data.dataset, "")}
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
     if transform is not None and _positions_labelled(run.model, chosen):
-        raise DataError(f"{where}: its labels are maps of the input's positions; "
+        raise DataError(f"{where}: its labels are maps of the positions; "
                         f"{transform.describe()} would move the pixels but not the labels, "
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
