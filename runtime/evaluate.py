@@ -22,6 +22,7 @@ from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_mod
                        task_for_model)
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
+from .data.targets import is_multi_label
 from .files import read_json_file, write_output
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
@@ -210,8 +211,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                           "csv": "; a csv dataset has none (an npz can hold x_test and y_test)"}
                  .get(spec.data.dataset, "")}
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
-    if transform is not None and _positions_labelled(run.model, chosen):
-        raise DataError(f"{where}: its labels are maps of the positions; "
+    if transform is not None and _positions_labelled(spec, run.model, chosen):
+        raise DataError(f"{where}: its labels are maps of the input's positions; "
                         f"{transform.describe()} would move the pixels but not the labels, "
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
@@ -229,11 +230,12 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
             "samples": len(chosen.x), **transformed, **result}
 
 
-def _positions_labelled(model, split) -> bool:
-    """Whether the labels are maps over the outputs' spatial positions (segmentation, target
-    maps), as training's check of moving augmentations reads them: several labels a sample
-    beside a vector output are none, however many."""
-    return maps_over(split.y.shape[1:], model.lowered.logits.type.shape[2:])
+def _positions_labelled(spec, model, split) -> bool:
+    """Whether the labels are maps over the samples' spatial positions (segmentation), not
+    several labels a sample that happen to be as many."""
+    outputs = model.lowered.logits.type.shape[1:]
+    return (maps_over(split.y.shape[1:], split.x.shape[2:])
+            and not is_multi_label(spec, split.y, outputs))
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,
