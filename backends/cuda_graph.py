@@ -61,6 +61,9 @@ class _Cublas:
     """The GEMM entry points of the libcublas CuPy has loaded, on CuPy's handle."""
 
     def __init__(self):
+        # CuPy loads its libcublas with its first handle: before that, the search below finds
+        # none among the process's libraries
+        cupy.cuda.device.get_cublas_handle()
         # By the major version of CuPy's CUDA: a process may map another cuBLAS beside it
         # (a PyTorch built for another CUDA), and CuPy's handle is valid in its own only.
         soname = f"libcublas.so.{cupy.cuda.runtime.runtimeGetVersion() // 1000}"

@@ -53,8 +53,11 @@ class CupyBackend(ArrayBackend):
         refuse_during_capture(cupy.cuda.get_current_stream().is_capturing(), what)
 
     def free_device_bytes(self) -> int:
+        # The device's free memory counts the blocks CuPy's pool keeps cached as used; they
+        # are free to CuPy's own allocations
         free, _ = cupy.cuda.runtime.memGetInfo()
-        return int(free)
+        pool = cupy.get_default_memory_pool()
+        return int(free) + pool.total_bytes() - pool.used_bytes()
 
     def device_pool_bytes(self, emptied: bool = False) -> int:
         # CuPy's pool keeps what it once allocated: emptied first, what it grows to is a peak.

@@ -48,7 +48,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .
 ls .device/mpi/*.whl > /dev/null 2>&1 \
   && python3 -m pip install -q --no-index --no-deps --no-compile .device/mpi/*.whl
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/machine.txt"
-python3 -c "import cupy, torch; print('cupy', cupy.__version__, 'torch', torch.__version__)" \
+python3 -c "import cupy, torch; from importlib.metadata import version
+print('cupy', cupy.__version__, 'torch', torch.__version__,
+      *(f'{name} {version(name)}' for name in ('numpy', 'pydantic', 'click')))" \
   | tee -a "$out/machine.txt"
 [ -d .device/data/mnist ] && export NNRUN_DATA_DIR=$PWD/.device/data
 # The tests spread over the machine's cores when pytest-xdist is there; a test that hangs is

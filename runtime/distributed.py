@@ -420,11 +420,14 @@ def use_own_gpu(machine) -> None:
     one GPU are refused here, in words: NCCL would refuse them later, in its own."""
     import cupy
 
-    count = cupy.cuda.runtime.getDeviceCount()
     local_rank, local_ranks = machine.Get_rank(), machine.Get_size()
-    if count > 1 and local_rank >= count:
+    # Every rank decides on the same facts: one that raised alone would leave the others
+    # waiting for it in the next collective call
+    counts = machine.allgather(cupy.cuda.runtime.getDeviceCount())
+    count = counts[local_rank]
+    if any(seen > 1 and rank >= seen for rank, seen in enumerate(counts)):
         raise DistributedError(f"--backend cupy runs one rank per GPU, and this machine has "
-                               f"{count}: start at most {count} ranks per machine")
+                               f"{max(counts)}: start at most {max(counts)} ranks per machine")
     device = cupy.cuda.Device(local_rank if count > 1 else 0)
     device.use()
     buses = machine.allgather(device.pci_bus_id)

@@ -159,7 +159,8 @@ class FakeCupy(types.ModuleType):
                                           get_current_stream=_CAPTURE.current, Stream=_Stream,
                                           runtime=runtime)
         # NumPy's memory is the host's: nothing cached to hand back, nothing counted
-        pool = types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0)
+        pool = types.SimpleNamespace(free_all_blocks=lambda: None, total_bytes=lambda: 0,
+                                     used_bytes=lambda: 0)
         self.get_default_memory_pool = lambda: pool
 
     def __getattr__(self, name):

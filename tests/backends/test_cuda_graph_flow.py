@@ -226,8 +226,9 @@ def test_a_cublas_of_another_cuda_found_first_is_passed_over(monkeypatch):
     """The path cuda.pathfinder gives first may be another CUDA's cuBLAS (a PyTorch built for
     CUDA 12 beside CuPy's 13): CuPy's handle is valid only in CuPy's own."""
     runtime = types.SimpleNamespace(runtimeGetVersion=lambda: 13000)
+    device = types.SimpleNamespace(get_cublas_handle=lambda: 1234)
     monkeypatch.setattr(cuda_graph, "cupy", types.SimpleNamespace(
-        cuda=types.SimpleNamespace(runtime=runtime)))
+        cuda=types.SimpleNamespace(runtime=runtime, device=device)))
     monkeypatch.setattr(cuda_graph, "_pathfinders_library",
                         lambda name: "/torch/lib/libcublas.so.12")
     asked = []
@@ -236,6 +237,23 @@ def test_a_cublas_of_another_cuda_found_first_is_passed_over(monkeypatch):
     with pytest.raises(cuda_graph.CaptureUnavailable, match="/missing/libcublas.so.13"):
         cuda_graph._Cublas()
     assert asked == ["libcublas.so.13"]
+
+
+def test_cupys_cublas_is_loaded_before_it_is_looked_for(monkeypatch):
+    """CuPy loads its libcublas with its first handle; searched for before that (no product
+    has run when a capture is first set up), it is not among the process's libraries."""
+    order = []
+    runtime = types.SimpleNamespace(runtimeGetVersion=lambda: 13000)
+    device = types.SimpleNamespace(get_cublas_handle=lambda: order.append("handle") or 1234)
+    monkeypatch.setattr(cuda_graph, "cupy", types.SimpleNamespace(
+        cuda=types.SimpleNamespace(runtime=runtime, device=device)))
+    monkeypatch.setattr(cuda_graph, "_pathfinders_library",
+                        lambda name: order.append("pathfinder") and None)
+    monkeypatch.setattr(cuda_graph, "_loaded_library",
+                        lambda prefix: order.append("maps") and None)
+    with pytest.raises(cuda_graph.CaptureUnavailable):
+        cuda_graph._Cublas()
+    assert order == ["handle", "pathfinder", "maps"]
 
 
 def test_each_call_is_on_the_handle_of_the_calling_thread(stand_in_cublas, monkeypatch):

@@ -207,6 +207,19 @@ def test_cupy_without_a_device_names_the_extra_of_each_driver(monkeypatch):
     assert "'nnrun[cuda13]' for CUDA 13" in message and "'nnrun[cuda12]' for CUDA 12" in message
 
 
+def test_the_free_device_memory_counts_what_cupys_pool_keeps_cached(monkeypatch):
+    """The device's free memory counts the pool's cached blocks as used, though CuPy's own
+    allocations take them: a program planned for another batch size cleared others for it."""
+    backend = strict_cupy.install(monkeypatch, capture=False)
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+    monkeypatch.setattr(pool, "total_bytes", lambda: 5 << 20)
+    monkeypatch.setattr(pool, "used_bytes", lambda: 2 << 20)
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    assert backend.CupyBackend().free_device_bytes() == free + (3 << 20)
+
+
 def test_the_python_api_takes_and_gives_numpy_arrays_on_the_cupy_path(monkeypatch):
     """DESIGN.md section 7: NumPy arrays in and out, whatever the backend."""
     from nnrun.runtime.gradcheck import random_batch

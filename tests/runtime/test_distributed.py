@@ -442,8 +442,9 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
                      ("divide", 2)]
     use_own_gpu(Machine(1, ["0000:00:00.0", "0000:01:00.0"]))
     assert devices == [1]
-    with pytest.raises(DistributedError, match="one rank per GPU, and this machine has 2"):
-        use_own_gpu(Machine(2, []))
+    for rank in (2, 0):  # every rank, not only the one beyond the GPUs: none waits for it
+        with pytest.raises(DistributedError, match="one rank per GPU, and this machine has 2"):
+            use_own_gpu(Machine(rank, ["0000:00:00.0", "0000:01:00.0", "0000:00:00.0"]))
     # The GPU review: a launcher that binds one GPU to each rank leaves each rank one to see
     visible["count"] = 1
     use_own_gpu(Machine(3, ["0000:04:00.0", "0000:05:00.0", "0000:06:00.0", "0000:00:00.0"]))
@@ -469,6 +470,8 @@ class Machine:
         return len(self.buses)
 
     def allgather(self, value):
+        if isinstance(value, int):  # the GPU count each rank sees, the same on every rank
+            return [value] * len(self.buses)
         assert value == self.buses[self.rank]  # what this rank contributes
         return self.buses
 
