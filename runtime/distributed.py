@@ -81,11 +81,13 @@ class Alone:
     def gather(self, value) -> list:
         return [value]
 
-    def first_meeting(self, spec_digest: str) -> None:
-        pass
+    def first_meeting(self, spec_digest: str, signal_number: int | None = None) -> None:
+        if signal_number:
+            raise Interrupted(signal_number)
 
-    def same_data(self, shapes: dict) -> None:
-        pass
+    def same_data(self, shapes: dict, signal_number: int | None = None) -> None:
+        if signal_number:
+            raise Interrupted(signal_number)
 
     def raise_together(self, error: BaseException):
         raise error
@@ -184,12 +186,13 @@ class MpiRanks:
         with self.waiting("gathering the metrics"):
             return self.comm.allgather(value)
 
-    def first_meeting(self, spec_digest: str) -> None:
+    def first_meeting(self, spec_digest: str, signal_number: int | None = None) -> None:
         """Where the ranks first meet, before anything else they do together, every rank
-        stops (rank 0 reporting why) on a signal one of them received while MPI started, or
-        when a rank was launched with another spec (`spec_digest`, train's): it would fail
-        later as an internal error, or wait for the others until the timeout."""
-        pending, self.pending_signal = self.pending_signal, None
+        stops (rank 0 reporting why) on a signal one of them received while MPI started or
+        since (`signal_number`), or when a rank was launched with another spec (`spec_digest`,
+        train's): it would fail later as an internal error, or wait for the others until the
+        timeout."""
+        pending, self.pending_signal = self.pending_signal or signal_number, None
         with self.waiting("at the start of training"):
             met = self.comm.allgather((spec_digest, pending))
         signals = [signal_number for _, signal_number in met if signal_number is not None]
@@ -202,13 +205,17 @@ class MpiRanks:
                 "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
                 "command on every rank"))
 
-    def same_data(self, shapes: dict) -> None:
+    def same_data(self, shapes: dict, signal_number: int | None = None) -> None:
         """After every rank loaded the data: each split's shape (`shapes`), the same on every
-        rank, or all stop. The spec's digest leaves out what is read from the data files
-        (their paths, an input_shape taken from them), which ranks on other machines may find
-        elsewhere, or differing."""
+        rank, or all stop; as they do on a signal any rank received (`signal_number`). The
+        spec's digest leaves out what is read from the data files (their paths, an input_shape
+        taken from them), which ranks on other machines may find elsewhere, or differing."""
         with self.waiting("at the start of training"):
-            everyone = self.comm.allgather(shapes)
+            met = self.comm.allgather((shapes, signal_number))
+        signals = [number for _, number in met if number]
+        if signals:
+            self.raise_together(Interrupted(signals[0]))
+        everyone = [theirs for theirs, _ in met]
         differing = [rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]]
         if differing:
             rank = differing[0]

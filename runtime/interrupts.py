@@ -80,18 +80,29 @@ class InterruptGuard:
 
     @contextmanager
     def safe_points(self):
-        self.deferring = True
+        before, self.deferring = self.deferring, True
         try:
             yield
         finally:
-            self.deferring = False
-        self.check()  # a signal noted after the last check must not be lost
+            self.deferring = before
+        if not before:  # else the enclosing block's caller looks at `received`
+            self.check()  # a signal noted after the last check must not be lost
 
     @contextmanager
     def deferred(self):
         """Signals in the block are only noted: the caller looks at `received` after it."""
         before, self.deferring = self.deferring, True
         try:
+            yield
+        finally:
+            self.deferring = before
+
+    @contextmanager
+    def at_once(self):
+        """Signals in the block stop it at once, as does one noted before it."""
+        before, self.deferring = self.deferring, False
+        try:
+            self.check()
             yield
         finally:
             self.deferring = before

@@ -114,16 +114,23 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 
     summary = None
     try:
-        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet):
+        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet), \
+                _signals_noted(guard, ranks):
+
+            def prepare_at_once():  # loading and compiling stop at once; `together` tells all
+                with guard.at_once():
+                    return prepare()
+
             try:
-                ranks.first_meeting(_training_digest(source))
-                resumption, trainer = ranks.together(prepare)
-                ranks.same_data(trainer.data_shapes())
+                ranks.first_meeting(_training_digest(source), guard.received)
+                resumption, trainer = ranks.together(prepare_at_once)
+                ranks.same_data(trainer.data_shapes(), guard.received)
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume,
                                                Launch(ranks, backend, graph),
                                                allow_changes) from None
             summary = trainer.run(run, guard, resumption)
+            trainer.check_signals(guard)
         return summary
     except Interrupted as interrupt:
         if summary is None:
@@ -135,6 +142,14 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     except BaseException:
         ranks.failed()
         raise
+
+
+def _signals_noted(guard: InterruptGuard, ranks):
+    """Data-parallel: a signal is only noted, and the ranks stop together where they next meet
+    (every collective of train's passes on what each rank received); a rank leaving alone would
+    leave the others waiting for it in a collective. Alone, a signal stops at once outside the
+    training loop's safe points."""
+    return guard.deferred() if ranks.size > 1 else nullcontext()
 
 
 def check_before_training(source) -> list[str]:
@@ -600,7 +615,7 @@ class Trainer:
         if self.grad_norms:  # rank 0 wrote its per-step rows; the other ranks' go unwritten
             self.grad_norms.take_step_rows()
         self.saved_epoch = epoch
-        self._check_signals(guard)
+        self.check_signals(guard)
 
     def _save_epoch(self, run: RunDirectory, epoch: int, row: dict) -> History:
         self.history.rows.append(row)
@@ -867,8 +882,9 @@ class Trainer:
         if self.grad_norms and self.grad_norms.every:
             run.append_metrics(self.grad_norms.take_step_rows(), GRAD_NORMS)
 
-    def _check_signals(self, guard) -> None:
-        """Between epochs: a signal any rank received stops them all."""
+    def check_signals(self, guard) -> None:
+        """Between epochs and after the final evaluation: a signal any rank received stops
+        them all."""
         _, signal_number = self.ranks.agree(0.0, guard.received if guard else None)
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
@@ -1086,10 +1102,9 @@ class Trainer:
         # read and evaluated beside them.
         self.state, step_path = {}, self.model.release_training_step()
         # The ranks evaluate together: a signal on one of them waits for them all to hear of
-        # it (alone, it stops the evaluation at once, as before).
-        with guard.deferred() if guard and self.ranks.size > 1 else nullcontext():
-            final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
-        self._check_signals(guard)
+        # it (train's _signals_noted; alone, it stops the evaluation at once, as before).
+        final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
+        self.check_signals(guard)
         rows = self.history.rows
         wall = time.perf_counter() - started
         summary = {

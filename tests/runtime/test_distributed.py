@@ -314,6 +314,18 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     assert interrupted.value.signal_number == signal.SIGTERM
 
 
+def test_the_ranks_stop_together_on_a_signal_noted_before_they_compare_data():
+    root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, signal.SIGTERM)}))
+    with pytest.raises(Interrupted) as interrupted:
+        root.same_data({"train": (4, 2)})
+    assert interrupted.value.signal_number == signal.SIGTERM
+    follower = MpiRanks(FakeComm(1, 2, others={0: ({"train": (4, 2)}, None)}))
+    with pytest.raises(RankFollows) as stopped:  # its own signal: rank 0 reports it
+        follower.same_data({"train": (4, 2)}, signal.SIGINT)
+    assert stopped.value.code == 128 + signal.SIGINT and follower.agreed
+    MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, None)})).same_data({"train": (4, 2)})
+
+
 def test_ranks_launched_with_other_specs_are_told_so_on_every_rank():
     """The MPI audit: another --set on rank 1 trained silently (another seed mixed other
     samples into each batch), or failed as an internal error (another layer width)."""
@@ -846,6 +858,44 @@ def test_a_whole_run_on_two_ranks_decides_as_one_rank(tmp_path):
              if line] for d in ("one", "two")]
     assert [r["sparsity"] for r in rows[1]] == [r["sparsity"] for r in rows[0]]
     assert (tmp_path / "two/best.npz").exists() and (tmp_path / "two/last.npz").exists()
+
+
+# The command line, with rank 1 sending itself SIGTERM at a point between the ranks' meetings
+SIGNAL_ON_RANK_1 = """\
+import os, signal, sys
+from nnrun.entry import main
+from nnrun.runtime.launcher import launched_rank
+from nnrun.runtime.train import Trainer
+
+point = sys.argv.pop(1)
+original = getattr(Trainer, point)
+
+def signalled(*arguments, **keywords):
+    if launched_rank() == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return original(*arguments, **keywords)
+
+setattr(Trainer, point, signalled)
+main()
+"""
+
+
+@pytest.mark.parametrize(("point", "words"), [
+    ("data_shapes", "nothing was trained; start again with: mpiexec -n 2 nnrun train"),
+    ("_train_epochs", "; resume with: mpiexec -n 2 nnrun train")])
+def test_a_signal_to_one_rank_between_meetings_stops_them_all_together(tmp_path, point, words):
+    """The MPI audit: SIGTERM to rank 1 just before the first step (after the ranks had
+    prepared together, or while rank 0 opened the run) stopped rank 1 alone, whose exit
+    aborted the job (exit 1, no command to go on with). Noted now, it stops every rank where
+    they next meet."""
+    mpiexec = _mpiexec()
+    spec = _write_spec(tmp_path / "spec.yaml", RUN_SPEC)
+    (tmp_path / "signalled.py").write_text(SIGNAL_ON_RANK_1)
+    result = _run([*mpiexec, "-n", "2", sys.executable, "signalled.py", point, "train", spec,
+                   "--out", "run", "--distributed"], tmp_path, timeout=90)
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+    assert result.stderr.count("interrupted: stopped by SIGTERM") == 1, result.stderr
+    assert words in result.stderr and "MPI_ABORT" not in result.stderr
 
 
 LONG_SPEC = """\

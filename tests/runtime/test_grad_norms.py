@@ -199,6 +199,6 @@ def test_a_rank_that_writes_nothing_lets_its_step_rows_go_each_epoch():
     rank_1 = SimpleNamespace(
         train_epoch=lambda epoch, guard: {"epoch": epoch}, grad_norms=log, history="rank 0's",
         ranks=SimpleNamespace(from_root=lambda decide: "rank 0's"),  # rank 0 decides, writes
-        _check_signals=lambda guard: None)
+        check_signals=lambda guard: None)
     Trainer._train_and_save(rank_1, None, 1, None)
     assert log.step_rows == [] and rank_1.saved_epoch == 1

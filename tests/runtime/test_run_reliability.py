@@ -1123,6 +1123,32 @@ def test_a_signal_in_a_deferred_block_is_noted_for_the_caller():
         assert guard.received == signal.SIGTERM and not guard.deferring
 
 
+def test_safe_points_in_a_deferred_block_leave_a_signal_to_the_blocks_caller():
+    """A data-parallel run notes signals through the whole of train: the ranks agree on them
+    where they meet, and no rank raises on its own at the end of the training loop."""
+    from nnrun.runtime.interrupts import InterruptGuard, Interrupted
+
+    with InterruptGuard() as guard, guard.deferred():
+        with guard.safe_points():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        assert guard.received == signal.SIGTERM and guard.deferring
+        with pytest.raises(Interrupted):  # loading and compiling: a signal noted before stops
+            with guard.at_once():
+                pass
+        assert guard.deferring
+
+
+def test_a_signal_in_an_at_once_block_stops_it_at_once():
+    from nnrun.runtime.interrupts import InterruptGuard, Interrupted
+
+    with InterruptGuard() as guard, guard.deferred():
+        with pytest.raises(Interrupted), guard.at_once():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # not reached: the handler raises
+        assert guard.deferring and guard.received is None
+
+
 def test_a_full_disk_names_the_file_and_says_the_disk_is_full(tmp_path, spec, monkeypatch):
     import errno
 
