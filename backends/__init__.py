@@ -19,13 +19,15 @@ def get_backend(name: str = "numpy"):
     if name == "cupy":
         try:
             from .cupy_backend import CupyBackend
-        except ImportError as error:
+        # CuPy 14 imports when its CUDA libraries do not load, and raises a RuntimeError with
+        # its report at first use; ctypes' failed loads are OSErrors
+        except (ImportError, OSError, RuntimeError) as error:
             raise BackendUnavailable(_cupy_import_message(error)) from None
         return CupyBackend()
     raise BackendUnavailable(f"unknown backend '{name}'; use numpy or cupy")
 
 
-def _cupy_import_message(error: ImportError) -> str:
+def _cupy_import_message(error: Exception) -> str:
     """One line: CuPy not installed, or installed but failing to load (a CUDA library missing
     or of another version), with the line of CuPy's own report that names the cause (after
     its "Original error:", else its last line of words)."""

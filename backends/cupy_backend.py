@@ -8,7 +8,9 @@ batch columns, col2im), softmax cross-entropy."""
 from __future__ import annotations
 
 import cupy
-from cupyx.scipy import special
+
+cupy.cuda  # noqa: B018 - a CuPy that failed to load says so at first use: at this import
+from cupyx.scipy import special  # noqa: E402
 
 from . import BackendUnavailable, cuda_graph, cupy_kernels
 from .base import ArrayBackend, refuse_during_capture

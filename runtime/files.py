@@ -254,6 +254,8 @@ _FIXES = {
 
 def describe_os_error(error: OSError) -> str:
     """One line: the path, what went wrong, what to do."""
+    if error.errno is None and not error.filename:  # ctypes' failed load, say: its words
+        return str(error) or type(error).__name__
     where = error.filename or "a file or the output"  # stdout: `nnrun schema > /dev/full`
     if error.filename2:
         where = f"{where} -> {error.filename2}"

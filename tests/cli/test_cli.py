@@ -1106,16 +1106,27 @@ def test_cupy_backend_unavailable(tiny, tmp_path, monkeypatch, command):
     assert "numpy" in line and "nnrun[cuda13]" in line and "nnrun[cuda12]" in line
 
 
-def test_a_cupy_that_fails_to_load_is_one_line_that_says_so(tiny, tmp_path):
+# An installed CuPy whose CUDA libraries do not load: as CuPy 13 fails its import, as CuPy 14
+# fails at first use (its import succeeds), and as a library loaded through ctypes fails
+CUPY_REPORT = ("'\\n================================================\\nFailed to import "
+               "CuPy.\\n\\nOriginal error:\\n  ImportError: libnvrtc.so.13: cannot open shared "
+               "object file: No such file or directory\\n"
+               "================================================\\n'")
+FAILING_CUPYS = {
+    "import": f"raise ImportError({CUPY_REPORT})\n",
+    "first-use": f"def __getattr__(name):\n    raise RuntimeError({CUPY_REPORT})\n",
+    "ctypes": "raise OSError('libnvrtc.so.13: cannot open shared object file')\n"}
+
+
+@pytest.mark.parametrize("failure", FAILING_CUPYS)
+def test_a_cupy_that_fails_to_load_is_one_line_that_says_so(tiny, tmp_path, failure):
     """The GPU path's review: an installed CuPy whose CUDA libraries do not load raised its
-    own report of 16 lines, and the message said CuPy was not installed."""
+    own report of 16 lines, and the message said CuPy was not installed. The issue 8 audit:
+    CuPy 14's form was an internal error (exit 70), the ctypes form 'a file or the output:
+    OSError'."""
     package = tmp_path / "site" / "cupy"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text(
-        "raise ImportError('\\n================================================\\n"
-        "Failed to import CuPy.\\n\\nOriginal error:\\n  ImportError: libnvrtc.so.13: "
-        "cannot open shared object file: No such file or directory\\n"
-        "================================================\\n')\n")
+    (package / "__init__.py").write_text(FAILING_CUPYS[failure])
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     result = subprocess.run([sys.executable, "-m", "nnrun", "bench", str(tiny), "--backend",
                              "cupy"], capture_output=True, text=True, env=env, timeout=120)

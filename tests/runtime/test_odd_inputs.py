@@ -260,6 +260,12 @@ def test_a_write_without_a_file_name_names_the_output():
     assert line.startswith("a file or the output: No space left on device")
 
 
+def test_an_os_error_of_no_errno_and_no_file_is_said_in_its_own_words():
+    """ctypes' failed load of a library: it was 'a file or the output: OSError'."""
+    line = describe_os_error(OSError("libcuda.so.1: cannot open shared object file"))
+    assert line == "libcuda.so.1: cannot open shared object file"
+
+
 def test_a_fifo_among_a_runs_files_is_named_as_one(trained):
     import os
 
