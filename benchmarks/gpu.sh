@@ -11,6 +11,13 @@
 # order of importance within one budget (GPU_SH_BUDGET seconds, default 480): each gets at most
 # its own limit and what is left, and those that no longer fit are skipped and say so. Every
 # section's whole output is kept in $OUT/<section>.txt; the screen shows its tail.
+#
+# After sessions without a GPU, a first short call runs the tests of what changed meanwhile
+# (docs/benchmarks.md, "Changed since, not yet run on a GPU"):
+#   GPU_SH_ONLY=gpu-tests GPU_SH_TESTS="-k 'batch_statistics or batch_norm_apply or
+#     batch_norm_grad or gelu_cdf or upsample or elu or softplus or linear or data_parallel or
+#     captured_uncaptured or check_backends or several_labels or cublas'" bash benchmarks/gpu.sh
+# then the timings: GPU_SH_ONLY="vs-torch kernels" bash benchmarks/gpu.sh
 set -uo pipefail
 started=$(date +%s)
 deadline=$((started + ${GPU_SH_BUDGET:-480}))
