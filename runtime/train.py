@@ -838,7 +838,7 @@ class Trainer:
             if epoch == self.first_epoch == 1 and index == 0:
                 message = f"{what}, before any update: {self._start_not_finite()}; {self._kept()}"
             else:
-                message = self._diverged_message(what, lr)
+                message = self._diverged_message(what, lr, self._initial_loss(epoch, losses))
             self.ranks.raise_together(TrainingError(message))
         if signal_number:
             self.ranks.raise_together(Interrupted(signal_number))
@@ -929,9 +929,22 @@ class Trainer:
             causes += "; set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
         return causes
 
-    def _diverged_message(self, what: str, lr: float) -> str:
+    def _initial_loss(self, epoch: int, losses) -> float | None:
+        """A new run's first loss (its initial weights', the batch's mean over the ranks),
+        when its loss stopped being finite in its first epoch; else None."""
+        if not (epoch == self.first_epoch == 1 and losses is not None):
+            return None
+        own = float(self.backend.to_host(losses.values[:1])[0])
+        return self.ranks.agree(own, None)[0]  # every rank is here: the loss was agreed on
+
+    def _diverged_message(self, what: str, lr: float, initial_loss: float | None = None) -> str:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
+        if initial_loss is not None and initial_loss > INITIAL_LOSS_TOO_LARGE:
+            causes.insert(0, f"the loss of the initial weights was already {initial_loss:.3g}: "
+                             "the initial weights (the initializers' std or limit, init_from "
+                             "values) or the data (targets or inputs) are of too large a scale; "
+                             "scale them down")
         decay = getattr(optimizer, "weight_decay", 0.0)
         # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each
         # step; Adam's, RMSprop's and Adagrad's pass through the normalized gradient
@@ -1177,6 +1190,11 @@ def no_data_section(source, needs: str) -> SpecError:
     return SpecError([source.diagnostic(origin, f"{needs} a data section, where the samples "
                                                 "come from; add one, e.g. data: {dataset: "
                                                 "digits} (docs/spec-reference.md, data)")])
+
+
+# A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error
+# of standardized targets near 1) tells of weights or data of too large a scale
+INITIAL_LOSS_TOO_LARGE = 1e4
 
 
 class StepLosses:

@@ -278,6 +278,31 @@ def test_a_loss_not_finite_before_any_update_is_not_blamed_on_the_learning_rate(
     assert "lower optimizer.lr" not in message
 
 
+def test_a_loss_that_was_huge_from_the_start_names_the_initial_scale_first(tmp_path):
+    """The course's badly initialised net (the course audit): its loss was 9e21 at the first
+    step, finite, then not; the message blamed the learning rate alone."""
+    spec = _spec_file(tmp_path, """\
+data: {dataset: digits, validation_split: 0.1, limit: 400}
+model:
+  init: {type: normal, std: 1000}
+  layers:
+    - {type: flatten}
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 32, activation: relu}
+    - {type: dense, units: 10}
+optimizer: {type: sgd, lr: 0.1}
+train: {epochs: 1, batch_size: 32}
+""")
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    message = str(caught.value)
+    assert "at epoch 1, step 1," not in message, message  # a later step: updates came first
+    assert "; the loss of the initial weights was already " in message, message
+    assert "initial weights (the initializers' std or limit" in message
+    assert "lower optimizer.lr" in message  # still a cause: the updates diverged
+
+
 def _spec_file(tmp_path, text: str) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(text)
