@@ -143,7 +143,15 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
                                     "--checkpoint last)")
         return fallback
     if not _present(run_dir / "best.npz") and not _present(fallback):
-        signs = RunDirectory(run_dir).signs_of_trained_epochs()
+        run = RunDirectory(run_dir)
+        signs, diverged = run.signs_of_trained_epochs(), run.diverged_at()
+        if diverged and not signs:  # resuming would diverge again: the spec must change first
+            spec = shell_word(str(run_dir / "spec.yaml"))
+            raise RunDirectoryError(
+                f"{run_dir}: no checkpoint: the training diverged at {diverged}, before the "
+                "first one was written; change the spec as train's message said (its learning "
+                "rate, initial weights or clipping) and start the run over with nnrun train "
+                f"{spec} --out {shell_word(str(run_dir))}")
         if signs:  # deleted or moved: a resume would refuse to start the run over
             raise RunDirectoryError(
                 f"{run_dir}: best.npz and last.npz are missing, though the run has trained "

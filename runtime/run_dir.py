@@ -288,11 +288,24 @@ class RunDirectory:
                                     "resume it, or start a new run with another --out")
 
     def _last_epoch_in_metrics(self) -> int:
+        return max((row["epoch"] for row in self._metrics_rows()), default=0)
+
+    def diverged_at(self) -> str | None:
+        """Where the run's training diverged, from its metrics' rows ("epoch 1, step 4"; a
+        state that overflowed under a finite loss: "epoch 1"), or None."""
+        for row in self._metrics_rows():
+            if "diverged_at_batch" in row:
+                return f"epoch {row['epoch']}, step {row['diverged_at_batch']}"
+            if "overflowed" in row:
+                return f"epoch {row['epoch']}"
+        return None
+
+    def _metrics_rows(self) -> list[dict]:
         path = self.file(METRICS)
         if not path.is_file():
-            return 0
+            return []
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return max((row["epoch"] for row in map(_metrics_row, lines) if row), default=0)
+        return [row for row in map(_metrics_row, lines) if row]
 
     def _is_ours(self) -> bool:
         return is_run_directory(self.path)

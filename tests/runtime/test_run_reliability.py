@@ -1279,6 +1279,23 @@ def test_eval_of_a_run_stopped_early_on_says_how_to_go_on(tmp_path, spec):
                          f"with nnrun train {out / 'spec.yaml'} --resume {out}")
 
 
+@pytest.mark.parametrize("command", ["eval", "summary"])
+def test_a_run_that_diverged_before_its_first_checkpoint_says_to_change_the_spec(
+        tmp_path, spec, command):
+    """The course audit: 'continue it with --resume' diverged again, from the same start."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "spec.yaml").write_text(spec.read_text())
+    (out / "metrics.jsonl").write_text('{"epoch": 1, "diverged_at_batch": 4, '
+                                       '"train_loss": 8.9e+21}\n')
+    line = assert_one_line_error(invoke(command, out), out)
+    assert line.endswith(f"no checkpoint: the training diverged at epoch 1, step 4, before the "
+                         "first one was written; change the spec as train's message said (its "
+                         "learning rate, initial weights or clipping) and start the run over "
+                         f"with nnrun train {out / 'spec.yaml'} --out {out}"), line
+    assert "--resume" not in line
+
+
 def test_a_trained_run_that_lost_its_spec_says_to_restore_it(trained, tmp_path):
     """Its checkpoints are there: 'nothing was trained, start it again' was false, and train
     refuses that command over a run."""
