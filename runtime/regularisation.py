@@ -101,19 +101,26 @@ class _Ramp:
             return f"{pruning.type}, to {target}, {why}, so no weight is pruned"
         if final == pruned:  # a resumed run whose masks prune all this run will
             short = "" if self.at_target() else f" (short of the target, {target})"
-            return (f"{pruning.type}: the smallest {_percent(pruned)} of each weight tensor (not "
-                    f"biases) zeroed already, and kept at zero{short}")
+            return (f"{pruning.type}: the smallest {_measured_percent(pruned)} of each weight "
+                    f"tensor (not biases) zeroed already, and kept at zero{short}")
         end = max(self.pruner.end_epoch, pruning.start_epoch)
-        since = f", from the {_percent(pruned)} zeroed already" if pruned > 0 else ""
-        short = (f", reaching {_percent(final)} by this run's last epoch ({epochs})"
+        since = f", from the {_measured_percent(pruned)} zeroed already" if pruned > 0 else ""
+        short = (f", reaching {_measured_percent(final)} by this run's last epoch ({epochs})"
                  if not self.reaches_target() else "")
         return (f"{pruning.type}: the smallest {target} of each weight tensor (not biases) "
                 f"zeroed, ramped from epoch {pruning.start_epoch} to {end}{since}{short}")
 
 
-def _percent(fraction: float) -> str:
+def _percent(fraction: float, decimals: int = 8) -> str:
     """99.995% is not 100%, nor 0.00001% 1e-05%."""
-    return np.format_float_positional(round(fraction * 100, 8), trim="-") + "%"
+    return np.format_float_positional(round(fraction * 100, decimals), trim="-") + "%"
+
+
+def _measured_percent(fraction: float) -> str:
+    """A sparsity the pruning schedule gives (not a setting) to a tenth of a percent, as the
+    run's closing line gives it; in full where that would read 0% or 100%."""
+    short = _percent(fraction, decimals=1)
+    return _percent(fraction) if short in ("0%", "100%") and 0 < fraction < 1 else short
 
 
 def _fields(settings: BaseModel) -> str:

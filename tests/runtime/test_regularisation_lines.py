@@ -153,7 +153,14 @@ def test_a_resume_at_the_target_sparsity_says_it_is_kept(tmp_path):
      "(short of the target, 80%)"),
     ("{target_sparsity: 0.8, start_epoch: 2, end_epoch: 2}", 0.4,
      "ramped from epoch 2 to 2, from the 40% zeroed already"),
-    ("{target_sparsity: 0.0}", 0.0, "magnitude, to 0%, a target of 0, so no weight is pruned")])
+    ("{target_sparsity: 0.0}", 0.0, "magnitude, to 0%, a target of 0, so no weight is pruned"),
+    # what the schedule gives, to a tenth of a percent as the closing line (11.11111111% was
+    # printed: the course audit), in full where that would read 0%
+    ("{target_sparsity: 0.5, start_epoch: 1, end_epoch: 9}", 0.0,
+     "ramped from epoch 1 to 9, reaching 11.1% by this run's last epoch (2)"),
+    ("{target_sparsity: 0.5, start_epoch: 3, end_epoch: 9}", 0.00004,
+     "the smallest 0.004% of each weight tensor (not biases) zeroed already, and kept at zero "
+     "(short of the target, 50%)")])
 def test_pruning_says_the_sparsity_the_masks_hold(override, pruned, said):
     """The third review: the line read the spec alone, not the level a resume restores."""
     lines = regularisation_lines(load_spec_text(PLAIN, "spec.yaml",
