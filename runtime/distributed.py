@@ -81,6 +81,10 @@ class Alone:
     def gather(self, value) -> list:
         return [value]
 
+    def signal_guard(self) -> InterruptGuard:
+        """Signals stop at once, outside the training loop's safe points."""
+        return InterruptGuard()
+
     def first_meeting(self, spec_digest: str, signal_number: int | None = None) -> None:
         if signal_number:
             raise Interrupted(signal_number)
@@ -109,14 +113,29 @@ class MpiRanks:
     """The ranks of MPI_COMM_WORLD. Every method is a collective: each rank calls it at the same
     point, in the same order."""
 
-    def __init__(self, comm, timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(self, comm, timeout: float = DEFAULT_TIMEOUT_S,
+                 guard: InterruptGuard | None = None):
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.is_root = self.rank == 0
         self.watchdog = Watchdog(timeout, f"rank {self.rank} of {self.size}")
         self.agreed = False  # set when the ranks stop together: nothing to abort
-        # a signal received while MPI started (connect): stops every rank at their first
-        # meeting, instead of this one alone
-        self.pending_signal: int | None = None
+        self.guard = guard  # connect's, noting signals since MPI started; train's to end
+
+    @contextmanager
+    def signal_guard(self):
+        """A signal to one rank is only noted, and every rank stops where they next meet
+        (each collective of train's passes on what each received): one leaving alone would
+        leave the others waiting for it. connect's guard, noting since MPI started, so that
+        no moment before training is left out; handed back as training ends."""
+        guard, self.guard = self.guard, None
+        if guard is None:
+            with InterruptGuard(deferring=self.size > 1) as guard:
+                yield guard
+            return
+        try:
+            yield guard
+        finally:
+            guard.__exit__(None, None, None)
 
     def shard(self, count: int) -> slice:
         """This rank's contiguous share of `count` samples (equal when `size` divides it)."""
@@ -188,13 +207,12 @@ class MpiRanks:
 
     def first_meeting(self, spec_digest: str, signal_number: int | None = None) -> None:
         """Where the ranks first meet, before anything else they do together, every rank
-        stops (rank 0 reporting why) on a signal one of them received while MPI started or
-        since (`signal_number`), or when a rank was launched with another spec (`spec_digest`,
+        stops (rank 0 reporting why) on a signal one of them received since MPI started
+        (`signal_number`), or when a rank was launched with another spec (`spec_digest`,
         train's): it would fail later as an internal error, or wait for the others until the
         timeout."""
-        pending, self.pending_signal = self.pending_signal or signal_number, None
         with self.waiting("at the start of training"):
-            met = self.comm.allgather((spec_digest, pending))
+            met = self.comm.allgather((spec_digest, signal_number))
         signals = [signal_number for _, signal_number in met if signal_number is not None]
         if signals:
             self.raise_together(Interrupted(signals[0]))
@@ -363,9 +381,11 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
         except BackendUnavailable as error:
             raise BackendUnavailable(str(error).replace("'nnrun[cuda", "'nnrun[mpi-cuda")) \
                 from None
-    # A signal while MPI starts (seconds, waiting for every rank) is only noted: this rank
-    # leaving alone would leave the others waiting for it until --distributed-timeout.
-    with InterruptGuard() as guard, guard.deferred():
+    # A signal from the start of MPI (seconds, waiting for every rank) to the end of training
+    # is only noted (MpiRanks.signal_guard): this rank leaving alone would leave the others
+    # waiting for it until --distributed-timeout.
+    guard = InterruptGuard(deferring=True).__enter__()
+    try:
         try:
             with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
                 from mpi4py import MPI
@@ -373,11 +393,14 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
             raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
                                    "install them with: pip install 'nnrun[mpi]'") from None
         comm = MPI.COMM_WORLD
-        ranks = MpiRanks(comm, timeout)
+        ranks = MpiRanks(comm, timeout, guard)
+        guard.deferring = ranks.size > 1  # a job of one stops at once, as without MPI
         if backend == "cupy":
             with ranks.waiting("choosing each rank's GPU"):
                 use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED))
-    ranks.pending_signal = guard.received
+    except BaseException:
+        guard.__exit__(None, None, None)
+        raise
     return ranks
 
 

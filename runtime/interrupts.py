@@ -56,9 +56,9 @@ def noted_signal() -> int | None:
 
 
 class InterruptGuard:
-    def __init__(self):
+    def __init__(self, deferring: bool = False):
         self.received: int | None = None
-        self.deferring = False
+        self.deferring = deferring
         self.previous: dict = {}
 
     def __enter__(self) -> InterruptGuard:

@@ -114,8 +114,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 
     summary = None
     try:
-        with InterruptGuard() as guard, run or nullcontext(), silenced(quiet), \
-                _signals_noted(guard, ranks):
+        with ranks.signal_guard() as guard, run or nullcontext(), silenced(quiet):
 
             def prepare_at_once():  # loading and compiling stop at once; `together` tells all
                 with guard.at_once():
@@ -131,6 +130,9 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                                                allow_changes) from None
             summary = trainer.run(run, guard, resumption)
             trainer.check_signals(guard)
+            # noted while waiting in that last meeting (rank 0 writing the summary): said by
+            # this rank alone, none waiting for another any more
+            guard.check()
         return summary
     except Interrupted as interrupt:
         if summary is None:
@@ -142,14 +144,6 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
     except BaseException:
         ranks.failed()
         raise
-
-
-def _signals_noted(guard: InterruptGuard, ranks):
-    """Data-parallel: a signal is only noted, and the ranks stop together where they next meet
-    (every collective of train's passes on what each rank received); a rank leaving alone would
-    leave the others waiting for it in a collective. Alone, a signal stops at once outside the
-    training loop's safe points."""
-    return guard.deferred() if ranks.size > 1 else nullcontext()
 
 
 def check_before_training(source) -> list[str]:

@@ -302,10 +302,12 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     monkeypatch.setitem(sys.modules, "mpi4py", fake)
     monkeypatch.setattr(distributed, "_watched_start", start_of_mpi)
     ranks = distributed.connect("numpy", timeout=5)
-    assert ranks.pending_signal == signal.SIGINT
-    with pytest.raises(RankFollows) as stopped:  # rank 1: rank 0 reports it
-        ranks.first_meeting("spec")
+    with ranks.signal_guard() as guard:  # train's, noting signals since MPI started
+        assert guard.received == signal.SIGINT and guard.deferring
+        with pytest.raises(RankFollows) as stopped:  # rank 1: rank 0 reports it
+            ranks.first_meeting("spec", guard.received)
     assert stopped.value.code == 128 + signal.SIGINT and ranks.agreed
+    assert signal.getsignal(signal.SIGINT) != guard._handle  # handed back
     # rank 0 learns of rank 1's signal in the same collective, the one that compares specs
     # (a second collective for the spec, after the signal, left rank 0 waiting: the review)
     root = MpiRanks(FakeComm(0, 2, others={1: ("spec", signal.SIGTERM)}))
@@ -860,34 +862,50 @@ def test_a_whole_run_on_two_ranks_decides_as_one_rank(tmp_path):
     assert (tmp_path / "two/best.npz").exists() and (tmp_path / "two/last.npz").exists()
 
 
-# The command line, with rank 1 sending itself SIGTERM at a point between the ranks' meetings
+# The command line, with rank 1 sending itself SIGTERM as it enters a function (module:name, a
+# class's method as module:Class.name), or ("after:") as it leaves one called by train()
 SIGNAL_ON_RANK_1 = """\
-import os, signal, sys
+import importlib, os, signal, sys
 from nnrun.entry import main
 from nnrun.runtime.launcher import launched_rank
-from nnrun.runtime.train import Trainer
 
-point = sys.argv.pop(1)
-original = getattr(Trainer, point)
+spot = sys.argv.pop(1)
+after = spot.startswith("after:")
+module, _, path = spot.removeprefix("after:").partition(":")
+owner = importlib.import_module(module)
+*owners, name = path.split(".")
+for attribute in owners:
+    owner = getattr(owner, attribute)
+original = getattr(owner, name)
 
 def signalled(*arguments, **keywords):
-    if launched_rank() == 1:
+    if launched_rank() == 1 and not after:
         os.kill(os.getpid(), signal.SIGTERM)
-    return original(*arguments, **keywords)
+    result = original(*arguments, **keywords)
+    if launched_rank() == 1 and after and sys._getframe(1).f_code.co_name == "train":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return result
 
-setattr(Trainer, point, signalled)
+setattr(owner, name, signalled)
 main()
 """
 
 
 @pytest.mark.parametrize(("point", "words"), [
-    ("data_shapes", "nothing was trained; start again with: mpiexec -n 2 nnrun train"),
-    ("_train_epochs", "; resume with: mpiexec -n 2 nnrun train")])
+    ("nnrun.runtime.threads:thread_limit",  # after MPI started, before train's guard
+     "nothing was trained; start again with: mpiexec -n 2 nnrun train"),
+    ("nnrun.runtime.train:Trainer.data_shapes",
+     "nothing was trained; start again with: mpiexec -n 2 nnrun train"),
+    ("nnrun.runtime.train:Trainer._train_epochs", "; resume with: mpiexec -n 2 nnrun train"),
+    # rank 1 waiting in the last meeting while rank 0 writes the summary: rank 1 says it
+    ("after:nnrun.runtime.train:Trainer.check_signals",
+     "as the run ended; it is complete in run (nothing to resume)")])
 def test_a_signal_to_one_rank_between_meetings_stops_them_all_together(tmp_path, point, words):
     """The MPI audit: SIGTERM to rank 1 just before the first step (after the ranks had
     prepared together, or while rank 0 opened the run) stopped rank 1 alone, whose exit
-    aborted the job (exit 1, no command to go on with). Noted now, it stops every rank where
-    they next meet."""
+    aborted the job (exit 1, no command to go on with); the review of the fix: so did one
+    just after MPI started, and one as the run ended was swallowed (exit 0). Noted now, it
+    stops every rank where they next meet."""
     mpiexec = _mpiexec()
     spec = _write_spec(tmp_path / "spec.yaml", RUN_SPEC)
     (tmp_path / "signalled.py").write_text(SIGNAL_ON_RANK_1)
