@@ -93,6 +93,9 @@ class Alone:
         if signal_number:
             raise Interrupted(signal_number)
 
+    def ready(self, backend) -> None:
+        pass
+
     def raise_together(self, error: BaseException):
         raise error
 
@@ -254,11 +257,17 @@ class MpiRanks:
         return self.watchdog.waiting(what)
 
     def attach(self, backend) -> None:
-        """The backend's allreduce_mean goes through MPI (NumPy) or NCCL (CuPy)."""
+        """The backend's allreduce_mean goes through MPI (NumPy) or NCCL (CuPy), set up by
+        `ready` once every rank has prepared."""
         if self.size > 1:
             kind = NcclReduction if backend.name == "cupy" else MpiReduction
+            backend.communicator = kind(self.comm)
+
+    def ready(self, backend) -> None:
+        """After the ranks prepared and compared their data: the reduction's own set-up."""
+        if self.size > 1:
             with self.waiting("setting up the gradients' reduction"):  # NCCL's id, its ring
-                backend.communicator = kind(self.comm)
+                backend.communicator.set_up()
 
     def failed(self) -> None:
         """Called on the way out of a failed run: when this rank fails on its own, the
@@ -322,6 +331,9 @@ class _Reduction:
     def __init__(self, comm):
         self.comm, self.size = comm, comm.Get_size()
 
+    def set_up(self) -> None:
+        """What the ranks set up together, once all of them have prepared (MpiRanks.ready)."""
+
     def all_agree(self, ok: bool) -> bool:
         """True on every rank when `ok` is on every rank: a choice that must be the same on
         all of them (runtime/step_path.py: which executor runs the step)."""
@@ -355,13 +367,21 @@ class NcclReduction(_Reduction):
                 "find here; install it with: pip install 'nnrun[mpi-cuda13]' (or "
                 "'nnrun[mpi-cuda12]'), or train on CPU ranks with --backend numpy")
         super().__init__(comm)
-        self.nccl = nccl
+        self.nccl, self.communicator = nccl, None
+        self.types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
+
+    def set_up(self) -> None:
+        """NCCL's communicator, every rank waiting for the others in it: not while they
+        prepare, when a rank that failed would be in another collective, sharing its error."""
+        comm, nccl = self.comm, self.nccl
         uid = comm.bcast(nccl.get_unique_id() if comm.Get_rank() == 0 else None, root=0)
         self.communicator = nccl.NcclCommunicator(self.size, uid, comm.Get_rank())
-        self.types = {"float32": nccl.NCCL_FLOAT32, "float64": nccl.NCCL_FLOAT64}
 
     def allreduce_mean(self, array) -> None:
         import cupy
+
+        if self.communicator is None:  # a reduction used on its own, outside train
+            self.set_up()
 
         stream = cupy.cuda.get_current_stream()
         self.communicator.allReduce(array.data.ptr, array.data.ptr, array.size,

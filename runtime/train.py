@@ -124,6 +124,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                 ranks.first_meeting(_training_digest(source), guard.received)
                 resumption, trainer = ranks.together(prepare_at_once)
                 ranks.same_data(trainer.data_shapes(), guard.received)
+                ranks.ready(trainer.backend)
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume,
                                                Launch(ranks, backend, graph),

@@ -448,12 +448,22 @@ def test_nccl_reduction_sums_in_place_on_the_current_stream_then_divides(monkeyp
     cupy = types.SimpleNamespace(cuda=cuda, divide=lambda a, n, out: calls.append(("divide", n)))
     monkeypatch.setitem(sys.modules, "cupy", cupy)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
-    reduction = NcclReduction(FakeComm(0, 2))
+    # NCCL's communicator is set up when every rank has prepared (the review of the signal
+    # change: while they prepared, a rank that failed before it shared its error in another
+    # collective than the others' broadcast of NCCL's id)
+    backend = types.SimpleNamespace(name="cupy")
+    ranks = MpiRanks(FakeComm(0, 2))
+    ranks.attach(backend)
+    assert calls == []
+    ranks.ready(backend)
+    assert calls == [("init", 2, (5, 6), 0)]
     array = types.SimpleNamespace(data=types.SimpleNamespace(ptr=1234), size=6,
                                   dtype=np.dtype("float32"))
-    reduction.allreduce_mean(array)
-    assert calls == [("init", 2, (5, 6), 0), ("allReduce", 1234, 1234, 6, 7, 0, 99),
-                     ("divide", 2)]
+    backend.communicator.allreduce_mean(array)
+    assert calls[1:] == [("allReduce", 1234, 1234, 6, 7, 0, 99), ("divide", 2)]
+    NcclReduction(FakeComm(0, 2)).allreduce_mean(array)  # on its own: set up at first use
+    assert calls[3:] == [("init", 2, (5, 6), 0), ("allReduce", 1234, 1234, 6, 7, 0, 99),
+                         ("divide", 2)]
     use_own_gpu(Machine(1, ["0000:00:00.0", "0000:01:00.0"]))
     assert devices == [1]
     for rank in (2, 0):  # every rank, not only the one beyond the GPUs: none waits for it
