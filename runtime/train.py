@@ -1110,7 +1110,7 @@ class Trainer:
         # read and evaluated beside them.
         self.state, step_path = {}, self.model.release_training_step()
         # The ranks evaluate together: a signal on one of them waits for them all to hear of
-        # it (train's _signals_noted; alone, it stops the evaluation at once, as before).
+        # it (MpiRanks.signal_guard; alone, it stops the evaluation at once, as before).
         final = self._final_metrics(self.ranks.from_root(lambda: self._final_checkpoint(run)))
         self.check_signals(guard)
         rows = self.history.rows
