@@ -91,7 +91,8 @@ class EpochProgress:
 
     def close(self, row: dict) -> None:
         seconds = time.perf_counter() - self.started
-        head = (f"{self.label}: {self.steps} batches in {seconds:.1f} s "
+        batches = "batch" if self.steps == 1 else "batches"
+        head = (f"{self.label}: {self.steps} {batches} in {seconds:.1f} s "
                 f"({self.steps / max(seconds, 1e-9):.1f} batch/s)")
         items = [f"{k} {_fmt(v)}" for k, v in row.items()
                  if (k.startswith(("train_", "val_")) or k == "sparsity") and v is not None]

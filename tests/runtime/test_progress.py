@@ -65,6 +65,12 @@ def test_a_log_file_gets_one_line_per_epoch(capsys):
     assert all(metric in err for metric in METRICS)
 
 
+@pytest.mark.parametrize(("steps", "said"), [(1, ": 1 batch in "), (3, ": 3 batches in ")])
+def test_the_epochs_line_counts_its_batches_in_words(capsys, steps, said):
+    run_epoch(steps)
+    assert said in capsys.readouterr().err
+
+
 def test_final_table_aligns_long_metric_names(capsys):
     summary = {"epochs_run": 2, "backend": "numpy", "wall_s": 1.0, "samples_per_s": 100.0,
                "stopped_early": False, "best_epoch": 2, "run_dir": "runs/x",
