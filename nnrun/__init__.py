@@ -86,14 +86,15 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     _check_run_options(out_dir, options)
     distributed_timeout = _checked_distributed_timeout(distributed_timeout, distributed)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
+    with silenced(options.get("quiet", False)):  # the spec's errors before MPI starts (its
+        source = _source(spec, overrides)        # signal guard, train's, is then held)
     if distributed:
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
         options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
     # the thread settings are the process's; quiet silences their warning too
     with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads):
-        return run_training(_source(spec, overrides), backend=backend, out_dir=out_dir,
-                            **options)
+        return run_training(source, backend=backend, out_dir=out_dir, **options)
 
 
 # Calls of train from several threads take turns: each sets the process's thread counts (BLAS's

@@ -2,6 +2,7 @@
 
 import json
 import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,24 @@ def test_train_takes_the_commands_options(tmp_path):
 
 def test_train_distributed_outside_mpiexec_is_a_job_of_one_rank(tmp_path):
     pytest.importorskip("mpi4py", reason="the mpi extra is not installed")
+    handler = signal.getsignal(signal.SIGINT)
     summary = nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, epochs=1,
                           distributed=True, overrides=["data.limit=128"])
     assert summary["epochs_run"] == 1
+    assert signal.getsignal(signal.SIGINT) == handler  # the guard MPI's start entered is gone
+
+
+def test_a_spec_error_of_a_distributed_train_is_raised_before_mpi_starts(tmp_path, monkeypatch):
+    """The signal recheck: MPI's start enters the signal guard train hands back; a spec that
+    failed to load after it left the guard (Ctrl-C no longer a KeyboardInterrupt)."""
+    from nnrun.runtime import distributed
+
+    started = []
+    monkeypatch.setattr(distributed, "connect", lambda *arguments: started.append(arguments))
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(nnrun.SpecError):
+        nnrun.train(tmp_path / "missing.yaml", distributed=True)
+    assert started == [] and signal.getsignal(signal.SIGINT) == handler
 
 
 def test_train_gives_its_distributed_timeout_to_the_ranks(tmp_path, monkeypatch):
