@@ -18,8 +18,9 @@ from nnrun.compiler.shapes import shrink_factors
 from nnrun.notices import warn
 
 from .data.sources import column_message
-from .data.targets import (LABEL_LOSSES, check_targets_fit, is_multi_label, is_one_hot,
-                           multi_label_message, one_hot_message)
+from .data.targets import (LABEL_LOSSES, are_plus_minus_one, check_targets_fit,
+                           is_multi_label, is_one_hot, multi_label_message, one_hot_message,
+                           plus_minus_one_message)
 
 
 class DataFitError(Exception):
@@ -177,10 +178,9 @@ def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
     # Class labels by now: real values under a label loss were refused (data/targets.py);
     # negative ones too, but in label maps and several labels a sample, which the loader
     # does not read as classes.
-    if any(split is not None and set(np.unique(split.y).tolist()) == {-1, 1}
+    if any(split is not None and are_plus_minus_one(split.y)
            for split in (data.train, data.val, data.test)):
-        return ("binary_cross_entropy needs 0/1 labels, but the labels are -1 and +1, two "
-                "classes as a perceptron writes them: save them as 0 and 1, (y > 0).astype(int)")
+        return plus_minus_one_message("binary_cross_entropy")
     others = [int(value) for value in np.unique(labels) if value not in (0, 1)]
     if len(others) == 1 and not 0 <= others[0] <= 2:  # 0/1 and one more: 255 often marks a void
         void = others[0]

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 
@@ -404,8 +404,8 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     # A signal from the start of MPI (seconds, waiting for every rank) to the end of training
     # is only noted (MpiRanks.signal_guard): this rank leaving alone would leave the others
     # waiting for it until --distributed-timeout.
-    guard = InterruptGuard(deferring=True).__enter__()
-    try:
+    with ExitStack() as held:
+        guard = held.enter_context(InterruptGuard(deferring=True))
         try:
             with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
                 from mpi4py import MPI
@@ -418,9 +418,7 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
         if backend == "cupy":
             with ranks.waiting("choosing each rank's GPU"):
                 use_own_gpu(comm.Split_type(MPI.COMM_TYPE_SHARED))
-    except BaseException:
-        guard.__exit__(None, None, None)
-        raise
+        held.pop_all()  # started: the guard stays, train's to hand back
     return ranks
 
 

@@ -937,9 +937,8 @@ class Trainer:
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         if initial_loss is not None and initial_loss > INITIAL_LOSS_TOO_LARGE:
             causes.insert(0, f"the loss of the initial weights was already {initial_loss:.3g}: "
-                             "the initial weights (the initializers' std or limit, init_from "
-                             "values) or the data (targets or inputs) are of too large a scale; "
-                             "scale them down")
+                             f"{INITIAL_WEIGHTS} or the data (targets or inputs) are of too "
+                             "large a scale; scale them down")
         decay = getattr(optimizer, "weight_decay", 0.0)
         # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each
         # step; Adam's, RMSprop's and Adagrad's pass through the normalized gradient
@@ -954,9 +953,8 @@ class Trainer:
     def _start_not_finite(self) -> str:
         """Why the loss of the initial weights, before any update, is not finite."""
         wider = "" if self.spec.dtype == "float64" else ", or train in float64 (dtype: float64)"
-        return ("the initial weights (the initializers' std or limit, init_from values) or the "
-                f"data (targets or inputs too large for {self.spec.dtype}) make it so, not the "
-                f"learning rate; scale them down{wider}")
+        return (f"{INITIAL_WEIGHTS} or the data (targets or inputs too large for "
+                f"{self.spec.dtype}) make it so, not the learning rate; scale them down{wider}")
 
     def _kept(self) -> str:
         kept = self.run_dir / LAST
@@ -1190,6 +1188,7 @@ def no_data_section(source, needs: str) -> SpecError:
 # A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error
 # of standardized targets near 1) tells of weights or data of too large a scale
 INITIAL_LOSS_TOO_LARGE = 1e4
+INITIAL_WEIGHTS = "the initial weights (the initializers' std or limit, init_from values)"
 
 
 class StepLosses:

@@ -41,11 +41,8 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
             raise DataError(multi_label_message(where, list(y.shape[1:]), output_shape))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
-    if loss in LABEL_LOSSES and set(np.unique(y).tolist()) == {-1, 1}:
-        needs = "labels 0 or 1" if loss == "binary_cross_entropy" else "class labels 0..k-1"
-        raise DataError(f"{where}: {loss} needs {needs}, but the labels are -1 and +1, two "
-                        "classes as a perceptron writes them: save them as 0 and 1, "
-                        "(y > 0).astype(int)")
+    if loss in LABEL_LOSSES and are_plus_minus_one(y):
+        raise DataError(f"{where}: {plus_minus_one_message(loss)}")
     if loss in LABEL_LOSSES:
         value = _first_value_that_is_not_a_class(data)
         what = (f"hold {value:g}, below 0; number the classes from 0" if value == round(value)
@@ -93,6 +90,17 @@ def is_multi_label(spec, y: np.ndarray, outputs: tuple) -> bool:
     outputs = tuple(outputs)
     return (spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and outputs[0] > 1
             and tuple(y.shape[1:]) == outputs)
+
+
+def are_plus_minus_one(y: np.ndarray) -> bool:
+    """Labels -1 and +1: two classes as a perceptron writes them."""
+    return set(np.unique(y).tolist()) == {-1, 1}
+
+
+def plus_minus_one_message(loss: str) -> str:
+    needs = "labels 0 or 1" if loss == "binary_cross_entropy" else "class labels 0..k-1"
+    return (f"{loss} needs {needs}, but the labels are -1 and +1, two classes as a perceptron "
+            "writes them: save them as 0 and 1, (y > 0).astype(int)")
 
 
 def is_one_hot(y: np.ndarray) -> bool:
