@@ -20,9 +20,12 @@ import numpy as np
 
 
 def _backends():
-    from nnrun.backends import cupy_kernels, get_backend
+    from nnrun.backends import get_backend
 
-    return cupy_kernels.generic_backend(), get_backend("cupy")
+    with_kernels = get_backend("cupy")  # first: without CuPy, nnrun's line that says so
+    from nnrun.backends import cupy_kernels
+
+    return cupy_kernels.generic_backend(), with_kernels
 
 
 def _workloads(cupy, batches=(128, 1024), sizes=(61706, 235146)):
@@ -150,12 +153,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repetitions", type=int, default=9)
     parser.add_argument("--calls", type=int, default=20)
     args = parser.parse_args(argv)
-    try:
-        import cupy
+    from nnrun.backends import BackendUnavailable
 
+    try:
         generic, with_kernels = _backends()
-    except Exception as error:  # no CuPy, no device: one line
-        print(f"cupy_kernels benchmark: {type(error).__name__}: {error}", file=sys.stderr)
+        import cupy
+    except BackendUnavailable as missing:  # no CuPy, no device: one line
+        print(f"cupy_kernels benchmark: {missing}", file=sys.stderr)
         return 1
     from nnrun.backends import cupy_kernels
 

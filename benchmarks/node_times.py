@@ -23,6 +23,7 @@ import statistics
 import time
 from contextlib import contextmanager
 
+from nnrun.backends import BackendUnavailable
 from nnrun.runtime.threads import thread_limit
 from toggle import switched_off, workload
 
@@ -107,4 +108,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BackendUnavailable as missing:  # no CuPy, no device: one line, as nnrun says it
+        raise SystemExit(f"node_times benchmark: {missing}") from None

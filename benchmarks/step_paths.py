@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import nnrun
+from nnrun.backends import BackendUnavailable, get_backend
 from nnrun.runtime.bench import bench
 from nnrun.runtime.gradcheck import random_batch
 from nnrun.runtime.model import Model
@@ -74,6 +75,10 @@ def main() -> None:
     parser.add_argument("--backend", default="cupy")
     parser.add_argument("--jsonl", type=Path, help="also write one JSON object per line here")
     args = parser.parse_args()
+    try:
+        get_backend(args.backend)
+    except BackendUnavailable as missing:  # no CuPy, no device: one line, as nnrun says it
+        raise SystemExit(f"step_paths benchmark: {missing}") from None
     rows = []
     for path in sorted((ROOT / "specs").glob("*.yaml")):
         rows.append(spec_report(path, args.backend))

@@ -367,6 +367,12 @@ def main() -> None:
 def _gpu(backend: str) -> dict:
     if backend != "cupy":
         return {}
+    from nnrun.backends import BackendUnavailable, get_backend
+
+    try:
+        get_backend(backend)
+    except BackendUnavailable as missing:  # no CuPy, no device: one line, as nnrun says it
+        raise SystemExit(f"vs_torch benchmark: {missing}") from None
     import cupy
 
     name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
