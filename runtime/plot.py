@@ -220,7 +220,8 @@ def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
     colours = _colours(len(runs))
     for run, colour in zip(runs, colours):
         for key in panel_keys(panel, runs):
-            points = [(row["epoch"], row[key]) for row in run.epochs if _drawable(row.get(key))]
+            points = [(_epoch_position(row), row[key]) for row in run.epochs
+                      if _drawable(row.get(key))]
             if points:
                 style = "--" if key.startswith("val_") else ":" if key.startswith("test_") else "-"
                 axis.plot(*zip(*points), style, color=colour, marker=".",
@@ -241,7 +242,7 @@ def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
     for run, style in zip(runs, LINE_STYLES * len(runs)):
         steps = run.drawn_steps()
         rows = steps or run.epochs
-        x_of = _step_position(steps) if steps else (lambda row: row["epoch"])
+        x_of = _step_position(steps) if steps else _epoch_position
         for layer in run.layers():
             key = LAYER_PREFIX + layer
             points = [(x_of(row), row[key]) for row in rows if _norm_drawn(row, key)]
@@ -270,6 +271,16 @@ def _finish(axis, title: str, fontsize: str) -> None:
                     framealpha=1.0)
     else:
         axis.legend(fontsize=fontsize, framealpha=1.0)
+
+
+def _epoch_position(row: dict) -> float:
+    """Where an epoch's means are drawn: at its end, or for the epoch a diverged run stopped
+    in, after the steps they are of (those before `diverged_at_batch` of its `batches`), as
+    the steps' own gradient norms are placed (_step_position)."""
+    batch, batches = row.get("diverged_at_batch"), row.get("batches")
+    if _counted(batch) and _counted(batches) and batch <= batches:
+        return row["epoch"] - 1 + (batch - 1) / batches
+    return row["epoch"]
 
 
 def _step_position(rows: list[dict]):

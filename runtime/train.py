@@ -826,7 +826,7 @@ class Trainer:
                                 index + 1, loss, steps)
         if not math.isfinite(loss):
             lr = self.learning_rate(epoch, index, steps)
-            self._keep_diverged_epoch(epoch, index + 1, lr)
+            self._keep_diverged_epoch(epoch, index + 1, steps, lr)
             what = f"loss became {loss} at epoch {epoch}, step {index + 1}"
             # a new run's first step: its initial weights' loss (a resumed checkpoint's
             # weights came of the updates)
@@ -846,9 +846,10 @@ class Trainer:
         xp = self.backend.xp
         return dict(zip(names, self.backend.to_host(xp.stack([outputs[n] for n in names]))))
 
-    def _keep_diverged_epoch(self, epoch: int, batch: int, lr: float) -> None:
+    def _keep_diverged_epoch(self, epoch: int, batch: int, batches: int, lr: float) -> None:
         """metrics.jsonl keeps what the diverged epoch measured before its loss did (a resume
-        drops that row with the epoch), grad-norms.jsonl the step that diverged."""
+        drops that row with the epoch), with its place among the epoch's `batches` for a plot;
+        grad-norms.jsonl the step that diverged."""
         totals = self.totals
         if self.ranks.size > 1:
             # The ranks read every step: this rank's last read holds the diverged step when
@@ -857,7 +858,7 @@ class Trainer:
         totals.add_over_ranks(self.ranks)
         if self.run_directory is None:
             return  # rank 0 writes
-        row = {"epoch": epoch, "diverged_at_batch": batch}
+        row = {"epoch": epoch, "diverged_at_batch": batch, "batches": batches}
         if totals.count:
             row.update({**totals.means("train_"), **totals.grad_norms()})
         row["lr"] = lr

@@ -314,6 +314,33 @@ def test_a_logged_step_is_placed_by_its_epochs_batch_count(runs):
     assert _step_position(older)(older[0]) == pytest.approx(2 / 41)
 
 
+def test_a_diverged_epochs_means_are_drawn_after_the_steps_they_are_of(tmp_path):
+    """The course walk: the means of the 4 steps before a divergence at step 5 of 41 were
+    drawn at the epoch's end, while the steps' own norms sit at 1/41 .. 5/41 of it. A row of
+    earlier code, without the epoch's batch count, stays at its epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from nnrun.runtime.plot import _metric_panel, read_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        '{"epoch": 1, "train_loss": 2.0}\n'
+        '{"epoch": 2, "diverged_at_batch": 5, "batches": 41, "train_loss": 2e17}\n')
+    axis = Figure().subplots()
+    _metric_panel(axis, "loss", read_runs([run]))
+    assert axis.get_lines()[0].get_xdata().tolist() == pytest.approx([1, 1 + 4 / 41])
+    (run / "metrics.jsonl").write_text(
+        '{"epoch": 1, "train_loss": 2.0}\n{"epoch": 2, "diverged_at_batch": 5, '
+        '"train_loss": 2e17}\n')
+    axis = Figure().subplots()
+    _metric_panel(axis, "loss", read_runs([run]))
+    assert axis.get_lines()[0].get_xdata().tolist() == [1, 2]
+
+
 @pytest.mark.parametrize("row", ['{"step": 5, "epoch": 2, "batch": 5}',
                                  '{"step": 1, "epoch": 3, "batch": 4}'])
 def test_rows_of_an_older_run_whose_step_says_no_batch_count_are_still_placed(tmp_path, row):

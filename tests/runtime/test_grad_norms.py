@@ -115,6 +115,7 @@ def test_a_diverged_run_keeps_its_metrics_up_to_the_divergence(tmp_path, norms_o
     steps = rows(tmp_path / "run" / "grad-norms.jsonl")
     diverged = steps[-1]
     assert (diverged["epoch"], diverged["batch"]) == (last["epoch"], last["diverged_at_batch"])
+    assert last["batches"] == diverged["batches"]  # where a plot draws the epoch's means
     assert not math.isfinite(diverged["loss"])
     # resuming from the last checkpoint drops the diverged epoch's rows
     calmer = text.replace("gamma: 10", "gamma: 1")
