@@ -207,7 +207,7 @@ def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture
         return []
-    return (_split_errors(spec.data) + augmentation_errors(spec, sample_shape)
+    return (split_errors(spec.data) + augmentation_errors(spec, sample_shape)
             + _metric_errors(spec) + _monitor_errors(spec))  # in file order
 
 
@@ -216,10 +216,10 @@ def shapeless_errors(spec) -> list[tuple[Origin, str]]:
     lowering (and the checks that need its shapes) at the layer it is found in."""
     if spec.data is None:
         return []
-    return _split_errors(spec.data) + _metric_errors(spec) + _monitor_errors(spec)
+    return split_errors(spec.data) + _metric_errors(spec) + _monitor_errors(spec)
 
 
-def _split_errors(data) -> list[tuple[Origin, str]]:
+def split_errors(data) -> list[tuple[Origin, str]]:
     """Too few training samples for the splits, where it is known without data: a generated
     dataset's n_samples for its test split, and the validation split carved from the rest or
     from what data.limit keeps (runtime/data: sources.hold_out_test, splits.carve_validation).

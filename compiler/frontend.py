@@ -17,7 +17,7 @@ import yaml
 
 from .builder import CompileError, CompileWarning
 from .checks import (monitor_names, pruning_errors, setting_range_errors, shapeless_errors,
-                     targets_decide_metrics, tracked_metrics, training_errors,
+                     split_errors, targets_decide_metrics, tracked_metrics, training_errors,
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
                        held_out, kernel_file, no_label_column, npz_arrays_problem,
@@ -549,6 +549,23 @@ def check(source: SourceSpec) -> Checked:
     over_budget = _budget_errors(source, summary)
     diagnostics = _in_file_order(diagnostics + over_budget, source.loaded.filename)
     return Checked(source, summary, diagnostics, over_budget)
+
+
+def refuse_split_errors(source: SourceSpec) -> None:
+    """Too few samples for the splits, where the spec tells it without the data: raised at
+    their positions, as validate says them, before train loads any data (whose loader would
+    say it, but not where)."""
+    errors = split_errors(source.spec.data)
+    if errors:
+        raise SpecError(_in_file_order([source.diagnostic(origin, message)
+                                        for origin, message in errors], source.loaded.filename))
+
+
+def data_origin(spec) -> Origin:
+    """Where the spec names its data: the file (data.path) where it gives one, else the
+    dataset."""
+    key = "path" if spec.data is not None and spec.data.path else "dataset"
+    return Origin(f"data.{key}", keys=("data", key))
 
 
 def warning_diagnostic(source: SourceSpec, warning: CompileWarning) -> Diagnostic:

@@ -285,7 +285,9 @@ def handle_errors(command):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own exits and usage errors (exit 2) keep their meaning
         except _expected_errors() as error:
-            click.echo(one_line(f"error: {error}"), err=True)
+            placed = getattr(error, "diagnostic", None)  # data said where the spec names it
+            click.echo(format_diagnostics([placed]) if placed else one_line(f"error: {error}"),
+                       err=True)
             sys.exit(1)
         except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
             # stdout to /dev/null, else the flush at exit fails again and Python reports it

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -42,17 +42,18 @@ from nnrun.backends.base import workers
 from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
                                    tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.frontend import (load_spec, load_spec_text, resolved_spec_data, spec_warnings,
-                                     spec_yaml)
+from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
+                                     refuse_split_errors, resolved_spec_data,
+                                     spec_warnings, spec_yaml)
 from nnrun.compiler.ir import Origin
 from nnrun.notices import collected, positioned, shell_word, silenced, warn
 
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
-from .data import augment_batch, load_dataset
+from .data import DataError, augment_batch, load_dataset
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
-from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
+from .data_fit import (DataFitError, check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .files import describe_os_error
@@ -144,6 +145,19 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
                           f"complete in {summary['run_dir']} (nothing to resume)") from None
     except BaseException:
         ranks.failed()
+        raise
+
+
+@contextmanager
+def placed_at_the_data(source):
+    """Data that cannot be read, or cannot train this model, is said at the place the spec
+    names it (data.path, or data.dataset): the error keeps its type (the API's DataError or
+    DataFitError) and carries that place as its `diagnostic`, which the command prints."""
+    try:
+        yield
+    except (DataError, DataFitError) as error:
+        if getattr(error, "diagnostic", None) is None:
+            error.diagnostic = source.diagnostic(data_origin(source.spec), str(error))
         raise
 
 
@@ -438,23 +452,14 @@ class Trainer:
         self.memory_checked = memory_checked
         if self.spec.data is None:
             raise no_data_section(source, "training needs")
+        refuse_split_errors(source)
         check_batch(self.spec.train.batch_size, ranks.size)
-        # Refuse a model too big for memory before the data loads, when its shape allows.
-        if input_shape_known(self.spec):
-            self.model = self._model(backend)
-            check_augmentations(source, self.model.lowered.graph.inputs[0].type.shape[1:])
-            self.data = self._load_data()
-        else:
-            self.data = self._load_data()
-            check_augmentations(source, self.data.input_shape)
-            self.model = self._model(backend)
+        with placed_at_the_data(source):
+            self._load_data_and_model(backend)
         self.backend = self.model.backend
         # what fits, up to 1000; every rank of a data-parallel run cuts the same batches
         self.evaluation_batch = (evaluation_batch(self.model, held=self.step_bytes)
                                  if ranks.size == 1 else EVALUATION_BATCH)
-        self.data = targets_for_model(self.spec, self.model, self.data)
-        check_data_fits(self.spec, self.model, self.data)
-        self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
         self.metrics = tracked_metrics(self.spec, self.data.task)
         self.augment_background = self.data.background()  # the fill of moved pixels
         self._check_monitor()
@@ -496,6 +501,21 @@ class Trainer:
         if self.memory_checked:
             check_memory(model, batch, self.command, needed=self.step_bytes)
         return model
+
+    def _load_data_and_model(self, backend: str) -> None:
+        """The data, and the model, fitted to each other."""
+        # Refuse a model too big for memory before the data loads, when its shape allows.
+        if input_shape_known(self.spec):
+            self.model = self._model(backend)
+            check_augmentations(self.source, self.model.lowered.graph.inputs[0].type.shape[1:])
+            self.data = self._load_data()
+        else:
+            self.data = self._load_data()
+            check_augmentations(self.source, self.data.input_shape)
+            self.model = self._model(backend)
+        self.data = targets_for_model(self.spec, self.model, self.data)
+        check_data_fits(self.spec, self.model, self.data)
+        self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))
 
     def _load_data(self):
         with missing_files_fetched():  # the first `train` downloads mnist (DESIGN.md 8)

@@ -1386,3 +1386,30 @@ def test_a_file_without_samples_says_so(tmp_path):
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert line.endswith("x holds no samples ([0, 4]); save the data with at least one sample")
+
+
+def test_train_says_a_data_error_where_the_spec_names_the_data(tmp_path):
+    """The spec-reference walk: train said `error: d.csv: ...` where validate --data said the
+    same at the spec's data.path, line and column; and a split too large for what data.limit
+    keeps, which validate places at data.validation_split, came from the loader without a
+    place. The API's exception keeps its type, with the place as its `diagnostic`."""
+    import nnrun
+
+    (tmp_path / "d.csv").write_text("a;b;label\n" + "".join(f"{i};{i / 7};{i % 2}\n"
+                                                          for i in range(30)))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("npz, path: d.npz", "csv, path: d.csv")
+                 .replace("INPUT", "input_shape: [2]"))
+    said = assert_one_line_error(invoke("validate", spec, "--data"), "s.yaml:2:")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"), "s.yaml:2:")
+    assert line == said and "error: data.path: " in line and "separated by ';'" in line
+    with pytest.raises(nnrun.DataError) as raised:
+        nnrun.train(str(spec), out_dir=tmp_path / "api", quiet=True)
+    assert raised.value.diagnostic.format() == line and str(raised.value) in line
+    limited = write(tmp_path / "limited.yaml", "data: {dataset: digits, limit: 2,\n"
+                    "       validation_split: 0.9}\nmodel: {layers: [{type: flatten}, "
+                    "{type: dense, units: 10}]}\n")
+    said = assert_one_line_error(invoke("validate", limited), "limited.yaml:2:")
+    assert said == assert_one_line_error(invoke("train", limited, "--out", tmp_path / "l"),
+                                         "limited.yaml:2:")
+    assert "data.validation_split: validation_split 0.9 of the 2 training samples" in said
+    assert not (tmp_path / "r").exists() and not (tmp_path / "l").exists()
