@@ -102,13 +102,26 @@ class Run:
 
 
 def final_checkpoint(run_dir: Path) -> str:
-    """The checkpoint whose numbers `train` reported (summary.json), else best."""
+    """The checkpoint whose numbers `train` reported (summary.json), else (no summary: the run
+    did not finish) best. A summary that names neither is damaged: taking best then could
+    score another model than the one train reported (restore_best: false), without a word."""
+    path = Path(run_dir) / "summary.json"
     try:
-        final = read_json_file(Path(run_dir) / "summary.json")["final"]
-        name = Path(final["checkpoint"]).stem
-    except (OSError, ValueError, KeyError, TypeError):
+        name = read_json_file(path)["final"]["checkpoint"]
+    except FileNotFoundError:
         return "best"
-    return name if name in ("best", "last") else "best"  # a damaged summary: no other file
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunDirectoryError(_unreadable_summary(path, error)) from None
+    if not isinstance(name, str) or name not in ("best.npz", "last.npz"):
+        raise RunDirectoryError(_unreadable_summary(path, f"its final checkpoint is {name!r}"))
+    return Path(name).stem
+
+
+def _unreadable_summary(path: Path, why) -> str:
+    if isinstance(why, KeyError):
+        why = f"no {why}"
+    return (f"{path}: not a readable run summary ({why}), so which checkpoint train reported "
+            "is not known; name one with --checkpoint best or last, or restore the file")
 
 
 def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",

@@ -283,14 +283,38 @@ def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_pat
     assert started_over.exit_code == 1 and "w.npz" in started_over.output
 
 
-def test_a_summary_naming_a_checkpoint_elsewhere_falls_back_to_best(tmp_path):
-    """`"checkpoint": "../../etc/passwd"` asked for a checkpoint 'passwd'."""
+@pytest.mark.parametrize("summary", ['{"final": {"checkpoint": "../../etc/passwd"}}', "x",
+                                     '{"final": {"checkpoint": ["last.npz"]}}', '{"epochs": 3}'])
+def test_a_summary_naming_no_checkpoint_of_the_run_is_refused(tmp_path, summary):
+    """`"checkpoint": "../../etc/passwd"` asked for a checkpoint 'passwd'; then best was taken
+    for any damaged summary, which the cli walk found scoring best.npz for a run whose final
+    model was last.npz (restore_best: false), without a word. No summary: best."""
     from nnrun.runtime.evaluate import final_checkpoint
+    from nnrun.runtime.run_dir import RunDirectoryError
 
-    (tmp_path / "summary.json").write_text('{"final": {"checkpoint": "../../etc/passwd"}}')
-    assert final_checkpoint(tmp_path) == "best"
+    assert final_checkpoint(tmp_path) == "best"  # the run did not finish
     (tmp_path / "summary.json").write_text('{"final": {"checkpoint": "last.npz"}}')
     assert final_checkpoint(tmp_path) == "last"
+    (tmp_path / "summary.json").write_text(summary)
+    with pytest.raises(RunDirectoryError, match="not a readable run summary .*; name one with "
+                                                "--checkpoint best or last, or restore the file"):
+        final_checkpoint(tmp_path)
+
+
+def test_a_damaged_summary_stops_eval_until_a_checkpoint_is_named(shuffled_run, tmp_path):
+    import shutil
+
+    from nnrun.cli import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(shuffled_run, copy)
+    (copy / "summary.json").write_text("x")
+    runner = CliRunner()
+    for command in (["eval", copy], ["summary", copy]):
+        result = runner.invoke(main, [str(a) for a in command])
+        assert result.exit_code == 1 and "not a readable run summary" in result.output
+    named = runner.invoke(main, ["eval", str(copy), "--checkpoint", "last"])
+    assert named.exit_code == 0 and "(last.npz" in named.output
 
 
 @pytest.mark.parametrize("target", ["best.npz", "elsewhere.npz"])  # a loop; a dangling link

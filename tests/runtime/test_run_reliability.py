@@ -1385,7 +1385,12 @@ def test_a_summary_that_is_no_json_file_nnrun_wrote_neither_hangs_nor_crashes(tr
         summary.write_text("[" * 100_000)
     process = nnrun_process("eval", trained)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err  # the summary only chooses the checkpoint: best
+    # which checkpoint train reported is not known: said in one line, until one is named
+    assert process.returncode == 1 and "not a readable run summary" in err, err
+    assert len(err.strip().splitlines()) == 1
+    process = nnrun_process("eval", trained, "--checkpoint", "best")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
     line = assert_one_line_error(invoke("diff", trained, trained), summary)
     assert "not a readable run summary" in line
 
