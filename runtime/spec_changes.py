@@ -37,21 +37,20 @@ def spec_changes(run_spec: Path, resolved_text: str,
     new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
-        _refuse_changed_meaning(run_spec, changes)
+        _refuse_changed_meaning(run_spec, changes, _unfit_arrays(old_spec, new_spec))
     return changes
 
 
-def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
+def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
+                            unfit: list[str] | None) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
     fields = [name for name in changes if _names_a_meaning_field(name)]
     shown = MEANING_CHANGES_SHOWN
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields[:shown]) or "the model"
-    weights = run_spec.parent.resolve() / "last.npz"
-    new_run = ("start a new run instead (--out NEW_DIR), with --set "
-               f"{shell_word(f'model.init_from={weights}')} to begin from its weights where "
-               "the layers keep their shapes")
+    new_run = "start a new run instead (--out NEW_DIR)" + _from_its_weights(
+        run_spec.parent.resolve() / "last.npz", unfit)
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
@@ -65,6 +64,36 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict]) -> None:
 
 
 MEANING_CHANGES_SHOWN = 3  # past them, a list says less than the fix
+UNFIT_ARRAYS_SHOWN = 4
+
+
+def _from_its_weights(weights: Path, unfit: list[str] | None) -> str:
+    """How the new run begins from the checkpoint's weights: model.init_from takes every array
+    it holds, so one that no longer fits (a layer resized or removed) must be left out."""
+    option = shell_word(f"model.init_from={weights}")
+    if unfit is None:  # the new model's parameters are not known
+        return f", with --set {option} to begin from its weights where they fit the new model"
+    if not unfit:
+        return f", with --set {option} to begin from its weights"
+    named = ", ".join(unfit[:UNFIT_ARRAYS_SHOWN]) + (
+        f" and {len(unfit) - UNFIT_ARRAYS_SHOWN} more" if len(unfit) > UNFIT_ARRAYS_SHOWN else "")
+    return (f"; to begin from its weights, save a copy of {shell_word(str(weights))} without "
+            f"the arrays the new model has no place for ({named}) and give that file as "
+            "model.init_from (docs/spec-reference.md, init_from)")
+
+
+def _unfit_arrays(old_spec, new_spec) -> list[str] | None:
+    """The checkpoint's parameter arrays (params/NAME) the new model lacks or shapes
+    otherwise; None where either model cannot be lowered."""
+    from nnrun.compiler.builder import CompileError
+    from nnrun.compiler.lower import lower
+
+    try:
+        old, new = lower(old_spec).params, lower(new_spec).params
+    except CompileError:
+        return None
+    return [f"params/{name}" for name, info in old.items()
+            if name not in new or new[name].shape != info.shape]
 
 
 def _names_a_meaning_field(name: str) -> bool:
