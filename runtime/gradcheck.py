@@ -16,7 +16,8 @@ even the largest step's rounding is more than the tolerance allows the gradient 
 |gradient|: a gradient below about 4e-6 at 1e-5), and the differences agree with it within
 their rounding, the entry is not checkable at that tolerance: such entries are counted apart,
 as kinks are. A wrong gradient disagrees at every step by more than the rounding. A tolerance
-so tight that no entry is checkable fails, saying so.
+so tight that no entry is checkable fails, saying so; an entry whose gradient is exactly 0 where
+the loss does not move at all (a dead unit) agrees exactly, at any tolerance.
 
 Several units can sit on their kinks at once (a ReLU that zeroed every input of the next layer,
 whose bias is 0, leaves that layer's outputs exactly 0 at the next ReLU): moving one entry then
