@@ -242,8 +242,9 @@ def split_errors(data) -> list[tuple[Origin, str]]:
         return []
     fix = "lower data.validation_split" if train > 1 else "remove data.validation_split"
     return [(Origin("data.validation_split", keys=("data", "validation_split")),
-             f"validation_split {data.validation_split} of the {train} training samples "
-             f"{left} leaves none to train on; {fix}" + (f", or raise {more}" if more else ""))]
+             f"validation_split {data.validation_split} of the {train} training "
+             f"sample{'s' if train != 1 else ''} {left} leaves none to train on; {fix}"
+             + (f", or raise {more}" if more else ""))]
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:

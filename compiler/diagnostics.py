@@ -511,10 +511,17 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
 
 def _number_text_hint(expectation: str, value: Any) -> str:
     """`lr: 0,01` (a decimal comma), `validation_split: 10%` and `epochs: 1,000` (a thousands
-    separator): the number to write. A comma before three digits is either; both are said."""
-    if not isinstance(value, str) or expectation not in ("a number", "an integer"):
+    separator): the number to write. A comma before three digits is either; both are said.
+    `units: '10'`, `shuffle: 'true'`: the value without its quotes."""
+    if not isinstance(value, str):
         return ""
     text = value.strip()
+    if expectation == "true or false" and text in ("true", "false"):
+        return f"; write it without quotes: {text}"
+    if expectation not in ("a number", "an integer"):
+        return ""
+    if re.fullmatch(r"[-+]?\d+", text):  # '10' in quotes is text (010 unquoted: octal, refused)
+        return f"; write it without quotes: {int(text)}"
     grouped = re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+", text)  # 0,001 is a decimal comma
     if grouped and expectation == "an integer":
         return f"; write it without the thousands separator: {text.replace(',', '')}"

@@ -488,9 +488,9 @@ class _Builder:
         if len(self._distinct) < self._node_count:
             return (f"aliases expand to more than {_MAX_NODES:,} values (each use of an alias "
                     "counts its whole value); a spec is never this large")
-        return (f"the document holds more than {_MAX_NODES:,} values (the first one past that "
-                "is here), more than nnrun reads in a spec (large initial values go in an .npz "
-                "file, with init_from)")
+        return (f"the document holds more than {_MAX_NODES:,} values (each number, text, list "
+                "and mapping counts one; the first one past that is here), more than nnrun "
+                "reads in a spec (large initial values go in an .npz file, with init_from)")
 
     def _record(self, path: SpecPath, node: Node, key_node: Node | None) -> None:
         if self.fixed_position is not None:

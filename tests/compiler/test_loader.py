@@ -289,9 +289,11 @@ def test_exponential_aliases_are_refused():
 def test_a_document_too_large_without_aliases_is_not_blamed_on_them(monkeypatch):
     monkeypatch.setattr(loader, "_MAX_NODES", 50)
     diagnostic = only_error("train: {metrics: [" + ", ".join(["accuracy"] * 60) + "]}\n")
-    assert diagnostic.message == ("the document holds more than 50 values (the first one past "
-                                  "that is here), more than nnrun reads in a spec (large "
-                                  "initial values go in an .npz file, with init_from)")
+    # lists and mappings count as values (the spec-reference walk: "values" read as numbers)
+    assert diagnostic.message == ("the document holds more than 50 values (each number, text, "
+                                  "list and mapping counts one; the first one past that is "
+                                  "here), more than nnrun reads in a spec (large initial values "
+                                  "go in an .npz file, with init_from)")
     assert diagnostic.line == 1 and diagnostic.col > 100  # inside the list, not at 1:1
 
 
