@@ -823,11 +823,11 @@ def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
 
     run_dir = spec if spec.is_dir() else None
     if checkpoint and not run_dir:
-        raise UserError(f"{spec}: --checkpoint applies to a run directory, not a spec")
+        raise click.UsageError(f"{spec}: --checkpoint applies to a run directory, not a spec")
     if overrides and run_dir:
-        raise UserError(f"{spec}: --set applies to a spec; a run is shown as it was trained "
-                        f"(summary {spec / 'spec.yaml'} --set ... shows the changed model "
-                        "without the checkpoint)")
+        raise click.UsageError(f"{spec}: --set applies to a spec; a run is shown as it was "
+                               f"trained (summary {spec / 'spec.yaml'} --set ... shows the "
+                               "changed model without the checkpoint)")
     source = load_spec(_run_spec(run_dir) if run_dir else spec, overrides)
     # a run is shown as trained: its init_from files are not needed, and may be gone
     checked = check(replace(source, from_checkpoint=True) if run_dir else source)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from nnrun.cli import (ExistingPath, OutPath, UserError, checkpoint_option, handle_errors,
+from nnrun.cli import (ExistingPath, OutPath, checkpoint_option, handle_errors,
                        in_own_caches, preprocessing_option, refuse_an_input_as_out,
                        refuse_an_unwritable_out, refuse_another_suffix,
                        refuse_to_replace_another_kind, set_option, wrote)
@@ -186,10 +186,11 @@ def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:
     run_only = [name for name, given in (("--checkpoint", checkpoint),
                                          ("--no-preprocessing", raw)) if given]
     if run_only and not source.is_dir():
-        raise UserError(f"{source}: {run_only[0]} applies to a run directory, not a spec")
+        raise click.UsageError(f"{source}: {run_only[0]} applies to a run directory, not a "
+                               "spec")
     if overrides and source.is_dir():
-        raise UserError(f"{source}: --set applies to a spec; a run exports the spec it was "
-                        "trained with")
+        raise click.UsageError(f"{source}: --set applies to a spec; a run exports the spec it "
+                               "was trained with")
 
 
 def _report(out_path: Path, exported: Exported) -> str:

@@ -225,11 +225,12 @@ def test_quiet_training_does_not_say_the_thread_variable_is_passed_over(monkeypa
 
 
 def test_summary_of_a_run_takes_no_set_and_of_a_spec_no_checkpoint(spec, trained):
-    """--set showed the checkpoint's sparsity against a model it was not trained as."""
+    """--set showed the checkpoint's sparsity against a model it was not trained as. Options
+    that do not go together are usage errors (exit 2), as train's are (the cli walk)."""
     line = assert_one_line_error(invoke("summary", trained, "--set",
-                                        "model.layers[0].units=16"), trained)
+                                        "model.layers[0].units=16"), trained, code=2)
     assert "--set applies to a spec" in line
-    line = assert_one_line_error(invoke("summary", spec, "--checkpoint", "best"), spec)
+    line = assert_one_line_error(invoke("summary", spec, "--checkpoint", "best"), spec, code=2)
     assert "--checkpoint applies to a run directory" in line
 
 
