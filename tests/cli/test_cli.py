@@ -303,7 +303,7 @@ def test_validate_catches_spatial_augmentations_on_vector_samples(tmp_path):
      "(200 less 40 for the test split) leaves none to train on; lower data.validation_split, "
      "or raise data.n_samples"),
     ("  n_samples: 30\n  limit: 1\n  validation_split: 0.1\n",
-     "5:21: error: data.validation_split: validation_split 0.1 of the 1 training samples that "
+     "5:21: error: data.validation_split: validation_split 0.1 of the 1 training sample that "
      "data.limit keeps leaves none to train on; remove data.validation_split, or raise "
      "data.limit"),
 ])
@@ -339,7 +339,7 @@ def test_validate_catches_a_limit_too_small_for_the_validation_split_of_any_data
     text = ("data: {dataset: digits, limit: 1, validation_split: 0.5}\nmodel:\n  layers:\n"
             "    - {type: flatten}\n    - {type: dense, units: 10}\n")
     (line,) = validate_errors(tmp_path, text)
-    assert line.endswith("data.validation_split: validation_split 0.5 of the 1 training samples "
+    assert line.endswith("data.validation_split: validation_split 0.5 of the 1 training sample "
                          "that data.limit keeps leaves none to train on; remove "
                          "data.validation_split, or raise data.limit")
 

@@ -824,7 +824,8 @@ def test_yes_no_fields_take_true_or_false_and_whole_numbers_are_not_quoted():
             "    - {type: dense, units: '10', use_bias: 'no'}\n"
             "train: {shuffle: 1, log_grad_norms: 0}\n")
     assert [e.split(": ", 3)[-1] for e in _load_errors(text)] == [
-        "'units' must be an integer, got '10'", "'use_bias' must be true or false, got 'no'",
+        "'units' must be an integer, got '10'; write it without quotes: 10",
+        "'use_bias' must be true or false, got 'no'",
         "'shuffle' must be true or false, got 1",
         "'log_grad_norms' must be true or false or a mapping, got 0"]
 
