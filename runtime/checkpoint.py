@@ -183,7 +183,8 @@ def load_checkpoint(path: Path, expected: dict[str, tuple] | None = None, dtype:
         wanted = {key: header for key, header in headers.items() if key != META_KEY}
     else:
         _refuse_unknown_parameters(path, headers, expected)
-        wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype)
+        wanted = {_stored_name(name): _checked(path, headers, name, shape, dtype,
+                                               same_model=spec is not None)
                   for name, shape in expected.items()}
     arrays = {_state_name(key): value for key, value in _read(path, wanted).items()}
     if expected is not None:
@@ -285,14 +286,22 @@ def _meta_problem(error: ValidationError) -> str:
     return f"{where} is {shown}: {rule[0].lower()}{rule[1:]}"
 
 
-def _checked(path: Path, headers: dict, name: str, shape: tuple, dtype: str) -> ArrayHeader:
+def _checked(path: Path, headers: dict, name: str, shape: tuple, dtype: str,
+             same_model: bool) -> ArrayHeader:
+    """`same_model`: the meta's spec hash says the file was written for this model and dtype,
+    so an array of another shape or dtype was changed since (the spec is not to blame)."""
     header = headers.get(_stored_name(name))
     if header is None:
         raise CheckpointError(f"{path}: checkpoint has no '{name}'")
+    problem = None
     if header.shape != tuple(shape):
-        raise CheckpointError(f"{path}: '{name}' has shape {list(header.shape)}, "
-                              f"the spec needs {list(shape)}")
-    if header.dtype != np.dtype(dtype):
-        raise CheckpointError(f"{path}: '{name}' is {header.dtype}, the spec's dtype is {dtype}; "
-                              "resume with the dtype the run was trained with")
-    return header
+        problem = f"'{name}' has shape {list(header.shape)}, the spec needs {list(shape)}"
+    elif header.dtype != np.dtype(dtype):
+        problem = f"'{name}' is {header.dtype}, the spec's dtype is {dtype}"
+    if problem is None:
+        return header
+    if same_model:
+        raise CheckpointError(_damaged(path, f"{problem}, though it was written for this spec"))
+    advice = "" if header.shape != tuple(shape) else \
+        "; resume with the dtype the run was trained with"
+    raise CheckpointError(f"{path}: {problem}{advice}")
