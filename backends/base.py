@@ -11,6 +11,7 @@ for the runtime.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import threading
 import time
@@ -316,6 +317,13 @@ class ArrayBackend(FusedKernels):
     def take_into(self, table, indices, out, axis=None) -> None:
         """out = table.take(indices, axis), for indices known to be in range."""
         self.xp.take(table, indices, axis=axis, out=out)
+
+    def gelu_cdf_into(self, x, out) -> None:
+        """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF (GELU's); `out` may be
+        `x`."""
+        self.xp.divide(x, math.sqrt(2), out=out)
+        self.erf_into(out, out)
+        self.xp.add(out, 1, out=out)
 
     # Whether a model's first training step on this backend is checked against the reference
     # executor (runtime/step_path.py): for paths that have not been verified on its device.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from functools import cache, lru_cache
 
 import numpy as np
@@ -31,6 +32,59 @@ def _scipy_erf():
 
 
 _math_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+# GELU's 1 + erf(x / sqrt(2)) in float32, from erfc(z) = t exp(P(t) - z^2), t = 1 / (1 + z / 2):
+# erfc(|z|) for x < 0, 2 - erfc(z) for x >= 0. P's coefficients (highest degree first) are
+# benchmarks/erf_fit.py's, erfc within 5e-8 relative. In NumPy's vectorised float32 operations
+# it takes half the time of 1 + SciPy's erf (an element at a time, in float64; math.erf is
+# slower still), within 5e-7 of the exact value (PyTorch's GELU: 4e-7), and relatively exact in
+# the negative tail, where 1 + erf rounds to 0. float64 keeps erf's exact form.
+_ERFC_POLYNOMIAL = tuple(np.float32(c) for c in (
+    0.14493021369121967, -0.6808271776379925, 1.1567337568256995, -0.6962518985613164,
+    -0.08028043242985036, 0.0012675864803081832, 0.03460279997287045, 0.3866404121540742,
+    0.9986327833379387, -1.2654479969016665))
+CDF_BLOCK = 32768  # elements a pass: its three scratch rows (384 KiB) stay within an L2 cache
+
+
+_CDF_SCRATCH = threading.local()  # a thread's rows, made at its first call: a step allocates none
+
+
+def _cdf_scratch() -> np.ndarray:
+    rows = getattr(_CDF_SCRATCH, "rows", None)
+    if rows is None:
+        rows = _CDF_SCRATCH.rows = np.empty((3, CDF_BLOCK), np.float32)
+    return rows
+
+
+def _gelu_cdf_float32_into(x, out) -> None:
+    """out = 1 + erf(x / sqrt(2)) for float32 `x` (`out` may be `x`), by blocks of CDF_BLOCK."""
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    scratch = _cdf_scratch()
+    one = np.float32(1)
+    for start in range(0, flat_x.size, CDF_BLOCK):
+        block, into = flat_x[start:start + CDF_BLOCK], flat_out[start:start + CDF_BLOCK]
+        square, t, result = scratch[:, :block.size]
+        np.abs(block, out=t)
+        np.multiply(t, np.float32(0.5 / math.sqrt(2)), out=t)  # z / 2, z = |x| / sqrt(2)
+        np.add(t, one, out=t)
+        np.reciprocal(t, out=t)
+        with np.errstate(over="ignore"):  # |x| past 1.8e19: inf, whose erfc is 0
+            np.multiply(block, block, out=square)
+        np.multiply(square, np.float32(0.5), out=square)  # z^2
+        np.multiply(t, _ERFC_POLYNOMIAL[0], out=result)
+        for coefficient in _ERFC_POLYNOMIAL[1:-1]:
+            np.add(result, coefficient, out=result)
+            np.multiply(result, t, out=result)
+        np.add(result, _ERFC_POLYNOMIAL[-1], out=result)
+        np.subtract(result, square, out=result)
+        np.exp(result, out=result)
+        np.multiply(result, t, out=result)  # e = erfc(z): the term for x < 0
+        # e + (1 + sign(x)) (1 - e): e itself for x < 0, 2 - e for x > 0, 1 at 0, NaN for NaN
+        np.sign(block, out=t)
+        np.add(t, one, out=t)
+        np.subtract(one, result, out=square)
+        np.multiply(t, square, out=t)
+        np.add(result, t, out=into)
 
 
 class NumpyBackend(ArrayBackend):
@@ -94,6 +148,12 @@ class NumpyBackend(ArrayBackend):
     def take_into(self, table, indices, out, axis=None) -> None:
         # mode="raise", the default, checks bounds through a temporary copy of the output
         np.take(table, indices, axis=axis, out=out, mode="clip")
+
+    def gelu_cdf_into(self, x, out) -> None:
+        if x.dtype == out.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous:
+            _gelu_cdf_float32_into(x, out)
+        else:
+            super().gelu_cdf_into(x, out)
 
     def erf_into(self, x, out):
         if self.fast_erf is not None:

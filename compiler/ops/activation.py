@@ -206,9 +206,7 @@ def _gelu_into(be, attrs, out, x):
 
 def _cdf_term_into(be, x, out) -> None:
     """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF."""
-    be.xp.divide(x, math.sqrt(2), out=out)
-    be.erf_into(out, out)
-    be.xp.add(out, 1, out=out)
+    be.gelu_cdf_into(x, out)
 
 
 def _gelu_grad_into(be, attrs, out, g, x):
@@ -275,12 +273,18 @@ def _sigmoid(xp, x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
+def _cdf_term(be, x):
+    out = be.xp.empty_like(x)
+    _cdf_term_into(be, x, out)
+    return out
+
+
 def _gelu(be, x):
-    return 0.5 * x * (1 + be.erf(x / math.sqrt(2)))
+    return 0.5 * x * _cdf_term(be, x)
 
 
 def _gelu_grad(be, attrs, g, x):
-    return _gelu_grad_cdf(be, attrs, g, x, 1 + be.erf(x / math.sqrt(2)))
+    return _gelu_grad_cdf(be, attrs, g, x, _cdf_term(be, x))
 
 
 def _softplus(xp, x):
@@ -437,7 +441,7 @@ def _gelu_cdf_shape(attrs, x: TensorType):
 
 
 def _gelu_cdf(be, attrs, x):
-    cdf = 1 + be.erf(x / math.sqrt(2))
+    cdf = _cdf_term(be, x)
     return 0.5 * x * cdf, cdf
 
 
