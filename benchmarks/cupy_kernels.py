@@ -159,7 +159,9 @@ def main(argv=None) -> int:
         generic, with_kernels = _backends()
         import cupy
     except BackendUnavailable as missing:  # no CuPy, no device: one line
-        print(f"cupy_kernels benchmark: {missing}", file=sys.stderr)
+        # nnrun's line, less its --backend numpy: this script has no such option
+        print(f"cupy_kernels benchmark: {str(missing).replace(', or use --backend numpy', '')}",
+              file=sys.stderr)
         return 1
     from nnrun.backends import cupy_kernels
 

@@ -516,12 +516,13 @@ def _number_text_hint(expectation: str, value: Any) -> str:
     if not isinstance(value, str):
         return ""
     text = value.strip()
-    if expectation == "true or false" and text in ("true", "false"):
-        return f"; write it without quotes: {text}"
+    if expectation.startswith("true or false") and text.lower() in ("true", "false"):
+        return f"; write it without quotes: {text.lower()}"
+    # '10' in quotes is text (010 unquoted: octal, refused); "an integer or a list": a kernel
+    if expectation.startswith(("an integer", "a number")) and re.fullmatch(r"[-+]?\d+", text):
+        return f"; write it without quotes: {int(text)}"
     if expectation not in ("a number", "an integer"):
         return ""
-    if re.fullmatch(r"[-+]?\d+", text):  # '10' in quotes is text (010 unquoted: octal, refused)
-        return f"; write it without quotes: {int(text)}"
     grouped = re.fullmatch(r"[-+]?[1-9]\d{0,2}(,\d{3})+", text)  # 0,001 is a decimal comma
     if grouped and expectation == "an integer":
         return f"; write it without the thousands separator: {text.replace(',', '')}"
@@ -856,7 +857,9 @@ def _alternatives(problem: _Problem, field: str | None, data: Any, schema: Any) 
         suggestion = (f"; '{value}' is a convolution's padding, this layer's is a count of "
                       "positions on each side (0 for no padding)")
     unique = list(dict.fromkeys(expectations))
-    return f"{_subject(field)} must be {_join_or(unique)}, got {_show(value)}{suggestion}"
+    expected = _join_or(unique)
+    suggestion = suggestion or _number_text_hint(expected, value)  # kernel_size: '3'
+    return f"{_subject(field)} must be {expected}, got {_show(value)}{suggestion}"
 
 
 _MESSAGE_HANDLERS = {

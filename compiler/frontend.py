@@ -321,12 +321,27 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
         problem = unreadable
     if problem:
         return [source.diagnostic(at_path, problem)]
+    return _npz_setting_errors(source, shapes) if shapes is not None else []
+
+
+def npz_setting_errors(source: SourceSpec) -> list[Diagnostic]:
+    """The spec's settings that its npz file's header refuses (data_file_errors' but for the
+    file's own problems, which its loader says)."""
+    npz = data_file(source.spec, source.directory, ("npz",))
+    shapes, _ = npz_shapes_or_reason(npz) if npz is not None else (None, None)
+    if shapes is None or _npz_names_problem(npz, shapes):
+        return []
+    return _npz_setting_errors(source, shapes)
+
+
+def _npz_setting_errors(source: SourceSpec, shapes: dict) -> list[Diagnostic]:
+    """A validation split that leaves no training sample, a val_* monitor without x_val."""
     found = []
-    too_few = _npz_split_problem(spec, shapes) if shapes is not None else None
+    too_few = _npz_split_problem(source.spec, shapes)
     if too_few:
         found.append(source.diagnostic(Origin("data.validation_split",
                                               keys=("data", "validation_split")), too_few))
-    no_val = _npz_val_monitor_problem(spec, shapes) if shapes is not None else None
+    no_val = _npz_val_monitor_problem(source.spec, shapes)
     if no_val:
         found.append(source.diagnostic(Origin("train.early_stopping.monitor",
                                               keys=("train", "early_stopping", "monitor")),
@@ -359,7 +374,8 @@ def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:
     if not count or held_out(count, fraction) < count:
         return None
     fix = "lower data.validation_split" if count > 1 else "remove data.validation_split"
-    return (f"validation_split {fraction} of the {count} training samples of {spec.data.path} "
+    samples = "sample" if count == 1 else "samples"
+    return (f"validation_split {fraction} of the {count} training {samples} of {spec.data.path} "
             f"leaves none to train on; {fix}, or use more samples")
 
 
@@ -551,14 +567,17 @@ def check(source: SourceSpec) -> Checked:
     return Checked(source, summary, diagnostics, over_budget)
 
 
-def refuse_split_errors(source: SourceSpec) -> None:
-    """Too few samples for the splits, where the spec tells it without the data: raised at
-    their positions, as validate says them, before train loads any data (whose loader would
-    say it, but not where)."""
-    errors = split_errors(source.spec.data)
+def refuse_data_errors(source: SourceSpec) -> None:
+    """What validate says of the spec's settings against the data without loading it (too few
+    samples for the splits, an npz or csv file's samples against input_shape), raised at the
+    same positions before train loads any data: its loader would refuse them, but not where.
+    Problems of the file itself stay the loader's (a DataError, at data.path)."""
+    errors = [source.diagnostic(origin, message)
+              for origin, message in split_errors(source.spec.data)]
+    errors += npz_setting_errors(source) + declared_shape_errors(source)
+    errors = [diagnostic for diagnostic in errors if diagnostic.severity == "error"]
     if errors:
-        raise SpecError(_in_file_order([source.diagnostic(origin, message)
-                                        for origin, message in errors], source.loaded.filename))
+        raise SpecError(_in_file_order(errors, source.loaded.filename))
 
 
 def data_origin(spec) -> Origin:

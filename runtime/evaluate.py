@@ -107,19 +107,22 @@ def final_checkpoint(run_dir: Path) -> str:
     score another model than the one train reported (restore_best: false), without a word."""
     path = Path(run_dir) / "summary.json"
     try:
-        name = read_json_file(path)["final"]["checkpoint"]
+        summary = read_json_file(path)
     except FileNotFoundError:
         return "best"
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError) as error:
         raise RunDirectoryError(_unreadable_summary(path, error)) from None
-    if not isinstance(name, str) or name not in ("best.npz", "last.npz"):
+    final = summary.get("final") if isinstance(summary, dict) else None
+    if not isinstance(final, dict):
+        raise RunDirectoryError(_unreadable_summary(path, "no mapping 'final'"))
+    # summaries written before 2026-12-01 name no checkpoint: best, as eval then took
+    name = final.get("checkpoint", "best.npz")
+    if name not in ("best.npz", "last.npz"):
         raise RunDirectoryError(_unreadable_summary(path, f"its final checkpoint is {name!r}"))
     return Path(name).stem
 
 
 def _unreadable_summary(path: Path, why) -> str:
-    if isinstance(why, KeyError):
-        why = f"no {why}"
     return (f"{path}: not a readable run summary ({why}), so which checkpoint train reported "
             "is not known; name one with --checkpoint best or last, or restore the file")
 

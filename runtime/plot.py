@@ -23,6 +23,8 @@ from .grad_norms import LAYER_PREFIX
 from .run_dir import GRAD_NORMS, METRICS, SPEC, not_a_run_directory
 
 GRAD_NORMS_PANEL = "grad_norms"
+# Where a row sits, not what was measured: a diverged epoch's row holds the last two.
+PLACE_KEYS = ("epoch", "diverged_at_batch", "batches")
 LINE_STYLES = ("-", "--", ":", "-.")
 # The file's suffix chooses the format: curves.pdf holds PDF, never PNG under another name.
 COMMON_FORMATS = (".png", ".svg", ".pdf", ".jpg")  # named in the message; matplotlib has more
@@ -40,8 +42,9 @@ class RunCurves:
 
     def keys(self) -> set[str]:
         """The keys a curve can be drawn of: a number in some row (not the layer names of
-        grad_norm_max_layer, nor a value edited into text)."""
-        return {key for row in self.epochs for key, value in row.items() if _drawable(value)}
+        grad_norm_max_layer, nor a value edited into text), that is not a row's place."""
+        return {key for row in self.epochs for key, value in row.items()
+                if _drawable(value) and key not in PLACE_KEYS}
 
     def drawn_steps(self) -> list[dict]:
         """grad-norms.jsonl's rows, where a norm of them can be drawn: a run that diverged at
@@ -162,7 +165,7 @@ def check_panels(panels: list[str], runs: list[RunCurves]) -> None:
                  else panel_keys(panel, runs))
         if not found:
             # the panels first (`loss`, not only its keys train_loss, val_loss), then the keys
-            keys = sorted(set().union(*(run.keys() for run in runs)) - {"epoch"})
+            keys = sorted(set().union(*(run.keys() for run in runs)))
             known = list(dict.fromkeys([*_drawn_panels(runs), *(k for k in keys if "/" not in k)]))
             meant = suggest(panel, known)
             if panel == GRAD_NORMS_PANEL:

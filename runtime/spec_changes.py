@@ -37,7 +37,7 @@ def spec_changes(run_spec: Path, resolved_text: str,
     new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
-        _refuse_changed_meaning(run_spec, changes, _unfit_arrays(old_spec, new_spec))
+        _refuse_changed_meaning(run_spec, changes, unfit_arrays(old_spec, new_spec))
     return changes
 
 
@@ -49,12 +49,12 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
     shown = MEANING_CHANGES_SHOWN
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields[:shown]) or "the model"
-    new_run = "start a new run instead (--out NEW_DIR)" + _from_its_weights(
+    new_run = "start a new run instead (--out NEW_DIR)" + from_its_weights(
         run_spec.parent.resolve() / "last.npz", unfit)
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
-            f"{len(fields) - shown} more fields); to go on with the run, give its own spec: "
+            f"{_more_fields(len(fields) - shown)}); to go on with the run, give its own spec: "
             f"nnrun train {shell_word(str(run_spec))} --resume "
             f"{shell_word(str(run_spec.parent))}; for the model given, "
             f"{new_run}")
@@ -64,34 +64,40 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
 
 
 MEANING_CHANGES_SHOWN = 3  # past them, a list says less than the fix
-UNFIT_ARRAYS_SHOWN = 4
 
 
-def _from_its_weights(weights: Path, unfit: list[str] | None) -> str:
-    """How the new run begins from the checkpoint's weights: model.init_from takes every array
-    it holds, so one that no longer fits (a layer resized or removed) must be left out."""
+def _more_fields(count: int) -> str:
+    return f"{count} more field{'s' if count > 1 else ''}"
+
+
+def from_its_weights(weights: Path, unfit: list[str] | None) -> str:
+    """How a new run begins from a checkpoint's weights (after \"start a new run\"):
+    model.init_from takes every array it holds, so one that no longer fits (a layer resized or
+    removed) must be left out; `unfit`: unfit_arrays'. The path is absolute: a relative
+    init_from is relative to the spec file."""
+    weights = weights.resolve()
     option = shell_word(f"model.init_from={weights}")
     if unfit is None:  # the new model's parameters are not known
         return f", with --set {option} to begin from its weights where they fit the new model"
     if not unfit:
         return f", with --set {option} to begin from its weights"
-    named = ", ".join(unfit[:UNFIT_ARRAYS_SHOWN]) + (
-        f" and {len(unfit) - UNFIT_ARRAYS_SHOWN} more" if len(unfit) > UNFIT_ARRAYS_SHOWN else "")
     return (f"; to begin from its weights, save a copy of {shell_word(str(weights))} without "
-            f"the arrays the new model has no place for ({named}) and give that file as "
-            "model.init_from (docs/spec-reference.md, init_from)")
+            f"the arrays the new model has no place for ({', '.join(unfit)}) and give that file's "
+            "absolute path as model.init_from (docs/spec-reference.md, init_from)")
 
 
-def _unfit_arrays(old_spec, new_spec) -> list[str] | None:
-    """The checkpoint's parameter arrays (params/NAME) the new model lacks or shapes
-    otherwise; None where either model cannot be lowered."""
+def unfit_arrays(old_spec, new_spec) -> list[str] | None:
+    """The checkpoint's parameter arrays (params/NAME: batchnorm's running statistics too) the
+    new model lacks or shapes otherwise; None where either model cannot be lowered."""
     from nnrun.compiler.builder import CompileError
     from nnrun.compiler.lower import lower
 
     try:
-        old, new = lower(old_spec).params, lower(new_spec).params
+        old_model, new_model = lower(old_spec), lower(new_spec)
     except CompileError:
         return None
+    old = {**old_model.params, **old_model.state}
+    new = {**new_model.params, **new_model.state}
     return [f"params/{name}" for name, info in old.items()
             if name not in new or new[name].shape != info.shape]
 

@@ -43,7 +43,7 @@ from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, p
                                    tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
-                                     refuse_split_errors, resolved_spec_data,
+                                     refuse_data_errors, resolved_spec_data,
                                      spec_warnings, spec_yaml)
 from nnrun.compiler.ir import Origin
 from nnrun.notices import collected, positioned, shell_word, silenced, warn
@@ -68,8 +68,8 @@ from .pruning import MagnitudePruner
 from .regularisation import regularisation_lines
 from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
-from .spec_changes import (bracketed, evaluated_changes, model_changes,
-                           refuse_training_changes, spec_changes)
+from .spec_changes import (bracketed, evaluated_changes, from_its_weights, model_changes,
+                           refuse_training_changes, spec_changes, unfit_arrays)
 from .threads import default_threads
 
 
@@ -404,17 +404,19 @@ def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
     kept = next((candidate for candidate in (meta.get("spec_text"), *previous)
                  if isinstance(candidate, str) and digest
                  and ckpt.text_digest(candidate) == digest), None)
-    differing = ""
+    differing, unfit = "", None
     if kept is not None:
-        changes = model_changes(load_spec_text(kept).spec, run_spec)
+        kept_spec = load_spec_text(kept).spec
+        changes = model_changes(kept_spec, run_spec)
         differing = " (" + "; ".join(f"{name}: {change['old']!r} there, {change['new']!r} "
                                      "here" for name, change in changes.items()) + ")"
+        unfit = unfit_arrays(kept_spec, run_spec)
     raise ckpt.CheckpointError(
         f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
         f"{differing}: if {run.file(SPEC)} was edited since, undo the edit (or, for a new model "
-        "from these weights, start a new run with --set "
-        f"{shell_word(f'model.init_from={run.file(LAST)}')} and "
-        "another --out); if the checkpoint is another run's, resume that run's own directory")
+        f"from these weights, start a new run with another --out"
+        f"{from_its_weights(run.file(LAST), unfit)}); if the checkpoint is another run's, "
+        "resume that run's own directory")
 
 
 def _spec_hash_of(text: str) -> str | None:
@@ -452,7 +454,7 @@ class Trainer:
         self.memory_checked = memory_checked
         if self.spec.data is None:
             raise no_data_section(source, "training needs")
-        refuse_split_errors(source)
+        refuse_data_errors(source)
         check_batch(self.spec.train.batch_size, ranks.size)
         with placed_at_the_data(source):
             self._load_data_and_model(backend)

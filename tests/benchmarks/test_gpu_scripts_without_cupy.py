@@ -27,3 +27,5 @@ def test_a_gpu_benchmark_without_cupy_is_one_line(script, arguments, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "needs CuPy, which is not installed" in lines[0] and "nnrun[cuda13]" in lines[0]
+    # an option it offers is one the script has (the review: cupy_kernels has no --backend)
+    assert ("--backend numpy" in lines[0]) == (script != "cupy_kernels.py")

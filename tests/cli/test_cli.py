@@ -898,7 +898,7 @@ def test_resume_with_a_spec_of_another_model_names_the_runs_own_spec(tiny, tmp_p
                                    "{type: dense, units: 3, activation: sigmoid}"))
     line = assert_one_line_error(invoke("train", other, "--resume", out, "--quiet"),
                                  out / "spec.yaml")
-    assert "the spec given is another model than the run's (" in line and "more fields" in line
+    assert "the spec given is another model than the run's (" in line and " more field" in line
     assert f"give its own spec: nnrun train {out / 'spec.yaml'} --resume {out}" in line
 
 

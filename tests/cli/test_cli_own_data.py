@@ -944,9 +944,10 @@ def test_samples_in_another_layout_are_told_how_to_save_them(tmp_path, x_shape, 
     conv = "conv2d" if len(declared) == 3 else "conv1d"
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", f"input_shape: {declared}").replace(
         "layers: [", f"layers: [{{type: {conv}, filters: 2, kernel_size: 1}}, {{type: flatten}}, "))
-    assert assert_one_line_error(invoke("validate", spec), "s.yaml:4:").endswith(fix)
-    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert line.endswith(f"the model expects {declared}; {fix}")
+    said = assert_one_line_error(invoke("validate", spec), "s.yaml:4:")
+    assert said.endswith(fix)
+    # train says it as validate does, at model.input_shape (the review: at data.path before)
+    assert assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz") == said
 
 
 @pytest.mark.parametrize("loss, units", [("cross_entropy", 3), ("binary_cross_entropy", 1)])
@@ -1191,7 +1192,7 @@ def test_one_value_per_sample_and_too_few_samples_are_said_by_validate(tmp_path)
     np.savez(tmp_path / "d.npz", x=np.zeros((1, 4)), y=np.zeros(1, int))
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
     assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(
-        "validation_split 0.2 of the 1 training samples of d.npz leaves none to train on; remove "
+        "validation_split 0.2 of the 1 training sample of d.npz leaves none to train on; remove "
         "data.validation_split, or use more samples")
     np.savez(tmp_path / "d.npz", x=np.zeros((100, 4)), y=np.zeros(100, int))
     limited = write(tmp_path / "l.yaml", SPEC.replace("INPUT", "").replace(

@@ -53,13 +53,21 @@ def test_numbers_written_as_people_write_them_are_told_the_yaml(tmp_path, value,
 
 @pytest.mark.parametrize("field, value, fix", [("units", "'10'", "without quotes: 10"),
                                                ("units", "'010'", "without quotes: 10"),
-                                               ("use_bias", "'false'", "without quotes: false")])
+                                               ("use_bias", "'false'", "without quotes: false"),
+                                               ("use_bias", "'True'", "without quotes: true")])
 def test_a_value_in_quotes_is_told_to_drop_them(tmp_path, field, value, fix):
     """The spec-reference walk: `units: '10'` was "must be an integer, got '10'", no fix."""
     text = DIGITS + f"    - {{type: dense, units: 10, {field}: {value}}}\n"
     if field == "units":
         text = DIGITS + f"    - {{type: dense, units: {value}}}\n"
     assert only_error(tmp_path, text).endswith(f"; write it {fix}")
+
+
+def test_a_kernel_size_in_quotes_is_told_to_drop_them(tmp_path):
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: '3'}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    assert only_error(tmp_path, text).endswith("got '3'; write it without quotes: 3")
 
 
 def test_list_items_without_their_dashes_are_told_to_begin_with_one(tmp_path):

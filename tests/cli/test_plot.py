@@ -339,6 +339,11 @@ def test_a_diverged_epochs_means_are_drawn_after_the_steps_they_are_of(tmp_path)
     axis = Figure().subplots()
     _metric_panel(axis, "loss", read_runs([run]))
     assert axis.get_lines()[0].get_xdata().tolist() == [1, 2]
+    # the row's place is no metric to draw (the review: `--metrics batches` drew one)
+    result = CliRunner().invoke(main, ["plot", str(run), "--metrics", "batches", "--out",
+                                       str(tmp_path / "p.png")])
+    assert result.exit_code == 1 and "these runs have: loss" in result.output
+    assert "batches" not in result.output.split("these runs have:")[1]
 
 
 @pytest.mark.parametrize("row", ['{"step": 5, "epoch": 2, "batch": 5}',

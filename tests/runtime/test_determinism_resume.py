@@ -229,6 +229,35 @@ def test_plain_sgd_trains(tmp_path):
         assert saved[f"params/{name}"].shape == value.shape, name
 
 
+BATCHNORM = """
+name: bn
+data: {dataset: digits, limit: 100}
+model:
+  layers:
+    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}
+    - {type: batchnorm}
+    - {type: flatten}
+    - {type: dense, units: 10}
+train: {epochs: 1, batch_size: 50}
+"""
+
+
+@pytest.mark.parametrize("change", ["model.layers[0].filters=6", "model.layers[1]={type: identity}"])
+def test_the_advice_on_a_refused_change_names_batchnorms_statistics_too(tmp_path, change):
+    """The review: running_mean and running_var, under params/ in a checkpoint, were left out
+    of the arrays to drop, and init_from then refused the copy."""
+    spec = write_spec(tmp_path, BATCHNORM, "bn.yaml")
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    with pytest.raises(SpecChangeError) as refused:
+        nnrun.train(spec, resume=tmp_path / "run", quiet=True, overrides=[change])
+    unfit = re.search(r"no place for \(([^)]*)\)", str(refused.value)).group(1).split(", ")
+    assert {"params/batchnorm_1.running_mean", "params/batchnorm_1.running_var"} <= set(unfit)
+    np.savez(tmp_path / "part.npz", **{k: v for k, v in arrays(tmp_path / "run" / "last.npz")
+                                       .items() if k not in unfit})
+    nnrun.train(spec, out_dir=tmp_path / "new", quiet=True,
+                overrides=[change, f"model.init_from={tmp_path / 'part.npz'}"])
+
+
 def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
     other = SPEC.replace("units: 16", "units: 12")
     out = tmp_path / "other"
@@ -240,7 +269,8 @@ def test_resume_with_a_checkpoint_of_another_spec_names_the_file(tmp_path):
     # (the cli walk: it said `--set model.init_from=RUN/last.npz`, which refused the arrays
     # of the resized layer)
     with pytest.raises(SpecChangeError, match="without the arrays the new model has no place "
-                       r"for \((params/[^ ,]+(, )?)+\) and give that file as model.init_from"
+                       r"for \((params/[^ ,]+(, )?)+\) and give that file's absolute path as "
+                       "model.init_from"
                        ) as refused:
         nnrun.train(write_spec(tmp_path), resume=out, quiet=True, allow_changes=True)
     unfit = re.search(r"no place for \(([^)]*)\)", str(refused.value)).group(1).split(", ")

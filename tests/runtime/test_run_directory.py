@@ -284,7 +284,8 @@ def test_a_run_started_from_init_from_files_can_be_evaluated_and_resumed(tmp_pat
 
 
 @pytest.mark.parametrize("summary", ['{"final": {"checkpoint": "../../etc/passwd"}}', "x",
-                                     '{"final": {"checkpoint": ["last.npz"]}}', '{"epochs": 3}'])
+                                     '{"final": {"checkpoint": ["last.npz"]}}', '{"epochs": 3}',
+                                     '{"final": null}', "[1]"])
 def test_a_summary_naming_no_checkpoint_of_the_run_is_refused(tmp_path, summary):
     """`"checkpoint": "../../etc/passwd"` asked for a checkpoint 'passwd'; then best was taken
     for any damaged summary, which the cli walk found scoring best.npz for a run whose final
@@ -297,8 +298,13 @@ def test_a_summary_naming_no_checkpoint_of_the_run_is_refused(tmp_path, summary)
     assert final_checkpoint(tmp_path) == "last"
     (tmp_path / "summary.json").write_text(summary)
     with pytest.raises(RunDirectoryError, match="not a readable run summary .*; name one with "
-                                                "--checkpoint best or last, or restore the file"):
+                                                "--checkpoint best or last, or restore the file"
+                       ) as refused:
         final_checkpoint(tmp_path)
+    assert "object" not in str(refused.value)  # in its own words, not Python's (the review)
+    # a summary of nnrun before 2026-12-01 names no checkpoint: best, as eval then took
+    (tmp_path / "summary.json").write_text('{"final": {"test_accuracy": 0.9}}')
+    assert final_checkpoint(tmp_path) == "best"
 
 
 def test_a_damaged_summary_stops_eval_until_a_checkpoint_is_named(shuffled_run, tmp_path):
