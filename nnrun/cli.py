@@ -746,8 +746,8 @@ def _data_file_checks(source, missing_said: bool = True) -> list[Diagnostic]:
         warnings = check_before_training(source)
     except SpecError as error:
         return error.diagnostics
-    except _expected_errors() as error:
-        return [source.diagnostic(at_path, str(error))]
+    except _expected_errors() as error:  # train's data errors carry their place already
+        return [getattr(error, "diagnostic", None) or source.diagnostic(at_path, str(error))]
     except MemoryError:
         return [source.diagnostic(at_path, f"{file}: out of memory while loading it to check "
                                            "it; train needs more memory than is free here")]

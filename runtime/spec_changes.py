@@ -71,7 +71,7 @@ def _more_fields(count: int) -> str:
 
 
 def from_its_weights(weights: Path, unfit: list[str] | None) -> str:
-    """How a new run begins from a checkpoint's weights (after \"start a new run\"):
+    """How a new run begins from a checkpoint's weights (after "start a new run"):
     model.init_from takes every array it holds, so one that no longer fits (a layer resized or
     removed) must be left out; `unfit`: unfit_arrays'. The path is absolute: a relative
     init_from is relative to the spec file."""

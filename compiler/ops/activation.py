@@ -199,19 +199,14 @@ def _gelu_into(be, attrs, out, x):
     # 0.5 * x * (1 + erf(x / sqrt(2))), in the forward's order; out[1] keeps the CDF term
     # (gelu_cdf's second output, gelu's scratch)
     y, cdf = out
-    _cdf_term_into(be, x, cdf)
+    be.gelu_cdf_into(x, cdf)
     be.xp.multiply(x, 0.5, out=y)
     be.xp.multiply(y, cdf, out=y)
 
 
-def _cdf_term_into(be, x, out) -> None:
-    """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF."""
-    be.gelu_cdf_into(x, out)
-
-
 def _gelu_grad_into(be, attrs, out, g, x):
     y, cdf, pdf = out
-    _cdf_term_into(be, x, cdf)
+    be.gelu_cdf_into(x, cdf)
     _gelu_grad_from_cdf_into(be, g, x, cdf, y, cdf, pdf)
 
 
@@ -275,7 +270,7 @@ def _sigmoid(xp, x):
 
 def _cdf_term(be, x):
     out = be.xp.empty_like(x)
-    _cdf_term_into(be, x, out)
+    be.gelu_cdf_into(x, out)
     return out
 
 

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nnrun.compiler import loader
@@ -546,9 +546,16 @@ NESTED = st.recursive(
 
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(st.text(min_size=1, max_size=8), NESTED, min_size=1, max_size=5), st.booleans())
+@example(data={"0": {" ": None, "\x85": None}}, flow=False)
 def test_random_nested_dicts_round_trip(data, flow):
     text = yaml.safe_dump(data, default_flow_style=flow, allow_unicode=True)
-    loaded = load_yaml_text(text, "random.yaml")
+    try:
+        loaded = load_yaml_text(text, "random.yaml")
+    except SpecError as error:
+        # PyYAML writes some keys so that they read back as another ('\x85' as ' '): the text
+        # then holds a key twice, which nnrun refuses and safe_load keeps the last of
+        assert all("duplicate key" in d.message for d in error.diagnostics), error
+        return
     # Compared with safe_load, not `data`: PyYAML itself does not round-trip some characters (\x85).
     assert loaded.data == yaml.safe_load(text)
     assert all(loaded.position(path) >= (1, 1) for path in loaded.positions)
