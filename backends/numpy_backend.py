@@ -107,6 +107,12 @@ class NumpyBackend(ArrayBackend):
         return out
 
     def matmul_into(self, a, b, out) -> None:
+        if a.shape[-1] == 1 and a.ndim >= 2 and b.ndim >= 2:
+            # An outer product (one input feature, a one-output head's input gradient): NumPy's
+            # matmul takes no BLAS for it, and a multiply of the same products (the same
+            # numbers) took a quarter of its time, 0.37 against 1.6 ms at [1024, 1] @ [1, 1000]
+            np.multiply(a, b, out=out)
+            return
         count, flops = workers(), 2 * out.size * a.shape[-1]
         if count < 2 or splitting() or flops < PARALLEL_MIN_FLOPS:
             np.matmul(a, b, out=out)

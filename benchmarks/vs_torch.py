@@ -74,9 +74,9 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     net = torch_model(model).to(device)
     x, y = random_batch(model, batch, np.random.default_rng(0))
     tx = torch.from_numpy(x.astype(np.float32)).to(device)
-    ty = torch.from_numpy(y.astype(np.int64)).to(device)
+    loss_fn, target_type = _torch_loss(torch, model.spec.loss)
+    ty = torch.from_numpy(y.astype(target_type)).to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    loss_fn = torch.nn.CrossEntropyLoss()
 
     def train_step():
         optimizer.zero_grad(set_to_none=not graph)  # a captured step keeps its gradients' memory
@@ -101,6 +101,19 @@ def torch_worker(spec: str, batch: int, steps: int, warmup: int, backend: str,
     infer_ms = median_step_seconds(inference, steps, warmup, sync) * 1e3
     return {"train_ms": train_ms, "infer_ms": infer_ms, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "peak_mb": peak_mb, "float32": float32}
+
+
+def _torch_loss(torch, loss):
+    """The spec's loss in PyTorch, and the type of its targets (class labels or values)."""
+    if loss.type == "cross_entropy":
+        return torch.nn.CrossEntropyLoss(), np.int64
+    regression = {"mse": torch.nn.MSELoss, "mae": torch.nn.L1Loss,
+                  "binary_cross_entropy": torch.nn.BCEWithLogitsLoss}
+    if loss.type == "huber":
+        return torch.nn.HuberLoss(delta=loss.delta), np.float32
+    if loss.type in regression:
+        return regression[loss.type](), np.float32
+    raise SystemExit(f"benchmark: loss {loss.type} is not mapped to torch here")
 
 
 def _torch_float32(torch, tf32: bool) -> str:

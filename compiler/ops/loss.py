@@ -300,7 +300,7 @@ def _difference_scratch(attrs, *types):
 
 def _huber_scratch(attrs, *types):
     prediction = types[-2]
-    return (prediction, prediction, prediction, TensorType(prediction.shape, "bool"))
+    return (prediction, prediction, prediction)
 
 
 def _mean_of_difference_into(ufunc: str):
@@ -328,17 +328,18 @@ def _mae_grad_into(be, attrs, out, g, p, t):
 
 
 def _huber_into(be, attrs, out, p, t):
-    loss, d, squared, linear, near = out
-    xp, delta = be.xp, attrs.delta
+    # m (d - m / 2), m = min(d, delta): d * (d / 2) below delta, delta * (d - delta / 2) from it,
+    # the plain forward's numbers to the bit, without a masked copy (NumPy's took 4.4 ms a
+    # million values, 25 times a pass: huber's step was 5x PyTorch's, the speed audit)
+    loss, d, m, term = out
+    xp = be.xp
     xp.subtract(p, t, out=d)
     xp.abs(d, out=d)
-    xp.multiply(d, 0.5, out=squared)  # 0.5 * d * d, in its order
-    xp.multiply(squared, d, out=squared)
-    xp.subtract(d, 0.5 * delta, out=linear)
-    xp.multiply(linear, delta, out=linear)
-    xp.less(d, delta, out=near)
-    xp.copyto(linear, squared, where=near)
-    xp.mean(linear, out=loss)
+    xp.minimum(d, attrs.delta, out=m)
+    xp.multiply(m, 0.5, out=term)
+    xp.subtract(d, term, out=term)
+    xp.multiply(m, term, out=term)
+    xp.mean(term, out=loss)
 
 
 def _huber_grad_into(be, attrs, out, g, p, t):

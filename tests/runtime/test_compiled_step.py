@@ -336,7 +336,8 @@ def _steady_step_peak(model, batch: int) -> int:
                   "loss=binary_cross_entropy", "model.layers[2].units=1"]),
     ("mlp", 128, ["model.layers[0].activation=elu", "model.layers[1].activation=softplus"]),
     ("mlp", 128, ["model.layers[0].activation=softmax", "model.layers[1].activation=gelu"]),
-    ("mnist1d-mlp", 128, ["model.layers[1]={type: dropout, rate: 0.5}"])])
+    ("mnist1d-mlp", 128, ["model.layers[1]={type: dropout, rate: 0.5}"]),
+    ("mlp", 128, ["model.input_shape=[1]", "loss=huber"])])  # outer products, huber's terms
 def test_steady_state_step_allocates_under_one_percent_of_the_plan(name, batch, overrides):
     model = nnrun.compile(str(ROOT / f"benchmarks/workloads/{name}.yaml"), overrides=overrides)
     peak = _steady_step_peak(model, batch)
