@@ -77,3 +77,24 @@ def test_gelus_cdf_term_is_erfs_elsewhere():
     got = np.empty_like(x)
     numpy_backend.gelu_cdf_into(x, got)
     np.testing.assert_allclose(got, _exact_cdf_term(x), rtol=1e-14, atol=1e-15)
+
+
+def test_a_float32_gelu_nets_gradients_are_float64s_within_float32_rounding():
+    """The review: gradcheck runs in float64, so nothing checked the gradients through the
+    float32 CDF term (its forward value and gelu_grad_cdf's use of it)."""
+    import nnrun
+
+    text = ("model:\n  input_shape: [16]\n  layers:\n"
+            "    - {type: dense, units: 32, activation: gelu}\n"
+            "    - {type: dense, units: 4}\nloss: cross_entropy\n")
+    wide, narrow = (nnrun.compile(nnrun.load_spec_text(text + f"dtype: {dtype}\n"))
+                    for dtype in ("float64", "float32"))
+    params = wide.init_params(seed=0)
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((64, 16)) * 2, rng.integers(0, 4, 64)
+    loss64, grads64 = wide.loss_and_grads(params, x, y)
+    loss32, grads32 = narrow.loss_and_grads(
+        {name: value.astype(np.float32) for name, value in params.items()}, x, y)
+    assert abs(loss32 - loss64) <= 1e-6 * abs(loss64)
+    for name, grad in grads64.items():
+        np.testing.assert_allclose(grads32[name], grad, rtol=2e-4, atol=2e-6 * np.abs(grad).max())
