@@ -33,6 +33,8 @@ def _scipy_erf():
 
 _math_erf = np.vectorize(math.erf, otypes=[np.float64])
 
+BLOCK = 32768  # elements a pass over a large array takes at once: 128 KiB of float32, within L2
+
 # GELU's 1 + erf(x / sqrt(2)) in float32, from erfc(z) = t exp(P(t) - z^2), t = 1 / (1 + z / 2):
 # erfc(|z|) for x < 0, 2 - erfc(z) for x >= 0. P's coefficients (highest degree first) are
 # benchmarks/erf_fit.py's, erfc within 5e-8 relative. In NumPy's vectorised float32 operations
@@ -43,7 +45,6 @@ _ERFC_POLYNOMIAL = tuple(np.float32(c) for c in (
     0.14493021369121967, -0.6808271776379925, 1.1567337568256995, -0.6962518985613164,
     -0.08028043242985036, 0.0012675864803081832, 0.03460279997287045, 0.3866404121540742,
     0.9986327833379387, -1.2654479969016665))
-CDF_BLOCK = 32768  # elements a pass: its three scratch rows (384 KiB) stay within an L2 cache
 
 
 _CDF_SCRATCH = threading.local()  # a thread's rows, made at its first call: a step allocates none
@@ -52,17 +53,17 @@ _CDF_SCRATCH = threading.local()  # a thread's rows, made at its first call: a s
 def _cdf_scratch() -> np.ndarray:
     rows = getattr(_CDF_SCRATCH, "rows", None)
     if rows is None:
-        rows = _CDF_SCRATCH.rows = np.empty((3, CDF_BLOCK), np.float32)
+        rows = _CDF_SCRATCH.rows = np.empty((3, BLOCK), np.float32)
     return rows
 
 
 def _gelu_cdf_float32_into(x, out) -> None:
-    """out = 1 + erf(x / sqrt(2)) for float32 `x` (`out` may be `x`), by blocks of CDF_BLOCK."""
+    """out = 1 + erf(x / sqrt(2)) for float32 `x` (`out` may be `x`), by blocks of BLOCK."""
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     scratch = _cdf_scratch()
     one = np.float32(1)
-    for start in range(0, flat_x.size, CDF_BLOCK):
-        block, into = flat_x[start:start + CDF_BLOCK], flat_out[start:start + CDF_BLOCK]
+    for start in range(0, flat_x.size, BLOCK):
+        block, into = flat_x[start:start + BLOCK], flat_out[start:start + BLOCK]
         square, t, result = scratch[:, :block.size]
         np.abs(block, out=t)
         np.multiply(t, np.float32(0.5 / math.sqrt(2)), out=t)  # z / 2, z = |x| / sqrt(2)
@@ -128,15 +129,15 @@ class NumpyBackend(ArrayBackend):
         # NumPy's maximum runs its SIMD loop only when both operands are arrays; against the
         # scalar 0 it takes an element-by-element loop (measured 3-4x slower on 1 MB, NumPy
         # 2.4). So the zeros come from a block kept for the purpose, a chunk at a time.
-        if x.size <= ZERO_BLOCK:
+        if x.size <= BLOCK:
             np.maximum(x, _zeros(x.shape, x.dtype), out=y)
             return
         if not (x.flags.c_contiguous and y.flags.c_contiguous):
             np.maximum(x, 0, out=y)
             return
         x_flat, y_flat = x.reshape(-1), y.reshape(-1)
-        for start in range(0, x.size, ZERO_BLOCK):
-            end = min(start + ZERO_BLOCK, x.size)
+        for start in range(0, x.size, BLOCK):
+            end = min(start + BLOCK, x.size)
             np.maximum(x_flat[start:end], _zeros((end - start,), x.dtype), out=y_flat[start:end])
 
     # Over strided or broadcast operands (col2im's additions, pooling's window offsets, a
@@ -168,20 +169,19 @@ class NumpyBackend(ArrayBackend):
             out[...] = _math_erf(x)
 
 
-ZERO_BLOCK = 32768  # elements: 128 KiB of float32, within a core's L2 cache
 SHORT_BUFFER = 512  # elements per operand of NumPy's ufunc buffers, within short_buffers
 
 
 @lru_cache(maxsize=256)
 def _zeros(shape: tuple, dtype) -> np.ndarray:
-    """Read-only zeros of a shape of at most ZERO_BLOCK elements, for relu_into: views of one
+    """Read-only zeros of a shape of at most BLOCK elements, for relu_into: views of one
     block per dtype, kept by shape so that a call builds none."""
     return _zero_block(dtype)[:math.prod(shape)].reshape(shape)
 
 
 @cache
 def _zero_block(dtype) -> np.ndarray:
-    zeros = np.zeros(ZERO_BLOCK, dtype=dtype)
+    zeros = np.zeros(BLOCK, dtype=dtype)
     zeros.flags.writeable = False
     return zeros
 

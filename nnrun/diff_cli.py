@@ -39,19 +39,13 @@ def load_side(path: Path) -> Side:
 
 
 def _final_metrics(run_dir: Path) -> dict:
-    from nnrun.runtime.files import read_json_file
+    from nnrun.runtime.run_dir import summary_final
 
-    path = run_dir / "summary.json"
     try:
-        final = read_json_file(path)["final"]
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{path}: not a readable run summary ({error}); "
+        final = summary_final(run_dir) or {}
+    except ValueError as error:
+        raise UserError(f"{run_dir / 'summary.json'}: not a readable run summary ({error}); "
                         "compare the specs instead") from None
-    if not isinstance(final, dict):
-        raise UserError(f"{path}: not a readable run summary ('final' is not a mapping of "
-                        "metrics); compare the specs instead")
     return {name: value for name, value in final.items()
             if isinstance(value, (int, float)) and not isinstance(value, bool)}
 

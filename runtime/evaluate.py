@@ -23,11 +23,11 @@ from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_mod
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.splits import not_finite_problem
 from .data.targets import is_multi_label
-from .files import read_json_file, write_output
+from .files import write_output
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem, check_flags
-from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory
+from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory, summary_final
 
 BATCH = 1000  # samples per forward pass in eval and predict
 
@@ -107,16 +107,12 @@ def final_checkpoint(run_dir: Path) -> str:
     score another model than the one train reported (restore_best: false), without a word."""
     path = Path(run_dir) / "summary.json"
     try:
-        summary = read_json_file(path)
-    except FileNotFoundError:
-        return "best"
-    except (OSError, ValueError) as error:
+        final = summary_final(run_dir)
+    except ValueError as error:
         raise RunDirectoryError(_unreadable_summary(path, error)) from None
-    final = summary.get("final") if isinstance(summary, dict) else None
-    if not isinstance(final, dict):
-        raise RunDirectoryError(_unreadable_summary(path, "no mapping 'final'"))
-    # summaries written before 2026-12-01 name no checkpoint: best, as eval then took
-    name = final.get("checkpoint", "best.npz")
+    # no summary, or one written before 2026-12-01, which names no checkpoint: best, as eval
+    # then took
+    name = "best.npz" if final is None else final.get("checkpoint", "best.npz")
     if name not in ("best.npz", "last.npz"):
         raise RunDirectoryError(_unreadable_summary(path, f"its final checkpoint is {name!r}"))
     return Path(name).stem

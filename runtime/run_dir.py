@@ -29,7 +29,7 @@ from nnrun.compiler.datasets import beyond_the_locale
 from nnrun.notices import shell_word
 
 from .files import (append_text_durably, describe_os_error, is_writable_directory,
-                    remove_leftovers, what_is_there, write_text_atomically)
+                    read_json_file, remove_leftovers, what_is_there, write_text_atomically)
 
 LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
@@ -99,6 +99,22 @@ def _current_directory_gone() -> bool:
 
 class RunDirectoryError(Exception):
     """The directory cannot hold this run; the message names it and what to do."""
+
+
+def summary_final(run_dir: Path) -> dict | None:
+    """summary.json's `final` mapping (the numbers train reported, and of which checkpoint);
+    None where the run has no summary (it did not finish). A file that is not one nnrun wrote
+    raises ValueError, saying how, for the caller to say what to do instead."""
+    try:
+        summary = read_json_file(Path(run_dir) / SUMMARY)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise ValueError(str(error)) from None
+    final = summary.get("final") if isinstance(summary, dict) else None
+    if not isinstance(final, dict):
+        raise ValueError("no mapping 'final'")
+    return final
 
 
 def is_run_directory(path: Path) -> bool:
