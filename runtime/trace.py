@@ -30,6 +30,9 @@ from .executor import Executor
 from .schedules import depends_on_length
 from .train import History, Trainer, epoch_batches, no_data_section
 
+# Layers whose weight is stored [in, out, ...] (PyTorch's layouts): the course reads it [j, k].
+INPUT_FIRST_LAYERS = ("dense", "conv1d_transpose", "conv2d_transpose")
+
 
 class TraceError(Exception):
     """The trace cannot run as asked (a weights file that does not fit); one line."""
@@ -53,6 +56,7 @@ class TracedParam:
     value: np.ndarray
     gradient: np.ndarray | None
     updated: np.ndarray
+    input_first: bool = False  # stored [in, out, ...] (dense, transposed convolutions)
 
 
 @dataclass
@@ -206,12 +210,14 @@ def _traced_layers(model, outputs: dict) -> list[TracedLayer]:
 
 def _traced_params(model, layers, state, outputs, updates) -> list[TracedParam]:
     numbers = {layer.name: layer.index for layer in layers}
+    types = {layer.name: layer.type for layer in layers}
     params = []
     for name, info in model.lowered.params.items():
         gradient = outputs.get(f"grad/{name}")
+        input_first = name.endswith(".weight") and types[info.layer] in INPUT_FIRST_LAYERS
         params.append(TracedParam(name, numbers[info.layer], _host(model, state[name]),
                                   None if gradient is None else _host(model, gradient),
-                                  _host(model, updates.get(name, state[name]))))
+                                  _host(model, updates.get(name, state[name])), input_first))
     return params
 
 

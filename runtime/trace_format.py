@@ -22,9 +22,9 @@ CONVENTIONS = [
     "z⁽ˡ⁾ is a layer's value before its activation, a⁽ˡ⁾ after it (a layer without an "
     "activation has only a⁽ˡ⁾); for a dense layer z⁽ˡ⁾_j = Σ_k w⁽ˡ⁾_jk a⁽ˡ⁻¹⁾_k + b⁽ˡ⁾_j",
     "w⁽ˡ⁾_jk joins unit k of layer l−1 to unit j of layer l; it is printed with row j and "
-    "column k, the transpose of nnrun's stored dense layout [in, out] (conv weights are stored "
-    "and printed as [j, k, kernel]: filter j of layer l, channel k of layer l−1); units count "
-    "from 1",
+    "column k, the transpose of nnrun's stored dense layout [in, out] (conv weights are printed "
+    "as [j, k, kernel]: filter j of layer l, channel k of layer l−1, as a convolution stores "
+    "them; a transposed convolution stores [k, j, kernel]); units count from 1",
     "C is the cost of the batch as the spec's loss defines it (the mean over its samples, and "
     "over their outputs where the loss averages them: mse, label maps, several labels a "
     "sample); "
@@ -38,13 +38,12 @@ def superscript(number: int) -> str:
     return "⁽" + str(number).translate(str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")) + "⁾"
 
 
-def course_layout(name: str, array: np.ndarray) -> np.ndarray:
-    """A parameter as the course indexes it: a dense weight [in, out] becomes [j, k]."""
-    return array.T if _is_dense_weight(name, array) else array
-
-
-def _is_dense_weight(name: str, array: np.ndarray) -> bool:
-    return name.endswith(".weight") and array.ndim == 2
+def course_layout(param, array: np.ndarray | None) -> np.ndarray | None:
+    """A parameter as the course indexes it: a weight stored [in, out, ...] (dense, transposed
+    convolutions) becomes [j, k, ...]."""
+    if array is None or not param.input_first:
+        return array
+    return np.swapaxes(array, 0, 1)
 
 
 # --- text -----------------------------------------------------------------------------------
@@ -152,8 +151,7 @@ def _param_lines(param, digits: int) -> list[str]:
     filter j and input channel k) at a time."""
     kind = param.name.rsplit(".", 1)[1]
     symbol = SYMBOLS.get(kind, kind)
-    arrays = [None if a is None else course_layout(param.name, a)
-              for a in (param.value, param.gradient, param.updated)]
+    arrays = [course_layout(param, a) for a in (param.value, param.gradient, param.updated)]
     labels = [symbol, f"∂C/∂{symbol}", "updated"]
     value = arrays[0]
     index = "_jk" if value.ndim >= 2 else "_j"
@@ -215,16 +213,22 @@ def _step_json(step) -> dict:
                     "activation": layer.activation, "z": _list(layer.z), "a": _list(layer.a),
                     "delta": _list(layer.delta)} for layer in step.layers],
         "params": [{"name": param.name, "layer": param.layer,
-                    "layout": ("[j, k]: unit j of layer l, unit k of layer l-1 (the transpose "
-                               "of the stored [in, out])"
-                               if _is_dense_weight(param.name, param.value)
-                               else "as stored"),
-                    "value": _list(course_layout(param.name, param.value)),
-                    "gradient": _list(None if param.gradient is None
-                                      else course_layout(param.name, param.gradient)),
-                    "updated": _list(course_layout(param.name, param.updated))}
+                    "layout": _layout(param),
+                    "value": _list(course_layout(param, param.value)),
+                    "gradient": _list(course_layout(param, param.gradient)),
+                    "updated": _list(course_layout(param, param.updated))}
                    for param in step.params],
     }
+
+
+def _layout(param) -> str:
+    if not param.input_first:
+        return "as stored"
+    if param.value.ndim == 2:
+        return ("[j, k]: unit j of layer l, unit k of layer l-1 (the transpose of the stored "
+                "[in, out])")
+    return ("[j, k, kernel]: filter j of layer l, channel k of layer l-1 (the stored "
+            "[in, out, kernel] with its first two axes swapped)")
 
 
 def _list(array):

@@ -187,6 +187,34 @@ def test_a_label_map_is_one_map(tmp_path):
     assert "y (target): 1 map of 5×5\n" in result.output
 
 
+@pytest.mark.parametrize("layer, in_channels, input_shape", [
+    ("conv2d_transpose", 1, [1, 2, 2]), ("conv1d_transpose", 2, [2, 3])])
+def test_a_transposed_convolutions_weight_is_printed_per_filter_j_and_input_channel_k(
+        tmp_path, layer, in_channels, input_shape):
+    """Its weight is stored [in, out, kernel] (PyTorch's layout): row j is still the filter."""
+    rng = np.random.default_rng(0)
+    maps = [3, 4, 4] if layer == "conv2d_transpose" else [3, 6]
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(2, *input_shape)),
+             y=np.zeros((2, *maps[1:]), dtype=np.int64))
+    spec = tmp_path / "t.yaml"
+    spec.write_text("dtype: float64\ndata: {dataset: npz, path: d.npz, normalize: none}\n"
+                    f"model:\n  input_shape: {input_shape}\n"
+                    f"  layers: [{{type: {layer}, filters: 3, kernel_size: 2, stride: 2, "
+                    "name: up}]\ntrain: {batch_size: 2}\n")
+    text = CliRunner().invoke(main, ["trace", str(spec)])
+    assert text.exit_code == 0, text.output
+    rows = [line.split()[:2] for line in text.output.splitlines() if "  w  " in line]
+    assert rows == [[f"j={j}", f"k={k}"] for j in (1, 2, 3) for k in range(1, in_channels + 1)]
+    document = json.loads(CliRunner().invoke(
+        main, ["trace", str(spec), "--format", "json"]).output)
+    (param,) = [p for p in document["steps"][0]["params"] if p["name"] == "up.weight"]
+    assert param["layout"].startswith("[j, k, kernel]: filter j")
+    stored = trace(nnrun.load_spec(spec), steps=1).steps[0].params[0]
+    assert stored.value.shape[:2] == (in_channels, 3)
+    np.testing.assert_array_equal(param["value"], np.swapaxes(stored.value, 0, 1))
+    np.testing.assert_array_equal(param["gradient"], np.swapaxes(stored.gradient, 0, 1))
+
+
 def test_weights_file_sets_the_starting_point(tmp_path):
     weights = {"dense_1.weight": np.full((2, 2), 0.1), "dense_1.bias": np.zeros(2),
                "dense_2.weight": np.full((2, 1), -0.2), "params/dense_2.bias": np.ones(1)}
