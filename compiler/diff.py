@@ -40,7 +40,7 @@ class Side:
 
     label: str  # the path as given
     summary: Summary
-    metrics: dict | None = None  # a run's summary.json "final", numbers only
+    metrics: dict | None = None  # a run's summary.json "final": its checkpoint, numbers
     layer_memory: dict[str, int] = field(default_factory=dict)  # layer name -> bytes
     settings: dict[str, object] = field(default_factory=dict)  # spec_settings
     spec: Any = None  # the Spec, for what its settings mean (checks.metrics_alike)
@@ -170,8 +170,8 @@ class Diff:
     settings: dict[str, tuple]  # the spec settings that differ; None where a side has none
 
 
-_COMPARED = (("type", "type"), ("inputs", "inputs"), ("output_shape", "output shape"),
-             ("kernel", "kernel"), ("params", "params"), ("flops", "FLOPs"))
+_COMPARED = (("type", "type"), ("output_shape", "output shape"), ("kernel", "kernel"),
+             ("params", "params"), ("flops", "FLOPs"))
 
 
 def align(a: list[LayerRow], b: list[LayerRow],
@@ -249,9 +249,33 @@ def _settings_key(fields: dict) -> tuple:
 def _pair(a: LayerRow, b: LayerRow) -> LayerChange:
     changes = ["name"] if a.name != b.name else []
     changes += [label for name, label in _COMPARED if getattr(a, name) != getattr(b, name)]
-    if "inputs" in changes and len(a.inputs) == len(b.inputs) == 1:
-        changes.remove("inputs")  # the previous layer's name: inserting a layer changes it
     return LayerChange(a, b, changes)
+
+
+def _mark_rewired(layers: list[LayerChange]) -> None:
+    """`inputs` among the changes of a layer that reads other layers in B than in A (a skip
+    moved, an activation bypassed). The inputs are compared through the alignment, so that an
+    input renamed is no change, and past the one-input layers added in B or removed from A on
+    their way, so that a layer inserted before another is no change of the other."""
+    counterpart = {"input": "input"} | {c.a.name: c.b.name for c in layers if c.a and c.b}
+    removed = {c.a.name: c.a for c in layers if c.b is None}
+    added = {c.b.name: c.b for c in layers if c.a is None}
+    for change in layers:
+        if change.a is None or change.b is None:
+            continue
+        was = [counterpart.get(_past(name, removed)) for name in change.a.inputs]
+        now = [_past(name, added) for name in change.b.inputs]
+        if change.b.type == "add":  # a sum in any order
+            was, now = Counter(was), Counter(now)
+        if was != now:
+            after_name_and_type = sum(field in ("name", "type") for field in change.changes)
+            change.changes.insert(after_name_and_type, "inputs")
+
+
+def _past(name: str, skipped: dict[str, LayerRow]) -> str:
+    while name in skipped and len(skipped[name].inputs) == 1:
+        name = skipped[name].inputs[0]
+    return name
 
 
 def diff(a: Side, b: Side) -> Diff:
@@ -262,6 +286,7 @@ def diff(a: Side, b: Side) -> Diff:
         metrics = {name: ((a.metrics or {}).get(name), (b.metrics or {}).get(name))
                    for name in names}
     layers = align(a.summary.layers, b.summary.layers, (a.layer_settings, b.layer_settings))
+    _mark_rewired(layers)
     for change in layers:
         change.memory = (change.a and a.layer_memory.get(change.a.name),
                          change.b and b.layer_memory.get(change.b.name))
@@ -346,12 +371,17 @@ def _layer_cells(change: LayerChange) -> list[str]:
     what = {"added": "added", "removed": "removed"}.get(change.status, ", ".join(
         renamed + [f"{_setting_name(name)} {_setting(x)} -> {_setting(y)}"
                    for name, (x, y) in change.settings.items()]
-        + [field for field in change.changes if field != "name"]))
+        + [_inputs_change(a, b) if field == "inputs" else field
+           for field in change.changes if field != "name"]))
     return [STATUS_MARK[change.status], _pick(a, b, lambda row: row.name),
             _pick(a, b, lambda row: row.type),
             _pick(a, b, lambda row: shape_text(row.output_shape)),
             _count_change(a and a.params, b and b.params),
             _count_change(a and a.flops, b and b.flops), _memory_change(*change.memory), what]
+
+
+def _inputs_change(a: LayerRow, b: LayerRow) -> str:
+    return f"inputs {', '.join(a.inputs)} -> {', '.join(b.inputs)}"
 
 
 def _pick(a, b, text) -> str:
@@ -398,6 +428,8 @@ def _metric_cells(name: str, a, b) -> list[str]:
 
 
 def _metric(value) -> str:
+    if isinstance(value, str):  # the checkpoint
+        return value
     if not _is_number(value):
         return "-"
     return f"{value:,}" if isinstance(value, int) else metric_text(value)

@@ -47,7 +47,8 @@ def _final_metrics(run_dir: Path) -> dict:
         raise UserError(f"{run_dir / 'summary.json'}: not a readable run summary ({error}); "
                         "compare the specs instead") from None
     return {name: value for name, value in final.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)}
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            or name == "checkpoint" and isinstance(value, str)}
 
 
 @click.command("diff")

@@ -150,6 +150,36 @@ loss: mse
     assert change.changes == ["inputs"]
 
 
+def test_a_layer_that_reads_another_layer_is_changed_and_says_which():
+    """A bypassed activation leaves every shape and count as it was: only the wiring says it."""
+    wired = BASE.replace("{type: conv2d,", "{name: stem, type: conv2d,").replace(
+        "activation: relu}", "}\n    - {name: act, type: relu}")
+    bypassed = wired.replace("{type: maxpool2d,", "{type: maxpool2d, inputs: stem,")
+    result = diff(side(wired), side(bypassed))
+    (pool,) = [c for c in result.layers if c.b.type == "maxpool2d"]
+    assert pool.status == "changed" and pool.changes == ["inputs"]
+    assert "inputs act -> stem" in diff_text(result)
+    assert [c.status for c in result.layers].count("unchanged") == len(result.layers) - 1
+
+
+def test_an_input_renamed_or_a_layer_inserted_before_is_no_change_of_the_reader():
+    residual = """\
+model:
+  input_shape: [2, 6, 6]
+  layers:
+    - {name: a, type: conv2d, filters: 2, kernel_size: 3, padding: same}
+    - {name: b, type: conv2d, filters: 2, kernel_size: 3, padding: same}
+    - {name: sum, type: add, inputs: [a, b]}
+loss: mse
+"""
+    renamed = residual.replace("name: a,", "name: first,").replace("[a, b]", "[b, first]")
+    inserted = residual.replace("    - {name: b,", "    - {name: n, type: batchnorm}\n"
+                                "    - {name: b,")
+    for other in (renamed, inserted):
+        sums = [c for c in diff(side(residual), side(other)).layers if c.b and c.b.name == "sum"]
+        assert sums[0].changes == [], other
+
+
 def test_text_json_and_markdown_say_the_same():
     wider = BASE.replace("filters: 4", "filters: 8")
     result = diff(side(BASE, "a.yaml"), side(wider, "b.yaml"))
@@ -263,14 +293,17 @@ def test_run_directories_compare_final_metrics(tmp_path):
     a = write_run(tmp_path / "a", BASE, {"val_loss": 0.5, "val_accuracy": 0.9, "epoch": 3,
                                          "checkpoint": "best.npz"})
     b = write_run(tmp_path / "b", BASE.replace("filters: 4", "filters: 8"),
-                  {"val_loss": 0.25, "val_accuracy": 0.95, "epoch": 5, "checkpoint": "best.npz"})
+                  {"val_loss": 0.25, "val_accuracy": 0.95, "epoch": 5, "checkpoint": "last.npz"})
     result = invoke("diff", a, b, "--format", "json")
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)["metrics"]
     assert metrics["val_loss"] == {"a": 0.5, "b": 0.25, "change": -0.25}
-    assert metrics["epoch"]["change"] == 2 and "checkpoint" not in metrics
+    assert metrics["epoch"]["change"] == 2
+    assert metrics["checkpoint"] == {"a": "best.npz", "b": "last.npz", "change": None}
     text = invoke("diff", a, b).output
     assert "final metrics" in text and "-0.2500" in text
+    assert [line.split() for line in text.splitlines() if line.startswith("checkpoint")] == [
+        ["checkpoint", "best.npz", "last.npz"]]
 
 
 def test_a_spec_against_a_run_and_the_shipped_specs(tmp_path):
