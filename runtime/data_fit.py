@@ -110,7 +110,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
     _check_labels_fit_the_loss(spec, data, labels, outputs, where)
     if training and _numbers_for_one_output(spec, model, data):
-        _warn_of_numbers(spec, where, int(labels.max()), task_for_model(spec, model, data))
+        _warn_of_numbers(spec, where, labels, task_for_model(spec, model, data))
     if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
 
@@ -195,13 +195,14 @@ def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
     return more_than_binary("the data", int(labels.max()) + 1, units)
 
 
-def _warn_of_numbers(spec, where: str, top: int, task: str) -> None:
+def _warn_of_numbers(spec, where: str, labels: np.ndarray, task: str) -> None:
     """Whole-number labels one output regresses: said unless train.metrics shows it is meant."""
+    low, top = int(labels.min()), int(labels.max())
     if task == "classification":  # train.metrics asks for accuracy: 0..top read as classes
         warn(f"{where}: {one_output_on_classes(spec.loss.type, top + 1)}; to track them as "
              "numbers, use train.metrics: [mae]")
     elif spec.train.metrics is None:
-        warn(f"{where}: {spec.loss.type} with one output regresses the labels 0..{top} as "
+        warn(f"{where}: {spec.loss.type} with one output regresses the labels {low}..{top} as "
              "numbers, tracked by mae (train.metrics: [mae] says so and silences this); if "
              f"they are {top + 1} classes, set units: {top + 1} (one-hot targets) or use "
              "loss: cross_entropy")

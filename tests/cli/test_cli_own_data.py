@@ -288,6 +288,16 @@ def _whole_number_files(tmp_path, metrics: str = ""):
                  f"    - {{type: dense, units: 1}}\nloss: mse\ntrain: {{epochs: 1{metrics}}}\n")
 
 
+def test_the_warning_of_whole_numbers_says_the_range_they_span(tmp_path):
+    """Ratings 1..10 are not "the labels 0..10"."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "r.npz", x=rng.random((40, 3)), y=rng.integers(1, 11, 40).astype("f4"))
+    spec = write(tmp_path / "r.yaml", "data: {dataset: npz, path: r.npz, validation_split: 0}\n"
+                 "model:\n  layers: [{type: dense, units: 1}]\nloss: mse\ntrain: {epochs: 1}\n")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "regresses the labels 1..10 as numbers" in result.stderr
+
+
 def test_whole_numbers_one_output_regresses_are_tracked_by_mae_and_warned(tmp_path):
     """Counts, ratings or prices are whole numbers: accuracy over one output means nothing."""
     spec = _whole_number_files(tmp_path)
