@@ -60,7 +60,18 @@ class ExistingPath(click.Path):
 
     def convert(self, value, param, ctx):
         _look_at(value)
+        _refuse_unreadable(value)
         return super().convert(value, param, ctx)
+
+
+def _refuse_unreadable(value) -> None:
+    """click's test of the permission, said as a file that cannot be read (exit 1), not as a
+    usage error."""
+    if Path(value).exists() and not os.access(value, os.R_OK):
+        from nnrun.compiler.datasets import why_unreadable
+
+        denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+        raise _PathNotLookedAt(f"{value}: {why_unreadable(denied)}")
 
 
 spec_argument = click.argument("spec", type=ExistingPath(dir_okay=False))
@@ -130,6 +141,7 @@ class RunDirPath(ExistingPath):
                       f"{shell_word(str(value))}", param, ctx)
         if not path.exists():
             self.fail(f"'{value}' does not exist; give {wanted}{self.hint}", param, ctx)
+        _refuse_unreadable(value)
         return click.Path.convert(self, value, param, ctx)  # looked at above
 
 

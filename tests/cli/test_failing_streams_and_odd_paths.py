@@ -109,6 +109,31 @@ def test_a_path_too_long_to_look_at_is_one_line(tmp_path, command):
     assert "a name too long for the file system" in lines[0] and "Traceback" not in lines[0]
 
 
+@pytest.mark.parametrize("command", ["validate", "train", "diff", "eval", "predict"])
+def test_a_path_this_user_cannot_read_is_exit_1_not_a_usage_error(tmp_path, monkeypatch,
+                                                                  command):
+    """click's own test of the permission said it as a usage error (exit 2); cli.md's table
+    puts a file that cannot be read under 1. Root reads anything: os.access says no here."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text((ROOT / "specs" / "quickstart.yaml").read_text())
+    given = tmp_path / "run" if command == "eval" else spec
+    given.mkdir(exist_ok=True) if command == "eval" else None
+    refused = str(tmp_path / "x.npz") if command == "predict" else str(given)
+    if command == "predict":
+        (tmp_path / "x.npz").write_bytes(b"")
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != refused)
+    args = {"diff": [spec, spec], "predict": [tmp_path, tmp_path / "x.npz"]}.get(command, [given])
+    result = CliRunner().invoke(main, [command, *map(str, args)])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [
+        f"error: {refused}: cannot be read (Permission denied); give this user read permission "
+        "on it, or point to a copy it can read"]
+
+
 def test_a_data_path_of_bytes_that_are_no_utf8_is_refused_before_the_run(tmp_path):
     """The run trained, then no command could read its spec.yaml back: the absolute data.path
     held a lone surrogate, which the spec reader refuses (with advice nobody could follow)."""
