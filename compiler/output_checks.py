@@ -103,7 +103,7 @@ def _check_output(spec, lowered) -> None:
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, logits, dataset, spec.loss.type)
         _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
-    elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) > 2 or
+    elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) >= 2 or
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(origin, logits, dataset, sizing)
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels

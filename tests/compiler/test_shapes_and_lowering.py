@@ -789,6 +789,21 @@ def test_one_output_for_two_classes_offers_binary_cross_entropy():
                              "set units: 2, or loss: binary_cross_entropy with its one output")
 
 
+@pytest.mark.parametrize("dataset", ["xor", "spirals"])
+def test_binary_cross_entropy_on_two_classes_needs_one_output(dataset):
+    """spirals' task is classification, xor's binary: both are 0/1 labels to the loss (train
+    refused spirals' two outputs that validate let pass)."""
+    text = f"""\
+        data: {{dataset: {dataset}}}
+        model:
+          layers: [{{type: dense, units: 8}}, {{type: dense, units: 2}}]
+        loss: binary_cross_entropy
+        """
+    error = the_error(text)
+    assert error.message == (f"binary_cross_entropy on '{dataset}' needs one output, the model "
+                             "ends with [2]; set units: 1")
+
+
 def test_binary_cross_entropy_on_many_classes_is_an_error_at_the_loss():
     text = """\
         data: {dataset: mnist}
