@@ -12,7 +12,8 @@ from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASE
 from .diagnostics import suggest
 from .initial_values import unheld
 from .ir import Origin
-from .schema import METRICS, POSITION_CLASS_METRICS, Accuracy, MaeMetric, default_layer_names
+from .schema import (METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES, Accuracy, MaeMetric,
+                     default_layer_names)
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -68,9 +69,9 @@ def metrics_alike(a, b) -> bool:
 
 def targets_decide_metrics(spec) -> bool:
     """Default metrics on npz or csv data: class labels or regression targets, known once
-    the file is read."""
+    the file is read (under a loss of real-valued targets: the other losses refuse them)."""
     return spec.train.metrics is None and spec.data is not None \
-        and spec.data.dataset in USER_FILE_DATASETS
+        and spec.data.dataset in USER_FILE_DATASETS and spec.loss.type in REGRESSION_LOSSES
 
 
 def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:

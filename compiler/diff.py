@@ -26,7 +26,7 @@ from difflib import SequenceMatcher
 
 import numpy as np
 
-from .checks import metrics_alike
+from .checks import metrics_alike, targets_decide_metrics
 from .shapes import size_of
 from .summary import LayerRow, Summary, layer_json, shape_text
 from .tables import byte_size, metric_text, table_text
@@ -56,7 +56,7 @@ def spec_settings(source) -> dict[str, object]:
 
     data = resolved_spec_data(source, absolute_paths=True)
     data.pop("name", None)
-    if source.spec.train.metrics is None:  # npz/csv: the default follows the targets
+    if targets_decide_metrics(source.spec):  # npz/csv: the default follows the targets
         data["train"]["metrics"] = DEFAULT_METRICS
     model = data.pop("model")
     data["model"] = {key: value for key, value in model.items()

@@ -311,6 +311,23 @@ def test_a_metric_listed_twice_is_warned_at_the_second(tmp_path):
                           "train_mae, train_top_2_accuracy"), error
 
 
+@pytest.mark.parametrize("loss, choices", [
+    ("cross_entropy", "train_loss, train_accuracy"),
+    ("mse", "train_loss, train_accuracy, train_mae")])
+def test_the_monitors_offered_before_the_npz_is_read_are_those_its_loss_can_have(loss,
+                                                                                 choices):
+    """Class labels are all cross_entropy reads: mae is a default only under mse, mae or huber,
+    whose targets may be real numbers (validate offered train_mae, which train refused)."""
+    from nnrun.compiler.frontend import check
+
+    text = ("data: {dataset: npz, path: d.npz}\nmodel:\n  input_shape: [3]\n"
+            "  layers: [{type: dense, units: 4}]\n"
+            f"loss: {loss}\ntrain:\n  early_stopping: {{monitor: train_los}}\n")
+    (error,) = [d.message for d in check(load_spec_text(text)).diagnostics
+                if d.severity == "error"]
+    assert f"choose one of: {choices}, val_loss" in error, error
+
+
 def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
     """The docs promise train prints every warning validate gives; the settings' warnings
     (checks.training_warnings) were validate's alone."""
