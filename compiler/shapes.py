@@ -76,16 +76,34 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
             result = window_output(n, k, s, pad, d)
             dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
             cause = "dilation" if dilated else "kernel"
-            smaller = "pool_size" if what == "pool" and cause == "kernel" else cause
+            fixes = _fitting_settings(x.shape[2:], kernel, attrs, what, dilated)
             raise ShapeError(
                 f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
                 f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
                 f"{result.formula})",
-                f"use a smaller {smaller}, add padding, or remove a downsampling layer before it",
+                f"use {fixes}, or remove a downsampling layer before it",
                 attribute=cause,
-                first_hint=f"use a smaller {smaller} or add padding",
+                first_hint=f"use {fixes}",
             )
     return sizes
+
+
+def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
+    """The two settings that each make every window fit the input: the largest kernel (or
+    dilation) at this padding, and the least padding for this kernel."""
+    axes = list(zip(spatial, kernel, pad_pairs(attrs.pad), attrs.dilation))
+    if dilated:
+        name, fit = "dilation", [min(d, (n + lo + hi - 1) // (k - 1)) if k > 1 else d
+                                 for n, k, (lo, hi), d in axes]
+    else:
+        name = "pool_size" if what == "pool" else "kernel_size"
+        fit = [min(k, (n + lo + hi - 1) // d + 1) for n, k, (lo, hi), d in axes]
+    padding = [max(lo, hi, -(-(d * (k - 1) + 1 - n) // 2)) for n, k, (lo, hi), d in axes]
+    return f"{name}: {_setting_text(fit)} or less, or padding: {_setting_text(padding)}"
+
+
+def _setting_text(values: list[int]) -> str:
+    return str(values[0]) if len(set(values)) == 1 else str(values)
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ def test_a_kernel_that_fits_but_not_at_its_dilation_points_at_the_dilation():
     text = spec_text([1, 8, 8], "{type: conv2d, filters: 4, kernel_size: 3, dilation: 5}")
     error = the_error(text)
     assert "kernel 3x3 at dilation 5 does not fit the 8x8 input (rows: (8 + 2*0 - 5*(3-1) - 1)/1 " \
-           "+ 1 = -2); use a smaller dilation" in error.message
+           "+ 1 = -2); use dilation: 3 or less, or padding: 2" in error.message
     assert at(error) == position(text, "dilation: 5", "5")
 
 # --- conv1d ---------------------------------------------------------------------------------
@@ -1186,11 +1186,36 @@ def test_a_shape_error_comes_with_the_errors_that_need_no_shapes():
 
 def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
     first = the_error(spec_text([1, 8, 8], "{type: conv2d, filters: 1, kernel_size: 9}"))
-    assert first.message.endswith("use a smaller kernel or add padding")
+    assert first.message.endswith("use kernel_size: 8 or less, or padding: 1")
     later = the_error(spec_text([1, 8, 8], "{type: maxpool2d, pool_size: 4}",
                                 "{type: conv2d, filters: 1, kernel_size: 3}"))
-    assert later.message.endswith("use a smaller kernel, add padding, or remove a downsampling "
-                                  "layer before it")
+    assert later.message.endswith("use kernel_size: 2 or less, or padding: 1, or remove a "
+                                  "downsampling layer before it")
+
+
+@pytest.mark.parametrize("layer", [
+    "{type: conv2d, filters: 1, kernel_size: [7, 3], padding: [0, 1]}",
+    "{type: conv2d, filters: 1, kernel_size: 6, stride: 3}",
+    "{type: conv2d, filters: 1, kernel_size: 3, dilation: [4, 1]}",
+    "{type: maxpool2d, pool_size: 7}",
+    "{type: avgpool2d, pool_size: [6, 9], stride: 2}",
+    "{type: conv1d, filters: 1, kernel_size: 5, dilation: 3, padding: 1}",
+])
+def test_each_setting_a_window_that_does_not_fit_is_told_makes_it_fit(layer):
+    """The hint's values, put in the spec as they are written, give a model that compiles."""
+    import re
+
+    shape = [1, 8] if "1d" in layer else [1, 5, 4]
+    message = the_error(spec_text(shape, layer)).message
+    fixes = re.search(r"use (\w+): (\[[\d, ]+\]|\d+) or less, or padding: (\[[\d, ]+\]|\d+)$",
+                      message)
+    assert fixes, message
+    name, fit, padding = fixes.groups()
+    for changed in (re.sub(rf"{name}: (\[[\d, ]+\]|\d+)", f"{name}: {fit}", layer)
+                    if f"{name}:" in layer else layer.replace("}", f", {name}: {fit}}}"),
+                    re.sub(r", padding: (\[[\d, ]+\]|\d+)", "", layer).replace(
+                        "}", f", padding: {padding}}}")):
+        assert output_shapes(spec_text(shape, changed)), changed
 
 
 def test_a_cycle_of_inputs_is_named_a_cycle():
