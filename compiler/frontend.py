@@ -5,7 +5,6 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -129,10 +128,47 @@ def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
         raise TypeError(f"load_spec_data takes a spec as a dict (what YAML loads), got "
                         f"{type(data).__name__}")
     try:
-        return _load(lambda: Loaded("<spec>", copy.deepcopy(dict(data)), {}), overrides, None)
+        plain = _plain_copy(data)
+        return _load(lambda: Loaded("<spec>", plain, {}), overrides, None)
     except RecursionError:  # copying or checking it, as a file nested this deeply is refused
         raise SpecError([Diagnostic("<spec>", 1, 1, "error", "",
                                     "the spec is nested too deeply")]) from None
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain_copy(data: Mapping) -> dict:
+    """The spec's mappings and lists copied (overrides change the copy), NumPy's numbers as
+    Python's; any other object is refused where it stands, as a file cannot hold it: copying
+    it (copy.deepcopy, as the checks do) would run its own __reduce__, code that loading a spec
+    must not run."""
+    import numpy as np
+
+    refused = []
+
+    def copied(value, where: str):
+        if isinstance(value, Mapping):
+            for key in value:
+                if not isinstance(key, _PLAIN):
+                    refused.append((where, key))
+            return {key: copied(item, f"{where}.{key}" if where else str(key))
+                    for key, item in value.items() if isinstance(key, _PLAIN)}
+        if isinstance(value, (list, tuple)):
+            return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+            return value.item()
+        if not isinstance(value, _PLAIN):
+            refused.append((where, value))
+        return value
+
+    plain = copied(data, "")
+    if refused:
+        raise SpecError([Diagnostic(
+            "<spec>", 1, 1, "error", where,
+            f"a {type(value).__name__} object, which a spec cannot hold; give what YAML loads: "
+            "text, numbers, true/false, None, lists and dicts") for where, value in refused])
+    return plain
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:

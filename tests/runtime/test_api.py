@@ -34,6 +34,29 @@ def test_a_spec_as_python_data_and_a_loaded_spec_read_like_the_spec():
     assert source.train.epochs == source.spec.train.epochs
 
 
+def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path):
+    """Copying the caller's data (copy.deepcopy) ran an object's __reduce__; NumPy's numbers
+    read as Python's."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    def spec(name, units=3):
+        return {"name": name, "model": {"input_shape": (4,),
+                                        "layers": [{"type": "dense", "units": units}]}}
+
+    with pytest.raises(nnrun.SpecError) as refused:
+        nnrun.compile(spec(Payload()))
+    assert not marker.exists()
+    assert str(refused.value) == ("<spec>:1:1: error: name: a Payload object, which a spec "
+                                  "cannot hold; give what YAML loads: text, numbers, "
+                                  "true/false, None, lists and dicts")
+    model = nnrun.compile(spec("n", np.int64(2)))
+    assert model.forward(model.init_params(), np.zeros((1, 4))).shape == (1, 2)
+
+
 def test_train_takes_the_commands_options(tmp_path):
     summary = nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, epochs=1,
                           batch_size=64, seed=5, overrides=["data.limit=300"])
