@@ -170,7 +170,8 @@ def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
     for key in shapes:
         suffix = key.removeprefix(PARAMS_PREFIX).removeprefix(f"{layer}.")
         if suffix in found:  # weight beside dense_1.weight or params/dense_1.weight
-            errors.append((origin, _given_twice(path, found[suffix], key, wanted[suffix])))
+            errors.append((origin, f"{path.name}: "
+                                   f"{given_twice(found[suffix], key, wanted[suffix])}"))
         elif suffix in wanted:
             found[suffix] = key
         else:
@@ -192,7 +193,7 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     for key in shapes:
         name = key.removeprefix(PARAMS_PREFIX)
         if name in found:  # dense_1.weight beside params/dense_1.weight
-            errors.append((origin, _given_twice(path, found[name], key, name)))
+            errors.append((origin, f"{path.name}: {given_twice(found[name], key, name)}"))
         elif name in known:
             found[name] = key
         else:
@@ -209,8 +210,8 @@ def _give_model_file(lowered, path: Path, origin: Origin) -> list:
     return errors or _give_found(lowered, path, shapes, found, origin)
 
 
-def _given_twice(path: Path, first: str, second: str, name: str) -> str:
-    return f"{path.name}: arrays '{first}' and '{second}' both give {name}; keep one"
+def given_twice(first: str, second: str, name: str) -> str:
+    return f"arrays '{first}' and '{second}' both give {name}; keep one"
 
 
 def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) -> list:

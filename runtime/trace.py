@@ -17,6 +17,7 @@ import numpy as np
 
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
+from nnrun.compiler.initial_values import given_twice
 from nnrun.compiler.loader import load_yaml_text, read_spec_text
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
@@ -301,8 +302,13 @@ def read_weights(path: Path, headers: dict, trainer: Trainer) -> tuple[dict, dic
     model, expected = trainer.model, trainer.expected_shapes()
     checkpoint = "meta" in headers  # a run's: its state and meta, as a resume reads them
     meta = checkpoint_meta(path) if checkpoint else {"epoch": 0, "step": 0}
-    names = {key.removeprefix("params/"): key for key in headers
-             if key != "meta" and not key.startswith("mask/")}
+    names = {}
+    for key in headers:
+        if key != "meta" and not key.startswith("mask/"):
+            name = key.removeprefix("params/")
+            if name in names:
+                raise TraceError(f"{path}: {given_twice(names[name], key, name)}")
+            names[name] = key
     unknown = sorted(set(names) - set(expected))
     missing = [name for name in (expected if checkpoint else model.lowered.params)
                if name not in names]

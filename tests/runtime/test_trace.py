@@ -223,6 +223,12 @@ def test_weights_file_sets_the_starting_point(tmp_path):
     params = {p.name: p.value for p in result.steps[0].params}
     for name, value in weights.items():
         np.testing.assert_array_equal(params[name.removeprefix("params/")], value)
+    # one parameter given twice: refused as init_from refuses it, not one of them taken
+    np.savez(tmp_path / "twice.npz", **weights, **{"params/dense_1.weight": np.ones((2, 2))})
+    with pytest.raises(TraceError) as twice:
+        trace(nnrun.load_spec(COURSE), weights=tmp_path / "twice.npz")
+    assert str(twice.value) == (f"{tmp_path / 'twice.npz'}: arrays 'dense_1.weight' and "
+                                "'params/dense_1.weight' both give dense_1.weight; keep one")
 
     del weights["dense_1.bias"]
     np.savez(tmp_path / "partial.npz", **weights)
