@@ -21,8 +21,8 @@ def load_side(path: Path) -> Side:
     from nnrun.compiler.diff import layer_settings, spec_settings
     from nnrun.compiler.frontend import check, compile_checked, load_spec
 
-    spec_path = path / "spec.yaml" if path.is_dir() else path
-    if not spec_path.is_file():
+    spec_path = path / "spec.yaml" if path.is_dir() else path  # a FIFO: the loader says so
+    if path.is_dir() and not spec_path.is_file():
         from nnrun.runtime.run_dir import not_a_run_directory, runs_inside
 
         raise UserError(not_a_run_directory(path) if runs_inside(path)

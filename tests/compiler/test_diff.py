@@ -5,6 +5,7 @@ GitHub-flavoured markdown."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -336,6 +337,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert result.exit_code == 1
     assert result.output.strip() == (f"error: {tmp_path}: neither a spec nor a run directory "
                                      "(no spec.yaml)")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # said as validate says it, not as a directory without spec.yaml
+    result = invoke("diff", fifo, ROOT / "specs" / "lenet5.yaml")
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("error: spec: not a regular file; a spec is a YAML file")
 
 
 @pytest.mark.parametrize("summary", ['{"final": 3}', '{"final": null}', '{"final": [1]}',
