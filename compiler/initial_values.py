@@ -151,7 +151,9 @@ def _shape_message(layer, field: str, got: tuple, needed: tuple) -> str:
     if field == "bias":
         return f"{message}: one value per {'unit' if layer.type == 'dense' else 'filter'}"
     if layer.type == "dense":
-        message += f" ([in, out]: {needed[0]} inputs, {needed[1]} units)"
+        inputs, units = needed
+        message += (f" ([in, out]: {inputs} input{'s' * (inputs != 1)}, {units} "
+                    f"unit{'s' * (units != 1)})")
         if got == needed[::-1]:
             message += ("; nnrun stores a dense weight as [in, out], the transpose of the "
                         "course's w_jk: write the transposed lists")

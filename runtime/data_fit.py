@@ -263,7 +263,7 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
         raise DataFitError(f"{where}: labels go up to {top}, far more classes than the "
                            f"{len(labels):,} labels given; they look wrong: labels are class "
                            "indices 0, 1, ..., k-1 (the model has "
-                           f"{outputs} outputs)")
+                           f"{outputs} output{'s' * (outputs != 1)})")
     if top >= outputs:
         units = "filters" if len(output_shape) > 1 else "units"
         left_out = (f", or leave out the pixels labelled {top} with loss.ignore_index: {top}"
@@ -271,7 +271,8 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
         from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
                     if top == outputs and len(labels) and labels.min() == 1 else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
-                           f"outputs; set the last layer's {units} to {top + 1}{left_out}"
+                           f"output{'s' * (outputs != 1)}; set the last layer's {units} to "
+                           f"{top + 1}{left_out}"
                            f"{from_one}")
 
 

@@ -58,7 +58,8 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
                         "per sample); give y one value per output, [N] or [N, k]")
     if per_sample != outputs:
         raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
-                        f"has {outputs} outputs; set the last layer's units to {per_sample}")
+                        f"has {outputs} output{'s' * (outputs != 1)}; set the last layer's "
+                        f"units to {per_sample}")
     target_shape = tuple(y.shape[1:])
     if not laid_out_as_outputs(target_shape, tuple(output_shape)):
         raise DataError(f"{where}: the targets are {list(target_shape)} per sample, the outputs "

@@ -102,6 +102,16 @@ def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_labels_beyond_one_output_say_one_output(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(12, 4)), y=np.arange(12) % 2)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model:\n  layers: [{type: dense, units: 1}]\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "labels go up to 1 but the model has 1 output; set the last layer's units to 2" \
+        in line
+
+
 def test_labels_that_are_all_left_out_are_one_line_not_an_internal_error(tmp_path):
     """Every label equal to loss.ignore_index: the class check took the max of nothing (exit
     70)."""

@@ -75,6 +75,7 @@ def test_weights_of_the_wrong_shape_are_an_error_at_their_position(tmp_path):
     assert line.startswith(f"{tmp_path / 'spec.yaml'}:5:")
     assert "weights have shape [1, 3], the layer needs [3, 1]" in line
     assert "transpose" in line  # [out, in] given: the message says which layout to use
+    assert "([in, out]: 3 inputs, 1 unit)" in line
 
 
 @pytest.mark.parametrize("later", ["{type: conv2d, filters: 2, kernel_size: 5}",
