@@ -142,14 +142,26 @@ def pruning_errors(spec, params) -> list[tuple[Origin, str]]:
 
 
 def _pruning_warnings(spec) -> list[tuple[Origin, str]]:
-    """A pruning ramp that starts after the run's last epoch prunes nothing."""
+    """A pruning ramp that starts after the run's last epoch prunes nothing; one that ends
+    after it stops short of its target."""
     pruning, epochs = spec.train.pruning, spec.train.epochs
-    if pruning is None or pruning.start_epoch <= epochs:
+    at = ("train", "pruning")
+    if pruning is None:
         return []
-    return [(Origin("train.pruning.start_epoch", keys=("train", "pruning", "start_epoch")),
-             f"start_epoch {pruning.start_epoch} is after the run's last epoch (train.epochs "
-             f"{epochs}): no weight is pruned; set start_epoch to {epochs} or less, or train "
-             "more epochs")]
+    if pruning.start_epoch > epochs:
+        return [(Origin("train.pruning.start_epoch", keys=(*at, "start_epoch")),
+                 f"start_epoch {pruning.start_epoch} is after the run's last epoch (train.epochs "
+                 f"{epochs}): no weight is pruned; set start_epoch to {epochs} or less, or train "
+                 "more epochs")]
+    if pruning.end_epoch is not None and pruning.end_epoch > epochs:
+        reached = pruning.target_sparsity * (epochs - pruning.start_epoch + 1) / (
+            pruning.end_epoch - pruning.start_epoch + 1)
+        return [(Origin("train.pruning.end_epoch", keys=(*at, "end_epoch")),
+                 f"end_epoch {pruning.end_epoch} is after the run's last epoch (train.epochs "
+                 f"{epochs}): the run ends at sparsity {reached:.1%}, short of target_sparsity "
+                 f"{pruning.target_sparsity:.1%}; set end_epoch to {epochs} or less, or train "
+                 "more epochs")]
+    return []
 
 
 def _top_k_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
@@ -177,6 +189,18 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
         warnings.append((Origin("optimizer.schedule.min_lr", keys=(*at, "min_lr")),
                          f"min_lr {schedule.min_lr:g} is above lr {lr:g}: the cosine schedule "
                          "raises the rate instead of lowering it; set min_lr below lr"))
+    if schedule.type in ("step", "exponential") and schedule.gamma > 1:
+        warnings.append((Origin("optimizer.schedule.gamma", keys=(*at, "gamma")),
+                         f"gamma {schedule.gamma:g} is above 1: the {schedule.type} schedule "
+                         "raises the rate instead of lowering it; set gamma below 1"))
+    after_warmup = epochs - schedule.warmup_epochs
+    if schedule.type == "step" and 0 < after_warmup <= schedule.step_epochs:
+        counted = f"train.epochs {epochs}" + (f" - warmup_epochs {schedule.warmup_epochs}"
+                                              if schedule.warmup_epochs else "")
+        warnings.append((Origin("optimizer.schedule.step_epochs", keys=(*at, "step_epochs")),
+                         f"step_epochs {schedule.step_epochs} is not below the {after_warmup} "
+                         f"epochs the schedule sets ({counted}): the rate never steps down; "
+                         f"set step_epochs below {after_warmup}"))
     if 0 < epochs <= schedule.warmup_epochs:
         warnings.append((Origin("optimizer.schedule.warmup_epochs", keys=(*at, "warmup_epochs")),
                          f"warmup_epochs {schedule.warmup_epochs} is not below train.epochs "

@@ -1328,6 +1328,42 @@ def test_a_pruning_ramp_after_the_last_epoch_is_warned():
                 if "start_epoch" in d.message]
 
 
+def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reaches():
+    text = spec_text([2], "{type: dense, units: 1}", extra="""\
+        train:
+          epochs: 10
+          pruning: {target_sparsity: 0.5, start_epoch: 3, end_epoch: 12}
+        """)
+    (warning,) = [d for d in checked(text).diagnostics if d.severity == "warning"]
+    assert warning.where == "train.pruning.end_epoch"
+    assert warning.message == ("end_epoch 12 is after the run's last epoch (train.epochs 10): "
+                               "the run ends at sparsity 40.0%, short of target_sparsity 50.0%; "
+                               "set end_epoch to 10 or less, or train more epochs")
+    assert not checked(text.replace("end_epoch: 12", "end_epoch: 10")).diagnostics
+
+
+@pytest.mark.parametrize("schedule, where, message", [
+    ("{type: step, step_epochs: 8, warmup_epochs: 2}", "step_epochs",
+     "step_epochs 8 is not below the 8 epochs the schedule sets (train.epochs 10 - "
+     "warmup_epochs 2): the rate never steps down; set step_epochs below 8"),
+    ("{type: step, step_epochs: 12}", "step_epochs",
+     "step_epochs 12 is not below the 10 epochs the schedule sets (train.epochs 10): the rate "
+     "never steps down; set step_epochs below 10"),
+    ("{type: exponential, gamma: 1.5}", "gamma",
+     "gamma 1.5 is above 1: the exponential schedule raises the rate instead of lowering it; "
+     "set gamma below 1"),
+])
+def test_a_schedule_that_never_lowers_the_rate_is_warned(schedule, where, message):
+    text = spec_text([2], "{type: dense, units: 1}",
+                     extra=f"optimizer: {{type: sgd, lr: 0.1, schedule: {schedule}}}\n"
+                           "train: {epochs: 10}\n")
+    (warning,) = [d for d in checked(text).diagnostics if d.severity == "warning"]
+    assert (warning.where, warning.message) == (f"optimizer.schedule.{where}", message)
+    lowered = text.replace("step_epochs: 8", "step_epochs: 7").replace(
+        "step_epochs: 12", "step_epochs: 9").replace("gamma: 1.5", "gamma: 0.5")
+    assert not checked(lowered).diagnostics
+
+
 @pytest.mark.parametrize("layers, says, fixed", [
     (["{type: conv2d, filters: 8, kernel_size: 3, padding: same}",
       "{type: maxpool2d, pool_size: 4}", "{type: conv2d, filters: 4, kernel_size: 1}"],
