@@ -630,7 +630,8 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)
                            + _missing_generator_warning(checked)
-                           + _unusable_data_file(checked.source, read_data))
+                           + _unusable_data_file(checked.source, read_data)
+                           + _missing_idx_files(checked.source, read_data))
             if read_data and not any(d.severity == "error" for d in diagnostics):
                 diagnostics += _data_file_checks(source)
             summary = checked.summary
@@ -695,6 +696,26 @@ def _missing_generator_warning(checked) -> list[Diagnostic]:
     message = f"{generator_hint(package)} (not installed here: train refuses it)"
     origin = Origin("data.dataset", keys=("data", "dataset"))
     return [checked.source.diagnostic(origin, message, "warning")]
+
+
+def _missing_idx_files(source, required: bool = False) -> list[Diagnostic]:
+    """mnist's or fashion_mnist's IDX files missing from the directory data.path names, which
+    train never downloads into (the user's own): said as train says it, as a warning, since
+    they may be put there later; an error where they are `required` (validate --data)."""
+    from nnrun.compiler.ir import Origin
+    from nnrun.runtime.data.errors import DataError
+    from nnrun.runtime.data.sources import idx_directory
+
+    data = source.spec.data
+    if data is None or data.dataset not in ("mnist", "fashion_mnist") or not data.path:
+        return []
+    try:
+        idx_directory(data.dataset, data, source.directory)
+    except DataError as error:
+        return [source.diagnostic(Origin("data.path", keys=("data", "path")),
+                                  str(error) if required else f"{error} (train needs them)",
+                                  "error" if required else "warning")]
+    return []
 
 
 def _unusable_data_file(source, required: bool = False) -> list[Diagnostic]:

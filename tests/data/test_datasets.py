@@ -1225,3 +1225,29 @@ def test_an_idx_file_over_the_memory_limit_is_told_to_free_memory_first(
                                         r"free memory or raise the limit, or, if the shape is "
                                         r"not this dataset's, the file is damaged: replace it"):
         load("mnist", path=str(directory))
+
+
+def test_validate_says_idx_files_missing_from_data_path_as_train_would(tmp_path,
+                                                                       make_mnist_like):
+    """train never downloads into a data.path (the user's): validate said nothing of an empty
+    one, and validate --data passed it."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    (tmp_path / "empty").mkdir()
+    make_mnist_like(tmp_path / "full", compress=True)
+    spec = tmp_path / "m.yaml"
+    spec.write_text("data: {dataset: mnist, path: empty}\n"
+                    "model: {layers: [{type: flatten}, {type: dense, units: 10}]}\n")
+    said = (f"{spec}:1:30: {{}}: data.path: mnist: train-images-idx3-ubyte(.gz) not found in "
+            f"{tmp_path / 'empty'} (data.path); put the four IDX files there, e.g. `nnrun data "
+            f"fetch mnist --dest {tmp_path / 'empty'}`")
+    warned = CliRunner().invoke(main, ["validate", str(spec)])
+    assert warned.exit_code == 0
+    assert said.format("warning") + " (train needs them)" in warned.output
+    refused = CliRunner().invoke(main, ["validate", "--data", str(spec)])
+    assert refused.exit_code == 1 and said.format("error") in refused.output
+    spec.write_text(spec.read_text().replace("path: empty", "path: full"))
+    assert CliRunner().invoke(main, ["validate", str(spec)]).output.endswith(
+        "ok (7,850 parameters, 15,680 FLOPs per sample)\n")
