@@ -56,7 +56,7 @@ class SpecError(Exception):
         """`partial`: what could still be read around the errors (the loader's duplicate keys,
         refused tags and bad scalars left out, the `--set` arguments that failed not applied),
         so that the schema's errors can be reported with these, all at once."""
-        self.diagnostics = list(diagnostics)
+        self.diagnostics = distinct(diagnostics)
         self.partial = partial
         super().__init__(format_diagnostics(self.diagnostics, "text"))
 
@@ -66,7 +66,7 @@ class SpecError(Exception):
 
 
 def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> str:
-    diagnostics = list(diagnostics)
+    diagnostics = distinct(diagnostics)
     if fmt == "text":
         return "\n".join(diagnostic.format() for diagnostic in diagnostics)
     if fmt == "json":
@@ -74,6 +74,20 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> 
     if fmt == "github":
         return "\n".join(_github_line(diagnostic) for diagnostic in diagnostics)
     raise ValueError(f"unknown diagnostics format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+def distinct(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """The diagnostics less repeats of an earlier one's place and message: a typo in an
+    anchored mapping that two layers merge is one error at the typo, whichever layer says it."""
+    said: set[tuple] = set()
+    kept = []
+    for diagnostic in diagnostics:
+        said_as = (diagnostic.file, diagnostic.line, diagnostic.col, diagnostic.severity,
+                   diagnostic.message)
+        if said_as not in said:
+            said.add(said_as)
+            kept.append(diagnostic)
+    return kept
 
 
 def _github_line(diagnostic: Diagnostic) -> str:

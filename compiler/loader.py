@@ -21,7 +21,9 @@ from typing import Any, Hashable
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.tokens import AnchorToken
 
 from nnrun.compiler.datasets import IN_UTF8
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
@@ -162,7 +164,8 @@ def _check_top_level(root: Node | None, builder: _Builder) -> None:
 
 
 def _mark(node: Node) -> tuple[int, int]:
-    return _position(node.start_mark)
+    """Where a node's own text starts: past an anchor that opens it (_CountingLoader)."""
+    return _position(getattr(node, "value_mark", node.start_mark))
 
 
 def _position(mark) -> tuple[int, int]:
@@ -209,14 +212,46 @@ class _CountingLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self.composed = 0
+        self._taken: list = []  # the tokens the node being parsed took
+
+    def get_token(self):
+        token = super().get_token()
+        self._taken.append(token)
+        return token
+
+    def parse_node(self, block=False, indentless_sequence=False):
+        """PyYAML starts a node at its anchor (`&u 0` at the &); its value_mark is where the
+        value itself is written, which an error about the value points at."""
+        self._taken = []
+        event = super().parse_node(block, indentless_sequence)
+        if self._taken and isinstance(self._taken[0], AnchorToken):
+            if len(self._taken) > 1:  # its tag, or its scalar
+                event.value_mark = self._taken[1].start_mark
+            elif isinstance(event, CollectionStartEvent):  # the { or [, the first key or -
+                event.value_mark = self.peek_token().start_mark
+        return event
 
     def compose_node(self, parent, index):
+        event = self.peek_event()
         node = super().compose_node(parent, index)
+        if isinstance(event, AliasEvent):
+            node = _alias_use(node, event.start_mark)
+        elif hasattr(event, "value_mark"):
+            node.value_mark = event.value_mark
         if not (isinstance(parent, MappingNode) and index is None):  # a key: not a value
             self.composed += 1
         if self.composed > 2 * _MAX_NODES:
             raise _TooLarge(node)
         return node
+
+
+def _alias_use(anchored: Node, mark) -> Node:
+    """The node an alias stands for, placed where the alias is written: errors about a value
+    reused there point at the place it was reused. `anchored` is the node itself."""
+    style = anchored.style if isinstance(anchored, ScalarNode) else anchored.flow_style
+    use = type(anchored)(anchored.tag, anchored.value, mark, mark, style)
+    use.anchored = anchored
+    return use
 
 
 # PyYAML's errors when a key's colon is missing or hidden: it notices only on the next line.
@@ -274,6 +309,19 @@ def _key_slip(lines: list[str], line: int, key_problem: bool, key_line: int | No
     if previous and (key_problem or next_key_problem):
         return _missing_colon(lines, previous, line)
     return None
+
+
+def _tab_message(lines: list[str], line: int, col: int) -> str:
+    """PyYAML refuses a tab wherever it would separate tokens, where YAML 1.2 readers (editors)
+    accept one: only a tab in the indentation is the indentation's fault."""
+    text = lines[line - 1] if line <= len(lines) else ""
+    if not text[:col - 1].strip(" \t"):
+        return ("invalid YAML: found character '\\t' that cannot start any token; YAML "
+                "indents with spaces only: replace the tabs")
+    where, fix = (("at the end of the line", "remove it") if not text[col:].strip(" \t")
+                  else ("between tokens", "replace it with a space"))
+    return (f"invalid YAML: a tab {where}, which PyYAML (the YAML 1.1 reader nnrun uses) "
+            f"refuses, though YAML 1.2 editors may accept it; {fix}")
 
 
 def _block_end_message(error, line: int, col: int, started: str) -> str | None:
@@ -374,6 +422,9 @@ class _Builder:
         self._node_count = 0
         self._distinct: set[int] = set()  # fewer than counted: aliases used
         self._active: set[int] = set()
+        # Inside a value an alias reuses: the alias's position, where every path in it is placed.
+        self._reused: Position | None = None
+        self._refused: set[int] = set()  # the nodes whose values were refused, by id
 
     def error(self, line: int, col: int, path: SpecPath, message: str) -> None:
         if self.fixed_position is not None:
@@ -383,6 +434,10 @@ class _Builder:
             return  # a value an alias or a merge key uses again: said once, where it is
         self._said.add((line, col, message))
         self.diagnostics.append(Diagnostic(self.filename, line, col, "error", where, message))
+
+    def _refuse(self, node: Node, path: SpecPath, message: str) -> None:
+        self.error(*_mark(node), path, message)
+        self._refused.add(id(node))
 
     def build_document(self, text: str) -> Node | None:
         root = self._compose(text)
@@ -439,7 +494,7 @@ class _Builder:
         if error.context and error.problem and start:
             message += f" ({error.context} started at {started})"
         if "'\\t'" in message:
-            message += "; YAML indents with spaces only: replace the tabs"
+            message = _tab_message(_lines(text), line, col)
         elif (error.problem or "").startswith("expected <block end>") and start:
             message = _block_end_message(error, line, col, started) or message
         elif (error.problem or "").startswith("mapping values are not allowed"):
@@ -453,18 +508,38 @@ class _Builder:
     # -- construction -------------------------------------------------------------------------
 
     def construct(self, node: Node, path: SpecPath, key_node: Node | None) -> Any:
-        self._count_node(node)
+        written = getattr(node, "anchored", node)  # an alias's value, where its anchor is
+        self._count_node(node, written)
         self._record(path, node, key_node)
-        if id(node) in self._active:
+        if id(written) in self._active:
             self.error(*_mark(node), path, "an alias refers to a value that contains it")
             return None
-        if not self._tag_allowed(node, path):
-            return None
-        self._active.add(id(node))
+        # a tag or scalar refused is refused in the text: once, where it is written
+        value = self._construct_written(node, written, path) \
+            if self._tag_allowed(written, path) else None
+        if id(written) in self._refused:
+            self._place_where_written(path, written)
+        return value
+
+    def _construct_written(self, node: Node, written: Node, path: SpecPath) -> Any:
+        """The value of `written`: `node`, or the node the alias `node` stands for, every path
+        inside which is placed at the alias."""
+        self._active.add(id(written))
+        outer = self._reused
+        if written is not node and outer is None:
+            self._reused = self.positions[path].value
         try:
-            return self._construct_by_kind(node, path)
+            return self._construct_by_kind(written, path)
         finally:
-            self._active.discard(id(node))
+            self._active.discard(id(written))
+            self._reused = outer
+
+    def _place_where_written(self, path: SpecPath, written: Node) -> None:
+        """A refused value (an alias may reuse it): placed where it is written, as its error
+        is, so that the schema does not report its None again at the alias."""
+        if self.fixed_position is None:
+            here = Position(self.filename, *_mark(written))
+            self.positions[path] = NodePositions(here, self.positions[path].key)
 
     def _construct_by_kind(self, node: Node, path: SpecPath) -> Any:
         if isinstance(node, MappingNode):
@@ -474,13 +549,13 @@ class _Builder:
             return [self.construct(item, path + (index,), None) for index, item in items]
         value = self._scalar(node, path)
         if _read_apart(node, value):
-            self.error(*_mark(node), path, _readings_message(node.value, value))
+            self._refuse(node, path, _readings_message(node.value, value))
             return None
         return value
 
-    def _count_node(self, node: Node) -> None:
+    def _count_node(self, node: Node, written: Node) -> None:
         self._node_count += 1
-        self._distinct.add(id(node))
+        self._distinct.add(id(written))
         if self._node_count > _MAX_NODES:
             raise _TooLarge(node)
 
@@ -495,6 +570,9 @@ class _Builder:
     def _record(self, path: SpecPath, node: Node, key_node: Node | None) -> None:
         if self.fixed_position is not None:
             self.positions[path] = NodePositions(self.fixed_position, self.fixed_position)
+            return
+        if self._reused is not None:
+            self.positions[path] = NodePositions(self._reused, self._reused)
             return
         value = Position(self.filename, *_mark(node))
         key = Position(self.filename, *_mark(key_node)) if key_node is not None else None
@@ -512,7 +590,7 @@ class _Builder:
             message = "no spec field takes binary data (!!binary); write the value as text"
         else:
             message = f"unsupported YAML tag '{tag}' here"
-        self.error(*_mark(node), path, message)
+        self._refuse(node, path, message)
         return False
 
     def _scalar(self, node: ScalarNode, path: SpecPath) -> Any:
@@ -525,17 +603,17 @@ class _Builder:
             why = (f"{len(node.value):,} digits, far more than any setting takes"
                    if "integer string conversion" in str(error) else error)  # Python's limit
             message = f"cannot read {_shortened(node.value)!r} as {_display_tag(node.tag)}: {why}"
-            self.error(*_mark(node), path, message)
+            self._refuse(node, path, message)
             return None
         if _beyond_decimal_text(value):  # 0x..., 0o... or 1:2:3 past the limit of decimal digits
             digits = int(value.bit_length() * math.log10(2)) + 1
-            self.error(*_mark(node), path, f"cannot read {_shortened(node.value)!r} as "
-                       f"{_display_tag(node.tag)}: about {digits:,} digits, far more than any "
-                       "setting takes")
+            self._refuse(node, path, f"cannot read {_shortened(node.value)!r} as "
+                         f"{_display_tag(node.tag)}: about {digits:,} digits, far more than any "
+                         "setting takes")
             return None
         surrogate = _lone_surrogate(value)
         if surrogate is not None:
-            self.error(*_mark(node), path, _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}"))
+            self._refuse(node, path, _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}"))
             # kept, marked, so that the schema does not also report the value as missing
             return _SURROGATES.sub("\ufffd", value)
         return value

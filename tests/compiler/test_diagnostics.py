@@ -1039,3 +1039,88 @@ def test_learners_first_mistakes_are_told_the_fix_to_write():
     assert messages["10:19"].endswith("must be a mapping, got true; write its fields under it")
     assert messages["12:3"].endswith("remove the '- ' before its fields: they make a list of "
                                      "one mapping")
+
+
+# --- anchors, aliases and merges -------------------------------------------------------------
+
+LAYERS = "data: {dataset: digits}\nmodel:\n  layers:\n"
+
+
+def test_an_error_on_an_anchored_value_points_at_the_value_not_the_anchor():
+    """The error audit: `units: &u 0` was reported at `&u`, `- &d {...}` at `&d`. The alias
+    that reuses the 0 is where that layer's error is."""
+    assert _load_errors(LAYERS + "    - {type: flatten}\n    - {type: dense, units: &u 0}\n"
+                        "    - {type: dense, units: *u}\n") == [
+        "spec.yaml:5:31: error: model.layers[1]: 'units' must be an integer ≥ 1, got 0",
+        "spec.yaml:6:28: error: model.layers[2]: 'units' must be an integer ≥ 1, got 0"]
+    assert _load_errors(LAYERS + "    - {type: flatten}\n    - &d {type: dense, activation: relu}"
+                        "\n    - {type: dense, units: 10}\n") == [
+        "spec.yaml:5:10: error: model.layers[1]: missing required field 'units' (e.g. units: 10)"]
+
+
+def test_a_duplicate_name_made_by_an_alias_points_at_the_alias():
+    """The error audit: the layer `- *c` repeats was reported at the anchored layer's name,
+    which is not the one to change."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = (LAYERS + "    - &c {name: c1, type: conv2d, filters: 4, kernel_size: 3, padding: same}"
+            "\n    - *c\n    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(text, "spec.yaml"))
+    assert [d.format() for d in raised.value.diagnostics] == [
+        "spec.yaml:5:7: error: model.layers[1] (c1): layer name 'c1' is used twice "
+        "(model.layers[0] has it too); give each layer a unique name"]
+
+
+@pytest.mark.parametrize("layers, error", [
+    ("    - &conv {type: conv2d, filters: 4, kernal_size: 3}\n    - <<: *conv\n      filters: 8\n",
+     "spec.yaml:4:40: error: model.layers[0]: unknown field 'kernal_size'; did you mean "
+     "'kernel_size'?"),
+    ("    - &a {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
+     "    - &b {type: conv2d, filters: 4, kernel_size: 3, padding: same, dilaton: 2}\n"
+     "    - <<: [*a, *b]\n      name: merged\n",
+     "spec.yaml:5:68: error: model.layers[1]: unknown field 'dilaton'; did you mean "
+     "'dilation'?")])
+def test_a_typo_in_an_anchor_that_a_merge_reuses_is_reported_once_where_it_is(layers, error):
+    """The error audit: one line per layer that merged the typo, the same place and words."""
+    text = LAYERS + layers + "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+    assert _load_errors(text) == [error]
+
+
+def test_diagnostics_of_the_same_place_and_message_are_said_once():
+    first = Diagnostic("spec.yaml", 4, 40, "error", "model.layers[0]", "unknown field 'x'")
+    again = Diagnostic("spec.yaml", 4, 40, "error", "model.layers[1]", "unknown field 'x'")
+    elsewhere = Diagnostic("spec.yaml", 5, 7, "error", "model.layers[1]", "unknown field 'x'")
+    assert SpecError([first, again, elsewhere]).diagnostics == [first, elsewhere]
+    assert format_diagnostics([first, again]) == first.format()
+
+
+@pytest.mark.parametrize("text, position, message", [
+    ("data: {dataset: digits}\t# comment\n", "1:24", "a tab between tokens"),
+    ("model:\n  layers:\n    - type: dense\n      units:\t0\n", "4:13", "a tab between tokens"),
+    ("model:\n  layers:\n    - {type: dense,\tunits: 10}\n", "3:20", "a tab between tokens"),
+    ("seed: 0\t\n", "1:8", "a tab at the end of the line"),
+])
+def test_a_tab_outside_the_indentation_is_not_blamed_on_indentation(text, position, message):
+    """The error audit: every tab was told 'YAML indents with spaces only', also one before a
+    comment or after a colon, where YAML 1.2 readers take it as a space."""
+    fix = "remove it" if "end of the line" in message else "replace it with a space"
+    assert _load_errors(text) == [
+        f"spec.yaml:{position}: error: spec: invalid YAML: {message}, which PyYAML (the YAML 1.1 "
+        f"reader nnrun uses) refuses, though YAML 1.2 editors may accept it; {fix}"]
+
+
+def test_a_tab_in_the_indentation_is_named_as_indentation():
+    assert _load_errors("model:\n  layers:\n \t- {type: flatten}\n") == [
+        "spec.yaml:3:2: error: spec: invalid YAML: found character '\\t' that cannot start any "
+        "token; YAML indents with spaces only: replace the tabs"]
+
+
+def test_a_refused_value_an_alias_reuses_is_one_error_where_it_is_written():
+    """Placing the alias's value at the alias would have reported the refused (None) units
+    again there, as 'must be an integer, got null'."""
+    text = (LAYERS + "    - {type: flatten}\n    - {type: dense, units: &u !!python/object:x 1}\n"
+            "    - {type: dense, units: *u}\n")
+    assert _load_errors(text) == [
+        "spec.yaml:5:31: error: model.layers[1].units: tag '!!python/object:x' is not allowed: "
+        "specs never build Python objects"]

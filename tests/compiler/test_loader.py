@@ -161,7 +161,40 @@ def test_anchors_and_aliases_are_fine():
         """
     )
     assert loaded.data["model"]["layers"] == [loaded.data["conv"]] * 2
-    assert loaded.position(("model", "layers", 1, "filters")) == (1, 37)
+    assert loaded.position(("conv", "filters")) == (1, 37)
+    # reached through the second alias: placed where the value is reused
+    assert loaded.position(("model", "layers", 1, "filters")) == (3, 19)
+
+
+def test_an_anchored_value_is_placed_where_its_value_is_written_not_at_the_anchor():
+    """The error audit: `units: &u 0` was placed at `&u`. A tag is still the node's start, an
+    anchor with no value the anchor; everything an alias reuses is placed at the alias."""
+    loaded = load(
+        """\
+        a: &m
+          b: &u 1
+        t: &t !!int 2
+        e: &e
+        c: *m
+        """
+    )
+    assert [loaded.position(path) for path in [("a",), ("a", "b"), ("t",), ("e",)]] == [
+        (2, 3), (2, 9), (3, 7), (4, 4)]
+    assert loaded.position(("c",)) == loaded.position(("c", "b")) == (5, 4)
+    assert loaded.position(("c", "b"), key=True) == (5, 4)
+    assert loaded.position(("c",), key=True) == (5, 1)
+
+
+def test_a_duplicate_anchor_is_still_reported_at_the_anchors():
+    diagnostic = only_error("a: &x 1\nb: &x 2\n")
+    assert (diagnostic.line, diagnostic.col) == (2, 4)
+    assert diagnostic.message == ("invalid YAML: second occurrence (found duplicate anchor 'x'; "
+                                  "first occurrence started at 1:4)")
+
+
+def test_a_recursive_alias_is_reported_at_the_alias():
+    diagnostic = only_error("a: &loop [1, *loop]\n")
+    assert (diagnostic.line, diagnostic.col) == (1, 14)
 
 
 def test_merge_keys_fill_in_what_the_mapping_does_not_set():
@@ -669,7 +702,7 @@ def test_a_dash_without_its_space_is_named(item):
 def test_a_value_used_again_by_an_alias_is_refused_once():
     """Each use of the alias reported the same error at the same place."""
     diagnostics = errors_of("a: &n 010\nb: *n\nc: {<<: {d: 010}}\n")
-    assert [(d.line, d.col) for d in diagnostics] == [(1, 4), (3, 13)]
+    assert [(d.line, d.col) for d in diagnostics] == [(1, 7), (3, 13)]  # at 010, not &n
 
 
 def test_the_overrides_in_effect_replay_in_the_order_given():
