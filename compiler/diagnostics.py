@@ -135,7 +135,7 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "linear": ("dense", "identity"), "fully_connected": ("dense",),
             "fc": ("dense",),
             "conv": ("conv2d",), "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",),
-            "betas": ("beta1",)}
+            "betas": ("beta1",), "dim": ("axis",), "rho": ("alpha",)}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:

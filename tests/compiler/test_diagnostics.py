@@ -975,6 +975,13 @@ def test_pytorch_and_keras_names_are_offered_nnrun_s():
         "unknown field 'kernel_initializer'; did you mean 'init'?",
         "unknown layer type 'linear'; did you mean 'dense'?",
         "unknown field 'out_features'; did you mean 'units'?"]
+    # torch.cat's dim, Keras's RMSprop rho (the errors audit: no suggestion)
+    text = ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 2, name: a}\n"
+            "    - {type: concat, inputs: [a, input], dim: 0}\n"
+            "optimizer: {type: rmsprop, rho: 0.9}\n")
+    assert [line.split(": ", 3)[-1] for line in _load_errors(text)] == [
+        "unknown field 'dim'; did you mean 'axis'?",
+        "unknown field 'rho'; did you mean 'alpha'?"]
 
 
 def test_a_layer_without_its_type_is_read_as_the_type_its_fields_fit_for_later_shapes():
