@@ -599,8 +599,9 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
         return ", ".join(f"'{name}' gives {shape}{_branch_path(layers, name, names)}"
                          for name, shape in zip(names, shapes))
 
-    if any(len(shape) != rank for shape in shapes):
-        ctx.fail(f"{layer.type} needs inputs of one rank: {given()}; flatten or reshape a branch")
+    if any(len(shape) != rank for shape in shapes):  # said at `inputs`, which lists them
+        ctx.fail(f"{layer.type} needs inputs of one rank: {given()}; flatten or reshape a branch",
+                 "inputs")
     axis = layer.axis % rank if layer.type == "concat" else None
     differ = sorted({i for shape in shapes[1:] for i in range(rank)
                      if shape[i] != shapes[0][i] and i != axis})
@@ -612,7 +613,7 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
     fix = (_output_padding_fix(ctx, names, shapes, axis) if 0 not in differ else "") \
         or _branch_fix(layer.type, rank, differ, anywhere)
-    ctx.fail(f"{need}: {given()}; {fix}")
+    ctx.fail(f"{need}: {given()}; {fix}", "inputs")
 
 
 def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]], axis) -> str:

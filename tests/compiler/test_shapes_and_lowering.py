@@ -400,7 +400,7 @@ def test_add_shape_mismatch():
     assert error.message == ("add needs equal shapes: 'a' gives [2, 6, 6], 'b' gives [3, 6, 6]; "
                              "give the branches the same number of channels (filters), or join "
                              "them with concat, which stacks them")
-    assert at(error) == layer_position(text, "type: add")
+    assert at(error) == position(text, "inputs: [a, b]", "[a, b]")  # the branches it lists
 
 
 SKIP_TOO_LARGE = ("{type: maxpool2d, pool_size: 2, name: pool1}",
