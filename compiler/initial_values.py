@@ -9,6 +9,7 @@ initialised, by runtime/archives.py, which checks them again.
 
 from __future__ import annotations
 
+import dataclasses
 import tokenize
 import zipfile
 import zlib
@@ -34,6 +35,7 @@ class GivenValues:
     values: Any = None
     file: Path | None = None
     key: str | None = None
+    origin: Origin | None = dataclasses.field(default=None, compare=False)  # of init_from
 
 
 class _Unreadable(Exception):
@@ -232,7 +234,7 @@ def _give_found(lowered, path: Path, shapes: dict, found: dict, origin: Origin) 
             errors.append((origin, f"{path.name}: array '{key}' has shape {list(shapes[key])}, "
                                    f"{name} needs {list(info.shape)}{layout}"))
         else:
-            _give(lowered, name, GivenValues(file=path.resolve(), key=key))
+            _give(lowered, name, GivenValues(file=path.resolve(), key=key, origin=origin))
     return errors
 
 

@@ -633,7 +633,7 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
                            + _unusable_data_file(checked.source, read_data)
                            + _missing_idx_files(checked.source, read_data))
             if read_data and not any(d.severity == "error" for d in diagnostics):
-                diagnostics += _data_file_checks(source)
+                diagnostics += _data_file_checks(source) + _init_from_errors(source)
             summary = checked.summary
         except SpecError as error:
             diagnostics, summary = mismatch + error.diagnostics, None
@@ -789,6 +789,24 @@ def _data_file_checks(source, missing_said: bool = True) -> list[Diagnostic]:
 
         return [source.diagnostic(at_path, describe_os_error(error))]
     return [source.diagnostic(at_path, message, "warning") for message in warnings]
+
+
+def _init_from_errors(source) -> list[Diagnostic]:
+    """validate --data: the arrays init_from names, read as train reads them (values beyond
+    the model's dtype, nan), said at the init_from that names each."""
+    from nnrun.compiler.frontend import compile_checked
+    from nnrun.runtime.checkpoint import CheckpointError
+    from nnrun.runtime.init import initial_value
+
+    lowered, _ = compile_checked(source)
+    errors = []
+    for info in [*lowered.params.values(), *lowered.state.values()]:
+        if getattr(info.init, "file", None) is not None:
+            try:
+                initial_value(info, None, source.spec.dtype)
+            except CheckpointError as error:
+                errors.append(source.diagnostic(error.origin, str(error)))
+    return errors
 
 
 def _data_memory_warning(checked, limit: int, named: str) -> list[Diagnostic]:

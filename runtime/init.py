@@ -45,20 +45,28 @@ def _given(init, shape, dtype) -> np.ndarray:
         headers = npz_headers(init.file)
         array = read_npz(init.file, {init.key: headers[init.key]})[init.key]
     except (DamagedFile, KeyError) as error:
-        raise CheckpointError(f"{init.file}: cannot read array '{init.key}' ({error})") from None
+        raise _refused(init, f"cannot read array '{init.key}' ({error})") from None
     if array.shape != shape:
-        raise CheckpointError(f"{init.file}: array '{init.key}' changed to shape "
-                              f"{list(array.shape)} since the spec was checked")
+        raise _refused(init, f"array '{init.key}' changed to shape {list(array.shape)} since "
+                             "the spec was checked")
     if first_not_finite({init.key: array}):
-        raise CheckpointError(f"{init.file}: array '{init.key}' holds nan or inf; init_from "
-                              "needs finite weights (a checkpoint from before the loss diverged)")
+        raise _refused(init, f"array '{init.key}' holds nan or inf; init_from needs finite "
+                             "weights (a checkpoint from before the loss diverged)")
     with np.errstate(over="ignore"):  # said below, as one line
         values = array.astype(dtype)
     if first_not_finite({init.key: values}):
-        raise CheckpointError(f"{init.file}: array '{init.key}' holds values beyond the range of "
-                              f"{dtype} (at most {float(np.finfo(dtype).max):.4g} in size); "
-                              f"give smaller values, or train with --set dtype=float64")
+        raise _refused(init, f"array '{init.key}' holds values beyond the range of {dtype} (at "
+                             f"most {float(np.finfo(dtype).max):.4g} in size); give smaller "
+                             "values, or train with --set dtype=float64")
     return values
+
+
+def _refused(init, problem: str) -> CheckpointError:
+    """An init_from file's array that cannot begin the model, with the spec's init_from (its
+    `origin`) for the command to say it there."""
+    error = CheckpointError(f"{init.file}: {problem}")
+    error.origin = init.origin
+    return error
 
 
 def _uniform(rng, shape, limit, dtype) -> np.ndarray:

@@ -161,6 +161,19 @@ def placed_at_the_data(source):
         raise
 
 
+@contextmanager
+def placed_at_init_from(source):
+    """An init_from array that cannot begin the model (values beyond the dtype, nan) is said
+    at the spec's init_from that names it, as the data's errors are at data.path."""
+    try:
+        yield
+    except ckpt.CheckpointError as error:
+        origin = getattr(error, "origin", None)
+        if origin is not None and getattr(error, "diagnostic", None) is None:
+            error.diagnostic = source.diagnostic(origin, str(error))
+        raise
+
+
 def check_before_training(source) -> list[str]:
     """What `train` checks before its first step, without training or writing anything
     (`nnrun validate --data`): the spec's data loaded and fitted to the model. Raises what
@@ -651,7 +664,8 @@ class Trainer:
     def _new(self, run: RunDirectory) -> Begun:
         # First the state: init_from files are read (and may be refused) before the run
         # directory is written to.
-        state = self.model.host_train_state(self.spec.seed)
+        with placed_at_init_from(self.source):
+            state = self.model.host_train_state(self.spec.seed)
         run.start_over(self.spec_text)
         return Begun(state, History(), step=0, first_epoch=1, pruning=None)
 

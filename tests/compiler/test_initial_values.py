@@ -253,6 +253,14 @@ def test_init_from_values_that_are_not_finite_are_refused_before_the_run_starts(
     assert result.output.count("\n") == 1, result.output
     assert f"{tmp_path / 'w.npz'}: array '{key}' holds nan or inf" in result.output
     assert "loss became nan" not in result.output and not run.exists()
+    # said at the init_from that names the file, as validate --data says it (it said ok)
+    lines = spec.read_text().splitlines()
+    line = next(number for number, text in enumerate(lines, 1) if "init_from" in text)
+    column = lines[line - 1].index("w.npz") + 1
+    placed = f"{spec}:{line}:{column}: error: "
+    assert result.output.startswith(placed), result.output
+    checked = CliRunner().invoke(main, ["validate", "--data", str(spec)])
+    assert checked.exit_code == 1 and checked.output.startswith(placed), checked.output
 
 
 def test_a_setting_that_rounds_to_zero_in_float32_is_an_error(tmp_path):
