@@ -203,10 +203,60 @@ def csv_columns(header_line: str) -> list[str]:
             row = next(csv.reader([header_line.strip()], skipinitialspace=True), [""])
         finally:
             csv.field_size_limit(limit)
-    return [column.strip() for column in row] or [""]
+    names = [column.strip() for column in row] or [""]
+    if open_quote_value(header_line.strip(), skip_spaces=True) is not None:
+        names[-1] = OpenQuotedName(names[-1])  # the csv module ends it quietly at the line's end
+    return names
+
+
+class OpenQuotedName(str):
+    """The last name of a header row whose quote the row's line does not close (a name that
+    spans lines, or a quote never closed): no_label_column and unnamed_column say so first."""
+
+
+# A quoted value as np.loadtxt reads one (quotechar '"'): a quote opens only as a value's first
+# character and "" inside is one quote. Group 1 is the closing quote, empty where the line ends
+# first; what follows the closing quote, up to the comma, belongs to the value as written.
+_QUOTED_VALUE = re.compile(r'"(?:[^"]|"")*("?)')
+
+
+def open_quote_value(line: str, skip_spaces: bool = False) -> int | None:
+    """The index of the value on `line` whose quote the line does not close, else None.
+    `skip_spaces`: a quote may follow spaces, as the csv module reads the header row."""
+    if '"' not in line:
+        return None
+    position, index = 0, 0
+    while True:
+        while skip_spaces and line.startswith(" ", position):
+            position += 1
+        if line.startswith('"', position):
+            quoted = _QUOTED_VALUE.match(line, position)
+            if not quoted.group(1):
+                return index
+            position = quoted.end()
+        comma = line.find(",", position)
+        if comma < 0:
+            return None
+        position, index = comma + 1, index + 1
+
+
+def closes_quote(line: str) -> bool:
+    """Whether `line`, read inside a quoted value, holds the quote that closes it."""
+    return re.match(r'(?:[^"]|"")*"(?!")', line) is not None
+
+
+def _open_quote(path, header: list[str]) -> str | None:
+    if not header or not isinstance(header[-1], OpenQuotedName):
+        return None
+    return (f"{path}: the header row's quote (\") before {_first_names(header[-1:])!r} is not "
+            "closed on its line; a column name cannot span lines: close the quote where the "
+            "name ends, or remove it")
 
 
 def no_label_column(path, header: list[str]) -> str:
+    open_quote = _open_quote(path, header)  # it hides the names after it
+    if open_quote:
+        return open_quote
     if header == [""]:  # no line but blanks and comments
         return f"{path}: empty file; expected a header row with a `label` column"
     separator = _other_separator(header)
@@ -246,7 +296,11 @@ def npz_arrays_problem(path, names) -> str | None:
 
 def unnamed_column(path, header: list[str]) -> str | None:
     """A header cell left empty: pandas' index (`df.to_csv(path)`), read as a feature that
-    numbers the rows, or commas that end every row; None where every column is named."""
+    numbers the rows, or commas that end every row; None where every column is named. A
+    quote the header row does not close comes first: the names after it are lost."""
+    open_quote = _open_quote(path, header)
+    if open_quote:
+        return open_quote
     unnamed = [name == "" or re.fullmatch(r"Unnamed: \d+", name) is not None
                for name in header]
     if not any(unnamed):

@@ -302,15 +302,27 @@ def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], 
         raise ValueError(f"member {member!r} is not a .npy array")
     with archive.open(member) as stream:
         version = npy_format.read_magic(stream)
-        if version == (1, 0):
-            shape, _, dtype = npy_format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, _, dtype = npy_format.read_array_header_2_0(stream)
-        else:
+        if version not in _HEADER_READERS:
             raise ValueError(f"member {member!r} has .npy format version {version}")
+        try:
+            shape, _, dtype = _HEADER_READERS[version](stream)
+        except _HEADER_PARSE_FAILURES as error:
+            if isinstance(error, ValueError) and str(error).startswith("EOF: "):
+                raise  # NumPy's words: the header is cut short
+            raise ValueError(f"member {member!r} has a header that is not a NumPy array "
+                             "header") from None
     if any(size < 0 for size in shape):  # NumPy's header reader lets (-1, 4) through
         raise ValueError(f"member {member!r} declares the shape {list(shape)}")
     return tuple(shape), dtype
+
+
+_HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0,
+                   (2, 0): npy_format.read_array_header_2_0}
+# NumPy reads a header's dictionary with ast.literal_eval and, when that fails, says so in
+# Python's words: "malformed node or string on line 1: <ast.Call object at 0x...>", a
+# tokenizer's tuple, a recursion limit, or the whole header quoted (up to 10,000 characters).
+_HEADER_PARSE_FAILURES = (ValueError, SyntaxError, tokenize.TokenError, RecursionError,
+                          MemoryError)
 
 
 def _shape(archive: zipfile.ZipFile, member: str, numbers_only: bool) -> tuple[int, ...]:

@@ -257,9 +257,15 @@ def _fix(path: Path) -> str:
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:
     header = headers.get(META_KEY)
-    if header is None or header.dtype.kind != "U" or header.size_bytes > META_LIMIT_BYTES:
+    if header is None:
         raise CheckpointError(f"{path}: not an nnrun checkpoint (no meta entry); "
                               "give the run directory that nnrun wrote")
+    if header.dtype.kind != "U":
+        held = "bytes" if header.dtype.kind == "S" else header.dtype.name
+        raise CheckpointError(_damaged(path, f"meta holds {held}, not a JSON string"))
+    if header.size_bytes > META_LIMIT_BYTES:
+        raise CheckpointError(_damaged(path, f"meta declares {header.size_bytes:,} bytes, more "
+                                             f"than the {META_LIMIT_BYTES:,} nnrun reads"))
     try:
         meta = json.loads(str(_read(path, {META_KEY: header})[META_KEY]))
     except (ValueError, RecursionError) as error:  # not JSON, or past Python's own limits
@@ -291,8 +297,8 @@ def _checked(path: Path, headers: dict, name: str, shape: tuple, dtype: str,
     """`same_model`: the meta's spec hash says the file was written for this model and dtype,
     so an array of another shape or dtype was changed since (the spec is not to blame)."""
     header = headers.get(_stored_name(name))
-    if header is None:
-        raise CheckpointError(f"{path}: checkpoint has no '{name}'")
+    if header is None:  # in a file of this model (its spec hash, where read, says so)
+        raise CheckpointError(_damaged(path, f"it has no '{name}', a parameter of this model"))
     problem = None
     if header.shape != tuple(shape):
         problem = f"'{name}' has shape {list(header.shape)}, the spec needs {list(shape)}"

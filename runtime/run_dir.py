@@ -476,15 +476,26 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        row = _metrics_row(line)
-        if row is None and number == len(lines):
-            torn = True
-        elif row is None:
-            raise RunDirectoryError(f"{path}: line {number} is damaged (not a JSON row with "
-                                    f"an epoch); {_remedy(path)}")
+        row = _json_or_none(line, otherwise=_NOT_JSON)
+        if row is _NOT_JSON and number == len(lines):
+            torn = True  # what a crash in the append leaves; a complete line is never torn
+        elif not _is_row(row):
+            raise RunDirectoryError(f"{path}: line {number} {_row_problem(row)}; "
+                                    f"{_remedy(path)}")
         else:
             rows.append(row)
     return rows, torn
+
+
+def _row_problem(row) -> str:
+    if not isinstance(row, dict):
+        return "is damaged (not a JSON row with an epoch)"
+    if "epoch" not in row:
+        return "lacks the epoch that nnrun writes in every row (an edited or damaged file)"
+    shown = json.dumps(row["epoch"])
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return (f"holds the epoch {shown}, not the whole number (1, 2, ...) that nnrun writes in "
+            "every row (an edited or damaged file)")
 
 
 def _remedy(path: Path) -> str:
@@ -558,12 +569,15 @@ def _epochs(ranges: list[tuple[int, int]]) -> str:
                                  for first, last in ranges)
 
 
-def _json_or_none(line: str):
+_NOT_JSON = object()  # a line's value where it is no JSON, when `null` must be told apart
+
+
+def _json_or_none(line: str, otherwise=None):
     try:
         return json.loads(line)
     # JSONDecodeError, an integer past Python's digit limit, or nested past its recursion limit
     except (ValueError, RecursionError):
-        return None
+        return otherwise
 
 
 HOLDER_WAITS, HOLDER_WAIT_S = 20, 0.025
@@ -601,4 +615,10 @@ def _running(pid: int) -> bool:
 
 def _metrics_row(line: str) -> dict | None:
     row = _json_or_none(line)
-    return row if isinstance(row, dict) and isinstance(row.get("epoch"), int) else None
+    return row if _is_row(row) else None
+
+
+def _is_row(row) -> bool:
+    """A row as nnrun writes it: a JSON object whose epoch is a whole number from 1 on."""
+    epoch = row.get("epoch") if isinstance(row, dict) else None
+    return isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1

@@ -20,10 +20,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, csv_columns,
-                                     csv_header_line, csv_text, generated_bytes, generator_hint,
-                                     held_out, is_number, kernel_file, no_label_column,
-                                     no_training_samples, npz_arrays_problem, unnamed_column,
+from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, closes_quote,
+                                     csv_columns, csv_header_line, csv_text, generated_bytes,
+                                     generator_hint, held_out, is_number, kernel_file,
+                                     no_label_column, no_training_samples,
+                                     npz_arrays_problem, open_quote_value, unnamed_column,
                                      user_path, why_not_looked_at, why_unreadable)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
@@ -737,14 +738,31 @@ def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
     short row suggests an option (usecols) that nnrun does not have."""
     with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
         header_seen = False
-        for number, line in enumerate(handle, start=1):
+        numbered = enumerate(handle, start=1)
+        for number, line in numbered:
             values = csv_text(line).strip()  # as loadtxt: comments, blank lines
             if header_seen and values:
-                problem = row_problem(values.split(","), header)
+                problem = (quote_problem(values, header, numbered)
+                           or row_problem(values.split(","), header))
                 if problem:
                     return f"line {number}{problem}"
             header_seen = header_seen or bool(values)
     return otherwise
+
+
+def quote_problem(values: str, header: list[str], later_lines) -> str | None:
+    """A value whose quote its line does not close: np.loadtxt reads on through the next
+    lines, to the closing quote or the end of the file, and reports a row it then miscounts
+    or cannot convert, by its own count of rows (`later_lines`: the file's numbered lines
+    after this one)."""
+    index = open_quote_value(values)
+    if index is None:
+        return None
+    closing = next((number for number, line in later_lines if closes_quote(line)), None)
+    where = "is never closed" if closing is None else f"is closed only on line {closing}"
+    column = f"column '{header[index]}'" if index < len(header) else f"value {index + 1}"
+    return (f", {column}: its quote (\") {where}; check the file's quotes: a value quoted "
+            "with \" must close on its own line")
 
 
 def row_problem(values: list[str], header: list[str]) -> str | None:

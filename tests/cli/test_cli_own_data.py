@@ -1005,6 +1005,21 @@ def test_validate_names_a_csv_column_without_a_name_as_train_does(tmp_path, inpu
                                              "d.csv")
 
 
+@pytest.mark.parametrize("header", ['a,"b\nx",c,label', 'label,a,"b\nx",c'])
+def test_validate_and_train_name_a_header_quote_left_open(tmp_path, header):
+    """The audit: a quoted name broken over two lines was 'no label column in the header row
+    (a, b)' though the file has one; with label before it, validate said ok."""
+    (tmp_path / "d.csv").write_text(header + "\n" + "".join(f"{i},{i / 7},1,{i % 2}\n"
+                                                            for i in range(30)))
+    spec = write(tmp_path / "s.yaml", SPEC.replace("npz, path: d.npz", "csv, path: d.csv")
+                 .replace("INPUT", ""))
+    expected = ("d.csv: the header row's quote (\") before 'b' is not closed on its line; a "
+                "column name cannot span lines: close the quote where the name ends, or remove it")
+    assert expected in assert_one_line_error(invoke("validate", spec), "s.yaml:2:")
+    assert expected in assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"),
+                                             "s.yaml:2:")
+
+
 @pytest.mark.parametrize("dtype", ["int64", "float64"])
 def test_labels_minus_one_and_one_are_told_to_save_0_and_1(tmp_path, dtype):
     """They were told to set loss.ignore_index: -1 (integers), which left one class and an

@@ -184,6 +184,9 @@ def test_init_from_a_device_a_directory_or_a_crafted_header_is_one_line(tmp_path
                                        b".system('x'), }  \n")
     result = validate(tmp_path, text.replace("FILE", "crafted.npz"))
     assert result.exit_code == 1 and "not a readable .npz file" in result.output
+    # in words, not Python's ("malformed node or string on line 1: <ast.Call object at 0x...>")
+    assert "member 'weight.npy' has a header that is not a NumPy array header" in result.output
+    assert "ast." not in result.output and "0x" not in result.output
 
 
 def test_model_init_from_a_checkpoint_and_layer_values_first(tmp_path):

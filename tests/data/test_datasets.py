@@ -651,6 +651,42 @@ def test_bad_csv_files_are_refused_by_name(tmp_path, case):
     assert "usecols" not in message and "float64" not in message  # NumPy's own words
 
 
+CLOSE_IT = "check the file's quotes: a value quoted with \" must close on its own line"
+HEADER_QUOTE = ("the header row's quote (\") before 'b' is not closed on its line; a column name "
+                "cannot span lines: close the quote where the name ends, or remove it")
+
+
+@pytest.mark.parametrize("text, said", [
+    # np.loadtxt reads a quoted value on through the next lines: it said "the number of
+    # columns changed from 4 to 1 at row 2", or quoted the rest of the file as the value of
+    # "row 0, column 1"; a quoted header name broken over two lines hid the label after it
+    ('a,b,c,label\n1,2,3,0\n"4,5,6,1\n7,8,9,0\n',
+     f"line 3, column 'a': its quote (\") is never closed; {CLOSE_IT}"),
+    ('a,b,c,label\n"1,2,3,0\n0.95,2,3,1\n',
+     f"line 2, column 'a': its quote (\") is never closed; {CLOSE_IT}"),
+    ('a,b,c,label\n1,"2\n3",3,0\n4,5,6,1\n',
+     f"line 2, column 'b': its quote (\") is closed only on line 3; {CLOSE_IT}"),
+    ('a,b,c,label\n1,2,3,0,"9\n',
+     f"line 2, value 5: its quote (\") is never closed; {CLOSE_IT}"),
+    ('a,"b\nx",c,label\n1,2,3,0\n4,5,6,1\n', HEADER_QUOTE),
+    ('label,a, "b\n1,2,3\n', HEADER_QUOTE),
+])
+def test_a_csv_quote_its_line_does_not_close_is_named_where_it_opens(tmp_path, text, said):
+    path = tmp_path / "q.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as excinfo:
+        load("csv", spec_dir=tmp_path, path=path.name)
+    assert str(excinfo.value) == f"{path}: {said}"
+
+
+@pytest.mark.parametrize("text", ['"a","b,x",label\n"1",2,"0"\n3,"4",1\n',
+                                  'a,b,label\n"1""",2,0\n'])
+def test_quotes_closed_on_their_line_are_no_quote_problem(tmp_path, text):
+    from nnrun.compiler.datasets import open_quote_value
+
+    assert all(open_quote_value(line) is None for line in text.splitlines())
+
+
 # --- an npz's own validation split (x_val, y_val) ----------------------------------------------
 
 

@@ -1517,6 +1517,125 @@ def test_a_damaged_file_is_described_without_python_s_exception_names(tmp_path):
     assert str(caught.value) == "File is not a zip file"
 
 
+def _npy_with_header(text: str) -> bytes:
+    """A .npy member whose header dictionary is `text`, padded as NumPy pads it."""
+    body = text.encode("latin1")
+    body += b" " * (-(10 + len(body) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body + b"\0" * 64
+
+
+CALL_HEADER = "{'descr': __import__('os').system('x'), 'fortran_order': False, 'shape': (2,), }"
+NOT_A_HEADER = "has a header that is not a NumPy array header"
+
+
+@pytest.mark.parametrize("header", [
+    CALL_HEADER,  # ast: "malformed node or string on line 1: <ast.Call object at 0x7f...>"
+    "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), ",  # the tokenizer's tuple
+    "-" * 5000 + "1",  # "maximum recursion depth exceeded during ast construction"
+    "(" * 300 + ")" * 300,  # "Cannot parse header: '((((...'", the header quoted whole
+    "[1, 2, 3]",
+    "{'descr': 'zz9', 'fortran_order': False, 'shape': (2,), }",
+])
+def test_an_npy_header_that_does_not_parse_is_said_in_words(tmp_path, header):
+    """The hostile-input audit: NumPy reads the header with ast.literal_eval, and its failure
+    was every command's message, an object's address included."""
+    from nnrun.runtime.archives import DamagedFile, npz_headers
+
+    path = _npz_with_member(tmp_path / "bad.npz", "x.npy", _npy_with_header(header))
+    with pytest.raises(DamagedFile) as caught:
+        npz_headers(path)
+    assert str(caught.value) == f"member 'x.npy' {NOT_A_HEADER}"
+
+
+def test_a_crafted_npy_header_is_said_in_words_by_predict_train_and_eval(tmp_path, trained):
+    path = _npz_with_member(tmp_path / "bad.npz", "x.npy", _npy_with_header(CALL_HEADER))
+    line = assert_one_line_error(invoke("predict", trained, path, "--out", tmp_path / "p.npy"),
+                                 path)
+    assert f"not a readable .npz file (member 'x.npy' {NOT_A_HEADER}); save the inputs" in line
+    data = tmp_path / "s.yaml"
+    data.write_text("data: {dataset: npz, path: bad.npz}\nmodel: {input_shape: [2], layers: "
+                    "[{type: dense, units: 2}]}\n")
+    line = assert_one_line_error(invoke("train", data, "--out", tmp_path / "new-run"), path.name)
+    assert f"(member 'x.npy' {NOT_A_HEADER}); save it again with numpy.savez" in line
+    (trained / "best.npz").unlink()
+    _npz_with_member(trained / "best.npz", "params/dense_1.weight.npy",
+                     _npy_with_header(CALL_HEADER))
+    line = assert_one_line_error(invoke("eval", trained, "--checkpoint", "best"),
+                                 trained / "best.npz")
+    assert line == (f"error: {trained / 'best.npz'}: damaged checkpoint (member "
+                    f"'params/dense_1.weight.npy' {NOT_A_HEADER}); delete it (last.npz is then "
+                    "used)")
+
+
+def _without(path: Path, key: str, **replaced) -> None:
+    """The checkpoint at `path` saved again without its member `key`, other members replaced."""
+    with np.load(path) as archive:
+        members = {name: archive[name] for name in archive.files if name != key}
+    np.savez(path, **{**members, **replaced})
+
+
+@pytest.mark.parametrize("name, advice", [
+    ("best.npz", "delete it (last.npz is then used)"),
+    ("last.npz", "copy best.npz over it to resume from the best epoch, or start a new run with "
+                 "another --out")])
+def test_a_checkpoint_without_one_of_its_parameters_is_damaged_and_says_what_to_do(
+        trained, spec, name, advice):
+    """The audit: 'checkpoint has no 'dense_1.bias'', the one damaged-checkpoint line with no
+    advice."""
+    _without(trained / name, "params/dense_1.bias")
+    before = files_of(trained)
+    command = (["eval", trained, "--checkpoint", name.removesuffix(".npz")] if name == "best.npz"
+               else ["train", spec, "--resume", trained, "--epochs", 3, "--quiet"])
+    line = assert_one_line_error(invoke(*command), trained / name)
+    assert line == (f"error: {trained / name}: damaged checkpoint (it has no 'dense_1.bias', a "
+                    f"parameter of this model); {advice}")
+    assert files_of(trained) == before
+
+
+@pytest.mark.parametrize("meta, problem", [
+    (np.array(b"\xff\xfe"), "meta holds bytes, not a JSON string"),
+    (np.zeros(3), "meta holds float64, not a JSON string"),
+    (np.array("x" * 300_000), "meta declares 1,200,000 bytes, more than the 1,048,576 nnrun "
+                              "reads"),
+])
+def test_a_meta_entry_that_is_not_a_json_string_is_damage_not_a_missing_entry(trained, meta,
+                                                                              problem):
+    """It was 'not an nnrun checkpoint (no meta entry)', though the entry was there."""
+    _without(trained / "best.npz", "meta", meta=meta)
+    line = assert_one_line_error(invoke("eval", trained, "--checkpoint", "best"),
+                                 trained / "best.npz")
+    assert line == (f"error: {trained / 'best.npz'}: damaged checkpoint ({problem}); delete it "
+                    "(last.npz is then used)")
+
+
+@pytest.mark.parametrize("row, epoch, problem", [
+    (2, 1e308, "holds the epoch 1e+308, not the whole number (1, 2, ...) that nnrun writes in "
+               "every row (an edited or damaged file)"),
+    (2, "2", 'holds the epoch "2", not the whole number'),
+    (2, True, "holds the epoch true, not the whole number"),
+    (1, 0, "holds the epoch 0, not the whole number"),
+    (2, None, "holds the epoch null, not the whole number"),
+    (2, "absent", "lacks the epoch that nnrun writes in every row (an edited or damaged file)"),
+])
+def test_a_complete_metrics_row_with_a_wrong_epoch_is_named_not_called_torn(trained, spec, row,
+                                                                            epoch, problem):
+    """The audit: a last row whose epoch was edited to 1e+308, complete JSON, was 'lacks the
+    rows of epoch 2 (its last line is torn)'. Torn is a last line that is not JSON at all."""
+    lines = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    if epoch == "absent":
+        del lines[row - 1]["epoch"]
+    else:
+        lines[row - 1]["epoch"] = epoch
+    (trained / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                                        "--quiet"), trained / "metrics.jsonl")
+    assert f"metrics.jsonl: line {row} {problem}" in line and "torn" not in line
+    assert line.endswith("restore the file from a backup, then resume, or start a new run with "
+                         "another --out")
+    assert files_of(trained) == before
+
+
 def test_an_output_name_of_up_to_255_bytes_is_written_and_its_leftovers_found(tmp_path):
     """The environments audit: the temporary file's name is the output's with 24 bytes more,
     so names of 232 to 255 bytes (legal ones) were refused as too long; the name is cut in the
