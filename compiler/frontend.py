@@ -138,13 +138,24 @@ def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def _plain_copy(data: Mapping) -> dict:
-    """The spec's mappings and lists copied (overrides change the copy), NumPy's numbers as
-    Python's; any other object is refused where it stands, as a file cannot hold it: copying
-    it (copy.deepcopy, as the checks do) would run its own __reduce__, code that loading a spec
-    must not run."""
+def _numbers_of(array):
+    """An array of real numbers or booleans (NumPy's, or one that converts to it, PyTorch's) as
+    Python's nested lists, or a NumPy scalar as a Python number; None for anything else."""
     import numpy as np
 
+    try:
+        values = np.asarray(array)
+    except Exception:  # noqa: BLE001 - the object's own conversion: it is refused instead
+        return None
+    return values.tolist() if values.dtype.kind in "biuf" else None
+
+
+def _plain_copy(data: Mapping) -> dict:
+    """The spec's mappings and lists copied (overrides change the copy), arrays of numbers
+    (NumPy's, PyTorch's: inline weights) as nested lists, NumPy's numbers as Python's, paths
+    as text; any other object is refused where it stands, as a file cannot hold it: copying it
+    (copy.deepcopy, as the checks do) would run its own __reduce__, code that loading a spec
+    must not run."""
     refused = []
 
     def copied(value, where: str):
@@ -156,8 +167,12 @@ def _plain_copy(data: Mapping) -> dict:
                     for key, item in value.items() if isinstance(key, _PLAIN)}
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
-        if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-            return value.item()
+        if isinstance(value, PathLike):
+            return str(Path(value))
+        if not isinstance(value, _PLAIN) and hasattr(value, "__array__"):
+            numbers = _numbers_of(value)
+            if numbers is not None:
+                return numbers
         if not isinstance(value, _PLAIN):
             refused.append((where, value))
         return value

@@ -55,6 +55,14 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
                                   "true/false, None, lists and dicts")
     model = nnrun.compile(spec("n", np.int64(2)))
     assert model.forward(model.init_params(), np.zeros((1, 4))).shape == (1, 2)
+    # arrays of numbers are values too: inline weights from NumPy or PyTorch, a path as text
+    torch = pytest.importorskip("torch")
+    given = spec("n")
+    given["model"]["layers"][0].update(weights=np.ones((4, 3)), bias=torch.zeros(3))
+    given["data"] = {"dataset": "npz", "path": tmp_path / "d.npz"}
+    model = nnrun.compile(given)
+    np.testing.assert_array_equal(model.init_params()["dense_1.weight"], np.ones((4, 3)))
+    assert model.spec.data.path == str(tmp_path / "d.npz")
 
 
 def test_train_takes_the_commands_options(tmp_path):
