@@ -100,8 +100,13 @@ class GraphBuilder:
                                             "it smaller")
 
     def _error_origin(self, error: ShapeError) -> Origin | None:
+        """The field at fault; where it is a list of one entry per axis, the axis's entry (a
+        single value for every axis is found as the field itself)."""
         field_name = self.fields.get(error.attribute)
-        return self.origin.at_field(field_name) if field_name and self.origin else self.origin
+        if not field_name or not self.origin:
+            return self.origin
+        axis = () if error.axis is None else (error.axis,)
+        return self.origin.at_field(field_name, *axis)
 
     def _error_message(self, error: ShapeError) -> str:
         # no node yet: the model's first layer, with no layer before it to change

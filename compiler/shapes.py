@@ -18,12 +18,13 @@ class ShapeError(Exception):
     None means the input's shape is at fault."""
 
     def __init__(self, message: str, hint: str = "", attribute: str | None = None,
-                 first_hint: str = ""):
+                 first_hint: str = "", axis: int | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.attribute = attribute
         self.first_hint = first_hint  # the hint for the model's first layer, if it differs
+        self.axis = axis  # the spatial axis at fault: its entry of a per-axis list, if given
 
     def __str__(self) -> str:
         return self.text(first_layer=False)
@@ -70,8 +71,9 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
     """Output spatial sizes of a sliding window over x, or a ShapeError with the arithmetic."""
     sizes = window_sizes(x.shape[2:], kernel, attrs)
     axis_names = ["length"] if len(kernel) == 1 else ["rows", "columns"]
-    for axis, size, n, k, s, pad, d in zip(axis_names, sizes, x.shape[2:], kernel, attrs.stride,
-                                           pad_pairs(attrs.pad), attrs.dilation):
+    for index, (axis, size, n, k, s, pad, d) in enumerate(zip(
+            axis_names, sizes, x.shape[2:], kernel, attrs.stride, pad_pairs(attrs.pad),
+            attrs.dilation)):
         if size < 1:
             result = window_output(n, k, s, pad, d)
             dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
@@ -84,6 +86,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                 f"use {fixes}, or remove a downsampling layer before it",
                 attribute=cause,
                 first_hint=f"use {fixes}",
+                axis=index,
             )
     return sizes
 

@@ -1193,6 +1193,18 @@ def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
                                   "downsampling layer before it")
 
 
+def test_a_window_that_does_not_fit_one_axis_points_at_that_axis_entry():
+    """kernel_size: [3, 9] on 8 columns: the 9, not the list; one value for both axes is the
+    value itself."""
+    text = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: [3, 9]}")
+    assert at(the_error(text)) == position(text, "[3, 9]", "9")
+    dilated = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 3, "
+                                   "dilation: [1, 5]}")
+    assert at(the_error(dilated)) == position(dilated, "[1, 5]", "5")
+    single = spec_text([1, 8, 8], "{type: conv2d, filters: 2, kernel_size: 9}")
+    assert at(the_error(single)) == position(single, "kernel_size: 9", "9")
+
+
 @pytest.mark.parametrize("layer", [
     "{type: conv2d, filters: 1, kernel_size: [7, 3], padding: [0, 1]}",
     "{type: conv2d, filters: 1, kernel_size: 6, stride: 3}",
