@@ -78,12 +78,15 @@ def format_diagnostics(diagnostics: Iterable[Diagnostic], fmt: str = "text") -> 
 
 def distinct(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     """The diagnostics less repeats of an earlier one's place and message: a typo in an
-    anchored mapping that two layers merge is one error at the typo, whichever layer says it."""
+    anchored mapping that two layers merge is one error at the typo, whichever layer says it.
+    At 1:1, where a spec without positions (Python data) says everything, `where` tells them
+    apart."""
     said: set[tuple] = set()
     kept = []
     for diagnostic in diagnostics:
+        positionless = (diagnostic.line, diagnostic.col) == (1, 1)
         said_as = (diagnostic.file, diagnostic.line, diagnostic.col, diagnostic.severity,
-                   diagnostic.message)
+                   diagnostic.message, diagnostic.where if positionless else None)
         if said_as not in said:
             said.add(said_as)
             kept.append(diagnostic)

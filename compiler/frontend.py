@@ -5,7 +5,9 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -138,52 +140,62 @@ def load_spec_data(data: Mapping, overrides=()) -> SourceSpec:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def _numbers_of(array):
-    """An array of real numbers or booleans (NumPy's, or one that converts to it, PyTorch's) as
-    Python's nested lists, or a NumPy scalar as a Python number; None for anything else."""
-    import numpy as np
-
-    try:
-        values = np.asarray(array)
-    except Exception:  # noqa: BLE001 - the object's own conversion: it is refused instead
-        return None
-    return values.tolist() if values.dtype.kind in "biuf" else None
-
-
 def _plain_copy(data: Mapping) -> dict:
-    """The spec's mappings and lists copied (overrides change the copy), arrays of numbers
-    (NumPy's, PyTorch's: inline weights) as nested lists, NumPy's numbers as Python's, paths
-    as text; any other object is refused where it stands, as a file cannot hold it: copying it
-    (copy.deepcopy, as the checks do) would run its own __reduce__, code that loading a spec
-    must not run."""
+    """The spec's mappings and lists copied (overrides change the copy), arrays (NumPy's,
+    PyTorch's: inline weights) as nested lists, other numbers (NumPy's, Fraction, Decimal) as
+    Python's, paths as text; any other object is refused where it stands, as a file cannot hold
+    it: copying it (copy.deepcopy, as the checks do) would run its own __reduce__, code that
+    loading a spec must not run."""
     refused = []
 
     def copied(value, where: str):
         if isinstance(value, Mapping):
             for key in value:
                 if not isinstance(key, _PLAIN):
-                    refused.append((where, key))
+                    refused.append((where, f"a key {key!r} ({_kind(key)})"))
             return {key: copied(item, f"{where}.{key}" if where else str(key))
                     for key, item in value.items() if isinstance(key, _PLAIN)}
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if isinstance(value, _PLAIN):
+            return value
         if isinstance(value, PathLike):
             return str(Path(value))
-        if not isinstance(value, _PLAIN) and hasattr(value, "__array__"):
-            numbers = _numbers_of(value)
-            if numbers is not None:
-                return numbers
-        if not isinstance(value, _PLAIN):
-            refused.append((where, value))
+        listed = _as_list(value)
+        if listed is not _NOT_AN_ARRAY:
+            return copied(listed, where)  # an array of objects: refused entry by entry
+        if isinstance(value, (numbers.Real, decimal.Decimal)):
+            return int(value) if isinstance(value, numbers.Integral) else float(value)
+        refused.append((where, _kind(value)))
         return value
 
     plain = copied(data, "")
     if refused:
         raise SpecError([Diagnostic(
             "<spec>", 1, 1, "error", where,
-            f"a {type(value).__name__} object, which a spec cannot hold; give what YAML loads: "
-            "text, numbers, true/false, None, lists and dicts") for where, value in refused])
+            f"{what}, which a spec cannot hold; give what YAML loads: text, numbers, "
+            "true/false, None, lists and dicts") for where, what in refused])
     return plain
+
+
+_NOT_AN_ARRAY = object()
+
+
+def _as_list(value):
+    """An array's values as nested lists, or a NumPy scalar's as a Python value (NumPy's
+    `tolist`, PyTorch's: a parameter that requires its gradient, bfloat16 too), else
+    _NOT_AN_ARRAY."""
+    if not hasattr(value, "__array__") or not callable(getattr(value, "tolist", None)):
+        return _NOT_AN_ARRAY
+    try:
+        return value.tolist()
+    except Exception:  # noqa: BLE001 - the object's own conversion failed: it is refused
+        return _NOT_AN_ARRAY
+
+
+def _kind(value) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name} object"
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:

@@ -57,12 +57,23 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
     assert model.forward(model.init_params(), np.zeros((1, 4))).shape == (1, 2)
     # arrays of numbers are values too: inline weights from NumPy or PyTorch, a path as text
     torch = pytest.importorskip("torch")
+    from fractions import Fraction
+
+    linear = torch.nn.Linear(4, 3)  # parameters that require their gradients, transposed
     given = spec("n")
-    given["model"]["layers"][0].update(weights=np.ones((4, 3)), bias=torch.zeros(3))
+    given["model"]["layers"][0].update(weights=linear.weight.T, bias=linear.bias)
     given["data"] = {"dataset": "npz", "path": tmp_path / "d.npz"}
+    given["optimizer"] = {"type": "sgd", "lr": Fraction(1, 8)}
     model = nnrun.compile(given)
-    np.testing.assert_array_equal(model.init_params()["dense_1.weight"], np.ones((4, 3)))
-    assert model.spec.data.path == str(tmp_path / "d.npz")
+    np.testing.assert_allclose(model.init_params()["dense_1.weight"],
+                               linear.weight.detach().numpy().T, rtol=1e-7)
+    assert model.spec.data.path == str(tmp_path / "d.npz") and model.spec.optimizer.lr == 0.125
+    # two refusals of one kind, at two places: both said (Python data has no lines to tell them)
+    twice = spec("n", -3)
+    twice["model"]["layers"].append({"type": "dense", "units": -3})
+    with pytest.raises(nnrun.SpecError) as refused:
+        nnrun.compile(twice)
+    assert [d.where for d in refused.value.diagnostics] == ["model.layers[0]", "model.layers[1]"]
 
 
 def test_train_takes_the_commands_options(tmp_path):
