@@ -76,11 +76,13 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
             attrs.dilation)):
         if size < 1:
             result = window_output(n, k, s, pad, d)
-            dilated = d > 1 and window_output(n, k, s, pad).size >= 1  # it fits undilated
+            # the dilation is at fault where the kernel fits every axis undilated
+            dilated = d > 1 and all(window_output(*axis).size >= 1 for axis in zip(
+                x.shape[2:], kernel, attrs.stride, pad_pairs(attrs.pad)))
             cause = "dilation" if dilated else "kernel"
             fixes = _fitting_settings(x.shape[2:], kernel, attrs, what, dilated)
             raise ShapeError(
-                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if dilated else ''} "
+                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if d > 1 else ''} "
                 f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
                 f"{result.formula})",
                 f"use {fixes}, or remove a downsampling layer before it",
