@@ -1210,7 +1210,7 @@ def test_a_window_that_does_not_fit_one_axis_points_at_that_axis_entry():
     "{type: conv2d, filters: 1, kernel_size: 6, stride: 3}",
     "{type: conv2d, filters: 1, kernel_size: 3, dilation: [4, 1]}",
     # too wide for its columns even undilated: the kernel to shrink, not the dilation (to 0)
-    "{type: conv2d, filters: 1, kernel_size: [3, 5], dilation: 2}",
+    "{type: conv2d, filters: 1, kernel_size: [3, 5], dilation: [3, 1]}",
     "{type: maxpool2d, pool_size: 7}",
     "{type: avgpool2d, pool_size: [6, 9], stride: 2}",
     "{type: conv1d, filters: 1, kernel_size: 5, dilation: 3, padding: 1}",
