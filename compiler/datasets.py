@@ -182,8 +182,30 @@ def csv_header_line(handle) -> str:
 
 
 def csv_text(line: str) -> str:
-    """A csv line without its comment."""
-    return line.split("#", 1)[0]
+    """A csv line without its comment (from a # outside quotes) and its line end."""
+    return ",".join(csv_values(line)[0])
+
+
+def csv_values(line: str) -> tuple[list[str], int | None]:
+    """A csv row's values as np.loadtxt reads them (delimiter ',', quotechar '"', a comment
+    from a # outside quotes), each as written, quotes kept; and the index of the value whose
+    quote the line does not close (loadtxt reads on into the next lines), None if none."""
+    line = line.rstrip("\r\n")
+    values, start, position = [], 0, 0
+    while True:
+        if line.startswith('"', position):
+            quoted = _QUOTED_VALUE.match(line, position)
+            if not quoted.group(1):
+                return [*values, line[start:]], len(values)
+            position = quoted.end()
+        stop = _DELIMITER_OR_COMMENT.search(line, position)
+        if stop is None or stop.group() == "#":
+            return [*values, line[start:stop.start() if stop else len(line)]], None
+        values.append(line[start:stop.start()])
+        start = position = stop.end()
+
+
+_DELIMITER_OR_COMMENT = re.compile(r"[,#]")
 
 
 _CSV_LIMIT_LOCK = threading.Lock()

@@ -21,10 +21,10 @@ from typing import Any, Callable
 import numpy as np
 
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, closes_quote,
-                                     csv_columns, csv_header_line, csv_text, generated_bytes,
-                                     generator_hint, held_out, is_number, kernel_file,
-                                     no_label_column, no_training_samples,
-                                     npz_arrays_problem, open_quote_value, unnamed_column,
+                                     csv_columns, csv_header_line, csv_text, csv_values,
+                                     generated_bytes, generator_hint, held_out, is_number,
+                                     kernel_file, no_label_column, no_training_samples,
+                                     npz_arrays_problem, unnamed_column,
                                      user_path, why_not_looked_at, why_unreadable)
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.tables import byte_size
@@ -740,24 +740,22 @@ def csv_problem(path: Path, header: list[str], otherwise: str) -> str:
         header_seen = False
         numbered = enumerate(handle, start=1)
         for number, line in numbered:
-            values = csv_text(line).strip()  # as loadtxt: comments, blank lines
-            if header_seen and values:
-                problem = (quote_problem(values, header, numbered)
-                           or row_problem(values.split(","), header))
+            values, unclosed = csv_values(line)  # as loadtxt: comments, quotes
+            written = ",".join(values).strip()  # blank lines are no rows
+            if header_seen and written:
+                problem = (quote_problem(unclosed, header, numbered) if unclosed is not None
+                           else row_problem(values, header))
                 if problem:
                     return f"line {number}{problem}"
-            header_seen = header_seen or bool(values)
+            header_seen = header_seen or bool(written)
     return otherwise
 
 
-def quote_problem(values: str, header: list[str], later_lines) -> str | None:
-    """A value whose quote its line does not close: np.loadtxt reads on through the next
-    lines, to the closing quote or the end of the file, and reports a row it then miscounts
-    or cannot convert, by its own count of rows (`later_lines`: the file's numbered lines
-    after this one)."""
-    index = open_quote_value(values)
-    if index is None:
-        return None
+def quote_problem(index: int, header: list[str], later_lines) -> str:
+    """The value at `index` whose quote its line does not close: np.loadtxt reads on through
+    the next lines, to the closing quote or the end of the file, and reports a row it then
+    miscounts or cannot convert, by its own count of rows (`later_lines`: the file's numbered
+    lines after this one)."""
     closing = next((number for number, line in later_lines if closes_quote(line)), None)
     where = "is never closed" if closing is None else f"is closed only on line {closing}"
     column = f"column '{header[index]}'" if index < len(header) else f"value {index + 1}"
@@ -769,17 +767,27 @@ def row_problem(values: list[str], header: list[str]) -> str | None:
     if len(values) != len(header):
         return (f" has {len(values)} values, the header has {len(header)} columns; give every "
                 "row one value per column")
-    for name, value in zip(header, values):
-        value = value.strip().removeprefix('"').removesuffix('"')  # as loadtxt's quotechar
+    for name, written in zip(header, values):
+        value = _unquoted(written)
         if not value.strip() or value.strip().lower() in MISSING_VALUES:
             found = f"{value.strip()!r}, a missing value" if value.strip() else "empty"
             return (f", column '{name}': {found}; a csv dataset holds a number in every "
                     "column: fill in the missing values, or leave their rows out "
                     "(df.dropna())")
         if not is_number(value):
+            spaced = ("; a quote opens a value only as its first character: remove the "
+                      "spaces before it" if value.lstrip().startswith('"') else "")
             return (f", column '{name}': {value.strip()!r} is not a number; a csv dataset holds "
-                    "a number in every column (write categories as 0, 1, 2, ...)")
+                    f"a number in every column (write categories as 0, 1, 2, ...){spaced}")
     return None
+
+
+def _unquoted(value: str) -> str:
+    """A value as np.loadtxt reads it: quoted where its first character is the quote."""
+    if value.startswith('"'):
+        closing = value.rfind('"')
+        return value[1:closing].replace('""', '"') + value[closing + 1:] if closing else value
+    return value
 
 
 # How spreadsheets and pandas write a value that is missing (NaN and nan are numbers to NumPy,

@@ -651,6 +651,8 @@ def test_bad_csv_files_are_refused_by_name(tmp_path, case):
     assert "usecols" not in message and "float64" not in message  # NumPy's own words
 
 
+NOT_A_NUMBER = ("is not a number; a csv dataset holds a number in every column (write categories "
+                "as 0, 1, 2, ...)")
 CLOSE_IT = "check the file's quotes: a value quoted with \" must close on its own line"
 HEADER_QUOTE = ("the header row's quote (\") before 'b' is not closed on its line; a column name "
                 "cannot span lines: close the quote where the name ends, or remove it")
@@ -670,6 +672,12 @@ HEADER_QUOTE = ("the header row's quote (\") before 'b' is not closed on its lin
      f"line 2, value 5: its quote (\") is never closed; {CLOSE_IT}"),
     ('a,"b\nx",c,label\n1,2,3,0\n4,5,6,1\n', HEADER_QUOTE),
     ('label,a, "b\n1,2,3\n', HEADER_QUOTE),
+    # the review: a # inside quotes is no comment, a comma inside quotes no delimiter (as
+    # loadtxt reads them), a quote after a space no quote
+    ('a,b,label\n1,"#2",0\n3,4,1\n', f"line 2, column 'b': '#2' {NOT_A_NUMBER}"),
+    ('a,b,label\n1,"2,5",0\n3,4,1\n', f"line 2, column 'b': '2,5' {NOT_A_NUMBER}"),
+    ('a,b,label\n1, "2",0\n3,4,1\n', f"line 2, column 'b': '\"2\"' {NOT_A_NUMBER}; a quote "
+     "opens a value only as its first character: remove the spaces before it"),
 ])
 def test_a_csv_quote_its_line_does_not_close_is_named_where_it_opens(tmp_path, text, said):
     path = tmp_path / "q.csv"
@@ -682,9 +690,18 @@ def test_a_csv_quote_its_line_does_not_close_is_named_where_it_opens(tmp_path, t
 @pytest.mark.parametrize("text", ['"a","b,x",label\n"1",2,"0"\n3,"4",1\n',
                                   'a,b,label\n"1""",2,0\n'])
 def test_quotes_closed_on_their_line_are_no_quote_problem(tmp_path, text):
-    from nnrun.compiler.datasets import open_quote_value
+    from nnrun.compiler.datasets import csv_values, open_quote_value
 
     assert all(open_quote_value(line) is None for line in text.splitlines())
+    assert all(csv_values(line)[1] is None for line in text.splitlines())
+
+
+def test_a_csv_row_is_read_as_loadtxt_reads_it():
+    from nnrun.compiler.datasets import csv_values
+
+    assert csv_values('1,"2,5","#3" # a "comment\r\n') == (["1", '"2,5"', '"#3" '], None)
+    assert csv_values('1,"2\n') == (["1", '"2'], 1)
+    assert csv_values("# only a comment\n") == ([""], None)
 
 
 # --- an npz's own validation split (x_val, y_val) ----------------------------------------------
