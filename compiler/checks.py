@@ -189,12 +189,13 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
         warnings.append((Origin("optimizer.schedule.min_lr", keys=(*at, "min_lr")),
                          f"min_lr {schedule.min_lr:g} is above lr {lr:g}: the cosine schedule "
                          "raises the rate instead of lowering it; set min_lr below lr"))
-    if schedule.type in ("step", "exponential") and schedule.gamma > 1:
+    after_warmup = epochs - schedule.warmup_epochs
+    never_steps = schedule.type == "step" and 0 < after_warmup <= schedule.step_epochs
+    if schedule.type in ("step", "exponential") and schedule.gamma > 1 and not never_steps:
         warnings.append((Origin("optimizer.schedule.gamma", keys=(*at, "gamma")),
                          f"gamma {schedule.gamma:g} is above 1: the {schedule.type} schedule "
                          "raises the rate instead of lowering it; set gamma below 1"))
-    after_warmup = epochs - schedule.warmup_epochs
-    if schedule.type == "step" and 0 < after_warmup <= schedule.step_epochs:
+    if never_steps:
         counted = f"train.epochs {epochs}" + (f" - warmup_epochs {schedule.warmup_epochs}"
                                               if schedule.warmup_epochs else "")
         warnings.append((Origin("optimizer.schedule.step_epochs", keys=(*at, "step_epochs")),

@@ -204,8 +204,8 @@ def _warn_of_numbers(spec, where: str, labels: np.ndarray, task: str) -> None:
     elif spec.train.metrics is None:
         warn(f"{where}: {spec.loss.type} with one output regresses the labels {low}..{top} as "
              "numbers, tracked by mae (train.metrics: [mae] says so and silences this); if "
-             f"they are {top + 1} classes, set units: {top + 1} (one-hot targets) or use "
-             "loss: cross_entropy")
+             f"they are classes (indices 0..{top}), set units: {top + 1} (one-hot targets) or "
+             "use loss: cross_entropy")
 
 
 # Targets whose spread is this far from 1 make a loss of that scale: at the usual learning

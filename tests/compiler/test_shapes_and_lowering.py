@@ -1373,6 +1373,9 @@ def test_a_schedule_that_never_lowers_the_rate_is_warned(schedule, where, messag
                            "train: {epochs: 10}\n")
     (warning,) = [d for d in checked(text).diagnostics if d.severity == "warning"]
     assert (warning.where, warning.message) == (f"optimizer.schedule.{where}", message)
+    both = text.replace("step_epochs: 12}", "step_epochs: 12, gamma: 10}")
+    if "step_epochs: 12" in text:  # a rate that never steps neither falls nor rises
+        assert [d.where for d in checked(both).diagnostics] == ["optimizer.schedule.step_epochs"]
     lowered = text.replace("step_epochs: 8", "step_epochs: 7").replace(
         "step_epochs: 12", "step_epochs: 9").replace("gamma: 1.5", "gamma: 0.5")
     assert not checked(lowered).diagnostics
