@@ -136,8 +136,7 @@ def test_a_retyped_layer_is_removed_and_added():
                                             ("added", None, "avgpool2d_1")]
 
 
-def test_rewired_multi_input_layers_show_their_inputs():
-    residual = """\
+RESIDUAL = """\
 model:
   input_shape: [2, 6, 6]
   layers:
@@ -146,8 +145,11 @@ model:
     - {name: sum, type: add, inputs: [a, b]}
 loss: mse
 """
-    rewired = residual.replace("inputs: [a, b]", "inputs: [input, b]")
-    (change,) = [c for c in diff(side(residual), side(rewired)).layers if c.b.name == "sum"]
+
+
+def test_rewired_multi_input_layers_show_their_inputs():
+    rewired = RESIDUAL.replace("inputs: [a, b]", "inputs: [input, b]")
+    (change,) = [c for c in diff(side(RESIDUAL), side(rewired)).layers if c.b.name == "sum"]
     assert change.changes == ["inputs"]
 
 
@@ -164,20 +166,11 @@ def test_a_layer_that_reads_another_layer_is_changed_and_says_which():
 
 
 def test_an_input_renamed_or_a_layer_inserted_before_is_no_change_of_the_reader():
-    residual = """\
-model:
-  input_shape: [2, 6, 6]
-  layers:
-    - {name: a, type: conv2d, filters: 2, kernel_size: 3, padding: same}
-    - {name: b, type: conv2d, filters: 2, kernel_size: 3, padding: same}
-    - {name: sum, type: add, inputs: [a, b]}
-loss: mse
-"""
-    renamed = residual.replace("name: a,", "name: first,").replace("[a, b]", "[b, first]")
-    inserted = residual.replace("    - {name: b,", "    - {name: n, type: batchnorm}\n"
+    renamed = RESIDUAL.replace("name: a,", "name: first,").replace("[a, b]", "[b, first]")
+    inserted = RESIDUAL.replace("    - {name: b,", "    - {name: n, type: batchnorm}\n"
                                 "    - {name: b,")
     for other in (renamed, inserted):
-        sums = [c for c in diff(side(residual), side(other)).layers if c.b and c.b.name == "sum"]
+        sums = [c for c in diff(side(RESIDUAL), side(other)).layers if c.b and c.b.name == "sum"]
         assert sums[0].changes == [], other
 
 
