@@ -171,16 +171,18 @@ def _mark(node: Node) -> tuple[int, int]:
 def _position(mark) -> tuple[int, int]:
     """A mark's line and column, lines split at line feeds and carriage returns only, as
     editors and `grep -n` count them. PyYAML also breaks lines at U+2028, U+2029 and U+0085
-    (YAML 1.1's line breaks): a file holding one is counted anew from the mark's offset."""
+    (YAML 1.1's line breaks), and does not count a U+FEFF as a column, where editors count
+    one inside a line (a byte-order mark, first in the file, is no column to either): a file
+    holding one is counted anew from the mark's offset."""
     if mark.buffer is None or not _has_yaml_11_breaks(mark.buffer):
         return mark.line + 1, mark.column + 1
-    before = re.sub(r"\r\n?", "\n", mark.buffer[:mark.index])
+    before = re.sub(r"\r\n?", "\n", mark.buffer[:mark.index].removeprefix("\ufeff"))
     return before.count("\n") + 1, len(before) - before.rfind("\n")
 
 
 @functools.lru_cache(maxsize=4)  # one text's nodes ask again and again
 def _has_yaml_11_breaks(text: str) -> bool:
-    return any(character in text for character in "\u2028\u2029\x85")
+    return any(character in text for character in "\u2028\u2029\x85\ufeff")
 
 
 def _lines(text: str) -> list[str]:
@@ -646,9 +648,12 @@ class _Builder:
                 result[key] = self.construct(value_node, path + (key,), key_node)
 
     def _entries(self, node: MappingNode, path: SpecPath) -> tuple[list, list]:
-        explicit, merged = [], []
+        explicit, merged, merge_key = [], [], None
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
+            if key_node.tag == _MERGE_TAG and merge_key is not None:  # PyYAML: the last wins
+                self._duplicate("<<", key_node, merge_key, path)
+            elif key_node.tag == _MERGE_TAG:
+                merge_key = key_node
                 merged.extend(self._merge_sources(value_node, path))
             else:
                 explicit.append((key_node, value_node))

@@ -1087,11 +1087,35 @@ def test_a_duplicate_name_made_by_an_alias_points_at_the_alias():
      "    - &b {type: conv2d, filters: 4, kernel_size: 3, padding: same, dilaton: 2}\n"
      "    - <<: [*a, *b]\n      name: merged\n",
      "spec.yaml:5:68: error: model.layers[1]: unknown field 'dilaton'; did you mean "
-     "'dilation'?")])
+     "'dilation'?"),
+    # the loader fuzz: the merging layer's advice differed ("'units' (set already)?")
+    ("    - &c {type: conv2d, filterz: 4, kernel_size: 3}\n"
+     "    - &e {type: conv2d, filters: 4, kernel_size: 3}\n    - {<<: [*c, *e]}\n",
+     "spec.yaml:4:25: error: model.layers[0]: unknown field 'filterz'; did you mean "
+     "'filters'?")])
 def test_a_typo_in_an_anchor_that_a_merge_reuses_is_reported_once_where_it_is(layers, error):
     """The error audit: one line per layer that merged the typo, the same place and words."""
     text = LAYERS + layers + "    - {type: flatten}\n    - {type: dense, units: 10}\n"
     assert _load_errors(text) == [error]
+
+
+def test_a_second_merge_key_is_a_duplicate_key():
+    """The loader fuzz: the first `<<` won without a word (PyYAML takes the last)."""
+    text = (LAYERS + "    - &a {type: conv2d, filters: 4, kernel_size: 3}\n"
+            "    - &b {type: conv2d, filters: 2, kernel_size: 3}\n"
+            "    - <<: *a\n      <<: *b\n    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    assert _load_errors(text) == [
+        "spec.yaml:7:7: error: model.layers[2]: duplicate key '<<' (first at line 6)"]
+
+
+def test_a_column_after_a_zero_width_no_break_space_counts_it_as_editors_do():
+    """PyYAML counts no column for U+FEFF; an editor shows one inside a line (the byte-order
+    mark that opens a file is no column to either)."""
+    inside = 'model:\n  layers: [{type: dense, name: "h\ufeff1", unitz: 4}]\n'
+    assert _load_errors(inside)[-1].startswith("spec.yaml:2:39: error: model.layers[0]: "
+                                               "unknown field 'unitz'")
+    opening = "\ufeffmodel: {layers: [{type: dense, unitz: 4}]}\n"
+    assert _load_errors(opening)[-1].startswith("spec.yaml:1:32: error: ")
 
 
 def test_diagnostics_of_the_same_place_and_message_are_said_once():
