@@ -590,6 +590,9 @@ class _Builder:
             message = f"tag '{tag}' is not allowed: specs never build Python objects"
         elif tag == "!!binary":
             message = "no spec field takes binary data (!!binary); write the value as text"
+        elif tag == "!!value" and isinstance(node, ScalarNode) and node.style is None:
+            message = (f"a plain {node.value} is YAML 1.1's value key (!!value), no text; "
+                       f"write it in quotes: '{node.value}'")
         else:
             message = f"unsupported YAML tag '{tag}' here"
         self._refuse(node, path, message)

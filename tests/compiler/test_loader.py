@@ -348,6 +348,14 @@ def test_binary_data_is_refused_by_the_loader():
                                   "as text")
 
 
+def test_a_plain_equals_sign_is_told_to_be_quoted_not_called_a_tag():
+    """YAML 1.1 resolves a plain `=` to its value key: "unsupported YAML tag '!!value'", a tag
+    the text never wrote (the loader fuzz)."""
+    assert only_error("name: =\n").message == ("a plain = is YAML 1.1's value key (!!value), "
+                                                "no text; write it in quotes: '='")
+    assert load("name: '='\n").data == {"name": "="}
+
+
 @pytest.mark.parametrize("magic", [b"PK\x03\x04", b"\x93NUMPY"])
 def test_a_numpy_file_given_as_a_spec_is_named_so(tmp_path, magic):
     path = tmp_path / "last.npz"
