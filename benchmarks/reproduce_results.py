@@ -2,9 +2,10 @@
 
     NNRUN_DATA_DIR=../shared/data python benchmarks/reproduce_results.py [--only NAME ...]
 
-Each row is `nnrun train specs/<spec>.yaml --out runs/results/<spec> --quiet`; the figures come
-from the run's summary.json (test accuracy of the final weights, epochs, wall time, mean
-training samples/s). Rows run one after another so that timings do not compete for cores.
+Each row is `nnrun train specs/<spec>.yaml --out runs/results/<time>/<spec> --quiet` (a new
+directory each time: earlier runs are kept); the figures come from the run's summary.json (test
+accuracy of the final weights, epochs, wall time, mean training samples/s). Rows run one after
+another so that timings do not compete for cores.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import shutil
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from commands import run_nnrun
@@ -34,7 +34,6 @@ ROWS = [
 
 def run_row(spec: str, out_root: Path) -> dict:
     out = out_root / spec
-    shutil.rmtree(out, ignore_errors=True)
     command = ["nnrun", "train", f"specs/{spec}.yaml", "--out", str(out), "--quiet"]
     run_nnrun(*command[1:])
     summary = json.loads((out / "summary.json").read_text())
@@ -46,8 +45,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="spec names to run (default: every row)")
     parser.add_argument("--out", default="runs/results")
     args = parser.parse_args()
-    out_root = Path(args.out)
-    out_root.mkdir(parents=True, exist_ok=True)
+    out_root = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_root.mkdir(parents=True)
     results = []
     for row, spec, what, target in ROWS:
         if args.only and spec not in args.only:
