@@ -2,8 +2,8 @@
 
     NNRUN_DATA_DIR=../shared/data python benchmarks/reproduce_results.py [--only NAME ...]
 
-Each row is `nnrun train specs/<spec>.yaml --out runs/results/<time>/<spec> --quiet` (a new
-directory each time: earlier runs are kept); the figures come from the run's summary.json (test
+Each row is `nnrun train specs/<spec>.yaml --out runs/results/<time>-<id>/<spec> --quiet` (a
+new directory each time: earlier runs are kept); the figures come from the run's summary.json (test
 accuracy of the final weights, epochs, wall time, mean training samples/s). Rows run one after
 another so that timings do not compete for cores.
 """
@@ -14,6 +14,7 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 from datetime import date, datetime
 from pathlib import Path
 
@@ -45,8 +46,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="spec names to run (default: every row)")
     parser.add_argument("--out", default="runs/results")
     args = parser.parse_args()
-    out_root = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_root.mkdir(parents=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_root = Path(tempfile.mkdtemp(prefix=f"{stamp}-", dir=args.out))  # its own, if two start
     results = []
     for row, spec, what, target in ROWS:
         if args.only and spec not in args.only:

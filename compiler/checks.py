@@ -189,19 +189,23 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
         warnings.append((Origin("optimizer.schedule.min_lr", keys=(*at, "min_lr")),
                          f"min_lr {schedule.min_lr:g} is above lr {lr:g}: the cosine schedule "
                          "raises the rate instead of lowering it; set min_lr below lr"))
-    after_warmup = epochs - schedule.warmup_epochs
+    after_warmup = epochs - schedule.warmup_epochs  # the epochs whose rate it sets
+    gamma = getattr(schedule, "gamma", 1)
     never_steps = schedule.type == "step" and 0 < after_warmup <= schedule.step_epochs
-    if schedule.type in ("step", "exponential") and schedule.gamma > 1 and not never_steps:
+    changes = (schedule.type == "exponential" and after_warmup > 1
+               or schedule.type == "step" and after_warmup > schedule.step_epochs)
+    if gamma > 1 and changes:
         warnings.append((Origin("optimizer.schedule.gamma", keys=(*at, "gamma")),
-                         f"gamma {schedule.gamma:g} is above 1: the {schedule.type} schedule "
-                         "raises the rate instead of lowering it; set gamma below 1"))
-    if never_steps:
+                         f"gamma {gamma:g} is above 1: the {schedule.type} schedule raises the "
+                         "rate instead of lowering it; set gamma below 1"))
+    if never_steps and gamma != 1:
         counted = f"train.epochs {epochs}" + (f" - warmup_epochs {schedule.warmup_epochs}"
                                               if schedule.warmup_epochs else "")
         warnings.append((Origin("optimizer.schedule.step_epochs", keys=(*at, "step_epochs")),
                          f"step_epochs {schedule.step_epochs} is not below the {after_warmup} "
                          f"epochs the schedule sets ({counted}): the rate never steps down; "
-                         f"set step_epochs below {after_warmup}"))
+                         f"set step_epochs below {after_warmup}"
+                         + (f", and gamma below 1 (it is {gamma:g})" if gamma > 1 else "")))
     if 0 < epochs <= schedule.warmup_epochs:
         warnings.append((Origin("optimizer.schedule.warmup_epochs", keys=(*at, "warmup_epochs")),
                          f"warmup_epochs {schedule.warmup_epochs} is not below train.epochs "

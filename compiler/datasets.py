@@ -176,9 +176,11 @@ def kernel_file(path: Path) -> bool:
 
 
 def csv_header_line(handle) -> str:
-    """A csv dataset's header row: its first line with more than a comment (text after `#`, as
-    np.loadtxt reads the rows) or blanks, without its comment ("" for a file of none)."""
-    return next((text for text in map(csv_text, handle) if text.strip()), "")
+    """A csv dataset's header row: its first line with more than a comment (text after a `#`
+    outside quotes, which may follow spaces there, as the csv module reads the names) or
+    blanks, without its comment ("" for a file of none)."""
+    lines = (",".join(csv_values(line, skip_spaces=True)[0]) for line in handle)
+    return next((text for text in lines if text.strip()), "")
 
 
 def csv_text(line: str) -> str:
@@ -186,13 +188,16 @@ def csv_text(line: str) -> str:
     return ",".join(csv_values(line)[0])
 
 
-def csv_values(line: str) -> tuple[list[str], int | None]:
+def csv_values(line: str, skip_spaces: bool = False) -> tuple[list[str], int | None]:
     """A csv row's values as np.loadtxt reads them (delimiter ',', quotechar '"', a comment
     from a # outside quotes), each as written, quotes kept; and the index of the value whose
-    quote the line does not close (loadtxt reads on into the next lines), None if none."""
+    quote the line does not close (loadtxt reads on into the next lines), None if none.
+    `skip_spaces`: a quote may follow spaces, as the csv module reads the header row."""
     line = line.rstrip("\r\n")
     values, start, position = [], 0, 0
     while True:
+        while skip_spaces and line.startswith(" ", position):
+            position += 1
         if line.startswith('"', position):
             quoted = _QUOTED_VALUE.match(line, position)
             if not quoted.group(1):
@@ -226,7 +231,7 @@ def csv_columns(header_line: str) -> list[str]:
         finally:
             csv.field_size_limit(limit)
     names = [column.strip() for column in row] or [""]
-    if open_quote_value(header_line.strip(), skip_spaces=True) is not None:
+    if csv_values(header_line.strip(), skip_spaces=True)[1] is not None:
         names[-1] = OpenQuotedName(names[-1])  # the csv module ends it quietly at the line's end
     return names
 
@@ -240,26 +245,6 @@ class OpenQuotedName(str):
 # character and "" inside is one quote. Group 1 is the closing quote, empty where the line ends
 # first; what follows the closing quote, up to the comma, belongs to the value as written.
 _QUOTED_VALUE = re.compile(r'"(?:[^"]|"")*("?)')
-
-
-def open_quote_value(line: str, skip_spaces: bool = False) -> int | None:
-    """The index of the value on `line` whose quote the line does not close, else None.
-    `skip_spaces`: a quote may follow spaces, as the csv module reads the header row."""
-    if '"' not in line:
-        return None
-    position, index = 0, 0
-    while True:
-        while skip_spaces and line.startswith(" ", position):
-            position += 1
-        if line.startswith('"', position):
-            quoted = _QUOTED_VALUE.match(line, position)
-            if not quoted.group(1):
-                return index
-            position = quoted.end()
-        comma = line.find(",", position)
-        if comma < 0:
-            return None
-        position, index = comma + 1, index + 1
 
 
 def closes_quote(line: str) -> bool:

@@ -80,12 +80,13 @@ def distinct(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     """The diagnostics less repeats of an earlier one's place and problem (the message up to
     its advice, which may differ with the layer: "did you mean 'units' (set already)?"): a
     typo in an anchored mapping that two layers merge is one error at the typo, whichever
-    layer says it. At 1:1, where a spec without positions (Python data) says everything,
-    `where` and the whole message tell them apart."""
+    layer says it. At 1:1, where a spec without positions (Python data) says everything, and
+    in a --set argument, `where` and the whole message tell them apart."""
     said: set[tuple] = set()
     kept = []
     for diagnostic in diagnostics:
-        positionless = (diagnostic.line, diagnostic.col) == (1, 1)
+        positionless = (diagnostic.line, diagnostic.col) == (1, 1) \
+            or diagnostic.file == OVERRIDE_FILE  # a --set argument is one place
         problem = diagnostic.message if positionless else diagnostic.message.split("; ")[0]
         said_as = (diagnostic.file, diagnostic.line, diagnostic.col, diagnostic.severity,
                    problem, diagnostic.where if positionless else None)

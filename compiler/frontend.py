@@ -163,9 +163,10 @@ def _plain_copy(data: Mapping) -> dict:
             return str(Path(value))
         listed = _as_list(value)
         if listed is not _NOT_AN_ARRAY:
-            return copied(listed, where)  # an array of objects: refused entry by entry
-        if isinstance(value, (numbers.Real, decimal.Decimal)):
-            return int(value) if isinstance(value, numbers.Integral) else float(value)
+            return listed
+        number = _as_number(value)
+        if number is not None:
+            return number
         refused.append((where, _kind(value)))
         return value
 
@@ -182,20 +183,49 @@ _NOT_AN_ARRAY = object()
 
 
 def _as_list(value):
-    """An array's values as nested lists, or a NumPy scalar's as a Python value (NumPy's
-    `tolist`, PyTorch's: a parameter that requires its gradient, bfloat16 too), else
-    _NOT_AN_ARRAY."""
-    if not hasattr(value, "__array__") or not callable(getattr(value, "tolist", None)):
+    """An array of real numbers (NumPy's, PyTorch's: a parameter that requires its gradient,
+    bfloat16 too) as nested lists of Python numbers, a NumPy number as a Python one; else
+    _NOT_AN_ARRAY (complex numbers, text, dates: refused as one value)."""
+    import numpy as np
+
+    if not hasattr(value, "__array__"):
         return _NOT_AN_ARRAY
+    if not isinstance(value, (np.ndarray, np.generic)) and callable(getattr(value, "tolist", None)):
+        try:
+            listed = value.tolist()
+        except Exception:  # noqa: BLE001 - the object's own conversion: NumPy's is tried next
+            listed = None
+        if _real_numbers(listed):
+            return listed
     try:
-        return value.tolist()
+        values = np.asarray(value)
     except Exception:  # noqa: BLE001 - the object's own conversion failed: it is refused
         return _NOT_AN_ARRAY
+    if values.dtype.kind in "biu":
+        return values.tolist()
+    if values.dtype.kind == "f":  # float64 holds what a spec's numbers are (longdouble too)
+        return values.astype(np.float64).tolist()
+    return _NOT_AN_ARRAY
+
+
+def _real_numbers(listed) -> bool:
+    if isinstance(listed, list):
+        return all(_real_numbers(item) for item in listed)
+    return isinstance(listed, (int, float))
+
+
+def _as_number(value) -> int | float | None:
+    """A number of another type (Fraction, Decimal) as Python's; None for any other value."""
+    if not isinstance(value, (numbers.Real, decimal.Decimal)):
+        return None
+    try:
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+    except (ValueError, OverflowError):  # a signalling NaN, a Fraction beyond float
+        return None
 
 
 def _kind(value) -> str:
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name} object"
+    return f"a value of type {type(value).__name__}"
 
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:

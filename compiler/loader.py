@@ -182,7 +182,8 @@ def _position(mark) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=4)  # one text's nodes ask again and again
 def _has_yaml_11_breaks(text: str) -> bool:
-    return any(character in text for character in "\u2028\u2029\x85\ufeff")
+    return any(character in text for character in "\u2028\u2029\x85") \
+        or "\ufeff" in text[1:]  # a byte-order mark that opens the file is no column anyway
 
 
 def _lines(text: str) -> list[str]:
@@ -590,7 +591,7 @@ class _Builder:
             message = f"tag '{tag}' is not allowed: specs never build Python objects"
         elif tag == "!!binary":
             message = "no spec field takes binary data (!!binary); write the value as text"
-        elif tag == "!!value" and isinstance(node, ScalarNode) and node.style is None:
+        elif tag == "!!value" and isinstance(node, ScalarNode) and node.value == "=":
             message = (f"a plain {node.value} is YAML 1.1's value key (!!value), no text; "
                        f"write it in quotes: '{node.value}'")
         else:

@@ -82,7 +82,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
             cause = "dilation" if dilated else "kernel"
             fixes = _fitting_settings(x.shape[2:], kernel, attrs, what, dilated)
             raise ShapeError(
-                f"{what} {'x'.join(map(str, kernel))}{f' at dilation {d}' if d > 1 else ''} "
+                f"{what} {'x'.join(map(str, kernel))}{_at_dilation(attrs.dilation)} "
                 f"does not fit the {'x'.join(map(str, x.shape[2:]))} input ({axis}: "
                 f"{result.formula})",
                 f"use {fixes}, or remove a downsampling layer before it",
@@ -91,6 +91,10 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                 axis=index,
             )
     return sizes
+
+
+def _at_dilation(dilation) -> str:
+    return f" at dilation {_setting_text(list(dilation))}" if max(dilation) > 1 else ""
 
 
 def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:

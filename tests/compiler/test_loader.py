@@ -354,6 +354,7 @@ def test_a_plain_equals_sign_is_told_to_be_quoted_not_called_a_tag():
     assert only_error("name: =\n").message == ("a plain = is YAML 1.1's value key (!!value), "
                                                 "no text; write it in quotes: '='")
     assert load("name: '='\n").data == {"name": "="}
+    assert only_error("seed: !!value 3\n").message == "unsupported YAML tag '!!value' here"
 
 
 @pytest.mark.parametrize("magic", [b"PK\x03\x04", b"\x93NUMPY"])

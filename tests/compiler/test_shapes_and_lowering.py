@@ -1375,7 +1375,12 @@ def test_a_schedule_that_never_lowers_the_rate_is_warned(schedule, where, messag
     assert (warning.where, warning.message) == (f"optimizer.schedule.{where}", message)
     both = text.replace("step_epochs: 12}", "step_epochs: 12, gamma: 10}")
     if "step_epochs: 12" in text:  # a rate that never steps neither falls nor rises
-        assert [d.where for d in checked(both).diagnostics] == ["optimizer.schedule.step_epochs"]
+        (never,) = checked(both).diagnostics
+        assert never.where == "optimizer.schedule.step_epochs"
+        assert never.message.endswith("set step_epochs below 10, and gamma below 1 (it is 10)")
+    started_late = text.replace("gamma: 1.5}", "gamma: 1.5, warmup_epochs: 9}")
+    if started_late != text:  # one epoch of exponential's rate: gamma**0, nothing rises
+        assert not checked(started_late).diagnostics
     lowered = text.replace("step_epochs: 8", "step_epochs: 7").replace(
         "step_epochs: 12", "step_epochs: 9").replace("gamma: 1.5", "gamma: 0.5")
     assert not checked(lowered).diagnostics

@@ -690,10 +690,10 @@ def test_a_csv_quote_its_line_does_not_close_is_named_where_it_opens(tmp_path, t
 @pytest.mark.parametrize("text", ['"a","b,x",label\n"1",2,"0"\n3,"4",1\n',
                                   'a,b,label\n"1""",2,0\n'])
 def test_quotes_closed_on_their_line_are_no_quote_problem(tmp_path, text):
-    from nnrun.compiler.datasets import csv_values, open_quote_value
+    from nnrun.compiler.datasets import csv_values
 
-    assert all(open_quote_value(line) is None for line in text.splitlines())
     assert all(csv_values(line)[1] is None for line in text.splitlines())
+    assert all(csv_values(line, skip_spaces=True)[1] is None for line in text.splitlines())
 
 
 def test_a_csv_row_is_read_as_loadtxt_reads_it():

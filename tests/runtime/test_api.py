@@ -50,8 +50,8 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
     with pytest.raises(nnrun.SpecError) as refused:
         nnrun.compile(spec(Payload()))
     assert not marker.exists()
-    assert str(refused.value) == ("<spec>:1:1: error: name: a Payload object, which a spec "
-                                  "cannot hold; give what YAML loads: text, numbers, "
+    assert str(refused.value) == ("<spec>:1:1: error: name: a value of type Payload, which a "
+                                  "spec cannot hold; give what YAML loads: text, numbers, "
                                   "true/false, None, lists and dicts")
     model = nnrun.compile(spec("n", np.int64(2)))
     assert model.forward(model.init_params(), np.zeros((1, 4))).shape == (1, 2)
@@ -68,6 +68,14 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
     np.testing.assert_allclose(model.init_params()["dense_1.weight"],
                                linear.weight.detach().numpy().T, rtol=1e-7)
     assert model.spec.data.path == str(tmp_path / "d.npz") and model.spec.optimizer.lr == 0.125
+    # NumPy's longdouble; an array of values a spec cannot hold is one error, not one a value
+    given = spec("n")
+    given["model"]["layers"][0]["weights"] = np.full((4, 3), 0.5, np.longdouble)
+    np.testing.assert_array_equal(nnrun.compile(given).init_params()["dense_1.weight"], 0.5)
+    given["model"]["layers"][0]["weights"] = np.zeros((400, 300), complex)
+    with pytest.raises(nnrun.SpecError) as refused:
+        nnrun.compile(given)
+    assert [d.where for d in refused.value.diagnostics] == ["model.layers[0].weights"]
     # two refusals of one kind, at two places: both said (Python data has no lines to tell them)
     twice = spec("n", -3)
     twice["model"]["layers"].append({"type": "dense", "units": -3})
