@@ -215,11 +215,12 @@ class _CountingLoader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self.composed = 0
-        self._taken: list = []  # the tokens the node being parsed took
+        self._taken: list = []  # the first two tokens the node being parsed took
 
     def get_token(self):
         token = super().get_token()
-        self._taken.append(token)
+        if len(self._taken) < 2:
+            self._taken.append(token)
         return token
 
     def parse_node(self, block=False, indentless_sequence=False):
@@ -419,7 +420,6 @@ class _Builder:
         self.fixed_position = fixed_position
         self.positions: dict[SpecPath, NodePositions] = {}
         self.diagnostics: list[Diagnostic] = []
-        self._said: set[tuple[int, int, str]] = set()
         self.value: Any = None
         self._constructor = SafeConstructor()
         self._node_count = 0
@@ -433,9 +433,8 @@ class _Builder:
         if self.fixed_position is not None:
             line, col = self.fixed_position.line, self.fixed_position.col
         where = self.fixed_position.origin if self.fixed_position else format_path(path)
-        if (line, col, message) in self._said:
-            return  # a value an alias or a merge key uses again: said once, where it is
-        self._said.add((line, col, message))
+        # a value an alias or a merge key uses again is said once, where it is: SpecError's
+        # diagnostics.distinct drops the repeats
         self.diagnostics.append(Diagnostic(self.filename, line, col, "error", where, message))
 
     def _refuse(self, node: Node, path: SpecPath, message: str) -> None:

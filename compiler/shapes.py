@@ -77,7 +77,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
         if size < 1:
             result = window_output(n, k, s, pad, d)
             # the dilation is at fault where the kernel fits every axis undilated
-            dilated = d > 1 and all(window_output(*axis).size >= 1 for axis in zip(
+            dilated = d > 1 and all(window_output(*undilated).size >= 1 for undilated in zip(
                 x.shape[2:], kernel, attrs.stride, pad_pairs(attrs.pad)))
             cause = "dilation" if dilated else "kernel"
             fixes = _fitting_settings(x.shape[2:], kernel, attrs, what, dilated)

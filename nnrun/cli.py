@@ -797,15 +797,17 @@ def _init_from_errors(source) -> list[Diagnostic]:
     from nnrun.compiler.frontend import compile_checked
     from nnrun.runtime.checkpoint import CheckpointError
     from nnrun.runtime.init import initial_value
+    from nnrun.runtime.train import placed_at_init_from
 
     lowered, _ = compile_checked(source)
     errors = []
     for info in [*lowered.params.values(), *lowered.state.values()]:
         if getattr(info.init, "file", None) is not None:
             try:
-                initial_value(info, None, source.spec.dtype)
+                with placed_at_init_from(source):
+                    initial_value(info, None, source.spec.dtype)
             except CheckpointError as error:
-                errors.append(source.diagnostic(error.origin, str(error)))
+                errors.append(error.diagnostic)
     return errors
 
 

@@ -148,27 +148,26 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
         raise
 
 
-@contextmanager
 def placed_at_the_data(source):
     """Data that cannot be read, or cannot train this model, is said at the place the spec
     names it (data.path, or data.dataset): the error keeps its type (the API's DataError or
     DataFitError) and carries that place as its `diagnostic`, which the command prints."""
-    try:
-        yield
-    except (DataError, DataFitError) as error:
-        if getattr(error, "diagnostic", None) is None:
-            error.diagnostic = source.diagnostic(data_origin(source.spec), str(error))
-        raise
+    return _placed(source, (DataError, DataFitError), lambda error: data_origin(source.spec))
+
+
+def placed_at_init_from(source):
+    """An init_from array that cannot begin the model (values beyond the dtype, nan) is said
+    at the spec's init_from that names it (the error's `origin`), as the data's errors are at
+    data.path."""
+    return _placed(source, ckpt.CheckpointError, lambda error: getattr(error, "origin", None))
 
 
 @contextmanager
-def placed_at_init_from(source):
-    """An init_from array that cannot begin the model (values beyond the dtype, nan) is said
-    at the spec's init_from that names it, as the data's errors are at data.path."""
+def _placed(source, kinds, origin_of):
     try:
         yield
-    except ckpt.CheckpointError as error:
-        origin = getattr(error, "origin", None)
+    except kinds as error:
+        origin = origin_of(error)
         if origin is not None and getattr(error, "diagnostic", None) is None:
             error.diagnostic = source.diagnostic(origin, str(error))
         raise
