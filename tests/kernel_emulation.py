@@ -72,7 +72,11 @@ class _RawModule:
 
     def get_function(self, name):
         function = getattr(compiled(self.code), name)
-        return lambda grid, block, args: _CAPTURE.launch(function, args)
+
+        def launch(grid, block, args):
+            _CAPTURE.note(f"kernel {name}", (grid, block, args))
+            _CAPTURE.launch(function, args)
+        return launch
 
 
 class _Capture:
@@ -84,6 +88,13 @@ class _Capture:
     def __init__(self):
         self.recording = None
         self.streams = []
+        self.calls = None  # strict_cupy.FakeGraphCapture's log of a launch's calls
+
+    def note(self, what: str, arguments) -> None:
+        """Adds a call to the log a launch keeps, if one is kept: what it is and, as a
+        replayed graph would freeze them, its arguments' dtypes, shapes and scalars."""
+        if self.calls is not None:
+            self.calls.append((what, described(arguments)))
 
     def launch(self, function, args):
         if self.recording is not None and self.current().capturing:
@@ -123,6 +134,27 @@ class _Stream:
 
 _CAPTURE = _Capture()
 _DEFAULT_STREAM = _Stream()
+
+
+def described(value):
+    """What a CUDA graph fixes of a call's argument at capture: an array's dtype and shape (not
+    its values, read at each replay; nor its address: what a captured step allocates has the
+    graph's fixed address on a GPU, a new one at each launch here), a scalar's value."""
+    if isinstance(value, type):
+        return ("dtype", str(np.dtype(value))) if issubclass(value, np.generic) else value
+    if isinstance(value, np.dtype):
+        return ("dtype", str(value))
+    if isinstance(value, np.generic):
+        return (str(value.dtype), value.item())
+    if hasattr(value, "dtype") and hasattr(value, "shape"):
+        return (str(value.dtype), tuple(value.shape))
+    if isinstance(value, (list, tuple)):
+        return tuple(described(item) for item in value)
+    if isinstance(value, dict):
+        return tuple((key, described(item)) for key, item in value.items())
+    if isinstance(value, slice):
+        return ("slice", value.start, value.stop, value.step)
+    return value if value is None or isinstance(value, (bool, int, float, str)) else type(value)
 
 
 class _ScatterAdd:

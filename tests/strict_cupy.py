@@ -17,6 +17,7 @@ around a NumPy array (its "device memory"):
 from __future__ import annotations
 
 import collections
+import itertools
 import traceback
 import types
 import weakref
@@ -106,6 +107,7 @@ def wrap(value):
 
 def _on_device(function, what: str):
     def call(*args, **kwargs):
+        _CAPTURE.note(what, (args, kwargs))
         return wrap(function(*unwrap(args, what),
                              **{key: unwrap(value, what) for key, value in kwargs.items()}))
     return call
@@ -182,9 +184,11 @@ class DeviceArray:
         return tuple(map(one, key)) if isinstance(key, tuple) else one(key)
 
     def __getitem__(self, key):
+        _CAPTURE.note("ndarray.__getitem__", (self, key))
         return wrap(self.memory[self._index(key)])
 
     def __setitem__(self, key, value):
+        _CAPTURE.note("ndarray.__setitem__", (self, key, value))
         self.memory[self._index(key)] = unwrap(value, "ndarray.__setitem__")
 
     def _read_scalar(self, convert, what):
@@ -218,7 +222,11 @@ class DeviceArray:
 
 def _operator(name):
     function = getattr(np.ndarray, f"__{name}__")
-    return lambda self, *others: wrap(function(self.memory, *unwrap(others, f"operator {name}")))
+
+    def operator(self, *others):
+        _CAPTURE.note(f"operator {name}", (self, others))
+        return wrap(function(self.memory, *unwrap(others, f"operator {name}")))
+    return operator
 
 
 for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or",
@@ -311,18 +319,44 @@ class StrictCupy(_Namespace):
 class FakeGraphCapture:
     """CupyBackend.graph_capture's stand-in: each launch runs the step with the stream
     capturing, so that a transfer inside it raises (Transfers.record). As a real capture, the
-    capture itself runs nothing."""
+    capture itself runs nothing.
+
+    A real graph replays what its capture asked for: the Python of the step runs once, and a
+    scalar or a shape it passes to the device is frozen at its first value. Here the Python runs
+    at every launch, so each launch's calls (their arguments' dtypes, shapes and scalars:
+    kernel_emulation.described) are kept and must be those of the first launch."""
 
     def warm(self, run) -> None:
         run()
 
     def capture(self, run):
+        first, launches = [], itertools.count()
+
         def launch():
-            stream = _Stream()
+            stream, calls = _Stream(), []
             with stream:
-                stream.capturing = True
-                run()
+                stream.capturing, _CAPTURE.calls = True, calls
+                try:
+                    run()
+                finally:
+                    _CAPTURE.calls = None
+            number = next(launches)
+            if number:
+                _same_calls(first, calls, number)
+            else:
+                first.extend(calls)
         return types.SimpleNamespace(launch=launch, held_bytes=lambda: 0)
+
+
+def _same_calls(first: list, later: list, launch: int) -> None:
+    for number, (was, now) in enumerate(zip(first, later)):
+        if was != now:
+            raise CaptureError(f"launch {launch} of a captured step differs from the first at "
+                               f"call {number}: {now} against {was}; a CUDA graph replays the "
+                               "first")
+    if len(first) != len(later):
+        raise CaptureError(f"launch {launch} of a captured step made {len(later)} calls, the "
+                           f"first {len(first)}; a CUDA graph replays the first")
 
 
 def _erf(x, out=None):

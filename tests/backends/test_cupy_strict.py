@@ -163,6 +163,41 @@ def test_the_strict_stand_in_refuses_what_cupy_refuses(monkeypatch):
         stream.capturing = False
 
 
+def test_the_stand_ins_graph_refuses_a_launch_unlike_its_first(monkeypatch):
+    """A real graph replays its capture: a scalar or a shape the step's Python passes anew at
+    each step stays at its first value there. The stand-in runs the Python at every launch, so
+    it compares each launch's calls with the first's; the values in device memory may change."""
+    backend = strict_cupy.install(monkeypatch, capture=True)
+    import cupy
+
+    kernels = backend.cupy_kernels
+    x = cupy.asarray(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3))
+    b = cupy.zeros(3, np.float32)
+    y, rate = cupy.empty_like(x), cupy.asarray(np.float32(0.5))
+    settings = iter([(0.1, 2.0, 2), (0.1, 2.0, 2), (0.1, 3.0, 2), (0.2, 2.0, 2), (0.1, 2.0, 1)])
+    for alpha in (0.1, 0.2):  # self-checked before the capture
+        assert kernels.run_activation("leaky_relu", alpha, x, b, y)
+
+    def step():
+        alpha, scale, rows = next(settings)
+        kernels.run_activation("leaky_relu", alpha, x, b, y)
+        cupy.multiply(y[:rows], scale, out=y[:rows])
+        y[...] = y * rate
+
+    graph = strict_cupy.FakeGraphCapture().capture(step)
+    graph.launch()
+    rate[...] = 0.25  # the device's values: read at each replay
+    graph.launch()
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 2 .* differs .* at call 3: "
+                       r"\('cupy.multiply', .*3.0.*against .*2.0"):
+        graph.launch()
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 3 .* at call 0: "
+                       r"\('kernel .*0.2.*against .*0.1"):
+        graph.launch()
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 4 .* at call 1: .*slice., None, 1"):
+        graph.launch()
+
+
 def test_the_other_commands_run_under_strict_cupy(monkeypatch, tmp_path):
     """eval, predict, bench and check-backends on the CuPy path give NumPy's numbers."""
     spec = SPECS / "quickstart.yaml"
