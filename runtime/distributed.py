@@ -407,7 +407,7 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     with ExitStack() as held:
         guard = held.enter_context(InterruptGuard(deferring=True))
         try:
-            with _watched_start(timeout, f"rank {launched_rank()} of {launched_size()}"):
+            with _watched_start(timeout, launched_rank(), launched_size()):
                 from mpi4py import MPI
         except (ImportError, RuntimeError) as error:
             raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
@@ -438,14 +438,15 @@ os.kill(rank, 9)
 
 
 @contextmanager
-def _watched_start(timeout: float, who: str):
+def _watched_start(timeout: float, rank: int, size: int):
     """MPI's start (MPI_Init, inside mpi4py's import) waits for every rank while holding
     Python's lock, so the Watchdog thread cannot run: a rank that died at once, under a
     launcher that does not end the job (srun without --kill-on-bad-exit, mpiexec
     --enable-recovery), would leave the others there for good. A process beside it watches."""
-    message = (f"error: {who}: MPI did not start within {timeout:g} s; another rank has died "
-               "or hangs (its own messages, if any, are above), or MPI's start takes longer "
-               "here; stopping (--distributed-timeout sets the wait)")
+    why = ("MPI's start takes longer here" if size == 1 else "another rank has died or hangs "
+           "(its own messages, if any, are above), or MPI's start takes longer here")
+    message = (f"error: rank {rank} of {size}: MPI did not start within {timeout:g} s; {why}; "
+               "stopping (--distributed-timeout sets the wait)")
     try:
         # A session of its own: a Ctrl-C in the terminal goes to the rank, not to it.
         watcher = subprocess.Popen([sys.executable, "-c", _START_WATCHER, str(os.getpid()),

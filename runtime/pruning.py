@@ -70,8 +70,10 @@ class MagnitudePruner:
         return mask.reshape(weight.shape)
 
     def apply(self, state: dict) -> None:
+        """Masks the weights in place: they are the step's own updates (its state buffer,
+        which the next step then reads as it is, with nothing to copy in)."""
         for name, mask in self.masks.items():
-            state[name] = state[name] * mask
+            self.xp.multiply(state[name], mask, out=state[name])
 
     def sparsity(self, state: dict, to_host=np.asarray) -> float:
         """The fraction of pruned-tensor weights that are exactly zero, read from the

@@ -294,7 +294,7 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     fake.MPI = types.SimpleNamespace(COMM_WORLD=FakeComm(1, 2, others={0: ("spec", None)}))
 
     @contextlib.contextmanager
-    def start_of_mpi(timeout, who):
+    def start_of_mpi(timeout, rank, size):
         os.kill(os.getpid(), signal.SIGINT)  # arrives while MPI starts (Ctrl-C)
         time.sleep(0.05)
         yield
@@ -1055,15 +1055,22 @@ def test_a_step_that_diverges_on_one_rank_is_left_out_of_the_row_as_in_one_proce
 
 def test_a_start_of_mpi_that_never_ends_is_stopped_by_a_process_beside_it():
     """MPI_Init holds Python's lock, so the Watchdog thread cannot run while it waits for a
-    rank that died at once (under a launcher that does not end the job)."""
+    rank that died at once (under a launcher that does not end the job). A job of one rank
+    has no other rank to blame (the MPI audit)."""
     code = ("import sys, time\nfrom nnrun.runtime.distributed import _watched_start\n"
-            "with _watched_start(0.5, 'rank 0 of 2'):\n    time.sleep(float(sys.argv[1]))\n")
-    stuck = subprocess.run([sys.executable, "-c", code, "30"], capture_output=True, text=True,
-                           timeout=20)
+            "with _watched_start(0.5, 0, int(sys.argv[2])):\n    time.sleep(float(sys.argv[1]))\n")
+    stuck = subprocess.run([sys.executable, "-c", code, "30", "2"], capture_output=True,
+                           text=True, timeout=20)
     assert stuck.returncode == -signal.SIGKILL
-    assert stuck.stderr.startswith("error: rank 0 of 2: MPI did not start within 0.5 s")
-    quick = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True, text=True,
-                           timeout=20)
+    assert stuck.stderr.startswith("error: rank 0 of 2: MPI did not start within 0.5 s; another "
+                                   "rank has died or hangs")
+    alone = subprocess.run([sys.executable, "-c", code, "30", "1"], capture_output=True,
+                           text=True, timeout=20)
+    assert alone.returncode == -signal.SIGKILL
+    assert alone.stderr.startswith("error: rank 0 of 1: MPI did not start within 0.5 s; MPI's "
+                                   "start takes longer here; stopping (--distributed-timeout")
+    quick = subprocess.run([sys.executable, "-c", code, "0", "2"], capture_output=True,
+                           text=True, timeout=20)
     assert quick.returncode == 0 and quick.stderr == ""
 
 
