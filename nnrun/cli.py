@@ -293,6 +293,7 @@ def handle_errors(command):
             sys.exit(1)
         except SpecError as error:
             click.echo(format_diagnostics(error.diagnostics), err=True)
+            _say_where_met(error)
             sys.exit(1)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own exits and usage errors (exit 2) keep their meaning
@@ -300,6 +301,7 @@ def handle_errors(command):
             placed = getattr(error, "diagnostic", None)  # data said where the spec names it
             click.echo(format_diagnostics([placed]) if placed else one_line(f"error: {error}"),
                        err=True)
+            _say_where_met(error)
             sys.exit(1)
         except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
             # stdout to /dev/null, else the flush at exit fails again and Python reports it
@@ -319,6 +321,14 @@ def handle_errors(command):
             sys.exit(INTERNAL_ERROR)
 
     return wrapper
+
+
+def _say_where_met(error: Exception) -> None:
+    """The rank of a data-parallel job that met the error, where rank 0 did not
+    (distributed.MpiRanks.together): the error's own line does not tell which node."""
+    met_on = getattr(error, "met_on", None)
+    if met_on:
+        click.echo(one_line(f"nnrun: {met_on} met the error above; rank 0 did not"), err=True)
 
 
 def _memory_fix(context: click.Context) -> str:

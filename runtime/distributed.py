@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import threading
@@ -167,17 +168,23 @@ class MpiRanks:
         return float(np.count_nonzero(mine) / mine.size / whole)
 
     def together(self, function):
-        """Every rank runs `function`; if any fails, all stop (rank 0 raising the error)."""
+        """Every rank runs `function`; if any fails, all stop (rank 0 raising the error). An
+        error only other ranks met is raised by rank 0 with `met_on` naming the first of them
+        and its host (a file missing on one node), which the command prints after it."""
         try:
             value, failure = function(), None
         except BaseException as error:  # noqa: BLE001 - handed to every rank below
             value, failure = None, error
         with self.waiting("at the start of training"):
-            failures = self.comm.allgather(None if failure is None else _portable(failure))
-        first = next((f for f in failures if f is not None), None)
+            failures = self.comm.allgather(
+                None if failure is None else (_portable(failure), socket.gethostname()))
+        first = next(((rank, met) for rank, met in enumerate(failures) if met is not None), None)
         if first is None:
             return value
-        self.raise_together(failure if failure is not None else first)
+        if failure is None:
+            rank, (failure, host) = first
+            failure.met_on = f"rank {rank} of {self.size} (host {host})"
+        self.raise_together(failure)
 
     def from_root(self, function):
         """Rank 0 runs `function`; every rank gets its result, or stops with rank 0's error."""

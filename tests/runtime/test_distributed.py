@@ -261,9 +261,11 @@ def test_a_failure_on_any_rank_stops_every_rank_rank_0_reporting_it():
     def fail():
         raise DistributedError("rank 1 could not load its data")
 
-    root = MpiRanks(FakeComm(0, 2, others={1: DistributedError("rank 1 could not load")}))
-    with pytest.raises(DistributedError, match="rank 1 could not load"):
+    failed = (DistributedError("rank 1 could not load"), "node7")  # and its host
+    root = MpiRanks(FakeComm(0, 2, others={1: failed}))
+    with pytest.raises(DistributedError, match="rank 1 could not load") as raised:
         root.together(lambda: "fine here")
+    assert raised.value.met_on == "rank 1 of 2 (host node7)"
     follower = MpiRanks(FakeComm(1, 2))
     with pytest.raises(RankFollows) as stopped:
         follower.together(fail)
@@ -1131,3 +1133,26 @@ def test_gpu_ranks_without_cupy_are_told_the_extras_that_bring_nccl():
     message = str(excinfo.value)
     assert "'nnrun[mpi-cuda13]'" in message and "'nnrun[mpi-cuda12]'" in message
     assert "'nnrun[cuda13]'" not in message
+
+
+def test_an_error_one_rank_meets_alone_names_the_rank_and_its_host(tmp_path):
+    """The MPI audit: a data file missing on one node was told by rank 0 in the spec's own
+    line, which did not say which rank or node met it."""
+    import socket
+
+    mpiexec = _mpiexec()
+    rng = np.random.default_rng(0)
+    for node, has_data in (("a", True), ("b", False)):
+        (tmp_path / node).mkdir()
+        _write_spec(tmp_path / node / "spec.yaml", DIVERGING_ON_RANK_1)
+        if has_data:
+            np.savez(tmp_path / node / "d.npz", x=rng.normal(size=(64, 5)),
+                     y=rng.integers(0, 3, 64))
+    train = _nnrun("spec.yaml", "--out", "r", "--distributed", "--quiet")
+    job = _run([*mpiexec, "-n", "1", "-wdir", str(tmp_path / "a"), *train, ":",
+                "-n", "1", "-wdir", str(tmp_path / "b"), *train], tmp_path)
+    lines = job.stderr.splitlines()
+    assert job.returncode == 1 and "d.npz: not found" in lines[0], job.stderr
+    assert lines[1] == (f"nnrun: rank 1 of 2 (host {socket.gethostname()}) met the error above; "
+                        "rank 0 did not")
+    assert not (tmp_path / "a" / "r").exists()
