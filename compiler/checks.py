@@ -107,8 +107,38 @@ def more_than_binary(labels: str, classes: int, units: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return (_top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
-            + _schedule_warnings(spec) + _pruning_warnings(spec))
+    return (_init_from_warnings(spec) + _top_k_warnings(spec, output_shape)
+            + _repeated_metric_warnings(spec) + _schedule_warnings(spec)
+            + _pruning_warnings(spec))
+
+
+def _init_from_warnings(spec) -> list[tuple[Origin, str]]:
+    """model.init_from where the layers' own weights:/bias: give every parameter: they take
+    precedence, so the file sets nothing (a run "continued" from it starts from the lists).
+    Known from the spec alone, whatever the file holds."""
+    layers = spec.model.layers
+    if not spec.model.init_from or not all(map(_gives_its_parameters, layers)):
+        return []
+    givers = [name for layer, name in zip(layers, default_layer_names(layers))
+              if getattr(layer, "weights", None) is not None]
+    if not givers:  # no parameter at all: init_from's loader says so
+        return []
+    return [(Origin("model.init_from", keys=("model", "init_from")),
+             f"init_from sets no parameter: the weights:/bias: of {', '.join(givers)} give "
+             "every one, and a layer's own values take precedence; to start from init_from, "
+             "remove their weights: and bias:")]
+
+
+def _gives_its_parameters(layer) -> bool:
+    """Whether the layer's weights:/bias: lists give all its parameters (a layer without
+    parameters gives all of none). Batchnorm's and the transposed convolutions' come from
+    initializers or init_from only."""
+    if layer.type == "batchnorm":
+        return False
+    if not hasattr(layer, "use_bias"):  # no weight, no bias
+        return True
+    given_bias = getattr(layer, "bias", None) is not None or not layer.use_bias
+    return getattr(layer, "weights", None) is not None and given_bias
 
 
 def _repeated_metric_warnings(spec) -> list[tuple[Origin, str]]:

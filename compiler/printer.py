@@ -19,7 +19,8 @@ def graph_text(graph: Graph) -> str:
     lines = [_leaf_line(kind, values) for kind, values in
              (("input", graph.inputs), ("param", graph.params), ("state", graph.state)) if values]
     lines += [node_text(node) for node in graph.nodes]
-    lines += [f"output {name} = {value.ref()}" for name, value in graph.outputs.items()]
+    lines += [f"output {_output_name(graph, name, value)} = {value.ref()}"
+              for name, value in graph.outputs.items()]
     lines += [f"update {name} = {value.ref()}" for name, value in graph.updates.items()]
     return "\n".join(lines) + "\n"
 
@@ -29,6 +30,20 @@ def segments_text(graph: Graph, segments: list[range]) -> str:
     first = [graph.nodes[s.start].outputs[0].ref() for s in segments]
     last = [graph.nodes[s.stop - 1].outputs[-1].ref() for s in segments]
     return ", ".join(a if a == b else f"{a}..{b}" for a, b in zip(first, last))
+
+
+# The losses that read the model's output as logits (of a softmax or a sigmoid).
+LOGIT_LOSSES = ("softmax_cross_entropy", "sigmoid_binary_cross_entropy")
+
+
+def _output_name(graph: Graph, name: str, value) -> str:
+    """The output the runtime calls `logits` is what the loss reads: logits under
+    cross-entropy, else (mse on a sigmoid's output, perceptron's scores) `loss_input`."""
+    if name != "logits":
+        return name
+    logit_loss = any(node.op.startswith(LOGIT_LOSSES) and node.inputs[0] is value
+                     for node in graph.nodes)
+    return name if logit_loss else "loss_input"
 
 
 def _leaf_line(kind: str, values) -> str:
@@ -50,6 +65,7 @@ def graph_dot(graph: Graph) -> str:
             lines.append(f'  {node_id} -> "{value.ref()}" [arrowhead=none];')
             lines.append(f'  "{value.ref()}" [shape=point];')
     for name, value in graph.outputs.items():  # as the text form's `output NAME = %v`
+        name = _output_name(graph, name, value)
         lines.append(f'  "output {name}" [shape=ellipse, style=bold, label="{name}"];')
         lines.append(f'  "{value.ref()}" -> "output {name}";')
     lines.append("}")

@@ -108,7 +108,9 @@ def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
         name = "pool_size" if what == "pool" else "kernel_size"
         fit = [min(k, (n + lo + hi - 1) // d + 1) for n, k, (lo, hi), d in axes]
     padding = [max(lo, hi, -(-(d * (k - 1) + 1 - n) // 2)) for n, k, (lo, hi), d in axes]
-    return f"{name}: {_setting_text(fit)} or less, or padding: {_setting_text(padding)}"
+    # 1 is the least size and dilation: "1 or less" would offer 0
+    most = f"{name}: {_setting_text(fit)}" + (" or less" if max(fit) > 1 else "")
+    return f"{most}, or padding: {_setting_text(padding)}"
 
 
 def _setting_text(values: list[int]) -> str:

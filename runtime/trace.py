@@ -30,6 +30,7 @@ from .data import augment_batch
 from .executor import Executor
 from .schedules import depends_on_length
 from .train import History, Trainer, epoch_batches, no_data_section
+from .trace_format import LINKS, superscript
 
 # Layers whose weight is stored [in, out, ...] (PyTorch's layouts): the course reads it [j, k].
 INPUT_FIRST_LAYERS = ("dense", "conv1d_transpose", "conv2d_transpose")
@@ -71,6 +72,8 @@ class TracedStep:
     cost: float
     layers: list[TracedLayer] = field(default_factory=list)
     params: list[TracedParam] = field(default_factory=list)
+    p: np.ndarray | None = None  # the probabilities the loss compares with y (LINKS' losses)
+    counted: int | None = None  # the labels (targets) the loss's mean divides by
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Trace:
     spec: object
     steps: list[TracedStep]
     notes: list[str]
+    logits: str | None = None  # z⁽ˡ⁾ or a⁽ˡ⁾, the value p is made of (LINKS' losses)
 
 
 def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
@@ -131,11 +135,66 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
                           _host(model, feeds["y"]), float(outputs["loss"]))
         step.layers = _traced_layers(model, outputs)
         step.params = _traced_params(model, step.layers, state, outputs, updates)
+        if spec.loss.type in LINKS:
+            step.p = _probabilities(spec.loss.type, _logits(model, step.layers[-1]))
+            step.counted = _counted(spec.loss, step.y)
         traced.append(step)
         state = {**state, **updates}
     continued = any(name.startswith("opt/") for name in loaded)  # optimizer state given
     notes = extension + _notes(spec, model.lowered.logits.type.shape[1], continued)
-    return Trace(spec, traced, notes)
+    logits = _logits_symbol(model) if spec.loss.type in LINKS else None
+    if logits:
+        notes.append(_probability_rule(spec.loss, logits))
+    return Trace(spec, traced, notes, logits)
+
+
+def _logits(model, last: TracedLayer) -> np.ndarray:
+    """The value the loss reads: z of a final softmax (sigmoid) fused into it, else a."""
+    return last.z if model.lowered.logits is not model.lowered.prediction else last.a
+
+
+def _logits_symbol(model) -> str:
+    fused = model.lowered.logits is not model.lowered.prediction
+    return f"{'z' if fused else 'a'}{superscript(len(model.lowered.layers) + 1)}"
+
+
+def _probabilities(loss: str, logits: np.ndarray) -> np.ndarray:
+    """softmax over the classes (axis 1: per sample, or per position of a label map), or the
+    sigmoid of each output; in the logits' dtype, as the loss computes them."""
+    with np.errstate(over="ignore"):  # a sigmoid of a large negative z is 0
+        if loss == "binary_cross_entropy":
+            return 1 / (1 + np.exp(-logits))
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _counted(loss, y: np.ndarray) -> int:
+    """The labels (cross_entropy) or targets (binary) the loss's mean counts: all of them but
+    those equal to ignore_index (one at least, as the loss divides)."""
+    if loss.ignore_index is None:
+        return y.size
+    return max(int(np.count_nonzero(y != loss.ignore_index)), 1)
+
+
+def _probability_rule(loss, logits: str) -> str:
+    """How p and the output's δ follow from the logits, as the loss computes them."""
+    scale = f"{loss.scale:g}·" if loss.scale != 1 else ""
+    # of z: the final softmax (sigmoid) is fused into the loss, and its a is p
+    p = f"{LINKS[loss.type]}({logits})" + (f" = a{logits[1:]}" if logits[0] == "z" else "")
+    label = "target" if loss.type == "binary_cross_entropy" else "label"
+    ignored = (f"; a {label} equal to ignore_index {loss.ignore_index} counts in neither N nor "
+               "C, and its δ is 0" if loss.ignore_index is not None else "")
+    if loss.type == "binary_cross_entropy":
+        return (f"loss binary_cross_entropy: p = {p}, the probability of each output's target "
+                f"1; C = −{scale}Σ (y·log p + (1 − y)·log(1 − p)) / N and ∂C/∂{logits} = "
+                f"{scale}(p − y)/N, N the targets the mean counts{ignored}")
+    smoothing = loss.label_smoothing
+    target = (f"t = (1 − {smoothing:g})·onehot(y) + {smoothing:g}/K (label_smoothing, K the "
+              "classes)" if smoothing else "t = onehot(y)")
+    return (f"loss cross_entropy: p = {p}, the class probabilities (the softmax over the "
+            f"classes, of each sample or position of a label map); C = −{scale}Σ t·log p / N "
+            f"and ∂C/∂{logits} = {scale}(p − t)/N, {target}, N the labels the mean counts"
+            f"{ignored}")
 
 
 def _run_epochs(weights: Path, meta: dict) -> int | None:

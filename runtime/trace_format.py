@@ -16,6 +16,8 @@ MAX_ROWS = 8  # rows (units j) of a parameter printed
 MAX_CHANNELS = 16  # feature maps printed per value
 
 SYMBOLS = {"weight": "w", "bias": "b", "gamma": "γ", "beta": "β"}
+# The losses that read the model's output as logits, and what makes them probabilities p.
+LINKS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 
 CONVENTIONS = [
     "layer 1 is the input, a⁽¹⁾ = x; layer l ≥ 2 is the spec's layer l−1 (named beside it)",
@@ -60,7 +62,7 @@ def trace_text(trace) -> str:
               for line in CONVENTIONS]
     lines += [f"note: {note}" for note in trace.notes]
     for step in trace.steps:
-        lines += [""] + _step_lines(step, digits)
+        lines += [""] + _step_lines(step, digits, spec.loss, trace.logits)
     return "\n".join(lines) + "\n"
 
 
@@ -85,17 +87,12 @@ def _loss(spec) -> str:
     return f"{spec.loss.type}{scale}"
 
 
-def _step_lines(step, digits: int) -> list[str]:
+def _step_lines(step, digits: int, loss, logits: str | None) -> list[str]:
+    """`logits`: the value p is made of (z⁽ˡ⁾ or a⁽ˡ⁾ of the last layer), where the loss
+    makes probabilities of it."""
     lines = [f"step {step.step} (epoch {step.epoch}, batch {step.batch}, lr {step.lr:g})",
              "forward"]
-    lines += _values(f"a{superscript(1)} = x", step.x, digits)
-    for layer in step.layers:
-        sup = superscript(layer.index)
-        if layer.z is not None:
-            lines += _values(f"z{sup} {layer.name}", layer.z, digits)
-            lines += _values(f"a{sup} = {layer.activation}(z{sup})", layer.a, digits)
-        else:
-            lines += _values(f"a{sup} {layer.name} ({layer.type})", layer.a, digits)
+    lines += _forward_lines(step, digits, loss, logits)
     # a label map [H, W] is one map, not H channels of W
     labels = step.y[:, None] if np.ndim(step.y) > 2 else step.y
     lines += _values("y (target)", labels, digits)
@@ -104,12 +101,38 @@ def _step_lines(step, digits: int) -> list[str]:
     for layer in reversed(step.layers):
         if layer.delta is not None:
             sup = superscript(layer.index)
-            wrt = "z" if layer.z is not None else "a"
-            lines += _values(f"δ{sup} = ∂C/∂{wrt}{sup} {layer.name}", layer.delta, digits)
+            wrt = f"{'z' if layer.z is not None else 'a'}{sup}"
+            rule = f" = {_output_delta(loss, step.counted)}" if wrt == logits else ""
+            lines += _values(f"δ{sup} = ∂C/∂{wrt}{rule} {layer.name}", layer.delta, digits)
     lines.append("gradients and updates")
     for param in step.params:
         lines += _param_lines(param, digits)
     return lines
+
+
+def _forward_lines(step, digits: int, loss, logits: str | None) -> list[str]:
+    lines = _values(f"a{superscript(1)} = x", step.x, digits)
+    for layer in step.layers:
+        sup = superscript(layer.index)
+        if layer.z is not None:
+            # of z: the final softmax (sigmoid) is fused into the loss, and its a is p
+            is_p = " = p" if logits == f"z{sup}" else ""
+            lines += _values(f"z{sup} {layer.name}", layer.z, digits)
+            lines += _values(f"a{sup} = {layer.activation}(z{sup}){is_p}", layer.a, digits)
+        else:
+            lines += _values(f"a{sup} {layer.name} ({layer.type})", layer.a, digits)
+    if step.p is not None and logits[0] == "a":
+        lines += _values(f"p = {LINKS[loss.type]}({logits})", step.p, digits)
+    return lines
+
+
+def _output_delta(loss, counted: int) -> str:
+    """δ of the logits: the probabilities less the targets, over the N labels the mean counts
+    (t: the smoothed one-hot label, which the notes define)."""
+    scale = f"{loss.scale:g}·" if loss.scale != 1 else ""
+    target = "y" if loss.type == "binary_cross_entropy" else \
+        "t" if loss.label_smoothing else "onehot(y)"
+    return f"{scale}(p − {target})/{counted}"
 
 
 def _values(label: str, batch: np.ndarray, digits: int) -> list[str]:
@@ -209,6 +232,7 @@ def _step_json(step) -> dict:
     return {
         "step": step.step, "epoch": step.epoch, "batch": step.batch, "lr": step.lr,
         "x": _list(step.x), "y": _list(step.y), "cost": _plain(step.cost),
+        **({"p": _list(step.p), "counted": step.counted} if step.p is not None else {}),
         "layers": [{"index": layer.index, "name": layer.name, "type": layer.type,
                     "activation": layer.activation, "z": _list(layer.z), "a": _list(layer.a),
                     "delta": _list(layer.delta)} for layer in step.layers],

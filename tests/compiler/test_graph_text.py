@@ -20,7 +20,7 @@ from nnrun.compiler.frontend import load_spec, load_spec_text
 from nnrun.compiler.ir import TensorType
 from nnrun.compiler.lower import lower
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
-from nnrun.compiler.printer import graph_text
+from nnrun.compiler.printer import graph_dot, graph_text
 from nnrun.compiler.step import build_loss_and_grads, build_train_step
 from nnrun.compiler.verify import VerifyError, verify
 
@@ -265,3 +265,35 @@ def test_verify_rejects_an_undefined_output():
     graph.nodes.pop()
     with pytest.raises(VerifyError):
         verify(graph)
+
+
+@pytest.mark.parametrize("loss, last, name", [
+    ("{type: mse, scale: 0.5}", "activation: sigmoid", "loss_input"),  # a probability, no logit
+    ("cross_entropy", "activation: softmax", "logits"),  # fused: the value before the softmax
+    ("cross_entropy", "activation: relu", "logits"),
+    ("binary_cross_entropy", "activation: sigmoid", "logits"),
+    ("perceptron", "activation: step", "loss_input"),  # the scores before the step
+])
+def test_the_value_the_loss_reads_is_named_logits_only_under_cross_entropy(loss, last, name):
+    """`nnrun graph --backward` said `output logits` of a sigmoid's output under mse."""
+    units = 1 if "binary" in loss or "mse" in loss or "perceptron" in loss else 2
+    spec = load_spec_text(f"data: {{dataset: xor}}\nmodel:\n  layers:\n"
+                          f"    - {{type: dense, units: 2, activation: tanh}}\n"
+                          f"    - {{type: dense, units: {units}, {last}}}\n"
+                          f"loss: {loss}\ntrain: {{metrics: [accuracy]}}\n").spec
+    step = build_train_step(spec)
+    text = graph_text(eliminate_dead_code(step.graph))
+    (line,) = [line for line in text.splitlines() if line.endswith(
+        f" = {step.graph.outputs['logits'].ref()}") and line.startswith("output l")]
+    assert line.split(" ")[1] == name, text
+    assert f'"output {name}" [shape=ellipse, style=bold, label="{name}"]' in \
+        graph_dot(step.graph)
+
+
+def test_docs_training_step_example_is_what_nnrun_graph_prints():
+    """docs/graph-text.md's 2-2-1 training step, with its output lines."""
+    blocks = re.findall(r"```\n(input %x.*?)```", (ROOT / "docs" / "graph-text.md").read_text(),
+                        flags=re.S)
+    (example,) = [block for block in blocks if "mse_grad(%9, %5, %y)" in block]
+    assert example == cli_graph(ROOT / "specs" / "course-2-2-1-xor.yaml", "--backward")
+    assert "output loss_input = %5\n" in example

@@ -303,3 +303,25 @@ def test_a_dense_weight_in_pytorchs_layout_in_init_from_is_told_to_transpose(tmp
     assert excinfo.value.diagnostics[0].message.endswith(
         "has shape [4, 6], dense_1.weight needs [6, 4]; nnrun stores a dense weight as [in, "
         "out], the transpose of PyTorch's Linear.weight [out, in]: save its .T")
+
+
+def test_model_init_from_that_the_layers_own_values_wholly_replace_is_warned(tmp_path):
+    """A run "continued" with model.init_from started from the layers' weights:/bias: lists,
+    which take precedence, without a word (the course's 2-2-1 example)."""
+    np.savez(tmp_path / "last.npz", **{"params/dense_1.weight": np.ones((2, 3)),
+                                        "params/dense_2.weight": np.ones((3, 1))})
+    listed = SPEC.replace("[2]\n", "[2]\n  init_from: last.npz\n").replace(
+        "sigmoid}", "sigmoid,\n       weights: [[1, 2, 3], [4, 5, 6]], bias: [0, 0, 0]}").replace(
+        "units: 1}", "units: 1, weights: [[1], [2], [3]], use_bias: false}")
+    result = validate(tmp_path, listed)
+    assert result.exit_code == 0, result.output
+    assert (f"{tmp_path / 'spec.yaml'}:3:14: warning: model.init_from: init_from sets no "
+            "parameter: the weights:/bias: of dense_1, dense_2 give every one, and a layer's own "
+            "values take precedence; to start from init_from, remove their weights: and bias:"
+            ) in result.output
+    # a parameter left to the file: init_from sets it, and nothing is said
+    for partial, left in ((listed.replace(", use_bias: false", ""), "dense_2.bias"),
+                          (listed.replace(", bias: [0, 0, 0]", ""), "dense_1.bias")):
+        np.savez(tmp_path / "last.npz", **{f"params/{left}": np.ones(1 if "2" in left else 3)})
+        result = validate(tmp_path, partial)
+        assert result.exit_code == 0 and "warning" not in result.output, result.output

@@ -1193,6 +1193,19 @@ def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
                                   "downsampling layer before it")
 
 
+def test_a_hint_whose_only_fitting_value_is_1_says_1_not_1_or_less():
+    """"kernel_size: 1 or less" offered 0, which is no size (nor a dilation)."""
+    kernel = the_error(spec_text([1, 1], "{type: conv1d, filters: 1, kernel_size: 3}"))
+    assert kernel.message.endswith("use kernel_size: 1, or padding: 1")
+    dilated = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 3, "
+                                             "dilation: 4}"))
+    assert dilated.message.endswith("use dilation: 1, or padding: 3")
+    pool = the_error(spec_text([1, 1, 1], "{type: maxpool2d, pool_size: 2}"))
+    assert pool.message.endswith("use pool_size: 1, or padding: 1")
+    mixed = the_error(spec_text([1, 1, 8], "{type: conv2d, filters: 1, kernel_size: 9}"))
+    assert mixed.message.endswith("use kernel_size: [1, 8] or less, or padding: [4, 1]")
+
+
 def test_a_window_that_does_not_fit_one_axis_points_at_that_axis_entry():
     """kernel_size: [3, 9] on 8 columns: the 9, not the list; one value for both axes is the
     value itself."""

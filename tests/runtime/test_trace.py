@@ -501,3 +501,91 @@ def test_x_is_said_to_be_preprocessed_and_a_warning_is_said_once(tmp_path, capsy
     assert capsys.readouterr().err.count("is more than the") == 1
     raw = trace(nnrun.load_spec(spec, ["data.normalize=none"]), steps=1)
     assert not any(note.startswith("x is the input") for note in raw.notes)
+
+
+PROBABILITIES = """\
+seed: 0
+dtype: float64
+data: {dataset: npz, path: d.npz, normalize: none}
+model:
+  input_shape: [3]
+  layers:
+    - {type: dense, units: 2, activation: tanh}
+    - {type: dense, units: 3}
+loss: {type: cross_entropy, scale: 0.5, label_smoothing: 0.1, ignore_index: 7}
+optimizer: {type: sgd, lr: 0.1}
+train: {batch_size: 4, shuffle: false, metrics: [accuracy]}
+"""
+
+
+def softmax_rows(z: np.ndarray) -> np.ndarray:
+    exp = np.exp(z - z.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def test_cross_entropy_shows_the_softmax_probabilities_and_delta_is_p_less_t(tmp_path):
+    """The course audit: a lesson on softmax and cross-entropy wants p = softmax(z) and
+    δ = p − onehot(y) shown; the trace printed the logits and δ only. Here with a scale, label
+    smoothing (t = 0.9·onehot + 0.1/3) and an ignored label (δ 0, N counts 3 of 4)."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(8, 3)), y=np.array([0, 2, 7, 1] * 2))
+    spec = tmp_path / "ce.yaml"
+    spec.write_text(PROBABILITIES)
+    document = json.loads(CliRunner().invoke(
+        main, ["trace", str(spec), "--format", "json"]).output)
+    step = document["steps"][0]
+    logits = np.array(step["layers"][-1]["a"])
+    p = softmax_rows(logits)
+    close(step["p"], p)
+    labels = np.array(step["y"])
+    counted = labels != 7
+    t = np.where(counted[:, None], 0.9 * np.eye(3)[np.where(counted, labels, 0)] + 0.1 / 3, p)
+    assert step["counted"] == 3
+    close(step["layers"][-1]["delta"], 0.5 * (p - t) / 3)
+    (note,) = [note for note in document["notes"] if note.startswith("loss cross_entropy")]
+    assert ("p = softmax(a⁽³⁾), the class probabilities (the softmax over the classes, of "
+            "each sample or position of a label map); C = −0.5·Σ t·log p / N and ∂C/∂a⁽³⁾ = "
+            "0.5·(p − t)/N, t = (1 − 0.1)·onehot(y) + 0.1/K (label_smoothing, K the classes), "
+            "N the labels the mean counts; a label equal to ignore_index 7 counts in neither N "
+            "nor C, and its δ is 0") in note
+
+    text = CliRunner().invoke(main, ["trace", str(spec)]).output
+    lines = text.splitlines()
+    after_logits = lines.index(next(line for line in lines if line.startswith(
+        "  a⁽³⁾ dense_2 (dense) [sample 4]"))) + 1
+    first = ", ".join(f"{v:.10g}" for v in p[0])
+    assert lines[after_logits] == f"  p = softmax(a⁽³⁾) [sample 1] = [{first}]"
+    assert lines[after_logits + 4].startswith("  y (target) [sample 1]")
+    assert "  δ⁽³⁾ = ∂C/∂a⁽³⁾ = 0.5·(p − t)/3 dense_2 [sample 1] = " in text
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(8, 3)), y=np.array([0, 2, 2, 1] * 2))
+    plain = CliRunner().invoke(main, ["trace", str(spec), "--set",
+                                      "loss={type: cross_entropy}"]).output
+    assert "  δ⁽³⁾ = ∂C/∂a⁽³⁾ = (p − onehot(y))/4 dense_2 [sample 1] = " in plain
+
+
+def test_binary_cross_entropy_shows_the_sigmoid_and_a_fused_one_is_the_layer_s_a(tmp_path):
+    """p = sigmoid(z) under binary_cross_entropy; where the last layer's sigmoid is fused
+    into the loss, its a is p (said on its line, not printed twice) and δ is of z."""
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(8, 3)), y=np.array([0, 1, 1, 0] * 2))
+    spec = tmp_path / "bce.yaml"
+    spec.write_text(PROBABILITIES.replace("units: 3}", "units: 1}").replace(
+        "loss: {type: cross_entropy, scale: 0.5, label_smoothing: 0.1, ignore_index: 7}",
+        "loss: binary_cross_entropy"))
+    traced = trace(nnrun.load_spec(spec)).steps[0]
+    logits = traced.layers[-1].a
+    close(traced.p, 1 / (1 + np.exp(-logits)))
+    close(traced.layers[-1].delta, (traced.p - traced.y) / 4)
+    text = CliRunner().invoke(main, ["trace", str(spec)]).output
+    assert f"  p = sigmoid(a⁽³⁾) [sample 2] = [{traced.p[1, 0]:.10g}]" in text
+    assert "  δ⁽³⁾ = ∂C/∂a⁽³⁾ = (p − y)/4 dense_2 [sample 1] = " in text
+
+    fused = CliRunner().invoke(main, ["trace", str(spec), "--set",
+                                      "model.layers[1].activation=sigmoid"]).output
+    assert "  a⁽³⁾ = sigmoid(z⁽³⁾) = p [sample 1] = " in fused
+    assert "  p = " not in fused
+    assert "  δ⁽³⁾ = ∂C/∂z⁽³⁾ = (p − y)/4 dense_2 [sample 1] = " in fused
+    assert "note: loss binary_cross_entropy: p = sigmoid(z⁽³⁾) = a⁽³⁾, the probability of " \
+           "each output's target 1;" in fused
+    mse = CliRunner().invoke(main, ["trace", str(spec), "--set", "loss=mse"]).output
+    assert "p = " not in mse and "note: loss" not in mse
