@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -299,6 +300,46 @@ def npz_arrays_problem(path, names) -> str | None:
               "x=x_train, y=y_train, ...)") if {"x_train", "y_train"} <= names else
              "; label maps may be named 'masks' instead of 'y'")
     return f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}){keras}"
+
+
+# Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`, `masks_val`)
+# instead of y; integer y of [N, H, W] are label maps too. The held-out splits an npz may hold,
+# each a pair of arrays named with the split (x_test with y_test or masks_test).
+HELD_OUT_SPLITS = ("test", "val")
+
+
+def held_out_pairs(labels: str, splits: tuple[str, ...] = HELD_OUT_SPLITS) -> list[tuple[str,
+                                                                                   str]]:
+    """The held-out splits' array names beside x and `labels` (y or masks)."""
+    return [(f"x_{split}", f"{labels}_{split}") for split in splits]
+
+
+def sample_count_problem(where: str, features: tuple[int, ...],
+                         labels: tuple[int, ...]) -> str | None:
+    """An npz pair whose arrays of `features` and `labels` shapes hold other numbers of
+    samples (labels of a single value are the loader's to say, once read)."""
+    if not labels or labels[0] == features[0]:
+        return None
+    return f"{where}: {features[0]} samples of features but {labels[0]} labels"
+
+
+def header_row_problem(path, header: list[str]) -> str | None:
+    """What the data loader refuses of a csv dataset's header row, in the order it says it: no
+    row but blanks and comments, a column without a name, a name given to two columns, no
+    `label` column; None for a header it reads."""
+    if header == [""]:
+        return no_label_column(path, header)
+    return (unnamed_column(path, header) or _repeated_name(path, header)
+            or (None if "label" in header else no_label_column(path, header)))
+
+
+def _repeated_name(path, header: list[str]) -> str | None:
+    # counted in one pass: a header of 100,000 columns is read in linear time
+    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
+    if not repeated:
+        return None
+    return (f"{path}: the header row names {', '.join(map(repr, repeated))} more than once; "
+            "give every column its own name")
 
 
 def unnamed_column(path, header: list[str]) -> str | None:

@@ -20,9 +20,10 @@ from .builder import CompileError, CompileWarning
 from .checks import (monitor_names, pruning_errors, setting_range_errors, shapeless_errors,
                      split_errors, targets_decide_metrics, tracked_metrics, training_errors,
                      training_warnings, unknown_monitor)
-from .datasets import (CSV_ENCODING, USER_FILE_DATASETS, csv_columns, csv_header_line,
-                       held_out, kernel_file, no_label_column, npz_arrays_problem,
-                       unnamed_column, user_path, why_not_looked_at)
+from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
+                       csv_header_line, header_row_problem, held_out, held_out_pairs,
+                       kernel_file, npz_arrays_problem, sample_count_problem, user_path,
+                       why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
@@ -346,6 +347,16 @@ def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
     return None
 
 
+def held_out_samples_problem(where: str, features: str, shape, train_shape) -> str | None:
+    """A held-out split (`features`: x_test, x_val) whose samples are not of the training
+    samples' shape, as the data loader says it (and validate, from the npz's headers)."""
+    if tuple(shape) == tuple(train_shape):
+        return None
+    fix = (sample_layout_fix(shape, train_shape, features)
+           or "its samples must have the shape of the training samples")
+    return f"{where}: samples are {list(shape)}, in x {list(train_shape)}; {fix}"
+
+
 def _too_many_axes(path: str, shape: list[int]) -> str:
     return (f"the samples of {path} are {shape}, {len(shape)} axes; a model takes samples of "
             "1 to 3 ([features], [channels, length] or [channels, height, width]): reshape x "
@@ -409,7 +420,7 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     npz = data_file(spec, source.directory, ("npz",))
     shapes, unreadable = npz_shapes_or_reason(npz) if npz is not None else (None, None)
     if shapes is not None:
-        problem = _npz_names_problem(npz, shapes)
+        problem = _npz_file_problem(spec, npz, shapes)
     elif unreadable and npz.is_file():  # a missing file may be made before training
         problem = unreadable
     if problem:
@@ -422,7 +433,7 @@ def npz_setting_errors(source: SourceSpec) -> list[Diagnostic]:
     file's own problems, which its loader says)."""
     npz = data_file(source.spec, source.directory, ("npz",))
     shapes, _ = npz_shapes_or_reason(npz) if npz is not None else (None, None)
-    if shapes is None or _npz_names_problem(npz, shapes):
+    if shapes is None or _npz_file_problem(source.spec, npz, shapes):
         return []
     return _npz_setting_errors(source, shapes)
 
@@ -472,6 +483,55 @@ def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:
             f"leaves none to train on; {fix}, or use more samples")
 
 
+def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
+    """The data loader's message for what an npz data file's headers show wrong."""
+    return _npz_names_problem(file, shapes) or _npz_pairs_problem(spec, file, shapes)
+
+
+def _npz_pairs_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
+    """The data loader's message for a pair of arrays that hold other numbers of samples (x
+    and y, x_test and y_test, ...), then for a held-out split whose samples are not x's
+    shape. Said only where the loader's earlier checks pass (its labels' one name, each
+    pair's both arrays, features [N, ...]), which it says first."""
+    pairs = _npz_pairs(spec, shapes)
+    if pairs is None:
+        return None
+    for features, targets in pairs:
+        where = f"{file} ({features}, {targets})"
+        problem = sample_count_problem(where, shapes[features], shapes[targets])
+        if problem:
+            return problem
+    for features, targets in pairs[1:]:
+        where = f"{file} ({features}, {targets})"
+        problem = held_out_samples_problem(where, features, shapes[features][1:],
+                                           shapes["x"][1:])
+        if problem:
+            return problem
+    return None
+
+
+def _npz_pairs(spec: Spec, shapes: dict) -> list[tuple[str, str]] | None:
+    """The pairs of arrays the data loader reads of an npz, x's first (no x_val where
+    data.validation_split holds out the validation samples from x); None where it refuses
+    them before it compares them: labels under both names, a pair's array alone, features
+    not [N, ...]."""
+    splits = ("test",) if spec.data.validation_split else HELD_OUT_SPLITS
+    masks = {"masks", *(f"masks_{split}" for split in splits)} & shapes.keys()
+    if masks and {"y", *(f"y_{split}" for split in splits)} & shapes.keys():
+        return None
+    labels = "masks" if masks else "y"
+    pairs = [("x", labels), *(pair for pair in held_out_pairs(labels, splits)
+                              if set(pair) & shapes.keys())]
+    if any(name not in shapes for pair in pairs for name in pair):
+        return None
+    return pairs if all(_laid_out(shapes[features]) for features, _ in pairs) else None
+
+
+def _laid_out(shape: tuple[int, ...]) -> bool:
+    """Features [N, ...] of one sample or more, each of a value or more."""
+    return len(shape) >= 2 and shape[0] > 0 and 0 not in shape[1:]
+
+
 def _npz_names_problem(file: Path, shapes: dict) -> str | None:
     """The data loader's message for an npz data file without its arrays x and y, or whose x
     holds one value a sample."""
@@ -483,15 +543,12 @@ def _npz_names_problem(file: Path, shapes: dict) -> str | None:
 
 
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:
-    """The message for a csv data file whose header has no `label` column, or a column
-    without a name (the data loader's), for validate to say it rather than ask for
-    input_shape or count the column as a feature."""
+    """The data loader's message for a csv data file's header row (no `label` column, a
+    column without a name or a name twice), for validate to say it rather than ask for
+    input_shape or count the columns as features."""
     file = data_file(spec, directory, ("csv",))
     header = _csv_header(file) if file is not None else None
-    if header is None:
-        return None
-    return no_label_column(file, header) if "label" not in header else \
-        unnamed_column(file, header)
+    return header_row_problem(file, header) if header is not None else None
 
 
 def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,

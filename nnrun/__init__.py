@@ -78,9 +78,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     for name, value, least in (("threads", threads, 1), ("epochs", epochs, 1),
                                ("batch_size", batch_size, 1), ("seed", seed, 0),
                                ("max_steps", options.get("max_steps"), 1)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
-                                  or value < least):  # the command's usage errors
-            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+        _check_count(name, value, least)
     check_flags(distributed=distributed, **{name: options[name] for name in
                                              ("quiet", "allow_changes", "graph") if name in options})
     _check_run_options(out_dir, options)
@@ -95,6 +93,18 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     # the thread settings are the process's; quiet silences their warning too
     with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads):
         return run_training(source, backend=backend, out_dir=out_dir, **options)
+
+
+def _check_count(name: str, value, least: int) -> None:
+    """A count the command takes as an integer option (None: not given); what it refuses as a
+    usage error is a ValueError. 1.0 is a whole number, but a float: its type is named."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be a whole number >= {least} given as an int, not the "
+                         f"{type(value).__name__} {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
 # Calls of train from several threads take turns: each sets the process's thread counts (BLAS's

@@ -17,14 +17,16 @@ from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.shapes import shrink_factors
 from nnrun.notices import warn
 
+from .data.errors import DataError
 from .data.sources import column_message
 from .data.targets import (LABEL_LOSSES, are_plus_minus_one, check_targets_fit,
                            is_multi_label, is_one_hot, multi_label_message, one_hot_message,
                            plus_minus_one_message)
 
 
-class DataFitError(Exception):
-    """The data cannot train this model; the message names the file and the setting to change."""
+class DataFitError(DataError):
+    """The data cannot train this model; the message names the file and the setting to change.
+    A DataError too, so that `except nnrun.DataError` catches every refusal of the data."""
 
 
 def input_shape_known(spec) -> bool:

@@ -12,7 +12,6 @@ import math
 import os
 import random
 import warnings
-from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, TEST_FRACTION, closes_quote,
-                                     csv_columns, csv_header_line, csv_text, csv_values,
-                                     generated_bytes, generator_hint, held_out, is_number,
-                                     kernel_file, no_label_column, no_training_samples,
-                                     npz_arrays_problem, unnamed_column,
-                                     user_path, why_not_looked_at, why_unreadable)
-from nnrun.compiler.frontend import sample_layout_fix
+from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TEST_FRACTION,
+                                     closes_quote, csv_columns, csv_header_line, csv_text,
+                                     csv_values, generated_bytes, generator_hint,
+                                     header_row_problem, held_out, held_out_pairs, is_number,
+                                     kernel_file, no_training_samples, npz_arrays_problem,
+                                     sample_count_problem, user_path, why_not_looked_at,
+                                     why_unreadable)
+from nnrun.compiler.frontend import held_out_samples_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
@@ -476,7 +476,8 @@ def load_idx_dataset(name: str) -> Callable[[Any, Path], RawData]:
 def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     path = option(data_spec, "path")
     if not path:
-        raise DataError(f"{name}: data.path is required (a file, relative to the spec file)")
+        raise DataError(f"{name}: data.path is required (a file, relative to "
+                        f"{_paths_relative_to(spec_dir)})")
     full_path = spec_dir / user_path(path)
     unseen = why_not_looked_at(full_path)
     if unseen:  # Path.is_dir raises on these (a directory on the way this user cannot search)
@@ -490,21 +491,22 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
         raise DataError(f"{name}: {full_path} is a file of the kernel's (/proc, /sys), not a "
                         f"data file; data.path must name a .{name} file")
     if not full_path.is_file():
-        raise DataError(f"{full_path}: not found (data.path, relative to the spec file, names "
-                        f"the .{name} file)")
+        raise DataError(f"{full_path}: not found (data.path, relative to "
+                        f"{_paths_relative_to(spec_dir)}, names the .{name} file)")
     return full_path
 
 
-# Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`, `masks_val`)
-# instead of y; integer y of [N, H, W] are label maps too. The held-out splits an npz may hold,
-# each a pair of arrays named with the split (x_test with y_test or masks_test).
-HELD_OUT_SPLITS = ("test", "val")
-
-
-def held_out_pairs(labels: str, splits: tuple[str, ...] = HELD_OUT_SPLITS) -> list[tuple[str,
-                                                                                   str]]:
-    """The held-out splits' array names beside x and `labels` (y or masks)."""
-    return [(f"x_{split}", f"{labels}_{split}") for split in splits]
+def _paths_relative_to(spec_dir: Path) -> str:
+    """What a relative data.path is read from, in words. A spec of no file (a dict, a Spec,
+    YAML text) reads it from the current directory, which frontend.SourceSpec.directory gives
+    as an absolute path; a spec file's directory is as its path was given (`.` for
+    spec.yaml), so only one named by an absolute path in the current directory reads so too,
+    as truly."""
+    try:
+        current = spec_dir.is_absolute() and spec_dir == Path.cwd()
+    except OSError:  # the current directory was removed: a spec file's directory
+        current = False
+    return "the current directory" if current else "the spec file"
 
 
 def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
@@ -534,11 +536,9 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     (features, targets), (x_train, y_train, task) = names, train
     where = f"{path} ({features}, {targets})"
     x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
-    if x.shape[1:] != x_train.shape[1:]:
-        fix = (sample_layout_fix(x.shape[1:], x_train.shape[1:], features)
-               or "its samples must have the shape of the training samples")
-        raise DataError(f"{where}: samples are {list(x.shape[1:])}, in x "
-                        f"{list(x_train.shape[1:])}; {fix}")
+    other_shape = held_out_samples_problem(where, features, x.shape[1:], x_train.shape[1:])
+    if other_shape:
+        raise DataError(other_shape)
     if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
         y, held_task = arrays[targets], task  # real targets that are whole numbers
     _check_held_out_targets(where, labels, y_train, task, y, held_task)
@@ -631,9 +631,9 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                         f"({source}); the file is damaged or too big for this machine: save "
                         "fewer samples in it")
     for features, targets, where in pairs:
-        count, label_shape = headers[features].shape[0], headers[targets].shape
-        if label_shape and label_shape[0] != count:  # a single value is reported later
-            raise DataError(f"{where}: {count} samples of features but {label_shape[0]} labels")
+        miscounted = sample_count_problem(where, headers[features].shape, headers[targets].shape)
+        if miscounted:
+            raise DataError(miscounted)
 
 
 def _label_copy_bytes(labels: ArrayHeader, features: ArrayHeader, limit: int | None) -> int:
@@ -679,8 +679,6 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
 def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
     path = user_file("csv", data_spec, spec_dir)
     header = read_csv_header(path)
-    if "label" not in header:
-        raise DataError(no_label_column(path, header))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "no data": reported below, one line
@@ -720,15 +718,9 @@ def read_csv_header(path: Path) -> list[str]:
         raise DataError(f"{path}: {why_unreadable(error)}") from None
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: cannot read ({error})") from None
-    if header == [""]:
-        raise DataError(no_label_column(path, header))
-    unnamed = unnamed_column(path, header)
-    if unnamed:
-        raise DataError(unnamed)
-    repeated = sorted(name for name, count in Counter(header).items() if count > 1)
-    if repeated:
-        raise DataError(f"{path}: the header row names {', '.join(map(repr, repeated))} more "
-                        "than once; give every column its own name")
+    problem = header_row_problem(path, header)
+    if problem:
+        raise DataError(problem)
     return header
 
 

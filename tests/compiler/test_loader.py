@@ -730,3 +730,21 @@ def test_the_overrides_in_effect_replay_in_the_order_given():
 
     later = with_overrides(load_spec_text(text, "spec.yaml", given[:1]), given[1:]).loaded
     assert later.overrides_in_order() == [f"--set {argument}" for argument in given]
+
+
+@pytest.mark.parametrize("option, value, said", [
+    # "must be a whole number >= 1, got 1.0": 1.0 is one (the design audit)
+    ("epochs", 1.0, "epochs must be a whole number >= 1 given as an int, not the float 1.0"),
+    ("batch_size", "8", "batch_size must be a whole number >= 1 given as an int, not the str "
+                        "'8'"),
+    ("seed", True, "seed must be a whole number >= 0 given as an int, not the bool True"),
+    ("threads", 0, "threads must be a whole number >= 1, got 0"),
+    ("max_steps", 2.0, "max_steps must be a whole number >= 1 given as an int, not the float "
+                       "2.0"),
+])
+def test_the_apis_counts_say_the_type_they_refuse(tmp_path, option, value, said):
+    import nnrun
+
+    with pytest.raises(ValueError) as excinfo:
+        nnrun.train("no-such-spec.yaml", out_dir=tmp_path / "run", **{option: value})
+    assert str(excinfo.value) == said

@@ -1304,3 +1304,115 @@ def test_validate_says_idx_files_missing_from_data_path_as_train_would(tmp_path,
     spec.write_text(spec.read_text().replace("path: empty", "path: full"))
     assert CliRunner().invoke(main, ["validate", str(spec)]).output.endswith(
         "ok (7,850 parameters, 15,680 FLOPs per sample)\n")
+
+
+# --- validate says what the loader refuses of a csv header or an npz's pairs ----------------
+
+
+def _validate_and_train(tmp_path, spec: Path) -> tuple:
+    """validate's and train's exit codes and output, the command's."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    validated = CliRunner().invoke(main, ["validate", str(spec)])
+    trained = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run"),
+                                        "--quiet"])
+    return validated.exit_code, validated.output, trained.exit_code, trained.output
+
+
+@pytest.mark.parametrize("header, said", [
+    # validate passed it, train refused it (the design audit)
+    ("f1,f1,label", "the header row names 'f1' more than once; give every column its own name"),
+    # no label column as well: the loader names the unnamed column first, and so does validate
+    ("Unnamed: 0,a,b", "column 1 is pandas' 'Unnamed: 0' in the header row (pandas writes its "
+                       "index so: save with df.to_csv(path, index=False)); name it, or leave "
+                       "the column out"),
+])
+def test_validate_says_a_csv_header_train_refuses_at_data_path(tmp_path, header, said):
+    (tmp_path / "d.csv").write_text(f"{header}\n1,2,0\n3,4,1\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: csv, path: d.csv}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    line = f"{spec}:1:28: error: data.path: {tmp_path / 'd.csv'}: {said}\n"
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+
+
+@pytest.mark.parametrize("arrays, said", [
+    # validate passed x_val of other samples than x's, which train refused (the design audit)
+    ({"x_val": np.zeros((5, 4)), "y_val": np.arange(5) % 2},
+     "(x_val, y_val): samples are [4], in x [3]; its samples must have the shape of the "
+     "training samples"),
+    ({"x_test": np.zeros((5, 3)), "y_test": np.arange(4) % 2},
+     "(x_test, y_test): 5 samples of features but 4 labels"),
+    ({"y": np.arange(19) % 2}, "(x, y): 20 samples of features but 19 labels"),
+])
+def test_validate_says_an_npz_pair_train_refuses_at_data_path(tmp_path, arrays, said):
+    write_npz(tmp_path / "d.npz", **{"x": np.zeros((20, 3)), "y": np.arange(20) % 2, **arrays})
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    line = f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} {said}\n"
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+
+
+def test_validate_passes_an_npz_validation_pair_a_validation_split_leaves_unread(tmp_path):
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), y=np.arange(20) % 2,
+              x_val=np.zeros((5, 4)), y_val=np.arange(5) % 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz, validation_split: 0.2}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\n")
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert (result.exit_code, result.output) == (0, f"{spec}: ok (8 parameters, 12 FLOPs per "
+                                                    "sample)\n")
+
+
+# --- a spec of no file: its data.path is relative to the current directory -----------------
+
+
+def test_a_spec_given_as_data_says_its_data_path_is_relative_to_the_current_directory(
+        tmp_path, monkeypatch):
+    """The message said 'relative to the spec file' of a dict, which has none."""
+    import nnrun
+
+    monkeypatch.chdir(tmp_path)
+    data = {"data": {"dataset": "npz", "path": "missing.npz"},
+            "model": {"input_shape": [3], "layers": [{"type": "dense", "units": 2}]}}
+    for spec in (data, nnrun.Spec.model_validate(data)):
+        with pytest.raises(DataError) as excinfo:
+            nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+        assert str(excinfo.value) == (f"{tmp_path / 'missing.npz'}: not found (data.path, "
+                                      "relative to the current directory, names the .npz file)")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "s.yaml").write_text(
+        "data: {dataset: npz, path: missing.npz}\n"
+        "model: {input_shape: [3], layers: [{type: dense, units: 2}]}\n")
+    with pytest.raises(DataError) as excinfo:
+        nnrun.train("specs/s.yaml", out_dir=tmp_path / "run", quiet=True)
+    assert str(excinfo.value) == (f"{Path('specs') / 'missing.npz'}: not found (data.path, "
+                                  "relative to the spec file, names the .npz file)")
+
+
+# --- data that does not fit the model is a DataError too ------------------------------------
+
+
+def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
+    """`except nnrun.DataError` missed it; the command says it as before."""
+    import nnrun
+
+    (tmp_path / "k.csv").write_text("a,label\n1,0\n2,1\n3,2\n4,3\n")
+    spec = tmp_path / "k.yaml"
+    spec.write_text("data: {dataset: csv, path: k.csv, validation_split: 0}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    said = (f"{spec}:1:28: error: data.path: {tmp_path / 'k.csv'}: labels go up to 3 but the "
+            "model has 2 outputs; set the last layer's units to 4")
+    with pytest.raises(nnrun.DataError) as excinfo:
+        nnrun.train(spec, out_dir=tmp_path / "api", quiet=True)
+    assert type(excinfo.value) is nnrun.DataFitError
+    assert excinfo.value.diagnostic.format() == said
+    _, _, code, output = _validate_and_train(tmp_path, spec)
+    assert (code, output) == (1, said + "\n")
