@@ -2,7 +2,7 @@
 
 Layout: params/<name> for parameters and buffers, opt/<param>.<slot> for optimizer state,
 mask/<weight> for pruning masks (booleans, True keeps the weight), and `meta`, a JSON string
-(epoch, step, spec hash, seed, version: CheckpointMeta).
+(epoch, step, spec hash, seed, the data files' digests, version: CheckpointMeta).
 
 Reading checks every member's header (name, shape, dtype) against what the spec needs before
 any array is decompressed, and every field of the meta that resume relies on, so a damaged,
@@ -73,6 +73,9 @@ class CheckpointMeta(BaseModel):
     # where short enough to keep (a resume after spec.yaml was edited by hand compares with it)
     spec_sha256: StrictStr | None = None
     spec_text: StrictStr | None = None
+    # the SHA-256 of each data file the run trained on, by its role (data/fingerprint.py); a
+    # checkpoint of an older nnrun has none, and its resume compares none
+    data_sha256: dict[StrictStr, StrictStr] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMeta:

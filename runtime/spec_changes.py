@@ -140,10 +140,47 @@ TRAINING_ONLY_FIELDS = ("data.augment",)
 
 
 def evaluated_changes(changes: dict) -> list[str]:
-    """The changed fields that the numbers of an evaluation depend on."""
-    return [name for name in changes
-            if any(_within(name, field) for field in EVALUATED_FIELDS)
-            and not any(_within(name, field) for field in TRAINING_ONLY_FIELDS)]
+    """The changed fields (and data files) that the numbers of an evaluation depend on."""
+    return [name for name in changes if is_data_file_change(name)
+            or (any(_within(name, field) for field in EVALUATED_FIELDS)
+                and not any(_within(name, field) for field in TRAINING_ONLY_FIELDS))]
+
+
+# A data file changed in place, as a change is named beside the spec's fields (its record in
+# spec-changes.jsonl, its announcement): `data file PATH`, from the old SHA-256 to the new.
+DATA_FILE = "data file "
+
+
+def is_data_file_change(name: str) -> bool:
+    return name.startswith(DATA_FILE)
+
+
+def data_file_changes(recorded: dict | None, files: dict[str, Path], digests: dict[str, str],
+                      changes: dict) -> dict[str, dict]:
+    """The data files whose bytes are not the ones the checkpoint's epoch trained on
+    (`recorded`: its meta's data_sha256; `files` and `digests`: data/fingerprint.py's, by
+    role), each named by its absolute path, as the run's spec.yaml names it. None where the
+    checkpoint recorded none (an older nnrun's), or where the spec's `changes` name other data
+    (data.dataset or data.path), which they say already."""
+    if recorded is None or "data.dataset" in changes or "data.path" in changes:
+        return {}
+    return {f"{DATA_FILE}{files[role].resolve()}": {"old": recorded.get(role), "new": digest}
+            for role, digest in digests.items() if recorded.get(role) != digest}
+
+
+def refuse_data_changes(run_dir, changes: dict[str, dict]) -> None:
+    """A data file changed in place is a change of the data, as one of data.* in the spec
+    is: the earlier epochs trained on other bytes."""
+    files = [name.removeprefix(DATA_FILE) for name in changes if is_data_file_change(name)]
+    if not files:
+        return
+    one = len(files) == 1
+    raise SpecChangeError(
+        f"{run_dir}: the data file{'' if one else 's'} {', '.join(files)} changed since the "
+        f"run's checkpoint was trained on {'it' if one else 'them'} (another SHA-256); put "
+        f"{'it' if one else 'them'} back as {'it was' if one else 'they were'}, or pass "
+        "--allow-changes to continue on the new data (the change is recorded in the run "
+        "directory)")
 
 
 def _within(name: str, field: str) -> bool:
@@ -168,7 +205,9 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
 
 def bracketed(name: str) -> str:
     """A field name as _flat writes it, from one a record of an earlier version wrote with
-    dotted indices (model.layers.0.units -> model.layers[0].units)."""
+    dotted indices (model.layers.0.units -> model.layers[0].units); a data file's, as it is."""
+    if is_data_file_change(name):
+        return name
     return format_path(int(part) if part.isdigit() else part for part in name.split("."))
 
 

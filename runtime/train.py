@@ -51,6 +51,7 @@ from nnrun.notices import collected, positioned, shell_word, silenced, warn
 from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import DataError, augment_batch, load_dataset
+from .data.fingerprint import data_files, data_fingerprint
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
 from .data_fit import (DataFitError, check_augmentations, check_data_fits, input_shape_known,
@@ -66,9 +67,10 @@ from .model import Model
 from .progress import EpochProgress, overall_rate, print_final_table
 from .pruning import MagnitudePruner
 from .regularisation import regularisation_lines
-from .run_dir import BEST, GRAD_NORMS, LAST, SPEC, RunDirectory
+from .run_dir import BEST, GRAD_NORMS, LAST, PREPROCESSING, SPEC, RunDirectory
 from .schedules import depends_on_length, learning_rate
-from .spec_changes import (bracketed, evaluated_changes, from_its_weights, model_changes,
+from .spec_changes import (bracketed, data_file_changes, evaluated_changes, from_its_weights,
+                           is_data_file_change, model_changes, refuse_data_changes,
                            refuse_training_changes, spec_changes, unfit_arrays)
 from .threads import default_threads
 
@@ -319,6 +321,8 @@ class Resumption:
     # spec-changes.jsonl holds records of such resumes, which go
     dropped: bool = False
     allow_changes: bool = False  # the resume was asked with --allow-changes
+    # what such resumes were allowed: field (or data file) -> the new value
+    allowed: dict = field(default_factory=dict)
 
 
 def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
@@ -340,27 +344,35 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
     changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
+    # a field that a resume after the checkpoint set, with --allow-changes, to the same value
+    # stays allowed
+    allowed = {bracketed(name): change.get("new") for row in later
+               if isinstance(row.get("changes"), dict)
+               for name, change in row["changes"].items() if isinstance(change, dict)}
     if not allow_changes:
-        # a field that a resume after the checkpoint set, with --allow-changes, to the same
-        # value stays allowed
-        allowed = {bracketed(name): change.get("new") for row in later
-                   if isinstance(row.get("changes"), dict)
-                   for name, change in row["changes"].items() if isinstance(change, dict)}
-        refuse_training_changes(run.path, {name: change for name, change in changes.items()
-                                           if name not in allowed
-                                           or allowed[name] != change["new"]}, edited)
-    return Resumption(changes, trained, trained != text, bool(later), allow_changes)
+        refuse_training_changes(run.path, _not_allowed(changes, allowed), edited)
+    return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed)
+
+
+def _not_allowed(changes: dict, allowed: dict) -> dict:
+    return {name: change for name, change in changes.items()
+            if name not in allowed or allowed[name] != change["new"]}
 
 
 def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str],
-                       epoch: int) -> None:
+                       epoch: int, normalized: bool) -> None:
     """The best checkpoint so far was measured, and is evaluated, on inputs of the settings
-    before the change (its preprocessing.npz replaced): the next epoch is the best one again."""
+    before the change (its preprocessing.npz replaced): the next epoch is the best one again.
+    `normalized`: the data's preprocessing has normalisation statistics, which the new data
+    (anything changed but the loss) refits."""
     if not evaluated:
         return
     history.best_value, history.epochs_since_best = None, 0
+    refitted = normalized and any(not name.startswith("loss") for name in evaluated)
     run.say(f"{run.path}: {', '.join(evaluated)} changed, so the best epoch is chosen again "
-            f"from epoch {epoch + 1} on (the earlier ones were measured on other inputs)")
+            f"from epoch {epoch + 1} on (the earlier ones were measured on other inputs)"
+            + ("; the normalisation statistics are fitted again on the new training split "
+               f"({PREPROCESSING})" if refitted else ""))
 
 
 def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
@@ -373,10 +385,13 @@ def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
     why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
                    "raise train.early_stopping.patience") if stopped_early else
                   (f"its {epoch} epoch(s) are trained", f"give --epochs above {epoch}"))
+    undo = ("put back the data it was trained on" if all(map(is_data_file_change, evaluated))
+            else "leave them out" if not any(map(is_data_file_change, evaluated))
+            else "leave them out and put back the data it was trained on")
     raise TrainingError(
         f"{run_dir}: this resume trains no epoch ({why}), so {', '.join(evaluated)} would "
         "change only the run's final numbers and stored preprocessing, not what it was "
-        f"trained with; leave them out, or {go_on} to train with them")
+        f"trained with; {undo}, or {go_on} to train with them")
 
 
 def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: list) -> str:
@@ -461,6 +476,7 @@ class Trainer:
         self.command = command  # what a refusal names: train, or trace
         self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
+        self.data_sha256 = None  # and of the data files: rank 0's, once the run begins
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         self.launch = Launch(ranks, backend, graph)  # what commands in messages repeat
         self.memory_checked = memory_checked
@@ -656,7 +672,10 @@ class Trainer:
     def _begin(self, run: RunDirectory, resumption: Resumption) -> Begun:
         """What the run trains from, a new run's or the checkpoint's, with the run directory
         written for it and the data's preprocessing saved."""
-        begun = self._resumed(run, resumption) if run.has_checkpoint else self._new(run)
+        files = data_files(self.spec.data, self.source.directory)
+        self.data_sha256 = data_fingerprint(files)  # what the checkpoints keep (_meta)
+        begun = (self._resumed(run, resumption, files) if run.has_checkpoint
+                 else self._new(run))
         save_preprocessing(run.path, self.data.preprocessing)
         return begun
 
@@ -668,10 +687,10 @@ class Trainer:
         run.start_over(self.spec_text)
         return Begun(state, History(), step=0, first_epoch=1, pruning=None)
 
-    def _resumed(self, run: RunDirectory, resumption: Resumption) -> Begun:
+    def _resumed(self, run: RunDirectory, resumption: Resumption, files: dict) -> Begun:
         """The checkpoint's state, and the run directory brought back to its epoch. Every file
         it needs is read and checked before one is written, so a damaged file leaves the run
-        directory as it was."""
+        directory as it was. `files`: the data's (data/fingerprint.py)."""
         state, meta, pruning = self._read_checkpoint(run)
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
             ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(), self.spec.dtype,
@@ -684,7 +703,8 @@ class Trainer:
         history.rows = run.read_metrics(epoch, complete=True)
         logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
         step_rows = run.read_metrics(epoch, GRAD_NORMS) if logged_steps else []
-        changes = resumption.changes
+        changes = {**resumption.changes,
+                   **self._changed_data_files(run, meta, resumption, files)}
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
         stopped = self._should_stop(history, level)
         trains = not stopped and epoch < self.spec.train.epochs
@@ -704,7 +724,8 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-            _choose_best_again(run, history, evaluated_changes(changes), epoch)
+            _choose_best_again(run, history, evaluated_changes(changes), epoch,
+                               self.data.preprocessing.normalizer is not None)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)
@@ -715,6 +736,17 @@ class Trainer:
             self.spec_text = resumption.previous_spec
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
+
+    def _changed_data_files(self, run: RunDirectory, meta: dict, resumption: Resumption,
+                            files: dict) -> dict:
+        """The data files changed in place since the checkpoint's epoch, as changes: refused
+        as a change of the spec's data is, without --allow-changes (or a resume after the
+        checkpoint that was allowed the same)."""
+        changes = data_file_changes(meta["data_sha256"], files, self.data_sha256,
+                                    resumption.changes)
+        if not resumption.allow_changes:
+            refuse_data_changes(run.path, _not_allowed(changes, resumption.allowed))
+        return changes
 
     def _read_checkpoint(self, run: RunDirectory):
         """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""
@@ -1107,6 +1139,7 @@ class Trainer:
                 "best_value": history.best_value, "best_epoch": history.best_epoch,
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
+                "data_sha256": self.data_sha256,
                 **self._arithmetic(), **self._pruning_meta(), **self.spec_meta}
 
     def _arithmetic(self) -> dict:
