@@ -85,7 +85,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     distributed_timeout = _checked_distributed_timeout(distributed_timeout, distributed)
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     with silenced(options.get("quiet", False)):  # the spec's errors before MPI starts (its
-        source = _source(spec, overrides)        # signal guard, train's, is then held)
+        source = _ranks_source(spec, overrides, distributed)  # signal guard is then held)
     if distributed:
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
@@ -93,6 +93,20 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     # the thread settings are the process's; quiet silences their warning too
     with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads):
         return run_training(source, backend=backend, out_dir=out_dir, **options)
+
+
+def _ranks_source(spec, overrides, distributed: bool):
+    """_source, whose errors every rank of a data-parallel job meets alike before the ranks
+    meet: rank 0 raises them at once, a further rank after the delay that lets rank 0's end
+    the job (as the command's are reported once, by rank 0)."""
+    try:
+        return _source(spec, overrides)
+    except Exception:
+        from nnrun.runtime.launcher import launched_rank, wait_for_rank_0
+
+        if distributed and launched_rank() > 0:
+            wait_for_rank_0()
+        raise
 
 
 def _check_count(name: str, value, least: int) -> None:

@@ -580,17 +580,10 @@ def said_by_rank_0(distributed: bool):
         raise
 
 
-FURTHER_RANK_DELAY_S = 5.0
-
-
 def _wait_for_rank_0() -> None:
-    """Before another rank reports an error: an MPI launcher ends the whole job when its
-    first rank fails. Rank 0 meeting the same error reports it and ends the job meanwhile;
-    a rank still here after the delay met an error of its own (a file missing on its node
-    alone), and says it."""
-    import time
+    from nnrun.runtime.launcher import wait_for_rank_0
 
-    time.sleep(FURTHER_RANK_DELAY_S)
+    wait_for_rank_0()
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})

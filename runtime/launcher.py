@@ -5,6 +5,7 @@ signal that landed inside NumPy's import and left it half loaded)."""
 from __future__ import annotations
 
 import os
+import time
 
 # What launchers (Open MPI, MPICH and PMI, Slurm, MVAPICH) tell each process, read before MPI
 # is started: the command line's own checks run first, and only rank 0 should report them.
@@ -29,3 +30,16 @@ def _launcher_number(names, default: int) -> int:
         if value.isdigit():
             return int(value)
     return default
+
+
+# How long a further rank waits before it reports an error met before the ranks meet (the
+# command line's, the spec's), by which time rank 0, meeting the same, has ended the job.
+FURTHER_RANK_DELAY_S = 5.0
+
+
+def wait_for_rank_0() -> None:
+    """Before a rank other than 0 reports an error that every rank usually meets alike: an MPI
+    launcher ends the whole job when its first rank fails, so rank 0's report of the same
+    error ends this rank meanwhile; a rank still here after the delay met an error of its own
+    (a file missing on its node alone), and reports it."""
+    time.sleep(FURTHER_RANK_DELAY_S)

@@ -1156,3 +1156,21 @@ def test_an_error_one_rank_meets_alone_names_the_rank_and_its_host(tmp_path):
     assert lines[1] == (f"nnrun: rank 1 of 2 (host {socket.gethostname()}) met the error above; "
                         "rank 0 did not")
     assert not (tmp_path / "a" / "r").exists()
+
+
+def test_a_spec_error_through_the_api_is_reported_once_by_rank_0(tmp_path):
+    """The MPI audit: nnrun.train(..., distributed=True) raised a spec error on every rank at
+    once, so a script that reports it said it once a rank."""
+    mpiexec = _mpiexec()
+    _write_spec(tmp_path / "bad.yaml", "name: bad\nmodel:\n  layers: [{type: dense, units: 0}]\n")
+    (tmp_path / "script.py").write_text(
+        "import sys, nnrun\n"
+        "try:\n"
+        "    nnrun.train('bad.yaml', distributed=True, out_dir='run', quiet=True)\n"
+        "except nnrun.SpecError as error:\n"
+        "    print(error, file=sys.stderr)\n"
+        "    sys.exit(1)\n")
+    job = _run([*mpiexec, "-n", "2", sys.executable, "script.py"], tmp_path)
+    assert job.returncode == 1
+    assert job.stderr.count("bad.yaml:3:33: error: model.layers[0]: 'units' must be") == 1, \
+        job.stderr
