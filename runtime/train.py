@@ -1161,10 +1161,18 @@ class Trainer:
         # the checkpoint keeps its own epoch's settings (an earlier resume may have changed them)
         match = f" (--threads {before['threads']} resumes as it trained)" if differ == [
             "threads"] else ""
+        ranks = (before["ranks"], now["ranks"]) if "ranks" in differ else (1, 1)
+        last = len(self.data.train.x) % self.spec.train.batch_size  # 0: every batch is whole
+        left_out = [last % count for count in ranks]  # cut to a multiple of the ranks
+        how_far = ("may differ in the last digits from an uninterrupted run's"
+                   if left_out[0] == left_out[1] else
+                   f"will differ from an uninterrupted run's: each epoch's last batch of {last} "
+                   f"samples leaves out {left_out[1]} of them, against {left_out[0]} before (a "
+                   "batch is cut to a multiple of the ranks)")
         run.say(f"{run.path}: the checkpoint's epoch {meta['epoch']} trained on "
                 f"{_arithmetic_words(before, differ)}, this resume runs on "
-                f"{_arithmetic_words(now, differ)}: sums may round otherwise, so its numbers may "
-                f"differ in the last digits from an uninterrupted run's{match}")
+                f"{_arithmetic_words(now, differ)}: sums may round otherwise, so its numbers "
+                f"{how_far}{match}")
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:

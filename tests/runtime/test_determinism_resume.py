@@ -191,11 +191,33 @@ def test_what_a_resume_says_of_another_backend_or_ranks(before, now, words):
 
     said = []
     run = SimpleNamespace(path="RUN", say=said.append)
-    trainer = SimpleNamespace(_arithmetic=lambda: dict(now))
+    trainer = SimpleNamespace(_arithmetic=lambda: dict(now),
+                              data=SimpleNamespace(train=SimpleNamespace(x=np.zeros((64, 1)))),
+                              spec=SimpleNamespace(train=SimpleNamespace(batch_size=32)))
     Trainer._say_if_rounding_differs(trainer, run, {"epoch": 1, **before})
     assert said == ([] if words is None else [
         f"RUN: {words}sums may round otherwise, so its numbers may differ in the last digits "
         "from an uninterrupted run's"])
+
+
+def test_a_resume_on_ranks_that_cut_the_last_batch_otherwise_says_its_numbers_will_differ():
+    """The MPI audit: a 1-rank run whose epochs end in a batch of 7 resumed on 2 ranks (which
+    leave one of the 7 out) was told its numbers may differ in the last digits."""
+    from types import SimpleNamespace
+
+    from nnrun.runtime.train import Trainer
+
+    said = []
+    trainer = SimpleNamespace(_arithmetic=lambda: {"backend": "numpy", "threads": 1, "ranks": 2},
+                              data=SimpleNamespace(train=SimpleNamespace(x=np.zeros((231, 1)))),
+                              spec=SimpleNamespace(train=SimpleNamespace(batch_size=32)))
+    Trainer._say_if_rounding_differs(trainer, SimpleNamespace(path="RUN", say=said.append),
+                                     {"epoch": 1, "backend": "numpy", "threads": 1, "ranks": 1})
+    assert said == [
+        "RUN: the checkpoint's epoch 1 trained on 1 rank, this resume runs on 2 ranks: sums may "
+        "round otherwise, so its numbers will differ from an uninterrupted run's: each epoch's "
+        "last batch of 7 samples leaves out 1 of them, against 0 before (a batch is cut to a "
+        "multiple of the ranks)"]
 
 
 def test_resuming_from_a_copy_of_best_trains_the_later_epochs_again_exactly(tmp_path):
