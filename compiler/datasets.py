@@ -156,6 +156,19 @@ def user_path(text: str) -> Path:
         return path
 
 
+def paths_relative_to(directory: Path) -> str:
+    """What a spec's relative paths (data.path, init_from) are read from, in words, given the
+    directory they are read from (frontend.SourceSpec.directory). A spec of no file (a dict,
+    a Spec, YAML text) reads them from the current directory, which SourceSpec gives as an
+    absolute path; a spec file's directory is as its path was given (`.` for spec.yaml), so
+    only one named by an absolute path in the current directory reads so too, as truly."""
+    try:
+        current = directory.is_absolute() and directory == Path.cwd()
+    except OSError:  # the current directory was removed: a spec file's directory
+        current = False
+    return "the current directory" if current else "the spec file"
+
+
 def home_directory() -> Path | None:
     """The user's home: HOME, else (HOME empty or unset) the password database's, else None.
     Path.home() gives / for an empty HOME."""
@@ -308,10 +321,61 @@ def npz_arrays_problem(path, names) -> str | None:
 HELD_OUT_SPLITS = ("test", "val")
 
 
-def held_out_pairs(labels: str, splits: tuple[str, ...] = HELD_OUT_SPLITS) -> list[tuple[str,
-                                                                                   str]]:
+def held_out_pairs(labels: str) -> list[tuple[str, str]]:
     """The held-out splits' array names beside x and `labels` (y or masks)."""
-    return [(f"x_{split}", f"{labels}_{split}") for split in splits]
+    return [(f"x_{split}", f"{labels}_{split}") for split in HELD_OUT_SPLITS]
+
+
+def unread_arrays(splits: tuple[str, ...]) -> set[str]:
+    """The arrays of the held-out splits the data loader leaves unread (x_val and y_val, or
+    masks_val, where data.validation_split holds out the validation samples from x)."""
+    return {f"{array}_{split}" for split in HELD_OUT_SPLITS if split not in splits
+            for array in ("x", "y", "masks")}
+
+
+def labels_name(names) -> str:
+    """The name of an npz's labels: masks where any split names them so, else y."""
+    return "masks" if any(name in names for name in _label_names("masks")) else "y"
+
+
+def labels_named_twice(path, names) -> str | None:
+    """An npz that names its labels both y (of any split) and masks: the loader refuses it,
+    before it looks for x and y."""
+    both = [name for name in _label_names("y") if name in names]
+    if labels_name(names) == "y" or not both:
+        return None
+    return (f"{path}: has both '{both[0]}' and masks; keep one name for the labels (masks for "
+            "label maps)")
+
+
+def _label_names(labels: str) -> list[str]:
+    """The names of the labels of every split: y, y_test, y_val (or masks, ...)."""
+    return [labels, *(targets for _, targets in held_out_pairs(labels))]
+
+
+def unpaired_array_problem(path, names, labels: str) -> str | None:
+    """A held-out split's features without its labels, or its labels without features."""
+    for features, targets in held_out_pairs(labels):
+        if (features in names) != (targets in names):
+            return f"{path}: '{features}' and '{targets}' must be given together"
+    return None
+
+
+def feature_layout_problem(shape: tuple[int, ...], where: str, array: str = "x") -> str | None:
+    """What an array's shape tells of its features (`array`: the npz array that holds them):
+    one row per sample, no empty sample; None for features [N, ...] of values."""
+    if len(shape) == 1 and shape[0]:  # one number a sample
+        return (f"{where}: features must be [N, ...], one row per sample, got {list(shape)}; "
+                f"for one feature a sample save {array}[:, None]")
+    if len(shape) >= 2 and shape[0] == 0:
+        return (f"{where}: {array} holds no samples ({list(shape)}); save the data with at "
+                "least one sample")
+    if len(shape) < 2:
+        return f"{where}: features must be [N, ...], one row per sample, got {list(shape)}"
+    if 0 in shape[1:]:
+        return (f"{where}: samples of shape {list(shape[1:])} hold no features; each sample "
+                "needs at least one value")
+    return None
 
 
 def sample_count_problem(where: str, features: tuple[int, ...],

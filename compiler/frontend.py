@@ -6,6 +6,7 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 from __future__ import annotations
 
 import decimal
+import itertools
 import math
 import numbers
 from collections.abc import Mapping
@@ -21,9 +22,10 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
                      split_errors, targets_decide_metrics, tracked_metrics, training_errors,
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
-                       csv_header_line, header_row_problem, held_out, held_out_pairs,
-                       kernel_file, npz_arrays_problem, sample_count_problem, user_path,
-                       why_not_looked_at)
+                       csv_header_line, feature_layout_problem, header_row_problem, held_out,
+                       held_out_pairs, kernel_file, labels_name, labels_named_twice,
+                       npz_arrays_problem, sample_count_problem, unpaired_array_problem,
+                       unread_arrays, user_path, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
@@ -484,62 +486,35 @@ def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:
 
 
 def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
-    """The data loader's message for what an npz data file's headers show wrong."""
-    return _npz_names_problem(file, shapes) or _npz_pairs_problem(spec, file, shapes)
+    """The data loader's message for what an npz data file's headers show wrong, of the
+    arrays it reads (no x_val where data.validation_split holds out the validation samples
+    from x), in the order it says them."""
+    unread = unread_arrays(("test",) if spec.data.validation_split else HELD_OUT_SPLITS)
+    read = {name: shape for name, shape in shapes.items() if name not in unread}
+    return _npz_names_problem(file, read) or _npz_pairs_problem(file, read)
 
 
-def _npz_pairs_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
-    """The data loader's message for a pair of arrays that hold other numbers of samples (x
-    and y, x_test and y_test, ...), then for a held-out split whose samples are not x's
-    shape. Said only where the loader's earlier checks pass (its labels' one name, each
-    pair's both arrays, features [N, ...]), which it says first."""
-    pairs = _npz_pairs(spec, shapes)
-    if pairs is None:
-        return None
-    for features, targets in pairs:
-        where = f"{file} ({features}, {targets})"
-        problem = sample_count_problem(where, shapes[features], shapes[targets])
-        if problem:
-            return problem
-    for features, targets in pairs[1:]:
-        where = f"{file} ({features}, {targets})"
-        problem = held_out_samples_problem(where, features, shapes[features][1:],
-                                           shapes["x"][1:])
-        if problem:
-            return problem
-    return None
+def _npz_names_problem(file: Path, names) -> str | None:
+    """Labels named both y and masks, no x or labels, a held-out split's array alone."""
+    return (labels_named_twice(file, names) or npz_arrays_problem(file, names)
+            or unpaired_array_problem(file, names, labels_name(names)))
 
 
-def _npz_pairs(spec: Spec, shapes: dict) -> list[tuple[str, str]] | None:
-    """The pairs of arrays the data loader reads of an npz, x's first (no x_val where
-    data.validation_split holds out the validation samples from x); None where it refuses
-    them before it compares them: labels under both names, a pair's array alone, features
-    not [N, ...]."""
-    splits = ("test",) if spec.data.validation_split else HELD_OUT_SPLITS
-    masks = {"masks", *(f"masks_{split}" for split in splits)} & shapes.keys()
-    if masks and {"y", *(f"y_{split}" for split in splits)} & shapes.keys():
-        return None
-    labels = "masks" if masks else "y"
-    pairs = [("x", labels), *(pair for pair in held_out_pairs(labels, splits)
-                              if set(pair) & shapes.keys())]
-    if any(name not in shapes for pair in pairs for name in pair):
-        return None
-    return pairs if all(_laid_out(shapes[features]) for features, _ in pairs) else None
-
-
-def _laid_out(shape: tuple[int, ...]) -> bool:
-    """Features [N, ...] of one sample or more, each of a value or more."""
-    return len(shape) >= 2 and shape[0] > 0 and 0 not in shape[1:]
-
-
-def _npz_names_problem(file: Path, shapes: dict) -> str | None:
-    """The data loader's message for an npz data file without its arrays x and y, or whose x
-    holds one value a sample."""
-    x = shapes.get("x")
-    if x is not None and len(x) == 1 and x[0]:  # as the loader says it (check_feature_layout)
-        return (f"{file} (x): features must be [N, ...], one row per sample, got {list(x)}; for "
-                "one feature a sample save x[:, None]")
-    return npz_arrays_problem(file, shapes)
+def _npz_pairs_problem(file: Path, shapes: dict) -> str | None:
+    """Of an npz whose names the loader takes: features not [N, ...] (x's, then x_test's,
+    x_val's), a pair of arrays that hold other numbers of samples, a held-out split whose
+    samples are not x's shape."""
+    labels = labels_name(shapes)
+    pairs = [pair for pair in [("x", labels), *held_out_pairs(labels)] if pair[0] in shapes]
+    where = {features: f"{file} ({features}, {targets})" for features, targets in pairs}
+    problems = itertools.chain(
+        (feature_layout_problem(shapes[features], where[features], features)
+         for features, _ in pairs),
+        (sample_count_problem(where[features], shapes[features], shapes[targets])
+         for features, targets in pairs),
+        (held_out_samples_problem(where[features], features, shapes[features][1:],
+                                  shapes["x"][1:]) for features, _ in pairs[1:]))
+    return next(filter(None, problems), None)
 
 
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:
@@ -683,7 +658,7 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
         raise SpecError(unreadable)
     lowered = None
     try:
-        lowered = lower(source.spec, mode="eval")
+        lowered = lower(source.spec, mode="eval", directory=source.directory)
         step = build_train_step(source.spec, data_parallel=data_parallel)
     except CompileError as error:
         warnings = layout_warnings(source) + [warning_diagnostic(source, w)

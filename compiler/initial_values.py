@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .datasets import why_absent, why_not_looked_at, why_unreadable
+from .datasets import paths_relative_to, why_absent, why_not_looked_at, why_unreadable
 from .diagnostics import suggest
 from .ir import Origin
 from .schema import default_layer_names
@@ -48,9 +48,11 @@ def resolve_initial_values(spec, lowered, directory: Path,
     A layer's own values take precedence over model.init_from's. files=False: the init_from
     files are not read (a run's checkpoint gives every value)."""
     errors: list[tuple[Origin, str]] = []
+    relative_to = paths_relative_to(directory)
     if spec.model.init_from and files:  # first: a layer's own values take precedence
         origin = Origin("model.init_from", keys=("model", "init_from"))
-        errors += _give_model_file(lowered, directory / spec.model.init_from, origin)
+        errors += _give_model_file(lowered, directory / spec.model.init_from, origin,
+                                   relative_to)
     errors += _initializer_range_errors(spec)
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
@@ -62,7 +64,7 @@ def resolve_initial_values(spec, lowered, directory: Path,
             errors += [error] if error else []
         if getattr(layer, "init_from", None) and files:
             errors += _give_layer_file(lowered, name, directory / layer.init_from,
-                                       origin.at_field("init_from"))
+                                       origin.at_field("init_from"), relative_to)
     return errors
 
 
@@ -163,9 +165,9 @@ def _shape_message(layer, field: str, got: tuple, needed: tuple) -> str:
     return message + " ([filters, in_channels, *kernel])"
 
 
-def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
+def _give_layer_file(lowered, layer: str, path: Path, origin: Origin, relative_to: str) -> list:
     try:
-        shapes = npz_shapes(path)
+        shapes = npz_shapes(path, relative_to=relative_to)
     except _Unreadable as error:
         return [(origin, str(error))]
     wanted = {suffix: f"{layer}.{suffix}" for suffix in ("weight", "bias")
@@ -187,9 +189,9 @@ def _give_layer_file(lowered, layer: str, path: Path, origin: Origin) -> list:
                                  origin)
 
 
-def _give_model_file(lowered, path: Path, origin: Origin) -> list:
+def _give_model_file(lowered, path: Path, origin: Origin, relative_to: str) -> list:
     try:
-        shapes = npz_shapes(path)
+        shapes = npz_shapes(path, relative_to=relative_to)
     except _Unreadable as error:
         return [(origin, str(error))]
     known = {**lowered.params, **lowered.state}
@@ -273,17 +275,19 @@ NPZ_DAMAGE = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, KeyError, No
               tokenize.TokenError, SyntaxError, RuntimeError)
 
 
-def npz_shapes(path: Path, numbers_only: bool = True) -> dict[str, tuple[int, ...]]:
+def npz_shapes(path: Path, numbers_only: bool = True,
+               relative_to: str = "the spec file") -> dict[str, tuple[int, ...]]:
     """Each array's name and shape, from the headers alone; a checkpoint's members that are no
     initial values are left out. `numbers_only`: an array of anything but numbers makes the
-    file unreadable."""
+    file unreadable. `relative_to`: what init_from is read from, in words, for a file not
+    there (datasets.paths_relative_to)."""
     unseen = why_not_looked_at(path)
     if unseen:  # Path.exists raises on these (a directory on the way this user cannot search)
         raise _Unreadable(f"{path}: {unseen}")
     if path.exists() and not path.is_file():  # a directory, a device, a FIFO (would block)
         raise _Unreadable(f"{path}: is not a regular file; init_from names an .npz file")
     if not path.is_file():
-        raise _Unreadable(f"{path}: {why_absent(path)} (init_from is relative to the spec file)")
+        raise _Unreadable(f"{path}: {why_absent(path)} (init_from is relative to {relative_to})")
     try:
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)

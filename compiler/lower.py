@@ -11,11 +11,12 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable
 
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
-from .datasets import DATASETS
+from .datasets import DATASETS, paths_relative_to
 from .diagnostics import suggest
 from .output_checks import FUSED_ACTIVATION, check_outputs
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -115,7 +116,9 @@ class LayerContext:
 SHAPE_NOT_READ = "model.input_shape is needed: "
 
 
-def input_shape(spec) -> tuple[int, ...]:
+def input_shape(spec, directory: Path = Path(".")) -> tuple[int, ...]:
+    """The sample shape: declared, a named dataset's, or else an error that asks for it
+    (`directory`: the spec's, which its data.path is read from)."""
     declared = tuple(spec.model.input_shape) if spec.model.input_shape else None
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     known = dataset.input_shape if dataset else None
@@ -132,8 +135,8 @@ def input_shape(spec) -> tuple[int, ...]:
         Origin("model", keys=where),
         f"{SHAPE_NOT_READ}{spec.data.dataset} data gives its sample shape in the "
         "file data.path names, which could not be read for it (missing, or its features are "
-        "not [N, ...]); check data.path (relative to the spec file), or add input_shape under "
-        "model, e.g. input_shape: [4] for 4 features"
+        f"not [N, ...]); check data.path (relative to {paths_relative_to(directory)}), or add "
+        "input_shape under model, e.g. input_shape: [4] for 4 features"
         if spec.data else "model.input_shape is needed when there is no data section",
     )
 
@@ -496,21 +499,24 @@ MULTI_INPUT = {"add", "concat"}
 # --- the whole model ------------------------------------------------------------------------
 
 
-def lower(spec, mode: str = "eval") -> Lowered:
-    """The forward graph of `spec`: input %x, outputs `logits` and `prediction`."""
+def lower(spec, mode: str = "eval", directory: Path = Path(".")) -> Lowered:
+    """The forward graph of `spec`: input %x, outputs `logits` and `prediction`. `directory`:
+    the spec's (frontend.SourceSpec.directory), where its data.path is read from, for the
+    error of an input shape the file did not give (`.`: a spec file's)."""
     gb = GraphBuilder()
     lowered = Lowered(gb.graph, gb)
     try:
-        return _lower_layers(spec, mode, gb, lowered)
+        return _lower_layers(spec, mode, gb, lowered, directory)
     except CompileError as error:
         error.warnings = list(gb.warnings)
         error.lowered = lowered  # the layers before the error, their parameters
         raise
 
 
-def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered) -> Lowered:
+def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered,
+                  directory: Path) -> Lowered:
     with gb.at(Origin("model.input_shape", keys=("model", "input_shape"))):
-        x = gb.input("x", TensorType((BATCH, *input_shape(spec)), spec.dtype))
+        x = gb.input("x", TensorType((BATCH, *input_shape(spec, directory)), spec.dtype))
     env: dict[str, Value] = {"input": x}
     pre_activation: dict[str, Value] = {}
     layers = spec.model.layers

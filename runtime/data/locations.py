@@ -117,7 +117,8 @@ def where_stored(name: str) -> tuple[str, str]:
     if name == "digits":
         return "inside the nnrun package", "ready"
     if DATASETS[name].user_file:
-        return "data.path, relative to the spec", "-"
+        # a spec given as data (a dict, a Spec, YAML text) reads it from the current directory
+        return "data.path, relative to the spec file (or the current directory)", "-"
     return "generated", _generator_status(name, "ready")
 
 

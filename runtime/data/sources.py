@@ -21,11 +21,13 @@ import numpy as np
 
 from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TEST_FRACTION,
                                      closes_quote, csv_columns, csv_header_line, csv_text,
-                                     csv_values, generated_bytes, generator_hint,
-                                     header_row_problem, held_out, held_out_pairs, is_number,
-                                     kernel_file, no_training_samples, npz_arrays_problem,
-                                     sample_count_problem, user_path, why_not_looked_at,
-                                     why_unreadable)
+                                     csv_values, feature_layout_problem, generated_bytes,
+                                     generator_hint, header_row_problem, held_out,
+                                     held_out_pairs, is_number, kernel_file, labels_name,
+                                     labels_named_twice, no_training_samples,
+                                     npz_arrays_problem, paths_relative_to, sample_count_problem,
+                                     unpaired_array_problem, unread_arrays, user_path,
+                                     why_not_looked_at, why_unreadable)
 from nnrun.compiler.frontend import held_out_samples_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
@@ -76,18 +78,9 @@ def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str,
     array that holds them."""
     if dtype.kind not in "biuf":
         raise DataError(f"{where}: features must be numbers, found dtype {dtype}")
-    if len(shape) == 1 and shape[0]:  # one number a sample
-        raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
-                        f"{list(shape)}; for one feature a sample save {array}[:, None]")
-    if len(shape) >= 2 and shape[0] == 0:
-        raise DataError(f"{where}: {array} holds no samples ({list(shape)}); save the data "
-                        "with at least one sample")
-    if len(shape) < 2:
-        raise DataError(f"{where}: features must be [N, ...], one row per sample, got "
-                        f"{list(shape)}")
-    if 0 in shape[1:]:
-        raise DataError(f"{where}: samples of shape {list(shape[1:])} hold no features; "
-                        "each sample needs at least one value")
+    problem = feature_layout_problem(shape, where, array)
+    if problem:
+        raise DataError(problem)
 
 
 def check_features(x: np.ndarray, where: str) -> np.ndarray:
@@ -477,7 +470,7 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     path = option(data_spec, "path")
     if not path:
         raise DataError(f"{name}: data.path is required (a file, relative to "
-                        f"{_paths_relative_to(spec_dir)})")
+                        f"{paths_relative_to(spec_dir)})")
     full_path = spec_dir / user_path(path)
     unseen = why_not_looked_at(full_path)
     if unseen:  # Path.is_dir raises on these (a directory on the way this user cannot search)
@@ -492,21 +485,8 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
                         f"data file; data.path must name a .{name} file")
     if not full_path.is_file():
         raise DataError(f"{full_path}: not found (data.path, relative to "
-                        f"{_paths_relative_to(spec_dir)}, names the .{name} file)")
+                        f"{paths_relative_to(spec_dir)}, names the .{name} file)")
     return full_path
-
-
-def _paths_relative_to(spec_dir: Path) -> str:
-    """What a relative data.path is read from, in words. A spec of no file (a dict, a Spec,
-    YAML text) reads it from the current directory, which frontend.SourceSpec.directory gives
-    as an absolute path; a spec file's directory is as its path was given (`.` for
-    spec.yaml), so only one named by an absolute path in the current directory reads so too,
-    as truly."""
-    try:
-        current = spec_dir.is_absolute() and spec_dir == Path.cwd()
-    except OSError:  # the current directory was removed: a spec file's directory
-        current = False
-    return "the current directory" if current else "the spec file"
 
 
 def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
@@ -572,8 +552,7 @@ def read_npz_dataset(path: Path, limit: int | None = None,
     `limit`: data.limit, the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
-        left_out = {f"{array}_{split}" for split in HELD_OUT_SPLITS if split not in splits
-                    for array in ("x", "y", "masks")}
+        left_out = unread_arrays(splits)
         if left_out & set(headers):
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
                  "validation samples from x (a spec without it validates on x_val)")
@@ -593,23 +572,19 @@ def read_npz_dataset(path: Path, limit: int | None = None,
 
 def label_array_name(path: Path, headers: dict) -> str:
     """y, or masks: the name of the labels, and with _test or _val of the held-out splits'."""
-    masks = [name for name in ("masks", "masks_test", "masks_val") if name in headers]
-    if not masks:
-        return "y"
-    both = [name for name in ("y", "y_test", "y_val") if name in headers]
-    if both:
-        raise DataError(f"{path}: has both '{both[0]}' and masks; keep one name for the labels "
-                        "(masks for label maps)")
-    return "masks"
+    twice = labels_named_twice(path, headers)
+    if twice:
+        raise DataError(twice)
+    return labels_name(headers)
 
 
 def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
                       limit: int | None = None) -> None:
     if "x" not in headers or labels not in headers:
         raise DataError(npz_arrays_problem(path, headers))
-    for features, targets in held_out_pairs(labels):
-        if (features in headers) != (targets in headers):
-            raise DataError(f"{path}: '{features}' and '{targets}' must be given together")
+    unpaired = unpaired_array_problem(path, headers, labels)
+    if unpaired:
+        raise DataError(unpaired)
     pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets
              in [("x", labels), *held_out_pairs(labels)] if features in headers]
     for features, _, where in pairs:

@@ -1416,3 +1416,68 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     assert excinfo.value.diagnostic.format() == said
     _, _, code, output = _validate_and_train(tmp_path, spec)
     assert (code, output) == (1, said + "\n")
+
+
+@pytest.mark.parametrize("arrays, said", [
+    # validate passed these three, which train refused (the design audit)
+    ({"masks": np.zeros((20, 3), int), "x_test": np.zeros((4, 3)), "y_test": np.zeros(4, int)},
+     ": has both 'y_test' and masks; keep one name for the labels (masks for label maps)"),
+    ({"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},
+     ": 'x_val' and 'y_val' must be given together"),
+    ({"y": np.arange(20) % 2, "y_test": np.arange(4) % 2},
+     ": 'x_test' and 'y_test' must be given together"),
+    ({"y": np.arange(20) % 2, "x_test": np.zeros(4), "y_test": np.arange(4) % 2},
+     " (x_test, y_test): features must be [N, ...], one row per sample, got [4]; for one "
+     "feature a sample save x_test[:, None]"),
+    ({"y": np.arange(20) % 2, "x_val": np.zeros((0, 3)), "y_val": np.zeros(0, int)},
+     " (x_val, y_val): x_val holds no samples ([0, 3]); save the data with at least one "
+     "sample"),
+])
+def test_validate_says_an_npz_name_or_layout_train_refuses_at_data_path(tmp_path, arrays, said):
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), **arrays)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    line = f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'}{said}\n"
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+
+
+def test_validate_names_xs_pair_where_its_features_are_one_value_a_sample(tmp_path):
+    """validate said 'd.npz (x): ...' where train says 'd.npz (x, y): ...'."""
+    write_npz(tmp_path / "d.npz", x=np.arange(20.0), y=np.arange(20) % 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n"
+                    "model: {input_shape: [1], layers: [{type: dense, units: 2}]}\n"
+                    "train: {epochs: 1}\n")
+    line = (f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} (x, y): features must be "
+            "[N, ...], one row per sample, got [20]; for one feature a sample save x[:, None]\n")
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+
+
+@pytest.mark.parametrize("arrays", [
+    {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},  # x_val alone
+    {"y": np.arange(20) % 2, "x_val": np.zeros(4), "y_val": np.arange(4) % 2},  # x_val [N]
+    {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3)), "masks_val": np.zeros((4, 3), int)},
+])
+def test_validate_passes_what_a_validation_split_leaves_unread(tmp_path, arrays):
+    """The loader leaves x_val, y_val and masks_val unread under data.validation_split (with a
+    warning), and so validate does not judge them."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), **arrays)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz, validation_split: 0.2}\n"
+                    "model: {layers: [{type: dense, units: 2}]}\n")
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert (result.exit_code, result.output) == (0, f"{spec}: ok (8 parameters, 12 FLOPs per "
+                                                    "sample)\n")
+
+
+def test_data_list_says_a_data_path_is_relative_to_the_spec_file_or_the_current_directory():
+    """It said 'relative to the spec', of which a dict spec has no file."""
+    from nnrun.runtime.data.locations import where_stored
+
+    assert where_stored("npz") == ("data.path, relative to the spec file (or the current "
+                                   "directory)", "-")

@@ -734,3 +734,42 @@ def test_load_run_of_a_missing_path_or_a_file_says_which(tmp_path):
                         (tmp_path / "spec.yaml", "(it is a file)")):
         with pytest.raises(nnrun.RunDirectoryError, match=re.escape(words)):
             nnrun.load_run(path)
+
+
+def test_a_spec_of_no_file_says_its_init_from_and_data_path_relative_to_the_current_directory(
+        tmp_path, monkeypatch):
+    """nnrun.compile(dict) said 'relative to the spec file' of an init_from it could not find
+    and of the data.path that was to give input_shape; a spec file still says so."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    init_from = {"data": {"dataset": "npz", "path": "d.npz"},
+                 "model": {"input_shape": [3], "init_from": "w.npz",
+                           "layers": [{"type": "dense", "units": 2, "init_from": "l.npz"}]}}
+    no_shape = {"data": {"dataset": "npz", "path": "missing.npz"},
+                "model": {"layers": [{"type": "dense", "units": 2}]}}
+    shape_said = ("model.input_shape is needed: npz data gives its sample shape in the file "
+                  "data.path names, which could not be read for it (missing, or its features "
+                  "are not [N, ...]); check data.path (relative to {}), or add input_shape "
+                  "under model, e.g. input_shape: [4] for 4 features")
+
+    def said(spec) -> list[str]:
+        with pytest.raises(nnrun.SpecError) as excinfo:
+            nnrun.compile(spec)
+        return [diagnostic.message for diagnostic in excinfo.value.diagnostics]
+
+    def of_no_file(data) -> list[list[str]]:  # a dict, a Spec, YAML text
+        text = yaml.safe_dump(data, sort_keys=False)
+        return [said(spec) for spec in (data, nnrun.Spec.model_validate(data),
+                                        nnrun.load_spec_text(text))]
+
+    missing = [f"{tmp_path / name}: no such file (init_from is relative to the current "
+               "directory)" for name in ("w.npz", "l.npz")]
+    assert of_no_file(init_from) == [missing] * 3
+    assert of_no_file(no_shape) == [[shape_said.format("the current directory")]] * 3
+    for name, data in (("i.yaml", init_from), ("n.yaml", no_shape)):
+        (tmp_path / "specs" / name).write_text(yaml.safe_dump(data, sort_keys=False))
+    assert said("specs/i.yaml") == [f"{Path('specs') / name}: no such file (init_from is "
+                                    "relative to the spec file)" for name in ("w.npz", "l.npz")]
+    assert said("specs/n.yaml") == [shape_said.format("the spec file")]
