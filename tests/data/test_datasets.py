@@ -1356,21 +1356,6 @@ def test_validate_says_an_npz_pair_train_refuses_at_data_path(tmp_path, arrays, 
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
 
 
-def test_validate_passes_an_npz_validation_pair_a_validation_split_leaves_unread(tmp_path):
-    write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), y=np.arange(20) % 2,
-              x_val=np.zeros((5, 4)), y_val=np.arange(5) % 2)
-    spec = tmp_path / "s.yaml"
-    spec.write_text("data: {dataset: npz, path: d.npz, validation_split: 0.2}\n"
-                    "model: {layers: [{type: dense, units: 2}]}\n")
-    from click.testing import CliRunner
-
-    from nnrun.cli import main
-
-    result = CliRunner().invoke(main, ["validate", str(spec)])
-    assert (result.exit_code, result.output) == (0, f"{spec}: ok (8 parameters, 12 FLOPs per "
-                                                    "sample)\n")
-
-
 # --- a spec of no file: its data.path is relative to the current directory -----------------
 
 
@@ -1455,6 +1440,7 @@ def test_validate_names_xs_pair_where_its_features_are_one_value_a_sample(tmp_pa
 
 
 @pytest.mark.parametrize("arrays", [
+    {"y": np.arange(20) % 2, "x_val": np.zeros((5, 4)), "y_val": np.arange(5) % 2},  # [4]: x [3]
     {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},  # x_val alone
     {"y": np.arange(20) % 2, "x_val": np.zeros(4), "y_val": np.arange(4) % 2},  # x_val [N]
     {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3)), "masks_val": np.zeros((4, 3), int)},
