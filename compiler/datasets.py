@@ -389,9 +389,10 @@ def sample_count_problem(where: str, features: tuple[int, ...],
 
 def header_row_problem(path, header: list[str]) -> str | None:
     """What the data loader refuses of a csv dataset's header row, in the order it says it: no
-    row but blanks and comments, a column without a name, a name given to two columns, no
-    `label` column; None for a header it reads."""
-    if header == [""]:
+    row but blanks and comments, or a first row of numbers (no header row at all), a column
+    without a name, a name given to two columns, no `label` column; None for a header it
+    reads."""
+    if header == [""] or all(is_number(name) for name in header):
         return no_label_column(path, header)
     return (unnamed_column(path, header) or _repeated_name(path, header)
             or (None if "label" in header else no_label_column(path, header)))

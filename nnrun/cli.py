@@ -290,6 +290,7 @@ def handle_errors(command):
             traceback.clear_frames(error.__traceback__)  # what the command held is let go
             click.echo(f"error: out of memory; {_memory_fix(click.get_current_context())} "
                        "(`nnrun summary` shows the estimate)", err=True)
+            _say_where_met(error)  # a node with less memory than the others
             sys.exit(1)
         except SpecError as error:
             click.echo(format_diagnostics(error.diagnostics), err=True)
@@ -311,6 +312,7 @@ def handle_errors(command):
             from nnrun.runtime.files import describe_os_error
 
             click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
+            _say_where_met(error)
             sys.exit(1)
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
@@ -318,6 +320,7 @@ def handle_errors(command):
             click.echo(one_line(f"nnrun: internal error: {type(error).__name__}: {error} "
                                 "(rerun as `nnrun --debug COMMAND ...` for the traceback, and "
                                 "please report it)"), err=True)
+            _say_where_met(error)
             sys.exit(INTERNAL_ERROR)
 
     return wrapper

@@ -177,7 +177,7 @@ def refuse_data_changes(run_dir, changes: dict[str, dict]) -> None:
     one = len(files) == 1
     raise SpecChangeError(
         f"{run_dir}: the data file{'' if one else 's'} {', '.join(files)} changed since the "
-        f"run's checkpoint was trained on {'it' if one else 'them'} (another SHA-256); put "
+        f"run's checkpoint was written (another SHA-256); put "
         f"{'it' if one else 'them'} back as {'it was' if one else 'they were'}, or pass "
         "--allow-changes to continue on the new data (the change is recorded in the run "
         "directory)")

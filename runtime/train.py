@@ -1167,8 +1167,9 @@ class Trainer:
         how_far = ("may differ in the last digits from an uninterrupted run's"
                    if left_out[0] == left_out[1] else
                    f"will differ from an uninterrupted run's: each epoch's last batch of {last} "
-                   f"samples leaves out {left_out[1]} of them, against {left_out[0]} before (a "
-                   "batch is cut to a multiple of the ranks)")
+                   f"sample{'s' if last > 1 else ''} leaves out {left_out[1]} of "
+                   f"{'them' if last > 1 else 'it'}, against {left_out[0]} before (a batch is "
+                   "cut to a multiple of the ranks)")
         run.say(f"{run.path}: the checkpoint's epoch {meta['epoch']} trained on "
                 f"{_arithmetic_words(before, differ)}, this resume runs on "
                 f"{_arithmetic_words(now, differ)}: sums may round otherwise, so its numbers "

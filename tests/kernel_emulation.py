@@ -145,7 +145,7 @@ def described(value):
     if isinstance(value, np.dtype):
         return ("dtype", str(value))
     if isinstance(value, np.generic):
-        return (str(value.dtype), value.item())
+        return (str(value.dtype), described(value.item()))
     if hasattr(value, "dtype") and hasattr(value, "shape"):
         return (str(value.dtype), tuple(value.shape))
     if isinstance(value, (list, tuple)):
@@ -154,7 +154,9 @@ def described(value):
         return tuple((key, described(item)) for key, item in value.items())
     if isinstance(value, slice):
         return ("slice", value.start, value.stop, value.step)
-    return value if value is None or isinstance(value, (bool, int, float, str)) else type(value)
+    if isinstance(value, float):  # its repr: exact, and a NaN equals the NaN it was
+        return repr(value)
+    return value if value is None or isinstance(value, (bool, int, str)) else type(value)
 
 
 class _ScatterAdd:

@@ -330,7 +330,7 @@ class FakeGraphCapture:
         run()
 
     def capture(self, run):
-        first, launches = [], itertools.count()
+        first, launches = [], itertools.count(1)
 
         def launch():
             stream, calls = _Stream(), []
@@ -341,7 +341,7 @@ class FakeGraphCapture:
                 finally:
                     _CAPTURE.calls = None
             number = next(launches)
-            if number:
+            if number > 1:
                 _same_calls(first, calls, number)
             else:
                 first.extend(calls)
@@ -351,12 +351,12 @@ class FakeGraphCapture:
 def _same_calls(first: list, later: list, launch: int) -> None:
     for number, (was, now) in enumerate(zip(first, later)):
         if was != now:
-            raise CaptureError(f"launch {launch} of a captured step differs from the first at "
-                               f"call {number}: {now} against {was}; a CUDA graph replays the "
-                               "first")
+            raise CaptureError(f"launch {launch} of a captured step differs from launch 1 at "
+                               f"call {number + 1}: {now} against {was}; a CUDA graph replays "
+                               "the first")
     if len(first) != len(later):
-        raise CaptureError(f"launch {launch} of a captured step made {len(later)} calls, the "
-                           f"first {len(first)}; a CUDA graph replays the first")
+        raise CaptureError(f"launch {launch} of a captured step made {len(later)} calls, "
+                           f"launch 1 {len(first)}; a CUDA graph replays the first")
 
 
 def _erf(x, out=None):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import strict_cupy
 from invoking import assert_ok, invoke
-from kernel_emulation import needs_gcc
+from kernel_emulation import described, needs_gcc
 from stepping import train_steps
 
 import nnrun
@@ -188,14 +188,17 @@ def test_the_stand_ins_graph_refuses_a_launch_unlike_its_first(monkeypatch):
     graph.launch()
     rate[...] = 0.25  # the device's values: read at each replay
     graph.launch()
-    with pytest.raises(strict_cupy.CaptureError, match=r"launch 2 .* differs .* at call 3: "
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 3 .* differs .* at call 4: "
                        r"\('cupy.multiply', .*3.0.*against .*2.0"):
         graph.launch()
-    with pytest.raises(strict_cupy.CaptureError, match=r"launch 3 .* at call 0: "
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 4 .* at call 1: "
                        r"\('kernel .*0.2.*against .*0.1"):
         graph.launch()
-    with pytest.raises(strict_cupy.CaptureError, match=r"launch 4 .* at call 1: .*slice., None, 1"):
+    with pytest.raises(strict_cupy.CaptureError, match=r"launch 5 .* call 2: .*slice., None, 1"):
         graph.launch()
+    # a NaN passed again is the value it was (NaN != NaN would be a false alarm)
+    for nan in (float("nan"), np.float32("nan")):
+        assert described(nan) == described(nan) != described(np.float32(0))
 
 
 def test_the_other_commands_run_under_strict_cupy(monkeypatch, tmp_path):

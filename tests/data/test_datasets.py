@@ -1328,6 +1328,9 @@ def _validate_and_train(tmp_path, spec: Path) -> tuple:
     ("Unnamed: 0,a,b", "column 1 is pandas' 'Unnamed: 0' in the header row (pandas writes its "
                        "index so: save with df.to_csv(path, index=False)); name it, or leave "
                        "the column out"),
+    # no header row, whose numbers repeat: that it holds numbers comes first (the review)
+    ("1,1,0", "the first row holds numbers (1, 1, 0), not column names; begin the file with a "
+              "header row that names the columns, the targets' `label`"),
 ])
 def test_validate_says_a_csv_header_train_refuses_at_data_path(tmp_path, header, said):
     (tmp_path / "d.csv").write_text(f"{header}\n1,2,0\n3,4,1\n")

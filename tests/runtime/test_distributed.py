@@ -1174,3 +1174,28 @@ def test_a_spec_error_through_the_api_is_reported_once_by_rank_0(tmp_path):
     assert job.returncode == 1
     assert job.stderr.count("bad.yaml:3:33: error: model.layers[0]: 'units' must be") == 1, \
         job.stderr
+
+
+@pytest.mark.parametrize("error, said", [
+    (MemoryError(), "error: out of memory"),
+    (OSError(28, "No space left on device"), "error: "),
+    (RuntimeError("boom"), "nnrun: internal error: RuntimeError: boom"),
+])
+def test_every_kind_of_error_another_rank_met_is_said_with_its_rank(error, said):
+    """The review: out of memory on a node with less memory than the others (and a full disk,
+    or a bug) was printed without the rank and host that met it."""
+    import click
+    from click.testing import CliRunner
+
+    from nnrun.cli import handle_errors
+
+    @click.command()
+    @handle_errors
+    def failing():
+        error.met_on = "rank 1 of 2 (host node7)"
+        raise error
+
+    result = CliRunner().invoke(failing, [])
+    lines = result.output.splitlines()
+    assert result.exit_code != 0 and lines[0].startswith(said), result.output
+    assert lines[1:] == ["nnrun: rank 1 of 2 (host node7) met the error above; rank 0 did not"]

@@ -75,7 +75,7 @@ def test_a_data_file_changed_in_place_is_a_change_of_the_data(run, tmp_path):
     line = assert_one_line_error(invoke("train", run / "spec.yaml", "--resume", run,
                                         "--epochs", 3), run)
     assert line == (f"error: {run}: the data file {data} changed since the run's checkpoint "
-                    "was trained on it (another SHA-256); put it back as it was, or pass "
+                    "was written (another SHA-256); put it back as it was, or pass "
                     "--allow-changes to continue on the new data (the change is recorded in the "
                     "run directory)")
     assert contents(run) == before
