@@ -361,9 +361,13 @@ def unpaired_array_problem(path, names, labels: str) -> str | None:
     return None
 
 
-def feature_layout_problem(shape: tuple[int, ...], where: str, array: str = "x") -> str | None:
-    """What an array's shape tells of its features (`array`: the npz array that holds them):
-    one row per sample, no empty sample; None for features [N, ...] of values."""
+def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
+                           array: str = "x") -> str | None:
+    """What an array's header tells of its features (`array`: the npz array that holds them):
+    numbers (`dtype`; None: not known), one row per sample, no empty sample; None for
+    features [N, ...] of numbers."""
+    if dtype is not None and dtype.kind not in "biuf":
+        return f"{where}: features must be numbers, found dtype {dtype}"
     if len(shape) == 1 and shape[0]:  # one number a sample
         return (f"{where}: features must be [N, ...], one row per sample, got {list(shape)}; "
                 f"for one feature a sample save {array}[:, None]")

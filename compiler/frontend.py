@@ -28,8 +28,8 @@ from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_co
                        unread_arrays, user_path, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
-from .initial_values import (given_list_errors, npz_shapes_or_none, npz_shapes_or_reason,
-                             resolve_initial_values)
+from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
+                             npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
 from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text, override_list
 from .recovery import repaired_spec_data
@@ -491,7 +491,7 @@ def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
     from x), in the order it says them."""
     unread = unread_arrays(("test",) if spec.data.validation_split else HELD_OUT_SPLITS)
     read = {name: shape for name, shape in shapes.items() if name not in unread}
-    return _npz_names_problem(file, read) or _npz_pairs_problem(file, read)
+    return _npz_names_problem(file, read) or _npz_pairs_problem(file, read, npz_dtypes(file))
 
 
 def _npz_names_problem(file: Path, names) -> str | None:
@@ -500,16 +500,16 @@ def _npz_names_problem(file: Path, names) -> str | None:
             or unpaired_array_problem(file, names, labels_name(names)))
 
 
-def _npz_pairs_problem(file: Path, shapes: dict) -> str | None:
-    """Of an npz whose names the loader takes: features not [N, ...] (x's, then x_test's,
-    x_val's), a pair of arrays that hold other numbers of samples, a held-out split whose
-    samples are not x's shape."""
+def _npz_pairs_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
+    """Of an npz whose names the loader takes: features not [N, ...] of numbers (x's, then
+    x_test's, x_val's), a pair of arrays that hold other numbers of samples, a held-out split
+    whose samples are not x's shape."""
     labels = labels_name(shapes)
     pairs = [pair for pair in [("x", labels), *held_out_pairs(labels)] if pair[0] in shapes]
     where = {features: f"{file} ({features}, {targets})" for features, targets in pairs}
     problems = itertools.chain(
-        (feature_layout_problem(shapes[features], where[features], features)
-         for features, _ in pairs),
+        (feature_layout_problem(shapes[features], dtypes.get(features), where[features],
+                                features) for features, _ in pairs),
         (sample_count_problem(where[features], shapes[features], shapes[targets])
          for features, targets in pairs),
         (held_out_samples_problem(where[features], features, shapes[features][1:],

@@ -260,6 +260,17 @@ def npz_shapes_or_none(path: Path) -> dict[str, tuple[int, ...]] | None:
     return npz_shapes_or_reason(path)[0]
 
 
+def npz_dtypes(path: Path) -> dict[str, np.dtype]:
+    """Each array's dtype, from the headers of a file npz_shapes read (empty if it can no
+    longer be read: its reader says why)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {member.removesuffix(".npy"): npy_header(archive, member)[1]
+                    for member in archive.namelist() if member.endswith(".npy")}
+    except (OSError, *NPZ_DAMAGE):
+        return {}
+
+
 def npz_shapes_or_reason(path: Path) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
     """As npz_shapes_or_none, with why the file could not be read (None when it could)."""
     try:

@@ -76,9 +76,7 @@ def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str,
                          array: str = "x") -> None:
     """What a header tells: numbers, one row per sample, no empty sample. `array`: the npz
     array that holds them."""
-    if dtype.kind not in "biuf":
-        raise DataError(f"{where}: features must be numbers, found dtype {dtype}")
-    problem = feature_layout_problem(shape, where, array)
+    problem = feature_layout_problem(shape, dtype, where, array)
     if problem:
         raise DataError(problem)
 

@@ -1420,6 +1420,12 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     ({"y": np.arange(20) % 2, "x_val": np.zeros((0, 3)), "y_val": np.zeros(0, int)},
      " (x_val, y_val): x_val holds no samples ([0, 3]); save the data with at least one "
      "sample"),
+    # text, in another layout too: train says it is no numbers first, and so validate (the
+    # review: validate told the layout's fix, after which train refused the text)
+    ({"y": np.arange(20) % 2, "x_test": np.array(["a"] * 4), "y_test": np.arange(4) % 2},
+     " (x_test, y_test): features must be numbers, found dtype <U1"),
+    ({"y": np.arange(20) % 2, "x_val": np.full((4, 3), 1j), "y_val": np.arange(4) % 2},
+     " (x_val, y_val): features must be numbers, found dtype complex128"),
 ])
 def test_validate_says_an_npz_name_or_layout_train_refuses_at_data_path(tmp_path, arrays, said):
     write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), **arrays)
