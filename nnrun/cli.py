@@ -1213,7 +1213,7 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 @backend_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--samples", type=click.IntRange(min=1), default=8, show_default=True,
-              help="Entries checked per parameter.")
+              help="Distinct entries checked per parameter.")
 @tolerance_option(1e-5, "Largest relative error accepted between the compiled gradient and "
                        "the finite difference.")
 @set_option
@@ -1242,10 +1242,11 @@ def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
         verb = "behaves" if len(training_mode) == 1 else "behave"
         click.echo(f"{', '.join(training_mode)} {verb} differently in training: checked in "
                    "inference mode (no dropout, running batchnorm statistics)")
+    kinked = sorted({op for result in results if result.kinks for op in result.kinked_ops})
     for attribute, text in _GRADCHECK_NOTES:
         count = sum(getattr(result, attribute) for result in results)
         if count:
-            click.echo(f"{count} {text}")
+            click.echo(f"{count} {text.format(ops=', '.join(kinked))}")
     sys.exit(0 if passed else 1)
 
 
@@ -1269,17 +1270,22 @@ def _print_gradcheck_report(results, tolerance: float) -> bool:
 
 
 # What gradcheck says of the entries it could not judge as the others, after the verdict:
-# (GradcheckResult's count, the line's text after the count).
+# (GradcheckResult's count, the line's text after the count; {ops}: the ops with a kink that
+# the parameters with entries at a kink feed).
 _GRADCHECK_NOTES = (
     ("larger_step", "entries agree only at a larger step (1e-5 or 1e-4): at 1e-6 the loss's "
                     "rounding, divided by the step, took them past the tolerance"),
+    ("smaller_step", "entries were taken again at smaller steps (1e-7 to 1e-9): at 1e-6 their "
+                     "one-sided differences disagreed, and with no op with a kink on their path "
+                     "that is the loss's curvature, whose error in the central difference "
+                     "shrinks with the step squared"),
     ("rounding", "entries agree within the loss's rounding at every step (1e-6, 1e-5, 1e-4), "
                  "which is more than the tolerance allows their small gradient: not checkable "
                  "by differences at this tolerance; left out of the verdict"),
     ("nearby", "entries were judged at a point nearby (every parameter moved by about 1e-4): "
                "their one-sided differences disagreed around a gradient outside them, as where "
                "several units sit on their kinks at once"),
-    ("kinks", "entries lie at a kink (ReLU, max-pool, ...) within the step: their one-sided "
+    ("kinks", "entries lie at a kink ({ops}) within the step: their one-sided "
               "differences disagree and the gradient lies between them, so no gradient could "
               "match their central difference; they are left out of the verdict"),
 )
@@ -1289,6 +1295,7 @@ def _gradcheck_line(result, tolerance: float) -> str:
     total = result.checked + result.kinks + result.rounding
     notes = [f"{result.nearby} of {total} at a point nearby" if result.nearby else "",
              f"{result.larger_step} of {total} at a larger step" if result.larger_step else "",
+             f"{result.smaller_step} of {total} at a smaller step" if result.smaller_step else "",
              f"{result.rounding} of {total} within rounding, left out" if result.rounding else "",
              f"{result.kinks} of {total} at a kink, left out: central error "
              f"{result.worst_kink_error:.1e}" if result.kinks else ""]

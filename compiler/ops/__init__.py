@@ -70,6 +70,14 @@ class OpDef:
     # not, said by `nnrun export` when such an op is met.
     onnx: Callable[..., Any] | None = None
     onnx_refusal: str = ""
+    # kink(attrs) -> whether the op is not differentiable everywhere (relu at 0, a max pool's
+    # ties, mae's |d| at 0): where gradcheck's central differences may straddle two slopes.
+    kink: Callable[..., bool] | None = None
+
+
+def always(attrs) -> bool:
+    """OpDef.kink of an op whose kink does not depend on its attributes."""
+    return True
 
 
 REGISTRY: dict[str, OpDef] = {}

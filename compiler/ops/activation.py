@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import TensorType
-from . import NoAttrs, OpDef, register
+from . import NoAttrs, OpDef, always, register
 from .common import onnx_op, same_as_first
 
 
@@ -42,16 +42,16 @@ def _from_output(grad_op):
 
 
 def _activation(name, attrs, forward, grad_forward, doc, uses_output=False, into=None,
-                grad_into=None, onnx=None, overwrites=((), ())):
+                grad_into=None, onnx=None, overwrites=((), ()), kink=None):
     """Declare an activation and its gradient op (`<name>_grad(g, x_or_y)`) together.
     `into`/`grad_into`: (forward_into, scratch rule) pairs for the memory-planned executor;
     `overwrites`: the inputs each of the two may write its output over (OpDef.overwrites);
-    `onnx`: its ONNX lowering."""
+    `onnx`: its ONNX lowering; `kink`: OpDef.kink."""
     vjp = (_from_output if uses_output else _from_input)(f"{name}_grad")
     forward_into, scratch = into or (None, None)
     register(OpDef(name, attrs, same_as_first, forward, vjp, doc=doc,
                    forward_into=forward_into, scratch=scratch, batch_parallel=True, onnx=onnx,
-                   overwrites=overwrites[0]))
+                   overwrites=overwrites[0], kink=kink))
     forward_into, scratch = grad_into or (None, None)
     register(OpDef(f"{name}_grad", attrs, same_as_first, grad_forward, None,
                    doc=f"gradient of {name}: g * d{name}/dx",
@@ -400,19 +400,21 @@ _activation("relu", NoAttrs, lambda be, a, x: be.xp.maximum(x, 0),
             lambda be, a, g, x: g * (x > 0), "max(x, 0)",
             into=(_fused_into("relu"), None),
             grad_into=(_relu_grad_into, _mask_scratch), onnx=onnx_op("Relu"),
-            overwrites=((0,), (0, 1)))
+            overwrites=((0,), (0, 1)), kink=always)
 _activation("leaky_relu", AlphaAttrs, lambda be, a, x: be.xp.where(x > 0, x, a.alpha * x),
             lambda be, a, g, x: be.xp.where(x > 0, g, a.alpha * g), "x if x > 0 else alpha*x",
             into=(_fused_into("leaky_relu"), None),
             grad_into=(_leaky_relu_grad_into, _blend_scratch),
-            onnx=_leaky_relu_onnx, overwrites=((), (0, 1)))
+            onnx=_leaky_relu_onnx, overwrites=((), (0, 1)),
+            kink=lambda a: a.alpha != 1.0)  # slope 1 above 0, alpha below
 _activation("elu", AlphaAttrs,
             lambda be, a, x: be.xp.where(x > 0, x,
                                          a.alpha * _expm1_of_negative(be.xp, be.xp.minimum(x, 0))),
             lambda be, a, g, x: be.xp.where(x > 0, g, g * a.alpha * be.xp.exp(be.xp.minimum(x, 0))),
             "x if x > 0 else alpha*(exp(x) - 1)", onnx=_elu_onnx,
             into=(_elu_into, _value_scratch),
-            grad_into=(_elu_grad_into, _blend_scratch))
+            grad_into=(_elu_grad_into, _blend_scratch),
+            kink=lambda a: a.alpha != 1.0)  # slope 1 above 0, alpha at 0 from below
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
             into=(_fused_into("sigmoid"), _sigmoid_scratch),
@@ -475,4 +477,4 @@ _activation("step", NoAttrs, lambda be, a, x: (x >= 0).astype(x.dtype),
             # a comparison gives: nothing passes back through a threshold unit
             lambda be, a, g, x: be.xp.zeros_like(g), "1 if x >= 0 else 0 (a threshold unit)",
             onnx=_step_onnx, into=(_step_into, lambda attrs, x: (TensorType(x.shape, "bool"),)),
-            grad_into=(_step_grad_into, None))
+            grad_into=(_step_grad_into, None), kink=always)

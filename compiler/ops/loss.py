@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError, per_sample, size_of
-from . import NoAttrs, OpDef, register
+from . import NoAttrs, OpDef, always, register
 from .activation import _sigmoid
 from .common import cached_constant, scalar_like
 
@@ -146,9 +146,9 @@ def _prediction_shape(attrs, g, prediction, target):
 
 
 def _register_loss(name, attrs, shape, forward, grad, doc, into=(None, None),
-                   grad_into=(None, None), constants=None):
+                   grad_into=(None, None), constants=None, kink=None):
     register(OpDef(name, attrs, shape, forward, _loss_vjp(f"{name}_grad"), doc=doc,
-                   forward_into=into[0], scratch=into[1], constants=constants,
+                   forward_into=into[0], scratch=into[1], constants=constants, kink=kink,
                    onnx_refusal="a training loss; an exported model ends at its prediction"))
     register(OpDef(f"{name}_grad", attrs, _prediction_shape, grad, None,
                    doc=f"d {name} / d prediction", forward_into=grad_into[0],
@@ -356,7 +356,7 @@ _register_loss("mse", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: ((p -
 _register_loss("mae", NoAttrs, _same_shape_loss_shape, lambda be, a, p, t: be.xp.abs(p - t).mean(),
                lambda be, a, g, p, t: be.xp.sign(p - t) * (g / p.size), "mean of |p - t|",
                into=(_mean_of_difference_into("abs"), _difference_scratch),
-               grad_into=(_mae_grad_into, None))
+               grad_into=(_mae_grad_into, None), kink=always)
 _register_loss("huber", HuberAttrs, _same_shape_loss_shape, _huber_forward, _huber_grad,
                "mean of 0.5 d^2 if |d| < delta else delta (|d| - delta/2), d = p - t",
                into=(_huber_into, _huber_scratch), grad_into=(_huber_grad_into, None))
@@ -393,4 +393,5 @@ _register_loss("perceptron", NoAttrs,
                lambda attrs, logits, labels: _class_loss_shape(attrs, logits, labels, "perceptron"),
                _perceptron_forward, _perceptron_grad,
                "mean over the labels of max_c z_c - z_label (one output: (step(z) - t) * z, "
-               "labels 0/1): the perceptron criterion, whose gradient is the perceptron rule")
+               "labels 0/1): the perceptron criterion, whose gradient is the perceptron rule",
+               kink=always)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..ir import TensorType
 from ..shapes import ShapeError, size_of
-from . import REGISTRY, NoAttrs, OpDef, register
+from . import REGISTRY, NoAttrs, OpDef, always, register
 from .common import scalar_like
 
 
@@ -305,4 +305,5 @@ register(OpDef("clip_by_norm", ClipAttrs, lambda a, g, norm: g, _clip_by_norm_fo
 register(OpDef("clip_by_value", ClipAttrs, lambda a, g: g,
                lambda be, a, g: be.xp.clip(g, -a.limit, a.limit), None,
                doc="each element clipped to [-limit, limit]",
-               forward_into=lambda be, a, out, g: be.xp.clip(g, -a.limit, a.limit, out=out[0])))
+               forward_into=lambda be, a, out, g: be.xp.clip(g, -a.limit, a.limit, out=out[0]),
+               kink=always))

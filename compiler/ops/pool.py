@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..ir import TensorType
 from ..shapes import ShapeError, pad_pairs, per_sample, size_of, window_shape
-from . import OpDef, register
+from . import OpDef, always, register
 from .common import (array_type, cached_constant, check_sample_rank, is_padded, onnx_pads,
                      pad_into, padded_scratch, padded_type, unpad)
 
@@ -289,7 +289,7 @@ def _max_pool_grad_index_constants(attrs, g, index):
 register(OpDef("max_pool_index", PoolAttrs, _max_pool_index_shape, _max_pool_index_forward,
                None, forward_into=_max_pool_index_into,
                scratch=_max_pool_index_scratch, constants=_max_pool_index_constants,
-               batch_parallel=True,
+               batch_parallel=True, kink=always,
                doc="max pooling that also returns each maximum's flat position in its sample's "
                    "padded input"))
 register(OpDef("max_pool_grad_index", PoolGradAttrs, _max_pool_grad_index_shape,
@@ -334,7 +334,7 @@ for _kind, _names, _forward, _grad, _doc in (
     for _name in _names:
         register(OpDef(_name, PoolAttrs, _pool_shape, _forward, _grad_vjp(f"{_name}_grad"),
                        doc=_doc, forward_into=_into, scratch=_scratch, batch_parallel=True,
-                       onnx=_ONNX[_kind]))
+                       onnx=_ONNX[_kind], kink=always if _kind == "max" else None))
         register(OpDef(f"{_name}_grad", PoolAttrs, _input_shape, _grad, None,
                        doc=f"gradient of {_name}: g routed back to the window positions",
                        forward_into=_grad_into, scratch=_grad_scratch, batch_parallel=True))

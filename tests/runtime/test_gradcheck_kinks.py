@@ -144,3 +144,100 @@ def test_several_units_on_their_kinks_at_once_are_checked_nearby(monkeypatch):
     monkeypatch.setattr(model, "loss_and_grads", wrong)
     (bias,) = [r for r in gradcheck(model, batch=1) if r.name == "conv1d_6.bias"]
     assert bias.worst_relative_error > TOLERANCE
+
+
+BIG_FIRST_LAYER = """
+seed: 0
+model:
+  input_shape: [3]
+  layers:
+    - {type: dense, units: 4, init: {type: normal, std: 100000.0}}
+    - {type: dense, units: 3, init: {type: normal, std: 1.0e-5}}
+loss: cross_entropy
+"""
+
+
+def scaled_gradient(model_class, monkeypatch, name: str, factor: float) -> None:
+    right = model_class.loss_and_grads
+
+    def wrong(self, params, x, y):
+        loss, grads = right(self, params, x, y)
+        grads[name] = grads[name] * factor
+        return loss, grads
+
+    monkeypatch.setattr(model_class, "loss_and_grads", wrong)
+
+
+@pytest.mark.parametrize("factor, passes", [(1.0, True), (1.01, False), (0.99, False)])
+def test_curvature_where_no_op_has_a_kink_is_checked_at_smaller_steps(monkeypatch, factor,
+                                                                       passes):
+    """The audit: dense_1's outputs of about 1e5 make the loss curve so fast in dense_2.weight
+    that its one-sided differences at 1e-6 disagree. Nothing in the model has a kink, yet its
+    entries were left out as 'at a kink', and a gradient 1% off passed."""
+    model = nnrun.compile(nnrun.load_spec_text(BIG_FIRST_LAYER + "dtype: float64\n"))
+    scaled_gradient(type(model), monkeypatch, "dense_2.weight", factor)
+    weight = {r.name: r for r in gradcheck(model)}["dense_2.weight"]
+    assert weight.kinks == 0 and weight.kinked_ops == () and weight.checked == 8
+    assert weight.smaller_step > 0
+    assert (weight.worst_relative_error <= TOLERANCE) == passes
+
+
+def test_the_command_reports_curvature_not_a_kink(tmp_path, monkeypatch):
+    from nnrun.runtime.model import Model
+
+    spec = tmp_path / "big.yaml"
+    spec.write_text(BIG_FIRST_LAYER)
+    result = CliRunner().invoke(main, ["gradcheck", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "dense_2.weight  worst relative error 5.11e-06  ok  (6 of 8 at a smaller step)" \
+        in result.output
+    assert ("6 entries were taken again at smaller steps (1e-7 to 1e-9): at 1e-6 their "
+            "one-sided differences disagreed, and with no op with a kink on their path that is "
+            "the loss's curvature") in result.output
+    assert "kink (" not in result.output and "passed: worst" in result.output
+    scaled_gradient(Model, monkeypatch, "dense_2.weight", 1.01)
+    result = CliRunner().invoke(main, ["gradcheck", str(spec)])
+    assert result.exit_code == 1
+    assert "dense_2.weight  worst relative error 9.90e-03  FAIL  (8 of 8 at a smaller step)" \
+        in result.output
+    assert "failed: worst 9.90e-03 (tolerance 1e-05)" in result.output
+
+
+def test_the_kinks_named_are_the_models_own(tmp_path):
+    spec = tmp_path / "zeros.yaml"
+    spec.write_text(ZERO_WEIGHTS)
+    result = CliRunner().invoke(main, ["gradcheck", str(spec), "--batch-size", "1"])
+    assert result.exit_code == 0, result.output
+    assert "12 entries lie at a kink (relu) within the step" in result.output
+    assert "max-pool" not in result.output
+
+
+@pytest.mark.parametrize("alpha, ops", [(1.0, ("mae",)), (0.5, ("elu", "mae"))])
+def test_kinked_ops_are_those_on_a_parameters_path(alpha, ops):
+    from nnrun.runtime.gradcheck import kinked_ops
+
+    kinky = kinked_ops(nnrun.compile(nnrun.load_spec_text(KINKY)))
+    assert kinky["conv2d_1.weight"] == ("max_pool2d", "relu")
+    assert kinky["conv2d_2.bias"] == ("max_pool2d", "relu") and kinky["dense_1.weight"] == ()
+    # elu's slope is 1 on both sides of 0 where alpha is 1: no kink
+    elu = nnrun.load_spec_text("model:\n  input_shape: [3]\n  layers:\n    - {type: dense, "
+                               f"units: 4, activation: {{type: elu, alpha: {alpha}}}}}\n"
+                               "    - {type: dense, units: 2}\nloss: mae\n")
+    assert kinked_ops(nnrun.compile(elu)) == {"dense_1.weight": ops, "dense_1.bias": ops,
+                                              "dense_2.weight": ("mae",),
+                                              "dense_2.bias": ("mae",)}
+
+
+def test_the_ops_with_a_kink_say_so_where_they_are_declared():
+    """OpDef.kink, one place per op: the ops whose slope jumps somewhere (huber's is continuous;
+    elu's and leaky_relu's only where alpha is not 1)."""
+    from types import SimpleNamespace
+
+    from nnrun.compiler.ops import REGISTRY
+
+    assert {name for name, op in REGISTRY.items() if op.kink is not None} == {
+        "relu", "leaky_relu", "step", "elu", "max_pool1d", "max_pool2d", "max_pool_index", "mae",
+        "perceptron", "clip_by_value"}
+    for name in ("elu", "leaky_relu"):
+        kink = REGISTRY[name].kink
+        assert kink(SimpleNamespace(alpha=0.5)) and not kink(SimpleNamespace(alpha=1.0))

@@ -104,3 +104,29 @@ def test_a_tolerance_below_the_rounding_is_not_met_by_leaving_entries_out():
     usual = checking.gradcheck(deep_sigmoid(depth=1), samples=4)
     assert all(r.rounding == 0 and r.checked > 0 for r in usual)
 
+
+
+def test_samples_are_distinct_entries(monkeypatch):
+    """--samples 11 of dense_1.weight's 12 entries drew 11 with replacement: fewer were checked
+    than reported. Now 11 distinct ones, drawn alike from the same seed."""
+    model = nnrun.compile(nnrun.load_spec_text(
+        "dtype: float64\nmodel:\n  input_shape: [3]\n  layers:\n"
+        "    - {type: dense, units: 4, activation: tanh}\n    - {type: dense, units: 2}\n"))
+    original = checking._check_entry
+
+    def drawn(seed: int) -> list[tuple]:
+        indices = []
+
+        def recording(probe, name, index, *args):
+            if name == "dense_1.weight":
+                indices.append(index)
+            return original(probe, name, index, *args)
+
+        monkeypatch.setattr(checking, "_check_entry", recording)
+        (weight, *_) = checking.gradcheck(model, samples=11, seed=seed)
+        assert weight.name == "dense_1.weight" and weight.checked == 11
+        return indices
+
+    first = drawn(0)
+    assert len(first) == len(set(first)) == 11
+    assert drawn(0) == first and drawn(1) != first
