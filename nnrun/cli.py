@@ -1275,10 +1275,14 @@ def _print_gradcheck_report(results, tolerance: float) -> bool:
 _GRADCHECK_NOTES = (
     ("larger_step", "entries agree only at a larger step (1e-5 or 1e-4): at 1e-6 the loss's "
                     "rounding, divided by the step, took them past the tolerance"),
-    ("smaller_step", "entries were taken again at smaller steps (1e-7 to 1e-9): at 1e-6 their "
-                     "one-sided differences disagreed, and with no op with a kink on their path "
-                     "that is the loss's curvature, whose error in the central difference "
-                     "shrinks with the step squared"),
+    ("smaller_step", "entries agree only at a smaller step (1e-7 to 1e-9): with no op with a "
+                     "kink on their path, what took them past the tolerance at 1e-6 is the "
+                     "loss's curvature, whose error in the central difference shrinks with the "
+                     "step squared"),
+    ("unresolved", "entries lie within what their differences resolve at steps down to 1e-9 "
+                   "(the loss's curvature against its rounding, which no step brings under the "
+                   "tolerance): not checkable by differences at this tolerance; left out of the "
+                   "verdict"),
     ("rounding", "entries agree within the loss's rounding at every step (1e-6, 1e-5, 1e-4), "
                  "which is more than the tolerance allows their small gradient: not checkable "
                  "by differences at this tolerance; left out of the verdict"),
@@ -1292,11 +1296,12 @@ _GRADCHECK_NOTES = (
 
 
 def _gradcheck_line(result, tolerance: float) -> str:
-    total = result.checked + result.kinks + result.rounding
+    total = result.checked + result.kinks + result.rounding + result.unresolved
     notes = [f"{result.nearby} of {total} at a point nearby" if result.nearby else "",
              f"{result.larger_step} of {total} at a larger step" if result.larger_step else "",
              f"{result.smaller_step} of {total} at a smaller step" if result.smaller_step else "",
              f"{result.rounding} of {total} within rounding, left out" if result.rounding else "",
+             f"{result.unresolved} of {total} unresolved, left out" if result.unresolved else "",
              f"{result.kinks} of {total} at a kink, left out: central error "
              f"{result.worst_kink_error:.1e}" if result.kinks else ""]
     notes = "".join(f"  ({note})" for note in notes if note)

@@ -6,11 +6,12 @@ gradient can match it. An entry that fails is put down to a kink when its two on
 differences disagree and the compiled gradient lies between them (it is the slope on the point's
 own side). Kinks are reported and left out of the verdict, so that a failure means a wrong
 gradient. Only a parameter that feeds such an op can be at a kink: for the others the loss is
-smooth, and sides that disagree (by about step * curvature) mean a curvature so large that the
-central difference's error (step squared * the third derivative) is more than the tolerance.
-Such an entry is taken again at steps 10, 100 and 1000 times smaller, where that error is 100,
-10^4 and 10^6 times less (until the rounding, which grows as the step shrinks, is more than the
-tolerance allows): it is judged there, never left out, so a wrong gradient still fails.
+smooth, and an entry that fails is parted from its gradient by the curvature (the central
+difference's error, step squared * the third derivative) or by the rounding. It is taken again
+at steps 10, 100 and 1000 times smaller, where that error is 100, 10^4 and 10^6 times less
+(until the rounding, which grows as the step shrinks, is more than the tolerance allows), then
+at the larger steps below; it is left out only where its differences cannot resolve it
+("unresolved", _at_smaller_steps), so a wrong gradient still fails.
 
 A central difference also carries the loss's rounding error divided by the step: about
 1e-16 * |loss| / 1e-6. Next to a gradient of 1e-5 or less (the first layers of a deep sigmoid
@@ -35,6 +36,7 @@ and the report says so (a gradient wrong only exactly at a kink would pass there
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +55,9 @@ KINK_DISAGREEMENT = 1e-2
 LARGER_STEPS = (10.0, 100.0)
 # The same, for an entry of a parameter that feeds no kink whose one-sided differences disagree.
 SMALLER_STEPS = (0.1, 0.01, 0.001)
+# How many times its estimated error a difference may lie from the gradient for the entry to be
+# unresolved by differences (left out), rather than wrong.
+RESOLUTION = 3.0
 # How far every parameter moves (a standard normal times this) for the second look at an entry
 # whose one-sided differences disagree around a gradient outside them.
 NUDGE = 1e-4
@@ -70,6 +75,7 @@ class ParamCheck:
     worst_kink_error: float = 0.0  # what their central differences gave, for the report
     larger_step: int = 0  # entries within tolerance only at a larger step (rounding at the first)
     rounding: int = 0  # entries whose gradient is within the rounding of every difference
+    unresolved: int = 0  # smooth entries whose differences cannot resolve their error
     nearby: int = 0  # entries judged at the point nearby (several kinks at once, maybe)
     smaller_step: int = 0  # entries judged at smaller steps (curvature, no kink on their path)
     kinked_ops: tuple[str, ...] = ()  # the ops with a kink that the parameter feeds
@@ -78,7 +84,7 @@ class ParamCheck:
 @dataclass
 class EntryCheck:
     relative_error: float
-    verdict: str  # "checked", "kink" or "rounding"
+    verdict: str  # "checked", "kink", "rounding" or "unresolved"
     larger_step: bool = False
     nearby: bool = False
     smaller_step: bool = False
@@ -203,9 +209,12 @@ def _param_check(name: str, entries: list[EntryCheck], kinked: tuple[str, ...]) 
 
     checked, kinks = errors("checked"), errors("kink")
     return ParamCheck(name, max(checked, default=0.0), len(checked), len(kinks),
-                      max(kinks, default=0.0), sum(entry.larger_step for entry in entries),
-                      len(errors("rounding")), sum(entry.nearby for entry in entries),
-                      sum(entry.smaller_step for entry in entries), kinked)
+                      max(kinks, default=0.0),
+                      larger_step=sum(entry.larger_step for entry in entries),
+                      rounding=len(errors("rounding")), unresolved=len(errors("unresolved")),
+                      nearby=sum(entry.nearby for entry in entries),
+                      smaller_step=sum(entry.smaller_step for entry in entries),
+                      kinked_ops=kinked)
 
 
 def training_mode_layers(spec) -> list[str]:
@@ -232,9 +241,15 @@ def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: fl
     error = _relative(analytic, first.numeric)
     if error <= tolerance:
         return EntryCheck(error, "checked")
-    if smooth and _sides_disagree(first):  # curvature: no kink lies on the path
-        return _at_smaller_steps(probe, name, index, analytic, eps, tolerance, error)
-    if not smooth and _is_kink(analytic, first):
+    unresolved = None
+    if smooth:  # no kink lies on the path: curvature, which smaller steps lessen; or a
+        # gradient small beside its rounding, which the larger steps below judge
+        smaller = _at_smaller_steps(probe, first, name, index, analytic, eps, tolerance)
+        if smaller.verdict == "checked":
+            return smaller
+        unresolved = smaller if smaller.verdict == "unresolved" else None
+        error = min(error, smaller.relative_error)  # the nearest the differences came
+    elif _is_kink(analytic, first):
         return EntryCheck(error, "kink")
     if nearby is not None and _sides_disagree(first):  # several kinks at once, maybe
         moved, grads = nearby()
@@ -253,22 +268,34 @@ def _check_entry(probe: Probe, name: str, index: tuple, analytic: float, eps: fl
     unmeasurable = differences[-1].rounding > tolerance * abs(analytic)
     if unmeasurable and any(abs(analytic - d.numeric) <= d.rounding for d in differences):
         return EntryCheck(error, "rounding")
-    return EntryCheck(error, "checked")
+    return unresolved or EntryCheck(error, "checked")
 
 
-def _at_smaller_steps(probe: Probe, name: str, index: tuple, analytic: float, eps: float,
-                      tolerance: float, error: float) -> EntryCheck:
-    """The central difference's error from curvature shrinks with the step squared; its
-    rounding grows as the step shrinks, so smaller steps stop where that exceeds the tolerance."""
+def _at_smaller_steps(probe: Probe, first: Difference, name: str, index: tuple,
+                      analytic: float, eps: float, tolerance: float) -> EntryCheck:
+    """The entry at steps 10, 100 and 1000 times smaller than `first`'s, where the central
+    difference's error from curvature is 100, 10^4, 10^6 times less: "checked" at the first
+    within tolerance; else "unresolved" where, at some step, the differences' error from
+    curvature (estimated from the step before, as Richardson does) is more than their rounding
+    and than the tolerance allows, and the gradient lies within it; else "failed"."""
+    previous, verdict, least = first, "failed", math.inf
     for factor in SMALLER_STEPS:
         difference = probe.difference(name, index, eps * factor)
-        smaller = _relative(analytic, difference.numeric)
-        if smaller <= tolerance:
-            return EntryCheck(smaller, "checked", smaller_step=True)
-        error = min(error, smaller)
+        error = _relative(analytic, difference.numeric)
+        if error <= tolerance:
+            return EntryCheck(error, "checked", smaller_step=True)
+        least = min(least, error)
+        # D(h) - D(h/10) = 0.99 c h^2: the error c (h/10)^2 left at this step is 1/99 of it.
+        # Where rounding is the larger part, the larger steps judge the entry (rounding).
+        curvature = abs(previous.numeric - difference.numeric) / 99
+        resolution = curvature + difference.rounding
+        if (difference.rounding <= curvature and resolution > tolerance * abs(analytic)
+                and abs(analytic - difference.numeric) <= RESOLUTION * resolution):
+            verdict = "unresolved"
         if difference.rounding > tolerance * abs(analytic):
             break
-    return EntryCheck(error, "checked", smaller_step=True)
+        previous = difference
+    return EntryCheck(least, verdict)
 
 
 def _sides_disagree(difference: Difference) -> bool:

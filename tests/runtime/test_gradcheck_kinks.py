@@ -178,7 +178,7 @@ def test_curvature_where_no_op_has_a_kink_is_checked_at_smaller_steps(monkeypatc
     scaled_gradient(type(model), monkeypatch, "dense_2.weight", factor)
     weight = {r.name: r for r in gradcheck(model)}["dense_2.weight"]
     assert weight.kinks == 0 and weight.kinked_ops == () and weight.checked == 8
-    assert weight.smaller_step > 0
+    assert (weight.smaller_step > 0) == passes  # a wrong gradient agrees at no step
     assert (weight.worst_relative_error <= TOLERANCE) == passes
 
 
@@ -191,15 +191,14 @@ def test_the_command_reports_curvature_not_a_kink(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "dense_2.weight  worst relative error 5.11e-06  ok  (6 of 8 at a smaller step)" \
         in result.output
-    assert ("6 entries were taken again at smaller steps (1e-7 to 1e-9): at 1e-6 their "
-            "one-sided differences disagreed, and with no op with a kink on their path that is "
-            "the loss's curvature") in result.output
+    assert ("6 entries agree only at a smaller step (1e-7 to 1e-9): with no op with a kink on "
+            "their path, what took them past the tolerance at 1e-6 is the loss's curvature") \
+        in result.output
     assert "kink (" not in result.output and "passed: worst" in result.output
     scaled_gradient(Model, monkeypatch, "dense_2.weight", 1.01)
     result = CliRunner().invoke(main, ["gradcheck", str(spec)])
     assert result.exit_code == 1
-    assert "dense_2.weight  worst relative error 9.90e-03  FAIL  (8 of 8 at a smaller step)" \
-        in result.output
+    assert "dense_2.weight  worst relative error 9.90e-03  FAIL\n" in result.output
     assert "failed: worst 9.90e-03 (tolerance 1e-05)" in result.output
 
 
@@ -241,3 +240,22 @@ def test_the_ops_with_a_kink_say_so_where_they_are_declared():
     for name in ("elu", "leaky_relu"):
         kink = REGISTRY[name].kink
         assert kink(SimpleNamespace(alpha=0.5)) and not kink(SimpleNamespace(alpha=1.0))
+
+
+@pytest.mark.parametrize("spec", [
+    # a logistic regression's tiny bias gradient (about 2e-9) beside step * curvature: the
+    # sides disagree, smaller steps only add rounding; it failed, judged at them (the review)
+    "seed: 0\nmodel:\n  input_shape: [3]\n  layers:\n"
+    "    - {type: dense, units: 1, init: {type: normal, std: 1.0e-7}}\n"
+    "loss: binary_cross_entropy\n",
+    # curvature whose one-sided differences part by less than KINK_DISAGREEMENT: agrees at 1e-7
+    "seed: 23000\nmodel:\n  input_shape: [3]\n  layers:\n"
+    "    - {type: dense, units: 4, activation: elu, init: {type: normal, std: 1000.0}}\n"
+    "    - {type: dense, units: 4, activation: tanh, init: {type: normal, std: 1.0e-7}}\n"
+    "    - {type: dense, units: 3}\nloss: mse\n",
+])
+def test_right_gradients_of_smooth_models_pass_whatever_limits_their_differences(tmp_path, spec):
+    path = tmp_path / "smooth.yaml"
+    path.write_text(spec)
+    result = CliRunner().invoke(main, ["gradcheck", str(path)])
+    assert result.exit_code == 0 and "passed: worst" in result.output, result.output
