@@ -361,6 +361,24 @@ def unpaired_array_problem(path, names, labels: str) -> str | None:
     return None
 
 
+NOT_NUMBERS = "holds Python objects or records, not numbers"  # never unpickled
+
+
+def unreadable_npz(path, reason: str) -> str:
+    """The data loader's message for an npz data file it cannot read (`reason`: why)."""
+    fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
+           if NOT_NUMBERS in reason else "save it again with numpy.savez")
+    return f"{path}: not a readable .npz file ({reason}); {fix}"
+
+
+def objects_problem(path, dtypes: dict) -> str | None:
+    """An npz member of Python objects or records (by `dtypes`, each member's), which the loader
+    refuses to read, in its words."""
+    member = next((name for name, dtype in dtypes.items()
+                   if dtype.hasobject or dtype.names is not None), None)
+    return unreadable_npz(path, f"member '{member}.npy' {NOT_NUMBERS}") if member else None
+
+
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
                            array: str = "x") -> str | None:
     """What an array's header tells of its features (`array`: the npz array that holds them):

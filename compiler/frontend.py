@@ -24,8 +24,8 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
                        held_out_pairs, kernel_file, labels_name, labels_named_twice,
-                       npz_arrays_problem, sample_count_problem, unpaired_array_problem,
-                       unread_arrays, user_path, why_not_looked_at)
+                       npz_arrays_problem, objects_problem, sample_count_problem,
+                       unpaired_array_problem, unread_arrays, user_path, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
@@ -491,7 +491,9 @@ def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
     from x), in the order it says them."""
     unread = unread_arrays(("test",) if spec.data.validation_split else HELD_OUT_SPLITS)
     read = {name: shape for name, shape in shapes.items() if name not in unread}
-    return _npz_names_problem(file, read) or _npz_pairs_problem(file, read, npz_dtypes(file))
+    dtypes = npz_dtypes(file)  # of every member: the loader reads every header
+    return (objects_problem(file, dtypes) or _npz_names_problem(file, read)
+            or _npz_pairs_problem(file, read, dtypes))
 
 
 def _npz_names_problem(file: Path, names) -> str | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
+from nnrun.compiler.datasets import NOT_NUMBERS
 from nnrun.compiler.initial_values import NPZ_DAMAGE, npy_header
 
 
@@ -64,7 +65,6 @@ def read_npz(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarra
         raise DamagedFile(_reason(error)) from None
 
 
-NOT_NUMBERS = "holds Python objects or records, not numbers"  # never unpickled
 
 
 def first_not_finite(arrays: dict[str, np.ndarray]) -> str | None:

@@ -26,14 +26,13 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      held_out_pairs, is_number, kernel_file, labels_name,
                                      labels_named_twice, no_training_samples,
                                      npz_arrays_problem, paths_relative_to, sample_count_problem,
-                                     unpaired_array_problem, unread_arrays, user_path,
-                                     why_not_looked_at, why_unreadable)
+                                     unpaired_array_problem, unread_arrays, unreadable_npz,
+                                     user_path, why_not_looked_at, why_unreadable)
 from nnrun.compiler.frontend import held_out_samples_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
-from ..archives import (CACHE_DAMAGE, NOT_NUMBERS, ArrayHeader, DamagedFile, npz_headers,
-                        read_npz)
+from ..archives import CACHE_DAMAGE, ArrayHeader, DamagedFile, npz_headers, read_npz
 from ..files import remove_stale_temporaries
 from ..memory import available_memory
 from .errors import DataError
@@ -561,9 +560,7 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \
             labels
     except DamagedFile as error:
-        fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
-               if NOT_NUMBERS in str(error) else "save it again with numpy.savez")
-        raise DataError(f"{path}: not a readable .npz file ({error}); {fix}") from None
+        raise DataError(unreadable_npz(path, str(error))) from None
     except OSError as error:  # permission, I/O: not the file's content
         raise DataError(f"{path}: {why_unreadable(error)}") from None
 

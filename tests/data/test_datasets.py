@@ -1426,6 +1426,11 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
      " (x_test, y_test): features must be numbers, found dtype <U1"),
     ({"y": np.arange(20) % 2, "x_val": np.full((4, 3), 1j), "y_val": np.arange(4) % 2},
      " (x_val, y_val): features must be numbers, found dtype complex128"),
+    # Python objects or records in any member: the loader reads no such file (the review)
+    ({"y": np.arange(20) % 2, "x_test": np.array([[{}]] * 4, dtype=object),
+      "y_test": np.arange(4) % 2},
+     ": not a readable .npz file (member 'x_test.npy' holds Python objects or records, not "
+     "numbers); save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"),
 ])
 def test_validate_says_an_npz_name_or_layout_train_refuses_at_data_path(tmp_path, arrays, said):
     write_npz(tmp_path / "d.npz", x=np.zeros((20, 3)), **arrays)
