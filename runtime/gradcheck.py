@@ -53,7 +53,7 @@ from .model import Model
 KINK_DISAGREEMENT = 1e-2
 # The steps an entry that fails at the first one is taken again with, as its multiples.
 LARGER_STEPS = (10.0, 100.0)
-# The same, for an entry of a parameter that feeds no kink whose one-sided differences disagree.
+# The same, smaller, first, for an entry of a parameter that feeds no op with a kink.
 SMALLER_STEPS = (0.1, 0.01, 0.001)
 # How many times its estimated error a difference may lie from the gradient for the entry to be
 # unresolved by differences (left out), rather than wrong.

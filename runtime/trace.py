@@ -30,7 +30,7 @@ from .data import augment_batch
 from .executor import Executor
 from .schedules import depends_on_length
 from .train import History, Trainer, epoch_batches, no_data_section
-from .trace_format import LINKS, superscript
+from .trace_format import LINKS, scale_factor, superscript
 
 # Layers whose weight is stored [in, out, ...] (PyTorch's layouts): the course reads it [j, k].
 INPUT_FIRST_LAYERS = ("dense", "conv1d_transpose", "conv2d_transpose")
@@ -178,7 +178,7 @@ def _counted(loss, y: np.ndarray) -> int:
 
 def _probability_rule(loss, logits: str) -> str:
     """How p and the output's δ follow from the logits, as the loss computes them."""
-    scale = f"{loss.scale:g}·" if loss.scale != 1 else ""
+    scale = scale_factor(loss)
     # of z: the final softmax (sigmoid) is fused into the loss, and its a is p
     p = f"{LINKS[loss.type]}({logits})" + (f" = a{logits[1:]}" if logits[0] == "z" else "")
     label = "target" if loss.type == "binary_cross_entropy" else "label"

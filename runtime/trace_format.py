@@ -129,10 +129,14 @@ def _forward_lines(step, digits: int, loss, logits: str | None) -> list[str]:
 def _output_delta(loss, counted: int) -> str:
     """δ of the logits: the probabilities less the targets, over the N labels the mean counts
     (t: the smoothed one-hot label, which the notes define)."""
-    scale = f"{loss.scale:g}·" if loss.scale != 1 else ""
     target = "y" if loss.type == "binary_cross_entropy" else \
         "t" if loss.label_smoothing else "onehot(y)"
-    return f"{scale}(p − {target})/{counted}"
+    return f"{scale_factor(loss)}(p − {target})/{counted}"
+
+
+def scale_factor(loss) -> str:
+    """The loss's `scale` as a factor of a formula ("0.5·"), or nothing where it is 1."""
+    return f"{loss.scale:g}·" if loss.scale != 1 else ""
 
 
 def _values(label: str, batch: np.ndarray, digits: int) -> list[str]:
