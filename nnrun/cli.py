@@ -254,7 +254,6 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.compiler.export_onnx import ExportError
     from nnrun.runtime.checkpoint import CheckpointError
     from nnrun.runtime.data import DataError
-    from nnrun.runtime.data_fit import DataFitError
     from nnrun.runtime.distributed import DistributedError
     from nnrun.runtime.memory import MemoryLimitError
     from nnrun.runtime.plot import PlotError
@@ -262,7 +261,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from nnrun.runtime.spec_changes import SpecChangeError
     from nnrun.runtime.train import TrainingError
 
-    return (UserError, DataError, DataFitError, TrainingError, CheckpointError, RunDirectoryError,
+    return (UserError, DataError, TrainingError, CheckpointError, RunDirectoryError,
             SpecChangeError, MemoryLimitError, BackendUnavailable, ExportError,
             DistributedError, PlotError)
 
@@ -288,22 +287,15 @@ def handle_errors(command):
             sys.exit(130)
         except MemoryError as error:  # before the clauses below, whose imports need memory
             traceback.clear_frames(error.__traceback__)  # what the command held is let go
-            click.echo(f"error: out of memory; {_memory_fix(click.get_current_context())} "
-                       "(`nnrun summary` shows the estimate)", err=True)
-            _say_where_met(error)  # a node with less memory than the others
-            sys.exit(1)
+            _fail(error, f"error: out of memory; {_memory_fix(click.get_current_context())} "
+                         "(`nnrun summary` shows the estimate)")
         except SpecError as error:
-            click.echo(format_diagnostics(error.diagnostics), err=True)
-            _say_where_met(error)
-            sys.exit(1)
+            _fail(error, format_diagnostics(error.diagnostics))
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise  # click's own exits and usage errors (exit 2) keep their meaning
         except _expected_errors() as error:
             placed = getattr(error, "diagnostic", None)  # data said where the spec names it
-            click.echo(format_diagnostics([placed]) if placed else one_line(f"error: {error}"),
-                       err=True)
-            _say_where_met(error)
-            sys.exit(1)
+            _fail(error, format_diagnostics([placed]) if placed else one_line(f"error: {error}"))
         except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
             # stdout to /dev/null, else the flush at exit fails again and Python reports it
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -311,27 +303,25 @@ def handle_errors(command):
         except OSError as error:  # disk full, permissions, read-only: the user's to fix
             from nnrun.runtime.files import describe_os_error
 
-            click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
-            _say_where_met(error)
-            sys.exit(1)
+            _fail(error, one_line(f"error: {describe_os_error(error)}"))
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
                 traceback.print_exc()
-            click.echo(one_line(f"nnrun: internal error: {type(error).__name__}: {error} "
-                                "(rerun as `nnrun --debug COMMAND ...` for the traceback, and "
-                                "please report it)"), err=True)
-            _say_where_met(error)
-            sys.exit(INTERNAL_ERROR)
+            _fail(error, one_line(f"nnrun: internal error: {type(error).__name__}: {error} "
+                                  "(rerun as `nnrun --debug COMMAND ...` for the traceback, and "
+                                  "please report it)"), INTERNAL_ERROR)
 
     return wrapper
 
 
-def _say_where_met(error: Exception) -> None:
-    """The rank of a data-parallel job that met the error, where rank 0 did not
-    (distributed.MpiRanks.together): the error's own line does not tell which node."""
+def _fail(error: Exception, said: str, code: int = 1):
+    """Says the error and exits; with the rank of a data-parallel job that met it where rank 0
+    did not (distributed.MpiRanks.together): the error's own line does not tell which node."""
+    click.echo(said, err=True)
     met_on = getattr(error, "met_on", None)
     if met_on:
         click.echo(one_line(f"nnrun: {met_on} met the error above; rank 0 did not"), err=True)
+    sys.exit(code)
 
 
 def _memory_fix(context: click.Context) -> str:

@@ -54,7 +54,7 @@ from .data import DataError, augment_batch, load_dataset
 from .data.fingerprint import data_files, data_fingerprint
 from .data.preprocessing import save_preprocessing
 from .data.sources import missing_files_fetched, user_file
-from .data_fit import (DataFitError, check_augmentations, check_data_fits, input_shape_known,
+from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .files import describe_os_error
@@ -154,7 +154,7 @@ def placed_at_the_data(source):
     """Data that cannot be read, or cannot train this model, is said at the place the spec
     names it (data.path, or data.dataset): the error keeps its type (the API's DataError or
     DataFitError) and carries that place as its `diagnostic`, which the command prints."""
-    return _placed(source, (DataError, DataFitError), lambda error: data_origin(source.spec))
+    return _placed(source, DataError, lambda error: data_origin(source.spec))
 
 
 def placed_at_init_from(source):
