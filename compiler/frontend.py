@@ -23,9 +23,10 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
-                       held_out_pairs, kernel_file, labels_name, labels_named_twice,
-                       npz_arrays_problem, objects_problem, sample_count_problem,
-                       unpaired_array_problem, unread_arrays, user_path, why_not_looked_at)
+                       held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
+                       labels_named_twice, npz_arrays_problem, objects_problem,
+                       sample_count_problem, unpaired_array_problem, unread_arrays, user_path,
+                       why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
@@ -504,7 +505,7 @@ def _npz_names_problem(file: Path, names) -> str | None:
 
 def _npz_pairs_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
     """Of an npz whose names the loader takes: features not [N, ...] of numbers (x's, then
-    x_test's, x_val's), a pair of arrays that hold other numbers of samples, a held-out split
+    x_test's, x_val's), labels that are no numbers, a pair of arrays that hold other numbers of samples, a held-out split
     whose samples are not x's shape."""
     labels = labels_name(shapes)
     pairs = [pair for pair in [("x", labels), *held_out_pairs(labels)] if pair[0] in shapes]
@@ -512,6 +513,8 @@ def _npz_pairs_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
     problems = itertools.chain(
         (feature_layout_problem(shapes[features], dtypes.get(features), where[features],
                                 features) for features, _ in pairs),
+        (labels_dtype_problem(dtypes.get(targets), shapes[targets], where[features], labels)
+         for features, targets in pairs),
         (sample_count_problem(where[features], shapes[features], shapes[targets])
          for features, targets in pairs),
         (held_out_samples_problem(where[features], features, shapes[features][1:],

@@ -24,7 +24,8 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      csv_values, feature_layout_problem, generated_bytes,
                                      generator_hint, header_row_problem, held_out,
                                      held_out_pairs, is_number, kernel_file, labels_name,
-                                     labels_named_twice, no_training_samples,
+                                     labels_dtype_problem, labels_named_twice,
+                                     no_training_samples,
                                      npz_arrays_problem, paths_relative_to, sample_count_problem,
                                      unpaired_array_problem, unread_arrays, unreadable_npz,
                                      user_path, why_not_looked_at, why_unreadable)
@@ -91,12 +92,8 @@ def check_features(x: np.ndarray, where: str) -> np.ndarray:
 def check_labels(y: np.ndarray, where: str, num_classes: int | None = None,
                  ignore_index: int | None = None) -> np.ndarray:
     """Class labels >= 0, or equal to the loss's ignore_index (-100, say, as in PyTorch)."""
-    if y.dtype.kind not in "biuf":
-        names = ("; number the class names 0..k-1 alike in every split: with classes = "
-                 "numpy.unique(numpy.concatenate([y, y_test, y_val])) (the splits the file "
-                 "holds), save numpy.searchsorted(classes, y) as y (and so y_test, y_val)"
-                 if y.dtype.kind in "USO" else "")
-        raise DataError(f"{where}: labels must be integers, found dtype {y.dtype}{names}")
+    if problem := labels_dtype_problem(y.dtype, y.shape[:1], where):
+        raise DataError(problem)
     labels = class_indices(y, where, "labels")
     negative = labels < 0
     if ignore_index is not None:
@@ -155,6 +152,8 @@ def check_targets(y: np.ndarray, where: str,
     the model (targets.py)."""
     if y.ndim == 0:
         raise DataError(f"{where}: labels must be an array [N], got a single value")
+    if problem := labels_dtype_problem(y.dtype, y.shape, where):
+        raise DataError(problem)  # before are_class_labels compares them with numbers
     if (y.ndim >= 2 and y.dtype.kind in "biu"
             or y.ndim == 3 and are_class_labels(y, ignore_index)):
         return check_label_maps(y, where), "segmentation"  # float [N, H, W] of 0, 1, 2...
@@ -171,8 +170,8 @@ def check_targets(y: np.ndarray, where: str,
 def check_label_maps(y: np.ndarray, where: str) -> np.ndarray:
     """Label maps [N, H, W] (or [N, L]): one whole-number class per position. Their range is
     checked against the model (data_fit.py), where ignore_index is known."""
-    if y.dtype.kind not in "biuf":
-        raise DataError(f"{where}: label maps must be integers, found dtype {y.dtype}")
+    if problem := labels_dtype_problem(y.dtype, y.shape, where, "masks"):
+        raise DataError(problem)
     return class_indices(y, where, "label maps")
 
 
@@ -584,6 +583,10 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
              in [("x", labels), *held_out_pairs(labels)] if features in headers]
     for features, _, where in pairs:
         check_feature_layout(headers[features].shape, headers[features].dtype, where, features)
+    for _, targets, where in pairs:
+        header = headers[targets]
+        if problem := labels_dtype_problem(header.dtype, header.shape, where, labels):
+            raise DataError(problem)
     names = [name for pair in pairs for name in pair[:2]]
     size = sum(headers[name].size_bytes for name in names)
     # The copies made next: integer labels as int64 class indices (all of them: data.limit
