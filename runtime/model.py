@@ -11,7 +11,6 @@ import numpy as np
 
 from nnrun.backends import get_backend
 from nnrun.compiler.frontend import SourceSpec, compile_checked
-from nnrun.compiler.ops.norm import dropout_key
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import CLASS_LABEL_LOSSES, REGRESSION_LOSSES
@@ -25,6 +24,7 @@ from .executor import Executor, PlannedExecutor
 from .init import init_params
 from .memory import check_memory, estimate_bytes, loss_and_grads_bytes
 from .step_path import TOLERANCE, CheckedStep, step_paths
+from .step_scalars import StepScalars
 
 
 class MissingParameters(KeyError):
@@ -91,24 +91,27 @@ class Model:
         """Everything the training-step graph reads: the state, the batch, the rate, the step
         count (from 1, for Adam's bias correction) and the step's dropout key (from `seed`)."""
         be = self.backend
+        scalars = self.step_scalars(0, [lr], step, [seed], [0])
         return self.batch_feeds(state, be.from_host(np.asarray(x, dtype=self.spec.dtype)),
                                 be.from_host(target_array(self.spec, self.lowered, y)),
-                                lr, step, seed)
+                                scalars.feeds(0))
 
-    def batch_feeds(self, state: dict, x, targets, lr: float, step: int, seed: int,
-                    first_sample: int = 0, loss_share: float = 1.0) -> dict:
-        """As step_feeds, for a batch already on the backend (`targets` as target_array);
-        `first_sample`: where this batch starts in the whole batch (a rank's share), so that
-        its dropout masks are the whole batch's; `loss_share`: what a rank's loss is scaled
-        by when the step reads it (distributed.MpiRanks.loss_share)."""
-        be, dtype = self.backend, self.spec.dtype
-        feeds = dict(state)
-        feeds.update(x=x, y=targets,
-                     lr=be.xp.asarray(lr, dtype=dtype), step=be.xp.asarray(step, dtype=dtype),
-                     rng=be.from_host(dropout_key(seed, first_sample)))
-        if self.reads_loss_share:
-            feeds["loss_share"] = be.xp.asarray(loss_share, dtype=dtype)
-        return feeds
+    def batch_feeds(self, state: dict, x, targets, scalars: dict) -> dict:
+        """As step_feeds, for a batch already on the backend (`targets` as target_array) and
+        its step's scalars (StepScalars.feeds)."""
+        return {**state, "x": x, "y": targets, **scalars}
+
+    def step_scalars(self, start: int, lrs, first_count: int, seeds, first_samples,
+                     loss_shares=None) -> StepScalars:
+        """The scalars of steps `start`, `start + 1`, ... on the backend (step_scalars.py):
+        `first_samples`, where each step's batch starts in the whole batch (a rank's share), so
+        that its dropout masks are the whole batch's; `loss_shares`, what a rank's loss is
+        scaled by, where the step reads it (distributed.MpiRanks.loss_share)."""
+        shares = loss_shares if self.reads_loss_share else None
+        if self.reads_loss_share and shares is None:
+            shares = [1.0] * len(lrs)
+        return StepScalars(self.backend, self.spec.dtype, start, lrs, first_count, seeds,
+                           first_samples, shares)
 
     @cached_property
     def reads_loss_share(self) -> bool:

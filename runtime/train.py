@@ -73,6 +73,7 @@ from .spec_changes import (bracketed, data_file_changes, evaluated_changes, from
                            is_data_file_change, model_changes, refuse_data_changes,
                            refuse_training_changes, spec_changes, unfit_arrays)
 from .threads import default_threads
+from .step_scalars import StepScalars
 
 
 class TrainingError(Exception):
@@ -788,9 +789,14 @@ class Trainer:
                                       getattr(self.spec.loss, "ignore_index", None), self.backend)
         losses = StepLosses(self.backend.xp, len(batches))
         started = time.perf_counter()
+        # Augmentation draws from `rng` between the steps' dropout keys: its runs take their
+        # steps' scalars one by one (their batches come from the host anyway)
+        epoch_scalars = (None if self.spec.data.augment
+                         else self._step_scalars(epoch, batches, rng, 0, len(batches)))
         for index, batch in enumerate(self._epoch_batches(batches, rng)):
-            lr = self.learning_rate(epoch, index, len(batches))
-            outputs = self.train_step(batch, lr, rng, self._loss_share(batches[index]))
+            scalars = epoch_scalars or self._step_scalars(epoch, batches, rng, index, index + 1)
+            lr = scalars.lr(index)
+            outputs = self.train_step(batch, scalars.feeds(index))
             losses.record(outputs["loss"])
             with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
                 totals.add(outputs, batch, counts=losses.finite)
@@ -854,21 +860,31 @@ class Trainer:
                                   self.augment_background)
         return augmented[share], train.y[batch[share]]
 
+    def _step_scalars(self, epoch: int, batches: list[np.ndarray], rng, start: int,
+                      stop: int) -> StepScalars:
+        """The scalars of the epoch's steps `start` to `stop` on the backend, their dropout keys
+        drawn from `rng` in the steps' order. Every rank draws the same keys; a rank's share of
+        an evenly split batch starts at rank * share, so the ranks' masks are together one
+        process's mask of the batch."""
+        steps = range(start, stop)
+        shares = [len(range(len(batches[index]))[self.ranks.shard(len(batches[index]))])
+                  for index in steps]
+        return self.model.step_scalars(
+            start, [self.learning_rate(epoch, index, len(batches)) for index in steps],
+            self.global_step + 1, rng.integers(2**63, size=len(steps)),
+            [self.ranks.rank * share for share in shares],
+            [self._loss_share(batches[index]) for index in steps]
+            if self.model.reads_loss_share else None)
+
     def _loss_share(self, indices: np.ndarray) -> float:
         """What this rank's loss on its share of the batch of `indices` is scaled by."""
-        if not self.model.reads_loss_share:
-            return 1.0
         return self.ranks.loss_share(self.data.train.y[indices], self.spec.loss.ignore_index)
 
-    def train_step(self, batch, lr: float, rng, loss_share: float = 1.0) -> dict:
-        """One step on a batch (batches.Batch); its loss is checked when read (_check_steps).
-        `loss_share`: see distributed.MpiRanks.loss_share."""
+    def train_step(self, batch, scalars: dict) -> dict:
+        """One step on a batch (batches.Batch) with its scalars (StepScalars.feeds); its loss
+        is checked when read (_check_steps)."""
         self.global_step += 1
-        # Every rank draws the same key; a rank's share of an evenly split batch starts at
-        # rank * share, so the ranks' masks are together one process's mask of the batch.
-        feeds = self.model.batch_feeds(self.state, batch.x, batch.targets, lr, self.global_step,
-                                       int(rng.integers(2**63)), self.ranks.rank * len(batch),
-                                       loss_share)
+        feeds = self.model.batch_feeds(self.state, batch.x, batch.targets, scalars)
         # A diverging loss is reported when read, in one line; NumPy's warnings would only add
         # noise (the steps after it, until the read, run on non-finite numbers).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
