@@ -34,6 +34,7 @@ def _scipy_erf():
 _math_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 BLOCK = 32768  # elements a pass over a large array takes at once: 128 KiB of float32, within L2
+OUTER_MULTIPLY_MIN = 16384  # output elements from which an outer product is a multiply
 
 # GELU's 1 + erf(x / sqrt(2)) in float32, from erfc(z) = t exp(P(t) - z^2), t = 1 / (1 + z / 2):
 # erfc(|z|) for x < 0, 2 - erfc(z) for x >= 0. P's coefficients (highest degree first) are
@@ -108,10 +109,13 @@ class NumpyBackend(ArrayBackend):
         return out
 
     def matmul_into(self, a, b, out) -> None:
-        if a.shape[-1] == 1 and a.ndim >= 2 and b.ndim >= 2:
+        if a.shape[-1] == 1 and a.ndim >= 2 and b.ndim >= 2 and out.size >= OUTER_MULTIPLY_MIN:
             # An outer product (one input feature, a one-output head's input gradient): NumPy's
             # matmul takes no BLAS for it, and a multiply of the same products (the same
-            # numbers) took a quarter of its time, 0.37 against 1.6 ms at [1024, 1] @ [1, 1000]
+            # numbers) took a quarter of its time, 0.37 against 1.6 ms at [1024, 1] @ [1, 1000].
+            # Below OUTER_MULTIPLY_MIN matmul is as fast within microseconds, and the multiply's
+            # broadcast would take buffers of NumPy's own (about 4 KB, in a step that allocates
+            # nothing else) for rows shorter than its buffer size
             np.multiply(a, b, out=out)
             return
         count, flops = workers(), 2 * out.size * a.shape[-1]
