@@ -20,8 +20,9 @@ from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_cac
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
                    "metrics.jsonl (mae draws train_mae and val_mae, those logged); "
                    "comma-separated or repeated "
-                   "[default: loss, accuracy "
-                   "(pixel_accuracy, mean_iou), lr and grad_norms, those the runs have].")
+                   "[default: loss, every metric the runs tracked (accuracy, top_k_accuracy, "
+                   "pixel_accuracy, mean_iou, mae, mse), lr and grad_norms, those the runs "
+                   "have].")
 @handle_errors
 @in_own_caches
 def plot(run_dirs, out_path, metrics) -> None:
