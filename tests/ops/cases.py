@@ -204,6 +204,12 @@ case("softmax_grad", AxisAttrs(1),
 case("softmax_grad", AxisAttrs(2),
      lambda rng: (normal(rng, 2, 3, 4), _softmax_output(rng, 2, 3, 4, axis=2)),
      _softmax_grad_reference, label="axis 2")
+# over the channels of a map: the planned forms reduce a channel-major copy (short runs)
+case("softmax", AxisAttrs(1), lambda rng: (normal(rng, 2, 4, 3, 2),), _softmax_reference,
+     differentiable=(0,), label="channels of a 3x2 map")
+case("softmax_grad", AxisAttrs(1),
+     lambda rng: (normal(rng, 2, 4, 3, 2), _softmax_output(rng, 2, 4, 3, 2, axis=1)),
+     _softmax_grad_reference, label="channels of a 3x2 map")
 
 
 # --- convolution and pooling: naive loops, and torch when importable -------------------------
