@@ -27,7 +27,8 @@ class StepScalars:
         host = {"lr": np.asarray(self.lrs, dtype),
                 "step": (first_count + np.arange(len(self.lrs))).astype(dtype),
                 "rng": np.array([dropout_key(int(seed), first)
-                                 for seed, first in zip(seeds, first_samples)]).reshape(-1, 3)}
+                                 for seed, first in zip(seeds, first_samples)],
+                                np.uint32).reshape(-1, 3)}
         if loss_shares is not None:
             host["loss_share"] = np.asarray(loss_shares, dtype)
         self.arrays = {name: backend.from_host(values) for name, values in host.items()}
