@@ -134,9 +134,12 @@ def _refusal_text(node: Node, reason: str) -> str:
 
 
 def export_graph(graph: Graph, params: dict[str, np.ndarray], dtype: str,
-                 preprocessing: InputPreprocessing | None = None, name: str = "nnrun"):
+                 preprocessing: InputPreprocessing | None = None, name: str = "nnrun",
+                 probes: dict[str, Value] | None = None):
     """The forward graph as an onnx.ModelProto: input INPUT_NAME (raw samples), output
-    OUTPUT_NAME, parameters as initializers under their nnrun names (conv2d_1.weight, ...)."""
+    OUTPUT_NAME, parameters as initializers under their nnrun names (conv2d_1.weight, ...).
+    `probes` (output name -> value) adds those values as outputs, to find where two runs
+    part (layer_outputs)."""
     onnx = onnx_module()
     weights = sum(np.asarray(array).size for array in params.values()) * np.dtype(dtype).itemsize
     if weights >= ONNX_MOST_BYTES:
@@ -144,7 +147,8 @@ def export_graph(graph: Graph, params: dict[str, np.ndarray], dtype: str,
                           "(one protobuf message) holds at most 2 GB; make the model smaller")
     ox = OnnxBuilder(onnx, dtype)
     (x,) = [value for value in graph.inputs if value.name == "x"]
-    ox.taken.update((INPUT_NAME, OUTPUT_NAME))
+    probes = probes or {}
+    ox.taken.update((INPUT_NAME, OUTPUT_NAME, *probes))
     ox.names[x] = _preprocess(ox, INPUT_NAME, x, preprocessing or InputPreprocessing())
     for value in (*graph.params, *graph.state):
         ox.names[value] = ox.constant(params[value.name], name=value.name)
@@ -154,7 +158,10 @@ def export_graph(graph: Graph, params: dict[str, np.ndarray], dtype: str,
     ox.prefix = ""
     ox.nodes.append(onnx.helper.make_node("Identity", [ox.names[output]], [OUTPUT_NAME],
                                           name="prediction_node"))
-    return _model(ox, x, output, name)
+    for probe, value in probes.items():
+        ox.nodes.append(onnx.helper.make_node("Identity", [ox.names[value]], [probe],
+                                              name=ox._fresh(f"{probe}_node")))
+    return _model(ox, x, {OUTPUT_NAME: output, **probes}, name)
 
 
 def _lower_node(ox: OnnxBuilder, node: Node) -> None:
@@ -191,13 +198,13 @@ def _elem_type(onnx, dtype) -> int:
     return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
 
-def _model(ox: OnnxBuilder, x: Value, output: Value, name: str):
+def _model(ox: OnnxBuilder, x: Value, outputs: dict[str, Value], name: str):
     onnx, helper = ox.onnx, ox.onnx.helper
-    elem = _elem_type(onnx, ox.dtype)
     graph = helper.make_graph(
         ox.nodes, name,
-        [helper.make_tensor_value_info(INPUT_NAME, elem, _dims(x))],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem, _dims(output))],
+        [helper.make_tensor_value_info(INPUT_NAME, _elem_type(onnx, ox.dtype), _dims(x))],
+        [helper.make_tensor_value_info(output_name, _elem_type(onnx, value.type.dtype),
+                                       _dims(value)) for output_name, value in outputs.items()],
         ox.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="nnrun", doc_string=f"{name}, exported by nnrun")
@@ -208,6 +215,16 @@ def _model(ox: OnnxBuilder, x: Value, output: Value, name: str):
 
 def _dims(value: Value) -> list:
     return [BATCH_DIM if d == BATCH else d for d in value.type.shape]
+
+
+def layer_outputs(graph: Graph) -> dict[str, Value]:
+    """Each layer's output (its last node's), by layer name, in the graph's order."""
+    outputs: dict[str, Value] = {}
+    for node in graph.nodes:
+        if node.origin and node.origin.layer:
+            outputs.pop(node.origin.layer, None)  # keeps the order of the layers' ends
+            outputs[node.origin.layer] = node.outputs[0]
+    return outputs
 
 
 def check_model(model) -> None:
@@ -223,11 +240,16 @@ def check_model(model) -> None:
 
 def run_onnxruntime(model, x: np.ndarray) -> np.ndarray:
     """The model's prediction for raw inputs `x`, computed by onnxruntime on the CPU."""
+    return run_onnxruntime_outputs(model, x, [OUTPUT_NAME])[0]
+
+
+def run_onnxruntime_outputs(model, x: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    """The model's named outputs for raw inputs `x`, computed by onnxruntime on the CPU."""
     onnxruntime = _onnxruntime("checking the export needs onnxruntime")
     try:
         session = onnxruntime.InferenceSession(model.SerializeToString(),
                                                providers=["CPUExecutionProvider"])
-        return session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        return session.run(outputs, {INPUT_NAME: x})
     except Exception as error:  # onnxruntime's own (Fail, RuntimeException) derive from it
         if _out_of_memory(error):
             raise MemoryError(str(error).strip().splitlines()[-1]) from None

@@ -221,17 +221,18 @@ def refuse_another_suffix(out_path: Path, suffix: str, kind: str) -> None:
                         f"{out_path.with_suffix(suffix).name}")
 
 
-def refuse_to_replace_another_kind(out_path: Path, magic: bytes, kind: str) -> None:
-    """An existing --out that does not begin as this command's output (a spec, a dataset: a
-    slip of the shell or of tab completion) is kept; one that does, or an empty one, is
-    replaced, so that a command run again refreshes its output. Called after
-    refuse_an_unwritable_out, which refuses FIFOs and devices before this opens the file."""
+def refuse_to_replace_another_kind(out_path: Path, is_kind, kind: str) -> None:
+    """An existing --out that is not this command's output (a spec, a dataset: a slip of the
+    shell or of tab completion) is kept; one that is, or an empty one, is replaced, so that a
+    command run again refreshes its output. `is_kind(handle)`: whether the file open in
+    `handle` is such an output. Called after refuse_an_unwritable_out, which refuses FIFOs and
+    devices before this opens the file."""
     try:
         with open(out_path, "rb") as handle:
-            head = handle.read(len(magic))
+            kept = bool(handle.read(1)) and not (handle.seek(0) == 0 and is_kind(handle))
     except OSError:  # absent (a new file), or unreadable: the write says what is wrong
         return
-    if head and head != magic:
+    if kept:
         raise UserError(f"{out_path}: exists and is no {kind}; choose another --out (or delete "
                         "the file first to replace it)")
 
@@ -1140,7 +1141,8 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
 
     refuse_an_input_as_out(out_path, run_dir, input_file)
     refuse_an_unwritable_out(out_path)
-    refuse_to_replace_another_kind(out_path, NPY_MAGIC, "NumPy .npy file")
+    refuse_to_replace_another_kind(
+        out_path, lambda handle: handle.read(len(NPY_MAGIC)) == NPY_MAGIC, "NumPy .npy file")
     refuse_another_suffix(out_path, ".npy", "a NumPy .npy file")
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,

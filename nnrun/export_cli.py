@@ -4,7 +4,7 @@ against nnrun's own outputs before it is written."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -16,11 +16,10 @@ from nnrun.cli import (ExistingPath, OutPath, checkpoint_option, handle_errors,
                        refuse_to_replace_another_kind, set_option, wrote)
 from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
                                         InputPreprocessing, check_model, export_graph,
-                                        output_scale, relative_error, run_onnxruntime)
+                                        layer_outputs, onnx_module, output_scale, relative_error,
+                                        run_onnxruntime, run_onnxruntime_outputs)
 
 CHECK_SAMPLES = 16
-# A serialized ModelProto begins with its ir_version (field 1, a varint): the byte 0x08.
-ONNX_START = b"\x08"
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 
 
@@ -121,11 +120,48 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
         raise
     error = relative_error(result, expected, exported.least_scale)
     if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
+        try:
+            where = _first_differing_layer(exported, model, params, preprocessing, raw, inputs)
+        except Exception:  # noqa: BLE001 - a search for the cause must not hide the difference
+            where = "where they part could not be found"
         raise ExportError(f"onnxruntime's outputs differ from nnrun's (relative error {error:.1e}, "
-                          f"shapes {list(result.shape)} and {list(expected.shape)}); this is a "
-                          "bug in nnrun's ONNX lowerings, please report it")
+                          f"shapes {list(result.shape)} and {list(expected.shape)}); {where}; "
+                          "please report it")
     return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples (relative error "
             f"{error:.1e})"), _rounding_warning(exported, model, params, pre, exact, result)
+
+
+def _first_differing_layer(exported: Exported, model, params, preprocessing, raw,
+                           inputs) -> str:
+    """Where the difference starts: onnxruntime's and nnrun's (reference executor's) output of
+    each layer on the same samples, the first over the tolerance named with its ops."""
+    graph = model.lowered.graph
+    layers = layer_outputs(graph)
+    probes = {f"layer/{layer}": value for layer, value in layers.items()}
+    probed = export_graph(graph, params, exported.dtype, preprocessing, probes=probes)
+    theirs = run_onnxruntime_outputs(probed, raw, list(probes))
+    ours = _layer_values(model, params, inputs, probes)
+    last = graph.outputs[OUTPUT_NAME]
+    for (layer, value), result, expected in zip(layers.items(), theirs, ours.values()):
+        error = relative_error(result, expected, exported.least_scale if value is last else 0.0)
+        if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
+            nodes = [node for node in graph.nodes if node.origin and node.origin.layer == layer]
+            return (f"they first differ at layer {nodes[-1].origin.where()}, ops "
+                    f"{', '.join(node.op for node in nodes)} (relative error {error:.1e} there)")
+    return "no single layer's output differs past the tolerance: the differences add up"
+
+
+def _layer_values(model, params, inputs, probes: dict) -> dict[str, np.ndarray]:
+    """nnrun's values of `probes` on the preprocessed `inputs`: the reference executor on the
+    graph that the export walks."""
+    from nnrun.runtime.executor import Executor
+
+    be = model.backend
+    feeds = {name: be.from_host(np.asarray(value)) for name, value in params.items()}
+    feeds["x"] = be.from_host(inputs)
+    with np.errstate(all="ignore"):
+        outputs, _ = Executor(replace(model.lowered.graph, outputs=probes), be).run(feeds)
+    return {probe: be.to_host(array) for probe, array in outputs.items()}
 
 
 def _rounding_warning(exported: Exported, model, params, pre, exact, result) -> str:
@@ -170,7 +206,8 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     require_extra()
     refuse_an_input_as_out(out_path, source)
     refuse_an_unwritable_out(out_path)
-    refuse_to_replace_another_kind(out_path, ONNX_START, "ONNX model")
+    refuse_to_replace_another_kind(out_path, lambda handle: _is_onnx_model(handle.read()),
+                                   "ONNX model")
     refuse_another_suffix(out_path, ".onnx", "an ONNX model")
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
@@ -179,6 +216,20 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     click.echo(_report(out_path, exported))
     if exported.warning:
         click.echo(f"warning: {exported.warning}", err=True)
+
+
+def _is_onnx_model(data: bytes) -> bool:
+    """Whether `data` parses as an ONNX model (without external data): a leading byte 0x08 (a
+    ModelProto's ir_version field) starts other files too."""
+    from google.protobuf.message import DecodeError  # protobuf comes with onnx
+
+    model = onnx_module().ModelProto()
+    try:
+        model.ParseFromString(data)
+    except DecodeError:
+        return False
+    # protobuf keeps fields it does not know: a model is one with a version and a graph
+    return model.ir_version > 0 and model.HasField("graph")
 
 
 def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:

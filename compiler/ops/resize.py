@@ -14,6 +14,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..ir import TensorType
 from ..shapes import ShapeError
 from . import OpDef, forward_through_into, register
@@ -229,22 +231,68 @@ def _scratch_by_mode(linear):
 
 
 def _upsample_onnx(ox, node):
-    """ONNX's Resize: nearest as PyTorch's (floor of o / scale), linear with PyTorch's
-    align_corners=False (pytorch_half_pixel). 1-D samples go through it as [C, 1, L]."""
+    """Nearest: ONNX's Resize as PyTorch's nearest (floor of o / scale), exact; a 1-D sample
+    goes through it as [C, 1, L]. Linear: per axis, as the forward computes it (Resize's linear
+    mode rounds its source coordinates in float32: 2.9e-5 off at scale 3 along 688 inputs)."""
     (x,) = ox.inputs(node)
-    attrs, x_type = node.attrs, node.inputs[0].type
-    rank = len(attrs.scale)
+    attrs, shape = node.attrs, node.inputs[0].type.shape
+    if attrs.mode == "nearest":
+        return _nearest_onnx(ox, x, node)
+    for axis, scale in enumerate(attrs.scale, start=2):  # the height first, as the forward
+        x = _interpolate_onnx(ox, x, axis, shape[axis], scale, len(shape))
+    return x
+
+
+def _nearest_onnx(ox, x, node):
+    rank, shape = len(node.attrs.scale), node.inputs[0].type.shape
     if rank == 1:
-        x = ox.emit("Reshape", x, ox.ints([0, x_type.shape[1], 1, x_type.shape[2]]))
-    scales = ox.constant([1.0, 1.0, *([1.0] if rank == 1 else []), *map(float, attrs.scale)],
+        x = ox.emit("Reshape", x, ox.ints([0, shape[1], 1, shape[2]]))
+    scales = ox.constant([1.0, 1.0, *([1.0] if rank == 1 else []), *map(float, node.attrs.scale)],
                          "float32")
-    options = ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
-                "nearest_mode": "floor"} if attrs.mode == "nearest" else
-               {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"})
-    y = ox.emit("Resize", x, "", scales, **options)
+    y = ox.emit("Resize", x, "", scales, mode="nearest",
+                coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     if rank == 1:
         y = ox.emit("Reshape", y, ox.ints([0, *node.output.type.shape[1:]]))
     return y
+
+
+def _interpolate_onnx(ox, x, axis: int, n: int, scale: int, ndim: int):
+    """_interpolate_into as ONNX: Gather of each output's two neighbours along `axis`, then
+    the matrix's two weights (a short axis) or lower + w (upper - lower) (a long one)."""
+    short = n <= MATRIX_LENGTH
+    first, second, weights = (_matrix_neighbours if short else _phase_neighbours)(n, scale,
+                                                                                   ox.dtype)
+    across = (-1, *[1] * (ndim - 1 - axis))  # the weights broadcast along the later axes
+    lower = ox.emit("Gather", x, ox.constant(first, "int64"), axis=axis)
+    upper = ox.emit("Gather", x, ox.constant(second, "int64"), axis=axis)
+    if short:
+        lower_weight, upper_weight = (ox.constant(w.reshape(across)) for w in weights)
+        return ox.emit("Add", ox.emit("Mul", lower, lower_weight),
+                       ox.emit("Mul", upper, upper_weight))
+    step = ox.emit("Mul", ox.emit("Sub", upper, lower), ox.constant(weights.reshape(across)))
+    return ox.emit("Add", step, lower)
+
+
+def _matrix_neighbours(n: int, scale: int, dtype):
+    """Each row's two columns of _linear_matrix and their entries (the second 0 where the
+    row has one column: the edge, whose entries were added up)."""
+    matrix = _linear_matrix(np, n, scale, dtype)
+    rows = np.arange(n * scale)
+    first = np.argmax(matrix != 0, axis=1)
+    second = np.minimum(first + 1, n - 1)
+    upper = np.where(second > first, matrix[rows, second], 0).astype(dtype)
+    return first, second, (matrix[rows, first], upper)
+
+
+def _phase_neighbours(n: int, scale: int, dtype):
+    """Output s*i + r reads i + shift and the next input, with its phase's weight (rounded to
+    the dtype, as the forward's in-place product rounds it); past either end both are the
+    edge input, which the forward copies."""
+    first, weights = np.empty(n * scale, np.int64), np.empty(n * scale, dtype)
+    for r, (shift, weight) in _phases(scale):
+        first[r::scale] = np.arange(n) + shift
+        weights[r::scale] = weight
+    return np.clip(first, 0, n - 1), np.clip(first + 1, 0, n - 1), weights
 
 
 def _upsample_vjp(gb, node, g):

@@ -4,6 +4,7 @@ onnxruntime outputs equal to `nnrun predict`'s (relative error < 1e-5 in float32
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import typing
 from pathlib import Path
@@ -350,15 +351,65 @@ loss: mse
 
 
 def test_transposed_convolutions_and_upsampling_agree():
-    """ConvTranspose with every attribute per axis, and Resize in both modes, 1-D and 2-D, with
-    PyTorch's coordinates (nnrun's upsampling matches F.interpolate). Sequences stay short:
-    linear upsampling of a 688-long sequence differed from onnxruntime's by 2.3e-5 relative in
-    float32 (its source coordinates are rounded differently), over the tolerance."""
+    """ConvTranspose with every attribute per axis, and upsampling in both modes, 1-D and 2-D,
+    with PyTorch's coordinates (nnrun's upsampling matches F.interpolate): nearest as Resize,
+    linear as nnrun's own neighbours and weights (long axes: the test below)."""
     model = Model(load_spec_text(FCN_KINDS))
     rng = np.random.default_rng(7)
     params = random_params(model, rng)
     x = rng.standard_normal((3, 2, 5, 7)).astype("float32")
     assert_onnxruntime_agrees(model, params, x)
+
+
+@pytest.mark.parametrize("shape, layer", [
+    ([1, 688], "{type: upsample1d, scale: 3, mode: linear}"),
+    ([2, 40, 300], "{type: upsample2d, scale: [3, 5], mode: bilinear}"),
+    ([2, 70, 9], "{type: upsample2d, scale: [5, 2], mode: bilinear}"),
+])
+def test_linear_upsampling_by_odd_scales_on_long_axes_agrees(shape, layer, tmp_path):
+    """The export audit: Resize's linear mode rounds its source coordinates in float32, 2.9e-5
+    off at scale 3 along 688 inputs, and export refused such a model as a bug."""
+    spec = tmp_path / "upsample.yaml"
+    spec.write_text(f"model:\n  input_shape: {shape}\n  layers:\n    - {layer}\nloss: mse\n")
+    result = invoke("export", spec, "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 0, result.output
+    model = Model(load_spec(spec))
+    x = np.random.default_rng(3).standard_normal((2, *shape)).astype("float32")
+    onnx_result = onnxruntime_outputs(str(tmp_path / "m.onnx"), x)
+    assert relative_error(onnx_result, model.forward({}, x)) < 1e-6  # BLAS's rounding
+
+
+def test_float64_linear_upsampling_runs_on_onnxruntime():
+    """Linear upsampling is Gather, Mul and Add, which onnxruntime has in float64 (Resize it
+    has not): the numbers of nnrun's forward, short axis (a matrix) and long (phases)."""
+    model = Model(load_spec_text("dtype: float64\nmodel:\n  input_shape: [2, 5, 80]\n  layers:\n"
+                                 "    - {type: upsample2d, scale: [3, 2], mode: bilinear}\n"
+                                 "loss: mse\n"))
+    x = np.random.default_rng(4).standard_normal((2, 2, 5, 80))
+    result = onnxruntime_outputs(export_graph(model.lowered.graph, {}, "float64"), x)
+    np.testing.assert_allclose(result, model.forward({}, x), rtol=0, atol=1e-15)
+
+
+def test_float32_gelu_keeps_the_digits_of_small_outputs(tmp_path):
+    """The export audit: 0.5 x (1 + Erf(x / sqrt 2)) is 100% off at x = -6 on onnxruntime, so a
+    dense layer with gelu whose outputs are small was refused as a bug; the export computes
+    nnrun's float32 erfc form instead."""
+    spec = tmp_path / "gelu.yaml"
+    spec.write_text("model:\n  input_shape: [1]\n  layers:\n    - {type: dense, units: 1, "
+                    "activation: gelu, weights: [[0.3]], bias: [-4.5]}\nloss: mse\n")
+    assert invoke("export", spec, "--out", tmp_path / "g.onnx").exit_code == 0
+    model = Model(load_spec_text("model:\n  input_shape: [9]\n  layers:\n"
+                                 "    - {type: gelu}\nloss: mse\n"))
+    x = np.array([[-12.0, -9.0, -6.0, -3.0, -1e-6, 0.0, 0.7, 5.0, 3e38]], dtype="float32")
+    result = onnxruntime_outputs(export_graph(model.lowered.graph, {}, "float32"), x)
+    np.testing.assert_allclose(result, model.forward({}, x), rtol=1e-6, atol=0)
+
+
+def test_the_gelu_lowering_has_the_numpy_backends_polynomial():
+    from nnrun.backends.numpy_backend import _ERFC_POLYNOMIAL
+    from nnrun.compiler.ops.activation import GELU_ERFC_POLYNOMIAL
+
+    assert [np.float32(c) for c in GELU_ERFC_POLYNOMIAL] == list(_ERFC_POLYNOMIAL)
 
 
 def test_elu_keeps_the_digits_of_small_negative_inputs():
@@ -413,6 +464,36 @@ def test_run_options_on_a_spec_are_one_line_errors(tmp_path, args, expected):
     assert result.exit_code == 2  # options that do not go together: a usage error, as train's
     assert expected in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_a_differing_export_names_the_layer_where_it_starts(tmp_path, monkeypatch):
+    """A wrong lowering (tanh as Sigmoid) is found layer by layer, not blamed on the lowerings
+    as a whole; one line, exit 1, nothing written."""
+    wrong = lambda ox, node: ox.emit("Sigmoid", *ox.inputs(node))  # noqa: E731
+    monkeypatch.setitem(REGISTRY, "tanh", dataclasses.replace(REGISTRY["tanh"], onnx=wrong))
+    spec = tmp_path / "three.yaml"
+    spec.write_text("model:\n  input_shape: [4]\n  layers:\n"
+                    "    - {type: dense, units: 3, activation: relu}\n"
+                    "    - {type: dense, units: 3, activation: tanh}\n"
+                    "    - {type: dense, units: 2}\nloss: mse\n")
+    result = invoke("export", spec, "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert "first differ at layer model.layers[1] (dense_2), ops matmul, bias_add, tanh" \
+        in result.output, result.output
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("content", [b"\x08 a note, not a model\n", b"\x08\x07", b"\x08"])
+def test_a_file_that_only_begins_as_onnx_is_kept(tmp_path, content):
+    """An ONNX file begins with 0x08, and so do others: the out file is parsed as a model."""
+    out = tmp_path / "kept.onnx"
+    out.write_bytes(content)
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", out)
+    assert result.exit_code == 1 and "exists and is no ONNX model" in result.output
+    assert out.read_bytes() == content
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), out)
+    assert invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", out).exit_code == 0
+    assert onnx.load(out).producer_name == "nnrun"
 
 
 def test_a_missing_out_directory_is_one_line(tmp_path):
