@@ -146,7 +146,8 @@ def test_a_generator_installed_but_failing_to_import_is_said_so(monkeypatch):
 # Import names whose distribution is named otherwise.
 DISTRIBUTION_OF = {"yaml": "pyyaml", "sklearn": "scikit-learn", "cupy": "cupy-cuda13x",
                    "cupyx": "cupy-cuda13x", "pydantic_core": "pydantic-core",
-                   "cuda": "cupy-cuda13x"}  # cuda.pathfinder: CuPy 14's own dependency
+                   "cuda": "cupy-cuda13x",  # cuda.pathfinder: CuPy 14's own dependency
+                   "google": "protobuf"}
 
 
 def test_every_third_party_import_is_declared():
