@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +144,11 @@ def batch_first_shape(shape: tuple) -> tuple:
 
 def _spread_through_kernel(be, attrs, g, w, x_shape):
     """col2im(w^T g) cropped to x_shape: each value of g spread over the window it came from.
-    The gradient of a convolution w.r.t. its input, and the forward of a transposed one."""
+    The gradient of a convolution w.r.t. its input, and the forward of a transposed one; with
+    stride 1 and long rows, the same as a convolution of g (below)."""
+    if _as_convolution(attrs, g.shape, x_shape):
+        flipped = be.xp.ascontiguousarray(_flipped_kernel(w))
+        return _conv_forward(be, _gradient_attrs(attrs, g.shape, x_shape), g, flipped)
     kernel = w.shape[2:]
     cols = matmul(be, w.reshape(w.shape[0], -1).T, g.reshape(g.shape[0], g.shape[1], -1))
     cols = cols.reshape(g.shape[0], w.shape[1], *kernel, *g.shape[2:])
@@ -186,15 +189,14 @@ def _conv_grad_input_scratch(attrs, g, x, w):
         g = TensorType(batch_first_shape(g.shape), g.dtype) if attrs.g_batch_last else g
         x = TensorType(batch_first_shape(x.shape), x.dtype) if attrs.x_batch_last else x
         return _batch_last_scratch(attrs, g, x, w)
-    if _rows_shift(attrs, g.shape, x.shape):
-        return _shifted_rows_scratch(attrs, g, x, w)
+    if _as_convolution(attrs, g.shape, x.shape):
+        return _as_convolution_scratch(attrs, g, x, w)
     return _batch_last_scratch(attrs, g, x, w)
 
 
 def _conv_grad_input_into(be, attrs, out, g, x, w):
-    batch_last = attrs.g_batch_last or attrs.x_batch_last
-    if not batch_last and _rows_shift(attrs, g.shape, out[0].shape):  # out[0]: x's gradient
-        _conv_grad_input_shifted_rows(be, attrs, out, g, x, w)
+    if _as_convolution(attrs, g.shape, out[0].shape):  # out[0]: x's gradient
+        _conv_grad_input_as_convolution(be, attrs, out, g, w)
     else:
         _conv_grad_input_batch_last(be, attrs, out, g, x, w)
 
@@ -235,7 +237,7 @@ def _grad_input_batch_role(attrs, inputs, outputs):
     conv = attrs if isinstance(attrs, ConvAttrs) else attrs.conv()
     if conv.g_batch_last or conv.x_batch_last:
         return None
-    return SLICED if _rows_shift(conv, inputs[0].shape, outputs[0].shape) else None
+    return SLICED if _as_convolution(conv, inputs[0].shape, outputs[0].shape) else None
 
 
 def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
@@ -257,71 +259,66 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp.copyto(gx, unpadded if attrs.x_batch_last else moved(unpadded, -1, 0))
 
 
-# With stride 1 along every axis, col2im's additions can run over whole rows: g is padded
-# with zeros to the padded input's width W, so that each sample's columns for one kernel offset
-# are rows of W values; added into the flat padded input at that offset's start, each lands
-# where col2im would put it, and what spills past a row's end is one of the added zeros. Each
-# of the K additions is then [B*C, rows*W] with contiguous rows, instead of [B*C, rows, OW]
-# with runs of OW values (measured 5x faster on LeNet-5's second convolution). The sums are the
-# same, in the same order. When a sample's rows of W values are short (under ROWS_SHIFT_MIN
-# values: LeNet-5's second convolution, 10 rows of 14), the batch-last form above does the same
-# additions over longer runs and wins despite its two transposes (one thread: 4.7 -> 2.6 ms
-# there; 1.1x slower at worst on the shapes measured, docs/benchmarks.md).
+# With stride 1 x's gradient is itself a convolution: of g padded by d(k-1) - p on each side,
+# with the kernel reversed along every axis and its two channel axes exchanged. Its columns
+# have F*K rows and x's positions, so each sample's product [C, F*K] @ [F*K, X] has a long
+# inner dimension and a small output, the orientation BLAS runs fastest, and col2im's K
+# additions are gone: the im2col of g is a copy. It runs as the forward does, a chunk of
+# samples at a time (_conv_into). Measured on the FCN workloads' 3x3 convolutions, one thread
+# (docs/benchmarks.md): [16, 16, 64, 64] from 16 filters 10.6 -> 7.1 ms, [32, 8, 32, 32] from
+# 4 filters 2.0 -> 0.9 ms, where col2im's form (g widened to the padded rows, then the K
+# additions of whole rows) wrote batch-sized columns. The sums are taken in another order: the
+# same numbers within float rounding, not bit for bit. Where a sample's rows are short (under
+# AS_CONVOLUTION_MIN values: LeNet-5's second convolution, 10 rows of 14) the batch-last form
+# above stays, as it did against the rows' additions; so does padding beyond d(k-1), which
+# would crop g.
 
-ROWS_SHIFT_MIN = 256
+AS_CONVOLUTION_MIN = 256
 
 
-def _rows_shift(attrs, g_shape, x_shape) -> bool:
+def _as_convolution(attrs, g_shape, x_shape) -> bool:
+    """x's gradient taken as a convolution of g: stride 1, batch-first values, long rows."""
+    if attrs.g_batch_last or attrs.x_batch_last or set(attrs.stride) != {1}:
+        return False
     rows = size_of(g_shape[2:-1])
     width = x_shape[-1] + sum(pad_pairs(attrs.pad)[-1])
-    return set(attrs.stride) == {1} and rows * width >= ROWS_SHIFT_MIN
+    pads = _gradient_pads(attrs, g_shape, x_shape)
+    return min(min(pair) for pair in pads) >= 0 and rows * width >= AS_CONVOLUTION_MIN
 
 
-def _shifted_rows_scratch(attrs, g, x, w):
-    width, rows = padded_type(x, attrs.pad).shape[-1], size_of(g.shape[2:-1])
-    scratch = (TensorType((g.shape[0], g.shape[1], rows * width), g.dtype),  # g padded to W
-               TensorType((g.shape[0], w.shape[1] * size_of(w.shape[2:]), rows * width),
-                          g.dtype))  # the columns, rows of W
-    return (*scratch, *padded_scratch(x, attrs.pad))
+def _gradient_pads(attrs, g_shape, x_shape) -> tuple:
+    """g's padding as the convolution giving x's gradient: d(k-1) - p on each side, which
+    with stride 1 is n + p_after - o before and n + p_before - o after."""
+    return tuple((n + hi - o, n + lo - o)
+                 for n, o, (lo, hi) in zip(x_shape[2:], g_shape[2:], pad_pairs(attrs.pad)))
 
 
-CACHE_BLOCK_BYTES = 1 << 21  # columns handled at a time, so that the K additions hit cache
+def _gradient_attrs(attrs, g_shape, x_shape) -> ConvAttrs:
+    return ConvAttrs((1,) * len(attrs.stride), _gradient_pads(attrs, g_shape, x_shape),
+                     attrs.dilation)
 
 
-def _conv_grad_input_shifted_rows(be, attrs, out, g, x, w):
-    gx, wide_g, cols, *padded = out
-    chunk = max(1, CACHE_BLOCK_BYTES // max(cols[0].nbytes, 1))
-    for start in range(0, g.shape[0], chunk):
-        part = slice(start, start + chunk)
-        _shifted_rows_block(be, attrs, gx[part], wide_g[part], cols[part],
-                            padded[0][part] if padded else None, g[part], w)
+def _flipped_kernel(w):
+    """w [F, C, *K] as [C, F, *K], every kernel axis reversed (a view)."""
+    return w.swapaxes(0, 1)[(slice(None), slice(None), *(slice(None, None, -1),) * (w.ndim - 2))]
 
 
-def _shifted_rows_block(be, attrs, gx, wide_g, cols, padded, g, w):
-    xp = be.xp
-    target = gx if padded is None else padded
-    planes = target.shape[0] * target.shape[1]
-    width, plane = target.shape[-1], size_of(target.shape[2:])
-    wide = wide_g.reshape(*g.shape[:-1], width)
-    wide[..., g.shape[-1]:] = 0
-    xp.copyto(wide[..., :g.shape[-1]], g)
-    be.matmul_into(w.reshape(w.shape[0], -1).T, wide_g, cols)
-    length = cols.shape[2]
-    by_offset = cols.reshape(planes, -1, length)  # [B*C, K, rows*W]
-    flat = target.reshape(-1)
-    flat.fill(0)
-    strides = [size_of(target.shape[3 + i:]) for i in range(target.ndim - 2)]
-    for index, offset in enumerate(itertools.product(*(range(k) for k in w.shape[2:]))):
-        start = sum(o * d * step for o, d, step in zip(offset, attrs.dilation, strides))
-        # Every plane but the last as one strided block; the last plane's tail would spill
-        # past the block, and is zeros (padding columns) anyway.
-        rows = flat[start:start + (planes - 1) * plane].reshape(planes - 1, plane)[:, :length]
-        xp.add(rows, by_offset[:-1, index], out=rows)
-        last = (planes - 1) * plane + start
-        tail = flat[last:last + min(length, plane - start)]
-        xp.add(tail, by_offset[-1, index, :tail.size], out=tail)
-    if padded is not None:
-        xp.copyto(gx, unpad(target, attrs.pad))
+def _flipped_type(w: TensorType) -> TensorType:
+    return TensorType((w.shape[1], w.shape[0], *w.shape[2:]), w.dtype)
+
+
+def _as_convolution_scratch(attrs, g, x, w):
+    # The reversed kernel as [1, F*C*K]: a first axis of 1 is never taken for the batch's,
+    # whose slices an executor hands each worker (a batch of 1 has one slice, the whole).
+    return (TensorType((1, size_of(w.shape)), w.dtype),
+            *_conv_scratch(_gradient_attrs(attrs, g.shape, x.shape), g, _flipped_type(w)))
+
+
+def _conv_grad_input_as_convolution(be, attrs, out, g, w):
+    gx, flipped, *chunks = out
+    flipped = flipped.reshape(_flipped_type(w).shape)
+    be.xp.copyto(flipped, _flipped_kernel(w))
+    _conv_into(be, _gradient_attrs(attrs, g.shape, gx.shape), (gx, *chunks), g, flipped)
 
 
 def _conv_onnx(ox, node):

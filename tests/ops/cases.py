@@ -375,7 +375,7 @@ CONV_CONFIGS = {
         ("plain", ConvAttrs((1,), (0,), (1,)), (2, 3, 7), (4, 3, 3)),
         ("stride 3, pad 1, unused tail", ConvAttrs((3,), (1,), (1,)), (2, 2, 9), (3, 2, 3)),
         ("dilation 2, pad (1,2), stride 2", ConvAttrs((2,), ((1, 2),), (2,)), (2, 2, 9), (3, 2, 3)),
-        # Rows of at least ROWS_SHIFT_MIN values: the input gradient's shifted-rows form.
+        # Rows of at least AS_CONVOLUTION_MIN values: the input gradient as a convolution.
         ("long rows, pad (2,1), dilation 2", ConvAttrs((1,), ((2, 1),), (2,)), (2, 2, 300),
          (3, 2, 3)),
     ],

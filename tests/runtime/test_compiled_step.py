@@ -369,14 +369,19 @@ def test_a_shipped_specs_steady_step_allocates_under_one_percent_of_its_plan(thr
                                   ROOT / "benchmarks/workloads/lenet5.yaml",
                                   ROOT / "benchmarks/workloads/mnist1d-cnn.yaml",
                                   *sorted((ROOT / "specs").glob("*.yaml"))], ids=lambda p: p.stem)
-def test_summary_memory_estimate_is_within_20_percent_of_the_measured_peak(path):
+def test_summary_memory_estimate_is_within_20_percent_of_the_measured_peak(path, monkeypatch):
     """At 64 and at the spec's own batch size, on one thread. Below 16 KB the steady step's
     few Python objects weigh as much as the model (xor-mlp: 2.3 KB estimated)."""
+    from nnrun.compiler.ops import common
+
     model = nnrun.compile(str(path))
     for batch in sorted({64, model.spec.train.batch_size}):
         estimate = sum(training_memory(model.train_step, batch).values())
         if estimate < 16 * 1024:
             continue
+        # The estimate counts the constants ops keep; made by an earlier test, the step would
+        # find them kept and not count them in its peak (fcn-segmentation: 3.9 of 22.7 MiB)
+        monkeypatch.setattr(common, "_CONSTANTS", {})
         measured = bench(model, batch, steps=1, warmup=0, threads=1)["peak_memory_mb"] * 2**20
         assert abs(estimate - measured) <= 0.2 * measured, (batch, estimate, measured)
 
