@@ -21,7 +21,7 @@ class CupyBackend(ArrayBackend):
     xp = cupy
     check_first_step = True  # a device's paths each checked once against the reference
     host_threads = False  # one stream orders the launches
-    reduces_short_runs_by_copy = False
+    short_runs_by_copy_below = 0
 
     def __init__(self):
         try:

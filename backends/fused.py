@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 
-SHORT_RUN = 128  # positions per sample below which softmax cross-entropy reduces class-major
-
 
 class FusedKernels:
     xp = None
-    # Whether a reduction along an axis of short strided runs (the channels of a small map)
-    # goes faster over a copy whose reduced axis leads (softmax, its cross-entropy): NumPy's
-    # reductions take a run at a time; a GPU's would only gain copy kernels.
-    reduces_short_runs_by_copy = True
+    # A reduction along an axis whose elements lie in runs shorter than this (the channels of
+    # a small map) goes over a copy whose reduced axis leads (softmax, its cross-entropy):
+    # NumPy's reductions take a run at a time (from runs of 144 the copy cost softmax's
+    # gradient 7-10%). A GPU's are no slower there, and would only gain copy kernels: 0.
+    short_runs_by_copy_below = 128
 
     # --- activations, alone or after a bias ------------------------------------------------
 
@@ -327,7 +326,7 @@ class FusedKernels:
         returns the count of labels that count (a 0-d array with ignore_index)."""
         xp = self.xp
         classes = logits.shape[1]
-        if self.reduces_short_runs_by_copy and 1 < labels[0].size < SHORT_RUN:
+        if 1 < labels[0].size < self.short_runs_by_copy_below:
             self._log_softmax_by_class_into(logits, log_probs, target, row)
         else:
             self._log_softmax_along_classes_into(logits, log_probs, target, row)

@@ -309,8 +309,8 @@ def _softmax_grad(be, attrs, g, y):
 # channels of [256, 64, 4, 4] took 0.5 ms, against 0.05 ms over the leading axis of the same
 # values copied channel by channel, [64, 256, 16], whose rows are long. Both add the channels
 # one after the other, in order: the same sums. A run of one (the last axis) is summed
-# pairwise instead, so it keeps its reduction.
-SHORT_RUN = 128  # elements: from runs of 144 the by-channel copy cost the gradient 7-10%
+# pairwise instead, so it keeps its reduction. How short a run must be is the backend's
+# (short_runs_by_copy_below, backends/fused.py).
 
 
 def _softmax_scratch(attrs, x):
@@ -321,11 +321,11 @@ def _softmax_scratch(attrs, x):
 
 def _by_channel_copy(be, x, axis, room):
     """x copied into `room` (a buffer of its size) as [channels, before, after], the channels
-    along `axis`; None where the axis's runs are long, or single, or where the backend reduces
-    short runs as fast where they lie."""
+    along `axis`; None where the axis's runs are single, or not shorter than the backend
+    reduces by a copy."""
     axis %= x.ndim
     before, after = math.prod(x.shape[:axis]), math.prod(x.shape[axis + 1:])
-    if not (be.reduces_short_runs_by_copy and 1 < after < SHORT_RUN):
+    if not 1 < after < be.short_runs_by_copy_below:
         return None
     by_channel = room.reshape(x.shape[axis], before, after)
     be.xp.copyto(by_channel, x.reshape(before, -1, after).transpose(1, 0, 2))

@@ -10,9 +10,9 @@ from typing import Any, Callable, Protocol
 class Backend(Protocol):
     name: str  # "numpy" | "cupy": a key for per-device caches, never for branching
     xp: Any  # numpy or cupy
-    # Whether a reduction along an axis of short strided runs is faster over a copy whose
-    # reduced axis leads (NumPy's: a run at a time; a GPU's: no faster, fewer kernels without)
-    reduces_short_runs_by_copy: bool
+    # Runs shorter than this are reduced over a copy whose reduced axis leads (NumPy's
+    # reductions take a run at a time; a GPU's: 0, no copy)
+    short_runs_by_copy_below: int
 
     def erf(self, x): ...
     def erf_into(self, x, out) -> None: ...

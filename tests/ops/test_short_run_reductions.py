@@ -102,14 +102,14 @@ def test_long_runs_and_the_last_axis_are_reduced_where_they_lie(shape):
 
 def test_a_backend_that_reduces_short_runs_as_fast_makes_no_copy(monkeypatch):
     """A GPU's reductions gain nothing from the copy but its kernels: CuPy's backend says so
-    (reduces_short_runs_by_copy), and the softmax and its cross-entropy reduce in place."""
+    (short_runs_by_copy_below 0), and the softmax and its cross-entropy reduce in place."""
     _, _, cupy_backend = kernel_emulation.install_fake_cupy(monkeypatch)
-    assert cupy_backend.CupyBackend.reduces_short_runs_by_copy is False
+    assert cupy_backend.CupyBackend.short_runs_by_copy_below == 0
     rng = np.random.default_rng(3)
     x = rng.standard_normal((BATCH, CHANNELS, *MAP))
     labels = rng.integers(0, CHANNELS, (BATCH, *MAP))
     backend = _recording_backend()
-    backend.reduces_short_runs_by_copy = False
+    backend.short_runs_by_copy_below = 0
     for name, attrs, inputs in [("softmax", AxisAttrs(1), (x,)),
                                 ("softmax_cross_entropy", CrossEntropyAttrs(), (x, labels))]:
         op = REGISTRY[name]
