@@ -379,22 +379,23 @@ def objects_problem(path, dtypes: dict) -> str | None:
     return unreadable_npz(path, f"member '{member}.npy' {NOT_NUMBERS}") if member else None
 
 
-_CLASS_NAMES_FIX = ("; number the class names 0..k-1 alike in every split: with classes = "
-                    "numpy.unique(numpy.concatenate([y, y_test, y_val])) (the splits the file "
-                    "holds), save numpy.searchsorted(classes, y) as y (and so y_test, y_val)")
+_CLASS_NAMES_FIX = ("; for class names, number them 0..k-1 alike in every split: with classes "
+                    "= numpy.unique(numpy.concatenate([y, y_test, y_val])) (the splits the "
+                    "file holds), save numpy.searchsorted(classes, y) as y (and so y_test, "
+                    "y_val)")
 
 
 def labels_dtype_problem(dtype, shape: tuple[int, ...], where: str,
                          labels: str = "y") -> str | None:
     """Labels whose dtype (None: not known) holds no numbers, in the loader's words: label
-    maps (`labels` masks, or labels of more than one axis) or class labels, whose names
-    (strings) are told how to number."""
+    maps (`labels` masks), or labels (class labels, label maps or real-valued targets: which,
+    their values tell), one a sample of which may be class names, told how to number."""
     if dtype is None or dtype.kind in "biuf":
         return None
-    if labels == "masks" or len(shape) >= 2:
+    if labels == "masks":
         return f"{where}: label maps must be integers, found dtype {dtype}"
-    names = _CLASS_NAMES_FIX if dtype.kind in "USO" else ""
-    return f"{where}: labels must be integers, found dtype {dtype}{names}"
+    names = _CLASS_NAMES_FIX if dtype.kind in "USO" and len(shape) == 1 else ""
+    return f"{where}: labels must be numbers, found dtype {dtype}{names}"
 
 
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,

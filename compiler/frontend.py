@@ -505,8 +505,8 @@ def _npz_names_problem(file: Path, names) -> str | None:
 
 def _npz_pairs_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
     """Of an npz whose names the loader takes: features not [N, ...] of numbers (x's, then
-    x_test's, x_val's), labels that are no numbers, a pair of arrays that hold other numbers of samples, a held-out split
-    whose samples are not x's shape."""
+    x_test's, x_val's), labels that are no numbers, a pair of arrays that hold other numbers
+    of samples, a held-out split whose samples are not x's shape."""
     labels = labels_name(shapes)
     pairs = [pair for pair in [("x", labels), *held_out_pairs(labels)] if pair[0] in shapes]
     where = {features: f"{file} ({features}, {targets})" for features, targets in pairs}
