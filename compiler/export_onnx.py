@@ -26,7 +26,8 @@ BATCH_DIM = "batch"  # the symbolic batch axis of the input and the output
 EXTRA_HINT = "pip install 'nnrun[onnx]'"
 
 
-ONNX_MOST_BYTES = 2**31 - 2**20  # protobuf's 2 GB, less room for the graph itself
+PROTOBUF_BYTES = 2**31  # the most one protobuf message (a serialized model) holds
+ONNX_MOST_BYTES = PROTOBUF_BYTES - 2**20  # its initializers: less room for the graph itself
 
 
 class ExportError(Exception):

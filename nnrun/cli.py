@@ -229,10 +229,12 @@ def refuse_to_replace_another_kind(out_path: Path, is_kind, kind: str) -> None:
     devices before this opens the file."""
     try:
         with open(out_path, "rb") as handle:
-            kept = bool(handle.read(1)) and not (handle.seek(0) == 0 and is_kind(handle))
+            empty = not handle.read(1)
+            handle.seek(0)
+            replaced = empty or is_kind(handle)
     except OSError:  # absent (a new file), or unreadable: the write says what is wrong
         return
-    if kept:
+    if not replaced:
         raise UserError(f"{out_path}: exists and is no {kind}; choose another --out (or delete "
                         "the file first to replace it)")
 

@@ -4,6 +4,7 @@ against nnrun's own outputs before it is written."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from nnrun.cli import (ExistingPath, OutPath, checkpoint_option, handle_errors,
                        in_own_caches, preprocessing_option, refuse_an_input_as_out,
                        refuse_an_unwritable_out, refuse_another_suffix,
                        refuse_to_replace_another_kind, set_option, wrote)
-from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, ExportError,
-                                        InputPreprocessing, check_model, export_graph,
-                                        layer_outputs, onnx_module, output_scale, relative_error,
-                                        run_onnxruntime, run_onnxruntime_outputs)
+from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME,
+                                        PROTOBUF_BYTES, ExportError, InputPreprocessing,
+                                        check_model, export_graph, layer_outputs, onnx_module,
+                                        output_scale, relative_error, run_onnxruntime,
+                                        run_onnxruntime_outputs)
 
 CHECK_SAMPLES = 16
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
@@ -206,8 +208,7 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     require_extra()
     refuse_an_input_as_out(out_path, source)
     refuse_an_unwritable_out(out_path)
-    refuse_to_replace_another_kind(out_path, lambda handle: _is_onnx_model(handle.read()),
-                                   "ONNX model")
+    refuse_to_replace_another_kind(out_path, _holds_an_onnx_model, "ONNX model")
     refuse_another_suffix(out_path, ".onnx", "an ONNX model")
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
@@ -216,6 +217,14 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     click.echo(_report(out_path, exported))
     if exported.warning:
         click.echo(f"warning: {exported.warning}", err=True)
+
+
+def _holds_an_onnx_model(handle) -> bool:
+    """Whether the open file is an ONNX model: read whole only when it can be one, under
+    protobuf's 2 GiB (a dataset given as --out by mistake is not read into memory)."""
+    if os.fstat(handle.fileno()).st_size > PROTOBUF_BYTES:
+        return False
+    return _is_onnx_model(handle.read())
 
 
 def _is_onnx_model(data: bytes) -> bool:

@@ -106,10 +106,9 @@ class Model:
         """The scalars of steps `start`, `start + 1`, ... on the backend (step_scalars.py):
         `first_samples`, where each step's batch starts in the whole batch (a rank's share), so
         that its dropout masks are the whole batch's; `loss_shares`, what a rank's loss is
-        scaled by, where the step reads it (distributed.MpiRanks.loss_share)."""
-        shares = loss_shares if self.reads_loss_share else None
-        if self.reads_loss_share and shares is None:
-            shares = [1.0] * len(lrs)
+        scaled by (distributed.MpiRanks.loss_share; 1 when not given), fed where the step
+        reads it."""
+        shares = (loss_shares or [1.0] * len(lrs)) if self.reads_loss_share else None
         return StepScalars(self.backend, self.spec.dtype, start, lrs, first_count, seeds,
                            first_samples, shares)
 

@@ -866,18 +866,18 @@ class Trainer:
         drawn from `rng` in the steps' order. Every rank draws the same keys; a rank's share of
         an evenly split batch starts at rank * share, so the ranks' masks are together one
         process's mask of the batch."""
-        steps = range(start, stop)
-        shares = [len(range(len(batches[index]))[self.ranks.shard(len(batches[index]))])
-                  for index in steps]
+        steps = [batches[index] for index in range(start, stop)]
+        share_sizes = [len(batch[self.ranks.shard(len(batch))]) for batch in steps]
         return self.model.step_scalars(
-            start, [self.learning_rate(epoch, index, len(batches)) for index in steps],
+            start, [self.learning_rate(epoch, index, len(batches)) for index in range(start, stop)],
             self.global_step + 1, rng.integers(2**63, size=len(steps)),
-            [self.ranks.rank * share for share in shares],
-            [self._loss_share(batches[index]) for index in steps]
-            if self.model.reads_loss_share else None)
+            [self.ranks.rank * size for size in share_sizes],
+            [self._loss_share(batch) for batch in steps])
 
     def _loss_share(self, indices: np.ndarray) -> float:
         """What this rank's loss on its share of the batch of `indices` is scaled by."""
+        if not self.model.reads_loss_share:
+            return 1.0
         return self.ranks.loss_share(self.data.train.y[indices], self.spec.loss.ignore_index)
 
     def train_step(self, batch, scalars: dict) -> dict:

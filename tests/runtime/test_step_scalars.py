@@ -62,3 +62,8 @@ def test_a_steps_scalars_are_views_of_the_epochs():
     assert float(feeds["step"]) == 12 and feeds["step"].shape == ()
     assert feeds["rng"].tolist() == [2**32 - 1, 2**31 - 1, 8]
     assert all(np.shares_memory(feeds[name], scalars.arrays[name]) for name in feeds)
+
+
+def test_an_epoch_of_no_steps_has_keys_of_the_keys_dtype():
+    scalars = StepScalars(nnrun.backends.get_backend("numpy"), "float64", 0, [], 1, [], [])
+    assert scalars.arrays["rng"].dtype == np.uint32 and scalars.arrays["rng"].shape == (0, 3)
