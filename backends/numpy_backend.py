@@ -35,6 +35,7 @@ _math_erf = np.vectorize(math.erf, otypes=[np.float64])
 
 BLOCK = 32768  # elements a pass over a large array takes at once: 128 KiB of float32, within L2
 OUTER_MULTIPLY_MIN = 16384  # output elements from which an outer product is a multiply
+BROADCAST_BIAS_MIN_RUN = 512  # positions per channel from which bias_add broadcasts the bias
 
 # GELU's 1 + erf(x / sqrt(2)) in float32, from erfc(z) = t exp(P(t) - z^2), t = 1 / (1 + z / 2):
 # erfc(|z|) for x < 0, 2 - erfc(z) for x >= 0. P's coefficients (highest degree first) are
@@ -132,17 +133,35 @@ class NumpyBackend(ArrayBackend):
     def relu_into(self, x, y) -> None:
         # NumPy's maximum runs its SIMD loop only when both operands are arrays; against the
         # scalar 0 it takes an element-by-element loop (measured 3-4x slower on 1 MB, NumPy
-        # 2.4). So the zeros come from a block kept for the purpose, a chunk at a time.
+        # 2.4). So the zeros come from a block kept for the purpose: one call over rows of a
+        # divisor of the size, the block broadcast down them (a call a block cost 2 us each:
+        # [16, 16, 64, 64] 190 -> 125 us), else a block at a time.
         if x.size <= BLOCK:
             np.maximum(x, _zeros(x.shape, x.dtype), out=y)
             return
         if not (x.flags.c_contiguous and y.flags.c_contiguous):
             np.maximum(x, 0, out=y)
             return
+        row = _row_length(x.size)
+        if row:
+            rows = (x.size // row, row)
+            np.maximum(x.reshape(rows), _zeros((row,), x.dtype), out=y.reshape(rows))
+            return
         x_flat, y_flat = x.reshape(-1), y.reshape(-1)
         for start in range(0, x.size, BLOCK):
             end = min(start + BLOCK, x.size)
             np.maximum(x_flat[start:end], _zeros((end - start,), x.dtype), out=y_flat[start:end])
+
+    def bias_add_into(self, x, b, y) -> None:
+        # Where each channel's positions run long, x + b in one call (the bias a scalar along
+        # each run) beats the bias copied across y first and x added (two passes): [16, 16,
+        # 64, 64] 277 -> 170 us, [128, 6, 28, 28] 135 -> 105 us; runs of 196 went 142 -> 222
+        # us. The same sums; the broadcast takes an iterator of about 1.2 KB a call in a step
+        # (short buffers), no buffer that grows with the batch.
+        if x.ndim > 2 and math.prod(x.shape[2:]) >= BROADCAST_BIAS_MIN_RUN:
+            np.add(x, b.reshape((1, -1) + (1,) * (x.ndim - 2)), out=y)
+            return
+        super().bias_add_into(x, b, y)
 
     # Over strided or broadcast operands (col2im's additions, pooling's window offsets, a
     # reduction over a window axis, a per-channel scale), NumPy's ufuncs allocate buffers of
@@ -174,6 +193,16 @@ class NumpyBackend(ArrayBackend):
 
 
 SHORT_BUFFER = 512  # elements per operand of NumPy's ufunc buffers, within short_buffers
+
+
+@lru_cache(maxsize=256)
+def _row_length(size: int) -> int:
+    """The largest divisor of size from BLOCK / 8 to BLOCK, or 0: rows of it are long enough
+    for one broadcast call to run at the speed of contiguous operands."""
+    for count in range(-(-size // BLOCK), size // (BLOCK // 8) + 1):
+        if size % count == 0:
+            return size // count
+    return 0
 
 
 @lru_cache(maxsize=256)
