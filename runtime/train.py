@@ -72,8 +72,8 @@ from .schedules import depends_on_length, learning_rate
 from .spec_changes import (bracketed, data_file_changes, evaluated_changes, from_its_weights,
                            is_data_file_change, model_changes, refuse_data_changes,
                            refuse_training_changes, spec_changes, unfit_arrays)
-from .threads import default_threads
 from .step_scalars import StepScalars
+from .threads import default_threads
 
 
 class TrainingError(Exception):
@@ -866,10 +866,11 @@ class Trainer:
         drawn from `rng` in the steps' order. Every rank draws the same keys; a rank's share of
         an evenly split batch starts at rank * share, so the ranks' masks are together one
         process's mask of the batch."""
-        steps = [batches[index] for index in range(start, stop)]
+        indices = range(start, stop)
+        steps = [batches[index] for index in indices]
         share_sizes = [len(batch[self.ranks.shard(len(batch))]) for batch in steps]
         return self.model.step_scalars(
-            start, [self.learning_rate(epoch, index, len(batches)) for index in range(start, stop)],
+            start, [self.learning_rate(epoch, index, len(batches)) for index in indices],
             self.global_step + 1, rng.integers(2**63, size=len(steps)),
             [self.ranks.rank * size for size in share_sizes],
             [self._loss_share(batch) for batch in steps])
