@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import importlib.util
 import itertools
+import math
 import os
 import re
 import sys
@@ -394,8 +395,8 @@ def labels_dtype_problem(dtype, shape: tuple[int, ...], where: str,
         return None
     if labels == "masks":
         return f"{where}: label maps must be integers, found dtype {dtype}"
-    names = _CLASS_NAMES_FIX if dtype.kind in "USO" and len(shape) == 1 else ""
-    return f"{where}: labels must be numbers, found dtype {dtype}{names}"
+    names = _CLASS_NAMES_FIX if dtype.kind in "USO" and math.prod(shape[1:]) == 1 else ""
+    return f"{where}: labels must be real numbers, found dtype {dtype}{names}"
 
 
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,

@@ -26,7 +26,7 @@ BATCH_DIM = "batch"  # the symbolic batch axis of the input and the output
 EXTRA_HINT = "pip install 'nnrun[onnx]'"
 
 
-PROTOBUF_BYTES = 2**31  # the most one protobuf message (a serialized model) holds
+PROTOBUF_BYTES = 2**31  # one protobuf message (a serialized model) is shorter than this
 ONNX_MOST_BYTES = PROTOBUF_BYTES - 2**20  # its initializers: less room for the graph itself
 
 

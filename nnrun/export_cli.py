@@ -22,6 +22,7 @@ from nnrun.compiler.export_onnx import (BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAM
                                         run_onnxruntime_outputs)
 
 CHECK_SAMPLES = 16
+MODEL_START = b"\x08"  # a serialized ModelProto begins with its ir_version (field 1, a varint)
 TOLERANCE = {"float32": 1e-5, "float64": 1e-10}
 
 
@@ -220,10 +221,12 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
 
 
 def _holds_an_onnx_model(handle) -> bool:
-    """Whether the open file is an ONNX model: read whole only when it can be one, under
-    protobuf's 2 GiB (a dataset given as --out by mistake is not read into memory)."""
-    if os.fstat(handle.fileno()).st_size > PROTOBUF_BYTES:
+    """Whether the open file is an ONNX model: read whole only when it can be one, beginning
+    as a serialized model does and under protobuf's limit (a dataset given as --out by mistake
+    is not read into memory)."""
+    if os.fstat(handle.fileno()).st_size >= PROTOBUF_BYTES or handle.read(1) != MODEL_START:
         return False
+    handle.seek(0)
     return _is_onnx_model(handle.read())
 
 

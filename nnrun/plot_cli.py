@@ -20,7 +20,7 @@ from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_cac
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
                    "metrics.jsonl (mae draws train_mae and val_mae, those logged); "
                    "comma-separated or repeated "
-                   "[default: loss, every metric the runs tracked (accuracy, top_5_accuracy, "
+                   "[default: loss, every metric the runs tracked (accuracy, top_<k>_accuracy, "
                    "pixel_accuracy, mean_iou, mae, mse), lr and grad_norms, those the runs "
                    "have].")
 @handle_errors

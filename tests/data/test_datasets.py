@@ -1430,18 +1430,23 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     # (which train met as an internal error), several labels a sample, another split's, other
     # dtypes; the class names' fix only for one label a sample (the review)
     ({"y": np.array(["a", "b"] * 10)},
-     " (x, y): labels must be numbers, found dtype <U1; for class names, number them 0..k-1 "
+     " (x, y): labels must be real numbers, found dtype <U1; for class names, number them 0..k-1 "
      "alike in every split: with classes = numpy.unique(numpy.concatenate([y, y_test, y_val])) "
      "(the splits the file holds), save numpy.searchsorted(classes, y) as y (and so y_test, "
      "y_val)"),
-    ({"y": np.full((20, 2, 2), "a")}, " (x, y): labels must be numbers, found dtype <U1"),
-    ({"y": np.full((20, 2), "a")}, " (x, y): labels must be numbers, found dtype <U1"),
+    ({"y": np.full((20, 2, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1"),
+    ({"y": np.full((20, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1"),
+    ({"y": np.full((20, 1), "a")},
+     " (x, y): labels must be real numbers, found dtype <U1; for class names, number them "
+     "0..k-1 alike in every split: with classes = numpy.unique(numpy.concatenate([y, y_test, "
+     "y_val])) (the splits the file holds), save numpy.searchsorted(classes, y) as y (and so "
+     "y_test, y_val)"),
     ({"masks": np.full((20, 3), "a")},
      " (x, masks): label maps must be integers, found dtype <U1"),
     ({"y": np.zeros(20, "datetime64[s]")},
-     " (x, y): labels must be numbers, found dtype datetime64[s]"),
+     " (x, y): labels must be real numbers, found dtype datetime64[s]"),
     ({"y": np.arange(20) % 2, "x_test": np.zeros((4, 3)), "y_test": np.full(4, 1j)},
-     " (x_test, y_test): labels must be numbers, found dtype complex128"),
+     " (x_test, y_test): labels must be real numbers, found dtype complex128"),
     # Python objects or records in any member: the loader reads no such file (the review)
     ({"y": np.arange(20) % 2, "x_test": np.array([[{}]] * 4, dtype=object),
       "y_test": np.arange(4) % 2},

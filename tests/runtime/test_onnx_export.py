@@ -498,7 +498,8 @@ def test_a_file_that_only_begins_as_onnx_is_kept(tmp_path, content):
 
 def test_a_file_too_large_for_a_model_is_kept_unread(tmp_path, monkeypatch):
     """The review: the out file was read whole to be parsed (a 3 GB dataset given as --out:
-    13.9 s and 6.4 GB of memory before the refusal). Past protobuf's 2 GiB it is no model."""
+    13.9 s and 6.4 GB of memory before the refusal). Past protobuf's 2 GiB, or beginning
+    otherwise than a serialized model, it is no model."""
     from nnrun import export_cli
 
     out = tmp_path / "big.onnx"
@@ -509,6 +510,9 @@ def test_a_file_too_large_for_a_model_is_kept_unread(tmp_path, monkeypatch):
     result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", out)
     assert result.exit_code == 1 and "exists and is no ONNX model" in result.output
     assert out.stat().st_size == export_cli.PROTOBUF_BYTES + 1
+    out.write_bytes(b"PK" + bytes(1000))  # an npz's start, under the bound: not read whole
+    result = invoke("export", ROOT / "specs" / "xor-mlp.yaml", "--out", out)
+    assert result.exit_code == 1 and "exists and is no ONNX model" in result.output
 
 
 def test_a_missing_out_directory_is_one_line(tmp_path):
