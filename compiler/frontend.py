@@ -493,8 +493,14 @@ def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
     unread = unread_arrays(("test",) if spec.data.validation_split else HELD_OUT_SPLITS)
     read = {name: shape for name, shape in shapes.items() if name not in unread}
     dtypes = npz_dtypes(file)  # of every member: the loader reads every header
-    return (objects_problem(file, dtypes) or _npz_names_problem(file, read)
-            or _npz_pairs_problem(file, read, dtypes))
+    return objects_problem(file, dtypes) or npz_header_problem(file, read, dtypes)
+
+
+def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
+    """What the headers (`shapes` and `dtypes`, by array name) of the arrays the data loader
+    reads from an npz show wrong, in its words and order: validate and the loader both ask
+    here."""
+    return _npz_names_problem(file, shapes) or _npz_pairs_problem(file, shapes, dtypes)
 
 
 def _npz_names_problem(file: Path, names) -> str | None:

@@ -23,13 +23,11 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      closes_quote, csv_columns, csv_header_line, csv_text,
                                      csv_values, feature_layout_problem, generated_bytes,
                                      generator_hint, header_row_problem, held_out,
-                                     held_out_pairs, is_number, kernel_file, labels_name,
-                                     labels_dtype_problem, labels_named_twice,
-                                     no_training_samples,
-                                     npz_arrays_problem, paths_relative_to, sample_count_problem,
-                                     unpaired_array_problem, unread_arrays, unreadable_npz,
+                                     held_out_pairs, is_number, kernel_file,
+                                     labels_dtype_problem, labels_name, no_training_samples,
+                                     paths_relative_to, unread_arrays, unreadable_npz,
                                      user_path, why_not_looked_at, why_unreadable)
-from nnrun.compiler.frontend import held_out_samples_problem
+from nnrun.compiler.frontend import npz_header_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
@@ -499,7 +497,7 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     for features, targets in held_out_pairs(labels):
         if features in arrays:
             held[features] = _held_out_pair(path, arrays, (features, targets), labels,
-                                            (x_train, y_train, task), maps, ignore_index)
+                                            (y_train, task), maps, ignore_index)
     x_test, y_test = held.get("x_test", (None, None))
     x_val, y_val = held.get("x_val", (None, None))
     classes = classes_of(y_train, y_test, y_val) if task == "classification" else None
@@ -508,13 +506,11 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
 
 def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str, train: tuple,
                    maps: bool, ignore_index: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """A held-out split's samples and targets, alike to the training split's."""
-    (features, targets), (x_train, y_train, task) = names, train
+    """A held-out split's samples and targets, alike to the training split's (`train`: its
+    targets and task; the samples' shapes were checked from the headers)."""
+    (features, targets), (y_train, task) = names, train
     where = f"{path} ({features}, {targets})"
     x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
-    other_shape = held_out_samples_problem(where, features, x.shape[1:], x_train.shape[1:])
-    if other_shape:
-        raise DataError(other_shape)
     if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
         y, held_task = arrays[targets], task  # real targets that are whole numbers
     _check_held_out_targets(where, labels, y_train, task, y, held_task)
@@ -553,8 +549,12 @@ def read_npz_dataset(path: Path, limit: int | None = None,
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
                  "validation samples from x (a spec without it validates on x_val)")
         headers = {name: header for name, header in headers.items() if name not in left_out}
-        labels = label_array_name(path, headers)
-        check_npz_headers(path, headers, labels, limit)
+        problem = npz_header_problem(path, {name: h.shape for name, h in headers.items()},
+                                     {name: h.dtype for name, h in headers.items()})
+        if problem:
+            raise DataError(problem)
+        labels = labels_name(headers)
+        check_npz_memory(path, headers, labels, limit)
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))
         return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \
             labels
@@ -564,30 +564,13 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         raise DataError(f"{path}: {why_unreadable(error)}") from None
 
 
-def label_array_name(path: Path, headers: dict) -> str:
-    """y, or masks: the name of the labels, and with _test or _val of the held-out splits'."""
-    twice = labels_named_twice(path, headers)
-    if twice:
-        raise DataError(twice)
-    return labels_name(headers)
-
-
-def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str = "y",
-                      limit: int | None = None) -> None:
-    if "x" not in headers or labels not in headers:
-        raise DataError(npz_arrays_problem(path, headers))
-    unpaired = unpaired_array_problem(path, headers, labels)
-    if unpaired:
-        raise DataError(unpaired)
-    pairs = [(features, targets, f"{path} ({features}, {targets})") for features, targets
+def check_npz_memory(path: Path, headers: dict[str, ArrayHeader], labels: str,
+                     limit: int | None = None) -> None:
+    """The arrays to read (their headers already checked: npz_header_problem) and their copies
+    must fit the memory available."""
+    pairs = [(features, targets) for features, targets
              in [("x", labels), *held_out_pairs(labels)] if features in headers]
-    for features, _, where in pairs:
-        check_feature_layout(headers[features].shape, headers[features].dtype, where, features)
-    for _, targets, where in pairs:
-        header = headers[targets]
-        if problem := labels_dtype_problem(header.dtype, header.shape, where, labels):
-            raise DataError(problem)
-    names = [name for pair in pairs for name in pair[:2]]
+    names = [name for pair in pairs for name in pair]
     size = sum(headers[name].size_bytes for name in names)
     # The copies made next: integer labels as int64 class indices (all of them: data.limit
     # comes after), and in float32 at the least the training samples and float targets
@@ -595,7 +578,7 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
     copies = sum(_kept(headers[features].shape, limit if features == "x" else None) * 4
                  + _label_copy_bytes(headers[targets], headers[features],
                                      limit if features == "x" else None)
-                 for features, targets, _ in pairs)
+                 for features, targets in pairs)
     available, source = available_memory()
     if size + copies > available:
         raise DataError(f"{path}: its arrays declare {byte_size(size)}, and their copies take "
@@ -603,10 +586,6 @@ def check_npz_headers(path: Path, headers: dict[str, ArrayHeader], labels: str =
                         f"class labels as int64), over the {byte_size(available)} available "
                         f"({source}); the file is damaged or too big for this machine: save "
                         "fewer samples in it")
-    for features, targets, where in pairs:
-        miscounted = sample_count_problem(where, headers[features].shape, headers[targets].shape)
-        if miscounted:
-            raise DataError(miscounted)
 
 
 def _label_copy_bytes(labels: ArrayHeader, features: ArrayHeader, limit: int | None) -> int:
