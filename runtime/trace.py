@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nnrun.backends import get_backend
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import with_overrides
 from nnrun.compiler.initial_values import given_twice
 from nnrun.compiler.loader import load_yaml_text, read_spec_text
+from nnrun.compiler.ops import REGISTRY, NoAttrs
+from nnrun.compiler.ops.activation import AxisAttrs
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import ACTIVATION_TYPES
 from nnrun.compiler.step import build_train_step
@@ -136,7 +139,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.layers = _traced_layers(model, outputs)
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         if spec.loss.type in LINKS:
-            step.p = _probabilities(spec.loss.type, _logits(model, step.layers[-1]))
+            step.p = _probabilities(model, _logits(model, step.layers[-1]))
             step.counted = _counted(spec.loss, step.y)
         traced.append(step)
         state = {**state, **updates}
@@ -158,14 +161,12 @@ def _logits_symbol(model) -> str:
     return f"{'z' if fused else 'a'}{superscript(len(model.lowered.layers) + 1)}"
 
 
-def _probabilities(loss: str, logits: np.ndarray) -> np.ndarray:
-    """softmax over the classes (axis 1: per sample, or per position of a label map), or the
-    sigmoid of each output; in the logits' dtype, as the loss computes them."""
-    with np.errstate(over="ignore"):  # a sigmoid of a large negative z is 0
-        if loss == "binary_cross_entropy":
-            return 1 / (1 + np.exp(-logits))
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return exp / exp.sum(axis=1, keepdims=True)
+def _probabilities(model, logits: np.ndarray) -> np.ndarray:
+    """The softmax over the classes (axis 1: per sample, or per position of a label map), or
+    the sigmoid of each output: the activation ops' own forwards, in the logits' dtype."""
+    link = LINKS[model.spec.loss.type]
+    attrs = AxisAttrs(1) if link == "softmax" else NoAttrs()
+    return REGISTRY[link].forward(get_backend("numpy"), attrs, logits)
 
 
 def _counted(loss, y: np.ndarray) -> int:
