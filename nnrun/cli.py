@@ -27,6 +27,7 @@ import click
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
 from nnrun.notices import one_line, shell_word
 from nnrun.runtime.interrupts import Interrupted, noted_signal
+from nnrun.runtime.launcher import launched_rank, launched_size, wait_for_rank_0
 
 INTERNAL_ERROR = 70
 
@@ -391,7 +392,7 @@ class _Commands(click.Group):
         try:
             super().main(args, **{**kwargs, "standalone_mode": False})
         except click.ClickException as error:
-            _wait_for_rank_0()
+            wait_for_rank_0()
             error.show()
             sys.exit(error.exit_code)
         except click.Abort:
@@ -560,8 +561,6 @@ def _names_an_input(word: str) -> bool:
 
 
 def _a_further_rank() -> bool:
-    from nnrun.runtime.launcher import launched_rank
-
     return launched_rank() > 0
 
 
@@ -572,14 +571,8 @@ def said_by_rank_0(distributed: bool):
         yield
     except (Exception, Interrupted) as error:
         if distributed and _a_further_rank() and not isinstance(error, click.ClickException):
-            _wait_for_rank_0()  # (click's own errors wait in _Commands.main)
+            wait_for_rank_0()  # (click's own errors wait in _Commands.main)
         raise
-
-
-def _wait_for_rank_0() -> None:
-    from nnrun.runtime.launcher import wait_for_rank_0
-
-    wait_for_rank_0()
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -1023,7 +1016,6 @@ def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, a
     from nnrun.compiler.frontend import load_spec
     from nnrun.compiler.loader import training_overrides
     from nnrun.notices import warn
-    from nnrun.runtime.launcher import launched_rank, launched_size
 
     overrides = training_overrides(overrides, epochs, batch_size, seed)
     if resume and out_dir:

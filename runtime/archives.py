@@ -65,8 +65,6 @@ def read_npz(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarra
         raise DamagedFile(_reason(error)) from None
 
 
-
-
 def first_not_finite(arrays: dict[str, np.ndarray]) -> str | None:
     """The name of the first array that holds NaN or inf, else None. Weights read from a file
     (trace --weights, init_from) are checked with it: trained from, they would only show up

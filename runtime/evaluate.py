@@ -238,7 +238,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                         "--shift and --permute")
     try:
         check_data_fits(spec, run.model, data, training=False)
-    except DataError as error:  # DataFitError too  # the data has changed since training, likely
+    except DataError as error:  # DataFitError too: the data has changed since training, likely
         raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
                            "its own)") from None
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}

@@ -533,7 +533,7 @@ def test_command_line_and_spec_errors_wait_for_rank_0_on_other_ranks(tmp_path, m
     import nnrun.cli
 
     waits = []
-    monkeypatch.setattr(nnrun.cli, "_wait_for_rank_0", lambda: waits.append(1))
+    monkeypatch.setattr(nnrun.cli, "wait_for_rank_0", lambda: waits.append(1))
     monkeypatch.setenv("OMPI_COMM_WORLD_RANK", rank)
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
     bad = _write_spec(tmp_path / "bad.yaml", BN_SPEC.replace("seed: 3", "seed: -3"))
