@@ -493,39 +493,48 @@ def _npz_file_problem(spec: Spec, file: Path, shapes: dict) -> str | None:
     unread = unread_arrays(("test",) if spec.data.validation_split else HELD_OUT_SPLITS)
     read = {name: shape for name, shape in shapes.items() if name not in unread}
     dtypes = npz_dtypes(file)  # of every member: the loader reads every header
-    return objects_problem(file, dtypes) or npz_header_problem(file, read, dtypes)
+    return (objects_problem(file, dtypes) or npz_header_problem(file, read, dtypes)
+            or npz_samples_problem(file, read))
 
+
+# What the headers (`shapes` and `dtypes`, by array name) of the arrays the data loader reads
+# from an npz show wrong, in its words and order: validate and the loader both ask here, the
+# loader checking between the two that the arrays fit the memory.
 
 def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
-    """What the headers (`shapes` and `dtypes`, by array name) of the arrays the data loader
-    reads from an npz show wrong, in its words and order: validate and the loader both ask
-    here."""
-    return _npz_names_problem(file, shapes) or _npz_pairs_problem(file, shapes, dtypes)
-
-
-def _npz_names_problem(file: Path, names) -> str | None:
-    """Labels named both y and masks, no x or labels, a held-out split's array alone."""
-    return (labels_named_twice(file, names) or npz_arrays_problem(file, names)
-            or unpaired_array_problem(file, names, labels_name(names)))
-
-
-def _npz_pairs_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
-    """Of an npz whose names the loader takes: features not [N, ...] of numbers (x's, then
-    x_test's, x_val's), labels that are no numbers, a pair of arrays that hold other numbers
-    of samples, a held-out split whose samples are not x's shape."""
-    labels = labels_name(shapes)
-    pairs = [pair for pair in [("x", labels), *held_out_pairs(labels)] if pair[0] in shapes]
-    where = {features: f"{file} ({features}, {targets})" for features, targets in pairs}
+    """Labels named both y and masks, no x or labels, a held-out split's array alone; then
+    features not [N, ...] of numbers (x's, then x_test's, x_val's), labels that are no
+    numbers."""
+    names = (labels_named_twice(file, shapes) or npz_arrays_problem(file, shapes)
+             or unpaired_array_problem(file, shapes, labels_name(shapes)))
+    if names:
+        return names
+    pairs = _npz_pairs(file, shapes)
     problems = itertools.chain(
-        (feature_layout_problem(shapes[features], dtypes.get(features), where[features],
-                                features) for features, _ in pairs),
-        (labels_dtype_problem(dtypes.get(targets), shapes[targets], where[features], labels)
-         for features, targets in pairs),
-        (sample_count_problem(where[features], shapes[features], shapes[targets])
-         for features, targets in pairs),
-        (held_out_samples_problem(where[features], features, shapes[features][1:],
-                                  shapes["x"][1:]) for features, _ in pairs[1:]))
+        (feature_layout_problem(shapes[features], dtypes.get(features), where, features)
+         for features, _, where in pairs),
+        (labels_dtype_problem(dtypes.get(targets), shapes[targets], where, labels_name(shapes))
+         for _, targets, where in pairs))
     return next(filter(None, problems), None)
+
+
+def npz_samples_problem(file: Path, shapes: dict) -> str | None:
+    """Of an npz whose names and layouts are right: a pair of arrays that hold other numbers
+    of samples, a held-out split whose samples are not x's shape."""
+    pairs = _npz_pairs(file, shapes)
+    problems = itertools.chain(
+        (sample_count_problem(where, shapes[features], shapes[targets])
+         for features, targets, where in pairs),
+        (held_out_samples_problem(where, features, shapes[features][1:], shapes["x"][1:])
+         for features, _, where in pairs[1:]))
+    return next(filter(None, problems), None)
+
+
+def _npz_pairs(file: Path, shapes: dict) -> list[tuple[str, str, str]]:
+    """(features, labels, how messages name the pair) of x and of each held-out split."""
+    labels = labels_name(shapes)
+    return [(features, targets, f"{file} ({features}, {targets})") for features, targets
+            in [("x", labels), *held_out_pairs(labels)] if features in shapes]
 
 
 def csv_header_problem(spec: Spec, directory: Path) -> str | None:

@@ -27,7 +27,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      labels_dtype_problem, labels_name, no_training_samples,
                                      paths_relative_to, unread_arrays, unreadable_npz,
                                      user_path, why_not_looked_at, why_unreadable)
-from nnrun.compiler.frontend import npz_header_problem
+from nnrun.compiler.frontend import npz_header_problem, npz_samples_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
@@ -549,12 +549,12 @@ def read_npz_dataset(path: Path, limit: int | None = None,
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
                  "validation samples from x (a spec without it validates on x_val)")
         headers = {name: header for name, header in headers.items() if name not in left_out}
-        problem = npz_header_problem(path, {name: h.shape for name, h in headers.items()},
-                                     {name: h.dtype for name, h in headers.items()})
-        if problem:
-            raise DataError(problem)
+        shapes = {name: header.shape for name, header in headers.items()}
+        _refuse(npz_header_problem(path, shapes,
+                                   {name: header.dtype for name, header in headers.items()}))
         labels = labels_name(headers)
         check_npz_memory(path, headers, labels, limit)
+        _refuse(npz_samples_problem(path, shapes))
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))
         return read_npz(path, {name: headers[name] for name in wanted if name in headers}), \
             labels
@@ -564,10 +564,15 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         raise DataError(f"{path}: {why_unreadable(error)}") from None
 
 
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise DataError(problem)
+
+
 def check_npz_memory(path: Path, headers: dict[str, ArrayHeader], labels: str,
                      limit: int | None = None) -> None:
-    """The arrays to read (their headers already checked: npz_header_problem) and their copies
-    must fit the memory available."""
+    """The arrays to read (their names and layouts checked: npz_header_problem) and their
+    copies must fit the memory available."""
     pairs = [(features, targets) for features, targets
              in [("x", labels), *held_out_pairs(labels)] if features in headers]
     names = [name for pair in pairs for name in pair]
