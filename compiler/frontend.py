@@ -65,8 +65,9 @@ class SourceSpec:
         keys = origin.keys if origin else ()
         position = self.loaded.location(keys)
         where = position.origin or (origin.where() if origin else "")
-        overrides = self.loaded.overrides_within(keys) if not position.origin else []
-        if overrides:  # the file's line shows the value before the override
+        overrides = [] if position.origin else sorted(
+            {*self.loaded.overrides_within(keys), *self.loaded.overrides_upstream(keys)})
+        if overrides:  # the file's lines show the values before the overrides
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
 

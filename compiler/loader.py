@@ -83,6 +83,14 @@ class Loaded:
         return sorted({origin for inner, origin in self._overridden
                        if inner[:len(path)] == path})
 
+    def overrides_upstream(self, path: SpecPath) -> list[str]:
+        """The --set arguments that set a value of the model before the layer at `path`
+        (`model.input_shape`, an earlier layer of its list or of an enclosing one): they shape
+        the input that layer is given, though its own line shows none of them."""
+        path = tuple(path)
+        return sorted({origin for inner, origin in self._overridden
+                       if _upstream_of(inner, path)})
+
     def overrides_in_order(self) -> list[str]:
         """The --set arguments whose values the spec holds, in the order they were given
         (replayed so, a later one over an earlier one gives this spec again)."""
@@ -100,6 +108,19 @@ class Loaded:
     def position(self, path: SpecPath, key: bool = False) -> tuple[int, int]:
         location = self.location(path, key)
         return location.line, location.col
+
+
+def _upstream_of(inner: SpecPath, path: SpecPath) -> bool:
+    if path[:2] != ("model", "layers"):
+        return False
+    if inner[:2] == ("model", "input_shape"):
+        return True
+    # the first place the two paths part: earlier in the same list of layers
+    for depth, (a, b) in enumerate(zip(inner, path)):
+        if a != b:
+            return (depth > 0 and inner[depth - 1] == "layers" and isinstance(a, int)
+                    and isinstance(b, int) and a < b)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -853,6 +853,28 @@ def test_an_error_at_a_file_line_that_an_override_changed_names_the_override():
     assert error.message.endswith("(after --set model.layers[0].type=conv1d)")
 
 
+def test_an_error_downstream_of_an_override_names_the_override():
+    """A layer the file leaves as it was but whose input an override changed: its line alone
+    could not explain the 1x1 input. Overrides after it, or of other sections, are not named."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 12, 12]\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3}\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 3}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    source = load_spec_text(text, "spec.yaml", ["model.layers[0].kernel_size=12",
+                                                "model.layers[3].units=10", "seed=3"])
+    with pytest.raises(SpecError) as raised:
+        check(source)
+    (error,) = raised.value.diagnostics
+    assert (error.line, error.where) == (5, "model.layers[1] (conv2d_2)")
+    assert error.message.endswith("(after --set model.layers[0].kernel_size=12)")
+    source = load_spec_text(text, "spec.yaml", ["model.input_shape=[1,2,2]"])
+    with pytest.raises(SpecError) as raised:
+        check(source)
+    assert raised.value.diagnostics[0].message.endswith("(after --set model.input_shape=[1,2,2])")
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""
