@@ -513,6 +513,8 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
     if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
         y, held_task = arrays[targets], task  # real targets that are whole numbers
+    if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
+        raise DataError(column_message(where))  # (whether y's [N, 1] are maps, data_fit.py says)
     _check_held_out_targets(where, labels, y_train, task, y, held_task)
     return x, y
 
@@ -625,10 +627,6 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
         targets, task = check_label_maps(y, where), "segmentation"
     else:
         targets, task = check_targets(y, where, ignore_index)
-    if task == "segmentation" and targets.shape[1:] == (1,) and features.ndim == 2:
-        # [N, 1] integers beside vectors: no label maps (beside sequences or images the model's
-        # output decides, data_fit.py: a conv1d can end in [classes, 1])
-        raise DataError(column_message(where))
     check_lengths(features, targets, where)
     return features, targets, task
 

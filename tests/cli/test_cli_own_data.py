@@ -773,6 +773,24 @@ def test_a_column_of_labels_is_named_so(tmp_path):
     assert "the labels are a column, [N, 1]" in line and "y.ravel()" in line
 
 
+def test_a_column_of_labels_beside_vectors_is_a_map_of_one_position_where_the_model_ends_so(
+        tmp_path):
+    """Vectors reshaped into sequences may end in [classes, 1], class scores at one position:
+    y [N, 1] was refused as a column before the model was known, y [N] after ("give label
+    maps, y [N, 1]"), each message's fix the other's error."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(10, 6)), y=(np.arange(10) % 4)[:, None])
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel:\n  layers:\n"
+                 "    - {type: reshape, shape: [2, 3]}\n"
+                 "    - {type: conv1d, filters: 4, kernel_size: 3}\n"
+                 "train: {epochs: 1, batch_size: 4}\n")
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(10, 6)), y=np.arange(10) % 4,
+             x_test=np.ones((2, 6)), y_test=np.array([[0], [1]]))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "d.npz")
+    assert "(x_test, y_test): the labels are a column, [N, 1]" in line
+
+
 def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
     rows = "".join(f"{i / 10},{i / 5},{i % 3}\n" for i in range(12))
     (tmp_path / "d.csv").write_text(f"a,b,label\n{rows}   \n\t\n")
