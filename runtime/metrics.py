@@ -132,7 +132,9 @@ def default_mode(monitor: str) -> str:
 class Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
     `accuracy` on label maps is the pixel accuracy, of several labels a sample (multi-label)
-    the fraction of labels right; with ignore_index, of the labels it does not mark.
+    the fraction of labels right; with ignore_index, of the labels it does not mark, and the
+    loss is the mean over those labels of the whole epoch or split: each batch's loss (the
+    mean over its labelled positions) weighed by their count, not by its samples.
 
     The sums accumulate on the backend (a float64 vector, and the confusion matrix) and only
     read() copies them to the host, in one transfer: the host fields (loss, count, steps,
@@ -144,6 +146,7 @@ class Totals:
         self.tracked, self.loss_type, self.ignore_index = list(metrics), loss, ignore_index
         self.backend = backend
         self.loss, self.count, self.metrics, self.norms, self.steps = 0.0, 0, {}, {}, 0
+        self.loss_weight = 0.0  # the samples, or with ignore_index the labelled positions
         self.confusion = None
         self.previous = self._host_fields()  # of the read before the last (forget_last_read)
         # Known at the first batch: the metrics summed batch by batch (the others are read
@@ -151,10 +154,12 @@ class Totals:
         self.summed_metrics = self.norm_names = None
         self.sums = self.confusion_sums = None  # on the backend
 
-    def add(self, outputs, batch, counts=None, loss_share: float = 1.0) -> None:
+    def add(self, outputs, batch, counts=None, loss_share=None) -> None:
         """A batch's outputs and its Batch (batches.py). `counts`: a backend bool, whether
         the batch counts (training stops counting at the first non-finite loss).
-        `loss_share`: what the loss is scaled by (distributed.MpiRanks.loss_share)."""
+        `loss_share`: what the step scaled its loss by (a backend scalar, a rank's share:
+        distributed.MpiRanks.loss_share), divided out here: each rank adds its own mean over
+        its own labelled positions, times their count."""
         xp = self.backend.xp
         if self.sums is None:
             self._start(outputs, batch.labels)
@@ -171,19 +176,29 @@ class Totals:
         self.summed_metrics = [m for m in self.tracked if not self._by_confusion(m, labels)]
         self.norm_names = [name for name in outputs if name.startswith("grad_norm/")]
         self.one = xp.ones((), dtype=xp.float64)
-        self.sums = xp.zeros(3 + 2 * len(self.summed_metrics) + len(self.norm_names),
+        self.sums = xp.zeros(4 + 2 * len(self.summed_metrics) + len(self.norm_names),
                              dtype=xp.float64)
         if len(self.summed_metrics) < len(self.tracked):
             classes = class_count(outputs["logits"], self.loss_type)
             self.confusion_sums = xp.zeros((classes, classes), dtype=xp.int64)
 
-    def _entries(self, outputs, batch, loss_share: float) -> list:
-        """loss * n, n, 1 (a step), each summed metric and its count, each gradient norm."""
+    def _entries(self, outputs, batch, loss_share) -> list:
+        """loss * weight, n, 1 (a step), the loss's weight (n, or the labelled positions),
+        each summed metric and its count, each gradient norm."""
         n, xp = len(batch), self.backend.xp
         metrics = [part for metric in self.summed_metrics
                    for part in metric_total(metric, outputs["logits"], outputs["prediction"],
                                             batch.labels, self.loss_type, xp, self.ignore_index)]
-        return [outputs["loss"].astype(xp.float64) * (loss_share * n), self.one * n, self.one,
+        loss = outputs["loss"].astype(xp.float64)
+        if self.ignore_index is None:
+            weight, weighted = self.one * n, loss * n
+        else:
+            weight = (batch.labels != self.ignore_index).sum().astype(xp.float64)
+            weighted = loss * weight
+            if loss_share is not None:  # a share of 0 has nothing labelled: it adds 0
+                share = loss_share.astype(xp.float64)
+                weighted = xp.where(share != 0, weighted / xp.where(share != 0, share, 1), 0.0)
+        return [weighted, self.one * n, self.one, weight,
                 *(self.one * part for part in metrics),
                 *(outputs[name] for name in self.norm_names)]
 
@@ -205,7 +220,8 @@ class Totals:
         self.previous = self._host_fields()
         values, host = host[:len(self.sums)], host[len(self.sums):]
         self.loss, self.count, self.steps = float(values[0]), int(values[1]), int(values[2])
-        metrics, norms = np.split(values[3:], [2 * len(self.summed_metrics)])
+        self.loss_weight = float(values[3])
+        metrics, norms = np.split(values[4:], [2 * len(self.summed_metrics)])
         self.metrics = {metric_name(m): (float(total), float(count)) for m, total, count
                         in zip(self.summed_metrics, metrics[0::2], metrics[1::2])}
         self.norms = {name: float(v) for name, v in zip(self.norm_names, norms)}
@@ -216,12 +232,13 @@ class Totals:
         return host
 
     def _host_fields(self) -> tuple:
-        return self.loss, self.count, self.steps, self.metrics, self.norms, self.confusion
+        return (self.loss, self.count, self.loss_weight, self.steps, self.metrics, self.norms,
+                self.confusion)
 
     def forget_last_read(self) -> None:
         """The host fields back to those of the read before the last (what the batches read
         since then added is left out)."""
-        (self.loss, self.count, self.steps, self.metrics, self.norms,
+        (self.loss, self.count, self.loss_weight, self.steps, self.metrics, self.norms,
          self.confusion) = self.previous
 
     def _by_confusion(self, metric, y) -> bool:
@@ -233,10 +250,11 @@ class Totals:
             metric.type == "accuracy" and (y.ndim > 1 or self.ignore_index is not None))
 
     def running_loss(self) -> float:
-        return self.loss / max(self.count, 1)
+        # nothing labelled yet (with ignore_index): a loss of 0, as each such batch's is
+        return self.loss / self.loss_weight if self.loss_weight else 0.0
 
     def means(self, prefix: str) -> dict:
-        result = {f"{prefix}loss": self.loss / self.count}
+        result = {f"{prefix}loss": self.running_loss()}
         result.update({f"{prefix}{name}": total / max(count, 1)
                        for name, (total, count) in self.metrics.items()})
         if self.confusion is not None:
@@ -252,15 +270,17 @@ class Totals:
     def add_over_ranks(self, ranks) -> None:
         """The totals of every rank of a data-parallel run, added in rank order (gradient
         norms, of the gradients the ranks share, are already the same on each)."""
-        parts = ranks.gather((self.loss, self.count, self.metrics, self.confusion))
-        self.loss = sum(loss for loss, _, _, _ in parts)
-        self.count = sum(count for _, count, _, _ in parts)
+        parts = ranks.gather((self.loss, self.count, self.loss_weight, self.metrics,
+                              self.confusion))
+        self.loss = sum(loss for loss, *_ in parts)
+        self.count = sum(count for _, count, *_ in parts)
+        self.loss_weight = sum(weight for _, _, weight, *_ in parts)
         self.metrics = {}
-        for _, _, metrics, _ in parts:
+        for *_, metrics, _ in parts:
             for name, (total, count) in metrics.items():
                 added = self.metrics.get(name, (0.0, 0.0))
                 self.metrics[name] = (added[0] + total, added[1] + count)
-        confusions = [confusion for _, _, _, confusion in parts if confusion is not None]
+        confusions = [confusion for *_, confusion in parts if confusion is not None]
         self.confusion = sum(confusions[1:], confusions[0]) if confusions else None
 
 
@@ -272,9 +292,9 @@ def evaluate(model, state, split, prefix: str, metrics: list,
              ranks=ALONE, resident=None) -> dict:
     """Loss and metrics of `state` on a data split, in inference mode, keys `<prefix>_...`;
     `metrics`: those tracked (checks.tracked_metrics). Each rank of a data-parallel run
-    evaluates its share of each batch, its loss scaled as in training (loss_share), so that
-    the ranks' sums added are one process's. `resident`: the split held on the backend
-    (batches.ResidentSplit), else each batch is copied there."""
+    evaluates its share of each batch, so that the ranks' sums added are one process's.
+    `resident`: the split held on the backend (batches.ResidentSplit), else each batch is
+    copied there."""
     spec = model.spec
     ignore_index = getattr(spec.loss, "ignore_index", None)
     totals = Totals(metrics, spec.loss.type, ignore_index, model.backend)
@@ -292,7 +312,7 @@ def evaluate(model, state, split, prefix: str, metrics: list,
         # the overflows on the way would only add noise
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             outputs, _ = model.evaluation_executor.run(feeds)
-        totals.add(outputs, batch, loss_share=ranks.loss_share(split.y[whole], ignore_index))
+        totals.add(outputs, batch)
     totals.read()
     totals.add_over_ranks(ranks)
     return totals.means(f"{prefix}_")

@@ -796,10 +796,12 @@ class Trainer:
         for index, batch in enumerate(self._epoch_batches(batches, rng)):
             scalars = epoch_scalars or self._step_scalars(epoch, batches, rng, index, index + 1)
             lr = scalars.lr(index)
-            outputs = self.train_step(batch, scalars.feeds(index))
+            feeds = scalars.feeds(index)
+            outputs = self.train_step(batch, feeds)
             losses.record(outputs["loss"])
             with np.errstate(all="ignore"):  # a diverged step's outputs; reported when read
-                totals.add(outputs, batch, counts=losses.finite)
+                totals.add(outputs, batch, counts=losses.finite,
+                           loss_share=feeds.get("loss_share"))
             read = self.read_every_step or progress.refresh_due()
             self._check_steps(epoch, len(batches), losses if read else None, guard, outputs)
             progress.update(totals.running_loss() if read and totals.count else None)

@@ -369,11 +369,13 @@ def test_metric_totals_are_added_over_the_ranks_confusion_matrices_too():
 
     mine = Totals([Accuracy(type="accuracy"), MeanIou(type="mean_iou")])
     mine.loss, mine.count, mine.metrics = 3.0, 2, {"top_2_accuracy": (1.0, 2.0)}
+    mine.loss_weight = 1.0  # (labelled positions, with ignore_index)
     mine.confusion = np.array([[1, 0], [1, 2]])
-    theirs = (5.0, 4, {"top_2_accuracy": (3.0, 3.0)}, np.array([[2, 1], [0, 1]]))
+    theirs = (5.0, 4, 3.0, {"top_2_accuracy": (3.0, 3.0)}, np.array([[2, 1], [0, 1]]))
     mine.add_over_ranks(MpiRanks(FakeComm(0, 2, others={1: theirs})))
     assert (mine.loss, mine.count, mine.metrics) == (8.0, 6, {"top_2_accuracy": (4.0, 5.0)})
     assert mine.means("val_")["val_top_2_accuracy"] == 0.8  # over the counted samples
+    assert mine.means("val_")["val_loss"] == 2.0  # over the loss's weights
     np.testing.assert_array_equal(mine.confusion, [[3, 1], [1, 3]])
     empty = Totals([Accuracy(type="accuracy")])  # a rank with no samples of the split
     empty.add_over_ranks(MpiRanks(FakeComm(1, 2, others={0: theirs})))

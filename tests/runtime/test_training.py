@@ -182,6 +182,36 @@ def test_top_k_mae_and_mse_leave_out_the_samples_ignore_index_marks():
     assert np.isclose(means["val_mae"], (0.1 + 0.2) / 2)
 
 
+def test_the_epoch_loss_with_ignore_index_is_the_mean_over_the_labelled_positions(tmp_path):
+    """Each batch's loss weighed by its labelled positions, not by its samples: a batch of
+    ignored labels counted as loss 0 for each of its samples (train_loss 1.30 against
+    val_loss 1.74 on the same data and weights). With lr 1e-12 the weights stay put, so the
+    training, validation and test losses, of batches of 2, 1000 and 3, are one loss."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((8, 3)), rng.integers(0, 3, 8)
+    y[[0, 1, 4]] = -1  # a first batch of ignored labels, and one of half
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_val=x, y_val=y, x_test=x, y_test=y)
+    (tmp_path / "s.yaml").write_text(
+        "seed: 0\ndtype: float64\ndata: {dataset: npz, path: d.npz, normalize: none}\n"
+        "model: {layers: [{type: dense, units: 3}]}\n"
+        "loss: {type: cross_entropy, ignore_index: -1}\noptimizer: {type: sgd, lr: 1.0e-12}\n"
+        "train: {epochs: 1, batch_size: 2, shuffle: false}\n")
+    summary = nnrun.train(nnrun.load_spec(tmp_path / "s.yaml"), out_dir=tmp_path / "run",
+                          quiet=True)
+    (row,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    run = nnrun.load_run(tmp_path / "run")
+    logits = torch.tensor(x @ run.params["dense_1.weight"] + run.params["dense_1.bias"])
+    expected = torch.nn.functional.cross_entropy(logits, torch.tensor(y), ignore_index=-1).item()
+    for loss in (row["train_loss"], row["val_loss"], summary["final"]["test_loss"]):
+        assert loss == pytest.approx(expected, rel=1e-9)
+    from nnrun.runtime.metrics import evaluate  # evaluation batches of 3 give it too
+    state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
+    split = type("Split", (), {"x": x, "y": y})()
+    metrics = evaluate(run.model, state, split, "val", [], batch_size=3)
+    assert metrics["val_loss"] == pytest.approx(expected, rel=1e-9)
+
+
 def test_accuracy_leaves_out_the_labels_ignore_index_marks():
     """As pixel_accuracy does: 1 of the 2 labelled samples is right, not 1 of 4."""
     from nnrun.backends import get_backend
