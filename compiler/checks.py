@@ -316,7 +316,8 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
              (("optimizer", "schedule"), spec.optimizer.schedule)]
     errors = [(Origin(".".join((*keys, field)), keys=(*keys, field)), problem)
               for keys, settings in named for field, value in settings
-              if isinstance(value, float) and (problem := unheld(value, spec.dtype))]
+              if isinstance(value, float) and (problem := unheld(
+                  value, spec.dtype, may_be_zero=not _above_zero(type(settings), field)))]
     names = default_layer_names(spec.model.layers)
     for index, (layer, name) in enumerate(zip(spec.model.layers, names)):
         origin = Origin.of_layer(index, name)
@@ -335,12 +336,19 @@ def setting_range_errors(spec) -> list[tuple[Origin, str]]:
 
 
 def _cast_errors(owner: Origin, settings, dtype: str) -> list[tuple[Origin, str]]:
-    """The float fields of `settings` the dtype cannot hold: past its range, or, for an eps
-    (which must not be 0), below it. Elsewhere 0 is a value the field allows (a momentum,
-    a rate, an alpha)."""
+    """The float fields of `settings` the dtype cannot hold: past its range, or, for a field
+    that must be above 0 (an eps, elu's alpha), below it. Elsewhere 0 is a value the field
+    allows (a momentum, a rate, leaky_relu's alpha)."""
     return [(owner.at_field(field), f"{field}: {problem}") for field, value in settings
             if isinstance(value, float)
-            and (problem := unheld(value, dtype, may_be_zero=field != "eps"))]
+            and (problem := unheld(value, dtype,
+                                   may_be_zero=not _above_zero(type(settings), field)))]
+
+
+def _above_zero(model: type[BaseModel], field: str) -> bool:
+    """Whether the schema's field must be above 0 (a PositiveFloat)."""
+    return any(getattr(rule, "gt", None) is not None and rule.gt >= 0
+               for rule in model.model_fields[field].metadata)
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

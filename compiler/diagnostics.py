@@ -540,6 +540,8 @@ def _number_text_hint(expectation: str, value: Any) -> str:
         return f"; write it without quotes: {text.lower()}"
     # '10' in quotes is text (010 unquoted: octal, refused); "an integer or a list": a kernel
     if expectation.startswith(("an integer", "a number")) and re.fullmatch(r"[-+]?\d+", text):
+        if re.fullmatch(r"[-+]?0\d*[89]\d*", text):  # no octal digits: text unquoted too
+            return f"; write {int(text)}: with a leading 0, YAML reads {text} as text or octal"
         return f"; write it without quotes: {int(text)}"
     if expectation not in ("a number", "an integer"):
         return ""

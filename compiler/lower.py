@@ -304,12 +304,15 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     hint = _rank_hint(ctx, x, layer.type)
     at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
-    if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
+    if layer.padding_mode != "zeros":
         # The convolution's shape rule on the input as given, so that an error shows the
         # padding the spec wrote, not the explicit pad op's output
         weight = TensorType((layer.filters, x.type.shape[1], *kernel), x.type.dtype)
+        attrs = ConvAttrs(stride, _compact_pad(pad), dilation,
+                          reflect=layer.padding_mode == "reflect")
         with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
-            ctx.gb.shape(layer.type, ConvAttrs(stride, _compact_pad(pad), dilation), x.type, weight)
+            ctx.gb.shape(layer.type, attrs, x.type, weight)
+    if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
         seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
         with ctx.gb.at(ctx.origin.at_field("padding_mode")):  # what its error advises to change
             x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))

@@ -24,6 +24,7 @@ def check_outputs(spec, lowered) -> None:
     warnings to the lowering's builder."""
     _check_output(spec, lowered)
     _warn_of_squashed_scores(lowered, spec)
+    _warn_of_softmax_over_one_value(lowered, spec)
     _warn_of_steps_that_stop_learning(lowered, spec)
     _warn_of_unread_layers(lowered)
 
@@ -57,7 +58,8 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
     own = FUSED_ACTIVATION.get(spec.loss.type)
     producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
                     None)
-    if own is None or producer is None or producer.op not in _SQUASHING:
+    if own is None or producer is None or producer.op not in _SQUASHING \
+            or _softmax_over_one_value(producer):  # (its own warning: nothing learns)
         return
     origin = _activation_origin(producer, spec)
     effect = _SQUASHING[producer.op]
@@ -68,6 +70,23 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
         origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
                 f"own {own}: {effect}; remove this {producer.op} (a {own} last is left out of "
                 f"the loss and kept for predict's {kept})"))
+
+
+def _softmax_over_one_value(node) -> bool:
+    return node.op == "softmax" and node.inputs[0].type.shape[node.attrs.axis] == 1
+
+
+def _warn_of_softmax_over_one_value(lowered, spec) -> None:
+    """A softmax over an axis of one value is 1 whatever its input: its gradient is 0, and
+    nothing before it learns (`units: 1, activation: softmax` for a binary output)."""
+    for node in lowered.graph.nodes:
+        if not _softmax_over_one_value(node):
+            continue
+        lowered.builder.warnings.append(CompileWarning(
+            _activation_origin(node, spec),
+            "softmax over one value is always 1: it passes no gradient back, so neither its "
+            "own layer nor any before it learns; for one output use a sigmoid (or no "
+            "activation under binary_cross_entropy), for k classes units: k"))
 
 
 def _activation_origin(node, spec) -> Origin | None:
@@ -101,7 +120,7 @@ def _check_output(spec, lowered) -> None:
         return  # labels known only on load (npz, csv): checked with the data (data_fit.py)
     sizing = _output_sizing(spec, lowered)
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
-        _check_label_positions(origin, logits, dataset, spec.loss.type)
+        _check_label_positions(origin, lowered, dataset, spec.loss.type)
         _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) >= 2 or
                                                        dataset.task in ("binary", "segmentation")):
@@ -205,10 +224,18 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset, sizing) -> None:
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
 
 
-def _growth_fix(spatial: list[int], labels: list[int]) -> str:
+def map_size_fix(spatial: list[int], labels: list[int], lowered) -> str:
+    """What brings output maps of `spatial` to the size of label maps of `labels` (as many
+    axes), for the model `lowered`: shared by the named datasets' check and the data's."""
+    scales = shrink_factors(spatial, labels)
+    return (_shrink_fix(scales, spatial, labels, lowered) if scales
+            else _growth_fix(spatial, labels, lowered))
+
+
+def _growth_fix(spatial: list[int], labels: list[int], lowered) -> str:
     """What brings output maps smaller than the label maps to their size: an upsample by a
-    whole factor, or, a position or two short (a transposed convolution's rounding), its
-    output_padding."""
+    whole factor, or, a position or two short, the last transposed convolution's
+    output_padding where it stays below the stride, else more padding."""
     if len(spatial) == len(labels) and all(spatial):
         if all(n % o == 0 for o, n in zip(spatial, labels)):
             factors = [n // o for o, n in zip(spatial, labels)]
@@ -217,31 +244,65 @@ def _growth_fix(spatial: list[int], labels: list[int]) -> str:
                     "upsample that much more before it)")
         if all(0 <= n - o <= 2 for o, n in zip(spatial, labels)):
             short = [n - o for o, n in zip(spatial, labels)]
-            extra = short[0] if len(set(short)) == 1 else short
-            return (f"the maps fall {'x'.join(map(str, short))} short of the labels: give the "
-                    f"last transposed convolution output_padding: {extra} (or padding that "
-                    "loses less)")
+            return (f"the maps fall {'x'.join(map(str, short))} short of the labels: "
+                    f"{_few_positions_more(short, lowered)}")
     return "upsample back to the input size (no flatten or dense layer)"
 
 
-def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int]) -> str:
-    """What brings output maps larger than the label maps to their size: a pool or an upsample
-    less by a whole factor, or, a position or two over, padding (no pool gives 18 -> 16)."""
+def _few_positions_more(short: list[int], lowered) -> str:
+    """The last transposed convolution's output_padding where it stays below the stride, or
+    its padding (which crops both sides) less by half the shortfall; else more padding."""
+    node = _last_transposed(lowered)
+    if node is not None:
+        attrs = node.attrs
+        output_padding = [have + more for have, more in zip(attrs.output_padding, short)]
+        if all(value < stride for value, stride in zip(output_padding, attrs.stride)):
+            return f"give {node.origin.where()} output_padding: {_one_or_each(output_padding)}"
+        if all(isinstance(pad, int) and more % 2 == 0 and pad >= more // 2
+               for pad, more in zip(attrs.pad, short)):
+            padding = [pad - more // 2 for pad, more in zip(attrs.pad, short)]
+            return f"give {node.origin.where()} padding: {_one_or_each(padding)}"
+    return ("pad the convolutions more (padding: same keeps a stride-1 convolution's size; "
+            "nnrun summary shows each layer's output)")
+
+
+def _last_transposed(lowered):
+    """The model's last transposed convolution node, or None."""
+    return next((node for node in reversed(lowered.graph.nodes)
+                 if node.op.endswith("_transpose")), None)
+
+
+def _one_or_each(values: list[int]):
+    return values[0] if len(set(values)) == 1 else values
+
+
+def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int], lowered) -> str:
+    """What brings output maps larger than the label maps to their size: a pool (or an
+    upsample less) by a whole factor, or, a position or two over, padding (no pool gives
+    18 -> 16)."""
+    transposed = _last_transposed(lowered)
     if all(f == int(f) for f in scales):
-        return (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: upsample less, "
-                "or pool once more")
+        factor = _one_or_each([int(f) for f in scales])
+        less = ("upsample less, or " if transposed or any(
+            node.op.startswith("upsample") for node in lowered.graph.nodes) else "")
+        return (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: {less}pool or "
+                f"stride down once more ({{type: maxpool{len(labels)}d, pool_size: {factor}}} "
+                "at the end)")
     over = [o - n for o, n in zip(spatial, labels)]
     if all(extra <= 2 for extra in over):
-        return (f"the maps are {'x'.join(map(str, over))} position(s) over the labels: give the "
-                "last transposed convolution less output_padding or more padding, or the "
-                "convolutions padding: same")
+        crop = (f"give {transposed.origin.where()} less output_padding or more padding, or "
+                if transposed else "")
+        return (f"the maps are {'x'.join(map(str, over))} position(s) over the labels: {crop}"
+                "give the convolutions padding: same (a stride-1 convolution then keeps its "
+                "input's size) or less padding")
     return (f"the maps are {'x'.join(f'{f:.3g}' for f in scales)} the labels' size, not a "
-            "whole factor: change the upsampling so that the last layer gives "
-            f"{'x'.join(map(str, labels))} (nnrun summary shows each layer's output)")
+            "whole factor: change the layers' strides, pools or upsampling so that the last "
+            f"gives {'x'.join(map(str, labels))} (nnrun summary shows each layer's output)")
 
 
-def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy") -> None:
+def _check_label_positions(origin, lowered, dataset, loss: str = "cross_entropy") -> None:
     """Per-sample labels need scores [classes]; label maps need scores [classes, *map]."""
+    logits = lowered.logits.type
     spatial = list(logits.shape[2:])
     labels = list(dataset.label_shape)
     if spatial == labels:
@@ -251,8 +312,7 @@ def _check_label_positions(origin, logits, dataset, loss: str = "cross_entropy")
                            f"with shape {per_sample(logits)}; '{dataset.name}' has one label per "
                            "sample: end the model with {type: flatten} and a dense layer, one "
                            "unit per class")
-    scales = shrink_factors(spatial, labels)
-    fix = _shrink_fix(scales, spatial, labels) if scales else _growth_fix(spatial, labels)
+    fix = map_size_fix(spatial, labels, lowered)
     raise CompileError(origin, f"'{dataset.name}' has label maps {labels}, the model ends with "
                        f"{per_sample(logits)}: {loss} wants scores [classes, "
                        f"{', '.join(map(str, labels))}]; {fix}")

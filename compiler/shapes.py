@@ -110,6 +110,8 @@ def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
     padding = [max(lo, hi, -(-(d * (k - 1) + 1 - n) // 2)) for n, k, (lo, hi), d in axes]
     # 1 is the least size and dilation: "1 or less" would offer 0
     most = f"{name}: {_setting_text(fit)}" + (" or less" if max(fit) > 1 else "")
+    if getattr(attrs, "reflect", False) and any(p >= n for p, n in zip(padding, spatial)):
+        return most  # reflect padding takes less than the input's length
     return f"{most}, or padding: {_setting_text(padding)}"
 
 

@@ -14,7 +14,7 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
-from nnrun.compiler.shapes import shrink_factors
+from nnrun.compiler.output_checks import map_size_fix
 from nnrun.notices import warn
 
 from .data.errors import DataError
@@ -103,8 +103,8 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         # the values first: what the shapes' checks advise is for 0/1 labels
         raise DataFitError(f"{where}: {_beyond_binary(data, labels, outputs)}")
-    _check_label_shape(spec, data, outputs, where)
-    _check_one_hot_outputs(spec, data, outputs, where)
+    _check_label_shape(spec, data, model.lowered, where)
+    _check_one_hot_outputs(spec, data, model.lowered, where)
     maps = data.task == "segmentation" and not multi_label
     if maps:
         _check_label_maps(labels, where)
@@ -278,13 +278,14 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
                            f"{from_one}")
 
 
-def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
+def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
     """Under mse, mae and huber, one class label per sample becomes a one-hot target of a
     vector output (compiler/lower.py checks the named datasets before any data); label maps
     are compared as they are, with one score per position."""
     loss = spec.loss.type
     if data.task == "regression" or loss not in REGRESSION_LOSSES:
         return
+    outputs = lowered.logits.type.shape[1:]
     label_shape = list(data.train.y.shape[1:])
     if not label_shape and len(outputs) > 1:
         raise DataFitError(f"{where}: " + one_hot_needs_a_vector(loss, "class labels", "classes",
@@ -292,10 +293,10 @@ def _check_one_hot_outputs(spec, data, outputs: tuple, where: str) -> None:
     if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
         raise DataFitError(_one_score_per_position(loss, label_shape, outputs, where))
     if label_shape and label_shape != list(outputs[1:]):
+        fix = _positions_fix(list(outputs[1:]), label_shape, lowered, "one filter")
         raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
                            f"score per position, [1, {', '.join(map(str, label_shape))}], the "
-                           f"model ends with {list(outputs)} "
-                           f"({_positions_fix(list(outputs[1:]), label_shape, 'one filter')})")
+                           f"model ends with {list(outputs)} ({fix})")
 
 
 def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where: str) -> str:
@@ -306,12 +307,13 @@ def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where:
             f"for {outputs[0]} classes per position")
 
 
-def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
+def _check_label_shape(spec, data, lowered, where: str) -> None:
     """Label maps [H, W] need an output [classes, H, W] (binary: [1, H, W]); one label per
     sample needs class scores [classes]."""
     if data.task == "regression" or spec.loss.type not in LABEL_LOSSES:
         return
     label_shape = list(data.train.y.shape[1:])
+    outputs = lowered.logits.type.shape[1:]
     spatial = list(outputs[1:])
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, outputs, where)
@@ -351,7 +353,7 @@ def _check_label_shape(spec, data, outputs: tuple, where: str) -> None:
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
-                       f"({_positions_fix(spatial, label_shape)}){also}")
+                       f"({_positions_fix(spatial, label_shape, lowered)}){also}")
 
 
 def _check_labels_per_output(spec, data, outputs: tuple, where: str) -> None:
@@ -375,12 +377,11 @@ def _refuse_top_k(spec, data, where: str, labels: str, instead: str) -> None:
                            f"use {instead}")
 
 
-def _positions_fix(spatial: list, label_shape: list, filters: str = "one filter per class") -> str:
+def _positions_fix(spatial: list, label_shape: list, lowered,
+                   filters: str = "one filter per class") -> str:
     """What brings a model's output positions to the label maps' (`spatial`: its output's
     shape past the channels)."""
     if len(spatial) != len(label_shape):
         return ("a flatten, dense, global pool or reshape took the positions away: keep them, "
                 f"and end with a convolution of kernel_size 1 and {filters}")
-    if shrink_factors(spatial, label_shape):
-        return "pool or stride down to the labels' size"
-    return "upsample to the labels' size"
+    return map_size_fix(spatial, label_shape, lowered)

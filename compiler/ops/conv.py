@@ -22,6 +22,9 @@ class ConvAttrs:
     # the result, laid out [channels, *spatial, B].
     g_batch_last: bool = False
     x_batch_last: bool = False
+    # Only for the lowering's shape check of a reflect-padded convolution: a padding fix must
+    # stay below each axis's length.
+    reflect: bool = False
 
 
 def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:

@@ -8,6 +8,7 @@ They and digits keep 20% of their samples as a test split.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import os
 import random
@@ -652,10 +653,25 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     if table.shape[1] != len(header):
         columns = f"rows have {table.shape[1]} columns, the header has {len(header)}"
         raise DataError(f"{path}: {csv_problem(path, header, columns)}")
+    if (row := first_non_finite_sample(table)) is not None:
+        column = int(np.flatnonzero(~np.isfinite(table[row]))[0])
+        raise DataError(f"{path}: line {_line_of_row(path, row)}, column '{header[column]}': "
+                        f"{table[row, column]}, where a csv dataset holds finite numbers (no "
+                        "NaN or inf); replace it, or leave that row out")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
     y, task = check_targets(table[:, label_column], str(path), ignore_index)
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
+
+
+def _line_of_row(path: Path, row: int) -> int:
+    """The line (from 1) of data row `row` (from 0) as load_csv reads the rows: after the
+    header, blank and comment lines left out."""
+    with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
+        numbers = (number for number, line in enumerate(handle, start=1)
+                   if csv_text(line).strip())
+        next(numbers)  # the header's
+        return next(itertools.islice(numbers, row, None))
 
 
 def _without_blank_lines(lines):

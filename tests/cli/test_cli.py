@@ -789,6 +789,22 @@ def test_train_says_the_specs_warnings_as_validate_does(tmp_path):
     assert quiet.stderr == ""
 
 
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "mse"])
+def test_a_softmax_over_one_value_is_warned_to_learn_nothing(tmp_path, loss):
+    """The claims audit: units: 1 with a softmax (always 1) was told "learning slows" under
+    binary_cross_entropy, and nothing under mse; its loss stayed the same every epoch."""
+    spec = write(tmp_path / "one.yaml", f"""\
+        data: {{dataset: xor}}
+        model: {{layers: [{{type: dense, units: 4, activation: tanh}},
+                          {{type: dense, units: 1, activation: softmax}}]}}
+        loss: {loss}
+        """)
+    result = assert_ok(invoke("validate", spec))
+    (line,) = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert "softmax over one value is always 1" in line and "learning slows" not in line
+    assert "model.layers[1] (dense_2)" in line
+
+
 def test_a_loss_that_rises_tenfold_without_diverging_is_a_warning(tmp_path):
     """lr 10 on raw digits: the loss grows from 13 to about 1700 and stays finite, so the
     run does not stop; it says why its numbers are huge, once."""

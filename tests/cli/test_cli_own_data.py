@@ -799,6 +799,38 @@ def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
+def test_label_maps_of_an_npz_a_few_positions_longer_than_the_outputs_get_a_fix_that_works(
+        tmp_path):
+    """The claims audit: maps [20] against outputs [3, 18] were told "upsample to the labels'
+    size", which no whole factor does; the named datasets' check and this one now share
+    their advice."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(6, 1, 20)), masks=rng.integers(0, 3, (6, 20)))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: conv1d, filters: 3, kernel_size: 3}]}\n"
+                 "train: {epochs: 1}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert "the maps fall 2 short of the labels: pad the convolutions more (padding: same" in line
+    fixed = spec.read_text().replace("kernel_size: 3", "kernel_size: 3, padding: same")
+    spec.write_text(fixed)
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
+@pytest.mark.parametrize("value, column", [("inf", "b"), ("nan", "b"), ("-inf", "label")])
+def test_a_csv_value_that_is_no_finite_number_is_named_by_its_line_and_column(
+        tmp_path, value, column):
+    """The claims audit: "(first at sample 4)", counted from 0 after the header, where every
+    other csv error names the file's line (here 6: a comment and a blank line come first)."""
+    row = f"5,{value},0" if column == "b" else f"5,6,{value}"
+    (tmp_path / "d.csv").write_text(f"a,b,label\n# kept\n1,2,0\n\n3,4,1\n{row}\n")
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\n"
+                 "model: {layers: [{type: dense, units: 3}]}\ntrain: {epochs: 1}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.csv")
+    assert f"d.csv: line 6, column '{column}': {value.lstrip('-')}, " in line.replace("-inf",
+                                                                                      "inf")
+    assert "holds finite numbers (no NaN or inf)" in line
+
+
 def test_blank_lines_before_a_csv_header_are_blank_lines(tmp_path):
     """The datasets audit: a blank first line made the file "empty"; the data rows skip blank
     lines, and so does the header now, and a bad row is named by its own line."""
@@ -840,7 +872,8 @@ def test_label_maps_smaller_than_the_output_advise_pooling(tmp_path):
                  "train: {epochs: 1, batch_size: 2}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "label maps are [4, 4], the model ends with [3, 8, 8]" in line
-    assert "pool or stride down to the labels' size" in line
+    assert ("the maps are 2x2 too large: pool or stride down once more ({type: maxpool2d, "
+            "pool_size: 2} at the end)") in line
 
 
 def test_label_maps_after_a_flatten_advise_keeping_the_positions(tmp_path):

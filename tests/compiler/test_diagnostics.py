@@ -830,6 +830,16 @@ def test_yes_no_fields_take_true_or_false_and_whole_numbers_are_not_quoted():
         "'log_grad_norms' must be true or false or a mapping, got 0"]
 
 
+def test_a_whole_number_with_a_leading_zero_is_told_to_lose_the_zero_not_quotes():
+    """The claims audit: `units: 08` (text to YAML, octal digits it has not) was told "write
+    it without quotes", which it had none of."""
+    for written, number in (("08", 8), ("'019'", 19)):
+        text = f"model:\n  input_shape: [4]\n  layers:\n    - {{type: dense, units: {written}}}\n"
+        (error,) = _load_errors(text)
+        assert error.endswith(f"write {number}: with a leading 0, YAML reads "
+                              f"{written.strip(chr(39))} as text or octal")
+
+
 def test_a_message_holding_a_line_break_is_still_one_line():
     """A key "a\\nb" printed the diagnostic over two lines: one problem, one line."""
     diagnostic = Diagnostic("spec.yaml", 4, 31, "error", "model.layers[0]",

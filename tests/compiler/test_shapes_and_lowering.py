@@ -277,6 +277,21 @@ def test_padding_mode_with_same_and_even_kernel():
     assert "pad(%x) pad=((1,2),(1,2)) mode=replicate : f32[B,1,9,9]" in forward_graph(text)
 
 
+@pytest.mark.parametrize("padding", ["", ", padding: 1"])
+def test_a_reflect_padded_kernel_that_does_not_fit_is_not_told_a_padding_reflect_refuses(
+        padding):
+    """The claims audit: "use kernel_size: 2 or less, or padding: 3" for a length of 2, where
+    reflect padding takes less than the input's length (padding: 3 was then refused)."""
+    layer = f"{{type: conv1d, filters: 1, kernel_size: 7, padding_mode: reflect{padding}}}"
+    error = the_error(spec_text([1, 2], layer))
+    assert "does not fit the 2 input" in error.message
+    assert "padding:" not in error.message.split("; use ")[1]
+    fixed = re.search(r"use kernel_size: (\d+)", error.message).group(1)
+    assert checked(spec_text([1, 2], layer.replace("kernel_size: 7", f"kernel_size: {fixed}"))).ok
+    zeros = the_error(spec_text([1, 2], layer.replace("reflect", "replicate")))
+    assert "or padding: 3" in zeros.message  # replicate pads as wide as asked
+
+
 def test_padding_mode_zeros_or_no_padding_adds_no_pad_op():
     zeros = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, padding: 1}")
     unpadded = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 3, "
@@ -1152,23 +1167,24 @@ def test_output_maps_larger_than_the_labels_are_told_to_shrink():
     error = the_error(text)
     assert error.message.endswith("the model ends with [4, 64, 64]: cross_entropy wants scores "
                                   "[classes, 32, 32]; the maps are 2x2 too large: upsample "
-                                  "less, or pool once more")
+                                  "less, or pool or stride down once more ({type: maxpool2d, "
+                                  "pool_size: 2} at the end)")
 
 
 @pytest.mark.parametrize("layers, fix", [
     ("    - {type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 1}\n",
-     "the maps are 2x2 position(s) over the labels: give the last transposed convolution less "
-     "output_padding or more padding, or the convolutions padding: same"),
+     "the maps are 2x2 position(s) over the labels: give model.layers[0] (conv2d_transpose_1) "
+     "less output_padding or more padding, or give the convolutions padding: same"),
     ("    - {type: conv2d_transpose, filters: 4, kernel_size: 13, stride: 1}\n",
-     "the maps are 1.38x1.38 the labels' size, not a whole factor: change the upsampling so "
-     "that the last layer gives 32x32"),
+     "the maps are 1.38x1.38 the labels' size, not a whole factor: change the layers' strides, "
+     "pools or upsampling so that the last gives 32x32"),
 ])
 def test_output_maps_larger_by_no_whole_factor_are_not_told_to_pool(layers, fix):
     """"the maps are 1x1.125 too large: upsample less, or pool once more": no pool makes 36 of
     32 (the errors audit)."""
     text = "data: {dataset: shapes}\nmodel:\n  layers:\n" + layers
     error = the_error(text)
-    assert fix in error.message and "pool once more" not in error.message
+    assert fix in error.message and "once more" not in error.message
 
 
 def test_a_shape_error_comes_with_the_errors_that_need_no_shapes():
@@ -1292,6 +1308,35 @@ def test_a_pool_or_upsample_on_a_vector_is_not_sent_round_the_ranks(layer):
     assert "reshape" in error.message
 
 
+@pytest.mark.parametrize("layers, fix, fixed", [
+    # no transposed convolution: output_padding was advised all the same
+    (["{type: conv2d, filters: 4, kernel_size: 3}"], "pad the convolutions more (padding: same",
+     ["{type: conv2d, filters: 4, kernel_size: 3, padding: same}"]),
+    # output_padding 2 is not below the stride 2 (refused); the padding crops 2 positions
+    (["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 2, stride: 2, padding: 1}"],
+     "give model.layers[1] (conv2d_transpose_1) padding: 0",
+     ["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 2, stride: 2}"]),
+    (["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 2, padding: 1}"],
+     "give model.layers[1] (conv2d_transpose_1) output_padding: 1",
+     ["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 2, padding: 1, "
+      "output_padding: 1}"]),
+])
+def test_maps_a_few_positions_short_of_the_labels_are_told_a_fix_that_works(layers, fix, fixed):
+    """The claims audit: "give the last transposed convolution output_padding: 2" where the
+    model had none, or where 2 is not below its stride."""
+    def text(layers):
+        return ("data: {dataset: shapes, n_samples: 50}\nmodel:\n  layers:\n"
+                + "".join(f"    - {layer}\n" for layer in layers))
+    error = the_error(text(layers))
+    assert "the maps fall 2x2 short" in error.message or "1x1 short" in error.message
+    assert error.message.endswith(fix) or fix in error.message
+    assert checked(text(fixed)).ok
+
+
 def test_one_score_a_position_on_a_named_dataset_s_classes_is_refused_by_validate():
     """mse on the 4 classes of `shapes` with one filter: accuracy reads each score as class 0
     or 1. Train refused it at once, validate (which knows the dataset's classes) said ok."""
@@ -1312,6 +1357,21 @@ def test_a_layer_s_number_the_dtype_cannot_hold_is_an_error_at_it(layer, field, 
     error = the_error(spec_text([2], layer, "{type: dense, units: 1}"))
     assert error.line == line and error.message.startswith(f"{field}: ")
     assert "float32" in error.message
+
+
+def test_a_positive_field_that_rounds_to_0_is_an_error_where_0_is_allowed_it_is_not():
+    """The claims audit: elu's alpha (above 0) of 1e-50 passed in float32, rounded to 0; a
+    momentum of 1e-50 (0 allowed) was refused as if it had to be above 0."""
+    error = the_error(spec_text([2], "{type: dense, units: 1, activation: {type: elu, "
+                                     "alpha: 1.0e-50}}"))
+    assert error.message.startswith("alpha: 1e-50 rounds to 0 in float32")
+    assert checked(spec_text([2], "{type: dense, units: 1, activation: {type: leaky_relu, "
+                                  "alpha: 1.0e-50}}")).ok
+    optimizer = "optimizer: {type: sgd, lr: 0.1, momentum: 1.0e-50}\n"
+    assert checked(spec_text([2], "{type: dense, units: 1}", extra=optimizer)).ok
+    error = the_error(spec_text([2], "{type: dense, units: 1}",
+                                extra=optimizer.replace("lr: 0.1", "lr: 1.0e-50")))
+    assert error.where == "optimizer.lr" and "rounds to 0 in float32" in error.message
 
 
 def test_a_noise_the_dtype_cannot_hold_is_an_error_at_it():
@@ -1406,7 +1466,7 @@ def test_a_schedule_that_never_lowers_the_rate_is_warned(schedule, where, messag
      ["{type: upsample2d, scale: 4}"]),
     (["{type: conv2d, filters: 8, kernel_size: 3, stride: 2, padding: 1}",
       "{type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 2, padding: 1}"],
-     "give the last transposed convolution output_padding: 1", None),
+     "give model.layers[1] (conv2d_transpose_1) output_padding: 1", None),
 ])
 def test_maps_smaller_than_the_labels_are_told_by_how_much(layers, says, fixed):
     """The advice audit: "upsample back to the input size" gave no factor, and said nothing
