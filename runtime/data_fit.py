@@ -135,7 +135,21 @@ def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
                            f"({ignore_index}): the loss would be 0 and nothing learned; set "
                            "ignore_index to the value that marks only the positions to leave "
                            "out")
+    for name, split in (("training", data.train), ("validation", data.val),
+                        ("test", data.test)):
+        if split is not None and split.y.size and (split.y == ignore_index).all():
+            leave_out = "" if name == "training" else ", or leave the split out"
+            raise DataFitError(f"{where}: every label of the {name} split is loss.ignore_index "
+                               f"({ignore_index}): {_NOTHING_MEASURED[name]}; label some of its "
+                               f"positions{leave_out}")
     return labels
+
+
+# What a split whose every label loss.ignore_index leaves out would do: a loss of 0 throughout.
+_NOTHING_MEASURED = {
+    "training": "nothing would be learned",
+    "validation": "its loss of 0 would choose the best epoch, its metrics measure nothing",
+    "test": "its loss and metrics would measure nothing"}
 
 
 def maps_over(targets: tuple, spatial: tuple) -> bool:

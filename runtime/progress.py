@@ -90,7 +90,8 @@ class EpochProgress:
         return True
 
     def close(self, row: dict) -> None:
-        seconds = time.perf_counter() - self.started
+        # the epoch's training time, as metrics.jsonl's epoch_s (validation is not in it)
+        seconds = row.get("epoch_s") or time.perf_counter() - self.started
         batches = "batch" if self.steps == 1 else "batches"
         head = (f"{self.label}: {self.steps} {batches} in {seconds:.1f} s "
                 f"({self.steps / max(seconds, 1e-9):.1f} batch/s)")

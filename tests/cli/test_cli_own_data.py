@@ -125,6 +125,25 @@ def test_labels_that_are_all_left_out_are_one_line_not_an_internal_error(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("split", ["training", "validation", "test"])
+def test_a_split_whose_every_label_is_left_out_is_one_line(tmp_path, split):
+    """The report audit: a validation split of ignored labels only printed val_loss 0.0000
+    every epoch, and that 0 chose epoch 1's weights as the final model (test accuracy 0.907
+    against the last epoch's 0.980)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 4)), rng.integers(0, 3, 20)
+    arrays = {"x": x, "y": y, "x_val": x[:5], "y_val": y[:5], "x_test": x[:4], "y_test": y[:4]}
+    key = {"training": "y", "validation": "y_val", "test": "y_test"}[split]
+    arrays[key] = np.full(len(arrays[key]), 9)
+    np.savez(tmp_path / "d.npz", **arrays)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: dense, units: 3}]}\n"
+                 "loss: {type: cross_entropy, ignore_index: 9}\ntrain: {epochs: 1}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert f"every label of the {split} split is loss.ignore_index (9)" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_predict_refuses_a_bare_npy_file_and_eval_names_the_missing_split(tmp_path):
     spec = _files(tmp_path, "input_shape: [4]")
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0

@@ -184,3 +184,11 @@ def test_the_live_bar_fits_80_columns_with_long_counts_and_a_fast_rate(monkeypat
     lines = [line for line in CONTROL.sub("\n", screen.getvalue()).splitlines() if line.strip()]
     assert "12346 batch/s" in lines[-1] and "loss 0.1235" in lines[-1], lines[-1]
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_the_epoch_line_gives_the_training_time_that_metrics_jsonl_keeps(capsys):
+    """The report audit: "24 batches in 1.8 s (13.6 batch/s)" counted a large validation
+    split's pass, where epoch_s (and the run's samples/s) said 0.40 s."""
+    bar = progress.EpochProgress(1, 2, 24)
+    bar.close({**ROW, "epoch_s": 0.4})
+    assert "epoch 1/2: 24 batches in 0.4 s (60.0 batch/s)" in capsys.readouterr().err
