@@ -1189,10 +1189,19 @@ class Trainer:
                    f"sample{'s' if last > 1 else ''} leaves out {left_out[1]} of "
                    f"{'them' if last > 1 else 'it'}, against {left_out[0]} before (a batch is "
                    "cut to a multiple of the ranks)")
+        why = f"sums may round otherwise, so its numbers {how_far}"
+        if ranks[0] != ranks[1] and self._batchnorm_per_rank():
+            why = ("batchnorm normalises with each rank's share of a batch (train.sync_batchnorm "
+                   "is false), a share of another size now, so its numbers will differ from an "
+                   "uninterrupted run's")
         run.say(f"{run.path}: the checkpoint's epoch {meta['epoch']} trained on "
                 f"{_arithmetic_words(before, differ)}, this resume runs on "
-                f"{_arithmetic_words(now, differ)}: sums may round otherwise, so its numbers "
-                f"{how_far}{match}")
+                f"{_arithmetic_words(now, differ)}: {why}{match}")
+
+    def _batchnorm_per_rank(self) -> bool:
+        """Whether a batchnorm layer normalises with each rank's own share of a batch."""
+        return not self.spec.train.sync_batchnorm and any(
+            layer.type == "batchnorm" for layer in self.model.lowered.layers)
 
     def _pruning_meta(self) -> dict:
         if not self.pruner:
