@@ -22,6 +22,7 @@ class CompileError(Exception):
         self.message = message
         self.warnings: list[CompileWarning] = []  # found before the error, still worth showing
         self.lowered = None  # the model lowered up to the error (compiler/lower.py)
+        self.of_shapes = False  # an op's shape rule failed: the layers before it shaped its input
 
 
 @dataclass
@@ -86,7 +87,9 @@ class GraphBuilder:
         try:
             return REGISTRY[op_name].shape(attrs, *types)
         except ShapeError as error:
-            raise CompileError(self._error_origin(error), self._error_message(error)) from None
+            failure = CompileError(self._error_origin(error), self._error_message(error))
+            failure.of_shapes = True
+            raise failure from None
 
     def _check_size(self, shape, what: str) -> None:
         """Sizes no machine holds are errors here, before any array library sees them (NumPy

@@ -4,6 +4,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 from __future__ import annotations
 
 import re
+import typing
 
 from pydantic import BaseModel
 
@@ -346,9 +347,13 @@ def _cast_errors(owner: Origin, settings, dtype: str) -> list[tuple[Origin, str]
 
 
 def _above_zero(model: type[BaseModel], field: str) -> bool:
-    """Whether the schema's field must be above 0 (a PositiveFloat)."""
-    return any(getattr(rule, "gt", None) is not None and rule.gt >= 0
-               for rule in model.model_fields[field].metadata)
+    """Whether the schema's field must be above 0 (a PositiveFloat, or one of `| None`)."""
+    info = model.model_fields[field]
+    rules = list(info.metadata)
+    for member in typing.get_args(info.annotation):  # PositiveFloat | None: Annotated's rules
+        for rule in typing.get_args(member)[1:]:
+            rules += getattr(rule, "metadata", [rule])
+    return any(getattr(rule, "gt", None) is not None and rule.gt >= 0 for rule in rules)
 
 
 def _metric_errors(spec) -> list[tuple[Origin, str]]:

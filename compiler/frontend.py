@@ -61,12 +61,16 @@ class SourceSpec:
             raise AttributeError(name)
         return getattr(self.spec, name)
 
-    def diagnostic(self, origin: Origin | None, message: str, severity="error") -> Diagnostic:
+    def diagnostic(self, origin: Origin | None, message: str, severity="error",
+                   of_shapes: bool = False) -> Diagnostic:
+        """`of_shapes`: a shape rule's error, whose input the layers before it shaped (the
+        overrides of their shapes are named too)."""
         keys = origin.keys if origin else ()
         position = self.loaded.location(keys)
         where = position.origin or (origin.where() if origin else "")
+        upstream = self.loaded.overrides_upstream(keys) if of_shapes else []
         overrides = [] if position.origin else sorted(
-            {*self.loaded.overrides_within(keys), *self.loaded.overrides_upstream(keys)})
+            {*self.loaded.overrides_within(keys), *upstream})
         if overrides:  # the file's lines show the values before the overrides
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
@@ -689,7 +693,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
                   in setting_range_errors(source.spec) + shapeless_errors(source.spec)
                   + (given_list_errors(source.spec, given) if given else [])]
         raise SpecError(_in_file_order(
-            [*warnings, source.diagnostic(error.origin, error.message), *others],
+            [*warnings, source.diagnostic(error.origin, error.message,
+                                          of_shapes=error.of_shapes), *others],
             source.loaded.filename)) from None
     errors = (resolve_initial_values(source.spec, lowered, source.directory,
                                      files=not source.from_checkpoint)

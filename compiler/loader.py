@@ -110,11 +110,20 @@ class Loaded:
         return location.line, location.col
 
 
+# A layer's fields that decide the shape of its output (a whole layer set counts too).
+SHAPE_FIELDS = frozenset({"type", "units", "filters", "kernel_size", "stride", "padding",
+                          "dilation", "pool_size", "output_padding", "scale", "shape", "axis",
+                          "inputs", "layers"})
+
+
 def _upstream_of(inner: SpecPath, path: SpecPath) -> bool:
+    """Whether an override at `inner` shaped the input of the layer at `path`."""
     if path[:2] != ("model", "layers"):
         return False
     if inner[:2] == ("model", "input_shape"):
         return True
+    if not (isinstance(inner[-1], int) or inner[-1] in SHAPE_FIELDS):
+        return False
     # the first place the two paths part: earlier in the same list of layers
     for depth, (a, b) in enumerate(zip(inner, path)):
         if a != b:

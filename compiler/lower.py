@@ -304,6 +304,12 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     kernel, stride, dilation, pad = _conv_geometry(ctx, layer, x, rank)
     hint = _rank_hint(ctx, x, layer.type)
     at_kernel = {"kernel": "kernel_size", "dilation": "dilation"}
+    padded = layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad)
+    if padded:  # a reflect padding wider than the input first: the kernel's fixes assume it
+        seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
+        pad_attrs = PadAttrs(pad, layer.padding_mode, seed)
+        with ctx.gb.at(ctx.origin.at_field("padding_mode")):  # what its error advises to change
+            ctx.gb.shape("pad", pad_attrs, x.type)
     if layer.padding_mode != "zeros":
         # The convolution's shape rule on the input as given, so that an error shows the
         # padding the spec wrote, not the explicit pad op's output
@@ -312,10 +318,9 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
                           reflect=layer.padding_mode == "reflect")
         with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
             ctx.gb.shape(layer.type, attrs, x.type, weight)
-    if layer.padding_mode != "zeros" and any(lo or hi for lo, hi in pad):
-        seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
-        with ctx.gb.at(ctx.origin.at_field("padding_mode")):  # what its error advises to change
-            x = ctx.gb.emit("pad", x, attrs=PadAttrs(pad, layer.padding_mode, seed))
+    if padded:
+        with ctx.gb.at(ctx.origin.at_field("padding_mode")):
+            x = ctx.gb.emit("pad", x, attrs=pad_attrs)
         pad = ((0, 0),) * rank
     channels = x.type.shape[1]
     fan_in, fan_out = channels * size_of(kernel), layer.filters * size_of(kernel)

@@ -12,7 +12,7 @@ from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_cla
                      position_class_metric, two_classes_per_position)
 from .datasets import DATASETS
 from .ir import Origin
-from .shapes import per_sample, shrink_factors
+from .shapes import per_sample, setting_text, shrink_factors
 
 # The activation a loss applies itself, whose layer before it is left out of the loss path.
 FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid",
@@ -86,7 +86,8 @@ def _warn_of_softmax_over_one_value(lowered, spec) -> None:
             _activation_origin(node, spec),
             "softmax over one value is always 1: it passes no gradient back, so neither its "
             "own layer nor any before it learns; for one output use a sigmoid (or no "
-            "activation under binary_cross_entropy), for k classes units: k"))
+            "activation under binary_cross_entropy), for k classes k outputs (units or "
+            "filters: k)"))
 
 
 def _activation_origin(node, spec) -> Origin | None:
@@ -253,15 +254,16 @@ def _few_positions_more(short: list[int], lowered) -> str:
     """The last transposed convolution's output_padding where it stays below the stride, or
     its padding (which crops both sides) less by half the shortfall; else more padding."""
     node = _last_transposed(lowered)
-    if node is not None:
+    # only where the layers after it keep its size (a stride or pool after it scales the gain)
+    if node is not None and node.outputs[0].type.shape[2:] == lowered.logits.type.shape[2:]:
         attrs = node.attrs
         output_padding = [have + more for have, more in zip(attrs.output_padding, short)]
         if all(value < stride for value, stride in zip(output_padding, attrs.stride)):
-            return f"give {node.origin.where()} output_padding: {_one_or_each(output_padding)}"
+            return f"give {node.origin.where()} output_padding: {setting_text(output_padding)}"
         if all(isinstance(pad, int) and more % 2 == 0 and pad >= more // 2
                for pad, more in zip(attrs.pad, short)):
             padding = [pad - more // 2 for pad, more in zip(attrs.pad, short)]
-            return f"give {node.origin.where()} padding: {_one_or_each(padding)}"
+            return f"give {node.origin.where()} padding: {setting_text(padding)}"
     return ("pad the convolutions more (padding: same keeps a stride-1 convolution's size; "
             "nnrun summary shows each layer's output)")
 
@@ -272,17 +274,13 @@ def _last_transposed(lowered):
                  if node.op.endswith("_transpose")), None)
 
 
-def _one_or_each(values: list[int]):
-    return values[0] if len(set(values)) == 1 else values
-
-
 def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int], lowered) -> str:
     """What brings output maps larger than the label maps to their size: a pool (or an
     upsample less) by a whole factor, or, a position or two over, padding (no pool gives
     18 -> 16)."""
     transposed = _last_transposed(lowered)
     if all(f == int(f) for f in scales):
-        factor = _one_or_each([int(f) for f in scales])
+        factor = setting_text([int(f) for f in scales])
         less = ("upsample less, or " if transposed or any(
             node.op.startswith("upsample") for node in lowered.graph.nodes) else "")
         return (f"the maps are {'x'.join(f'{f:g}' for f in scales)} too large: {less}pool or "

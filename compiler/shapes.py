@@ -94,7 +94,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
 
 
 def _at_dilation(dilation) -> str:
-    return f" at dilation {_setting_text(list(dilation))}" if max(dilation) > 1 else ""
+    return f" at dilation {setting_text(list(dilation))}" if max(dilation) > 1 else ""
 
 
 def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
@@ -109,13 +109,13 @@ def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
         fit = [min(k, (n + lo + hi - 1) // d + 1) for n, k, (lo, hi), d in axes]
     padding = [max(lo, hi, -(-(d * (k - 1) + 1 - n) // 2)) for n, k, (lo, hi), d in axes]
     # 1 is the least size and dilation: "1 or less" would offer 0
-    most = f"{name}: {_setting_text(fit)}" + (" or less" if max(fit) > 1 else "")
+    most = f"{name}: {setting_text(fit)}" + (" or less" if max(fit) > 1 else "")
     if getattr(attrs, "reflect", False) and any(p >= n for p, n in zip(padding, spatial)):
         return most  # reflect padding takes less than the input's length
-    return f"{most}, or padding: {_setting_text(padding)}"
+    return f"{most}, or padding: {setting_text(padding)}"
 
 
-def _setting_text(values: list[int]) -> str:
+def setting_text(values: list[int]) -> str:
     return str(values[0]) if len(set(values)) == 1 else str(values)
 
 

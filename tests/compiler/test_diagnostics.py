@@ -865,7 +865,8 @@ def test_an_error_at_a_file_line_that_an_override_changed_names_the_override():
 
 def test_an_error_downstream_of_an_override_names_the_override():
     """A layer the file leaves as it was but whose input an override changed: its line alone
-    could not explain the 1x1 input. Overrides after it, or of other sections, are not named."""
+    could not explain the 1x1 input. Overrides after it, of fields that shape nothing, or of
+    other sections, are not named (the review)."""
     from nnrun.compiler.frontend import check, load_spec_text
 
     text = ("model:\n  input_shape: [1, 12, 12]\n  layers:\n"
@@ -873,6 +874,7 @@ def test_an_error_downstream_of_an_override_names_the_override():
             "    - {type: conv2d, filters: 4, kernel_size: 3}\n"
             "    - {type: flatten}\n    - {type: dense, units: 10}\n")
     source = load_spec_text(text, "spec.yaml", ["model.layers[0].kernel_size=12",
+                                                "model.layers[0].activation=relu",
                                                 "model.layers[3].units=10", "seed=3"])
     with pytest.raises(SpecError) as raised:
         check(source)

@@ -290,6 +290,10 @@ def test_a_reflect_padded_kernel_that_does_not_fit_is_not_told_a_padding_reflect
     assert checked(spec_text([1, 2], layer.replace("kernel_size: 7", f"kernel_size: {fixed}"))).ok
     zeros = the_error(spec_text([1, 2], layer.replace("reflect", "replicate")))
     assert "or padding: 3" in zeros.message  # replicate pads as wide as asked
+    # a reflect padding already too wide is said first: the kernel's fixes assume it
+    wide = the_error(spec_text([1, 2], layer.replace("reflect", "reflect, padding: 2")
+                               if not padding else layer.replace("padding: 1", "padding: 2")))
+    assert "reflect padding 2 needs an input longer than that" in wide.message
 
 
 def test_padding_mode_zeros_or_no_padding_adds_no_pad_op():
@@ -1324,6 +1328,14 @@ def test_a_pool_or_upsample_on_a_vector_is_not_sent_round_the_ranks(layer):
      ["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
       "{type: conv2d_transpose, filters: 4, kernel_size: 3, stride: 2, padding: 1, "
       "output_padding: 1}"]),
+    # a strided layer after the transposed convolution halves what its output_padding adds
+    (["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 4, stride: 4}",
+      "{type: conv2d, filters: 4, kernel_size: 5, stride: 2}"],
+     "pad the convolutions more (padding: same",
+     ["{type: conv2d, filters: 4, kernel_size: 3, stride: 2, padding: 1}",
+      "{type: conv2d_transpose, filters: 4, kernel_size: 4, stride: 4}",
+      "{type: conv2d, filters: 4, kernel_size: 5, stride: 2, padding: 2}"]),
 ])
 def test_maps_a_few_positions_short_of_the_labels_are_told_a_fix_that_works(layers, fix, fixed):
     """The claims audit: "give the last transposed convolution output_padding: 2" where the
@@ -1331,7 +1343,7 @@ def test_maps_a_few_positions_short_of_the_labels_are_told_a_fix_that_works(laye
     def text(layers):
         return ("data: {dataset: shapes, n_samples: 50}\nmodel:\n  layers:\n"
                 + "".join(f"    - {layer}\n" for layer in layers))
-    error = the_error(text(layers))
+    (error,) = [d for d in errors_of(text(layers)) if d.severity == "error"]
     assert "the maps fall 2x2 short" in error.message or "1x1 short" in error.message
     assert error.message.endswith(fix) or fix in error.message
     assert checked(text(fixed)).ok
@@ -1372,6 +1384,11 @@ def test_a_positive_field_that_rounds_to_0_is_an_error_where_0_is_allowed_it_is_
     error = the_error(spec_text([2], "{type: dense, units: 1}",
                                 extra=optimizer.replace("lr: 0.1", "lr: 1.0e-50")))
     assert error.where == "optimizer.lr" and "rounds to 0 in float32" in error.message
+    # above 0 or absent (`PositiveFloat | None`): the review found these let through
+    for field in ("clip_grad_value", "clip_grad_norm"):
+        error = the_error(spec_text([2], "{type: dense, units: 1}",
+                                    extra=optimizer.replace("momentum", field)))
+        assert error.where == f"optimizer.{field}" and "rounds to 0" in error.message
 
 
 def test_a_noise_the_dtype_cannot_hold_is_an_error_at_it():
