@@ -34,7 +34,7 @@ def relative_difference(want, have, skip=None) -> float:
             and np.array_equal(have64[~finite], want64[~finite], equal_nan=True)):
         return float("inf")
     scale = max(float(np.max(np.abs(want64[finite]), initial=0.0)), scale,
-                np.finfo(np.float32).tiny)
+                float(np.finfo(np.float32).tiny))  # (a NumPy float32 made the result one)
     return float(np.max(np.abs(have64[finite] - want64[finite]), initial=0.0)) / scale
 
 

@@ -206,3 +206,14 @@ def test_values_of_rounding_noise_are_not_compared():
     assert report.whole_step["dense_3.weight"] < 1e-5  # ordinary weights are compared, and agree closely
     broken = check_backends(source(DETERMINISTIC), BrokenCol2im(), batch_size=4)
     assert not broken.agree
+
+
+def test_a_difference_against_zeros_is_a_python_float_that_json_writes():
+    """The command fuzz: `check-backends --format json` was an internal error ("float32 is
+    not JSON serializable") where an output's reference was all zeros: its scale, float32's
+    tiny, made the difference a NumPy float32."""
+    zeros = np.zeros(3, np.float32)
+    for have in (zeros, np.float32([0, 1e-30, 0])):
+        difference = relative_difference(zeros, have)
+        assert type(difference) is float
+        json.dumps(difference)
