@@ -16,13 +16,13 @@ MAX_VALUES = 2**48
 class CompileError(Exception):
     """A shape rule or a lowering check failed at a known place in the spec."""
 
-    def __init__(self, origin: Origin | None, message: str):
+    def __init__(self, origin: Origin | None, message: str, of_shapes: bool = False):
         super().__init__(message)
         self.origin = origin
         self.message = message
+        self.of_shapes = of_shapes  # a shape rule failed: the layers before shaped its input
         self.warnings: list[CompileWarning] = []  # found before the error, still worth showing
         self.lowered = None  # the model lowered up to the error (compiler/lower.py)
-        self.of_shapes = False  # an op's shape rule failed: the layers before it shaped its input
 
 
 @dataclass
@@ -87,9 +87,8 @@ class GraphBuilder:
         try:
             return REGISTRY[op_name].shape(attrs, *types)
         except ShapeError as error:
-            failure = CompileError(self._error_origin(error), self._error_message(error))
-            failure.of_shapes = True
-            raise failure from None
+            raise CompileError(self._error_origin(error), self._error_message(error),
+                               of_shapes=True) from None
 
     def _check_size(self, shape, what: str) -> None:
         """Sizes no machine holds are errors here, before any array library sees them (NumPy
