@@ -93,10 +93,11 @@ def one_hot_needs_a_vector(loss: str, labels: str, classes, shape) -> str:
             "layer, one unit per class")
 
 
-def one_output_on_classes(loss: str, classes: int, of: str = "") -> str:
+def one_output_on_classes(loss: str, classes: int, of: str = "", fix: str = "") -> str:
+    """`fix`: what gives the model `classes` outputs (said at the output layer: set units)."""
     return (f"{loss} with one output regresses the class labels 0..{classes - 1}{of} as numbers "
-            f"(class {classes - 1} 'more' than class 1); set units: {classes} (the labels "
-            "become one-hot targets), or use loss: cross_entropy")
+            f"(class {classes - 1} 'more' than class 1); {fix or f'set units: {classes}'} (the "
+            "labels become one-hot targets), or use loss: cross_entropy")
 
 
 def more_than_binary(labels: str, classes: int, units: str) -> str:
@@ -250,18 +251,6 @@ def position_class_metric(spec) -> str | None:
     (accuracy, pixel_accuracy or mean_iou), if any."""
     return next((m.type for m in tracked_metrics(spec, "segmentation")
                  if m.type in POSITION_CLASS_METRICS), None)
-
-
-def two_classes_per_position(spec, top: int) -> str | None:
-    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
-    position_class_metric reads it as class 0 or 1, which cannot count classes up to `top`:
-    why, or None when no such metric is tracked."""
-    metric = position_class_metric(spec)
-    if metric is None:
-        return None
-    return (f"{metric} reads one score per position as class 0 or 1 (above 0.5), the label "
-            f"maps hold classes up to {top}; set the last layer's filters to {top + 1} with "
-            "loss: cross_entropy, or track train.metrics: [mae] to regress the values")
 
 
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:

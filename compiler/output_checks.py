@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import schema
 from .builder import CompileError, CompileWarning
 from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
-                     position_class_metric, two_classes_per_position)
+                     position_class_metric)
 from .datasets import DATASETS
 from .ir import Origin
 from .shapes import per_sample, setting_text, shrink_factors
@@ -130,7 +130,7 @@ def _check_output(spec, lowered) -> None:
         _check_one_hot_outputs(spec, lowered, origin, dataset, sizing)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
             and logits.shape[1] == 1 and (dataset.num_classes or 0) > 2:
-        problem = two_classes_per_position(spec, dataset.num_classes - 1)
+        problem = two_classes_per_position(spec, lowered, dataset.num_classes - 1)
         if problem:  # what train says of the data, known here from the dataset
             raise CompileError(origin, problem)
     elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
@@ -161,6 +161,28 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
                 or info.inputs[0] not in index_of:
             return None
         index = index_of[info.inputs[0]]
+
+
+def output_count_fix(spec, lowered, count: int) -> str:
+    """How to give the model `count` outputs (or channels of its output maps), in words that
+    name the layer that sets them, for messages about the data (which point at data.path)."""
+    sizing = _output_sizing(spec, lowered)
+    if sizing is None:
+        return _count_fix(None, lowered.output_origin, lowered.logits.type, count)[1]
+    layer, field_name = sizing
+    return f"set {field_name}: {count} in {layer.where()}"
+
+
+def two_classes_per_position(spec, lowered, top: int) -> str | None:
+    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
+    position_class_metric reads it as class 0 or 1, which cannot count classes up to `top`:
+    why, or None when no such metric is tracked."""
+    metric = position_class_metric(spec)
+    if metric is None:
+        return None
+    return (f"{metric} reads one score per position as class 0 or 1 (above 0.5), the label "
+            f"maps hold classes up to {top}; {output_count_fix(spec, lowered, top + 1)} with "
+            "loss: cross_entropy, or track train.metrics: [mae] to regress the values")
 
 
 def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:

@@ -8,13 +8,13 @@ import numpy as np
 
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    more_than_binary, one_hot_needs_a_vector,
-                                   one_output_on_classes, tracked_metrics,
-                                   two_classes_per_position)
+                                   one_output_on_classes, tracked_metrics)
 from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
-from nnrun.compiler.output_checks import map_size_fix
+from nnrun.compiler.output_checks import (map_size_fix, output_count_fix,
+                                          two_classes_per_position)
 from nnrun.notices import warn
 
 from .data.errors import DataError
@@ -98,7 +98,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         raise DataFitError(one_hot_message(where, spec.loss.type, data.train.y.shape[1]))
     if data.task == "segmentation" and data.train.y.shape[1:] == (1,) and outputs[1:] != (1,):
         raise DataFitError(column_message(where))  # not maps of one position: [classes, 1]
-    check_targets_fit(spec, data, outputs, where)
+    check_targets_fit(spec, data, model.lowered, where)
     labels = _labels_in_the_loss(spec, data, where)
     if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         # the values first: what the shapes' checks advise is for 0/1 labels
@@ -110,9 +110,9 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _check_label_maps(labels, where)
     if training and (maps or maps_over(data.train.y.shape[1:], outputs[1:])):
         _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
-    _check_labels_fit_the_loss(spec, data, labels, outputs, where)
+    _check_labels_fit_the_loss(spec, data, labels, model.lowered, where)
     if training and _numbers_for_one_output(spec, model, data):
-        _warn_of_numbers(spec, where, labels, task_for_model(spec, model, data))
+        _warn_of_numbers(spec, model.lowered, where, labels, task_for_model(spec, model, data))
     if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
 
@@ -172,22 +172,22 @@ def _check_label_maps(labels: np.ndarray, where: str) -> None:
                            "(mark pixels to leave out with loss.ignore_index)")
 
 
-def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, outputs, where: str) -> None:
+def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: str) -> None:
     loss, maps = spec.loss.type, data.task == "segmentation"
+    outputs = lowered.logits.type.shape[1:]
     if loss == "cross_entropy" or (loss == "perceptron" and outputs[0] > 1):
-        _check_classes(where, labels, outputs, maps)
+        _check_classes(spec, lowered, where, labels, maps)
     elif loss == "perceptron" and int(labels.max()) > 1:
         top = int(labels.max())
-        units = "filters" if len(outputs) > 1 else "units"
         raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
                            f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
-                           f"set the last layer's {units} to {top + 1}, without the step")
+                           f"{output_count_fix(spec, lowered, top + 1)}, without the step")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
-        _check_classes(where, labels, outputs)  # labels become one-hot targets of the outputs
+        _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
     elif loss in REGRESSION_LOSSES and maps and outputs[0] == 1 and len(labels) \
             and labels.max() > 1:
-        _check_two_classes_per_position(spec, where, int(labels.max()))
+        _check_two_classes_per_position(spec, lowered, where, int(labels.max()))
 
 
 def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
@@ -211,16 +211,17 @@ def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
     return more_than_binary("the data", int(labels.max()) + 1, units)
 
 
-def _warn_of_numbers(spec, where: str, labels: np.ndarray, task: str) -> None:
+def _warn_of_numbers(spec, lowered, where: str, labels: np.ndarray, task: str) -> None:
     """Whole-number labels one output regresses: said unless train.metrics shows it is meant."""
     low, top = int(labels.min()), int(labels.max())
+    more = output_count_fix(spec, lowered, top + 1)
     if task == "classification":  # train.metrics asks for accuracy: 0..top read as classes
-        warn(f"{where}: {one_output_on_classes(spec.loss.type, top + 1)}; to track them as "
-             "numbers, use train.metrics: [mae]")
+        warn(f"{where}: {one_output_on_classes(spec.loss.type, top + 1, fix=more)}; to track "
+             "them as numbers, use train.metrics: [mae]")
     elif spec.train.metrics is None:
         warn(f"{where}: {spec.loss.type} with one output regresses the labels {low}..{top} as "
              "numbers, tracked by mae (train.metrics: [mae] says so and silences this); if "
-             f"they are classes (indices 0..{top}), set units: {top + 1} (one-hot targets) or "
+             f"they are classes (indices 0..{top}), {more} (one-hot targets) or "
              "use loss: cross_entropy")
 
 
@@ -256,8 +257,8 @@ def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
          f"targets as {saved} and map the predictions back")
 
 
-def _check_two_classes_per_position(spec, where: str, top: int) -> None:
-    problem = two_classes_per_position(spec, top)
+def _check_two_classes_per_position(spec, lowered, where: str, top: int) -> None:
+    problem = two_classes_per_position(spec, lowered, top)
     if problem:
         raise DataFitError(f"{where}: {problem}")
 
@@ -265,12 +266,11 @@ def _check_two_classes_per_position(spec, where: str, top: int) -> None:
 ABSURD_CLASSES_PER_LABEL = 100
 
 
-def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
-                   maps: bool = False) -> None:
+def _check_classes(spec, lowered, where: str, labels: np.ndarray, maps: bool = False) -> None:
     """Labels 0..k-1 for k outputs (a dense layer's units, a convolution's filters for label
     maps [classes, H, W]). `maps`: label maps, where a value such as 255 often marks pixels to
     leave out (loss.ignore_index)."""
-    outputs = output_shape[0]
+    outputs = lowered.logits.type.shape[1]
     top = int(labels.max())
     if top >= outputs and top >= ABSURD_CLASSES_PER_LABEL * len(labels):
         # Far more classes than labels: no output layer makes sense of them; they are likely
@@ -281,15 +281,13 @@ def _check_classes(where: str, labels: np.ndarray, output_shape: tuple,
                            "indices 0, 1, ..., k-1 (the model has "
                            f"{outputs} output{'s' * (outputs != 1)})")
     if top >= outputs:
-        units = "filters" if len(output_shape) > 1 else "units"
         left_out = (f", or leave out the pixels labelled {top} with loss.ignore_index: {top}"
                     if maps and top >= 2 * outputs else "")
         from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
                     if top == outputs and len(labels) and labels.min() == 1 else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
-                           f"output{'s' * (outputs != 1)}; set the last layer's {units} to "
-                           f"{top + 1}{left_out}"
-                           f"{from_one}")
+                           f"output{'s' * (outputs != 1)}; "
+                           f"{output_count_fix(spec, lowered, top + 1)}{left_out}{from_one}")
 
 
 def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
@@ -305,7 +303,7 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
         raise DataFitError(f"{where}: " + one_hot_needs_a_vector(loss, "class labels", "classes",
                                                                  list(outputs)))
     if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
-        raise DataFitError(_one_score_per_position(loss, label_shape, outputs, where))
+        raise DataFitError(_one_score_per_position(spec, lowered, label_shape, where))
     if label_shape and label_shape != list(outputs[1:]):
         fix = _positions_fix(list(outputs[1:]), label_shape, lowered, "one filter")
         raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
@@ -313,11 +311,12 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
                            f"model ends with {list(outputs)} ({fix})")
 
 
-def _one_score_per_position(loss: str, label_shape: list, outputs: tuple, where: str) -> str:
+def _one_score_per_position(spec, lowered, label_shape: list, where: str) -> str:
     """Every loss but cross_entropy compares label maps as they are (0/1 or numbers)."""
-    return (f"{where}: {loss} compares the label maps {label_shape} with one score per "
-            f"position, [1, {', '.join(map(str, label_shape))}], the model ends with "
-            f"{list(outputs)}; set the last layer's filters to 1, or use loss: cross_entropy "
+    outputs = lowered.logits.type.shape[1:]
+    return (f"{where}: {spec.loss.type} compares the label maps {label_shape} with one score "
+            f"per position, [1, {', '.join(map(str, label_shape))}], the model ends with "
+            f"{list(outputs)}; {output_count_fix(spec, lowered, 1)}, or use loss: cross_entropy "
             f"for {outputs[0]} classes per position")
 
 
@@ -330,7 +329,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     outputs = lowered.logits.type.shape[1:]
     spatial = list(outputs[1:])
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
-        _check_labels_per_output(spec, data, outputs, where)
+        _check_labels_per_output(spec, data, lowered, where)
         return
     ignored = getattr(spec.loss, "ignore_index", None)
     marks = (0, 1) if ignored is None else (0, 1, ignored)
@@ -341,8 +340,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                            "binary_cross_entropy")
     if label_shape == spatial:
         if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
-            raise DataFitError(_one_score_per_position(spec.loss.type, label_shape, outputs,
-                                                       where))
+            raise DataFitError(_one_score_per_position(spec, lowered, label_shape, where))
         if label_shape:
             _refuse_top_k(spec, data, where, "label maps", "pixel_accuracy or mean_iou")
         return
@@ -360,7 +358,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                            f"per sample: save {index}.astype(int)")
     several = spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1
     if several and len(spatial) != 1:  # no 1-D maps of these outputs: several labels a sample
-        raise DataFitError(multi_label_message(where, label_shape, outputs))
+        raise DataFitError(multi_label_message(where, label_shape, spec, lowered))
     scores = "1" if spec.loss.type == "binary_cross_entropy" else "classes"
     also = (f"; or, for several labels a sample, end the model with {{type: flatten}} and a "
             f"dense layer of units: {label_shape[0]}" if several else "")
@@ -370,18 +368,19 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                        f"({_positions_fix(spatial, label_shape, lowered)}){also}")
 
 
-def _check_labels_per_output(spec, data, outputs: tuple, where: str) -> None:
+def _check_labels_per_output(spec, data, lowered, where: str) -> None:
     """binary_cross_entropy on a vector output compares each output with a 0/1 label of its
     own: one label a sample for units: 1, k labels a sample (multi-label) for units: k."""
     label_shape = list(data.train.y.shape[1:])
+    outputs = lowered.logits.type.shape[1:]
     if is_multi_label(spec, data.train.y, outputs):
         _refuse_top_k(spec, data, where, "several labels a sample", "accuracy (of each label)")
     elif label_shape:
-        raise DataFitError(multi_label_message(where, label_shape, outputs))
+        raise DataFitError(multi_label_message(where, label_shape, spec, lowered))
     elif outputs[0] > 1:  # the API refuses such targets too
         raise DataFitError(f"{where}: one 0/1 label per sample, the model ends with "
                            f"{list(outputs)}; binary_cross_entropy compares each output with a "
-                           "label of its own: set the last layer's units to 1 (or, for "
+                           f"label of its own: {output_count_fix(spec, lowered, 1)} (or, for "
                            f"{outputs[0]} classes, use loss: cross_entropy)")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
+from nnrun.compiler.output_checks import map_size_fix, output_count_fix
 from nnrun.compiler.schema import CLASS_LABEL_LOSSES, CLASS_METRICS
 
 from .errors import DataError
@@ -15,10 +16,10 @@ from .sources import are_class_labels
 LABEL_LOSSES = (*CLASS_LABEL_LOSSES, "binary_cross_entropy")
 
 
-def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> None:
+def check_targets_fit(spec, data, lowered, where: str) -> None:
     if data.task != "regression":
         return
-    loss = spec.loss.type
+    loss, output_shape = spec.loss.type, lowered.logits.type.shape[1:]
     y = data.train.y
     if loss in LABEL_LOSSES and y.ndim >= 4 \
             and are_class_labels(y, getattr(spec.loss, "ignore_index", None)):
@@ -38,7 +39,7 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
                 raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, "
                                 f"floats read as values; {loss} takes several 0/1 labels a "
                                 "sample as integers: save y.astype(int)")
-            raise DataError(multi_label_message(where, list(y.shape[1:]), output_shape))
+            raise DataError(multi_label_message(where, list(y.shape[1:]), spec, lowered))
         raise DataError(f"{where}: {loss} takes float labels [N, k] as real values; save 1-D "
                         "label maps [N, L] as integers (y.astype(int))")
     if loss in LABEL_LOSSES and are_plus_minus_one(y):
@@ -57,9 +58,11 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
         raise DataError(f"{where}: the targets are empty ({list(data.train.y.shape)}: no value "
                         "per sample); give y one value per output, [N] or [N, k]")
     if per_sample != outputs:
-        raise DataError(f"{where}: the targets have {per_sample} value(s) per sample, the model "
-                        f"has {outputs} output{'s' * (outputs != 1)}; set the last layer's "
-                        f"units to {per_sample}")
+        targets = (f"are {list(y.shape[1:])} per sample ({per_sample} "
+                   f"value{'s' * (per_sample != 1)})" if y.ndim > 1 else "have one value per sample")
+        raise DataError(f"{where}: the targets {targets}, the model's outputs are "
+                        f"{list(output_shape)} ({outputs} value{'s' * (outputs != 1)}); "
+                        f"{_target_count_fix(spec, lowered, y.shape[1:], per_sample)}")
     target_shape = tuple(y.shape[1:])
     if not laid_out_as_outputs(target_shape, tuple(output_shape)):
         raise DataError(f"{where}: the targets are {list(target_shape)} per sample, the outputs "
@@ -70,6 +73,21 @@ def check_targets_fit(spec, data, output_shape: tuple[int, ...], where: str) -> 
     if class_metrics:
         raise DataError(f"{where}: the metric {class_metrics[0]} needs class labels, the targets "
                         "are real values; use train.metrics: [mae] (or mse)")
+
+
+def _target_count_fix(spec, lowered, target_shape: tuple, per_sample: int) -> str:
+    """What gives the model one output per target: as many units, or output maps of as many
+    channels where the targets are maps over the outputs' positions."""
+    output_shape = lowered.logits.type.shape[1:]
+    if len(output_shape) == 1:
+        return output_count_fix(spec, lowered, per_sample)
+    spatial, target_shape = list(output_shape[1:]), list(target_shape)
+    if spatial in (target_shape[-len(spatial):], target_shape[:len(spatial)]):
+        # [H, W], [C, H, W] or [H, W, C] over the outputs' positions: C channels
+        return output_count_fix(spec, lowered, per_sample // int(np.prod(spatial)))
+    if len(target_shape) in (len(spatial), len(spatial) + 1):
+        return map_size_fix(spatial, target_shape[-len(spatial):], lowered)
+    return "make the model's output as large as the targets (nnrun summary shows each layer's)"
 
 
 def laid_out_as_outputs(target: tuple, output: tuple) -> bool:
@@ -120,16 +138,17 @@ def one_hot_message(where: str, loss: str, classes: int) -> str:
             "sample, y [N]: save y.argmax(axis=1)")
 
 
-def multi_label_message(where: str, label_shape: list, outputs: tuple = (),
+def multi_label_message(where: str, label_shape: list, spec=None, lowered=None,
                         loss: str = "binary_cross_entropy") -> str:
-    """[N, k] labels beside a vector output of another size: several 0/1 labels a sample
-    (multi-label) need as many outputs; [N, 1] is one label each, in a column."""
+    """[N, k] labels beside a vector output of another size (of the model `lowered`): several
+    0/1 labels a sample (multi-label) need as many outputs; [N, 1] is one label each, in a
+    column."""
     if label_shape == [1]:  # one label each, in a column
         label = "one 0/1 label" if loss == "binary_cross_entropy" else "one class label"
         return (f"{where}: the labels are a column, [N, 1]; {loss} takes {label} per sample "
                 "as y [N]: save y.ravel()")
-    count = label_shape[0]
-    fix = (f"set the last layer's units to {count}" if len(outputs) <= 1 else
+    count, outputs = label_shape[0], lowered.logits.type.shape[1:]
+    fix = (output_count_fix(spec, lowered, count) if len(outputs) == 1 else
            f"end the model with {{type: flatten}} and a dense layer of units: {count}")
     return (f"{where}: the labels are {label_shape} per sample (several 0/1 labels each), the "
             f"model ends with {list(outputs)}; binary_cross_entropy needs one output per "

@@ -98,7 +98,7 @@ def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
         y[7] = top        # the output layer is what to change
         np.savez(tmp_path / "d.npz", x=x, y=y)
         line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-        assert f"set the last layer's units to {top + 1}" in line
+        assert f"set units: {top + 1} in model.layers[0] (dense_1)" in line
     assert not (tmp_path / "run").exists()
 
 
@@ -108,8 +108,8 @@ def test_labels_beyond_one_output_say_one_output(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
                  "model:\n  layers: [{type: dense, units: 1}]\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert "labels go up to 1 but the model has 1 output; set the last layer's units to 2" \
-        in line
+    assert ("labels go up to 1 but the model has 1 output; set units: 2 in model.layers[0] "
+            "(dense_1)") in line
 
 
 def test_labels_that_are_all_left_out_are_one_line_not_an_internal_error(tmp_path):
@@ -208,7 +208,8 @@ def test_float_targets_under_a_class_loss_name_the_fix(tmp_path, loss, units, la
 def test_targets_must_match_the_outputs(tmp_path):
     spec = _regression_files(tmp_path, "npz", "mse", 3)
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "r.npz")
-    assert "1 value(s) per sample" in line and "units to 1" in line
+    assert line.endswith("the targets have one value per sample, the model's outputs are [3] "
+                         "(3 values); set units: 1 in model.layers[1] (dense_2)"), line
 
 
 def test_a_regression_loss_on_class_labels_needs_a_vector_output(tmp_path):
@@ -233,12 +234,13 @@ def test_a_regression_loss_on_label_maps_needs_one_score_per_position(tmp_path):
                  "loss: mse\ntrain: {epochs: 1, batch_size: 4}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
     assert "label maps [4, 4] with one score per position, [1, 4, 4]" in line
-    assert "filters to 1" in line and "cross_entropy" in line
+    assert "set filters: 1 in model.layers[0] (conv2d_1)" in line and "cross_entropy" in line
     one_score = ("--set", "model.layers[0].filters=1")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "one", *one_score),
                                  "m.npz")
     assert "accuracy reads one score per position as class 0 or 1" in line
-    assert "up to 2" in line and "filters to 3 with loss: cross_entropy" in line
+    assert "up to 2" in line
+    assert "set filters: 3 in model.layers[0] (conv2d_1) with loss: cross_entropy" in line
     assert_ok(invoke("train", spec, "--out", tmp_path / "mae", "--quiet", *one_score,
                      "--set", "train.metrics=[mae]"))
 
@@ -464,7 +466,8 @@ def test_several_labels_per_sample_that_do_not_fit_the_outputs_name_the_fix(tmp_
                                      "m.npz")
         assert line.endswith("the labels are [4] per sample (several 0/1 labels each), the "
                              "model ends with [3]; binary_cross_entropy needs one output per "
-                             "label: set the last layer's units to 4 (for one of 4 classes a "
+                             "label: set units: 4 in model.layers[0] (dense_1) (for one of 4 "
+                             "classes a "
                              "sample, use y [N] with cross_entropy)"), line
         assert not (tmp_path / y_dtype).exists()
 
@@ -519,7 +522,7 @@ def test_one_label_a_sample_beside_several_outputs_is_refused_as_the_api_refuses
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
     assert line.endswith("one 0/1 label per sample, the model ends with [2]; "
                          "binary_cross_entropy compares each output with a label of its own: "
-                         "set the last layer's units to 1 (or, for 2 classes, use loss: "
+                         "set units: 1 in model.layers[0] (dense_1) (or, for 2 classes, use loss: "
                          "cross_entropy)")
     assert not (tmp_path / "run").exists()
 
@@ -648,7 +651,7 @@ def test_binary_maps_against_several_output_channels_name_the_fix(tmp_path):
         "LAYER", "conv1d").replace("UNITS: 4", "filters: 3").replace("KERNEL", "kernel_size: 1"))
     for command in (["train", spec, "--out", tmp_path / "run"], ["trace", spec]):
         line = assert_one_line_error(invoke(*command), "m.npz")
-        assert "set the last layer's filters to 1" in line and "[3, 6]" in line, line
+        assert "set filters: 1 in model.layers[0] (conv1d_1)" in line and "[3, 6]" in line, line
     assert not (tmp_path / "run").exists()
 
 
@@ -1142,7 +1145,8 @@ def test_labels_numbered_from_1_are_offered_y_minus_1(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=np.arange(40) % 3 + 1)
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert line.endswith("set the last layer's units to 4; numbered from 1 (no label 0)? save "
+    assert line.endswith("set units: 4 in model.layers[0] (dense_1); numbered from 1 (no label "
+                         "0)? save "
                          "y - 1, classes 0..2")
 
 
@@ -1326,8 +1330,8 @@ def test_validate_data_says_what_train_refuses_of_the_file_at_data_path(tmp_path
     assert result.exit_code == 1, result.output
     [found] = json.loads(result.stdout)
     assert (found["line"], found["severity"], found["where"]) == (2, "error", "data.path")
-    assert "labels go up to 7 but the model has 3 outputs; set the last layer's units to 8" \
-        in found["message"]
+    assert ("labels go up to 7 but the model has 3 outputs; set units: 8 in model.layers[0] "
+            "(dense_1)") in found["message"]
     assert not (tmp_path / "run").exists()
 
 
@@ -1520,3 +1524,44 @@ def test_train_says_a_data_error_where_the_spec_names_the_data(tmp_path):
                                          "limited.yaml:2:")
     assert "data.validation_split: validation_split 0.9 of the 2 training samples" in said
     assert not (tmp_path / "r").exists() and not (tmp_path / "l").exists()
+
+
+@pytest.mark.parametrize("layers, fix", [
+    # a softmax, batchnorm or dropout after the dense layer: the dense layer sets the outputs
+    ("[{type: dense, units: 2, name: out}, {type: softmax}]",
+     "set units: 3 in model.layers[0] (out)"),
+    ("[{type: dense, units: 2}, {type: batchnorm}, {type: dropout, rate: 0.1}]",
+     "set units: 3 in model.layers[0] (dense_1)"),
+    # nothing after a flatten sets a count: a layer added at the end does
+    ("[{type: flatten}]", "end the model with {type: dense, units: 3}"),
+])
+def test_labels_beyond_the_outputs_name_the_layer_that_sets_them(tmp_path, layers, fix):
+    """'set the last layer's units to 3' named a softmax (or relu) layer, which has none."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((30, 2)).astype("f4"), y=np.arange(30) % 3)
+    spec = write(tmp_path / "s.yaml", f"data: {{dataset: npz, path: d.npz}}\nmodel:\n"
+                 f"  input_shape: [2]\n  layers: {layers}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith(f"the model has 2 outputs; {fix}"), line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("targets, fix", [
+    ((3, 8, 8), "set filters: 3 in model.layers[0] (conv2d_1)"),
+    ((8, 8, 3), "set filters: 3 in model.layers[0] (conv2d_1)"),  # then the layout's error
+    ((8, 8), "set filters: 1 in model.layers[0] (conv2d_1)"),
+    ((2, 16, 16), "add {type: upsample2d, scale: 2} at the end"),
+])
+def test_target_maps_of_another_size_name_the_filters_with_both_shapes(tmp_path, targets, fix):
+    """Regression targets over an upsampled convolution: the message said units (the layer
+    was an upsample) and gave no shapes."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((12, 2, 8, 8)).astype("f4"),
+             y=rng.random((12, *targets)).astype("f4"))
+    spec = write(tmp_path / "m.yaml", "data: {dataset: npz, path: m.npz}\nmodel:\n"
+                 "  layers:\n    - {type: conv2d, filters: 2, kernel_size: 3, padding: same}\n"
+                 "    - {type: relu}\nloss: mse\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    values = int(np.prod(targets))
+    assert (f"the targets are {list(targets)} per sample ({values} values), the model's outputs "
+            f"are [2, 8, 8] (128 values); {fix}") in line, line

@@ -1356,6 +1356,10 @@ def test_one_score_a_position_on_a_named_dataset_s_classes_is_refused_by_validat
             "    - {type: conv2d, filters: 1, kernel_size: 3, padding: same}\nloss: mse\n")
     assert "accuracy reads one score per position as class 0 or 1" in the_error(text).message
     assert checked(text + "train: {metrics: [mae]}\n").ok
+    # the fix names the convolution, not an activation layer after it ("the last layer's")
+    relu_last = text.replace("loss:", "    - {type: relu}\nloss:")
+    assert ("set filters: 4 in model.layers[0] (conv2d_1) with loss: cross_entropy"
+            in the_error(relu_last).message)
 
 
 @pytest.mark.parametrize("layer, field, line", [

@@ -1397,7 +1397,7 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     spec.write_text("data: {dataset: csv, path: k.csv, validation_split: 0}\n"
                     "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
     said = (f"{spec}:1:28: error: data.path: {tmp_path / 'k.csv'}: labels go up to 3 but the "
-            "model has 2 outputs; set the last layer's units to 4")
+            "model has 2 outputs; set units: 4 in model.layers[0] (dense_1)")
     with pytest.raises(nnrun.DataError) as excinfo:
         nnrun.train(spec, out_dir=tmp_path / "api", quiet=True)
     assert type(excinfo.value) is nnrun.DataFitError

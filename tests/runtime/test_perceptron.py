@@ -165,7 +165,7 @@ def test_labels_must_be_classes_of_the_outputs(tmp_path):
     result = invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "labels go up to 2, but one output under perceptron reads labels 0 and 1" in result.stderr
-    assert "set the last layer's units to 3, without the step" in result.stderr
+    assert "set units: 3 in model.layers[0] (dense_1), without the step" in result.stderr
     model = nnrun.compile(load_spec_text(spec_text("    - {type: dense, units: 1}\n")))
     with pytest.raises(ValueError, match="perceptron needs class labels 0..1"):
         model.loss_and_grads(model.init_params(0), np.zeros((2, 3)), np.array([0, 2]))
