@@ -117,6 +117,8 @@ def _github_escape(text: str, is_property: bool) -> str:
 # layer's `units` are a convolution's `filters`, and so on.
 SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_size", "pool_size"),
             "size": ("kernel_size", "pool_size"), "pool": ("pool_size",),
+            "kernel_size": ("pool_size",), "pool_size": ("kernel_size",),
+            "mode": ("padding_mode",),
             "channels": ("filters", "units"), "neurons": ("units",), "outputs": ("units",),
             "activation_function": ("activation",), "rate": ("dropout",), "p": ("rate",),
             "learning_rate": ("lr",),
@@ -310,6 +312,36 @@ def layer_fields(layer_type: Any) -> list[str]:
 
     return next((_field_names(member) for tag, member in _tagged_members(Layer, "type")
                  if tag == layer_type), [])
+
+
+def layers_with_field(name: Any, value: Any, layer_type: Any) -> list[str]:
+    """The other layer types whose field `name` takes `value`, where the layer type named
+    lacks it and any synonym of it (`init: he_normal` on a pool: dense and the convolutions;
+    `units` on a conv2d is its filters, and `mode: reflect` no upsampling mode, so none): a
+    field put on the wrong layer, not a misspelling."""
+    from .schema import Layer
+
+    fields = layer_fields(layer_type)
+    if name in fields or any(synonym in fields for synonym in SYNONYMS.get(str(name), ())):
+        return []
+    return [tag for tag, member in _tagged_members(Layer, "type")
+            if name in _field_names(member) and _takes(tag, name, value)]
+
+
+def _takes(layer_type: str, field: str, value: Any) -> bool:
+    """Whether a layer of `layer_type` takes `value` as its `field`."""
+    try:
+        _layer_adapter().validate_python({"type": layer_type, field: value})
+    except pydantic.ValidationError as error:
+        return not any(field in item["loc"] for item in error.errors())
+    return True
+
+
+@functools.cache
+def _layer_adapter() -> pydantic.TypeAdapter:
+    from .schema import Layer
+
+    return pydantic.TypeAdapter(Layer)
 
 
 def _tagged_members(union: Any, discriminator: str) -> list[tuple[str, Any]]:
@@ -648,6 +680,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     framework = _framework_field_fix(name, owner, present)
     if framework:
         return f"unknown field {quoted(name)}; {framework}"
+    if _is_layer_path(owner) and isinstance(present, dict):
+        elsewhere = _other_layers_field_fix(name, present)
+        if elsewhere:
+            return f"unknown field {quoted(name)}; {elsewhere}"
     if owner and name in _SECTIONS:  # `loss:` indented under train
         if isinstance(data, dict) and name in data:
             return (f"unknown field {quoted(name)}; {name} is a section of its own, given at "
@@ -670,6 +706,26 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
 
 # The spec's sections: a mapping each, at the top (its scalars, seed or dtype, are not).
 _SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
+
+
+def _other_layers_field_fix(name: str, layer: dict) -> str:
+    """A field of other layer types on one without it (`init` on a pool), said as such: a
+    near name of its own (`inputs`) is not what was meant."""
+    from .schema import ACTIVATION_TYPES
+
+    kind = layer.get("type")
+    others = layers_with_field(name, layer[name], kind)
+    if not layer_fields(kind) or not others:
+        return ""
+    if name == "activation":
+        value = layer[name]
+        activation = value if isinstance(value, dict) and value.get("type") in ACTIVATION_TYPES \
+            else {"type": value if isinstance(value, str) and value in ACTIVATION_TYPES
+                  else "relu"}
+        return (f"{kind} has no activation: remove it, and add {_show(activation)} as a layer "
+                "after it")
+    owners = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else others[0]
+    return f"{kind} has no {name}, a field of {owners}: remove it"
 
 
 def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:

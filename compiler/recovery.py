@@ -19,7 +19,8 @@ from typing import Any
 import pydantic
 
 from .datasets import DATASETS
-from .diagnostics import layer_fields, misspelt_key, only_fitting_tag, suggest
+from .diagnostics import (layer_fields, layers_with_field, misspelt_key, only_fitting_tag,
+                          suggest)
 from .schema import Data, Layer
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
@@ -65,9 +66,11 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         parent[meant] = value
         missing.discard(path[:-1] + (meant,))
         siblings.remove(meant)
-    elif _is_layer_key(path):  # `padidng: same` read as the padding it misspells: its
+    elif _is_layer_key(path) and not layers_with_field(key, value, parent.get("type")):
+        # `padidng: same` read as the padding it misspells (its default would give the later
+        # layers wrong shapes); `init` on a pool is another layer's field, no misspelt `inputs`
         unset = [name for name in layer_fields(parent.get("type")) if name not in parent]
-        meant = suggest(key, unset)  # default would give the later layers wrong shapes
+        meant = suggest(key, unset)
         if meant is not None and _valid_as(parent, meant, value):
             parent[meant] = value
     elif path[:1] == ("data",) and len(path) == 2:  # `datset: mnist`: not the default digits

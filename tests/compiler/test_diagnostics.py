@@ -292,12 +292,14 @@ def test_missing_required_field_points_at_the_parent_mapping():
 
 
 def test_a_field_of_many_places_gets_no_section_hint(Spec):
-    """`type`, `mode`, `scale` are fields of several sections and layers: no hint, or the
-    indentation hint when a section below has it."""
+    """`type`, `mode`, `scale` are fields of several sections and layers: no section hint, or
+    the indentation hint when a section below has it (a convolution's mode is its
+    padding_mode: reflect is no upsampling mode)."""
     text = ("model:\n  layers:\n    - {type: conv2d, filters: 2, kernel_size: 3, mode: reflect}\n"
             "train:\n  pruning:\n  type: magnitude\n")
     assert formatted(text, schema=Spec) == [
-        "spec.yaml:3:50: error: model.layers[0]: unknown field 'mode'",
+        "spec.yaml:3:50: error: model.layers[0]: unknown field 'mode'; did you mean "
+        "'padding_mode'?",
         "spec.yaml:6:3: error: train: unknown field 'type'; it belongs in the pruning section: "
         "indent it under pruning:"]
 
@@ -901,7 +903,8 @@ def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     assert lines == [
         "spec.yaml:4:7: error: model.layers[0]: missing required field 'units' (e.g. units: 10) "
         "(after --set model.layers[0].type=dense)",
-        "spec.yaml:4:25: error: model.layers[0]: unknown field 'pool_size' "
+        "spec.yaml:4:25: error: model.layers[0]: unknown field 'pool_size'; dense has no "
+        "pool_size, a field of maxpool1d, maxpool2d, avgpool1d and avgpool2d: remove it "
         "(after --set model.layers[0].type=dense)",
         "spec.yaml:5:28: error: model.layers[1]: 'units' must be an integer ≥ 1, got -1"]
 
@@ -1200,3 +1203,32 @@ def test_a_refused_value_an_alias_reuses_is_one_error_where_it_is_written():
     assert _load_errors(text) == [
         "spec.yaml:5:31: error: model.layers[1].units: tag '!!python/object:x' is not allowed: "
         "specs never build Python objects"]
+
+
+@pytest.mark.parametrize("layer, said", [
+    ("{type: global_maxpool, init: he_normal}", "unknown field 'init'; global_maxpool has no "
+     "init, a field of dense, conv1d, conv2d, conv1d_transpose and conv2d_transpose: remove it"),
+    ("{type: flatten, units: 4}", "unknown field 'units'; flatten has no units, a field of "
+     "dense: remove it"),
+    ("{type: maxpool2d, pool_size: 2, activation: {type: leaky_relu, alpha: 0.1}}",
+     "unknown field 'activation'; maxpool2d has no activation: remove it, and add {type: "
+     "leaky_relu, alpha: 0.1} as a layer after it"),
+    ("{type: upsample2d, scale: 2, padding_mode: reflect}", "unknown field 'padding_mode'; "
+     "upsample2d has no padding_mode, a field of conv1d and conv2d: remove it"),
+    # a counterpart of the layer's own, or a value no other layer takes: as before
+    ("{type: maxpool2d, kernel_size: 2}", "unknown field 'kernel_size'; did you mean "
+     "'pool_size'?"),
+    ("{type: flatten, units: -4}", "unknown field 'units'"),
+])
+def test_a_field_of_other_layers_says_whose_it_is_and_nothing_made_up(layer, said):
+    """`init: he_normal` on a global_maxpool was told "did you mean 'inputs'?", and the
+    repaired copy read it as inputs: a second error, "inputs: unknown layer 'he_normal'"."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("data: {dataset: digits}\nmodel:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            f"    - {{type: conv2d, filters: 4, kernel_size: 3}}\n    - {layer}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "spec.yaml")
+    lines = [d.format() for d in raised.value.diagnostics]
+    assert len(lines) == 1 and lines[0].endswith(f"model.layers[1]: {said}"), lines
