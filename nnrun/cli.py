@@ -1244,15 +1244,29 @@ def _print_gradcheck_report(results, tolerance: float) -> bool:
         click.echo(f"  {result.name:<{width}}  {_gradcheck_line(result, tolerance)}")
     checked = sum(result.checked for result in results)
     passed = worst <= tolerance and checked > 0
-    if not checked and any(r.kinks for r in results) and not any(r.rounding for r in results):
-        # nothing wrong was found, and nothing checked: not a wrong gradient, as `failed` says
-        click.echo("unchecked: every entry lies at a kink within the step, where differences "
-                   "can check no gradient (init: zeros puts every sample on the same one); try "
-                   "another init, or --batch-size 1")
-    else:
+    if checked:
         click.echo(f"{'passed' if passed else 'failed'}: worst {worst:.2e} (tolerance "
-                   f"{tolerance:g})" + ("" if checked else "; no entry could be checked"))
+                   f"{tolerance:g})")
+    else:  # every entry left out, none wrong: not a wrong gradient, as `failed` says
+        click.echo(f"unchecked: {_why_unchecked(results, tolerance)}")
     return passed
+
+
+def _why_unchecked(results, tolerance: float) -> str:
+    """Why no entry could be checked, where each was left out (at a kink, or within what its
+    differences resolve), and what to do."""
+    if tolerance == 0:
+        return ("no entry could be checked: differences carry the loss's rounding, which a "
+                "tolerance of 0 leaves no room for; give --tolerance above 0 (1e-5 by default)")
+    if not any(r.rounding or r.unresolved for r in results):
+        return ("every entry lies at a kink within the step, where differences can check no "
+                "gradient (init: zeros puts every sample on the same one); try another init, "
+                "or --batch-size 1")
+    kinks = " or at a kink" if any(r.kinks for r in results) else ""
+    return ("no entry could be checked: each lies within what its differences resolve (their "
+            f"rounding or the loss's curvature is more than the tolerance allows){kinks}, as "
+            "weights of a very large scale make it; raise --tolerance, or use smaller initial "
+            "weights")
 
 
 # What gradcheck says of the entries it could not judge as the others, after the verdict:

@@ -89,7 +89,8 @@ def test_the_spec_seed_draws_the_weights_and_the_batch(monkeypatch):
 
 def test_a_tolerance_below_the_rounding_is_not_met_by_leaving_entries_out():
     """--tolerance 0 passed with every entry 'within rounding': an entry is left out only where
-    the rounding exceeds what the tolerance allows its gradient, and a check of nothing fails."""
+    the rounding exceeds what the tolerance allows its gradient, and a check of nothing does not
+    pass (exit 1, 'unchecked': no gradient was found wrong either)."""
     from click.testing import CliRunner
 
     from nnrun.cli import main
@@ -98,12 +99,30 @@ def test_a_tolerance_below_the_rounding_is_not_met_by_leaving_entries_out():
     assert sum(r.checked for r in strict) == 0  # no difference is exact
     spec = Path(__file__).resolve().parents[2] / "specs" / "xor-mlp.yaml"
     result = CliRunner().invoke(main, ["gradcheck", str(spec), "--tolerance", "0"])
-    assert result.exit_code == 1 and "failed" in result.output
-    assert "no entry could be checked" in result.output
+    assert result.exit_code == 1 and "failed" not in result.output
+    assert "unchecked: no entry could be checked" in result.output
+    assert "give --tolerance above 0" in result.output
     # the default tolerance checks every gradient above the rounding's reach
     usual = checking.gradcheck(deep_sigmoid(depth=1), samples=4)
     assert all(r.rounding == 0 and r.checked > 0 for r in usual)
 
+
+def test_weights_too_large_for_any_difference_leave_the_check_unchecked_not_failed(tmp_path):
+    """Weights of scale 1e20 put every entry within its differences' rounding: gradcheck said
+    'failed', which means a wrong gradient (docs/cli.md), where none was found."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel:\n  input_shape: [2]\n  init: {type: uniform, "
+                    "limit: 1.0e+20}\n  layers:\n    - {type: dense, units: 4}\n"
+                    "    - {type: dense, units: 1}\nloss: mse\n")
+    result = CliRunner().invoke(main, ["gradcheck", str(spec)])
+    assert result.exit_code == 1 and "failed" not in result.output, result.output
+    assert "unchecked: no entry could be checked: each lies within what its differences " \
+        "resolve" in result.output
+    assert "raise --tolerance, or use smaller initial weights" in result.output
 
 
 def test_samples_are_distinct_entries(monkeypatch):
