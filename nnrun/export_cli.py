@@ -122,6 +122,11 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
             return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})", ""
         raise
     error = relative_error(result, expected, exported.least_scale)
+    if result.shape == expected.shape and not error <= TOLERANCE[exported.dtype] \
+            and exported.dtype == "float32":
+        agreement = _agreement_within_rounding(exported, model, params, inputs, result, expected)
+        if agreement:
+            return agreement, _rounding_warning(exported, model, params, pre, exact, result)
     if result.shape != expected.shape or not error <= TOLERANCE[exported.dtype]:
         try:
             where = _first_differing_layer(exported, model, params, preprocessing, raw, inputs)
@@ -132,6 +137,36 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
                           "please report it")
     return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples (relative error "
             f"{error:.1e})"), _rounding_warning(exported, model, params, pre, exact, result)
+
+
+# onnxruntime's float32 outputs may lie this many times as far from nnrun's float64 ones as
+# nnrun's own float32 outputs do: their sums run in other orders, each rounding its own way.
+ROUNDING_MARGIN = 4
+
+
+def _agreement_within_rounding(exported: Exported, model, params, inputs, result,
+                               expected) -> str:
+    """Where onnxruntime's float32 outputs differ from nnrun's past the tolerance, but lie as
+    near nnrun's float64 outputs (same weights and inputs) as nnrun's own float32 outputs do:
+    a model whose float32 rounding is that large (weights of a large scale, cancelling sums),
+    not a wrong lowering. The check's line then, or "" where onnxruntime is farther."""
+    from nnrun.runtime.model import Model
+
+    exact_model = Model(replace(model.source,
+                                spec=model.spec.model_copy(update={"dtype": "float64"})))
+    with np.errstate(all="ignore"):
+        exact = exact_model.forward({name: np.asarray(value, np.float64)
+                                     for name, value in params.items()},
+                                    np.asarray(inputs, np.float64))
+    own = relative_error(expected, exact, exported.least_scale)
+    theirs = relative_error(result, exact, exported.least_scale)
+    if not theirs <= max(TOLERANCE["float32"], ROUNDING_MARGIN * own):
+        return ""
+    error = relative_error(result, expected, exported.least_scale)
+    return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples within the "
+            f"model's own float32 rounding (relative error {error:.1e}: nnrun's float32 outputs "
+            f"lie {own:.1e} from its float64 ones, onnxruntime's {theirs:.1e}; large weights "
+            "or cancelling sums make float32 that coarse for this model)")
 
 
 def _first_differing_layer(exported: Exported, model, params, preprocessing, raw,
