@@ -308,10 +308,17 @@ def only_fitting_tag(mapping: Any, union: Any, discriminator: str = "type") -> s
 
 def layer_fields(layer_type: Any) -> list[str]:
     """The fields of the layer type named (none for a type that is not one)."""
+    return list(_fields_by_layer_type().get(layer_type, ())) if isinstance(layer_type, str) \
+        else []
+
+
+@functools.cache
+def _fields_by_layer_type() -> dict[str, tuple[str, ...]]:
+    """Each layer type's fields: asked once per unknown field of a layer (5,000 broken layers
+    walked the schema 15,000 times)."""
     from .schema import Layer
 
-    return next((_field_names(member) for tag, member in _tagged_members(Layer, "type")
-                 if tag == layer_type), [])
+    return {tag: tuple(_field_names(member)) for tag, member in _tagged_members(Layer, "type")}
 
 
 def layers_with_field(name: Any, value: Any, layer_type: Any) -> list[str]:
@@ -319,13 +326,11 @@ def layers_with_field(name: Any, value: Any, layer_type: Any) -> list[str]:
     lacks it and any synonym of it (`init: he_normal` on a pool: dense and the convolutions;
     `units` on a conv2d is its filters, and `mode: reflect` no upsampling mode, so none): a
     field put on the wrong layer, not a misspelling."""
-    from .schema import Layer
-
     fields = layer_fields(layer_type)
     if name in fields or any(synonym in fields for synonym in SYNONYMS.get(str(name), ())):
         return []
-    return [tag for tag, member in _tagged_members(Layer, "type")
-            if name in _field_names(member) and _takes(tag, name, value)]
+    return [tag for tag, its_fields in _fields_by_layer_type().items()
+            if name in its_fields and _takes(tag, name, value)]
 
 
 def _takes(layer_type: str, field: str, value: Any) -> bool:
