@@ -82,6 +82,8 @@ def _target_count_fix(spec, lowered, target_shape: tuple, per_sample: int) -> st
     if len(output_shape) == 1:
         return output_count_fix(spec, lowered, per_sample)
     spatial, target_shape = list(output_shape[1:]), list(target_shape)
+    if len(target_shape) <= 1:  # one value, or a vector, per sample beside output maps
+        return f"end the model with {{type: flatten}} and a dense layer of units: {per_sample}"
     if spatial in (target_shape[-len(spatial):], target_shape[:len(spatial)]):
         # [H, W], [C, H, W] or [H, W, C] over the outputs' positions: C channels
         return output_count_fix(spec, lowered, per_sample // int(np.prod(spatial)))

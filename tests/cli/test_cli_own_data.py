@@ -1551,6 +1551,7 @@ def test_labels_beyond_the_outputs_name_the_layer_that_sets_them(tmp_path, layer
     ((8, 8, 3), "set filters: 3 in model.layers[0] (conv2d_1)"),  # then the layout's error
     ((8, 8), "set filters: 1 in model.layers[0] (conv2d_1)"),
     ((2, 16, 16), "add {type: upsample2d, scale: 2} at the end"),
+    ((5,), "end the model with {type: flatten} and a dense layer of units: 5"),
 ])
 def test_target_maps_of_another_size_name_the_filters_with_both_shapes(tmp_path, targets, fix):
     """Regression targets over an upsampled convolution: the message said units (the layer
@@ -1565,3 +1566,17 @@ def test_target_maps_of_another_size_name_the_filters_with_both_shapes(tmp_path,
     values = int(np.prod(targets))
     assert (f"the targets are {list(targets)} per sample ({values} values), the model's outputs "
             f"are [2, 8, 8] (128 values); {fix}") in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_target_a_sample_beside_output_maps_is_told_to_end_with_a_dense_layer(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "m.npz", x=rng.random((12, 2, 8, 8)).astype("f4"),
+             y=rng.random(12).astype("f4"))
+    spec = write(tmp_path / "m.yaml", "data: {dataset: npz, path: m.npz}\nmodel:\n"
+                 "  layers:\n    - {type: conv2d, filters: 2, kernel_size: 3, padding: same}\n"
+                 "loss: mse\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
+    assert line.endswith("the targets have one value per sample, the model's outputs are "
+                         "[2, 8, 8] (128 values); end the model with {type: flatten} and a "
+                         "dense layer of units: 1"), line
