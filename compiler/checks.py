@@ -100,11 +100,13 @@ def one_output_on_classes(loss: str, classes: int, of: str = "", fix: str = "") 
             "labels become one-hot targets), or use loss: cross_entropy")
 
 
-def more_than_binary(labels: str, classes: int, units: str) -> str:
+def more_than_binary(labels: str, classes: int, fix: str) -> str:
     """binary_cross_entropy on class labels beyond 0/1: what validate says of a named dataset
-    (lower.py) and training of npz or csv labels (runtime/data_fit.py), in the same words."""
+    (lower.py) and training of npz or csv labels (runtime/data_fit.py), in the same words.
+    `fix`: what gives the model one score per class (output_checks.class_scores_fix), or ""."""
     return (f"binary_cross_entropy needs 0/1 labels, but {labels} has {classes} classes "
-            f"(labels 0..{classes - 1}); use loss: cross_entropy with {units}: {classes}")
+            f"(labels 0..{classes - 1}); use loss: cross_entropy" + (f", and {fix}" if fix
+                                                                    else ""))
 
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:

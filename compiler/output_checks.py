@@ -125,23 +125,36 @@ def _check_output(spec, lowered) -> None:
         _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) >= 2 or
                                                        dataset.task in ("binary", "segmentation")):
-        _check_binary_outputs(origin, logits, dataset, sizing)
+        _check_binary_outputs(spec, lowered, dataset, sizing)
     elif dataset.num_classes and not dataset.label_shape:  # mse, mae, huber on class labels
         _check_one_hot_outputs(spec, lowered, origin, dataset, sizing)
-    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
-            and logits.shape[1] == 1 and (dataset.num_classes or 0) > 2:
-        problem = two_classes_per_position(spec, lowered, dataset.num_classes - 1)
-        if problem:  # what train says of the data, known here from the dataset
-            raise CompileError(origin, problem)
-    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES \
-            and logits.shape[1] != 1:  # label maps are compared as they are, a score a pixel
+    elif dataset.label_shape and spec.loss.type in schema.REGRESSION_LOSSES:
+        _check_one_score_per_position(spec, lowered, origin, dataset, sizing)
+
+
+def _check_one_score_per_position(spec, lowered, origin, dataset, sizing) -> None:
+    """mse, mae and huber compare label maps as they are: one score per position, [1, *maps];
+    what train says of the data, known here from the dataset."""
+    logits, labels, loss = lowered.logits.type, list(dataset.label_shape), spec.loss.type
+    classes = dataset.num_classes or logits.shape[1]
+    compares = (f"{loss} compares the label maps {labels} of '{dataset.name}' with one score "
+                f"per position, [1, {', '.join(map(str, labels))}], the model ends with "
+                f"{per_sample(logits)}")
+    spatial = list(logits.shape[2:])
+    if spatial != labels:
+        raise CompileError(origin, f"{compares} "
+                           f"({positions_fix(spatial, labels, lowered, 'one filter')})")
+    if logits.shape[1] != 1:
         where, fix = _count_fix(sizing, origin, logits, 1)
-        if (dataset.num_classes or 0) > 2 and position_class_metric(spec):
+        if classes > 2 and position_class_metric(spec):
             fix += " with train.metrics: [mae]"  # accuracy reads one score as class 0 or 1
-        raise CompileError(where, f"{spec.loss.type} compares the label maps "
-                           f"{list(dataset.label_shape)} of '{dataset.name}' with one score per "
-                           f"position, the model ends with {per_sample(logits)}; {fix}, or use "
-                           f"loss: cross_entropy for {logits.shape[1]} classes per position")
+        scores = "" if logits.shape[1] == classes else \
+            f" ({output_count_fix(spec, lowered, classes)})"
+        raise CompileError(where, f"{compares}; {fix}, or use loss: cross_entropy for its "
+                           f"{classes} classes per position{scores}")
+    problem = two_classes_per_position(spec, lowered, classes - 1) if classes > 2 else None
+    if problem:
+        raise CompileError(origin, problem)
 
 
 def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
@@ -173,16 +186,30 @@ def output_count_fix(spec, lowered, count: int) -> str:
     return f"set {field_name}: {count} in {layer.where()}"
 
 
-def two_classes_per_position(spec, lowered, top: int) -> str | None:
-    """One score per position regresses label maps' classes as numbers (mse, mae, huber);
-    position_class_metric reads it as class 0 or 1, which cannot count classes up to `top`:
-    why, or None when no such metric is tracked."""
-    metric = position_class_metric(spec)
+def class_scores_fix(spec, lowered, classes: int, maps: bool) -> str:
+    """What gives the model one score per class under cross_entropy: for one label a sample
+    (`maps` False), a vector of `classes` outputs; for label maps, `classes` channels. "" where
+    it has them."""
+    logits = lowered.logits.type
+    if not maps and logits.rank > 2:
+        return f"end the model with {{type: flatten}} and a dense layer of units: {classes}"
+    return "" if logits.shape[1] == classes else output_count_fix(spec, lowered, classes)
+
+
+def two_classes_per_position(spec, lowered, top: int, maps: bool = True) -> str | None:
+    """One score per position (or, `maps` False, per sample) regresses classes as numbers
+    (mse, mae, huber); position_class_metric reads it as class 0 or 1, which cannot count
+    classes up to `top`: why, or None when no such metric is tracked. Per sample, only the
+    confusion metrics refuse (their matrix has two classes; accuracy is warned of)."""
+    metric = position_class_metric(spec) if maps else next(
+        (m.type for m in spec.train.metrics or () if m.type in schema.CONFUSION_METRICS), None)
     if metric is None:
         return None
-    return (f"{metric} reads one score per position as class 0 or 1 (above 0.5), the label "
-            f"maps hold classes up to {top}; {output_count_fix(spec, lowered, top + 1)} with "
-            "loss: cross_entropy, or track train.metrics: [mae] to regress the values")
+    score, labels = ("one score per position", "the label maps hold") if maps else \
+        ("the one output", "the labels hold")
+    return (f"{metric} reads {score} as class 0 or 1 (above 0.5), {labels} classes up to "
+            f"{top}; {output_count_fix(spec, lowered, top + 1)} with loss: cross_entropy, or "
+            "track train.metrics: [mae] to regress the values")
 
 
 def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:
@@ -211,13 +238,14 @@ def _count_fix(sizing, origin: Origin, logits, count: int) -> tuple[Origin, str]
     return origin, f"end the model with {{type: {conv}, filters: {count}, kernel_size: 1}}"
 
 
-def _check_binary_outputs(origin: Origin, logits, dataset, sizing=None) -> None:
+def _check_binary_outputs(spec, lowered, dataset, sizing=None) -> None:
     """0/1 labels, and one output per sample (or per pixel of a label map). `sizing`: the
     layer and field that give the output its count (_output_sizing), if one does."""
-    units = "filters" if logits.rank > 2 else "units"
+    logits, origin = lowered.logits.type, lowered.output_origin
     if (dataset.num_classes or 0) > 2:
+        fix = class_scores_fix(spec, lowered, dataset.num_classes, bool(dataset.label_shape))
         raise CompileError(Origin("loss", keys=("loss",)), more_than_binary(
-            f"dataset '{dataset.name}'", dataset.num_classes, units))
+            f"dataset '{dataset.name}'", dataset.num_classes, fix))
     wanted = [1, *dataset.label_shape]
     if per_sample(logits) != wanted:
         needs = (f"binary_cross_entropy on '{dataset.name}' needs one output"
@@ -242,9 +270,26 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset, sizing) -> None:
         raise CompileError(where, f"the model ends with {outputs} outputs but "
                            f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
                            f"under {loss}; {fix}")
+    confusion = two_classes_per_position(spec, lowered, classes - 1, maps=False)
+    if classes > 2 and outputs == 1 and confusion:
+        raise CompileError(origin, confusion)
     if classes > 2 and outputs == 1:
         message = one_output_on_classes(loss, classes, f" of '{dataset.name}'")
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
+
+
+def positions_fix(spatial: list[int], labels: list[int], lowered,
+                  filters: str = "one filter per class") -> str:
+    """What brings a model's output positions (`spatial`: its output's shape past the
+    channels) to those of the label maps `labels`."""
+    if len(spatial) == len(labels):
+        return map_size_fix(spatial, labels, lowered)
+    sample = list(lowered.graph.inputs[0].type.shape[1:])
+    if len(sample) - 1 < len(labels):  # samples [C, L] for maps [H, W]; vectors for any
+        return (f"the samples {sample} have no {len(labels)}-D positions to label: give one "
+                f"label per sample, y [N], or samples [channels, {', '.join(map(str, labels))}]")
+    return ("a flatten, dense, global pool or reshape took the positions away: keep them, and "
+            f"end with a convolution of kernel_size 1 and {filters}")
 
 
 def map_size_fix(spatial: list[int], labels: list[int], lowered) -> str:

@@ -13,7 +13,7 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
-from nnrun.compiler.output_checks import (map_size_fix, output_count_fix,
+from nnrun.compiler.output_checks import (class_scores_fix, output_count_fix, positions_fix,
                                           two_classes_per_position)
 from nnrun.notices import warn
 
@@ -102,7 +102,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     labels = _labels_in_the_loss(spec, data, where)
     if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
         # the values first: what the shapes' checks advise is for 0/1 labels
-        raise DataFitError(f"{where}: {_beyond_binary(data, labels, outputs)}")
+        raise DataFitError(f"{where}: {_beyond_binary(spec, data, labels, model.lowered)}")
     _check_label_shape(spec, data, model.lowered, where)
     _check_one_hot_outputs(spec, data, model.lowered, where)
     maps = data.task == "segmentation" and not multi_label
@@ -185,12 +185,12 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
-    elif loss in REGRESSION_LOSSES and maps and outputs[0] == 1 and len(labels) \
-            and labels.max() > 1:
-        _check_two_classes_per_position(spec, lowered, where, int(labels.max()))
+    elif loss in REGRESSION_LOSSES and (maps or tuple(outputs) == (1,)) and outputs[0] == 1 \
+            and len(labels) and labels.max() > 1 and data.task != "regression":
+        _check_two_classes_per_position(spec, lowered, where, int(labels.max()), maps)
 
 
-def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
+def _beyond_binary(spec, data, labels: np.ndarray, lowered) -> str:
     # Class labels by now: real values under a label loss were refused (data/targets.py);
     # negative ones too, but in label maps and several labels a sample, which the loader
     # does not read as classes.
@@ -202,13 +202,14 @@ def _beyond_binary(data, labels: np.ndarray, outputs) -> str:
         void = others[0]
         return (f"binary_cross_entropy needs 0/1 labels, but the data also holds {void}; to "
                 f"leave out the positions labelled {void}, set loss.ignore_index: {void}")
-    y = data.train.y
+    y, outputs = data.train.y, lowered.logits.type.shape[1:]
     if y.ndim == 2 and y.shape[1] > 1 and not maps_over(y.shape[1:], outputs[1:]):
         return (f"binary_cross_entropy needs 0/1 labels, but the data also holds "
                 f"{', '.join(map(str, others[:3]))}: each of several labels a sample is 0 or 1 "
                 "(for one of k classes a sample, use y [N] with cross_entropy)")
-    units = "filters" if len(outputs) > 1 else "units"
-    return more_than_binary("the data", int(labels.max()) + 1, units)
+    classes = int(labels.max()) + 1
+    return more_than_binary("the data", classes,
+                            class_scores_fix(spec, lowered, classes, maps=y.ndim > 1))
 
 
 def _warn_of_numbers(spec, lowered, where: str, labels: np.ndarray, task: str) -> None:
@@ -257,8 +258,8 @@ def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
          f"targets as {saved} and map the predictions back")
 
 
-def _check_two_classes_per_position(spec, lowered, where: str, top: int) -> None:
-    problem = two_classes_per_position(spec, lowered, top)
+def _check_two_classes_per_position(spec, lowered, where: str, top: int, maps: bool) -> None:
+    problem = two_classes_per_position(spec, lowered, top, maps)
     if problem:
         raise DataFitError(f"{where}: {problem}")
 
@@ -282,12 +283,20 @@ def _check_classes(spec, lowered, where: str, labels: np.ndarray, maps: bool = F
                            f"{outputs} output{'s' * (outputs != 1)})")
     if top >= outputs:
         left_out = (f", or leave out the pixels labelled {top} with loss.ignore_index: {top}"
-                    if maps and top >= 2 * outputs else "")
+                    if maps and _a_void_mark(spec, labels, top, outputs) else "")
         from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
                     if top == outputs and len(labels) and labels.min() == 1 else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"output{'s' * (outputs != 1)}; "
                            f"{output_count_fix(spec, lowered, top + 1)}{left_out}{from_one}")
+
+
+def _a_void_mark(spec, labels: np.ndarray, top: int, outputs: int) -> bool:
+    """Whether the label maps' top value looks like a mark of pixels to leave out (255 beside
+    classes 0..k-1 the outputs fit), under a loss that can leave them out."""
+    others = labels[labels != top]
+    return (hasattr(spec.loss, "ignore_index") and top >= 2 * outputs
+            and (not others.size or int(others.max()) < outputs))
 
 
 def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
@@ -302,22 +311,37 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
     if not label_shape and len(outputs) > 1:
         raise DataFitError(f"{where}: " + one_hot_needs_a_vector(loss, "class labels", "classes",
                                                                  list(outputs)))
-    if label_shape and outputs[0] != 1 and label_shape == list(outputs[1:]):
-        raise DataFitError(_one_score_per_position(spec, lowered, label_shape, where))
-    if label_shape and label_shape != list(outputs[1:]):
-        fix = _positions_fix(list(outputs[1:]), label_shape, lowered, "one filter")
+    spatial = list(outputs[1:])
+    if label_shape and outputs[0] != 1 and label_shape == spatial:
+        raise DataFitError(_one_score_per_position(spec, data, lowered, where))
+    if label_shape and spatial and label_shape in ([1, *spatial], [*spatial, 1]):
+        # a channel axis of 1: [1, H, W] is one score per position's layout, [H, W, 1] not
+        fixes = ([] if label_shape == [1, *spatial] else ["save y[..., 0]"]) + \
+            ([output_count_fix(spec, lowered, 1)] if outputs[0] != 1 else [])
+        if fixes:
+            raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with "
+                               f"one score per position, [1, {', '.join(map(str, spatial))}], "
+                               f"the model ends with {list(outputs)}; {' and '.join(fixes)}")
+    elif label_shape and label_shape != spatial:
+        fix = positions_fix(spatial, label_shape, lowered, "one filter")
         raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
                            f"score per position, [1, {', '.join(map(str, label_shape))}], the "
                            f"model ends with {list(outputs)} ({fix})")
 
 
-def _one_score_per_position(spec, lowered, label_shape: list, where: str) -> str:
+def _one_score_per_position(spec, data, lowered, where: str) -> str:
     """Every loss but cross_entropy compares label maps as they are (0/1 or numbers)."""
     outputs = lowered.logits.type.shape[1:]
+    label_shape = list(data.train.y.shape[1:])
+    ignored = getattr(spec.loss, "ignore_index", None)
+    labels = data.train.y if ignored is None else data.train.y[data.train.y != ignored]
+    classes = int(labels.max()) + 1 if labels.size else outputs[0]
+    scores = f"its {classes} classes per position" + (
+        "" if classes == outputs[0] else f" ({output_count_fix(spec, lowered, classes)})")
     return (f"{where}: {spec.loss.type} compares the label maps {label_shape} with one score "
             f"per position, [1, {', '.join(map(str, label_shape))}], the model ends with "
             f"{list(outputs)}; {output_count_fix(spec, lowered, 1)}, or use loss: cross_entropy "
-            f"for {outputs[0]} classes per position")
+            f"for {scores}")
 
 
 def _check_label_shape(spec, data, lowered, where: str) -> None:
@@ -340,15 +364,17 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                            "binary_cross_entropy")
     if label_shape == spatial:
         if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
-            raise DataFitError(_one_score_per_position(spec, lowered, label_shape, where))
+            raise DataFitError(_one_score_per_position(spec, data, lowered, where))
         if label_shape:
             _refuse_top_k(spec, data, where, "label maps", "pixel_accuracy or mean_iou")
         return
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
+        units = ("of units: 1" if spec.loss.type == "binary_cross_entropy"
+                 else "one unit per class")
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
-                           f"{list(outputs)}; end it with {{type: flatten}} and a dense layer, "
-                           f"one unit per class (or give label maps for segmentation{maps})")
+                           f"{list(outputs)}; end it with {{type: flatten}} and a dense layer "
+                           f"{units} (or give label maps for segmentation{maps})")
     # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
     index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
              else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)
@@ -365,7 +391,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
                        f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
-                       f"({_positions_fix(spatial, label_shape, lowered)}){also}")
+                       f"({positions_fix(spatial, label_shape, lowered)}){also}")
 
 
 def _check_labels_per_output(spec, data, lowered, where: str) -> None:
@@ -388,13 +414,3 @@ def _refuse_top_k(spec, data, where: str, labels: str, instead: str) -> None:
     if any(m.type == "top_k_accuracy" for m in tracked_metrics(spec, data.task)):
         raise DataFitError(f"{where}: top_k_accuracy is for one label per sample; for {labels} "
                            f"use {instead}")
-
-
-def _positions_fix(spatial: list, label_shape: list, lowered,
-                   filters: str = "one filter per class") -> str:
-    """What brings a model's output positions to the label maps' (`spatial`: its output's
-    shape past the channels)."""
-    if len(spatial) != len(label_shape):
-        return ("a flatten, dense, global pool or reshape took the positions away: keep them, "
-                f"and end with a convolution of kernel_size 1 and {filters}")
-    return map_size_fix(spatial, label_shape, lowered)

@@ -121,7 +121,8 @@ def _negative_labels_hint(y: np.ndarray, negatives: np.ndarray, num_classes) -> 
                 + regression)
     marker = np.unique(negatives)
     hint = (f"; if {int(marker[0])} marks samples to leave out of the loss, set "
-            f"loss.ignore_index: {int(marker[0])}" if len(marker) == 1 else "")
+            f"loss.ignore_index: {int(marker[0])} (a field of cross_entropy and "
+            "binary_cross_entropy)" if len(marker) == 1 else "")
     return hint + regression
 
 

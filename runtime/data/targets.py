@@ -34,6 +34,13 @@ def check_targets_fit(spec, data, lowered, where: str) -> None:
         # whole numbers saved as floats [N, k]: regression targets, unless the loss says not
         if y.shape[1] == 1 and tuple(output_shape[1:]) != (1,):  # a column of class labels
             raise DataError(multi_label_message(where, [1], loss=loss))
+        marks = (0, 1, getattr(spec.loss, "ignore_index", None))
+        others = np.unique(y[~np.isin(y, [mark for mark in marks if mark is not None])])
+        if len(output_shape) == 1 and loss == "binary_cross_entropy" and others.size:
+            raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats "
+                            f"holding {', '.join(f'{v:g}' for v in others[:3])} beside 0 and 1; "
+                            f"{loss} takes several 0/1 labels a sample, as integers (for one of "
+                            "k classes a sample, use y [N] with cross_entropy)")
         if len(output_shape) == 1 and loss == "binary_cross_entropy":
             if is_multi_label(spec, y, output_shape):
                 raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, "
@@ -59,7 +66,8 @@ def check_targets_fit(spec, data, lowered, where: str) -> None:
                         "per sample); give y one value per output, [N] or [N, k]")
     if per_sample != outputs:
         targets = (f"are {list(y.shape[1:])} per sample ({per_sample} "
-                   f"value{'s' * (per_sample != 1)})" if y.ndim > 1 else "have one value per sample")
+                   f"value{'s' * (per_sample != 1)})" if y.ndim > 1
+                   else "have one value per sample")
         raise DataError(f"{where}: the targets {targets}, the model's outputs are "
                         f"{list(output_shape)} ({outputs} value{'s' * (outputs != 1)}); "
                         f"{_target_count_fix(spec, lowered, y.shape[1:], per_sample)}")

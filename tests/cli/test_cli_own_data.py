@@ -559,7 +559,7 @@ def test_plus_minus_one_labels_in_one_split_are_told_so_not_to_ignore_minus_one(
 
 @pytest.mark.parametrize("y_shape, units, said", [
     ((40,), 3, "binary_cross_entropy needs 0/1 labels, but the data has 3 classes (labels "
-               "0..2); use loss: cross_entropy with units: 3"),
+               "0..2); use loss: cross_entropy"),  # the model has 3 outputs already
     ((40, 4), 1, "the data also holds 2: each of several labels a sample is 0 or 1 (for one of "
                  "k classes a sample, use y [N] with cross_entropy)"),
 ])
@@ -706,7 +706,8 @@ def test_binary_cross_entropy_on_more_classes_says_how_many_as_validate_does(tmp
                  "    - {type: dense, units: 1}\nloss: binary_cross_entropy\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "c.npz")
     assert line.endswith("binary_cross_entropy needs 0/1 labels, but the data has 4 classes "
-                         "(labels 0..3); use loss: cross_entropy with units: 4")
+                         "(labels 0..3); use loss: cross_entropy, and set units: 4 in "
+                         "model.layers[0] (dense_1)")
 
 
 def test_binary_cross_entropy_on_0_1_maps_with_a_void_value_suggests_ignore_index(tmp_path):
@@ -1580,3 +1581,103 @@ def test_one_target_a_sample_beside_output_maps_is_told_to_end_with_a_dense_laye
     assert line.endswith("the targets have one value per sample, the model's outputs are "
                          "[2, 8, 8] (128 values); end the model with {type: flatten} and a "
                          "dense layer of units: 1"), line
+
+
+def _refusal(tmp_path, layers: str, loss: str, arrays: dict, extra: str = "") -> str:
+    """train's one-line refusal of npz `arrays` for a model of `layers` (flow YAML)."""
+    np.savez(tmp_path / "d.npz", **arrays)
+    spec = write(tmp_path / "s.yaml", f"data: {{dataset: npz, path: d.npz}}\nmodel:\n  layers: "
+                 f"{layers}\nloss: {loss}\ntrain: {{epochs: 1, batch_size: 8{extra}}}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert not (tmp_path / "run").exists()
+    return line
+
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.random((24, 1, 6, 6)).astype("f4")
+
+
+def test_a_confusion_metric_of_one_output_on_more_classes_is_refused_not_an_internal_error(
+        tmp_path):
+    """pixel_accuracy of one output under mse on labels 0..3: exit 70 (an IndexError in the
+    confusion matrix of two classes); validate said ok."""
+    line = _refusal(tmp_path, "[{type: dense, units: 1}]", "mse",
+                    {"x": RNG.random((24, 3)), "y": np.arange(24) % 4},
+                    ", metrics: [pixel_accuracy]")
+    assert line.endswith("pixel_accuracy reads the one output as class 0 or 1 (above 0.5), the "
+                         "labels hold classes up to 3; set units: 4 in model.layers[0] (dense_1) "
+                         "with loss: cross_entropy, or track train.metrics: [mae] to regress "
+                         "the values"), line
+
+
+def test_leaving_out_the_top_label_is_offered_only_where_it_is_a_mark_and_the_loss_has_it(
+        tmp_path):
+    """Labels 0..3 beside one filter were offered ignore_index: 3, then 2, then 3 again; a
+    perceptron (no ignore_index) was offered it too."""
+    maps = {"x": RNG.random((24, 1, 8)).astype("f4"), "y": np.arange(24 * 8).reshape(24, 8) % 4}
+    line = _refusal(tmp_path, "[{type: conv1d, filters: 1, kernel_size: 1}]", "cross_entropy",
+                    maps)
+    assert line.endswith("set filters: 4 in model.layers[0] (conv1d_1)"), line
+    maps["y"] = np.where(maps["y"] == 3, 255, maps["y"] % 2)  # 0/1 and a void mark
+    layers = "[{type: conv1d, filters: 2, kernel_size: 1}]"
+    line = _refusal(tmp_path, layers, "cross_entropy", maps)
+    assert "or leave out the pixels labelled 255 with loss.ignore_index: 255" in line, line
+    assert "ignore_index" not in _refusal(tmp_path, layers, "perceptron", maps)
+
+
+@pytest.mark.parametrize("layers, y, fix", [
+    # the count is the convolution's filters, before a global pool
+    ("[{type: conv2d, filters: 1, kernel_size: 3, name: out}, {type: global_avgpool}]",
+     np.arange(24) % 4, "use loss: cross_entropy, and set filters: 4 in model.layers[0] (out)"),
+    # nothing sets the count past a flatten
+    ("[{type: flatten}]", np.arange(24) % 4,
+     "use loss: cross_entropy, and end the model with {type: dense, units: 4}"),
+    # one label a sample beside output maps
+    ("[{type: conv2d, filters: 1, kernel_size: 1}]", np.arange(24) % 4,
+     "use loss: cross_entropy, and end the model with {type: flatten} and a dense layer of "
+     "units: 4"),
+])
+def test_binary_cross_entropy_on_more_classes_names_the_layer_and_field(tmp_path, layers, y, fix):
+    """"use loss: cross_entropy with units: 4" named a field the model's last count-setting
+    layer lacks (filters), or no layer (a flatten last), or maps for labels a sample."""
+    line = _refusal(tmp_path, layers, "binary_cross_entropy", {"x": IMAGES, "y": y})
+    assert line.endswith(f"(labels 0..3); {fix}"), line
+
+
+def test_one_0_1_label_a_sample_beside_output_maps_is_told_one_unit(tmp_path):
+    """binary_cross_entropy: 'a dense layer, one unit per class' meant 2, which is refused."""
+    line = _refusal(tmp_path, "[{type: conv2d, filters: 1, kernel_size: 1}]",
+                    "binary_cross_entropy", {"x": IMAGES, "y": np.arange(24) % 2})
+    assert "end it with {type: flatten} and a dense layer of units: 1 (or give label maps" in line
+
+
+@pytest.mark.parametrize("y, filters, fix", [
+    (np.zeros((24, 1, 6, 6), np.int64), 2, "set filters: 1 in model.layers[0] (conv2d_1)"),
+    (np.zeros((24, 6, 6, 1), np.int64), 1, "save y[..., 0]"),
+    (np.zeros((24, 6, 6, 1), np.int64), 3,
+     "save y[..., 0] and set filters: 1 in model.layers[0] (conv2d_1)"),
+])
+def test_label_maps_with_an_axis_of_1_under_mse_are_told_the_fix(tmp_path, y, filters, fix):
+    """[N, 1, H, W] beside [2, H, W] was told "[1, 1, 6, 6]" and that a flatten took the
+    positions away, in a model without one."""
+    line = _refusal(tmp_path, f"[{{type: conv2d, filters: {filters}, kernel_size: 1}}]", "mse",
+                    {"x": IMAGES, "y": y})
+    assert line.endswith(f"with one score per position, [1, 6, 6], the model ends with "
+                         f"[{filters}, 6, 6]; {fix}"), line
+
+
+def test_label_maps_of_vector_samples_are_not_told_positions_were_taken_away(tmp_path):
+    line = _refusal(tmp_path, "[{type: dense, units: 3}]", "cross_entropy",
+                    {"x": RNG.random((24, 4)).astype("f4"), "y": np.zeros((24, 8), np.int64)})
+    assert line.endswith("(the samples [4] have no 1-D positions to label: give one label per "
+                         "sample, y [N], or samples [channels, 8])"), line
+
+
+def test_float_labels_beyond_0_and_1_under_binary_cross_entropy_are_not_called_0_1(tmp_path):
+    """[N, 6] floats 0..3 were told "several 0/1 labels each" and to set units: 6."""
+    line = _refusal(tmp_path, "[{type: dense, units: 3}]", "binary_cross_entropy",
+                    {"x": RNG.random((24, 4)).astype("f4"),
+                     "y": (np.arange(24 * 6).reshape(24, 6) % 4).astype("f4")})
+    assert line.endswith("the labels are [6] per sample, floats holding 2, 3 beside 0 and 1; "
+                         "binary_cross_entropy takes several 0/1 labels a sample, as integers "
+                         "(for one of k classes a sample, use y [N] with cross_entropy)"), line

@@ -342,8 +342,8 @@ def test_linear_and_bilinear_name_the_same_interpolation_on_either_rank():
 
 @pytest.mark.parametrize("loss, filters, message, before", [
     ("binary_cross_entropy", 1, "binary_cross_entropy needs 0/1 labels, but dataset 'shapes' "
-                                "has 4 classes (labels 0..3); use loss: cross_entropy with "
-                                "filters: 4", "loss: "),
+                                "has 4 classes (labels 0..3); use loss: cross_entropy, and set "
+                                "filters: 4 in model.layers[0] (conv2d_1)", "loss: "),
     ("cross_entropy", 3, "the model ends with 3 outputs but dataset 'shapes' has 4 classes; "
                          "set filters: 4", "filters: "),
 ])
