@@ -329,13 +329,19 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
                            f"model ends with {list(outputs)} ({fix})")
 
 
+def _class_count(spec, data) -> int:
+    """The classes the training labels name (0..top; those loss.ignore_index leaves out are
+    none), for a fix's count."""
+    ignored = getattr(spec.loss, "ignore_index", None)
+    labels = data.train.y if ignored is None else data.train.y[data.train.y != ignored]
+    return int(labels.max()) + 1 if labels.size else 1
+
+
 def _one_score_per_position(spec, data, lowered, where: str) -> str:
     """Every loss but cross_entropy compares label maps as they are (0/1 or numbers)."""
     outputs = lowered.logits.type.shape[1:]
     label_shape = list(data.train.y.shape[1:])
-    ignored = getattr(spec.loss, "ignore_index", None)
-    labels = data.train.y if ignored is None else data.train.y[data.train.y != ignored]
-    classes = int(labels.max()) + 1 if labels.size else outputs[0]
+    classes = _class_count(spec, data)
     scores = f"its {classes} classes per position" + (
         "" if classes == outputs[0] else f" ({output_count_fix(spec, lowered, classes)})")
     return (f"{where}: {spec.loss.type} compares the label maps {label_shape} with one score "
@@ -370,11 +376,10 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
         return
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
-        units = ("of units: 1" if spec.loss.type == "binary_cross_entropy"
-                 else "one unit per class")
+        units = 1 if spec.loss.type == "binary_cross_entropy" else _class_count(spec, data)
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer "
-                           f"{units} (or give label maps for segmentation{maps})")
+                           f"of units: {units} (or give label maps for segmentation{maps})")
     # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
     index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
              else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)

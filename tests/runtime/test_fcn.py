@@ -232,7 +232,8 @@ def test_npz_label_maps_train_and_report_segmentation_metrics(tmp_path, names):
 @pytest.mark.parametrize("arrays, spec_change, message", [
     ({"y": np.zeros((4, 5, 5), np.int64)}, None,
      "label maps are [5, 5], the model ends with [3, 6, 6]"),
-    ({"y": np.zeros(4, np.int64)}, None, "has one label per sample, the model ends with [3, 6, 6]"),
+    ({"y": np.arange(4) % 2}, None, "has one label per sample, the model ends with [3, 6, 6]; "
+     "end it with {type: flatten} and a dense layer of units: 2"),
     ({"y": np.full((4, 6, 6), 3)}, None,
      "labels go up to 3 but the model has 3 outputs; set filters: 4 in model.layers[0] (conv2d_1)"),
     ({"masks": np.zeros(4, np.int64)}, None, "masks must be label maps [N, H, W]"),
