@@ -185,7 +185,7 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
-    elif loss in REGRESSION_LOSSES and (maps or tuple(outputs) == (1,)) and outputs[0] == 1 \
+    elif loss in REGRESSION_LOSSES and outputs[0] == 1 and (maps or len(outputs) == 1) \
             and len(labels) and labels.max() > 1 and data.task != "regression":
         _check_two_classes_per_position(spec, lowered, where, int(labels.max()), maps)
 
