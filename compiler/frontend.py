@@ -32,7 +32,8 @@ from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_err
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
                              npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
-from .loader import Loaded, apply_overrides, load_yaml_file, load_yaml_text, override_list
+from .loader import (Loaded, apply_overrides, beyond_decimal_text, load_yaml_file,
+                     load_yaml_text, override_list)
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import Spec, default_layer_names, run_name_problem
@@ -161,11 +162,16 @@ def _plain_copy(data: Mapping) -> dict:
         if isinstance(value, Mapping):
             for key in value:
                 if not isinstance(key, _PLAIN):
-                    refused.append((where, f"a key {key!r} ({_kind(key)})"))
+                    refused.append((where, _cannot_hold(f"a key {key!r} ({_kind(key)})")))
             return {key: copied(item, f"{where}.{key}" if where else str(key))
                     for key, item in value.items() if isinstance(key, _PLAIN)}
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        if beyond_decimal_text(value):  # as a file's: json and messages cannot write it
+            digits = int(value.bit_length() * math.log10(2)) + 1
+            refused.append((where, f"an integer of about {digits:,} digits, far more than any "
+                                   "setting takes"))
+            return None
         if isinstance(value, _PLAIN):
             return value
         if isinstance(value, PathLike):
@@ -176,16 +182,19 @@ def _plain_copy(data: Mapping) -> dict:
         number = _as_number(value)
         if number is not None:
             return number
-        refused.append((where, _kind(value)))
+        refused.append((where, _cannot_hold(_kind(value))))
         return value
 
     plain = copied(data, "")
     if refused:
-        raise SpecError([Diagnostic(
-            "<spec>", 1, 1, "error", where,
-            f"{what}, which a spec cannot hold; give what YAML loads: text, numbers, "
-            "true/false, None, lists and dicts") for where, what in refused])
+        raise SpecError([Diagnostic("<spec>", 1, 1, "error", where, message)
+                         for where, message in refused])
     return plain
+
+
+def _cannot_hold(what: str) -> str:
+    return (f"{what}, which a spec cannot hold; give what YAML loads: text, numbers, "
+            "true/false, None, lists and dicts")
 
 
 _NOT_AN_ARRAY = object()

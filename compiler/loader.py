@@ -640,7 +640,7 @@ class _Builder:
             message = f"cannot read {_shortened(node.value)!r} as {_display_tag(node.tag)}: {why}"
             self._refuse(node, path, message)
             return None
-        if _beyond_decimal_text(value):  # 0x..., 0o... or 1:2:3 past the limit of decimal digits
+        if beyond_decimal_text(value):  # 0x..., 0o... or 1:2:3 past the limit of decimal digits
             digits = int(value.bit_length() * math.log10(2)) + 1
             self._refuse(node, path, f"cannot read {_shortened(node.value)!r} as "
                          f"{_display_tag(node.tag)}: about {digits:,} digits, far more than any "
@@ -733,7 +733,7 @@ _SURROGATE_MESSAGE = ("{} is half of a UTF-16 surrogate pair, not a character; w
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _beyond_decimal_text(value: Any) -> bool:
+def beyond_decimal_text(value: Any) -> bool:
     """An integer too long for Python to write in decimal (which json and error messages do):
     a hexadecimal, octal or sexagesimal one is read without the limit decimal digits have."""
     limit = sys.get_int_max_str_digits()

@@ -340,6 +340,9 @@ NAME_MAX_BYTES = 200
 def _possible_path(path: str) -> str:
     """No file system takes a NUL in a name, a name part over 255 bytes or a path over 4096:
     Python's path calls raise on them (ENAMETOOLONG would end validate for every spec)."""
+    if not path:  # a template's unset value, say: silently no file at all
+        raise ValueError("an empty path names no file; write the file's path, or leave the "
+                         "field out")
     if "\0" in path:
         raise ValueError("no file name holds a NUL character (\\0); write the file's name")
     longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.split("/"))

@@ -25,7 +25,7 @@ from nnrun.compiler.initial_values import META_KEY, OWN_PREFIXES, PARAMS_PREFIX
 from nnrun.compiler.schema import default_layer_names
 
 from .archives import ArrayHeader, DamagedFile, first_not_finite, npz_headers, read_npz
-from .files import write_atomically
+from .files import describe_os_error, write_atomically
 
 META_LIMIT_BYTES = 1 << 20  # the JSON meta entry is a few hundred bytes
 
@@ -236,6 +236,8 @@ def _headers(path: Path) -> dict[str, ArrayHeader]:
         return npz_headers(path)
     except DamagedFile as error:
         raise CheckpointError(_damaged(path, error)) from None
+    except OSError as error:  # a dangling link, a loop of links, no permission: the API's type
+        raise CheckpointError(describe_os_error(error)) from None
 
 
 def _read(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:

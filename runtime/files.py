@@ -247,7 +247,8 @@ _FIXES = {
     errno.EISDIR: "that is a directory: give a file name",
     errno.ENOENT: "check the path",
     errno.ENAMETOOLONG: "shorten the path or its longest part (255 bytes at most)",
-    errno.ELOOP: "too many symbolic links: nnrun does not write through symbolic links",
+    errno.ELOOP: "a loop of symbolic links, or a link where nnrun writes (it writes through "
+                 "none): point at the file itself",
     errno.EIO: "the device reported an I/O error: check the disk",
 }
 

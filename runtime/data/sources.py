@@ -336,6 +336,8 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
 
 def read_npz_cache(path: Path) -> dict[str, np.ndarray] | None:
     remove_stale_temporaries(path)  # of killed writes of it: the cache is not written again
+    if not path.is_file():  # absent, or no regular file (a FIFO would block the read)
+        return None
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in ("x", "y", "x_test", "y_test")}

@@ -371,3 +371,20 @@ def test_a_nul_in_a_file_path_is_refused_at_the_field(where):
     [diagnostic] = raised.value.diagnostics
     assert "no file name holds a NUL character" in diagnostic.message
     assert diagnostic.line == (1 if where == "data" else 2)
+
+
+@pytest.mark.parametrize("where", ["data", "model", "layer"])
+def test_an_empty_file_path_is_refused_not_read_as_none(where):
+    """`init_from: ""` (a template's unset value) trained from the initializers without a word;
+    data.path "" was refused only as a missing path."""
+    data = 'data: {dataset: npz, path: ""}\n' if where == "data" else "data: {dataset: xor}\n"
+    model_field = ', init_from: ""' if where == "model" else ""
+    layer_field = ', init_from: ""' if where == "layer" else ""
+    text = (f"{data}model: {{input_shape: [2]{model_field}, layers: [{{type: dense, units: 2"
+            f"{layer_field}}}]}}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "empty.yaml")
+    [diagnostic] = raised.value.diagnostics
+    assert "an empty path names no file; write the file's path, or leave the field out" in \
+        diagnostic.message
+    assert diagnostic.line == (1 if where == "data" else 2)

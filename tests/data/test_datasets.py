@@ -1502,3 +1502,21 @@ def test_data_list_says_a_data_path_is_relative_to_the_spec_file_or_the_current_
 
     assert where_stored("npz") == ("data.path, relative to the spec file (or the current "
                                    "directory)", "-")
+
+
+def test_a_cache_file_that_is_no_regular_file_is_rebuilt_not_read(tmp_path):
+    """A FIFO where mnist1d's cache goes hung train and data preview for ever (a hostile-input
+    audit): the read blocked on it. Like the IDX cache's, it is now passed over."""
+    import threading
+
+    from nnrun.runtime.data.sources import read_npz_cache
+
+    fifo = tmp_path / "mnist1d-default.npz"
+    os.mkfifo(fifo)
+    found = []
+    reader = threading.Thread(target=lambda: found.append(read_npz_cache(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # unblock the test's own thread before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert found == [None]

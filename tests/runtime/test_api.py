@@ -773,3 +773,31 @@ def test_a_spec_of_no_file_says_its_init_from_and_data_path_relative_to_the_curr
     assert said("specs/i.yaml") == [f"{Path('specs') / name}: no such file (init_from is "
                                     "relative to the spec file)" for name in ("w.npz", "l.npz")]
     assert said("specs/n.yaml") == [shape_said.format("the spec file")]
+
+
+def test_load_run_of_a_dangling_or_looping_checkpoint_link_is_a_checkpoint_error(tmp_path):
+    """A raw FileNotFoundError (or OSError) came out of zipfile: the API's errors are
+    CheckpointError for a checkpoint that cannot be read (a hostile-input audit)."""
+    run = tmp_path / "run"
+    nnrun.train(XOR, out_dir=run, quiet=True, epochs=1)
+    (run / "best.npz").unlink()
+    (run / "best.npz").symlink_to(tmp_path / "nowhere.npz")
+    with pytest.raises(nnrun.CheckpointError, match="No such file or directory; check the path"):
+        nnrun.load_run(run)
+    (run / "best.npz").unlink()
+    (run / "best.npz").symlink_to(run / "best.npz")
+    with pytest.raises(nnrun.CheckpointError, match="a loop of symbolic links"):
+        nnrun.load_run(run)
+
+
+def test_a_dict_spec_with_an_integer_of_thousands_of_digits_is_a_spec_error(tmp_path):
+    """train.epochs = 10**5000 in a dict raised a raw ValueError from json (Python's limit on
+    an integer's decimal digits); in a file it is a positioned error."""
+    import yaml
+
+    spec = yaml.safe_load(XOR.read_text())
+    spec["train"]["epochs"] = 10**5000
+    with pytest.raises(nnrun.SpecError, match="train.epochs: an integer of about 5,001 digits, "
+                                              "far more than any setting takes"):
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
