@@ -477,11 +477,14 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
         if not line.strip():
             continue
         row = _json_or_none(line, otherwise=_NOT_JSON)
-        if row is _NOT_JSON and number == len(lines):
+        long_number = _LONG_NUMBER.search(line)  # complete JSON Python will not read
+        if row is _NOT_JSON and number == len(lines) and not long_number:
             torn = True  # what a crash in the append leaves; a complete line is never torn
         elif not _is_row(row):
-            raise RunDirectoryError(f"{path}: line {number} {_row_problem(row)}; "
-                                    f"{_remedy(path)}")
+            problem = (f"holds a number of {len(long_number.group()):,} digits, which nnrun "
+                       "never writes (an edited or damaged file)" if long_number
+                       else _row_problem(row))
+            raise RunDirectoryError(f"{path}: line {number} {problem}; {_remedy(path)}")
         else:
             rows.append(row)
     return rows, torn
@@ -570,6 +573,7 @@ def _epochs(ranges: list[tuple[int, int]]) -> str:
 
 
 _NOT_JSON = object()  # a line's value where it is no JSON, when `null` must be told apart
+_LONG_NUMBER = re.compile(r"\d{1000,}")  # past any count nnrun writes; Python reads 4,300 digits
 
 
 def _json_or_none(line: str, otherwise=None):

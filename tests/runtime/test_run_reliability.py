@@ -1616,6 +1616,9 @@ def test_a_meta_entry_that_is_not_a_json_string_is_damage_not_a_missing_entry(tr
     (1, 0, "holds the epoch 0, not the whole number"),
     (2, None, "holds the epoch null, not the whole number"),
     (2, "absent", "lacks the epoch that nnrun writes in every row (an edited or damaged file)"),
+    # complete JSON that Python will not read (past its 4,300 digits): no torn line either
+    (2, "5,001 digits", "holds a number of 5,001 digits, which nnrun never writes (an edited or "
+                        "damaged file)"),
 ])
 def test_a_complete_metrics_row_with_a_wrong_epoch_is_named_not_called_torn(trained, spec, row,
                                                                             epoch, problem):
@@ -1626,7 +1629,8 @@ def test_a_complete_metrics_row_with_a_wrong_epoch_is_named_not_called_torn(trai
         del lines[row - 1]["epoch"]
     else:
         lines[row - 1]["epoch"] = epoch
-    (trained / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    (trained / "metrics.jsonl").write_text(text.replace('"5,001 digits"', "1" + "0" * 5000))
     before = files_of(trained)
     line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 3,
                                         "--quiet"), trained / "metrics.jsonl")
