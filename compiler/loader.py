@@ -488,8 +488,9 @@ class _Builder:
         try:
             loader = _CountingLoader(text)
             return loader.get_single_node()
-        except _TooLarge as too_large:
-            self.error(*_mark(too_large.node), (), self._too_large_message())
+        except _TooLarge as too_large:  # stopped at twice the limit: not the first one past it
+            self.error(*_mark(too_large.node), (), self._too_large_message(
+                f"reading stopped here, at {2 * _MAX_NODES:,}"))
         except yaml.MarkedYAMLError as error:
             self._syntax_error(error, text)
         except yaml.reader.ReaderError as error:
@@ -591,13 +592,13 @@ class _Builder:
         if self._node_count > _MAX_NODES:
             raise _TooLarge(node)
 
-    def _too_large_message(self) -> str:
+    def _too_large_message(self, where: str = "the first one past that is here") -> str:
         if len(self._distinct) < self._node_count:
             return (f"aliases expand to more than {_MAX_NODES:,} values (each use of an alias "
                     "counts its whole value); a spec is never this large")
         return (f"the document holds more than {_MAX_NODES:,} values (each number, text, list "
-                "and mapping counts one; the first one past that is here), more than nnrun "
-                "reads in a spec (large initial values go in an .npz file, with init_from)")
+                f"and mapping counts one; {where}), more than nnrun reads in a spec (large "
+                "initial values go in an .npz file, with init_from)")
 
     def _record(self, path: SpecPath, node: Node, key_node: Node | None) -> None:
         if self.fixed_position is not None:

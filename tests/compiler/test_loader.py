@@ -328,6 +328,10 @@ def test_a_document_too_large_without_aliases_is_not_blamed_on_them(monkeypatch)
                                   "here), more than nnrun reads in a spec (large initial values "
                                   "go in an .npz file, with init_from)")
     assert diagnostic.line == 1 and diagnostic.col > 100  # inside the list, not at 1:1
+    # far past it, composing stops at twice the limit: that place is not called the first past
+    far = only_error("train: {metrics: [" + ", ".join(["accuracy"] * 120) + "]}\n")
+    assert "(each number, text, list and mapping counts one; reading stopped here, at 100)" \
+        in far.message
 
 
 @pytest.mark.parametrize("escaped", ["\\ud800", "a\\ud83d\\ude00"])
