@@ -322,15 +322,22 @@ def _fields_by_layer_type() -> dict[str, tuple[str, ...]]:
 
 
 def layers_with_field(name: Any, value: Any, layer_type: Any) -> list[str]:
-    """The other layer types whose field `name` takes `value`, where the layer type named
-    lacks it and any synonym of it (`init: he_normal` on a pool: dense and the convolutions;
-    `units` on a conv2d is its filters, and `mode: reflect` no upsampling mode, so none): a
-    field put on the wrong layer, not a misspelling."""
+    """The other layer types that have the field `name`, where the layer type named lacks it:
+    a field put on the wrong layer, not a misspelling (`init` on a pool: dense and the
+    convolutions). None where a counterpart of the layer's own is meant (`units: 8` on a
+    conv2d is its filters, `mode: reflect` its padding_mode; `mode: bilinear` is upsampling's);
+    of several, those whose field takes `value`."""
     fields = layer_fields(layer_type)
-    if name in fields or any(synonym in fields for synonym in SYNONYMS.get(str(name), ())):
+    if name in fields:
         return []
-    return [tag for tag, its_fields in _fields_by_layer_type().items()
-            if name in its_fields and _takes(tag, name, value)]
+    counterparts = [synonym for synonym in SYNONYMS.get(str(name), ()) if synonym in fields]
+    if counterparts and _takes(layer_type, counterparts[0], value):
+        return []
+    having = [tag for tag, its_fields in _fields_by_layer_type().items() if name in its_fields]
+    taking = [tag for tag in having if _takes(tag, name, value)]
+    if counterparts and not taking:  # a value neither takes: the counterpart is likelier
+        return []
+    return taking or having
 
 
 def _takes(layer_type: str, field: str, value: Any) -> bool:
@@ -724,11 +731,11 @@ def _other_layers_field_fix(name: str, layer: dict) -> str:
         return ""
     if name == "activation":
         value = layer[name]
-        activation = value if isinstance(value, dict) and value.get("type") in ACTIVATION_TYPES \
-            else {"type": value if isinstance(value, str) and value in ACTIVATION_TYPES
-                  else "relu"}
-        return (f"{kind} has no activation: remove it, and add {_show(activation)} as a layer "
-                "after it")
+        activation = value if isinstance(value, dict) else {"type": value}
+        if activation.get("type") in set(ACTIVATION_TYPES) - {"identity"}:
+            return (f"{kind} has no activation: remove it, and add {_show(activation)} as a "
+                    "layer after it")
+        return f"{kind} has no activation: remove it"
     owners = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else others[0]
     return f"{kind} has no {name}, a field of {owners}: remove it"
 

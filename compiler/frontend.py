@@ -161,10 +161,13 @@ def _plain_copy(data: Mapping) -> dict:
     def copied(value, where: str):
         if isinstance(value, Mapping):
             for key in value:
-                if not isinstance(key, _PLAIN):
+                if beyond_decimal_text(key):
+                    refused.append((where, "a key of an integer far longer than any setting"))
+                elif not isinstance(key, _PLAIN):
                     refused.append((where, _cannot_hold(f"a key {key!r} ({_kind(key)})")))
             return {key: copied(item, f"{where}.{key}" if where else str(key))
-                    for key, item in value.items() if isinstance(key, _PLAIN)}
+                    for key, item in value.items()
+                    if isinstance(key, _PLAIN) and not beyond_decimal_text(key)}
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
         if beyond_decimal_text(value):  # as a file's: json and messages cannot write it

@@ -196,20 +196,30 @@ def class_scores_fix(spec, lowered, classes: int, maps: bool) -> str:
     return "" if logits.shape[1] == classes else output_count_fix(spec, lowered, classes)
 
 
-def two_classes_per_position(spec, lowered, top: int, maps: bool = True) -> str | None:
+def two_classes_per_position(spec, lowered, top: int, maps: bool = True,
+                             void: int | None = None) -> str | None:
     """One score per position (or, `maps` False, per sample) regresses classes as numbers
     (mse, mae, huber); position_class_metric reads it as class 0 or 1, which cannot count
     classes up to `top`: why, or None when no such metric is tracked. Per sample, only the
-    confusion metrics refuse (their matrix has two classes; accuracy is warned of)."""
+    confusion metrics refuse (their matrix has two classes; accuracy is warned of). `void`: a
+    value beside the classes that marks positions to leave out (255), which cross_entropy's
+    ignore_index does."""
     metric = position_class_metric(spec) if maps else next(
         (m.type for m in spec.train.metrics or () if m.type in schema.CONFUSION_METRICS), None)
     if metric is None:
         return None
     score, labels = ("one score per position", "the label maps hold") if maps else \
         ("the one output", "the labels hold")
+    marked = "" if void is None else f" and {void}"
     return (f"{metric} reads {score} as class 0 or 1 (above 0.5), {labels} classes up to "
-            f"{top}; {output_count_fix(spec, lowered, top + 1)} with loss: cross_entropy, or "
-            "track train.metrics: [mae] to regress the values")
+            f"{top}{marked}; {output_count_fix(spec, lowered, top + 1)} with "
+            f"{cross_entropy_setting(void)}, or track train.metrics: [mae] to regress the values")
+
+
+def cross_entropy_setting(void: int | None = None) -> str:
+    """The loss to switch to, leaving out the positions marked `void` (if any)."""
+    return "loss: cross_entropy" if void is None else \
+        f"loss: {{type: cross_entropy, ignore_index: {void}}}"
 
 
 def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:
@@ -284,6 +294,10 @@ def positions_fix(spatial: list[int], labels: list[int], lowered,
     channels) to those of the label maps `labels`."""
     if len(spatial) == len(labels):
         return map_size_fix(spatial, labels, lowered)
+    if len(labels) == len(spatial) + 1 and 1 in (labels[0], labels[-1]):  # an axis of 1 more
+        maps, index = (labels[1:], "y[:, 0]") if labels[0] == 1 else (labels[:-1], "y[..., 0]")
+        return f"save {index}, maps {maps}" + (
+            "" if maps == spatial else f"; then {map_size_fix(spatial, maps, lowered)}")
     sample = list(lowered.graph.inputs[0].type.shape[1:])
     if len(sample) - 1 < len(labels):  # samples [C, L] for maps [H, W]; vectors for any
         return (f"the samples {sample} have no {len(labels)}-D positions to label: give one "

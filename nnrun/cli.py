@@ -1265,8 +1265,8 @@ def _why_unchecked(results, tolerance: float) -> str:
     kinks = " or at a kink" if any(r.kinks for r in results) else ""
     return ("no entry could be checked: each lies within what its differences resolve (their "
             f"rounding or the loss's curvature is more than the tolerance allows){kinks}, as "
-            "weights of a very large scale make it; raise --tolerance, or use smaller initial "
-            "weights")
+            "a tiny --tolerance or weights of a very large scale make it; raise --tolerance, "
+            "or use smaller initial weights")
 
 
 # What gradcheck says of the entries it could not judge as the others, after the verdict:

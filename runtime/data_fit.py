@@ -13,7 +13,8 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
-from nnrun.compiler.output_checks import (class_scores_fix, output_count_fix, positions_fix,
+from nnrun.compiler.output_checks import (class_scores_fix, cross_entropy_setting,
+                                          output_count_fix, positions_fix,
                                           two_classes_per_position)
 from nnrun.notices import warn
 
@@ -187,7 +188,10 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
     elif loss in REGRESSION_LOSSES and outputs[0] == 1 and (maps or len(outputs) == 1) \
             and len(labels) and labels.max() > 1 and data.task != "regression":
-        _check_two_classes_per_position(spec, lowered, where, int(labels.max()), maps)
+        void = _void_mark(spec, labels)
+        top = int((labels[labels != void] if void is not None else labels).max())
+        if top > 1:
+            _check_two_classes_per_position(spec, lowered, where, top, maps, void)
 
 
 def _beyond_binary(spec, data, labels: np.ndarray, lowered) -> str:
@@ -258,8 +262,9 @@ def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
          f"targets as {saved} and map the predictions back")
 
 
-def _check_two_classes_per_position(spec, lowered, where: str, top: int, maps: bool) -> None:
-    problem = two_classes_per_position(spec, lowered, top, maps)
+def _check_two_classes_per_position(spec, lowered, where: str, top: int, maps: bool,
+                                    void: int | None) -> None:
+    problem = two_classes_per_position(spec, lowered, top, maps, void)
     if problem:
         raise DataFitError(f"{where}: {problem}")
 
@@ -329,25 +334,44 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
                            f"model ends with {list(outputs)} ({fix})")
 
 
-def _class_count(spec, data) -> int:
+def _class_count(spec, data) -> tuple[int, int | None]:
     """The classes the training labels name (0..top; those loss.ignore_index leaves out are
-    none), for a fix's count."""
+    none, and so is a value that marks positions to leave out), for a fix's count, and that
+    mark (_void_mark) or None."""
     ignored = getattr(spec.loss, "ignore_index", None)
     labels = data.train.y if ignored is None else data.train.y[data.train.y != ignored]
-    return int(labels.max()) + 1 if labels.size else 1
+    void = _void_mark(spec, labels)
+    classes = labels[labels != void] if void is not None else labels
+    return (int(classes.max()) + 1 if classes.size else 1), void
+
+
+# The least value read as a mark of positions to leave out (255, say) where it stands apart from
+# the classes below it; 0..9 beside 4 are classes, some unused.
+VOID_MARK_LEAST = 10
+
+
+def _void_mark(spec, labels: np.ndarray) -> int | None:
+    """A top label that stands apart from the classes below it (255 beside 0..2), where no
+    loss.ignore_index leaves it out already: a mark of positions to leave out, not a class."""
+    if getattr(spec.loss, "ignore_index", None) is not None or not labels.size:
+        return None
+    top = int(labels.max())
+    below = labels[labels != top]
+    return top if below.size and top >= max(VOID_MARK_LEAST, 2 * (int(below.max()) + 1)) \
+        else None
 
 
 def _one_score_per_position(spec, data, lowered, where: str) -> str:
     """Every loss but cross_entropy compares label maps as they are (0/1 or numbers)."""
     outputs = lowered.logits.type.shape[1:]
     label_shape = list(data.train.y.shape[1:])
-    classes = _class_count(spec, data)
+    classes, void = _class_count(spec, data)
     scores = f"its {classes} classes per position" + (
         "" if classes == outputs[0] else f" ({output_count_fix(spec, lowered, classes)})")
     return (f"{where}: {spec.loss.type} compares the label maps {label_shape} with one score "
             f"per position, [1, {', '.join(map(str, label_shape))}], the model ends with "
-            f"{list(outputs)}; {output_count_fix(spec, lowered, 1)}, or use loss: cross_entropy "
-            f"for {scores}")
+            f"{list(outputs)}; {output_count_fix(spec, lowered, 1)}, or use "
+            f"{cross_entropy_setting(void)} for {scores}")
 
 
 def _check_label_shape(spec, data, lowered, where: str) -> None:
@@ -376,7 +400,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
         return
     if not label_shape:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
-        units = 1 if spec.loss.type == "binary_cross_entropy" else _class_count(spec, data)
+        units = 1 if spec.loss.type == "binary_cross_entropy" else _class_count(spec, data)[0]
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
                            f"{list(outputs)}; end it with {{type: flatten}} and a dense layer "
                            f"of units: {units} (or give label maps for segmentation{maps})")

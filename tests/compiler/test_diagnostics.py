@@ -1215,10 +1215,21 @@ def test_a_refused_value_an_alias_reuses_is_one_error_where_it_is_written():
      "leaky_relu, alpha: 0.1} as a layer after it"),
     ("{type: upsample2d, scale: 2, padding_mode: reflect}", "unknown field 'padding_mode'; "
      "upsample2d has no padding_mode, a field of conv1d and conv2d: remove it"),
-    # a counterpart of the layer's own, or a value no other layer takes: as before
+    # whatever the value (a Keras name, a typo, one no layer takes): no misspelt inputs
+    ("{type: global_maxpool, init: glorot_uniform}", "unknown field 'init'; global_maxpool has "
+     "no init, a field of dense, conv1d, conv2d, conv1d_transpose and conv2d_transpose: remove "
+     "it"),
+    ("{type: flatten, units: -4}", "unknown field 'units'; flatten has no units, a field of "
+     "dense: remove it"),
+    ("{type: maxpool2d, pool_size: 2, activation: none}", "unknown field 'activation'; "
+     "maxpool2d has no activation: remove it"),
+    ("{type: conv2d, filters: 2, kernel_size: 3, mode: bilinear}", "unknown field 'mode'; conv2d "
+     "has no mode, a field of upsample1d and upsample2d: remove it"),
+    # a counterpart of the layer's own
     ("{type: maxpool2d, kernel_size: 2}", "unknown field 'kernel_size'; did you mean "
      "'pool_size'?"),
-    ("{type: flatten, units: -4}", "unknown field 'units'"),
+    ("{type: conv2d, filters: 2, kernel_size: 3, mode: reflect}", "unknown field 'mode'; did "
+     "you mean 'padding_mode'?"),
 ])
 def test_a_field_of_other_layers_says_whose_it_is_and_nothing_made_up(layer, said):
     """`init: he_normal` on a global_maxpool was told "did you mean 'inputs'?", and the

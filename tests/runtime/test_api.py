@@ -801,3 +801,8 @@ def test_a_dict_spec_with_an_integer_of_thousands_of_digits_is_a_spec_error(tmp_
                                               "far more than any setting takes"):
         nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+    del spec["train"]["epochs"]
+    spec["model"]["layers"][0][10**5000] = 1  # as a key: the path of a problem holds it
+    with pytest.raises(nnrun.SpecError,
+                       match=r"model.layers\[0\]: a key of an integer far longer"):
+        nnrun.compile(spec)

@@ -509,6 +509,34 @@ def test_a_model_coarse_in_float32_is_not_blamed_on_the_lowerings(tmp_path):
     assert (tmp_path / "m.onnx").exists()
 
 
+def test_a_wrong_lowering_of_a_model_coarse_in_float32_is_refused_at_its_layer(tmp_path,
+                                                                               monkeypatch):
+    """The review: within 4x of the model's own rounding accepted any lowering once that
+    rounding was near 1, and the layer search (at 1e-5) named the first layer, whose rounding
+    alone passed it. Each layer is now measured against the float64 twin's as the outputs are,
+    and a model too coarse to tell a wrong export from rounding is refused."""
+    wrong = lambda ox, node: ox.emit("Abs", *ox.inputs(node))  # noqa: E731
+    monkeypatch.setitem(REGISTRY, "gelu", dataclasses.replace(REGISTRY["gelu"], onnx=wrong))
+    init = "init: {type: normal, std: 157}, bias_init: {type: normal, std: 40.8}"
+    spec = tmp_path / "coarse.yaml"
+    spec.write_text("seed: 37\nmodel:\n  input_shape: [64]\n  layers:\n" + "".join(
+        f"    - {{type: dense, units: {units}, activation: {activation}, {init}}}\n"
+        for units, activation in ((42, "tanh"), (101, "sigmoid"), (38, "gelu"), (17, "identity")))
+        + "    - {type: dense, units: 10, init: {type: normal, std: 157}}\nloss: cross_entropy\n")
+    result = invoke("export", spec, "--out", tmp_path / "m.onnx")
+    assert result.exit_code == 1 and "please report it" in result.output, result.output
+    assert "they first differ at layer model.layers[2] (dense_3), ops matmul, bias_add, gelu" \
+        in result.output
+    chaotic = tmp_path / "chaotic.yaml"  # tanh layers of gain 3: float32 drifts to order 1
+    chaotic.write_text("model:\n  input_shape: [16]\n  layers:\n" + "    - {type: dense, "
+                       "units: 16, activation: tanh, init: {type: normal, std: 1.5}}\n" * 30
+                       + "loss: mse\n")
+    result = invoke("export", chaotic, "--out", tmp_path / "c.onnx")
+    assert result.exit_code == 1 and "from its float64 ones on the same weights and inputs: " \
+        "the model is too coarse in float32" in result.output, result.output
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "c.onnx").exists()
+
+
 @pytest.mark.parametrize("content", [b"\x08 a note, not a model\n", b"\x08\x07", b"\x08"])
 def test_a_file_that_only_begins_as_onnx_is_kept(tmp_path, content):
     """An ONNX file begins with 0x08, and so do others: the out file is parsed as a model."""
