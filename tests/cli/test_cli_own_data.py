@@ -1681,3 +1681,26 @@ def test_float_labels_beyond_0_and_1_under_binary_cross_entropy_are_not_called_0
     assert line.endswith("the labels are [6] per sample, floats holding 2, 3 beside 0 and 1; "
                          "binary_cross_entropy takes several 0/1 labels a sample, as integers "
                          "(for one of k classes a sample, use y [N] with cross_entropy)"), line
+
+
+def test_a_void_mark_beside_the_classes_is_told_ignore_index_not_counted_a_class(tmp_path):
+    """mse on maps of 0..2 and 255 was told 'cross_entropy for its 256 classes', and the
+    metric's refusal 'set filters: 256' (the review)."""
+    y = np.arange(24 * 36).reshape(24, 6, 6) % 3
+    y[:, 0, 0] = 255
+    line = _refusal(tmp_path, "[{type: conv2d, filters: 3, kernel_size: 1}]", "mse",
+                    {"x": IMAGES, "y": y})
+    assert line.endswith("or use loss: {type: cross_entropy, ignore_index: 255} for its 3 "
+                         "classes per position"), line
+    line = _refusal(tmp_path, "[{type: conv2d, filters: 1, kernel_size: 1}]", "mse",
+                    {"x": IMAGES, "y": y})
+    assert "the label maps hold classes up to 2 and 255; set filters: 3 in model.layers[0] " \
+        "(conv2d_1) with loss: {type: cross_entropy, ignore_index: 255}" in line, line
+
+
+def test_label_maps_with_an_axis_of_1_beside_smaller_maps_are_told_both_fixes(tmp_path):
+    """[N, 1, 6, 6] beside a [1, 4, 4] output was told to give samples of 4 axes (the
+    review): the axis goes, then the positions."""
+    line = _refusal(tmp_path, "[{type: conv2d, filters: 1, kernel_size: 3}]", "mae",
+                    {"x": IMAGES, "y": np.zeros((24, 1, 6, 6), np.int64)})
+    assert "(save y[:, 0], maps [6, 6]; then the maps fall 2x2 short of the labels" in line, line
