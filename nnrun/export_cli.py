@@ -122,7 +122,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
             return f"not run by onnxruntime ({str(error).split(':')[-1].strip()})", ""
         raise
     error = relative_error(result, expected, exported.least_scale)
-    tolerance = TOLERANCE[exported.dtype]
+    tolerance, exact_model = TOLERANCE[exported.dtype], None
     if result.shape == expected.shape and not error <= tolerance \
             and exported.dtype == "float32":
         exact_model = _float64_twin(model)
@@ -135,9 +135,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
                     f"{theirs:.1e}; large weights or cancelling sums make float32 that coarse "
                     "for this model)"), _rounding_warning(exported, model, params, pre, exact,
                                                            result)
-    else:
-        exact_model, own = None, 0.0
-    if result.shape != expected.shape or not error <= max(tolerance, ROUNDING_MARGIN * own):
+    if result.shape != expected.shape or not error <= tolerance:
         try:
             where = _first_differing_layer(exported, model, params, preprocessing, raw, inputs,
                                            exact_model)
