@@ -280,10 +280,10 @@ def _check_one_hot_outputs(spec, lowered, origin, dataset, sizing) -> None:
         raise CompileError(where, f"the model ends with {outputs} outputs but "
                            f"dataset '{dataset.name}' has {classes} classes, one-hot targets "
                            f"under {loss}; {fix}")
-    confusion = two_classes_per_position(spec, lowered, classes - 1, maps=False)
-    if classes > 2 and outputs == 1 and confusion:
-        raise CompileError(origin, confusion)
     if classes > 2 and outputs == 1:
+        confusion = two_classes_per_position(spec, lowered, classes - 1, maps=False)
+        if confusion:  # a matrix of two classes: refused, as train refuses a file's labels
+            raise CompileError(origin, confusion)
         message = one_output_on_classes(loss, classes, f" of '{dataset.name}'")
         lowered.builder.warnings.append(CompileWarning(origin.at_field("units"), message))
 
