@@ -1563,3 +1563,15 @@ def test_a_layer_no_later_layer_reads_is_a_warning_at_it():
     assert not warnings_of(spec_text([1, 8, 8], conv, "{type: relu, inputs: input}",
                                      "{type: add, inputs: [relu_1, conv2d_1]}",
                                      "{type: flatten}", "{type: dense, units: 2}"))
+
+
+def test_a_confusion_metric_of_one_output_on_a_named_dataset_s_classes_is_refused():
+    """digits under mse with one output and pixel_accuracy: validate said ok and train ended
+    in an internal IndexError (a confusion matrix of two classes, labels up to 9)."""
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n    - {type: flatten}\n"
+            "    - {type: dense, units: 1}\nloss: mse\ntrain: {metrics: [pixel_accuracy]}\n")
+    assert the_error(text).message == (
+        "pixel_accuracy reads the one output as class 0 or 1 (above 0.5), the labels hold "
+        "classes up to 9; set units: 10 in model.layers[1] (dense_1) with loss: cross_entropy, "
+        "or track train.metrics: [mae] to regress the values")
+    assert checked(text.replace("pixel_accuracy", "mae")).ok
