@@ -188,10 +188,9 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
     elif loss in REGRESSION_LOSSES and outputs[0] == 1 and (maps or len(outputs) == 1) \
             and len(labels) and labels.max() > 1 and data.task != "regression":
-        void = _void_mark(spec, labels)
+        void = _void_mark(spec, labels)  # refused as a value all the same: no ignore_index here
         top = int((labels[labels != void] if void is not None else labels).max())
-        if top > 1:
-            _check_two_classes_per_position(spec, lowered, where, top, maps, void)
+        _check_two_classes_per_position(spec, lowered, where, top, maps, void)
 
 
 def _beyond_binary(spec, data, labels: np.ndarray, lowered) -> str:
