@@ -32,8 +32,8 @@ from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_err
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
                              npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
-from .loader import (Loaded, apply_overrides, beyond_decimal_text, load_yaml_file,
-                     load_yaml_text, override_list)
+from .loader import (Loaded, apply_overrides, beyond_decimal_text, decimal_digits,
+                     load_yaml_file, load_yaml_text, override_list)
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import Spec, default_layer_names, run_name_problem
@@ -171,9 +171,8 @@ def _plain_copy(data: Mapping) -> dict:
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
         if beyond_decimal_text(value):  # as a file's: json and messages cannot write it
-            digits = int(value.bit_length() * math.log10(2)) + 1
-            refused.append((where, f"an integer of about {digits:,} digits, far more than any "
-                                   "setting takes"))
+            refused.append((where, f"an integer of about {decimal_digits(value):,} digits, far "
+                                   "more than any setting takes"))
             return None
         if isinstance(value, _PLAIN):
             return value

@@ -642,7 +642,7 @@ class _Builder:
             self._refuse(node, path, message)
             return None
         if beyond_decimal_text(value):  # 0x..., 0o... or 1:2:3 past the limit of decimal digits
-            digits = int(value.bit_length() * math.log10(2)) + 1
+            digits = decimal_digits(value)
             self._refuse(node, path, f"cannot read {_shortened(node.value)!r} as "
                          f"{_display_tag(node.tag)}: about {digits:,} digits, far more than any "
                          "setting takes")
@@ -732,6 +732,11 @@ _SURROGATE_MESSAGE = ("{} is half of a UTF-16 surrogate pair, not a character; w
 
 
 _SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def decimal_digits(value: int) -> int:
+    """About how many decimal digits an integer has, without writing it out."""
+    return int(value.bit_length() * math.log10(2)) + 1
 
 
 def beyond_decimal_text(value: Any) -> bool:
