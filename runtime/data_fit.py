@@ -401,8 +401,8 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
         units = 1 if spec.loss.type == "binary_cross_entropy" else _class_count(spec, data)[0]
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
-                           f"{list(outputs)}; end it with {{type: flatten}} and a dense layer "
-                           f"of units: {units} (or give label maps for segmentation{maps})")
+                           f"{list(outputs)}; end the model with {{type: flatten}} and a dense "
+                           f"layer of units: {units} (or give label maps for segmentation{maps})")
     # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
     index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
              else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)

@@ -1648,7 +1648,8 @@ def test_one_0_1_label_a_sample_beside_output_maps_is_told_one_unit(tmp_path):
     """binary_cross_entropy: 'a dense layer, one unit per class' meant 2, which is refused."""
     line = _refusal(tmp_path, "[{type: conv2d, filters: 1, kernel_size: 1}]",
                     "binary_cross_entropy", {"x": IMAGES, "y": np.arange(24) % 2})
-    assert "end it with {type: flatten} and a dense layer of units: 1 (or give label maps" in line
+    assert "end the model with {type: flatten} and a dense layer of units: 1 (or give label " \
+        "maps" in line
 
 
 @pytest.mark.parametrize("y, filters, fix", [

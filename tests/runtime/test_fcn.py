@@ -233,13 +233,14 @@ def test_npz_label_maps_train_and_report_segmentation_metrics(tmp_path, names):
     ({"y": np.zeros((4, 5, 5), np.int64)}, None,
      "label maps are [5, 5], the model ends with [3, 6, 6]"),
     ({"y": np.arange(4) % 2}, None, "has one label per sample, the model ends with [3, 6, 6]; "
-     "end it with {type: flatten} and a dense layer of units: 2"),
+     "end the model with {type: flatten} and a dense layer of units: 2"),
     ({"y": np.full((4, 6, 6), 3)}, None,
      "labels go up to 3 but the model has 3 outputs; set filters: 4 in model.layers[0] (conv2d_1)"),
     ({"masks": np.zeros(4, np.int64)}, None, "masks must be label maps [N, H, W]"),
     ({"masks": np.zeros((4, 6, 6)), "y": np.zeros(4)}, None, "has both 'y' and masks"),
     ({"y": np.full((4, 6, 6), 255)}, ("ignore_index: 255", "ignore_index: 9"),
-     "filters: 256 in model.layers[0] (conv2d_1), or leave out the pixels labelled 255 with loss.ignore_index: 255"),
+     "filters: 256 in model.layers[0] (conv2d_1), or leave out the pixels labelled 255 with "
+     "loss.ignore_index: 255"),
     ({"y": np.zeros((4, 6, 6), np.int64)}, ("maps.npz}", "maps.npz, augment: [random_shift]}"),
      "random_shift would move the pixels but not the label maps"),
 ])
