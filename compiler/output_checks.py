@@ -193,6 +193,9 @@ def class_scores_fix(spec, lowered, classes: int, maps: bool) -> str:
     logits = lowered.logits.type
     if not maps and logits.rank > 2:
         return f"end the model with {{type: flatten}} and a dense layer of units: {classes}"
+    if maps and logits.rank == 2:  # a flatten, dense or global pool took the positions away
+        return ("keep the positions (no flatten, dense or global pool): end the model with a "
+                f"convolution of kernel_size 1 and filters: {classes}")
     return "" if logits.shape[1] == classes else output_count_fix(spec, lowered, classes)
 
 

@@ -358,6 +358,18 @@ def test_per_pixel_outputs_must_fit_the_datasets_classes(loss, filters, message,
     assert line[:error.col - 1].endswith(before)
 
 
+def test_binary_cross_entropy_on_label_maps_beside_a_vector_output_names_the_positions_too():
+    """'set units: 4 in model.layers[2]' for shapes' 4 classes behind a flatten and dense layer:
+    the next check then refused the vector the fix left (a named-dataset fix audit)."""
+    text = spec_text("    - {type: conv2d, filters: 3, kernel_size: 3, padding: same}\n"
+                     "    - {type: flatten}\n    - {type: dense, units: 10}\n", (1, 32, 32),
+                     loss="binary_cross_entropy", data="data: {dataset: shapes}\n")
+    (error,) = diagnostics(text)
+    assert error.message.endswith("use loss: cross_entropy, and keep the positions (no flatten, "
+                                  "dense or global pool): end the model with a convolution of "
+                                  "kernel_size 1 and filters: 4"), error.message
+
+
 def test_float_masks_of_zeros_and_ones_train_a_per_pixel_binary_cross_entropy(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((12, 1, 6, 6))
