@@ -160,14 +160,15 @@ def _plain_copy(data: Mapping) -> dict:
 
     def copied(value, where: str):
         if isinstance(value, Mapping):
-            for key in value:
+            kept = {}
+            for key, item in value.items():
                 if beyond_decimal_text(key):
                     refused.append((where, "a key of an integer far longer than any setting"))
                 elif not isinstance(key, _PLAIN):
                     refused.append((where, _cannot_hold(f"a key {key!r} ({_kind(key)})")))
-            return {key: copied(item, f"{where}.{key}" if where else str(key))
-                    for key, item in value.items()
-                    if isinstance(key, _PLAIN) and not beyond_decimal_text(key)}
+                else:
+                    kept[key] = copied(item, f"{where}.{key}" if where else str(key))
+            return kept
         if isinstance(value, (list, tuple)):
             return [copied(item, f"{where}[{index}]") for index, item in enumerate(value)]
         if beyond_decimal_text(value):  # as a file's: json and messages cannot write it

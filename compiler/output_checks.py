@@ -137,9 +137,8 @@ def _check_one_score_per_position(spec, lowered, origin, dataset, sizing) -> Non
     what train says of the data, known here from the dataset."""
     logits, labels, loss = lowered.logits.type, list(dataset.label_shape), spec.loss.type
     classes = dataset.num_classes or logits.shape[1]
-    compares = (f"{loss} compares the label maps {labels} of '{dataset.name}' with one score "
-                f"per position, [1, {', '.join(map(str, labels))}], the model ends with "
-                f"{per_sample(logits)}")
+    compares = one_score_per_position(loss, labels, labels, per_sample(logits),
+                                      f" of '{dataset.name}'")
     spatial = list(logits.shape[2:])
     if spatial != labels:
         raise CompileError(origin, f"{compares} "
@@ -174,6 +173,14 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
                 or info.inputs[0] not in index_of:
             return None
         index = index_of[info.inputs[0]]
+
+
+def one_score_per_position(loss: str, labels: list, positions: list, ends: list,
+                           of: str = "") -> str:
+    """What mse, mae and huber do with label maps `labels` (`of` a named dataset), in the words
+    of the named datasets' check and the data's: one score per position of `positions`."""
+    return (f"{loss} compares the label maps {labels}{of} with one score per position, "
+            f"[1, {', '.join(map(str, positions))}], the model ends with {ends}")
 
 
 def output_count_fix(spec, lowered, count: int) -> str:

@@ -14,8 +14,8 @@ from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.output_checks import (class_scores_fix, cross_entropy_setting,
-                                          output_count_fix, positions_fix,
-                                          two_classes_per_position)
+                                          one_score_per_position, output_count_fix,
+                                          positions_fix, two_classes_per_position)
 from nnrun.notices import warn
 
 from .data.errors import DataError
@@ -323,14 +323,12 @@ def _check_one_hot_outputs(spec, data, lowered, where: str) -> None:
         fixes = ([] if label_shape == [1, *spatial] else ["save y[..., 0]"]) + \
             ([output_count_fix(spec, lowered, 1)] if outputs[0] != 1 else [])
         if fixes:
-            raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with "
-                               f"one score per position, [1, {', '.join(map(str, spatial))}], "
-                               f"the model ends with {list(outputs)}; {' and '.join(fixes)}")
+            raise DataFitError(f"{where}: " + one_score_per_position(
+                loss, label_shape, spatial, list(outputs)) + f"; {' and '.join(fixes)}")
     elif label_shape and label_shape != spatial:
         fix = positions_fix(spatial, label_shape, lowered, "one filter")
-        raise DataFitError(f"{where}: {loss} compares the label maps {label_shape} with one "
-                           f"score per position, [1, {', '.join(map(str, label_shape))}], the "
-                           f"model ends with {list(outputs)} ({fix})")
+        raise DataFitError(f"{where}: " + one_score_per_position(
+            loss, label_shape, label_shape, list(outputs)) + f" ({fix})")
 
 
 def _class_count(spec, data) -> tuple[int, int | None]:
@@ -367,10 +365,10 @@ def _one_score_per_position(spec, data, lowered, where: str) -> str:
     classes, void = _class_count(spec, data)
     scores = f"its {classes} classes per position" + (
         "" if classes == outputs[0] else f" ({output_count_fix(spec, lowered, classes)})")
-    return (f"{where}: {spec.loss.type} compares the label maps {label_shape} with one score "
-            f"per position, [1, {', '.join(map(str, label_shape))}], the model ends with "
-            f"{list(outputs)}; {output_count_fix(spec, lowered, 1)}, or use "
-            f"{cross_entropy_setting(void)} for {scores}")
+    return (f"{where}: "
+            + one_score_per_position(spec.loss.type, label_shape, label_shape, list(outputs))
+            + f"; {output_count_fix(spec, lowered, 1)}, or use {cross_entropy_setting(void)} "
+            f"for {scores}")
 
 
 def _check_label_shape(spec, data, lowered, where: str) -> None:
