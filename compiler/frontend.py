@@ -25,8 +25,8 @@ from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_co
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
                        held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
                        labels_named_twice, npz_arrays_problem, objects_problem,
-                       sample_count_problem, unpaired_array_problem, unread_arrays, user_path,
-                       why_not_looked_at)
+                       paths_relative_to, sample_count_problem, unpaired_array_problem,
+                       unread_arrays, user_path, why_absent, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
@@ -397,6 +397,26 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     return _csv_features(file)
 
 
+def unusable_file_reason(file: Path) -> str | None:
+    """Why a data file cannot be read at all: it is not there, cannot be looked at, or is no
+    regular file; None for a file that can be opened."""
+    reason = why_not_looked_at(file)
+    if reason is None and not file.is_file():
+        reason = (why_absent(file) if not file.exists() else "a directory, not a file"
+                  if file.is_dir() else "not a regular file (a device, pipe or socket)")
+    return reason
+
+
+def unusable_file_message(file: Path, reason: str, directory: Path,
+                          gives_shape: bool = False) -> str:
+    """`directory`: the spec's (SourceSpec.directory); `gives_shape`: the model's input shape
+    is to be read from the file."""
+    needed = ("the model's input shape is read from it; fix data.path, or give "
+              "model.input_shape" if gives_shape else "train needs it")
+    return (f"{file}: {reason} (data.path is relative to {paths_relative_to(directory)}): "
+            f"{needed}")
+
+
 def data_file(spec: Spec, directory: Path,
               kinds: tuple[str, ...] = USER_FILE_DATASETS) -> Path | None:
     """The file data.path names, for a dataset of one of `kinds` (data paths are relative to
@@ -430,9 +450,11 @@ def data_file_errors(source: SourceSpec) -> list[Diagnostic]:
     input_shape is declared (predict and export of a run read no data)."""
     spec, at_path = source.spec, Origin("data.path", keys=("data", "path"))
     named = data_file(spec, source.directory)
-    unseen = why_not_looked_at(named) if named is not None else None
-    if unseen:  # said by validate's warning of the file, where the spec gives the shape
-        return [] if spec.model.input_shape else [source.diagnostic(at_path, f"{named}: {unseen}")]
+    unusable = unusable_file_reason(named) if named is not None else None
+    if unusable:  # said by validate's warning of the file, where the spec gives the shape
+        return [] if spec.model.input_shape else [
+            source.diagnostic(at_path, unusable_file_message(named, unusable, source.directory,
+                                                        gives_shape=True))]
     if named is not None and kernel_file(named):
         return [source.diagnostic(at_path, f"{named} is a file of the kernel's (/proc, /sys), "
                                   "not a data file; data.path must name the data file")]

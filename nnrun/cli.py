@@ -715,36 +715,29 @@ def _unusable_data_file(source, required: bool = False) -> list[Diagnostic]:
     with input_shape given, nothing else reads it before train): said, as a warning, since
     the file may be made or fetched later; an error where it is `required` (validate --data,
     or where the file was to give input_shape)."""
-    from nnrun.compiler.datasets import why_absent, why_not_looked_at
-    from nnrun.compiler.frontend import data_file
+    from nnrun.compiler.frontend import data_file, unusable_file_message, unusable_file_reason
     from nnrun.compiler.ir import Origin
 
     file = data_file(source.spec, source.directory)
-    if file is None:
-        return []
-    reason = why_not_looked_at(file)
-    if reason is None and not file.is_file():
-        reason = (why_absent(file) if not file.exists() else "a directory, not a file"
-                  if file.is_dir() else "not a regular file (a device, pipe or socket)")
+    reason = unusable_file_reason(file) if file is not None else None
     if reason is None:
         return []
-    message = f"{file}: {reason} (data.path is relative to the spec file): train needs it"
-    return [source.diagnostic(Origin("data.path", keys=("data", "path")), message,
+    return [source.diagnostic(Origin("data.path", keys=("data", "path")),
+                              unusable_file_message(file, reason, source.directory),
                               "error" if required else "warning")]
 
 
 def _with_the_files_own_reason(source, diagnostics: list[Diagnostic],
                                read_data: bool) -> list[Diagnostic]:
-    """A spec whose data file could not give input_shape: the file's own reason instead,
-    without --data where it is missing or cannot be looked at, with --data train's reason,
-    read as train reads the file (not an npz, not UTF-8, no features too)."""
+    """validate --data of a spec whose data file could not give input_shape: train's reason
+    instead, read as train reads the file (not an npz, not UTF-8, no features too). A file
+    that is missing or cannot be looked at is said so by every command (data_file_errors)."""
     from nnrun.compiler.lower import SHAPE_NOT_READ
 
     unread = [d for d in diagnostics if d.message.startswith(SHAPE_NOT_READ)]
-    if not unread or source.spec.data is None:
+    if not unread or source.spec.data is None or not read_data:
         return diagnostics
-    reason = ([d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
-              if read_data else _unusable_data_file(source, required=True))
+    reason = [d for d in _data_file_checks(source, missing_said=False) if d.severity == "error"]
     if not reason:
         return diagnostics
     at = diagnostics.index(unread[0])  # where the request was, in the file's order

@@ -66,22 +66,40 @@ def test_without_its_file_validate_names_the_file_where_it_would_ask_for_the_inp
     spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))  # d.npz does not exist
     line = assert_one_line_error(invoke("validate", spec), spec)
     assert ": error: data.path: " in line and "d.npz: no such file (data.path is relative to " \
-        "the spec file): train needs it" in line and "input_shape is needed" not in line
+        "the spec file): the model's input shape is read from it; fix data.path, or give " \
+        "model.input_shape" in line and "input_shape is needed" not in line
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
     assert "not found" in line and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["summary"], ["graph"], ["bench", "--steps", "1"],
+                                     ["gradcheck"], ["check-backends"]])
+def test_every_command_names_the_missing_file_that_was_to_give_the_input_shape(
+        tmp_path, command):
+    """summary, graph, bench, gradcheck and check-backends asked for model.input_shape "(missing,
+    or its features are not [N, ...])" where validate named the file and why."""
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", ""))  # d.npz does not exist
+    line = assert_one_line_error(invoke(*command, spec), spec)
+    assert line.startswith(f"{spec}:") and line.endswith(
+        f": error: data.path: {tmp_path / 'd.npz'}: no such file (data.path is relative to the "
+        "spec file): the model's input shape is read from it; fix data.path, or give "
+        "model.input_shape")
 
 
 def test_a_data_path_that_names_a_directory_is_said_without_data_too(tmp_path):
     """validate said "ok" (input_shape given) or asked for input_shape "(missing, or its
     features are not [N, ...])" (the second review); train refuses it."""
     (tmp_path / "d.npz").mkdir()
-    for input_shape, severity, code in (("input_shape: [4]", "warning", 0), ("", "error", 1)):
+    for input_shape, severity, code, needed in (
+            ("input_shape: [4]", "warning", 0, "train needs it"),
+            ("", "error", 1, "the model's input shape is read from it; fix data.path, or give "
+                             "model.input_shape")):
         spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", input_shape))
         result = invoke("validate", spec)
         assert result.exit_code == code and "Traceback" not in result.output
         (line,) = result.stderr.splitlines()
         assert f": {severity}: data.path: " in line and "d.npz: a directory, not a file (data." \
-            "path is relative to the spec file): train needs it" in line
+            f"path is relative to the spec file): {needed}" in line
 
 
 def test_labels_of_more_classes_than_samples_are_called_wrong(tmp_path):
@@ -1480,7 +1498,7 @@ def test_validate_data_gives_trains_reason_for_a_file_that_gave_no_input_shape(t
     assert "not a readable .npz file" in found["message"]
     (tmp_path / "d.npz").unlink()
     missing = invoke("validate", spec, "--data")
-    assert "error: data.path:" in missing.stderr and "not found" in missing.stderr
+    assert "error: data.path:" in missing.stderr and "no such file" in missing.stderr
 
 
 def test_validate_reads_that_a_data_file_is_no_npz_where_input_shape_is_declared(tmp_path):

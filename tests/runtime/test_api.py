@@ -749,10 +749,8 @@ def test_a_spec_of_no_file_says_its_init_from_and_data_path_relative_to_the_curr
                            "layers": [{"type": "dense", "units": 2, "init_from": "l.npz"}]}}
     no_shape = {"data": {"dataset": "npz", "path": "missing.npz"},
                 "model": {"layers": [{"type": "dense", "units": 2}]}}
-    shape_said = ("model.input_shape is needed: npz data gives its sample shape in the file "
-                  "data.path names, which could not be read for it (missing, or its features "
-                  "are not [N, ...]); check data.path (relative to {}), or add input_shape "
-                  "under model, e.g. input_shape: [4] for 4 features")
+    shape_said = ("{}: no such file (data.path is relative to {}): the model's input shape is "
+                  "read from it; fix data.path, or give model.input_shape")
 
     def said(spec) -> list[str]:
         with pytest.raises(nnrun.SpecError) as excinfo:
@@ -767,12 +765,14 @@ def test_a_spec_of_no_file_says_its_init_from_and_data_path_relative_to_the_curr
     missing = [f"{tmp_path / name}: no such file (init_from is relative to the current "
                "directory)" for name in ("w.npz", "l.npz")]
     assert of_no_file(init_from) == [missing] * 3
-    assert of_no_file(no_shape) == [[shape_said.format("the current directory")]] * 3
+    assert of_no_file(no_shape) == [[shape_said.format(tmp_path / "missing.npz",
+                                                       "the current directory")]] * 3
     for name, data in (("i.yaml", init_from), ("n.yaml", no_shape)):
         (tmp_path / "specs" / name).write_text(yaml.safe_dump(data, sort_keys=False))
     assert said("specs/i.yaml") == [f"{Path('specs') / name}: no such file (init_from is "
                                     "relative to the spec file)" for name in ("w.npz", "l.npz")]
-    assert said("specs/n.yaml") == [shape_said.format("the spec file")]
+    assert said("specs/n.yaml") == [shape_said.format(Path("specs") / "missing.npz",
+                                                      "the spec file")]
 
 
 def test_load_run_of_a_dangling_or_looping_checkpoint_link_is_a_checkpoint_error(tmp_path):
