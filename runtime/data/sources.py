@@ -658,23 +658,30 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
         raise DataError(f"{path}: {csv_problem(path, header, columns)}")
     if (row := first_non_finite_sample(table)) is not None:
         column = int(np.flatnonzero(~np.isfinite(table[row]))[0])
-        raise DataError(f"{path}: line {_line_of_row(path, row)}, column '{header[column]}': "
-                        f"{table[row, column]}, where a csv dataset holds finite numbers (no "
-                        "NaN or inf); replace it, or leave that row out")
+        line, written = _line_of_row(path, row, column)
+        value = table[row, column]
+        too_large = written is not None and math.isinf(value) and any(map(str.isdigit, written))
+        read = f" (read as {value}: beyond float64's range, about 1.8e308)" if too_large else ""
+        written = value if written is None else written
+        raise DataError(f"{path}: line {line}, column '{header[column]}': {written}{read}, "
+                        "where a csv dataset holds finite numbers (no NaN or inf); replace it, "
+                        "or leave that row out")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
     y, task = check_targets(table[:, label_column], str(path), ignore_index)
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
-def _line_of_row(path: Path, row: int) -> int:
-    """The line (from 1) of data row `row` (from 0) as load_csv reads the rows: after the
-    header, blank and comment lines left out."""
+def _line_of_row(path: Path, row: int, column: int) -> tuple[int, str]:
+    """The line (from 1) of data row `row` (from 0) as load_csv reads the rows (after the
+    header, blank and comment lines left out), and its value in `column` as written."""
     with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
-        numbers = (number for number, line in enumerate(handle, start=1)
-                   if csv_text(line).strip())
-        next(numbers)  # the header's
-        return next(itertools.islice(numbers, row, None))
+        rows = ((number, line) for number, line in enumerate(handle, start=1)
+                if csv_text(line).strip())
+        next(rows)  # the header's
+        number, line = next(itertools.islice(rows, row, None))
+    values = csv_values(line)[0]  # a quoted value over several lines: the number only
+    return number, values[column].strip() if column < len(values) else None
 
 
 def _without_blank_lines(lines):

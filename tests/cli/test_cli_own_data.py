@@ -857,19 +857,22 @@ def test_label_maps_of_an_npz_a_few_positions_longer_than_the_outputs_get_a_fix_
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
-@pytest.mark.parametrize("value, column", [("inf", "b"), ("nan", "b"), ("-inf", "label")])
+@pytest.mark.parametrize("value, column, said", [
+    ("inf", "b", "inf"), ("nan", "b", "nan"), ("-inf", "label", "-inf"), ("NaN", "b", "NaN"),
+    ("1e400", "b", "1e400 (read as inf: beyond float64's range, about 1.8e308)"),
+    ('"-1E999"', "label", '"-1E999" (read as -inf: beyond float64\'s range, about 1.8e308)')])
 def test_a_csv_value_that_is_no_finite_number_is_named_by_its_line_and_column(
-        tmp_path, value, column):
+        tmp_path, value, column, said):
     """The claims audit: "(first at sample 4)", counted from 0 after the header, where every
-    other csv error names the file's line (here 6: a comment and a blank line come first)."""
+    other csv error names the file's line (here 6: a comment and a blank line come first).
+    A number past float64's range is quoted as written, not as the inf it became."""
     row = f"5,{value},0" if column == "b" else f"5,6,{value}"
     (tmp_path / "d.csv").write_text(f"a,b,label\n# kept\n1,2,0\n\n3,4,1\n{row}\n")
     spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\n"
                  "model: {layers: [{type: dense, units: 3}]}\ntrain: {epochs: 1}\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.csv")
-    assert f"d.csv: line 6, column '{column}': {value.lstrip('-')}, " in line.replace("-inf",
-                                                                                      "inf")
-    assert "holds finite numbers (no NaN or inf)" in line
+    assert f"d.csv: line 6, column '{column}': {said}, where a csv dataset holds finite " \
+        "numbers (no NaN or inf)" in line
 
 
 def test_blank_lines_before_a_csv_header_are_blank_lines(tmp_path):
