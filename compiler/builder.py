@@ -74,7 +74,7 @@ class GraphBuilder:
     def emit(self, op_name: str, *inputs: Value, attrs=None):
         op = REGISTRY[op_name]
         attrs = attrs if attrs is not None else op.attrs()
-        types = self.shape(op_name, attrs, *(v.type for v in inputs))
+        types = self.shape(op_name, attrs, *(v.type for v in inputs), reads=inputs[0])
         several = isinstance(types, tuple)
         for type_ in types if several else (types,):
             self._check_size(type_.shape[1:], "each sample of its output")
@@ -82,12 +82,13 @@ class GraphBuilder:
         self.graph.nodes.append(Node(op_name, tuple(inputs), attrs, outputs, self.origin))
         return outputs if several else outputs[0]
 
-    def shape(self, op_name: str, attrs, *types: TensorType):
-        """The op's output type(s) for inputs of `types`; a shape error is reported as emit's."""
+    def shape(self, op_name: str, attrs, *types: TensorType, reads: Value):
+        """The op's output type(s) for inputs of `types`; a shape error is reported as emit's
+        (`reads`: the value of its first input, whose layers before it a hint may name)."""
         try:
             return REGISTRY[op_name].shape(attrs, *types)
         except ShapeError as error:
-            raise CompileError(self._error_origin(error), self._error_message(error),
+            raise CompileError(self._error_origin(error), self._error_message(error, reads),
                                of_shapes=True) from None
 
     def _check_size(self, shape, what: str) -> None:
@@ -110,9 +111,10 @@ class GraphBuilder:
         axis = () if error.axis is None else (error.axis,)
         return self.origin.at_field(field_name, *axis)
 
-    def _error_message(self, error: ShapeError) -> str:
-        # no node yet: the model's first layer, with no layer before it to change
-        text = error.text(first_layer=not self.graph.nodes)
+    def _error_message(self, error: ShapeError, reads: Value) -> str:
+        # an input no node made: the model's samples, with no layer before it to change
+        made = any(reads is output for node in self.graph.nodes for output in node.outputs)
+        text = error.text(first_layer=not made)
         if error.attribute is not None or not self.input_hint:
             return text
         return f"{text}{', or ' if error.hint else '; '}{self.input_hint}"

@@ -237,8 +237,12 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
                                               if schedule.warmup_epochs else "")
         warnings.append((Origin("optimizer.schedule.step_epochs", keys=(*at, "step_epochs")),
                          f"step_epochs {schedule.step_epochs} is not below the {after_warmup} "
-                         f"epochs the schedule sets ({counted}): the rate never steps down; "
-                         f"set step_epochs below {after_warmup}"
+                         f"epoch{'s' * (after_warmup != 1)} the schedule sets ({counted}): the rate never steps down; "
+                         + (f"set step_epochs below {after_warmup}, or train more epochs"
+                            if after_warmup > 1 else
+                            f"train more than {schedule.step_epochs} epoch"
+                            + "s" * (schedule.step_epochs != 1)
+                            + (" after the warm-up" if schedule.warmup_epochs else ""))
                          + (f", and gamma below 1 (it is {gamma:g})" if gamma > 1 else "")))
     if 0 < epochs <= schedule.warmup_epochs:
         warnings.append((Origin("optimizer.schedule.warmup_epochs", keys=(*at, "warmup_epochs")),

@@ -28,7 +28,7 @@ from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_co
                        paths_relative_to, sample_count_problem, unpaired_array_problem,
                        unread_arrays, user_path, why_absent, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
-                          errors_behind_misspelt_types, problem_paths)
+                          errors_behind_misspelt_types, format_path, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
                              npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
@@ -36,7 +36,8 @@ from .loader import (Loaded, apply_overrides, beyond_decimal_text, decimal_digit
                      load_yaml_file, load_yaml_text, override_list)
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
-from .schema import Spec, default_layer_names, run_name_problem
+from .schema import (Spec, default_layer_names, layer_inputs, layers_read_by,
+                     run_name_problem)
 from .step import TrainStep, build_train_step
 from .summary import Summary, summarize
 
@@ -69,12 +70,33 @@ class SourceSpec:
         keys = origin.keys if origin else ()
         position = self.loaded.location(keys)
         where = position.origin or (origin.where() if origin else "")
-        upstream = self.loaded.overrides_upstream(keys) if of_shapes else []
+        upstream = self._overrides_shaping(keys) if of_shapes else []
         overrides = [] if position.origin else sorted(
-            {*self.loaded.overrides_within(keys), *upstream})
+            {*self.loaded.overrides_within(keys), *upstream, *self._overrides_named(message)})
         if overrides:  # the file's lines show the values before the overrides
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
+
+
+    def _overrides_shaping(self, keys) -> list[str]:
+        """The overrides that shaped the input or the window of the layer at `keys`: of the
+        layers whose outputs reach it, not of every layer listed before it."""
+        if tuple(keys[:2]) != ("model", "layers") or len(keys) < 3 \
+                or not isinstance(keys[2], int) or keys[2] >= len(self.spec.model.layers):
+            return []
+        layers = self.spec.model.layers
+        names = default_layer_names(layers)
+        reads = dict(zip(names, layer_inputs(layers)))
+        feeding = layers_read_by(reads, names[keys[2]]) - {names[keys[2]]}
+        return self.loaded.overrides_shaping({names.index(name) for name in feeding
+                                              if name in names}, keys[2])
+
+    def _overrides_named(self, message: str) -> list[str]:
+        """The overrides of settings the message names (`val_* metrics need
+        data.validation_split > 0` at train.metrics' line, of a split set from the command
+        line)."""
+        return [origin for path, origin in self.loaded.overridden
+                if len(path) > 1 and format_path(path) in message]
 
 
 @dataclass

@@ -80,16 +80,15 @@ class Loaded:
         """The --set arguments that set a value inside the node at `path` (a layer's type set
         from the command line, reported at the layer's line in the file)."""
         path = tuple(path)
-        return sorted({origin for inner, origin in self._overridden
+        return sorted({origin for inner, origin in self.overridden
                        if inner[:len(path)] == path})
 
-    def overrides_upstream(self, path: SpecPath) -> list[str]:
-        """The --set arguments that set a value of the model before the layer at `path`
-        (`model.input_shape`, an earlier layer of its list or of an enclosing one): they shape
-        the input that layer is given, though its own line shows none of them."""
-        path = tuple(path)
-        return sorted({origin for inner, origin in self._overridden
-                       if _upstream_of(inner, path)})
+    def overrides_shaping(self, layers: set[int], own: int | None) -> list[str]:
+        """The --set arguments that shaped the input of the layer `own` or its window:
+        `model.input_shape`, the shape fields of `layers` (those whose outputs reach it) and the
+        fields of its own that decide its output's size, though its line shows none of them."""
+        return sorted({origin for inner, origin in self.overridden
+                       if _shapes_layer(inner, layers, own)})
 
     def overrides_in_order(self) -> list[str]:
         """The --set arguments whose values the spec holds, in the order they were given
@@ -99,7 +98,7 @@ class Loaded:
         return sorted(given, key=given.get)
 
     @functools.cached_property
-    def _overridden(self) -> list[tuple[SpecPath, str]]:
+    def overridden(self) -> list[tuple[SpecPath, str]]:
         """(path, --set argument) of the values set from the command line: few, and asked
         about by every diagnostic of a file that may have thousands."""
         return [(path, node.value.origin) for path, node in self.positions.items()
@@ -110,26 +109,24 @@ class Loaded:
         return location.line, location.col
 
 
-# A layer's fields that decide the shape of its output (a whole layer set counts too).
+# A layer's fields that decide the shape of its output (a whole layer set counts too); those
+# but the output's count of units or filters decide whether its own window fits its input.
 SHAPE_FIELDS = frozenset({"type", "units", "filters", "kernel_size", "stride", "padding",
                           "dilation", "pool_size", "output_padding", "scale", "shape", "axis",
-                          "inputs", "layers"})
+                          "inputs"})
+WINDOW_FIELDS = SHAPE_FIELDS - {"units", "filters"}
 
 
-def _upstream_of(inner: SpecPath, path: SpecPath) -> bool:
-    """Whether an override at `inner` shaped the input of the layer at `path`."""
-    if path[:2] != ("model", "layers"):
-        return False
+def _shapes_layer(inner: SpecPath, layers: set[int], own: int | None) -> bool:
+    """Whether an override at `inner` is model.input_shape, or a shape field of one of
+    `layers`, or a window field of the layer `own`."""
     if inner[:2] == ("model", "input_shape"):
         return True
-    if not (isinstance(inner[-1], int) or inner[-1] in SHAPE_FIELDS):
+    if inner[:2] != ("model", "layers") or len(inner) < 3:
         return False
-    # the first place the two paths part: earlier in the same list of layers
-    for depth, (a, b) in enumerate(zip(inner, path)):
-        if a != b:
-            return (depth > 0 and inner[depth - 1] == "layers" and isinstance(a, int)
-                    and isinstance(b, int) and a < b)
-    return False
+    index, field_name = inner[2], inner[3] if len(inner) > 3 else None
+    return (index in layers and (field_name is None or field_name in SHAPE_FIELDS)
+            or index == own and field_name in WINDOW_FIELDS)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -309,7 +309,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         seed = padding_seed(ctx.spec.seed, ctx.name) if layer.padding_mode == "random" else None
         pad_attrs = PadAttrs(pad, layer.padding_mode, seed)
         with ctx.gb.at(ctx.origin.at_field("padding_mode")):  # what its error advises to change
-            ctx.gb.shape("pad", pad_attrs, x.type)
+            ctx.gb.shape("pad", pad_attrs, x.type, reads=x)
     if layer.padding_mode != "zeros":
         # The convolution's shape rule on the input as given, so that an error shows the
         # padding the spec wrote, not the explicit pad op's output
@@ -317,7 +317,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         attrs = ConvAttrs(stride, _compact_pad(pad), dilation,
                           reflect=layer.padding_mode == "reflect")
         with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
-            ctx.gb.shape(layer.type, attrs, x.type, weight)
+            ctx.gb.shape(layer.type, attrs, x.type, weight, reads=x)
     if padded:
         with ctx.gb.at(ctx.origin.at_field("padding_mode")):
             x = ctx.gb.emit("pad", x, attrs=pad_attrs)

@@ -889,6 +889,58 @@ def test_an_error_downstream_of_an_override_names_the_override():
     assert raised.value.diagnostics[0].message.endswith("(after --set model.input_shape=[1,2,2])")
 
 
+def test_an_override_of_a_layers_own_window_or_of_a_named_setting_is_named():
+    """The YAML positions audit: `--set model.layers[0].padding=0` gave an error at the file's
+    kernel_size, whose line shows `padding: 1`, advising `padding: 1`; an override of
+    data.validation_split gave train.early_stopping.monitor's error unnamed."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 3, 3]\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: 4, padding: 1}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 3}\n")
+    check(load_spec_text(text, "spec.yaml"))
+    for own in ("padding=0", "padding=valid"):
+        source = load_spec_text(text, "spec.yaml", [f"model.layers[0].{own}"])
+        with pytest.raises(SpecError) as raised:
+            check(source)
+        (error,) = raised.value.diagnostics
+        assert (error.line, error.message.endswith(f"(after --set model.layers[0].{own})")) \
+            == (4, True), error.message
+    text = ("data: {dataset: xor, validation_split: 0.2}\n"
+            "model: {layers: [{type: dense, units: 2}]}\n"
+            "train: {early_stopping: {monitor: val_loss}}\n")
+    assert check(load_spec_text(text, "spec.yaml")).ok
+    source = load_spec_text(text, "spec.yaml", ["data.validation_split=0"])
+    (error,) = [d for d in check(source).diagnostics if d.severity == "error"]
+    assert error.where == "train.early_stopping.monitor"
+    assert error.message.endswith("(after --set data.validation_split=0)")
+
+
+def test_a_shape_error_names_the_overrides_and_layers_on_its_own_path_only():
+    """The YAML positions audit: a conv reading the model's input beside a maxpool was told to
+    "remove a downsampling layer before it", and an override of the maxpool, on the other
+    branch, was named as the one that shaped the conv's input."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 4, 4]\n  layers:\n"
+            "    - {name: a, type: maxpool2d, pool_size: 2, inputs: input}\n"
+            "    - {name: b, type: conv2d, filters: 4, kernel_size: 6, inputs: input}\n"
+            "    - {type: concat, inputs: [a, b]}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 3}\n")
+    source = load_spec_text(text, "spec.yaml", ["model.layers[0].pool_size=1"])
+    with pytest.raises(SpecError) as raised:
+        check(source)
+    (error,) = raised.value.diagnostics
+    assert error.line == 5 and error.message.endswith("use kernel_size: 4 or less, or padding: 1")
+    chained = text.replace("kernel_size: 6, inputs: input", "kernel_size: 3, inputs: a")
+    source = load_spec_text(chained, "spec.yaml", ["model.layers[0].pool_size=4"])
+    with pytest.raises(SpecError) as raised:
+        check(source)
+    (error,) = raised.value.diagnostics
+    assert "or remove a downsampling layer before it" in error.message
+    assert error.message.endswith("(after --set model.layers[0].pool_size=4)")
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""

@@ -1467,13 +1467,30 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
     assert not checked(text.replace("end_epoch: 12", "end_epoch: 10")).diagnostics
 
 
+@pytest.mark.parametrize("schedule, epochs, fix", [
+    ("{type: step, step_epochs: 1}", 1, "the 1 epoch the schedule sets (train.epochs 1): the "
+     "rate never steps down; train more than 1 epoch"),
+    ("{type: step, step_epochs: 2, warmup_epochs: 1}", 2, "the 1 epoch the schedule sets "
+     "(train.epochs 2 - warmup_epochs 1): the rate never steps down; train more than 2 epochs "
+     "after the warm-up")])
+def test_a_step_schedule_of_one_epoch_is_told_to_train_more_not_a_step_below_one(
+        schedule, epochs, fix):
+    """The YAML positions audit: "set step_epochs below 1", which must be 1 or more."""
+    text = spec_text([2], "{type: dense, units: 1}",
+                     extra=f"optimizer: {{type: sgd, lr: 0.1, schedule: {schedule}}}\n"
+                           f"train: {{epochs: {epochs}}}\n")
+    (warning,) = checked(text).diagnostics
+    assert warning.message.endswith(fix)
+
+
 @pytest.mark.parametrize("schedule, where, message", [
     ("{type: step, step_epochs: 8, warmup_epochs: 2}", "step_epochs",
      "step_epochs 8 is not below the 8 epochs the schedule sets (train.epochs 10 - "
-     "warmup_epochs 2): the rate never steps down; set step_epochs below 8"),
+     "warmup_epochs 2): the rate never steps down; set step_epochs below 8, or train more "
+     "epochs"),
     ("{type: step, step_epochs: 12}", "step_epochs",
      "step_epochs 12 is not below the 10 epochs the schedule sets (train.epochs 10): the rate "
-     "never steps down; set step_epochs below 10"),
+     "never steps down; set step_epochs below 10, or train more epochs"),
     ("{type: exponential, gamma: 1.5}", "gamma",
      "gamma 1.5 is above 1: the exponential schedule raises the rate instead of lowering it; "
      "set gamma below 1"),
@@ -1488,7 +1505,8 @@ def test_a_schedule_that_never_lowers_the_rate_is_warned(schedule, where, messag
     if "step_epochs: 12" in text:  # a rate that never steps neither falls nor rises
         (never,) = checked(both).diagnostics
         assert never.where == "optimizer.schedule.step_epochs"
-        assert never.message.endswith("set step_epochs below 10, and gamma below 1 (it is 10)")
+        assert never.message.endswith("set step_epochs below 10, or train more epochs, and "
+                                      "gamma below 1 (it is 10)")
     started_late = text.replace("gamma: 1.5}", "gamma: 1.5, warmup_epochs: 9}")
     if started_late != text:  # one epoch of exponential's rate: gamma**0, nothing rises
         assert not checked(started_late).diagnostics
