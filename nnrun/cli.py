@@ -352,6 +352,51 @@ def _escape_what_the_streams_cannot_encode() -> None:
                 reconfigure(errors="backslashreplace")
 
 
+class _WholeWrites(io.BufferedIOBase):
+    """Standard output's buffer, written whole or not at all: io.BufferedWriter (and FileIO,
+    unbuffered) returns a short count, without an error, for a write the disk or the file size
+    limit (`ulimit -f`) cut short, and TextIOWrapper drops the count: `nnrun schema > f` then ended at 0 with f
+    cut off. Writing the rest again raises the reason (ENOSPC, EFBIG), which the commands
+    say, exit 1."""
+
+    def __init__(self, buffer):
+        super().__init__()
+        self._buffer = buffer
+
+    def write(self, data) -> int:
+        rest = memoryview(data).cast("B")
+        while rest:
+            written = self._buffer.write(rest)
+            if not written:  # nothing taken and no error: never seen, but not a loop
+                raise OSError(errno.EIO, "the output took no more", "standard output")
+            rest = rest[written:]
+        return len(data)
+
+    def flush(self) -> None:
+        self._buffer.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._buffer.fileno()
+
+    def isatty(self) -> bool:
+        return self._buffer.isatty()
+
+
+def _no_short_writes_to_standard_output() -> None:
+    """Standard output on a file descriptor, through _WholeWrites (a test's captured output,
+    in memory, is written whole already)."""
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if not isinstance(stream, io.TextIOWrapper) \
+            or not isinstance(buffer, (io.BufferedWriter, io.FileIO)):  # FileIO: python -u
+        return
+    sys.stdout = io.TextIOWrapper(_WholeWrites(buffer), encoding=stream.encoding,
+                                  errors=stream.errors, line_buffering=stream.line_buffering)
+
+
 class _ClosedOutput(io.TextIOBase):
     """Standard output closed before the command began (`>&-`): Python leaves sys.stdout None,
     and click drops what is written to None without a word, exit 0 with the output lost.
@@ -374,9 +419,10 @@ class _Commands(click.Group):
     says what is wrong (said_by_rank_0)."""
 
     def main(self, args=None, **kwargs):
-        _escape_what_the_streams_cannot_encode()
         if sys.stdout is None:
             sys.stdout = _ClosedOutput()
+        _no_short_writes_to_standard_output()
+        _escape_what_the_streams_cannot_encode()
         try:
             return self._main(args, **kwargs)
         except OSError as error:  # the commands say theirs: --help or --version to a full disk

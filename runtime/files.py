@@ -36,13 +36,31 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
         os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600 whatever the umask
         os.replace(temporary, path)
     except OSError as error:
-        if error.errno is None or not _about_the_target(error, path):
+        code = error.errno if error.errno is not None else _short_write_cause(temporary)
+        if code is None or not _about_the_target(error, path):
             raise  # a library's own words, or an error about another file: as they are
         # the message names the path given, not our temporary file
-        raise OSError(error.errno, error.strerror, str(path)) from None
+        raise OSError(code, error.strerror or os.strerror(code), str(path)) from None
     finally:
         Path(temporary).unlink(missing_ok=True)
     sync_directory(path.parent)
+
+
+def _short_write_cause(temporary: str) -> int | None:
+    """Why a write a library reported without an errno stopped short (NumPy's tofile: "30000
+    requested and 25568 written"): a full disk or the file size limit (`ulimit -f`), where
+    either is so; else None."""
+    import resource
+
+    try:
+        disk = os.statvfs(temporary)
+        size = os.stat(temporary).st_size
+    except OSError:
+        return None
+    if disk.f_bavail == 0 or disk.f_bfree == 0:
+        return errno.ENOSPC
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return errno.EFBIG if limit != resource.RLIM_INFINITY and size >= limit else None
 
 
 def write_output(path: Path, write: Callable[[BinaryIO], None]) -> None:

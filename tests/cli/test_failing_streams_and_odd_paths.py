@@ -80,6 +80,45 @@ def test_output_to_a_closed_standard_output_is_an_error_not_lost(tmp_path, args)
         "/dev/null)"]
 
 
+def file_size_limit(size: int):
+    """`ulimit -f`, in bytes, for the command a test starts."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"])
+@pytest.mark.parametrize("args", [["schema"], ["trace", ROOT / "specs" / "quickstart.yaml",
+                                               "--format", "json"]])
+def test_output_cut_short_by_the_file_size_limit_is_an_error(tmp_path, monkeypatch, args,
+                                                            unbuffered):
+    """`nnrun schema > f` under `ulimit -f 1` (or on a disk that fills) exited 0 with f cut
+    off at 1,024 bytes: Python's writers return a short count without an error, and the text
+    layer drops it (the API walk)."""
+    monkeypatch.setenv("PYTHONUNBUFFERED", unbuffered)
+    with open(tmp_path / "out", "w") as out:
+        result = nnrun(*args, cwd=tmp_path, stdout=out, preexec_fn=file_size_limit(1024))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "error: a file or the output: File too large; the file size limit (ulimit -f) was "
+        "reached: raise it or write less"]
+
+
+def test_predictions_cut_short_by_the_file_size_limit_name_their_file(tmp_path):
+    """NumPy's own words came out ("error: 8000 requested and 4096 written"): no path, no
+    fix."""
+    assert nnrun("train", ROOT / "specs" / "quickstart.yaml", *QUICK, "--out", "run",
+                 cwd=tmp_path).returncode == 0
+    np.savez(tmp_path / "in.npz", x=np.zeros((200, 1, 8, 8), np.float32))
+    result = nnrun("predict", "run", "in.npz", "--out", "p.npy", cwd=tmp_path,
+                   preexec_fn=file_size_limit(4096))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "error: p.npy: File too large; the file size limit (ulimit -f) was reached: raise it "
+        "or write less"]
+    assert not (tmp_path / "p.npy").exists()
+
+
 def test_training_with_its_standard_output_closed_trains_as_with_a_full_disk(tmp_path):
     result = nnrun("train", ROOT / "specs" / "quickstart.yaml", *QUICK, "--out", "run",
                    cwd=tmp_path, stdout=None, preexec_fn=lambda: os.close(1))
