@@ -13,7 +13,7 @@ import numpy as np
 from nnrun.compiler.checks import tracked_metrics
 from nnrun.compiler.frontend import load_spec
 from nnrun.compiler.tables import byte_size
-from nnrun.notices import shell_word
+from nnrun.notices import shell_word, warn
 
 from . import checkpoint as ckpt
 from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
@@ -153,6 +153,10 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
         if chosen:
             raise RunDirectoryError(f"{path}: no such checkpoint (the run has {fallback.name}: "
                                     "--checkpoint last)")
+        if (run_dir / "summary.json").exists():  # train reported best's numbers: not these
+            warn(f"{path} is missing, though train reported its numbers (summary.json): "
+                 f"{fallback.name} is used, whose numbers differ unless the two were the same "
+                 "epoch; put best.npz back for the numbers train reported")
         return fallback
     if not _present(run_dir / "best.npz") and not _present(fallback):
         run = RunDirectory(run_dir)

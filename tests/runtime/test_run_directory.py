@@ -14,6 +14,7 @@ from click.testing import CliRunner
 import nnrun
 from nnrun import DataError
 from nnrun.cli import main
+from nnrun.notices import collected
 from nnrun.runtime.data import load_dataset
 from nnrun.runtime.data.preprocessing import IDENTITY
 from nnrun.runtime.evaluate import evaluate_run
@@ -139,7 +140,12 @@ def test_restore_best_false_makes_last_the_final_checkpoint(tmp_path):
 def test_a_missing_best_checkpoint_is_replaced_only_when_not_asked_for(tmp_path):
     run_dir, summary, _ = train_tiny(tmp_path, "{monitor: train_loss, mode: max, patience: 5}")
     (run_dir / "best.npz").unlink()
-    assert evaluate_run(run_dir)["checkpoint"] == "last.npz"  # the default falls back
+    with collected() as notices:  # the API walk: the numbers are not those train reported
+        assert evaluate_run(run_dir)["checkpoint"] == "last.npz"  # the default falls back
+    assert [(kind, message.split(" is missing")[1]) for kind, message in notices] == [(
+        "warning", ", though train reported its numbers (summary.json): last.npz is used, whose "
+        "numbers differ unless the two were the same epoch; put best.npz back for the numbers "
+        "train reported")]
     line = assert_one_line_error(invoke("eval", run_dir, "--checkpoint", "best"),
                                  run_dir / "best.npz")
     assert "no such checkpoint" in line and "--checkpoint last" in line
