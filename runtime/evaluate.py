@@ -244,7 +244,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         check_data_fits(spec, run.model, data, training=False)
     except DataError as error:  # DataFitError too: the data has changed since training, likely
         raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
-                           "its own)") from None
+                           "its own: a change to the spec applies to a new run, not to this "
+                           "one)") from None
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
     result = evaluate(run.model, state, chosen, split, metrics,
