@@ -696,6 +696,13 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         elsewhere = _other_layers_field_fix(name, present)
         if elsewhere:
             return f"unknown field {quoted(name)}; {elsewhere}"
+    others = _other_types_having(name, owner, present)
+    if others:  # beta1 on sgd: a field of adam and adamw (an adam spec's, --set type=sgd)
+        kind, owners = present["type"], _and_joined(others)
+        suggestion = _did_you_mean(name, candidates, fields)
+        if suggestion:  # momentum, sgd's own for beta1, is likely meant
+            return f"unknown field {quoted(name)}{suggestion} ({name} is a field of {owners})"
+        return f"unknown field {quoted(name)}; {kind} has no {name}, a field of {owners}: remove it"
     if owner and name in _SECTIONS:  # `loss:` indented under train
         if isinstance(data, dict) and name in data:
             return (f"unknown field {quoted(name)}; {name} is a section of its own, given at "
@@ -720,6 +727,28 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
 _SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
 
 
+# The sections whose fields depend on their type, with the union of their types in schema.py.
+_TYPED_SECTIONS = {("loss",): "Loss", ("optimizer",): "Optimizer",
+                   ("optimizer", "schedule"): "Schedule"}
+
+
+def _other_types_having(name: Any, owner: tuple, section: Any) -> list[str]:
+    """The other types of a loss, optimizer or schedule that have the field `name`, which the
+    section's own type lacks."""
+    from . import schema
+
+    if tuple(owner) not in _TYPED_SECTIONS or not isinstance(section, dict):
+        return []
+    members = _tagged_members(getattr(schema, _TYPED_SECTIONS[tuple(owner)]), "type")
+    if section.get("type") not in {tag for tag, _ in members}:
+        return []
+    return [tag for tag, member in members if name in _field_names(member)]
+
+
+def _and_joined(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
 def _other_layers_field_fix(name: str, layer: dict) -> str:
     """A field of other layer types on one without it (`init` on a pool), said as such: a
     near name of its own (`inputs`) is not what was meant."""
@@ -736,8 +765,7 @@ def _other_layers_field_fix(name: str, layer: dict) -> str:
             return (f"{kind} has no activation: remove it, and add {_show(activation)} as a "
                     "layer after it")
         return f"{kind} has no activation: remove it"
-    owners = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else others[0]
-    return f"{kind} has no {name}, a field of {owners}: remove it"
+    return f"{kind} has no {name}, a field of {_and_joined(others)}: remove it"
 
 
 def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:

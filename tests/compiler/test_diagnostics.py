@@ -982,6 +982,29 @@ def test_other_frameworks_names_suggest_nnruns(line, meant):
     assert f"did you mean '{meant}'?" in raised.value.diagnostics[0].message
 
 
+def test_a_field_of_another_optimizer_or_loss_type_is_said_so():
+    """The API walk: a run's spec.yaml (every field written out) with `--set
+    optimizer.type=sgd` was told only "unknown field 'beta2'", and `loss.type=mse` "unknown
+    field 'label_smoothing'"."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("data: {dataset: xor}\nmodel: {layers: [{type: dense, units: 2}]}\n"
+            "loss: {type: cross_entropy, label_smoothing: 0.0}\n"
+            "optimizer: {type: adam, lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1.0e-08}\n")
+    load_spec_text(text, "s.yaml")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "s.yaml", ["optimizer.type=sgd", "loss.type=mse"])
+    assert [d.message for d in raised.value.diagnostics] == [
+        "unknown field 'label_smoothing'; mse has no label_smoothing, a field of cross_entropy: "
+        "remove it (after --set loss.type=mse)",
+        "unknown field 'beta1'; did you mean 'momentum'? (beta1 is a field of adam and adamw) "
+        "(after --set optimizer.type=sgd)",
+        "unknown field 'beta2'; sgd has no beta2, a field of adam and adamw: remove it (after "
+        "--set optimizer.type=sgd)",
+        "unknown field 'eps'; sgd has no eps, a field of adam, adamw, rmsprop and adagrad: "
+        "remove it (after --set optimizer.type=sgd)"]
+
+
 @pytest.mark.parametrize("text", [
     "data: http://example.com/x.csv\nmodel: {input_shape: [2], layers: [{type: dense, units: 1}]}\n",
     "model: {input_shape: [2], layers: [{type: dense, units: 1}]}\ntrain: {shuffle: fals:e}\n",
