@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
-from nnrun.compiler.frontend import load_spec
+from nnrun.compiler.frontend import data_file, load_spec
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import shell_word, warn
 
@@ -218,11 +218,18 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
 
         preprocessing = TransformedPreprocessing(inner=preprocessing, transform=transform,
                                                  run_seed=spec.seed)
-    data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
-                        preprocessing=preprocessing,
-                        sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
-                        ignore_index=getattr(spec.loss, "ignore_index", None),
-                        inputs_of=(split,))
+    try:
+        data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
+                            preprocessing=preprocessing,
+                            sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
+                            ignore_index=getattr(spec.loss, "ignore_index", None),
+                            inputs_of=(split,))
+    except DataError as error:
+        moved = data_file(spec, Path(run_dir))
+        if moved is None or moved.exists() or moved.is_symlink():
+            raise
+        raise DataError(f"{error}: put the file back there, or set data.path in "
+                        f"{Path(run_dir) / 'spec.yaml'} to where it is now") from None
     data = targets_for_model(spec, run.model, data)
     chosen = getattr(data, split)
     where = data.where

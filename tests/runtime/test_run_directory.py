@@ -172,6 +172,28 @@ def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
     assert runner.invoke(main, [*arguments, "--no-preprocessing"]).exit_code == 0
 
 
+def test_eval_of_a_run_whose_data_file_moved_says_where_to_point_it(tmp_path):
+    """The API walk: "d.npz: not found (data.path, relative to the spec file, ...)", of a
+    run's spec.yaml that holds the path absolute, with no way forward."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2))
+    np.savez(tmp_path / "d.npz", x=x, y=rng.integers(0, 2, 30), x_test=x[:5],
+             y_test=np.zeros(5, int))
+    (tmp_path / "spec.yaml").write_text(
+        "data: {dataset: npz, path: d.npz}\nmodel: {input_shape: [2], layers: "
+        "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(tmp_path / "spec.yaml", out_dir=tmp_path / "run", quiet=True)
+    (tmp_path / "d.npz").rename(tmp_path / "e.npz")
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(
+        f"put the file back there, or set data.path in {tmp_path / 'run' / 'spec.yaml'} to "
+        "where it is now")
+    spec = tmp_path / "run" / "spec.yaml"
+    spec.write_text(spec.read_text().replace(str(tmp_path / "d.npz"), str(tmp_path / "e.npz")))
+    assert CliRunner().invoke(main, ["eval", str(tmp_path / "run")]).exit_code == 0
+
+
 def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
     copy = tmp_path / "broken-run"
     copy.mkdir()
