@@ -14,7 +14,7 @@ from .diagnostics import suggest
 from .initial_values import unheld
 from .ir import Origin
 from .schema import (METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES, Accuracy, MaeMetric,
-                     default_layer_names)
+                     default_layer_names, layer_inputs)
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -111,9 +111,79 @@ def more_than_binary(labels: str, classes: int, fix: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return (_init_from_warnings(spec) + _top_k_warnings(spec, output_shape)
-            + _repeated_metric_warnings(spec) + _schedule_warnings(spec)
-            + _pruning_warnings(spec))
+    return (_init_from_warnings(spec) + _symmetry_warnings(spec)
+            + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
+            + _schedule_warnings(spec) + _pruning_warnings(spec))
+
+
+CONSTANT_INITS = ("zeros", "ones", "constant")
+
+
+def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
+    """A layer whose weights and bias all start equal, read by one whose weights do too: its
+    units compute one value and get one gradient, step after step, and train as a single unit
+    (the symmetry a random initialisation breaks). A dropout layer between them breaks it."""
+    if spec.model.init_from:  # the file may give them other values
+        return []
+    layers = spec.model.layers
+    names = default_layer_names(layers)
+    reads = dict(zip(names, layer_inputs(layers)))
+    at = {name: index for index, name in enumerate(names)}
+
+    def starts_equal(layer) -> bool:
+        return (_initial_weights(spec, layer) in CONSTANT_INITS
+                and (not layer.use_bias or getattr(layer, "bias", None) is None
+                     and layer.bias_init.type in CONSTANT_INITS))
+
+    def weighted_inputs(name: str) -> list[str]:
+        """The nearest layers with weights whose outputs reach `name`'s input unchanged but
+        for their shape and activations (not through a dropout layer)."""
+        found, pending, seen = [], list(reads[name]), set()
+        while pending:
+            source = pending.pop()
+            if source in seen or source not in at or layers[at[source]].type == "dropout":
+                continue
+            seen.add(source)
+            if _initial_weights(spec, layers[at[source]]) is None:
+                pending += reads[source]
+            else:
+                found.append(source)
+        return found
+
+    stuck = {source: name for name, layer in zip(names, layers) if starts_equal(layer)
+             for source in weighted_inputs(name) if starts_equal(layers[at[source]])}
+    by_origin: dict[tuple, list[str]] = {}  # one warning for the layers one setting starts
+    for source in sorted(stuck, key=at.get):
+        own = layers[at[source]].init is not None
+        by_origin.setdefault(("model", "layers", at[source], "init") if own
+                             else ("model", "init"), []).append(source)
+    warnings = []
+    for keys, sources in by_origin.items():
+        involved = sorted({*sources, *(stuck[source] for source in sources)}, key=at.get)
+        parts = " or ".join(sorted({"filter" if hasattr(layers[at[name]], "filters") else "unit"
+                                    for name in sources}))
+        where = (Origin(f"model.layers[{keys[2]}]", sources[0], keys) if len(keys) > 2
+                 else Origin("model.init", keys=keys))
+        warnings.append((where, (
+            f"{_and_joined(involved)} start with equal weights "
+            f"({_initial_weights(spec, layers[at[sources[0]]])}): each {parts} of "
+            f"{_and_joined(sources)} computes the value the others of its layer compute and "
+            "gets the same gradient, so they stay equal and train as one (the symmetry is "
+            "never broken); give the weights a random init, e.g. he_uniform or glorot_uniform")))
+    return warnings
+
+
+def _and_joined(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _initial_weights(spec, layer) -> str | None:
+    """The initializer of a layer's weights, None for a layer without any or whose values are
+    given (weights:, init_from)."""
+    if not hasattr(layer, "init") or getattr(layer, "weights", None) is not None \
+            or getattr(layer, "init_from", None) is not None:
+        return None
+    return (layer.init or spec.model.init).type
 
 
 def _init_from_warnings(spec) -> list[tuple[Origin, str]]:

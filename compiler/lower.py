@@ -28,7 +28,7 @@ from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
 from .shapes import (Unread, as_tuple, per_sample, same_padding, size_of, unread_positions,
-                     window_output)
+                     window_output, windows_reading_no_input)
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,8 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
     # the field to change: the stride, or a pool's pool_size where its stride is left out
     stride_field = "stride" if layer.stride is not None else kernel_field
     _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field)
+    if getattr(layer, "padding_mode", None) in ("zeros", "random"):  # padding of no input
+        _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation)
     return kernel, stride, dilation, pad
 
 
@@ -231,13 +233,39 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
                      else "padding, pool_size")
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
-            if unread.past_the_end_only:
+            if unread.count == n:  # padding 2, kernel 1, stride 6 over 4 rows
+                ctx.gb.warn(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
+                            f"padding, so the layer reads none of the {n} {axis} "
+                            f"({result.formula}); adjust {to_adjust} or stride to use every "
+                            "input")
+            elif unread.past_the_end_only:
                 ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused "
                             f"({result.formula}); adjust {to_adjust} or stride to use every input")
             else:
                 ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
                             f"{_positions(axis, unread)}; adjust {to_adjust} or stride to use "
                             "every input")
+
+
+def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> None:
+    """Outputs whose window lies wholly in a padding wider than the kernel reaches: they read
+    no input (a window that reads none at all is _warn_unused's)."""
+    names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
+    for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
+        blind = windows_reading_no_input(n, k, s, p, d)
+        size = window_output(n, k, s, p, d).size
+        if not blind or blind == size:
+            continue
+        reach = d * (k - 1) + 1
+        with ctx.gb.at(ctx.origin.at_field("padding")):
+            ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach ({reach}): "
+                        f"{blind} of the {size} outputs along the {axis} read only padding, "
+                        f"none of the input; use padding: {reach - 1}"
+                        + (" or less" if reach > 1 else ""))
+
+
+def _pad_text(pad: tuple[int, int]) -> str:
+    return str(pad[0]) if pad[0] == pad[1] else f"{pad[0]} before, {pad[1]} after"
 
 
 def _positions(axis: str, unread: Unread) -> str:

@@ -164,6 +164,21 @@ def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1,
     return Unread(count, tuple(unread[:shown].tolist()), not count or unread[0] == n - count)
 
 
+def windows_reading_no_input(n: int, k: int, s: int, pad: tuple[int, int],
+                             d: int = 1) -> int:
+    """How many windows have no tap on the input's n positions (all in the padding); 0 for an
+    axis of more windows than MOST_POSITIONS (not searched)."""
+    import numpy as np
+
+    size = window_output(n, k, s, pad, d).size
+    if size < 1 or size > MOST_POSITIONS or max(pad) < d * (k - 1) + 1:
+        return 0
+    starts = np.arange(size, dtype=object if s * size > 2**62 else np.int64) * s - pad[0]
+    first_tap = np.maximum(0, -(starts // d))  # the first tap at or past position 0
+    reads = (first_tap <= k - 1) & (starts + first_tap * d <= n - 1)
+    return int(size - np.count_nonzero(reads))
+
+
 def _mark(read, offset: int, step: int, count: int) -> None:
     """read[offset + m*step] = True for m in 0..count-1, where that lies in the array."""
     first = max(0, -(offset // step))

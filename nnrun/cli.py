@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 
 from nnrun.compiler.diagnostics import FORMATS, Diagnostic, SpecError, format_diagnostics
-from nnrun.notices import one_line, shell_word
+from nnrun.notices import one_line, positioned, shell_word
 from nnrun.runtime.interrupts import Interrupted, noted_signal
 from nnrun.runtime.launcher import launched_rank, launched_size, wait_for_rank_0
 
@@ -918,6 +918,9 @@ def summary(spec, fmt, resolved, checkpoint, details, overrides) -> None:
     errors = [d for d in checked.diagnostics if d.severity == "error"]
     if any(error not in checked.over_budget for error in errors):
         raise SpecError(errors)
+    for warning in checked.diagnostics:  # validate's: a stride that skips rows, equal weights
+        if warning.severity == "warning":
+            positioned(warning.format())
     if run_dir and not resolved:
         from nnrun.runtime.pruning import run_sparsity
 

@@ -244,7 +244,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
     if transform is not None and _positions_labelled(spec, run.model, chosen):
         raise DataError(f"{where}: its labels are maps of the input's positions; "
-                        f"{transform.describe()} would move the pixels but not the labels, "
+                        f"{transform.describe(chosen.x.ndim - 2)} would move the inputs "
+                        "but not the labels, "
                         "which measures misalignment, not invariance: evaluate without "
                         "--shift and --permute")
     try:
@@ -257,7 +258,9 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
     result = evaluate(run.model, state, chosen, split, metrics,
                       batch_size=run.batch)
-    transformed = {"transform": transform.describe()} if transform is not None else {}
+    spatial_axes = len(run.model.lowered.graph.inputs[0].type.shape) - 2
+    transformed = ({"transform": transform.describe(spatial_axes)} if transform is not None
+                   else {})
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}
 

@@ -25,14 +25,17 @@ class InputTransform:
     shift: tuple[int, ...] = ()
     permute_seed: int | bool | None = None
 
-    def describe(self) -> str:
+    def describe(self, spatial_axes: int = 2) -> str:
+        """`spatial_axes`: the samples' (1: a sequence's positions, 0: a vector's features,
+        not pixels)."""
         parts = []
+        unit = {0: "feature", 1: "position"}.get(spatial_axes, "pixel")
         if any(self.shift):
-            parts.append("shifted " + ", ".join(_move_text(move, axis) for move, axis in
+            parts.append("shifted " + ", ".join(_move_text(move, axis, unit) for move, axis in
                                                 _named_axes(self.shift) if move))
         if self.permute_seed is not None:
             which = "the run's seed" if self.permute_seed is True else f"seed {self.permute_seed}"
-            parts.append(f"pixels permuted ({which})")
+            parts.append(f"{unit}s permuted ({which})")
         return ", ".join(parts) or "as they are (shift 0)"
 
     def apply(self, x: np.ndarray, run_seed: int) -> np.ndarray:
@@ -49,8 +52,8 @@ def _named_axes(shift: tuple[int, ...]) -> list[tuple[int, str]]:
     return list(zip(shift, names))
 
 
-def _move_text(move: int, axis: str | None) -> str:
-    pixels = f"{abs(move)} pixel{'s' if abs(move) != 1 else ''}"
+def _move_text(move: int, axis: str | None, unit: str = "pixel") -> str:
+    pixels = f"{abs(move)} {unit}{'s' if abs(move) != 1 else ''}"
     if axis is None:
         return f"{move:+d}"
     opposite = {"down": "up", "right": "left"}[axis]
@@ -67,11 +70,12 @@ def shift_samples(x: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
                         f"{list(x.shape[1:])} have {axes} to shift along (samples are [C, L] "
                         "or [C, H, W])")
     moves = (0,) * (len(spatial) - len(shift)) + tuple(shift)
-    extents = ["high", "wide"][-len(spatial):]
+    extents = ["high", "wide"][-len(spatial):] if len(spatial) > 1 else ["long"]
+    unit = "pixel" if len(spatial) > 1 else "position"
     for move, size, extent in zip(moves, spatial, extents):
         if abs(move) >= size:
-            raise DataError(f"--shift {','.join(map(str, shift))} moves every pixel out of a "
-                            f"sample {size} pixels {extent}; shift by less")
+            raise DataError(f"--shift {','.join(map(str, shift))} moves every {unit} out of a "
+                            f"sample {size} {unit}s {extent}; shift by less")
     shifted = np.zeros_like(x)
     target = [slice(None), slice(None)]
     source = [slice(None), slice(None)]

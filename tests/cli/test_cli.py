@@ -533,6 +533,20 @@ def test_summary_text(tiny):
     assert "training memory at batch size 16" in text
 
 
+def test_summary_says_the_specs_warnings_beside_its_table(tmp_path):
+    """The course audit: course.md says summary warns of a stride that skips input rows;
+    only validate, train and trace did."""
+    spec = write(tmp_path / "g.yaml", "model:\n  input_shape: [1, 9, 9]\n  layers:\n"
+                 "    - {type: conv2d, filters: 3, kernel_size: 2, stride: 3}\n"
+                 "    - {type: flatten}\n    - {type: dense, units: 2}\n")
+    for fmt in ("text", "json"):
+        result = assert_ok(invoke("summary", spec, "--format", fmt))
+        assert "conv2d_1" in result.stdout
+        assert [line.split(": warning: ")[1].split(":")[0] for line in
+                result.stderr.splitlines()] == ["model.layers[0] (conv2d_1)"] * 2
+        assert "no window reads rows 2, 5 and 8" in result.stderr
+
+
 def test_sizes_keep_a_readable_unit():
     """A tiny model's memory read 0.00 MB in every part."""
     from nnrun.compiler.tables import byte_size

@@ -152,6 +152,38 @@ def test_stride_larger_than_kernel():
     assert all(at(w) == position(text, "stride: 3", "3") for w in warnings)  # at the stride
 
 
+def test_a_convolution_whose_windows_all_lie_in_the_padding_says_so():
+    """The course audit: kernel 1, padding 2, stride 6 over 4 rows reads no input at all, and
+    was told only "4 rows / stride 6 leaves 4 rows unused"."""
+    text = spec_text([1, 4], "{type: conv1d, filters: 1, kernel_size: 1, padding: 2, stride: 6}")
+    (warning,) = warnings_of(text)
+    assert warning.message == (
+        "4 positions / stride 6, padding 2: every window lies in the padding, so the layer reads "
+        "none of the 4 positions ((4 + 2*2 - 1)/6 + 1 = 2); adjust padding, kernel_size, "
+        "dilation or stride to use every input")
+
+
+@pytest.mark.parametrize("layer, said", [
+    ("{type: conv2d, filters: 2, kernel_size: 1, padding: 4}",
+     "padding 4 is at least the kernel's reach (1): 8 of the 14 outputs along the rows read only "
+     "padding, none of the input; use padding: 0"),
+    ("{type: conv2d, filters: 2, kernel_size: 3, padding: 3, stride: 2}",
+     "padding 3 is at least the kernel's reach (3): 1 of the 5 outputs along the rows read only "
+     "padding, none of the input; use padding: 2 or less"),
+    ("{type: conv2d, filters: 2, kernel_size: 2, dilation: 2, padding: [3, 0], "
+     "padding_mode: random}",
+     "padding 3 is at least the kernel's reach (3): 2 of the 10 outputs along the rows read only "
+     "padding, none of the input; use padding: 2 or less"),
+    ("{type: conv2d, filters: 2, kernel_size: 1, padding: 4, padding_mode: replicate}", None),
+    ("{type: conv2d, filters: 2, kernel_size: 3, padding: 2}", None),
+])
+def test_outputs_that_read_only_a_wide_padding_are_warned(layer, said):
+    """The course audit: border outputs of a padding past the kernel's reach see no input."""
+    text = spec_text([1, 6, 6], layer)
+    found = [w.message for w in warnings_of(text) if "kernel's reach" in w.message]
+    assert found[:1] == ([said] if said else [])
+
+
 @pytest.mark.parametrize("n, k, s, p, d", [
     (28, 5, 1, 2, 1), (28, 5, 1, 0, 1), (32, 3, 2, 1, 1), (9, 3, 1, 0, 2), (9, 3, 2, 2, 2),
     (15, 4, 3, 1, 1), (8, 8, 1, 0, 1), (5, 1, 5, 0, 1),
@@ -1465,6 +1497,46 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
                                "the run ends at sparsity 40.0%, short of target_sparsity 50.0%; "
                                "set end_epoch to 10 or less, or train more epochs")
     assert not checked(text.replace("end_epoch: 12", "end_epoch: 10")).diagnostics
+
+
+@pytest.mark.parametrize("init, layers, warned", [
+    ("zeros", ["{type: dense, units: 3, activation: tanh}", "{type: dense, units: 1}"],
+     "dense_1 and dense_2 start with equal weights (zeros): each unit of dense_1 computes"),
+    ("{type: constant, value: 0.5}", ["{type: conv1d, filters: 2, kernel_size: 2}",
+                                      "{type: flatten}", "{type: dense, units: 1}"],
+     "conv1d_1 and dense_1 start with equal weights (constant): each filter of conv1d_1"),
+    ("he_uniform", ["{type: dense, units: 3, init: ones}", "{type: relu}",
+                    "{type: dense, units: 1, init: zeros}"],
+     "dense_1 and dense_2 start with equal weights (ones): each unit of dense_1 computes"),
+    ("he_uniform", ["{type: dense, units: 3, init: ones}", "{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 3}", "{type: dropout, rate: 0.5}",
+               "{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 3, bias_init: normal}", "{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 3, use_bias: false}", "{type: dense, units: 1}"],
+     "dense_1 and dense_2 start with equal weights (zeros)"),
+    ("zeros", ["{type: dense, units: 2, weights: [[1, 2], [3, 4]]}", "{type: dense, units: 1}"],
+     None),
+    ("ones", ["{type: dense, units: 1}"], None),
+    ("he_uniform", ["{name: a, type: dense, units: 3, init: zeros}",
+                    "{name: b, type: dense, units: 2, inputs: a}",
+                    "{name: c, type: dense, units: 2, inputs: a, init: zeros}",
+                    "{type: concat, inputs: [b, c]}"],
+     "a and c start with equal weights (zeros): each unit of a computes"),
+])
+def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers, warned):
+    """The course audit: `init: zeros` (or a constant) trained to 0.40 on xor without a word,
+    every hidden unit the same as the others for ever."""
+    text = spec_text([2] if "conv1d" not in layers[0] else [1, 4], *layers,
+                     extra="").replace("  layers:", f"  init: {init}\n  layers:")
+    found = [d for d in checked(text).diagnostics if "equal weights" in d.message]
+    if warned is None:
+        assert not found
+    else:
+        (warning,) = found
+        assert warning.severity == "warning" and warning.message.startswith(warned)
+        assert warning.message.endswith("so they stay equal and train as one (the symmetry is "
+                                        "never broken); give the weights a random init, e.g. "
+                                        "he_uniform or glorot_uniform")
 
 
 @pytest.mark.parametrize("schedule, epochs, fix", [

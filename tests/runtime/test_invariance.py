@@ -59,6 +59,17 @@ def test_shift_is_refused_where_it_cannot_apply():
         shift_samples(np.zeros((2, 1, 8, 6)), (0, 6))
     with pytest.raises(DataError, match="--shift -8,1 .* 8 pixels high"):
         shift_samples(np.zeros((2, 1, 8, 6)), (-8, 1))
+    with pytest.raises(DataError, match="--shift 9 moves every position out of a sample 9 "
+                                        "positions long"):
+        shift_samples(np.zeros((2, 1, 9)), (9,))
+
+
+def test_a_sequence_is_shifted_by_positions_not_pixels():
+    """The course audit: `eval --shift 6` of a sequence said "shifted 6 pixels right"."""
+    both = InputTransform(shift=(6,), permute_seed=2)
+    assert both.describe(1) == "shifted 6 positions right, positions permuted (seed 2)"
+    assert both.describe(2) == "shifted 6 pixels right, pixels permuted (seed 2)"
+    assert InputTransform(permute_seed=True).describe(0) == "features permuted (the run's seed)"
 
 
 def _raw_test_split(run_dir):
