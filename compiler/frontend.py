@@ -609,19 +609,36 @@ def csv_header_problem(spec: Spec, directory: Path) -> str | None:
 
 def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
                              path: Path | None) -> list[Diagnostic]:
-    """Shape errors that the schema errors do not hide (see recovery.py)."""
-    data = repaired_spec_data(loaded.data, problem_paths(error, loaded.data))
+    """Shape errors that the schema errors do not hide (see recovery.py); with every layer
+    intact, the checks against the dataset and of the training settings too, but those that
+    name a value the repair set aside (a monitor's val_* of a validation_split refused)."""
+    problems = problem_paths(error, loaded.data)
+    data = repaired_spec_data(loaded.data, problems)
     if data is None:
         return []
     try:
         spec = Spec.model_validate(data)
     except pydantic.ValidationError:
         return []  # the repair was not enough: the schema errors say it all
+    repaired = [format_path(path) for _, path in problems]
+
+    def unrepaired(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+        return [d for d in diagnostics if d.severity == "error" and not any(
+            name in d.message or d.where.startswith(name) for name in repaired)]
+
     try:
-        compile_checked(source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path))
+        checked = check(source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path))
     except SpecError as found:
-        return [d for d in found.diagnostics if d.severity == "error"]
-    return []
+        return unrepaired(found.diagnostics)
+    if len(spec.model.layers) != len(_listed_layers(loaded.data)):  # a model cut short
+        return []
+    return unrepaired([d for d in checked.diagnostics if d not in checked.over_budget])
+
+
+def _listed_layers(data: object) -> list:
+    model = data.get("model") if isinstance(data, dict) else None
+    layers = model.get("layers") if isinstance(model, dict) else None
+    return layers if isinstance(layers, list) else []
 
 
 def resolved_spec_data(source: SourceSpec, absolute_paths: bool = False) -> dict:

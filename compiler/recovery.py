@@ -123,6 +123,8 @@ def _fall_back(data: dict, path: tuple) -> bool:
     section = path[0] if path else None
     if section in SHAPELESS_SECTIONS:
         data.pop(section, None)
+    elif _a_field_left_to_its_default(data, path):
+        data[path[0]].pop(path[1], None)  # label_smoothing: -0.1, normalize: bogus
     elif section == "loss":
         data["loss"] = "mse"  # not the user's loss: the outputs are not checked against labels
         _without_the_labels(data)
@@ -130,12 +132,22 @@ def _fall_back(data: dict, path: tuple) -> bool:
         data["model"].pop("init", None)
     elif section == "data" and _value_at(data, ("model", "input_shape")) is not None:
         data.pop("data", None)  # the input shape is declared; data only decides the classes
-    elif section == "data" and len(path) > 1 and path[1] not in SHAPE_DATA_FIELDS \
-            and isinstance(data.get("data"), dict):
-        data["data"].pop(path[1], None)  # the dataset still gives the shapes
     else:
         return False
     return True
+
+
+def _a_field_left_to_its_default(data: dict, path: tuple) -> bool:
+    """A loss's or data's own field (not its type or dataset) whose default decides nothing
+    of the shapes: without it the section still is the user's, checked against the rest."""
+    section = data.get(path[0]) if path else None
+    if not isinstance(section, dict) or len(path) < 2 or path[1] not in section:
+        return False
+    if path[0] == "loss":
+        return path[1] != "type"
+    declared = _value_at(data, ("model", "input_shape")) is not None
+    return path[0] == "data" and path[1] != "dataset" and (
+        declared or path[1] not in SHAPE_DATA_FIELDS)
 
 
 def _without_layers_from(data: dict, first_broken: int) -> dict | None:

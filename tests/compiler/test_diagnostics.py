@@ -941,6 +941,28 @@ def test_a_shape_error_names_the_overrides_and_layers_on_its_own_path_only():
     assert error.message.endswith("(after --set model.layers[0].pool_size=4)")
 
 
+@pytest.mark.parametrize("broken, said", [
+    ("data: {dataset: digits, normalize: bogus}", ["data", "model.layers[1] (dense_1)",
+                                                   "train.early_stopping.monitor"]),
+    ("data: {dataset: digits}\nloss: {type: cross_entropy, label_smoothing: -0.1}",
+     ["loss", "model.layers[1] (dense_1)", "train.early_stopping.monitor"]),
+    # the split refused is not said to be missing by the monitor's check
+    ("data: {dataset: digits, validation_split: 1.5}", ["data", "model.layers[1] (dense_1)"]),
+])
+def test_a_schema_error_in_data_or_loss_hides_no_check_of_the_rest(broken, said):
+    """The YAML positions audit: `normalize: bogus` (or a label_smoothing of -0.1) hid the 5
+    outputs against digits' 10 classes and a val_loss monitor without a validation split,
+    said one fix later; without input_shape they were said at once."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = (f"{broken}\nmodel:\n  input_shape: [1, 8, 8]\n  layers:\n    - {{type: flatten}}\n"
+            "    - {type: dense, units: 5}\ntrain: {epochs: 2, early_stopping: {monitor: "
+            "val_loss}}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(text, "spec.yaml")
+    assert sorted(d.where for d in raised.value.diagnostics) == sorted(said)
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""
