@@ -365,7 +365,7 @@ def _block_end_message(error, line: int, col: int, started: str) -> str | None:
     indentation = (f"does not fit the {block} started at {started}; line it up with that "
                    f"{block}'s {entries}, or indent it further to belong to one of them (YAML "
                    "nests by indentation, with spaces)")
-    if found == "'-'":
+    if found in ("'-'", "'<block sequence start>'"):  # the second: a '- ' under a key
         return f"invalid YAML: a list item at {line}:{col} {indentation}"
     if found in ("'<block mapping start>'", "'?'"):  # '?': a key where a list item should be
         return f"invalid YAML: a key at {line}:{col} {indentation}"
@@ -519,6 +519,14 @@ class _Builder:
         slip = _key_slip(_lines(text), line, key_problem, key_line, next_key_problem)
         if slip:  # where PyYAML stops, often lines late, says nothing of the cause
             self.error(*slip)
+            return
+        if (error.context or "").startswith("while scanning a quoted scalar") and start \
+                and error.problem == "found unexpected end of stream":
+            quote = error.context_mark.buffer[error.context_mark.pointer] \
+                if error.context_mark.buffer else '"'
+            self.error(*_position(start), (), f"invalid YAML: the {quote} at {started} is never "
+                       f"closed (YAML reads on to {line}:{col}, the end of the file); close "
+                       "it where the value ends")
             return
         message = f"invalid YAML: {error.problem or error.context}"
         if error.context and error.problem and start:

@@ -539,6 +539,23 @@ def _load_errors(text: str, overrides=()) -> list[str]:
     return [d.format() for d in raised.value.diagnostics]
 
 
+@pytest.mark.parametrize("text, said", [
+    ('name: "abc\nmodel:\n  input_shape: [64]\n  layers:\n    - {type: dense, units: 3}\n',
+     'spec.yaml:1:7: error: spec: invalid YAML: the " at 1:7 is never closed (YAML reads on '
+     "to 6:1, the end of the file); close it where the value ends"),
+    ("model:\n  input_shape: [64]\n  layers:\n    - type: dense\n      units: 3\n"
+     "   - {type: dense, units: 2}\n",
+     "spec.yaml:6:4: error: spec: invalid YAML: a list item at 6:4 does not fit the mapping "
+     "started at 2:3; line it up with that mapping's keys, or indent it further to belong to one "
+     "of them (YAML nests by indentation, with spaces)"),
+])
+def test_a_quote_left_open_or_an_item_indented_too_little_is_said_where_it_is(text, said):
+    """The YAML positions audit: an open quote was placed a line past the file's end, and a
+    '- ' indented one space too little got PyYAML's "expected <block end>, but found
+    '<block sequence start>'"."""
+    assert _load_errors(text) == [said]
+
+
 def test_yaml_errors_do_not_hide_the_schema_errors():
     assert _load_errors(ALL_AT_ONCE) == [
         "spec.yaml:2:1: error: spec: duplicate key 'seed' (first at line 1)",
