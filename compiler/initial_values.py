@@ -10,6 +10,7 @@ initialised, by runtime/archives.py, which checks them again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import tokenize
 import zipfile
 import zlib
@@ -264,11 +265,37 @@ def npz_dtypes(path: Path) -> dict[str, np.dtype]:
     """Each array's dtype, from the headers of a file npz_shapes read (empty if it can no
     longer be read: its reader says why)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return {member.removesuffix(".npy"): npy_header(archive, member)[1]
-                    for member in archive.namelist() if member.endswith(".npy")}
+        headers = _member_headers(path)
+        return {member.removesuffix(".npy"): _known(headers[member])[1]
+                for member in headers if member.endswith(".npy")}
     except (OSError, *NPZ_DAMAGE):
         return {}
+
+
+def _member_headers(path: Path) -> dict[str, tuple | Exception]:
+    """Each member's (shape, dtype), or the error its header raised, in the archive's order;
+    read once for the file as it is now (validate and train ask several times: an npz of
+    100,000 members took a minute)."""
+    status = Path(path).stat()
+    return _read_member_headers(str(path), (status.st_ino, status.st_size, status.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_member_headers(path: str, signature: tuple) -> dict[str, tuple | Exception]:
+    headers: dict[str, tuple | Exception] = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            try:
+                headers[member] = npy_header(archive, member)
+            except NPZ_DAMAGE as error:
+                headers[member] = error
+    return headers
+
+
+def _known(header: tuple | Exception) -> tuple:
+    if isinstance(header, Exception):
+        raise header
+    return header
 
 
 def npz_shapes_or_reason(path: Path) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
@@ -300,9 +327,10 @@ def npz_shapes(path: Path, numbers_only: bool = True,
     if not path.is_file():
         raise _Unreadable(f"{path}: {why_absent(path)} (init_from is relative to {relative_to})")
     try:
-        with zipfile.ZipFile(path) as archive:
-            return {member.removesuffix(".npy"): _shape(archive, member, numbers_only)
-                    for member in archive.namelist() if not member.startswith(_NOT_VALUES)}
+        headers = _member_headers(path)
+        return {member.removesuffix(".npy"): _shape(member, _known(headers[member]),
+                                                    numbers_only)
+                for member in headers if not member.startswith(_NOT_VALUES)}
     except OSError as error:  # permission, I/O: not the file's content
         raise _Unreadable(f"{path}: {why_unreadable(error)}") from None
     except NPZ_DAMAGE as error:
@@ -340,8 +368,8 @@ _HEADER_PARSE_FAILURES = (ValueError, SyntaxError, tokenize.TokenError, Recursio
                           MemoryError)
 
 
-def _shape(archive: zipfile.ZipFile, member: str, numbers_only: bool) -> tuple[int, ...]:
-    shape, dtype = npy_header(archive, member)
+def _shape(member: str, header: tuple, numbers_only: bool) -> tuple[int, ...]:
+    shape, dtype = header
     if numbers_only and dtype.kind not in "fiu":
         raise ValueError(f"array {member!r} holds {dtype}, not numbers")
     return tuple(shape)
