@@ -626,13 +626,17 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
         return [d for d in diagnostics if d.severity == "error" and not any(
             name in d.message or d.where.startswith(name) for name in repaired)]
 
+    source = source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path)
     try:
-        checked = check(source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path))
+        lowered, _ = compile_checked(source)
     except SpecError as found:
         return unrepaired(found.diagnostics)
     if len(spec.model.layers) != len(_listed_layers(loaded.data)):  # a model cut short
         return []
-    return unrepaired([d for d in checked.diagnostics if d not in checked.over_budget])
+    sample_shape = list(lowered.graph.inputs[0].type.shape[1:])
+    return unrepaired([source.diagnostic(origin, message) for origin, message
+                       in training_errors(spec, sample_shape)
+                       + pruning_errors(spec, lowered.params)])
 
 
 def _listed_layers(data: object) -> list:
