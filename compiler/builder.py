@@ -23,6 +23,7 @@ class CompileError(Exception):
         self.of_shapes = of_shapes  # a shape rule failed: the layers before shaped its input
         self.warnings: list[CompileWarning] = []  # found before the error, still worth showing
         self.lowered = None  # the model lowered up to the error (compiler/lower.py)
+        self.more: list[CompileError] = []  # errors of branches beside it (compiler/lower.py)
 
 
 @dataclass

@@ -770,8 +770,8 @@ def compile_checked(source: SourceSpec, data_parallel: bool = False) -> tuple[Lo
                   in setting_range_errors(source.spec) + shapeless_errors(source.spec)
                   + (given_list_errors(source.spec, given) if given else [])]
         raise SpecError(_in_file_order(
-            [*warnings, source.diagnostic(error.origin, error.message,
-                                          of_shapes=error.of_shapes), *others],
+            [*warnings, *(source.diagnostic(each.origin, each.message, of_shapes=each.of_shapes)
+                          for each in [error, *error.more]), *others],
             source.loaded.filename)) from None
     errors = (resolve_initial_values(source.spec, lowered, source.directory,
                                      files=not source.from_checkpoint)

@@ -560,27 +560,55 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered,
     all_inputs = schema.layer_inputs(layers)
     named_inputs = {name: (inputs if layer.inputs is not None else [])
                     for name, inputs, layer in zip(names, all_inputs, layers)}
+    shape_errors: list[CompileError] = []  # of layers whose outputs no later layer needs yet
+    unshaped: set[str] = set()  # those layers, and the layers that read them
     for index, (layer, name, input_names) in enumerate(zip(layers, names, all_inputs)):
+        if unshaped.intersection(input_names):  # its input's shape is unknown: nothing to say
+            unshaped.add(name)
+            continue
         origin = Origin.of_layer(index, name)
         ctx = LayerContext(gb, lowered, spec, name, origin, mode)
-        _check_name(ctx, name, names[:index], layer.name is None)
-        inputs = _resolve_inputs(ctx, layer, input_names, env, named_inputs)
-        if layer.type in MULTI_INPUT:
-            _check_branches(ctx, layer, input_names, inputs)
-        before = (len(gb.graph.nodes), len(lowered.params), len(lowered.state))
-        with gb.at(origin):
-            output = LOWERINGS[layer.type](ctx, layer, inputs)
-            activation = getattr(layer, "activation", None)
-            if activation is not None:
-                pre_activation[name] = output
-                output = apply_activation(gb, activation, output)
-            elif layer.type in schema.ACTIVATION_TYPES:
-                pre_activation[name] = inputs[0]
-        env[name] = output
-        lowered.layers.append(_layer_info(lowered, name, layer.type, input_names, output, before))
-        lowered.layers[-1].pre_activation = pre_activation.get(name)
+        try:
+            _lower_layer(ctx, layer, index, names, input_names, env, named_inputs,
+                         pre_activation)
+        except CompileError as error:
+            if not error.of_shapes:
+                raise _with_others([*shape_errors, error]) from None
+            shape_errors.append(error)  # a branch beside it may have one of its own
+            unshaped.add(name)
+    if shape_errors:
+        raise _with_others(shape_errors)
     _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
     return lowered
+
+
+def _lower_layer(ctx: LayerContext, layer, index: int, names: list[str], input_names,
+                 env: dict, named_inputs: dict, pre_activation: dict) -> None:
+    gb, lowered, name = ctx.gb, ctx.lowered, names[index]
+    _check_name(ctx, name, names[:index], layer.name is None)
+    inputs = _resolve_inputs(ctx, layer, input_names, env, named_inputs)
+    if layer.type in MULTI_INPUT:
+        _check_branches(ctx, layer, input_names, inputs)
+    before = (len(gb.graph.nodes), len(lowered.params), len(lowered.state))
+    with gb.at(ctx.origin):
+        output = LOWERINGS[layer.type](ctx, layer, inputs)
+        activation = getattr(layer, "activation", None)
+        if activation is not None:
+            pre_activation[name] = output
+            output = apply_activation(gb, activation, output)
+        elif layer.type in schema.ACTIVATION_TYPES:
+            pre_activation[name] = inputs[0]
+    env[name] = output
+    lowered.layers.append(_layer_info(lowered, name, layer.type, input_names, output, before))
+    lowered.layers[-1].pre_activation = pre_activation.get(name)
+
+
+def _with_others(errors: list[CompileError]) -> CompileError:
+    """The first of `errors` (in the layers' order), carrying the rest: the shape errors of
+    branches that do not read the layer of the first."""
+    first, *rest = errors
+    first.more = rest
+    return first
 
 
 def _check_name(ctx: LayerContext, name: str, earlier: list[str], by_default: bool) -> None:

@@ -980,6 +980,24 @@ def test_a_schema_error_in_data_or_loss_hides_no_check_of_the_rest(broken, said)
     assert sorted(d.where for d in raised.value.diagnostics) == sorted(said)
 
 
+def test_shape_errors_of_branches_that_do_not_read_each_other_are_all_said():
+    """The YAML positions audit: two convolutions reading the input, each too large for it,
+    were said one fix apart; a layer that reads a failed one is not checked (its input's
+    shape is unknown), as in a chain."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 4, 4]\n  layers:\n"
+            "    - {name: a, type: conv2d, filters: 4, kernel_size: 5, inputs: input}\n"
+            "    - {name: b, type: conv2d, filters: 4, kernel_size: 6, inputs: input}\n"
+            "    - {name: c, type: conv2d, filters: 4, kernel_size: 9, inputs: a}\n"
+            "    - {type: concat, inputs: [a, b]}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 3}\n")
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(text, "spec.yaml"))
+    assert [(d.line, d.where) for d in raised.value.diagnostics] == [
+        (4, "model.layers[0] (a)"), (5, "model.layers[1] (b)")]
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""
