@@ -169,7 +169,7 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
             f"({_initial_weights(spec, layers[at[sources[0]]])}): each {parts} of "
             f"{_and_joined(sources)} computes the value the others of its layer compute and "
             "gets the same gradient, so they stay equal and train as one (the symmetry is "
-            "never broken); give the weights a random init, e.g. he_uniform or glorot_uniform")))
+            "never broken); give the weights a random init, e.g. he_uniform or xavier_uniform")))
     return warnings
 
 

@@ -568,7 +568,8 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
-            or _batch_axis_hint(field, error) or _nesting_hint(expectation, error["input"])
+            or _batch_axis_hint(field, error)
+            or _nesting_hint(expectation, error["input"], field)
             or _number_text_hint(expectation, error["input"]))
     return f"'{field}' must be {expectation}, got {got}{hint}"
 
@@ -604,12 +605,23 @@ def _number_text_hint(expectation: str, value: Any) -> str:
     return ""
 
 
-def _nesting_hint(expectation: str, value: Any) -> str:
+def _nesting_hint(expectation: str, value: Any, field: str | None = None) -> str:
     """A list where a mapping goes and the reverse, as YAML's dashes and indents make them:
-    `metrics: accuracy` for [accuracy], `- dataset: digits` for one mapping."""
+    `metrics: accuracy` for [accuracy], `- dataset: digits` for one mapping; a tuple's
+    parentheses, or a list in quotes, for a list's brackets."""
+    if expectation == "a list" and field == "bias" and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return (f"; write one value per unit (filter) in a list, or bias_init: {{type: "
+                f"constant, value: {value}}} for {value} in every one")
+    if "a list" in expectation and isinstance(value, str) and value.strip().startswith("(") \
+            and ")" not in value:  # `{shape: (1, 8, 8)}`: the flow mapping's ',' ended it
+        return "; YAML has no tuples: write a list in square brackets, [ ], not ( )"
     if expectation == "a list" and isinstance(value, (str, int, float)) \
             and not isinstance(value, bool):
-        return f"; write [{value}]"
+        return f"; write {_as_list_text(value)}"
+    if expectation.endswith("or a list") and isinstance(value, str) \
+            and re.fullmatch(r"\s*[(\[].*[)\]]\s*|.*,.*|\s*\d+\s*[x×]\s*\d+\s*", value):
+        return f"; write {_as_list_text(value)}"  # kernel_size: (3, 3)
     if expectation == "a list" and isinstance(value, dict):
         return "; a list's entries each begin with '- '"
     if "mapping" in expectation and isinstance(value, list) and len(value) == 1 \
@@ -618,6 +630,19 @@ def _nesting_hint(expectation: str, value: Any) -> str:
     if expectation == "a mapping" and value is True:
         return "; write its fields under it"
     return ""
+
+
+def _as_list_text(value: Any) -> str:
+    """A value as the YAML list it was meant as: `(1, 8, 8)`, `"[1, 8, 8]"`, `1x8x8` and
+    `1, 8, 8` as [1, 8, 8], `accuracy` as [accuracy]."""
+    text = str(value).strip()
+    if text[:1] + text[-1:] in ("()", "[]"):
+        text = text[1:-1].strip()
+    if re.fullmatch(r"\d+(\s*[x×]\s*\d+)+", text):  # 1x8x8, as shapes are written
+        parts = re.split(r"\s*[x×]\s*", text)
+    else:
+        parts = [part.strip() for part in text.split(",")]
+    return f"[{', '.join(parts)}]"
 
 
 def _batch_axis_hint(field: str, error: dict) -> str:
@@ -976,7 +1001,8 @@ def _alternatives(problem: _Problem, field: str | None, data: Any, schema: Any) 
                       "positions on each side (0 for no padding)")
     unique = list(dict.fromkeys(expectations))
     expected = _join_or(unique)
-    suggestion = suggestion or _number_text_hint(expected, value)  # kernel_size: '3'
+    suggestion = (suggestion or _number_text_hint(expected, value)  # kernel_size: '3'
+                  or _nesting_hint(expected, value, field))  # kernel_size: (3, 3)
     return f"{_subject(field)} must be {expected}, got {_show(value)}{suggestion}"
 
 

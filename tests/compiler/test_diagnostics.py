@@ -998,6 +998,35 @@ def test_shape_errors_of_branches_that_do_not_read_each_other_are_all_said():
         (4, "model.layers[0] (a)"), (5, "model.layers[1] (b)")]
 
 
+@pytest.mark.parametrize("value, fix", [
+    ("(1, 8, 8)", "write [1, 8, 8]"), ("(64)", "write [64]"), ("1x8x8", "write [1, 8, 8]"),
+    ("'[1, 8, 8]'", "write [1, 8, 8]"), ("1, 8, 8", "write [1, 8, 8]")])
+def test_a_list_written_as_a_tuple_or_text_is_told_the_list_that_works(value, fix):
+    """The newcomer audit: `input_shape: (1, 8, 8)` was told `write [(1, 8, 8)]`, which failed
+    again."""
+    text = "model:\n  input_shape: {}\n  layers: [{{type: flatten}}]\n"
+    from nnrun.compiler.frontend import load_spec_text
+
+    assert _load_errors(text.format(value))[0].endswith(fix)
+    load_spec_text(text.format(fix.removeprefix("write ")), "spec.yaml")  # the fix loads
+
+
+@pytest.mark.parametrize("layer, fix", [
+    ("{type: conv2d, filters: 2, kernel_size: (3, 3)}",
+     "YAML has no tuples: write a list in square brackets, [ ], not ( )"),
+    ("{type: conv2d, filters: 2, kernel_size: 3x3}", "write [3, 3]"),
+    ("{type: reshape, shape: (1, 8, 8)}",
+     "YAML has no tuples: write a list in square brackets, [ ], not ( )"),
+    ("{type: dense, units: 10, bias: 0}",
+     "write one value per unit (filter) in a list, or bias_init: {type: constant, value: 0} "
+     "for 0 in every one")])
+def test_a_layers_list_written_otherwise_is_told_how_to_write_it(layer, fix):
+    """The newcomer audit: a kernel_size of (3, 3) got no fix, `bias: 0` one of the wrong
+    length (`write [0]`)."""
+    text = f"model:\n  input_shape: [1, 8, 8]\n  layers: [{layer}]\n"
+    assert _load_errors(text)[0].endswith(fix)
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""

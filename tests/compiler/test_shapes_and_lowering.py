@@ -1536,7 +1536,7 @@ def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers
         assert warning.severity == "warning" and warning.message.startswith(warned)
         assert warning.message.endswith("so they stay equal and train as one (the symmetry is "
                                         "never broken); give the weights a random init, e.g. "
-                                        "he_uniform or glorot_uniform")
+                                        "he_uniform or xavier_uniform")
 
 
 @pytest.mark.parametrize("schedule, epochs, fix", [
