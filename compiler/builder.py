@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from .ir import Graph, Node, Origin, TensorType, Value
 from .ops import REGISTRY
-from .shapes import ShapeError, size_of
+from .shapes import ShapeError, looks_channel_last, size_of
 
 # Values in one tensor (per sample for the batch's values): 2**48 float32 values are 1 PiB.
 MAX_VALUES = 2**48
@@ -116,6 +116,14 @@ class GraphBuilder:
         # an input no node made: the model's samples, with no layer before it to change
         made = any(reads is output for node in self.graph.nodes for output in node.outputs)
         text = error.text(first_layer=not made)
+        sample = list(reads.type.shape[1:])
+        if not made and error.attribute is not None and len(sample) >= 3 \
+                and looks_channel_last(sample):  # [8, 8, 1] read as 8 channels of 8 x 1
+            text = (f"{error.message}; the samples look channel-last ({sample}, read as "
+                    f"{sample[0]} channels of {' x '.join(map(str, sample[1:]))}): save "
+                    f"numpy.moveaxis(x, -1, 1) to give [{sample[-1]}, "
+                    f"{', '.join(map(str, sample[:-1]))}]; if they are not, "
+                    f"{error.first_hint or error.hint}")
         if error.attribute is not None or not self.input_hint:
             return text
         return f"{text}{', or ' if error.hint else '; '}{self.input_hint}"

@@ -38,6 +38,7 @@ from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import (Spec, default_layer_names, layer_inputs, layers_read_by,
                      run_name_problem)
+from .shapes import CHANNEL_LIKE, looks_channel_last
 from .step import TrainStep, build_train_step
 from .summary import Summary, summarize
 
@@ -828,16 +829,8 @@ def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:
     return _in_file_order(layout_warnings(source) + model + settings, source.loaded.filename)
 
 
-CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
-CHANNEL_RATIO = 8  # and one eight times shorter than the others (9 sensors of 128 steps)
 ELEMENTWISE = ("dropout", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus",
                "identity", "step")  # layers that read no axis: the layout passes through them
-
-
-def looks_channel_last(shape) -> bool:
-    """A sample shape whose last axis looks like channels: short against the others."""
-    shorter = min(shape[:-1])
-    return shape[-1] <= CHANNEL_LIKE < shorter or shape[-1] * CHANNEL_RATIO <= shorter
 
 
 def _first_layout_reader(layers) -> str | None:

@@ -57,6 +57,16 @@ def window_output(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1) -> W
     return WindowSize(size, formula, unused)
 
 
+CHANNEL_LIKE = 4  # a last axis this short, after longer ones, looks like channels
+CHANNEL_RATIO = 8  # and one eight times shorter than the others (9 sensors of 128 steps)
+
+
+def looks_channel_last(shape) -> bool:
+    """A sample shape whose last axis looks like channels: short against the others."""
+    shorter = min(shape[:-1])
+    return shape[-1] <= CHANNEL_LIKE < shorter or shape[-1] * CHANNEL_RATIO <= shorter
+
+
 def pad_pairs(pad: tuple) -> tuple[tuple[int, int], ...]:
     return tuple(p if isinstance(p, tuple) else (p, p) for p in pad)
 

@@ -1665,3 +1665,18 @@ def test_a_confusion_metric_of_one_output_on_a_named_dataset_s_classes_is_refuse
         "classes up to 9; set units: 10 in model.layers[1] (dense_1) with loss: cross_entropy, "
         "or track train.metrics: [mae] to regress the values")
     assert checked(text.replace("pixel_accuracy", "mae")).ok
+
+
+def test_a_kernel_that_does_not_fit_channel_last_samples_offers_moving_the_channels_first():
+    """The newcomer audit: samples [8, 8, 1] (channels last, as Keras has them) under a 3x3
+    conv2d were told `use kernel_size: [3, 1] or less`, which trains 8 channels of 8 x 1."""
+    text = spec_text([8, 8, 1], "{type: conv2d, filters: 4, kernel_size: 3}")
+    with pytest.raises(SpecError) as raised:
+        checked(text)
+    (error,) = [d for d in raised.value.diagnostics if d.severity == "error"]
+    assert error.message.endswith(
+        "the samples look channel-last ([8, 8, 1], read as 8 channels of 8 x 1): save "
+        "numpy.moveaxis(x, -1, 1) to give [1, 8, 8]; if they are not, use kernel_size: [3, 1] "
+        "or less, or padding: [0, 1]")
+    assert "channel-last" not in str(pytest.raises(SpecError, checked, spec_text(
+        [3, 8, 8], "{type: conv2d, filters: 4, kernel_size: 9}")).value)
