@@ -290,9 +290,12 @@ def _check_classes(spec, lowered, where: str, labels: np.ndarray, maps: bool = F
                     if maps and _a_void_mark(spec, labels, top, outputs) else "")
         from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
                     if top == outputs and len(labels) and labels.min() == 1 else "")
+        binary = (", or loss: binary_cross_entropy with its one output" if top == 1
+                  and outputs == 1 and not maps and spec.loss.type == "cross_entropy" else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"output{'s' * (outputs != 1)}; "
-                           f"{output_count_fix(spec, lowered, top + 1)}{left_out}{from_one}")
+                           f"{output_count_fix(spec, lowered, top + 1)}{binary}{left_out}"
+                           f"{from_one}")
 
 
 def _a_void_mark(spec, labels: np.ndarray, top: int, outputs: int) -> bool:

@@ -126,8 +126,10 @@ def test_labels_beyond_one_output_say_one_output(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
                  "model:\n  layers: [{type: dense, units: 1}]\n")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
-    assert ("labels go up to 1 but the model has 1 output; set units: 2 in model.layers[0] "
-            "(dense_1)") in line
+    # the newcomer audit: one output of 0/1 labels under the default loss means bce, likely
+    assert line.endswith("labels go up to 1 but the model has 1 output; set units: 2 in "
+                         "model.layers[0] (dense_1), or loss: binary_cross_entropy with its one "
+                         "output")
 
 
 def test_labels_that_are_all_left_out_are_one_line_not_an_internal_error(tmp_path):
