@@ -310,10 +310,27 @@ def npz_arrays_problem(path, names) -> str | None:
     if "x" in names and names & {"y", "masks"}:
         return None
     found = ", ".join(sorted(names)) or "nothing"
-    keras = (("; save x_train and y_train as x and y (and x_test, y_test): numpy.savez(path, "
-              "x=x_train, y=y_train, ...)") if {"x_train", "y_train"} <= names else
-             "; label maps may be named 'masks' instead of 'y'")
-    return f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}){keras}"
+    return f"{path}: an npz dataset needs arrays 'x' and 'y' (found {found}){_arrays_meant(names)}"
+
+
+# Names other code gives a dataset's samples and labels, by pairs.
+_OTHER_PAIRS = [("images", "labels"), ("inputs", "targets"), ("features", "labels"),
+                ("data", "labels"), ("data", "target"), ("inputs", "labels"), ("x", "labels"),
+                ("features", "targets")]
+
+
+def _arrays_meant(names: set[str]) -> str:
+    """What to save as x and y: Keras' x_train and y_train, X and Y, images and labels."""
+    if {"x_train", "y_train"} <= names:
+        return ("; save x_train and y_train as x and y (and x_test, y_test): numpy.savez(path, "
+                "x=x_train, y=y_train, ...)")
+    by_lower = {name.lower(): name for name in names}
+    pair = next(((by_lower[a], by_lower[b]) for a, b in [("x", "y"), *_OTHER_PAIRS]
+                 if a in by_lower and b in by_lower), None)
+    if pair is not None:
+        return (f"; save {pair[0]} as x and {pair[1]} as y: numpy.savez(path, x={pair[0]}, "
+                f"y={pair[1]})")
+    return "; label maps may be named 'masks' instead of 'y'"
 
 
 # Segmentation data may name its label maps [N, H, W] `masks` (and `masks_test`, `masks_val`)
@@ -325,6 +342,28 @@ HELD_OUT_SPLITS = ("test", "val")
 def held_out_pairs(labels: str) -> list[tuple[str, str]]:
     """The held-out splits' array names beside x and `labels` (y or masks)."""
     return [(f"x_{split}", f"{labels}_{split}") for split in HELD_OUT_SPLITS]
+
+
+_SPLIT_WORDS = {"test": "test", "val": "val", "valid": "val", "validation": "val", "dev": "val"}
+_SPLIT_ARRAY = re.compile(r"(x|y|masks?)_?(test|val|valid|validation|dev)"
+                          r"|(test|val|valid|validation|dev)_?(x|y|masks?)")
+
+
+def misnamed_split_arrays(names, labels: str) -> dict[str, str]:
+    """The arrays of an npz that look like a held-out split's under another name (X_test,
+    test_x, x_valid), each with the name nnrun reads it by: left unread, a split would be
+    missing without a word."""
+    meant = {}
+    for name in names:
+        match = _SPLIT_ARRAY.fullmatch(name.lower())
+        if match is None:
+            continue
+        array, split = match.group(1) or match.group(4), match.group(2) or match.group(3)
+        array = {"x": "x", "y": labels}.get(array, "masks")
+        wanted = f"{array}_{_SPLIT_WORDS[split]}"
+        if wanted != name and wanted not in names:
+            meant[name] = wanted
+    return meant
 
 
 def unread_arrays(splits: tuple[str, ...]) -> set[str]:

@@ -25,9 +25,10 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      csv_values, feature_layout_problem, generated_bytes,
                                      generator_hint, header_row_problem, held_out,
                                      held_out_pairs, is_number, kernel_file,
-                                     labels_dtype_problem, labels_name, no_training_samples,
-                                     paths_relative_to, unread_arrays, unreadable_npz,
-                                     user_path, why_not_looked_at, why_unreadable)
+                                     labels_dtype_problem, labels_name, misnamed_split_arrays,
+                                     no_training_samples, paths_relative_to, unread_arrays,
+                                     unreadable_npz, user_path, why_not_looked_at,
+                                     why_unreadable)
 from nnrun.compiler.frontend import npz_header_problem, npz_samples_problem
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
@@ -559,6 +560,11 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         _refuse(npz_header_problem(path, shapes,
                                    {name: header.dtype for name, header in headers.items()}))
         labels = labels_name(headers)
+        misnamed = misnamed_split_arrays(headers, labels)
+        if misnamed:
+            warn(f"{path}: {', '.join(misnamed)} {'is' if len(misnamed) == 1 else 'are'} not "
+                 f"read: a held-out split is read from x_test and {labels}_test (x_val and "
+                 f"{labels}_val); save them as {', '.join(misnamed.values())}")
         check_npz_memory(path, headers, labels, limit)
         _refuse(npz_samples_problem(path, shapes))
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))

@@ -1165,6 +1165,36 @@ def test_an_npz_of_keras_names_is_told_so_by_validate_as_by_train(tmp_path):
         assert line.endswith(fix)
 
 
+@pytest.mark.parametrize("arrays, fix", [
+    (("X", "Y"), "save X as x and Y as y: numpy.savez(path, x=X, y=Y)"),
+    (("images", "labels"), "save images as x and labels as y: numpy.savez(path, x=images, "
+                           "y=labels)")])
+def test_an_npz_of_other_names_for_x_and_y_is_told_which_to_save_as_which(tmp_path, arrays,
+                                                                         fix):
+    """The newcomer audit: X and Y, or images and labels, were told only that label maps may
+    be named masks."""
+    np.savez(tmp_path / "d.npz", **{arrays[0]: np.zeros((20, 4)), arrays[1]: np.zeros(20, int)})
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    assert assert_one_line_error(invoke("validate", spec), "s.yaml:2:").endswith(fix)
+
+
+@pytest.mark.parametrize("names", [("X_test", "Y_test"), ("test_x", "test_y"),
+                                   ("x_valid", "y_valid")])
+def test_held_out_arrays_under_other_names_are_said_not_read(tmp_path, names):
+    """The newcomer audit: X_test and Y_test trained without a test split, without a word."""
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 3,
+             **{names[0]: x[:5], names[1]: np.arange(5) % 3})
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    meant = ["x_test", "y_test"] if "test" in names[0] else ["x_val", "y_val"]
+    result = invoke("validate", spec, "--data")
+    assert result.exit_code == 0
+    assert (f"d.npz: {names[0]}, {names[1]} are not read: a held-out split is read from x_test "
+            f"and y_test (x_val and y_val); save them as {meant[0]}, {meant[1]}\n"
+            ) in result.stderr
+
+
 def test_labels_numbered_from_1_are_offered_y_minus_1(tmp_path):
     """Labels 1..3 for 3 units were told to set units to 4 alone: a class 0 no sample has."""
     rng = np.random.default_rng(0)
