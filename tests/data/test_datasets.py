@@ -1520,3 +1520,19 @@ def test_a_cache_file_that_is_no_regular_file_is_rebuilt_not_read(tmp_path):
     if reader.is_alive():  # unblock the test's own thread before failing
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert found == [None]
+
+
+def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path):
+    """The newcomer audit: data.limit 90 of a file sorted by label trained on class 0 alone,
+    without a word."""
+    from nnrun.notices import collected
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.repeat([0, 1, 2], 100))
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=90)
+    assert [message.split(": ", 1)[1] for _, message in notices] == [
+        "data.limit 90 keeps the first 90 samples, which hold no sample of classes 1, 2 (the "
+        "file looks sorted by label): shuffle its samples, or raise data.limit"]
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=250)
+    assert not notices
