@@ -143,7 +143,22 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "linear": ("dense", "identity"), "fully_connected": ("dense",),
             "fc": ("dense",),
             "conv": ("conv2d",), "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",),
-            "betas": ("beta1",), "dim": ("axis",), "rho": ("alpha",)}
+            "betas": ("beta1",), "dim": ("axis",), "rho": ("alpha",),
+            # Keras's and PyTorch's layer and metric names (looked up in lower case)
+            "maxpooling1d": ("maxpool1d",), "maxpooling2d": ("maxpool2d",),
+            "averagepooling1d": ("avgpool1d",), "averagepooling2d": ("avgpool2d",),
+            "avgpooling2d": ("avgpool2d",),
+            **dict.fromkeys(("globalaveragepooling1d", "globalaveragepooling2d",
+                             "adaptiveavgpool2d", "global_average_pooling"), ("global_avgpool",)),
+            **dict.fromkeys(("globalmaxpooling1d", "globalmaxpooling2d", "adaptivemaxpool2d"),
+                            ("global_maxpool",)),
+            **dict.fromkeys(("batchnormalization", "batch_normalization", "batchnorm1d",
+                             "batchnorm2d", "bn"), ("batchnorm",)),
+            "conv2dtranspose": ("conv2d_transpose",), "convtranspose2d": ("conv2d_transpose",),
+            "conv1dtranspose": ("conv1d_transpose",), "convtranspose1d": ("conv1d_transpose",),
+            "upsampling1d": ("upsample1d",), "upsampling2d": ("upsample2d",),
+            "leakyrelu": ("leaky_relu",), "acc": ("accuracy",), "categorical_accuracy":
+            ("accuracy",), "sparse_categorical_accuracy": ("accuracy",)}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:
@@ -151,7 +166,8 @@ def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) 
     means what `word` does comes first."""
     names = [str(c) for c in candidates]
     meant = set(map(str, synonyms)) or set(names)
-    synonym = next((s for s in SYNONYMS.get(str(word), ()) if s in meant), None)
+    listed = SYNONYMS.get(str(word)) or SYNONYMS.get(str(word).lower(), ())
+    synonym = next((s for s in listed if s in meant), None)
     if synonym:
         return synonym
     same_but_case = [name for name in names if name.lower() == str(word).lower()]

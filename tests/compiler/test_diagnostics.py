@@ -1056,6 +1056,13 @@ def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     ("optimizer: {type: adam, momentum: 0.9}", "beta1"),
     ("optimizer: {type: sgd, lr: 0.1, beta1: 0.9}", "momentum"),
     ("train: {metrics: [{type: top_k_accuracy, topk: 3}]}", "k"),
+    # the newcomer audit: Keras's layer and metric names got the whole list of types
+    ("model: {input_shape: [1, 4, 4], layers: [{type: MaxPooling2D, pool_size: 2}]}",
+     "maxpool2d"),
+    ("model: {input_shape: [1, 4, 4], layers: [{type: BatchNormalization}]}", "batchnorm"),
+    ("model: {input_shape: [1, 4, 4], layers: [{type: GlobalAveragePooling2D}]}",
+     "global_avgpool"),
+    ("train: {metrics: [acc]}", "accuracy"),
 ])
 def test_other_frameworks_names_suggest_nnruns(line, meant):
     from nnrun.compiler.frontend import load_spec_text
