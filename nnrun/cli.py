@@ -301,12 +301,13 @@ def handle_errors(command):
             placed = getattr(error, "diagnostic", None)  # data said where the spec names it
             _fail(error, format_diagnostics([placed]) if placed else one_line(f"error: {error}"))
         except BrokenPipeError:  # the reader left (`nnrun schema | head`): nothing to say
-            # stdout to /dev/null, else the flush at exit fails again and Python reports it
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _discard_standard_output()
             sys.exit(1)
         except OSError as error:  # disk full, permissions, read-only: the user's to fix
             from nnrun.runtime.files import describe_os_error
 
+            if error.filename is None:  # standard output's: `nnrun summary > /dev/full`
+                _discard_standard_output()
             _fail(error, one_line(f"error: {describe_os_error(error)}"))
         except Exception as error:  # noqa: BLE001 - the last line of defence
             if debug:
@@ -316,6 +317,13 @@ def handle_errors(command):
                                   "please report it)"), INTERNAL_ERROR)
 
     return wrapper
+
+
+def _discard_standard_output() -> None:
+    """What standard output still buffers goes to /dev/null: its write failed (a full disk,
+    the reader left), and the flush at exit would fail again (exit 120, and a traceback)."""
+    with suppress(OSError, ValueError, AttributeError):  # closed, or no descriptor at all
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _fail(error: Exception, said: str, code: int = 1):
@@ -428,6 +436,7 @@ class _Commands(click.Group):
         except OSError as error:  # the commands say theirs: --help or --version to a full disk
             from nnrun.runtime.files import describe_os_error
 
+            _discard_standard_output()
             click.echo(one_line(f"error: {describe_os_error(error)}"), err=True)
             sys.exit(1)
 

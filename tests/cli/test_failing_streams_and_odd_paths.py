@@ -89,7 +89,8 @@ def file_size_limit(size: int):
 
 @pytest.mark.parametrize("unbuffered", ["", "1"])
 @pytest.mark.parametrize("args", [["schema"], ["trace", ROOT / "specs" / "quickstart.yaml",
-                                               "--format", "json"]])
+                                               "--format", "json"],
+                                  ["summary", ROOT / "specs" / "lenet5.yaml"]])
 def test_output_cut_short_by_the_file_size_limit_is_an_error(tmp_path, monkeypatch, args,
                                                             unbuffered):
     """`nnrun schema > f` under `ulimit -f 1` (or on a disk that fills) exited 0 with f cut
@@ -102,6 +103,23 @@ def test_output_cut_short_by_the_file_size_limit_is_an_error(tmp_path, monkeypat
     assert result.stderr.decode().splitlines() == [
         "error: a file or the output: File too large; the file size limit (ulimit -f) was "
         "reached: raise it or write less"]
+
+
+@needs_dev_full
+@pytest.mark.parametrize("args", [["summary", ROOT / "specs" / "lenet5.yaml"],
+                                  ["validate", ROOT / "specs" / "xor-mlp.yaml", "--format",
+                                   "json"]])
+def test_a_small_output_to_a_full_disk_is_exit_1_without_a_traceback(tmp_path, monkeypatch,
+                                                                      args):
+    """The review: buffered (no PYTHONUNBUFFERED), the flush at exit failed again: exit 120 and
+    Python's traceback after nnrun's line."""
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)
+    with open("/dev/full", "w") as full:
+        result = nnrun(*args, cwd=tmp_path, stdout=full)
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        "error: a file or the output: No space left on device; the disk is full: free space or "
+        "write somewhere else"]
 
 
 def test_predictions_cut_short_by_the_file_size_limit_name_their_file(tmp_path):
