@@ -13,8 +13,8 @@ from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASE
 from .diagnostics import suggest
 from .initial_values import unheld
 from .ir import Origin
-from .schema import (METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES, Accuracy, MaeMetric,
-                     default_layer_names, layer_inputs)
+from .schema import (ACTIVATION_TYPES, METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES,
+                     Accuracy, MaeMetric, default_layer_names, layer_inputs)
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -120,9 +120,11 @@ CONSTANT_INITS = ("zeros", "ones", "constant")
 
 
 def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
-    """A layer whose weights and bias all start equal, read by one whose weights do too: its
-    units compute one value and get one gradient, step after step, and train as a single unit
-    (the symmetry a random initialisation breaks). A dropout layer between them breaks it."""
+    """A layer whose weights and bias all start equal, read by one whose weights start equal
+    too: its units compute one value and get one gradient, step after step, and train as a
+    single unit (the symmetry a random initialisation breaks). Only through layers that treat
+    every unit (channel) alike: a dropout's masks, an add's other operand, a reshape that
+    makes units positions break it."""
     if spec.model.init_from:  # the file may give them other values
         return []
     layers = spec.model.layers
@@ -130,27 +132,32 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
     reads = dict(zip(names, layer_inputs(layers)))
     at = {name: index for index, name in enumerate(names)}
 
+    def weights_equal(layer) -> bool:
+        return _initial_weights(spec, layer) in CONSTANT_INITS
+
     def starts_equal(layer) -> bool:
-        return (_initial_weights(spec, layer) in CONSTANT_INITS
-                and (not layer.use_bias or getattr(layer, "bias", None) is None
-                     and layer.bias_init.type in CONSTANT_INITS))
+        return weights_equal(layer) and (not layer.use_bias or getattr(
+            layer, "bias", None) is None and layer.bias_init.type in CONSTANT_INITS)
 
     def weighted_inputs(name: str) -> list[str]:
-        """The nearest layers with weights whose outputs reach `name`'s input unchanged but
-        for their shape and activations (not through a dropout layer)."""
+        """The nearest layers with weights whose outputs reach `name`'s input through layers
+        that treat each unit alike; none where another layer lies between."""
         found, pending, seen = [], list(reads[name]), set()
         while pending:
             source = pending.pop()
-            if source in seen or source not in at or layers[at[source]].type == "dropout":
+            if source in seen or source not in at:
                 continue
             seen.add(source)
-            if _initial_weights(spec, layers[at[source]]) is None:
+            layer = layers[at[source]]
+            if hasattr(layer, "init"):  # dense, convolutions: their own weights
+                found.append(source)
+            elif layer.type in _EACH_UNIT_ALIKE or layer.type in ACTIVATION_TYPES:
                 pending += reads[source]
             else:
-                found.append(source)
+                return []
         return found
 
-    stuck = {source: name for name, layer in zip(names, layers) if starts_equal(layer)
+    stuck = {source: name for name, layer in zip(names, layers) if weights_equal(layer)
              for source in weighted_inputs(name) if starts_equal(layers[at[source]])}
     by_origin: dict[tuple, list[str]] = {}  # one warning for the layers one setting starts
     for source in sorted(stuck, key=at.get):
@@ -168,9 +175,16 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
             f"{_and_joined(involved)} start with equal weights "
             f"({_initial_weights(spec, layers[at[sources[0]]])}): each {parts} of "
             f"{_and_joined(sources)} computes the value the others of its layer compute and "
-            "gets the same gradient, so they stay equal and train as one (the symmetry is "
-            "never broken); give the weights a random init, e.g. he_uniform or xavier_uniform")))
+            "gets the same gradient, so they stay equal (but for rounding) and train as one "
+            "(the symmetry is never broken); give the weights a random init, e.g. he_uniform "
+            "or xavier_uniform")))
     return warnings
+
+
+# Layers that do to every unit (a convolution's every channel) what they do to the others:
+# units equal before them are equal after, and get equal gradients through them.
+_EACH_UNIT_ALIKE = ("flatten", "batchnorm", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
+                    "global_avgpool", "global_maxpool", "upsample1d", "upsample2d", "concat")
 
 
 def _and_joined(names: list[str]) -> str:
