@@ -209,14 +209,17 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
                      "padding")
     # the field to change: the stride, or a pool's pool_size where its stride is left out
     stride_field = "stride" if layer.stride is not None else kernel_field
-    _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field)
-    if getattr(layer, "padding_mode", None) in ("zeros", "random"):  # padding of no input
+    # a padding of zeros or noise holds none of the input; reflect, replicate, circular copy it
+    padding_of_no_input = getattr(layer, "padding_mode", None) in ("zeros", "random")
+    _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field,
+                 padding_of_no_input)
+    if padding_of_no_input:
         _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation)
     return kernel, stride, dilation, pad
 
 
-def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
-                 stride_field) -> None:
+def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field,
+                 padding_of_no_input: bool = False) -> None:
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
@@ -233,7 +236,7 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field,
                      else "padding, pool_size")
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
-            if unread.count == n:  # padding 2, kernel 1, stride 6 over 4 rows
+            if unread.count == n and padding_of_no_input:  # kernel 1, stride 6, padding 2
                 ctx.gb.warn(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
                             f"padding, so the layer reads none of the {n} {axis} "
                             f"({result.formula}); adjust {to_adjust} or stride to use every "

@@ -161,6 +161,8 @@ def test_a_convolution_whose_windows_all_lie_in_the_padding_says_so():
         "4 positions / stride 6, padding 2: every window lies in the padding, so the layer reads "
         "none of the 4 positions ((4 + 2*2 - 1)/6 + 1 = 2); adjust padding, kernel_size, "
         "dilation or stride to use every input")
+    copied = text.replace("stride: 6}", "stride: 6, padding_mode: replicate}")
+    assert "every window lies in the padding" not in warnings_of(copied)[0].message  # the review
 
 
 @pytest.mark.parametrize("layer, said", [
