@@ -355,7 +355,22 @@ def _tab_message(lines: list[str], line: int, col: int) -> str:
             f"refuses, though YAML 1.2 editors may accept it; {fix}")
 
 
-def _block_end_message(error, line: int, col: int, started: str) -> str | None:
+def _list_item_column_above(lines: list[str], line: int, col: int) -> int | None:
+    """The column of the nearest list item ('- ') above `line` indented further than `col`:
+    the list a '- ' at `col` was meant to continue."""
+    for number in range(min(line, len(lines) + 1) - 1, 0, -1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if _indent(text) < col - 1:
+            return None  # past the list's start: a key less indented than the item
+        if text.lstrip().startswith("- ") and _indent(text) > col - 1:
+            return _indent(text) + 1
+    return None
+
+
+def _block_end_message(error, lines: list[str], line: int, col: int,
+                       started: str) -> str | None:
     """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
     indented wrongly, or a value where a list item should begin with '- '. None for other
     tokens (a stray '}' or ':'), which PyYAML's own words describe."""
@@ -365,7 +380,12 @@ def _block_end_message(error, line: int, col: int, started: str) -> str | None:
     indentation = (f"does not fit the {block} started at {started}; line it up with that "
                    f"{block}'s {entries}, or indent it further to belong to one of them (YAML "
                    "nests by indentation, with spaces)")
-    if found in ("'-'", "'<block sequence start>'"):  # the second: a '- ' under a key
+    if found == "'<block sequence start>'":  # a '- ' less indented than the items above it
+        above = _list_item_column_above(lines, line, col)
+        if above is not None:
+            return (f"invalid YAML: a list item at {line}:{col} is not lined up with the list's "
+                    f"items above it (column {above}); indent it to column {above}")
+    if found in ("'-'", "'<block sequence start>'"):
         return f"invalid YAML: a list item at {line}:{col} {indentation}"
     if found in ("'<block mapping start>'", "'?'"):  # '?': a key where a list item should be
         return f"invalid YAML: a key at {line}:{col} {indentation}"
@@ -534,7 +554,7 @@ class _Builder:
         if "'\\t'" in message:
             message = _tab_message(_lines(text), line, col)
         elif (error.problem or "").startswith("expected <block end>") and start:
-            message = _block_end_message(error, line, col, started) or message
+            message = _block_end_message(error, _lines(text), line, col, started) or message
         elif (error.problem or "").startswith("mapping values are not allowed"):
             message += _mapping_value_hint(_lines(text), line)
         elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:

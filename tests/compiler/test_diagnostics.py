@@ -545,14 +545,17 @@ def _load_errors(text: str, overrides=()) -> list[str]:
      "to 6:1, the end of the file); close it where the value ends"),
     ("model:\n  input_shape: [64]\n  layers:\n    - type: dense\n      units: 3\n"
      "   - {type: dense, units: 2}\n",
-     "spec.yaml:6:4: error: spec: invalid YAML: a list item at 6:4 does not fit the mapping "
-     "started at 2:3; line it up with that mapping's keys, or indent it further to belong to one "
-     "of them (YAML nests by indentation, with spaces)"),
+     "spec.yaml:6:4: error: spec: invalid YAML: a list item at 6:4 is not lined up with the "
+     "list's items above it (column 5); indent it to column 5"),
+    ("model:\n  layers:\n  - {type: dense, units: 3}\n - {type: dense, units: 3}\n",
+     "spec.yaml:4:2: error: spec: invalid YAML: a list item at 4:2 is not lined up with the "
+     "list's items above it (column 3); indent it to column 3"),
 ])
 def test_a_quote_left_open_or_an_item_indented_too_little_is_said_where_it_is(text, said):
     """The YAML positions audit: an open quote was placed a line past the file's end, and a
     '- ' indented one space too little got PyYAML's "expected <block end>, but found
-    '<block sequence start>'"."""
+    '<block sequence start>'" (then, the review: advice to line it up with the mapping's keys,
+    which gave the same error again)."""
     assert _load_errors(text) == [said]
 
 
