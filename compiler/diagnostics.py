@@ -740,9 +740,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     others = _other_types_having(name, owner, present)
     if others:  # beta1 on sgd: a field of adam and adamw (an adam spec's, --set type=sgd)
         kind, owners = present["type"], _and_joined(others)
-        suggestion = _did_you_mean(name, candidates, fields)
-        if suggestion:  # momentum, sgd's own for beta1, is likely meant
-            return f"unknown field {quoted(name)}{suggestion} ({name} is a field of {owners})"
+        counterpart = next((s for s in SYNONYMS.get(str(name), ()) if s in fields), None)
+        if counterpart:  # momentum, sgd's own for beta1, is likely meant; a near name is not
+            return (f"unknown field {quoted(name)}; did you mean '{counterpart}'? ({name} is a "
+                    f"field of {owners})")
         return f"unknown field {quoted(name)}; {kind} has no {name}, a field of {owners}: remove it"
     if owner and name in _SECTIONS:  # `loss:` indented under train
         if isinstance(data, dict) and name in data:

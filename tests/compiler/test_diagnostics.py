@@ -1099,6 +1099,14 @@ def test_a_field_of_another_optimizer_or_loss_type_is_said_so():
         "--set optimizer.type=sgd)",
         "unknown field 'eps'; sgd has no eps, a field of adam, adamw, rmsprop and adagrad: "
         "remove it (after --set optimizer.type=sgd)"]
+    # the review: a near name of this type (warmup_epochs) is no counterpart of step_epochs
+    schedule = text + "  schedule: {type: cosine, step_epochs: 3}\n"
+    with pytest.raises(SpecError) as raised:
+        load_spec_text(schedule.replace("optimizer: {type: adam, lr: 0.01, beta1: 0.9, beta2: "
+                                        "0.999, eps: 1.0e-08}", "optimizer:\n  type: adam"),
+                       "s.yaml")
+    assert raised.value.diagnostics[-1].message == (
+        "unknown field 'step_epochs'; cosine has no step_epochs, a field of step: remove it")
 
 
 @pytest.mark.parametrize("text", [
