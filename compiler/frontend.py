@@ -72,9 +72,9 @@ class SourceSpec:
         position = self.loaded.location(keys)
         where = position.origin or (origin.where() if origin else "")
         upstream = self._overrides_shaping(keys) if of_shapes else []
-        overrides = [] if position.origin else sorted(
-            {*self.loaded.overrides_within(keys), *upstream, *self._overrides_named(message)})
-        if overrides:  # the file's lines show the values before the overrides
+        overrides = sorted({*self.loaded.overrides_within(keys), *upstream,
+                            *self._overrides_named(message)} - {position.origin})
+        if overrides:  # the file's lines (or the --set it is at) show not all of them
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
 

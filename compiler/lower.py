@@ -104,8 +104,10 @@ class LayerContext:
                 return value
         return self.gb.input("rng", TensorType((3,), "rng"))  # the step's dropout key
 
-    def fail(self, message: str, *keys):
-        raise CompileError(self.origin.at_field(*keys) if keys else self.origin, message)
+    def fail(self, message: str, *keys, of_shapes: bool = False):
+        """`of_shapes`: the shapes of the layer's inputs are at fault (a merge's branches)."""
+        raise CompileError(self.origin.at_field(*keys) if keys else self.origin, message,
+                           of_shapes=of_shapes)
 
 
 # --- the input shape ------------------------------------------------------------------------
@@ -674,7 +676,7 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
 
     if any(len(shape) != rank for shape in shapes):  # said at `inputs`, which lists them
         ctx.fail(f"{layer.type} needs inputs of one rank: {given()}; flatten or reshape a branch",
-                 "inputs")
+                 "inputs", of_shapes=True)
     axis = layer.axis % rank if layer.type == "concat" else None
     differ = sorted({i for shape in shapes[1:] for i in range(rank)
                      if shape[i] != shapes[0][i] and i != axis})
@@ -686,7 +688,7 @@ def _check_branches(ctx, layer, names: list[str], inputs: list[Value]) -> None:
     anywhere = sorted({i for shape in shapes[1:] for i in range(rank) if shape[i] != shapes[0][i]})
     fix = (_output_padding_fix(ctx, names, shapes, axis) if 0 not in differ else "") \
         or _branch_fix(layer.type, rank, differ, anywhere)
-    ctx.fail(f"{need}: {given()}; {fix}", "inputs")
+    ctx.fail(f"{need}: {given()}; {fix}", "inputs", of_shapes=True)
 
 
 def _output_padding_fix(ctx, names: list[str], shapes: list[list[int]], axis) -> str:

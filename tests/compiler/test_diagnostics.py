@@ -1030,6 +1030,34 @@ def test_a_layers_list_written_otherwise_is_told_how_to_write_it(layer, fix):
     assert _load_errors(text)[0].endswith(fix)
 
 
+def test_a_merge_or_an_error_at_an_override_names_the_overrides_that_shaped_its_input():
+    """The review: an add whose branch an override shrank said "'b' gives [2, 6, 6]" of a file
+    showing b's padding: 1; an error placed at an --set named none of the others upstream."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {name: a, type: conv2d, filters: 2, kernel_size: 3, padding: 1}\n"
+            "    - {name: b, type: conv2d, filters: 2, kernel_size: 3, padding: 1, inputs: input}\n"
+            "    - {name: s, type: add, inputs: [a, b]}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 10}\n")
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(text, "spec.yaml", ["model.layers[1].padding=0"]))
+    (error,) = raised.value.diagnostics
+    assert error.line == 6 and error.message.endswith("(after --set model.layers[1].padding=0)")
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(text, "spec.yaml", ["model.layers[0].stride=2",
+                                                 "model.layers[1].kernel_size=11"]))
+    (error,) = raised.value.diagnostics
+    assert error.file == "--set" and error.message.startswith("kernel 11x11 does not fit")
+    assert "(after" not in error.message  # a: its stride shapes a, not b's input
+    chained = text.replace("padding: 1, inputs: input}", "padding: 1, inputs: a}")
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(chained, "spec.yaml", ["model.layers[0].stride=2",
+                                                    "model.layers[1].kernel_size=11"]))
+    (error,) = [d for d in raised.value.diagnostics if d.file == "--set"]
+    assert error.message.endswith("(after --set model.layers[0].stride=2)")
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""
