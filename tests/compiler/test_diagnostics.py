@@ -539,6 +539,15 @@ def _load_errors(text: str, overrides=()) -> list[str]:
     return [d.format() for d in raised.value.diagnostics]
 
 
+def _check_errors(text: str, overrides=()) -> list:
+    """The diagnostics of checking a spec that fails its shapes (or the checks beside them)."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    with pytest.raises(SpecError) as raised:
+        check(load_spec_text(text, "spec.yaml", overrides))
+    return raised.value.diagnostics
+
+
 @pytest.mark.parametrize("text, said", [
     ('name: "abc\nmodel:\n  input_shape: [64]\n  layers:\n    - {type: dense, units: 3}\n',
      'spec.yaml:1:7: error: spec: invalid YAML: the " at 1:7 is never closed (YAML reads on '
@@ -920,10 +929,7 @@ def test_an_override_of_a_layers_own_window_or_of_a_named_setting_is_named():
             "    - {type: flatten}\n    - {type: dense, units: 3}\n")
     check(load_spec_text(text, "spec.yaml"))
     for own in ("padding=0", "padding=valid"):
-        source = load_spec_text(text, "spec.yaml", [f"model.layers[0].{own}"])
-        with pytest.raises(SpecError) as raised:
-            check(source)
-        (error,) = raised.value.diagnostics
+        (error,) = _check_errors(text, [f"model.layers[0].{own}"])
         assert (error.line, error.message.endswith(f"(after --set model.layers[0].{own})")) \
             == (4, True), error.message
     text = ("data: {dataset: xor, validation_split: 0.2}\n"
@@ -940,23 +946,15 @@ def test_a_shape_error_names_the_overrides_and_layers_on_its_own_path_only():
     """The YAML positions audit: a conv reading the model's input beside a maxpool was told to
     "remove a downsampling layer before it", and an override of the maxpool, on the other
     branch, was named as the one that shaped the conv's input."""
-    from nnrun.compiler.frontend import check, load_spec_text
-
     text = ("model:\n  input_shape: [1, 4, 4]\n  layers:\n"
             "    - {name: a, type: maxpool2d, pool_size: 2, inputs: input}\n"
             "    - {name: b, type: conv2d, filters: 4, kernel_size: 6, inputs: input}\n"
             "    - {type: concat, inputs: [a, b]}\n    - {type: flatten}\n"
             "    - {type: dense, units: 3}\n")
-    source = load_spec_text(text, "spec.yaml", ["model.layers[0].pool_size=1"])
-    with pytest.raises(SpecError) as raised:
-        check(source)
-    (error,) = raised.value.diagnostics
+    (error,) = _check_errors(text, ["model.layers[0].pool_size=1"])
     assert error.line == 5 and error.message.endswith("use kernel_size: 4 or less, or padding: 1")
     chained = text.replace("kernel_size: 6, inputs: input", "kernel_size: 3, inputs: a")
-    source = load_spec_text(chained, "spec.yaml", ["model.layers[0].pool_size=4"])
-    with pytest.raises(SpecError) as raised:
-        check(source)
-    (error,) = raised.value.diagnostics
+    (error,) = _check_errors(chained, ["model.layers[0].pool_size=4"])
     assert "or remove a downsampling layer before it" in error.message
     assert error.message.endswith("(after --set model.layers[0].pool_size=4)")
 
@@ -987,17 +985,13 @@ def test_shape_errors_of_branches_that_do_not_read_each_other_are_all_said():
     """The YAML positions audit: two convolutions reading the input, each too large for it,
     were said one fix apart; a layer that reads a failed one is not checked (its input's
     shape is unknown), as in a chain."""
-    from nnrun.compiler.frontend import check, load_spec_text
-
     text = ("model:\n  input_shape: [1, 4, 4]\n  layers:\n"
             "    - {name: a, type: conv2d, filters: 4, kernel_size: 5, inputs: input}\n"
             "    - {name: b, type: conv2d, filters: 4, kernel_size: 6, inputs: input}\n"
             "    - {name: c, type: conv2d, filters: 4, kernel_size: 9, inputs: a}\n"
             "    - {type: concat, inputs: [a, b]}\n    - {type: flatten}\n"
             "    - {type: dense, units: 3}\n")
-    with pytest.raises(SpecError) as raised:
-        check(load_spec_text(text, "spec.yaml"))
-    assert [(d.line, d.where) for d in raised.value.diagnostics] == [
+    assert [(d.line, d.where) for d in _check_errors(text)] == [
         (4, "model.layers[0] (a)"), (5, "model.layers[1] (b)")]
 
 
@@ -1033,28 +1027,20 @@ def test_a_layers_list_written_otherwise_is_told_how_to_write_it(layer, fix):
 def test_a_merge_or_an_error_at_an_override_names_the_overrides_that_shaped_its_input():
     """The review: an add whose branch an override shrank said "'b' gives [2, 6, 6]" of a file
     showing b's padding: 1; an error placed at an --set named none of the others upstream."""
-    from nnrun.compiler.frontend import check, load_spec_text
-
     text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
             "    - {name: a, type: conv2d, filters: 2, kernel_size: 3, padding: 1}\n"
             "    - {name: b, type: conv2d, filters: 2, kernel_size: 3, padding: 1, inputs: input}\n"
             "    - {name: s, type: add, inputs: [a, b]}\n    - {type: flatten}\n"
             "    - {type: dense, units: 10}\n")
-    with pytest.raises(SpecError) as raised:
-        check(load_spec_text(text, "spec.yaml", ["model.layers[1].padding=0"]))
-    (error,) = raised.value.diagnostics
+    (error,) = _check_errors(text, ["model.layers[1].padding=0"])
     assert error.line == 6 and error.message.endswith("(after --set model.layers[1].padding=0)")
-    with pytest.raises(SpecError) as raised:
-        check(load_spec_text(text, "spec.yaml", ["model.layers[0].stride=2",
-                                                 "model.layers[1].kernel_size=11"]))
-    (error,) = raised.value.diagnostics
+    (error,) = _check_errors(text, ["model.layers[0].stride=2", "model.layers[1].kernel_size=11"])
     assert error.file == "--set" and error.message.startswith("kernel 11x11 does not fit")
     assert "(after" not in error.message  # a: its stride shapes a, not b's input
     chained = text.replace("padding: 1, inputs: input}", "padding: 1, inputs: a}")
-    with pytest.raises(SpecError) as raised:
-        check(load_spec_text(chained, "spec.yaml", ["model.layers[0].stride=2",
-                                                    "model.layers[1].kernel_size=11"]))
-    (error,) = [d for d in raised.value.diagnostics if d.file == "--set"]
+    (error,) = [d for d in _check_errors(chained, ["model.layers[0].stride=2",
+                                                   "model.layers[1].kernel_size=11"])
+                if d.file == "--set"]
     assert error.message.endswith("(after --set model.layers[0].stride=2)")
 
 
