@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out,
                        no_training_samples)
-from .diagnostics import suggest
+from .diagnostics import and_joined, suggest
 from .initial_values import unheld
 from .ir import Origin
 from .schema import (ACTIVATION_TYPES, METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES,
@@ -172,9 +172,9 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
         where = (Origin(f"model.layers[{keys[2]}]", sources[0], keys) if len(keys) > 2
                  else Origin("model.init", keys=keys))
         warnings.append((where, (
-            f"{_and_joined(involved)} start with equal weights "
+            f"{and_joined(involved)} start with equal weights "
             f"({_initial_weights(spec, layers[at[sources[0]]])}): each {parts} of "
-            f"{_and_joined(sources)} computes the value the others of its layer compute and "
+            f"{and_joined(sources)} computes the value the others of its layer compute and "
             "gets the same gradient, so they stay equal (but for rounding) and train as one "
             "(the symmetry is never broken); give the weights a random init, e.g. he_uniform "
             "or xavier_uniform")))
@@ -185,10 +185,6 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
 # units equal before them are equal after, and get equal gradients through them.
 _EACH_UNIT_ALIKE = ("flatten", "batchnorm", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
                     "global_avgpool", "global_maxpool", "upsample1d", "upsample2d", "concat")
-
-
-def _and_joined(names: list[str]) -> str:
-    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _initial_weights(spec, layer) -> str | None:
@@ -321,7 +317,8 @@ def _schedule_warnings(spec) -> list[tuple[Origin, str]]:
                                               if schedule.warmup_epochs else "")
         warnings.append((Origin("optimizer.schedule.step_epochs", keys=(*at, "step_epochs")),
                          f"step_epochs {schedule.step_epochs} is not below the {after_warmup} "
-                         f"epoch{'s' * (after_warmup != 1)} the schedule sets ({counted}): the rate never steps down; "
+                         f"epoch{'s' * (after_warmup != 1)} the schedule sets ({counted}): the "
+                         "rate never steps down; "
                          + (f"set step_epochs below {after_warmup}, or train more epochs"
                             if after_warmup > 1 else
                             f"train more than {schedule.step_epochs} epoch"

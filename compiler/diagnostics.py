@@ -739,7 +739,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
             return f"unknown field {quoted(name)}; {elsewhere}"
     others = _other_types_having(name, owner, present)
     if others:  # beta1 on sgd: a field of adam and adamw (an adam spec's, --set type=sgd)
-        kind, owners = present["type"], _and_joined(others)
+        kind, owners = present["type"], and_joined(others)
         counterpart = next((s for s in SYNONYMS.get(str(name), ()) if s in fields), None)
         if counterpart:  # momentum, sgd's own for beta1, is likely meant; a near name is not
             return (f"unknown field {quoted(name)}; did you mean '{counterpart}'? ({name} is a "
@@ -787,7 +787,8 @@ def _other_types_having(name: Any, owner: tuple, section: Any) -> list[str]:
     return [tag for tag, member in members if name in _field_names(member)]
 
 
-def _and_joined(names: list[str]) -> str:
+def and_joined(names: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
 
 
@@ -807,7 +808,7 @@ def _other_layers_field_fix(name: str, layer: dict) -> str:
             return (f"{kind} has no activation: remove it, and add {_show(activation)} as a "
                     "layer after it")
         return f"{kind} has no activation: remove it"
-    return f"{kind} has no {name}, a field of {_and_joined(others)}: remove it"
+    return f"{kind} has no {name}, a field of {and_joined(others)}: remove it"
 
 
 def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
