@@ -78,7 +78,6 @@ class SourceSpec:
             message += f" (after {', '.join(overrides)})"
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
 
-
     def _overrides_shaping(self, keys) -> list[str]:
         """The overrides that shaped the input or the window of the layer at `keys`: of the
         layers whose outputs reach it, not of every layer listed before it."""

@@ -226,6 +226,10 @@ def two_classes_per_position(spec, lowered, top: int, maps: bool = True,
             f"{cross_entropy_setting(void)}, or track train.metrics: [mae] to regress the values")
 
 
+# What one output of two classes may mean, beside a second output.
+BINARY_ALTERNATIVE = ", or loss: binary_cross_entropy with its one output"
+
+
 def cross_entropy_setting(void: int | None = None) -> str:
     """The loss to switch to, leaving out the positions marked `void` (if any)."""
     return "loss: cross_entropy" if void is None else \
@@ -238,8 +242,7 @@ def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> 
     classes, outputs = dataset.num_classes, logits.shape[1]
     one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
     if classes and outputs != classes and not one_for_two:
-        binary = (", or loss: binary_cross_entropy with its one output" if classes == 2
-                  and outputs == 1 else "")
+        binary = BINARY_ALTERNATIVE if classes == 2 and outputs == 1 else ""
         where, fix = _count_fix(sizing, origin, logits, classes)
         raise CompileError(where, f"the model ends with {outputs} "
                            f"output{'s' if outputs > 1 else ''} but dataset "

@@ -363,9 +363,9 @@ def _escape_what_the_streams_cannot_encode() -> None:
 class _WholeWrites(io.BufferedIOBase):
     """Standard output's buffer, written whole or not at all: io.BufferedWriter (and FileIO,
     unbuffered) returns a short count, without an error, for a write the disk or the file size
-    limit (`ulimit -f`) cut short, and TextIOWrapper drops the count: `nnrun schema > f` then ended at 0 with f
-    cut off. Writing the rest again raises the reason (ENOSPC, EFBIG), which the commands
-    say, exit 1."""
+    limit (`ulimit -f`) cut short, and TextIOWrapper drops the count: `nnrun schema > f` then
+    ended at 0 with f cut off. Writing the rest again raises the reason (ENOSPC, EFBIG),
+    which the commands say, exit 1."""
 
     def __init__(self, buffer):
         super().__init__()

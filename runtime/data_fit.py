@@ -13,9 +13,10 @@ from nnrun.compiler.datasets import DATASETS
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
-from nnrun.compiler.output_checks import (class_scores_fix, cross_entropy_setting,
-                                          one_score_per_position, output_count_fix,
-                                          positions_fix, two_classes_per_position)
+from nnrun.compiler.output_checks import (BINARY_ALTERNATIVE, class_scores_fix,
+                                          cross_entropy_setting, one_score_per_position,
+                                          output_count_fix, positions_fix,
+                                          two_classes_per_position)
 from nnrun.notices import warn
 
 from .data.errors import DataError
@@ -290,8 +291,8 @@ def _check_classes(spec, lowered, where: str, labels: np.ndarray, maps: bool = F
                     if maps and _a_void_mark(spec, labels, top, outputs) else "")
         from_one = (f"; numbered from 1 (no label 0)? save y - 1, classes 0..{top - 1}"
                     if top == outputs and len(labels) and labels.min() == 1 else "")
-        binary = (", or loss: binary_cross_entropy with its one output" if top == 1
-                  and outputs == 1 and not maps and spec.loss.type == "cross_entropy" else "")
+        binary = (BINARY_ALTERNATIVE if top == 1 and outputs == 1 and not maps
+                  and spec.loss.type == "cross_entropy" else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
                            f"output{'s' * (outputs != 1)}; "
                            f"{output_count_fix(spec, lowered, top + 1)}{binary}{left_out}"

@@ -678,7 +678,7 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
-def _line_of_row(path: Path, row: int, column: int) -> tuple[int, str]:
+def _line_of_row(path: Path, row: int, column: int) -> tuple[int, str | None]:
     """The line (from 1) of data row `row` (from 0) as load_csv reads the rows (after the
     header, blank and comment lines left out), and its value in `column` as written."""
     with open(path, encoding=CSV_ENCODING, errors="replace") as handle:
