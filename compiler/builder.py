@@ -119,10 +119,11 @@ class GraphBuilder:
         sample = list(reads.type.shape[1:])
         if not made and error.attribute is not None and len(sample) >= 3 \
                 and looks_channel_last(sample):  # [8, 8, 1] read as 8 channels of 8 x 1
+            moved = [sample[-1], *sample[:-1]]
             text = (f"{error.message}; the samples look channel-last ({sample}, read as "
-                    f"{sample[0]} channels of {' x '.join(map(str, sample[1:]))}): save "
-                    f"numpy.moveaxis(x, -1, 1) to give [{sample[-1]}, "
-                    f"{', '.join(map(str, sample[:-1]))}]; if they are not, "
+                    f"{sample[0]} channels of {' x '.join(map(str, sample[1:]))}): give them "
+                    f"as {moved} (numpy.moveaxis(x, -1, 1) in the file, or input_shape: "
+                    f"{moved} where the spec declares it); if they are not, "
                     f"{error.first_hint or error.hint}")
         if error.attribute is not None or not self.input_hint:
             return text

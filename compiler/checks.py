@@ -124,16 +124,17 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
     too: its units compute one value and get one gradient, step after step, and train as a
     single unit (the symmetry a random initialisation breaks). Only through layers that treat
     every unit (channel) alike: a dropout's masks, an add's other operand, a reshape that
-    makes units positions break it."""
-    if spec.model.init_from:  # the file may give them other values
+    makes units positions, a reader's random padding, pruning break it."""
+    if spec.model.init_from or spec.train.pruning:  # other values; pruning picks among equals
         return []
     layers = spec.model.layers
     names = default_layer_names(layers)
     reads = dict(zip(names, layer_inputs(layers)))
     at = {name: index for index, name in enumerate(names)}
 
-    def weights_equal(layer) -> bool:
-        return _initial_weights(spec, layer) in CONSTANT_INITS
+    def weights_equal(layer) -> bool:  # a random padding differs from channel to channel
+        return (_initial_weights(spec, layer) in CONSTANT_INITS
+                and getattr(layer, "padding_mode", None) != "random")
 
     def starts_equal(layer) -> bool:
         return weights_equal(layer) and (not layer.use_bias or getattr(

@@ -72,8 +72,9 @@ def resolve_initial_values(spec, lowered, directory: Path,
 def given_list_errors(spec, lowered) -> list[tuple[Origin, str]]:
     """The errors of the `weights:`/`bias:` lists of the layers `lowered` holds: a lowering
     that stopped at a later layer's shape error still reports these with it."""
+    lowered_layers = {info.name for info in lowered.layers}  # a failed one's inputs were wrong
     return [error for layer, name, suffix, values, origin in _given_lists(spec)
-            if f"{name}.{suffix}" in lowered.params
+            if f"{name}.{suffix}" in lowered.params and name in lowered_layers
             for error in [_list_error(lowered, layer, name, suffix, values, origin, spec.dtype)]
             if error]
 
@@ -276,8 +277,9 @@ def _member_headers(path: Path) -> dict[str, tuple | Exception]:
     """Each member's (shape, dtype), or the error its header raised, in the archive's order;
     read once for the file as it is now (validate and train ask several times: an npz of
     100,000 members took a minute)."""
-    status = Path(path).stat()
-    return _read_member_headers(str(path), (status.st_ino, status.st_size, status.st_mtime_ns))
+    status = Path(path).stat()  # ctime: a copy that kept the old mtime (cp -p) changes it
+    return _read_member_headers(str(path), (status.st_ino, status.st_size, status.st_mtime_ns,
+                                            status.st_ctime_ns))
 
 
 @functools.lru_cache(maxsize=4)

@@ -356,17 +356,19 @@ def _tab_message(lines: list[str], line: int, col: int) -> str:
 
 
 def _list_item_column_above(lines: list[str], line: int, col: int) -> int | None:
-    """The column of the nearest list item ('- ') above `line` indented further than `col`:
-    the list a '- ' at `col` was meant to continue."""
+    """The column of the list a '- ' at `col` on `line` was meant to continue: of the list
+    items above it, back to a line less indented than it, the least indented (a layer's own
+    block list, `- 3` under kernel_size:, lies deeper)."""
+    columns = []
     for number in range(min(line, len(lines) + 1) - 1, 0, -1):
         text = lines[number - 1]
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         if _indent(text) < col - 1:
-            return None  # past the list's start: a key less indented than the item
+            break  # past the list's start: a key less indented than the item
         if text.lstrip().startswith("- ") and _indent(text) > col - 1:
-            return _indent(text) + 1
-    return None
+            columns.append(_indent(text) + 1)
+    return min(columns, default=None)
 
 
 def _block_end_message(error, lines: list[str], line: int, col: int,

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.compiler.datasets import user_path
+from nnrun.compiler.datasets import DATASETS, user_path
 from nnrun.notices import warn
 
 from .augment import augment_batch
@@ -57,7 +57,8 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
                         "(evaluate on data of the run's shape)")
     train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
     if "train" in inputs_of and raw.task == "classification":
-        _warn_of_classes_the_limit_leaves_out(raw.y_train, train.y, ignore_index, where)
+        _warn_of_classes_the_limit_leaves_out(raw.y_train, train.y, ignore_index, where,
+                                              DATASETS[data_spec.dataset].user_file)
     if raw.x_val is None:  # an npz's x_val is read only without a validation_split
         train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)),
                                       seed, where)
@@ -88,7 +89,8 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
 
 
 def _warn_of_classes_the_limit_leaves_out(labels: np.ndarray, kept: np.ndarray,
-                                          ignore_index: int | None, where: str) -> None:
+                                          ignore_index: int | None, where: str,
+                                          user_file: bool) -> None:
     """data.limit keeps the first samples: of a file sorted by label, one class or a few."""
     if len(kept) == len(labels) or labels.ndim != 1:
         return
@@ -96,9 +98,10 @@ def _warn_of_classes_the_limit_leaves_out(labels: np.ndarray, kept: np.ndarray,
     missing = missing[missing != ignore_index] if ignore_index is not None else missing
     if len(missing):
         shown = ", ".join(map(str, missing[:8].tolist())) + (", ..." if len(missing) > 8 else "")
+        in_order = user_file and bool(np.all(np.diff(kept) >= 0))
+        why = " (the file looks sorted by label): shuffle its samples, or" if in_order else ";"
         warn(f"{where}: data.limit {len(kept)} keeps the first {len(kept)} samples, which hold "
-             f"no sample of class{'es' * (len(missing) > 1)} {shown} (the file looks sorted "
-             "by label): shuffle its samples, or raise data.limit")
+             f"no sample of class{'es' * (len(missing) > 1)} {shown}{why} raise data.limit")
 
 
 def _placeholder(shape: tuple, dtype: str) -> np.ndarray:

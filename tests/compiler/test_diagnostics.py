@@ -559,6 +559,11 @@ def _check_errors(text: str, overrides=()) -> list:
     ("model:\n  layers:\n  - {type: dense, units: 3}\n - {type: dense, units: 3}\n",
      "spec.yaml:4:2: error: spec: invalid YAML: a list item at 4:2 is not lined up with the "
      "list's items above it (column 3); indent it to column 3"),
+    # the second review: a layer's own block list above is not the list meant
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n    - type: conv2d\n      filters: 2\n"
+     "      kernel_size:\n        - 3\n        - 3\n   - {type: flatten}\n",
+     "spec.yaml:9:4: error: spec: invalid YAML: a list item at 9:4 is not lined up with the "
+     "list's items above it (column 5); indent it to column 5"),
 ])
 def test_a_quote_left_open_or_an_item_indented_too_little_is_said_where_it_is(text, said):
     """The YAML positions audit: an open quote was placed a line past the file's end, and a

@@ -3,6 +3,8 @@ file, model.init_from; shapes checked when the spec is compiled, errors at YAML 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -346,3 +348,24 @@ def test_an_npz_files_headers_are_read_once_while_it_stays_the_same(tmp_path, mo
     assert sorted(read) == sorted(f"{name}.npy" for name in ["x", "y", *arrays])
     np.savez(tmp_path / "d.npz", x=np.zeros((10, 3), np.float32), y=np.zeros(10, int))
     assert check(load_spec(spec)).summary.input_shape == [3]
+    # the second review: rewritten in place at the same size, its old mtime put back (cp -p)
+    np.savez(tmp_path / "d.npz", x=np.zeros((6, 5)), y=np.zeros(6), z=np.zeros(4))
+    assert check(load_spec(spec)).summary.input_shape == [5]
+    status = (tmp_path / "d.npz").stat()
+    np.savez(tmp_path / "e.npz", x=np.zeros((5, 6)), y=np.zeros(5), z=np.zeros(5))
+    (tmp_path / "d.npz").write_bytes((tmp_path / "e.npz").read_bytes())
+    assert (tmp_path / "d.npz").stat().st_size == status.st_size
+    os.utime(tmp_path / "d.npz", ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert check(load_spec(spec)).summary.input_shape == [6]
+
+
+def test_a_layer_whose_shapes_failed_is_not_told_a_weights_shape_of_its_wrong_input():
+    """The second review: a dense layer reading a conv's [2, 6, 6] without a flatten was also
+    told "weights have shape [1, 2], the layer needs [2, 3]", a shape of the input it cannot
+    take (after the flatten it needs [72, 3])."""
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, filters: 2, kernel_size: 3}\n"
+            "    - {type: dense, units: 3, weights: [[1, 2]]}\n")
+    with pytest.raises(SpecError) as raised:
+        nnrun.compile(load_spec_text(text, "spec.yaml"))
+    assert not [d for d in raised.value.diagnostics if "weights have shape" in d.message]

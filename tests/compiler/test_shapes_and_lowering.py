@@ -1537,6 +1537,13 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
     ("ones", ["{name: a, type: dense, units: 4}", "{type: reshape, shape: [1, 4]}",
               "{type: maxpool1d, pool_size: 2}", "{type: flatten}", "{type: dense, units: 1}"],
      None),
+    # the second review: a reader's random padding differs from channel to channel
+    ("ones", ["{type: reshape, shape: [1, 2]}", "{type: conv1d, filters: 3, kernel_size: 1}",
+              "{type: conv1d, filters: 2, kernel_size: 3, padding: 1, padding_mode: random}"],
+     None),
+    ("ones", ["{type: reshape, shape: [1, 2]}", "{type: conv1d, filters: 3, kernel_size: 1}",
+              "{type: conv1d, filters: 2, kernel_size: 3, padding: 1, padding_mode: circular}"],
+     "conv1d_1 and conv1d_2 start with equal weights (ones): each filter of conv1d_1"),
 ])
 def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers, warned):
     """The course audit: `init: zeros` (or a constant) trained to 0.40 on xor without a word,
@@ -1544,6 +1551,8 @@ def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers
     text = spec_text([2] if "conv1d" not in layers[0] else [1, 4], *layers,
                      extra="").replace("  layers:", f"  init: {init}\n  layers:")
     found = [d for d in checked(text).diagnostics if "equal weights" in d.message]
+    pruned = text + "train: {pruning: {target_sparsity: 0.5}}\n"  # picks among equal weights
+    assert not [d for d in checked(pruned).diagnostics if "equal weights" in d.message]
     if warned is None:
         assert not found
     else:
@@ -1690,8 +1699,9 @@ def test_a_kernel_that_does_not_fit_channel_last_samples_offers_moving_the_chann
         checked(text)
     (error,) = [d for d in raised.value.diagnostics if d.severity == "error"]
     assert error.message.endswith(
-        "the samples look channel-last ([8, 8, 1], read as 8 channels of 8 x 1): save "
-        "numpy.moveaxis(x, -1, 1) to give [1, 8, 8]; if they are not, use kernel_size: [3, 1] "
-        "or less, or padding: [0, 1]")
+        "the samples look channel-last ([8, 8, 1], read as 8 channels of 8 x 1): give them as "
+        "[1, 8, 8] (numpy.moveaxis(x, -1, 1) in the file, or input_shape: [1, 8, 8] where the "
+        "spec declares it); if they are not, use kernel_size: [3, 1] or less, or padding: "
+        "[0, 1]")
     assert "channel-last" not in str(pytest.raises(SpecError, checked, spec_text(
         [3, 8, 8], "{type: conv2d, filters: 4, kernel_size: 9}")).value)

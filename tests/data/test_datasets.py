@@ -1536,3 +1536,10 @@ def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path
     with collected() as notices:
         load("npz", tmp_path, path="d.npz", limit=250)
     assert not notices
+    # the second review: labels in no order, a small limit that misses a class by chance
+    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([1, 0, 1, 2], 75))
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=2)
+    assert [message.split(": ", 1)[1] for _, message in notices] == [
+        "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; raise "
+        "data.limit"]
