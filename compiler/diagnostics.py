@@ -586,7 +586,8 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
             or _batch_axis_hint(field, error)
             or _nesting_hint(expectation, error["input"], field)
-            or _number_text_hint(expectation, error["input"]))
+            or _number_text_hint(expectation, error["input"])
+            or _percent_hint(expectation, error["input"]))
     return f"'{field}' must be {expectation}, got {got}{hint}"
 
 
@@ -645,6 +646,14 @@ def _nesting_hint(expectation: str, value: Any, field: str | None = None) -> str
         return "; remove the '- ' before its fields: they make a list of one mapping"
     if expectation == "a mapping" and value is True:
         return "; write its fields under it"
+    return ""
+
+
+def _percent_hint(expectation: str, value: Any) -> str:
+    """`validation_split: 20` or `rate: 50`: a percentage, where a fraction below 1 goes."""
+    if expectation in ("a number < 1", "a number ≤ 1") and isinstance(value, (int, float)) \
+            and not isinstance(value, bool) and 1 < value < 100:
+        return f"; a fraction: write {value / 100:g} for {value:g}%"
     return ""
 
 

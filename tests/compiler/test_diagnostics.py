@@ -1049,6 +1049,14 @@ def test_a_merge_or_an_error_at_an_override_names_the_overrides_that_shaped_its_
     assert error.message.endswith("(after --set model.layers[0].stride=2)")
 
 
+def test_a_percentage_where_a_fraction_goes_is_told_the_fraction():
+    """The newcomer audit: `validation_split: 20` was told only "must be a number < 1"."""
+    text = ("data: {dataset: digits, validation_split: 20}\nmodel: {layers: [{type: flatten}, "
+            "{type: dropout, rate: 50}, {type: dense, units: 10}]}\n")
+    assert [line.split("; ")[-1] for line in _load_errors(text)] == [
+        "a fraction: write 0.2 for 20%", "a fraction: write 0.5 for 50%"]
+
+
 def test_a_schema_error_at_a_line_an_override_changed_names_the_override():
     """A maxpool line made a dense layer: 'units' missing and 'pool_size' unknown, though the
     file's line is a whole maxpool. A value of the file beside an override is its own error."""
