@@ -630,7 +630,20 @@ def said_by_rank_0(distributed: bool):
         raise
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+_FIRST_STEPS = """\b
+Examples:
+  nnrun train specs/quickstart.yaml --out runs/q   train on the embedded digits
+  nnrun eval runs/q                                 the run's metrics on its test split
+  nnrun validate specs/*.yaml                       errors at file:line:col, with the fix
+  nnrun summary specs/lenet5.yaml                   layers, shapes, parameters, memory
+  nnrun COMMAND --help                              a command's options
+
+The spec language: docs/spec-reference.md; every command: docs/cli.md; the course's
+notions in nnrun: docs/course.md."""
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_FIRST_STEPS)
 @click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
 @click.version_option(package_name="nnrun", prog_name="nnrun")
 def main(debug: bool) -> None:
