@@ -4,6 +4,7 @@ imported them all, the data commands' module the schema and NumPy: 0.65 s agains
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
 
@@ -39,7 +40,8 @@ def test_the_help_begins_a_newcomer_with_commands_that_work(tmp_path):
     from click.testing import CliRunner
 
     shown = CliRunner().invoke(main, ["--help"]).output
-    examples = [line.split()[1:] for line in shown.split("Examples:")[1].splitlines()
+    examples = [re.split(r"\s{2,}", line.strip())[0].split()[1:]  # the command, not its gloss
+                for line in shown.split("Examples:")[1].splitlines()
                 if line.strip().startswith("nnrun ")]
     assert [words[0] for words in examples] == ["train", "eval", "validate", "summary",
                                                 "COMMAND"]
