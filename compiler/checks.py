@@ -136,9 +136,10 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
         return (_initial_weights(spec, layer) in CONSTANT_INITS
                 and getattr(layer, "padding_mode", None) != "random")
 
-    def starts_equal(layer) -> bool:
-        return weights_equal(layer) and (not layer.use_bias or getattr(
-            layer, "bias", None) is None and layer.bias_init.type in CONSTANT_INITS)
+    def starts_equal(layer) -> bool:  # of one unit or filter, there are no others to equal
+        return (weights_equal(layer) and getattr(layer, "units", getattr(layer, "filters", 1)) > 1
+                and (not layer.use_bias or getattr(layer, "bias", None) is None
+                     and layer.bias_init.type in CONSTANT_INITS))
 
     def weighted_inputs(name: str) -> list[str]:
         """The nearest layers with weights whose outputs reach `name`'s input through layers

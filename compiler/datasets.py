@@ -361,7 +361,7 @@ def misnamed_split_arrays(names, labels: str) -> dict[str, str]:
         array, split = match.group(1) or match.group(4), match.group(2) or match.group(3)
         array = {"x": "x", "y": labels}.get(array, "masks")
         wanted = f"{array}_{_SPLIT_WORDS[split]}"
-        if wanted != name and wanted not in names:
+        if wanted != name and wanted not in names and wanted not in meant.values():
             meant[name] = wanted
     return meant
 

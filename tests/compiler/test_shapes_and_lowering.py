@@ -1519,6 +1519,7 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
     ("zeros", ["{type: dense, units: 2, weights: [[1, 2], [3, 4]]}", "{type: dense, units: 1}"],
      None),
     ("ones", ["{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 1}", "{type: dense, units: 2}"], None),  # no others
     ("he_uniform", ["{name: a, type: dense, units: 3, init: zeros}",
                     "{name: b, type: dense, units: 2, inputs: a}",
                     "{name: c, type: dense, units: 2, inputs: a, init: zeros}",

@@ -1543,3 +1543,14 @@ def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path
     assert [message.split(": ", 1)[1] for _, message in notices] == [
         "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; raise "
         "data.limit"]
+
+
+def test_held_out_arrays_misnamed_are_each_given_a_name_once():
+    """The docs walk: X_test and test_x were both told to become x_test."""
+    from nnrun.compiler.datasets import misnamed_split_arrays
+
+    assert misnamed_split_arrays(["x", "y", "X_test", "Y_test", "test_x", "x_valid", "y_valid",
+                                  "x_testing"], "y") == {
+        "X_test": "x_test", "Y_test": "y_test", "x_valid": "x_val", "y_valid": "y_val"}
+    assert misnamed_split_arrays(["x", "masks", "masks_valid", "X_VAL"], "masks") == {
+        "masks_valid": "masks_val", "X_VAL": "x_val"}
