@@ -27,8 +27,9 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import (Unread, as_tuple, per_sample, same_padding, size_of, unread_positions,
-                     window_output, windows_reading_no_input)
+from .shapes import (COPYING_PADDINGS, Unread, as_tuple, per_sample, same_padding, size_of,
+                     unread_positions, unread_through_copies, window_output,
+                     windows_reading_no_input)
 
 
 @dataclass(frozen=True)
@@ -212,22 +213,28 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
     # the field to change: the stride, or a pool's pool_size where its stride is left out
     stride_field = "stride" if layer.stride is not None else kernel_field
     # a padding of zeros or noise holds none of the input; reflect, replicate, circular copy it
-    padding_of_no_input = getattr(layer, "padding_mode", None) in ("zeros", "random")
+    padding_mode = getattr(layer, "padding_mode", None)
+    padding_of_no_input = padding_mode in ("zeros", "random")
     _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field,
-                 padding_of_no_input)
+                 padding_mode)
     if padding_of_no_input:
         _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation)
     return kernel, stride, dilation, pad
 
 
 def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stride_field,
-                 padding_of_no_input: bool = False) -> None:
+                 padding_mode: str | None = None) -> None:
+    """Input positions no window reads (`padding_mode`: a convolution's; a padding that copies
+    the input reads the positions it copies)."""
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
+    padding_of_no_input = padding_mode in ("zeros", "random")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         result = window_output(n, k, s, p, d)
         if result.size < 1:
             continue
-        unread = unread_positions(n, k, s, p, d)
+        copied = padding_mode in COPYING_PADDINGS and any(p)
+        unread = unread_through_copies(n, k, s, p, d, padding_mode) if copied \
+            else unread_positions(n, k, s, p, d)
         if unread is None:  # an axis too long to search: what lies past the last window
             unread = Unread(result.unused, (), True)
         if not unread.count:

@@ -174,6 +174,38 @@ def unread_positions(n: int, k: int, s: int, pad: tuple[int, int], d: int = 1,
     return Unread(count, tuple(unread[:shown].tolist()), not count or unread[0] == n - count)
 
 
+COPYING_PADDINGS = ("reflect", "replicate", "circular")  # their padding holds the input's values
+
+
+def unread_through_copies(n: int, k: int, s: int, pad: tuple[int, int], d: int, mode: str,
+                          shown: int = 8) -> Unread | None:
+    """unread_positions of a padding that copies the input (reflect, replicate, circular): a
+    tap in the padding reads the position it copies. None for more taps than MOST_POSITIONS
+    (not searched)."""
+    import numpy as np
+
+    size = window_output(n, k, s, pad, d).size
+    if size < 1:
+        return Unread(0, (), True)
+    if size * k > MOST_POSITIONS or n > MOST_POSITIONS:
+        return None
+    taps = (np.arange(size, dtype=np.int64)[:, None] * s - pad[0]
+            + np.arange(k, dtype=np.int64)[None, :] * d).ravel()
+    if mode == "replicate":
+        sources = np.clip(taps, 0, n - 1)
+    elif mode == "circular":
+        sources = taps % n
+    else:  # reflect, without repeating the edge: period 2(n - 1)
+        period = max(2 * (n - 1), 1)
+        folded = np.abs(taps) % period
+        sources = np.where(folded >= n, period - folded, folded)
+    read = np.zeros(n, dtype=bool)
+    read[sources] = True
+    unread = np.flatnonzero(~read)
+    count = len(unread)
+    return Unread(count, tuple(unread[:shown].tolist()), not count or unread[0] == n - count)
+
+
 def windows_reading_no_input(n: int, k: int, s: int, pad: tuple[int, int],
                              d: int = 1) -> int:
     """How many windows have no tap on the input's n positions (all in the padding); 0 for an

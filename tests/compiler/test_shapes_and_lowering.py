@@ -1706,3 +1706,30 @@ def test_a_kernel_that_does_not_fit_channel_last_samples_offers_moving_the_chann
         "[0, 1]")
     assert "channel-last" not in str(pytest.raises(SpecError, checked, spec_text(
         [3, 8, 8], "{type: conv2d, filters: 4, kernel_size: 9}")).value)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_positions_a_copying_padding_reads_are_not_called_unused(mode):
+    """The review: kernel 1, stride 6, padding 2 over 4 positions with replicate padding was
+    told "leaves 4 positions unused", though its two windows read copies of x[0] and x[3].
+    The positions counted unread are those no tap reaches, through the padding's copies too
+    (NumPy's edge, wrap and reflect pads as the reference)."""
+    from nnrun.compiler.shapes import unread_through_copies, window_output
+
+    rng = np.random.default_rng(0)
+    numpy_mode = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+    for _ in range(300):
+        n, k, s, d = (int(rng.integers(1, 12)), int(rng.integers(1, 4)), int(rng.integers(1, 7)),
+                      int(rng.integers(1, 3)))
+        pad = (int(rng.integers(0, n)), int(rng.integers(0, n)))  # reflect: below n
+        size = window_output(n, k, s, pad, d).size
+        if size < 1 or (mode == "reflect" and n == 1 and any(pad)):
+            continue
+        padded = np.pad(np.arange(n), pad, mode=numpy_mode)
+        read = {int(padded[i * s + j * d]) for i in range(size) for j in range(k)}
+        assert unread_through_copies(n, k, s, pad, d, mode).count == n - len(read)
+    text = spec_text([1, 4], "{type: conv1d, filters: 1, kernel_size: 1, padding: 2, stride: 6, "
+                     f"padding_mode: {mode}}}")
+    (warning,) = warnings_of(text)
+    reads = {"replicate": "1 and 2", "circular": "1 and 3", "reflect": "0, 1 and 3"}[mode]
+    assert f"no window reads positions {reads} (counted from 0)" in warning.message
