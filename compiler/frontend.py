@@ -6,6 +6,7 @@ Every problem becomes a Diagnostic at a YAML position (DESIGN.md section 5).
 from __future__ import annotations
 
 import decimal
+import functools
 import itertools
 import math
 import numbers
@@ -81,15 +82,20 @@ class SourceSpec:
     def _overrides_shaping(self, keys) -> list[str]:
         """The overrides that shaped the input or the window of the layer at `keys`: of the
         layers whose outputs reach it, not of every layer listed before it."""
+        names, reads = self._layer_graph
         if tuple(keys[:2]) != ("model", "layers") or len(keys) < 3 \
-                or not isinstance(keys[2], int) or keys[2] >= len(self.spec.model.layers):
+                or not isinstance(keys[2], int) or keys[2] >= len(names):
             return []
-        layers = self.spec.model.layers
-        names = default_layer_names(layers)
-        reads = dict(zip(names, layer_inputs(layers)))
         feeding = layers_read_by(reads, names[keys[2]]) - {names[keys[2]]}
-        return self.loaded.overrides_shaping({names.index(name) for name in feeding
-                                              if name in names}, keys[2])
+        return self.loaded.overrides_shaping(
+            {index for index, name in enumerate(names) if name in feeding}, keys[2])
+
+    @functools.cached_property
+    def _layer_graph(self) -> tuple[list[str], dict[str, list[str]]]:
+        """The layers' names and the names each reads: asked by every shape error (a model of
+        thousands of broken branches has as many)."""
+        names = default_layer_names(self.spec.model.layers)
+        return names, dict(zip(names, layer_inputs(self.spec.model.layers)))
 
     def _overrides_named(self, message: str) -> list[str]:
         """The overrides of settings the message names (`val_* metrics need

@@ -128,7 +128,7 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
         exact_model = _float64_twin(model)
         own, theirs = _distances_from_float64(exported, exact_model, params, inputs, result,
                                               expected)
-        if theirs <= max(tolerance, ROUNDING_MARGIN * own):
+        if theirs <= _rounding_allowance(own, tolerance):
             return (f"onnxruntime agrees with nnrun on {CHECK_SAMPLES} random samples within "
                     f"the model's own float32 rounding (relative error {error:.1e}: nnrun's "
                     f"float32 outputs lie {own:.1e} from its float64 ones, onnxruntime's "
@@ -154,6 +154,12 @@ ROUNDING_MARGIN = 4
 # A model whose own float32 outputs lie farther than this from its float64 ones cannot be
 # checked in float32: a wrong lowering would pass within 4 times that.
 COARSEST_ROUNDING = 1e-3
+
+
+def _rounding_allowance(own: float, tolerance: float) -> float:
+    """How far onnxruntime's float32 outputs may lie from nnrun's float64 ones, where nnrun's
+    own float32 outputs lie `own` from them."""
+    return max(tolerance, ROUNDING_MARGIN * own)
 
 
 def _float64_twin(model):
@@ -206,11 +212,12 @@ def _first_differing_layer(exported: Exported, model, params, preprocessing, raw
     for (layer, value), result, expected, reference in zip(layers.items(), theirs,
                                                             ours.values(), exact):
         scale = exported.least_scale if value is last else 0.0
-        error = relative_error(result, expected, scale)
-        tolerance = TOLERANCE[exported.dtype] if exact_model is None else max(
-            TOLERANCE[exported.dtype], ROUNDING_MARGIN * relative_error(expected, reference, scale))
-        if exact_model is not None:
+        if exact_model is None:
+            error, tolerance = relative_error(result, expected, scale), TOLERANCE[exported.dtype]
+        else:
             error = relative_error(result, reference, scale)
+            tolerance = _rounding_allowance(relative_error(expected, reference, scale),
+                                            TOLERANCE[exported.dtype])
         if result.shape != expected.shape or not error <= tolerance:
             nodes = [node for node in graph.nodes if node.origin and node.origin.layer == layer]
             return (f"they first differ at layer {nodes[-1].origin.where()}, ops "

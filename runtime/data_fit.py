@@ -189,9 +189,9 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
     elif loss in REGRESSION_LOSSES and outputs[0] == 1 and (maps or len(outputs) == 1) \
             and len(labels) and labels.max() > 1 and data.task != "regression":
-        void = _void_mark(spec, labels)  # refused as a value all the same: no ignore_index here
-        top = int((labels[labels != void] if void is not None else labels).max())
-        _check_two_classes_per_position(spec, lowered, where, top, maps, void)
+        # a void mark is refused as a value all the same: these losses have no ignore_index
+        classes, void = _classes_and_mark(spec, labels)
+        _check_two_classes_per_position(spec, lowered, where, classes - 1, maps, void)
 
 
 def _beyond_binary(spec, data, labels: np.ndarray, lowered) -> str:
@@ -341,6 +341,12 @@ def _class_count(spec, data) -> tuple[int, int | None]:
     mark (_void_mark) or None."""
     ignored = getattr(spec.loss, "ignore_index", None)
     labels = data.train.y if ignored is None else data.train.y[data.train.y != ignored]
+    return _classes_and_mark(spec, labels)
+
+
+def _classes_and_mark(spec, labels: np.ndarray) -> tuple[int, int | None]:
+    """The classes `labels` name, 0..top but a value marking positions to leave out (at least
+    one), and that mark (_void_mark) or None."""
     void = _void_mark(spec, labels)
     classes = labels[labels != void] if void is not None else labels
     return (int(classes.max()) + 1 if classes.size else 1), void

@@ -477,16 +477,17 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
         if not line.strip():
             continue
         row = _json_or_none(line, otherwise=_NOT_JSON)
+        if _is_row(row):
+            rows.append(row)
+            continue
         long_number = _LONG_NUMBER.search(line)  # complete JSON Python will not read
         if row is _NOT_JSON and number == len(lines) and not long_number:
             torn = True  # what a crash in the append leaves; a complete line is never torn
-        elif not _is_row(row):
+        else:
             problem = (f"holds a number of {len(long_number.group()):,} digits, which nnrun "
                        "never writes (an edited or damaged file)" if long_number
                        else _row_problem(row))
             raise RunDirectoryError(f"{path}: line {number} {problem}; {_remedy(path)}")
-        else:
-            rows.append(row)
     return rows, torn
 
 
