@@ -7,12 +7,13 @@ from pathlib import Path
 import click
 
 from nnrun.cli import handle_errors
-from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.datasets import DATASETS, generator_hint
 from nnrun.compiler.tables import table_text
 from nnrun.notices import one_line
 from nnrun.preview import preview
+from nnrun.runtime.data.errors import DataError
 from nnrun.runtime.data.fetch import fetch_dataset
-from nnrun.runtime.data.locations import where_stored
+from nnrun.runtime.data.locations import generator_needed, where_stored
 
 COLUMNS = ("name", "sample shape", "classes", "location", "status")
 
@@ -59,10 +60,25 @@ def _directory(ctx, param, value: str | None) -> Path | None:
 )
 @handle_errors
 def fetch(name: str, dest: Path | None, mirrors: tuple[str, ...]) -> None:
-    """Download NAME (mnist or fashion_mnist) and check each file's SHA-256."""
+    """Download NAME (mnist or fashion_mnist) and check each file's SHA-256; a dataset built
+    in or generated has nothing to download."""
+    info = DATASETS.get(name)
+    if info is not None and not info.needs_files:
+        click.echo(one_line(_ready_without_download(name)))
+        return
     directory = fetch_dataset(name, dest, mirrors=mirrors or None,
                               report=lambda line: click.echo(one_line(line)))  # a --mirror's URL
     click.echo(one_line(f"{name}: files in {directory}"))
+
+
+def _ready_without_download(name: str) -> str:
+    """What `fetch` says of a dataset built in or generated (a script may fetch whatever its
+    spec names); a generator's missing package is an error, as training would be."""
+    package = generator_needed(name)
+    if package:
+        raise DataError(f"{name}: nothing to download; {generator_hint(package)}")
+    location, status = where_stored(name)
+    return f"{name}: nothing to download ({location}: {status})"
 
 
 # `data preview`, defined in nnrun/preview.py

@@ -14,7 +14,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from nnrun.compiler.datasets import user_path
+from nnrun.compiler.datasets import DATASETS, USER_FILE_DATASETS, user_path
+from nnrun.compiler.diagnostics import suggest
 
 from ..files import settle, what_is_there
 from .errors import DataError
@@ -84,10 +85,7 @@ def fetch_dataset(
 ) -> Path:
     """Makes the four files present and verified in dest_dir; returns that directory."""
     if name not in MIRRORS:
-        raise DataError(
-            f"{name or repr(name)}: nothing to fetch; downloadable datasets are "
-            f"{', '.join(MIRRORS)} (the others are built in, generated, or your own files)"
-        )
+        raise DataError(nothing_to_fetch(name))
     destination = user_path(dest_dir) if dest_dir else default_dir(name)
     mirror_list = list(mirrors or MIRRORS[name])
     # The downloader is requests': it refuses other schemes (ftp too) with an error that is
@@ -111,6 +109,21 @@ def fetch_dataset(
         remove_if_empty(created)
         raise
     return destination
+
+
+def nothing_to_fetch(name: str) -> str:
+    """Why a name other than mnist and fashion_mnist has nothing to download."""
+    downloadable = ", ".join(MIRRORS)
+    if name in USER_FILE_DATASETS:
+        return (f"{name}: your own file, read from data.path: nothing to fetch (downloadable "
+                f"datasets are {downloadable})")
+    if name in DATASETS:
+        return (f"{name}: built in or generated: nothing to fetch (downloadable datasets are "
+                f"{downloadable})")
+    meant = suggest(name, DATASETS)
+    return (f"{name or repr(name)}: no dataset of that name"
+            + (f"; did you mean {meant}?" if meant else "")
+            + f" (downloadable datasets are {downloadable}; nnrun data list shows every one)")
 
 
 def remove_if_empty(directories: list[Path]) -> None:

@@ -41,13 +41,33 @@ def test_list_shows_every_dataset_with_shape_and_location(tmp_path, monkeypatch,
     assert "[1, 40]" in rows["mnist1d"] and "[2]" in rows["xor"]
 
 
-def test_fetch_something_built_in_is_a_one_line_error():
-    result = run("fetch", "digits")
-    assert result.exit_code == 1
-    assert result.stdout == ""
-    assert result.stderr.startswith("error: digits: nothing to fetch")
-    assert result.stderr.count("\n") == 1
-    assert run("fetch", "").stderr.startswith("error: '': nothing to fetch")
+def test_fetch_of_a_dataset_built_in_or_generated_succeeds_with_nothing_to_download(
+        monkeypatch):
+    # A script may fetch whatever its spec names before training.
+    for name, where in (("digits", "inside the nnrun package: ready"), ("xor", "generated")):
+        result = run("fetch", name)
+        assert result.exit_code == 0, result.output
+        assert result.stdout == f"{name}: nothing to download ({where}" + (
+            ")\n" if name == "digits" else ": ready)\n")
+    monkeypatch.setattr("nnrun.data_cli.generator_needed", lambda name: "mnist1d")
+    result = run("fetch", "mnist1d")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == ("error: mnist1d: nothing to download; generating it needs the "
+                             "mnist1d package; install it with pip install 'nnrun[datasets]'\n")
+
+
+def test_fetch_of_no_such_dataset_or_of_your_own_file_is_a_one_line_error():
+    for name, start in (
+            ("MNIST", "error: MNIST: no dataset of that name; did you mean mnist? (downloadable "
+                      "datasets are mnist, fashion_mnist; nnrun data list shows every one)"),
+            ("fashion-mnist", "error: fashion-mnist: no dataset of that name; did you mean "
+                              "fashion_mnist?"),
+            ("", "error: '': no dataset of that name (downloadable datasets are mnist"),
+            ("npz", "error: npz: your own file, read from data.path: nothing to fetch")):
+        result = run("fetch", name)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert result.stderr.startswith(start), result.stderr
+        assert result.stderr.count("\n") == 1
 
 
 def serve_files(root, seed: bytes = b"") -> dict[str, str]:

@@ -991,7 +991,7 @@ def test_fetch_falls_back_to_the_next_mirror(mirror, tmp_path):
 
 
 def test_fetch_refuses_unknown_and_unwritable(tmp_path):
-    with pytest.raises(DataError, match="digits: nothing to fetch"):
+    with pytest.raises(DataError, match="digits: built in or generated: nothing to fetch"):
         fetch_dataset("digits", tmp_path)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
