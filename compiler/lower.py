@@ -588,9 +588,14 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered,
                 raise _with_others([*shape_errors, error]) from None
             shape_errors.append(error)  # a branch beside it may have one of its own
             unshaped.add(name)
+    if shape_errors and names[-1] in unshaped:
+        raise _with_others(shape_errors)
+    try:  # errors of branches the output does not read leave its checks to be made
+        _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
+    except CompileError as error:
+        raise _with_others([*shape_errors, error]) from None
     if shape_errors:
         raise _with_others(shape_errors)
-    _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
     return lowered
 
 

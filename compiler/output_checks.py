@@ -26,17 +26,20 @@ def check_outputs(spec, lowered) -> None:
     _warn_of_squashed_scores(lowered, spec)
     _warn_of_softmax_over_one_value(lowered, spec)
     _warn_of_steps_that_stop_learning(lowered, spec)
-    _warn_of_unread_layers(lowered)
+    _warn_of_unread_layers(lowered, spec)
 
 
-def _warn_of_unread_layers(lowered) -> None:
+def _warn_of_unread_layers(lowered, spec) -> None:
     """A layer on no path to the output (the next one names other inputs, and no later one
     reads it, or only such layers do) trains for nothing: likely not what the spec meant."""
     last = lowered.layers[-1].name
     reached = schema.layers_read_by({info.name: info.inputs for info in lowered.layers}, last)
-    for index, info in enumerate(lowered.layers):
+    index_of = {name: index for index, name in
+                enumerate(schema.default_layer_names(spec.model.layers))}
+    for info in lowered.layers:  # the layers shaped: a branch's shape error leaves some out
         if info.name in reached:
             continue
+        index = index_of[info.name]
         learns = (f"; its {info.trainable_params:,} parameters get no gradient"
                   if info.trainable_params else "")
         lowered.builder.warnings.append(CompileWarning(
@@ -161,18 +164,20 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
     the last layer, or the one before layers that keep the count (an upsample, a pool, an
     activation, dropout, batchnorm); None past a reshape, flatten or join, whose output is
     not one layer's count."""
-    index_of = {info.name: index for index, info in enumerate(lowered.layers)}
-    index = len(spec.model.layers) - 1
+    info_of = {info.name: info for info in lowered.layers}  # of the layers shaped
+    index_of = {name: index for index, name in
+                enumerate(schema.default_layer_names(spec.model.layers))}
+    info = lowered.layers[-1]
     while True:
-        layer, info = spec.model.layers[index], lowered.layers[index]
+        index = index_of[info.name]
+        layer = spec.model.layers[index]
         for field_name in ("units", "filters"):
             if hasattr(layer, field_name):
-                return (Origin.of_layer(index, info.name),
-                        field_name)
+                return Origin.of_layer(index, info.name), field_name
         if layer.type in ("flatten", "reshape", "add", "concat") or len(info.inputs) != 1 \
-                or info.inputs[0] not in index_of:
+                or info.inputs[0] not in info_of:
             return None
-        index = index_of[info.inputs[0]]
+        info = info_of[info.inputs[0]]
 
 
 def one_score_per_position(loss: str, labels: list, positions: list, ends: list,

@@ -1449,3 +1449,19 @@ def test_a_field_of_other_layers_says_whose_it_is_and_nothing_made_up(layer, sai
         load_spec_text(text, "spec.yaml")
     lines = [d.format() for d in raised.value.diagnostics]
     assert len(lines) == 1 and lines[0].endswith(f"model.layers[1]: {said}"), lines
+
+
+def test_a_shape_error_in_a_branch_the_output_does_not_read_hides_no_check_of_the_outputs():
+    """A conv too large for its input in a dead branch hid the 5 outputs against digits' 10
+    classes until it was fixed; the branch's shaped layer is warned of as unread."""
+    text = ("data: {dataset: digits}\nmodel:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {name: a, type: conv2d, filters: 2, kernel_size: 3, inputs: input}\n"
+            "    - {name: dead, type: conv2d, filters: 2, kernel_size: 9, inputs: a}\n"
+            "    - {type: flatten, inputs: a}\n    - {type: dense, units: 5}\n")
+    errors = _check_errors(text)
+    assert [(d.line, d.where) for d in errors] == [
+        (6, "model.layers[1] (dead)"), (8, "model.layers[3] (dense_1)")]
+    assert "kernel_size" in errors[0].message and "10 classes" in errors[1].message
+    shaped = text.replace("kernel_size: 9", "kernel_size: 3")
+    assert [(d.line, d.where) for d in _check_errors(shaped)] == [
+        (8, "model.layers[3] (dense_1)")]
