@@ -260,8 +260,9 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stri
 
 
 def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> None:
-    """Outputs whose window lies wholly in a padding wider than the kernel reaches: they read
-    no input (a window that reads none at all is _warn_unused's)."""
+    """Outputs whose window lies wholly in a padding wider than the kernel reaches, or whose
+    taps, spread wider than the input, step over it: they read no input (a layer whose
+    windows read none at all is _warn_unused's)."""
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
         blind = windows_reading_no_input(n, k, s, p, d)
@@ -269,10 +270,16 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
         if not blind or blind == size:
             continue
         reach = d * (k - 1) + 1
+        outputs = f"{blind} of the {size} outputs along the {axis} read only padding"
+        if n < d:
+            with ctx.gb.at(ctx.origin.at_field("dilation")):
+                ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                            f"{n} {axis}: {outputs}, the input between two taps; use "
+                            f"dilation: {n} or less")
+            continue
         with ctx.gb.at(ctx.origin.at_field("padding")):
             ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach ({reach}): "
-                        f"{blind} of the {size} outputs along the {axis} read only padding, "
-                        f"none of the input; use padding: {reach - 1}"
+                        f"{outputs}, none of the input; use padding: {reach - 1}"
                         + (" or less" if reach > 1 else ""))
 
 

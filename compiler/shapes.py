@@ -213,7 +213,9 @@ def windows_reading_no_input(n: int, k: int, s: int, pad: tuple[int, int],
     import numpy as np
 
     size = window_output(n, k, s, pad, d).size
-    if size < 1 or size > MOST_POSITIONS or max(pad) < d * (k - 1) + 1:
+    # A window misses the input where all its taps lie in one padding, or where the input
+    # fits in the gap between two taps (n < d).
+    if size < 1 or size > MOST_POSITIONS or (max(pad) < d * (k - 1) + 1 and n >= d):
         return 0
     starts = np.arange(size, dtype=object if s * size > 2**62 else np.int64) * s - pad[0]
     first_tap = np.maximum(0, -(starts // d))  # the first tap at or past position 0

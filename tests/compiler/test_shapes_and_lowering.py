@@ -186,6 +186,37 @@ def test_outputs_that_read_only_a_wide_padding_are_warned(layer, said):
     assert found[:1] == ([said] if said else [])
 
 
+def test_outputs_whose_taps_step_over_the_input_are_warned_of_at_the_dilation():
+    """The review of the padding warning: taps spread wider than the input (dilation 7 over 6
+    rows) let an output read the padding on both sides and nothing between; they were not
+    counted (the padding, 4, is below the kernel's reach, 8)."""
+    text = spec_text([1, 6, 6], "{type: conv2d, filters: 2, kernel_size: 2, dilation: 7, "
+                                "padding: 4}")
+    found = [w for w in warnings_of(text) if "taps" in w.message]
+    assert [w.message for w in found] == [
+        f"dilation 7 sets the kernel's taps 7 apart, more than the 6 {axis}: 1 of the 7 outputs "
+        f"along the {axis} read only padding, the input between two taps; use dilation: 6 or "
+        "less" for axis in ("rows", "columns")]
+    assert at(found[0]) == position(text, "dilation", "7")
+    fixed = text.replace("dilation: 7", "dilation: 6")
+    assert not [w for w in warnings_of(fixed) if "padding" in w.message]
+
+
+def test_windows_reading_no_input_counts_as_a_walk_over_every_tap_does():
+    from nnrun.compiler.shapes import window_output, windows_reading_no_input
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        n, k, s, d = (int(v) for v in rng.integers(1, [12, 5, 4, 7]))
+        pad = tuple(int(v) for v in rng.integers(0, 12, 2))
+        size = window_output(n, k, s, pad, d).size
+        if size < 1:
+            continue
+        walked = sum(not any(0 <= o * s - pad[0] + t * d < n for t in range(k))
+                     for o in range(size))
+        assert windows_reading_no_input(n, k, s, pad, d) == walked, (n, k, s, pad, d)
+
+
 @pytest.mark.parametrize("n, k, s, p, d", [
     (28, 5, 1, 2, 1), (28, 5, 1, 0, 1), (32, 3, 2, 1, 1), (9, 3, 1, 0, 2), (9, 3, 2, 2, 2),
     (15, 4, 3, 1, 1), (8, 8, 1, 0, 1), (5, 1, 5, 0, 1),
