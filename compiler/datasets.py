@@ -344,14 +344,19 @@ def held_out_pairs(labels: str) -> list[tuple[str, str]]:
     return [(f"x_{split}", f"{labels}_{split}") for split in HELD_OUT_SPLITS]
 
 
-_SPLIT_WORDS = {"test": "test", "val": "val", "valid": "val", "validation": "val", "dev": "val"}
-_SPLIT_ARRAY = re.compile(r"(x|y|masks?)_?(test|val|valid|validation|dev)"
-                          r"|(test|val|valid|validation|dev)_?(x|y|masks?)")
+_SPLIT_WORDS = {"test": "test", "testing": "test", "val": "val", "valid": "val",
+                "validation": "val", "dev": "val"}
+# The samples' and the labels' names of other code (_OTHER_PAIRS), with nnrun's.
+_SAMPLE_WORDS = ("x", "images", "inputs", "features", "data")
+_LABEL_WORDS = ("y", "labels", "label", "targets", "target")
+_ARRAY = "|".join([*_SAMPLE_WORDS, *_LABEL_WORDS, "masks?"])
+_SPLIT = "|".join(sorted(_SPLIT_WORDS, key=len, reverse=True))
+_SPLIT_ARRAY = re.compile(rf"({_ARRAY})[_.-]?({_SPLIT})|({_SPLIT})[_.-]?({_ARRAY})")
 
 
 def misnamed_split_arrays(names, labels: str) -> dict[str, str]:
     """The arrays of an npz that look like a held-out split's under another name (X_test,
-    test_x, x_valid), each with the name nnrun reads it by: left unread, a split would be
+    test_x, x_valid, x_testing, test_labels), each with the name nnrun reads it by: left unread, a split would be
     missing without a word."""
     meant = {}
     for name in names:
@@ -359,7 +364,8 @@ def misnamed_split_arrays(names, labels: str) -> dict[str, str]:
         if match is None:
             continue
         array, split = match.group(1) or match.group(4), match.group(2) or match.group(3)
-        array = {"x": "x", "y": labels}.get(array, "masks")
+        array = ("x" if array in _SAMPLE_WORDS else labels if array in _LABEL_WORDS
+                 else "masks")
         wanted = f"{array}_{_SPLIT_WORDS[split]}"
         if wanted != name and wanted not in names and wanted not in meant.values():
             meant[name] = wanted

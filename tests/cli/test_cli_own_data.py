@@ -1179,7 +1179,8 @@ def test_an_npz_of_other_names_for_x_and_y_is_told_which_to_save_as_which(tmp_pa
 
 
 @pytest.mark.parametrize("names", [("X_test", "Y_test"), ("test_x", "test_y"),
-                                   ("x_valid", "y_valid")])
+                                   ("x_valid", "y_valid"), ("x_testing", "test_labels"),
+                                   ("test_images", "test_labels"), ("images_val", "labels_val")])
 def test_held_out_arrays_under_other_names_are_said_not_read(tmp_path, names):
     """The newcomer audit: X_test and Y_test trained without a test split, without a word."""
     rng = np.random.default_rng(0)

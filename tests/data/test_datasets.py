@@ -1554,3 +1554,8 @@ def test_held_out_arrays_misnamed_are_each_given_a_name_once():
         "X_test": "x_test", "Y_test": "y_test", "x_valid": "x_val", "y_valid": "y_val"}
     assert misnamed_split_arrays(["x", "masks", "masks_valid", "X_VAL"], "masks") == {
         "masks_valid": "masks_val", "X_VAL": "x_val"}
+    # other code's names for samples and labels (the newcomer audit's x_testing, test_labels)
+    assert misnamed_split_arrays(["x", "y", "x_testing", "test_labels", "val-targets",
+                                  "features.dev", "x_train", "test"], "y") == {
+        "x_testing": "x_test", "test_labels": "y_test", "val-targets": "y_val",
+        "features.dev": "x_val"}
