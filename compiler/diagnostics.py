@@ -158,7 +158,14 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "conv1dtranspose": ("conv1d_transpose",), "convtranspose1d": ("conv1d_transpose",),
             "upsampling1d": ("upsample1d",), "upsampling2d": ("upsample2d",),
             "leakyrelu": ("leaky_relu",), "acc": ("accuracy",), "categorical_accuracy":
-            ("accuracy",), "sparse_categorical_accuracy": ("accuracy",)}
+            ("accuracy",), "sparse_categorical_accuracy": ("accuracy",),
+            # PyTorch's loss classes (looked up in lower case)
+            **dict.fromkeys(("crossentropyloss", "nllloss"), ("cross_entropy",)),
+            **dict.fromkeys(("bceloss", "bcewithlogitsloss"), ("binary_cross_entropy",)),
+            "mseloss": ("mse",), "l1loss": ("mae",),
+            **dict.fromkeys(("huberloss", "smoothl1loss"), ("huber",)),
+            # Keras' and TFDS's `name` of a dataset, an optimizer, a loss
+            "name": ("dataset", "type")}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:
@@ -178,7 +185,11 @@ def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) 
 
 
 def _did_you_mean(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str:
-    names = [str(c) for c in candidates]
+    return _did_you_mean_among(str(word), tuple(map(str, candidates)), tuple(map(str, synonyms)))
+
+
+@functools.lru_cache(maxsize=1024)  # 5,000 layers of one typo: one string likeness search
+def _did_you_mean_among(word: str, names: tuple[str, ...], synonyms: tuple[str, ...]) -> str:
     match = suggest(word, names, synonyms)
     if not match:
         return ""
@@ -211,6 +222,13 @@ def format_path(path: Iterable[Hashable]) -> str:
 
 
 _ABSENT = object()
+
+
+def _is_tag(value: Any, component: Any) -> bool:
+    """Whether `component` of an error's location is the tag pydantic puts after a tagged
+    union (the layer's type), where `value` is the mapping of that type."""
+    return (isinstance(value, dict) and isinstance(component, str)
+            and value.get("type") == component)
 
 
 def _has_child(value: Any, component: Any) -> bool:
@@ -387,9 +405,19 @@ def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
         if problem.error["type"] == "extra_forbidden" and problem.data_path:
             unknown.setdefault(problem.data_path[:-1], set()).add(problem.data_path[-1])
 
+    told: set[tuple] = set()  # the layers whose field named as their type stands for one
+
     def misspelt(problem: _Problem) -> bool:
         parent, name = problem.data_path[:-1], problem.data_path[-1]
-        return any(suggest(typo, [name]) == name for typo in unknown.get(parent, ()))
+        if any(suggest(typo, [name]) == name for typo in unknown.get(parent, ())):
+            return True
+        # {type: dense, dense: 10}: the first missing field (pydantic's order: the fields')
+        # is the one its message names (_named_as_its_type)
+        tags = {label for _, label in problem.labels}
+        if parent not in told and tags.intersection(unknown.get(parent, ())):
+            told.add(parent)
+            return True
+        return False
 
     return [problem for problem in problems
             if not (problem.error["type"] == "missing" and problem.data_path
@@ -405,8 +433,12 @@ def problem_paths(error: pydantic.ValidationError, data: Any) -> list[tuple[str,
 def _locate(error: dict, data: Any) -> _Problem:
     path, labels, value = [], [], data
     loc = error["loc"]
+    tagged = None  # the mapping whose tag the location named last: then come its fields
     for index, component in enumerate(loc):
-        if _has_child(value, component):
+        if value is not tagged and _is_tag(value, component):
+            labels.append((index, component))  # {type: dropout, dropout: 0.2}: not its key
+            tagged = value
+        elif _has_child(value, component):
             value = value[component]
             path.append(component)
         elif index == len(loc) - 1 and error["type"] == "missing" and isinstance(value,
@@ -650,9 +682,10 @@ def _nesting_hint(expectation: str, value: Any, field: str | None = None) -> str
 
 
 def _percent_hint(expectation: str, value: Any) -> str:
-    """`validation_split: 20` or `rate: 50`: a percentage, where a fraction below 1 goes."""
+    """`validation_split: 20` or `rate: 50`: a percentage, where a fraction below 1 goes (not
+    1.5 or a momentum of 1.01, more likely a slip of the decimal point than 1.5%)."""
     if expectation in ("a number < 1", "a number ≤ 1") and isinstance(value, (int, float)) \
-            and not isinstance(value, bool) and 1 < value < 100:
+            and not isinstance(value, bool) and 2 <= value < 100:
         return f"; a fraction: write {value / 100:g} for {value:g}%"
     return ""
 
@@ -732,13 +765,17 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
-    elsewhere = _only_place_of(schema, name) if owner and not _section_naming(model, name) \
-        else None
+    elsewhere = _only_place_of(schema, name, beside_layers="layers" not in owner) \
+        if owner and not _section_naming(model, name) else None
     if elsewhere and elsewhere != format_path(owner):
         # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
         # has the field says more than a near name here (optimizer.epochs is not eps)
         return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
                 f"{elsewhere}.{name}")
+    main = _named_as_its_type(name, owner, present, model)
+    if main:  # Keras' Dropout(0.2), Dense(10): the value given under the layer's type
+        return (f"unknown field {quoted(name)}; a {name} layer's value is its {main}: write "
+                f"{main}: {_show(present[name])}")
     framework = _framework_field_fix(name, owner, present)
     if framework:
         return f"unknown field {quoted(name)}; {framework}"
@@ -760,11 +797,18 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
                     "the top already: remove this one")
         return (f"unknown field {quoted(name)}; {name} is a section of its own: write it at the "
                 f"start of a line, not under {format_path(owner)}")
+    meant = next((s for s in SYNONYMS.get(str(name), ()) if s in candidates), None)
+    if meant and name in _field_names(schema):  # data: {name: mnist}, TFDS' dataset name
+        return f"unknown field {quoted(name)}; did you mean '{meant}'?"
     if owner and not _is_layer_path(owner) and name in _field_names(schema):
         return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level: "
                 f"write it at the start of a line, not under {format_path(owner)}")
     closest = suggest(name, fields)
-    if closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz` by units
+    # at the top, a field of one section (`init`, model's) is meant, not a near name (limits)
+    section = _only_place_of(schema, name, beside_layers=True) if not owner else None
+    if section and "." not in section:
+        suggestion = ""
+    elif closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz`
         suggestion = f"; did you mean '{closest}' (set already)?"
     else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
         suggestion = _did_you_mean(name, candidates, fields)
@@ -820,6 +864,17 @@ def _other_layers_field_fix(name: str, layer: dict) -> str:
     return f"{kind} has no {name}, a field of {and_joined(others)}: remove it"
 
 
+def _named_as_its_type(name: Any, owner: tuple, present: Any, model: Any) -> str | None:
+    """The first required field of a layer (units, filters, rate, pool_size) where a field
+    named as its type (`{type: dropout, dropout: 0.2}`) stands in its place."""
+    if not (_is_layer_path(owner) and isinstance(present, dict) and present.get("type") == name):
+        return None
+    member = _unwrap(model)
+    required = [field.alias or key for key, field in getattr(member, "model_fields", {}).items()
+                if field.is_required() and key != "type"] if _is_model(member) else []
+    return required[0] if required and not _has_child(present, required[0]) else None
+
+
 def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
     """PyTorch's and Keras's fields that nnrun has no use for, and what to do instead."""
     layer = _is_layer_path(owner)
@@ -851,12 +906,15 @@ def spec_field_path(name: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=1024)  # a walk of the whole schema: 12 ms, once per name
-def _only_place_of(schema: Any, name: str) -> str | None:
+def _only_place_of(schema: Any, name: str, beside_layers: bool = False) -> str | None:
     """The section (dotted path) holding a field `name`, when exactly one does and no layer
-    has such a field: `type`, `mode` or `scale` are fields of many, and no hint."""
+    has such a field (`beside_layers`: whether layers have it too): `type`, `mode` or `scale`
+    are fields of many, and no hint."""
     if schema is None:
         return None
     places = set(_places_of(schema, name))
+    if beside_layers:  # `init`, model's and a layer's: outside a layer, model's is meant
+        places = {place for place in places if "[]" not in place}
     if len(places) != 1:
         return None
     (place,) = places

@@ -159,13 +159,17 @@ def _without_layers_from(data: dict, first_broken: int) -> dict | None:
     return data
 
 
+_DEFAULT_DATASET = Data.model_fields["dataset"].default
+
+
 def _without_the_labels(data: dict) -> None:
     """A named dataset whose sample shape is known becomes that model.input_shape, so that
     the cut model's outputs are not compared with the dataset's labels. Kept when the shape
     declared differs (that error is reported), or is known only from the file (npz, csv: its
     labels are checked on load, never here)."""
     section = data.get("data")
-    name = section.get("dataset") if isinstance(section, dict) else None
+    # a data section without a dataset names the default, digits
+    name = section.get("dataset", _DEFAULT_DATASET) if isinstance(section, dict) else None
     dataset = DATASETS.get(name) if isinstance(name, str) else None
     if dataset is None or dataset.input_shape is None:
         return

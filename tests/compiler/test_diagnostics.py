@@ -1465,3 +1465,74 @@ def test_a_shape_error_in_a_branch_the_output_does_not_read_hides_no_check_of_th
     shaped = text.replace("kernel_size: 9", "kernel_size: 3")
     assert [(d.line, d.where) for d in _check_errors(shaped)] == [
         (8, "model.layers[3] (dense_1)")]
+
+
+@pytest.mark.parametrize("layer, said", [
+    ("{type: dropout, dropout: 0.2}", "unknown field 'dropout'; a dropout layer's value is its "
+                                      "rate: write rate: 0.2"),
+    ("{type: dense, dense: 10}", "unknown field 'dense'; a dense layer's value is its units: "
+                                 "write units: 10"),
+    ("{type: maxpool2d, maxpool2d: 2}", "unknown field 'maxpool2d'; a maxpool2d layer's value "
+                                        "is its pool_size: write pool_size: 2"),
+])
+def test_a_layers_value_given_under_its_type_is_told_the_field(layer, said):
+    """The mutation fuzz: `{type: dropout, dropout: 0.2}` (Keras' Dropout(0.2)) was told
+    "'dropout' must be Field required or Extra inputs are not permitted": the type pydantic
+    puts in an error's location was read as the layer's key of that name."""
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = f"model:\n  input_shape: [1, 8, 8]\n  layers:\n    - {layer}\n"
+    (error,) = _load_errors(text)
+    assert error.endswith(said)
+    key = layer.split(", ")[1].split(":")[0]
+    load_spec_text(text.replace(f"{key}:", said.rsplit("write ", 1)[1].split(":")[0] + ":"),
+                   "spec.yaml")  # the fix loads
+
+
+def test_a_convolution_given_its_filters_under_its_type_is_still_told_its_kernel_size():
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, conv2d: 4}\n    - {type: dense, units: 2, dense: 3}\n")
+    assert [error.split(": ", 3)[-1] for error in _load_errors(text)] == [
+        "missing required field 'kernel_size' (e.g. kernel_size: 3)",
+        "unknown field 'conv2d'; a conv2d layer's value is its filters: write filters: 4",
+        "unknown field 'dense'"]
+
+
+@pytest.mark.parametrize("text, said", [
+    ("data:\n  dataset: digits\n  input_shape: [1, 8, 8]\n  init: he_uniform\n",
+     "data: unknown field 'init'; it is a field of model: set model.init"),
+    ("init: he_uniform\n", "spec: unknown field 'init'; it belongs in the model section: indent "
+                           "it under model:"),
+    ("data: {name: mnist1d}\n", "data: unknown field 'name'; did you mean 'dataset'?"),
+    ("optimizer: {name: adam}\n", "optimizer: unknown field 'name'; did you mean 'type'?"),
+    ("loss: {type: MSELoss}\n", "loss: unknown loss 'MSELoss'; did you mean 'mse'?"),
+    ("loss: {type: BCEWithLogitsLoss}\n",
+     "loss: unknown loss 'BCEWithLogitsLoss'; did you mean 'binary_cross_entropy'?"),
+])
+def test_a_field_of_one_section_or_another_frameworks_name_is_told_what_is_meant(text, said):
+    """The mutation fuzz: `init` under data (its `model:` line deleted) was offered data's
+    `limit`, at the top `limits`, though model has an init (and layers do: outside a layer,
+    model's is meant); TFDS' `name: mnist1d` was told to move to the top level; PyTorch's loss
+    classes but CrossEntropyLoss were offered nothing."""
+    errors = _load_errors(text + "model:\n  input_shape: [4]\n  layers: [{type: dense, "
+                                 "units: 1}]\n")
+    assert any(error.endswith(said) for error in errors), errors
+
+
+@pytest.mark.parametrize("data", ["data: {validation_split: 0.1}\n", "data: {}\n"])
+def test_a_broken_hidden_layer_is_not_told_of_the_default_datasets_classes(data):
+    """The field walk: with data naming no dataset (digits, by default), the layers kept
+    before a broken one were checked against digits' labels under a stand-in mse, the first
+    of them called the model's end ("the model ends with 64 outputs ... one-hot targets under
+    mse")."""
+    text = (f"{data}model:\n  layers:\n    - {{type: flatten}}\n"
+            "    - {type: dense, units: 32, activation: rellu}\n    - {type: dense, units: 10}\n")
+    (error,) = _load_errors(text)
+    assert error.endswith("unknown activation 'rellu'; did you mean 'relu'?")
+
+
+def test_a_value_just_past_1_is_not_offered_as_a_percentage():
+    """The field walk: `rate: 1.5` was told `write 0.015 for 1.5%`, more likely 0.15."""
+    text = "model:\n  input_shape: [4]\n  layers: [{type: dropout, rate: 1.5}]\n"
+    (error,) = _load_errors(text)
+    assert error.endswith("'rate' must be a number < 1, got 1.5")
