@@ -21,6 +21,7 @@ from .data import DataError, load_dataset
 from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
                        task_for_model)
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
+from .data.fingerprint import data_files, data_fingerprint
 from .data.splits import not_finite_problem
 from .data.targets import is_multi_label
 from .files import write_output
@@ -28,6 +29,7 @@ from .memory import MemoryLimitError, available_memory, check_memory, evaluation
 from .metrics import evaluate
 from .model import Model, batch_shape_problem, check_flags
 from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory, summary_final
+from .spec_changes import DATA_FILE, data_file_changes
 
 BATCH = 1000  # samples per forward pass in eval and predict
 
@@ -43,6 +45,7 @@ class Run:
     checkpoint: Path
     epoch: int | None
     batch: int = BATCH  # samples per forward pass: up to BATCH, as many as fit (evaluation_batch)
+    data_sha256: dict | None = None  # the checkpoint's record of the data files trained on
 
     def __repr__(self) -> str:  # not every parameter's values, as a dataclass would print
         values = sum(int(np.size(value)) for value in self.params.values())
@@ -138,8 +141,9 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     path = _checkpoint_path(run_dir, which or final_checkpoint(run_dir), chosen=which is not None)
     expected = {name: info.shape for name, info in model.param_infos.items()}
     params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
-    preprocessing = run_preprocessing(run_dir, model) if preprocess else IDENTITY
-    return Run(model, params, preprocessing, path, meta.get("epoch"), batch)
+    recorded = meta.get("data_sha256")
+    preprocessing = run_preprocessing(run_dir, model, recorded) if preprocess else IDENTITY
+    return Run(model, params, preprocessing, path, meta.get("epoch"), batch, recorded)
 
 
 def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
@@ -187,7 +191,10 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
+def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = None
+                      ) -> Preprocessing:
+    """The statistics stored in training, else fitted again from the data (`data_sha256`:
+    the checkpoint's record of its files, to say where they changed since)."""
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec)
     if stored is not None:
@@ -195,6 +202,11 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
     spec = model.spec
     if spec.data is None:
         return IDENTITY
+    changed = changed_data_files(run_dir, spec, data_sha256)
+    if changed:
+        warn(f"{run_dir}: has no preprocessing.npz, so its statistics are fitted again from "
+             f"the data, and {changed} changed since training (another SHA-256): the inputs "
+             "are not preprocessed as the model's training inputs were")
     # A run trained before nnrun stored preprocessing.npz: fit it again as training did.
     try:
         data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
@@ -204,6 +216,21 @@ def run_preprocessing(run_dir: Path, model: Model) -> Preprocessing:
                         f"its data cannot be loaded to fit it again ({error}); pass "
                         "--no-preprocessing to feed inputs as they are") from None
     return data.preprocessing
+
+
+def changed_data_files(run_dir: Path, spec, recorded: dict | None) -> str:
+    """The data files (`the data file PATH`) whose bytes are not the ones the checkpoint
+    recorded, "" where none changed or none were recorded (an older nnrun's, a generated
+    dataset)."""
+    if not recorded or spec.data is None:
+        return ""
+    try:
+        files = data_files(spec.data, Path(run_dir))
+        changes = data_file_changes(recorded, files, data_fingerprint(files), {})
+    except (DataError, OSError):  # missing or unreadable: loading it says so
+        return ""
+    paths = [name.removeprefix(DATA_FILE) for name in changes]
+    return f"the data file{'s' if len(paths) > 1 else ''} {', '.join(paths)}" if paths else ""
 
 
 def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
@@ -230,6 +257,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
             raise
         raise DataError(f"{error}: put the file back there, or set data.path in "
                         f"{Path(run_dir) / 'spec.yaml'} to where it is now") from None
+    _warn_of_changed_data(run, Path(run_dir), split)
     data = targets_for_model(spec, run.model, data)
     chosen = getattr(data, split)
     where = data.where
@@ -263,6 +291,20 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                    else {})
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), **transformed, **result}
+
+
+def _warn_of_changed_data(run: Run, run_dir: Path, split: str) -> None:
+    """Scores on a data file changed in place are not train's, and a validation split drawn
+    again from other samples may hold samples the model trained on."""
+    spec = run.model.spec
+    changed = changed_data_files(run_dir, spec, run.data_sha256)
+    if not changed:
+        return
+    drawn = split == "val" and spec.data.validation_split
+    warn(f"{changed} changed since {run.checkpoint.name} was written (another SHA-256): these "
+         f"are the model's numbers on the new data, not the ones train reported"
+         + ("; the validation split is drawn again from the new samples, and may hold samples "
+            "the model trained on" if drawn else ""))
 
 
 def _positions_labelled(spec, model, split) -> bool:

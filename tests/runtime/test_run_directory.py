@@ -194,6 +194,43 @@ def test_eval_of_a_run_whose_data_file_moved_says_where_to_point_it(tmp_path):
     assert CliRunner().invoke(main, ["eval", str(tmp_path / "run")]).exit_code == 0
 
 
+def test_eval_and_predict_of_a_run_whose_data_file_changed_in_place_warn(tmp_path):
+    """The predict audit: a data file grown since training was scored without a word (a
+    validation split of 80 samples, drawn again from the new 400, where training held out 60
+    of 300), and preprocessing fitted again from it likewise; a resume refuses it already."""
+    rng = np.random.default_rng(0)
+
+    def save(count: int) -> None:
+        x = rng.normal(size=(count, 2))
+        np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] > 0).astype(int))
+
+    save(300)
+    (tmp_path / "spec.yaml").write_text(
+        "data: {dataset: npz, path: d.npz, validation_split: 0.2}\nmodel: {input_shape: [2], "
+        "layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    run_dir = tmp_path / "run"
+    nnrun.train(tmp_path / "spec.yaml", out_dir=run_dir, quiet=True)
+    with collected() as notices:
+        assert evaluate_run(run_dir, "val")["samples"] == 60
+    assert notices == []
+    save(400)
+    with collected() as notices:
+        assert evaluate_run(run_dir, "val")["samples"] == 80
+    assert notices == [("warning", f"the data file {tmp_path / 'd.npz'} changed since best.npz "
+                                   "was written (another SHA-256): these are the model's numbers "
+                                   "on the new data, not the ones train reported; the validation "
+                                   "split is drawn again from the new samples, and may hold "
+                                   "samples the model trained on")]
+    (run_dir / "preprocessing.npz").unlink()
+    with collected() as notices:
+        nnrun.load_run(run_dir)
+    assert notices == [("warning", f"{run_dir}: has no preprocessing.npz, so its statistics are "
+                                   f"fitted again from the data, and the data file "
+                                   f"{tmp_path / 'd.npz'} changed since training (another "
+                                   "SHA-256): the inputs are not preprocessed as the model's "
+                                   "training inputs were")]
+
+
 def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
     copy = tmp_path / "broken-run"
     copy.mkdir()
