@@ -60,9 +60,15 @@ class ExistingPath(click.Path):
         super().__init__(exists=True, path_type=Path, **options)
 
     def convert(self, value, param, ctx):
+        self.refuse_empty(value, param, ctx)
         _look_at(value)
         _refuse_unreadable(value)
         return super().convert(value, param, ctx)
+
+    def refuse_empty(self, value, param, ctx) -> None:
+        """'' is '.' to Path, and to os.access no file (it was said as permission denied)."""
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path (an unset shell variable?); give the path", param, ctx)
 
 
 def _refuse_unreadable(value) -> None:
@@ -130,6 +136,7 @@ class RunDirPath(ExistingPath):
         self.hint = hint
 
     def convert(self, value, param, ctx):
+        self.refuse_empty(value, param, ctx)
         _look_at(value)
         path, wanted = Path(value), "a run directory, as `nnrun train` writes (runs/<name>/<time>)"
         if path.is_file() and path.suffix in (".yaml", ".yml"):

@@ -228,3 +228,18 @@ def test_an_out_whose_suffix_names_another_format_is_refused(trained, tmp_path):
             assert invoke(*_writers(trained, tmp_path / name)[command]).exit_code == 0
             written.append(name)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(written)
+
+
+@pytest.mark.parametrize("arguments", [
+    ["validate", ""], ["train", ""], ["summary", ""], ["eval", ""], ["export", "", "--out",
+                                                                    "m.onnx"],
+    ["predict", "", "in.npz", "--out", "q.npy"], ["predict", "{run}", "", "--out", "q.npy"]])
+def test_an_empty_input_path_is_a_usage_error(tmp_path, monkeypatch, arguments):
+    """The predict audit: `predict '' in.npz` (an unset shell variable) was said as a file
+    that cannot be read, permission denied, as root: '' is '.' to Path, no file to access."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    result = invoke(*[a.format(run=tmp_path / "run") for a in arguments])
+    assert result.exit_code == 2, result.output
+    assert "an empty path (an unset shell variable?); give the path" in result.stderr
+    assert "Permission denied" not in result.stderr
