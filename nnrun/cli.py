@@ -1153,8 +1153,9 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     from nnrun.compiler.tables import metric_text, table_text
 
     inputs = f"; inputs: {result['transform']}" if transform else ""
+    as_given = "; inputs as given (--no-preprocessing)" if raw else ""
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
-               f"{result['samples']} samples{inputs}")
+               f"{result['samples']} samples{inputs}{as_given}")
     rows = [[name, metric_text(value)] for name, value in result.items()
             if name.startswith(f"{split}_")]
     click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)

@@ -286,11 +286,16 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
     result = evaluate(run.model, state, chosen, split, metrics,
                       batch_size=run.batch)
+    loss = result.get(f"{split}_loss")
+    if loss is not None and not math.isfinite(loss):  # the data was checked finite on load
+        warn(f"{split}_loss is {loss}: the model's outputs are inf or NaN on some samples, "
+             f"beyond {spec.dtype} (its largest weight in {run.checkpoint.name} is "
+             f"{largest_magnitude(run.params):.3g}); predict says which samples")
     spatial_axes = len(run.model.lowered.graph.inputs[0].type.shape) - 2
     transformed = ({"transform": transform.describe(spatial_axes)} if transform is not None
                    else {})
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
-            "samples": len(chosen.x), **transformed, **result}
+            "samples": len(chosen.x), "preprocessing": preprocess, **transformed, **result}
 
 
 def _warn_of_changed_data(run: Run, run_dir: Path, split: str) -> None:

@@ -5,6 +5,7 @@ did (stored preprocessing), and every number `train` reports comes from the chec
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,27 @@ def test_eval_and_predict_of_a_run_whose_data_file_changed_in_place_warn(tmp_pat
                                    f"{tmp_path / 'd.npz'} changed since training (another "
                                    "SHA-256): the inputs are not preprocessed as the model's "
                                    "training inputs were")]
+
+
+def test_eval_says_it_ran_without_preprocessing_and_why_its_loss_is_not_finite(shuffled_run,
+                                                                             tmp_path):
+    """The predict audit: `eval --no-preprocessing` was not told apart from an eval in its
+    text or JSON (predict says it), and a checkpoint whose outputs overflow float32 scored a
+    NaN loss without a word (predict warns)."""
+    raw = invoke("eval", shuffled_run, "--no-preprocessing")
+    assert raw.exit_code == 0
+    assert raw.stdout.splitlines()[0].endswith("; inputs as given (--no-preprocessing)")
+    assert json.loads(invoke("eval", shuffled_run, "--format", "json").stdout)["preprocessing"]
+    run_dir = tmp_path / "run"
+    shutil.copytree(shuffled_run, run_dir)
+    saved = dict(np.load(run_dir / "best.npz"))
+    saved["params/dense_2.weight"] = saved["params/dense_2.weight"] * np.float32(3e38)
+    np.savez(run_dir / "best.npz", **saved)
+    result = invoke("eval", run_dir)
+    assert result.exit_code == 0
+    assert ("test_loss is nan: the model's outputs are inf or NaN on some samples, beyond "
+            "float32 (its largest weight in best.npz is ") in result.stderr
+    assert invoke("eval", shuffled_run).stderr == ""
 
 
 def test_a_broken_preprocessing_file_is_one_line(shuffled_run, tmp_path):
