@@ -346,18 +346,23 @@ def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], 
     if not member.endswith(".npy"):
         raise ValueError(f"member {member!r} is not a .npy array")
     with archive.open(member) as stream:
-        version = npy_format.read_magic(stream)
-        if version not in _HEADER_READERS:
-            raise ValueError(f"member {member!r} has .npy format version {version}")
-        try:
-            shape, _, dtype = _HEADER_READERS[version](stream)
-        except _HEADER_PARSE_FAILURES as error:
-            if isinstance(error, ValueError) and str(error).startswith("EOF: "):
-                raise  # NumPy's words: the header is cut short
-            raise ValueError(f"member {member!r} has a header that is not a NumPy array "
-                             "header") from None
+        return stream_header(stream, f"member {member!r}")
+
+
+def stream_header(stream, what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of the .npy array `stream` begins with (`what`: it, in a message),
+    the stream left at its data."""
+    version = npy_format.read_magic(stream)
+    if version not in _HEADER_READERS:
+        raise ValueError(f"{what} has .npy format version {version}")
+    try:
+        shape, _, dtype = _HEADER_READERS[version](stream)
+    except _HEADER_PARSE_FAILURES as error:
+        if isinstance(error, ValueError) and str(error).startswith("EOF: "):
+            raise  # NumPy's words: the header is cut short
+        raise ValueError(f"{what} has a header that is not a NumPy array header") from None
     if any(size < 0 for size in shape):  # NumPy's header reader lets (-1, 4) through
-        raise ValueError(f"member {member!r} declares the shape {list(shape)}")
+        raise ValueError(f"{what} declares the shape {list(shape)}")
     return tuple(shape), dtype
 
 

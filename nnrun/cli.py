@@ -1197,7 +1197,8 @@ def _pixels(value: str | None) -> tuple[int, ...]:
 @no_graph_option
 @handle_errors
 def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no_graph) -> None:
-    """Model outputs for array `x` of INPUT_FILE (.npz), written to --out as .npy.
+    """Model outputs for array `x` of INPUT_FILE (.npz, or a .npy's array), written to --out
+    as .npy.
 
     x holds raw samples, as the dataset gives them: the run's preprocessing is applied first.
     The outputs are the last layer's after its activation: probabilities when the spec ends

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from nnrun.compiler.datasets import NOT_NUMBERS
-from nnrun.compiler.initial_values import NPZ_DAMAGE, npy_header
+from nnrun.compiler.initial_values import NPZ_DAMAGE, npy_header, stream_header
 
 
 class DamagedFile(Exception):
@@ -81,14 +81,47 @@ def largest_magnitude(arrays: dict[str, np.ndarray]) -> float:
 
 def _header(archive: zipfile.ZipFile, member: str) -> ArrayHeader:
     shape, dtype = npy_header(archive, member)
+    return _checked_header(f"member {member!r}", shape, dtype, archive.getinfo(member).file_size)
+
+
+def _checked_header(what: str, shape: tuple, dtype: np.dtype, stored: int) -> ArrayHeader:
+    """`stored`: the bytes of data the file holds (a member's, its header's among them)."""
     if dtype.hasobject or dtype.names is not None:
-        raise ValueError(f"member {member!r} {NOT_NUMBERS}")
+        raise ValueError(f"{what} {NOT_NUMBERS}")
     header = ArrayHeader(tuple(shape), dtype)
-    stored = archive.getinfo(member).file_size
     if stored < header.size_bytes:
-        raise ValueError(f"member {member!r} declares {header.size_bytes:,} bytes of data but "
-                         f"holds {stored:,}")
+        raise ValueError(f"{what} declares {header.size_bytes:,} bytes of data but holds "
+                         f"{stored:,}")
     return header
+
+
+def is_npy_file(path: Path) -> bool:
+    """Whether `path` begins as a .npy file does (a missing or unreadable one: no; nor is
+    what is not a regular file, a FIFO that would block the open)."""
+    with suppress(OSError):
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as stream:
+            return stream.read(len(npy_format.MAGIC_PREFIX)) == npy_format.MAGIC_PREFIX
+    return False
+
+
+def read_npy_checked(path: Path, check) -> np.ndarray:
+    """The array of a .npy file, its header (an ArrayHeader) given to `check` before the data
+    is read; never a pickle."""
+    try:
+        with open(path, "rb") as stream:
+            shape, dtype = stream_header(stream, "the array")
+            stored = os.fstat(stream.fileno()).st_size - stream.tell()  # past the header
+            header = _checked_header("the array", shape, dtype, stored)
+            check(header)
+            stream.seek(0)  # read_array reads the header again
+            array = npy_format.read_array(stream, allow_pickle=False)
+    except _DAMAGE as error:
+        raise DamagedFile(_reason(error)) from None
+    if array.shape != header.shape or array.dtype != header.dtype:
+        raise DamagedFile("the array changed while being read")
+    return array
 
 
 def _read(archive: zipfile.ZipFile, member: str, header: ArrayHeader) -> np.ndarray:

@@ -16,7 +16,8 @@ from nnrun.compiler.tables import byte_size
 from nnrun.notices import shell_word, warn
 
 from . import checkpoint as ckpt
-from .archives import DamagedFile, largest_magnitude, npz_headers, read_npz
+from .archives import (DamagedFile, is_npy_file, largest_magnitude, npz_headers,
+                       read_npy_checked, read_npz)
 from .data import DataError, load_dataset
 from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
                        task_for_model)
@@ -331,8 +332,16 @@ def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | No
 
 
 def _read_inputs(path: Path, run: Run) -> np.ndarray:
-    """Array `x` of the .npz, checked from its header before it is decompressed."""
+    """Array `x` of the .npz (or the array of a .npy file), checked from its header before it
+    is decompressed."""
     expected = list(run.model.lowered.graph.inputs[0].type.shape[1:])
+    if is_npy_file(path):  # np.save(path, inputs): the first form a user tries
+        try:
+            return read_npy_checked(path, lambda header: _check_input_header(
+                path, header, expected, run, "the array"))
+        except DamagedFile as error:
+            raise DataError(f"{path}: not a readable .npy file ({error}); save the inputs with "
+                            "numpy.save(path, inputs)") from None
     try:
         headers = npz_headers(path)
         header = headers.get("x")
@@ -348,16 +357,16 @@ def _read_inputs(path: Path, run: Run) -> np.ndarray:
     return x
 
 
-def _check_input_header(path: Path, header, expected: list, run: Run) -> None:
+def _check_input_header(path: Path, header, expected: list, run: Run, name: str = "x") -> None:
     if header.dtype.kind not in "biuf":
-        raise DataError(f"{path}: x must hold numbers, found dtype {header.dtype}")
+        raise DataError(f"{path}: {name} must hold numbers, found dtype {header.dtype}")
     problem = batch_shape_problem(header.shape, expected)
     if problem:
         raise DataError(f"{path}: {problem}")
     more = prediction_bytes(run, header.shape[0], math.prod(header.shape[1:]))
     available, source = available_memory()
     if header.size_bytes + more > available:
-        raise DataError(f"{path}: x needs {byte_size(header.size_bytes)}, and "
+        raise DataError(f"{path}: {name} needs {byte_size(header.size_bytes)}, and "
                         f"{byte_size(more)} more for its outputs and a batch prepared at a "
                         f"time, over the {byte_size(available)} available ({source}); "
                         "predict in parts")

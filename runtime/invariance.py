@@ -66,9 +66,10 @@ def shift_samples(x: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
     if x.ndim < 3 or len(shift) > len(spatial):
         count = len(spatial) if x.ndim >= 3 else 0
         axes = f"{count or 'no'} spatial {'axis' if count == 1 else 'axes'}"
+        fix = ("; give one number, positions along it (--shift 1)" if count == 1
+               else " (samples are [C, L] or [C, H, W])")
         raise DataError(f"--shift {','.join(map(str, shift))}: samples of shape "
-                        f"{list(x.shape[1:])} have {axes} to shift along (samples are [C, L] "
-                        "or [C, H, W])")
+                        f"{list(x.shape[1:])} have {axes} to shift along{fix}")
     moves = (0,) * (len(spatial) - len(shift)) + tuple(shift)
     extents = ["high", "wide"][-len(spatial):] if len(spatial) > 1 else ["long"]
     unit = "pixel" if len(spatial) > 1 else "position"

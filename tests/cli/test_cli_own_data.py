@@ -164,13 +164,29 @@ def test_a_split_whose_every_label_is_left_out_is_one_line(tmp_path, split):
     assert not (tmp_path / "run").exists()
 
 
-def test_predict_refuses_a_bare_npy_file_and_eval_names_the_missing_split(tmp_path):
+def test_predict_reads_a_npy_files_array_and_eval_names_the_missing_split(tmp_path):
+    """The predict audit: np.save's file, the first form a user tries, was refused as 'not a
+    readable .npz file (File is not a zip file)'."""
     spec = _files(tmp_path, "input_shape: [4]")
     assert invoke("train", spec, "--out", tmp_path / "run", "--quiet").exit_code == 0
-    np.save(tmp_path / "x.npy", np.zeros((2, 4)))
-    result = invoke("predict", tmp_path / "run", tmp_path / "x.npy", "--out", tmp_path / "p.npy")
-    assert "numpy.savez" in assert_one_line_error(result, "x.npy")
-    assert not (tmp_path / "p.npy").exists()
+    x = np.random.default_rng(1).normal(size=(3, 4))
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    for name in ("x.npy", "x.npz"):
+        result = invoke("predict", tmp_path / "run", tmp_path / name, "--out",
+                        tmp_path / f"p-{name}.npy")
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(np.load(tmp_path / "p-x.npy.npy"), np.load(tmp_path / "p-x.npz.npy"))
+    np.save(tmp_path / "o.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+    (tmp_path / "t.npy").write_bytes((tmp_path / "x.npy").read_bytes()[:140])
+    np.save(tmp_path / "w.npy", np.zeros((2, 5)))
+    for name, said in (("o.npy", "not a readable .npy file (the array holds Python objects"),
+                       ("t.npy", "not a readable .npy file (the array declares 96 bytes of data "
+                                 "but holds 12)"),
+                       ("w.npy", "x must be [N, 4], got shape [2, 5]")):
+        result = invoke("predict", tmp_path / "run", tmp_path / name, "--out", tmp_path / "q.npy")
+        assert said in assert_one_line_error(result, name)
+    assert not (tmp_path / "q.npy").exists()
     line = assert_one_line_error(invoke("eval", tmp_path / "run", "--split", "test"), "d.npz")
     assert "x_test" in line
 

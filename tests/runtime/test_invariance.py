@@ -62,6 +62,11 @@ def test_shift_is_refused_where_it_cannot_apply():
     with pytest.raises(DataError, match="--shift 9 moves every position out of a sample 9 "
                                         "positions long"):
         shift_samples(np.zeros((2, 1, 9)), (9,))
+    # the predict audit: a sequence [C, L] was told samples are [C, L] or [C, H, W]
+    with pytest.raises(DataError, match=r"--shift 0,1: samples of shape \[2, 16\] have 1 spatial "
+                                        r"axis to shift along; give one number, positions along "
+                                        r"it \(--shift 1\)$"):
+        shift_samples(np.zeros((3, 2, 16)), (0, 1))
 
 
 def test_a_sequence_is_shifted_by_positions_not_pixels():
