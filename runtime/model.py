@@ -11,6 +11,7 @@ import numpy as np
 
 from nnrun.backends import get_backend
 from nnrun.compiler.frontend import SourceSpec, compile_checked
+from nnrun.compiler.initial_values import PARAMS_PREFIX
 from nnrun.compiler.passes import optimize
 from nnrun.compiler.passes.dead_code import eliminate_dead_code
 from nnrun.compiler.schema import CLASS_LABEL_LOSSES, REGRESSION_LOSSES
@@ -275,8 +276,11 @@ class Model:
         expected = self.param_infos
         missing = [name for name in expected if name not in params]
         if missing:
+            stored = all(f"{PARAMS_PREFIX}{name}" in params for name in missing)
+            hint = (f" (a checkpoint's arrays are named {PARAMS_PREFIX}NAME: load it with "
+                    "nnrun.load_run(run_dir).params)" if stored else "")
             raise MissingParameters(f"params lacks {', '.join(map(repr, missing))}; the "
-                                    f"model's are {', '.join(expected)}")
+                                    f"model's are {', '.join(expected)}{hint}")
         dtype, checked = np.dtype(self.spec.dtype), {}
         for name, info in expected.items():
             try:

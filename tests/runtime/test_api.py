@@ -484,6 +484,13 @@ def test_a_missing_parameter_prints_as_its_line():
     with pytest.raises(KeyError) as missing:
         model.forward(params, np.zeros((1, 2)))
     assert str(missing.value).startswith("params lacks 'dense_1.bias'; the model's are ")
+    assert "checkpoint" not in str(missing.value)
+    # the predict audit: a checkpoint's own arrays (np.load of best.npz) name them params/NAME
+    stored = {f"params/{name}": value for name, value in model.init_params().items()}
+    with pytest.raises(KeyError) as missing:
+        model.forward(stored, np.zeros((1, 2)))
+    assert str(missing.value).endswith("(a checkpoint's arrays are named params/NAME: load it "
+                                       "with nnrun.load_run(run_dir).params)")
 
 
 def test_a_batch_too_big_for_the_memory_is_a_memory_limit_error(monkeypatch):
