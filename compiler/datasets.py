@@ -104,6 +104,15 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
+def defaulted_dataset(data_spec) -> str:
+    """What an error about a named dataset's samples or labels adds where the data section
+    names none (a `dataset:` line deleted): it read the default, which was not meant."""
+    if data_spec is None or "dataset" in data_spec.model_fields_set:
+        return ""
+    return (f" (data names no dataset, so the default, {data_spec.dataset}, is read; set "
+            "data.dataset to the data meant)")
+
+
 USER_FILE_DATASETS = tuple(name for name, info in DATASETS.items() if info.user_file)
 SIZED_DATASETS = tuple(name for name, info in DATASETS.items() if info.sized)
 

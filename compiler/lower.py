@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from . import schema
 from .builder import CompileError, CompileWarning, GraphBuilder
-from .datasets import DATASETS, paths_relative_to
+from .datasets import DATASETS, defaulted_dataset, paths_relative_to
 from .diagnostics import suggest
 from .output_checks import FUSED_ACTIVATION, check_outputs
 from .ir import BATCH, Graph, Origin, TensorType, Value
@@ -129,7 +129,8 @@ def input_shape(spec, directory: Path = Path(".")) -> tuple[int, ...]:
         raise CompileError(
             Origin("model.input_shape", keys=("model", "input_shape")),
             f"input_shape {list(declared)} does not match dataset '{dataset.name}' samples "
-            f"{list(known)}; use {list(known)} or remove model.input_shape",
+            f"{list(known)}; use {list(known)} or remove model.input_shape"
+            + defaulted_dataset(spec.data),
         )
     if declared or known:
         return declared or known

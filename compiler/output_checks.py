@@ -10,7 +10,7 @@ from . import schema
 from .builder import CompileError, CompileWarning
 from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
                      position_class_metric)
-from .datasets import DATASETS
+from .datasets import DATASETS, defaulted_dataset
 from .ir import Origin
 from .shapes import per_sample, setting_text, shrink_factors
 
@@ -118,6 +118,14 @@ def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
 
 
 def _check_output(spec, lowered) -> None:
+    try:
+        _check_output_fits(spec, lowered)
+    except CompileError as error:
+        error.message += defaulted_dataset(spec.data)
+        raise
+
+
+def _check_output_fits(spec, lowered) -> None:
     logits, origin = lowered.logits.type, lowered.output_origin
     dataset = DATASETS[spec.data.dataset] if spec.data else None
     if dataset is None or dataset.input_shape is None:

@@ -1536,3 +1536,18 @@ def test_a_value_just_past_1_is_not_offered_as_a_percentage():
     text = "model:\n  input_shape: [4]\n  layers: [{type: dropout, rate: 1.5}]\n"
     (error,) = _load_errors(text)
     assert error.endswith("'rate' must be a number < 1, got 1.5")
+
+
+@pytest.mark.parametrize("data, said", [
+    ("data:\n  validation_split: 0.1\n", True), ("data:\n  dataset: digits\n", False)])
+def test_errors_of_the_default_dataset_say_that_none_was_named(data, said):
+    """The mutation fuzz: a deleted `dataset: mnist` line was told to use digits' [1, 8, 8]
+    (which trained on digits without a word) with no sign that digits was only the default."""
+    note = ("(data names no dataset, so the default, digits, is read; set data.dataset to the "
+            "data meant)")
+    shape = f"{data}model:\n  input_shape: [1, 28, 28]\n  layers: [{{type: flatten}}, " \
+            "{type: dense, units: 10}]\n"
+    classes = f"{data}model:\n  layers: [{{type: flatten}}, {{type: dense, units: 4}}]\n"
+    for text in (shape, classes):
+        (error,) = _check_errors(text)
+        assert error.message.endswith(note) == said, error.message
