@@ -58,12 +58,10 @@ _SQUASHING = {"softmax": "the scores are squashed twice, and learning slows",
 def _warn_of_squashed_scores(lowered, spec) -> None:
     """A course's classic mistake: an activation left between the scores and a loss that
     applies its own softmax or sigmoid (the model is legal, and learns badly)."""
-    own = FUSED_ACTIVATION.get(spec.loss.type)
-    producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
-                    None)
-    if own is None or producer is None or producer.op not in _SQUASHING \
-            or _softmax_over_one_value(producer):  # (its own warning: nothing learns)
+    producer = _squashing_node(lowered, spec)
+    if producer is None:
         return
+    own = FUSED_ACTIVATION[spec.loss.type]
     origin = _activation_origin(producer, spec)
     effect = _SQUASHING[producer.op]
     if producer.op == "softmax" and own != "softmax":  # once, not twice
@@ -73,6 +71,18 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
         origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
                 f"own {own}: {effect}; remove this {producer.op} (a {own} last is left out of "
                 f"the loss and kept for predict's {kept})"))
+
+
+def _squashing_node(lowered, spec):
+    """The activation node that gives the scores to a loss that applies its own activation
+    (relu before cross_entropy), where it squashes them; None where none does."""
+    own = FUSED_ACTIVATION.get(spec.loss.type)
+    producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
+                    None)
+    if own is None or producer is None or producer.op not in _SQUASHING \
+            or _softmax_over_one_value(producer):  # (its own warning: nothing learns)
+        return None
+    return producer
 
 
 def _softmax_over_one_value(node) -> bool:
@@ -133,7 +143,8 @@ def _check_output_fits(spec, lowered) -> None:
     sizing = _output_sizing(spec, lowered)
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, lowered, dataset, spec.loss.type)
-        _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type)
+        _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type,
+                             _squashing_node(lowered, spec))
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) >= 2 or
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(spec, lowered, dataset, sizing)
@@ -249,14 +260,21 @@ def cross_entropy_setting(void: int | None = None) -> str:
         f"loss: {{type: cross_entropy, ignore_index: {void}}}"
 
 
-def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str) -> None:
+def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str,
+                         squashing=None) -> None:
     """One score per class (the perceptron's one output reads two classes). `sizing`: the
-    layer and field that give the output its count (_output_sizing), or None."""
+    layer and field that give the output its count (_output_sizing), or None; `squashing`:
+    the activation node before the loss that the fix also takes away (_squashing_node)."""
     classes, outputs = dataset.num_classes, logits.shape[1]
     one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
     if classes and outputs != classes and not one_for_two:
         binary = BINARY_ALTERNATIVE if classes == 2 and outputs == 1 else ""
         where, fix = _count_fix(sizing, origin, logits, classes)
+        if squashing is not None and sizing is not None:  # else the fix adds a layer after it
+            own = squashing.origin.keys[:3] == sizing[0].keys[:3]
+            fix += (f", and remove {'its' if own else 'the'} {squashing.op} "
+                    f"{'activation' if own else 'layer after it'} ({loss} applies its own "
+                    f"{FUSED_ACTIVATION[loss]})")
         raise CompileError(where, f"the model ends with {outputs} "
                            f"output{'s' if outputs > 1 else ''} but dataset "
                            f"'{dataset.name}' has {classes} classes; {fix}{binary}")

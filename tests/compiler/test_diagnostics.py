@@ -1551,3 +1551,24 @@ def test_errors_of_the_default_dataset_say_that_none_was_named(data, said):
     for text in (shape, classes):
         (error,) = _check_errors(text)
         assert error.message.endswith(note) == said, error.message
+
+
+@pytest.mark.parametrize("layers, fix", [
+    ("{type: dense, units: 64, activation: relu}",
+     "set units: 10, and remove its relu activation (cross_entropy applies its own softmax)"),
+    ("{type: dense, units: 64}, {type: tanh}",
+     "set units: 10, and remove the tanh layer after it (cross_entropy applies its own "
+     "softmax)"),
+    ("{type: dense, units: 64, activation: softmax}", "set units: 10"),
+])
+def test_a_class_count_fix_takes_away_an_activation_the_loss_applies_itself(layers, fix):
+    """The mutation fuzz: `set units: 10` on a relu layer led straight to the warning that the
+    relu before cross_entropy must go."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = f"data: {{dataset: digits}}\nmodel:\n  layers: [{{type: flatten}}, {layers}]\n"
+    (error,) = _check_errors(text)
+    assert error.message.endswith(f"has 10 classes; {fix}")
+    fixed = text.replace("units: 64", "units: 10").replace(", activation: relu", "") \
+        .replace(", {type: tanh}", "")
+    assert check(load_spec_text(fixed, "spec.yaml")).ok
