@@ -1571,4 +1571,4 @@ def test_a_class_count_fix_takes_away_an_activation_the_loss_applies_itself(laye
     assert error.message.endswith(f"has 10 classes; {fix}")
     fixed = text.replace("units: 64", "units: 10").replace(", activation: relu", "") \
         .replace(", {type: tanh}", "")
-    assert check(load_spec_text(fixed, "spec.yaml")).ok
+    assert check(load_spec_text(fixed, "spec.yaml")).diagnostics == []  # no warning either
