@@ -27,7 +27,7 @@ from yaml.tokens import AnchorToken
 
 from nnrun.compiler.datasets import IN_UTF8
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
-                                        quoted, suggest)
+                                        quoted, spec_field_path, suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
@@ -405,18 +405,45 @@ def _mapping_value_hint(lines: list[str], line: int) -> str:
     (read as more of that key's value), or a value holding ': ' unquoted."""
     previous = _content_line_before(lines, line)
     text = lines[line - 1] if line <= len(lines) else ""
-    key = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)", text)
+    key = _KEY_LINE.match(text)
     above = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):\s+\S", lines[previous - 1]) \
         if previous else None
     if key and above and len(key.group(1)) > len(above.group(1)):
-        return (f"; '{key.group(2)}' is indented deeper than '{above.group(2)}' on line "
-                f"{previous}, so YAML reads it as more of that value: indent it by "
-                f"{len(above.group(1))} characters, as '{above.group(2)}'")
+        return _deeper_key_hint(lines, key, above, previous)
     value = re.match(r"\s*(?:-\s+)*([^\s:#][^:#]*?):\s+(.*?)\s*(#.*)?$", text)
     if value and ": " in value.group(2) and not value.group(2).startswith(("'", '"')):
         quoted = value.group(2).replace("'", "''")
         return f"; a value that holds ': ' must be quoted: {value.group(1)}: '{quoted}'"
     return ""
+
+
+_KEY_LINE = re.compile(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)")
+
+
+def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous: int) -> str:
+    """A key indented deeper than the key with a value above it: that key dedented among
+    keys as deep as this one, a section's line deleted above this one (`data:`), or this key
+    indented too far."""
+    name, depth, shallower = key.group(2), len(key.group(1)), above.group(2)
+    reads = f"so YAML reads '{name}' as more of its value"
+    earlier = _content_line_before(lines, previous)
+    sibling = _KEY_LINE.match(lines[earlier - 1]) if earlier else None
+    if sibling and len(sibling.group(1)) == depth:  # `epochs: 2`, `batch_size: 8`, `shuffle`
+        return (f"; '{shallower}' on line {previous} is indented less than the keys around it "
+                f"('{sibling.group(2)}' on line {earlier}, '{name}' here), {reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as they are")
+    field_path = spec_field_path(name) if not above.group(1) else None
+    section = field_path.rsplit(".", 1)[0] if field_path and "." in field_path else None
+    if section and "." not in section and section != shallower:  # `data:` deleted
+        return (f"; '{name}' is indented deeper than '{shallower}' on line {previous}, {reads}: "
+                f"if it is {section}'s, the line '{section}:' is missing above it; else "
+                f"{_indent_words(0, 'it')}, as '{shallower}'")
+    return (f"; '{name}' is indented deeper than '{shallower}' on line {previous}, {reads}: "
+            f"{_indent_words(len(above.group(1)), 'it')}, as '{shallower}'")
+
+
+def _indent_words(spaces: int, what: str) -> str:
+    return f"indent {what} by {spaces} spaces" if spaces else f"begin {what} at the line's start"
 
 
 def _content_line_before(lines: list[str], line: int) -> int | None:

@@ -634,8 +634,18 @@ def test_tabs_are_named_with_the_fix():
      "the { at 3:5 is not closed, or a ',' is missing between its entries"),
     ("model:\n  input_shape: [4]\n  layers:\n  - type: dense\n     units: 3\n",
      "spec.yaml:5:11: error: spec: invalid YAML: mapping values are not allowed here; 'units' is "
-     "indented deeper than 'type' on line 4, so YAML reads it as more of that value: indent it "
-     "by 4 characters, as 'type'"),
+     "indented deeper than 'type' on line 4, so YAML reads 'units' as more of its value: indent "
+     "it by 4 spaces, as 'type'"),
+    # the mutation fuzz: the line above dedented among its keys, or a section's line deleted
+    ("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\ntrain:\n  epochs: 2\n"
+     "batch_size: 8\n  shuffle: true\n",
+     "'batch_size' on line 6 is indented less than the keys around it ('epochs' on line 5, "
+     "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' by 2 "
+     "spaces, as they are"),
+    ("seed: 0\n  dataset: xor\n  n_samples: 100\nmodel:\n  input_shape: [2]\n",
+     "'dataset' is indented deeper than 'seed' on line 1, so YAML reads 'dataset' as more of "
+     "its value: if it is data's, the line 'data:' is missing above it; else begin it at the "
+     "line's start, as 'seed'"),
     ("name: a: b  # c\n", "mapping values are not allowed here; a value that holds ': ' must be "
                           "quoted: name: 'a: b'"),
 ])
