@@ -420,6 +420,23 @@ def _mapping_value_hint(lines: list[str], line: int) -> str:
 _KEY_LINE = re.compile(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)")
 
 
+def _indented_first_key(lines: list[str], error: yaml.MarkedYAMLError) -> tuple | None:
+    """A document whose first key is indented: a key at the line's start later ends it
+    (PyYAML: "expected '<document start>'"), where the slip is the first line's."""
+    if not (error.problem or "").startswith("expected '<document start>'"):
+        return None
+    number = next((n for n in range(1, len(lines) + 1) if lines[n - 1].strip()
+                   and not lines[n - 1].lstrip().startswith(("#", "%", "---"))), None)
+    key = _KEY_LINE.match(lines[number - 1]) if number else None
+    if key is None or not key.group(1) or "-" in key.group(1):
+        return None
+    depth = len(key.group(1))
+    return (number, depth + 1, (),
+            f"invalid YAML: the first key, '{key.group(2)}', is indented by {depth} spaces, so "
+            "the keys at the line's start after it cannot follow it; begin every top-level key "
+            "at the line's start")
+
+
 def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous: int) -> str:
     """A key indented deeper than the key with a value above it: that key dedented among
     keys as deep as this one, a section's line deleted above this one (`data:`), or this key
@@ -568,6 +585,10 @@ class _Builder:
         slip = _key_slip(_lines(text), line, key_problem, key_line, next_key_problem)
         if slip:  # where PyYAML stops, often lines late, says nothing of the cause
             self.error(*slip)
+            return
+        first = _indented_first_key(_lines(text), error)
+        if first:
+            self.error(*first)
             return
         if (error.context or "").startswith("while scanning a quoted scalar") and start \
                 and error.problem == "found unexpected end of stream":

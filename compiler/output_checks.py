@@ -270,7 +270,9 @@ def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str,
     if classes and outputs != classes and not one_for_two:
         binary = BINARY_ALTERNATIVE if classes == 2 and outputs == 1 else ""
         where, fix = _count_fix(sizing, origin, logits, classes)
-        if squashing is not None and sizing is not None:  # else the fix adds a layer after it
+        # (a sigmoid on one output of two classes is binary_cross_entropy's, offered below)
+        if squashing is not None and sizing is not None and not (
+                binary and squashing.op == "sigmoid"):  # no sizing: the fix adds a layer after
             own = squashing.origin.keys[:3] == sizing[0].keys[:3]
             fix += (f", and remove {'its' if own else 'the'} {squashing.op} "
                     f"{'activation' if own else 'layer after it'} ({loss} applies its own "

@@ -21,7 +21,7 @@ import pydantic
 from .datasets import DATASETS
 from .diagnostics import (layer_fields, layers_with_field, misspelt_key, only_fitting_tag,
                           suggest)
-from .schema import Data, Layer
+from .schema import Data, Layer, Model
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 SHAPE_DATA_FIELDS = ("dataset", "path")  # the data fields that decide the input shape
@@ -73,10 +73,28 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         meant = suggest(key, unset)
         if meant is not None and _valid_as(parent, meant, value):
             parent[meant] = value
-    elif path[:1] == ("data",) and len(path) == 2:  # `datset: mnist`: not the default digits
-        meant = suggest(key, [name for name in Data.model_fields if name not in parent])
-        if meant is not None:
+    elif len(path) == 2 and path[0] in _SECTIONS_READ_AS_MEANT:
+        # `datset: mnist`: not the default digits; `input_shpe: [4]`: not a missing shape
+        section = _SECTIONS_READ_AS_MEANT[path[0]]
+        meant = suggest(key, [name for name in section.model_fields if name not in parent])
+        if meant is not None and _field_takes(section, parent, meant, value):
             parent[meant] = value
+
+
+# The sections whose misspelt fields are read as the fields they misspell: those that decide
+# the shapes checked after a schema error.
+_SECTIONS_READ_AS_MEANT = {"data": Data, "model": Model}
+
+
+def _field_takes(section: type[pydantic.BaseModel], mapping: dict, field: str,
+                 value: Any) -> bool:
+    """Whether `field` of `section` takes `value` (`inti: 5` is no init: read as it, the
+    repaired copy would fail, hiding every shape error)."""
+    try:
+        section.model_validate({**mapping, field: value})
+    except pydantic.ValidationError as error:
+        return not any(item["loc"][:1] == (field,) for item in error.errors())
+    return True
 
 
 def _is_layer_key(path: tuple) -> bool:

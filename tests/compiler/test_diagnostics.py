@@ -642,6 +642,10 @@ def test_tabs_are_named_with_the_fix():
      "'batch_size' on line 6 is indented less than the keys around it ('epochs' on line 5, "
      "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' by 2 "
      "spaces, as they are"),
+    ("  name: x\nmodel:\n  input_shape: [4]\n",
+     "spec.yaml:1:3: error: spec: invalid YAML: the first key, 'name', is indented by 2 spaces, "
+     "so the keys at the line's start after it cannot follow it; begin every top-level key at "
+     "the line's start"),
     ("seed: 0\n  dataset: xor\n  n_samples: 100\nmodel:\n  input_shape: [2]\n",
      "'dataset' is indented deeper than 'seed' on line 1, so YAML reads 'dataset' as more of "
      "its value: if it is data's, the line 'data:' is missing above it; else begin it at the "
@@ -1582,3 +1586,19 @@ def test_a_class_count_fix_takes_away_an_activation_the_loss_applies_itself(laye
     fixed = text.replace("units: 64", "units: 10").replace(", activation: relu", "") \
         .replace(", {type: tanh}", "")
     assert check(load_spec_text(fixed, "spec.yaml")).diagnostics == []  # no warning either
+
+
+def test_a_misspelt_input_shape_is_read_as_meant_for_the_shape_checks():
+    """The mutation fuzz: `input_shpe: [4]` was told its did-you-mean and that
+    model.input_shape is needed, a second error of the same slip; read as the input_shape it
+    misspells, the layers' own errors are said (a value input_shape does not take is not)."""
+    text = ("model:\n  input_shpe: [4]\n  layers: [{type: dense, units: 2}, "
+            "{type: conv2d, filters: 2, kernel_size: 3}]\n")
+    errors = _load_errors(text)
+    assert len(errors) == 2
+    assert errors[0].endswith("unknown field 'input_shpe'; did you mean 'input_shape'?")
+    assert "conv2d expects a [channels, height, width] sample, got shape [2]" in errors[1]
+    wrong = text.replace("input_shpe: [4]", "inti: 5\n  input_shape: [4]")
+    errors = _load_errors(wrong)
+    assert errors[0].endswith("unknown field 'inti'; did you mean 'init'?")
+    assert "conv2d expects" in errors[1]
