@@ -318,6 +318,10 @@ class ArrayBackend(FusedKernels):
         """out = table.take(indices, axis), for indices known to be in range."""
         self.xp.take(table, indices, axis=axis, out=out)
 
+    def transpose_into(self, x, out) -> None:
+        """out = x.T, for a C-contiguous x [R, C] and out [C, R]."""
+        self.xp.copyto(out, x.T)
+
     def gelu_cdf_into(self, x, out) -> None:
         """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF (GELU's); `out` may be
         `x`."""

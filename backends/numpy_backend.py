@@ -49,7 +49,25 @@ _ERFC_POLYNOMIAL = tuple(np.float32(c) for c in (
     0.9986327833379387, -1.2654479969016665))
 
 
+# A transposed copy reads its source down the columns: where a row is a multiple of 512 bytes,
+# a column's values map to a few cache sets, and NumPy's copy of 128 rows of 1,024 float32 took
+# 0.74 ms, against 0.09 ms with tiles of the rows first copied 64 bytes apart (transpose_into).
+SPREAD_MIN = 16384  # values: below, the plain copy is as fast
+SPREAD_ROWS, SPREAD_ROW_BYTES, SPREAD_GAP = 128, 4096, 64  # a tile, and the gap after each row
+_SPREAD_SCRATCH = threading.local()  # a thread's tile, made at its first use: no step's memory
+
+
 _CDF_SCRATCH = threading.local()  # a thread's rows, made at its first call: a step allocates none
+
+
+def _spread_tile(dtype) -> np.ndarray:
+    """A thread's tile for transpose_into: SPREAD_ROWS rows of SPREAD_ROW_BYTES, each followed
+    by SPREAD_GAP bytes."""
+    tile = getattr(_SPREAD_SCRATCH, "bytes", None)
+    if tile is None:
+        tile = _SPREAD_SCRATCH.bytes = np.empty(
+            SPREAD_ROWS * (SPREAD_ROW_BYTES + SPREAD_GAP), np.uint8)
+    return tile.view(dtype).reshape(SPREAD_ROWS, -1)
 
 
 def _cdf_scratch() -> np.ndarray:
@@ -129,6 +147,22 @@ class NumpyBackend(ArrayBackend):
                 np.matmul(a, b, out=out)
         elif out.ndim != 2 or not _matmul_on_workers(a, b, out, flops):
             np.matmul(a, b, out=out)
+
+    def transpose_into(self, x, out) -> None:
+        count, length = x.shape
+        if (length * x.itemsize) % 512 or x.size < SPREAD_MIN:
+            np.copyto(out, x.T)
+            return
+        tile = _spread_tile(x.dtype)
+        width = tile.shape[1] - SPREAD_GAP // x.itemsize
+        for first in range(0, count, SPREAD_ROWS):
+            rows = slice(first, first + SPREAD_ROWS)
+            for start in range(0, length, width):
+                columns = slice(start, start + width)
+                block = x[rows, columns]
+                spread = tile[:block.shape[0], :block.shape[1]]
+                np.copyto(spread, block)
+                np.copyto(out[columns, rows], spread.T)
 
     def relu_into(self, x, y) -> None:
         # NumPy's maximum runs its SIMD loop only when both operands are arrays; against the

@@ -94,11 +94,14 @@ def _peak_step_bytes(model: Model, x, y) -> int:
                                                         lambda: 0)()
     # Outside the trace: the initial state the first step copies into the executor's own
     # buffer (which is traced, and which the state lives in from then on), and the backend's
-    # blocks of a process or a thread (relu's zeros, GELU's float32 rows), which are no step's.
+    # blocks of a process or a thread (relu's zeros, GELU's float32 rows, a transposed copy's
+    # tile), which are no step's.
     feeds = fresh.step_feeds(fresh.train_state(), x, y, 1e-6, 1, 0)
     scalar = be.xp.zeros(1, dtype=model.spec.dtype)
     be.relu_into(scalar, scalar)
     be.gelu_cdf_into(scalar, scalar)
+    square = be.xp.zeros((128, 128), dtype=model.spec.dtype)
+    be.transpose_into(square, square.copy())
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()

@@ -108,6 +108,17 @@ def moved(x, source: int, destination: int):
     return x.transpose(_moved_axes(x.ndim, source, destination))
 
 
+def moved_into(be, out, x, source: int, destination: int) -> None:
+    """out = moved(x, source, destination), for x whose moved axis is its first or last: a
+    transposed copy of two axes, the backend's (NumPy read rows of 512 bytes and more down
+    their columns at 5-8x the time)."""
+    if x.flags.c_contiguous and out.flags.c_contiguous:
+        rows = x.reshape(x.shape[0], -1) if source == 0 else x.reshape(-1, x.shape[-1])
+        be.transpose_into(rows, out.reshape(rows.shape[::-1]))
+        return
+    be.xp.copyto(out, moved(x, source, destination))
+
+
 @lru_cache(maxsize=256)
 def _moved_axes(ndim: int, source: int, destination: int) -> tuple:
     order = [axis for axis in range(ndim) if axis != source % ndim]

@@ -9,8 +9,8 @@ import numpy as np
 from ..ir import BATCH, TensorType
 from ..shapes import ShapeError, pad_pairs, size_of, transposed_output, window_shape, window_sizes
 from . import SLICED, SUMMED, OpDef, forward_through_into, register
-from .common import (array_type, check_sample_rank, is_padded, matmul, moved, onnx_pads, pad_into,
-                     padded_scratch, padded_type, unpad, zero_pad)
+from .common import (array_type, check_sample_rank, is_padded, matmul, moved, moved_into,
+                     onnx_pads, pad_into, padded_scratch, padded_type, unpad, zero_pad)
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
         g_t, out_sizes = g, g.shape[1:-1]
     else:
         g_t, out_sizes = batch_last(g_scratch, g.shape[1:]), g.shape[2:]
-        xp.copyto(g_t, moved(g, 0, -1))
+        moved_into(be, g_t, g, 0, -1)
     cols = batch_last(cols_scratch, (channels, *kernel, *out_sizes))
     be.matmul_into(w.reshape(filters, -1).T, g_t.reshape(filters, -1),
                    cols.reshape(channels * size_of(kernel), -1))
@@ -551,7 +551,8 @@ def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
     padded.fill(0)
     x_t = x if attrs.values_batch_last else moved(x, 0, -1)  # [C, *spatial, B]
     xp.copyto(_unpad_batch_last(padded, attrs.pad), x_t)
-    cols = cols.reshape(x_t.shape[0], *attrs.kernel, *out_sizes, x_t.shape[-1])
+    channels, batch = padded.shape[0], padded.shape[-1]
+    cols = cols.reshape(channels, *attrs.kernel, *out_sizes, batch)
     # [C, *padded, B] as one sample whose elements are runs of B values
     be.im2col_into(padded[None], attrs.kernel, attrs.stride, attrs.dilation, cols[None])
 
@@ -602,7 +603,7 @@ def _conv_columns_into(be, attrs, out, cols, w, b=None):
     if attrs.batch_last:
         y, y_t = out
         be.matmul_into(weight, cols.reshape(cols.shape[0], -1), y_t.reshape(y_t.shape[0], -1))
-        be.xp.copyto(y.reshape(y.shape[0], y.shape[1], -1), moved(y_t, -1, 0))
+        moved_into(be, y.reshape(y.shape[0], y.shape[1], -1), y_t, -1, 0)
         return
     (y,) = out
     by_sample = _by_sample(attrs, cols)
@@ -658,7 +659,10 @@ def _conv_grad_weight_columns_into(be, attrs, out, g, cols):
     work = work[0]
     g_rows = g.reshape(g.shape[0], g.shape[1], -1)
     if _one_product(attrs, cols.shape):
-        xp.copyto(work, moved(g_rows, 0, -1) if attrs.batch_last else g_rows.swapaxes(0, 1))
+        if attrs.batch_last:
+            moved_into(be, work, g_rows, 0, -1)
+        else:
+            xp.copyto(work, g_rows.swapaxes(0, 1))
         be.matmul_into(cols.reshape(rows, -1), work.reshape(g.shape[1], -1).T, gw_rows)
         return
     _weight_products(be, attrs, out, g, cols)
