@@ -617,7 +617,7 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
             or _batch_axis_hint(field, error)
-            or _nesting_hint(expectation, error["input"], field)
+            or _nesting_hint(expectation, error["input"], field, annotation)
             or _number_text_hint(expectation, error["input"])
             or _percent_hint(expectation, error["input"]))
     return f"'{field}' must be {expectation}, got {got}{hint}"
@@ -654,7 +654,19 @@ def _number_text_hint(expectation: str, value: Any) -> str:
     return ""
 
 
-def _nesting_hint(expectation: str, value: Any, field: str | None = None) -> str:
+def _fits(annotation: Any, text: str) -> bool:
+    """Whether the YAML `text` is a value `annotation` takes (any value where it is unknown)."""
+    if annotation is None:
+        return True
+    try:
+        pydantic.TypeAdapter(annotation).validate_python(yaml.safe_load(text))
+    except (pydantic.ValidationError, yaml.YAMLError, TypeError):
+        return False
+    return True
+
+
+def _nesting_hint(expectation: str, value: Any, field: str | None = None,
+                  annotation: Any = None) -> str:
     """A list where a mapping goes and the reverse, as YAML's dashes and indents make them:
     `metrics: accuracy` for [accuracy], `- dataset: digits` for one mapping; a tuple's
     parentheses, or a list in quotes, for a list's brackets."""
@@ -666,8 +678,8 @@ def _nesting_hint(expectation: str, value: Any, field: str | None = None) -> str
             and ")" not in value:  # `{shape: (1, 8, 8)}`: the flow mapping's ',' ended it
         return "; YAML has no tuples: write a list in square brackets, [ ], not ( )"
     if expectation == "a list" and isinstance(value, (str, int, float)) \
-            and not isinstance(value, bool):
-        return f"; write {_as_list_text(value)}"
+            and not isinstance(value, bool) and _fits(annotation, _as_list_text(value)):
+        return f"; write {_as_list_text(value)}"  # not `write [cuda]` for a list of numbers
     if expectation.endswith("or a list") and isinstance(value, str) \
             and re.fullmatch(r"\s*[(\[].*[)\]]\s*|.*,.*|\s*\d+\s*[x×]\s*\d+\s*", value):
         return f"; write {_as_list_text(value)}"  # kernel_size: (3, 3)

@@ -1602,3 +1602,13 @@ def test_a_misspelt_input_shape_is_read_as_meant_for_the_shape_checks():
     errors = _load_errors(wrong)
     assert errors[0].endswith("unknown field 'inti'; did you mean 'init'?")
     assert "conv2d expects" in errors[1]
+
+
+def test_a_list_is_offered_only_where_the_list_would_be_taken():
+    """The mutation fuzz: `bias: cuda` was told `write [cuda]`, then that bias[0] must be a
+    number."""
+    text = "model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2, bias: cuda}]\n"
+    (error,) = _load_errors(text)
+    assert error.endswith("'bias' must be a list, got 'cuda'")
+    listed = "train: {metrics: accuracy}\nmodel:\n  input_shape: [4]\n  layers: [{type: dense}]\n"
+    assert any(e.endswith("got 'accuracy'; write [accuracy]") for e in _load_errors(listed))
