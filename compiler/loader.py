@@ -371,6 +371,26 @@ def _list_item_column_above(lines: list[str], line: int, col: int) -> int | None
     return min(columns, default=None)
 
 
+def _lone_first_item(lines: list[str], line: int, col: int, above: int) -> int | None:
+    """The line of the list's one item at column `above`, its first, where the '- ' at `col`
+    on `line` has a sibling below it at its own column: then the first is out of line."""
+    items_above = []
+    for number in range(line - 1, 0, -1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if _indent(text) < col - 1:
+            break  # the key the list belongs to
+        if text.lstrip().startswith("- ") and _indent(text) + 1 == above:
+            items_above.append(number)
+    below = next((number for number in range(line + 1, len(lines) + 1)
+                  if lines[number - 1].strip()
+                  and not lines[number - 1].lstrip().startswith("#")), None)
+    sibling = below is not None and _indent(lines[below - 1]) + 1 == col \
+        and lines[below - 1].lstrip().startswith("- ")
+    return items_above[0] if len(items_above) == 1 and sibling else None
+
+
 def _block_end_message(error, lines: list[str], line: int, col: int,
                        started: str) -> str | None:
     """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
@@ -384,6 +404,11 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
                    "nests by indentation, with spaces)")
     if found == "'<block sequence start>'":  # a '- ' less indented than the items above it
         above = _list_item_column_above(lines, line, col)
+        first = _lone_first_item(lines, line, col, above) if above is not None else None
+        if first is not None:  # the first item is the one out of line
+            return (f"invalid YAML: the list's first item, at {first}:{above}, is indented "
+                    f"further than the items after it (column {col}); indent it to column "
+                    f"{col}, as they are")
         if above is not None:
             return (f"invalid YAML: a list item at {line}:{col} is not lined up with the list's "
                     f"items above it (column {above}); indent it to column {above}")

@@ -642,6 +642,10 @@ def test_tabs_are_named_with_the_fix():
      "'batch_size' on line 6 is indented less than the keys around it ('epochs' on line 5, "
      "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' by 2 "
      "spaces, as they are"),
+    ("model:\n  input_shape: [4]\n  layers:\n      - {type: flatten}\n"
+     "    - {type: dense, units: 2}\n    - {type: dense, units: 2}\n",
+     "invalid YAML: the list's first item, at 4:7, is indented further than the items after it "
+     "(column 5); indent it to column 5, as they are"),
     ("  name: x\nmodel:\n  input_shape: [4]\n",
      "spec.yaml:1:3: error: spec: invalid YAML: the first key, 'name', is indented by 2 spaces, "
      "so the keys at the line's start after it cannot follow it; begin every top-level key at "
