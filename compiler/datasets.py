@@ -365,8 +365,8 @@ _SPLIT_ARRAY = re.compile(rf"({_ARRAY})[_.-]?({_SPLIT})|({_SPLIT})[_.-]?({_ARRAY
 
 def misnamed_split_arrays(names, labels: str) -> dict[str, str]:
     """The arrays of an npz that look like a held-out split's under another name (X_test,
-    test_x, x_valid, x_testing, test_labels), each with the name nnrun reads it by: left unread, a split would be
-    missing without a word."""
+    test_x, x_valid, x_testing, test_labels), each with the name nnrun reads it by: left
+    unread, a split would be missing without a word."""
     meant = {}
     for name in names:
         match = _SPLIT_ARRAY.fullmatch(name.lower())
