@@ -25,9 +25,10 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
                        held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
-                       labels_named_twice, npz_arrays_problem, objects_problem,
-                       paths_relative_to, sample_count_problem, unpaired_array_problem,
-                       unread_arrays, user_path, why_absent, why_not_looked_at)
+                       labels_named_twice, misnamed_split_arrays, npz_arrays_problem,
+                       objects_problem, paths_relative_to, sample_count_problem,
+                       unpaired_array_problem, unread_arrays, user_path, why_absent,
+                       why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, format_path, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
@@ -532,8 +533,12 @@ def _npz_val_monitor_problem(spec: Spec, shapes: dict) -> str | None:
             or stopping.monitor not in monitor_names(spec, True) \
             or stopping.monitor in monitor_names(spec, False):
         return None
+    misnamed = {name: meant for name, meant in misnamed_split_arrays(
+        shapes, labels_name(shapes)).items() if meant.endswith("_val")}
+    saved = (f"; its {', '.join(misnamed)} are not read: save them as "
+             f"{', '.join(misnamed.values())}" if misnamed else "")
     return unknown_monitor(stopping.monitor, monitor_names(spec, False), False, "will not be",
-                           f" ({spec.data.path} holds no x_val and y_val)")
+                           f" ({spec.data.path} holds no x_val and y_val{saved})")
 
 
 def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:

@@ -277,6 +277,13 @@ def test_validate_names_val_metrics_for_an_npz_that_may_hold_x_val(tmp_path):
                                   .replace("val_acc", "val_loss"))
         assert "(val_* metrics need data.validation_split > 0)" in line
         assert line.endswith("(d.npz holds no x_val and y_val)")
+    # the field walk: held-out arrays under other names are named there (train warns of them,
+    # but this error came first)
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2,
+             x_valid=np.zeros((4, 2), np.float32), y_valid=np.arange(4) % 2)
+    (line,) = validate_errors(tmp_path, text.replace("val_acc", "val_loss"))
+    assert line.endswith("(d.npz holds no x_val and y_val; its x_valid, y_valid are not read: "
+                         "save them as x_val, y_val)")
     # an unknown name is said once, by the check of names (it came twice, two fixes apart)
     (line,) = validate_errors(tmp_path, text)
     assert line.endswith("(val_* where the npz holds x_val and y_val)")
