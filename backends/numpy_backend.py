@@ -54,20 +54,45 @@ _ERFC_POLYNOMIAL = tuple(np.float32(c) for c in (
 # 0.74 ms, against 0.09 ms with tiles of the rows first copied 64 bytes apart (transpose_into).
 SPREAD_MIN = 16384  # values: below, the plain copy is as fast
 SPREAD_ROWS, SPREAD_ROW_BYTES, SPREAD_GAP = 128, 4096, 64  # a tile, and the gap after each row
-_SPREAD_SCRATCH = threading.local()  # a thread's tile, made at its first use: no step's memory
+# The process's tile, made at its first use (no step's memory), for one thread at a time: a
+# thread's own would be made inside a later step by a worker thread that had none yet.
+_SPREAD = {"tile": None, "lock": threading.Lock()}
 
 
 _CDF_SCRATCH = threading.local()  # a thread's rows, made at its first call: a step allocates none
 
 
+def _spreads(x) -> bool:
+    """Whether rows of x [R, C] are read faster down their columns from the tile: rows of a
+    power of two of 512 bytes or more, 16 of them or more; rows of another multiple of 512
+    bytes, 128 or more (fewer took longer through the tile, measured)."""
+    count, row_bytes = x.shape[0], x.shape[1] * x.itemsize
+    if x.size < SPREAD_MIN or row_bytes % 512:
+        return False
+    return count >= (16 if row_bytes & (row_bytes - 1) == 0 else SPREAD_ROWS)
+
+
+def _transpose_by_tiles(x, out, tile) -> None:
+    """out = x.T, each tile of x's rows copied into `tile` (its rows SPREAD_GAP bytes apart),
+    then read down its columns."""
+    count, length = x.shape
+    width = tile.shape[1] - SPREAD_GAP // x.itemsize
+    for first in range(0, count, SPREAD_ROWS):
+        rows = slice(first, first + SPREAD_ROWS)
+        for start in range(0, length, width):
+            columns = slice(start, start + width)
+            block = x[rows, columns]
+            spread = tile[:block.shape[0], :block.shape[1]]
+            np.copyto(spread, block)
+            np.copyto(out[columns, rows], spread.T)
+
+
 def _spread_tile(dtype) -> np.ndarray:
-    """A thread's tile for transpose_into: SPREAD_ROWS rows of SPREAD_ROW_BYTES, each followed
-    by SPREAD_GAP bytes."""
-    tile = getattr(_SPREAD_SCRATCH, "bytes", None)
-    if tile is None:
-        tile = _SPREAD_SCRATCH.bytes = np.empty(
-            SPREAD_ROWS * (SPREAD_ROW_BYTES + SPREAD_GAP), np.uint8)
-    return tile.view(dtype).reshape(SPREAD_ROWS, -1)
+    """The process's tile: SPREAD_ROWS rows of SPREAD_ROW_BYTES, each followed by SPREAD_GAP
+    bytes (taken under _SPREAD's lock)."""
+    if _SPREAD["tile"] is None:
+        _SPREAD["tile"] = np.empty(SPREAD_ROWS * (SPREAD_ROW_BYTES + SPREAD_GAP), np.uint8)
+    return _SPREAD["tile"].view(dtype).reshape(SPREAD_ROWS, -1)
 
 
 def _cdf_scratch() -> np.ndarray:
@@ -149,20 +174,13 @@ class NumpyBackend(ArrayBackend):
             np.matmul(a, b, out=out)
 
     def transpose_into(self, x, out) -> None:
-        count, length = x.shape
-        if (length * x.itemsize) % 512 or x.size < SPREAD_MIN:
+        if not _spreads(x) or not _SPREAD["lock"].acquire(blocking=False):
             np.copyto(out, x.T)
             return
-        tile = _spread_tile(x.dtype)
-        width = tile.shape[1] - SPREAD_GAP // x.itemsize
-        for first in range(0, count, SPREAD_ROWS):
-            rows = slice(first, first + SPREAD_ROWS)
-            for start in range(0, length, width):
-                columns = slice(start, start + width)
-                block = x[rows, columns]
-                spread = tile[:block.shape[0], :block.shape[1]]
-                np.copyto(spread, block)
-                np.copyto(out[columns, rows], spread.T)
+        try:
+            _transpose_by_tiles(x, out, _spread_tile(x.dtype))
+        finally:
+            _SPREAD["lock"].release()
 
     def relu_into(self, x, y) -> None:
         # NumPy's maximum runs its SIMD loop only when both operands are arrays; against the

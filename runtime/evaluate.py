@@ -258,7 +258,6 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
             raise
         raise DataError(f"{error}: put the file back there, or set data.path in "
                         f"{Path(run_dir) / 'spec.yaml'} to where it is now") from None
-    _warn_of_changed_data(run, Path(run_dir), split)
     data = targets_for_model(spec, run.model, data)
     chosen = getattr(data, split)
     where = data.where
@@ -283,6 +282,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
                            "its own: a change to the spec applies to a new run, not to this "
                            "one)") from None
+    _warn_of_changed_data(run, Path(run_dir), split)  # scored, not refused as unfit above
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
     result = evaluate(run.model, state, chosen, split, metrics,
