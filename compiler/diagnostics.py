@@ -278,7 +278,7 @@ def diagnostics_from_validation_error(
 
 def _diagnostics_of(items: list[dict], loaded: Loaded, schema: Any) -> list[Diagnostic]:
     problems = [_locate(item, loaded.data) for item in items]
-    problems = _without_misspelt_missing(_resolve_alternatives(problems))
+    problems = _without_misspelt_missing(_resolve_alternatives(problems), schema)
     diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
     return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
 
@@ -397,27 +397,22 @@ def _tagged_members(union: Any, discriminator: str) -> list[tuple[str, Any]]:
             if _is_model(m) and _literal_values(m, discriminator)]
 
 
-def _without_misspelt_missing(problems: list[_Problem]) -> list[_Problem]:
+def _without_misspelt_missing(problems: list[_Problem], schema: Any = None) -> list[_Problem]:
     """`kernal_size: 3` is one mistake: its unknown field says "did you mean 'kernel_size'?",
-    so the missing kernel_size beside it is not said again."""
+    so the missing kernel_size beside it is not said again; nor is the first required field
+    that a field named as the mapping's type gives (`{type: dense, dense: 10}`: units)."""
     unknown: dict[tuple, set] = {}  # the mapping's path -> its unknown fields
     for problem in problems:
         if problem.error["type"] == "extra_forbidden" and problem.data_path:
             unknown.setdefault(problem.data_path[:-1], set()).add(problem.data_path[-1])
 
-    told: set[tuple] = set()  # the layers whose field named as their type stands for one
-
     def misspelt(problem: _Problem) -> bool:
         parent, name = problem.data_path[:-1], problem.data_path[-1]
         if any(suggest(typo, [name]) == name for typo in unknown.get(parent, ())):
             return True
-        # {type: dense, dense: 10}: the first missing field (pydantic's order: the fields')
-        # is the one its message names (_named_as_its_type)
         tags = {label for _, label in problem.labels}
-        if parent not in told and tags.intersection(unknown.get(parent, ())):
-            told.add(parent)
-            return True
-        return False
+        return bool(tags.intersection(unknown.get(parent, ()))) and schema is not None \
+            and name == _first_required(_annotation_at(schema, problem.error["loc"][:-1]))
 
     return [problem for problem in problems
             if not (problem.error["type"] == "missing" and problem.data_path
@@ -786,7 +781,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
                 f"{elsewhere}.{name}")
     main = _named_as_its_type(name, owner, present, model)
     if main:  # Keras' Dropout(0.2), Dense(10): the value given under the layer's type
-        return (f"unknown field {quoted(name)}; a {name} layer's value is its {main}: write "
+        return (f"unknown field {quoted(name)}; {name} takes its value as {main}: write "
                 f"{main}: {_show(present[name])}")
     framework = _framework_field_fix(name, owner, present)
     if framework:
@@ -877,14 +872,22 @@ def _other_layers_field_fix(name: str, layer: dict) -> str:
 
 
 def _named_as_its_type(name: Any, owner: tuple, present: Any, model: Any) -> str | None:
-    """The first required field of a layer (units, filters, rate, pool_size) where a field
-    named as its type (`{type: dropout, dropout: 0.2}`) stands in its place."""
-    if not (_is_layer_path(owner) and isinstance(present, dict) and present.get("type") == name):
+    """The first required field of a mapping of a type (a layer's units, filters, rate; a
+    constant initializer's value) where a field named as its type (`{type: dropout, dropout:
+    0.2}`) stands in its place."""
+    if not (isinstance(present, dict) and present.get("type") == name):
         return None
-    member = _unwrap(model)
-    required = [field.alias or key for key, field in getattr(member, "model_fields", {}).items()
-                if field.is_required() and key != "type"] if _is_model(member) else []
-    return required[0] if required and not _has_child(present, required[0]) else None
+    first = _first_required(model)
+    return first if first is not None and not _has_child(present, first) else None
+
+
+def _first_required(model: Any) -> str | None:
+    """The first field `model` requires but its type, None for none (or no model)."""
+    member = _unwrap(model) if model is not None else None
+    if not _is_model(member):
+        return None
+    return next((field.alias or key for key, field in member.model_fields.items()
+                 if field.is_required() and key != "type"), None)
 
 
 def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:

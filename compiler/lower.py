@@ -272,16 +272,33 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
             continue
         reach = d * (k - 1) + 1
         outputs = f"{blind} of the {size} outputs along the {axis} read only padding"
-        if n < d:
+        fitting = _dilation_reading_input(n, k, s, p, d) if max(p) < reach else None
+        if fitting:  # the padding is within the reach: the taps step over the input
             with ctx.gb.at(ctx.origin.at_field("dilation")):
                 ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}: {outputs}, the input between two taps; use "
-                            f"dilation: {n} or less")
+                            f"dilation: {fitting}")
+            continue
+        if max(p) < reach:  # no smaller dilation alone reads the input: less padding too
+            most = n * (k - 1)  # the padding within the reach of a dilation of n
+            with ctx.gb.at(ctx.origin.at_field("dilation")):
+                ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                            f"{n} {axis}, and padding {_pad_text(p)} leaves the taps of a "
+                            f"smaller one in it: {outputs}; use dilation: {n} with padding: "
+                            f"{most} or less")
             continue
         with ctx.gb.at(ctx.origin.at_field("padding")):
             ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach ({reach}): "
                         f"{outputs}, none of the input; use padding: {reach - 1}"
                         + (" or less" if reach > 1 else ""))
+
+
+def _dilation_reading_input(n: int, k: int, s: int, pad: tuple[int, int],
+                            d: int) -> int | None:
+    """The largest dilation below `d` whose every window reads the input (None for none)."""
+    return next((smaller for smaller in range(min(d - 1, n), 0, -1)
+                 if window_output(n, k, s, pad, smaller).size >= 1
+                 and not windows_reading_no_input(n, k, s, pad, smaller)), None)
 
 
 def _pad_text(pad: tuple[int, int]) -> str:

@@ -1486,12 +1486,12 @@ def test_a_shape_error_in_a_branch_the_output_does_not_read_hides_no_check_of_th
 
 
 @pytest.mark.parametrize("layer, said", [
-    ("{type: dropout, dropout: 0.2}", "unknown field 'dropout'; a dropout layer's value is its "
+    ("{type: dropout, dropout: 0.2}", "unknown field 'dropout'; dropout takes its value as "
                                       "rate: write rate: 0.2"),
-    ("{type: dense, dense: 10}", "unknown field 'dense'; a dense layer's value is its units: "
+    ("{type: dense, dense: 10}", "unknown field 'dense'; dense takes its value as units: "
                                  "write units: 10"),
-    ("{type: maxpool2d, maxpool2d: 2}", "unknown field 'maxpool2d'; a maxpool2d layer's value "
-                                        "is its pool_size: write pool_size: 2"),
+    ("{type: maxpool2d, maxpool2d: 2}", "unknown field 'maxpool2d'; maxpool2d takes its value "
+                                        "as pool_size: write pool_size: 2"),
 ])
 def test_a_layers_value_given_under_its_type_is_told_the_field(layer, said):
     """The mutation fuzz: `{type: dropout, dropout: 0.2}` (Keras' Dropout(0.2)) was told
@@ -1508,12 +1508,16 @@ def test_a_layers_value_given_under_its_type_is_told_the_field(layer, said):
 
 
 def test_a_convolution_given_its_filters_under_its_type_is_still_told_its_kernel_size():
-    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
-            "    - {type: conv2d, conv2d: 4}\n    - {type: dense, units: 2, dense: 3}\n")
+    text = ("model:\n  input_shape: [1, 8, 8]\n  init: {type: constant, constant: 0.5}\n"
+            "  layers:\n    - {type: conv2d, conv2d: 4}\n    - {type: dense, units: 2, dense: 3}\n"
+            "    - {type: conv2d, filters: 4, conv2d: 3}\n")
     assert [error.split(": ", 3)[-1] for error in _load_errors(text)] == [
+        "unknown field 'constant'; constant takes its value as value: write value: 0.5",
         "missing required field 'kernel_size' (e.g. kernel_size: 3)",
-        "unknown field 'conv2d'; a conv2d layer's value is its filters: write filters: 4",
-        "unknown field 'dense'"]
+        "unknown field 'conv2d'; conv2d takes its value as filters: write filters: 4",
+        "unknown field 'dense'",
+        # the review: the field it stands for is there, so the one missing is said
+        "missing required field 'kernel_size' (e.g. kernel_size: 3)", "unknown field 'conv2d'"]
 
 
 @pytest.mark.parametrize("text, said", [

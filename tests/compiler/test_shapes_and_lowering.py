@@ -195,11 +195,37 @@ def test_outputs_whose_taps_step_over_the_input_are_warned_of_at_the_dilation():
     found = [w for w in warnings_of(text) if "taps" in w.message]
     assert [w.message for w in found] == [
         f"dilation 7 sets the kernel's taps 7 apart, more than the 6 {axis}: 1 of the 7 outputs "
-        f"along the {axis} read only padding, the input between two taps; use dilation: 6 or "
-        "less" for axis in ("rows", "columns")]
+        f"along the {axis} read only padding, the input between two taps; use dilation: 6"
+        for axis in ("rows", "columns")]
     assert at(found[0]) == position(text, "dilation", "7")
     fixed = text.replace("dilation: 7", "dilation: 6")
     assert not [w for w in warnings_of(fixed) if "padding" in w.message]
+
+
+@pytest.mark.parametrize("layer, said", [
+    # the review: one tap has no gaps; the padding past the reach is the cause
+    ("{type: conv1d, filters: 2, kernel_size: 1, dilation: 3, padding: 1}",
+     "padding 1 is at least the kernel's reach (1)"),
+    # no smaller dilation alone reads the input: with padding 7, one of 6 or less leaves taps
+    # in the padding
+    ("{type: conv1d, filters: 2, kernel_size: 2, dilation: 8, padding: 7}",
+     "dilation 8 sets the kernel's taps 8 apart, more than the 6 positions, and padding 7 "
+     "leaves the taps of a smaller one in it: 2 of the 12 outputs along the positions read only "
+     "padding; use dilation: 6 with padding: 6 or less"),
+])
+def test_outputs_of_padding_only_are_told_the_setting_at_fault(layer, said):
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    width = 2 if "kernel_size: 1" in layer else 6
+    text = spec_text([1, width], layer)
+    (warning,) = [w for w in warnings_of(text) if "read only padding" in w.message]
+    assert warning.message.startswith(said), warning.message
+    fix = warning.message.split("; use ")[-1].replace(" with ", ", ").replace(" or less", "")
+    fixed = layer
+    for setting in fix.split(", "):
+        key, value = setting.split(": ")
+        fixed = re.sub(rf"{key}: \d+", f"{key}: {value}", fixed)
+    assert not [w for w in warnings_of(spec_text([1, width], fixed)) if "padding" in w.message]
 
 
 def test_windows_reading_no_input_counts_as_a_walk_over_every_tap_does():
