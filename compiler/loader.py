@@ -383,11 +383,13 @@ def _lone_first_item(lines: list[str], line: int, col: int, above: int) -> int |
             break  # the key the list belongs to
         if text.lstrip().startswith("- ") and _indent(text) + 1 == above:
             items_above.append(number)
-    below = next((number for number in range(line + 1, len(lines) + 1)
-                  if lines[number - 1].strip()
-                  and not lines[number - 1].lstrip().startswith("#")), None)
-    sibling = below is not None and _indent(lines[below - 1]) + 1 == col \
-        and lines[below - 1].lstrip().startswith("- ")
+    sibling = False  # the next item at `col`, past the lines of the item on `line`
+    for number in range(line + 1, len(lines) + 1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#") or _indent(text) > col - 1:
+            continue
+        sibling = _indent(text) == col - 1 and text.lstrip().startswith("- ")
+        break
     return items_above[0] if len(items_above) == 1 and sibling else None
 
 
@@ -443,6 +445,7 @@ def _mapping_value_hint(lines: list[str], line: int) -> str:
 
 
 _KEY_LINE = re.compile(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)")
+_HEADER_LINE = re.compile(r"(\s*)([^\s:#][^:#]*?):\s*(#.*)?$")  # a key whose value is below
 
 
 def _indented_first_key(lines: list[str], error: yaml.MarkedYAMLError) -> tuple | None:
@@ -466,6 +469,8 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
     """A key indented deeper than the key with a value above it: that key dedented among
     keys as deep as this one, a section's line deleted above this one (`data:`), or this key
     indented too far."""
+    if "-" in key.group(1):  # a list item's key: its indent is not the key's alone
+        return ""
     name, depth, shallower = key.group(2), len(key.group(1)), above.group(2)
     reads = f"so YAML reads '{name}' as more of its value"
     earlier = _content_line_before(lines, previous)
@@ -474,9 +479,15 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
         return (f"; '{shallower}' on line {previous} is indented less than the keys around it "
                 f"('{sibling.group(2)}' on line {earlier}, '{name}' here), {reads}: "
                 f"{_indent_words(depth, repr(shallower))}, as they are")
+    header = _HEADER_LINE.match(lines[earlier - 1]) if earlier else None
+    if header and len(header.group(1)) == len(above.group(1)):  # `data:`, `dataset:` dedented
+        return (f"; '{shallower}' on line {previous} is indented as '{header.group(2)}:' above "
+                f"it is, not as the keys under it ('{name}' here), {reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as '{name}' is")
     field_path = spec_field_path(name) if not above.group(1) else None
     section = field_path.rsplit(".", 1)[0] if field_path and "." in field_path else None
-    if section and "." not in section and section != shallower:  # `data:` deleted
+    present = any(re.match(rf"{re.escape(str(section))}\s*:", text) for text in lines)
+    if section and "." not in section and section != shallower and not present:
         return (f"; '{name}' is indented deeper than '{shallower}' on line {previous}, {reads}: "
                 f"if it is {section}'s, the line '{section}:' is missing above it; else "
                 f"{_indent_words(0, 'it')}, as '{shallower}'")

@@ -551,6 +551,7 @@ def read_npz_dataset(path: Path, limit: int | None = None,
     `limit`: data.limit, the training samples kept (and copied in the model's dtype)."""
     try:
         headers = npz_headers(path)
+        every_name = list(headers)  # x_val among them, though left out: no name to save as
         left_out = unread_arrays(splits)
         if left_out & set(headers):
             warn(f"{path}: x_val and y_val are left out: data.validation_split holds out the "
@@ -560,7 +561,7 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         _refuse(npz_header_problem(path, shapes,
                                    {name: header.dtype for name, header in headers.items()}))
         labels = labels_name(headers)
-        misnamed = misnamed_split_arrays(headers, labels)
+        misnamed = misnamed_split_arrays(every_name, labels)
         if misnamed:
             warn(f"{path}: {', '.join(misnamed)} {'is' if len(misnamed) == 1 else 'are'} not "
                  f"read: a held-out split is read from x_test and {labels}_test (x_val and "

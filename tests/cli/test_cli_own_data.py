@@ -1212,6 +1212,21 @@ def test_held_out_arrays_under_other_names_are_said_not_read(tmp_path, names):
             ) in result.stderr
 
 
+def test_held_out_arrays_under_other_names_beside_x_val_left_out_are_not_told_to_be_x_val(
+        tmp_path):
+    """The review: x_val and y_val left out by a validation_split, and val_images beside
+    them, were told to be saved as x_val, y_val, which the file holds already."""
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(20) % 3, x_val=x[:5], y_val=np.arange(5) % 3,
+             val_images=x[:5], val_labels=np.arange(5) % 3)
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [4]"))
+    result = invoke("validate", spec, "--data")
+    assert result.exit_code == 0, result.output
+    assert "x_val and y_val are left out" in result.stderr
+    assert "save them as" not in result.stderr
+
+
 def test_labels_numbered_from_1_are_offered_y_minus_1(tmp_path):
     """Labels 1..3 for 3 units were told to set units to 4 alone: a class 0 no sample has."""
     rng = np.random.default_rng(0)

@@ -646,6 +646,15 @@ def test_tabs_are_named_with_the_fix():
      "    - {type: dense, units: 2}\n    - {type: dense, units: 2}\n",
      "invalid YAML: the list's first item, at 4:7, is indented further than the items after it "
      "(column 5); indent it to column 5, as they are"),
+    # the review: the section's line is there, and the key under it dedented; a first item
+    # out of line whose next item spans lines
+    ("data:\ndataset: digits\n  validation_split: 0.1\n",
+     "'dataset' on line 2 is indented as 'data:' above it is, not as the keys under it "
+     "('validation_split' here), so YAML reads 'validation_split' as more of its value: indent "
+     "'dataset' by 2 spaces, as 'validation_split' is"),
+    ("model:\n  layers:\n      - type: flatten\n    - type: dense\n      units: 10\n"
+     "    - type: relu\n",
+     "the list's first item, at 3:7, is indented further than the items after it (column 5)"),
     ("  name: x\nmodel:\n  input_shape: [4]\n",
      "spec.yaml:1:3: error: spec: invalid YAML: the first key, 'name', is indented by 2 spaces, "
      "so the keys at the line's start after it cannot follow it; begin every top-level key at "
