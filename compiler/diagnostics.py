@@ -772,13 +772,20 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     candidates = [known for known in fields if not _has_child(present, known)]
     # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
-    elsewhere = _only_place_of(schema, name, beside_layers="layers" not in owner) \
+    in_a_list = any(isinstance(key, int) for key in owner)  # a layer's, an augmentation's
+    elsewhere = _only_place_of(schema, name, beside_layers=not in_a_list) \
         if owner and not _section_naming(model, name) else None
     if elsewhere and elsewhere != format_path(owner):
         # `sync_batchnorm: true` on a batchnorm layer, `lr` under train: the one section that
         # has the field says more than a near name here (optimizer.epochs is not eps)
-        return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
-                f"{elsewhere}.{name}")
+        place = tuple(elsewhere.split("."))
+        lacking = _type_lacking(schema, place, _value_at(data, place), name)
+        if lacking is None:
+            return (f"unknown field {quoted(name)}; it is a field of {elsewhere}: set "
+                    f"{elsewhere}.{name}")
+        kind, types = lacking  # momentum under train, where the optimizer is adam
+        return (f"unknown field {quoted(name)}; it is a field of {elsewhere} of type "
+                f"{_join_or(types)}, and this spec's is {kind}: remove it")
     main = _named_as_its_type(name, owner, present, model)
     if main:  # Keras' Dropout(0.2), Dense(10): the value given under the layer's type
         return (f"unknown field {quoted(name)}; {name} takes its value as {main}: write "
@@ -790,7 +797,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         elsewhere = _other_layers_field_fix(name, present)
         if elsewhere:
             return f"unknown field {quoted(name)}; {elsewhere}"
-    others = _other_types_having(name, owner, present)
+    # a layer's fields of other layers are _other_layers_field_fix's, above
+    lacking = _type_lacking(schema, owner, present, name) \
+        if owner and not _is_layer_path(owner) else None
+    others = lacking[1] if lacking else []
     if others:  # beta1 on sgd: a field of adam and adamw (an adam spec's, --set type=sgd)
         kind, owners = present["type"], and_joined(others)
         counterpart = next((s for s in SYNONYMS.get(str(name), ()) if s in fields), None)
@@ -829,22 +839,19 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
 _SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
 
 
-# The sections whose fields depend on their type, with the union of their types in schema.py.
-_TYPED_SECTIONS = {("loss",): "Loss", ("optimizer",): "Optimizer",
-                   ("optimizer", "schedule"): "Schedule"}
-
-
-def _other_types_having(name: Any, owner: tuple, section: Any) -> list[str]:
-    """The other types of a loss, optimizer or schedule that have the field `name`, which the
-    section's own type lacks."""
-    from . import schema
-
-    if tuple(owner) not in _TYPED_SECTIONS or not isinstance(section, dict):
-        return []
-    members = _tagged_members(getattr(schema, _TYPED_SECTIONS[tuple(owner)]), "type")
-    if section.get("type") not in {tag for tag, _ in members}:
-        return []
-    return [tag for tag, member in members if name in _field_names(member)]
+def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any
+                  ) -> tuple[str, list[str]] | None:
+    """(its type, the types that have it) where the typed mapping at `path` (an optimizer, a
+    loss, an initializer) is of a type without the field `name`; None where it has it, or is
+    not given."""
+    if schema is None or not isinstance(mapping, dict) or not isinstance(mapping.get("type"),
+                                                                          str):
+        return None
+    members = _tagged_members(_annotation_at(schema, path), "type")
+    own = dict(members).get(mapping["type"])
+    if own is None or name in _field_names(own):
+        return None
+    return mapping["type"], [tag for tag, member in members if name in _field_names(member)]
 
 
 def and_joined(names: list[str]) -> str:
@@ -987,6 +994,8 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
     if fitting and not suggest(tag, _unquoted(expected)):
         return (f"unknown {subject}; its fields are those of '{fitting}': set "
                 f"{discriminator}: {fitting}")
+    if kind == "schedule" and tag.lower() in ("none", "fixed", "off") and "'constant'" in expected:
+        return f"unknown {subject}; for a learning rate that does not change, write 'constant'"
     fix = _call_form_fix(tag, expected, kind) or _suggestion_or_choices(tag, expected)
     return f"unknown {subject}{fix}"
 

@@ -1629,3 +1629,31 @@ def test_a_list_is_offered_only_where_the_list_would_be_taken():
     assert error.endswith("'bias' must be a list, got 'cuda'")
     listed = "train: {metrics: accuracy}\nmodel:\n  input_shape: [4]\n  layers: [{type: dense}]\n"
     assert any(e.endswith("got 'accuracy'; write [accuracy]") for e in _load_errors(listed))
+
+
+@pytest.mark.parametrize("text, said", [
+    ("optimizer: {type: adam}\ntrain: {momentum: 0.9}\n",
+     "train: unknown field 'momentum'; it is a field of optimizer of type sgd or rmsprop, and "
+     "this spec's is adam: remove it"),
+    ("loss: {type: cross_entropy}\nlimits: {delta: 1}\n",
+     "limits: unknown field 'delta'; it is a field of loss of type huber, and this spec's is "
+     "cross_entropy: remove it"),
+    ("optimizer: {type: sgd, lr: 0.1}\ntrain: {lr: 0.1}\n",
+     "train: unknown field 'lr'; it is a field of optimizer: set optimizer.lr"),
+    ("data:\n  dataset: digits\n  augment:\n    - {type: random_flip, mode: horizontal}\n",
+     "data.augment[0]: unknown field 'mode'"),
+    ("model:\n  init: {type: he_uniform, std: 0.1}\n",
+     "model.init: unknown field 'std'; he_uniform has no std, a field of normal: remove it"),
+    ("optimizer: {type: adam, schedule: none}\n",
+     "optimizer: unknown schedule 'none'; for a learning rate that does not change, write "
+     "'constant'"),
+])
+def test_a_field_of_another_section_is_sent_only_where_that_sections_type_has_it(text, said):
+    """The second mutation fuzz: momentum under train with an adam optimizer was told to be
+    set as optimizer.momentum (then: did you mean beta1?); an augmentation's mode was sent to
+    train.early_stopping.mode; `schedule: none` was offered cosine."""
+    errors = _load_errors(text + "model:\n  input_shape: [4]\n  layers: [{type: dense, "
+                                 "units: 1}]\n" if "model:" not in text else
+                          text.replace("model:\n", "model:\n  input_shape: [4]\n  layers: "
+                                                   "[{type: dense, units: 1}]\n"))
+    assert any(error.endswith(said) for error in errors), errors
