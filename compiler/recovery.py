@@ -21,7 +21,7 @@ import pydantic
 from .datasets import DATASETS
 from .diagnostics import (layer_fields, layers_with_field, misspelt_key, only_fitting_tag,
                           suggest)
-from .schema import Data, Layer, Model
+from .schema import Data, Layer, Model, Spec
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 SHAPE_DATA_FIELDS = ("dataset", "path")  # the data fields that decide the input shape
@@ -72,6 +72,10 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         unset = [name for name in layer_fields(parent.get("type")) if name not in parent]
         meant = suggest(key, unset)
         if meant is not None and _valid_as(parent, meant, value):
+            parent[meant] = value
+    elif len(path) == 1:  # `lsos: mse`: not the default loss, checked against the outputs
+        meant = suggest(key, [name for name in Spec.model_fields if name not in parent])
+        if meant is not None and _field_takes(Spec, parent, meant, value):
             parent[meant] = value
     elif len(path) == 2 and path[0] in _SECTIONS_READ_AS_MEANT:
         # `datset: mnist`: not the default digits; `input_shpe: [4]`: not a missing shape

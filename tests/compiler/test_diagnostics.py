@@ -1657,3 +1657,14 @@ def test_a_field_of_another_section_is_sent_only_where_that_sections_type_has_it
                           text.replace("model:\n", "model:\n  input_shape: [4]\n  layers: "
                                                    "[{type: dense, units: 1}]\n"))
     assert any(error.endswith(said) for error in errors), errors
+
+
+def test_a_misspelt_section_is_read_as_meant_for_the_checks_after_it():
+    """The second mutation fuzz: `lsos: binary_cross_entropy` on xor's one output was first
+    told to set units: 2 (under the default cross_entropy), which trains another loss."""
+    text = ("data: {dataset: xor}\nmodel:\n  input_shape: [2]\n  layers:\n"
+            "    - {type: dense, units: 1}\nlsos: binary_cross_entropy\n")
+    (error,) = _load_errors(text)
+    assert error.endswith("unknown field 'lsos'; did you mean 'loss'?")
+    wrong = text.replace("binary_cross_entropy", "{type: nonsense}")  # not a loss: left out
+    assert len(_load_errors(wrong)) == 2
