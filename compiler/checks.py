@@ -113,7 +113,38 @@ def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
     return (_init_from_warnings(spec) + _symmetry_warnings(spec)
             + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
-            + _schedule_warnings(spec) + _pruning_warnings(spec))
+            + _schedule_warnings(spec) + _pruning_warnings(spec)
+            + _early_stopping_warnings(spec))
+
+
+def default_mode(monitor: str) -> str:
+    """Loss-like metrics improve downwards, the rest (accuracies, fractions) upwards."""
+    return "min" if any(word in monitor for word in ("loss", "mae", "mse")) else "max"
+
+
+def _early_stopping_warnings(spec) -> list[tuple[Origin, str]]:
+    """A mode against the monitor's direction (the worst epoch kept as the best), and a
+    min_delta no fraction can improve by (5 meant as 5%)."""
+    stopping = spec.train.early_stopping
+    if stopping is None:
+        return []
+    found, monitor = [], stopping.monitor
+    natural = default_mode(monitor)
+    if stopping.mode not in ("auto", natural):
+        direction = "downwards" if natural == "min" else "upwards"
+        found.append((Origin("train.early_stopping.mode",
+                             keys=("train", "early_stopping", "mode")),
+                      f"mode: {stopping.mode} takes the epoch of the "
+                      f"{'lowest' if stopping.mode == 'min' else 'highest'} {monitor}, which "
+                      f"improves {direction}: the worst epoch would be kept as the best; use "
+                      f"mode: {natural}, or leave mode out (auto)"))
+    if natural == "max" and stopping.min_delta >= 1:
+        found.append((Origin("train.early_stopping.min_delta",
+                             keys=("train", "early_stopping", "min_delta")),
+                      f"min_delta {stopping.min_delta:g} on {monitor}, a fraction from 0 to 1: "
+                      f"no epoch can improve by it; for {stopping.min_delta:g}% write "
+                      f"{stopping.min_delta / 100:g}"))
+    return found
 
 
 CONSTANT_INITS = ("zeros", "ones", "constant")

@@ -124,11 +124,6 @@ def confusion_metrics(confusion: np.ndarray) -> dict:
             "mean_iou": float((correct[present] / union[present]).mean()) if present.any() else 0.0}
 
 
-def default_mode(monitor: str) -> str:
-    """Loss-like metrics improve downwards, the rest upwards."""
-    return "min" if any(word in monitor for word in ("loss", "mae", "mse")) else "max"
-
-
 class Totals:
     """Running sums of loss, metrics and gradient norms over batches (an epoch or a split).
     `accuracy` on label maps is the pixel accuracy, of several labels a sample (multi-label)

@@ -9,7 +9,7 @@ import numpy as np
 
 from nnrun.compiler.schema import BaseModel, default_layer_names
 
-from .metrics import default_mode
+from nnrun.compiler.checks import default_mode
 from .pruning import MagnitudePruner
 
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.base import workers
-from nnrun.compiler.checks import (metric_name, monitor_names, pruned_weights, pruning_errors,
-                                   tracked_metrics, unknown_monitor)
+from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
+                                   pruning_errors, tracked_metrics, unknown_monitor)
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
@@ -62,7 +62,7 @@ from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
 from .memory import check_memory, estimate_bytes, evaluation_batch
-from .metrics import EVALUATION_BATCH, Totals, default_mode, evaluate
+from .metrics import EVALUATION_BATCH, Totals, evaluate
 from .model import Model
 from .progress import EpochProgress, overall_rate, print_final_table
 from .pruning import MagnitudePruner

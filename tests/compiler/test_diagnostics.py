@@ -1668,3 +1668,28 @@ def test_a_misspelt_section_is_read_as_meant_for_the_checks_after_it():
     assert error.endswith("unknown field 'lsos'; did you mean 'loss'?")
     wrong = text.replace("binary_cross_entropy", "{type: nonsense}")  # not a loss: left out
     assert len(_load_errors(wrong)) == 2
+
+
+@pytest.mark.parametrize("stopping, said", [
+    ("{monitor: val_accuracy, mode: min}",
+     "mode: min takes the epoch of the lowest val_accuracy, which improves upwards: the worst "
+     "epoch would be kept as the best; use mode: max, or leave mode out (auto)"),
+    ("{monitor: val_loss, mode: max}",
+     "mode: max takes the epoch of the highest val_loss, which improves downwards: the worst "
+     "epoch would be kept as the best; use mode: min, or leave mode out (auto)"),
+    ("{monitor: val_accuracy, min_delta: 5}",
+     "min_delta 5 on val_accuracy, a fraction from 0 to 1: no epoch can improve by it; for 5% "
+     "write 0.05"),
+    ("{monitor: val_loss, min_delta: 5, mode: min}", None),
+    ("{monitor: val_accuracy, mode: max, min_delta: 0.01}", None),
+])
+def test_early_stopping_that_keeps_the_worst_epoch_is_warned_of(stopping, said):
+    """The second mutation fuzz: `mode: min` on val_accuracy validated, and training kept
+    epoch 1 (0.22) as the best; `min_delta: 5` (5% meant) let no epoch improve."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("data: {dataset: digits, validation_split: 0.2}\nmodel:\n  layers: [{type: flatten}, "
+            f"{{type: dense, units: 10}}]\ntrain: {{epochs: 5, early_stopping: {stopping}}}\n")
+    found = [d.message for d in check(load_spec_text(text, "spec.yaml")).diagnostics
+             if "early_stopping" in d.where]
+    assert found == ([said] if said else [])
