@@ -165,7 +165,10 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "mseloss": ("mse",), "l1loss": ("mae",),
             **dict.fromkeys(("huberloss", "smoothl1loss"), ("huber",)),
             # Keras' and TFDS's `name` of a dataset, an optimizer, a loss
-            "name": ("dataset", "type")}
+            "name": ("dataset", "type"),
+            "max_samples": ("limit",), "num_samples": ("limit", "n_samples"),
+            "random_translation": ("random_shift",), "randomtranslation": ("random_shift",),
+            "begin_epoch": ("start_epoch",)}
 
 
 def suggest(word: Any, candidates: Iterable[Any], synonyms: Iterable[Any] = ()) -> str | None:
@@ -200,6 +203,13 @@ def _did_you_mean_among(word: str, names: tuple[str, ...], synonyms: tuple[str, 
             and _closeness(word, name) == _closeness(word, match)] if by_closeness else []
     quoted = " or ".join(f"'{name}'" for name in [match, *tied])
     return f"; did you mean {quoted}?"
+
+
+def _as_near_unset(word: Any, closest: str, unset: list[str]) -> bool:
+    """Whether a field not set yet is as near `word` as `closest`, which is set (`beat` by
+    beta2 set: beta1 is meant)."""
+    near = suggest(word, unset)
+    return near is not None and _closeness(word, near) >= _closeness(word, closest)
 
 
 def _closeness(word: Any, name: str) -> float:
@@ -825,8 +835,9 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     section = _only_place_of(schema, name, beside_layers=True) if not owner else None
     if section and "." not in section:
         suggestion = ""
-    elif closest and _has_child(present, closest):  # `--set optimiser.lr=...`, `unitz`
-        suggestion = f"; did you mean '{closest}' (set already)?"
+    elif closest and _has_child(present, closest) and not _as_near_unset(name, closest,
+                                                                          candidates):
+        suggestion = f"; did you mean '{closest}' (set already)?"  # `--set optimiser.lr=...`
     else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
         suggestion = _did_you_mean(name, candidates, fields)
     section = None if suggestion else _section_naming(model, name)
@@ -910,6 +921,11 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
         rate = rate if kept else 0.5
         return (f"nnrun's dropout is a layer of its own: remove it and add - {{type: dropout, "
                 f"rate: {rate}}} after this layer")
+    betas = present.get(name) if isinstance(present, dict) else None
+    if name == "betas" and isinstance(betas, list) and len(betas) == 2 \
+            and kind in ("adam", "adamw"):  # PyTorch's betas=(0.9, 0.999)
+        return (f"nnrun names them apart: write beta1: {_show(betas[0])} and beta2: "
+                f"{_show(betas[1])}")
     if owner == ("loss",) and name == "from_logits":
         return ("nnrun's losses read the last layer's outputs as scores (a final softmax or "
                 "sigmoid before cross-entropy is fused into the loss): remove it")

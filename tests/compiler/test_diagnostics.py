@@ -1693,3 +1693,25 @@ def test_early_stopping_that_keeps_the_worst_epoch_is_warned_of(stopping, said):
     found = [d.message for d in check(load_spec_text(text, "spec.yaml")).diagnostics
              if "early_stopping" in d.where]
     assert found == ([said] if said else [])
+
+
+@pytest.mark.parametrize("text, said", [
+    ("optimizer: {type: adam, betas: [0.9, 0.99]}\n",
+     "optimizer: unknown field 'betas'; nnrun names them apart: write beta1: 0.9 and beta2: "
+     "0.99"),
+    ("optimizer: {type: adam, beta2: 0.99, beat: 0.9}\n",
+     "optimizer: unknown field 'beat'; did you mean 'beta1'?"),
+    ("data: {dataset: digits, max_samples: 300}\n",
+     "data: unknown field 'max_samples'; did you mean 'limit'?"),
+    ("data:\n  dataset: digits\n  augment: [{type: random_translation, max_shift: 1}]\n",
+     "unknown augmentation 'random_translation'; did you mean 'random_shift'?"),
+    ("train: {pruning: {type: magnitude, target_sparsity: 0.5, begin_epoch: 1, end_epoch: 2}}\n",
+     "unknown field 'begin_epoch'; did you mean 'start_epoch'?"),
+])
+def test_other_frameworks_names_and_near_names_get_the_field_meant(text, said):
+    """The second mutation fuzz: PyTorch's betas were offered beta1 (then: must be a number);
+    `beat` beside beta2 got 'beta2 (set already)' though beta1 was unset; max_samples got
+    n_samples, random_translation random_rotation, begin_epoch end_epoch."""
+    errors = _load_errors(text + "model:\n  input_shape: [1, 8, 8]\n  layers: [{type: flatten}, "
+                                 "{type: dense, units: 10}]\n")
+    assert any(error.endswith(said) for error in errors), errors
