@@ -208,6 +208,8 @@ def _did_you_mean_among(word: str, names: tuple[str, ...], synonyms: tuple[str, 
 def _as_near_unset(word: Any, closest: str, unset: list[str]) -> bool:
     """Whether a field not set yet is as near `word` as `closest`, which is set (`beat` by
     beta2 set: beta1 is meant)."""
+    if closest in SYNONYMS.get(str(word), ()):  # meant by its name, not merely near it
+        return False
     near = suggest(word, unset)
     return near is not None and _closeness(word, near) >= _closeness(word, closest)
 
