@@ -104,6 +104,19 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
+def largest_step_batch(spec) -> int:
+    """The most samples a training step takes: train.batch_size, or fewer where the spec alone
+    says the training split holds fewer (a named dataset's split, a generated dataset's
+    n_samples, data.limit): a batch size past them makes each epoch one step on all of them."""
+    data, batch = spec.data, spec.train.batch_size
+    if data is None:
+        return batch
+    info = DATASETS[data.dataset]
+    known = [data.limit, info.train_samples,
+             (data.n_samples or info.default_samples) if info.sized else None]
+    return min([batch, *(count for count in known if count)])
+
+
 def defaulted_dataset(data_spec) -> str:
     """What an error about a named dataset's samples or labels adds where the data section
     names none (a `dataset:` line deleted): it read the default, which was not meant."""

@@ -3,14 +3,15 @@ mult-adds (as torchinfo shows them); totals that are the sums of the rows; train
 
 FLOPs count 2 per multiply-accumulate of dense and convolution layers, other layers 0
 (DESIGN.md section 6), so FLOPs = 2 x mult-adds. The training-memory estimate comes from
-the static memory plan of the optimized training step at train.batch_size: what the
-executor allocates.
+the static memory plan of the optimized training step at train.batch_size (or the training
+samples, where the spec says they are fewer): what the executor allocates.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .datasets import largest_step_batch
 from .shapes import per_sample, size_of
 from .tables import byte_size, table_text
 
@@ -108,9 +109,9 @@ def summarize(spec, lowered, step) -> Summary:
         trainable_params=sum(size_of(p.shape) for p in lowered.params.values()),
         non_trainable_params=sum(size_of(p.shape) for p in lowered.state.values()),
         flops_per_sample=sum(r.flops for r in rows),
-        batch_size=spec.train.batch_size,
+        batch_size=largest_step_batch(spec),
     )
-    summary.memory_parts = training_memory(step, spec.train.batch_size)
+    summary.memory_parts = training_memory(step, summary.batch_size)
     summary.train_memory_bytes = sum(summary.memory_parts.values())
     return summary
 

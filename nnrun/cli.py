@@ -896,7 +896,7 @@ def _memory_warning(checked, limit: int, named: str) -> list[Diagnostic]:
     needed = checked.summary.train_memory_bytes
     if needed <= limit:
         return []
-    batch = checked.source.spec.train.batch_size
+    batch = checked.summary.batch_size
     message = (f"training needs about {byte_size(needed)} at batch size {batch}, over "
                f"{byte_size(limit)} ({named}); train and bench refuse a model over the memory "
                "available")

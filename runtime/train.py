@@ -41,6 +41,7 @@ import numpy as np
 from nnrun.backends.base import workers
 from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
                                    pruning_errors, tracked_metrics, unknown_monitor)
+from nnrun.compiler.datasets import largest_step_batch
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
@@ -527,7 +528,8 @@ class Trainer:
         for warning in spec_warnings(self.source, model.lowered):  # validate's: likely mistakes
             positioned(warning.format())
         self.ranks.attach(model.backend)
-        batch = self.spec.train.batch_size // self.ranks.size
+        # a batch size past the training samples: each epoch is one step on all of them
+        batch = largest_step_batch(self.spec) // self.ranks.size
         self.step_bytes = estimate_bytes(model, batch)  # evaluation is planned beside it
         if self.memory_checked:
             check_memory(model, batch, self.command, needed=self.step_bytes)

@@ -1715,3 +1715,29 @@ def test_other_frameworks_names_and_near_names_get_the_field_meant(text, said):
     errors = _load_errors(text + "model:\n  input_shape: [1, 8, 8]\n  layers: [{type: flatten}, "
                                  "{type: dense, units: 10}]\n")
     assert any(error.endswith(said) for error in errors), errors
+
+
+def test_a_batch_size_past_the_training_samples_is_planned_at_the_samples():
+    """The second mutation fuzz: xor's 200 samples at batch_size 100000000 were warned to need
+    73 GB and refused by train, though each epoch is one step on all of them."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    text = ("data: {dataset: xor}\nmodel:\n  input_shape: [2]\n  layers: [{type: dense, units: "
+            "64, activation: tanh}, {type: dense, units: 1}]\nloss: binary_cross_entropy\n"
+            "train: {epochs: 1, batch_size: 100000000}\n")
+    checked = check(load_spec_text(text, "spec.yaml"))
+    assert checked.summary.batch_size == 200 and checked.summary.train_memory_bytes < 2**20
+    limited = text.replace("{dataset: xor}", "{dataset: xor, limit: 20}")
+    assert check(load_spec_text(limited, "spec.yaml")).summary.batch_size == 20
+    npz = text.replace("{dataset: xor}", "{dataset: npz, path: d.npz}")  # unknown before load
+    assert check(load_spec_text(npz, "spec.yaml")).summary.batch_size == 100000000
+
+
+def test_train_takes_a_batch_size_past_the_training_samples(tmp_path):
+    import nnrun
+
+    spec = {"data": {"dataset": "xor"}, "model": {"input_shape": [2], "layers": [
+        {"type": "dense", "units": 1}]}, "loss": "binary_cross_entropy",
+        "train": {"epochs": 1, "batch_size": 100000000}}
+    summary = nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    assert summary["epochs_run"] == 1
