@@ -833,9 +833,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level: "
                 f"write it at the start of a line, not under {format_path(owner)}")
     closest = suggest(name, fields)
-    # at the top, a field of one section (`init`, model's) is meant, not a near name (limits)
-    section = _only_place_of(schema, name, beside_layers=True) if not owner else None
-    if section and "." not in section:
+    # at the top, a field of one section (`init`, model's) is meant, not a near name (limits):
+    # the section hint below says so
+    of_one_section = _only_place_of(schema, name, beside_layers=True) if not owner else None
+    if of_one_section and "." not in of_one_section:
         suggestion = ""
     elif closest and _has_child(present, closest) and not _as_near_unset(name, closest,
                                                                           candidates):
