@@ -1011,7 +1011,16 @@ class Trainer:
                   f"updates that grew the weights: lower optimizer.lr ({lr:g} now)")
         if not self.spec.optimizer.clip_grad_norm:
             causes += "; set optimizer.clip_grad_norm (e.g. 1.0), which bounds them"
-        return causes
+        return self._loss_scale_cause() + causes
+
+    def _loss_scale_cause(self) -> str:
+        """A loss.scale large enough to be the cause, said first (it multiplies every
+        gradient), else ""."""
+        scale = getattr(self.spec.loss, "scale", 1.0)
+        if scale < LOSS_SCALE_SUSPECT:
+            return ""
+        return (f"loss.scale ({scale:g}) multiplies the loss and every gradient by as much: "
+                "lower it; else ")
 
     def _initial_loss(self, epoch: int, losses) -> float | None:
         """A new run's first loss (its initial weights', the batch's mean over the ranks),
@@ -1037,7 +1046,7 @@ class Trainer:
                              "grows the weights; lower optimizer.weight_decay")
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
-        return f"{what}; {'; '.join(causes)}; {self._kept()}"
+        return f"{what}; {self._loss_scale_cause()}{'; '.join(causes)}; {self._kept()}"
 
     def _start_not_finite(self) -> str:
         """Why the loss of the initial weights, before any update, is not finite."""
@@ -1296,6 +1305,7 @@ def no_data_section(source, needs: str) -> SpecError:
 # A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error
 # of standardized targets near 1) tells of weights or data of too large a scale
 INITIAL_LOSS_TOO_LARGE = 1e4
+LOSS_SCALE_SUSPECT = 1e3  # a loss.scale from which a divergence names it first
 INITIAL_WEIGHTS = "the initial weights (the initializers' std or limit, init_from values)"
 
 

@@ -378,7 +378,21 @@ def test_a_state_that_overflows_under_a_finite_loss_stops_before_its_checkpoint(
     assert "'opt/dense_1.weight.exp_avg_sq' overflowed (float32) in epoch 1 while the loss " \
            "stayed finite" in message
     assert "optimizer.lr" in message and "clip_grad_norm" in message
+    assert "loss.scale" not in message
     assert not (out / "last.npz").exists() and not (out / "best.npz").exists()
+
+
+def test_an_overflow_under_a_large_loss_scale_names_it_first(tmp_path):
+    """The second mutation fuzz: `loss: {type: mse, scale: 1e30}` overflowed Adagrad's state,
+    and the message named the learning rate, clipping and the inputs, not the scale."""
+    spec = ("data: {dataset: digits, limit: 100, normalize: scale}\nmodel:\n  layers:\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+            "loss: {type: mse, scale: 1.0e+30}\noptimizer: {type: adagrad, lr: 0.1}\n"
+            "train: {epochs: 1, batch_size: 8}\n")
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(write_spec(tmp_path, spec), out_dir=tmp_path / "run", quiet=True)
+    assert ("loss.scale (1e+30) multiplies the loss and every gradient by as much: lower it; "
+            "else ") in str(caught.value)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in the diverging matmuls
