@@ -7,8 +7,9 @@ MAX_COLUMN_BYTES_PER_SAMPLE keeps recomputing them instead. The columns' layout 
 output positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for
 the whole batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per
 sample); compiler/ops/conv.py says why. A convolution without a weight gradient (inference)
-takes batch-last columns too where its positions are few; otherwise it stays one op, which
-builds its columns a chunk of samples at a time (CHUNKED_FORWARD).
+takes batch-last columns too where its positions are few (but where its output would be
+transposed back to rows of a multiple of 512 bytes); otherwise it stays one op, which builds
+its columns a chunk of samples at a time (CHUNKED_FORWARD).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..ir import Graph
 from ..ops.conv import (BATCH_LAST_MAX_POSITIONS, CONVOLUTIONS, ONE_PRODUCT_MAX_POSITIONS,
                         ColumnsAttrs, ConvColumnsAttrs)
 from ..shapes import size_of
-from .rewrite import Rewriter
+from .rewrite import Rewriter, consumers
 
 MAX_COLUMN_BYTES_PER_SAMPLE = 1 << 20
 
@@ -36,13 +37,15 @@ def keep_conv_columns(graph: Graph) -> Graph:
     grad_weight = {(n.inputs[1], n.inputs[2], n.attrs, n.op): n for n in graph.nodes
                    if n.op in _GRAD_WEIGHTS}
     rewriter = Rewriter(graph)
+    readers = consumers(graph)
     columns = {}  # id of the grad-weight node -> the columns value
     for node in graph.nodes:
         if node.op in CONVOLUTIONS:
             x, w = node.inputs
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
             out = tuple(node.output.type.shape[2:])
-            batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS
+            batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS and (
+                partner is not None or not _transposed_back_slowly(node.output, readers))
             kept = partner is not None and _column_bytes(node) <= MAX_COLUMN_BYTES_PER_SAMPLE
             # Without a weight gradient (inference) the columns die at once: batch-last, one
             # product for the batch is still the faster convolution; otherwise the convolution
@@ -67,6 +70,29 @@ def keep_conv_columns(graph: Graph) -> Graph:
             continue
         rewriter.keep(node)
     return rewriter.result()
+
+
+# What a value may pass through between two convolutions and stay batch-last
+# (passes/batch_last_layers.py keeps it so)
+_ELEMENTWISE = ("bias_add", "bias_activation", "relu")
+
+
+def _transposed_back_slowly(y, readers) -> bool:
+    """Whether an inference's batch-last output [F, O, B] would be transposed back to rows
+    [B, F*O] of a multiple of 512 bytes, which NumPy writes across at several times the
+    product's time (conv1d-64-positions: 0.59 against 0.36 ms for the convolution by chunks,
+    docs/benchmarks.md); not where it reaches another convolution through elementwise nodes,
+    between which it stays batch-last."""
+    row_bytes = size_of(y.type.shape[1:]) * np.dtype(y.type.dtype).itemsize
+    return row_bytes % 512 == 0 and not _feeds_a_convolution(y, readers)
+
+
+def _feeds_a_convolution(value, readers) -> bool:
+    for reader in readers.get(id(value), ()):
+        if reader.op in CONVOLUTIONS or (reader.op in _ELEMENTWISE
+                                         and _feeds_a_convolution(reader.output, readers)):
+            return True
+    return False
 
 
 def _column_bytes(node) -> int:
