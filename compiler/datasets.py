@@ -112,8 +112,9 @@ def largest_step_batch(spec) -> int:
     if data is None:
         return batch
     info = DATASETS[data.dataset]
-    known = [data.limit, info.train_samples,
-             (data.n_samples or info.default_samples) if info.sized else None]
+    # mnist's split, unless data.path names files of the user's (an IDX folder of more)
+    fixed = info.train_samples if data.path is None else None
+    known = [data.limit, fixed, (data.n_samples or info.default_samples) if info.sized else None]
     return min([batch, *(count for count in known if count)])
 
 

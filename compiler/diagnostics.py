@@ -166,7 +166,7 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             **dict.fromkeys(("huberloss", "smoothl1loss"), ("huber",)),
             # Keras' and TFDS's `name` of a dataset, an optimizer, a loss
             "name": ("dataset", "type"),
-            "max_samples": ("limit",), "num_samples": ("limit", "n_samples"),
+            "max_samples": ("limit",),
             "random_translation": ("random_shift",), "randomtranslation": ("random_shift",),
             "begin_epoch": ("start_epoch",)}
 
@@ -442,7 +442,9 @@ def _locate(error: dict, data: Any) -> _Problem:
     loc = error["loc"]
     tagged = None  # the mapping whose tag the location named last: then come its fields
     for index, component in enumerate(loc):
-        if value is not tagged and _is_tag(value, component):
+        # a union's tag comes before the member's field; last, it is a key of a model with a
+        # type of its own (pruning: {type: magnitude, magnitude: 0.5})
+        if value is not tagged and index < len(loc) - 1 and _is_tag(value, component):
             labels.append((index, component))  # {type: dropout, dropout: 0.2}: not its key
             tagged = value
         elif _has_child(value, component):
@@ -858,6 +860,9 @@ def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any
     """(its type, the types that have it) where the typed mapping at `path` (an optimizer, a
     loss, an initializer) is of a type without the field `name`; None where it has it, or is
     not given."""
+    by_default = mapping is None or mapping is _ABSENT  # left out: its default's type (sgd)
+    if by_default:
+        mapping = _default_mapping(schema, path)
     if schema is None or not isinstance(mapping, dict) or not isinstance(mapping.get("type"),
                                                                           str):
         return None
@@ -865,12 +870,24 @@ def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any
     own = dict(members).get(mapping["type"])
     if own is None or name in _field_names(own):
         return None
-    return mapping["type"], [tag for tag, member in members if name in _field_names(member)]
+    kind = f"{mapping['type']} (by default)" if by_default else mapping["type"]
+    return kind, [tag for tag, member in members if name in _field_names(member)]
 
 
 def and_joined(names: list[str]) -> str:
     """`a`, `a and b`, `a, b and c`."""
     return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+
+
+def _default_mapping(schema: Any, path: tuple) -> dict | None:
+    """{"type": ...} of the default of the section at `path` a spec leaves out, None where it
+    has none of a type."""
+    owner = _annotation_at(schema, path[:-1]) if path else None
+    member = _unwrap(owner) if owner is not None else None
+    field = member.model_fields.get(path[-1]) if _is_model(member) else None
+    default = field.get_default(call_default_factory=True) if field is not None else None
+    kind = getattr(default, "type", None)
+    return {"type": kind} if isinstance(kind, str) else None
 
 
 def _other_layers_field_fix(name: str, layer: dict) -> str:
@@ -926,7 +943,7 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
                 f"rate: {rate}}} after this layer")
     betas = present.get(name) if isinstance(present, dict) else None
     if name == "betas" and isinstance(betas, list) and len(betas) == 2 \
-            and kind in ("adam", "adamw"):  # PyTorch's betas=(0.9, 0.999)
+            and kind in ("adam", "adamw") and not {"beta1", "beta2"} & set(present):
         return (f"nnrun names them apart: write beta1: {_show(betas[0])} and beta2: "
                 f"{_show(betas[1])}")
     if owner == ("loss",) and name == "from_logits":

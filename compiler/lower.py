@@ -279,7 +279,9 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
                             f"{n} {axis}: {outputs}, the input between two taps; use "
                             f"dilation: {fitting}")
             continue
-        if max(p) < reach:  # no smaller dilation alone reads the input: less padding too
+        within = tuple(min(side, reach - 1) for side in p)  # the padding's fix alone
+        if max(p) < reach or (n < d and windows_reading_no_input(n, k, s, within, d)):
+            # the taps step over the input, and the padding holds those of a smaller dilation
             most = n * (k - 1)  # the padding within the reach of a dilation of n
             with ctx.gb.at(ctx.origin.at_field("dilation")):
                 ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "

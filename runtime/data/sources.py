@@ -563,9 +563,13 @@ def read_npz_dataset(path: Path, limit: int | None = None,
         labels = labels_name(headers)
         misnamed = misnamed_split_arrays(every_name, labels)
         if misnamed:
+            # x_val, saved so, would be left out too where a validation_split holds it out
+            held_out = "" if all(meant.rsplit("_", 1)[-1] in splits
+                                 for meant in misnamed.values()) else \
+                " (x_val is read where data.validation_split is left out)"
             warn(f"{path}: {', '.join(misnamed)} {'is' if len(misnamed) == 1 else 'are'} not "
                  f"read: a held-out split is read from x_test and {labels}_test (x_val and "
-                 f"{labels}_val); save them as {', '.join(misnamed.values())}")
+                 f"{labels}_val); save them as {', '.join(misnamed.values())}{held_out}")
         check_npz_memory(path, headers, labels, limit)
         _refuse(npz_samples_problem(path, shapes))
         wanted = ("x", labels, *(name for pair in held_out_pairs(labels) for name in pair))

@@ -1741,3 +1741,51 @@ def test_train_takes_a_batch_size_past_the_training_samples(tmp_path):
         "train": {"epochs": 1, "batch_size": 100000000}}
     summary = nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
     assert summary["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("text, said", [
+    ("train: {epochs: 1, beta1: 0.9}\n",
+     "train: unknown field 'beta1'; it is a field of optimizer of type adam or adamw, and this "
+     "spec's is sgd (by default): remove it"),
+    ("train: {epochs: 1, pruning: {type: magnitude, magnitude: 0.5}}\n",
+     "train.pruning: unknown field 'magnitude'; magnitude takes its value as target_sparsity: "
+     "write target_sparsity: 0.5"),
+    ("optimizer: {type: adam, beta1: 0.8, betas: [0.9, 0.99]}\n",
+     "optimizer: unknown field 'betas'; did you mean 'beta1' (set already)?"),
+])
+def test_the_second_reviews_field_cases(text, said):
+    """A section the spec leaves out is of its default type (sgd: beta1 sent there was then
+    'did you mean momentum'); a model with a type of its own (pruning) has no tag in its
+    errors' locations (`magnitude: 0.5` was said as an unknown 'pruning'); betas beside beta1
+    is not told to write beta1 again."""
+    errors = _load_errors(text + "model:\n  input_shape: [4]\n  layers: [{type: dense, "
+                                 "units: 1}]\n")
+    assert any(error.endswith(said) for error in errors), errors
+    assert not any("unknown field 'pruning'" in error for error in errors)
+
+
+def test_a_dilation_and_padding_both_past_the_input_get_a_fix_that_clears_the_warning():
+    """The second review: padding 8 at dilation 7 over 6 positions was told padding: 7 or
+    less, which left the taps stepping over the input (143 of 2,767 geometries)."""
+    text = ("model:\n  input_shape: [1, 6]\n  layers:\n    - {type: conv1d, filters: 2, "
+            "kernel_size: 2, dilation: 7, padding: 8}\n    - {type: flatten}\n"
+            "    - {type: dense, units: 3}\n")
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    (warning,) = [d for d in check(load_spec_text(text, "spec.yaml")).diagnostics
+                  if "read only padding" in d.message]
+    assert warning.message.endswith("use dilation: 6 with padding: 6 or less")
+    fixed = text.replace("dilation: 7, padding: 8", "dilation: 6, padding: 6")
+    assert not [d for d in check(load_spec_text(fixed, "spec.yaml")).diagnostics
+                if "padding" in d.message]
+
+
+def test_mnist_from_a_folder_of_the_users_is_planned_at_the_batch_size():
+    from nnrun.compiler.datasets import largest_step_batch
+    from nnrun.compiler.frontend import load_spec_text
+
+    text = ("data: {dataset: mnist}\nmodel:\n  layers: [{type: flatten}, {type: dense, units: "
+            "10}]\ntrain: {batch_size: 65000}\n")
+    assert largest_step_batch(load_spec_text(text, "spec.yaml").spec) == 60000
+    folder = text.replace("{dataset: mnist}", "{dataset: mnist, path: idx}")
+    assert largest_step_batch(load_spec_text(folder, "spec.yaml").spec) == 65000
