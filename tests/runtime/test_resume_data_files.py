@@ -27,8 +27,8 @@ optimizer: {type: sgd, lr: 0.3}
 train:
   epochs: 2
   batch_size: 8
-  # the worst epoch is the best: the first, so that one chosen again shows
-  early_stopping: {monitor: train_loss, mode: max, patience: 9}
+  # no epoch improves by 1e9 on the first: it is the best, so that one chosen again shows
+  early_stopping: {monitor: train_loss, min_delta: 1.0e+9, patience: 9}
 """
 
 
