@@ -7,7 +7,7 @@ MAX_COLUMN_BYTES_PER_SAMPLE keeps recomputing them instead. The columns' layout 
 output positions: at most BATCH_LAST_MAX_POSITIONS, batch-last [C*K, O, B] (one product for
 the whole batch); at least BY_SAMPLE_MIN_POSITIONS, by sample [B, C*K, O] (one product per
 sample); compiler/ops/conv.py says why. A convolution without a weight gradient (inference)
-takes batch-last columns too where its positions are few (but where its output would be
+takes batch-last columns too where its positions are few (but a 1-D one whose output would be
 transposed back to rows of a multiple of 512 bytes); otherwise it stays one op, which builds
 its columns a chunk of samples at a time (CHUNKED_FORWARD).
 """
@@ -45,7 +45,7 @@ def keep_conv_columns(graph: Graph) -> Graph:
             partner = grad_weight.get((x, w, node.attrs, f"{node.op}_grad_weight"))
             out = tuple(node.output.type.shape[2:])
             batch_last = size_of(out) <= BATCH_LAST_MAX_POSITIONS and (
-                partner is not None or not _transposed_back_slowly(node.output, readers))
+                partner is not None or not _transposed_back_slowly(node, readers))
             kept = partner is not None and _column_bytes(node) <= MAX_COLUMN_BYTES_PER_SAMPLE
             # Without a weight gradient (inference) the columns die at once: batch-last, one
             # product for the batch is still the faster convolution; otherwise the convolution
@@ -77,14 +77,16 @@ def keep_conv_columns(graph: Graph) -> Graph:
 _ELEMENTWISE = ("bias_add", "bias_activation", "relu")
 
 
-def _transposed_back_slowly(y, readers) -> bool:
-    """Whether an inference's batch-last output [F, O, B] would be transposed back to rows
-    [B, F*O] of a multiple of 512 bytes, which NumPy writes across at several times the
-    product's time (conv1d-64-positions: 0.59 against 0.36 ms for the convolution by chunks,
-    docs/benchmarks.md); not where it reaches another convolution through elementwise nodes,
-    between which it stays batch-last."""
+def _transposed_back_slowly(node, readers) -> bool:
+    """Whether a 1-D inference convolution's batch-last output [F, O, B] would be transposed
+    back to rows [B, F*O] of a multiple of 512 bytes, which NumPy writes across at several
+    times the product's time (conv1d-64-positions: 0.59 against 0.36 ms for the convolution by
+    chunks, docs/benchmarks.md); not where it reaches another convolution through elementwise
+    nodes, between which it stays batch-last. 2-D convolutions were measured slower by chunks
+    (the quickstart's 1.30 against 1.70 ms): they keep their batch-last columns."""
+    y = node.output
     row_bytes = size_of(y.type.shape[1:]) * np.dtype(y.type.dtype).itemsize
-    return row_bytes % 512 == 0 and not _feeds_a_convolution(y, readers)
+    return node.op == "conv1d" and row_bytes % 512 == 0 and not _feeds_a_convolution(y, readers)
 
 
 def _feeds_a_convolution(value, readers) -> bool:
