@@ -290,9 +290,10 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
                             f"{most} or less")
             continue
         with ctx.gb.at(ctx.origin.at_field("padding")):
+            # (less, where the taps are further apart than the input, can leave some between)
             ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach ({reach}): "
                         f"{outputs}, none of the input; use padding: {reach - 1}"
-                        + (" or less" if reach > 1 else ""))
+                        + (" or less" if reach > 1 and n >= d else ""))
 
 
 def _dilation_reading_input(n: int, k: int, s: int, pad: tuple[int, int],
