@@ -73,21 +73,19 @@ def _drop_or_rename(data: dict, path: tuple, missing: set, missing_in: dict) -> 
         meant = suggest(key, unset)
         if meant is not None and _valid_as(parent, meant, value):
             parent[meant] = value
-    elif len(path) == 1:  # `lsos: mse`: not the default loss, checked against the outputs
-        meant = suggest(key, [name for name in Spec.model_fields if name not in parent])
-        if meant is not None and _field_takes(Spec, parent, meant, value):
-            parent[meant] = value
-    elif len(path) == 2 and path[0] in _SECTIONS_READ_AS_MEANT:
-        # `datset: mnist`: not the default digits; `input_shpe: [4]`: not a missing shape
-        section = _SECTIONS_READ_AS_MEANT[path[0]]
+    elif path[:-1] in _SECTIONS_READ_AS_MEANT:
+        # `lsos: mse`: not the default loss; `datset: mnist`: not the default digits;
+        # `input_shpe: [4]`: not a missing shape
+        section = _SECTIONS_READ_AS_MEANT[path[:-1]]
         meant = suggest(key, [name for name in section.model_fields if name not in parent])
         if meant is not None and _field_takes(section, parent, meant, value):
             parent[meant] = value
 
 
-# The sections whose misspelt fields are read as the fields they misspell: those that decide
-# the shapes checked after a schema error.
-_SECTIONS_READ_AS_MEANT = {"data": Data, "model": Model}
+# Where misspelt fields are read as the fields they misspell (by the path of their mapping):
+# the spec's top and the sections that decide the shapes and labels checked after a schema
+# error.
+_SECTIONS_READ_AS_MEANT = {(): Spec, ("data",): Data, ("model",): Model}
 
 
 def _field_takes(section: type[pydantic.BaseModel], mapping: dict, field: str,
