@@ -166,7 +166,7 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             **dict.fromkeys(("huberloss", "smoothl1loss"), ("huber",)),
             # Keras' and TFDS's `name` of a dataset, an optimizer, a loss
             "name": ("dataset", "type"),
-            "max_samples": ("limit",),
+            "max_samples": ("limit",), "num_samples": ("n_samples", "limit"),
             "random_translation": ("random_shift",), "randomtranslation": ("random_shift",),
             "begin_epoch": ("start_epoch",)}
 
@@ -203,6 +203,16 @@ def _did_you_mean_among(word: str, names: tuple[str, ...], synonyms: tuple[str, 
             and _closeness(word, name) == _closeness(word, match)] if by_closeness else []
     quoted = " or ".join(f"'{name}'" for name in [match, *tied])
     return f"; did you mean {quoted}?"
+
+
+def _dataset_takes(owner: tuple, present: Any, field: str) -> bool:
+    """Whether the data section's dataset takes `field` (n_samples: a generated one), so that
+    a near name is not offered a field its dataset refuses (num_samples on mnist: limit)."""
+    from .schema import DATASETS_TAKING, Data
+
+    if owner != ("data",) or field not in DATASETS_TAKING or not isinstance(present, dict):
+        return True
+    return present.get("dataset", Data.model_fields["dataset"].default) in DATASETS_TAKING[field]
 
 
 def _as_near_unset(word: Any, closest: str, unset: list[str]) -> bool:
@@ -783,9 +793,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     glued = _glued_value(name, [*fields, "type"])
     if glued:
         return f"unknown field {quoted(name)}{glued}"
-    candidates = [known for known in fields if not _has_child(present, known)]
-    # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
+    taken = [known for known in fields if _dataset_takes(owner, present, known)]
+    candidates = [known for known in taken if not _has_child(present, known)]
+    # a synonym may be set already: `--set model.layers[0].units=8` on a conv2d means filters
     in_a_list = any(isinstance(key, int) for key in owner)  # a layer's, an augmentation's
     elsewhere = _only_place_of(schema, name, beside_layers=not in_a_list) \
         if owner and not _section_naming(model, name) else None
@@ -834,7 +845,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if owner and not _is_layer_path(owner) and name in _field_names(schema):
         return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level: "
                 f"write it at the start of a line, not under {format_path(owner)}")
-    closest = suggest(name, fields)
+    closest = suggest(name, taken)
     # at the top, a field of one section (`init`, model's) is meant, not a near name (limits):
     # the section hint below says so
     of_one_section = _only_place_of(schema, name, beside_layers=True) if not owner else None
@@ -844,7 +855,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
                                                                           candidates):
         suggestion = f"; did you mean '{closest}' (set already)?"  # `--set optimiser.lr=...`
     else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
-        suggestion = _did_you_mean(name, candidates, fields)
+        suggestion = _did_you_mean(name, candidates, taken)
     section = None if suggestion else _section_naming(model, name)
     if section:  # `layers:` at the top: indented one level too little
         suggestion = f"; it belongs in the {section} section: indent it under {section}:"

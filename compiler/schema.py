@@ -743,6 +743,11 @@ Augmentation = tagged_union(RandomShift, RandomFlip, GaussianNoise, RandomCrop, 
 DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
 
 
+# The data fields that only some datasets take, and those datasets.
+DATASETS_TAKING = {"path": tuple(name for name, data in DATASETS.items() if data.needs_files),
+                   "n_samples": SIZED_DATASETS, "noise": SIZED_DATASETS}
+
+
 class Data(Strict):
     dataset: DatasetName = Field("digits", description="which dataset (digits: embedded, no "
                                  "download)")  # type: ignore[valid-type]
@@ -768,8 +773,7 @@ class Data(Strict):
     @classmethod
     def _option_fits_the_dataset(cls, value: Any, info: ValidationInfo) -> Any:
         dataset = info.data.get("dataset")
-        takes = {"path": [name for name, data in DATASETS.items() if data.needs_files],
-                 "n_samples": SIZED_DATASETS, "noise": SIZED_DATASETS}[info.field_name]
+        takes = DATASETS_TAKING[info.field_name]
         if value is not None and dataset is not None and dataset not in takes:
             kind = "datasets read from files" if info.field_name == "path" else "generated datasets"
             raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "

@@ -1789,3 +1789,13 @@ def test_mnist_from_a_folder_of_the_users_is_planned_at_the_batch_size():
     assert largest_step_batch(load_spec_text(text, "spec.yaml").spec) == 60000
     folder = text.replace("{dataset: mnist}", "{dataset: mnist, path: idx}")
     assert largest_step_batch(load_spec_text(folder, "spec.yaml").spec) == 65000
+
+
+@pytest.mark.parametrize("dataset, meant", [("mnist", "limit"), ("xor", "n_samples"),
+                                            ("digits", "limit")])
+def test_a_near_name_in_data_is_a_field_its_dataset_takes(dataset, meant):
+    """The third review: num_samples on mnist was offered n_samples, which mnist refuses."""
+    text = (f"data: {{dataset: {dataset}, num_samples: 100}}\nmodel:\n  input_shape: [2]\n"
+            "  layers: [{type: dense, units: 2}]\n")
+    assert any(e.endswith(f"unknown field 'num_samples'; did you mean '{meant}'?")
+               for e in _load_errors(text))
