@@ -1033,7 +1033,8 @@ class Trainer:
     def _diverged_message(self, what: str, lr: float, initial_loss: float | None = None) -> str:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
-        if initial_loss is not None and initial_loss > INITIAL_LOSS_TOO_LARGE:
+        scale = getattr(self.spec.loss, "scale", 1.0)  # large through loss.scale alone: not
+        if initial_loss is not None and initial_loss / scale > INITIAL_LOSS_TOO_LARGE:
             causes.insert(0, f"the loss of the initial weights was already {initial_loss:.3g}: "
                              f"{INITIAL_WEIGHTS} or the data (targets or inputs) are of too "
                              "large a scale; scale them down")

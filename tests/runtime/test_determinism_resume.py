@@ -395,6 +395,18 @@ def test_an_overflow_under_a_large_loss_scale_names_it_first(tmp_path):
             "else ") in str(caught.value)
 
 
+def test_a_divergence_under_a_large_loss_scale_does_not_blame_the_initial_weights(tmp_path):
+    """The third review: sgd under loss.scale 1e30 was told the initial weights' loss was
+    already 6.89e+29 (0.69 but for the scale)."""
+    spec = ("data: {dataset: xor}\nmodel:\n  layers: [{type: dense, units: 8, activation: tanh},"
+            " {type: dense, units: 2}]\nloss: {type: cross_entropy, scale: 1.0e+30}\n"
+            "optimizer: {type: sgd, lr: 0.05}\ntrain: {epochs: 1}\n")
+    with pytest.raises(TrainingError) as caught:
+        nnrun.train(write_spec(tmp_path, spec), out_dir=tmp_path / "run", quiet=True)
+    assert "loss.scale (1e+30)" in str(caught.value)
+    assert "initial weights" not in str(caught.value)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in the diverging matmuls
 def test_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
     # Without activations the weights of consecutive layers feed each other's gradients and grow
