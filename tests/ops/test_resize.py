@@ -25,5 +25,7 @@ def test_the_phase_form_equals_the_matrix_form(scale, shape, monkeypatch):
         return (REGISTRY[name].forward(numpy_backend, attrs, x),
                 REGISTRY[f"{name}_grad"].forward(numpy_backend, attrs, g))
 
-    for by_phase, by_matrix in zip(both(0), both(10**9)):
-        np.testing.assert_allclose(by_phase, by_matrix, rtol=1e-13, atol=1e-14)
+    # 4: one axis of a 2-D map long, the other short (the spare buffer sized for the one)
+    for length in (0, 4):
+        for by_phase, by_matrix in zip(both(length), both(10**9)):
+            np.testing.assert_allclose(by_phase, by_matrix, rtol=1e-13, atol=1e-14)
