@@ -370,8 +370,8 @@ def held_out_pairs(labels: str) -> list[tuple[str, str]]:
 _SPLIT_WORDS = {"test": "test", "testing": "test", "val": "val", "valid": "val",
                 "validation": "val", "dev": "val"}
 # The samples' and the labels' names of other code (_OTHER_PAIRS), with nnrun's.
-_SAMPLE_WORDS = ("x", "images", "inputs", "features", "data")
-_LABEL_WORDS = ("y", "labels", "label", "targets", "target")
+_SAMPLE_WORDS = tuple(dict.fromkeys(["x", *(samples for samples, _ in _OTHER_PAIRS)]))
+_LABEL_WORDS = tuple(dict.fromkeys(["y", "label", *(labels for _, labels in _OTHER_PAIRS)]))
 _ARRAY = "|".join([*_SAMPLE_WORDS, *_LABEL_WORDS, "masks?"])
 _SPLIT = "|".join(sorted(_SPLIT_WORDS, key=len, reverse=True))
 _SPLIT_ARRAY = re.compile(rf"({_ARRAY})[_.-]?({_SPLIT})|({_SPLIT})[_.-]?({_ARRAY})")

@@ -34,8 +34,7 @@ def _warn_of_unread_layers(lowered, spec) -> None:
     reads it, or only such layers do) trains for nothing: likely not what the spec meant."""
     last = lowered.layers[-1].name
     reached = schema.layers_read_by({info.name: info.inputs for info in lowered.layers}, last)
-    index_of = {name: index for index, name in
-                enumerate(schema.default_layer_names(spec.model.layers))}
+    index_of = _index_by_name(spec)
     for info in lowered.layers:  # the layers shaped: a branch's shape error leaves some out
         if info.name in reached:
             continue
@@ -46,6 +45,13 @@ def _warn_of_unread_layers(lowered, spec) -> None:
             Origin.of_layer(index, info.name),
             f"its output never reaches the model's output ({last}): no layer on the way there "
             f"reads it{learns}; remove it, or name it in a later layer's inputs"))
+
+
+def _index_by_name(spec) -> dict[str, int]:
+    """Each layer's place in the spec by its name: a shape error in a branch leaves some out
+    of the layers lowered, so their places there are not the spec's."""
+    return {name: index for index, name in
+            enumerate(schema.default_layer_names(spec.model.layers))}
 
 
 # What an activation does to the raw scores a classification loss takes.
@@ -184,8 +190,7 @@ def _output_sizing(spec, lowered) -> tuple[Origin, str] | None:
     activation, dropout, batchnorm); None past a reshape, flatten or join, whose output is
     not one layer's count."""
     info_of = {info.name: info for info in lowered.layers}  # of the layers shaped
-    index_of = {name: index for index, name in
-                enumerate(schema.default_layer_names(spec.model.layers))}
+    index_of = _index_by_name(spec)
     info = lowered.layers[-1]
     while True:
         index = index_of[info.name]

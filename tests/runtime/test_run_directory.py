@@ -223,6 +223,16 @@ def test_eval_and_predict_of_a_run_whose_data_file_changed_in_place_warn(tmp_pat
                                    "split is drawn again from the new samples, and may hold "
                                    "samples the model trained on")]
     (run_dir / "preprocessing.npz").unlink()
+    from nnrun.runtime.data import fingerprint
+
+    read, sha256_of = [], fingerprint.sha256_of
+    fingerprint.sha256_of = lambda path: read.append(path) or sha256_of(path)
+    try:  # the re-read: statistics fitted again and the scores ask once, the file unchanged
+        save(400)
+        evaluate_run(run_dir, "val")
+    finally:
+        fingerprint.sha256_of = sha256_of
+    assert len(read) == 1
     with collected() as notices:
         nnrun.load_run(run_dir)
     assert notices == [("warning", f"{run_dir}: has no preprocessing.npz, so its statistics are "
