@@ -584,12 +584,15 @@ _COMMAND_SUMMARIES = {
 
 
 def _refuse_a_spaced_override(ctx, args: list[str]) -> None:
-    """An override without '=' is a usage error, said before anything is read: `--set
-    optimizer.lr 0.01` left 0.01 to click, which called it an extra argument or a missing spec
-    file; the fix is one '=' (unless the next word is the spec or a run directory)."""
+    """An override without '=' (or with nothing before it) is a usage error, said before anything
+    is read: `--set optimizer.lr 0.01` left 0.01 to click, which called it an extra argument or a
+    missing spec file; the fix is one '=' (unless the next word is the spec or a run directory)."""
     for index, word in enumerate(args):
         path = word.removeprefix("--set=") if word.startswith("--set=") else (
             args[index + 1] if word == "--set" and index + 1 < len(args) else None)
+        if path is not None and path.partition("=")[0].strip() == "" and "=" in path:
+            raise click.UsageError(f"--set takes PATH=VALUE, got '{path}' (no path before '='); "
+                                   "e.g. --set optimizer.lr=0.01", ctx)
         if path is None or "=" in path:
             continue
         value = args[index + 2] if word == "--set" and index + 2 < len(args) else None

@@ -1857,6 +1857,10 @@ def test_a_command_s_module_imports_first(module):
     # the review: these pointed at `nnrun --help`, which does not describe them
     (["train", "spec.yaml", "--set=lr"], "Error: --set takes PATH=VALUE, got 'lr'; e.g. --set "
                                          "optimizer.lr=0.01 (see 'nnrun train --help')"),
+    # an empty path exited 1 as a spec error (`--set:1:1: cannot read the path ''`)
+    (["validate", "spec.yaml", "--set", "=3"], "Error: --set takes PATH=VALUE, got '=3' (no path "
+                                               "before '='); e.g. --set optimizer.lr=0.01 (see "
+                                               "'nnrun validate --help')"),
     (["train", "spec.yaml", "--epochs"], "Error: Option '--epochs' requires an argument. (see "
                                          "'nnrun train --help')"),
     (["data", "preview", "--samples"], "Error: Option '--samples' requires an argument. (see "
