@@ -288,6 +288,8 @@ class _Problem:
     data_path: tuple
     # (index in loc, label) for each dropped component.
     labels: tuple
+    # The mapping holding the field at fault was made by an override with its default type.
+    typed_by_default: bool = False
 
 
 def diagnostics_from_validation_error(
@@ -543,6 +545,8 @@ def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
     # As DESIGN.md section 5 writes a schema error: the path alone (`model.layers[1]`); the
     # lowering's errors, which only a valid layer reaches, add its name.
     where = location.origin or format_path(owner)
+    if owner and loaded.typed_by_default(owner):
+        problem = replace(problem, typed_by_default=True)
     message = _message(problem, field, loaded.data, schema)
     if not location.origin:  # the file's line shows the values before the overrides
         message += _after_overrides(loaded, problem.data_path, owner)
@@ -823,9 +827,12 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         if elsewhere:
             return f"unknown field {quoted(name)}; {elsewhere}"
     # a layer's fields of other layers are _other_layers_field_fix's, above
-    lacking = _type_lacking(schema, owner, present, name) \
+    lacking = _type_lacking(schema, owner, present, name, problem.typed_by_default) \
         if owner and not _is_layer_path(owner) else None
     others = lacking[1] if lacking else []
+    if others and problem.typed_by_default:  # `--set optimizer.beta1=0.9`, no optimizer given
+        return (f"unknown field {quoted(name)}; {lacking[0]} has no {name}, a field of "
+                f"{and_joined(others)}: set {format_path(owner)}.type to {_join_or(others)} too")
     if others:  # beta1 on sgd: a field of adam and adamw (an adam spec's, --set type=sgd)
         kind, owners = present["type"], and_joined(others)
         counterpart = next((s for s in SYNONYMS.get(str(name), ()) if s in fields), None)
@@ -866,14 +873,15 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
 _SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
 
 
-def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any
+def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any, by_default: bool = False
                   ) -> tuple[str, list[str]] | None:
     """(its type, the types that have it) where the typed mapping at `path` (an optimizer, a
     loss, an initializer) is of a type without the field `name`; None where it has it, or is
-    not given."""
-    by_default = mapping is None or mapping is _ABSENT  # left out: its default's type (sgd)
-    if by_default:
+    not given. `by_default`: the mapping holds its default's type, the spec gives none."""
+    left_out = mapping is None or mapping is _ABSENT  # left out: its default's type (sgd)
+    if left_out:
         mapping = _default_mapping(schema, path)
+    by_default = by_default or left_out
     if schema is None or not isinstance(mapping, dict) or not isinstance(mapping.get("type"),
                                                                           str):
         return None

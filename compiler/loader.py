@@ -104,6 +104,13 @@ class Loaded:
         return [(path, node.value.origin) for path, node in self.positions.items()
                 if node.value.origin]
 
+    def typed_by_default(self, path: SpecPath) -> bool:
+        """Whether the mapping at `path` is a section the file leaves out, made by an override
+        with its default type (`--set optimizer.beta1=0.9`: sgd's)."""
+        made = self.positions.get(tuple(path))
+        return made is not None and bool(made.value.origin) and \
+            (*path, "type") not in self.positions
+
     def position(self, path: SpecPath, key: bool = False) -> tuple[int, int]:
         location = self.location(path, key)
         return location.line, location.col

@@ -1764,6 +1764,31 @@ def test_the_second_reviews_field_cases(text, said):
     assert not any("unknown field 'pruning'" in error for error in errors)
 
 
+@pytest.mark.parametrize("overrides, said", [
+    (["optimizer.beta1=0.9"], "unknown field 'beta1'; sgd (by default) has no beta1, a field of "
+                              "adam and adamw: set optimizer.type to adam or adamw too"),
+    (["loss.delta=1"], "unknown field 'delta'; cross_entropy (by default) has no delta, a field "
+                       "of huber: set loss.type to huber too"),
+    # a type set by the user is not the default's, even where it is the same
+    (["optimizer.type=sgd", "optimizer.beta1=0.9"],
+     "unknown field 'beta1'; did you mean 'momentum'? (beta1 is a field of adam and adamw)"),
+])
+def test_an_override_into_a_section_left_out_names_its_default_type(overrides, said):
+    """`--set optimizer.beta1=0.9` on a spec without an optimizer builds sgd's (the default):
+    it was told sgd's momentum, as if the user had written sgd; the fix is the type too, and it
+    clears the error given in either order."""
+    text = "model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\n"
+    (error,) = _load_errors(text, overrides)
+    assert error.endswith(said), error
+    from nnrun.compiler.frontend import load_spec_text
+
+    if "too" in said:
+        path = overrides[0].split(".")[0]
+        kind = said.split(" to ")[-1].split()[0]
+        for fixed in ([*overrides, f"{path}.type={kind}"], [f"{path}.type={kind}", *overrides]):
+            load_spec_text(text, "spec.yaml", fixed)
+
+
 def test_a_dilation_and_padding_both_past_the_input_get_a_fix_that_clears_the_warning():
     """The second review: padding 8 at dilation 7 over 6 positions was told padding: 7 or
     less, which left the taps stepping over the input (143 of 2,767 geometries)."""
