@@ -27,8 +27,8 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import (COPYING_PADDINGS, Unread, as_tuple, per_sample, same_padding, size_of,
-                     unread_positions, unread_through_copies, window_output,
+from .shapes import (COPYING_PADDINGS, Unread, as_tuple, per_sample, same_padding,
+                     setting_text, size_of, unread_positions, unread_through_copies, window_output,
                      windows_reading_no_input)
 
 
@@ -265,35 +265,82 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
     taps, spread wider than the input, step over it: they read no input (a layer whose
     windows read none at all is _warn_unused's)."""
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
-    for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
-        blind = windows_reading_no_input(n, k, s, p, d)
-        size = window_output(n, k, s, p, d).size
-        if not blind or blind == size:
+    fixes = [_padding_only_fix(*geometry) for geometry in zip(spatial, kernel, stride, pad,
+                                                               dilation)]
+    for axis, n, p, d, fix in zip(names, spatial, pad, dilation, fixes):
+        if fix is None:
             continue
-        reach = d * (k - 1) + 1
-        outputs = f"{blind} of the {size} outputs along the {axis} read only padding"
-        fitting = _dilation_reading_input(n, k, s, p, d) if max(p) < reach else None
-        if fitting:  # the padding is within the reach: the taps step over the input
+        # a fix names every axis's value ([2, 1] for rows at fault: a scalar would set both),
+        # another axis's changed only where its own fix is of the same kind
+        alike = [other is not None and other.kind == fix.kind for other in fixes]
+        dilations = [other.dilation if same else each
+                     for other, same, each in zip(fixes, alike, dilation)]
+        paddings = [other.padding if same else each[0] for other, same, each in zip(fixes, alike,
+                                                                                  pad)]
+        outputs = f"{fix.blind} of the {fix.size} outputs along the {axis} read only padding"
+        padding = "" if fix.padding is None else \
+            _setting_of_axes(paddings, pad, fix.padding) + (" or less" if fix.or_less else "")
+        if fix.padding is None:  # the padding is within the reach: the taps step over the input
             with ctx.gb.at(ctx.origin.at_field("dilation")):
                 ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}: {outputs}, the input between two taps; use "
-                            f"dilation: {fitting}")
-            continue
-        within = tuple(min(side, reach - 1) for side in p)  # the padding's fix alone
-        if max(p) < reach or (n < d and windows_reading_no_input(n, k, s, within, d)):
-            # the taps step over the input, and the padding holds those of a smaller dilation
-            most = n * (k - 1)  # the padding within the reach of a dilation of n
+                            f"dilation: {_setting_of_axes(dilations, None, fix.dilation)}")
+        elif fix.dilation:  # the taps step over the input, and the padding holds a smaller one's
             with ctx.gb.at(ctx.origin.at_field("dilation")):
                 ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}, and padding {_pad_text(p)} leaves the taps of a "
-                            f"smaller one in it: {outputs}; use dilation: {n} with padding: "
-                            f"{most} or less")
-            continue
-        with ctx.gb.at(ctx.origin.at_field("padding")):
-            # (less, where the taps are further apart than the input, can leave some between)
-            ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach ({reach}): "
-                        f"{outputs}, none of the input; use padding: {reach - 1}"
-                        + (" or less" if reach > 1 and n >= d else ""))
+                            f"smaller one in it: {outputs}; use dilation: "
+                            f"{_setting_of_axes(dilations, None, fix.dilation)} with padding: "
+                            f"{padding}")
+        else:
+            with ctx.gb.at(ctx.origin.at_field("padding")):
+                ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach "
+                            f"({fix.reach}): {outputs}, none of the input; use padding: {padding}")
+
+
+@dataclass(frozen=True)
+class _PaddingOnlyFix:
+    """One axis's outputs that read only padding, and the setting that gives them input: a
+    smaller dilation (padding None: the padding is within the reach), a padding within the
+    reach (dilation None), or both."""
+
+    blind: int
+    size: int
+    reach: int
+    dilation: int | None
+    padding: int | None
+    or_less: bool = False
+
+    @property
+    def kind(self) -> tuple[bool, bool]:
+        return self.dilation is not None, self.padding is not None
+
+
+def _padding_only_fix(n: int, k: int, s: int, p: tuple[int, int], d: int
+                      ) -> _PaddingOnlyFix | None:
+    blind = windows_reading_no_input(n, k, s, p, d)
+    size = window_output(n, k, s, p, d).size
+    if not blind or blind == size:
+        return None
+    reach = d * (k - 1) + 1
+    found = (blind, size, reach)
+    fitting = _dilation_reading_input(n, k, s, p, d) if max(p) < reach else None
+    if fitting:
+        return _PaddingOnlyFix(*found, dilation=fitting, padding=None)
+    within = tuple(min(side, reach - 1) for side in p)  # the padding's fix alone
+    if max(p) < reach or (n < d and windows_reading_no_input(n, k, s, within, d)):
+        # the padding within the reach of a dilation of n
+        return _PaddingOnlyFix(*found, dilation=n, padding=n * (k - 1), or_less=True)
+    # (less, where the taps are further apart than the input, can leave some between)
+    return _PaddingOnlyFix(*found, dilation=None, padding=reach - 1,
+                           or_less=reach > 1 and n >= d)
+
+
+def _setting_of_axes(values: list[int], pads: tuple | None, own: int) -> str:
+    """The value of a field of every axis (`[2, 1]`), or one number where they are the same or
+    the other axes' paddings are uneven (`same`'s, which a list cannot write)."""
+    uneven = pads is not None and any(lo != hi for lo, hi in pads)
+    return str(own) if uneven else setting_text(values)
 
 
 def _dilation_reading_input(n: int, k: int, s: int, pad: tuple[int, int],

@@ -175,7 +175,7 @@ def test_a_convolution_whose_windows_all_lie_in_the_padding_says_so():
     ("{type: conv2d, filters: 2, kernel_size: 2, dilation: 2, padding: [3, 0], "
      "padding_mode: random}",
      "padding 3 is at least the kernel's reach (3): 2 of the 10 outputs along the rows read only "
-     "padding, none of the input; use padding: 2 or less"),
+     "padding, none of the input; use padding: [2, 0] or less"),  # `padding: 2` set the columns'
     ("{type: conv2d, filters: 2, kernel_size: 1, padding: 4, padding_mode: replicate}", None),
     ("{type: conv2d, filters: 2, kernel_size: 3, padding: 2}", None),
 ])
@@ -226,6 +226,37 @@ def test_outputs_of_padding_only_are_told_the_setting_at_fault(layer, said):
         key, value = setting.split(": ")
         fixed = re.sub(rf"{key}: \d+", f"{key}: {value}", fixed)
     assert not [w for w in warnings_of(spec_text([1, width], fixed)) if "padding" in w.message]
+
+
+def test_a_2d_fix_of_outputs_of_padding_only_names_both_axes_and_clears_the_warning():
+    """A conv2d's fix was said as one number (`use padding: 2 or less` for padding [5, 1]),
+    which written as a scalar also changes the other axis: it is said for both axes, each
+    keeping its value unless its own fix changes it, and applied as written it clears the
+    warning of its axis."""
+    rng = np.random.default_rng(7)
+    fixes = 0
+    for _ in range(150):
+        rows, columns = (int(v) for v in rng.integers(1, 9, 2))
+        kernel, stride = int(rng.integers(1, 4)), int(rng.integers(1, 3))
+        dilation = [int(v) for v in rng.integers(1, 10, 2)]
+        padding = [int(v) for v in rng.integers(0, 12, 2)]
+        layer = (f"{{type: conv2d, filters: 1, kernel_size: {kernel}, stride: {stride}, "
+                 f"dilation: {dilation}, padding: {padding}}}")
+        try:
+            warnings = warnings_of(spec_text([1, rows, columns], layer))
+        except SpecError:  # a window past the padded input
+            continue
+        for warning in [w for w in warnings if "read only padding" in w.message]:
+            axis = re.search(r"along the (rows|columns)", warning.message).group(1)
+            fix = warning.message.split("; use ")[-1].replace(" or less", "")
+            fixed = layer
+            for key, value in re.findall(r"(dilation|padding): (\[\d+, \d+\]|\d+)", fix):
+                fixed = re.sub(rf"{key}: \[\d+, \d+\]", f"{key}: {value}", fixed)
+            after = [w.message for w in warnings_of(spec_text([1, rows, columns], fixed))]
+            assert not [m for m in after if f"along the {axis} read only" in m], (layer, fix)
+            if "[" in fix:  # the other axis keeps its value unless a fix of its own changes it
+                fixes += 1
+    assert fixes > 10
 
 
 def test_windows_reading_no_input_counts_as_a_walk_over_every_tap_does():
