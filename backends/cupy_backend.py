@@ -96,9 +96,9 @@ class CupyBackend(ArrayBackend):
             super().batch_columns_into(x, kernel, stride, dilation, cols)
         return cols
 
-    def col2im_into(self, cols, kernel, stride, dilation, x):
+    def col2im_into(self, cols, kernel, stride, dilation, x, spare=None):
         if not cupy_kernels.run_columns("col2im", x, cols, kernel, stride, dilation):
-            super().col2im_into(cols, kernel, stride, dilation, x)
+            super().col2im_into(cols, kernel, stride, dilation, x, spare)
         return x
 
     def activation_into(self, activation, alpha, x, out) -> None:

@@ -180,6 +180,12 @@ def _torch_layer(torch, layer, info, params, spatial: int):
         return [conv(in_ch, out_ch, tuple(kernel), layer.stride, layer.padding,
                      dilation=layer.dilation, padding_mode=layer.padding_mode),
                 *_act(torch, layer)]
+    if kind in ("conv1d_transpose", "conv2d_transpose"):
+        in_ch, out_ch, *kernel = params[f"{info.name}.weight"].shape
+        conv = torch.nn.ConvTranspose2d if kind == "conv2d_transpose" else torch.nn.ConvTranspose1d
+        return [conv(in_ch, out_ch, tuple(kernel), layer.stride, layer.padding,
+                     output_padding=layer.output_padding, dilation=layer.dilation),
+                *_act(torch, layer)]
     if kind == "dense":
         fan_in, units = params[f"{info.name}.weight"].shape
         return [torch.nn.Linear(fan_in, units), *_act(torch, layer)]

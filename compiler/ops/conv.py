@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,9 +218,23 @@ def _conv_grad_input_into(be, attrs, out, g, x, w):
 def _batch_last_scratch(attrs, g, x, w):
     columns = w.shape[1] * size_of(w.shape[2:]) * size_of(g.shape[2:])
     g_copy = (g.shape[0], 0) if attrs.g_batch_last else g.shape  # batch-last g: not copied
+    padded = padded_type(x, attrs.pad)
     return (TensorType(g_copy, g.dtype),  # g as [F, *O, B]
             TensorType((g.shape[0], columns), g.dtype),  # columns as [C, *K, *O, B]
-            padded_type(x, attrs.pad))  # the padded input's gradient as [C, *padded, B]
+            padded,  # the padded input's gradient as [C, *padded, B]
+            *_phase_scratch(attrs, padded, w.shape[2:]))
+
+
+def _phase_scratch(attrs, padded: TensorType, kernel) -> tuple[TensorType, ...]:
+    """col2im's spare buffer for one phase [C, *phase, B] (backends/base.py's
+    _col2im_by_phases), where a phase takes two window offsets or more: some stride above 1
+    with kernel taps closer than it."""
+    # the taps t*d of an axis fall on s / gcd(s, d) phases of it
+    if not any(s > 1 and k > s // math.gcd(s, d)
+               for k, s, d in zip(kernel, attrs.stride, attrs.dilation)):
+        return ()
+    largest = [-(-n // s) for n, s in zip(padded.shape[2:], attrs.stride)]
+    return (TensorType((padded.shape[0], padded.shape[1] * size_of(largest)), padded.dtype),)
 
 
 def batch_last(buffer, shape):
@@ -245,7 +260,7 @@ def _grad_input_batch_role(attrs, inputs, outputs):
 
 def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
     xp = be.xp
-    gx, g_scratch, cols_scratch, padded_scratch_ = out
+    gx, g_scratch, cols_scratch, padded_scratch_, *spare = out
     filters, channels, kernel = w.shape[0], w.shape[1], w.shape[2:]
     if attrs.g_batch_last:  # already [F, *O, B]
         g_t, out_sizes = g, g.shape[1:-1]
@@ -257,7 +272,8 @@ def _conv_grad_input_batch_last(be, attrs, out, g, x, w):
                    cols.reshape(channels * size_of(kernel), -1))
     target = batch_last(padded_scratch_, padded_scratch_.shape[1:])
     # one sample whose elements are runs of B values, as in _im2col_batch_last
-    be.col2im_into(cols[None], kernel, attrs.stride, attrs.dilation, target[None])
+    be.col2im_into(cols[None], kernel, attrs.stride, attrs.dilation, target[None],
+                   spare[0] if spare else None)
     unpadded = _unpad_batch_last(target, attrs.pad)
     xp.copyto(gx, unpadded if attrs.x_batch_last else moved(unpadded, -1, 0))
 

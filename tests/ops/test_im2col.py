@@ -96,6 +96,46 @@ def test_col2im_is_the_adjoint_of_im2col(be, spatial, kernel, stride, dilation):
     assert left == pytest.approx(right, rel=1e-12)
 
 
+@pytest.mark.parametrize("spatial, kernel, stride, dilation", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("rest", [(), (5,)])  # (5,): the batch-last layout's runs
+def test_col2im_by_phases_is_the_same_additions_bit_for_bit(be, spatial, kernel, stride,
+                                                           dilation, rest):
+    """With a spare buffer, col2im sums each phase (every s-th position) there and copies it
+    out: the same additions in the same order as the strided ones, so the same bits."""
+    from nnrun.backends.base import phase_elements
+
+    rng = np.random.default_rng(2)
+    out = out_sizes(spatial, kernel, stride, dilation)
+    cols = rng.standard_normal((2, 3, *kernel, *out, *rest)).astype(np.float32)
+    shape = (2, 3, *spatial, *rest)
+    plain = be.col2im_into(cols, kernel, stride, dilation, np.full(shape, np.nan, np.float32))
+    spare = np.full(phase_elements(shape, kernel, stride) + 3, np.nan, np.float32)
+    phased = be.col2im_into(cols, kernel, stride, dilation, np.full(shape, np.nan, np.float32),
+                            spare)
+    np.testing.assert_array_equal(phased, plain)
+    assert np.isnan(spare[-3:]).all()  # the largest phase fits: nothing written past it
+    if not rest:
+        np.testing.assert_allclose(phased, col2im_naive(cols, shape, kernel, stride, dilation),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation, phases", [
+    ((4, 4), (2, 2), (1, 1), True),  # the FCN's 2x upsampling: two taps a phase per axis
+    ((3, 1), (2, 1), (1, 1), True),
+    ((2, 2), (2, 2), (1, 1), False),  # one tap a phase: the strided additions are the copy
+    ((3, 3), (2, 2), (2, 2), True),  # taps 2 apart at stride 2: all on one phase
+    ((3, 3), (1, 1), (1, 1), False),  # stride 1: one phase, the whole input
+])
+def test_a_strided_transposed_convolution_plans_a_phase_buffer_where_it_pays(kernel, stride,
+                                                                             dilation, phases):
+    from nnrun.compiler.ops.conv import ConvTransposeAttrs
+
+    attrs = ConvTransposeAttrs(stride, (0, 0), (0, 0), dilation)
+    x, w = TensorType((4, 3, 5, 5), "float32"), TensorType((3, 2, *kernel), "float32")
+    scratch = REGISTRY["conv2d_transpose"].scratch(attrs, x, w)
+    assert (len(scratch) == 4) == phases
+
+
 def test_im2col_keeps_dtype_and_layout(be):
     x = np.arange(2 * 3 * 5, dtype=np.float32).reshape(2, 3, 5)
     cols = be.im2col(x, (2,), (1,), (1,))
