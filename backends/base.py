@@ -330,6 +330,12 @@ class ArrayBackend(FusedKernels):
         """out = x.T, for a C-contiguous x [R, C] and out [C, R]."""
         self.xp.copyto(out, x.T)
 
+    def transposes_faster_than_copyto(self, x) -> bool:
+        """Whether transpose_into copies x [R, C] faster than a plain copyto of its transposed
+        view: a transpose into a view of a larger buffer then pays going through a contiguous
+        spare buffer first."""
+        return False
+
     def gelu_cdf_into(self, x, out) -> None:
         """out = 1 + erf(x / sqrt(2)), twice the standard normal CDF (GELU's); `out` may be
         `x`."""

@@ -173,6 +173,9 @@ class NumpyBackend(ArrayBackend):
         elif out.ndim != 2 or not _matmul_on_workers(a, b, out, flops):
             np.matmul(a, b, out=out)
 
+    def transposes_faster_than_copyto(self, x) -> bool:
+        return _spreads(x)
+
     def transpose_into(self, x, out) -> None:
         if not _spreads(x) or not _SPREAD["lock"].acquire(blocking=False):
             np.copyto(out, x.T)

@@ -536,9 +536,10 @@ def _im2col_shape(attrs, x: TensorType) -> TensorType:
 def _im2col_scratch(attrs, x):
     if attrs.values_batch_last:
         x = TensorType(batch_first_shape(x.shape), x.dtype)
-    if attrs.batch_last:  # the padded input, [C, *padded, B]
+    if attrs.batch_last:  # the padded input, [C, *padded, B], and x's transposed copy
         padded = padded_type(x, attrs.pad)
-        return (TensorType((*padded.shape[1:], padded.shape[0]), x.dtype),)
+        moved_x = (x,) if is_padded(attrs.pad) and not attrs.values_batch_last else ()
+        return (TensorType((*padded.shape[1:], padded.shape[0]), x.dtype), *moved_x)
     return padded_scratch(x, attrs.pad)
 
 
@@ -547,7 +548,7 @@ def _im2col_into(be, attrs, out, x):
     spatial = x.shape[1:-1] if attrs.values_batch_last else x.shape[2:]
     out_sizes = window_sizes(spatial, attrs.kernel, attrs)
     if attrs.batch_last:
-        _im2col_batch_last(be, attrs, cols, padded[0], x, out_sizes)
+        _im2col_batch_last(be, attrs, cols, *padded, x=x, out_sizes=out_sizes)
         return
     source = pad_into(be.xp, x, attrs.pad, padded[0] if padded else None)
     if attrs.by_sample:
@@ -562,11 +563,15 @@ def _im2col_into(be, attrs, out, x):
     be.batch_columns_into(source, attrs.kernel, attrs.stride, attrs.dilation, cols)
 
 
-def _im2col_batch_last(be, attrs, cols, padded, x, out_sizes):
+def _im2col_batch_last(be, attrs, cols, padded, spare=None, *, x, out_sizes):
     xp = be.xp
-    padded.fill(0)
-    x_t = x if attrs.values_batch_last else moved(x, 0, -1)  # [C, *spatial, B]
-    xp.copyto(_unpad_batch_last(padded, attrs.pad), x_t)
+    if is_padded(attrs.pad):
+        padded.fill(0)
+    inside = _unpad_batch_last(padded, attrs.pad)  # [C, *spatial, B]
+    if attrs.values_batch_last:
+        xp.copyto(inside, x)
+    else:
+        moved_into(be, inside, x, 0, -1, spare)
     channels, batch = padded.shape[0], padded.shape[-1]
     cols = cols.reshape(channels, *attrs.kernel, *out_sizes, batch)
     # [C, *padded, B] as one sample whose elements are runs of B values
