@@ -52,3 +52,22 @@ def test_the_tile_is_taken_where_it_pays_and_is_the_processs_one(monkeypatch):
         out = np.empty((1024, 128))
         backend.transpose_into(x, out)
     assert np.array_equal(out, x.T)
+
+
+@pytest.mark.parametrize("batch, channels, size", [(64, 32, 16), (128, 6, 14), (3, 8, 8)])
+def test_a_transposed_copy_into_a_padded_buffer_through_a_spare_one(batch, channels, size):
+    """moved_into the inside of a padded batch-last buffer (a view the tiles cannot write)
+    goes through a contiguous spare buffer where the tiles pay (rows of 32 KB: 4.9 -> 0.46 ms
+    measured), else the plain copy: the same values either way, and the padding untouched."""
+    from nnrun.compiler.ops.common import moved_into
+
+    be = NumpyBackend()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, channels, size, size)).astype(np.float32)
+    padded = np.full((channels, size + 2, size + 2, batch), 5, np.float32)
+    inside = padded[:, 1:-1, 1:-1]
+    spare = np.full(x.shape, np.nan, np.float32)
+    moved_into(be, inside, x, 0, -1, spare)
+    np.testing.assert_array_equal(inside, np.moveaxis(x, 0, -1))
+    assert (padded[:, 0] == 5).all() and (padded[:, :, -1] == 5).all()
+    assert np.isnan(spare).all() == (not be.transposes_faster_than_copyto(x.reshape(batch, -1)))
