@@ -445,7 +445,9 @@ class ArrayBackend(FusedKernels):
     # The positions of one phase (r mod s along each axis) take the offsets whose taps land on
     # r: summed in a spare buffer of that phase's positions, each addition is one contiguous
     # run per row, and the phase is copied out once. The same additions in the same order, bit
-    # for bit; measured 1.2-2.6x faster for 4x4 kernels at stride 2 (docs/benchmarks.md).
+    # for bit; measured 1.1-3x faster for 3x3 and 4x4 kernels at stride 2, the more the
+    # shorter the batch-last runs (docs/benchmarks.md). compiler/ops/conv.py gives the spare
+    # buffer where it pays.
     def _col2im_by_phases(self, cols, kernel, stride, dilation, x, spare):
         rank = len(kernel)
         padded, rest = x.shape[2:2 + rank], x.shape[2 + rank:]

@@ -125,6 +125,7 @@ def test_col2im_by_phases_is_the_same_additions_bit_for_bit(be, spatial, kernel,
     ((2, 2), (2, 2), (1, 1), False),  # one tap a phase: the strided additions are the copy
     ((3, 3), (2, 2), (2, 2), True),  # taps 2 apart at stride 2: all on one phase
     ((3, 3), (1, 1), (1, 1), False),  # stride 1: one phase
+    ((6, 6), (3, 3), (1, 1), False),  # nine phases: slower than the strided additions
 ])
 def test_a_strided_transposed_convolution_plans_a_phase_buffer_where_it_pays(kernel, stride,
                                                                              dilation, phases):
