@@ -132,13 +132,10 @@ def _activation_trial(activation, alpha, dtype, with_bias, rank):
     b = _random(shape[1:2], dtype, seed=1) if with_bias else None
     got, want = cupy.empty_like(x), cupy.empty_like(x)
     _launch(raw_kernels.activation_plan(activation, alpha, x, b, got))
-    # the pre-activation, then sigmoid's scratch: e, d, a mask and the mask as values
-    scratch = [cupy.empty_like(x) for _ in range(3)] + [cupy.empty(shape, dtype=bool),
-                                                        cupy.empty_like(x)]
-    if with_bias:
-        generic_backend().bias_activation_into(activation, alpha, x, b, (want, *scratch))
+    if with_bias:  # into the pre-activation first
+        generic_backend().bias_activation_into(activation, alpha, x, b, (want, cupy.empty_like(x)))
     else:
-        generic_backend().activation_into(activation, alpha, x, (want, *scratch[1:]))
+        generic_backend().activation_into(activation, alpha, x, (want,))
     return [got], [want]
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 
 class FusedKernels:
     xp = None
@@ -21,8 +23,7 @@ class FusedKernels:
     # --- activations, alone or after a bias ------------------------------------------------
 
     def activation_into(self, activation, alpha, x, out) -> None:
-        """out[0] = activation(x). Scratch: sigmoid (e, d, bool mask, the mask as values), the
-        others none."""
+        """out[0] = activation(x) (no scratch)."""
         xp = self.xp
         y = out[0]
         if activation == "relu":
@@ -34,7 +35,7 @@ class FusedKernels:
             xp.multiply(x, alpha, out=y)
             (xp.maximum if alpha <= 1 else xp.minimum)(x, y, out=y)
         elif activation == "sigmoid":
-            self._sigmoid_into(x, *out)
+            self._sigmoid_into(x, y)
         elif activation == "tanh":
             xp.tanh(x, out=y)
         else:
@@ -44,23 +45,14 @@ class FusedKernels:
         """y = max(x, 0); y may be x."""
         self.xp.maximum(x, 0, out=y)
 
-    def _sigmoid_into(self, x, y, e, d, mask, values) -> None:
-        # where(x >= 0, 1/(1+e), e/(1+e)), e = exp(-|x|): the numerator is built as e where
-        # x < 0 and 0 + 1 where x >= 0 (exact either way), then one division, as the forward
-        # rounds. The masks are copied into `values` first: a bool operand inside a ufunc goes
-        # through a buffer NumPy allocates at each call.
+    def _sigmoid_into(self, x, y) -> None:
+        # 1 / (1 + exp(-x)) as the forward (compiler/ops/activation.py) rounds it; y may be x
         xp = self.xp
-        xp.abs(x, out=e)
-        xp.negative(e, out=e)
-        xp.exp(e, out=e)
-        xp.add(e, 1, out=d)
-        xp.less(x, 0, out=mask)
-        xp.copyto(values, mask)
-        xp.multiply(e, values, out=e)
-        xp.greater_equal(x, 0, out=mask)
-        xp.copyto(values, mask)
-        xp.add(e, values, out=e)
-        xp.divide(e, d, out=y)
+        with np.errstate(over="ignore"):  # exp(-x) is inf below about -88 (float32): 1/inf = 0
+            xp.negative(x, out=y)
+            xp.exp(y, out=y)
+            xp.add(y, 1, out=y)
+            xp.divide(1, y, out=y)
 
     def bias_activation_into(self, activation, alpha, x, b, out) -> None:
         """out[0] = activation(x + b), b along axis 1. Scratch: relu none (computed in place);

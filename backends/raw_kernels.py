@@ -54,8 +54,7 @@ KERNEL void bias_activation(const T* x, const T* b, T* y, I n, I channels,
             T scaled = z * alpha;
             result = (alpha <= (T)1) == (scaled > z) ? scaled : z;
         } else if (activation == 2) {
-            T e = exp(-(z < (T)0 ? -z : z));
-            result = (z >= (T)0 ? (T)1 : e) / (e + (T)1);
+            result = (T)1 / (exp(-z) + (T)1);  // exp(-z) is inf below about -88: 1/inf = 0
         } else {
             result = tanh(z);
         }

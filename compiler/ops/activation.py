@@ -190,8 +190,8 @@ def _softplus_into(be, attrs, out, x):
 
 def _softplus_grad_into(be, attrs, out, g, x):
     # g * sigmoid(x): sigmoid as the fused kernel computes it (the forward's numbers)
-    y, *sigmoid_scratch = out
-    be.activation_into("sigmoid", 0.0, x, (y, *sigmoid_scratch))
+    (y,) = out
+    be.activation_into("sigmoid", 0.0, x, (y,))
     be.xp.multiply(g, y, out=y)
 
 
@@ -242,10 +242,6 @@ def _fused_into(name):
     return into
 
 
-def _sigmoid_scratch(attrs, x):
-    return (x, x, TensorType(x.shape, "bool"), x)  # e, d, a mask, the mask as values
-
-
 def _sigmoid_grad_into(be, attrs, out, g, y):
     result, one_minus = out
     xp = be.xp
@@ -263,9 +259,10 @@ def _tanh_grad_into(be, attrs, out, g, y):
 
 
 def _sigmoid(xp, x):
-    # Split by sign so that exp never overflows.
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    # PyTorch's formula, in four passes (a split by sign took eleven). exp(-x) overflows to
+    # inf below about -88 in float32, and 1 / inf is the 0 that sigmoid rounds to there.
+    with np.errstate(over="ignore"):
+        return 1 / (1 + xp.exp(-x))
 
 
 def _cdf_term(be, x):
@@ -490,7 +487,7 @@ _activation("elu", AlphaAttrs,
             kink=lambda a: a.alpha != 1.0)  # slope 1 above 0, alpha at 0 from below
 _activation("sigmoid", NoAttrs, lambda be, a, x: _sigmoid(be.xp, x),
             lambda be, a, g, y: g * y * (1 - y), "1 / (1 + exp(-x))", uses_output=True,
-            into=(_fused_into("sigmoid"), _sigmoid_scratch),
+            into=(_fused_into("sigmoid"), None),
             grad_into=(_sigmoid_grad_into, _value_scratch), onnx=_sigmoid_onnx,
             overwrites=((0,), (0,)))
 _activation("tanh", NoAttrs, lambda be, a, x: be.xp.tanh(x),
@@ -540,7 +537,7 @@ register(OpDef("gelu_grad_cdf", NoAttrs, same_as_first, _gelu_grad_cdf, None,
 _activation("softplus", NoAttrs, lambda be, a, x: _softplus(be.xp, x),
             lambda be, a, g, x: g * _sigmoid(be.xp, x), "log(1 + exp(x))",
             onnx=_softplus_onnx, into=(_softplus_into, _value_scratch),
-            grad_into=(_softplus_grad_into, lambda attrs, g, x: _sigmoid_scratch(attrs, x)))
+            grad_into=(_softplus_grad_into, None))
 _activation("softmax", AxisAttrs, _softmax, _softmax_grad,
             "exp(x_i) / sum_j exp(x_j) along axis", uses_output=True,
             onnx=onnx_op("Softmax", axis="axis"), into=(_softmax_into, _softmax_scratch),
