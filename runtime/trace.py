@@ -85,6 +85,7 @@ class Trace:
     steps: list[TracedStep]
     notes: list[str]
     logits: str | None = None  # z⁽ˡ⁾ or a⁽ˡ⁾, the value p is made of (LINKS' losses)
+    samples: int | None = None  # the training samples the batches are drawn from
 
 
 def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
@@ -148,7 +149,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     logits = _logits_symbol(model) if spec.loss.type in LINKS else None
     if logits:
         notes.append(_probability_rule(spec.loss, logits))
-    return Trace(spec, traced, notes, logits)
+    return Trace(spec, traced, notes, logits, len(trainer.data.train.x))
 
 
 def _logits(model, last: TracedLayer) -> np.ndarray:

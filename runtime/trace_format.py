@@ -54,8 +54,11 @@ def course_layout(param, array: np.ndarray | None) -> np.ndarray | None:
 def trace_text(trace) -> str:
     spec = trace.spec
     digits = 10 if spec.dtype == "float64" else 7
+    batch = _batch_size(trace)
+    fewer = f" (every training sample: train.batch_size {spec.train.batch_size} is past them)" \
+        if batch < spec.train.batch_size else ""
     header = (f"trace of {spec.name}: {len(trace.steps)} step{'s' * (len(trace.steps) != 1)}, "
-              f"batch size {spec.train.batch_size}, {spec.dtype}, {_optimizer(spec)}, "
+              f"batch size {batch}{fewer}, {spec.dtype}, {_optimizer(spec)}, "
               f"loss {_loss(spec)}")
     lines = [header, "conventions (the course's):"]
     lines += [textwrap.fill(line, 100, initial_indent="  ", subsequent_indent="    ")
@@ -219,13 +222,18 @@ def _number(value, digits: int) -> str:
     return f"{float(value) + 0.0:.{digits}g}"  # + 0.0: no "-0"
 
 
+def _batch_size(trace) -> int:
+    """The batch the steps take: the spec's, or every training sample where they are fewer."""
+    return min(trace.spec.train.batch_size, trace.samples or trace.spec.train.batch_size)
+
+
 # --- JSON -----------------------------------------------------------------------------------
 
 
 def trace_json(trace) -> dict:
     spec = trace.spec
     return {
-        "spec": spec.name, "dtype": spec.dtype, "batch_size": spec.train.batch_size,
+        "spec": spec.name, "dtype": spec.dtype, "batch_size": _batch_size(trace),
         "optimizer": spec.optimizer.type, "loss": _loss(spec),
         "conventions": CONVENTIONS, "notes": trace.notes,
         "steps": [_step_json(step) for step in trace.steps],

@@ -141,3 +141,17 @@ def test_eval_cli_shift_and_permute(run_dir):
     # two seeds for one permutation: the second one silently won
     both = runner.invoke(main, ["eval", str(run_dir), "--permute", "3", "--permute-seed", "4"])
     assert both.exit_code == 2 and "use one" in both.stderr
+
+
+def test_the_invariance_script_ends_with_nnruns_own_error_line(tmp_path):
+    """The toolbox audit: without its run directories, benchmarks/invariance.py ended in a
+    CalledProcessError traceback, nnrun's own line captured and never shown."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "invariance.py"
+    done = subprocess.run([sys.executable, str(script), "--runs", str(tmp_path / "none")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr

@@ -589,3 +589,20 @@ def test_binary_cross_entropy_shows_the_sigmoid_and_a_fused_one_is_the_layer_s_a
            "each output's target 1;" in fused
     mse = CliRunner().invoke(main, ["trace", str(spec), "--set", "loss=mse"]).output
     assert "p = " not in mse and "note: loss" not in mse
+
+
+def test_the_header_gives_the_batch_the_steps_take(tmp_path, monkeypatch):
+    """The toolbox audit: --batch-size 1000 on 20 samples was headed "batch size 1000" (and
+    JSON's batch_size 1000) above steps of 20 rows."""
+    monkeypatch.chdir(tmp_path)
+    Path("s.yaml").write_text("data: {dataset: xor, limit: 20}\nmodel:\n  input_shape: [2]\n"
+                              "  layers: [{type: dense, units: 2}]\n")
+    text = CliRunner().invoke(main, ["trace", "s.yaml", "--batch-size", "1000"])
+    assert ("1 step, batch size 20 (every training sample: train.batch_size 1000 is past "
+            "them)") in text.stdout
+    as_json = CliRunner().invoke(main, ["trace", "s.yaml", "--batch-size", "1000", "--format",
+                                        "json"])
+    traced = json.loads(as_json.stdout)
+    assert traced["batch_size"] == 20 == len(traced["steps"][0]["x"])
+    kept = CliRunner().invoke(main, ["trace", "s.yaml", "--batch-size", "8", "--steps", "3"])
+    assert "3 steps, batch size 8," in kept.stdout
