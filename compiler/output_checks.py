@@ -27,6 +27,23 @@ def check_outputs(spec, lowered) -> None:
     _warn_of_softmax_over_one_value(lowered, spec)
     _warn_of_steps_that_stop_learning(lowered, spec)
     _warn_of_unread_layers(lowered, spec)
+    _warn_of_an_ignored_class(lowered, spec)
+
+
+def _warn_of_an_ignored_class(lowered, spec) -> None:
+    """ignore_index naming one of a named dataset's classes: its samples (or pixels) add
+    nothing to the loss, and the model never learns that class; a label beside the classes
+    (255 on masks) is what it is for."""
+    ignored = getattr(spec.loss, "ignore_index", None)
+    dataset = DATASETS[spec.data.dataset] if spec.data else None
+    classes = dataset.num_classes if dataset is not None else None
+    if ignored is None or not classes or not 0 <= ignored < classes:
+        return
+    lowered.builder.warnings.append(CompileWarning(
+        Origin("loss.ignore_index", keys=("loss", "ignore_index")),
+        f"ignore_index {ignored} is one of the {classes} classes of dataset '{dataset.name}' "
+        f"(0..{classes - 1}): the labels {ignored} add nothing to the loss, so the model never "
+        "learns that class; give a label no sample has (PyTorch's default: -100), or remove it"))
 
 
 def _warn_of_unread_layers(lowered, spec) -> None:

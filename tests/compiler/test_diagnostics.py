@@ -1824,3 +1824,25 @@ def test_a_near_name_in_data_is_a_field_its_dataset_takes(dataset, meant):
             "  layers: [{type: dense, units: 2}]\n")
     assert any(e.endswith(f"unknown field 'num_samples'; did you mean '{meant}'?")
                for e in _load_errors(text))
+
+
+@pytest.mark.parametrize("loss, dataset, warned", [
+    ("{type: cross_entropy, ignore_index: 3}", "digits", True),
+    ("{type: cross_entropy, ignore_index: -100}", "digits", False),
+    ("{type: cross_entropy, ignore_index: 10}", "digits", False),  # beside the classes
+    ("{type: binary_cross_entropy, ignore_index: 1}", "xor", True),
+])
+def test_ignore_index_naming_a_class_of_the_dataset_is_warned(loss, dataset, warned):
+    """ignore_index: 3 on digits drops the class silently: legitimate for a label beside the
+    classes (255 on masks), not for one of them."""
+    from nnrun.compiler.frontend import check, load_spec_text
+
+    units, shape = (10, "") if dataset == "digits" else (1, "  input_shape: [2]\n")
+    text = (f"data: {{dataset: {dataset}}}\nmodel:\n{shape}  layers: [{{type: flatten}}, "
+            f"{{type: dense, units: {units}}}]\nloss: {loss}\n")
+    found = [d for d in check(load_spec_text(text, "spec.yaml")).diagnostics
+             if "ignore_index" in d.message]
+    assert bool(found) == warned, found
+    if warned:
+        loss_line = text.splitlines().index(f"loss: {loss}") + 1
+        assert found[0].line == loss_line and "never learns that class" in found[0].message
