@@ -58,7 +58,7 @@ from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
-from .files import describe_os_error
+from .files import describe_os_error, write_atomically
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
@@ -375,6 +375,26 @@ def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str]
             f"from epoch {epoch + 1} on (the earlier ones were measured on other inputs)"
             + ("; the normalisation statistics are fitted again on the new training split "
                f"({PREPROCESSING})" if refitted else ""))
+
+
+def _best_of_its_epoch(run: RunDirectory, meta: dict, best_meta: dict | None) -> None:
+    """best.npz is the checkpoint of the best epoch last.npz records. A run stopped between an
+    epoch's two writes (last.npz, then best.npz) left the earlier best's: last.npz holds the
+    best epoch's state, copied. An older nnrun wrote best.npz first: one of an epoch past
+    last.npz's is of no epoch the run kept, and goes (the final model is then last.npz until
+    an epoch betters the best)."""
+    best, held = meta.get("best_epoch"), best_meta.get("epoch") if best_meta else None
+    if not isinstance(best, int) or held == best:
+        return
+    if best == meta["epoch"]:
+        write_atomically(run.file(BEST), lambda stream: stream.write(run.file(LAST).read_bytes()))
+        run.say(f"{run.file(BEST)}: written again from {LAST}, whose epoch {best} is the run's "
+                f"best (the run stopped before it wrote {BEST})")
+    elif isinstance(held, int) and held > meta["epoch"]:
+        run.file(BEST).unlink()
+        run.say(f"{run.file(BEST)}: removed; it held epoch {held}, after {LAST}'s epoch "
+                f"{meta['epoch']} (the run stopped between the two), not the best epoch {best}, "
+                f"whose weights are lost: the final model is {LAST} until an epoch betters it")
 
 
 def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
@@ -695,9 +715,10 @@ class Trainer:
         it needs is read and checked before one is written, so a damaged file leaves the run
         directory as it was. `files`: the data's (data/fingerprint.py)."""
         state, meta, pruning = self._read_checkpoint(run)
+        best_meta = None
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
-            ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(), self.spec.dtype,
-                                 self.spec)
+            _, best_meta = ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(),
+                                                self.spec.dtype, self.spec)
         epoch = meta["epoch"]
         history = History(best_value=meta["best_value"], best_epoch=meta["best_epoch"],
                           epochs_since_best=meta["epochs_since_best"],
@@ -719,6 +740,7 @@ class Trainer:
         earlier = (run.read_spec_changes(dropping_after=epoch)
                    if changes or resumption.dropped else "")
         run.continue_run()
+        _best_of_its_epoch(run, meta, best_meta)
         run.write_metrics(history.rows)  # the rows after the checkpoint's epoch go
         if logged_steps:  # as its per-step rows; the epochs from here on append theirs
             run.write_metrics(step_rows, GRAD_NORMS)
@@ -1121,9 +1143,11 @@ class Trainer:
             history.epochs_since_best += 1
         meta = self._meta(epoch)
         state = self.checkpoint_state()
+        # last.npz first: a run stopped before best.npz follows has the best epoch's state in
+        # last.npz, which its resume copies (_best_of_its_epoch)
+        ckpt.save_checkpoint(run.file(LAST), state, meta)
         if improved:
             ckpt.save_checkpoint(run.file(BEST), state, meta)
-        ckpt.save_checkpoint(run.file(LAST), state, meta)
         self.saved_epoch = epoch
 
     def _first_at_target(self) -> bool:

@@ -164,7 +164,8 @@ def test_a_run_without_checkpoint_restarts_with_out_or_resume(tmp_path, spec):
     result = assert_ok(invoke("train", spec, "--out", out))
     assert "no checkpoint yet; starting it from epoch 1" in result.stderr
     assert [row["epoch"] for row in rows(out)] == [1, 2]
-    # What a kill between the writes of best.npz and last.npz of epoch 1 leaves.
+    # What a kill between the writes of best.npz and last.npz of epoch 1 left (an older nnrun
+    # wrote best.npz first).
     one = tmp_path / "one-epoch"
     assert_ok(invoke("train", spec, "--out", one, "--epochs", 1, "--quiet"))
     for name in ("last.npz", "summary.json"):
@@ -172,6 +173,60 @@ def test_a_run_without_checkpoint_restarts_with_out_or_resume(tmp_path, spec):
     result = assert_ok(invoke("train", spec, "--resume", one))
     assert "starting it from epoch 1" in result.stderr
     assert [row["epoch"] for row in rows(one)] == [1, 2]
+
+
+# A child that dies as a kill -9 would, right after the last.npz of an epoch that improved.
+KILLED_AFTER_LAST = """
+import os, sys
+import nnrun.runtime.checkpoint as checkpoint
+saved, after = checkpoint.save_checkpoint, int(sys.argv[1])
+def save(path, state, meta):
+    saved(path, state, meta)
+    if path.name == "last.npz" and meta["epoch"] > after and meta["epoch"] == meta["best_epoch"]:
+        os._exit(137)
+checkpoint.save_checkpoint = save
+from nnrun.entry import main
+sys.argv = ["nnrun", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_kill_between_the_two_checkpoints_of_an_epoch_leaves_best_npz_of_its_epoch(tmp_path,
+                                                                                     spec):
+    """The run-directory audit: killed between the writes of best.npz and last.npz of epoch
+    N > 1, best.npz was of an epoch last.npz had not reached, and the final model a later
+    resume named was of no epoch in the record. last.npz is written first now, and a resume
+    puts the best epoch's checkpoint back from it."""
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_LAST, "1", "train", str(spec),
+                             "--out", str(out), "--epochs", "8", "--quiet"], capture_output=True,
+                            text=True)
+    assert killed.returncode == 137, killed.stderr
+    _, last = load_checkpoint(out / "last.npz")
+    _, best = load_checkpoint(out / "best.npz")
+    epoch = last["epoch"]
+    assert last["best_epoch"] == epoch > best["epoch"]
+    # nothing left to train: the run's final model is named from the checkpoints as they are
+    result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", epoch))
+    assert (f"best.npz: written again from last.npz, whose epoch {epoch} is the run's best"
+            in result.stderr)
+    assert (out / "best.npz").read_bytes() == (out / "last.npz").read_bytes()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_epoch"] == summary["final"]["epoch"] == epoch
+
+
+def test_a_best_checkpoint_past_last_npz_from_an_older_nnrun_goes(trained, spec):
+    """An older nnrun wrote best.npz first: killed between the two writes, best.npz held an
+    epoch last.npz had not reached, and the run's best epoch is lost. It goes, said, and the
+    final model is last.npz until an epoch betters the best."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    state = {name.removeprefix("params/"): value for name, value in state.items()}
+    save_checkpoint(trained / "last.npz", state, {**meta, "best_epoch": 1})
+    save_checkpoint(trained / "best.npz", state, {**meta, "epoch": 3,
+                                                  "rng": {**meta["rng"], "next_epoch": 4}})
+    result = assert_ok(invoke("train", spec, "--resume", trained))
+    assert "best.npz: removed; it held epoch 3, after last.npz's epoch 2" in result.stderr
+    assert not (trained / "best.npz").exists()
 
 
 def files_of(run: Path) -> dict[str, bytes]:
