@@ -377,6 +377,27 @@ def _choose_best_again(run: RunDirectory, history: History, evaluated: list[str]
                f"({PREPROCESSING})" if refitted else ""))
 
 
+def monitor_of(spec, validated: bool):
+    """(the value the best epoch is chosen by, min or max, the early stopping setting)."""
+    stopping = spec.train.early_stopping
+    default = "val_loss" if validated else "train_loss"
+    monitor = stopping.monitor if stopping else default
+    mode = stopping.mode if stopping and stopping.mode != "auto" else default_mode(monitor)
+    return monitor, mode, stopping
+
+
+def _choose_best_again_by(run: RunDirectory, history: History, before: tuple, now: tuple,
+                          epoch: int) -> None:
+    """A resume that changes what the best epoch is chosen by (train.early_stopping's monitor
+    or mode): the best value so far is another metric's, or better the other way; the next
+    epoch is the best one again."""
+    if before == now:
+        return
+    history.best_value, history.epochs_since_best = None, 0
+    run.say(f"{run.path}: the best epoch was chosen by the {before[1]}imum of {before[0]}, now "
+            f"by the {now[1]}imum of {now[0]}: it is chosen again from epoch {epoch + 1} on")
+
+
 def _best_of_its_epoch(run: RunDirectory, meta: dict, best_meta: dict | None) -> None:
     """best.npz is the checkpoint of the best epoch last.npz records. A run stopped between an
     epoch's two writes (last.npz, then best.npz) left the earlier best's: last.npz holds the
@@ -749,8 +770,13 @@ class Trainer:
         # spec.yaml says what the run was trained with
         if changes and trains:
             self._record_changes(run, epoch, changes, history, resumption.previous_spec, earlier)
-            _choose_best_again(run, history, evaluated_changes(changes), epoch,
+            evaluated = evaluated_changes(changes)
+            _choose_best_again(run, history, evaluated, epoch,
                                self.data.preprocessing.normalizer is not None)
+            if not evaluated:  # (chosen again already)
+                validated = self.data.val is not None
+                before = monitor_of(load_spec_text(resumption.previous_spec).spec, validated)
+                _choose_best_again_by(run, history, before[:2], self._monitor()[:2], epoch)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)
@@ -1181,11 +1207,7 @@ class Trainer:
                 task=self.data.task))])
 
     def _monitor(self):
-        stopping = self.spec.train.early_stopping
-        default = "val_loss" if self.data.val is not None else "train_loss"
-        monitor = stopping.monitor if stopping else default
-        mode = stopping.mode if stopping and stopping.mode != "auto" else default_mode(monitor)
-        return monitor, mode, stopping
+        return monitor_of(self.spec, self.data.val is not None)
 
     def _meta(self, epoch: int) -> dict:
         history = self.history

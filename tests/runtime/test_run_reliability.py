@@ -1728,3 +1728,22 @@ def test_leftovers_of_an_output_whose_name_holds_glob_characters_are_found(tmp_p
         os.utime(leftover, (time.time() - 7200, time.time() - 7200))
         write_output(tmp_path / name, lambda stream: stream.write(b"x"))
         assert not leftover.exists() and (tmp_path / name).read_text() == "x"
+
+
+def test_a_resume_that_changes_what_the_best_epoch_is_chosen_by_chooses_it_again(trained,
+                                                                                 spec):
+    """The run-directory audit: a resume that set early_stopping.monitor to train_loss compared
+    each train_loss with the best val_loss so far, and kept an epoch whose train_loss later
+    epochs bettered. The first epoch after such a change is the best again, as after a change
+    of the data."""
+    result = assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                              "--allow-changes", "--set",
+                              "train.early_stopping={monitor: train_loss, patience: 5}"))
+    assert ("the best epoch was chosen by the minimum of val_loss, now by the minimum of "
+            "train_loss: it is chosen again from epoch 3 on") in result.stderr
+    _, meta = load_checkpoint(trained / "last.npz")
+    assert meta["best_epoch"] == 3 and meta["best_value"] == rows(trained)[-1]["train_loss"]
+    same = assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 4,
+                            "--allow-changes", "--set", "train.early_stopping={monitor: "
+                            "train_loss, patience: 5}"))
+    assert "chosen again" not in same.stderr  # the run's own monitor since epoch 3
