@@ -4,7 +4,9 @@ training: stop at a safe point, with every file intact, and say how to go on.
 Inside `safe_points()` a signal is only noted; the training loop calls `check()` between batches
 and after each checkpoint, so a checkpoint being written is always finished first. Outside
 (loading data, compiling) there is nothing to save and the signal stops the run at once. A second
-signal never waits.
+signal never waits. Once a signal has stopped the run, those after it are let go: the stop is
+under way, and the line that says what is kept is still to be made (a double Ctrl-C replaced
+it with a bare "stopped by SIGINT").
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class InterruptGuard:
         self.received: int | None = None
         self.deferring = deferring
         self.previous: dict = {}
+        self.stopping = False  # a signal has been raised as Interrupted
 
     def __enter__(self) -> InterruptGuard:
         if noted_signal() is not None:  # swallowed by the code before: no training after it
@@ -74,9 +77,15 @@ class InterruptGuard:
             signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
+        if self.stopping:
+            return
         if not self.deferring or self.received is not None:
-            raise Interrupted(number)
+            self._stop(number)
         self.received = number
+
+    def _stop(self, number: int) -> None:
+        self.stopping = True
+        raise Interrupted(number)
 
     @contextmanager
     def safe_points(self):
@@ -109,4 +118,4 @@ class InterruptGuard:
 
     def check(self) -> None:
         if self.received is not None:
-            raise Interrupted(self.received)
+            self._stop(self.received)

@@ -1172,9 +1172,9 @@ class Trainer:
         # last.npz first: a run stopped before best.npz follows has the best epoch's state in
         # last.npz, which its resume copies (_best_of_its_epoch)
         ckpt.save_checkpoint(run.file(LAST), state, meta)
+        self.saved_epoch = epoch
         if improved:
             ckpt.save_checkpoint(run.file(BEST), state, meta)
-        self.saved_epoch = epoch
 
     def _first_at_target(self) -> bool:
         """The first epoch at the pruning target: the best is chosen among the epochs at the

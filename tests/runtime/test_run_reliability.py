@@ -719,6 +719,37 @@ def test_a_signal_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, spec, nu
     assert [row["epoch"] for row in rows(out)] == list(range(1, meta["epoch"] + 2))
 
 
+def test_a_double_ctrl_c_still_says_what_is_kept_and_how_to_resume(tmp_path, spec):
+    """The run-directory audit: a second SIGINT a few ms after the first (a double Ctrl-C)
+    replaced the line naming the checkpoint and the resume command with a bare "interrupted:
+    stopped by SIGINT" (6 of 47 trials). Once a signal stops the run, later ones are let go."""
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 1000"))
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        process = nnrun_process("train", spec, "--out", out, "--quiet")
+        wait_for_epochs(out, 2, process)
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.002 * attempt)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+        message = process.stderr.read().strip().splitlines()
+        assert len(message) == 1 and "is intact in" in message[0] and "resume with" in message[0]
+
+
+def test_signals_after_the_one_that_stopped_the_run_are_let_go():
+    from nnrun.runtime.interrupts import Interrupted, InterruptGuard
+
+    guard = InterruptGuard(deferring=True)
+    guard._handle(signal.SIGINT, None)  # noted at a safe point
+    with pytest.raises(Interrupted):
+        guard.check()
+    guard._handle(signal.SIGINT, None)  # the stop is under way: no second Interrupted
+    fresh = InterruptGuard(deferring=True)
+    fresh._handle(signal.SIGINT, None)
+    with pytest.raises(Interrupted):
+        fresh._handle(signal.SIGTERM, None)  # a second signal before the stop never waits
+
+
 # --- resume keeps the record true -----------------------------------------------------------
 
 
