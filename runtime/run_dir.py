@@ -21,11 +21,13 @@ import json
 import os
 import re
 import time
+import zipfile
 from contextlib import suppress
 from pathlib import Path
 from typing import Callable
 
 from nnrun.compiler.datasets import beyond_the_locale
+from nnrun.compiler.initial_values import META_KEY
 from nnrun.notices import shell_word
 
 from .files import (append_text_durably, describe_os_error, is_writable_directory,
@@ -118,8 +120,17 @@ def summary_final(run_dir: Path) -> dict | None:
 
 
 def is_run_directory(path: Path) -> bool:
-    # Run directories of earlier versions have no lock file but a checkpoint.
-    return (Path(path) / LOCK).is_file() or (Path(path) / LAST).is_file()
+    # Run directories of earlier versions have no lock file but a checkpoint: an npz with
+    # nnrun's meta entry (a last.npz of the user's own is not one)
+    return (Path(path) / LOCK).is_file() or _is_a_checkpoint(Path(path) / LAST)
+
+
+def _is_a_checkpoint(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return f"{META_KEY}.npy" in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def refuse_a_run_file_as_out(out_path: Path) -> None:
@@ -250,7 +261,10 @@ class RunDirectory:
         present = [name for name in OWNED if (self.path / name).exists()]
         if for_resume:
             runs = runs_inside(self.path)  # runs/NAME: its runs are what a resume means
-            fix = _pointer(runs) if runs else "start a run there with --out"
+            fix = _pointer(runs) if runs else (
+                f"its {', '.join(present)} {'is' if len(present) == 1 else 'are'} not nnrun's: "
+                "start a run in another directory with --out" if present
+                else "start a run there with --out")
             raise RunDirectoryError(f"{self.path}: not an nnrun run directory (no {LOCK}); "
                                     f"{fix}")
         if present:

@@ -275,6 +275,27 @@ def test_out_next_to_the_users_own_spec_is_refused(tmp_path, spec, monkeypatch):
     assert not (tmp_path / LOCK).exists()
 
 
+def test_a_last_npz_of_the_users_own_is_not_taken_for_a_run(tmp_path, spec):
+    """The run-directory audit: weights saved by another tool as last.npz made the directory
+    "already hold a run; use --resume", and the resume then asked for its spec.yaml. A run of
+    an older nnrun (no lock file) is still known by its checkpoint's meta entry."""
+    mine = tmp_path / "exp"
+    mine.mkdir()
+    np.savez(mine / "last.npz", w=np.ones(3))
+    before = (mine / "last.npz").read_bytes()
+    line = assert_one_line_error(invoke("train", spec, "--out", mine, "--quiet"), "last.npz")
+    assert "holds last.npz that nnrun did not write" in line
+    line = assert_one_line_error(invoke("train", spec, "--resume", mine, "--quiet"), "last.npz")
+    assert "its last.npz is not nnrun's: start a run in another directory with --out" in line
+    assert (mine / "last.npz").read_bytes() == before and sorted(os.listdir(mine)) == ["last.npz"]
+    from nnrun.runtime.run_dir import is_run_directory
+
+    older = tmp_path / "older"
+    assert_ok(invoke("train", spec, "--out", older, "--quiet"))
+    (older / LOCK).unlink()
+    assert is_run_directory(older) and not is_run_directory(mine)
+
+
 def test_out_on_a_dangling_symbolic_link_says_so(tmp_path, spec):
     """The run-directory audit: it said 'File exists; a file of that name is in the way'."""
     (tmp_path / "run").symlink_to(tmp_path / "gone")
