@@ -1597,7 +1597,8 @@ def test_a_refused_out_leaves_no_lock_behind(tmp_path, spec):
     assert "holds summary.json that nnrun did not write" in line
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "summary.json"]
     (out / "summary.json").unlink()
-    (out / "last.npz").write_text("an earlier version's run: a checkpoint, no lock")
+    # an earlier version's run: a checkpoint (nnrun's meta entry), no lock
+    save_checkpoint(out / "last.npz", {"w": np.ones(2)}, {"epoch": 1})
     assert "already holds a run" in assert_one_line_error(invoke("train", spec, "--out", out), out)
     assert sorted(p.name for p in out.iterdir()) == ["last.npz", "notes.txt"]  # no lock left
 
