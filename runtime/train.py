@@ -398,6 +398,24 @@ def _choose_best_again_by(run: RunDirectory, history: History, before: tuple, no
             f"by the {now[1]}imum of {now[0]}: it is chosen again from epoch {epoch + 1} on")
 
 
+def _refuse_a_stop_of_the_changes(run_dir: Path, previous_spec: str, spec, history: History,
+                                  epoch: int) -> None:
+    """Early stopping that only the resume's changes make stop the run (a lower patience, or
+    early stopping added to a run that trained all its epochs): no epoch trains, so nothing
+    records them, and the summary would call the run stopped early under a spec.yaml that
+    does not stop it."""
+    before = load_spec_text(previous_spec).spec.train.early_stopping
+    if before and history.epochs_since_best >= before.patience:
+        return  # stopped by its own settings too
+    since = history.epochs_since_best
+    raise TrainingError(
+        f"{run_dir}: this resume trains no epoch: with train.early_stopping.patience "
+        f"{spec.train.early_stopping.patience}, early stopping stops the run at epoch {epoch}, "
+        f"{since} epoch(s) after its best (epoch {history.best_epoch}), and nothing would record "
+        f"the change; give a patience above {since} to train on with early stopping, or leave "
+        "the change out")
+
+
 def _best_of_its_epoch(run: RunDirectory, meta: dict, best_meta: dict | None) -> None:
     """best.npz is the checkpoint of the best epoch last.npz records. A run stopped between an
     epoch's two writes (last.npz, then best.npz) left the earlier best's: last.npz holds the
@@ -755,6 +773,9 @@ class Trainer:
         trains = not stopped and epoch < self.spec.train.epochs
         if changes and not trains:
             _refuse_changes_no_epoch_takes(run.path, changes, epoch, stopped)
+        if changes and stopped:
+            _refuse_a_stop_of_the_changes(run.path, resumption.previous_spec, self.spec,
+                                          history, epoch)
         if trains:
             self._say_if_rounding_differs(run, meta)
         # the records of resumes after the checkpoint, which trained nothing kept, go

@@ -1800,3 +1800,22 @@ def test_a_resume_that_changes_what_the_best_epoch_is_chosen_by_chooses_it_again
                             "--allow-changes", "--set", "train.early_stopping={monitor: "
                             "train_loss, patience: 5}"))
     assert "chosen again" not in same.stderr  # the run's own monitor since epoch 3
+
+
+def test_a_resume_whose_changes_alone_stop_the_run_is_refused(trained, spec):
+    """The run-directory audit: a run that trained all its epochs, resumed for more with a
+    lower patience, was "stopped early" at once: nothing recorded the change, and summary.json
+    said stopped_early under a spec.yaml that does not stop it."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()},
+                    {**meta, "epochs_since_best": 1, "best_epoch": 1})  # epoch 2 was worse
+    before = files_of(trained)
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--epochs", 6,
+                                        "--allow-changes", "--set",
+                                        "train.early_stopping={patience: 1}"), trained)
+    assert ("this resume trains no epoch: with train.early_stopping.patience 1, early stopping "
+            "stops the run at epoch 2, 1 epoch(s) after its best (epoch 1)") in line
+    assert files_of(trained) == before
+    assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 6, "--allow-changes",
+                     "--set", "train.early_stopping={patience: 2}", "--quiet"))
