@@ -410,12 +410,18 @@ class RunDirectory:
             append_text_durably(self.file(name), _json_lines(rows))
 
     def read_metrics(self, through_epoch: int, name: str = METRICS,
-                     complete: bool = False) -> list[dict]:
+                     complete: bool = False, rows_through: int = 0) -> list[dict]:
         """Rows up to the checkpoint's epoch; a torn last line (a full disk, a crash of an
         earlier version) is dropped, as are rows written after the checkpoint. `complete`: a
-        row of each epoch up to it is required."""
+        row of each epoch up to it is required. `rows_through`: the last epoch that must have
+        rows before a torn line (grad-norms.jsonl's, whose epochs may have none)."""
         path = self.file(name)
         rows, torn = _read_rows(path)
+        if torn and max((row["epoch"] for row in rows), default=0) < rows_through:
+            # a torn line is of an epoch after the checkpoint's, whose rows came before it
+            lost = (max((row["epoch"] for row in rows), default=0) + 1, rows_through)
+            raise RunDirectoryError(f"{path}: its last line is torn, and it lacks the rows of "
+                                    f"{_epochs([lost])}, which {LAST} has trained; {_remedy(path)}")
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:
             _refuse_missing_epochs(path, rows, through_epoch, torn)

@@ -59,6 +59,7 @@ from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .files import describe_os_error, write_atomically
+from .grad_norms import LAYER_PREFIX
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
@@ -765,7 +766,8 @@ class Trainer:
                           best_sparsity=meta["best_sparsity"])
         history.rows = run.read_metrics(epoch, complete=True)
         logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
-        step_rows = run.read_metrics(epoch, GRAD_NORMS) if logged_steps else []
+        step_rows = run.read_metrics(epoch, GRAD_NORMS, rows_through=self._step_rows_through(
+            history.rows, resumption.previous_spec)) if logged_steps else []
         changes = {**resumption.changes,
                    **self._changed_data_files(run, meta, resumption, files)}
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
@@ -808,6 +810,16 @@ class Trainer:
             self.spec_text = resumption.previous_spec
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
+
+    def _step_rows_through(self, rows: list[dict], trained_spec: str) -> int:
+        """The last epoch up to the checkpoint's that logged per-step gradient norms (its
+        metrics row has the layers' means), where every epoch logs rows (every_steps no more
+        than its steps); 0 where rows may skip epochs."""
+        logged = [row["epoch"] for row in rows if any(key.startswith(LAYER_PREFIX) for key in row)]
+        setting = load_spec_text(trained_spec).spec.train.log_grad_norms if trained_spec else None
+        every = getattr(setting, "every_steps", None)
+        steps = math.ceil(len(self.data.train.x) / self.spec.train.batch_size)
+        return max(logged, default=0) if every and every <= steps else 0
 
     def _changed_data_files(self, run: RunDirectory, meta: dict, resumption: Resumption,
                             files: dict) -> dict:

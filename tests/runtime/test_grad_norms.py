@@ -185,6 +185,27 @@ def test_a_damaged_norms_file_is_named_with_what_the_resume_can_do_without(tmp_p
     assert len(rows(tmp_path / "run" / "metrics.jsonl")) == 3
 
 
+def test_a_torn_norms_line_before_the_checkpoint_is_lost_rows_not_a_crash(tmp_path):
+    """The run-directory audit: grad-norms.jsonl cut inside epoch 1's rows, last.npz of epoch
+    2, was said to have "dropped its torn last line" and went on without epoch 2's rows for
+    good. A torn line is of an epoch after the checkpoint's (its rows come before it); one
+    that follows rows of an earlier epoch means rows were lost, refused as metrics.jsonl's."""
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    nnrun.train(nnrun.load_spec_text(MLP), out_dir=tmp_path / "run", quiet=True)
+    norms = tmp_path / "run" / "grad-norms.jsonl"
+    whole = norms.read_text()
+    epoch_1 = [line for line in whole.splitlines() if '"epoch": 1,' in line]
+    norms.write_text("\n".join(epoch_1) + '\n{"step": 1')  # torn inside epoch 1's rows
+    resume = nnrun.load_spec_text(MLP, overrides=["train.epochs=3"])
+    with pytest.raises(RunDirectoryError, match="its last line is torn, and it lacks the rows "
+                                                "of epoch 2, which last.npz has trained"):
+        nnrun.train(resume, resume=tmp_path / "run", quiet=True)
+    norms.write_text(whole + '{"step": 19, "epoch": 3, "lo')  # a crash in epoch 3's append
+    nnrun.train(resume, resume=tmp_path / "run", quiet=True)
+    assert {row["epoch"] for row in rows(norms)} == {1, 2, 3}
+
+
 def test_a_rank_that_writes_nothing_lets_its_step_rows_go_each_epoch():
     """Only rank 0 appends the per-step rows to grad-norms.jsonl; the other ranks logged them
     too, and held every one until the run ended (a review of the append change)."""
