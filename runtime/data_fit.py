@@ -392,6 +392,10 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, lowered, where)
         return
+    if spec.loss.type == "binary_cross_entropy" and label_shape == list(outputs):
+        # a 0/1 label of each output's own (several maps a sample, [C, H, W]): as a vector's
+        _refuse_top_k(spec, data, where, "0/1 label maps", "pixel_accuracy")
+        return
     ignored = getattr(spec.loss, "ignore_index", None)
     marks = (0, 1) if ignored is None else (0, 1, ignored)
     if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, marks).all():

@@ -1799,3 +1799,35 @@ def test_label_maps_with_an_axis_of_1_beside_smaller_maps_are_told_both_fixes(tm
     line = _refusal(tmp_path, "[{type: conv2d, filters: 1, kernel_size: 3}]", "mae",
                     {"x": IMAGES, "y": np.zeros((24, 1, 6, 6), np.int64)})
     assert "(save y[:, 0], maps [6, 6]; then the maps fall 2x2 short of the labels" in line, line
+
+
+@pytest.mark.parametrize("x_shape, y_shape, layer", [
+    ((3, 6), (2, 6), "{type: conv1d, filters: 2, kernel_size: 1}"),
+    ((1, 6, 6), (2, 6, 6), "{type: conv2d, filters: 2, kernel_size: 3, padding: same}"),
+    ((1, 6, 6), (1, 6, 6), "{type: conv2d, filters: 1, kernel_size: 3, padding: same}"),
+])
+def test_0_1_label_maps_shaped_like_the_output_train_under_binary_cross_entropy(
+        tmp_path, x_shape, y_shape, layer):
+    """The random-architecture fuzz: y [N, 2, 6] beside an output [2, 6] was refused ("needs
+    [1, 2, 6]", which that model cannot end with), though the loss compares each output with
+    a 0/1 label of its own and the API's loss_and_grads takes them; [N, 1, H, W] was told its
+    axis of 1 had no place in the model's [1, H, W]."""
+    torch = pytest.importorskip("torch")
+    import nnrun
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, *x_shape)).astype(np.float32)
+    y = rng.integers(0, 2, (8, *y_shape))
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    write(tmp_path / "s.yaml", f"data: {{dataset: npz, path: d.npz, validation_split: 0}}\n"
+                               f"model:\n  layers: [{layer}]\nloss: binary_cross_entropy\n"
+                               "train: {epochs: 2, metrics: [accuracy]}\n")
+    assert_ok(invoke("validate", tmp_path / "s.yaml", "--data"))
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    result = assert_ok(invoke("eval", tmp_path / "run", "--split", "train", "--format", "json"))
+    metrics = json.loads(result.stdout)
+    logits = nnrun.load_run(tmp_path / "run").predict(x)
+    want = torch.nn.functional.binary_cross_entropy_with_logits(
+        torch.tensor(logits, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
+    assert metrics["train_loss"] == pytest.approx(float(want), rel=1e-5)
+    assert metrics["train_accuracy"] == pytest.approx(((logits > 0) == y).mean())
