@@ -257,8 +257,8 @@ _FIXES = {
     errno.EFBIG: "the file size limit (ulimit -f) was reached: raise it or write less",
     errno.EACCES: "no permission: give a file you can read, or an output in a directory you "
                   "can write to",
-    errno.EPERM: "not permitted: give a file you can read, or an output in a directory you can "
-                 "write to",
+    errno.EPERM: "the system refuses it whoever asks (an immutable file, or a path such as "
+                 "/sys): give a file you can read, or an output in a directory you can write to",
     errno.EROFS: "the file system is read-only: choose another directory",
     errno.ENOTDIR: "a part of the path is a file, not a directory: choose another path",
     errno.EEXIST: "a file of that name is in the way: choose another path",

@@ -1819,3 +1819,13 @@ def test_a_resume_whose_changes_alone_stop_the_run_is_refused(trained, spec):
     assert files_of(trained) == before
     assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 6, "--allow-changes",
                      "--set", "train.early_stopping={patience: 2}", "--quiet"))
+
+
+def test_an_operation_not_permitted_says_why_once():
+    """The run-directory audit: --out under an immutable directory or /sys said "Operation not
+    permitted; not permitted: give a file ..." (the same words twice, no cause)."""
+    from nnrun.runtime.files import describe_os_error
+
+    line = describe_os_error(OSError(errno.EPERM, os.strerror(errno.EPERM), "/sys/x"))
+    assert line.startswith("/sys/x: Operation not permitted; the system refuses it whoever asks")
+    assert line.count("not permitted") == 1
