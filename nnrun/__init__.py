@@ -70,6 +70,7 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     from nnrun.compiler.loader import training_overrides
     from nnrun.runtime.model import check_flags
     from nnrun.notices import silenced
+    from nnrun.runtime.options import TRAIN_PARAMETERS, named_as_parameters
     from nnrun.runtime.threads import thread_limit
     from nnrun.runtime.train import train as run_training
 
@@ -90,8 +91,10 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
         options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
-    # the thread settings are the process's; quiet silences their warning too
-    with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads):
+    # the thread settings are the process's; quiet silences their warning too; errors name
+    # this function's parameters, not the command's options
+    with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads), \
+            named_as_parameters(TRAIN_PARAMETERS):
         return run_training(source, backend=backend, out_dir=out_dir, **options)
 
 

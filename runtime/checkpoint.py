@@ -26,6 +26,7 @@ from nnrun.compiler.schema import default_layer_names
 
 from .archives import ArrayHeader, DamagedFile, first_not_finite, npz_headers, read_npz
 from .files import describe_os_error, write_atomically
+from .options import option
 
 META_LIMIT_BYTES = 1 << 20  # the JSON meta entry is a few hundred bytes
 
@@ -257,7 +258,7 @@ def _fix(path: Path) -> str:
         return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
     return ("copy best.npz over it to resume from the best epoch, or start a new run with "
-            "another --out")
+            f"another {option('--out')}")
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:

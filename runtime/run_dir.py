@@ -32,6 +32,7 @@ from nnrun.notices import shell_word
 
 from .files import (append_text_durably, describe_os_error, is_writable_directory,
                     read_json_file, remove_leftovers, what_is_there, write_text_atomically)
+from .options import option
 
 LOCK = "nnrun.lock"
 SPEC, METRICS, LAST, BEST, SUMMARY, CHANGES, PREPROCESSING = (
@@ -166,11 +167,11 @@ class RunDirectory:
         self._refuse_a_name_beyond_the_locale()
         if self.path.exists() and not self.path.is_dir():
             raise RunDirectoryError(f"{self.path}: is {what_is_there(self.path)}, not a "
-                                    "directory; choose another --out")
+                                    f"directory; choose another {option('--out')}")
         if self.path.is_symlink() and not self.path.exists():
             raise RunDirectoryError(f"{self.path}: is a symbolic link to {os.readlink(self.path)}"
                                     ", which does not exist; create that directory, or choose "
-                                    "another --out")
+                                    f"another {option('--out')}")
         self.created = not self.path.exists()
         # and the folders above it that did not exist (runs/<name>/): removed with it
         self.created_above = list(itertools.takewhile(lambda folder: not folder.exists(),
@@ -181,14 +182,15 @@ class RunDirectory:
             if not self.path.is_absolute() and _current_directory_gone():
                 raise RunDirectoryError(f"{self.path}: the current directory is gone (deleted "
                                         "since the shell entered it); cd to one that exists, "
-                                        "or give --out an absolute path") from None
+                                        f"or give {option('--out')} an absolute path") from None
             raise RunDirectoryError(describe_os_error(error)) from None
         self._check_own_files(for_resume=False)
         self._lock()
         self._refuse_lost_checkpoint()
         if self.has_checkpoint:
-            raise RunDirectoryError(f"{self.path}: already holds a run ({LAST}); use --resume "
-                                    "to continue it or choose another --out")
+            raise RunDirectoryError(f"{self.path}: already holds a run ({LAST}); use "
+                                    f"{option('--resume')} to continue it or choose another "
+                                    f"{option('--out')}")
         self._claim()
         return self
 
@@ -198,8 +200,9 @@ class RunDirectory:
         if not self.path.is_dir():
             what = (f"is {what_is_there(self.path)}, not a run directory"
                     if self.path.exists() else "no such run directory")
-            raise RunDirectoryError(f"{self.path}: {what}; --resume takes the directory of a run "
-                                    "(its --out), or start a run with --out")
+            raise RunDirectoryError(f"{self.path}: {what}; {option('--resume')} takes the "
+                                    f"directory of a run (its {option('--out')}), or start a run "
+                                    f"with {option('--out')}")
         self._check_own_files(for_resume=True)
         self._lock()
         self._refuse_lost_checkpoint()
@@ -228,8 +231,8 @@ class RunDirectory:
         try:
             os.fsencode(self.path)
         except UnicodeEncodeError:
-            raise RunDirectoryError(f"{self.path}: {beyond_the_locale()}; or choose an --out "
-                                    "(and a spec name) it can") from None
+            raise RunDirectoryError(f"{self.path}: {beyond_the_locale()}; or choose an "
+                                    f"{option('--out')} (and a spec name) it can") from None
 
     def _remove_unused(self) -> None:
         if self.lock_descriptor is not None:
@@ -263,13 +266,13 @@ class RunDirectory:
             runs = runs_inside(self.path)  # runs/NAME: its runs are what a resume means
             fix = _pointer(runs) if runs else (
                 f"its {', '.join(present)} {'is' if len(present) == 1 else 'are'} not nnrun's: "
-                "start a run in another directory with --out" if present
-                else "start a run there with --out")
+                f"start a run in another directory with {option('--out')}" if present
+                else f"start a run there with {option('--out')}")
             raise RunDirectoryError(f"{self.path}: not an nnrun run directory (no {LOCK}); "
                                     f"{fix}")
         if present:
             raise RunDirectoryError(f"{self.path}: holds {', '.join(present)} that nnrun did not "
-                                    "write and would overwrite; choose another --out")
+                                    f"write and would overwrite; choose another {option('--out')}")
 
     def _refuse_a_lock_not_ours(self) -> None:
         """nnrun.lock holds a pid line or nothing; one that holds anything else is a file of
@@ -301,7 +304,7 @@ class RunDirectory:
                if self.file(BEST).is_file() else "")
         raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
                                 f"({', '.join(signs)}) but has no {LAST} to continue from; "
-                                f"{way}start a new run with another --out")
+                                f"{way}start a new run with another {option('--out')}")
 
     def signs_of_trained_epochs(self) -> list[str]:
         """The files that show the run trained past its first checkpoint."""
@@ -315,7 +318,7 @@ class RunDirectory:
         if self.has_checkpoint and not self.file(SPEC).exists():
             raise RunDirectoryError(f"{self.path}: the run has a checkpoint ({LAST}) but no "
                                     f"{SPEC}; restore {SPEC} (the spec it was trained with) to "
-                                    "resume it, or start a new run with another --out")
+                                    f"resume it, or start a new run with another {option('--out')}")
 
     def _last_epoch_in_metrics(self) -> int:
         return max((row["epoch"] for row in self._metrics_rows()), default=0)
@@ -528,7 +531,8 @@ def _remedy(path: Path) -> str:
     if path.name == GRAD_NORMS:
         return ("restore it from a backup, or move it away to resume without the per-step "
                 "norms logged so far")
-    return "restore the file from a backup, then resume, or start a new run with another --out"
+    return ("restore the file from a backup, then resume, or start a new run with another "
+            f"{option('--out')}")
 
 
 def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
@@ -539,7 +543,7 @@ def _refuse_missing_epochs(path: Path, rows: list[dict], through_epoch: int,
         how = " (its last line is torn)" if torn else ""
         raise RunDirectoryError(f"{path}: lacks the rows of {_epochs(missing)}{how}, which "
                                 f"{LAST} has trained; restore it from a backup, or start a new "
-                                "run with another --out")
+                                f"run with another {option('--out')}")
 
 
 def _missing_ranges(present: list[int], through_epoch: int) -> list[tuple[int, int]]:
@@ -562,7 +566,7 @@ def _refuse_repeated_epochs(path: Path, rows: list[dict]) -> None:
             raise RunDirectoryError(f"{path}: the row of epoch {row['epoch']} comes after the "
                                     f"row of epoch {before['epoch']} (an edited or damaged file: "
                                     "each epoch has one row, in order); restore it from a "
-                                    "backup, or start a new run with another --out")
+                                    f"backup, or start a new run with another {option('--out')}")
 
 
 # What every epoch's row of metrics.jsonl holds, and a resumed run reads (the summary's rate).
@@ -578,7 +582,7 @@ def _refuse_incomplete_rows(path: Path, rows: list[dict], keys) -> None:
             raise RunDirectoryError(f"{path}: the row of epoch {row['epoch']} lacks the number "
                                     f"{lacking[0]} that nnrun writes in every row (an edited or "
                                     "damaged file); restore the file from a backup, or start a "
-                                    "new run with another --out")
+                                    f"new run with another {option('--out')}")
 
 
 def _is_number(value) -> bool:

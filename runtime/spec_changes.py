@@ -18,6 +18,7 @@ from nnrun.compiler.frontend import load_spec, load_spec_text
 from nnrun.notices import shell_word
 
 from .checkpoint import SPEC_HASH_FIELDS, spec_hash
+from .options import option
 
 # What is measured or shown, not how the run trains (log_grad_norms only adds outputs to the step)
 FREE_FIELDS = ("train.epochs", "train.metrics", "train.log_grad_norms", "name", "limits")
@@ -49,7 +50,7 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
     shown = MEANING_CHANGES_SHOWN
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields[:shown]) or "the model"
-    new_run = "start a new run instead (--out NEW_DIR)" + from_its_weights(
+    new_run = f"start a new run instead ({_out_new_dir()})" + from_its_weights(
         run_spec.parent.resolve() / "last.npz", unfit)
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
@@ -59,7 +60,8 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
             f"{shell_word(str(run_spec.parent))}; for the model given, "
             f"{new_run}")
     raise SpecChangeError(f"{run_spec}: {listed} changes the model the checkpoint was trained "
-                          "as, which a run cannot go on with (not even with --allow-changes); "
+                          "as, which a run cannot go on with (not even with "
+                          f"{option('--allow-changes')}); "
                           f"{new_run}")
 
 
@@ -179,8 +181,14 @@ def refuse_data_changes(run_dir, changes: dict[str, dict]) -> None:
         f"{run_dir}: the data file{'' if one else 's'} {', '.join(files)} changed since the "
         f"run's checkpoint was written (another SHA-256); put "
         f"{'it' if one else 'them'} back as {'it was' if one else 'they were'}, or pass "
-        "--allow-changes to continue on the new data (the change is recorded in the run "
-        "directory)")
+        f"{option('--allow-changes')} to continue on the new data (the change is recorded in "
+        "the run directory)")
+
+
+def _out_new_dir() -> str:
+    """Where a new run goes, as the command line or the API says it."""
+    out = option("--out")
+    return f"{out} NEW_DIR" if out.startswith("--") else f"{out}=NEW_DIR"
 
 
 def _within(name: str, field: str) -> bool:
@@ -199,8 +207,8 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
     own = (f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)" if edited
            else f"resume with the run's own spec ({run_dir}/spec.yaml)")
     raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "
-                          f"({listed}); {own}, or pass --allow-changes to continue with the new "
-                          "settings (the change is recorded in the run directory)")
+                          f"({listed}); {own}, or pass {option('--allow-changes')} to continue "
+                          "with the new settings (the change is recorded in the run directory)")
 
 
 def bracketed(name: str) -> str:

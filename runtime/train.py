@@ -59,6 +59,7 @@ from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .files import describe_os_error, write_atomically
+from .options import option
 from .grad_norms import LAYER_PREFIX
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
@@ -446,7 +447,7 @@ def _refuse_changes_no_epoch_takes(run_dir: Path, changes: dict, epoch: int,
         return
     why, go_on = ((f"early stopping keeps the run stopped at epoch {epoch}",
                    "raise train.early_stopping.patience") if stopped_early else
-                  (f"its {epoch} epoch(s) are trained", f"give --epochs above {epoch}"))
+                  (f"its {epoch} epoch(s) are trained", f"give {option('--epochs')} above {epoch}"))
     undo = ("put back the data it was trained on" if all(map(is_data_file_change, evaluated))
             else "leave them out" if not any(map(is_data_file_change, evaluated))
             else "leave them out and put back the data it was trained on")
@@ -477,8 +478,8 @@ def _trained_text(run: RunDirectory, meta: dict, text: str, run_spec, later: lis
         raise TrainingError(
             f"{run.file(SPEC)}: is not the spec its checkpoint ({LAST}, epoch {meta['epoch']}) "
             "was trained with (edited since?); restore it, and give what the resume changes on "
-            "the command line (--epochs, or --set with --allow-changes), where it is checked "
-            "and recorded")
+            f"the command line ({option('--epochs')}, or --set with {option('--allow-changes')}), "
+            "where it is checked and recorded")
     return trained
 
 
@@ -503,7 +504,7 @@ def _refuse_another_model(run: RunDirectory, meta: dict, text: str, run_spec,
     raise ckpt.CheckpointError(
         f"{run.file(LAST)}: checkpoint was written for another spec than {run.file(SPEC)}"
         f"{differing}: if {run.file(SPEC)} was edited since, undo the edit (or, for a new model "
-        f"from these weights, start a new run with another --out"
+        f"from these weights, start a new run with another {option('--out')}"
         f"{from_its_weights(run.file(LAST), unfit)}); if the checkpoint is another run's, "
         "resume that run's own directory")
 
@@ -700,13 +701,13 @@ class Trainer:
         """Epochs from `first_epoch` on; True when early stopping ended them."""
         if self._should_stop():
             self.say(f"{self.run_dir}: the run stopped early at epoch {first_epoch - 1}; "
-                     "nothing to train (raise train.early_stopping.patience with --allow-changes "
-                     "to go on)")
+                     "nothing to train (raise train.early_stopping.patience with "
+                     f"{option('--allow-changes')} to go on)")
             return True
         done, epochs = first_epoch - 1, self.spec.train.epochs
         if done >= epochs:
             self.say(f"{self.run_dir}: {done} epoch(s) trained already, train.epochs is {epochs}; "
-                     f"nothing to train (give --epochs above {done} to go on)")
+                     f"nothing to train (give {option('--epochs')} above {done} to go on)")
         else:
             for line in regularisation_lines(self.spec, self.pruner.level if self.pruner else 0):
                 self.say(line)
@@ -1366,8 +1367,8 @@ class Trainer:
                else f"the run ended before the ramp did (end_epoch {self.pruner.end_epoch})")
         self.say(f"{self.run_dir}: {checkpoint.name} (epoch {epoch}) is pruned to "
                  f"{sparsity:.1%}, less than train.pruning.target_sparsity "
-                 f"{self.pruner.target:.1%}: {why}; train more epochs (--resume with "
-                 "--epochs) to reach the target")
+                 f"{self.pruner.target:.1%}: {why}; train more epochs ({option('--resume')} with "
+                 f"{option('--epochs')}) to reach the target")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -813,3 +813,27 @@ def test_a_dict_spec_with_an_integer_of_thousands_of_digits_is_a_spec_error(tmp_
     with pytest.raises(nnrun.SpecError,
                        match=r"model.layers\[0\]: a key of an integer far longer"):
         nnrun.compile(spec)
+
+
+def test_the_apis_errors_name_its_parameters_not_the_commands_options(tmp_path):
+    """nnrun.train(out_dir=...) over a run was told to "use --resume ... or choose another
+    --out", options its caller never wrote; the command keeps its options."""
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+    from nnrun.runtime.run_dir import RunDirectoryError
+
+    spec = {"data": {"dataset": "xor"}, "model": {"input_shape": [2], "layers": [
+        {"type": "dense", "units": 2}]}, "train": {"epochs": 1}}
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    with pytest.raises(RunDirectoryError) as again:
+        nnrun.train(spec, out_dir=tmp_path / "run", quiet=True)
+    assert str(again.value).endswith("use resume=RUN_DIR to continue it or choose another out_dir")
+    with pytest.raises(RunDirectoryError) as missing:
+        nnrun.train(spec, resume=tmp_path / "none", quiet=True)
+    assert "resume=RUN_DIR takes the directory of a run (its out_dir)" in str(missing.value)
+    (tmp_path / "s.yaml").write_text("data: {dataset: xor}\nmodel:\n  input_shape: [2]\n  layers: "
+                                     "[{type: dense, units: 2}]\ntrain: {epochs: 1}\n")
+    said = CliRunner().invoke(main, ["train", str(tmp_path / "s.yaml"), "--out",
+                                     str(tmp_path / "run")])
+    assert "use --resume to continue it or choose another --out" in said.output
