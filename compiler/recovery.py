@@ -4,8 +4,9 @@ pydantic stops at the schema. To check shapes anyway, a copy of the spec is repa
 as possible: an unknown key is dropped, or renamed to the field it misspells (the did-you-mean
 of its diagnostic, `type` included: a missing field, or a layer's optional one left unset); a
 section that decides no shape (optimizer, train, limits...) falls back to its defaults, as does
-a data field that decides none (validation_split, limit, augment...); a broken loss becomes
-mse, with the outputs no longer checked against the labels; and the layers from the first
+a data field that decides none (validation_split, limit, augment...); a misspelt loss or
+dataset is read as the one its diagnostic suggests, another broken loss becomes mse, with the
+outputs no longer checked against the labels; and the layers from the first
 broken one on are left out, since every later shape depends on it (and the labels with them:
 the layers left do not end the model). A shape error that the repaired copy shows is then one
 of the user's spec too.
@@ -21,7 +22,7 @@ import pydantic
 from .datasets import DATASETS
 from .diagnostics import (layer_fields, layers_with_field, misspelt_key, only_fitting_tag,
                           suggest)
-from .schema import Data, Layer, Model, Spec
+from .schema import Data, Layer, Loss, Model, Spec, union_tags
 
 SHAPELESS_SECTIONS = ("version", "name", "seed", "dtype", "optimizer", "train", "limits")
 SHAPE_DATA_FIELDS = ("dataset", "path")  # the data fields that decide the input shape
@@ -141,7 +142,9 @@ def _layer_index(path: tuple) -> int | None:
 def _fall_back(data: dict, path: tuple) -> bool:
     """Replaces the section at fault by what decides no shape; False when it cannot."""
     section = path[0] if path else None
-    if section in SHAPELESS_SECTIONS:
+    if _read_as_suggested(data, path):
+        pass
+    elif section in SHAPELESS_SECTIONS:
         data.pop(section, None)
     elif _a_field_left_to_its_default(data, path):
         data[path[0]].pop(path[1], None)  # label_smoothing: -0.1, normalize: bogus
@@ -155,6 +158,26 @@ def _fall_back(data: dict, path: tuple) -> bool:
     else:
         return False
     return True
+
+
+def _read_as_suggested(data: dict, path: tuple) -> bool:
+    """`loss: crossentropy`, `dataset: digts`: read as the name their diagnostic suggests, so
+    that the outputs are still checked against that loss's and dataset's labels (a broken
+    loss falls back to mse, a dataset to none, and the outputs go unchecked)."""
+    if path in (("loss",), ("loss", "type")):
+        loss = data.get("loss")
+        name = loss.get("type") if isinstance(loss, dict) else loss
+        meant = suggest(name, union_tags(Loss)) if isinstance(name, str) else None
+        if meant is not None:
+            data["loss"] = {**loss, "type": meant} if isinstance(loss, dict) else meant
+        return meant is not None
+    if path == ("data", "dataset") and isinstance(data.get("data"), dict):
+        name = data["data"].get("dataset")
+        meant = suggest(name, DATASETS) if isinstance(name, str) else None
+        if meant is not None:
+            data["data"]["dataset"] = meant
+        return meant is not None
+    return False
 
 
 def _a_field_left_to_its_default(data: dict, path: tuple) -> bool:

@@ -1846,3 +1846,22 @@ def test_ignore_index_naming_a_class_of_the_dataset_is_warned(loss, dataset, war
     if warned:
         loss_line = text.splitlines().index(f"loss: {loss}") + 1
         assert found[0].line == loss_line and "never learns that class" in found[0].message
+
+
+@pytest.mark.parametrize("data, loss", [
+    ("{dataset: digits}", "crossentropy"),
+    ("{dataset: digts}", "cross_entropy"),
+    ("{dataset: digits}", "{type: crossentropy, label_smoothing: 0.1}"),
+])
+def test_a_misspelt_loss_or_dataset_does_not_hide_the_output_check(data, loss):
+    """`loss: crossentropy` (or `dataset: digts`) with 12 outputs for digits' 10 classes was
+    told only the misspelling; the output error came one fix later. The name is read as its
+    did-you-mean for the checks behind it."""
+    text = (f"data: {data}\nmodel:\n  layers: [{{type: flatten}}, {{type: dense, units: 12}}]\n"
+            f"loss: {loss}\n")
+    errors = _load_errors(text)
+    assert any("did you mean" in error for error in errors), errors
+    assert any(error.endswith("the model ends with 12 outputs but dataset 'digits' has 10 "
+                              "classes; set units: 10") for error in errors), errors
+    unknown = _load_errors(text.replace("crossentropy", "bogusloss").replace("digts", "zzzz"))
+    assert not any("12 outputs" in error for error in unknown)  # no name to read it as
