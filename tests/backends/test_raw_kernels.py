@@ -64,7 +64,7 @@ class EmulatedBackend(NumpyBackend):
         _run(raw_kernels.columns_plan("im2col", x, cols, kernel, stride, dilation, layout=1))
         return cols
 
-    def col2im_into(self, cols, kernel, stride, dilation, x):
+    def col2im_into(self, cols, kernel, stride, dilation, x, spare=None):
         _run(raw_kernels.columns_plan("col2im", x, cols, kernel, stride, dilation))
         return x
 

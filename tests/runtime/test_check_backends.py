@@ -45,8 +45,8 @@ class BrokenCol2im(NumpyBackend):
 
     name = "broken"
 
-    def col2im_into(self, cols, kernel, stride, dilation, x):  # col2im calls it too
-        super().col2im_into(cols, kernel, stride, dilation, x)
+    def col2im_into(self, cols, kernel, stride, dilation, x, spare=None):  # col2im calls it too
+        super().col2im_into(cols, kernel, stride, dilation, x, spare)
         x *= 1.01
         return x
 
@@ -150,8 +150,8 @@ class NanCol2im(NumpyBackend):
 
     name = "nan"
 
-    def col2im_into(self, cols, kernel, stride, dilation, x):
-        super().col2im_into(cols, kernel, stride, dilation, x)
+    def col2im_into(self, cols, kernel, stride, dilation, x, spare=None):
+        super().col2im_into(cols, kernel, stride, dilation, x, spare)
         x[...] = np.nan
         return x
 

@@ -752,8 +752,9 @@ def test_a_double_ctrl_c_still_says_what_is_kept_and_how_to_resume(tmp_path, spe
         process.send_signal(signal.SIGINT)
         time.sleep(0.002 * attempt)
         process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 130
+        code = process.wait(timeout=60)
         message = process.stderr.read().strip().splitlines()
+        assert code == 130, message
         assert len(message) == 1 and "is intact in" in message[0] and "resume with" in message[0]
 
 
