@@ -4,9 +4,7 @@ training: stop at a safe point, with every file intact, and say how to go on.
 Inside `safe_points()` a signal is only noted; the training loop calls `check()` between batches
 and after each checkpoint, so a checkpoint being written is always finished first. Outside
 (loading data, compiling) there is nothing to save and the signal stops the run at once. A second
-signal never waits. Once a signal has stopped the run, those after it are let go: the stop is
-under way, and the line that says what is kept is still to be made (a double Ctrl-C replaced
-it with a bare "stopped by SIGINT").
+signal never waits. Once a signal has stopped the run, those after it are let go (_STOPPING).
 """
 
 from __future__ import annotations
@@ -17,6 +15,11 @@ from contextlib import contextmanager
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
+# A signal has stopped the command (an Interrupted made): the stop is under way, and the line
+# that says what is kept is still to come. The signals after it are let go (a double Ctrl-C
+# replaced that line with a bare "stopped by SIGINT"); a training that starts clears it.
+_STOPPING: list[int] = []
+
 
 class Interrupted(BaseException):
     """Training stopped on a signal; exit with 128 + the signal number, as a shell does. A
@@ -26,6 +29,7 @@ class Interrupted(BaseException):
     def __init__(self, signal_number: int, message: str = ""):
         super().__init__(message or f"stopped by {signal.Signals(signal_number).name}")
         self.signal_number = signal_number
+        _STOPPING.append(signal_number)
 
     def __reduce__(self):  # pickled to other MPI ranks: rebuilt from the number, not the words
         return type(self), (self.signal_number, str(self))
@@ -42,13 +46,16 @@ def raise_on_signal(number: int, frame) -> None:
     """The command line's handler of SIGTERM and SIGINT between its imports and training
     (entry.py): the command stops at once. Noted too: a library may swallow the exception or
     wrap it in its own (pydantic building a validator), and the signal must still stop the
-    command."""
+    command. Let go once a stop is under way (_STOPPING)."""
+    if _STOPPING:
+        return
     _NOTED.append(number)
     raise Interrupted(number)
 
 
 def forget_signals() -> None:
     _NOTED.clear()
+    _STOPPING.clear()
 
 
 def noted_signal() -> int | None:
@@ -62,11 +69,11 @@ class InterruptGuard:
         self.received: int | None = None
         self.deferring = deferring
         self.previous: dict = {}
-        self.stopping = False  # a signal has been raised as Interrupted
 
     def __enter__(self) -> InterruptGuard:
         if noted_signal() is not None:  # swallowed by the code before: no training after it
             raise Interrupted(noted_signal())
+        _STOPPING.clear()
         # Python lets only the main thread set handlers; an API call from a thread keeps its own.
         if threading.current_thread() is threading.main_thread():
             self.previous = {number: signal.signal(number, self._handle) for number in HANDLED}
@@ -77,15 +84,11 @@ class InterruptGuard:
             signal.signal(number, handler)
 
     def _handle(self, number: int, frame) -> None:
-        if self.stopping:
+        if _STOPPING:
             return
         if not self.deferring or self.received is not None:
-            self._stop(number)
+            raise Interrupted(number)
         self.received = number
-
-    def _stop(self, number: int) -> None:
-        self.stopping = True
-        raise Interrupted(number)
 
     @contextmanager
     def safe_points(self):
@@ -118,4 +121,4 @@ class InterruptGuard:
 
     def check(self) -> None:
         if self.received is not None:
-            self._stop(self.received)
+            raise Interrupted(self.received)

@@ -26,6 +26,7 @@ broadcast, and the metrics are sums over the ranks.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import math
 import os
@@ -59,11 +60,11 @@ from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
 from .distributed import ALONE, DEFAULT_TIMEOUT_S, check_batch
 from .files import describe_os_error, write_atomically
-from .options import option
 from .grad_norms import LAYER_PREFIX
 from .grad_norms import PREFIX as GRAD_NORM_PREFIX
 from .grad_norms import GradNormLog
 from .interrupts import InterruptGuard, Interrupted
+from .options import option
 from .memory import check_memory, estimate_bytes, evaluation_batch
 from .metrics import EVALUATION_BATCH, Totals, evaluate
 from .model import Model
@@ -328,6 +329,11 @@ class Resumption:
     # what such resumes were allowed: field (or data file) -> the new value
     allowed: dict = field(default_factory=dict)
 
+    @functools.cached_property
+    def previous(self):
+        """The Spec the checkpoint was trained with (None for a new run)."""
+        return load_spec_text(self.previous_spec).spec if self.previous_spec else None
+
 
 def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     """Before any data loads: a resumed run must train as it was trained, or say it won't."""
@@ -400,13 +406,13 @@ def _choose_best_again_by(run: RunDirectory, history: History, before: tuple, no
             f"by the {now[1]}imum of {now[0]}: it is chosen again from epoch {epoch + 1} on")
 
 
-def _refuse_a_stop_of_the_changes(run_dir: Path, previous_spec: str, spec, history: History,
+def _refuse_a_stop_of_the_changes(run_dir: Path, previous, spec, history: History,
                                   epoch: int) -> None:
     """Early stopping that only the resume's changes make stop the run (a lower patience, or
     early stopping added to a run that trained all its epochs): no epoch trains, so nothing
     records them, and the summary would call the run stopped early under a spec.yaml that
-    does not stop it."""
-    before = load_spec_text(previous_spec).spec.train.early_stopping
+    does not stop it. `previous`: the spec the checkpoint was trained with."""
+    before = previous.train.early_stopping
     if before and history.epochs_since_best >= before.patience:
         return  # stopped by its own settings too
     since = history.epochs_since_best
@@ -768,7 +774,7 @@ class Trainer:
         history.rows = run.read_metrics(epoch, complete=True)
         logged_steps = run.file(GRAD_NORMS).exists()  # by this run, or by it before a resume
         step_rows = run.read_metrics(epoch, GRAD_NORMS, rows_through=self._step_rows_through(
-            history.rows, resumption.previous_spec)) if logged_steps else []
+            history.rows, resumption.previous)) if logged_steps else []
         changes = {**resumption.changes,
                    **self._changed_data_files(run, meta, resumption, files)}
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
@@ -777,8 +783,8 @@ class Trainer:
         if changes and not trains:
             _refuse_changes_no_epoch_takes(run.path, changes, epoch, stopped)
         if changes and stopped:
-            _refuse_a_stop_of_the_changes(run.path, resumption.previous_spec, self.spec,
-                                          history, epoch)
+            _refuse_a_stop_of_the_changes(run.path, resumption.previous, self.spec, history,
+                                          epoch)
         if trains:
             self._say_if_rounding_differs(run, meta)
         # the records of resumes after the checkpoint, which trained nothing kept, go
@@ -799,7 +805,7 @@ class Trainer:
                                self.data.preprocessing.normalizer is not None)
             if not evaluated:  # (chosen again already)
                 validated = self.data.val is not None
-                before = monitor_of(load_spec_text(resumption.previous_spec).spec, validated)
+                before = monitor_of(resumption.previous, validated)
                 _choose_best_again_by(run, history, before[:2], self._monitor()[:2], epoch)
         else:
             if resumption.stale:
@@ -812,12 +818,12 @@ class Trainer:
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
 
-    def _step_rows_through(self, rows: list[dict], trained_spec: str) -> int:
+    def _step_rows_through(self, rows: list[dict], trained) -> int:
         """The last epoch up to the checkpoint's that logged per-step gradient norms (its
         metrics row has the layers' means), where every epoch logs rows (every_steps no more
         than its steps); 0 where rows may skip epochs."""
         logged = [row["epoch"] for row in rows if any(key.startswith(LAYER_PREFIX) for key in row)]
-        setting = load_spec_text(trained_spec).spec.train.log_grad_norms if trained_spec else None
+        setting = trained.train.log_grad_norms if trained is not None else None
         every = getattr(setting, "every_steps", None)
         steps = math.ceil(len(self.data.train.x) / self.spec.train.batch_size)
         return max(logged, default=0) if every and every <= steps else 0

@@ -758,17 +758,53 @@ def test_a_double_ctrl_c_still_says_what_is_kept_and_how_to_resume(tmp_path, spe
         assert len(message) == 1 and "is intact in" in message[0] and "resume with" in message[0]
 
 
+# A child whose training a SIGINT stops after 2 epochs, and another SIGINT lands just after
+# the guard has handed the command line's handlers back (as a burst of Ctrl-C does).
+LATE_SIGNAL = """
+import os, signal, sys
+import nnrun.runtime.checkpoint as checkpoint
+import nnrun.runtime.interrupts as interrupts
+saved, leave = checkpoint.save_checkpoint, interrupts.InterruptGuard.__exit__
+def save(path, state, meta):
+    saved(path, state, meta)
+    if path.name == "last.npz" and meta["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGINT)
+def exit_(self, *raised):
+    leave(self, *raised)
+    if raised[0] is not None and issubclass(raised[0], interrupts.Interrupted):
+        os.kill(os.getpid(), signal.SIGINT)
+checkpoint.save_checkpoint, interrupts.InterruptGuard.__exit__ = save, exit_
+from nnrun.entry import main
+sys.argv = ["nnrun", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_signal_after_the_guard_let_go_keeps_the_line_of_what_is_kept(tmp_path, spec):
+    """The review: a Ctrl-C landing after the guard put the command line's handlers back still
+    replaced the line with a bare "stopped by SIGINT"."""
+    spec.write_text(SPEC.replace("epochs: 2", "epochs: 1000"))
+    done = subprocess.run([sys.executable, "-c", LATE_SIGNAL, "train", str(spec), "--out",
+                           str(tmp_path / "run"), "--quiet"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert "the checkpoint of epoch 2 is intact" in done.stderr and "resume with" in done.stderr
+
+
 def test_signals_after_the_one_that_stopped_the_run_are_let_go():
     from nnrun.runtime.interrupts import Interrupted, InterruptGuard
 
-    guard = InterruptGuard(deferring=True)
-    guard._handle(signal.SIGINT, None)  # noted at a safe point
-    with pytest.raises(Interrupted):
-        guard.check()
-    guard._handle(signal.SIGINT, None)  # the stop is under way: no second Interrupted
-    fresh = InterruptGuard(deferring=True)
-    fresh._handle(signal.SIGINT, None)
-    with pytest.raises(Interrupted):
+    with pytest.raises(Interrupted), InterruptGuard(deferring=True) as guard:
+        guard._handle(signal.SIGINT, None)  # noted at a safe point
+        try:
+            guard.check()
+        finally:
+            guard._handle(signal.SIGINT, None)  # the stop is under way: no second Interrupted
+    from nnrun.runtime.interrupts import raise_on_signal
+
+    raise_on_signal(signal.SIGINT, None)  # the command line's handler, back after the guard
+    with pytest.raises(Interrupted), InterruptGuard(deferring=True) as fresh:  # a new training
+        fresh._handle(signal.SIGINT, None)
         fresh._handle(signal.SIGTERM, None)  # a second signal before the stop never waits
 
 
