@@ -394,18 +394,6 @@ def monitor_of(spec, validated: bool):
     return monitor, mode, stopping
 
 
-def _choose_best_again_by(run: RunDirectory, history: History, before: tuple, now: tuple,
-                          epoch: int) -> None:
-    """A resume that changes what the best epoch is chosen by (train.early_stopping's monitor
-    or mode): the best value so far is another metric's, or better the other way; the next
-    epoch is the best one again."""
-    if before == now:
-        return
-    history.best_value, history.epochs_since_best = None, 0
-    run.say(f"{run.path}: the best epoch was chosen by the {before[1]}imum of {before[0]}, now "
-            f"by the {now[1]}imum of {now[0]}: it is chosen again from epoch {epoch + 1} on")
-
-
 def _refuse_a_stop_of_the_changes(run_dir: Path, previous, spec, history: History,
                                   epoch: int) -> None:
     """Early stopping that only the resume's changes make stop the run (a lower patience, or
@@ -778,6 +766,9 @@ class Trainer:
         changes = {**resumption.changes,
                    **self._changed_data_files(run, meta, resumption, files)}
         level = pruning[1] if pruning and pruning[0] and pruning[1] is not None else 0.0
+        rechosen = self._chosen_by_another(resumption, changes, epoch)
+        if rechosen:  # its count of epochs since the best is the other monitor's too
+            history.best_value, history.epochs_since_best = None, 0
         stopped = self._should_stop(history, level)
         trains = not stopped and epoch < self.spec.train.epochs
         if changes and not trains:
@@ -803,10 +794,10 @@ class Trainer:
             evaluated = evaluated_changes(changes)
             _choose_best_again(run, history, evaluated, epoch,
                                self.data.preprocessing.normalizer is not None)
-            if not evaluated:  # (chosen again already)
-                validated = self.data.val is not None
-                before = monitor_of(resumption.previous, validated)
-                _choose_best_again_by(run, history, before[:2], self._monitor()[:2], epoch)
+            if rechosen and not evaluated:  # (said already)
+                run.say(f"{run.path}: the best epoch was chosen by the {rechosen[0][1]}imum of "
+                        f"{rechosen[0][0]}, now by the {rechosen[1][1]}imum of {rechosen[1][0]}: "
+                        f"it is chosen again from epoch {epoch + 1} on")
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)
@@ -817,6 +808,16 @@ class Trainer:
             self.spec_text = resumption.previous_spec
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
+
+    def _chosen_by_another(self, resumption: Resumption, changes: dict, epoch: int):
+        """(before, now) where a resume with epochs to train changes what the best epoch is
+        chosen by (train.early_stopping's monitor or mode: the best value so far is another
+        metric's, or better the other way), else None."""
+        if not changes or epoch >= self.spec.train.epochs:
+            return None
+        before = monitor_of(resumption.previous, self.data.val is not None)[:2]
+        now = self._monitor()[:2]
+        return (before, now) if before != now else None
 
     def _step_rows_through(self, rows: list[dict], trained) -> int:
         """The last epoch up to the checkpoint's that logged per-step gradient norms (its

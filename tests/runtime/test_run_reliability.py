@@ -1866,3 +1866,19 @@ def test_an_operation_not_permitted_says_why_once():
     line = describe_os_error(OSError(errno.EPERM, os.strerror(errno.EPERM), "/sys/x"))
     assert line.startswith("/sys/x: Operation not permitted; the system refuses it whoever asks")
     assert line.count("not permitted") == 1
+
+
+def test_a_new_monitor_counts_the_epochs_since_its_best_afresh(trained, spec):
+    """The review: a resume that changed the monitor chose the best epoch again, but the stop
+    check before it counted the old monitor's epochs since its best (a patience at or below it
+    was refused, as if the new monitor had stopped the run)."""
+    state, meta = load_checkpoint(trained / "last.npz")
+    save_checkpoint(trained / "last.npz", {name.removeprefix("params/"): value
+                                           for name, value in state.items()},
+                    {**meta, "epochs_since_best": 1, "best_epoch": 1})  # val_loss's
+    result = assert_ok(invoke("train", spec, "--resume", trained, "--epochs", 3,
+                              "--allow-changes", "--set",
+                              "train.early_stopping={monitor: train_loss, patience: 1}"))
+    assert "it is chosen again from epoch 3 on" in result.stderr
+    _, meta = load_checkpoint(trained / "last.npz")
+    assert meta["epoch"] == 3 and meta["best_epoch"] == 3
