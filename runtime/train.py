@@ -826,7 +826,9 @@ class Trainer:
         logged = [row["epoch"] for row in rows if any(key.startswith(LAYER_PREFIX) for key in row)]
         setting = trained.train.log_grad_norms if trained is not None else None
         every = getattr(setting, "every_steps", None)
-        steps = math.ceil(len(self.data.train.x) / self.spec.train.batch_size)
+        # the epochs' steps, at the batch size they were trained with (a resume may change it)
+        batch = max(self.spec.train.batch_size, trained.train.batch_size if trained else 0)
+        steps = math.ceil(len(self.data.train.x) / batch)
         return max(logged, default=0) if every and every <= steps else 0
 
     def _changed_data_files(self, run: RunDirectory, meta: dict, resumption: Resumption,

@@ -206,6 +206,22 @@ def test_a_torn_norms_line_before_the_checkpoint_is_lost_rows_not_a_crash(tmp_pa
     assert {row["epoch"] for row in rows(norms)} == {1, 2, 3}
 
 
+def test_a_torn_norms_line_after_epochs_that_logged_no_row_resumes_at_another_batch(tmp_path):
+    """The review: rows every 5 steps of epochs of 3 leave some epochs without one; a resume
+    that changed the batch size counted the epochs' steps at the new size (17) and took a torn
+    line after the checkpoint for lost rows."""
+    spec = MLP.replace("batch_size: 32, log_grad_norms: {every_steps: 3}",
+                       "batch_size: 128, log_grad_norms: {every_steps: 5}")
+    nnrun.train(nnrun.load_spec_text(spec, overrides=["train.epochs=6"]),
+                out_dir=tmp_path / "run", quiet=True)
+    norms = tmp_path / "run" / "grad-norms.jsonl"
+    assert 6 not in {row["epoch"] for row in rows(norms)}  # steps 16-18: no multiple of 5
+    norms.write_text(norms.read_text() + '{"step": 20, "epoch": 7, "lo')
+    resume = nnrun.load_spec_text(spec, overrides=["train.epochs=7", "train.batch_size=16"])
+    nnrun.train(resume, resume=tmp_path / "run", allow_changes=True, quiet=True)
+    assert len(rows(tmp_path / "run" / "metrics.jsonl")) == 7
+
+
 def test_a_rank_that_writes_nothing_lets_its_step_rows_go_each_epoch():
     """Only rank 0 appends the per-step rows to grad-norms.jsonl; the other ranks logged them
     too, and held every one until the run ended (a review of the append change)."""
