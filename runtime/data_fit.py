@@ -392,8 +392,12 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, lowered, where)
         return
-    if spec.loss.type == "binary_cross_entropy" and label_shape == list(outputs):
-        # a 0/1 label of each output's own (several maps a sample, [C, H, W]): as a vector's
+    channel_last_of_one = outputs[0] == 1 and label_shape == [*spatial, 1]  # y[..., 0] below
+    if spec.loss.type == "binary_cross_entropy" and len(label_shape) == len(outputs) > 1 \
+            and not channel_last_of_one:
+        # a 0/1 label of each output's own (k maps a sample, [k, H, W]): as a vector's
+        if label_shape != list(outputs):
+            raise DataFitError(_maps_like_the_output_fix(spec, lowered, label_shape, where))
         _refuse_top_k(spec, data, where, "0/1 label maps", "pixel_accuracy")
         return
     ignored = getattr(spec.loss, "ignore_index", None)
@@ -432,6 +436,22 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                        f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
                        f"({positions_fix(spatial, label_shape, lowered)}){also}")
+
+
+def _maps_like_the_output_fix(spec, lowered, label_shape: list, where: str) -> str:
+    """k 0/1 maps a sample [k, H, W] against an output of their rank but not their shape:
+    its channels, its positions, or maps saved channels last."""
+    outputs = list(lowered.logits.type.shape[1:])
+    count, maps = label_shape[0], label_shape[1:]
+    if label_shape == [*outputs[1:], outputs[0]] and count != outputs[0]:
+        what, fixes = "channels last", ["save np.moveaxis(y, -1, 1), the maps channels first"]
+    else:
+        what = f"{count} 0/1 map{'s' * (count != 1)} a sample"
+        fixes = ([output_count_fix(spec, lowered, count)] if count != outputs[0] else []) + (
+            [positions_fix(outputs[1:], maps, lowered)] if maps != outputs[1:] else [])
+    return (f"{where}: label maps are {label_shape} ({what}), the model ends with {outputs}; "
+            "binary_cross_entropy compares each output with the label at its place: "
+            f"{', and '.join(fixes)}")
 
 
 def _check_labels_per_output(spec, data, lowered, where: str) -> None:

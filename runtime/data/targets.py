@@ -23,8 +23,11 @@ def check_targets_fit(spec, data, lowered, where: str) -> None:
     y = data.train.y
     if loss in LABEL_LOSSES and y.ndim >= 4 \
             and are_class_labels(y, getattr(spec.loss, "ignore_index", None)):
-        # float maps of 4 or more axes are read as values: [N, 1, H, W] masks, say
-        index = ("y.astype(int)" if list(y.shape[1:]) == list(output_shape[1:])
+        # float maps of 4 or more axes are read as values: [N, 1, H, W] masks, say (0/1 maps
+        # shaped like the output are binary_cross_entropy's own)
+        alike = list(y.shape[1:]) == list(output_shape[1:]) or (
+            loss == "binary_cross_entropy" and list(y.shape[1:]) == list(output_shape))
+        index = ("y.astype(int)" if alike
                  else "y[:, 0].astype(int)" if y.shape[1] == 1
                  else "y[..., 0].astype(int)" if y.shape[-1] == 1 else None)
         raise DataError(f"{where}: the labels are {list(y.shape[1:])} per sample, floats read "

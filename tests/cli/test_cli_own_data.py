@@ -1831,3 +1831,38 @@ def test_0_1_label_maps_shaped_like_the_output_train_under_binary_cross_entropy(
         torch.tensor(logits, dtype=torch.float64), torch.tensor(y, dtype=torch.float64))
     assert metrics["train_loss"] == pytest.approx(float(want), rel=1e-5)
     assert metrics["train_accuracy"] == pytest.approx(((logits > 0) == y).mean())
+
+
+@pytest.mark.parametrize("y_shape, layer, said", [
+    ((2, 6, 6), "{type: conv2d, filters: 2, kernel_size: 3}",
+     "label maps are [2, 6, 6] (2 0/1 maps a sample), the model ends with [2, 4, 4]; "
+     "binary_cross_entropy compares each output with the label at its place: the maps fall"),
+    ((2, 6, 6), "{type: conv2d, filters: 3, kernel_size: 3, padding: same}",
+     "the model ends with [3, 6, 6]; binary_cross_entropy compares each output with the label "
+     "at its place: set filters: 2 in model.layers[0] (conv2d_1)"),
+    ((1, 6, 6), "{type: conv2d, filters: 2, kernel_size: 3, padding: same}",
+     "label maps are [1, 6, 6] (1 0/1 map a sample), the model ends with [2, 6, 6]; "
+     "binary_cross_entropy compares each output with the label at its place: set filters: 1"),
+    ((6, 6, 2), "{type: conv2d, filters: 2, kernel_size: 3, padding: same}",
+     "label maps are [6, 6, 2] (channels last), the model ends with [2, 6, 6]; "
+     "binary_cross_entropy compares each output with the label at its place: save "
+     "np.moveaxis(y, -1, 1), the maps channels first"),
+    ((2, 6, 6, "float"), "{type: conv2d, filters: 2, kernel_size: 3, padding: same}",
+     "floats read as values; binary_cross_entropy takes label maps, a whole number per "
+     "position: save y.astype(int)"),
+])
+def test_0_1_maps_that_almost_fit_the_output_are_told_the_fix_for_them(tmp_path, y_shape,
+                                                                       layer, said):
+    """The review: such maps were told "needs [1, 2, 6, 6] (the samples have no 3-D positions
+    to label...)", a fix for one map a sample; float ones to save one map per sample."""
+    rng = np.random.default_rng(0)
+    floats = y_shape[-1] == "float"
+    shape = y_shape[:-1] if floats else y_shape
+    y = rng.integers(0, 2, (8, *shape))
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((8, 1, 6, 6)).astype(np.float32),
+             y=y.astype(np.float32) if floats else y)
+    write(tmp_path / "s.yaml", f"data: {{dataset: npz, path: d.npz, validation_split: 0}}\n"
+                               f"model:\n  layers: [{layer}]\nloss: binary_cross_entropy\n")
+    line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out",
+                                        tmp_path / "run"), "d.npz")
+    assert said in line, line

@@ -483,7 +483,8 @@ def test_target_maps_to_regress_refuse_augmentations_that_move_pixels(tmp_path, 
 
 
 @pytest.mark.parametrize("loss, y, index", [
-    ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y[:, 0].astype(int)"),
+    # (shaped like the output [1, 3, 4]: binary_cross_entropy takes them as they are, as ints)
+    ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y.astype(int)"),
     ("binary_cross_entropy", np.zeros((6, 3, 4, 1), np.int64), "y[..., 0].astype(int)"),
     ("cross_entropy", np.zeros((6, 1, 3, 4), np.int64), "y[:, 0].astype(int)")])
 def test_label_maps_with_an_axis_of_1_say_which_maps_to_save(tmp_path, loss, y, index):
