@@ -183,7 +183,30 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
             f"{shell_word(str(run_dir))}")
     if not _present(path):
         raise RunDirectoryError(f"{path}: no such checkpoint")
+    stale = _best_of_another_epoch(run_dir) if which == "best" else None
+    if stale:
+        if chosen:
+            warn(f"{path}: {stale}; --checkpoint last scores that epoch")
+            return path
+        warn(f"{path}: {stale}: {fallback.name} is used (a resume writes best.npz again)")
+        return fallback
     return path
+
+
+def _best_of_another_epoch(run_dir: Path) -> str | None:
+    """Why best.npz is not the run's best: killed between an epoch's writes of last.npz and
+    best.npz, last.npz records its own epoch as the best. None where it is, or either
+    checkpoint's meta is unreadable (loading it says so)."""
+    try:
+        last = ckpt.checkpoint_meta(run_dir / "last.npz")
+        best = ckpt.checkpoint_meta(run_dir / "best.npz")
+    except (OSError, ckpt.CheckpointError):
+        return None
+    recorded = last.get("best_epoch")
+    if recorded != last.get("epoch") or best.get("epoch") == recorded:
+        return None
+    return (f"it holds epoch {best.get('epoch')}, while last.npz records its own epoch "
+            f"{recorded} as the best (the run stopped between the two writes)")
 
 
 def _present(path: Path) -> bool:

@@ -206,6 +206,10 @@ def test_a_kill_between_the_two_checkpoints_of_an_epoch_leaves_best_npz_of_its_e
     _, best = load_checkpoint(out / "best.npz")
     epoch = last["epoch"]
     assert last["best_epoch"] == epoch > best["epoch"]
+    # before any resume, eval scores the best epoch, last.npz's, not best.npz's earlier one
+    scored = assert_ok(invoke("eval", out, "--format", "json"))
+    assert f"last.npz records its own epoch {epoch} as the best" in scored.stderr
+    assert json.loads(scored.stdout)["checkpoint"].endswith("last.npz")
     # nothing left to train: the run's final model is named from the checkpoints as they are
     result = assert_ok(invoke("train", spec, "--resume", out, "--epochs", epoch))
     assert (f"best.npz: written again from last.npz, whose epoch {epoch} is the run's best"
