@@ -175,12 +175,14 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     then the checkpoint ("best", "last"; default: the one `train` reported)."""
     from nnrun.runtime.evaluate import load_run as load
     from nnrun.runtime.model import check_flags
+    from nnrun.runtime.options import LOAD_RUN_PARAMETERS, named_as_parameters
 
     if not isinstance(run_dir, (str, PathLike)):
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
     _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
     check_flags(graph=graph)
-    return load(Path(run_dir), checkpoint, backend, graph=graph)
+    with named_as_parameters(LOAD_RUN_PARAMETERS):
+        return load(Path(run_dir), checkpoint, backend, graph=graph)
 
 
 # The rest of the API, imported when first asked for: `import nnrun` loads no third-party

@@ -29,6 +29,7 @@ from .files import write_output
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
 from .model import Model, batch_shape_problem, check_flags
+from .options import option
 from .run_dir import RunDirectory, RunDirectoryError, not_a_run_directory, summary_final
 from .spec_changes import DATA_FILE, data_file_changes
 
@@ -157,7 +158,7 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
     if not _present(path) and which == "best" and _present(fallback):
         if chosen:
             raise RunDirectoryError(f"{path}: no such checkpoint (the run has {fallback.name}: "
-                                    "--checkpoint last)")
+                                    f"{option('--checkpoint', 'last')})")
         if (run_dir / "summary.json").exists():  # train reported best's numbers: not these
             warn(f"{path} is missing, though train reported its numbers (summary.json): "
                  f"{fallback.name} is used, whose numbers differ unless the two were the same "
@@ -186,7 +187,7 @@ def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
     stale = _best_of_another_epoch(run_dir) if which == "best" else None
     if stale:
         if chosen:
-            warn(f"{path}: {stale}; --checkpoint last scores that epoch")
+            warn(f"{path}: {stale}; {option('--checkpoint', 'last')} scores that epoch")
             return path
         warn(f"{path}: {stale}: {fallback.name} is used (a resume writes best.npz again)")
         return fallback

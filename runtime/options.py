@@ -16,10 +16,17 @@ TRAIN_PARAMETERS = {"--out": "out_dir", "--resume": "resume=RUN_DIR",
                     "--batch-size": "batch_size", "--seed": "seed", "--threads": "threads"}
 
 
-def option(flag: str) -> str:
-    """`flag` as the command line writes it, or the API parameter it stands for there."""
-    names = _API_NAMES.get()
-    return names.get(flag, flag) if names else flag
+# nnrun.load_run's
+LOAD_RUN_PARAMETERS = {"--checkpoint": "checkpoint"}
+
+
+def option(flag: str, value: str | None = None) -> str:
+    """`flag` (with its `value`) as the command line writes it, or the API parameter it stands
+    for there (`checkpoint='last'`)."""
+    names = _API_NAMES.get() or {}
+    if flag not in names:
+        return flag if value is None else f"{flag} {value}"
+    return names[flag] if value is None else f"{names[flag]}={value!r}"
 
 
 @contextmanager

@@ -837,3 +837,8 @@ def test_the_apis_errors_name_its_parameters_not_the_commands_options(tmp_path):
     said = CliRunner().invoke(main, ["train", str(tmp_path / "s.yaml"), "--out",
                                      str(tmp_path / "run")])
     assert "use --resume to continue it or choose another --out" in said.output
+    (tmp_path / "run" / "best.npz").unlink()
+    with pytest.raises(RunDirectoryError, match=r"the run has last.npz: checkpoint='last'\)"):
+        nnrun.load_run(tmp_path / "run", checkpoint="best")
+    said = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--checkpoint", "best"])
+    assert "the run has last.npz: --checkpoint last)" in said.output
