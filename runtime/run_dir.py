@@ -420,11 +420,12 @@ class RunDirectory:
         rows before a torn line (grad-norms.jsonl's, whose epochs may have none)."""
         path = self.file(name)
         rows, torn = _read_rows(path)
-        if torn and max((row["epoch"] for row in rows), default=0) < rows_through:
+        reached = max((row["epoch"] for row in rows), default=0)
+        if torn and reached < rows_through:
             # a torn line is of an epoch after the checkpoint's, whose rows came before it
-            lost = (max((row["epoch"] for row in rows), default=0) + 1, rows_through)
             raise RunDirectoryError(f"{path}: its last line is torn, and it lacks the rows of "
-                                    f"{_epochs([lost])}, which {LAST} has trained; {_remedy(path)}")
+                                    f"{_epochs([(reached + 1, rows_through)])}, which {LAST} has "
+                                    f"trained; {_remedy(path)}")
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:
             _refuse_missing_epochs(path, rows, through_epoch, torn)
