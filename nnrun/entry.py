@@ -13,6 +13,7 @@ from nnrun.runtime.interrupts import HANDLED, Interrupted, forget_signals, raise
 
 
 def main() -> None:
+    forget_signals()  # a stop an earlier command in this process made (a caller in Python)
     received = _load_with_signals_noted()
     if received is not None:
         print(f"interrupted: stopped by {signal.Signals(received).name} before the command "
