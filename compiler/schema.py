@@ -7,6 +7,7 @@ keys and is frozen. Tables such as "all layer types" are derived from the unions
 from __future__ import annotations
 
 import decimal
+import os
 import re
 import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -776,8 +777,15 @@ class Data(Strict):
         takes = DATASETS_TAKING[info.field_name]
         if value is not None and dataset is not None and dataset not in takes:
             kind = "datasets read from files" if info.field_name == "path" else "generated datasets"
+            named, fix = f"'{dataset}'", "remove it"
+            if info.field_name == "path" and dataset == cls.model_fields["dataset"].default:
+                # `data: {path: d.npz}`: likely no dataset named, and the default read
+                kind_of_file = {".npz": "npz", ".csv": "csv"}.get(
+                    os.path.splitext(str(value))[1].lower(), "the file's kind")
+                named += " (the default where data names none)"
+                fix = f"set data.dataset: {kind_of_file}, or remove the path"
             raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "
-                             f"not '{dataset}'; remove it")
+                             f"not {named}; {fix}")
         return value
 
 

@@ -423,8 +423,9 @@ class RunDirectory:
         reached = max((row["epoch"] for row in rows), default=0)
         if torn and reached < rows_through:
             # a torn line is of an epoch after the checkpoint's, whose rows came before it
-            raise RunDirectoryError(f"{path}: its last line is torn, and it lacks the rows of "
-                                    f"{_epochs([(reached + 1, rows_through)])}, which {LAST} has "
+            after = f" after step {rows[-1]['step']} (epoch {reached})" if rows else ""
+            raise RunDirectoryError(f"{path}: its last line is torn, and it lacks the rows"
+                                    f"{after} through epoch {rows_through}, which {LAST} has "
                                     f"trained; {_remedy(path)}")
         rows = [row for row in rows if row["epoch"] <= through_epoch]
         if complete:

@@ -423,8 +423,11 @@ def _best_of_its_epoch(run: RunDirectory, meta: dict, best_meta: dict | None) ->
         return
     if best == meta["epoch"]:
         write_atomically(run.file(BEST), lambda stream: stream.write(run.file(LAST).read_bytes()))
+        why = (f"it held epoch {held}, past {LAST}'s, which the run did not keep (an older nnrun "
+               f"wrote {BEST} first)" if isinstance(held, int) and held > best
+               else f"the run stopped before it wrote {BEST}")
         run.say(f"{run.file(BEST)}: written again from {LAST}, whose epoch {best} is the run's "
-                f"best (the run stopped before it wrote {BEST})")
+                f"best ({why})")
     elif isinstance(held, int) and held > meta["epoch"]:
         run.file(BEST).unlink()
         run.say(f"{run.file(BEST)}: removed; it held epoch {held}, after {LAST}'s epoch "

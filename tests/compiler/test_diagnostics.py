@@ -1865,3 +1865,15 @@ def test_a_misspelt_loss_or_dataset_does_not_hide_the_output_check(data, loss):
                               "classes; set units: 10") for error in errors), errors
     unknown = _load_errors(text.replace("crossentropy", "bogusloss").replace("digts", "zzzz"))
     assert not any("12 outputs" in error for error in unknown)  # no name to read it as
+
+
+def test_a_data_path_without_a_dataset_is_told_the_dataset_its_file_is():
+    """The docs audit: `data: {path: d.npz}` was told "data.path applies to datasets read from
+    files ..., not 'digits'; remove it": digits was the default, and the path was meant."""
+    (error, *_) = _load_errors("data: {path: d.npz}\nmodel:\n  input_shape: [2]\n  layers: "
+                               "[{type: dense, units: 2}]\n")
+    assert error.endswith("not 'digits' (the default where data names none); set "
+                          "data.dataset: npz, or remove the path"), error
+    (error, *_) = _load_errors("data: {dataset: spirals, noise: 0.1, path: d.csv}\nmodel:\n"
+                               "  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
+    assert error.endswith("not 'spirals'; remove it"), error

@@ -842,3 +842,6 @@ def test_the_apis_errors_name_its_parameters_not_the_commands_options(tmp_path):
         nnrun.load_run(tmp_path / "run", checkpoint="best")
     said = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--checkpoint", "best"])
     assert "the run has last.npz: --checkpoint last)" in said.output
+    (tmp_path / "run" / "summary.json").write_text("{bad")
+    with pytest.raises(RunDirectoryError, match="name one with checkpoint='best' or 'last'"):
+        nnrun.load_run(tmp_path / "run")

@@ -198,8 +198,9 @@ def test_a_torn_norms_line_before_the_checkpoint_is_lost_rows_not_a_crash(tmp_pa
     epoch_1 = [line for line in whole.splitlines() if '"epoch": 1,' in line]
     norms.write_text("\n".join(epoch_1) + '\n{"step": 1')  # torn inside epoch 1's rows
     resume = nnrun.load_spec_text(MLP, overrides=["train.epochs=3"])
-    with pytest.raises(RunDirectoryError, match="its last line is torn, and it lacks the rows "
-                                                "of epoch 2, which last.npz has trained"):
+    with pytest.raises(RunDirectoryError, match=r"its last line is torn, and it lacks the rows "
+                                                r"after step 9 \(epoch 1\) through epoch 2, "
+                                                "which last.npz has trained"):
         nnrun.train(resume, resume=tmp_path / "run", quiet=True)
     norms.write_text(whole + '{"step": 19, "epoch": 3, "lo')  # a crash in epoch 3's append
     nnrun.train(resume, resume=tmp_path / "run", quiet=True)

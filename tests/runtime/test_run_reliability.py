@@ -231,6 +231,15 @@ def test_a_best_checkpoint_past_last_npz_from_an_older_nnrun_goes(trained, spec)
     result = assert_ok(invoke("train", spec, "--resume", trained))
     assert "best.npz: removed; it held epoch 3, after last.npz's epoch 2" in result.stderr
     assert not (trained / "best.npz").exists()
+    # where last.npz's own epoch is the best, best.npz is written again from it, said so
+    save_checkpoint(trained / "last.npz", state, {**meta, "best_epoch": 2,
+                                                  "epochs_since_best": 0})  # epoch 2, the best
+    save_checkpoint(trained / "best.npz", state, {**meta, "epoch": 3,
+                                                  "rng": {**meta["rng"], "next_epoch": 4}})
+    result = assert_ok(invoke("train", spec, "--resume", trained))
+    assert ("best.npz: written again from last.npz, whose epoch 2 is the run's best (it held "
+            "epoch 3, past last.npz's, which the run did not keep (an older nnrun wrote best.npz "
+            "first))") in result.stderr
 
 
 def files_of(run: Path) -> dict[str, bytes]:
