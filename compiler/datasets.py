@@ -104,6 +104,8 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     )
 }
+
+
 def largest_step_batch(spec) -> int:
     """The most samples a training step takes: train.batch_size, or fewer where the spec alone
     says the training split holds fewer (a named dataset's split, a generated dataset's

@@ -143,8 +143,8 @@ def _fall_back(data: dict, path: tuple) -> bool:
     """Replaces the section at fault by what decides no shape; False when it cannot."""
     section = path[0] if path else None
     if _read_as_suggested(data, path):
-        pass
-    elif section in SHAPELESS_SECTIONS:
+        return True
+    if section in SHAPELESS_SECTIONS:
         data.pop(section, None)
     elif _a_field_left_to_its_default(data, path):
         data[path[0]].pop(path[1], None)  # label_smoothing: -0.1, normalize: bogus
@@ -164,20 +164,19 @@ def _read_as_suggested(data: dict, path: tuple) -> bool:
     """`loss: crossentropy`, `dataset: digts`: read as the name their diagnostic suggests, so
     that the outputs are still checked against that loss's and dataset's labels (a broken
     loss falls back to mse, a dataset to none, and the outputs go unchecked)."""
-    if path in (("loss",), ("loss", "type")):
-        loss = data.get("loss")
-        name = loss.get("type") if isinstance(loss, dict) else loss
-        meant = suggest(name, union_tags(Loss)) if isinstance(name, str) else None
-        if meant is not None:
-            data["loss"] = {**loss, "type": meant} if isinstance(loss, dict) else meant
-        return meant is not None
-    if path == ("data", "dataset") and isinstance(data.get("data"), dict):
-        name = data["data"].get("dataset")
-        meant = suggest(name, DATASETS) if isinstance(name, str) else None
-        if meant is not None:
-            data["data"]["dataset"] = meant
-        return meant is not None
-    return False
+    if path in (("loss",), ("loss", "type")):  # `loss: name` or `loss: {type: name}`
+        holder, key = (data["loss"], "type") if isinstance(data.get("loss"), dict) \
+            else (data, "loss")
+        names = union_tags(Loss)
+    elif path == ("data", "dataset") and isinstance(data.get("data"), dict):
+        holder, key, names = data["data"], "dataset", DATASETS
+    else:
+        return False
+    name = holder.get(key)
+    meant = suggest(name, names) if isinstance(name, str) else None
+    if meant is not None:
+        holder[key] = meant
+    return meant is not None
 
 
 def _a_field_left_to_its_default(data: dict, path: tuple) -> bool:

@@ -166,6 +166,15 @@ def _state_name(key: str) -> str:
     return key.removeprefix(PARAMS_PREFIX)
 
 
+def best_left_behind(last: dict, best: dict | None) -> bool:
+    """Whether last.npz (meta `last`) records its own epoch as the run's best while best.npz
+    (meta `best`, None where missing) holds another: the run stopped between the epoch's two
+    writes (last.npz first), or an older nnrun wrote best.npz first."""
+    recorded = last.get("best_epoch")
+    return isinstance(recorded, int) and recorded == last.get("epoch") and \
+        (best or {}).get("epoch") != recorded
+
+
 def checkpoint_meta(path: Path) -> dict:
     """A checkpoint's meta entry, checked as a resume checks it, without reading its arrays."""
     return _meta(path, _headers(path))

@@ -205,11 +205,10 @@ def _best_of_another_epoch(run_dir: Path) -> str | None:
         best = ckpt.checkpoint_meta(run_dir / "best.npz")
     except (OSError, ckpt.CheckpointError):
         return None
-    recorded = last.get("best_epoch")
-    if recorded != last.get("epoch") or best.get("epoch") == recorded:
+    if not ckpt.best_left_behind(last, best):
         return None
     return (f"it holds epoch {best.get('epoch')}, while last.npz records its own epoch "
-            f"{recorded} as the best (the run stopped between the two writes)")
+            f"{last['best_epoch']} as the best (the run stopped between the two writes)")
 
 
 def _present(path: Path) -> bool:

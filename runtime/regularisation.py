@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnrun.compiler.checks import default_mode
 from nnrun.compiler.schema import BaseModel, default_layer_names
 
-from nnrun.compiler.checks import default_mode
 from .pruning import MagnitudePruner
 
 

@@ -419,16 +419,14 @@ def _best_of_its_epoch(run: RunDirectory, meta: dict, best_meta: dict | None) ->
     last.npz's is of no epoch the run kept, and goes (the final model is then last.npz until
     an epoch betters the best)."""
     best, held = meta.get("best_epoch"), best_meta.get("epoch") if best_meta else None
-    if not isinstance(best, int) or held == best:
-        return
-    if best == meta["epoch"]:
+    if ckpt.best_left_behind(meta, best_meta):
         write_atomically(run.file(BEST), lambda stream: stream.write(run.file(LAST).read_bytes()))
         why = (f"it held epoch {held}, past {LAST}'s, which the run did not keep (an older nnrun "
                f"wrote {BEST} first)" if isinstance(held, int) and held > best
                else f"the run stopped before it wrote {BEST}")
         run.say(f"{run.file(BEST)}: written again from {LAST}, whose epoch {best} is the run's "
                 f"best ({why})")
-    elif isinstance(held, int) and held > meta["epoch"]:
+    elif isinstance(best, int) and isinstance(held, int) and held > meta["epoch"]:
         run.file(BEST).unlink()
         run.say(f"{run.file(BEST)}: removed; it held epoch {held}, after {LAST}'s epoch "
                 f"{meta['epoch']} (the run stopped between the two), not the best epoch {best}, "
