@@ -170,9 +170,10 @@ def _refuse_empty(name: str, path, advice: str) -> None:
 
 
 def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
-             graph: bool = True):
+             graph: bool = True, preprocess: bool = True):
     """A trained run directory: `.predict(x)` applies the training's preprocessing to raw inputs,
-    then the checkpoint ("best", "last"; default: the one `train` reported)."""
+    then the checkpoint ("best", "last"; default: the one `train` reported). preprocess=False
+    (`--no-preprocessing`): no preprocessing is loaded; inputs are fed as they are."""
     from nnrun.runtime.evaluate import load_run as load
     from nnrun.runtime.model import check_flags
     from nnrun.runtime.options import LOAD_RUN_PARAMETERS, named_as_parameters
@@ -180,9 +181,9 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
     if not isinstance(run_dir, (str, PathLike)):
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
     _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
-    check_flags(graph=graph)
+    check_flags(graph=graph, preprocess=preprocess)
     with named_as_parameters(LOAD_RUN_PARAMETERS):
-        return load(Path(run_dir), checkpoint, backend, graph=graph)
+        return load(Path(run_dir), checkpoint, backend, preprocess=preprocess, graph=graph)
 
 
 # The rest of the API, imported when first asked for: `import nnrun` loads no third-party

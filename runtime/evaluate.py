@@ -240,7 +240,7 @@ def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = No
     except DataError as error:
         raise DataError(f"{run_dir}: has no preprocessing.npz (trained by an older nnrun), and "
                         f"its data cannot be loaded to fit it again ({error}); pass "
-                        "--no-preprocessing to feed inputs as they are") from None
+                        f"{option('--no-preprocessing')} to feed inputs as they are") from None
     return data.preprocessing
 
 

@@ -17,7 +17,7 @@ TRAIN_PARAMETERS = {"--out": "out_dir", "--resume": "resume=RUN_DIR",
 
 
 # nnrun.load_run's
-LOAD_RUN_PARAMETERS = {"--checkpoint": "checkpoint"}
+LOAD_RUN_PARAMETERS = {"--checkpoint": "checkpoint", "--no-preprocessing": "preprocess=False"}
 
 
 def option(flag: str, value: str | None = None) -> str:

@@ -171,6 +171,14 @@ def test_an_old_run_whose_data_is_gone_says_what_to_do(tmp_path):
     assert result.exit_code == 1 and "--no-preprocessing" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert runner.invoke(main, [*arguments, "--no-preprocessing"]).exit_code == 0
+    # the API's words, and its way forward
+    with pytest.raises(nnrun.DataError, match=r"pass preprocess=False to feed inputs as they"):
+        nnrun.load_run(tmp_path / "run")
+    run = nnrun.load_run(tmp_path / "run", preprocess=False)
+    x = np.array([[1.0, -2.0]])
+    assert np.array_equal(run.predict(x), run.predict(x, preprocess=False))
+    with pytest.raises(TypeError, match="preprocess must be True or False"):
+        nnrun.load_run(tmp_path / "run", preprocess="no")
 
 
 def test_eval_of_a_run_whose_data_file_moved_says_where_to_point_it(tmp_path):
