@@ -292,11 +292,16 @@ def _load(read, overrides, path: Path | None) -> SourceSpec:
     found: list[Diagnostic] = []
     overrides = override_list(overrides)  # one --set argument as a string, or a list of them
     loaded = _read_on(read, found)
+    read_errors = len(found)
     loaded = _read_on(lambda: apply_overrides(loaded, overrides), found)
     if not found:
         return _validate(loaded, path)
+    # the shapes around the file's errors, not those of a spec some --set arguments left out of
+    shapes = len(found) == read_errors
     try:
-        _validate(loaded, path, shapes=False)
+        _validate(loaded, path, shapes=shapes)
+        if shapes:
+            found += _errors_of_intact_layers(loaded, None, path)
     except SpecError as error:
         # a value the loader refused (None in its place) is not reported again by the schema
         refused = {(d.file, d.line, d.col) for d in found}
@@ -321,8 +326,7 @@ def _in_file_order(diagnostics: list[Diagnostic], filename: str) -> list[Diagnos
 
 
 def _validate(loaded: Loaded, path: Path | None, shapes: bool = True) -> SourceSpec:
-    """shapes=False: no shape errors of the layers the schema errors leave intact (values the
-    loader refused are None there, which can mean a default: not what the user wrote)."""
+    """shapes=False: no shape errors of the layers the schema errors leave intact."""
     try:
         spec = Spec.model_validate(loaded.data)
     except pydantic.ValidationError as error:
@@ -618,12 +622,15 @@ def csv_header_problem(spec: Spec, directory: Path) -> str | None:
     return header_row_problem(file, header) if header is not None else None
 
 
-def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
+def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError | None,
                              path: Path | None) -> list[Diagnostic]:
-    """Shape errors that the schema errors do not hide (see recovery.py); with every layer
-    intact, the checks against the dataset and of the training settings too, but those that
-    name a value the repair set aside (a monitor's val_* of a validation_split refused)."""
-    problems = problem_paths(error, loaded.data)
+    """Shape errors that the schema's errors (`error`) and the loader's (`loaded.set_aside`:
+    a refused value is None, which can mean a default; a duplicate key's first value is kept)
+    do not hide (see recovery.py); with every layer intact, the checks against the dataset and
+    of the training settings too, but those that name a value the repair set aside (a
+    monitor's val_* of a validation_split refused)."""
+    problems = problem_paths(error, loaded.data) if error is not None else []
+    problems += [("set_aside", place) for place in loaded.set_aside]
     data = repaired_spec_data(loaded.data, problems)
     if data is None:
         return []
@@ -637,7 +644,7 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError,
         return [d for d in diagnostics if d.severity == "error" and not any(
             name in d.message or d.where.startswith(name) for name in repaired)]
 
-    source = source_spec(spec, Loaded(loaded.filename, data, loaded.positions), path)
+    source = source_spec(spec, replace(loaded, data=data), path)
     try:
         lowered, _ = compile_checked(source)
     except SpecError as found:

@@ -63,6 +63,9 @@ class Loaded:
     filename: str
     data: dict
     positions: dict[SpecPath, NodePositions]
+    # where data does not hold what the file says, around the loader's errors (a refused value,
+    # a duplicate key's first value kept): the shape checks set these places aside
+    set_aside: tuple[SpecPath, ...] = ()
 
     def location(self, path: SpecPath, key: bool = False) -> Position:
         """Position of `path`, or of its nearest recorded ancestor (a missing field's mapping)."""
@@ -145,7 +148,7 @@ def load_yaml_text(text: str, filename: str) -> Loaded:
     root = builder.build_document(text)
     if not builder.diagnostics:
         _check_top_level(root, builder)
-    loaded = Loaded(filename, builder.value, builder.positions)
+    loaded = Loaded(filename, builder.value, builder.positions, tuple(builder.places_at_fault))
     if builder.diagnostics:  # a mapping built around the errors can still be validated
         raise SpecError(builder.diagnostics, loaded if isinstance(builder.value, dict) else None)
     return loaded
@@ -564,11 +567,15 @@ class _Builder:
         # Inside a value an alias reuses: the alias's position, where every path in it is placed.
         self._reused: Position | None = None
         self._refused: set[int] = set()  # the nodes whose values were refused, by id
+        self.places_at_fault: list[SpecPath] = []  # the paths of the errors
 
-    def error(self, line: int, col: int, path: SpecPath, message: str) -> None:
+    def error(self, line: int, col: int, path: SpecPath, message: str,
+              at_fault: SpecPath | None = None) -> None:
+        """`at_fault`: the value the error leaves unsure, where it is not `path`'s."""
         if self.fixed_position is not None:
             line, col = self.fixed_position.line, self.fixed_position.col
         where = self.fixed_position.origin if self.fixed_position else format_path(path)
+        self.places_at_fault.append(tuple(path if at_fault is None else at_fault))
         # a value an alias or a merge key uses again is said once, where it is: SpecError's
         # diagnostics.distinct drops the repeats
         self.diagnostics.append(Diagnostic(self.filename, line, col, "error", where, message))
@@ -790,7 +797,8 @@ class _Builder:
 
     def _duplicate(self, key: Hashable, key_node: Node, first: Node, path: SpecPath) -> None:
         first_line, _ = _mark(first)
-        self.error(*_mark(key_node), path, f"duplicate key {key!r} (first at line {first_line})")
+        self.error(*_mark(key_node), path, f"duplicate key {key!r} (first at line {first_line})",
+                   at_fault=(*path, key))
 
     def _add_merged(self, result: dict, merged: list[tuple[Node, Node]], path: SpecPath) -> None:
         # `<<: *defaults` fills in keys the mapping does not set itself; earlier sources win.
@@ -996,7 +1004,7 @@ def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
                     default=0)
     for number, argument in enumerate(overrides, start=first):
         diagnostics += _apply_override(data, positions, number, argument)
-    result = Loaded(loaded.filename, data, positions)
+    result = Loaded(loaded.filename, data, positions, loaded.set_aside)
     if diagnostics:
         raise SpecError(diagnostics, result)
     return result

@@ -584,6 +584,42 @@ def test_yaml_errors_do_not_hide_the_schema_errors():
     ]
 
 
+@pytest.mark.parametrize("fault, said", [
+    # a section that decides no shape, a field of data that decides none
+    ("optimizer: {type: sgd, lr: 0.1, lr: 0.2}\n",
+     ["spec.yaml:6:33: error: optimizer: duplicate key 'lr' (first at line 6)"]),
+    ("data: {dataset: digits, limit: 10, limit: 20}\n",
+     ["spec.yaml:6:36: error: data: duplicate key 'limit' (first at line 6)"]),
+    ("seed: 1\nseed: !!python/object:os.system 2\n",
+     ["spec.yaml:7:1: error: spec: duplicate key 'seed' (first at line 6)"]),
+])
+def test_a_duplicate_key_or_a_refused_value_hides_no_shape_error(fault, said):
+    """The follow-the-fix audit: one duplicate key hid every shape error of the file, against
+    cli.md's "schema errors do not hide shape errors"."""
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9}\n    - {type: dense, units: 10}\n"
+            + fault)
+    assert _load_errors(text) == [
+        "spec.yaml:4:47: error: model.layers[0] (conv2d_1): kernel 9x9 does not fit the 8x8 "
+        "input (rows: (8 + 2*0 - 9)/1 + 1 = 0); use kernel_size: 8 or less, or padding: 1",
+        *said]
+
+
+def test_a_duplicate_key_in_a_layer_hides_the_shapes_from_it_on_only():
+    """Its value is unsure (the first is kept): the layers from it on are not checked."""
+    text = ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9}\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9, kernel_size: 1}\n"
+            "    - {type: conv2d, filters: 4, kernel_size: 9}\n")
+    errors = _load_errors(text)
+    assert [line.split(": error: ")[0] for line in errors] == ["spec.yaml:4:47", "spec.yaml:5:50"]
+    assert "duplicate key 'kernel_size'" in errors[1]
+    # an unsure input shape decides every layer's: none is checked
+    assert _load_errors(text.replace("[1, 8, 8]\n", "[1, 8, 8]\n  input_shape: [1, 9, 9]\n")) == [
+        "spec.yaml:3:3: error: model: duplicate key 'input_shape' (first at line 2)",
+        "spec.yaml:6:50: error: model.layers[1]: duplicate key 'kernel_size' (first at line 6)"]
+
+
 def test_override_errors_do_not_hide_each_other_or_the_schema_errors():
     text = ("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 3}]\nloss: mse\n"
             "optimizer: {type: sgd, lr: 0.1}\n")
