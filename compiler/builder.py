@@ -115,7 +115,7 @@ class GraphBuilder:
     def _error_message(self, error: ShapeError, reads: Value) -> str:
         # an input no node made: the model's samples, with no layer before it to change
         made = any(reads is output for node in self.graph.nodes for output in node.outputs)
-        text = error.text(first_layer=not made)
+        text = error.text(shrunk_before=self._shrunk_before(reads))
         sample = list(reads.type.shape[1:])
         if not made and error.attribute is not None and len(sample) >= 3 \
                 and looks_channel_last(sample):  # [8, 8, 1] read as 8 channels of 8 x 1
@@ -124,10 +124,32 @@ class GraphBuilder:
                     f"{sample[0]} channels of {' x '.join(map(str, sample[1:]))}): give them "
                     f"as {moved} (numpy.moveaxis(x, -1, 1) in the file, or input_shape: "
                     f"{moved} where the spec declares it); if they are not, "
-                    f"{error.first_hint or error.hint}")
+                    f"{error.own_hint or error.hint}")
         if error.attribute is not None or not self.input_hint:
             return text
         return f"{text}{', or ' if error.hint else '; '}{self.input_hint}"
 
+    def _shrunk_before(self, value: Value) -> bool:
+        """Whether a node that `value` depends on made a spatial axis smaller (a pool, a
+        stride, a window without padding): a layer that could be removed to make it larger."""
+        producers = {id(output): node for node in self.graph.nodes for output in node.outputs}
+        waiting, seen = [value], set()
+        while waiting:
+            node = producers.get(id(waiting.pop()))
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if _shrinks(node):
+                return True
+            waiting.extend(node.inputs)
+        return False
+
     def warn(self, message: str) -> None:
         self.warnings.append(CompileWarning(self.origin, message))
+
+
+def _shrinks(node) -> bool:
+    """Whether the node's output has a spatial axis smaller than its input's."""
+    before, after = node.inputs[0].type.shape, node.outputs[0].type.shape
+    return len(before) == len(after) >= 3 and any(
+        out < size for out, size in zip(after[2:], before[2:]))

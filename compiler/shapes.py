@@ -18,19 +18,20 @@ class ShapeError(Exception):
     None means the input's shape is at fault."""
 
     def __init__(self, message: str, hint: str = "", attribute: str | None = None,
-                 first_hint: str = "", axis: int | None = None):
+                 own_hint: str = "", axis: int | None = None):
         super().__init__(message)
         self.message = message
         self.hint = hint
         self.attribute = attribute
-        self.first_hint = first_hint  # the hint for the model's first layer, if it differs
+        # the hint where no layer before made the input smaller (none to remove), if it differs
+        self.own_hint = own_hint
         self.axis = axis  # the spatial axis at fault: its entry of a per-axis list, if given
 
     def __str__(self) -> str:
-        return self.text(first_layer=False)
+        return self.text(shrunk_before=True)
 
-    def text(self, first_layer: bool) -> str:
-        hint = self.first_hint if first_layer and self.first_hint else self.hint
+    def text(self, shrunk_before: bool) -> str:
+        hint = self.own_hint if not shrunk_before and self.own_hint else self.hint
         return f"{self.message}; {hint}" if hint else self.message
 
 
@@ -97,7 +98,7 @@ def window_shape(attrs, x: TensorType, kernel, what: str) -> tuple[int, ...]:
                 f"{result.formula})",
                 f"use {fixes}, or remove a downsampling layer before it",
                 attribute=cause,
-                first_hint=f"use {fixes}",
+                own_hint=f"use {fixes}",
                 axis=index,
             )
     return sizes

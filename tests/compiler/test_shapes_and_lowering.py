@@ -1350,6 +1350,12 @@ def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
                                 "{type: conv2d, filters: 1, kernel_size: 3}"))
     assert later.message.endswith("use kernel_size: 2 or less, or padding: 1, or remove a "
                                   "downsampling layer before it")
+    # the follow-the-fix audit: offered after layers that shrink nothing, where removing the
+    # one before (an upsampling) made it worse
+    for before in ("{type: conv2d, filters: 2, kernel_size: 3, padding: 1}", "{type: relu}",
+                   "{type: batchnorm}", "{type: upsample2d, scale: 2}"):
+        after = the_error(spec_text([1, 8, 8], before, "{type: maxpool2d, pool_size: 17}"))
+        assert "or padding: " in after.message and "remove a" not in after.message, before
 
 
 def test_a_hint_whose_only_fitting_value_is_1_says_1_not_1_or_less():
