@@ -22,6 +22,8 @@ import yaml
 
 from nnrun.notices import one_line
 
+from .datasets import DATASETS
+
 if TYPE_CHECKING:
     from nnrun.compiler.loader import Loaded, Position
 
@@ -290,6 +292,8 @@ class _Problem:
     labels: tuple
     # The mapping holding the field at fault was made by an override with its default type.
     typed_by_default: bool = False
+    # The field at fault was given by an override (--set), not written in the file.
+    overridden: bool = False
 
 
 def diagnostics_from_validation_error(
@@ -547,6 +551,8 @@ def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
     where = location.origin or format_path(owner)
     if owner and loaded.typed_by_default(owner):
         problem = replace(problem, typed_by_default=True)
+    if location.origin:
+        problem = replace(problem, overridden=True)
     message = _message(problem, field, loaded.data, schema)
     if not location.origin:  # the file's line shows the values before the overrides
         message += _after_overrides(loaded, problem.data_path, owner)
@@ -639,7 +645,7 @@ def _message(problem: _Problem, field: str | None, data: Any, schema: Any) -> st
     layer_name = "layers" in problem.data_path  # `name: 12` in quotes breaks the name rule
     hint = ((_colon_hint(error["input"]) if "mapping" in expectation else "")
             or ("" if layer_name else _quote_hint(expectation, error["input"]))
-            or _batch_axis_hint(field, error)
+            or _batch_axis_hint(field, error, data)
             or _nesting_hint(expectation, error["input"], field, annotation)
             or _number_text_hint(expectation, error["input"])
             or _percent_hint(expectation, error["input"]))
@@ -700,6 +706,8 @@ def _nesting_hint(expectation: str, value: Any, field: str | None = None,
     if "a list" in expectation and isinstance(value, str) and value.strip().startswith("(") \
             and ")" not in value:  # `{shape: (1, 8, 8)}`: the flow mapping's ',' ended it
         return "; YAML has no tuples: write a list in square brackets, [ ], not ( )"
+    if expectation == "a list" and isinstance(value, str) and not value.strip():
+        return "; write its entries as a list, in [ ]"  # not `write []`: a list needs entries
     if expectation == "a list" and isinstance(value, (str, int, float)) \
             and not isinstance(value, bool) and _fits(annotation, _as_list_text(value)):
         return f"; write {_as_list_text(value)}"  # not `write [cuda]` for a list of numbers
@@ -738,11 +746,17 @@ def _as_list_text(value: Any) -> str:
     return f"[{', '.join(parts)}]"
 
 
-def _batch_axis_hint(field: str, error: dict) -> str:
-    """`input_shape: [32, 1, 28, 28]`: a batch's shape, where one sample's is meant."""
+def _batch_axis_hint(field: str, error: dict, data: Any) -> str:
+    """`input_shape: [32, 1, 28, 28]`: a batch's shape, where one sample's is meant (a named
+    dataset's, where the spec names one)."""
     value = error["input"]
     if field != "input_shape" or error["type"] != "too_long" or not isinstance(value, list):
         return ""
+    named = _value_at(data, ("data", "dataset"))
+    known = DATASETS[named].input_shape if isinstance(named, str) and named in DATASETS else None
+    if known is not None:
+        return (f"; input_shape is one sample's shape, and {named}'s samples are "
+                f"{_show(list(known))}: write that, or leave input_shape out")
     return (f"; input_shape is one sample's shape, without the batch axis "
             f"(train.batch_size sets that): {_show(value[1:])}")
 
@@ -850,6 +864,9 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     if meant and name in _field_names(schema):  # data: {name: mnist}, TFDS' dataset name
         return f"unknown field {quoted(name)}; did you mean '{meant}'?"
     if owner and not _is_layer_path(owner) and name in _field_names(schema):
+        if isinstance(data, dict) and name in data:
+            return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level, "
+                    "given there already: remove this one")
         return (f"unknown field {quoted(name)}; {name} is a field of the spec's top level: "
                 f"write it at the start of a line, not under {format_path(owner)}")
     closest = suggest(name, taken)
@@ -860,7 +877,10 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
         suggestion = ""
     elif closest and _has_child(present, closest) and not _as_near_unset(name, closest,
                                                                           candidates):
-        suggestion = f"; did you mean '{closest}' (set already)?"  # `--set optimiser.lr=...`
+        # `--set optimiser.lr=...` sets lr again; in a file, renaming it makes a duplicate key
+        suggestion = (f"; did you mean '{closest}' (set already)?" if problem.overridden else
+                      f"; did you mean '{closest}'? It is set already: remove {quoted(name)}, or give "
+                      f"its value to {closest}")
     else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
         suggestion = _did_you_mean(name, candidates, taken)
     section = None if suggestion else _section_naming(model, name)

@@ -728,14 +728,16 @@ def test_a_misspelt_set_path_suggests_the_field_the_spec_has():
 
 @pytest.mark.parametrize("text, overrides, ending", [
     ("model:\n  input_shape: [2]\n  layers:\n    - &h {type: dense, units: 8}\n"
-     "    - <<: *h\n      unitz: 2\n", [], "unknown field 'unitz'; did you mean 'units' (set "
-                                             "already)?"),
+     "    - <<: *h\n      unitz: 2\n", [], "unknown field 'unitz'; did you mean 'units'? It is "
+                                             "set already: remove 'unitz', or give its value to "
+                                             "units"),
     ("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
      "    - {type: conv2d, filters: 4, kernel_size: 3, padding: 1}\n    - {type: flatten}\n",
      ["model.layers[0].paddin=0"], "unknown field 'paddin'; did you mean 'padding' (set "
                                    "already)?"),
     ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 2, \u200bunits: 3}\n",
-     [], "unknown field '\\u200bunits'; did you mean 'units' (set already)?"),
+     [], "unknown field '\\u200bunits'; did you mean 'units'? It is set already: remove "
+         "'\\u200bunits', or give its value to units"),
 ])
 def test_did_you_mean_names_the_closest_field_even_when_it_is_set(text, overrides, ending):
     """The YAML audit: with `units` set, `unitz` was offered `init` (the closest field not set),
@@ -1268,6 +1270,27 @@ def test_an_input_shape_with_the_batch_axis_is_told_to_drop_it():
             "    - {type: conv2d, filters: 2, kernel_size: 3}\n")
     (line,) = _load_errors(text)
     assert line.endswith("without the batch axis (train.batch_size sets that): [1, 28, 28]")
+    # the follow-the-fix audit: [1, 28, 28, 2] of mnist was told [28, 28, 2], which mnist's
+    # samples refuse next
+    (line,) = _load_errors("data: {dataset: mnist}\n" + text.replace("32, ", "").replace(
+        "28]", "28, 2]"))
+    assert line.endswith("input_shape is one sample's shape, and mnist's samples are "
+                         "[1, 28, 28]: write that, or leave input_shape out")
+
+
+@pytest.mark.parametrize("text, said", [
+    # a field of the top level under a section, where the top level gives it already
+    ("seed: 1\ndata: {dataset: digits, seed: 4}\nmodel: {layers: [{type: dense, units: 10}]}\n",
+     "data: unknown field 'seed'; seed is a field of the spec's top level, given there already: "
+     "remove this one"),
+    # an empty list is no fix where a list needs entries
+    ("model: {input_shape: '', layers: [{type: dense, units: 2}]}\n",
+     "model: 'input_shape' must be a list, got ''; write its entries as a list, in [ ]"),
+])
+def test_fixes_that_followed_made_another_error_say_what_clears_it(text, said):
+    """The follow-the-fix audit: "write it at the start of a line" made a duplicate key, and
+    "write []" a list of no entries, which input_shape, layers and shape refuse."""
+    assert _load_errors(text)[0].split(": error: ")[1] == said
 
 
 def test_pytorch_and_keras_names_are_offered_nnrun_s():
@@ -1787,7 +1810,8 @@ def test_train_takes_a_batch_size_past_the_training_samples(tmp_path):
      "train.pruning: unknown field 'magnitude'; magnitude takes its value as target_sparsity: "
      "write target_sparsity: 0.5"),
     ("optimizer: {type: adam, beta1: 0.8, betas: [0.9, 0.99]}\n",
-     "optimizer: unknown field 'betas'; did you mean 'beta1' (set already)?"),
+     "optimizer: unknown field 'betas'; did you mean 'beta1'? It is set already: remove 'betas', "
+     "or give its value to beta1"),
 ])
 def test_the_second_reviews_field_cases(text, said):
     """A section the spec leaves out is of its default type (sgd: beta1 sent there was then
