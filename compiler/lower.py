@@ -559,6 +559,16 @@ def _lower_dropout(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     return ctx.gb.emit("mul", x, mask)
 
 
+# What a batchnorm of one value per channel a step does (PyTorch refuses such a batch).
+ONE_VALUE_EFFECT = "its output is beta alone, so no layer before it learns"
+
+
+def one_value_per_channel(x: TensorType) -> bool:
+    """Whether a sample of x holds one value per channel (a vector's features, 1x1 maps):
+    batchnorm then normalises over the batch's samples alone."""
+    return all(size == 1 for size in x.shape[2:])
+
+
 def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     (x,) = inputs
     channels = (x.type.shape[1],)
@@ -567,6 +577,9 @@ def _lower_batchnorm(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
     beta = ctx.param("beta", channels, zeros, 0, 0)
     mean = ctx.param("running_mean", channels, zeros, 0, 0, trainable=False)
     var = ctx.param("running_var", channels, ones, 0, 0, trainable=False)
+    if ctx.spec.train.batch_size == 1 and one_value_per_channel(x.type):
+        ctx.gb.warn(f"a batch of 1 sample (train.batch_size) gives it one value per channel "
+                    f"to normalise: {ONE_VALUE_EFFECT}; use a batch_size of 2 or more")
     if ctx.mode != "train":
         return ctx.gb.emit("batch_norm_infer", x, mean, var, gamma, beta,
                            attrs=EpsAttrs(layer.eps))

@@ -43,11 +43,12 @@ from nnrun.backends.base import workers
 from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
                                    pruning_errors, tracked_metrics, unknown_monitor)
 from nnrun.compiler.datasets import largest_step_batch
-from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.diagnostics import SpecError, and_joined
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
                                      spec_warnings, spec_yaml)
 from nnrun.compiler.ir import Origin
+from nnrun.compiler.lower import ONE_VALUE_EFFECT, one_value_per_channel
 from nnrun.notices import collected, positioned, shell_word, silenced, warn
 
 from . import checkpoint as ckpt
@@ -552,6 +553,7 @@ class Trainer:
         self.augment_background = self.data.background()  # the fill of moved pixels
         self._check_monitor()
         self._check_a_share_per_rank()
+        self._warn_if_a_share_is_one_value_per_channel()
         self._warn_if_one_batch_holds_the_data()
         self.pruner = self._pruner()
         self.grad_norms = self._grad_norm_log()
@@ -571,6 +573,20 @@ class Trainer:
                                 "each of which takes a share of every batch; start at most "
                                 f"{samples} rank{'s' if samples > 1 else ''}, or train on "
                                 "more data")
+
+    def _warn_if_a_share_is_one_value_per_channel(self) -> None:
+        """A batchnorm normalising with its rank's share of one sample (the spec's batch_size
+        of 1 is validate's warning)."""
+        size, batch = self.ranks.size, min(self.spec.train.batch_size, len(self.data.train.x))
+        if size == 1 or batch // size != 1 or self.spec.train.sync_batchnorm:
+            return
+        names = [layer.name for layer in self.model.lowered.layers
+                 if layer.type == "batchnorm" and one_value_per_channel(layer.output.type)]
+        if names:
+            warn(f"each of the {size} ranks takes 1 sample of every batch of {batch}, and "
+                 f"{and_joined(names)} normalise{'s' if len(names) == 1 else ''} each channel "
+                 f"over its one value: {ONE_VALUE_EFFECT}; set train.sync_batchnorm: true, or "
+                 f"a batch_size of {2 * size} or more")
 
     def _warn_if_one_batch_holds_the_data(self) -> None:
         samples, batch = len(self.data.train.x), self.spec.train.batch_size

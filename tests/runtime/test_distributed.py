@@ -1201,3 +1201,28 @@ def test_every_kind_of_error_another_rank_met_is_said_with_its_rank(error, said)
     lines = result.output.splitlines()
     assert result.exit_code != 0 and lines[0].startswith(said), result.output
     assert lines[1:] == ["nnrun: rank 1 of 2 (host node7) met the error above; rank 0 did not"]
+
+
+def test_a_batchnorm_with_one_sample_per_rank_is_warned_of(tmp_path):
+    """The MPI audit: 4 ranks of a batch of 4 normalised each feature over one value, so that
+    batchnorm gave beta alone and nothing before it learnt, without a word (a spec's
+    batch_size of 1 is validate's warning, in one process too)."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(16, 5)), y=rng.integers(0, 3, 16))
+    text = ("data: {dataset: npz, path: d.npz}\nmodel:\n  layers: [{type: dense, units: 4}, "
+            "{type: batchnorm}, {type: relu}, {type: dense, units: 3}]\n"
+            "train: {epochs: 1, batch_size: 2}\n")
+    spec = _write_spec(tmp_path / "spec.yaml", text)
+    two = _run([*_mpiexec(), "-n", "2", *_nnrun(spec, "--out", "two", "--distributed")],
+               tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert two.stderr.count(
+        "warning: each of the 2 ranks takes 1 sample of every batch of 2, and batchnorm_1 "
+        "normalises each channel over its one value: its output is beta alone, so no layer "
+        "before it learns; set train.sync_batchnorm: true, or a batch_size of 4 or more") == 1
+    one = _write_spec(tmp_path / "one.yaml", text.replace("batch_size: 2", "batch_size: 1"))
+    validated = _run([sys.executable, "-m", "nnrun", "validate", str(one)], tmp_path)
+    (warning,) = validated.stderr.splitlines()
+    assert warning.endswith("(batchnorm_1): a batch of 1 sample (train.batch_size) gives it one "
+                            "value per channel to normalise: its output is beta alone, so no "
+                            "layer before it learns; use a batch_size of 2 or more")
