@@ -33,6 +33,7 @@ import numpy as np
 
 from nnrun.backends import BackendUnavailable, get_backend
 
+from .data.fingerprint import USER_FILE
 from .interrupts import Interrupted, InterruptGuard
 from .launcher import launched_rank, launched_size
 
@@ -90,7 +91,8 @@ class Alone:
         if signal_number:
             raise Interrupted(signal_number)
 
-    def same_data(self, shapes: dict, signal_number: int | None = None) -> None:
+    def same_data(self, shapes: dict, signal_number: int | None = None,
+                  digests: dict | None = None) -> None:
         if signal_number:
             raise Interrupted(signal_number)
 
@@ -233,24 +235,31 @@ class MpiRanks:
                 "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
                 "command on every rank"))
 
-    def same_data(self, shapes: dict, signal_number: int | None = None) -> None:
-        """After every rank loaded the data: each split's shape (`shapes`), the same on every
-        rank, or all stop; as they do on a signal any rank received (`signal_number`). The
-        spec's digest leaves out what is read from the data files (their paths, an input_shape
-        taken from them), which ranks on other machines may find elsewhere, or differing."""
+    def same_data(self, shapes: dict, signal_number: int | None = None,
+                  digests: dict | None = None) -> None:
+        """After every rank loaded the data: each split's shape (`shapes`) and each data
+        file's SHA-256 (`digests`, by its role), the same on every rank, or all stop; as they
+        do on a signal any rank received (`signal_number`). The spec's digest leaves out what
+        is read from the data files (their paths, an input_shape taken from them), which ranks
+        on other machines may find elsewhere, or differing (a stale copy on one node)."""
         with self.waiting("at the start of training"):
-            met = self.comm.allgather((shapes, signal_number))
-        signals = [number for _, number in met if number]
+            met = self.comm.allgather((shapes, digests or {}, signal_number))
+        signals = [number for *_, number in met if number]
         if signals:
             self.raise_together(Interrupted(signals[0]))
-        everyone = [theirs for theirs, _ in met]
-        differing = [rank for rank, theirs in enumerate(everyone) if theirs != everyone[0]]
-        if differing:
-            rank = differing[0]
+        for rank, (theirs, their_digests, _) in enumerate(met):
+            if theirs != met[0][0]:
+                what = f"{_shapes_text(theirs)}, against {_shapes_text(met[0][0])}"
+            else:
+                roles = [role for role, digest in their_digests.items()
+                         if met[0][1].get(role, digest) != digest]
+                if not roles:
+                    continue
+                what = (f"the same shapes, but its {_role_text(roles[0])} holds other bytes: "
+                        "another SHA-256")
             self.raise_together(DistributedError(
-                f"rank {rank} of {self.size} loaded other data than rank 0 "
-                f"({_shapes_text(everyone[rank])}, against {_shapes_text(everyone[0])}): "
-                "its data files differ; give every rank the same files"))
+                f"rank {rank} of {self.size} loaded other data than rank 0 ({what}): its data "
+                "files differ; give every rank the same files"))
 
     def raise_together(self, error: BaseException):
         """Stop every rank, each calling this with the same decision: rank 0 raises `error`
@@ -282,6 +291,11 @@ class MpiRanks:
         error) ends them."""
         if not self.agreed:
             atexit.register(self.comm.Abort, 1)
+
+
+def _role_text(role: str) -> str:
+    """A data file by its role (data_files'): `data file (data.path)`, `train-images-idx3-ubyte`."""
+    return "data file (data.path)" if role == USER_FILE else f"file {role}"
 
 
 def _shapes_text(shapes: dict) -> str:

@@ -132,7 +132,7 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
             try:
                 ranks.first_meeting(_training_digest(source), guard.received)
                 resumption, trainer = ranks.together(prepare_at_once)
-                ranks.same_data(trainer.data_shapes(), guard.received)
+                ranks.same_data(trainer.data_shapes(), guard.received, trainer.data_digests())
                 ranks.ready(trainer.backend)
             except Interrupted as interrupt:
                 raise _stopped_while_preparing(interrupt, run, source, resume,
@@ -668,6 +668,13 @@ class Trainer:
         """Each split's samples' shape, the batch axis first (the ranks compare them)."""
         splits = {split: getattr(self.data, split) for split in ("train", "val", "test")}
         return {split: tuple(data.x.shape) for split, data in splits.items() if data is not None}
+
+    def data_digests(self) -> dict:
+        """Each data file's SHA-256, by its role (the ranks compare them; the checkpoints keep
+        rank 0's)."""
+        if self.ranks.size == 1:
+            return {}
+        return data_fingerprint(data_files(self.spec.data, self.source.directory))
 
     def expected_shapes(self) -> dict:
         shapes = {name: info.shape for name, info in self.model.param_infos.items()}

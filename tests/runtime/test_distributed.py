@@ -319,15 +319,29 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
 
 
 def test_the_ranks_stop_together_on_a_signal_noted_before_they_compare_data():
-    root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, signal.SIGTERM)}))
+    root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, {}, signal.SIGTERM)}))
     with pytest.raises(Interrupted) as interrupted:
         root.same_data({"train": (4, 2)})
     assert interrupted.value.signal_number == signal.SIGTERM
-    follower = MpiRanks(FakeComm(1, 2, others={0: ({"train": (4, 2)}, None)}))
+    follower = MpiRanks(FakeComm(1, 2, others={0: ({"train": (4, 2)}, {}, None)}))
     with pytest.raises(RankFollows) as stopped:  # its own signal: rank 0 reports it
         follower.same_data({"train": (4, 2)}, signal.SIGINT)
     assert stopped.value.code == 128 + signal.SIGINT and follower.agreed
-    MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, None)})).same_data({"train": (4, 2)})
+    MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, {}, None)})).same_data({"train": (4, 2)})
+
+
+def test_ranks_whose_data_files_hold_other_bytes_of_the_same_shapes_stop_together():
+    """The MPI audit: a copy of the data with other labels on one node trained with rank 0's
+    silently; the ranks compare the files' SHA-256 too."""
+    theirs = {"data.path": "b" * 64}
+    root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, theirs, None)}))
+    with pytest.raises(DistributedError, match=re.escape(
+            "rank 1 of 2 loaded other data than rank 0 (the same shapes, but its data file "
+            "(data.path) holds other bytes: another SHA-256): its data files differ; give every "
+            "rank the same files")):
+        root.same_data({"train": (4, 2)}, None, {"data.path": "a" * 64})
+    root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, theirs, None)}))
+    root.same_data({"train": (4, 2)}, None, dict(theirs))
 
 
 def test_ranks_launched_with_other_specs_are_told_so_on_every_rank():
