@@ -1398,6 +1398,21 @@ def _field_names(annotation: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def list_fields_of(section: str) -> list[str]:
+    """The fields of the spec's top-level `section` that take a list (model's input_shape and
+    layers), for the YAML reader's advice on a list whose key is missing."""
+    from nnrun.compiler.schema import Spec
+
+    names = []
+    for member in _union_members(_unwrap(_annotation_at(Spec, (section,)))):
+        member = _unwrap(member)
+        if _is_model(member):
+            names += [field.alias or name for name, field in member.model_fields.items()
+                      if any(typing.get_origin(kind) is list
+                             for kind in _union_members(field.annotation))]
+    return list(dict.fromkeys(names))
+
+
 def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel)
 

@@ -27,7 +27,7 @@ from yaml.tokens import AnchorToken
 
 from nnrun.compiler.datasets import IN_UTF8
 from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
-                                        quoted, spec_field_path, suggest)
+                                        list_fields_of, quoted, spec_field_path, suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
@@ -403,6 +403,72 @@ def _lone_first_item(lines: list[str], line: int, col: int, above: int) -> int |
     return items_above[0] if len(items_above) == 1 and sibling else None
 
 
+def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> str | None:
+    """Where the entry at `line` (a key, or a list item) is the second under its header, and
+    the first one, right under the header, is indented otherwise: the first is out of line
+    (`model:` then `   input_shape:` then `  layers:`; `layers:` then `  - a` then `    - b`)."""
+    first = _content_line_before(lines, line)
+    header = _content_line_before(lines, first) if first else None
+    if header is None or not _HEADER_LINE.match(lines[header - 1]):
+        return None
+    depth, first_depth = col - 1, _indent(lines[first - 1])
+    header_depth = _indent(lines[header - 1])
+    is_item = lines[first - 1].lstrip().startswith("- ")
+    if is_item != lines[line - 1].lstrip().startswith("- ") or first_depth == depth:
+        return None
+    if depth <= header_depth or first_depth < header_depth or (
+            first_depth == header_depth and not is_item):
+        return None
+    if is_item and first_depth > depth:
+        return None  # _lone_first_item's, which looks past the item's own lines
+    what = "item" if is_item else "key"
+    further = "further" if first_depth > depth else "less"
+    name = _HEADER_LINE.match(lines[header - 1]).group(2)
+    return (f"invalid YAML: the first {what} under '{name}:', at {first}:{first_depth + 1}, is "
+            f"indented {further} than the {what}s after it (column {col}); indent it to column "
+            f"{col}, as they are")
+
+
+def _list_key_missing(lines: list[str], line: int, col: int) -> str | None:
+    """A list deeper than the key above it, whose value is on its own line: the list's own
+    key is missing (`input_shape: [1, 8, 8]`, then the layers without `layers:`); its name,
+    where the section has one list field the spec does not give."""
+    above = _content_line_before(lines, line)
+    key = _KEY_LINE.match(lines[above - 1]) if above else None
+    if key is None or "-" in key.group(1) or _HEADER_LINE.match(lines[above - 1]) \
+            or len(key.group(1)) >= col - 1:
+        return None
+    depth = len(key.group(1))
+    section = next((lines[n - 1] for n in range(above - 1, 0, -1)
+                    if lines[n - 1].strip() and _indent(lines[n - 1]) < depth), None)
+    header = _HEADER_LINE.match(section) if section is not None and depth else None
+    given = {match.group(2) for text in lines
+             for match in [_KEY_LINE.match(text)] if match and len(match.group(1)) == depth}
+    missing = [name for name in list_fields_of(header.group(2)) if name not in given] \
+        if header and not header.group(1) else []
+    named = f"'{missing[0]}:'" if len(missing) == 1 else "of the key it belongs to"
+    return (f"invalid YAML: a list at {line}:{col} follows '{key.group(2)}', whose value is "
+            f"on its line already: the line {named} is missing above the list, indented as "
+            f"'{key.group(2)}'")
+
+
+def _item_key_column_above(lines: list[str], line: int, col: int) -> int | None:
+    """The column of the keys of the block list item above, where the key at `col` on `line`
+    lies between that item's '-' and its keys (`- type: conv2d`, then ` kernel_size: 3` one
+    space short)."""
+    for number in range(line - 1, 0, -1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        item = re.match(r"(\s*)-\s+([^\s:#][^:#]*?):(\s|$)", text)
+        if item:
+            key_column = len(text) - len(text[len(item.group(1)) + 1:].lstrip(" ")) + 1
+            return key_column if len(item.group(1)) < col - 1 < key_column - 1 else None
+        if _indent(text) < col - 1 or not _KEY_LINE.match(text):
+            return None
+    return None
+
+
 def _block_end_message(error, lines: list[str], line: int, col: int,
                        started: str) -> str | None:
     """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
@@ -414,7 +480,19 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
     indentation = (f"does not fit the {block} started at {started}; line it up with that "
                    f"{block}'s {entries}, or indent it further to belong to one of them (YAML "
                    "nests by indentation, with spaces)")
-    if found == "'<block sequence start>'":  # a '- ' less indented than the items above it
+    out_of_line = _first_entry_out_of_line(lines, line, col)
+    if out_of_line:
+        return out_of_line
+    if found == "'<block sequence start>'":
+        key_missing = _list_key_missing(lines, line, col)
+        if key_missing:
+            return key_missing
+    if found in ("'<block mapping start>'", "'?'") and block == "list":
+        item_key = _item_key_column_above(lines, line, col)
+        if item_key is not None:
+            return (f"invalid YAML: a key at {line}:{col} is not lined up with the keys of the "
+                    f"list item above it (column {item_key}); indent it to column {item_key}")
+    if found in ("'<block sequence start>'", "'-'"):  # a '- ' less indented than the items above
         above = _list_item_column_above(lines, line, col)
         first = _lone_first_item(lines, line, col, above) if above is not None else None
         if first is not None:  # the first item is the one out of line
@@ -446,7 +524,7 @@ def _mapping_value_hint(lines: list[str], line: int) -> str:
     above = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):\s+\S", lines[previous - 1]) \
         if previous else None
     if key and above and len(key.group(1)) > len(above.group(1)):
-        return _deeper_key_hint(lines, key, above, previous)
+        return _deeper_key_hint(lines, key, above, previous, line)
     value = re.match(r"\s*(?:-\s+)*([^\s:#][^:#]*?):\s+(.*?)\s*(#.*)?$", text)
     if value and ": " in value.group(2) and not value.group(2).startswith(("'", '"')):
         quoted = value.group(2).replace("'", "''")
@@ -475,10 +553,11 @@ def _indented_first_key(lines: list[str], error: yaml.MarkedYAMLError) -> tuple 
             "at the line's start")
 
 
-def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous: int) -> str:
+def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous: int,
+                     line: int) -> str:
     """A key indented deeper than the key with a value above it: that key dedented among
-    keys as deep as this one, a section's line deleted above this one (`data:`), or this key
-    indented too far."""
+    keys as deep as this one (the first under its section, too), a section's line deleted
+    above this one (`data:`), or this key indented too far."""
     if "-" in key.group(1):  # a list item's key: its indent is not the key's alone
         return ""
     name, depth, shallower = key.group(2), len(key.group(1)), above.group(2)
@@ -490,11 +569,20 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
                 f"('{sibling.group(2)}' on line {earlier}, '{name}' here), {reads}: "
                 f"{_indent_words(depth, repr(shallower))}, as they are")
     header = _HEADER_LINE.match(lines[earlier - 1]) if earlier else None
+    after = _content_line_after(lines, line)
+    if header and len(header.group(1)) < len(above.group(1)) and after and \
+            _indent(lines[after - 1]) == depth:  # `data:`, ` dataset:`, `  n_samples:`, ...
+        return (f"; the first key under '{header.group(2)}:', '{shallower}' on line "
+                f"{previous}, is indented less than the keys after it ('{name}' here), {reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as they are")
     if header and len(header.group(1)) == len(above.group(1)):  # `data:`, `dataset:` dedented
         return (f"; '{shallower}' on line {previous} is indented as '{header.group(2)}:' above "
                 f"it is, not as the keys under it ('{name}' here), {reads}: "
                 f"{_indent_words(depth, repr(shallower))}, as '{name}' is")
-    field_path = spec_field_path(name) if not above.group(1) else None
+    # the section of the first of these keys that one section has (`type` is many's, `lr`
+    # the optimizer's)
+    field_path = next(filter(None, map(spec_field_path, _keys_from(lines, line, depth))), None) \
+        if not above.group(1) else None
     section = field_path.rsplit(".", 1)[0] if field_path and "." in field_path else None
     present = any(re.match(rf"{re.escape(str(section))}\s*:", text) for text in lines)
     if section and "." not in section and section != shallower and not present:
@@ -506,7 +594,31 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
 
 
 def _indent_words(spaces: int, what: str) -> str:
-    return f"indent {what} by {spaces} spaces" if spaces else f"begin {what} at the line's start"
+    if not spaces:
+        return f"begin {what} at the line's start"
+    return f"indent {what} by {spaces} space{'s' if spaces > 1 else ''}"
+
+
+def _keys_from(lines: list[str], line: int, depth: int) -> list[str]:
+    """The keys at `depth` from `line` on, to a line indented less (deeper lines are their
+    values')."""
+    keys = []
+    for text in lines[line - 1:]:
+        if not text.strip() or text.lstrip().startswith("#") or _indent(text) > depth:
+            continue
+        key = _KEY_LINE.match(text)
+        if _indent(text) < depth or key is None or "-" in key.group(1):
+            break
+        keys.append(key.group(2))
+    return keys
+
+
+def _content_line_after(lines: list[str], line: int) -> int | None:
+    """The first line after `line` that holds more than a comment."""
+    for number in range(line + 1, len(lines) + 1):
+        if lines[number - 1].strip() and not lines[number - 1].lstrip().startswith("#"):
+            return number
+    return None
 
 
 def _content_line_before(lines: list[str], line: int) -> int | None:

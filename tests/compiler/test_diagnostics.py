@@ -707,6 +707,58 @@ def test_the_commonest_yaml_slips_say_what_to_do(text, message):
     assert message in line
 
 
+_LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+
+
+@pytest.mark.parametrize("text, said, fixed", [
+    # the first key of a section indented further than the keys after it
+    ("model:\n   input_shape: [1, 8, 8]\n  layers:\n" + _LAYERS,
+     "the first key under 'model:', at 2:4, is indented further than the keys after it (column "
+     "3); indent it to column 3, as they are", lambda lines: lines.__setitem__(1, lines[1][1:])),
+    # ... less (YAML reads the keys after it as its value)
+    ("data:\n dataset: xor\n  n_samples: 20\n  noise: 0.1\nmodel:\n  layers: [{type: dense, "
+     "units: 1}]\nloss: binary_cross_entropy\n",
+     "the first key under 'data:', 'dataset' on line 2, is indented less than the keys after it "
+     "('n_samples' here), so YAML reads 'n_samples' as more of its value: indent 'dataset' by 2 "
+     "spaces, as they are", lambda lines: lines.__setitem__(1, " " + lines[1])),
+    # a list's first item at its key's column, the items after it deeper
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n  - {type: flatten}\n"
+     "    - {type: dense, units: 10}\n",
+     "the first item under 'layers:', at 4:3, is indented less than the items after it (column "
+     "5); indent it to column 5, as they are", lambda lines: lines.__setitem__(3, "  " + lines[3])),
+    # a list's last item at its key's column
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n" + _LAYERS + "  - {type: relu}\n",
+     "a list item at 6:3 is not lined up with the list's items above it (column 5); indent it to "
+     "column 5", lambda lines: lines.__setitem__(5, "  " + lines[5])),
+    # a key of a block list item between its '-' and its keys
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n    - type: conv2d\n      filters: 4\n"
+     "     kernel_size: 3\n    - {type: flatten}\n",
+     "a key at 6:6 is not lined up with the keys of the list item above it (column 7); indent "
+     "it to column 7", lambda lines: lines.__setitem__(5, " " + lines[5])),
+    # the line of a list's key left out
+    ("model:\n  input_shape: [1, 8, 8]\n" + _LAYERS,
+     "a list at 3:5 follows 'input_shape', whose value is on its line already: the line "
+     "'layers:' is missing above the list, indented as 'input_shape'",
+     lambda lines: lines.insert(2, "  layers:")),
+    # a section's line left out, its first key one that many sections have
+    ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 1}\n"
+     "loss: binary_cross_entropy\n  type: sgd\n  lr: 0.5\n",
+     "if it is optimizer's, the line 'optimizer:' is missing above it",
+     lambda lines: lines.insert(5, "optimizer:")),
+])
+def test_indentation_advice_followed_clears_the_error(text, said, fixed):
+    """The follow-the-fix audit: advice to line a key up with the top-level mapping, or to
+    indent one key at a time, where the first key or item was the one out of line, and a
+    missing `layers:` or `optimizer:` line not said."""
+    (line,) = _load_errors(text)
+    assert said in line
+    lines = text.splitlines()
+    fixed(lines)
+    from nnrun.compiler.frontend import load_spec_text
+
+    load_spec_text("\n".join(lines) + "\n", "spec.yaml")  # no SpecError
+
+
 @pytest.mark.parametrize("text, message", [
     ("data:\n  dataset:mnist\n", "'data' must be a mapping, got 'dataset:mnist'; write a space "
                                   "after the colon (dataset: mnist), or YAML reads one string"),
