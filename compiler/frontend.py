@@ -645,16 +645,17 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError | N
             name in d.message or d.where.startswith(name) for name in repaired)]
 
     source = source_spec(spec, replace(loaded, data=data), path)
+    mismatch = unrepaired(declared_shape_errors(source))  # first, as validate says it
     try:
         lowered, _ = compile_checked(source)
     except SpecError as found:
-        return unrepaired(found.diagnostics)
+        return mismatch + unrepaired(found.diagnostics)
     if len(spec.model.layers) != len(_listed_layers(loaded.data)):  # a model cut short
-        return []
+        return mismatch
     sample_shape = list(lowered.graph.inputs[0].type.shape[1:])
-    return unrepaired([source.diagnostic(origin, message) for origin, message
-                       in training_errors(spec, sample_shape)
-                       + pruning_errors(spec, lowered.params)])
+    return mismatch + unrepaired([source.diagnostic(origin, message) for origin, message
+                                  in training_errors(spec, sample_shape)
+                                  + pruning_errors(spec, lowered.params)])
 
 
 def _listed_layers(data: object) -> list:

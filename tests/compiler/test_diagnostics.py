@@ -1989,3 +1989,20 @@ def test_a_data_path_without_a_dataset_is_told_the_dataset_its_file_is():
     (error, *_) = _load_errors("data: {dataset: spirals, noise: 0.1, path: d.csv}\nmodel:\n"
                                "  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")
     assert error.endswith("not 'spirals'; remove it"), error
+
+
+def test_a_schema_error_hides_no_check_of_input_shape_against_the_data_file(tmp_path):
+    """The follow-the-fix audit: an optimizer's typo hid that input_shape [4] did not match
+    the csv's 2 columns, said only once the typo was fixed."""
+    from nnrun.compiler.frontend import load_spec
+
+    (tmp_path / "d.csv").write_text("a,b,label\n0,0,0\n0,1,0\n1,0,0\n1,1,1\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: {dataset: csv, path: d.csv}\nmodel:\n  input_shape: [4]\n  layers: "
+                    "[{type: dense, units: 1}]\nloss: binary_cross_entropy\n"
+                    "optimizer: {type: sgd, lrr: 0.1}\n")
+    with pytest.raises(SpecError) as raised:
+        load_spec(spec)
+    assert [(d.line, d.message.split(";")[0]) for d in raised.value.diagnostics] == [
+        (3, "input_shape [4] does not match the samples of d.csv, [2]"),
+        (6, "unknown field 'lrr'")]
