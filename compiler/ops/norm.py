@@ -367,13 +367,15 @@ def _scale_into(xp, attrs, var, gamma, scale):
 
 
 def _batch_norm_apply_into(be, attrs, out, x, mean, var, gamma, beta):
-    y, scale, shift = out
+    # (x - mean) * scale + beta, not x * scale + (beta - mean * scale): where a channel's
+    # values are nearly equal (one sample of a vector), scale is up to 1 / sqrt(eps) and the
+    # two large terms of the shorter form cancel to rounding noise that large.
+    y, scale = out
     xp = be.xp
     _scale_into(xp, attrs, var, gamma, scale)
-    xp.multiply(mean, scale, out=shift)
-    xp.subtract(beta, shift, out=shift)
-    xp.multiply(x, _channel(scale, x.ndim), out=y)
-    xp.add(y, _channel(shift, x.ndim), out=y)
+    xp.subtract(x, _channel(mean, x.ndim), out=y)
+    xp.multiply(y, _channel(scale, x.ndim), out=y)
+    xp.add(y, _channel(beta, x.ndim), out=y)
 
 
 def _batch_norm_grad_shape(attrs, g, x, mean, var, gamma):
@@ -421,9 +423,10 @@ register(OpDef("batch_statistics", StatisticsAttrs, _batch_statistics_shape,
                scratch=lambda attrs, x: (x, *channel_sums_scratch(x))))
 register(OpDef("batch_norm_apply", BatchNormAttrs, _bn_shape,
                forward_through_into("batch_norm_apply"), None,
-               doc="x * scale + shift per channel: batch_norm_train from given statistics",
+               doc="(x - mean) * scale + beta per channel: batch_norm_train from given "
+                   "statistics",
                forward_into=_batch_norm_apply_into,
-               scratch=lambda attrs, x, mean, *rest: (mean, mean),
+               scratch=lambda attrs, x, mean, *rest: (mean,),
                batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,)))
 register(OpDef("batch_norm_grad", BatchNormAttrs, _batch_norm_grad_shape,
                forward_through_into("batch_norm_grad"), None,

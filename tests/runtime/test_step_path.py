@@ -418,3 +418,20 @@ def test_rounding_noise_does_not_fail_the_self_check(capsys):
     train(model)
     assert model.step_path == "captured"
     assert capsys.readouterr().err == ""
+
+
+def test_a_batch_of_one_sample_through_a_batchnorm_passes_the_self_check(capsys):
+    """The CuPy stand-in audit: an epoch's last batch of one vector sample gave the planned
+    batchnorm x * scale + (beta - mean * scale), two terms of 1 / sqrt(eps) that cancel to
+    rounding noise that large (0.05000305 for beta's 0.05): the self-check called the
+    captured and planned steps wrong and the run went on on the reference executor."""
+    source = nnrun.load_spec_text(
+        "model:\n  input_shape: [4]\n  layers:\n    - {type: dense, units: 8, activation: "
+        "relu}\n    - {type: batchnorm}\n    - {type: dense, units: 3}\n"
+        "optimizer: {type: sgd, lr: 0.1}\n")
+    for seed in range(5):
+        model = Model(source, CapturingNumpy())
+        model.init_params(seed=seed)
+        train(model, batches=(8, 1))
+        assert model.step_path == "captured", seed
+    assert capsys.readouterr().err == ""
