@@ -145,7 +145,7 @@ SYNONYMS = {"units": ("filters",), "filters": ("units",), "kernel": ("kernel_siz
             "linear": ("dense", "identity"), "fully_connected": ("dense",),
             "fc": ("dense",),
             "conv": ("conv2d",), "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",),
-            "betas": ("beta1",), "dim": ("axis",), "rho": ("alpha",),
+            "betas": ("beta1",), "dim": ("axis",), "rho": ("alpha",), "eta_min": ("min_lr",),
             # Keras's and PyTorch's layer and metric names (looked up in lower case)
             "maxpooling1d": ("maxpool1d",), "maxpooling2d": ("maxpool2d",),
             "averagepooling1d": ("avgpool1d",), "averagepooling2d": ("avgpool2d",),
@@ -985,10 +985,32 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
             and kind in ("adam", "adamw") and not {"beta1", "beta2"} & set(present):
         return (f"nnrun names them apart: write beta1: {_show(betas[0])} and beta2: "
                 f"{_show(betas[1])}")
+    if owner == ("optimizer",) and name in _PYTORCH_OPTIMIZER_OPTIONS and isinstance(present,
+                                                                                   dict):
+        return _pytorch_option_fix(name, present[name], kind)
     if owner == ("loss",) and name == "from_logits":
         return ("nnrun's losses read the last layer's outputs as scores (a final softmax or "
                 "sigmoid before cross-entropy is fused into the loss): remove it")
     return ""
+
+
+# PyTorch optimizers' options that nnrun's optimizers have no field for, by their default:
+# the update nnrun computes (None: how PyTorch runs the update, not what it computes).
+_PYTORCH_OPTIMIZER_OPTIONS = {"amsgrad": False, "dampening": 0, "centered": False,
+                              "maximize": False, "foreach": None, "fused": None,
+                              "capturable": None, "differentiable": None}
+
+
+def _pytorch_option_fix(name: str, value: Any, kind: Any) -> str:
+    default = _PYTORCH_OPTIMIZER_OPTIONS[name]
+    if default is None:
+        return f"{name} is how PyTorch runs its update, not what it computes: remove it"
+    optimizer = kind if isinstance(kind, str) else "optimizer"
+    if value == default and type(value) is type(default):
+        return (f"nnrun's {optimizer} computes PyTorch's default ({name}={default}) and has "
+                "no field for it: remove it")
+    return (f"nnrun's {optimizer} has no {name}: it computes PyTorch's {name}={default}, not "
+            f"{name}={value!r}; remove it")
 
 
 def spec_field_path(name: str) -> str | None:

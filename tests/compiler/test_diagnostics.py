@@ -2006,3 +2006,22 @@ def test_a_schema_error_hides_no_check_of_input_shape_against_the_data_file(tmp_
     assert [(d.line, d.message.split(";")[0]) for d in raised.value.diagnostics] == [
         (3, "input_shape [4] does not match the samples of d.csv, [2]"),
         (6, "unknown field 'lrr'")]
+
+
+@pytest.mark.parametrize("optimizer, said", [
+    ("{type: adamw, amsgrad: false}", "nnrun's adamw computes PyTorch's default (amsgrad=False) "
+                                      "and has no field for it: remove it"),
+    ("{type: sgd, momentum: 0.9, nesterov: true, dampening: 0}",
+     "nnrun's sgd computes PyTorch's default (dampening=0) and has no field for it: remove it"),
+    ("{type: rmsprop, centered: true}",
+     "nnrun's rmsprop has no centered: it computes PyTorch's centered=False, not centered=True; "
+     "remove it"),
+    ("{type: adam, fused: true}",
+     "fused is how PyTorch runs its update, not what it computes: remove it"),
+    ("{type: sgd, schedule: {type: cosine, eta_min: 0.01}}", "did you mean 'min_lr'?"),
+])
+def test_pytorch_optimizer_options_without_a_field_say_what_nnrun_computes(optimizer, said):
+    """The PyTorch fuzz: PyTorch's own defaults written out got a bare "unknown field"."""
+    (line,) = _load_errors("model: {input_shape: [2], layers: [{type: dense, units: 2}]}\n"
+                           f"optimizer: {optimizer}\n")
+    assert line.endswith(said), line
