@@ -39,6 +39,12 @@ def spec_changes(run_spec: Path, resolved_text: str,
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
         _refuse_changed_meaning(run_spec, changes, unfit_arrays(old_spec, new_spec))
+    if any(_names_a_meaning_field(name) for name in changes):
+        # the hash leaves out layer names, which name the checkpoint's arrays: a layer renamed
+        # holds none of them
+        unfit = unfit_arrays(old_spec, new_spec)
+        if unfit:
+            _refuse_changed_meaning(run_spec, changes, unfit)
     return changes
 
 

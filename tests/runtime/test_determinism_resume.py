@@ -422,3 +422,18 @@ def test_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
     assert re.search(r"epoch \d+, step \d+", message), message
     assert "clip_grad_norm" in message
     assert "optimizer.lr" in message
+
+
+def test_a_layer_renamed_on_resume_is_refused_as_another_model(tmp_path):
+    """The runtime follow-the-fix audit: `name: hidden` on a layer passed as a change for
+    --allow-changes (the checkpoint's hash leaves layer names out), then met the checkpoint as
+    "damaged" and was told to copy best.npz over last.npz, losing the epochs after the best."""
+    spec = write_spec(tmp_path)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, overrides=["train.epochs=1"])
+    last = (tmp_path / "run" / "last.npz").read_bytes()
+    for allow in (False, True):
+        with pytest.raises(SpecChangeError, match=r"model\.layers\[\d\]\.name: '[a-z_0-9]+' -> "
+                           "'hidden' changes the model the checkpoint was trained as"):
+            nnrun.train(spec, resume=tmp_path / "run", quiet=True, allow_changes=allow,
+                        overrides=["model.layers[0].name=hidden"])
+    assert (tmp_path / "run" / "last.npz").read_bytes() == last
