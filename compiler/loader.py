@@ -421,12 +421,51 @@ def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> str | Non
         return None
     if is_item and first_depth > depth:
         return None  # _lone_first_item's, which looks past the item's own lines
+    if _entry_at_depth_after(lines, line, header_depth, first_depth, is_item) or (
+            _HEADER_LINE.match(lines[line - 1]) and _indent_after(lines, line) < depth):
+        return None  # an entry after it lines up with the first (or its own entries do not
+        # line up under it): the entry at `line` is the one out of line
     what = "item" if is_item else "key"
     further = "further" if first_depth > depth else "less"
     name = _HEADER_LINE.match(lines[header - 1]).group(2)
     return (f"invalid YAML: the first {what} under '{name}:', at {first}:{first_depth + 1}, is "
             f"indented {further} than the {what}s after it (column {col}); indent it to column "
             f"{col}, as they are")
+
+
+def _entry_at_depth_after(lines: list[str], line: int, above: int, depth: int,
+                          items: bool) -> bool:
+    """Whether a key (or, with `items`, a list item) indented by `depth` follows `line`
+    before a line indented `above` or less ends the block."""
+    for text in lines[line:]:
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        if _indent(text) <= above:
+            return False
+        if _indent(text) == depth and text.lstrip().startswith("- ") == items:
+            return True
+    return False
+
+
+def _indent_after(lines: list[str], line: int) -> int:
+    after = _content_line_after(lines, line)
+    return _indent(lines[after - 1]) if after else 0
+
+
+def _item_left_of_its_key(lines: list[str], line: int, col: int) -> str | None:
+    """A list's first item indented less than its key (`  layers:`, then `- a` at the line's
+    start): to the column of the items after it, or under the key."""
+    above = _content_line_before(lines, line)
+    header = _HEADER_LINE.match(lines[above - 1]) if above else None
+    if header is None or len(header.group(1)) <= col - 1:
+        return None
+    after = _content_line_after(lines, line)
+    later = _indent(lines[after - 1]) if after and lines[after - 1].lstrip().startswith(
+        "- ") else -1
+    column = later + 1 if later >= len(header.group(1)) else len(header.group(1)) + 3
+    return (f"invalid YAML: the first item under '{header.group(2)}:', at {line}:{col}, is "
+            f"indented less than its key (column {len(header.group(1)) + 1}); indent it to "
+            f"column {column}" + (", as the items after it" if later + 1 == column else ""))
 
 
 def _list_key_missing(lines: list[str], line: int, col: int) -> str | None:
@@ -487,6 +526,10 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
         key_missing = _list_key_missing(lines, line, col)
         if key_missing:
             return key_missing
+    if found in ("'-'", "'<block sequence start>'") and lines[line - 1].lstrip().startswith("-"):
+        left = _item_left_of_its_key(lines, line, col)
+        if left:
+            return left
     if found in ("'<block mapping start>'", "'?'") and block == "list":
         item_key = _item_key_column_above(lines, line, col)
         if item_key is not None:

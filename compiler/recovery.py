@@ -51,7 +51,7 @@ def repaired_spec_data(data: Any, problems: list[tuple[str, tuple]]) -> dict | N
         layer = _layer_index(path)
         if layer is not None:
             broken_layers.append(layer)
-        elif not _fall_back(data, path):
+        elif not _fall_back(data, path, as_suggested=kind != "set_aside"):
             return None
     return _without_layers_from(data, min(broken_layers)) if broken_layers else data
 
@@ -139,10 +139,12 @@ def _layer_index(path: tuple) -> int | None:
     return None
 
 
-def _fall_back(data: dict, path: tuple) -> bool:
-    """Replaces the section at fault by what decides no shape; False when it cannot."""
+def _fall_back(data: dict, path: tuple, as_suggested: bool = True) -> bool:
+    """Replaces the section at fault by what decides no shape; False when it cannot.
+    `as_suggested`: a misspelt loss or dataset may be read as its diagnostic's suggestion (not
+    a value the loader set aside: a duplicate key's first, which may not be the one meant)."""
     section = path[0] if path else None
-    if _read_as_suggested(data, path):
+    if as_suggested and _read_as_suggested(data, path):
         return True
     if section in SHAPELESS_SECTIONS:
         data.pop(section, None)
