@@ -13,7 +13,8 @@ _API_NAMES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("api_na
 # nnrun.train's parameters, by the option of `nnrun train` each stands for
 TRAIN_PARAMETERS = {"--out": "out_dir", "--resume": "resume=RUN_DIR",
                     "--allow-changes": "allow_changes=True", "--epochs": "epochs",
-                    "--batch-size": "batch_size", "--seed": "seed", "--threads": "threads"}
+                    "--batch-size": "batch_size", "--seed": "seed", "--threads": "threads",
+                    "--set": "overrides"}
 
 
 # nnrun.load_run's

@@ -84,11 +84,13 @@ def from_its_weights(weights: Path, unfit: list[str] | None) -> str:
     removed) must be left out; `unfit`: unfit_arrays'. The path is absolute: a relative
     init_from is relative to the spec file."""
     weights = weights.resolve()
-    option = shell_word(f"model.init_from={weights}")
+    setting = f"model.init_from={weights}"
+    given = option("--set", setting) if option("--set") != "--set" else \
+        f"--set {shell_word(setting)}"
     if unfit is None:  # the new model's parameters are not known
-        return f", with --set {option} to begin from its weights where they fit the new model"
+        return f", with {given} to begin from its weights where they fit the new model"
     if not unfit:
-        return f", with --set {option} to begin from its weights"
+        return f", with {given} to begin from its weights"
     return (f"; to begin from its weights, save a copy of {shell_word(str(weights))} without "
             f"the arrays the new model has no place for ({', '.join(unfit)}) and give that file's "
             "absolute path as model.init_from (docs/spec-reference.md, init_from)")
@@ -202,16 +204,22 @@ def _within(name: str, field: str) -> bool:
     return name == field or name.startswith((f"{field}.", f"{field}["))
 
 
-def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = False) -> None:
+def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = False,
+                            overridden: tuple[str, ...] = ()) -> None:
     """`edited`: the run's spec.yaml was edited by hand since its checkpoint, so it is no
-    longer the spec to resume with."""
+    longer the spec to resume with. `overridden`: the fields the command's options set
+    (--set, --batch-size, --seed)."""
     altered = training_changes(changes)
     if not altered:
         return
     listed = "; ".join(f"{name}: {change['old']!r} -> {change['new']!r}"
                        for name, change in altered.items())
-    own = (f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)" if edited
-           else f"resume with the run's own spec ({run_dir}/spec.yaml)")
+    if edited:
+        own = f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)"
+    elif all(any(_within(name, field) for field in overridden) for name in altered):
+        own = f"resume without the options that change {', '.join(altered)}"
+    else:
+        own = f"resume with the run's own spec ({run_dir}/spec.yaml)"
     raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "
                           f"({listed}); {own}, or pass {option('--allow-changes')} to continue "
                           "with the new settings (the change is recorded in the run directory)")

@@ -43,7 +43,7 @@ from nnrun.backends.base import workers
 from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
                                    pruning_errors, tracked_metrics, unknown_monitor)
 from nnrun.compiler.datasets import largest_step_batch
-from nnrun.compiler.diagnostics import SpecError, and_joined
+from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
                                      spec_warnings, spec_yaml)
@@ -361,7 +361,8 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
                if isinstance(row.get("changes"), dict)
                for name, change in row["changes"].items() if isinstance(change, dict)}
     if not allow_changes:
-        refuse_training_changes(run.path, _not_allowed(changes, allowed), edited)
+        overridden = tuple(format_path(path) for path, _ in source.loaded.overridden)
+        refuse_training_changes(run.path, _not_allowed(changes, allowed), edited, overridden)
     return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed)
 
 

@@ -437,3 +437,17 @@ def test_a_layer_renamed_on_resume_is_refused_as_another_model(tmp_path):
             nnrun.train(spec, resume=tmp_path / "run", quiet=True, allow_changes=allow,
                         overrides=["model.layers[0].name=hidden"])
     assert (tmp_path / "run" / "last.npz").read_bytes() == last
+
+
+def test_a_resume_changed_by_its_options_is_told_to_drop_them(tmp_path):
+    """The runtime follow-the-fix audit: `--resume RUN --batch-size 4` was told to resume with
+    the run's own spec, which it did; and the API's advice named --set."""
+    spec = write_spec(tmp_path)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, overrides=["train.epochs=1"])
+    with pytest.raises(SpecChangeError, match=r"\(train\.batch_size: \d+ -> 4\); resume without "
+                       r"the options that change train\.batch_size, or pass allow_changes=True"):
+        nnrun.train(tmp_path / "run" / "spec.yaml", resume=tmp_path / "run", quiet=True,
+                    batch_size=4)
+    with pytest.raises(SpecChangeError, match=r"with overrides='model\.init_from=.*last\.npz' to "
+                       "begin from its weights"):
+        nnrun.train(spec, resume=tmp_path / "run", quiet=True, overrides=["dtype=float64"])
