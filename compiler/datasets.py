@@ -470,15 +470,18 @@ def labels_dtype_problem(dtype, shape: tuple[int, ...], where: str,
 
 
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
-                           array: str = "x") -> str | None:
+                           array: str = "x", one_sample: bool = False) -> str | None:
     """What an array's header tells of its features (`array`: the npz array that holds them):
     numbers (`dtype`; None: not known), one row per sample, no empty sample; None for
-    features [N, ...] of numbers."""
+    features [N, ...] of numbers. `one_sample`: a 1-D array is one sample's features (a
+    held-out split of one label, its length a training sample's)."""
     if dtype is not None and dtype.kind not in "biuf":
         return f"{where}: features must be numbers, found dtype {dtype}"
-    if len(shape) == 1 and shape[0]:  # one number a sample
+    if len(shape) == 1 and shape[0]:  # one number a sample, or one sample
+        fix = (f"for one sample save {array}[None]" if one_sample else
+               f"for one feature a sample save {array}[:, None]")
         return (f"{where}: features must be [N, ...], one row per sample, got {list(shape)}; "
-                f"for one feature a sample save {array}[:, None]")
+                f"{fix}")
     if len(shape) >= 2 and shape[0] == 0:
         return (f"{where}: {array} holds no samples ({list(shape)}); save the data with at "
                 "least one sample")

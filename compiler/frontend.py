@@ -586,9 +586,14 @@ def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
     if names:
         return names
     pairs = _npz_pairs(file, shapes)
+    def one_sample(features: str, targets: str) -> bool:  # x_test [4], y_test [1], x [N, 4]
+        return (features != "x" and tuple(shapes[targets][:1]) == (1,)
+                and tuple(shapes[features]) == tuple(shapes.get("x", ())[1:]))
+
     problems = itertools.chain(
-        (feature_layout_problem(shapes[features], dtypes.get(features), where, features)
-         for features, _, where in pairs),
+        (feature_layout_problem(shapes[features], dtypes.get(features), where, features,
+                                one_sample(features, targets))
+         for features, targets, where in pairs),
         (labels_dtype_problem(dtypes.get(targets), shapes[targets], where, labels_name(shapes))
          for _, targets, where in pairs))
     return next(filter(None, problems), None)

@@ -1474,6 +1474,24 @@ def test_validate_names_xs_pair_where_its_features_are_one_value_a_sample(tmp_pa
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
 
 
+def test_one_held_out_sample_without_its_batch_axis_is_told_to_add_it(tmp_path):
+    """The runtime follow-the-fix audit: x_test [4] beside y_test [1] and samples of 4 features
+    was told x_test[:, None], which made 4 samples of 1 label; x_test[None] is one sample."""
+    x_test = np.arange(4.0)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n"
+                    "model: {input_shape: [4], layers: [{type: dense, units: 2}]}\n"
+                    "train: {epochs: 1}\n")
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 4)), y=np.arange(20) % 2, x_test=x_test,
+              y_test=np.array([1]))
+    line = (f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} (x_test, y_test): features "
+            "must be [N, ...], one row per sample, got [4]; for one sample save x_test[None]\n")
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 4)), y=np.arange(20) % 2, x_test=x_test[None],
+              y_test=np.array([1]))
+    assert _validate_and_train(tmp_path, spec)[0] == 0
+
+
 @pytest.mark.parametrize("arrays", [
     {"y": np.arange(20) % 2, "x_val": np.zeros((5, 4)), "y_val": np.arange(5) % 2},  # [4]: x [3]
     {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},  # x_val alone
