@@ -368,11 +368,19 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
     origin = Origin("model.input_shape", keys=("model", "input_shape"))
     if len(shape) > MAX_SAMPLE_AXES:
         return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))]
-    fix = sample_layout_fix(shape, declared) if source.spec.data.dataset == "npz" else None
+    npz = source.spec.data.dataset == "npz"
+    fix = sample_layout_fix(shape, declared) if npz else None
     if fix:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
             f"{source.spec.data.path}, {shape}: {fix}"))]
+    if npz and len(shape) == 3 and looks_channel_last(shape):  # [H, W, C] of other channels
+        first = [shape[-1], *shape[:-1]]
+        return [source.diagnostic(origin, (
+            f"input_shape {list(declared)} does not match the samples of "
+            f"{source.spec.data.path}, {shape}, which look channels last ({shape[-1]} channels "
+            f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test), and use "
+            f"input_shape {first}, or leave it out"))]
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
         f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]

@@ -1492,6 +1492,23 @@ def test_one_held_out_sample_without_its_batch_axis_is_told_to_add_it(tmp_path):
     assert _validate_and_train(tmp_path, spec)[0] == 0
 
 
+def test_images_of_three_channels_last_against_input_shape_are_told_to_move_them(tmp_path):
+    """The runtime follow-the-fix audit: x [N, 8, 8, 3] against input_shape [1, 8, 8] was told
+    to use [8, 8, 3], which validate then warned of as 8 channels of 8 x 3."""
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 8, 8, 3)), y=np.arange(20) % 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\nmodel:\n  input_shape: [1, 8, 8]\n"
+                    "  layers: [{type: flatten}, {type: dense, units: 2}]\ntrain: {epochs: 1}\n")
+    line = (f"{spec}:3:16: error: model.input_shape: input_shape [1, 8, 8] does not match the "
+            "samples of d.npz, [8, 8, 3], which look channels last (3 channels of 8 x 8): save "
+            "numpy.moveaxis(x, -1, 1) (and x_test), and use input_shape [3, 8, 8], or leave it "
+            "out\n")
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+    write_npz(tmp_path / "d.npz", x=np.zeros((20, 3, 8, 8)), y=np.arange(20) % 2)
+    spec.write_text(spec.read_text().replace("[1, 8, 8]", "[3, 8, 8]"))
+    assert _validate_and_train(tmp_path, spec)[0] == 0
+
+
 @pytest.mark.parametrize("arrays", [
     {"y": np.arange(20) % 2, "x_val": np.zeros((5, 4)), "y_val": np.arange(5) % 2},  # [4]: x [3]
     {"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},  # x_val alone
