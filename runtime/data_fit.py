@@ -426,6 +426,11 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
         raise DataFitError(f"{where}: label maps are {label_shape}, with an axis of 1 the "
                            f"model's {list(outputs)} has no place for; label maps are {spatial} "
                            f"per sample: save {index}.astype(int)")
+    one_hot = _one_hot_axis(spec, data.train.y, label_shape, list(outputs))
+    if one_hot is not None:
+        raise DataFitError(f"{where}: label maps are {label_shape}, one-hot (a 0/1 map per "
+                           f"class); {spec.loss.type} takes a class index per position, maps "
+                           f"{spatial}: save y.argmax(axis={one_hot}) as y")
     several = spec.loss.type == "binary_cross_entropy" and len(label_shape) == 1
     if several and len(spatial) != 1:  # no 1-D maps of these outputs: several labels a sample
         raise DataFitError(multi_label_message(where, label_shape, spec, lowered))
@@ -436,6 +441,18 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
                        f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
                        f"({positions_fix(spatial, label_shape, lowered)}){also}")
+
+
+def _one_hot_axis(spec, y, label_shape: list, outputs: list) -> int | None:
+    """The axis of y (1 or -1) holding one-hot class maps ([C, H, W] or [H, W, C] of 0/1 for
+    an output of C classes on H x W) under a loss that takes class indices; None otherwise."""
+    if spec.loss.type != "cross_entropy" or len(outputs) < 2:
+        return None
+    classes, spatial = outputs[0], outputs[1:]
+    axis = 1 if label_shape == outputs else -1 if label_shape == [*spatial, classes] else None
+    if axis is None or not np.isin(y, (0, 1)).all():
+        return None
+    return axis
 
 
 def _maps_like_the_output_fix(spec, lowered, label_shape: list, where: str) -> str:

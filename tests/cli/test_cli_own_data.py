@@ -940,6 +940,23 @@ def test_label_maps_smaller_than_the_output_advise_pooling(tmp_path):
             "pool_size: 2} at the end)") in line
 
 
+@pytest.mark.parametrize("axis", [1, -1])
+def test_one_hot_label_maps_under_cross_entropy_are_told_argmax(tmp_path, axis):
+    """The runtime follow-the-fix audit: one-hot maps [N, 3, 8, 8] (or [N, 8, 8, 3]) under a
+    3-filter output were told the samples had no 3-D positions to label."""
+    labels = np.random.default_rng(0).integers(0, 3, (4, 8, 8))
+    one_hot = np.moveaxis(np.eye(3, dtype=np.int64)[labels], -1, 1 if axis == 1 else -1)
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"), y=one_hot)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\n"
+                 "model: {layers: [{type: conv2d, filters: 3, kernel_size: 3, padding: same}]}\n"
+                 "train: {epochs: 1, batch_size: 2}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("one-hot (a 0/1 map per class); cross_entropy takes a class index per "
+                         f"position, maps [8, 8]: save y.argmax(axis={axis}) as y")
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"), y=one_hot.argmax(axis=axis))
+    assert invoke("train", spec, "--out", tmp_path / "run2", "--quiet").exit_code == 0
+
+
 def test_label_maps_after_a_flatten_advise_keeping_the_positions(tmp_path):
     """The FCN audit: a model ending in a flatten was told to upsample its vector."""
     np.savez(tmp_path / "d.npz", x=np.ones((4, 1, 8, 8), "f4"), y=np.zeros((4, 8, 8), np.int64))
