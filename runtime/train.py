@@ -354,7 +354,8 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
-    changes = spec_changes(run.file(SPEC), resolved_spec_text(source), trained)
+    changes = _without_a_moved_data_file(
+        spec_changes(run.file(SPEC), resolved_spec_text(source), trained), source, meta)
     # a field that a resume after the checkpoint set, with --allow-changes, to the same value
     # stays allowed
     allowed = {bracketed(name): change.get("new") for row in later
@@ -364,6 +365,21 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
         overridden = tuple(format_path(path) for path, _ in source.loaded.overridden)
         refuse_training_changes(run.path, _not_allowed(changes, allowed), edited, overridden)
     return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed)
+
+
+def _without_a_moved_data_file(changes: dict, source, meta: dict) -> dict:
+    """A data.path that names the bytes the checkpoint trained on (the file moved, and the spec
+    follows it) is no change of the data."""
+    recorded = meta.get("data_sha256")
+    if "data.path" not in changes or "data.dataset" in changes or not recorded:
+        return changes
+    try:
+        digests = data_fingerprint(data_files(source.spec.data, source.directory))
+    except (OSError, DataError):
+        return changes  # the loader says what is wrong with it
+    if digests != recorded:
+        return changes
+    return {name: change for name, change in changes.items() if name != "data.path"}
 
 
 def _not_allowed(changes: dict, allowed: dict) -> dict:

@@ -173,3 +173,22 @@ def test_mnist_is_fingerprinted_by_its_four_idx_files():
     assert data_fingerprint(files) == {role: published[path.name]
                                        for role, path in files.items()}
     assert data_files(Data(dataset="xor"), Path(".")) == {}
+
+
+def test_a_data_file_moved_with_its_bytes_is_no_change_of_the_data(run, tmp_path):
+    """The runtime follow-the-fix audit: eval's advice for a moved file (set data.path in the
+    run's spec.yaml to where it is now), followed, made --resume a change of the data, and with
+    --allow-changes the best epoch was chosen again as "measured on other inputs"."""
+    (tmp_path / "moved").mkdir()
+    os.replace(tmp_path / "vec.npz", tmp_path / "moved" / "vec.npz")
+    spec = run / "spec.yaml"
+    spec.write_text(spec.read_text().replace(str(tmp_path / "vec.npz"),
+                                             str(tmp_path / "moved" / "vec.npz")))
+    result = invoke("train", spec, "--resume", run, "--epochs", "3", "--quiet")
+    assert_ok(result)
+    assert "chosen again" not in result.output
+    assert recorded_changes(run) == [["train.epochs"]]
+    # other bytes there are still a change of the data
+    write_data(tmp_path / "moved" / "vec.npz", column_scale=2.0)
+    assert_one_line_error(invoke("train", spec, "--resume", run, "--epochs", "4", "--quiet"),
+                          str(run))
