@@ -98,8 +98,12 @@ def _warn_of_classes_the_limit_leaves_out(labels: np.ndarray, kept: np.ndarray,
     missing = missing[missing != ignore_index] if ignore_index is not None else missing
     if len(missing):
         shown = ", ".join(map(str, missing[:8].tolist())) + (", ..." if len(missing) > 8 else "")
-        in_order = user_file and bool(np.all(np.diff(kept) >= 0))
-        why = " (the file looks sorted by label): shuffle its samples, or" if in_order else ";"
+        classes = len(np.unique(labels)) - (ignore_index is not None and ignore_index in labels)
+        in_order = user_file and bool(np.all(np.diff(labels) >= 0))
+        if len(kept) < classes:  # no order holds them all
+            why = f"; {len(kept)} samples cannot hold the {classes} classes:"
+        else:
+            why = " (the file is sorted by label): shuffle its samples, or" if in_order else ";"
         warn(f"{where}: data.limit {len(kept)} keeps the first {len(kept)} samples, which hold "
              f"no sample of class{'es' * (len(missing) > 1)} {shown}{why} raise data.limit")
 

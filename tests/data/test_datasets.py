@@ -1567,7 +1567,7 @@ def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path
         load("npz", tmp_path, path="d.npz", limit=90)
     assert [message.split(": ", 1)[1] for _, message in notices] == [
         "data.limit 90 keeps the first 90 samples, which hold no sample of classes 1, 2 (the "
-        "file looks sorted by label): shuffle its samples, or raise data.limit"]
+        "file is sorted by label): shuffle its samples, or raise data.limit"]
     with collected() as notices:
         load("npz", tmp_path, path="d.npz", limit=250)
     assert not notices
@@ -1576,8 +1576,19 @@ def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path
     with collected() as notices:
         load("npz", tmp_path, path="d.npz", limit=2)
     assert [message.split(": ", 1)[1] for _, message in notices] == [
-        "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; raise "
-        "data.limit"]
+        "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; 2 samples "
+        "cannot hold the 3 classes: raise data.limit"]
+    # the runtime follow-the-fix audit: labels cycling 0, 1, 2 were called sorted, shuffling
+    # advised, where no order puts 3 classes in 2 samples
+    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([0, 1, 2], 100))
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=2)
+    assert [message.split(": ", 1)[1] for _, message in notices] == [
+        "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; 2 samples "
+        "cannot hold the 3 classes: raise data.limit"]
+    with collected() as notices:  # in no order: no word of sorting
+        load("npz", tmp_path, path="d.npz", limit=3)
+    assert not notices
 
 
 def test_held_out_arrays_misnamed_are_each_given_a_name_once():
