@@ -834,7 +834,12 @@ def refuse_data_errors(source: SourceSpec) -> None:
     Problems of the file itself stay the loader's (a DataError, at data.path)."""
     errors = [source.diagnostic(origin, message)
               for origin, message in split_errors(source.spec.data)]
-    errors += npz_setting_errors(source) + declared_shape_errors(source)
+    # a file with a problem of its own (a column the header leaves unnamed, pandas' index, is
+    # no feature whose count input_shape should take) is the loader's to refuse, as validate
+    # says it first
+    declared = source.spec.model.input_shape is not None
+    errors += npz_setting_errors(source) + (
+        [] if declared and data_file_errors(source) else declared_shape_errors(source))
     errors = [diagnostic for diagnostic in errors if diagnostic.severity == "error"]
     if errors:
         raise SpecError(_in_file_order(errors, source.loaded.filename))

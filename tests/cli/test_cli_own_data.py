@@ -1883,3 +1883,15 @@ def test_0_1_maps_that_almost_fit_the_output_are_told_the_fix_for_them(tmp_path,
     line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out",
                                         tmp_path / "run"), "d.npz")
     assert said in line, line
+
+
+def test_a_csv_with_an_index_column_and_input_shape_is_told_the_column_in_train_too(tmp_path):
+    """The runtime follow-the-fix audit: train counted pandas' unnamed index column as a
+    feature and told input_shape [4] to become [5], where validate named the column."""
+    (tmp_path / "d.csv").write_text(",a,b,label\n" + "".join(f"{i},{i / 7},{i % 3},{i % 2}\n"
+                                                             for i in range(30)))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: d.csv}\nmodel:\n  "
+                 "input_shape: [2]\n  layers: [{type: dense, units: 2}]\ntrain: {epochs: 1}\n")
+    said = assert_one_line_error(invoke("validate", spec), "s.yaml:1:")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"), "s.yaml:1:")
+    assert line == said and "column 1 has no name in the header row" in line
