@@ -854,7 +854,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
             return (f"unknown field {quoted(name)}; did you mean '{counterpart}'? ({name} is a "
                     f"field of {owners})")
         return f"unknown field {quoted(name)}; {kind} has no {name}, a field of {owners}: remove it"
-    if owner and name in _SECTIONS:  # `loss:` indented under train
+    if owner and name in SECTIONS:  # `loss:` indented under train
         if isinstance(data, dict) and name in data:
             return (f"unknown field {quoted(name)}; {name} is a section of its own, given at "
                     "the top already: remove this one")
@@ -890,7 +890,7 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
 
 
 # The spec's sections: a mapping each, at the top (its scalars, seed or dtype, are not).
-_SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
+SECTIONS = ("data", "model", "loss", "optimizer", "train", "limits")
 
 
 def _type_lacking(schema: Any, path: tuple, mapping: Any, name: Any, by_default: bool = False

@@ -26,8 +26,9 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.tokens import AnchorToken
 
 from nnrun.compiler.datasets import IN_UTF8
-from nnrun.compiler.diagnostics import (OVERRIDE_FILE, Diagnostic, SpecError, format_path,
-                                        list_fields_of, quoted, spec_field_path, suggest)
+from nnrun.compiler.diagnostics import (OVERRIDE_FILE, SECTIONS, Diagnostic, SpecError,
+                                        format_path, list_fields_of, quoted, spec_field_path,
+                                        suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
@@ -468,6 +469,38 @@ def _item_left_of_its_key(lines: list[str], line: int, col: int) -> str | None:
             f"column {column}" + (", as the items after it" if later + 1 == column else ""))
 
 
+def _section_indented(lines: list[str], line: int) -> str | None:
+    """A section of the spec's top level (`model:`, `loss: mse`) indented, where the file has
+    none at the line's start: the advice to begin it there."""
+    key = _KEY_LINE.match(lines[line - 1]) if line <= len(lines) else None
+    if key is None or not key.group(1) or "-" in key.group(1) or key.group(2) not in SECTIONS:
+        return None
+    name = key.group(2)
+    if any(re.match(rf"{re.escape(name)}\s*:", text) for text in lines):
+        return None
+    return (f"'{name}' at {line}:{len(key.group(1)) + 1} is a section of the spec's top level: "
+            "begin it at the line's start")
+
+
+def _item_column_above(lines: list[str], line: int, col: int) -> int | None:
+    """The column of the block list item whose keys end just above `line`, where a '- ' at
+    `col` lies deeper than those keys: an item of that list, shifted (`- type: dense`,
+    `  units: 2`, then `   - {type: dense}`)."""
+    keys_depth = None
+    for number in range(line - 1, 0, -1):
+        text = lines[number - 1]
+        if not text.strip() or text.lstrip().startswith("#") or _indent(text) >= col - 1:
+            continue
+        item = re.match(r"(\s*)-\s+", text)
+        if item:
+            own_keys = len(item.group(0))
+            return len(item.group(1)) + 1 if keys_depth in (None, own_keys) else None
+        if keys_depth is not None and _indent(text) != keys_depth:
+            return None
+        keys_depth = _indent(text)
+    return None
+
+
 def _list_key_missing(lines: list[str], line: int, col: int) -> str | None:
     """A list deeper than the key above it, whose value is on its own line: the list's own
     key is missing (`input_shape: [1, 8, 8]`, then the layers without `layers:`); its name,
@@ -499,10 +532,10 @@ def _item_key_column_above(lines: list[str], line: int, col: int) -> int | None:
         text = lines[number - 1]
         if not text.strip() or text.lstrip().startswith("#"):
             continue
-        item = re.match(r"(\s*)-\s+([^\s:#][^:#]*?):(\s|$)", text)
+        item = re.match(r"(\s*)-\s+([^\s:#{\[][^:#]*?):(\s|$)", text)  # a block item's key
         if item:
             key_column = len(text) - len(text[len(item.group(1)) + 1:].lstrip(" ")) + 1
-            return key_column if len(item.group(1)) < col - 1 < key_column - 1 else None
+            return key_column if len(item.group(1)) <= col - 1 < key_column - 1 else None
         if _indent(text) < col - 1 or not _KEY_LINE.match(text):
             return None
     return None
@@ -519,10 +552,17 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
     indentation = (f"does not fit the {block} started at {started}; line it up with that "
                    f"{block}'s {entries}, or indent it further to belong to one of them (YAML "
                    "nests by indentation, with spaces)")
+    section = _section_indented(lines, line)
+    if section:
+        return f"invalid YAML: {section}"
     out_of_line = _first_entry_out_of_line(lines, line, col)
     if out_of_line:
         return out_of_line
     if found == "'<block sequence start>'":
+        item = _item_column_above(lines, line, col)
+        if item is not None:
+            return (f"invalid YAML: a list item at {line}:{col} is not lined up with the list's "
+                    f"items above it (column {item}); indent it to column {item}")
         key_missing = _list_key_missing(lines, line, col)
         if key_missing:
             return key_missing
@@ -603,6 +643,9 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
     above this one (`data:`), or this key indented too far."""
     if "-" in key.group(1):  # a list item's key: its indent is not the key's alone
         return ""
+    section = _section_indented(lines, line)
+    if section:
+        return f"; {section}"
     name, depth, shallower = key.group(2), len(key.group(1)), above.group(2)
     reads = f"so YAML reads '{name}' as more of its value"
     earlier = _content_line_before(lines, previous)
