@@ -879,8 +879,8 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
                                                                           candidates):
         # `--set optimiser.lr=...` sets lr again; in a file, renaming it makes a duplicate key
         suggestion = (f"; did you mean '{closest}' (set already)?" if problem.overridden else
-                      f"; did you mean '{closest}'? It is set already: remove {quoted(name)}, or give "
-                      f"its value to {closest}")
+                      f"; did you mean '{closest}'? It is set already: remove "
+                      f"{quoted(name)}, or give its value to {closest}")
     else:  # not `init` for `unitz` where units is set: the closest field, set or not, first
         suggestion = _did_you_mean(name, candidates, taken)
     section = None if suggestion else _section_naming(model, name)
