@@ -238,8 +238,8 @@ def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = No
         data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
                             ignore_index=getattr(spec.loss, "ignore_index", None))
     except DataError as error:
-        raise DataError(f"{run_dir}: has no preprocessing.npz (trained by an older nnrun), and "
-                        f"its data cannot be loaded to fit it again ({error}); pass "
+        raise DataError(f"{run_dir}: has no preprocessing.npz (removed, or trained by an older "
+                        f"nnrun), and its data cannot be loaded to fit it again ({error}); pass "
                         f"{option('--no-preprocessing')} to feed inputs as they are") from None
     return data.preprocessing
 
