@@ -150,6 +150,8 @@ class GraphBuilder:
 
 def _shrinks(node) -> bool:
     """Whether the node's output has a spatial axis smaller than its input's."""
+    if not node.inputs or not node.outputs:
+        return False
     before, after = node.inputs[0].type.shape, node.outputs[0].type.shape
     return len(before) == len(after) >= 3 and any(
         out < size for out, size in zip(after[2:], before[2:]))

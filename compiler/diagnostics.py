@@ -1006,7 +1006,7 @@ def _pytorch_option_fix(name: str, value: Any, kind: Any) -> str:
     if default is None:
         return f"{name} is how PyTorch runs its update, not what it computes: remove it"
     optimizer = kind if isinstance(kind, str) else "optimizer"
-    if value == default and type(value) is type(default):
+    if value == default and isinstance(value, bool) == isinstance(default, bool):  # not 1 for True
         return (f"nnrun's {optimizer} computes PyTorch's default ({name}={default}) and has "
                 "no field for it: remove it")
     return (f"nnrun's {optimizer} has no {name}: it computes PyTorch's {name}={default}, not "

@@ -594,6 +594,7 @@ def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
     if names:
         return names
     pairs = _npz_pairs(file, shapes)
+
     def one_sample(features: str, targets: str) -> bool:  # x_test [4], y_test [1], x [N, 4]
         return (features != "x" and tuple(shapes[targets][:1]) == (1,)
                 and tuple(shapes[features]) == tuple(shapes.get("x", ())[1:]))

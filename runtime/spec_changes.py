@@ -85,8 +85,8 @@ def from_its_weights(weights: Path, unfit: list[str] | None) -> str:
     init_from is relative to the spec file."""
     weights = weights.resolve()
     setting = f"model.init_from={weights}"
-    given = option("--set", setting) if option("--set") != "--set" else \
-        f"--set {shell_word(setting)}"
+    api = option("--set") != "--set"  # overrides='...', or the command's quoted argument
+    given = option("--set", setting) if api else f"--set {shell_word(setting)}"
     if unfit is None:  # the new model's parameters are not known
         return f", with {given} to begin from its weights where they fit the new model"
     if not unfit:
