@@ -367,15 +367,23 @@ def _scale_into(xp, attrs, var, gamma, scale):
 
 
 def _batch_norm_apply_into(be, attrs, out, x, mean, var, gamma, beta):
-    # (x - mean) * scale + beta, not x * scale + (beta - mean * scale): where a channel's
-    # values are nearly equal (one sample of a vector), scale is up to 1 / sqrt(eps) and the
-    # two large terms of the shorter form cancel to rounding noise that large.
-    y, scale = out
-    xp = be.xp
+    """x * scale + (beta - mean * scale), PyTorch's CPU form, a pass fewer; where the step is
+    checked against the reference executor (a device's, runtime/step_path.py), the
+    reference's (x - mean) * scale + beta: where a channel's values are nearly equal (one
+    sample of a vector), scale is up to 1 / sqrt(eps) and the shorter form's two large terms
+    cancel to rounding noise that large, which failed the check."""
+    y, scale, shift = out
+    xp, n = be.xp, x.ndim
     _scale_into(xp, attrs, var, gamma, scale)
-    xp.subtract(x, _channel(mean, x.ndim), out=y)
-    xp.multiply(y, _channel(scale, x.ndim), out=y)
-    xp.add(y, _channel(beta, x.ndim), out=y)
+    if be.check_first_step:
+        xp.subtract(x, _channel(mean, n), out=y)
+        xp.multiply(y, _channel(scale, n), out=y)
+        xp.add(y, _channel(beta, n), out=y)
+        return
+    xp.multiply(mean, scale, out=shift)
+    xp.subtract(beta, shift, out=shift)
+    xp.multiply(x, _channel(scale, n), out=y)
+    xp.add(y, _channel(shift, n), out=y)
 
 
 def _batch_norm_grad_shape(attrs, g, x, mean, var, gamma):
@@ -423,10 +431,9 @@ register(OpDef("batch_statistics", StatisticsAttrs, _batch_statistics_shape,
                scratch=lambda attrs, x: (x, *channel_sums_scratch(x))))
 register(OpDef("batch_norm_apply", BatchNormAttrs, _bn_shape,
                forward_through_into("batch_norm_apply"), None,
-               doc="(x - mean) * scale + beta per channel: batch_norm_train from given "
-                   "statistics",
+               doc="x * scale + shift per channel: batch_norm_train from given statistics",
                forward_into=_batch_norm_apply_into,
-               scratch=lambda attrs, x, mean, *rest: (mean,),
+               scratch=lambda attrs, x, mean, *rest: (mean, mean),
                batch_role=lambda attrs, inputs, outputs: SLICED, overwrites=(0,)))
 register(OpDef("batch_norm_grad", BatchNormAttrs, _batch_norm_grad_shape,
                forward_through_into("batch_norm_grad"), None,
