@@ -13,6 +13,10 @@ class Backend(Protocol):
     # Runs shorter than this are reduced over a copy whose reduced axis leads (NumPy's
     # reductions take a run at a time; a GPU's: 0, no copy)
     short_runs_by_copy_below: int
+    # Whether the step's paths are checked against the reference executor at the first step
+    # (a device's): an op there computes as the reference does where rounding otherwise
+    # would fail the check (batch_norm_apply)
+    check_first_step: bool
 
     def erf(self, x): ...
     def erf_into(self, x, out) -> None: ...
