@@ -438,8 +438,19 @@ NOT_NUMBERS = "holds Python objects or records, not numbers"  # never unpickled
 def unreadable_npz(path, reason: str) -> str:
     """The data loader's message for an npz data file it cannot read (`reason`: why)."""
     fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
-           if NOT_NUMBERS in reason else "save it again with numpy.savez")
+           if NOT_NUMBERS in reason else
+           "it is a csv file: set data.dataset: csv" if str(path).lower().endswith(".csv") else
+           "save it again with numpy.savez")
     return f"{path}: not a readable .npz file ({reason}); {fix}"
+
+
+def unreadable_csv(path, reason: str) -> str:
+    """The data loader's message for a csv data file whose bytes are no UTF-8 text."""
+    with open(path, "rb") as handle:
+        zipped = handle.read(4) == b"PK\x03\x04"  # a zip archive, as numpy.savez writes
+    fix = ("; it is an npz file: set data.dataset: npz" if zipped else
+           "; save it as UTF-8 text")
+    return f"{path}: cannot read ({reason}){fix}"
 
 
 def objects_problem(path, dtypes: dict) -> str | None:

@@ -27,7 +27,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      held_out_pairs, is_number, kernel_file,
                                      labels_dtype_problem, labels_name, misnamed_split_arrays,
                                      no_training_samples, paths_relative_to, unread_arrays,
-                                     unreadable_npz, user_path, why_not_looked_at,
+                                     unreadable_csv, unreadable_npz, user_path, why_not_looked_at,
                                      why_unreadable)
 from nnrun.compiler.frontend import npz_header_problem, npz_samples_problem
 from nnrun.compiler.tables import byte_size
@@ -709,7 +709,7 @@ def read_csv_header(path: Path) -> list[str]:
     except OSError as error:
         raise DataError(f"{path}: {why_unreadable(error)}") from None
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: cannot read ({error})") from None
+        raise DataError(unreadable_csv(path, str(error))) from None
     problem = header_row_problem(path, header)
     if problem:
         raise DataError(problem)

@@ -1895,3 +1895,21 @@ def test_a_csv_with_an_index_column_and_input_shape_is_told_the_column_in_train_
     said = assert_one_line_error(invoke("validate", spec), "s.yaml:1:")
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"), "s.yaml:1:")
     assert line == said and "column 1 has no name in the header row" in line
+
+
+def test_a_file_of_the_other_kind_is_told_the_dataset_to_set(tmp_path):
+    """The runtime follow-the-fix audit: a csv under dataset: npz was told to save it with
+    numpy.savez, and an npz under dataset: csv got no fix at all."""
+    (tmp_path / "d.csv").write_text("a,b,label\n" + "".join(f"{i},{i / 7},{i % 2}\n"
+                                                            for i in range(30)))
+    np.savez(tmp_path / "d.npz", x=np.ones((30, 2)), y=np.arange(30) % 2)
+    for kind, other in (("npz", "csv"), ("csv", "npz")):
+        spec = write(tmp_path / f"{kind}.yaml", f"data: {{dataset: {kind}, path: d.{other}}}\n"
+                     "model: {layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / kind), "d.")
+        assert line.endswith(f"it is {'an' if other == 'npz' else 'a'} {other} file: set "
+                             f"data.dataset: {other}"), line
+        fixed = spec.read_text().replace(f"dataset: {kind}", f"dataset: {other}")
+        spec.write_text(fixed)
+        assert invoke("train", spec, "--out", tmp_path / f"{kind}-fixed", "--quiet"
+                      ).exit_code == 0
