@@ -482,19 +482,24 @@ def _section_indented(lines: list[str], line: int) -> str | None:
             "begin it at the line's start")
 
 
-def _item_column_above(lines: list[str], line: int, col: int) -> int | None:
-    """The column of the block list item whose keys end just above `line`, where a '- ' at
-    `col` lies deeper than those keys: an item of that list, shifted (`- type: dense`,
-    `  units: 2`, then `   - {type: dense}`)."""
+def _block_item_above(lines: list[str], line: int, below: int) -> tuple[int, int | None] | None:
+    """(the column of its '-', of its keys: None for a flow item) of the list item above
+    `line` whose keys lead up to it: lines indented `below` or more are passed over (deeper
+    values), the keys left above it must line up with the item's own. None where another
+    line comes first."""
     keys_depth = None
     for number in range(line - 1, 0, -1):
         text = lines[number - 1]
-        if not text.strip() or text.lstrip().startswith("#") or _indent(text) >= col - 1:
+        dash = re.match(r"(\s*)-\s+", text)
+        if not text.strip() or text.lstrip().startswith("#") or _indent(text) > below or (
+                not dash and _indent(text) == below):
             continue
-        item = re.match(r"(\s*)-\s+", text)
-        if item:
-            own_keys = len(item.group(0))
-            return len(item.group(1)) + 1 if keys_depth in (None, own_keys) else None
+        if dash:
+            block = re.match(r"[^\s:#{\[][^:#]*?:(\s|$)", text[dash.end():])  # a key of it
+            own_keys = dash.end() if block else None
+            if keys_depth not in (None, own_keys):
+                return None
+            return len(dash.group(1)) + 1, None if own_keys is None else own_keys + 1
         if keys_depth is not None and _indent(text) != keys_depth:
             return None
         keys_depth = _indent(text)
@@ -524,23 +529,6 @@ def _list_key_missing(lines: list[str], line: int, col: int) -> str | None:
             f"'{key.group(2)}'")
 
 
-def _item_key_column_above(lines: list[str], line: int, col: int) -> int | None:
-    """The column of the keys of the block list item above, where the key at `col` on `line`
-    lies between that item's '-' and its keys (`- type: conv2d`, then ` kernel_size: 3` one
-    space short)."""
-    for number in range(line - 1, 0, -1):
-        text = lines[number - 1]
-        if not text.strip() or text.lstrip().startswith("#"):
-            continue
-        item = re.match(r"(\s*)-\s+([^\s:#{\[][^:#]*?):(\s|$)", text)  # a block item's key
-        if item:
-            key_column = len(text) - len(text[len(item.group(1)) + 1:].lstrip(" ")) + 1
-            return key_column if len(item.group(1)) <= col - 1 < key_column - 1 else None
-        if _indent(text) < col - 1 or not _KEY_LINE.match(text):
-            return None
-    return None
-
-
 def _block_end_message(error, lines: list[str], line: int, col: int,
                        started: str) -> str | None:
     """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
@@ -558,11 +546,11 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
     out_of_line = _first_entry_out_of_line(lines, line, col)
     if out_of_line:
         return out_of_line
+    item = _block_item_above(lines, line, col - 1)
     if found == "'<block sequence start>'":
-        item = _item_column_above(lines, line, col)
-        if item is not None:
+        if item:  # an item of the list above, shifted past its keys
             return (f"invalid YAML: a list item at {line}:{col} is not lined up with the list's "
-                    f"items above it (column {item}); indent it to column {item}")
+                    f"items above it (column {item[0]}); indent it to column {item[0]}")
         key_missing = _list_key_missing(lines, line, col)
         if key_missing:
             return key_missing
@@ -570,11 +558,10 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
         left = _item_left_of_its_key(lines, line, col)
         if left:
             return left
-    if found in ("'<block mapping start>'", "'?'") and block == "list":
-        item_key = _item_key_column_above(lines, line, col)
-        if item_key is not None:
-            return (f"invalid YAML: a key at {line}:{col} is not lined up with the keys of the "
-                    f"list item above it (column {item_key}); indent it to column {item_key}")
+    if found in ("'<block mapping start>'", "'?'") and block == "list" and item and item[1] \
+            and item[0] <= col < item[1]:  # between the item's '-' and its keys
+        return (f"invalid YAML: a key at {line}:{col} is not lined up with the keys of the "
+                f"list item above it (column {item[1]}); indent it to column {item[1]}")
     if found in ("'<block sequence start>'", "'-'"):  # a '- ' less indented than the items above
         above = _list_item_column_above(lines, line, col)
         first = _lone_first_item(lines, line, col, above) if above is not None else None

@@ -124,10 +124,9 @@ def final_checkpoint(run_dir: Path) -> str:
 
 
 def _unreadable_summary(path: Path, why) -> str:
-    name = option("--checkpoint")  # the API's checkpoint='best' or 'last'
-    choices = f"{name} best or last" if name.startswith("--") else f"{name}='best' or 'last'"
     return (f"{path}: not a readable run summary ({why}), so which checkpoint train reported "
-            f"is not known; name one with {choices}, or restore the file")
+            f"is not known; name one with {option('--checkpoint', 'best', 'last')}, or restore "
+            "the file")
 
 
 def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextvars
 from contextlib import contextmanager
 
+from nnrun.notices import shell_word
+
 _API_NAMES: contextvars.ContextVar[dict | None] = contextvars.ContextVar("api_names",
                                                                          default=None)
 
@@ -21,13 +23,17 @@ TRAIN_PARAMETERS = {"--out": "out_dir", "--resume": "resume=RUN_DIR",
 LOAD_RUN_PARAMETERS = {"--checkpoint": "checkpoint", "--no-preprocessing": "preprocess=False"}
 
 
-def option(flag: str, value: str | None = None) -> str:
-    """`flag` (with its `value`) as the command line writes it, or the API parameter it stands
-    for there (`checkpoint='last'`)."""
+def option(flag: str, *values: str, placeholder: bool = False) -> str:
+    """`flag` (with its `values`, alternatives: `--checkpoint best or last`) as the command line
+    writes it, quoted for a shell, or the API parameter it stands for there (`checkpoint='best'
+    or 'last'`). A `placeholder` value (NEW_DIR) is written as it is."""
     names = _API_NAMES.get() or {}
-    if flag not in names:
-        return flag if value is None else f"{flag} {value}"
-    return names[flag] if value is None else f"{names[flag]}={value!r}"
+    api = flag in names
+    quote = (lambda value: value) if placeholder else repr if api else shell_word
+    given = " or ".join(map(quote, values))
+    if not values:
+        return names[flag] if api else flag
+    return f"{names[flag]}={given}" if api else f"{flag} {given}"
 
 
 @contextmanager

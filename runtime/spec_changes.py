@@ -56,8 +56,8 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
     shown = MEANING_CHANGES_SHOWN
     listed = "; ".join(f"{name}: {changes[name]['old']!r} -> {changes[name]['new']!r}"
                        for name in fields[:shown]) or "the model"
-    new_run = f"start a new run instead ({_out_new_dir()})" + from_its_weights(
-        run_spec.parent.resolve() / "last.npz", unfit)
+    new_run = (f"start a new run instead ({option('--out', 'NEW_DIR', placeholder=True)})"
+               + from_its_weights(run_spec.parent.resolve() / "last.npz", unfit))
     if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
@@ -84,9 +84,7 @@ def from_its_weights(weights: Path, unfit: list[str] | None) -> str:
     removed) must be left out; `unfit`: unfit_arrays'. The path is absolute: a relative
     init_from is relative to the spec file."""
     weights = weights.resolve()
-    setting = f"model.init_from={weights}"
-    api = option("--set") != "--set"  # overrides='...', or the command's quoted argument
-    given = option("--set", setting) if api else f"--set {shell_word(setting)}"
+    given = option("--set", f"model.init_from={weights}")
     if unfit is None:  # the new model's parameters are not known
         return f", with {given} to begin from its weights where they fit the new model"
     if not unfit:
@@ -191,12 +189,6 @@ def refuse_data_changes(run_dir, changes: dict[str, dict]) -> None:
         f"{'it' if one else 'them'} back as {'it was' if one else 'they were'}, or pass "
         f"{option('--allow-changes')} to continue on the new data (the change is recorded in "
         "the run directory)")
-
-
-def _out_new_dir() -> str:
-    """Where a new run goes, as the command line or the API says it."""
-    out = option("--out")
-    return f"{out} NEW_DIR" if out.startswith("--") else f"{out}=NEW_DIR"
 
 
 def _within(name: str, field: str) -> bool:

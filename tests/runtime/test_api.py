@@ -845,3 +845,16 @@ def test_the_apis_errors_name_its_parameters_not_the_commands_options(tmp_path):
     (tmp_path / "run" / "summary.json").write_text("{bad")
     with pytest.raises(RunDirectoryError, match="name one with checkpoint='best' or 'last'"):
         nnrun.load_run(tmp_path / "run")
+
+
+def test_an_option_is_written_as_the_command_line_or_the_api_gives_it():
+    from nnrun.runtime.options import TRAIN_PARAMETERS, named_as_parameters, option
+
+    assert option("--set", "model.init_from=/a b/last.npz") == \
+        "--set 'model.init_from=/a b/last.npz'"
+    assert option("--checkpoint", "best", "last") == "--checkpoint best or last"
+    assert option("--out", "NEW_DIR", placeholder=True) == "--out NEW_DIR"
+    with named_as_parameters(TRAIN_PARAMETERS):
+        assert option("--set", "dtype=float64") == "overrides='dtype=float64'"
+        assert option("--out", "NEW_DIR", placeholder=True) == "out_dir=NEW_DIR"
+        assert option("--allow-changes") == "allow_changes=True"
