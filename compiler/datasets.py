@@ -435,11 +435,16 @@ def unpaired_array_problem(path, names, labels: str) -> str | None:
 NOT_NUMBERS = "holds Python objects or records, not numbers"  # never unpickled
 
 
+def dataset_of_file(path) -> str | None:
+    """The user-file dataset a file's name says it is (`d.csv`: csv), or None."""
+    return {".npz": "npz", ".csv": "csv"}.get(os.path.splitext(str(path))[1].lower())
+
+
 def unreadable_npz(path, reason: str) -> str:
     """The data loader's message for an npz data file it cannot read (`reason`: why)."""
     fix = ("save its arrays as numbers (e.g. x.astype('float32')) with numpy.savez"
            if NOT_NUMBERS in reason else
-           "it is a csv file: set data.dataset: csv" if str(path).lower().endswith(".csv") else
+           "it is a csv file: set data.dataset: csv" if dataset_of_file(path) == "csv" else
            "save it again with numpy.savez")
     return f"{path}: not a readable .npz file ({reason}); {fix}"
 

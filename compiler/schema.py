@@ -7,7 +7,6 @@ keys and is frozen. Tables such as "all layer types" are derived from the unions
 from __future__ import annotations
 
 import decimal
-import os
 import re
 import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -26,7 +25,7 @@ from pydantic import (
 
 from pydantic_core import PydanticCustomError
 
-from .datasets import DATASETS, SIZED_DATASETS, USER_FILE_DATASETS
+from .datasets import DATASETS, SIZED_DATASETS, USER_FILE_DATASETS, dataset_of_file
 
 
 class Strict(BaseModel):
@@ -780,8 +779,7 @@ class Data(Strict):
             named, fix = f"'{dataset}'", "remove it"
             if info.field_name == "path" and dataset == cls.model_fields["dataset"].default:
                 # `data: {path: d.npz}`: likely no dataset named, and the default read
-                kind_of_file = {".npz": "npz", ".csv": "csv"}.get(
-                    os.path.splitext(str(value))[1].lower(), "the file's kind")
+                kind_of_file = dataset_of_file(value) or "the file's kind"
                 named += " (the default where data names none)"
                 fix = f"set data.dataset: {kind_of_file}, or remove the path"
             raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "
