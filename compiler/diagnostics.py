@@ -1420,9 +1420,10 @@ def _field_names(annotation: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def list_fields_of(section: str) -> list[str]:
+def list_fields_of(section: str, of_mappings: bool | None = None) -> list[str]:
     """The fields of the spec's top-level `section` that take a list (model's input_shape and
-    layers), for the YAML reader's advice on a list whose key is missing."""
+    layers), for the YAML reader's advice on a list whose key is missing; with `of_mappings`,
+    only those whose items are (True) or are not (False) mappings."""
     from nnrun.compiler.schema import Spec
 
     names = []
@@ -1431,8 +1432,14 @@ def list_fields_of(section: str) -> list[str]:
         if _is_model(member):
             names += [field.alias or name for name, field in member.model_fields.items()
                       if any(typing.get_origin(kind) is list
+                             and of_mappings in (None, _items_are_mappings(kind))
                              for kind in _union_members(field.annotation))]
     return list(dict.fromkeys(names))
+
+
+def _items_are_mappings(list_type: Any) -> bool:
+    (item,) = typing.get_args(list_type) or (Any,)
+    return any(_is_model(_unwrap(member)) for member in _union_members(_unwrap(item)))
 
 
 def _is_model(annotation: Any) -> bool:

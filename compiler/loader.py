@@ -521,12 +521,35 @@ def _list_key_missing(lines: list[str], line: int, col: int) -> str | None:
     header = _HEADER_LINE.match(section) if section is not None and depth else None
     given = {match.group(2) for text in lines
              for match in [_KEY_LINE.match(text)] if match and len(match.group(1)) == depth}
-    missing = [name for name in list_fields_of(header.group(2)) if name not in given] \
-        if header and not header.group(1) else []
+    item = lines[line - 1][col - 1:]
+    of_mappings = bool(re.match(r"-\s+(\{|[^\s:#\[{][^:#]*?:(\s|$))", item))
+    missing = [name for name in list_fields_of(header.group(2), of_mappings)
+               if name not in given] if header and not header.group(1) else []
     named = f"'{missing[0]}:'" if len(missing) == 1 else "of the key it belongs to"
     return (f"invalid YAML: a list at {line}:{col} follows '{key.group(2)}', whose value is "
             f"on its line already: the line {named} is missing above the list, indented as "
             f"'{key.group(2)}'")
+
+
+def _list_under_a_value(lines: list[str], line: int) -> tuple | None:
+    """A block list below a key that has a plain value on its own line (`init: he_uniform`,
+    then the layers without `layers:`): YAML reads the items as more of that value, up to a
+    ': ' of theirs. The list's own key is missing."""
+    first = line
+    while first > 1 and not lines[first - 1].lstrip().startswith("- "):
+        first = _content_line_before(lines, first)
+        if first is None:
+            return None
+    col = _indent(lines[first - 1]) + 1
+    if any(text.strip() and not text.lstrip().startswith("#") and _indent(text) < col - 1
+           for text in lines[first:line]):  # the list ended before the error's line
+        return None
+    above = _content_line_before(lines, first)
+    key = _KEY_LINE.match(lines[above - 1]) if above else None
+    if key is None or _HEADER_LINE.match(lines[above - 1]):
+        return None
+    missing = _list_key_missing(lines, first, col)
+    return (first, col, (), missing) if missing else None
 
 
 def _block_end_message(error, lines: list[str], line: int, col: int,
@@ -841,6 +864,10 @@ class _Builder:
         elif (error.problem or "").startswith("expected <block end>") and start:
             message = _block_end_message(error, _lines(text), line, col, started) or message
         elif (error.problem or "").startswith("mapping values are not allowed"):
+            under_value = _list_under_a_value(_lines(text), line)
+            if under_value:
+                self.error(*under_value)
+                return
             message += _mapping_value_hint(_lines(text), line)
         elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:
             bracket = "{" if error.context.endswith("mapping") else "["

@@ -771,6 +771,13 @@ _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
      "a list at 3:5 follows 'input_shape', whose value is on its line already: the line "
      "'layers:' is missing above the list, indented as 'input_shape'",
      lambda lines: lines.insert(2, "  layers:")),
+    # the line of a list's key left out after a key with a plain value, flow or block items
+    ("model:\n  input_shape: [1, 8, 8]\n  init: he_uniform\n" + _LAYERS,
+     "a list at 4:5 follows 'init', whose value is on its line already: the line 'layers:' is "
+     "missing above the list, indented as 'init'", lambda lines: lines.insert(3, "  layers:")),
+    ("model:\n  input_shape: [4]\n  init: he_uniform\n    - type: dense\n      units: 3\n",
+     "a list at 4:5 follows 'init', whose value is on its line already: the line 'layers:' is "
+     "missing above the list", lambda lines: lines.insert(3, "  layers:")),
     # a section's line left out, its first key one that many sections have
     ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 1}\n"
      "loss: binary_cross_entropy\n  type: sgd\n  lr: 0.5\n",
