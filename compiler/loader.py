@@ -401,7 +401,12 @@ def _lone_first_item(lines: list[str], line: int, col: int, above: int) -> int |
             continue
         sibling = _indent(text) == col - 1 and text.lstrip().startswith("- ")
         break
-    return items_above[0] if len(items_above) == 1 and sibling else None
+    if len(items_above) != 1 or not sibling:
+        return None
+    key = _content_line_before(lines, items_above[0])
+    if key and _indent(lines[key - 1]) > col - 1:
+        return None  # the items after are left of the list's key: they are out of line
+    return items_above[0]
 
 
 def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> str | None:

@@ -739,6 +739,11 @@ _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
      "    - {type: dense, units: 10}\n",
      "the first item under 'layers:', at 4:2, is indented less than its key (column 3); indent "
      "it to column 5, as the items after it", lambda lines: lines.__setitem__(3, "   " + lines[3])),
+    # the first item further than its key, the later ones left of the key: they are out of line
+    ("model:\n  input_shape: [1, 8, 8]\n  layers:\n      - {type: flatten}\n"
+     " - {type: dense, units: 2}\n - {type: dense, units: 2}\n",
+     "a list item at 5:2 is not lined up with the list's items above it (column 7); indent it to "
+     "column 7", lambda lines: lines.__setitem__(slice(4, 6), ["     " + lines[4]] * 2)),
     # a list's last item at its key's column
     ("model:\n  input_shape: [1, 8, 8]\n  layers:\n" + _LAYERS + "  - {type: relu}\n",
      "a list item at 6:3 is not lined up with the list's items above it (column 5); indent it to "
