@@ -376,7 +376,7 @@ def position_class_metric(spec) -> str | None:
 def training_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str]]:
     """(origin, message) of each problem that would stop `nnrun train` once it has data."""
     if spec.data is None:  # training refuses that already; validate checks the architecture
-        return []
+        return _monitor_errors(spec)
     return (split_errors(spec.data) + augmentation_errors(spec, sample_shape)
             + _metric_errors(spec) + _monitor_errors(spec))  # in file order
 
@@ -385,7 +385,7 @@ def shapeless_errors(spec) -> list[tuple[Origin, str]]:
     """training_errors that need no model: said beside a shape error, which stops the
     lowering (and the checks that need its shapes) at the layer it is found in."""
     if spec.data is None:
-        return []
+        return _monitor_errors(spec)
     return split_errors(spec.data) + _metric_errors(spec) + _monitor_errors(spec)
 
 
@@ -478,20 +478,21 @@ def _metric_errors(spec) -> list[tuple[Origin, str]]:
 
 def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     stopping = spec.train.early_stopping
-    names = monitor_names(spec, has_validation(spec))
-    if stopping is None or stopping.monitor in names:
+    if stopping is None:
+        return []
+    # without a data section, or with an npz that may hold x_val and y_val, val_* may come:
+    # training checks them with the data loaded
+    npz_may_hold_val = spec.data is not None and spec.data.dataset == "npz"
+    split_unknown = spec.data is None or npz_may_hold_val and not has_validation(spec)
+    validation = has_validation(spec) or split_unknown
+    names = monitor_names(spec, validation)
+    if stopping.monitor in names:
         return []
     origin = Origin("train.early_stopping.monitor", keys=("train", "early_stopping", "monitor"))
-    if spec.data is not None and spec.data.dataset == "npz" and not has_validation(spec):
-        # the file may hold x_val and y_val: training checks val_* with the data loaded
-        names = monitor_names(spec, True)
-        if stopping.monitor in names:
-            return []
-        return [(origin, unknown_monitor(stopping.monitor, names, True, "will not be",
-                                         " (val_* where the npz holds x_val and y_val)"))]
+    hint = " (val_* where the npz holds x_val and y_val)" if split_unknown and spec.data else ""
     dataset = DATASETS.get(spec.data.dataset) if spec.data is not None else None
     task = dataset.task if dataset is not None and not dataset.user_file else None
-    return [(origin, unknown_monitor(stopping.monitor, names, has_validation(spec), "will not be",
+    return [(origin, unknown_monitor(stopping.monitor, names, validation, "will not be", hint,
                                      task=task))]
 
 

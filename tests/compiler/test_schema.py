@@ -333,6 +333,21 @@ def test_the_monitors_offered_before_the_npz_is_read_are_those_its_loss_can_have
     assert f"choose one of: {choices}, val_loss" in error, error
 
 
+def test_a_spec_without_data_has_its_monitor_checked_against_its_metrics():
+    """validate of an architecture without a data section passed any monitor; val_* may come
+    with the data, a metric the spec does not track will not."""
+    from nnrun.compiler.frontend import check
+
+    text = ("model:\n  input_shape: [3]\n  layers: [{type: dense, units: 4}]\n"
+            "train:\n  metrics: [accuracy]\n  early_stopping: {monitor: val_los}\n")
+    (error,) = [(d.line, d.message) for d in check(load_spec_text(text)).diagnostics
+                if d.severity == "error"]
+    assert error == (6, "'val_los' will not be a metric of this run; did you mean 'val_loss'? "
+                     "choose one of: train_loss, train_accuracy, val_loss, val_accuracy"), error
+    fine = text.replace("val_los", "val_accuracy")
+    assert not [d for d in check(load_spec_text(fine)).diagnostics if d.severity == "error"]
+
+
 def test_train_prints_the_settings_warnings_validate_gives(tmp_path):
     """The docs promise train prints every warning validate gives; the settings' warnings
     (checks.training_warnings) were validate's alone."""
