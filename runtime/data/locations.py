@@ -46,7 +46,8 @@ def library_caches_in_ours():
     cache directory, where the user has not chosen a place, so that a command writes nowhere
     else: onnxruntime's device id and matplotlib's font list (under XDG_CACHE_HOME, else
     ~/.cache), and matplotlib's configuration directory (which it creates, else
-    ~/.config/matplotlib) unless the user has one, which then applies."""
+    ~/.config/matplotlib) unless the user has one, which then applies; matplotlib's backend
+    is agg."""
     chosen = {}
     if "XDG_CACHE_HOME" not in os.environ:  # the user's choices need no cache of nnrun's
         chosen["XDG_CACHE_HOME"] = str(cache_dir("libraries"))
@@ -55,12 +56,18 @@ def library_caches_in_ours():
     if "MPLCONFIGDIR" not in os.environ and (
             config_home is None or not _is_dir(Path(config_home) / "matplotlib")):
         chosen["MPLCONFIGDIR"] = str(cache_dir("matplotlib"))
+    # nnrun draws into files, never a window: the backend is agg, whatever MPLBACKEND names
+    # (matplotlib's import refuses a name it does not know)
+    users_backend = os.environ.get("MPLBACKEND")
+    chosen["MPLBACKEND"] = "agg"
     os.environ.update(chosen)
     try:
         yield
     finally:
         for name in chosen:
             os.environ.pop(name, None)
+        if users_backend is not None:
+            os.environ["MPLBACKEND"] = users_backend
 
 
 def _is_dir(path: Path) -> bool:

@@ -697,3 +697,26 @@ def test_a_current_directory_deleted_under_train_is_said_so(tmp_path):
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert lines[0].endswith(": the current directory is gone (deleted since the shell entered "
                              "it); cd to one that exists, or give --out an absolute path")
+
+
+def test_a_backend_matplotlib_does_not_know_is_no_internal_error(monkeypatch, tmp_path):
+    """The DESIGN audit: MPLBACKEND=nonsense made matplotlib's import raise, and plot and data
+    preview exit 70 as nnrun's bug. nnrun draws into files: agg, whatever MPLBACKEND says,
+    which is the user's again afterwards."""
+    pytest.importorskip("matplotlib")
+    from click.testing import CliRunner
+
+    from nnrun.cli import main
+    from nnrun.runtime.data.locations import library_caches_in_ours
+
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MPLBACKEND", "nonsense")
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: xor}\nmodel: {layers: [{type: dense, units: 2}]}\n")
+    result = CliRunner().invoke(main, ["data", "preview", str(spec), "--out",
+                                       str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p.png").stat().st_size > 0
+    with library_caches_in_ours():
+        assert os.environ["MPLBACKEND"] == "agg"
+    assert os.environ["MPLBACKEND"] == "nonsense"
