@@ -65,6 +65,8 @@ class Lowered:
     state: dict[str, ParamInfo] = field(default_factory=dict)
     layers: list[LayerInfo] = field(default_factory=list)
     logits: Value | None = None  # the output before a final softmax/sigmoid fused into the loss
+    fused_layer: str | None = None  # the layer of that softmax/sigmoid (the last, or one before
+    # layers that only reshape its values: flatten, reshape, identity)
     prediction: Value | None = None
     output_origin: Origin | None = None  # the last layer: where the loss's shape errors point
 
@@ -679,7 +681,7 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered,
     if shape_errors and names[-1] in unshaped:
         raise _with_others(shape_errors)
     try:  # errors of branches the output does not read leave its checks to be made
-        _set_outputs(lowered, spec, layers[-1], names[-1], env, pre_activation)
+        _set_outputs(lowered, spec, names, env, pre_activation)
     except CompileError as error:
         raise _with_others([*shape_errors, error]) from None
     if shape_errors:
@@ -909,15 +911,43 @@ def _kernel(lowered: Lowered, name: str, nodes) -> tuple[int, ...] | None:
     return tuple(windows[0]) if windows else None
 
 
-def _set_outputs(lowered, spec, last_layer, last_name, env, pre_activation) -> None:
+def _set_outputs(lowered, spec, names, env, pre_activation) -> None:
     """A final softmax (sigmoid) before cross_entropy (binary) is left out of the loss path."""
-    prediction = env[last_name]
-    final_activation = last_layer.type
-    if getattr(last_layer, "activation", None) is not None:
-        final_activation = last_layer.activation.type
-    fused = FUSED_ACTIVATION.get(spec.loss.type) == final_activation
-    lowered.logits = pre_activation[last_name] if fused else prediction
+    prediction = env[names[-1]]
     lowered.prediction = prediction
+    lowered.logits = _fused_logits(lowered, spec, names, pre_activation, prediction) \
+        or prediction
     lowered.graph.outputs["prediction"] = prediction
-    lowered.output_origin = Origin.of_layer(len(spec.model.layers) - 1, last_name)
+    lowered.output_origin = Origin.of_layer(len(spec.model.layers) - 1, names[-1])
     check_outputs(spec, lowered)
+
+
+# Layers that pass their input's values on unchanged, reshaped at most: a final softmax or
+# sigmoid before them is as final as one last (an all-convolutional net's flatten).
+_RESHAPING_ONLY = ("flatten", "reshape", "identity")
+
+
+def _fused_logits(lowered, spec, names, pre_activation, prediction) -> Value | None:
+    """The scores before the final activation that the loss applies itself (a softmax before
+    cross_entropy), shaped as the prediction, where one is fused; None otherwise. A softmax
+    is fused through reshapes that keep its axis (the classes) as the output's axis 1."""
+    layers, inputs = spec.model.layers, schema.layer_inputs(spec.model.layers)
+    index = len(layers) - 1
+    while layers[index].type in _RESHAPING_ONLY and inputs[index][0] in names[:index]:
+        index = names.index(inputs[index][0])
+    layer = layers[index]
+    activation = layer.activation.type if getattr(layer, "activation", None) else layer.type
+    own = FUSED_ACTIVATION.get(spec.loss.type)
+    scores = pre_activation.get(names[index])
+    if own is None or activation != own or scores is None:
+        return None
+    if scores.type.shape == prediction.type.shape:
+        fused = scores
+    elif own == "softmax" and scores.type.shape[1] != prediction.type.shape[1]:
+        return None  # other groups of values than the softmax's: its own warning
+    else:
+        with lowered.builder.at(Origin.of_layer(len(layers) - 1, names[-1])):
+            fused = lowered.builder.emit("reshape", scores,
+                                         attrs=ReshapeAttrs(tuple(prediction.type.shape[1:])))
+    lowered.fused_layer = names[index]
+    return fused

@@ -100,8 +100,10 @@ def _squashing_node(lowered, spec):
     """The activation node that gives the scores to a loss that applies its own activation
     (relu before cross_entropy), where it squashes them; None where none does."""
     own = FUSED_ACTIVATION.get(spec.loss.type)
-    producer = next((node for node in lowered.graph.nodes if lowered.logits in node.outputs),
-                    None)
+    producers = {id(value): node for node in lowered.graph.nodes for value in node.outputs}
+    producer = producers.get(id(lowered.logits))
+    while producer is not None and producer.op == "reshape":  # a flatten after it
+        producer = producers.get(id(producer.inputs[0]))
     if own is None or producer is None or producer.op not in _SQUASHING \
             or _softmax_over_one_value(producer):  # (its own warning: nothing learns)
         return None

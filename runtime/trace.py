@@ -140,7 +140,7 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
         step.layers = _traced_layers(model, outputs)
         step.params = _traced_params(model, step.layers, state, outputs, updates)
         if spec.loss.type in LINKS:
-            step.p = _probabilities(model, _logits(model, step.layers[-1]))
+            step.p = _probabilities(model, _logits(model, step.layers))
             step.counted = _counted(spec.loss, step.y)
         traced.append(step)
         state = {**state, **updates}
@@ -152,14 +152,22 @@ def trace(source, steps: int = 1, weights: Path | None = None) -> Trace:
     return Trace(spec, traced, notes, logits, len(trainer.data.train.x))
 
 
-def _logits(model, last: TracedLayer) -> np.ndarray:
-    """The value the loss reads: z of a final softmax (sigmoid) fused into it, else a."""
-    return last.z if model.lowered.logits is not model.lowered.prediction else last.a
+def _logits(model, layers: list[TracedLayer]) -> np.ndarray:
+    """The value the loss reads: z of a final softmax (sigmoid) fused into it (shaped as the
+    output, where a flatten follows it), else the last layer's a."""
+    fused = _fused_layer(model, layers)
+    return layers[-1].a if fused is None else fused.z.reshape(layers[-1].a.shape)
+
+
+def _fused_layer(model, layers: list) -> TracedLayer | None:
+    return next((layer for layer in layers if layer.name == model.lowered.fused_layer), None)
 
 
 def _logits_symbol(model) -> str:
-    fused = model.lowered.logits is not model.lowered.prediction
-    return f"{'z' if fused else 'a'}{superscript(len(model.lowered.layers) + 1)}"
+    fused = model.lowered.fused_layer
+    names = [info.name for info in model.lowered.layers]
+    number = names.index(fused) if fused else len(names) - 1
+    return f"{'z' if fused else 'a'}{superscript(number + 2)}"
 
 
 def _probabilities(model, logits: np.ndarray) -> np.ndarray:
