@@ -141,8 +141,10 @@ def _activation_origin(node, spec) -> Origin | None:
 def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
     """A threshold unit passes no gradient back: anywhere but last before loss: perceptron
     (which reads the scores before it), the layers before it never learn."""
+    fused_scores = next((info.pre_activation for info in lowered.layers
+                         if info.name == lowered.fused_layer), None)
     for node in lowered.graph.nodes:
-        if node.op != "step" or node.inputs[0] is lowered.logits:
+        if node.op != "step" or node.inputs[0] is fused_scores:
             continue
         lowered.builder.warnings.append(CompileWarning(
             _activation_origin(node, spec),

@@ -100,3 +100,13 @@ def test_the_trace_names_the_fused_layer_s_z(tmp_path):
     text = CliRunner().invoke(main, ["trace", str(tmp_path / "s.yaml")]).output
     assert "note: loss cross_entropy: p = softmax(z⁽³⁾) = a⁽³⁾" in text, text[-2000:]
     assert "  δ⁽³⁾ = ∂C/∂z⁽³⁾ = (p − onehot(y))/32 conv2d_2 [sample 1]" in text
+
+
+def test_a_final_step_before_a_flatten_is_the_perceptron_s_own(tmp_path):
+    """perceptron reads the scores before a final step, also through a flatten: no warning
+    that the step stops learning, and the loss's input is those scores."""
+    text = ("model:\n  input_shape: [1, 3]\n  layers:\n"
+            "    - {type: conv1d, filters: 1, kernel_size: 3, activation: step}\n"
+            "    - {type: flatten}\nloss: perceptron\n")
+    assert _loss_input(text) == "reshape(bias_add)"
+    assert not check(load_spec_text(text)).diagnostics
