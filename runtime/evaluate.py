@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
-from nnrun.compiler.frontend import data_file, load_spec
+from nnrun.compiler.diagnostics import SpecError
+from nnrun.compiler.frontend import data_file, load_spec, load_spec_text
+from nnrun.compiler.loader import read_spec_text
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import shell_word, warn
 
@@ -145,7 +147,8 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     expected = {name: info.shape for name, info in model.param_infos.items()}
     params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
     recorded = meta.get("data_sha256")
-    preprocessing = run_preprocessing(run_dir, model, recorded) if preprocess else IDENTITY
+    preprocessing = (run_preprocessing(run_dir, model, recorded, _trained_spec(meta, spec_path))
+                     if preprocess else IDENTITY)
     return Run(model, params, preprocessing, path, meta.get("epoch"), batch, recorded)
 
 
@@ -216,12 +219,26 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = None
-                      ) -> Preprocessing:
+def _trained_spec(meta: dict, spec_path: Path):
+    """The spec the checkpoint was trained with, from the text its meta keeps, where spec.yaml
+    has changed since; None where it has not, or the text is not kept (or not read)."""
+    kept = meta.get("spec_text")
+    try:
+        if not kept or meta.get("spec_sha256") == ckpt.text_digest(read_spec_text(spec_path)):
+            return None
+        return load_spec_text(kept, str(spec_path)).spec
+    except (SpecError, OSError, UnicodeError):
+        return None
+
+
+def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = None,
+                      trained_spec=None) -> Preprocessing:
     """The statistics stored in training, else fitted again from the data (`data_sha256`:
-    the checkpoint's record of its files, to say where they changed since)."""
+    the checkpoint's record of its files, to say where they changed since; `trained_spec`:
+    the checkpoint's spec, where spec.yaml changed since)."""
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
-    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec)
+    stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec,
+                                trained_spec)
     if stored is not None:
         return stored
     spec = model.spec

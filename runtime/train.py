@@ -553,6 +553,7 @@ class Trainer:
         self.spec_text = resolved_spec_text(source)  # the run's spec.yaml
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.data_sha256 = None  # and of the data files: rank 0's, once the run begins
+        self.preprocessing_unsaved = False  # a resume's, until its first checkpoint
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         self.launch = Launch(ranks, backend, graph)  # what commands in messages repeat
         self.memory_checked = memory_checked
@@ -773,9 +774,13 @@ class Trainer:
         written for it and the data's preprocessing saved."""
         files = data_files(self.spec.data, self.source.directory)
         self.data_sha256 = data_fingerprint(files)  # what the checkpoints keep (_meta)
-        begun = (self._resumed(run, resumption, files) if run.has_checkpoint
-                 else self._new(run))
-        save_preprocessing(run.path, self.data.preprocessing)
+        resumed = run.has_checkpoint
+        begun = self._resumed(run, resumption, files) if resumed else self._new(run)
+        # a resume's (refitted where its changes change the data) replaces the stored one
+        # with its first checkpoint: one stopped before keeps the checkpoints' own
+        self.preprocessing_unsaved = resumed and run.file(PREPROCESSING).exists()
+        if not self.preprocessing_unsaved:
+            save_preprocessing(run.path, self.data.preprocessing)
         return begun
 
     def _new(self, run: RunDirectory) -> Begun:
@@ -1259,6 +1264,9 @@ class Trainer:
         self.saved_epoch = epoch
         if improved:
             ckpt.save_checkpoint(run.file(BEST), state, meta)
+        if self.preprocessing_unsaved:
+            save_preprocessing(run.path, self.data.preprocessing)
+            self.preprocessing_unsaved = False
 
     def _first_at_target(self) -> bool:
         """The first epoch at the pruning target: the best is chosen among the epochs at the

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from nnrun.notices import warn
+
 from ..archives import DamagedFile, npz_headers, read_npz
 from ..files import write_atomically
 from .errors import DataError
@@ -69,10 +71,12 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
 
 
 def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
-                       spec: Any) -> Preprocessing | None:
+                       spec: Any, trained_spec: Any = None) -> Preprocessing | None:
     """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`
     and against what the run's `spec` fits, or None for a run trained before nnrun stored
-    it."""
+    it. `trained_spec`: the spec the checkpoint was trained with, where spec.yaml changed
+    since (a resume stopped before its first checkpoint): the file is the checkpoint's if
+    it fits that one."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -85,10 +89,16 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     except (DamagedFile, KeyError) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
-    problem = (stored_problem(arrays, tuple(sample_shape), dtype)
-               or _spec_problem(arrays, spec, int(np.prod(sample_shape))))
-    if problem:
-        raise DataError(f"{path}: {problem}; {REFIT}")
+    size = int(np.prod(sample_shape))
+    problem = stored_problem(arrays, tuple(sample_shape), dtype)
+    at_odds = None if problem else _spec_problem(arrays, spec, size)
+    if at_odds and trained_spec is not None and not _spec_problem(arrays, trained_spec, size):
+        warn(f"{path}: {at_odds}; it is what the checkpoint was trained with (spec.yaml "
+             "changed since, by a resume stopped before its first epoch or by hand), so the "
+             "inputs are preprocessed as the checkpoint's were; a resume trains with the change")
+        at_odds = None
+    if problem or at_odds:
+        raise DataError(f"{path}: {problem or at_odds}; {REFIT}")
     return Preprocessing(normalizer, arrays.get("permutation"), path)
 
 

@@ -192,3 +192,45 @@ def test_a_data_file_moved_with_its_bytes_is_no_change_of_the_data(run, tmp_path
     write_data(tmp_path / "moved" / "vec.npz", column_scale=2.0)
     assert_one_line_error(invoke("train", spec, "--resume", run, "--epochs", "4", "--quiet"),
                           str(run))
+
+
+@pytest.mark.parametrize("change", ["data file", "data.normalize=scale", "data.normalize=none"])
+def test_a_resume_stopped_before_its_first_checkpoint_keeps_the_checkpoints_preprocessing(
+        run, tmp_path, monkeypatch, capsys, change):
+    """The export audit: a resume that refits the statistics (a changed data file, or
+    data.normalize), stopped before its first epoch's checkpoint, had replaced
+    preprocessing.npz already: eval, predict and export then fed best.npz, still the old
+    epoch's, other inputs than it was trained on (test loss 0.49 against 0.11), unwarned.
+    Where spec.yaml, written by that resume, has no statistics (normalize: none), the
+    checkpoint's own are used, said, not refused with advice to delete them."""
+    import nnrun
+    from nnrun.runtime.train import Trainer
+
+    overrides = [change] if change.startswith("data.normalize") else []
+    if change == "data file":
+        write_data(tmp_path / "vec.npz", column_scale=20.0)
+    preprocessing = (run / "preprocessing.npz").read_bytes()
+    x_test = np.load(tmp_path / "vec.npz")["x_test"]
+    scores = nnrun.load_run(run).predict(x_test)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "_train_epochs", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            nnrun.train(run / "spec.yaml", resume=run, allow_changes=True, epochs=3,
+                        overrides=overrides, quiet=True)
+    assert (run / "preprocessing.npz").read_bytes() == preprocessing
+    assert checkpoint_meta(run / "best.npz")["epoch"] == 1
+    capsys.readouterr()
+    np.testing.assert_array_equal(nnrun.load_run(run).predict(x_test), scores)
+    warned = "it is what the checkpoint was trained with" in capsys.readouterr().err
+    assert warned == (change == "data.normalize=none")
+
+    nnrun.train(run / "spec.yaml", resume=run, allow_changes=True, epochs=3,
+                overrides=overrides, quiet=True)  # its first checkpoint replaces it
+    fresh = tmp_path / "fresh"
+    nnrun.train(tmp_path / "vec.yaml", out_dir=fresh, overrides=overrides, quiet=True)
+    assert (run / "preprocessing.npz").read_bytes() == (fresh / "preprocessing.npz").read_bytes()
+    assert (run / "preprocessing.npz").read_bytes() != preprocessing

@@ -20,7 +20,7 @@ from nnrun.runtime.data import load_dataset
 from nnrun.runtime.data.preprocessing import IDENTITY
 from nnrun.runtime.evaluate import evaluate_run
 
-from invoking import assert_one_line_error, invoke
+from invoking import assert_ok, assert_one_line_error, invoke
 
 SHUFFLED_DIGITS = """\
 name: shuffled-digits
@@ -311,23 +311,44 @@ def test_a_preprocessing_file_with_wrong_fields_is_one_line(shuffled_run, tmp_pa
     assert not (tmp_path / "y.npy").exists() and not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.parametrize("dropped, changed, problem", [
-    (("shift", "scale"), {}, "has no fitted 'shift' and 'scale', though spec.yaml has "
-                             "normalize: standard"),
-    (("permutation",), {}, "has no 'permutation', though spec.yaml has permute_features: true"),
-    ((), {"normalize: standard": "normalize: none"},
-     "holds fitted 'shift' and 'scale', though spec.yaml has normalize: none"),
-    ((), {"permute_features: true": "permute_features: false"},
-     "holds a 'permutation', though spec.yaml has permute_features: false"),
-    ((), {"permute_features: true": "permute_features: 7"},
-     "holds another 'permutation' than spec.yaml's permute_features: 7 (seed 3) gives"),
+@pytest.mark.parametrize("dropped, problem", [
+    (("shift", "scale"), "has no fitted 'shift' and 'scale', though spec.yaml has "
+                         "normalize: standard"),
+    (("permutation",), "has no 'permutation', though spec.yaml has permute_features: true"),
 ])
 def test_a_preprocessing_file_at_odds_with_the_spec_is_one_line(shuffled_run, tmp_path, dropped,
-                                                               changed, problem):
+                                                               problem):
     """Read as it was, a file without the statistics the spec fits (or with others: another
     run's) fed the model other inputs than it was trained on (exit 0, other numbers): it is
     refused as the damaged ones are."""
     copy = tmp_path / "damaged-run"
+    copy.mkdir()
+    for path in shuffled_run.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    with np.load(shuffled_run / "preprocessing.npz") as stored:
+        arrays = {name: stored[name] for name in stored.files if name not in dropped}
+    np.savez(copy / "preprocessing.npz", **arrays)
+    line = assert_one_line_error(invoke("eval", copy), copy / "preprocessing.npz")
+    assert problem in line and "delete it to fit the preprocessing again" in line
+    with pytest.raises(DataError, match="spec.yaml"):
+        nnrun.load_run(copy)
+
+
+@pytest.mark.parametrize("changed, problem", [
+    ({"normalize: standard": "normalize: none"},
+     "holds fitted 'shift' and 'scale', though spec.yaml has normalize: none"),
+    ({"permute_features: true": "permute_features: false"},
+     "holds a 'permutation', though spec.yaml has permute_features: false"),
+    ({"permute_features: true": "permute_features: 7"},
+     "holds another 'permutation' than spec.yaml's permute_features: 7 (seed 3) gives"),
+])
+def test_a_preprocessing_file_of_the_checkpoint_s_spec_is_used_where_spec_yaml_changed(
+        shuffled_run, tmp_path, changed, problem):
+    """The file is what the checkpoint was trained with (the spec text it keeps), and
+    spec.yaml was changed since (by a resume stopped before its first epoch, or by hand): it
+    was refused with advice to delete it, which would feed the model other inputs; it is
+    used, said."""
+    copy = tmp_path / "edited-run"
     copy.mkdir()
     for path in shuffled_run.iterdir():
         (copy / path.name).write_bytes(path.read_bytes())
@@ -336,13 +357,11 @@ def test_a_preprocessing_file_at_odds_with_the_spec_is_one_line(shuffled_run, tm
         assert old in spec
         spec = spec.replace(old, new)
     (copy / "spec.yaml").write_text(spec)
-    with np.load(shuffled_run / "preprocessing.npz") as stored:
-        arrays = {name: stored[name] for name in stored.files if name not in dropped}
-    np.savez(copy / "preprocessing.npz", **arrays)
-    line = assert_one_line_error(invoke("eval", copy), copy / "preprocessing.npz")
-    assert problem in line and "delete it to fit the preprocessing again" in line
-    with pytest.raises(DataError, match="spec.yaml"):
-        nnrun.load_run(copy)
+    result = assert_ok(invoke("eval", copy))
+    assert f"{copy / 'preprocessing.npz'}: {problem}; it is what the checkpoint was trained " \
+           "with" in result.stderr
+    assert assert_ok(invoke("eval", shuffled_run)).stdout.replace(str(shuffled_run), "") == \
+        result.stdout.replace(str(copy), "")
 
 
 @pytest.mark.parametrize("where", ["layer", "model"])
