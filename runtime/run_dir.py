@@ -69,15 +69,24 @@ def not_a_run_directory(path: Path, missing: str | None = None,
 
 
 def runs_inside(path: Path) -> list[Path]:
-    """The run directories right inside `path`, oldest first (time-stamped names); entries
-    that cannot be read are passed over."""
+    """The run directories right inside `path`, oldest first: by their last write (of
+    spec.yaml or last.npz), then by name (time-stamped); entries that cannot be read are
+    passed over."""
     runs = []
     with suppress(OSError), os.scandir(path) as entries:
         for entry in entries:
             with suppress(OSError):
                 if entry.is_dir() and (Path(entry.path) / SPEC).is_file():
                     runs.append(Path(path) / entry.name)
-    return sorted(runs, key=lambda d: d.name)
+    return sorted(runs, key=lambda run: (_last_written(run), run.name))
+
+
+def _last_written(run: Path) -> float:
+    times = []
+    for name in (SPEC, LAST):
+        with suppress(OSError):
+            times.append((run / name).stat().st_mtime)
+    return max(times, default=0.0)
 
 
 def _pointer(runs: list[Path]) -> str:

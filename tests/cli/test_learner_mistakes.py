@@ -94,6 +94,22 @@ def test_an_option_that_is_a_spec_field_is_told_to_set_it(tmp_path):
         "optimizer.lr=VALUE" in result.stderr  # click offered '--help'
 
 
+def test_the_latest_run_is_the_last_written_whatever_its_name(tmp_path):
+    """The export audit: runs sorted by name made zz_first "the latest" beside aa_second,
+    trained after it (only time-stamped names sort by age)."""
+    import os
+
+    spec = write(tmp_path / "s.yaml", "data: {dataset: xor}\nmodel: {layers: [{type: dense, "
+                 "units: 2}]}\ntrain: {epochs: 1}\n")
+    runs = tmp_path / "runs"
+    for name, written in (("zz_first", 1_000_000), ("aa_second", 2_000_000)):
+        assert_ok(invoke("train", spec, "--out", runs / name, "--quiet"))
+        for path in (runs / name).iterdir():
+            os.utime(path, (written, written))
+    line = assert_one_line_error(invoke("eval", runs), runs)
+    assert f"give {runs / 'aa_second'} (the latest), or the other one in it" in line
+
+
 def test_a_parent_of_runs_and_a_runs_spec_point_at_the_run(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: xor}\nmodel: {layers: [{type: dense, "
                  "units: 2}]}\ntrain: {epochs: 1}\n")
