@@ -45,6 +45,7 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
     """A run directory's checkpoint with its preprocessing, or a spec's initial weights for its
     seed (no preprocessing: a spec has no fitted statistics), as a checked ONNX model."""
     from nnrun.compiler.frontend import load_spec
+    from nnrun.runtime.data.preprocessing import fits_preprocessing
     from nnrun.runtime.evaluate import load_run
     from nnrun.runtime.model import Model
 
@@ -67,7 +68,8 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
                         output_scale(graph))
     exported.check, exported.warning = _compare_with_nnrun(exported, model, params, pre,
                                                            preprocessing)
-    exported.preprocessed = path.is_dir() and not preprocess
+    # (--no-preprocessing of a run that fits none changes nothing: its inputs are raw)
+    exported.preprocessed = path.is_dir() and not preprocess and fits_preprocessing(model.spec)
     return exported
 
 

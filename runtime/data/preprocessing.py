@@ -118,6 +118,14 @@ def stored_problem(arrays: dict[str, np.ndarray], sample_shape: tuple[int, ...],
     return next((problem for problem in problems if problem), None)
 
 
+def fits_preprocessing(spec: Any) -> bool:
+    """Whether training fits anything to apply to the inputs: normalisation statistics, or a
+    permutation of the features."""
+    return spec.data is not None and (
+        option(spec.data, "normalize", "standard") != "none"
+        or bool(option(spec.data, "permute_features")))
+
+
 def _spec_problem(arrays: dict[str, np.ndarray], spec: Any, sample_size: int) -> str | None:
     """A file that is not what the spec fits (another run's, or one written by hand) would
     feed the model other inputs than it was trained on, without a word."""

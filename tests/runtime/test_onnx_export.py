@@ -184,6 +184,19 @@ def test_a_trained_run_exports_its_preprocessing(tmp_path):
     assert "Gather" not in {n.op_type for n in onnx.load(tmp_path / "raw.onnx").graph.node}
 
 
+def test_no_preprocessing_of_a_run_that_fits_none_says_its_inputs_are_raw(tmp_path):
+    """The ONNX audit: a run of normalize: none was told its inputs must be preprocessed with
+    its preprocessing.npz, which holds nothing to apply."""
+    (tmp_path / "s.yaml").write_text("data: {dataset: xor, normalize: none}\nmodel: {layers: "
+                                     "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    assert invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run").exit_code == 0
+    result = invoke("export", tmp_path / "run", "--out", tmp_path / "m.onnx",
+                    "--no-preprocessing")
+    assert result.exit_code == 0, result.output
+    assert "raw samples; preprocessing in the graph: none" in result.output
+    assert "preprocessing.npz" not in result.output
+
+
 @pytest.mark.parametrize("offset, warned", [(1e6, True), (0.0, False)])
 def test_raw_values_that_float32_rounds_apart_from_predict_are_warned_of(tmp_path, offset,
                                                                           warned):
