@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .ir import BATCH, Graph, Node, Value
-from .ops import REGISTRY
+from .ops import RANGE_KEEPING, REGISTRY
 
 OPSET = 17  # ONNX 1.12 (2022): onnxruntime >= 1.13, and most converters and runtimes since
 INPUT_NAME = "input"  # raw samples [batch, *input_shape], before the preprocessing
@@ -257,11 +257,6 @@ def run_onnxruntime_outputs(model, x: np.ndarray, outputs: list[str]) -> list[np
         raise
 
 
-# Ops whose outputs lie within their first input's range: probabilities stay probabilities.
-KEEP_RANGE = {"reshape", "slice", "pad", "relu", "max_pool1d", "max_pool2d", "avg_pool1d",
-              "avg_pool2d", "upsample1d", "upsample2d"}
-
-
 def output_scale(graph: Graph) -> float:
     """The scale below which outputs are compared absolutely: 1 for probabilities (a sigmoid or
     softmax, then maybe a flatten, pooling or upsampling), whose natural scale it is (a
@@ -269,7 +264,7 @@ def output_scale(graph: Graph) -> float:
     their relative error), 0 otherwise."""
     producers = {value: node for node in graph.nodes for value in node.outputs}
     node = producers.get(graph.outputs[OUTPUT_NAME])
-    while node is not None and node.op in KEEP_RANGE:
+    while node is not None and node.op in RANGE_KEEPING:
         node = producers.get(node.inputs[0])
     return 1.0 if node is not None and node.op in ("sigmoid", "softmax") else 0.0
 

@@ -12,6 +12,7 @@ from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_cla
                      position_class_metric)
 from .datasets import DATASETS, defaulted_dataset
 from .ir import Origin
+from .ops import RANGE_KEEPING
 from .shapes import per_sample, setting_text, shrink_factors
 
 # The activation a loss applies itself, whose layer before it is left out of the loss path.
@@ -102,7 +103,9 @@ def _squashing_node(lowered, spec):
     own = FUSED_ACTIVATION.get(spec.loss.type)
     producers = {id(value): node for node in lowered.graph.nodes for value in node.outputs}
     producer = producers.get(id(lowered.logits))
-    while producer is not None and producer.op == "reshape":  # a flatten after it
+    # through a flatten, a pooling...: the scores the loss reads are its probabilities still
+    while producer is not None and producer.op not in _SQUASHING \
+            and producer.op in RANGE_KEEPING:
         producer = producers.get(id(producer.inputs[0]))
     if own is None or producer is None or producer.op not in _SQUASHING \
             or _softmax_over_one_value(producer):  # (its own warning: nothing learns)

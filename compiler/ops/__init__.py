@@ -82,6 +82,11 @@ def always(attrs) -> bool:
 
 REGISTRY: dict[str, OpDef] = {}
 
+# Ops whose outputs lie within their first input's range (a copy, a zero padding, a window's
+# maximum or mean, a relu): probabilities stay probabilities through them.
+RANGE_KEEPING = frozenset({"reshape", "slice", "pad", "relu", "max_pool1d", "max_pool2d",
+                           "avg_pool1d", "avg_pool2d", "upsample1d", "upsample2d"})
+
 # What an op's batch_role returns (compiler/passes/batch_segments.py).
 SLICED = "sliced"  # every batched value cut along its batch axis gives the slice's outputs
 SUMMED = "summed"  # the outputs (no batch axis) are sums over the samples

@@ -110,3 +110,16 @@ def test_a_final_step_before_a_flatten_is_the_perceptron_s_own(tmp_path):
             "    - {type: flatten}\nloss: perceptron\n")
     assert _loss_input(text) == "reshape(bias_add)"
     assert not check(load_spec_text(text)).diagnostics
+
+
+@pytest.mark.parametrize("between", ["{type: global_avgpool}",
+                                     "{type: maxpool2d, pool_size: 6}\n    - {type: flatten}"])
+def test_a_softmax_pooled_before_the_loss_is_warned_of(between):
+    """The DESIGN audit: a per-pixel softmax averaged by a global pool gives cross_entropy
+    probabilities as scores, unwarned; a pooling keeps them probabilities."""
+    text = ("data: {dataset: digits}\nmodel:\n  layers:\n"
+            "    - {type: conv2d, filters: 10, kernel_size: 3, activation: softmax}\n"
+            f"    - {between}\n")
+    (warning,) = check(load_spec_text(text)).diagnostics
+    assert (warning.line, warning.where) == (4, "model.layers[0] (conv2d_1)")
+    assert "softmax before cross_entropy" in warning.message
