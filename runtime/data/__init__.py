@@ -55,7 +55,11 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
         raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
                         f"trained on {list(sample_shape)}; the file has changed since training "
                         "(evaluate on data of the run's shape)")
-    train = first(Split(raw.x_train, raw.y_train), option(data_spec, "limit"))
+    limit = option(data_spec, "limit")
+    train = first(Split(raw.x_train, raw.y_train), limit)
+    if "train" in inputs_of and limit is not None and limit > len(raw.x_train):
+        warn(f"{where}: data.limit {limit:,} is more than the {len(raw.x_train):,} training "
+             "samples the data holds: every one is used; lower data.limit, or remove it")
     if "train" in inputs_of and raw.task == "classification":
         _warn_of_classes_the_limit_leaves_out(raw.y_train, train.y, ignore_index, where,
                                               DATASETS[data_spec.dataset].user_file)

@@ -1591,6 +1591,21 @@ def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path
     assert not notices
 
 
+def test_a_limit_beyond_the_samples_is_warned(tmp_path):
+    """The training fuzz: data.limit above the training samples was taken without a word."""
+    from nnrun.notices import collected
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([0, 1, 2], 100))
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=1000)
+    assert [message.split(": ", 1)[1] for _, message in notices] == [
+        "data.limit 1,000 is more than the 300 training samples the data holds: every one is "
+        "used; lower data.limit, or remove it"]
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=300)
+    assert not notices
+
+
 def test_held_out_arrays_misnamed_are_each_given_a_name_once():
     """The docs walk: X_test and test_x were both told to become x_test."""
     from nnrun.compiler.datasets import misnamed_split_arrays
