@@ -82,35 +82,48 @@ _SQUASHING = {"softmax": "the scores are squashed twice, and learning slows",
 def _warn_of_squashed_scores(lowered, spec) -> None:
     """A course's classic mistake: an activation left between the scores and a loss that
     applies its own softmax or sigmoid (the model is legal, and learns badly)."""
-    producer = _squashing_node(lowered, spec)
-    if producer is None:
-        return
-    own = FUSED_ACTIVATION[spec.loss.type]
-    origin = _activation_origin(producer, spec)
-    effect = _SQUASHING[producer.op]
-    if producer.op == "softmax" and own != "softmax":  # once, not twice
-        effect = "the scores are squashed into (0, 1) first, and learning slows"
-    kept = "0/1 outputs" if own == "step" else "probabilities"
-    lowered.builder.warnings.append(CompileWarning(
-        origin, f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its "
-                f"own {own}: {effect}; remove this {producer.op} (a {own} last is left out of "
-                f"the loss and kept for predict's {kept})"))
-
-
-def _squashing_node(lowered, spec):
-    """The activation node that gives the scores to a loss that applies its own activation
-    (relu before cross_entropy), where it squashes them; None where none does."""
     own = FUSED_ACTIVATION.get(spec.loss.type)
+    for producer in _squashing_nodes(lowered, spec):
+        lowered.builder.warnings.append(CompileWarning(
+            _activation_origin(producer, spec),
+            f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its own "
+            f"{own}: {_squashing_effect(producer.op, own)}; remove this {producer.op} (a {own} "
+            f"last is left out of the loss and kept for predict's "
+            f"{'0/1 outputs' if own == 'step' else 'probabilities'})"))
+
+
+def _squashing_effect(op: str, own: str) -> str:
+    if own == "step" and op != "tanh":  # never below 0: the threshold unit's class is always 1
+        return ("its outputs are never below 0, so the threshold unit reads every sample as "
+                "class 1")
+    if op == "softmax" and own != "softmax":  # once, not twice
+        return "the scores are squashed into (0, 1) first, and learning slows"
+    return _SQUASHING[op]
+
+
+# Ops that pass the values of several inputs on to the loss (heads joined together).
+_JOINING = ("concat", "add")
+
+
+def _squashing_nodes(lowered, spec) -> list:
+    """The activation nodes that give the scores to a loss that applies its own activation
+    (relu before cross_entropy), where they squash them: the one before the scores, or before
+    layers that keep its values' range (a flatten, a pooling) or join it with others."""
+    if FUSED_ACTIVATION.get(spec.loss.type) is None:
+        return []
     producers = {id(value): node for node in lowered.graph.nodes for value in node.outputs}
-    producer = producers.get(id(lowered.logits))
-    # through a flatten, a pooling...: the scores the loss reads are its probabilities still
-    while producer is not None and producer.op not in _SQUASHING \
-            and producer.op in RANGE_KEEPING:
-        producer = producers.get(id(producer.inputs[0]))
-    if own is None or producer is None or producer.op not in _SQUASHING \
-            or _softmax_over_one_value(producer):  # (its own warning: nothing learns)
-        return None
-    return producer
+    found, pending = [], [producers.get(id(lowered.logits))]
+    while pending:
+        node = pending.pop(0)
+        if node is None or node in found:
+            continue
+        if node.op in _SQUASHING:
+            if not _softmax_over_one_value(node):  # (its own warning: nothing learns)
+                found.append(node)
+        elif node.op in RANGE_KEEPING or node.op in _JOINING:
+            read = node.inputs if node.op in _JOINING else node.inputs[:1]
+            pending += [producers.get(id(value)) for value in read]
+    return found
 
 
 def _softmax_over_one_value(node) -> bool:
@@ -126,9 +139,16 @@ def _warn_of_softmax_over_one_value(lowered, spec) -> None:
         lowered.builder.warnings.append(CompileWarning(
             _activation_origin(node, spec),
             "softmax over one value is always 1: it passes no gradient back, so neither its "
-            "own layer nor any before it learns; for one output use a sigmoid (or no "
-            "activation under binary_cross_entropy), for k classes k outputs (units or "
-            "filters: k)"))
+            f"own layer nor any before it learns; for one output {_one_output_activation(spec)}"
+            ", for k classes k outputs (units or filters: k)"))
+
+
+def _one_output_activation(spec) -> str:
+    """What ends one output under the spec's loss, where a softmax cannot."""
+    own = FUSED_ACTIVATION.get(spec.loss.type)
+    if own in ("sigmoid", "step"):  # the loss's own: a last one is left out of it
+        return f"use no activation or a {own} ({spec.loss.type} applies its own {own})"
+    return "use a sigmoid (or no activation under binary_cross_entropy)"
 
 
 def _activation_origin(node, spec) -> Origin | None:
@@ -146,15 +166,20 @@ def _warn_of_steps_that_stop_learning(lowered, spec) -> None:
     (which reads the scores before it), the layers before it never learn."""
     fused_scores = next((info.pre_activation for info in lowered.layers
                          if info.name == lowered.fused_layer), None)
+    own = FUSED_ACTIVATION.get(spec.loss.type)
+    last = len(spec.model.layers) - 1
     for node in lowered.graph.nodes:
         if node.op != "step" or node.inputs[0] is fused_scores:
             continue
+        instead = ("a sigmoid, which the perceptron became in multi-layer networks for this "
+                   "reason")
+        if own in ("softmax", "sigmoid") and node.origin and node.origin.keys[2:3] == (last,):
+            instead = f"no activation ({spec.loss.type} applies its own {own})"
         lowered.builder.warnings.append(CompileWarning(
             _activation_origin(node, spec),
             "step passes no gradient back (its derivative is 0 wherever it is defined), so "
             "neither its own layer nor any before it learns; use it as the last activation with "
-            "loss: perceptron, or a sigmoid, which the perceptron became in multi-layer "
-            "networks for this reason"))
+            f"loss: perceptron, or {instead}"))
 
 
 def _check_output(spec, lowered) -> None:
@@ -174,7 +199,7 @@ def _check_output_fits(spec, lowered) -> None:
     if spec.loss.type in schema.CLASS_LABEL_LOSSES:
         _check_label_positions(origin, lowered, dataset, spec.loss.type)
         _check_class_outputs(sizing, origin, logits, dataset, spec.loss.type,
-                             _squashing_node(lowered, spec))
+                             next(iter(_squashing_nodes(lowered, spec)), None))
     elif spec.loss.type == "binary_cross_entropy" and ((dataset.num_classes or 0) >= 2 or
                                                        dataset.task in ("binary", "segmentation")):
         _check_binary_outputs(spec, lowered, dataset, sizing)
@@ -293,7 +318,7 @@ def _check_class_outputs(sizing, origin: Origin, logits, dataset, loss: str,
                          squashing=None) -> None:
     """One score per class (the perceptron's one output reads two classes). `sizing`: the
     layer and field that give the output its count (_output_sizing), or None; `squashing`:
-    the activation node before the loss that the fix also takes away (_squashing_node)."""
+    the activation node before the loss that the fix also takes away (_squashing_nodes)."""
     classes, outputs = dataset.num_classes, logits.shape[1]
     one_for_two = loss == "perceptron" and outputs == 1 and classes == 2
     if classes and outputs != classes and not one_for_two:

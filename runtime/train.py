@@ -962,10 +962,15 @@ class Trainer:
 
     def _warn_if_loss_rose(self, loss: float, losses, epoch: int, lr: float) -> None:
         """A loss ten times its first step's, still finite: the updates overshoot (a learning
-        rate too high), which otherwise shows only as huge numbers. Said once."""
+        rate too high), which otherwise shows only as huge numbers. Said once. Not of the
+        perceptron's criterion, which grows with the weights' scale whatever the rate (a
+        perceptron from zeros learns the same boundary at any rate), nor from a first loss of
+        0, ten times which is no measure."""
         if self.first_loss is None:  # the whole batch's: the mean of the ranks' losses
             mine = float(self.backend.to_host(losses.values[0]))
             self.first_loss = float(np.mean(self.ranks.gather(mine)))
+        if self.spec.loss.type == "perceptron" or self.first_loss <= 0:
+            return
         if not self.said_loss_rose and loss > 10 * self.first_loss and loss > self.first_loss + 1:
             warn(f"train_loss rose from {self.first_loss:.4g} at the first step to {loss:.4g} "
                  f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")

@@ -845,6 +845,27 @@ def test_a_loss_that_rises_tenfold_without_diverging_is_a_warning(tmp_path):
     assert "overshoot" not in calm.stderr
 
 
+def test_the_perceptron_criterion_growing_with_its_weights_is_no_overshoot(tmp_path):
+    """The warnings audit: a perceptron from zeros (first loss 0) on unnormalised features was
+    told to lower its rate, and again at 1/1000 of it: its boundary is the same at any rate,
+    and ten times a first loss of 0 is no measure."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 2)) * 100
+    np.savez(tmp_path / "lin.npz", x=x, y=(x[:, 0] + 0.3 * x[:, 1] > 10).astype(np.int64))
+    spec = write(tmp_path / "p.yaml", """\
+        data: {dataset: npz, path: lin.npz, normalize: none}
+        model:
+          input_shape: [2]
+          layers:
+            - {type: dense, units: 1, activation: step, init: zeros}
+        loss: perceptron
+        optimizer: {type: sgd, lr: 1.0}
+        train: {epochs: 5, batch_size: 1}
+        """)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "overshoot" not in result.stderr
+
+
 def test_a_batch_larger_than_the_training_split_is_a_warning(tmp_path):
     spec = write(tmp_path / "s.yaml", """\
         data: {dataset: digits, validation_split: 0.999}

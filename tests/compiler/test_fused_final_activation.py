@@ -123,3 +123,57 @@ def test_a_softmax_pooled_before_the_loss_is_warned_of(between):
     (warning,) = check(load_spec_text(text)).diagnostics
     assert (warning.line, warning.where) == (4, "model.layers[0] (conv2d_1)")
     assert "softmax before cross_entropy" in warning.message
+
+
+@pytest.mark.parametrize("loss, head", [("binary_cross_entropy", "sigmoid"),
+                                        ("cross_entropy", "softmax")])
+def test_heads_joined_before_the_loss_are_each_warned_of(loss, head):
+    """The warnings audit: sigmoid heads joined by a concat gave binary_cross_entropy their
+    probabilities as scores, unwarned, and every metric read them as logits (accuracy: the
+    share of 1 labels)."""
+    text = ("model:\n  input_shape: [4]\n  layers:\n"
+            "    - {type: dense, units: 8, activation: tanh, name: h}\n"
+            f"    - {{type: dense, units: 2, activation: {head}, inputs: h, name: a}}\n"
+            f"    - {{type: dense, units: 2, activation: {head}, inputs: h, name: b}}\n"
+            f"    - {{type: concat, inputs: [a, b]}}\nloss: {loss}\n")
+    warnings = check(load_spec_text(text)).diagnostics
+    assert [(w.line, w.where) for w in warnings] == [(5, "model.layers[1] (a)"),
+                                                     (6, "model.layers[2] (b)")]
+    assert all(f"{head} before {loss}" in w.message for w in warnings)
+
+
+@pytest.mark.parametrize("activation, said", [
+    ("sigmoid", "its outputs are never below 0, so the threshold unit reads every sample as "
+                "class 1; remove this sigmoid"),
+    ("relu", "its outputs are never below 0"),
+    ("tanh", "the scores are squashed into (-1, 1) first")])
+def test_an_activation_before_the_perceptron_says_what_the_threshold_makes_of_it(activation,
+                                                                                said):
+    """The warnings audit: a sigmoid before perceptron was said to slow learning, where the
+    threshold at 0 reads every sample as class 1 (accuracy the share of class 1, however low
+    the loss)."""
+    text = ("model:\n  input_shape: [2]\n  layers:\n"
+            f"    - {{type: dense, units: 1, activation: {activation}}}\nloss: perceptron\n")
+    (warning,) = check(load_spec_text(text)).diagnostics
+    assert said in warning.message, warning.message
+
+
+def test_the_advice_of_a_step_or_a_softmax_over_one_value_suits_the_loss():
+    """The warnings audit: a last step under cross_entropy was told to become a sigmoid, and a
+    softmax of one output under perceptron a sigmoid: each then warned as squashing."""
+    step = ("model:\n  input_shape: [2]\n  layers:\n"
+            "    - {type: dense, units: 3, activation: step}\nloss: cross_entropy\n")
+    (warning,) = check(load_spec_text(step)).diagnostics
+    assert warning.message.endswith("use it as the last activation with loss: perceptron, or "
+                                    "no activation (cross_entropy applies its own softmax)")
+    assert not check(load_spec_text(step.replace(", activation: step", ""))).diagnostics
+    hidden = step.replace("units: 3, activation: step}", "units: 3, activation: step}\n"
+                          "    - {type: dense, units: 3}")
+    (warning,) = check(load_spec_text(hidden)).diagnostics
+    assert "or a sigmoid, which the perceptron became" in warning.message
+    one = ("model:\n  input_shape: [2]\n  layers:\n"
+           "    - {type: dense, units: 1, activation: softmax}\nloss: perceptron\n")
+    (warning,) = check(load_spec_text(one)).diagnostics
+    assert "for one output use no activation or a step (perceptron applies its own step)" \
+        in warning.message
+    assert not check(load_spec_text(one.replace("softmax", "step"))).diagnostics
