@@ -483,7 +483,7 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
     # without a data section, or with an npz that may hold x_val and y_val, val_* may come:
     # training checks them with the data loaded
     npz_may_hold_val = spec.data is not None and spec.data.dataset == "npz"
-    split_unknown = spec.data is None or npz_may_hold_val and not has_validation(spec)
+    split_unknown = spec.data is None or (npz_may_hold_val and not has_validation(spec))
     validation = has_validation(spec) or split_unknown
     names = monitor_names(spec, validation)
     if stopping.monitor in names:
