@@ -77,6 +77,9 @@ class CheckpointMeta(BaseModel):
     # the SHA-256 of each data file the run trained on, by its role (data/fingerprint.py); a
     # checkpoint of an older nnrun has none, and its resume compares none
     data_sha256: dict[StrictStr, StrictStr] | None = None
+    # of the preprocessing it was trained with (data/preprocessing.preprocessing_digest), to
+    # tell the run's preprocessing.npz is that one; an older nnrun's checkpoint has none
+    preprocessing_sha256: StrictStr | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CheckpointMeta:

@@ -23,7 +23,8 @@ from .archives import (DamagedFile, is_npy_file, largest_magnitude, npz_headers,
 from .data import DataError, load_dataset
 from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
                        task_for_model)
-from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
+from .data.preprocessing import (IDENTITY, Preprocessing, load_preprocessing,
+                                 preprocessing_digest)
 from .data.fingerprint import data_files, data_fingerprint
 from .data.splits import not_finite_problem
 from .data.targets import is_multi_label
@@ -149,7 +150,24 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     recorded = meta.get("data_sha256")
     preprocessing = (run_preprocessing(run_dir, model, recorded, _trained_spec(meta, spec_path))
                      if preprocess else IDENTITY)
+    _check_the_checkpoint_s_own(preprocessing, meta, path, run_dir)
     return Run(model, params, preprocessing, path, meta.get("epoch"), batch, recorded)
+
+
+def _check_the_checkpoint_s_own(preprocessing: Preprocessing, meta: dict, checkpoint: Path,
+                                run_dir: Path) -> None:
+    """The stored preprocessing.npz must be the one the checkpoint was trained with (its
+    digest, kept since nnrun recorded it): a run killed between a resume's checkpoint and its
+    refitted statistics has the old ones beside it; an edited file feeds other inputs."""
+    recorded = meta.get("preprocessing_sha256")
+    if recorded is None or preprocessing.file is None \
+            or preprocessing_digest(preprocessing) == recorded:
+        return
+    raise DataError(
+        f"{preprocessing.file}: is not the preprocessing {checkpoint.name} was trained with "
+        "(edited, or the run stopped between writing the two); resume the run to write it "
+        "again: nnrun train "
+        f"{shell_word(str(run_dir / 'spec.yaml'))} --resume {shell_word(str(run_dir))}")
 
 
 def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:

@@ -55,7 +55,7 @@ from . import checkpoint as ckpt
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import DataError, augment_batch, load_dataset
 from .data.fingerprint import data_files, data_fingerprint
-from .data.preprocessing import save_preprocessing
+from .data.preprocessing import preprocessing_digest, save_preprocessing
 from .data.sources import missing_files_fetched, user_file
 from .data_fit import (check_augmentations, check_data_fits, input_shape_known,
                        targets_for_model, task_for_model)
@@ -554,6 +554,7 @@ class Trainer:
         self.spec_meta = ckpt.spec_text_meta(self.spec_text)  # what checkpoints keep of it
         self.data_sha256 = None  # and of the data files: rank 0's, once the run begins
         self.preprocessing_unsaved = False  # a resume's, until its first checkpoint
+        self.checkpoint_preprocessing = None  # the digest the resumed checkpoint keeps
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         self.launch = Launch(ranks, backend, graph)  # what commands in messages repeat
         self.memory_checked = memory_checked
@@ -776,9 +777,12 @@ class Trainer:
         self.data_sha256 = data_fingerprint(files)  # what the checkpoints keep (_meta)
         resumed = run.has_checkpoint
         begun = self._resumed(run, resumption, files) if resumed else self._new(run)
-        # a resume's (refitted where its changes change the data) replaces the stored one
-        # with its first checkpoint: one stopped before keeps the checkpoints' own
-        self.preprocessing_unsaved = resumed and run.file(PREPROCESSING).exists()
+        # a resume that fits other preprocessing than its checkpoint was trained with (its
+        # changes change the data) writes it with its first checkpoint: one stopped before
+        # keeps the checkpoints' own. The checkpoint's own is written now (again, where the
+        # run stopped between a checkpoint and its preprocessing.npz).
+        self.preprocessing_unsaved = resumed and run.file(PREPROCESSING).exists() and \
+            self.checkpoint_preprocessing != preprocessing_digest(self.data.preprocessing)
         if not self.preprocessing_unsaved:
             save_preprocessing(run.path, self.data.preprocessing)
         return begun
@@ -796,6 +800,7 @@ class Trainer:
         it needs is read and checked before one is written, so a damaged file leaves the run
         directory as it was. `files`: the data's (data/fingerprint.py)."""
         state, meta, pruning = self._read_checkpoint(run)
+        self.checkpoint_preprocessing = meta.get("preprocessing_sha256")
         best_meta = None
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
             _, best_meta = ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(),
@@ -1314,6 +1319,7 @@ class Trainer:
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
                 "data_sha256": self.data_sha256,
+                "preprocessing_sha256": preprocessing_digest(self.data.preprocessing),
                 **self._arithmetic(), **self._pruning_meta(), **self.spec_meta}
 
     def _arithmetic(self) -> dict:

@@ -7,6 +7,7 @@ Python API give a trained model the inputs it was trained on, not raw ones.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,21 @@ def fit_preprocessing(train_x: np.ndarray, data_spec: Any, seed: int) -> Preproc
     return Preprocessing(fit_normalizer(train_x, option(data_spec, "normalize", "standard")),
                          feature_permutation(option(data_spec, "permute_features"), seed,
                                              sample_size))
+
+
+def preprocessing_digest(preprocessing: Preprocessing) -> str:
+    """SHA-256 of the fitted arrays (not of the file, whose zip entries carry times): what a
+    checkpoint keeps, to tell the preprocessing.npz it was trained with."""
+    digest = hashlib.sha256()
+    fields = {"permutation": preprocessing.permutation}
+    if preprocessing.normalizer is not None:
+        fields.update(shift=preprocessing.normalizer.shift, scale=preprocessing.normalizer.scale)
+    for name, value in sorted(fields.items()):
+        if value is not None:
+            value = np.ascontiguousarray(value)
+            digest.update(f"{name} {value.dtype.str} {value.shape};".encode())
+            digest.update(value.tobytes())
+    return digest.hexdigest()
 
 
 def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:

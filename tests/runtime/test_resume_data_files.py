@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from nnrun.runtime.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
+from nnrun.runtime.data import DataError
 from nnrun.runtime.data.fingerprint import data_files, data_fingerprint
 
 from invoking import assert_ok, assert_one_line_error, invoke
@@ -234,3 +235,28 @@ def test_a_resume_stopped_before_its_first_checkpoint_keeps_the_checkpoints_prep
     nnrun.train(tmp_path / "vec.yaml", out_dir=fresh, overrides=overrides, quiet=True)
     assert (run / "preprocessing.npz").read_bytes() == (fresh / "preprocessing.npz").read_bytes()
     assert (run / "preprocessing.npz").read_bytes() != preprocessing
+
+
+def test_a_run_stopped_between_a_checkpoint_and_its_preprocessing_says_so_and_resumes(
+        run, tmp_path):
+    """The crash audit: SIGKILL right after a resume's first last.npz (its validation split
+    changed) left the old preprocessing.npz beside it, used without a word (test loss 0.1074
+    against 0.1084), even after a resume with nothing left to train. The checkpoint keeps the
+    digest of its own preprocessing: eval refuses the other one, and a resume writes it."""
+    import nnrun
+
+    old = (run / "preprocessing.npz").read_bytes()
+    args = ("train", run / "spec.yaml", "--resume", run, "--epochs", 3, "--allow-changes",
+            "--set", "data.validation_split=0.4", "--quiet")
+    assert_ok(invoke(*args))
+    reference = assert_ok(invoke("eval", run)).stdout
+    assert (run / "preprocessing.npz").read_bytes() != old
+    (run / "preprocessing.npz").write_bytes(old)  # as killed before writing it
+    line = assert_one_line_error(invoke("eval", run), run / "preprocessing.npz")
+    assert line.endswith(f"is not the preprocessing best.npz was trained with (edited, or the "
+                         f"run stopped between writing the two); resume the run to write it "
+                         f"again: nnrun train {run / 'spec.yaml'} --resume {run}"), line
+    with pytest.raises(DataError, match="resume the run to write it again"):
+        nnrun.load_run(run)
+    assert_ok(invoke("train", run / "spec.yaml", "--resume", run))  # the advice, followed
+    assert assert_ok(invoke("eval", run)).stdout == reference
