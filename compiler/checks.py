@@ -114,7 +114,7 @@ def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     return (_init_from_warnings(spec) + _symmetry_warnings(spec)
             + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
             + _schedule_warnings(spec) + _pruning_warnings(spec)
-            + _early_stopping_warnings(spec))
+            + _early_stopping_warnings(spec) + _batch_warnings(spec))
 
 
 def default_mode(monitor: str) -> str:
@@ -394,19 +394,12 @@ def split_errors(data) -> list[tuple[Origin, str]]:
     dataset's n_samples for its test split, and the validation split carved from the rest or
     from what data.limit keeps (runtime/data: sources.hold_out_test, splits.carve_validation).
     A limit too small is too small for any dataset: fewer samples hold out no fewer."""
-    info = DATASETS.get(data.dataset)
-    train = more = None
     if data.dataset in SIZED_DATASETS:
-        count = data.n_samples if data.n_samples is not None else info.default_samples
-        test = held_out(count, TEST_FRACTION)
+        count = data.n_samples if data.n_samples is not None else \
+            DATASETS[data.dataset].default_samples
         if too_few := no_training_samples(count):
             return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
-        train, more = count - test, "data.n_samples"
-        left = f"({count} less {test} for the test split)"
-    elif info is not None and info.train_samples is not None and not data.path:
-        train, left = info.train_samples, f"of {data.dataset}"
-    if data.limit is not None and (train is None or data.limit < train):
-        train, left, more = data.limit, "that data.limit keeps", "data.limit"
+    train, left, more = _samples_before_validation(data) or (None, "", None)
     if train is None or not data.validation_split \
             or held_out(train, data.validation_split) < train:
         return []
@@ -415,6 +408,44 @@ def split_errors(data) -> list[tuple[Origin, str]]:
              f"validation_split {data.validation_split} of the {train} training "
              f"sample{'s' if train != 1 else ''} {left} leaves none to train on; {fix}"
              + (f", or raise {more}" if more else ""))]
+
+
+def _samples_before_validation(data) -> tuple[int, str, str | None] | None:
+    """(count, whose, the setting that raises it) of the training samples the spec alone fixes
+    before the validation split: a generated dataset's n_samples less its test split, a named
+    dataset's split, or what data.limit keeps; None where the data decides."""
+    info = DATASETS.get(data.dataset)
+    found = None
+    if data.dataset in SIZED_DATASETS:
+        count = data.n_samples if data.n_samples is not None else info.default_samples
+        test = held_out(count, TEST_FRACTION)
+        found = (count - test, f"({count} less {test} for the test split)", "data.n_samples")
+    elif info is not None and info.train_samples is not None and not data.path:
+        found = (info.train_samples, f"of {data.dataset}", None)
+    if data.limit is not None and (found is None or data.limit < found[0]):
+        found = (data.limit, "that data.limit keeps", "data.limit")
+    return found
+
+
+def planned_training_samples(data) -> int | None:
+    """The training samples the spec alone fixes, after the test and validation splits (None
+    where the data decides): what a batch size is measured against before the data loads."""
+    known = _samples_before_validation(data) if data is not None else None
+    if known is None:
+        return None
+    split = data.validation_split
+    return known[0] - (held_out(known[0], split) if split else 0)
+
+
+def _batch_warnings(spec) -> list[tuple[Origin, str]]:
+    """A batch size past the training samples the spec plans: one step an epoch (train says
+    the same with the data loaded, where the data decides)."""
+    samples, batch = planned_training_samples(spec.data), spec.train.batch_size
+    if samples is None or samples < 1 or batch <= samples:
+        return []
+    return [(Origin("train.batch_size", keys=("train", "batch_size")),
+             f"batch_size {batch} is more than the {samples} training "
+             f"sample{'s' if samples > 1 else ''} planned: each epoch is one step on all of them")]
 
 
 def setting_range_errors(spec) -> list[tuple[Origin, str]]:

@@ -40,8 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.base import workers
-from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
-                                   pruning_errors, tracked_metrics, unknown_monitor)
+from nnrun.compiler.checks import (default_mode, metric_name, monitor_names,
+                                   planned_training_samples, pruned_weights, pruning_errors,
+                                   tracked_metrics, unknown_monitor)
 from nnrun.compiler.datasets import largest_step_batch
 from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
@@ -608,8 +609,10 @@ class Trainer:
                  f"a batch_size of {2 * size} or more")
 
     def _warn_if_one_batch_holds_the_data(self) -> None:
+        """Where the data decides the training samples (validate's warning, which train
+        prints, says it where the spec does)."""
         samples, batch = len(self.data.train.x), self.spec.train.batch_size
-        if batch > samples:
+        if batch > samples and planned_training_samples(self.spec.data) is None:
             plural = "s" if samples > 1 else ""
             warn(f"train.batch_size {batch} is more than the {samples} training sample{plural}: "
                  "each epoch is one step on all of them")

@@ -874,7 +874,19 @@ def test_a_batch_larger_than_the_training_split_is_a_warning(tmp_path):
         train: {epochs: 1}
         """)
     result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
-    assert ("train.batch_size 32 is more than the 1 training sample: each epoch is one step on "
+    assert result.stderr.count("one step on all of them") == 1
+    assert ("warning: train.batch_size: batch_size 32 is more than the 1 training sample "
+            "planned: each epoch is one step on all of them") in result.stderr
+    # validate says so too, where the spec fixes the samples; train alone where the data does
+    assert "batch_size 32 is more than the 1 training sample planned" in \
+        invoke("validate", spec).stderr
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(5, 3)), y=np.arange(5) % 2)
+    few = write(tmp_path / "few.yaml", "data: {dataset: npz, path: d.npz}\nmodel:\n  layers: "
+                "[{type: dense, units: 2}]\ntrain: {epochs: 1}\n")
+    assert "one step" not in invoke("validate", few).stderr
+    result = assert_ok(invoke("train", few, "--out", tmp_path / "few"))
+    assert ("train.batch_size 32 is more than the 5 training samples: each epoch is one step on "
             "all of them") in result.stderr
 
 
@@ -1804,9 +1816,9 @@ def test_a_second_signal_while_the_first_is_answered_is_no_traceback(tiny, monke
 def test_validate_refuses_top_k_accuracy_on_a_named_dataset_of_label_maps(tmp_path):
     spec = write(tmp_path / "s.yaml", "data: {dataset: shapes, n_samples: 8}\nmodel:\n  layers:\n"
                  "    - {type: conv2d, filters: 4, kernel_size: 3, padding: same}\n"
-                 "train: {metrics: [mean_iou, {type: top_k_accuracy, k: 2}]}\n")
+                 "train: {batch_size: 4, metrics: [mean_iou, {type: top_k_accuracy, k: 2}]}\n")
     line = assert_one_line_error(invoke("validate", spec), spec)
-    assert line == (f"{spec}:5:29: error: train.metrics[1]: top_k_accuracy is for one label per "
+    assert line == (f"{spec}:5:44: error: train.metrics[1]: top_k_accuracy is for one label per "
                     "sample; for label maps use pixel_accuracy or mean_iou")
 
 
