@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
-from nnrun.compiler.diagnostics import SpecError
-from nnrun.compiler.frontend import data_file, load_spec, load_spec_text
-from nnrun.compiler.loader import read_spec_text
+from nnrun.compiler.frontend import data_file, load_spec
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import shell_word, warn
 
@@ -23,8 +21,7 @@ from .archives import (DamagedFile, is_npy_file, largest_magnitude, npz_headers,
 from .data import DataError, load_dataset
 from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
                        task_for_model)
-from .data.preprocessing import (IDENTITY, Preprocessing, load_preprocessing,
-                                 preprocessing_digest)
+from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.fingerprint import data_files, data_fingerprint
 from .data.splits import not_finite_problem
 from .data.targets import is_multi_label
@@ -148,26 +145,11 @@ def load_run(run_dir: Path, which: str | None = None, backend: str = "numpy",
     expected = {name: info.shape for name, info in model.param_infos.items()}
     params, meta = ckpt.load_checkpoint(path, expected, model.spec.dtype, model.spec)
     recorded = meta.get("data_sha256")
-    preprocessing = (run_preprocessing(run_dir, model, recorded, _trained_spec(meta, spec_path))
-                     if preprocess else IDENTITY)
-    _check_the_checkpoint_s_own(preprocessing, meta, path, run_dir)
+    own = meta.get("preprocessing_sha256")  # kept since nnrun recorded it
+    trained = (path.name, own) if own else None
+    preprocessing = run_preprocessing(run_dir, model, recorded, trained) if preprocess \
+        else IDENTITY
     return Run(model, params, preprocessing, path, meta.get("epoch"), batch, recorded)
-
-
-def _check_the_checkpoint_s_own(preprocessing: Preprocessing, meta: dict, checkpoint: Path,
-                                run_dir: Path) -> None:
-    """The stored preprocessing.npz must be the one the checkpoint was trained with (its
-    digest, kept since nnrun recorded it): a run killed between a resume's checkpoint and its
-    refitted statistics has the old ones beside it; an edited file feeds other inputs."""
-    recorded = meta.get("preprocessing_sha256")
-    if recorded is None or preprocessing.file is None \
-            or preprocessing_digest(preprocessing) == recorded:
-        return
-    raise DataError(
-        f"{preprocessing.file}: is not the preprocessing {checkpoint.name} was trained with "
-        "(edited, or the run stopped between writing the two); resume the run to write it "
-        "again: nnrun train "
-        f"{shell_word(str(run_dir / 'spec.yaml'))} --resume {shell_word(str(run_dir))}")
 
 
 def _checkpoint_path(run_dir: Path, which: str, chosen: bool) -> Path:
@@ -237,26 +219,14 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
-def _trained_spec(meta: dict, spec_path: Path):
-    """The spec the checkpoint was trained with, from the text its meta keeps, where spec.yaml
-    has changed since; None where it has not, or the text is not kept (or not read)."""
-    kept = meta.get("spec_text")
-    try:
-        if not kept or meta.get("spec_sha256") == ckpt.text_digest(read_spec_text(spec_path)):
-            return None
-        return load_spec_text(kept, str(spec_path)).spec
-    except (SpecError, OSError, UnicodeError):
-        return None
-
-
 def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = None,
-                      trained_spec=None) -> Preprocessing:
+                      checkpoint: tuple[str, str] | None = None) -> Preprocessing:
     """The statistics stored in training, else fitted again from the data (`data_sha256`:
-    the checkpoint's record of its files, to say where they changed since; `trained_spec`:
-    the checkpoint's spec, where spec.yaml changed since)."""
+    the checkpoint's record of its files, to say where they changed since; `checkpoint`:
+    its name and the digest of the preprocessing it was trained with)."""
     sample_shape = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     stored = load_preprocessing(run_dir, sample_shape, model.spec.dtype, model.spec,
-                                trained_spec)
+                                checkpoint)
     if stored is not None:
         return stored
     spec = model.spec

@@ -556,6 +556,7 @@ class Trainer:
         self.data_sha256 = None  # and of the data files: rank 0's, once the run begins
         self.preprocessing_unsaved = False  # a resume's, until its first checkpoint
         self.checkpoint_preprocessing = None  # the digest the resumed checkpoint keeps
+        self.preprocessing_sha256 = None  # of the run's, once it begins (what checkpoints keep)
         self.quiet, self.max_steps, self.ranks = quiet, max_steps, ranks
         self.launch = Launch(ranks, backend, graph)  # what commands in messages repeat
         self.memory_checked = memory_checked
@@ -784,8 +785,9 @@ class Trainer:
         # changes change the data) writes it with its first checkpoint: one stopped before
         # keeps the checkpoints' own. The checkpoint's own is written now (again, where the
         # run stopped between a checkpoint and its preprocessing.npz).
+        self.preprocessing_sha256 = preprocessing_digest(self.data.preprocessing)
         self.preprocessing_unsaved = resumed and run.file(PREPROCESSING).exists() and \
-            self.checkpoint_preprocessing != preprocessing_digest(self.data.preprocessing)
+            self.checkpoint_preprocessing != self.preprocessing_sha256
         if not self.preprocessing_unsaved:
             save_preprocessing(run.path, self.data.preprocessing)
         return begun
@@ -1322,7 +1324,7 @@ class Trainer:
                 "epochs_since_best": history.epochs_since_best,
                 "schedule_start": history.schedule_start, "version": 1,
                 "data_sha256": self.data_sha256,
-                "preprocessing_sha256": preprocessing_digest(self.data.preprocessing),
+                "preprocessing_sha256": self.preprocessing_sha256,
                 **self._arithmetic(), **self._pruning_meta(), **self.spec_meta}
 
     def _arithmetic(self) -> dict:

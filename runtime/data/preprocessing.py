@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.notices import warn
+from nnrun.notices import shell_word, warn
 
 from ..archives import DamagedFile, npz_headers, read_npz
 from ..files import write_atomically
@@ -87,12 +87,13 @@ def save_preprocessing(run_dir: Path, preprocessing: Preprocessing) -> None:
 
 
 def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
-                       spec: Any, trained_spec: Any = None) -> Preprocessing | None:
+                       spec: Any, checkpoint: tuple[str, str] | None = None
+                       ) -> Preprocessing | None:
     """The run's stored preprocessing, checked against the model's `sample_shape` and `dtype`
     and against what the run's `spec` fits, or None for a run trained before nnrun stored
-    it. `trained_spec`: the spec the checkpoint was trained with, where spec.yaml changed
-    since (a resume stopped before its first checkpoint): the file is the checkpoint's if
-    it fits that one."""
+    it. `checkpoint`: (its file name, the preprocessing_digest it keeps): the file must be
+    that one, which is used where spec.yaml changed since (a resume stopped before its first
+    epoch, or an edit)."""
     path = Path(run_dir) / FILE_NAME
     if not path.exists():
         return None
@@ -105,17 +106,25 @@ def load_preprocessing(run_dir: Path, sample_shape: tuple[int, ...], dtype: str,
         normalizer = Normalizer(arrays["shift"], arrays["scale"]) if "shift" in arrays else None
     except (DamagedFile, KeyError) as error:
         raise DataError(f"{path}: not a readable preprocessing file ({error}); {REFIT}") from None
-    size = int(np.prod(sample_shape))
     problem = stored_problem(arrays, tuple(sample_shape), dtype)
-    at_odds = None if problem else _spec_problem(arrays, spec, size)
-    if at_odds and trained_spec is not None and not _spec_problem(arrays, trained_spec, size):
+    if problem:
+        raise DataError(f"{path}: {problem}; {REFIT}")
+    stored = Preprocessing(normalizer, arrays.get("permutation"), path)
+    own = checkpoint is not None and preprocessing_digest(stored) == checkpoint[1]
+    at_odds = _spec_problem(arrays, spec, int(np.prod(sample_shape)))
+    if at_odds and not own:
+        raise DataError(f"{path}: {at_odds}; {REFIT}")
+    if at_odds:  # the checkpoint's own, spec.yaml changed since
         warn(f"{path}: {at_odds}; it is what the checkpoint was trained with (spec.yaml "
              "changed since, by a resume stopped before its first epoch or by hand), so the "
              "inputs are preprocessed as the checkpoint's were; a resume trains with the change")
-        at_odds = None
-    if problem or at_odds:
-        raise DataError(f"{path}: {problem or at_odds}; {REFIT}")
-    return Preprocessing(normalizer, arrays.get("permutation"), path)
+    elif checkpoint is not None and not own:  # a run killed between the two writes
+        raise DataError(
+            f"{path}: is not the preprocessing {checkpoint[0]} was trained with (edited, or the "
+            "run stopped between writing the two); resume the run to write it again: nnrun "
+            f"train {shell_word(str(Path(run_dir) / 'spec.yaml'))} --resume "
+            f"{shell_word(str(run_dir))}")
+    return stored
 
 
 REFIT = "delete it to fit the preprocessing again from the run's data"
