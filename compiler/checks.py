@@ -8,8 +8,8 @@ import typing
 
 from pydantic import BaseModel
 
-from .datasets import (DATASETS, SIZED_DATASETS, TEST_FRACTION, USER_FILE_DATASETS, held_out,
-                       no_training_samples)
+from .datasets import (DATASETS, SIZED_DATASETS, USER_FILE_DATASETS, held_out,
+                       no_training_samples, planned_training_samples, samples_before_validation)
 from .diagnostics import and_joined, suggest
 from .initial_values import unheld
 from .ir import Origin
@@ -399,7 +399,7 @@ def split_errors(data) -> list[tuple[Origin, str]]:
             DATASETS[data.dataset].default_samples
         if too_few := no_training_samples(count):
             return [(Origin("data.n_samples", keys=("data", "n_samples")), too_few)]
-    train, left, more = _samples_before_validation(data) or (None, "", None)
+    train, left, more = samples_before_validation(data) or (None, "", None)
     if train is None or not data.validation_split \
             or held_out(train, data.validation_split) < train:
         return []
@@ -408,33 +408,6 @@ def split_errors(data) -> list[tuple[Origin, str]]:
              f"validation_split {data.validation_split} of the {train} training "
              f"sample{'s' if train != 1 else ''} {left} leaves none to train on; {fix}"
              + (f", or raise {more}" if more else ""))]
-
-
-def _samples_before_validation(data) -> tuple[int, str, str | None] | None:
-    """(count, whose, the setting that raises it) of the training samples the spec alone fixes
-    before the validation split: a generated dataset's n_samples less its test split, a named
-    dataset's split, or what data.limit keeps; None where the data decides."""
-    info = DATASETS.get(data.dataset)
-    found = None
-    if data.dataset in SIZED_DATASETS:
-        count = data.n_samples if data.n_samples is not None else info.default_samples
-        test = held_out(count, TEST_FRACTION)
-        found = (count - test, f"({count} less {test} for the test split)", "data.n_samples")
-    elif info is not None and info.train_samples is not None and not data.path:
-        found = (info.train_samples, f"of {data.dataset}", None)
-    if data.limit is not None and (found is None or data.limit < found[0]):
-        found = (data.limit, "that data.limit keeps", "data.limit")
-    return found
-
-
-def planned_training_samples(data) -> int | None:
-    """The training samples the spec alone fixes, after the test and validation splits (None
-    where the data decides): what a batch size is measured against before the data loads."""
-    known = _samples_before_validation(data) if data is not None else None
-    if known is None:
-        return None
-    split = data.validation_split
-    return known[0] - (held_out(known[0], split) if split else 0)
 
 
 def _batch_warnings(spec) -> list[tuple[Origin, str]]:

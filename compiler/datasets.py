@@ -109,7 +109,9 @@ DATASETS: dict[str, DatasetInfo] = {
 def largest_step_batch(spec) -> int:
     """The most samples a training step takes: train.batch_size, or fewer where the spec alone
     says the training split holds fewer (a named dataset's split, a generated dataset's
-    n_samples, data.limit): a batch size past them makes each epoch one step on all of them."""
+    n_samples, data.limit): a batch size past them makes each epoch one step on all of them.
+    An upper bound, before the test and validation splits (planned_training_samples takes
+    them out), which memory plans keep."""
     data, batch = spec.data, spec.train.batch_size
     if data is None:
         return batch
@@ -118,6 +120,33 @@ def largest_step_batch(spec) -> int:
     fixed = info.train_samples if data.path is None else None
     known = [data.limit, fixed, (data.n_samples or info.default_samples) if info.sized else None]
     return min([batch, *(count for count in known if count)])
+
+
+def samples_before_validation(data) -> tuple[int, str, str | None] | None:
+    """(count, whose, the setting that raises it) of the training samples the spec alone fixes
+    before the validation split: a generated dataset's n_samples less its test split, a named
+    dataset's split, or what data.limit keeps; None where the data decides."""
+    info = DATASETS.get(data.dataset)
+    found = None
+    if data.dataset in SIZED_DATASETS:
+        count = data.n_samples if data.n_samples is not None else info.default_samples
+        test = held_out(count, TEST_FRACTION)
+        found = (count - test, f"({count} less {test} for the test split)", "data.n_samples")
+    elif info is not None and info.train_samples is not None and not data.path:
+        found = (info.train_samples, f"of {data.dataset}", None)
+    if data.limit is not None and (found is None or data.limit < found[0]):
+        found = (data.limit, "that data.limit keeps", "data.limit")
+    return found
+
+
+def planned_training_samples(data) -> int | None:
+    """The training samples the spec alone fixes, after the test and validation splits (None
+    where the data decides): what a batch size is measured against before the data loads."""
+    known = samples_before_validation(data) if data is not None else None
+    if known is None:
+        return None
+    split = data.validation_split
+    return known[0] - (held_out(known[0], split) if split else 0)
 
 
 def defaulted_dataset(data_spec) -> str:

@@ -40,10 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.backends.base import workers
-from nnrun.compiler.checks import (default_mode, metric_name, monitor_names,
-                                   planned_training_samples, pruned_weights, pruning_errors,
-                                   tracked_metrics, unknown_monitor)
-from nnrun.compiler.datasets import largest_step_batch
+from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
+                                   pruning_errors, tracked_metrics, unknown_monitor)
+from nnrun.compiler.datasets import largest_step_batch, planned_training_samples
 from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
