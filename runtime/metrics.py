@@ -30,7 +30,7 @@ def metric_total(metric, logits, prediction, target, loss: str | None = None, xp
         labels = predicted_labels(logits, prediction, loss, xp)
         return (labels == target.reshape(samples, -1)[:, 0]).sum(), samples
     if kind == "top_k_accuracy":
-        top = xp.argsort(-logits, axis=1)[:, : metric.k]
+        top = xp.argsort(-logits, axis=1, kind="stable")[:, : metric.k]  # ties: lower class first
         hits = (top == target[:, None]).any(axis=1)
         return _over_labelled(hits, target, ignore_index, xp)
     errors = _position_errors(kind, compared_outputs(loss, logits, prediction, xp), target, xp)

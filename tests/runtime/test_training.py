@@ -182,6 +182,20 @@ def test_top_k_mae_and_mse_leave_out_the_samples_ignore_index_marks():
     assert np.isclose(means["val_mae"], (0.1 + 0.2) / 2)
 
 
+def test_top_k_accuracy_ranks_equal_outputs_lower_class_first_as_accuracy_does():
+    """Ties decided by the sort's whim made top_k_accuracy of tied outputs vary by layout."""
+    from nnrun.compiler.schema import Accuracy, TopKAccuracy
+
+    logits = np.random.default_rng(0).integers(0, 2, (2, 1000)).astype(float)
+    logits[1] = logits[0]  # classes 0, 1, 2 are among the tied highest (NumPy's default sort
+    labels = np.array([0, 1])  # ranked 982, 19 and 18 first)
+    means = _totals_of([TopKAccuracy(type="top_k_accuracy", k=3), Accuracy(type="accuracy")],
+                       "cross_entropy", None, logits, labels)
+    assert logits[0, :3].tolist() == [1, 1, 1]
+    assert means["val_top_3_accuracy"] == 1.0
+    assert means["val_accuracy"] == 0.5
+
+
 def test_the_epoch_loss_with_ignore_index_is_the_mean_over_the_labelled_positions(tmp_path):
     """Each batch's loss weighed by its labelled positions, not by its samples: a batch of
     ignored labels counted as loss 0 for each of its samples (train_loss 1.30 against
