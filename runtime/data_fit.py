@@ -28,7 +28,13 @@ from .data.targets import (LABEL_LOSSES, are_plus_minus_one, check_targets_fit,
 
 class DataFitError(DataError):
     """The data cannot train this model; the message names the file and the setting to change.
-    A DataError too, so that `except nnrun.DataError` catches every refusal of the data."""
+    A DataError too, so that `except nnrun.DataError` catches every refusal of the data.
+    `fix`, where the remedy is a change to the spec: kept apart from the `problem`, since for a
+    trained run (eval) the spec is not what to change."""
+
+    def __init__(self, problem: str, fix: str = ""):
+        super().__init__(f"{problem}; {fix}" if fix else problem)
+        self.problem, self.fix = problem, fix
 
 
 def input_shape_known(spec) -> bool:
@@ -89,8 +95,12 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     where = data.where or spec.data.path or spec.data.dataset
     expected = tuple(model.lowered.graph.inputs[0].type.shape[1:])
     if tuple(data.input_shape) != expected:
-        raise DataFitError(f"{where}: samples have shape {list(data.input_shape)}, the model "
-                           f"expects {list(expected)}; {_input_shape_fix(data, expected)}")
+        problem = (f"{where}: samples have shape {list(data.input_shape)}, the model expects "
+                   f"{list(expected)}")
+        moved = sample_layout_fix(data.input_shape, expected) if data.name == "npz" else None
+        if moved:
+            raise DataFitError(f"{problem}; {moved}")
+        raise DataFitError(problem, f"set model.input_shape to {list(data.input_shape)}")
     outputs = model.lowered.logits.type.shape[1:]
     # labels saved one-hot, integers or floats, for a vector output ([N, L] beside a conv1d's
     # [C, L] are label maps)
@@ -119,11 +129,6 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _warn_of_target_scale(data.train.y, where)
 
 
-def _input_shape_fix(data, expected: tuple) -> str:
-    moved = sample_layout_fix(data.input_shape, expected) if data.name == "npz" else None
-    return moved or f"set model.input_shape to {list(data.input_shape)}"
-
-
 def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
     """Every split's labels but those loss.ignore_index leaves out (some must be left)."""
     splits = (data.train, data.val, data.test)
@@ -134,9 +139,9 @@ def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:
     labels = labels[labels != ignore_index]
     if not len(labels):
         raise DataFitError(f"{where}: every label of the data is loss.ignore_index "
-                           f"({ignore_index}): the loss would be 0 and nothing learned; set "
-                           "ignore_index to the value that marks only the positions to leave "
-                           "out")
+                           f"({ignore_index}): the loss would be 0 and nothing learned",
+                           "set ignore_index to the value that marks only the positions to "
+                           "leave out")
     for name, split in (("training", data.train), ("validation", data.val),
                         ("test", data.test)):
         if split is not None and split.y.size and (split.y == ignore_index).all():
@@ -182,8 +187,9 @@ def _check_labels_fit_the_loss(spec, data, labels: np.ndarray, lowered, where: s
     elif loss == "perceptron" and int(labels.max()) > 1:
         top = int(labels.max())
         raise DataFitError(f"{where}: labels go up to {top}, but one output under perceptron "
-                           f"reads labels 0 and 1 (z >= 0 is class 1); for {top + 1} classes "
-                           f"{output_count_fix(spec, lowered, top + 1)}, without the step")
+                           "reads labels 0 and 1 (z >= 0 is class 1)",
+                           f"for {top + 1} classes {output_count_fix(spec, lowered, top + 1)}, "
+                           "without the step")
     elif loss in REGRESSION_LOSSES and data.task != "regression" and len(outputs) == 1 \
             and outputs[0] > 1:
         _check_classes(spec, lowered, where, labels)  # labels become one-hot targets
@@ -294,7 +300,7 @@ def _check_classes(spec, lowered, where: str, labels: np.ndarray, maps: bool = F
         binary = (BINARY_ALTERNATIVE if top == 1 and outputs == 1 and not maps
                   and spec.loss.type == "cross_entropy" else "")
         raise DataFitError(f"{where}: labels go up to {top} but the model has {outputs} "
-                           f"output{'s' * (outputs != 1)}; "
+                           f"output{'s' * (outputs != 1)}",
                            f"{output_count_fix(spec, lowered, top + 1)}{binary}{left_out}"
                            f"{from_one}")
 
@@ -405,7 +411,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     if label_shape == list(outputs) and len(outputs) == 1 and np.isin(data.train.y, marks).all():
         raise DataFitError(f"{where}: the labels are {label_shape} per sample, each 0 or 1 "
                            f"(several labels a sample); {spec.loss.type} takes one class a "
-                           "sample, y [N]: for several labels a sample use loss: "
+                           "sample, y [N]", "for several labels a sample use loss: "
                            "binary_cross_entropy")
     if label_shape == spatial:
         if label_shape and spec.loss.type == "binary_cross_entropy" and outputs[0] != 1:
@@ -417,8 +423,9 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
         maps = f", y [N, {', '.join(map(str, spatial))}]" if spatial else ""
         units = 1 if spec.loss.type == "binary_cross_entropy" else _class_count(spec, data)[0]
         raise DataFitError(f"{where}: has one label per sample, the model ends with "
-                           f"{list(outputs)}; end the model with {{type: flatten}} and a dense "
-                           f"layer of units: {units} (or give label maps for segmentation{maps})")
+                           f"{list(outputs)}", f"end the model with {{type: flatten}} and a "
+                           f"dense layer of units: {units} (or give label maps for "
+                           f"segmentation{maps})")
     # a channel axis of 1 around maps that fit: [1, H, W] or [H, W, 1] for [H, W]
     index = ("y[:, 0]" if spatial and label_shape == [1, *spatial]
              else "y[..., 0]" if spatial and label_shape == [*spatial, 1] else None)
@@ -438,7 +445,7 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     also = (f"; or, for several labels a sample, end the model with {{type: flatten}} and a "
             f"dense layer of units: {label_shape[0]}" if several else "")
     raise DataFitError(f"{where}: label maps are {label_shape}, the model ends with "
-                       f"{list(outputs)}; {spec.loss.type} needs [{scores}, "
+                       f"{list(outputs)}", f"{spec.loss.type} needs [{scores}, "
                        f"{', '.join(map(str, label_shape))}] "
                        f"({positions_fix(spatial, label_shape, lowered)}){also}")
 
@@ -483,7 +490,7 @@ def _check_labels_per_output(spec, data, lowered, where: str) -> None:
     elif outputs[0] > 1:  # the API refuses such targets too
         raise DataFitError(f"{where}: one 0/1 label per sample, the model ends with "
                            f"{list(outputs)}; binary_cross_entropy compares each output with a "
-                           f"label of its own: {output_count_fix(spec, lowered, 1)} (or, for "
+                           "label of its own", f"{output_count_fix(spec, lowered, 1)} (or, for "
                            f"{outputs[0]} classes, use loss: cross_entropy)")
 
 

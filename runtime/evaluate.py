@@ -308,9 +308,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     try:
         check_data_fits(spec, run.model, data, training=False)
     except DataError as error:  # DataFitError too: the data has changed since training, likely
-        raise DataFitError(f"{error} (the run was trained on other data; evaluate on data like "
-                           "its own: a change to the spec applies to a new run, not to this "
-                           "one)") from None
+        raise _unfit_for_the_run(error) from None
     _warn_of_changed_data(run, Path(run_dir), split)  # scored, not refused as unfit above
     state = {name: run.model.backend.from_host(value) for name, value in run.params.items()}
     metrics = tracked_metrics(spec, task_for_model(spec, run.model, data))
@@ -326,6 +324,16 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                    else {})
     return {"checkpoint": run.checkpoint.name, "epoch": run.epoch, "split": split,
             "samples": len(chosen.x), "preprocessing": preprocess, **transformed, **result}
+
+
+def _unfit_for_the_run(error: DataError) -> DataFitError:
+    """Data the run's model cannot take: the spec's fix is for a new run, not this one."""
+    fix = getattr(error, "fix", "")
+    if fix:
+        return DataFitError(f"{error.problem}: the run was trained on other data; evaluate on "
+                            f"data like its own, or train a new run on this data: {fix}")
+    return DataFitError(f"{error} (the run was trained on other data; evaluate on data like its "
+                        "own: a change to the spec applies to a new run, not to this one)")
 
 
 def _warn_of_changed_data(run: Run, run_dir: Path, split: str) -> None:

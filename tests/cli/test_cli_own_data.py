@@ -557,7 +557,7 @@ def test_one_label_a_sample_beside_several_outputs_is_refused_as_the_api_refuses
     spec.write_text(spec.read_text().replace("units: 4", "units: 2"))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
     assert line.endswith("one 0/1 label per sample, the model ends with [2]; "
-                         "binary_cross_entropy compares each output with a label of its own: "
+                         "binary_cross_entropy compares each output with a label of its own; "
                          "set units: 1 in model.layers[0] (dense_1) (or, for 2 classes, use loss: "
                          "cross_entropy)")
     assert not (tmp_path / "run").exists()
@@ -654,7 +654,7 @@ def test_several_labels_a_sample_under_cross_entropy_are_told_of_binary_cross_en
     spec.write_text(spec.read_text().replace("binary_cross_entropy", "cross_entropy"))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "m.npz")
     assert line.endswith("the labels are [4] per sample, each 0 or 1 (several labels a sample); "
-                         "cross_entropy takes one class a sample, y [N]: for several labels a "
+                         "cross_entropy takes one class a sample, y [N]; for several labels a "
                          "sample use loss: binary_cross_entropy")
 
 
@@ -815,10 +815,11 @@ def test_eval_checks_the_labels_against_the_model(tmp_path):
              y_test=np.array([0, 1, 4, 5]))
     (tmp_path / "d.npz").write_bytes((tmp_path / "run" / "d.npz").read_bytes())
     line = assert_one_line_error(invoke("eval", tmp_path / "run"), "d.npz")
-    assert "labels go up to 5 but the model has 3 outputs" in line
-    # the API walk: a fix to the model's layers is for a new run, the run's model stays
-    assert line.endswith("(the run was trained on other data; evaluate on data like its own: "
-                         "a change to the spec applies to a new run, not to this one)")
+    # the API walk: a fix to the model's layers is for a new run, the run's model stays (the
+    # fix came first, "set units: 6 ...", with the run's part after it)
+    assert line.endswith("d.npz: labels go up to 5 but the model has 3 outputs: the run was "
+                         "trained on other data; evaluate on data like its own, or train a new "
+                         "run on this data: set units: 6 in model.layers[2] (dense_2)")
     # real-valued targets in its place (the errors audit: no word that the run's data changed)
     real = rng.normal(size=12)
     for where in (tmp_path / "run" / "d.npz", tmp_path / "d.npz"):
