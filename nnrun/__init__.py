@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from contextlib import contextmanager
 from numbers import Integral, Real
 from os import PathLike
 from pathlib import Path
@@ -56,7 +57,22 @@ def compile(spec, backend: str = "numpy", overrides=(), graph: bool = True):  # 
     from nnrun.runtime.model import Model, check_flags
 
     check_flags(graph=graph)
-    return Model(_source(spec, overrides), backend, graph=graph)
+    source = _source(spec, overrides)
+    with _backend_as_parameter():
+        return Model(source, backend, graph=graph)
+
+
+@contextmanager
+def _backend_as_parameter():
+    """The backends' "use --backend numpy" (the layer below cannot know who called it) as the
+    API's parameter, backend='numpy'."""
+    from nnrun.backends import BackendUnavailable
+
+    try:
+        yield
+    except BackendUnavailable as error:
+        raise BackendUnavailable(str(error).replace("--backend numpy", "backend='numpy'")) \
+            from None
 
 
 def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int | None = None,
@@ -90,11 +106,12 @@ def train(spec, backend: str = "numpy", out_dir=None, overrides=(), epochs: int 
     if distributed:
         from nnrun.runtime.distributed import DEFAULT_TIMEOUT_S, connect
 
-        options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
+        with _backend_as_parameter():
+            options["ranks"] = connect(backend, distributed_timeout or DEFAULT_TIMEOUT_S)
     # the thread settings are the process's; quiet silences their warning too; errors name
     # this function's parameters, not the command's options
     with _ONE_TRAINING, silenced(options.get("quiet", False)), thread_limit(threads), \
-            named_as_parameters(TRAIN_PARAMETERS):
+            named_as_parameters(TRAIN_PARAMETERS), _backend_as_parameter():
         return run_training(source, backend=backend, out_dir=out_dir, **options)
 
 
@@ -182,7 +199,7 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
     _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
     check_flags(graph=graph, preprocess=preprocess)
-    with named_as_parameters(LOAD_RUN_PARAMETERS):
+    with named_as_parameters(LOAD_RUN_PARAMETERS), _backend_as_parameter():
         return load(Path(run_dir), checkpoint, backend, preprocess=preprocess, graph=graph)
 
 

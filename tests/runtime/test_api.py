@@ -3,6 +3,7 @@
 import json
 import re
 import signal
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,21 @@ def test_the_api_names_what_is_wrong_instead_of_failing_deep_inside():
     for call, kind, message in cases:
         raised, text = _error(call)
         assert issubclass(raised, kind) and message in text, (raised, text)
+
+
+def test_without_cupy_the_api_names_its_backend_parameter_not_the_commands_option(
+        tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    nnrun.train(XOR, out_dir=run, epochs=1, quiet=True)
+    for module in ("cupy", "nnrun.backends.cupy_backend"):
+        monkeypatch.setitem(sys.modules, module, None)  # as where CuPy is not installed
+    for call in (lambda: nnrun.compile(XOR, backend="cupy"),
+                 lambda: nnrun.train(XOR, backend="cupy", out_dir=tmp_path / "other"),
+                 lambda: nnrun.load_run(run, backend="cupy")):
+        raised, text = _error(call)
+        assert raised is nnrun.BackendUnavailable, text
+        assert text.endswith("or use backend='numpy'") and "--backend" not in text
+    assert not (tmp_path / "other").exists()
 
 
 def test_class_labels_that_become_one_hot_targets_must_be_within_the_classes():
