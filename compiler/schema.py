@@ -778,9 +778,10 @@ class Data(Strict):
             kind = "datasets read from files" if info.field_name == "path" else "generated datasets"
             named, fix = f"'{dataset}'", "remove it"
             if info.field_name == "path" and dataset == cls.model_fields["dataset"].default:
-                # `data: {path: d.npz}`: likely no dataset named, and the default read
+                # `data: {path: d.npz}`: likely no dataset named, and the default read (or
+                # digits named: the validator cannot tell, so the words fit both)
                 kind_of_file = dataset_of_file(value) or "the file's kind"
-                named += " (the default where data names none)"
+                named += " (also what data naming no dataset reads)"
                 fix = f"set data.dataset: {kind_of_file}, or remove the path"
             raise ValueError(f"data.{info.field_name} applies to {kind} ({', '.join(takes)}), "
                              f"not {named}; {fix}")

@@ -2040,7 +2040,7 @@ def test_a_data_path_without_a_dataset_is_told_the_dataset_its_file_is():
     files ..., not 'digits'; remove it": digits was the default, and the path was meant."""
     (error, *_) = _load_errors("data: {path: d.npz}\nmodel:\n  input_shape: [2]\n  layers: "
                                "[{type: dense, units: 2}]\n")
-    assert error.endswith("not 'digits' (the default where data names none); set "
+    assert error.endswith("not 'digits' (also what data naming no dataset reads); set "
                           "data.dataset: npz, or remove the path"), error
     (error, *_) = _load_errors("data: {dataset: spirals, noise: 0.1, path: d.csv}\nmodel:\n"
                                "  input_shape: [2]\n  layers: [{type: dense, units: 2}]\n")

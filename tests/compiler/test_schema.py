@@ -84,7 +84,7 @@ def test_an_option_the_dataset_does_not_take_is_an_error_on_its_line(dataset, op
     assert diagnostic.line == 4, diagnostic.format()
     assert f"data.{option} applies to {applies_to}" in diagnostic.message
     if (dataset, option) == ("digits", "path"):  # the default, likely read where none is named
-        assert diagnostic.message.endswith("not 'digits' (the default where data names none); "
+        assert diagnostic.message.endswith("not 'digits' (also what data naming no dataset reads); "
                                            "set data.dataset: npz, or remove the path")
     else:
         assert f"not '{dataset}'; remove it" in diagnostic.message
