@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .datasets import paths_relative_to, why_absent, why_not_looked_at, why_unreadable
+from .datasets import (paths_relative_to, unreadable_npz, why_absent, why_not_looked_at,
+                       why_unreadable)
 from .diagnostics import suggest
 from .ir import Origin
 from .schema import default_layer_names
@@ -40,7 +41,11 @@ class GivenValues:
 
 
 class _Unreadable(Exception):
-    pass
+    """`damage`: why an npz's bytes do not read as one (of NPZ_DAMAGE), where that is why."""
+
+    def __init__(self, message: str, damage: str | None = None):
+        super().__init__(message)
+        self.damage = damage
 
 
 def resolve_initial_values(spec, lowered, directory: Path,
@@ -301,11 +306,12 @@ def _known(header: tuple | Exception) -> tuple:
 
 
 def npz_shapes_or_reason(path: Path) -> tuple[dict[str, tuple[int, ...]] | None, str | None]:
-    """As npz_shapes_or_none, with why the file could not be read (None when it could)."""
+    """As npz_shapes_or_none, with why the file could not be read (None when it could), in the
+    data loader's words (a csv file named as npz data is told data.dataset: csv)."""
     try:
         return npz_shapes(path, numbers_only=False), None
     except _Unreadable as error:
-        return None, str(error)
+        return None, unreadable_npz(path, error.damage) if error.damage else str(error)
 
 
 # What a damaged npz raises inside zipfile, zlib and numpy.lib.format: a header whose dictionary
@@ -337,7 +343,7 @@ def npz_shapes(path: Path, numbers_only: bool = True,
         raise _Unreadable(f"{path}: {why_unreadable(error)}") from None
     except NPZ_DAMAGE as error:
         raise _Unreadable(f"{path}: not a readable .npz file ({error}); write it with "
-                          "numpy.savez") from None
+                          "numpy.savez", damage=str(error)) from None
 
 
 def npy_header(archive: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:

@@ -1600,6 +1600,19 @@ def test_validate_reads_that_a_data_file_is_no_npz_where_input_shape_is_declared
     assert "data.path" in line and "not a readable .npz file" in line
 
 
+def test_validate_tells_a_csv_file_named_as_npz_data_what_train_tells_it(tmp_path):
+    """validate said "write it with numpy.savez" (init_from's words) where train says
+    data.dataset: csv."""
+    spec = write(tmp_path / "s.yaml", SPEC.replace("INPUT", "input_shape: [2]")
+                 .replace("d.npz", "d.csv"))
+    (tmp_path / "d.csv").write_text("x1,x2,label\n0,1,1\n")
+    told = [assert_one_line_error(invoke(*command), "d.csv")
+            for command in (("validate", spec), ("validate", spec, "--data"),
+                            ("train", spec, "--out", tmp_path / "run"))]
+    assert all(line.endswith("not a readable .npz file (File is not a zip file); it is a csv "
+                             "file: set data.dataset: csv") for line in told), told
+
+
 def test_a_file_without_samples_says_so(tmp_path):
     """x of shape [0, 4] was told 'features must be [N, ...], one row per sample'."""
     np.savez(tmp_path / "d.npz", x=np.zeros((0, 4), np.float32), y=np.zeros(0, np.int64))
