@@ -111,7 +111,7 @@ def more_than_binary(labels: str, classes: int, fix: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return (_init_from_warnings(spec) + _symmetry_warnings(spec)
+    return (_init_from_warnings(spec) + _frozen_at_zero_warnings(spec) + _symmetry_warnings(spec)
             + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
             + _schedule_warnings(spec) + _pruning_warnings(spec)
             + _early_stopping_warnings(spec) + _batch_warnings(spec))
@@ -159,6 +159,7 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
     if spec.model.init_from or spec.train.pruning:  # other values; pruning picks among equals
         return []
     layers = spec.model.layers
+    frozen = set(frozen_at_zero(spec))  # said more exactly: they do not train at all
     names = default_layer_names(layers)
     reads = dict(zip(names, layer_inputs(layers)))
     at = {name: index for index, name in enumerate(names)}
@@ -191,7 +192,8 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
         return found
 
     stuck = {source: name for name, layer in zip(names, layers) if weights_equal(layer)
-             for source in weighted_inputs(name) if starts_equal(layers[at[source]])}
+             for source in weighted_inputs(name)
+             if starts_equal(layers[at[source]]) and source not in frozen}
     by_origin: dict[tuple, list[str]] = {}  # one warning for the layers one setting starts
     for source in sorted(stuck, key=at.get):
         own = layers[at[source]].init is not None
@@ -211,6 +213,90 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
             "gets the same gradient, so they stay equal (but for rounding) and train as one "
             "(the symmetry is never broken); give the weights a random init, e.g. he_uniform "
             "or xavier_uniform")))
+    return warnings
+
+
+# Layers whose output is 0 where their input is 0 everywhere (and which pass a gradient back):
+# a zero that starts before them is a zero after them (a batchnorm's too, its beta starting at
+# 0, while no gradient reaches it).
+_ZERO_KEEPING = ("identity", "tanh", "leaky_relu", "elu", "gelu", "dropout", "flatten", "reshape",
+                 "batchnorm",
+                 "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "global_avgpool",
+                 "global_maxpool", "upsample1d", "upsample2d", "concat")
+
+
+def frozen_at_zero(spec) -> dict[str, str]:
+    """The layers whose weights and bias start at 0 and never move, by what stops their
+    gradient: their outputs are 0 for every sample, and every way from them to the loss meets
+    a relu at 0 (whose gradient there is 0, as PyTorch's) or a layer whose weights start at 0
+    too and stay there (the gradient a layer passes back is its weights times its own; the
+    gradient of its weights is its input times its own, here 0). The course's all-zeros
+    initialisation: such a model predicts one output, its last bias, for every sample."""
+    if spec.model.init_from:
+        return {}
+    layers = spec.model.layers
+    names = default_layer_names(layers)
+    at = {name: index for index, name in enumerate(names)}
+    readers: dict[str, list[str]] = {name: [] for name in names}
+    for name, sources in zip(names, layer_inputs(layers)):
+        for source in sources:
+            readers.setdefault(source, []).append(name)
+
+    def zero_weights(layer) -> bool:
+        init = layer.init or spec.model.init
+        return (_initial_weights(spec, layer) in ("zeros", "constant")
+                and getattr(init, "value", 0) == 0
+                and getattr(layer, "padding_mode", None) != "random")
+
+    def starts_at_zero(layer) -> bool:
+        bias = getattr(layer, "bias_init", None)
+        return zero_weights(layer) and (not layer.use_bias or getattr(layer, "bias", None) is None
+                                        and bias.type in ("zeros", "constant")
+                                        and getattr(bias, "value", 0) == 0)
+
+    def stopper(name: str, zero: bool) -> str | None:
+        """What stops every gradient to `name`'s output (0 where `zero`), or None."""
+        if name == names[-1] or not readers[name]:
+            return None if name == names[-1] else "no reader"
+        found = {_stops_at(layers[at[reader]], reader, zero) for reader in readers[name]}
+        return None if None in found else sorted(found)[0]
+
+    def _stops_at(layer, name: str, zero: bool) -> str | None:
+        if hasattr(layer, "init"):  # its weights: 0 for good where what it reads stays 0
+            return f"{name}'s zero weights" if zero and zero_weights(layer) else None
+        if layer.type == "relu":
+            return f"{name} at 0" if zero else None
+        if layer.type in _ZERO_KEEPING:
+            return stopper(name, zero)
+        return None
+
+    frozen = {}
+    for name, layer in zip(names, layers):
+        if not hasattr(layer, "init") or not starts_at_zero(layer):
+            continue
+        own = getattr(layer, "activation", None)
+        kind = own.type if own is not None else "identity"
+        why = ("its own relu at 0" if kind == "relu" else
+               stopper(name, True) if kind in _ZERO_KEEPING else None)
+        if why and why != "no reader":
+            frozen[name] = why
+    return frozen
+
+
+def _frozen_at_zero_warnings(spec) -> list[tuple[Origin, str]]:
+    layers = spec.model.layers
+    at = {name: index for index, name in enumerate(default_layer_names(layers))}
+    warnings = []
+    for name, why in frozen_at_zero(spec).items():
+        index = at[name]
+        keys = (("model", "layers", index, "init") if layers[index].init is not None
+                else ("model", "init"))
+        where = (Origin(f"model.layers[{index}]", name, keys) if len(keys) > 2
+                 else Origin("model.init", keys=keys))
+        warnings.append((where, (
+            f"{name} starts at 0 (weights and bias) and never changes: its outputs are 0 for "
+            f"every sample, and no gradient gets past {why} to it; give the weights a random "
+            "init, e.g. he_uniform or xavier_uniform")))
     return warnings
 
 

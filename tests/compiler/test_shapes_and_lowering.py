@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import nnrun
 from nnrun.cli import main
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import check, load_spec_text
@@ -1596,7 +1597,8 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
 
 
 @pytest.mark.parametrize("init, layers, warned", [
-    ("zeros", ["{type: dense, units: 3, activation: tanh}", "{type: dense, units: 1}"],
+    # (a sigmoid between: 0.5 out of the zeros; tanh's 0 would freeze both, tested below)
+    ("zeros", ["{type: dense, units: 3, activation: sigmoid}", "{type: dense, units: 1}"],
      "dense_1 and dense_2 start with equal weights (zeros): each unit of dense_1 computes"),
     ("{type: constant, value: 0.5}", ["{type: conv1d, filters: 2, kernel_size: 2}",
                                       "{type: flatten}", "{type: dense, units: 1}"],
@@ -1608,8 +1610,8 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
     ("zeros", ["{type: dense, units: 3}", "{type: dropout, rate: 0.5}",
                "{type: dense, units: 1}"], None),
     ("zeros", ["{type: dense, units: 3, bias_init: normal}", "{type: dense, units: 1}"], None),
-    ("zeros", ["{type: dense, units: 3, use_bias: false}", "{type: dense, units: 1}"],
-     "dense_1 and dense_2 start with equal weights (zeros)"),
+    ("zeros", ["{type: dense, units: 3, use_bias: false, activation: sigmoid}",
+               "{type: dense, units: 1}"], "dense_1 and dense_2 start with equal weights (zeros)"),
     ("zeros", ["{type: dense, units: 2, weights: [[1, 2], [3, 4]]}", "{type: dense, units: 1}"],
      None),
     ("ones", ["{type: dense, units: 1}"], None),
@@ -1621,7 +1623,8 @@ def test_a_pruning_ramp_that_ends_after_the_last_epoch_says_the_sparsity_it_reac
      "a and c start with equal weights (zeros): each unit of a computes"),
     # the review: the reader's bias does not matter; an add's other operand, a layer of given
     # weights, a reshape that makes units positions (then pooled) break the symmetry
-    ("zeros", ["{type: dense, units: 3}", "{type: dense, units: 1, bias_init: normal}"],
+    ("zeros", ["{type: dense, units: 3, activation: sigmoid}",
+               "{type: dense, units: 1, bias_init: normal}"],
      "dense_1 and dense_2 start with equal weights (zeros)"),
     ("zeros", ["{name: a, type: dense, units: 2}",
                "{name: r, type: dense, units: 2, inputs: input, init: he_uniform}",
@@ -1656,6 +1659,63 @@ def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers
         assert warning.message.endswith("so they stay equal (but for rounding) and train as "
                                         "one (the symmetry is never broken); give the weights a "
                                         "random init, e.g. he_uniform or xavier_uniform")
+
+
+@pytest.mark.parametrize("init, layers, frozen", [
+    ("zeros", ["{type: dense, units: 3, activation: tanh}", "{type: dense, units: 1}"],
+     "dense_2's zero weights"),
+    ("zeros", ["{type: dense, units: 3, use_bias: false}", "{type: dense, units: 1}"],
+     "dense_2's zero weights"),
+    ("zeros", ["{type: dense, units: 3}", "{type: dense, units: 1, bias_init: normal}"],
+     "dense_2's zero weights"),
+    ("zeros", ["{type: dense, units: 3}", "{type: dropout, rate: 0.5}",
+               "{type: dense, units: 1}"], "dense_2's zero weights"),
+    ("zeros", ["{type: dense, units: 3}", "{type: relu}", "{type: dense, units: 1}"],
+     "relu_1 at 0"),
+    ("he_uniform", ["{type: dense, units: 3, init: zeros, activation: relu}",
+                    "{type: dense, units: 1}"], "its own relu at 0"),
+    ("he_uniform", ["{name: a, type: dense, units: 3, init: zeros}",
+                    "{name: b, type: dense, units: 3, inputs: input}",
+                    "{type: concat, inputs: [a, b]}", "{type: relu}", "{type: dense, units: 1}"],
+     "relu_1 at 0"),
+    # a gradient gets through: tanh's slope to random weights, a sigmoid's 0.5 (then the
+    # units stay equal instead), an add's other operand, a batchnorm to random weights
+    ("he_uniform", ["{type: dense, units: 3, init: zeros}", "{type: tanh}",
+                    "{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 3}", "{type: sigmoid}", "{type: dense, units: 1}"], None),
+    ("he_uniform", ["{name: a, type: dense, units: 2, init: zeros}", "{type: add, inputs: [a, "
+                    "input]}", "{type: relu}", "{type: dense, units: 1}"], None),
+    ("zeros", ["{type: dense, units: 3}", "{type: batchnorm}", "{type: relu}",
+               "{type: dense, units: 1}"], "relu_1 at 0"),  # beta too gets no gradient
+    ("he_uniform", ["{type: dense, units: 3, init: zeros}", "{type: batchnorm}",
+                    "{type: dense, units: 1}"], None),
+    ("{type: constant, value: 0.5}", ["{type: dense, units: 3, bias_init: zeros}",
+                                      "{type: relu}", "{type: dense, units: 1}"], None),
+])
+def test_layers_that_start_at_zero_and_never_get_a_gradient_are_warned(init, layers, frozen):
+    """The course's all-zeros initialisation: a first layer of zeros read through a relu at 0,
+    or by weights of zeros, gets no gradient ever, and was told it would "train as one"."""
+    text = spec_text([2], *layers, extra="").replace("  layers:", f"  init: {init}\n  layers:")
+    warnings = [d.message for d in checked(text).diagnostics if d.severity == "warning"]
+    found = [m for m in warnings if "never changes" in m]
+    layer = "a" if "name: a" in layers[0] else "dense_1"
+    if frozen is None:
+        assert not found, warnings
+    else:
+        assert found == [f"{layer} starts at 0 (weights and bias) and never changes: its "
+                         "outputs are 0 for every sample, and no gradient gets past "
+                         f"{frozen} to it; give the weights a random init, e.g. he_uniform or "
+                         "xavier_uniform"], warnings
+        assert not [m for m in warnings if "equal weights" in m]  # said more exactly
+    # what the warning says, by gradient descent: three steps move the layer or they do not
+    model = nnrun.compile(load_spec_text(text, FILE))
+    params = model.init_params(seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 1))
+    for _ in range(3):
+        _, grads = model.loss_and_grads(params, x, y)
+        params = {name: value - 0.1 * grads.get(name, 0) for name, value in params.items()}
+    assert (not params[f"{layer}.weight"].any()) == (frozen is not None)
 
 
 @pytest.mark.parametrize("schedule, epochs, fix", [
