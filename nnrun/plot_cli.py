@@ -17,6 +17,7 @@ from nnrun.cli import (OutPath, RunDirPath, UserError, handle_errors, in_own_cac
               help="The image to write; its suffix chooses the format: .png, .svg, .pdf, .jpg, "
                    "or another that matplotlib writes.")
 @click.option("--metrics", "metrics", metavar="NAME,...", multiple=True,
+              callback=lambda context, option, value: value and _panels(",".join(value)),
               help="Panels, in order: loss, accuracy, lr, grad_norms, or any metric of "
                    "metrics.jsonl (mae draws train_mae and val_mae, those logged); "
                    "comma-separated or repeated "
@@ -39,7 +40,7 @@ def plot(run_dirs, out_path, metrics) -> None:
     try:
         image_format(out_path)
         runs = read_runs(list(run_dirs))
-        panels = default_panels(runs) if not metrics else _panels(",".join(metrics))
+        panels = metrics or default_panels(runs)
         check_panels(panels, runs)
     except PlotError as error:
         raise UserError(str(error)) from None
@@ -53,10 +54,10 @@ PANEL_ALIASES = {"learning_rate": "lr", "grad_norm": "grad_norms", "gradient_nor
 
 
 def _panels(metrics: str) -> list[str]:
-    """The names of --metrics, each once; none at all (--metrics , or "") is refused rather
-    than drawn as no panel (an internal error) or silently as the defaults."""
+    """The names of --metrics, each once; none at all (--metrics , or "") is a usage error
+    rather than drawn as no panel (an internal error) or silently as the defaults."""
     names = (name.strip() for name in metrics.split(",") if name.strip())
     panels = list(dict.fromkeys(PANEL_ALIASES.get(name, name) for name in names))
     if not panels:
-        raise UserError(f"--metrics {metrics!r} names no metric; give e.g. loss,accuracy")
+        raise click.BadParameter(f"{metrics!r} names no metric; give e.g. loss,accuracy")
     return panels

@@ -182,10 +182,11 @@ def test_step_rows_without_a_batch_count_are_left_out(runs, tmp_path, row):
 @pytest.mark.parametrize("metrics", [",", "", " , "])
 def test_metrics_that_name_nothing_are_one_line(runs, tmp_path, metrics):
     """--metrics , stopped with an internal error (a figure of 0 rows); --metrics "" drew the
-    defaults as if the option were not given."""
+    defaults as if the option were not given. A usage error (exit 2), as `--set =3` is."""
     result = CliRunner().invoke(main, ["plot", str(runs / "relu"), "--out",
                                        str(tmp_path / "x.png"), "--metrics", metrics])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
+    assert "plot --help')" in result.output
     assert result.output.count("\n") == 1 and "names no metric" in result.output
     assert not (tmp_path / "x.png").exists()
 
