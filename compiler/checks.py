@@ -3,6 +3,7 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 
@@ -254,21 +255,23 @@ def frozen_at_zero(spec) -> dict[str, str]:
                                         and bias.type in ("zeros", "constant")
                                         and getattr(bias, "value", 0) == 0)
 
-    def stopper(name: str, zero: bool) -> str | None:
-        """What stops every gradient to `name`'s output (0 where `zero`), or None."""
-        if name == names[-1] or not readers[name]:
-            return None if name == names[-1] else "no reader"
-        found = {_stops_at(layers[at[reader]], reader, zero) for reader in readers[name]}
-        return None if None in found else sorted(found)[0]
+    @functools.cache
+    def stopper(name: str) -> str | None:
+        """What stops every gradient to `name`'s output, which is 0 (None: one gets through);
+        "no reader" where nothing reads it."""
+        if name == names[-1]:
+            return None
+        found = {_stops_at(layers[at[reader]], reader) for reader in readers[name]}
+        if None in found:
+            return None
+        return min(found - {"no reader"}, default="no reader")
 
-    def _stops_at(layer, name: str, zero: bool) -> str | None:
-        if hasattr(layer, "init"):  # its weights: 0 for good where what it reads stays 0
-            return f"{name}'s zero weights" if zero and zero_weights(layer) else None
+    def _stops_at(layer, name: str) -> str | None:
+        if hasattr(layer, "init"):  # its weights: 0 for good, as what it reads stays 0
+            return f"{name}'s zero weights" if zero_weights(layer) else None
         if layer.type == "relu":
-            return f"{name} at 0" if zero else None
-        if layer.type in _ZERO_KEEPING:
-            return stopper(name, zero)
-        return None
+            return f"{name} at 0"
+        return stopper(name) if layer.type in _ZERO_KEEPING else None
 
     frozen = {}
     for name, layer in zip(names, layers):
@@ -277,7 +280,7 @@ def frozen_at_zero(spec) -> dict[str, str]:
         own = getattr(layer, "activation", None)
         kind = own.type if own is not None else "identity"
         why = ("its own relu at 0" if kind == "relu" else
-               stopper(name, True) if kind in _ZERO_KEEPING else None)
+               stopper(name) if kind in _ZERO_KEEPING else None)
         if why and why != "no reader":
             frozen[name] = why
     return frozen

@@ -1678,6 +1678,9 @@ def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers
                     "{name: b, type: dense, units: 3, inputs: input}",
                     "{type: concat, inputs: [a, b]}", "{type: relu}", "{type: dense, units: 1}"],
      "relu_1 at 0"),
+    ("he_uniform", ["{name: a, type: dense, units: 3, init: zeros}",  # c: read by nothing
+                    "{name: c, type: dense, units: 2, inputs: a}", "{type: relu, inputs: a}",
+                    "{type: dense, units: 1}"], "relu_1 at 0"),
     # a gradient gets through: tanh's slope to random weights, a sigmoid's 0.5 (then the
     # units stay equal instead), an add's other operand, a batchnorm to random weights
     ("he_uniform", ["{type: dense, units: 3, init: zeros}", "{type: tanh}",
