@@ -15,7 +15,8 @@ from .diagnostics import and_joined, suggest
 from .initial_values import unheld
 from .ir import Origin
 from .schema import (ACTIVATION_TYPES, METRICS, POSITION_CLASS_METRICS, REGRESSION_LOSSES,
-                     Accuracy, MaeMetric, default_layer_names, layer_inputs)
+                     Accuracy, MaeMetric, default_layer_names, layer_inputs,
+                     layers_read_by)
 from .shapes import as_tuple
 
 SPATIAL_AUGMENTATIONS = ("random_shift", "random_flip", "random_crop", "random_rotation")
@@ -238,10 +239,12 @@ def frozen_at_zero(spec) -> dict[str, str]:
     layers = spec.model.layers
     names = default_layer_names(layers)
     at = {name: index for index, name in enumerate(names)}
+    reads = dict(zip(names, layer_inputs(layers)))
     readers: dict[str, list[str]] = {name: [] for name in names}
-    for name, sources in zip(names, layer_inputs(layers)):
+    for name, sources in reads.items():
         for source in sources:
             readers.setdefault(source, []).append(name)
+    on_the_way = layers_read_by(reads, names[-1])  # to the model's output
 
     def zero_weights(layer) -> bool:
         init = layer.init or spec.model.init
@@ -261,7 +264,8 @@ def frozen_at_zero(spec) -> dict[str, str]:
         "no reader" where nothing reads it."""
         if name == names[-1]:
             return None
-        found = {_stops_at(layers[at[reader]], reader) for reader in readers[name]}
+        found = {_stops_at(layers[at[reader]], reader) if reader in on_the_way else "no reader"
+                 for reader in readers[name]}
         if None in found:
             return None
         return min(found - {"no reader"}, default="no reader")
