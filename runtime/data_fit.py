@@ -246,23 +246,37 @@ TARGET_SPREAD = (1e-3, 1e3)
 def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
     """nnrun normalises the inputs, not the targets (spec-reference.md): said where their
     scale, or their distance from 0 (per output), will keep the run from learning, with the
-    usual fix."""
+    usual fix: one divisor where it brings every output's spread within TARGET_SPREAD, else
+    each output's own."""
     if not y.size:
         return
-    means = np.mean(y, axis=0, dtype=np.float64)
-    spread = float(np.std(y - means, dtype=np.float64))  # each output around its own mean
-    center = float(means.flat[np.argmax(np.abs(means))])  # the output farthest from 0
-    scaled = bool(spread) and not TARGET_SPREAD[0] <= spread <= TARGET_SPREAD[1]
+    flat = y.reshape(len(y), -1)
+    means = np.mean(flat, axis=0, dtype=np.float64)
+    spreads = np.std(flat - means, axis=0, dtype=np.float64)  # each around its own mean
+    spread = float(np.sqrt(np.mean(spreads**2)))  # of every output's value
+    low, high = TARGET_SPREAD
+    varying = spreads[spreads > 0]
+    scaled = bool(((varying < low) | (varying > high)).any())
     shown = float(f"{spread:.3g}")  # the divisor the advice gives
+    each = scaled and not ((varying / shown >= low) & (varying / shown <= high)).all()
+    divisors = np.where(spreads > 0, spreads, 1.0) if each else shown
     # far from 0, beyond its spread (else dividing is the fix), or far once divided by it
-    offset = (abs(center) > max(TARGET_SPREAD[1], spread)
-              or scaled and abs(center) > TARGET_SPREAD[1] * shown)
-    if not (scaled or offset):
+    far = (np.abs(means) > np.maximum(high, spreads)) | \
+        (scaled & (np.abs(means) > high * divisors))
+    if not (scaled or far.any()):
         return
+    center = float(means[np.argmax(np.abs(means))])  # the output farthest from 0
+    offset, constant = bool(far.any()), len(varying) < len(spreads)
     said = ([f"mean is {center:.6g}" + ("" if means.size == 1 else " (an output's)")]
-            if offset else []) + ([f"standard deviation is {spread:.3g}"] if scaled else [])
-    saved = {(True, False): "y - y.mean(0)", (False, True): f"y / {spread:.3g}",
-             (True, True): f"(y - y.mean(0)) / {spread:.3g}"}[offset, scaled]
+            if offset else []) + (
+        [f"standard deviations run from {varying.min():.3g} to {varying.max():.3g} (per "
+         "output)" if each else f"standard deviation is {spread:.3g}"] if scaled else [])
+    # a constant output is divided by 1, once brought to 0
+    divisor = ("np.where(y.std(0) > 0, y.std(0), 1)" if constant else "y.std(0)") if each \
+        else f"{spread:.3g}"
+    subtract = offset or each and constant
+    saved = {(True, False): "y - y.mean(0)", (False, True): f"y / {divisor}",
+             (True, True): f"(y - y.mean(0)) / {divisor}"}[subtract, scaled]
     warn(f"{where}: the targets' {' and their '.join(said)}; nnrun normalises the inputs, "
          "not the targets, and a loss of that scale trains slowly or not at all: save the "
          f"targets as {saved} and map the predictions back")

@@ -1482,6 +1482,19 @@ SPREAD = np.tile([-1.0, 1.0], 30)  # mean 0, standard deviation 1
     # second review)
     (0.010039 + 1.0049e-5 * SPREAD,
      "the targets' mean is 0.010039 and their standard deviation is 1e-05; "),
+    # outputs of other scales (the data audit: y / 6.9e+05, the spread of them all, left the
+    # second output at 1.4e-06, which then learned nothing): each divided by its own
+    (np.stack([9.8e5 * SPREAD, 0.98 * SPREAD], 1),
+     "the targets' standard deviations run from 0.98 to 9.8e+05 (per output); "),
+    (np.stack([1e-5 * SPREAD, SPREAD], 1),
+     "the targets' standard deviations run from 1e-05 to 1 (per output); "),
+    (np.stack([5e4 + 1e-5 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
+     "the targets' mean is 50000 (an output's) and their standard deviations run from 1e-05 to "
+     "1 (per output); "),
+    (np.stack([1e-5 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
+     "the targets' standard deviations run from 1e-05 to 1 (per output); "),
+    # of one scale, far from the bounds: one divisor
+    (np.stack([1e5 * SPREAD, 2e5 * SPREAD], 1), "the targets' standard deviation is 1.58e+05; "),
 ])
 def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, said):
     from nnrun.runtime.data_fit import _warn_of_target_scale
@@ -1491,7 +1504,12 @@ def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, 
     [(kind, message)] = lines
     assert kind == "warning" and message.startswith("data.path: " + said), message
     fix = {"mean is": "y - y.mean(0)", "deviation": "y / 1e+05"}
-    if "mean is" in said and "deviation" in said:
+    if "per output" in said:
+        assert "/ y.std(0) and" in message or "/ np.where(y.std(0) > 0, y.std(0), 1) and" in \
+            message
+    elif "1.58e+05" in said:
+        assert "save the targets as y / 1.58e+05 and" in message
+    elif "mean is" in said and "deviation" in said:
         spread = said.split("deviation is ")[1].rstrip("; ")
         assert f"save the targets as (y - y.mean(0)) / {spread} and" in message
     else:
@@ -1500,7 +1518,8 @@ def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, 
     # the advice followed (a NumPy expression of y) silences the warning
     advice = message.split("save the targets as ")[1].split(" and map")[0]
     with collected() as lines:
-        _warn_of_target_scale(eval(advice, {"y": y}), "data.path")  # noqa: S307 - our own text
+        _warn_of_target_scale(eval(advice, {"y": y, "np": np}),  # noqa: S307 - our own text
+                              "data.path")
     assert lines == []
 
 
