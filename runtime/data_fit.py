@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from nnrun.compiler.checks import (SPATIAL_AUGMENTATIONS, augmentation_errors,
                                    more_than_binary, one_hot_needs_a_vector,
                                    one_output_on_classes, tracked_metrics)
-from nnrun.compiler.datasets import DATASETS
+from nnrun.compiler.datasets import DATASETS, labels_name
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
+from nnrun.compiler.initial_values import npz_shapes_or_none
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.output_checks import (BINARY_ALTERNATIVE, class_scores_fix,
                                           cross_entropy_setting, one_score_per_position,
@@ -112,9 +114,13 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         raise DataFitError(column_message(where))  # not maps of one position: [classes, 1]
     check_targets_fit(spec, data, model.lowered, where)
     labels = _labels_in_the_loss(spec, data, where)
-    if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
-        # the values first: what the shapes' checks advise is for 0/1 labels
-        raise DataFitError(f"{where}: {_beyond_binary(spec, data, labels, model.lowered)}")
+
+    def check_binary(labels: np.ndarray, where: str) -> None:
+        if spec.loss.type == "binary_cross_entropy" and not np.isin(labels, (0, 1)).all():
+            raise DataFitError(f"{where}: {_beyond_binary(spec, data, labels, model.lowered)}")
+
+    # the values first: what the shapes' checks advise is for 0/1 labels
+    _naming_a_held_out_split(spec, data, labels, where, check_binary)
     _check_label_shape(spec, data, model.lowered, where)
     _check_one_hot_outputs(spec, data, model.lowered, where)
     maps = data.task == "segmentation" and not multi_label
@@ -122,11 +128,44 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _check_label_maps(labels, where)
     if training and (maps or maps_over(data.train.y.shape[1:], outputs[1:])):
         _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
-    _check_labels_fit_the_loss(spec, data, labels, model.lowered, where)
+    _naming_a_held_out_split(spec, data, labels, where, lambda labels, where:
+                             _check_labels_fit_the_loss(spec, data, labels, model.lowered, where))
     if training and _numbers_for_one_output(spec, model, data):
         _warn_of_numbers(spec, model.lowered, where, labels, task_for_model(spec, model, data))
     if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
+
+
+def _naming_a_held_out_split(spec, data, labels: np.ndarray, where: str, check) -> None:
+    """check(labels, where) of every split's labels as one; where only an npz's own held-out
+    split (x_test and y_test, x_val and y_val) fails it, the message names those arrays: a
+    user who looks at y finds nothing wrong there."""
+    try:
+        check(labels, where)
+    except DataFitError:
+        own = _own_held_out_splits(spec, data)
+        if own:
+            check(_in_the_loss(spec, data.train.y), where)
+            for arrays, split in own.items():
+                check(_in_the_loss(spec, split.y), f"{where} ({arrays})")
+        raise
+
+
+def _own_held_out_splits(spec, data) -> dict[str, object]:
+    """The held-out splits an npz gives in arrays of its own, by their arrays' names."""
+    if spec.data is None or spec.data.dataset != "npz":
+        return {}
+    shapes = npz_shapes_or_none(Path(data.where)) or {}
+    labels = labels_name(shapes)
+    splits = {"test": data.test, "val": None if spec.data.validation_split else data.val}
+    return {f"x_{name}, {labels}_{name}": split for name, split in splits.items()
+            if split is not None and f"x_{name}" in shapes}
+
+
+def _in_the_loss(spec, labels: np.ndarray) -> np.ndarray:
+    ignore_index = getattr(spec.loss, "ignore_index", None)
+    labels = labels.ravel()
+    return labels if ignore_index is None else labels[labels != ignore_index]
 
 
 def _labels_in_the_loss(spec, data, where: str) -> np.ndarray:

@@ -817,7 +817,8 @@ def test_eval_checks_the_labels_against_the_model(tmp_path):
     line = assert_one_line_error(invoke("eval", tmp_path / "run"), "d.npz")
     # the API walk: a fix to the model's layers is for a new run, the run's model stays (the
     # fix came first, "set units: 6 ...", with the run's part after it)
-    assert line.endswith("d.npz: labels go up to 5 but the model has 3 outputs: the run was "
+    assert line.endswith("d.npz (x_test, y_test): labels go up to 5 but the model has 3 "
+                         "outputs: the run was "
                          "trained on other data; evaluate on data like its own, or train a new "
                          "run on this data: set units: 6 in model.layers[2] (dense_2)")
     # real-valued targets in its place (the errors audit: no word that the run's data changed)
@@ -826,6 +827,25 @@ def test_eval_checks_the_labels_against_the_model(tmp_path):
         np.savez(where, x=x, y=real, x_test=x[:4], y_test=real[:4])
     line = assert_one_line_error(invoke("eval", tmp_path / "run"), "d.npz")
     assert "needs integer class labels" in line and "trained on other data" in line
+
+
+@pytest.mark.parametrize("split", ["test", "val"])
+def test_labels_beyond_the_model_in_a_held_out_split_alone_name_its_arrays(tmp_path, split):
+    """The data audit: "d.npz: labels go up to 3", where y goes up to 2 and y_test to 3."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)).astype("f4")
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3,
+             **{f"x_{split}": x[:5], f"y_{split}": np.array([0, 1, 2, 3, 0])})
+    spec = write(tmp_path / "s.yaml", MLP3.format(path="d.npz"))
+    for command in (("validate", spec, "--data"), ("train", spec, "--out", tmp_path / "run")):
+        line = assert_one_line_error(invoke(*command), "d.npz")
+        assert f"d.npz (x_{split}, y_{split}): labels go up to 3 but the model has 3 " \
+               "outputs" in line, line
+    # in y as well: the file's labels, as before
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 4,
+             **{f"x_{split}": x[:5], f"y_{split}": np.array([0, 1, 2, 3, 0])})
+    line = assert_one_line_error(invoke("validate", spec, "--data"), "d.npz")
+    assert "d.npz: labels go up to 3" in line and f"x_{split}" not in line
 
 
 def test_a_column_of_labels_is_named_so(tmp_path):
