@@ -337,8 +337,9 @@ def no_label_column(path, header: list[str]) -> str:
         return f"{path}: empty file; expected a header row with a `label` column"
     separator = _other_separator(header)
     if separator:
+        decimal = ", decimal=','" if _decimal_commas(path, separator) else ""
         return (f"{path}: its columns are separated by {separator!r}; a csv dataset separates "
-                f"them by commas: save it so (pandas.read_csv(path, sep={separator!r})"
+                f"them by commas: save it so (pandas.read_csv(path, sep={separator!r}{decimal})"
                 ".to_csv(path, index=False))")
     if all(is_number(name) for name in header):
         return (f"{path}: the first row holds numbers ({_first_names(header)}), not column "
@@ -599,6 +600,21 @@ def _other_separator(header: list[str]) -> str | None:
         return line[4]
     return next((separator for separator in (";", "\t", "|")
                  if "label" in [part.strip().strip('"') for part in line.split(separator)]), None)
+
+
+_DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
+
+
+def _decimal_commas(path, separator: str, rows: int = 20) -> bool:
+    """Whether the first rows write numbers with a decimal comma (`0,5`), as the locales whose
+    spreadsheets separate columns by ';' do: re-read without it, they stay text."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            lines = [line for _, line in zip(range(rows + 1), handle)][1:]
+    except OSError:
+        return False
+    return any(_DECIMAL_COMMA.fullmatch(cell.strip().strip('"'))
+               for line in lines for cell in line.split(separator))
 
 
 def is_number(text: str) -> bool:
