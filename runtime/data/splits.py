@@ -87,17 +87,19 @@ class Normalizer:
     scale: np.ndarray
 
     def apply(self, x: np.ndarray, dtype: str, chunk: int = CHUNK_SAMPLES) -> np.ndarray:
-        """(x - shift) / scale as a new array of `dtype`, one chunk of samples at a time.
+        """(x - shift) / scale as a new array of `dtype`, one chunk of samples at a time,
+        computed in float64 (at the least) and cast once at the end: a value beyond float32
+        that the scaling brings within it (1e40 standardised) stays a number.
 
         Chunks keep the float64 intermediates small; a full-size temporary of MNIST costs
         more in page faults than the arithmetic.
         """
         result = np.empty(x.shape, dtype)
-        scale = self.scale.astype(dtype)
         for start in range(0, len(x), chunk):
-            block = result[start:start + chunk]
-            np.subtract(x[start:start + chunk], self.shift, out=block, casting="unsafe")
-            block /= scale
+            block = np.subtract(x[start:start + chunk], self.shift,
+                                dtype=np.result_type(x.dtype, self.shift.dtype, np.float64))
+            block /= self.scale
+            result[start:start + chunk] = block
         return result
 
 

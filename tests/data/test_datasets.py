@@ -440,6 +440,10 @@ def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_war
     arrays = {"x": np.random.default_rng(0).normal(size=(40, 2)), "y": np.linspace(0, 1, 40)}
     arrays[array][3] = 1e300
     write_npz(tmp_path / "big.npz", x=arrays["x"], y=arrays["y"][:, None])
+    if (array, normalize) == ("x", "scale"):  # scaled in float64, then cast: within [0, 1]
+        data = load("npz", spec_dir=tmp_path, path="big.npz", normalize=normalize)
+        assert data.train.x.dtype == np.float32 and data.train.x.max() <= 1
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # overflow in cast, subtract or divide
         with pytest.raises(DataError) as excinfo:
@@ -447,6 +451,17 @@ def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_war
     what = "x" if array == "x" else "targets"
     one_line_error(excinfo, str(tmp_path / "big.npz"), f"train split's {what} must hold finite "
                    "float32 numbers", "1e+300 at sample 3")
+
+
+def test_inputs_beyond_float32_that_the_normalisation_brings_within_it_are_numbers(tmp_path):
+    """The data audit: luminosities of about 1e40 erg/s, standardised to +-2.8, were refused as
+    "too large for float32 once preprocessed": the shift was cast to float32 before the
+    division by the scale."""
+    x = np.random.default_rng(0).normal(size=(40, 2)) * 1e40
+    write_npz(tmp_path / "big.npz", x=x, y=np.arange(40) % 2)
+    data = load("npz", spec_dir=tmp_path, path="big.npz", normalize="standard")
+    assert len(data.train) == 40  # every sample trains: the statistics are all of x's
+    assert np.allclose(data.train.x, (x - x.mean(0)) / x.std(0), rtol=1e-6, atol=1e-6)
 
 
 BAD_NPZ = {
