@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from nnrun.compiler.checks import tracked_metrics
+from nnrun.compiler.datasets import dataset_of_file
 from nnrun.compiler.frontend import data_file, load_spec
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import shell_word, warn
@@ -389,8 +390,11 @@ def _read_inputs(path: Path, run: Run) -> np.ndarray:
         _check_input_header(path, header, expected, run)
         x = read_npz(path, {"x": header})["x"]
     except DamagedFile as error:
-        raise DataError(f"{path}: not a readable .npz file ({error}); save the inputs with "
-                        "numpy.savez(path, x=inputs)") from None
+        csv = ("it is a csv file, and predict reads an .npz or .npy: save its feature columns "
+               "(without the label) with " if dataset_of_file(path) == "csv" else
+               "save the inputs with ")
+        raise DataError(f"{path}: not a readable .npz file ({error}); {csv}numpy.savez(path, "
+                        "x=inputs)") from None
     return x
 
 

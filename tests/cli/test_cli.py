@@ -1360,7 +1360,15 @@ def test_predict_not_an_npz(trained, tmp_path):
     inputs = tmp_path / "text.npz"
     inputs.write_text("not a zip file")
     out = tmp_path / "pred.npy"
-    assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    line = assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    assert line.endswith("save the inputs with numpy.savez(path, x=inputs)")
+    assert not out.exists()
+    # a csv, as a run trained on one may be tried (the data audit): told what predict reads
+    inputs = tmp_path / "new.csv"
+    inputs.write_text("a,b,label\n1,2,0\n")
+    line = assert_one_line_error(invoke("predict", trained, inputs, "--out", out), inputs)
+    assert line.endswith("it is a csv file, and predict reads an .npz or .npy: save its feature "
+                         "columns (without the label) with numpy.savez(path, x=inputs)")
     assert not out.exists()
 
 
