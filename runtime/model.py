@@ -344,7 +344,7 @@ def batch_shape_problem(shape: tuple, sample: tuple) -> str | None:
         else:
             hint = (f": samples of shape {list(shape[1:])}, the model's are {list(sample)}"
                     if len(shape) == len(sample) + 1 else "")
-            hint += _rearranged(shape, sample)
+            hint += _rearranged(shape, sample) or _one_sample(shape, sample)
         return f"x must be [N, {_dims(sample)}], got shape {list(shape)}{hint}"
     return None if shape[0] else "x holds no samples"
 
@@ -359,6 +359,13 @@ def _rearranged(shape: tuple, sample: tuple) -> str:
         axes = ", ".join(map(str, (0, len(shape) - 1, *range(1, len(shape) - 1))))
         return f"; channels last? x.transpose({axes}) puts them first"
     return f"; the values are there in another shape: x.reshape(-1, {_dims(sample)})"
+
+
+def _one_sample(shape: tuple, sample: tuple) -> str:
+    """The values of one sample in another shape ([8, 8] or [64] for [1, 8, 8])."""
+    if math.prod(shape) != math.prod(sample):
+        return ""
+    return f"; one sample? x.reshape(1, {_dims(sample)})"
 
 
 def _quiet_arithmetic():

@@ -201,6 +201,11 @@ def test_the_api_refuses_what_would_broadcast_or_index_into_a_wrong_result():
          "binary_cross_entropy needs targets in [0, 1]"),
         (lambda: xor.forward(xor_params, points[0]), ValueError,
          "x must be [N, 2], got shape [2]; for one sample, add a batch axis: x[None]"),
+        # one image without its channel axis, or flat (the data audit: no hint)
+        (lambda: conv.forward(conv_params, images[0, 0]), ValueError,
+         "x must be [N, 1, 8, 8], got shape [8, 8]; one sample? x.reshape(1, 1, 8, 8)"),
+        (lambda: conv.forward(conv_params, images[0].ravel()), ValueError,
+         "x must be [N, 1, 8, 8], got shape [64]; one sample? x.reshape(1, 1, 8, 8)"),
         (lambda: xor.loss_and_grads(xor_params, points[:2], [1]), ValueError,
          "y_true holds 1 targets for 2 samples"),
         (lambda: xor.loss_and_grads(xor_params, points, np.zeros((4, 3))), ValueError,
