@@ -143,6 +143,11 @@ def _clip(gb: GraphBuilder, optimizer, grads: dict[str, Value]) -> dict[str, Val
     return grads
 
 
+def optimizer_slots(optimizer) -> tuple[str, ...]:
+    """The state the optimizer keeps per parameter (opt/<param>.<slot>): momentum, exp_avg, ..."""
+    return _optimizer_op(optimizer)[2]
+
+
 def _optimizer_op(optimizer):
     """(op name, attrs, state slot names) for the spec's optimizer."""
     kind = optimizer.type

@@ -354,6 +354,13 @@ def _update_rule(optimizer, continued: bool = False) -> str | None:
     return None
 
 
+def _velocity_added(name: str, names: dict) -> bool:
+    """A momentum the checkpoint's optimizer did not keep (traced with --set
+    optimizer.momentum=0.9): it starts at 0, as a resume that adds it starts it."""
+    return name.startswith("opt/") and name.endswith(".momentum") and \
+        not any(given.endswith(".momentum") for given in names if given.startswith("opt/"))
+
+
 def weights_headers(path: Path) -> dict:
     """The arrays of a weights file, from its header: a run's checkpoint holds `meta`."""
     try:
@@ -378,9 +385,16 @@ def read_weights(path: Path, headers: dict, trainer: Trainer) -> tuple[dict, dic
             if name in names:
                 raise TraceError(f"{path}: {given_twice(names[name], key, name)}")
             names[name] = key
+    if checkpoint:  # state of another optimizer setting is not read, as a resume reads it
+        names = {name: key for name, key in names.items()
+                 if name in expected or not name.startswith("opt/")}
     unknown = sorted(set(names) - set(expected))
     missing = [name for name in (expected if checkpoint else model.lowered.params)
-               if name not in names]
+               if name not in names and not _velocity_added(name, names)]
+    if missing and not unknown and all(name.startswith("opt/") for name in missing):
+        raise TraceError(f"{path}: keeps no {trainer.spec.optimizer.type} state (missing "
+                         f"{', '.join(missing)}): the run trained with another optimizer; trace "
+                         "with the run's (its spec.yaml), or from a file of the parameters alone")
     if unknown or missing:
         problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
                    ([f"missing {', '.join(missing)}"] if missing else [])

@@ -48,6 +48,7 @@ from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
                                      spec_warnings, spec_yaml)
 from nnrun.compiler.ir import Origin
+from nnrun.compiler.step import optimizer_slots
 from nnrun.compiler.lower import ONE_VALUE_EFFECT, one_value_per_channel
 from nnrun.notices import collected, positioned, shell_word, silenced, warn
 
@@ -803,11 +804,12 @@ class Trainer:
         """The checkpoint's state, and the run directory brought back to its epoch. Every file
         it needs is read and checked before one is written, so a damaged file leaves the run
         directory as it was. `files`: the data's (data/fingerprint.py)."""
-        state, meta, pruning = self._read_checkpoint(run)
+        new_state = self._new_optimizer_state(resumption.previous)
+        state, meta, pruning = self._read_checkpoint(run, new_state)
         self.checkpoint_preprocessing = meta.get("preprocessing_sha256")
         best_meta = None
         if run.file(BEST).exists():  # read at the end: found damaged now, not after training
-            _, best_meta = ckpt.load_checkpoint(run.file(BEST), self.expected_shapes(),
+            _, best_meta = ckpt.load_checkpoint(run.file(BEST), self._saved_shapes(new_state),
                                                 self.spec.dtype, self.spec)
         epoch = meta["epoch"]
         history = History(best_value=meta["best_value"], best_epoch=meta["best_epoch"],
@@ -897,11 +899,26 @@ class Trainer:
             refuse_data_changes(run.path, _not_allowed(changes, resumption.allowed))
         return changes
 
-    def _read_checkpoint(self, run: RunDirectory):
-        """last.npz's state, meta (checked: checkpoint.CheckpointMeta) and pruning masks."""
-        saved, meta = ckpt.load_checkpoint(run.file(LAST), self.expected_shapes(),
+    def _new_optimizer_state(self, previous) -> set[str]:
+        """The optimizer state the checkpoint's optimizer did not keep (momentum added by a
+        resume with --allow-changes): it starts at 0, as a new run's does."""
+        if previous is None:
+            return set()
+        kept = optimizer_slots(previous.optimizer)
+        return {name for name in self.model.train_step.optimizer_state
+                if name.rsplit(".", 1)[1] not in kept}
+
+    def _saved_shapes(self, new_state: set[str]) -> dict:
+        return {name: shape for name, shape in self.expected_shapes().items()
+                if name not in new_state}
+
+    def _read_checkpoint(self, run: RunDirectory, new_state: set[str]):
+        """last.npz's state (and `new_state`, zeros), meta (checked: checkpoint.CheckpointMeta)
+        and pruning masks."""
+        saved, meta = ckpt.load_checkpoint(run.file(LAST), self._saved_shapes(new_state),
                                            self.spec.dtype, self.spec)
-        state = {name: saved[name] for name in self.expected_shapes()}
+        state = {name: saved[name] if name not in new_state else np.zeros(shape, self.spec.dtype)
+                 for name, shape in self.expected_shapes().items()}
         pruning = None  # (masks, level), restored on every rank
         if self.pruner:
             shapes = {name: self.model.param_infos[name].shape for name in self.pruner.weight_names}

@@ -317,6 +317,41 @@ def test_a_checkpoint_with_momentum_continues_its_run(tmp_path):
     assert gone_past.steps[0].epoch == 3 and "traced with train.epochs 3" in gone_past.notes[0]
 
 
+@pytest.mark.parametrize("optimizer", ["{type: sgd, lr: 0.05}", "{type: rmsprop, lr: 0.01}"])
+def test_momentum_added_on_a_resume_starts_at_zero_and_the_trace_shows_that_step(tmp_path,
+                                                                                   optimizer):
+    """The toolbox audit: `--resume --allow-changes --set optimizer.momentum=0.9` called the
+    checkpoint damaged ("it has no 'opt/dense_1.weight.momentum'"), and advised copying
+    best.npz over it, which lacks it as well; trace refused the same."""
+    spec = tmp_path / "plain.yaml"
+    spec.write_text(MIXED.replace("{type: sgd, lr: 0.05, momentum: 0.9}", optimizer))
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, max_steps=2)
+    changed = ["train.epochs=2", "optimizer.momentum=0.9"]
+    step = trace(nnrun.load_spec(spec, changed), weights=tmp_path / "run" / "last.npz").steps[0]
+    assert (step.epoch, step.batch) == (2, 1)
+    nnrun.train(spec, resume=tmp_path / "run", overrides=changed, allow_changes=True,
+                quiet=True, max_steps=1)
+    resumed, _ = load_checkpoint(tmp_path / "run" / "last.npz")
+    for param in step.params:
+        np.testing.assert_allclose(param.updated, resumed[param.name], rtol=1e-10, atol=1e-12)
+        # v = 0.9 * 0 + g (sgd), or the rmsprop step itself: the velocity is the step taken
+        velocity = resumed[f"opt/{param.name}.momentum"]
+        if "sgd" in optimizer:
+            np.testing.assert_allclose(velocity, param.gradient, rtol=1e-10, atol=1e-12)
+        assert velocity.any()
+    # back without it: the velocity is left unread, by the resume and the trace alike
+    nnrun.train(spec, resume=tmp_path / "run", overrides=["train.epochs=2"], allow_changes=True,
+                quiet=True, max_steps=1)
+    assert trace(nnrun.load_spec(spec, ["train.epochs=2"]),
+                 weights=tmp_path / "run" / "last.npz").steps
+    # another optimizer's state is not a velocity: refused in its own words
+    with pytest.raises(TraceError) as refused:
+        trace(nnrun.load_spec(spec, ["train.epochs=2", "optimizer.type=adam"]),
+              weights=tmp_path / "run" / "last.npz")
+    assert "keeps no adam state (missing opt/conv2d_1.weight.exp_avg" in str(refused.value)
+    assert "the run trained with another optimizer" in str(refused.value)
+
+
 def test_a_finished_cosine_run_is_traced_on_as_its_resume_restarts_the_schedule(tmp_path):
     """Extending a run restarts a cosine schedule at the resumed epoch (cli.md, Resume): the
     trace of the run's last checkpoint takes the rate that resume takes."""
