@@ -120,7 +120,9 @@ class OutPath(click.Path):
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
-            self.fail("an empty path; give a file or directory name", param, ctx)
+            kind = "directory" if not self.file_okay else "file" if not self.dir_okay else \
+                "file or directory"
+            self.fail(f"an empty path; give a {kind} name", param, ctx)
         if str(value) == "-":
             self.fail("'-': this command writes a file, not to standard output; give a file "
                       "name (a file named '-' is ./-)", param, ctx)

@@ -45,6 +45,9 @@ def test_an_empty_out_is_a_usage_error(tmp_path, monkeypatch, command, empty):
     result = invoke(*args, "--out", empty)
     assert result.exit_code == 2, result.output
     assert "'--out': an empty path" in result.stderr and "Traceback" not in result.output
+    # the toolbox audit: "give a file or directory name" where a directory is refused
+    kind = "directory" if command == "train" else "file"
+    assert f"an empty path; give a {kind} name" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]  # nothing written
 
 
