@@ -1132,8 +1132,9 @@ preprocessing_option = click.option(
                    "DY,DX along both (down, right); vacated pixels hold 0. Tests invariance.")
 @click.option("--permute", metavar="[SEED]", is_flag=False, flag_value=RUN_SEED,
               callback=lambda c, p, v: _permutation_seed(v),
-              help="Shuffle every input's pixels by one fixed permutation, drawn from SEED, or "
-                   "without it from the run's seed as data.permute_features: true draws it.")
+              help="Shuffle every input's pixels by one fixed permutation, drawn from SEED (a "
+                   "permutation of its own, even where SEED is the run's seed), or without it "
+                   "from the run's seed as data.permute_features: true draws it.")
 @click.option("--permute-seed", type=click.IntRange(min=0), help="Same as --permute SEED.")
 @no_graph_option
 @handle_errors

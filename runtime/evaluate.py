@@ -292,7 +292,8 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
     chosen = getattr(data, split)
     where = data.where
     if chosen is None:
-        others = [name for name in ("val", "train") if name != split and getattr(data, name)]
+        others = [name for name in ("test", "val", "train")
+                  if name != split and getattr(data, name)]
         other = f"; evaluate with --split {others[0]}" if others else ""
         in_npz = " (or add x_val and y_val to the file)" if spec.data.dataset == "npz" else ""
         hints = {"val": f"; set data.validation_split and train again{in_npz}",

@@ -1291,6 +1291,8 @@ def test_eval_split_that_does_not_exist(tmp_path):
     assert summary["final"]["val_loss"] is None and summary["final"]["test_loss"] is not None
     line = assert_one_line_error(invoke("eval", out, "--split", "val"), "blobs")
     assert "validation_split" in line
+    # the toolbox audit: it named --split train, the run having a test split
+    assert line.endswith("evaluate with --split test"), line
 
 
 def test_eval_not_a_run_directory(tmp_path):
