@@ -322,7 +322,8 @@ def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded
         mapping = _value_at(data, path)
         meant = _meant_tag(item, mapping, schema)
         if meant and isinstance(mapping, dict):
-            mapping.pop(misspelt_key(mapping, _discriminator(item)), None)
+            mapping.pop(misspelt_key(mapping, _discriminator(item),
+                                     _annotation_at(schema, item["loc"])), None)
             mapping[_discriminator(item)] = meant
             renamed.append(tuple(path))
     if not renamed:
@@ -342,7 +343,7 @@ def _meant_tag(item: dict, mapping: Any, schema: Any) -> str | None:
         return None
     discriminator, union = _discriminator(item), _annotation_at(schema, item["loc"])
     given = item.get("ctx", {}).get("tag")
-    misspelt = misspelt_key(mapping, discriminator)
+    misspelt = misspelt_key(mapping, discriminator, union)
     if item["type"] == "union_tag_not_found" and misspelt is not None:
         given = mapping[misspelt]
     if given is not None:
@@ -544,7 +545,7 @@ _ABOUT_MAPPING = {"union_tag_invalid", "union_tag_not_found"}
 
 
 def _diagnostic(problem: _Problem, loaded: Loaded, schema: Any) -> Diagnostic:
-    location = _error_location(problem, loaded)
+    location = _error_location(problem, loaded, schema)
     owner, field = _split_field(problem, loaded.data)
     # As DESIGN.md section 5 writes a schema error: the path alone (`model.layers[1]`); the
     # lowering's errors, which only a valid layer reaches, add its name.
@@ -568,13 +569,13 @@ def _after_overrides(loaded: Loaded, path: tuple, owner: tuple) -> str:
     return f" (after {', '.join(sorted(overrides))})" if overrides else ""
 
 
-def _error_location(problem: _Problem, loaded: Loaded) -> Position:
+def _error_location(problem: _Problem, loaded: Loaded, schema: Any) -> Position:
     kind = problem.error["type"]
     if kind == "extra_forbidden":
         return loaded.location(problem.data_path, key=True)
     if kind == "union_tag_invalid":
         return loaded.location(problem.data_path + (_discriminator(problem.error),))
-    misspelled = _misspelled_tag(problem, loaded.data)
+    misspelled = _misspelled_tag(problem, loaded.data, schema)
     if misspelled is not None:
         return loaded.location(problem.data_path + (misspelled,), key=True)
     inside = getattr(problem.error.get("ctx", {}).get("error"), "at", ())  # schema.ValueErrorAt
@@ -1134,7 +1135,7 @@ def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any)
     glued = next(filter(None, (_glued_value(key, [discriminator]) for key in keys)), "")
     if glued:  # `{type:dense}`: the key 'type:dense', said where it is too
         return f"missing required field '{discriminator}'{glued}"
-    misspelled = _misspelled_tag(problem, data)
+    misspelled = _misspelled_tag(problem, data, schema)
     if misspelled is not None:
         return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
     if isinstance(value, dict):
@@ -1155,19 +1156,28 @@ def _fit_hint(tags: list[str], discriminator: str) -> str:
     return ""
 
 
-def _misspelled_tag(problem: _Problem, data: Any) -> str | None:
+def _misspelled_tag(problem: _Problem, data: Any, schema: Any) -> str | None:
     """The key of a mapping without its discriminator that misspells it (`tyep: dense`)."""
     if problem.error["type"] != "union_tag_not_found":
         return None
-    return misspelt_key(_value_at(data, problem.data_path), _discriminator(problem.error))
+    return misspelt_key(_value_at(data, problem.data_path), _discriminator(problem.error),
+                        _annotation_at(schema, problem.error["loc"]))
 
 
-def misspelt_key(mapping: Any, field: str) -> str | None:
-    """A key of `mapping` that misspells `field` (`tyep` for `type`), or None."""
+def misspelt_key(mapping: Any, field: str, union: Any = None) -> str | None:
+    """A key of `mapping` that misspells `field` (`tyep` for `type`), or None. A field every
+    type of `union` has is no misspelling: a layer's `name` (which Keras' optimizers and
+    datasets call their type) is its name."""
     if not isinstance(mapping, dict):
         return None
-    return next((key for key in mapping
-                 if isinstance(key, str) and suggest(key, [field]) == field), None)
+    common = _common_fields(union, field)
+    return next((key for key in mapping if isinstance(key, str) and key not in common
+                 and suggest(key, [field]) == field), None)
+
+
+def _common_fields(union: Any, discriminator: str) -> set[str]:
+    members = [set(_field_names(member)) for _, member in _tagged_members(union, discriminator)]
+    return set.intersection(*members) if members else set()
 
 
 def _literal(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:

@@ -122,7 +122,7 @@ def _rename_misspelt_type(data: dict, path: tuple) -> bool:
     """`{tyep: dense}`: read as the `type` it misspells; a layer `{units: 10}` without one, as
     the only type its fields fit (their diagnostics say so)."""
     mapping = _value_at(data, path)
-    key = misspelt_key(mapping, "type")
+    key = misspelt_key(mapping, "type", Layer if _layer_index(path) is not None else None)
     if key is not None:
         mapping["type"] = mapping.pop(key)
         return True

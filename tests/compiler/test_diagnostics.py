@@ -1362,6 +1362,23 @@ def test_a_misspelt_type_key_is_read_as_its_type_for_the_other_errors():
         "model.layers[0]: 'units' must be an integer ≥ 1, got -3"]
 
 
+def test_a_layers_name_is_not_read_as_a_misspelt_type():
+    """The mutation fuzz: `{name: hid, tipe: dense}` was told "unknown field 'name'; did you
+    mean 'type'?" (Keras calls an optimizer's type its name), and `{name: a, units: 10}` the
+    same, where every layer has a name."""
+    text = ("model:\n  input_shape: [4]\n  layers:\n    - {name: hid, tipe: dense, units: -3}\n"
+            "    - {name: a, units: 10}\n")
+    assert _load_errors(text) == [
+        "spec.yaml:4:19: error: model.layers[0]: unknown field 'tipe'; did you mean 'type'?",
+        "spec.yaml:4:39: error: model.layers[0]: 'units' must be an integer ≥ 1, got -3",
+        "spec.yaml:5:7: error: model.layers[1]: missing required field 'type'; its fields are "
+        "those of 'dense': add type: dense"]
+    # where no type has a name field, it stands for the type still
+    assert "optimizer: unknown field 'name'; did you mean 'type'?" in _load_errors(
+        "model:\n  input_shape: [2]\n  layers: [{type: dense, units: 2}]\noptimizer: "
+        "{name: adam}\n")[0]
+
+
 @pytest.mark.parametrize("layer", ["{type: maxpool2d, pool_size: 2, padding: same}",
                                    "{type: conv2d_transpose, filters: 2, kernel_size: 3, "
                                    "padding: valid}"])
