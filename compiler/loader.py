@@ -697,7 +697,7 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
 def _indent_words(spaces: int, what: str) -> str:
     if not spaces:
         return f"begin {what} at the line's start"
-    return f"indent {what} by {spaces} space{'s' if spaces > 1 else ''}"
+    return f"indent {what} to column {spaces + 1}"
 
 
 def _keys_from(lines: list[str], line: int, depth: int) -> list[str]:

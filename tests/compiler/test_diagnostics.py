@@ -679,13 +679,13 @@ def test_tabs_are_named_with_the_fix():
     ("model:\n  input_shape: [4]\n  layers:\n  - type: dense\n     units: 3\n",
      "spec.yaml:5:11: error: spec: invalid YAML: mapping values are not allowed here; 'units' is "
      "indented deeper than 'type' on line 4, so YAML reads 'units' as more of its value: indent "
-     "it by 4 spaces, as 'type'"),
+     "it to column 5, as 'type'"),
     # the mutation fuzz: the line above dedented among its keys, or a section's line deleted
     ("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\ntrain:\n  epochs: 2\n"
      "batch_size: 8\n  shuffle: true\n",
      "'batch_size' on line 6 is indented less than the keys around it ('epochs' on line 5, "
-     "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' by 2 "
-     "spaces, as they are"),
+     "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' to "
+     "column 3, as they are"),
     ("model:\n  input_shape: [4]\n  layers:\n      - {type: flatten}\n"
      "    - {type: dense, units: 2}\n    - {type: dense, units: 2}\n",
      "invalid YAML: the list's first item, at 4:7, is indented further than the items after it "
@@ -695,7 +695,7 @@ def test_tabs_are_named_with_the_fix():
     ("data:\ndataset: digits\n  validation_split: 0.1\n",
      "'dataset' on line 2 is indented as 'data:' above it is, not as the keys under it "
      "('validation_split' here), so YAML reads 'validation_split' as more of its value: indent "
-     "'dataset' by 2 spaces, as 'validation_split' is"),
+     "'dataset' to column 3, as 'validation_split' is"),
     ("model:\n  layers:\n      - type: flatten\n    - type: dense\n      units: 10\n"
      "    - type: relu\n",
      "the list's first item, at 3:7, is indented further than the items after it (column 5)"),
@@ -727,8 +727,8 @@ _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
     ("data:\n dataset: xor\n  n_samples: 20\n  noise: 0.1\nmodel:\n  layers: [{type: dense, "
      "units: 1}]\nloss: binary_cross_entropy\n",
      "the first key under 'data:', 'dataset' on line 2, is indented less than the keys after it "
-     "('n_samples' here), so YAML reads 'n_samples' as more of its value: indent 'dataset' by 2 "
-     "spaces, as they are", lambda lines: lines.__setitem__(1, " " + lines[1])),
+     "('n_samples' here), so YAML reads 'n_samples' as more of its value: indent 'dataset' to "
+     "column 3, as they are", lambda lines: lines.__setitem__(1, " " + lines[1])),
     # a list's first item at its key's column, the items after it deeper
     ("model:\n  input_shape: [1, 8, 8]\n  layers:\n  - {type: flatten}\n"
      "    - {type: dense, units: 10}\n",
