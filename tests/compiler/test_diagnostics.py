@@ -1763,7 +1763,11 @@ def test_errors_of_the_default_dataset_say_that_none_was_named(data, said):
     shape = f"{data}model:\n  input_shape: [1, 28, 28]\n  layers: [{{type: flatten}}, " \
             "{type: dense, units: 10}]\n"
     classes = f"{data}model:\n  layers: [{{type: flatten}}, {{type: dense, units: 4}}]\n"
-    for text in (shape, classes):
+    # a layer that does not fit the default's samples (the second mutation fuzz: a kernel 9
+    # on digits' 8x8, said with no word of digits)
+    kernel = f"{data}model:\n  layers: [{{type: conv2d, filters: 2, kernel_size: 9}}, " \
+             "{type: flatten}, {type: dense, units: 10}]\n"
+    for text in (shape, classes, kernel):
         (error,) = _check_errors(text)
         assert error.message.endswith(note) == said, error.message
 
