@@ -386,6 +386,21 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
         f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]
 
 
+def as_the_file_gives(source: SourceSpec) -> SourceSpec:
+    """`source` with the input shape of its npz or csv file where declared_shape_errors advises
+    that shape itself (not a layout of the file's to change): the layers' shape errors are then
+    those that stay once the advice is followed, not the wrong shape's ("add a flatten")."""
+    declared = source.spec.model.input_shape
+    shape = data_file_sample_shape(source.spec, source.directory)
+    if declared is None or shape is None or list(declared) == shape or \
+            len(shape) > MAX_SAMPLE_AXES or source.spec.data.dataset == "npz" and (
+                sample_layout_fix(shape, declared) or len(shape) == 3
+                and looks_channel_last(shape)):
+        return source
+    model = source.spec.model.model_copy(update={"input_shape": shape})
+    return replace(source, spec=source.spec.model_copy(update={"model": model}))
+
+
 MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
 
 
@@ -660,6 +675,7 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError | N
 
     source = source_spec(spec, replace(loaded, data=data), path)
     mismatch = unrepaired(declared_shape_errors(source))  # first, as validate says it
+    source = as_the_file_gives(source)
     try:
         lowered, _ = compile_checked(source)
     except SpecError as found:
