@@ -451,7 +451,9 @@ def _check_label_shape(spec, data, lowered, where: str) -> None:
     if spec.loss.type == "binary_cross_entropy" and len(outputs) == 1 and len(label_shape) <= 1:
         _check_labels_per_output(spec, data, lowered, where)
         return
-    channel_last_of_one = outputs[0] == 1 and label_shape == [*spatial, 1]  # y[..., 0] below
+    # y[..., 0] below; not where the output's positions are all of size 1, [1, 1, 1] being
+    # the output's own shape as well
+    channel_last_of_one = outputs[0] == 1 and label_shape == [*spatial, 1] != list(outputs)
     if spec.loss.type == "binary_cross_entropy" and len(label_shape) == len(outputs) > 1 \
             and not channel_last_of_one:
         # a 0/1 label of each output's own (k maps a sample, [k, H, W]): as a vector's

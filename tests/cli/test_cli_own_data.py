@@ -1884,6 +1884,10 @@ def test_label_maps_with_an_axis_of_1_beside_smaller_maps_are_told_both_fixes(tm
     ((3, 6), (2, 6), "{type: conv1d, filters: 2, kernel_size: 1}"),
     ((1, 6, 6), (2, 6, 6), "{type: conv2d, filters: 2, kernel_size: 3, padding: same}"),
     ((1, 6, 6), (1, 6, 6), "{type: conv2d, filters: 1, kernel_size: 3, padding: same}"),
+    # positions of size 1: [1, 1, 1] is [*positions, 1] too, which was refused as channels
+    # last (the third random-architecture fuzz)
+    ((2, 1, 1), (1, 1, 1), "{type: conv2d, filters: 1, kernel_size: 1}"),
+    ((2, 1), (1, 1), "{type: conv1d, filters: 1, kernel_size: 1}"),
 ])
 def test_0_1_label_maps_shaped_like_the_output_train_under_binary_cross_entropy(
         tmp_path, x_shape, y_shape, layer):
