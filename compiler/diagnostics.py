@@ -773,11 +773,18 @@ def _quote_hint(expectation: str, value: Any) -> str:
 def _glued_value(key: Any, fields: list[str]) -> str:
     """`{units:10}` in a flow mapping is the key 'units:10', without a value: YAML needs a
     space after a key's colon. The fix, where the key begins with a field's name."""
-    glued = re.fullmatch(r"([A-Za-z_]\w*):(\S.*)", key) if isinstance(key, str) else None
+    glued = re.fullmatch(r"([A-Za-z_]\w*):([\u00a0\u3000]?)(\S.*)", key) \
+        if isinstance(key, str) else None
     if glued is None or glued.group(1) not in fields:
         return ""
+    if glued.group(2):  # a space YAML does not read as one (a no-break space)
+        name = "a no-break space (U+00A0)" if glued.group(2) == "\u00a0" else \
+            "an ideographic space (U+3000)"
+        return (f"; YAML reads {quoted(key)} as one key: {name} follows the colon, which YAML "
+                f"does not read as a space: write a plain space ({glued.group(1)}: "
+                f"{glued.group(3)})")
     return (f"; YAML reads '{key}' as one key: write a space after the colon "
-            f"({glued.group(1)}: {glued.group(2)})")
+            f"({glued.group(1)}: {glued.group(3)})")
 
 
 def _colon_hint(value: Any) -> str:

@@ -160,6 +160,10 @@ def test_separators_in_integers_and_numbers_are_told_apart(tmp_path, field, fix)
 @pytest.mark.parametrize("text, fix", [
     ("loss: {type:mse}", "YAML reads 'type:mse' as one key: write a space after the colon "
                          "(type: mse)"),
+    # a no-break space after the colon, as block mappings are told (the mutation fuzz)
+    ("loss: {type:\u00a0mse}", "YAML reads 'type:\\xa0mse' as one key: a no-break space "
+                              "(U+00A0) follows the colon, which YAML does not read as a "
+                              "space: write a plain space (type: mse)"),
     ("optimizer: Adam(0.001)", "an optimizer is a mapping, not a call: write {type: adam, ...}"),
     ("model:\n  layers:\n    - {type: dense, units: 2, activation: {type: none}}",
      "unknown activation 'none'; expected one of"),
