@@ -732,13 +732,21 @@ def _content_line_before(lines: list[str], line: int) -> int | None:
 
 def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
     key, rest = glued.group(2), text[glued.end(2) + 1:].split("#")[0].strip()
-    if re.search(r":(\s|$)", rest):  # `data:dataset: xor`: two lines joined
+    if re.match(r"[A-Za-z_][\w.]*:(\s|$)", rest):  # `data:dataset: xor`: two lines joined
         return (number, glued.end(2) + 2, (),
                 f"invalid YAML: a line break is missing after '{key}:'; YAML reads "
                 f"{quoted(key + ':' + rest.split(':')[0])} as one key")
+    if not rest[:1].isascii():  # `early_stopping:–{...}`: a character slipped in for the space
+        return (number, glued.end(2) + 2, (),
+                f"invalid YAML: '{key}:' is followed by '{rest[0]}' (U+{ord(rest[0]):04X}) "
+                f"where YAML needs a space; write '{key}: {_shortened(rest[1:].lstrip())}'")
     return (number, glued.end(2) + 1, (),
             f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
             f"{quoted(key + ':' + rest)} as one string; write '{key}: ...'")
+
+
+def _shortened(text: str, width: int = 30) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _missing_colon(lines: list[str], previous: int, line: int) -> tuple | None:

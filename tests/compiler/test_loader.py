@@ -681,6 +681,11 @@ def test_a_look_alike_in_a_value_or_a_plain_value_s_words_are_no_slip(text, posi
      "begin it with '#'"),
     ("loss:mse\n\nmodel: {}\n", (1, 5), "'loss:' is followed by no space"),
     ("data:dataset: xor\n  noise: 0.1\n", (1, 6), "a line break is missing after 'data:'"),
+    # a character slipped in where the space goes (the mutation fuzz: told a line break was
+    # missing, and the line broken there was refused again)
+    ("train:\n  early_stopping:\u2013{monitor: train_loss, patience: 5}\n", (2, 18),
+     "'early_stopping:' is followed by '\u2013' (U+2013) where YAML needs a space; write "
+     "'early_stopping: {monitor: train_loss, patie...'"),
     ("# a\u2028b\nmodel:\n  input_shape: [2]\n", (1, 4), "a line separator (U+2028)"),
     ("model:\n  layers:\n    - {type: dense, units: 2}\n     {type: dense, units: 2}\n",
      (4, 6), "begin each item with '- '"),
