@@ -110,5 +110,7 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except BackendUnavailable as missing:  # no CuPy, no device: one line, as nnrun says it
-        raise SystemExit(f"node_times benchmark: {missing}") from None
+    except BackendUnavailable as missing:  # no CuPy, no device: one line, as nnrun says it,
+        # with this script's option for the API's parameter
+        advice = str(missing).replace("backend='numpy'", "--backend numpy")
+        raise SystemExit(f"node_times benchmark: {advice}") from None
