@@ -14,6 +14,7 @@ import json
 import re
 import types
 import typing
+import unicodedata
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Hashable, Iterable, Literal
 
@@ -787,6 +788,23 @@ def _glued_value(key: Any, fields: list[str]) -> str:
             f"({glued.group(1)}: {glued.group(3)})")
 
 
+def _invisible_character(name: Any) -> str | None:
+    """A character of `name` that does not show (U+200B) or shows as a space (U+00A0), named."""
+    if not isinstance(name, str):
+        return None
+    found = next((c for c in name if unicodedata.category(c) == "Cf" or c in "\u00a0\u3000"),
+                 None)
+    if found is None:
+        return None
+    words = unicodedata.name(found, "character").lower()
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words} (U+{ord(found):04X})"
+
+
+def _visible(name: str) -> str:
+    return "".join(c for c in name if c not in "\u00a0\u3000"
+                   and unicodedata.category(c) != "Cf").strip()
+
+
 def _colon_hint(value: Any) -> str:
     """`dataset:mnist` is one string to YAML: a key needs a space after its colon."""
     if isinstance(value, str) and re.fullmatch(r"[A-Za-z_]\w*:(?!//)\S.*", value):
@@ -819,6 +837,11 @@ def _extra(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     glued = _glued_value(name, [*fields, "type"])
     if glued:
         return f"unknown field {quoted(name)}{glued}"
+    invisible = _invisible_character(name)
+    if invisible and _visible(name) not in (present if isinstance(present, dict) else {}):
+        # a zero-width space pasted before a key: a key of its own to YAML
+        return (f"unknown field {quoted(name)}; it holds {invisible}, which YAML reads as a "
+                "character of the key: remove it")
     owner = problem.data_path[:-1]  # at the top, the section hint below says where to indent
     taken = [known for known in fields if _dataset_takes(owner, present, known)]
     candidates = [known for known in taken if not _has_child(present, known)]

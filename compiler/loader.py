@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
@@ -312,6 +313,9 @@ _KEY = r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*)"
 _LOOKALIKE_SLIPS = (re.compile(f"^[ \t]*([{_SPACES}])"), re.compile(f"{_KEY}:([{_SPACES}])"),
                     re.compile(f"{_KEY}([{_COLONS}])"))
 _GLUED_KEY = re.compile(_KEY + r":(?![\s/:])(\S)")
+# A dash look-alike (an en dash, a minus sign) or an invisible character (a zero-width space, a
+# byte order mark) where a line's content begins: YAML reads it as text
+_STRAY_START = re.compile("^[ \t]*([\u2010-\u2015\u2212\u200b-\u200d\u2060\ufeff])")
 _GLUED_DASH = re.compile(r"^\s*(-)[{\[A-Za-z_]")
 _KEY_WITHOUT_COLON = re.compile(r"^(\s*)([A-Za-z_]\w*)(?:[ \t]+[^\s:#]|[ \t]*(?:#.*)?$)")
 
@@ -340,6 +344,9 @@ def _key_slip(lines: list[str], line: int, key_problem: bool, key_line: int | No
                 return (number, slip.start(slip.lastindex) + 1, (),
                         f"invalid YAML: {_LOOKALIKE_NAMES[character]} here, which YAML does not "
                         f"read as one; write {plain} instead")
+        stray = _STRAY_START.match(text)
+        if stray:
+            return (number, stray.start(1) + 1, (), stray_character_message(text, stray.start(1)))
         dash = _GLUED_DASH.match(text)
         if dash:  # `-{type: dense}` or `-type: dense`: a key (or a text), not a list item
             return (number, dash.end(1), (),
@@ -604,6 +611,10 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
         return f"invalid YAML: a list item at {line}:{col} {indentation}"
     if found in ("'<block mapping start>'", "'?'"):  # '?': a key where a list item should be
         return f"invalid YAML: a key at {line}:{col} {indentation}"
+    before = lines[line - 1][:col - 1].rstrip() if line <= len(lines) else ""
+    if found == "'<scalar>'" and before.endswith(("}", "]")):  # `- {type: relu}  x`
+        return (f"invalid YAML: text at {line}:{col} after the '{before[-1]}' that closes the "
+                "value; remove it, or make it a comment with '#'")
     if block == "list" and found in ("'{'", "'['"):
         return (f"invalid YAML: a value at {line}:{col} in the list started at {started}; "
                 "begin each item with '- '")
@@ -730,6 +741,18 @@ def _content_line_before(lines: list[str], line: int) -> int | None:
     return None
 
 
+def stray_character_message(text: str, at: int) -> str:
+    """A look-alike dash or an invisible character at `at`: named, with what to write."""
+    character = text[at]
+    name = unicodedata.name(character, "character").lower()
+    name = f"{'an' if name[0] in 'aeiou' else 'a'} {name} (U+{ord(character):04X})"
+    if character.isspace() or unicodedata.category(character) == "Cf" or \
+            text[at + 1:at + 2] == "-":
+        return f"invalid YAML: {name} here, which YAML reads as text; remove it"
+    return (f"invalid YAML: {name} here, which YAML does not read as a list item's '-'; "
+            "write '-' instead")
+
+
 def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
     key, rest = glued.group(2), text[glued.end(2) + 1:].split("#")[0].strip()
     if re.match(r"[A-Za-z_][\w.]*:(\s|$)", rest):  # `data:dataset: xor`: two lines joined
@@ -743,10 +766,6 @@ def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
     return (number, glued.end(2) + 1, (),
             f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
             f"{quoted(key + ':' + rest)} as one string; write '{key}: ...'")
-
-
-def _shortened(text: str, width: int = 30) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _missing_colon(lines: list[str], previous: int, line: int) -> tuple | None:

@@ -1379,6 +1379,16 @@ def test_a_layers_name_is_not_read_as_a_misspelt_type():
         "{name: adam}\n")[0]
 
 
+def test_an_invisible_character_in_a_key_is_named():
+    """The mutation fuzz: a zero-width space pasted before `normalize:` gave "unknown field
+    '\\u200b  normalize'" with no fix."""
+    text = ("data:\n  dataset: digits\n\u200b  normalize: standard\nmodel:\n  layers: "
+            "[{type: flatten}, {type: dense, units: 10}]\n")
+    assert _load_errors(text) == [
+        "spec.yaml:3:1: error: spec: unknown field '\\u200b  normalize'; it holds a zero width "
+        "space (U+200B), which YAML reads as a character of the key: remove it"]
+
+
 @pytest.mark.parametrize("layer", ["{type: maxpool2d, pool_size: 2, padding: same}",
                                    "{type: conv2d_transpose, filters: 2, kernel_size: 3, "
                                    "padding: valid}"])

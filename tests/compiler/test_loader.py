@@ -685,8 +685,18 @@ def test_a_look_alike_in_a_value_or_a_plain_value_s_words_are_no_slip(text, posi
     # missing, and the line broken there was refused again)
     ("train:\n  early_stopping:\u2013{monitor: train_loss, patience: 5}\n", (2, 18),
      "'early_stopping:' is followed by '\u2013' (U+2013) where YAML needs a space; write "
-     "'early_stopping: {monitor: train_loss, patie...'"),
+     "'early_stopping: {monitor: train_loss, patience: 5}'"),
     ("# a\u2028b\nmodel:\n  input_shape: [2]\n", (1, 4), "a line separator (U+2028)"),
+    # text after a flow mapping: PyYAML's "expected <block end>, but found '<scalar>'"
+    ("model:\n  layers:\n    - {type: dense, units: 8}   x\n", (3, 33),
+     "text at 3:33 after the '}' that closes the value; remove it, or make it a comment with "
+     "'#'"),
+    # a dash look-alike before a list item's dash: told it was out of line
+    ("model:\n  layers:\n    - {type: flatten}\n    \u2013- {type: dense, units: 2}\n", (4, 5),
+     "an en dash (U+2013) here, which YAML reads as text; remove it"),
+    ("model:\n  layers:\n    - {type: flatten}\n    \u2013 {type: dense, units: 2}\n", (4, 5),
+     "an en dash (U+2013) here, which YAML does not read as a list item's '-'; write '-' "
+     "instead"),
     ("model:\n  layers:\n    - {type: dense, units: 2}\n     {type: dense, units: 2}\n",
      (4, 6), "begin each item with '- '"),
 ])
