@@ -321,6 +321,9 @@ def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded
     for item in error.errors():
         path = _locate(item, loaded.data).data_path
         mapping = _value_at(data, path)
+        if isinstance(mapping, dict) and _other_lists_kind(
+                _kind_of(path), mapping.get(_discriminator(item))):
+            continue  # a layer among the augmentations: no augmentation's fields to check
         meant = _meant_tag(item, mapping, schema)
         if meant and isinstance(mapping, dict):
             mapping.pop(misspelt_key(mapping, _discriminator(item),
@@ -1119,6 +1122,9 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
         subject = f"{kind} '{tag}'"
     else:
         subject = f"{discriminator} '{tag}' for {_subject(field)}"
+    elsewhere = _other_lists_kind(kind, tag)
+    if elsewhere:  # an augmentation and a layer swapped (lines moved between the lists)
+        return f"unknown {subject}; {elsewhere}"
     if fitting and not suggest(tag, _unquoted(expected)):
         return (f"unknown {subject}; its fields are those of '{fitting}': set "
                 f"{discriminator}: {fitting}")
@@ -1126,6 +1132,19 @@ def _unknown_tag(problem: _Problem, field: str | None, data: Any, schema: Any) -
         return f"unknown {subject}; for a learning rate that does not change, write 'constant'"
     fix = _call_form_fix(tag, expected, kind) or _suggestion_or_choices(tag, expected)
     return f"unknown {subject}{fix}"
+
+
+def _other_lists_kind(kind: str | None, tag: str) -> str | None:
+    """Where a layer's type is given as an augmentation, or an augmentation's as a layer."""
+    from .schema import AUGMENTATION_TYPES, LAYER_TYPES
+
+    if not isinstance(tag, str):
+        return None
+    if kind == "augmentation" and tag in LAYER_TYPES:
+        return f"{tag} is a layer: it belongs in model.layers"
+    if kind == "layer type" and tag in AUGMENTATION_TYPES:
+        return f"{tag} is an augmentation: it belongs in data.augment"
+    return None
 
 
 def _with_none(kind: str | None, choices: list[str]) -> list[str]:

@@ -1165,6 +1165,7 @@ def _standard_bounds(node: Any) -> Any:
 
 
 LAYER_TYPES = union_tags(Layer)
+AUGMENTATION_TYPES = union_tags(Augmentation)
 ACTIVATION_TYPES = union_tags(Activation)
 
 

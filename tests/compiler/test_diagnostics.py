@@ -1379,6 +1379,19 @@ def test_a_layers_name_is_not_read_as_a_misspelt_type():
         "{name: adam}\n")[0]
 
 
+def test_a_layer_among_the_augmentations_and_the_reverse_are_told_their_list():
+    """The mutation fuzz: a conv2d line moved into data.augment was told "its fields are those
+    of 'random_crop': set type: random_crop", then four errors of random_crop's fields."""
+    text = ("data:\n  dataset: digits\n  augment:\n    - {type: conv2d, filters: 8, "
+            "kernel_size: 3, padding: same}\nmodel:\n  layers:\n    - {type: random_flip}\n"
+            "    - {type: flatten}\n    - {type: dense, units: 10}\n")
+    assert [line.split(": error: ")[1] for line in _load_errors(text)] == [
+        "data.augment[0]: unknown augmentation 'conv2d'; conv2d is a layer: it belongs in "
+        "model.layers",
+        "model.layers[0]: unknown layer type 'random_flip'; random_flip is an augmentation: it "
+        "belongs in data.augment"]
+
+
 def test_an_invisible_character_in_a_key_is_named():
     """The mutation fuzz: a zero-width space pasted before `normalize:` gave "unknown field
     '\\u200b  normalize'" with no fix."""
