@@ -42,7 +42,7 @@ import numpy as np
 from nnrun.backends.base import workers
 from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
                                    pruning_errors, tracked_metrics, unknown_monitor)
-from nnrun.compiler.datasets import largest_step_batch, planned_training_samples
+from nnrun.compiler.datasets import DATASETS, largest_step_batch, planned_training_samples
 from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
 from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
                                      refuse_data_errors, resolved_spec_data,
@@ -1469,8 +1469,19 @@ def no_data_section(source, needs: str) -> SpecError:
     file (or the --set that removed it)."""
     origin = Origin("data", keys=("data",))
     return SpecError([source.diagnostic(origin, f"{needs} a data section, where the samples "
-                                                "come from; add one, e.g. data: {dataset: "
-                                                "digits} (docs/spec-reference.md, data)")])
+                                                f"come from; add one, e.g. {_data_example(source)}"
+                                                " (docs/spec-reference.md, data)")])
+
+
+def _data_example(source) -> str:
+    """A data section for the model's input: a named dataset of its samples' shape (digits
+    where none is declared), else a file's."""
+    shape = source.spec.model.input_shape
+    named = [name for name, info in DATASETS.items()
+             if info.input_shape and (shape is None and name == "digits"
+                                      or shape is not None and list(info.input_shape) == shape)]
+    return (f"data: {{dataset: {named[0]}}}" if named else
+            "data: {dataset: npz, path: data.npz} (a file of arrays x and y)")
 
 
 # A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error

@@ -260,9 +260,16 @@ def test_a_spec_without_data_is_refused_at_its_position_before_a_run_directory(t
     try:
         nnrun.train(spec, out_dir=tmp_path / "run")
     except nnrun.SpecError as error:
-        assert "e.g. data: {dataset: digits}" in str(error)
+        # a dataset of the model's samples (digits' [1, 8, 8] led to an input_shape error)
+        assert "e.g. data: {dataset: xor}" in str(error)
     else:
         raise AssertionError("trained without data")
+    for shape, example in (("[3]", "data: {dataset: npz, path: data.npz} (a file of arrays x "
+                                   "and y)"), ("[1, 8, 8]", "data: {dataset: digits}")):
+        spec.write_text(f"model:\n  input_shape: {shape}\n  layers: [{{type: flatten}}, "
+                        "{type: dense, units: 2}]\n")
+        result = CliRunner().invoke(main, ["train", str(spec), "--out", str(tmp_path / "run")])
+        assert f"e.g. {example} (docs/spec-reference.md, data)" in result.stderr
 
 
 def test_a_run_without_a_validation_split_writes_its_val_keys_as_null(tmp_path):
