@@ -27,7 +27,7 @@ from .ops.norm import BatchNormAttrs, EpsAttrs, MomentumAttrs, RateAttrs, Statis
 from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
-from .shapes import (COPYING_PADDINGS, Unread, as_tuple, per_sample, same_padding,
+from .shapes import (COPYING_PADDINGS, MOST_POSITIONS, Unread, as_tuple, per_sample, same_padding,
                      setting_text, size_of, unread_positions, unread_through_copies, window_output,
                      windows_reading_no_input)
 
@@ -222,6 +222,8 @@ def _conv_geometry(ctx, layer, x: Value, rank: int):
                  padding_mode)
     if padding_of_no_input:
         _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation)
+    if padding_mode == "zeros" and kernel_field == "kernel_size":  # weights, read from zeros
+        _warn_taps_of_padding_only(ctx, spatial, kernel, stride, pad, dilation)
     return kernel, stride, dilation, pad
 
 
@@ -298,6 +300,58 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
             with ctx.gb.at(ctx.origin.at_field("padding")):
                 ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach "
                             f"({fix.reach}): {outputs}, none of the input; use padding: {padding}")
+
+
+def _warn_taps_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> None:
+    """A kernel wider than the padded input needs (kernel_size 100 with padding same on 8, or
+    taps spread past it by a dilation): the taps that meet only the zeros of the padding, for
+    every output, multiply nothing, and their weights never get a gradient. Axes of outputs
+    that read only padding are _warn_windows_of_padding_only's. One warning for the axes
+    alike."""
+    names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
+    found: dict[tuple, list[str]] = {}
+    for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
+        if k > MOST_POSITIONS or windows_reading_no_input(n, k, s, p, d):
+            continue
+        live = len(taps_reading_input(n, k, s, p, d))
+        if live and live < k:
+            found.setdefault((n, k, s, p, d, live), []).append(axis)
+    for (n, k, s, p, d, live), axes in found.items():
+        spread = f", dilation {d}" if d > 1 else ""
+        fix = _every_tap_fix(n, k, s, d)
+        along = " and ".join(axes)
+        with ctx.gb.at(ctx.origin.at_field("kernel_size" if d == 1 else "dilation")):
+            ctx.gb.warn(f"kernel_size {k}{spread} on {n} {along}, padding {_pad_text(p)}: "
+                        f"{k - live} of the kernel's {k} taps along the {along} meet only the "
+                        "padding's zeros, at every output, so their weights never get a "
+                        f"gradient and add nothing; {fix}")
+
+
+def _every_tap_fix(n: int, k: int, s: int, d: int) -> str:
+    """The largest dilation, else kernel, below the layer's whose every tap reads the input
+    under padding: same (which keeps the output's size)."""
+    def every_tap(kernel: int, dilation: int) -> bool:
+        pad = same_padding(n, kernel, s, dilation)
+        return len(taps_reading_input(n, kernel, s, pad, dilation)) == kernel
+
+    dilation = next((smaller for smaller in range(d - 1, 0, -1) if every_tap(k, smaller)), None)
+    widest = min(k - 1, 2 * n * s + 1)  # beyond it, a tap misses the input at every output
+    kernel = next(smaller for smaller in range(widest, 0, -1) if every_tap(smaller, d))
+    fixes = ([f"dilation: {dilation}"] if dilation else []) + [f"kernel_size: {kernel}"]
+    return f"use {' or '.join(fixes)}, with padding: same"
+
+
+def taps_reading_input(n: int, k: int, s: int, pad: tuple[int, int], d: int) -> list[int]:
+    """The taps (0..k-1) that read one of the n inputs at some output."""
+    size = window_output(n, k, s, pad, d).size
+    live = []
+    for tap in range(k):
+        offset = tap * d - pad[0]  # the input read at output o is o * s + offset
+        first = -(offset // s) if offset < 0 else 0  # the first output past the padding before
+        last = min(size - 1, (n - 1 - offset) // s) if offset <= n - 1 else -1
+        if first <= last:
+            live.append(tap)
+    return live
 
 
 @dataclass(frozen=True)

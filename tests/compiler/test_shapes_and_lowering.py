@@ -229,6 +229,50 @@ def test_outputs_of_padding_only_are_told_the_setting_at_fault(layer, said):
     assert not [w for w in warnings_of(spec_text([1, width], fixed)) if "padding" in w.message]
 
 
+TAPS = "meet only the padding's zeros"
+
+
+def test_kernel_taps_that_meet_only_padding_are_warned_as_gradient_descent_finds_them():
+    """The warnings audit: a conv of dilation 9 with padding same on 8x8 (or kernel_size 100)
+    reads through its centre taps only; the others' weights never get a gradient, unwarned."""
+    rng = np.random.default_rng(3)
+    warned = 0
+    for _ in range(120):
+        n, k, s, d = (int(v) for v in (rng.integers(1, 9), rng.integers(1, 14),
+                                        rng.integers(1, 3), rng.integers(1, 6)))
+        padding = "same" if rng.random() < 0.5 else int(rng.integers(0, 9))
+        layer = (f"{{type: conv1d, filters: 1, kernel_size: {k}, stride: {s}, dilation: {d}, "
+                 f"padding: {padding}}}")
+        text = spec_text([1, n], layer, "{type: flatten}")
+        try:
+            warnings = [w.message for w in warnings_of(text) if TAPS in w.message]
+        except SpecError:  # no window fits
+            continue
+        model = nnrun.compile(load_spec_text(text, FILE))
+        params = model.init_params(seed=0)
+        x = np.random.default_rng(0).normal(size=(4, 1, n))
+        _, grads = model.loss_and_grads(params, x, np.ones((4, *model.lowered.logits.type
+                                                            .shape[1:])))
+        dead = int((grads["conv1d_1.weight"][0, 0] == 0).sum())
+        if warnings:
+            (warning,) = warnings
+            warned += 1
+            assert f": {dead} of the kernel's {k} taps" in warning, (layer, warning, dead)
+        elif any("read only padding" in w.message or "every window lies" in w.message
+                 for w in warnings_of(text)):
+            continue  # said by the padding's own warning
+        else:
+            assert dead == 0, (layer, dead)
+        if warnings:  # each fix, as written, leaves no such tap
+            for key, value in re.findall(r"(dilation|kernel_size): (\d+)",
+                                         warnings[0].split("; use ")[1]):
+                fixed = re.sub(rf"{key}: \d+", f"{key}: {value}", layer)
+                fixed = re.sub(r"padding: \w+", "padding: same", fixed)
+                assert not [w for w in warnings_of(spec_text([1, n], fixed, "{type: flatten}"))
+                            if TAPS in w.message], (layer, fixed)
+    assert warned > 10
+
+
 def test_a_2d_fix_of_outputs_of_padding_only_names_both_axes_and_clears_the_warning():
     """A conv2d's fix was said as one number (`use padding: 2 or less` for padding [5, 1]),
     which written as a scalar also changes the other axis: it is said for both axes, each
