@@ -3,7 +3,6 @@ the spec's positions, and training uses the same rules (issue 10, item 8)."""
 
 from __future__ import annotations
 
-import functools
 import re
 import typing
 
@@ -221,7 +220,10 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
 # Layers whose output is 0 where their input is 0 everywhere (and which pass a gradient back):
 # a zero that starts before them is a zero after them (a batchnorm's too, its beta starting at
 # 0, while no gradient reaches it).
-_ZERO_KEEPING = ("identity", "tanh", "leaky_relu", "elu", "gelu", "dropout", "flatten", "reshape",
+# A concat keeps them along the channel axis only (a convolution's weights, shared over the
+# positions, and a batchnorm's statistics would mix a concat's positions); a reshape, which may
+# make channels positions, is not counted.
+_ZERO_KEEPING = ("identity", "tanh", "leaky_relu", "elu", "gelu", "dropout", "flatten",
                  "batchnorm",
                  "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "global_avgpool",
                  "global_maxpool", "upsample1d", "upsample2d", "concat")
@@ -246,36 +248,38 @@ def frozen_at_zero(spec) -> dict[str, str]:
             readers.setdefault(source, []).append(name)
     on_the_way = layers_read_by(reads, names[-1])  # to the model's output
 
-    def zero_weights(layer) -> bool:
+    def zero_weights(layer, reading: bool = True) -> bool:
+        """Weights of zeros; a reader's random padding gives its weights a gradient."""
         init = layer.init or spec.model.init
         return (_initial_weights(spec, layer) in ("zeros", "constant")
                 and getattr(init, "value", 0) == 0
-                and getattr(layer, "padding_mode", None) != "random")
+                and not (reading and getattr(layer, "padding_mode", None) == "random"))
 
     def starts_at_zero(layer) -> bool:
         bias = getattr(layer, "bias_init", None)
-        return zero_weights(layer) and (not layer.use_bias or getattr(layer, "bias", None) is None
-                                        and bias.type in ("zeros", "constant")
-                                        and getattr(bias, "value", 0) == 0)
+        return zero_weights(layer, reading=False) and (
+            not layer.use_bias or getattr(layer, "bias", None) is None
+            and bias.type in ("zeros", "constant") and getattr(bias, "value", 0) == 0)
 
-    @functools.cache
-    def stopper(name: str) -> str | None:
-        """What stops every gradient to `name`'s output, which is 0 (None: one gets through);
-        "no reader" where nothing reads it."""
-        if name == names[-1]:
-            return None
-        found = {_stops_at(layers[at[reader]], reader) if reader in on_the_way else "no reader"
-                 for reader in readers[name]}
-        if None in found:
-            return None
-        return min(found - {"no reader"}, default="no reader")
-
-    def _stops_at(layer, name: str) -> str | None:
+    def stops_at(layer, name: str) -> str | None:
+        """What the reader `name` does to a gradient for an input of zeros: stops it (why),
+        passes it on (the stopper of its own output) or lets it through (None)."""
+        if name not in on_the_way:
+            return "no reader"
         if hasattr(layer, "init"):  # its weights: 0 for good, as what it reads stays 0
             return f"{name}'s zero weights" if zero_weights(layer) else None
         if layer.type == "relu":
             return f"{name} at 0"
-        return stopper(name) if layer.type in _ZERO_KEEPING else None
+        keeps_zero = layer.type in _ZERO_KEEPING and getattr(layer, "axis", 0) == 0
+        return stopper.get(name) if keeps_zero else None
+
+    # What stops every gradient to a layer's output, were it 0 (None: one gets through; "no
+    # reader" where none reads it); readers come after the layers they read
+    stopper: dict[str, str | None] = {}
+    for name in reversed(names):
+        found = {stops_at(layers[at[reader]], reader) for reader in readers[name]}
+        stopper[name] = (None if name == names[-1] or None in found
+                         else min(found - {"no reader"}, default="no reader"))
 
     frozen = {}
     for name, layer in zip(names, layers):
@@ -284,7 +288,7 @@ def frozen_at_zero(spec) -> dict[str, str]:
         own = getattr(layer, "activation", None)
         kind = own.type if own is not None else "identity"
         why = ("its own relu at 0" if kind == "relu" else
-               stopper(name) if kind in _ZERO_KEEPING else None)
+               stopper[name] if kind in _ZERO_KEEPING else None)
         if why and why != "no reader":
             frozen[name] = why
     return frozen
@@ -300,8 +304,9 @@ def _frozen_at_zero_warnings(spec) -> list[tuple[Origin, str]]:
                 else ("model", "init"))
         where = (Origin(f"model.layers[{index}]", name, keys) if len(keys) > 2
                  else Origin("model.init", keys=keys))
+        parts = "weights and bias" if layers[index].use_bias else "weights; it has no bias"
         warnings.append((where, (
-            f"{name} starts at 0 (weights and bias) and never changes: its outputs are 0 for "
+            f"{name} starts at 0 ({parts}) and never changes: its outputs are 0 for "
             f"every sample, and no gradient gets past {why} to it; give the weights a random "
             "init, e.g. he_uniform or xavier_uniform")))
     return warnings

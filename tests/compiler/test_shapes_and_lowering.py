@@ -1722,6 +1722,14 @@ def test_weights_that_start_equal_in_two_layers_in_a_row_are_warned(init, layers
                     "{name: b, type: dense, units: 3, inputs: input}",
                     "{type: concat, inputs: [a, b]}", "{type: relu}", "{type: dense, units: 1}"],
      "relu_1 at 0"),
+    # the review: a concat along the positions feeds a convolution's shared weights (or a
+    # batchnorm's statistics) from the other branch, which then reach `a`: it moves
+    ("he_uniform", ["{name: r, type: reshape, shape: [1, 2]}",
+                    "{name: a, type: conv1d, filters: 1, kernel_size: 1, init: zeros, inputs: r}",
+                    "{name: b, type: conv1d, filters: 1, kernel_size: 1, inputs: r}",
+                    "{type: concat, inputs: [a, b], axis: 1}",
+                    "{type: conv1d, filters: 1, kernel_size: 1, init: zeros}", "{type: flatten}",
+                    "{type: dense, units: 1}"], None),
     ("he_uniform", ["{name: a, type: dense, units: 3, init: zeros}",  # c: read by nothing
                     "{name: c, type: dense, units: 2, inputs: a}", "{type: relu, inputs: a}",
                     "{type: dense, units: 1}"], "relu_1 at 0"),
@@ -1745,11 +1753,13 @@ def test_layers_that_start_at_zero_and_never_get_a_gradient_are_warned(init, lay
     text = spec_text([2], *layers, extra="").replace("  layers:", f"  init: {init}\n  layers:")
     warnings = [d.message for d in checked(text).diagnostics if d.severity == "warning"]
     found = [m for m in warnings if "never changes" in m]
-    layer = "a" if "name: a" in layers[0] else "dense_1"
+    layer = "a" if any("name: a," in each for each in layers) else "dense_1"
     if frozen is None:
         assert not found, warnings
     else:
-        assert found == [f"{layer} starts at 0 (weights and bias) and never changes: its "
+        parts = "weights; it has no bias" if "use_bias: false" in layers[0] else \
+            "weights and bias"
+        assert found == [f"{layer} starts at 0 ({parts}) and never changes: its "
                          "outputs are 0 for every sample, and no gradient gets past "
                          f"{frozen} to it; give the weights a random init, e.g. he_uniform or "
                          "xavier_uniform"], warnings
