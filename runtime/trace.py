@@ -354,6 +354,19 @@ def _update_rule(optimizer, continued: bool = False) -> str | None:
     return None
 
 
+def _refuse_another_optimizers_state(path: Path, names: dict, expected: dict,
+                                     optimizer: str) -> None:
+    """Optimizer state the spec's optimizer type does not keep (Adam's exp_avg under sgd):
+    the run trained with another type, whose state a trace cannot continue."""
+    other = sorted(name for name in names if name.startswith("opt/") and name not in expected
+                   and not name.endswith(".momentum"))
+    if other:
+        raise TraceError(f"{path}: keeps the state of another optimizer than the spec's "
+                         f"{optimizer} ({', '.join(other[:2])}{', ...' * (len(other) > 2)}): "
+                         "the run trained with another optimizer; trace with the run's (its "
+                         "spec.yaml), or from a file of the parameters alone")
+
+
 def _velocity_added(name: str, names: dict) -> bool:
     """A momentum the checkpoint's optimizer did not keep (traced with --set
     optimizer.momentum=0.9): it starts at 0, as a resume that adds it starts it."""
@@ -385,7 +398,9 @@ def read_weights(path: Path, headers: dict, trainer: Trainer) -> tuple[dict, dic
             if name in names:
                 raise TraceError(f"{path}: {given_twice(names[name], key, name)}")
             names[name] = key
-    if checkpoint:  # state of another optimizer setting is not read, as a resume reads it
+    if checkpoint:
+        _refuse_another_optimizers_state(path, names, expected, trainer.spec.optimizer.type)
+        # a velocity the spec's settings no longer keep is not read, as a resume reads it
         names = {name: key for name, key in names.items()
                  if name in expected or not name.startswith("opt/")}
     unknown = sorted(set(names) - set(expected))
