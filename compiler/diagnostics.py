@@ -777,18 +777,18 @@ def _quote_hint(expectation: str, value: Any) -> str:
 def _glued_value(key: Any, fields: list[str]) -> str:
     """`{units:10}` in a flow mapping is the key 'units:10', without a value: YAML needs a
     space after a key's colon. The fix, where the key begins with a field's name."""
-    glued = re.fullmatch(r"([A-Za-z_]\w*):([\u00a0\u3000]?)(\S.*)", key) \
-        if isinstance(key, str) else None
+    glued = re.fullmatch(r"([A-Za-z_]\w*):([^ \t\n].*)", key) if isinstance(key, str) \
+        else None
     if glued is None or glued.group(1) not in fields:
         return ""
-    if glued.group(2):  # a space YAML does not read as one (a no-break space)
-        name = "a no-break space (U+00A0)" if glued.group(2) == "\u00a0" else \
-            "an ideographic space (U+3000)"
-        return (f"; YAML reads {quoted(key)} as one key: {name} follows the colon, which YAML "
-                f"does not read as a space: write a plain space ({glued.group(1)}: "
-                f"{glued.group(3)})")
+    field, rest = glued.groups()
+    slipped = re.match(r"[\u00a0\u3000\u2010-\u2015\u2212\u200b-\u200d\u2060\ufeff]+", rest)
+    if slipped:  # a no-break space, or a dash, where the space goes
+        name = _invisible_character(slipped.group()) or _character_name(slipped.group()[0])
+        return (f"; YAML reads {quoted(key)} as one key: {name} follows the colon where YAML "
+                f"needs a space: write a plain space ({field}: {rest[slipped.end():]})")
     return (f"; YAML reads '{key}' as one key: write a space after the colon "
-            f"({glued.group(1)}: {glued.group(3)})")
+            f"({field}: {rest})")
 
 
 def _invisible_character(name: Any) -> str | None:
@@ -797,10 +797,13 @@ def _invisible_character(name: Any) -> str | None:
         return None
     found = next((c for c in name if unicodedata.category(c) == "Cf" or c in "\u00a0\u3000"),
                  None)
-    if found is None:
-        return None
-    words = unicodedata.name(found, "character").lower()
-    return f"{'an' if words[0] in 'aeiou' else 'a'} {words} (U+{ord(found):04X})"
+    return None if found is None else _character_name(found)
+
+
+def _character_name(character: str) -> str:
+    """`an en dash (U+2013)`."""
+    words = unicodedata.name(character, "character").lower()
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words} (U+{ord(character):04X})"
 
 
 def _visible(name: str) -> str:

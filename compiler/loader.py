@@ -759,7 +759,8 @@ def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
         return (number, glued.end(2) + 2, (),
                 f"invalid YAML: a line break is missing after '{key}:'; YAML reads "
                 f"{quoted(key + ':' + rest.split(':')[0])} as one key")
-    if not rest[:1].isascii():  # `early_stopping:–{...}`: a character slipped in for the space
+    if rest[:1] and unicodedata.category(rest[0]) in ("Pd", "Cf", "Zs", "Sm"):
+        # `early_stopping:–{...}`: a dash (or an invisible character) slipped in for the space
         return (number, glued.end(2) + 2, (),
                 f"invalid YAML: '{key}:' is followed by '{rest[0]}' (U+{ord(rest[0]):04X}) "
                 f"where YAML needs a space; write '{key}: {_shortened(rest[1:].lstrip())}'")

@@ -162,8 +162,13 @@ def test_separators_in_integers_and_numbers_are_told_apart(tmp_path, field, fix)
                          "(type: mse)"),
     # a no-break space after the colon, as block mappings are told (the mutation fuzz)
     ("loss: {type:\u00a0mse}", "YAML reads 'type:\\xa0mse' as one key: a no-break space "
-                              "(U+00A0) follows the colon, which YAML does not read as a "
-                              "space: write a plain space (type: mse)"),
+                              "(U+00A0) follows the colon where YAML needs a space: write a "
+                              "plain space (type: mse)"),
+    # two of them, or a dash: all of it named and left out (the review)
+    ("loss: {type:\u00a0\u00a0mse}", "follows the colon where YAML needs a space: write a "
+                                     "plain space (type: mse)"),
+    ("optimizer: {type:\u2013sgd}", "an en dash (U+2013) follows the colon where YAML needs a "
+                                   "space: write a plain space (type: sgd)"),
     ("optimizer: Adam(0.001)", "an optimizer is a mapping, not a call: write {type: adam, ...}"),
     ("model:\n  layers:\n    - {type: dense, units: 2, activation: {type: none}}",
      "unknown activation 'none'; expected one of"),

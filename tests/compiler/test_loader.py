@@ -691,6 +691,10 @@ def test_a_look_alike_in_a_value_or_a_plain_value_s_words_are_no_slip(text, posi
     ("model:\n  layers:\n    - {type: dense, units: 8}   x\n", (3, 33),
      "text at 3:33 after the '}' that closes the value; remove it, or make it a comment with "
      "'#'"),
+    # letters and quotes after the colon are the value's own: not named as slipped in (the
+    # review: 'name:étude' was told to write 'name: tude')
+    ("name:\u00e9tude\nmodel: {}\n", (1, 5), "'name:' is followed by no space, so YAML "
+                                            "reads 'name:\u00e9tude' as one string"),
     # a dash look-alike before a list item's dash: told it was out of line
     ("model:\n  layers:\n    - {type: flatten}\n    \u2013- {type: dense, units: 2}\n", (4, 5),
      "an en dash (U+2013) here, which YAML reads as text; remove it"),
