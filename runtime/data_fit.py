@@ -290,13 +290,20 @@ def _warn_of_target_scale(y: np.ndarray, where: str) -> None:
     if not y.size:
         return
     flat = y.reshape(len(y), -1)
-    means = np.mean(flat, axis=0, dtype=np.float64)
-    spreads = np.std(flat - means, axis=0, dtype=np.float64)  # each around its own mean
-    spread = float(np.sqrt(np.mean(spreads**2)))  # of every output's value
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float64: refused on load
+        means = np.mean(flat, axis=0, dtype=np.float64)
+        spreads = np.std(flat - means, axis=0, dtype=np.float64)  # each around its own mean
+        spread = float(np.sqrt(np.mean(spreads**2)))  # of every output's value
+    if not np.isfinite(spread):
+        return
     low, high = TARGET_SPREAD
     varying = spreads[spreads > 0]
-    scaled = bool(((varying < low) | (varying > high)).any())
+    # the loss's scale: that of all the outputs, or of one far too wide (an output of small
+    # spread beside others, a rarely lit pixel, is no scale of the loss's)
+    scaled = bool(spread) and not low <= spread <= high or bool((varying > high).any())
     shown = float(f"{spread:.3g}")  # the divisor the advice gives
+    # each output by its own spread, where one divisor leaves some beyond the bounds (an
+    # output of 1e6 beside one of 1: divided by the spread of both, the second is drowned)
     each = scaled and not ((varying / shown >= low) & (varying / shown <= high)).all()
     divisors = np.where(spreads > 0, spreads, 1.0) if each else shown
     # far from 0, beyond its spread (else dividing is the fix), or far once divided by it

@@ -1515,13 +1515,13 @@ SPREAD = np.tile([-1.0, 1.0], 30)  # mean 0, standard deviation 1
     # second output at 1.4e-06, which then learned nothing): each divided by its own
     (np.stack([9.8e5 * SPREAD, 0.98 * SPREAD], 1),
      "the targets' standard deviations run from 0.98 to 9.8e+05 (per output); "),
-    (np.stack([1e-5 * SPREAD, SPREAD], 1),
-     "the targets' standard deviations run from 1e-05 to 1 (per output); "),
-    (np.stack([5e4 + 1e-5 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
-     "the targets' mean is 50000 (an output's) and their standard deviations run from 1e-05 to "
-     "1 (per output); "),
-    (np.stack([1e-5 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
-     "the targets' standard deviations run from 1e-05 to 1 (per output); "),
+    (np.stack([1e4 * SPREAD, SPREAD], 1),
+     "the targets' standard deviations run from 1 to 1e+04 (per output); "),
+    (np.stack([5e4 + 1e4 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
+     "the targets' mean is 50000 (an output's) and their standard deviations run from 1 to "
+     "1e+04 (per output); "),
+    (np.stack([1e4 * SPREAD, SPREAD, np.full(60, 7.0)], 1),
+     "the targets' standard deviations run from 1 to 1e+04 (per output); "),
     # of one scale, far from the bounds: one divisor
     (np.stack([1e5 * SPREAD, 2e5 * SPREAD], 1), "the targets' standard deviation is 1.58e+05; "),
 ])
@@ -1550,6 +1550,20 @@ def test_regression_targets_far_from_zero_or_of_a_large_spread_are_warned_of(y, 
         _warn_of_target_scale(eval(advice, {"y": y, "np": np}),  # noqa: S307 - our own text
                               "data.path")
     assert lines == []
+
+
+def test_targets_of_a_usual_spread_beside_nearly_constant_ones_are_not_warned_of():
+    """The review: an autoencoder's pixels (y = x / 255), a few rarely lit, were told to be
+    standardised each, which makes those targets +-100, beyond a sigmoid's reach."""
+    from nnrun.runtime.data_fit import _warn_of_target_scale
+
+    y = np.tile(SPREAD[:, None] / 2 + 0.5, (1, 4))
+    y[:, 3] = 0.0
+    y[7, 3] = 0.001  # lit once, faintly: a spread of 1.3e-4, beside the others' 0.5
+    for targets in (y, np.stack([1e-5 * SPREAD, SPREAD], 1)):
+        with collected() as lines:
+            _warn_of_target_scale(targets, "data.path")
+        assert lines == []
 
 
 def test_regression_targets_near_zero_of_a_usual_spread_are_not_warned_of():
