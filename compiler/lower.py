@@ -728,10 +728,10 @@ def _lower_layers(spec, mode: str, gb: GraphBuilder, lowered: Lowered,
             _lower_layer(ctx, layer, index, names, input_names, env, named_inputs,
                          pre_activation)
         except CompileError as error:
+            if not shape_errors and "input" in input_names and not spec.model.input_shape:
+                error.message += defaulted_dataset(spec.data)  # the input is the data's
             if not error.of_shapes:
                 raise _with_others([*shape_errors, error]) from None
-            if not shape_errors and not spec.model.input_shape:  # the input is the data's
-                error.message += defaulted_dataset(spec.data)
             shape_errors.append(error)  # a branch beside it may have one of its own
             unshaped.add(name)
     if shape_errors and names[-1] in unshaped:

@@ -1790,9 +1790,17 @@ def test_errors_of_the_default_dataset_say_that_none_was_named(data, said):
     # on digits' 8x8, said with no word of digits)
     kernel = f"{data}model:\n  layers: [{{type: conv2d, filters: 2, kernel_size: 9}}, " \
              "{type: flatten}, {type: dense, units: 10}]\n"
-    for text in (shape, classes, kernel):
+    reshape = f"{data}model:\n  layers: [{{type: reshape, shape: [3, 3]}}, {{type: flatten}}, " \
+              "{type: dense, units: 10}]\n"
+    for text in (shape, classes, kernel, reshape):
         (error,) = _check_errors(text)
         assert error.message.endswith(note) == said, error.message
+    # not at a layer the data's shape is not to blame for (the review: an add of branches of
+    # 10 and 5 units was told of the default dataset)
+    branches = f"{data}model:\n  layers: [{{type: flatten}}, {{name: a, type: dense, units: " \
+               "10}, {name: b, type: dense, units: 5, inputs: a}, {type: add, inputs: [a, b]}]\n"
+    (error,) = _check_errors(branches)
+    assert not error.message.endswith(note), error.message
 
 
 @pytest.mark.parametrize("layers, fix", [
