@@ -362,8 +362,9 @@ def _rearranged(shape: tuple, sample: tuple) -> str:
 
 
 def _one_sample(shape: tuple, sample: tuple) -> str:
-    """The values of one sample in another shape ([8, 8] or [64] for [1, 8, 8])."""
-    if math.prod(shape) != math.prod(sample):
+    """The values of one sample in another shape ([8, 8] or [64] for [1, 8, 8]); not where
+    the shape has a batch's axes ([2, 32] for [64]: two samples, likely)."""
+    if math.prod(shape) != math.prod(sample) or len(shape) == len(sample) + 1:
         return ""
     return f"; one sample? x.reshape(1, {_dims(sample)})"
 

@@ -206,6 +206,8 @@ def test_the_api_refuses_what_would_broadcast_or_index_into_a_wrong_result():
          "x must be [N, 1, 8, 8], got shape [8, 8]; one sample? x.reshape(1, 1, 8, 8)"),
         (lambda: conv.forward(conv_params, images[0].ravel()), ValueError,
          "x must be [N, 1, 8, 8], got shape [64]; one sample? x.reshape(1, 1, 8, 8)"),
+        (lambda: xor.forward(xor_params, np.zeros((1, 1))), ValueError,  # a batch: no guess
+         "x must be [N, 2], got shape [1, 1]: samples of shape [1], the model's are [2]"),
         (lambda: xor.loss_and_grads(xor_params, points[:2], [1]), ValueError,
          "y_true holds 1 targets for 2 samples"),
         (lambda: xor.loss_and_grads(xor_params, points, np.zeros((4, 3))), ValueError,
