@@ -206,8 +206,6 @@ def test_the_api_refuses_what_would_broadcast_or_index_into_a_wrong_result():
          "x must be [N, 1, 8, 8], got shape [8, 8]; one sample? x.reshape(1, 1, 8, 8)"),
         (lambda: conv.forward(conv_params, images[0].ravel()), ValueError,
          "x must be [N, 1, 8, 8], got shape [64]; one sample? x.reshape(1, 1, 8, 8)"),
-        (lambda: xor.forward(xor_params, np.zeros((1, 1))), ValueError,  # a batch: no guess
-         "x must be [N, 2], got shape [1, 1]: samples of shape [1], the model's are [2]"),
         (lambda: xor.loss_and_grads(xor_params, points[:2], [1]), ValueError,
          "y_true holds 1 targets for 2 samples"),
         (lambda: xor.loss_and_grads(xor_params, points, np.zeros((4, 3))), ValueError,
@@ -270,6 +268,14 @@ def test_without_cupy_the_api_names_its_backend_parameter_not_the_commands_optio
         assert raised is nnrun.BackendUnavailable, text
         assert text.endswith("or use backend='numpy'") and "--backend" not in text
     assert not (tmp_path / "other").exists()
+
+
+def test_a_batch_of_other_samples_is_not_guessed_to_be_one_sample():
+    """The review: [2, 32] for a [64] model (two samples, likely) was asked "one sample?"."""
+    xor = nnrun.compile(XOR)
+    raised, text = _error(lambda: xor.forward(xor.init_params(), np.zeros((2, 1))))
+    assert raised is ValueError
+    assert text == "x must be [N, 2], got shape [2, 1]: samples of shape [1], the model's are [2]"
 
 
 def test_class_labels_that_become_one_hot_targets_must_be_within_the_classes():
