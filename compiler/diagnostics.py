@@ -1406,6 +1406,26 @@ def _show(value: Any) -> str:
 # -- walking the schema along a pydantic loc ------------------------------------------------------
 
 
+def field_defaults_of_type(path: tuple, tag: Any) -> dict[str, Any] | None:
+    """The fields (by their names in a spec) of the type `tag` of the tagged mapping at the
+    spec's `path` (an optimizer, a loss, a layer), with their defaults (required ones and
+    factories' values absent); None where `path` holds no such type."""
+    from .schema import Spec
+
+    if not isinstance(tag, str):
+        return None
+    members = dict(_tagged_members(_annotation_at(Spec, path), "type"))
+    member = members.get(tag)
+    if member is None:
+        return None
+    fields = {}
+    for name, field in member.model_fields.items():
+        default = field.default if not field.is_required() and field.default_factory is None \
+            else None
+        fields[field.alias or name] = default
+    return fields
+
+
 def _annotation_at(schema: Any, loc: tuple) -> Any:
     annotation = schema
     for component in loc:

@@ -1327,8 +1327,31 @@ def _assign(data: dict, positions: dict, path: SpecPath, value: Any, position: P
         walked += (component,)
     last = _from_the_start(container, path[-1])
     _check_target(container, walked, last)
+    if last == "type" and isinstance(container, dict):
+        _drop_the_old_types_defaults(container, walked, value)
     container[last] = value
     _replace_positions(positions, (*walked, last), value, position)
+
+
+def _drop_the_old_types_defaults(container: dict, walked: SpecPath, new_type: Any) -> None:
+    """`--set optimizer.type=adam` on a resolved spec (a run's spec.yaml, which writes every
+    field out): the old type's fields the new one lacks, at their defaults (`momentum: 0.0`,
+    `nesterov: false`), were nnrun's writing, not the user's: they go with the old type. Set
+    to other values, they stay, and are said to be the old type's."""
+    from nnrun.compiler.diagnostics import field_defaults_of_type
+
+    old = field_defaults_of_type(walked, container.get("type"))
+    new = field_defaults_of_type(walked, new_type)
+    if old is None or new is None or container.get("type") == new_type:
+        return
+    for key in [key for key in container if key != "type" and key not in new]:
+        default = old.get(key, _NO_DEFAULT)
+        if isinstance(container[key], (bool, int, float, str, type(None))) and \
+                type(container[key]) is type(default) and container[key] == default:
+            del container[key]
+
+
+_NO_DEFAULT = object()
 
 
 def _expand_short_form(container: Any, walked: SpecPath, component: Hashable,

@@ -439,6 +439,24 @@ def test_a_layer_renamed_on_resume_is_refused_as_another_model(tmp_path):
     assert (tmp_path / "run" / "last.npz").read_bytes() == last
 
 
+def test_the_optimizer_type_set_on_a_runs_own_spec_is_refused_as_such_and_its_advice_runs(
+        tmp_path):
+    """The resume field walk: `--set optimizer.type=adam` on a run's spec.yaml failed on the
+    sgd fields nnrun wrote there (momentum: 0.0, nesterov: false), hiding the refusal; and the
+    refusal's advice, a new run from that spec, failed the same way (here adam's, to sgd)."""
+    spec = write_spec(tmp_path)
+    nnrun.train(spec, out_dir=tmp_path / "run", quiet=True, overrides=["train.epochs=1"])
+    own = tmp_path / "run" / "spec.yaml"
+    assert "beta1: 0.9" in own.read_text()
+    with pytest.raises(SpecChangeError, match=r"optimizer\.type: 'adam' -> 'sgd' changes the "
+                       "model the checkpoint was trained as"):
+        nnrun.train(own, resume=tmp_path / "run", quiet=True, allow_changes=True,
+                    overrides=["optimizer.type=sgd", "train.epochs=2"])
+    nnrun.train(own, out_dir=tmp_path / "new", quiet=True, overrides=[
+        "optimizer.type=sgd", f"model.init_from={tmp_path / 'run' / 'last.npz'}"])
+    assert "type: sgd" in (tmp_path / "new" / "spec.yaml").read_text()
+
+
 def test_a_resume_changed_by_its_options_is_told_to_drop_them(tmp_path):
     """The runtime follow-the-fix audit: `--resume RUN --batch-size 4` was told to resume with
     the run's own spec, which it did; and the API's advice named --set."""
