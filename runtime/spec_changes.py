@@ -206,10 +206,14 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
         return
     listed = "; ".join(f"{name}: {change['old']!r} -> {change['new']!r}"
                        for name, change in altered.items())
+    # a type the options set brings its type's defaults beside it (min_lr of a cosine)
+    typed = overridden + tuple(field.rsplit(".", 1)[0] for field in overridden
+                               if field.endswith(".type"))
     if edited:
         own = f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)"
-    elif all(any(_within(name, field) for field in overridden) for name in altered):
-        own = f"resume without the options that change {', '.join(altered)}"
+    elif all(any(_within(name, field) for field in typed) for name in altered):
+        named = [name for name in altered if any(_within(name, field) for field in overridden)]
+        own = f"resume without the options that change {', '.join(named or altered)}"
     else:
         own = f"resume with the run's own spec ({run_dir}/spec.yaml)"
     raise SpecChangeError(f"{run_dir}: the spec differs from the one the run was trained with "

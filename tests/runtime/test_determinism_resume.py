@@ -469,3 +469,9 @@ def test_a_resume_changed_by_its_options_is_told_to_drop_them(tmp_path):
     with pytest.raises(SpecChangeError, match=r"with overrides='model\.init_from=.*last\.npz' to "
                        "begin from its weights"):
         nnrun.train(spec, resume=tmp_path / "run", quiet=True, overrides=["dtype=float64"])
+    # a type set brings its defaults (a cosine's min_lr): still the options' change, not the
+    # spec's (the resume field walk: told to resume with the spec it was given)
+    with pytest.raises(SpecChangeError, match=r"resume without the options that change "
+                       r"optimizer\.schedule\.type, or pass allow_changes=True"):
+        nnrun.train(tmp_path / "run" / "spec.yaml", resume=tmp_path / "run", quiet=True,
+                    overrides=["optimizer.schedule.type=cosine"])
