@@ -28,28 +28,30 @@ class SpecChangeError(Exception):
     """Resuming with a spec that would train differently from how the run was trained."""
 
 
-def spec_changes(run_spec: Path, resolved_text: str,
-                 trained_text: str | None = None) -> dict[str, dict]:
+def spec_changes(run_spec: Path, resolved_text: str, trained_text: str | None = None,
+                 overridden: tuple[str, ...] = ()) -> dict[str, dict]:
     """Dotted field name -> {"old": ..., "new": ...}, over the specs with defaults filled in;
     refused at once when the change alters what the run's checkpoint means. `trained_text`:
-    the spec the checkpoint was trained with, where it is not run_spec's (edited since)."""
+    the spec the checkpoint was trained with, where it is not run_spec's (edited since);
+    `overridden`: the fields the command's options set."""
     old_spec = (load_spec(run_spec) if trained_text is None
                 else load_spec_text(trained_text, str(run_spec))).spec
     new_spec = load_spec_text(resolved_text).spec
     changes = _changes(old_spec, new_spec)
     if spec_hash(old_spec) != spec_hash(new_spec):
-        _refuse_changed_meaning(run_spec, changes, unfit_arrays(old_spec, new_spec))
+        _refuse_changed_meaning(run_spec, changes, unfit_arrays(old_spec, new_spec),
+                                overridden)
     if any(_names_a_meaning_field(name) for name in changes):
         # the hash leaves out layer names, which name the checkpoint's arrays: a layer renamed
         # holds none of them
         unfit = unfit_arrays(old_spec, new_spec)
         if unfit:
-            _refuse_changed_meaning(run_spec, changes, unfit)
+            _refuse_changed_meaning(run_spec, changes, unfit, overridden)
     return changes
 
 
 def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
-                            unfit: list[str] | None) -> None:
+                            unfit: list[str] | None, overridden: tuple[str, ...] = ()) -> None:
     """Even with --allow-changes: the arrays fit only the model they were trained as (an
     activation or a loss of another kind would read them as something else)."""
     fields = [name for name in changes if _names_a_meaning_field(name)]
@@ -58,7 +60,9 @@ def _refuse_changed_meaning(run_spec: Path, changes: dict[str, dict],
                        for name in fields[:shown]) or "the model"
     new_run = (f"start a new run instead ({option('--out', 'NEW_DIR', placeholder=True)})"
                + from_its_weights(run_spec.parent.resolve() / "last.npz", unfit))
-    if len(fields) > shown:  # another spec given, not a change: the run's own resumes it
+    if len(fields) > shown and set_by_options(fields, overridden):  # a layer --set anew
+        listed += f", and {_more_fields(len(fields) - shown)}"
+    elif len(fields) > shown:  # another spec given, not a change: the run's own resumes it
         raise SpecChangeError(
             f"{run_spec}: the spec given is another model than the run's ({listed}, and "
             f"{_more_fields(len(fields) - shown)}); to go on with the run, give its own spec: "
@@ -191,6 +195,15 @@ def refuse_data_changes(run_dir, changes: dict[str, dict]) -> None:
         "the run directory)")
 
 
+def set_by_options(names, overridden: tuple[str, ...]) -> bool:
+    """Whether every changed field of `names` lies within a field the options set, or beside
+    a type they set (which brings its type's defaults: a cosine's min_lr)."""
+    typed = overridden + tuple(field.rsplit(".", 1)[0] for field in overridden
+                               if field.endswith(".type"))
+    return bool(overridden) and all(any(_within(name, field) for field in typed)
+                                    for name in names)
+
+
 def _within(name: str, field: str) -> bool:
     """Whether the leaf path `name` is `field` or lies under it."""
     return name == field or name.startswith((f"{field}.", f"{field}["))
@@ -206,12 +219,9 @@ def refuse_training_changes(run_dir, changes: dict[str, dict], edited: bool = Fa
         return
     listed = "; ".join(f"{name}: {change['old']!r} -> {change['new']!r}"
                        for name, change in altered.items())
-    # a type the options set brings its type's defaults beside it (min_lr of a cosine)
-    typed = overridden + tuple(field.rsplit(".", 1)[0] for field in overridden
-                               if field.endswith(".type"))
     if edited:
         own = f"undo the edit of {run_dir}/spec.yaml (made after its checkpoint)"
-    elif all(any(_within(name, field) for field in typed) for name in altered):
+    elif set_by_options(altered, overridden):
         named = [name for name in altered if any(_within(name, field) for field in overridden)]
         own = f"resume without the options that change {', '.join(named or altered)}"
     else:

@@ -355,15 +355,16 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
     if edited:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
+    overridden = tuple(format_path(path) for path, _ in source.loaded.overridden)
     changes = _without_a_moved_data_file(
-        spec_changes(run.file(SPEC), resolved_spec_text(source), trained), source, meta)
+        spec_changes(run.file(SPEC), resolved_spec_text(source), trained, overridden), source,
+        meta)
     # a field that a resume after the checkpoint set, with --allow-changes, to the same value
     # stays allowed
     allowed = {bracketed(name): change.get("new") for row in later
                if isinstance(row.get("changes"), dict)
                for name, change in row["changes"].items() if isinstance(change, dict)}
     if not allow_changes:
-        overridden = tuple(format_path(path) for path, _ in source.loaded.overridden)
         refuse_training_changes(run.path, _not_allowed(changes, allowed), edited, overridden)
     return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed)
 

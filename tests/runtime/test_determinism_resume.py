@@ -455,6 +455,14 @@ def test_the_optimizer_type_set_on_a_runs_own_spec_is_refused_as_such_and_its_ad
     nnrun.train(own, out_dir=tmp_path / "new", quiet=True, overrides=[
         "optimizer.type=sgd", f"model.init_from={tmp_path / 'run' / 'last.npz'}"])
     assert "type: sgd" in (tmp_path / "new" / "spec.yaml").read_text()
+    # a layer set anew, of four changed fields: told the change, not that the spec given (the
+    # run's own) is another model's, to give the run's own spec (the command just run)
+    with pytest.raises(SpecChangeError) as refused:
+        nnrun.train(own, resume=tmp_path / "run", quiet=True, allow_changes=True, overrides=[
+            "model.layers[3]={type: dense, units: 32, activation: tanh, use_bias: false, "
+            "init: he_normal}", "train.epochs=2"])
+    assert ", and 1 more field changes the model the checkpoint was trained as" in \
+        str(refused.value) and "give its own spec" not in str(refused.value)
 
 
 def test_a_resume_changed_by_its_options_is_told_to_drop_them(tmp_path):
