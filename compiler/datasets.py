@@ -591,14 +591,14 @@ def unnamed_column(path, header: list[str]) -> str | None:
 
 
 def _other_separator(header: list[str]) -> str | None:
-    """`a;b;label` (a spreadsheet's csv in many locales, or `sep=;` as Excel begins it) or
-    tab-separated values, read as one column."""
+    """`a;b;label` (a spreadsheet's csv in many locales, or `sep=;` as Excel begins it),
+    tab- or space-separated values, read as one column."""
     if len(header) != 1:
         return None
     line = header[0]
     if line.lower().startswith("sep=") and len(line) == 5:
         return line[4]
-    return next((separator for separator in (";", "\t", "|")
+    return next((separator for separator in (";", "\t", "|", " ")
                  if "label" in [part.strip().strip('"') for part in line.split(separator)]), None)
 
 

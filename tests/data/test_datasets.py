@@ -643,6 +643,8 @@ BAD_CSV = {
     "semicolons_decimal_commas": ("a;b;label\n0,5;1,25;0\n", "(pandas.read_csv(path, sep=';', "
                                   "decimal=',').to_csv(path, index=False))"),
     "tabs": ("a\tlabel\n1\t0\n", "separated by '\\t'"),
+    "spaces": ("f1 f2 label\n1 2 0\n", "its columns are separated by ' '; a csv dataset "
+               "separates them by commas"),
     "excel_separator_line": ("sep=;\na;label\n1;0\n", "separated by ';'"),
     "no_header": ("5.1,3.5,0\n4.9,3.0,1\n", "the first row holds numbers (5.1, 3.5, 0), not "
                   "column names; begin the file with a header row"),
