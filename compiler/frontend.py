@@ -379,7 +379,7 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
             f"{source.spec.data.path}, {shape}, which look channels last ({shape[-1]} channels "
-            f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test), and use "
+            f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test, x_val), and use "
             f"input_shape {first}, or leave it out"))]
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
@@ -408,9 +408,9 @@ def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
     """How samples of `shape` become the model's `expected` [C, ...] where they hold the same
     values in another layout: channels last ([H, W, C], as Keras and images save them; taken
     as they are, H channels of W x C), or without their one channel's axis ([H, W]). `array`:
-    the npz array that holds them (x: and x_test with it)."""
+    the npz array that holds them (x: and the held-out splits' with it)."""
     shape, expected = tuple(shape), tuple(expected)
-    also = " (and x_test)" if array == "x" else ""
+    also = " (and x_test, x_val)" if array == "x" else ""
     # the channels are the short axis ([2, 50] against a declared [50, 2] is 2 channels first;
     # [128, 9] against [9, 128], nine sensors last)
     if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]) \

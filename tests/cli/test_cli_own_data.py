@@ -1109,9 +1109,10 @@ def test_a_loop_of_symbolic_links_is_one_line_where_a_spec_names_a_file(tmp_path
     assert np.load(tmp_path / "p.npy").shape == (2, 3)
 
 
-MOVE = "the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test), the " \
-       "channels first"
-ADD_AXIS = "the samples have no channel axis; save x[:, None] (and x_test), one channel first"
+MOVE = "the samples are channels last; save numpy.moveaxis(x, -1, 1) (and x_test, x_val), " \
+       "the channels first"
+ADD_AXIS = "the samples have no channel axis; save x[:, None] (and x_test, x_val), one " \
+           "channel first"
 
 
 @pytest.mark.parametrize("x_shape, declared, fix", [

@@ -1522,8 +1522,8 @@ def test_images_of_three_channels_last_against_input_shape_are_told_to_move_them
                     "  layers: [{type: flatten}, {type: dense, units: 2}]\ntrain: {epochs: 1}\n")
     line = (f"{spec}:3:16: error: model.input_shape: input_shape [1, 8, 8] does not match the "
             "samples of d.npz, [8, 8, 3], which look channels last (3 channels of 8 x 8): save "
-            "numpy.moveaxis(x, -1, 1) (and x_test), and use input_shape [3, 8, 8], or leave it "
-            "out\n")
+            "numpy.moveaxis(x, -1, 1) (and x_test, x_val), and use input_shape [3, 8, 8], or "
+            "leave it out\n")
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
     write_npz(tmp_path / "d.npz", x=np.zeros((20, 3, 8, 8)), y=np.arange(20) % 2)
     spec.write_text(spec.read_text().replace("[1, 8, 8]", "[3, 8, 8]"))
