@@ -516,15 +516,20 @@ def labels_dtype_problem(dtype, shape: tuple[int, ...], where: str,
 
 
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
-                           array: str = "x", one_sample: bool = False) -> str | None:
+                           array: str = "x", one_sample: bool = False,
+                           samples: int | None = None) -> str | None:
     """What an array's header tells of its features (`array`: the npz array that holds them):
     numbers (`dtype`; None: not known), one row per sample, no empty sample; None for
     features [N, ...] of numbers. `one_sample`: a 1-D array is one sample's features (a
-    held-out split of one label, its length a training sample's)."""
+    held-out split of one label, its length a training sample's); `samples`: the labels'
+    count, of which a 1-D array may hold a few values each (flattened)."""
     if dtype is not None and dtype.kind not in "biuf":
         return f"{where}: features must be numbers, found dtype {dtype}"
-    if len(shape) == 1 and shape[0]:  # one number a sample, or one sample
+    if len(shape) == 1 and shape[0]:  # one number a sample, or one sample, or flattened
+        flattened = samples is not None and 0 < samples < shape[0] and shape[0] % samples == 0
         fix = (f"for one sample save {array}[None]" if one_sample else
+               f"{shape[0] // samples} features a sample, flattened? save "
+               f"{array}.reshape({samples}, -1)" if flattened else
                f"for one feature a sample save {array}[:, None]")
         return (f"{where}: features must be [N, ...], one row per sample, got {list(shape)}; "
                 f"{fix}")

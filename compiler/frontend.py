@@ -616,7 +616,8 @@ def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
 
     problems = itertools.chain(
         (feature_layout_problem(shapes[features], dtypes.get(features), where, features,
-                                one_sample(features, targets))
+                                one_sample(features, targets),
+                                (tuple(shapes[targets]) or (None,))[0])
          for features, targets, where in pairs),
         (labels_dtype_problem(dtypes.get(targets), shapes[targets], where, labels_name(shapes))
          for _, targets, where in pairs))

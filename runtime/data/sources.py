@@ -73,16 +73,16 @@ def option(data_spec: Any, name: str, default: Any = None) -> Any:
 
 
 def check_feature_layout(shape: tuple[int, ...], dtype: np.dtype, where: str,
-                         array: str = "x") -> None:
+                         array: str = "x", samples: int | None = None) -> None:
     """What a header tells: numbers, one row per sample, no empty sample. `array`: the npz
-    array that holds them."""
-    problem = feature_layout_problem(shape, dtype, where, array)
+    array that holds them; `samples`: how many labels go with them."""
+    problem = feature_layout_problem(shape, dtype, where, array, samples=samples)
     if problem:
         raise DataError(problem)
 
 
-def check_features(x: np.ndarray, where: str) -> np.ndarray:
-    check_feature_layout(x.shape, x.dtype, where)
+def check_features(x: np.ndarray, where: str, samples: int | None = None) -> np.ndarray:
+    check_feature_layout(x.shape, x.dtype, where, samples=samples)
     if (sample := first_non_finite_sample(x)) is not None:
         raise DataError(f"{where}: features contain NaN or inf (first at sample {sample}); "
                         "replace those values or leave those samples out")
@@ -634,7 +634,7 @@ def column_message(where: str) -> str:
 
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
              ignore_index: int | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    features = check_features(x, where)
+    features = check_features(x, where, len(y) if y.ndim else None)
     if maps and y.ndim < 2:
         raise DataError(f"{where}: masks must be label maps [N, H, W] (or [N, L]), got "
                         f"{list(y.shape)}; one label per sample goes in y")

@@ -1495,6 +1495,22 @@ def test_validate_names_xs_pair_where_its_features_are_one_value_a_sample(tmp_pa
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
 
 
+def test_features_flattened_into_one_axis_are_told_to_reshape_by_the_labels(tmp_path):
+    """The data-file mutation fuzz: x [240] beside y [60] was told x[:, None], which made 240
+    samples of one feature for 60 labels."""
+    write_npz(tmp_path / "d.npz", x=np.arange(240.0), y=np.arange(60) % 2)
+    spec = tmp_path / "s.yaml"
+    spec.write_text("data: {dataset: npz, path: d.npz}\n"
+                    "model: {input_shape: [4], layers: [{type: dense, units: 2}]}\n"
+                    "train: {epochs: 1}\n")
+    line = (f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} (x, y): features must be "
+            "[N, ...], one row per sample, got [240]; 4 features a sample, flattened? save "
+            "x.reshape(60, -1)\n")
+    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
+    write_npz(tmp_path / "d.npz", x=np.arange(240.0).reshape(60, -1), y=np.arange(60) % 2)
+    assert _validate_and_train(tmp_path, spec)[0] == 0  # the fix, followed
+
+
 def test_one_held_out_sample_without_its_batch_axis_is_told_to_add_it(tmp_path):
     """The runtime follow-the-fix audit: x_test [4] beside y_test [1] and samples of 4 features
     was told x_test[:, None], which made 4 samples of 1 label; x_test[None] is one sample."""
