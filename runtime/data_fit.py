@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,8 +148,19 @@ def _naming_a_held_out_split(spec, data, labels: np.ndarray, where: str, check) 
         if own:
             check(_in_the_loss(spec, data.train.y), where)
             for arrays, split in own.items():
-                check(_in_the_loss(spec, split.y), f"{where} ({arrays})")
+                try:
+                    check(_in_the_loss(spec, split.y), f"{where} ({arrays})")
+                except DataFitError as error:  # its fix is of that split's labels, not y's
+                    raise _of_array(error, arrays.split(", ")[1]) from None
         raise
+
+
+def _of_array(error: DataFitError, labels: str) -> DataFitError:
+    """`error`, its fixes' `y` (save y - 1, y.ravel()) written as the array `labels`."""
+    def named(text: str) -> str:
+        return re.sub(r"(?<![\w.'])y(?=[\s.\[)-])", labels, text)
+
+    return DataFitError(named(error.problem), named(error.fix))
 
 
 def _own_held_out_splits(spec, data) -> dict[str, object]:

@@ -519,7 +519,7 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
         y, held_task = arrays[targets], task  # real targets that are whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
-        raise DataError(column_message(where))  # (whether y's [N, 1] are maps, data_fit.py says)
+        raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
     _check_held_out_targets(where, labels, y_train, task, y, held_task)
     return x, y
 
@@ -626,10 +626,11 @@ def _kept(shape: tuple[int, ...], limit: int | None) -> int:
     return count * math.prod(shape[1:])
 
 
-def column_message(where: str) -> str:
-    """Integers [N, 1] where the model's outputs have no axis of 1 for maps of one position."""
-    return (f"{where}: the labels are a column, [N, 1]; one label per sample goes in y [N]: "
-            "save y.ravel() (or, for regression targets, floats)")
+def column_message(where: str, labels: str = "y") -> str:
+    """Integers [N, 1] where the model's outputs have no axis of 1 for maps of one position
+    (`labels`: the array that holds them)."""
+    return (f"{where}: the labels are a column, [N, 1]; one label per sample goes in "
+            f"{labels} [N]: save {labels}.ravel() (or, for regression targets, floats)")
 
 
 def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,

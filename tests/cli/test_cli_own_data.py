@@ -850,6 +850,12 @@ def test_labels_beyond_the_model_in_a_held_out_split_alone_name_its_arrays(tmp_p
         line = assert_one_line_error(invoke(*command), "d.npz")
         assert f"d.npz (x_{split}, y_{split}): labels go up to 3 but the model has 3 " \
                "outputs" in line, line
+    # numbered from 1 in that split alone: its fix names its array (the data-file mutation
+    # fuzz: "save y - 1" put -1 into y)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3,
+             **{f"x_{split}": x[:6], f"y_{split}": np.array([1, 2, 3, 1, 2, 3])})
+    line = assert_one_line_error(invoke("validate", spec, "--data"), "d.npz")
+    assert line.endswith(f"numbered from 1 (no label 0)? save y_{split} - 1, classes 0..2"), line
     # in y as well: the file's labels, as before
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 4,
              **{f"x_{split}": x[:5], f"y_{split}": np.array([0, 1, 2, 3, 0])})
@@ -880,6 +886,7 @@ def test_a_column_of_labels_beside_vectors_is_a_map_of_one_position_where_the_mo
              x_test=np.ones((2, 6)), y_test=np.array([[0], [1]]))
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "d.npz")
     assert "(x_test, y_test): the labels are a column, [N, 1]" in line
+    assert "save y_test.ravel()" in line  # its own array, not y (the data-file mutation fuzz)
 
 
 def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
