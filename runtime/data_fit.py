@@ -23,9 +23,9 @@ from nnrun.compiler.output_checks import (BINARY_ALTERNATIVE, class_scores_fix,
 from nnrun.notices import warn
 
 from .data.errors import DataError
-from .data.sources import column_message
+from .data.sources import column_message, is_one_hot
 from .data.targets import (LABEL_LOSSES, are_plus_minus_one, check_targets_fit,
-                           is_multi_label, is_one_hot, multi_label_message, one_hot_message,
+                           is_multi_label, multi_label_message, one_hot_message,
                            plus_minus_one_message)
 
 

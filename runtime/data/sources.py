@@ -520,20 +520,38 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
         y, held_task = arrays[targets], task  # real targets that are whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
         raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
-    _check_held_out_targets(where, labels, y_train, task, y, held_task)
+    _check_held_out_targets(where, labels, y_train, task, y, held_task, targets)
     return x, y
 
 
 def _check_held_out_targets(where: str, labels: str, y_train, task: str, y_test,
-                        test_task: str) -> None:
+                            test_task: str, test_labels: str = "y_test") -> None:
     """A held-out split's targets must be of the training split's kind and shape per
     sample."""
+    alike = _alike_fix(labels, y_train, test_labels, y_test)
     if test_task != task:
         raise DataError(f"{where}: holds {_targets_kind(test_task, y_test)}, but {labels} holds "
-                        f"{_targets_kind(task, y_train)}; save both splits' targets alike")
+                        f"{_targets_kind(task, y_train)}; {alike}")
     if y_test.shape[1:] != y_train.shape[1:]:
         raise DataError(f"{where}: targets are {list(y_test.shape[1:])} per sample, in {labels} "
-                        f"{list(y_train.shape[1:])}; save both splits' targets alike")
+                        f"{list(y_train.shape[1:])}; {alike}")
+
+
+def _alike_fix(labels: str, y_train, test_labels: str, y_test) -> str:
+    """How the splits' labels become alike, where one holds one label a sample and the other
+    the same labels one-hot or in a column."""
+    for name, one, other in ((labels, y_train, y_test), (test_labels, y_test, y_train)):
+        if other.ndim == 1 and is_one_hot(one):
+            return f"{name} is one-hot: save {name}.argmax(axis=1)"
+        if other.ndim == 1 and one.ndim == 2 and one.shape[1] == 1:
+            return f"{name} is a column: save {name}.ravel()"
+    return "save both splits' targets alike"
+
+
+def is_one_hot(y: np.ndarray) -> bool:
+    """Labels saved one-hot, [N, k] of 0 and 1 with one 1 a row (Keras' to_categorical)."""
+    return (y.ndim == 2 and y.shape[1] >= 2 and len(y) > 0 and bool(np.isin(y, (0, 1)).all())
+            and bool((y.sum(axis=1) == 1).all()))
 
 
 def _targets_kind(task: str, y: np.ndarray) -> str:

@@ -135,12 +135,6 @@ def plus_minus_one_message(loss: str) -> str:
             "writes them: save them as 0 and 1, (y > 0).astype(int)")
 
 
-def is_one_hot(y: np.ndarray) -> bool:
-    """Labels saved one-hot, [N, k] of 0 and 1 with one 1 a row (Keras' to_categorical)."""
-    return (y.ndim == 2 and y.shape[1] >= 2 and len(y) > 0 and bool(np.isin(y, (0, 1)).all())
-            and bool((y.sum(axis=1) == 1).all()))
-
-
 def one_hot_message(where: str, loss: str, classes: int) -> str:
     if loss == "binary_cross_entropy" and classes > 2:
         return (f"{where}: the labels are one-hot, [N, {classes}]: {classes} classes, where "

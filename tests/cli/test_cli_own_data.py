@@ -887,6 +887,13 @@ def test_a_column_of_labels_beside_vectors_is_a_map_of_one_position_where_the_mo
     line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run2"), "d.npz")
     assert "(x_test, y_test): the labels are a column, [N, 1]" in line
     assert "save y_test.ravel()" in line  # its own array, not y (the data-file mutation fuzz)
+    # y one-hot (or a column) beside class labels in y_test: which one to change, and how
+    for y, fix in ((np.eye(4)[np.arange(10) % 4], "y is one-hot: save y.argmax(axis=1)"),
+                   ((np.arange(10) % 4)[:, None], "y is a column: save y.ravel()")):
+        np.savez(tmp_path / "d.npz", x=rng.normal(size=(10, 6)), y=y, x_test=np.ones((2, 6)),
+                 y_test=np.array([0, 1]))
+        line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run3"), "d.npz")
+        assert line.endswith(fix), line
 
 
 def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
