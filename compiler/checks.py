@@ -224,9 +224,8 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
 # positions, and a batchnorm's statistics would mix a concat's positions); a reshape, which may
 # make channels positions, is not counted.
 _ZERO_KEEPING = ("identity", "tanh", "leaky_relu", "elu", "gelu", "dropout", "flatten",
-                 "batchnorm",
-                 "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d", "global_avgpool",
-                 "global_maxpool", "upsample1d", "upsample2d", "concat")
+                 "batchnorm", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
+                 "global_avgpool", "global_maxpool", "upsample1d", "upsample2d", "concat")
 
 
 def frozen_at_zero(spec) -> dict[str, str]:

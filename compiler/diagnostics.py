@@ -782,32 +782,39 @@ def _glued_value(key: Any, fields: list[str]) -> str:
     if glued is None or glued.group(1) not in fields:
         return ""
     field, rest = glued.groups()
-    slipped = re.match(r"[\u00a0\u3000\u2010-\u2015\u2212\u200b-\u200d\u2060\ufeff]+", rest)
+    slipped = re.match(f"[{LOOKALIKE_SPACES}{SLIPPED_IN}]+", rest)
     if slipped:  # a no-break space, or a dash, where the space goes
-        name = _invisible_character(slipped.group()) or _character_name(slipped.group()[0])
+        name = _invisible_character(slipped.group()) or character_name(slipped.group()[0])
         return (f"; YAML reads {quoted(key)} as one key: {name} follows the colon where YAML "
                 f"needs a space: write a plain space ({field}: {rest[slipped.end():]})")
     return (f"; YAML reads '{key}' as one key: write a space after the colon "
             f"({field}: {rest})")
 
 
+# Characters that look like a space (a no-break space, an ideographic space) but are none to
+# YAML, and those that slip in where a space or a list item's '-' goes: dash look-alikes (an en
+# dash, a minus sign) and invisible ones (a zero-width space, a byte order mark). Regex classes.
+LOOKALIKE_SPACES = "\u00a0\u3000"
+SLIPPED_IN = "\u2010-\u2015\u2212\u200b-\u200d\u2060\ufeff"
+
+
 def _invisible_character(name: Any) -> str | None:
     """A character of `name` that does not show (U+200B) or shows as a space (U+00A0), named."""
     if not isinstance(name, str):
         return None
-    found = next((c for c in name if unicodedata.category(c) == "Cf" or c in "\u00a0\u3000"),
-                 None)
-    return None if found is None else _character_name(found)
+    found = next((c for c in name if unicodedata.category(c) == "Cf"
+                  or c in LOOKALIKE_SPACES), None)
+    return None if found is None else character_name(found)
 
 
-def _character_name(character: str) -> str:
+def character_name(character: str) -> str:
     """`an en dash (U+2013)`."""
     words = unicodedata.name(character, "character").lower()
     return f"{'an' if words[0] in 'aeiou' else 'a'} {words} (U+{ord(character):04X})"
 
 
 def _visible(name: str) -> str:
-    return "".join(c for c in name if c not in "\u00a0\u3000"
+    return "".join(c for c in name if c not in LOOKALIKE_SPACES
                    and unicodedata.category(c) != "Cf").strip()
 
 

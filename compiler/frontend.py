@@ -379,8 +379,8 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
             f"{source.spec.data.path}, {shape}, which look channels last ({shape[-1]} channels "
-            f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test, x_val), and use "
-            f"input_shape {first}, or leave it out"))]
+            f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test, x_val), "
+            f"and use input_shape {first}, or leave it out"))]
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
         f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]

@@ -27,9 +27,10 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.tokens import AnchorToken
 
 from nnrun.compiler.datasets import IN_UTF8
-from nnrun.compiler.diagnostics import (OVERRIDE_FILE, SECTIONS, Diagnostic, SpecError,
-                                        format_path, list_fields_of, quoted, spec_field_path,
-                                        suggest)
+from nnrun.compiler.diagnostics import (LOOKALIKE_SPACES, OVERRIDE_FILE, SECTIONS, SLIPPED_IN,
+                                        Diagnostic, SpecError, character_name,
+                                        field_defaults_of_type, format_path, list_fields_of,
+                                        quoted, spec_field_path, suggest)
 from nnrun.compiler.schema import SHORT_FORM_FIELDS
 
 SpecPath = tuple[Hashable, ...]
@@ -301,7 +302,7 @@ def _alias_use(anchored: Node, mark) -> Node:
 KEY_PROBLEMS = ("mapping values are not allowed here", "could not find expected ':'")
 # ... or on the next key, which no longer fits what PyYAML reads.
 NEXT_KEY_PROBLEMS = ("expected <block end>", "expected '<document start>'")
-_SPACES = "\u00a0\u3000"  # a no-break space, an ideographic space
+_SPACES = LOOKALIKE_SPACES
 _COLONS = "\uff1a\u2236"  # a full-width colon, a ratio sign
 _LOOKALIKE_NAMES = {"\u00a0": "a no-break space (U+00A0)", "\u3000": "an ideographic space (U+3000)",
                     "\uff1a": "a full-width colon (U+FF1A)", "\u2236": "a ratio sign (U+2236)"}
@@ -313,9 +314,9 @@ _KEY = r"^(\s*(?:-\s+)?)([A-Za-z_][\w.]*)"
 _LOOKALIKE_SLIPS = (re.compile(f"^[ \t]*([{_SPACES}])"), re.compile(f"{_KEY}:([{_SPACES}])"),
                     re.compile(f"{_KEY}([{_COLONS}])"))
 _GLUED_KEY = re.compile(_KEY + r":(?![\s/:])(\S)")
-# A dash look-alike (an en dash, a minus sign) or an invisible character (a zero-width space, a
-# byte order mark) where a line's content begins: YAML reads it as text
-_STRAY_START = re.compile("^[ \t]*([\u2010-\u2015\u2212\u200b-\u200d\u2060\ufeff])")
+# A dash look-alike or an invisible character where a line's content begins: YAML reads it as
+# text
+_STRAY_START = re.compile(f"^[ \t]*([{SLIPPED_IN}])")
 _GLUED_DASH = re.compile(r"^\s*(-)[{\[A-Za-z_]")
 _KEY_WITHOUT_COLON = re.compile(r"^(\s*)([A-Za-z_]\w*)(?:[ \t]+[^\s:#]|[ \t]*(?:#.*)?$)")
 
@@ -743,9 +744,7 @@ def _content_line_before(lines: list[str], line: int) -> int | None:
 
 def stray_character_message(text: str, at: int) -> str:
     """A look-alike dash or an invisible character at `at`: named, with what to write."""
-    character = text[at]
-    name = unicodedata.name(character, "character").lower()
-    name = f"{'an' if name[0] in 'aeiou' else 'a'} {name} (U+{ord(character):04X})"
+    character, name = text[at], character_name(text[at])
     if character.isspace() or unicodedata.category(character) == "Cf" or \
             text[at + 1:at + 2] == "-":
         return f"invalid YAML: {name} here, which YAML reads as text; remove it"
@@ -759,11 +758,10 @@ def _glued_key(glued: re.Match, text: str, number: int) -> tuple:
         return (number, glued.end(2) + 2, (),
                 f"invalid YAML: a line break is missing after '{key}:'; YAML reads "
                 f"{quoted(key + ':' + rest.split(':')[0])} as one key")
-    if rest[:1] and unicodedata.category(rest[0]) in ("Pd", "Cf", "Zs", "Sm"):
-        # `early_stopping:–{...}`: a dash (or an invisible character) slipped in for the space
+    if re.match(f"[{SLIPPED_IN}]", rest):  # `early_stopping:–{...}`: where the space goes
         return (number, glued.end(2) + 2, (),
-                f"invalid YAML: '{key}:' is followed by '{rest[0]}' (U+{ord(rest[0]):04X}) "
-                f"where YAML needs a space; write '{key}: {_shortened(rest[1:].lstrip())}'")
+                f"invalid YAML: '{key}:' is followed by {character_name(rest[0])} where YAML "
+                f"needs a space; write '{key}: {_shortened(rest[1:].lstrip())}'")
     return (number, glued.end(2) + 1, (),
             f"invalid YAML: '{key}:' is followed by no space, so YAML reads "
             f"{quoted(key + ':' + rest)} as one string; write '{key}: ...'")
@@ -1338,8 +1336,6 @@ def _drop_the_old_types_defaults(container: dict, walked: SpecPath, new_type: An
     field out): the old type's fields the new one lacks, at their defaults (`momentum: 0.0`,
     `nesterov: false`), were nnrun's writing, not the user's: they go with the old type. Set
     to other values, they stay, and are said to be the old type's."""
-    from nnrun.compiler.diagnostics import field_defaults_of_type
-
     old = field_defaults_of_type(walked, container.get("type"))
     new = field_defaults_of_type(walked, new_type)
     if old is None or new is None or container.get("type") == new_type:

@@ -684,7 +684,7 @@ def test_a_look_alike_in_a_value_or_a_plain_value_s_words_are_no_slip(text, posi
     # a character slipped in where the space goes (the mutation fuzz: told a line break was
     # missing, and the line broken there was refused again)
     ("train:\n  early_stopping:\u2013{monitor: train_loss, patience: 5}\n", (2, 18),
-     "'early_stopping:' is followed by '\u2013' (U+2013) where YAML needs a space; write "
+     "'early_stopping:' is followed by an en dash (U+2013) where YAML needs a space; write "
      "'early_stopping: {monitor: train_loss, patience: 5}'"),
     ("# a\u2028b\nmodel:\n  input_shape: [2]\n", (1, 4), "a line separator (U+2028)"),
     # text after a flow mapping: PyYAML's "expected <block end>, but found '<scalar>'"
