@@ -404,13 +404,14 @@ def as_the_file_gives(source: SourceSpec) -> SourceSpec:
 MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
 
 
-def sample_layout_fix(shape, expected, array: str = "x") -> str | None:
+def sample_layout_fix(shape, expected, array: str = "x", with_held_out: bool = True
+                      ) -> str | None:
     """How samples of `shape` become the model's `expected` [C, ...] where they hold the same
     values in another layout: channels last ([H, W, C], as Keras and images save them; taken
     as they are, H channels of W x C), or without their one channel's axis ([H, W]). `array`:
-    the npz array that holds them (x: and the held-out splits' with it)."""
+    the npz array that holds them (x: and the held-out splits' with it, `with_held_out`)."""
     shape, expected = tuple(shape), tuple(expected)
-    also = " (and x_test, x_val)" if array == "x" else ""
+    also = " (and x_test, x_val)" if array == "x" and with_held_out else ""
     # the channels are the short axis ([2, 50] against a declared [50, 2] is 2 channels first;
     # [128, 9] against [9, 128], nine sensors last)
     if len(shape) >= 2 and shape != expected and shape == (*expected[1:], expected[0]) \
@@ -631,9 +632,29 @@ def npz_samples_problem(file: Path, shapes: dict) -> str | None:
     problems = itertools.chain(
         (sample_count_problem(where, shapes[features], shapes[targets])
          for features, targets, where in pairs),
+        [_x_at_odds_problem(pairs, shapes)],
         (held_out_samples_problem(where, features, shapes[features][1:], shapes["x"][1:])
          for features, _, where in pairs[1:]))
     return next(filter(None, problems), None)
+
+
+def _x_at_odds_problem(pairs: list, shapes: dict) -> str | None:
+    """x, not the held-out splits, at fault: they agree with each other (x_test and x_val) and
+    x does not, or x's samples have more axes than a model takes. (With one held-out split of a
+    shape a model takes, which is meant cannot be told: held_out_samples_problem blames it.)"""
+    held = {features: tuple(shapes[features][1:]) for features, _, _ in pairs[1:]}
+    if not held or len(set(held.values())) != 1 or "x" not in shapes:
+        return None
+    (sample,) = set(held.values())
+    train = tuple(shapes["x"][1:])
+    if train == sample or not (len(held) > 1 or len(train) > MAX_SAMPLE_AXES >= len(sample)):
+        return None
+    fix = (sample_layout_fix(train, sample, "x", with_held_out=False)
+           or (f"save x.reshape(-1, {', '.join(map(str, sample))})"
+               if math.prod(train) == math.prod(sample) else
+               "its samples must have the shape of the held-out splits'"))
+    return (f"{pairs[0][2]}: samples are {list(train)}, in {' and '.join(held)} "
+            f"{list(sample)}; {fix}")
 
 
 def _npz_pairs(file: Path, shapes: dict) -> list[tuple[str, str, str]]:

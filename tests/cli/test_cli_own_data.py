@@ -896,6 +896,27 @@ def test_a_column_of_labels_beside_vectors_is_a_map_of_one_position_where_the_mo
         assert line.endswith(fix), line
 
 
+@pytest.mark.parametrize("x_layout, fix", [
+    (lambda x: x[:, None], "save x.reshape(-1, 1, 6, 6)"),
+    (lambda x: x.transpose(0, 2, 3, 1), "the samples are channels last; save "
+                                        "numpy.moveaxis(x, -1, 1), the channels first")])
+def test_x_at_odds_with_held_out_splits_that_agree_is_the_one_told(tmp_path, x_layout, fix):
+    """The data-file mutation fuzz: x [N, 1, 1, 6, 6] beside right x_test and x_val was told
+    to change x_test, then x_val, then x; the fix, followed, trains."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 1, 6, 6)).astype("f4"), np.arange(20) % 2
+    held = {"x_test": x[:4], "y_test": y[:4], "x_val": x[:4], "y_val": y[:4]}
+    np.savez(tmp_path / "d.npz", x=x_layout(x), y=y, **held)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel:\n  input_shape: "
+                 "[1, 6, 6]\n  layers: [{type: flatten}, {type: dense, units: 2}]\n"
+                 "train: {epochs: 1}\n")
+    line = assert_one_line_error(invoke("validate", spec, "--data"), "d.npz")
+    assert line.endswith(f"(x, y): samples are {list(x_layout(x).shape[1:])}, in x_test and "
+                         f"x_val [1, 6, 6]; {fix}"), line
+    np.savez(tmp_path / "d.npz", x=x, y=y, **held)  # as told
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
 def test_a_csv_line_of_spaces_is_a_blank_line(tmp_path):
     rows = "".join(f"{i / 10},{i / 5},{i % 3}\n" for i in range(12))
     (tmp_path / "d.csv").write_text(f"a,b,label\n{rows}   \n\t\n")

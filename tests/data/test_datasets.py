@@ -1370,6 +1370,11 @@ def test_validate_says_a_csv_header_train_refuses_at_data_path(tmp_path, header,
     ({"x_test": np.zeros((5, 3)), "y_test": np.arange(4) % 2},
      "(x_test, y_test): 5 samples of features but 4 labels"),
     ({"y": np.arange(19) % 2}, "(x, y): 20 samples of features but 19 labels"),
+    # x at odds with x_test and x_val, which agree: x is told (the data-file mutation fuzz:
+    # x_test was told to change, then x_val, then x)
+    ({"x_test": np.zeros((5, 2)), "y_test": np.arange(5) % 2, "x_val": np.zeros((5, 2)),
+      "y_val": np.arange(5) % 2}, "(x, y): samples are [3], in x_test and x_val [2]; its "
+     "samples must have the shape of the held-out splits'"),
 ])
 def test_validate_says_an_npz_pair_train_refuses_at_data_path(tmp_path, arrays, said):
     write_npz(tmp_path / "d.npz", **{"x": np.zeros((20, 3)), "y": np.arange(20) % 2, **arrays})
