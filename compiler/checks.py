@@ -112,7 +112,9 @@ def more_than_binary(labels: str, classes: int, fix: str) -> str:
 
 def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
     """(origin, message) of settings that train but do not do what they say."""
-    return (_init_from_warnings(spec) + _frozen_at_zero_warnings(spec) + _symmetry_warnings(spec)
+    frozen = frozen_at_zero(spec)
+    return (_init_from_warnings(spec) + _frozen_at_zero_warnings(spec, frozen)
+            + _symmetry_warnings(spec, set(frozen))
             + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
             + _schedule_warnings(spec) + _pruning_warnings(spec)
             + _early_stopping_warnings(spec) + _batch_warnings(spec))
@@ -151,16 +153,16 @@ def _early_stopping_warnings(spec) -> list[tuple[Origin, str]]:
 CONSTANT_INITS = ("zeros", "ones", "constant")
 
 
-def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
+def _symmetry_warnings(spec, frozen: set[str]) -> list[tuple[Origin, str]]:
     """A layer whose weights and bias all start equal, read by one whose weights start equal
     too: its units compute one value and get one gradient, step after step, and train as a
     single unit (the symmetry a random initialisation breaks). Only through layers that treat
     every unit (channel) alike: a dropout's masks, an add's other operand, a reshape that
-    makes units positions, a reader's random padding, pruning break it."""
+    makes units positions, a reader's random padding, pruning break it. `frozen`: layers that
+    do not train at all (frozen_at_zero), said so by a warning of their own."""
     if spec.model.init_from or spec.train.pruning:  # other values; pruning picks among equals
         return []
     layers = spec.model.layers
-    frozen = set(frozen_at_zero(spec))  # said more exactly: they do not train at all
     names = default_layer_names(layers)
     reads = dict(zip(names, layer_inputs(layers)))
     at = {name: index for index, name in enumerate(names)}
@@ -197,17 +199,13 @@ def _symmetry_warnings(spec) -> list[tuple[Origin, str]]:
              if starts_equal(layers[at[source]]) and source not in frozen}
     by_origin: dict[tuple, list[str]] = {}  # one warning for the layers one setting starts
     for source in sorted(stuck, key=at.get):
-        own = layers[at[source]].init is not None
-        by_origin.setdefault(("model", "layers", at[source], "init") if own
-                             else ("model", "init"), []).append(source)
+        by_origin.setdefault(_init_keys(layers, at[source]), []).append(source)
     warnings = []
     for keys, sources in by_origin.items():
         involved = sorted({*sources, *(stuck[source] for source in sources)}, key=at.get)
         parts = " or ".join(sorted({"filter" if hasattr(layers[at[name]], "filters") else "unit"
                                     for name in sources}))
-        where = (Origin(f"model.layers[{keys[2]}]", sources[0], keys) if len(keys) > 2
-                 else Origin("model.init", keys=keys))
-        warnings.append((where, (
+        warnings.append((_init_origin(keys, sources[0]), (
             f"{and_joined(involved)} start with equal weights "
             f"({_initial_weights(spec, layers[at[sources[0]]])}): each {parts} of "
             f"{and_joined(sources)} computes the value the others of its layer compute and "
@@ -293,18 +291,26 @@ def frozen_at_zero(spec) -> dict[str, str]:
     return frozen
 
 
-def _frozen_at_zero_warnings(spec) -> list[tuple[Origin, str]]:
+def _init_keys(layers, index: int) -> tuple:
+    """Where the initializer of layer `index`'s weights is set: its own init, or model.init."""
+    return (("model", "layers", index, "init") if layers[index].init is not None
+            else ("model", "init"))
+
+
+def _init_origin(keys: tuple, name: str) -> Origin:
+    return (Origin(f"model.layers[{keys[2]}]", name, keys) if len(keys) > 2
+            else Origin("model.init", keys=keys))
+
+
+def _frozen_at_zero_warnings(spec, frozen: dict[str, str]) -> list[tuple[Origin, str]]:
+    """`frozen`: frozen_at_zero's, each layer with what stops its gradient."""
     layers = spec.model.layers
     at = {name: index for index, name in enumerate(default_layer_names(layers))}
     warnings = []
-    for name, why in frozen_at_zero(spec).items():
+    for name, why in frozen.items():
         index = at[name]
-        keys = (("model", "layers", index, "init") if layers[index].init is not None
-                else ("model", "init"))
-        where = (Origin(f"model.layers[{index}]", name, keys) if len(keys) > 2
-                 else Origin("model.init", keys=keys))
         parts = "weights and bias" if layers[index].use_bias else "weights; it has no bias"
-        warnings.append((where, (
+        warnings.append((_init_origin(_init_keys(layers, index), name), (
             f"{name} starts at 0 ({parts}) and never changes: its outputs are 0 for "
             f"every sample, and no gradient gets past {why} to it; give the weights a random "
             "init, e.g. he_uniform or xavier_uniform")))

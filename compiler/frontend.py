@@ -361,44 +361,39 @@ def declared_shape_errors(source: SourceSpec) -> list[Diagnostic]:
     """validate's check of a declared model.input_shape against the samples of its npz or csv
     file (training refuses the mismatch once the data loads; a named dataset's shape is the
     compiler's to check)."""
+    return declared_shape_check(source)[0]
+
+
+def declared_shape_check(source: SourceSpec) -> tuple[list[Diagnostic], SourceSpec]:
+    """declared_shape_errors, and the source to check the layers with: where the error advises
+    the file's shape itself (not a layout of the file's to change), the source with that shape,
+    so that the layers' errors are those that stay once the advice is followed, not the wrong
+    shape's ("add a flatten")."""
     declared = source.spec.model.input_shape
     shape = data_file_sample_shape(source.spec, source.directory)
     if declared is None or shape is None or list(declared) == shape:
-        return []
+        return [], source
     origin = Origin("model.input_shape", keys=("model", "input_shape"))
     if len(shape) > MAX_SAMPLE_AXES:
-        return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))]
+        return [source.diagnostic(origin, _too_many_axes(source.spec.data.path, shape))], source
     npz = source.spec.data.dataset == "npz"
     fix = sample_layout_fix(shape, declared) if npz else None
     if fix:
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
-            f"{source.spec.data.path}, {shape}: {fix}"))]
+            f"{source.spec.data.path}, {shape}: {fix}"))], source
     if npz and len(shape) == 3 and looks_channel_last(shape):  # [H, W, C] of other channels
         first = [shape[-1], *shape[:-1]]
         return [source.diagnostic(origin, (
             f"input_shape {list(declared)} does not match the samples of "
             f"{source.spec.data.path}, {shape}, which look channels last ({shape[-1]} channels "
             f"of {shape[0]} x {shape[1]}): save numpy.moveaxis(x, -1, 1) (and x_test, x_val), "
-            f"and use input_shape {first}, or leave it out"))]
+            f"and use input_shape {first}, or leave it out"))], source
+    model = source.spec.model.model_copy(update={"input_shape": shape})
     return [source.diagnostic(origin, (
         f"input_shape {list(declared)} does not match the samples of {source.spec.data.path}, "
-        f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))]
-
-
-def as_the_file_gives(source: SourceSpec) -> SourceSpec:
-    """`source` with the input shape of its npz or csv file where declared_shape_errors advises
-    that shape itself (not a layout of the file's to change): the layers' shape errors are then
-    those that stay once the advice is followed, not the wrong shape's ("add a flatten")."""
-    declared = source.spec.model.input_shape
-    shape = data_file_sample_shape(source.spec, source.directory)
-    if declared is None or shape is None or list(declared) == shape or \
-            len(shape) > MAX_SAMPLE_AXES or source.spec.data.dataset == "npz" and (
-                sample_layout_fix(shape, declared) or len(shape) == 3
-                and looks_channel_last(shape)):
-        return source
-    model = source.spec.model.model_copy(update={"input_shape": shape})
-    return replace(source, spec=source.spec.model_copy(update={"model": model}))
+        f"{shape}; use {shape}, or leave input_shape out: it is read from the file"))], \
+        replace(source, spec=source.spec.model_copy(update={"model": model}))
 
 
 MAX_SAMPLE_AXES = 3  # [features], [channels, length], [channels, height, width]
@@ -696,8 +691,8 @@ def _errors_of_intact_layers(loaded: Loaded, error: pydantic.ValidationError | N
             name in d.message or d.where.startswith(name) for name in repaired)]
 
     source = source_spec(spec, replace(loaded, data=data), path)
-    mismatch = unrepaired(declared_shape_errors(source))  # first, as validate says it
-    source = as_the_file_gives(source)
+    found, source = declared_shape_check(source)
+    mismatch = unrepaired(found)  # first, as validate says it
     try:
         lowered, _ = compile_checked(source)
     except SpecError as found:

@@ -683,9 +683,8 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
     """Check specs: schema, shapes, dataset compatibility, budgets. Loads no data but with
     --data, and then only the spec's own file."""
     from nnrun.compiler.diagnostics import OVERRIDE_FILE
-    from nnrun.compiler.frontend import (as_the_file_gives, check, data_file_errors,
-                                         declared_shape_errors, load_spec,
-                                         unnameable_file_errors)
+    from nnrun.compiler.frontend import (check, data_file_errors, declared_shape_check,
+                                         load_spec, unnameable_file_errors)
 
     limit, named = _memory_warning_limit(warn_memory)
     all_diagnostics: list[Diagnostic] = []
@@ -697,8 +696,10 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
             # with input_shape known (given, or read from the file) compiling does not read
             # the file, and says nothing of it; without, it says these errors itself
             known = source.spec.model.input_shape is not None
-            mismatch = (data_file_errors(source) if known else []) or declared_shape_errors(source)
-            checked = check(as_the_file_gives(source) if mismatch else source)
+            mismatch, shaped = (data_file_errors(source) if known else []), source
+            if not mismatch:  # the layers checked with the shape the error advises
+                mismatch, shaped = declared_shape_check(source)
+            checked = check(shaped)
             diagnostics = (mismatch + checked.diagnostics + unnameable_file_errors(source)
                            + _memory_warning(checked, limit, named)
                            + _data_memory_warning(checked, limit, named)

@@ -1478,10 +1478,9 @@ def _data_example(source) -> str:
     """A data section for the model's input: a named dataset of its samples' shape (digits
     where none is declared), else a file's."""
     shape = source.spec.model.input_shape
-    named = [name for name, info in DATASETS.items()
-             if info.input_shape and (shape is None and name == "digits"
-                                      or shape is not None and list(info.input_shape) == shape)]
-    return (f"data: {{dataset: {named[0]}}}" if named else
+    named = "digits" if shape is None else next(
+        (name for name, info in DATASETS.items() if list(info.input_shape or ()) == shape), None)
+    return (f"data: {{dataset: {named}}}" if named else
             "data: {dataset: npz, path: data.npz} (a file of arrays x and y)")
 
 

@@ -1599,53 +1599,42 @@ def test_a_cache_file_that_is_no_regular_file_is_rebuilt_not_read(tmp_path):
     assert found == [None]
 
 
+def _limit_notices(tmp_path, y, limit: int) -> list[str]:
+    """What loading an npz of labels `y` under data.limit says (each notice after its file)."""
+    from nnrun.notices import collected
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((len(y), 2)), y=y)
+    with collected() as notices:
+        load("npz", tmp_path, path="d.npz", limit=limit)
+    return [message.split(": ", 1)[1] for _, message in notices]
+
+
 def test_a_limit_that_keeps_a_sorted_files_first_classes_only_is_warned(tmp_path):
     """The newcomer audit: data.limit 90 of a file sorted by label trained on class 0 alone,
     without a word."""
-    from nnrun.notices import collected
-
-    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.repeat([0, 1, 2], 100))
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=90)
-    assert [message.split(": ", 1)[1] for _, message in notices] == [
+    sorted_labels = np.repeat([0, 1, 2], 100)
+    assert _limit_notices(tmp_path, sorted_labels, 90) == [
         "data.limit 90 keeps the first 90 samples, which hold no sample of classes 1, 2 (the "
         "file is sorted by label): shuffle its samples, or raise data.limit"]
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=250)
-    assert not notices
+    assert not _limit_notices(tmp_path, sorted_labels, 250)
     # the second review: labels in no order, a small limit that misses a class by chance
-    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([1, 0, 1, 2], 75))
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=2)
-    assert [message.split(": ", 1)[1] for _, message in notices] == [
+    assert _limit_notices(tmp_path, np.tile([1, 0, 1, 2], 75), 2) == [
         "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; 2 samples "
         "cannot hold the 3 classes: raise data.limit"]
     # the runtime follow-the-fix audit: labels cycling 0, 1, 2 were called sorted, shuffling
     # advised, where no order puts 3 classes in 2 samples
-    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([0, 1, 2], 100))
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=2)
-    assert [message.split(": ", 1)[1] for _, message in notices] == [
+    assert _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 2) == [
         "data.limit 2 keeps the first 2 samples, which hold no sample of class 2; 2 samples "
         "cannot hold the 3 classes: raise data.limit"]
-    with collected() as notices:  # in no order: no word of sorting
-        load("npz", tmp_path, path="d.npz", limit=3)
-    assert not notices
+    assert not _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 3)  # in no order: no sorting
 
 
 def test_a_limit_beyond_the_samples_is_warned(tmp_path):
     """The training fuzz: data.limit above the training samples was taken without a word."""
-    from nnrun.notices import collected
-
-    np.savez(tmp_path / "d.npz", x=np.zeros((300, 2)), y=np.tile([0, 1, 2], 100))
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=1000)
-    assert [message.split(": ", 1)[1] for _, message in notices] == [
+    assert _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 1000) == [
         "data.limit 1,000 is more than the 300 training samples the data holds: every one is "
         "used; lower data.limit, or remove it"]
-    with collected() as notices:
-        load("npz", tmp_path, path="d.npz", limit=300)
-    assert not notices
+    assert not _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 300)
 
 
 def test_held_out_arrays_misnamed_are_each_given_a_name_once():
