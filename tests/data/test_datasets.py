@@ -1488,31 +1488,25 @@ def test_validate_says_an_npz_name_or_layout_train_refuses_at_data_path(tmp_path
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
 
 
-def test_validate_names_xs_pair_where_its_features_are_one_value_a_sample(tmp_path):
-    """validate said 'd.npz (x): ...' where train says 'd.npz (x, y): ...'."""
-    write_npz(tmp_path / "d.npz", x=np.arange(20.0), y=np.arange(20) % 2)
+@pytest.mark.parametrize("count, labels, fix", [
+    # validate said 'd.npz (x): ...' where train says 'd.npz (x, y): ...'
+    (20, 20, "for one feature a sample save x[:, None]"),
+    # the data-file mutation fuzz: x [240] beside y [60] was told x[:, None], which made 240
+    # samples of one feature for 60 labels
+    (240, 60, "4 features a sample, flattened? save x.reshape(60, -1)"),
+])
+def test_features_of_one_axis_are_told_the_pair_and_how_to_make_rows(tmp_path, count, labels,
+                                                                     fix):
+    write_npz(tmp_path / "d.npz", x=np.arange(float(count)), y=np.arange(labels) % 2)
     spec = tmp_path / "s.yaml"
     spec.write_text("data: {dataset: npz, path: d.npz}\n"
-                    "model: {input_shape: [1], layers: [{type: dense, units: 2}]}\n"
-                    "train: {epochs: 1}\n")
+                    f"model: {{input_shape: [{count // labels}], layers: [{{type: dense, "
+                    "units: 2}]}\ntrain: {epochs: 1}\n")
     line = (f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} (x, y): features must be "
-            "[N, ...], one row per sample, got [20]; for one feature a sample save x[:, None]\n")
+            f"[N, ...], one row per sample, got [{count}]; {fix}\n")
     assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
-
-
-def test_features_flattened_into_one_axis_are_told_to_reshape_by_the_labels(tmp_path):
-    """The data-file mutation fuzz: x [240] beside y [60] was told x[:, None], which made 240
-    samples of one feature for 60 labels."""
-    write_npz(tmp_path / "d.npz", x=np.arange(240.0), y=np.arange(60) % 2)
-    spec = tmp_path / "s.yaml"
-    spec.write_text("data: {dataset: npz, path: d.npz}\n"
-                    "model: {input_shape: [4], layers: [{type: dense, units: 2}]}\n"
-                    "train: {epochs: 1}\n")
-    line = (f"{spec}:1:28: error: data.path: {tmp_path / 'd.npz'} (x, y): features must be "
-            "[N, ...], one row per sample, got [240]; 4 features a sample, flattened? save "
-            "x.reshape(60, -1)\n")
-    assert _validate_and_train(tmp_path, spec) == (1, line, 1, line)
-    write_npz(tmp_path / "d.npz", x=np.arange(240.0).reshape(60, -1), y=np.arange(60) % 2)
+    write_npz(tmp_path / "d.npz", x=np.arange(float(count)).reshape(labels, -1),
+              y=np.arange(labels) % 2)
     assert _validate_and_train(tmp_path, spec)[0] == 0  # the fix, followed
 
 
