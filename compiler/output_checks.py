@@ -76,7 +76,17 @@ def _index_by_name(spec) -> dict[str, int]:
 _SQUASHING = {"softmax": "the scores are squashed twice, and learning slows",
               "sigmoid": "the scores are squashed into (0, 1) first, and learning slows",
               "tanh": "the scores are squashed into (-1, 1) first, and learning slows",
-              "relu": "negative scores become 0 and pass no gradient back"}
+              "relu": "negative scores become 0 and pass no gradient back",
+              "gelu": "negative scores are squashed into (-0.17, 0) and pass little gradient "
+                      "back, and learning slows",
+              "softplus": "the scores are made positive, negative ones squashed towards 0 "
+                          "passing little gradient back, and learning slows",
+              "elu": "negative scores are squashed into (-{alpha:g}, 0) and pass little "
+                     "gradient back, and learning slows",
+              "leaky_relu": "negative scores are multiplied by its slope {alpha:g}, and so is "
+                            "their gradient{slows}"}
+# Activations whose outputs keep the scores' signs, which is all a threshold unit reads.
+_SIGN_KEEPING = ("tanh", "gelu", "elu", "leaky_relu")
 
 
 def _warn_of_squashed_scores(lowered, spec) -> None:
@@ -87,18 +97,29 @@ def _warn_of_squashed_scores(lowered, spec) -> None:
         lowered.builder.warnings.append(CompileWarning(
             _activation_origin(producer, spec),
             f"{producer.op} before {spec.loss.type}, which takes raw scores and applies its own "
-            f"{own}: {_squashing_effect(producer.op, own)}; remove this {producer.op} (a {own} "
+            f"{own}: {_squashing_effect(producer, own)}; remove this {producer.op} (a {own} "
             f"last is left out of the loss and kept for predict's "
             f"{'0/1 outputs' if own == 'step' else 'probabilities'})"))
 
 
-def _squashing_effect(op: str, own: str) -> str:
-    if own == "step" and op != "tanh":  # never below 0: the threshold unit's class is always 1
+def _squashing_effect(node, own: str) -> str:
+    alpha = getattr(node.attrs, "alpha", None)
+    op = "relu" if node.op == "leaky_relu" and alpha == 0 else node.op
+    if own == "step" and op not in _SIGN_KEEPING:  # never below 0: the class is always 1
         return ("its outputs are never below 0, so the threshold unit reads every sample as "
                 "class 1")
     if op == "softmax" and own != "softmax":  # once, not twice
         return "the scores are squashed into (0, 1) first, and learning slows"
-    return _SQUASHING[op]
+    slows = ", and learning slows" if op == "leaky_relu" and alpha < 1 else ""
+    return _SQUASHING[op].format(alpha=alpha, slows=slows)
+
+
+def _squashes(node) -> bool:
+    """Whether an activation changes the scores: a leaky_relu of slope 1 is the identity, one
+    of slope 0 a relu."""
+    if node.op == "leaky_relu" and node.attrs.alpha == 1:
+        return False
+    return node.op in _SQUASHING and not _softmax_over_one_value(node)  # (its own warning)
 
 
 # Ops that pass the values of several inputs on to the loss (heads joined together).
@@ -118,7 +139,7 @@ def _squashing_nodes(lowered, spec) -> list:
         if node is None or node in found:
             continue
         if node.op in _SQUASHING:
-            if not _softmax_over_one_value(node):  # (its own warning: nothing learns)
+            if _squashes(node):
                 found.append(node)
         elif node.op in RANGE_KEEPING or node.op in _JOINING:
             read = node.inputs if node.op in _JOINING else node.inputs[:1]

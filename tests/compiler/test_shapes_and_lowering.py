@@ -918,6 +918,12 @@ def test_input_shape_needed_without_data():
     ("{type: dense, units: 10}\n    - {type: relu}", "cross_entropy", "relu", "{type: relu"),
     ("{type: dense, units: 1, activation: tanh}", "binary_cross_entropy", "tanh",
      "activation: tanh"),
+    ("{type: dense, units: 10, activation: gelu}", "cross_entropy", "gelu", "activation: gelu"),
+    ("{type: dense, units: 10}\n    - {type: elu}", "cross_entropy", "elu", "{type: elu"),
+    ("{type: dense, units: 1, activation: softplus}", "binary_cross_entropy", "softplus",
+     "activation: softplus"),
+    ("{type: dense, units: 10, activation: leaky_relu}", "cross_entropy", "leaky_relu",
+     "activation: leaky_relu"),
 ])
 def test_an_activation_before_the_losss_own_is_a_warning(layers, loss, squashing, where):
     text = f"model:\n  input_shape: [4]\n  layers:\n    - {layers}\nloss: {loss}\n"
@@ -933,10 +939,32 @@ def test_an_activation_before_the_losss_own_is_a_warning(layers, loss, squashing
     ("{type: dense, units: 10}", "cross_entropy"),
     ("{type: dense, units: 1, activation: sigmoid}", "binary_cross_entropy"),
     ("{type: dense, units: 1, activation: relu}", "mse"),  # a regression may end so
+    ("{type: dense, units: 10, activation: {type: leaky_relu, alpha: 1}}", "cross_entropy"),
 ])
 def test_the_losss_own_activation_or_none_is_no_warning(layers, loss):
     text = f"model:\n  input_shape: [4]\n  layers:\n    - {layers}\nloss: {loss}\n"
     assert check(load_spec_text(text)).diagnostics == []
+
+
+@pytest.mark.parametrize("activation, loss, effect", [
+    ("elu", "cross_entropy", "negative scores are squashed into (-1, 0)"),
+    ("{type: elu, alpha: 2}", "binary_cross_entropy", "negative scores are squashed into (-2, 0)"),
+    ("{type: leaky_relu, alpha: 0}", "cross_entropy",
+     "negative scores become 0 and pass no gradient back"),  # a relu
+    ("{type: leaky_relu, alpha: 0.1}", "perceptron",
+     "negative scores are multiplied by its slope 0.1, and so is their gradient, and learning "
+     "slows"),
+    ("{type: leaky_relu, alpha: 3}", "cross_entropy",
+     "negative scores are multiplied by its slope 3, and so is their gradient;"),
+    ("softplus", "perceptron", "its outputs are never below 0, so the threshold unit reads"),
+    ("gelu", "perceptron", "negative scores are squashed into (-0.17, 0)"),  # keeps the sign
+])
+def test_what_an_activation_before_the_loss_does_is_said(activation, loss, effect):
+    units = 10 if loss == "cross_entropy" else 1
+    text = (f"model:\n  input_shape: [4]\n  layers:\n    - {{type: dense, units: {units}, "
+            f"activation: {activation}}}\nloss: {loss}\n")
+    (warning,) = check(load_spec_text(text)).diagnostics
+    assert effect in warning.message
 
 
 def test_a_regression_loss_on_class_labels_with_one_output_is_a_warning():
