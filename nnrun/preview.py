@@ -69,7 +69,7 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
         raise no_data_section(source, "a preview needs")
     seed = spec.seed if seed is None else seed
     data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype,
-                        ignore_index=getattr(spec.loss, "ignore_index", None))
+                        loss=spec.loss)
     check_augmentations(source, data.input_shape)  # what train refuses is not previewed
     rng = np.random.default_rng([seed, 0])
     chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)

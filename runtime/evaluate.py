@@ -241,7 +241,7 @@ def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = No
     # A run trained before nnrun stored preprocessing.npz: fit it again as training did.
     try:
         data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
-                            ignore_index=getattr(spec.loss, "ignore_index", None))
+                            loss=spec.loss)
     except DataError as error:
         raise DataError(f"{run_dir}: has no preprocessing.npz (removed, or trained by an older "
                         f"nnrun), and its data cannot be loaded to fit it again ({error}); pass "
@@ -280,7 +280,7 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
         data = load_dataset(spec.data, spec_dir=Path(run_dir), seed=spec.seed, dtype=spec.dtype,
                             preprocessing=preprocessing,
                             sample_shape=tuple(run.model.lowered.graph.inputs[0].type.shape[1:]),
-                            ignore_index=getattr(spec.loss, "ignore_index", None),
+                            loss=spec.loss,
                             inputs_of=(split,))
     except DataError as error:
         moved = data_file(spec, Path(run_dir))

@@ -650,7 +650,7 @@ class Trainer:
         with missing_files_fetched():  # the first `train` downloads mnist (DESIGN.md 8)
             return load_dataset(self.spec.data, spec_dir=self.source.directory,
                                 seed=self.spec.seed, dtype=self.spec.dtype,
-                                ignore_index=getattr(self.spec.loss, "ignore_index", None))
+                                loss=self.spec.loss)
 
     def _pruner(self) -> MagnitudePruner | None:
         pruning = self.spec.train.pruning

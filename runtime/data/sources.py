@@ -30,6 +30,7 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      unreadable_csv, unreadable_npz, user_path, why_not_looked_at,
                                      why_unreadable)
 from nnrun.compiler.frontend import npz_header_problem, npz_samples_problem
+from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
@@ -488,8 +489,9 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     return full_path
 
 
-def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
+def load_npz(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
+    ignore_index = getattr(loss, "ignore_index", None)
     # data.validation_split holds out the validation samples from x: x_val is not read then,
     # as before nnrun read it (runs of such files evaluate and resume alike)
     carved = bool(option(data_spec, "validation_split", 0.0))
@@ -498,6 +500,9 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
+    if (task == "segmentation" and not maps and getattr(loss, "type", None) in REGRESSION_LOSSES
+            and _real_targets_held_out(arrays, labels, y_train)):
+        y_train, task = y_train.astype(np.float64), "regression"
     held = {}
     for features, targets in held_out_pairs(labels):
         if features in arrays:
@@ -516,12 +521,28 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     (features, targets), (y_train, task) = names, train
     where = f"{path} ({features}, {targets})"
     x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
-    if task == "regression" and held_task != task and arrays[targets].dtype.kind == "f":
-        y, held_task = arrays[targets], task  # real targets that are whole numbers
+    if task == "regression" and (held_task == "segmentation" and not maps
+                                 or held_task != task and arrays[targets].dtype.kind == "f"):
+        y, held_task = arrays[targets].astype(np.float64, copy=False), task  # whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
         raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
     _check_held_out_targets(where, labels, y_train, task, y, held_task, targets)
     return x, y
+
+
+def _real_targets_held_out(arrays: dict, labels: str, y_train: np.ndarray) -> bool:
+    """Whether a held-out split holds real-valued targets of y's shape a sample: under a
+    regression loss y's whole numbers of 2 or more axes (read as label maps, as y alone
+    cannot tell: data_fit.targets_for_model) are then values too (counts beside measurements)."""
+    for features, targets in held_out_pairs(labels):
+        y = arrays.get(targets) if features in arrays else None
+        if y is not None and y.shape[1:] == y_train.shape[1:] and y.dtype.kind == "f":
+            try:
+                if check_targets(y, targets)[1] == "regression":
+                    return True
+            except DataError:  # said where the split is read
+                pass
+    return False
 
 
 def _check_held_out_targets(where: str, labels: str, y_train, task: str, y_test,
@@ -665,7 +686,7 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
     return features, targets, task
 
 
-def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
+def load_csv(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
     path = user_file("csv", data_spec, spec_dir)
     header = read_csv_header(path)
     try:
@@ -698,7 +719,7 @@ def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) ->
                         "or leave that row out")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
-    y, task = check_targets(table[:, label_column], str(path), ignore_index)
+    y, task = check_targets(table[:, label_column], str(path), getattr(loss, "ignore_index", None))
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
@@ -812,11 +833,11 @@ LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
 }
 
 
-def load_raw(data_spec: Any, spec_dir: Path, ignore_index: int | None = None) -> RawData:
-    """ignore_index: the loss's, a label a user's file may hold besides the classes."""
+def load_raw(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
+    """loss: the spec's, as load_dataset takes it."""
     name = getattr(data_spec, "dataset", None)
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
     if DATASETS[name].user_file:
-        return LOADERS[name](data_spec, spec_dir, ignore_index)
+        return LOADERS[name](data_spec, spec_dir, loss)
     return LOADERS[name](data_spec, spec_dir)
