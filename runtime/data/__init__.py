@@ -21,7 +21,7 @@ from .errors import DataError
 from .fetch import fetch_dataset
 from .preprocessing import Preprocessing, fit_preprocessing
 from .sources import load_raw, option
-from .splits import Dataset, Split, carve_validation, first, not_finite_problem
+from .splits import Dataset, Split, carve_validation, first, not_finite_problem, sample_name
 
 __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "fetch_dataset",
            "load_dataset"]
@@ -65,9 +65,10 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
     if "train" in inputs_of and raw.task == "classification":
         _warn_of_classes_the_limit_leaves_out(raw.y_train, train.y, ignore_index, where,
                                               DATASETS[data_spec.dataset].user_file)
+    numbers = {}  # of the samples of splits carved from the file's x and y: messages name them
     if raw.x_val is None:  # an npz's x_val is read only without a validation_split
-        train, val = carve_validation(train, float(option(data_spec, "validation_split", 0.0)),
-                                      seed, where)
+        train, val, numbers = carve_validation(
+            train, float(option(data_spec, "validation_split", 0.0)), seed, where)
     else:
         val = Split(raw.x_val, raw.y_val)
     test = Split(raw.x_test, raw.y_test) if raw.x_test is not None else None
@@ -86,7 +87,8 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
                   for name, split in raw_splits.items()}
     for name in inputs_of:
         if name in splits:
-            _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name], stored)
+            _check_finite(f"{where}: the {name} split's", splits[name], raw_splits[name], stored,
+                          numbers.get(name), data_spec.dataset == "npz")
     return Dataset(
         train=splits["train"], val=splits.get("val"), test=splits.get("test"),
         input_shape=tuple(raw.x_train.shape[1:]), num_classes=raw.num_classes,
@@ -119,9 +121,15 @@ def _placeholder(shape: tuple, dtype: str) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype), shape)
 
 
-def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None) -> None:
-    x_problem = not_finite_problem(split.x)
-    problem = x_problem or (not_finite_problem(split.y, "targets")
+def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None,
+                  numbers: np.ndarray | None, npz: bool) -> None:
+    """`numbers`: each sample's number in the training data (an npz's x and y), where the split
+    was carved from it."""
+    arrays = ("x", "y") if npz else ("the training data", "the training data")
+    x_numbers, y_numbers = ((None, None) if numbers is None else
+                            ((arrays[0], numbers), (arrays[1], numbers)))
+    x_problem = not_finite_problem(split.x, numbers=x_numbers)
+    problem = x_problem or (not_finite_problem(split.y, "targets", numbers=y_numbers)
                             if split.y.dtype.kind == "f" else None)
     if problem:
         # With normalize: standard one huge value spoils every sample; name the huge one.
@@ -130,5 +138,6 @@ def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None) -> 
         fix = ("scale the values down or leave such samples out" if stored is None else
                f"scale the values down, or delete {stored} (its shift and scale, if edited, "
                "may be the cause) to fit it again")
+        at = sample_name(largest, x_numbers if x_problem else y_numbers)
         raise DataError(f"{whose} {problem}; its largest value, "
-                        f"{values[largest]:.3g} at sample {largest}, may be the cause: {fix}")
+                        f"{values[largest]:.3g} at {at}, may be the cause: {fix}")

@@ -66,11 +66,11 @@ def first(split: Split, limit: int | None) -> Split:
 
 
 def carve_validation(train: Split, fraction: float, seed: int,
-                     where: str = "data") -> tuple[Split, Split | None]:
+                     where: str = "data") -> tuple[Split, Split | None, dict]:
     """Holds out a random `fraction` of train; the rest keeps its original order. `where`:
-    the data, as messages name it."""
+    the data, as messages name it. Also gives each new split's samples' numbers in train."""
     if not fraction:
-        return train, None
+        return train, None, {}
     count = held_out(len(train), fraction)
     if count >= len(train):
         fix = "lower data.validation_split" if len(train) > 1 else "remove data.validation_split"
@@ -78,7 +78,8 @@ def carve_validation(train: Split, fraction: float, seed: int,
         raise DataError(f"{where}: validation_split {fraction} of {samples} leaves none to "
                         f"train on; {fix}, or use more samples")
     order = np.random.default_rng([seed, VALIDATION_STREAM]).permutation(len(train))
-    return train.take(np.sort(order[count:])), train.take(np.sort(order[:count]))
+    numbers = {"train": np.sort(order[count:]), "val": np.sort(order[:count])}
+    return train.take(numbers["train"]), train.take(numbers["val"]), numbers
 
 
 @dataclass(frozen=True)
@@ -177,14 +178,24 @@ def first_non_finite_sample(x: np.ndarray) -> int | None:
 
 
 def not_finite_problem(x: np.ndarray, what: str = "x", after: str = "once preprocessed",
-                       first: int = 0) -> str | None:
+                       first: int = 0, numbers: tuple[str, np.ndarray] | None = None) -> str | None:
     """Why preprocessed inputs in their final dtype cannot be computed with, or None. `first`:
-    the number of x's first sample, where x is a batch of the inputs.
+    the number of x's first sample, where x is a batch of the inputs; `numbers`: the file's
+    array x was carved from and each sample's number there (sample_name).
 
     Checked after the preprocessing and the cast: 1e300 is finite in float64, not in float32.
     """
     sample = first_non_finite_sample(x)
     if sample is None:
         return None
-    return (f"{what} must hold finite {x.dtype} numbers (sample {first + sample} is NaN, inf or "
-            f"too large for {x.dtype} {after})")
+    return (f"{what} must hold finite {x.dtype} numbers ({sample_name(first + sample, numbers)} "
+            f"is NaN, inf or too large for {x.dtype} {after})")
+
+
+def sample_name(sample: int, numbers: tuple[str, np.ndarray] | None = None) -> str:
+    """`sample 3`, or where the split was carved from a file's array (`numbers`: its name and
+    each sample's number there), the number a user finds in the file: `x's sample 47`."""
+    if numbers is None:
+        return f"sample {sample}"
+    array, index = numbers
+    return f"{array}'s sample {int(index[sample])}"

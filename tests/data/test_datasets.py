@@ -453,6 +453,19 @@ def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_war
                    "float32 numbers", "1e+300 at sample 3")
 
 
+@pytest.mark.parametrize("array", ["x", "y"])
+def test_a_value_beyond_float32_in_a_carved_split_is_named_by_its_place_in_the_file(tmp_path,
+                                                                                    array):
+    """The data audit: with a validation_split the train and val splits' samples were
+    numbered within the split, which a user looking at x cannot find."""
+    arrays = {"x": np.random.default_rng(0).normal(size=(50, 2)), "y": np.linspace(0, 1, 50)}
+    arrays[array][47] = 1e39
+    write_npz(tmp_path / "big.npz", x=arrays["x"], y=arrays["y"][:, None])
+    with pytest.raises(DataError) as excinfo:
+        load("npz", spec_dir=tmp_path, path="big.npz", normalize="none", validation_split=0.2)
+    one_line_error(excinfo, f"1e+39 at {array}'s sample 47,", f"({array}'s sample 47 is NaN")
+
+
 def test_inputs_beyond_float32_that_the_normalisation_brings_within_it_are_numbers(tmp_path):
     """The data audit: luminosities of about 1e40 erg/s, standardised to +-2.8, were refused as
     "too large for float32 once preprocessed": the shift was cast to float32 before the
