@@ -505,14 +505,28 @@ _CLASS_NAMES_FIX = ("; for class names, number them 0..k-1 alike in every split:
 def labels_dtype_problem(dtype, shape: tuple[int, ...], where: str,
                          labels: str = "y") -> str | None:
     """Labels whose dtype (None: not known) holds no numbers, in the loader's words: label
-    maps (`labels` masks), or labels (class labels, label maps or real-valued targets: which,
-    their values tell), one a sample of which may be class names, told how to number."""
+    maps (`labels` masks, of any split), or labels (class labels, label maps or real-valued
+    targets: which, their values tell), one a sample of which may be class names, told how
+    to number. `labels`: the npz array's name."""
     if dtype is None or dtype.kind in "biuf":
         return None
-    if labels == "masks":
+    if labels.startswith("masks"):
         return f"{where}: label maps must be integers, found dtype {dtype}"
-    names = _CLASS_NAMES_FIX if dtype.kind in "USO" and math.prod(shape[1:]) == 1 else ""
+    names = (_CLASS_NAMES_FIX if dtype.kind in "USO" and math.prod(shape[1:]) == 1 else
+             _not_numbers_fix(dtype, labels, features=False))
     return f"{where}: labels must be real numbers, found dtype {dtype}{names}"
+
+
+def _not_numbers_fix(dtype, array: str, features: bool = True) -> str:
+    """What makes an array of no real numbers one: complex values' real parts (or their
+    magnitudes; features also both parts), numbers written as text read as numbers."""
+    if dtype.kind == "c":
+        both = (f", or both parts as features: numpy.stack([{array}.real, {array}.imag], "
+                "axis=1) (two channels)" if features else "")
+        return f"; save {array}.real (or numpy.abs({array})) as floats{both}"
+    if dtype.kind in "US":
+        return f"; if they are numbers written as text, save {array}.astype('float32')"
+    return ""
 
 
 def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
@@ -524,7 +538,8 @@ def feature_layout_problem(shape: tuple[int, ...], dtype, where: str,
     held-out split of one label, its length a training sample's); `samples`: the labels'
     count, of which a 1-D array may hold a few values each (flattened)."""
     if dtype is not None and dtype.kind not in "biuf":
-        return f"{where}: features must be numbers, found dtype {dtype}"
+        return (f"{where}: features must be numbers, found dtype {dtype}"
+                f"{_not_numbers_fix(dtype, array)}")
     if len(shape) == 1 and shape[0]:  # one number a sample, or one sample, or flattened
         flattened = samples is not None and 0 < samples < shape[0] and shape[0] % samples == 0
         fix = (f"for one sample save {array}[None]" if one_sample else

@@ -615,7 +615,7 @@ def npz_header_problem(file: Path, shapes: dict, dtypes: dict) -> str | None:
                                 one_sample(features, targets),
                                 (tuple(shapes[targets]) or (None,))[0])
          for features, targets, where in pairs),
-        (labels_dtype_problem(dtypes.get(targets), shapes[targets], where, labels_name(shapes))
+        (labels_dtype_problem(dtypes.get(targets), shapes[targets], where, targets)
          for _, targets, where in pairs))
     return next(filter(None, problems), None)
 

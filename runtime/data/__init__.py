@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from nnrun.compiler.datasets import DATASETS, user_path
+from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.notices import warn
 
 from .augment import augment_batch
@@ -30,18 +31,23 @@ __all__ = ["DataError", "Dataset", "Preprocessing", "Split", "augment_batch", "f
 def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "float32",
                  preprocessing: Preprocessing | None = None,
                  sample_shape: tuple | None = None, loss: Any = None,
+                 ignore_index: int | None = None,
                  inputs_of: tuple[str, ...] = ("train", "val", "test")) -> Dataset:
     """`preprocessing` replaces what would be fitted on the training split (a run's stored one);
     `sample_shape`, what it was fitted to: samples of another shape are refused before it;
-    `loss`, the spec's: its ignore_index is a label a user's file may hold besides the
-    classes, and its type tells whole-number targets beside real values (sources.load_npz);
+    `loss`, the spec's: its ignore_index (or `ignore_index`) is a label a user's file may hold
+    besides the classes, and its type tells whole-number targets beside real values
+    (sources.load_npz);
     `inputs_of`: the splits whose inputs are made (`eval --split test`: the others' labels
     are read, their inputs are placeholders of their shape and dtype, which hold no memory)."""
     path = option(data_spec, "path")
     where = str(Path(spec_dir) / user_path(path)) if path else data_spec.dataset
+    if ignore_index is None:
+        ignore_index = getattr(loss, "ignore_index", None)
+    regression = getattr(loss, "type", None) in REGRESSION_LOSSES
     try:
         return _load(data_spec, Path(spec_dir), seed, dtype, preprocessing, sample_shape,
-                     loss, where, inputs_of)
+                     (ignore_index, regression), where, inputs_of)
     except MemoryError:  # past the checks of the declared sizes: temporaries, other processes
         raise DataError(f"{where}: out of memory while loading the data and making its copies "
                         "in the model's dtype; use fewer samples, or run where more memory is "
@@ -50,9 +56,10 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
 
 def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
           preprocessing: Preprocessing | None, sample_shape: tuple | None,
-          loss: Any, where: str, inputs_of: tuple[str, ...]) -> Dataset:
-    raw = load_raw(data_spec, spec_dir, loss)
-    ignore_index = getattr(loss, "ignore_index", None)
+          targets: tuple[int | None, bool], where: str, inputs_of: tuple[str, ...]) -> Dataset:
+    """`targets`: the loss's ignore_index, and whether it regresses (load_raw)."""
+    raw = load_raw(data_spec, spec_dir, *targets)
+    ignore_index = targets[0]
     if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):
         raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
                         f"trained on {list(sample_shape)}; the file has changed since training "

@@ -30,7 +30,6 @@ from nnrun.compiler.datasets import (CSV_ENCODING, DATASETS, HELD_OUT_SPLITS, TE
                                      unreadable_csv, unreadable_npz, user_path, why_not_looked_at,
                                      why_unreadable)
 from nnrun.compiler.frontend import npz_header_problem, npz_samples_problem
-from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.compiler.tables import byte_size
 from nnrun.notices import inform, warn
 
@@ -489,9 +488,9 @@ def user_file(name: str, data_spec: Any, spec_dir: Path) -> Path:
     return full_path
 
 
-def load_npz(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
+def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None,
+             regression: bool = False) -> RawData:
     path = user_file("npz", data_spec, spec_dir)
-    ignore_index = getattr(loss, "ignore_index", None)
     # data.validation_split holds out the validation samples from x: x_val is not read then,
     # as before nnrun read it (runs of such files evaluate and resume alike)
     carved = bool(option(data_spec, "validation_split", 0.0))
@@ -500,7 +499,7 @@ def load_npz(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
-    if (task == "segmentation" and not maps and getattr(loss, "type", None) in REGRESSION_LOSSES
+    if (task == "segmentation" and not maps and regression
             and _real_targets_held_out(arrays, labels, y_train)):
         y_train, task = y_train.astype(np.float64), "regression"
     held = {}
@@ -686,7 +685,9 @@ def npz_pair(x: np.ndarray, y: np.ndarray, where: str, maps: bool = False,
     return features, targets, task
 
 
-def load_csv(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
+def load_csv(data_spec: Any, spec_dir: Path, ignore_index: int | None = None,
+             regression: bool = False) -> RawData:
+    """`regression`: as load_npz's; one column holds no other split to read beside."""
     path = user_file("csv", data_spec, spec_dir)
     header = read_csv_header(path)
     try:
@@ -719,7 +720,7 @@ def load_csv(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
                         "or leave that row out")
     label_column = header.index("label")
     x = check_features(np.delete(table, label_column, axis=1), str(path))
-    y, task = check_targets(table[:, label_column], str(path), getattr(loss, "ignore_index", None))
+    y, task = check_targets(table[:, label_column], str(path), ignore_index)
     return RawData(x, y, None, None, classes_of(y) if task == "classification" else None, task)
 
 
@@ -833,11 +834,13 @@ LOADERS: dict[str, Callable[[Any, Path], RawData]] = {
 }
 
 
-def load_raw(data_spec: Any, spec_dir: Path, loss: Any = None) -> RawData:
-    """loss: the spec's, as load_dataset takes it."""
+def load_raw(data_spec: Any, spec_dir: Path, ignore_index: int | None = None,
+             regression: bool = False) -> RawData:
+    """ignore_index: the loss's, a label a user's file may hold besides the classes;
+    `regression`: whether the loss is mse, mae or huber (load_npz)."""
     name = getattr(data_spec, "dataset", None)
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(LOADERS)}")
     if DATASETS[name].user_file:
-        return LOADERS[name](data_spec, spec_dir, loss)
+        return LOADERS[name](data_spec, spec_dir, ignore_index, regression)
     return LOADERS[name](data_spec, spec_dir)

@@ -1462,9 +1462,12 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     # text, in another layout too: train says it is no numbers first, and so validate (the
     # review: validate told the layout's fix, after which train refused the text)
     ({"y": np.arange(20) % 2, "x_test": np.array(["a"] * 4), "y_test": np.arange(4) % 2},
-     " (x_test, y_test): features must be numbers, found dtype <U1"),
+     " (x_test, y_test): features must be numbers, found dtype <U1; if they are numbers "
+     "written as text, save x_test.astype('float32')"),
     ({"y": np.arange(20) % 2, "x_val": np.full((4, 3), 1j), "y_val": np.arange(4) % 2},
-     " (x_val, y_val): features must be numbers, found dtype complex128"),
+     " (x_val, y_val): features must be numbers, found dtype complex128; save x_val.real (or "
+     "numpy.abs(x_val)) as floats, or both parts as features: numpy.stack([x_val.real, "
+     "x_val.imag], axis=1) (two channels)"),
     # labels that are no numbers, which validate passed: class names, label maps of text
     # (which train met as an internal error), several labels a sample, another split's, other
     # dtypes; the class names' fix only for one label a sample (the review)
@@ -1473,8 +1476,10 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
      "alike in every split: with classes = numpy.unique(numpy.concatenate([y, y_test, y_val])) "
      "(the splits the file holds), save numpy.searchsorted(classes, y) as y (and so y_test, "
      "y_val)"),
-    ({"y": np.full((20, 2, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1"),
-    ({"y": np.full((20, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1"),
+    ({"y": np.full((20, 2, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1; "
+     "if they are numbers written as text, save y.astype('float32')"),
+    ({"y": np.full((20, 2), "a")}, " (x, y): labels must be real numbers, found dtype <U1; if "
+     "they are numbers written as text, save y.astype('float32')"),
     ({"y": np.full((20, 1), "a")},
      " (x, y): labels must be real numbers, found dtype <U1; for class names, number them "
      "0..k-1 alike in every split: with classes = numpy.unique(numpy.concatenate([y, y_test, "
@@ -1485,7 +1490,8 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     ({"y": np.zeros(20, "datetime64[s]")},
      " (x, y): labels must be real numbers, found dtype datetime64[s]"),
     ({"y": np.arange(20) % 2, "x_test": np.zeros((4, 3)), "y_test": np.full(4, 1j)},
-     " (x_test, y_test): labels must be real numbers, found dtype complex128"),
+     " (x_test, y_test): labels must be real numbers, found dtype complex128; save "
+     "y_test.real (or numpy.abs(y_test)) as floats"),
     # Python objects or records in any member: the loader reads no such file (the review)
     ({"y": np.arange(20) % 2, "x_test": np.array([[{}]] * 4, dtype=object),
       "y_test": np.arange(4) % 2},
