@@ -375,16 +375,21 @@ _OTHER_PAIRS = [("images", "labels"), ("inputs", "targets"), ("features", "label
 
 
 def _arrays_meant(names: set[str]) -> str:
-    """What to save as x and y: Keras' x_train and y_train, X and Y, images and labels."""
-    if {"x_train", "y_train"} <= names:
-        return ("; save x_train and y_train as x and y (and x_test, y_test): numpy.savez(path, "
-                "x=x_train, y=y_train, ...)")
+    """What to save as x and y: Keras' x_train and y_train, X and Y, images and labels; the
+    samples beside masks."""
     by_lower = {name.lower(): name for name in names}
+    if {"x_train", "y_train"} <= set(by_lower):
+        x, y = by_lower["x_train"], by_lower["y_train"]
+        return (f"; save {x} and {y} as x and y (and x_test, y_test): numpy.savez(path, "
+                f"x={x}, y={y}, ...)")
     pair = next(((by_lower[a], by_lower[b]) for a, b in [("x", "y"), *_OTHER_PAIRS]
                  if a in by_lower and b in by_lower), None)
     if pair is not None:
         return (f"; save {pair[0]} as x and {pair[1]} as y: numpy.savez(path, x={pair[0]}, "
                 f"y={pair[1]})")
+    samples = next((by_lower[word] for word in _SAMPLE_WORDS if word in by_lower), None)
+    if "masks" in names and samples is not None:
+        return f"; save {samples} as x: numpy.savez(path, x={samples}, masks=masks)"
     return "; label maps may be named 'masks' instead of 'y'"
 
 
@@ -455,10 +460,15 @@ def _label_names(labels: str) -> list[str]:
 
 
 def unpaired_array_problem(path, names, labels: str) -> str | None:
-    """A held-out split's features without its labels, or its labels without features."""
+    """A held-out split's features without its labels, or its labels without features; the
+    missing one may be there under another name (X_test)."""
+    meant = {wanted: name for name, wanted in misnamed_split_arrays(names, labels).items()}
     for features, targets in held_out_pairs(labels):
         if (features in names) != (targets in names):
-            return f"{path}: '{features}' and '{targets}' must be given together"
+            present, missing = (features, targets) if features in names else (targets, features)
+            fix = (f"save {meant[missing]} as {missing}" if missing in meant else
+                   f"save the split's {missing} beside it, or leave {present} out")
+            return f"{path}: '{features}' and '{targets}' must be given together; {fix}"
     return None
 
 

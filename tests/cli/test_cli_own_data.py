@@ -1299,7 +1299,12 @@ def test_an_npz_of_keras_names_is_told_so_by_validate_as_by_train(tmp_path):
 @pytest.mark.parametrize("arrays, fix", [
     (("X", "Y"), "save X as x and Y as y: numpy.savez(path, x=X, y=Y)"),
     (("images", "labels"), "save images as x and labels as y: numpy.savez(path, x=images, "
-                           "y=labels)")])
+                           "y=labels)"),
+    # the data-file audit: these were told only that label maps may be named masks
+    (("X_train", "Y_train"), "save X_train and Y_train as x and y (and x_test, y_test): "
+                             "numpy.savez(path, x=X_train, y=Y_train, ...)"),
+    (("images", "masks"), "save images as x: numpy.savez(path, x=images, masks=masks)"),
+    (("X", "masks"), "save X as x: numpy.savez(path, x=X, masks=masks)")])
 def test_an_npz_of_other_names_for_x_and_y_is_told_which_to_save_as_which(tmp_path, arrays,
                                                                          fix):
     """The newcomer audit: X and Y, or images and labels, were told only that label maps may

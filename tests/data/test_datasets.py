@@ -1450,9 +1450,14 @@ def test_data_that_does_not_fit_the_model_is_a_data_error(tmp_path):
     ({"masks": np.zeros((20, 3), int), "x_test": np.zeros((4, 3)), "y_test": np.zeros(4, int)},
      ": has both 'y_test' and masks; keep one name for the labels (masks for label maps)"),
     ({"y": np.arange(20) % 2, "x_val": np.zeros((4, 3))},
-     ": 'x_val' and 'y_val' must be given together"),
+     ": 'x_val' and 'y_val' must be given together; save the split's y_val beside it, or "
+     "leave x_val out"),
     ({"y": np.arange(20) % 2, "y_test": np.arange(4) % 2},
-     ": 'x_test' and 'y_test' must be given together"),
+     ": 'x_test' and 'y_test' must be given together; save the split's x_test beside it, or "
+     "leave y_test out"),
+    # the data-file audit: the samples' or a split's arrays beside masks under other names
+    ({"y": np.arange(20) % 2, "X_test": np.zeros((4, 3)), "y_test": np.arange(4) % 2},
+     ": 'x_test' and 'y_test' must be given together; save X_test as x_test"),
     ({"y": np.arange(20) % 2, "x_test": np.zeros(4), "y_test": np.arange(4) % 2},
      " (x_test, y_test): features must be [N, ...], one row per sample, got [4]; for one "
      "feature a sample save x_test[:, None]"),
