@@ -10,12 +10,14 @@ from __future__ import annotations
 import codecs
 import copy
 import functools
+import json
 import math
 import os
 import re
 import stat
 import sys
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable
@@ -1224,15 +1226,28 @@ def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None) ->
 
 
 def override_list(overrides) -> list[str]:
-    """The API's `overrides`: one `--set` argument as a string, or a list of them."""
+    """The API's `overrides`: one `--set` argument as a string, a list of them, or a mapping
+    of paths to values ({"train.epochs": 1}), each value written as `--set` would take it."""
     if overrides is None:
         return []
     if isinstance(overrides, str):  # one argument, not its characters
         return [overrides]
+    if isinstance(overrides, Mapping) and all(isinstance(path, str) for path in overrides):
+        return [f"{path}={_override_value(value)}" for path, value in overrides.items()]
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
         raise TypeError("overrides must be 'path=value' strings, as --set takes (a list of "
-                        f"them, or one), got {overrides!r}")
+                        "them, or one), or a mapping of paths to values, got "
+                        f"{overrides!r}")
     return list(overrides)
+
+
+def _override_value(value) -> str:
+    """A Python value as `--set` takes it: a string as written (`adam`), anything else in
+    JSON, which YAML reads (NumPy's numbers and arrays as Python's)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=lambda item: item.tolist() if hasattr(item, "tolist")
+                      else str(item))
 
 
 def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:

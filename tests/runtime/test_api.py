@@ -323,6 +323,17 @@ def test_one_override_may_be_given_as_a_string():
     assert nnrun.compile(XOR, overrides="seed=3").spec.seed == 3
 
 
+def test_overrides_may_be_a_mapping_of_paths_to_python_values():
+    spec = nnrun.compile(XOR, overrides={
+        "seed": np.int64(3), "optimizer": {"type": "adam", "lr": 0.001},
+        "model.layers[0].activation": "tanh", "train.metrics": ["accuracy", "mse"]}).spec
+    assert spec.seed == 3 and spec.optimizer.type == "adam" and spec.optimizer.lr == 0.001
+    assert spec.model.layers[0].activation.type == "tanh"
+    assert [metric.type for metric in spec.train.metrics] == ["accuracy", "mse"]
+    raised, text = _error(lambda: nnrun.compile(XOR, overrides={"train.epochs": 0}))
+    assert "--set train.epochs=0: 'epochs' must be an integer ≥ 1, got 0" in text
+
+
 def test_a_run_predicts_only_samples_of_its_shape_and_loads_only_its_checkpoints(tmp_path):
     nnrun.train(XOR, out_dir=tmp_path / "run", overrides=["train.epochs=1"], quiet=True)
     run = nnrun.load_run(tmp_path / "run")
