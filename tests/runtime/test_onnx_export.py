@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 import nnrun
+from nnrun import export_cli
 
 from nnrun.compiler import schema
 from nnrun.compiler.builder import CompileError, GraphBuilder
@@ -497,11 +498,14 @@ def test_a_differing_export_names_the_layer_where_it_starts(tmp_path, monkeypatc
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_a_model_coarse_in_float32_is_not_blamed_on_the_lowerings(tmp_path):
+def test_a_model_coarse_in_float32_is_not_blamed_on_the_lowerings(tmp_path, monkeypatch):
     """Weights of std 157 and biases of 41 make tanh and sigmoid saturate and sums cancel:
     nnrun's own float32 outputs lie 3e-4 from its float64 ones, and onnxruntime's differ from
     nnrun's by about as much. The export was refused as "a bug in nnrun's ONNX lowerings,
-    please report it", with no way past; onnxruntime's outputs lie as near the float64 ones."""
+    please report it", with no way past; onnxruntime's outputs lie as near the float64 ones.
+    onnxruntime 1.32 rounds this model within the plain tolerance (3.4e-6, where earlier
+    versions differed by 1e-4): a tolerance below both keeps the check on the coarse path."""
+    monkeypatch.setitem(export_cli.TOLERANCE, "float32", 1e-7)
     init = "init: {type: normal, std: 157}, bias_init: {type: normal, std: 40.8}"
     layers = [f"{{type: dense, units: {units}, activation: {activation}, {init}}}" for
               units, activation in ((42, "tanh"), (101, "sigmoid"), (38, "gelu"),
@@ -518,7 +522,7 @@ def test_a_model_coarse_in_float32_is_not_blamed_on_the_lowerings(tmp_path):
     said = re.search(r"relative error ([\d.e+-]+): nnrun's float32 outputs lie ([\d.e+-]+) from "
                      r"its float64 ones, onnxruntime's ([\d.e+-]+)", result.output)
     error, own, theirs = map(float, said.groups())
-    assert error > 1e-5 and own > 1e-5 and theirs <= 4 * own
+    assert error > 1e-7 and own > 1e-5 and theirs <= 4 * own
     assert (tmp_path / "m.onnx").exists()
 
 
