@@ -25,8 +25,8 @@ from nnrun.notices import warn
 from .data.errors import DataError
 from .data.sources import column_message, is_one_hot
 from .data.targets import (LABEL_LOSSES, are_plus_minus_one, check_targets_fit,
-                           is_multi_label, multi_label_message, one_hot_message,
-                           plus_minus_one_message)
+                           is_multi_label, laid_out_as_outputs, multi_label_message,
+                           one_hot_message, plus_minus_one_message)
 
 
 class DataFitError(DataError):
@@ -127,7 +127,7 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     maps = data.task == "segmentation" and not multi_label
     if maps:
         _check_label_maps(labels, where)
-    if training and (maps or maps_over(data.train.y.shape[1:], outputs[1:])):
+    if training and (maps or _target_maps(data, outputs)):
         _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
     _naming_a_held_out_split(spec, data, labels, where, lambda labels, where:
                              _check_labels_fit_the_loss(spec, data, labels, model.lowered, where))
@@ -215,6 +215,15 @@ def maps_over(targets: tuple, spatial: tuple) -> bool:
     or the outputs' shape past the channels): label maps, or masks and counts to regress."""
     targets, spatial = tuple(targets), tuple(spatial)
     return bool(spatial) and len(targets) >= len(spatial) and targets[-len(spatial):] == spatial
+
+
+def _target_maps(data, outputs: tuple) -> bool:
+    """Targets that are maps, position by position, of outputs that are maps: over the
+    outputs' positions, or values laid out as the outputs in another accepted form (flat,
+    one channel last), which an augmentation's move of the inputs would leave behind too."""
+    targets = tuple(data.train.y.shape[1:])
+    return maps_over(targets, outputs[1:]) or (
+        data.task == "regression" and len(outputs) >= 2 and laid_out_as_outputs(targets, outputs))
 
 
 def _check_no_moving_augmentation(spec, where: str, maps: str) -> None:

@@ -491,6 +491,26 @@ def test_target_maps_to_regress_refuse_augmentations_that_move_pixels(tmp_path, 
     check_data_fits(source.spec, model, data, training=False)
 
 
+@pytest.mark.parametrize("layout", ["channel last", "flat"])
+def test_target_maps_in_another_accepted_layout_refuse_augmentations_too(tmp_path, layout):
+    """The augmentation audit: masks saved [N, H, W, 1] or flat [N, H*W], layouts the outputs
+    [1, H, W] take, trained with random_flip moving x alone (to a loss 1e13 times the
+    unaugmented one's)."""
+    x = np.random.default_rng(0).standard_normal((6, 2, 5, 6))
+    masks = (np.random.default_rng(1).random((6, 5, 6)) < 0.5).astype(np.float32)
+    y = masks[..., None] if layout == "channel last" else masks.reshape(6, -1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    (tmp_path / "s.yaml").write_text(CONV.replace("FILTERS", "1").replace("LOSS", "mse").replace(
+        "normalize: none}", "normalize: none, augment: [{type: random_flip}]}"))
+    line = assert_one_line_error(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "r"),
+                                 "d.npz")
+    assert line.endswith("random_flip would move the pixels but not the target maps; remove it "
+                         "(gaussian_noise keeps them aligned)")
+    (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace(
+        "{type: random_flip}", "{type: gaussian_noise, std: 0.1}"))
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "r", "--quiet"))
+
+
 @pytest.mark.parametrize("loss, y, index", [
     # (shaped like the output [1, 3, 4]: binary_cross_entropy takes them as they are, as ints)
     ("binary_cross_entropy", np.zeros((6, 1, 3, 4)), "y.astype(int)"),
