@@ -662,22 +662,30 @@ def augmentation_errors(spec, sample_shape: list[int]) -> list[tuple[Origin, str
 
 
 def _shift_errors(shift, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
+    return _out_of_view_errors("random_shift", "max_shift", shift.max_shift, sample_shape,
+                               origin)
+
+
+def _out_of_view_errors(kind: str, field: str, move: int, sample_shape: list[int],
+                        origin: Origin) -> list[tuple[Origin, str]]:
+    """A shift (a crop's padding) of `move` pixels, which may leave nothing of a sample in
+    view: as far as its smallest spatial axis, or any move along an axis of size 1."""
     smallest = min(sample_shape[1:])
-    if shift.max_shift < smallest:
+    if move < smallest:
         return []
-    if smallest == 1:  # any shift along that axis empties the sample
-        return [(origin, f"random_shift moves samples {sample_shape} along every spatial axis, "
+    if smallest == 1:  # any move along that axis empties the sample
+        return [(origin, f"{kind} moves samples {sample_shape} along every spatial axis, "
                          "and after any move an axis of size 1 shows nothing; remove it, or "
                          "give the samples without that axis")]
-    return [(origin.at_field("max_shift"),
-             f"random_shift max_shift {shift.max_shift} can move a sample {sample_shape} wholly "
-             f"out of view (leaving only the background); use at most {smallest - 1}, usually "
-             "a few pixels")]
+    return [(origin.at_field(field),
+             f"{kind} {field} {move} can move a sample {sample_shape} wholly out of view "
+             f"(leaving only the background); use at most {smallest - 1}, usually a few "
+             "pixels")]
 
 
 def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
-    if crop.size is None:
-        return []
+    if crop.size is None:  # the samples' own: crops move by up to padding
+        return _out_of_view_errors("random_crop", "padding", crop.padding, sample_shape, origin)
     spatial = list(sample_shape[1:])
     size = as_tuple(crop.size, len(spatial))
     if len(size) != len(spatial):
@@ -698,7 +706,7 @@ def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Or
                  f"{'x'.join(map(str, spatial))} test samples; use size "
                  f"{spatial[0] if len(set(spatial)) == 1 else spatial} (or leave it out) and "
                  "let padding set how far crops move")]
-    return []
+    return _out_of_view_errors("random_crop", "padding", crop.padding, sample_shape, origin)
 
 
 def _has_label_maps(spec) -> bool:

@@ -100,6 +100,13 @@ model:
     ("{type: random_rotation, degrees: 200}", 5, 40, "must be a number ≤ 180, got 200"),
     ("{type: random_shift, max_shift: 28}", 5, 39,
      "random_shift max_shift 28 can move a sample [1, 28, 28] wholly out of view"),
+    # the augmentation audit: a crop's padding moves samples as far (a padding of 100000
+    # ended in "out of memory" for its padded batch)
+    ("{type: random_crop, padding: 28}", 5, 36,
+     "random_crop padding 28 can move a sample [1, 28, 28] wholly out of view (leaving only "
+     "the background); use at most 27"),
+    ("{type: random_crop, size: 28, padding: 100000}", 5, 46,
+     "random_crop padding 100000 can move a sample [1, 28, 28] wholly out of view"),
 ])
 def test_validate_points_at_the_bad_augmentation(tmp_path, augmentation, line, col, needle):
     path = tmp_path / "spec.yaml"
