@@ -60,7 +60,9 @@ class Grid:
 
 def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
     from nnrun.runtime.data import augment_batch, load_dataset
+    from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS
     from nnrun.runtime.data_fit import check_augmentations
+    from nnrun.runtime.train import check_before_training
 
     spec = source.spec
     if spec.data is None:
@@ -71,6 +73,8 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
     data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype,
                         loss=spec.loss)
     check_augmentations(source, data.input_shape)  # what train refuses is not previewed
+    if any(a.type in SPATIAL_AUGMENTATIONS for a in spec.data.augment):
+        check_before_training(source)  # also moves that maps of the file's labels would miss
     rng = np.random.default_rng([seed, 0])
     chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)
     x, y = data.train.x[chosen], data.train.y[chosen]

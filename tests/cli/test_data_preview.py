@@ -109,6 +109,23 @@ def test_augmentations_that_training_refuses_are_not_previewed(tmp_path):
     assert "Traceback" not in result.output and not out.exists()
 
 
+def test_moves_that_an_npz_of_label_maps_would_miss_are_not_previewed(tmp_path):
+    """The augmentation audit: train refused random_shift beside an npz's label maps (which
+    only the loaded file tells), preview drew it."""
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "maps.npz", x=rng.standard_normal((20, 1, 8, 8)),
+             y=rng.integers(0, 3, (20, 8, 8)))
+    text = ("data:\n  dataset: npz\n  path: maps.npz\n  augment: [{type: random_shift, "
+            "max_shift: 2}]\nmodel:\n  input_shape: [1, 8, 8]\n  layers: [{type: conv2d, "
+            "filters: 3, kernel_size: 3, padding: same}]\n")
+    result, out = _preview(tmp_path, text)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.endswith("random_shift would move the pixels but not the label maps; "
+                                  "remove it (gaussian_noise keeps them aligned)\n")
+    assert not out.exists()
+
+
 def test_the_colour_scale_spans_the_draws_so_the_background_shows(tmp_path, monkeypatch):
     """Constant images turned by 180 degrees: the corners moved in hold the background, below
     the sample's own range, and were clipped to its colour."""
