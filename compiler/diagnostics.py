@@ -1194,6 +1194,9 @@ def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any)
     glued = next(filter(None, (_glued_value(key, [discriminator]) for key in keys)), "")
     if glued:  # `{type:dense}`: the key 'type:dense', said where it is too
         return f"missing required field '{discriminator}'{glued}"
+    keyed = _type_as_key(value, _annotation_at(schema, problem.error["loc"]), discriminator)
+    if keyed:
+        return f"missing required field '{discriminator}'{keyed}"
     misspelled = _misspelled_tag(problem, data, schema)
     if misspelled is not None:
         return f"unknown field '{misspelled}'; did you mean '{discriminator}'?"
@@ -1205,6 +1208,31 @@ def _tag_not_found(problem: _Problem, field: str | None, data: Any, schema: Any)
         return f"missing required field '{discriminator}'"
     expected = f"a name or a mapping with '{discriminator}'"
     return f"{_subject(field)} must be {expected}, got {_show(problem.error['input'])}"
+
+
+def _type_as_key(value: Any, union: Any, discriminator: str) -> str:
+    """`- random_shift: {max_shift: 2}`, `- dense: {units: 10}`: the type written as the key of
+    its fields (as Hydra's or Keras' configs nest them); the mapping meant, in flow style."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return ""
+    ((key, fields),) = value.items()
+    tags = [tag for tag, _ in _tagged_members(union, discriminator)]
+    if not isinstance(key, str) or key.lower() not in tags:
+        return ""
+    if not isinstance(fields, dict) and fields is not None:  # `- dense: 64`: its first argument
+        first = _FIRST_ARGUMENTS.get(key.lower())
+        if first is None or isinstance(fields, list):
+            return ""
+        fields = {first: fields}
+    inner = "".join(f", {field}: {_flow(setting)}" for field, setting in (fields or {}).items())
+    return (f"; the {discriminator} is written as a key of its fields: write "
+            f"{{{discriminator}: {key.lower()}{inner}}}")
+
+
+def _flow(value: Any) -> str:
+    """A value as YAML's flow style writes it (`[3, 3]`, `{type: zeros}`, `relu`)."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix(
+        "\n...").strip()
 
 
 def _fit_hint(tags: list[str], discriminator: str) -> str:

@@ -262,6 +262,23 @@ def test_missing_type_is_named_from_the_fields():
     ]
 
 
+def test_a_type_written_as_the_key_of_its_fields_is_told_the_mapping_meant(Spec):
+    """The augmentation audit: `- random_shift: {max_shift: 2}` (Hydra's and Keras' configs
+    nest a type's fields so) was told only that `type` is missing."""
+    text = ("data:\n  augment:\n    - random_shift: {max_shift: 2}\n    - Random_Flip:\n"
+            "        axis: horizontal\nmodel:\n  layers:\n    - dense: 64\n"
+            "    - conv2d: {filters: 4, kernel_size: [3, 3]}\noptimizer: {adam: {lr: 0.01}}\n")
+    keyed = "missing required field 'type'; the type is written as a key of its fields: write"
+    assert formatted(text, schema=Spec) == [
+        f"spec.yaml:3:7: error: data.augment[0]: {keyed} {{type: random_shift, max_shift: 2}}",
+        f"spec.yaml:4:7: error: data.augment[1]: {keyed} {{type: random_flip, axis: horizontal}}",
+        f"spec.yaml:8:7: error: model.layers[0]: {keyed} {{type: dense, units: 64}}",
+        f"spec.yaml:9:7: error: model.layers[1]: {keyed} {{type: conv2d, filters: 4, "
+        "kernel_size: [3, 3]}",
+        f"spec.yaml:10:12: error: optimizer: {keyed} {{type: adam, lr: 0.01}}",
+    ]
+
+
 def test_missing_type_without_fields_names_no_type():
     assert formatted("model:\n  layers:\n    - {}\n") == [
         "spec.yaml:3:7: error: model.layers[0]: missing required field 'type'",
@@ -1391,7 +1408,7 @@ def test_a_layers_name_is_not_read_as_a_misspelt_type():
 def test_a_layer_among_the_augmentations_and_the_reverse_are_told_their_list():
     """The mutation fuzz: a conv2d line moved into data.augment was told "its fields are those
     of 'random_crop': set type: random_crop", then four errors of random_crop's fields."""
-    text = ("data:\n  dataset: digits\n  augment:\n    - {type: conv2d, filters: 8, "
+    text = ("data:\n  augment:\n    - {type: conv2d, filters: 8, "
             "kernel_size: 3, padding: same}\nmodel:\n  layers:\n    - {type: random_flip}\n"
             "    - {type: flatten}\n    - {type: dense, units: 10}\n")
     assert [line.split(": error: ")[1] for line in _load_errors(text)] == [
