@@ -407,11 +407,18 @@ def _conv_transpose_shape(attrs, x: TensorType, w: TensorType) -> TensorType:
         if result.size < 1:
             lo, hi = pad
             raise ShapeError(f"padding {lo if lo == hi else [lo, hi]} crops the whole output "
-                             f"({axis}: {result.formula})",
-                             "use less padding, a larger kernel or a larger stride",
+                             f"({axis}: {result.formula})", _uncropped_fix(n, k, s, extra, d),
                              attribute="pad")
         sizes.append(result.size)
     return TensorType((x.shape[0], w.shape[1], *sizes), x.dtype)
+
+
+def _uncropped_fix(n: int, k: int, s: int, extra: int, d: int) -> str:
+    """Padding that leaves a transposed convolution's output at least 1 long; the stride
+    spreads the input's positions apart, nothing of an input 1 long."""
+    room = (n - 1) * s + d * (k - 1) + extra  # what both sides' padding may crop
+    stride = " or a larger stride" if n > 1 else ""
+    return f"use padding at most {room // 2}, or a larger kernel{stride}"
 
 
 def _output_type(attrs, x, w) -> TensorType:

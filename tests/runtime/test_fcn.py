@@ -266,11 +266,24 @@ def diagnostics(text):
     return [d for d in found if d.severity == "error"]
 
 
+def test_a_transposed_convolution_of_an_input_1_long_is_not_told_a_larger_stride():
+    """The FCN audit: a decoder at a smaller input size was told "a larger stride", which
+    spreads nothing of an input 1 long ((1 - 1)*s), and failed again as told."""
+    text = spec_text("    - {type: conv2d, filters: 2, kernel_size: 4}\n    - {type: "
+                     "conv2d_transpose, filters: 2, kernel_size: 1, stride: 8, padding: 1}\n",
+                     (1, 4, 4), loss="mse")
+    (error,) = diagnostics(text)
+    assert error.message.endswith("padding 1 crops the whole output (rows: (1 - 1)*8 - 2*1 + 1 "
+                                  "= -1); use padding at most 0, or a larger kernel")
+
+
 @pytest.mark.parametrize("layer, field, words", [
     ("{type: conv2d_transpose, filters: 2, kernel_size: 3, stride: 2, output_padding: 2}",
      "output_padding", ["output_padding 2 must be smaller than the stride 2", "0..1"]),
     ("{type: conv2d_transpose, filters: 2, kernel_size: 2, padding: 3}", "padding",
-     ["padding 3 crops the whole output", "(4 - 1)*1 - 2*3 + 2 = -1"]),
+     ["padding 3 crops the whole output", "(4 - 1)*1 - 2*3 + 2 = -1",
+      "use padding at most 2, or a larger kernel or a larger stride"]),
+
     ("{type: conv1d_transpose, filters: 2, kernel_size: 2}", None,
      ["conv1d_transpose expects a [channels, length] sample, got shape [1, 4, 4]",
       "use conv2d_transpose"]),
