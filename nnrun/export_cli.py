@@ -56,7 +56,7 @@ def export_onnx(path: Path, checkpoint: str | None = None, preprocess: bool = Tr
     else:
         model = Model(load_spec(path, overrides))
         params, pre = model.init_params(), None
-        source = f"initial weights (seed {model.spec.seed})"
+        source = _initial_weights_source(model.spec)
     preprocessing = _input_preprocessing(pre)
     graph = model.lowered.graph
     onnx_model = export_graph(graph, params, model.spec.dtype, preprocessing,
@@ -327,6 +327,20 @@ def _check_options(source: Path, checkpoint, raw: bool, overrides) -> None:
     if overrides and source.is_dir():
         raise click.UsageError(f"{source}: --set applies to a spec; a run exports the spec it "
                                "was trained with")
+
+
+def _initial_weights_source(spec) -> str:
+    """What a spec's initial weights are: its seed's draws, and the values the spec gives
+    (model.init_from's file, a layer's weights or init_from)."""
+    from nnrun.compiler.schema import default_layer_names
+
+    if spec.model.init_from is not None:
+        return f"initial weights (from {spec.model.init_from})"
+    given = [name for name, layer in zip(default_layer_names(spec.model.layers),
+                                         spec.model.layers)
+             if getattr(layer, "weights", None) is not None
+             or getattr(layer, "init_from", None) is not None]
+    return f"initial weights (seed {spec.seed}{''.join(f'; {name} as given' for name in given)})"
 
 
 def _report(out_path: Path, exported: Exported) -> str:

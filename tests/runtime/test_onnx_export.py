@@ -405,6 +405,22 @@ def test_float64_linear_upsampling_runs_on_onnxruntime():
     np.testing.assert_allclose(result, model.forward({}, x), rtol=0, atol=1e-15)
 
 
+def test_the_export_of_a_spec_says_where_its_initial_weights_come_from(tmp_path):
+    """The FCN audit: a spec exported with model.init_from said "initial weights (seed 4)"."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("seed: 4\nmodel:\n  input_shape: [2]\n  layers:\n    - {type: dense, "
+                    "units: 1, weights: [[0.3], [0.1]]}\n    - {type: dense, units: 1}\n"
+                    "loss: mse\n")
+    result = invoke("export", spec, "--out", tmp_path / "a.onnx")
+    assert "initial weights (seed 4; dense_1 as given)" in result.output, result.output
+    arrays = {"dense_1.weight": np.array([[0.3], [0.1]], "f4"), "dense_1.bias": np.zeros(1, "f4"),
+              "dense_2.weight": np.ones((1, 1), "f4"), "dense_2.bias": np.zeros(1, "f4")}
+    np.savez(tmp_path / "w.npz", **arrays)
+    result = invoke("export", spec, "--set", "model.layers[0].weights=null", "--set",
+                    "model.init_from=w.npz", "--out", tmp_path / "b.onnx")
+    assert "initial weights (from w.npz)" in result.output, result.output
+
+
 def test_float32_gelu_keeps_the_digits_of_small_outputs(tmp_path):
     """The export audit: 0.5 x (1 + Erf(x / sqrt 2)) is 100% off at x = -6 on onnxruntime, so a
     dense layer with gelu whose outputs are small was refused as a bug; the export computes
