@@ -220,10 +220,13 @@ def _symmetry_warnings(spec, frozen: set[str]) -> list[tuple[Origin, str]]:
 # 0, while no gradient reaches it).
 # A concat keeps them along the channel axis only (a convolution's weights, shared over the
 # positions, and a batchnorm's statistics would mix a concat's positions); a reshape, which may
-# make channels positions, is not counted.
+# make channels positions, or an add, whose other inputs add theirs, keeps them only where
+# its whole output is 0.
 _ZERO_KEEPING = ("identity", "tanh", "leaky_relu", "elu", "gelu", "dropout", "flatten",
                  "batchnorm", "maxpool1d", "maxpool2d", "avgpool1d", "avgpool2d",
                  "global_avgpool", "global_maxpool", "upsample1d", "upsample2d", "concat")
+# Layers whose output is 0 where all their inputs are 0.
+_ZERO_TO_ZERO = (*_ZERO_KEEPING, "relu", "add", "reshape")
 
 
 def frozen_at_zero(spec) -> dict[str, str]:
@@ -232,63 +235,132 @@ def frozen_at_zero(spec) -> dict[str, str]:
     a relu at 0 (whose gradient there is 0, as PyTorch's) or a layer whose weights start at 0
     too and stay there (the gradient a layer passes back is its weights times its own; the
     gradient of its weights is its input times its own, here 0). The course's all-zeros
-    initialisation: such a model predicts one output, its last bias, for every sample."""
+    initialisation: such a model predicts one output, its last bias, for every sample.
+
+    Which outputs stay 0 and which gradients stay 0 depend on each other (an add of zeros is
+    0, a layer of any weights reading only zeros gives its bias): both are found together,
+    from "every output that starts at 0 stays 0", dropping what that would not keep, until
+    nothing changes (each step of training then keeps what the last kept)."""
     if spec.model.init_from:
         return {}
-    layers = spec.model.layers
-    names = default_layer_names(layers)
-    at = {name: index for index, name in enumerate(names)}
-    reads = dict(zip(names, layer_inputs(layers)))
-    readers: dict[str, list[str]] = {name: [] for name in names}
-    for name, sources in reads.items():
-        for source in sources:
-            readers.setdefault(source, []).append(name)
-    on_the_way = layers_read_by(reads, names[-1])  # to the model's output
+    layers = _ZeroFlow(spec)
+    zero = layers.zero_outputs(set(layers.names), stopper=None)  # at the start
+    while True:
+        stopper = layers.stoppers(zero)
+        kept = layers.zero_outputs(zero, stopper)
+        if kept == zero:
+            break
+        zero = kept
+    frozen = {}
+    for name, layer in zip(layers.names, spec.model.layers):
+        if name in zero and hasattr(layer, "init") and layers.starts_at_zero(layer):
+            why = "its own relu at 0" if layers.own(layer) == "relu" else stopper[name]
+            if why and why != "no reader":
+                frozen[name] = why
+    return frozen
 
-    def zero_weights(layer, reading: bool = True) -> bool:
-        """Weights of zeros; a reader's random padding gives its weights a gradient."""
-        init = layer.init or spec.model.init
-        return (_initial_weights(spec, layer) in ("zeros", "constant")
-                and getattr(init, "value", 0) == 0
-                and not (reading and getattr(layer, "padding_mode", None) == "random"))
 
-    def starts_at_zero(layer) -> bool:
-        bias = getattr(layer, "bias_init", None)
-        return zero_weights(layer, reading=False) and (
-            not layer.use_bias or getattr(layer, "bias", None) is None
-            and bias.type in ("zeros", "constant") and getattr(bias, "value", 0) == 0)
+class _ZeroFlow:
+    """A model's layers as frozen_at_zero follows zeros forward and gradients back."""
 
-    def stops_at(layer, name: str) -> str | None:
-        """What the reader `name` does to a gradient for an input of zeros: stops it (why),
-        passes it on (the stopper of its own output) or lets it through (None)."""
-        if name not in on_the_way:
+    def __init__(self, spec):
+        self.spec, self.layers = spec, spec.model.layers
+        self.names = default_layer_names(self.layers)
+        self.at = {name: index for index, name in enumerate(self.names)}
+        self.reads = dict(zip(self.names, layer_inputs(self.layers)))
+        self.readers: dict[str, list[str]] = {name: [] for name in self.names}
+        for name, sources in self.reads.items():
+            for source in sources:
+                self.readers.setdefault(source, []).append(name)
+        self.on_the_way = layers_read_by(self.reads, self.names[-1])  # to the model's output
+
+    @staticmethod
+    def own(layer) -> str:
+        """A layer's own activation, identity for none."""
+        activation = getattr(layer, "activation", None)
+        return activation.type if activation is not None else "identity"
+
+    def zero_weights(self, layer, reading: bool = True) -> bool:
+        """Weights of zeros, drawn or given; a reader's random padding gives its weights a
+        gradient."""
+        if reading and getattr(layer, "padding_mode", None) == "random":
+            return False
+        given = getattr(layer, "weights", None)
+        if given is not None:
+            return _all_zero(given)
+        init = layer.init or self.spec.model.init
+        return (_initial_weights(self.spec, layer) in ("zeros", "constant")
+                and getattr(init, "value", 0) == 0)
+
+    def starts_at_zero(self, layer) -> bool:
+        return self.zero_weights(layer, reading=False) and self.zero_bias(layer)
+
+    @staticmethod
+    def zero_bias(layer) -> bool:
+        if not layer.use_bias:
+            return True
+        if getattr(layer, "bias", None) is not None:
+            return _all_zero(layer.bias)
+        bias = layer.bias_init
+        return (getattr(layer, "init_from", None) is None
+                and bias.type in ("zeros", "constant") and getattr(bias, "value", 0) == 0)
+
+    def zero_outputs(self, zero: set[str], stopper: dict | None) -> set[str]:
+        """The layers of `zero` whose outputs stay 0 where the others of `zero` do and
+        `stopper` stops their gradients (None: every gradient, as at the start)."""
+        kept: set[str] = set()
+        for name, layer in zip(self.names, self.layers):
+            reads_zeros = (all(source in kept for source in self.reads[name])
+                           and getattr(layer, "padding_mode", None) != "random")
+            stopped = stopper is None or self.own(layer) == "relu" or stopper[name] is not None
+            if hasattr(layer, "init"):  # 0 = f(w x + b): b stays 0, and w x does
+                stays = (self.own(layer) in _ZERO_TO_ZERO
+                         and (reads_zeros or self.zero_weights(layer) and stopped)
+                         and (self.zero_bias(layer) and stopped or not layer.use_bias))
+            else:  # a batchnorm's beta stays 0 while no gradient reaches it
+                stays = (layer.type in _ZERO_TO_ZERO and reads_zeros
+                         and (layer.type != "batchnorm" or stopped))
+            if name in zero and stays:
+                kept.add(name)
+        return kept
+
+    def stoppers(self, zero: set[str]) -> dict[str, str | None]:
+        """What stops every gradient to a layer's output where its output is 0 (None: one
+        gets through; "no reader" where none on the way to the model's output reads it);
+        readers come after the layers they read."""
+        stopper: dict[str, str | None] = {}
+        for name in reversed(self.names):
+            found = {self._stops_at(self.layers[self.at[reader]], reader, zero, stopper)
+                     for reader in self.readers[name]}
+            stopper[name] = (None if name == self.names[-1] or None in found
+                             else min(found - {"no reader"}, default="no reader"))
+        return stopper
+
+    def _stops_at(self, layer, name: str, zero: set[str], stopper: dict) -> str | None:
+        """What the reader `name` does to a gradient for an input of zeros (of the part that
+        input gives it): stops it (why), passes it on (the stopper of its own output) or lets
+        it through (None)."""
+        if name not in self.on_the_way:
             return "no reader"
-        if hasattr(layer, "init"):  # its weights: 0 for good, as what it reads stays 0
-            return f"{name}'s zero weights" if zero_weights(layer) else None
+        if hasattr(layer, "init"):
+            if self.zero_weights(layer):  # 0 for good, as the part they read stays 0
+                return f"{name}'s zero weights"
+            if name not in zero:  # other weights pass the gradient back
+                return None
+            return f"{name}'s relu at 0" if self.own(layer) == "relu" else stopper.get(name)
         if layer.type == "relu":
             return f"{name} at 0"
+        if name in zero:  # every part of its output 0
+            return stopper.get(name)
         keeps_zero = layer.type in _ZERO_KEEPING and getattr(layer, "axis", 0) == 0
         return stopper.get(name) if keeps_zero else None
 
-    # What stops every gradient to a layer's output, were it 0 (None: one gets through; "no
-    # reader" where none reads it); readers come after the layers they read
-    stopper: dict[str, str | None] = {}
-    for name in reversed(names):
-        found = {stops_at(layers[at[reader]], reader) for reader in readers[name]}
-        stopper[name] = (None if name == names[-1] or None in found
-                         else min(found - {"no reader"}, default="no reader"))
 
-    frozen = {}
-    for name, layer in zip(names, layers):
-        if not hasattr(layer, "init") or not starts_at_zero(layer):
-            continue
-        own = getattr(layer, "activation", None)
-        kind = own.type if own is not None else "identity"
-        why = ("its own relu at 0" if kind == "relu" else
-               stopper[name] if kind in _ZERO_KEEPING else None)
-        if why and why != "no reader":
-            frozen[name] = why
-    return frozen
+def _all_zero(values) -> bool:
+    """Whether given weights or bias (nested lists of numbers) are all 0."""
+    if isinstance(values, (list, tuple)):
+        return all(_all_zero(value) for value in values)
+    return values == 0
 
 
 def _init_keys(layers, index: int) -> tuple:

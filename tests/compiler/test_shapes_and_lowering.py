@@ -1803,6 +1803,49 @@ def test_layers_that_start_at_zero_and_never_get_a_gradient_are_warned(init, lay
     assert (not params[f"{layer}.weight"].any()) == (frozen is not None)
 
 
+@pytest.mark.parametrize("layers, frozen", [
+    # an add of zeros is 0: its relu at 0 stops both branches
+    (["{name: a, type: dense, units: 3, init: zeros}",
+      "{name: b, type: dense, units: 3, init: zeros, inputs: input}", "{type: add, inputs: [a, b]}",
+      "{type: relu}", "{type: dense, units: 1}"], {"a": "relu_1 at 0", "b": "relu_1 at 0"}),
+    # weights of any values reading only zeros give their bias, 0, to a relu at 0
+    (["{name: a, type: dense, units: 3, init: zeros}", "{type: dense, units: 3}", "{type: relu}",
+      "{type: dense, units: 1}"], {"a": "relu_1 at 0"}),
+    (["{name: a, type: dense, units: 3, init: zeros}", "{type: dense, units: 3, activation: relu}",
+      "{type: dense, units: 1}"], {"a": "dense_2's relu at 0"}),
+    # weights given as zeros are zeros
+    (["{name: a, type: dense, units: 2, weights: [[0, 0], [0, 0]], bias: [0, 0]}", "{type: relu}",
+      "{type: dense, units: 1}"], {"a": "relu_1 at 0"}),
+    # but not where a gradient gets through: the add's other operand, a bias that moves
+    (["{name: a, type: dense, units: 3, init: zeros}",
+      "{name: b, type: dense, units: 3, inputs: input}", "{type: add, inputs: [a, b]}",
+      "{type: relu}", "{type: dense, units: 1}"], {}),
+    (["{name: a, type: dense, units: 3, init: zeros}", "{type: dense, units: 3}",
+      "{type: dense, units: 1}"], {}),
+    (["{name: a, type: dense, units: 2, weights: [[0, 0], [0, 1]], bias: [0, 0]}",
+      "{type: relu}", "{type: dense, units: 1}"], {}),
+])
+def test_zeros_are_followed_through_adds_and_weights_of_any_values(layers, frozen):
+    """Left open by the frozen-zero check's first version: an add whose inputs all start at 0,
+    zeros through weights of other values, weights given as zeros."""
+    text = spec_text([2], *layers, extra="").replace("  layers:", "  init: he_uniform\n  layers:")
+    warnings = [d.message for d in checked(text).diagnostics if "never changes" in d.message]
+    assert [m.split(" starts at 0")[0] for m in warnings] == list(frozen), warnings
+    for message, why in zip(warnings, frozen.values()):
+        assert f"no gradient gets past {why} to it" in message
+    model = nnrun.compile(load_spec_text(text, FILE))
+    params = model.init_params(seed=0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 1))
+    for _ in range(3):
+        _, grads = model.loss_and_grads(params, x, y)
+        params = {name: value - 0.1 * grads.get(name, 0) for name, value in params.items()}
+    assert not any(params[f"{name}.weight"].any() or params[f"{name}.bias"].any()
+                   for name in frozen)
+    if not frozen:  # a moves
+        assert params["a.weight"].any() or params["a.bias"].any()
+
+
 @pytest.mark.parametrize("schedule, epochs, fix", [
     ("{type: step, step_epochs: 1}", 1, "the 1 epoch the schedule sets (train.epochs 1): the "
      "rate never steps down; train more than 1 epoch"),
