@@ -10,6 +10,7 @@ import functools
 import itertools
 import math
 import numbers
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -160,6 +161,9 @@ def load_spec_text(text: str, filename: str = "<spec>", overrides=()) -> SourceS
     if not isinstance(filename, str):
         raise TypeError(f"filename is the name errors give the text (a str), got "
                         f"{type(filename).__name__}; overrides go as overrides=[...]")
+    if re.fullmatch(r"[\w.\[\]-]+=.*", filename, flags=re.DOTALL):  # load_spec's 2nd argument
+        raise TypeError(f"filename {filename!r} is an override (PATH=VALUE), not the name errors "
+                        f"give the text; give it as overrides={filename!r}")
     return _load(lambda: load_yaml_text(text, filename), overrides, None)
 
 
@@ -280,6 +284,10 @@ def _kind(value) -> str:
 
 def with_overrides(source: SourceSpec, overrides) -> SourceSpec:
     """The same spec with `--set`-style overrides applied and validated again."""
+    if not isinstance(source, SourceSpec):
+        raise TypeError(f"with_overrides takes a spec as load_spec, load_spec_text or "
+                        f"load_spec_data give it, got {type(source).__name__}; nnrun.compile and "
+                        "nnrun.train take a path, a dict or a Spec with overrides=[...]")
     if not overrides:
         return source
     return replace(_load(lambda: source.loaded, overrides, source.path),

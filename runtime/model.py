@@ -284,7 +284,7 @@ class Model:
         dtype, checked = np.dtype(self.spec.dtype), {}
         for name, info in expected.items():
             try:
-                value = np.asarray(params[name])
+                value = as_array(params[name])
             except (TypeError, ValueError):  # a ragged list
                 value = None
             if value is None or value.dtype.kind not in "biuf":
@@ -308,7 +308,7 @@ class Model:
         N >= 1, or a ValueError that says what it should be."""
         sample = tuple(self.lowered.graph.inputs[0].type.shape[1:])
         try:
-            given = np.asarray(x)
+            given = as_array(x)
         except (TypeError, ValueError) as error:  # a ragged list, say
             raise TypeError(f"x must be an array of numbers [N, {_dims(sample)}] ({error})") from None
         if given.dtype.kind == "c":  # the cast would drop the imaginary parts with a warning
@@ -375,9 +375,20 @@ def _quiet_arithmetic():
     return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
 
 
+def as_array(value) -> np.ndarray:
+    """A NumPy array of what the API is given: PyTorch's tensors too, those that require grad
+    (detached: nnrun computes its own gradients) and bfloat16 ones (as float32, which holds
+    every bfloat16 value), which NumPy cannot take as they are."""
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+    return np.asarray(value)
+
+
 def _described(value) -> str:
     try:
-        array = np.asarray(value)
+        array = as_array(value)
     except (TypeError, ValueError):
         return f"a {type(value).__name__} of rows of unequal lengths"
     return f"{type(value).__name__} {str(value)[:40]!r}" if not array.ndim else \
@@ -393,7 +404,7 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
     class labels within the classes (or ignore_index), 0/1 targets within [0, 1]."""
     given = y
     try:
-        y = np.asarray(y)
+        y = as_array(y)
     except (TypeError, ValueError) as error:
         raise TypeError(f"y_true must be an array of numbers ({error})") from None
     if y.dtype.kind not in "biuf" or not y.ndim:
@@ -407,7 +418,8 @@ def checked_targets(spec, lowered, y, count: int) -> np.ndarray:
         ignored = y == loss.ignore_index
     if loss.type in CLASS_LABEL_LOSSES:
         if y.shape[1:] != output[1:]:
-            one_hot = " (one-hot rows? give y_true.argmax(1))" if y.shape[1:] == output else ""
+            one_hot = (" (a column? give y_true.ravel())" if y.shape[1:] == (1,) else
+                       " (one-hot rows? give y_true.argmax(1))" if y.shape[1:] == output else "")
             raise ValueError(f"y_true must be class labels [N{', ' if output[1:] else ''}"
                              f"{_dims(output[1:])}], got shape {list(y.shape)}{one_hot}")
         # one output under perceptron reads labels 0 and 1 (z >= 0 is class 1)

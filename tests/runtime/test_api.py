@@ -898,3 +898,45 @@ def test_an_option_is_written_as_the_command_line_or_the_api_gives_it():
         assert option("--set", "dtype=float64") == "overrides='dtype=float64'"
         assert option("--out", "NEW_DIR", placeholder=True) == "out_dir=NEW_DIR"
         assert option("--allow-changes") == "allow_changes=True"
+
+
+def test_torch_tensors_that_require_grad_or_are_bfloat16_are_taken_as_arrays():
+    """The API audit: they were torch's own RuntimeError (numpy() of a tensor that requires
+    grad) or "rows of unequal lengths" (bfloat16, which NumPy cannot hold)."""
+    torch = pytest.importorskip("torch")
+    model = nnrun.compile(XOR)
+    params = model.init_params(seed=0)
+    x = np.array([[0.0, 1.0], [1.0, 1.0]])
+    expected = model.forward(params, x)
+    as_tensors = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
+    np.testing.assert_array_equal(model.forward(as_tensors, torch.tensor(x, requires_grad=True)),
+                                  expected)
+    halves = torch.tensor(x, dtype=torch.bfloat16)  # 0 and 1 are exact in bfloat16
+    np.testing.assert_array_equal(model.forward(params, halves), expected)
+    loss, _ = model.loss_and_grads(params, x, torch.tensor([[1.0], [0.0]], requires_grad=True))
+    assert loss == model.loss_and_grads(params, x, np.array([[1.0], [0.0]]))[0]
+
+
+def test_a_column_of_labels_is_told_to_ravel_not_to_argmax():
+    """The API audit: [N, 1] labels for one perceptron output were told "one-hot rows? give
+    y_true.argmax(1)", which makes every label 0."""
+    text = ("model:\n  input_shape: [2]\n  layers:\n    - {type: dense, units: 1, "
+            "activation: step}\nloss: perceptron\n")
+    model = nnrun.compile(nnrun.load_spec_text(text))
+    raised, said = _error(lambda: model.loss_and_grads(model.init_params(), np.zeros((4, 2)),
+                                                       np.array([[0], [0], [0], [1]])))
+    assert raised is ValueError and said.endswith("got shape [4, 1] (a column? give "
+                                                  "y_true.ravel())")
+
+
+def test_an_override_given_where_load_spec_text_takes_a_name_is_refused():
+    """The API audit: load_spec_text(text, "optimizer.lr=0.5") named the text so and ignored
+    the override (load_spec takes overrides second); with_overrides of a path was an
+    AttributeError."""
+    text = QUICKSTART.read_text()
+    raised, said = _error(lambda: nnrun.load_spec_text(text, "optimizer.lr=0.5"))
+    assert raised is TypeError and said.endswith("give it as overrides='optimizer.lr=0.5'")
+    assert nnrun.load_spec_text(text, overrides="optimizer.lr=0.5").spec.optimizer.lr == 0.5
+    from nnrun.compiler.frontend import with_overrides
+    raised, said = _error(lambda: with_overrides(str(QUICKSTART), ["seed=1"]))
+    assert raised is TypeError and "with_overrides takes a spec as load_spec" in said
