@@ -119,13 +119,14 @@ class OutPath(click.Path):
     '-' (the commands write files of binary formats, not to a terminal or a pipe)."""
 
     def convert(self, value, param, ctx):
+        kind = "directory" if not self.file_okay else "file" if not self.dir_okay else \
+            "file or directory"
         if isinstance(value, str) and not value.strip():
-            kind = "directory" if not self.file_okay else "file" if not self.dir_okay else \
-                "file or directory"
             self.fail(f"an empty path; give a {kind} name", param, ctx)
         if str(value) == "-":
-            self.fail("'-': this command writes a file, not to standard output; give a file "
-                      "name (a file named '-' is ./-)", param, ctx)
+            writes = "a run directory" if kind == "directory" else "a file"
+            self.fail(f"'-': this command writes {writes}, not to standard output; give a "
+                      f"{kind} name (one named '-' is ./-)", param, ctx)
         return super().convert(value, param, ctx)
 
 
