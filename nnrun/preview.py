@@ -59,8 +59,8 @@ class Grid:
 
 
 def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
-    from nnrun.runtime.data import augment_batch, load_dataset
     from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS
+    from nnrun.runtime.data import augment_batch, load_dataset
     from nnrun.runtime.data_fit import check_augmentations
     from nnrun.runtime.train import check_before_training
 
