@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -81,7 +82,7 @@ def _not_boolean(error_type: str, message: str, context: dict | None = None,
 # number as an int (floats stay lax: YAML 1.1 reads `5e-4` as a string). A whole number in
 # exponent form is the exception: YAML 1.1 leaves `max_params: 1e5` a string, YAML 1.2 (an
 # editor) reads it as 100000.
-EXPONENT_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE]\+?[0-9]+\s*")
+EXPONENT_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+\s*")
 
 
 def _whole_exponent_text(value: Any) -> Any:
@@ -354,7 +355,9 @@ def _possible_path(path: str) -> str:
     return path
 
 
-FilePath = Annotated[str, AfterValidator(_possible_path)]
+# The schema states the first two of those checks too: an editor flags an empty path.
+FilePath = Annotated[str, AfterValidator(_possible_path), WithJsonSchema(
+    {"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"})]
 
 
 WEIGHTS_HELP = ("initial weight values, nested lists in nnrun's layout: dense [in, out] (the "
@@ -1081,13 +1084,15 @@ def _whole_exponent_pattern(most_digits: int = 20) -> str:
     fraction digits (but trailing zeros) than the exponent (`1.5e1`, not `1.5e0`). A regular
     expression cannot compare two counts, so each exponent up to `most_digits` is spelt out;
     past it (numbers past 1e20, beyond any count a field takes) any fraction of that many
-    digits passes, and validate is the judge."""
+    digits passes, and validate is the judge. A negative exponent takes as many zeros
+    ending the whole part, and no fraction but zeros (`20e-1`)."""
     def mantissa(digits: int) -> str:
         if digits == 0:
             return r"([0-9]+(\.0*)?|\.0+)"
         return rf"([0-9]+(\.[0-9]{{0,{digits}}}0*)?|\.[0-9]{{1,{digits}}}0*)"
 
     forms = [rf"{mantissa(k)}[eE]\+?0*{k}" for k in range(most_digits)]
+    forms += [rf"[0-9]*0{{{k}}}(\.0*)?[eE]-0*{k}" for k in range(1, most_digits)]
     forms.append(rf"{mantissa(most_digits)}[eE]\+?0*([2-9][0-9]|[1-9][0-9]{{2,}})")
     return rf"^\s*[-+]?({'|'.join(forms)})\s*$"
 
@@ -1136,6 +1141,9 @@ def _add_what_the_validators_check(document: dict) -> None:
                 for branch in field.get("anyOf", []):
                     if branch.get("type") == "array" and branch.get("maxItems") == 2:
                         branch["maxItems"] = 1
+    bare = next(branch for branch in definitions["Model"]["properties"]["layers"]["items"]
+                ["anyOf"] if "enum" in branch)  # the names alone need no inputs
+    bare["enum"] = [name for name in bare["enum"] if name not in ("add", "concat")]
     for merge in ("Add", "Concat"):  # inputs: a list of two or more (lower.py's check)
         inputs = definitions[merge]["properties"]["inputs"]
         array = next(branch for branch in inputs.pop("anyOf") if branch.get("type") == "array")

@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from nnrun.cli import main
+from nnrun.compiler.frontend import check, load_spec_data
 from nnrun.compiler.schema import spec_json_schema
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -185,6 +186,11 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     # the user-facing audit: an integer in exponent form that is not whole
     _one_layer({"type": "dense", "units": "1.5e0"}),
     _one_layer({"type": "dense", "units": "1.25e1"}),
+    _one_layer({"type": "dense", "units": "25e-1"}),
+    {"data": {"dataset": "npz", "path": ""}, "model": {"input_shape": [2], "layers": ["flatten"]}},
+    # the schema audit: a merge by its name alone has no inputs (the editor offered it)
+    {"model": {"input_shape": [2], "layers": [{"type": "dense", "units": 2}, "add"]}},
+    {"model": {"input_shape": [2], "layers": [{"type": "dense", "units": 2}, "concat"]}},
     # a merge of one input, or of the previous layer alone (session 44)
     _one_layer({"type": "add", "inputs": ["input"]}),
     _one_layer({"type": "add"}),
@@ -207,8 +213,10 @@ def test_names_validate_takes_the_schema_takes(document):
                                          (2, 16)))
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, -1]}))
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, 2]}))
-    for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3"):  # whole numbers, as text
+    # whole numbers, as text; a negative exponent too (the schema audit: refused by validate)
+    for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3", "20e-1", "200e-2", "20.0e-1"):
         assert validator.is_valid(_one_layer({"type": "dense", "units": units})), units
+        check(load_spec_data(_one_layer({"type": "dense", "units": units})))
     assert validator.is_valid(_one_layer({"type": "flatten", "inputs": ["input"]}))
     for merge in ("add", "concat"):
         assert validator.is_valid(_one_layer({"type": merge, "inputs": ["input", "input"]}))
