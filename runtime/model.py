@@ -378,15 +378,21 @@ def _quiet_arithmetic():
 def as_array(value) -> np.ndarray:
     """A NumPy array of what the API is given: PyTorch's tensors too, those that require grad
     (detached: nnrun computes its own gradients) and bfloat16 ones (as float32, which holds
-    every bfloat16 value), which NumPy cannot take as they are."""
+    every bfloat16 value), which NumPy cannot take as they are; not a masked array's hidden
+    values."""
     if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
+    if np.ma.is_masked(value):  # np.asarray would use the values under the mask
+        raise ValueError("it holds masked values; fill them first (.filled(value)), or leave "
+                         "those samples out")
     return np.asarray(value)
 
 
 def _described(value) -> str:
+    if np.ma.is_masked(value):
+        return "a masked array with masked values (fill them first: .filled(value))"
     try:
         array = as_array(value)
     except (TypeError, ValueError):

@@ -940,3 +940,13 @@ def test_an_override_given_where_load_spec_text_takes_a_name_is_refused():
     from nnrun.compiler.frontend import with_overrides
     raised, said = _error(lambda: with_overrides(str(QUICKSTART), ["seed=1"]))
     assert raised is TypeError and "with_overrides takes a spec as load_spec" in said
+
+
+def test_a_masked_array_with_masked_values_is_refused_not_read_under_its_mask():
+    """The API audit: np.ma arrays were read with the values their mask hides."""
+    model = nnrun.compile(XOR)
+    x = np.ma.masked_array([[0.0, 1.0], [1.0, 1.0]], mask=[[0, 1], [0, 0]])
+    raised, said = _error(lambda: model.forward(model.init_params(), x))
+    assert raised is TypeError and "it holds masked values; fill them first" in said
+    unmasked = np.ma.masked_array([[0.0, 1.0]], mask=False)
+    assert model.forward(model.init_params(), unmasked).shape == (1, 1)
