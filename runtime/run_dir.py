@@ -15,11 +15,13 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import itertools
 import json
 import os
 import re
+import shlex
 import time
 import zipfile
 from contextlib import suppress
@@ -158,6 +160,32 @@ def refuse_a_run_file_as_out(out_path: Path) -> None:
                                 f"copy of a run's {out_path.name}?); choose another --out")
 
 
+def _dangling_link(path: Path) -> str:
+    """What a link that leads nowhere leads to, and the fix: the directory at its end to
+    create, or the loop its links make, which no directory ends."""
+    try:
+        end = Path(os.path.realpath(path, strict=False))
+        path.resolve(strict=True)
+    except RuntimeError:  # Python's "Symlink loop"
+        return "is a symbolic link in a loop of links; remove the loop"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link in a loop of links; remove the loop"
+    link = os.readlink(path)
+    hops = "" if os.path.realpath(os.path.join(path.parent, link)) == os.path.normpath(
+        os.path.join(path.parent, link)) else f", which leads to {end}"
+    return f"is a symbolic link to {link}{hops}, which does not exist; create that directory"
+
+
+def _unlinked(path: Path) -> str:
+    """The fix for a run file that is a link: a copy of what it points to keeps its content."""
+    target = Path(os.path.realpath(path))
+    if target.is_file():
+        return (f"replace it with a copy of {target} (cp --remove-destination "
+                f"{shlex.quote(str(target))} {shlex.quote(str(path))})")
+    return "remove it"
+
+
 class RunDirectory:
     """An open, locked run directory; use as a context manager (the lock ends with it)."""
 
@@ -178,8 +206,7 @@ class RunDirectory:
             raise RunDirectoryError(f"{self.path}: is {what_is_there(self.path)}, not a "
                                     f"directory; choose another {option('--out')}")
         if self.path.is_symlink() and not self.path.exists():
-            raise RunDirectoryError(f"{self.path}: is a symbolic link to {os.readlink(self.path)}"
-                                    ", which does not exist; create that directory, or choose "
+            raise RunDirectoryError(f"{self.path}: {_dangling_link(self.path)}, or choose "
                                     f"another {option('--out')}")
         self.created = not self.path.exists()
         # and the folders above it that did not exist (runs/<name>/): removed with it
@@ -256,8 +283,9 @@ class RunDirectory:
         for name in (*OWNED, LOCK):
             if (self.path / name).is_symlink():
                 raise RunDirectoryError(f"{self.path / name}: is a symbolic link; nnrun writes "
-                                        "only its own files and never through links; remove it "
-                                        "or choose another directory")
+                                        "only its own files and never through links; "
+                                        f"{_unlinked(self.path / name)}, or choose another "
+                                        "directory")
             if (self.path / name).exists() and not (self.path / name).is_file():
                 raise RunDirectoryError(f"{self.path / name}: is not a regular file but "
                                         f"{what_is_there(self.path / name)}; nnrun keeps its "
@@ -355,7 +383,14 @@ class RunDirectory:
     def _lock(self) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         self.lock_made = not self.file(LOCK).exists()
-        descriptor = os.open(self.path / LOCK, flags, 0o666)
+        try:
+            descriptor = os.open(self.path / LOCK, flags, 0o666)
+        except PermissionError:
+            if self.lock_made:  # no file to open: the place refused it (describe_os_error)
+                raise
+            raise RunDirectoryError(f"{self.file(LOCK)}: is not writable, and nnrun locks the "
+                                    "run on it; make it writable (chmod u+w), or remove it "
+                                    "where no nnrun process uses the run") from None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

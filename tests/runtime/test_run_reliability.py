@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -316,6 +317,62 @@ def test_out_on_a_dangling_symbolic_link_says_so(tmp_path, spec):
                                  tmp_path / "run")
     assert f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in line
     assert not (tmp_path / "gone").exists()
+
+
+def test_out_on_a_loop_or_a_chain_of_links_names_what_to_fix(tmp_path, spec):
+    """The crash audit: both were told to create the link's first target, which exists (a
+    link), so mkdir failed."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "loop1", "--quiet"),
+                                 tmp_path / "loop1")
+    assert "is a symbolic link in a loop of links; remove the loop" in line
+    (tmp_path / "chain").symlink_to("hop")
+    (tmp_path / "hop").symlink_to(tmp_path / "nowhere" / "x")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "chain", "--quiet"),
+                                 tmp_path / "chain")
+    assert (f"is a symbolic link to hop, which leads to {tmp_path / 'nowhere' / 'x'}, which does "
+            "not exist; create that directory") in line
+    (tmp_path / "nowhere" / "x").mkdir(parents=True)  # the fix, followed
+    assert_ok(invoke("train", spec, "--out", tmp_path / "chain", "--quiet"))
+
+
+def test_a_run_file_linked_elsewhere_is_told_to_be_replaced_by_a_copy(tmp_path, spec):
+    """The crash audit: "remove it" lost the metrics the link's target holds (the resume was
+    then refused for the epochs it lacked); a copy of the target resumes."""
+    run = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", run, "--quiet", "--epochs", "1"))
+    kept = tmp_path / "elsewhere.jsonl"
+    (run / "metrics.jsonl").rename(kept)
+    (run / "metrics.jsonl").symlink_to(kept)
+    line = assert_one_line_error(invoke("train", run / "spec.yaml", "--resume", run, "--quiet"),
+                                 run / "metrics.jsonl")
+    assert f"replace it with a copy of {kept} (cp --remove-destination {kept} " in line
+    (run / "metrics.jsonl").unlink()
+    shutil.copy(kept, run / "metrics.jsonl")  # the fix, followed
+    assert_ok(invoke("train", run / "spec.yaml", "--resume", run, "--quiet", "--epochs", "2"))
+
+
+def test_a_lock_file_that_is_not_writable_is_told_so(tmp_path, spec, monkeypatch):
+    """The crash audit: a read-only nnrun.lock was told to give "a file you can read, or an
+    output in a directory you can write to", which it was (root reads every file: the open
+    is refused by hand here)."""
+    from nnrun.runtime import run_dir
+
+    run = tmp_path / "run"
+    assert_ok(invoke("train", spec, "--out", run, "--quiet", "--epochs", "1"))
+    real_open = os.open
+
+    def refusing(path, *args, **kwargs):
+        if str(path).endswith(LOCK):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(run_dir.os, "open", refusing)
+    line = assert_one_line_error(invoke("train", run / "spec.yaml", "--resume", run, "--quiet"),
+                                 run / LOCK)
+    assert line.endswith("is not writable, and nnrun locks the run on it; make it writable "
+                         "(chmod u+w), or remove it where no nnrun process uses the run")
 
 
 def test_a_symbolic_link_in_the_run_directory_is_never_written_through(tmp_path, spec):
