@@ -431,6 +431,16 @@ class _ClosedOutput(io.TextIOBase):
                       "/dev/null)", "standard output")
 
 
+def _debug_first(words: list[str]) -> list[str]:
+    """`nnrun train SPEC --debug`, where a command's other options go: the group's flag, as
+    `nnrun --debug train SPEC` gives it (not after `--`, which ends the options)."""
+    end = words.index("--") if "--" in words else len(words)
+    if "--debug" not in words[1:end]:
+        return words
+    return ["--debug", *(word for at, word in enumerate(words)
+                         if not (word == "--debug" and at < end))]
+
+
 class _Commands(click.Group):
     """nnrun's commands. Under an MPI launcher, every rank of `train --distributed` checks the
     command line and the spec before the ranks meet: when they all fail alike, rank 0 alone
@@ -451,11 +461,11 @@ class _Commands(click.Group):
             sys.exit(1)
 
     def _main(self, args=None, **kwargs):
-        words = sys.argv[1:] if args is None else list(args)
+        words = _debug_first(sys.argv[1:] if args is None else list(args))
         if "--distributed" not in words or not _a_further_rank():
-            return super().main(args, **kwargs)
+            return super().main(words, **kwargs)
         try:
-            super().main(args, **{**kwargs, "standalone_mode": False})
+            super().main(words, **{**kwargs, "standalone_mode": False})
         except click.ClickException as error:
             wait_for_rank_0()
             error.show()

@@ -1969,3 +1969,23 @@ def test_a_line_of_control_characters_stays_within_the_longest_line(tmp_path):
     from nnrun.notices import LONGEST_LINE, one_line
 
     assert len(one_line("\x01" * 3000)) <= LONGEST_LINE + 60
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_an_internal_errors_traceback_before_or_after_the_command(
+        tmp_path, monkeypatch, where):
+    """The DESIGN.md audit: `nnrun summary SPEC --debug`, where a command's options go, was a
+    usage error (exit 2); only `nnrun --debug summary SPEC` showed the traceback."""
+    import nnrun.compiler.frontend as frontend
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(frontend, "compile_checked", broken)
+    spec = Path(__file__).resolve().parents[2] / "specs" / "xor-mlp.yaml"
+    args = ["--debug", "summary", spec] if where == "before" else ["summary", spec, "--debug"]
+    result = invoke(*args)
+    assert result.exit_code == 70, result.output
+    assert "Traceback (most recent call last)" in result.output
+    assert "ZeroDivisionError: injected" in result.output
+    assert invoke("summary", spec, "--", "--debug").exit_code == 2  # `--` ends the options
