@@ -592,10 +592,11 @@ def _split_field(problem: _Problem, data: Any) -> tuple[tuple, str | None]:
     about_mapping = problem.error["type"] in _ABOUT_MAPPING or (
         problem.error["type"] in _CUSTOM_TYPES and isinstance(_value_at(data, path), dict)
     )
-    # A layer is its own owner even when it is not a mapping: `- 5` is "model.layers[2]: ...".
-    length = len(path) if about_mapping or _is_layer_path(path) else len(path) - 1
+    # A layer is its own owner even when it is not a mapping: `- 5` is "model.layers[2]: ...";
+    # so are an augmentation and a metric (`- bogus` is "data.augment[0]: ...").
+    length = len(path) if about_mapping or _is_item_path(path) else len(path) - 1
     while length > 0 and not isinstance(_value_at(data, path[:length]), dict):
-        if _is_layer_path(path[:length]):
+        if _is_item_path(path[:length]):
             break
         length -= 1
     if length <= 0 and about_mapping and path:  # `loss: cross_entropi`: a section by its name
@@ -607,6 +608,14 @@ def _split_field(problem: _Problem, data: Any) -> tuple[tuple, str | None]:
 
 def _is_layer_path(path: tuple) -> bool:
     return len(path) == 3 and path[:2] == ("model", "layers") and isinstance(path[2], int)
+
+
+# The lists whose every item is a type of its own, by name or as a mapping.
+_TYPED_LISTS = (("model", "layers"), ("data", "augment"), ("train", "metrics"))
+
+
+def _is_item_path(path: tuple) -> bool:
+    return len(path) == 3 and path[:2] in _TYPED_LISTS and isinstance(path[2], int)
 
 
 def _discriminator(error: dict) -> str:

@@ -736,7 +736,7 @@ def validate(specs, fmt, strict, warn_memory, read_data, overrides) -> None:
             _print_validation(path, diagnostics, summary, bad)
     if fmt == "github":
         all_diagnostics = [replace(d, file=_in_workspace(d.file)) for d in all_diagnostics]
-    if fmt != "text":
+    if fmt == "json" or fmt == "github" and all_diagnostics:  # an annotation a line, or none
         click.echo(format_diagnostics(all_diagnostics, fmt))
     elif len(specs) > 1:
         click.echo(f"{len(specs) - failed} of {len(specs)} specs valid", err=bool(failed))

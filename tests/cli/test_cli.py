@@ -430,6 +430,12 @@ def test_github_annotation_of_a_budget_from_set_has_no_file(tiny):
                                      "raise the budget")
 
 
+def test_github_format_of_a_clean_spec_prints_nothing(tiny):
+    """The DESIGN.md audit: one empty line went to standard output."""
+    result = assert_ok(invoke("validate", "--format", "github", tiny))
+    assert result.stdout == ""
+
+
 def test_github_annotations_name_files_from_the_checkout(tmp_path, monkeypatch):
     """Run from a subdirectory (a workflow's working-directory:), the annotation must still
     name the file as the repository does."""

@@ -519,7 +519,7 @@ def test_real_schema_messages(Spec):
         "spec.yaml:12:28: error: optimizer: 'lr' must be a number > 0, got -1",
         "spec.yaml:12:49: error: optimizer.schedule: unknown schedule 'cosin'; did you mean "
         "'cosine'?",
-        "spec.yaml:13:29: error: train: unknown metric 'top_k'; "
+        "spec.yaml:13:29: error: train.metrics[1]: unknown metric 'top_k'; "
         "expected one of 'accuracy', 'top_k_accuracy', 'mae', 'mse', 'pixel_accuracy', 'mean_iou'",
         "spec.yaml:13:54: error: train.early_stopping: unknown field 'patiense'; did you mean "
         "'patience'?",
