@@ -26,6 +26,7 @@ def check_outputs(spec, lowered) -> None:
     _check_output(spec, lowered)
     _warn_of_squashed_scores(lowered, spec)
     _warn_of_softmax_over_one_value(lowered, spec)
+    _warn_of_one_class(lowered, spec)
     _warn_of_steps_that_stop_learning(lowered, spec)
     _warn_of_unread_layers(lowered, spec)
     _warn_of_an_ignored_class(lowered, spec)
@@ -162,6 +163,24 @@ def _warn_of_softmax_over_one_value(lowered, spec) -> None:
             "softmax over one value is always 1: it passes no gradient back, so neither its "
             f"own layer nor any before it learns; for one output {_one_output_activation(spec)}"
             ", for k classes k outputs (units or filters: k)"))
+
+
+def _warn_of_one_class(lowered, spec) -> None:
+    """cross_entropy over one output (one class): the softmax of one score is 1 whatever it
+    is, so the loss is 0 and passes no gradient, and nothing learns (a named dataset of more
+    classes is an error, said before; a file's labels are checked against the outputs when
+    it loads, runtime/data_fit.py)."""
+    if spec.loss.type != "cross_entropy" or lowered.logits.type.shape[1] != 1:
+        return
+    if spec.data is not None and DATASETS[spec.data.dataset].user_file:
+        return
+    lowered.builder.warnings.append(CompileWarning(
+        lowered.output_origin,
+        f"cross_entropy over 1 output{' channel' if lowered.logits.type.rank > 2 else ''} is "
+        "over one class: its softmax is 1 whatever the score, "
+        "so the loss is 0 for every sample and nothing learns; give one output per class "
+        f"({output_count_fix(spec, lowered, 2)} for two), or for one output use "
+        "binary_cross_entropy"))
 
 
 def _one_output_activation(spec) -> str:

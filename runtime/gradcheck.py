@@ -127,7 +127,9 @@ def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]
     x = rng.standard_normal((batch, *shape))
     logits = model.lowered.logits.type.shape[1:]
     if model.spec.loss.type in schema.CLASS_LABEL_LOSSES:  # a label per position
-        return x, rng.integers(0, max(logits[0], 2), (batch, *logits[1:]))
+        # one output under perceptron reads classes 0 and 1; under cross_entropy, one class
+        classes = max(logits[0], 2) if model.spec.loss.type == "perceptron" else logits[0]
+        return x, rng.integers(0, classes, (batch, *logits[1:]))
     if model.spec.loss.type == "binary_cross_entropy":
         return x, rng.integers(0, 2, (batch, *logits)).astype(np.float64)
     return x, rng.standard_normal((batch, *logits))

@@ -312,7 +312,7 @@ def test_model_init_from_that_the_layers_own_values_wholly_replace_is_warned(tmp
     which take precedence, without a word (the course's 2-2-1 example)."""
     np.savez(tmp_path / "last.npz", **{"params/dense_1.weight": np.ones((2, 3)),
                                         "params/dense_2.weight": np.ones((3, 1))})
-    listed = SPEC.replace("[2]\n", "[2]\n  init_from: last.npz\n").replace(
+    listed = (SPEC + "loss: mse\n").replace("[2]\n", "[2]\n  init_from: last.npz\n").replace(
         "sigmoid}", "sigmoid,\n       weights: [[1, 2, 3], [4, 5, 6]], bias: [0, 0, 0]}").replace(
         "units: 1}", "units: 1, weights: [[1], [2], [3]], use_bias: false}")
     result = validate(tmp_path, listed)
