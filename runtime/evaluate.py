@@ -208,6 +208,8 @@ def _best_of_another_epoch(run_dir: Path) -> str | None:
         best = ckpt.checkpoint_meta(run_dir / "best.npz")
     except (OSError, ckpt.CheckpointError):
         return None
+    if best.get("spec_hash") != last.get("spec_hash"):  # another run's: loading it says so
+        return None
     if not ckpt.best_left_behind(last, best):
         return None
     return (f"it holds epoch {best.get('epoch')}, while last.npz records its own epoch "

@@ -192,6 +192,24 @@ main()
 """
 
 
+def test_a_best_npz_of_another_runs_spec_is_refused_not_blamed_on_a_kill(tmp_path, spec):
+    """The closed-issues audit: a best.npz copied from another run was told "the run stopped
+    between the two writes", and eval scored last.npz, exit 0."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    assert_ok(invoke("train", spec, "--out", ours, "--quiet", "--epochs", "1"))
+    other = tmp_path / "other.yaml"
+    other.write_text(spec.read_text().replace("units: 4", "units: 5"))
+    assert_ok(invoke("train", other, "--out", theirs, "--quiet", "--epochs", "8"))
+    # as a kill between an epoch's two writes leaves them: last.npz's own epoch the best
+    assert load_checkpoint(theirs / "best.npz")[1]["epoch"] != 1
+    (ours / "best.npz").write_bytes((theirs / "best.npz").read_bytes())
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 2)))
+    for command in (["eval", ours], ["predict", ours, tmp_path / "x.npz", "--out",
+                                     tmp_path / "y.npy"]):
+        line = assert_one_line_error(invoke(*command), ours / "best.npz")
+        assert "checkpoint was written for another spec" in line
+
+
 def test_a_kill_between_the_two_checkpoints_of_an_epoch_leaves_best_npz_of_its_epoch(tmp_path,
                                                                                      spec):
     """The run-directory audit: killed between the writes of best.npz and last.npz of epoch
