@@ -1793,6 +1793,12 @@ def test_layers_that_start_at_zero_and_never_get_a_gradient_are_warned(init, lay
                          "xavier_uniform"], warnings
         assert not [m for m in warnings if "equal weights" in m]  # said more exactly
     # what the warning says, by gradient descent: three steps move the layer or they do not
+    params = _three_sgd_steps(text)
+    assert (not params[f"{layer}.weight"].any()) == (frozen is not None)
+
+
+def _three_sgd_steps(text: str) -> dict:
+    """The parameters after three steps of gradient descent on a random batch."""
     model = nnrun.compile(load_spec_text(text, FILE))
     params = model.init_params(seed=0)
     rng = np.random.default_rng(0)
@@ -1800,7 +1806,7 @@ def test_layers_that_start_at_zero_and_never_get_a_gradient_are_warned(init, lay
     for _ in range(3):
         _, grads = model.loss_and_grads(params, x, y)
         params = {name: value - 0.1 * grads.get(name, 0) for name, value in params.items()}
-    assert (not params[f"{layer}.weight"].any()) == (frozen is not None)
+    return params
 
 
 @pytest.mark.parametrize("layers, frozen", [
@@ -1833,13 +1839,7 @@ def test_zeros_are_followed_through_adds_and_weights_of_any_values(layers, froze
     assert [m.split(" starts at 0")[0] for m in warnings] == list(frozen), warnings
     for message, why in zip(warnings, frozen.values()):
         assert f"no gradient gets past {why} to it" in message
-    model = nnrun.compile(load_spec_text(text, FILE))
-    params = model.init_params(seed=0)
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 1))
-    for _ in range(3):
-        _, grads = model.loss_and_grads(params, x, y)
-        params = {name: value - 0.1 * grads.get(name, 0) for name, value in params.items()}
+    params = _three_sgd_steps(text)
     assert not any(params[f"{name}.weight"].any() or params[f"{name}.bias"].any()
                    for name in frozen)
     if not frozen:  # a moves
