@@ -199,6 +199,21 @@ def test_pixels_moved_in_from_outside_hold_the_background(augmentation):
     assert not np.array_equal(moved, dotted)  # it did move
 
 
+@pytest.mark.parametrize("augmentation", MOVING[:2], ids=[a["type"] for a in MOVING[:2]])
+def test_pixels_that_move_keep_their_values_beside_a_far_background(augmentation):
+    """The augmentation audit: x - background + background in float32 rounded every pixel
+    to the background's scale (0.031 for a background of -1e6): each moved pixel is one of
+    the sample's, exactly, and each one brought in is the background."""
+    background = np.array([-1e6, 3.0], np.float32).reshape(1, 2, 1, 1)
+    x = np.random.default_rng(0).standard_normal((16, 2, 6, 6)).astype(np.float32)
+    moved = augment_batch(x, [augmentation], np.random.default_rng(1), background)
+    for sample, out in zip(x, moved):
+        for channel in range(2):
+            kept = np.isin(out[channel], sample[channel])
+            assert (kept | (out[channel] == background[0, channel])).all()
+            assert kept.sum() >= 4 * 4  # a move of at most 2 keeps a 4x4 of the 6x6
+
+
 def test_the_background_is_a_raw_zero_after_preprocessing():
     spec = nnrun.load_spec_text("data: {dataset: digits, normalize: standard}\n"
                                 "model: {layers: [{type: flatten}, {type: dense, units: 10}]}\n")
