@@ -1233,7 +1233,10 @@ def _type_as_key(value: Any, union: Any, discriminator: str) -> str:
         if first is None or isinstance(fields, list):
             return ""
         fields = {first: fields}
-    inner = "".join(f", {field}: {_flow(setting)}" for field, setting in (fields or {}).items())
+    fields = dict(fields or {})
+    if fields.pop(discriminator, key.lower()) != key.lower():  # two types: which is meant?
+        return ""
+    inner = "".join(f", {field}: {_flow(setting)}" for field, setting in fields.items())
     return (f"; the {discriminator} is written as a key of its fields: write "
             f"{{{discriminator}: {key.lower()}{inner}}}")
 

@@ -1242,10 +1242,9 @@ def override_list(overrides) -> list[str]:
 
 
 def _override_value(value) -> str:
-    """A Python value as `--set` takes it: a string as written (`adam`), anything else in
-    JSON, which YAML reads (NumPy's numbers and arrays as Python's)."""
-    if isinstance(value, str):
-        return value
+    """A Python value as `--set` takes it, in JSON, which YAML reads as that value: a string
+    stays the string (`"run #2"`, not YAML's `run` before a comment), as it does inside a
+    dict; NumPy's numbers and arrays as Python's."""
     return json.dumps(value, default=lambda item: item.tolist() if hasattr(item, "tolist")
                       else str(item))
 

@@ -173,14 +173,18 @@ def _warn_of_one_class(lowered, spec) -> None:
     if spec.loss.type != "cross_entropy" or lowered.logits.type.shape[1] != 1:
         return
     if spec.data is not None and DATASETS[spec.data.dataset].user_file:
-        return
-    lowered.builder.warnings.append(CompileWarning(
-        lowered.output_origin,
-        f"cross_entropy over 1 output{' channel' if lowered.logits.type.rank > 2 else ''} is "
-        "over one class: its softmax is 1 whatever the score, "
-        "so the loss is 0 for every sample and nothing learns; give one output per class "
-        f"({output_count_fix(spec, lowered, 2)} for two), or for one output use "
-        "binary_cross_entropy"))
+        return  # said when the file loads, if its labels fit the output (runtime/data_fit.py)
+    lowered.builder.warnings.append(CompileWarning(lowered.output_origin,
+                                                   one_class_message(spec, lowered)))
+
+
+def one_class_message(spec, lowered) -> str:
+    """What a cross_entropy output of one class does, and the fix."""
+    return (f"cross_entropy over 1 output{' channel' if lowered.logits.type.rank > 2 else ''} "
+            "is over one class: its softmax is 1 whatever the score, so the loss is 0 for every "
+            f"sample and nothing learns; give one output per class "
+            f"({output_count_fix(spec, lowered, 2)} for two), or for one output use "
+            "binary_cross_entropy")
 
 
 def _one_output_activation(spec) -> str:

@@ -1091,7 +1091,8 @@ def _whole_exponent_pattern(most_digits: int = 20) -> str:
             return r"([0-9]+(\.0*)?|\.0+)"
         return rf"([0-9]+(\.[0-9]{{0,{digits}}}0*)?|\.[0-9]{{1,{digits}}}0*)"
 
-    forms = [rf"{mantissa(k)}[eE]\+?0*{k}" for k in range(most_digits)]
+    signs = ["[-+]?", *[r"\+?"] * (most_digits - 1)]  # e-0 is e0
+    forms = [rf"{mantissa(k)}[eE]{signs[k]}0*{k}" for k in range(most_digits)]
     forms += [rf"[0-9]*0{{{k}}}(\.0*)?[eE]-0*{k}" for k in range(1, most_digits)]
     forms.append(rf"{mantissa(most_digits)}[eE]\+?0*([2-9][0-9]|[1-9][0-9]{{2,}})")
     return rf"^\s*[-+]?({'|'.join(forms)})\s*$"

@@ -431,14 +431,32 @@ class _ClosedOutput(io.TextIOBase):
                       "/dev/null)", "standard output")
 
 
-def _debug_first(words: list[str]) -> list[str]:
+def _debug_first(group: click.Group, words: list[str]) -> list[str]:
     """`nnrun train SPEC --debug`, where a command's other options go: the group's flag, as
-    `nnrun --debug train SPEC` gives it (not after `--`, which ends the options)."""
+    `nnrun --debug train SPEC` gives it; not after `--`, which ends the options, nor as the
+    value of an option that takes one (`--out --debug` names a directory)."""
     end = words.index("--") if "--" in words else len(words)
-    if "--debug" not in words[1:end]:
+    valued = _options_taking_values(group, words)
+    moved = [at for at in range(1, end) if words[at] == "--debug"
+             and words[at - 1] not in valued]
+    if not moved:
         return words
-    return ["--debug", *(word for at, word in enumerate(words)
-                         if not (word == "--debug" and at < end))]
+    return ["--debug", *(word for at, word in enumerate(words) if at not in moved)]
+
+
+def _options_taking_values(group: click.Group, words: list[str]) -> set[str]:
+    """The names of the options that take a value, of the command (or subcommand) `words`
+    name."""
+    command, names = group, set()
+    for word in words:
+        if not isinstance(command, click.Group) or word.startswith("-"):
+            continue
+        command = command.commands.get(word)
+        if command is None:
+            break
+        names |= {name for param in command.params if isinstance(param, click.Option)
+                  and not param.is_flag for name in param.opts}
+    return names
 
 
 class _Commands(click.Group):
@@ -461,7 +479,7 @@ class _Commands(click.Group):
             sys.exit(1)
 
     def _main(self, args=None, **kwargs):
-        words = _debug_first(sys.argv[1:] if args is None else list(args))
+        words = _debug_first(self, sys.argv[1:] if args is None else list(args))
         if "--distributed" not in words or not _a_further_rank():
             return super().main(words, **kwargs)
         try:

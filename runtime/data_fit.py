@@ -17,9 +17,9 @@ from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.initial_values import npz_shapes_or_none
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.output_checks import (BINARY_ALTERNATIVE, class_scores_fix,
-                                          cross_entropy_setting, one_score_per_position,
-                                          output_count_fix, positions_fix,
-                                          two_classes_per_position)
+                                          cross_entropy_setting, one_class_message,
+                                          one_score_per_position, output_count_fix,
+                                          positions_fix, two_classes_per_position)
 from nnrun.notices import warn
 
 from .data.errors import DataError
@@ -135,6 +135,8 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
         _warn_of_numbers(spec, model.lowered, where, labels, task_for_model(spec, model, data))
     if training and task_for_model(spec, model, data) == "regression":  # whole numbers too
         _warn_of_target_scale(data.train.y, where)
+    if training and spec.loss.type == "cross_entropy" and outputs[0] == 1:  # labels all 0
+        warn(f"{where}: {one_class_message(spec, model.lowered)}")
 
 
 def _naming_a_held_out_split(spec, data, labels: np.ndarray, where: str, check) -> None:

@@ -83,6 +83,8 @@ def predicted_labels(logits, prediction, loss: str | None, xp=np):
     is such a label of its own (several labels a sample): [B, K]."""
     if logits.shape[1] == 1 and loss == "perceptron":
         return (logits[:, 0] >= 0).astype(xp.int64)  # the threshold unit's class
+    if loss == "cross_entropy":  # one output too: one class, 0 (its softmax is 1)
+        return logits.argmax(axis=1)
     if logits.shape[1] == 1:
         return (compared_outputs(loss, logits, prediction, xp)[:, 0] > 0.5).astype(xp.int64)
     if loss == "binary_cross_entropy":  # several 0/1 labels a sample (multi-label): each one

@@ -380,14 +380,20 @@ def as_array(value) -> np.ndarray:
     (detached: nnrun computes its own gradients) and bfloat16 ones (as float32, which holds
     every bfloat16 value), which NumPy cannot take as they are; not a masked array's hidden
     values."""
-    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
-        value = value.detach().cpu()
+    if _is_torch(value):
+        value = value.detach().cpu().resolve_conj().resolve_neg()  # views NumPy cannot read
         if str(value.dtype) == "torch.bfloat16":
             value = value.float()
+    elif isinstance(value, (list, tuple)) and any(map(_is_torch, value)):  # rows of tensors
+        value = [as_array(row) for row in value]
     if np.ma.is_masked(value):  # np.asarray would use the values under the mask
         raise ValueError("it holds masked values; fill them first (.filled(value)), or leave "
                          "those samples out")
     return np.asarray(value)
+
+
+def _is_torch(value) -> bool:
+    return type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach")
 
 
 def _described(value) -> str:

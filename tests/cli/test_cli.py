@@ -1995,3 +1995,8 @@ def test_debug_shows_an_internal_errors_traceback_before_or_after_the_command(
     assert "Traceback (most recent call last)" in result.output
     assert "ZeroDivisionError: injected" in result.output
     assert invoke("summary", spec, "--", "--debug").exit_code == 2  # `--` ends the options
+    from nnrun.cli import _debug_first, main
+
+    as_value = ["train", "s.yaml", "--out", "--debug", "--epochs", "1"]  # a directory's name
+    assert _debug_first(main, as_value) == as_value
+    assert _debug_first(main, ["data", "preview", "s.yaml", "--debug"])[0] == "--debug"

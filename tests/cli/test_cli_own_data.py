@@ -2066,3 +2066,18 @@ def test_a_file_of_the_other_kind_is_told_the_dataset_to_set(tmp_path):
         spec.write_text(fixed)
         assert invoke("train", spec, "--out", tmp_path / f"{kind}-fixed", "--quiet"
                       ).exit_code == 0
+
+
+def test_cross_entropy_over_one_output_on_labels_that_fit_it_is_warned_and_scored_as_class_0(
+        tmp_path):
+    """The review: an npz of labels all 0 under cross_entropy with one output passed without
+    a word (the loss is 0 and nothing learns), and accuracy read the output as a sigmoid's
+    (class 1, always): 0.0."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((32, 3)).astype("f4"), y=np.zeros(32, int))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel:\n  layers: "
+                 "[{type: dense, units: 1}]\ntrain: {epochs: 1, batch_size: 16}\n")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    assert "cross_entropy over 1 output is over one class" in result.stderr
+    metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics["train_accuracy"] == 1.0

@@ -267,7 +267,8 @@ def test_a_type_written_as_the_key_of_its_fields_is_told_the_mapping_meant(Spec)
     nest a type's fields so) was told only that `type` is missing."""
     text = ("data:\n  augment:\n    - random_shift: {max_shift: 2}\n    - Random_Flip:\n"
             "        axis: horizontal\nmodel:\n  layers:\n    - dense: 64\n"
-            "    - conv2d: {filters: 4, kernel_size: [3, 3]}\noptimizer: {adam: {lr: 0.01}}\n")
+            "    - conv2d: {filters: 4, kernel_size: [3, 3]}\noptimizer: {adam: {lr: 0.01}}\n"
+            "loss: {mse: {type: mse}}\n")  # its own type beside: not written twice (the review)
     keyed = "missing required field 'type'; the type is written as a key of its fields: write"
     assert formatted(text, schema=Spec) == [
         f"spec.yaml:3:7: error: data.augment[0]: {keyed} {{type: random_shift, max_shift: 2}}",
@@ -276,6 +277,7 @@ def test_a_type_written_as_the_key_of_its_fields_is_told_the_mapping_meant(Spec)
         f"spec.yaml:9:7: error: model.layers[1]: {keyed} {{type: conv2d, filters: 4, "
         "kernel_size: [3, 3]}",
         f"spec.yaml:10:12: error: optimizer: {keyed} {{type: adam, lr: 0.01}}",
+        f"spec.yaml:11:7: error: loss: {keyed} {{type: mse}}",
     ]
 
 

@@ -214,7 +214,8 @@ def test_names_validate_takes_the_schema_takes(document):
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, -1]}))
     assert validator.is_valid(_one_layer({"type": "reshape", "shape": [2, 2]}))
     # whole numbers, as text; a negative exponent too (the schema audit: refused by validate)
-    for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3", "20e-1", "200e-2", "20.0e-1"):
+    for units in ("1e1", "1.5e1", ".25e2", "1.50e1", "2.0E+3", "20e-1", "200e-2", "20.0e-1",
+                  "10e-0"):
         assert validator.is_valid(_one_layer({"type": "dense", "units": units})), units
         check(load_spec_data(_one_layer({"type": "dense", "units": units})))
     assert validator.is_valid(_one_layer({"type": "flatten", "inputs": ["input"]}))

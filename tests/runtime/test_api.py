@@ -326,7 +326,9 @@ def test_one_override_may_be_given_as_a_string():
 def test_overrides_may_be_a_mapping_of_paths_to_python_values():
     spec = nnrun.compile(XOR, overrides={
         "seed": np.int64(3), "optimizer": {"type": "adam", "lr": 0.001},
-        "model.layers[0].activation": "tanh", "train.metrics": ["accuracy", "mse"]}).spec
+        "model.layers[0].activation": "tanh", "train.metrics": ["accuracy", "mse"],
+        "name": "run #2"}).spec  # a string is the string, not YAML's `run` and a comment
+    assert spec.name == "run #2"
     assert spec.seed == 3 and spec.optimizer.type == "adam" and spec.optimizer.lr == 0.001
     assert spec.model.layers[0].activation.type == "tanh"
     assert [metric.type for metric in spec.train.metrics] == ["accuracy", "mse"]
@@ -911,6 +913,8 @@ def test_torch_tensors_that_require_grad_or_are_bfloat16_are_taken_as_arrays():
     as_tensors = {name: torch.tensor(value, requires_grad=True) for name, value in params.items()}
     np.testing.assert_array_equal(model.forward(as_tensors, torch.tensor(x, requires_grad=True)),
                                   expected)
+    rows = [torch.tensor(row, requires_grad=True) for row in x]  # a list of them (the review)
+    np.testing.assert_array_equal(model.forward(params, rows), expected)
     halves = torch.tensor(x, dtype=torch.bfloat16)  # 0 and 1 are exact in bfloat16
     np.testing.assert_array_equal(model.forward(params, halves), expected)
     loss, _ = model.loss_and_grads(params, x, torch.tensor([[1.0], [0.0]], requires_grad=True))
