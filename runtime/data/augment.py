@@ -153,7 +153,7 @@ def augment_batch(x: np.ndarray, augment_specs: Any, rng: np.random.Generator,
         kind = field(spec, "type")
         if kind not in AUGMENTATIONS:
             raise DataError(f"unknown augmentation {kind!r}; known: {', '.join(AUGMENTATIONS)}")
-        if kind in FILLING and background.any():  # in float64: the pixels it keeps are x's
+        if kind in FILLING and background.any():  # in float64: float32 pixels it keeps are x's
             wide = background.astype(np.float64)
             moved = AUGMENTATIONS[kind](x.astype(np.float64) - wide, spec, rng)
             x = (moved + wide).astype(x.dtype)
