@@ -218,7 +218,7 @@ def _plain_copy(data: Mapping) -> dict:
         number = _as_number(value)
         if number is not None:
             return number
-        refused.append((where, _cannot_hold(_kind(value))))
+        refused.append((where, _unheld(value)))
         return value
 
     plain = copied(data, "")
@@ -226,6 +226,16 @@ def _plain_copy(data: Mapping) -> dict:
         raise SpecError([Diagnostic("<spec>", 1, 1, "error", where, message)
                          for where, message in refused])
     return plain
+
+
+def _unheld(value) -> str:
+    """Why a value is refused: complex numbers (NumPy's or PyTorch's arrays, whose real ones
+    a spec takes) are told their next step."""
+    dtype = getattr(value, "dtype", type(value).__name__)
+    if "complex" in str(dtype):
+        return (f"complex numbers ({dtype}), which a spec cannot hold; give their real parts "
+                "(.real)")
+    return _cannot_hold(_kind(value))
 
 
 def _cannot_hold(what: str) -> str:

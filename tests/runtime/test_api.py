@@ -77,6 +77,8 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
     with pytest.raises(nnrun.SpecError) as refused:
         nnrun.compile(given)
     assert [d.where for d in refused.value.diagnostics] == ["model.layers[0].weights"]
+    assert refused.value.diagnostics[0].message == (  # the review: told no next step
+        "complex numbers (complex128), which a spec cannot hold; give their real parts (.real)")
     # two refusals of one kind, at two places: both said (Python data has no lines to tell them)
     twice = spec("n", -3)
     twice["model"]["layers"].append({"type": "dense", "units": -3})
