@@ -162,10 +162,8 @@ def _symmetry_warnings(spec, frozen: set[str]) -> list[tuple[Origin, str]]:
     do not train at all (frozen_at_zero), said so by a warning of their own."""
     if spec.model.init_from or spec.train.pruning:  # other values; pruning picks among equals
         return []
-    layers = spec.model.layers
-    names = default_layer_names(layers)
-    reads = dict(zip(names, layer_inputs(layers)))
-    at = {name: index for index, name in enumerate(names)}
+    graph = _LayerGraph(spec.model.layers)
+    layers, names, reads, at = graph.layers, graph.names, graph.reads, graph.at
 
     def weights_equal(layer) -> bool:  # a random padding differs from channel to channel
         return (_initial_weights(spec, layer) in CONSTANT_INITS
@@ -260,19 +258,28 @@ def frozen_at_zero(spec) -> dict[str, str]:
     return frozen
 
 
-class _ZeroFlow:
-    """A model's layers as frozen_at_zero follows zeros forward and gradients back."""
+class _LayerGraph:
+    """A model's layers by name: where each is, what it reads, what reads it, and which lie on
+    the way to the model's output."""
 
-    def __init__(self, spec):
-        self.spec, self.layers = spec, spec.model.layers
-        self.names = default_layer_names(self.layers)
+    def __init__(self, layers):
+        self.layers = layers
+        self.names = default_layer_names(layers)
         self.at = {name: index for index, name in enumerate(self.names)}
-        self.reads = dict(zip(self.names, layer_inputs(self.layers)))
+        self.reads = dict(zip(self.names, layer_inputs(layers)))
         self.readers: dict[str, list[str]] = {name: [] for name in self.names}
         for name, sources in self.reads.items():
             for source in sources:
                 self.readers.setdefault(source, []).append(name)
-        self.on_the_way = layers_read_by(self.reads, self.names[-1])  # to the model's output
+        self.on_the_way = layers_read_by(self.reads, self.names[-1])
+
+
+class _ZeroFlow(_LayerGraph):
+    """A model's layers as frozen_at_zero follows zeros forward and gradients back."""
+
+    def __init__(self, spec):
+        super().__init__(spec.model.layers)
+        self.spec = spec
 
     @staticmethod
     def own(layer) -> str:
@@ -756,8 +763,16 @@ def _out_of_view_errors(kind: str, field: str, move: int, sample_shape: list[int
 
 
 def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Origin, str]]:
-    if crop.size is None:  # the samples' own: crops move by up to padding
-        return _out_of_view_errors("random_crop", "padding", crop.padding, sample_shape, origin)
+    """A size other than the samples' own, else a padding (how far crops move) that can leave
+    nothing in view."""
+    return (_crop_size_errors(crop, sample_shape, origin)
+            or _out_of_view_errors("random_crop", "padding", crop.padding, sample_shape, origin))
+
+
+def _crop_size_errors(crop, sample_shape: list[int],
+                      origin: Origin) -> list[tuple[Origin, str]]:
+    if crop.size is None:  # the samples' own
+        return []
     spatial = list(sample_shape[1:])
     size = as_tuple(crop.size, len(spatial))
     if len(size) != len(spatial):
@@ -778,7 +793,7 @@ def _crop_errors(crop, sample_shape: list[int], origin: Origin) -> list[tuple[Or
                  f"{'x'.join(map(str, spatial))} test samples; use size "
                  f"{spatial[0] if len(set(spatial)) == 1 else spatial} (or leave it out) and "
                  "let padding set how far crops move")]
-    return _out_of_view_errors("random_crop", "padding", crop.padding, sample_shape, origin)
+    return []
 
 
 def _has_label_maps(spec) -> bool:

@@ -306,7 +306,7 @@ KEY_PROBLEMS = ("mapping values are not allowed here", "could not find expected 
 NEXT_KEY_PROBLEMS = ("expected <block end>", "expected '<document start>'")
 _SPACES = LOOKALIKE_SPACES
 _COLONS = "\uff1a\u2236"  # a full-width colon, a ratio sign
-_LOOKALIKE_NAMES = {"\u00a0": "a no-break space (U+00A0)", "\u3000": "an ideographic space (U+3000)",
+_LOOKALIKE_NAMES = {**{space: character_name(space) for space in _SPACES},
                     "\uff1a": "a full-width colon (U+FF1A)", "\u2236": "a ratio sign (U+2236)"}
 _BREAK_NAMES = {"\u2028": "a line separator (U+2028)", "\u2029": "a paragraph separator (U+2029)",
                 "\x85": "a next-line character (U+0085)"}

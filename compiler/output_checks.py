@@ -182,7 +182,7 @@ def one_class_message(spec, lowered) -> str:
     """What a cross_entropy output of one class does, and the fix."""
     return (f"cross_entropy over 1 output{' channel' if lowered.logits.type.rank > 2 else ''} "
             "is over one class: its softmax is 1 whatever the score, so the loss is 0 for every "
-            f"sample and nothing learns; give one output per class "
+            "sample and nothing learns; give one output per class "
             f"({output_count_fix(spec, lowered, 2)} for two), or for one output use "
             "binary_cross_entropy")
 

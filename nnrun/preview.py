@@ -59,26 +59,24 @@ class Grid:
 
 
 def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
-    from nnrun.compiler.checks import SPATIAL_AUGMENTATIONS
-    from nnrun.runtime.data import augment_batch, load_dataset
-    from nnrun.runtime.data_fit import check_augmentations
-    from nnrun.runtime.train import check_before_training
+    """The training data as train prepares it, and draws of its augmentations: what train
+    refuses (moves that an npz's label maps would miss, augmentations that cannot apply) is
+    not previewed, and its warnings are train's to say."""
+    from nnrun.notices import collected
+    from nnrun.runtime.data import augment_batch
+    from nnrun.runtime.train import Trainer, no_data_section
 
     spec = source.spec
     if spec.data is None:
-        from nnrun.runtime.train import no_data_section
-
         raise no_data_section(source, "a preview needs")
     seed = spec.seed if seed is None else seed
-    data = load_dataset(spec.data, spec_dir=source.directory, seed=spec.seed, dtype=spec.dtype,
-                        loss=spec.loss)
-    check_augmentations(source, data.input_shape)  # what train refuses is not previewed
-    if any(a.type in SPATIAL_AUGMENTATIONS for a in spec.data.augment):
-        check_before_training(source)  # also moves that maps of the file's labels would miss
+    with collected():
+        trainer = Trainer(source, "numpy", memory_checked=False)
+    train = trainer.data.train
     rng = np.random.default_rng([seed, 0])
-    chosen = rng.choice(len(data.train.x), size=min(samples, len(data.train.x)), replace=False)
-    x, y = data.train.x[chosen], data.train.y[chosen]
-    drawn = np.stack([augment_batch(x, spec.data.augment, rng, data.background())
+    chosen = rng.choice(len(train.x), size=min(samples, len(train.x)), replace=False)
+    x, y = train.x[chosen], train.y[chosen]
+    drawn = np.stack([augment_batch(x, spec.data.augment, rng, trainer.augment_background)
                       for _ in range(draws)])
     return Grid(x, y, drawn)
 

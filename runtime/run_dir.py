@@ -164,16 +164,13 @@ def _dangling_link(path: Path) -> str:
     """What a link that leads nowhere leads to, and the fix: the directory at its end to
     create, or the loop its links make, which no directory ends."""
     try:
-        end = Path(os.path.realpath(path, strict=False))
         path.resolve(strict=True)
-    except RuntimeError:  # Python's "Symlink loop"
-        return "is a symbolic link in a loop of links; remove the loop"
-    except OSError as error:
-        if error.errno == errno.ELOOP:
+    except (RuntimeError, OSError) as error:  # RuntimeError: Python's "Symlink loop"
+        if isinstance(error, RuntimeError) or error.errno == errno.ELOOP:
             return "is a symbolic link in a loop of links; remove the loop"
-    link = os.readlink(path)
-    hops = "" if os.path.realpath(os.path.join(path.parent, link)) == os.path.normpath(
-        os.path.join(path.parent, link)) else f", which leads to {end}"
+    link, end = os.readlink(path), os.path.realpath(path)
+    hops = "" if end == os.path.normpath(os.path.join(path.parent, link)) else \
+        f", which leads to {end}"
     return f"is a symbolic link to {link}{hops}, which does not exist; create that directory"
 
 

@@ -363,8 +363,12 @@ def _refuse_another_optimizers_state(path: Path, names: dict, expected: dict,
     if other:
         raise TraceError(f"{path}: keeps the state of another optimizer than the spec's "
                          f"{optimizer} ({', '.join(other[:2])}{', ...' * (len(other) > 2)}): "
-                         "the run trained with another optimizer; trace with the run's (its "
-                         "spec.yaml), or from a file of the parameters alone")
+                         f"{_ANOTHER_OPTIMIZER}")
+
+
+# What a checkpoint of another optimizer's state is, and how a trace goes on from it.
+_ANOTHER_OPTIMIZER = ("the run trained with another optimizer; trace with the run's (its "
+                      "spec.yaml), or from a file of the parameters alone")
 
 
 def _velocity_added(name: str, names: dict) -> bool:
@@ -408,8 +412,7 @@ def read_weights(path: Path, headers: dict, trainer: Trainer) -> tuple[dict, dic
                if name not in names and not _velocity_added(name, names)]
     if missing and not unknown and all(name.startswith("opt/") for name in missing):
         raise TraceError(f"{path}: keeps no {trainer.spec.optimizer.type} state (missing "
-                         f"{', '.join(missing)}): the run trained with another optimizer; trace "
-                         "with the run's (its spec.yaml), or from a file of the parameters alone")
+                         f"{', '.join(missing)}): {_ANOTHER_OPTIMIZER}")
     if unknown or missing:
         problems = ([f"unknown arrays {', '.join(unknown)}"] if unknown else []) + \
                    ([f"missing {', '.join(missing)}"] if missing else [])

@@ -47,7 +47,7 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
     regression = getattr(loss, "type", None) in REGRESSION_LOSSES
     try:
         return _load(data_spec, Path(spec_dir), seed, dtype, preprocessing, sample_shape,
-                     (ignore_index, regression), where, inputs_of)
+                     ignore_index, regression, where, inputs_of)
     except MemoryError:  # past the checks of the declared sizes: temporaries, other processes
         raise DataError(f"{where}: out of memory while loading the data and making its copies "
                         "in the model's dtype; use fewer samples, or run where more memory is "
@@ -56,10 +56,10 @@ def load_dataset(data_spec: Any, *, spec_dir: Path, seed: int, dtype: str = "flo
 
 def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
           preprocessing: Preprocessing | None, sample_shape: tuple | None,
-          targets: tuple[int | None, bool], where: str, inputs_of: tuple[str, ...]) -> Dataset:
-    """`targets`: the loss's ignore_index, and whether it regresses (load_raw)."""
-    raw = load_raw(data_spec, spec_dir, *targets)
-    ignore_index = targets[0]
+          ignore_index: int | None, regression: bool, where: str,
+          inputs_of: tuple[str, ...]) -> Dataset:
+    """`regression`: whether the loss is mse, mae or huber (load_raw)."""
+    raw = load_raw(data_spec, spec_dir, ignore_index, regression)
     if sample_shape is not None and tuple(raw.x_train.shape[1:]) != tuple(sample_shape):
         raise DataError(f"{where}: samples have shape {list(raw.x_train.shape[1:])}, the run was "
                         f"trained on {list(sample_shape)}; the file has changed since training "
@@ -132,9 +132,9 @@ def _check_finite(whose: str, split: Split, raw: Split, stored: Path | None,
                   numbers: np.ndarray | None, npz: bool) -> None:
     """`numbers`: each sample's number in the training data (an npz's x and y), where the split
     was carved from it."""
-    arrays = ("x", "y") if npz else ("the training data", "the training data")
+    x_array, y_array = ("x", "y") if npz else ("the training data",) * 2
     x_numbers, y_numbers = ((None, None) if numbers is None else
-                            ((arrays[0], numbers), (arrays[1], numbers)))
+                            ((x_array, numbers), (y_array, numbers)))
     x_problem = not_finite_problem(split.x, numbers=x_numbers)
     problem = x_problem or (not_finite_problem(split.y, "targets", numbers=y_numbers)
                             if split.y.dtype.kind == "f" else None)
