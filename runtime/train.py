@@ -1000,8 +1000,22 @@ class Trainer:
             return
         if not self.said_loss_rose and loss > 10 * self.first_loss and loss > self.first_loss + 1:
             warn(f"train_loss rose from {self.first_loss:.4g} at the first step to {loss:.4g} "
-                 f"in epoch {epoch}: the updates overshoot; lower optimizer.lr ({lr:g} now)")
+                 f"in epoch {epoch}: {self._overshoot_causes(lr)}")
             self.said_loss_rose = True
+
+    def _overshoot_causes(self, lr: float) -> str:
+        """Why a finite loss rose: the learning rate; first, where a new run's first loss was
+        already huge, the scale of the initial weights or data (lowering the rate alone then
+        leaves layers dead, as the divergence's message says too)."""
+        causes = [f"the updates overshoot; lower optimizer.lr ({lr:g} now)"]
+        scale = getattr(self.spec.loss, "scale", 1.0)
+        if self.first_epoch == 1 and self.first_loss / scale > INITIAL_LOSS_TOO_LARGE:
+            causes.insert(0, f"the loss of the initial weights was already "
+                             f"{self.first_loss:.3g}: {INITIAL_WEIGHTS} or the data (targets "
+                             "or inputs) are of too large a scale; scale them down")
+        if not self.spec.optimizer.clip_grad_norm:
+            causes.append("or set optimizer.clip_grad_norm (e.g. 1.0)")
+        return "; ".join(causes)
 
     def _rank_batches(self, batches: list[np.ndarray]) -> list[np.ndarray]:
         """The epoch's batches as this run takes them: --max-steps of them, split evenly over

@@ -851,6 +851,34 @@ def test_a_loss_that_rises_tenfold_without_diverging_is_a_warning(tmp_path):
     assert "overshoot" not in calm.stderr
 
 
+def test_a_rise_from_a_huge_first_loss_names_the_initial_weights_first(tmp_path):
+    """The course audit: a deep ReLU net of std-1.5 weights starts at a loss of 3e4 and rises
+    to 7e16; told only to lower the rate, it trained with every hidden layer dead. As the
+    divergence's message does, the warning names the initial weights' scale first, and
+    clipping."""
+    rng = np.random.RandomState(1)
+    x = rng.randn(64, 4)
+    np.savez(tmp_path / "deep.npz", x=x, y=(x[:, 0] * x[:, 1] > 0).astype(np.int64))
+    hidden = "\n".join(["    - {type: dense, units: 8, activation: relu}"] * 10)
+    spec = tmp_path / "explode.yaml"
+    spec.write_text(f"""\
+seed: 0
+data: {{dataset: npz, path: deep.npz, normalize: none}}
+model:
+  init: {{type: normal, std: 1.5}}
+  layers:
+{hidden}
+    - {{type: dense, units: 2}}
+optimizer: {{type: sgd, lr: 0.1}}
+train: {{epochs: 1, batch_size: 8, shuffle: false}}
+""")
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    warning = next(line for line in result.stderr.splitlines() if "overshoot" in line)
+    assert "the loss of the initial weights was already 3.4" in warning
+    assert warning.index("initial weights") < warning.index("lower optimizer.lr (0.1 now)")
+    assert warning.endswith("or set optimizer.clip_grad_norm (e.g. 1.0)")
+
+
 def test_the_perceptron_criterion_growing_with_its_weights_is_no_overshoot(tmp_path):
     """The warnings audit: a perceptron from zeros (first loss 0) on unnormalised features was
     told to lower its rate, and again at 1/1000 of it: its boundary is the same at any rate,
