@@ -49,7 +49,7 @@ class RunCurves:
     def drawn_steps(self) -> list[dict]:
         """grad-norms.jsonl's rows, where a norm of them can be drawn: a run that diverged at
         its first logged step has only NaN there, and its epoch means are drawn instead."""
-        if any(_norm_drawn(row, key) for row in self.steps for key in row
+        if any(_norm_known(row, key) for row in self.steps for key in row
                if key.startswith(LAYER_PREFIX)):
             return self.steps
         return []
@@ -57,7 +57,7 @@ class RunCurves:
     def layers(self) -> list[str]:
         rows = self.drawn_steps() or self.epochs
         return list(dict.fromkeys(key[len(LAYER_PREFIX):] for row in rows for key in row
-                                  if key.startswith(LAYER_PREFIX) and _norm_drawn(row, key)))
+                                  if key.startswith(LAYER_PREFIX) and _norm_known(row, key)))
 
 
 def image_format(out: Path) -> str:
@@ -239,6 +239,7 @@ def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
 
 
 def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
+    zero_marks = []  # (positions, colour[, label]) of norms of exactly 0 (a dead layer)
     layers = list(dict.fromkeys(layer for run in runs for layer in run.layers()))
     colours = dict(zip(layers, _colours(len(layers), "viridis")))
     per_step = any(run.drawn_steps() for run in runs)
@@ -249,12 +250,19 @@ def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
         for layer in run.layers():
             key = LAYER_PREFIX + layer
             points = [(x_of(row), row[key]) for row in rows if _norm_drawn(row, key)]
+            zeros = [x_of(row) for row in rows if _norm_known(row, key) and row[key] == 0]
+            label = f"{run.label} {layer}" if len(runs) > 1 else layer
+            if zeros:
+                label += f" (0 at {len(zeros)} of {len(zeros) + len(points)}: \u25bc)"
+                zero_marks.append((zeros, colours[layer]))
             if points:
-                label = f"{run.label} {layer}" if len(runs) > 1 else layer
                 # a lone point (one epoch, or the steps up to a divergence) has no line
                 axis.plot(*zip(*points), style, color=colours[layer], label=label,
                           marker="." if len(points) == 1 else None)
+            elif zeros:  # every norm 0: its marks carry the legend
+                zero_marks[-1] += (label,)
     axis.set_yscale("log")
+    _mark_zeros(axis, zero_marks)
     _finish(axis, "gradient norm per layer" + (" (per step)" if per_step else " (epoch mean)"),
             fontsize="x-small")
 
@@ -305,7 +313,24 @@ def _step_position(rows: list[dict]):
 
 
 def _norm_drawn(row: dict, key: str) -> bool:
-    return _drawable(row.get(key)) and row[key] > 0
+    return _norm_known(row, key) and row[key] > 0
+
+
+def _norm_known(row: dict, key: str) -> bool:
+    """A norm to show: above 0 on the log axis, 0 as a mark at its foot (_mark_zeros)."""
+    return _drawable(row.get(key)) and row[key] >= 0
+
+
+def _mark_zeros(axis, zero_marks: list) -> None:
+    """Norms of exactly 0, which a log axis has no place for, as triangles along its foot:
+    a layer whose gradient died stays in sight."""
+    if not zero_marks:
+        return
+    bottom, top = axis.get_ylim()
+    for zeros, colour, *label in zero_marks:
+        axis.plot(zeros, [bottom] * len(zeros), "v", color=colour, markersize=4,
+                  clip_on=False, label=label[0] if label else None)
+    axis.set_ylim(bottom, top)
 
 
 def _colours(count: int, name: str = "tab10") -> list:

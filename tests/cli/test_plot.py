@@ -395,3 +395,38 @@ def test_a_run_that_diverged_at_its_first_logged_step_draws_its_epoch_means(tmp_
     result = CliRunner().invoke(main, ["plot", str(run), "--metrics", "grad_norms",
                                        "--out", str(tmp_path / "g.png")])
     assert result.exit_code == 0, result.output
+
+
+def test_norms_of_zero_are_marked_at_the_foot_of_the_log_axis(tmp_path, recwarn):
+    """The course audit: a layer whose gradient died (norm exactly 0, which a log axis has no
+    place for) vanished from the panel after its last nonzero step; one dead from the first
+    was not in it at all."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from nnrun.runtime.plot import _grad_norm_panel, read_runs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n')
+    (run / "grad-norms.jsonl").write_text("".join(
+        f'{{"step": {s}, "epoch": 1, "batch": {s}, "batches": 4, '
+        f'"layer_grad_norm/dense_1": {0.5 if s == 1 else 0}, "layer_grad_norm/dense_2": 0, '
+        f'"layer_grad_norm/dense_3": {s}}}\n' for s in range(1, 5)))
+    (curves,) = read_runs([run])
+    assert curves.layers() == ["dense_1", "dense_2", "dense_3"]
+    axis = Figure().subplots()
+    _grad_norm_panel(axis, [curves])
+    bottom = axis.get_ylim()[0]
+    marks = [line for line in axis.get_lines() if line.get_marker() == "v"]
+    assert [line.get_xdata().tolist() for line in marks] == [[0.5, 0.75, 1.0],
+                                                             [0.25, 0.5, 0.75, 1.0]]
+    assert all(set(line.get_ydata()) == {bottom} for line in marks)
+    labels = axis.get_legend_handles_labels()[1]
+    assert sorted(labels) == ["dense_1 (0 at 3 of 4: \u25bc)", "dense_2 (0 at 4 of 4: \u25bc)",
+                              "dense_3"]
+    result = CliRunner().invoke(main, ["plot", str(run), "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert not [w for w in recwarn if issubclass(w.category, (UserWarning, RuntimeWarning))]
