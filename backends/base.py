@@ -347,6 +347,11 @@ class ArrayBackend(FusedKernels):
     # executor (runtime/step_path.py): for paths that have not been verified on its device.
     check_first_step = False
 
+    def failed_kernels(self) -> list[str]:
+        """Kernels of the backend's own found wrong on its device by their self-check (each
+        then runs the generic code), one line each: none where there are none to check."""
+        return []
+
     def graph_capture(self):
         """What captures a whole step as one device graph (backends/cuda_graph.py), or None:
         CPUs have no such thing. Raises CaptureUnavailable (with the reason) where the device

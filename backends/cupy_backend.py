@@ -78,6 +78,9 @@ class CupyBackend(ArrayBackend):
     def graph_capture(self):
         return cuda_graph.GraphCapture()
 
+    def failed_kernels(self) -> list[str]:
+        return cupy_kernels.failed_self_checks()
+
     def erf(self, x):
         return special.erf(x)
 

@@ -92,6 +92,13 @@ def trusted(key: tuple, trial) -> bool:
     return problem is None
 
 
+def failed_self_checks() -> list[str]:
+    """The kernels this process found wrong on its device (the generic code runs instead):
+    what `nnrun check-backends` fails on, though their ops then agree."""
+    return [f"CuPy kernel {key[0]} {key[1:]} failed its self-check; the generic code runs "
+            "instead" for key, verdict in _VERDICTS.items() if not verdict]
+
+
 def _disagreement(dtype: str, got, want) -> str | None:
     rtol = TOLERANCE[dtype]
     for position, (a, b) in enumerate(zip(got, want)):

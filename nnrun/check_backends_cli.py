@@ -59,6 +59,8 @@ def _print_report(spec, report) -> None:
                             report.rounding_sensitive.items())
         click.echo(f"  {'entries not compared:':<28} {skipped} (a nudge of the batch at "
                    "rounding level moves them beyond tolerance on NumPy alone)")
+    for fallback in report.fallbacks:
+        click.echo(f"  {'fell back:':<28} {fallback}")
     first = report.first_failure
     if first is not None:
         graph, difference = first
@@ -68,5 +70,8 @@ def _print_report(spec, report) -> None:
         names = ", ".join(report.whole_step_failures)
         click.echo(f"every op agrees alone, but the whole step differs in: {names} (the "
                    f"{report.executor} executor's own buffers or order)")
+    elif report.fallbacks:
+        click.echo(f"every result agrees, but through the slower code that took over: "
+                   f"{report.fallbacks[0]}")
     else:
         click.echo(f"ok: {report.candidate} agrees with {report.reference}")

@@ -81,6 +81,10 @@ class BackendCheck:
     whole_step: dict[str, float]  # output or updated state name -> relative difference
     # name -> how many of its entries are not compared (rounding-sensitive, see above)
     rounding_sensitive: dict[str, int] = field(default_factory=dict)
+    # what did not run as the candidate's default path would: a path of the whole step that
+    # failed its first-step check (captured -> planned), a kernel that failed its self-check.
+    # Its results then agree, through the slower code that took over; the check still fails.
+    fallbacks: list[str] = field(default_factory=list)
 
     @property
     def first_failure(self) -> tuple[GraphCheck, OpDifference] | None:
@@ -96,7 +100,7 @@ class BackendCheck:
 
     @property
     def agree(self) -> bool:
-        return self.first_failure is None and not self.whole_step_failures
+        return self.first_failure is None and not self.whole_step_failures and not self.fallbacks
 
     def as_json(self) -> dict:
         first = self.first_failure
@@ -109,6 +113,7 @@ class BackendCheck:
             "graphs": {g.name: [_op_json(d) for d in g.ops] for g in self.graphs},
             "whole_step": {name: _json_number(v) for name, v in self.whole_step.items()},
             "rounding_sensitive": self.rounding_sensitive,
+            "fallbacks": self.fallbacks,
         }
 
 
@@ -146,7 +151,8 @@ def check_backends(source, candidate="cupy", batch_size: int = 8, tolerance: flo
     return BackendCheck(model.backend.name, other.name,
                         candidate_model.step_path, batch_size,
                         model.spec.dtype, tolerance, graphs, whole,
-                        {name: int(mask.sum()) for name, mask in sorted(sensitive.items())})
+                        {name: int(mask.sum()) for name, mask in sorted(sensitive.items())},
+                        [*candidate_model.step_fallbacks, *other.failed_kernels()])
 
 
 def _compare_ops(graph: Graph, feeds: dict, reference, candidate, into: bool,

@@ -144,6 +144,11 @@ class Model:
         the path that took over)."""
         return getattr(self.step_executor, "path", "planned" if self.optimized else "reference")
 
+    @property
+    def step_fallbacks(self) -> list[str]:
+        """The training step's paths dropped so far, each with why (runtime/step_path.py)."""
+        return getattr(self.step_executor, "fallbacks", [])
+
     @cached_property
     def evaluation_executor(self) -> Executor:
         return self._executor(build_evaluation(self.spec).graph, capturable=True,

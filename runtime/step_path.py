@@ -55,6 +55,7 @@ class CheckedStep:
         self.agree = agree or (lambda ok: ok)
         self.sensitive = sensitive or (lambda feeds: {})
         self.what = what
+        self.fallbacks: list[str] = []  # each path dropped, and why (check-backends fails)
         self.checked_batches: set[tuple] = set()
         self._reference = None
         self.executor = self._built()
@@ -120,8 +121,8 @@ class CheckedStep:
     def _drop_path(self, why: str) -> None:
         """The next path takes over from the current one, which `why` says failed."""
         failed = self.paths.pop(0)
-        self.warn(f"{self.what} on {DESCRIPTIONS[failed]} {why}; using "
-                  f"{DESCRIPTIONS[self.path]}")
+        self.fallbacks.append(f"{self.what} on {DESCRIPTIONS[failed]} {why}")
+        self.warn(f"{self.fallbacks[-1]}; using {DESCRIPTIONS[self.path]}")
 
     def _built(self):
         """The current path's executor; a path that fails to build falls back too."""

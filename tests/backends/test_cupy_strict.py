@@ -225,6 +225,44 @@ def test_the_other_commands_run_under_strict_cupy(monkeypatch, tmp_path):
     assert "agree" in assert_ok(invoke("check-backends", spec, "--set", "data.limit=64")).stdout
 
 
+def test_check_backends_fails_where_the_default_path_fell_back(monkeypatch):
+    """The CuPy audit: a kernel wrong only inside the captured graph made the first-step check
+    drop capture for the planned executor, whose results agree, and check-backends said "ok"
+    (exit 0); so did a kernel that failed its self-check. Both are what a user asks it about."""
+    spec = SPECS / "quickstart.yaml"
+    backend = strict_cupy.install(monkeypatch, capture=True)
+    import cupy
+
+    kernels = backend.cupy_kernels
+    launch = kernels._launch
+
+    def wrong_while_capturing(plan):
+        launch(plan)
+        if cupy.cuda.get_current_stream().is_capturing():
+            for *_, name, _, args in plan:
+                if name == "bias_activation":
+                    args[2].__imul__(1.01)
+
+    monkeypatch.setattr(kernels, "_launch", wrong_while_capturing)
+    result = invoke("check-backends", spec, "--set", "data.limit=64")
+    assert result.exit_code == 1, result.output
+    assert ("fell back:                   the training step on a captured CUDA graph differs "
+            "from the reference executor") in result.stdout
+    assert "every result agrees, but through the slower code that took over" in result.stdout
+    report = json.loads(invoke("check-backends", spec, "--format", "json").stdout)
+    assert not report["agree"] and report["executor"] == "planned"
+    assert len(report["fallbacks"]) == 1
+    monkeypatch.setattr(kernels, "_launch", launch)
+    monkeypatch.setattr(kernels, "_VERDICTS", {})
+    monkeypatch.setattr(kernels, "_disagreement",
+                        lambda dtype, got, want: "disagrees with the generic code (broken)")
+    report = json.loads(invoke("check-backends", spec, "--format", "json").stdout)
+    assert not report["agree"] and report["first_difference"] is None
+    assert any(line.startswith("CuPy kernel bias_activation ('float32', 'relu'") and
+               line.endswith("failed its self-check; the generic code runs instead")
+               for line in report["fallbacks"]), report["fallbacks"]
+
+
 def test_cupy_without_a_device_names_the_extra_of_each_driver(monkeypatch):
     """CuPy built for CUDA 13 on a CUDA 12 driver finds no device: the line said only to run
     on a machine with a GPU."""
