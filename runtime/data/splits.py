@@ -135,17 +135,32 @@ def fit_normalizer(x: np.ndarray, mode: str) -> Normalizer | None:
 def channel_statistics(x: np.ndarray, chunk: int = CHUNK_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std per channel for images and sequences, per feature for vectors (axis 1)."""
     axes = tuple(axis for axis in range(x.ndim) if axis != 1)
-    count = x.size // x.shape[1]
     # One pass over the data; sums are taken around the first sample's values, which lie
     # near the mean, so subtracting the squared mean afterwards loses no precision.
     reference = x[:1].mean(axis=axes, keepdims=True, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is taken up below
+        mean, std = _statistics_around(x, reference, 1.0, axes, chunk)
+    if np.isfinite(mean).all() and np.isfinite(std).all():
+        return mean, std
+    # Values past about 1e154 overflow float64's squares (a std of NaN, read as a constant
+    # feature, left them unscaled): again in units of each channel's largest value.
+    unit = np.abs(x).max(axis=axes, keepdims=True).astype(np.float64)
+    unit[unit == 0] = 1.0
+    return _statistics_around(x, reference, unit, axes, chunk)
+
+
+def _statistics_around(x, reference, unit, axes, chunk) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std, from sums of (x - reference) / unit."""
+    count = x.size // x.shape[1]
     total = squares = 0.0
     for start in range(0, len(x), chunk):
-        block = x[start:start + chunk] - reference
+        block = x[start:start + chunk] / unit - reference / unit if np.ndim(unit) else \
+            x[start:start + chunk] - reference
         total = total + block.sum(axis=axes, keepdims=True)
         squares = squares + np.square(block, out=block).sum(axis=axes, keepdims=True)
     offset = total / count
-    return reference + offset, np.sqrt(np.maximum(squares / count - offset**2, 0.0))
+    return (reference + offset * unit,
+            np.sqrt(np.maximum(squares / count - offset**2, 0.0)) * unit)
 
 
 def feature_permutation(permute: bool | int | None, seed: int, size: int) -> np.ndarray | None:

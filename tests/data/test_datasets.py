@@ -1301,6 +1301,37 @@ def test_standard_normalisation_scales_every_feature_but_the_constant_ones():
     assert list(normalizer.scale.ravel()[3:]) == [1.0, 1.0, 1.0]
 
 
+def test_standard_normalisation_of_values_whose_squares_overflow(tmp_path):
+    """The numerics audit: features near 1e160 (float64) overflowed the sum of squares, and
+    the std of NaN was read as a constant feature's: scale 1, the model fed 1e160. A feature of
+    1e300 beside one of ordinary values keeps that one's statistics."""
+    import nnrun
+    from nnrun.runtime.data.splits import fit_normalizer
+
+    rng = np.random.default_rng(0)
+    x = np.stack([rng.standard_normal(40) * 1e160, rng.standard_normal(40) + 5,
+                  np.r_[1e300, np.zeros(39)], np.full(40, 3e200)], axis=1)
+    normalizer = fit_normalizer(x, "standard")
+    ordinary = fit_normalizer(x[:, 1:2], "standard")
+    np.testing.assert_allclose(normalizer.shift.ravel()[:3], [x[:, 0].mean(), x[:, 1].mean(),
+                                                              1e300 / 40], rtol=1e-12)
+    np.testing.assert_allclose(normalizer.scale.ravel()[:3], [(x[:, 0] / 1e160).std() * 1e160,
+                                                              x[:, 1].std(),
+                                                              np.sqrt(39) / 40 * 1e300],
+                               rtol=1e-12)
+    assert normalizer.scale.ravel()[3] == 1.0  # constant, however large
+    np.testing.assert_allclose(normalizer.scale.ravel()[1], ordinary.scale.ravel()[0],
+                               rtol=1e-12)
+    np.savez(tmp_path / "big.npz", x=x[:, :2], y=np.arange(40) % 3)
+    spec = tmp_path / "big.yaml"
+    spec.write_text("data: {dataset: npz, path: big.npz, normalize: standard}\n"
+                    "model: {layers: [{type: dense, units: 3}]}\ntrain: {epochs: 1}\n")
+    nnrun.train(str(spec), out_dir=tmp_path / "run", quiet=True)
+    stored = np.load(tmp_path / "run" / "preprocessing.npz")
+    np.testing.assert_allclose(stored["scale"].ravel(), normalizer.scale.ravel()[:2],
+                               rtol=1e-6)
+
+
 def test_an_idx_file_over_the_memory_limit_is_told_to_free_memory_first(
         tmp_path, make_mnist_like, monkeypatch):
     """The environments audit, under ulimit -v: a whole MNIST file over the limit was called
