@@ -53,6 +53,7 @@ from nnrun.compiler.lower import ONE_VALUE_EFFECT, one_value_per_channel
 from nnrun.notices import collected, positioned, shell_word, silenced, warn
 
 from . import checkpoint as ckpt
+from .archives import largest_magnitude
 from .batches import copied_batch, device_data_budget, resident_splits
 from .data import DataError, augment_batch, load_dataset
 from .data.fingerprint import data_files, data_fingerprint
@@ -584,6 +585,7 @@ class Trainer:
         self.read_every_step = self.grad_norms is not None or ranks.size > 1
         self.first_loss = None  # the loss of the run's first step here (_warn_if_loss_rose)
         self.said_loss_rose = False
+        self.said_not_finite: set[str] = set()  # the splits (_warn_if_not_finite)
 
     def _check_a_share_per_rank(self) -> None:
         """Each rank takes an equal share of every batch (ranks.even_batches): fewer samples
@@ -1280,9 +1282,33 @@ class Trainer:
         data = getattr(self.data, split)
         if data is None:
             return {}
-        return evaluate(self.model, state or self.state, data, split, self.metrics,
-                        batch_size=self.evaluation_batch, ranks=self.ranks,
-                        resident=self.resident.get(split))
+        state = state or self.state
+        result = evaluate(self.model, state, data, split, self.metrics,
+                          batch_size=self.evaluation_batch, ranks=self.ranks,
+                          resident=self.resident.get(split))
+        self._warn_if_not_finite(split, result.get(f"{split}_loss"), data, state)
+        return result
+
+    def _warn_if_not_finite(self, split: str, loss: float | None, data, state: dict) -> None:
+        """A held-out loss of inf or NaN for finite inputs (the data was checked on load): the
+        model overflows its dtype on some samples. Said once a split, with what the best
+        checkpoint and early stopping make of it."""
+        if loss is None or math.isfinite(loss) or split in self.said_not_finite:
+            return
+        self.said_not_finite.add(split)
+        flat = np.abs(data.x.reshape(len(data.x), -1))
+        sample = int(flat.max(axis=1).argmax())
+        largest = largest_magnitude({name: self.backend.to_host(state[name])
+                                     for name in self.model.param_infos})
+        monitor, _, stopping = self._monitor()
+        follows = "early stopping and best.npz follow" if stopping else "best.npz follows"
+        follows = (f"; {follows} {monitor}, where a NaN is never an improvement (the best "
+                   f"epoch stays one of a finite {monitor}, or the first)"
+                   if monitor == f"{split}_loss" else "")
+        warn(f"{split}_loss is {loss}: the model's outputs are inf or NaN on some of the "
+             f"{split} split's samples, beyond {self.spec.dtype} (the split's largest input "
+             f"value is {flat[sample].max():.3g}, at its sample {sample}; the largest weight "
+             f"{largest:.3g}){follows}")
 
     # --- after each epoch -----------------------------------------------------------------
 

@@ -879,6 +879,39 @@ train: {{epochs: 1, batch_size: 8, shuffle: false}}
     assert warning.endswith("or set optimizer.clip_grad_norm (e.g. 1.0)")
 
 
+def test_a_held_out_loss_that_is_not_finite_is_a_warning_naming_what_follows_it(tmp_path):
+    """The numerics audit: a validation sample of 3e38 (finite in float32) made val_loss NaN
+    at every epoch; train said nothing while early stopping and best.npz followed the NaN
+    (eval of the same run warned). Said once, with the sample and what follows the monitor."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 1] * 10)
+    x_val = x[:5].copy()
+    x_val[2] = [3e38, -3e38, 3e38]
+    np.savez(tmp_path / "data.npz", x=x, y=y, x_val=x_val, y_val=y[:5])
+    spec = write(tmp_path / "nanval.yaml", """\
+        seed: 0
+        data: {dataset: npz, path: data.npz, normalize: none}
+        model:
+          layers:
+            - {type: dense, units: 8, activation: relu}
+            - {type: dense, units: 3}
+        optimizer: {type: sgd, lr: 0.1}
+        train: {epochs: 3, batch_size: 8, early_stopping: {monitor: val_loss, patience: 5}}
+        """)
+    result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
+    warnings = [line for line in result.stderr.splitlines() if "val_loss is nan" in line]
+    assert len(warnings) == 1, result.stderr
+    assert ("on some of the val split's samples, beyond float32 (the split's largest input "
+            "value is 3e+38, at its sample 2;") in warnings[0]
+    assert warnings[0].endswith("early stopping and best.npz follow val_loss, where a NaN is "
+                                "never an improvement (the best epoch stays one of a finite "
+                                "val_loss, or the first)")
+    plain = assert_ok(invoke("train", spec, "--out", tmp_path / "plain", "--set",
+                             "train.early_stopping=null", "--set", "train.epochs=1"))
+    assert "best.npz follows val_loss" in plain.stderr
+
+
 def test_the_perceptron_criterion_growing_with_its_weights_is_no_overshoot(tmp_path):
     """The warnings audit: a perceptron from zeros (first loss 0) on unnormalised features was
     told to lower its rate, and again at 1/1000 of it: its boundary is the same at any rate,
