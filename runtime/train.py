@@ -1011,7 +1011,10 @@ class Trainer:
         leaves layers dead, as the divergence's message says too)."""
         causes = [f"the updates overshoot; lower optimizer.lr ({lr:g} now)"]
         scale = getattr(self.spec.loss, "scale", 1.0)
-        if self.first_epoch == 1 and self.first_loss / scale > INITIAL_LOSS_TOO_LARGE:
+        inputs = self._inputs_scale_cause()
+        if inputs:
+            causes.insert(0, inputs)
+        elif self.first_epoch == 1 and self.first_loss / scale > INITIAL_LOSS_TOO_LARGE:
             causes.insert(0, f"the loss of the initial weights was already "
                              f"{self.first_loss:.3g}: {INITIAL_WEIGHTS} or the data (targets "
                              "or inputs) are of too large a scale; scale them down")
@@ -1219,7 +1222,10 @@ class Trainer:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
         scale = getattr(self.spec.loss, "scale", 1.0)  # large through loss.scale alone: not
-        if initial_loss is not None and initial_loss / scale > INITIAL_LOSS_TOO_LARGE:
+        inputs = self._inputs_scale_cause()
+        if inputs:
+            causes.insert(0, inputs)
+        elif initial_loss is not None and initial_loss / scale > INITIAL_LOSS_TOO_LARGE:
             causes.insert(0, f"the loss of the initial weights was already {initial_loss:.3g}: "
                              f"{INITIAL_WEIGHTS} or the data (targets or inputs) are of too "
                              "large a scale; scale them down")
@@ -1233,6 +1239,20 @@ class Trainer:
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
         return f"{what}; {self._loss_scale_cause()}{'; '.join(causes)}; {self._kept()}"
+
+    def _inputs_scale_cause(self) -> str | None:
+        """Training inputs far beyond a scale of 1 once preprocessed (an outlier, or
+        `normalize: none` on raw values): any step on them overshoots, whatever the rate."""
+        x = self.data.train.x
+        rows = x.reshape(len(x), -1)
+        largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))  # no |x| copy of the data
+        sample = int(largest.argmax())
+        if not largest[sample] > INPUTS_TOO_LARGE:
+            return None
+        fix = ("set data.normalize: standard, or " if self.spec.data.normalize == "none"
+               else "")
+        return (f"the training inputs reach {largest[sample]:.3g} (at sample {sample}) once "
+                f"preprocessed: {fix}scale them down or remove the outliers")
 
     def _start_not_finite(self) -> str:
         """Why the loss of the initial weights, before any update, is not finite."""
@@ -1527,6 +1547,9 @@ def _data_example(source) -> str:
 # A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error
 # of standardized targets near 1) tells of weights or data of too large a scale
 INITIAL_LOSS_TOO_LARGE = 1e4
+# Inputs past this once preprocessed (standardized ones lie within a few units; raw 8-bit
+# pixels reach 255) tell of an outlier or of data left unscaled
+INPUTS_TOO_LARGE = 1e4
 LOSS_SCALE_SUSPECT = 1e3  # a loss.scale from which a divergence names it first
 INITIAL_WEIGHTS = "the initial weights (the initializers' std or limit, init_from values)"
 

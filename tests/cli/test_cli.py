@@ -912,6 +912,32 @@ def test_a_held_out_loss_that_is_not_finite_is_a_warning_naming_what_follows_it(
     assert "best.npz follows val_loss" in plain.stderr
 
 
+def test_a_divergence_on_an_input_outlier_names_the_inputs_first(tmp_path):
+    """The numerics audit: one input of 1e30 with normalize: none made the loss NaN at any
+    learning rate (1e-20 too), and the line blamed the rate first."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 3)).astype(np.float32)
+    x[3, 1] = 1e30
+    np.savez(tmp_path / "data.npz", x=x, y=np.array([0, 1, 2, 1] * 5))
+    spec = write(tmp_path / "outlier.yaml", """\
+        seed: 0
+        data: {dataset: npz, path: data.npz, normalize: none}
+        model:
+          layers:
+            - {type: dense, units: 4, activation: relu}
+            - {type: dense, units: 3}
+        optimizer: {type: sgd, lr: 0.001}
+        train: {epochs: 2, batch_size: 4}
+        """)
+    result = invoke("train", spec, "--out", tmp_path / "run")
+    assert result.exit_code == 1
+    assert ("loss became nan at epoch 1, step 4; the training inputs reach 1e+30 (at sample 3) "
+            "once preprocessed: set data.normalize: standard, or scale them down or remove the "
+            "outliers; the learning rate (0.001) may be too high") in result.stderr
+    assert_ok(invoke("train", spec, "--out", tmp_path / "fixed", "--set",
+                     "data.normalize=standard"))
+
+
 def test_the_perceptron_criterion_growing_with_its_weights_is_no_overshoot(tmp_path):
     """The warnings audit: a perceptron from zeros (first loss 0) on unnormalised features was
     told to lower its rate, and again at 1/1000 of it: its boundary is the same at any rate,
