@@ -30,6 +30,7 @@ class CompileError(Exception):
 class CompileWarning:
     origin: Origin | None
     message: str
+    of_shapes: bool = False  # a window's geometry: its input's shape, the layers before made
 
 
 @dataclass
@@ -146,6 +147,11 @@ class GraphBuilder:
 
     def warn(self, message: str) -> None:
         self.warnings.append(CompileWarning(self.origin, message))
+
+    def warn_of_shapes(self, message: str) -> None:
+        """A warning of the input's shape at the layer (the overrides that shaped it are named
+        with it, as with a shape error)."""
+        self.warnings.append(CompileWarning(self.origin, message, of_shapes=True))
 
 
 def _shrinks(node) -> bool:

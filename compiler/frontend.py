@@ -905,7 +905,8 @@ def data_origin(spec) -> Origin:
 
 
 def warning_diagnostic(source: SourceSpec, warning: CompileWarning) -> Diagnostic:
-    return source.diagnostic(warning.origin, warning.message, "warning")
+    return source.diagnostic(warning.origin, warning.message, "warning",
+                             of_shapes=warning.of_shapes)
 
 
 def spec_warnings(source: SourceSpec, lowered) -> list[Diagnostic]:

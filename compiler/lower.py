@@ -251,15 +251,15 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stri
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
             if unread.count == n and padding_of_no_input:  # kernel 1, stride 6, padding 2
-                ctx.gb.warn(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
+                ctx.gb.warn_of_shapes(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
                             f"padding, so the layer reads none of the {n} {axis} "
                             f"({result.formula}); adjust {to_adjust} or stride to use every "
                             "input")
             elif unread.past_the_end_only:
-                ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused "
+                ctx.gb.warn_of_shapes(f"{geometry} leaves {unread.count} {unit} unused "
                             f"({result.formula}); adjust {to_adjust} or stride to use every input")
             else:
-                ctx.gb.warn(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
+                ctx.gb.warn_of_shapes(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
                             f"{_positions(axis, unread)}; adjust {to_adjust} or stride to use "
                             "every input")
 
@@ -286,19 +286,19 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
             _setting_of_axes(paddings, pad, fix.padding) + (" or less" if fix.or_less else "")
         if fix.padding is None:  # the padding is within the reach: the taps step over the input
             with ctx.gb.at(ctx.origin.at_field("dilation")):
-                ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                ctx.gb.warn_of_shapes(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}: {outputs}, the input between two taps; use "
                             f"dilation: {_setting_of_axes(dilations, None, fix.dilation)}")
         elif fix.dilation:  # the taps step over the input, and the padding holds a smaller one's
             with ctx.gb.at(ctx.origin.at_field("dilation")):
-                ctx.gb.warn(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                ctx.gb.warn_of_shapes(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}, and padding {_pad_text(p)} leaves the taps of a "
                             f"smaller one in it: {outputs}; use dilation: "
                             f"{_setting_of_axes(dilations, None, fix.dilation)} with padding: "
                             f"{padding}")
         else:
             with ctx.gb.at(ctx.origin.at_field("padding")):
-                ctx.gb.warn(f"padding {_pad_text(p)} is at least the kernel's reach "
+                ctx.gb.warn_of_shapes(f"padding {_pad_text(p)} is at least the kernel's reach "
                             f"({fix.reach}): {outputs}, none of the input; use padding: {padding}")
 
 
@@ -321,7 +321,7 @@ def _warn_taps_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> N
         fix = _every_tap_fix(n, k, s, d)
         along = " and ".join(axes)
         with ctx.gb.at(ctx.origin.at_field("kernel_size" if d == 1 else "dilation")):
-            ctx.gb.warn(f"kernel_size {k}{spread} on {n} {along}, padding {_pad_text(p)}: "
+            ctx.gb.warn_of_shapes(f"kernel_size {k}{spread} on {n} {along}, padding {_pad_text(p)}: "
                         f"{k - live} of the kernel's {k} taps along the {along} meet only the "
                         "padding's zeros, at every output, so their weights never get a "
                         f"gradient and add nothing; {fix}")

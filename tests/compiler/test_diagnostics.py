@@ -16,6 +16,7 @@ from nnrun.compiler.diagnostics import (
     format_path,
     suggest,
 )
+from invoking import invoke
 from nnrun.compiler.loader import apply_overrides, load_yaml_text
 
 # --- the record and its formats ------------------------------------------------------------------
@@ -1239,6 +1240,23 @@ def test_a_merge_or_an_error_at_an_override_names_the_overrides_that_shaped_its_
                                                    "model.layers[1].kernel_size=11"])
                 if d.file == "--set"]
     assert error.message.endswith("(after --set model.layers[0].stride=2)")
+
+
+def test_a_geometry_warning_names_the_overrides_that_shaped_its_input(tmp_path):
+    """The CLI audit: `--set model.input_shape=[1,9,9]` made a pool leave a row unused, said
+    at the pool's line of an 8x8 file without the override (errors of shapes named it)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("model:\n  input_shape: [1, 8, 8]\n  layers:\n"
+                    "    - {type: maxpool2d, pool_size: 2}\n    - {type: flatten}\n"
+                    "    - {type: dense, units: 10, activation: tanh}\n")
+    result = invoke("validate", spec, "--set", "model.input_shape=[1, 9, 9]")
+    unused = [line for line in result.stderr.splitlines() if "unused" in line]
+    assert len(unused) == 2 and all(line.endswith("(after --set model.input_shape=[1, 9, 9])")
+                                    for line in unused), result.stderr
+    # a warning of no shape (a tanh before the cross-entropy) names none
+    (tanh,) = [line for line in result.stderr.splitlines() if "warning" in line
+               and "unused" not in line]
+    assert "tanh before cross_entropy" in tanh and "(after" not in tanh
 
 
 def test_a_percentage_where_a_fraction_goes_is_told_the_fraction():
