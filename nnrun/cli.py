@@ -1245,9 +1245,9 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
 
     refuse_an_input_as_out(out_path, run_dir, input_file)
     refuse_an_unwritable_out(out_path)
+    refuse_another_suffix(out_path, ".npy", "a NumPy .npy file")  # first: no "delete it" then
     refuse_to_replace_another_kind(
         out_path, lambda handle: handle.read(len(NPY_MAGIC)) == NPY_MAGIC, "NumPy .npy file")
-    refuse_another_suffix(out_path, ".npy", "a NumPy .npy file")
     with thread_limit(threads):
         outputs, run = predict_run(run_dir, input_file, out_path, checkpoint, backend,
                                    preprocess=not raw, graph=not no_graph)

@@ -282,8 +282,8 @@ def export(source, fmt, out_path, checkpoint, raw, overrides) -> None:
     require_extra()
     refuse_an_input_as_out(out_path, source)
     refuse_an_unwritable_out(out_path)
+    refuse_another_suffix(out_path, ".onnx", "an ONNX model")  # first: no "delete it" then
     refuse_to_replace_another_kind(out_path, _holds_an_onnx_model, "ONNX model")
-    refuse_another_suffix(out_path, ".onnx", "an ONNX model")
     _check_options(source, checkpoint, raw, overrides)
     exported = export_onnx(source, checkpoint, not raw, overrides)
     data = exported.model.SerializeToString()

@@ -204,12 +204,19 @@ def test_an_out_over_a_file_of_another_kind_is_kept(trained, tmp_path):
     preview refuse a name without an image suffix already."""
     kinds = {"predict": "NumPy .npy file", "export": "ONNX model"}
     for command in sorted(set(kinds) & set(_writers(trained, None))):
-        mine = tmp_path / "mine.yaml"
+        mine = tmp_path / "mine"
         mine.write_text(XOR_SPEC)
         line = assert_one_line_error(invoke(*_writers(trained, mine)[command]), mine)
         assert line == (f"error: {mine}: exists and is no {kinds[command]}; choose another "
                         "--out (or delete the file first to replace it)")
         assert mine.read_text() == XOR_SPEC
+        # of another suffix, told the suffix first (the CLI audit: "delete the file first",
+        # followed, was then refused for its suffix)
+        named = tmp_path / "mine.yaml"
+        named.write_text(XOR_SPEC)
+        line = assert_one_line_error(invoke(*_writers(trained, named)[command]), named)
+        assert "this command writes" in line and "delete" not in line
+        assert named.read_text() == XOR_SPEC
         again, empty = tmp_path / f"{command}-again", tmp_path / f"{command}-empty"
         empty.write_bytes(b"")
         for out in (again, again, empty):  # new, then refreshed; an empty file
