@@ -1203,8 +1203,11 @@ def _permutation_seed(value: str | None) -> int | bool | None:
     if value is None or value == RUN_SEED:
         return None if value is None else True
     if not value.isdigit():
-        raise click.BadParameter(f"'{value}' is not a seed (an integer >= 0); give RUN_DIR "
-                                 "before --permute", param_hint="--permute")
+        # a run directory taken as the seed (`eval --permute runs/q`), or a seed mistyped
+        fix = ("give RUN_DIR before --permute" if "/" in value or Path(value).is_dir()
+               else "give --permute alone for the run's seed, or --permute N")
+        raise click.BadParameter(f"'{value}' is not a seed (an integer >= 0); {fix}",
+                                 param_hint="--permute")
     return int(value)
 
 

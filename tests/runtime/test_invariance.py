@@ -125,6 +125,11 @@ def test_eval_cli_shift_and_permute(run_dir):
     assert json.loads(by_seed.stdout)["transform"] == "pixels permuted (seed 5)"
     not_a_seed = runner.invoke(main, ["eval", "--permute", str(run_dir)])
     assert not_a_seed.exit_code == 2 and "give RUN_DIR before --permute" in not_a_seed.stderr
+    # RUN_DIR given first: not told to give it (the CLI audit)
+    for value in ("3.5", "seed"):
+        mistyped = runner.invoke(main, ["eval", str(run_dir), "--permute", value])
+        assert mistyped.exit_code == 2 and "RUN_DIR" not in mistyped.stderr
+        assert "give --permute alone for the run's seed, or --permute N" in mistyped.stderr
     for words in (["--permute", "-1"], ["--permute=-1"], ["--permute", "-1.5"]):
         negative = runner.invoke(main, ["eval", str(run_dir), *words])  # was "No such option"
         assert negative.exit_code == 2, negative.output
