@@ -16,7 +16,8 @@ import sys
 from contextlib import contextmanager, suppress
 
 _SILENCED = {"depth": 0}
-_COLLECTORS: list[list[tuple[str, str]]] = []  # collected(): the innermost takes the lines
+# collected(): the innermost takes the lines of its kinds, (lines, kinds)
+_COLLECTORS: list[tuple[list[tuple[str, str]], tuple[str, ...]]] = []
 
 
 def warn(message: str) -> None:
@@ -46,8 +47,8 @@ def inform(message: str) -> None:
 def _say(kind: str, message: str, line: str, escaped: bool = True) -> None:
     if _SILENCED["depth"]:
         return
-    if _COLLECTORS:
-        _COLLECTORS[-1].append((kind, message))
+    if _COLLECTORS and kind in _COLLECTORS[-1][1]:
+        _COLLECTORS[-1][0].append((kind, message))
     else:
         print(one_line(line) if escaped else line, file=sys.stderr, flush=True)
 
@@ -118,11 +119,12 @@ def _written_as_named() -> bool:
 
 
 @contextmanager
-def collected():
-    """Runs the block with its lines kept, not printed: the list it gives holds (kind,
-    message), kind "warning", "note" or "positioned" (a spec's diagnostic line)."""
+def collected(kinds: tuple[str, ...] = ("warning", "note", "positioned")):
+    """Runs the block with its lines of `kinds` kept, not printed (the others are): the list
+    it gives holds (kind, message), kind "warning", "note" or "positioned" (a spec's
+    diagnostic line)."""
     lines: list[tuple[str, str]] = []
-    _COLLECTORS.append(lines)
+    _COLLECTORS.append((lines, kinds))
     try:
         yield lines
     finally:

@@ -70,7 +70,7 @@ def augmented_grid(source, samples: int, draws: int, seed: int | None) -> Grid:
     if spec.data is None:
         raise no_data_section(source, "a preview needs")
     seed = spec.seed if seed is None else seed
-    with collected():
+    with collected(("warning", "positioned")):  # a download's note is said as train says it
         trainer = Trainer(source, "numpy", memory_checked=False)
     train = trainer.data.train
     rng = np.random.default_rng([seed, 0])

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from invoking import invoke
 
 from nnrun.cli import main
 
@@ -186,3 +187,19 @@ def test_images_of_two_or_four_channels_show_every_channel_side_by_side(tmp_path
             for c in range(channels):
                 assert (image[:, 7 * c:7 * c + 6] == c).all()
             assert np.isnan(image[:, 6]).all()
+
+
+def test_a_dataset_preview_downloads_is_said_as_train_says_it(tmp_path, monkeypatch):
+    """The CLI audit: preview fetched missing mnist files (as train does) without the note
+    train prints first: its collected warnings took the note too."""
+    from nnrun.runtime.data import fetch
+
+    monkeypatch.setenv("NNRUN_DATA_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("NNRUN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", ("http://127.0.0.1:9/",))
+    spec = tmp_path / "m.yaml"
+    spec.write_text("data: {dataset: mnist, augment: [{type: random_shift}]}\n"
+                    "model: {layers: [{type: flatten}, {type: dense, units: 10}]}\n")
+    result = invoke("data", "preview", spec, "--out", tmp_path / "grid.png")
+    assert result.exit_code == 1
+    assert "downloading it into" in result.stderr and "the download failed" in result.stderr
