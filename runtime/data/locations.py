@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -59,6 +61,7 @@ def library_caches_in_ours():
     # nnrun draws into files, never a window: the backend is agg, whatever MPLBACKEND names
     # (matplotlib's import refuses a name it does not know)
     users_backend = os.environ.get("MPLBACKEND")
+    stand_in = _in_a_temporary_directory(chosen)
     chosen["MPLBACKEND"] = "agg"
     os.environ.update(chosen)
     try:
@@ -68,6 +71,30 @@ def library_caches_in_ours():
             os.environ.pop(name, None)
         if users_backend is not None:
             os.environ["MPLBACKEND"] = users_backend
+        if stand_in is not None:
+            shutil.rmtree(stand_in, ignore_errors=True)
+
+
+def _in_a_temporary_directory(chosen: dict) -> str | None:
+    """Where nnrun's cache cannot be created (NNRUN_CACHE_DIR names a file, a directory not
+    writable), the libraries' files go to a temporary directory, removed after the command
+    (the libraries would each warn, even under --quiet, and write elsewhere): its path, or
+    None."""
+    unusable = [name for name, path in chosen.items() if not _creatable(Path(path))]
+    if not unusable:
+        return None
+    directory = tempfile.mkdtemp(prefix="nnrun-libraries-")
+    for name in unusable:
+        chosen[name] = os.path.join(directory, name.lower())
+    return directory
+
+
+def _creatable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
 
 
 def _is_dir(path: Path) -> bool:

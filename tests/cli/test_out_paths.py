@@ -181,6 +181,34 @@ def test_the_libraries_own_files_go_to_the_cache_directory(tmp_path):
     assert any((cache / "libraries").rglob("*")) and (cache / "matplotlib").is_dir()
 
 
+def test_a_cache_that_cannot_be_created_keeps_the_libraries_quiet(tmp_path):
+    """The CLI audit: NNRUN_CACHE_DIR naming a file made matplotlib warn twice (even under
+    train --quiet) and onnxruntime print a coloured line: their files go to a temporary
+    directory then, removed after the command, and nothing is said."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("data: {dataset: digits}\nmodel:\n  input_shape: [1, 8, 8]\n  layers:\n"
+                    "    - {type: flatten}\n    - {type: dense, units: 10}\n"
+                    "loss: cross_entropy\ntrain: {epochs: 1}\n")
+    (tmp_path / "not-a-dir").write_text("")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "CI")}
+    env.update(HOME=str(tmp_path / "home"), NNRUN_CACHE_DIR=str(tmp_path / "not-a-dir"),
+               TMPDIR=str(temporary))
+    for args in (["train", spec, "--out", tmp_path / "run", "--quiet"],
+                 ["export", spec, "--out", tmp_path / "model.onnx"],
+                 ["plot", tmp_path / "run", "--out", tmp_path / "curves.png"]):
+        done = subprocess.run([sys.executable, "-m", "nnrun", *map(str, args)], env=env,
+                              capture_output=True, text=True, timeout=180, cwd=tmp_path)
+        assert done.returncode == 0 and done.stderr == "", done.stderr
+    # removed (onnxruntime keeps a session file .ses in TMPDIR, whatever the cache)
+    assert [path.name for path in temporary.iterdir()] in ([], [".ses"])
+
+
 def test_a_users_own_matplotlib_configuration_still_applies(tmp_path, monkeypatch):
     from nnrun.runtime.data.locations import library_caches_in_ours
 
