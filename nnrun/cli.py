@@ -779,7 +779,8 @@ def _memory_warning_limit(size: str | None) -> tuple[int, str]:
     from nnrun.runtime.memory import available_memory, parse_size
 
     if size is None:
-        return available_memory()[0], "this machine's available memory; --warn-memory sets another"
+        limit, source = available_memory()
+        return limit, f"{source}; --warn-memory sets another"
     try:
         return parse_size(size), f"--warn-memory {size}"
     except ValueError as error:

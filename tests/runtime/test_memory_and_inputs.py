@@ -79,6 +79,10 @@ def test_validate_warns_above_a_configurable_size(huge, tmp_path):
     assert "warning" in result.stderr and "(--warn-memory 10B)" in result.stderr
     result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", "1GB"])
     assert "warning" not in result.stderr
+    # the limit named by where it comes from (the CLI audit: NNRUN_MEMORY_LIMIT's was called
+    # "this machine's available memory")
+    result = CliRunner().invoke(main, ["validate", str(small)], env={"NNRUN_MEMORY_LIMIT": "10B"})
+    assert "(NNRUN_MEMORY_LIMIT; --warn-memory sets another)" in result.stderr
     for size in ["lots", "1e400"]:  # 1e400 overflowed a float: an internal error
         result = CliRunner().invoke(main, ["validate", str(small), "--warn-memory", size])
         assert result.exit_code == 2 and "is not a size" in result.stderr
