@@ -36,7 +36,7 @@ from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
                              npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
 from .loader import (Loaded, apply_overrides, beyond_decimal_text, decimal_digits,
-                     load_yaml_file, load_yaml_text, override_list)
+                     load_yaml_file, load_yaml_text, override_list, surrogate_problem)
 from .recovery import repaired_spec_data
 from .lower import Lowered, lower
 from .schema import (Spec, default_layer_names, layer_inputs, layers_read_by,
@@ -197,6 +197,8 @@ def _plain_copy(data: Mapping) -> dict:
             for key, item in value.items():
                 if beyond_decimal_text(key):
                     refused.append((where, "a key of an integer far longer than any setting"))
+                elif surrogate_problem(key):
+                    refused.append((where, f"a key: {surrogate_problem(key)}"))
                 elif not isinstance(key, _PLAIN):
                     refused.append((where, _cannot_hold(f"a key {key!r} ({_kind(key)})")))
                 else:
@@ -208,6 +210,9 @@ def _plain_copy(data: Mapping) -> dict:
             refused.append((where, f"an integer of about {decimal_digits(value):,} digits, far "
                                    "more than any setting takes"))
             return None
+        if surrogate_problem(value):  # a name from os.fsdecode of bytes that are no UTF-8
+            refused.append((where, surrogate_problem(value)))
+            return value
         if isinstance(value, _PLAIN):
             return value
         if isinstance(value, PathLike):

@@ -1188,6 +1188,13 @@ def _lone_surrogate(value: Any) -> str | None:
     return found.group() if found else None
 
 
+def surrogate_problem(text: Any) -> str | None:
+    """Why text holding a lone surrogate (a byte that is not UTF-8, as os.fsdecode keeps it)
+    cannot be in a spec, whose run's spec.yaml could then never be read back; else None."""
+    surrogate = _lone_surrogate(text)
+    return None if surrogate is None else _SURROGATE_MESSAGE.format(f"\\u{ord(surrogate):04x}")
+
+
 def _yaml_text(value: Any) -> str:
     """A scalar as YAML writes it: null, true, 1.5 (Python would say None, True)."""
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()

@@ -87,6 +87,28 @@ def test_python_data_holds_what_yaml_loads_and_its_objects_run_no_code(tmp_path)
     assert [d.where for d in refused.value.diagnostics] == ["model.layers[0]", "model.layers[1]"]
 
 
+def test_text_of_bytes_that_are_no_utf8_is_refused_before_a_run_is_written(tmp_path):
+    """The hostile-input audit: a spec dict whose name held a lone surrogate (os.fsdecode of a
+    byte that is not UTF-8) trained, and its spec.yaml could never be read back; one in a layer
+    name was pydantic's UnicodeEncodeError."""
+    import os
+
+    odd = os.fsdecode(b"x\xffy")
+    spec = {"data": {"dataset": "xor"}, "model": {"layers": [{"type": "dense", "units": 2}]},
+            "train": {"epochs": 1}}
+    for where, changed in (("name", {**spec, "name": odd}),
+                           ("model.layers[0].name", {**spec, "model": {"layers": [
+                               {"type": "dense", "units": 2, "name": odd}]}}),
+                           ("data", {**spec, "data": {"dataset": "xor", odd: 1}})):
+        with pytest.raises(nnrun.SpecError) as raised:
+            nnrun.train(changed, out_dir=tmp_path / "run")
+        assert str(raised.value) == (
+            f"<spec>:1:1: error: {where}: {'a key: ' if where == 'data' else ''}\\udcff is half "
+            "of a UTF-16 surrogate pair, not a character; write the character itself, or its "
+            "\\U escape (\\U0001F600 for a smiling face)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_takes_the_commands_options(tmp_path):
     summary = nnrun.train(QUICKSTART, out_dir=tmp_path / "run", quiet=True, epochs=1,
                           batch_size=64, seed=5, overrides=["data.limit=300"])
