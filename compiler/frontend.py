@@ -28,8 +28,8 @@ from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_co
                        held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
                        labels_named_twice, misnamed_split_arrays, npz_arrays_problem,
                        objects_problem, paths_relative_to, sample_count_problem,
-                       unpaired_array_problem, unread_arrays, user_path, why_absent,
-                       why_not_looked_at)
+                       unpaired_array_problem, unread_arrays, unreadable_csv, user_path,
+                       why_absent, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
                           errors_behind_misspelt_types, format_path, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
@@ -503,18 +503,23 @@ def data_file(spec: Spec, directory: Path,
 
 
 def _csv_features(file: Path) -> list[int] | None:
-    header = _csv_header(file)
+    try:
+        header = _csv_header(file)
+    except UnicodeDecodeError:  # csv_header_problem's to say
+        return None
     return [len(header) - 1] if header and "label" in header and len(header) > 1 else None
 
 
 def _csv_header(file: Path) -> list[str] | None:
+    """The header row's names; None where the file cannot be read. Raises UnicodeDecodeError
+    for bytes that are no UTF-8 text."""
     # is_file first: opening a FIFO would block (and why_not_looked_at before it, which raises)
     if why_not_looked_at(file) or not file.is_file() or kernel_file(file):
         return None
     try:
         with open(file, encoding=CSV_ENCODING) as handle:
             return csv_columns(csv_header_line(handle))
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         return None
 
 
@@ -687,7 +692,10 @@ def csv_header_problem(spec: Spec, directory: Path) -> str | None:
     column without a name or a name twice), for validate to say it rather than ask for
     input_shape or count the columns as features."""
     file = data_file(spec, directory, ("csv",))
-    header = _csv_header(file) if file is not None else None
+    try:
+        header = _csv_header(file) if file is not None else None
+    except UnicodeDecodeError as error:  # as train says it, not "input_shape is needed"
+        return unreadable_csv(file, str(error))
     return header_row_problem(file, header) if header is not None else None
 
 

@@ -1235,6 +1235,21 @@ def test_validate_names_a_csv_column_without_a_name_as_train_does(tmp_path, inpu
                                              "d.csv")
 
 
+@pytest.mark.parametrize("input_line", ["", "input_shape: [2]"])
+def test_validate_names_a_csv_that_is_no_utf8_text_as_train_does(tmp_path, input_line):
+    """The hostile-input audit: a Latin-1 csv was asked for input_shape by validate, which
+    then said ok, and train refused the file's bytes."""
+    (tmp_path / "d.csv").write_bytes("\u00e9,b,label\n".encode("latin-1") + "".join(
+        f"{i},{i / 7},{i // 10}\n" for i in range(30)).encode())
+    spec = write(tmp_path / "s.yaml", SPEC.replace("npz, path: d.npz", "csv, path: d.csv")
+                 .replace("INPUT", input_line))
+    expected = "d.csv: cannot read ('utf-8' codec can't decode byte 0xe9"
+    line = assert_one_line_error(invoke("validate", spec), "s.yaml:2:")
+    assert expected in line and line.endswith("save it as UTF-8 text")
+    assert expected in assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r"),
+                                             "d.csv")
+
+
 @pytest.mark.parametrize("header", ['a,"b\nx",c,label', 'label,a,"b\nx",c'])
 def test_validate_and_train_name_a_header_quote_left_open(tmp_path, header):
     """The audit: a quoted name broken over two lines was 'no label column in the header row
