@@ -28,7 +28,7 @@ from yaml.events import AliasEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.tokens import AnchorToken
 
-from nnrun.compiler.datasets import IN_UTF8
+from nnrun.compiler.datasets import IN_UTF8, kernel_file
 from nnrun.compiler.diagnostics import (LOOKALIKE_SPACES, OVERRIDE_FILE, SECTIONS, SLIPPED_IN,
                                         Diagnostic, SpecError, character_name,
                                         field_defaults_of_type, format_path, list_fields_of,
@@ -178,6 +178,9 @@ def read_spec_text(path: str | Path) -> str:
         status = os.stat(path)  # before opening: a FIFO would block, /dev/zero never ends
         if not stat.S_ISREG(status.st_mode):
             raise refuse("not a regular file; a spec is a YAML file")
+        if kernel_file(Path(path)):  # "regular" files whose read can block (/proc/kmsg)
+            raise refuse("a file of the kernel's (/proc, /sys), not a spec; a spec is a YAML "
+                         "file")
         if status.st_size > MAX_SPEC_BYTES:
             raise refuse(f"{status.st_size:,} bytes is more than a spec can be "
                          f"({MAX_SPEC_BYTES >> 20} MiB)")

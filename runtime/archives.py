@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from nnrun.compiler.datasets import NOT_NUMBERS
+from nnrun.compiler.datasets import NOT_NUMBERS, kernel_file
 from nnrun.compiler.initial_values import NPZ_DAMAGE, npy_header, stream_header
 
 
@@ -48,6 +48,8 @@ def npz_headers(path: Path) -> dict[str, ArrayHeader]:
     with suppress(OSError):  # a missing file: zipfile says so below
         if not stat.S_ISREG(os.stat(path).st_mode):  # /dev/zero never ends, a FIFO blocks
             raise DamagedFile("not a regular file")
+        if kernel_file(path):  # "regular", but a read can block (/proc/kmsg)
+            raise DamagedFile("a file of the kernel's (/proc, /sys)")
     try:
         with zipfile.ZipFile(path) as archive:
             return {member.removesuffix(".npy"): _header(archive, member)
@@ -99,7 +101,7 @@ def is_npy_file(path: Path) -> bool:
     """Whether `path` begins as a .npy file does (a missing or unreadable one: no; nor is
     what is not a regular file, a FIFO that would block the open)."""
     with suppress(OSError):
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if not stat.S_ISREG(os.stat(path).st_mode) or kernel_file(path):
             return False
         with open(path, "rb") as stream:
             return stream.read(len(npy_format.MAGIC_PREFIX)) == npy_format.MAGIC_PREFIX

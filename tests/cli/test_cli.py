@@ -1467,16 +1467,20 @@ def test_predict_not_an_npz(trained, tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["device", "fifo"])
+@pytest.mark.parametrize("kind", ["device", "fifo", "kernel"])
 def test_predict_refuses_what_is_not_a_regular_file(trained, tmp_path, kind):
     inputs = Path("/dev/zero")  # it never ends: read, it would fill the memory
     if kind == "fifo":
         inputs = tmp_path / "inputs.npz"
         os.mkfifo(inputs)  # opened, it would block
+    if kind == "kernel":  # "regular", but some block when read (/proc/kmsg)
+        inputs = tmp_path / "inputs.npz"
+        inputs.symlink_to("/proc/self/status")
     out = tmp_path / "pred.npy"
     result = invoke("predict", trained, inputs, "--out", out)
     assert_one_line_error(result, str(inputs))
-    assert "not a regular file" in result.output and not out.exists()
+    expected = "a file of the kernel's (/proc, /sys)" if kind == "kernel" else "not a regular file"
+    assert expected in result.output and not out.exists()
 
 
 def test_predict_into_a_missing_directory(trained, tmp_path):

@@ -136,6 +136,12 @@ def test_what_is_not_a_regular_file_is_refused_before_it_is_read(tmp_path):
     fifo = tmp_path / "spec.yaml"
     os.mkfifo(fifo)
     assert _refusal(fifo).endswith("not a regular file; a spec is a YAML file")
+    # the kernel's files say they are regular, and a read of some blocks (/proc/kmsg: the
+    # hostile-input audit), here through a link to one that does not
+    link = tmp_path / "status.yaml"
+    link.symlink_to("/proc/self/status")
+    assert _refusal(link).endswith("a file of the kernel's (/proc, /sys), not a spec; a spec "
+                                   "is a YAML file")
 
 
 def test_a_spec_file_too_large_is_refused_before_it_is_read(tmp_path, monkeypatch):
