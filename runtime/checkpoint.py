@@ -265,12 +265,25 @@ def _damaged(path: Path, problem: DamagedFile | str) -> str:
 
 
 def _fix(path: Path) -> str:
+    other = path.with_name("last.npz" if path.name == "best.npz" else "best.npz")
+    new_run = f"start a new run with another {option('--out')}"
+    # in a run directory, the other's fix would need this one (the hostile-input audit)
+    if path.name in ("best.npz", "last.npz") and not _readable(other):
+        return f"{other.name} is {'damaged' if other.exists() else 'missing'} too: {new_run}"
     if path.name == "best.npz":
         # not "copy last.npz over it": its weights would then pass for the best epoch's
         return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
-    return ("copy best.npz over it to resume from the best epoch, or start a new run with "
-            f"another {option('--out')}")
+    return f"copy best.npz over it to resume from the best epoch, or {new_run}"
+
+
+def _readable(path: Path) -> bool:
+    """Whether a checkpoint's archive can be opened (its members' headers read)."""
+    try:
+        npz_headers(path)
+    except (DamagedFile, OSError):
+        return False
+    return True
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:

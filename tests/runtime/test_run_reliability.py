@@ -1825,6 +1825,20 @@ def test_a_checkpoint_without_one_of_its_parameters_is_damaged_and_says_what_to_
     assert files_of(trained) == before
 
 
+def test_both_checkpoints_damaged_are_told_to_start_anew_not_to_use_each_other(trained, spec):
+    """The hostile-input audit: best.npz was told "delete it (last.npz is then used)" of a
+    damaged last.npz, whose own advice was then to copy best.npz over it."""
+    for name in ("best.npz", "last.npz"):
+        (trained / name).write_bytes(b"truncated")
+    line = assert_one_line_error(invoke("eval", trained), trained / "best.npz")
+    assert line.endswith("damaged checkpoint (File is not a zip file); last.npz is damaged "
+                         "too: start a new run with another --out")
+    (trained / "best.npz").unlink()
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--quiet"),
+                                 trained / "last.npz")
+    assert line.endswith("best.npz is missing too: start a new run with another --out")
+
+
 @pytest.mark.parametrize("meta, problem", [
     (np.array(b"\xff\xfe"), "meta holds bytes, not a JSON string"),
     (np.zeros(3), "meta holds float64, not a JSON string"),
