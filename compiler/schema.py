@@ -349,9 +349,11 @@ def _possible_path(path: str) -> str:
     longest = max(len(part.encode("utf-8", "surrogatepass")) for part in path.split("/"))
     whole = len(path.encode("utf-8", "surrogatepass"))
     if longest > FILE_NAME_MAX_BYTES or whole > PATH_MAX_BYTES:
-        raise ValueError(f"no file system takes a path this long (a name of {longest:,} bytes; "
-                         f"at most {FILE_NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole "
-                         "path); write the file's path")
+        length = (f"a name of {longest:,} bytes" if longest > FILE_NAME_MAX_BYTES
+                  else f"{whole:,} bytes in all")
+        raise ValueError(f"no file system takes a path this long ({length}; at most "
+                         f"{FILE_NAME_MAX_BYTES} a name, {PATH_MAX_BYTES:,} the whole path); "
+                         "write the file's path")
     return path
 
 

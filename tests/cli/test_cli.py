@@ -2047,6 +2047,11 @@ def test_odd_paths_and_override_values_are_one_line_errors(tmp_path):
     result = invoke("validate", long, tiny_spec(tmp_path))
     assert result.exit_code == 1 and "no file system takes a path this long" in result.stderr
     assert "1 of 2 specs valid" in result.output
+    # a path too long in all, of short names, is told its length (the hostile-input audit: it
+    # was "a name of 5 bytes")
+    deep = write(tmp_path / "d.yaml", f"data: {{dataset: npz, path: {'a/' * 2100}x.npz}}\n" + base)
+    assert ("no file system takes a path this long (4,205 bytes in all; at most 255 a name, "
+            "4,096 the whole path)") in invoke("validate", deep).stderr
     result = invoke("validate", tilde, "--set", "optimizer.lr", "x" * 300)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "--set takes PATH=VALUE as one argument" in result.stderr
