@@ -837,7 +837,7 @@ class _Builder:
         except _TooLarge as too_large:
             self.error(*_mark(too_large.node), (), self._too_large_message())
         except RecursionError:
-            self.error(*_mark(root), (), "the document is nested too deeply")
+            self.error(*_mark(_deepest(root)), (), NESTED_TOO_DEEPLY)
         return root
 
     def _compose(self, text: str) -> Node | None:
@@ -857,8 +857,7 @@ class _Builder:
         except yaml.YAMLError as error:
             self.error(1, 1, (), f"invalid YAML: {error}")
         except RecursionError:
-            self.error(*_position(loader.get_mark()), (), "invalid YAML: the document is "
-                       "nested too deeply here (a spec nests a few levels)")
+            self.error(*_position(loader.get_mark()), (), f"invalid YAML: {NESTED_TOO_DEEPLY}")
         finally:
             if loader is not None:
                 loader.dispose()
@@ -1184,6 +1183,29 @@ def _readings_message(text: str, value: Any) -> str:
                 f"{shown}, or {text!r} in quotes for the text")
     return (f"{text} is {shown} to YAML 1.1 (a leading 0 makes it octal) but {core} to YAML 1.2 "
             f"(editors); write {shown} or {core} without the leading 0")
+
+
+NESTED_TOO_DEEPLY = "the document is nested too deeply here (a spec nests a few levels)"
+
+
+def _deepest(root: Node) -> Node:
+    """The first of the most deeply nested nodes (walked without recursion: the document is
+    nested past Python's own limit)."""
+    deepest, most = root, 0
+    waiting, seen = [(root, 0)], set()
+    while waiting:
+        node, depth = waiting.pop()
+        if id(node) in seen:  # an alias's node, met again (or within itself)
+            continue
+        seen.add(id(node))
+        if depth > most:
+            deepest, most = node, depth
+        if isinstance(node, SequenceNode):
+            waiting.extend((child, depth + 1) for child in reversed(node.value))
+        elif isinstance(node, MappingNode):
+            waiting.extend((child, depth + 1) for pair in reversed(node.value)
+                           for child in reversed(pair))
+    return deepest
 
 
 def _lone_surrogate(value: Any) -> str | None:

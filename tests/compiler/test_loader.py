@@ -403,6 +403,23 @@ def test_deep_nesting_is_an_error_not_a_crash():
     assert diagnostic.line == 2 and diagnostic.col > 100  # where it is, not at 1:1
 
 
+def test_nesting_past_the_builders_depth_is_placed_at_its_deepest_value():
+    """The hostile-input audit: nesting deep enough to stop the builder, not the parser, was
+    placed at 1:1 with no word of what a spec nests."""
+    for depth in range(100, 2000, 25):  # where the builder stops depends on Python's stack
+        text = "name: x\nmodel:\n  layers:\n    - type: dense\n      units: 2\n" \
+               "      weights: " + "[" * depth + "1" + "]" * depth + "\n"
+        try:
+            load_yaml_text(text, "spec.yaml")
+        except SpecError as error:
+            (diagnostic,) = error.diagnostics
+            if "invalid YAML" not in diagnostic.message:  # the parser stopped it first
+                break
+    assert diagnostic.message == ("the document is nested too deeply here (a spec nests a few "
+                                  "levels)")
+    assert diagnostic.line == 6 and diagnostic.col == 16 + depth
+
+
 # --- overrides -------------------------------------------------------------------------------
 
 
