@@ -28,8 +28,8 @@ from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
 from .shapes import (COPYING_PADDINGS, MOST_POSITIONS, Unread, as_tuple, per_sample, same_padding,
-                     setting_text, size_of, unread_positions, unread_through_copies, window_output,
-                     windows_reading_no_input)
+                     setting_text, size_of, taps_reading_input, unread_positions,
+                     unread_through_copies, window_output, windows_reading_no_input)
 
 
 @dataclass(frozen=True)
@@ -341,19 +341,6 @@ def _every_tap_fix(n: int, k: int, s: int, d: int) -> str:
     return f"use {' or '.join(fixes)}, with padding: same"
 
 
-def taps_reading_input(n: int, k: int, s: int, pad: tuple[int, int], d: int) -> list[int]:
-    """The taps (0..k-1) that read one of the n inputs at some output."""
-    size = window_output(n, k, s, pad, d).size
-    live = []
-    for tap in range(k):
-        offset = tap * d - pad[0]  # the input read at output o is o * s + offset
-        first = -(offset // s) if offset < 0 else 0  # the first output past the padding before
-        last = min(size - 1, (n - 1 - offset) // s) if offset <= n - 1 else -1
-        if first <= last:
-            live.append(tap)
-    return live
-
-
 @dataclass(frozen=True)
 class _PaddingOnlyFix:
     """One axis's outputs that read only padding, and the setting that gives them input: a
@@ -486,7 +473,7 @@ def _lower_conv(ctx: LayerContext, layer, inputs: list[Value]) -> Value:
         # padding the spec wrote, not the explicit pad op's output
         weight = TensorType((layer.filters, x.type.shape[1], *kernel), x.type.dtype)
         attrs = ConvAttrs(stride, _compact_pad(pad), dilation,
-                          reflect=layer.padding_mode == "reflect")
+                          padding_mode=layer.padding_mode)
         with ctx.gb.at(ctx.origin, at_kernel, input_hint=hint):
             ctx.gb.shape(layer.type, attrs, x.type, weight, reads=x)
     if padded:

@@ -112,6 +112,9 @@ def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
     """The two settings that each make every window fit the input: the largest kernel (or
     dilation) at this padding, and the least padding for this kernel."""
     axes = list(zip(spatial, kernel, pad_pairs(attrs.pad), attrs.dilation))
+    # a kernel on zeros whose every tap reads the input, as the warning of taps on the zeros
+    # alone asks (pools have no weights; other paddings copy the input or hold noise)
+    every_tap = not dilated and what != "pool" and getattr(attrs, "padding_mode", None) is None
     if dilated:
         name, fit = "dilation", [min(d, (n + lo + hi - 1) // (k - 1)) if k > 1 else d
                                  for n, k, (lo, hi), d in axes]
@@ -119,11 +122,52 @@ def _fitting_settings(spatial, kernel, attrs, what: str, dilated: bool) -> str:
         name = "pool_size" if what == "pool" else "kernel_size"
         fit = [min(k, (n + lo + hi - 1) // d + 1) for n, k, (lo, hi), d in axes]
     padding = [max(lo, hi, -(-(d * (k - 1) + 1 - n) // 2)) for n, k, (lo, hi), d in axes]
+    if every_tap:
+        fit = [_widest_reading_kernel(n, most, s, pad, d)
+               for (n, _, pad, d), most, s in zip(axes, fit, attrs.stride)]
+        padding = [_least_reading_padding(n, k, s, least, d)
+                   for (n, k, _, d), least, s in zip(axes, padding, attrs.stride)]
     # 1 is the least size and dilation: "1 or less" would offer 0
     most = f"{name}: {setting_text(fit)}" + (" or less" if max(fit) > 1 else "")
-    if getattr(attrs, "reflect", False) and any(p >= n for p, n in zip(padding, spatial)):
+    if getattr(attrs, "padding_mode", None) == "reflect" and any(p >= n for p, n in
+                                                                  zip(padding, spatial)):
         return most  # reflect padding takes less than the input's length
     return f"{most}, or padding: {setting_text(padding)}"
+
+
+def _widest_reading_kernel(n: int, most: int, s: int, pad: tuple[int, int], d: int) -> int:
+    """The widest kernel up to `most` (the widest that fits) whose taps each read the input
+    at some output: wider ones leave taps on the padding's zeros alone, which validate warns
+    of. Searched a few dozen sizes down; else `most`."""
+    if most > MOST_SEARCHED_KERNEL:
+        return most
+    return next((k for k in range(most, max(most - 64, 1), -1)
+                 if len(taps_reading_input(n, k, s, pad, d)) == k), most)
+
+
+def _least_reading_padding(n: int, k: int, s: int, least: int, d: int) -> int:
+    """The least padding from `least` (the least that fits) at which each of the kernel's
+    taps reads the input at some output (at k - 1, every tap does); else `least`."""
+    if k > MOST_SEARCHED_KERNEL:
+        return least
+    return next((p for p in range(least, max(least, d * (k - 1)) + 1)
+                 if len(taps_reading_input(n, k, s, (p, p), d)) == k), least)
+
+
+MOST_SEARCHED_KERNEL = 4096
+
+
+def taps_reading_input(n: int, k: int, s: int, pad: tuple[int, int], d: int) -> list[int]:
+    """The taps (0..k-1) that read one of the n inputs at some output."""
+    size = window_output(n, k, s, pad, d).size
+    live = []
+    for tap in range(k):
+        offset = tap * d - pad[0]  # the input read at output o is o * s + offset
+        first = -(offset // s) if offset < 0 else 0  # the first output past the padding before
+        last = min(size - 1, (n - 1 - offset) // s) if offset <= n - 1 else -1
+        if first <= last:
+            live.append(tap)
+    return live
 
 
 def setting_text(values: list[int]) -> str:

@@ -23,9 +23,10 @@ class ConvAttrs:
     # the result, laid out [channels, *spatial, B].
     g_batch_last: bool = False
     x_batch_last: bool = False
-    # Only for the lowering's shape check of a reflect-padded convolution: a padding fix must
-    # stay below each axis's length.
-    reflect: bool = False
+    # Only for the lowering's shape check of a convolution padded otherwise than with zeros
+    # (None): a reflect padding's fix must stay below each axis's length, and only a zeros
+    # one must leave no tap on the zeros alone.
+    padding_mode: str | None = None
 
 
 def _conv_shape(attrs, x: TensorType, w: TensorType) -> TensorType:

@@ -1150,7 +1150,7 @@ def test_a_shape_error_names_the_overrides_and_layers_on_its_own_path_only():
             "    - {type: concat, inputs: [a, b]}\n    - {type: flatten}\n"
             "    - {type: dense, units: 3}\n")
     (error,) = _check_errors(text, ["model.layers[0].pool_size=1"])
-    assert error.line == 5 and error.message.endswith("use kernel_size: 4 or less, or padding: 1")
+    assert error.line == 5 and error.message.endswith("use kernel_size: 4 or less, or padding: 2")
     chained = text.replace("kernel_size: 6, inputs: input", "kernel_size: 3, inputs: a")
     (error,) = _check_errors(chained, ["model.layers[0].pool_size=4"])
     assert "or remove a downsampling layer before it" in error.message

@@ -1431,17 +1431,32 @@ def test_the_first_layer_is_not_told_to_remove_a_layer_before_it():
         assert "or padding: " in after.message and "remove a" not in after.message, before
 
 
+def test_a_kernel_hint_leaves_no_tap_on_the_zeros_alone():
+    """The error-positions audit: kernel 40 on 28x28 with padding 2 was told "kernel_size: 32
+    or less, or padding: 6", and either, applied, was validate's warning of taps that meet
+    only the padding's zeros. The hints now are values whose every tap reads the input."""
+    layer = "{type: conv2d, filters: 2, kernel_size: 40, padding: 2}"
+    error = the_error(spec_text([1, 28, 28], layer))
+    assert error.message.endswith("use kernel_size: 30 or less, or padding: 12")
+    for fixed in (layer.replace("40", "30"), layer.replace("padding: 2", "padding: 12")):
+        assert not [d for d in checked(spec_text([1, 28, 28], fixed)).diagnostics
+                    if "taps" in d.message]
+    # paddings that copy the input (or hold noise) leave no weight without a gradient
+    copied = the_error(spec_text([1, 28, 28], layer.replace("}", ", padding_mode: replicate}")))
+    assert copied.message.endswith("use kernel_size: 32 or less, or padding: 6")
+
+
 def test_a_hint_whose_only_fitting_value_is_1_says_1_not_1_or_less():
     """"kernel_size: 1 or less" offered 0, which is no size (nor a dilation)."""
     kernel = the_error(spec_text([1, 1], "{type: conv1d, filters: 1, kernel_size: 3}"))
-    assert kernel.message.endswith("use kernel_size: 1, or padding: 1")
+    assert kernel.message.endswith("use kernel_size: 1, or padding: 2")  # each tap on input
     dilated = the_error(spec_text([1, 4, 4], "{type: conv2d, filters: 1, kernel_size: 3, "
                                              "dilation: 4}"))
     assert dilated.message.endswith("use dilation: 1, or padding: 3")
     pool = the_error(spec_text([1, 1, 1], "{type: maxpool2d, pool_size: 2}"))
     assert pool.message.endswith("use pool_size: 1, or padding: 1")
     mixed = the_error(spec_text([1, 1, 8], "{type: conv2d, filters: 1, kernel_size: 9}"))
-    assert mixed.message.endswith("use kernel_size: [1, 8] or less, or padding: [4, 1]")
+    assert mixed.message.endswith("use kernel_size: [1, 8] or less, or padding: [8, 1]")
 
 
 def test_a_window_that_does_not_fit_one_axis_points_at_that_axis_entry():
@@ -1985,7 +2000,7 @@ def test_a_kernel_that_does_not_fit_channel_last_samples_offers_moving_the_chann
         "the samples look channel-last ([8, 8, 1], read as 8 channels of 8 x 1): give them as "
         "[1, 8, 8] (numpy.moveaxis(x, -1, 1) in the file, or input_shape: [1, 8, 8] where the "
         "spec declares it); if they are not, use kernel_size: [3, 1] or less, or padding: "
-        "[0, 1]")
+        "[0, 2]")
     assert "channel-last" not in str(pytest.raises(SpecError, checked, spec_text(
         [3, 8, 8], "{type: conv2d, filters: 4, kernel_size: 9}")).value)
 
