@@ -444,6 +444,10 @@ def test_values_beyond_float32_are_refused_once_preprocessed_without_a_numpy_war
         data = load("npz", spec_dir=tmp_path, path="big.npz", normalize=normalize)
         assert data.train.x.dtype == np.float32 and data.train.x.max() <= 1
         return
+    if (array, normalize) == ("x", "standard"):  # standardized in float64: a few std at most
+        data = load("npz", spec_dir=tmp_path, path="big.npz", normalize=normalize)
+        assert data.train.x.dtype == np.float32 and np.abs(data.train.x).max() < 10
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # overflow in cast, subtract or divide
         with pytest.raises(DataError) as excinfo:
