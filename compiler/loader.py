@@ -422,7 +422,7 @@ def _lone_first_item(lines: list[str], line: int, col: int, above: int) -> int |
     return items_above[0]
 
 
-def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> str | None:
+def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> _Placed | None:
     """Where the entry at `line` (a key, or a list item) is the second under its header, and
     the first one, right under the header, is indented otherwise: the first is out of line
     (`model:` then `   input_shape:` then `  layers:`; `layers:` then `  - a` then `    - b`)."""
@@ -447,9 +447,20 @@ def _first_entry_out_of_line(lines: list[str], line: int, col: int) -> str | Non
     what = "item" if is_item else "key"
     further = "further" if first_depth > depth else "less"
     name = _HEADER_LINE.match(lines[header - 1]).group(2)
-    return (f"invalid YAML: the first {what} under '{name}:', at {first}:{first_depth + 1}, is "
-            f"indented {further} than the {what}s after it (column {col}); indent it to column "
-            f"{col}, as they are")
+    return _Placed(first, first_depth + 1,
+                   f"invalid YAML: the first {what} under '{name}:', at {first}:"
+                   f"{first_depth + 1}, is indented {further} than the {what}s after it (column "
+                   f"{col}); indent it to column {col}, as they are")
+
+
+@dataclass(frozen=True)
+class _Placed:
+    """A YAML error's message placed at its cause, where PyYAML stops later (a key out of line
+    above the one it stopped at)."""
+
+    line: int
+    col: int
+    message: str
 
 
 def _entry_at_depth_after(lines: list[str], line: int, above: int, depth: int,
@@ -571,7 +582,7 @@ def _list_under_a_value(lines: list[str], line: int) -> tuple | None:
 
 
 def _block_end_message(error, lines: list[str], line: int, col: int,
-                       started: str) -> str | None:
+                       started: str) -> str | _Placed | None:
     """What does not fit a block (mapping or list) PyYAML was reading: a key or list item
     indented wrongly, or a value where a list item should begin with '- '. None for other
     tokens (a stray '}' or ':'), which PyYAML's own words describe."""
@@ -615,6 +626,10 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
                     f"items above it (column {above}); indent it to column {above}")
     if found in ("'-'", "'<block sequence start>'"):
         return f"invalid YAML: a list item at {line}:{col} {indentation}"
+    if found == "'<block mapping start>'" and block == "mapping":
+        between = _key_between_levels(lines, line, col)
+        if between:
+            return between
     if found in ("'<block mapping start>'", "'?'"):  # '?': a key where a list item should be
         return f"invalid YAML: a key at {line}:{col} {indentation}"
     before = lines[line - 1][:col - 1].rstrip() if line <= len(lines) else ""
@@ -630,21 +645,43 @@ def _block_end_message(error, lines: list[str], line: int, col: int,
     return None
 
 
-def _mapping_value_hint(lines: list[str], line: int) -> str:
+def _key_between_levels(lines: list[str], line: int, col: int) -> str | None:
+    """A key indented less than the keys just above it, and than those after it: it is
+    theirs, short of their column (` momentum:` among `  lr:` and `  weight_decay:`)."""
+    above = _content_line_before(lines, line)
+    after = _content_line_after(lines, line)
+    if not (above and after):
+        return None
+    before, following = _KEY_LINE.match(lines[above - 1]), _KEY_LINE.match(lines[after - 1])
+    if not (before and following) or "-" in before.group(1) + following.group(1):
+        return None
+    depth = len(before.group(1))
+    if not col - 1 < depth == len(following.group(1)):
+        return None
+    name = _KEY_LINE.match(lines[line - 1])
+    key = f"'{name.group(2)}'" if name else "it"
+    return (f"invalid YAML: a key at {line}:{col} is indented less than the keys around it "
+            f"('{before.group(2)}' on line {above}, '{following.group(2)}' on line {after}); "
+            f"{_indent_words(depth, key)}, as they are")
+
+
+def _mapping_value_hint(lines: list[str], line: int) -> tuple[str, tuple | None]:
     """A ': ' that PyYAML found inside a value: a key indented deeper than the key above it
-    (read as more of that key's value), or a value holding ': ' unquoted."""
+    (read as more of that key's value), or a value holding ': ' unquoted. With the place of
+    the key out of line, where that is the one above (None: where PyYAML stopped)."""
     previous = _content_line_before(lines, line)
     text = lines[line - 1] if line <= len(lines) else ""
     key = _KEY_LINE.match(text)
     above = re.match(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):\s+\S", lines[previous - 1]) \
         if previous else None
     if key and above and len(key.group(1)) > len(above.group(1)):
-        return _deeper_key_hint(lines, key, above, previous, line)
+        hint, above_out_of_line = _deeper_key_hint(lines, key, above, previous, line)
+        return hint, (previous, len(above.group(1)) + 1) if above_out_of_line else None
     value = re.match(r"\s*(?:-\s+)*([^\s:#][^:#]*?):\s+(.*?)\s*(#.*)?$", text)
     if value and ": " in value.group(2) and not value.group(2).startswith(("'", '"')):
         quoted = value.group(2).replace("'", "''")
-        return f"; a value that holds ': ' must be quoted: {value.group(1)}: '{quoted}'"
-    return ""
+        return f"; a value that holds ': ' must be quoted: {value.group(1)}: '{quoted}'", None
+    return "", None
 
 
 _KEY_LINE = re.compile(r"(\s*(?:-\s+)*)([^\s:#][^:#]*?):(\s|$)")
@@ -669,34 +706,36 @@ def _indented_first_key(lines: list[str], error: yaml.MarkedYAMLError) -> tuple 
 
 
 def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous: int,
-                     line: int) -> str:
+                     line: int) -> tuple[str, bool]:
     """A key indented deeper than the key with a value above it: that key dedented among
     keys as deep as this one (the first under its section, too), a section's line deleted
-    above this one (`data:`), or this key indented too far."""
+    above this one (`data:`), or this key indented too far. With whether the key above is
+    the one out of line."""
     if "-" in key.group(1):  # a list item's key: its indent is not the key's alone
-        return ""
+        return "", False
     section = _section_indented(lines, line)
     if section:
-        return f"; {section}"
+        return f"; {section}", False
     name, depth, shallower = key.group(2), len(key.group(1)), above.group(2)
     reads = f"so YAML reads '{name}' as more of its value"
     earlier = _content_line_before(lines, previous)
     sibling = _KEY_LINE.match(lines[earlier - 1]) if earlier else None
     if sibling and len(sibling.group(1)) == depth:  # `epochs: 2`, `batch_size: 8`, `shuffle`
         return (f"; '{shallower}' on line {previous} is indented less than the keys around it "
-                f"('{sibling.group(2)}' on line {earlier}, '{name}' here), {reads}: "
-                f"{_indent_words(depth, repr(shallower))}, as they are")
+                f"('{sibling.group(2)}' on line {earlier}, '{name}' on line {line}), {reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as they are"), True
     header = _HEADER_LINE.match(lines[earlier - 1]) if earlier else None
     after = _content_line_after(lines, line)
     if header and len(header.group(1)) < len(above.group(1)) and after and \
             _indent(lines[after - 1]) == depth:  # `data:`, ` dataset:`, `  n_samples:`, ...
         return (f"; the first key under '{header.group(2)}:', '{shallower}' on line "
-                f"{previous}, is indented less than the keys after it ('{name}' here), {reads}: "
-                f"{_indent_words(depth, repr(shallower))}, as they are")
+                f"{previous}, is indented less than the keys after it ('{name}' on line {line}), "
+                f"{reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as they are"), True
     if header and len(header.group(1)) == len(above.group(1)):  # `data:`, `dataset:` dedented
         return (f"; '{shallower}' on line {previous} is indented as '{header.group(2)}:' above "
-                f"it is, not as the keys under it ('{name}' here), {reads}: "
-                f"{_indent_words(depth, repr(shallower))}, as '{name}' is")
+                f"it is, not as the keys under it ('{name}' on line {line}), {reads}: "
+                f"{_indent_words(depth, repr(shallower))}, as '{name}' is"), True
     # the section of the first of these keys that one section has (`type` is many's, `lr`
     # the optimizer's)
     field_path = next(filter(None, map(spec_field_path, _keys_from(lines, line, depth))), None) \
@@ -706,9 +745,9 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
     if section and "." not in section and section != shallower and not present:
         return (f"; '{name}' is indented deeper than '{shallower}' on line {previous}, {reads}: "
                 f"if it is {section}'s, the line '{section}:' is missing above it; else "
-                f"{_indent_words(0, 'it')}, as '{shallower}'")
+                f"{_indent_words(0, 'it')}, as '{shallower}'"), False
     return (f"; '{name}' is indented deeper than '{shallower}' on line {previous}, {reads}: "
-            f"{_indent_words(len(above.group(1)), 'it')}, as '{shallower}'")
+            f"{_indent_words(len(above.group(1)), 'it')}, as '{shallower}'"), False
 
 
 def _indent_words(spaces: int, what: str) -> str:
@@ -897,13 +936,19 @@ class _Builder:
         if "'\\t'" in message:
             message = _tab_message(_lines(text), line, col)
         elif (error.problem or "").startswith("expected <block end>") and start:
-            message = _block_end_message(error, _lines(text), line, col, started) or message
+            ended = _block_end_message(error, _lines(text), line, col, started)
+            if isinstance(ended, _Placed):
+                self.error(ended.line, ended.col, (), ended.message)
+                return
+            message = ended or message
         elif (error.problem or "").startswith("mapping values are not allowed"):
             under_value = _list_under_a_value(_lines(text), line)
             if under_value:
                 self.error(*under_value)
                 return
-            message += _mapping_value_hint(_lines(text), line)
+            hint, place = _mapping_value_hint(_lines(text), line)
+            message += hint
+            line, col = place or (line, col)
         elif (error.context or "").endswith(("flow mapping", "flow sequence")) and start:
             bracket = "{" if error.context.endswith("mapping") else "["
             message += (f"; the {bracket} at {started} is not closed, or a ',' is missing "

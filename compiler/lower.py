@@ -231,6 +231,7 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stri
                  padding_mode: str | None = None) -> None:
     """Input positions no window reads (`padding_mode`: a convolution's; a padding that copies
     the input reads the positions it copies)."""
+    warn_shaped = ctx.gb.warn_of_shapes  # said with the overrides that shaped the input
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     padding_of_no_input = padding_mode in ("zeros", "random")
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
@@ -251,15 +252,15 @@ def _warn_unused(ctx, spatial, kernel, stride, pad, dilation, kernel_field, stri
         geometry = f"{n} {axis} / stride {s}{f', dilation {d}' if d > 1 else ''}"
         with ctx.gb.at(ctx.origin.at_field(field) if field else ctx.origin):
             if unread.count == n and padding_of_no_input:  # kernel 1, stride 6, padding 2
-                ctx.gb.warn_of_shapes(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
+                warn_shaped(f"{geometry}, padding {_pad_text(p)}: every window lies in the "
                             f"padding, so the layer reads none of the {n} {axis} "
                             f"({result.formula}); adjust {to_adjust} or stride to use every "
                             "input")
             elif unread.past_the_end_only:
-                ctx.gb.warn_of_shapes(f"{geometry} leaves {unread.count} {unit} unused "
+                warn_shaped(f"{geometry} leaves {unread.count} {unit} unused "
                             f"({result.formula}); adjust {to_adjust} or stride to use every input")
             else:
-                ctx.gb.warn_of_shapes(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
+                warn_shaped(f"{geometry} leaves {unread.count} {unit} unused: no window reads "
                             f"{_positions(axis, unread)}; adjust {to_adjust} or stride to use "
                             "every input")
 
@@ -268,6 +269,7 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
     """Outputs whose window lies wholly in a padding wider than the kernel reaches, or whose
     taps, spread wider than the input, step over it: they read no input (a layer whose
     windows read none at all is _warn_unused's)."""
+    warn_shaped = ctx.gb.warn_of_shapes  # said with the overrides that shaped the input
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     fixes = [_padding_only_fix(*geometry) for geometry in zip(spatial, kernel, stride, pad,
                                                                dilation)]
@@ -286,19 +288,19 @@ def _warn_windows_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -
             _setting_of_axes(paddings, pad, fix.padding) + (" or less" if fix.or_less else "")
         if fix.padding is None:  # the padding is within the reach: the taps step over the input
             with ctx.gb.at(ctx.origin.at_field("dilation")):
-                ctx.gb.warn_of_shapes(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                warn_shaped(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}: {outputs}, the input between two taps; use "
                             f"dilation: {_setting_of_axes(dilations, None, fix.dilation)}")
         elif fix.dilation:  # the taps step over the input, and the padding holds a smaller one's
             with ctx.gb.at(ctx.origin.at_field("dilation")):
-                ctx.gb.warn_of_shapes(f"dilation {d} sets the kernel's taps {d} apart, more than the "
+                warn_shaped(f"dilation {d} sets the kernel's taps {d} apart, more than the "
                             f"{n} {axis}, and padding {_pad_text(p)} leaves the taps of a "
                             f"smaller one in it: {outputs}; use dilation: "
                             f"{_setting_of_axes(dilations, None, fix.dilation)} with padding: "
                             f"{padding}")
         else:
             with ctx.gb.at(ctx.origin.at_field("padding")):
-                ctx.gb.warn_of_shapes(f"padding {_pad_text(p)} is at least the kernel's reach "
+                warn_shaped(f"padding {_pad_text(p)} is at least the kernel's reach "
                             f"({fix.reach}): {outputs}, none of the input; use padding: {padding}")
 
 
@@ -308,6 +310,7 @@ def _warn_taps_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> N
     every output, multiply nothing, and their weights never get a gradient. Axes of outputs
     that read only padding are _warn_windows_of_padding_only's. One warning for the axes
     alike."""
+    warn_shaped = ctx.gb.warn_of_shapes  # said with the overrides that shaped the input
     names = ("positions",) if len(spatial) == 1 else ("rows", "columns")
     found: dict[tuple, list[str]] = {}
     for axis, n, k, s, p, d in zip(names, spatial, kernel, stride, pad, dilation):
@@ -321,7 +324,7 @@ def _warn_taps_of_padding_only(ctx, spatial, kernel, stride, pad, dilation) -> N
         fix = _every_tap_fix(n, k, s, d)
         along = " and ".join(axes)
         with ctx.gb.at(ctx.origin.at_field("kernel_size" if d == 1 else "dilation")):
-            ctx.gb.warn_of_shapes(f"kernel_size {k}{spread} on {n} {along}, padding {_pad_text(p)}: "
+            warn_shaped(f"kernel_size {k}{spread} on {n} {along}, padding {_pad_text(p)}: "
                         f"{k - live} of the kernel's {k} taps along the {along} meet only the "
                         "padding's zeros, at every output, so their weights never get a "
                         f"gradient and add nothing; {fix}")

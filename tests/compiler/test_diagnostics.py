@@ -704,7 +704,7 @@ def test_tabs_are_named_with_the_fix():
     ("model:\n  input_shape: [4]\n  layers: [{type: dense, units: 2}]\ntrain:\n  epochs: 2\n"
      "batch_size: 8\n  shuffle: true\n",
      "'batch_size' on line 6 is indented less than the keys around it ('epochs' on line 5, "
-     "'shuffle' here), so YAML reads 'shuffle' as more of its value: indent 'batch_size' to "
+     "'shuffle' on line 7), so YAML reads 'shuffle' as more of its value: indent 'batch_size' to "
      "column 3, as they are"),
     ("model:\n  input_shape: [4]\n  layers:\n      - {type: flatten}\n"
      "    - {type: dense, units: 2}\n    - {type: dense, units: 2}\n",
@@ -714,8 +714,8 @@ def test_tabs_are_named_with_the_fix():
     # out of line whose next item spans lines
     ("data:\ndataset: digits\n  validation_split: 0.1\n",
      "'dataset' on line 2 is indented as 'data:' above it is, not as the keys under it "
-     "('validation_split' here), so YAML reads 'validation_split' as more of its value: indent "
-     "'dataset' to column 3, as 'validation_split' is"),
+     "('validation_split' on line 3), so YAML reads 'validation_split' as more of its value: "
+     "indent 'dataset' to column 3, as 'validation_split' is"),
     ("model:\n  layers:\n      - type: flatten\n    - type: dense\n      units: 10\n"
      "    - type: relu\n",
      "the list's first item, at 3:7, is indented further than the items after it (column 5)"),
@@ -735,6 +735,29 @@ def test_the_commonest_yaml_slips_say_what_to_do(text, message):
     assert message in line
 
 
+def test_a_key_out_of_line_above_where_yaml_stops_is_placed_at_that_key():
+    """The error-positions audit: a dedented key, or a section's first key indented further,
+    was placed at the line after it (where PyYAML stops), though the message named it; a key
+    one space short among its mapping's keys was told to line up with the top level's."""
+    from nnrun.compiler.loader import load_yaml_text
+
+    cases = [("optimizer:\n  type: sgd\nlr: 0.05\n  momentum: 0.9\n", (3, 1)),
+             ("train:\n    epochs: 2\n  batch_size: 8\n", (2, 5))]
+    for text, place in cases:
+        with pytest.raises(SpecError) as raised:
+            load_yaml_text(text, "spec.yaml")
+        (error,) = raised.value.diagnostics
+        assert (error.line, error.col) == place, error.format()
+    one_space = "optimizer:\n  type: sgd\n  lr: 0.05\n momentum: 0.9\n  weight_decay: 0.1\n"
+    with pytest.raises(SpecError) as raised:
+        load_yaml_text(one_space, "spec.yaml")
+    (error,) = raised.value.diagnostics
+    assert (error.line, error.col) == (4, 2) and error.message.endswith(
+        "a key at 4:2 is indented less than the keys around it ('lr' on line 3, "
+        "'weight_decay' on line 5); indent 'momentum' to column 3, as they are")
+    load_yaml_text(one_space.replace(" momentum", "  momentum"), "spec.yaml")  # as told
+
+
 _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
 
 
@@ -747,7 +770,7 @@ _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"
     ("data:\n dataset: xor\n  n_samples: 20\n  noise: 0.1\nmodel:\n  layers: [{type: dense, "
      "units: 1}]\nloss: binary_cross_entropy\n",
      "the first key under 'data:', 'dataset' on line 2, is indented less than the keys after it "
-     "('n_samples' here), so YAML reads 'n_samples' as more of its value: indent 'dataset' to "
+     "('n_samples' on line 3), so YAML reads 'n_samples' as more of its value: indent 'dataset' to "
      "column 3, as they are", lambda lines: lines.__setitem__(1, " " + lines[1])),
     # a list's first item at its key's column, the items after it deeper
     ("model:\n  input_shape: [1, 8, 8]\n  layers:\n  - {type: flatten}\n"
