@@ -842,8 +842,40 @@ def _subject(field: str | None) -> str:
 def _missing(problem: _Problem, field: str | None, data: Any, schema: Any) -> str:
     # the loc's last key: a shorthand (`layers: [dense]`) has no mapping in the data to name it
     name = problem.error["loc"][-1]
-    example = _EXAMPLES.get(name) if _is_layer_path(problem.data_path[:3]) else None
+    example = _layer_example(name, data, problem.data_path[:3]) \
+        if _is_layer_path(problem.data_path[:3]) else None
     return f"missing required field '{name}'" + (f" (e.g. {name}: {example})" if example else "")
+
+
+def _layer_example(name: str, data: Any, path: tuple) -> Any:
+    """A value for a layer's missing field: what the spec already says (the rows of its own
+    weights; a named dataset's classes for the last layer of units under cross_entropy), else
+    what the field is, at a glance."""
+    layers = _value_at(data, path[:2])
+    layer = layers[path[2]] if isinstance(layers, list) and path[2] < len(layers) else None
+    weights = layer.get("weights") if isinstance(layer, dict) else None
+    if isinstance(weights, list) and weights and name in ("units", "filters"):
+        columns = weights[0] if name == "units" else weights  # dense [in, out], conv [out, ...]
+        if isinstance(columns, list) and columns:
+            return len(columns)
+    later = layers[path[2] + 1:] if isinstance(layers, list) else []
+    classes = _named_classes(data)
+    if name == "units" and classes and not any(
+            isinstance(other, dict) and "units" in other for other in later):
+        return classes
+    return _EXAMPLES.get(name)
+
+
+def _named_classes(data: Any) -> int | None:
+    """The classes of a named dataset that a cross_entropy model scores (data-less specs,
+    files and other losses: None)."""
+    dataset = _value_at(data, ("data", "dataset"))
+    loss = _value_at(data, ("loss",))
+    loss = loss.get("type") if isinstance(loss, dict) else loss
+    info = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    if info is None or loss not in (_ABSENT, None, "cross_entropy") or info.label_shape:
+        return None
+    return info.num_classes
 
 
 # A value to show with a layer's missing required field: what it is, at a glance.

@@ -346,6 +346,22 @@ def test_a_layer_by_its_name_alone_that_needs_fields_names_them(Spec):
         "kernel_size: 3)"]
 
 
+def test_a_missing_field_is_offered_what_the_spec_already_says(Spec):
+    """The error-positions audit: "(e.g. units: 10)" for blobs' 3 classes, or beside the
+    layer's own [2, 2] weights, was, inserted, the next error."""
+    blobs = ("data: {dataset: blobs}\nmodel:\n  layers:\n    - {type: dense, units: 8}\n"
+             "    - {type: dense, activation: softmax}\n")
+    assert formatted(blobs, schema=Spec) == [
+        "spec.yaml:5:7: error: model.layers[1]: missing required field 'units' (e.g. units: 3)"]
+    # not the last layer of units, or a loss other than cross_entropy: at a glance
+    assert "(e.g. units: 10)" in formatted(blobs.replace("units: 8", "activation: relu")
+                                           + "    - {type: dense, units: 3}\n", schema=Spec)[0]
+    assert "(e.g. units: 10)" in formatted(blobs + "loss: mse\n", schema=Spec)[0]
+    weights = "model:\n  layers:\n    - {type: dense, weights: [[1, 2, 3], [4, 5, 6]]}\n"
+    assert formatted(weights, schema=Spec) == [
+        "spec.yaml:3:7: error: model.layers[0]: missing required field 'units' (e.g. units: 3)"]
+
+
 def test_missing_required_top_level_field():
     assert formatted("seed: 1\n") == ["spec.yaml:1:1: error: spec: missing required field 'model'"]
 
