@@ -499,7 +499,7 @@ def load_npz(data_spec: Any, spec_dir: Path, ignore_index: int | None = None,
     maps = labels == "masks"
     x_train, y_train, task = npz_pair(arrays["x"], arrays[labels], f"{path} (x, {labels})", maps,
                                       ignore_index)
-    if (task == "segmentation" and not maps and regression
+    if (task in ("segmentation", "classification") and not maps and regression
             and _real_targets_held_out(arrays, labels, y_train)):
         y_train, task = y_train.astype(np.float64), "regression"
     held = {}
@@ -521,7 +521,7 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     where = f"{path} ({features}, {targets})"
     x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
     if task == "regression" and (held_task == "segmentation" and not maps
-                                 or held_task != task and arrays[targets].dtype.kind == "f"):
+                                 or held_task != task and arrays[targets].dtype.kind in "fiu"):
         y, held_task = arrays[targets].astype(np.float64, copy=False), task  # whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
         raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
@@ -531,8 +531,8 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
 
 def _real_targets_held_out(arrays: dict, labels: str, y_train: np.ndarray) -> bool:
     """Whether a held-out split holds real-valued targets of y's shape a sample: under a
-    regression loss y's whole numbers of 2 or more axes (read as label maps, as y alone
-    cannot tell: data_fit.targets_for_model) are then values too (counts beside measurements)."""
+    regression loss y's whole numbers (read as class labels or label maps, as y alone cannot
+    tell: data_fit.targets_for_model) are then values too (counts beside measurements)."""
     for features, targets in held_out_pairs(labels):
         y = arrays.get(targets) if features in arrays else None
         if y is not None and y.shape[1:] == y_train.shape[1:] and y.dtype.kind == "f":

@@ -637,22 +637,28 @@ train: {epochs: 1, batch_size: 16}
 
 
 @pytest.mark.parametrize("whole_numbers", ["y", "y_test"])
-def test_whole_numbers_beside_real_valued_targets_are_values_under_mse(tmp_path, whole_numbers):
+@pytest.mark.parametrize("outputs", [3, 1])
+def test_whole_numbers_beside_real_valued_targets_are_values_under_mse(tmp_path, whole_numbers,
+                                                                        outputs):
     """Integer counts [N, 3] (read alone as 1-D label maps, which the model then tells apart)
-    beside a held-out split of floats were refused as targets of two kinds."""
+    beside a held-out split of floats were refused as targets of two kinds; so were counts
+    [N] of one output (read alone as class labels: the consistency audit)."""
     rng = np.random.default_rng(0)
-    counts = rng.integers(0, 5, (48, 3))
+    counts = rng.integers(0, 5, (48, 3) if outputs == 3 else 48)
     arrays = {"y": counts[:32], "y_test": counts[32:]}
-    arrays = {name: y if name == whole_numbers else y.astype("f4") for name, y in arrays.items()}
+    real = 0.5 if outputs == 1 else 0  # one output's whole floats are class labels too
+    arrays = {name: y if name == whole_numbers else y.astype("f4") + real
+              for name, y in arrays.items()}
     x = rng.random((48, 4)).astype("f4")
     np.savez(tmp_path / "c.npz", x=x[:32], x_test=x[32:], **arrays)
-    spec = write(tmp_path / "c.yaml", COUNTS.replace("LOSS", "mse"))
+    spec = write(tmp_path / "c.yaml", COUNTS.replace("LOSS", "mse")
+                 .replace("units: 3", f"units: {outputs}"))
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
     metrics = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert "train_mae" in metrics
     assert "test_mae" in assert_ok(invoke("eval", tmp_path / "run")).output
-    if whole_numbers == "y":  # under cross_entropy the integers are label maps: y_test is odd
-        spec = write(tmp_path / "c.yaml", COUNTS.replace("LOSS", "cross_entropy"))
+    if whole_numbers == "y" and outputs == 3:  # under cross_entropy the integers are label
+        spec = write(tmp_path / "c.yaml", COUNTS.replace("LOSS", "cross_entropy"))  # maps
         line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r2"), "c.npz")
         assert line.endswith("holds real-valued targets, but y holds 1-D label maps or several "
                              "labels a sample; save both splits' targets alike"), line
