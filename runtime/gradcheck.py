@@ -123,16 +123,26 @@ class Probe:
 
 
 def random_batch(model: Model, batch: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets of the spec's shapes; under a loss's ignore_index, every fourth
+    target from the second on is that value, so that the path that leaves them out is
+    checked too (never all: the first is a label)."""
     shape = model.lowered.graph.inputs[0].type.shape[1:]
     x = rng.standard_normal((batch, *shape))
     logits = model.lowered.logits.type.shape[1:]
     if model.spec.loss.type in schema.CLASS_LABEL_LOSSES:  # a label per position
         # one output under perceptron reads classes 0 and 1; under cross_entropy, one class
         classes = max(logits[0], 2) if model.spec.loss.type == "perceptron" else logits[0]
-        return x, rng.integers(0, classes, (batch, *logits[1:]))
+        return x, _some_ignored(model, rng.integers(0, classes, (batch, *logits[1:])))
     if model.spec.loss.type == "binary_cross_entropy":
-        return x, rng.integers(0, 2, (batch, *logits)).astype(np.float64)
+        return x, _some_ignored(model, rng.integers(0, 2, (batch, *logits)).astype(np.float64))
     return x, rng.standard_normal((batch, *logits))
+
+
+def _some_ignored(model: Model, targets: np.ndarray) -> np.ndarray:
+    ignored = getattr(model.spec.loss, "ignore_index", None)
+    if ignored is not None:
+        targets.reshape(-1)[1::4] = ignored
+    return targets
 
 
 def gradcheck(model: Model, batch: int = 4, samples: int = 8, eps: float = 1e-6,

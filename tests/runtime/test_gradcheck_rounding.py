@@ -149,3 +149,24 @@ def test_samples_are_distinct_entries(monkeypatch):
     first = drawn(0)
     assert len(first) == len(set(first)) == 11
     assert drawn(0) == first and drawn(1) != first
+
+
+@pytest.mark.parametrize("loss, ignored", [("cross_entropy", 255), ("binary_cross_entropy", -1),
+                                           ("cross_entropy", 1)])
+def test_a_gradient_that_forgets_ignore_index_fails(monkeypatch, loss, ignored):
+    """The verification-tools audit: the random batch never held ignore_index (255, -1; a
+    class only by chance), so a gradient that counts those targets passed."""
+    model = nnrun.compile(nnrun.load_spec_text(
+        f"dtype: float64\nmodel:\n  input_shape: [6]\n  layers: [{{type: dense, units: 3}}]\n"
+        f"loss: {{type: {loss}, ignore_index: {ignored}}}\n"))
+    x, y = checking.random_batch(model, 8, np.random.default_rng(0))
+    assert list(y.reshape(-1)[1::4]) == [ignored] * (y.size // 4)
+    assert (np.delete(y.reshape(-1), np.s_[1::4]) != ignored).any()
+    assert all(r.worst_relative_error <= TOLERANCE for r in checking.gradcheck(model))
+    right = model.loss_and_grads
+
+    def forgetting(params, x, y):  # the loss's own value, gradients of the ignored as 0
+        return right(params, x, np.where(y == ignored, 0, y))
+
+    monkeypatch.setattr(model, "loss_and_grads", forgetting)
+    assert max(r.worst_relative_error for r in checking.gradcheck(model)) > TOLERANCE
