@@ -326,12 +326,14 @@ def _weight_decay_rule(optimizer) -> str:
 def _perceptron_rule(outputs: int, scale: float) -> str:
     times = f"{scale:g}·" if scale != 1 else ""
     if outputs == 1:
-        return (f"loss perceptron: δ of the score is {times}(y − t), the prediction's error (at "
-                "z = 0 the unit says 1, and C is 0 there although it errs); with sgd the "
-                f"update is the perceptron rule w ← w + lr·{times}(t − y)·x")
-    return (f"loss perceptron: δ of the scores is {times}(onehot(predicted) − onehot(label)), 0 "
-            "when they agree; with sgd, on a mistake the label's row of weights gains "
-            f"lr·{times}x and the predicted class's loses it (the multi-class perceptron rule)")
+        return (f"loss perceptron: δ of the score is {times}(y − t)/N, the prediction's error "
+                "over the N samples the mean counts (at z = 0 the unit says 1, and C is 0 "
+                "there although it errs); with sgd the update is the perceptron rule "
+                f"w ← w + lr·{times}(t − y)·x, averaged over the batch (at N = 1 the rule itself)")
+    return (f"loss perceptron: δ of the scores is {times}(onehot(predicted) − onehot(label))/N, "
+            "0 when they agree, N the samples the mean counts; with sgd, on a mistake the "
+            f"label's row of weights gains lr·{times}x/N and the predicted class's loses it "
+            "(the multi-class perceptron rule, averaged over the batch)")
 
 
 def _update_rule(optimizer, continued: bool = False) -> str | None:

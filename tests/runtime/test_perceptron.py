@@ -188,6 +188,23 @@ def test_the_trace_says_which_rule_the_update_is(tmp_path, units, scale, rule):
     assert rule in output
 
 
+def test_the_trace_note_of_a_batch_divides_by_its_samples():
+    """The verification-tools audit: at batch 4 the note said δ = (y − t), and the trace
+    printed 0.25 for a sample of y − t = 1: the loss is the batch's mean."""
+    from nnrun.runtime.trace import trace
+
+    text = ("seed: 0\ndata: {dataset: xor}\nmodel:\n  input_shape: [2]\n  layers: [{type: dense, "
+            "units: 1, activation: step}]\nloss: perceptron\noptimizer: {type: sgd, lr: 0.1}\n"
+            "train: {batch_size: 4}\n")
+    from nnrun.runtime.trace_format import trace_text
+
+    traced = trace(load_spec_text(text), steps=1)
+    step = traced.steps[0]
+    (layer,) = step.layers
+    np.testing.assert_allclose(np.ravel(layer.delta), (np.ravel(layer.a) - step.y) / 4)
+    assert "δ of the score is (y − t)/N" in trace_text(traced)
+
+
 def test_metrics_under_perceptron_read_the_predictions_and_the_threshold():
     """mse compared the thresholded class, not the predictions, for a model without a step."""
     from nnrun.runtime.metrics import compared_outputs, predicted_labels
