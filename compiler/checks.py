@@ -9,7 +9,8 @@ import typing
 from pydantic import BaseModel
 
 from .datasets import (DATASETS, SIZED_DATASETS, USER_FILE_DATASETS, held_out,
-                       no_training_samples, planned_training_samples, samples_before_validation)
+                       no_training_samples, planned_training_samples, samples_before_validation,
+                       samples_the_data_holds)
 from .diagnostics import and_joined, suggest
 from .initial_values import unheld
 from .ir import Origin
@@ -117,7 +118,7 @@ def training_warnings(spec, output_shape: tuple) -> list[tuple[Origin, str]]:
             + _symmetry_warnings(spec, set(frozen))
             + _top_k_warnings(spec, output_shape) + _repeated_metric_warnings(spec)
             + _schedule_warnings(spec) + _pruning_warnings(spec)
-            + _early_stopping_warnings(spec) + _batch_warnings(spec))
+            + _early_stopping_warnings(spec) + _limit_warnings(spec) + _batch_warnings(spec))
 
 
 def default_mode(monitor: str) -> str:
@@ -590,6 +591,18 @@ def split_errors(data) -> list[tuple[Origin, str]]:
              f"validation_split {data.validation_split} of the {train} training "
              f"sample{'s' if train != 1 else ''} {left} leaves none to train on; {fix}"
              + (f", or raise {more}" if more else ""))]
+
+
+def _limit_warnings(spec) -> list[tuple[Origin, str]]:
+    """A data.limit past the training samples a named or generated dataset holds (train says
+    it of a file's, once loaded)."""
+    holds = samples_the_data_holds(spec.data) if spec.data is not None else None
+    limit = spec.data.limit if spec.data is not None else None
+    if holds is None or limit is None or limit <= holds[0]:
+        return []
+    return [(Origin("data.limit", keys=("data", "limit")),
+             f"data.limit {limit:,} is more than the {holds[0]:,} training samples "
+             f"{holds[1]}: every one is used; lower data.limit, or remove it")]
 
 
 def _batch_warnings(spec) -> list[tuple[Origin, str]]:

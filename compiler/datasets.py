@@ -126,17 +126,23 @@ def samples_before_validation(data) -> tuple[int, str, str | None] | None:
     """(count, whose, the setting that raises it) of the training samples the spec alone fixes
     before the validation split: a generated dataset's n_samples less its test split, a named
     dataset's split, or what data.limit keeps; None where the data decides."""
-    info = DATASETS.get(data.dataset)
-    found = None
-    if data.dataset in SIZED_DATASETS:
-        count = data.n_samples if data.n_samples is not None else info.default_samples
-        test = held_out(count, TEST_FRACTION)
-        found = (count - test, f"({count} less {test} for the test split)", "data.n_samples")
-    elif info is not None and info.train_samples is not None and not data.path:
-        found = (info.train_samples, f"of {data.dataset}", None)
+    found = samples_the_data_holds(data)
     if data.limit is not None and (found is None or data.limit < found[0]):
         found = (data.limit, "that data.limit keeps", "data.limit")
     return found
+
+
+def samples_the_data_holds(data) -> tuple[int, str, str | None] | None:
+    """(count, whose, the setting that raises it) of the training samples of a named or
+    generated dataset before data.limit and the validation split; None for files."""
+    info = DATASETS.get(data.dataset)
+    if data.dataset in SIZED_DATASETS:
+        count = data.n_samples if data.n_samples is not None else info.default_samples
+        test = held_out(count, TEST_FRACTION)
+        return count - test, f"({count} less {test} for the test split)", "data.n_samples"
+    if info is not None and info.train_samples is not None and not data.path:
+        return info.train_samples, f"of {data.dataset}", None
+    return None
 
 
 def planned_training_samples(data) -> int | None:

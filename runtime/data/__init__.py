@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nnrun.compiler.datasets import DATASETS, user_path
+from nnrun.compiler.datasets import DATASETS, samples_the_data_holds, user_path
 from nnrun.compiler.schema import REGRESSION_LOSSES
 from nnrun.notices import warn
 
@@ -66,7 +66,8 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
                         "(evaluate on data of the run's shape)")
     limit = option(data_spec, "limit")
     train = first(Split(raw.x_train, raw.y_train), limit)
-    if "train" in inputs_of and limit is not None and limit > len(raw.x_train):
+    if ("train" in inputs_of and limit is not None and limit > len(raw.x_train)
+            and samples_the_data_holds(data_spec) is None):  # else validate's warning
         warn(f"{where}: data.limit {limit:,} is more than the {len(raw.x_train):,} training "
              "samples the data holds: every one is used; lower data.limit, or remove it")
     if "train" in inputs_of and raw.task == "classification":

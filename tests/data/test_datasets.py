@@ -1690,6 +1690,22 @@ def test_a_limit_beyond_the_samples_is_warned(tmp_path):
     assert not _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 300)
 
 
+def test_a_limit_beyond_a_named_datasets_samples_is_validates_warning_said_once(tmp_path):
+    """The consistency audit: validate knew xor's 160 training samples (it warned of the
+    batch size against them) but only train warned of the limit; train says it once."""
+    from invoking import invoke
+
+    spec = tmp_path / "xor.yaml"
+    spec.write_text("data: {dataset: xor, limit: 5000}\nmodel: {input_shape: [2], layers: "
+                    "[{type: dense, units: 2}]}\ntrain: {epochs: 1}\n")
+    expected = (f"{spec}:1:29: warning: data.limit: data.limit 5,000 is more than the 160 "
+                "training samples (200 less 40 for the test split): every one is used; lower "
+                "data.limit, or remove it")
+    assert invoke("validate", spec).stderr.splitlines() == [expected]
+    trained = invoke("train", spec, "--out", tmp_path / "run")
+    assert trained.stderr.count("data.limit 5,000 is more than") == 1, trained.stderr
+
+
 def test_held_out_arrays_misnamed_are_each_given_a_name_once():
     """The docs walk: X_test and test_x were both told to become x_test."""
     from nnrun.compiler.datasets import misnamed_split_arrays
