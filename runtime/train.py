@@ -1255,7 +1255,12 @@ class Trainer:
                 f"preprocessed: {fix}scale them down or remove the outliers")
 
     def _start_not_finite(self) -> str:
-        """Why the loss of the initial weights, before any update, is not finite."""
+        """Why the loss of the initial weights, before any update, is not finite: inputs far
+        beyond a scale of 1, named first where they are (a wider dtype alone then only moves
+        the overflow to the first steps)."""
+        inputs = self._inputs_scale_cause()
+        if inputs:
+            return f"{inputs} (the learning rate is not the cause)"
         wider = "" if self.spec.dtype == "float64" else ", or train in float64 (dtype: float64)"
         return (f"{INITIAL_WEIGHTS} or the data (targets or inputs too large for "
                 f"{self.spec.dtype}) make it so, not the learning rate; scale them down{wider}")

@@ -936,6 +936,14 @@ def test_a_divergence_on_an_input_outlier_names_the_inputs_first(tmp_path):
             "outliers; the learning rate (0.001) may be too high") in result.stderr
     assert_ok(invoke("train", spec, "--out", tmp_path / "fixed", "--set",
                      "data.normalize=standard"))
+    # not finite at the first step, before any update (inputs near float32's largest: the
+    # consistency audit was told to train in float64, where the loss then reached 5.8e249)
+    x[:, :] = 3e38 * np.sign(x)
+    np.savez(tmp_path / "data.npz", x=x, y=np.array([0, 1, 2, 1] * 5))
+    result = invoke("train", spec, "--out", tmp_path / "first", "--set", "train.batch_size=20")
+    assert result.exit_code == 1 and ("before any update: the training inputs reach 3e+38 (at "
+                                      "sample 0) once preprocessed: set data.normalize: standard"
+                                      ) in result.stderr, result.stderr
 
 
 def test_the_perceptron_criterion_growing_with_its_weights_is_no_overshoot(tmp_path):
