@@ -9,13 +9,18 @@ import signal
 import sys
 import threading
 
-from nnrun.runtime.interrupts import HANDLED, Interrupted, forget_signals, raise_on_signal
+from nnrun.runtime.interrupts import (HANDLED, Interrupted, forget_signals,
+                                      note_until_mpi_starts, raise_on_signal, signal_before_mpi)
 
 
 def main() -> None:
     forget_signals()  # a stop an earlier command in this process made (a caller in Python)
     received = _load_with_signals_noted()
-    if received is not None:
+    if _a_rank_of_a_distributed_run():  # its signals wait for the ranks' first meeting
+        signal_before_mpi(received)
+        for number in HANDLED:
+            signal.signal(number, note_until_mpi_starts)
+    elif received is not None:
         print(f"interrupted: stopped by {signal.Signals(received).name} before the command "
               "began; nothing was written", file=sys.stderr)
         sys.exit(128 + received)
@@ -29,6 +34,15 @@ def main() -> None:
     finally:
         forget_signals()  # the process ends here; a caller in Python (tests) goes on
         _ignore_signals_from_here()
+
+
+def _a_rank_of_a_distributed_run() -> bool:
+    """One of several processes an MPI launcher started, for `train --distributed`: a rank
+    that leaves before MPI starts can leave the launcher waiting for it."""
+    from nnrun.runtime.launcher import launched_size  # environment only: no NumPy here
+
+    return (threading.current_thread() is threading.main_thread() and launched_size() > 1
+            and "--distributed" in sys.argv[1:])
 
 
 def _ignore_signals_from_here() -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from nnrun.backends import BackendUnavailable, get_backend
 
 from .data.fingerprint import USER_FILE
-from .interrupts import Interrupted, InterruptGuard
+from .interrupts import Interrupted, InterruptGuard, take_over_from_the_start
 from .launcher import launched_rank, launched_size
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -427,6 +427,7 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
     # waiting for it until --distributed-timeout.
     with ExitStack() as held:
         guard = held.enter_context(InterruptGuard(deferring=True))
+        take_over_from_the_start(guard)  # a signal noted since the rank started (entry.py)
         try:
             with _watched_start(timeout, launched_rank(), launched_size()):
                 from mpi4py import MPI

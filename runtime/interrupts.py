@@ -56,6 +56,37 @@ def raise_on_signal(number: int, frame) -> None:
 def forget_signals() -> None:
     _NOTED.clear()
     _STOPPING.clear()
+    _BEFORE_MPI.clear()
+
+
+# A signal to one rank of a data-parallel job before MPI started: noted, as the ranks' start
+# notes one (distributed.connect takes it), not raised. A rank that left then, alone, could
+# leave Open MPI's launcher waiting for it with no word (seen: a SIGTERM 0.7 s after the start).
+_BEFORE_MPI: list[int] = []
+
+
+def note_until_mpi_starts(number: int, frame) -> None:
+    """The command line's handler in a rank of `train --distributed` from its start until MPI
+    starts (entry.py). A second signal stops the rank at once."""
+    if _BEFORE_MPI:
+        raise Interrupted(number)
+    _BEFORE_MPI.append(number)
+
+
+def signal_before_mpi(signal_number: int | None = None) -> int | None:
+    """The first signal noted before MPI started (with `signal_number`, noted first)."""
+    if signal_number is not None and not _BEFORE_MPI:
+        _BEFORE_MPI.append(signal_number)
+    return _BEFORE_MPI[0] if _BEFORE_MPI else None
+
+
+def take_over_from_the_start(guard: InterruptGuard) -> None:
+    """MPI's start (distributed.connect): `guard` keeps the signal noted before it, and hands
+    back the command line's handler, which stops at once (a rank waiting in MPI_Finalize must
+    still stop on a signal), not the one that noted it."""
+    guard.received = signal_before_mpi()
+    guard.previous = {number: raise_on_signal if handler is note_until_mpi_starts else handler
+                      for number, handler in guard.previous.items()}
 
 
 def noted_signal() -> int | None:

@@ -318,6 +318,43 @@ def test_a_signal_while_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypat
     assert interrupted.value.signal_number == signal.SIGTERM
 
 
+def test_a_signal_before_mpi_starts_is_kept_for_the_ranks_first_meeting(monkeypatch):
+    """The MPI lifecycle audit: SIGTERM to one rank 0.7 s after mpiexec started, before MPI
+    did (the spec still loading), stopped that rank at once, and Open MPI's launcher then
+    waited with no word (3 times in 4). From the start a rank of `train --distributed` notes
+    a signal (entry.py), and MPI's start takes it, as one while MPI starts."""
+    from nnrun import entry
+    from nnrun.runtime import distributed, interrupts
+
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["nnrun", "train", "s.yaml", "--distributed"])
+    assert entry._a_rank_of_a_distributed_run()
+    monkeypatch.setattr(sys, "argv", ["nnrun", "validate", "s.yaml"])
+    assert not entry._a_rank_of_a_distributed_run()  # a command without ranks stops at once
+    fake = types.ModuleType("mpi4py")
+    fake.MPI = types.SimpleNamespace(COMM_WORLD=FakeComm(1, 2, others={0: ("spec", None)}))
+    monkeypatch.setitem(sys.modules, "mpi4py", fake)
+    monkeypatch.setattr(distributed, "_watched_start", lambda *args: contextlib.nullcontext())
+    previous = {number: signal.getsignal(number) for number in interrupts.HANDLED}
+    try:
+        for number in interrupts.HANDLED:
+            signal.signal(number, interrupts.note_until_mpi_starts)
+        os.kill(os.getpid(), signal.SIGTERM)  # the spec still loading: noted, not raised
+        time.sleep(0.05)
+        ranks = distributed.connect("numpy", timeout=5)
+        with ranks.signal_guard() as guard:
+            assert guard.received == signal.SIGTERM
+            with pytest.raises(RankFollows) as stopped:  # rank 1: rank 0 reports it
+                ranks.first_meeting("spec", guard.received)
+        assert stopped.value.code == 128 + signal.SIGTERM
+        # handed back: the command line's handler, which stops at once (MPI_Finalize)
+        assert signal.getsignal(signal.SIGTERM) is interrupts.raise_on_signal
+    finally:
+        interrupts.forget_signals()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def test_the_ranks_stop_together_on_a_signal_noted_before_they_compare_data():
     root = MpiRanks(FakeComm(0, 2, others={1: ({"train": (4, 2)}, {}, signal.SIGTERM)}))
     with pytest.raises(Interrupted) as interrupted:
