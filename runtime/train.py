@@ -618,8 +618,11 @@ class Trainer:
         samples, batch = len(self.data.train.x), self.spec.train.batch_size
         if batch > samples and planned_training_samples(self.spec.data) is None:
             plural = "s" if samples > 1 else ""
+            left = samples % self.ranks.size  # the ranks divide each batch evenly
+            taken = (f"{samples - left} of them, a multiple of the {self.ranks.size} ranks"
+                     if left else "all of them")
             warn(f"train.batch_size {batch} is more than the {samples} training sample{plural}: "
-                 "each epoch is one step on all of them")
+                 f"each epoch is one step on {taken}")
 
     def _model(self, backend: str) -> Model:
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)

@@ -606,6 +606,20 @@ def test_a_spec_error_under_mpiexec_is_said_once(tmp_path):
     assert (done.stdout + done.stderr).count("bad.yaml:2:") == 1, done.stderr
 
 
+def test_one_batch_of_all_the_samples_says_what_the_ranks_leave_out(tmp_path):
+    """The MPI lifecycle audit: 3 samples under batch_size 10 on 2 ranks were said to be one
+    step on all of them; the ranks divide each batch evenly, and 1 was left out."""
+    mpiexec = _mpiexec()
+    x = np.random.default_rng(0).normal(size=(3, 2)).astype("float32")
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 0]))
+    spec = _write_spec(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel: "
+                       "{layers: [{type: dense, units: 2}]}\ntrain: {epochs: 1, batch_size: 10}\n")
+    done = _run([*mpiexec, "-n", "2", *_nnrun(spec, "--distributed", "--out", "r")], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ("train.batch_size 10 is more than the 3 training samples: each epoch is one step on "
+            "2 of them, a multiple of the 2 ranks") in done.stderr
+
+
 def test_a_data_file_missing_on_one_rank_is_said_as_such(tmp_path):
     """The MPI audit: an npz spec without model.input_shape, its file readable on rank 0 only
     (a node without the shared file system), was told it 'runs another spec than rank 0': the
