@@ -210,7 +210,8 @@ def _plain_copy(data: Mapping) -> dict:
             refused.append((where, f"an integer of about {decimal_digits(value):,} digits, far "
                                    "more than any setting takes"))
             return None
-        if surrogate_problem(value):  # a name from os.fsdecode of bytes that are no UTF-8
+        # a name from os.fsdecode of bytes that are no UTF-8 (a path's is said as a path's)
+        if surrogate_problem(value) and not where.endswith(_PATH_FIELDS):
             refused.append((where, surrogate_problem(value)))
             return value
         if isinstance(value, _PLAIN):
@@ -231,6 +232,9 @@ def _plain_copy(data: Mapping) -> dict:
         raise SpecError([Diagnostic("<spec>", 1, 1, "error", where, message)
                          for where, message in refused])
     return plain
+
+
+_PATH_FIELDS = ("path", "init_from")  # the schema's FilePath fields, by their last key
 
 
 def _unheld(value) -> str:

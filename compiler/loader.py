@@ -656,8 +656,8 @@ def _key_between_levels(lines: list[str], line: int, col: int) -> str | None:
     if not (before and following) or "-" in before.group(1) + following.group(1):
         return None
     depth = len(before.group(1))
-    if not col - 1 < depth == len(following.group(1)):
-        return None
+    if not col - 1 < depth == len(following.group(1)) or _HEADER_LINE.match(lines[line - 1]):
+        return None  # a section's key, whose own keys may follow it: not one of theirs
     name = _KEY_LINE.match(lines[line - 1])
     key = f"'{name.group(2)}'" if name else "it"
     return (f"invalid YAML: a key at {line}:{col} is indented less than the keys around it "

@@ -147,10 +147,14 @@ def _widest_reading_kernel(n: int, most: int, s: int, pad: tuple[int, int], d: i
 
 def _least_reading_padding(n: int, k: int, s: int, least: int, d: int) -> int:
     """The least padding from `least` (the least that fits) at which each of the kernel's
-    taps reads the input at some output (at k - 1, every tap does); else `least`."""
+    taps reads the input at some output; else `least`. At stride 1, d(k - 1) - n + 1: the
+    first and last taps reach the input then, and every tap between; at a longer stride the
+    first few dozen paddings are searched."""
+    if s == 1:
+        return max(least, d * (k - 1) - n + 1)
     if k > MOST_SEARCHED_KERNEL:
         return least
-    return next((p for p in range(least, max(least, d * (k - 1)) + 1)
+    return next((p for p in range(least, least + 64)
                  if len(taps_reading_input(n, k, s, (p, p), d)) == k), least)
 
 

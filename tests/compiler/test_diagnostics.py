@@ -772,6 +772,12 @@ def test_a_key_out_of_line_above_where_yaml_stops_is_placed_at_that_key():
         "a key at 4:2 is indented less than the keys around it ('lr' on line 3, "
         "'weight_decay' on line 5); indent 'momentum' to column 3, as they are")
     load_yaml_text(one_space.replace(" momentum", "  momentum"), "spec.yaml")  # as told
+    # a section's key, its own keys under it, is not told to line up with them (the review)
+    section = ("optimizer:\n  type: sgd\n  lr: 0.1\n schedule:\n  type: step\n"
+               "  step_size: 2\n")
+    with pytest.raises(SpecError) as raised:
+        load_yaml_text(section, "spec.yaml")
+    assert "indent 'schedule' to column 3" not in raised.value.diagnostics[0].message
 
 
 _LAYERS = "    - {type: flatten}\n    - {type: dense, units: 10}\n"

@@ -1444,6 +1444,11 @@ def test_a_kernel_hint_leaves_no_tap_on_the_zeros_alone():
     # paddings that copy the input (or hold noise) leave no weight without a gradient
     copied = the_error(spec_text([1, 28, 28], layer.replace("}", ", padding_mode: replicate}")))
     assert copied.message.endswith("use kernel_size: 32 or less, or padding: 6")
+    # at stride 1 the padding is d(k - 1) - n + 1, not searched: a dilated kernel of 2,000 taps
+    # took minutes (the review)
+    wide = the_error(spec_text([1, 10], "{type: conv1d, filters: 1, kernel_size: 2000, "
+                                        "dilation: 500}"))
+    assert wide.message.endswith("use kernel_size: 1, or padding: 999491")
 
 
 def test_a_hint_whose_only_fitting_value_is_1_says_1_not_1_or_less():

@@ -107,6 +107,17 @@ def test_text_of_bytes_that_are_no_utf8_is_refused_before_a_run_is_written(tmp_p
             "of a UTF-16 surrogate pair, not a character; write the character itself, or its "
             "\\U escape (\\U0001F600 for a smiling face)")
     assert not (tmp_path / "run").exists()
+    # a path is told as a path (the review): not to write the character or its escape
+    for field in ("path", "init_from"):
+        data = {"dataset": "npz", "path": os.fsdecode(b"x\xff.npz")} if field == "path" else \
+            {"dataset": "xor"}
+        model = {"layers": [{"type": "dense", "units": 2}]}
+        if field == "init_from":
+            model["init_from"] = os.fsdecode(b"w\xff.npz")
+        with pytest.raises(nnrun.SpecError) as raised:
+            nnrun.train({**spec, "data": data, "model": model}, out_dir=tmp_path / "run")
+        assert "\\U escape" not in str(raised.value), raised.value
+        assert "holds the byte \\xff, which is not UTF-8" in str(raised.value), raised.value
 
 
 def test_train_takes_the_commands_options(tmp_path):
