@@ -1013,14 +1013,9 @@ class Trainer:
         already huge, the scale of the initial weights or data (lowering the rate alone then
         leaves layers dead, as the divergence's message says too)."""
         causes = [f"the updates overshoot; lower optimizer.lr ({lr:g} now)"]
-        scale = getattr(self.spec.loss, "scale", 1.0)
-        inputs = self._inputs_scale_cause()
-        if inputs:
-            causes.insert(0, inputs)
-        elif self.first_epoch == 1 and self.first_loss / scale > INITIAL_LOSS_TOO_LARGE:
-            causes.insert(0, f"the loss of the initial weights was already "
-                             f"{self.first_loss:.3g}: {INITIAL_WEIGHTS} or the data (targets "
-                             "or inputs) are of too large a scale; scale them down")
+        scale = self._scale_cause(self.first_loss if self.first_epoch == 1 else None)
+        if scale:
+            causes.insert(0, scale)
         if not self.spec.optimizer.clip_grad_norm:
             causes.append("or set optimizer.clip_grad_norm (e.g. 1.0)")
         return "; ".join(causes)
@@ -1224,14 +1219,9 @@ class Trainer:
     def _diverged_message(self, what: str, lr: float, initial_loss: float | None = None) -> str:
         optimizer = self.spec.optimizer
         causes = [f"the learning rate ({lr:g}) may be too high: lower optimizer.lr"]
-        scale = getattr(self.spec.loss, "scale", 1.0)  # large through loss.scale alone: not
-        inputs = self._inputs_scale_cause()
-        if inputs:
-            causes.insert(0, inputs)
-        elif initial_loss is not None and initial_loss / scale > INITIAL_LOSS_TOO_LARGE:
-            causes.insert(0, f"the loss of the initial weights was already {initial_loss:.3g}: "
-                             f"{INITIAL_WEIGHTS} or the data (targets or inputs) are of too "
-                             "large a scale; scale them down")
+        scale = self._scale_cause(initial_loss)
+        if scale:
+            causes.insert(0, scale)
         decay = getattr(optimizer, "weight_decay", 0.0)
         # SGD's decay, and AdamW's decoupled one, scale the weights by 1 - lr * decay each
         # step; Adam's, RMSprop's and Adagrad's pass through the normalized gradient
@@ -1242,6 +1232,17 @@ class Trainer:
         if not optimizer.clip_grad_norm:
             causes.append("gradients may be exploding: set optimizer.clip_grad_norm (e.g. 1.0)")
         return f"{what}; {self._loss_scale_cause()}{'; '.join(causes)}; {self._kept()}"
+
+    def _scale_cause(self, initial_loss: float | None) -> str | None:
+        """A cause of a loss that grew, before the learning rate: training inputs far beyond
+        a scale of 1, else a new run's first loss (`initial_loss`) already huge."""
+        inputs = self._inputs_scale_cause()
+        scale = getattr(self.spec.loss, "scale", 1.0)  # large through loss.scale alone: not
+        if inputs or initial_loss is None or initial_loss / scale <= INITIAL_LOSS_TOO_LARGE:
+            return inputs
+        return (f"the loss of the initial weights was already {initial_loss:.3g}: "
+                f"{INITIAL_WEIGHTS} or the data (targets or inputs) are of too large a scale; "
+                "scale them down")
 
     def _inputs_scale_cause(self) -> str | None:
         """Training inputs far beyond a scale of 1 once preprocessed (an outlier, or
