@@ -331,6 +331,7 @@ class Resumption:
     allow_changes: bool = False  # the resume was asked with --allow-changes
     # what such resumes were allowed: field (or data file) -> the new value
     allowed: dict = field(default_factory=dict)
+    moved_data: bool = False  # data.path names the same bytes elsewhere: no change, but a new path
 
     @functools.cached_property
     def previous(self):
@@ -357,9 +358,8 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
         run.say(f"{run.file(SPEC)}: edited since its checkpoint was written; what the resume "
                 "changes is counted from the spec the run trained with")
     overridden = tuple(format_path(path) for path, _ in source.loaded.overridden)
-    changes = _without_a_moved_data_file(
-        spec_changes(run.file(SPEC), resolved_spec_text(source), trained, overridden), source,
-        meta)
+    found = spec_changes(run.file(SPEC), resolved_spec_text(source), trained, overridden)
+    changes = _without_a_moved_data_file(found, source, meta)
     # a field that a resume after the checkpoint set, with --allow-changes, to the same value
     # stays allowed
     allowed = {bracketed(name): change.get("new") for row in later
@@ -367,7 +367,8 @@ def _resumption(run: RunDirectory, source, allow_changes: bool) -> Resumption:
                for name, change in row["changes"].items() if isinstance(change, dict)}
     if not allow_changes:
         refuse_training_changes(run.path, _not_allowed(changes, allowed), edited, overridden)
-    return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed)
+    return Resumption(changes, trained, trained != text, bool(later), allow_changes, allowed,
+                      moved_data=len(changes) < len(found))
 
 
 def _without_a_moved_data_file(changes: dict, source, meta: dict) -> dict:
@@ -586,6 +587,7 @@ class Trainer:
         self.first_loss = None  # the loss of the run's first step here (_warn_if_loss_rose)
         self.said_loss_rose = False
         self.said_not_finite: set[str] = set()  # the splits (_warn_if_not_finite)
+        self.trained_spec = None  # a resume's that trained nothing: the run's own (_finish)
 
     def _check_a_share_per_rank(self) -> None:
         """Each rank takes an equal share of every batch (ranks.even_batches): fewer samples
@@ -861,6 +863,10 @@ class Trainer:
                 run.say(f"{run.path}: the best epoch was chosen by the {rechosen[0][1]}imum of "
                         f"{rechosen[0][0]}, now by the {rechosen[1][1]}imum of {rechosen[1][0]}: "
                         f"it is chosen again from epoch {epoch + 1} on")
+        elif resumption.moved_data and trains and not changes:
+            # the data file moved, data.path following it: the run's spec.yaml names where it
+            # is now, as the checkpoints this resume writes do (no record: the data is the same)
+            run.write_spec(self.spec_text)
         else:
             if resumption.stale:
                 run.write_spec(resumption.previous_spec)
@@ -870,6 +876,8 @@ class Trainer:
             # again, by a later nnrun, the same spec may read otherwise (an escape, a new field)
             self.spec_text = resumption.previous_spec
             self.spec_meta = ckpt.spec_text_meta(self.spec_text)
+            if not trains:  # the run's numbers stay those of the spec it trained with
+                self.trained_spec = resumption.previous
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
 
     def _chosen_by_another(self, resumption: Resumption, changes: dict, epoch: int):
@@ -1462,6 +1470,10 @@ class Trainer:
 
     def _finish(self, run: RunDirectory | None, started: float, stopped_early: bool,
                 guard=None) -> dict:
+        if self.trained_spec is not None:  # a resume that trained nothing: its final model
+            # and numbers are the run's, of the spec.yaml it keeps (restore_best, metrics)
+            self.spec = self.trained_spec
+            self.metrics = tracked_metrics(self.spec, self.data.task)
         # Training is over: its state and the step's buffers go before the final checkpoint is
         # read and evaluated beside them.
         self.state, step_path = {}, self.model.release_training_step()

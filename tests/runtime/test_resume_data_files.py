@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from nnrun.runtime.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from nnrun.runtime.data import DataError
 from nnrun.runtime.data.fingerprint import data_files, data_fingerprint
+from nnrun.runtime.interrupts import Interrupted
 
 from invoking import assert_ok, assert_one_line_error, invoke
 
@@ -193,6 +195,48 @@ def test_a_data_file_moved_with_its_bytes_is_no_change_of_the_data(run, tmp_path
     write_data(tmp_path / "moved" / "vec.npz", column_scale=2.0)
     assert_one_line_error(invoke("train", spec, "--resume", run, "--epochs", "4", "--quiet"),
                           str(run))
+
+
+def test_a_resume_that_follows_a_moved_file_alone_writes_the_path_in_spec_yaml(tmp_path,
+                                                                              monkeypatch):
+    """The resume audit: --set data.path to where the file moved, the only change, trained on,
+    and the run's spec.yaml still named the old place: eval and the next resume, as the run
+    itself prints it, then failed to find the file."""
+    from nnrun.runtime.train import Trainer
+
+    write_data(tmp_path / "vec.npz")
+    (tmp_path / "vec.yaml").write_text(SPEC)
+    short, train_epoch = tmp_path / "short", Trainer.train_epoch
+
+    def stopped_at_the_second(trainer, epoch, guard=None):  # a SIGTERM after epoch 1's save
+        if epoch == 2:
+            raise Interrupted(signal.SIGTERM)
+        return train_epoch(trainer, epoch, guard)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trainer, "train_epoch", stopped_at_the_second)
+        assert invoke("train", tmp_path / "vec.yaml", "--out", short, "--quiet").exit_code == 143
+    (tmp_path / "moved").mkdir()
+    os.replace(tmp_path / "vec.npz", tmp_path / "moved" / "vec.npz")
+    moved = tmp_path / "moved" / "vec.npz"
+    assert_ok(invoke("train", short / "spec.yaml", "--resume", short, "--set",
+                     f"data.path={moved}", "--quiet"))
+    assert str(moved) in (short / "spec.yaml").read_text()
+    assert not (short / "spec-changes.jsonl").exists()  # no change of the data: no record
+    assert_ok(invoke("eval", short, "--split", "val"))
+    assert_ok(invoke("train", short / "spec.yaml", "--resume", short, "--quiet"))
+
+
+def test_a_resume_that_trains_nothing_keeps_the_runs_final_model_and_numbers(run, tmp_path):
+    """The resume audit: a finished run resumed with restore_best: false (or other metrics)
+    trained nothing, recorded nothing, and kept spec.yaml, but summary.json then named
+    last.npz, which eval and predict followed."""
+    before = json.loads((run / "summary.json").read_text())["final"]
+    for change in ("train.early_stopping.restore_best=false", "train.metrics=[mse]"):
+        assert_ok(invoke("train", run / "spec.yaml", "--resume", run, "--set", change,
+                         "--allow-changes", "--quiet"))
+        assert json.loads((run / "summary.json").read_text())["final"] == before, change
+    assert "best.npz" in assert_ok(invoke("eval", run)).output
 
 
 @pytest.mark.parametrize("change", ["data file", "data.normalize=scale", "data.normalize=none"])
