@@ -879,6 +879,20 @@ train: {{epochs: 1, batch_size: 8, shuffle: false}}
     assert warning.endswith("or set optimizer.clip_grad_norm (e.g. 1.0)")
 
 
+def _unnormalised_npz_spec(path: Path, hidden: int, lr: float, train: str) -> Path:
+    """A spec of data.npz beside it, fed as it is, to 3 classes through one hidden layer."""
+    return write(path, f"""\
+        seed: 0
+        data: {{dataset: npz, path: data.npz, normalize: none}}
+        model:
+          layers:
+            - {{type: dense, units: {hidden}, activation: relu}}
+            - {{type: dense, units: 3}}
+        optimizer: {{type: sgd, lr: {lr}}}
+        train: {train}
+        """)
+
+
 def test_a_held_out_loss_that_is_not_finite_is_a_warning_naming_what_follows_it(tmp_path):
     """The numerics audit: a validation sample of 3e38 (finite in float32) made val_loss NaN
     at every epoch; train said nothing while early stopping and best.npz followed the NaN
@@ -889,16 +903,8 @@ def test_a_held_out_loss_that_is_not_finite_is_a_warning_naming_what_follows_it(
     x_val = x[:5].copy()
     x_val[2] = [3e38, -3e38, 3e38]
     np.savez(tmp_path / "data.npz", x=x, y=y, x_val=x_val, y_val=y[:5])
-    spec = write(tmp_path / "nanval.yaml", """\
-        seed: 0
-        data: {dataset: npz, path: data.npz, normalize: none}
-        model:
-          layers:
-            - {type: dense, units: 8, activation: relu}
-            - {type: dense, units: 3}
-        optimizer: {type: sgd, lr: 0.1}
-        train: {epochs: 3, batch_size: 8, early_stopping: {monitor: val_loss, patience: 5}}
-        """)
+    spec = _unnormalised_npz_spec(tmp_path / "nanval.yaml", 8, 0.1, "{epochs: 3, batch_size: 8, "
+                                  "early_stopping: {monitor: val_loss, patience: 5}}")
     result = assert_ok(invoke("train", spec, "--out", tmp_path / "run"))
     warnings = [line for line in result.stderr.splitlines() if "val_loss is nan" in line]
     assert len(warnings) == 1, result.stderr
@@ -919,16 +925,8 @@ def test_a_divergence_on_an_input_outlier_names_the_inputs_first(tmp_path):
     x = rng.normal(size=(20, 3)).astype(np.float32)
     x[3, 1] = 1e30
     np.savez(tmp_path / "data.npz", x=x, y=np.array([0, 1, 2, 1] * 5))
-    spec = write(tmp_path / "outlier.yaml", """\
-        seed: 0
-        data: {dataset: npz, path: data.npz, normalize: none}
-        model:
-          layers:
-            - {type: dense, units: 4, activation: relu}
-            - {type: dense, units: 3}
-        optimizer: {type: sgd, lr: 0.001}
-        train: {epochs: 2, batch_size: 4}
-        """)
+    spec = _unnormalised_npz_spec(tmp_path / "outlier.yaml", 4, 0.001,
+                                  "{epochs: 2, batch_size: 4}")
     result = invoke("train", spec, "--out", tmp_path / "run")
     assert result.exit_code == 1
     assert ("loss became nan at epoch 1, step 4; the training inputs reach 1e+30 (at sample 3) "
