@@ -127,8 +127,9 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     maps = data.task == "segmentation" and not multi_label
     if maps:
         _check_label_maps(labels, where)
-    if training and (maps or _target_maps(data, outputs)):
-        _check_no_moving_augmentation(spec, where, "label maps" if maps else "target maps")
+    moved = moved_with_inputs(spec, model, data)
+    if training and moved:
+        _check_no_moving_augmentation(spec, where, moved)
     _naming_a_held_out_split(spec, data, labels, where, lambda labels, where:
                              _check_labels_fit_the_loss(spec, data, labels, model.lowered, where))
     if training and _numbers_for_one_output(spec, model, data):
@@ -217,6 +218,15 @@ def maps_over(targets: tuple, spatial: tuple) -> bool:
     or the outputs' shape past the channels): label maps, or masks and counts to regress."""
     targets, spatial = tuple(targets), tuple(spatial)
     return bool(spatial) and len(targets) >= len(spatial) and targets[-len(spatial):] == spatial
+
+
+def moved_with_inputs(spec, model, data) -> str | None:
+    """What a move of the inputs (a spatial augmentation; eval's --shift and --permute) would
+    leave behind, misaligned: "label maps", "target maps", or None."""
+    outputs = model.lowered.logits.type.shape[1:]
+    if data.task == "segmentation" and not is_multi_label(spec, data.train.y, outputs):
+        return "label maps"
+    return "target maps" if _target_maps(data, outputs) else None
 
 
 def _target_maps(data, outputs: tuple) -> bool:

@@ -20,12 +20,11 @@ from . import checkpoint as ckpt
 from .archives import (DamagedFile, is_npy_file, largest_magnitude, npz_headers,
                        read_npy_checked, read_npz)
 from .data import DataError, load_dataset
-from .data_fit import (DataFitError, check_data_fits, maps_over, targets_for_model,
+from .data_fit import (DataFitError, check_data_fits, moved_with_inputs, targets_for_model,
                        task_for_model)
 from .data.preprocessing import IDENTITY, Preprocessing, load_preprocessing
 from .data.fingerprint import data_files, data_fingerprint
 from .data.splits import not_finite_problem
-from .data.targets import is_multi_label
 from .files import write_output
 from .memory import MemoryLimitError, available_memory, check_memory, evaluation_batch
 from .metrics import evaluate
@@ -303,12 +302,12 @@ def evaluate_run(run_dir: Path, split: str = "test", which: str | None = None,
                           "csv": "; a csv dataset has none (an npz can hold x_test and y_test)"}
                  .get(spec.data.dataset, "")}
         raise DataError(f"{where}: has no {split} split{hints.get(split, '')}{other}")
-    if transform is not None and _positions_labelled(spec, run.model, chosen):
-        raise DataError(f"{where}: its labels are maps of the input's positions; "
-                        f"{transform.describe(chosen.x.ndim - 2)} would move the inputs "
-                        "but not the labels, "
-                        "which measures misalignment, not invariance: evaluate without "
-                        "--shift and --permute")
+    moved = moved_with_inputs(spec, run.model, data) if transform is not None else None
+    if moved:
+        raise DataError(f"{where}: its targets are {moved}, position by position of the "
+                        f"outputs; {transform.describe(chosen.x.ndim - 2)} would move the "
+                        f"inputs but not the {moved}, which measures misalignment, not "
+                        "invariance: evaluate without --shift and --permute")
     try:
         check_data_fits(spec, run.model, data, training=False)
     except DataError as error:  # DataFitError too: the data has changed since training, likely
@@ -352,14 +351,6 @@ def _warn_of_changed_data(run: Run, run_dir: Path, split: str) -> None:
          f"are the model's numbers on the new data, not the ones train reported"
          + ("; the validation split is drawn again from the new samples, and may hold samples "
             "the model trained on" if drawn else ""))
-
-
-def _positions_labelled(spec, model, split) -> bool:
-    """Whether the labels are maps over the samples' spatial positions (segmentation), not
-    several labels a sample that happen to be as many."""
-    outputs = model.lowered.logits.type.shape[1:]
-    return (maps_over(split.y.shape[1:], split.x.shape[2:])
-            and not is_multi_label(spec, split.y, outputs))
 
 
 def predict_run(run_dir: Path, input_path: Path, out_path: Path, which: str | None = None,

@@ -331,7 +331,7 @@ def test_fcn_spec_through_every_command(tmp_path):
     assert evaluated.exit_code == 0 and "test_mean_iou" in evaluated.output
     for transform in (["--shift", "2"], ["--permute"]):  # the maps would not move with the pixels
         refused = invoke("eval", run, *transform)
-        assert refused.exit_code == 1 and "labels are maps" in refused.stderr, refused.output
+        assert refused.exit_code == 1 and "its targets are label maps" in refused.stderr, refused.output
     np.savez(tmp_path / "in.npz", x=np.zeros((2, 1, 32, 32)))
     predicted = invoke("predict", run, tmp_path / "in.npz", "--out", tmp_path / "p.npy")
     assert predicted.exit_code == 0, predicted.output

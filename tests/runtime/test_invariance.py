@@ -160,3 +160,43 @@ def test_the_invariance_script_ends_with_nnruns_own_error_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1 and "does not exist" in done.stderr
+
+
+@pytest.mark.parametrize("targets", ["coarse label maps", "flat target maps", "label maps",
+                                     "several labels"])
+def test_eval_refuses_to_move_inputs_whose_targets_are_maps_as_train_does(tmp_path, targets):
+    """The inference audit: label maps at a pooled output's resolution, and regression maps
+    saved flat, were scored under --shift and --permute (which train's augmentation refuses
+    of them): a drop that measures misalignment. Several labels a sample are no maps."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 1, 6, 6)).astype(np.float32)
+    conv = "{type: conv2d, filters: 2, kernel_size: 3, padding: 1, activation: relu}"
+    layers, loss = [conv, "{type: maxpool2d, pool_size: 2}",
+                    "{type: conv2d, filters: 2, kernel_size: 1}"], "cross_entropy"
+    if targets == "coarse label maps":
+        y = (x[:, 0].reshape(60, 3, 2, 3, 2).mean((2, 4)) > 0).astype(np.int64)
+    elif targets == "flat target maps":
+        y, loss = (0.5 * x + 0.1).reshape(60, -1), "mse"
+        layers = [conv, "{type: conv2d, filters: 1, kernel_size: 1}"]
+    elif targets == "label maps":
+        y = (x[:, 0] > 0).astype(np.int64)
+        layers = [conv, "{type: conv2d, filters: 2, kernel_size: 1}"]
+    else:
+        y, loss = (x.reshape(60, 36)[:, :4] > 0).astype(np.int64), "binary_cross_entropy"
+        layers = [conv, "{type: flatten}", "{type: dense, units: 4}"]
+    np.savez(tmp_path / "d.npz", x=x[:40], y=y[:40], x_test=x[40:], y_test=y[40:])
+    (tmp_path / "s.yaml").write_text(
+        "data: {dataset: npz, path: d.npz, normalize: none}\nmodel:\n  layers: ["
+        + ", ".join(layers) + f"]\nloss: {loss}\ntrain: {{epochs: 1}}\n")
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", str(tmp_path / "s.yaml"), "--out",
+                                   str(tmp_path / "run"), "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    for moved in (["--shift", "1"], ["--permute"]):
+        result = runner.invoke(main, ["eval", str(tmp_path / "run"), *moved])
+        if targets == "several labels":
+            assert result.exit_code == 0, result.output
+        else:
+            kind = " ".join(targets.split()[-2:])
+            assert result.exit_code == 1 and f"its targets are {kind}" in result.output
+            assert "measures misalignment, not invariance" in result.output
