@@ -197,8 +197,8 @@ def _plain_copy(data: Mapping) -> dict:
             for key, item in value.items():
                 if beyond_decimal_text(key):
                     refused.append((where, "a key of an integer far longer than any setting"))
-                elif surrogate_problem(key):
-                    refused.append((where, f"a key: {surrogate_problem(key)}"))
+                elif problem := surrogate_problem(key):
+                    refused.append((where, f"a key: {problem}"))
                 elif not isinstance(key, _PLAIN):
                     refused.append((where, _cannot_hold(f"a key {key!r} ({_kind(key)})")))
                 else:
@@ -211,8 +211,9 @@ def _plain_copy(data: Mapping) -> dict:
                                    "more than any setting takes"))
             return None
         # a name from os.fsdecode of bytes that are no UTF-8 (a path's is said as a path's)
-        if surrogate_problem(value) and not where.endswith(_PATH_FIELDS):
-            refused.append((where, surrogate_problem(value)))
+        problem = surrogate_problem(value)
+        if problem and not where.endswith(_PATH_FIELDS):
+            refused.append((where, problem))
             return value
         if isinstance(value, _PLAIN):
             return value

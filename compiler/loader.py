@@ -730,8 +730,7 @@ def _deeper_key_hint(lines: list[str], key: re.Match, above: re.Match, previous:
             _indent(lines[after - 1]) == depth:  # `data:`, ` dataset:`, `  n_samples:`, ...
         return (f"; the first key under '{header.group(2)}:', '{shallower}' on line "
                 f"{previous}, is indented less than the keys after it ('{name}' on line {line}), "
-                f"{reads}: "
-                f"{_indent_words(depth, repr(shallower))}, as they are"), True
+                f"{reads}: {_indent_words(depth, repr(shallower))}, as they are"), True
     if header and len(header.group(1)) == len(above.group(1)):  # `data:`, `dataset:` dedented
         return (f"; '{shallower}' on line {previous} is indented as '{header.group(2)}:' above "
                 f"it is, not as the keys under it ('{name}' on line {line}), {reads}: "

@@ -863,19 +863,20 @@ class Trainer:
                 run.say(f"{run.path}: the best epoch was chosen by the {rechosen[0][1]}imum of "
                         f"{rechosen[0][0]}, now by the {rechosen[1][1]}imum of {rechosen[1][0]}: "
                         f"it is chosen again from epoch {epoch + 1} on")
-        elif resumption.moved_data and trains and not changes:
-            # the data file moved, data.path following it: the run's spec.yaml names where it
-            # is now, as the checkpoints this resume writes do (no record: the data is the same)
-            run.write_spec(self.spec_text)
         else:
-            if resumption.stale:
-                run.write_spec(resumption.previous_spec)
             if resumption.dropped:
                 run.write_spec_changes(earlier)
-            # spec.yaml keeps its text, which the checkpoints name by its digest: resolved
-            # again, by a later nnrun, the same spec may read otherwise (an escape, a new field)
-            self.spec_text = resumption.previous_spec
-            self.spec_meta = ckpt.spec_text_meta(self.spec_text)
+            if resumption.moved_data and trains:
+                # the data file moved, data.path following it: spec.yaml names where it is
+                # now, as the checkpoints this resume writes do (no record: the same data)
+                run.write_spec(self.spec_text)
+            else:
+                if resumption.stale:
+                    run.write_spec(resumption.previous_spec)
+                # spec.yaml keeps its text, which the checkpoints name by its digest: resolved
+                # again, by a later nnrun, the same spec may read otherwise (an escape, a field)
+                self.spec_text = resumption.previous_spec
+                self.spec_meta = ckpt.spec_text_meta(self.spec_text)
             if not trains:  # the run's numbers stay those of the spec it trained with
                 self.trained_spec = resumption.previous
         return Begun(state, history, step=meta["step"], first_epoch=epoch + 1, pruning=pruning)
@@ -1255,15 +1256,12 @@ class Trainer:
     def _inputs_scale_cause(self) -> str | None:
         """Training inputs far beyond a scale of 1 once preprocessed (an outlier, or
         `normalize: none` on raw values): any step on them overshoots, whatever the rate."""
-        x = self.data.train.x
-        rows = x.reshape(len(x), -1)
-        largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))  # no |x| copy of the data
-        sample = int(largest.argmax())
-        if not largest[sample] > INPUTS_TOO_LARGE:
+        largest, sample = largest_input(self.data.train.x)
+        if not largest > INPUTS_TOO_LARGE:
             return None
         fix = ("set data.normalize: standard, or " if self.spec.data.normalize == "none"
                else "")
-        return (f"the training inputs reach {largest[sample]:.3g} (at sample {sample}) once "
+        return (f"the training inputs reach {largest:.3g} (at sample {sample}) once "
                 f"preprocessed: {fix}scale them down or remove the outliers")
 
     def _start_not_finite(self) -> str:
@@ -1333,8 +1331,7 @@ class Trainer:
         if loss is None or math.isfinite(loss) or split in self.said_not_finite:
             return
         self.said_not_finite.add(split)
-        flat = np.abs(data.x.reshape(len(data.x), -1))
-        sample = int(flat.max(axis=1).argmax())
+        value, sample = largest_input(data.x)
         largest = largest_magnitude({name: self.backend.to_host(state[name])
                                      for name in self.model.param_infos})
         monitor, _, stopping = self._monitor()
@@ -1344,7 +1341,7 @@ class Trainer:
                    if monitor == f"{split}_loss" else "")
         warn(f"{split}_loss is {loss}: the model's outputs are inf or NaN on some of the "
              f"{split} split's samples, beyond {self.spec.dtype} (the split's largest input "
-             f"value is {flat[sample].max():.3g}, at its sample {sample}; the largest weight "
+             f"value is {value:.3g}, at its sample {sample}; the largest weight "
              f"{largest:.3g}){follows}")
 
     # --- after each epoch -----------------------------------------------------------------
@@ -1563,6 +1560,15 @@ def _data_example(source) -> str:
         (name for name, info in DATASETS.items() if list(info.input_shape or ()) == shape), None)
     return (f"data: {{dataset: {named}}}" if named else
             "data: {dataset: npz, path: data.npz} (a file of arrays x and y)")
+
+
+def largest_input(x: np.ndarray) -> tuple[float, int]:
+    """The largest |value| of a split's inputs, and the sample that holds it (no |x| copy of
+    the data: each sample's largest and smallest)."""
+    rows = x.reshape(len(x), -1)
+    largest = np.maximum(rows.max(axis=1), -rows.min(axis=1))
+    sample = int(largest.argmax())
+    return float(largest[sample]), sample
 
 
 # A first loss above this (cross-entropy over K classes starts near ln K, a mean squared error
