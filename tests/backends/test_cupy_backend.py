@@ -118,6 +118,7 @@ def test_check_backends_agrees_on_every_spec(cupy_backend, spec_path):
     first = report.first_failure
     assert first is None, f"{first[0].name}: {first[1].describe()}"
     assert not report.whole_step_failures, report.whole_step_failures
+    assert not report.fallbacks, report.fallbacks  # the captured step and every kernel held
 
 
 def test_several_labels_a_sample_on_cupy_give_numpys_metrics(cupy_backend, tmp_path):
