@@ -58,6 +58,16 @@ def npz_headers(path: Path) -> dict[str, ArrayHeader]:
         raise DamagedFile(_reason(error)) from None
 
 
+def opens_as_npz(path: Path) -> bool:
+    """Whether an archive can be opened, its members' headers read (a checkpoint whose fix
+    would need it: a damaged or missing one cannot be copied over the other)."""
+    try:
+        npz_headers(path)
+    except (DamagedFile, OSError):
+        return False
+    return True
+
+
 def read_npz(path: Path, headers: dict[str, ArrayHeader]) -> dict[str, np.ndarray]:
     """The members named in `headers` (as `npz_headers` gave them, checked by the caller)."""
     try:

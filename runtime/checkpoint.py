@@ -24,7 +24,8 @@ from pydantic_core import to_jsonable_python
 from nnrun.compiler.initial_values import META_KEY, OWN_PREFIXES, PARAMS_PREFIX
 from nnrun.compiler.schema import default_layer_names
 
-from .archives import ArrayHeader, DamagedFile, first_not_finite, npz_headers, read_npz
+from .archives import (ArrayHeader, DamagedFile, first_not_finite, npz_headers, opens_as_npz,
+                       read_npz)
 from .files import describe_os_error, write_atomically
 from .options import option
 
@@ -268,22 +269,13 @@ def _fix(path: Path) -> str:
     other = path.with_name("last.npz" if path.name == "best.npz" else "best.npz")
     new_run = f"start a new run with another {option('--out')}"
     # in a run directory, the other's fix would need this one (the hostile-input audit)
-    if path.name in ("best.npz", "last.npz") and not _readable(other):
+    if path.name in ("best.npz", "last.npz") and not opens_as_npz(other):
         return f"{other.name} is {'damaged' if other.exists() else 'missing'} too: {new_run}"
     if path.name == "best.npz":
         # not "copy last.npz over it": its weights would then pass for the best epoch's
         return "delete it (last.npz is then used)"
     # Deleting last.npz is no way out: a run that has trained epochs refuses to start over.
     return f"copy best.npz over it to resume from the best epoch, or {new_run}"
-
-
-def _readable(path: Path) -> bool:
-    """Whether a checkpoint's archive can be opened (its members' headers read)."""
-    try:
-        npz_headers(path)
-    except (DamagedFile, OSError):
-        return False
-    return True
 
 
 def _meta(path: Path, headers: dict[str, ArrayHeader]) -> dict:

@@ -32,6 +32,7 @@ from nnrun.compiler.datasets import beyond_the_locale
 from nnrun.compiler.initial_values import META_KEY
 from nnrun.notices import shell_word
 
+from .archives import opens_as_npz
 from .files import (append_text_durably, describe_os_error, is_writable_directory,
                     read_json_file, remove_leftovers, what_is_there, write_text_atomically)
 from .options import option
@@ -335,7 +336,7 @@ class RunDirectory:
         if not signs:
             return
         way = (f"copy {BEST} to {LAST} and resume to continue from its best epoch, or "
-               if self.file(BEST).is_file() else "")
+               if self.file(BEST).is_file() and opens_as_npz(self.file(BEST)) else "")
         raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
                                 f"({', '.join(signs)}) but has no {LAST} to continue from; "
                                 f"{way}start a new run with another {option('--out')}")

@@ -1837,6 +1837,11 @@ def test_both_checkpoints_damaged_are_told_to_start_anew_not_to_use_each_other(t
     line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--quiet"),
                                  trained / "last.npz")
     assert line.endswith("best.npz is missing too: start a new run with another --out")
+    # last.npz missing beside a damaged best.npz: not told to copy it over (the docs audit)
+    (trained / "best.npz").write_bytes(b"truncated")
+    (trained / "last.npz").unlink()
+    line = assert_one_line_error(invoke("train", spec, "--resume", trained, "--quiet"), trained)
+    assert "copy best.npz" not in line and line.endswith("start a new run with another --out")
 
 
 @pytest.mark.parametrize("meta, problem", [
