@@ -601,8 +601,9 @@ def _limit_warnings(spec) -> list[tuple[Origin, str]]:
     if holds is None or limit is None or limit <= holds[0]:
         return []
     return [(Origin("data.limit", keys=("data", "limit")),
-             f"data.limit {limit:,} is more than the {holds[0]:,} training samples "
-             f"{holds[1]}: every one is used; lower data.limit, or remove it")]
+             f"data.limit {limit:,} is more than the {holds[0]:,} training "
+             f"sample{'s' if holds[0] != 1 else ''} {holds[1]}: every one is used; lower "
+             "data.limit, or remove it")]
 
 
 def _batch_warnings(spec) -> list[tuple[Origin, str]]:

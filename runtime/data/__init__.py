@@ -68,8 +68,10 @@ def _load(data_spec: Any, spec_dir: Path, seed: int, dtype: str,
     train = first(Split(raw.x_train, raw.y_train), limit)
     if ("train" in inputs_of and limit is not None and limit > len(raw.x_train)
             and samples_the_data_holds(data_spec) is None):  # else validate's warning
-        warn(f"{where}: data.limit {limit:,} is more than the {len(raw.x_train):,} training "
-             "samples the data holds: every one is used; lower data.limit, or remove it")
+        held = len(raw.x_train)
+        warn(f"{where}: data.limit {limit:,} is more than the {held:,} training "
+             f"sample{'s' if held != 1 else ''} the data holds: every one is used; lower "
+             "data.limit, or remove it")
     if "train" in inputs_of and raw.task == "classification":
         _warn_of_classes_the_limit_leaves_out(raw.y_train, train.y, ignore_index, where,
                                               DATASETS[data_spec.dataset].user_file)

@@ -1688,6 +1688,8 @@ def test_a_limit_beyond_the_samples_is_warned(tmp_path):
         "data.limit 1,000 is more than the 300 training samples the data holds: every one is "
         "used; lower data.limit, or remove it"]
     assert not _limit_notices(tmp_path, np.tile([0, 1, 2], 100), 300)
+    assert "more than the 1 training sample the data holds" in _limit_notices(
+        tmp_path, np.array([0]), 5)[0]
 
 
 def test_a_limit_beyond_a_named_datasets_samples_is_validates_warning_said_once(tmp_path):
