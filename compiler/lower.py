@@ -28,7 +28,7 @@ from .ops.pool import PoolAttrs
 from .ops.resize import UpsampleAttrs
 from .ops.shape import ConcatAttrs, PadAttrs, ReshapeAttrs
 from .shapes import (COPYING_PADDINGS, MOST_POSITIONS, Unread, as_tuple, per_sample, same_padding,
-                     setting_text, size_of, taps_reading_input, unread_positions,
+                     setting_text, size_of, every_tap_reads, taps_reading_input, unread_positions,
                      unread_through_copies, window_output, windows_reading_no_input)
 
 
@@ -335,7 +335,7 @@ def _every_tap_fix(n: int, k: int, s: int, d: int) -> str:
     under padding: same (which keeps the output's size)."""
     def every_tap(kernel: int, dilation: int) -> bool:
         pad = same_padding(n, kernel, s, dilation)
-        return len(taps_reading_input(n, kernel, s, pad, dilation)) == kernel
+        return every_tap_reads(n, kernel, s, pad, dilation)
 
     dilation = next((smaller for smaller in range(d - 1, 0, -1) if every_tap(k, smaller)), None)
     widest = min(k - 1, 2 * n * s + 1)  # beyond it, a tap misses the input at every output

@@ -142,7 +142,7 @@ def _widest_reading_kernel(n: int, most: int, s: int, pad: tuple[int, int], d: i
     if most > MOST_SEARCHED_KERNEL:
         return most
     return next((k for k in range(most, max(most - 64, 1), -1)
-                 if len(taps_reading_input(n, k, s, pad, d)) == k), most)
+                 if every_tap_reads(n, k, s, pad, d)), most)
 
 
 def _least_reading_padding(n: int, k: int, s: int, least: int, d: int) -> int:
@@ -155,10 +155,15 @@ def _least_reading_padding(n: int, k: int, s: int, least: int, d: int) -> int:
     if k > MOST_SEARCHED_KERNEL:
         return least
     return next((p for p in range(least, least + 64)
-                 if len(taps_reading_input(n, k, s, (p, p), d)) == k), least)
+                 if every_tap_reads(n, k, s, (p, p), d)), least)
 
 
 MOST_SEARCHED_KERNEL = 4096
+
+
+def every_tap_reads(n: int, k: int, s: int, pad: tuple[int, int], d: int) -> bool:
+    """Whether each of the kernel's k taps reads one of the n inputs at some output."""
+    return len(taps_reading_input(n, k, s, pad, d)) == k
 
 
 def taps_reading_input(n: int, k: int, s: int, pad: tuple[int, int], d: int) -> list[int]:

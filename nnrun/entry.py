@@ -10,14 +10,15 @@ import sys
 import threading
 
 from nnrun.runtime.interrupts import (HANDLED, Interrupted, forget_signals,
-                                      note_until_mpi_starts, raise_on_signal, signal_before_mpi)
+                                      note_until_mpi_starts, raise_on_signal)
 
 
 def main() -> None:
     forget_signals()  # a stop an earlier command in this process made (a caller in Python)
     received = _load_with_signals_noted()
     if _a_rank_of_a_distributed_run():  # its signals wait for the ranks' first meeting
-        signal_before_mpi(received)
+        if received is not None:  # during the imports: noted as the ones after
+            note_until_mpi_starts(received, None)
         for number in HANDLED:
             signal.signal(number, note_until_mpi_starts)
     elif received is not None:

@@ -73,18 +73,11 @@ def note_until_mpi_starts(number: int, frame) -> None:
     _BEFORE_MPI.append(number)
 
 
-def signal_before_mpi(signal_number: int | None = None) -> int | None:
-    """The first signal noted before MPI started (with `signal_number`, noted first)."""
-    if signal_number is not None and not _BEFORE_MPI:
-        _BEFORE_MPI.append(signal_number)
-    return _BEFORE_MPI[0] if _BEFORE_MPI else None
-
-
 def take_over_from_the_start(guard: InterruptGuard) -> None:
     """MPI's start (distributed.connect): `guard` keeps the signal noted before it, and hands
     back the command line's handler, which stops at once (a rank waiting in MPI_Finalize must
     still stop on a signal), not the one that noted it."""
-    guard.received = signal_before_mpi()
+    guard.received = _BEFORE_MPI[0] if _BEFORE_MPI else None
     guard.previous = {number: raise_on_signal if handler is note_until_mpi_starts else handler
                       for number, handler in guard.previous.items()}
 

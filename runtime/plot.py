@@ -239,7 +239,7 @@ def _metric_panel(axis, panel: str, runs: list[RunCurves]) -> None:
 
 
 def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
-    zero_marks = []  # (positions, colour[, label]) of norms of exactly 0 (a dead layer)
+    zero_marks = []  # (positions, colour, label) of norms of exactly 0 (a dead layer)
     layers = list(dict.fromkeys(layer for run in runs for layer in run.layers()))
     colours = dict(zip(layers, _colours(len(layers), "viridis")))
     per_step = any(run.drawn_steps() for run in runs)
@@ -254,13 +254,12 @@ def _grad_norm_panel(axis, runs: list[RunCurves]) -> None:
             label = f"{run.label} {layer}" if len(runs) > 1 else layer
             if zeros:
                 label += f" (0 at {len(zeros)} of {len(zeros) + len(points)}: \u25bc)"
-                zero_marks.append((zeros, colours[layer]))
             if points:
                 # a lone point (one epoch, or the steps up to a divergence) has no line
                 axis.plot(*zip(*points), style, color=colours[layer], label=label,
                           marker="." if len(points) == 1 else None)
-            elif zeros:  # every norm 0: its marks carry the legend
-                zero_marks[-1] += (label,)
+            if zeros:  # every norm 0: its marks carry the legend
+                zero_marks.append((zeros, colours[layer], None if points else label))
     axis.set_yscale("log")
     _mark_zeros(axis, zero_marks)
     _finish(axis, "gradient norm per layer" + (" (per step)" if per_step else " (epoch mean)"),
@@ -327,9 +326,9 @@ def _mark_zeros(axis, zero_marks: list) -> None:
     if not zero_marks:
         return
     bottom, top = axis.get_ylim()
-    for zeros, colour, *label in zero_marks:
+    for zeros, colour, label in zero_marks:
         axis.plot(zeros, [bottom] * len(zeros), "v", color=colour, markersize=4,
-                  clip_on=False, label=label[0] if label else None)
+                  clip_on=False, label=label)
     axis.set_ylim(bottom, top)
 
 

@@ -336,7 +336,7 @@ class RunDirectory:
         if not signs:
             return
         way = (f"copy {BEST} to {LAST} and resume to continue from its best epoch, or "
-               if self.file(BEST).is_file() and opens_as_npz(self.file(BEST)) else "")
+               if opens_as_npz(self.file(BEST)) else "")
         raise RunDirectoryError(f"{self.path}: the run there has trained epochs "
                                 f"({', '.join(signs)}) but has no {LAST} to continue from; "
                                 f"{way}start a new run with another {option('--out')}")

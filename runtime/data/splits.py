@@ -139,7 +139,7 @@ def channel_statistics(x: np.ndarray, chunk: int = CHUNK_SAMPLES) -> tuple[np.nd
     # near the mean, so subtracting the squared mean afterwards loses no precision.
     reference = x[:1].mean(axis=axes, keepdims=True, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is taken up below
-        mean, std = _statistics_around(x, reference, 1.0, axes, chunk)
+        mean, std = _statistics_around(x, reference, None, axes, chunk)
     if np.isfinite(mean).all() and np.isfinite(std).all():
         return mean, std
     # Values past about 1e154 overflow float64's squares (a std of NaN, read as a constant
@@ -150,17 +150,17 @@ def channel_statistics(x: np.ndarray, chunk: int = CHUNK_SAMPLES) -> tuple[np.nd
 
 
 def _statistics_around(x, reference, unit, axes, chunk) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std, from sums of (x - reference) / unit."""
+    """Mean and std, from sums of (x - reference) / unit (None: 1, without the divisions)."""
     count = x.size // x.shape[1]
     total = squares = 0.0
     for start in range(0, len(x), chunk):
-        block = x[start:start + chunk] / unit - reference / unit if np.ndim(unit) else \
-            x[start:start + chunk] - reference
+        block = (x[start:start + chunk] - reference if unit is None
+                 else x[start:start + chunk] / unit - reference / unit)
         total = total + block.sum(axis=axes, keepdims=True)
         squares = squares + np.square(block, out=block).sum(axis=axes, keepdims=True)
     offset = total / count
-    return (reference + offset * unit,
-            np.sqrt(np.maximum(squares / count - offset**2, 0.0)) * unit)
+    std = np.sqrt(np.maximum(squares / count - offset**2, 0.0))
+    return (reference + offset, std) if unit is None else (reference + offset * unit, std * unit)
 
 
 def feature_permutation(permute: bool | int | None, seed: int, size: int) -> np.ndarray | None:
