@@ -596,9 +596,9 @@ def split_errors(data) -> list[tuple[Origin, str]]:
 def _limit_warnings(spec) -> list[tuple[Origin, str]]:
     """A data.limit past the training samples a named or generated dataset holds (train says
     it of a file's, once loaded)."""
-    holds = samples_the_data_holds(spec.data) if spec.data is not None else None
     limit = spec.data.limit if spec.data is not None else None
-    if holds is None or limit is None or limit <= holds[0]:
+    holds = samples_the_data_holds(spec.data) if limit is not None else None
+    if holds is None or limit <= holds[0]:
         return []
     return [(Origin("data.limit", keys=("data", "limit")),
              f"data.limit {limit:,} is more than the {holds[0]:,} training "
