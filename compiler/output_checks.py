@@ -6,6 +6,8 @@ layers whose output never reaches the model's)."""
 
 from __future__ import annotations
 
+import math
+
 from . import schema
 from .builder import CompileError, CompileWarning
 from .checks import (more_than_binary, one_hot_needs_a_vector, one_output_on_classes,
@@ -442,6 +444,10 @@ def positions_fix(spatial: list[int], labels: list[int], lowered,
         maps, index = (labels[1:], "y[:, 0]") if labels[0] == 1 else (labels[:-1], "y[..., 0]")
         return f"save {index}, maps {maps}" + (
             "" if maps == spatial else f"; then {map_size_fix(spatial, maps, lowered)}")
+    if 0 < len(labels) < len(spatial):  # maps saved flat, say: the positions are all there
+        reshape = (f": y.reshape(len(y), {', '.join(map(str, spatial))})"
+                   if math.prod(labels) == math.prod(spatial) else "")
+        return f"save the label maps in the output's positions, {spatial} a sample{reshape}"
     sample = list(lowered.graph.inputs[0].type.shape[1:])
     if len(sample) - 1 < len(labels):  # samples [C, L] for maps [H, W]; vectors for any
         return (f"the samples {sample} have no {len(labels)}-D positions to label: give one "

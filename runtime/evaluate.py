@@ -14,7 +14,7 @@ from nnrun.compiler.checks import tracked_metrics
 from nnrun.compiler.datasets import dataset_of_file
 from nnrun.compiler.frontend import data_file, load_spec
 from nnrun.compiler.tables import byte_size
-from nnrun.notices import shell_word, warn
+from nnrun.notices import collected, shell_word, warn
 
 from . import checkpoint as ckpt
 from .archives import (DamagedFile, is_npy_file, largest_magnitude, npz_headers,
@@ -239,10 +239,13 @@ def run_preprocessing(run_dir: Path, model: Model, data_sha256: dict | None = No
         warn(f"{run_dir}: has no preprocessing.npz, so its statistics are fitted again from "
              f"the data, and {changed} changed since training (another SHA-256): the inputs "
              "are not preprocessed as the model's training inputs were")
-    # A run trained before nnrun stored preprocessing.npz: fit it again as training did.
+    # A run trained before nnrun stored preprocessing.npz: fit it again as training did. The
+    # data's warnings are eval's load's to say (they were said twice), and not of predict's
+    # inputs; a download's note is said.
     try:
-        data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
-                            loss=spec.loss)
+        with collected(("warning",)):
+            data = load_dataset(spec.data, spec_dir=run_dir, seed=spec.seed, dtype=spec.dtype,
+                                loss=spec.loss)
     except DataError as error:
         raise DataError(f"{run_dir}: has no preprocessing.npz (removed, or trained by an older "
                         f"nnrun), and its data cannot be loaded to fit it again ({error}); pass "

@@ -519,10 +519,13 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
     targets and task; the samples' shapes were checked from the headers)."""
     (features, targets), (y_train, task) = names, train
     where = f"{path} ({features}, {targets})"
-    x, y, held_task = npz_pair(arrays[features], arrays[targets], where, maps, ignore_index)
+    held = arrays[targets]
+    if task == "regression" and not maps and held.dtype.kind in "iu":
+        held = held.astype(np.float64)  # whole numbers beside y's values, negative ones too
+    x, y, held_task = npz_pair(arrays[features], held, where, maps, ignore_index)
     if task == "regression" and (held_task == "segmentation" and not maps
-                                 or held_task != task and arrays[targets].dtype.kind in "fiu"):
-        y, held_task = arrays[targets].astype(np.float64, copy=False), task  # whole numbers
+                                 or held_task != task and held.dtype.kind == "f"):
+        y, held_task = held, task  # whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
         raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
     _check_held_out_targets(where, labels, y_train, task, y, held_task, targets)

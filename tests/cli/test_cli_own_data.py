@@ -664,6 +664,24 @@ def test_whole_numbers_beside_real_valued_targets_are_values_under_mse(tmp_path,
                              "labels a sample; save both splits' targets alike"), line
 
 
+@pytest.mark.parametrize("split", ["test", "val"])
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_negative_whole_numbers_held_out_beside_real_valued_targets_are_values(tmp_path, split,
+                                                                               outputs):
+    """Rounded measurements [N] below zero held out beside y's floats were refused as class
+    labels ("labels must be >= 0 ... save them as floats", which y was): [N, 2] were taken."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(48, 4)).astype("f4")
+    y = x[:, :outputs] * 3 + 0.1 * rng.normal(size=(48, outputs))
+    y = y[:, 0] if outputs == 1 else y
+    np.savez(tmp_path / "c.npz", x=x[:32], y=y[:32], **{f"x_{split}": x[32:],
+                                                        f"y_{split}": np.round(y[32:]).astype(int)})
+    spec = write(tmp_path / "c.yaml", COUNTS.replace("LOSS", "mse")
+                 .replace("units: 3", f"units: {outputs}"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    assert f"{split}_mae" in assert_ok(invoke("eval", tmp_path / "run", "--split", split)).output
+
+
 def test_a_test_split_of_one_label_a_sample_beside_several_names_both_readings(tmp_path):
     spec = _multi_label(tmp_path, "i8")
     rng = np.random.default_rng(0)
@@ -1224,6 +1242,25 @@ def test_one_hot_labels_are_told_to_save_the_class_index(tmp_path, loss, units, 
     assert line.endswith(f"the labels are one-hot, [N, {classes}]; {loss} takes {label} per "
                          "sample, y [N]: save y.argmax(axis=1)")
     np.savez(tmp_path / "d.npz", x=rng.random((40, 4)), y=labels)  # as the advice says
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+
+
+@pytest.mark.parametrize("loss, filters", [("mse", 1), ("cross_entropy", 3)])
+def test_label_maps_saved_flat_are_told_to_take_the_outputs_positions(tmp_path, loss, filters):
+    """Integer maps [N, 36] beside a model ending [1, 6, 6] were told that a flatten, dense,
+    global pool or reshape took the positions away, and to end with the convolution it did."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 1, 6, 6))
+    maps = np.clip(np.round(x[:, 0] + 1), 0, 2).astype(int)
+    np.savez(tmp_path / "d.npz", x=x, y=maps.reshape(30, 36))
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel: {layers: "
+                 f"[{{type: conv2d, filters: {filters}, kernel_size: 3, padding: same}}]}}\n"
+                 f"loss: {loss}\ntrain: {{epochs: 1, metrics: "
+                 f"[{'mae' if loss == 'mse' else 'accuracy'}]}}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("(save the label maps in the output's positions, [6, 6] a sample: "
+                         "y.reshape(len(y), 6, 6))"), line
+    np.savez(tmp_path / "d.npz", x=x, y=maps.reshape(len(maps), 6, 6))  # as the advice says
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 

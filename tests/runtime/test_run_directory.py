@@ -250,6 +250,25 @@ def test_eval_and_predict_of_a_run_whose_data_file_changed_in_place_warn(tmp_pat
                                    "training inputs were")]
 
 
+def test_a_run_without_preprocessing_says_its_datas_warning_once(tmp_path):
+    """Fitting the statistics again loaded the data a first time, whose warnings eval's own
+    load then said again (the data audit)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y, x_val=x[:5], y_val=y[:5])
+    (tmp_path / "s.yaml").write_text("data: {dataset: npz, path: d.npz, validation_split: 0.2}\n"
+                                     "model: {layers: [{type: dense, units: 2}]}\n"
+                                     "train: {epochs: 1}\n")
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    (tmp_path / "run" / "preprocessing.npz").unlink()
+    with collected() as notices:
+        evaluate_run(tmp_path / "run", "val")
+    assert [message.split(": ")[1] for _, message in notices] == ["x_val and y_val are left out"]
+    with collected() as notices:
+        nnrun.load_run(tmp_path / "run")  # predict's: its inputs are not the training data
+    assert notices == []
+
+
 def test_eval_says_it_ran_without_preprocessing_and_why_its_loss_is_not_finite(shuffled_run,
                                                                              tmp_path):
     """The predict audit: `eval --no-preprocessing` was not told apart from an eval in its
