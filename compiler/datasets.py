@@ -108,18 +108,11 @@ DATASETS: dict[str, DatasetInfo] = {
 
 def largest_step_batch(spec) -> int:
     """The most samples a training step takes: train.batch_size, or fewer where the spec alone
-    says the training split holds fewer (a named dataset's split, a generated dataset's
-    n_samples, data.limit): a batch size past them makes each epoch one step on all of them.
-    An upper bound, before the test and validation splits (planned_training_samples takes
-    them out), which memory plans keep."""
-    data, batch = spec.data, spec.train.batch_size
-    if data is None:
-        return batch
-    info = DATASETS[data.dataset]
-    # mnist's split, unless data.path names files of the user's (an IDX folder of more)
-    fixed = info.train_samples if data.path is None else None
-    known = [data.limit, fixed, (data.n_samples or info.default_samples) if info.sized else None]
-    return min([batch, *(count for count in known if count)])
+    says the training split holds fewer, after the test and validation splits (a named
+    dataset's split, a generated dataset's n_samples, data.limit): a batch size past them makes
+    each epoch one step on all of them."""
+    planned = planned_training_samples(spec.data)
+    return min(spec.train.batch_size, planned) if planned else spec.train.batch_size
 
 
 def samples_before_validation(data) -> tuple[int, str, str | None] | None:

@@ -477,6 +477,18 @@ def data_file_sample_shape(spec: Spec, directory: Path) -> list[int] | None:
     return _csv_features(file)
 
 
+def data_file_training_samples(spec: Spec, directory: Path) -> int | None:
+    """An npz's training samples, from its header before the data loads: x's, as many as
+    data.limit keeps, less the validation split; None for other data or an unreadable header
+    (the loader says why)."""
+    file = data_file(spec, directory, ("npz",))
+    x = (npz_shapes_or_none(file) or {}).get("x") if file is not None else None
+    if not x:
+        return None
+    count, split = min(x[0], spec.data.limit or x[0]), spec.data.validation_split
+    return count - held_out(count, split) if split else count
+
+
 def unusable_file_reason(file: Path) -> str | None:
     """Why a data file cannot be read at all: it is not there, cannot be looked at, or is no
     regular file; None for a file that can be opened."""

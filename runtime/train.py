@@ -44,8 +44,8 @@ from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pru
                                    pruning_errors, tracked_metrics, unknown_monitor)
 from nnrun.compiler.datasets import DATASETS, largest_step_batch, planned_training_samples
 from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
-from nnrun.compiler.frontend import (data_origin, load_spec, load_spec_text,
-                                     refuse_data_errors, resolved_spec_data,
+from nnrun.compiler.frontend import (data_file_training_samples, data_origin, load_spec,
+                                     load_spec_text, refuse_data_errors, resolved_spec_data,
                                      spec_warnings, spec_yaml)
 from nnrun.compiler.ir import Origin
 from nnrun.compiler.step import optimizer_slots
@@ -626,13 +626,15 @@ class Trainer:
             warn(f"train.batch_size {batch} is more than the {samples} training sample{plural}: "
                  f"each epoch is one step on {taken}")
 
-    def _model(self, backend: str) -> Model:
+    def _model(self, backend: str, samples: int | None = None) -> Model:
+        """`samples`: the training split's, where the data loaded first."""
         model = Model(self.source, backend, data_parallel=self.ranks.size > 1, graph=self.graph)
         for warning in spec_warnings(self.source, model.lowered):  # validate's: likely mistakes
             positioned(warning.format())
         self.ranks.attach(model.backend)
         # a batch size past the training samples: each epoch is one step on all of them
-        batch = largest_step_batch(self.spec) // self.ranks.size
+        batch = min(largest_step_batch(self.spec), samples or self.spec.train.batch_size)
+        batch //= self.ranks.size
         self.step_bytes = estimate_bytes(model, batch)  # evaluation is planned beside it
         if self.memory_checked:
             check_memory(model, batch, self.command, needed=self.step_bytes)
@@ -642,13 +644,14 @@ class Trainer:
         """The data, and the model, fitted to each other."""
         # Refuse a model too big for memory before the data loads, when its shape allows.
         if input_shape_known(self.spec):
-            self.model = self._model(backend)
+            self.model = self._model(backend, data_file_training_samples(
+                self.spec, self.source.directory))
             check_augmentations(self.source, self.model.lowered.graph.inputs[0].type.shape[1:])
             self.data = self._load_data()
         else:
             self.data = self._load_data()
             check_augmentations(self.source, self.data.input_shape)
-            self.model = self._model(backend)
+            self.model = self._model(backend, len(self.data.train.x))
         self.data = targets_for_model(self.spec, self.model, self.data)
         check_data_fits(self.spec, self.model, self.data)
         self.data = replace(self.data, task=task_for_model(self.spec, self.model, self.data))

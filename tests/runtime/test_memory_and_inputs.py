@@ -4,6 +4,7 @@ are decompressed or cast (docs/reliability.md)."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zipfile
 
@@ -104,6 +105,38 @@ def test_a_generated_dataset_too_big_for_memory_is_refused_before_it_is_generate
     assert result.exit_code == 0
     assert f"{spec}:3:19: warning: data.n_samples: needs about 65.48 TB" in result.stderr
     assert invoke("validate", spec, "--strict").exit_code == 1
+
+
+BATCH_PAST_THE_SAMPLES = """\
+data: DATA
+model: {layers: [{type: flatten}, {type: dense, units: 256, activation: relu},
+                 {type: dense, units: 10}]}
+train: {epochs: 1, batch_size: BATCH}
+"""
+
+
+def _training_bytes(tmp_path, data: str, batch: int) -> int:
+    spec = tmp_path / "planned.yaml"
+    spec.write_text(BATCH_PAST_THE_SAMPLES.replace("DATA", data).replace("BATCH", str(batch)))
+    return json.loads(invoke("summary", spec, "--format", "json").stdout)["train_memory_bytes"]
+
+
+@pytest.mark.parametrize("data, samples, unsplit", [
+    ("{dataset: digits, validation_split: 0.5}", 719, "{dataset: digits}"),
+    ("{dataset: npz, path: d.npz}", 200, None)])
+def test_a_batch_past_the_training_samples_is_checked_at_the_samples(tmp_path, monkeypatch,
+                                                                    data, samples, unsplit):
+    """A batch_size past digits' 1437 samples was checked for memory at 1437 under a
+    validation split that leaves 719 (the design audit: a run that fits was refused), and at
+    batch_size itself where an npz's samples were loaded before the model."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((200, 64)), y=rng.integers(0, 10, 200))
+    limit = 3 * _training_bytes(tmp_path, data, samples) // 2
+    assert limit < _training_bytes(tmp_path, unsplit or data, 2 * samples)
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", f"{limit}B")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(BATCH_PAST_THE_SAMPLES.replace("DATA", data).replace("BATCH", "100000"))
+    assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
 def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
