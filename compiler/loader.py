@@ -1293,12 +1293,28 @@ _PATH_TOKEN = re.compile(rf"({_PATH_KEY})|\[(-?\d+)\]")
 _LONGEST_PATH = 64
 
 
-def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None) -> list[str]:
+class OptionSetting(str):
+    """A --set argument that a command's option stands for (`train --epochs 3`): messages, and
+    the command that starts the run again, say the option as it was typed."""
+    option: str
+
+    def __new__(cls, argument: str, option: str):
+        setting = super().__new__(cls, argument)
+        setting.option = option
+        return setting
+
+
+def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None,
+                       typed: bool = False) -> list[str]:
     """`overrides` (a list, or one `--set` argument as a string) and `train`'s `--epochs`,
-    `--batch-size` and `--seed` (the API's arguments of those names) as `--set` arguments."""
-    chosen = {"train.epochs": epochs, "train.batch_size": batch_size, "seed": seed}
+    `--batch-size` and `--seed` (the API's arguments of those names) as `--set` arguments;
+    `typed`: the command line's options, said as typed."""
+    chosen = {"train.epochs": (epochs, "--epochs"), "train.batch_size": (batch_size,
+                                                                        "--batch-size"),
+              "seed": (seed, "--seed")}
     return [*override_list(overrides),
-            *(f"{key}={value}" for key, value in chosen.items() if value is not None)]
+            *(OptionSetting(f"{key}={value}", f"{option} {value}") if typed else f"{key}={value}"
+              for key, (value, option) in chosen.items() if value is not None)]
 
 
 def override_list(overrides) -> list[str]:
@@ -1345,7 +1361,7 @@ def apply_overrides(loaded: Loaded, overrides: list[str]) -> Loaded:
 
 def _apply_override(data: dict, positions: dict, number: int, argument: str) -> list[Diagnostic]:
     """Applies one argument, or nothing of it (its diagnostics)."""
-    origin = f"{OVERRIDE_FILE} {argument}"
+    origin = getattr(argument, "option", None) or f"{OVERRIDE_FILE} {argument}"
     position = Position(OVERRIDE_FILE, number, 1, origin)
     trial, trial_positions = copy.deepcopy(data), dict(positions)
     try:

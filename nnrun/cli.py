@@ -1125,7 +1125,7 @@ def _training_spec(spec, overrides, epochs, batch_size, seed, resume, out_dir, a
     from nnrun.compiler.loader import training_overrides
     from nnrun.notices import warn
 
-    overrides = training_overrides(overrides, epochs, batch_size, seed)
+    overrides = training_overrides(overrides, epochs, batch_size, seed, typed=True)
     if resume and out_dir:
         raise click.UsageError("--resume continues a run in its own directory; drop --out")
     if allow_changes and not resume:
@@ -1193,7 +1193,8 @@ def eval_command(run_dir, split, checkpoint, raw, backend, fmt, threads, shift, 
     inputs = f"; inputs: {result['transform']}" if transform else ""
     as_given = "; inputs as given (--no-preprocessing)" if raw else ""
     click.echo(f"{run_dir} ({result['checkpoint']}, epoch {result['epoch']}), {split} split, "
-               f"{result['samples']} samples{inputs}{as_given}")
+               f"{result['samples']} sample{'s' if result['samples'] != 1 else ''}{inputs}"
+               f"{as_given}")
     rows = [[name, metric_text(value)] for name, value in result.items()
             if name.startswith(f"{split}_")]
     click.echo(table_text(["metric", "value"], rows, right=(1,)), nl=False)

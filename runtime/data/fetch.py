@@ -153,20 +153,27 @@ def fetch_file(
     say: Report, timeout: float,
 ) -> None:
     # pooch would accept a present file under one digest only; mnist's shared copy has another.
-    if target.is_file() and sha256_of(target) in digests:
+    present = target.is_file()
+    if present and sha256_of(target) in digests:
         say(f"{target.name}: already present, checksum ok")
         return
+    damaged = (f"{target.name} in {target.parent} fails its checksum (damaged, cut short or "
+               "another file)") if present else ""
     make_directory(name, target.parent)
     problems = {}  # url -> why it failed
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + target.name
         problem = download(url, target, digests, timeout)
         if problem is None:
-            say(f"{target.name}: downloaded from {url}, checksum ok")
+            said = f"{damaged}: replaced, " if damaged else f"{target.name}: "
+            say(f"{said}downloaded from {url}, checksum ok")
             return
         problems[url] = problem
-    raise FetchFailed(f"{name}: could not fetch {target.name} ({_failures(problems)}); "
-                      f"download it by hand into {target.parent}", list(problems.values()))
+    failed = (f"{damaged}, and a fresh copy could not be fetched" if damaged
+              else f"could not fetch {target.name}")
+    raise FetchFailed(f"{name}: {failed} ({_failures(problems)}); download it by hand into "
+                      f"{target.parent}{' in its place' if damaged else ''}",
+                      list(problems.values()))
 
 
 def _failures(problems: dict[str, str]) -> str:

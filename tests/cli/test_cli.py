@@ -42,6 +42,30 @@ train:
 # Like TINY but with another hidden width: its checkpoints do not fit TINY.
 OTHER = TINY.replace("name: tiny", "name: other").replace("units: 8", "units: 5")
 
+def test_trains_options_are_named_as_typed(tmp_path):
+    """The design audit: --batch-size 100000 was warned of as `--set
+    train.batch_size=100000`, and --epochs 1 under a warm-up as `(after --set train.epochs=1)`,
+    arguments never typed."""
+    from nnrun.compiler.frontend import load_spec
+    from nnrun.compiler.loader import training_overrides
+    from nnrun.runtime.distributed import Alone
+    from nnrun.runtime.train import Launch, _start_command
+
+    spec = tmp_path / "t.yaml"
+    spec.write_text(TINY.replace("lr: 0.01}", "lr: 0.01, schedule: {type: cosine, "
+                                             "warmup_epochs: 1}}"))
+    result = invoke("train", spec, "--out", tmp_path / "run", "--epochs", "1", "--batch-size",
+                    "100000")
+    assert result.exit_code == 0, result.output
+    assert ": warning: --batch-size 100000: batch_size 100000 is more than the" in result.stderr
+    assert "use fewer warm-up epochs (after --epochs 1)" in result.stderr
+    assert "train.epochs=" not in result.stderr and "train.batch_size=" not in result.stderr
+    typed = training_overrides(["seed=3"], 1, 8, typed=True)
+    command = _start_command(load_spec(spec, overrides=typed), tmp_path / "r",
+                             Launch(Alone(), "numpy", True))
+    assert f"--out {tmp_path / 'r'} --set seed=3 --epochs 1 --batch-size 8" in command
+
+
 # One warning (13 rows and 13 columns / stride 2 leave one unused), no error.
 WARNS = """\
 model:

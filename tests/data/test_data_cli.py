@@ -115,6 +115,29 @@ def test_fetch_with_a_corrupted_mirror_fails_in_one_line(mirror, tmp_path, monke
     assert not (tmp_path / "out").exists()  # the fetch created it, and removes it
 
 
+def test_fetch_says_a_copy_there_fails_its_checksum(mirror, tmp_path, monkeypatch):
+    """The design audit: a damaged file in --dest was passed over without a word, and the
+    fetch that failed then named only the mirrors."""
+    root, url = mirror
+    monkeypatch.setitem(fetch.CHECKSUMS, "mnist", serve_files(root / "mnist"))
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", (f"{url}/mnist/",))
+    destination = tmp_path / "out"
+    destination.mkdir()
+    (destination / "t10k-labels-idx1-ubyte.gz").write_bytes(b"junk")
+    result = run("fetch", "mnist", "--dest", str(destination))
+    assert result.exit_code == 0, result.output
+    assert (f"t10k-labels-idx1-ubyte.gz in {destination} fails its checksum (damaged, cut short "
+            "or another file): replaced, downloaded from") in result.stdout
+    (destination / "t10k-labels-idx1-ubyte.gz").write_bytes(b"junk")
+    monkeypatch.setitem(fetch.MIRRORS, "mnist", ("http://127.0.0.1:9/mnist/",))  # refused
+    result = run("fetch", "mnist", "--dest", str(destination))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: mnist: t10k-labels-idx1-ubyte.gz in {destination} "
+                                    "fails its checksum (damaged, cut short or another file), "
+                                    "and a fresh copy could not be fetched (")
+    assert result.stderr.endswith(f"download it by hand into {destination} in its place\n")
+
+
 NO_NETWORK = ("HTTPSConnectionPool(host='mirror.example', port=443): Max retries exceeded with "
               "url: /mnist/train-images-idx3-ubyte.gz (Caused by NameResolutionError(\"<urllib3."
               "connection.HTTPSConnection object at 0x7f>: Failed to resolve 'mirror.example' "

@@ -269,6 +269,18 @@ def test_a_run_without_preprocessing_says_its_datas_warning_once(tmp_path):
     assert notices == []
 
 
+def test_eval_of_one_sample_says_one_sample(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(41, 3)), rng.integers(0, 2, 41)
+    np.savez(tmp_path / "d.npz", x=x[:40], y=y[:40], x_test=x[40:], y_test=y[40:])
+    (tmp_path / "s.yaml").write_text("data: {dataset: npz, path: d.npz}\n"
+                                     "model: {layers: [{type: dense, units: 2}]}\n"
+                                     "train: {epochs: 1}\n")
+    assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "run", "--quiet"))
+    first = assert_ok(invoke("eval", tmp_path / "run")).stdout.splitlines()[0]
+    assert first.endswith("test split, 1 sample"), first
+
+
 def test_eval_says_it_ran_without_preprocessing_and_why_its_loss_is_not_finite(shuffled_run,
                                                                              tmp_path):
     """The predict audit: `eval --no-preprocessing` was not told apart from an eval in its
