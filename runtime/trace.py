@@ -326,10 +326,11 @@ def _weight_decay_rule(optimizer) -> str:
 def _perceptron_rule(outputs: int, scale: float) -> str:
     times = f"{scale:g}·" if scale != 1 else ""
     if outputs == 1:
-        return (f"loss perceptron: δ of the score is {times}(y − t)/N, the prediction's error "
-                "over the N samples the mean counts (at z = 0 the unit says 1, and C is 0 "
-                "there although it errs); with sgd the update is the perceptron rule "
-                f"w ← w + lr·{times}(t − y)·x, averaged over the batch (at N = 1 the rule itself)")
+        return (f"loss perceptron: δ of the score is {times}(a − y)/N, the prediction a's error "
+                "against the target y over the N samples the mean counts (at z = 0 the unit "
+                "says 1, and C is 0 there although it errs); with sgd the update is the "
+                f"perceptron rule w ← w + lr·{times}(y − a)·x, averaged over the batch (at N = 1 "
+                "the rule itself)")
     return (f"loss perceptron: δ of the scores is {times}(onehot(predicted) − onehot(label))/N, "
             "0 when they agree, N the samples the mean counts; with sgd, on a mistake the "
             f"label's row of weights gains lr·{times}x/N and the predicted class's loses it "

@@ -172,7 +172,7 @@ def test_labels_must_be_classes_of_the_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("units, scale, rule", [
-    (1, 1.0, "the perceptron rule w ← w + lr·(t − y)·x"),
+    (1, 1.0, "the perceptron rule w ← w + lr·(y − a)·x"),
     (3, 2.0, "δ of the scores is 2·(onehot(predicted) − onehot(label))"),
 ])
 def test_the_trace_says_which_rule_the_update_is(tmp_path, units, scale, rule):
@@ -202,7 +202,11 @@ def test_the_trace_note_of_a_batch_divides_by_its_samples():
     step = traced.steps[0]
     (layer,) = step.layers
     np.testing.assert_allclose(np.ravel(layer.delta), (np.ravel(layer.a) - step.y) / 4)
-    assert "δ of the score is (y − t)/N" in trace_text(traced)
+    # in the symbols the step prints, a⁽¹⁾ and "y (target)" (the toolbox audit: y was the
+    # prediction in the note, the target in the step)
+    assert "δ of the score is (a − y)/N, the prediction a's error against the target y" in \
+        trace_text(traced)
+    assert "y (target) [sample 1] = " in trace_text(traced)
 
 
 def test_metrics_under_perceptron_read_the_predictions_and_the_threshold():
