@@ -151,10 +151,12 @@ def _compare_with_nnrun(exported: Exported, model, params, pre,
 
 
 # onnxruntime's float32 outputs may lie this many times as far from nnrun's float64 ones as
-# nnrun's own float32 outputs do: their sums run in other orders, each rounding its own way.
-ROUNDING_MARGIN = 4
+# nnrun's own float32 outputs do: their sums run in other orders, each rounding its own way,
+# and its float32 tanh errs up to 5.4 times as far as NumPy's (3.3e-7 against 6.0e-8 on
+# [-10, 10], onnxruntime 1.32), which a model that magnifies rounding carries to its outputs.
+ROUNDING_MARGIN = 8
 # A model whose own float32 outputs lie farther than this from its float64 ones cannot be
-# checked in float32: a wrong lowering would pass within 4 times that.
+# checked in float32: a wrong lowering would pass within 8 times that.
 COARSEST_ROUNDING = 1e-3
 
 
