@@ -478,6 +478,8 @@ def _growth_fix(spatial: list[int], labels: list[int], lowered) -> str:
             short = [n - o for o, n in zip(spatial, labels)]
             return (f"the maps fall {'x'.join(map(str, short))} short of the labels: "
                     f"{_few_positions_more(short, lowered)}")
+        # the labels need not be the input's size: "upsample back to it" could miss them
+        return _no_whole_factor(spatial, labels)
     return "upsample back to the input size (no flatten or dense layer)"
 
 
@@ -524,6 +526,11 @@ def _shrink_fix(scales: list[float], spatial: list[int], labels: list[int], lowe
         return (f"the maps are {'x'.join(map(str, over))} position(s) over the labels: {crop}"
                 "give the convolutions padding: same (a stride-1 convolution then keeps its "
                 "input's size) or less padding")
+    return _no_whole_factor(spatial, labels)
+
+
+def _no_whole_factor(spatial: list[int], labels: list[int]) -> str:
+    scales = [o / n for o, n in zip(spatial, labels)]
     return (f"the maps are {'x'.join(f'{f:.3g}' for f in scales)} the labels' size, not a "
             "whole factor: change the layers' strides, pools or upsampling so that the last "
             f"gives {'x'.join(map(str, labels))} (nnrun summary shows each layer's output)")
