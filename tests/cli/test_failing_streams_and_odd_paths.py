@@ -446,7 +446,7 @@ def test_a_failed_write_while_a_resume_begins_gives_its_settings_again(tmp_path,
     assert result.exit_code == 1
     assert result.stderr.strip().endswith(
         f"the checkpoint in {run / 'last.npz'} is intact; resume with: nnrun train "
-        f"{run / 'spec.yaml'} --resume {run} --set train.epochs=3")
+        f"{run / 'spec.yaml'} --resume {run} --epochs 3")  # as typed (the design audit)
 
 
 @pytest.mark.parametrize("kind", ["npz", "init_from"])

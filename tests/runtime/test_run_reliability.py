@@ -1495,8 +1495,8 @@ def test_a_signal_while_the_run_is_prepared_says_what_to_do(trained, spec, monke
         result = invoke("train", trained / "spec.yaml", "--resume", trained, "--epochs", 3,
                         "--set", "optimizer.lr=0.5", "--allow-changes")
         advice = (f"the run directory is as it was; resume with: nnrun train "
-                  f"{trained / 'spec.yaml'} --resume {trained} --set optimizer.lr=0.5 --set "
-                  "train.epochs=3 --allow-changes")
+                  f"{trained / 'spec.yaml'} --resume {trained} --set optimizer.lr=0.5 "
+                  "--epochs 3 --allow-changes")  # as typed (the design audit)
     else:
         out = trained.parent / "new"
         result = invoke("train", spec, "--out", out, "--set", "model.layers[0].units=3")
