@@ -1073,6 +1073,9 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
     if owner == ("optimizer",) and name in _PYTORCH_OPTIMIZER_OPTIONS and isinstance(present,
                                                                                    dict):
         return _pytorch_option_fix(name, present[name], kind)
+    if layer and name in _PYTORCH_LAYER_OPTIONS and isinstance(kind, str) \
+            and kind.startswith(_PYTORCH_LAYER_OPTIONS[name][0]):
+        return _pytorch_layer_option_fix(name, present[name], kind)
     if owner == ("loss",) and name == "from_logits":
         return ("nnrun's losses read the last layer's outputs as scores (a final softmax or "
                 "sigmoid before cross-entropy is fused into the loss): remove it")
@@ -1084,6 +1087,28 @@ def _framework_field_fix(name: str, owner: tuple, present: Any) -> str:
 _PYTORCH_OPTIMIZER_OPTIONS = {"amsgrad": False, "dampening": 0, "centered": False,
                               "maximize": False, "foreach": None, "fused": None,
                               "capturable": None, "differentiable": None}
+
+
+# PyTorch layers' options that nnrun's layers have no field for: (the types that PyTorch's
+# layer of that option stands for, as a prefix of theirs; its default, which nnrun computes;
+# what a spec cannot say).
+_PYTORCH_LAYER_OPTIONS = {
+    "ceil_mode": (("maxpool", "avgpool"), False, "pools take the floor"),
+    "count_include_pad": (("avgpool",), True, "average pools count the padding"),
+    "groups": (("conv",), 1, "grouped and depthwise convolutions have no spec form"),
+    "align_corners": (("upsample",), False, "linear and bilinear upsampling have no other form"),
+    "affine": (("batchnorm",), True, "batchnorm always learns gamma and beta"),
+    "track_running_stats": (("batchnorm",), True, "batchnorm always keeps running statistics"),
+}
+
+
+def _pytorch_layer_option_fix(name: str, value: Any, kind: str) -> str:
+    _, default, limit = _PYTORCH_LAYER_OPTIONS[name]
+    if value == default and isinstance(value, bool) == isinstance(default, bool):
+        return (f"nnrun's {kind} computes PyTorch's default ({name}={default}) and has no "
+                "field for it: remove it")
+    return (f"nnrun's {kind} has no {name}: it computes PyTorch's {name}={default} ({limit}), "
+            f"not {name}={value!r}; remove it")
 
 
 def _pytorch_option_fix(name: str, value: Any, kind: Any) -> str:

@@ -2208,6 +2208,31 @@ def test_a_schema_error_hides_no_check_of_input_shape_against_the_data_file(tmp_
         (6, "unknown field 'lrr'")]
 
 
+@pytest.mark.parametrize("layer, said", [
+    ("{type: maxpool2d, pool_size: 2, ceil_mode: true}",
+     "nnrun's maxpool2d has no ceil_mode: it computes PyTorch's ceil_mode=False (pools take the "
+     "floor), not ceil_mode=True; remove it"),
+    ("{type: conv2d, filters: 2, kernel_size: 1, groups: 2}",
+     "nnrun's conv2d has no groups: it computes PyTorch's groups=1 (grouped and depthwise "
+     "convolutions have no spec form), not groups=2; remove it"),
+    ("{type: avgpool2d, pool_size: 2, count_include_pad: true}",
+     "nnrun's avgpool2d computes PyTorch's default (count_include_pad=True) and has no field "
+     "for it: remove it"),
+    ("{type: upsample2d, mode: bilinear, align_corners: true}",
+     "it computes PyTorch's align_corners=False (linear and bilinear upsampling have no other "
+     "form), not align_corners=True; remove it"),
+    ("{type: batchnorm, affine: false}", "it computes PyTorch's affine=True (batchnorm always "
+                                         "learns gamma and beta), not affine=False; remove it"),
+    ("{type: batchnorm, track_running_stats: false}", "batchnorm always keeps running "
+                                                      "statistics"),
+])
+def test_pytorch_layer_options_without_a_field_say_what_nnrun_computes(layer, said):
+    """The docs audit: spec-reference says validate explains these as it does the optimizers'
+    options; they got a bare "unknown field"."""
+    (line,) = _load_errors(f"model: {{input_shape: [1, 6, 6], layers: [{layer}]}}\n")
+    assert said in line, line
+
+
 @pytest.mark.parametrize("optimizer, said", [
     ("{type: adamw, amsgrad: false}", "nnrun's adamw computes PyTorch's default (amsgrad=False) "
                                       "and has no field for it: remove it"),
