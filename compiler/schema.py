@@ -1124,8 +1124,8 @@ _RUN_NAME_PATTERN = (r"^(?!/)(?!.*//)(?!.*/$)(?!(.*/)?\.\.?(/|$))"
 
 def _add_what_the_validators_check(document: dict) -> None:
     """The rules the model's validators enforce that a JSON Schema can state too, so that an
-    editor flags what `nnrun validate` refuses: layer and run names, a layer's inputs (two or
-    more to a merge), a reshape's entries, one value per axis for 1-D layers."""
+    editor flags what `nnrun validate` refuses: layer and run names, a layer's inputs (one,
+    two or more to a merge), a reshape's entries, one value per axis for 1-D layers."""
     definitions = document["$defs"]
     one_d = {tag for tag in LAYER_TYPES if "1d" in tag}  # conv1d, maxpool1d, upsample1d, ...
     for definition in definitions.values():
@@ -1134,8 +1134,8 @@ def _add_what_the_validators_check(document: dict) -> None:
             properties["name"].update({"pattern": f"^{LAYER_NAME_PATTERN}$",
                                        "not": {"const": "input"}, "maxLength": NAME_MAX_BYTES})
             for branch in properties["inputs"]["anyOf"]:
-                if branch.get("type") == "array":
-                    branch["minItems"] = 1
+                if branch.get("type") == "array":  # one input, but to a merge (below)
+                    branch.update(minItems=1, maxItems=1)
                     branch["items"]["pattern"] = f"^{LAYER_NAME_PATTERN}$"
                 elif branch.get("type") == "string":
                     branch["pattern"] = f"^{LAYER_NAME_PATTERN}$"
@@ -1150,6 +1150,7 @@ def _add_what_the_validators_check(document: dict) -> None:
     for merge in ("Add", "Concat"):  # inputs: a list of two or more (lower.py's check)
         inputs = definitions[merge]["properties"]["inputs"]
         array = next(branch for branch in inputs.pop("anyOf") if branch.get("type") == "array")
+        array.pop("maxItems")
         inputs.pop("default", None)
         inputs.update(array, minItems=2, description="the layers it merges, two or more")
         definitions[merge].setdefault("required", []).append("inputs")

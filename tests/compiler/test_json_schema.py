@@ -196,6 +196,9 @@ def _one_layer(layer: dict, input_shape=(4,), **top) -> dict:
     _one_layer({"type": "add"}),
     _one_layer({"type": "concat", "inputs": "input"}),
     _one_layer({"type": "concat", "inputs": []}),
+    # the docs audit: a layer of one input given two passed the schema
+    _one_layer({"type": "dense", "units": 2, "inputs": ["input", "input"]}),
+    _one_layer({"type": "relu", "inputs": ["input", "input"]}),
 ])
 def test_what_validate_refuses_and_a_json_schema_can_say_the_schema_refuses(document, spec):
     from nnrun.compiler.diagnostics import SpecError
