@@ -855,13 +855,31 @@ def _type_and_name_first(value):
     return {key: _type_and_name_first(item) for key, item in {**first, **rest}.items()}
 
 
+class _SpecDumper(yaml.SafeDumper):
+    """Quotes the text that YAML 1.2 readers (editors checking the schema) take for a number:
+    `08`, `0o17`, `1e3`, which PyYAML writes bare, as YAML 1.1 reads them as text."""
+
+
+# YAML 1.2's core schema's integers and floats (1.1's are quoted by PyYAML already)
+_YAML_12_NUMBER = re.compile(r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+"
+                             r"|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "'" if _YAML_12_NUMBER.fullmatch(text) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_SpecDumper.add_representer(str, _represent_text)
+
+
 def spec_yaml(data: dict) -> str:
     """`name: réseau` as written, not "r\\xE9seau"; with escapes where PyYAML would write a
     character bare that reads back as something else (U+0085, a line break to YAML 1.1, in a
     single-quoted path came back as a space)."""
     def dumped(allow_unicode: bool) -> str:
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100,
-                              allow_unicode=allow_unicode)
+        return yaml.dump(data, Dumper=_SpecDumper, sort_keys=False, default_flow_style=None,
+                         width=100, allow_unicode=allow_unicode)
 
     text = dumped(allow_unicode=True)
     return text if yaml.safe_load(text) == data else dumped(allow_unicode=False)

@@ -253,6 +253,18 @@ def _fields(document: dict):
                 yield f"{model_name}.{field_name}", field
 
 
+@pytest.mark.parametrize("name", ["08", "0o17", "1e3", "+12"])
+def test_a_run_name_yaml_1_2_reads_as_a_number_is_written_quoted(document, name):
+    """The docs audit: `name: '08'` was written back to a run's spec.yaml as `name: 08`, which
+    an editor reading YAML 1.2 takes for 8 and flags against the schema."""
+    from nnrun.compiler.frontend import resolved_spec_data, spec_yaml
+
+    source = load_spec_data(_one_layer({"type": "flatten"}, name=name))
+    written = spec_yaml(resolved_spec_data(source))
+    assert f"name: '{name}'\n" in written and yaml.safe_load(written)["name"] == name
+    assert schema_validator(document).is_valid(load_yaml(written))
+
+
 def test_every_field_has_a_description_for_editors(document):
     """92 of 245 fields (lr, epochs, stride, ...) had none, where the docs promise an editor
     shows each field's description."""
