@@ -1025,14 +1025,17 @@ def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
     limits = source.spec.limits
     if limits is None:
         return []
+    batch = summary.batch_size  # the training samples where train.batch_size is more
+    smaller = ("lower train.batch_size or the model size" if batch == source.spec.train.batch_size
+               else f"lower train.batch_size below {batch}, the training samples a step takes "
+                    "at most, or the model size")
     checks = [  # key, the model's value, the budget, their unit, what is counted, the fix
         ("max_params", summary.total_params, limits.max_params, "", "parameters",
          "make layers smaller or raise the budget"),
         ("max_flops", summary.flops_per_sample, limits.max_flops, "", "forward FLOPs per sample",
          "reduce filters/units or downsample earlier"),
         ("max_train_memory_mb", summary.train_memory_bytes / 2**20, limits.max_train_memory_mb,
-         " MB", f"of training memory at batch size {source.spec.train.batch_size}",
-         "lower train.batch_size or the model size"),
+         " MB", f"of training memory at batch size {batch}", smaller),
     ]
     errors = []
     for key, actual, limit, unit, what, fix in checks:

@@ -122,6 +122,22 @@ def test_a_layer_inserted_beside_one_of_its_type_leaves_that_one_paired(before, 
     assert original.b is not None and original.b.output_shape == original.a.output_shape
 
 
+def test_an_edit_with_a_layer_of_its_old_fields_after_it_reads_as_documented_unless_named():
+    """The CI audit: a conv2d given padding_mode reflect, with a conv2d of its old fields
+    inserted after it, paired with the inserted one (the edit shown as an added layer): it
+    reads the same as a layer inserted before an unchanged one, which the diff shows (cli.md);
+    names pair them as meant."""
+    base = BASE.replace("activation: relu}", "activation: relu, padding: same}")
+    edited = base.replace("padding: same}", "padding: same, padding_mode: reflect}\n    - {type: "
+                          "conv2d, filters: 4, kernel_size: 3, activation: relu, padding: same}")
+    assert statuses(base, edited)[:2] == [("added", None, "conv2d_1"),
+                                          ("renamed", "conv2d_1", "conv2d_2")]
+    named_base = base.replace("{type: conv2d,", "{type: conv2d, name: stem,")
+    named_edit = edited.replace("{type: conv2d,", "{type: conv2d, name: stem,", 1)
+    assert statuses(named_base, named_edit)[:2] == [("changed", "stem", "stem"),
+                                                    ("added", None, "conv2d_2")]
+
+
 def test_a_renamed_layer_pairs_by_position():
     renamed = BASE.replace("{type: conv2d,", "{name: features, type: conv2d,")
     result = diff(side(BASE), side(renamed))

@@ -1140,6 +1140,19 @@ train: {batch_size: 32}
 """  # 10,100 parameters, 20,000 FLOPs per sample
 
 
+def test_a_memory_budget_past_the_training_samples_names_the_batch_it_plans():
+    """The CI audit: xor's 160 training samples at batch_size 1024 were planned at 160 and
+    told "at batch size 1024; lower train.batch_size", which changes nothing above 160."""
+    text = ("data: {dataset: xor, n_samples: 200}\nmodel:\n  input_shape: [2]\n  layers: "
+            "[{type: dense, units: 16, activation: tanh}, {type: dense, units: 1}]\n"
+            "loss: binary_cross_entropy\ntrain: {batch_size: 1024}\n"
+            "limits: {max_train_memory_mb: 0.001}\n")
+    assert the_error(text).message.endswith(
+        "MB of training memory at batch size 160, over the budget of 0.001 MB; lower "
+        "train.batch_size below 160, the training samples a step takes at most, or the model "
+        "size")
+
+
 @pytest.mark.parametrize("key, limit, message", [
     ("max_params", "1000", "the model needs 10,100 parameters, over the budget of 1,000"),
     ("max_flops", "1.0e4", "the model needs 20,000 forward FLOPs per sample, over the budget "
