@@ -67,6 +67,12 @@ class SourceSpec:
             raise AttributeError(name)
         return getattr(self.spec, name)
 
+    def set_by(self, keys: tuple) -> str:
+        """" (after --batch-size 15)": the command line's settings of the value at `keys`, for
+        a message that names it outside the diagnostics; "" for the file's own value."""
+        overrides = self.loaded.overrides_within(keys)
+        return f" (after {', '.join(overrides)})" if overrides else ""
+
     def diagnostic(self, origin: Origin | None, message: str, severity="error",
                    of_shapes: bool = False) -> Diagnostic:
         """`of_shapes`: a shape rule's error, whose input the layers before it shaped (the

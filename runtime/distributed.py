@@ -511,11 +511,11 @@ def use_own_gpu(machine) -> None:
             "each machine")
 
 
-def check_batch(batch_size: int, size: int) -> None:
-    """The global batch must split evenly over the ranks."""
+def check_batch(batch_size: int, size: int, set_by: str = "") -> None:
+    """The global batch must split evenly over the ranks (`set_by`: SourceSpec.set_by's)."""
     if batch_size % size:
         lower, upper = batch_size - batch_size % size, batch_size - batch_size % size + size
         choices = f"{lower} or {upper}" if lower else f"{upper}"
-        raise DistributedError(f"train.batch_size {batch_size} does not split evenly over "
-                               f"{size} ranks; choose a multiple of {size} (e.g. {choices}), "
+        raise DistributedError(f"train.batch_size {batch_size}{set_by} does not split evenly "
+                               f"over {size} ranks; choose a multiple of {size} (e.g. {choices}), "
                                "or run another number of ranks")

@@ -566,7 +566,8 @@ class Trainer:
         if self.spec.data is None:
             raise no_data_section(source, "training needs")
         refuse_data_errors(source)
-        check_batch(self.spec.train.batch_size, ranks.size)
+        check_batch(self.spec.train.batch_size, ranks.size,
+                    self.source.set_by(("train", "batch_size")))
         with placed_at_the_data(source):
             self._load_data_and_model(backend)
         self.backend = self.model.backend
@@ -623,8 +624,9 @@ class Trainer:
             left = samples % self.ranks.size  # the ranks divide each batch evenly
             taken = (f"{samples - left} of them, a multiple of the {self.ranks.size} ranks"
                      if left else "all of them")
-            warn(f"train.batch_size {batch} is more than the {samples} training sample{plural}: "
-                 f"each epoch is one step on {taken}")
+            warn(f"train.batch_size {batch}{self.source.set_by(('train', 'batch_size'))} is "
+                 f"more than the {samples} training sample{plural}: each epoch is one step on "
+                 f"{taken}")
 
     def _model(self, backend: str, samples: int | None = None) -> Model:
         """`samples`: the training split's, where the data loaded first."""

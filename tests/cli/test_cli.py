@@ -61,6 +61,9 @@ def test_trains_options_are_named_as_typed(tmp_path):
     assert "use fewer warm-up epochs (after --epochs 1)" in result.stderr
     assert "train.epochs=" not in result.stderr and "train.batch_size=" not in result.stderr
     typed = training_overrides(["seed=3"], 1, 8, typed=True)
+    assert load_spec(spec, overrides=typed).set_by(("train", "batch_size")) == \
+        " (after --batch-size 8)"  # the runtime's messages of the value (the MPI audit)
+    assert load_spec(spec).set_by(("train", "batch_size")) == ""
     command = _start_command(load_spec(spec, overrides=typed), tmp_path / "r",
                              Launch(Alone(), "numpy", True))
     assert f"--out {tmp_path / 'r'} --set seed=3 --epochs 1 --batch-size 8" in command
@@ -1011,6 +1014,10 @@ def test_a_batch_larger_than_the_training_split_is_a_warning(tmp_path):
     result = assert_ok(invoke("train", few, "--out", tmp_path / "few"))
     assert ("train.batch_size 32 is more than the 5 training samples: each epoch is one step on "
             "all of them") in result.stderr
+    # the option as typed (the MPI audit: said as the spec's train.batch_size alone)
+    result = assert_ok(invoke("train", few, "--out", tmp_path / "few2", "--batch-size", "9"))
+    assert ("train.batch_size 9 (after --batch-size 9) is more than the 5 training samples"
+            in result.stderr)
 
 
 def test_train_options_and_overrides_reach_the_run(tiny, tmp_path):

@@ -230,6 +230,8 @@ def test_shares_are_contiguous_and_batches_split_evenly():
     with pytest.raises(DistributedError, match=r"batch_size 100 does not split evenly over 3 "
                                                r"ranks; choose a multiple of 3 \(e.g. 99 or 102\)"):
         check_batch(100, 3)
+    with pytest.raises(DistributedError, match=r"batch_size 15 \(after --batch-size 15\) does "):
+        check_batch(15, 2, " (after --batch-size 15)")  # SourceSpec.set_by's
     check_batch(128, 2)
 
 
