@@ -142,10 +142,22 @@ def planned_training_samples(data) -> int | None:
     """The training samples the spec alone fixes, after the test and validation splits (None
     where the data decides): what a batch size is measured against before the data loads."""
     known = samples_before_validation(data) if data is not None else None
-    if known is None:
-        return None
+    return None if known is None else less_the_validation_split(known[0], data)
+
+
+def lower_batch_fix(planned: int, asked: int, setting: str = "train.batch_size") -> str:
+    """What lowers a training step's memory: its batch (`planned`: the one a step takes, the
+    training samples where the `asked` train.batch_size is more), or the model."""
+    if planned < asked:
+        return (f"lower {setting} below {planned}, the training samples a step takes at most, "
+                "or the model size")
+    return f"lower {setting} or the model size"
+
+
+def less_the_validation_split(count: int, data) -> int:
+    """What data.validation_split leaves of `count` training samples to train on."""
     split = data.validation_split
-    return known[0] - (held_out(known[0], split) if split else 0)
+    return count - held_out(count, split) if split else count
 
 
 def defaulted_dataset(data_spec) -> str:

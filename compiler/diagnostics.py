@@ -570,7 +570,13 @@ def _after_overrides(loaded: Loaded, path: tuple, owner: tuple) -> str:
     overrides = set(loaded.overrides_within(path))
     if owner:
         overrides.update(loaded.overrides_within((*owner, "type")))
-    return f" (after {', '.join(sorted(overrides))})" if overrides else ""
+    return after_overrides(sorted(overrides))
+
+
+def after_overrides(overrides: list[str]) -> str:
+    """What a message adds where the command line set what it names: " (after --set x=1,
+    --epochs 2)"; "" for none."""
+    return f" (after {', '.join(overrides)})" if overrides else ""
 
 
 def _error_location(problem: _Problem, loaded: Loaded, schema: Any) -> Position:
@@ -1104,7 +1110,9 @@ _PYTORCH_LAYER_OPTIONS = {
 
 def _pytorch_layer_option_fix(name: str, value: Any, kind: str) -> str:
     _, default, limit = _PYTORCH_LAYER_OPTIONS[name]
-    if value == default and isinstance(value, bool) == isinstance(default, bool):
+    # None: PyTorch's own default for align_corners, or a value the loader refused (`yes`)
+    if value is None or value == default and isinstance(value, bool) == isinstance(default,
+                                                                                  bool):
         return (f"nnrun's {kind} computes PyTorch's default ({name}={default}) and has no "
                 "field for it: remove it")
     return (f"nnrun's {kind} has no {name}: it computes PyTorch's {name}={default} ({limit}), "

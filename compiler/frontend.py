@@ -26,12 +26,13 @@ from .checks import (monitor_names, pruning_errors, setting_range_errors, shapel
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
                        held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
-                       labels_named_twice, misnamed_split_arrays, npz_arrays_problem,
-                       objects_problem, paths_relative_to, sample_count_problem,
-                       unpaired_array_problem, unread_arrays, unreadable_csv, user_path,
-                       why_absent, why_not_looked_at)
-from .diagnostics import (Diagnostic, SpecError, diagnostics_from_validation_error,
-                          errors_behind_misspelt_types, format_path, problem_paths)
+                       labels_named_twice, less_the_validation_split, lower_batch_fix,
+                       misnamed_split_arrays, npz_arrays_problem, objects_problem,
+                       paths_relative_to, sample_count_problem, unpaired_array_problem,
+                       unread_arrays, unreadable_csv, user_path, why_absent, why_not_looked_at)
+from .diagnostics import (Diagnostic, SpecError, after_overrides,
+                          diagnostics_from_validation_error, errors_behind_misspelt_types,
+                          format_path, problem_paths)
 from .initial_values import (given_list_errors, npz_dtypes, npz_shapes_or_none,
                              npz_shapes_or_reason, resolve_initial_values)
 from .ir import Origin
@@ -70,8 +71,7 @@ class SourceSpec:
     def set_by(self, keys: tuple) -> str:
         """" (after --batch-size 15)": the command line's settings of the value at `keys`, for
         a message that names it outside the diagnostics; "" for the file's own value."""
-        overrides = self.loaded.overrides_within(keys)
-        return f" (after {', '.join(overrides)})" if overrides else ""
+        return after_overrides(self.loaded.overrides_within(keys))
 
     def diagnostic(self, origin: Origin | None, message: str, severity="error",
                    of_shapes: bool = False) -> Diagnostic:
@@ -83,8 +83,8 @@ class SourceSpec:
         upstream = self._overrides_shaping(keys) if of_shapes else []
         overrides = sorted({*self.loaded.overrides_within(keys), *upstream,
                             *self._overrides_named(message)} - {position.origin})
-        if overrides:  # the file's lines (or the --set it is at) show not all of them
-            message += f" (after {', '.join(overrides)})"
+        # the file's lines (or the --set it is at) show not all of them
+        message += after_overrides(overrides)
         return Diagnostic(position.file, position.line, position.col, severity, where, message)
 
     def _overrides_shaping(self, keys) -> list[str]:
@@ -491,8 +491,7 @@ def data_file_training_samples(spec: Spec, directory: Path) -> int | None:
     x = (npz_shapes_or_none(file) or {}).get("x") if file is not None else None
     if not x:
         return None
-    count, split = min(x[0], spec.data.limit or x[0]), spec.data.validation_split
-    return count - held_out(count, split) if split else count
+    return less_the_validation_split(min(x[0], spec.data.limit or x[0]), spec.data)
 
 
 def unusable_file_reason(file: Path) -> str | None:
@@ -1032,16 +1031,14 @@ def _budget_errors(source: SourceSpec, summary: Summary) -> list[Diagnostic]:
     if limits is None:
         return []
     batch = summary.batch_size  # the training samples where train.batch_size is more
-    smaller = ("lower train.batch_size or the model size" if batch == source.spec.train.batch_size
-               else f"lower train.batch_size below {batch}, the training samples a step takes "
-                    "at most, or the model size")
     checks = [  # key, the model's value, the budget, their unit, what is counted, the fix
         ("max_params", summary.total_params, limits.max_params, "", "parameters",
          "make layers smaller or raise the budget"),
         ("max_flops", summary.flops_per_sample, limits.max_flops, "", "forward FLOPs per sample",
          "reduce filters/units or downsample earlier"),
         ("max_train_memory_mb", summary.train_memory_bytes / 2**20, limits.max_train_memory_mb,
-         " MB", f"of training memory at batch size {batch}", smaller),
+         " MB", f"of training memory at batch size {batch}",
+         lower_batch_fix(batch, source.spec.train.batch_size)),
     ]
     errors = []
     for key, actual, limit, unit, what, fix in checks:

@@ -1303,6 +1303,9 @@ class OptionSetting(str):
         setting.option = option
         return setting
 
+    def __getnewargs__(self) -> tuple[str, str]:  # copies and pickles keep the option
+        return str(self), self.option
+
 
 def training_overrides(overrides=(), epochs=None, batch_size=None, seed=None,
                        typed: bool = False) -> list[str]:

@@ -444,10 +444,13 @@ def positions_fix(spatial: list[int], labels: list[int], lowered,
         maps, index = (labels[1:], "y[:, 0]") if labels[0] == 1 else (labels[:-1], "y[..., 0]")
         return f"save {index}, maps {maps}" + (
             "" if maps == spatial else f"; then {map_size_fix(spatial, maps, lowered)}")
-    if 0 < len(labels) < len(spatial):  # maps saved flat, say: the positions are all there
-        reshape = (f": y.reshape(len(y), {', '.join(map(str, spatial))})"
-                   if math.prod(labels) == math.prod(spatial) else "")
-        return f"save the label maps in the output's positions, {spatial} a sample{reshape}"
+    if 0 < len(labels) < len(spatial):
+        if math.prod(labels) == math.prod(spatial):  # maps saved flat, say
+            return (f"save the label maps in the output's positions, {spatial} a sample: "
+                    f"y.reshape(len(y), {', '.join(map(str, spatial))})")
+        return (f"the labels, {labels} a sample, are no maps of the output's positions "
+                f"{spatial}: for labels of the whole sample, end the model with a global pool, "
+                "or a flatten and a dense layer")
     sample = list(lowered.graph.inputs[0].type.shape[1:])
     if len(sample) - 1 < len(labels):  # samples [C, L] for maps [H, W]; vectors for any
         return (f"the samples {sample} have no {len(labels)}-D positions to label: give one "

@@ -42,7 +42,8 @@ import numpy as np
 from nnrun.backends.base import workers
 from nnrun.compiler.checks import (default_mode, metric_name, monitor_names, pruned_weights,
                                    pruning_errors, tracked_metrics, unknown_monitor)
-from nnrun.compiler.datasets import DATASETS, largest_step_batch, planned_training_samples
+from nnrun.compiler.datasets import (DATASETS, largest_step_batch, lower_batch_fix,
+                                     planned_training_samples)
 from nnrun.compiler.diagnostics import SpecError, and_joined, format_path
 from nnrun.compiler.frontend import (data_file_training_samples, data_origin, load_spec,
                                      load_spec_text, refuse_data_errors, resolved_spec_data,
@@ -635,11 +636,13 @@ class Trainer:
             positioned(warning.format())
         self.ranks.attach(model.backend)
         # a batch size past the training samples: each epoch is one step on all of them
-        batch = min(largest_step_batch(self.spec), samples or self.spec.train.batch_size)
-        batch //= self.ranks.size
+        asked = self.spec.train.batch_size
+        planned = min(largest_step_batch(self.spec), samples or asked)
+        batch = planned // self.ranks.size
         self.step_bytes = estimate_bytes(model, batch)  # evaluation is planned beside it
         if self.memory_checked:
-            check_memory(model, batch, self.command, needed=self.step_bytes)
+            check_memory(model, batch, self.command, needed=self.step_bytes,
+                         fix=lower_batch_fix(planned, asked, "the batch size"))
         return model
 
     def _load_data_and_model(self, backend: str) -> None:

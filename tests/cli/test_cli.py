@@ -6,11 +6,13 @@ traceback, and a message that names the file at fault.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import importlib.abc
 import importlib.util
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -64,6 +66,9 @@ def test_trains_options_are_named_as_typed(tmp_path):
     assert load_spec(spec, overrides=typed).set_by(("train", "batch_size")) == \
         " (after --batch-size 8)"  # the runtime's messages of the value (the MPI audit)
     assert load_spec(spec).set_by(("train", "batch_size")) == ""
+    for kept in (copy.deepcopy(typed), pickle.loads(pickle.dumps(typed))):  # the review
+        assert [getattr(setting, "option", None) for setting in kept] == [None, "--epochs 1",
+                                                                           "--batch-size 8"]
     command = _start_command(load_spec(spec, overrides=typed), tmp_path / "r",
                              Launch(Alone(), "numpy", True))
     assert f"--out {tmp_path / 'r'} --set seed=3 --epochs 1 --batch-size 8" in command

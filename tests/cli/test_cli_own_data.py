@@ -1264,6 +1264,23 @@ def test_label_maps_saved_flat_are_told_to_take_the_outputs_positions(tmp_path, 
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
 
 
+def test_labels_of_the_whole_sample_beside_output_maps_are_told_to_pool(tmp_path):
+    """The review: one-hot labels [N, 3] beside a model ending [3, 6, 6] were told to save
+    them in the output's positions, [6, 6] a sample, which 3 values cannot be."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(30, 1, 6, 6)),
+             y=np.eye(3, dtype=int)[np.arange(30) % 3])
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: d.npz}\nmodel: {layers: "
+                 "[{type: conv2d, filters: 3, kernel_size: 3, padding: same}]}\n")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("(the labels, [3] a sample, are no maps of the output's positions "
+                         "[6, 6]: for labels of the whole sample, end the model with a global "
+                         "pool, or a flatten and a dense layer)"), line
+    spec.write_text(spec.read_text().replace("same}", "same}, {type: global_avgpool}"))
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "d.npz")
+    assert line.endswith("save y.argmax(axis=1)"), line  # the next step, as a dense model's
+
+
 def test_maps_no_whole_factor_below_labels_of_another_size_than_the_inputs(tmp_path):
     """The FCN audit: maps [8, 5] below labels [12, 10] of inputs [16, 10] were told to
     "upsample back to the input size", which then missed the labels."""

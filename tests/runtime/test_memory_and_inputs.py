@@ -137,6 +137,14 @@ def test_a_batch_past_the_training_samples_is_checked_at_the_samples(tmp_path, m
     spec = tmp_path / "s.yaml"
     spec.write_text(BATCH_PAST_THE_SAMPLES.replace("DATA", data).replace("BATCH", "100000"))
     assert_ok(invoke("train", spec, "--out", tmp_path / "run", "--quiet"))
+    # refused, the fix is a batch below the samples (the review: "lower the batch size")
+    monkeypatch.setenv("NNRUN_MEMORY_LIMIT", f"{limit // 3}B")
+    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "r2", "--quiet"),
+                                 "train")
+    assert f"at batch size {samples}, but only " in line
+    assert line.endswith(f"(NNRUN_MEMORY_LIMIT); lower the batch size below {samples}, the "
+                         "training samples a step takes at most, or the model size (see `nnrun "
+                         "summary`)"), line
 
 
 def test_eval_and_predict_refuse_under_a_memory_limit(trained, tmp_path, monkeypatch):
