@@ -690,6 +690,9 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
         return []
     origin = Origin("train.early_stopping.monitor", keys=("train", "early_stopping", "monitor"))
     hint = " (val_* where the npz holds x_val and y_val)" if split_unknown and spec.data else ""
+    if targets_decide_metrics(spec):  # the suggestion may be one of the metrics of one kind
+        hint += (" (*_accuracy where the file's targets are class labels, *_mae where they are "
+                 "real values: validate --data checks the one chosen against them)")
     dataset = DATASETS.get(spec.data.dataset) if spec.data is not None else None
     task = dataset.task if dataset is not None and not dataset.user_file else None
     return [(origin, unknown_monitor(stopping.monitor, names, validation, "will not be", hint,

@@ -1281,6 +1281,27 @@ def test_labels_of_the_whole_sample_beside_output_maps_are_told_to_pool(tmp_path
     assert line.endswith("save y.argmax(axis=1)"), line  # the next step, as a dense model's
 
 
+def test_a_monitor_suggested_before_the_file_is_read_says_which_targets_it_needs(tmp_path):
+    """The mutation audit: val_acc on a csv of real-valued targets under mae was offered
+    val_accuracy, which validate then took and train refused: which metrics a run tracks
+    follows the file's targets, which validate alone does not read."""
+    rng = np.random.default_rng(0)
+    rows = "".join(f"{a:.4f},{b:.4f},{a + b:.5f}\n" for a, b in rng.random((40, 2)))
+    (tmp_path / "reg.csv").write_text("u,v,label\n" + rows)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: csv, path: reg.csv, validation_split: "
+                 "0.2}\nmodel: {layers: [{type: dense, units: 1}]}\nloss: mae\ntrain: "
+                 "{epochs: 1, early_stopping: {monitor: val_acc}}\n")
+    line = assert_one_line_error(invoke("validate", spec), "s.yaml:4:")
+    assert line.endswith("did you mean 'val_accuracy'? choose one of: train_loss, "
+                         "train_accuracy, train_mae, val_loss, val_accuracy, val_mae (*_accuracy "
+                         "where the file's targets are class labels, *_mae where they are real "
+                         "values: validate --data checks the one chosen against them)"), line
+    chosen = invoke("validate", spec, "--data", "--set", "train.early_stopping.monitor="
+                    "val_accuracy")
+    assert assert_one_line_error(chosen, "--set:1:1:").endswith(
+        "is not a metric of this run; choose one of: train_loss, train_mae, val_loss, val_mae")
+
+
 def test_maps_no_whole_factor_below_labels_of_another_size_than_the_inputs(tmp_path):
     """The FCN audit: maps [8, 5] below labels [12, 10] of inputs [16, 10] were told to
     "upsample back to the input size", which then missed the labels."""
