@@ -15,6 +15,7 @@ from nnrun.compiler.datasets import DATASETS, labels_name
 from nnrun.compiler.diagnostics import SpecError
 from nnrun.compiler.frontend import sample_layout_fix
 from nnrun.compiler.initial_values import npz_shapes_or_none
+from nnrun.compiler.ir import Origin
 from nnrun.compiler.schema import CLASS_METRICS, REGRESSION_LOSSES
 from nnrun.compiler.output_checks import (BINARY_ALTERNATIVE, class_scores_fix,
                                           cross_entropy_setting, one_class_message,
@@ -239,10 +240,15 @@ def _target_maps(data, outputs: tuple) -> bool:
 
 
 def _check_no_moving_augmentation(spec, where: str, maps: str) -> None:
-    spatial = [a.type for a in spec.data.augment if a.type in SPATIAL_AUGMENTATIONS]
-    if spatial:
-        raise DataFitError(f"{where}: {spatial[0]} would move the pixels but not the {maps}; "
-                           "remove it (gaussian_noise keeps them aligned)")
+    """Said at the augmentation's entry (its `origin`), which the fix removes."""
+    moving = [(index, augmentation.type) for index, augmentation in enumerate(spec.data.augment)
+              if augmentation.type in SPATIAL_AUGMENTATIONS]
+    if moving:
+        index, kind = moving[0]
+        error = DataFitError(f"{where}: {kind} would move the pixels but not the {maps}; "
+                             "remove it (gaussian_noise keeps them aligned)")
+        error.origin = Origin(f"data.augment[{index}]", keys=("data", "augment", index))
+        raise error
 
 
 def _check_label_maps(labels: np.ndarray, where: str) -> None:

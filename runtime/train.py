@@ -162,8 +162,10 @@ def train(source, backend: str = "numpy", out_dir=None, resume=None, quiet: bool
 def placed_at_the_data(source):
     """Data that cannot be read, or cannot train this model, is said at the place the spec
     names it (data.path, or data.dataset): the error keeps its type (the API's DataError or
-    DataFitError) and carries that place as its `diagnostic`, which the command prints."""
-    return _placed(source, DataError, lambda error: data_origin(source.spec))
+    DataFitError) and carries that place as its `diagnostic`, which the command prints; an
+    error of one setting of the data's (an augmentation's entry) at that setting, its `origin`."""
+    return _placed(source, DataError,
+                   lambda error: getattr(error, "origin", None) or data_origin(source.spec))
 
 
 def placed_at_init_from(source):

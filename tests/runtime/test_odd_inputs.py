@@ -506,6 +506,10 @@ def test_target_maps_in_another_accepted_layout_refuse_augmentations_too(tmp_pat
                                  "d.npz")
     assert line.endswith("random_flip would move the pixels but not the target maps; remove it "
                          "(gaussian_noise keeps them aligned)")
+    # at the entry the fix removes (the mutation audit: at data.path), as validate --data says
+    assert ": error: data.augment[0]: " in line
+    assert line == assert_one_line_error(invoke("validate", tmp_path / "s.yaml", "--data"),
+                                         "d.npz")
     (tmp_path / "s.yaml").write_text((tmp_path / "s.yaml").read_text().replace(
         "{type: random_flip}", "{type: gaussian_noise, std: 0.1}"))
     assert_ok(invoke("train", tmp_path / "s.yaml", "--out", tmp_path / "r", "--quiet"))
