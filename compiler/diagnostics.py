@@ -309,7 +309,26 @@ def _diagnostics_of(items: list[dict], loaded: Loaded, schema: Any) -> list[Diag
     problems = [_locate(item, loaded.data) for item in items]
     problems = _without_misspelt_missing(_resolve_alternatives(problems), schema)
     diagnostics = {_diagnostic(problem, loaded, schema): None for problem in problems}
-    return sorted(diagnostics, key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+    return sorted(_without_what_a_misplaced_key_explains(list(diagnostics)),
+                  key=lambda d: (d.file != loaded.filename, d.file, d.line, d.col))
+
+
+_MISPLACED = re.compile(r"unknown field '(\w+)'; it belongs in the (\w+) section")
+
+
+def _without_what_a_misplaced_key_explains(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """A key one level out of its section (`layers:` under an empty `model:`) is the cause of
+    its section's errors: the section null, the key missing from it; those go, the key's
+    error says the fix."""
+    misplaced = [found.groups() for d in diagnostics if (found := _MISPLACED.match(d.message))]
+
+    def explained(d: Diagnostic) -> bool:
+        return any(d.where == "spec" and d.message == f"'{section}' must be a mapping, got null"
+                   or d.where == section and (d.message == f"missing required field '{key}'"
+                                              or f"{section}.{key} " in d.message)
+                   for key, section in misplaced)
+
+    return [d for d in diagnostics if not explained(d)]
 
 
 def errors_behind_misspelt_types(error: pydantic.ValidationError, loaded: Loaded,

@@ -2208,6 +2208,24 @@ def test_a_schema_error_hides_no_check_of_input_shape_against_the_data_file(tmp_
         (6, "unknown field 'lrr'")]
 
 
+@pytest.mark.parametrize("text, misplaced", [
+    ("data: {dataset: xor}\nmodel:\nlayers: [{type: dense, units: 2}]\n", ["layers"]),
+    ("data: {dataset: xor}\nmodel:\nlayers: [{type: dense, units: 2}]\ninput_shape: [2]\n",
+     ["layers", "input_shape"]),
+    ("data: {dataset: xor}\nmodel:\n  input_shape: [2]\nlayers: [{type: dense, units: 2}]\n",
+     ["layers"]),
+    ("data:\n  dataset: npz\npath: d.npz\nmodel: {input_shape: [2], layers: [{type: dense, "
+     "units: 2}]}\n", ["path"]),
+])
+def test_a_key_out_of_its_section_is_one_error_not_its_sections_too(text, misplaced):
+    """The mutation audit: `layers:` dedented under an empty `model:` was also told "'model'
+    must be a mapping, got null" (or model's missing layers, data's missing path), a line
+    the key's own fix clears."""
+    lines = _load_errors(text)
+    assert [line.split("unknown field ")[1].split("'")[1] for line in lines] == misplaced, lines
+    assert all("it belongs in the " in line for line in lines)
+
+
 @pytest.mark.parametrize("layer, said", [
     ("{type: maxpool2d, pool_size: 2, ceil_mode: true}",
      "nnrun's maxpool2d has no ceil_mode: it computes PyTorch's ceil_mode=False (pools take the "
