@@ -1302,6 +1302,24 @@ def test_a_monitor_suggested_before_the_file_is_read_says_which_targets_it_needs
         "is not a metric of this run; choose one of: train_loss, train_mae, val_loss, val_mae")
 
 
+@pytest.mark.parametrize("units, warned", [
+    (7, "the labels of every split name 4 classes (0..3), the model has 7 outputs: outputs "
+        "4..6 are never a target (their scores only fall); set units: 4 in model.layers[0] "
+        "(dense_1), unless more classes are meant"),
+    (5, "outputs: output 4 is never a target"), (4, None)])
+def test_more_outputs_than_the_labels_name_is_a_warning(tmp_path, units, warned):
+    """The mutation audit: labels 0..3 of an npz beside 7 outputs trained without a word,
+    where a named dataset's class count refuses it."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x=rng.normal(size=(40, 3)), y=np.arange(40) % 4)
+    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: c.npz}\nmodel: {layers: "
+                 f"[{{type: dense, units: {units}}}]}}\ntrain: {{epochs: 1}}\n")
+    stderr = assert_ok(invoke("train", spec, "--out", tmp_path / "run")).stderr
+    assert (warned in stderr) if warned else "never a target" not in stderr, stderr
+    if warned:
+        assert warned in invoke("validate", spec, "--data").stderr
+
+
 def test_maps_no_whole_factor_below_labels_of_another_size_than_the_inputs(tmp_path):
     """The FCN audit: maps [8, 5] below labels [12, 10] of inputs [16, 10] were told to
     "upsample back to the input size", which then missed the labels."""

@@ -476,7 +476,7 @@ def test_the_read_of_each_step_is_watched(tmp_path, monkeypatch):
         return real_read(losses, totals)
 
     monkeypatch.setattr(training.StepLosses, "read", read)
-    monkeypatch.setattr(training, "check_batch", lambda batch, size: None)
+    monkeypatch.setattr(training, "check_batch", lambda batch, size, set_by="": None)
     nnrun.train(_write_spec(tmp_path / "s.yaml", BN_SPEC), out_dir=tmp_path / "run",
                 quiet=True, max_steps=3, ranks=ranks)
     assert seen and set(seen) == {"reading a step's loss"}
