@@ -1281,13 +1281,14 @@ def predict(run_dir, input_file, out_path, checkpoint, raw, backend, threads, no
 @handle_errors
 def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, overrides) -> None:
     """Train-step and inference time on random data of the spec's shape (medians)."""
-    import nnrun
+    from nnrun.compiler.frontend import load_spec
     from nnrun.compiler.tables import byte_size
     from nnrun.runtime.bench import bench as run_bench
     from nnrun.runtime.memory import check_memory
     from nnrun.runtime.model import Model
 
-    model = nnrun.compile(spec, backend=backend, overrides=overrides, graph=not no_graph)
+    # not nnrun.compile, whose errors name its parameters (backend='numpy'), not the options
+    model = Model(load_spec(spec, overrides=overrides), backend, graph=not no_graph)
     if reference:
         model = Model(model.source, backend, optimized=False)
     batch_size = batch_size or model.spec.train.batch_size
@@ -1321,12 +1322,13 @@ def bench(spec, backend, batch_size, steps, threads, reference, no_graph, fmt, o
 @handle_errors
 def gradcheck(spec, backend, batch_size, samples, tolerance, overrides) -> None:
     """Compiled gradients vs central finite differences, in float64."""
-    import nnrun
+    from nnrun.compiler.frontend import load_spec
     from nnrun.runtime.gradcheck import (gradcheck as run_gradcheck, training_mode_layers,
                                          working_set_bytes)
     from nnrun.runtime.memory import check_memory
+    from nnrun.runtime.model import Model
 
-    model = nnrun.compile(spec, backend=backend, overrides=[*overrides, "dtype=float64"])
+    model = Model(load_spec(spec, overrides=[*overrides, "dtype=float64"]), backend)
     if not model.lowered.params:
         raise UserError("the model has no parameters (its layers are activations, pooling or "
                         "reshapes): gradcheck checks parameters' gradients, and there are none "

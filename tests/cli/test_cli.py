@@ -1309,6 +1309,22 @@ def test_cupy_backend_unavailable(tiny, tmp_path, monkeypatch, command):
     result = invoke(command[0], tiny, "--backend", "cupy", *command[1:])
     line = assert_one_line_error(result, "cupy")
     assert "numpy" in line and "nnrun[cuda13]" in line and "nnrun[cuda12]" in line
+    # the option (the extras audit: bench and gradcheck said the API's backend='numpy')
+    assert line.endswith("or use --backend numpy"), line
+
+
+def test_check_backends_without_cupy_offers_no_check_of_numpy_against_itself(tiny):
+    """The extras audit: its line ended "or use --backend numpy", which compares NumPy with
+    itself and says ok."""
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("CuPy is installed; this checks the message without it")
+    line = assert_one_line_error(invoke("check-backends", tiny), "cupy")
+    assert line.endswith("pip install 'nnrun[cuda13]' (CUDA 13 drivers) or 'nnrun[cuda12]' "
+                         "(CUDA 12)"), line
 
 
 # An installed CuPy whose CUDA libraries do not load: as CuPy 13 fails its import, as CuPy 14
