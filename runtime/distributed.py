@@ -432,7 +432,8 @@ def connect(backend: str, timeout: float = DEFAULT_TIMEOUT_S) -> MpiRanks:
             with _watched_start(timeout, launched_rank(), launched_size()):
                 from mpi4py import MPI
         except (ImportError, RuntimeError) as error:
-            raise DistributedError(f"--distributed needs mpi4py and an MPI library ({error}); "
+            said = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise DistributedError(f"--distributed needs mpi4py and an MPI library ({said}); "
                                    "install them with: pip install 'nnrun[mpi]'") from None
         comm = MPI.COMM_WORLD
         ranks = MpiRanks(comm, timeout, guard)

@@ -754,6 +754,18 @@ def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
     assert "--distributed needs mpi4py and an MPI library" in result.output
     assert "pip install 'nnrun[mpi]'" in result.output
     assert not (tmp_path / "run").exists()
+    # mpi4py without an MPI library: the loader's lines as one (the extras audit: as "\\n")
+    package = tmp_path / "site" / "mpi4py"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "MPI.py").write_text("raise RuntimeError('cannot load MPI library\\n"
+                                    "  libmpi.so.40: cannot open shared object file')\n")
+    monkeypatch.delitem(sys.modules, "mpi4py")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    result = invoke("train", spec, "--distributed", "--out", tmp_path / "run")
+    assert result.exit_code == 1 and "\\n" not in result.output
+    assert ("(cannot load MPI library; libmpi.so.40: cannot open shared object file); install "
+            "them with: pip install 'nnrun[mpi]'") in result.output
     alone = invoke("train", spec, "--distributed-timeout", "5")
     assert alone.exit_code == 2 and "applies to --distributed only" in alone.output
     for seconds in ("nan", "0", "-1"):  # click's FloatRange let nan through: the run died at once
