@@ -761,6 +761,7 @@ def test_without_mpi4py_the_command_names_the_extra(tmp_path, monkeypatch):
     (package / "MPI.py").write_text("raise RuntimeError('cannot load MPI library\\n"
                                     "  libmpi.so.40: cannot open shared object file')\n")
     monkeypatch.delitem(sys.modules, "mpi4py")
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)  # another test's, imported
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     result = invoke("train", spec, "--distributed", "--out", tmp_path / "run")
     assert result.exit_code == 1 and "\\n" not in result.output
