@@ -1114,9 +1114,8 @@ _PYTORCH_OPTIMIZER_OPTIONS = {"amsgrad": False, "dampening": 0, "centered": Fals
                               "capturable": None, "differentiable": None}
 
 
-# PyTorch layers' options that nnrun's layers have no field for: (the types that PyTorch's
-# layer of that option stands for, as a prefix of theirs; its default, which nnrun computes;
-# what a spec cannot say).
+# PyTorch layers' options that nnrun's layers have no field for: (the prefixes of the layer
+# types they apply to; PyTorch's default, which nnrun computes; what a spec cannot say).
 _PYTORCH_LAYER_OPTIONS = {
     "ceil_mode": (("maxpool", "avgpool"), False, "pools take the floor"),
     "count_include_pad": (("avgpool",), True, "average pools count the padding"),

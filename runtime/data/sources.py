@@ -524,8 +524,8 @@ def _held_out_pair(path: Path, arrays: dict, names: tuple[str, str], labels: str
         held = held.astype(np.float64)  # whole numbers beside y's values, negative ones too
     x, y, held_task = npz_pair(arrays[features], held, where, maps, ignore_index)
     if task == "regression" and (held_task == "segmentation" and not maps
-                                 or held_task != task and held.dtype.kind == "f"):
-        y, held_task = held, task  # whole numbers
+                                 or held_task != task and held.dtype.kind in "fiu"):
+        y, held_task = held.astype(np.float64, copy=False), task  # whole numbers
     if task == "classification" and held_task == "segmentation" and y.shape[1:] == (1,):
         raise DataError(column_message(where, targets))  # (y's [N, 1]: data_fit.py says)
     _check_held_out_targets(where, labels, y_train, task, y, held_task, targets)
