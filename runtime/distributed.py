@@ -36,6 +36,7 @@ from nnrun.backends import BackendUnavailable, get_backend
 from .data.fingerprint import USER_FILE
 from .interrupts import Interrupted, InterruptGuard, take_over_from_the_start
 from .launcher import launched_rank, launched_size
+from .options import option
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -232,8 +233,8 @@ class MpiRanks:
         if differing:
             self.raise_together(DistributedError(
                 f"rank {differing[0]} of {self.size} runs another spec than rank 0 (other "
-                "--set, --epochs, --batch-size or --seed, or another spec file); launch one "
-                "command on every rank"))
+                f"{option('--set')}, {option('--epochs')}, {option('--batch-size')} or "
+                f"{option('--seed')}, or another spec file); launch one command on every rank"))
 
     def same_data(self, shapes: dict, signal_number: int | None = None,
                   digests: dict | None = None) -> None:

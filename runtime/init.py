@@ -9,6 +9,7 @@ import numpy as np
 
 from .archives import DamagedFile, first_not_finite, npz_headers, read_npz
 from .checkpoint import CheckpointError
+from .options import option
 
 
 def initial_value(info, rng: np.random.Generator, dtype: str) -> np.ndarray:
@@ -57,7 +58,7 @@ def _given(init, shape, dtype) -> np.ndarray:
     if first_not_finite({init.key: values}):
         raise _refused(init, f"array '{init.key}' holds values beyond the range of {dtype} (at "
                              f"most {float(np.finfo(dtype).max):.4g} in size); give smaller "
-                             "values, or train with --set dtype=float64")
+                             f"values, or train with {option('--set', 'dtype=float64')}")
     return values
 
 

@@ -33,7 +33,8 @@ def option(flag: str, *values: str, placeholder: bool = False) -> str:
     given = " or ".join(map(quote, values))
     if not values:
         return names[flag] if api else flag
-    return f"{names[flag]}={given}" if api else f"{flag} {given}"
+    # a parameter named with its placeholder (resume=RUN_DIR) takes the value given instead
+    return f"{names[flag].split('=')[0]}={given}" if api else f"{flag} {given}"
 
 
 @contextmanager

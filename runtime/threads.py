@@ -19,6 +19,8 @@ from threadpoolctl import threadpool_limits
 from nnrun.backends.base import set_workers, workers
 from nnrun.notices import warn_once
 
+from .options import option
+
 
 # More than any machine's cores; BLAS libraries take a C int and cap it lower still.
 MAX_THREADS = 1024
@@ -39,7 +41,8 @@ def default_threads() -> int:
         count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     for name, value in passed_over:
         warn_once(f"{name}={value!r} is not a number of threads: nnrun passes it over and uses "
-                  f"{count}; set it to a whole number from 1, or give --threads N")
+                  f"{count}; set it to a whole number from 1, or give "
+                  f"{option('--threads', 'N', placeholder=True)}")
     return count
 
 

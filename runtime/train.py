@@ -1288,9 +1288,10 @@ class Trainer:
     def _kept(self) -> str:
         kept = self.run_dir / LAST
         if kept.exists():
-            return (f"last good checkpoint: {kept} (resume from it with --resume "
-                    f"{shell_word(str(self.run_dir))} --allow-changes once the spec is changed)")
-        return f"no checkpoint was written yet (--out {shell_word(str(self.run_dir))} starts over)"
+            return (f"last good checkpoint: {kept} (resume from it with "
+                    f"{option('--resume', str(self.run_dir))} and {option('--allow-changes')} "
+                    "once the spec is changed)")
+        return f"no checkpoint was written yet ({option('--out', str(self.run_dir))} starts over)"
 
     def _resume_advice(self, what: str) -> str:
         """`what` stopped the run (a signal, a failed write), then what is kept and the command

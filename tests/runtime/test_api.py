@@ -935,6 +935,31 @@ def test_an_option_is_written_as_the_command_line_or_the_api_gives_it():
         assert option("--set", "dtype=float64") == "overrides='dtype=float64'"
         assert option("--out", "NEW_DIR", placeholder=True) == "out_dir=NEW_DIR"
         assert option("--allow-changes") == "allow_changes=True"
+        assert option("--resume", "a b") == "resume='a b'"  # not resume=RUN_DIR='a b'
+
+
+def test_trains_errors_name_its_parameters_where_the_command_names_options(tmp_path):
+    """The API audit: a divergence told `--resume a --allow-changes` or `--out b`, and
+    init_from beyond float32 `--set dtype=float64`, where README says the API's errors name
+    its parameters."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "reg.npz", x=rng.standard_normal((64, 5)),
+             y=rng.standard_normal((64, 1)))
+    spec = {"data": {"dataset": "npz", "path": str(tmp_path / "reg.npz"), "normalize": "none"},
+            "model": {"layers": [{"type": "dense", "units": 1}]}, "loss": "mse",
+            "train": {"epochs": 30, "batch_size": 8}}
+    for lr, out, said in [(50.0, "a", f"resume from it with resume='{tmp_path / 'a'}' and "
+                                      "allow_changes=True once the spec is changed)"),
+                          (1e18, "b", f"(out_dir='{tmp_path / 'b'}' starts over)")]:
+        with pytest.raises(nnrun.TrainingError) as raised:
+            nnrun.train({**spec, "optimizer": {"type": "sgd", "lr": lr}},
+                        out_dir=tmp_path / out, quiet=True)
+        assert str(raised.value).endswith(said) and "--" not in str(raised.value), raised.value
+    np.savez(tmp_path / "big.npz", weight=np.full((5, 1), 1e300))
+    big = {**spec, "model": {"layers": [{"type": "dense", "units": 1,
+                                         "init_from": str(tmp_path / "big.npz")}]}}
+    with pytest.raises(nnrun.CheckpointError, match="or train with overrides='dtype=float64'"):
+        nnrun.train(big, out_dir=tmp_path / "c", quiet=True)
 
 
 def test_torch_tensors_that_require_grad_or_are_bfloat16_are_taken_as_arrays():
