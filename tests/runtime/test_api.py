@@ -938,6 +938,16 @@ def test_an_option_is_written_as_the_command_line_or_the_api_gives_it():
         assert option("--resume", "a b") == "resume='a b'"  # not resume=RUN_DIR='a b'
 
 
+@pytest.mark.parametrize("checkpoint, error", [("bogus", ValueError), (3, TypeError),
+                                               ("Best", ValueError)])
+def test_load_run_refuses_a_checkpoint_of_neither_name_as_an_argument_error(tmp_path,
+                                                                           checkpoint, error):
+    """The API audit: checkpoint='bogus' or 3 was a RunDirectoryError, where the command's
+    --checkpoint bogus is a usage error (README: argument errors are ValueError/TypeError)."""
+    with pytest.raises(error, match="no checkpoint .*; a run has 'best' and 'last'"):
+        nnrun.load_run(tmp_path, checkpoint=checkpoint)
+
+
 def test_trains_errors_name_its_parameters_where_the_command_names_options(tmp_path):
     """The API audit: a divergence told `--resume a --allow-changes` or `--out b`, and
     init_from beyond float32 `--set dtype=float64`, where README says the API's errors name
