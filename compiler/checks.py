@@ -77,6 +77,15 @@ def targets_decide_metrics(spec) -> bool:
         and spec.data.dataset in USER_FILE_DATASETS and spec.loss.type in REGRESSION_LOSSES
 
 
+def metrics_of_the_targets(spec) -> str:
+    """What a monitor's message adds where the default metrics follow a file's targets, which
+    validate alone does not read: the names it lists are of one kind or the other."""
+    if not targets_decide_metrics(spec):
+        return ""
+    return (" (*_accuracy where the file's targets are class labels, *_mae where they are real "
+            "values: validate --data checks the one chosen against them)")
+
+
 def monitor_names(spec, validation: bool, task: str | None = None) -> list[str]:
     """The keys of metrics.jsonl an early-stopping monitor may name (task None: before the
     data is loaded)."""
@@ -690,9 +699,7 @@ def _monitor_errors(spec) -> list[tuple[Origin, str]]:
         return []
     origin = Origin("train.early_stopping.monitor", keys=("train", "early_stopping", "monitor"))
     hint = " (val_* where the npz holds x_val and y_val)" if split_unknown and spec.data else ""
-    if targets_decide_metrics(spec):  # the suggestion may be one of the metrics of one kind
-        hint += (" (*_accuracy where the file's targets are class labels, *_mae where they are "
-                 "real values: validate --data checks the one chosen against them)")
+    hint += metrics_of_the_targets(spec)
     dataset = DATASETS.get(spec.data.dataset) if spec.data is not None else None
     task = dataset.task if dataset is not None and not dataset.user_file else None
     return [(origin, unknown_monitor(stopping.monitor, names, validation, "will not be", hint,

@@ -20,8 +20,9 @@ import pydantic
 import yaml
 
 from .builder import CompileError, CompileWarning
-from .checks import (monitor_names, pruning_errors, setting_range_errors, shapeless_errors,
-                     split_errors, targets_decide_metrics, tracked_metrics, training_errors,
+from .checks import (metrics_of_the_targets, monitor_names, pruning_errors,
+                     setting_range_errors, shapeless_errors, split_errors,
+                     targets_decide_metrics, tracked_metrics, training_errors,
                      training_warnings, unknown_monitor)
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
@@ -611,7 +612,8 @@ def _npz_val_monitor_problem(spec: Spec, shapes: dict) -> str | None:
     saved = (f"; its {', '.join(misnamed)} are not read: save them as "
              f"{', '.join(misnamed.values())}" if misnamed else "")
     return unknown_monitor(stopping.monitor, monitor_names(spec, False), False, "will not be",
-                           f" ({spec.data.path} holds no x_val and y_val{saved})")
+                           f" ({spec.data.path} holds no x_val and y_val{saved})"
+                           + metrics_of_the_targets(spec))
 
 
 def _npz_split_problem(spec: Spec, shapes: dict) -> str | None:

@@ -197,8 +197,9 @@ def load_run(run_dir, checkpoint: str | None = None, backend: str = "numpy",
 
     if not isinstance(run_dir, (str, PathLike)):
         raise TypeError(f"run_dir must be a run directory's path, got {type(run_dir).__name__}")
-    if checkpoint is not None and checkpoint not in ("best", "last"):  # a usage error to the
-        kind = ValueError if isinstance(checkpoint, str) else TypeError  # command's click
+    # what the command's --checkpoint refuses as a usage error, before the run loads
+    if checkpoint is not None and checkpoint not in ("best", "last"):
+        kind = ValueError if isinstance(checkpoint, str) else TypeError
         raise kind(f"no checkpoint {checkpoint!r}; a run has 'best' and 'last'")
     _refuse_empty("run_dir", run_dir, "give a run directory (runs/<name>/<time>)")
     check_flags(graph=graph, preprocess=preprocess)

@@ -140,21 +140,22 @@ def check_data_fits(spec, model, data, training: bool = True) -> None:
     if training and spec.loss.type == "cross_entropy" and outputs[0] == 1:  # labels all 0
         warn(f"{where}: {one_class_message(spec, model.lowered)}")
     elif training and spec.loss.type == "cross_entropy" and data.task == "classification" \
-            and DATASETS[spec.data.dataset].user_file:  # a named dataset's classes are known
+            and DATASETS[spec.data.dataset].user_file and spec.data.limit is None:
+        # a named dataset's classes are known; those a limit leaves out, its warning names
         _warn_of_outputs_no_label_names(spec, model.lowered, where, labels)
 
 
 def _warn_of_outputs_no_label_names(spec, lowered, where: str, labels: np.ndarray) -> None:
-    """More outputs than classes the labels name (of every split): the others are never a
-    target, their scores only fall. A named dataset's class count refuses it (validate)."""
+    """More outputs than classes the labels name (of every split): no label is of the others.
+    A named dataset's class count refuses it (validate)."""
     outputs, named = lowered.logits.type.shape[1], int(labels.max()) + 1
     if outputs <= named:
         return
     classes = f"{named} classes (0..{named - 1})" if named > 1 else "1 class (0)"
-    unused = f"s {named}..{outputs - 1} are" if outputs - named > 1 else f" {named} is"
+    unused = f"s {named}..{outputs - 1}" if outputs - named > 1 else f" {named}"
     warn(f"{where}: the labels of every split name {classes}, the model has {outputs} "
-         f"outputs: output{unused} never a target (their scores only fall); "
-         f"{output_count_fix(spec, lowered, named)}, unless more classes are meant")
+         f"outputs: no label is of output{unused}; {output_count_fix(spec, lowered, named)}, "
+         "unless more classes are meant")
 
 
 def _naming_a_held_out_split(spec, data, labels: np.ndarray, where: str, check) -> None:

@@ -1300,13 +1300,22 @@ def test_a_monitor_suggested_before_the_file_is_read_says_which_targets_it_needs
                     "val_accuracy")
     assert assert_one_line_error(chosen, "--set:1:1:").endswith(
         "is not a metric of this run; choose one of: train_loss, train_mae, val_loss, val_mae")
+    # an npz without x_val says so too (the review: train_accuracy offered without a word)
+    np.savez(tmp_path / "reg.npz", x=rng.random((40, 2)), y=rng.random(40))
+    spec = write(tmp_path / "n.yaml", "data: {dataset: npz, path: reg.npz}\nmodel: {layers: "
+                 "[{type: dense, units: 1}]}\nloss: mse\ntrain: {epochs: 1, early_stopping: "
+                 "{monitor: val_mae}}\n")
+    assert assert_one_line_error(invoke("validate", spec), "n.yaml:4:").endswith(
+        "(reg.npz holds no x_val and y_val) (*_accuracy where the file's targets are class "
+        "labels, *_mae where they are real values: validate --data checks the one chosen "
+        "against them)")
 
 
 @pytest.mark.parametrize("units, warned", [
-    (7, "the labels of every split name 4 classes (0..3), the model has 7 outputs: outputs "
-        "4..6 are never a target (their scores only fall); set units: 4 in model.layers[0] "
-        "(dense_1), unless more classes are meant"),
-    (5, "outputs: output 4 is never a target"), (4, None)])
+    (7, "the labels of every split name 4 classes (0..3), the model has 7 outputs: no label "
+        "is of outputs 4..6; set units: 4 in model.layers[0] (dense_1), unless more classes "
+        "are meant"),
+    (5, "outputs: no label is of output 4;"), (4, None)])
 def test_more_outputs_than_the_labels_name_is_a_warning(tmp_path, units, warned):
     """The mutation audit: labels 0..3 of an npz beside 7 outputs trained without a word,
     where a named dataset's class count refuses it."""
@@ -1315,9 +1324,13 @@ def test_more_outputs_than_the_labels_name_is_a_warning(tmp_path, units, warned)
     spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: c.npz}\nmodel: {layers: "
                  f"[{{type: dense, units: {units}}}]}}\ntrain: {{epochs: 1}}\n")
     stderr = assert_ok(invoke("train", spec, "--out", tmp_path / "run")).stderr
-    assert (warned in stderr) if warned else "never a target" not in stderr, stderr
+    assert (warned in stderr) if warned else "no label is of" not in stderr, stderr
     if warned:
         assert warned in invoke("validate", spec, "--data").stderr
+        # a limit's cut: its own warning names the classes it leaves out (the review: told
+        # to shrink the outputs, which the whole file then refused)
+        limited = invoke("train", spec, "--out", tmp_path / "r2", "--set", "data.limit=20")
+        assert "no label is of" not in assert_ok(limited).stderr
 
 
 def test_maps_no_whole_factor_below_labels_of_another_size_than_the_inputs(tmp_path):
