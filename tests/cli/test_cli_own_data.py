@@ -1337,12 +1337,10 @@ def test_maps_no_whole_factor_below_labels_of_another_size_than_the_inputs(tmp_p
     """The FCN audit: maps [8, 5] below labels [12, 10] of inputs [16, 10] were told to
     "upsample back to the input size", which then missed the labels."""
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "a.npz", x=rng.random((20, 1, 16, 10)),
-             y=rng.integers(0, 2, (20, 12, 10)))
-    spec = write(tmp_path / "s.yaml", "data: {dataset: npz, path: a.npz}\nmodel: {layers: ["
-                 "{type: conv2d, filters: 4, kernel_size: 3, padding: same}, {type: maxpool2d, "
-                 "pool_size: 2}, {type: conv2d, filters: 2, kernel_size: 1}]}\n")
-    line = assert_one_line_error(invoke("train", spec, "--out", tmp_path / "run"), "a.npz")
+    line = _refusal(tmp_path, "[{type: conv2d, filters: 4, kernel_size: 3, padding: same}, "
+                    "{type: maxpool2d, pool_size: 2}, {type: conv2d, filters: 2, kernel_size: 1}]",
+                    "cross_entropy", {"x": rng.random((20, 1, 16, 10)),
+                                      "y": rng.integers(0, 2, (20, 12, 10))})
     assert line.endswith("(the maps are 0.667x0.5 the labels' size, not a whole factor: change "
                          "the layers' strides, pools or upsampling so that the last gives 12x10 "
                          "(nnrun summary shows each layer's output))"), line
