@@ -115,11 +115,15 @@ def largest_step_batch(spec) -> int:
     return min(spec.train.batch_size, planned) if planned else spec.train.batch_size
 
 
-def samples_before_validation(data) -> tuple[int, str, str | None] | None:
+def samples_before_validation(data, in_file: int | None = None
+                              ) -> tuple[int, str, str | None] | None:
     """(count, whose, the setting that raises it) of the training samples the spec alone fixes
     before the validation split: a generated dataset's n_samples less its test split, a named
-    dataset's split, or what data.limit keeps; None where the data decides."""
+    dataset's split, or what data.limit keeps; None where the data decides. `in_file`: a data
+    file's samples, read from its header."""
     found = samples_the_data_holds(data)
+    if found is None and in_file is not None:
+        found = (in_file, f"in {data.path}", None)
     if data.limit is not None and (found is None or data.limit < found[0]):
         found = (data.limit, "that data.limit keeps", "data.limit")
     return found
@@ -138,11 +142,15 @@ def samples_the_data_holds(data) -> tuple[int, str, str | None] | None:
     return None
 
 
-def planned_training_samples(data) -> int | None:
-    """The training samples the spec alone fixes, after the test and validation splits (None
-    where the data decides): what a batch size is measured against before the data loads."""
-    known = samples_before_validation(data) if data is not None else None
-    return None if known is None else less_the_validation_split(known[0], data)
+def planned_training_samples(data, in_file: int | None = None) -> int | None:
+    """The training samples the spec alone fixes (`in_file`: with a data file's count from its
+    header), after the test and validation splits (None where the data decides): what a batch
+    size is measured against before the data loads."""
+    known = samples_before_validation(data, in_file) if data is not None else None
+    if known is None:
+        return None
+    split = data.validation_split
+    return known[0] - (held_out(known[0], split) if split else 0)
 
 
 def lower_batch_fix(planned: int, asked: int, setting: str = "train.batch_size") -> str:
@@ -152,12 +160,6 @@ def lower_batch_fix(planned: int, asked: int, setting: str = "train.batch_size")
         return (f"lower {setting} below {planned}, the training samples a step takes at most, "
                 "or the model size")
     return f"lower {setting} or the model size"
-
-
-def less_the_validation_split(count: int, data) -> int:
-    """What data.validation_split leaves of `count` training samples to train on."""
-    split = data.validation_split
-    return count - held_out(count, split) if split else count
 
 
 def defaulted_dataset(data_spec) -> str:

@@ -27,9 +27,9 @@ from .checks import (metrics_of_the_targets, monitor_names, pruning_errors,
 from .datasets import (CSV_ENCODING, HELD_OUT_SPLITS, USER_FILE_DATASETS, csv_columns,
                        csv_header_line, feature_layout_problem, header_row_problem, held_out,
                        held_out_pairs, kernel_file, labels_dtype_problem, labels_name,
-                       labels_named_twice, less_the_validation_split, lower_batch_fix,
-                       misnamed_split_arrays, npz_arrays_problem, objects_problem,
-                       paths_relative_to, sample_count_problem, unpaired_array_problem,
+                       labels_named_twice, lower_batch_fix, misnamed_split_arrays,
+                       npz_arrays_problem, objects_problem, paths_relative_to,
+                       planned_training_samples, sample_count_problem, unpaired_array_problem,
                        unread_arrays, unreadable_csv, user_path, why_absent, why_not_looked_at)
 from .diagnostics import (Diagnostic, SpecError, after_overrides,
                           diagnostics_from_validation_error, errors_behind_misspelt_types,
@@ -490,9 +490,7 @@ def data_file_training_samples(spec: Spec, directory: Path) -> int | None:
     (the loader says why)."""
     file = data_file(spec, directory, ("npz",))
     x = (npz_shapes_or_none(file) or {}).get("x") if file is not None else None
-    if not x:
-        return None
-    return less_the_validation_split(min(x[0], spec.data.limit or x[0]), spec.data)
+    return planned_training_samples(spec.data, in_file=x[0]) if x else None
 
 
 def unusable_file_reason(file: Path) -> str | None:
