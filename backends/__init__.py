@@ -7,6 +7,11 @@ class BackendUnavailable(Exception):
     """CuPy missing, no usable CUDA device, or an unknown backend name: one line for the user."""
 
 
+# How a message of CuPy's unavailability ends: where the command cannot take NumPy instead
+# (check-backends, which compares a backend with NumPy), it is left out of the line.
+OR_USE_NUMPY = ", or use --backend numpy"
+
+
 class CaptureUnavailable(Exception):
     """Why a backend cannot capture a step as a device graph here, known before trying."""
 
@@ -31,8 +36,8 @@ def _cupy_import_message(error: Exception) -> str:
     """One line: CuPy not installed, or installed but failing to load (a CUDA library missing
     or of another version), with the line of CuPy's own report that names the cause (after
     its "Original error:", else its last line of words)."""
-    extras = ("pip install 'nnrun[cuda13]' (CUDA 13 drivers) or 'nnrun[cuda12]' (CUDA 12), "
-              "or use --backend numpy")
+    extras = ("pip install 'nnrun[cuda13]' (CUDA 13 drivers) or 'nnrun[cuda12]' (CUDA 12)"
+              + OR_USE_NUMPY)
     if isinstance(error, ModuleNotFoundError) and error.name == "cupy":
         return f"backend 'cupy' needs CuPy, which is not installed ({error}): {extras}"
     lines = [line.strip() for line in str(error).splitlines() if any(map(str.isalnum, line))]

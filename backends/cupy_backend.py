@@ -12,7 +12,7 @@ import cupy
 cupy.cuda  # noqa: B018 - a CuPy that failed to load says so at first use: at this import
 from cupyx.scipy import special  # noqa: E402
 
-from . import BackendUnavailable, cuda_graph, cupy_kernels
+from . import OR_USE_NUMPY, BackendUnavailable, cuda_graph, cupy_kernels
 from .base import ArrayBackend, refuse_during_capture
 
 
@@ -35,7 +35,7 @@ class CupyBackend(ArrayBackend):
                 f"backend 'cupy': CuPy is installed but has no usable CUDA device ({reason}); "
                 "run on a machine with an NVIDIA GPU and its driver, with the CuPy of that "
                 "driver's CUDA (pip install 'nnrun[cuda13]' for CUDA 13, 'nnrun[cuda12]' for "
-                "CUDA 12), or use --backend numpy")
+                f"CUDA 12){OR_USE_NUMPY}")
 
     def from_host(self, array):
         return cupy.asarray(array)

@@ -25,7 +25,7 @@ def check_backends(spec, backend, batch_size, tolerance, seed, fmt, overrides) -
     """One training step on random data through NumPy and BACKEND, op by op: names the first
     op whose output or gradient differs beyond tolerance. Exit 1 when one does."""
     import nnrun
-    from nnrun.backends import BackendUnavailable
+    from nnrun.backends import OR_USE_NUMPY, BackendUnavailable
     from nnrun.runtime.check_backends import check_backends as run_check
     from nnrun.runtime.memory import check_memory
 
@@ -34,7 +34,7 @@ def check_backends(spec, backend, batch_size, tolerance, seed, fmt, overrides) -
     try:
         report = run_check(model.source, backend, batch_size, tolerance, seed)
     except BackendUnavailable as error:  # NumPy checked against itself would answer nothing
-        raise BackendUnavailable(str(error).replace(", or use --backend numpy", "")) from None
+        raise BackendUnavailable(str(error).removesuffix(OR_USE_NUMPY)) from None
     if fmt == "json":
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
